@@ -1,0 +1,48 @@
+"""The ``sgdlab`` command. Each module ``sgdlab/cli/<name>.py`` that defines
+``register(subparsers)`` adds its subcommand(s); the handler is stored as ``func`` via
+``parser.set_defaults(func=...)`` and returns an exit code."""
+from __future__ import annotations
+
+import argparse
+import importlib
+import pkgutil
+import sys
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="sgdlab",
+        description="A lab for the noise of SGD and the geometry of loss landscapes.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    import sgdlab.cli as pkg
+
+    for m in sorted(pkgutil.iter_modules(pkg.__path__), key=lambda m: m.name):
+        if m.name in ("main", "__main__") or m.name.startswith("_"):
+            continue
+        module = importlib.import_module(f"sgdlab.cli.{m.name}")
+        if hasattr(module, "register"):
+            module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    from sgdlab.errors import UserError
+
+    try:
+        return int(args.func(args) or 0)
+    except UserError as e:
+        print(f"sgdlab: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,62 @@
+"""The dataset record every loader and generator returns."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor
+
+
+@dataclass
+class Dataset:
+    """Train/test tensors plus metadata.
+
+    ``x_*`` are float tensors shaped (N, *input_shape); ``y_*`` are int64 class indices for
+    classification or float (N, out_dim) targets for regression.
+    ``meta`` holds at least: ``name``, ``task`` ("classification" | "regression"),
+    ``input_shape`` (tuple), ``num_outputs`` (classes or regression outputs), ``seed``.
+    """
+
+    x_train: Tensor
+    y_train: Tensor
+    x_test: Tensor
+    y_test: Tensor
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return self.meta.get("name", "?")
+
+    @property
+    def task(self) -> str:
+        return self.meta.get("task", "classification")
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(self.meta.get("input_shape", self.x_train.shape[1:]))
+
+    @property
+    def num_outputs(self) -> int:
+        return int(self.meta["num_outputs"])
+
+    @property
+    def train(self) -> tuple[Tensor, Tensor]:
+        return self.x_train, self.y_train
+
+    @property
+    def test(self) -> tuple[Tensor, Tensor]:
+        return self.x_test, self.y_test
+
+    def to(self, device=None, dtype: torch.dtype | None = None) -> "Dataset":
+        """Move tensors; ``dtype`` applies to inputs (and regression targets)."""
+        def cast(t: Tensor, is_target: bool) -> Tensor:
+            if dtype is not None and t.is_floating_point():
+                t = t.to(dtype)
+            return t.to(device) if device is not None else t
+        return Dataset(cast(self.x_train, False), cast(self.y_train, True),
+                       cast(self.x_test, False), cast(self.y_test, True), dict(self.meta))
+
+    def __repr__(self) -> str:
+        return (f"Dataset({self.name}: train {tuple(self.x_train.shape)}, "
+                f"test {tuple(self.x_test.shape)}, task={self.task})")

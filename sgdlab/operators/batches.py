@@ -1,0 +1,42 @@
+"""What "data" means for an operator or a measurement.
+
+``data`` is either one batch ``(x, y)`` of tensors, or an iterable of such batches (a
+``DataLoader``). Quantities are means over all samples, so batches are weighted by size.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from typing import Union
+
+import torch
+from torch import Tensor
+
+Batch = tuple[Tensor, Tensor]
+Data = Union[Batch, Iterable[Batch]]
+
+
+def is_single_batch(data: Data) -> bool:
+    return (isinstance(data, (tuple, list)) and len(data) == 2
+            and all(isinstance(t, Tensor) for t in data))
+
+
+def iterate_batches(data: Data, device: torch.device | None = None) -> Iterator[Batch]:
+    """Yield ``(x, y)`` batches, moved to ``device`` when given."""
+    batches = [data] if is_single_batch(data) else data
+    for x, y in batches:
+        if device is not None:
+            x, y = x.to(device), y.to(device)
+        yield x, y
+
+
+def num_samples(data: Data) -> int:
+    return sum(len(x) for x, _ in iterate_batches(data))
+
+
+def concat_batches(data: Data, device: torch.device | None = None) -> Batch:
+    """All samples as one batch (for per-sample quantities that need every sample at once)."""
+    if is_single_batch(data):
+        x, y = data
+        return (x.to(device), y.to(device)) if device is not None else (x, y)
+    xs, ys = zip(*iterate_batches(data, device))
+    return torch.cat(xs), torch.cat(ys)

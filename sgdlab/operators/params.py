@@ -1,0 +1,59 @@
+"""Flat views of a model's parameters: the coordinate system every operator and estimator uses.
+
+The flat vector concatenates ``p.reshape(-1)`` for the trainable parameters in
+``model.named_parameters()`` order (only those with ``requires_grad``).
+"""
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+import torch
+from torch import Tensor, nn
+
+
+def trainable_named_params(model: nn.Module) -> dict[str, Tensor]:
+    """Trainable parameters by name, in registration order (the flat-vector order)."""
+    return {n: p for n, p in model.named_parameters() if p.requires_grad}
+
+
+def num_params(model: nn.Module) -> int:
+    """Number of trainable scalars d."""
+    return sum(p.numel() for p in trainable_named_params(model).values())
+
+
+def flatten(tensors: Iterable[Tensor]) -> Tensor:
+    """Concatenate tensors into one flat vector."""
+    return torch.cat([t.reshape(-1) for t in tensors])
+
+
+def unflatten_like(vec: Tensor, like: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    """Split a flat vector into tensors shaped like ``like`` (same keys, same order)."""
+    out, i = {}, 0
+    for name, t in like.items():
+        n = t.numel()
+        out[name] = vec[i : i + n].view_as(t)
+        i += n
+    if i != vec.numel():
+        raise ValueError(f"vector has {vec.numel()} entries, parameters have {i}")
+    return out
+
+
+def params_vector(model: nn.Module) -> Tensor:
+    """A detached copy of the trainable parameters as one flat vector."""
+    return flatten(p.detach() for p in trainable_named_params(model).values()).clone()
+
+
+@torch.no_grad()
+def set_params_vector(model: nn.Module, vec: Tensor) -> None:
+    """Write a flat vector into the model's trainable parameters in place."""
+    for p, v in zip(trainable_named_params(model).values(),
+                    unflatten_like(vec, trainable_named_params(model)).values()):
+        p.copy_(v)
+
+
+def grads_vector(model: nn.Module) -> Tensor:
+    """The current ``.grad`` of the trainable parameters as a flat vector (zeros where None)."""
+    return flatten(
+        p.grad.detach() if p.grad is not None else torch.zeros_like(p)
+        for p in trainable_named_params(model).values()
+    )

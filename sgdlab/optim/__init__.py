@@ -1,0 +1,21 @@
+"""Optimizers (torch.optim contract) and step-size protocols, buildable by name."""
+import importlib as _importlib
+import pkgutil as _pkgutil
+
+from .registry import (
+    OPTIMIZERS,
+    SCHEDULES,
+    build_optimizer,
+    build_optimizer_for,
+    build_schedule,
+    register_optimizer,
+    register_schedule,
+)
+
+# Every module in this package registers its optimizers/schedules on import.
+for _m in _pkgutil.iter_modules(__path__):
+    if not _m.name.startswith("_") and _m.name != "registry":
+        _importlib.import_module(f"{__name__}.{_m.name}")
+
+__all__ = ["OPTIMIZERS", "SCHEDULES", "build_optimizer", "build_optimizer_for",
+           "build_schedule", "register_optimizer", "register_schedule"]

@@ -1,0 +1,1 @@
+from .callbacks import Callback, MeasurementCallback, Schedule, TrainContext

@@ -1,0 +1,137 @@
+"""Training callbacks: a measurement + a schedule + the run store as sink.
+
+A callback never computes anything itself beyond deciding *when*: it calls a plain
+measurement function (``sgdlab.measure``) and records the result with ``ctx.log``.
+Hooks (all optional), in the order the loop calls them:
+
+- ``on_train_begin(ctx)``                 before the first step (also after a resume)
+- ``on_step_begin(ctx)``                  batch drawn, before forward
+- ``on_after_backward(ctx)``              gradients in ``p.grad``, before ``optimizer.step``
+- ``on_step_end(ctx)``                    after ``optimizer.step``; ``ctx.step`` already incremented
+- ``on_epoch_end(ctx)``                   after the last step of an epoch and its evaluation
+- ``on_train_end(ctx)``                   once, also for diverged runs
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+
+@dataclass
+class TrainContext:
+    """What a callback may look at. Mutated in place by the loop."""
+
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    loss_fn: Callable[[Tensor, Tensor], Tensor]
+    data: Any                      # sgdlab.data.Dataset
+    step: int = 0                  # optimizer steps taken so far
+    epoch: int = 0                 # current epoch (0-based); completed epochs at on_epoch_end = epoch + 1
+    steps_per_epoch: int = 0
+    batch: tuple[Tensor, Tensor] | None = None
+    loss: float = float("nan")     # mini-batch loss of the current step
+    logger: Callable[[str, float, int], None] | None = None
+    history: dict[str, list[tuple[int, float]]] = field(default_factory=dict)
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    def log(self, name: str, value: float, step: int | None = None) -> None:
+        """Record a scalar metric at ``step`` (default: the current step) in memory and store."""
+        step = self.step if step is None else step
+        value = float(value)
+        self.history.setdefault(name, []).append((step, value))
+        if self.logger is not None:
+            self.logger(name, value, step)
+
+    def log_dict(self, values: dict[str, float], step: int | None = None) -> None:
+        for k, v in values.items():
+            self.log(k, v, step)
+
+
+class Schedule:
+    """When to measure: a predicate on the step count (and/or completed epochs)."""
+
+    def __init__(self, predicate: Callable[[int], bool], description: str):
+        self._predicate = predicate
+        self.description = description
+
+    def __call__(self, step: int) -> bool:
+        return bool(self._predicate(step))
+
+    def __repr__(self) -> str:
+        return f"Schedule({self.description})"
+
+    @classmethod
+    def every(cls, k: int, start: int = 0) -> "Schedule":
+        if k < 1:
+            raise ValueError(f"Invalid schedule period: {k} (must be >= 1)")
+        return cls(lambda s: s >= start and (s - start) % k == 0, f"every {k} from {start}")
+
+    @classmethod
+    def at(cls, steps: Iterable[int]) -> "Schedule":
+        chosen = frozenset(int(s) for s in steps)
+        return cls(lambda s: s in chosen, f"at {sorted(chosen)}")
+
+    @classmethod
+    def log_spaced(cls, num: int, max_step: int, start: int = 1) -> "Schedule":
+        """About ``num`` steps spaced logarithmically in [start, max_step] (plus step 0)."""
+        pts = {0} | {int(round(start * (max_step / start) ** (i / max(num - 1, 1))))
+                     for i in range(num)}
+        return cls(lambda s: s in pts, f"{num} log-spaced to {max_step}")
+
+    @classmethod
+    def never(cls) -> "Schedule":
+        return cls(lambda s: False, "never")
+
+
+class Callback:
+    """Base class. ``schedule`` is on steps; ``epochs`` (optional) selects epochs for
+    ``on_epoch_end`` work. Subclasses override the hooks they need."""
+
+    schedule: Schedule = Schedule.every(1)
+
+    def should_run(self, step: int) -> bool:
+        return self.schedule(step)
+
+    def on_train_begin(self, ctx: TrainContext) -> None: ...
+    def on_step_begin(self, ctx: TrainContext) -> None: ...
+    def on_after_backward(self, ctx: TrainContext) -> None: ...
+    def on_step_end(self, ctx: TrainContext) -> None: ...
+    def on_epoch_end(self, ctx: TrainContext) -> None: ...
+    def on_train_end(self, ctx: TrainContext) -> None: ...
+
+    # Callbacks with memory (e.g. the previous gradient) save it here so resume is exact.
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+
+class MeasurementCallback(Callback):
+    """Call ``fn(ctx) -> dict[str, float]`` on a step schedule and log every entry.
+
+    Example::
+
+        MeasurementCallback(lambda ctx: {"hess_top": top_eigenvalue(...)}, Schedule.every(100))
+    """
+
+    def __init__(self, fn: Callable[[TrainContext], dict[str, float]], schedule: Schedule,
+                 *, at_train_begin: bool = True):
+        self.fn, self.schedule, self.at_train_begin = fn, schedule, at_train_begin
+
+    def on_train_begin(self, ctx: TrainContext) -> None:
+        if self.at_train_begin and ctx.step == 0:
+            self._record(ctx)
+
+    def on_step_end(self, ctx: TrainContext) -> None:
+        if self.should_run(ctx.step):
+            self._record(ctx)
+
+    def _record(self, ctx: TrainContext) -> None:
+        for k, v in self.fn(ctx).items():
+            if v is not None and not (isinstance(v, float) and math.isnan(v)):
+                ctx.log(k, v)
