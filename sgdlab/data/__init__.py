@@ -1,2 +1,17 @@
-"""Datasets: generated, bundled, or read from files the user has."""
+"""Datasets: generated, bundled, or read from files the user has.
+
+``load_dataset(name, seed=0, data_dir=None, **options) -> Dataset``; ``sorted(DATASETS)`` lists
+the names (cifar10, cifar100, cubic, digits, fashion_mnist, mnist, mnist1d, mnist_small).
+Transforms (:func:`with_label_noise`, :func:`subset`, :func:`standardize`) return new
+:class:`Dataset` records and note what they did in ``meta``.
+"""
 from .base import Dataset
+from .registry import DATASETS, dataset_options, load_dataset, register_dataset
+from . import bundled, files, generated  # noqa: F401  (registers the datasets)
+from .files import read_cifar_batch, read_idx
+from .generated import cubic_target
+from .transforms import noisy_mask, standardize, subset, with_label_noise
+
+__all__ = ["DATASETS", "Dataset", "cubic_target", "dataset_options", "load_dataset",
+           "noisy_mask", "read_cifar_batch", "read_idx", "register_dataset", "standardize",
+           "subset", "with_label_noise"]

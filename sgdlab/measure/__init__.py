@@ -1,1 +1,35 @@
-"""measure"""
+"""Measurements: plain functions of (model, loss_fn, data) and estimators on operators."""
+from .curvature import (
+    Estimate,
+    SpectralDensity,
+    dense_hessian,
+    frobenius_norm,
+    harmonic_mean_eigenvalue,
+    hessian_bottom_eigenvalues,
+    hessian_eigenpairs,
+    hessian_frobenius_norm,
+    hessian_spectral_density,
+    hessian_spectrum,
+    hessian_top_eigenvalue,
+    hessian_trace,
+    hutchinson_trace,
+    lanczos,
+    power_iteration,
+    spectral_density,
+)
+from .noise import (
+    GradientCovariance,
+    diffusion_matrix,
+    gradient_covariance,
+    minibatch_noise_factor,
+    noise_magnitude,
+)
+from .alignment import (
+    Alignment,
+    eigenvector_cosines,
+    normalised_eigenvalues,
+    projection_residual,
+    sigma_hessian_alignment,
+)
+from .sharpness import epsilon_sharpness, expected_sharpness, local_entropy, mean_loss
+from .temperature import solve_batch_size, solve_lr, temperature, temperatures

@@ -1,1 +1,16 @@
-"""store"""
+"""The run store: every run's config, environment, status and metric time series in SQLite.
+
+``RunStore(path=None)`` (default ``./sgdlab-runs/runs.sqlite`` or ``$SGDLAB_STORE``); see
+:mod:`sgdlab.store.runstore` for the guarantees under concurrent writers and killed processes.
+"""
+from .env import environment, git_commit
+from .runstore import (
+    STATUSES,
+    MetricWriter,
+    RunStore,
+    default_store_path,
+    new_run_id,
+)
+
+__all__ = ["STATUSES", "MetricWriter", "RunStore", "default_store_path", "environment",
+           "git_commit", "new_run_id"]

@@ -1,0 +1,43 @@
+"""``sgdlab list [--json]``: the experiment catalogue with the paper figure each reproduces."""
+from __future__ import annotations
+
+import argparse
+import json
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("list", help="list the experiment catalogue",
+                              description="List the catalogue: name, description, and the "
+                                          "paper figure/table each experiment reproduces.")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=_list)
+
+
+def catalogue() -> list[dict]:
+    from sgdlab.experiments.spec import catalogue_files, read_file, validate_raw
+
+    out = []
+    for name, path in catalogue_files().items():
+        raw = validate_raw(read_file(path), str(path))
+        p = raw["paper"]
+        out.append({"name": raw["name"], "version": raw["version"],
+                    "title": raw.get("title", raw["name"]),
+                    "description": " ".join(raw["description"].split()),
+                    "paper": {"author": p["author"], "year": p["year"], "figure": p["figure"],
+                              "title": p.get("title")},
+                    "scales": sorted(set(raw.get("scales", {})) | {"smoke", "cpu", "paper"}),
+                    "file": str(path)})
+    return out
+
+
+def _list(args: argparse.Namespace) -> int:
+    items = catalogue()
+    if args.json:
+        print(json.dumps(items, indent=1))
+        return 0
+    w = max((len(i["name"]) for i in items), default=10)
+    for i in items:
+        p = i["paper"]
+        print(f"{i['name']:<{w}}  {p['author']} {p['year']}, {p['figure']}: {i['title']}")
+    print(f"\n{len(items)} experiments. Run one: sgdlab run NAME --scale smoke|cpu|paper")
+    return 0

@@ -1,0 +1,41 @@
+"""``sgdlab report OUT_DIR_OR_EXPERIMENT [--compare OTHER]``: rebuild an experiment's report
+from the run store (no training), and optionally compare it with another side by side."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "report", help="rebuild an experiment report from the store; compare two",
+        description="Rebuild results.json, figures, tables and report.html from the runs in the "
+                    "store. TARGET is an output directory (its results.json says which "
+                    "experiment, scale and store) or an experiment name.")
+    p.add_argument("target", metavar="OUT_DIR_OR_EXPERIMENT")
+    p.add_argument("--compare", metavar="OTHER",
+                   help="another output directory or experiment: write a side-by-side page")
+    p.add_argument("--scale", default="cpu", choices=["smoke", "cpu", "paper"],
+                   help="scale when TARGET/OTHER is an experiment name (default cpu)")
+    p.add_argument("--store", metavar="PATH", help="run store path (default: as recorded)")
+    p.add_argument("--out", metavar="PATH",
+                   help="output directory for a rebuilt report, or the compare page's path")
+    p.add_argument("--data-dir", metavar="DIR")
+    p.set_defaults(func=_report)
+
+
+def _report(args: argparse.Namespace) -> int:
+    from sgdlab.experiments.runner import rebuild
+    from sgdlab.report.compare import write_compare
+
+    out_a, _ = rebuild(args.target, scale=args.scale, store_path=args.store,
+                       out_dir=None if args.compare else args.out, data_dir=args.data_dir)
+    if not args.compare:
+        print(f"report: {out_a / 'report.html'}")
+        return 0
+    out_b, _ = rebuild(args.compare, scale=args.scale, store_path=args.store,
+                       data_dir=args.data_dir)
+    page = write_compare(out_a, out_b, Path(args.out) if args.out else None)
+    print(f"report A: {out_a / 'report.html'}\nreport B: {out_b / 'report.html'}")
+    print(f"comparison: {page}")
+    return 0

@@ -1,0 +1,76 @@
+"""``sgdlab train CONFIG``: run a config file (or a packaged config by name)."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "train", help="train a model from a run config (YAML/TOML or a packaged name)",
+        description="Train from a run config. CONFIG is a .yaml/.toml file or the name of a "
+                    "packaged config (e.g. digits-mlp). The run is recorded in the run store; "
+                    "results.json, the learning-curve plot and checkpoints go to --out "
+                    "(default: a folder named after the run id next to the store).")
+    p.add_argument("config", metavar="CONFIG")
+    p.add_argument("--out", metavar="DIR", help="run folder (default: <store folder>/<run id>)")
+    p.add_argument("--store", metavar="PATH",
+                   help="run store (default: config's store.path, $SGDLAB_STORE, or "
+                        "./sgdlab-runs/runs.sqlite)")
+    p.add_argument("--set", metavar="KEY=VALUE", action="append", default=[], dest="overrides",
+                   help="override a config value, e.g. --set train.epochs=5 --set "
+                        "optimizer.lr=0.01 (repeatable; values are YAML)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--print-config", action="store_true",
+                   help="print the validated config and exit without training")
+    p.set_defaults(func=_train)
+
+
+def _train(args: argparse.Namespace) -> int:
+    from sgdlab.config import apply_overrides, dump_yaml, load_config, validate_config
+    from sgdlab.config.runner import run_config
+    from sgdlab.store import RunStore
+
+    raw = apply_overrides(load_config(args.config), args.overrides)
+    cfg = validate_config(raw)
+    if args.print_config:
+        print(dump_yaml(cfg), end="")
+        return 0
+    store = RunStore(args.store or cfg["store"]["path"])
+    print(f"sgdlab: training {cfg['name'] or args.config} (store {store.path})", flush=True)
+    outcome = run_config(cfg, out_dir=args.out, store=store,
+                         progress=False if args.no_progress else None)
+    print_outcome(outcome)
+    return 0
+
+
+def print_outcome(outcome) -> None:
+    r = outcome.result
+    fin = r.final
+    metrics = "  ".join(f"{k} {fin[k]:.4g}" for k in ("train_loss", "train_acc", "test_loss",
+                                                      "test_acc") if k in fin)
+    head = f"run {outcome.run_id}: {r.status} after {r.steps} steps ({r.epochs_completed} epochs"
+    head += f", {r.wall_time:.1f} s)"
+    if outcome.resumed_from_step is not None:
+        head += f", resumed from step {outcome.resumed_from_step}"
+    print(head)
+    if r.message:
+        print(f"  {r.message}")
+    if metrics:
+        print(f"  final: {metrics}")
+    print(f"  results: {_rel(outcome.results_path)}")
+    if outcome.figure_path is not None:
+        print(f"  plot:    {_rel(outcome.figure_path)}")
+    if r.checkpoint is not None:
+        print(f"  checkpoint: {_rel(r.checkpoint)}")
+    print(f"  store:   {_rel(outcome.store_path)}  (sgdlab runs show {outcome.run_id}"
+          + (f" --store {_rel(outcome.store_path)}" if _rel(outcome.store_path) !=
+             "sgdlab-runs/runs.sqlite" else "") + ")")
+
+
+def _rel(p) -> str:
+    p = Path(p)
+    try:
+        return str(p.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(p)

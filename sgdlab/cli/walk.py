@@ -1,0 +1,192 @@
+"""``sgdlab walk``: Xing et al.'s "A Walk with SGD" demonstration on a small dataset.
+
+Trains the same MLP (same initialisation) with full-batch GD and with mini-batch SGD (plain
+``torch.optim.SGD``), interpolating the full training loss between every pair of consecutive
+iterates (K points) and logging the consecutive-gradient cosine and the distance from
+initialisation. Writes to ``--out``:
+
+- ``walk.png`` — Xing et al. Fig. 1 style walk plot, one column per optimizer;
+- ``walk_barriers.csv`` / ``.md`` — barriers crossed and heights per epoch (Tables 1–2);
+- ``interpolation.png`` — loss/accuracy along (1 − α) θ_GD + α θ_SGD, α ∈ [−1, 2]
+  (when both optimizers ran);
+- ``trajectory.png`` — spectra of the SGD weight trajectory (recorded every step, a subset of
+  coordinates) and its Fisher-g periodicity test; the raw trajectory under ``trajectory/``;
+- ``results.json`` — config, per-run numbers, tables, timings, environment.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from pathlib import Path
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "walk", help="walk-with-SGD demo: step interpolation, barriers, gradient cosine",
+        description="Train an MLP with full-batch GD and with SGD, interpolate the training "
+                    "loss between consecutive iterates (Xing et al. 2018) and save the walk "
+                    "plot, barrier tables, model interpolation and trajectory spectra.")
+    p.add_argument("--data", default="digits", help="dataset name (default digits)")
+    p.add_argument("--optimizer", nargs="+", choices=["gd", "sgd"], default=["gd", "sgd"],
+                   help="which runs (default both)")
+    p.add_argument("--steps", type=int, default=100,
+                   help="optimizer steps per run (default 100; GD does one step per epoch)")
+    p.add_argument("--lr-gd", type=float, default=0.5, help="GD learning rate (default 0.5)")
+    p.add_argument("--lr-sgd", type=float, default=0.1, help="SGD learning rate (default 0.1)")
+    p.add_argument("--batch-size", type=int, default=32, help="SGD batch size (default 32)")
+    p.add_argument("--widths", type=int, nargs="+", default=[100, 100],
+                   help="MLP hidden widths (default 100 100)")
+    p.add_argument("--points", type=int, default=10, help="K points per segment (default 10)")
+    p.add_argument("--eval-subset", type=int, default=None,
+                   help="interpolate on a fixed subset of this many training examples "
+                        "(default: the whole training set)")
+    p.add_argument("--seed", type=int, default=0, help="initialisation and sampling seed")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    p.add_argument("--out", required=True, metavar="DIR", help="output directory")
+    p.set_defaults(func=_walk)
+
+
+def _run_one(opt: str, args, data, model_init):
+    import copy
+
+    import torch
+    from torch import nn
+
+    from sgdlab.train.callbacks import Schedule
+    from sgdlab.train.instruments.dynamics import DynamicsCallback
+    from sgdlab.train.instruments.trajectory import TrajectoryRecorder
+    from sgdlab.train.instruments.walk import StepInterpolationCallback
+    from sgdlab.train.loop import train
+
+    n = len(data.x_train)
+    bs = n if opt == "gd" else args.batch_size
+    lr = args.lr_gd if opt == "gd" else args.lr_sgd
+    spe = math.ceil(n / bs)
+    model = copy.deepcopy(model_init)
+    walk = StepInterpolationCallback(Schedule.every(1), num_points=args.points,
+                                     eval_data=args.eval_subset, seed=args.seed)
+    dyn = DynamicsCallback(Schedule.every(1))
+    cbs = [walk, dyn]
+    if opt == "sgd":
+        cbs.append(TrajectoryRecorder(Path(args.out) / "trajectory", every_steps=1,
+                                      every_epochs=None, num_coords=2000, seed=args.seed))
+    res = train(model, nn.CrossEntropyLoss(), data, torch.optim.SGD(model.parameters(), lr=lr),
+                epochs=math.ceil(args.steps / spe), batch_size=bs, seed=args.seed,
+                callbacks=cbs, max_steps=args.steps, progress=False)
+    return model, res, walk, {"batch_size": bs, "lr": lr, "steps_per_epoch": spe}
+
+
+def _walk(args: argparse.Namespace) -> int:
+    import torch
+
+    from sgdlab.data import load_dataset
+    from sgdlab.errors import UserError
+    from sgdlab.measure.interpolation import interpolate_models
+    from sgdlab.measure.trajectory import (
+        increment_autocorrelation,
+        increment_spectrum,
+        periodicity_test,
+    )
+    from sgdlab.models import build_model
+    from sgdlab.report.figures.interpolation import interpolation_figure
+    from sgdlab.report.figures.trajectory import trajectory_figure
+    from sgdlab.report.figures.walk import walk_epoch_table, walk_figure
+    from sgdlab.store.trajectory import open_trajectory
+
+    if args.steps < 2:
+        raise UserError(f"--steps must be >= 2, got {args.steps}")
+    if args.points < 3:
+        raise UserError(f"--points must be >= 3 (a barrier needs an interior point), "
+                        f"got {args.points}")
+    if args.batch_size < 1:
+        raise UserError(f"--batch-size must be >= 1, got {args.batch_size}")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    data = load_dataset(args.data)
+    if data.task != "classification":
+        raise UserError(f"sgdlab walk needs a classification dataset; {args.data} is "
+                        f"{data.task}")
+    torch.manual_seed(args.seed)
+    model_init = build_model("mlp", data.input_shape, data.num_outputs, widths=args.widths)
+
+    runs, models, summary = {}, {}, {}
+    for opt in dict.fromkeys(args.optimizer):
+        t0 = time.perf_counter()
+        model, res, walk, info = _run_one(opt, args, data, model_init)
+        wall = time.perf_counter() - t0
+        label = opt.upper()
+        runs[label], models[label] = res.history, model
+        cos = [v for _, v in res.history.get("grad_cosine", [])]
+        tail = cos[-max(1, len(cos) // 5):]
+        epochs = walk.summary()
+        first = epochs[0] if epochs else None
+        summary[label] = {
+            **info, "status": res.status, "steps": res.steps,
+            "final_train_loss": res.final.get("train_loss"),
+            "final_train_acc": res.final.get("train_acc"),
+            "final_test_acc": res.final.get("test_acc"),
+            "grad_cosine_mean": sum(cos) / len(cos) if cos else None,
+            "grad_cosine_mean_last_20pct": sum(tail) / len(tail) if cos else None,
+            "barriers_total": sum(int(r.barrier) for r in walk.records),
+            "steps_interpolated": len(walk.records),
+            "barriers_epoch1": first.barriers if first else None,
+            "steps_epoch1": first.steps if first else None,
+            "mean_height_above_floor": (sum(r.height_above_floor for r in walk.records)
+                                        / max(1, len(walk.records))),
+            "walk_seconds": walk.seconds, "run_seconds": wall,
+            "walk_fraction_of_run_time": walk.seconds / wall if wall > 0 else None,
+        }
+        print(f"{label}: {res.steps} steps (B={info['batch_size']}, lr={info['lr']}), "
+              f"final train loss {summary[label]['final_train_loss']:.4f}, "
+              f"grad cosine mean {summary[label]['grad_cosine_mean']:.3f} "
+              f"(last 20%: {summary[label]['grad_cosine_mean_last_20pct']:.3f}), "
+              f"barriers in epoch 1: {summary[label]['barriers_epoch1']} of "
+              f"{summary[label]['steps_epoch1']} steps, total {summary[label]['barriers_total']}"
+              f"; interpolation took {walk.seconds:.2f}s of {wall:.2f}s")
+
+    fig = walk_figure(runs, title=f"walk with SGD on {args.data}: MLP {args.widths}")
+    fig.savefig(out / "walk.png", dpi=130)
+    table = walk_epoch_table(runs)
+    (out / "walk_barriers.csv").write_text(table.to_csv())
+    (out / "walk_barriers.md").write_text(table.to_markdown())
+    results = {"config": vars(args) | {"func": None}, "runs": summary,
+               "tables": [table.to_json()], "figures": ["walk.png"]}
+
+    if "GD" in models and "SGD" in models:
+        curve = interpolate_models(models["GD"], models["SGD"], torch.nn.CrossEntropyLoss(),
+                                   data.train, data.test, torch.linspace(-1, 2, 31))
+        interpolation_figure(curve, labels=("GD", "SGD")).savefig(out / "interpolation.png",
+                                                                  dpi=130)
+        results["interpolation_gd_to_sgd"] = curve.to_dict()
+        results["figures"].append("interpolation.png")
+    if "SGD" in models:
+        traj = open_trajectory(out / "trajectory")
+        snaps = traj.snapshots
+        if len(snaps) >= 6:
+            spec, acf = increment_spectrum(snaps), increment_autocorrelation(snaps)
+            test = periodicity_test(snaps)
+            trajectory_figure(spec, acf, test=test, title="SGD").savefig(
+                out / "trajectory.png", dpi=130)
+            results["trajectory_sgd"] = {
+                "snapshots": len(snaps), "coords": int(snaps.shape[1]),
+                "fraction_significant": test.fraction_significant,
+                "combined_p_value": test.combined_p_value, "periodic": test.periodic,
+                "dominant_frequency": test.dominant_frequency,
+                "autocorr_fraction_outside_99": acf.fraction_outside}
+            results["figures"].append("trajectory.png")
+    try:
+        from sgdlab.store.env import environment
+        results["environment"] = environment()
+    except Exception as e:  # the environment record is informative only
+        results["environment"] = {"error": str(e)}
+    results["config"].pop("func", None)
+    (out / "results.json").write_text(json.dumps(results, indent=1, default=str))
+    print(f"wrote {out}/walk.png, walk_barriers.md/.csv, results.json"
+          + (", interpolation.png" if "interpolation_gd_to_sgd" in results else "")
+          + (", trajectory.png" if "trajectory_sgd" in results else ""))
+    print(table.to_markdown())
+    return 0

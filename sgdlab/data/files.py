@@ -1,0 +1,304 @@
+"""Loaders for dataset files the user downloaded: MNIST / Fashion-MNIST (IDX) and CIFAR-10/100
+(python pickle batches).
+
+Files are looked up in ``data_dir`` and then in the subdirectories the datasets are usually
+unpacked to (``data_dir/mnist``, ``data_dir/MNIST/raw`` as torchvision writes them,
+``data_dir/cifar-10-batches-py``, ...). IDX files may be gzip-compressed (``.gz``).
+
+Trust assumption for CIFAR: the batches are pickles. They are read with a *restricted*
+unpickler that only reconstructs numpy arrays, numpy dtypes and plain builtins (dict, list,
+bytes, str, int); any other global in the pickle is refused with a :class:`DataError`, so a
+tampered file cannot run code. Only the CIFAR files named below are ever unpickled.
+"""
+from __future__ import annotations
+
+import gzip
+import io
+import pickle
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import DataError, UserError
+from ._common import check_int, make_classification, normalize_images, seeded_indices
+from .base import Dataset
+from .registry import register_dataset
+
+# --- IDX (LeCun et al.'s MNIST format) ------------------------------------------------------
+
+_IDX_DTYPES = {0x08: np.dtype(np.uint8), 0x09: np.dtype(np.int8), 0x0B: np.dtype(">i2"),
+               0x0C: np.dtype(">i4"), 0x0D: np.dtype(">f4"), 0x0E: np.dtype(">f8")}
+
+
+def read_idx(path: str | Path, *, expect_ndim: int | None = None) -> np.ndarray:
+    """Read an IDX file (optionally gzip-compressed, detected by content): big-endian magic
+    ``0x0000 <dtype code> <ndim>`` (2051 = uint8 3-D images, 2049 = uint8 1-D labels), ``ndim``
+    big-endian uint32 sizes, then the data. Raises :class:`DataError` naming the file on any
+    inconsistency (bad magic, truncated or oversized data, unexpected dimensionality)."""
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+        if raw[:2] == b"\x1f\x8b":
+            raw = gzip.decompress(raw)
+    except FileNotFoundError:
+        raise DataError(f"IDX file not found: {path}") from None
+    except (OSError, EOFError, gzip.BadGzipFile) as e:
+        raise DataError(f"cannot read IDX file {path}: {e}") from None
+    if len(raw) < 4:
+        raise DataError(f"malformed IDX file {path}: only {len(raw)} bytes, no header")
+    magic = int.from_bytes(raw[:4], "big")
+    zero, code, ndim = raw[0:2], raw[2], raw[3]
+    if zero != b"\x00\x00" or code not in _IDX_DTYPES or ndim == 0:
+        raise DataError(f"malformed IDX file {path}: bad magic number {magic} (0x{magic:08x}); "
+                        f"expected 2051 for images or 2049 for labels")
+    if expect_ndim is not None and ndim != expect_ndim:
+        want = {3: 2051, 1: 2049}.get(expect_ndim, "?")
+        raise DataError(f"malformed IDX file {path}: magic number {magic} says {ndim}-D data, "
+                        f"expected {expect_ndim}-D (magic {want})")
+    header = 4 + 4 * ndim
+    if len(raw) < header:
+        raise DataError(f"malformed IDX file {path}: truncated header")
+    shape = tuple(int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
+    dtype = _IDX_DTYPES[code]
+    expected = int(np.prod(shape)) * dtype.itemsize
+    if len(raw) - header != expected:
+        raise DataError(f"malformed IDX file {path}: header says shape {shape} "
+                        f"({expected} data bytes) but the file has {len(raw) - header}")
+    return np.frombuffer(raw, dtype=dtype, offset=header).reshape(shape).astype(dtype.newbyteorder("="))
+
+
+_IDX_FILES = {"train_images": "train-images-idx3-ubyte", "train_labels": "train-labels-idx1-ubyte",
+              "test_images": "t10k-images-idx3-ubyte", "test_labels": "t10k-labels-idx1-ubyte"}
+_IDX_SUBDIRS = {"mnist": ("mnist", "MNIST", "MNIST/raw", "mnist/raw"),
+                "fashion_mnist": ("fashion_mnist", "fashion-mnist", "FashionMNIST",
+                                  "FashionMNIST/raw", "fashion-mnist/raw", "fashion_mnist/raw")}
+_IDX_URLS = {"mnist": "https://yann.lecun.com/exdb/mnist/ (or a mirror, e.g. "
+                      "https://ossci-datasets.s3.amazonaws.com/mnist/)",
+             "fashion_mnist": "https://github.com/zalandoresearch/fashion-mnist "
+                              "(data/fashion/*.gz)"}
+
+
+def _require_dir(data_dir: str | Path | None, name: str) -> Path:
+    if data_dir is None:
+        raise DataError(f"dataset {name!r} reads files: pass data_dir= (config key data.data_dir) "
+                        f"pointing to the directory that holds them")
+    d = Path(data_dir).expanduser()
+    if not d.is_dir():
+        raise DataError(f"data_dir for dataset {name!r} does not exist or is not a directory: {d}")
+    return d
+
+
+def _find_idx(root: Path, dataset: str, stem: str) -> Path:
+    dirs = [root] + [root / s for s in _IDX_SUBDIRS[dataset]]
+    # "train-images.idx3-ubyte" (dot) is how some mirrors name the same files
+    names = [stem, stem + ".gz", stem.replace("-idx", ".idx"), stem.replace("-idx", ".idx") + ".gz"]
+    for d in dirs:
+        for n in names:
+            if (d / n).is_file():
+                return d / n
+    raise DataError(
+        f"{dataset}: missing file {root / stem} (or {stem}.gz, also looked in "
+        f"{', '.join(str(root / s) for s in _IDX_SUBDIRS[dataset])}); download the four IDX files "
+        f"({', '.join(_IDX_FILES.values())}) from {_IDX_URLS[dataset]}")
+
+
+def _load_idx_dataset(dataset: str, data_dir, *, seed: int, train_size, test_size, balanced: bool,
+                      normalize: str, flatten: bool) -> Dataset:
+    root = _require_dir(data_dir, dataset)
+    paths = {k: _find_idx(root, dataset, v) for k, v in _IDX_FILES.items()}
+    arrays = {k: read_idx(p, expect_ndim=3 if k.endswith("images") else 1)
+              for k, p in paths.items()}
+    for split in ("train", "test"):
+        xi, yi = arrays[f"{split}_images"], arrays[f"{split}_labels"]
+        if len(xi) != len(yi):
+            raise DataError(f"{dataset}: {paths[split + '_images']} has {len(xi)} images but "
+                            f"{paths[split + '_labels']} has {len(yi)} labels")
+        if yi.size and (yi.min() < 0 or yi.max() > 9):
+            raise DataError(f"{dataset}: labels in {paths[split + '_labels']} outside 0..9")
+    return _finish_files(dataset, arrays["train_images"][:, None], arrays["train_labels"],
+                         arrays["test_images"][:, None], arrays["test_labels"], num_classes=10,
+                         seed=seed, train_size=train_size, test_size=test_size, balanced=balanced,
+                         normalize=normalize, flatten=flatten,
+                         source=f"IDX files in {paths['train_images'].parent}")
+
+
+def _finish_files(dataset: str, x_tr, y_tr, x_te, y_te, *, num_classes: int, seed: int,
+                  train_size, test_size, balanced: bool, normalize: str, flatten: bool,
+                  source: str) -> Dataset:
+    check_int("train_size", train_size, minimum=1, allow_none=True)
+    check_int("test_size", test_size, minimum=1, allow_none=True)
+    # independent seeded streams for the two splits, so changing test_size keeps the train subset
+    i_tr = seeded_indices(y_tr, train_size, seed, balanced=balanced, what="train_size")
+    i_te = seeded_indices(y_te, test_size, seed + 1, balanced=balanced, what="test_size")
+    x_tr, x_te, info = normalize_images(x_tr[i_tr], x_te[i_te], normalize, 255.0)
+    return make_classification(x_tr, y_tr[i_tr], x_te, y_te[i_te], name=dataset, seed=seed,
+                               num_classes=num_classes, flatten=flatten, source=source,
+                               subset={"train_size": train_size, "test_size": test_size,
+                                       "balanced": bool(balanced)}, **info)
+
+
+@register_dataset("mnist")
+def load_mnist(*, seed: int = 0, data_dir=None, train_size: int | None = None,
+               test_size: int | None = None, balanced: bool = True, normalize: str = "unit",
+               flatten: bool = False) -> Dataset:
+    """MNIST from the four IDX files in ``data_dir`` (60,000 / 10,000 images, 1x28x28).
+
+    ``train_size`` / ``test_size`` take a seeded subset (class-balanced unless
+    ``balanced=False``); ``None`` keeps all. ``normalize``: ``"unit"`` ([0, 1], default),
+    ``"standardize"`` (per-channel, train statistics), ``"none"`` (0..255).
+    """
+    return _load_idx_dataset("mnist", data_dir, seed=seed, train_size=train_size,
+                             test_size=test_size, balanced=balanced, normalize=normalize,
+                             flatten=flatten)
+
+
+@register_dataset("fashion_mnist")
+def load_fashion_mnist(*, seed: int = 0, data_dir=None, train_size: int | None = None,
+                       test_size: int | None = None, balanced: bool = True,
+                       normalize: str = "unit", flatten: bool = False) -> Dataset:
+    """Fashion-MNIST from its four IDX files in ``data_dir``; options as :func:`load_mnist`.
+    (Zhu et al. 2019 train on 1,000 clean + 200 mislabelled examples: ``train_size=1200`` and
+    :func:`~sgdlab.data.transforms.with_label_noise` with ``num_noisy=200``.)"""
+    return _load_idx_dataset("fashion_mnist", data_dir, seed=seed, train_size=train_size,
+                             test_size=test_size, balanced=balanced, normalize=normalize,
+                             flatten=flatten)
+
+
+# --- CIFAR python pickle batches ------------------------------------------------------------
+
+_SAFE_GLOBALS = {
+    ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
+    ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),
+    ("numpy", "ndarray"), ("numpy", "dtype"),
+    ("builtins", "dict"), ("builtins", "list"), ("builtins", "tuple"), ("builtins", "bytes"),
+    ("builtins", "bytearray"), ("builtins", "str"), ("builtins", "int"), ("builtins", "float"),
+    ("__builtin__", "dict"), ("__builtin__", "list"),
+    # protocol-2 pickles written by Python 3 store bytes as _codecs.encode(str, "latin1")
+    ("_codecs", "encode"),
+}
+
+
+class _RestrictedUnpickler(pickle.Unpickler):
+    """Only numpy arrays/dtypes and builtin containers; everything else is refused."""
+
+    def __init__(self, file, path: Path) -> None:
+        super().__init__(file, encoding="bytes")
+        self._path = path
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) in _SAFE_GLOBALS:
+            return super().find_class(module, name)
+        raise DataError(f"refusing to unpickle {module}.{name} from {self._path}: CIFAR batches "
+                        f"only contain numpy arrays, lists and bytes")
+
+
+def read_cifar_batch(path: str | Path, label_key: bytes = b"labels"
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    """Read one CIFAR python batch: a pickled dict with ``b"data"`` (uint8, N x 3072, each row
+    1024 red, 1024 green, 1024 blue values of a 32x32 image in row-major order) and
+    ``label_key`` (``b"labels"`` for CIFAR-10, ``b"fine_labels"`` for CIFAR-100).
+    Returns images (N, 3, 32, 32) uint8 and labels (N,) int64. str keys are accepted too."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as f:
+            obj = _RestrictedUnpickler(io.BufferedReader(f), path).load()  # type: ignore[arg-type]
+    except DataError:  # from find_class; DataError is a FileNotFoundError, so catch it first
+        raise
+    except FileNotFoundError:
+        raise DataError(f"CIFAR batch not found: {path}") from None
+    except Exception as e:  # pickle raises many types on corrupt input
+        raise DataError(f"malformed CIFAR batch {path}: cannot unpickle ({type(e).__name__}: "
+                        f"{e})") from None
+    if not isinstance(obj, dict):
+        raise DataError(f"malformed CIFAR batch {path}: expected a pickled dict, got "
+                        f"{type(obj).__name__}")
+    obj = {(k.encode() if isinstance(k, str) else k): v for k, v in obj.items()}
+    missing = [k.decode() for k in (b"data", label_key) if k not in obj]
+    if missing:
+        raise DataError(f"malformed CIFAR batch {path}: missing key(s) {missing}; has "
+                        f"{sorted(k.decode(errors='replace') for k in obj if isinstance(k, bytes))}")
+    data = np.asarray(obj[b"data"])
+    labels = np.asarray(obj[label_key])
+    if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:
+        raise DataError(f"malformed CIFAR batch {path}: b'data' must be uint8 of shape (N, 3072), "
+                        f"got {data.dtype} {data.shape}")
+    if labels.ndim != 1 or len(labels) != len(data) or not np.issubdtype(labels.dtype, np.integer):
+        raise DataError(f"malformed CIFAR batch {path}: {label_key!r} must be {len(data)} "
+                        f"integers, got {labels.dtype} {labels.shape}")
+    return data.reshape(-1, 3, 32, 32), labels.astype(np.int64)
+
+
+_CIFAR = {
+    "cifar10": {"subdir": "cifar-10-batches-py", "classes": 10, "key": b"labels",
+                "train": [f"data_batch_{i}" for i in range(1, 6)], "test": ["test_batch"],
+                "url": "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"},
+    "cifar100": {"subdir": "cifar-100-python", "classes": 100, "key": b"fine_labels",
+                 "train": ["train"], "test": ["test"],
+                 "url": "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz"},
+}
+
+
+def _load_cifar(dataset: str, data_dir, *, seed: int, train_size, test_size, balanced: bool,
+                normalize: str, flatten: bool, labels: str = "fine") -> Dataset:
+    spec = _CIFAR[dataset]
+    root = _require_dir(data_dir, dataset)
+    first = spec["train"][0]
+    if (root / spec["subdir"] / first).is_file():
+        base = root / spec["subdir"]
+    elif (root / first).is_file():
+        base = root
+    else:
+        raise DataError(f"{dataset}: missing file {root / spec['subdir'] / first}; download and "
+                        f"extract {spec['url']} into {root}")
+    key = spec["key"]
+    if dataset == "cifar100":
+        if labels not in ("fine", "coarse"):
+            raise UserError(f"option 'labels' must be 'fine' or 'coarse', got {labels!r}")
+        key = b"fine_labels" if labels == "fine" else b"coarse_labels"
+    num_classes = spec["classes"] if labels == "fine" else 20
+
+    def read(names: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        parts = []
+        for n in names:
+            p = base / n
+            if not p.is_file():
+                raise DataError(f"{dataset}: missing file {p}; download and extract "
+                                f"{spec['url']} into {root}")
+            parts.append(read_cifar_batch(p, key))
+        x = np.concatenate([a for a, _ in parts])
+        y = np.concatenate([b for _, b in parts])
+        if y.size and (y.min() < 0 or y.max() >= num_classes):
+            raise DataError(f"{dataset}: labels in {base} outside 0..{num_classes - 1}")
+        return x, y
+
+    x_tr, y_tr = read(spec["train"])
+    x_te, y_te = read(spec["test"])
+    return _finish_files(dataset, x_tr, y_tr, x_te, y_te, num_classes=num_classes, seed=seed,
+                         train_size=train_size, test_size=test_size, balanced=balanced,
+                         normalize=normalize, flatten=flatten,
+                         source=f"CIFAR python batches in {base}")
+
+
+@register_dataset("cifar10")
+def load_cifar10(*, seed: int = 0, data_dir=None, train_size: int | None = None,
+                 test_size: int | None = None, balanced: bool = True, normalize: str = "unit",
+                 flatten: bool = False) -> Dataset:
+    """CIFAR-10 from ``cifar-10-batches-py/data_batch_1..5, test_batch`` in ``data_dir``
+    (or the batches directly in it): 50,000 / 10,000 images, 3x32x32, 10 classes.
+    Options as :func:`load_mnist`; ``normalize="standardize"`` uses per-channel train statistics."""
+    return _load_cifar("cifar10", data_dir, seed=seed, train_size=train_size,
+                       test_size=test_size, balanced=balanced, normalize=normalize,
+                       flatten=flatten)
+
+
+@register_dataset("cifar100")
+def load_cifar100(*, seed: int = 0, data_dir=None, train_size: int | None = None,
+                  test_size: int | None = None, balanced: bool = True, normalize: str = "unit",
+                  flatten: bool = False, labels: str = "fine") -> Dataset:
+    """CIFAR-100 from ``cifar-100-python/train, test`` in ``data_dir``: 100 fine classes
+    (``labels="coarse"``: the 20 superclasses). Options as :func:`load_cifar10`."""
+    return _load_cifar("cifar100", data_dir, seed=seed, train_size=train_size,
+                       test_size=test_size, balanced=balanced, normalize=normalize,
+                       flatten=flatten, labels=labels)

@@ -1,0 +1,84 @@
+"""Datasets generated locally: Zhu et al.'s cubic regression set and MNIST-1D."""
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import torch
+
+from ..errors import UserError
+from ._common import check_int, make_classification
+from .base import Dataset
+from .cache import cache_key, cached_arrays
+from .registry import register_dataset
+
+
+def cubic_target(x: np.ndarray) -> np.ndarray:
+    """Zhu et al. (2019)'s 1-D regression target y = (x + 0.5) x (x - 0.5)."""
+    return (x + 0.5) * x * (x - 0.5)
+
+
+@register_dataset("cubic")
+def load_cubic(*, seed: int = 0, n_train: int = 20, n_test: int = 100) -> Dataset:
+    """Zhu et al. (2019, "The anisotropic noise in SGD", Sec. 5.1) regression data.
+
+    ``n_train`` (20) training and ``n_test`` (100) test points equally spaced on [-1, 1]
+    (both end points included), target y = (x + 0.5) x (x - 0.5), no noise. Inputs and targets
+    are float32 shaped (N, 1). Nothing is random: ``seed`` is only recorded.
+    """
+    check_int("n_train", n_train, minimum=2)
+    check_int("n_test", n_test, minimum=2)
+    # computed in float64, then rounded once to float32
+    x_tr = np.linspace(-1.0, 1.0, n_train)[:, None]
+    x_te = np.linspace(-1.0, 1.0, n_test)[:, None]
+    as_t = lambda a: torch.from_numpy(a.astype(np.float32))  # noqa: E731
+    meta = {"name": "cubic", "task": "regression", "input_shape": (1,), "num_outputs": 1,
+            "seed": int(seed), "source": "generated: y=(x+0.5)x(x-0.5) on linspace(-1,1)",
+            "n_train": int(n_train), "n_test": int(n_test)}
+    return Dataset(as_t(x_tr), as_t(cubic_target(x_tr)), as_t(x_te), as_t(cubic_target(x_te)), meta)
+
+
+def _generate_mnist1d(num_samples: int, train_split: float, seed: int,
+                      shuffle_seq: bool) -> dict[str, np.ndarray]:
+    from mnist1d.data import get_dataset_args, make_dataset
+
+    args = get_dataset_args()
+    args.num_samples, args.train_split, args.seed = num_samples, train_split, seed
+    args.shuffle_seq = shuffle_seq
+    # make_dataset seeds the *global* random / numpy RNGs; keep the caller's streams intact
+    py_state, np_state = random.getstate(), np.random.get_state()
+    try:
+        d = make_dataset(args)
+    finally:
+        random.setstate(py_state)
+        np.random.set_state(np_state)
+    return {"x": d["x"].astype(np.float32), "y": d["y"].astype(np.int64),
+            "x_test": d["x_test"].astype(np.float32), "y_test": d["y_test"].astype(np.int64)}
+
+
+@register_dataset("mnist1d")
+def load_mnist1d(*, seed: int = 0, num_samples: int = 5000, train_split: float = 0.8,
+                 shuffle_seq: bool = False, flatten: bool = False, cache: bool = True) -> Dataset:
+    """MNIST-1D (Greydanus 2020), generated locally with the ``mnist1d`` package.
+
+    Defaults give 4,000 train / 1,000 test sequences of length 40, 10 classes, inputs shaped
+    (1, 40) (or (40,) with ``flatten``), standardised by the generator (global mean 0, std 1).
+    ``seed`` is the generator's seed (the published frozen dataset uses 42; sgdlab's default
+    seed is 0, so pass ``seed=42`` to reproduce it). Generated arrays are cached on disk keyed
+    by every argument and the package version (see :mod:`sgdlab.data.cache`).
+    """
+    import mnist1d
+
+    check_int("num_samples", num_samples, minimum=20)
+    if not 0.0 < float(train_split) < 1.0:
+        raise UserError(f"option 'train_split' must be in (0, 1), got {train_split!r}")
+    version = getattr(mnist1d, "__version__", "?")
+    key = cache_key("mnist1d", {"num_samples": num_samples, "train_split": float(train_split),
+                                "seed": seed, "shuffle_seq": bool(shuffle_seq),
+                                "version": version})
+    d = cached_arrays(key, lambda: _generate_mnist1d(num_samples, float(train_split), seed,
+                                                     bool(shuffle_seq)), enabled=cache)
+    x_tr, x_te = d["x"][:, None, :], d["x_test"][:, None, :]
+    return make_classification(x_tr, d["y"], x_te, d["y_test"], name="mnist1d", seed=seed,
+                               num_classes=10, flatten=flatten,
+                               source=f"generated: mnist1d.data.make_dataset (mnist1d {version})")

@@ -1,0 +1,86 @@
+"""Datasets by name: ``load_dataset(name, seed=..., data_dir=..., **options)``.
+
+Each loader module registers a function with ``@register_dataset("name")``; the function takes
+keyword-only options (``seed`` always, ``data_dir`` when it reads files) and returns a
+:class:`~sgdlab.data.base.Dataset`. Names are matched case-insensitively with ``-`` and ``_``
+interchangeable (``fashion-mnist`` == ``fashion_mnist``).
+"""
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from ..errors import UserError
+from .base import Dataset
+
+Loader = Callable[..., Dataset]
+
+#: name -> loader function. Iterate it (or ``sorted(DATASETS)``) for the known names.
+DATASETS: dict[str, Loader] = {}
+
+
+def _canonical(name: str) -> str:
+    return name.strip().lower().replace("-", "_")
+
+
+def register_dataset(name: str) -> Callable[[Loader], Loader]:
+    """Register ``fn(*, seed, [data_dir], **options) -> Dataset`` under ``name``."""
+    key = _canonical(name)
+
+    def deco(fn: Loader) -> Loader:
+        if key in DATASETS and DATASETS[key] is not fn:
+            raise ValueError(f"dataset name {name!r} registered twice")
+        DATASETS[key] = fn
+        return fn
+    return deco
+
+
+def dataset_options(name: str) -> dict[str, Any]:
+    """The options dataset ``name`` accepts, with their defaults (``seed``/``data_dir`` excluded)."""
+    fn = _lookup(name)
+    return {p.name: (None if p.default is inspect.Parameter.empty else p.default)
+            for p in inspect.signature(fn).parameters.values()
+            if p.kind is inspect.Parameter.KEYWORD_ONLY and p.name not in ("seed", "data_dir")}
+
+
+def _lookup(name: str) -> Loader:
+    if not isinstance(name, str):
+        raise UserError(f"dataset name must be a string, got {name!r}")
+    try:
+        return DATASETS[_canonical(name)]
+    except KeyError:
+        raise UserError(
+            f"Unknown dataset {name!r}; known datasets: {', '.join(sorted(DATASETS))}"
+        ) from None
+
+
+def load_dataset(name: str, *, seed: int = 0, data_dir: str | Path | None = None,
+                 label_noise: int = 0, **options: Any) -> Dataset:
+    """Load or generate dataset ``name``; deterministic given ``seed`` (and the files).
+
+    ``data_dir`` is used by the file loaders (mnist, fashion_mnist, cifar10, cifar100) and ignored
+    by generated/bundled datasets. ``label_noise=k`` (classification only) then gives ``k``
+    training examples random wrong labels (:func:`~sgdlab.data.transforms.with_label_noise`,
+    seeded by ``seed``). Unknown options raise :class:`UserError` listing the valid ones.
+    """
+    fn = _lookup(name)
+    params = inspect.signature(fn).parameters
+    allowed = set(dataset_options(name))
+    unknown = sorted(set(options) - allowed)
+    if unknown:
+        raise UserError(
+            f"dataset {_canonical(name)!r} has no option(s) {', '.join(map(repr, unknown))}; "
+            f"valid options: {', '.join(sorted(allowed)) or '(none)'}")
+    if not isinstance(seed, int) or isinstance(seed, bool):
+        raise UserError(f"dataset seed must be an integer, got {seed!r}")
+    kwargs: dict[str, Any] = dict(options, seed=seed)
+    if "data_dir" in params:
+        kwargs["data_dir"] = data_dir
+    ds = fn(**kwargs)
+    if label_noise:
+        from .transforms import with_label_noise
+
+        ds = with_label_noise(ds, label_noise, seed)
+    return ds

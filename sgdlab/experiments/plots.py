@@ -1,0 +1,90 @@
+"""Small matplotlib helpers the catalogue's analyses share (Agg backend; each returns a Figure
+and reads only the numbers it is given). Paper-specific plots (walk plots, spectra panels, ...)
+come from ``sgdlab.report.figures.<area>`` where the measurement's owner provides them."""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+Series = dict[str, tuple[Sequence[float], Sequence[float], Sequence[float] | None]]
+
+
+def curves(series: Series, *, xlabel: str, ylabel: str, title: str = "", logx: bool = False,
+           logy: bool = False, figsize=(5.2, 3.6), markers: bool = False, ax=None):
+    """One line per label; the optional third element is a ±band (e.g. std over seeds)."""
+    fig = None
+    if ax is None:
+        fig, ax = plt.subplots(figsize=figsize)
+    for label, (x, y, err) in series.items():
+        x, y = np.asarray(x, float), np.asarray(y, float)
+        line, = ax.plot(x, y, label=label, marker="o" if markers else None, ms=3)
+        if err is not None:
+            e = np.asarray(err, float)
+            ax.fill_between(x, y - e, y + e, alpha=0.2, color=line.get_color())
+    if logx:
+        ax.set_xscale("log")
+    if logy:
+        ax.set_yscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    if title:
+        ax.set_title(title, fontsize=10)
+    if series:
+        ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    if fig is not None:
+        fig.tight_layout()
+    return fig if fig is not None else ax.figure
+
+
+def panels(n: int, *, width: float = 4.2, height: float = 3.2):
+    cols = min(n, 3)
+    rows = (n + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(width * cols, height * rows), squeeze=False)
+    for ax in axes.flat[n:]:
+        ax.set_visible(False)
+    return fig, list(axes.flat[:n])
+
+
+def bars(labels: Sequence[str], means: Sequence[float], errs: Sequence[float] | None = None, *,
+         ylabel: str, title: str = "", figsize=(5.2, 3.6), ax=None):
+    fig = None
+    if ax is None:
+        fig, ax = plt.subplots(figsize=figsize)
+    x = np.arange(len(labels))
+    ax.bar(x, np.asarray(means, float), yerr=None if errs is None else np.asarray(errs, float),
+           capsize=3, color="#4a7fb5")
+    ax.set_xticks(x)
+    ax.set_xticklabels(labels, rotation=30, ha="right", fontsize=8)
+    ax.set_ylabel(ylabel)
+    if title:
+        ax.set_title(title, fontsize=10)
+    ax.grid(axis="y", alpha=0.3)
+    if fig is not None:
+        fig.tight_layout()
+    return fig if fig is not None else ax.figure
+
+
+def histogram(values: dict[str, Sequence[float]], *, xlabel: str, title: str = "",
+              bins: int = 60, logy: bool = True, figsize=(5.2, 3.6), ax=None):
+    fig = None
+    if ax is None:
+        fig, ax = plt.subplots(figsize=figsize)
+    for label, v in values.items():
+        ax.hist(np.asarray(v, float), bins=bins, alpha=0.5, label=label)
+    if logy:
+        ax.set_yscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("count")
+    if title:
+        ax.set_title(title, fontsize=10)
+    if values:
+        ax.legend(fontsize=7)
+    if fig is not None:
+        fig.tight_layout()
+    return fig if fig is not None else ax.figure

@@ -1,0 +1,132 @@
+"""Procedures (how one run executes) and analyses (how stored runs become a report).
+
+A **procedure** is a named object with ``validate(params, where)`` (raises ``ConfigError``
+naming an unknown or invalid key) and ``run(run, ctx) -> RunOutput``; it calls the public
+functions of the rest of sgdlab (training loop, measurements, optimizers, landscapes) and never
+re-implements them. An **analysis** is a function ``(spec, runs) -> Analysis`` that only reads
+what the runs recorded in the store (summaries, metric series, data artifacts) and returns
+tables, figures and conclusions.
+
+Both are looked up by name from experiment files, so configs stay data.
+"""
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from sgdlab.errors import ConfigError
+
+PROCEDURES: dict[str, "Procedure"] = {}
+ANALYSES: dict[str, Callable[..., "Analysis"]] = {}
+
+
+@dataclass
+class RunOutput:
+    """What a run returns. ``summary``: JSON scalars (final metrics, measurements);
+    ``data``: JSON-serialisable arrays/lists (spectra, histograms, trajectories) written as a
+    data artifact; ``status``: finished | diverged."""
+
+    summary: dict[str, Any] = field(default_factory=dict)
+    data: dict[str, Any] = field(default_factory=dict)
+    status: str = "finished"
+    message: str | None = None
+
+
+@dataclass
+class StoredRun:
+    """A finished (or diverged) run as read back from the store."""
+
+    key: str
+    run_id: str
+    label: str
+    seed: int
+    params: dict[str, Any]
+    status: str
+    summary: dict[str, Any]
+    metrics: dict[str, list[tuple[int, float]]]
+    data: dict[str, Any]
+
+    def series(self, name: str) -> tuple[list[float], list[float]]:
+        pts = self.metrics.get(name, [])
+        return [float(s) for s, _ in pts], [float(v) for _, v in pts]
+
+    @property
+    def group(self) -> str:
+        """The run-group label without grid values (``sgd`` for ``sgd|lr=0.1``)."""
+        return self.label.split("|")[0]
+
+
+class Procedure:
+    """Base class: ``allowed`` lists the top-level parameter keys; ``required`` those that
+    must be present. Subclasses refine ``validate``."""
+
+    name: str = ""
+    allowed: set[str] = set()
+    required: set[str] = set()
+
+    def validate(self, params: dict[str, Any], where: str) -> None:
+        if not isinstance(params, dict):
+            raise ConfigError(f"{where}: run parameters must be a mapping")
+        for k in params:
+            if k not in self.allowed:
+                raise ConfigError(f"{where}: unknown parameter {k!r} for procedure "
+                                  f"{self.name!r}; allowed: {', '.join(sorted(self.allowed))}")
+        for k in self.required:
+            if k not in params:
+                raise ConfigError(f"{where}: missing parameter {k!r} for procedure {self.name!r}")
+
+    def run(self, run, ctx) -> RunOutput:  # pragma: no cover - interface
+        raise NotImplementedError
+
+
+def register_procedure(name: str):
+    def deco(cls):
+        inst = cls() if isinstance(cls, type) else cls
+        inst.name = name
+        PROCEDURES[name] = inst
+        return cls
+    return deco
+
+
+def register_analysis(name: str):
+    def deco(fn):
+        ANALYSES[name] = fn
+        return fn
+    return deco
+
+
+_loaded = False
+
+
+def _load_all() -> None:
+    global _loaded
+    if _loaded:
+        return
+    _loaded = True
+    import sgdlab.experiments.procedures as pkg
+
+    for m in pkgutil.iter_modules(pkg.__path__):
+        importlib.import_module(f"{pkg.__name__}.{m.name}")
+
+
+def get_procedure(name: str) -> Procedure:
+    _load_all()
+    if name not in PROCEDURES:
+        raise ConfigError(f"unknown procedure {name!r}; known: {', '.join(sorted(PROCEDURES))}")
+    return PROCEDURES[name]
+
+
+def get_analysis(name: str) -> Callable[..., "Analysis"]:
+    _load_all()
+    if name not in ANALYSES:
+        raise ConfigError(f"unknown analysis {name!r}; known: {', '.join(sorted(ANALYSES))}")
+    return ANALYSES[name]
+
+
+from sgdlab.experiments.analysis import Analysis, Conclusion  # noqa: E402  (re-export)
+
+__all__ = ["Analysis", "Conclusion", "Procedure", "RunOutput", "StoredRun", "get_analysis",
+           "get_procedure", "register_analysis", "register_procedure"]

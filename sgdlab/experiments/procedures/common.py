@@ -1,0 +1,143 @@
+"""Shared pieces of the analyses: grouping runs over seeds, mean curves, summary tables, and
+*claims* — the paper's qualitative statements written as data and checked on the numbers.
+
+Claims (``options.claims`` in an experiment file), each producing one ``Conclusion``::
+
+    {less: [A, B], metric: test_error, claim: "..."}       # mean_A < mean_B
+    {greater: [A, B], metric: success_rate}                # mean_A > mean_B
+    {close: [A, B], metric: final_loss, rtol: 0.2, atol: 0}  # |a − b| <= atol + rtol·|b|
+    {far: [A, B], metric: ..., rtol: 0.2}                  # not close
+    {above: [[A1, A2], [B1, B2]], metric: ...}             # min over set A > max over set B
+
+``A``/``B`` are run-group labels (or any key of the value table the analysis builds). An
+optional ``margin`` makes less/greater stricter (mean_A + margin < mean_B).
+"""
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+from typing import Any
+
+import numpy as np
+
+from sgdlab.errors import ConfigError
+from sgdlab.experiments.analysis import Conclusion
+from sgdlab.experiments.procedures import StoredRun
+from sgdlab.report.tables import Table, mean_std
+
+CLAIM_KINDS = {"less", "greater", "close", "far", "above"}
+
+
+def by_group(runs: list[StoredRun], key=None) -> "OrderedDict[str, list[StoredRun]]":
+    """Runs grouped by label without the seed (``key(run)`` overrides), in first-seen order."""
+    out: OrderedDict[str, list[StoredRun]] = OrderedDict()
+    for r in runs:
+        out.setdefault(key(r) if key else r.label, []).append(r)
+    return out
+
+
+def finite(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def stat(runs: list[StoredRun], key: str) -> tuple[float, float, int]:
+    """(mean, std, n) of a summary key over runs (non-finite and missing values skipped)."""
+    vals = [r.summary.get(key) for r in runs]
+    vals = [float(v) for v in vals if finite(v)]
+    m, s = mean_std(vals)
+    return m, s, len(vals)
+
+
+def mean_curve(runs: list[StoredRun], metric: str) -> tuple[list[float], list[float], list[float]]:
+    """Mean and std over runs of a metric series, on the steps all runs recorded."""
+    series = [dict(r.metrics.get(metric, [])) for r in runs]
+    series = [s for s in series if s]
+    if not series:
+        return [], [], []
+    steps = sorted(set.intersection(*[set(s) for s in series]))
+    arr = np.array([[s[t] for t in steps] for s in series], dtype=float)
+    mean = np.nanmean(arr, axis=0) if len(arr) else arr
+    std = np.nanstd(arr, axis=0, ddof=1) if len(arr) > 1 else np.zeros(len(steps))
+    return [float(t) for t in steps], mean.tolist(), std.tolist()
+
+
+def summary_table(name: str, groups: "OrderedDict[str, list[StoredRun]]",
+                  metrics: list[tuple[str, str]], caption: str = "",
+                  first: str = "run") -> Table:
+    """Rows = groups; per metric a mean and a std column (over seeds); plus n and status."""
+    cols = [first, "seeds"]
+    for _, lab in metrics:
+        cols += [lab, f"{lab} std"]
+    cols.append("diverged")
+    rows = []
+    for g, rs in groups.items():
+        row: list[Any] = [g, len(rs)]
+        for key, _ in metrics:
+            m, s, _n = stat(rs, key)
+            row += [m, s]
+        row.append(sum(1 for r in rs if r.status == "diverged"))
+        rows.append(row)
+    return Table(name, cols, rows, caption=caption)
+
+
+def values_by_group(groups: "OrderedDict[str, list[StoredRun]]", metrics: list[str]
+                    ) -> dict[str, dict[str, float]]:
+    return {g: {m: stat(rs, m)[0] for m in metrics} for g, rs in groups.items()}
+
+
+def _fmt(v: float) -> str:
+    return "nan" if not finite(v) else f"{v:.4g}"
+
+
+def check_claims(claims: list[dict[str, Any]], values: dict[str, dict[str, float]],
+                 names: dict[str, str] | None = None) -> list[Conclusion]:
+    """Evaluate ``claims`` (see the module docstring) against ``values[group][metric]``."""
+    names = names or {}
+    out = []
+    for i, c in enumerate(claims or []):
+        kinds = [k for k in c if k in CLAIM_KINDS]
+        if len(kinds) != 1 or "metric" not in c:
+            raise ConfigError(f"options.claims[{i}]: a claim has exactly one of "
+                              f"{', '.join(sorted(CLAIM_KINDS))} and a 'metric'")
+        kind, metric = kinds[0], c["metric"]
+        a, b = c[kind]
+        mname = c.get("metric_name", metric)
+
+        def val(g: str) -> float:
+            if g not in values:
+                raise ConfigError(f"options.claims[{i}]: unknown group {g!r}; known: "
+                                  f"{', '.join(values)}")
+            return values[g].get(metric, float("nan"))
+
+        def nm(g: str) -> str:
+            return names.get(g, g)
+
+        if kind == "above":
+            va, vb = [val(g) for g in a], [val(g) for g in b]
+            ok = all(map(finite, va + vb)) and min(va) > max(vb)
+            text = (f"{mname}: min over {{{', '.join(map(nm, a))}}} = {_fmt(min(va))} "
+                    f"{'>' if ok else 'is not above'} max over {{{', '.join(map(nm, b))}}} "
+                    f"= {_fmt(max(vb))}")
+            ev = {"a": dict(zip(a, va)), "b": dict(zip(b, vb))}
+        else:
+            va, vb = val(a), val(b)
+            ev = {a: va, b: vb}
+            fin = finite(va) and finite(vb)
+            if kind in ("less", "greater"):
+                margin = float(c.get("margin", 0.0))
+                ok = fin and (va + margin < vb if kind == "less" else va > vb + margin)
+                rel = {"less": ("lower than", "not lower than"),
+                       "greater": ("higher than", "not higher than")}[kind][0 if ok else 1]
+                text = f"{mname} of {nm(a)} ({_fmt(va)}) is {rel} that of {nm(b)} ({_fmt(vb)})"
+            else:
+                tol = float(c.get("atol", 0.0)) + float(c.get("rtol", 0.1)) * abs(vb) if fin else 0
+                close = fin and abs(va - vb) <= tol
+                ok = close if kind == "close" else (fin and not close)
+                text = (f"{mname} of {nm(a)} ({_fmt(va)}) and {nm(b)} ({_fmt(vb)}) "
+                        f"{'agree' if close else 'differ'} within tolerance {_fmt(tol)}")
+        if not all(map(finite, (va if isinstance(va, list) else [va])
+                       + (vb if isinstance(vb, list) else [vb]))):
+            text += " (missing or non-finite values: the claim cannot be checked)"
+        out.append(Conclusion(text, agrees_with_paper=bool(ok), claim=c.get("claim"),
+                              evidence=ev))
+    return out

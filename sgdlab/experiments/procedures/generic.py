@@ -1,0 +1,103 @@
+"""``compare_groups``: the analysis most training experiments share.
+
+Groups the runs (by run-group label, or by ``options.group_by``: a dotted parameter path),
+tabulates summary metrics as mean ± std over seeds, plots mean learning curves per group, and
+checks the paper's claims (see ``common.check_claims``).
+
+Options::
+
+    table: [[test_acc, test accuracy], [train_loss, final train loss]]   # summary keys
+    derived:                              # new summary values computed from stored series
+      - {name: best_test_acc, metric: test_acc, reduce: max}   # max | min | last | mean_last_k
+    curves: [train_loss, test_acc]        # one figure per metric series (mean ± std)
+    curve_x: step | effective_epochs | epoch
+    logy: [train_loss]
+    claims: [...]
+"""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from sgdlab.errors import ConfigError
+from sgdlab.experiments.analysis import Analysis, Conclusion
+from sgdlab.experiments.plots import curves
+from sgdlab.experiments.procedures import StoredRun, register_analysis
+from sgdlab.experiments.procedures.common import (by_group, check_claims, mean_curve,
+                                                  summary_table, values_by_group)
+from sgdlab.experiments.spec import get_dotted
+
+DEFAULT_TABLE = [["train_loss", "train loss"], ["test_loss", "test loss"],
+                 ["test_acc", "test accuracy"]]
+
+
+def add_derived(runs: list[StoredRun], derived: list[dict[str, Any]]) -> None:
+    """Compute ``derived`` summary values from each run's stored series (in place)."""
+    for d in derived or []:
+        name, metric, red = d["name"], d["metric"], d.get("reduce", "max")
+        for r in runs:
+            vals = [v for _, v in r.metrics.get(metric, []) if math.isfinite(v)]
+            if not vals:
+                r.summary[name] = float("nan")
+            elif red == "max":
+                r.summary[name] = max(vals)
+            elif red == "min":
+                r.summary[name] = min(vals)
+            elif red == "last":
+                r.summary[name] = vals[-1]
+            elif red == "mean_last_k":
+                k = int(d.get("k", 3))
+                r.summary[name] = float(np.mean(vals[-k:]))
+            else:
+                raise ConfigError(f"options.derived: unknown reduce {red!r} "
+                                  "(max | min | last | mean_last_k)")
+
+
+def x_axis(run: StoredRun, steps: list[float], kind: str) -> list[float]:
+    """Map step numbers to ``kind`` (effective epochs / epochs) using the run's own series."""
+    if kind == "step":
+        return steps
+    ref = run.metrics.get(kind, [])
+    if not ref:
+        return steps
+    s, v = zip(*([(0, 0.0)] + list(ref)))
+    return np.interp(steps, s, v).tolist()
+
+
+def group_key(spec, r: StoredRun) -> str:
+    gb = spec.options.get("group_by")
+    if not gb:
+        return r.label
+    v = get_dotted(r.params, gb)
+    return f"{gb.split('.')[-1]}={v}"
+
+
+@register_analysis("compare_groups")
+def compare_groups(spec, runs: list[StoredRun]) -> Analysis:
+    o = spec.options
+    add_derived(runs, o.get("derived", []))
+    groups = by_group(runs, key=lambda r: group_key(spec, r))
+    tab_spec = [tuple(x) for x in o.get("table", DEFAULT_TABLE)]
+    table = summary_table(o.get("table_name", "summary"), groups, tab_spec,
+                          caption=o.get("caption", "mean and std over seeds"))
+    figs = []
+    logy = set(o.get("logy", []))
+    for metric in o.get("curves", ["train_loss", "test_acc"]):
+        series = {}
+        for g, rs in groups.items():
+            steps, mean, std = mean_curve(rs, metric)
+            if steps:
+                series[g] = (x_axis(rs[0], steps, o.get("curve_x", "step")), mean,
+                             std if len(rs) > 1 else None)
+        figs.append((f"curve_{metric}", curves(series, xlabel=o.get("curve_x", "step"),
+                                                ylabel=metric, logy=metric in logy,
+                                                title=f"{spec.paper['figure']}: {metric}")))
+    vals = values_by_group(groups, [k for k, _ in tab_spec]
+                           + [d["name"] for d in o.get("derived", [])])
+    concl = check_claims(o.get("claims", []), vals)
+    div = [g for g, rs in groups.items() if any(r.status == "diverged" for r in rs)]
+    if div:
+        concl.append(Conclusion(f"runs diverged in: {', '.join(div)}"))
+    return Analysis(tables=[table], figures=figs, conclusions=concl)

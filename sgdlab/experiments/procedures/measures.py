@@ -1,0 +1,165 @@
+"""Measurements an experiment can ask for by name, as thin calls into ``sgdlab.measure``.
+
+Two kinds:
+
+- **scalar** measurements ``fn(model, loss_fn, data, **opts) -> dict[str, float]``: usable
+  during training (``measure: [{kind: hessian_top, every: 50, samples: 256}]``, wrapped in a
+  ``MeasurementCallback`` with ``Schedule.every``) and at the end of training (``final:``);
+- **array** measurements ``fn(...) -> (summary: dict, data: dict)`` for spectra and the like,
+  only at the end of training.
+
+``samples: n`` evaluates on the first n training examples (a fixed subset, so values are
+comparable across steps); default: the whole training set. Nothing is computed here: every
+quantity comes from ``sgdlab.measure``.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from sgdlab.errors import ConfigError
+
+Scalar = Callable[..., dict[str, float]]
+ArrayM = Callable[..., tuple[dict[str, Any], dict[str, Any]]]
+
+SCALARS: dict[str, tuple[Scalar, set[str]]] = {}
+ARRAYS: dict[str, tuple[ArrayM, set[str]]] = {}
+_COMMON = {"kind", "every", "samples", "at_epochs", "split"}
+
+
+def scalar(name: str, options: set[str] = frozenset()):
+    def deco(fn):
+        SCALARS[name] = (fn, set(options))
+        return fn
+    return deco
+
+
+def array(name: str, options: set[str] = frozenset()):
+    def deco(fn):
+        ARRAYS[name] = (fn, set(options))
+        return fn
+    return deco
+
+
+def validate_measure(m: Any, where: str, *, final: bool) -> None:
+    if not isinstance(m, dict) or "kind" not in m:
+        raise ConfigError(f"{where}: a measurement is a mapping with a 'kind' key, got {m!r}")
+    kind = m["kind"]
+    table = {**SCALARS, **ARRAYS} if final else SCALARS
+    if kind not in table:
+        extra = " (array measurements only in 'final')" if kind in ARRAYS else ""
+        raise ConfigError(f"{where}: unknown measurement kind {kind!r}{extra}; known: "
+                          f"{', '.join(sorted(table))}")
+    allowed = _COMMON | table[kind][1]
+    for k in m:
+        if k not in allowed:
+            raise ConfigError(f"{where}: measurement {kind!r} has no option {k!r}; allowed: "
+                              f"{', '.join(sorted(allowed))}")
+    if not final and "every" not in m:
+        raise ConfigError(f"{where}: measurement {kind!r} during training needs 'every' (steps)")
+
+
+def _opts(m: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in m.items() if k not in _COMMON}
+
+
+def measurement_data(ds, m: dict[str, Any], device=None) -> tuple[Tensor, Tensor]:
+    x, y = (ds.x_test, ds.y_test) if m.get("split") == "test" else (ds.x_train, ds.y_train)
+    n = m.get("samples")
+    if n is not None:
+        x, y = x[: int(n)], y[: int(n)]
+    if device is not None:
+        x, y = x.to(device), y.to(device)
+    return x, y
+
+
+def compute_scalar(m: dict[str, Any], model: nn.Module, loss_fn, data) -> dict[str, float]:
+    fn, _ = SCALARS[m["kind"]]
+    return fn(model, loss_fn, data, **_opts(m))
+
+
+def compute_final(m: dict[str, Any], model: nn.Module, loss_fn, data
+                  ) -> tuple[dict[str, Any], dict[str, Any]]:
+    if m["kind"] in SCALARS:
+        return compute_scalar(m, model, loss_fn, data), {}
+    fn, _ = ARRAYS[m["kind"]]
+    return fn(model, loss_fn, data, **_opts(m))
+
+
+def _gen(seed: int | None) -> torch.Generator:
+    return torch.Generator().manual_seed(0 if seed is None else int(seed))
+
+
+# --- scalars -----------------------------------------------------------------------------
+@scalar("hessian_top", {"tol", "num_iter", "bn_mode"})
+def _hessian_top(model, loss_fn, data, tol: float = 1e-3, num_iter: int = 40,
+                 bn_mode: str = "eval"):
+    from sgdlab.measure.dynamics import hessian_spectral_norm
+
+    # Jastrzebski / Xing report the largest-magnitude eigenvalue (spectral norm)
+    return {"hessian_top": hessian_spectral_norm(model, loss_fn, data, bn_mode=bn_mode, tol=tol,
+                                                 num_iter=num_iter, generator=_gen(0))}
+
+
+@scalar("hessian_frobenius", {"probes"})
+def _hessian_frob(model, loss_fn, data, probes: int = 20):
+    from sgdlab.measure.curvature import frobenius_norm
+    from sgdlab.operators import HessianOperator
+
+    est = frobenius_norm(HessianOperator(model, loss_fn, data), probes, generator=_gen(1))
+    return {"hessian_frobenius": est.value}
+
+
+@scalar("hessian_trace", {"probes"})
+def _hessian_trace(model, loss_fn, data, probes: int = 20):
+    from sgdlab.measure.curvature import hutchinson_trace
+    from sgdlab.operators import HessianOperator
+
+    est = hutchinson_trace(HessianOperator(model, loss_fn, data), probes, generator=_gen(2))
+    return {"hessian_trace": est.value}
+
+
+@scalar("grad_norm", {"bn_mode"})
+def _grad_norm(model, loss_fn, data, bn_mode: str = "eval"):
+    from sgdlab.measure.dynamics import full_batch_grad_norm
+
+    return {"grad_norm": full_batch_grad_norm(model, loss_fn, data, bn_mode=bn_mode)}
+
+
+@scalar("noise_trace")
+def _noise_trace(model, loss_fn, data):
+    from sgdlab.measure.noise import gradient_covariance
+
+    return {"noise_trace": gradient_covariance(model, loss_fn, data).trace()}
+
+
+# --- arrays ------------------------------------------------------------------------------
+@array("hessian_spectrum", {"max_params"})
+def _hessian_spectrum(model, loss_fn, data, max_params: int = 60_000):
+    from sgdlab.measure.curvature import harmonic_mean_eigenvalue, hessian_spectrum
+
+    ev = hessian_spectrum(model, loss_fn, data, max_params=max_params).double()
+    hm, used = harmonic_mean_eigenvalue(ev)
+    lam_max = float(ev.abs().max())
+    small = float((ev.abs() <= 1e-3 * lam_max).double().mean())
+    return ({"hessian_lambda_max": float(ev[-1]), "hessian_lambda_min": float(ev[0]),
+             "hessian_negative_fraction": float((ev < 0).double().mean()),
+             "hessian_near_zero_fraction": small, "hessian_harmonic_mean": hm,
+             "hessian_dim": int(ev.numel())},
+            {"hessian_eigenvalues": ev.tolist()})
+
+
+@array("diffusion_spectrum", {"batch_size", "replacement"})
+def _diffusion_spectrum(model, loss_fn, data, batch_size: int | None = None,
+                        replacement: bool = True):
+    from sgdlab.measure.noise import diffusion_matrix
+
+    D = diffusion_matrix(model, loss_fn, data, batch_size, replacement=replacement)
+    spec = D.spectrum().double()
+    return ({"diffusion_rank": int(D.rank()), "diffusion_rank_fraction": float(D.rank_fraction()),
+             "diffusion_trace": float(D.trace()), "diffusion_dim": int(D.dim),
+             "diffusion_lambda_max": float(spec.max()) if spec.numel() else 0.0},
+            {"diffusion_eigenvalues": spec.tolist()})

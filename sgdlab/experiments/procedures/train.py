@@ -1,0 +1,188 @@
+"""The ``train`` procedure: one neural-network training run through ``sgdlab.train.loop.train``.
+
+Run parameters (all data)::
+
+    dataset: {name: digits, n_train: 500, ...}   # load_dataset(name, seed=data_seed, **opts)
+    data_seed: 0                                 # the data are the same for every run seed
+    model: {name: mlp, ...}                      # build_model(name, input_shape, outputs, **opts)
+    loss: cross_entropy | mse                    # default from the dataset's task
+    dtype: float32 | float64
+    optimizer: {name: sgd, lr: 0.1, ...}         # build_optimizer_for(name, model, ...)
+    schedule: {name: cosine_cyclic, ...}         # build_schedule (optional)
+    batch_size: 64 | full | {name: cyclic_batch_size, ...}
+    epochs: 5
+    max_steps: null
+    replacement: false                           # mini-batches with replacement
+    eval_every: 1                                # epochs between evaluations (0: start/end only)
+    eval_every_steps: null                       # or: steps between evaluations
+    eval_subset: null
+    measure: [{kind: hessian_top, every: 50, samples: 256}]   # during training
+    final:   [{kind: hessian_spectrum, samples: 256}]         # on the final model
+    init_from: gd                                # start from the final weights of run "gd"
+    save_model: true                             # keep final weights for dependent runs
+
+The model is initialised with ``torch.manual_seed(seed)``; the loop's own ``seed`` (mini-batch
+order, noise) is the run seed too.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from sgdlab.errors import ConfigError
+from sgdlab.experiments.procedures import Procedure, RunOutput, register_procedure
+from sgdlab.experiments.procedures.measures import (compute_final, compute_scalar,
+                                                    measurement_data, validate_measure)
+
+MODEL_FILE = "model.pt"
+
+
+def loss_for(name: str | None, task: str):
+    from torch import nn
+
+    name = name or ("mse" if task == "regression" else "cross_entropy")
+    if name == "cross_entropy":
+        return nn.CrossEntropyLoss()
+    if name == "mse":
+        return nn.MSELoss()
+    raise ConfigError(f"unknown loss {name!r}; use cross_entropy or mse")
+
+
+def load_data(p: dict[str, Any], device: str | None = None, dtype=None):
+    from sgdlab.data import load_dataset
+
+    opts = dict(p["dataset"])
+    name = opts.pop("name")
+    ds = load_dataset(name, seed=int(p.get("data_seed", 0)), **opts)
+    if dtype is not None:
+        ds = ds.to(dtype=dtype)
+    return ds
+
+
+def build(p: dict[str, Any], seed: int, ctx=None):
+    """(dataset, model, loss_fn, dtype) for run parameters ``p``; weights from ``init_from``."""
+    import torch
+
+    from sgdlab.models import build_model
+
+    dtype = {"float32": torch.float32, "float64": torch.float64}[p.get("dtype", "float32")]
+    ds = load_data(p, dtype=dtype)
+    mopts = dict(p["model"])
+    mname = mopts.pop("name")
+    torch.manual_seed(seed)
+    model = build_model(mname, ds.input_shape, ds.num_outputs, **mopts).to(dtype)
+    if p.get("init_from"):
+        path = ctx.dependencies[p["init_from"]] / MODEL_FILE
+        model.load_state_dict(torch.load(path, weights_only=True))
+    loss_fn = loss_for(p.get("loss"), ds.task)
+    return ds, model, loss_fn, dtype
+
+
+def resolve_batch_size(bs: Any, n_train: int):
+    if bs == "full":
+        return n_train
+    if isinstance(bs, dict):
+        from sgdlab.train.batch_schedules import build_batch_schedule
+
+        try:
+            return build_batch_schedule(dict(bs))     # {kind: cyclic, low:, high:, period:}
+        except ValueError as e:
+            raise ConfigError(f"batch_size: {e}") from None
+    return int(bs)
+
+
+def steps_per_epoch(batch_size: Any, n: int) -> int:
+    b = batch_size(0) if callable(batch_size) else batch_size
+    return max(1, math.ceil(n / b))
+
+
+@register_procedure("train")
+class TrainProcedure(Procedure):
+    allowed = {"dataset", "data_seed", "model", "loss", "dtype", "optimizer", "schedule",
+               "batch_size", "epochs", "max_steps", "replacement", "eval_every", "eval_subset",
+               "eval_every_steps",
+               "measure", "final", "init_from", "save_model", "switch"}
+    required = {"dataset", "model", "optimizer", "epochs", "batch_size"}
+
+    def validate(self, params: dict[str, Any], where: str) -> None:
+        super().validate(params, where)
+        for k in ("dataset", "model", "optimizer"):
+            if not isinstance(params[k], dict) or "name" not in params[k]:
+                raise ConfigError(f"{where}: {k!r} must be a mapping with a 'name'")
+        if "schedule" in params and (not isinstance(params["schedule"], dict)
+                                     or "name" not in params["schedule"]):
+            raise ConfigError(f"{where}: 'schedule' must be a mapping with a 'name'")
+        if params.get("dtype", "float32") not in ("float32", "float64"):
+            raise ConfigError(f"{where}: dtype must be float32 or float64")
+        e = params["epochs"]
+        if not isinstance(e, int) or e < 1:
+            raise ConfigError(f"{where}: epochs must be a positive integer, got {e!r}")
+        b = params["batch_size"]
+        if not (b == "full" or isinstance(b, dict) or (isinstance(b, int) and b >= 1)):
+            raise ConfigError(f"{where}: batch_size must be a positive integer, 'full' or a "
+                              f"schedule mapping, got {b!r}")
+        for i, m in enumerate(params.get("measure", []) or []):
+            validate_measure(m, f"{where}: measure[{i}]", final=False)
+        for i, m in enumerate(params.get("final", []) or []):
+            validate_measure(m, f"{where}: final[{i}]", final=True)
+        if "switch" in params:
+            sw = params["switch"]
+            if not isinstance(sw, dict) or set(sw) - {"at_step", "optimizer"} or \
+                    "at_step" not in sw or "optimizer" not in sw:
+                raise ConfigError(f"{where}: switch must be {{at_step: int, optimizer: {{name: ...}}}}")
+
+    def run(self, run, ctx) -> RunOutput:
+        import torch
+
+        from sgdlab.optim.registry import build_optimizer_for, build_schedule
+        from sgdlab.train.callbacks import MeasurementCallback, Schedule
+        from sgdlab.train.loop import train
+
+        p = run.params
+        ds, model, loss_fn, dtype = build(p, run.seed, ctx)
+        n = len(ds.x_train)
+        bs = resolve_batch_size(p["batch_size"], n)
+        hyper = dict(p["optimizer"])
+        oname = hyper.pop("name")
+        opt = build_optimizer_for(oname, model, loss_fn=loss_fn, data=ds.train, **hyper)
+        spe = steps_per_epoch(bs, n)
+        total = spe * p["epochs"] if p.get("max_steps") is None else int(p["max_steps"])
+        sched = None
+        if p.get("schedule"):
+            sh = dict(p["schedule"])
+            sched = build_schedule(sh.pop("name"), opt, steps_per_epoch=spe, total_steps=total,
+                                   **sh)
+        callbacks = []
+        for m in p.get("measure", []) or []:
+            data = measurement_data(ds, m, ctx.device)
+            callbacks.append(MeasurementCallback(
+                lambda c, m=m, data=data: compute_scalar(m, c.model, c.loss_fn, data),
+                Schedule.every(int(m["every"]))))
+        if p.get("switch"):
+            from sgdlab.optim.switch import SwitchCallback   # H5: RMSProp-then-SGD
+
+            sw = dict(p["switch"]["optimizer"])
+            callbacks.append(SwitchCallback(at_step=int(p["switch"]["at_step"]),
+                                            optimizer=sw.pop("name"), **sw))
+        eval_every = p.get("eval_every")
+        if p.get("eval_every_steps"):
+            eval_every = Schedule.every(int(p["eval_every_steps"]))
+        res = train(model, loss_fn, ds, opt, epochs=int(p["epochs"]), batch_size=bs,
+                    schedule=sched, replacement=bool(p.get("replacement", False)),
+                    seed=run.seed, callbacks=callbacks, eval_every=eval_every,
+                    eval_subset=p.get("eval_subset"), store=ctx.store, run_id=ctx.run_id,
+                    progress=ctx.progress, device=ctx.device, max_steps=p.get("max_steps"))
+        summary: dict[str, Any] = dict(getattr(res, "final", None) or {})
+        summary.update({"steps": int(getattr(res, "steps", 0))})
+        data: dict[str, Any] = {}
+        status = getattr(res, "status", "finished")
+        if status == "finished":
+            model.eval()
+            for m in p.get("final", []) or []:
+                s, d = compute_final(m, model, loss_fn, measurement_data(ds, m, ctx.device))
+                summary.update(s)
+                data.update(d)
+        if p.get("save_model"):
+            torch.save(model.state_dict(), ctx.artifact_dir / MODEL_FILE)
+            ctx.store.add_artifact(ctx.run_id, "model", str(ctx.artifact_dir / MODEL_FILE))
+        return RunOutput(summary=summary, data=data, status=status)

@@ -1,0 +1,202 @@
+"""Run an experiment end to end: sweep (missing runs only) -> analysis from the store -> report.
+
+Output directory contract (``/work/shared/README.md``)::
+
+    DIR/results.json          tables as data, conclusions, config, environment, run list
+    DIR/figures/<name>.png    and <name>.svg
+    DIR/tables/<name>.csv     and <name>.md
+    DIR/report.html           self-contained (images embedded), config + environment shown
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import platform
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sgdlab.errors import ConfigError, UserError
+from sgdlab.experiments.analysis import Analysis, Conclusion
+from sgdlab.experiments.procedures import get_analysis
+from sgdlab.experiments.spec import ExperimentSpec, load_experiment, needs_data_dir, resolve
+from sgdlab.experiments.sweep import SweepReport, load_runs, open_store, run_sweep, store_file
+from sgdlab.report.tables import Table
+
+RESULTS = "results.json"
+REPORT = "report.html"
+
+
+@dataclass
+class ExperimentResult:
+    out_dir: Path
+    results: dict[str, Any]
+    sweep: SweepReport
+
+    @property
+    def report_path(self) -> Path:
+        return self.out_dir / REPORT
+
+    @property
+    def ok(self) -> bool:
+        return not self.results.get("incomplete", False)
+
+
+def default_out_dir(spec: ExperimentSpec) -> Path:
+    return Path("sgdlab-out") / f"{spec.name}-{spec.scale}"
+
+
+def environment(device: str = "cpu", workers: int = 1) -> dict[str, Any]:
+    import numpy
+    import torch
+
+    import sgdlab
+
+    env = {"python": sys.version.split()[0], "platform": platform.platform(),
+           "torch": torch.__version__, "numpy": numpy.__version__,
+           "sgdlab": getattr(sgdlab, "__version__", "0.1.0"), "device": device,
+           "cpu_count": os.cpu_count(), "workers": workers,
+           "torch_threads": torch.get_num_threads(),
+           "hostname": platform.node()}
+    if device.startswith("cuda") and torch.cuda.is_available():
+        env["gpu"] = torch.cuda.get_device_name(0)
+    return env
+
+
+def run_experiment(name_or_path: str | Path, *, scale: str = "cpu", out_dir: str | Path | None = None,
+                   store_path: str | None = None, workers: int = 1, device: str = "cpu",
+                   data_dir: str | None = None, progress=print,
+                   train_progress: bool = False) -> ExperimentResult:
+    """Execute (the missing runs of) an experiment and write its report. See module docstring."""
+    spec = load_experiment(name_or_path, scale)
+    if device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise UserError("--device cuda requested but CUDA is not available on this machine")
+    if needs_data_dir(spec) and data_dir is None:
+        raise ConfigError(f"{spec.name} at scale {scale!r} reads the paper's dataset: pass "
+                          "--data-dir DIR")
+    if data_dir is not None and not Path(data_dir).is_dir():
+        raise UserError(f"--data-dir {data_dir!r} is not a directory")
+    runs = spec.expand(data_dir=data_dir)
+    say = progress or (lambda s: None)
+    say(f"{spec.name} v{spec.version} [{scale}]: {len(runs)} runs — {spec.title}")
+    rep = run_sweep(runs, store_path=store_path, workers=workers, device=device,
+                    progress=progress, train_progress=train_progress)
+    rank = int(os.environ.get("RANK", "0"))
+    out = Path(out_dir) if out_dir is not None else default_out_dir(spec)
+    if rank != 0:          # under torchrun only rank 0 writes the report
+        return ExperimentResult(out, {}, rep)
+    store = open_store(store_path)
+    results = build_report(spec, out, store_path=str(store_file(store)), device=device,
+                           workers=workers, data_dir=data_dir, sweep=rep)
+    return ExperimentResult(out, results, rep)
+
+
+def analyze(spec: ExperimentSpec, *, store_path: str, data_dir: str | None = None
+            ) -> tuple[Analysis, list, list]:
+    runs = spec.expand(data_dir=data_dir if needs_data_dir(spec) else None)
+    stored, missing = load_runs(runs, store_path=store_path)
+    fn = get_analysis(spec.analysis)
+    if not stored:
+        analysis = Analysis(notes=["no finished runs in the store: nothing to analyse"])
+    else:
+        try:
+            analysis = fn(spec, stored)
+        except Exception as e:  # noqa: BLE001
+            if not missing:
+                raise
+            analysis = Analysis(notes=[f"analysis needs the missing runs: {type(e).__name__}: {e}"])
+    return analysis, stored, missing
+
+
+def build_report(spec: ExperimentSpec, out: Path, *, store_path: str, device: str = "cpu",
+                 workers: int = 1, data_dir: str | None = None,
+                 sweep: SweepReport | None = None) -> dict[str, Any]:
+    """Analyse the stored runs of ``spec`` and write results.json, figures, tables, HTML."""
+    analysis, stored, missing = analyze(spec, store_path=store_path, data_dir=data_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "figures").mkdir(exist_ok=True)
+    (out / "tables").mkdir(exist_ok=True)
+    fig_records = []
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    for name, fig in analysis.figures:
+        png, svg = out / "figures" / f"{name}.png", out / "figures" / f"{name}.svg"
+        fig.savefig(png, dpi=110, bbox_inches="tight")
+        fig.savefig(svg, bbox_inches="tight")
+        plt.close(fig)
+        fig_records.append({"name": name, "png": f"figures/{name}.png",
+                            "svg": f"figures/{name}.svg"})
+    for t in analysis.tables:
+        (out / "tables" / f"{t.name}.csv").write_text(t.to_csv())
+        (out / "tables" / f"{t.name}.md").write_text(t.to_markdown())
+    declared_missing = []
+    for kind, produced in (("tables", {t.name for t in analysis.tables}),
+                           ("figures", {n for n, _ in analysis.figures})):
+        for n in spec.outputs.get(kind, []):
+            if n not in produced:
+                declared_missing.append(f"{kind}/{n}")
+    results = {
+        "experiment": spec.describe(),
+        "scale": spec.scale,
+        "generated_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "conclusions": [c.to_json() for c in analysis.conclusions],
+        "tables": [t.to_json() for t in analysis.tables],
+        "figures": fig_records,
+        "notes": list(analysis.notes),
+        "runs": [{"key": r.key, "run_id": r.run_id, "label": r.label, "seed": r.seed,
+                  "status": r.status, "summary": r.summary} for r in stored],
+        "missing_runs": [r.run_name for r in missing],
+        "missing_outputs": declared_missing,
+        "incomplete": bool(missing),
+        "sweep": None if sweep is None else {
+            "executed": len(sweep.executed), "skipped": len(sweep.skipped),
+            "failed": [{"run": n, "message": m} for n, m in sweep.failed],
+            "seconds": round(sweep.seconds, 2)},
+        "store": store_path,
+        "data_dir": data_dir,
+        "config": {"file": spec.raw, "source": spec.source,
+                   "resolved": {"base": spec.base, "runs": spec.runs, "grid": spec.grid,
+                                "seeds": spec.seeds, "options": spec.options}},
+        "environment": environment(device, workers),
+    }
+    (out / RESULTS).write_text(json.dumps(results, indent=1, default=str, allow_nan=True))
+    from sgdlab.report.html import write_html
+
+    write_html(results, out)
+    return results
+
+
+def rebuild(target: str | Path, *, scale: str = "cpu", store_path: str | None = None,
+            out_dir: str | Path | None = None, data_dir: str | None = None) -> tuple[Path, dict]:
+    """Rebuild a report from the store: ``target`` is an output directory holding
+    results.json (its recorded config, scale and store are reused) or an experiment name."""
+    t = Path(target)
+    if (t / RESULTS).is_file():
+        old = json.loads((t / RESULTS).read_text())
+        spec = resolve(old["config"]["file"], old["scale"], source=old["config"].get("source", str(t)))
+        store_path = store_path or old.get("store")
+        data_dir = data_dir or old.get("data_dir")
+        out = Path(out_dir) if out_dir else t
+    elif t.is_dir():
+        raise UserError(f"{str(t)!r} has no {RESULTS}: not an experiment output directory")
+    else:
+        spec = load_experiment(str(target), scale)
+        out = Path(out_dir) if out_dir else default_out_dir(spec)
+    if store_path is None:
+        store_path = str(store_file(open_store(None)))
+    if not Path(store_path).is_file():
+        raise UserError(f"run store {store_path!r} does not exist")
+    results = build_report(spec, out, store_path=store_path, data_dir=data_dir)
+    return out, results
+
+
+__all__ = ["Analysis", "Conclusion", "ExperimentResult", "Table", "build_report", "rebuild",
+           "run_experiment"]

@@ -1,0 +1,371 @@
+"""Experiment specifications: named, versioned YAML files describing a sweep and its report.
+
+An experiment file (``sgdlab/experiments/catalogue/<name>.yaml``, or any file a user copies
+and edits, run with ``sgdlab run --config FILE``) is *data*: it is parsed with
+``yaml.safe_load`` and validated here; nothing in it is executed. Schema::
+
+    name: jastrzebski-ratio-grid        # required, [a-z0-9-]
+    version: 1                          # required int; part of every run key
+    title: ...                          # one line
+    description: ...                    # required
+    paper: {author: ..., year: 2017, figure: "Fig. 3", title: ..., claim: ...}
+    procedure: train                    # how one run executes (registry in procedures/)
+    analysis: jastrzebski_ratio_grid    # how stored runs become tables/figures/conclusions
+    base: {...}                         # run parameters shared by every run
+    runs:                               # run groups: a label + parameter overrides
+      - {label: sgd, params: {...}}
+    grid: {optimizer.lr: [0.01, 0.1]}   # cartesian product applied to every run group
+    seeds: [0, 1]
+    options: {...}                      # analysis options (thresholds, which metric, ...)
+    outputs: {tables: [...], figures: [...]}   # what the analysis must produce
+    scales:                             # per-scale overrides of base/runs/grid/seeds/options
+      smoke: {...}
+      cpu: {...}
+      paper: {..., requires_data_dir: true}
+
+Overrides are deep-merged into dicts (lists are replaced). Grid keys and override keys may be
+dotted paths (``optimizer.lr``). The string ``${data_dir}`` anywhere in run parameters is
+replaced by ``--data-dir``.
+
+Each expanded run has a deterministic **run key**: the SHA-256 of (experiment, version, scale,
+label, parameters, seed), so a re-run finds finished runs in the store and skips them.
+"""
+from __future__ import annotations
+
+import copy
+import hashlib
+import itertools
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from sgdlab.errors import ConfigError
+
+SCALES = ("smoke", "cpu", "paper")
+CATALOGUE_DIR = Path(__file__).parent / "catalogue"
+
+_TOP_KEYS = {
+    "name", "version", "title", "description", "paper", "procedure", "analysis", "base",
+    "runs", "grid", "seeds", "options", "outputs", "scales",
+}
+_REQUIRED = ("name", "version", "description", "paper", "analysis")
+_PAPER_KEYS = {"author", "year", "figure", "title", "claim"}
+_SCALE_KEYS = {"base", "runs", "grid", "seeds", "options", "requires_data_dir", "description"}
+_RUN_KEYS = {"label", "params", "depends"}
+_OUTPUT_KEYS = {"tables", "figures"}
+_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]*$")
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One run of a sweep: a label, fully-resolved parameters and a seed."""
+
+    experiment: str
+    version: int
+    scale: str
+    label: str
+    params: dict[str, Any]
+    seed: int
+    procedure: str
+    depends: tuple[str, ...] = ()
+
+    @property
+    def key(self) -> str:
+        return run_key(self.experiment, self.version, self.scale, self.label, self.params,
+                       self.seed, self.procedure)
+
+    @property
+    def run_name(self) -> str:
+        return f"{self.label}|seed={self.seed}"
+
+    def config(self) -> dict[str, Any]:
+        """The config recorded in the run store (the key makes resume possible)."""
+        return {"experiment": self.experiment, "version": self.version, "scale": self.scale,
+                "label": self.label, "seed": self.seed, "procedure": self.procedure,
+                "params": self.params, "depends": list(self.depends), "run_key": self.key}
+
+
+def run_key(experiment: str, version: int, scale: str, label: str, params: dict[str, Any],
+            seed: int, procedure: str) -> str:
+    blob = json.dumps({"e": experiment, "v": version, "s": scale, "l": label, "p": params,
+                       "seed": seed, "proc": procedure}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:20]
+
+
+@dataclass
+class ExperimentSpec:
+    """A validated experiment at one scale (overrides applied, runs expanded)."""
+
+    name: str
+    version: int
+    title: str
+    description: str
+    paper: dict[str, Any]
+    procedure: str
+    analysis: str
+    scale: str
+    base: dict[str, Any]
+    runs: list[dict[str, Any]]
+    grid: dict[str, list[Any]]
+    seeds: list[int]
+    options: dict[str, Any]
+    outputs: dict[str, list[str]]
+    requires_data_dir: bool
+    source: str                      # file the spec was read from
+    raw: dict[str, Any] = field(repr=False, default_factory=dict)   # the file, as data
+
+    def expand(self, data_dir: str | None = None) -> list[RunSpec]:
+        """All runs: run groups x grid x seeds, in a deterministic order."""
+        axes = list(self.grid.items())
+        combos = list(itertools.product(*[v for _, v in axes])) if axes else [()]
+        out: list[RunSpec] = []
+        seen: set[tuple[str, int]] = set()
+        for group in self.runs:
+            for combo in combos:
+                params = deep_merge(self.base, group.get("params", {}))
+                label = group["label"]
+                if axes:
+                    parts = []
+                    for (k, _), v in zip(axes, combo):
+                        set_dotted(params, k, v)
+                        parts.append(f"{k.split('.')[-1]}={v}")
+                    label = f"{label}|{','.join(parts)}" if label else ",".join(parts)
+                params = _substitute(params, data_dir)
+                for seed in self.seeds:
+                    if (label, seed) in seen:
+                        raise ConfigError(f"{self.name}: duplicate run label {label!r}")
+                    seen.add((label, seed))
+                    out.append(RunSpec(self.name, self.version, self.scale, label, params,
+                                       int(seed), self.procedure,
+                                       tuple(group.get("depends", ()))))
+        labels = {r.label for r in out}
+        for r in out:
+            for d in r.depends:
+                if d not in labels:
+                    raise ConfigError(f"{self.name}: run {r.label!r} depends on unknown run "
+                                      f"label {d!r}; known: {', '.join(sorted(labels))}")
+        return out
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.name, "version": self.version, "title": self.title,
+                "description": self.description, "paper": self.paper,
+                "procedure": self.procedure, "analysis": self.analysis}
+
+
+# ----------------------------------------------------------------------------------------------
+def deep_merge(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+    """``a`` updated by ``b`` recursively (dicts merge, everything else replaces); dotted keys
+    in ``b`` address nested entries. Neither input is modified."""
+    out = copy.deepcopy(a)
+    for k, v in b.items():
+        if "." in k:
+            set_dotted(out, k, copy.deepcopy(v))
+        elif isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = deep_merge(out[k], v)
+        else:
+            out[k] = copy.deepcopy(v)
+    return out
+
+
+def set_dotted(d: dict[str, Any], path: str, value: Any) -> None:
+    parts = path.split(".")
+    for p in parts[:-1]:
+        nxt = d.get(p)
+        if nxt is None:
+            nxt = d[p] = {}
+        elif not isinstance(nxt, dict):
+            raise ConfigError(f"cannot set {path!r}: {p!r} is not a mapping")
+        d = nxt
+    if isinstance(value, dict) and isinstance(d.get(parts[-1]), dict):
+        d[parts[-1]] = deep_merge(d[parts[-1]], value)
+    else:
+        d[parts[-1]] = value
+
+
+def get_dotted(d: dict[str, Any], path: str, default: Any = None) -> Any:
+    for p in path.split("."):
+        if not isinstance(d, dict) or p not in d:
+            return default
+        d = d[p]
+    return d
+
+
+def _substitute(obj: Any, data_dir: str | None) -> Any:
+    if isinstance(obj, str) and "${data_dir}" in obj:
+        if data_dir is None:
+            raise ConfigError("this experiment reads real data: pass --data-dir DIR "
+                              "(the directory holding the dataset files)")
+        return obj.replace("${data_dir}", str(data_dir))
+    if isinstance(obj, dict):
+        return {k: _substitute(v, data_dir) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_substitute(v, data_dir) for v in obj]
+    return obj
+
+
+def _check_keys(where: str, d: Any, allowed: set[str]) -> None:
+    if not isinstance(d, dict):
+        raise ConfigError(f"{where}: expected a mapping, got {type(d).__name__}")
+    for k in d:
+        if k not in allowed:
+            raise ConfigError(f"{where}: unknown key {k!r}; allowed: {', '.join(sorted(allowed))}")
+
+
+def _check_runs(where: str, runs: Any) -> None:
+    if not isinstance(runs, list) or not runs:
+        raise ConfigError(f"{where}.runs: expected a non-empty list of run groups")
+    labels = set()
+    for i, r in enumerate(runs):
+        _check_keys(f"{where}.runs[{i}]", r, _RUN_KEYS)
+        if "label" not in r or not isinstance(r["label"], str):
+            raise ConfigError(f"{where}.runs[{i}]: missing string key 'label'")
+        if r["label"] in labels:
+            raise ConfigError(f"{where}.runs[{i}]: duplicate label {r['label']!r}")
+        labels.add(r["label"])
+        if not isinstance(r.get("params", {}), dict):
+            raise ConfigError(f"{where}.runs[{i}].params: expected a mapping")
+        if not isinstance(r.get("depends", []), list):
+            raise ConfigError(f"{where}.runs[{i}].depends: expected a list of labels")
+
+
+def _check_grid(where: str, grid: Any) -> None:
+    if not isinstance(grid, dict):
+        raise ConfigError(f"{where}.grid: expected a mapping axis -> list of values")
+    for k, v in grid.items():
+        if not isinstance(v, list) or not v:
+            raise ConfigError(f"{where}.grid.{k}: expected a non-empty list of values")
+
+
+def _check_seeds(where: str, seeds: Any) -> None:
+    if (not isinstance(seeds, list) or not seeds
+            or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds)):
+        raise ConfigError(f"{where}.seeds: expected a non-empty list of integers")
+
+
+def validate_raw(raw: Any, source: str = "<config>") -> dict[str, Any]:
+    """Check the file's structure; raises ``ConfigError`` naming the offending key."""
+    _check_keys(source, raw, _TOP_KEYS)
+    for k in _REQUIRED:
+        if k not in raw:
+            raise ConfigError(f"{source}: missing required key {k!r}")
+    if not isinstance(raw["name"], str) or not _NAME_RE.match(raw["name"]):
+        raise ConfigError(f"{source}: name {raw['name']!r} must be lower-case letters, digits "
+                          "and dashes")
+    if not isinstance(raw["version"], int) or isinstance(raw["version"], bool) or raw["version"] < 1:
+        raise ConfigError(f"{source}: version must be a positive integer")
+    _check_keys(f"{source}.paper", raw["paper"], _PAPER_KEYS)
+    for k in ("author", "year", "figure"):
+        if k not in raw["paper"]:
+            raise ConfigError(f"{source}.paper: missing required key {k!r}")
+    for k in ("base", "options"):
+        if k in raw and not isinstance(raw[k], dict):
+            raise ConfigError(f"{source}.{k}: expected a mapping")
+    if "runs" in raw:
+        _check_runs(source, raw["runs"])
+    if "grid" in raw:
+        _check_grid(source, raw["grid"])
+    if "seeds" in raw:
+        _check_seeds(source, raw["seeds"])
+    if "outputs" in raw:
+        _check_keys(f"{source}.outputs", raw["outputs"], _OUTPUT_KEYS)
+    scales = raw.get("scales", {})
+    _check_keys(f"{source}.scales", scales, set(SCALES))
+    for s, ov in scales.items():
+        where = f"{source}.scales.{s}"
+        _check_keys(where, ov or {}, _SCALE_KEYS)
+        ov = ov or {}
+        if "runs" in ov:
+            _check_runs(where, ov["runs"])
+        if "grid" in ov:
+            _check_grid(where, ov["grid"])
+        if "seeds" in ov:
+            _check_seeds(where, ov["seeds"])
+    return raw
+
+
+def resolve(raw: dict[str, Any], scale: str, source: str = "<config>") -> ExperimentSpec:
+    """Apply the ``scales.<scale>`` overrides and validate the resulting runs."""
+    if scale not in SCALES:
+        raise ConfigError(f"unknown scale {scale!r}; choose one of {', '.join(SCALES)}")
+    validate_raw(raw, source)
+    ov = (raw.get("scales") or {}).get(scale) or {}
+    base = deep_merge(raw.get("base", {}), ov.get("base", {}))
+    runs = ov.get("runs", raw.get("runs", [{"label": ""}]))
+    grid = dict(raw.get("grid", {}))
+    if "grid" in ov:
+        grid = dict(ov["grid"])     # a scale's grid replaces the whole grid
+    spec = ExperimentSpec(
+        name=raw["name"], version=raw["version"], title=raw.get("title", raw["name"]),
+        description=raw["description"].strip(), paper=dict(raw["paper"]),
+        procedure=raw.get("procedure", "train"), analysis=raw["analysis"], scale=scale,
+        base=base, runs=copy.deepcopy(runs), grid=grid,
+        seeds=list(ov.get("seeds", raw.get("seeds", [0]))),
+        options=deep_merge(raw.get("options", {}), ov.get("options", {})),
+        outputs={k: list(v) for k, v in (raw.get("outputs") or {}).items()},
+        requires_data_dir=bool(ov.get("requires_data_dir", False)),
+        source=source, raw=raw)
+    from sgdlab.experiments.procedures import get_analysis, get_procedure
+
+    proc = get_procedure(spec.procedure)      # raises ConfigError on unknown names
+    get_analysis(spec.analysis)
+    # validate every run's parameters against the procedure's schema (unknown keys named);
+    # a placeholder data dir lets paper-scale specs validate without one
+    for r in spec.expand(data_dir=None if not _needs_data_dir(spec) else "<data-dir>"):
+        proc.validate(r.params, where=f"{spec.name}[{scale}] run {r.label!r}")
+    return spec
+
+
+def _needs_data_dir(spec: ExperimentSpec) -> bool:
+    return spec.requires_data_dir or "${data_dir}" in json.dumps(
+        [spec.base, spec.runs], default=str)
+
+
+def needs_data_dir(spec: ExperimentSpec) -> bool:
+    return _needs_data_dir(spec)
+
+
+def read_file(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"experiment config {str(path)!r} does not exist")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {e}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    return raw
+
+
+def catalogue_files() -> dict[str, Path]:
+    """Experiment name -> shipped YAML file."""
+    out = {}
+    for p in sorted(CATALOGUE_DIR.glob("*.yaml")):
+        out[p.stem] = p
+    return out
+
+
+def list_names() -> list[str]:
+    return list(catalogue_files())
+
+
+def load_experiment(name_or_path: str | Path, scale: str = "smoke") -> ExperimentSpec:
+    """A catalogue entry by name, or a user's YAML file by path, resolved at ``scale``."""
+    files = catalogue_files()
+    s = str(name_or_path)
+    if s in files:
+        path = files[s]
+    elif s.endswith((".yaml", ".yml")) or Path(s).is_file():
+        path = Path(s)
+    else:
+        close = [n for n in files if s in n or n in s]
+        hint = f" (did you mean {', '.join(close)}?)" if close else ""
+        raise ConfigError(f"unknown experiment {s!r}{hint}; `sgdlab list` shows the catalogue")
+    raw = read_file(path)
+    if path.parent == CATALOGUE_DIR and raw.get("name") != path.stem:
+        raise ConfigError(f"{path}: name {raw.get('name')!r} differs from the file name")
+    return resolve(raw, scale, source=str(path))

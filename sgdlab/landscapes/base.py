@@ -1,0 +1,139 @@
+"""The ``Landscape`` base: an analytic, differentiable loss over a parameter tensor.
+
+Conventions (shared by every landscape in this package):
+
+- ``theta`` has shape ``(..., dim)``; every leading dimension is an independent chain, so a
+  landscape evaluates 1 or 10 000 chains with the same call (no Python loops over chains).
+- Where the paper defines data ("samples"), the landscape has ``num_samples = N`` and
+  ``per_sample_loss(theta) -> (..., N)``; the loss is their *mean*, L(θ) = (1/N) Σ_i ℓ_i(θ),
+  like every mean-reduced ``loss_fn`` in sgdlab. ``loss(theta, idx)`` averages over the
+  samples in ``idx`` only, which is how a mini-batch (genuine SGD noise) is taken.
+- Gradients/Hessians default to autograd (``torch.func``); subclasses override them with
+  closed forms where speed matters, and the tests check the overrides against autograd.
+"""
+from __future__ import annotations
+
+from abc import ABC
+
+import torch
+from torch import Tensor
+
+from sgdlab.errors import UserError
+
+
+class Landscape(ABC):
+    """A loss f: R^dim -> R, batched over leading dimensions of ``theta``.
+
+    Subclasses set ``dim`` (and ``num_samples`` when the loss is a mean over samples) and
+    implement either ``per_sample_loss`` (sample-structured) or ``loss`` (no samples).
+    """
+
+    dim: int
+    num_samples: int | None = None
+
+    # ----------------------------------------------------------------- values
+    def per_sample_loss(self, theta: Tensor) -> Tensor:
+        """ℓ_i(θ) for every sample, shape ``(..., N)``."""
+        raise UserError(f"{type(self).__name__} has no per-sample structure")
+
+    def loss(self, theta: Tensor, idx: Tensor | None = None) -> Tensor:
+        """Mean loss over all samples (``idx=None``) or over ``idx``, shape ``(...)``.
+
+        ``idx`` is an integer tensor of sample indices, shape ``(m,)`` (same batch for every
+        chain) or ``(..., m)`` (one batch per chain); repeated indices count repeatedly, so a
+        with-replacement batch is an unbiased estimate of L.
+        """
+        self._check(theta)
+        per = self.per_sample_loss(theta)
+        if idx is None:
+            return per.mean(-1)
+        return _take(per, idx).mean(-1)
+
+    # ------------------------------------------------------------- derivatives
+    def grad(self, theta: Tensor, idx: Tensor | None = None) -> Tensor:
+        """∇L(θ) (or of the mini-batch loss on ``idx``), shape ``(..., dim)``.
+
+        Chains are independent, so the gradient of the summed loss is each chain's gradient.
+        """
+        self._check(theta)
+        with torch.enable_grad():
+            t = theta.detach().requires_grad_(True)
+            (g,) = torch.autograd.grad(self.loss(t, idx).sum(), t)
+        return g
+
+    def per_sample_grad(self, theta: Tensor) -> Tensor:
+        """∇ℓ_i(θ) for every sample, shape ``(..., N, dim)``."""
+        self._check(theta)
+        if self.num_samples is None:
+            raise UserError(f"{type(self).__name__} has no per-sample structure")
+        flat = theta.reshape(-1, self.dim)
+        jac = torch.func.vmap(torch.func.jacrev(self.per_sample_loss))(flat)  # (B, N, dim)
+        return jac.reshape(*theta.shape[:-1], self.num_samples, self.dim)
+
+    def hessian(self, theta: Tensor) -> Tensor:
+        """∇²L(θ), shape ``(..., dim, dim)``."""
+        self._check(theta)
+        flat = theta.reshape(-1, self.dim)
+        hess = torch.func.vmap(torch.func.hessian(lambda t: self.loss(t)))(flat)
+        return hess.reshape(*theta.shape[:-1], self.dim, self.dim)
+
+    def gradient_covariance(self, theta: Tensor) -> Tensor:
+        """Σ(θ) = (1/N) Σ_i (∇ℓ_i − ∇L)(∇ℓ_i − ∇L)ᵀ, shape ``(..., dim, dim)``.
+
+        The 1/N (population) normalisation makes Σ/m the exact covariance of a size-m
+        with-replacement mini-batch gradient, the convention of Zhu et al. eq. (3).
+        """
+        g = self.per_sample_grad(theta)
+        c = g - g.mean(-2, keepdim=True)
+        return c.transpose(-1, -2) @ c / g.shape[-2]
+
+    # ------------------------------------------------------------------ helpers
+    def _check(self, theta: Tensor) -> None:
+        if not isinstance(theta, Tensor):
+            raise UserError(f"theta must be a torch.Tensor, got {type(theta).__name__}")
+        if theta.ndim == 0 or theta.shape[-1] != self.dim:
+            raise UserError(
+                f"{type(self).__name__}: theta must have shape (..., {self.dim}), "
+                f"got {tuple(theta.shape)}"
+            )
+
+    def sample_batches(
+        self, batch_shape: tuple[int, ...], batch_size: int, *, replacement: bool = True,
+        generator: torch.Generator | None = None, device: torch.device | None = None,
+    ) -> Tensor:
+        """Draw one mini-batch of indices per chain, shape ``(*batch_shape, batch_size)``."""
+        n = self.num_samples
+        if n is None:
+            raise UserError(f"{type(self).__name__} has no samples to draw batches from")
+        if batch_size < 1 or (not replacement and batch_size > n):
+            raise UserError(f"batch_size must be in [1, {n}] here, got {batch_size}")
+        if replacement:
+            return torch.randint(n, (*batch_shape, batch_size), generator=generator,
+                                 device=device)
+        # Without replacement: the first m entries of an independent random permutation.
+        keys = torch.rand((*batch_shape, n), generator=generator, device=device)
+        return keys.argsort(-1)[..., :batch_size]
+
+
+class AnalyticLoss(Landscape):
+    """A landscape defined by a plain batched callable ``f(theta) -> (...)`` (no samples)."""
+
+    def __init__(self, fn, dim: int) -> None:
+        self._fn = fn
+        self.dim = int(dim)
+
+    def loss(self, theta: Tensor, idx: Tensor | None = None) -> Tensor:
+        self._check(theta)
+        if idx is not None:
+            raise UserError("AnalyticLoss has no samples; idx must be None")
+        return self._fn(theta)
+
+
+def _take(per: Tensor, idx: Tensor) -> Tensor:
+    """per[..., idx] with idx either (m,) or (..., m) matching per's leading dims."""
+    if idx.ndim == 1:
+        return per[..., idx]
+    return torch.gather(per, -1, idx.expand(*per.shape[:-1], idx.shape[-1]))
+
+
+__all__ = ["Landscape", "AnalyticLoss"]

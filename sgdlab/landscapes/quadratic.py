@@ -1,0 +1,134 @@
+"""A quadratic loss with real per-sample structure: SGD on it is an Ornstein–Uhlenbeck process.
+
+L(θ) = (1/N) Σ_i ℓ_i(θ),  ℓ_i(θ) = ½ (θ − θ* − x_i)ᵀ H (θ − θ* − x_i),
+
+with the x_i exactly centred and exactly whitened to empirical covariance S = H⁻¹ C H⁻¹
+(1/N normalisation). Then ∇L(θ) = H(θ − θ*) and the per-sample gradient covariance is exactly
+C (default C = H, Jastrzebski et al.'s assumption). SGD with step η and batch size S (drawn
+with replacement) follows, to weak order 1, the OU process (Jastrzebski et al. eq. 3–5)
+
+    dθ = −H(θ − θ*) dt + √(η/S) C^{1/2} dB,
+
+whose stationary law is N(θ*, Σ_z) with H Σ_z + Σ_z H = (η/S) C. For C = H (eq. 6–7):
+
+    Σ_z = (η/2S) I,      E[L(θ) − L(θ*)] = ½ Tr(H Σ_z) = (η/4S) Tr H.
+
+The discrete SGD chain itself is stationary at the solution of the discrete Lyapunov equation
+Σ = (I − ηH) Σ (I − ηH) + (η²/S) C, equal to the above up to O(η) (per eigen-direction of
+H = C: var_i = η / (S (2 − η λ_i))).
+"""
+from __future__ import annotations
+
+import numpy as np
+import scipy.linalg
+import torch
+from torch import Tensor
+
+from sgdlab.errors import UserError
+
+from .base import Landscape
+
+
+def _sym_power(mat: Tensor, power: float) -> Tensor:
+    evals, evecs = torch.linalg.eigh(mat)
+    return (evecs * evals.pow(power)[None, :]) @ evecs.T
+
+
+class Quadratic(Landscape):
+    """Per-sample quadratics whose mean is ½(θ−θ*)ᵀH(θ−θ*) + const and whose gradient noise
+    covariance is exactly ``noise_cov`` (default H).
+
+    Args:
+        hessian: H, symmetric positive definite (d, d).
+        num_samples: N (> d, so the samples can be whitened exactly).
+        noise_cov: C, PSD (d, d); default H.
+        minimum: θ*; default 0.
+        seed: seed of the sample draw.
+    """
+
+    def __init__(self, hessian: Tensor, *, num_samples: int = 100,
+                 noise_cov: Tensor | None = None, minimum: Tensor | None = None,
+                 seed: int = 0, dtype: torch.dtype = torch.float64) -> None:
+        h = torch.as_tensor(hessian, dtype=dtype)
+        if h.ndim != 2 or h.shape[0] != h.shape[1]:
+            raise UserError(f"hessian must be square (d, d), got {tuple(h.shape)}")
+        if not torch.allclose(h, h.T):
+            raise UserError("hessian must be symmetric")
+        if torch.linalg.eigvalsh(h).min() <= 0:
+            raise UserError("hessian must be positive definite")
+        d = h.shape[0]
+        if num_samples <= d:
+            raise UserError(f"num_samples must exceed the dimension {d}, got {num_samples}")
+        c = h.clone() if noise_cov is None else torch.as_tensor(noise_cov, dtype=dtype)
+        if c.shape != (d, d) or torch.linalg.eigvalsh((c + c.T) / 2).min() < -1e-12:
+            raise UserError(f"noise_cov must be a PSD ({d}, {d}) matrix")
+        self.dim, self.num_samples = d, num_samples
+        self.H, self.C = h, c
+        self.minimum = torch.zeros(d, dtype=dtype) if minimum is None else \
+            torch.as_tensor(minimum, dtype=dtype)
+        gen = torch.Generator().manual_seed(seed)
+        z = torch.randn(num_samples, d, generator=gen, dtype=dtype)
+        z = z - z.mean(0)
+        emp = z.T @ z / num_samples
+        h_inv = torch.linalg.inv(h)
+        target = h_inv @ c @ h_inv                            # Cov(x) = H⁻¹ C H⁻¹
+        self.samples = z @ _sym_power(emp, -0.5) @ _sym_power(target, 0.5)
+        self._offset = 0.5 * ((self.samples @ h) * self.samples).sum(-1).mean()
+
+    def per_sample_loss(self, theta: Tensor) -> Tensor:
+        self._check(theta)
+        u = theta[..., None, :] - self.minimum - self.samples
+        return 0.5 * ((u @ self.H) * u).sum(-1)
+
+    def loss(self, theta: Tensor, idx: Tensor | None = None) -> Tensor:
+        if idx is not None:
+            return super().loss(theta, idx)
+        self._check(theta)
+        a = theta - self.minimum
+        return 0.5 * ((a @ self.H) * a).sum(-1) + self._offset
+
+    @property
+    def min_loss(self) -> float:
+        """L(θ*) = ½ mean_i x_iᵀ H x_i (the samples' irreducible loss)."""
+        return float(self._offset)
+
+    def grad(self, theta: Tensor, idx: Tensor | None = None) -> Tensor:
+        self._check(theta)
+        a = theta - self.minimum
+        if idx is None:
+            return a @ self.H
+        xb = self.samples[idx].mean(-2)  # (m, d) or (..., m, d) -> mean sample of the batch
+        return (a - xb) @ self.H
+
+    def per_sample_grad(self, theta: Tensor) -> Tensor:
+        self._check(theta)
+        return (theta[..., None, :] - self.minimum - self.samples) @ self.H
+
+    def hessian(self, theta: Tensor) -> Tensor:
+        self._check(theta)
+        return self.H.expand(*theta.shape[:-1], self.dim, self.dim)
+
+    # ------------------------------------------------------------- closed forms
+    def sde_stationary_covariance(self, lr: float, batch_size: int) -> Tensor:
+        """Σ_z solving H Σ + Σ H = (η/S) C (the OU limit; (η/2S) I when C = H)."""
+        q = (lr / batch_size) * self.C.numpy()
+        sol = scipy.linalg.solve_continuous_lyapunov(self.H.numpy(), q)
+        return torch.as_tensor((sol + sol.T) / 2, dtype=self.H.dtype)
+
+    def sgd_stationary_covariance(self, lr: float, batch_size: int) -> Tensor:
+        """The discrete chain's Σ = (I − ηH) Σ (I − ηH) + (η²/S) C (with-replacement batches)."""
+        a = np.eye(self.dim) - lr * self.H.numpy()
+        if np.abs(np.linalg.eigvals(a)).max() >= 1:
+            raise UserError(f"SGD is unstable at lr={lr}: need lr < 2 / λ_max(H)")
+        sol = scipy.linalg.solve_discrete_lyapunov(a, (lr ** 2 / batch_size) * self.C.numpy())
+        return torch.as_tensor((sol + sol.T) / 2, dtype=self.H.dtype)
+
+    def stationary_excess_loss(self, lr: float, batch_size: int, *,
+                               discrete: bool = False) -> float:
+        """E[L] − L(θ*) = ½ Tr(H Σ); for C = H and the SDE this is (η/4S) Tr H (eq. 6)."""
+        cov = (self.sgd_stationary_covariance if discrete else
+               self.sde_stationary_covariance)(lr, batch_size)
+        return float(0.5 * torch.trace(self.H @ cov))
+
+
+__all__ = ["Quadratic"]

@@ -1,0 +1,117 @@
+"""SDEs and their integrators (diffrax style: one base, one small class per method).
+
+An SDE here is an Itô equation (thesis Remark 6.9: Itô, i.e. the diffusion is evaluated at the
+left end of each step), batched over leading "chain" dimensions of the state::
+
+    dX = b(X) dt + G(X) dB,           G(X) G(X)ᵀ = 2 β⁻¹ D(X)
+
+with X of shape (..., d), b(X) of shape (..., d) and the factor G(X) of shape (..., d, r)
+(r = d for a square root of D, r = N for the per-sample factor of SGD's diffusion). The
+overdamped Langevin form dX = −∇f dt + √(2β⁻¹ D(X)) dB is :meth:`SDE.langevin`.
+"""
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from sgdlab.errors import UserError
+
+Drift = Callable[[Tensor], Tensor]
+Factor = Callable[[Tensor], Tensor]
+
+
+def psd_sqrt(mat: Tensor) -> Tensor:
+    """Symmetric square root of a (batched) PSD matrix; round-off negatives clipped."""
+    evals, evecs = torch.linalg.eigh(mat)
+    return (evecs * evals.clamp_min(0).sqrt()[..., None, :]) @ evecs.transpose(-1, -2)
+
+
+@dataclass
+class SDE:
+    """dX = drift(X) dt + factor(X) dB (Itô).
+
+    Args:
+        drift: X (..., d) -> (..., d).
+        factor: X (..., d) -> G (..., d, r); None means no noise (an ODE).
+        additive: True when G does not depend on X (Euler–Maruyama is then strong order 1).
+        dim: d.
+        noise_dim: r, the number of Brownian components.
+    """
+
+    drift: Drift
+    factor: Factor | None
+    dim: int
+    noise_dim: int
+    additive: bool = False
+
+    @classmethod
+    def langevin(
+        cls, grad: Callable[[Tensor], Tensor], dim: int, *, beta: float = 1.0,
+        diffusion: float | Tensor | Callable[[Tensor], Tensor] | None = None,
+        extra_drift: Callable[[Tensor], Tensor] | None = None,
+    ) -> SDE:
+        """dX = (−∇f(X) + extra(X)) dt + √(2β⁻¹ D(X)) dB.
+
+        ``diffusion`` D is None (identity), a float (c I), a tensor of shape (d,) (diagonal) or
+        (d, d) (constant PSD), or a callable X -> (..., d, d) PSD matrix (state-dependent; its
+        symmetric square root is taken each step).
+        """
+        if beta <= 0:
+            raise UserError(f"beta must be > 0, got {beta}")
+        scale = math.sqrt(2.0 / beta)
+        if extra_drift is None:
+            def drift(x: Tensor) -> Tensor:
+                return -grad(x)
+        else:
+            def drift(x: Tensor) -> Tensor:
+                return -grad(x) + extra_drift(x)
+        if callable(diffusion):
+            def factor(x: Tensor) -> Tensor:
+                return scale * psd_sqrt(diffusion(x))
+            return cls(drift, factor, dim, dim, additive=False)
+        if diffusion is None:
+            root = torch.eye(dim)
+        elif isinstance(diffusion, Tensor) and diffusion.ndim == 1:
+            if diffusion.shape[0] != dim or (diffusion < 0).any():
+                raise UserError(f"diagonal diffusion must be ({dim},) and >= 0")
+            root = torch.diag(diffusion.sqrt())
+        elif isinstance(diffusion, Tensor):
+            if diffusion.shape != (dim, dim):
+                raise UserError(f"diffusion matrix must be ({dim}, {dim}), "
+                                f"got {tuple(diffusion.shape)}")
+            root = psd_sqrt(diffusion)
+        else:
+            if diffusion < 0:
+                raise UserError(f"diffusion must be >= 0, got {diffusion}")
+            root = math.sqrt(float(diffusion)) * torch.eye(dim)
+
+        def const_factor(x: Tensor) -> Tensor:
+            return (scale * root).to(x).expand(*x.shape[:-1], dim, dim)
+        return cls(drift, const_factor, dim, dim, additive=True)
+
+
+class Integrator(ABC):
+    """One step X_{n+1} = Φ(X_n, t_n, h, ΔB_n). Subclasses state their convergence orders:
+    ``weak_order`` (|E φ(X_N) − E φ(X(T))| = O(h^p) for smooth φ) and ``strong_order``
+    (E|X_N − X(T)| = O(h^q)), as diffrax's ``order()`` / ``strong_order()``."""
+
+    weak_order: float
+    strong_order: float
+    strong_order_additive: float | None = None  # when G is constant, if higher
+
+    @abstractmethod
+    def step(self, sde: SDE, x: Tensor, t: float, dt: float, dw: Tensor) -> Tensor:
+        """Advance every chain by dt; ``dw`` (..., r) are the Brownian increments N(0, dt I)."""
+
+    def strong_order_for(self, sde: SDE) -> float:
+        if sde.additive and self.strong_order_additive is not None:
+            return self.strong_order_additive
+        return self.strong_order
+
+
+__all__ = ["SDE", "Integrator", "psd_sqrt"]

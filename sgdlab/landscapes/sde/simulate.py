@@ -1,0 +1,86 @@
+"""Batched simulation of an SDE with any :class:`Integrator`."""
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+from sgdlab.errors import UserError
+
+from .base import SDE, Integrator
+from .euler_maruyama import EulerMaruyama
+
+
+@dataclass
+class Path:
+    """Final state (..., d), and the recorded states (S, ..., d) at ``times``."""
+
+    final: Tensor
+    times: list[float] = field(default_factory=list)
+    states: Tensor | None = None
+
+
+def brownian_increments(shape: tuple[int, ...], dt: float, steps: int, *,
+                        generator: torch.Generator | None = None,
+                        dtype: torch.dtype = torch.float64) -> Tensor:
+    """ΔB of shape (steps, *shape), i.i.d. N(0, dt) entries."""
+    return torch.randn((steps, *shape), generator=generator, dtype=dtype) * math.sqrt(dt)
+
+
+def coarsen(dw: Tensor, factor: int) -> Tensor:
+    """Sum consecutive groups of ``factor`` increments: the same Brownian path at step
+    ``factor · dt`` (for common-random-number comparisons of step sizes)."""
+    if dw.shape[0] % factor:
+        raise UserError(f"{dw.shape[0]} increments do not split into groups of {factor}")
+    return dw.reshape(dw.shape[0] // factor, factor, *dw.shape[1:]).sum(1)
+
+
+def simulate(
+    sde: SDE, x0: Tensor, *, dt: float, steps: int,
+    integrator: Integrator | None = None,
+    generator: torch.Generator | None = None,
+    increments: Tensor | None = None,
+    record_every: int | None = None,
+    t0: float = 0.0,
+    observe: Callable[[Tensor], Tensor] | None = None,
+) -> Path:
+    """Integrate ``steps`` steps of size ``dt`` from ``x0`` (..., d), all chains at once.
+
+    Args:
+        increments: optional Brownian increments (steps, ..., r); drawn from ``generator``
+            one step at a time otherwise (memory O(chains), not O(steps · chains)).
+        record_every: keep the state (or ``observe(state)``) every k steps (and at step 0).
+    """
+    if dt <= 0 or steps < 0:
+        raise UserError(f"need dt > 0 and steps >= 0, got dt={dt}, steps={steps}")
+    if x0.shape[-1] != sde.dim:
+        raise UserError(f"x0 must have shape (..., {sde.dim}), got {tuple(x0.shape)}")
+    integ = integrator or EulerMaruyama()
+    if increments is not None and increments.shape[0] != steps:
+        raise UserError(f"increments has {increments.shape[0]} steps, expected {steps}")
+    x = x0.clone()
+    obs = observe or (lambda s: s.clone())
+    times, states = [], []
+    if record_every:
+        times.append(t0)
+        states.append(obs(x))
+    sq = math.sqrt(dt)
+    for n in range(steps):
+        if sde.factor is None:
+            dw = x.new_zeros(*x.shape[:-1], 0)
+        elif increments is not None:
+            dw = increments[n]
+        else:
+            dw = torch.randn((*x.shape[:-1], sde.noise_dim), generator=generator,
+                             dtype=x.dtype) * sq
+        x = integ.step(sde, x, t0 + n * dt, dt, dw)
+        if record_every and (n + 1) % record_every == 0:
+            times.append(t0 + (n + 1) * dt)
+            states.append(obs(x))
+    return Path(final=x, times=times, states=torch.stack(states) if states else None)
+
+
+__all__ = ["Path", "simulate", "brownian_increments", "coarsen"]

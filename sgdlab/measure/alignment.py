@@ -1,0 +1,141 @@
+"""Σ–H alignment (Zhu, Wu, Yu, Wu & Ma 2019, "The anisotropic noise in stochastic gradient
+descent"): how well the gradient-noise covariance Σ lines up with the Hessian H.
+
+Metrics on leading eigenpairs (U_k: top-k eigenvectors of H, V_k: of Σ, orthonormal columns):
+
+- ``eigenvector_cosines``: |⟨u_i, v_i⟩| for i = 1..k (signs of eigenvectors are arbitrary);
+- ``normalised_eigenvalues``: λ_i / ‖M‖_F, the leading eigenvalues of each matrix divided by its
+  own Frobenius norm (how dominant the top directions are);
+- ``projection_residual``: e(U_k, V_k) = ‖U_k − V_k V_kᵀ U_k‖²_F = k − ‖V_kᵀ U_k‖²_F ∈ [0, k];
+  0 when span U_k = span V_k, k when they are orthogonal;
+- ``trace_alignment``: Zhu's indicator Tr(HΣ) compared with its isotropic baseline
+  Tr(H)·Tr(Σ)/d (ratio > 1: noise concentrated in sharp directions). Tr(HΣ) = Σ_i f_iᵀ H f_i
+  over the N rows of Σ's factor (N Hessian-vector products).
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from sgdlab.operators import HessianOperator
+from sgdlab.operators.batches import Data
+
+from .curvature import frobenius_norm, hutchinson_trace, lanczos
+from .noise import gradient_covariance
+
+
+def _check_bases(u: Tensor, v: Tensor) -> None:
+    if u.dim() != 2 or v.dim() != 2 or u.shape != v.shape:
+        raise ValueError(f"need two (d, k) bases of the same shape, got {tuple(u.shape)} and "
+                         f"{tuple(v.shape)}")
+
+
+def eigenvector_cosines(u: Tensor, v: Tensor) -> Tensor:
+    """|cos| between the i-th columns of U and V (unit columns assumed), shape (k,)."""
+    _check_bases(u, v)
+    return (u * v).sum(0).abs()
+
+
+def projection_residual(u: Tensor, v: Tensor) -> float:
+    """e(U, V) = ‖U − V Vᵀ U‖²_F for orthonormal (d, k) U, V; in [0, k]."""
+    _check_bases(u, v)
+    r = u - v @ (v.T @ u)
+    return float((r.double() ** 2).sum())
+
+
+def normalised_eigenvalues(eigvals: Tensor, frobenius: float) -> Tensor:
+    """λ_i / ‖M‖_F."""
+    if not frobenius > 0:
+        raise ValueError(f"Frobenius norm must be > 0, got {frobenius}")
+    return eigvals / frobenius
+
+
+@dataclass
+class Alignment:
+    """Σ–H alignment at one point (all eigen-quantities descending)."""
+
+    hessian_eigvals: Tensor        # (k,)
+    sigma_eigvals: Tensor          # (k,)
+    hessian_frobenius: float       # Hutchinson-type estimate (see sigma_hessian_alignment)
+    sigma_frobenius: float         # exact (Gram matrix)
+    cosines: Tensor                # (k,) |⟨u_i, v_i⟩|
+    residual: float                # e(U_k, V_k) ∈ [0, k]
+    trace_h_sigma: float | None = None      # Tr(HΣ)
+    trace_h: float | None = None            # Tr(H) (Hutchinson)
+    trace_sigma: float | None = None        # Tr(Σ) (exact)
+
+    @property
+    def hessian_normalised(self) -> Tensor:
+        return normalised_eigenvalues(self.hessian_eigvals, self.hessian_frobenius)
+
+    @property
+    def sigma_normalised(self) -> Tensor:
+        return normalised_eigenvalues(self.sigma_eigvals, self.sigma_frobenius)
+
+    @property
+    def trace_ratio(self) -> float | None:
+        """Tr(HΣ) / (Tr H · Tr Σ / d): Zhu's anisotropy indicator relative to isotropic noise."""
+        if None in (self.trace_h_sigma, self.trace_h, self.trace_sigma):
+            return None
+        d = self.dim
+        base = self.trace_h * self.trace_sigma / d
+        return self.trace_h_sigma / base if base != 0 else float("nan")
+
+    dim: int = 0
+
+    def as_metrics(self, prefix: str = "align") -> dict[str, float]:
+        """Flat scalar dict for ``ctx.log`` / the run store."""
+        out = {f"{prefix}/residual": self.residual}
+        for i in range(len(self.cosines)):
+            out[f"{prefix}/cos_{i + 1}"] = float(self.cosines[i])
+            out[f"{prefix}/hess_norm_eig_{i + 1}"] = float(self.hessian_normalised[i])
+            out[f"{prefix}/sigma_norm_eig_{i + 1}"] = float(self.sigma_normalised[i])
+        if self.trace_ratio is not None:
+            out[f"{prefix}/trace_h_sigma"] = float(self.trace_h_sigma)
+            out[f"{prefix}/trace_ratio"] = float(self.trace_ratio)
+        return out
+
+
+def sigma_hessian_alignment(
+    model: nn.Module,
+    loss_fn: Callable[[Tensor, Tensor], Tensor],
+    data: Data,
+    k: int = 5,
+    *,
+    num_probes: int = 50,
+    tol: float = 1e-4,
+    generator: torch.Generator | None = None,
+    trace_alignment: bool = False,
+    chunk_size: int | None = 256,
+) -> Alignment:
+    """Σ–H alignment of the current model over ``data`` (Zhu et al. 2019).
+
+    H: Hessian of the mean loss (top-k by Lanczos, tolerance ``tol``); ‖H‖_F estimated from
+    ``num_probes`` Gaussian probes (E‖Hv‖²). Σ: population covariance of per-sample gradients
+    (:mod:`sgdlab.measure.noise`), exact top-k and ‖Σ‖_F through the Gram matrix.
+    ``trace_alignment=True`` also computes Tr(HΣ) (N HVPs), Tr H (Hutchinson) and Tr Σ.
+    """
+    cov = gradient_covariance(model, loss_fn, data, chunk_size=chunk_size)
+    s_vals, s_vecs = cov.eigenpairs(k)
+    op = HessianOperator(model, loss_fn, data)
+    h_vals, h_vecs = lanczos(op, k, tol=tol, generator=generator)
+    h_fro = frobenius_norm(op, num_probes, generator=generator).value
+    out = Alignment(h_vals.detach(), s_vals.detach(), h_fro, cov.frobenius_norm(),
+                    eigenvector_cosines(h_vecs, s_vecs), projection_residual(h_vecs, s_vecs),
+                    dim=op.shape[0])
+    if trace_alignment:
+        f = cov.factor
+        ths = 0.0
+        for i in range(0, f.shape[0], 64):
+            block = f[i : i + 64].T                         # (d, b)
+            ths += float((block * op.matmat(block)).sum())
+        out.trace_h_sigma = ths
+        out.trace_h = hutchinson_trace(op, num_probes, generator=generator).value
+        out.trace_sigma = cov.trace()
+    if not math.isfinite(out.residual):
+        raise FloatingPointError("non-finite alignment (diverged model?)")
+    return out

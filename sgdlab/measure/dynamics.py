@@ -1,0 +1,100 @@
+"""Per-step dynamics of a training run (Xing et al. 2018, "A Walk with SGD", Fig. 1 and §4).
+
+Plain functions of flat vectors or of (model, loss_fn, data):
+
+- :func:`gradient_cosine` — cos ∠(g_t, g_{t+1}) of two consecutive mini-batch gradients; it is
+  ≈ −1 when full-batch GD bounces between the walls of a valley (lr near 2/λ_max) and much
+  less negative under SGD (Xing et al. Fig. 1);
+- :func:`distance_from_init` ‖θ_t − θ_0‖₂, :func:`parameter_norm` ‖θ_t‖₂, :func:`update_norm`
+  ‖θ_{t+1} − θ_t‖₂ (Euclidean norms of the flat trainable-parameter vector);
+- :func:`full_batch_grad_norm` ‖∇L(θ)‖₂ of the mean loss over ``data``;
+- :func:`hessian_spectral_norm` ‖∇²L(θ)‖₂ = max_i |λ_i| by Lanczos (``sgdlab.measure.curvature``)
+  with batch norm in eval mode (running statistics) or train mode (batch statistics: the Hessian
+  then includes the dependence of the statistics on θ; Xing et al. note the two differ).
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import Tensor, nn
+
+from sgdlab.operators.batches import Data
+from sgdlab.operators.params import params_vector
+from sgdlab.operators.per_sample import full_gradient
+
+from .walk import evaluation_mode
+
+__all__ = [
+    "distance_from_init",
+    "full_batch_grad_norm",
+    "gradient_cosine",
+    "hessian_spectral_norm",
+    "parameter_norm",
+    "update_norm",
+]
+
+LossFn = Callable[[Tensor, Tensor], Tensor]
+
+
+def _flat(v: Tensor | nn.Module) -> Tensor:
+    return params_vector(v) if isinstance(v, nn.Module) else v.detach().reshape(-1)
+
+
+def gradient_cosine(g_prev: Tensor, g_next: Tensor, *, eps: float = 1e-30) -> float:
+    """cos ∠(g_prev, g_next) = ⟨g_prev, g_next⟩ / (‖g_prev‖ ‖g_next‖), in float64.
+
+    Returns NaN when either gradient is (numerically) zero, where the angle is undefined.
+    """
+    a, b = g_prev.detach().reshape(-1).double(), g_next.detach().reshape(-1).double()
+    if a.shape != b.shape:
+        raise ValueError(f"gradients have different sizes: {a.numel()} and {b.numel()}")
+    den = float(torch.linalg.vector_norm(a) * torch.linalg.vector_norm(b))
+    if den <= eps:
+        return float("nan")
+    return float(torch.dot(a, b)) / den
+
+
+def distance_from_init(theta: Tensor | nn.Module, theta0: Tensor) -> float:
+    """‖θ − θ_0‖₂ over the trainable parameters (flat vectors, or a model for θ)."""
+    t = _flat(theta)
+    if t.shape != theta0.shape:
+        raise ValueError(f"theta has {t.numel()} entries, theta0 has {theta0.numel()}")
+    return float(torch.linalg.vector_norm((t - theta0.to(t)).double()))
+
+
+def parameter_norm(theta: Tensor | nn.Module) -> float:
+    """‖θ‖₂ of the flat trainable parameters."""
+    return float(torch.linalg.vector_norm(_flat(theta).double()))
+
+
+def update_norm(theta_before: Tensor, theta_after: Tensor | nn.Module) -> float:
+    """‖θ_{t+1} − θ_t‖₂ (the step actually taken, including momentum and weight decay)."""
+    return distance_from_init(theta_after, theta_before)
+
+
+def full_batch_grad_norm(model: nn.Module, loss_fn: LossFn, data: Data, *,
+                         bn_mode: str = "eval") -> float:
+    """‖∇L(θ)‖₂ of the mean loss over all of ``data`` (batches weighted by size).
+
+    Dropout off; batch norm per ``bn_mode`` (running statistics untouched either way).
+    """
+    with torch.enable_grad(), evaluation_mode(model, bn_mode):
+        g = full_gradient(model, loss_fn, data)
+    return float(torch.linalg.vector_norm(g.double()))
+
+
+def hessian_spectral_norm(model: nn.Module, loss_fn: LossFn, data: Data, *,
+                          bn_mode: str = "eval", **lanczos_kw) -> float:
+    """‖∇²L(θ)‖₂ = max_i |λ_i| of the Hessian of the mean loss over ``data``.
+
+    Lanczos from ``sgdlab.measure.curvature`` with ``which="magnitude"`` (keywords such as
+    ``tol``, ``num_iter``, ``generator`` are passed on). Dropout off; batch norm per ``bn_mode``:
+    "eval" differentiates through the running statistics (constants), "train" through the
+    statistics of each batch of ``data``; the model's running statistics are restored after.
+    """
+    from .curvature import hessian_eigenpairs
+
+    with torch.enable_grad(), evaluation_mode(model, bn_mode):
+        vals, _ = hessian_eigenpairs(model, loss_fn, data, 1, "magnitude", **lanczos_kw)
+    return abs(float(vals[0]))

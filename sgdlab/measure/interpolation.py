@@ -1,0 +1,169 @@
+"""Model-to-model linear interpolation (Goodfellow et al. 2015; Keskar et al. 2017 Fig. 3;
+Jastrzebski et al. 2018 "Three factors", Fig. 4).
+
+Along θ(α) = (1 − α) θ_A + α θ_B, with α over a range that extends beyond [0, 1] (e.g. −1 to 2),
+record the mean loss and the accuracy on the training and test sets. Dropout is off.
+
+Batch norm: the running statistics of θ_A and θ_B do not describe the interpolated network, so by
+default (``bn_stats="recompute"``) they are recomputed at every α from the training data: reset,
+``momentum=None`` (a cumulative average, so the result does not depend on an EMA horizon), one
+pass over ``bn_data`` (default: the training data) in train mode without gradients. The
+alternative ``bn_stats="interpolate"`` interpolates the running statistics like the weights (so
+α = 0 and α = 1 reproduce the two models exactly), and ``"keep"`` uses model A's buffers.
+"""
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import Tensor, nn
+
+from sgdlab.operators.batches import Data, iterate_batches
+from sgdlab.operators.params import params_vector, set_params_vector
+
+__all__ = [
+    "InterpolationCurve",
+    "evaluate",
+    "has_batchnorm",
+    "interpolate_models",
+    "recompute_bn_statistics",
+]
+
+LossFn = Callable[[Tensor, Tensor], Tensor]
+_BN_TYPES = (nn.modules.batchnorm._BatchNorm,)
+
+
+def has_batchnorm(model: nn.Module) -> bool:
+    return any(isinstance(m, _BN_TYPES) for m in model.modules())
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, loss_fn: LossFn, data: Data) -> tuple[float, float]:
+    """(mean loss, accuracy) over ``data`` in eval mode (batches weighted by size).
+
+    Accuracy is the fraction of argmax predictions equal to integer targets; NaN for
+    regression targets (floating point).
+    """
+    was = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    loss = correct = 0.0
+    n = 0
+    classify = True
+    try:
+        for x, y in iterate_batches(data, device):
+            out = model(x)
+            loss += float(loss_fn(out, y)) * len(x)
+            if y.is_floating_point() or out.dim() != 2:
+                classify = False
+            else:
+                correct += float((out.argmax(1) == y).sum())
+            n += len(x)
+    finally:
+        model.train(was)
+    if n == 0:
+        raise ValueError("evaluate: data has no samples")
+    return loss / n, (correct / n if classify else float("nan"))
+
+
+@torch.no_grad()
+def recompute_bn_statistics(model: nn.Module, data: Data) -> None:
+    """Replace every batch-norm layer's running mean/var by their cumulative average over
+    ``data`` (train-mode forward passes, ``momentum=None``); layers' momentum and the model's
+    train/eval flags are restored. A no-op for models without batch norm."""
+    bns = [m for m in model.modules() if isinstance(m, _BN_TYPES) and m.track_running_stats]
+    if not bns:
+        return
+    flags = {m: m.training for m in model.modules()}
+    moms = {m: m.momentum for m in bns}
+    device = next(model.parameters()).device
+    try:
+        model.eval()  # dropout off while the statistics are collected
+        for m in bns:
+            m.reset_running_stats()
+            m.momentum = None
+            m.train()
+        for x, _ in iterate_batches(data, device):
+            model(x)
+    finally:
+        for m, mom in moms.items():
+            m.momentum = mom
+        for m, f in flags.items():
+            m.training = f
+
+
+@dataclass
+class InterpolationCurve:
+    """Loss / accuracy along (1 − α) θ_A + α θ_B. Test entries are empty without test data;
+    accuracies are NaN for regression."""
+
+    alphas: list[float]
+    train_loss: list[float]
+    train_acc: list[float]
+    test_loss: list[float]
+    test_acc: list[float]
+    bn_stats: str
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _float_buffers(model: nn.Module) -> dict[str, Tensor]:
+    return {n: b.detach().clone() for n, b in model.named_buffers() if b.is_floating_point()}
+
+
+def interpolate_models(
+    model_a: nn.Module,
+    model_b: nn.Module,
+    loss_fn: LossFn,
+    train_data: Data,
+    test_data: Data | None = None,
+    alphas: Tensor | Sequence[float] | None = None,
+    *,
+    bn_stats: str = "recompute",
+    bn_data: Data | None = None,
+) -> InterpolationCurve:
+    """Mean loss and accuracy at θ(α) = (1 − α) θ_A + α θ_B for each α.
+
+    Args:
+        model_a, model_b: two models of the same architecture (not modified).
+        loss_fn: mean-reduced loss.
+        train_data, test_data: batches ``(x, y)`` or iterables of batches.
+        alphas: default ``linspace(-1, 2, 31)`` (α = 0 is θ_A, α = 1 is θ_B).
+        bn_stats: "recompute" (default), "interpolate" or "keep"; see the module docstring.
+            Ignored for models without batch norm.
+        bn_data: data for the recomputation (default ``train_data``).
+    """
+    if bn_stats not in ("recompute", "interpolate", "keep"):
+        raise ValueError(f"Invalid bn_stats={bn_stats!r}: expected 'recompute', "
+                         "'interpolate' or 'keep'")
+    theta_a, theta_b = params_vector(model_a), params_vector(model_b)
+    if theta_a.shape != theta_b.shape:
+        raise ValueError(f"models differ in size: {theta_a.numel()} vs {theta_b.numel()} "
+                         "trainable parameters")
+    if alphas is None:
+        alphas = torch.linspace(-1.0, 2.0, 31, dtype=torch.float64)
+    alphas = [float(a) for a in torch.as_tensor(alphas, dtype=torch.float64).reshape(-1)]
+    model = copy.deepcopy(model_a)
+    bn = has_batchnorm(model)
+    bufs_a, bufs_b = _float_buffers(model_a), _float_buffers(model_b)
+    curve = InterpolationCurve(alphas, [], [], [], [], bn_stats if bn else "none")
+    for a in alphas:
+        set_params_vector(model, torch.lerp(theta_a, theta_b, a))
+        if bn and bn_stats == "interpolate":
+            with torch.no_grad():
+                for n, b in model.named_buffers():
+                    if n in bufs_a:
+                        b.copy_(torch.lerp(bufs_a[n], bufs_b[n], a))
+        elif bn and bn_stats == "recompute":
+            recompute_bn_statistics(model, train_data if bn_data is None else bn_data)
+        lo, ac = evaluate(model, loss_fn, train_data)
+        curve.train_loss.append(lo)
+        curve.train_acc.append(ac)
+        if test_data is not None:
+            lo, ac = evaluate(model, loss_fn, test_data)
+            curve.test_loss.append(lo)
+            curve.test_acc.append(ac)
+    return curve

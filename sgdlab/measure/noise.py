@@ -1,0 +1,279 @@
+"""Gradient noise: the per-sample gradient covariance Σ and the diffusion matrix D(x).
+
+Conventions (stated once, used everywhere in sgdlab):
+
+- g_i = ∇ℓ(x_i; θ) is the gradient of the loss on sample i alone (``per_sample_gradients``),
+  ḡ = (1/N) Σ_i g_i = ∇L(θ) the full-batch gradient of the mean loss.
+- **Σ = (1/N) Σ_i (g_i − ḡ)(g_i − ḡ)ᵀ** — the *population* covariance (divide by N, not N − 1).
+  Chaudhari's thesis (and Chaudhari & Soatto 2018) call this D(x): D(x) = (1/N) Σ_k ∇f_k ∇f_kᵀ
+  − ∇f ∇fᵀ. It is stored as the factor F = (G − ḡ)/√N, shape (N, d), so Σ = Fᵀ F and nothing
+  d x d is ever formed when d > N (spectra come from the N x N Gram matrix F Fᵀ).
+- The mini-batch gradient g_B = (1/b) Σ_{i∈B} g_i has covariance
+  - with replacement (b indices i.i.d. uniform; thesis eq. 6.4):   Cov g_B = Σ / b,
+  - without replacement (b distinct indices; thesis eq. 6.5):
+    Cov g_B = (N − b) / (b (N − 1)) · Σ = (1/b)(1 − b/N) · N/(N − 1) · Σ
+    (the finite-population correction; derived from Var(Σ_{i∈B} g_i) = b(N−b)/(N−1) Σ for
+    simple random sampling, and checked against enumeration of all mini-batches in the tests).
+  :func:`minibatch_noise_factor` returns that scalar; :meth:`GradientCovariance.minibatch` the
+  scaled covariance.
+- The numerical rank uses numpy's ``matrix_rank`` threshold on the d x d matrix:
+  λ_max · d · eps(dtype). The rank fraction is rank / d.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from sgdlab.operators import LinearOperator, per_sample_gradients
+from sgdlab.operators.batches import Data
+
+# Above this size the Gram/d x d eigendecomposition is replaced by Lanczos on the implicit Gram.
+DENSE_EIG_LIMIT = 6000
+
+
+def minibatch_noise_factor(batch_size: int, num_samples: int, *, replacement: bool = True) -> float:
+    """c such that Cov[g_B] = c · Σ for a mini-batch of size b drawn from N samples.
+
+    With replacement: c = 1/b (thesis eq. 6.4). Without replacement: c = (N − b)/(b (N − 1))
+    (thesis eq. 6.5; = 0 for the full batch b = N).
+    """
+    b, n = int(batch_size), int(num_samples)
+    if b < 1:
+        raise ValueError(f"Invalid batch size {batch_size} (must be >= 1)")
+    if n < 1:
+        raise ValueError(f"Invalid number of samples {num_samples} (must be >= 1)")
+    if replacement:
+        return 1.0 / b
+    if b > n:
+        raise ValueError(f"batch size {b} exceeds the {n} samples (without replacement)")
+    if n == 1:
+        return 0.0
+    return (n - b) / (b * (n - 1))
+
+
+class CovarianceOperator(LinearOperator):
+    """Σ = Fᵀ F as a :class:`LinearOperator` (two thin matmuls per product)."""
+
+    def __init__(self, factor: Tensor):
+        super().__init__(factor.shape[1], factor.dtype, factor.device)
+        self.factor = factor
+
+    def _matvec(self, v: Tensor) -> Tensor:
+        return self.factor.T @ (self.factor @ v)
+
+
+class _GramOperator(LinearOperator):
+    """K = F Fᵀ (N x N) as an operator, for Lanczos when N is too large for a dense eigh."""
+
+    def __init__(self, factor: Tensor):
+        super().__init__(factor.shape[0], factor.dtype, factor.device)
+        self.factor = factor
+
+    def _matvec(self, v: Tensor) -> Tensor:
+        return self.factor @ (self.factor.T @ v)
+
+
+@dataclass
+class GradientCovariance:
+    """Σ = Fᵀ F with F = (G − ḡ)/√N (population covariance of per-sample gradients, times
+    ``scale`` when built by :meth:`minibatch`).
+
+    Attributes:
+        factor: F, shape (N, d), rows (g_i − ḡ)·sqrt(scale/N).
+        mean: ḡ, shape (d,), the full-batch gradient of the mean loss.
+        num_samples: N.
+    """
+
+    factor: Tensor
+    mean: Tensor
+    num_samples: int
+
+    @property
+    def dim(self) -> int:
+        return self.factor.shape[1]
+
+    # ---- cheap quantities ------------------------------------------------------------------
+    def trace(self) -> float:
+        """Tr Σ = ‖F‖²_F = (1/N) Σ_i ‖g_i − ḡ‖²."""
+        return float((self.factor.double() ** 2).sum())
+
+    def diagonal(self) -> Tensor:
+        """diag Σ, shape (d,)."""
+        return (self.factor ** 2).sum(0)
+
+    def operator(self) -> CovarianceOperator:
+        """Σ as a LinearOperator (for the curvature estimators, e.g. Lanczos or Hutchinson)."""
+        return CovarianceOperator(self.factor)
+
+    def gram(self) -> Tensor:
+        """K = F Fᵀ (N x N); its nonzero eigenvalues are those of Σ."""
+        return self.factor @ self.factor.T
+
+    def dense(self) -> Tensor:
+        """Σ as a dense (d, d) matrix (small d and tests only)."""
+        return self.factor.T @ self.factor
+
+    def frobenius_norm(self) -> float:
+        """‖Σ‖_F = ‖F Fᵀ‖_F (same nonzero spectrum), without forming d x d."""
+        small = self.gram() if self.num_samples <= self.dim else self.dense()
+        return float(torch.linalg.matrix_norm(small.double()))
+
+    # ---- spectra ---------------------------------------------------------------------------
+    def _full_eigh(self) -> tuple[Tensor, Tensor, bool]:
+        """Eigen-decomposition of the smaller of K = F Fᵀ and Σ = Fᵀ F (ascending, float64).
+        Returns (vals, vecs, via_gram)."""
+        n, d = self.factor.shape
+        f = self.factor.double()
+        if n < d:
+            vals, vecs = torch.linalg.eigh(f @ f.T)
+            return vals, vecs, True
+        vals, vecs = torch.linalg.eigh(f.T @ f)
+        return vals, vecs, False
+
+    def eigenpairs(self, k: int = 1, *, tol: float = 1e-8,
+                   generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+        """Top-k eigenpairs of Σ, eigenvalues descending, eigenvectors (d, k) unit columns.
+
+        Through the Gram matrix when d > N: K = U Λ Uᵀ ⇒ Σ (Fᵀ u) = λ (Fᵀ u), so
+        v = Fᵀ u / √λ. Dense eigh up to ``DENSE_EIG_LIMIT`` = 6000, Lanczos on the implicit
+        Gram (or Σ) operator beyond.
+        """
+        n, d = self.factor.shape
+        if k < 1 or k > min(n, d):
+            raise ValueError(f"Invalid k={k}: need 1 <= k <= min(N, d) = {min(n, d)}")
+        dtype, dev = self.factor.dtype, self.factor.device
+        if min(n, d) <= DENSE_EIG_LIMIT:
+            vals, vecs, via_gram = self._full_eigh()
+            vals, vecs = vals.flip(0)[:k], vecs.flip(1)[:, :k]
+        else:
+            from .curvature import lanczos
+
+            via_gram = n < d
+            op = _GramOperator(self.factor) if via_gram else CovarianceOperator(self.factor)
+            vals, vecs = lanczos(op, k, tol=tol, generator=generator)
+            vals, vecs = vals.double(), vecs.double()
+        if via_gram:
+            v = self.factor.double().T @ vecs
+            vecs = v / torch.linalg.vector_norm(v, dim=0).clamp_min(1e-300)
+        return vals.to(dtype=dtype, device=dev), vecs.to(dtype=dtype, device=dev)
+
+    def rank_threshold(self, lam_max: float | None = None) -> float:
+        """numpy's ``matrix_rank`` tolerance for the d x d matrix: λ_max · d · eps(dtype)."""
+        if lam_max is None:
+            lam_max = float(self._full_eigh()[0][-1])
+        return lam_max * self.dim * torch.finfo(self.factor.dtype).eps
+
+    def spectrum(self) -> Tensor:
+        """All nonzero eigenvalues of Σ (above :meth:`rank_threshold`), descending, float64.
+
+        At most min(N − 1, d) of them (centring removes one direction)."""
+        vals = self._full_eigh()[0].flip(0)
+        if len(vals) == 0 or vals[0] <= 0:
+            return vals[:0]
+        return vals[vals > self.rank_threshold(float(vals[0]))]
+
+    def rank(self) -> int:
+        """Numerical rank of Σ with numpy's threshold λ_max · d · eps."""
+        return int(len(self.spectrum()))
+
+    def rank_fraction(self) -> float:
+        """rank(Σ) / d."""
+        return self.rank() / self.dim
+
+    # ---- sampling and scaling --------------------------------------------------------------
+    def sample(self, num: int, generator: torch.Generator | None = None,
+               scale: float = 1.0) -> Tensor:
+        """``num`` draws from N(0, scale · Σ), shape (num, d): ξ = √scale · Fᵀ z with
+        z ~ N(0, I_N), whose covariance is Fᵀ F = Σ exactly (O(num · N · d), no d x d)."""
+        if scale < 0:
+            raise ValueError(f"Invalid scale={scale} (must be >= 0)")
+        n = self.factor.shape[0]
+        gdev = generator.device if generator is not None else self.factor.device
+        z = torch.randn(num, n, generator=generator, device=gdev, dtype=self.factor.dtype)
+        return math.sqrt(scale) * (z.to(self.factor.device) @ self.factor)
+
+    def scaled(self, c: float) -> "GradientCovariance":
+        """c · Σ (same mean)."""
+        if c < 0:
+            raise ValueError(f"Invalid scale {c} (must be >= 0)")
+        return GradientCovariance(self.factor * math.sqrt(c), self.mean, self.num_samples)
+
+    def minibatch(self, batch_size: int, *, replacement: bool = True) -> "GradientCovariance":
+        """Covariance of the mini-batch gradient g_B (thesis eq. 6.4 / 6.5): see
+        :func:`minibatch_noise_factor`."""
+        return self.scaled(minibatch_noise_factor(batch_size, self.num_samples,
+                                                  replacement=replacement))
+
+
+def gradient_covariance(
+    model: nn.Module,
+    loss_fn: Callable[[Tensor, Tensor], Tensor],
+    data: Data,
+    *,
+    chunk_size: int | None = 256,
+) -> GradientCovariance:
+    """Σ (population covariance of per-sample gradients of the current model over ``data``),
+    stored as its (N, d) factor. Model evaluated in its current train/eval mode (use eval mode
+    for batch-norm models: per-sample gradients see batches of one)."""
+    g = per_sample_gradients(model, loss_fn, data, chunk_size=chunk_size).detach()
+    n = g.shape[0]
+    mean = g.mean(0)
+    factor = (g - mean) / math.sqrt(n)
+    return GradientCovariance(factor, mean, n)
+
+
+def diffusion_matrix(
+    model: nn.Module,
+    loss_fn: Callable[[Tensor, Tensor], Tensor],
+    data: Data,
+    batch_size: int | None = None,
+    *,
+    replacement: bool = True,
+    chunk_size: int | None = 256,
+) -> GradientCovariance:
+    """Chaudhari's D(x) = Σ (``batch_size=None``), or the covariance of the mini-batch
+    gradient D(x) · c(b, N) for a batch size b (eq. 6.4 with, 6.5 without replacement)."""
+    cov = gradient_covariance(model, loss_fn, data, chunk_size=chunk_size)
+    return cov if batch_size is None else cov.minibatch(batch_size, replacement=replacement)
+
+
+@dataclass
+class NoiseMagnitude:
+    """Zhu et al. (2019) Fig. 2: gradient norm vs. the SGD noise magnitude.
+
+    ``grad_norm`` = ‖∇L(θ)‖ (full batch, mean loss); ``noise_norm`` = sqrt(η Tr Σ / m), the
+    root-mean-square size of the noise term in the SDE view dθ = −∇L dt + sqrt(η Σ / m) dW
+    (Σ: population per-sample covariance, m: batch size, with replacement).
+    """
+
+    grad_norm: float
+    noise_norm: float
+    trace_sigma: float
+
+    @property
+    def ratio(self) -> float:
+        """noise_norm / grad_norm (> 1: the noise dominates the drift)."""
+        return self.noise_norm / self.grad_norm if self.grad_norm > 0 else float("inf")
+
+
+def noise_magnitude(
+    model: nn.Module,
+    loss_fn: Callable[[Tensor, Tensor], Tensor],
+    data: Data,
+    lr: float,
+    batch_size: int,
+    *,
+    covariance: GradientCovariance | None = None,
+    chunk_size: int | None = 256,
+) -> NoiseMagnitude:
+    """‖∇L‖ and sqrt(η Tr Σ / m) at the current parameters (pass ``covariance`` to reuse one)."""
+    if lr <= 0 or batch_size < 1:
+        raise ValueError(f"Invalid lr={lr} / batch_size={batch_size}")
+    cov = covariance or gradient_covariance(model, loss_fn, data, chunk_size=chunk_size)
+    tr = cov.trace()
+    return NoiseMagnitude(float(torch.linalg.vector_norm(cov.mean)),
+                          math.sqrt(lr * tr / batch_size), tr)

@@ -1,0 +1,223 @@
+"""Sharpness and width of a minimum, by perturbing the parameters.
+
+- :func:`expected_sharpness` — E_ξ[L(θ + ξ)] − L(θ), ξ ~ N(0, σ² I) (Neyshabur et al. 2017;
+  Zhu et al. 2019). For a quadratic L = ½ θᵀHθ it equals σ² Tr(H) / 2 exactly.
+- :func:`epsilon_sharpness` — Keskar et al. (2017): max over the box
+  C_ε = {ζ : |ζ_i| ≤ ε (|θ_i| + 1)} of L(θ + ζ) − L(θ), reported as
+  100 · (max − L(θ)) / (1 + L(θ)). Keskar solve the inner maximisation with L-BFGS-B; we use
+  projected sign-gradient ascent (steps of ``step_fraction`` of the box half-width, projected
+  back onto the box), which gives a lower bound on the true maximum.
+- :func:`local_entropy` — Chaudhari's thesis Definition 4.20 (local entropy), estimated by
+  sampling: f_γ(θ) = −(1/β) log E_{ξ~N(0, γ I)} exp(−β L(θ + ξ)); the "width" is −f_γ(θ)
+  (larger = wider, flatter neighbourhood). We use the normalised Gaussian kernel, so the
+  normalising constant of the thesis' definition (independent of θ) is dropped, and
+  f_γ(θ) → L(θ) as γ → 0.
+
+All losses are means over ``data`` (batches weighted by size), evaluated in the model's current
+train/eval mode with gradients off (except the ascent in ``epsilon_sharpness``). Perturbed losses
+are batched with ``torch.func.vmap`` over ``functional_call`` (``vectorize=False``: a loop that
+writes the parameters in place and restores them).
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+from torch.func import functional_call, vmap
+
+from sgdlab.operators.batches import Data, iterate_batches
+from sgdlab.operators.params import params_vector, set_params_vector, trainable_named_params
+from sgdlab.operators.params import unflatten_like
+
+from .curvature import Estimate, _mc
+
+LossFn = Callable[[Tensor, Tensor], Tensor]
+
+
+@torch.no_grad()
+def mean_loss(model: nn.Module, loss_fn: LossFn, data: Data) -> float:
+    """L(θ): mean loss over all samples of ``data`` (batches weighted by size)."""
+    device = next(model.parameters()).device
+    total, n = 0.0, 0
+    for x, y in iterate_batches(data, device):
+        total += float(loss_fn(model(x), y)) * len(x)
+        n += len(x)
+    return total / n
+
+
+@torch.no_grad()
+def perturbed_losses(
+    model: nn.Module,
+    loss_fn: LossFn,
+    data: Data,
+    perturbations: Tensor,
+    *,
+    chunk_size: int = 16,
+    vectorize: bool = True,
+) -> Tensor:
+    """L(θ + ξ_m) for each row ξ_m of ``perturbations`` (M, d); returns (M,) float64."""
+    theta = params_vector(model)
+    like = {k: v.detach() for k, v in trainable_named_params(model).items()}
+    frozen = {n: p.detach() for n, p in model.named_parameters() if not p.requires_grad}
+    buffers = dict(model.named_buffers())
+    device = theta.device
+    m = perturbations.shape[0]
+    totals = torch.zeros(m, dtype=torch.float64, device=device)
+    n = 0
+    if vectorize:
+        def loss_at(flat: Tensor, x: Tensor, y: Tensor) -> Tensor:
+            out = functional_call(model, (unflatten_like(flat, like), frozen, buffers), (x,))
+            return loss_fn(out, y)
+
+        batched = vmap(loss_at, in_dims=(0, None, None))
+        for x, y in iterate_batches(data, device):
+            for i in range(0, m, chunk_size):
+                thetas = theta + perturbations[i : i + chunk_size].to(device, theta.dtype)
+                totals[i : i + chunk_size] += batched(thetas, x, y).double() * len(x)
+            n += len(x)
+        return totals / n
+    try:
+        for j in range(m):
+            set_params_vector(model, theta + perturbations[j].to(device, theta.dtype))
+            totals[j] = mean_loss(model, loss_fn, data)
+    finally:
+        set_params_vector(model, theta)
+    return totals
+
+
+def _gaussian(num: int, d: int, sigma: float, theta: Tensor,
+              generator: torch.Generator | None) -> Tensor:
+    gdev = generator.device if generator is not None else theta.device
+    z = torch.randn(num, d, generator=generator, device=gdev, dtype=theta.dtype)
+    return sigma * z.to(theta.device)
+
+
+def expected_sharpness(
+    model: nn.Module,
+    loss_fn: LossFn,
+    data: Data,
+    sigma: float,
+    num_samples: int = 20,
+    *,
+    generator: torch.Generator | None = None,
+    chunk_size: int = 16,
+    vectorize: bool = True,
+) -> Estimate:
+    """E_ξ[L(θ+ξ)] − L(θ), ξ ~ N(0, σ² I) over all trainable parameters, from M samples;
+    returns the mean and its standard error (std over samples / √M)."""
+    if sigma < 0:
+        raise ValueError(f"Invalid sigma={sigma} (must be >= 0)")
+    if num_samples < 1:
+        raise ValueError(f"Invalid num_samples={num_samples} (must be >= 1)")
+    theta = params_vector(model)
+    base = mean_loss(model, loss_fn, data)
+    xi = _gaussian(num_samples, theta.numel(), sigma, theta, generator)
+    losses = perturbed_losses(model, loss_fn, data, xi, chunk_size=chunk_size,
+                              vectorize=vectorize)
+    return _mc((losses - base).tolist())
+
+
+@dataclass
+class EpsilonSharpness:
+    """Keskar's ε-sharpness: ``sharpness`` = 100 · (max_loss − loss) / (1 + loss)."""
+
+    sharpness: float
+    max_loss: float
+    loss: float
+    epsilon: float
+
+
+def epsilon_sharpness(
+    model: nn.Module,
+    loss_fn: LossFn,
+    data: Data,
+    epsilon: float = 1e-3,
+    *,
+    num_steps: int = 20,
+    step_fraction: float = 0.25,
+    generator: torch.Generator | None = None,
+) -> EpsilonSharpness:
+    """Keskar et al. (2017) sharpness in the full parameter space (A = I): maximise
+    L(θ + ζ) over |ζ_i| ≤ ε(|θ_i| + 1) by projected sign-gradient ascent from a random start in
+    the box. The model's parameters are restored afterwards."""
+    if epsilon <= 0:
+        raise ValueError(f"Invalid epsilon={epsilon} (must be > 0)")
+    if num_steps < 1:
+        raise ValueError(f"Invalid num_steps={num_steps} (must be >= 1)")
+    theta = params_vector(model)
+    base = mean_loss(model, loss_fn, data)
+    radius = epsilon * (theta.abs() + 1)
+    gdev = generator.device if generator is not None else theta.device
+    u = torch.rand(theta.numel(), generator=generator, device=gdev, dtype=theta.dtype)
+    zeta = (2 * u.to(theta.device) - 1) * radius
+    params = list(trainable_named_params(model).values())
+    device = theta.device
+    best = -math.inf
+    try:
+        for _ in range(num_steps + 1):
+            set_params_vector(model, theta + zeta)
+            total, n = 0.0, 0
+            grads = [torch.zeros_like(p) for p in params]
+            for x, y in iterate_batches(data, device):
+                with torch.enable_grad():
+                    loss = loss_fn(model(x), y)
+                    g = torch.autograd.grad(loss, params)
+                for acc, gi in zip(grads, g):
+                    acc += gi * len(x)
+                total += float(loss) * len(x)
+                n += len(x)
+            best = max(best, total / n)
+            step = torch.cat([gi.reshape(-1) for gi in grads]).sign()
+            zeta = torch.clamp(zeta + step_fraction * radius * step, -radius, radius)
+    finally:
+        set_params_vector(model, theta)
+    return EpsilonSharpness(100.0 * (best - base) / (1.0 + base), best, base, epsilon)
+
+
+@dataclass
+class LocalEntropy:
+    """f_γ(θ) = −(1/β) log E exp(−β L(θ + ξ)), ξ ~ N(0, γI); ``width`` = −f_γ."""
+
+    f_gamma: float
+    stderr: float
+    gamma: float
+    beta: float
+    num_samples: int
+
+    @property
+    def width(self) -> float:
+        return -self.f_gamma
+
+
+def local_entropy(
+    model: nn.Module,
+    loss_fn: LossFn,
+    data: Data,
+    gamma: float,
+    *,
+    beta: float = 1.0,
+    num_samples: int = 64,
+    generator: torch.Generator | None = None,
+    chunk_size: int = 16,
+    vectorize: bool = True,
+) -> LocalEntropy:
+    """Monte-Carlo local entropy (thesis Def. 4.20) with a log-mean-exp over M Gaussian samples
+    of variance ``gamma`` per coordinate. The estimate of f_γ is biased upwards by Jensen for
+    small M; the standard error is the delta-method one, se(mean w) / (β · mean w) with
+    w = exp(−β (L − min L))."""
+    if gamma < 0 or beta <= 0:
+        raise ValueError(f"Invalid gamma={gamma} / beta={beta} (need gamma >= 0, beta > 0)")
+    theta = params_vector(model)
+    xi = _gaussian(num_samples, theta.numel(), math.sqrt(gamma), theta, generator)
+    losses = perturbed_losses(model, loss_fn, data, xi, chunk_size=chunk_size,
+                              vectorize=vectorize)
+    a = -beta * losses
+    amax = a.max()
+    w = torch.exp(a - amax)
+    lme = float(amax + torch.log(w.mean()))
+    f = -lme / beta
+    se = float(w.std() / math.sqrt(num_samples) / w.mean() / beta) if num_samples > 1 else math.nan
+    return LocalEntropy(f, se, float(gamma), float(beta), num_samples)

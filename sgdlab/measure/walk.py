@@ -1,0 +1,351 @@
+"""Step interpolation: the loss along the straight segment between consecutive iterates.
+
+Xing, Arpit, Tsirigotis & Bengio, "A Walk with SGD" (2018), §3: at iteration t the training loss
+is evaluated at K points θ(α) = (1 − α) θ_t + α θ_{t+1}, α = 0, 1/(K−1), ..., 1 (both iterates
+included). From these K losses they read off
+
+- the *valley floor* θ_t^min: the point of the segment with the lowest loss;
+- whether a *barrier is crossed*: some interior point has a loss above both end points;
+- the *barrier height*: max over interior points − max(L(θ_t), L(θ_{t+1}));
+- the *height above the valley floor*: (L(θ_t) + L(θ_{t+1}) − 2 L(θ_t^min)) / 2 (their Table 2);
+
+and per epoch, the number of barriers crossed and the mean height (their Tables 1 and 2).
+
+Conventions: L is the *mean* loss over the evaluation data (the whole training set or a fixed
+subset, batches weighted by size). The model is evaluated with dropout off; batch-norm layers use
+their running statistics (``bn_mode="eval"``, the default) or the statistics of each evaluation
+batch (``bn_mode="train"``; the model's running statistics are left untouched either way).
+The K parameter sets are built at once (one ``lerp`` of the flat vectors) and evaluated with
+``torch.func.functional_call``, either batched over α under ``vmap`` (chunks of ``alpha_chunk``
+points bound the memory) or one point after another. Batched is the default on accelerators; on
+CPU the loop is the default because batched matmuls over stacked weights measured 1.5–2× slower
+than K separate ones (benchmarks/bench_trajectory.py: the loop costs ≈ K plain evaluations).
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import Tensor, nn
+from torch.func import functional_call, vmap
+
+from sgdlab.operators.batches import Data, iterate_batches
+from sgdlab.operators.params import params_vector, trainable_named_params, unflatten_like
+
+__all__ = [
+    "StepInterpolation",
+    "EpochWalkSummary",
+    "analyze_segment",
+    "evaluation_mode",
+    "segment_alphas",
+    "segment_losses",
+    "step_interpolation",
+    "summarize_epochs",
+]
+
+LossFn = Callable[[Tensor, Tensor], Tensor]
+_BN_TYPES = (nn.modules.batchnorm._BatchNorm,)
+
+
+# --------------------------------------------------------------------------------------------
+# Evaluating the loss along a segment
+# --------------------------------------------------------------------------------------------
+
+def segment_alphas(num_points: int = 10, *, dtype: torch.dtype = torch.float64) -> Tensor:
+    """α_k = k / (K − 1), k = 0..K−1: K uniform points on [0, 1], both end points included."""
+    if num_points < 2:
+        raise ValueError(f"Invalid num_points={num_points}: need at least the 2 end points")
+    return torch.linspace(0.0, 1.0, num_points, dtype=dtype)
+
+
+@contextlib.contextmanager
+def evaluation_mode(model: nn.Module, bn_mode: str = "eval") -> Iterator[None]:
+    """Dropout off; batch norm in ``bn_mode`` ("eval": running stats, "train": batch stats).
+
+    Restores every submodule's ``training`` flag on exit, and in "train" mode also the
+    batch-norm buffers (running statistics) that forward passes inside the block update.
+    """
+    if bn_mode not in ("eval", "train"):
+        raise ValueError(f"Invalid bn_mode={bn_mode!r}: expected 'eval' or 'train'")
+    flags = {m: m.training for m in model.modules()}
+    saved: dict[str, Tensor] = {}
+    try:
+        model.eval()
+        if bn_mode == "train":
+            for m in model.modules():
+                if isinstance(m, _BN_TYPES):
+                    m.train()
+            saved = {n: b.detach().clone() for n, b in model.named_buffers()}
+        yield
+    finally:
+        for m, f in flags.items():
+            m.training = f
+        if saved:
+            with torch.no_grad():
+                for n, b in model.named_buffers():
+                    if n in saved:
+                        b.copy_(saved[n])
+
+
+def _stacked_params(theta_a: Tensor, theta_b: Tensor, alphas: Tensor,
+                    like: dict[str, Tensor]) -> dict[str, Tensor]:
+    """{name: (k, *shape)} parameters of the k points (1 − α) θ_a + α θ_b."""
+    a = alphas.to(device=theta_a.device, dtype=theta_a.dtype)[:, None]
+    pts = torch.lerp(theta_a[None], theta_b[None], a)
+    out, i = {}, 0
+    for name, t in like.items():
+        n = t.numel()
+        # contiguous per point: batched matmuls on strided weights are ~2x slower on CPU
+        out[name] = pts[:, i : i + n].reshape(len(alphas), *t.shape).contiguous()
+        i += n
+    return out
+
+
+def _batched_losses(model: nn.Module, loss_fn: LossFn, params: dict[str, Tensor],
+                    frozen: dict[str, Tensor], buffers: dict[str, Tensor], x: Tensor,
+                    y: Tensor) -> Tensor:
+    k = next(iter(params.values())).shape[0]
+    # Each point gets its own copy of the buffers: batch norm in train mode updates them in
+    # place, which vmap only allows on batched tensors (and the model's own stay untouched).
+    bufs = {n: b.unsqueeze(0).expand(k, *b.shape).clone() for n, b in buffers.items()}
+
+    def one(p: dict[str, Tensor], b: dict[str, Tensor]) -> Tensor:
+        return loss_fn(functional_call(model, (p, frozen, b), (x,)), y)
+
+    return vmap(one, in_dims=(0, 0), randomness="same")(params, bufs)
+
+
+def _looped_losses(model: nn.Module, loss_fn: LossFn, params: dict[str, Tensor],
+                   frozen: dict[str, Tensor], buffers: dict[str, Tensor], x: Tensor,
+                   y: Tensor) -> Tensor:
+    k = next(iter(params.values())).shape[0]
+    vals = []
+    for j in range(k):
+        p = {n: v[j] for n, v in params.items()}
+        b = {n: v.clone() for n, v in buffers.items()}
+        vals.append(loss_fn(functional_call(model, (p, frozen, b), (x,)), y))
+    return torch.stack(vals)
+
+
+@torch.no_grad()
+def segment_losses(
+    model: nn.Module,
+    loss_fn: LossFn,
+    data: Data,
+    theta_a: Tensor,
+    theta_b: Tensor,
+    alphas: Tensor | Sequence[float] | int = 10,
+    *,
+    bn_mode: str = "eval",
+    alpha_chunk: int | None = None,
+    vectorize: bool | None = None,
+) -> Tensor:
+    """Mean loss over ``data`` at (1 − α) θ_a + α θ_b for each α (float64 tensor, shape (K,)).
+
+    Args:
+        model: the module whose trainable parameters the flat vectors describe
+            (``sgdlab.operators.params`` order); its parameters are not modified.
+        loss_fn: mean-reduced ``loss_fn(outputs, targets)``.
+        data: a batch ``(x, y)`` or an iterable of batches (weighted by size).
+        theta_a, theta_b: flat parameter vectors (θ_t and θ_{t+1}).
+        alphas: the interpolation coefficients, or K for :func:`segment_alphas` (K).
+        bn_mode: "eval" (running statistics) or "train" (statistics of each batch); dropout
+            is off in both.
+        alpha_chunk: points evaluated per vmap call (None: all K at once). Memory grows as
+            ``alpha_chunk`` × (activations of one batch).
+        vectorize: True: batched over α with ``vmap``; False: one point after another (also
+            the reference for the batched path); None: batched except on CPU.
+    """
+    if isinstance(alphas, int):
+        alphas = segment_alphas(alphas)
+    alphas = torch.as_tensor(alphas, dtype=torch.float64).reshape(-1)
+    if alpha_chunk is not None and alpha_chunk < 1:
+        raise ValueError(f"Invalid alpha_chunk={alpha_chunk} (must be >= 1 or None)")
+    like = trainable_named_params(model)
+    d = sum(t.numel() for t in like.values())
+    for name, th in (("theta_a", theta_a), ("theta_b", theta_b)):
+        if th.dim() != 1 or th.numel() != d:
+            raise ValueError(f"{name} has shape {tuple(th.shape)}; the model has {d} "
+                             "trainable parameters (pass a flat vector)")
+    frozen = {n: p.detach() for n, p in model.named_parameters() if not p.requires_grad}
+    buffers = {n: b.detach() for n, b in model.named_buffers()}
+    device = theta_a.device
+    if vectorize is None:
+        vectorize = device.type != "cpu"
+    chunk = len(alphas) if alpha_chunk is None else alpha_chunk
+    total = torch.zeros(len(alphas), dtype=torch.float64, device=device)
+    n = 0
+    with evaluation_mode(model, bn_mode):
+        for x, y in iterate_batches(data, device):
+            for s in range(0, len(alphas), chunk):
+                params = _stacked_params(theta_a, theta_b, alphas[s : s + chunk], like)
+                vals = None
+                if vectorize:
+                    try:
+                        vals = _batched_losses(model, loss_fn, params, frozen, buffers, x, y)
+                    except RuntimeError as e:  # an op without a batching rule: stay correct
+                        warnings.warn(f"segment_losses: vmap failed ({e}); evaluating the "
+                                      "points one by one", RuntimeWarning, stacklevel=2)
+                        vectorize = False
+                if vals is None:
+                    vals = _looped_losses(model, loss_fn, params, frozen, buffers, x, y)
+                total[s : s + chunk] += vals.to(torch.float64) * len(x)
+            n += len(x)
+    if n == 0:
+        raise ValueError("segment_losses: data has no samples")
+    return total / n
+
+
+# --------------------------------------------------------------------------------------------
+# Reading the segment: valley floor, barrier, heights
+# --------------------------------------------------------------------------------------------
+
+@dataclass
+class StepInterpolation:
+    """One step's interpolation (Xing et al. §3). Losses are mean losses; α ∈ [0, 1].
+
+    ``barrier_height`` is max(interior) − max(end points) when a barrier is crossed, else 0.
+    ``height_above_floor`` is (L(θ_t) + L(θ_{t+1}) − 2 L(θ_t^min)) / 2 (≥ 0).
+    """
+
+    alphas: list[float]
+    losses: list[float]
+    loss_start: float
+    loss_end: float
+    valley_alpha: float
+    valley_loss: float
+    barrier: bool
+    barrier_height: float
+    height_above_floor: float
+    step: int | None = None
+    epoch: int | None = None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _parabola_vertex(xs: Sequence[float], ys: Sequence[float]) -> tuple[float, float] | None:
+    """Vertex of the parabola through three points (None if they are collinear)."""
+    (x0, x1, x2), (y0, y1, y2) = xs, ys
+    den = (x0 - x1) * (x0 - x2) * (x1 - x2)
+    a = (x2 * (y1 - y0) + x1 * (y0 - y2) + x0 * (y2 - y1)) / den
+    b = (x2 * x2 * (y0 - y1) + x1 * x1 * (y2 - y0) + x0 * x0 * (y1 - y2)) / den
+    c = (x1 * x2 * (x1 - x2) * y0 + x2 * x0 * (x2 - x0) * y1 + x0 * x1 * (x0 - x1) * y2) / den
+    if a <= 0:
+        return None
+    xv = -b / (2 * a)
+    return xv, c - b * b / (4 * a)
+
+
+def analyze_segment(
+    alphas: Tensor | Sequence[float],
+    losses: Tensor | Sequence[float],
+    *,
+    rtol: float = 1e-4,
+    atol: float = 0.0,
+    refine: bool = False,
+    step: int | None = None,
+    epoch: int | None = None,
+) -> StepInterpolation:
+    """Valley floor, barrier and heights from the losses at the points ``alphas`` of a segment.
+
+    ``alphas`` must be increasing with ``alphas[0] = 0`` and ``alphas[-1] = 1`` (the two iterates).
+    A barrier is crossed when some interior loss exceeds max(L(0), L(1)) by more than
+    ``atol + rtol · |max(L(0), L(1))|`` (the tolerance keeps float round-off on flat segments from
+    counting as barriers). The valley floor is the evaluated point with the lowest loss (Xing et
+    al.); ``refine=True`` moves it to the vertex of the parabola through that point and its two
+    neighbours, which is exact when the loss is quadratic along the segment.
+    """
+    a = [float(v) for v in torch.as_tensor(alphas, dtype=torch.float64).reshape(-1)]
+    l = [float(v) for v in torch.as_tensor(losses, dtype=torch.float64).reshape(-1)]
+    if len(a) != len(l) or len(a) < 2:
+        raise ValueError(f"need matching alphas and losses with >= 2 points, got "
+                         f"{len(a)} and {len(l)}")
+    if abs(a[0]) > 1e-12 or abs(a[-1] - 1) > 1e-12 or any(x >= y for x, y in zip(a, a[1:])):
+        raise ValueError("alphas must increase from 0 to 1 (the two iterates)")
+    if rtol < 0 or atol < 0:
+        raise ValueError(f"Invalid tolerances rtol={rtol}, atol={atol} (must be >= 0)")
+    l0, l1 = l[0], l[-1]
+    top = max(l0, l1)
+    interior = l[1:-1]
+    peak = max(interior) if interior else -math.inf
+    barrier = bool(interior) and peak > top + atol + rtol * abs(top)
+    i = min(range(len(l)), key=l.__getitem__)
+    va, vl = a[i], l[i]
+    if refine and 0 < i < len(l) - 1:
+        vertex = _parabola_vertex(a[i - 1 : i + 2], l[i - 1 : i + 2])
+        if vertex is not None and a[i - 1] <= vertex[0] <= a[i + 1]:
+            va, vl = vertex[0], min(vertex[1], vl)
+    return StepInterpolation(
+        alphas=a, losses=l, loss_start=l0, loss_end=l1, valley_alpha=va, valley_loss=vl,
+        barrier=barrier, barrier_height=(peak - top) if barrier else 0.0,
+        height_above_floor=max(0.0, (l0 + l1 - 2 * vl) / 2), step=step, epoch=epoch,
+    )
+
+
+def step_interpolation(
+    model: nn.Module,
+    loss_fn: LossFn,
+    data: Data,
+    theta_a: Tensor,
+    theta_b: Tensor | None = None,
+    num_points: int = 10,
+    *,
+    bn_mode: str = "eval",
+    alpha_chunk: int | None = None,
+    rtol: float = 1e-4,
+    atol: float = 0.0,
+    refine: bool = False,
+    step: int | None = None,
+    epoch: int | None = None,
+) -> StepInterpolation:
+    """Interpolate the mean loss over ``data`` between θ_t = ``theta_a`` and θ_{t+1} =
+    ``theta_b`` (default: the model's current parameters) at K = ``num_points`` uniform points
+    and analyse the segment (:func:`segment_losses` then :func:`analyze_segment`)."""
+    if theta_b is None:
+        theta_b = params_vector(model)
+    alphas = segment_alphas(num_points)
+    losses = segment_losses(model, loss_fn, data, theta_a, theta_b, alphas,
+                            bn_mode=bn_mode, alpha_chunk=alpha_chunk)
+    return analyze_segment(alphas, losses, rtol=rtol, atol=atol, refine=refine,
+                           step=step, epoch=epoch)
+
+
+# --------------------------------------------------------------------------------------------
+# Per-epoch tables (Xing et al. Tables 1 and 2)
+# --------------------------------------------------------------------------------------------
+
+@dataclass
+class EpochWalkSummary:
+    """Per epoch: steps interpolated, barriers crossed, mean barrier height (over the steps
+    that crossed one; NaN if none), mean height above the valley floor (over all steps)."""
+
+    epoch: int
+    steps: int
+    barriers: int
+    mean_barrier_height: float
+    mean_height_above_floor: float
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def summarize_epochs(records: Sequence[StepInterpolation]) -> list[EpochWalkSummary]:
+    """Group step records by ``epoch`` (records without one count as epoch 0)."""
+    groups: dict[int, list[StepInterpolation]] = {}
+    for r in records:
+        groups.setdefault(0 if r.epoch is None else int(r.epoch), []).append(r)
+    out = []
+    for e in sorted(groups):
+        rs = groups[e]
+        bh = [r.barrier_height for r in rs if r.barrier]
+        out.append(EpochWalkSummary(
+            epoch=e, steps=len(rs), barriers=len(bh),
+            mean_barrier_height=sum(bh) / len(bh) if bh else math.nan,
+            mean_height_above_floor=sum(r.height_above_floor for r in rs) / len(rs),
+        ))
+    return out

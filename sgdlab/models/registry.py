@@ -1,0 +1,156 @@
+"""Models by name: ``build_model(name, input_shape, num_outputs, **options) -> nn.Module``.
+
+Each architecture module registers a builder with ``@register_model(name, paper=..., ...)``.
+A builder has the signature ``fn(input_shape, num_outputs, **options)``; its keyword-only
+parameters are the model's options. :func:`describe` returns the registered facts (paper,
+the parameter count the paper states, our reading of the architecture).
+"""
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..errors import UserError
+
+Builder = Callable[..., nn.Module]
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What sgdlab knows about a registered architecture.
+
+    ``stated_params`` is the count the paper states (None where it states none) for the input
+    in ``reference_input`` with ``reference_outputs`` outputs; ``notes`` records our reading where
+    the paper leaves the architecture open.
+    """
+
+    name: str
+    paper: str
+    description: str
+    reference_input: tuple[int, ...]
+    reference_outputs: int
+    stated_params: int | None = None
+    notes: str = ""
+    builder: Builder | None = None
+
+    @property
+    def options(self) -> dict[str, Any]:
+        assert self.builder is not None
+        return {p.name: p.default for p in inspect.signature(self.builder).parameters.values()
+                if p.kind is inspect.Parameter.KEYWORD_ONLY}
+
+
+#: name -> ModelInfo (with its builder). ``sorted(MODELS)`` lists the names.
+MODELS: dict[str, ModelInfo] = {}
+
+
+def register_model(name: str, *, paper: str, description: str,
+                   reference_input: Sequence[int], reference_outputs: int = 10,
+                   stated_params: int | None = None, notes: str = ""
+                   ) -> Callable[[Builder], Builder]:
+    def deco(fn: Builder) -> Builder:
+        if name in MODELS and MODELS[name].builder is not fn:
+            raise ValueError(f"model name {name!r} registered twice")
+        MODELS[name] = ModelInfo(name, paper, description, tuple(reference_input),
+                                 reference_outputs, stated_params, notes, fn)
+        return fn
+    return deco
+
+
+def _lookup(name: str) -> ModelInfo:
+    try:
+        return MODELS[name.strip().lower() if isinstance(name, str) else name]
+    except (KeyError, TypeError):
+        raise UserError(f"Unknown model {name!r}; known models: {', '.join(sorted(MODELS))}"
+                        ) from None
+
+
+def describe(name: str) -> ModelInfo:
+    """The :class:`ModelInfo` of model ``name`` (paper, stated parameter count, notes, options)."""
+    return _lookup(name)
+
+
+def build_model(name: str, input_shape: Sequence[int] | int, num_outputs: int,
+                **options: Any) -> nn.Module:
+    """Build architecture ``name`` for inputs shaped ``input_shape`` (no batch dimension) and
+    ``num_outputs`` outputs (classes, or regression outputs). Parameters are initialised from
+    torch's global RNG: seed it (``torch.manual_seed``) for reproducible weights."""
+    info = _lookup(name)
+    if isinstance(input_shape, int):
+        input_shape = (input_shape,)
+    try:
+        shape = tuple(int(s) for s in input_shape)
+    except (TypeError, ValueError):
+        raise UserError(f"input_shape must be a sequence of ints, got {input_shape!r}") from None
+    if not shape or any(s <= 0 for s in shape):
+        raise UserError(f"input_shape must be non-empty with positive sizes, got {shape}")
+    if not isinstance(num_outputs, int) or isinstance(num_outputs, bool) or num_outputs < 1:
+        raise UserError(f"num_outputs must be a positive integer, got {num_outputs!r}")
+    allowed = info.options
+    unknown = sorted(set(options) - set(allowed))
+    if unknown:
+        raise UserError(
+            f"model {info.name!r} has no option(s) {', '.join(map(repr, unknown))}; "
+            f"valid options: {', '.join(sorted(allowed)) or '(none)'}")
+    assert info.builder is not None
+    return info.builder(shape, num_outputs, **options)
+
+
+def count_parameters(model: nn.Module, *, trainable_only: bool = True) -> int:
+    """Number of scalar parameters (BatchNorm running statistics are buffers, not counted)."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
+
+
+# --- small building blocks shared by the architecture modules --------------------------------
+
+ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
+    "relu": nn.ReLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid, "gelu": nn.GELU,
+    "elu": nn.ELU, "softplus": nn.Softplus, "identity": nn.Identity, "linear": nn.Identity,
+}
+
+
+def activation(name: str) -> nn.Module:
+    try:
+        return ACTIVATIONS[name.lower()]()
+    except (KeyError, AttributeError):
+        raise UserError(f"Unknown activation {name!r}; known: {', '.join(sorted(ACTIVATIONS))}"
+                        ) from None
+
+
+def image_shape(name: str, input_shape: tuple[int, ...]) -> tuple[int, int, int]:
+    """(C, H, W) for a CNN: accepts (C, H, W), or (H, W) as one channel."""
+    if len(input_shape) == 2:
+        return (1, *input_shape)
+    if len(input_shape) != 3:
+        raise UserError(f"model {name!r} is a 2-D CNN and needs input_shape (C, H, W), got "
+                        f"{input_shape}; use an MLP for flat inputs")
+    return input_shape  # type: ignore[return-value]
+
+
+def flat_size(features: nn.Module, input_shape: tuple[int, ...], name: str) -> int:
+    """Features' output size for one input, by a dummy forward (no gradients, eval mode)."""
+    was_training = features.training
+    features.eval()
+    try:
+        with torch.no_grad():
+            out = features(torch.zeros(1, *input_shape))
+    except RuntimeError as e:
+        raise UserError(f"model {name!r} cannot take inputs shaped {input_shape}: {e}") from None
+    finally:
+        features.train(was_training)
+    return int(out[0].numel())
+
+
+def check_positive(name: str, value: Any) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise UserError(f"option {name!r} must be a positive integer, got {value!r}")
+
+
+def check_prob(name: str, value: Any) -> None:
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0.0 <= value < 1.0:
+        raise UserError(f"option {name!r} must be a probability in [0, 1), got {value!r}")

@@ -1,0 +1,64 @@
+"""The empirical Fisher F = (1/N) Σ_i g_i g_iᵀ (uncentred second moment of per-sample gradients).
+
+Note F = Σ + ḡ ḡᵀ with Σ the per-sample gradient covariance of :mod:`sgdlab.measure.noise`;
+the *true* Fisher (labels sampled from the model) is the GGN for cross-entropy, see
+:class:`~sgdlab.operators.ggn.GGNOperator`.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import Tensor, nn
+
+from .batches import Data, iterate_batches
+from .linear import LinearOperator
+from .params import num_params, trainable_named_params
+from .per_sample import per_sample_gradients
+
+
+class EmpiricalFisherOperator(LinearOperator):
+    """F v = (1/N) Gᵀ (G v) with G the (N, d) per-sample gradients.
+
+    ``store_gradients=True`` (default) computes G once (N·d memory, two thin matmuls per
+    product); ``False`` recomputes per-sample gradients batch by batch at every product (memory
+    of one batch's gradients), for data that does not fit. ``gradients`` may pass a precomputed
+    G (e.g. from a :class:`~sgdlab.measure.noise.GradientCovariance`).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        loss_fn: Callable[[Tensor, Tensor], Tensor],
+        data: Data | None = None,
+        *,
+        store_gradients: bool = True,
+        chunk_size: int | None = 256,
+        gradients: Tensor | None = None,
+    ):
+        first = next(iter(trainable_named_params(model).values()))
+        super().__init__(num_params(model), first.dtype, first.device)
+        self.model, self.loss_fn, self.data, self.chunk_size = model, loss_fn, data, chunk_size
+        if gradients is not None:
+            if gradients.shape[1] != self.shape[0]:
+                raise ValueError(f"gradients have {gradients.shape[1]} columns, model has "
+                                 f"{self.shape[0]} parameters")
+            self.gradients = gradients.detach()
+        elif data is None:
+            raise ValueError("EmpiricalFisherOperator needs data or precomputed gradients")
+        elif store_gradients:
+            self.gradients = per_sample_gradients(model, loss_fn, data,
+                                                  chunk_size=chunk_size).detach()
+        else:
+            self.gradients = None
+
+    def _matvec(self, v: Tensor) -> Tensor:
+        if self.gradients is not None:
+            g = self.gradients
+            return g.T @ (g @ v) / len(g)
+        total, n = torch.zeros_like(v), 0
+        for x, y in iterate_batches(self.data, self.device):
+            g = per_sample_gradients(self.model, self.loss_fn, (x, y), chunk_size=self.chunk_size)
+            total += g.T @ (g @ v)
+            n += len(x)
+        return total / n

@@ -1,0 +1,73 @@
+"""The generalised Gauss–Newton operator G = Jᵀ H_out J of the mean loss.
+
+With f(θ) the model outputs on a batch and L(f) the (mean-reduced) loss as a function of the
+outputs, G = J_θ f(θ)ᵀ · ∇²_f L · J_θ f(θ); averaged over the samples of ``data`` this is
+(1/N) Σ_i J_iᵀ ∇²ℓ_i J_i, the Hessian with the second-order model term dropped. It is positive
+semi-definite for losses convex in the outputs (cross-entropy, MSE) and equals the Fisher
+information for those losses (canonical link). A matvec is one forward-mode product J v
+(``torch.func.jvp``), the output-space Hessian H_out (J v) by double backward through the loss
+only (cheap, outputs are small), and one vector-Jacobian product Jᵀ w through the cached output
+graph. Works for any ``loss_fn(outputs, targets)``; no closed form per loss is needed.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import Tensor, nn
+from torch.func import functional_call, jvp
+
+from .batches import Data, is_single_batch, iterate_batches
+from .linear import LinearOperator
+from .params import flatten, num_params, trainable_named_params, unflatten_like
+
+
+class GGNOperator(LinearOperator):
+    """G = Jᵀ ∇²_f L J over ``data`` (mean over samples, batches weighted by size)."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        loss_fn: Callable[[Tensor, Tensor], Tensor],
+        data: Data,
+        *,
+        cache_graph: bool = True,
+    ):
+        self.params = trainable_named_params(model)
+        first = next(iter(self.params.values()))
+        super().__init__(num_params(model), first.dtype, first.device)
+        self.model, self.loss_fn, self.data = model, loss_fn, data
+        self._frozen = {n: p.detach() for n, p in model.named_parameters() if not p.requires_grad}
+        self._cache = None
+        if cache_graph and is_single_batch(data):
+            x, y = next(iterate_batches(data, self.device))
+            self._cache = (x, y) + self._prepare(x, y)
+
+    def _prepare(self, x: Tensor, y: Tensor):
+        with torch.enable_grad():
+            out = self.model(x)
+            o = out.detach().requires_grad_(True)
+            g_out = torch.autograd.grad(self.loss_fn(o, y), o, create_graph=True)[0]
+        return out, o, g_out
+
+    def _batch_ggn(self, x, y, out, o, g_out, v: Tensor, retain: bool) -> Tensor:
+        primals = {k: p.detach() for k, p in self.params.items()}
+        tangents = unflatten_like(v, primals)
+        buffers = dict(self.model.named_buffers())
+
+        def f(p):
+            return functional_call(self.model, (p, self._frozen, buffers), (x,))
+
+        _, jv = jvp(f, (primals,), (tangents,))
+        hjv = torch.autograd.grad(g_out, o, jv, retain_graph=True)[0]
+        w = torch.autograd.grad(out, list(self.params.values()), hjv, retain_graph=retain)
+        return flatten(w)
+
+    def _matvec(self, v: Tensor) -> Tensor:
+        if self._cache is not None:
+            return self._batch_ggn(*self._cache, v, retain=True).detach()
+        total, n = torch.zeros_like(v), 0
+        for x, y in iterate_batches(self.data, self.device):
+            total += self._batch_ggn(x, y, *self._prepare(x, y), v, retain=False).detach() * len(x)
+            n += len(x)
+        return total / n

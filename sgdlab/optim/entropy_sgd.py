@@ -1,0 +1,334 @@
+"""Entropy-SGD and Entropy-Adam (Chaudhari's thesis, Algorithm 2 and §4.6.1.1).
+
+Entropy-SGD descends the *local entropy* F(x; γ) = −β⁻¹ log ∫ exp(−β[f(y) + |x − y|²/(2γ)]) dy,
+whose gradient is (thesis Lemma 4.4)
+
+    ∇F(x) = γ⁻¹ (x − ⟨y⟩),   ⟨y⟩ = mean of the Gibbs measure ∝ exp(−β[f(y) + |x − y|²/(2γ)]).
+
+⟨y⟩ is estimated by L steps of stochastic-gradient Langevin dynamics (SGLD) started at y = x,
+
+    y ← y − η_y (∇f_B(y) + γ⁻¹(y − x)) + √(2 η_y β⁻¹) ε,   ε ~ N(0, I)
+    z ← α z + (1 − α) y                                    (exponential average, z₀ = x)
+
+and the outer step is x ← x − η′ γ⁻¹(x − z) (``normalize=False``) or, with the γ-scaled
+gradient of the thesis' experiments and its reference code (``normalize=True``, default),
+x ← x − η′ (x − z), so that η′ = 1 gives x ← z. ``noise`` is the thermal noise β⁻¹; 0 (the
+default) leaves only the mini-batch noise (the setting of the thesis' experiments).
+
+Each inner step draws a *new* mini-batch through the closure, so one outer step costs L
+gradient evaluations; the training loop counts closure calls, which gives the "effective
+epochs" (×L) accounting. Nesterov momentum can be used on the inner loop (its buffer is
+reset at every outer step, as in the reference code) and on the outer loop (persistent).
+Scoping (thesis §4.6.1.1): the current γ is γ₀ (1 − γ₁)^t clipped to [gamma_min, gamma_max],
+t = number of outer steps (see :mod:`sgdlab.optim.scoping`).
+
+All buffers live in ``self.state``; the Langevin noise generator's state and the outer step
+count are saved by ``state_dict()``, so a resumed run reproduces the original trajectory.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor
+from torch.optim import Optimizer
+
+from .registry import register_optimizer
+from .scoping import ExponentialScope
+
+__all__ = ["EntropySGD", "EntropyAdam", "SeededNoise"]
+
+
+class SeededNoise:
+    """Mixin for optimizers that draw noise: a private ``torch.Generator`` seeded once,
+    whose state (and the subclass' step counters, ``_counters()``) ``state_dict()`` saves
+    under the key ``"noise"`` so that a resumed run draws the same noise."""
+
+    _generator: torch.Generator | None
+    _pending_rng: Tensor | None
+
+    def _init_rng(self, seed: int | None) -> None:
+        if seed is None:  # reproducible under torch.manual_seed
+            seed = int(torch.randint(0, 2**62, (1,)).item())
+        self._seed = int(seed)
+        self._generator = None
+        self._pending_rng = None
+
+    def _rng(self, device: torch.device) -> torch.Generator:
+        if self._generator is None:
+            self._generator = torch.Generator(device=device)
+            self._generator.manual_seed(self._seed)
+            if self._pending_rng is not None:
+                self._generator.set_state(self._pending_rng)
+                self._pending_rng = None
+        return self._generator
+
+    def _counters(self) -> dict[str, int]:
+        return {}
+
+    def _load_counters(self, c: dict[str, Any]) -> None: ...
+
+    def state_dict(self) -> dict[str, Any]:
+        sd = super().state_dict()  # type: ignore[misc]
+        rng = self._generator.get_state() if self._generator is not None else self._pending_rng
+        sd["noise"] = {"seed": self._seed, "rng_state": rng, **self._counters()}
+        return sd
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        state_dict = dict(state_dict)
+        extra = state_dict.pop("noise", None)
+        super().load_state_dict(state_dict)  # type: ignore[misc]
+        if extra is not None:
+            self._seed = int(extra["seed"])
+            self._load_counters(extra)
+            self._generator = None
+            rng = extra["rng_state"]
+            self._pending_rng = None if rng is None else rng.clone()
+
+
+
+def _check(cond: bool, msg: str) -> None:
+    if not cond:
+        raise ValueError(msg)
+
+
+class EntropySGD(SeededNoise, Optimizer):
+    """Entropy-SGD (thesis Algorithm 2). ``step(closure)`` = ``inner_loop`` + ``outer_step``.
+
+    Args:
+        params: parameters (or param groups).
+        lr: outer step size η′ (γ-scaled units when ``normalize``; η′ = 1 ⇒ x ← z).
+        inner_lr: Langevin step size η_y.
+        L: inner steps (gradient evaluations) per outer step.
+        gamma: γ₀, the scale of the local-entropy coupling |x − y|²/(2γ); ``inf`` = none.
+        gamma_decay: γ₁ in γ(t) = γ₀(1 − γ₁)^t (0: no scoping; negative: γ grows).
+        gamma_min, gamma_max: clipping of the scoped γ.
+        alpha: weight of the old average in z ← αz + (1 − α)y (thesis default 0.25).
+        noise: thermal noise β⁻¹ of the Langevin steps (0 allowed).
+        momentum, nesterov: outer-loop (heavy-ball / Nesterov) momentum.
+        inner_momentum, inner_nesterov: inner-loop momentum (reset every outer step).
+        weight_decay: L2 coefficient added to ∇f in the inner loop.
+        normalize: use the γ-scaled outer gradient (x − z) instead of γ⁻¹(x − z).
+        seed: seed of the Langevin noise generator (default: drawn from torch's global RNG).
+    """
+
+    needs_closure = True
+
+    def __init__(self, params, lr: float = 1.0, *, inner_lr: float = 0.1, L: int = 20,
+                 gamma: float = 0.03, gamma_decay: float = 0.0, gamma_min: float | None = None,
+                 gamma_max: float | None = None, alpha: float = 0.25, noise: float = 0.0,
+                 momentum: float = 0.0, nesterov: bool = False, inner_momentum: float = 0.0,
+                 inner_nesterov: bool = False, weight_decay: float = 0.0,
+                 normalize: bool = True, seed: int | None = None,
+                 _extra_defaults: dict[str, Any] | None = None):
+        _check(lr >= 0, f"Invalid learning rate: {lr}")
+        _check(inner_lr > 0, f"Invalid inner learning rate: {inner_lr}")
+        _check(isinstance(L, int) and L >= 1, f"Invalid number of inner steps L: {L} (int >= 1)")
+        _check(gamma > 0, f"Invalid gamma: {gamma} (must be > 0; inf means no coupling)")
+        _check(0 <= alpha < 1, f"Invalid alpha: {alpha} (must be in [0, 1))")
+        _check(noise >= 0 and math.isfinite(noise), f"Invalid thermal noise: {noise}")
+        _check(0 <= momentum < 1, f"Invalid momentum value: {momentum}")
+        _check(0 <= inner_momentum < 1, f"Invalid inner momentum value: {inner_momentum}")
+        _check(not nesterov or momentum > 0, "Nesterov momentum requires a momentum")
+        _check(not inner_nesterov or inner_momentum > 0,
+               "Inner Nesterov momentum requires an inner momentum")
+        _check(weight_decay >= 0, f"Invalid weight_decay value: {weight_decay}")
+        # validates the scoping arguments early (raises ValueError)
+        ExponentialScope(gamma, gamma_decay, lower=gamma_min, upper=gamma_max)
+        defaults = dict(lr=lr, inner_lr=inner_lr, L=L, gamma=gamma, gamma_decay=gamma_decay,
+                        gamma_min=gamma_min, gamma_max=gamma_max, alpha=alpha, noise=noise,
+                        momentum=momentum, nesterov=nesterov, inner_momentum=inner_momentum,
+                        inner_nesterov=inner_nesterov, weight_decay=weight_decay,
+                        normalize=normalize, **(_extra_defaults or {}))
+        super().__init__(params, defaults)
+        Ls = {g["L"] for g in self.param_groups}
+        _check(len(Ls) == 1, f"All parameter groups must share L, got {sorted(Ls)}")
+        self._init_rng(seed)
+        self.outer_steps = 0
+        self.inner_steps = 0
+
+    # --- bookkeeping -------------------------------------------------------------------
+    @property
+    def L(self) -> int:
+        return int(self.param_groups[0]["L"])
+
+    def _params(self, group: dict) -> list[Tensor]:
+        return list(group["params"])
+
+    def current_gamma(self, group: dict | None = None) -> float:
+        """γ(t) for the next outer step (scoped and clipped)."""
+        g = self.param_groups[0] if group is None else group
+        return ExponentialScope(g["gamma"], g["gamma_decay"], lower=g["gamma_min"],
+                                upper=g["gamma_max"])(self.outer_steps)
+
+    def _counters(self) -> dict[str, int]:
+        return {"outer_steps": self.outer_steps, "inner_steps": self.inner_steps}
+
+    def _load_counters(self, c: dict[str, Any]) -> None:
+        self.outer_steps, self.inner_steps = int(c["outer_steps"]), int(c["inner_steps"])
+
+    # --- the algorithm -----------------------------------------------------------------
+    def _begin_outer(self) -> None:
+        """y, z ← x; inner momentum reset."""
+        for group in self.param_groups:
+            for p in self._params(group):
+                st = self.state[p]
+                if "x" not in st:
+                    st["x"] = p.detach().clone()
+                    st["z"] = p.detach().clone()
+                else:
+                    st["x"].copy_(p)
+                    st["z"].copy_(p)
+                if group["inner_momentum"] > 0:
+                    if "inner_buf" in st:
+                        st["inner_buf"].zero_()
+                    else:
+                        st["inner_buf"] = torch.zeros_like(p)
+
+    def _inner_direction(self, group: dict, ys: list[Tensor], grads: list[Tensor],
+                         xs: list[Tensor], gamma: float) -> list[Tensor]:
+        """dy = ∇f_B(y) + wd·y + γ⁻¹(y − x), then inner momentum. Overwrites ``grads``."""
+        if group["weight_decay"] > 0:
+            torch._foreach_add_(grads, ys, alpha=group["weight_decay"])
+        if gamma < math.inf:
+            torch._foreach_add_(grads, torch._foreach_sub(ys, xs), alpha=1.0 / gamma)
+        mu = group["inner_momentum"]
+        if mu > 0:
+            bufs = [self.state[p]["inner_buf"] for p in ys]
+            torch._foreach_mul_(bufs, mu)
+            torch._foreach_add_(bufs, grads)
+            if group["inner_nesterov"]:
+                torch._foreach_add_(grads, bufs, alpha=mu)
+            else:
+                grads = bufs
+        return grads
+
+    def _inner_update(self, group: dict, ys: list[Tensor], direction: list[Tensor]) -> None:
+        torch._foreach_add_(ys, direction, alpha=-group["inner_lr"])
+
+    def _add_noise(self, group: dict, ys: list[Tensor]) -> None:
+        if group["noise"] > 0:
+            scale = math.sqrt(2.0 * group["inner_lr"] * group["noise"])
+            for y in ys:
+                eps = torch.randn(y.shape, generator=self._rng(y.device), device=y.device,
+                                  dtype=y.dtype)
+                y.add_(eps, alpha=scale)
+
+    @torch.no_grad()
+    def inner_loop(self, closure: Callable[[], Tensor]) -> Tensor:
+        """L Langevin steps from y = x; leaves x in ``state[p]["x"]``, z in ``state[p]["z"]``
+        and y in the parameters. Returns the loss of the first closure call (at x)."""
+        if closure is None:
+            raise ValueError(f"{type(self).__name__} needs a closure that draws a new "
+                             "mini-batch and recomputes the loss and gradients")
+        self._begin_outer()
+        gammas = [self.current_gamma(g) for g in self.param_groups]
+        first = None
+        for _ in range(self.L):
+            with torch.enable_grad():
+                loss = closure()
+            if first is None:
+                first = loss
+            for group, gamma in zip(self.param_groups, gammas):
+                ys = [p for p in self._params(group) if p.grad is not None]
+                if not ys:
+                    continue
+                grads = [p.grad for p in ys]
+                xs = [self.state[p]["x"] for p in ys]
+                d = self._inner_direction(group, ys, grads, xs, gamma)
+                self._inner_update(group, ys, d)
+                self._add_noise(group, ys)
+                torch._foreach_lerp_([self.state[p]["z"] for p in ys], ys, 1.0 - group["alpha"])
+            self.inner_steps += 1
+        return first
+
+    def _outer_gradient(self, group: dict, p: Tensor, gamma: float,
+                        master: Tensor | None) -> Tensor:
+        """G = c (x − z), c = 1 (normalize) or γ⁻¹. Subclasses add coupling terms."""
+        st = self.state[p]
+        c = 1.0 if group["normalize"] else (0.0 if gamma == math.inf else 1.0 / gamma)
+        return (st["x"] - st["z"]).mul_(c)
+
+    @torch.no_grad()
+    def outer_step(self, master: Sequence[Tensor] | None = None) -> None:
+        """x ← x − η′ G (with outer momentum); writes x into the parameters.
+
+        ``master`` (one tensor per parameter, in param_groups order) is only used by
+        replica-coupled subclasses (Parle / Elastic-SGD)."""
+        k = 0
+        for group in self.param_groups:
+            gamma = self.current_gamma(group)
+            mu = group["momentum"]
+            for p in self._params(group):
+                m = None if master is None else master[k]
+                k += 1
+                st = self.state[p]
+                if "x" not in st:  # parameter never saw a gradient
+                    continue
+                G = self._outer_gradient(group, p, gamma, m)
+                if mu > 0:
+                    buf = st.get("momentum_buffer")
+                    if buf is None:
+                        buf = st["momentum_buffer"] = G.clone()
+                    else:
+                        buf.mul_(mu).add_(G)
+                    G = G.add(buf, alpha=mu) if group["nesterov"] else buf
+                st["x"].add_(G, alpha=-group["lr"])
+                p.copy_(st["x"])
+        self.outer_steps += 1
+
+    def anchors(self) -> list[Tensor]:
+        """The current x (one tensor per parameter, param_groups order); after
+        ``outer_step`` this equals the parameters."""
+        out = []
+        for group in self.param_groups:
+            for p in self._params(group):
+                out.append(self.state[p]["x"] if "x" in self.state[p] else p.detach())
+        return out
+
+    def step(self, closure: Callable[[], Tensor] | None = None) -> Tensor:  # type: ignore[override]
+        loss = self.inner_loop(closure)
+        self.outer_step()
+        return loss
+
+
+register_optimizer("entropy_sgd")(EntropySGD)
+
+
+class EntropyAdam(EntropySGD):
+    """Entropy-Adam: Entropy-SGD whose inner (Langevin) steps are Adam steps.
+
+    dy = ∇f_B(y) + wd·y + γ⁻¹(y − x);  m ← β₁m + (1 − β₁)dy;  v ← β₂v + (1 − β₂)dy²;
+    y ← y − η_y m̂ / (√v̂ + eps) + √(2 η_y β⁻¹) ε, with bias-corrected m̂, v̂.
+    The Adam moments persist across outer steps (the local landscape changes slowly);
+    the thermal noise is not preconditioned. ``inner_lr`` defaults to 1e-3.
+    """
+
+    def __init__(self, params, lr: float = 1.0, *, inner_lr: float = 1e-3,
+                 betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8, **kw: Any):
+        b1, b2 = betas
+        _check(0 <= b1 < 1 and 0 <= b2 < 1, f"Invalid betas: {betas}")
+        _check(eps > 0, f"Invalid epsilon value: {eps}")
+        if kw.get("inner_momentum", 0):
+            raise ValueError("Entropy-Adam has no inner_momentum (Adam's β₁ plays that role)")
+        super().__init__(params, lr, inner_lr=inner_lr,
+                         _extra_defaults={"betas": tuple(betas), "eps": eps}, **kw)
+
+    def _inner_update(self, group: dict, ys: list[Tensor], direction: list[Tensor]) -> None:
+        b1, b2 = group["betas"]
+        t = self.inner_steps + 1
+        for y, d in zip(ys, direction):
+            st = self.state[y]
+            if "exp_avg" not in st:
+                st["exp_avg"] = torch.zeros_like(y)
+                st["exp_avg_sq"] = torch.zeros_like(y)
+            m, v = st["exp_avg"], st["exp_avg_sq"]
+            m.mul_(b1).add_(d, alpha=1 - b1)
+            v.mul_(b2).addcmul_(d, d, value=1 - b2)
+            denom = (v / (1 - b2**t)).sqrt_().add_(group["eps"])
+            y.addcdiv_(m, denom, value=-group["inner_lr"] / (1 - b1**t))
+
+
+register_optimizer("entropy_adam")(EntropyAdam)

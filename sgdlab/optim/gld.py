@@ -1,0 +1,413 @@
+"""Gradient descent with structured Gaussian noise (Zhu et al. 2019, "The anisotropic noise in
+stochastic gradient descent", §4.2) and the isotropic-noise control of Xing et al. (2018, §4).
+
+Every optimizer here performs
+
+    θ ← θ − η (g₀ + λ θ) + η ε,         ε ~ N(0, C_t) drawn fresh every step,
+
+with momentum / Nesterov / weight decay exactly as ``torch.optim.SGD`` applies them to the
+noisy direction g₀ + λθ − ε (the noise enters where SGD's mini-batch noise enters). g₀ is
+whatever gradient is in ``p.grad`` (or what ``closure()`` computes): run the training loop with
+``batch_size >= N`` for Zhu's full-batch GD + noise; with mini-batches it is SGD + extra noise.
+
+C_t is built from *statistics* of the current parameters — the per-sample gradient covariance
+Σ = (1/N) Σ_i (g_i − ḡ)(g_i − ḡ)ᵀ (population convention, :mod:`sgdlab.measure.noise`) and/or the
+top-k Hessian eigenpairs of the mean loss — computed on ``data`` (the full training set) or on
+a random subset of ``estimation_size`` examples redrawn at each refresh, and refreshed every
+``refresh_every`` steps (Zhu et al. refresh the Hessian every few steps; between refreshes the
+noise is still drawn fresh each step from the last statistics). The SGD noise being mimicked
+has batch size m = ``noise_batch_size`` and covariance Σ/m (with-replacement mini-batches,
+thesis eq. 6.4):
+
+==================  ====================================  ===============================
+name                C                                     E‖ε‖²
+==================  ====================================  ===============================
+``gd``              0                                     0
+``gld-const``       σ² I                                  d σ²
+``gld-dynamic``     (Tr Σ / (m d)) I                       Tr Σ / m   (= SGD's)
+``gld-diagonal``    diag(Σ) / m                           Tr Σ / m
+``gld-leading``     Σ̃_k / m (top-k eigenpairs of Σ)       Σ_{i≤k} λ_i(Σ) / m
+``gld-hessian``     σ_H² H₊, H₊ = Σ_{i≤k}|λ_i| u_i u_iᵀ    σ_H² Tr H₊ (= Tr Σ / m by default)
+``gld-sgd-like``    Σ / m (exact, through the factor)     Tr Σ / m
+``gd-isotropic``    s · max_j Σ_jj(θ₀)/m · I (Xing §4)     d s max_j Σ_jj(θ₀)/m
+==================  ====================================  ===============================
+
+σ_H² defaults to Tr Σ / (m Tr H₊) (Tr over the same top-k part whose eigenvectors carry the
+noise), so the expected noise norm matches SGD's, as Zhu et al. do. Sampling uses the factor /
+low-rank representations (:mod:`sgdlab.optim.noise`, Gram trick: no d x d matrix);
+``sampling="dense"`` builds the d x d covariance and samples through its square root instead
+(the baseline of ``benchmarks/bench_gld.py``; small d only).
+
+Reproducibility: one CPU ``torch.Generator`` (``seed``) drives noise draws, estimation subsets
+and Lanczos start vectors; its state, the step count and the current statistics are part of
+``state_dict()``, so a resumed run continues the same trajectory.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.optim import Optimizer
+
+from sgdlab.measure.curvature import hessian_eigenpairs
+from sgdlab.measure.noise import GradientCovariance, gradient_covariance
+from sgdlab.operators.batches import concat_batches
+from sgdlab.operators.params import trainable_named_params
+
+from . import noise as N
+from .registry import register_optimizer
+
+__all__ = [
+    "StructuredNoiseGD", "GD", "GLDConst", "GLDDynamic", "GLDDiagonal", "GLDLeading",
+    "GLDHessian", "GLDSGDLike", "IsotropicNoiseGD", "NOISE_KINDS",
+]
+
+NOISE_KINDS = ("none", "const", "dynamic", "diagonal", "leading", "hessian", "sgd-like",
+               "isotropic-init")
+_NEEDS_SIGMA = ("dynamic", "diagonal", "leading", "sgd-like", "isotropic-init")
+
+
+class StructuredNoiseGD(Optimizer):
+    """GD + structured Gaussian noise; ``noise`` selects C (see the module table).
+
+    Args:
+        params: parameters (the model's trainable parameters, in any grouping).
+        lr: step size η (> 0).
+        noise: one of :data:`NOISE_KINDS` (the registered subclasses fix it).
+        model, loss_fn, data: the model, its mean-reduced loss and the estimation data (a
+            ``Dataset`` — its training split is used —, a batch ``(x, y)`` or batches). Needed
+            by every kind except ``none`` and ``const``.
+        sigma: σ for ``const`` (noise std per coordinate, gradient units).
+        noise_batch_size: m, the batch size of the SGD noise being mimicked (>= 1). Default 1
+            for ``isotropic-init``; required by the Σ-based kinds.
+        k: number of eigenpairs for ``leading`` / ``hessian``.
+        sigma_h2: σ_H² for ``hessian`` (default Tr Σ / (m Tr H₊), recomputed at each refresh).
+        variance_factor: s for ``isotropic-init`` (Xing et al.'s multiple of the largest
+            per-coordinate gradient variance at the first step).
+        refresh_every: f, recompute the statistics every f steps (>= 1).
+        estimation_size: if set, statistics use a random subset of that many examples
+            (without replacement, redrawn at each refresh) instead of all of ``data``.
+        momentum, dampening, nesterov, weight_decay: as ``torch.optim.SGD``.
+        sampling: ``"factor"`` (Gram trick / low rank, default) or ``"dense"`` (d x d).
+        hessian_which: ``"largest"`` (algebraic, default) or ``"magnitude"`` top-k eigenpairs.
+        hessian_tol, hessian_iter: Lanczos relative residual tolerance and Krylov size.
+        chunk_size: per-sample-gradient chunk (memory bound).
+        seed: seed of the optimizer's generator.
+    """
+
+    needs_model = True
+    noise_kind: str | None = None
+
+    def __init__(self, params, lr: float = 1e-2, *, noise: str | None = None,
+                 model: nn.Module | None = None,
+                 loss_fn: Callable[[Tensor, Tensor], Tensor] | None = None,
+                 data: Any = None, sigma: float | None = None,
+                 noise_batch_size: int | None = None, k: int | None = None,
+                 sigma_h2: float | None = None, variance_factor: float | None = None,
+                 refresh_every: int = 1, estimation_size: int | None = None,
+                 momentum: float = 0.0, dampening: float = 0.0, nesterov: bool = False,
+                 weight_decay: float = 0.0, sampling: str = "factor",
+                 hessian_which: str = "largest", hessian_tol: float = 1e-3,
+                 hessian_iter: int | None = None, chunk_size: int | None = 256, seed: int = 0):
+        kind = noise if noise is not None else self.noise_kind
+        if kind is None:
+            raise ValueError("Invalid noise=None: choose one of " + ", ".join(NOISE_KINDS))
+        if self.noise_kind is not None and noise is not None and noise != self.noise_kind:
+            raise ValueError(f"Invalid noise={noise!r} for {type(self).__name__} "
+                             f"(fixed to {self.noise_kind!r})")
+        if kind not in NOISE_KINDS:
+            raise ValueError(f"Invalid noise={kind!r}; known: {', '.join(NOISE_KINDS)}")
+        if not lr > 0:
+            raise ValueError(f"Invalid learning rate: {lr}")
+        if momentum < 0:
+            raise ValueError(f"Invalid momentum value: {momentum}")
+        if weight_decay < 0:
+            raise ValueError(f"Invalid weight_decay value: {weight_decay}")
+        if nesterov and (momentum <= 0 or dampening != 0):
+            raise ValueError("Nesterov momentum requires a momentum and zero dampening")
+        if int(refresh_every) != refresh_every or refresh_every < 1:
+            raise ValueError(f"Invalid refresh_every: {refresh_every} (an int >= 1)")
+        if sampling not in ("factor", "dense"):
+            raise ValueError(f"Invalid sampling: {sampling!r} (factor | dense)")
+        if hessian_which not in ("largest", "magnitude"):
+            raise ValueError(f"Invalid hessian_which: {hessian_which!r} (largest | magnitude)")
+        if not hessian_tol >= 0:
+            raise ValueError(f"Invalid hessian_tol: {hessian_tol}")
+        if kind == "const" and (sigma is None or not sigma >= 0):
+            raise ValueError(f"Invalid sigma: {sigma} (gld-const needs sigma >= 0)")
+        if kind == "isotropic-init":
+            noise_batch_size = 1 if noise_batch_size is None else noise_batch_size
+            if variance_factor is None or not variance_factor > 0:
+                raise ValueError(f"Invalid variance_factor: {variance_factor} (must be > 0)")
+        if kind in _NEEDS_SIGMA or (kind == "hessian" and sigma_h2 is None):
+            if noise_batch_size is None or int(noise_batch_size) != noise_batch_size \
+                    or noise_batch_size < 1:
+                raise ValueError(f"Invalid noise_batch_size: {noise_batch_size} (the SGD batch "
+                                 f"size m whose noise gld {kind!r} mimics, an int >= 1)")
+        if kind in ("leading", "hessian") and (k is None or int(k) != k or k < 1):
+            raise ValueError(f"Invalid k: {k} (number of eigenpairs, an int >= 1)")
+        if sigma_h2 is not None and not sigma_h2 >= 0:
+            raise ValueError(f"Invalid sigma_h2: {sigma_h2} (must be >= 0)")
+        if estimation_size is not None and (int(estimation_size) != estimation_size
+                                            or estimation_size < 2):
+            raise ValueError(f"Invalid estimation_size: {estimation_size} (an int >= 2)")
+        defaults = dict(lr=lr, momentum=momentum, dampening=dampening, nesterov=nesterov,
+                        weight_decay=weight_decay)
+        super().__init__(params, defaults)
+
+        self.noise = kind
+        self.hyper = dict(sigma=sigma, noise_batch_size=noise_batch_size, k=k, sigma_h2=sigma_h2,
+                          variance_factor=variance_factor, refresh_every=int(refresh_every),
+                          estimation_size=estimation_size, sampling=sampling,
+                          hessian_which=hessian_which, hessian_tol=hessian_tol,
+                          hessian_iter=hessian_iter, chunk_size=chunk_size, seed=seed)
+        self.model, self.loss_fn = model, loss_fn
+        self._x = self._y = None
+        if kind not in ("none", "const"):
+            if model is None or loss_fn is None or data is None:
+                raise ValueError(f"gld noise {kind!r} needs model=, loss_fn= and data= "
+                                 "(build it with build_optimizer_for)")
+            if hasattr(data, "x_train"):          # a sgdlab Dataset: its training split
+                data = data.train
+            dev = next(iter(trainable_named_params(model).values())).device
+            self._x, self._y = concat_batches(data, device=dev)
+            if estimation_size is not None and estimation_size > len(self._x):
+                raise ValueError(f"Invalid estimation_size: {estimation_size} > "
+                                 f"{len(self._x)} examples in data")
+        self._layout = self._build_layout(model)
+        self.generator = torch.Generator().manual_seed(int(seed))
+        self._t = 0
+        self._stats: dict[str, Any] | None = None
+
+    # --- flat layout --------------------------------------------------------------------------
+    def _build_layout(self, model: nn.Module | None) -> dict[int, tuple[int, int]]:
+        """Slice of each parameter in the flat vector (the model's ``named_parameters`` order,
+        the order of every statistic in sgdlab)."""
+        group_params = [p for g in self.param_groups for p in g["params"]]
+        order = list(trainable_named_params(model).values()) if model is not None \
+            else group_params
+        layout, i = {}, 0
+        for p in order:
+            layout[id(p)] = (i, i + p.numel())
+            i += p.numel()
+        self._dim = i
+        missing = [p for p in group_params if id(p) not in layout]
+        if missing:
+            raise ValueError("the optimizer's parameters must be trainable parameters of model "
+                             f"({len(missing)} are not)")
+        return layout
+
+    @property
+    def dim(self) -> int:
+        return self._dim
+
+    # --- statistics --------------------------------------------------------------------------
+    def _estimation_data(self) -> tuple[Tensor, Tensor]:
+        n = self.hyper["estimation_size"]
+        if n is None:
+            return self._x, self._y
+        idx = torch.randperm(len(self._x), generator=self.generator)[:n].to(self._x.device)
+        return self._x[idx], self._y[idx]
+
+    def _covariance(self, est) -> GradientCovariance:
+        return gradient_covariance(self.model, self.loss_fn, est,
+                                   chunk_size=self.hyper["chunk_size"])
+
+    def refresh_statistics(self) -> dict[str, Any]:
+        """Recompute the statistics at the current parameters (called every ``refresh_every``
+        steps by :meth:`step`; public so experiments can refresh on demand)."""
+        kind, h = self.noise, self.hyper
+        m = h["noise_batch_size"]
+        dense = h["sampling"] == "dense"
+        stats: dict[str, Any] = {}
+        if kind in ("none", "const"):
+            if kind == "const":
+                stats["sigma2"] = float(h["sigma"]) ** 2
+                if dense:
+                    stats = {"sqrt": N.psd_sqrt(self._dense_covariance(stats, None))}
+            self._stats = stats
+            return stats
+        est = self._estimation_data()
+        with torch.enable_grad():
+            cov = self._covariance(est) if kind != "hessian" or h["sigma_h2"] is None else None
+            if kind == "hessian":
+                vals, vecs = hessian_eigenpairs(
+                    self.model, self.loss_fn, est, h["k"], which=h["hessian_which"],
+                    tol=h["hessian_tol"], num_iter=h["hessian_iter"], generator=self.generator)
+        if kind == "dynamic":
+            stats["sigma2"] = cov.trace() / (m * self._dim)
+        elif kind == "isotropic-init":
+            stats["sigma2"] = float(h["variance_factor"]) * float(cov.diagonal().max()) / m
+        elif kind == "diagonal":
+            stats["var"] = cov.diagonal() / m
+        elif kind == "leading":
+            if dense:   # no Gram trick: eigen-decompose the d x d covariance
+                evals, evecs = torch.linalg.eigh(cov.dense())
+                vals, vecs = evals.flip(0)[: h["k"]], evecs.flip(1)[:, : h["k"]]
+            else:
+                vals, vecs = cov.eigenpairs(h["k"], generator=self.generator)
+            stats["eigvals"], stats["eigvecs"] = vals.clamp_min(0) / m, vecs
+        elif kind == "sgd-like":
+            stats["factor"], stats["scale"] = cov.factor, 1.0 / m
+        elif kind == "hessian":
+            trace_h = float(vals.abs().sum())
+            if h["sigma_h2"] is not None:
+                s2 = float(h["sigma_h2"])
+            elif trace_h > 0:
+                s2 = float(N.hessian_noise_variance(cov.trace(), trace_h, m))
+            else:
+                s2 = 0.0       # flat top-k curvature: no Hessian-shaped noise to inject
+            stats["eigvals"], stats["eigvecs"], stats["sigma_h2"] = vals, vecs, s2
+        if dense:
+            stats = {"sqrt": N.psd_sqrt(self._dense_covariance(stats, cov))}
+        self._stats = stats
+        return stats
+
+    def _dense_covariance(self, stats: dict[str, Any], cov: GradientCovariance | None) -> Tensor:
+        if "sigma2" in stats:
+            p = next(iter(self._layout_params()))
+            return stats["sigma2"] * torch.eye(self._dim, dtype=p.dtype, device=p.device)
+        if "var" in stats:
+            return torch.diag(stats["var"])
+        if "factor" in stats:
+            return cov.dense() * stats["scale"]
+        lam = stats["eigvals"].abs() * stats.get("sigma_h2", 1.0)
+        v = stats["eigvecs"]
+        return (v * lam) @ v.T
+
+    def covariance(self) -> Tensor:
+        """The dense d x d covariance C of the noise the current statistics inject (tests and
+        small models only)."""
+        if self._stats is None:
+            self.refresh_statistics()
+        s = self._stats
+        if "sqrt" in s:
+            return s["sqrt"] @ s["sqrt"].T
+        if self.noise == "none":
+            return torch.zeros(self._dim, self._dim)
+        if "factor" in s:
+            return s["factor"].T @ s["factor"] * s["scale"]
+        return self._dense_covariance(s, None)
+
+    def sample_noise(self, sample_shape: tuple[int, ...] = ()) -> Tensor | None:
+        """Draw ε ~ N(0, C) from the current statistics (shape ``sample_shape + (d,)``)."""
+        s, g = self._stats, self.generator
+        if s is None or self.noise == "none":
+            return None
+        if "sqrt" in s:
+            return N.dense_noise(s["sqrt"], sample_shape=sample_shape, generator=g)
+        if "sigma2" in s:
+            p = next(iter(self._layout_params()))
+            return N.isotropic_noise(self._dim, math.sqrt(s["sigma2"]), sample_shape=sample_shape,
+                                     generator=g, dtype=p.dtype, device=p.device)
+        if "var" in s:
+            return N.diagonal_noise(s["var"], sample_shape=sample_shape, generator=g)
+        if "factor" in s:
+            return N.factor_noise(s["factor"], scale=s["scale"], sample_shape=sample_shape,
+                                  generator=g)
+        if "sigma_h2" in s:
+            return N.hessian_noise(s["eigvals"], s["eigvecs"], s["sigma_h2"],
+                                   sample_shape=sample_shape, generator=g)
+        return N.leading_noise(s["eigvals"], s["eigvecs"], sample_shape=sample_shape,
+                               generator=g)
+
+    def _layout_params(self):
+        return (p for g in self.param_groups for p in g["params"])
+
+    def _due(self) -> bool:
+        if self._stats is None:
+            return True
+        if self.noise == "isotropic-init":       # Xing: variance fixed at initialisation
+            return False
+        return self._t % self.hyper["refresh_every"] == 0
+
+    # --- step --------------------------------------------------------------------------------
+    @torch.no_grad()
+    def step(self, closure: Callable[[], Tensor] | None = None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        if self.noise != "none" and self._due():
+            self.refresh_statistics()
+        eps = self.sample_noise()
+        for group in self.param_groups:
+            lr, wd = group["lr"], group["weight_decay"]
+            mom, damp, nest = group["momentum"], group["dampening"], group["nesterov"]
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                d_p = p.grad
+                if wd != 0:
+                    d_p = d_p.add(p, alpha=wd)
+                if eps is not None:
+                    a, b = self._layout[id(p)]
+                    d_p = d_p.sub(eps[a:b].view_as(p).to(p.dtype))
+                if mom != 0:
+                    state = self.state[p]
+                    buf = state.get("momentum_buffer")
+                    if buf is None:
+                        buf = state["momentum_buffer"] = d_p.detach().clone()
+                    else:
+                        buf.mul_(mom).add_(d_p, alpha=1 - damp)
+                    d_p = d_p.add(buf, alpha=mom) if nest else buf
+                p.add_(d_p, alpha=-lr)
+        self._t += 1
+        return loss
+
+    # --- state --------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        sd = super().state_dict()
+        sd["gld"] = {"noise": self.noise, "t": self._t,
+                     "generator": self.generator.get_state(),
+                     "stats": None if self._stats is None else dict(self._stats)}
+        return sd
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        state_dict = dict(state_dict)
+        extra = state_dict.pop("gld", None)
+        if extra is None:
+            raise ValueError("state_dict has no 'gld' entry (not saved by a GLD optimizer)")
+        if extra["noise"] != self.noise:
+            raise ValueError(f"state_dict is for noise {extra['noise']!r}, not {self.noise!r}")
+        super().load_state_dict(state_dict)
+        self._t = int(extra["t"])
+        self.generator.set_state(extra["generator"])
+        stats = extra["stats"]
+        if stats is not None:
+            dev = next(iter(self._layout_params())).device
+            stats = {k: (v.to(dev) if isinstance(v, Tensor) else v) for k, v in stats.items()}
+        self._stats = stats
+
+
+def _variant(name: str, kind: str, doc: str) -> type[StructuredNoiseGD]:
+    cls = type(name, (StructuredNoiseGD,), {"noise_kind": kind, "__doc__": doc,
+                                             "__module__": __name__})
+    return cls
+
+
+GD = register_optimizer("gd")(_variant(
+    "GD", "none", "Plain (full-batch) gradient descent: no injected noise (Zhu et al. GD)."))
+GLDConst = register_optimizer("gld-const")(_variant(
+    "GLDConst", "const", "GLD const: ε ~ N(0, σ² I), σ fixed (``sigma``)."))
+GLDDynamic = register_optimizer("gld-dynamic")(_variant(
+    "GLDDynamic", "dynamic",
+    "GLD dynamic: ε ~ N(0, Tr Σ/(m d) I), so E‖ε‖² = Tr Σ / m equals SGD's noise norm."))
+GLDDiagonal = register_optimizer("gld-diagonal")(_variant(
+    "GLDDiagonal", "diagonal", "GLD diagonal: ε ~ N(0, diag Σ / m)."))
+GLDLeading = register_optimizer("gld-leading")(_variant(
+    "GLDLeading", "leading", "GLD leading: ε ~ N(0, Σ̃_k / m), the top-k eigenpairs of Σ."))
+GLDHessian = register_optimizer("gld-hessian")(_variant(
+    "GLDHessian", "hessian",
+    "GLD Hessian: ε ~ N(0, σ_H² H₊) over the top-k Hessian eigenpairs; σ_H² defaults to "
+    "Tr Σ / (m Tr H₊)."))
+GLDSGDLike = register_optimizer("gld-sgd-like")(_variant(
+    "GLDSGDLike", "sgd-like",
+    "GD + SGD-like Gaussian noise: ε ~ N(0, Σ / m) through the exact per-sample factor."))
+IsotropicNoiseGD = register_optimizer("gd-isotropic")(_variant(
+    "IsotropicNoiseGD", "isotropic-init",
+    "Xing et al. §4 control: GD + isotropic noise of variance ``variance_factor`` × the largest "
+    "per-coordinate gradient variance max_j Σ_jj / m at the first step (then fixed)."))

@@ -1,0 +1,100 @@
+"""Switch optimizers at a given step (Zhu et al. 2019, Fig. 7: RMSProp first, then SGD).
+
+``SwitchOptimizer(params, first="rmsprop", second="sgd", switch_step=k, first_hyper={...},
+second_hyper={...})`` runs ``first`` for steps 0 .. k−1 and ``second`` from step k on, over the
+same parameters. ``param_groups`` and ``state`` are those of the active optimizer, so LR
+schedules and ``zero_grad`` act on it (the protocols of :mod:`sgdlab.optim.protocols` keep each
+group's own ``initial_lr``, so after the switch they scale the second optimizer's lr).
+``state_dict()`` holds both optimizers' states and the step count.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import Tensor
+from torch.optim import Optimizer
+
+from .registry import OPTIMIZERS, build_optimizer, register_optimizer
+
+__all__ = ["SwitchOptimizer"]
+
+
+def _copy_params(params) -> list:
+    params = list(params)
+    return [dict(g) if isinstance(g, dict) else g for g in params]
+
+
+class SwitchOptimizer(Optimizer):
+    """Optimizer ``first`` for ``switch_step`` steps, then ``second`` (names from the registry).
+
+    Args:
+        params: parameters (or groups) shared by both optimizers.
+        first, second: registered optimizer names (plain optimizers).
+        switch_step: k >= 0, the number of steps taken with ``first``.
+        first_hyper, second_hyper: keyword hyper-parameters of each.
+    """
+
+    def __init__(self, params, *, first: str = "rmsprop", second: str = "sgd",
+                 switch_step: int, first_hyper: dict[str, Any] | None = None,
+                 second_hyper: dict[str, Any] | None = None):
+        for role, name in (("first", first), ("second", second)):
+            if name not in OPTIMIZERS or name == "switch":
+                raise ValueError(f"Invalid {role} optimizer {name!r}; known: "
+                                 f"{', '.join(sorted(OPTIMIZERS))}")
+            cls = OPTIMIZERS[name]
+            if getattr(cls, "needs_model", False) or getattr(cls, "needs_closure", False):
+                raise ValueError(f"Invalid {role} optimizer {name!r}: must be a plain optimizer")
+        if int(switch_step) != switch_step or switch_step < 0:
+            raise ValueError(f"Invalid switch_step: {switch_step} (an int >= 0)")
+        params = list(params)
+        self.first = build_optimizer(first, _copy_params(params), **(first_hyper or {}))
+        self.second = build_optimizer(second, _copy_params(params), **(second_hyper or {}))
+        self.names = (first, second)
+        self.switch_step = int(switch_step)
+        self._t = 0
+        super().__init__(self.first.param_groups, {})
+        self._link()
+
+    @property
+    def active(self) -> Optimizer:
+        return self.first if self._t < self.switch_step else self.second
+
+    @property
+    def switched(self) -> bool:
+        return self._t >= self.switch_step
+
+    def _link(self) -> None:
+        self.param_groups, self.state = self.active.param_groups, self.active.state
+        self.defaults = self.active.defaults
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], Tensor] | None = None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        self.active.step()
+        self._t += 1
+        self._link()
+        return loss
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"switch": {"t": self._t, "switch_step": self.switch_step,
+                           "names": list(self.names)},
+                "first": self.first.state_dict(), "second": self.second.state_dict()}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        meta = state_dict.get("switch")
+        if meta is None:
+            raise ValueError("state_dict has no 'switch' entry (not saved by SwitchOptimizer)")
+        if tuple(meta["names"]) != self.names:
+            raise ValueError(f"state_dict is for optimizers {meta['names']}, not {list(self.names)}")
+        self.first.load_state_dict(state_dict["first"])
+        self.second.load_state_dict(state_dict["second"])
+        self._t, self.switch_step = int(meta["t"]), int(meta["switch_step"])
+        self._link()
+
+
+register_optimizer("switch")(SwitchOptimizer)

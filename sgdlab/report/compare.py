@@ -1,0 +1,88 @@
+"""Two experiment outputs side by side: conclusions, same-named tables and figures in columns,
+plus a table of numeric differences for tables that share a name and shape."""
+from __future__ import annotations
+
+import html
+import json
+from pathlib import Path
+from typing import Any
+
+from sgdlab.errors import UserError
+from sgdlab.report.html import (conclusions_html, figures_html, header_html, page,
+                                status_html)
+from sgdlab.report.tables import Table
+
+
+def load_results(out_dir: str | Path) -> dict[str, Any]:
+    p = Path(out_dir) / "results.json"
+    if not p.is_file():
+        raise UserError(f"{str(out_dir)!r} has no results.json: not an experiment output directory")
+    return json.loads(p.read_text())
+
+
+def table_differences(a: dict[str, Any], b: dict[str, Any]) -> list[Table]:
+    """For tables with the same name and columns: B − A for numeric cells of rows matched on
+    their text cells (the row labels)."""
+    tb = {t["name"]: t for t in b.get("tables", [])}
+    out = []
+    for ta in a.get("tables", []):
+        t2 = tb.get(ta["name"])
+        if t2 is None or t2["columns"] != ta["columns"]:
+            continue
+        def key(r: list[Any]) -> tuple:
+            return tuple(v for v in r if isinstance(v, str))
+        rows_b = {key(r): r for r in t2["rows"]}
+        rows = []
+        for r in ta["rows"]:
+            rb = rows_b.get(key(r))
+            if rb is None:
+                continue
+            diff = [r[0]]
+            for va, vb in zip(r[1:], rb[1:]):
+                num = (isinstance(va, (int, float)) and isinstance(vb, (int, float))
+                       and not isinstance(va, bool) and not isinstance(vb, bool))
+                diff.append(vb - va if num else (None if va == vb else f"{va} → {vb}"))
+            rows.append(diff)
+        if rows:
+            out.append(Table(f"{ta['name']}_diff", ta["columns"], rows,
+                             caption=f"{ta['name']}: B − A (rows matched on their labels)"))
+    return out
+
+
+def compare_html(dir_a: str | Path, dir_b: str | Path) -> str:
+    a, b = load_results(dir_a), load_results(dir_b)
+    da, db = Path(dir_a), Path(dir_b)
+
+    def col(res: dict[str, Any], d: Path, tag: str) -> str:
+        return (f"<div><h2>{tag}: <code>{html.escape(str(d))}</code></h2>" + header_html(res)
+                + status_html(res) + "<h3>Conclusions</h3>" + conclusions_html(res) + "</div>")
+
+    body = ("<h1>Comparison</h1><div class='cols'>" + col(a, da, "A") + col(b, db, "B") + "</div>")
+    tb = {t["name"]: t for t in b.get("tables", [])}
+    names = [t["name"] for t in a.get("tables", [])] + [
+        n for n in tb if n not in {t["name"] for t in a.get("tables", [])}]
+    ta = {t["name"]: t for t in a.get("tables", [])}
+    body += "<h2>Tables</h2>"
+    for n in names:
+        left = Table.from_json(ta[n]).to_html() if n in ta else "<p>—</p>"
+        right = Table.from_json(tb[n]).to_html() if n in tb else "<p>—</p>"
+        body += f"<h3>{html.escape(n)}</h3><div class='cols'><div>{left}</div><div>{right}</div></div>"
+    diffs = table_differences(a, b)
+    if diffs:
+        body += "<h2>Differences</h2>" + "".join(t.to_html() for t in diffs)
+    fa = {f["name"]: f for f in a.get("figures", [])}
+    fb = {f["name"]: f for f in b.get("figures", [])}
+    body += "<h2>Figures</h2>"
+    for n in list(fa) + [n for n in fb if n not in fa]:
+        left = figures_html({"figures": [fa[n]]}, da) if n in fa else "<p>—</p>"
+        right = figures_html({"figures": [fb[n]]}, db) if n in fb else "<p>—</p>"
+        body += f"<div class='cols'><div>{left}</div><div>{right}</div></div>"
+    return page(f"{a['experiment']['name']} vs {b['experiment']['name']}", body)
+
+
+def write_compare(dir_a: str | Path, dir_b: str | Path, out: str | Path | None = None) -> Path:
+    """Write the side-by-side page; default ``<dir_a>/compare-<name of dir_b>.html``."""
+    out = Path(out) if out is not None else Path(dir_a) / f"compare-{Path(dir_b).resolve().name}.html"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(compare_html(dir_a, dir_b))
+    return out

@@ -1,0 +1,1 @@
+"""Figures: matplotlib (Agg) functions that read recorded data only and return the Figure."""

@@ -1,0 +1,132 @@
+"""The walk plot of Xing et al. (2018), Fig. 1, and the barrier / height tables (Tables 1–2).
+
+Everything here reads recorded metrics only: a *history* is ``{name: [(step, value), ...]}``
+as in ``RunResult.history``, ``TrainContext.history`` or ``RunStore.metrics(run_id)``, with the
+names logged by :mod:`sgdlab.train.instruments.walk` (``walk_loss_kXX``, ``walk_valley_*``,
+``walk_barrier*``, ``walk_epoch*``) and :mod:`sgdlab.train.instruments.dynamics`
+(``grad_cosine``, ``dist_from_init``). Missing quantities leave their panel empty with a note.
+"""
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from sgdlab.report.tables import Table  # noqa: E402
+
+__all__ = ["walk_epoch_table", "walk_figure", "walk_segments"]
+
+History = Mapping[str, Sequence[tuple[int, float]]]
+_LOSS_KEY = re.compile(r"^walk_loss_k(\d+)$")
+
+
+def walk_segments(history: History) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(steps (S,), alphas (K,), losses (S, K)) of the recorded step interpolations."""
+    keys = sorted((int(m.group(1)), k) for k in history if (m := _LOSS_KEY.match(k)))
+    if not keys:
+        return np.zeros(0, int), np.zeros(0), np.zeros((0, 0))
+    cols = [dict(history[k]) for _, k in keys]
+    steps = np.array(sorted(set(cols[0])), dtype=int)
+    losses = np.array([[c.get(s, np.nan) for c in cols] for s in steps], dtype=float)
+    return steps, np.linspace(0.0, 1.0, len(keys)), losses
+
+
+def _series(history: History, name: str) -> tuple[np.ndarray, np.ndarray]:
+    pts = history.get(name, [])
+    return (np.array([p[0] for p in pts], dtype=float), np.array([p[1] for p in pts], dtype=float))
+
+
+def _draw_walk(ax, history: History, max_steps: int | None) -> None:
+    steps, alphas, losses = walk_segments(history)
+    if max_steps is not None:
+        keep = steps < max_steps
+        steps, losses = steps[keep], losses[keep]
+    if len(steps) == 0:
+        ax.text(0.5, 0.5, "no step interpolation recorded", ha="center", transform=ax.transAxes)
+        return
+    x = (steps[:, None] + alphas[None, :]).ravel()
+    ax.plot(x, losses.ravel(), lw=0.9, color="tab:blue", label="interpolated loss")
+    va = dict(history.get("walk_valley_alpha", []))
+    vl = dict(history.get("walk_valley_loss", []))
+    vs = [s for s in steps if s in va and s in vl]
+    if vs:
+        ax.plot([s + va[s] for s in vs], [vl[s] for s in vs], color="tab:orange", lw=1.2,
+                label="valley floor")
+    bar = dict(history.get("walk_barrier", []))
+    crossed = [s for s in steps if bar.get(s, 0.0) > 0.5]
+    for s in crossed:
+        ax.axvspan(s, s + 1, color="tab:red", alpha=0.15, lw=0)
+    ax.set_ylabel("train loss")
+    ax.legend(loc="upper right", fontsize=7,
+              title=f"{len(crossed)} barrier(s) in {len(steps)} steps", title_fontsize=7)
+
+
+def walk_figure(runs: History | Mapping[str, History], *, max_steps: int | None = None,
+                title: str | None = None):
+    """Xing et al. Fig. 1: per run (column) the interpolated training loss between consecutive
+    iterates concatenated along the iteration axis (segment t spans [t, t+1]) with the
+    valley-floor line (barrier-crossing steps shaded red), the cosine of consecutive
+    mini-batch gradients, and the distance from initialisation.
+
+    ``runs`` is one history or ``{label: history}``; ``max_steps`` crops the walk panel.
+    """
+    if any(_LOSS_KEY.match(k) or k in ("grad_cosine", "dist_from_init") for k in runs):
+        runs = {"": runs}  # a single history
+    fig, axes = plt.subplots(3, len(runs), figsize=(5.0 * len(runs), 7.5), squeeze=False,
+                             sharex="col")
+    for j, (label, h) in enumerate(runs.items()):
+        ax = axes[0, j]
+        _draw_walk(ax, h, max_steps)
+        if label:
+            ax.set_title(label)
+        s, c = _series(h, "grad_cosine")
+        ax = axes[1, j]
+        if len(s):
+            ax.plot(s, c, lw=0.8, color="tab:green")
+            ax.axhline(0, color="k", lw=0.5)
+            ax.axhline(-1, color="k", lw=0.5, ls=":")
+            ax.set_ylim(-1.05, 1.05)
+        else:
+            ax.text(0.5, 0.5, "grad_cosine not recorded", ha="center", transform=ax.transAxes)
+        ax.set_ylabel("cos(g_t, g_{t+1})")
+        s, dist = _series(h, "dist_from_init")
+        ax = axes[2, j]
+        if len(s):
+            ax.plot(s, dist, lw=1.0, color="tab:purple")
+        else:
+            ax.text(0.5, 0.5, "dist_from_init not recorded", ha="center",
+                    transform=ax.transAxes)
+        ax.set_ylabel("‖θ_t − θ_0‖")
+        ax.set_xlabel("iteration")
+        if max_steps is not None:
+            for a in axes[:, j]:
+                a.set_xlim(0, max_steps)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def walk_epoch_table(runs: History | Mapping[str, History], *, name: str = "walk_barriers",
+                     caption: str = "") -> Table:
+    """Xing et al. Tables 1–2 from the per-epoch metrics: steps interpolated, barriers crossed,
+    mean barrier height (over crossing steps) and mean height above the valley floor."""
+    if any(k.startswith("walk_") for k in runs):
+        runs = {"": runs}
+    rows = []
+    for label, h in runs.items():
+        ep = dict(h.get("walk_epoch", []))
+        cols = {k: dict(h.get(f"walk_epoch_{k}", [])) for k in
+                ("steps", "barriers", "mean_barrier_height", "mean_height")}
+        for s in sorted(ep):
+            rows.append([label, int(ep[s]), int(cols["steps"].get(s, 0)),
+                         int(cols["barriers"].get(s, 0)), cols["mean_barrier_height"].get(s),
+                         cols["mean_height"].get(s)])
+    return Table(name, ["run", "epoch", "steps", "barriers", "mean barrier height",
+                        "mean height above floor"], rows,
+                 caption=caption or "Step interpolation per epoch (Xing et al. Tables 1-2)")

@@ -1,0 +1,139 @@
+"""Self-contained HTML pages for experiment results (images embedded as base64 PNG).
+
+``write_html(results, out_dir)`` renders ``results.json`` (as written by the experiment runner)
+plus the PNG files it names into ``out_dir/report.html``. Nothing is recomputed here.
+"""
+from __future__ import annotations
+
+import base64
+import html
+import json
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from sgdlab.report.tables import Table
+
+CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;margin:2em auto;max-width:1200px;
+color:#222;padding:0 1em}
+h1{font-size:1.5em;margin-bottom:.2em} h2{font-size:1.2em;border-bottom:1px solid #ddd;
+padding-bottom:.2em;margin-top:1.6em} .sub{color:#666;margin-top:0}
+table{border-collapse:collapse;margin:.6em 0;font-size:.9em} caption{text-align:left;
+font-weight:600;padding:.3em 0} th,td{border:1px solid #ccc;padding:.25em .6em;text-align:right}
+th{background:#f4f4f4} td:first-child,th:first-child{text-align:left}
+.fig{display:inline-block;margin:.5em;vertical-align:top;text-align:center}
+.fig img{max-width:560px;border:1px solid #eee} .fig p{margin:.2em;color:#555;font-size:.85em}
+.agree{color:#0a7a22;font-weight:600} .disagree{color:#b00020;font-weight:600}
+.neutral{color:#555} pre{background:#f8f8f8;padding:.8em;overflow:auto;font-size:.8em;
+max-height:30em} .warn{background:#fff4e5;border-left:4px solid #f0a020;padding:.5em 1em}
+.note{color:#555;font-size:.85em;margin:.2em 0} .cols{display:flex;gap:1.5em}
+.cols>div{flex:1;min-width:0} details{margin:.6em 0}
+"""
+
+
+def _img(path: Path, alt: str) -> str:
+    if not path.is_file():
+        return f"<p class='warn'>missing figure {html.escape(str(path))}</p>"
+    b64 = base64.b64encode(path.read_bytes()).decode()
+    return f"<img alt='{html.escape(alt)}' src='data:image/png;base64,{b64}'>"
+
+
+def _verdict(v: bool | None) -> str:
+    if v is True:
+        return "<span class='agree'>agrees with the paper</span>"
+    if v is False:
+        return "<span class='disagree'>disagrees with the paper</span>"
+    return "<span class='neutral'>descriptive</span>"
+
+
+def conclusions_html(results: dict[str, Any]) -> str:
+    items = []
+    for c in results.get("conclusions", []):
+        claim = f"<br><span class='note'>paper: {html.escape(c['claim'])}</span>" if c.get("claim") else ""
+        items.append(f"<li>{html.escape(c['text'])} — {_verdict(c.get('agrees_with_paper'))}{claim}</li>")
+    return "<ul>" + "".join(items) + "</ul>" if items else "<p>No conclusions.</p>"
+
+
+def figures_html(results: dict[str, Any], base_dir: Path) -> str:
+    parts = []
+    for f in results.get("figures", []):
+        parts.append(f"<div class='fig'>{_img(base_dir / f['png'], f['name'])}"
+                     f"<p>{html.escape(f['name'])} (<code>{html.escape(f['svg'])}</code>)</p></div>")
+    return "".join(parts) or "<p>No figures.</p>"
+
+
+def tables_html(results: dict[str, Any]) -> str:
+    return "".join(Table.from_json(t).to_html() for t in results.get("tables", [])) or "<p>No tables.</p>"
+
+
+def header_html(results: dict[str, Any]) -> str:
+    e = results["experiment"]
+    p = e.get("paper", {})
+    ref = f"{p.get('author', '?')} ({p.get('year', '?')}), {p.get('figure', '?')}"
+    if p.get("title"):
+        ref += f": <i>{html.escape(str(p['title']))}</i>"
+    claim = f"<p><b>Paper's claim:</b> {html.escape(str(p['claim']))}</p>" if p.get("claim") else ""
+    return (f"<h1>{html.escape(e['name'])} <small>v{e['version']} · scale "
+            f"{html.escape(results['scale'])}</small></h1>"
+            f"<p class='sub'>{html.escape(e.get('title', ''))}</p>"
+            f"<p><b>Reproduces:</b> {ref}</p>{claim}"
+            f"<p>{html.escape(e.get('description', ''))}</p>")
+
+
+def status_html(results: dict[str, Any]) -> str:
+    parts = []
+    if results.get("incomplete"):
+        miss = ", ".join(results.get("missing_runs", [])[:20])
+        parts.append(f"<p class='warn'>Incomplete: {len(results.get('missing_runs', []))} runs "
+                     f"missing ({html.escape(miss)}). Re-run the same command to complete them.</p>")
+    if results.get("missing_outputs"):
+        parts.append("<p class='warn'>Declared outputs not produced: "
+                     + html.escape(", ".join(results["missing_outputs"])) + "</p>")
+    for n in results.get("notes", []):
+        parts.append(f"<p class='note'>{html.escape(n)}</p>")
+    return "".join(parts)
+
+
+def runs_html(results: dict[str, Any]) -> str:
+    rows = [[r["label"], r["seed"], r["status"], r["run_id"], r["key"]]
+            for r in results.get("runs", [])]
+    t = Table("runs", ["run", "seed", "status", "store run id", "run key"], rows)
+    sw = results.get("sweep")
+    sweep = ""
+    if sw:
+        sweep = (f"<p>This invocation executed {sw['executed']} runs and reused {sw['skipped']} "
+                 f"from the store in {sw['seconds']} s; {len(sw['failed'])} failed.</p>")
+    return sweep + f"<p>Store: <code>{html.escape(str(results.get('store')))}</code></p>" + t.to_html()
+
+
+def page(title: str, body: str) -> str:
+    return (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
+            f"<title>{html.escape(title)}</title><style>{CSS}</style></head><body>{body}"
+            "</body></html>\n")
+
+
+def render(results: dict[str, Any], base_dir: Path) -> str:
+    cfg = yaml.safe_dump(results.get("config", {}).get("file", {}), sort_keys=False)
+    resolved = yaml.safe_dump(results.get("config", {}).get("resolved", {}), sort_keys=False)
+    env = json.dumps(results.get("environment", {}), indent=1)
+    body = (header_html(results) + status_html(results)
+            + "<h2>Conclusions</h2>" + conclusions_html(results)
+            + "<h2>Tables</h2>" + tables_html(results)
+            + "<h2>Figures</h2>" + figures_html(results, base_dir)
+            + "<h2>Runs</h2>" + runs_html(results)
+            + "<h2>Config</h2><p>Source: <code>" + html.escape(str(results.get('config', {}).get('source')))
+            + "</code> (copy it and run <code>sgdlab run --config FILE</code>)</p>"
+            + f"<pre>{html.escape(cfg)}</pre><details><summary>resolved at scale "
+            f"{html.escape(results['scale'])}</summary><pre>{html.escape(resolved)}</pre></details>"
+            + f"<h2>Environment</h2><pre>{html.escape(env)}</pre>"
+            + f"<p class='note'>Generated {html.escape(str(results.get('generated_at')))} by sgdlab.</p>")
+    return page(f"{results['experiment']['name']} — sgdlab", body)
+
+
+def write_html(results: dict[str, Any], out_dir: str | Path, filename: str = "report.html") -> Path:
+    out_dir = Path(out_dir)
+    path = out_dir / filename
+    path.write_text(render(results, out_dir))
+    return path

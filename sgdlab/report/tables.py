@@ -1,0 +1,101 @@
+"""Tables as data: one ``Table`` renders to CSV, Markdown, HTML and a JSON record.
+
+Cells are numbers, strings, booleans or ``None`` (shown as an empty cell / ``—``). Floats are
+formatted with ``float_fmt`` for Markdown/HTML only; CSV and JSON keep full precision.
+"""
+from __future__ import annotations
+
+import csv
+import html
+import io
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class Table:
+    name: str                      # file stem: <name>.csv / <name>.md
+    columns: list[str]
+    rows: list[list[Any]]
+    caption: str = ""
+    float_fmt: str = ".4g"
+    notes: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        for i, r in enumerate(self.rows):
+            if len(r) != len(self.columns):
+                raise ValueError(f"table {self.name!r}: row {i} has {len(r)} cells, "
+                                 f"expected {len(self.columns)}")
+
+    # ------------------------------------------------------------------------------------
+    def _fmt(self, v: Any) -> str:
+        if v is None:
+            return "—"
+        if isinstance(v, bool):
+            return "yes" if v else "no"
+        if isinstance(v, float):
+            if math.isnan(v):
+                return "nan"
+            return format(v, self.float_fmt)
+        return str(v)
+
+    def to_csv(self) -> str:
+        buf = io.StringIO()
+        w = csv.writer(buf, lineterminator="\n")
+        w.writerow(self.columns)
+        for r in self.rows:
+            w.writerow(["" if v is None else v for v in r])
+        return buf.getvalue()
+
+    def to_markdown(self) -> str:
+        def esc(s: str) -> str:
+            return s.replace("|", "\\|")
+        lines = []
+        if self.caption:
+            lines += [f"**{esc(self.caption)}**", ""]
+        lines.append("| " + " | ".join(esc(c) for c in self.columns) + " |")
+        lines.append("|" + "|".join("---" for _ in self.columns) + "|")
+        for r in self.rows:
+            lines.append("| " + " | ".join(esc(self._fmt(v)) for v in r) + " |")
+        for n in self.notes:
+            lines += ["", f"_{esc(n)}_"]
+        return "\n".join(lines) + "\n"
+
+    def to_html(self) -> str:
+        head = "".join(f"<th>{html.escape(c)}</th>" for c in self.columns)
+        body = "".join(
+            "<tr>" + "".join(f"<td>{html.escape(self._fmt(v))}</td>" for v in r) + "</tr>"
+            for r in self.rows)
+        cap = f"<caption>{html.escape(self.caption)}</caption>" if self.caption else ""
+        notes = "".join(f"<p class='note'>{html.escape(n)}</p>" for n in self.notes)
+        return f"<table>{cap}<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>{notes}"
+
+    def to_json(self) -> dict[str, Any]:
+        def clean(v: Any) -> Any:
+            if isinstance(v, float) and not math.isfinite(v):
+                return None if math.isnan(v) else ("inf" if v > 0 else "-inf")
+            return v
+        return {"name": self.name, "caption": self.caption, "columns": list(self.columns),
+                "rows": [[clean(v) for v in r] for r in self.rows], "notes": list(self.notes)}
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> "Table":
+        return cls(name=d["name"], columns=list(d["columns"]),
+                   rows=[list(r) for r in d["rows"]], caption=d.get("caption", ""),
+                   notes=list(d.get("notes", [])))
+
+    def column(self, name: str) -> list[Any]:
+        i = self.columns.index(name)
+        return [r[i] for r in self.rows]
+
+
+def mean_std(values: list[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (0 for a single value); NaNs ignored."""
+    vals = [float(v) for v in values if v is not None and not math.isnan(float(v))]
+    if not vals:
+        return float("nan"), float("nan")
+    m = sum(vals) / len(vals)
+    if len(vals) < 2:
+        return m, 0.0
+    return m, math.sqrt(sum((v - m) ** 2 for v in vals) / (len(vals) - 1))

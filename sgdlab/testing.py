@@ -1,0 +1,118 @@
+"""Dense float64 references for every estimator (used by the tests; small problems only).
+
+Everything here is computed the slow, obvious way — ``torch.func.hessian`` of a functional
+loss, explicit per-sample loops, explicit covariance sums, enumeration of all mini-batches — so
+that the fast engine in :mod:`sgdlab.operators` / :mod:`sgdlab.measure` can be checked against
+it.
+"""
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable
+
+import torch
+from torch import Tensor, nn
+from torch.func import functional_call
+
+from sgdlab.operators.batches import Data, concat_batches
+from sgdlab.operators.params import flatten, params_vector, trainable_named_params, unflatten_like
+
+LossFn = Callable[[Tensor, Tensor], Tensor]
+
+
+def tiny_mlp(in_dim: int = 3, hidden: int = 4, out_dim: int = 2, *, seed: int = 0,
+             dtype: torch.dtype = torch.float64, act: type[nn.Module] = nn.Tanh) -> nn.Module:
+    """A small smooth MLP for exact-reference tests."""
+    g = torch.Generator().manual_seed(seed)
+    model = nn.Sequential(nn.Linear(in_dim, hidden), act(), nn.Linear(hidden, out_dim))
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * 0.7)
+    return model.to(dtype)
+
+
+def tiny_classification(n: int = 12, in_dim: int = 3, classes: int = 2, *, seed: int = 1,
+                        dtype: torch.dtype = torch.float64) -> tuple[Tensor, Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return (torch.randn(n, in_dim, generator=g, dtype=dtype),
+            torch.randint(0, classes, (n,), generator=g))
+
+
+def flat_loss(model: nn.Module, loss_fn: LossFn, data: Data) -> Callable[[Tensor], Tensor]:
+    """θ ↦ L(θ), mean loss over all samples of ``data`` as a function of the flat vector."""
+    x, y = concat_batches(data)
+    like = {k: v.detach() for k, v in trainable_named_params(model).items()}
+
+    def f(theta: Tensor) -> Tensor:
+        return loss_fn(functional_call(model, unflatten_like(theta, like), (x,)), y)
+
+    return f
+
+
+def dense_hessian_reference(model: nn.Module, loss_fn: LossFn, data: Data) -> Tensor:
+    """∇²L(θ) by ``torch.func.hessian`` of the flat-vector loss (d x d)."""
+    theta = params_vector(model)
+    return torch.func.hessian(flat_loss(model, loss_fn, data))(theta).detach()
+
+
+def per_sample_gradients_loop(model: nn.Module, loss_fn: LossFn, data: Data) -> Tensor:
+    """(N, d) per-sample gradients by one backward pass per sample."""
+    x, y = concat_batches(data)
+    params = list(trainable_named_params(model).values())
+    rows = []
+    for i in range(len(x)):
+        loss = loss_fn(model(x[i : i + 1]), y[i : i + 1])
+        rows.append(flatten(torch.autograd.grad(loss, params)).detach())
+    return torch.stack(rows)
+
+
+def covariance_reference(grads: Tensor) -> Tensor:
+    """Σ = (1/N) Σ_i (g_i − ḡ)(g_i − ḡ)ᵀ by an explicit sum of outer products."""
+    g = grads.double()
+    mean = g.mean(0)
+    out = torch.zeros(g.shape[1], g.shape[1], dtype=torch.float64)
+    for gi in g:
+        out += torch.outer(gi - mean, gi - mean)
+    return out / len(g)
+
+
+def minibatch_covariance_enumerated(grads: Tensor, batch_size: int, *,
+                                    replacement: bool) -> Tensor:
+    """Exact covariance of g_B = (1/b) Σ_{i∈B} g_i by enumerating every mini-batch.
+
+    With replacement: all N^b ordered index tuples (each equally likely). Without: all
+    C(N, b) subsets (each equally likely).
+    """
+    g = grads.double()
+    n = len(g)
+    if replacement:
+        batches = list(itertools.product(range(n), repeat=batch_size))
+    else:
+        batches = list(itertools.combinations(range(n), batch_size))
+    means = torch.stack([g[list(b)].mean(0) for b in batches])
+    mu = means.mean(0)
+    c = means - mu
+    return c.T @ c / len(batches)
+
+
+def ggn_reference(model: nn.Module, loss_fn: LossFn, data: Data) -> Tensor:
+    """Gauss–Newton matrix G = Jᵀ (∂²L/∂f²) J computed densely: J is the full Jacobian of all
+    outputs f of the batch w.r.t. θ (``jacrev``) and ∂²L/∂f² the Hessian of the mean-reduced
+    batch loss w.r.t. all outputs (``torch.func.hessian``), so the 1/N sits inside it."""
+    x, y = concat_batches(data)
+    like = {k: v.detach() for k, v in trainable_named_params(model).items()}
+    theta = params_vector(model)
+
+    def outputs(t: Tensor) -> Tensor:
+        return functional_call(model, unflatten_like(t, like), (x,))
+
+    out = outputs(theta).detach()
+    jac = torch.func.jacrev(outputs)(theta).reshape(out.numel(), -1)  # (N*C, d)
+    h_out = torch.func.hessian(lambda o: loss_fn(o.reshape(out.shape), y))(out.reshape(-1))
+    return (jac.T @ h_out @ jac).detach()
+
+
+def empirical_fisher_reference(grads: Tensor) -> Tensor:
+    """(1/N) Σ_i g_i g_iᵀ (uncentred second moment of per-sample gradients)."""
+    g = grads.double()
+    return g.T @ g / len(g)

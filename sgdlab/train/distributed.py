@@ -1,0 +1,287 @@
+"""Distributed Parle: one replica per process with ``torch.distributed``.
+
+Launch (one machine, 3 replicas)::
+
+    torchrun --nproc-per-node 3 -m sgdlab.train.distributed run.yaml --out runs/parle
+
+or on several machines (same command on each, ``--node-rank`` 0..N-1)::
+
+    torchrun --nnodes 2 --nproc-per-node 4 --node-rank 0 \\
+        --rdzv-backend c10d --rdzv-endpoint HOST:29500 -m sgdlab.train.distributed run.yaml
+
+``config.parle.replicas`` must equal the world size. Backend: gloo on CPU, nccl when CUDA is
+available (``--backend`` overrides). The processes communicate only once every L inner
+steps: one all-reduce (sum) of the flattened replica weights x^a (plus the replica loss, in
+the same buffer) from which every process forms the master x̄ = Σ_a x^a / n. Rank 0
+evaluates the master, logs to the run store and writes ``OUT/master.pt`` (the master's
+``state_dict``, load with ``torch.load(..., weights_only=True)``) and ``OUT/result.json``.
+
+**Failure handling.** The process group is created with a timeout (``--timeout``, seconds):
+a collective that cannot complete (a peer died or hangs) raises after at most that long;
+gloo usually notices a dead peer at once (its socket closes). Every collective is wrapped so
+that the failure surfaces as :class:`ReplicaCommunicationError` naming the rank and round,
+and the process exits with status 1; ``torchrun`` then stops the other workers (its default
+fail-fast behaviour, no restarts unless ``--max-restarts`` is given). With NCCL,
+``TORCH_NCCL_ASYNC_ERROR_HANDLING=1`` is set so a timed-out collective aborts the process
+instead of hanging. Start-up uses a monitored barrier (gloo), which names ranks that never
+arrived.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import Tensor
+
+from ..errors import ConfigError, UserError
+
+__all__ = ["ReplicaCommunicationError", "TorchDistributedCommunicator", "init_distributed",
+           "run_from_config", "main"]
+
+
+class ReplicaCommunicationError(RuntimeError):
+    """A collective between replica processes failed (a peer died, hung or timed out)."""
+
+
+class TorchDistributedCommunicator:
+    """Averages tensors across the processes of a ``torch.distributed`` group (all-reduce).
+
+    ``reduce_round`` is the replica trainer's reducer, ``average`` the ``Parle`` optimizer's
+    communicator protocol. ``rounds`` counts the collectives (for error messages).
+    """
+
+    def __init__(self, group: Any = None):
+        if not dist.is_available() or not dist.is_initialized():
+            raise UserError("distributed mode needs an initialised torch.distributed process "
+                            "group: launch with torchrun (see sgdlab.train.distributed)")
+        self.group = group
+        self.rank = dist.get_rank(group)
+        self.world_size = dist.get_world_size(group)
+        self.rounds = 0
+
+    def _all_reduce_mean(self, flat: Tensor) -> Tensor:
+        self.rounds += 1
+        try:
+            dist.all_reduce(flat, op=dist.ReduceOp.SUM, group=self.group)
+        except Exception as e:  # DistBackendError, RuntimeError (gloo), timeouts
+            raise ReplicaCommunicationError(
+                f"replica {self.rank}/{self.world_size}: all-reduce #{self.rounds} failed — "
+                f"another replica process probably died or hung ({type(e).__name__}: "
+                f"{str(e).strip().splitlines()[0] if str(e).strip() else ''})") from e
+        return flat.div_(self.world_size)
+
+    def average(self, tensors: Sequence[Tensor]) -> list[Tensor]:
+        flat = torch.cat([t.detach().reshape(-1) for t in tensors])
+        flat = self._all_reduce_mean(flat)
+        return _split(flat, tensors)
+
+    def reduce_round(self, anchors: list[list[Tensor]],
+                     losses: list[Tensor]) -> tuple[list[Tensor], float]:
+        """(x̄, mean replica loss) from this process' single replica, in one all-reduce."""
+        (mine,), (loss,) = anchors, losses
+        flat = torch.cat([t.detach().reshape(-1) for t in mine]
+                         + [loss.detach().reshape(1).to(mine[0].dtype)])
+        flat = self._all_reduce_mean(flat)
+        return _split(flat[:-1], mine), float(flat[-1])
+
+    def broadcast_(self, tensors: Sequence[Tensor], src: int = 0) -> None:
+        """Overwrite ``tensors`` with rank ``src``'s values (initial weights)."""
+        flat = torch.cat([t.detach().reshape(-1) for t in tensors])
+        try:
+            dist.broadcast(flat, src=src, group=self.group)
+        except Exception as e:
+            raise ReplicaCommunicationError(
+                f"replica {self.rank}: broadcast of the initial weights failed "
+                f"({type(e).__name__}: {e})") from e
+        with torch.no_grad():
+            for t, v in zip(tensors, _split(flat, tensors)):
+                t.copy_(v)
+
+
+def _split(flat: Tensor, like: Sequence[Tensor]) -> list[Tensor]:
+    out, i = [], 0
+    for t in like:
+        out.append(flat[i:i + t.numel()].view_as(t))
+        i += t.numel()
+    return out
+
+
+def init_distributed(backend: str = "auto", timeout: float = 60.0) -> str:
+    """Initialise the default process group from torchrun's environment (``env://``).
+
+    Returns the backend used. A monitored barrier (gloo) checks that all ranks arrived.
+    """
+    for var in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
+        if var not in os.environ:
+            raise UserError(f"environment variable {var} is not set: launch with torchrun, "
+                            "e.g. `torchrun --nproc-per-node 3 -m sgdlab.train.distributed "
+                            "CONFIG`")
+    if backend == "auto":
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+    if backend not in ("gloo", "nccl"):
+        raise ConfigError(f"backend must be auto, gloo or nccl, got {backend!r}")
+    if not timeout > 0:
+        raise ConfigError(f"timeout must be > 0 seconds, got {timeout}")
+    if backend == "nccl":
+        os.environ.setdefault("TORCH_NCCL_ASYNC_ERROR_HANDLING", "1")
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
+    td = datetime.timedelta(seconds=timeout)
+    dist.init_process_group(backend, timeout=td)
+    if backend == "gloo":
+        try:
+            dist.monitored_barrier(timeout=td, wait_all_ranks=True)
+        except Exception as e:
+            raise ReplicaCommunicationError(f"start-up barrier failed: {e}") from e
+    return backend
+
+
+def _load_config(path: str | Path) -> dict[str, Any]:
+    p = Path(path)
+    if not p.is_file():
+        raise UserError(f"config file not found: {p}")
+    text = p.read_text()
+    if p.suffix in (".yaml", ".yml"):
+        import yaml
+        cfg = yaml.safe_load(text)
+    else:
+        cfg = json.loads(text)
+    if not isinstance(cfg, dict):
+        raise ConfigError(f"{p}: a replica run config must be a mapping")
+    return cfg
+
+
+RUN_KEYS = {"data", "model", "loss", "parle", "rounds", "epochs", "eval_every", "eval_subset",
+            "seed", "store", "name", "dtype"}
+
+
+def build_run(cfg: dict[str, Any]):
+    """(model, loss_fn, data, parle_config, run kwargs) from a replica run config (data).
+
+    Keys: ``data`` ({name, **options} for :func:`sgdlab.data.load_dataset`, or {file: PATH}
+    a ``torch.save``d dict with x_train, y_train, x_test, y_test, meta), ``model`` ({name,
+    **options} for :func:`sgdlab.models.build_model`), ``loss`` (cross_entropy | mse; default
+    by task), ``parle`` (:class:`ParleConfig` fields), ``rounds`` or ``epochs``,
+    ``eval_every``, ``eval_subset``, ``seed`` (weight init), ``dtype`` (float32 | float64),
+    ``store`` (run store path), ``name``.
+    """
+    from ..data.base import Dataset
+    from .replicas import ParleConfig
+
+    unknown = sorted(set(cfg) - RUN_KEYS)
+    if unknown:
+        raise ConfigError(f"unknown key(s) {unknown} in replica run config; known: "
+                          f"{sorted(RUN_KEYS)}")
+    for k in ("data", "model", "parle"):
+        if not isinstance(cfg.get(k), dict):
+            raise ConfigError(f"replica run config needs a mapping {k!r}")
+    dspec = dict(cfg["data"])
+    if "file" in dspec:
+        f = Path(dspec.pop("file"))
+        if dspec:
+            raise ConfigError(f"data.file takes no other keys, got {sorted(dspec)}")
+        if not f.is_file():
+            from ..errors import DataError
+            raise DataError(f"data file not found: {f}")
+        d = torch.load(f, weights_only=True)
+        data = Dataset(d["x_train"], d["y_train"], d["x_test"], d["y_test"], dict(d.get("meta", {})))
+    else:
+        from ..data import load_dataset
+        if "name" not in dspec:
+            raise ConfigError("data needs 'name' (a dataset) or 'file'")
+        data = load_dataset(dspec.pop("name"), **dspec)
+    dtype = {"float32": torch.float32, "float64": torch.float64}.get(cfg.get("dtype", "float32"))
+    if dtype is None:
+        raise ConfigError(f"dtype must be float32 or float64, got {cfg.get('dtype')!r}")
+    data = data.to(dtype=dtype)
+    mspec = dict(cfg["model"])
+    if "name" not in mspec:
+        raise ConfigError("model needs 'name'")
+    from ..models import build_model
+    torch.manual_seed(int(cfg.get("seed", 0)))
+    model = build_model(mspec.pop("name"), data.input_shape, data.num_outputs, **mspec).to(dtype)
+    loss = cfg.get("loss", "cross_entropy" if data.task == "classification" else "mse")
+    losses = {"cross_entropy": torch.nn.CrossEntropyLoss, "mse": torch.nn.MSELoss}
+    if loss not in losses:
+        raise ConfigError(f"loss must be one of {sorted(losses)}, got {loss!r}")
+    parle = ParleConfig.from_dict(dict(cfg["parle"]))
+    if ("rounds" in cfg) == ("epochs" in cfg):
+        raise ConfigError("give exactly one of 'rounds' or 'epochs'")
+    kw = {k: cfg[k] for k in ("rounds", "epochs", "eval_every", "eval_subset", "name") if k in cfg}
+    return model, losses[loss](), data, parle, kw
+
+
+def run_from_config(cfg: dict[str, Any], *, mode: str, out: str | Path | None = None,
+                    communicator: Any = None):
+    """Build and run a replica config in ``mode``; rank 0 (or the in-process run) writes
+    ``out/master.pt`` and ``out/result.json``. Returns the :class:`ReplicaResult`."""
+    from .replicas import train_replicas
+
+    model, loss_fn, data, parle, kw = build_run(cfg)
+    store = None
+    if cfg.get("store"):
+        from ..store import RunStore
+        store = RunStore(cfg["store"])
+    comm = None
+    if mode == "distributed":
+        comm = communicator or TorchDistributedCommunicator()
+        # identical initial weights on every rank, whatever the init's determinism
+        comm.broadcast_([p.data for p in model.parameters()])
+    is_main = comm is None or comm.rank == 0
+    res = train_replicas(model, loss_fn, data, parle, mode=mode, communicator=comm,
+                         store=store if is_main else None, **kw)
+    if out is not None and is_main:
+        o = Path(out)
+        o.mkdir(parents=True, exist_ok=True)
+        torch.save(res.master.state_dict(), o / "master.pt")
+        (o / "result.json").write_text(json.dumps(
+            {"status": res.status, "message": res.message, "mode": mode, "run_id": res.run_id,
+             "final": res.final, "parle": parle.to_dict(),
+             "history": {k: v for k, v in res.history.items()}}, indent=1))
+    return res
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(
+        prog="python -m sgdlab.train.distributed",
+        description="One Parle replica per process (launch with torchrun).")
+    p.add_argument("config", help="replica run config (YAML or JSON)")
+    p.add_argument("--out", default=None, help="directory for master.pt and result.json")
+    p.add_argument("--backend", default="auto", choices=["auto", "gloo", "nccl"])
+    p.add_argument("--timeout", type=float, default=60.0,
+                   help="seconds before a stuck collective fails (default 60)")
+    args = p.parse_args(argv)
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
+    rank = os.environ.get("RANK", "?")
+    try:
+        cfg = _load_config(args.config)
+        init_distributed(args.backend, args.timeout)
+        t0 = time.perf_counter()
+        res = run_from_config(cfg, mode="distributed", out=args.out)
+        if dist.get_rank() == 0:
+            print(f"parle: {res.status} after {res.rounds} rounds, {res.grad_evals} gradient "
+                  f"evaluations per replica, {time.perf_counter() - t0:.2f} s "
+                  f"(communication {res.comm_time:.3f} s); final {res.final}", flush=True)
+        try:  # a clean shutdown; a peer that already left must not turn success into failure
+            dist.destroy_process_group()
+        except Exception:
+            pass
+        return 0
+    except ReplicaCommunicationError as e:
+        print(f"sgdlab.train.distributed: rank {rank}: error: {e}", file=sys.stderr, flush=True)
+        return 1
+    except UserError as e:
+        print(f"sgdlab.train.distributed: rank {rank}: error: {e}", file=sys.stderr, flush=True)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

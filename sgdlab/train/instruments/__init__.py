@@ -1,0 +1,77 @@
+"""Instruments: callbacks buildable by name, so run configs can ask for them.
+
+An instrument module ``sgdlab/train/instruments/<area>.py`` registers a factory::
+
+    @register_instrument("grad_norm")
+    def grad_norm(*, schedule: Schedule, every_sample: bool = False) -> Callback: ...
+
+The factory takes the keyword ``schedule`` (a :class:`~sgdlab.train.callbacks.Schedule` on
+steps) plus its own keyword-only parameters, and returns a
+:class:`~sgdlab.train.callbacks.Callback`. A config's ``measure`` list then names it::
+
+    measure:
+      - {name: grad_norm, every: 10}            # or at: [0, 100], or log_points: 20
+
+Every module in this package is imported on first use of :data:`INSTRUMENTS` through
+:func:`instruments` / :func:`build_instrument`.
+"""
+from __future__ import annotations
+
+import importlib
+import inspect
+import pkgutil
+from collections.abc import Callable
+from typing import Any
+
+from ..callbacks import Callback, Schedule
+
+InstrumentFactory = Callable[..., Callback]
+
+#: name -> factory ``(*, schedule, **params) -> Callback``.
+INSTRUMENTS: dict[str, InstrumentFactory] = {}
+_loaded = False
+
+
+def register_instrument(name: str) -> Callable[[InstrumentFactory], InstrumentFactory]:
+    def deco(factory: InstrumentFactory) -> InstrumentFactory:
+        if name in INSTRUMENTS and INSTRUMENTS[name] is not factory:
+            raise ValueError(f"instrument name {name!r} registered twice")
+        INSTRUMENTS[name] = factory
+        return factory
+    return deco
+
+
+def instruments() -> dict[str, InstrumentFactory]:
+    """The registry, after importing every instrument module of this package."""
+    global _loaded
+    if not _loaded:
+        for m in pkgutil.iter_modules(__path__):
+            if not m.name.startswith("_"):
+                importlib.import_module(f"{__name__}.{m.name}")
+        _loaded = True
+    return INSTRUMENTS
+
+
+def instrument_params(name: str) -> dict[str, Any] | None:
+    """``{param: default}`` a factory accepts besides ``schedule`` (``inspect.Parameter.empty``
+    when required); None when it takes ``**kwargs``."""
+    sig = inspect.signature(instruments()[name])
+    params: dict[str, Any] = {}
+    for p in sig.parameters.values():
+        if p.kind is inspect.Parameter.VAR_KEYWORD:
+            return None
+        if p.name != "schedule" and p.kind in (inspect.Parameter.KEYWORD_ONLY,
+                                               inspect.Parameter.POSITIONAL_OR_KEYWORD):
+            params[p.name] = p.default
+    return params
+
+
+def build_instrument(name: str, *, schedule: Schedule, **params: Any) -> Callback:
+    registry = instruments()
+    if name not in registry:
+        raise ValueError(f"Unknown instrument {name!r}; known: {', '.join(sorted(registry))}")
+    return registry[name](schedule=schedule, **params)
+
+
+__all__ = ["INSTRUMENTS", "build_instrument", "instrument_params", "instruments",
+           "register_instrument"]

@@ -1,0 +1,167 @@
+"""Curvature and sharpness during training (:mod:`sgdlab.measure.curvature`,
+:mod:`sgdlab.measure.sharpness`).
+
+Instruments (names in :data:`~sgdlab.train.instruments.INSTRUMENTS`):
+
+- ``hessian``: ``hess/top_i`` (Lanczos), ``hess/bottom_i`` (most negative), ``hess/trace`` and
+  ``hess/trace_se`` (Hutchinson), ``hess/frobenius`` (E‖Hv‖²);
+- ``sharpness``: ``sharpness/expected`` (+ ``_se``), optionally ``sharpness/epsilon``
+  (Keskar) and ``sharpness/local_entropy`` (−f_γ, thesis Def. 4.20).
+
+All are measured on the training set or a fixed random subset of ``eval_subset`` examples
+(drawn once with ``seed``), with the model in eval mode by default (``eval_mode=False``: as
+is) and restored afterwards. Randomness (start vectors, probes, perturbations) comes from a
+generator seeded with ``seed + step``, never from the global RNG, so measuring does not change
+the training trajectory and a resumed run logs the same values.
+"""
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+from torch import nn
+
+from sgdlab.measure.curvature import frobenius_norm, hutchinson_trace, lanczos
+from sgdlab.measure.sharpness import epsilon_sharpness, expected_sharpness, local_entropy
+from sgdlab.operators import curvature_operator
+
+from ..callbacks import MeasurementCallback, Schedule, TrainContext
+from . import register_instrument
+
+__all__ = ["HessianCallback", "SharpnessCallback", "MeasuredCallback"]
+
+
+@contextmanager
+def _mode(model: nn.Module, eval_mode: bool):
+    was = model.training
+    if eval_mode:
+        model.eval()
+    try:
+        yield
+    finally:
+        model.train(was)
+
+
+class MeasuredCallback(MeasurementCallback):
+    """A :class:`MeasurementCallback` on a fixed evaluation set, with a per-step generator."""
+
+    def __init__(self, schedule: Schedule, *, eval_subset: int | None = 1000,
+                 eval_mode: bool = True, seed: int = 0, at_train_begin: bool = True):
+        if eval_subset is not None and eval_subset < 1:
+            raise ValueError(f"Invalid eval_subset={eval_subset} (must be >= 1)")
+        super().__init__(self._measure, schedule, at_train_begin=at_train_begin)
+        self.eval_subset, self.eval_mode, self.seed = eval_subset, eval_mode, seed
+        self._data: Any = None
+
+    def eval_data(self, ctx: TrainContext):
+        if self._data is None:
+            x, y = ctx.data.x_train, ctx.data.y_train
+            if self.eval_subset is not None and self.eval_subset < len(x):
+                g = torch.Generator().manual_seed(self.seed)
+                idx = torch.randperm(len(x), generator=g)[: self.eval_subset].to(x.device)
+                x, y = x[idx], y[idx]
+            self._data = (x, y)
+        return self._data
+
+    def generator(self, ctx: TrainContext) -> torch.Generator:
+        dev = next(ctx.model.parameters()).device
+        return torch.Generator(device=dev).manual_seed(self.seed + ctx.step)
+
+    def _measure(self, ctx: TrainContext) -> dict[str, float]:
+        with _mode(ctx.model, self.eval_mode):
+            return self.compute(ctx, self.eval_data(ctx), self.generator(ctx))
+
+    def compute(self, ctx: TrainContext, data, generator: torch.Generator) -> dict[str, float]:
+        raise NotImplementedError
+
+
+class HessianCallback(MeasuredCallback):
+    """Top-k / bottom-k eigenvalues, trace and Frobenius norm of a curvature matrix.
+
+    Args:
+        k: number of top eigenvalues (0: none); ``bottom``: number of most negative ones.
+        trace_probes / frobenius_probes: Rademacher / Gaussian probes (0: skip).
+        operator: ``hessian`` | ``ggn`` | ``empirical_fisher``.
+        tol: Lanczos relative residual tolerance.
+    """
+
+    def __init__(self, schedule: Schedule, *, k: int = 1, bottom: int = 0,
+                 trace_probes: int = 0, frobenius_probes: int = 0, operator: str = "hessian",
+                 tol: float = 1e-3, prefix: str = "hess", **kw):
+        super().__init__(schedule, **kw)
+        if k < 0 or bottom < 0 or trace_probes < 0 or frobenius_probes < 0:
+            raise ValueError("k, bottom and probe counts must be >= 0")
+        self.k, self.bottom, self.tol, self.operator = k, bottom, tol, operator
+        self.trace_probes, self.frobenius_probes, self.prefix = (trace_probes, frobenius_probes,
+                                                                 prefix)
+
+    def compute(self, ctx, data, generator):
+        op = curvature_operator(self.operator, ctx.model, ctx.loss_fn, data)
+        p, out = self.prefix, {}
+        if self.k:
+            vals, _ = lanczos(op, self.k, tol=self.tol, generator=generator)
+            out.update({f"{p}/top_{i + 1}": float(v) for i, v in enumerate(vals)})
+        if self.bottom:
+            vals, _ = lanczos(op, self.bottom, which="smallest", tol=self.tol,
+                              generator=generator)
+            out.update({f"{p}/bottom_{i + 1}": float(v) for i, v in enumerate(vals)})
+        if self.trace_probes:
+            tr = hutchinson_trace(op, self.trace_probes, generator=generator)
+            out[f"{p}/trace"], out[f"{p}/trace_se"] = tr.value, tr.stderr
+        if self.frobenius_probes:
+            out[f"{p}/frobenius"] = frobenius_norm(op, self.frobenius_probes,
+                                                   generator=generator).value
+        return out
+
+
+class SharpnessCallback(MeasuredCallback):
+    """Expected sharpness (σ, M samples); ε-sharpness and local entropy when their parameter
+    is given."""
+
+    def __init__(self, schedule: Schedule, *, sigma: float = 0.01, num_samples: int = 20,
+                 epsilon: float | None = None, gamma: float | None = None, beta: float = 1.0,
+                 **kw):
+        super().__init__(schedule, **kw)
+        self.sigma, self.num_samples = sigma, num_samples
+        self.epsilon, self.gamma, self.beta = epsilon, gamma, beta
+
+    def compute(self, ctx, data, generator):
+        est = expected_sharpness(ctx.model, ctx.loss_fn, data, self.sigma, self.num_samples,
+                                 generator=generator)
+        out = {"sharpness/expected": est.value, "sharpness/expected_se": est.stderr}
+        if self.epsilon is not None:
+            out["sharpness/epsilon"] = epsilon_sharpness(
+                ctx.model, ctx.loss_fn, data, self.epsilon, generator=generator).sharpness
+        if self.gamma is not None:
+            out["sharpness/local_entropy"] = local_entropy(
+                ctx.model, ctx.loss_fn, data, self.gamma, beta=self.beta,
+                num_samples=self.num_samples, generator=generator).width
+        return out
+
+
+def _common(eval_subset, eval_mode, seed) -> dict[str, Any]:
+    return {"eval_subset": eval_subset, "eval_mode": eval_mode, "seed": seed}
+
+
+@register_instrument("hessian")
+def hessian_instrument(*, schedule: Schedule, k: int = 1, bottom: int = 0,
+                       trace_probes: int = 0, frobenius_probes: int = 0,
+                       operator: str = "hessian", tol: float = 1e-3,
+                       eval_subset: int | None = 1000, eval_mode: bool = True,
+                       seed: int = 0) -> HessianCallback:
+    """Hessian (or GGN / empirical Fisher) top-k, bottom-k, trace, Frobenius norm."""
+    return HessianCallback(schedule, k=k, bottom=bottom, trace_probes=trace_probes,
+                           frobenius_probes=frobenius_probes, operator=operator, tol=tol,
+                           **_common(eval_subset, eval_mode, seed))
+
+
+@register_instrument("sharpness")
+def sharpness_instrument(*, schedule: Schedule, sigma: float = 0.01, num_samples: int = 20,
+                         epsilon: float | None = None, gamma: float | None = None,
+                         beta: float = 1.0, eval_subset: int | None = 1000,
+                         eval_mode: bool = True, seed: int = 0) -> SharpnessCallback:
+    """Expected sharpness; Keskar ε-sharpness with ``epsilon``; local entropy with ``gamma``."""
+    return SharpnessCallback(schedule, sigma=sigma, num_samples=num_samples, epsilon=epsilon,
+                             gamma=gamma, beta=beta, **_common(eval_subset, eval_mode, seed))
+

@@ -1,0 +1,153 @@
+"""Per-step dynamics during training (Xing et al. 2018 Fig. 1; :mod:`sgdlab.measure.dynamics`).
+
+:class:`DynamicsCallback` logs, at the steps s of its schedule (s = optimizer steps taken, i.e.
+after the update θ_{s−1} → θ_s):
+
+- ``grad_cosine``: cos ∠(g_{s−2}, g_{s−1}) of the two most recent mini-batch gradients, read
+  from ``p.grad`` in ``on_after_backward`` (the gradients the optimizer used, before weight
+  decay or momentum); the previous gradient is kept only when the next step is scheduled, and
+  is part of ``state_dict`` so a resumed run logs the same values;
+- ``dist_from_init`` ‖θ_s − θ_0‖, ``param_norm`` ‖θ_s‖, ``update_norm`` ‖θ_s − θ_{s−1}‖;
+
+and on their own (sparser) schedules, on the training set or a fixed subset of it:
+
+- ``full_grad_norm`` ‖∇L(θ_s)‖ (:func:`~sgdlab.measure.dynamics.full_batch_grad_norm`);
+- ``hess_norm_eval`` / ``hess_norm_train``: ‖∇²L(θ_s)‖₂ by Lanczos with batch norm in eval or
+  train mode (:func:`~sgdlab.measure.dynamics.hessian_spectral_norm`).
+
+θ_0 is the model at ``on_train_begin`` of a fresh run (restored from ``state_dict`` on resume).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from sgdlab.measure.dynamics import (
+    full_batch_grad_norm,
+    gradient_cosine,
+    hessian_spectral_norm,
+)
+from sgdlab.operators.params import grads_vector, params_vector
+
+from ..callbacks import Callback, Schedule, TrainContext
+from . import register_instrument
+
+__all__ = ["DynamicsCallback", "dynamics_instrument"]
+
+
+class DynamicsCallback(Callback):
+    """Cheap per-step dynamics plus optional full-gradient and Hessian norms.
+
+    Args:
+        schedule: steps at which to log the cheap quantities (default every step).
+        full_grad_schedule: steps for ``full_grad_norm`` (default never).
+        hessian_schedule: steps for the Hessian spectral norm (default never).
+        hessian_bn_mode: "eval", "train" or "both".
+        eval_subset: None: the whole training set; n: a fixed random subset of n examples
+            (drawn with ``seed``) for the full-gradient and Hessian norms.
+        hessian_kw: passed to Lanczos (e.g. ``{"tol": 1e-3, "num_iter": 30}``).
+    """
+
+    def __init__(self, schedule: Schedule | None = None, *,
+                 full_grad_schedule: Schedule | None = None,
+                 hessian_schedule: Schedule | None = None, hessian_bn_mode: str = "eval",
+                 eval_subset: int | None = None, hessian_kw: dict | None = None, seed: int = 0):
+        if hessian_bn_mode not in ("eval", "train", "both"):
+            raise ValueError(f"Invalid hessian_bn_mode={hessian_bn_mode!r}: expected 'eval', "
+                             "'train' or 'both'")
+        if eval_subset is not None and eval_subset < 1:
+            raise ValueError(f"Invalid eval_subset={eval_subset} (must be >= 1)")
+        self.schedule = schedule if schedule is not None else Schedule.every(1)
+        self.full_grad_schedule = full_grad_schedule or Schedule.never()
+        self.hessian_schedule = hessian_schedule or Schedule.never()
+        self.bn_modes = ("eval", "train") if hessian_bn_mode == "both" else (hessian_bn_mode,)
+        self.eval_subset, self.hessian_kw, self.seed = eval_subset, dict(hessian_kw or {}), seed
+        self.theta0: Tensor | None = None
+        self._prev_grad: Tensor | None = None   # g_{t−1}, kept when step t+1 is logged
+        self._prev_grad_step = -1
+        self._cosine: float | None = None
+        self._theta_t: Tensor | None = None
+        self._data: Any = None
+
+    def _eval_data(self, ctx: TrainContext):
+        if self._data is None:
+            x, y = ctx.data.x_train, ctx.data.y_train
+            if self.eval_subset is not None and self.eval_subset < len(x):
+                g = torch.Generator().manual_seed(self.seed)
+                idx = torch.randperm(len(x), generator=g)[: self.eval_subset].to(x.device)
+                x, y = x[idx], y[idx]
+            self._data = (x, y)
+        return self._data
+
+    def on_train_begin(self, ctx: TrainContext) -> None:
+        if self.theta0 is None:
+            self.theta0 = params_vector(ctx.model)
+        if ctx.step == 0:
+            if self.should_run(0):
+                ctx.log_dict({"dist_from_init": 0.0,
+                              "param_norm": float(torch.linalg.vector_norm(self.theta0))})
+            self._expensive(ctx)
+
+    def on_step_begin(self, ctx: TrainContext) -> None:
+        # θ_t is needed for the update norm of step t → t+1 only when s = t+1 is logged
+        self._theta_t = params_vector(ctx.model) if self.should_run(ctx.step + 1) else None
+
+    def on_after_backward(self, ctx: TrainContext) -> None:
+        t = ctx.step
+        g = None
+        self._cosine = None
+        if self.should_run(t + 1) and self._prev_grad is not None and self._prev_grad_step == t - 1:
+            g = grads_vector(ctx.model)
+            self._cosine = gradient_cosine(self._prev_grad, g)
+        if self.should_run(t + 2):
+            self._prev_grad = (g if g is not None else grads_vector(ctx.model)).clone()
+            self._prev_grad_step = t
+        else:
+            self._prev_grad = None
+
+    def on_step_end(self, ctx: TrainContext) -> None:
+        if self.should_run(ctx.step):
+            theta = params_vector(ctx.model)
+            vals = {"dist_from_init": float(torch.linalg.vector_norm(theta - self.theta0)),
+                    "param_norm": float(torch.linalg.vector_norm(theta))}
+            if self._theta_t is not None:
+                vals["update_norm"] = float(torch.linalg.vector_norm(theta - self._theta_t))
+            if self._cosine is not None and self._cosine == self._cosine:
+                vals["grad_cosine"] = self._cosine
+            ctx.log_dict(vals)
+        self._theta_t, self._cosine = None, None
+        self._expensive(ctx)
+
+    def _expensive(self, ctx: TrainContext) -> None:
+        if self.full_grad_schedule(ctx.step):
+            ctx.log("full_grad_norm", full_batch_grad_norm(ctx.model, ctx.loss_fn,
+                                                           self._eval_data(ctx)))
+        if self.hessian_schedule(ctx.step):
+            for mode in self.bn_modes:
+                ctx.log(f"hess_norm_{mode}", hessian_spectral_norm(
+                    ctx.model, ctx.loss_fn, self._eval_data(ctx), bn_mode=mode,
+                    **self.hessian_kw))
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"theta0": self.theta0, "prev_grad": self._prev_grad,
+                "prev_grad_step": self._prev_grad_step}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.theta0 = state.get("theta0")
+        self._prev_grad = state.get("prev_grad")
+        self._prev_grad_step = int(state.get("prev_grad_step", -1))
+
+
+@register_instrument("dynamics")
+def dynamics_instrument(*, schedule: Schedule, full_grad_every: int | None = None,
+                        hessian_every: int | None = None, hessian_bn_mode: str = "eval",
+                        eval_subset: int | None = None, seed: int = 0) -> Callback:
+    """Gradient cosine, distances and norms every scheduled step; full-gradient and Hessian
+    norms every ``full_grad_every`` / ``hessian_every`` steps (None: never)."""
+    return DynamicsCallback(
+        schedule,
+        full_grad_schedule=Schedule.every(full_grad_every) if full_grad_every else None,
+        hessian_schedule=Schedule.every(hessian_every) if hessian_every else None,
+        hessian_bn_mode=hessian_bn_mode, eval_subset=eval_subset, seed=seed)

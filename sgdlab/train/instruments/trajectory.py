@@ -1,0 +1,83 @@
+"""Record the weight trajectory to disk (:mod:`sgdlab.store.trajectory`) during training.
+
+:class:`TrajectoryRecorder` appends a snapshot of the flat trainable parameters (or a fixed
+random subset of ``num_coords`` coordinates) at step 0, then every ``every_steps`` optimizer
+steps and/or every ``every_epochs`` epochs. Its ``state_dict`` holds the number of rows written,
+so a run resumed from a checkpoint first truncates the file to that many rows: snapshots written
+after the checkpoint are not duplicated. Spectra: :mod:`sgdlab.measure.trajectory`.
+"""
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from sgdlab.operators.params import num_params, params_vector
+from sgdlab.store.trajectory import TrajectoryWriter
+
+from ..callbacks import Callback, Schedule, TrainContext
+from . import register_instrument
+
+__all__ = ["TrajectoryRecorder", "trajectory_instrument"]
+
+
+class TrajectoryRecorder(Callback):
+    """Snapshot the weights to ``path`` (a directory) every k steps and/or every epoch.
+
+    Args:
+        path: trajectory directory (created; an existing one is resumed).
+        every_steps: snapshot when the step count is a multiple of this (None: not by steps).
+        every_epochs: snapshot at the end of every this many epochs (None: not by epochs).
+        num_coords: record only a fixed random subset of this many coordinates (seeded).
+        dtype: "float32" (default), "float16" or "float64" on disk.
+    """
+
+    def __init__(self, path: str | os.PathLike, *, every_steps: int | None = None,
+                 every_epochs: int | None = 1, num_coords: int | None = None, seed: int = 0,
+                 dtype: str = "float32"):
+        if every_steps is None and every_epochs is None:
+            raise ValueError("TrajectoryRecorder needs every_steps or every_epochs")
+        for name, v in (("every_steps", every_steps), ("every_epochs", every_epochs)):
+            if v is not None and v < 1:
+                raise ValueError(f"Invalid {name}={v} (must be >= 1)")
+        self.path, self.every_steps, self.every_epochs = path, every_steps, every_epochs
+        self.num_coords, self.seed, self.dtype = num_coords, seed, dtype
+        self.schedule = Schedule.every(every_steps) if every_steps else Schedule.never()
+        self.writer: TrajectoryWriter | None = None
+        self._resume_rows: int | None = None
+
+    def on_train_begin(self, ctx: TrainContext) -> None:
+        self.writer = TrajectoryWriter(self.path, num_params(ctx.model),
+                                       num_coords=self.num_coords, seed=self.seed,
+                                       dtype=self.dtype)
+        if self._resume_rows is not None:
+            self.writer.truncate(min(self._resume_rows, self.writer.rows))
+        elif ctx.step == 0:
+            self.writer.truncate(0)  # a fresh run overwrites an old trajectory at this path
+        if ctx.step == 0 and self.writer.rows == 0:
+            self.writer.append(params_vector(ctx.model), 0, 0)
+
+    def on_step_end(self, ctx: TrainContext) -> None:
+        if self.every_steps and ctx.step % self.every_steps == 0:
+            self.writer.append(params_vector(ctx.model), ctx.step, ctx.epoch)
+
+    def on_epoch_end(self, ctx: TrainContext) -> None:
+        done = ctx.epoch + 1
+        if self.every_epochs and done % self.every_epochs == 0:
+            # skip a duplicate when the epoch's last step was just recorded by steps
+            if not (self.every_steps and ctx.step % self.every_steps == 0):
+                self.writer.append(params_vector(ctx.model), ctx.step, done)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"rows": self.writer.rows if self.writer is not None else 0}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self._resume_rows = int(state.get("rows", 0))
+
+
+@register_instrument("trajectory")
+def trajectory_instrument(*, schedule: Schedule, path: str, every_steps: int | None = None,
+                          every_epochs: int | None = 1, num_coords: int | None = None,
+                          seed: int = 0, dtype: str = "float32") -> Callback:
+    """Weight snapshots to ``path`` (``schedule`` is unused: the recorder has its own cadence)."""
+    return TrajectoryRecorder(path, every_steps=every_steps, every_epochs=every_epochs,
+                              num_coords=num_coords, seed=seed, dtype=dtype)

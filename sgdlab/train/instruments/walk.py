@@ -1,0 +1,155 @@
+"""Step interpolation during training (Xing et al. 2018): the loss on the segment θ_t → θ_{t+1}.
+
+:class:`StepInterpolationCallback` snapshots θ_t in ``on_step_begin`` of a chosen step t (the
+step counter *before* the update, so step 0 is the first update) and, in ``on_step_end``,
+evaluates :func:`sgdlab.measure.walk.step_interpolation` between the snapshot and θ_{t+1}.
+Metrics, logged at step t (the segment's start; the segment spans [t, t+1] in a walk plot):
+
+- ``walk_loss_k00`` … ``walk_loss_k{K−1}``: the losses at α = k/(K−1);
+- ``walk_valley_alpha``, ``walk_valley_loss``, ``walk_barrier`` (0/1), ``walk_barrier_height``,
+  ``walk_height`` (height above the valley floor);
+
+and at each epoch end (logged at the epoch's last step): ``walk_epoch`` (1-based epoch
+number), ``walk_epoch_steps``,
+``walk_epoch_barriers``, ``walk_epoch_mean_barrier_height`` (NaN-free: omitted if none),
+``walk_epoch_mean_height``, ``walk_seconds`` (cumulative time spent in this callback).
+"""
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from sgdlab.measure.walk import (
+    StepInterpolation,
+    analyze_segment,
+    segment_alphas,
+    segment_losses,
+    summarize_epochs,
+)
+from sgdlab.operators.params import params_vector
+
+from ..callbacks import Callback, Schedule, TrainContext
+from . import register_instrument
+
+__all__ = ["StepInterpolationCallback", "WALK_PREFIX", "step_interpolation_instrument"]
+
+WALK_PREFIX = "walk_"
+
+
+class StepInterpolationCallback(Callback):
+    """Interpolate the training loss between consecutive iterates on a step schedule.
+
+    Args:
+        schedule: which steps t to interpolate (on the step counter before the update).
+        num_points: K points on each segment, both iterates included (default 10).
+        eval_data: None: the whole training set; an int n: a fixed random subset of n training
+            examples (drawn once with ``seed``); or explicit data (a batch or batches).
+        eval_batch_size: split the evaluation set into batches of this size (bounds memory).
+        bn_mode, alpha_chunk, vectorize, rtol, atol, refine: see
+            :func:`sgdlab.measure.walk.segment_losses` and :func:`~sgdlab.measure.walk.analyze_segment`.
+        seed: for the evaluation subset.
+    """
+
+    def __init__(self, schedule: Schedule | None = None, *, num_points: int = 10,
+                 eval_data: Any = None, eval_batch_size: int | None = None, bn_mode: str = "eval",
+                 alpha_chunk: int | None = None, vectorize: bool | None = None,
+                 rtol: float = 1e-4, atol: float = 0.0, refine: bool = False, seed: int = 0):
+        if num_points < 2:
+            raise ValueError(f"Invalid num_points={num_points} (need >= 2)")
+        if bn_mode not in ("eval", "train"):
+            raise ValueError(f"Invalid bn_mode={bn_mode!r}: expected 'eval' or 'train'")
+        if isinstance(eval_data, int) and eval_data < 1:
+            raise ValueError(f"Invalid eval subset size {eval_data} (must be >= 1)")
+        if eval_batch_size is not None and eval_batch_size < 1:
+            raise ValueError(f"Invalid eval_batch_size={eval_batch_size}")
+        self.schedule = schedule if schedule is not None else Schedule.every(1)
+        self.num_points, self.eval_data, self.eval_batch_size = num_points, eval_data, eval_batch_size
+        self.kw = dict(bn_mode=bn_mode, alpha_chunk=alpha_chunk, rtol=rtol, atol=atol,
+                       refine=refine)
+        self.vectorize, self.seed = vectorize, seed
+        self.records: list[StepInterpolation] = []
+        self.seconds = 0.0
+        self._theta_t: Tensor | None = None
+        self._data: Any = None
+
+    def _resolve_data(self, ctx: TrainContext) -> Any:
+        spec = self.eval_data
+        if spec is None or isinstance(spec, int):
+            x, y = ctx.data.x_train, ctx.data.y_train
+            if isinstance(spec, int) and spec < len(x):
+                g = torch.Generator().manual_seed(self.seed)
+                idx = torch.randperm(len(x), generator=g)[:spec].to(x.device)
+                x, y = x[idx], y[idx]
+            if self.eval_batch_size is None or self.eval_batch_size >= len(x):
+                return (x, y)
+            b = self.eval_batch_size
+            return [(x[i : i + b], y[i : i + b]) for i in range(0, len(x), b)]
+        return spec
+
+    def on_train_begin(self, ctx: TrainContext) -> None:
+        self._data = self._resolve_data(ctx)
+
+    def on_step_begin(self, ctx: TrainContext) -> None:
+        self._theta_t = params_vector(ctx.model) if self.should_run(ctx.step) else None
+
+    def on_step_end(self, ctx: TrainContext) -> None:
+        if self._theta_t is None:
+            return
+        t0 = time.perf_counter()
+        if self._data is None:
+            self._data = self._resolve_data(ctx)
+        alphas = segment_alphas(self.num_points)
+        kw = dict(self.kw)
+        losses = segment_losses(ctx.model, ctx.loss_fn, self._data, self._theta_t,
+                                params_vector(ctx.model), alphas, bn_mode=kw.pop("bn_mode"),
+                                alpha_chunk=kw.pop("alpha_chunk"), vectorize=self.vectorize)
+        rec = analyze_segment(alphas, losses, **kw, step=ctx.step - 1, epoch=ctx.epoch + 1)
+        self._theta_t = None
+        self.records.append(rec)
+        t = ctx.step - 1
+        for k, v in enumerate(rec.losses):
+            ctx.log(f"{WALK_PREFIX}loss_k{k:02d}", v, t)
+        ctx.log_dict({f"{WALK_PREFIX}valley_alpha": rec.valley_alpha,
+                      f"{WALK_PREFIX}valley_loss": rec.valley_loss,
+                      f"{WALK_PREFIX}barrier": float(rec.barrier),
+                      f"{WALK_PREFIX}barrier_height": rec.barrier_height,
+                      f"{WALK_PREFIX}height": rec.height_above_floor}, t)
+        self.seconds += time.perf_counter() - t0
+
+    def on_epoch_end(self, ctx: TrainContext) -> None:
+        mine = [r for r in self.records if r.epoch == ctx.epoch + 1]
+        if not mine:
+            return
+        s = summarize_epochs(mine)[0]
+        vals = {f"{WALK_PREFIX}epoch": s.epoch, f"{WALK_PREFIX}epoch_steps": s.steps, f"{WALK_PREFIX}epoch_barriers": s.barriers,
+                f"{WALK_PREFIX}epoch_mean_height": s.mean_height_above_floor,
+                f"{WALK_PREFIX}seconds": self.seconds}
+        if s.barriers:
+            vals[f"{WALK_PREFIX}epoch_mean_barrier_height"] = s.mean_barrier_height
+        ctx.log_dict(vals)
+
+    def summary(self):
+        """Per-epoch table (:class:`~sgdlab.measure.walk.EpochWalkSummary` list)."""
+        return summarize_epochs(self.records)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"records": [r.to_dict() for r in self.records], "seconds": self.seconds}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.records = [StepInterpolation(**r) for r in state.get("records", [])]
+        self.seconds = float(state.get("seconds", 0.0))
+
+
+@register_instrument("step_interpolation")
+def step_interpolation_instrument(*, schedule: Schedule, num_points: int = 10,
+                                  eval_subset: int | None = None,
+                                  eval_batch_size: int | None = None, bn_mode: str = "eval",
+                                  rtol: float = 1e-4, refine: bool = False,
+                                  seed: int = 0) -> Callback:
+    """Xing et al.'s step interpolation (K points between θ_t and θ_{t+1}) by name."""
+    return StepInterpolationCallback(schedule, num_points=num_points, eval_data=eval_subset,
+                                     eval_batch_size=eval_batch_size, bn_mode=bn_mode,
+                                     rtol=rtol, refine=refine, seed=seed)

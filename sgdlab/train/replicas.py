@@ -1,0 +1,391 @@
+"""Replica trainer: Parle / Elastic-SGD / Entropy-SGD over n replicas coupled to a master.
+
+``train_replicas(model, loss_fn, data, config, rounds=... | epochs=..., mode=...)`` trains n
+replicas of ``model`` with the Parle update (thesis eq. 5.8; :mod:`sgdlab.optim.elastic`) and
+returns the master x̄ = (1/n) Σ_a x^a as the final model. Parle's special cases are reached
+through the config: ``gamma=inf`` + ``L=1`` + ``alpha=0`` is Elastic-SGD, ``rho=inf`` with one
+replica is Entropy-SGD.
+
+Conventions:
+
+- **Round.** One round = L inner steps on every replica (L gradient evaluations each, each
+  on a new mini-batch) + one communication (the master average) + the outer step. Metrics
+  are logged at ``step = rounds · L`` (inner steps per replica).
+- **Initialisation.** Every replica starts from the weights of ``model`` (same x^a₀).
+- **Data (§5.5).** ``shard=False``: each replica samples the full training set with its own
+  sampling generator; ``shard=True``: the training set is split into n disjoint shards (a
+  seeded permutation, identical on every process), replica a only sees shard a.
+  Sampling is without replacement per pass (``sgdlab.train.loop.BatchStream``).
+- **Seeds.** Replica a's batch stream and Langevin noise are seeded from (seed, a) only,
+  so the in-process mode (replicas stepped in turn in one process) and the distributed mode
+  (one replica per process, :mod:`sgdlab.train.distributed`) compute the same iterates; the
+  master agrees up to the order of the floating-point sum in the all-reduce (bit-exact for
+  n = 2).
+- **Accounting.** ``grad_evals`` and ``effective_epochs`` are per replica
+  (effective epochs = grad_evals · B / N_a, N_a the replica's data size).
+- **Evaluation** of the master (``train_loss``/``test_loss``, ``*_acc`` for classification)
+  every ``eval_every`` rounds and at the end, with :func:`sgdlab.train.loop.evaluate`
+  (eval mode, no grad). Floating buffers (e.g. BatchNorm statistics) are averaged into the
+  master only at the end.
+- **Divergence.** A non-finite mean replica loss ends the run with status ``"diverged"``
+  (all processes see the same all-reduced value, so they stop together).
+"""
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from ..errors import ConfigError, UserError
+from ..optim.elastic import Parle, master_average
+from .loop import BatchStream, evaluate
+
+__all__ = ["ParleConfig", "ReplicaResult", "ReplicaWorker", "train_replicas", "replica_shards"]
+
+
+@dataclass
+class ParleConfig:
+    """Hyper-parameters of a replica run (plain data; see :mod:`sgdlab.optim.elastic`).
+
+    lr is the inner (Langevin/SGD) step η, outer_lr the γ-normalised outer step η′
+    (η′ = 1 ⇒ x^a ← z^a before the elastic pull). momentum/nesterov act on the inner
+    loop, outer_momentum/outer_nesterov on the outer one.
+    """
+
+    replicas: int = 3
+    L: int = 25
+    lr: float = 0.1
+    outer_lr: float = 1.0
+    gamma: float = 100.0
+    gamma_decay: float = 0.0
+    gamma_min: float | None = None
+    gamma_max: float | None = None
+    rho: float = 100.0
+    rho_decay: float = 0.0
+    rho_min: float | None = None
+    rho_max: float | None = None
+    alpha: float = 0.25
+    noise: float = 0.0
+    momentum: float = 0.0
+    nesterov: bool = False
+    outer_momentum: float = 0.0
+    outer_nesterov: bool = False
+    weight_decay: float = 0.0
+    normalize: bool = True
+    shard: bool = False
+    batch_size: int = 128
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.replicas, int) or self.replicas < 1:
+            raise ConfigError(f"replicas must be an int >= 1, got {self.replicas!r}")
+        if not isinstance(self.batch_size, int) or self.batch_size < 1:
+            raise ConfigError(f"batch_size must be an int >= 1, got {self.batch_size!r}")
+        for k in ("gamma", "rho"):  # YAML has no inf literal that everyone writes the same way
+            v = getattr(self, k)
+            if isinstance(v, str):
+                try:
+                    setattr(self, k, float(v))
+                except ValueError:
+                    raise ConfigError(f"{k} must be a number or 'inf', got {v!r}") from None
+        try:  # the optimizer validates every hyper-parameter
+            self.optimizer([nn.Parameter(torch.zeros(1))], seed=0)
+        except ValueError as e:
+            raise ConfigError(f"invalid Parle hyper-parameters: {e}") from None
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "ParleConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ConfigError(f"unknown Parle config key(s) {unknown}; known: {sorted(known)}")
+        return cls(**d)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def optimizer(self, params, *, seed: int) -> Parle:
+        return Parle(params, lr=self.outer_lr, inner_lr=self.lr, L=self.L, gamma=self.gamma,
+                     gamma_decay=self.gamma_decay, gamma_min=self.gamma_min,
+                     gamma_max=self.gamma_max, rho=self.rho, rho_decay=self.rho_decay,
+                     rho_min=self.rho_min, rho_max=self.rho_max, alpha=self.alpha,
+                     noise=self.noise, momentum=self.outer_momentum,
+                     nesterov=self.outer_nesterov, inner_momentum=self.momentum,
+                     inner_nesterov=self.nesterov, weight_decay=self.weight_decay,
+                     normalize=self.normalize, seed=seed)
+
+
+@dataclass
+class ReplicaResult:
+    """What :func:`train_replicas` returns. ``master`` is the final model (x̄)."""
+
+    master: nn.Module
+    status: str                       # "finished" | "diverged"
+    rounds: int
+    grad_evals: int                   # per replica
+    effective_epochs: float           # per replica
+    history: dict[str, list[tuple[int, float]]]
+    final: dict[str, float]
+    wall_time: float
+    comm_time: float                  # seconds spent computing the master (all-reduce)
+    replicas: list[nn.Module] = field(default_factory=list)   # this process' replicas
+    run_id: str | None = None
+    message: str | None = None
+
+
+def _seed(seed: int, replica: int, stream: int) -> int:
+    # distinct, reproducible seeds per (replica, purpose) that do not depend on the mode
+    return (int(seed) * 1_000_003 + replica * 7_919 + stream * 104_729) % (2**62)
+
+
+def replica_shards(n_examples: int, replicas: int, seed: int) -> list[Tensor]:
+    """Disjoint index shards (§5.5): a seeded permutation dealt round-robin, each sorted."""
+    if replicas > n_examples:
+        raise ConfigError(f"cannot split {n_examples} examples into {replicas} shards")
+    perm = torch.randperm(n_examples, generator=torch.Generator().manual_seed(_seed(seed, 0, 9)))
+    return [perm[a::replicas].sort().values for a in range(replicas)]
+
+
+class ReplicaWorker:
+    """One replica: its model, its Parle optimizer and its mini-batch stream."""
+
+    def __init__(self, index: int, model: nn.Module, loss_fn: Callable[[Tensor, Tensor], Tensor],
+                 x: Tensor, y: Tensor, config: ParleConfig):
+        self.index, self.model, self.loss_fn, self.x, self.y = index, model, loss_fn, x, y
+        self.config = config
+        self.B = min(config.batch_size, len(x))
+        gen = torch.Generator().manual_seed(_seed(config.seed, index, 1))
+        self.stream = BatchStream(len(x), gen, device=x.device if x.is_cuda else None)
+        self.optimizer = config.optimizer([p for p in model.parameters() if p.requires_grad],
+                                          seed=_seed(config.seed, index, 2))
+        self.grad_evals = 0
+        self.samples = 0
+
+    def closure(self) -> Tensor:
+        """Draw the next mini-batch, zero grads, forward + backward; returns the loss."""
+        idx = self.stream.next(self.B)
+        xb, yb = (self.x, self.y) if idx is None else (self.x[idx], self.y[idx])
+        self.optimizer.zero_grad(set_to_none=True)
+        loss = self.loss_fn(self.model(xb), yb)
+        loss.backward()
+        self.grad_evals += 1
+        self.samples += len(yb)
+        return loss.detach()
+
+    def inner(self) -> Tensor:
+        """L inner steps; returns the loss at x^a (first closure call) as a 0-d tensor."""
+        self.model.train()
+        return self.optimizer.inner_loop(self.closure)
+
+    @property
+    def effective_epochs(self) -> float:
+        return self.samples / len(self.x)
+
+
+Reducer = Callable[[list[list[Tensor]], list[Tensor]], tuple[list[Tensor], float]]
+
+
+def _inprocess_reduce(anchors: list[list[Tensor]], losses: list[Tensor]) -> tuple[list[Tensor], float]:
+    loss = sum(float(v) for v in losses) / len(losses)
+    return master_average(anchors), loss
+
+
+def _float_buffers(model: nn.Module) -> list[Tensor]:
+    return [b for b in model.buffers() if b.is_floating_point()]
+
+
+def train_replicas(model: nn.Module, loss_fn: Callable[[Tensor, Tensor], Tensor], data: Any,
+                   config: ParleConfig | dict[str, Any], *, rounds: int | None = None,
+                   epochs: float | None = None, mode: str = "inprocess",
+                   eval_every: int | None = None, eval_subset: int | None = None,
+                   store: Any = None, run_id: str | None = None, name: str | None = None,
+                   device: str | torch.device | None = None,
+                   communicator: Any = None) -> ReplicaResult:
+    """Train ``config.replicas`` replicas of ``model`` with Parle; return the master.
+
+    Args:
+        model: initial weights (not modified); every replica starts from a copy.
+        loss_fn: mean-reduced loss ``loss_fn(outputs, targets)``.
+        data: a :class:`sgdlab.data.Dataset` (``x_train``, ``y_train``, optional test split).
+        config: :class:`ParleConfig` or a dict of its fields.
+        rounds: number of communication rounds (L inner steps each); or
+        epochs: effective epochs per replica (rounds = ceil(epochs · N_a / (B · L))).
+        mode: ``"inprocess"`` (all replicas here, stepped in turn) or ``"distributed"``
+            (this process is replica ``rank`` of an initialised ``torch.distributed`` group of
+            ``config.replicas`` processes; see :mod:`sgdlab.train.distributed`).
+        eval_every: evaluate the master every this many rounds (and always at the end);
+            None = only at round 0 and at the end.
+        eval_subset: evaluate on a fixed random subset of this many examples per split.
+        store, run_id, name: a :class:`sgdlab.store.RunStore` to log into (rank 0 only).
+        device: where the replicas live (default: the data's device).
+        communicator: for ``mode="distributed"``, a
+            :class:`sgdlab.train.distributed.TorchDistributedCommunicator` (default: one
+            over the default process group).
+    """
+    cfg = config if isinstance(config, ParleConfig) else ParleConfig.from_dict(dict(config))
+    if mode not in ("inprocess", "distributed"):
+        raise ConfigError(f"mode must be 'inprocess' or 'distributed', got {mode!r}")
+    if (rounds is None) == (epochs is None):
+        raise ConfigError("give exactly one of rounds= or epochs=")
+    if eval_every is not None and eval_every < 1:
+        raise ConfigError(f"eval_every must be >= 1, got {eval_every}")
+    n = cfg.replicas
+    dev = torch.device(device) if device is not None else data.x_train.device
+    x_all, y_all = data.x_train.to(dev), data.y_train.to(dev)
+    classification = getattr(data, "task", "classification") == "classification"
+
+    if mode == "distributed":
+        from .distributed import TorchDistributedCommunicator
+        comm = communicator or TorchDistributedCommunicator()
+        if comm.world_size != n:
+            raise ConfigError(f"config.replicas = {n} but the process group has "
+                              f"{comm.world_size} processes (one replica per process)")
+        mine = [comm.rank]
+        reduce: Reducer = comm.reduce_round
+        is_main = comm.rank == 0
+    else:
+        comm = None
+        mine = list(range(n))
+        reduce = _inprocess_reduce
+        is_main = True
+
+    shards = replica_shards(len(x_all), n, cfg.seed) if cfg.shard else None
+    workers = []
+    for a in mine:
+        m = copy.deepcopy(model).to(dev)
+        if shards is None:
+            xa, ya = x_all, y_all
+        else:
+            idx = shards[a].to(dev)
+            xa, ya = x_all[idx], y_all[idx]
+        workers.append(ReplicaWorker(a, m, loss_fn, xa, ya, cfg))
+    n_a = len(workers[0].x)
+    B = workers[0].B
+    if rounds is None:
+        if not epochs > 0:
+            raise ConfigError(f"epochs must be > 0, got {epochs}")
+        rounds = max(1, math.ceil(epochs * n_a / (B * cfg.L)))
+    if not isinstance(rounds, int) or rounds < 0:
+        raise ConfigError(f"rounds must be an int >= 0, got {rounds!r}")
+
+    eval_sets = _eval_sets(data, eval_subset, cfg.seed, dev)
+    history: dict[str, list[tuple[int, float]]] = {}
+    writer = None
+    if store is not None and is_main:
+        if run_id is None:
+            run_id = store.create_run({"method": "parle", "mode": mode, "rounds": rounds,
+                                       "parle": cfg.to_dict()}, name=name)
+        store.set_status(run_id, "running")
+        writer = store.writer(run_id)
+
+    def log(name_: str, value: float, step: int) -> None:
+        history.setdefault(name_, []).append((step, float(value)))
+        if writer is not None:
+            writer.log(name_, float(value), step)
+
+    master_model = copy.deepcopy(workers[0].model)
+
+    def eval_master(master: Sequence[Tensor], step: int) -> None:
+        if not is_main:
+            return
+        _load_params(master_model, master)
+        for split, (xs, ys) in eval_sets.items():
+            for k, v in evaluate(master_model, loss_fn, xs, ys,
+                                 classification=classification).items():
+                log(f"{split}_{k}", v, step)
+
+    t0 = time.perf_counter()
+    comm_time = 0.0
+    status, message = "finished", None
+    r = 0
+    try:
+        eval_master(workers[0].optimizer.anchors(), 0)
+        for r in range(1, rounds + 1):
+            gamma = workers[0].optimizer.current_gamma()
+            rho = workers[0].optimizer.current_rho()
+            losses = [w.inner() for w in workers]
+            anchors = [w.optimizer.anchors() for w in workers]
+            tc = time.perf_counter()
+            master, mean_loss = reduce(anchors, losses)
+            comm_time += time.perf_counter() - tc
+            step = r * cfg.L
+            if not math.isfinite(mean_loss):
+                status = "diverged"
+                message = (f"non-finite replica loss ({mean_loss}) in round {r}; stopped with "
+                           f"the weights of round {r - 1}")
+                r -= 1
+                break
+            for w in workers:
+                w.optimizer.outer_step(master)
+            log("replica_loss", mean_loss, step)
+            log("gamma", gamma, step)
+            log("rho", rho, step)
+            if eval_every is not None and r % eval_every == 0 and r < rounds:
+                eval_master(master, step)
+    except BaseException as e:
+        if writer is not None:
+            try:
+                writer.flush()
+                store.set_status(run_id, "failed", f"{type(e).__name__}: {e}")
+            except Exception:
+                pass
+        raise
+
+    # the final master: average of the replicas' x^a (and of their floating buffers)
+    finals = [w.optimizer.anchors() + _float_buffers(w.model) for w in workers]
+    tc = time.perf_counter()
+    master_all, _ = reduce(finals, [torch.zeros(()) for _ in workers])
+    comm_time += time.perf_counter() - tc
+    n_params = len(workers[0].optimizer.anchors())
+    _load_params(master_model, master_all[:n_params])
+    with torch.no_grad():
+        for b, v in zip(_float_buffers(master_model), master_all[n_params:]):
+            b.copy_(v)
+    step = r * cfg.L
+    eval_master(master_all[:n_params], step)
+    wall = time.perf_counter() - t0
+    w0 = workers[0]
+    log("grad_evals", w0.grad_evals, step)
+    log("effective_epochs", w0.effective_epochs, step)
+    final = {k: v[-1][1] for k, v in history.items()
+             if k.startswith(("train_", "test_")) and v}
+    final.update(rounds=r, grad_evals=w0.grad_evals, effective_epochs=w0.effective_epochs,
+                 comm_time=comm_time, wall_time=wall)
+    if writer is not None:
+        writer.flush()
+        store.set_summary(run_id, {**final, "status": status})
+        store.set_status(run_id, status, message)
+    return ReplicaResult(master=master_model, status=status, rounds=r,
+                         grad_evals=w0.grad_evals, effective_epochs=w0.effective_epochs,
+                         history=history, final=final, wall_time=wall, comm_time=comm_time,
+                         replicas=[w.model for w in workers], run_id=run_id, message=message)
+
+
+@torch.no_grad()
+def _load_params(model: nn.Module, values: Sequence[Tensor]) -> None:
+    params = [p for p in model.parameters() if p.requires_grad]
+    if len(params) != len(values):
+        raise UserError(f"master has {len(values)} tensors, model {len(params)} parameters")
+    for p, v in zip(params, values):
+        p.copy_(v)
+
+
+def _eval_sets(data: Any, eval_subset: int | None, seed: int,
+               dev: torch.device) -> dict[str, tuple[Tensor, Tensor]]:
+    sets = {"train": (data.x_train, data.y_train)}
+    if getattr(data, "x_test", None) is not None and len(data.x_test) > 0:
+        sets["test"] = (data.x_test, data.y_test)
+    g = torch.Generator().manual_seed(_seed(seed, 0, 3))
+    out = {}
+    for split, (x, y) in sets.items():
+        if eval_subset is not None and len(x) > eval_subset:
+            idx = torch.randperm(len(x), generator=g)[:eval_subset].sort().values
+            x, y = x[idx], y[idx]
+        out[split] = (x.to(dev), y.to(dev))
+    return out

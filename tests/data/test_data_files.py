@@ -1,0 +1,230 @@
+"""File loaders on small files written here in the exact IDX and CIFAR-pickle formats."""
+from __future__ import annotations
+
+import gzip
+import pickle
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from sgdlab.data import load_dataset, read_cifar_batch, read_idx
+from sgdlab.errors import DataError, UserError
+
+IDX_NAMES = {"train_images": "train-images-idx3-ubyte", "train_labels": "train-labels-idx1-ubyte",
+             "test_images": "t10k-images-idx3-ubyte", "test_labels": "t10k-labels-idx1-ubyte"}
+
+
+def write_idx(path: Path, arr: np.ndarray, *, gz: bool = False, magic: int | None = None) -> Path:
+    """IDX as LeCun specifies it: big-endian magic (0x0000, type 0x08=ubyte, ndim), sizes, data."""
+    arr = np.ascontiguousarray(arr, dtype=np.uint8)
+    if magic is None:
+        magic = 0x0800 | arr.ndim  # 2051 for 3-D images, 2049 for 1-D labels
+    blob = struct.pack(">I", magic) + struct.pack(f">{arr.ndim}I", *arr.shape) + arr.tobytes()
+    if gz:
+        path = path.with_name(path.name + ".gz")
+        blob = gzip.compress(blob)
+    path.write_bytes(blob)
+    return path
+
+
+def make_idx_dir(root: Path, n_train=40, n_test=20, *, gz=False, seed=0) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    arrays = {"train_images": rng.integers(0, 256, (n_train, 28, 28), dtype=np.uint8),
+              "train_labels": np.arange(n_train, dtype=np.uint8) % 10,
+              "test_images": rng.integers(0, 256, (n_test, 28, 28), dtype=np.uint8),
+              "test_labels": np.arange(n_test, dtype=np.uint8) % 10}
+    root.mkdir(parents=True, exist_ok=True)
+    for k, a in arrays.items():
+        write_idx(root / IDX_NAMES[k], a, gz=gz)
+    return arrays
+
+
+def test_idx_magic_numbers_are_the_real_ones(tmp_path):
+    p = write_idx(tmp_path / "x", np.zeros((2, 3, 4)))
+    assert p.read_bytes()[:4] == (2051).to_bytes(4, "big")
+    p = write_idx(tmp_path / "y", np.zeros(2))
+    assert p.read_bytes()[:4] == (2049).to_bytes(4, "big")
+    assert read_idx(p).shape == (2,)
+
+
+@pytest.mark.parametrize("gz", [False, True])
+def test_mnist_reads_idx(tmp_path, gz):
+    arrays = make_idx_dir(tmp_path, gz=gz)
+    ds = load_dataset("mnist", data_dir=tmp_path)
+    assert ds.x_train.shape == (40, 1, 28, 28) and ds.x_test.shape == (20, 1, 28, 28)
+    assert ds.x_train.dtype == torch.float32 and ds.y_train.dtype == torch.int64
+    np.testing.assert_array_equal(ds.x_train[:, 0].numpy(),
+                                  arrays["train_images"].astype(np.float32) / 255)
+    np.testing.assert_array_equal(ds.y_test.numpy(), arrays["test_labels"])
+    assert ds.num_outputs == 10 and ds.input_shape == (1, 28, 28)
+
+
+def test_fashion_mnist_in_torchvision_subdir_with_raw_normalisation(tmp_path):
+    arrays = make_idx_dir(tmp_path / "FashionMNIST" / "raw", gz=True)
+    ds = load_dataset("fashion-mnist", data_dir=tmp_path, normalize="none", flatten=True)
+    assert ds.name == "fashion_mnist" and ds.x_train.shape == (40, 784)
+    np.testing.assert_array_equal(ds.x_train.numpy(),
+                                  arrays["train_images"].reshape(40, -1).astype(np.float32))
+
+
+def test_idx_subset_is_seeded_and_balanced(tmp_path):
+    make_idx_dir(tmp_path, n_train=100, n_test=50)
+    a = load_dataset("mnist", data_dir=tmp_path, train_size=30, test_size=10, seed=1)
+    b = load_dataset("mnist", data_dir=tmp_path, train_size=30, test_size=10, seed=1)
+    c = load_dataset("mnist", data_dir=tmp_path, train_size=30, test_size=10, seed=2)
+    assert torch.bincount(a.y_train).tolist() == [3] * 10
+    assert torch.bincount(a.y_test).tolist() == [1] * 10
+    assert torch.equal(a.x_train, b.x_train) and not torch.equal(a.x_train, c.x_train)
+    u = load_dataset("mnist", data_dir=tmp_path, train_size=33, balanced=False, seed=1)
+    assert len(u.y_train) == 33
+    with pytest.raises(UserError, match="larger than the 100"):
+        load_dataset("mnist", data_dir=tmp_path, train_size=101)
+
+
+def test_missing_idx_file_names_path_and_download(tmp_path):
+    make_idx_dir(tmp_path)
+    (tmp_path / IDX_NAMES["test_labels"]).unlink()
+    with pytest.raises(DataError) as e:
+        load_dataset("mnist", data_dir=tmp_path)
+    assert str(tmp_path / "t10k-labels-idx1-ubyte") in str(e.value)
+    assert "download" in str(e.value)
+    with pytest.raises(DataError, match="pass data_dir"):
+        load_dataset("mnist")
+    with pytest.raises(DataError, match="does not exist"):
+        load_dataset("mnist", data_dir=tmp_path / "nope")
+
+
+def test_malformed_idx_files(tmp_path):
+    make_idx_dir(tmp_path)
+    bad = tmp_path / IDX_NAMES["train_images"]
+    write_idx(bad, np.zeros((40, 28, 28)), magic=0x12345678)
+    with pytest.raises(DataError, match=f"{bad}.*bad magic number"):
+        load_dataset("mnist", data_dir=tmp_path)
+    # labels file where images are expected: 1-D magic 2049
+    write_idx(bad, np.zeros(40))
+    with pytest.raises(DataError, match=f"{bad}.*expected 3-D"):
+        load_dataset("mnist", data_dir=tmp_path)
+    # truncated data
+    write_idx(bad, np.zeros((40, 28, 28)))
+    bad.write_bytes(bad.read_bytes()[:-5])
+    with pytest.raises(DataError, match=f"{bad}.*header says shape"):
+        load_dataset("mnist", data_dir=tmp_path)
+    # corrupt gzip
+    bad.unlink()
+    (tmp_path / (IDX_NAMES["train_images"] + ".gz")).write_bytes(b"\x1f\x8bnot gzip")
+    with pytest.raises(DataError, match="train-images-idx3-ubyte.gz"):
+        load_dataset("mnist", data_dir=tmp_path)
+    # images / labels count mismatch
+    write_idx(tmp_path / IDX_NAMES["train_images"], np.zeros((39, 28, 28)))
+    (tmp_path / (IDX_NAMES["train_images"] + ".gz")).unlink()
+    with pytest.raises(DataError, match="39 images but .* 40 labels"):
+        load_dataset("mnist", data_dir=tmp_path)
+
+
+# --- CIFAR ----------------------------------------------------------------------------------
+
+def write_cifar_batch(path: Path, images: np.ndarray, labels, key=b"labels", extra=None) -> None:
+    """As the originals: a dict with bytes keys, b"data" uint8 (N, 3072) = R, G, B planes."""
+    d = {b"batch_label": b"testing batch", key: list(map(int, labels)),
+         b"data": images.reshape(len(images), 3072), b"filenames": [b"x.png"] * len(images)}
+    d.update(extra or {})
+    with open(path, "wb") as f:
+        pickle.dump(d, f, protocol=2)
+
+
+def make_cifar10(root: Path, n=10, n_test=10, seed=0):
+    rng = np.random.default_rng(seed)
+    d = root / "cifar-10-batches-py"
+    d.mkdir(parents=True)
+    xs, ys = [], []
+    for i in range(1, 6):
+        x = rng.integers(0, 256, (n, 3, 32, 32), dtype=np.uint8)
+        y = (np.arange(n) + i) % 10
+        write_cifar_batch(d / f"data_batch_{i}", x, y)
+        xs.append(x)
+        ys.append(y)
+    xt = rng.integers(0, 256, (n_test, 3, 32, 32), dtype=np.uint8)
+    write_cifar_batch(d / "test_batch", xt, np.arange(n_test) % 10)
+    return np.concatenate(xs), np.concatenate(ys), xt
+
+
+def test_cifar10_reads_batches(tmp_path):
+    x, y, xt = make_cifar10(tmp_path)
+    ds = load_dataset("cifar10", data_dir=tmp_path)
+    assert ds.x_train.shape == (50, 3, 32, 32) and ds.x_test.shape == (10, 3, 32, 32)
+    np.testing.assert_array_equal(ds.x_train.numpy(), x.astype(np.float32) / 255)
+    np.testing.assert_array_equal(ds.y_train.numpy(), y)
+    # channel layout: the first 1024 bytes of a row are the red plane, row-major
+    row = x[0].reshape(3072)
+    assert ds.x_train[0, 0, 0, 1].item() * 255 == pytest.approx(row[1])
+    assert ds.x_train[0, 1, 0, 0].item() * 255 == pytest.approx(row[1024])
+    # the batches may also sit directly in data_dir; subsets are seeded and balanced
+    sub = load_dataset("cifar10", data_dir=tmp_path / "cifar-10-batches-py", train_size=20,
+                       test_size=10, normalize="standardize", seed=4)
+    assert torch.bincount(sub.y_train).tolist() == [2] * 10
+    assert sub.meta["normalize"] == "standardize" and len(sub.meta["mean"]) == 3
+
+
+def test_cifar100_fine_and_coarse_labels(tmp_path):
+    d = tmp_path / "cifar-100-python"
+    d.mkdir()
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (8, 3, 32, 32), dtype=np.uint8)
+    fine, coarse = [0, 99, 5, 42, 7, 1, 2, 3], [0, 19, 1, 8, 3, 0, 0, 1]
+    for name in ("train", "test"):
+        write_cifar_batch(d / name, x, fine, key=b"fine_labels", extra={b"coarse_labels": coarse})
+    ds = load_dataset("cifar100", data_dir=tmp_path)
+    assert ds.num_outputs == 100 and ds.y_train.tolist() == fine
+    dc = load_dataset("cifar100", data_dir=tmp_path, labels="coarse")
+    assert dc.num_outputs == 20 and dc.y_test.tolist() == coarse
+
+
+def test_cifar_missing_and_malformed(tmp_path):
+    with pytest.raises(DataError) as e:
+        load_dataset("cifar10", data_dir=tmp_path)
+    assert str(tmp_path / "cifar-10-batches-py" / "data_batch_1") in str(e.value)
+    assert "cifar-10-python.tar.gz" in str(e.value)
+    make_cifar10(tmp_path)
+    d = tmp_path / "cifar-10-batches-py"
+    (d / "data_batch_3").unlink()
+    with pytest.raises(DataError, match="data_batch_3"):
+        load_dataset("cifar10", data_dir=tmp_path)
+    p = d / "data_batch_3"
+    with open(p, "wb") as f:
+        pickle.dump({b"data": np.zeros((2, 3072), np.uint8)}, f, protocol=2)
+    with pytest.raises(DataError, match=f"{p}.*missing key.*labels"):
+        load_dataset("cifar10", data_dir=tmp_path)
+    write_cifar_batch(p, np.zeros((2, 3, 32, 32), np.uint8), [0, 1],
+                      extra={b"data": np.zeros((2, 100), np.uint8)})
+    with pytest.raises(DataError, match=r"data_batch_3.*\(N, 3072\)"):
+        load_dataset("cifar10", data_dir=tmp_path)
+    p.write_bytes(b"not a pickle at all")
+    with pytest.raises(DataError, match=f"{p}.*cannot unpickle"):
+        load_dataset("cifar10", data_dir=tmp_path)
+
+
+class _Evil:
+    def __reduce__(self):
+        import os
+        return (os.system, ("echo pwned",))
+
+
+def test_cifar_unpickler_refuses_arbitrary_globals(tmp_path):
+    p = tmp_path / "data_batch_1"
+    with open(p, "wb") as f:
+        pickle.dump({b"data": _Evil(), b"labels": [0]}, f, protocol=2)
+    with pytest.raises(DataError, match="refusing to unpickle"):
+        read_cifar_batch(p)
+
+
+def test_cifar_batch_with_str_keys_and_protocol_5(tmp_path):
+    p = tmp_path / "b"
+    x = np.arange(2 * 3072, dtype=np.uint8).reshape(2, 3072)
+    with open(p, "wb") as f:
+        pickle.dump({"data": x, "labels": np.array([3, 4])}, f, protocol=5)
+    imgs, labels = read_cifar_batch(p)
+    assert imgs.shape == (2, 3, 32, 32) and labels.tolist() == [3, 4]
+    np.testing.assert_array_equal(imgs.reshape(2, 3072), x)

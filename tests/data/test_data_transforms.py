@@ -1,0 +1,88 @@
+"""Label noise, subsets and standardisation of a Dataset."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from sgdlab.data import Dataset, noisy_mask, standardize, subset, with_label_noise
+from sgdlab.errors import UserError
+
+
+def toy(n_train=60, n_test=30, k=3, seed=0) -> Dataset:
+    g = torch.Generator().manual_seed(seed)
+    return Dataset(torch.randn(n_train, 2, 4, generator=g), torch.arange(n_train) % k,
+                   torch.randn(n_test, 2, 4, generator=g), torch.arange(n_test) % k,
+                   {"name": "toy", "task": "classification", "input_shape": (2, 4),
+                    "num_outputs": k, "seed": seed})
+
+
+@pytest.mark.parametrize("k", [2, 3, 10])
+def test_label_noise_changes_exactly_num_noisy_labels_to_wrong_ones(k):
+    ds = toy(n_train=100, k=k)
+    noisy = with_label_noise(ds, 17, seed=4)
+    changed = noisy.y_train != ds.y_train
+    assert int(changed.sum()) == 17  # every chosen label really changed: no "noise" to itself
+    info = noisy.meta["label_noise"]
+    assert info["indices"] == torch.nonzero(changed).flatten().tolist()
+    assert info["original_labels"] == ds.y_train[changed].tolist()
+    assert torch.equal(noisy_mask(noisy), changed)
+    assert noisy.y_train.min() >= 0 and noisy.y_train.max() < k
+    assert torch.equal(noisy.y_test, ds.y_test) and noisy.x_train is ds.x_train
+    assert "label_noise" not in ds.meta  # input untouched
+    assert torch.equal(with_label_noise(ds, 17, seed=4).y_train, noisy.y_train)
+    assert not torch.equal(with_label_noise(ds, 17, seed=5).y_train, noisy.y_train)
+
+
+def test_label_noise_wrong_labels_cover_all_other_classes():
+    ds = toy(n_train=3000, k=4)
+    noisy = with_label_noise(ds, 3000, seed=0)
+    # from true class 0 the new labels are uniform over {1, 2, 3}
+    new = noisy.y_train[ds.y_train == 0]
+    counts = torch.bincount(new, minlength=4)
+    assert counts[0] == 0 and counts[1:].min() > 200
+
+
+def test_label_noise_errors():
+    ds = toy()
+    with pytest.raises(UserError, match="exceeds"):
+        with_label_noise(ds, 61)
+    with pytest.raises(UserError, match="already has label noise"):
+        with_label_noise(with_label_noise(ds, 2), 2)
+    reg = Dataset(torch.zeros(3, 1), torch.zeros(3, 1), torch.zeros(2, 1), torch.zeros(2, 1),
+                  {"task": "regression", "num_outputs": 1})
+    with pytest.raises(UserError, match="classification"):
+        with_label_noise(reg, 1)
+
+
+def test_subset_balanced_seeded_and_keeps_noise_bookkeeping():
+    ds = with_label_noise(toy(n_train=60, k=3), 30, seed=1)
+    sub = subset(ds, 12, 6, seed=2)
+    assert len(sub.y_train) == 12 and len(sub.y_test) == 6
+    # balance is on the (possibly noisy) labels the model sees
+    assert torch.bincount(sub.y_train, minlength=3).tolist() == [4, 4, 4]
+    assert torch.equal(subset(ds, 12, 6, seed=2).x_train, sub.x_train)
+    assert not torch.equal(subset(ds, 12, 6, seed=3).x_train, sub.x_train)
+    # the renumbered noise indices point at exactly the corrupted examples that were kept
+    mask = noisy_mask(sub)
+    full_rows = {tuple(r.flatten().tolist()) for r in ds.x_train[noisy_mask(ds)]}
+    kept = {tuple(r.flatten().tolist()) for r in sub.x_train[mask]}
+    assert kept == full_rows & {tuple(r.flatten().tolist()) for r in sub.x_train}
+    assert sub.meta["label_noise"]["num_noisy"] == int(mask.sum())
+    # Zhu et al.: 1,000 clean + 200 wrong -> here 10 clean + 2 wrong
+    zhu = with_label_noise(subset(toy(), 12, seed=0), 2, seed=0)
+    assert int(noisy_mask(zhu).sum()) == 2 and len(zhu.y_train) == 12
+
+
+def test_standardize_uses_train_statistics_per_channel():
+    ds = toy()
+    ds.x_train[:, 1] = ds.x_train[:, 1] * 5 + 3
+    st = standardize(ds)
+    x = st.x_train.double()
+    for c in range(2):
+        assert x[:, c].mean().item() == pytest.approx(0.0, abs=1e-6)
+        assert x[:, c].std(unbiased=False).item() == pytest.approx(1.0, abs=1e-6)
+    m = ds.x_train.double()[:, 1].mean()
+    s = ds.x_train.double()[:, 1].std(unbiased=False)
+    expect = ((ds.x_test.double()[:, 1] - m) / s).float()
+    torch.testing.assert_close(st.x_test[:, 1], expect)
+    assert len(st.meta["standardize"]["mean"]) == 2

@@ -1,0 +1,208 @@
+"""The experiment framework: spec validation, run keys, sweep resume, report outputs, CLI."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+import yaml
+
+from sgdlab.cli.main import main as cli
+from sgdlab.errors import ConfigError
+from sgdlab.experiments.analysis import Analysis, Conclusion
+from sgdlab.experiments.procedures import (Procedure, RunOutput, register_analysis,
+                                           register_procedure)
+from sgdlab.experiments.runner import rebuild, run_experiment
+from sgdlab.experiments.spec import load_experiment, resolve
+from sgdlab.experiments.sweep import load_runs, run_sweep
+from sgdlab.report.tables import Table
+
+CALLS: list[str] = []
+
+
+@register_procedure("_test_square")
+class _Square(Procedure):
+    """x -> x**2 + seed; fails when the marker file named in params exists."""
+    allowed = {"x", "fail_if", "factor"}
+    required = {"x"}
+
+    def run(self, run, ctx):
+        CALLS.append(run.label)
+        marker = run.params.get("fail_if")
+        if marker and Path(marker).exists() and run.params["x"] == 2:
+            raise RuntimeError("simulated crash halfway through the sweep")
+        for step in range(3):
+            ctx.store.log_metric(ctx.run_id, "value", step, run.params["x"] * step)
+        v = run.params["x"] ** 2 * run.params.get("factor", 1) + run.seed
+        return RunOutput(summary={"y": v}, data={"curve": [v, v + 1]})
+
+
+@register_analysis("_test_square")
+def _analysis(spec, runs):
+    rows = [[r.label, r.seed, r.summary["y"], r.data["curve"][1]] for r in runs]
+    ys = [r.summary["y"] for r in runs]
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(2, 2))
+    ax.plot(ys)
+    return Analysis(tables=[Table("squares", ["run", "seed", "y", "curve1"], rows)],
+                    figures=[("ys", fig)],
+                    conclusions=[Conclusion(f"max y = {max(ys)}", agrees_with_paper=max(ys) > 0,
+                                            claim="squares are positive")])
+
+
+def _raw(**over):
+    raw = {"name": "t-square", "version": 1, "description": "toy", "analysis": "_test_square",
+           "procedure": "_test_square",
+           "paper": {"author": "Nobody", "year": 2020, "figure": "Fig. 0"},
+           "base": {"x": 1}, "runs": [{"label": "sq"}], "grid": {"x": [1, 2, 3]},
+           "seeds": [0, 1], "outputs": {"tables": ["squares"], "figures": ["ys"]},
+           "scales": {"smoke": {"seeds": [0]}}}
+    raw.update(over)
+    return raw
+
+
+def _write(tmp_path, raw, name="exp.yaml"):
+    p = tmp_path / name
+    p.write_text(yaml.safe_dump(raw))
+    return p
+
+
+def test_expand_keys_and_scale_override(tmp_path):
+    spec = resolve(_raw(), "smoke")
+    runs = spec.expand()
+    assert [r.label for r in runs] == ["sq|x=1", "sq|x=2", "sq|x=3"]
+    assert [r.params["x"] for r in runs] == [1, 2, 3]
+    keys = {r.key for r in runs}
+    assert len(keys) == 3
+    assert {r.key for r in resolve(_raw(), "smoke").expand()} == keys     # deterministic
+    cpu = resolve(_raw(), "cpu").expand()
+    assert len(cpu) == 6 and not ({r.key for r in cpu} & keys)            # scale is in the key
+    v2 = resolve(_raw(version=2), "smoke").expand()
+    assert not ({r.key for r in v2} & keys)                               # version is in the key
+
+
+@pytest.mark.parametrize("mutate,needle", [
+    (lambda r: r.update(colour="red"), "'colour'"),
+    (lambda r: r["base"].update(y=3), "'y'"),
+    (lambda r: r["paper"].update(page=3), "'page'"),
+    (lambda r: r["scales"].update(huge={}), "'huge'"),
+    (lambda r: r["scales"]["smoke"].update(epochs=1), "'epochs'"),
+    (lambda r: r.pop("analysis"), "'analysis'"),
+    (lambda r: r.update(procedure="nope"), "'nope'"),
+    (lambda r: r.update(seeds=[0, "a"]), "seeds"),
+    (lambda r: r.update(runs=[{"label": "a", "parms": {}}]), "'parms'"),
+    (lambda r: r.update(runs=[{"label": "a", "depends": ["zz"]}]), "'zz'"),
+    (lambda r: r.update(name="Bad Name"), "name"),
+])
+def test_bad_configs_name_the_problem(mutate, needle):
+    raw = _raw()
+    mutate(raw)
+    with pytest.raises(ConfigError, match=needle.replace("'", "'?")) as e:
+        resolve(raw, "smoke")
+    assert needle.strip("'") in str(e.value)
+
+
+def test_unknown_experiment_and_missing_file():
+    with pytest.raises(ConfigError, match="unknown experiment"):
+        load_experiment("no-such-experiment")
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_experiment("/nonexistent/x.yaml")
+
+
+def test_sweep_resume_runs_only_missing(tmp_path):
+    marker = tmp_path / "crash"
+    marker.touch()
+    raw = _raw(base={"x": 1, "fail_if": str(marker)})
+    runs = resolve(raw, "smoke").expand()
+    store = str(tmp_path / "runs.sqlite")
+    CALLS.clear()
+    rep = run_sweep(runs, store_path=store, progress=None)
+    assert CALLS == ["sq|x=1", "sq|x=2", "sq|x=3"]
+    assert len(rep.failed) == 1 and "simulated crash" in rep.failed[0][1]
+    stored, missing = load_runs(runs, store_path=store)
+    assert [m.label for m in missing] == ["sq|x=2"]
+    # a run killed mid-way leaves status "running": it must count as missing too
+    from sgdlab.store import RunStore
+    st = RunStore(store)
+    rid = st.list_runs(experiment="t-square", status="finished")[-1]["id"]
+    st.set_status(rid, "running")
+    marker.unlink()
+    CALLS.clear()
+    rep = run_sweep(runs, store_path=store, progress=None)
+    assert sorted(CALLS) == ["sq|x=2", "sq|x=3"]
+    assert len(rep.skipped) == 1 and not rep.failed
+    CALLS.clear()
+    rep = run_sweep(runs, store_path=store, progress=None)
+    assert CALLS == [] and len(rep.skipped) == 3
+    stored, missing = load_runs(runs, store_path=store)
+    assert not missing and [r.summary["y"] for r in stored] == [1, 4, 9]
+    assert stored[0].metrics["value"] == [(0, 0.0), (1, 1.0), (2, 2.0)]
+    assert stored[2].data == {"curve": [9, 10]}
+
+
+def test_run_writes_contract_and_report_rebuilds(tmp_path):
+    cfg = _write(tmp_path, _raw())
+    out = tmp_path / "out"
+    store = str(tmp_path / "runs.sqlite")
+    res = run_experiment(str(cfg), scale="smoke", out_dir=out, store_path=store, progress=None)
+    r = json.loads((out / "results.json").read_text())
+    assert res.ok and r["experiment"]["name"] == "t-square" and r["scale"] == "smoke"
+    assert r["tables"][0]["rows"][2][2] == 9
+    assert r["conclusions"] == [{"text": "max y = 9", "agrees_with_paper": True,
+                                 "claim": "squares are positive", "evidence": {}}]
+    assert r["config"]["file"]["name"] == "t-square" and "torch" in r["environment"]
+    assert r["missing_outputs"] == []
+    for f in ["figures/ys.png", "figures/ys.svg", "tables/squares.csv", "tables/squares.md",
+              "report.html"]:
+        assert (out / f).stat().st_size > 0, f
+    html = (out / "report.html").read_text()
+    assert "data:image/png;base64," in html and "max y = 9" in html and "torch" in html
+    assert (out / "tables/squares.csv").read_text().splitlines()[0] == "run,seed,y,curve1"
+    # rebuild from the store only: delete the outputs, no procedure call happens
+    CALLS.clear()
+    for p in (out / "figures").iterdir():
+        p.unlink()
+    (out / "report.html").unlink()
+    assert cli(["report", str(out)]) == 0
+    assert CALLS == [] and (out / "report.html").is_file() and (out / "figures/ys.png").is_file()
+    # a second experiment (other scale) and a side-by-side comparison
+    out2 = tmp_path / "out2"
+    run_experiment(str(cfg), scale="cpu", out_dir=out2, store_path=store, progress=None)
+    page = tmp_path / "cmp.html"
+    assert cli(["report", str(out), "--compare", str(out2), "--out", str(page)]) == 0
+    text = page.read_text()
+    assert "squares: B − A" in text and text.count("data:image/png;base64,") == 2
+
+
+def test_cli_run_errors_are_clear(tmp_path, capsys):
+    assert cli(["run", "no-such-exp", "--scale", "smoke"]) == 2
+    assert "unknown experiment" in capsys.readouterr().err
+    bad = _write(tmp_path, _raw(extra=1))
+    assert cli(["run", "--config", str(bad), "--scale", "smoke"]) == 2
+    assert "'extra'" in capsys.readouterr().err
+    assert cli(["run", "--config", str(_write(tmp_path, _raw(), "ok.yaml")), "--scale", "smoke",
+                "--workers", "0", "--store", str(tmp_path / "s.sqlite")]) == 2
+    assert "--workers" in capsys.readouterr().err
+
+
+def test_dependencies_get_artifact_dirs(tmp_path):
+    seen = {}
+
+    @register_procedure("_test_dep")
+    class _Dep(Procedure):
+        allowed = {"v"}
+
+        def run(self, run, ctx):
+            (ctx.artifact_dir / "v.txt").write_text(str(run.params.get("v", 0)))
+            seen[run.label] = {k: (p / "v.txt").read_text() for k, p in ctx.dependencies.items()}
+            return RunOutput(summary={})
+
+    raw = _raw(procedure="_test_dep", base={}, grid={},
+               runs=[{"label": "child", "depends": ["parent"], "params": {"v": 2}},
+                     {"label": "parent", "params": {"v": 1}}])
+    runs = resolve(raw, "smoke").expand()
+    run_sweep(runs, store_path=str(tmp_path / "s.sqlite"), progress=None)
+    assert seen == {"parent": {}, "child": {"parent": "1"}}

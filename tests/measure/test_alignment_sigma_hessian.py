@@ -1,0 +1,67 @@
+"""Σ–H alignment metrics on constructed matrices with known answers, and on a tiny model."""
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from sgdlab.measure.alignment import (
+    eigenvector_cosines, normalised_eigenvalues, projection_residual, sigma_hessian_alignment,
+)
+from sgdlab.testing import (
+    covariance_reference, dense_hessian_reference, per_sample_gradients_loop,
+    tiny_classification, tiny_mlp,
+)
+
+
+def _e(i, d=5):
+    v = torch.zeros(d, dtype=torch.float64)
+    v[i] = 1.0
+    return v
+
+
+@pytest.mark.parametrize("phi", [0.0, 0.3, math.pi / 2])
+def test_rotated_basis_known_answers(phi):
+    u = torch.stack([_e(0), _e(1)], 1)
+    v = torch.stack([math.cos(phi) * _e(0) + math.sin(phi) * _e(2), -_e(1)], 1)  # sign flip
+    torch.testing.assert_close(eigenvector_cosines(u, v),
+                               torch.tensor([abs(math.cos(phi)), 1.0], dtype=torch.float64))
+    assert projection_residual(u, v) == pytest.approx(math.sin(phi) ** 2, abs=1e-12)
+
+
+def test_residual_extremes_and_errors():
+    u = torch.stack([_e(0), _e(1)], 1)
+    w = torch.stack([_e(2), _e(3)], 1)
+    assert projection_residual(u, w) == pytest.approx(2.0)       # orthogonal spans: k
+    swapped = torch.stack([_e(1), _e(0)], 1)
+    assert projection_residual(u, swapped) == pytest.approx(0.0)  # same span, other order
+    torch.testing.assert_close(eigenvector_cosines(u, swapped), torch.zeros(2, dtype=torch.float64))
+    torch.testing.assert_close(normalised_eigenvalues(torch.tensor([3.0, 4.0]), 5.0),
+                               torch.tensor([0.6, 0.8]))
+    with pytest.raises(ValueError, match="shape"):
+        projection_residual(u, w[:, :1])
+
+
+def test_sigma_hessian_alignment_vs_dense():
+    model = tiny_mlp(3, 4, 2)
+    data, loss_fn = tiny_classification(10, 3, 2), nn.CrossEntropyLoss()
+    h = dense_hessian_reference(model, loss_fn, data)
+    s = covariance_reference(per_sample_gradients_loop(model, loss_fn, data))
+    hl, hv = torch.linalg.eigh(h)
+    sl, sv = torch.linalg.eigh(s)
+    k = 2
+    hv, sv = hv.flip(1)[:, :k], sv.flip(1)[:, :k]
+    res = sigma_hessian_alignment(model, loss_fn, data, k, tol=1e-12, num_probes=400,
+                                  generator=torch.Generator().manual_seed(0),
+                                  trace_alignment=True)
+    torch.testing.assert_close(res.hessian_eigvals, hl.flip(0)[:k])
+    torch.testing.assert_close(res.sigma_eigvals, sl.flip(0)[:k])
+    torch.testing.assert_close(res.cosines, (hv * sv).sum(0).abs(), atol=1e-7, rtol=0)
+    assert res.residual == pytest.approx(projection_residual(hv, sv), abs=1e-7)
+    assert 0.0 <= res.residual <= k
+    assert res.sigma_frobenius == pytest.approx(float(torch.linalg.matrix_norm(s)))
+    assert res.hessian_frobenius == pytest.approx(float(torch.linalg.matrix_norm(h)), rel=0.1)
+    assert res.trace_h_sigma == pytest.approx(float(torch.trace(h @ s)), rel=1e-9)
+    m = res.as_metrics()
+    assert m["align/cos_1"] == pytest.approx(float(res.cosines[0]))
+    assert "align/trace_ratio" in m

@@ -1,0 +1,87 @@
+"""Trace, Frobenius norm, SLQ density, dense spectra and the harmonic mean vs exact values."""
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from sgdlab.measure.curvature import (
+    dense_hessian, frobenius_norm, harmonic_mean_eigenvalue, hessian_bottom_eigenvalues,
+    hessian_frobenius_norm, hessian_spectrum, hessian_trace, hutchinson_trace, spectral_density,
+)
+from sgdlab.testing import dense_hessian_reference, tiny_classification, tiny_mlp
+
+
+def _spd_like(d=50, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    q, _ = torch.linalg.qr(torch.randn(d, d, generator=g, dtype=torch.float64))
+    lam = torch.linspace(-1.0, 4.0, d, dtype=torch.float64)
+    return q @ torch.diag(lam) @ q.T
+
+
+def test_hutchinson_trace_within_three_standard_errors():
+    a = _spd_like()
+    est = hutchinson_trace(a, 200, generator=torch.Generator().manual_seed(1))
+    assert est.num_samples == 200 and est.stderr > 0
+    assert abs(est.value - float(torch.trace(a))) < 3 * est.stderr
+    # Rademacher probes on a diagonal matrix are exact (zero variance)
+    diag = torch.diag(torch.arange(1.0, 6.0, dtype=torch.float64))
+    exact = hutchinson_trace(diag, 5, generator=torch.Generator().manual_seed(0))
+    assert exact.value == pytest.approx(15.0) and exact.stderr == pytest.approx(0.0, abs=1e-12)
+
+
+def test_frobenius_norm_estimate():
+    a = _spd_like(seed=3)
+    est = frobenius_norm(a, 400, generator=torch.Generator().manual_seed(2))
+    exact = float(torch.linalg.matrix_norm(a))
+    assert abs(est.value - exact) < 3.5 * est.stderr
+    est_r = frobenius_norm(a, 400, generator=torch.Generator().manual_seed(2),
+                           distribution="rademacher")
+    assert abs(est_r.value - exact) < 3.5 * est_r.stderr
+
+
+def test_slq_density_integrates_to_one_and_matches_moments():
+    d = 60
+    g = torch.Generator().manual_seed(4)
+    q, _ = torch.linalg.qr(torch.randn(d, d, generator=g, dtype=torch.float64))
+    lam = torch.tensor([-1.0] * 20 + [2.0] * 40, dtype=torch.float64)
+    a = q @ torch.diag(lam) @ q.T
+    dens = spectral_density(a, num_probes=30, num_iter=10, sigma=0.05, grid=2000,
+                            generator=torch.Generator().manual_seed(5))
+    assert float(torch.trapezoid(dens.density, dens.grid)) == pytest.approx(1.0, abs=1e-6)
+    # moments: per-probe Rayleigh quotients are unbiased for Tr(A^p)/d
+    for p, exact in [(1, float(lam.mean())), (2, float((lam ** 2).mean()))]:
+        per_probe = (dens.weights * dens.nodes ** p).sum(1)
+        se = float(per_probe.std() / math.sqrt(len(per_probe)))
+        assert abs(dens.moment(p) - exact) < 4 * se + 1e-12
+    # mass near -1 is one third
+    mass_neg = float(torch.trapezoid(dens.density * (dens.grid < 0.5), dens.grid))
+    per_probe_neg = (dens.weights * (dens.nodes < 0.5)).sum(1)
+    assert abs(mass_neg - 1 / 3) < 4 * float(per_probe_neg.std() / math.sqrt(30)) + 1e-6
+
+
+def test_model_conveniences_vs_dense_reference():
+    model = tiny_mlp(3, 4, 3)
+    data, loss_fn = tiny_classification(12, 3, 3), nn.CrossEntropyLoss()
+    ref = dense_hessian_reference(model, loss_fn, data)
+    torch.testing.assert_close(dense_hessian(model, loss_fn, data, chunk_size=7), ref)
+    spec = hessian_spectrum(model, loss_fn, data)
+    torch.testing.assert_close(spec, torch.linalg.eigvalsh(ref))
+    bottom = hessian_bottom_eigenvalues(model, loss_fn, data, 2, tol=0, num_iter=ref.shape[0])
+    torch.testing.assert_close(bottom, spec[:2], atol=1e-9, rtol=1e-8)
+    tr = hessian_trace(model, loss_fn, data, 300, generator=torch.Generator().manual_seed(0))
+    assert abs(tr.value - float(torch.trace(ref))) < 3 * tr.stderr
+    fro = hessian_frobenius_norm(model, loss_fn, data, 300,
+                                 generator=torch.Generator().manual_seed(1))
+    assert abs(fro.value - float(torch.linalg.matrix_norm(ref))) < 3.5 * fro.stderr
+    with pytest.raises(ValueError, match="max_params"):
+        dense_hessian(model, loss_fn, data, max_params=10)
+
+
+def test_harmonic_mean_of_positive_part():
+    lam = torch.tensor([-0.5, 0.0, 1e-20, 1.0, 2.0, 4.0], dtype=torch.float64)
+    hm, used = harmonic_mean_eigenvalue(lam)
+    assert used == 3
+    assert hm == pytest.approx(3 / (1 + 0.5 + 0.25))
+    assert harmonic_mean_eigenvalue(torch.tensor([-1.0, 0.0]))[1] == 0
+    assert math.isnan(harmonic_mean_eigenvalue(torch.tensor([-1.0, 0.0]))[0])

@@ -1,0 +1,102 @@
+"""Gradient covariance / diffusion matrix against explicit sums and mini-batch enumeration."""
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from sgdlab.measure.noise import diffusion_matrix, gradient_covariance, minibatch_noise_factor
+from sgdlab.testing import (
+    covariance_reference, minibatch_covariance_enumerated, per_sample_gradients_loop,
+    tiny_classification, tiny_mlp,
+)
+
+
+@pytest.fixture
+def problem():
+    model = tiny_mlp(3, 4, 2)
+    data = tiny_classification(10, 3, 2)
+    return model, nn.CrossEntropyLoss(), data
+
+
+def test_covariance_matches_explicit_sum(problem):
+    model, loss_fn, data = problem
+    cov = gradient_covariance(model, loss_fn, data, chunk_size=3)
+    g = per_sample_gradients_loop(model, loss_fn, data)
+    ref = covariance_reference(g)
+    torch.testing.assert_close(cov.dense(), ref)
+    torch.testing.assert_close(cov.mean, g.mean(0))
+    assert abs(cov.trace() - float(torch.trace(ref))) < 1e-12
+    torch.testing.assert_close(cov.diagonal(), torch.diagonal(ref))
+    assert abs(cov.frobenius_norm() - float(torch.linalg.matrix_norm(ref))) < 1e-12
+
+
+def test_gram_spectrum_equals_dense_spectrum(problem):
+    model, loss_fn, data = problem
+    cov = gradient_covariance(model, loss_fn, data)   # d = 26 > N = 10: Gram path
+    assert cov.dim > cov.num_samples
+    ref = torch.linalg.eigvalsh(cov.dense()).flip(0)
+    spec = cov.spectrum()
+    assert len(spec) == cov.num_samples - 1          # centring removes one direction
+    torch.testing.assert_close(spec, ref[: len(spec)], rtol=1e-9, atol=1e-12)
+    assert cov.rank() == int(torch.linalg.matrix_rank(cov.dense()))
+    assert math.isclose(cov.rank_fraction(), cov.rank() / cov.dim)
+    vals, vecs = cov.eigenpairs(3)
+    torch.testing.assert_close(vals, ref[:3], rtol=1e-9, atol=1e-12)
+    torch.testing.assert_close(cov.dense() @ vecs, vecs * vals, rtol=1e-7, atol=1e-10)
+
+
+def test_numerical_rank_uses_numpy_threshold():
+    import numpy as np
+
+    from sgdlab.measure.noise import GradientCovariance
+
+    g = torch.Generator().manual_seed(0)
+    f = torch.randn(6, 3, generator=g, dtype=torch.float64) @ torch.randn(3, 40, generator=g,
+                                                                           dtype=torch.float64)
+    cov = GradientCovariance(f, torch.zeros(40, dtype=torch.float64), 6)
+    assert cov.rank() == 3 == np.linalg.matrix_rank(cov.dense().numpy(), hermitian=True)
+
+
+def test_sample_has_the_covariance(problem):
+    model, loss_fn, data = problem
+    cov = gradient_covariance(model, loss_fn, data)
+    xs = cov.sample(40000, torch.Generator().manual_seed(0), scale=2.0)
+    emp = xs.T @ xs / len(xs)
+    err = (emp - 2.0 * cov.dense()).abs().max()
+    assert err < 0.05 * float(2.0 * cov.dense().abs().max())
+
+
+@pytest.mark.parametrize("replacement", [True, False])
+@pytest.mark.parametrize("b", [1, 2, 3])
+def test_minibatch_covariance_by_enumeration(problem, replacement, b):
+    model, loss_fn, data = problem
+    n = 5
+    small = (data[0][:n], data[1][:n])
+    d_b = diffusion_matrix(model, loss_fn, small, b, replacement=replacement)
+    g = per_sample_gradients_loop(model, loss_fn, small)
+    exact = minibatch_covariance_enumerated(g, b, replacement=replacement)
+    torch.testing.assert_close(d_b.dense(), exact, rtol=1e-9, atol=1e-13)
+
+
+def test_minibatch_factor_values_and_errors():
+    assert minibatch_noise_factor(4, 100) == 0.25
+    assert math.isclose(minibatch_noise_factor(4, 100, replacement=False),
+                        (1 - 4 / 100) / 4 * 100 / 99)
+    assert minibatch_noise_factor(10, 10, replacement=False) == 0.0
+    with pytest.raises(ValueError, match="batch size"):
+        minibatch_noise_factor(0, 10)
+    with pytest.raises(ValueError, match="exceeds"):
+        minibatch_noise_factor(11, 10, replacement=False)
+
+
+def test_noise_magnitude(problem):
+    from sgdlab.measure.noise import noise_magnitude
+
+    model, loss_fn, data = problem
+    g = per_sample_gradients_loop(model, loss_fn, data)
+    nm = noise_magnitude(model, loss_fn, data, lr=0.1, batch_size=4)
+    assert nm.grad_norm == pytest.approx(float(g.mean(0).norm()))
+    tr = float(torch.trace(covariance_reference(g)))
+    assert nm.noise_norm == pytest.approx(math.sqrt(0.1 * tr / 4))
+    assert nm.ratio == pytest.approx(nm.noise_norm / nm.grad_norm)

@@ -1,0 +1,153 @@
+"""Parameter counts (papers' statements and our derivations) and forward shapes."""
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from sgdlab.models import MODELS, build_model, count_parameters, describe
+from sgdlab.errors import UserError
+
+
+def dense(i: int, o: int) -> int:
+    return i * o + o
+
+
+def conv(ci: int, co: int, k: int, bias: bool = True) -> int:
+    return ci * co * k * k + (co if bias else 0)
+
+
+def bn(c: int) -> int:
+    return 2 * c
+
+
+@pytest.mark.parametrize("name, count", [
+    ("zhu-mlp-1-10-10-10-1", 251), ("zhu-mlp-1-10-10-1", 141), ("zhu-mlp-1-6-6-6-1", 103),
+    ("zhu-lenet", 11_330),
+])
+def test_counts_stated_by_zhu_et_al(name, count):
+    info = describe(name)
+    assert info.stated_params == count
+    assert count_parameters(build_model(name, info.reference_input, info.reference_outputs)) == count
+
+
+def test_zhu_counts_by_hand():
+    assert dense(1, 10) + 2 * dense(10, 10) + dense(10, 1) == 251
+    # conv-pool-conv-pool on 28x28 leaves 10x4x4 = 160 features
+    assert conv(1, 10, 5) + conv(10, 10, 5) + dense(160, 50) + dense(50, 10) == 11_330
+
+
+def test_resnet56_count_is_the_papers_085M():
+    m = build_model("resnet-56", (3, 32, 32), 10)
+    n = count_parameters(m)
+    by_hand = conv(3, 16, 3, bias=False) + bn(16) + dense(64, 10)
+    for c_in, c in ((16, 16), (16, 32), (32, 64)):
+        by_hand += conv(c_in, c, 3, False) + conv(c, c, 3, False) + 2 * bn(c)  # first block
+        by_hand += 8 * (2 * conv(c, c, 3, False) + 2 * bn(c))
+    assert n == by_hand == 853_018
+    assert round(n / 1e4) * 1e4 == describe("resnet-56").stated_params == 850_000
+    convs = [mod for mod in m.modules() if isinstance(mod, nn.Conv2d)]
+    assert len(convs) + 1 == 56  # 55 conv layers + the fc layer
+    # option-B projection shortcuts add two 1x1 convs + BN
+    assert count_parameters(build_model("resnet-56", (3, 32, 32), 10, shortcut="B")) == \
+        n + conv(16, 32, 1, False) + bn(32) + conv(32, 64, 1, False) + bn(64)
+
+
+def test_derived_counts_of_the_other_architectures():
+    mnist, cifar = (1, 28, 28), (3, 32, 32)
+    expect = {
+        ("musso-bilayer", mnist): dense(784, 100) + dense(100, 10),
+        ("mnistfc", mnist): dense(784, 1024) + dense(1024, 1024) + dense(1024, 10) + 2 * bn(1024),
+        ("small-fc", mnist): dense(784, 400) + dense(400, 400) + dense(400, 10) + 2 * bn(400),
+        ("jastrzebski-mlp", mnist): dense(784, 400) + 2 * dense(400, 400) + dense(400, 10)
+        + 3 * bn(400),
+        # 28 -conv5-> 24 -pool3-> 8 -conv5-> 4 -pool2-> 2: 50x2x2 features
+        ("lenet", mnist): conv(1, 20, 5) + bn(20) + conv(20, 50, 5) + bn(50) + dense(200, 500)
+        + dense(500, 10),
+        ("small-lenet", mnist): conv(1, 10, 5) + bn(10) + conv(10, 20, 5) + bn(20)
+        + dense(80, 128) + dense(128, 10),
+        ("allcnn", cifar): conv(3, 96, 3) + 2 * conv(96, 96, 3) + conv(96, 192, 3)
+        + 4 * conv(192, 192, 3) + conv(192, 10, 1) + 3 * bn(96) + 5 * bn(192) + bn(10),
+        ("small-allcnn", cifar): conv(3, 32, 3) + 2 * conv(32, 32, 3) + conv(32, 64, 3)
+        + 4 * conv(64, 64, 3) + conv(64, 10, 1) + 3 * bn(32) + 5 * bn(64) + bn(10),
+        ("musso-model2", cifar): conv(3, 32, 3) + conv(32, 32, 3) + conv(32, 64, 3)
+        + conv(64, 64, 3) + conv(64, 128, 3) + dense(128 * 4 * 4, 10),
+    }
+    for (name, shape), count in expect.items():
+        assert count_parameters(build_model(name, shape, 10)) == count, name
+    assert count_parameters(build_model("allcnn", cifar, 10)) == 1_667_166
+    assert count_parameters(build_model("lenet", mnist, 10)) == 131_220
+
+
+def test_vgg_counts():
+    def vgg_count(cfg, bnorm):
+        n, c = 0, 3
+        for v in cfg:
+            n += conv(c, v, 3) + (bn(v) if bnorm else 0)
+            c = v
+        return n + dense(512, 10)
+    v11 = [64, 128, 256, 256, 512, 512, 512, 512]
+    v16 = [64, 64, 128, 128, 256, 256, 256, 512, 512, 512, 512, 512, 512]
+    for name, cfg, total in (("vgg-11", v11, 9_231_114), ("vgg-16", v16, 14_728_266)):
+        assert count_parameters(build_model(name, (3, 32, 32), 10)) == vgg_count(cfg, True) == total
+        assert count_parameters(build_model(name, (3, 32, 32), 10, batchnorm=False)) == \
+            vgg_count(cfg, False)
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_forward_and_backward_on_intended_input(name):
+    torch.manual_seed(0)
+    info = describe(name)
+    m = build_model(name, info.reference_input, info.reference_outputs)
+    x = torch.randn(2, *info.reference_input)
+    out = m(x)
+    assert out.shape == (2, info.reference_outputs)
+    out.square().sum().backward()
+    assert all(p.grad is not None for p in m.parameters())
+    m.eval()
+    with torch.no_grad():
+        assert m(x).shape == (2, info.reference_outputs)
+
+
+def test_models_adapt_to_input_shape_and_classes():
+    assert build_model("mlp", (1, 8, 8), 10)(torch.zeros(2, 1, 8, 8)).shape == (2, 10)
+    assert build_model("mlp", 40, 3, widths=[7, 5])(torch.zeros(2, 40)).shape == (2, 3)
+    assert build_model("musso-bilayer", (1, 40), 10)(torch.zeros(2, 1, 40)).shape == (2, 10)
+    assert build_model("zhu-lenet", (3, 32, 32), 100)(torch.zeros(2, 3, 32, 32)).shape == (2, 100)
+    assert build_model("lenet", (28, 28), 10)(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
+    assert build_model("allcnn", (3, 32, 32), 100).eval()(torch.zeros(2, 3, 32, 32)).shape == (2, 100)
+    assert build_model("musso-model2", (1, 28, 28), 10)(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
+    assert build_model("resnet-56", (1, 28, 28), 10, depth=20)(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
+
+
+def test_bad_shapes_and_options_are_user_errors():
+    with pytest.raises(UserError, match="cannot take inputs shaped"):
+        build_model("zhu-lenet", (1, 8, 8), 10)  # digits are too small for two 5x5 convs
+    with pytest.raises(UserError, match="needs input_shape"):
+        build_model("vgg-11", (64,), 10)
+    with pytest.raises(UserError, match="cannot take inputs shaped"):
+        build_model("vgg-11", (1, 28, 28), 10)  # five poolings need >= 32x32
+    with pytest.raises(UserError, match="known models: .*zhu-lenet"):
+        build_model("alexnet", (3, 32, 32), 10)
+    with pytest.raises(UserError, match="'widht'.*valid options: .*widths"):
+        build_model("mlp", (4,), 2, widht=[3])
+    with pytest.raises(UserError, match="activation"):
+        build_model("mlp", (4,), 2, activation="swishy")
+    with pytest.raises(UserError, match="6n\\+2"):
+        build_model("resnet-56", (3, 32, 32), 10, depth=51)
+    with pytest.raises(UserError, match="num_outputs"):
+        build_model("mlp", (4,), 0)
+
+
+def test_mlp_options_and_seeded_init():
+    m = build_model("mlp", (6,), 2, widths=[5, 4], activation="tanh", batchnorm=True, dropout=0.1)
+    kinds = [type(x).__name__ for x in m.modules()]
+    assert kinds.count("BatchNorm1d") == 2 and kinds.count("Tanh") == 2 and "Dropout" in kinds
+    assert count_parameters(m) == dense(6, 5) + dense(5, 4) + dense(4, 2) + bn(5) + bn(4)
+    torch.manual_seed(1)
+    a = build_model("zhu-mlp-1-10-10-10-1", (1,), 1)
+    torch.manual_seed(1)
+    b = build_model("zhu-mlp-1-10-10-10-1", (1,), 1)
+    assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
+    assert any(isinstance(x, nn.Tanh) for x in a.modules())
+    assert describe("zhu-mlp-1-10-10-10-1").options == {"activation": "tanh"}

@@ -1,0 +1,51 @@
+"""The curvature / noise / alignment / sharpness instruments inside the training loop."""
+import torch
+from torch import nn
+
+from sgdlab.data.base import Dataset
+from sgdlab.train.callbacks import Schedule
+from sgdlab.train.instruments import build_instrument, instruments
+from sgdlab.train.loop import train
+
+
+def _data():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(40, 4, generator=g)
+    y = torch.randint(0, 3, (40,), generator=g)
+    return Dataset(x, y, x[:10], y[:10], meta={"name": "toy", "task": "classification",
+                                              "input_shape": (4,), "num_outputs": 3})
+
+
+def test_instruments_registered_and_log():
+    names = {"hessian", "sharpness", "noise", "alignment", "noise_magnitude"}
+    assert names <= set(instruments())
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 6), nn.Tanh(), nn.Linear(6, 3))
+    data = _data()
+    every = Schedule.every(3)
+    cbs = [
+        build_instrument("hessian", schedule=every, k=2, bottom=1, trace_probes=5,
+                         frobenius_probes=5, eval_subset=None),
+        build_instrument("sharpness", schedule=every, sigma=0.01, num_samples=4, epsilon=1e-3,
+                         gamma=1e-3),
+        build_instrument("noise", schedule=every, k=3),
+        build_instrument("alignment", schedule=every, k=2, num_probes=4),
+        build_instrument("noise_magnitude", schedule=every),
+    ]
+    res = train(model, nn.CrossEntropyLoss(), data, torch.optim.SGD(model.parameters(), lr=0.1),
+                epochs=1, batch_size=8, callbacks=cbs, progress=False)
+    h = res.history
+    for key in ["hess/top_1", "hess/top_2", "hess/bottom_1", "hess/trace", "hess/frobenius",
+                "sharpness/expected", "sharpness/epsilon", "sharpness/local_entropy",
+                "noise/trace", "noise/top_3", "noise/rank", "align/cos_1", "align/residual",
+                "noise/grad_norm", "noise/noise_norm"]:
+        assert key in h, key
+    assert [s for s, _ in h["hess/top_1"]] == [0, 3]
+    assert [s for s, _ in h["noise/grad_norm"]] == [3]          # needs a batch size
+    # measuring does not perturb training: same final parameters as a run without instruments
+    torch.manual_seed(0)
+    bare = nn.Sequential(nn.Linear(4, 6), nn.Tanh(), nn.Linear(6, 3))
+    train(bare, nn.CrossEntropyLoss(), data, torch.optim.SGD(bare.parameters(), lr=0.1),
+          epochs=1, batch_size=8, progress=False)
+    for p, q in zip(model.parameters(), bare.parameters()):
+        assert torch.equal(p, q)
