@@ -156,9 +156,11 @@ def validate(value: Any, section: Section, *, path: str = "",
         if key in value:
             out[key] = _validate_any(p, spec, value[key], errs)
         elif isinstance(spec, Section):
-            if not spec.optional:
+            if spec.optional:
+                out[key] = validate({}, spec, path=p, errors=errs)
+            else:
                 errs.append(f"{p}: required section is missing")
-            out[key] = validate({}, spec, path=p, errors=errs)
+                out[key] = {}
         elif spec.default is REQUIRED:
             errs.append(f"{p}: required key is missing")
         else:

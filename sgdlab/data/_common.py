@@ -61,7 +61,10 @@ def stratified_split(labels: np.ndarray, n_test: int, seed: int) -> tuple[np.nda
     if n_test >= len(labels):
         raise UserError(f"test_size {n_test} leaves no training examples (of {len(labels)})")
     idx = np.arange(len(labels))
-    tr, te = train_test_split(idx, test_size=n_test, random_state=seed, stratify=labels)
+    try:
+        tr, te = train_test_split(idx, test_size=n_test, random_state=seed, stratify=labels)
+    except ValueError as e:  # e.g. fewer test examples than classes
+        raise UserError(f"cannot split with test_size={n_test}: {e}") from None
     return np.sort(tr), np.sort(te)
 
 

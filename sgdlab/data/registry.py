@@ -8,6 +8,7 @@ interchangeable (``fashion-mnist`` == ``fashion_mnist``).
 from __future__ import annotations
 
 import inspect
+import numbers
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,9 @@ from ..errors import UserError
 from .base import Dataset
 
 Loader = Callable[..., Dataset]
+
+#: options every dataset accepts (handled by load_dataset itself)
+GENERIC_OPTIONS = ("n_train", "n_test", "label_noise")
 
 #: name -> loader function. Iterate it (or ``sorted(DATASETS)``) for the known names.
 DATASETS: dict[str, Loader] = {}
@@ -57,13 +61,18 @@ def _lookup(name: str) -> Loader:
 
 
 def load_dataset(name: str, *, seed: int = 0, data_dir: str | Path | None = None,
-                 label_noise: int = 0, **options: Any) -> Dataset:
+                 n_train: int | None = None, n_test: int | None = None, label_noise: int = 0,
+                 **options: Any) -> Dataset:
     """Load or generate dataset ``name``; deterministic given ``seed`` (and the files).
 
     ``data_dir`` is used by the file loaders (mnist, fashion_mnist, cifar10, cifar100) and ignored
-    by generated/bundled datasets. ``label_noise=k`` (classification only) then gives ``k``
-    training examples random wrong labels (:func:`~sgdlab.data.transforms.with_label_noise`,
-    seeded by ``seed``). Unknown options raise :class:`UserError` listing the valid ones.
+    by generated/bundled datasets. Every dataset also accepts, applied in this order after
+    loading: ``n_train`` / ``n_test`` (a seeded subset, class-balanced for classification:
+    :func:`~sgdlab.data.transforms.subset`) and ``label_noise=k`` (classification only: ``k``
+    training examples get random wrong labels, :func:`~sgdlab.data.transforms.with_label_noise`),
+    both seeded by ``seed``; Zhu et al.'s corrupted Fashion-MNIST is
+    ``load_dataset("fashion_mnist", data_dir=..., n_train=1200, label_noise=200)``.
+    Unknown options raise :class:`UserError` listing the valid ones.
     """
     fn = _lookup(name)
     params = inspect.signature(fn).parameters
@@ -72,13 +81,24 @@ def load_dataset(name: str, *, seed: int = 0, data_dir: str | Path | None = None
     if unknown:
         raise UserError(
             f"dataset {_canonical(name)!r} has no option(s) {', '.join(map(repr, unknown))}; "
-            f"valid options: {', '.join(sorted(allowed)) or '(none)'}")
-    if not isinstance(seed, int) or isinstance(seed, bool):
+            f"valid options: {', '.join(sorted(allowed | set(GENERIC_OPTIONS)))}")
+    if not isinstance(seed, numbers.Integral) or isinstance(seed, bool):
         raise UserError(f"dataset seed must be an integer, got {seed!r}")
+    seed = int(seed)
     kwargs: dict[str, Any] = dict(options, seed=seed)
     if "data_dir" in params:
         kwargs["data_dir"] = data_dir
+    # a loader that defines n_train / n_test itself (cubic: grid sizes) gets them directly
+    for key, value in (("n_train", n_train), ("n_test", n_test)):
+        if key in params and value is not None:
+            kwargs[key] = value
+    if "n_train" in params:
+        n_train = n_test = None
     ds = fn(**kwargs)
+    if n_train is not None or n_test is not None:
+        from .transforms import subset
+
+        ds = subset(ds, n_train, n_test, seed)
     if label_noise:
         from .transforms import with_label_noise
 

@@ -117,10 +117,23 @@ def _dep_run(by_label: dict[str, list[RunSpec]], label: str, seed: int) -> RunSp
     return cands[0]          # a dependency run with a single seed serves every seed
 
 
+def threads_per_worker(workers: int) -> int:
+    """torch threads per run: ``$SGDLAB_THREADS`` if set, else cores // workers (>= 1)."""
+    env = os.environ.get("SGDLAB_THREADS")
+    if env:
+        try:
+            n = int(env)
+        except ValueError:
+            raise UserError(f"SGDLAB_THREADS must be an integer, got {env!r}") from None
+        return max(1, n)
+    return max(1, (os.cpu_count() or 1) // workers)
+
+
 def _set_threads(n: int) -> None:
     import torch
 
-    torch.set_num_threads(max(1, n))
+    if torch.get_num_threads() != n:
+        torch.set_num_threads(max(1, n))
 
 
 def _execute(run_cfg: dict[str, Any], store_path: str, device: str,
@@ -130,8 +143,19 @@ def _execute(run_cfg: dict[str, Any], store_path: str, device: str,
 
     Failures are recorded in the store as ``failed`` with the traceback's last line and never
     propagate, so one bad run does not stop the sweep."""
+    import torch
+
+    prev_threads = torch.get_num_threads()
     if threads:
         _set_threads(threads)
+    try:
+        return _execute_run(run_cfg, store_path, device, dep_dirs, progress)
+    finally:
+        _set_threads(prev_threads)       # in-process runs leave the caller's setting alone
+
+
+def _execute_run(run_cfg: dict[str, Any], store_path: str, device: str,
+                 dep_dirs: dict[str, str], progress: bool) -> tuple[str, str, str | None]:
     run = RunSpec(**{k: (tuple(v) if k == "depends" else v) for k, v in run_cfg.items()})
     store = open_store(store_path)
     run_id = store.create_run(run.config(), name=run.run_name, experiment=run.experiment)
@@ -213,8 +237,7 @@ def run_sweep(runs: list[RunSpec], *, store_path: str | None = None, workers: in
     experiment = runs[0].experiment
     done = finished_runs(store, experiment)
     rank, world = _shard()
-    cores = os.cpu_count() or 1
-    threads = max(1, cores // workers)
+    threads = threads_per_worker(workers)
     say = progress or (lambda s: None)
     layers = dependency_layers(runs)
     todo_total = sum(1 for r in runs if r.key not in done)
@@ -251,7 +274,7 @@ def run_sweep(runs: list[RunSpec], *, store_path: str | None = None, workers: in
             if pool is None:
                 for r, cfg, dep_dirs in jobs:
                     t = time.perf_counter()
-                    key, status, msg = _execute(cfg, spath, device, dep_dirs, None,
+                    key, status, msg = _execute(cfg, spath, device, dep_dirs, threads,
                                                 train_progress)
                     results.append((r, key, status, msg, time.perf_counter() - t))
                     count += 1

@@ -32,4 +32,5 @@ from .alignment import (
     sigma_hessian_alignment,
 )
 from .sharpness import epsilon_sharpness, expected_sharpness, local_entropy, mean_loss
-from .temperature import solve_batch_size, solve_lr, temperature, temperatures
+# not the function `temperature`: re-exporting it would shadow the module sgdlab.measure.temperature
+from .temperature import solve_batch_size, solve_lr, temperatures

@@ -284,25 +284,51 @@ def _mc(samples: list[float]) -> Estimate:
     return Estimate(float(t.mean()), se, n)
 
 
+def _probe_block(op: LinearOperator, b: int, generator: torch.Generator | None,
+                 kind: str) -> Tensor:
+    """(d, b) block of independent probes (columns)."""
+    gdev = generator.device if generator is not None else op.device
+    d = op.shape[0]
+    if kind == "gaussian":
+        v = torch.randn(b, d, generator=generator, device=gdev, dtype=torch.float64)
+    elif kind == "rademacher":
+        v = torch.randint(0, 2, (b, d), generator=generator, device=gdev).to(torch.float64) * 2 - 1
+    else:
+        raise ValueError(f"Unknown probe distribution {kind!r} (gaussian | rademacher)")
+    return v.T.to(device=op.device, dtype=op.dtype)
+
+
+def _probe_samples(op: LinearOperator, num_probes: int, generator, kind: str, block_size: int,
+                   stat: Callable[[Tensor, Tensor], Tensor]) -> list[float]:
+    if num_probes < 1:
+        raise ValueError(f"Invalid num_probes={num_probes} (must be >= 1)")
+    if block_size < 1:
+        raise ValueError(f"Invalid block_size={block_size} (must be >= 1)")
+    samples: list[float] = []
+    for i in range(0, num_probes, block_size):
+        v = _probe_block(op, min(block_size, num_probes - i), generator, kind)
+        av = op.matmat(v)   # one vmapped backward per block for a cached-graph Hessian
+        samples.extend(stat(v, av).double().tolist())
+    return samples
+
+
 def hutchinson_trace(
     A: Operand,
     num_probes: int = 100,
     *,
     generator: torch.Generator | None = None,
     distribution: str = "rademacher",
+    block_size: int = 16,
 ) -> Estimate:
     """Tr A ≈ (1/M) Σ_m v_mᵀ A v_m, v_m Rademacher (±1) probes (Hutchinson 1990).
 
     The standard error is the sample standard deviation of vᵀAv over probes divided by √M.
+    Probes are applied ``block_size`` at a time (``LinearOperator.matmat``), which for a
+    single-batch Hessian is one vmapped backward per block.
     """
-    if num_probes < 1:
-        raise ValueError(f"Invalid num_probes={num_probes} (must be >= 1)")
     op = as_operator(A)
-    samples = []
-    for _ in range(num_probes):
-        v = _random_vector(op, generator, distribution)
-        samples.append(float(torch.dot(v, op.matvec(v))))
-    return _mc(samples)
+    return _mc(_probe_samples(op, num_probes, generator, distribution, block_size,
+                              lambda v, av: (v * av).sum(0)))
 
 
 def frobenius_norm(
@@ -311,6 +337,7 @@ def frobenius_norm(
     *,
     generator: torch.Generator | None = None,
     distribution: str = "gaussian",
+    block_size: int = 16,
 ) -> Estimate:
     """‖A‖_F estimated from E_v ‖A v‖² = ‖A‖²_F (v with E[v vᵀ] = I: Gaussian or Rademacher),
     as Jastrzebski et al. (2018/2020) estimate the Hessian's Frobenius norm.
@@ -318,14 +345,9 @@ def frobenius_norm(
     Returns the square root of the mean of ‖A v‖²; the standard error is propagated by the delta
     method (se(‖A‖²_F) / (2‖A‖_F)).
     """
-    if num_probes < 1:
-        raise ValueError(f"Invalid num_probes={num_probes} (must be >= 1)")
     op = as_operator(A)
-    samples = []
-    for _ in range(num_probes):
-        v = _random_vector(op, generator, distribution)
-        samples.append(float(torch.linalg.vector_norm(op.matvec(v)) ** 2))
-    sq = _mc(samples)
+    sq = _mc(_probe_samples(op, num_probes, generator, distribution, block_size,
+                            lambda v, av: (av * av).sum(0)))
     val = math.sqrt(max(sq.value, 0.0))
     se = sq.stderr / (2 * val) if val > 0 else float("nan")
     return Estimate(val, se, sq.num_samples)

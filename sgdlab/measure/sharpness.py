@@ -167,7 +167,7 @@ def epsilon_sharpness(
                     g = torch.autograd.grad(loss, params)
                 for acc, gi in zip(grads, g):
                     acc += gi * len(x)
-                total += float(loss) * len(x)
+                total += float(loss.detach()) * len(x)
                 n += len(x)
             best = max(best, total / n)
             step = torch.cat([gi.reshape(-1) for gi in grads]).sign()

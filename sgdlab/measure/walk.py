@@ -15,11 +15,12 @@ Conventions: L is the *mean* loss over the evaluation data (the whole training s
 subset, batches weighted by size). The model is evaluated with dropout off; batch-norm layers use
 their running statistics (``bn_mode="eval"``, the default) or the statistics of each evaluation
 batch (``bn_mode="train"``; the model's running statistics are left untouched either way).
-The K parameter sets are built at once (one ``lerp`` of the flat vectors) and evaluated with
-``torch.func.functional_call``, either batched over α under ``vmap`` (chunks of ``alpha_chunk``
-points bound the memory) or one point after another. Batched is the default on accelerators; on
-CPU the loop is the default because batched matmuls over stacked weights measured 1.5–2× slower
-than K separate ones (benchmarks/bench_trajectory.py: the loop costs ≈ K plain evaluations).
+The K parameter sets are built at once (one ``lerp`` of the flat vectors) and evaluated either
+batched over α (``torch.func.functional_call`` under ``vmap``; chunks of ``alpha_chunk`` points
+bound the memory) or one point after another, each point written into the model's parameters
+(restored bit for bit afterwards). Batched is the default on accelerators; on CPU the pointwise
+path is the default because batched matmuls over stacked weights measured ~2× slower than K
+separate ones (benchmarks/bench_trajectory.py: the pointwise path costs ≈ K plain evaluations).
 """
 from __future__ import annotations
 
@@ -119,16 +120,34 @@ def _batched_losses(model: nn.Module, loss_fn: LossFn, params: dict[str, Tensor]
     return vmap(one, in_dims=(0, 0), randomness="same")(params, bufs)
 
 
-def _looped_losses(model: nn.Module, loss_fn: LossFn, params: dict[str, Tensor],
-                   frozen: dict[str, Tensor], buffers: dict[str, Tensor], x: Tensor,
-                   y: Tensor) -> Tensor:
-    k = next(iter(params.values())).shape[0]
-    vals = []
-    for j in range(k):
-        p = {n: v[j] for n, v in params.items()}
-        b = {n: v.clone() for n, v in buffers.items()}
-        vals.append(loss_fn(functional_call(model, (p, frozen, b), (x,)), y))
-    return torch.stack(vals)
+def _pointwise_losses(model: nn.Module, loss_fn: LossFn, data: Data, theta_a: Tensor,
+                      theta_b: Tensor, alphas: Tensor, chunk: int) -> tuple[Tensor, int]:
+    """Sum over batches of size × loss at each point, writing each point into the model's own
+    parameters (cheaper than ``functional_call``); the parameters are restored bit for bit."""
+    params = [p.detach() for p in trainable_named_params(model).values()]
+    sizes = [p.numel() for p in params]
+    saved = [p.clone() for p in params]
+    device = theta_a.device
+    losses: list[Tensor] = []
+    counts: list[int] = []
+    try:
+        for s in range(0, len(alphas), chunk):
+            a = alphas[s : s + chunk].to(device=device, dtype=theta_a.dtype)[:, None]
+            pts = torch.lerp(theta_a[None], theta_b[None], a)
+            for j in range(len(a)):
+                views = [v.view_as(p) for v, p in zip(torch.split(pts[j], sizes), params)]
+                torch._foreach_copy_(params, views)
+                for x, y in iterate_batches(data, device):
+                    losses.append(loss_fn(model(x), y))
+                    if s == 0 and j == 0:
+                        counts.append(len(x))
+    finally:
+        torch._foreach_copy_(params, saved)
+    if not counts:
+        return torch.zeros(len(alphas), dtype=torch.float64, device=device), 0
+    w = torch.tensor(counts, dtype=torch.float64, device=device)
+    total = torch.stack(losses).to(torch.float64).view(len(alphas), len(counts)) @ w
+    return total, sum(counts)
 
 
 @torch.no_grad()
@@ -148,15 +167,16 @@ def segment_losses(
 
     Args:
         model: the module whose trainable parameters the flat vectors describe
-            (``sgdlab.operators.params`` order); its parameters are not modified.
+            (``sgdlab.operators.params`` order); its parameters, buffers and train/eval flags
+            are the same on return (the pointwise path writes into the parameters meanwhile).
         loss_fn: mean-reduced ``loss_fn(outputs, targets)``.
         data: a batch ``(x, y)`` or an iterable of batches (weighted by size).
         theta_a, theta_b: flat parameter vectors (θ_t and θ_{t+1}).
         alphas: the interpolation coefficients, or K for :func:`segment_alphas` (K).
         bn_mode: "eval" (running statistics) or "train" (statistics of each batch); dropout
             is off in both.
-        alpha_chunk: points evaluated per vmap call (None: all K at once). Memory grows as
-            ``alpha_chunk`` × (activations of one batch).
+        alpha_chunk: points per vmap call / per ``lerp`` (None: all K at once). Memory grows
+            as ``alpha_chunk`` × (activations of one batch) batched, ``alpha_chunk`` × d pointwise.
         vectorize: True: batched over α with ``vmap``; False: one point after another (also
             the reference for the batched path); None: batched except on CPU.
     """
@@ -177,24 +197,23 @@ def segment_losses(
     if vectorize is None:
         vectorize = device.type != "cpu"
     chunk = len(alphas) if alpha_chunk is None else alpha_chunk
-    total = torch.zeros(len(alphas), dtype=torch.float64, device=device)
     n = 0
     with evaluation_mode(model, bn_mode):
-        for x, y in iterate_batches(data, device):
-            for s in range(0, len(alphas), chunk):
-                params = _stacked_params(theta_a, theta_b, alphas[s : s + chunk], like)
-                vals = None
-                if vectorize:
-                    try:
+        if vectorize:
+            try:
+                total = torch.zeros(len(alphas), dtype=torch.float64, device=device)
+                for x, y in iterate_batches(data, device):
+                    for s in range(0, len(alphas), chunk):
+                        params = _stacked_params(theta_a, theta_b, alphas[s : s + chunk], like)
                         vals = _batched_losses(model, loss_fn, params, frozen, buffers, x, y)
-                    except RuntimeError as e:  # an op without a batching rule: stay correct
-                        warnings.warn(f"segment_losses: vmap failed ({e}); evaluating the "
-                                      "points one by one", RuntimeWarning, stacklevel=2)
-                        vectorize = False
-                if vals is None:
-                    vals = _looped_losses(model, loss_fn, params, frozen, buffers, x, y)
-                total[s : s + chunk] += vals.to(torch.float64) * len(x)
-            n += len(x)
+                        total[s : s + chunk] += vals.to(torch.float64) * len(x)
+                    n += len(x)
+            except RuntimeError as e:  # an op without a batching rule: stay correct
+                warnings.warn(f"segment_losses: vmap failed ({e}); evaluating the points one "
+                              "by one", RuntimeWarning, stacklevel=2)
+                vectorize = False
+        if not vectorize:
+            total, n = _pointwise_losses(model, loss_fn, data, theta_a, theta_b, alphas, chunk)
     if n == 0:
         raise ValueError("segment_losses: data has no samples")
     return total / n
@@ -258,7 +277,8 @@ def analyze_segment(
     ``atol + rtol · |max(L(0), L(1))|`` (the tolerance keeps float round-off on flat segments from
     counting as barriers). The valley floor is the evaluated point with the lowest loss (Xing et
     al.); ``refine=True`` moves it to the vertex of the parabola through that point and its two
-    neighbours, which is exact when the loss is quadratic along the segment.
+    neighbours (if the vertex lies between those neighbours), which is exact when the loss is
+    quadratic along the segment.
     """
     a = [float(v) for v in torch.as_tensor(alphas, dtype=torch.float64).reshape(-1)]
     l = [float(v) for v in torch.as_tensor(losses, dtype=torch.float64).reshape(-1)]
@@ -276,10 +296,14 @@ def analyze_segment(
     barrier = bool(interior) and peak > top + atol + rtol * abs(top)
     i = min(range(len(l)), key=l.__getitem__)
     va, vl = a[i], l[i]
-    if refine and 0 < i < len(l) - 1:
-        vertex = _parabola_vertex(a[i - 1 : i + 2], l[i - 1 : i + 2])
-        if vertex is not None and a[i - 1] <= vertex[0] <= a[i + 1]:
-            va, vl = vertex[0], min(vertex[1], vl)
+    if refine and len(l) >= 3:
+        # parabola through the minimum and its neighbours (the three first/last points when the
+        # minimum is an end point); its vertex is kept if it lies next to the minimum
+        j = min(max(i, 1), len(l) - 2)
+        vertex = _parabola_vertex(a[j - 1 : j + 2], l[j - 1 : j + 2])
+        lo, hi = a[max(i - 1, 0)], a[min(i + 1, len(a) - 1)]
+        if vertex is not None and lo <= vertex[0] <= hi and vertex[1] <= vl:
+            va, vl = vertex
     return StepInterpolation(
         alphas=a, losses=l, loss_start=l0, loss_end=l1, valley_alpha=va, valley_loss=vl,
         barrier=barrier, barrier_height=(peak - top) if barrier else 0.0,

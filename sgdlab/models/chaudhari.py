@@ -15,8 +15,9 @@ Layer order follows the authors' released PyTorch code (ucla-vision, ``models.py
   dense per-sample-gradient / D(x) computations. Options change the widths.
 * ``allcnn``: All-CNN-C (Springenberg et al. 2015) with BatchNorm: input dropout 0.2, nine
   ``Conv -> BN -> ReLU`` blocks (3x3: 96, 96, 96/s2, 192, 192, 192/s2, 192, 192; then 1x1 to
-  the classes; the All-CNN-C paper has 3x3, 1x1, 1x1 at the end, the code 3x3, 3x3, 1x1), dropout 0.5 after each stride-2 block, global average pooling; 1,667,166 parameters
-  on CIFAR-10.
+  the classes; the All-CNN-C paper has 3x3, 1x1, 1x1 at the end, the code 3x3, 3x3, 1x1),
+  dropout 0.5 after each stride-2 block, global average pooling; 1,667,166 parameters on
+  CIFAR-10.
 * ``small-allcnn``: the code's ``small_allcnn``: widths 32 / 64, dropout 0.25; 187,102
   parameters on CIFAR-10.
 

@@ -7,8 +7,8 @@
   widths are sgdlab's reading: ``Conv3x3(32) -> ReLU -> Conv3x3(32) -> ReLU -> MaxPool2 ->
   Conv3x3(64) -> ReLU -> Conv3x3(64) -> ReLU -> MaxPool2 -> Conv3x3(128) -> ReLU -> MaxPool2 ->
   Linear(classes)`` (padding 1, so 32x32 inputs give a 128x4x4 map and 28x28 a 128x3x3 map).
-  ``channels=`` changes the five widths. 159,914 parameters on CIFAR-10, 150,378 on MNIST. Being layer-structured, it is suited to the
-  per-layer ("partial") local entropy the paper studies.
+  ``channels=`` changes the five widths: 159,914 parameters on CIFAR-10, 150,378 on MNIST.
+  Being layer-structured, it suits the per-layer ("partial") local entropy the paper studies.
 """
 from __future__ import annotations
 

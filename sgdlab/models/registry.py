@@ -64,8 +64,11 @@ def register_model(name: str, *, paper: str, description: str,
 
 def _lookup(name: str) -> ModelInfo:
     try:
-        return MODELS[name.strip().lower() if isinstance(name, str) else name]
-    except (KeyError, TypeError):
+        key = name.strip().lower().replace("_", "-")
+        if key not in MODELS:  # "vgg16" / "resnet56" / "zhu-lenet" spelled without a hyphen
+            key = {k.replace("-", ""): k for k in MODELS}.get(key.replace("-", ""), key)
+        return MODELS[key]
+    except (KeyError, TypeError, AttributeError):
         raise UserError(f"Unknown model {name!r}; known models: {', '.join(sorted(MODELS))}"
                         ) from None
 

@@ -17,8 +17,9 @@ default) leaves only the mini-batch noise (the setting of the thesis' experiment
 
 Each inner step draws a *new* mini-batch through the closure, so one outer step costs L
 gradient evaluations; the training loop counts closure calls, which gives the "effective
-epochs" (×L) accounting. Nesterov momentum can be used on the inner loop (its buffer is
-reset at every outer step, as in the reference code) and on the outer loop (persistent).
+epochs" (×L) accounting. Nesterov momentum can be used on the inner loop (on ∇f_B only, the
+coupling pull and the noise are added unaccelerated; the buffer is reset at every outer step;
+both as in the thesis' reference code) and on the outer loop (persistent).
 Scoping (thesis §4.6.1.1): the current γ is γ₀ (1 − γ₁)^t clipped to [gamma_min, gamma_max],
 t = number of outer steps (see :mod:`sgdlab.optim.scoping`).
 
@@ -187,13 +188,13 @@ class EntropySGD(SeededNoise, Optimizer):
                     else:
                         st["inner_buf"] = torch.zeros_like(p)
 
-    def _inner_direction(self, group: dict, ys: list[Tensor], grads: list[Tensor],
-                         xs: list[Tensor], gamma: float) -> list[Tensor]:
-        """dy = ∇f_B(y) + wd·y + γ⁻¹(y − x), then inner momentum. Overwrites ``grads``."""
+    def _inner_direction(self, group: dict, ys: list[Tensor], grads: list[Tensor]) -> list[Tensor]:
+        """∇f_B(y) + wd·y through the inner momentum (SGD's convention). Overwrites ``grads``.
+
+        As in the reference implementation, momentum acts on the gradient of f only; the
+        coupling pull and the thermal noise are added to the step unaccelerated."""
         if group["weight_decay"] > 0:
             torch._foreach_add_(grads, ys, alpha=group["weight_decay"])
-        if gamma < math.inf:
-            torch._foreach_add_(grads, torch._foreach_sub(ys, xs), alpha=1.0 / gamma)
         mu = group["inner_momentum"]
         if mu > 0:
             bufs = [self.state[p]["inner_buf"] for p in ys]
@@ -236,8 +237,11 @@ class EntropySGD(SeededNoise, Optimizer):
                 if not ys:
                     continue
                 grads = [p.grad for p in ys]
-                xs = [self.state[p]["x"] for p in ys]
-                d = self._inner_direction(group, ys, grads, xs, gamma)
+                d = self._inner_direction(group, ys, grads)
+                if gamma < math.inf:
+                    # y ← y − η_y γ⁻¹(y − x): one fused pass (lerp towards x)
+                    torch._foreach_lerp_(ys, [self.state[p]["x"] for p in ys],
+                                         group["inner_lr"] / gamma)
                 self._inner_update(group, ys, d)
                 self._add_noise(group, ys)
                 torch._foreach_lerp_([self.state[p]["z"] for p in ys], ys, 1.0 - group["alpha"])
@@ -300,10 +304,11 @@ register_optimizer("entropy_sgd")(EntropySGD)
 class EntropyAdam(EntropySGD):
     """Entropy-Adam: Entropy-SGD whose inner (Langevin) steps are Adam steps.
 
-    dy = ∇f_B(y) + wd·y + γ⁻¹(y − x);  m ← β₁m + (1 − β₁)dy;  v ← β₂v + (1 − β₂)dy²;
-    y ← y − η_y m̂ / (√v̂ + eps) + √(2 η_y β⁻¹) ε, with bias-corrected m̂, v̂.
-    The Adam moments persist across outer steps (the local landscape changes slowly);
-    the thermal noise is not preconditioned. ``inner_lr`` defaults to 1e-3.
+    g = ∇f_B(y) + wd·y;  m ← β₁m + (1 − β₁)g;  v ← β₂v + (1 − β₂)g²;
+    y ← y − η_y γ⁻¹(y − x) − η_y m̂ / (√v̂ + eps) + √(2 η_y β⁻¹) ε, with bias-corrected m̂, v̂.
+    Adam preconditions the gradient of f only (as momentum does in Entropy-SGD); the
+    coupling pull and the thermal noise are not preconditioned. The Adam moments persist
+    across outer steps (the local landscape changes slowly). ``inner_lr`` defaults to 1e-3.
     """
 
     def __init__(self, params, lr: float = 1.0, *, inner_lr: float = 1e-3,

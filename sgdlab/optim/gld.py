@@ -52,7 +52,7 @@ import torch
 from torch import Tensor, nn
 from torch.optim import Optimizer
 
-from sgdlab.measure.curvature import hessian_eigenpairs
+from sgdlab.measure.curvature import hessian_eigenpairs, lanczos
 from sgdlab.measure.noise import GradientCovariance, gradient_covariance
 from sgdlab.operators.batches import concat_batches
 from sgdlab.operators.params import trainable_named_params
@@ -67,6 +67,8 @@ __all__ = [
 
 NOISE_KINDS = ("none", "const", "dynamic", "diagonal", "leading", "hessian", "sgd-like",
                "isotropic-init")
+# Below this min(N, d) the Gram (or d x d) eigh is cheaper than Lanczos for the leading-k part.
+_DENSE_EIG_MAX = 512
 _NEEDS_SIGMA = ("dynamic", "diagonal", "leading", "sgd-like", "isotropic-init")
 
 
@@ -94,6 +96,9 @@ class StructuredNoiseGD(Optimizer):
         sampling: ``"factor"`` (Gram trick / low rank, default) or ``"dense"`` (d x d).
         hessian_which: ``"largest"`` (algebraic, default) or ``"magnitude"`` top-k eigenpairs.
         hessian_tol, hessian_iter: Lanczos relative residual tolerance and Krylov size.
+        eig_solver: top-k eigenpairs of Σ for ``leading``: ``"dense"`` (eigh of the N x N Gram
+            matrix, or of Σ when d < N), ``"lanczos"`` (Lanczos on the Σ operator, tolerance
+            ``eig_tol``), ``"auto"`` (dense when min(N, d) <= 512, else Lanczos).
         chunk_size: per-sample-gradient chunk (memory bound).
         seed: seed of the optimizer's generator.
     """
@@ -111,7 +116,8 @@ class StructuredNoiseGD(Optimizer):
                  momentum: float = 0.0, dampening: float = 0.0, nesterov: bool = False,
                  weight_decay: float = 0.0, sampling: str = "factor",
                  hessian_which: str = "largest", hessian_tol: float = 1e-3,
-                 hessian_iter: int | None = None, chunk_size: int | None = 256, seed: int = 0):
+                 hessian_iter: int | None = None, eig_solver: str = "auto",
+                 eig_tol: float = 1e-4, chunk_size: int | None = 256, seed: int = 0):
         kind = noise if noise is not None else self.noise_kind
         if kind is None:
             raise ValueError("Invalid noise=None: choose one of " + ", ".join(NOISE_KINDS))
@@ -134,6 +140,10 @@ class StructuredNoiseGD(Optimizer):
             raise ValueError(f"Invalid sampling: {sampling!r} (factor | dense)")
         if hessian_which not in ("largest", "magnitude"):
             raise ValueError(f"Invalid hessian_which: {hessian_which!r} (largest | magnitude)")
+        if eig_solver not in ("auto", "dense", "lanczos"):
+            raise ValueError(f"Invalid eig_solver: {eig_solver!r} (auto | dense | lanczos)")
+        if not eig_tol >= 0:
+            raise ValueError(f"Invalid eig_tol: {eig_tol}")
         if not hessian_tol >= 0:
             raise ValueError(f"Invalid hessian_tol: {hessian_tol}")
         if kind == "const" and (sigma is None or not sigma >= 0):
@@ -163,7 +173,8 @@ class StructuredNoiseGD(Optimizer):
                           variance_factor=variance_factor, refresh_every=int(refresh_every),
                           estimation_size=estimation_size, sampling=sampling,
                           hessian_which=hessian_which, hessian_tol=hessian_tol,
-                          hessian_iter=hessian_iter, chunk_size=chunk_size, seed=seed)
+                          hessian_iter=hessian_iter, eig_solver=eig_solver, eig_tol=eig_tol,
+                          chunk_size=chunk_size, seed=seed)
         self.model, self.loss_fn = model, loss_fn
         self._x = self._y = None
         if kind not in ("none", "const"):
@@ -247,8 +258,12 @@ class StructuredNoiseGD(Optimizer):
             if dense:   # no Gram trick: eigen-decompose the d x d covariance
                 evals, evecs = torch.linalg.eigh(cov.dense())
                 vals, vecs = evals.flip(0)[: h["k"]], evecs.flip(1)[:, : h["k"]]
-            else:
-                vals, vecs = cov.eigenpairs(h["k"], generator=self.generator)
+            elif h["eig_solver"] == "dense" or (h["eig_solver"] == "auto" and min(
+                    cov.factor.shape) <= _DENSE_EIG_MAX):
+                vals, vecs = cov.eigenpairs(h["k"], generator=self.generator)   # Gram eigh
+            else:       # top-k only: Lanczos on Σ = Fᵀ F, 2 N d flops per product
+                vals, vecs = lanczos(cov.operator(), h["k"], tol=h["eig_tol"],
+                                     generator=self.generator)
             stats["eigvals"], stats["eigvecs"] = vals.clamp_min(0) / m, vecs
         elif kind == "sgd-like":
             stats["factor"], stats["scale"] = cov.factor, 1.0 / m
@@ -287,7 +302,8 @@ class StructuredNoiseGD(Optimizer):
         if "sqrt" in s:
             return s["sqrt"] @ s["sqrt"].T
         if self.noise == "none":
-            return torch.zeros(self._dim, self._dim)
+            p = next(iter(self._layout_params()))
+            return torch.zeros(self._dim, self._dim, dtype=p.dtype, device=p.device)
         if "factor" in s:
             return s["factor"].T @ s["factor"] * s["scale"]
         return self._dense_covariance(s, None)

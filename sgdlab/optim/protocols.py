@@ -336,5 +336,6 @@ def lr_trace(name: str, num_steps: int, *, lr: float = 1.0, steps_per_epoch: int
     out = []
     for _ in range(num_steps):
         out.append(opt.param_groups[0]["lr"])
+        opt.step()        # a no-op (no gradients); keeps torch's scheduler order check quiet
         sched.step()
     return out

@@ -45,7 +45,7 @@ from torch import Tensor
 from ..errors import ConfigError, UserError
 
 __all__ = ["ReplicaCommunicationError", "TorchDistributedCommunicator", "init_distributed",
-           "run_from_config", "main"]
+           "build_run", "load_config", "run_from_config", "main"]
 
 
 class ReplicaCommunicationError(RuntimeError):
@@ -144,7 +144,7 @@ def init_distributed(backend: str = "auto", timeout: float = 60.0) -> str:
     return backend
 
 
-def _load_config(path: str | Path) -> dict[str, Any]:
+def load_config(path: str | Path) -> dict[str, Any]:
     p = Path(path)
     if not p.is_file():
         raise UserError(f"config file not found: {p}")
@@ -258,12 +258,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--backend", default="auto", choices=["auto", "gloo", "nccl"])
     p.add_argument("--timeout", type=float, default=60.0,
                    help="seconds before a stuck collective fails (default 60)")
+    p.add_argument("--replicas", type=int, default=None,
+                   help="override parle.replicas (must equal the number of processes)")
     args = p.parse_args(argv)
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     rank = os.environ.get("RANK", "?")
     try:
-        cfg = _load_config(args.config)
-        init_distributed(args.backend, args.timeout)
+        cfg = load_config(args.config)
+        if args.replicas is not None:
+            cfg.setdefault("parle", {})["replicas"] = args.replicas
+        backend = init_distributed(args.backend, args.timeout)
+        if dist.get_rank() == 0:
+            print(f"parle: {dist.get_world_size()} replica processes connected ({backend}, "
+                  f"timeout {args.timeout:g} s)", flush=True)
         t0 = time.perf_counter()
         res = run_from_config(cfg, mode="distributed", out=args.out)
         if dist.get_rank() == 0:

@@ -247,6 +247,9 @@ def train(model: nn.Module, loss_fn: Callable[[Tensor, Tensor], Tensor], data: A
     hooks = {h: [cb for cb in callbacks if _overrides(cb, h)] for h in
              ("on_train_begin", "on_step_begin", "on_after_backward", "on_step_end",
               "on_epoch_end", "on_train_end")}
+    cb_step_begin, cb_after_backward = hooks["on_step_begin"], hooks["on_after_backward"]
+    cb_step_end = hooks["on_step_end"]
+    eval_schedule = eval_every if isinstance(eval_every, Schedule) else None
     # Reading the loss back is a device sync; on CUDA without callbacks do it every 16 steps.
     sync_every = 1 if (device.type == "cpu" or callbacks) else 16
 
@@ -355,11 +358,11 @@ def train(model: nn.Module, loss_fn: Callable[[Tensor, Tensor], Tensor], data: A
                 idx = stream.next(b)
                 xb, yb = (x_train, y_train) if idx is None else (x_train[idx], y_train[idx])
                 ctx.batch = (xb, yb)
-                for cb in hooks["on_step_begin"]:
+                for cb in cb_step_begin:
                     cb.on_step_begin(ctx)
                 if needs_closure:
                     _closure_step(ctx, optimizer, model, loss_fn, stream, x_train, y_train, b,
-                                  loop, hooks["on_after_backward"])
+                                  loop, cb_after_backward)
                 else:
                     optimizer.zero_grad(set_to_none=True)
                     loss = loss_fn(model(xb), yb)
@@ -373,7 +376,7 @@ def train(model: nn.Module, loss_fn: Callable[[Tensor, Tensor], Tensor], data: A
                     else:
                         pending.append(loss.detach())
                     loss.backward()
-                    for cb in hooks["on_after_backward"]:
+                    for cb in cb_after_backward:
                         cb.on_after_backward(ctx)
                     optimizer.step()
                     loop["grad_evals"] += 1
@@ -385,9 +388,9 @@ def train(model: nn.Module, loss_fn: Callable[[Tensor, Tensor], Tensor], data: A
                 ctx.step = loop["step"]
                 if len(pending) >= sync_every:
                     read_losses()
-                for cb in hooks["on_step_end"]:
+                for cb in cb_step_end:
                     cb.on_step_end(ctx)
-                if isinstance(eval_every, Schedule) and eval_every(loop["step"]):
+                if eval_schedule is not None and eval_schedule(loop["step"]):
                     do_eval()
                 if pbar is not None:
                     pbar.update(1)

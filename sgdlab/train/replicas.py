@@ -46,7 +46,8 @@ from ..errors import ConfigError, UserError
 from ..optim.elastic import Parle, master_average
 from .loop import BatchStream, evaluate
 
-__all__ = ["ParleConfig", "ReplicaResult", "ReplicaWorker", "train_replicas", "replica_shards"]
+__all__ = ["ParleConfig", "ReplicaResult", "ReplicaWorker", "train_replicas", "replica_shards",
+           "replica_seeds"]
 
 
 @dataclass
@@ -142,6 +143,12 @@ class ReplicaResult:
 def _seed(seed: int, replica: int, stream: int) -> int:
     # distinct, reproducible seeds per (replica, purpose) that do not depend on the mode
     return (int(seed) * 1_000_003 + replica * 7_919 + stream * 104_729) % (2**62)
+
+
+def replica_seeds(seed: int, replica: int) -> dict[str, int]:
+    """The seeds replica ``replica`` uses: ``batches`` (its BatchStream generator) and
+    ``noise`` (its optimizer's Langevin noise). Depend only on (seed, replica)."""
+    return {"batches": _seed(seed, replica, 1), "noise": _seed(seed, replica, 2)}
 
 
 def replica_shards(n_examples: int, replicas: int, seed: int) -> list[Tensor]:

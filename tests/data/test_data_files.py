@@ -228,3 +228,15 @@ def test_cifar_batch_with_str_keys_and_protocol_5(tmp_path):
     imgs, labels = read_cifar_batch(p)
     assert imgs.shape == (2, 3, 32, 32) and labels.tolist() == [3, 4]
     np.testing.assert_array_equal(imgs.reshape(2, 3072), x)
+
+
+def test_cifar_batch_pickled_by_old_numpy(tmp_path):
+    # the real files reference numpy.core.multiarray._reconstruct (numpy < 2 module name)
+    x = np.arange(2 * 3072, dtype=np.uint8).reshape(2, 3072)
+    raw = pickle.dumps({b"data": x, b"labels": [7, 8]}, protocol=2)
+    raw = raw.replace(b"numpy._core.multiarray", b"numpy.core.multiarray")
+    assert b"cnumpy.core.multiarray\n_reconstruct" in raw
+    (tmp_path / "b").write_bytes(raw)
+    imgs, labels = read_cifar_batch(tmp_path / "b")
+    np.testing.assert_array_equal(imgs.reshape(2, 3072), x)
+    assert labels.tolist() == [7, 8]

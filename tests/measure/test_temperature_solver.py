@@ -41,3 +41,17 @@ def test_errors():
         temperature("thesis", 0.1, 10)
     with pytest.raises(ValueError, match="zero"):
         solve_lr("beta_inv", 1e-3, 100, dataset_size=100)
+
+
+def test_cli_solves_and_reports(capsys):
+    from sgdlab.cli.main import main
+
+    assert main(["temperature", "--lr", "0.1", "--batch-size", "128", "--match-lr", "512",
+                 "--keep", "eta_over_b"]) == 0
+    out = capsys.readouterr().out
+    assert "eta_over_b" in out and "batch size 512 -> lr 0.4" in out
+    assert main(["temperature", "--lr", "0.1", "--batch-size", "128", "--momentum", "0.9",
+                 "--match-batch-size", "0.05", "--keep", "musso"]) == 0
+    assert "lr 0.05 -> batch size 64" in capsys.readouterr().out
+    assert main(["temperature", "--lr", "0.1", "--batch-size", "128", "--momentum", "1.0"]) == 2
+    assert "momentum" in capsys.readouterr().err

@@ -9,6 +9,15 @@ from sgdlab.models import MODELS, build_model, count_parameters, describe
 from sgdlab.errors import UserError
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    # tiny batch-2 convolutions: two threads on a shared 2-core box only add contention
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def dense(i: int, o: int) -> int:
     return i * o + o
 
@@ -135,6 +144,8 @@ def test_bad_shapes_and_options_are_user_errors():
         build_model("mlp", (4,), 2, activation="swishy")
     with pytest.raises(UserError, match="6n\\+2"):
         build_model("resnet-56", (3, 32, 32), 10, depth=51)
+    assert type(build_model("VGG16", (3, 32, 32), 10)) is type(build_model("vgg-16", (3, 32, 32), 10))
+    assert describe("resnet56").name == "resnet-56" and describe("small_lenet").name == "small-lenet"
     with pytest.raises(UserError, match="num_outputs"):
         build_model("mlp", (4,), 0)
 

@@ -9,7 +9,8 @@ Claims (``options.claims`` in an experiment file), each producing one ``Conclusi
     {far: [A, B], metric: ..., rtol: 0.2}                  # not close
     {above: [[A1, A2], [B1, B2]], metric: ...}             # min over set A > max over set B
 
-``A``/``B`` are run-group labels (or any key of the value table the analysis builds). An
+``metric_b`` compares ``metric`` of A with another metric of B (e.g. a value at the end of
+training with the same run's value at the start). ``A``/``B`` are run-group labels (or any key of the value table the analysis builds). An
 optional ``margin`` makes less/greater stricter (mean_A + margin < mean_B).
 """
 from __future__ import annotations
@@ -103,7 +104,7 @@ def check_claims(claims: list[dict[str, Any]], values: dict[str, dict[str, float
         a, b = c[kind]
         mname = c.get("metric_name", metric)
 
-        def val(g: str) -> float:
+        def val(g: str, metric: str = metric) -> float:
             if g not in values:
                 raise ConfigError(f"options.claims[{i}]: unknown group {g!r}; known: "
                                   f"{', '.join(values)}")
@@ -120,7 +121,10 @@ def check_claims(claims: list[dict[str, Any]], values: dict[str, dict[str, float
                     f"= {_fmt(max(vb))}")
             ev = {"a": dict(zip(a, va)), "b": dict(zip(b, vb))}
         else:
-            va, vb = val(a), val(b)
+            mb = c.get("metric_b", metric)       # compare two metrics of one group
+            va, vb = val(a), val(b, mb)
+            if mb != metric:
+                a, b = f"{a} [{metric}]", f"{b} [{mb}]"
             ev = {a: va, b: vb}
             fin = finite(va) and finite(vb)
             if kind in ("less", "greater"):

@@ -8,7 +8,7 @@ Options::
 
     table: [[test_acc, test accuracy], [train_loss, final train loss]]   # summary keys
     derived:                              # new summary values computed from stored series
-      - {name: best_test_acc, metric: test_acc, reduce: max}   # max | min | last | mean_last_k
+      - {name: best_test_acc, metric: test_acc, reduce: max}   # max | min | first | last | mean_last_k
     curves: [train_loss, test_acc]        # one figure per metric series (mean ± std)
     curve_x: step | effective_epochs | epoch
     logy: [train_loss]
@@ -45,6 +45,8 @@ def add_derived(runs: list[StoredRun], derived: list[dict[str, Any]]) -> None:
                 r.summary[name] = max(vals)
             elif red == "min":
                 r.summary[name] = min(vals)
+            elif red == "first":
+                r.summary[name] = vals[0]
             elif red == "last":
                 r.summary[name] = vals[-1]
             elif red == "mean_last_k":
@@ -52,7 +54,7 @@ def add_derived(runs: list[StoredRun], derived: list[dict[str, Any]]) -> None:
                 r.summary[name] = float(np.mean(vals[-k:]))
             else:
                 raise ConfigError(f"options.derived: unknown reduce {red!r} "
-                                  "(max | min | last | mean_last_k)")
+                                  "(max | min | first | last | mean_last_k)")
 
 
 def x_axis(run: StoredRun, steps: list[float], kind: str) -> list[float]:
@@ -94,8 +96,9 @@ def compare_groups(spec, runs: list[StoredRun]) -> Analysis:
         figs.append((f"curve_{metric}", curves(series, xlabel=o.get("curve_x", "step"),
                                                 ylabel=metric, logy=metric in logy,
                                                 title=f"{spec.paper['figure']}: {metric}")))
-    vals = values_by_group(groups, [k for k, _ in tab_spec]
-                           + [d["name"] for d in o.get("derived", [])])
+    keys = [k for k, _ in tab_spec] + [d["name"] for d in o.get("derived", [])]
+    keys += [c[k] for c in o.get("claims", []) for k in ("metric", "metric_b") if k in c]
+    vals = values_by_group(groups, list(dict.fromkeys(keys)))
     concl = check_claims(o.get("claims", []), vals)
     div = [g for g, rs in groups.items() if any(r.status == "diverged" for r in rs)]
     if div:

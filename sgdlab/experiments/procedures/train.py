@@ -16,7 +16,8 @@ Run parameters (all data)::
     eval_every: 1                                # epochs between evaluations (0: start/end only)
     eval_every_steps: null                       # or: steps between evaluations
     eval_subset: null
-    measure: [{kind: hessian_top, every: 50, samples: 256}]   # during training
+    measure: [{name: hessian, every: 50, eval_subset: 256}]   # instruments during training
+                                                 # (sgdlab.train.instruments; every | at | log_points)
     final:   [{kind: hessian_spectrum, samples: 256}]         # on the final model
     init_from: gd                                # start from the final weights of run "gd"
     save_model: true                             # keep final weights for dependent runs
@@ -31,10 +32,11 @@ from typing import Any
 
 from sgdlab.errors import ConfigError
 from sgdlab.experiments.procedures import Procedure, RunOutput, register_procedure
-from sgdlab.experiments.procedures.measures import (compute_final, compute_scalar,
-                                                    measurement_data, validate_measure)
+from sgdlab.experiments.procedures.measures import (compute_final, measurement_data,
+                                                    validate_measure)
 
 MODEL_FILE = "model.pt"
+TRAJECTORY_FILE = "trajectory"
 
 
 def loss_for(name: str | None, task: str):
@@ -76,6 +78,49 @@ def build(p: dict[str, Any], seed: int, ctx=None):
         model.load_state_dict(torch.load(path, weights_only=True))
     loss_fn = loss_for(p.get("loss"), ds.task)
     return ds, model, loss_fn, dtype
+
+
+_SCHED_KEYS = ("every", "at", "log_points")
+
+
+def validate_instrument(m: Any, where: str) -> None:
+    """``{name: <instrument>, every: k | at: [steps] | log_points: n, **params}``."""
+    from sgdlab.train.instruments import instrument_params, instruments
+
+    if not isinstance(m, dict) or "name" not in m:
+        raise ConfigError(f"{where}: an instrument is a mapping with a 'name', got {m!r}")
+    reg = instruments()
+    if m["name"] not in reg:
+        raise ConfigError(f"{where}: unknown instrument {m['name']!r}; known: "
+                          f"{', '.join(sorted(reg))}")
+    given = [k for k in _SCHED_KEYS if k in m]
+    if len(given) != 1 and m["name"] != "trajectory":
+        raise ConfigError(f"{where}: instrument {m['name']!r} needs exactly one of "
+                          f"{', '.join(_SCHED_KEYS)}")
+    allowed = instrument_params(m["name"])
+    if allowed is not None:
+        for k in m:
+            if k not in allowed and k not in _SCHED_KEYS and k != "name":
+                raise ConfigError(f"{where}: instrument {m['name']!r} has no parameter {k!r}; "
+                                  f"allowed: {', '.join(sorted(allowed))}")
+
+
+def build_instrument_from(m: dict[str, Any], total_steps: int, ctx):
+    from sgdlab.train.callbacks import Schedule
+    from sgdlab.train.instruments import build_instrument
+
+    kw = {k: v for k, v in m.items() if k not in _SCHED_KEYS and k != "name"}
+    if "every" in m:
+        sched = Schedule.every(int(m["every"]))
+    elif "at" in m:
+        sched = Schedule.at(m["at"])
+    elif "log_points" in m:
+        sched = Schedule.log_spaced(int(m["log_points"]), max(total_steps, 1))
+    else:
+        sched = Schedule.every(1)
+    if m["name"] == "trajectory" and "path" not in kw:
+        kw["path"] = str(ctx.artifact_dir / TRAJECTORY_FILE)
+    return build_instrument(m["name"], schedule=sched, **kw)
 
 
 def resolve_batch_size(bs: Any, n_train: int):
@@ -122,7 +167,7 @@ class TrainProcedure(Procedure):
             raise ConfigError(f"{where}: batch_size must be a positive integer, 'full' or a "
                               f"schedule mapping, got {b!r}")
         for i, m in enumerate(params.get("measure", []) or []):
-            validate_measure(m, f"{where}: measure[{i}]", final=False)
+            validate_instrument(m, f"{where}: measure[{i}]")
         for i, m in enumerate(params.get("final", []) or []):
             validate_measure(m, f"{where}: final[{i}]", final=True)
         if "switch" in params:
@@ -135,7 +180,7 @@ class TrainProcedure(Procedure):
         import torch
 
         from sgdlab.optim.registry import build_optimizer_for, build_schedule
-        from sgdlab.train.callbacks import MeasurementCallback, Schedule
+        from sgdlab.train.callbacks import Schedule
         from sgdlab.train.loop import train
 
         p = run.params
@@ -152,12 +197,7 @@ class TrainProcedure(Procedure):
             sh = dict(p["schedule"])
             sched = build_schedule(sh.pop("name"), opt, steps_per_epoch=spe, total_steps=total,
                                    **sh)
-        callbacks = []
-        for m in p.get("measure", []) or []:
-            data = measurement_data(ds, m, ctx.device)
-            callbacks.append(MeasurementCallback(
-                lambda c, m=m, data=data: compute_scalar(m, c.model, c.loss_fn, data),
-                Schedule.every(int(m["every"]))))
+        callbacks = [build_instrument_from(m, total, ctx) for m in p.get("measure", []) or []]
         if p.get("switch"):
             from sgdlab.optim.switch import SwitchCallback   # H5: RMSProp-then-SGD
 
@@ -173,7 +213,8 @@ class TrainProcedure(Procedure):
                     eval_subset=p.get("eval_subset"), store=ctx.store, run_id=ctx.run_id,
                     progress=ctx.progress, device=ctx.device, max_steps=p.get("max_steps"))
         summary: dict[str, Any] = dict(getattr(res, "final", None) or {})
-        summary.update({"steps": int(getattr(res, "steps", 0))})
+        summary.update({"steps": int(getattr(res, "steps", 0)),
+                        "num_params": sum(q.numel() for q in model.parameters() if q.requires_grad)})
         data: dict[str, Any] = {}
         status = getattr(res, "status", "finished")
         if status == "finished":

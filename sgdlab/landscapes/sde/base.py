@@ -41,6 +41,7 @@ class SDE:
         additive: True when G does not depend on X (Euler–Maruyama is then strong order 1).
         dim: d.
         noise_dim: r, the number of Brownian components.
+        scalar_noise: c when G = c I (integrators then skip the batched matmul).
     """
 
     drift: Drift
@@ -48,6 +49,7 @@ class SDE:
     dim: int
     noise_dim: int
     additive: bool = False
+    scalar_noise: float | None = None
 
     @classmethod
     def langevin(
@@ -74,6 +76,10 @@ class SDE:
             def factor(x: Tensor) -> Tensor:
                 return scale * psd_sqrt(diffusion(x))
             return cls(drift, factor, dim, dim, additive=False)
+        if diffusion is None or (not isinstance(diffusion, Tensor) and diffusion >= 0):
+            c = scale * math.sqrt(1.0 if diffusion is None else float(diffusion))
+            return cls(drift, lambda x: (c * torch.eye(dim)).to(x).expand(*x.shape[:-1], dim, dim),
+                       dim, dim, additive=True, scalar_noise=c)
         if diffusion is None:
             root = torch.eye(dim)
         elif isinstance(diffusion, Tensor) and diffusion.ndim == 1:

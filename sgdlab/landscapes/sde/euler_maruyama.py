@@ -15,7 +15,9 @@ class EulerMaruyama(Integrator):
 
     def step(self, sde: SDE, x: Tensor, t: float, dt: float, dw: Tensor) -> Tensor:
         out = x + dt * sde.drift(x)
-        if sde.factor is not None:
+        if sde.scalar_noise is not None:
+            out = out + sde.scalar_noise * dw
+        elif sde.factor is not None:
             out = out + (sde.factor(x) @ dw[..., None])[..., 0]
         return out
 

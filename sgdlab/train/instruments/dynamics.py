@@ -5,8 +5,9 @@ after the update θ_{s−1} → θ_s):
 
 - ``grad_cosine``: cos ∠(g_{s−2}, g_{s−1}) of the two most recent mini-batch gradients, read
   from ``p.grad`` in ``on_after_backward`` (the gradients the optimizer used, before weight
-  decay or momentum); the previous gradient is kept only when the next step is scheduled, and
-  is part of ``state_dict`` so a resumed run logs the same values;
+  decay or momentum; :func:`~sgdlab.measure.dynamics.gradient_cosine`'s formula, evaluated in
+  the parameters' dtype); the previous gradient is kept only when the next step is scheduled,
+  and is part of ``state_dict`` so a resumed run logs the same values;
 - ``dist_from_init`` ‖θ_s − θ_0‖, ``param_norm`` ‖θ_s‖, ``update_norm`` ‖θ_s − θ_{s−1}‖;
 
 and on their own (sparser) schedules, on the training set or a fixed subset of it:
@@ -19,17 +20,14 @@ and on their own (sparser) schedules, on the training set or a fixed subset of i
 """
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from sgdlab.measure.dynamics import (
-    full_batch_grad_norm,
-    gradient_cosine,
-    hessian_spectral_norm,
-)
-from sgdlab.operators.params import grads_vector, params_vector
+from sgdlab.measure.dynamics import full_batch_grad_norm, hessian_spectral_norm
+from sgdlab.operators.params import grads_vector, params_vector, trainable_named_params
 
 from ..callbacks import Callback, Schedule, TrainContext
 from . import register_instrument
@@ -67,8 +65,12 @@ class DynamicsCallback(Callback):
         self.theta0: Tensor | None = None
         self._prev_grad: Tensor | None = None   # g_{t−1}, kept when step t+1 is logged
         self._prev_grad_step = -1
-        self._cosine: float | None = None
-        self._theta_t: Tensor | None = None
+        self._prev_sq: Tensor | None = None     # ‖g_{t−1}‖²
+        self._spare: Tensor | None = None       # reused gradient buffer
+        self._cos_parts: tuple[Tensor, Tensor, Tensor] | None = None
+        self._theta_t: Tensor | None = None     # θ_t buffer (valid when _have_theta_t)
+        self._have_theta_t = False
+        self._theta: Tensor | None = None
         self._data: Any = None
 
     def _eval_data(self, ctx: TrainContext):
@@ -90,34 +92,72 @@ class DynamicsCallback(Callback):
                               "param_norm": float(torch.linalg.vector_norm(self.theta0))})
             self._expensive(ctx)
 
+    # The hot path keeps flat buffers and reads all scalars back with one ``tolist`` per logged
+    # step: on a small model the per-step cost is the number of torch calls, not the flops.
+    @staticmethod
+    def _flat_into(tensors: list[Tensor], buf: Tensor | None) -> Tensor:
+        flat = [t.detach().reshape(-1) for t in tensors]
+        if buf is None or buf.numel() != sum(f.numel() for f in flat):
+            return torch.cat(flat)
+        return torch.cat(flat, out=buf)
+
     def on_step_begin(self, ctx: TrainContext) -> None:
         # θ_t is needed for the update norm of step t → t+1 only when s = t+1 is logged
-        self._theta_t = params_vector(ctx.model) if self.should_run(ctx.step + 1) else None
+        if self.should_run(ctx.step + 1):
+            self._theta_t = self._flat_into(list(trainable_named_params(ctx.model).values()),
+                                            self._theta_t)
+            self._have_theta_t = True
+        else:
+            self._have_theta_t = False
+
+    def _grad(self, ctx: TrainContext, buf: Tensor | None) -> Tensor:
+        params = list(trainable_named_params(ctx.model).values())
+        if any(p.grad is None for p in params):
+            return grads_vector(ctx.model)
+        return self._flat_into([p.grad for p in params], buf)
 
     def on_after_backward(self, ctx: TrainContext) -> None:
         t = ctx.step
-        g = None
-        self._cosine = None
-        if self.should_run(t + 1) and self._prev_grad is not None and self._prev_grad_step == t - 1:
-            g = grads_vector(ctx.model)
-            self._cosine = gradient_cosine(self._prev_grad, g)
-        if self.should_run(t + 2):
-            self._prev_grad = (g if g is not None else grads_vector(ctx.model)).clone()
+        self._cos_parts = None
+        want_cos = (self.should_run(t + 1) and self._prev_grad is not None
+                    and self._prev_grad_step == t - 1)
+        keep = self.should_run(t + 2)
+        if not (want_cos or keep):
+            self._prev_grad = None
+            return
+        g = self._grad(ctx, self._spare)
+        gg = torch.dot(g, g)
+        if want_cos:
+            prev_sq = self._prev_sq if self._prev_sq is not None else torch.dot(
+                self._prev_grad, self._prev_grad)
+            self._cos_parts = (torch.dot(self._prev_grad, g), gg, prev_sq)
+        if keep:  # g becomes the previous gradient; the old buffer is reused next time
+            self._spare, self._prev_grad, self._prev_sq = self._prev_grad, g, gg
             self._prev_grad_step = t
         else:
-            self._prev_grad = None
+            self._spare, self._prev_grad, self._prev_sq = g, None, None
 
     def on_step_end(self, ctx: TrainContext) -> None:
         if self.should_run(ctx.step):
-            theta = params_vector(ctx.model)
-            vals = {"dist_from_init": float(torch.linalg.vector_norm(theta - self.theta0)),
-                    "param_norm": float(torch.linalg.vector_norm(theta))}
-            if self._theta_t is not None:
-                vals["update_norm"] = float(torch.linalg.vector_norm(theta - self._theta_t))
-            if self._cosine is not None and self._cosine == self._cosine:
-                vals["grad_cosine"] = self._cosine
-            ctx.log_dict(vals)
-        self._theta_t, self._cosine = None, None
+            theta = self._flat_into(list(trainable_named_params(ctx.model).values()),
+                                    self._theta)
+            self._theta = theta
+            parts = [torch.linalg.vector_norm(theta - self.theta0),
+                     torch.linalg.vector_norm(theta)]
+            if self._have_theta_t:
+                parts.append(torch.linalg.vector_norm(theta - self._theta_t))
+            if self._cos_parts is not None:
+                parts.extend(self._cos_parts)
+            vals = torch.stack([p.to(torch.float64) for p in parts]).tolist()
+            out = {"dist_from_init": vals[0], "param_norm": vals[1]}
+            if self._have_theta_t:
+                out["update_norm"] = vals[2]
+            if self._cos_parts is not None:
+                dot, gg, pp = vals[-3:]
+                if gg > 0 and pp > 0:
+                    out["grad_cosine"] = max(-1.0, min(1.0, dot / math.sqrt(gg * pp)))
+            ctx.log_dict(out)
+        self._have_theta_t, self._cos_parts = False, None
         self._expensive(ctx)
 
     def _expensive(self, ctx: TrainContext) -> None:
@@ -131,12 +171,14 @@ class DynamicsCallback(Callback):
                     **self.hessian_kw))
 
     def state_dict(self) -> dict[str, Any]:
-        return {"theta0": self.theta0, "prev_grad": self._prev_grad,
+        return {"theta0": self.theta0,
+                "prev_grad": None if self._prev_grad is None else self._prev_grad.clone(),
                 "prev_grad_step": self._prev_grad_step}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.theta0 = state.get("theta0")
         self._prev_grad = state.get("prev_grad")
+        self._prev_sq = None
         self._prev_grad_step = int(state.get("prev_grad_step", -1))
 
 

@@ -1,0 +1,135 @@
+"""Cost of the walk-with-SGD instruments (issue 4).
+
+``step_interpolation_cost_vs_10_evals``: one step interpolation with K = 10 points on the whole
+digits training set (1,437 images; :func:`sgdlab.measure.walk.segment_losses` +
+:func:`~sgdlab.measure.walk.analyze_segment`, what :class:`StepInterpolationCallback` does per
+measured step, θ_{t+1} snapshot included) over 10 plain full-set loss evaluations
+(``loss_fn(model(x), y)`` under ``no_grad`` in eval mode). MLP 64-100-100-10, float32, CPU.
+Both the default path (on CPU: one ``functional_call`` per point) and the vmap-batched path
+are timed; the figure is the default path.
+
+``dynamics_callbacks_overhead``: ``train()`` with a :class:`DynamicsCallback` logging the
+consecutive-gradient cosine, distance from init, parameter and update norms at *every* step,
+over ``train()`` without callbacks: MLP 64-128-10, SGD + momentum, batch 32, 5 epochs
+(225 steps), evaluation only at the start and the end.
+
+Timed regions alternate between the two sides; figures are ratios of medians of the calling
+thread's CPU time (``time.thread_time``; one torch thread, so all the work runs on it: on a
+shared machine wall time mostly measures the other tenants).
+"""
+from __future__ import annotations
+
+import copy
+import statistics
+import time
+
+import torch
+from torch import nn
+
+GOALS = {
+    "step_interpolation_cost_vs_10_evals": "<= 1.2",
+    "dynamics_callbacks_overhead": "<= 1.3",
+}
+
+REPEATS = 15
+
+
+def _timed(fn) -> float:
+    t = time.thread_time()
+    fn()
+    return time.thread_time() - t
+
+
+def step_interpolation_ratio(repeats: int = REPEATS) -> float:
+    from sgdlab.data import load_dataset
+    from sgdlab.measure.walk import analyze_segment, segment_alphas, segment_losses
+    from sgdlab.models import build_model
+    from sgdlab.operators.params import params_vector
+
+    data = load_dataset("digits", seed=0)
+    torch.manual_seed(0)
+    model = build_model("mlp", data.input_shape, data.num_outputs, widths=[100, 100])
+    model.eval()
+    loss_fn = nn.CrossEntropyLoss()
+    x, y = data.x_train, data.y_train
+    theta_t = params_vector(model)
+    with torch.no_grad():  # θ_{t+1}: a plausible SGD step away
+        for p in model.parameters():
+            p.add_(0.01 * torch.randn_like(p))
+    alphas = segment_alphas(10)
+
+    @torch.no_grad()
+    def plain():
+        for _ in range(10):
+            float(loss_fn(model(x), y))
+
+    def interp(vectorize):
+        def f():
+            losses = segment_losses(model, loss_fn, (x, y), theta_t, params_vector(model),
+                                    alphas, vectorize=vectorize)
+            analyze_segment(alphas, losses)
+        return f
+
+    for f in (plain, interp(None), interp(True)):  # warm-up
+        f()
+    tp, ti, tv = [], [], []
+    for _ in range(repeats):
+        tp.append(_timed(plain))
+        ti.append(_timed(interp(None)))
+        tv.append(_timed(interp(True)))
+    mp, mi, mv = statistics.median(tp), statistics.median(ti), statistics.median(tv)
+    print(f"  step interpolation: MLP 64-100-100-10 ({sum(p.numel() for p in model.parameters())}"
+          f" params), {len(x)} examples, float32, cpu, {torch.get_num_threads()} thread(s), "
+          f"K=10, {repeats} repeats")
+    print(f"    10 plain evals {1e3 * mp:.1f} ms; interpolation (default, loop) {1e3 * mi:.1f} ms"
+          f" = {mi / mp:.3f}x; vmap-batched {1e3 * mv:.1f} ms = {mv / mp:.3f}x")
+    return mi / mp
+
+
+def dynamics_overhead_ratio(repeats: int = REPEATS) -> float:
+    from sgdlab.data import load_dataset
+    from sgdlab.models import build_model
+    from sgdlab.train.callbacks import Schedule
+    from sgdlab.train.instruments.dynamics import DynamicsCallback
+    from sgdlab.train.loop import train
+
+    data = load_dataset("digits", seed=0)
+    torch.manual_seed(0)
+    model0 = build_model("mlp", data.input_shape, data.num_outputs, widths=[128])
+    loss_fn = nn.CrossEntropyLoss()
+
+    def run(instrumented: bool):
+        def f():
+            model = copy.deepcopy(model0)
+            opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+            cbs = [DynamicsCallback(Schedule.every(1))] if instrumented else []
+            train(model, loss_fn, data, opt, epochs=5, batch_size=32, callbacks=cbs,
+                  eval_every=0, progress=False)
+        return f
+
+    run(False)(), run(True)()  # warm-up
+    tb, ti = [], []
+    for _ in range(repeats):
+        tb.append(_timed(run(False)))
+        ti.append(_timed(run(True)))
+    mb, mi = statistics.median(tb), statistics.median(ti)
+    print(f"  dynamics callbacks: MLP 64-128-10, digits 1437 train, batch 32, 5 epochs (225 "
+          f"steps), float32, cpu, {torch.get_num_threads()} thread(s), {repeats} repeats")
+    print(f"    train() {1e3 * mb:.1f} ms; with DynamicsCallback(every step) {1e3 * mi:.1f} ms "
+          f"= {mi / mb:.3f}x")
+    return mi / mb
+
+
+def run() -> dict[str, float | None]:
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return {"step_interpolation_cost_vs_10_evals": step_interpolation_ratio(),
+                "dynamics_callbacks_overhead": dynamics_overhead_ratio()}
+    finally:
+        torch.set_num_threads(threads)
+
+
+if __name__ == "__main__":
+    for k, v in run().items():
+        print(f"{k}: {v:.3f} (goal {GOALS[k]})")

@@ -1,0 +1,116 @@
+#!/usr/bin/env python
+"""The one entry point to sgdlab's benchmarks.
+
+    python benchmarks/run.py [--only SUBSTRING] [--json PATH] [--list]
+
+Imports every ``benchmarks/bench_*.py`` whose module name or one of whose figure names contains
+SUBSTRING (all when omitted), calls its ``run() -> {figure: value or None}``, prints each figure
+as ``name: value (goal ...)`` (``skipped`` for None) and, with ``--json``, writes one JSON object
+``{figure_name: number or null}``. A module declares ``GOALS = {figure: "<= 1.05", ...}``.
+Exit status 1 if a benchmark module raised.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import math
+import re
+import sys
+import time
+import traceback
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+
+
+def discover() -> list[Path]:
+    return sorted(HERE.glob("bench_*.py"))
+
+
+def load(path: Path):
+    spec = importlib.util.spec_from_file_location(f"sgdlab_bench_{path.stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.path.insert(0, str(HERE))  # benchmark modules may share helpers in benchmarks/
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(HERE))
+    return module
+
+
+def goal_met(value: float, goal: str) -> bool | None:
+    """Evaluate goals of the form ``<= 1.05``, ``< 2``, ``>= 0.9``; None if not of that form."""
+    m = re.fullmatch(r"\s*(<=|>=|<|>|==)\s*([-+0-9.eE]+)\s*(?:\S.*)?", goal)
+    if not m:
+        return None
+    op, bound = m.group(1), float(m.group(2))
+    return {"<=": value <= bound, ">=": value >= bound, "<": value < bound,
+            ">": value > bound, "==": value == bound}[op]
+
+
+def format_figure(name: str, value, goal: str | None) -> str:
+    g = f" (goal {goal})" if goal else ""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return f"{name}: skipped{g}"
+    met = goal_met(float(value), goal) if goal else None
+    mark = "" if met is None else ("  [met]" if met else "  [MISSED]")
+    return f"{name}: {float(value):.4g}{g}{mark}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--only", metavar="SUBSTRING", default="",
+                    help="run benchmarks whose module or figure names contain this")
+    ap.add_argument("--json", metavar="PATH", help="write {figure: value} here")
+    ap.add_argument("--list", action="store_true", help="list modules and figures, run nothing")
+    args = ap.parse_args(argv)
+
+    figures: dict[str, float | None] = {}
+    failed = []
+    for path in discover():
+        try:
+            module = load(path)
+        except Exception:
+            print(f"{path.name}: could not import:\n{traceback.format_exc()}", file=sys.stderr)
+            failed.append(path.name)
+            continue
+        goals: dict[str, str] = dict(getattr(module, "GOALS", {}))
+        selected = (not args.only or args.only in path.stem
+                    or any(args.only in name for name in goals))
+        if not selected:
+            continue
+        if args.list:
+            print(f"{path.name}: " + ", ".join(goals))
+            continue
+        print(f"== {path.stem}", flush=True)
+        t0 = time.perf_counter()
+        try:
+            results = module.run()
+        except Exception:
+            print(f"{path.name}: failed:\n{traceback.format_exc()}", file=sys.stderr)
+            failed.append(path.name)
+            results = {name: None for name in goals}
+        wanted = (lambda n: True) if (not args.only or args.only in path.stem) else (
+            lambda n: args.only in n)
+        for name, value in results.items():
+            if wanted(name):
+                value = None if value is None else float(value)
+                figures[name] = value
+                print(format_figure(name, value, goals.get(name)), flush=True)
+        print(f"   ({time.perf_counter() - t0:.1f} s)", flush=True)
+    if args.list:
+        return 0
+    if not figures and not failed:
+        print(f"no benchmark matches {args.only!r}", file=sys.stderr)
+        return 2
+    if args.json:
+        out = Path(args.json)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(figures, indent=1, sort_keys=True) + "\n")
+        print(f"wrote {out}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,248 @@
+"""``sgdlab measure CHECKPOINT_OR_RUN --what hessian,noise,alignment,sharpness``.
+
+Loads a stored model — a run id (or unique prefix) in the run store, a run folder, or a
+checkpoint file/folder written by the training loop (its run folder must hold the
+``config.yaml`` that ``sgdlab train`` writes, so the model can be rebuilt) — measures it on a
+fixed subset of its training (or test) data with :mod:`sgdlab.measure`, and writes
+
+- the scalars to the run store, under the instrument names (``hess/top_1``, ``noise/trace``,
+  ``align/cos_1``, ``sharpness/expected``, ...) at the checkpoint's step,
+- ``measurements.json`` (scalars and arrays: eigenvalues, spectra, SLQ density) and plots
+  (``hessian_density.png``, ``spectra.png``, ``alignment.png``) to ``--out``
+  (default: ``<run folder>/measure-step<step>``).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from sgdlab.errors import UserError
+
+WHAT = ("hessian", "noise", "alignment", "sharpness")
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "measure", help="curvature, gradient noise, Σ–H alignment, sharpness of a stored model",
+        description=__doc__.split("\n\n", 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("target", metavar="CHECKPOINT_OR_RUN")
+    p.add_argument("--what", default="hessian,noise,alignment,sharpness",
+                   help=f"comma-separated subset of {','.join(WHAT)} (default: all)")
+    p.add_argument("--data", default="train", metavar="NAME",
+                   help="which split to measure on: train (default) or test")
+    p.add_argument("--subset", type=int, default=1000, metavar="N",
+                   help="fixed random subset of N examples (0: all; default 1000)")
+    p.add_argument("--k", type=int, default=5, help="top-k eigenpairs (default 5)")
+    p.add_argument("--probes", type=int, default=100,
+                   help="Hutchinson / Frobenius probes (default 100)")
+    p.add_argument("--sigma", type=float, default=0.01,
+                   help="σ of the expected-sharpness perturbation (default 0.01)")
+    p.add_argument("--epsilon", type=float, default=1e-3, help="Keskar ε (default 1e-3)")
+    p.add_argument("--gamma", type=float, default=1e-4,
+                   help="local-entropy variance γ (default 1e-4)")
+    p.add_argument("--samples", type=int, default=20, help="perturbation samples (default 20)")
+    p.add_argument("--train-mode", action="store_true",
+                   help="measure with the model in train mode (default: eval mode)")
+    p.add_argument("--seed", type=int, default=0, help="seed of subset, probes and samples")
+    p.add_argument("--store", metavar="PATH", help="run store (default: the run's or "
+                   "$SGDLAB_STORE or ./sgdlab-runs/runs.sqlite)")
+    p.add_argument("--out", metavar="DIR", help="output folder")
+    p.set_defaults(func=_measure)
+
+
+def _locate(target: str, store_path: str | None):
+    """(config dict, checkpoint path, run_id or None, run folder or None, store)."""
+    from sgdlab.config.io import load_config
+    from sgdlab.store import RunStore
+    from sgdlab.train.checkpoint import CHECKPOINT_NAME
+
+    p = Path(target)
+    if p.exists():
+        if p.is_file():
+            ckpt, folder = p, p.parent.parent if p.parent.name == "checkpoints" else p.parent
+        elif (p / CHECKPOINT_NAME).exists():
+            ckpt, folder = p / CHECKPOINT_NAME, p.parent if p.name == "checkpoints" else p
+        elif (p / "checkpoints" / CHECKPOINT_NAME).exists():
+            ckpt, folder = p / "checkpoints" / CHECKPOINT_NAME, p
+        else:
+            raise UserError(f"no checkpoint in {target!r} (expected {CHECKPOINT_NAME} or "
+                            f"checkpoints/{CHECKPOINT_NAME})")
+        cfg_file = folder / "config.yaml"
+        if not cfg_file.exists():
+            raise UserError(f"cannot rebuild the model of {str(ckpt)!r}: no config.yaml in its "
+                            f"run folder {str(folder)!r} (runs started by `sgdlab train` "
+                            "have one)")
+        cfg = load_config(cfg_file)
+        run_id = None
+        results = folder / "results.json"
+        if results.exists():
+            run_id = json.loads(results.read_text()).get("run_id")
+        store = RunStore(store_path or (cfg.get("store") or {}).get("path"))
+        return cfg, ckpt, run_id, folder, store
+    store = RunStore(store_path)
+    run = store.get_run(target)   # UserError names the run if missing
+    dirs = [a["path"] for a in run["artifacts"] if a["kind"] == "out_dir"]
+    ckpts = [a["path"] for a in run["artifacts"] if a["kind"] == "checkpoint"]
+    folder = Path(dirs[-1]) if dirs else None
+    ckpt = Path(ckpts[-1]) if ckpts else (folder / "checkpoints" / CHECKPOINT_NAME
+                                           if folder else None)
+    if ckpt is None or not ckpt.exists():
+        raise UserError(f"run {run['id']} has no checkpoint on disk "
+                        f"({ckpt if ckpt else 'none recorded'})")
+    return run["config"], ckpt, run["id"], folder, store
+
+
+def _tolist(t) -> list[float]:
+    return [float(v) for v in t.reshape(-1).tolist()]
+
+
+def _measure(args: argparse.Namespace) -> int:
+    import torch
+
+    from sgdlab.config.run import build_from_config
+    from sgdlab.train.checkpoint import load_checkpoint
+
+    what = [w.strip() for w in args.what.split(",") if w.strip()]
+    bad = [w for w in what if w not in WHAT]
+    if bad or not what:
+        raise UserError(f"--what: unknown {', '.join(bad) or '(empty)'}; choose from "
+                        f"{', '.join(WHAT)}")
+    if args.data not in ("train", "test"):
+        raise UserError(f"--data must be train or test, got {args.data!r}")
+    if args.subset < 0 or args.k < 1 or args.probes < 1 or args.samples < 1:
+        raise UserError("--subset must be >= 0 and --k, --probes, --samples >= 1")
+
+    cfg, ckpt, run_id, folder, store = _locate(args.target, args.store)
+    built = build_from_config(cfg)
+    model, loss_fn, data = built.model, built.loss_fn, built.data
+    state = load_checkpoint(ckpt, map_location=next(model.parameters()).device)
+    model.load_state_dict(state["model"])
+    step = int(state.get("loop", {}).get("step", 0))
+    run_id = run_id or state.get("run_id")
+    model.train(args.train_mode)
+
+    x, y = data.train if args.data == "train" else data.test
+    if len(x) == 0:
+        raise UserError(f"dataset has no {args.data} examples")
+    if args.subset and args.subset < len(x):
+        g = torch.Generator().manual_seed(args.seed)
+        idx = torch.randperm(len(x), generator=g)[: args.subset].to(x.device)
+        x, y = x[idx], y[idx]
+    batch = (x, y)
+    out_dir = Path(args.out) if args.out else ((folder or Path(".")) / f"measure-step{step}")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    print(f"sgdlab: measuring {ckpt} (step {step}) on {len(x)} {args.data} examples, "
+          f"{sum(p.numel() for p in model.parameters() if p.requires_grad)} parameters, "
+          f"{'train' if args.train_mode else 'eval'} mode", flush=True)
+
+    result: dict[str, Any] = {"checkpoint": str(ckpt), "run_id": run_id, "step": step,
+                              "data": args.data, "num_samples": len(x), "what": what,
+                              "seed": args.seed, "scalars": {}, "arrays": {}}
+    scalars, arrays = result["scalars"], result["arrays"]
+    figures: list[Path] = []
+
+    def gen() -> torch.Generator:
+        return torch.Generator(device=x.device).manual_seed(args.seed)
+
+    t0 = time.perf_counter()
+    h_vals = cov = None
+    if "hessian" in what:
+        from sgdlab.measure.curvature import (
+            frobenius_norm, hutchinson_trace, lanczos, spectral_density,
+        )
+        from sgdlab.operators import HessianOperator
+
+        op = HessianOperator(model, loss_fn, batch)
+        k = min(args.k, op.shape[0])
+        h_vals, _ = lanczos(op, k, tol=1e-4, generator=gen())
+        bottom, _ = lanczos(op, 1, which="smallest", tol=1e-4, generator=gen())
+        tr = hutchinson_trace(op, args.probes, generator=gen())
+        fro = frobenius_norm(op, args.probes, generator=gen())
+        dens = spectral_density(op, num_probes=5, num_iter=min(80, op.shape[0]),
+                                generator=gen())
+        scalars.update({f"hess/top_{i + 1}": float(v) for i, v in enumerate(h_vals)})
+        scalars.update({"hess/bottom_1": float(bottom[0]), "hess/trace": tr.value,
+                        "hess/trace_se": tr.stderr, "hess/frobenius": fro.value})
+        arrays.update({"hess/top": _tolist(h_vals), "hess/density_grid": _tolist(dens.grid),
+                       "hess/density": _tolist(dens.density)})
+        from sgdlab.report.figures.curvature import spectral_density_figure
+        figures.append(_save(spectral_density_figure(dens.grid.tolist(), dens.density.tolist(),
+                                                     eigenvalues=_tolist(h_vals)),
+                             out_dir / "hessian_density.png"))
+    if "noise" in what:
+        from sgdlab.measure.noise import DENSE_EIG_LIMIT, gradient_covariance
+
+        cov = gradient_covariance(model, loss_fn, batch)
+        k = min(args.k, cov.num_samples, cov.dim)
+        s_vals, _ = cov.eigenpairs(k)
+        scalars.update({"noise/trace": cov.trace(), "noise/mean_eig": cov.trace() / cov.dim})
+        scalars.update({f"noise/top_{i + 1}": float(v) for i, v in enumerate(s_vals)})
+        if min(cov.num_samples, cov.dim) <= DENSE_EIG_LIMIT:
+            spec = cov.spectrum()
+            scalars.update({"noise/rank": float(len(spec)),
+                            "noise/rank_fraction": len(spec) / cov.dim})
+            arrays["noise/spectrum"] = _tolist(spec)
+        from sgdlab.report.figures.curvature import eigenspectrum_figure
+        spectra = {"D(x) = Σ": arrays.get("noise/spectrum", _tolist(s_vals))}
+        if h_vals is not None:
+            spectra["Hessian (top-k)"] = _tolist(h_vals)
+        figures.append(_save(eigenspectrum_figure(spectra), out_dir / "spectra.png"))
+    if "alignment" in what:
+        from sgdlab.measure.alignment import sigma_hessian_alignment
+        from sgdlab.report.figures.curvature import alignment_figure
+
+        al = sigma_hessian_alignment(model, loss_fn, batch, args.k, num_probes=args.probes,
+                                     tol=1e-4, generator=gen())
+        scalars.update(al.as_metrics("align"))
+        arrays.update({"align/cosines": _tolist(al.cosines),
+                       "align/hessian_normalised": _tolist(al.hessian_normalised),
+                       "align/sigma_normalised": _tolist(al.sigma_normalised)})
+        figures.append(_save(alignment_figure(_tolist(al.cosines), _tolist(al.hessian_normalised),
+                                              _tolist(al.sigma_normalised),
+                                              residual=al.residual), out_dir / "alignment.png"))
+    if "sharpness" in what:
+        from sgdlab.measure.sharpness import epsilon_sharpness, expected_sharpness, local_entropy
+
+        es = expected_sharpness(model, loss_fn, batch, args.sigma, args.samples, generator=gen())
+        ke = epsilon_sharpness(model, loss_fn, batch, args.epsilon, generator=gen())
+        le = local_entropy(model, loss_fn, batch, args.gamma, num_samples=args.samples,
+                           generator=gen())
+        scalars.update({"sharpness/expected": es.value, "sharpness/expected_se": es.stderr,
+                        "sharpness/epsilon": ke.sharpness,
+                        "sharpness/local_entropy": le.width})
+        result["sharpness_params"] = {"sigma": args.sigma, "epsilon": args.epsilon,
+                                      "gamma": args.gamma, "samples": args.samples}
+    result["wall_time_s"] = time.perf_counter() - t0
+
+    path = out_dir / "measurements.json"
+    path.write_text(json.dumps(result, indent=1))
+    if run_id is not None:
+        try:
+            store.resolve(run_id)
+        except UserError:
+            run_id = None
+    if run_id is None:
+        run_id = store.create_run({"measure": str(ckpt), "source_config": cfg},
+                                  name=f"measure {ckpt.name}", experiment="measure",
+                                  status="finished")
+        print(f"  (no run for this checkpoint in {store.path}: recorded as run {run_id})")
+    store.log_metrics(run_id, step, scalars)
+    store.add_artifact(run_id, "measurements", path.resolve())
+    for f in figures:
+        store.add_artifact(run_id, "figure", f.resolve())
+    for name, v in scalars.items():
+        print(f"  {name:28s} {v:.6g}")
+    print(f"  wrote {path} and {len(figures)} plot(s); {len(scalars)} scalars to run "
+          f"{run_id} at step {step} in {store.path}")
+    return 0
+
+
+def _save(fig, path: Path) -> Path:
+    import matplotlib.pyplot as plt
+
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

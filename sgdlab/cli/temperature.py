@@ -1,0 +1,84 @@
+"""``sgdlab temperature``: SGD temperatures of a hyper-parameter setting, and the learning rate
+or batch size that keeps one of them when the other changes (:mod:`sgdlab.measure.temperature`).
+"""
+from __future__ import annotations
+
+import argparse
+
+from sgdlab.errors import UserError
+
+_HELP = {
+    "eta_over_b": "η/B (Jastrzebski et al.)",
+    "beta_inv": "β⁻¹ = η/(2B) (Chaudhari & Soatto; ×(1−B/N) without replacement)",
+    "musso": "T = ⟨η⟩/(2B(1−μ)) (Musso, random lr + momentum)",
+    "thesis": "(η/B)·mean λ(D) (thesis; needs --mean-eig)",
+}
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "temperature", help="SGD temperatures; solve for lr or batch size keeping one fixed",
+        description="Print the temperatures of SGD at (lr, batch size[, momentum, dataset "
+                    "size]) and, with --match-lr / --match-batch-size, the other "
+                    "hyper-parameter that keeps a temperature equal.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="temperatures:\n" + "\n".join(f"  {k:11s} {v}" for k, v in _HELP.items())
+               + "\n\nexamples:\n  sgdlab temperature --lr 0.1 --batch-size 128 "
+                 "--match-lr 512\n  sgdlab temperature --lr 0.1 --batch-size 128 "
+                 "--momentum 0.9 --match-batch-size 0.05 --keep musso")
+    p.add_argument("--lr", type=float, required=True, help="learning rate η (mean η for "
+                   "a random learning rate)")
+    p.add_argument("--batch-size", type=int, required=True, help="batch size B")
+    p.add_argument("--momentum", type=float, default=0.0, help="heavy-ball momentum μ")
+    p.add_argument("--dataset-size", type=int, default=None, metavar="N",
+                   help="N: adds β⁻¹ without replacement (factor 1 − B/N)")
+    p.add_argument("--mean-eig", type=float, default=None, metavar="M",
+                   help="measured mean eigenvalue Tr D / d of the diffusion matrix (thesis)")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--match-lr", type=int, default=None, metavar="NEW_BATCH_SIZE",
+                   help="solve for the learning rate that keeps the temperature at this new "
+                        "batch size")
+    g.add_argument("--match-batch-size", type=float, default=None, metavar="NEW_LR",
+                   help="solve for the batch size that keeps the temperature at this new "
+                        "learning rate (rounded to an integer; the achieved value is shown)")
+    p.add_argument("--keep", choices=list(_HELP), default=None,
+                   help="which temperature to keep (default: every computable one)")
+    p.set_defaults(func=_temperature)
+
+
+def _temperature(args: argparse.Namespace) -> int:
+    import sgdlab.measure.temperature as T
+
+    kw = dict(momentum=args.momentum, dataset_size=args.dataset_size,
+              mean_eigenvalue=args.mean_eig)
+    try:
+        temps = T.temperatures(args.lr, args.batch_size, **kw)
+    except ValueError as e:
+        raise UserError(str(e)) from None
+    print(f"lr {args.lr:g}, batch size {args.batch_size}, momentum {args.momentum:g}"
+          + (f", dataset size {args.dataset_size}" if args.dataset_size else ""))
+    for name, value in temps.items():
+        print(f"  {name:30s} {value:.6g}")
+    if args.match_lr is None and args.match_batch_size is None:
+        return 0
+    kinds = [args.keep] if args.keep else [k for k in T.KINDS
+                                           if k != "thesis" or args.mean_eig is not None]
+    if args.keep == "thesis" and args.mean_eig is None:
+        raise UserError("--keep thesis needs --mean-eig")
+    for kind in kinds:
+        # β⁻¹ with N given is kept without replacement (the factor 1 − B/N matters there)
+        kkw = kw if kind == "beta_inv" else {**kw, "dataset_size": None}
+        target = T.temperature(kind, args.lr, args.batch_size, **kkw)
+        try:
+            if args.match_lr is not None:
+                lr = T.solve_lr(kind, target, args.match_lr, **kkw)
+                print(f"keep {kind}: batch size {args.match_lr} -> lr {lr:.6g}")
+            else:
+                b = T.solve_batch_size(kind, target, args.match_batch_size, **kkw)
+                bi = T.round_batch_size(b)
+                got = T.temperature(kind, args.match_batch_size, bi, **kkw)
+                print(f"keep {kind}: lr {args.match_batch_size:g} -> batch size {bi} "
+                      f"(exact {b:.4g}; temperature {got:.6g} vs {target:.6g})")
+        except ValueError as e:
+            raise UserError(f"{kind}: {e}") from None
+    return 0

@@ -1,0 +1,141 @@
+"""Analyses for Zhu, Wu, Yu, Wu & Ma (2019), "The anisotropic noise in SGD": Σ–H alignment
+(Figs. 1, 8-9), noise norm vs gradient norm (Fig. 2), projection residual (Fig. 4)."""
+from __future__ import annotations
+
+import re
+
+import numpy as np
+
+from sgdlab.experiments.analysis import Analysis, Conclusion
+from sgdlab.experiments.plots import curves
+from sgdlab.experiments.procedures import StoredRun, register_analysis
+from sgdlab.experiments.procedures.common import by_group, finite, mean_curve
+from sgdlab.report.tables import Table, mean_std
+
+_COS = re.compile(r"^align/cos_(\d+)$")
+
+
+def _last(r: StoredRun, name: str) -> float:
+    s = r.metrics.get(name, [])
+    return float(s[-1][1]) if s else float("nan")
+
+
+def _first(r: StoredRun, name: str) -> float:
+    s = r.metrics.get(name, [])
+    return float(s[0][1]) if s else float("nan")
+
+
+def _k(r: StoredRun) -> int:
+    return max([int(m.group(1)) for n in r.metrics if (m := _COS.match(n))] or [0])
+
+
+@register_analysis("zhu_alignment")
+def zhu_alignment(spec, runs: list[StoredRun]) -> Analysis:
+    """Final leading-eigenvector cosines and normalised eigenvalues of H and Σ, and the
+    projection residual e(U_k, V_k) over training, compared with random k-subspaces of R^d
+    (E e = k − k²/d)."""
+    from sgdlab.report.figures.curvature import alignment_figure
+
+    o = spec.options
+    groups = by_group(runs, key=lambda r: r.group)
+    rows, concl, figs = [], [], []
+    for g, rs in groups.items():
+        k = _k(rs[0])
+        d = int(rs[0].summary.get("num_params", 0)) or None
+        for i in range(1, k + 1):
+            c = mean_std([_last(r, f"align/cos_{i}") for r in rs])
+            h = mean_std([_last(r, f"align/hess_norm_eig_{i}") for r in rs])
+            s = mean_std([_last(r, f"align/sigma_norm_eig_{i}") for r in rs])
+            rows.append([g, i, c[0], c[1], h[0], s[0]])
+        res_end = mean_std([_last(r, "align/residual") for r in rs])[0]
+        res_start = mean_std([_first(r, "align/residual") for r in rs])[0]
+        cos1 = mean_std([_last(r, "align/cos_1") for r in rs])[0]
+        r0 = rs[0]
+        figs.append((f"alignment_{g}", alignment_figure(
+            [_last(r0, f"align/cos_{i}") for i in range(1, k + 1)],
+            [_last(r0, f"align/hess_norm_eig_{i}") for i in range(1, k + 1)],
+            [_last(r0, f"align/sigma_norm_eig_{i}") for i in range(1, k + 1)],
+            residual=_last(r0, "align/residual"),
+            title=f"{g}: Σ–H alignment at the end of training")))
+        thr = float(o.get("cosine_above", 0.5))
+        concl.append(Conclusion(
+            f"{g}: |cos| of the leading eigenvectors of H and Σ at the end = {cos1:.3f}",
+            agrees_with_paper=finite(cos1) and cos1 > thr,
+            claim=f"the leading eigenvectors of Σ and H are aligned (|cos| > {thr})"))
+        if d:
+            rand = k - k * k / d
+            concl.append(Conclusion(
+                f"{g}: projection residual e(U_{k}, V_{k}) = {res_end:.3g} at the end "
+                f"({res_start:.3g} at the start); random {k}-subspaces of R^{d} give {rand:.3g}",
+                agrees_with_paper=finite(res_end) and res_end < rand,
+                claim="the top eigenspaces of Σ and H overlap far more than random subspaces",
+                evidence={"residual_end": res_end, "residual_start": res_start,
+                          "random_expectation": rand}))
+    table = Table("alignment", ["run", "i", "|cos(u_i, v_i)|", "std", "λ_i(H)/‖H‖_F",
+                                "λ_i(Σ)/‖Σ‖_F"], rows, caption="at the last measurement; "
+                  "cosine mean and std over seeds, eigenvalues mean over seeds")
+    series = {}
+    for g, rs in groups.items():
+        for name in ("align/residual", "align/cos_1"):
+            st, m, sd = mean_curve(rs, name)
+            if st:
+                series[f"{g}: {name.split('/')[1]}"] = (st, m, sd if len(rs) > 1 else None)
+    figs.append(("alignment_history", curves(series, xlabel="step", ylabel="value",
+                                             title="leading cosine and projection residual")))
+    return Analysis(tables=[table], figures=figs, conclusions=concl)
+
+
+@register_analysis("zhu_noise_magnitude")
+def zhu_noise_magnitude(spec, runs: list[StoredRun]) -> Analysis:
+    """‖∇L‖ vs the noise magnitude sqrt(η Tr Σ / m) over training (Fig. 2)."""
+    from sgdlab.report.figures.curvature import noise_magnitude_figure
+
+    groups = by_group(runs, key=lambda r: r.group)
+    rows, concl, figs = [], [], []
+    for g, rs in groups.items():
+        def ratio(r, at):
+            gn = at(r, "noise/grad_norm")
+            nn = at(r, "noise/noise_norm")
+            return nn / gn if finite(gn) and gn > 0 and finite(nn) else float("nan")
+        r_start = mean_std([ratio(r, _first) for r in rs])[0]
+        r_end = mean_std([ratio(r, _last) for r in rs])[0]
+        gn_end = mean_std([_last(r, "noise/grad_norm") for r in rs])[0]
+        nn_end = mean_std([_last(r, "noise/noise_norm") for r in rs])[0]
+        rows.append([g, len(rs), r_start, r_end, gn_end, nn_end])
+        figs.append((f"noise_magnitude_{g}", noise_magnitude_figure(
+            rs[0].metrics, title=f"{g}: ‖∇L‖ vs sqrt(η Tr Σ / m)")))
+        concl.append(Conclusion(
+            f"{g}: noise/gradient norm ratio {r_start:.3g} at the start, {r_end:.3g} at the end",
+            agrees_with_paper=finite(r_end) and r_end > 1 and r_end > r_start,
+            claim="late in training the noise magnitude dominates the gradient norm",
+            evidence={"ratio_start": r_start, "ratio_end": r_end}))
+    table = Table("noise_magnitude", ["run", "seeds", "noise/grad at start",
+                                      "noise/grad at end", "‖∇L‖ at end",
+                                      "sqrt(η Tr Σ/m) at end"], rows)
+    return Analysis(tables=[table], figures=figs, conclusions=concl)
+
+
+@register_analysis("zhu_noisy_label")
+def zhu_noisy_label(spec, runs: list[StoredRun]) -> Analysis:
+    """Test accuracy and expected sharpness of the dynamics started from the GD solution
+    (Fig. 5): groups other than ``options.start`` are compared by claims."""
+    from sgdlab.experiments.procedures.common import check_claims, summary_table, values_by_group
+
+    o = spec.options
+    groups = by_group(runs, key=lambda r: r.group)
+    metrics = [("test_acc", "test accuracy"), ("expected_sharpness", "expected sharpness"),
+               ("train_loss", "train loss")]
+    table = summary_table("noisy_label", groups, metrics,
+                          caption="final values, mean and std over seeds")
+    figs = []
+    for m in o.get("curves", ["test_acc", "sharp/expected"]):
+        series = {}
+        for g, rs in groups.items():
+            st, mean, sd = mean_curve(rs, m)
+            if st:
+                series[g] = (st, mean, sd if len(rs) > 1 else None)
+        figs.append((f"curve_{m.replace('/', '_')}",
+                     curves(series, xlabel="step", ylabel=m, title=f"{spec.paper['figure']}: {m}")))
+    vals = values_by_group(groups, [k for k, _ in metrics])
+    return Analysis(tables=[table], figures=figs,
+                    conclusions=check_claims(o.get("claims", []), vals))

@@ -1,0 +1,138 @@
+"""The non-equilibrium double well of the thesis, Example 6.43.
+
+    Φ(x) = (x₁² − 1)²/4 + x₂²/2,
+    J_ss(x) = e^{−(x₁² + x₂²)²/4} (−x₂, x₁),      j(x) = λ e^{βΦ(x)} J_ss(x),
+    dX = (−∇Φ(X) + j(X)) dt + √(2β⁻¹) dB.
+
+Because j e^{−βΦ} = λ J_ss is divergence-free (a rotation field times a radial function), the
+Fokker–Planck equation keeps ρ_ss ∝ e^{−βΦ} stationary for every λ (β = 1 in the thesis):
+the steady state does not see the rotational force, but the dynamics do. Two consequences:
+
+- the zeros of the drift b = −∇Φ + j (where a noiseless trajectory would rest, the "most likely
+  locations" of the small-noise dynamics) move away from (±1, 0) as λ grows, and disappear for
+  large λ, while the histogram of X stays e^{−βΦ};
+- trajectories circulate around the saddle at the origin with stationary mean angular velocity
+  ω = E_ρ[(x × b)/|x|²] = λ ∫ e^{−|x|⁴/4} dx / Z = λ π^{3/2} / Z (β = 1; the gradient part has
+  zero mean because (−x₂, x₁)/|x|² is divergence-free, and θ = atan2 is harmonic so Itô adds no
+  drift to dθ).
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from sgdlab.errors import UserError
+
+from .base import Landscape
+from .sde.base import SDE
+
+
+class DoubleWell(Landscape):
+    """Φ(x) = (x₁² − 1)²/4 + x₂²/2 with the divergence-free rotational force of Example 6.43.
+
+    Args:
+        lam: λ, strength of the rotational force.
+        beta: inverse temperature β (the noise is √(2/β) dB; the thesis uses β = 1).
+    """
+
+    dim = 2
+
+    def __init__(self, lam: float = 0.0, *, beta: float = 1.0) -> None:
+        if beta <= 0:
+            raise UserError(f"beta must be > 0, got {beta}")
+        self.lam, self.beta = float(lam), float(beta)
+
+    @staticmethod
+    def potential(x: Tensor) -> Tensor:
+        return (x[..., 0] ** 2 - 1) ** 2 / 4 + x[..., 1] ** 2 / 2
+
+    def loss(self, theta: Tensor, idx: Tensor | None = None) -> Tensor:
+        self._check(theta)
+        if idx is not None:
+            raise UserError("DoubleWell has no samples; idx must be None")
+        return self.potential(theta)
+
+    def grad(self, theta: Tensor, idx: Tensor | None = None) -> Tensor:
+        self._check(theta)
+        x1, x2 = theta[..., 0], theta[..., 1]
+        return torch.stack([(x1 ** 2 - 1) * x1, x2], -1)
+
+    def rotational_force(self, x: Tensor) -> Tensor:
+        """j(x) = λ e^{βΦ(x) − |x|⁴/4} (−x₂, x₁)."""
+        r2 = (x ** 2).sum(-1)
+        amp = self.lam * torch.exp(self.beta * self.potential(x) - r2 ** 2 / 4)
+        return amp[..., None] * torch.stack([-x[..., 1], x[..., 0]], -1)
+
+    def drift(self, x: Tensor) -> Tensor:
+        return -self.grad(x) + self.rotational_force(x)
+
+    def sde(self) -> SDE:
+        """dX = (−∇Φ + j) dt + √(2/β) dB (additive noise)."""
+        return SDE.langevin(self.grad, 2, beta=self.beta, extra_drift=self.rotational_force)
+
+    # ----------------------------------------------------------- closed forms
+    def normaliser(self) -> float:
+        """Z = ∫ e^{−βΦ} dx = √(2π/β) ∫ e^{−β(x₁²−1)²/4} dx₁ (1-D quadrature)."""
+        x = np.linspace(-6, 6, 24001)
+        one_d = np.trapezoid(np.exp(-self.beta * (x ** 2 - 1) ** 2 / 4), x)
+        return float(one_d * math.sqrt(2 * math.pi / self.beta))
+
+    def stationary_bin_probabilities(self, edges1: np.ndarray, edges2: np.ndarray) -> np.ndarray:
+        """P(X ∈ bin) under ρ ∝ e^{−βΦ}; Φ separates, so each is a product of 1-D integrals."""
+        def masses(edges, logdens):
+            out = []
+            for a, b in zip(edges[:-1], edges[1:]):
+                t = np.linspace(a, b, 201)
+                out.append(np.trapezoid(np.exp(logdens(t)), t))
+            return np.array(out)
+        x = np.linspace(-6, 6, 24001)
+        z1 = np.trapezoid(np.exp(-self.beta * (x ** 2 - 1) ** 2 / 4), x)
+        m1 = masses(edges1, lambda t: -self.beta * (t ** 2 - 1) ** 2 / 4) / z1
+        m2 = masses(edges2, lambda t: -self.beta * t ** 2 / 2) / math.sqrt(2 * math.pi / self.beta)
+        return np.outer(m1, m2)
+
+    def mean_angular_velocity(self) -> float:
+        """ω = λ ∫ e^{−|x|⁴/4} dx / Z = λ π^{3/2} / Z (exact for β = 1, see module doc).
+
+        For general β the rotational part is λ E_ρ[e^{βΦ−|x|⁴/4}] = λ π^{3/2} / Z as well, since
+        ρ = e^{−βΦ}/Z cancels the e^{βΦ} factor."""
+        return self.lam * math.pi ** 1.5 / self.normaliser()
+
+    def drift_zeros(self, starts: tuple[tuple[float, float], ...] = ((1.0, 0.0), (-1.0, 0.0)),
+                    *, iters: int = 100, tol: float = 1e-12) -> list[tuple[float, float] | None]:
+        """Zeros of b = −∇Φ + j found by Newton from each start (None if Newton fails):
+        the resting points of the noiseless dynamics, which move with λ."""
+        out: list[tuple[float, float] | None] = []
+        for s in starts:
+            x = torch.tensor(s, dtype=torch.float64)
+            ok = False
+            for _ in range(iters):
+                b = self.drift(x)
+                if float(b.norm()) < tol:
+                    ok = True
+                    break
+                jac = torch.func.jacrev(self.drift)(x)
+                try:
+                    x = x - torch.linalg.solve(jac, b)
+                except RuntimeError:
+                    break
+                if not torch.isfinite(x).all() or float(x.norm()) > 10:
+                    break
+            out.append((float(x[0]), float(x[1])) if ok else None)
+        return out
+
+
+def angular_velocity(states: Tensor, dt: float) -> Tensor:
+    """Per-chain mean angular velocity from recorded states (S, C, 2) spaced ``dt`` apart:
+    (unwrapped angle change) / elapsed time. Winding around a point has heavy tails, so
+    summarise it with a median or over many chains."""
+    ang = torch.atan2(states[..., 1], states[..., 0])
+    d = torch.diff(ang, dim=0)
+    d = (d + math.pi) % (2 * math.pi) - math.pi
+    return d.sum(0) / (dt * d.shape[0])
+
+
+__all__ = ["DoubleWell", "angular_velocity"]

@@ -1,0 +1,194 @@
+"""Spherical p-spin glass (p = 3) in a random field (thesis §2.4.1, Figure 2.2).
+
+    H(σ) = −(1/N) Σ_{i,j,k} J_ijk σ_i σ_j σ_k − hᵀσ,    σ ∈ S = {σ ∈ R^N : |σ|² = N},
+
+J_ijk ~ N(0, 1) i.i.d. over all ordered triples and h ~ N(0, ν² I). Then
+E[H(σ)H(σ')] = N q³ + ν² N q with q = σ·σ'/N, the normalisation under which the field
+trivialises the landscape at ν_c = √(p(p − 2)) = √3 (Fyodorov & Le Doussal; the finite-N value
+the thesis uses is √3 (1 − 1/N)^{1/2}). The three regimes of the thesis::
+
+    glassy   ν = 1/N                  exponentially many minima
+    critical ν = √3 (1 − 1/N)^{1/2}   few minima
+    trivial  ν = 3                    one minimum
+
+Only the symmetric part of J matters, so it is symmetrised once; with T(σ)_a = Σ_jk J^s_ajk σ_j σ_k
+(one (N², N) @ (N, B) matmul for B chains), H = −σ·T/N − hᵀσ and ∇H = −3T/N − h. Projected
+gradient descent steps along the Riemannian gradient ∇_S H = ∇H − (σ·∇H/N) σ (tangent to the
+sphere) and retracts σ ← √N σ/|σ|.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from sgdlab.errors import UserError
+
+from .base import Landscape
+
+REGIMES = ("glassy", "critical", "trivial")
+
+
+def regime_field(regime: str, n: int) -> float:
+    """ν for a named regime at size N (module docstring)."""
+    if regime == "glassy":
+        return 1.0 / n
+    if regime == "critical":
+        return math.sqrt(3.0) * math.sqrt(1.0 - 1.0 / n)
+    if regime == "trivial":
+        return 3.0
+    raise UserError(f"unknown p-spin regime {regime!r}; choose from {', '.join(REGIMES)}")
+
+
+@dataclass
+class DescentResult:
+    """Projected GD from B starts: final σ (B, N), energies per spin H/N (B,), steps taken and
+    final Riemannian gradient norms (B,), converged mask (‖∇_S H‖ ≤ tol)."""
+
+    sigma: Tensor
+    energy_per_spin: Tensor
+    steps: Tensor
+    grad_norm: Tensor
+    converged: Tensor
+
+
+class PSpinGlass(Landscape):
+    """H(σ) of the module docstring for one draw of (J, h).
+
+    Args:
+        n: N, number of spins (= dim).
+        nu: field strength ν (h ~ N(0, ν² I)); or pass ``regime``.
+        regime: "glassy", "critical" or "trivial" (sets ν from N).
+        seed: seed of the (J, h) draw.
+    """
+
+    def __init__(self, n: int = 100, *, nu: float | None = None, regime: str | None = None,
+                 seed: int = 0, dtype: torch.dtype = torch.float64) -> None:
+        if n < 2:
+            raise UserError(f"n must be >= 2, got {n}")
+        if (nu is None) == (regime is None):
+            raise UserError("give exactly one of nu or regime")
+        self.nu = regime_field(regime, n) if regime is not None else float(nu)
+        if self.nu < 0:
+            raise UserError(f"nu must be >= 0, got {self.nu}")
+        self.dim = self.n = n
+        gen = torch.Generator().manual_seed(seed)
+        j = torch.randn(n, n, n, generator=gen, dtype=torch.float64)
+        self.J = j.to(dtype)                       # the raw couplings (for reference checks)
+        perms = [(0, 1, 2), (0, 2, 1), (1, 0, 2), (1, 2, 0), (2, 0, 1), (2, 1, 0)]
+        js = sum(j.permute(*p) for p in perms) / 6
+        self._j_flat = js.reshape(n * n, n).to(dtype)   # rows (a, j), columns k
+        self.h = (self.nu * torch.randn(n, generator=gen, dtype=torch.float64)).to(dtype)
+
+    # ---------------------------------------------------------------- values
+    def _contract(self, sigma: Tensor) -> Tensor:
+        """T(σ)_a = Σ_jk J^s_ajk σ_j σ_k, batched: shape (..., N)."""
+        flat = sigma.reshape(-1, self.n)
+        y = (self._j_flat @ flat.T).reshape(self.n, self.n, -1)   # (a, j, B)
+        t = torch.einsum("ajb,bj->ba", y, flat)
+        return t.reshape(sigma.shape)
+
+    def loss(self, theta: Tensor, idx: Tensor | None = None) -> Tensor:
+        """H(σ) (not per spin), shape (...). σ is used as given (not projected)."""
+        self._check(theta)
+        if idx is not None:
+            raise UserError("PSpinGlass has no samples; idx must be None")
+        return -(theta * self._contract(theta)).sum(-1) / self.n - theta @ self.h
+
+    def energy_and_grad(self, sigma: Tensor) -> tuple[Tensor, Tensor]:
+        """(H(σ), Euclidean ∇H(σ)) from one contraction."""
+        self._check(sigma)
+        t = self._contract(sigma)
+        energy = -(sigma * t).sum(-1) / self.n - sigma @ self.h
+        return energy, -3.0 * t / self.n - self.h
+
+    def grad(self, theta: Tensor, idx: Tensor | None = None) -> Tensor:
+        """Euclidean gradient ∇H (use :meth:`riemannian_grad` on the sphere)."""
+        if idx is not None:
+            raise UserError("PSpinGlass has no samples; idx must be None")
+        return self.energy_and_grad(theta)[1]
+
+    def riemannian_grad(self, sigma: Tensor, euclid: Tensor | None = None) -> Tensor:
+        """∇_S H = ∇H − (σ·∇H / |σ|²) σ: the tangential part, σ·∇_S H = 0."""
+        g = self.grad(sigma) if euclid is None else euclid
+        return g - ((sigma * g).sum(-1, keepdim=True) / (sigma * sigma).sum(-1, keepdim=True)) \
+            * sigma
+
+    def project(self, sigma: Tensor) -> Tensor:
+        """Retraction onto the sphere of radius √N."""
+        return math.sqrt(self.n) * sigma / sigma.norm(dim=-1, keepdim=True)
+
+    def random_starts(self, count: int, *, generator: torch.Generator | None = None) -> Tensor:
+        """Uniform points on the sphere, shape (count, N)."""
+        z = torch.randn(count, self.n, generator=generator, dtype=self.h.dtype)
+        return self.project(z)
+
+    # ---------------------------------------------------------------- descent
+    def descend(self, starts: Tensor, *, lr: float = 0.1, tol: float = 1e-4,
+                max_steps: int = 5000) -> DescentResult:
+        """Projected GD from every start at once; converged chains are frozen (their steps
+        stop counting) and the loop ends when all have ‖∇_S H‖ ≤ tol or at ``max_steps``."""
+        if lr <= 0 or tol <= 0 or max_steps < 0:
+            raise UserError("need lr > 0, tol > 0 and max_steps >= 0")
+        sigma = self.project(starts.to(self.h.dtype))
+        steps = torch.zeros(sigma.shape[0], dtype=torch.long)
+        active = torch.ones(sigma.shape[0], dtype=torch.bool)
+        for _ in range(max_steps + 1):
+            idx = active.nonzero().squeeze(-1)
+            if idx.numel() == 0:
+                break
+            sub = sigma[idx]
+            _, g = self.energy_and_grad(sub)
+            rg = self.riemannian_grad(sub, g)
+            done = rg.norm(dim=-1) <= tol
+            if done.any():
+                active[idx[done]] = False
+            if int(steps.max()) >= max_steps:
+                break
+            move = ~done
+            sigma[idx[move]] = self.project(sub[move] - lr * rg[move])
+            steps[idx[move]] += 1
+        energy, g = self.energy_and_grad(sigma)
+        gn = self.riemannian_grad(sigma, g).norm(dim=-1)
+        return DescentResult(sigma=sigma, energy_per_spin=energy / self.n, steps=steps,
+                             grad_norm=gn, converged=gn <= tol)
+
+
+def overlaps(sigma: Tensor) -> Tensor:
+    """q_ab = σ_a·σ_b / N for rows of (B, N) on the sphere, shape (B, B)."""
+    return sigma @ sigma.T / sigma.shape[-1]
+
+
+def cluster_minima(sigma: Tensor, *, threshold: float = 0.999) -> tuple[Tensor, list[int]]:
+    """Greedy clustering by overlap: a point joins the first representative with
+    q ≥ ``threshold``, else becomes a new one. Returns (labels (B,), representative indices)."""
+    if not 0 < threshold <= 1:
+        raise UserError(f"threshold must be in (0, 1], got {threshold}")
+    q = overlaps(sigma)
+    labels = torch.full((sigma.shape[0],), -1, dtype=torch.long)
+    reps: list[int] = []
+    for i in range(sigma.shape[0]):  # B ≤ a few hundred: quadratic greedy pass is fine
+        for c, r in enumerate(reps):
+            if q[i, r] >= threshold:
+                labels[i] = c
+                break
+        else:
+            labels[i] = len(reps)
+            reps.append(i)
+    return labels, reps
+
+
+def embed_tsne(sigma: Tensor, *, seed: int = 0, perplexity: float = 30.0) -> np.ndarray:
+    """2-D t-SNE (scikit-learn) of the points with distance √(2N(1 − q)) = |σ_a − σ_b|."""
+    from sklearn.manifold import TSNE
+
+    x = sigma.detach().cpu().numpy()
+    perp = max(2.0, min(perplexity, (len(x) - 1) / 3))
+    return TSNE(n_components=2, perplexity=perp, init="pca", random_state=seed).fit_transform(x)
+
+
+__all__ = ["PSpinGlass", "DescentResult", "REGIMES", "regime_field", "overlaps",
+           "cluster_minima", "embed_tsne"]

@@ -1,0 +1,162 @@
+"""Curvature and gradient-noise figures, from recorded data only.
+
+Inputs are what :mod:`sgdlab.measure` returns and ``sgdlab measure`` writes to
+``measurements.json`` (arrays as lists), or a run history ``{name: [(step, value), ...]}``
+with the names the instruments log (:mod:`sgdlab.train.instruments.curvature` / ``noise``):
+
+- :func:`spectral_density_figure` — SLQ density of the Hessian (Ghorbani et al. Fig. 1 style),
+  log density axis, optionally with exact eigenvalues as a rug;
+- :func:`eigenspectrum_figure` — sorted eigenvalues (|λ| on a log axis) of several matrices,
+  e.g. D(x) = Σ (Gram-trick spectrum) and the Hessian top-k (Chaudhari Ch. 6 style);
+- :func:`alignment_figure` — Σ–H alignment: |cos| of the i-th eigenvectors and normalised
+  eigenvalues (Zhu et al. Fig. 3 style), from a single measurement;
+- :func:`curvature_history_figure` — ``hess/*``, ``noise/*``, ``align/residual`` against steps;
+- :func:`noise_magnitude_figure` — ‖∇L‖ vs sqrt(η Tr Σ / m) against steps (Zhu Fig. 2).
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+__all__ = ["alignment_figure", "curvature_history_figure", "eigenspectrum_figure",
+           "noise_magnitude_figure", "spectral_density_figure"]
+
+History = Mapping[str, Sequence[tuple[int, float]]]
+
+
+def _empty(ax, text: str) -> None:
+    ax.text(0.5, 0.5, text, ha="center", va="center", transform=ax.transAxes)
+
+
+def spectral_density_figure(grid: Sequence[float], density: Sequence[float], *,
+                            eigenvalues: Sequence[float] | None = None,
+                            eigenvalues_label: str = "Lanczos top-k", log: bool = True,
+                            title: str | None = None) -> plt.Figure:
+    """The broadened spectral density φ(t) (integrates to 1) against t; ``eigenvalues`` (e.g.
+    the Lanczos top-k, or an exact spectrum) are drawn as a rug."""
+    fig, ax = plt.subplots(figsize=(5.5, 3.6), constrained_layout=True)
+    g, dens = np.asarray(grid, float), np.asarray(density, float)
+    if len(g) == 0:
+        _empty(ax, "no spectral density recorded")
+        return fig
+    if log:
+        floor = max(dens.max() * 1e-12, 1e-300)
+        ax.semilogy(g, np.maximum(dens, floor), lw=1.5)
+    else:
+        ax.plot(g, dens, lw=1.5)
+    if eigenvalues is not None and len(eigenvalues):
+        lo = ax.get_ylim()[0]
+        ax.plot(np.asarray(eigenvalues, float), np.full(len(eigenvalues), lo), "|", ms=10,
+                color="C3", label=eigenvalues_label)
+        ax.legend(fontsize=8)
+    ax.set_xlabel("eigenvalue")
+    ax.set_ylabel("density (SLQ, Gaussian-broadened)")
+    ax.set_title(title or "Hessian spectral density")
+    return fig
+
+
+def eigenspectrum_figure(spectra: Mapping[str, Sequence[float]], *,
+                         title: str | None = None) -> plt.Figure:
+    """Each spectrum sorted by decreasing |λ| against its rank (log-log), negative eigenvalues
+    drawn hollow."""
+    fig, ax = plt.subplots(figsize=(5.5, 3.6), constrained_layout=True)
+    drawn = 0
+    for i, (name, vals) in enumerate(spectra.items()):
+        v = np.asarray(vals, float)
+        if len(v) == 0:
+            continue
+        order = np.argsort(-np.abs(v))
+        v = v[order]
+        r = np.arange(1, len(v) + 1)
+        pos = v > 0
+        ax.loglog(r[pos], v[pos], ".", color=f"C{i}", label=name, ms=4)
+        if (~pos).any():
+            ax.loglog(r[~pos], np.abs(v[~pos]) + 1e-300, "o", mfc="none", color=f"C{i}", ms=3,
+                      label=f"{name} (negative, |λ|)")
+        drawn += 1
+    if drawn:
+        ax.legend(fontsize=8)
+    else:
+        _empty(ax, "no spectrum recorded")
+    ax.set_xlabel("rank i")
+    ax.set_ylabel("|λ_i|")
+    ax.set_title(title or "eigenvalue spectra")
+    return fig
+
+
+def alignment_figure(cosines: Sequence[float], hessian_normalised: Sequence[float],
+                     sigma_normalised: Sequence[float], *, residual: float | None = None,
+                     title: str | None = None) -> plt.Figure:
+    """Left: |⟨u_i, v_i⟩| per index i; right: λ_i/‖·‖_F of H and Σ."""
+    fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.4), constrained_layout=True)
+    k = np.arange(1, len(cosines) + 1)
+    if len(k):
+        a.bar(k, np.asarray(cosines, float), color="C0")
+        a.set_ylim(0, 1.02)
+        b.plot(k, np.asarray(hessian_normalised, float), "o-", label="H")
+        b.plot(k, np.asarray(sigma_normalised, float), "s--", label="Σ")
+        b.legend(fontsize=8)
+    else:
+        _empty(a, "no alignment recorded")
+    a.set_xlabel("eigen-index i")
+    a.set_ylabel("|cos(u_i(H), v_i(Σ))|")
+    b.set_xlabel("eigen-index i")
+    b.set_ylabel("λ_i / ‖M‖_F")
+    sup = title or "Σ–H alignment"
+    if residual is not None:
+        sup += f" (e(U_k, V_k) = {residual:.3g} of {len(k)})"
+    fig.suptitle(sup)
+    return fig
+
+
+def _series(ax, history: History, names: Sequence[str], log: bool = False) -> int:
+    n = 0
+    for name in names:
+        pts = history.get(name) or []
+        if not pts:
+            continue
+        s, v = np.asarray(pts, float).T
+        ax.plot(s, v, ".-", label=name, ms=3)
+        n += 1
+    if n:
+        ax.legend(fontsize=7)
+        if log and all(v > 0 for name in names for _, v in history.get(name) or []):
+            ax.set_yscale("log")
+    return n
+
+
+def curvature_history_figure(history: History, *, title: str | None = None) -> plt.Figure:
+    """Hessian top eigenvalues / trace, noise trace / rank and alignment residual vs step."""
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3.4), constrained_layout=True)
+    tops = sorted((n for n in history if n.startswith("hess/top_")),
+                  key=lambda n: int(n.rsplit("_", 1)[1]))
+    panels = [
+        (tops + [n for n in ("hess/trace", "hess/frobenius") if n in history], "curvature", True),
+        (["noise/trace", "noise/top_1", "noise/rank"], "gradient noise", True),
+        (sorted(n for n in history if n.startswith("align/cos_")) + ["align/residual"],
+         "Σ–H alignment", False),
+    ]
+    for ax, (names, label, log) in zip(axes, panels):
+        if not _series(ax, history, names, log):
+            _empty(ax, f"no {label} recorded")
+        ax.set_xlabel("step")
+        ax.set_title(label)
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def noise_magnitude_figure(history: History, *, title: str | None = None) -> plt.Figure:
+    """‖∇L‖ and sqrt(η Tr Σ / m) against steps (log scale)."""
+    fig, ax = plt.subplots(figsize=(5.5, 3.6), constrained_layout=True)
+    if not _series(ax, history, ["noise/grad_norm", "noise/noise_norm"], log=True):
+        _empty(ax, "no noise magnitude recorded")
+    ax.set_xlabel("step")
+    ax.set_ylabel("magnitude")
+    ax.set_title(title or "gradient vs noise magnitude")
+    return fig

@@ -1,0 +1,169 @@
+"""Run configs: loading (YAML/TOML/packaged), schema errors naming key paths, building."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from sgdlab.config import (Field, Section, apply_overrides, build_from_config, load_config,
+                           packaged_configs, validate, validate_config)
+from sgdlab.errors import ConfigError
+from sgdlab.train.callbacks import Callback
+from sgdlab.train.instruments import INSTRUMENTS, register_instrument
+
+TINY = {
+    "name": "tiny",
+    "data": {"name": "cubic", "seed": 0},
+    "model": {"name": "zhu-mlp-1-6-6-6-1"},
+    "optimizer": {"name": "sgd", "lr": 0.05},
+    "train": {"epochs": 2, "batch_size": 5},
+}
+
+
+def errors_of(raw) -> str:
+    with pytest.raises(ConfigError) as e:
+        validate_config(raw)
+    return str(e.value)
+
+
+def test_packaged_default_validates_with_defaults_filled():
+    assert "digits-mlp" in packaged_configs()
+    cfg = validate_config(load_config("digits-mlp"))
+    assert cfg["name"] == "digits-mlp" and cfg["data"]["name"] == "digits"
+    assert cfg["train"]["checkpoint_every"] is None and cfg["measure"] == []
+    assert cfg["store"] == {"path": None}
+    assert validate_config(cfg) == cfg  # idempotent: stored configs re-validate
+
+
+@pytest.mark.parametrize("override, message", [
+    ("train.batch_size=0", "train.batch_size: must be >= 1, got 0"),
+    ("train.batch_size=half", "train.batch_size: must be an integer >= 1 or \"full\""),
+    ("train.epochs=-2", "train.epochs: must be >= 0, got -2"),
+    ("train.replacement=maybe", "train.replacement: must be true or false, got 'maybe'"),
+    ("train.dtype=float16", "train.dtype: must be one of float32, float64"),
+    ("train.device=gpu", "train.device: must be cpu, cuda, cuda:N, mps or auto"),
+    ("train.epoch=3", "train.epoch: unknown key (did you mean epochs?)"),
+    ("optimizer.lrr=0.1", "optimizer.lrr: unknown key (did you mean lr?)"),
+    ("optimizer.lr=-1", "optimizer (sgd): Invalid learning rate: -1"),
+    ("optimizer.momentum=fast", "optimizer.momentum: must be a number, got 'fast'"),
+    ("optimizer.name=sdg", "optimizer.name: unknown optimizer 'sdg' (did you mean sgd?)"),
+    ("schedule.name=nope", "schedule.name: unknown schedule 'nope'"),
+    ("schedule.gama=0.1", "schedule.gama: unknown key"),
+    ("data.name=digitz", "data.name: unknown dataset 'digitz' (did you mean digits?)"),
+    ("data.options.n_trian=10", "data.options.n_trian: unknown key (did you mean n_train?)"),
+    ("model.name=resnet", "model.name: unknown model 'resnet'"),
+    ("model.options.activaton=relu", "model.options.activaton: unknown key (did you mean "
+                                     "activation?)"),
+    ("loss=hinge", "loss: must be one of auto, cross_entropy, mse, got 'hinge'"),
+    ("trian.epochs=1", "trian: unknown key (did you mean train?)"),
+    ("measure=[{name: no_such_instrument}]", "measure[0].name: unknown instrument"),
+    ("store.path=3", "store.path: must be a string, got 3"),
+])
+def test_bad_values_name_their_key(override, message):
+    assert message in errors_of(apply_overrides(TINY, [override]))
+
+
+def test_all_problems_reported_and_required_keys():
+    msg = errors_of({"data": {"seed": -1}, "optimizer": {"name": "sgd", "lr": 0.1}})
+    assert "data.name: required key is missing" in msg
+    assert "data.seed: must be >= 0, got -1" in msg
+    assert "model: required section is missing" in msg and "model.name" not in msg
+    assert msg.startswith("3 problems in the config")
+    assert "optimizer.name: required key is missing" in errors_of(
+        {**TINY, "optimizer": {"lr": 0.1}})
+
+
+def test_configs_are_data(tmp_path):
+    p = tmp_path / "evil.yaml"
+    p.write_text("name: !!python/object/apply:os.system ['echo hi']\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(p)
+    with pytest.raises(ConfigError, match="no config file"):
+        load_config(tmp_path / "missing.yaml")
+    with pytest.raises(ConfigError, match="must be plain data"):
+        validate_config({**TINY, "optimizer": {"name": "sgd", "lr": object()}})
+
+
+def test_yaml_and_toml_and_overrides(tmp_path):
+    y = tmp_path / "run.yaml"
+    y.write_text("data: {name: cubic}\nmodel: {name: zhu-mlp-1-6-6-6-1}\n"
+                 "optimizer: {name: sgd, lr: 1e-3}\n")
+    raw = load_config(y)
+    assert raw["optimizer"]["lr"] == 1e-3 and raw["name"] == "run"  # 1e-3 is a float
+    t = tmp_path / "run.toml"
+    t.write_text('[data]\nname = "cubic"\n[model]\nname = "zhu-mlp-1-6-6-6-1"\n'
+                 '[optimizer]\nname = "sgd"\nlr = 0.001\n[train]\nbatch_size = "full"\n')
+    cfg = validate_config(load_config(t))
+    assert cfg["train"]["batch_size"] == "full"
+    cfg = validate_config(apply_overrides(raw, ["train.epochs=3", "model.options.activation="
+                                                "relu", "train.replacement=true"]))
+    assert cfg["train"]["epochs"] == 3 and cfg["train"]["replacement"] is True
+    assert cfg["model"]["options"] == {"activation": "relu"}
+    with pytest.raises(ConfigError, match="expected KEY.PATH=VALUE"):
+        apply_overrides(raw, ["train.epochs"])
+    with pytest.raises(ConfigError, match="optimizer.lr is not a section"):
+        apply_overrides(raw, ["optimizer.lr.x=1"])
+
+
+def test_schema_engine_nested_lists_and_extras():
+    schema = Section({
+        "a": Field(float, default=1.0, min=0.0, max=2.0),
+        "inner": Section({"k": Field(int, choices=(1, 2))}),
+        "items": Field(list, default=[], item=Section({"w": Field(int, min=0)})),
+    })
+    assert validate({"inner": {"k": 2}}, schema) == {"a": 1.0, "inner": {"k": 2}, "items": []}
+    assert validate({"a": 2, "inner": {"k": 1}}, schema)["a"] == 2.0  # int -> float
+    with pytest.raises(ConfigError) as e:
+        validate({"a": 3.0, "inner": {"k": 3}, "items": [{"w": 1}, {"w": -1, "v": 0}]}, schema)
+    msg = str(e.value)
+    assert "a: must be <= 2.0, got 3.0" in msg
+    assert "inner.k: must be one of 1, 2, got 3" in msg
+    assert "items[1].w: must be >= 0, got -1" in msg
+    assert "items[1].v: unknown key" in msg
+
+
+class _Probe(Callback):
+    def __init__(self, schedule, scale):
+        self.schedule, self.scale = schedule, scale
+
+    def on_step_end(self, ctx):
+        if self.should_run(ctx.step):
+            ctx.log("probe", self.scale * ctx.step)
+
+
+if "_test_probe" not in INSTRUMENTS:
+    @register_instrument("_test_probe")
+    def _test_probe(*, schedule, scale: float = 1.0):
+        return _Probe(schedule, scale)
+
+
+def test_build_from_config_is_deterministic_and_wires_instruments():
+    from sgdlab.train import train
+
+    raw = {**TINY, "measure": [{"name": "_test_probe", "every": 2, "scale": 0.5}],
+           "schedule": {"name": "step", "every": 1, "gamma": 0.5}}
+    b1 = build_from_config(raw)
+    b2 = build_from_config(raw)
+    assert isinstance(b1.loss_fn, torch.nn.MSELoss)  # auto: cubic is regression
+    assert isinstance(b1.optimizer, torch.optim.SGD) and b1.schedule is not None
+    for p, q in zip(b1.model.parameters(), b2.model.parameters()):
+        assert torch.equal(p, q)  # train.seed fixes the initial weights
+    assert b1.train_kwargs["batch_size"] == 5 and b1.train_kwargs["epochs"] == 2
+    res = train(*b1[:4], schedule=b1.schedule, callbacks=b1.callbacks,
+                **{**b1.train_kwargs, "progress": False})
+    assert res.history["probe"] == [(s, 0.5 * s) for s in (2, 4, 6, 8)]
+    # the schedule is stepped once per step: halved after each 4-step epoch
+    assert b1.optimizer.param_groups[0]["lr"] == pytest.approx(0.05 * 0.5 ** 2)
+    assert build_from_config(TINY).schedule is None  # constant: nothing to step
+    assert "schedule (step): step schedule: give exactly one of" in errors_of(
+        {**TINY, "schedule": {"name": "step"}})
+    assert "measure[0].scal: unknown key (did you mean scale?)" in errors_of(
+        {**TINY, "measure": [{"name": "_test_probe", "scal": 1}]})
+    assert "measure[0]: give at most one of every, at, log_points" in errors_of(
+        {**TINY, "measure": [{"name": "_test_probe", "every": 1, "at": [3]}]})
+
+
+def test_full_batch_and_cross_entropy_on_regression():
+    b = build_from_config(apply_overrides(TINY, ["train.batch_size=full"]))
+    assert b.train_kwargs["batch_size"] == len(b.data.x_train) == 20
+    with pytest.raises(ConfigError, match="cross_entropy needs class labels"):
+        build_from_config({**TINY, "loss": "cross_entropy"})

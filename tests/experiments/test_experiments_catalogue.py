@@ -1,0 +1,58 @@
+"""Every catalogue entry runs at smoke scale and writes the output contract; `sgdlab list`."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from sgdlab.cli.main import main as cli
+from sgdlab.experiments.runner import run_experiment
+from sgdlab.experiments.spec import SCALES, list_names, load_experiment
+
+NAMES = list_names()
+
+
+@pytest.fixture(autouse=True)
+def _one_thread(monkeypatch):
+    monkeypatch.setenv("SGDLAB_THREADS", "1")
+
+
+def test_catalogue_is_not_empty_and_resolves_at_every_scale():
+    assert len(NAMES) >= 10
+    for name in NAMES:
+        for scale in SCALES:
+            spec = load_experiment(name, scale)      # validates every run's parameters
+            assert spec.expand(data_dir="/data"), (name, scale)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_smoke_run_writes_outputs(name, tmp_path):
+    out = tmp_path / "out"
+    res = run_experiment(name, scale="smoke", out_dir=out, store_path=str(tmp_path / "s.sqlite"),
+                         progress=None)
+    r = json.loads((out / "results.json").read_text())
+    assert not r["sweep"]["failed"], r["sweep"]["failed"]
+    assert res.ok and not r["missing_runs"] and not r["missing_outputs"], r["missing_outputs"]
+    assert r["tables"] and r["figures"] and r["conclusions"]
+    for c in r["conclusions"]:
+        assert c["text"] and c["agrees_with_paper"] in (True, False, None)
+    for f in r["figures"]:
+        assert (out / f["png"]).stat().st_size > 0 and (out / f["svg"]).stat().st_size > 0
+    for t in r["tables"]:
+        assert (out / "tables" / f"{t['name']}.csv").is_file()
+        assert (out / "tables" / f"{t['name']}.md").is_file()
+    html = (out / "report.html").read_text()
+    assert html.count("data:image/png;base64,") == len(r["figures"])
+    assert r["experiment"]["paper"]["figure"] and r["environment"]["torch"]
+
+
+def test_list_json_fields(capsys):
+    assert cli(["list", "--json"]) == 0
+    items = json.loads(capsys.readouterr().out)
+    assert [i["name"] for i in items] == NAMES
+    for i in items:
+        assert i["description"] and i["title"]
+        assert {"author", "year", "figure"} <= set(i["paper"])
+        assert isinstance(i["paper"]["year"], int)
+    assert cli(["list"]) == 0
+    assert NAMES[0] in capsys.readouterr().out

@@ -1,0 +1,84 @@
+"""Thesis Example 6.43: non-equilibrium double well keeps e^{−Φ} as steady state."""
+import math
+
+import numpy as np
+import pytest
+import scipy.integrate
+import scipy.stats
+import torch
+
+from sgdlab.landscapes.double_well import DoubleWell
+from sgdlab.landscapes.sde import simulate
+
+f64 = torch.float64
+E1, E2 = np.linspace(-2.2, 2.2, 12), np.linspace(-2.4, 2.4, 9)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def _chi2(x: np.ndarray, probs: np.ndarray) -> tuple[float, float]:
+    """(p-value, total variation) of the 2-D histogram of x against bin probabilities."""
+    counts, _, _ = np.histogram2d(x[:, 0], x[:, 1], bins=[E1, E2])
+    n = len(x)
+    obs = np.append(counts.ravel(), n - counts.sum())
+    exp = np.append(probs.ravel(), 1 - probs.sum()) * n
+    keep = exp > 5  # chi-square validity: pool sparse bins into one
+    if (~keep).any():
+        obs = np.append(obs[keep], obs[~keep].sum())
+        exp = np.append(exp[keep], exp[~keep].sum())
+    return float(scipy.stats.chisquare(obs, exp).pvalue), 0.5 * float(np.abs(obs - exp).sum() / n)
+
+
+def _final_states(dw: DoubleWell, seed: int) -> torch.Tensor:
+    chains = 10_000
+    x0 = torch.zeros(chains, 2, dtype=f64)
+    x0[:, 0] = torch.where(torch.arange(chains) % 2 == 0, 1.0, -1.0)
+    gen = torch.Generator().manual_seed(seed)
+    return simulate(dw.sde(), x0, dt=0.02, steps=300, generator=gen).final
+
+
+@pytest.mark.parametrize("lam", [0.0, 0.5])
+def test_steady_state_is_exp_minus_phi(lam):
+    dw = DoubleWell(lam)
+    x = _final_states(dw, seed=int(lam * 10))
+    probs = dw.stationary_bin_probabilities(E1, E2)
+    pval, tv = _chi2(x.numpy(), probs)
+    assert pval > 1e-4 and tv < 0.04, (pval, tv)
+    # power: the same histogram rejects the wrong temperature e^{−Φ/2}
+    wrong = DoubleWell(lam, beta=0.5).stationary_bin_probabilities(E1, E2)
+    assert _chi2(x.numpy(), wrong)[0] < 1e-8
+    # mean angular velocity: E_ρ[(x × b)/|x|²] = λ π^{3/2} / Z
+    b = dw.drift(x)
+    rate = (x[:, 0] * b[:, 1] - x[:, 1] * b[:, 0]) / (x ** 2).sum(-1)
+    if lam == 0:
+        assert dw.mean_angular_velocity() == 0.0
+    else:
+        se = float(rate.std()) / math.sqrt(len(rate))
+        assert abs(float(rate.mean()) - dw.mean_angular_velocity()) < 5 * se + 0.02 * lam
+
+
+def test_rotational_force_is_divergence_free_against_the_steady_state():
+    dw = DoubleWell(0.7)
+    x = torch.randn(50, 2, dtype=f64)
+
+    def flux(y):  # j e^{−Φ} = λ J_ss
+        return dw.rotational_force(y) * torch.exp(-dw.potential(y))[..., None]
+    jac = torch.func.vmap(torch.func.jacrev(flux))(x)
+    assert torch.allclose(jac.diagonal(dim1=-2, dim2=-1).sum(-1), torch.zeros(50, dtype=f64),
+                          atol=1e-12)
+    one_d = scipy.integrate.quad(lambda t: math.exp(-(t * t - 1) ** 2 / 4), -np.inf, np.inf)[0]
+    assert dw.normaliser() == pytest.approx(math.sqrt(2 * math.pi) * one_d, rel=1e-9)
+
+
+def test_resting_points_move_with_lambda():
+    z0 = DoubleWell(0.0).drift_zeros()
+    z5 = DoubleWell(0.5).drift_zeros()
+    assert z0[0] == pytest.approx((1.0, 0.0), abs=1e-10)
+    assert z5[0] is not None and abs(z5[0][1]) > 0.1          # moved off the x₁-axis
+    assert DoubleWell(0.5).drift(torch.tensor(z5[0], dtype=f64)).norm() < 1e-10

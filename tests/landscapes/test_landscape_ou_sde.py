@@ -1,0 +1,138 @@
+"""Quadratic/OU landscape (Jastrzebski eq. 6-7) and the SDE lab (Euler–Maruyama, SGD-SDE)."""
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from sgdlab.errors import UserError
+from sgdlab.landscapes.quadratic import Quadratic
+from sgdlab.landscapes.sde import (
+    SDE, EulerMaruyama, brownian_increments, coarsen, sgd_chains, sgd_sde, simulate,
+)
+
+f64 = torch.float64
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+H3 = torch.diag(torch.tensor([1.0, 0.5, 0.25], dtype=f64))
+
+
+def test_quadratic_structure_exact():
+    q = Quadratic(H3 + 0.1, num_samples=40, seed=1)
+    th = torch.randn(5, 3, dtype=f64)
+    assert torch.allclose(q.gradient_covariance(th[:1])[0], q.C, atol=1e-12)  # C = H exactly
+    auto = torch.func.vmap(torch.func.grad(lambda t: q.per_sample_loss(t).mean()))(th)
+    assert torch.allclose(q.grad(th), auto, atol=1e-12)
+    assert torch.allclose(q.loss(th), q.per_sample_loss(th).mean(-1), atol=1e-12)
+    idx = torch.randint(40, (5, 3))
+    auto_b = torch.stack([torch.func.grad(lambda t: q.per_sample_loss(t)[i].mean())(x)
+                          for x, i in zip(th, idx)])
+    assert torch.allclose(q.grad(th, idx), auto_b, atol=1e-12)
+    # closed forms: the OU limit is (η/2S) I and (η/4S) Tr H for C = H
+    assert torch.allclose(q.sde_stationary_covariance(0.1, 2), 0.025 * torch.eye(3, dtype=f64))
+    assert q.stationary_excess_loss(0.1, 2) == pytest.approx(0.1 / 8 * float(torch.trace(q.H)))
+
+
+def _stationary_sgd_stats(q, lr, batch, chains, gen):
+    """SGD chains started from the exact discrete stationary law, sampled at unit times."""
+    cov = q.sgd_stationary_covariance(lr, batch)
+    th0 = torch.randn(chains, 3, generator=gen, dtype=f64) @ torch.linalg.cholesky(cov).T
+    steps = int(round(8 / lr))
+    path = sgd_chains(q, th0, lr=lr, batch_size=batch, steps=steps, generator=gen,
+                      record_every=int(round(2 / lr)))
+    states = path.states  # (5, chains, 3), 2 time units apart (> relaxation time 1/(2·0.25))
+    excess = (q.loss(states) - q.min_loss)
+    return states, excess.mean(), excess.std() / math.sqrt(excess.numel())
+
+
+def test_ou_stationary_moments_and_eta_over_s_scaling():
+    q = Quadratic(H3, num_samples=50, seed=0)
+    gen = torch.Generator().manual_seed(0)
+    res = {}
+    for lr, s in ((0.05, 1), (0.1, 2), (0.1, 1)):
+        states, mean, se = _stationary_sgd_stats(q, lr, s, 3000, gen)
+        res[(lr, s)] = mean
+        # eq. 6: E[L] − L* = (η/4S) Tr H, up to the discrete O(η) correction and sampling error
+        exact = q.stationary_excess_loss(lr, s, discrete=True)
+        assert abs(mean - exact) < 4 * se
+        assert exact == pytest.approx(lr / (4 * s) * float(torch.trace(q.H)), rel=0.07)
+        # eq. 7: cov(θ) = (η/2S) I (the discrete chain's O(η) correction is resolved too)
+        emp = torch.cov(states.reshape(-1, 3).T, correction=0)
+        assert torch.allclose(emp, q.sgd_stationary_covariance(lr, s), atol=0.1 * lr / (2 * s))
+        assert torch.allclose(emp, lr / (2 * s) * torch.eye(3, dtype=f64), atol=0.15 * lr / (2 * s))
+    # equal η/S agree, different η/S differ (here by a factor 2)
+    assert res[(0.05, 1)] == pytest.approx(res[(0.1, 2)], rel=0.08)
+    assert res[(0.1, 1)] / res[(0.05, 1)] == pytest.approx(2.0, rel=0.1)
+
+
+def _slope(hs, errs):
+    return float(np.polyfit(np.log(hs), np.log(errs), 1)[0])
+
+
+def test_euler_maruyama_weak_order_one_on_ou():
+    a, s, T, x0 = 2.0, 1.0, 1.0, 1.0
+    sde = SDE.langevin(lambda x: a * x, 1, beta=2.0 / s ** 2)  # dX = −aX dt + s dB
+    exact = math.exp(-2 * a * T) * x0 ** 2 + s ** 2 * (1 - math.exp(-2 * a * T)) / (2 * a)
+    gen = torch.Generator().manual_seed(1)
+    chains, hs, errs = 200_000, [0.2, 0.1, 0.05], []
+    fine = brownian_increments((chains, 1), hs[-1], int(T / hs[-1]), generator=gen)
+    for h in hs:
+        dw = coarsen(fine, int(round(h / hs[-1])))  # same Brownian paths for every h
+        x = simulate(sde, torch.full((chains, 1), x0, dtype=f64), dt=h, steps=int(T / h),
+                     increments=dw).final
+        errs.append(abs(float((x ** 2).mean()) - exact))
+    assert EulerMaruyama.weak_order == 1.0
+    assert 0.8 < _slope(hs, errs) < 1.25, errs
+
+
+def test_sgd_is_weak_order_one_approximation_of_its_sde():
+    q = Quadratic(torch.tensor([[1.0]], dtype=f64), num_samples=50, seed=2)
+    T, x0, chains = 1.0, 1.0, 200_000
+    gen = torch.Generator().manual_seed(3)
+    lrs, errs = [0.1, 0.05, 0.025], []
+    for lr in lrs:
+        path = sgd_chains(q, torch.full((chains, 1), x0, dtype=f64), lr=lr, batch_size=1,
+                          steps=int(round(T / lr)), generator=gen)
+        # the SGD-SDE here is OU: dX = −X dt + √η dB, with E X_T² in closed form
+        sde_m2 = math.exp(-2 * T) * x0 ** 2 + lr * (1 - math.exp(-2 * T)) / 2
+        errs.append(abs(float((path.final ** 2).mean()) - sde_m2))
+    assert 0.7 < _slope(lrs, errs) < 1.3, errs
+
+
+def test_sgd_sde_diffusion_is_eta_sigma_over_s():
+    q = Quadratic(H3 + 0.05, num_samples=30, seed=4)
+    sde = sgd_sde(q, lr=0.2, batch_size=4)
+    x = torch.randn(6, 3, dtype=f64)
+    g = sde.factor(x)
+    assert g.shape == (6, 3, 30)
+    assert torch.allclose(g @ g.transpose(-1, -2), 0.05 * q.gradient_covariance(x), atol=1e-12)
+    assert torch.allclose(sde.drift(x), -q.grad(x))
+
+
+def test_state_dependent_diffusion_is_ito():
+    # dX = X dB (geometric BM, Itô): E X_T = X_0 exactly for Itô, e^{T/2} X_0 for Stratonovich
+    sde = SDE.langevin(lambda x: torch.zeros_like(x), 1, beta=2.0,
+                       diffusion=lambda x: (x ** 2)[..., None])
+    gen = torch.Generator().manual_seed(4)
+    x = simulate(sde, torch.ones(100_000, 1, dtype=f64), dt=0.05, steps=20,
+                 generator=gen).final
+    assert float(x.mean()) == pytest.approx(1.0, abs=0.015)
+
+
+def test_bad_input():
+    with pytest.raises(UserError):
+        Quadratic(torch.tensor([[1.0, 2.0], [0.0, 1.0]], dtype=f64))
+    with pytest.raises(UserError):
+        Quadratic(-torch.eye(2, dtype=f64))
+    with pytest.raises(UserError):
+        Quadratic(torch.eye(2, dtype=f64)).sgd_stationary_covariance(2.5, 1)
+    with pytest.raises(UserError):
+        SDE.langevin(lambda x: x, 2, beta=0.0)

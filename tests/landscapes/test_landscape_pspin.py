@@ -1,0 +1,91 @@
+"""Spherical 3-spin glass: energy/gradient against the raw definition and autograd."""
+import math
+
+import pytest
+import torch
+
+from sgdlab.errors import UserError
+from sgdlab.landscapes.pspin import PSpinGlass, cluster_minima, embed_tsne, regime_field
+
+f64 = torch.float64
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def _raw_energy(p: PSpinGlass, s: torch.Tensor) -> torch.Tensor:
+    return -torch.einsum("ijk,i,j,k->", p.J, s, s, s) / p.n - p.h @ s
+
+
+def test_energy_and_gradient_match_definition_and_autograd():
+    p = PSpinGlass(9, nu=0.7, seed=1)
+    gen = torch.Generator().manual_seed(0)
+    s = p.random_starts(5, generator=gen)
+    for i in range(5):
+        assert torch.isclose(p.loss(s[i]), _raw_energy(p, s[i]), atol=1e-12)
+        auto = torch.func.grad(lambda x: _raw_energy(p, x))(s[i])
+        assert torch.allclose(p.grad(s[i]), auto, atol=1e-12)
+    e, g = p.energy_and_grad(s)
+    assert torch.allclose(e, p.loss(s)) and torch.allclose(g, p.grad(s))
+
+
+def test_riemannian_gradient_is_tangent_and_is_the_sphere_derivative():
+    p = PSpinGlass(12, regime="critical", seed=2)
+    gen = torch.Generator().manual_seed(1)
+    s = p.random_starts(4, generator=gen)
+    rg = p.riemannian_grad(s)
+    assert torch.allclose((rg * s).sum(-1), torch.zeros(4, dtype=f64), atol=1e-10)
+    # directional derivative along a tangent curve on the sphere equals <∇_S H, v>
+    v = torch.randn(4, 12, generator=gen, dtype=f64)
+    v = v - (v * s).sum(-1, keepdim=True) / p.n * s
+    eps = 1e-6
+    fd = (p.loss(p.project(s + eps * v)) - p.loss(p.project(s - eps * v))) / (2 * eps)
+    assert torch.allclose(fd, (rg * v).sum(-1), rtol=1e-5, atol=1e-7)
+
+
+def test_descent_reaches_minima_on_the_sphere():
+    p = PSpinGlass(20, regime="glassy", seed=3)
+    gen = torch.Generator().manual_seed(2)
+    res = p.descend(p.random_starts(24, generator=gen), lr=0.1, tol=1e-4, max_steps=4000)
+    assert torch.allclose(res.sigma.norm(dim=-1), torch.full((24,), math.sqrt(20), dtype=f64))
+    assert res.converged.float().mean() > 0.9
+    conv = res.sigma[res.converged]
+    # second-order check at each converged point: the sphere Hessian is PSD (a minimum)
+    for s in conv[:3]:
+        h = torch.func.hessian(lambda x: p.loss(p.project(x)))(s)
+        proj = torch.eye(20, dtype=f64) - torch.outer(s, s) / 20
+        ev = torch.linalg.eigvalsh(proj @ h @ proj)
+        assert ev.min() > -1e-6
+    labels, reps = cluster_minima(conv)
+    assert len(reps) >= 2  # glassy: several distinct minima from 24 starts
+    # trivial regime: every start falls into the same minimum
+    q = PSpinGlass(20, regime="trivial", seed=3)
+    res_t = q.descend(q.random_starts(12, generator=gen), max_steps=2000)
+    assert len(cluster_minima(res_t.sigma)[1]) == 1
+    assert res_t.energy_per_spin.std() < 1e-6
+
+
+def test_clustering_and_embedding_on_constructed_points():
+    base = torch.eye(4, dtype=f64) * 2  # N=4: four orthogonal points on the sphere radius 2
+    pts = torch.cat([base, base + 1e-4]) / (torch.cat([base, base + 1e-4]).norm(dim=-1,
+                                                                          keepdim=True)) * 2
+    labels, reps = cluster_minima(pts)
+    assert len(reps) == 4 and labels.tolist() == [0, 1, 2, 3, 0, 1, 2, 3]
+    emb = embed_tsne(torch.randn(12, 5, dtype=f64))
+    assert emb.shape == (12, 2)
+
+
+def test_regimes_and_bad_input():
+    assert regime_field("glassy", 100) == 0.01
+    assert regime_field("critical", 100) == pytest.approx(math.sqrt(3) * math.sqrt(0.99))
+    with pytest.raises(UserError):
+        regime_field("hot", 10)
+    with pytest.raises(UserError):
+        PSpinGlass(10)
+    with pytest.raises(UserError):
+        PSpinGlass(10, nu=1.0).loss(torch.zeros(3, dtype=f64))

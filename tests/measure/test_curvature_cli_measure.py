@@ -1,0 +1,61 @@
+"""`sgdlab measure` on a checkpoint written by `sgdlab train`, and the curvature figures."""
+import json
+
+import matplotlib.pyplot as plt
+import pytest
+
+from sgdlab.cli.main import main
+from sgdlab.report.figures.curvature import (
+    alignment_figure, curvature_history_figure, eigenspectrum_figure, noise_magnitude_figure,
+    spectral_density_figure,
+)
+
+
+def test_measure_checkpoint_writes_store_json_and_plots(tmp_path, capsys):
+    store = str(tmp_path / "runs.sqlite")
+    run_dir = tmp_path / "run"
+    assert main(["train", "digits-mlp", "--store", store, "--out", str(run_dir),
+                 "--set", "train.max_steps=3", "--set", "train.epochs=1", "--no-progress"]) == 0
+    out = tmp_path / "m"
+    rc = main(["measure", str(run_dir / "checkpoints" / "last.pt"), "--store", store,
+               "--subset", "40", "--k", "2", "--probes", "4", "--samples", "3",
+               "--out", str(out)])
+    assert rc == 0
+    res = json.loads((out / "measurements.json").read_text())
+    assert res["step"] == 3 and res["num_samples"] == 40
+    for key in ["hess/top_1", "hess/trace", "noise/trace", "noise/rank", "align/residual",
+                "sharpness/expected"]:
+        assert key in res["scalars"], key
+    assert res["scalars"]["hess/top_1"] >= res["scalars"]["hess/top_2"]
+    assert res["scalars"]["noise/rank"] <= 39          # centred: at most N - 1
+    for png in ["hessian_density.png", "spectra.png", "alignment.png"]:
+        assert (out / png).stat().st_size > 0
+    from sgdlab.store import RunStore
+
+    s = RunStore(store)
+    run_id = res["run_id"]
+    assert s.metrics(run_id, "hess/top_1")["hess/top_1"][-1][0] == 3
+    capsys.readouterr()
+    assert main(["measure", str(run_dir), "--store", store, "--what", "bogus"]) == 2
+    assert "--what" in capsys.readouterr().err
+    assert main(["measure", str(tmp_path), "--store", store]) == 2     # no checkpoint there
+
+
+def test_figures_from_recorded_data():
+    figs = [
+        spectral_density_figure([0.0, 1.0, 2.0], [0.1, 0.5, 0.1], eigenvalues=[1.0]),
+        spectral_density_figure([], []),
+        eigenspectrum_figure({"Σ": [3.0, 1.0, 0.1], "H": [2.0, -0.5]}),
+        alignment_figure([0.9, 0.2], [0.7, 0.3], [0.8, 0.1], residual=0.4),
+        curvature_history_figure({"hess/top_1": [(0, 1.0), (10, 2.0)],
+                                  "align/residual": [(0, 0.5)]}),
+        noise_magnitude_figure({}),
+    ]
+    for f in figs:
+        assert isinstance(f, plt.Figure)
+        plt.close(f)
+
+
+@pytest.mark.parametrize("bad", [["--k", "0"], ["--data", "valid"]])
+def test_measure_rejects_bad_options(bad, capsys, tmp_path):
+    assert main(["measure", str(tmp_path), *bad]) == 2

@@ -1,0 +1,144 @@
+"""Per-step dynamics: cosine, norms, full-gradient norm and Hessian spectral norm against dense
+float64 references; the callback's exact resume."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+from torch.func import functional_call
+
+from sgdlab.data.base import Dataset
+from sgdlab.measure.dynamics import (
+    distance_from_init,
+    full_batch_grad_norm,
+    gradient_cosine,
+    hessian_spectral_norm,
+    parameter_norm,
+    update_norm,
+)
+from sgdlab.operators.params import params_vector, trainable_named_params, unflatten_like
+from sgdlab.train.callbacks import Schedule
+from sgdlab.train.instruments.dynamics import DynamicsCallback
+from sgdlab.train.loop import train
+
+
+def test_cosine_and_norms_match_explicit_formulas():
+    g = torch.tensor([1.0, 2.0, -2.0], dtype=torch.float64)
+    h = torch.tensor([2.0, 0.0, 1.0], dtype=torch.float64)
+    assert gradient_cosine(g, h) == pytest.approx(0.0)
+    assert gradient_cosine(g, -3 * g) == pytest.approx(-1.0)
+    assert gradient_cosine(g, torch.tensor([1.0, 1.0, 0.0], dtype=torch.float64)) == \
+        pytest.approx(3 / (3 * math.sqrt(2)))
+    assert math.isnan(gradient_cosine(g, torch.zeros(3)))
+    with pytest.raises(ValueError, match="different sizes"):
+        gradient_cosine(g, h[:2])
+    model = nn.Linear(2, 1).double()
+    th = params_vector(model)
+    assert parameter_norm(model) == pytest.approx(float(th.norm()))
+    assert distance_from_init(model, th + 1.0) == pytest.approx(math.sqrt(3))
+    assert update_norm(th, th + torch.tensor([3.0, 0.0, 4.0], dtype=torch.float64)) == 5.0
+
+
+def _bn_model():
+    torch.manual_seed(1)
+    return nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4), nn.Tanh(), nn.Linear(4, 2)).double()
+
+
+def _dense_hessian(model, loss_fn, x, y, bn_train: bool):
+    params = {k: v.detach() for k, v in trainable_named_params(model).items()}
+    bufs = {k: v.clone() for k, v in model.named_buffers()}
+    model.eval()
+    if bn_train:
+        model[1].train()
+
+    def f(flat):
+        return loss_fn(functional_call(model, (unflatten_like(flat, params), bufs), (x,)), y)
+
+    # plain autograd: batch norm in train mode updates the (copied) buffers in place
+    return torch.autograd.functional.hessian(f, params_vector(model))
+
+
+@pytest.mark.parametrize("bn_mode", ["eval", "train"])
+def test_hessian_spectral_norm_matches_dense(bn_mode):
+    model = _bn_model()
+    model.train()
+    x = torch.randn(16, 3, dtype=torch.float64)
+    y = torch.randint(0, 2, (16,))
+    with torch.no_grad():
+        model(x * 3 + 1)  # running statistics far from the batch statistics
+    loss_fn = nn.CrossEntropyLoss()
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    got = hessian_spectral_norm(model, loss_fn, (x, y), bn_mode=bn_mode, tol=1e-10)
+    for k, v in model.state_dict().items():  # buffers restored, flags restored
+        torch.testing.assert_close(v, state[k])
+    assert model.training
+    h = _dense_hessian(model, loss_fn, x, y, bn_mode == "train")
+    model.train()
+    assert got == pytest.approx(float(torch.linalg.eigvalsh(h).abs().max()), rel=1e-6)
+    if bn_mode == "train":  # the two modes are different Hessians (Xing et al.)
+        other = hessian_spectral_norm(model, loss_fn, (x, y), bn_mode="eval", tol=1e-10)
+        assert abs(other - got) > 1e-3 * got
+
+
+def test_full_batch_grad_norm_weights_batches_by_size():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 5), nn.Tanh(), nn.Linear(5, 1)).double()
+    x = torch.randn(11, 3, dtype=torch.float64)
+    y = torch.randn(11, 1, dtype=torch.float64)
+    loss = nn.MSELoss()(model(x), y)
+    g = torch.autograd.grad(loss, list(model.parameters()))
+    want = float(torch.cat([t.reshape(-1) for t in g]).norm())
+    got = full_batch_grad_norm(model, nn.MSELoss(), [(x[:4], y[:4]), (x[4:], y[4:])])
+    assert got == pytest.approx(want, rel=1e-12)
+
+
+def _digits_like(n=48, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, 6, generator=g)
+    y = torch.randint(0, 3, (n,), generator=g)
+    return Dataset(x, y, x[:8], y[:8], {"name": "toy", "task": "classification",
+                                        "num_outputs": 3})
+
+
+def _run(tmp_path, *, resume: bool, max_steps=None):
+    torch.manual_seed(3)
+    model = nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 3))
+    cb = DynamicsCallback(Schedule.every(2), full_grad_schedule=Schedule.every(6))
+    res = train(model, nn.CrossEntropyLoss(), _digits_like(), torch.optim.SGD(
+        model.parameters(), lr=0.2, momentum=0.5), epochs=3, batch_size=8, callbacks=[cb],
+        checkpoint_dir=tmp_path, max_steps=max_steps, resume=resume, progress=False)
+    return res, cb
+
+
+def test_dynamics_callback_values_and_exact_resume(tmp_path):
+    full, _ = _run(tmp_path / "a", resume=False)
+    h = full.history
+    assert [s for s, _ in h["grad_cosine"]] == list(range(2, 19, 2))
+    assert [s for s, _ in h["full_grad_norm"]] == [0, 6, 12, 18]
+    assert h["dist_from_init"][0] == (0, 0.0)
+    assert all(-1 <= v <= 1 for _, v in h["grad_cosine"])
+    # interrupted after 7 steps (the previous gradient of step 7 is in the checkpoint) ...
+    _run(tmp_path / "b", resume=False, max_steps=7)
+    resumed, _ = _run(tmp_path / "b", resume=True)
+    for name in ("grad_cosine", "dist_from_init", "update_norm", "param_norm", "full_grad_norm"):
+        assert resumed.history[name] == pytest.approx(h[name], rel=1e-6), name
+
+
+def test_dynamics_callback_cosine_matches_manual_gradients():
+    data = _digits_like()
+    torch.manual_seed(3)
+    model = nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 3))
+    grads = []
+
+    class Grab(DynamicsCallback):
+        def on_after_backward(self, ctx):
+            grads.append(torch.cat([p.grad.reshape(-1) for p in ctx.model.parameters()]).clone())
+            super().on_after_backward(ctx)
+
+    res = train(model, nn.CrossEntropyLoss(), data, torch.optim.SGD(model.parameters(), lr=0.1),
+                epochs=1, batch_size=8, callbacks=[Grab()], progress=False)
+    want = [gradient_cosine(grads[i], grads[i + 1]) for i in range(len(grads) - 1)]
+    assert [v for _, v in res.history["grad_cosine"]] == pytest.approx(want, rel=1e-6)
+    assert [s for s, _ in res.history["grad_cosine"]] == list(range(2, 7))

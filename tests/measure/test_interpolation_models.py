@@ -1,0 +1,96 @@
+"""Model-to-model interpolation: endpoints equal the two models (with and without batch norm),
+interior points equal a direct evaluation, batch-norm statistics recomputed exactly."""
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+from sgdlab.measure.interpolation import evaluate, interpolate_models, recompute_bn_statistics
+from sgdlab.operators.params import params_vector, set_params_vector
+
+
+def _data(n, seed):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, 4, generator=g, dtype=torch.float64)
+    return x, (x[:, 0] > 0).long() + (x[:, 1] > 0.5).long()
+
+
+def _pair(bn: bool):
+    def make(seed):
+        torch.manual_seed(seed)
+        layers = [nn.Linear(4, 6)] + ([nn.BatchNorm1d(6)] if bn else []) + [
+            nn.ReLU(), nn.Dropout(0.5), nn.Linear(6, 3)]
+        m = nn.Sequential(*layers).double()
+        if bn:
+            m.train()
+            with torch.no_grad():
+                m(torch.randn(64, 4, dtype=torch.float64) * (1 + seed) + seed)
+        return m
+    return make(0), make(1)
+
+
+def test_endpoints_and_midpoint_without_batchnorm():
+    a, b = _pair(False)
+    train, test = _data(40, 0), _data(20, 1)
+    loss_fn = nn.CrossEntropyLoss()
+    curve = interpolate_models(a, b, loss_fn, train, test, [-1.0, 0.0, 0.5, 1.0, 2.0])
+    assert curve.bn_stats == "none"
+    for i, m in ((1, a), (3, b)):
+        assert curve.train_loss[i] == pytest.approx(evaluate(m, loss_fn, train)[0], rel=1e-12)
+        assert (curve.test_loss[i], curve.test_acc[i]) == pytest.approx(evaluate(m, loss_fn, test))
+    for i, al in ((0, -1.0), (2, 0.5), (4, 2.0)):
+        m = copy.deepcopy(a)
+        set_params_vector(m, (1 - al) * params_vector(a) + al * params_vector(b))
+        m.eval()
+        with torch.no_grad():
+            out = m(train[0])
+        assert curve.train_loss[i] == pytest.approx(float(loss_fn(out, train[1])), rel=1e-12)
+        assert curve.train_acc[i] == pytest.approx(float((out.argmax(1) == train[1]).double().mean()))
+    assert a.training and b.training  # dropout flags of the inputs untouched
+
+
+def test_endpoints_with_batchnorm_interpolated_and_recomputed_stats():
+    a, b = _pair(True)
+    sa, sb = copy.deepcopy(a.state_dict()), copy.deepcopy(b.state_dict())
+    train, test = _data(50, 2), _data(30, 3)
+    batches = [(train[0][:20], train[1][:20]), (train[0][20:], train[1][20:])]
+    loss_fn = nn.CrossEntropyLoss()
+    # interpolating the running statistics too reproduces the two models exactly
+    c = interpolate_models(a, b, loss_fn, batches, test, [0.0, 1.0], bn_stats="interpolate")
+    assert c.train_loss == pytest.approx([evaluate(m, loss_fn, batches)[0] for m in (a, b)],
+                                         rel=1e-12)
+    assert c.test_loss == pytest.approx([evaluate(m, loss_fn, test)[0] for m in (a, b)],
+                                        rel=1e-12)
+    # recomputed statistics: the endpoints equal each model after the same recomputation
+    c = interpolate_models(a, b, loss_fn, batches, test, [0.0, 0.3, 1.0])
+    assert c.bn_stats == "recompute"
+    for i, m in ((0, a), (2, b)):
+        ref = copy.deepcopy(m)
+        recompute_bn_statistics(ref, batches)
+        assert c.train_loss[i] == pytest.approx(evaluate(ref, loss_fn, batches)[0], rel=1e-12)
+        assert c.test_acc[i] == pytest.approx(evaluate(ref, loss_fn, test)[1])
+        assert c.train_loss[i] != pytest.approx(evaluate(m, loss_fn, batches)[0], rel=1e-6)
+    for m, s in ((a, sa), (b, sb)):  # inputs unchanged
+        for k, v in m.state_dict().items():
+            torch.testing.assert_close(v, s[k])
+    with pytest.raises(ValueError, match="bn_stats"):
+        interpolate_models(a, b, loss_fn, batches, bn_stats="ema")
+
+
+def test_recompute_bn_statistics_is_the_exact_average():
+    torch.manual_seed(0)
+    m = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4)).double()
+    m[1].momentum = 0.1
+    x = torch.randn(30, 3, dtype=torch.float64) * 2 + 1
+    batches = [(x[:15], x[:15, 0]), (x[15:], x[15:, 0])]  # targets unused
+    recompute_bn_statistics(m, batches)
+    with torch.no_grad():
+        z = m[0](x)
+    # momentum=None averages the per-batch statistics (equal batch sizes: the batch means)
+    torch.testing.assert_close(m[1].running_mean, z.mean(0))
+    v = (z[:15].var(0, unbiased=True) + z[15:].var(0, unbiased=True)) / 2
+    torch.testing.assert_close(m[1].running_var, v)
+    assert m[1].momentum == 0.1 and m.training

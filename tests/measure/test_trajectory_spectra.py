@@ -1,0 +1,148 @@
+"""Trajectory spectra: white noise / Brownian motion vs a noisy periodic drift, Fisher's g null
+distribution, and the on-disk recorder (write, reopen, subset, resume)."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from sgdlab.data.base import Dataset
+from sgdlab.measure.trajectory import (
+    CONFIDENCE_Z_99,
+    _fisher_p_value,
+    fisher_g_test,
+    increment_autocorrelation,
+    increment_spectrum,
+    increments,
+    periodicity_test,
+)
+from sgdlab.store.trajectory import TrajectoryWriter, open_trajectory
+from sgdlab.train.instruments.trajectory import TrajectoryRecorder
+from sgdlab.train.loop import train
+
+T, D, F0 = 257, 40, 0.125  # 256 increments; the drift has period 8 snapshots
+
+
+def _brownian(seed=0):
+    return np.cumsum(np.random.default_rng(seed).standard_normal((T, D)), axis=0)
+
+
+def _periodic(seed=1, amp=2.0):
+    rng = np.random.default_rng(seed)
+    k = np.arange(T)[:, None]
+    phases = rng.uniform(0, 2 * np.pi, D)
+    return np.cumsum(rng.standard_normal((T, D)), 0) + amp * np.sin(2 * np.pi * F0 * k + phases)
+
+
+def test_brownian_increments_look_white():
+    x = _brownian()
+    torch.testing.assert_close(increments(x), np.diff(x, axis=0))
+    s = increment_spectrum(x)
+    assert s.freqs[1] == pytest.approx(1 / 256) and s.freqs[-1] == 0.5
+    # flat: E|FFT|/√n of unit white noise is √π/2 at every nonzero frequency (Rayleigh mean)
+    assert s.mean[1:-1].mean() == pytest.approx(math.sqrt(math.pi) / 2, rel=0.03)
+    assert s.mean[1:].max() < 1.5
+    a = increment_autocorrelation(x, max_lag=20)
+    assert a.band == pytest.approx(CONFIDENCE_Z_99 / math.sqrt(256))
+    assert a.mean[0] == pytest.approx(1.0) and len(a.outside) == 0
+    assert a.fraction_outside < 0.03  # ≈ 1% expected under the null
+    t = periodicity_test(x)
+    assert not t.periodic and t.combined_p_value > 0.01
+
+
+def test_periodic_drift_is_detected_at_its_frequency():
+    x = _periodic()
+    s = increment_spectrum(x)
+    assert s.freqs[np.argmax(s.mean)] == pytest.approx(F0)
+    assert s.mean.max() > 3 * np.median(s.mean)
+    a = increment_autocorrelation(x, max_lag=16)
+    # a period-8 oscillation: correlated at lag 8, anti-correlated at lag 4, outside the band
+    assert a.mean[8] > a.band and a.mean[4] < -a.band
+    assert a.fraction_outside > 0.5
+    t = periodicity_test(x)
+    assert t.periodic and t.dominant_frequency == pytest.approx(F0)
+    assert t.fraction_significant > 0.9 and t.combined_p_value < 1e-10
+
+
+def test_fisher_g_null_distribution():
+    # m = 2 ordinates: P(g > x) = 2 (1 − x) for x ≥ 1/2 (g ~ max of a uniform split)
+    assert _fisher_p_value(0.75, 2) == pytest.approx(0.5)
+    assert _fisher_p_value(0.3, 5) == pytest.approx(5 * 0.7**4 - 10 * 0.4**4 + 10 * 0.1**4)
+    # calibration on Gaussian white noise: the rejection rate at 5% is ≈ 5%
+    rng = np.random.default_rng(0)
+    _, p, _ = fisher_g_test(rng.standard_normal((64, 2000)))
+    assert np.mean(p < 0.05) == pytest.approx(0.05, abs=0.015)
+    with pytest.raises(ValueError, match="too short"):
+        fisher_g_test(np.zeros((4, 2)))
+
+
+def test_bad_inputs():
+    with pytest.raises(ValueError, match="at least 2"):
+        increments(np.zeros((1, 3)))
+    with pytest.raises(ValueError, match="NaN"):
+        increment_spectrum(np.full((5, 2), np.nan))
+    with pytest.raises(ValueError, match="moves"):
+        periodicity_test(np.ones((20, 3)))
+    with pytest.raises(ValueError, match="max_lag"):
+        increment_autocorrelation(_brownian()[:10], max_lag=9)
+
+
+def test_writer_reader_round_trip_subset_and_partial_row(tmp_path):
+    rng = np.random.default_rng(0)
+    rows = rng.standard_normal((5, 100))
+    w = TrajectoryWriter(tmp_path / "tr", 100, num_coords=10, seed=3)
+    for i, r in enumerate(rows):
+        w.append(torch.from_numpy(r), step=10 * i, epoch=i // 2)
+    rd = open_trajectory(tmp_path / "tr")
+    assert len(rd) == 5 and rd.snapshots.shape == (5, 10) and rd.snapshots.dtype == np.float32
+    assert list(rd.steps) == [0, 10, 20, 30, 40] and list(rd.epochs) == [0, 0, 1, 1, 2]
+    np.testing.assert_array_equal(rd.snapshots, rows[:, rd.coords].astype(np.float32))
+    np.testing.assert_array_equal(rd.select(rd.coords[[4, 1]]),
+                                  rows[:, rd.coords[[4, 1]]].astype(np.float32))
+    with pytest.raises(Exception, match="not recorded"):
+        rd.select([int(np.setdiff1d(np.arange(100), rd.coords)[0])])
+    # a killed writer leaves a partial row: it is dropped on reopening, appends continue
+    with open(tmp_path / "tr" / "snapshots.bin", "ab") as f:
+        f.write(b"\x00" * 7)
+    w2 = TrajectoryWriter(tmp_path / "tr", 100, num_coords=10, seed=3)
+    assert w2.rows == 5
+    w2.append(rows[0], 50, 3)
+    assert len(open_trajectory(tmp_path / "tr")) == 6
+    with pytest.raises(Exception, match="num_coords"):
+        TrajectoryWriter(tmp_path / "tr", 100, num_coords=20, seed=3)
+    # float16, all coordinates
+    w3 = TrajectoryWriter(tmp_path / "h", 100, dtype="float16")
+    w3.append(rows[0], 0)
+    np.testing.assert_allclose(open_trajectory(tmp_path / "h").snapshots[0], rows[0],
+                               rtol=1e-3, atol=1e-3)
+
+
+def test_recorder_in_training_resumes_without_duplicates(tmp_path):
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(40, 5, generator=g), torch.randint(0, 2, (40,), generator=g)
+    data = Dataset(x, y, x[:5], y[:5], {"name": "toy", "task": "classification",
+                                        "num_outputs": 2})
+
+    def run(path, ckpt, **kw):
+        torch.manual_seed(0)
+        model = nn.Linear(5, 2)
+        rec = TrajectoryRecorder(path, every_steps=3, every_epochs=1, num_coords=7)
+        train(model, nn.CrossEntropyLoss(), data, torch.optim.SGD(model.parameters(), lr=0.1),
+              epochs=3, batch_size=8, callbacks=[rec], checkpoint_dir=ckpt, progress=False, **kw)
+        return model
+
+    model = run(tmp_path / "full", tmp_path / "c1")
+    full = open_trajectory(tmp_path / "full")
+    # step 0, every 3rd step, and the epoch ends (steps 5, 10; step 15 is a multiple of 3)
+    assert list(full.steps) == [0, 3, 5, 6, 9, 10, 12, 15]
+    flat = torch.cat([p.detach().reshape(-1) for p in model.parameters()]).numpy()
+    np.testing.assert_allclose(full.snapshots[-1], flat[full.coords], rtol=1e-6)
+    run(tmp_path / "part", tmp_path / "c2", max_steps=7)
+    assert list(open_trajectory(tmp_path / "part").steps) == [0, 3, 5, 6]
+    run(tmp_path / "part", tmp_path / "c2", resume=True)
+    part = open_trajectory(tmp_path / "part")
+    assert list(part.steps) == list(full.steps)
+    np.testing.assert_array_equal(part.snapshots, full.snapshots)

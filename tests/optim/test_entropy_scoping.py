@@ -1,0 +1,72 @@
+"""Scoping schedules for γ and ρ (thesis eq. 5.10): values, clipping, specs, loop protocol."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from sgdlab.optim import build_schedule
+from sgdlab.optim.entropy_sgd import EntropySGD
+from sgdlab.optim.scoping import (
+    ConstantScope,
+    ExponentialScope,
+    LinearScope,
+    ScopingSchedule,
+    StepScope,
+    build_scope,
+)
+
+
+def test_exponential_scope_and_clipping():
+    s = ExponentialScope(1.0, 0.1, lower=0.5)
+    assert [s(t) for t in range(3)] == pytest.approx([1.0, 0.9, 0.81])
+    assert s(100) == 0.5
+    assert ExponentialScope(2.0, 0.5, period=3)(5) == 1.0
+    grow = ExponentialScope(1.0, -1.0, upper=5.0)        # negative rate: γ grows
+    assert [grow(t) for t in range(4)] == [1.0, 2.0, 4.0, 5.0]
+    assert ExponentialScope(math.inf, 0.5)(3) == math.inf
+
+
+def test_other_scopes():
+    assert [LinearScope(1.0, 0.5, 2)(t) for t in range(4)] == [1.0, 0.75, 0.5, 0.5]
+    assert [StepScope(1.0, [1, 3], 0.1)(t) for t in range(4)] == pytest.approx(
+        [1.0, 0.1, 0.1, 0.01])
+    assert ConstantScope(0.3)(10) == 0.3
+
+
+@pytest.mark.parametrize("spec", [0.25, {"kind": "exponential", "initial": 1.0, "rate": 0.2,
+                                         "lower": 0.1},
+                                  {"kind": "linear", "initial": 1.0, "final": 0.1, "steps": 5},
+                                  {"kind": "step", "initial": 1.0, "milestones": [2],
+                                   "factor": 0.5}])
+def test_spec_roundtrip(spec):
+    s = build_scope(spec)
+    assert build_scope(s.state_dict()) == s
+    assert [build_scope(s.state_dict())(t) for t in range(6)] == [s(t) for t in range(6)]
+
+
+@pytest.mark.parametrize("spec", [{"kind": "nope"}, "x", {"kind": "exponential", "initial": 1},
+                                  {"kind": "exponential", "initial": 1, "rate": 1.0},
+                                  {"kind": "constant", "value": 1, "lower": 2, "upper": 1}, -1.0])
+def test_bad_specs(spec):
+    with pytest.raises(ValueError):
+        build_scope(spec)
+
+
+def test_scoping_schedule_protocol():
+    opt = EntropySGD([nn.Parameter(torch.zeros(2))], gamma=1.0)
+    sch = build_schedule("scoping", opt, steps_per_epoch=1, total_steps=10, key="gamma",
+                         kind="exponential", initial=2.0, rate=0.5)
+    assert opt.param_groups[0]["gamma"] == 2.0
+    sch.step()
+    sch.step()
+    assert opt.param_groups[0]["gamma"] == 0.5
+    state = sch.state_dict()
+    opt2 = EntropySGD([nn.Parameter(torch.zeros(2))], gamma=1.0)
+    sch2 = ScopingSchedule(opt2, "gamma", 1.0)
+    sch2.load_state_dict(state)
+    assert opt2.param_groups[0]["gamma"] == 0.5 and sch2.get_value() == 0.5
+    with pytest.raises(ValueError, match="no hyper-parameter"):
+        ScopingSchedule(opt, "rho", 1.0)

@@ -1,0 +1,263 @@
+"""GD + structured noise (sgdlab.optim.gld): the injected noise has the covariance it claims.
+
+References are dense float64: Σ by an explicit sum of outer products of per-sample gradients
+from one backward per sample, H by torch.func.hessian (sgdlab.testing)."""
+import copy
+import io
+import math
+
+import pytest
+import torch
+
+from sgdlab.optim import build_optimizer_for
+from sgdlab.optim.gld import NOISE_KINDS, StructuredNoiseGD
+from sgdlab.testing import (
+    covariance_reference,
+    dense_hessian_reference,
+    per_sample_gradients_loop,
+    tiny_classification,
+    tiny_mlp,
+)
+
+from test_optim_noise import assert_cov
+
+LOSS = torch.nn.CrossEntropyLoss()
+M = 4          # the SGD batch size whose noise is mimicked
+K = 3
+S = 20000
+
+VARIANTS = {
+    "gd": {},
+    "gld-const": dict(sigma=0.2),
+    "gld-dynamic": dict(noise_batch_size=M),
+    "gld-diagonal": dict(noise_batch_size=M),
+    "gld-leading": dict(noise_batch_size=M, k=K),
+    "gld-hessian": dict(noise_batch_size=M, k=K, hessian_tol=1e-10),
+    "gld-sgd-like": dict(noise_batch_size=M),
+    "gd-isotropic": dict(variance_factor=0.5),
+}
+
+
+@pytest.fixture(scope="module")
+def problem():
+    model = tiny_mlp(3, 4, 2, seed=0)          # d = 26, float64
+    data = tiny_classification(n=16, seed=1)
+    g = per_sample_gradients_loop(model, LOSS, data)
+    sigma = covariance_reference(g)
+    hess = dense_hessian_reference(model, LOSS, data)
+    return model, data, sigma, hess
+
+
+def target_covariance(name, sigma, hess):
+    d = sigma.shape[0]
+    eye = torch.eye(d, dtype=torch.float64)
+    if name == "gd":
+        return torch.zeros(d, d, dtype=torch.float64)
+    if name == "gld-const":
+        return 0.04 * eye
+    if name == "gld-dynamic":
+        return float(torch.trace(sigma)) / (M * d) * eye
+    if name == "gld-diagonal":
+        return torch.diag(torch.diagonal(sigma)) / M
+    if name == "gld-leading":
+        vals, vecs = torch.linalg.eigh(sigma)
+        vals, vecs = vals.flip(0)[:K], vecs.flip(1)[:, :K]
+        return (vecs * vals) @ vecs.T / M
+    if name == "gld-hessian":
+        vals, vecs = torch.linalg.eigh(hess)
+        vals, vecs = vals.flip(0)[:K], vecs.flip(1)[:, :K]
+        hp = (vecs * vals.abs()) @ vecs.T
+        return float(torch.trace(sigma)) / (M * float(vals.abs().sum())) * hp
+    if name == "gld-sgd-like":
+        return sigma / M
+    if name == "gd-isotropic":
+        return 0.5 * float(torch.diagonal(sigma).max()) * eye    # noise_batch_size defaults to 1
+    raise KeyError(name)
+
+
+def build(name, model, data, **kw):
+    return build_optimizer_for(name, model, loss_fn=LOSS, data=data, lr=0.1,
+                               **{**VARIANTS[name], **kw})
+
+
+@pytest.mark.parametrize("sampling", ["factor", "dense"])
+@pytest.mark.parametrize("name", list(VARIANTS))
+def test_injected_noise_has_claimed_covariance(problem, name, sampling):
+    model, data, sigma, hess = problem
+    opt = build(name, model, data, sampling=sampling)
+    opt.refresh_statistics()
+    target = target_covariance(name, sigma, hess)
+    # the statistics are exact (deterministic check) ...
+    torch.testing.assert_close(opt.covariance(), target, atol=1e-9, rtol=1e-6)
+    if name == "gd":
+        assert opt.sample_noise() is None
+        return
+    # ... and the sampler draws from them (statistical check)
+    eps = opt.sample_noise((S,))
+    assert eps.shape == (S, opt.dim)
+    assert_cov(eps, target)
+
+
+def test_dynamic_noise_norm_equals_sgd(problem):
+    """E‖ε‖² of GLD dynamic = Tr Σ / m = E‖g_B − ḡ‖² of SGD with batches of m drawn with
+    replacement (checked by Monte Carlo over real mini-batches)."""
+    model, data, sigma, _ = problem
+    opt = build("gld-dynamic", model, data)
+    opt.refresh_statistics()
+    eps = opt.sample_noise((S,))
+    sq = (eps ** 2).sum(-1)
+    assert float(sq.mean()) == pytest.approx(float(torch.trace(sigma)) / M,
+                                             abs=5 * float(sq.std()) / math.sqrt(S))
+    g = per_sample_gradients_loop(model, LOSS, data)
+    idx = torch.randint(0, len(g), (S, M), generator=torch.Generator().manual_seed(3))
+    sgd = ((g[idx].mean(1) - g.mean(0)) ** 2).sum(-1)
+    assert float(sq.mean()) == pytest.approx(float(sgd.mean()),
+                                             abs=5 * float(sgd.std()) / math.sqrt(S))
+
+
+def test_update_rule(problem):
+    """θ' = θ − η g₀ + η ε with ε the draw of this step (refresh_every > steps: no refresh)."""
+    model0, data, _, _ = problem
+    model = copy.deepcopy(model0)
+    opt = build("gld-sgd-like", model, data, refresh_every=100)
+    for _ in range(2):
+        opt.zero_grad()
+        LOSS(model(data[0]), data[1]).backward()
+        theta = torch.cat([p.detach().reshape(-1) for p in model.parameters()]).clone()
+        g0 = torch.cat([p.grad.reshape(-1) for p in model.parameters()]).clone()
+        gen_state = opt.generator.get_state()
+        stats_before = opt._stats
+        opt.step()
+        if stats_before is not None:       # second step: no refresh, one draw
+            opt.generator.set_state(gen_state)
+            eps = opt.sample_noise()
+            new = torch.cat([p.detach().reshape(-1) for p in model.parameters()])
+            torch.testing.assert_close(new, theta - 0.1 * g0 + 0.1 * eps)
+
+
+def _run(model, opt, data, steps):
+    for _ in range(steps):
+        opt.zero_grad()
+        LOSS(model(data[0]), data[1]).backward()
+        opt.step()
+
+
+def test_gd_matches_torch_sgd_with_momentum_nesterov_weight_decay(problem):
+    model0, data, _, _ = problem
+    hyper = dict(momentum=0.9, nesterov=True, weight_decay=1e-2)
+    a, b = copy.deepcopy(model0), copy.deepcopy(model0)
+    _run(a, build("gd", a, data, **hyper), data, 4)
+    _run(b, torch.optim.SGD(b.parameters(), lr=0.1, **hyper), data, 4)
+    for p, q in zip(a.parameters(), b.parameters()):
+        torch.testing.assert_close(p, q, rtol=0, atol=1e-14)
+
+
+def test_noise_passes_through_momentum_like_a_gradient(problem):
+    """GLD const + momentum == torch SGD + momentum on the gradient g₀ − ε (same draws)."""
+    model0, data, _, _ = problem
+    hyper = dict(momentum=0.8, dampening=0.1, weight_decay=1e-3)
+    a, b = copy.deepcopy(model0), copy.deepcopy(model0)
+    opt_a = build("gld-const", a, data, **hyper, seed=5)
+    _run(a, opt_a, data, 3)
+    twin = build("gld-const", b, data, seed=5)           # only used to replay the draws
+    twin.refresh_statistics()
+    sgd = torch.optim.SGD(b.parameters(), lr=0.1, **hyper)
+    for _ in range(3):
+        sgd.zero_grad()
+        LOSS(b(data[0]), data[1]).backward()
+        eps = twin.sample_noise()
+        i = 0
+        for p in b.parameters():
+            p.grad -= eps[i:i + p.numel()].view_as(p)
+            i += p.numel()
+        sgd.step()
+    for p, q in zip(a.parameters(), b.parameters()):
+        torch.testing.assert_close(p, q, rtol=0, atol=1e-14)
+
+
+ROUND_TRIP = [
+    ("gd", dict(momentum=0.9)),
+    ("gld-const", dict(momentum=0.9, nesterov=True)),
+    ("gld-dynamic", dict(refresh_every=3, weight_decay=1e-3)),
+    ("gld-diagonal", dict(refresh_every=2, estimation_size=10)),
+    ("gld-leading", dict(refresh_every=3, momentum=0.5)),
+    ("gld-hessian", dict(refresh_every=3, estimation_size=12)),
+    ("gld-sgd-like", dict(refresh_every=3)),
+    ("gd-isotropic", dict(momentum=0.9)),
+]
+
+
+@pytest.mark.parametrize("name,kw", ROUND_TRIP, ids=[n for n, _ in ROUND_TRIP])
+def test_state_dict_round_trip_resumes_identical_trajectory(problem, name, kw):
+    model0, data, _, _ = problem
+    k = 2
+    straight = copy.deepcopy(model0)
+    _run(straight, build(name, straight, data, **kw), data, 2 * k)
+
+    first = copy.deepcopy(model0)
+    opt = build(name, first, data, **kw)
+    _run(first, opt, data, k)
+    buf = io.BytesIO()
+    torch.save({"model": first.state_dict(), "opt": opt.state_dict()}, buf)
+    buf.seek(0)
+    saved = torch.load(buf, weights_only=True)
+    resumed = tiny_mlp(3, 4, 2, seed=123)              # fresh, different weights
+    resumed.load_state_dict(saved["model"])
+    opt2 = build(name, resumed, data, **kw, seed=999)  # different seed: state must win
+    opt2.load_state_dict(saved["opt"])
+    _run(resumed, opt2, data, k)
+    for p, q in zip(straight.parameters(), resumed.parameters()):
+        assert torch.equal(p, q), name
+    assert not all(torch.equal(p, q) for p, q in zip(model0.parameters(),
+                                                      straight.parameters()))
+
+
+def test_float32_model_and_dataset_argument():
+    from sgdlab.data.base import Dataset
+
+    model = tiny_mlp(3, 4, 2, dtype=torch.float32)
+    x, y = tiny_classification(n=16, dtype=torch.float32)
+    ds = Dataset(x, y, x, y, {"name": "t", "num_outputs": 2})
+    opt = build_optimizer_for("gld-leading", model, loss_fn=LOSS, data=ds, lr=0.1,
+                              noise_batch_size=2, k=2)
+    _run(model, opt, (x, y), 2)
+    assert all(torch.isfinite(p).all() and p.dtype == torch.float32 for p in model.parameters())
+
+
+@pytest.mark.parametrize("name,kw,match", [
+    ("gld-const", dict(sigma=-1.0), "sigma"),
+    ("gld-const", dict(), "sigma"),
+    ("gld-dynamic", dict(), "noise_batch_size"),
+    ("gld-dynamic", dict(noise_batch_size=0), "noise_batch_size"),
+    ("gld-leading", dict(noise_batch_size=2, k=0), "k"),
+    ("gld-hessian", dict(noise_batch_size=2), "k"),
+    ("gld-hessian", dict(k=2, sigma_h2=-1.0), "sigma_h2"),
+    ("gd-isotropic", dict(variance_factor=0.0), "variance_factor"),
+    ("gld-sgd-like", dict(noise_batch_size=2, refresh_every=0), "refresh_every"),
+    ("gld-sgd-like", dict(noise_batch_size=2, estimation_size=1000), "estimation_size"),
+    ("gld-sgd-like", dict(noise_batch_size=2, sampling="cholesky"), "sampling"),
+    ("gd", dict(lr=-1.0), "learning rate"),
+    ("gd", dict(momentum=-0.5), "momentum"),
+    ("gd", dict(nesterov=True), "Nesterov"),
+    ("gd", dict(weight_decay=-1.0), "weight_decay"),
+])
+def test_invalid_hyper_parameters(problem, name, kw, match):
+    model, data, _, _ = problem
+    with pytest.raises(ValueError, match=match):
+        build_optimizer_for(name, model, loss_fn=LOSS, data=data, **{"lr": 0.1, **kw})
+
+
+def test_missing_model_is_an_error():
+    with pytest.raises(ValueError, match="model"):
+        StructuredNoiseGD([torch.zeros(2, requires_grad=True)], noise="diagonal",
+                          noise_batch_size=1)
+    assert set(NOISE_KINDS) >= {"none", "const", "dynamic", "diagonal", "leading", "hessian",
+                                "sgd-like"}
+
+
+def test_leading_through_lanczos_matches_gram_eigh(problem):
+    model, data, sigma, hess = problem
+    opt = build("gld-leading", model, data, eig_solver="lanczos", eig_tol=1e-12)
+    opt.refresh_statistics()
+    torch.testing.assert_close(opt.covariance(), target_covariance("gld-leading", sigma, hess),
+                               atol=1e-8, rtol=1e-6)

@@ -1,0 +1,127 @@
+"""The pure noise samplers of sgdlab.optim.noise: each draws N(0, C) for the C it states.
+
+Empirical covariances over S draws are compared with the dense target entry by entry, scaled
+by the Gaussian sampling error sd(Ĉ_ij) = sqrt((C_ii C_jj + C_ij²)/S) (float64)."""
+import math
+
+import pytest
+import torch
+
+from sgdlab.optim import noise as N
+
+S = 20000
+
+
+def _gen(seed=0):
+    return torch.Generator().manual_seed(seed)
+
+
+def assert_cov(samples: torch.Tensor, target: torch.Tensor, z_max: float = 5.5):
+    x = samples.reshape(-1, samples.shape[-1]).double()
+    emp = x.T @ x / len(x)                       # zero-mean noise: no centring
+    d = torch.diagonal(target)
+    sd = ((torch.outer(d, d) + target ** 2) / len(x)).sqrt().clamp_min(1e-300)
+    z = ((emp - target).abs() / sd)
+    z[sd <= 1e-200] = 0
+    assert float(z.max()) < z_max, f"max z-score {float(z.max()):.2f}"
+    # and it is not trivially satisfied: the mean is ~0 as well
+    assert float(x.mean(0).abs().max()) < 6 * float(d.max().sqrt()) / math.sqrt(len(x)) + 1e-12
+
+
+def _spd(d, rank, seed=0):
+    g = _gen(seed)
+    f = torch.randn(rank, d, generator=g, dtype=torch.float64)
+    return f, f.T @ f
+
+
+def test_isotropic_and_dynamic():
+    eps = N.isotropic_noise(7, 0.3, sample_shape=(S,), generator=_gen(), dtype=torch.float64)
+    assert eps.shape == (S, 7)
+    assert_cov(eps, 0.09 * torch.eye(7, dtype=torch.float64))
+    tr = 2.1
+    eps = N.dynamic_noise(tr, 7, sample_shape=(S,), generator=_gen(1), dtype=torch.float64)
+    assert_cov(eps, tr / 7 * torch.eye(7, dtype=torch.float64))
+    # E||eps||^2 = Tr Sigma
+    sq = (eps ** 2).sum(-1)
+    assert abs(float(sq.mean()) - tr) < 5 * float(sq.std()) / math.sqrt(S)
+
+
+def test_diagonal_and_batched_chains():
+    v = torch.tensor([[0.5, 2.0, 0.1], [1.0, 1.0, 3.0]], dtype=torch.float64)   # 2 chains
+    eps = N.diagonal_noise(v, sample_shape=(S,), generator=_gen())
+    assert eps.shape == (S, 2, 3)
+    for c in range(2):
+        assert_cov(eps[:, c], torch.diag(v[c]))
+    # chains are independent
+    cross = (eps[:, 0].T @ eps[:, 1]) / S
+    assert float(cross.abs().max()) < 5 * math.sqrt(3.0 * 2.0 / S)
+    sig = torch.tensor([0.1, 1.0], dtype=torch.float64)
+    iso = N.isotropic_noise(4, sig, sample_shape=(S,), generator=_gen(2))
+    assert iso.shape == (S, 2, 4)
+    assert_cov(iso[:, 1], torch.eye(4, dtype=torch.float64))
+    assert_cov(iso[:, 0], 0.01 * torch.eye(4, dtype=torch.float64))
+
+
+def test_low_rank_leading_hessian():
+    f, cov = _spd(8, 5)
+    vals, vecs = torch.linalg.eigh(cov)
+    vals, vecs = vals.flip(0)[:3], vecs.flip(1)[:, :3]
+    target = (vecs * vals) @ vecs.T
+    eps = N.leading_noise(vals, vecs, sample_shape=(S,), generator=_gen())
+    assert eps.shape == (S, 8)
+    assert_cov(eps, target)
+    # Hessian-shaped: |lambda| of an indefinite matrix, times sigma_H^2
+    h = cov - 3 * torch.eye(8, dtype=torch.float64)
+    hv, hu = torch.linalg.eigh(h)
+    idx = torch.argsort(hv.abs(), descending=True)[:4]
+    hv, hu = hv[idx], hu[:, idx]
+    assert (hv < 0).any()
+    eps = N.hessian_noise(hv, hu, 0.7, sample_shape=(S,), generator=_gen(3))
+    assert_cov(eps, 0.7 * (hu * hv.abs()) @ hu.T)
+    s2 = N.hessian_noise_variance(2.0, float(hv.abs().sum()), 4)
+    assert s2 == pytest.approx(2.0 / (4 * float(hv.abs().sum())))
+
+
+def test_factor_and_sgd_like_gram_trick():
+    f, cov = _spd(30, 6, seed=4)               # d = 30 > N = 6: Gram regime
+    eps = N.sgd_like_noise(f, 3, sample_shape=(S,), generator=_gen())
+    assert eps.shape == (S, 30)
+    assert_cov(eps, cov / 3)
+    # batched factors (2 chains)
+    fb = torch.stack([f, 2 * f])
+    eps = N.factor_noise(fb, scale=torch.tensor([1.0, 0.25], dtype=torch.float64),
+                         sample_shape=(S,), generator=_gen(5))
+    assert eps.shape == (S, 2, 30)
+    assert_cov(eps[:, 1], cov)
+
+
+def test_dense_baseline_matches():
+    _, cov = _spd(6, 6, seed=7)
+    eps = N.dense_noise(N.psd_sqrt(cov), sample_shape=(S,), generator=_gen())
+    assert_cov(eps, cov)
+
+
+def test_the_check_can_fail():
+    f, cov = _spd(8, 8, seed=9)
+    eps = N.diagonal_noise(torch.diagonal(cov).clone(), sample_shape=(S,), generator=_gen())
+    with pytest.raises(AssertionError):
+        assert_cov(eps, cov)
+
+
+def test_reproducible_and_device_independent_of_generator_seed():
+    a = N.isotropic_noise(5, 1.0, generator=_gen(11))
+    b = N.isotropic_noise(5, 1.0, generator=_gen(11))
+    assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("call,match", [
+    (lambda: N.isotropic_noise(3, -1.0), "sigma"),
+    (lambda: N.isotropic_noise(0, 1.0), "dim"),
+    (lambda: N.diagonal_noise(torch.tensor([1.0, -1.0])), "variances"),
+    (lambda: N.low_rank_noise(torch.ones(2), torch.ones(3, 3)), "eigvals"),
+    (lambda: N.sgd_like_noise(torch.ones(2, 3), 0), "batch_size"),
+    (lambda: N.hessian_noise_variance(1.0, 0.0), "trace_h_plus"),
+])
+def test_invalid_arguments(call, match):
+    with pytest.raises(ValueError, match=match):
+        call()

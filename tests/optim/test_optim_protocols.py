@@ -1,0 +1,163 @@
+"""Learning-rate protocols (sgdlab.optim.protocols): formulas of Musso, Smith and Xing et al. at
+given steps/epochs, the random protocol's mean, and exact resume from state_dict."""
+import copy
+import io
+import math
+
+import pytest
+import torch
+from scipy import stats
+
+from sgdlab.optim import build_schedule
+from sgdlab.optim.protocols import lr_trace
+from sgdlab.testing import tiny_classification, tiny_mlp
+
+LOSS = torch.nn.CrossEntropyLoss()
+
+
+def _opt(lr=0.1, **kw):
+    return torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=lr, **kw)
+
+
+def test_random_protocol_mean_equals_constant():
+    n = 4000
+    for width in (1.0, 0.5):
+        lrs = torch.tensor(lr_trace("random", n, lr=0.2, width=width, seed=3),
+                           dtype=torch.float64)
+        const = torch.tensor(lr_trace("constant", n, lr=0.2), dtype=torch.float64)
+        assert torch.all(const == 0.2)
+        sd = 0.2 * width / math.sqrt(3)              # std of U[η(1−w), η(1+w)]
+        assert abs(float(lrs.mean()) - float(const.mean())) < 4 * sd / math.sqrt(n)
+        assert float(lrs.min()) >= 0.2 * (1 - width) and float(lrs.max()) <= 0.2 * (1 + width)
+        # uniform on the interval (Musso: U[0, 2η] for w = 1)
+        u = (lrs - 0.2 * (1 - width)) / (0.4 * width)
+        assert stats.kstest(u.numpy(), "uniform").pvalue > 1e-3
+        # i.i.d.: no lag-1 correlation
+        assert abs(float(torch.corrcoef(torch.stack([lrs[:-1], lrs[1:]]))[0, 1])) < 0.05
+
+
+def test_random_protocol_width_zero_is_constant():
+    assert lr_trace("random", 5, lr=0.3, width=0.0) == [0.3] * 5
+
+
+def test_cosine_cyclic_formula():
+    # Musso: l_τ = l [1 + cos(π τ / P)], τ completed epochs
+    spe, P, lr = 5, 6, 0.1
+    trace = lr_trace("cosine-cyclic", 13 * spe, lr=lr, steps_per_epoch=spe, period=P)
+    for tau, expected in [(0, 2 * lr), (3, lr), (6, 0.0), (9, lr), (12, 2 * lr), (2, 1.5 * lr)]:
+        for j in range(spe):                      # constant within an epoch
+            assert trace[tau * spe + j] == pytest.approx(expected, abs=1e-15)
+    # mean over a full period 2P equals l
+    assert sum(trace[: 2 * P * spe]) / (2 * P * spe) == pytest.approx(lr)
+
+
+def test_triangular_clr_formula():
+    # Smith 2017: base 0.1, max 0.5, step_size 4
+    trace = lr_trace("triangular", 17, lr=0.1, max_lr=0.5, step_size=4)
+    expected = {0: 0.1, 1: 0.2, 2: 0.3, 4: 0.5, 6: 0.3, 8: 0.1, 10: 0.3, 12: 0.5, 16: 0.1}
+    for t, v in expected.items():
+        assert trace[t] == pytest.approx(v), t
+    t2 = lr_trace("triangular", 9, lr=0.1, max_factor=5, step_size_epochs=2, steps_per_epoch=2)
+    assert t2[4] == pytest.approx(0.5) and t2[8] == pytest.approx(0.1)
+
+
+def test_step_and_trapezoid_formulas():
+    tr = lr_trace("step", 40, lr=1.0, steps_per_epoch=4, milestones=[2, 5], gamma=0.1)
+    assert tr[7] == 1.0 and tr[8] == pytest.approx(0.1) and tr[19] == pytest.approx(0.1)
+    assert tr[20] == pytest.approx(0.01)
+    tr = lr_trace("step", 12, lr=1.0, steps_per_epoch=2, every=2, gamma=0.5)
+    assert tr[3] == 1.0 and tr[4] == 0.5 and tr[8] == 0.25
+    # Xing: warm-up 2 epochs from 0.1η, hold 3, anneal 2 to 0.01η (steps_per_epoch = 10)
+    tr = lr_trace("trapezoid", 90, lr=1.0, steps_per_epoch=10, warmup=2, hold=3, anneal=2,
+                  start_factor=0.1, end_factor=0.01)
+    assert tr[0] == pytest.approx(0.1) and tr[10] == pytest.approx(0.55)
+    assert tr[20] == 1.0 and tr[49] == 1.0
+    assert tr[60] == pytest.approx(1 - 0.99 * 0.5) and tr[70] == pytest.approx(0.01)
+    assert tr[89] == pytest.approx(0.01)
+    # anneal defaults to the rest of training
+    tr = lr_trace("trapezoid", 100, lr=1.0, steps_per_epoch=10, warmup=1, hold=1,
+                  end_factor=0.0)
+    assert tr[20] == 1.0 and tr[60] == pytest.approx(0.5)
+
+
+SCHEDULES = [
+    ("random", dict(width=1.0, seed=4)),
+    ("cosine-cyclic", dict(period=2)),
+    ("step", dict(milestones=[1, 2], gamma=0.5)),
+    ("triangular", dict(max_factor=4, step_size=3)),
+    ("trapezoid", dict(warmup=0.5, hold=1, anneal=1)),
+    ("constant", dict()),
+]
+
+
+@pytest.mark.parametrize("name,kw", SCHEDULES, ids=[n for n, _ in SCHEDULES])
+def test_schedule_state_dict_round_trip_resumes_identical_trajectory(name, kw):
+    """SGD + Nesterov momentum driven by the schedule: k steps, save, fresh objects, load,
+    k more == 2k straight (bit for bit)."""
+    model0 = tiny_mlp(3, 4, 2, seed=0)
+    x, y = tiny_classification(n=16, seed=1)
+    spe, k = 3, 5
+
+    def make(model):
+        opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, nesterov=True)
+        return opt, build_schedule(name, opt, steps_per_epoch=spe, total_steps=2 * k, **kw)
+
+    def run(model, opt, sched, steps, lrs):
+        for _ in range(steps):
+            lrs.append(opt.param_groups[0]["lr"])
+            opt.zero_grad()
+            LOSS(model(x), y).backward()
+            opt.step()
+            sched.step()
+
+    straight = copy.deepcopy(model0)
+    lr_a: list[float] = []
+    run(straight, *make(straight), 2 * k, lr_a)
+
+    first = copy.deepcopy(model0)
+    lr_b: list[float] = []
+    opt, sched = make(first)
+    run(first, opt, sched, k, lr_b)
+    buf = io.BytesIO()
+    torch.save({"m": first.state_dict(), "o": opt.state_dict(), "s": sched.state_dict()}, buf)
+    buf.seek(0)
+    saved = torch.load(buf, weights_only=True)
+    fresh = tiny_mlp(3, 4, 2, seed=7)
+    fresh.load_state_dict(saved["m"])
+    opt2, sched2 = make(fresh)
+    opt2.load_state_dict(saved["o"])
+    sched2.load_state_dict(saved["s"])
+    run(fresh, opt2, sched2, k, lr_b)
+    assert lr_a == lr_b
+    if name != "constant":
+        assert len(set(lr_a)) > 1
+    for p, q in zip(straight.parameters(), fresh.parameters()):
+        assert torch.equal(p, q)
+
+
+@pytest.mark.parametrize("name,kw,match", [
+    ("random", dict(width=1.5), "width"),
+    ("random", dict(width=-0.1), "width"),
+    ("cosine-cyclic", dict(period=0), "period"),
+    ("step", dict(milestones=[3, 1]), "milestones"),
+    ("step", dict(every=2, gamma=-1), "gamma"),
+    ("step", dict(), "milestones"),
+    ("triangular", dict(max_lr=0.01, step_size=3), "max_lr"),
+    ("triangular", dict(max_factor=2, step_size=0), "step_size"),
+    ("triangular", dict(max_factor=2), "step_size"),
+    ("trapezoid", dict(warmup=-1, hold=1, anneal=1), "warmup"),
+    ("trapezoid", dict(warmup=1, hold=1, anneal=1, end_factor=2), "end_factor"),
+])
+def test_invalid_hyper_parameters(name, kw, match):
+    with pytest.raises(ValueError, match=match):
+        build_schedule(name, _opt(), steps_per_epoch=2, total_steps=10, **kw)
+
+
+def test_schedules_follow_group_initial_lr_and_multiple_groups():
+    a, b = torch.zeros(1, requires_grad=True), torch.zeros(1, requires_grad=True)
+    opt = torch.optim.SGD([{"params": [a], "lr": 0.1}, {"params": [b], "lr": 1.0}])
+    s = build_schedule("cosine-cyclic", opt, steps_per_epoch=1, total_steps=10, period=2)
+    assert [g["lr"] for g in opt.param_groups] == [0.2, 2.0]
+    s.step()
+    assert [g["lr"] for g in opt.param_groups] == pytest.approx([0.1, 1.0])
+    assert s.get_last_lr() == pytest.approx([0.1, 1.0])

@@ -1,0 +1,179 @@
+"""Trivialized-SGD (annealed fixed field) and the resampled-annealed-noise control, and the
+RMSProp-then-SGD switch: update rules against explicit replays, resume from state_dict."""
+import copy
+import io
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from sgdlab.optim import build_optimizer, build_optimizer_for
+from sgdlab.optim.trivialized import field_strength, trivialization_heuristics
+from sgdlab.testing import tiny_classification, tiny_mlp
+
+LOSS = nn.CrossEntropyLoss()
+X, Y = tiny_classification(n=16, seed=1)
+
+
+def _grads(model):
+    return torch.cat([p.grad.reshape(-1) for p in model.parameters()]).clone()
+
+
+def _flat(model):
+    return torch.cat([p.detach().reshape(-1) for p in model.parameters()]).clone()
+
+
+def _run(model, opt, steps):
+    for _ in range(steps):
+        opt.zero_grad()
+        LOSS(model(X), Y).backward()
+        opt.step()
+
+
+def test_field_strength_formula():
+    # (1 + 2 τ_i / N)^{1/2}, τ_i = n (e^{-i/τ0} - 1/2)
+    for i, n, big_n, tau0 in [(0, 10, 10, 5.0), (3, 4, 10, 2.0), (50, 10, 10, 5.0)]:
+        tau = n * (math.exp(-i / tau0) - 0.5)
+        assert field_strength(i, n=n, num_spins=big_n, tau0=tau0) == pytest.approx(
+            math.sqrt(1 + 2 * tau / big_n))
+    assert field_strength(0, n=7, num_spins=7, tau0=1.0) == pytest.approx(math.sqrt(2))
+    s = field_strength(torch.arange(3.0), n=7, num_spins=7, tau0=1.0)
+    assert torch.allclose(s, math.sqrt(2) * torch.exp(-torch.arange(3.0) / 2))
+
+
+def test_heuristics():
+    deep = nn.Sequential(nn.Linear(3, 5), nn.Tanh(), nn.Linear(5, 5), nn.Tanh(),
+                         nn.Linear(5, 5), nn.Tanh(), nn.Linear(5, 2))
+    h = trivialization_heuristics(deep)
+    assert h == {"p": 4, "num_spins": sum(p.numel() for p in deep.parameters())}
+    assert trivialization_heuristics(tiny_mlp())["p"] == 3          # 2 layers, clamped to 3
+
+
+def test_update_is_base_step_on_gradient_plus_annealed_fixed_field():
+    model = tiny_mlp(seed=0)
+    opt = build_optimizer_for("trivialized", model, lr=0.1, coupling=0.05, tau0=3.0, seed=2)
+    d = sum(p.numel() for p in model.parameters())
+    assert opt.p == 3 and opt.num_spins == d
+    h = opt.field.clone()
+    assert h.shape == (d,)
+    for i in range(3):
+        opt.zero_grad()
+        LOSS(model(X), Y).backward()
+        g, theta = _grads(model), _flat(model)
+        opt.step()
+        s = math.sqrt(1 + 2 * d * (math.exp(-i / 3.0) - 0.5) / d)
+        torch.testing.assert_close(_flat(model), theta - 0.1 * (g + s * h))
+        torch.testing.assert_close(_grads(model), g, rtol=0, atol=0)   # grads restored
+    assert torch.equal(opt.field, h)                                    # the field is fixed
+
+
+def test_field_distribution():
+    w = torch.zeros(40000, requires_grad=True)
+    opt = build_optimizer("trivialized", [w], lr=0.1, coupling=0.5, p=4)
+    scale = 0.5 * math.sqrt(4 * 2)
+    assert float(opt.field.mean()) == pytest.approx(0, abs=5 * scale / 200)
+    assert float(opt.field.std()) == pytest.approx(scale, rel=0.02)
+
+
+def test_resampled_control_draws_fresh_noise_with_same_strength():
+    w = torch.zeros(5000, requires_grad=True)
+    opt = build_optimizer("annealed-noise", [w], lr=1.0, coupling=0.1, p=3, tau0=10.0)
+    scale = 0.1 * math.sqrt(3)
+    steps = []
+    for i in range(3):
+        w.grad = torch.zeros_like(w)
+        before = w.detach().clone()
+        opt.step()
+        steps.append((before - w.detach()) / field_strength(i, n=5000, num_spins=5000,
+                                                             tau0=10.0))
+    for st in steps:
+        assert float(st.std()) == pytest.approx(scale, rel=0.05)
+    # independent draws (a fixed field would give corr = 1)
+    assert abs(float(torch.corrcoef(torch.stack(steps[:2]))[0, 1])) < 0.06
+
+
+@pytest.mark.parametrize("base,hyper", [
+    ("sgd", dict(lr=0.1, momentum=0.9, nesterov=True, weight_decay=1e-3)),
+    ("adam", dict(lr=1e-2)),
+])
+def test_wraps_base_optimizer_exactly(base, hyper):
+    """With the field replayed into the gradient, a plain base optimizer follows the same path."""
+    m1, m2 = tiny_mlp(seed=0), tiny_mlp(seed=0)
+    opt = build_optimizer_for("trivialized", m1, base=base, coupling=0.02, tau0=4.0, **hyper)
+    ref = build_optimizer(base, m2.parameters(), **hyper)
+    h = opt.field
+    for i in range(4):
+        _run(m1, opt, 1)
+        ref.zero_grad()
+        LOSS(m2(X), Y).backward()
+        s = opt.strength(i)
+        a = 0
+        for p in m2.parameters():
+            p.grad += s * h[a:a + p.numel()].view_as(p)
+            a += p.numel()
+        ref.step()
+    torch.testing.assert_close(_flat(m1), _flat(m2), rtol=0, atol=1e-12)
+
+
+def _round_trip(name, make, k=3):
+    model0 = tiny_mlp(seed=0)
+    straight = copy.deepcopy(model0)
+    _run(straight, make(straight, 0), 2 * k)
+    first = copy.deepcopy(model0)
+    opt = make(first, 0)
+    _run(first, opt, k)
+    buf = io.BytesIO()
+    torch.save({"m": first.state_dict(), "o": opt.state_dict()}, buf)
+    buf.seek(0)
+    saved = torch.load(buf, weights_only=True)
+    fresh = tiny_mlp(seed=5)
+    fresh.load_state_dict(saved["m"])
+    opt2 = make(fresh, 99)
+    opt2.load_state_dict(saved["o"])
+    _run(fresh, opt2, k)
+    for p, q in zip(straight.parameters(), fresh.parameters()):
+        assert torch.equal(p, q), name
+
+
+@pytest.mark.parametrize("name", ["trivialized", "annealed-noise"])
+def test_trivialized_round_trip(name):
+    _round_trip(name, lambda m, seed: build_optimizer_for(
+        name, m, lr=0.05, momentum=0.9, coupling=0.01, tau0=2.0, seed=seed))
+
+
+def test_switch_round_trip_across_the_switch():
+    _round_trip("switch", lambda m, seed: build_optimizer_for(
+        "switch", m, first="rmsprop", second="sgd", switch_step=4,
+        first_hyper=dict(lr=1e-2), second_hyper=dict(lr=0.1, momentum=0.9)))
+
+
+def test_switch_is_rmsprop_then_sgd():
+    m1, m2 = tiny_mlp(seed=0), tiny_mlp(seed=0)
+    opt = build_optimizer_for("switch", m1, first="rmsprop", second="sgd", switch_step=3,
+                              first_hyper=dict(lr=1e-2), second_hyper=dict(lr=0.1, momentum=0.9))
+    assert isinstance(opt.active, torch.optim.RMSprop)
+    _run(m1, opt, 3)
+    _run(m2, torch.optim.RMSprop(m2.parameters(), lr=1e-2), 3)
+    assert all(torch.equal(p, q) for p, q in zip(m1.parameters(), m2.parameters()))
+    assert opt.switched and isinstance(opt.active, torch.optim.SGD)
+    assert opt.param_groups[0]["lr"] == 0.1
+    _run(m1, opt, 2)
+    _run(m2, torch.optim.SGD(m2.parameters(), lr=0.1, momentum=0.9), 2)
+    assert all(torch.equal(p, q) for p, q in zip(m1.parameters(), m2.parameters()))
+
+
+@pytest.mark.parametrize("name,kw,match", [
+    ("trivialized", dict(lr=0.1, coupling=0.0), "coupling"),
+    ("trivialized", dict(lr=0.1, tau0=-1.0), "tau0"),
+    ("trivialized", dict(lr=0.1, p=2), "p"),
+    ("trivialized", dict(lr=0.1, n=1e9), "n"),
+    ("trivialized", dict(lr=0.1, base="nope"), "base"),
+    ("trivialized", dict(lr=0.1, base="gld-const"), "base"),
+    ("switch", dict(first="nope", switch_step=1), "first"),
+    ("switch", dict(second="gld-dynamic", switch_step=1), "second"),
+    ("switch", dict(switch_step=-1), "switch_step"),
+])
+def test_invalid_hyper_parameters(name, kw, match):
+    with pytest.raises(ValueError, match=match):
+        build_optimizer_for(name, tiny_mlp(), **kw)

@@ -1,0 +1,156 @@
+"""The SQLite run store: round trips, concurrent writers, killed writers, export."""
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import re
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from sgdlab.errors import UserError
+from sgdlab.store import RunStore, default_store_path, new_run_id
+
+
+def test_round_trip(tmp_path):
+    store = RunStore(tmp_path / "s" / "runs.sqlite")
+    rid = store.create_run({"train": {"seed": 3}, "a": [1, 2]}, name="r", experiment="e",
+                           env={"python": "3.11"})
+    assert re.fullmatch(r"\d{8}-\d{6}-[0-9a-f]{4}", rid)
+    store.log_metrics(rid, 0, {"loss": 2.5, "acc": 0.1})
+    store.log_metric(rid, "loss", 10, float("nan"))
+    store.log_many(rid, [("loss", 5, 1.5), ("loss", 20, float("inf"))])
+    store.set_status(rid, "finished", "ok")
+    store.set_summary(rid, {"test_acc": 0.9})
+    store.add_artifact(rid, "figure", tmp_path / "f.png")
+    store.add_artifact(rid, "figure", tmp_path / "f.png")  # recorded once
+    run = store.get_run(rid[:-2])  # a unique prefix resolves
+    assert run["id"] == rid and run["name"] == "r" and run["experiment"] == "e"
+    assert run["config"] == {"train": {"seed": 3}, "a": [1, 2]}
+    assert run["env"] == {"python": "3.11"}
+    assert (run["status"], run["message"], run["summary"]) == ("finished", "ok",
+                                                               {"test_acc": 0.9})
+    assert [a["kind"] for a in run["artifacts"]] == ["figure"]
+    m = store.metrics(rid)
+    assert m["acc"] == [(0, 0.1)]
+    steps, values = zip(*m["loss"])
+    assert steps == (0, 5, 10, 20) and values[:2] == (2.5, 1.5)
+    assert math.isnan(values[2]) and values[3] == math.inf
+    assert store.metrics(rid, "acc") == {"acc": [(0, 0.1)]}
+    assert store.delete_metrics_after(rid, 5) == 2
+    assert [s for s, _ in store.metrics(rid)["loss"]] == [0, 5]
+    assert [r["id"] for r in store.list_runs(status="finished")] == [rid]
+    assert store.list_runs(experiment="other") == []
+    with pytest.raises(ValueError, match="Invalid run status"):
+        store.set_status(rid, "done")
+    with pytest.raises(UserError, match="no run"):
+        store.get_run("nope")
+
+
+def test_ids_sort_by_creation_and_default_path(tmp_path, monkeypatch):
+    ids = [new_run_id() for _ in range(3)]
+    assert ids[0][:15] <= ids[-1][:15]
+    monkeypatch.setenv("SGDLAB_STORE", str(tmp_path / "x.sqlite"))
+    assert default_store_path() == tmp_path / "x.sqlite"
+    assert RunStore().path == tmp_path / "x.sqlite"
+    monkeypatch.delenv("SGDLAB_STORE")
+    assert str(default_store_path()) == os.path.join("sgdlab-runs", "runs.sqlite")
+
+
+def test_ambiguous_prefix_and_bad_file(tmp_path):
+    store = RunStore(tmp_path / "runs.sqlite")
+    a = store.create_run({}, env={}, run_id="20260101-000000-aaaa")
+    store.create_run({}, env={}, run_id="20260101-000000-aaab")
+    assert store.resolve(a) == a
+    with pytest.raises(UserError, match="ambiguous"):
+        store.resolve("20260101")
+    with pytest.raises(UserError, match="already exists"):
+        store.create_run({}, env={}, run_id=a)
+    bad = tmp_path / "bad.sqlite"
+    bad.write_bytes(b"this is not a database" * 100)
+    with pytest.raises(UserError, match="not a usable sgdlab run store"):
+        RunStore(bad)
+
+
+WRITER = textwrap.dedent("""
+    import sys
+    from sgdlab.store import RunStore
+    store = RunStore(sys.argv[1])
+    rid = store.create_run({"writer": sys.argv[2]}, env={})
+    w = store.writer(rid, flush_every=0.0, max_buffer=7)
+    for i in range(int(sys.argv[3])):
+        store.log_metric(rid, "single", i, float(i))
+        w.log("batched", float(i), i)
+    w.flush()
+    store.set_status(rid, "finished")
+    print(rid)
+""")
+
+
+def test_concurrent_writers_lose_no_rows(tmp_path):
+    path = tmp_path / "runs.sqlite"
+    n = 300
+    procs = [subprocess.Popen([sys.executable, "-c", WRITER, str(path), str(k), str(n)],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for k in range(2)]
+    outs = [p.communicate(timeout=120) for p in procs]
+    for p, (out, err) in zip(procs, outs):
+        assert p.returncode == 0, err
+    store = RunStore(path)
+    runs = store.list_runs()
+    assert len(runs) == 2 and all(r["status"] == "finished" for r in runs)
+    for r in runs:
+        m = store.metrics(r["id"])
+        assert m["single"] == [(i, float(i)) for i in range(n)]
+        assert m["batched"] == [(i, float(i)) for i in range(n)]
+    assert store.count_metrics() == 2 * 2 * n
+
+
+KILLED = textwrap.dedent("""
+    import os, signal, sys
+    from sgdlab.store import RunStore
+    store = RunStore(sys.argv[1])
+    rid = store.create_run({}, env={}, run_id="20260101-000000-dead")
+    w = store.writer(rid, flush_every=3600, max_buffer=10**6)
+    for i in range(50):
+        w.log("loss", float(i), i)
+    w.flush()
+    for i in range(50, 60):
+        w.log("loss", float(i), i)   # buffered, never flushed
+    os.kill(os.getpid(), signal.SIGKILL)
+""")
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="SIGKILL")
+def test_killed_writer_keeps_everything_flushed(tmp_path):
+    path = tmp_path / "runs.sqlite"
+    p = subprocess.run([sys.executable, "-c", KILLED, str(path)], capture_output=True,
+                       timeout=120)
+    assert p.returncode == -9
+    store = RunStore(path)
+    assert store.metrics("20260101-000000-dead")["loss"] == [(i, float(i)) for i in range(50)]
+    assert store.get_run("20260101-000000-dead")["status"] == "running"
+
+
+def test_export_csv_and_json(tmp_path):
+    store = RunStore(tmp_path / "runs.sqlite")
+    a = store.create_run({"k": 1}, name="a", env={})
+    b = store.create_run({"k": 2}, name="b", experiment="x", env={})
+    store.log_metrics(a, 1, {"loss": 0.5})
+    store.log_metrics(b, 2, {"loss": float("nan"), "acc": 1.0})
+    store.export(tmp_path / "all.csv")
+    rows = list(csv.DictReader(open(tmp_path / "all.csv")))
+    assert len(rows) == 3
+    assert {(r["run_id"], r["metric"], r["step"]) for r in rows} == {
+        (a, "loss", "1"), (b, "acc", "2"), (b, "loss", "2")}
+    assert [r["value"] for r in rows if r["run_id"] == b and r["metric"] == "loss"] == ["nan"]
+    store.export(tmp_path / "b.json", run_ids=[b], fmt="json")
+    data = json.loads((tmp_path / "b.json").read_text(), parse_constant=float)
+    assert [r["id"] for r in data] == [b]
+    assert data[0]["config"] == {"k": 2} and data[0]["metrics"]["acc"] == [[2, 1.0]]
+    with pytest.raises(UserError, match="unknown export format"):
+        store.export(tmp_path / "x.xml", fmt="xml")

@@ -1,0 +1,75 @@
+"""Cyclic batch size (Jastrzebski et al. 2017): values per epoch, config round trip, and use as
+``train(batch_size=...)``."""
+import pytest
+import torch
+
+from sgdlab.train.batch_schedules import (
+    ConstantBatchSize,
+    CyclicBatchSize,
+    batch_size_trace,
+    build_batch_schedule,
+)
+
+
+def test_triangular_cycle_128_640():
+    s = CyclicBatchSize(128, 640, period=4)
+    assert [s(e) for e in range(9)] == [128, 384, 640, 384, 128, 384, 640, 384, 128]
+    hi = CyclicBatchSize(128, 640, period=4, start="high")
+    assert [hi(e) for e in range(4)] == [640, 384, 128, 384]
+    odd = CyclicBatchSize(100, 400, period=3)
+    assert [odd(e) for e in range(4)] == [100, 300, 300, 100]
+
+
+def test_square_cycle():
+    s = CyclicBatchSize(128, 640, period=4, shape="square")
+    assert [s(e) for e in range(8)] == [128, 128, 640, 640] * 2
+    s = CyclicBatchSize(128, 640, period=2, shape="square", start="high")
+    assert [s(e) for e in range(4)] == [640, 128, 640, 128]
+
+
+def test_config_round_trip_and_description():
+    spec = {"kind": "cyclic", "low": 128, "high": 640, "period": 4, "shape": "square"}
+    s = build_batch_schedule(spec)
+    assert s.state_dict() == {**spec, "start": "low"}
+    assert build_batch_schedule(s.state_dict()) == s
+    assert "640" in s.description and "CyclicBatchSize" in repr(s)
+    assert build_batch_schedule(32) == ConstantBatchSize(32)
+    s.load_state_dict(s.state_dict())
+    with pytest.raises(ValueError):
+        s.load_state_dict({"kind": "constant", "size": 3})
+
+
+def test_trace_counts_steps_per_epoch():
+    tr = batch_size_trace({"kind": "cyclic", "low": 2, "high": 6, "period": 2,
+                           "shape": "square"}, num_samples=10, epochs=2)
+    assert tr == [2] * 5 + [6] * 2
+
+
+@pytest.mark.parametrize("spec,match", [
+    ({"kind": "cyclic", "low": 0, "high": 4, "period": 2}, "low"),
+    ({"kind": "cyclic", "low": 8, "high": 4, "period": 2}, "high"),
+    ({"kind": "cyclic", "low": 2, "high": 4, "period": 1}, "period"),
+    ({"kind": "cyclic", "low": 2, "high": 4, "period": 2, "shape": "sine"}, "shape"),
+    ({"kind": "cyclic", "low": 2, "high": 4, "period": 2, "start": "mid"}, "start"),
+    ({"kind": "nope"}, "kind"),
+    ({"kind": "cyclic", "low": 2}, "arguments"),
+])
+def test_invalid(spec, match):
+    with pytest.raises(ValueError, match=match):
+        build_batch_schedule(spec)
+
+
+def test_drives_the_training_loop():
+    from sgdlab.data.base import Dataset
+    from sgdlab.testing import tiny_classification, tiny_mlp
+    from sgdlab.train.loop import train
+
+    x, y = tiny_classification(n=12, dtype=torch.float32)
+    ds = Dataset(x, y, x, y, {"name": "tiny", "task": "classification", "num_outputs": 2})
+    model = tiny_mlp(dtype=torch.float32)
+    sched = CyclicBatchSize(3, 12, period=2, shape="square")
+    res = train(model, torch.nn.CrossEntropyLoss(), ds,
+                torch.optim.SGD(model.parameters(), lr=0.1), epochs=4, batch_size=sched,
+                progress=False, eval_every=0)
+    # epochs alternate B = 3 (4 steps) and B = 12 (1 step)
+    assert res.steps == 4 + 1 + 4 + 1

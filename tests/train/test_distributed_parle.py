@@ -1,0 +1,129 @@
+"""Distributed Parle on localhost with gloo: equals the in-process mode; a killed worker
+makes the survivors fail with a clear error within a bounded time (no hang)."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import multiprocessing as mp
+import sys
+import time
+
+import pytest
+import torch
+
+import sgdlab.data  # noqa: F401  (imported before forking: the workers start warm)
+import sgdlab.models  # noqa: F401
+from sgdlab.train.distributed import run_from_config
+
+torch.set_num_threads(1)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def write_problem(tmp_path, replicas, rounds):
+    g = torch.Generator().manual_seed(0)
+    W = torch.randn(4, 3, generator=g, dtype=torch.float64)
+    X = torch.randn(48, 4, generator=g, dtype=torch.float64)
+    Xt = torch.randn(16, 4, generator=g, dtype=torch.float64)
+    torch.save({"x_train": X, "y_train": (X @ W).argmax(1), "x_test": Xt,
+                "y_test": (Xt @ W).argmax(1),
+                "meta": {"name": "toy", "task": "classification", "input_shape": (4,),
+                         "num_outputs": 3}}, tmp_path / "toy.pt")
+    cfg = {"data": {"file": str(tmp_path / "toy.pt")},
+           "model": {"name": "mlp", "widths": [6], "activation": "tanh"},
+           "parle": {"replicas": replicas, "L": 3, "lr": 0.1, "gamma": 1.0, "rho": 0.5,
+                     "noise": 1e-4, "momentum": 0.5, "batch_size": 8, "seed": 2},
+           "rounds": rounds, "dtype": "float64", "seed": 1}
+    path = tmp_path / "cfg.json"
+    path.write_text(json.dumps(cfg))
+    return cfg, path
+
+
+def _worker(rank: int, world: int, port: int, argv: list[str], log: str) -> None:
+    """A forked child (torch already imported: no start-up cost) that runs the torchrun
+    entry point ``python -m sgdlab.train.distributed`` as rank ``rank``."""
+    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank),
+                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), OMP_NUM_THREADS="1")
+    rc = 3
+    with open(log, "w", buffering=1) as f:
+        sys.stdout = sys.stderr = f
+        try:
+            from sgdlab.train.distributed import main
+            rc = main(argv)
+        except BaseException as e:  # pragma: no cover - reported through the log
+            print(f"unexpected {type(e).__name__}: {e}", flush=True)
+        f.flush()
+    os._exit(rc)
+
+
+def launch(tmp_path, world, argv):
+    ctx = mp.get_context("fork")
+    port = free_port()
+    procs, logs = [], []
+    for rank in range(world):
+        log = str(tmp_path / f"rank{rank}.log")
+        p = ctx.Process(target=_worker, args=(rank, world, port, argv, log), daemon=True)
+        p.start()
+        procs.append(p)
+        logs.append(log)
+    return procs, logs
+
+
+def read(log):
+    return open(log).read() if os.path.exists(log) else ""
+
+
+@pytest.mark.parametrize("world", [2, 3])
+def test_distributed_gloo_processes_equal_inprocess(tmp_path, world):
+    cfg, path = write_problem(tmp_path, replicas=world, rounds=4)
+    res = run_from_config(cfg, mode="inprocess")   # first: the forked workers start warm
+    procs, logs = launch(tmp_path, world, [str(path), "--out", str(tmp_path / "dist"),
+                                           "--timeout", "30"])
+    for p in procs:
+        p.join(60)
+    assert [p.exitcode for p in procs] == [0] * world, [read(l)[-2000:] for l in logs]
+    assert f"{world} replica processes connected (gloo" in read(logs[0])
+    dist_master = torch.load(tmp_path / "dist" / "master.pt", weights_only=True)
+    ref = res.master.state_dict()
+    assert dist_master.keys() == ref.keys()
+    for k in ref:
+        if world == 2:  # a sum of two floats does not depend on the order: bit-exact
+            assert torch.equal(dist_master[k], ref[k]), k
+        else:           # same iterates; only the all-reduce's summation order may differ
+            assert torch.allclose(dist_master[k], ref[k], atol=1e-12, rtol=0), k
+    summary = json.loads((tmp_path / "dist" / "result.json").read_text())
+    assert summary["final"]["grad_evals"] == 12 == res.grad_evals
+    got = [v for _, v in summary["history"]["replica_loss"]]
+    assert got == pytest.approx([v for _, v in res.history["replica_loss"]], rel=1e-12)
+
+
+def test_killed_worker_fails_fast_with_clear_error(tmp_path):
+    _, path = write_problem(tmp_path, replicas=2, rounds=10**7)
+    procs, logs = launch(tmp_path, 2, [str(path), "--timeout", "20"])
+    try:
+        t0 = time.monotonic()
+        while "connected" not in read(logs[0]):
+            assert time.monotonic() - t0 < 30 and procs[0].is_alive(), read(logs[0])
+            time.sleep(0.05)
+        time.sleep(0.5)                         # let them train a few rounds
+        assert procs[0].is_alive() and procs[1].is_alive(), read(logs[0]) + read(logs[1])
+        os.kill(procs[1].pid, signal.SIGKILL)
+        t0 = time.monotonic()
+        procs[0].join(30)
+        elapsed = time.monotonic() - t0
+    finally:
+        for p in procs:
+            if p.is_alive():
+                p.kill()
+                p.join()
+    err = read(logs[0])
+    assert procs[0].exitcode == 1, err[-2000:]
+    assert elapsed < 25
+    assert "rank 0: error: replica 0/2: all-reduce" in err, err[-2000:]
+    assert "another replica process probably died" in err

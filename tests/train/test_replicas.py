@@ -1,0 +1,178 @@
+"""Replica trainer (in-process Parle): the thesis' degenerate cases as exact trajectory
+equalities (SGD, Elastic-SGD, Entropy-SGD), master = mean of replicas, shards, store, errors."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from sgdlab.data.base import Dataset
+from sgdlab.errors import ConfigError
+from sgdlab.optim.elastic import elastic_sgd_update
+from sgdlab.optim.entropy_sgd import EntropySGD
+from sgdlab.train.loop import BatchStream
+from sgdlab.train.replicas import ParleConfig, replica_seeds, replica_shards, train_replicas
+
+torch.set_num_threads(1)
+
+
+def toy_data(n=48, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    W = torch.randn(4, 3, generator=g, dtype=torch.float64)
+    X = torch.randn(n, 4, generator=g, dtype=torch.float64)
+    Xt = torch.randn(24, 4, generator=g, dtype=torch.float64)
+    return Dataset(X, (X @ W).argmax(1), Xt, (Xt @ W).argmax(1),
+                   {"name": "toy", "task": "classification", "input_shape": (4,),
+                    "num_outputs": 3})
+
+
+def toy_model(seed=0):
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Linear(4, 6), nn.Tanh(), nn.Linear(6, 3)).double()
+
+
+LOSS = nn.CrossEntropyLoss()
+
+
+class Stream:
+    """The batches replica ``a`` draws in the trainer (same seed, same BatchStream)."""
+
+    def __init__(self, data, seed, a, B):
+        self.x, self.y, self.B = data.x_train, data.y_train, B
+        self.s = BatchStream(len(self.x), torch.Generator().manual_seed(
+            replica_seeds(seed, a)["batches"]))
+
+    def closure(self, model, opt=None):
+        def cl():
+            idx = self.s.next(self.B)
+            model.zero_grad(set_to_none=True)
+            loss = LOSS(model(self.x[idx]), self.y[idx])
+            loss.backward()
+            return loss
+        return cl
+
+
+def params(m):
+    return [p.detach().clone() for p in m.parameters()]
+
+
+def test_n1_rho_inf_is_entropy_sgd_exactly():
+    data, model = toy_data(), toy_model()
+    cfg = ParleConfig(replicas=1, L=4, lr=0.05, outer_lr=0.7, gamma=0.3, gamma_decay=0.1,
+                      rho=math.inf, alpha=0.25, noise=1e-3, momentum=0.5, nesterov=True,
+                      outer_momentum=0.9, batch_size=8, seed=3)
+    res = train_replicas(model, LOSS, data, cfg, rounds=6)
+    ref = toy_model()
+    opt = EntropySGD(ref.parameters(), lr=0.7, inner_lr=0.05, L=4, gamma=0.3, gamma_decay=0.1,
+                     alpha=0.25, noise=1e-3, inner_momentum=0.5, inner_nesterov=True,
+                     momentum=0.9, seed=replica_seeds(3, 0)["noise"])
+    cl = Stream(data, 3, 0, 8).closure(ref)
+    for _ in range(6):
+        opt.step(cl)
+    for a, b in zip(params(res.master), ref.parameters()):
+        assert torch.equal(a, b)
+    assert res.grad_evals == 24 and res.effective_epochs == pytest.approx(24 * 8 / 48)
+
+
+def test_L1_gamma_inf_is_elastic_sgd():
+    n, lr, rho, seed, B, T = 3, 0.1, 0.5, 1, 8, 7
+    data = toy_data()
+    cfg = ParleConfig(replicas=n, L=1, lr=lr, outer_lr=1.0, gamma=math.inf, rho=rho, alpha=0.0,
+                      batch_size=B, seed=seed)
+    res = train_replicas(toy_model(), LOSS, data, cfg, rounds=T)
+    # explicit Elastic-SGD (5.4) with the same batches
+    models = [toy_model() for _ in range(n)]
+    closures = [Stream(data, seed, a, B).closure(models[a]) for a in range(n)]
+    for _ in range(T):
+        xs = [params(m) for m in models]
+        master = [sum(x[i] for x in xs) / n for i in range(len(xs[0]))]
+        for m, cl in zip(models, closures):
+            cl()
+            with torch.no_grad():
+                for p, mp in zip(m.parameters(), master):
+                    p.copy_(elastic_sgd_update(p, p.grad, mp, lr=lr, rho=rho))
+    ref_master = [sum(params(m)[i] for m in models) / n for i in range(4)]
+    for a, b in zip(params(res.master), ref_master):
+        assert torch.allclose(a, b, atol=1e-13, rtol=0)
+    for rm, m in zip(res.replicas, models):
+        for a, b in zip(rm.parameters(), m.parameters()):
+            assert torch.allclose(a, b, atol=1e-13, rtol=0)
+    # the coupling matters: without it the replicas would differ from these
+    assert max((a - b).abs().max() for a, b in zip(params(res.replicas[0]),
+                                                    params(res.replicas[1]))) > 1e-3
+
+
+def test_L1_n1_gamma_rho_inf_is_sgd():
+    data = toy_data()
+    cfg = ParleConfig(replicas=1, L=1, lr=0.2, gamma=math.inf, rho=math.inf, alpha=0.0,
+                      batch_size=8, seed=5)
+    res = train_replicas(toy_model(), LOSS, data, cfg, rounds=9)
+    ref = toy_model()
+    sgd = torch.optim.SGD(ref.parameters(), lr=0.2)
+    cl = Stream(data, 5, 0, 8).closure(ref)
+    for _ in range(9):
+        sgd.step(cl)
+    for a, b in zip(params(res.master), ref.parameters()):
+        assert torch.allclose(a, b, atol=1e-14, rtol=0)
+
+
+def test_master_is_mean_of_replicas_and_training_reduces_loss():
+    data = toy_data()
+    cfg = ParleConfig(replicas=3, L=5, lr=0.2, gamma=1.0, rho=1.0, batch_size=8, seed=0)
+    res = train_replicas(toy_model(), LOSS, data, cfg, rounds=12, eval_every=4)
+    for i, mp in enumerate(res.master.parameters()):
+        mean = sum(list(r.parameters())[i] for r in res.replicas) / 3
+        assert torch.allclose(mp, mean, atol=1e-14)
+    tl = res.history["train_loss"]
+    assert [s for s, _ in tl] == [0, 20, 40, 60]
+    assert tl[-1][1] < 0.8 * tl[0][1]
+    assert res.status == "finished" and res.rounds == 12 and res.grad_evals == 60
+
+
+def test_disjoint_shards():
+    shards = replica_shards(10, 3, seed=0)
+    allidx = torch.cat(shards).sort().values
+    assert torch.equal(allidx, torch.arange(10)) and [len(s) for s in shards] == [4, 3, 3]
+    data = toy_data(n=48)
+    cfg = ParleConfig(replicas=2, L=3, lr=0.1, batch_size=8, shard=True)
+    res = train_replicas(toy_model(), LOSS, data, cfg, epochs=2)
+    # N_a = 24: 2 effective epochs = 6 batches of 8 = 2 rounds of L = 3
+    assert res.rounds == 2 and res.effective_epochs == pytest.approx(2.0)
+
+
+def test_store_records_run(tmp_path):
+    from sgdlab.store import RunStore
+    store = RunStore(tmp_path / "runs.sqlite")
+    cfg = ParleConfig(replicas=2, L=2, lr=0.1, batch_size=16)
+    res = train_replicas(toy_model(), LOSS, toy_data(), cfg, rounds=3, store=store, name="p")
+    run = store.get_run(res.run_id)
+    assert run["status"] == "finished"
+    m = store.metrics(res.run_id)
+    assert {"replica_loss", "gamma", "rho", "train_loss", "test_acc", "grad_evals",
+            "effective_epochs"} <= set(m)
+    assert m["grad_evals"][-1] == (6, 6.0)
+
+
+def test_divergence_is_reported_not_raised():
+    data = toy_data()
+    data.x_train[0, 0] = float("nan")
+    cfg = ParleConfig(replicas=2, L=2, lr=0.1, batch_size=48)
+    res = train_replicas(toy_model(), LOSS, data, cfg, rounds=3)
+    assert res.status == "diverged" and "non-finite" in res.message
+
+
+@pytest.mark.parametrize("kw", [dict(replicas=0), dict(L=0), dict(gamma=-1), dict(rho="x"),
+                                dict(alpha=1.5), dict(batch_size=0)])
+def test_bad_config_raises_config_error(kw):
+    with pytest.raises(ConfigError):
+        ParleConfig(**kw)
+
+
+def test_config_from_dict():
+    assert ParleConfig.from_dict({"gamma": "inf", "rho": 2}).gamma == math.inf
+    with pytest.raises(ConfigError, match="unknown"):
+        ParleConfig.from_dict({"gama": 1})
+    with pytest.raises(ConfigError, match="exactly one"):
+        train_replicas(toy_model(), LOSS, toy_data(), {}, rounds=1, epochs=1)

@@ -1,0 +1,298 @@
+"""The training loop: determinism, sampling, resume bit for bit, divergence, closures, eval."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from sgdlab.data import Dataset
+from sgdlab.errors import UserError
+from sgdlab.store import RunStore
+from sgdlab.train import Callback, Schedule, evaluate, train
+from sgdlab.train.loop import BatchStream, steps_per_epoch
+
+torch.set_num_threads(1)
+
+
+def toy_data(n: int = 60, n_test: int = 20, d: int = 5, seed: int = 0) -> Dataset:
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n + n_test, d, generator=g)
+    y = (x[:, 0] + 0.5 * x[:, 1] > 0).long()
+    return Dataset(x[:n], y[:n], x[n:], y[n:],
+                   {"name": "toy", "task": "classification", "num_outputs": 2})
+
+
+def index_data(n: int) -> Dataset:
+    """x_i = i, so a batch tells which examples it holds."""
+    x = torch.arange(n, dtype=torch.float32).unsqueeze(1)
+    y = torch.zeros(n, dtype=torch.long)
+    return Dataset(x, y, x[:2], y[:2], {"name": "idx", "task": "classification",
+                                        "num_outputs": 2})
+
+
+def make_model(seed: int = 0, dropout: float = 0.0) -> nn.Module:
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Linear(5, 16), nn.Tanh(), nn.Dropout(dropout), nn.Linear(16, 2))
+
+
+def flat(model: nn.Module) -> torch.Tensor:
+    return torch.cat([p.detach().flatten() for p in model.parameters()])
+
+
+class RecordBatches(Callback):
+    def __init__(self):
+        self.batches: list[torch.Tensor] = []
+
+    def on_step_begin(self, ctx):
+        self.batches.append(ctx.batch[0][:, 0].long().clone())
+
+
+class RunningSum(Callback):
+    """A callback with memory (sum of the losses seen) that must survive a resume."""
+
+    def __init__(self):
+        self.total = 0.0
+
+    def on_step_end(self, ctx):
+        self.total += ctx.loss
+        ctx.log("running_sum", self.total)
+
+    def state_dict(self):
+        return {"total": self.total}
+
+    def load_state_dict(self, state):
+        self.total = state["total"]
+
+
+def run(seed=0, model_seed=0, dropout=0.0, **kw):
+    model = make_model(model_seed, dropout)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    kw.setdefault("epochs", 3)
+    kw.setdefault("batch_size", 8)
+    res = train(model, nn.CrossEntropyLoss(), toy_data(), opt, seed=seed, progress=False, **kw)
+    return model, res
+
+
+def test_deterministic_given_seed_and_seed_matters():
+    m1, r1 = run(seed=3)
+    m2, r2 = run(seed=3)
+    m3, _ = run(seed=4)
+    assert torch.equal(flat(m1), flat(m2))
+    assert r1.history == r2.history
+    assert not torch.equal(flat(m1), flat(m3))  # the seed drives the batch order
+    assert r1.status == "finished" and r1.steps == 3 * steps_per_epoch(60, 8) == 24
+    assert r1.epochs_completed == 3 and r1.grad_evals == 24
+    assert r1.final["effective_epochs"] == pytest.approx(3.0)
+    # evaluated at step 0 and after every epoch
+    assert [s for s, _ in r1.history["test_acc"]] == [0, 8, 16, 24]
+
+
+def test_without_replacement_visits_every_example_once_per_epoch():
+    n, b = 23, 5
+    rec = RecordBatches()
+    model = nn.Linear(1, 2)
+    train(model, nn.CrossEntropyLoss(), index_data(n), torch.optim.SGD(model.parameters(), lr=0),
+          epochs=4, batch_size=b, callbacks=[rec], progress=False)
+    spe = steps_per_epoch(n, b)
+    assert len(rec.batches) == 4 * spe
+    assert [len(x) for x in rec.batches[:spe]] == [5, 5, 5, 5, 3]  # last batch: the leftover
+    orders = []
+    for e in range(4):
+        epoch = torch.cat(rec.batches[e * spe:(e + 1) * spe])
+        assert sorted(epoch.tolist()) == list(range(n))
+        orders.append(epoch.tolist())
+    assert len({tuple(o) for o in orders}) == 4  # a fresh permutation each epoch
+
+
+def test_drop_last_and_full_batch():
+    rec = RecordBatches()
+    model = nn.Linear(1, 2)
+    res = train(model, nn.CrossEntropyLoss(), index_data(23), torch.optim.SGD(
+        model.parameters(), lr=0), epochs=2, batch_size=5, drop_last=True, callbacks=[rec],
+        progress=False)
+    assert res.steps == 8 and all(len(x) == 5 for x in rec.batches)
+    assert len(set(torch.cat(rec.batches[:4]).tolist())) == 20
+    rec = RecordBatches()
+    res = train(model, nn.CrossEntropyLoss(), index_data(23), torch.optim.SGD(
+        model.parameters(), lr=0), epochs=3, batch_size=100, callbacks=[rec], progress=False)
+    assert res.steps == 3
+    for x in rec.batches:  # full-batch GD: the whole set in stored order, no sampling
+        assert x.tolist() == list(range(23))
+
+
+def test_with_replacement_is_iid_uniform():
+    n, b, steps = 50, 10, 3000
+    stream = BatchStream(n, torch.Generator().manual_seed(0), replacement=True)
+    batches = torch.stack([stream.next(b) for _ in range(steps)])
+    counts = torch.bincount(batches.flatten(), minlength=n).double()
+    expected = steps * b / n
+    # Pearson chi-square with n-1 = 49 dof: mean 49, sd ~ 9.9; 100 is > 5 sd out.
+    chi2 = ((counts - expected) ** 2 / expected).sum().item()
+    assert chi2 < 100
+    # P(a batch of b i.i.d. draws has no repeated index) = prod_{i<b} (1 - i/n).
+    p_distinct = math.prod(1 - i / n for i in range(b))
+    frac = sum(len(set(row.tolist())) == b for row in batches) / steps
+    sd = math.sqrt(p_distinct * (1 - p_distinct) / steps)
+    assert abs(frac - p_distinct) < 5 * sd
+    # Without replacement no batch repeats an index.
+    stream = BatchStream(n, torch.Generator().manual_seed(0))
+    assert all(len(set(stream.next(b).tolist())) == b for _ in range(200))
+
+
+def test_with_replacement_epoch_covers_about_63_percent():
+    n = 400
+    rec = RecordBatches()
+    model = nn.Linear(1, 2)
+    train(model, nn.CrossEntropyLoss(), index_data(n), torch.optim.SGD(model.parameters(), lr=0),
+          epochs=6, batch_size=40, replacement=True, callbacks=[rec], progress=False)
+    spe = steps_per_epoch(n, 40)
+    fracs = [len(set(torch.cat(rec.batches[e * spe:(e + 1) * spe]).tolist())) / n
+             for e in range(6)]
+    expected = 1 - (1 - 1 / n) ** n  # distinct fraction after n i.i.d. draws
+    assert abs(sum(fracs) / 6 - expected) < 0.03
+
+
+def test_resume_after_max_steps_is_bit_for_bit(tmp_path):
+    """Interrupt mid-epoch (step 11 of 8-step epochs), resume: identical weights, history,
+    callback state, LR schedule and dropout noise as one uninterrupted run."""
+    def build():
+        model = make_model(0, dropout=0.3)
+        opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-3)
+        sched = torch.optim.lr_scheduler.StepLR(opt, step_size=5, gamma=0.7)
+        return model, opt, sched
+
+    def go(**kw):
+        model, opt, sched = build()
+        cb = RunningSum()
+        torch.manual_seed(123)  # dropout draws from the global RNG
+        res = train(model, nn.CrossEntropyLoss(), toy_data(), opt, schedule=sched, epochs=3,
+                    batch_size=8, seed=5, callbacks=[cb], progress=False, **kw)
+        return model, opt, cb, res
+
+    m_ref, o_ref, cb_ref, r_ref = go()
+    m1, _, _, r1 = go(checkpoint_dir=tmp_path, max_steps=11)
+    assert r1.steps == 11 and r1.epochs_completed == 1
+    assert not torch.equal(flat(m1), flat(m_ref))
+    torch.manual_seed(999)  # resuming restores the global RNG from the checkpoint
+    model, opt, sched = build()
+    cb = RunningSum()
+    r2 = train(model, nn.CrossEntropyLoss(), toy_data(), opt, schedule=sched, epochs=3,
+               batch_size=8, seed=5, callbacks=[cb], progress=False, checkpoint_dir=tmp_path,
+               resume=True)
+    assert r2.steps == r_ref.steps == 24
+    assert torch.equal(flat(model), flat(m_ref))
+    assert cb.total == cb_ref.total
+    assert opt.param_groups[0]["lr"] == o_ref.param_groups[0]["lr"]
+    assert r2.history["running_sum"] == r_ref.history["running_sum"]
+    assert r2.history["batch_loss"] == r_ref.history["batch_loss"]
+
+
+def test_checkpoint_every_and_weights_only_load(tmp_path):
+    _, res = run(checkpoint_dir=tmp_path, checkpoint_every=5)
+    state = torch.load(res.checkpoint, weights_only=True)
+    assert state["loop"]["step"] == 24 and set(state["rng"]) >= {"torch", "numpy", "python",
+                                                                  "sampler"}
+    with pytest.raises(UserError, match="resume=True needs checkpoint_dir"):
+        run(resume=True)
+    with pytest.raises(UserError, match="no checkpoint"):
+        run(checkpoint_dir=tmp_path / "empty", resume=True)
+
+
+def test_divergence_stops_cleanly_and_is_recorded(tmp_path):
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(40, 3, generator=g)
+    y = x @ torch.tensor([[1.0], [2.0], [-1.0]])
+    data = Dataset(x[:30], y[:30], x[30:], y[30:], {"name": "lin", "task": "regression",
+                                                   "num_outputs": 1})
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 8), nn.Linear(8, 1))
+    store = RunStore(tmp_path / "runs.sqlite")
+    res = train(model, nn.MSELoss(), data, torch.optim.SGD(model.parameters(), lr=1e3),
+                epochs=50, batch_size=5, store=store, progress=False)
+    assert res.status == "diverged"
+    assert res.steps < 50 * 6
+    assert "non-finite" in res.message
+    assert torch.isfinite(flat(model)).all()  # stopped before the step that used a NaN loss
+    assert all(math.isfinite(v) for v in res.final.values())
+    run_row = store.get_run(res.run_id)
+    assert run_row["status"] == "diverged" and "non-finite" in run_row["message"]
+    assert run_row["summary"]["steps"] == res.steps
+
+
+class TwoLookSGD(torch.optim.Optimizer):
+    """A closure optimizer: evaluates ``looks`` mini-batches, steps along their mean gradient."""
+
+    needs_closure = True
+
+    def __init__(self, params, lr=0.1, looks=3):
+        super().__init__(params, {"lr": lr, "looks": looks})
+
+    @torch.no_grad()
+    def step(self, closure):
+        group = self.param_groups[0]
+        acc = [torch.zeros_like(p) for p in group["params"]]
+        loss = None
+        for _ in range(group["looks"]):
+            with torch.enable_grad():
+                loss = closure()
+            for a, p in zip(acc, group["params"]):
+                a += p.grad
+        for a, p in zip(acc, group["params"]):
+            p -= group["lr"] * a / group["looks"]
+        return loss
+
+
+def test_closure_optimizer_counts_gradient_evaluations():
+    model = make_model(0)
+    rec = RecordBatches()
+
+    class Backward(Callback):
+        calls = 0
+
+        def on_after_backward(self, ctx):
+            Backward.calls += 1
+            assert all(p.grad is not None for p in ctx.model.parameters())
+
+    data = toy_data()
+    data = Dataset(data.x_train, data.y_train, data.x_test, data.y_test, dict(data.meta))
+    res = train(model, nn.CrossEntropyLoss(), data, TwoLookSGD(model.parameters(), looks=3),
+                epochs=2, batch_size=10, callbacks=[rec, Backward()], progress=False)
+    assert res.steps == 12 and res.grad_evals == 36
+    assert res.final["effective_epochs"] == pytest.approx(6.0)  # 36 batches of 10 / 60
+    assert res.history["grad_evals"][-1] == (12, 36.0)
+    assert Backward.calls == 12  # once per step: the gradient at the current weights
+    assert len(rec.batches) == 12
+
+
+def test_callable_batch_size_and_eval_schedule():
+    _, res = run(epochs=3, batch_size=lambda e: [6, 12, 60][e],
+                 eval_every=Schedule.every(4))
+    assert res.steps == 10 + 5 + 1
+    assert [s for s, _ in res.history["train_loss"]] == [0, 4, 8, 12, 16]
+
+
+def test_evaluate_uses_eval_mode_and_restores_train_mode():
+    data = toy_data()
+    model = make_model(0, dropout=0.5)
+    model.train()
+    loss_fn = nn.CrossEntropyLoss()
+    a = evaluate(model, loss_fn, data.x_test, data.y_test, batch_size=7)
+    assert model.training
+    model.eval()
+    with torch.no_grad():
+        out = model(data.x_test)
+    assert a["loss"] == pytest.approx(loss_fn(out, data.y_test).item(), rel=1e-6)
+    assert a["acc"] == (out.argmax(1) == data.y_test).sum().item() / len(data.y_test)
+
+
+def test_eval_subset_is_fixed_and_bad_arguments_are_rejected():
+    _, r1 = run(eval_subset=7, epochs=1)
+    _, r2 = run(eval_subset=7, epochs=1)
+    assert r1.history["test_acc"] == r2.history["test_acc"]
+    assert all(v * 7 == round(v * 7) for _, v in r1.history["test_acc"])
+    with pytest.raises(UserError, match="batch_size must be"):
+        run(batch_size=0)
+    with pytest.raises(UserError, match="epochs must be"):
+        run(epochs=-1)
