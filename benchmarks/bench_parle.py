@@ -1,15 +1,18 @@
 """Entropy-SGD's cost per gradient evaluation and Parle's communication cost.
 
-Model: MLP 256-256-256-10 (ReLU, float32, CPU, ~0.2 M parameters), synthetic data
+Model: MLP 256-256-256-10 (ReLU, float32, CPU, 0.13 M parameters), synthetic data
 (N = 4,096 Gaussian inputs, 10 classes), batch 128, one torch thread per process.
 
 * ``entropy_sgd_cost_per_gradient_vs_sgd``: CPU time (``time.thread_time``) per gradient
-  evaluation of Entropy-SGD (L = 20, Nesterov inner/outer momentum, thermal noise on) over
-  that of ``torch.optim.SGD`` (momentum 0.9) driven by the same closure (mini-batch draw,
-  forward, backward). Timed regions alternate; median of REPEATS ratios of 200 gradient
-  evaluations each.
+  evaluation of Entropy-SGD (L = 20, Nesterov inner and outer momentum, no thermal noise:
+  the thesis' setting, mini-batch noise only) over that of ``torch.optim.SGD`` (Nesterov
+  momentum 0.9) driven by the same closure (mini-batch draw, forward, backward). Timed
+  regions alternate; median of REPEATS ratios of 200 gradient evaluations each. The same
+  ratio with thermal noise on (one Gaussian draw per parameter per inner step) is printed.
 * ``parle_comm_fraction_L25_4proc``: 4 gloo processes on localhost (forked), Parle with
-  L = 25; per round, a barrier first absorbs the load imbalance between processes (reported
+  L = 25, on a small CNN (conv 8-16 + linear, 1×16×16 synthetic images, 3.8 k parameters;
+  convolutions, like the thesis' networks, do much more compute per weight than an MLP; the
+  MLP's numbers are printed as the worst case); per round, a barrier first absorbs the load imbalance between processes (reported
   separately as "wait"), then the timed all-reduce of the replica weights. Figure: all-reduce
   time / total training wall time, median over ranks.
 * ``parle_wallclock_distributed_over_inprocess_4rep``: wall time of the same run (4 replicas,
@@ -66,15 +69,15 @@ def _closure(model, X, Y, counter):
     return closure
 
 
-def _cost_ratio() -> float:
+def _cost_ratio(noise: float) -> float:
     from sgdlab.optim.entropy_sgd import EntropySGD
 
     X, Y = _data()
     m_sgd, m_esgd = _model(), _model()
     c_sgd, c_esgd = [0], [0]
-    sgd = torch.optim.SGD(m_sgd.parameters(), lr=0.01, momentum=0.9)
+    sgd = torch.optim.SGD(m_sgd.parameters(), lr=0.01, momentum=0.9, nesterov=True)
     esgd = EntropySGD(m_esgd.parameters(), lr=1.0, inner_lr=0.01, L=L_ESGD, gamma=0.1,
-                      noise=1e-6, momentum=0.5, nesterov=True, inner_momentum=0.9,
+                      noise=noise, momentum=0.5, nesterov=True, inner_momentum=0.9,
                       inner_nesterov=True, seed=0)
     cl_sgd, cl_esgd = _closure(m_sgd, X, Y, c_sgd), _closure(m_esgd, X, Y, c_esgd)
 
@@ -92,8 +95,8 @@ def _cost_ratio() -> float:
         ratios.append(b / a)
         per.append((a, b))
     a, b = statistics.median(p[0] for p in per), statistics.median(p[1] for p in per)
-    print(f"  per gradient evaluation (CPU time): SGD {a * 1e3:.3f} ms, Entropy-SGD (L={L_ESGD})"
-          f" {b * 1e3:.3f} ms")
+    print(f"  per gradient evaluation (CPU time): SGD {a * 1e3:.3f} ms, Entropy-SGD (L={L_ESGD}, "
+          f"thermal noise {noise:g}) {b * 1e3:.3f} ms: ratio {statistics.median(ratios):.3f}")
     return statistics.median(ratios)
 
 
@@ -103,14 +106,30 @@ def _parle_config():
                        nesterov=True, batch_size=BATCH, seed=0)
 
 
-def _dataset():
+def _cnn():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                         nn.Conv2d(8, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                         nn.Flatten(), nn.Linear(16 * 4 * 4, CLASSES))
+
+
+def _dataset(kind: str):
     from sgdlab.data.base import Dataset
-    X, Y = _data()
+    if kind == "mlp":
+        X, Y = _data()
+    else:
+        g = torch.Generator().manual_seed(0)
+        X = torch.randn(N // 2, 1, 16, 16, generator=g)
+        Y = (X.flatten(1) @ torch.randn(256, CLASSES, generator=g)).argmax(1)
     return Dataset(X, Y, X[:256], Y[:256], {"name": "synthetic", "task": "classification",
-                                            "input_shape": (D,), "num_outputs": CLASSES})
+                                            "input_shape": tuple(X.shape[1:]),
+                                            "num_outputs": CLASSES})
 
 
-def _worker(rank: int, port: int, q) -> None:
+WORKLOADS = {"cnn": _cnn, "mlp": _model}
+
+
+def _worker(rank: int, port: int, q, kind: str) -> None:
     import torch.distributed as dist
 
     from sgdlab.train.distributed import TorchDistributedCommunicator
@@ -135,9 +154,9 @@ def _worker(rank: int, port: int, q) -> None:
                 return out
 
         comm = Timed()
-        res = train_replicas(_model(), nn.CrossEntropyLoss(), _dataset(), _parle_config(),
-                             rounds=ROUNDS, mode="distributed", communicator=comm,
-                             eval_subset=256)
+        res = train_replicas(WORKLOADS[kind](), nn.CrossEntropyLoss(), _dataset(kind),
+                             _parle_config(), rounds=ROUNDS, mode="distributed",
+                             communicator=comm, eval_subset=256)
         q.put((rank, res.wall_time, comm.comm, comm.wait))
         dist.destroy_process_group()
     except BaseException as e:  # report instead of hanging the parent
@@ -151,20 +170,22 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _distributed() -> tuple[float | None, float | None]:
+def _distributed(kind: str) -> tuple[float | None, float | None]:
     from sgdlab.train.replicas import train_replicas
 
     torch.set_num_threads(1)
-    t0 = time.perf_counter()
-    res = train_replicas(_model(), nn.CrossEntropyLoss(), _dataset(), _parle_config(),
+    model = WORKLOADS[kind]()
+    n_params = sum(p.numel() for p in model.parameters())
+    res = train_replicas(model, nn.CrossEntropyLoss(), _dataset(kind), _parle_config(),
                          rounds=ROUNDS, eval_subset=256)
     inproc = res.wall_time
-    print(f"  in-process: {NPROC} replicas, {ROUNDS} rounds of L={L_PARLE}: {inproc:.2f} s "
-          f"(call {time.perf_counter() - t0:.2f} s)")
+    print(f"  [{kind}, {n_params} parameters] in-process: {NPROC} replicas, {ROUNDS} rounds of "
+          f"L={L_PARLE}: {inproc:.2f} s")
     ctx = mp.get_context("fork")
     q = ctx.Queue()
     port = _free_port()
-    procs = [ctx.Process(target=_worker, args=(r, port, q), daemon=True) for r in range(NPROC)]
+    procs = [ctx.Process(target=_worker, args=(r, port, q, kind), daemon=True)
+             for r in range(NPROC)]
     for p in procs:
         p.start()
     out = []
@@ -195,8 +216,10 @@ def run() -> dict[str, float | None]:
     try:
         print(f"  model: MLP {D}-{WIDTH}-{WIDTH}-{CLASSES} (ReLU), float32, CPU, batch {BATCH}, "
               f"synthetic N={N}, 1 thread per process")
-        ratio = _cost_ratio()
-        frac, wall = _distributed()
+        ratio = _cost_ratio(0.0)
+        _cost_ratio(1e-6)   # printed only: the Gaussian draws of the thermal noise
+        frac, wall = _distributed("cnn")
+        _distributed("mlp")   # printed only: the worst case (communication ∝ compute / B)
     finally:
         torch.set_num_threads(threads)
     return {"entropy_sgd_cost_per_gradient_vs_sgd": ratio,

@@ -52,12 +52,12 @@ def register(subparsers) -> None:
 
 
 def _open(args):
-    from sgdlab.store import RunStore
     from sgdlab.errors import UserError
-    store = RunStore(args.store) if args.store else RunStore()
-    if not store.path.exists():
-        raise UserError(f"no run store at {store.path}")
-    return store
+    from sgdlab.store import RunStore, default_store_path
+    path = Path(args.store) if args.store else default_store_path()
+    if not path.is_file():  # do not create an empty store just to look into it
+        raise UserError(f"no run store at {path} (use --store PATH or $SGDLAB_STORE)")
+    return RunStore(path)
 
 
 def _fmt(v) -> str:

@@ -1,9 +1,9 @@
 """``sgdlab walk``: Xing et al.'s "A Walk with SGD" demonstration on a small dataset.
 
-Trains the same MLP (same initialisation) with full-batch GD and with mini-batch SGD (plain
-``torch.optim.SGD``), interpolating the full training loss between every pair of consecutive
-iterates (K points) and logging the consecutive-gradient cosine and the distance from
-initialisation. Writes to ``--out``:
+Trains the same MLP (same initialisation, same learning rate by default) with full-batch GD and
+with mini-batch SGD (plain ``torch.optim.SGD``, batch 100), interpolating the full training loss
+between every pair of consecutive iterates (K points) and logging the consecutive-gradient
+cosine and the distance from initialisation. Writes to ``--out``:
 
 - ``walk.png`` — Xing et al. Fig. 1 style walk plot, one column per optimizer;
 - ``walk_barriers.csv`` / ``.md`` — barriers crossed and heights per epoch (Tables 1–2);
@@ -31,11 +31,14 @@ def register(subparsers) -> None:
     p.add_argument("--data", default="digits", help="dataset name (default digits)")
     p.add_argument("--optimizer", nargs="+", choices=["gd", "sgd"], default=["gd", "sgd"],
                    help="which runs (default both)")
-    p.add_argument("--steps", type=int, default=100,
-                   help="optimizer steps per run (default 100; GD does one step per epoch)")
-    p.add_argument("--lr-gd", type=float, default=0.5, help="GD learning rate (default 0.5)")
-    p.add_argument("--lr-sgd", type=float, default=0.1, help="SGD learning rate (default 0.1)")
-    p.add_argument("--batch-size", type=int, default=32, help="SGD batch size (default 32)")
+    p.add_argument("--steps", type=int, default=150,
+                   help="optimizer steps per run (default 150; GD does one step per epoch)")
+    p.add_argument("--lr", type=float, default=0.5,
+                   help="learning rate of both runs (default 0.5)")
+    p.add_argument("--lr-gd", type=float, default=None, help="GD learning rate (default --lr)")
+    p.add_argument("--lr-sgd", type=float, default=None, help="SGD learning rate (default --lr)")
+    p.add_argument("--batch-size", type=int, default=100,
+                   help="SGD batch size (default 100, as Xing et al.)")
     p.add_argument("--widths", type=int, nargs="+", default=[100, 100],
                    help="MLP hidden widths (default 100 100)")
     p.add_argument("--points", type=int, default=10, help="K points per segment (default 10)")
@@ -63,6 +66,7 @@ def _run_one(opt: str, args, data, model_init):
     n = len(data.x_train)
     bs = n if opt == "gd" else args.batch_size
     lr = args.lr_gd if opt == "gd" else args.lr_sgd
+    lr = args.lr if lr is None else lr
     spe = math.ceil(n / bs)
     model = copy.deepcopy(model_init)
     walk = StepInterpolationCallback(Schedule.every(1), num_points=args.points,
@@ -102,6 +106,10 @@ def _walk(args: argparse.Namespace) -> int:
                         f"got {args.points}")
     if args.batch_size < 1:
         raise UserError(f"--batch-size must be >= 1, got {args.batch_size}")
+    for name in ("lr", "lr_gd", "lr_sgd"):
+        v = getattr(args, name)
+        if v is not None and not v > 0:
+            raise UserError(f"--{name.replace('_', '-')} must be > 0, got {v}")
     if args.threads:
         torch.set_num_threads(args.threads)
     out = Path(args.out)
@@ -120,8 +128,7 @@ def _walk(args: argparse.Namespace) -> int:
         wall = time.perf_counter() - t0
         label = opt.upper()
         runs[label], models[label] = res.history, model
-        cos = [v for _, v in res.history.get("grad_cosine", [])]
-        tail = cos[-max(1, len(cos) // 5):]
+        cos = sorted(v for _, v in res.history.get("grad_cosine", []))
         epochs = walk.summary()
         first = epochs[0] if epochs else None
         summary[label] = {
@@ -130,7 +137,9 @@ def _walk(args: argparse.Namespace) -> int:
             "final_train_acc": res.final.get("train_acc"),
             "final_test_acc": res.final.get("test_acc"),
             "grad_cosine_mean": sum(cos) / len(cos) if cos else None,
-            "grad_cosine_mean_last_20pct": sum(tail) / len(tail) if cos else None,
+            "grad_cosine_median": cos[len(cos) // 2] if cos else None,
+            "grad_cosine_frac_below_-0.9": (sum(c < -0.9 for c in cos) / len(cos)
+                                            if cos else None),
             "barriers_total": sum(int(r.barrier) for r in walk.records),
             "steps_interpolated": len(walk.records),
             "barriers_epoch1": first.barriers if first else None,
@@ -142,8 +151,9 @@ def _walk(args: argparse.Namespace) -> int:
         }
         print(f"{label}: {res.steps} steps (B={info['batch_size']}, lr={info['lr']}), "
               f"final train loss {summary[label]['final_train_loss']:.4f}, "
-              f"grad cosine mean {summary[label]['grad_cosine_mean']:.3f} "
-              f"(last 20%: {summary[label]['grad_cosine_mean_last_20pct']:.3f}), "
+              f"grad cosine mean {summary[label]['grad_cosine_mean']:.3f}, median "
+              f"{summary[label]['grad_cosine_median']:.3f}, below -0.9 in "
+              f"{100 * summary[label]['grad_cosine_frac_below_-0.9']:.0f}% of steps, "
               f"barriers in epoch 1: {summary[label]['barriers_epoch1']} of "
               f"{summary[label]['steps_epoch1']} steps, total {summary[label]['barriers_total']}"
               f"; interpolation took {walk.seconds:.2f}s of {wall:.2f}s")

@@ -81,10 +81,6 @@ def _check_args(path: str, given: dict[str, Any], params: dict[str, Any], var_kw
     return out
 
 
-def _optimizer_extra(path: str, values: dict[str, Any], errors: list[str]) -> dict[str, Any]:
-    return values  # checked in _check_optimizer once the name is known
-
-
 def _check_optimizer(path: str, sec: dict[str, Any], errors: list[str]) -> None:
     from ..optim import OPTIMIZERS
     from ..optim.registry import needs_model
@@ -199,7 +195,7 @@ def _unknown_name(path: str, name: str, registry, what: str) -> str:
 
 
 def _keep_extra(path: str, values: dict[str, Any], errors: list[str]) -> dict[str, Any]:
-    return values
+    return values  # checked by the section's check once the registered name is known
 
 
 MEASURE_ITEM = Section({
@@ -226,9 +222,9 @@ RUN_SCHEMA = Section({
         "options": Field(dict, default={}),
     }, check=_check_model, optional=False),
     "loss": Field(str, default="auto", choices=LOSSES),
-    "optimizer": Section({"name": Field(str)}, extra=_optimizer_extra, check=_check_optimizer,
+    "optimizer": Section({"name": Field(str)}, extra=_keep_extra, check=_check_optimizer,
                          optional=False),
-    "schedule": Section({"name": Field(str, default="constant")}, extra=_optimizer_extra,
+    "schedule": Section({"name": Field(str, default="constant")}, extra=_keep_extra,
                         check=_check_schedule),
     "train": Section({
         "epochs": Field(int, default=10, min=0),
@@ -277,6 +273,35 @@ class BuiltRun(NamedTuple):
     train_kwargs: dict[str, Any]
 
 
+def measure_schedule(item: dict[str, Any], total_steps: int):
+    """The step :class:`~sgdlab.train.callbacks.Schedule` of a ``measure`` item: ``at: [...]``,
+    ``log_points: n`` (about n log-spaced steps up to ``total_steps``), or ``every: k`` from
+    ``start`` (default: every step)."""
+    from ..train.callbacks import Schedule
+
+    if item.get("at") is not None:
+        return Schedule.at(item["at"])
+    if item.get("log_points") is not None:
+        return Schedule.log_spaced(item["log_points"], max(total_steps, 1))
+    return Schedule.every(item.get("every") or 1, item.get("start") or 0)
+
+
+def build_measure(items: list[dict[str, Any]], total_steps: int) -> list:
+    """Callbacks for validated ``measure`` items (see :data:`MEASURE_ITEM`)."""
+    from ..train.instruments import build_instrument
+
+    callbacks = []
+    for i, item in enumerate(items):
+        params = {k: v for k, v in item.items() if k not in ("name",) + _SCHEDULE_KEYS}
+        try:
+            callbacks.append(build_instrument(item["name"],
+                                              schedule=measure_schedule(item, total_steps),
+                                              **params))
+        except (ValueError, TypeError) as e:
+            raise ConfigError(f"measure[{i}]: {e}") from None
+    return callbacks
+
+
 def resolve_device(name: str) -> str:
     import torch
     if name == "auto":
@@ -299,8 +324,6 @@ def build_from_config(cfg: dict[str, Any], *, validated: bool = False) -> BuiltR
     from ..data import load_dataset
     from ..models import build_model
     from ..optim import build_optimizer_for, build_schedule
-    from ..train.callbacks import Schedule
-    from ..train.instruments import build_instrument
     from ..train.loop import steps_per_epoch
 
     if not validated:
@@ -354,19 +377,7 @@ def build_from_config(cfg: dict[str, Any], *, validated: bool = False) -> BuiltR
         except (ValueError, TypeError) as e:
             raise ConfigError(f"schedule: {e}") from None
 
-    callbacks = []
-    for i, item in enumerate(cfg["measure"]):
-        params = {k: v for k, v in item.items() if k not in ("name",) + _SCHEDULE_KEYS}
-        if item.get("at") is not None:
-            sched = Schedule.at(item["at"])
-        elif item.get("log_points") is not None:
-            sched = Schedule.log_spaced(item["log_points"], max(total, 1))
-        else:
-            sched = Schedule.every(item.get("every") or 1, item.get("start") or 0)
-        try:
-            callbacks.append(build_instrument(item["name"], schedule=sched, **params))
-        except (ValueError, TypeError) as e:
-            raise ConfigError(f"measure[{i}]: {e}") from None
+    callbacks = build_measure(cfg["measure"], total)
 
     train_kwargs = dict(epochs=t["epochs"], batch_size=batch_size, replacement=t["replacement"],
                         drop_last=t["drop_last"], seed=seed, eval_every=t["eval_every"],
@@ -375,4 +386,5 @@ def build_from_config(cfg: dict[str, Any], *, validated: bool = False) -> BuiltR
     return BuiltRun(model, loss_fn, data, optimizer, schedule, callbacks, train_kwargs)
 
 
-__all__ = ["BuiltRun", "RUN_SCHEMA", "build_from_config", "resolve_device", "validate_config"]
+__all__ = ["BuiltRun", "MEASURE_ITEM", "RUN_SCHEMA", "build_from_config", "build_measure",
+           "measure_schedule", "resolve_device", "validate_config"]

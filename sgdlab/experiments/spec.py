@@ -23,7 +23,8 @@ and edits, run with ``sgdlab run --config FILE``) is *data*: it is parsed with
       cpu: {...}
       paper: {..., requires_data_dir: true}
 
-Overrides are deep-merged into dicts (lists are replaced). Grid keys and override keys may be
+Overrides are deep-merged into dicts (lists are replaced); a mapping whose ``name`` differs
+from the one it overrides (another model, optimizer, dataset) replaces it whole. Grid keys and override keys may be
 dotted paths (``optimizer.lr``). The string ``${data_dir}`` anywhere in run parameters is
 replaced by ``--data-dir``.
 
@@ -164,6 +165,9 @@ def deep_merge(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
     for k, v in b.items():
         if "." in k:
             set_dotted(out, k, copy.deepcopy(v))
+        elif (isinstance(v, dict) and isinstance(out.get(k), dict) and "name" in v
+              and out[k].get("name", v["name"]) != v["name"]):
+            out[k] = copy.deepcopy(v)     # another model/optimizer/...: its options start afresh
         elif isinstance(v, dict) and isinstance(out.get(k), dict):
             out[k] = deep_merge(out[k], v)
         else:

@@ -160,6 +160,10 @@ def _execute_run(run_cfg: dict[str, Any], store_path: str, device: str,
     store = open_store(store_path)
     run_id = store.create_run(run.config(), name=run.run_name, experiment=run.experiment)
     art = artifacts_root(store) / run.key
+    if art.exists():          # a failed or killed earlier attempt: start the run afresh
+        import shutil
+
+        shutil.rmtree(art)
     art.mkdir(parents=True, exist_ok=True)
     ctx = RunContext(store=store, run_id=run_id, device=device, artifact_dir=art,
                      dependencies={k: Path(v) for k, v in dep_dirs.items()}, progress=progress)

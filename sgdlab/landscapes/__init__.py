@@ -1,1 +1,23 @@
-"""landscapes"""
+"""Analytic landscapes where the papers' theory can be checked exactly, batched over chains.
+
+Every landscape is a :class:`Landscape` (``loss``, ``grad``, ``hessian``, and where samples
+exist ``per_sample_loss`` / ``per_sample_grad`` / ``gradient_covariance``), evaluated on
+``theta`` of shape ``(..., dim)`` with independent chains in the leading dimensions.
+
+- :class:`TwoBasin` and :func:`escape_experiment` — Zhu et al.'s sharp/flat toy (App. B).
+- :class:`Quadratic` — SGD as an OU process (Jastrzebski et al. eq. 6–7).
+- :class:`DoubleWell` — non-equilibrium double well (thesis Example 6.43).
+- :class:`PSpinGlass` — spherical 3-spin glass in a field (thesis §2.4.1).
+- :mod:`.pde` — viscous/non-viscous HJ and heat smoothing in 1-D (thesis Fig. 4.1).
+- :mod:`.perceptron` — binary perceptron teacher–student (thesis §3.1.1).
+- :mod:`.sde` — Euler–Maruyama, batched simulation, discrete SGD and its SDE.
+"""
+from .base import AnalyticLoss, Landscape
+from .double_well import DoubleWell
+from .escape import EscapeConfig, EscapeResult, escape_experiment
+from .pspin import PSpinGlass, cluster_minima
+from .quadratic import Quadratic
+from .two_basin import TwoBasin
+
+__all__ = ["Landscape", "AnalyticLoss", "TwoBasin", "Quadratic", "DoubleWell", "PSpinGlass",
+           "EscapeConfig", "EscapeResult", "escape_experiment", "cluster_minima"]

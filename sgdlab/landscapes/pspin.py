@@ -182,10 +182,18 @@ def cluster_minima(sigma: Tensor, *, threshold: float = 0.999) -> tuple[Tensor, 
 
 
 def embed_tsne(sigma: Tensor, *, seed: int = 0, perplexity: float = 30.0) -> np.ndarray:
-    """2-D t-SNE (scikit-learn) of the points with distance √(2N(1 − q)) = |σ_a − σ_b|."""
+    """2-D t-SNE (scikit-learn) of the points with distance √(2N(1 − q)) = |σ_a − σ_b|.
+    Fewer than 5 points get their 2-D PCA coordinates instead (t-SNE needs neighbours)."""
     from sklearn.manifold import TSNE
 
     x = sigma.detach().cpu().numpy()
+    if len(x) < 5:
+        c = x - x.mean(0)
+        u, s, _ = np.linalg.svd(c, full_matrices=False)
+        out = np.zeros((len(x), 2))
+        k = min(2, len(s))
+        out[:, :k] = u[:, :k] * s[:k]
+        return out
     perp = max(2.0, min(perplexity, (len(x) - 1) / 3))
     return TSNE(n_components=2, perplexity=perp, init="pca", random_state=seed).fit_transform(x)
 

@@ -34,3 +34,25 @@ from .alignment import (
 from .sharpness import epsilon_sharpness, expected_sharpness, local_entropy, mean_loss
 # not the function `temperature`: re-exporting it would shadow the module sgdlab.measure.temperature
 from .temperature import solve_batch_size, solve_lr, temperatures
+from .walk import (
+    StepInterpolation,
+    analyze_segment,
+    segment_losses,
+    step_interpolation,
+    summarize_epochs,
+)
+from .dynamics import (
+    distance_from_init,
+    full_batch_grad_norm,
+    gradient_cosine,
+    hessian_spectral_norm,
+    parameter_norm,
+    update_norm,
+)
+from .interpolation import InterpolationCurve, interpolate_models, recompute_bn_statistics
+from .trajectory import (
+    fisher_g_test,
+    increment_autocorrelation,
+    increment_spectrum,
+    periodicity_test,
+)

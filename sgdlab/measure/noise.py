@@ -29,6 +29,7 @@ import torch
 from torch import Tensor, nn
 
 from sgdlab.operators import LinearOperator, per_sample_gradients
+from sgdlab.operators.linear_factors import LinearPerSampleFactors, linear_per_sample_factors
 from sgdlab.operators.batches import Data
 
 # Above this size the Gram/d x d eigendecomposition is replaced by Lanczos on the implicit Gram.
@@ -77,62 +78,129 @@ class _GramOperator(LinearOperator):
         return self.factor @ (self.factor.T @ v)
 
 
-@dataclass
 class GradientCovariance:
-    """Σ = Fᵀ F with F = (G − ḡ)/√N (population covariance of per-sample gradients, times
-    ``scale`` when built by :meth:`minibatch`).
+    """Σ = Fᵀ F with F = (G − 1ḡᵀ)·sqrt(scale/N) (population covariance of per-sample gradients,
+    times ``scale`` when built by :meth:`minibatch` / :meth:`scaled`).
+
+    Two representations, same interface:
+
+    - dense: the (N, d) factor F itself (``GradientCovariance(factor, mean, num_samples)``);
+    - factored: per-layer activations and output gradients of a fully-connected network
+      (:class:`~sgdlab.operators.linear_factors.LinearPerSampleFactors`), from which the Gram
+      matrix, trace, diagonal, eigenvectors and noise samples are computed without ever forming
+      the (N, d) matrix; ``factor`` materialises it on first access.
 
     Attributes:
-        factor: F, shape (N, d), rows (g_i − ḡ)·sqrt(scale/N).
+        factor: F, shape (N, d) (materialised lazily in the factored representation).
         mean: ḡ, shape (d,), the full-batch gradient of the mean loss.
         num_samples: N.
     """
 
-    factor: Tensor
-    mean: Tensor
-    num_samples: int
+    def __init__(self, factor: Tensor | None, mean: Tensor, num_samples: int, *,
+                 per_sample: LinearPerSampleFactors | None = None, scale: float = 1.0):
+        if factor is None and per_sample is None:
+            raise ValueError("GradientCovariance needs a factor or factored per-sample gradients")
+        self._factor, self.mean, self.num_samples = factor, mean, int(num_samples)
+        self._ps, self._scale = per_sample, float(scale)
+        self._gram: Tensor | None = None
+        self._eigh: tuple[Tensor, Tensor, bool] | None = None
+
+    @classmethod
+    def from_per_sample(cls, ps: LinearPerSampleFactors, scale: float = 1.0
+                        ) -> "GradientCovariance":
+        return cls(None, ps.mean(), ps.num_samples, per_sample=ps, scale=scale)
+
+    @property
+    def factor(self) -> Tensor:
+        if self._factor is None:
+            g = self._ps.materialize()
+            self._factor = (g - self.mean) * math.sqrt(self._scale / self.num_samples)
+        return self._factor
 
     @property
     def dim(self) -> int:
-        return self.factor.shape[1]
+        return self._ps.dim if self._factor is None else self._factor.shape[1]
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.mean.dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self.mean.device
+
+    def _factored(self) -> bool:
+        return self._factor is None
 
     # ---- cheap quantities ------------------------------------------------------------------
+    def gram(self) -> Tensor:
+        """K = F Fᵀ (N x N, float64); its nonzero eigenvalues are those of Σ."""
+        if self._gram is None:
+            if self._factored():
+                n = self.num_samples
+                k = self._ps.gram().double()
+                # centre: C K C with C = I − 11ᵀ/N, then scale/N
+                r = k.mean(0, keepdim=True)
+                k = k - r - r.T + k.mean()
+                self._gram = k * (self._scale / n)
+            else:
+                f = self._factor
+                # products in the factor's dtype (the cost is N²d), accumulated result in float64
+                self._gram = (f @ f.T).double()
+        return self._gram
+
     def trace(self) -> float:
-        """Tr Σ = ‖F‖²_F = (1/N) Σ_i ‖g_i − ḡ‖²."""
-        return float((self.factor.double() ** 2).sum())
+        """Tr Σ = ‖F‖²_F = (scale/N) Σ_i ‖g_i − ḡ‖²."""
+        if self._factored():
+            return float(torch.trace(self.gram()))
+        return float((self._factor.double() ** 2).sum())
 
     def diagonal(self) -> Tensor:
         """diag Σ, shape (d,)."""
-        return (self.factor ** 2).sum(0)
+        if self._factored():
+            n = self.num_samples
+            return (self._ps.sq_sum() / n - self.mean ** 2) * self._scale
+        return (self._factor ** 2).sum(0)
+
+    def rmatmul(self, u: Tensor) -> Tensor:
+        """Fᵀ U for U of shape (N, k) or (N,)."""
+        if self._factored():
+            u = u.to(self.dtype)
+            colsum = u.sum(0)
+            gt = self._ps.rmatmul(u)
+            mean = self.mean if u.dim() == 1 else self.mean[:, None]
+            return (gt - mean * colsum) * math.sqrt(self._scale / self.num_samples)
+        return self._factor.T @ u.to(self._factor.dtype)
 
     def operator(self) -> CovarianceOperator:
         """Σ as a LinearOperator (for the curvature estimators, e.g. Lanczos or Hutchinson)."""
         return CovarianceOperator(self.factor)
 
-    def gram(self) -> Tensor:
-        """K = F Fᵀ (N x N); its nonzero eigenvalues are those of Σ."""
-        return self.factor @ self.factor.T
-
     def dense(self) -> Tensor:
         """Σ as a dense (d, d) matrix (small d and tests only)."""
-        return self.factor.T @ self.factor
+        f = self.factor
+        return f.T @ f
 
     def frobenius_norm(self) -> float:
-        """‖Σ‖_F = ‖F Fᵀ‖_F (same nonzero spectrum), without forming d x d."""
-        small = self.gram() if self.num_samples <= self.dim else self.dense()
-        return float(torch.linalg.matrix_norm(small.double()))
+        """‖Σ‖_F = ‖F Fᵀ‖_F (same nonzero spectrum), without forming d x d when d > N."""
+        if self._factored() or self.num_samples <= self.dim:
+            return float(torch.linalg.matrix_norm(self.gram()))
+        return float(torch.linalg.matrix_norm(self.dense().double()))
 
     # ---- spectra ---------------------------------------------------------------------------
     def _full_eigh(self) -> tuple[Tensor, Tensor, bool]:
         """Eigen-decomposition of the smaller of K = F Fᵀ and Σ = Fᵀ F (ascending, float64).
-        Returns (vals, vecs, via_gram)."""
-        n, d = self.factor.shape
-        f = self.factor.double()
-        if n < d:
-            vals, vecs = torch.linalg.eigh(f @ f.T)
-            return vals, vecs, True
-        vals, vecs = torch.linalg.eigh(f.T @ f)
-        return vals, vecs, False
+        Returns (vals, vecs, via_gram); cached."""
+        if self._eigh is None:
+            n, d = self.num_samples, self.dim
+            if n < d or self._factored():
+                vals, vecs = torch.linalg.eigh(self.gram())
+                self._eigh = (vals, vecs, True)
+            else:
+                f = self._factor.double()
+                vals, vecs = torch.linalg.eigh(f.T @ f)
+                self._eigh = (vals, vecs, False)
+        return self._eigh
 
     def eigenpairs(self, k: int = 1, *, tol: float = 1e-8,
                    generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
@@ -142,11 +210,11 @@ class GradientCovariance:
         v = Fᵀ u / √λ. Dense eigh up to ``DENSE_EIG_LIMIT`` = 6000, Lanczos on the implicit
         Gram (or Σ) operator beyond.
         """
-        n, d = self.factor.shape
+        n, d = self.num_samples, self.dim
         if k < 1 or k > min(n, d):
             raise ValueError(f"Invalid k={k}: need 1 <= k <= min(N, d) = {min(n, d)}")
-        dtype, dev = self.factor.dtype, self.factor.device
-        if min(n, d) <= DENSE_EIG_LIMIT:
+        dtype, dev = self.dtype, self.device
+        if min(n, d) <= DENSE_EIG_LIMIT or self._factored():
             vals, vecs, via_gram = self._full_eigh()
             vals, vecs = vals.flip(0)[:k], vecs.flip(1)[:, :k]
         else:
@@ -157,7 +225,7 @@ class GradientCovariance:
             vals, vecs = lanczos(op, k, tol=tol, generator=generator)
             vals, vecs = vals.double(), vecs.double()
         if via_gram:
-            v = self.factor.double().T @ vecs
+            v = self.rmatmul(vecs.to(dtype)).double()
             vecs = v / torch.linalg.vector_norm(v, dim=0).clamp_min(1e-300)
         return vals.to(dtype=dtype, device=dev), vecs.to(dtype=dtype, device=dev)
 
@@ -165,7 +233,7 @@ class GradientCovariance:
         """numpy's ``matrix_rank`` tolerance for the d x d matrix: λ_max · d · eps(dtype)."""
         if lam_max is None:
             lam_max = float(self._full_eigh()[0][-1])
-        return lam_max * self.dim * torch.finfo(self.factor.dtype).eps
+        return lam_max * self.dim * torch.finfo(self.dtype).eps
 
     def spectrum(self) -> Tensor:
         """All nonzero eigenvalues of Σ (above :meth:`rank_threshold`), descending, float64.
@@ -191,22 +259,30 @@ class GradientCovariance:
         z ~ N(0, I_N), whose covariance is Fᵀ F = Σ exactly (O(num · N · d), no d x d)."""
         if scale < 0:
             raise ValueError(f"Invalid scale={scale} (must be >= 0)")
-        n = self.factor.shape[0]
-        gdev = generator.device if generator is not None else self.factor.device
-        z = torch.randn(num, n, generator=generator, device=gdev, dtype=self.factor.dtype)
-        return math.sqrt(scale) * (z.to(self.factor.device) @ self.factor)
+        gdev = generator.device if generator is not None else self.device
+        z = torch.randn(self.num_samples, num, generator=generator, device=gdev,
+                        dtype=self.dtype).to(self.device)
+        return math.sqrt(scale) * self.rmatmul(z).T
 
     def scaled(self, c: float) -> "GradientCovariance":
         """c · Σ (same mean)."""
         if c < 0:
             raise ValueError(f"Invalid scale {c} (must be >= 0)")
-        return GradientCovariance(self.factor * math.sqrt(c), self.mean, self.num_samples)
+        if self._factored():
+            return GradientCovariance(None, self.mean, self.num_samples, per_sample=self._ps,
+                                      scale=self._scale * c)
+        return GradientCovariance(self._factor * math.sqrt(c), self.mean, self.num_samples)
 
     def minibatch(self, batch_size: int, *, replacement: bool = True) -> "GradientCovariance":
         """Covariance of the mini-batch gradient g_B (thesis eq. 6.4 / 6.5): see
         :func:`minibatch_noise_factor`."""
         return self.scaled(minibatch_noise_factor(batch_size, self.num_samples,
                                                   replacement=replacement))
+
+    def __repr__(self) -> str:
+        kind = "factored" if self._factored() else "dense factor"
+        return (f"GradientCovariance(N={self.num_samples}, d={self.dim}, {kind}, "
+                f"dtype={self.dtype})")
 
 
 def gradient_covariance(
@@ -215,10 +291,27 @@ def gradient_covariance(
     data: Data,
     *,
     chunk_size: int | None = 256,
+    method: str = "auto",
 ) -> GradientCovariance:
-    """Σ (population covariance of per-sample gradients of the current model over ``data``),
-    stored as its (N, d) factor. Model evaluated in its current train/eval mode (use eval mode
-    for batch-norm models: per-sample gradients see batches of one)."""
+    """Σ (population covariance of per-sample gradients of the current model over ``data``).
+
+    ``method``: ``"factored"`` keeps per-layer factors of a fully-connected network (one
+    forward + backward, Gram matrix in O(N²·Σ(in + out)), no (N, d) matrix); ``"vmap"`` builds
+    the (N, d) factor with ``torch.func`` (any model); ``"auto"`` uses the first when the model
+    qualifies (:mod:`sgdlab.operators.linear_factors`). Model evaluated in its current
+    train/eval mode (use eval mode for batch-norm models: per-sample gradients see batches of
+    one in the vmap path, and batch norm in train mode disables the factored path).
+    """
+    if method not in ("auto", "factored", "vmap"):
+        raise ValueError(f"Invalid method={method!r}: expected 'auto', 'factored' or 'vmap'")
+    if method in ("auto", "factored"):
+        ps = linear_per_sample_factors(model, loss_fn, data,
+                                       chunk_size=1024)
+        if ps is not None:
+            return GradientCovariance.from_per_sample(ps)
+        if method == "factored":
+            raise ValueError("method='factored' needs a network whose trainable parameters all "
+                             "sit in nn.Linear layers applied to (N, in) inputs")
     g = per_sample_gradients(model, loss_fn, data, chunk_size=chunk_size).detach()
     n = g.shape[0]
     mean = g.mean(0)
@@ -234,10 +327,11 @@ def diffusion_matrix(
     *,
     replacement: bool = True,
     chunk_size: int | None = 256,
+    method: str = "auto",
 ) -> GradientCovariance:
     """Chaudhari's D(x) = Σ (``batch_size=None``), or the covariance of the mini-batch
     gradient D(x) · c(b, N) for a batch size b (eq. 6.4 with, 6.5 without replacement)."""
-    cov = gradient_covariance(model, loss_fn, data, chunk_size=chunk_size)
+    cov = gradient_covariance(model, loss_fn, data, chunk_size=chunk_size, method=method)
     return cov if batch_size is None else cov.minibatch(batch_size, replacement=replacement)
 
 

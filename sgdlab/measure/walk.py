@@ -34,8 +34,8 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call, vmap
 
-from sgdlab.operators.batches import Data, iterate_batches
-from sgdlab.operators.params import params_vector, trainable_named_params, unflatten_like
+from sgdlab.operators.batches import Data, is_single_batch, iterate_batches
+from sgdlab.operators.params import params_vector, trainable_named_params
 
 __all__ = [
     "StepInterpolation",
@@ -193,6 +193,8 @@ def segment_losses(
                              "trainable parameters (pass a flat vector)")
     frozen = {n: p.detach() for n, p in model.named_parameters() if not p.requires_grad}
     buffers = {n: b.detach() for n, b in model.named_buffers()}
+    if not is_single_batch(data) and iter(data) is data:
+        data = list(data)  # a one-shot iterator: every point needs another pass
     device = theta_a.device
     if vectorize is None:
         vectorize = device.type != "cpu"

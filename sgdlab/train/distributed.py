@@ -100,8 +100,10 @@ class TorchDistributedCommunicator:
             dist.broadcast(flat, src=src, group=self.group)
         except Exception as e:
             raise ReplicaCommunicationError(
-                f"replica {self.rank}: broadcast of the initial weights failed "
-                f"({type(e).__name__}: {e})") from e
+                f"replica {self.rank}/{self.world_size}: broadcast of the initial weights "
+                f"failed — another replica process probably died or hung "
+                f"({type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''})"
+            ) from e
         with torch.no_grad():
             for t, v in zip(tensors, _split(flat, tensors)):
                 t.copy_(v)

@@ -42,7 +42,7 @@ import os
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -159,6 +159,12 @@ def evaluate(model: nn.Module, loss_fn: Callable[[Tensor, Tensor], Tensor], x: T
         model.train(was_training)
 
 
+def _loss_sync_every(device: torch.device, callbacks: Sequence[Callback]) -> int:
+    """Steps between loss read-backs. Reading a CUDA loss is a device sync, so without callbacks
+    (which may look at ``ctx.loss``) the loop reads 16 at a time; on CPU it is free."""
+    return 1 if (device.type == "cpu" or callbacks) else 16
+
+
 def _overrides(cb: Callback, hook: str) -> bool:
     # Skip hooks a callback does not implement: no Python call per step for them.
     return getattr(type(cb), hook, None) is not getattr(Callback, hook)
@@ -250,8 +256,7 @@ def train(model: nn.Module, loss_fn: Callable[[Tensor, Tensor], Tensor], data: A
     cb_step_begin, cb_after_backward = hooks["on_step_begin"], hooks["on_after_backward"]
     cb_step_end = hooks["on_step_end"]
     eval_schedule = eval_every if isinstance(eval_every, Schedule) else None
-    # Reading the loss back is a device sync; on CUDA without callbacks do it every 16 steps.
-    sync_every = 1 if (device.type == "cpu" or callbacks) else 16
+    sync_every = _loss_sync_every(device, callbacks)
 
     ctx = TrainContext(model=model, optimizer=optimizer, loss_fn=loss_fn, data=data)
     loop = {"step": 0, "epoch": 0, "step_in_epoch": 0, "grad_evals": 0, "samples": 0,
@@ -260,7 +265,7 @@ def train(model: nn.Module, loss_fn: Callable[[Tensor, Tensor], Tensor], data: A
     ckpt_file = checkpoint_path(checkpoint_dir) if checkpoint_dir is not None else None
 
     if resume:
-        state = load_checkpoint(ckpt_file, map_location=device)
+        state = load_checkpoint(ckpt_file, map_location="cpu")  # RNG states must be CPU
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         if schedule is not None and state.get("schedule") is not None:
@@ -422,9 +427,13 @@ def train(model: nn.Module, loss_fn: Callable[[Tensor, Tensor], Tensor], data: A
     except _Diverged as d:
         status = "diverged"
         message = (f"non-finite mini-batch loss ({d.value}) at step {d.step + 1} "
-                   f"(epoch {loop['epoch']}); stopped with the weights after step {d.step}")
-        loop["step"] = d.step
-        ctx.step = d.step
+                   f"(epoch {loop['epoch']}); ")
+        if loop["step"] == d.step:
+            message += "stopped before taking that step"
+        else:  # deferred loss read-back: the weights went on for a few steps
+            message += (f"noticed after step {loop['step']} (losses read back every "
+                        f"{sync_every} steps)")
+        ctx.step = loop["step"]
     except BaseException as e:
         if pbar is not None:
             pbar.close()

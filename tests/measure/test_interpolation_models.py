@@ -48,7 +48,8 @@ def test_endpoints_and_midpoint_without_batchnorm():
         with torch.no_grad():
             out = m(train[0])
         assert curve.train_loss[i] == pytest.approx(float(loss_fn(out, train[1])), rel=1e-12)
-        assert curve.train_acc[i] == pytest.approx(float((out.argmax(1) == train[1]).double().mean()))
+        acc = float((out.argmax(1) == train[1]).double().mean())
+        assert curve.train_acc[i] == pytest.approx(acc)
     assert a.training and b.training  # dropout flags of the inputs untouched
 
 

@@ -12,16 +12,17 @@ from sgdlab.testing import (
 )
 
 
-@pytest.fixture
-def problem():
+@pytest.fixture(params=["factored", "vmap"])
+def problem(request):
+    """Both engines: per-layer factors (MLP) and torch.func per-sample gradients."""
     model = tiny_mlp(3, 4, 2)
     data = tiny_classification(10, 3, 2)
-    return model, nn.CrossEntropyLoss(), data
+    return model, nn.CrossEntropyLoss(), data, request.param
 
 
 def test_covariance_matches_explicit_sum(problem):
-    model, loss_fn, data = problem
-    cov = gradient_covariance(model, loss_fn, data, chunk_size=3)
+    model, loss_fn, data, method = problem
+    cov = gradient_covariance(model, loss_fn, data, chunk_size=3, method=method)
     g = per_sample_gradients_loop(model, loss_fn, data)
     ref = covariance_reference(g)
     torch.testing.assert_close(cov.dense(), ref)
@@ -32,8 +33,8 @@ def test_covariance_matches_explicit_sum(problem):
 
 
 def test_gram_spectrum_equals_dense_spectrum(problem):
-    model, loss_fn, data = problem
-    cov = gradient_covariance(model, loss_fn, data)   # d = 26 > N = 10: Gram path
+    model, loss_fn, data, method = problem
+    cov = gradient_covariance(model, loss_fn, data, method=method)   # d = 26 > N = 10: Gram path
     assert cov.dim > cov.num_samples
     ref = torch.linalg.eigvalsh(cov.dense()).flip(0)
     spec = cov.spectrum()
@@ -59,8 +60,8 @@ def test_numerical_rank_uses_numpy_threshold():
 
 
 def test_sample_has_the_covariance(problem):
-    model, loss_fn, data = problem
-    cov = gradient_covariance(model, loss_fn, data)
+    model, loss_fn, data, method = problem
+    cov = gradient_covariance(model, loss_fn, data, method=method)
     xs = cov.sample(40000, torch.Generator().manual_seed(0), scale=2.0)
     emp = xs.T @ xs / len(xs)
     err = (emp - 2.0 * cov.dense()).abs().max()
@@ -70,10 +71,10 @@ def test_sample_has_the_covariance(problem):
 @pytest.mark.parametrize("replacement", [True, False])
 @pytest.mark.parametrize("b", [1, 2, 3])
 def test_minibatch_covariance_by_enumeration(problem, replacement, b):
-    model, loss_fn, data = problem
+    model, loss_fn, data, method = problem
     n = 5
     small = (data[0][:n], data[1][:n])
-    d_b = diffusion_matrix(model, loss_fn, small, b, replacement=replacement)
+    d_b = diffusion_matrix(model, loss_fn, small, b, replacement=replacement, method=method)
     g = per_sample_gradients_loop(model, loss_fn, small)
     exact = minibatch_covariance_enumerated(g, b, replacement=replacement)
     torch.testing.assert_close(d_b.dense(), exact, rtol=1e-9, atol=1e-13)
@@ -93,10 +94,50 @@ def test_minibatch_factor_values_and_errors():
 def test_noise_magnitude(problem):
     from sgdlab.measure.noise import noise_magnitude
 
-    model, loss_fn, data = problem
+    model, loss_fn, data, method = problem
     g = per_sample_gradients_loop(model, loss_fn, data)
-    nm = noise_magnitude(model, loss_fn, data, lr=0.1, batch_size=4)
+    nm = noise_magnitude(model, loss_fn, data, lr=0.1, batch_size=4,
+                         covariance=gradient_covariance(model, loss_fn, data, method=method))
     assert nm.grad_norm == pytest.approx(float(g.mean(0).norm()))
     tr = float(torch.trace(covariance_reference(g)))
     assert nm.noise_norm == pytest.approx(math.sqrt(0.1 * tr / 4))
     assert nm.ratio == pytest.approx(nm.noise_norm / nm.grad_norm)
+
+
+def test_factored_matches_vmap_without_materialising(problem):
+    model, loss_fn, data, method = problem
+    if method != "factored":
+        pytest.skip("compares the factored engine against the vmap one")
+    fac = gradient_covariance(model, loss_fn, data, method="factored").minibatch(3)
+    ref = gradient_covariance(model, loss_fn, data, method="vmap").minibatch(3)
+    assert fac._factor is None
+    torch.testing.assert_close(fac.gram(), ref.gram())
+    torch.testing.assert_close(fac.diagonal(), ref.diagonal())
+    assert fac.trace() == pytest.approx(ref.trace())
+    u = torch.randn(10, 2, dtype=torch.float64)
+    torch.testing.assert_close(fac.rmatmul(u), ref.factor.T @ u)
+    v1, e1 = fac.eigenpairs(2)
+    v2, e2 = ref.eigenpairs(2)
+    torch.testing.assert_close(v1, v2)
+    torch.testing.assert_close((e1 * e2).sum(0).abs(), torch.ones(2, dtype=torch.float64))
+    assert fac._factor is None                      # all of the above without the (N, d) matrix
+    torch.testing.assert_close(fac.factor, ref.factor)
+
+
+def test_factored_path_declines_unsupported_models():
+    from sgdlab.operators.linear_factors import linear_per_sample_factors
+
+    data = tiny_classification(6, 3, 2)
+    shared = nn.Linear(3, 3).double()
+    weight_tied = nn.Sequential(shared, nn.Tanh(), shared, nn.Linear(3, 2).double())
+    bn = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4), nn.Linear(4, 2)).double()
+    conv_like = nn.Sequential(nn.Linear(3, 4), nn.LayerNorm(4), nn.Linear(4, 2)).double()
+    for m in (weight_tied, bn, conv_like):
+        assert linear_per_sample_factors(m, nn.CrossEntropyLoss(), data) is None
+    with pytest.raises(ValueError, match="factored"):
+        gradient_covariance(bn, nn.CrossEntropyLoss(), data, method="factored")
+    # the auto path falls back to vmap and stays exact (eval mode for batch norm)
+    bn.eval()
+    cov = gradient_covariance(bn, nn.CrossEntropyLoss(), data)
+    ref = covariance_reference(per_sample_gradients_loop(bn, nn.CrossEntropyLoss(), data))
+    torch.testing.assert_close(cov.dense(), ref)

@@ -67,9 +67,22 @@ def test_drives_the_training_loop():
     x, y = tiny_classification(n=12, dtype=torch.float32)
     ds = Dataset(x, y, x, y, {"name": "tiny", "task": "classification", "num_outputs": 2})
     model = tiny_mlp(dtype=torch.float32)
+    from sgdlab.optim import build_schedule
+    from sgdlab.report.figures.protocols import protocol_curves
+    from sgdlab.train.instruments.noise_protocols import ProtocolCallback
+
     sched = CyclicBatchSize(3, 12, period=2, shape="square")
-    res = train(model, torch.nn.CrossEntropyLoss(), ds,
-                torch.optim.SGD(model.parameters(), lr=0.1), epochs=4, batch_size=sched,
-                progress=False, eval_every=0)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    lr_sched = build_schedule("random", opt, steps_per_epoch=1, total_steps=10, seed=1)
+    res = train(model, torch.nn.CrossEntropyLoss(), ds, opt, epochs=4, batch_size=sched,
+                schedule=lr_sched, progress=False, eval_every=0,
+                callbacks=[ProtocolCallback()])
     # epochs alternate B = 3 (4 steps) and B = 12 (1 step)
     assert res.steps == 4 + 1 + 4 + 1
+    assert [v for _, v in res.history["batch_size"]] == [3] * 4 + [12] + [3] * 4 + [12]
+    lrs = [v for _, v in res.history["lr_step"]]
+    assert len(set(lrs)) == 10 and all(0 <= v <= 0.2 for v in lrs)
+    ratio = [v for _, v in res.history["lr_over_batch"]]
+    assert ratio[4] == pytest.approx(lrs[4] / 12)
+    fig = protocol_curves({"random lr + cyclic B": res.history})
+    assert len(fig.axes) == 3

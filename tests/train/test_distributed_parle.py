@@ -125,5 +125,31 @@ def test_killed_worker_fails_fast_with_clear_error(tmp_path):
     err = read(logs[0])
     assert procs[0].exitcode == 1, err[-2000:]
     assert elapsed < 25
-    assert "rank 0: error: replica 0/2: all-reduce" in err, err[-2000:]
+    assert "rank 0: error: replica 0/2:" in err, err[-2000:]
     assert "another replica process probably died" in err
+
+
+def test_hung_worker_times_out_with_clear_error(tmp_path):
+    """A peer that stops responding (SIGSTOP) makes the all-reduce fail after --timeout."""
+    _, path = write_problem(tmp_path, replicas=2, rounds=10**7)
+    procs, logs = launch(tmp_path, 2, [str(path), "--timeout", "3"])
+    try:
+        t0 = time.monotonic()
+        while "connected" not in read(logs[0]):
+            assert time.monotonic() - t0 < 30 and procs[0].is_alive(), read(logs[0])
+            time.sleep(0.05)
+        time.sleep(1.0)                         # past start-up: in the training rounds
+        os.kill(procs[1].pid, signal.SIGSTOP)
+        t0 = time.monotonic()
+        procs[0].join(30)
+        elapsed = time.monotonic() - t0
+    finally:
+        for p in procs:
+            if p.is_alive():
+                os.kill(p.pid, signal.SIGCONT)
+                p.kill()
+                p.join()
+    err = read(logs[0])
+    assert procs[0].exitcode == 1, err[-2000:]
+    assert 2.5 < elapsed < 20
+    assert "another replica process probably died or hung" in err, err[-2000:]

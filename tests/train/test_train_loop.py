@@ -296,3 +296,40 @@ def test_eval_subset_is_fixed_and_bad_arguments_are_rejected():
         run(batch_size=0)
     with pytest.raises(UserError, match="epochs must be"):
         run(epochs=-1)
+
+
+def test_deferred_loss_readback_matches_and_still_catches_divergence(monkeypatch):
+    """The CUDA path reads losses back in groups; forced here on CPU with groups of 4."""
+    import sgdlab.train.loop as loop_mod
+
+    m_sync, r_sync = run(epochs=2, batch_size=7)
+    monkeypatch.setattr(loop_mod, "_loss_sync_every", lambda device, callbacks: 4)
+    m_def, r_def = run(epochs=2, batch_size=7)
+    assert torch.equal(flat(m_sync), flat(m_def))
+    assert r_def.history["batch_loss"] == r_sync.history["batch_loss"]
+
+    x = torch.randn(30, 3, generator=torch.Generator().manual_seed(0))
+    data = Dataset(x, x.sum(1, keepdim=True), x[:5], x[:5].sum(1, keepdim=True),
+                   {"name": "lin", "task": "regression", "num_outputs": 1})
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 8), nn.Linear(8, 1))
+    res = train(model, nn.MSELoss(), data, torch.optim.SGD(model.parameters(), lr=1e3),
+                epochs=50, batch_size=5, progress=False)
+    assert res.status == "diverged" and "losses read back every 4 steps" in res.message
+
+
+@pytest.mark.parametrize("exc, status", [(KeyboardInterrupt, "interrupted"),
+                                         (RuntimeError, "failed")])
+def test_crash_and_interrupt_are_recorded_and_reraised(tmp_path, exc, status):
+    class Boom(Callback):
+        def on_step_end(self, ctx):
+            ctx.log("seen", ctx.step)
+            if ctx.step == 9:
+                raise exc("boom")
+
+    store = RunStore(tmp_path / "runs.sqlite")
+    with pytest.raises(exc):
+        run(callbacks=[Boom()], store=store)
+    (row,) = store.list_runs()
+    assert row["status"] == status and "boom" in row["message"]
+    assert store.metrics(row["id"])["seen"][-1] == (9, 9.0)  # flushed on the way out

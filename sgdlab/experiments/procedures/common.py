@@ -130,9 +130,18 @@ def check_claims(claims: list[dict[str, Any]], values: dict[str, dict[str, float
             if kind in ("less", "greater"):
                 margin = float(c.get("margin", 0.0))
                 ok = fin and (va + margin < vb if kind == "less" else va > vb + margin)
-                rel = {"less": ("lower than", "not lower than"),
-                       "greater": ("higher than", "not higher than")}[kind][0 if ok else 1]
-                text = f"{mname} of {nm(a)} ({_fmt(va)}) is {rel} that of {nm(b)} ({_fmt(vb)})"
+                if margin < 0:      # a tolerance: "not worse by more than |margin|"
+                    rel = {"less": "not above", "greater": "not below"}[kind]
+                    rel = (f"{rel} that of" if ok else f"{'above' if kind == 'less' else 'below'}"
+                           " that of") + f" {nm(b)} ({_fmt(vb)}) by more than {-margin:g}"
+                    text = f"{mname} of {nm(a)} ({_fmt(va)}) is {rel}"
+                else:
+                    rel = {"less": ("lower than", "not lower than"),
+                           "greater": ("higher than", "not higher than")}[kind][0 if ok else 1]
+                    if margin > 0:
+                        rel += f" (by a margin of {margin:g})"
+                    text = (f"{mname} of {nm(a)} ({_fmt(va)}) is {rel} that of {nm(b)} "
+                            f"({_fmt(vb)})")
             else:
                 tol = float(c.get("atol", 0.0)) + float(c.get("rtol", 0.1)) * abs(vb) if fin else 0
                 close = fin and abs(va - vb) <= tol

@@ -192,3 +192,158 @@ def equal_ratio(spec, runs: list[StoredRun]) -> Analysis:
                     claim="equal η/B gives matching learning curves; a different η/B does not",
                     evidence={"spread_same": spread_same, "gap_different": gap}))
     return Analysis(tables=[table], figures=figs, conclusions=concl)
+
+
+# --- model interpolation (Fig. 4) -------------------------------------------------------------
+from sgdlab.experiments.procedures import Procedure, RunOutput, register_procedure  # noqa: E402
+
+
+@register_procedure("interpolate")
+class InterpolateProcedure(Procedure):
+    """Loss/accuracy along (1 − α) θ_A + α θ_B between the final weights of two runs of the
+    same experiment (``between: [A, B]``, which the run must also list in ``depends``), through
+    ``sgdlab.measure.interpolation.interpolate_models`` (batch-norm statistics recomputed).
+    Params: ``dataset``, ``model``, ``loss``, ``dtype``, ``data_seed`` as in ``train``;
+    ``alphas: {start, stop, num}``; ``samples`` (train/test subset size)."""
+
+    allowed = {"dataset", "data_seed", "model", "loss", "dtype", "between", "alphas",
+               "samples", "bn_stats"}
+    required = {"dataset", "model", "between"}
+
+    def run(self, run, ctx) -> RunOutput:
+        import torch
+
+        from sgdlab.experiments.procedures.train import MODEL_FILE, build
+
+        p = run.params
+        a_lab, b_lab = p["between"]
+        ds, model_a, loss_fn, _ = build(p, run.seed, ctx)
+        _, model_b, _, _ = build(p, run.seed, ctx)
+        for m, lab in ((model_a, a_lab), (model_b, b_lab)):
+            if lab not in ctx.dependencies:
+                raise ValueError(f"interpolation end {lab!r} must be listed in depends")
+            m.load_state_dict(torch.load(ctx.dependencies[lab] / MODEL_FILE, weights_only=True))
+        from sgdlab.measure.interpolation import interpolate_models
+
+        al = p.get("alphas", {"start": -1.0, "stop": 2.0, "num": 31})
+        n = p.get("samples")
+        sl = slice(None) if n is None else slice(0, int(n))
+        curve = interpolate_models(model_a, model_b, loss_fn,
+                                   (ds.x_train[sl], ds.y_train[sl]),
+                                   (ds.x_test[sl], ds.y_test[sl]),
+                                   torch.linspace(al["start"], al["stop"], al["num"]),
+                                   bn_stats=p.get("bn_stats", "recompute"))
+        c = curve.to_dict()
+        a = c["alphas"]
+        inner = [i for i, x in enumerate(a) if 0 <= x <= 1]
+        ends = max(c["train_loss"][inner[0]], c["train_loss"][inner[-1]])
+        barrier = max(c["train_loss"][i] for i in inner) - ends
+        return RunOutput(summary={"barrier_on_segment": barrier,
+                                  "loss_at_A": c["train_loss"][inner[0]],
+                                  "loss_at_B": c["train_loss"][inner[-1]]}, data=c)
+
+
+@register_analysis("jastrzebski_interpolation")
+def interpolation(spec, runs: list[StoredRun]) -> Analysis:
+    """Interpolation curves between pairs of minima (Fig. 4): pairs trained with equal η/B vs
+    pairs with different η/B. ``options.equal`` / ``options.different`` name the
+    interpolation runs; the claim: the equal-ratio pair is connected by a lower barrier."""
+    from sgdlab.report.figures.interpolation import interpolation_figure
+
+    o = spec.options
+    interp = [r for r in runs if "alphas" in r.data]
+    rows, figs = [], []
+    for r in interp:
+        a_lab, b_lab = r.params["between"]
+        rows.append([r.group, a_lab, b_lab, r.summary.get("loss_at_A"),
+                     r.summary.get("loss_at_B"), r.summary.get("barrier_on_segment")])
+        if r.seed == interp[0].seed:
+            figs.append((f"interpolation_{r.group}", interpolation_figure(
+                r.data, labels=(a_lab, b_lab), title=f"{a_lab} → {b_lab}")))
+    table = Table("interpolation", ["pair", "A", "B", "train loss at A", "train loss at B",
+                                    "barrier on [0, 1]"], rows,
+                  caption="barrier = max train loss on the segment minus the higher end")
+    concl = []
+    groups = by_group(interp, key=lambda r: r.group)
+    eq, df = o.get("equal"), o.get("different")
+    if eq in groups and df in groups:
+        be = float(np.mean([r.summary["barrier_on_segment"] for r in groups[eq]]))
+        bd = float(np.mean([r.summary["barrier_on_segment"] for r in groups[df]]))
+        concl.append(Conclusion(
+            f"barrier between minima with equal η/B: {be:.4g}; with different η/B: {bd:.4g}",
+            agrees_with_paper=be < bd,
+            claim="minima found with the same η/B are closer (lower barrier between them) than "
+                  "minima found with different η/B",
+            evidence={"equal": be, "different": bd}))
+    return Analysis(tables=[table], figures=figs, conclusions=concl)
+
+
+@register_analysis("jastrzebski_breakdown")
+def breakdown(spec, runs: list[StoredRun]) -> Analysis:
+    """η = β η₀, B = β B₀ for growing β (Fig. 5): the ratio is constant, so the η/B theory
+    predicts identical results; the paper finds agreement for small β and a breakdown (lower
+    accuracy, sharper minima, divergence) for large β."""
+    o = spec.options
+    metric = o.get("metric", "test_acc")
+    tol = float(o.get("tolerance", 0.02))
+    rows = []
+    for r in ratio_rows(runs, [metric, "hessian_top"]):
+        rows.append(r)
+    rows.sort(key=lambda r: r[0])
+    base = rows[0]
+    out_rows = []
+    for r in rows:
+        beta = r[0] / base[0]
+        dev = abs(r[3] - base[3]) if finite(r[3]) and finite(base[3]) else float("nan")
+        out_rows.append([beta, r[0], r[1], r[2], r[3], r[4], dev, r[-2], r[-1]])
+    table = Table("breakdown", ["β", "lr", "batch size", "lr / B", LABELS.get(metric, metric),
+                                "Hessian λ_max", f"|Δ {metric}| vs β=1", "diverged", "seeds"],
+                  out_rows)
+    betas = [r[0] for r in out_rows]
+    fig = curves({LABELS.get(metric, metric): (betas, [r[4] for r in out_rows], None)},
+                 xlabel="β (η = β η₀, B = β B₀)", ylabel=LABELS.get(metric, metric), logx=True,
+                 markers=True, title=f"{spec.paper['figure']}: constant η/B, growing β")
+    for r in out_rows:
+        if r[-2]:
+            fig.axes[0].axvline(r[0], color="red", ls=":", lw=1)
+    small = [r for r in out_rows if r[0] <= float(o.get("small_beta", 4))]
+    large = [r for r in out_rows if r[0] > float(o.get("small_beta", 4))]
+    concl = []
+    if small:
+        ok = all(finite(r[6]) and r[6] <= tol for r in small)
+        concl.append(Conclusion(
+            f"for β ≤ {o.get('small_beta', 4)}: max |Δ {metric}| = "
+            f"{max((r[6] for r in small if finite(r[6])), default=float('nan')):.3g}",
+            agrees_with_paper=ok, claim=f"for small β the η/B scaling holds (within {tol})"))
+    if large:
+        broke = any((not finite(r[6])) or r[6] > tol or r[7] for r in large)
+        concl.append(Conclusion(
+            f"for β > {o.get('small_beta', 4)}: max |Δ {metric}| = "
+            f"{max((r[6] for r in large if finite(r[6])), default=float('nan')):.3g}, "
+            f"{sum(r[7] for r in large)} diverged runs",
+            agrees_with_paper=broke, claim="for large β the scaling breaks down"))
+    return Analysis(tables=[table], figures=[("breakdown", fig)], conclusions=concl)
+
+
+@register_procedure("train_or_interpolate")
+class TrainOrInterpolate(Procedure):
+    """``train`` for runs without ``between``, ``interpolate`` for runs with it (the shared
+    ``base`` parameters that only training uses are dropped for the latter)."""
+
+    def _pick(self, params: dict[str, Any]):
+        from sgdlab.experiments.procedures import get_procedure
+
+        if "between" in params:
+            proc = get_procedure("interpolate")
+            return proc, {k: v for k, v in params.items() if k in proc.allowed}
+        return get_procedure("train"), params
+
+    def validate(self, params, where):
+        proc, p = self._pick(params)
+        proc.validate(p, where)
+
+    def run(self, run, ctx) -> RunOutput:
+        from dataclasses import replace
+
+        proc, p = self._pick(run.params)
+        return proc.run(replace(run, params=p), ctx)

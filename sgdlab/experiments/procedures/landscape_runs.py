@@ -4,7 +4,7 @@ from __future__ import annotations
 from typing import Any
 
 from sgdlab.errors import ConfigError
-from sgdlab.experiments.analysis import Analysis
+from sgdlab.experiments.analysis import Analysis, Conclusion
 from sgdlab.experiments.plots import bars, curves, panels
 from sgdlab.experiments.procedures import (Procedure, RunOutput, register_analysis,
                                            register_procedure)
@@ -102,3 +102,216 @@ def zhu_escape_analysis(spec, runs) -> Analysis:
         figs.append(("escape_trajectories", fig))
     return Analysis(tables=[table], figures=figs,
                     conclusions=check_claims(spec.options.get("claims", []), vals, names))
+
+
+# --- thesis Example 6.43: non-equilibrium double well ----------------------------------------
+@register_procedure("double_well")
+class DoubleWellProcedure(Procedure):
+    """Simulate dX = (−∇Φ + j) dt + √2 dB for one λ with ``sgdlab.landscapes.sde.simulate``
+    (many chains), after a burn-in: histogram of X vs e^{−Φ} (total variation on a coarse
+    grid), mean angular velocity vs its closed form, zeros of the drift."""
+
+    allowed = {"lam", "chains", "dt", "burn_time", "time", "record_dt"}
+    required = {"lam"}
+
+    def run(self, run, ctx) -> RunOutput:
+        import numpy as np
+        import torch
+
+        from sgdlab.landscapes.double_well import DoubleWell, angular_velocity
+        from sgdlab.landscapes.sde import simulate
+
+        p = run.params
+        lam, chains = float(p["lam"]), int(p.get("chains", 20000))
+        dt = float(p.get("dt", 0.01 if lam < 1 else 0.002))
+        dw = DoubleWell(lam)
+        gen = torch.Generator().manual_seed(run.seed)
+        x0 = torch.zeros(chains, 2, dtype=torch.float64)
+        x0[:, 0] = torch.where(torch.arange(chains) % 2 == 0, 1.0, -1.0)
+        burn = simulate(dw.sde(), x0, dt=dt, steps=int(float(p.get("burn_time", 5)) / dt),
+                        generator=gen).final
+        every = max(1, int(float(p.get("record_dt", 0.05)) / dt))
+        path = simulate(dw.sde(), burn, dt=dt, steps=int(float(p.get("time", 5)) / dt),
+                        generator=gen, record_every=every)
+        x = path.final.numpy()
+        e1, e2 = np.linspace(-2.2, 2.2, 45), np.linspace(-2.5, 2.5, 51)
+        counts, _, _ = np.histogram2d(x[:, 0], x[:, 1], bins=[e1, e2])
+        c1, c2 = np.linspace(-2.2, 2.2, 12), np.linspace(-2.4, 2.4, 9)
+        coarse, _, _ = np.histogram2d(x[:, 0], x[:, 1], bins=[c1, c2])
+        probs = dw.stationary_bin_probabilities(c1, c2)
+        tv = 0.5 * float(np.abs(coarse / chains - probs).sum()
+                         + abs((1 - probs.sum()) - (1 - coarse.sum() / chains)))
+        w = angular_velocity(path.states, every * dt)
+        zeros = dw.drift_zeros()
+        return RunOutput(
+            summary={"total_variation": tv, "angular_velocity": float(w.mean()),
+                     "angular_velocity_exact": dw.mean_angular_velocity(),
+                     "angular_velocity_se": float(w.std() / max(1, w.numel()) ** 0.5),
+                     "drift_zeros": [None if z is None else list(map(float, z)) for z in zeros]},
+            data={"edges1": e1, "edges2": e2, "histogram": counts / chains,
+                  "stationary": dw.stationary_bin_probabilities(e1, e2)})
+
+
+@register_analysis("double_well")
+def double_well_analysis(spec, runs) -> Analysis:
+    from sgdlab.report.figures.landscapes import double_well_figure
+
+    o = spec.options
+    groups = by_group(runs, key=lambda r: f"λ={r.params['lam']:g}")
+    rows, hists, rest, ang, concl = [], {}, {}, {}, []
+    stationary = None
+    tv_max = float(o.get("tv_below", 0.05))
+    for g, rs in groups.items():
+        r0 = rs[0]
+        tv = stat(rs, "total_variation")[0]
+        w, w_exact = stat(rs, "angular_velocity")[0], r0.summary["angular_velocity_exact"]
+        zeros = r0.summary.get("drift_zeros", [])
+        rows.append([g, tv, w, w_exact, str(zeros)])
+        hists[g] = r0.data["histogram"]
+        stationary = r0.data["stationary"]
+        rest[g] = zeros
+        ang[g] = (w, w_exact)
+        concl.append(Conclusion(
+            f"{g}: total variation between the histogram of X and e^(−Φ) = {tv:.3f}",
+            agrees_with_paper=tv < tv_max,
+            claim=f"the steady state stays e^(−Φ) for every λ (TV < {tv_max})"))
+    import numpy as np
+
+    lams = sorted(float(r.params["lam"]) for r in runs)
+    big = [r for r in runs if float(r.params["lam"]) == lams[-1]]
+    if big and lams[-1] > 0:
+        w = stat(big, "angular_velocity")[0]
+        concl.append(Conclusion(
+            f"λ={lams[-1]:g}: mean angular velocity {w:.3f} (closed form "
+            f"{big[0].summary['angular_velocity_exact']:.3f}); λ=0: "
+            f"{stat([r for r in runs if float(r.params['lam']) == 0.0], 'angular_velocity')[0]:.3f}",
+            agrees_with_paper=w > 0.5 * big[0].summary["angular_velocity_exact"],
+            claim="for large λ trajectories circulate around the saddle at the origin"))
+    first = runs[0].data
+    fig = double_well_figure(np.asarray(first["edges1"]), np.asarray(first["edges2"]),
+                             {k: np.asarray(v) for k, v in hists.items()},
+                             np.asarray(stationary), rest, ang)
+    table = Table("double_well", ["λ", "TV(histogram, e^-Φ)", "mean angular velocity",
+                                  "closed form", "zeros of the drift"], rows)
+    return Analysis(tables=[table], figures=[("double_well", fig)], conclusions=concl)
+
+
+# --- thesis Fig. 2.2: spherical p-spin glass -------------------------------------------------
+@register_procedure("pspin")
+class PSpinProcedure(Procedure):
+    """Projected GD on the sphere from many random starts in one regime
+    (``PSpinGlass.descend``); minima clustered by overlap, embedded with t-SNE."""
+
+    allowed = {"regime", "n", "starts", "lr", "tol", "max_steps", "overlap_threshold"}
+    required = {"regime"}
+
+    def run(self, run, ctx) -> RunOutput:
+        import torch
+
+        from sgdlab.landscapes.pspin import PSpinGlass, cluster_minima, embed_tsne
+
+        p = run.params
+        ps = PSpinGlass(int(p.get("n", 100)), regime=p["regime"], seed=run.seed)
+        gen = torch.Generator().manual_seed(run.seed)
+        res = ps.descend(ps.random_starts(int(p.get("starts", 96)), generator=gen),
+                         lr=float(p.get("lr", 0.1)), tol=float(p.get("tol", 1e-4)),
+                         max_steps=int(p.get("max_steps", 5000)))
+        labels, reps = cluster_minima(res.sigma, threshold=float(p.get("overlap_threshold",
+                                                                       0.999)))
+        e = res.energy_per_spin
+        return RunOutput(
+            summary={"nu": ps.nu, "distinct_minima": len(reps),
+                     "converged": int(res.converged.sum()), "starts": int(e.numel()),
+                     "energy_min": float(e.min()), "energy_max": float(e.max()),
+                     "energy_spread": float(e.max() - e.min())},
+            data={"embedding": embed_tsne(res.sigma, seed=run.seed), "energies": e,
+                  "minima_energies": sorted(float(e[r]) for r in reps)})
+
+
+@register_analysis("pspin")
+def pspin_analysis(spec, runs) -> Analysis:
+    from sgdlab.report.figures.landscapes import pspin_figure
+
+    groups = by_group(runs, key=lambda r: r.params["regime"])
+    rows, emb, en, cnt = [], {}, {}, {}
+    for g, rs in groups.items():
+        r0 = rs[0]
+        rows.append([g, r0.summary["nu"], stat(rs, "distinct_minima")[0],
+                     r0.summary["starts"], stat(rs, "converged")[0],
+                     stat(rs, "energy_min")[0], stat(rs, "energy_spread")[0]])
+        name = f"{g} (ν={r0.summary['nu']:.3g})"
+        emb[name], en[name] = r0.data["embedding"], r0.data["energies"]
+        cnt[name] = r0.summary["distinct_minima"]
+    table = Table("pspin", ["regime", "ν", "distinct minima", "starts", "converged",
+                            "lowest H/N", "spread of H/N"], rows)
+    vals = {g: {"distinct_minima": stat(rs, "distinct_minima")[0]} for g, rs in groups.items()}
+    concl = check_claims(spec.options.get("claims", []), vals)
+    return Analysis(tables=[table], figures=[("pspin_tsne", pspin_figure(emb, en, cnt))],
+                    conclusions=concl)
+
+
+# --- thesis Fig. 4.1: PDE smoothing of a 1-D loss --------------------------------------------
+@register_procedure("pde_smoothing")
+class PDEProcedure(Procedure):
+    """Viscous HJ (Cole–Hopf: local entropy), non-viscous HJ (Hopf–Lax: proximal) and heat
+    smoothing of a 1-D f with a wide and a narrow minimum (``sgdlab.landscapes.pde``); checks
+    the semi-concavity bound u_xx ≤ 1/(C⁻¹ + t)."""
+
+    allowed = {"t", "beta", "points", "function"}
+
+    def run(self, run, ctx) -> RunOutput:
+        import torch
+
+        from sgdlab.landscapes import pde
+
+        p = run.params
+        x = torch.linspace(-4, 4, int(p.get("points", 801)), dtype=torch.float64)
+        dx = float(x[1] - x[0])
+
+        def fn(z):  # a wide minimum on the left, a narrow deeper one on the right
+            return (0.05 * z ** 2 - 0.8 * torch.exp(-(z + 1.5) ** 2)
+                    - torch.exp(-8 * (z - 1.5) ** 2) + 0.1 * torch.sin(6 * z))
+        f = fn(x)
+        t, beta = float(p.get("t", 0.5)), float(p.get("beta", 5.0))
+        y = torch.linspace(-6, 6, 12001, dtype=torch.float64)
+        us = {"viscous HJ (local entropy)": pde.viscous_hj(f, x, t, beta=beta),
+              "non-viscous HJ (proximal)": pde.hopf_lax(f, x, t, y=y, fy=fn(y)),
+              "heat equation": pde.heat_smoothing(f, x, t, beta=beta)}
+        c = float(pde.second_difference(f, dx).max())
+        summary = {"C": c, "bound": pde.semiconcavity_bound(c, t), "t": t,
+                   "argmin_f": float(x[f.argmin()])}
+        margin = max(1, len(x) // 20)
+        for k, u in us.items():
+            summary[f"{k}: max u_xx"] = float(pde.second_difference(u, dx)[margin:-margin].max())
+            summary[f"{k}: argmin"] = float(x[u.argmin()])
+        return RunOutput(summary=summary, data={"x": x, "f": f, **{k: u for k, u in us.items()}})
+
+
+@register_analysis("pde_smoothing")
+def pde_analysis(spec, runs) -> Analysis:
+    import numpy as np
+
+    from sgdlab.report.figures.landscapes import pde_figure
+
+    r = runs[0]
+    s, d = r.summary, r.data
+    names = [k for k in d if k not in ("x", "f")]
+    rows = [[k, s[f"{k}: max u_xx"], s["bound"], s[f"{k}: argmin"], s["argmin_f"]] for k in names]
+    table = Table("pde_smoothing", ["smoothing", "max u_xx", "bound 1/(1/C + t)",
+                                    "argmin u", "argmin f"], rows,
+                  caption=f"t = {s['t']}, C = max f_xx = {s['C']:.3g}")
+    concl = []
+    for k in ("viscous HJ (local entropy)", "non-viscous HJ (proximal)"):
+        ok = s[f"{k}: max u_xx"] <= s["bound"] * 1.01
+        concl.append(Conclusion(
+            f"{k}: max u_xx = {s[f'{k}: max u_xx']:.3g} vs bound {s['bound']:.3g}",
+            agrees_with_paper=ok, claim="HJ smoothing is semi-concave: u_xx ≤ 1/(C⁻¹ + t)"))
+    wide = s["viscous HJ (local entropy): argmin"]
+    concl.append(Conclusion(
+        f"the global minimum of f is at x = {s['argmin_f']:.2f} (narrow); local entropy's "
+        f"minimum is at x = {wide:.2f}",
+        agrees_with_paper=wide < 0 < s["argmin_f"],
+        claim="smoothing by local entropy favours the wide minimum over the narrow, deeper one"))
+    fig = pde_figure(np.asarray(d["x"]), np.asarray(d["f"]),
+                     {k: np.asarray(d[k]) for k in names}, s["t"])
+    return Analysis(tables=[table], figures=[("pde_smoothing", fig)], conclusions=concl)

@@ -17,6 +17,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
+
 import torch
 from torch import Tensor, nn
 
@@ -136,6 +138,14 @@ def _noise_trace(model, loss_fn, data):
     return {"noise_trace": gradient_covariance(model, loss_fn, data).trace()}
 
 
+@scalar("expected_sharpness", {"sigma", "num_samples"})
+def _expected_sharpness(model, loss_fn, data, sigma: float = 0.01, num_samples: int = 20):
+    from sgdlab.measure.sharpness import expected_sharpness
+
+    est = expected_sharpness(model, loss_fn, data, sigma, num_samples, generator=_gen(3))
+    return {"expected_sharpness": est.value, "expected_sharpness_se": est.stderr}
+
+
 # --- arrays ------------------------------------------------------------------------------
 @array("hessian_spectrum", {"max_params"})
 def _hessian_spectrum(model, loss_fn, data, max_params: int = 60_000):
@@ -163,3 +173,28 @@ def _diffusion_spectrum(model, loss_fn, data, batch_size: int | None = None,
              "diffusion_trace": float(D.trace()), "diffusion_dim": int(D.dim),
              "diffusion_lambda_max": float(spec.max()) if spec.numel() else 0.0},
             {"diffusion_eigenvalues": spec.tolist()})
+
+
+@array("trajectory_spectrum", {"max_lag", "level"})
+def _trajectory_spectrum_placeholder(*a, **k):  # pragma: no cover - dispatched by the procedure
+    raise RuntimeError("trajectory_spectrum needs the run's recorded trajectory")
+
+
+def trajectory_spectrum(path, *, max_lag: int | None = None, level: float = 0.01
+                        ) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Increment spectrum, autocorrelation and periodicity test of a recorded trajectory
+    (``sgdlab.store.trajectory`` directory written by the ``trajectory`` instrument)."""
+    from sgdlab.measure.trajectory import (increment_autocorrelation, increment_spectrum,
+                                           periodicity_test)
+    from sgdlab.store.trajectory import open_trajectory
+
+    snaps = np.asarray(open_trajectory(path).snapshots, dtype=np.float64)
+    sp = increment_spectrum(snaps)
+    ac = increment_autocorrelation(snaps, max_lag)
+    pt = periodicity_test(snaps, level=level)
+    return ({"acf_fraction_outside": ac.fraction_outside,
+             "periodicity_p_value": pt.combined_p_value, "periodic": bool(pt.periodic),
+             "dominant_frequency": pt.dominant_frequency, "snapshots": int(len(snaps))},
+            {"spectrum_freqs": sp.freqs, "spectrum_mean": sp.mean, "spectrum_std": sp.std,
+             "num_coords": sp.num_coords, "n_increments": sp.n, "acf_lags": ac.lags,
+             "acf_mean": ac.mean, "acf_std": ac.std, "acf_band": ac.band})

@@ -141,6 +141,58 @@ def steps_per_epoch(batch_size: Any, n: int) -> int:
     return max(1, math.ceil(n / b))
 
 
+def _check_named(params: dict[str, Any], where: str) -> None:
+    """Model/dataset/optimizer/schedule names and options, checked before anything runs."""
+    import inspect
+
+    from sgdlab.data import DATASETS, dataset_options
+    from sgdlab.models import describe
+    from sgdlab.optim.registry import OPTIMIZERS, SCHEDULES
+    from sgdlab.errors import UserError
+
+    try:
+        m = dict(params["model"])
+        info = describe(m.pop("name"))
+        bad = sorted(set(m) - set(info.options))
+        if bad:
+            raise ConfigError(f"{where}: model {info.name!r} has no option {bad[0]!r}; "
+                              f"valid: {', '.join(sorted(info.options))}")
+        d = dict(params["dataset"])
+        dname = d.pop("name")
+        if str(dname).lower().replace("-", "_") not in DATASETS:
+            raise ConfigError(f"{where}: unknown dataset {dname!r}; known: "
+                              f"{', '.join(sorted(DATASETS))}")
+        from sgdlab.data.registry import GENERIC_OPTIONS
+
+        bad = sorted(set(d) - set(dataset_options(dname)) - {"data_dir"} - set(GENERIC_OPTIONS))
+        if bad:
+            raise ConfigError(f"{where}: dataset {dname!r} has no option {bad[0]!r}; valid: "
+                              f"{', '.join(sorted(dataset_options(dname)))}")
+    except UserError as e:
+        if isinstance(e, ConfigError):
+            raise
+        raise ConfigError(f"{where}: {e}") from None
+    import sgdlab.optim  # noqa: F401  (registers every optimizer and schedule)
+
+    for key, reg in (("optimizer", OPTIMIZERS), ("schedule", SCHEDULES)):
+        if key not in params:
+            continue
+        name = params[key]["name"]
+        if name not in reg:
+            raise ConfigError(f"{where}: unknown {key} {name!r}; known: {', '.join(sorted(reg))}")
+        try:
+            sig = inspect.signature(reg[name])
+        except (TypeError, ValueError):
+            continue
+        ps = sig.parameters.values()
+        if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in ps):
+            continue
+        names = {p.name for p in ps}
+        bad = sorted(set(params[key]) - names - {"name"})
+        if bad:
+            raise ConfigError(f"{where}: {key} {name!r} has no parameter {bad[0]!r}")
+
+
 @register_procedure("train")
 class TrainProcedure(Procedure):
     allowed = {"dataset", "data_seed", "model", "loss", "dtype", "optimizer", "schedule",
@@ -154,6 +206,7 @@ class TrainProcedure(Procedure):
         for k in ("dataset", "model", "optimizer"):
             if not isinstance(params[k], dict) or "name" not in params[k]:
                 raise ConfigError(f"{where}: {k!r} must be a mapping with a 'name'")
+        _check_named(params, where)
         if "schedule" in params and (not isinstance(params["schedule"], dict)
                                      or "name" not in params["schedule"]):
             raise ConfigError(f"{where}: 'schedule' must be a mapping with a 'name'")
@@ -220,7 +273,13 @@ class TrainProcedure(Procedure):
         if status == "finished":
             model.eval()
             for m in p.get("final", []) or []:
-                s, d = compute_final(m, model, loss_fn, measurement_data(ds, m, ctx.device))
+                if m["kind"] == "trajectory_spectrum":
+                    from sgdlab.experiments.procedures.measures import trajectory_spectrum
+
+                    opts = {k: v for k, v in m.items() if k != "kind"}
+                    s, d = trajectory_spectrum(ctx.artifact_dir / TRAJECTORY_FILE, **opts)
+                else:
+                    s, d = compute_final(m, model, loss_fn, measurement_data(ds, m, ctx.device))
                 summary.update(s)
                 data.update(d)
         if p.get("save_model"):

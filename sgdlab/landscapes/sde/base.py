@@ -20,15 +20,10 @@ import torch
 from torch import Tensor
 
 from sgdlab.errors import UserError
+from sgdlab.optim.noise import psd_sqrt  # symmetric square root, negatives clipped (batched)
 
 Drift = Callable[[Tensor], Tensor]
 Factor = Callable[[Tensor], Tensor]
-
-
-def psd_sqrt(mat: Tensor) -> Tensor:
-    """Symmetric square root of a (batched) PSD matrix; round-off negatives clipped."""
-    evals, evecs = torch.linalg.eigh(mat)
-    return (evecs * evals.clamp_min(0).sqrt()[..., None, :]) @ evecs.transpose(-1, -2)
 
 
 @dataclass

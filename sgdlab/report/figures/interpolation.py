@@ -45,7 +45,7 @@ def interpolation_figure(curve: Any, *, labels: tuple[str, str] = ("A", "B"),
                     va="bottom", fontsize=8)
     h1, l1 = ax.get_legend_handles_labels()
     h2, l2 = ax2.get_legend_handles_labels()
-    ax.legend(h1 + h2, l1 + l2, fontsize=7, loc="upper center")
+    ax.legend(h1 + h2, l1 + l2, fontsize=7, loc="best")
     bn = curve["bn_stats"] if isinstance(curve, Mapping) else getattr(curve, "bn_stats", "none")
     ax.set_title(title or f"linear interpolation (batch-norm statistics: {bn})", fontsize=9)
     fig.tight_layout()

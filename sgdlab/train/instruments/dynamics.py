@@ -63,14 +63,18 @@ class DynamicsCallback(Callback):
         self.bn_modes = ("eval", "train") if hessian_bn_mode == "both" else (hessian_bn_mode,)
         self.eval_subset, self.hessian_kw, self.seed = eval_subset, dict(hessian_kw or {}), seed
         self.theta0: Tensor | None = None
-        self._prev_grad: Tensor | None = None   # g_{t−1}, kept when step t+1 is logged
-        self._prev_grad_step = -1
-        self._prev_sq: Tensor | None = None     # ‖g_{t−1}‖²
-        self._spare: Tensor | None = None       # reused gradient buffer
-        self._cos_parts: tuple[Tensor, Tensor, Tensor] | None = None
-        self._theta_t: Tensor | None = None     # θ_t buffer (valid when _have_theta_t)
+        # Hot-path buffers (see the comment above on_step_begin).
+        self._refs: list[Tensor] = []           # two (3, d) buffers: rows θ_0, θ_t, 0
+        self._cur = 0                           # _refs[_cur][1] holds θ at step _theta_step
+        self._theta_step = -1
         self._have_theta_t = False
-        self._theta: Tensor | None = None
+        self._grads: Tensor | None = None       # (2, d): current and previous gradient rows
+        self._row = 0                           # row of the most recent gradient
+        self._prev_grad_step = -1               # step whose gradient is in the other row
+        self._prev_sq: Tensor | None = None     # ‖g_prev‖² (0-d), when known
+        self._loaded_prev: Tensor | None = None
+        self._cos_parts: Tensor | None = None   # [g_prev·g, g·g, ‖g_prev‖²]
+        self._param_cache: tuple[Any, list[Tensor]] | None = None
         self._data: Any = None
 
     def _eval_data(self, ctx: TrainContext):
@@ -92,71 +96,85 @@ class DynamicsCallback(Callback):
                               "param_norm": float(torch.linalg.vector_norm(self.theta0))})
             self._expensive(ctx)
 
-    # The hot path keeps flat buffers and reads all scalars back with one ``tolist`` per logged
-    # step: on a small model the per-step cost is the number of torch calls, not the flops.
+    # Hot path. On a small model the per-step cost is the number of torch calls, not the flops,
+    # so: θ is flattened once per step into row 1 of a (3, d) buffer [θ_0; θ; 0] and one
+    # ``cdist`` against the previous step's buffer [θ_0; θ_t; 0] gives ‖θ − θ_0‖, ‖θ − θ_t‖ and
+    # ‖θ‖ at once; gradients go into a (2, d) buffer whose ``mv`` with the new row gives
+    # g_prev·g and g·g; all scalars are read back with one ``tolist``. Nothing in the loop
+    # moves the weights between one step's end and the next step's begin, so θ_t is reused.
+    def _params(self, ctx: TrainContext) -> list[Tensor]:
+        # cached: walking the module tree each step costs more than the arithmetic
+        if self._param_cache is None or self._param_cache[0] is not ctx.model:
+            self._param_cache = (ctx.model, list(trainable_named_params(ctx.model).values()))
+        return self._param_cache[1]
+
     @staticmethod
-    def _flat_into(tensors: list[Tensor], buf: Tensor | None) -> Tensor:
-        flat = [t.detach().reshape(-1) for t in tensors]
-        if buf is None or buf.numel() != sum(f.numel() for f in flat):
-            return torch.cat(flat)
-        return torch.cat(flat, out=buf)
+    def _flat_into(tensors: list[Tensor], out: Tensor) -> None:
+        torch.cat([t.detach().reshape(-1) for t in tensors], out=out)
+
+    def _ref_buffers(self) -> list[Tensor]:
+        if not self._refs:
+            th0 = self.theta0
+            for _ in range(2):
+                r = torch.zeros(3, th0.numel(), dtype=th0.dtype, device=th0.device)
+                r[0] = th0
+                self._refs.append(r)
+        return self._refs
 
     def on_step_begin(self, ctx: TrainContext) -> None:
         # θ_t is needed for the update norm of step t → t+1 only when s = t+1 is logged
-        if self.should_run(ctx.step + 1):
-            self._theta_t = self._flat_into(list(trainable_named_params(ctx.model).values()),
-                                            self._theta_t)
-            self._have_theta_t = True
-        else:
-            self._have_theta_t = False
-
-    def _grad(self, ctx: TrainContext, buf: Tensor | None) -> Tensor:
-        params = list(trainable_named_params(ctx.model).values())
-        if any(p.grad is None for p in params):
-            return grads_vector(ctx.model)
-        return self._flat_into([p.grad for p in params], buf)
+        self._have_theta_t = self.should_run(ctx.step + 1)
+        if self._have_theta_t and self._theta_step != ctx.step:
+            self._flat_into(self._params(ctx), self._ref_buffers()[self._cur][1])
+            self._theta_step = ctx.step
 
     def on_after_backward(self, ctx: TrainContext) -> None:
         t = ctx.step
         self._cos_parts = None
-        want_cos = (self.should_run(t + 1) and self._prev_grad is not None
-                    and self._prev_grad_step == t - 1)
+        want_cos = self.should_run(t + 1) and self._prev_grad_step == t - 1
         keep = self.should_run(t + 2)
         if not (want_cos or keep):
-            self._prev_grad = None
+            self._prev_grad_step, self._prev_sq = -1, None
             return
-        g = self._grad(ctx, self._spare)
-        gg = torch.dot(g, g)
-        if want_cos:
-            prev_sq = self._prev_sq if self._prev_sq is not None else torch.dot(
-                self._prev_grad, self._prev_grad)
-            self._cos_parts = (torch.dot(self._prev_grad, g), gg, prev_sq)
-        if keep:  # g becomes the previous gradient; the old buffer is reused next time
-            self._spare, self._prev_grad, self._prev_sq = self._prev_grad, g, gg
-            self._prev_grad_step = t
+        params = self._params(ctx)
+        if self._grads is None:
+            self._grads = torch.zeros(2, sum(p.numel() for p in params), dtype=params[0].dtype,
+                                      device=params[0].device)
+            if self._loaded_prev is not None:  # resumed: the previous gradient is in row 0
+                self._grads[0] = self._loaded_prev
+                self._row, self._loaded_prev = 0, None
+        new = 1 - self._row
+        if any(p.grad is None for p in params):
+            self._grads[new] = grads_vector(ctx.model)
         else:
-            self._spare, self._prev_grad, self._prev_sq = g, None, None
+            self._flat_into([p.grad for p in params], self._grads[new])
+        dots = torch.mv(self._grads, self._grads[new])  # [g_row0·g, g_row1·g]
+        gg, gprev = dots[new], dots[self._row]
+        if want_cos:
+            pp = self._prev_sq if self._prev_sq is not None else torch.dot(
+                self._grads[self._row], self._grads[self._row])
+            self._cos_parts = torch.stack([gprev, gg, pp])
+        self._row = new
+        self._prev_grad_step, self._prev_sq = (t, gg) if keep else (-1, None)
 
     def on_step_end(self, ctx: TrainContext) -> None:
         if self.should_run(ctx.step):
-            theta = self._flat_into(list(trainable_named_params(ctx.model).values()),
-                                    self._theta)
-            self._theta = theta
-            parts = [torch.linalg.vector_norm(theta - self.theta0),
-                     torch.linalg.vector_norm(theta)]
+            refs = self._ref_buffers()
+            nxt = refs[1 - self._cur]
+            self._flat_into(self._params(ctx), nxt[1])
+            dist = torch.cdist(nxt[1:2], refs[self._cur],
+                               compute_mode="donot_use_mm_for_euclid_dist").view(-1)
+            parts = dist if self._cos_parts is None else torch.cat([dist, self._cos_parts])
+            vals = parts.tolist()
+            out = {"dist_from_init": vals[0], "param_norm": vals[2]}
             if self._have_theta_t:
-                parts.append(torch.linalg.vector_norm(theta - self._theta_t))
+                out["update_norm"] = vals[1]
             if self._cos_parts is not None:
-                parts.extend(self._cos_parts)
-            vals = torch.stack([p.to(torch.float64) for p in parts]).tolist()
-            out = {"dist_from_init": vals[0], "param_norm": vals[1]}
-            if self._have_theta_t:
-                out["update_norm"] = vals[2]
-            if self._cos_parts is not None:
-                dot, gg, pp = vals[-3:]
+                dot, gg, pp = vals[3:]
                 if gg > 0 and pp > 0:
                     out["grad_cosine"] = max(-1.0, min(1.0, dot / math.sqrt(gg * pp)))
             ctx.log_dict(out)
+            self._cur, self._theta_step = 1 - self._cur, ctx.step
         self._have_theta_t, self._cos_parts = False, None
         self._expensive(ctx)
 
@@ -171,15 +189,18 @@ class DynamicsCallback(Callback):
                     **self.hessian_kw))
 
     def state_dict(self) -> dict[str, Any]:
-        return {"theta0": self.theta0,
-                "prev_grad": None if self._prev_grad is None else self._prev_grad.clone(),
-                "prev_grad_step": self._prev_grad_step}
+        prev = None
+        if self._prev_grad_step >= 0 and self._grads is not None:
+            prev = self._grads[self._row].clone()
+        return {"theta0": self.theta0, "prev_grad": prev, "prev_grad_step": self._prev_grad_step}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.theta0 = state.get("theta0")
-        self._prev_grad = state.get("prev_grad")
-        self._prev_sq = None
-        self._prev_grad_step = int(state.get("prev_grad_step", -1))
+        self._refs, self._grads, self._prev_sq = [], None, None
+        self._theta_step = -1
+        self._loaded_prev = state.get("prev_grad")
+        self._prev_grad_step = (int(state.get("prev_grad_step", -1))
+                                if self._loaded_prev is not None else -1)
 
 
 @register_instrument("dynamics")

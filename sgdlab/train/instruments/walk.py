@@ -49,7 +49,8 @@ class StepInterpolationCallback(Callback):
             examples (drawn once with ``seed``); or explicit data (a batch or batches).
         eval_batch_size: split the evaluation set into batches of this size (bounds memory).
         bn_mode, alpha_chunk, vectorize, rtol, atol, refine: see
-            :func:`sgdlab.measure.walk.segment_losses` and :func:`~sgdlab.measure.walk.analyze_segment`.
+            :func:`sgdlab.measure.walk.segment_losses` and
+            :func:`~sgdlab.measure.walk.analyze_segment`.
         seed: for the evaluation subset.
     """
 
@@ -66,7 +67,8 @@ class StepInterpolationCallback(Callback):
         if eval_batch_size is not None and eval_batch_size < 1:
             raise ValueError(f"Invalid eval_batch_size={eval_batch_size}")
         self.schedule = schedule if schedule is not None else Schedule.every(1)
-        self.num_points, self.eval_data, self.eval_batch_size = num_points, eval_data, eval_batch_size
+        self.num_points, self.eval_data = num_points, eval_data
+        self.eval_batch_size = eval_batch_size
         self.kw = dict(bn_mode=bn_mode, alpha_chunk=alpha_chunk, rtol=rtol, atol=atol,
                        refine=refine)
         self.vectorize, self.seed = vectorize, seed
@@ -124,7 +126,8 @@ class StepInterpolationCallback(Callback):
         if not mine:
             return
         s = summarize_epochs(mine)[0]
-        vals = {f"{WALK_PREFIX}epoch": s.epoch, f"{WALK_PREFIX}epoch_steps": s.steps, f"{WALK_PREFIX}epoch_barriers": s.barriers,
+        vals = {f"{WALK_PREFIX}epoch": s.epoch, f"{WALK_PREFIX}epoch_steps": s.steps,
+                f"{WALK_PREFIX}epoch_barriers": s.barriers,
                 f"{WALK_PREFIX}epoch_mean_height": s.mean_height_above_floor,
                 f"{WALK_PREFIX}seconds": self.seconds}
         if s.barriers:

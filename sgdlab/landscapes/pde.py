@@ -1,0 +1,139 @@
+"""1-D PDE smoothing of a loss (thesis Chapter 4, Figure 4.1; Chaudhari et al. "Deep
+relaxation"). All functions take f sampled on a uniform grid ``x`` (1-D float64 tensors) and
+return u(·, t) on the same grid.
+
+- **Viscous Hamilton–Jacobi** (local entropy)::
+
+      u_t + ½ u_x² = (1/(2β)) u_xx,   u(x, 0) = f(x).
+
+  Cole–Hopf: v = e^{−βu} solves the heat equation v_t = (1/(2β)) v_xx, so
+  u(x, t) = −β⁻¹ log ∫ G_{t/β}(x − y) e^{−βf(y)} dy with G_s the N(0, s) density — the local
+  entropy f_γ with γ = t (up to an additive constant). Computed by log-sum-exp quadrature.
+
+- **Non-viscous HJ** u_t + ½ u_x² = 0 via Hopf–Lax::
+
+      u(x, t) = min_y { f(y) + |x − y|²/(2t) },
+
+  the Moreau envelope / inf-convolution, attained at the proximal point y = prox_{tf}(x).
+
+- **Heat-equation smoothing** u_t = (1/(2β)) u_xx: u = G_{t/β} * f (convolution of f itself).
+
+Semi-concavity: if f_xx ≤ C then both HJ solutions satisfy u_xx ≤ 1/(C⁻¹ + t) (the bound
+improves with t, unlike heat smoothing, whose u_xx ≤ C only). Hopf–Lax preserves the minimum
+value and the minimisers of f (min_x u(x, t) = min f, attained at the same points).
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from sgdlab.errors import UserError
+
+
+def _check_grid(f: Tensor, x: Tensor) -> float:
+    if f.ndim != 1 or x.ndim != 1 or f.shape != x.shape or x.numel() < 3:
+        raise UserError("f and x must be 1-D tensors of the same length (>= 3)")
+    dx = x[1:] - x[:-1]
+    if (dx <= 0).any() or not torch.allclose(dx, dx[0].expand_as(dx), rtol=1e-6, atol=1e-12):
+        raise UserError("x must be a uniform, increasing grid")
+    return float(dx[0])
+
+
+def _check_t(t: float) -> None:
+    if t <= 0:
+        raise UserError(f"t must be > 0, got {t}")
+
+
+def viscous_hj(f: Tensor, x: Tensor, t: float, *, beta: float = 1.0) -> Tensor:
+    """Cole–Hopf solution of u_t + ½u_x² = (1/2β) u_xx at time t (quadrature over the grid;
+    accurate where the Gaussian of variance t/β around x stays inside the grid)."""
+    dx = _check_grid(f, x)
+    _check_t(t)
+    if beta <= 0:
+        raise UserError(f"beta must be > 0, got {beta}")
+    var = t / beta
+    logk = -(x[:, None] - x[None, :]) ** 2 / (2 * var) - 0.5 * math.log(2 * math.pi * var)
+    return -torch.logsumexp(logk - beta * f[None, :], dim=1) / beta - math.log(dx) / beta
+
+
+def local_entropy(f: Tensor, x: Tensor, gamma: float, *, beta: float = 1.0) -> Tensor:
+    """f_γ(x) = −β⁻¹ log ∫ exp(−βf(y) − β|x − y|²/(2γ)) dy: equals ``viscous_hj(f, x, γ)``
+    minus the constant β⁻¹ log √(2πγ/β)."""
+    return viscous_hj(f, x, gamma, beta=beta) - 0.5 * math.log(2 * math.pi * gamma / beta) / beta
+
+
+def hopf_lax(f: Tensor, x: Tensor, t: float, *, y: Tensor | None = None,
+             fy: Tensor | None = None) -> Tensor:
+    """u(x, t) = min_y f(y) + |x − y|²/(2t), minimising over the grid ``y`` (default: ``x``;
+    pass a finer ``y`` with its values ``fy`` for second-derivative checks)."""
+    _check_grid(f, x)
+    _check_t(t)
+    if y is None:
+        y, fy = x, f
+    elif fy is None or fy.shape != y.shape:
+        raise UserError("pass fy = f(y) together with y")
+    return (fy[None, :] + (x[:, None] - y[None, :]) ** 2 / (2 * t)).min(dim=1).values
+
+
+def proximal_point(f: Tensor, x: Tensor, t: float) -> Tensor:
+    """prox_{tf}(x) = argmin_y f(y) + |x − y|²/(2t) over the grid (the Hopf–Lax minimiser)."""
+    _check_grid(f, x)
+    _check_t(t)
+    return x[(f[None, :] + (x[:, None] - x[None, :]) ** 2 / (2 * t)).argmin(dim=1)]
+
+
+def heat_smoothing(f: Tensor, x: Tensor, t: float, *, beta: float = 1.0) -> Tensor:
+    """u = G_{t/β} * f, normalised over the grid (so constants stay constants near edges)."""
+    _check_grid(f, x)
+    _check_t(t)
+    k = torch.exp(-(x[:, None] - x[None, :]) ** 2 / (2 * t / beta))
+    return (k @ f) / k.sum(1)
+
+
+def second_difference(u: Tensor, dx: float) -> Tensor:
+    """(u_{i+1} − 2u_i + u_{i−1}) / dx², length n − 2."""
+    return (u[2:] - 2 * u[1:-1] + u[:-2]) / dx ** 2
+
+
+def semiconcavity_bound(c: float, t: float) -> float:
+    """1/(C⁻¹ + t) = C/(1 + Ct): the bound on u_xx at time t if f_xx ≤ C (C > 0)."""
+    if c <= 0:
+        raise UserError(f"C must be > 0, got {c}")
+    return c / (1 + c * t)
+
+
+# ---------------------------------------------------------------- reference solvers
+def periodic_cole_hopf(f: Tensor, period: float, t: float, *, beta: float = 1.0) -> Tensor:
+    """Cole–Hopf on a periodic grid (n points over one period), the heat equation solved
+    exactly in Fourier space: v̂_k(t) = v̂_k(0) e^{−k² t/(2β)}."""
+    n = f.numel()
+    v0 = torch.exp(-beta * (f - f.min()))
+    k = 2 * math.pi * torch.fft.fftfreq(n, d=period / n).to(f.dtype)
+    v = torch.fft.ifft(torch.fft.fft(v0) * torch.exp(-k ** 2 * t / (2 * beta))).real
+    return -torch.log(v) / beta + f.min()
+
+
+def finite_difference_viscous_hj(f: Tensor, period: float, t: float, *, beta: float = 1.0,
+                                 cfl: float = 0.2) -> Tensor:
+    """Direct explicit solution of u_t = −½u_x² + (1/2β) u_xx on a periodic grid (central
+    differences, forward Euler with dt ≤ cfl·min(β dx², dx/max|u_x|)). A reference for tests."""
+    _check_t(t)
+    n = f.numel()
+    dx = period / n
+    u = f.clone()
+    time = 0.0
+    while time < t:
+        ux = (torch.roll(u, -1) - torch.roll(u, 1)) / (2 * dx)
+        uxx = (torch.roll(u, -1) - 2 * u + torch.roll(u, 1)) / dx ** 2
+        dt = cfl * min(beta * dx ** 2, dx / max(float(ux.abs().max()), 1e-12))
+        dt = min(dt, t - time)
+        u = u + dt * (-0.5 * ux ** 2 + uxx / (2 * beta))
+        time += dt
+    return u
+
+
+__all__ = ["viscous_hj", "local_entropy", "hopf_lax", "proximal_point", "heat_smoothing",
+           "second_difference", "semiconcavity_bound", "periodic_cole_hopf",
+           "finite_difference_viscous_hj"]

@@ -1,0 +1,153 @@
+"""Binary perceptron, teacher–student (thesis §3.1.1), and local-entropy-guided search.
+
+A teacher x* ∈ {±1}^d labels N = αd random patterns ξ^μ ∈ {±1}^d by σ^μ = sign(x*·ξ^μ)
+(d odd, so no ties). A student x ∈ {±1}^d has training energy E(x) = #{μ : σ^μ x·ξ^μ < 0} and
+generalisation error (the probability of disagreeing with the teacher on a fresh pattern, for
+d → ∞)
+
+    ε(x) = arccos(R)/π,    R = x·x*/d.
+
+Two searches, both simulated annealing by single-spin-flip Metropolis moves, vectorised over
+instances × replicas (no Python loop over either):
+
+- **plain**: y independent replicas anneal E(x); at the end each is (close to) a typical zero
+  training-error solution; we report the mean ε over replicas.
+- **local-entropy-guided** (robust ensemble / replicated search, Baldassi et al. 2016; the
+  thesis' local entropy with the γ-coupling scoped up): the y replicas feel
+  Σ_a E(x^a) − (γ/y) Σ_a x^a · Σ_b x^b with γ ramped from 0, which pulls them into dense
+  regions of solutions; the output is their centre sign(Σ_a x^a).
+
+A control, **plain centre** (the sign of the sum of the *uncoupled* replicas), separates the
+effect of the coupling from that of merely averaging solutions.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from sgdlab.errors import UserError
+
+
+def generalization_error(x: Tensor, teacher: Tensor) -> Tensor:
+    """ε = arccos(x·x*/d)/π for ±1 vectors, batched over leading dims."""
+    r = (x * teacher).sum(-1) / x.shape[-1]
+    return torch.arccos(r.clamp(-1, 1)) / math.pi
+
+
+@dataclass
+class PerceptronInstances:
+    """B independent teacher–student instances: teacher (B, d), patterns (B, N, d) of ±1,
+    labels (B, N) of ±1."""
+
+    teacher: Tensor
+    patterns: Tensor
+    labels: Tensor
+
+    @classmethod
+    def sample(cls, batch: int, d: int, alpha: float, *,
+               generator: torch.Generator | None = None) -> PerceptronInstances:
+        if d % 2 == 0 or d < 3:
+            raise UserError(f"d must be odd and >= 3 (no ties in sign), got {d}")
+        if alpha <= 0:
+            raise UserError(f"alpha must be > 0, got {alpha}")
+        n = max(1, int(round(alpha * d)))
+        teacher = torch.randint(0, 2, (batch, d), generator=generator).float() * 2 - 1
+        patterns = torch.randint(0, 2, (batch, n, d), generator=generator).float() * 2 - 1
+        labels = torch.sign(torch.einsum("bnd,bd->bn", patterns, teacher))
+        return cls(teacher, patterns, labels)
+
+    def train_errors(self, x: Tensor) -> Tensor:
+        """E(x) for x of shape (B, ..., d): number of misclassified training patterns."""
+        h = torch.einsum("bnd,b...d->b...n", self.patterns, x)
+        return (h * self.labels.reshape(self.labels.shape[0], *([1] * (x.ndim - 2)), -1)
+                < 0).sum(-1)
+
+
+def anneal(
+    inst: PerceptronInstances, *, replicas: int = 7, sweeps: int = 200,
+    beta: tuple[float, float] = (0.5, 6.0), gamma_max: float = 0.0,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """Simulated annealing of y replicas per instance; returns the replicas (B, y, d).
+
+    β (inverse temperature on the total energy) rises geometrically over ``sweeps`` sweeps of
+    d proposals; the coupling γ rises linearly from 0 to ``gamma_max`` (0 = plain search).
+    """
+    if replicas < 1 or sweeps < 1:
+        raise UserError("replicas and sweeps must be >= 1")
+    b, n, d = inst.patterns.shape
+    x = torch.randint(0, 2, (b, replicas, d), generator=generator).float() * 2 - 1
+    # stabilities Δ^μ = σ^μ x·ξ^μ, updated incrementally per flip
+    sxi = inst.patterns * inst.labels[..., None]                   # (B, N, d)
+    stab = torch.einsum("bnd,bad->ban", sxi, x)                     # (B, y, N)
+    centre = x.sum(1)                                               # (B, d)
+    total = sweeps * d
+    bi = torch.arange(b)[:, None].expand(b, replicas)
+    ai = torch.arange(replicas)[None, :].expand(b, replicas)
+    for step in range(total):
+        frac = step / max(total - 1, 1)
+        beta_t = beta[0] * (beta[1] / beta[0]) ** frac
+        gamma_t = gamma_max * frac
+        i = torch.randint(0, d, (b, replicas), generator=generator)
+        xi = x[bi, ai, i]                                           # (B, y)
+        col = sxi[bi[..., None], torch.arange(n)[None, None, :], i[..., None]]  # (B, y, N)
+        new_stab = stab - 2 * xi[..., None] * col
+        d_err = ((new_stab < 0).sum(-1) - (stab < 0).sum(-1)).float()
+        # coupling −(γ/y) x^a·C: flipping x_i^a changes it by (2γ/y) x_i^a (C_i − x_i^a)
+        c_i = centre[bi, i]
+        d_coup = 2 * gamma_t / replicas * xi * (c_i - xi)
+        delta = d_err + d_coup
+        u = torch.rand((b, replicas), generator=generator)
+        accept = (delta <= 0) | (u < torch.exp(-beta_t * delta))
+        if accept.any():
+            stab = torch.where(accept[..., None], new_stab, stab)
+            flip = torch.where(accept, -2 * xi, torch.zeros_like(xi))
+            x[bi, ai, i] = xi + flip
+            centre.index_put_((bi.reshape(-1), i.reshape(-1)), flip.reshape(-1), accumulate=True)
+    return x
+
+
+def compare_searches(*, d: int = 201, alphas: tuple[float, ...] | list[float] = (0.3, 0.6, 0.9),
+                     instances: int = 8, replicas: int = 7, sweeps: int = 200,
+                     gamma_max: float = 1.0, seed: int = 0) -> dict:
+    """ε per α for plain search, its replica centre, and local-entropy-guided search.
+
+    Returns ``{"alphas", "errors": {method: [mean ε per α]}, "stderr": {...},
+    "train_errors": {...}}`` with means over instances (and replicas for plain search)."""
+    gen = torch.Generator().manual_seed(seed)
+    out = {"alphas": list(alphas), "d": d, "instances": instances, "replicas": replicas,
+           "sweeps": sweeps, "gamma_max": gamma_max,
+           "errors": {"plain": [], "plain centre": [], "local entropy": []},
+           "stderr": {"plain": [], "plain centre": [], "local entropy": []},
+           "train_errors": {"plain": [], "plain centre": [], "local entropy": []}}
+    for alpha in alphas:
+        inst = PerceptronInstances.sample(instances, d, alpha, generator=gen)
+        plain = anneal(inst, replicas=replicas, sweeps=sweeps, generator=gen)
+        coupled = anneal(inst, replicas=replicas, sweeps=sweeps, gamma_max=gamma_max,
+                         generator=gen)
+        t = inst.teacher
+        results = {
+            "plain": (generalization_error(plain, t[:, None]).mean(1),
+                      inst.train_errors(plain).float().mean(1)),
+            "plain centre": (generalization_error(_centre(plain), t),
+                             inst.train_errors(_centre(plain)[:, None])[:, 0].float()),
+            "local entropy": (generalization_error(_centre(coupled), t),
+                              inst.train_errors(_centre(coupled)[:, None])[:, 0].float()),
+        }
+        for name, (eps, err) in results.items():
+            out["errors"][name].append(float(eps.mean()))
+            out["stderr"][name].append(float(eps.std() / math.sqrt(len(eps))))
+            out["train_errors"][name].append(float(err.mean()))
+    return out
+
+
+def _centre(x: Tensor) -> Tensor:
+    """sign(Σ_a x^a) (y odd: no ties)."""
+    s = x.sum(1)
+    return torch.where(s >= 0, 1.0, -1.0)
+
+
+__all__ = ["PerceptronInstances", "generalization_error", "anneal", "compare_searches"]

@@ -1,0 +1,150 @@
+"""Figures of the analytic-landscape demonstrations (``sgdlab landscape ...``).
+
+Every function reads recorded arrays (what the demonstration computed and saved in its
+``results.json`` / ``.npz``), never a landscape object, and returns the matplotlib Figure.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+__all__ = ["escape_figure", "ou_figure", "double_well_figure", "pspin_figure", "pde_figure",
+           "perceptron_figure"]
+
+Array = np.ndarray
+
+
+def escape_figure(
+    grid_x: Array, grid_y: Array, loss_grid: Array, trajectories: Mapping[str, Array],
+    success_rate: Mapping[str, float], sharpness_steps: Sequence[int],
+    sharpness: Mapping[str, Sequence[float]], labels: Mapping[str, str] | None = None,
+) -> plt.Figure:
+    """Zhu et al. Fig. 2 style: contour of L with one trajectory per method; success rates;
+    expected sharpness vs iteration (mean over repetitions)."""
+    labels = labels or {}
+    fig, axes = plt.subplots(1, 3, figsize=(16, 4.8))
+    ax = axes[0]
+    cs = ax.contour(grid_x, grid_y, loss_grid, levels=12, cmap="Greys", linewidths=0.7)
+    ax.clabel(cs, inline=True, fontsize=7)
+    for name, traj in trajectories.items():
+        t = np.asarray(traj)
+        ax.plot(t[:, 0], t[:, 1], ".", ms=2, label=labels.get(name, name), alpha=0.7)
+    ax.set(xlabel="w1", ylabel="w2", title="one repetition per method",
+           xlim=(grid_x.min(), grid_x.max()), ylim=(grid_y.min(), grid_y.max()))
+    ax.legend(fontsize=7, markerscale=4, loc="lower right")
+    ax = axes[1]
+    names = list(success_rate)
+    ax.bar([labels.get(n, n) for n in names], [100 * success_rate[n] for n in names],
+           color="tab:blue")
+    ax.set(ylabel="reached the flat basin (%)", ylim=(0, 105), title="success rate")
+    ax.tick_params(axis="x", rotation=35, labelsize=8)
+    ax = axes[2]
+    for name, vals in sharpness.items():
+        ax.plot(list(sharpness_steps), list(vals), label=labels.get(name, name))
+    ax.set(xlabel="iteration", ylabel="expected sharpness", yscale="log",
+           title="E[L(w+ξ)] − L(w), ξ ~ N(0, σ²I)")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def ou_figure(ratios: Sequence[float], measured: Sequence[float], stderr: Sequence[float],
+              predicted: Sequence[float], labels: Sequence[str]) -> plt.Figure:
+    """Stationary excess loss of SGD on the quadratic vs η/S with Jastrzebski's (η/4S) Tr H."""
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    order = np.argsort(ratios)
+    r = np.asarray(ratios)[order]
+    ax.plot(r, np.asarray(predicted)[order], "-", color="k", label="(η/4S) Tr H (eq. 6)")
+    ax.errorbar(ratios, measured, yerr=2 * np.asarray(stderr), fmt="o", color="tab:red",
+                label="SGD chains (±2 s.e.)")
+    for x, y, t in zip(ratios, measured, labels):
+        ax.annotate(t, (x, y), textcoords="offset points", xytext=(4, -10), fontsize=7)
+    ax.set(xlabel="η / S", ylabel="E[L] − L*", title="SGD on a quadratic with C = H")
+    ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+def double_well_figure(
+    edges1: Array, edges2: Array, histograms: Mapping[str, Array], stationary: Array,
+    resting_points: Mapping[str, Sequence[Sequence[float] | None]],
+    angular: Mapping[str, tuple[float, float]],
+) -> plt.Figure:
+    """Histogram of X per λ against e^{−Φ} (contours) with the drift's resting points, and the
+    measured vs exact mean angular velocity."""
+    n = len(histograms)
+    fig, axes = plt.subplots(1, n + 1, figsize=(4.2 * (n + 1), 4))
+    c1 = (edges1[:-1] + edges1[1:]) / 2
+    c2 = (edges2[:-1] + edges2[1:]) / 2
+    for ax, (name, h) in zip(axes, histograms.items()):
+        ax.pcolormesh(edges1, edges2, np.asarray(h).T, cmap="viridis", shading="flat")
+        ax.contour(c1, c2, np.asarray(stationary).T, levels=6, colors="w", linewidths=0.7)
+        for p in resting_points.get(name, []):
+            if p is not None:
+                ax.plot(*p, "r*", ms=10)
+        ax.set(title=f"{name}: histogram vs e^(−Φ)", xlabel="x1", ylabel="x2")
+    ax = axes[-1]
+    names = list(angular)
+    meas = [angular[k][0] for k in names]
+    exact = [angular[k][1] for k in names]
+    xs = np.arange(len(names))
+    ax.bar(xs - 0.2, meas, 0.4, label="measured")
+    ax.bar(xs + 0.2, exact, 0.4, label="λ π^{3/2} / Z")
+    ax.set_xticks(xs, names, fontsize=8)
+    ax.set(title="mean angular velocity", ylabel="rad / time")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def pspin_figure(embeddings: Mapping[str, Array], energies: Mapping[str, Array],
+                 counts: Mapping[str, int],
+                 basin_sizes: Mapping[str, Array] | None = None) -> plt.Figure:
+    """Thesis Fig. 2.2 style: 2-D embedding (t-SNE) of the distinct minima found per regime,
+    coloured by energy per spin; marker area ∝ how many starts descended into each."""
+    n = len(embeddings)
+    fig, axes = plt.subplots(1, n, figsize=(5 * n, 4.4), squeeze=False)
+    for ax, name in zip(axes[0], embeddings):
+        emb, e = np.asarray(embeddings[name]), np.asarray(energies[name])
+        sizes = 18.0 if basin_sizes is None else 18.0 * np.asarray(basin_sizes[name], float)
+        lo, hi = float(e.min()), float(e.max())
+        if hi - lo < 1e-6:  # one energy level: a readable colour scale around it
+            lo, hi = lo - 0.01, hi + 0.01
+        sc = ax.scatter(emb[:, 0], emb[:, 1], c=e, cmap="coolwarm", s=sizes, vmin=lo, vmax=hi)
+        cb = fig.colorbar(sc, ax=ax, label="energy per spin H/N")
+        cb.formatter.set_useOffset(False)
+        cb.update_ticks()
+        ax.set(title=f"{name}: {counts[name]} distinct minima", xticks=[], yticks=[])
+    fig.tight_layout()
+    return fig
+
+
+def pde_figure(x: Array, f: Array, curves: Mapping[str, Array], t: float) -> plt.Figure:
+    """Thesis Fig. 4.1 style: f and its smoothings at time t."""
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    ax.plot(x, f, "k", lw=2, label="f")
+    for name, u in curves.items():
+        ax.plot(x, u, label=name)
+    ax.set(xlabel="x", ylabel="u(x, t)", title=f"PDE smoothing at t = {t}")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def perceptron_figure(alphas: Sequence[float], errors: Mapping[str, Sequence[float]],
+                      stderr: Mapping[str, Sequence[float]] | None = None) -> plt.Figure:
+    """Generalisation error ε = arccos(R)/π vs α = N/d for each search method."""
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    for name, errs in errors.items():
+        yerr = None if stderr is None else stderr.get(name)
+        ax.errorbar(alphas, errs, yerr=yerr, marker="o", capsize=3, label=name)
+    ax.set(xlabel="α = N / d", ylabel="generalisation error ε",
+           title="binary perceptron, teacher–student")
+    ax.legend()
+    fig.tight_layout()
+    return fig

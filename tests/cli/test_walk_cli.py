@@ -1,0 +1,24 @@
+"""``sgdlab walk`` end to end on a few steps: files written, numbers consistent."""
+from __future__ import annotations
+
+import json
+
+from sgdlab.cli.main import main
+
+
+def test_walk_command_writes_plots_tables_and_results(tmp_path, capsys):
+    out = tmp_path / "walk"
+    rc = main(["walk", "--steps", "6", "--widths", "16", "--batch-size", "256",
+               "--points", "5", "--eval-subset", "300", "--out", str(out)])
+    assert rc == 0
+    for f in ("walk.png", "walk_barriers.csv", "walk_barriers.md", "results.json",
+              "interpolation.png", "trajectory.png"):
+        assert (out / f).exists(), f
+    res = json.loads((out / "results.json").read_text())
+    gd, sgd = res["runs"]["GD"], res["runs"]["SGD"]
+    assert gd["steps"] == sgd["steps"] == 6 and gd["steps_interpolated"] == 6
+    assert gd["steps_epoch1"] == 1 and sgd["steps_epoch1"] == 6  # 1437 / 256 -> 6 per epoch
+    assert -1 <= gd["grad_cosine_mean"] <= 1
+    assert len(res["interpolation_gd_to_sgd"]["alphas"]) == 31
+    assert "barriers in epoch 1" in capsys.readouterr().out
+    assert main(["walk", "--steps", "1", "--out", str(out)]) == 2

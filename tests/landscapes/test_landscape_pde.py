@@ -1,0 +1,100 @@
+"""1-D PDE smoothing (thesis Fig. 4.1): Cole–Hopf, Hopf–Lax, heat, semi-concavity."""
+import math
+
+import pytest
+import torch
+
+from sgdlab.errors import UserError
+from sgdlab.landscapes.pde import (
+    finite_difference_viscous_hj, heat_smoothing, hopf_lax, local_entropy, periodic_cole_hopf,
+    proximal_point, second_difference, semiconcavity_bound, viscous_hj,
+)
+
+f64 = torch.float64
+
+
+@pytest.mark.parametrize("beta", [1.0, 4.0])
+def test_cole_hopf_matches_direct_finite_differences(beta):
+    n, period = 256, 2 * math.pi
+    x = torch.arange(n, dtype=f64) * period / n
+    f = torch.sin(x) + 0.5 * torch.cos(3 * x)
+    exact = periodic_cole_hopf(f, period, 0.5, beta=beta)
+    direct = finite_difference_viscous_hj(f, period, 0.5, beta=beta)
+    assert (exact - direct).abs().max() < 2e-3
+    # and the quadrature (non-periodic) Cole–Hopf agrees away from the edges: periodise f
+    xx = torch.arange(-n, 2 * n, dtype=f64) * period / n
+    ff = torch.sin(xx) + 0.5 * torch.cos(3 * xx)
+    quad = viscous_hj(ff, xx, 0.5, beta=beta)[n:2 * n]
+    assert (quad - exact).abs().max() < 1e-5
+    assert (exact - f).abs().max() > 0.05  # the smoothing did something
+
+
+def test_hopf_lax_is_the_proximal_formula():
+    x = torch.linspace(-4, 4, 801, dtype=f64)
+    t = 0.7
+    # f = |x|: prox is soft-thresholding, the envelope is the Huber function
+    f = x.abs()
+    huber = torch.where(x.abs() <= t, x ** 2 / (2 * t), x.abs() - t / 2)
+    assert torch.allclose(hopf_lax(f, x, t), huber, atol=1e-12)
+    soft = torch.sign(x) * (x.abs() - t).clamp_min(0)
+    assert torch.allclose(proximal_point(f, x, t), soft, atol=1e-12)
+    # f = a x²/2: u = a x² / (2(1 + a t)); grid minimisation error is O(dx²)
+    a = 3.0
+    q = a * x ** 2 / 2
+    inner = x.abs() < 2
+    assert torch.allclose(hopf_lax(q, x, t)[inner], (a * x ** 2 / (2 * (1 + a * t)))[inner],
+                          atol=1e-4)
+    # a nonconvex f: u(x) = f(p) + |x − p|²/(2t) with p = prox_{tf}(x)
+    g = torch.sin(3 * x) + 0.1 * x ** 2
+    p = proximal_point(g, x, t)
+    idx = ((p - x[0]) / (x[1] - x[0])).round().long()
+    assert torch.allclose(hopf_lax(g, x, t), g[idx] + (x - p) ** 2 / (2 * t), atol=1e-12)
+
+
+def test_semiconcavity_bound_and_heat_comparison():
+    x = torch.linspace(-4, 4, 401, dtype=f64)
+    dx = float(x[1] - x[0])
+
+    def fn(z):
+        return 0.1 * z ** 2 + 0.5 * torch.sin(3 * z) - 0.3 * torch.cos(5 * z)
+    f = fn(x)
+    c = float(second_difference(f, dx).max())
+    y = torch.linspace(-6, 6, 12001, dtype=f64)
+    inner = slice(50, -50)
+    for t in (0.1, 0.5, 2.0):
+        bound = semiconcavity_bound(c, t)
+        u = hopf_lax(f, x, t, y=y, fy=fn(y))
+        v = viscous_hj(f, x, t, beta=10.0)
+        assert second_difference(u, dx)[inner].max() <= bound * 1.01
+        assert second_difference(v, dx)[inner].max() <= bound * 1.01
+    # the bound is tight for f = C x²/2 (Hopf–Lax gives exactly C/(1+Ct))
+    q = 2.0 * x ** 2 / 2
+    assert second_difference(hopf_lax(q, x, 0.5, y=y, fy=y ** 2), dx)[inner].max() == \
+        pytest.approx(semiconcavity_bound(2.0, 0.5), rel=0.01)
+    # heat smoothing only keeps u_xx ≤ C (maximum principle for u_xx), with no 1/(C⁻¹+t) gain
+    # at short times (t = 0.01) its top curvature stays close to C, above the HJ bound
+    h = heat_smoothing(f, x, 0.01)
+    top = second_difference(h, dx)[inner].max()
+    assert top <= c * 1.01 and top > semiconcavity_bound(c, 0.01) * 1.0
+
+
+def test_minimisers_of_convex_f_preserved_by_hopf_lax():
+    x = torch.linspace(-3, 3, 601, dtype=f64)
+    f = torch.exp(x) - 2 * x                        # convex, argmin ln 2, asymmetric
+    for t in (0.3, 1.0, 3.0):
+        u = hopf_lax(f, x, t)
+        assert x[u.argmin()] == x[f.argmin()]
+        assert u.min() == pytest.approx(float(f.min()), abs=1e-12)
+        assert (u <= f + 1e-12).all()               # inf-convolution lies below f
+
+
+def test_local_entropy_constant_and_heat_preserves_constants():
+    x = torch.linspace(-5, 5, 501, dtype=f64)
+    f = torch.cos(2 * x)
+    d = viscous_hj(f, x, 0.4, beta=2.0) - local_entropy(f, x, 0.4, beta=2.0)
+    assert torch.allclose(d, d[0].expand_as(d))
+    assert torch.allclose(heat_smoothing(torch.ones_like(x), x, 0.3), torch.ones_like(x))
+    with pytest.raises(UserError):
+        hopf_lax(f, x, 0.0)
+    with pytest.raises(UserError):
+        viscous_hj(f, x ** 3, 0.1)

@@ -1,0 +1,50 @@
+"""Binary perceptron teacher–student (thesis §3.1.1)."""
+import math
+
+import pytest
+import torch
+
+from sgdlab.errors import UserError
+from sgdlab.landscapes.perceptron import PerceptronInstances, anneal, generalization_error
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def test_generalization_error_is_disagreement_probability():
+    gen = torch.Generator().manual_seed(0)
+    d = 401
+    teacher = torch.randint(0, 2, (d,), generator=gen).float() * 2 - 1
+    student = teacher.clone()
+    student[:120] *= -1                                  # R = (401 − 240)/401
+    r = (student @ teacher) / d
+    assert float(generalization_error(student, teacher)) == pytest.approx(math.acos(r) / math.pi)
+    assert float(generalization_error(teacher, teacher)) == 0.0
+    assert float(generalization_error(-teacher, teacher)) == pytest.approx(1.0)
+    pats = torch.randint(0, 2, (40000, d), generator=gen).float() * 2 - 1
+    disagree = (torch.sign(pats @ student) != torch.sign(pats @ teacher)).float().mean()
+    assert float(disagree) == pytest.approx(math.acos(r) / math.pi, abs=0.01)
+
+
+def test_instances_and_plain_search_solve_easy_training_sets():
+    gen = torch.Generator().manual_seed(1)
+    inst = PerceptronInstances.sample(3, 51, 0.3, generator=gen)
+    assert (inst.train_errors(inst.teacher[:, None]) == 0).all()
+    x = anneal(inst, replicas=3, sweeps=40, generator=gen)
+    assert x.shape == (3, 3, 51) and set(x.unique().tolist()) <= {-1.0, 1.0}
+    # direct count for the returned replicas
+    h = torch.einsum("bnd,bad->ban", inst.patterns, x)
+    assert torch.equal(inst.train_errors(x), (h * inst.labels[:, None] < 0).sum(-1))
+    assert inst.train_errors(x).float().mean() <= 0.5
+
+
+def test_bad_input():
+    with pytest.raises(UserError):
+        PerceptronInstances.sample(2, 50, 0.5)
+    with pytest.raises(UserError):
+        PerceptronInstances.sample(2, 51, 0.0)

@@ -1,0 +1,68 @@
+"""Walk / interpolation / trajectory figures read recorded data only; tables count barriers."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from sgdlab.measure.interpolation import InterpolationCurve
+from sgdlab.measure.trajectory import (
+    increment_autocorrelation,
+    increment_spectrum,
+    periodicity_test,
+)
+from sgdlab.report.figures.interpolation import interpolation_figure
+from sgdlab.report.figures.trajectory import trajectory_figure
+from sgdlab.report.figures.walk import walk_epoch_table, walk_figure, walk_segments
+
+
+def _history():
+    h = {f"walk_loss_k{k:02d}": [] for k in range(3)}
+    for t, row in enumerate([(1.0, 0.5, 0.8), (0.8, 1.2, 0.6), (0.6, 0.3, 0.4)]):
+        for k, v in enumerate(row):
+            h[f"walk_loss_k{k:02d}"].append((t, v))
+    h["walk_valley_alpha"] = [(0, 0.5), (1, 1.0), (2, 0.5)]
+    h["walk_valley_loss"] = [(0, 0.5), (1, 0.6), (2, 0.3)]
+    h["walk_barrier"] = [(0, 0.0), (1, 1.0), (2, 0.0)]
+    h["walk_epoch"] = [(2, 1.0), (3, 2.0)]
+    h["walk_epoch_steps"] = [(2, 2.0), (3, 1.0)]
+    h["walk_epoch_barriers"] = [(2, 1.0), (3, 0.0)]
+    h["walk_epoch_mean_barrier_height"] = [(2, 0.4)]
+    h["walk_epoch_mean_height"] = [(2, 0.3), (3, 0.2)]
+    h["grad_cosine"] = [(2, -0.5), (3, -0.9)]
+    h["dist_from_init"] = [(0, 0.0), (1, 0.1), (2, 0.15), (3, 0.2)]
+    return h
+
+
+def test_walk_segments_figure_and_table():
+    h = _history()
+    steps, alphas, losses = walk_segments(h)
+    assert list(steps) == [0, 1, 2] and list(alphas) == [0.0, 0.5, 1.0]
+    assert losses[1].tolist() == [0.8, 1.2, 0.6]
+    fig = walk_figure({"SGD": h, "empty": {}})
+    walk_ax = fig.axes[0]
+    x, y = walk_ax.lines[0].get_data()
+    assert list(x) == [0, 0.5, 1, 1, 1.5, 2, 2, 2.5, 3] and y[4] == 1.2
+    fx, fy = walk_ax.lines[1].get_data()  # valley floor through (t + α*, L*)
+    assert list(fx) == [0.5, 2.0, 2.5] and list(fy) == [0.5, 0.6, 0.3]
+    assert len(walk_ax.patches) == 1  # one shaded barrier step
+    assert "1 barrier(s) in 3 steps" in walk_ax.get_legend().get_title().get_text()
+    assert list(fig.axes[2].lines[0].get_ydata()) == [-0.5, -0.9]
+    t = walk_epoch_table(h)
+    assert t.column("epoch") == [1, 2] and t.column("barriers") == [1, 0]
+    assert t.column("mean barrier height") == [0.4, None]
+    assert "| 1 | 2 | 1 |" in t.to_markdown() and t.to_csv().count("\n") == 3
+
+
+def test_interpolation_and_trajectory_figures():
+    curve = InterpolationCurve([-1.0, 0.0, 1.0, 2.0], [2.0, 0.1, 0.2, 3.0],
+                               [0.3, 0.9, 0.95, 0.2], [2.1, 0.2, 0.3, 3.2],
+                               [0.3, 0.8, 0.9, 0.2], "none")
+    fig = interpolation_figure(curve.to_dict(), labels=("GD", "SGD"))
+    assert len(fig.axes[0].lines) >= 2 and len(fig.axes[1].lines) == 2
+    rng = np.random.default_rng(0)
+    x = np.cumsum(rng.standard_normal((65, 5)), 0)
+    fig = trajectory_figure(increment_spectrum(x), increment_autocorrelation(x),
+                            test=periodicity_test(x), title="BM")
+    assert "white noise" in fig._suptitle.get_text()
+    with pytest.raises(ValueError):
+        increment_spectrum(x[:1])
