@@ -10,12 +10,14 @@ Figures (all matched by ``--only curvature``):
 
 - ``hessian_top_eig_speedup_vs_pyhessian``: PyHessian ``hessian(...).eigenvalues(maxIter=100,
   tol=1e-3, top_n=1)`` (power iteration, graph of the gradient built once) over sgdlab's
-  ``lanczos(HessianOperator(...), 1, tol=1e-3)``, both including building the operator.
+  ``lanczos(HessianOperator(...), 1, tol=1e-3, criterion="ritz_change")`` (the same stopping
+  rule: relative change of the estimate below 1e-3), both including building the operator.
   Accuracy: both relative errors against a tight Lanczos (tol 1e-8) are printed; ours must
   not be larger (else the figure is reported with a warning).
-- ``hessian_trace_speedup_vs_pyhessian``: PyHessian ``trace(maxIter=100, tol=1e-3)`` over
-  ``hutchinson_trace`` with the *same number of Rademacher probes* PyHessian used (the figure
-  is a per-probe cost ratio; the two estimators have the same distribution).
+- ``hessian_trace_speedup_vs_pyhessian``: PyHessian ``trace(maxIter=100, tol=0)`` over
+  ``hutchinson_trace(..., 100)``: the same 100 Rademacher probes' worth of work, the same
+  estimator distribution (the figure is a per-probe cost ratio). PyHessian's default rule
+  (tol=1e-3) stops after 2-3 probes; that comparison is printed too.
 - ``hvp_cost_in_gradients``: one Hessian-vector product (cached-graph operator, steady state)
   over one gradient (forward + backward) of the same loss; the one-off cost of building the
   graph is printed.
@@ -112,7 +114,8 @@ def top_eig_figure(model, loss_fn, x, y) -> float | None:
 
     def ours():
         op = HessianOperator(model, loss_fn, (x, y))
-        vals, _ = lanczos(op, 1, tol=1e-3, generator=torch.Generator().manual_seed(1))
+        vals, _ = lanczos(op, 1, tol=1e-3, criterion="ritz_change",
+                          generator=torch.Generator().manual_seed(1))
         return float(vals[0]), op.num_matvecs
 
     def theirs():
@@ -141,27 +144,36 @@ def trace_figure(model, loss_fn, x, y) -> float | None:
     hessian = _pyhessian()
     if hessian is None:
         return None
-    probes = []
 
-    def theirs():
-        torch.manual_seed(2)
-        h = hessian(model, loss_fn, data=(x, y), cuda=False)
-        vhv = h.trace(maxIter=100, tol=1e-3)
-        model.zero_grad(set_to_none=True)
-        probes.append(len(vhv))
-        return float(sum(vhv) / len(vhv))
+    def theirs(max_iter, tol):
+        def f():
+            torch.manual_seed(2)
+            h = hessian(model, loss_fn, data=(x, y), cuda=False)
+            vhv = h.trace(maxIter=max_iter, tol=tol)
+            model.zero_grad(set_to_none=True)
+            return len(vhv), float(sum(vhv) / len(vhv))
+        return f
 
-    t_theirs, p = _median(theirs)
-    m = int(statistics.median(probes))
+    def ours(m):
+        def f():
+            op = HessianOperator(model, loss_fn, (x, y))
+            return hutchinson_trace(op, m, generator=torch.Generator().manual_seed(2))
+        return f
 
-    def ours():
-        op = HessianOperator(model, loss_fn, (x, y))
-        return hutchinson_trace(op, m, generator=torch.Generator().manual_seed(2))
-
-    t_ours, o = _median(ours)
-    print(f"  trace with {m} Rademacher probes (PyHessian's stopping rule, median over runs): "
-          f"sgdlab {t_ours * 1e3:.0f} ms (estimate {o[0].value:.4g} ± {o[0].stderr:.2g}); "
-          f"PyHessian {t_theirs * 1e3:.0f} ms (estimate {p[0]:.4g})")
+    # PyHessian's default rule (maxIter=100, tol=1e-3) usually stops after 2-3 probes; shown
+    # for reference. The figure uses 100 probes on both sides (PyHessian with tol=0).
+    t_d, pd = _median(theirs(100, 1e-3))
+    m_d = int(statistics.median(n for n, _ in pd))
+    t_do, od = _median(ours(m_d))
+    print(f"  trace, PyHessian default rule: {m_d} probes, PyHessian {t_d * 1e3:.0f} ms vs "
+          f"sgdlab {t_do * 1e3:.0f} ms (ratio {t_d / t_do:.2f}; estimate {od[0].value:.4g} "
+          f"± {od[0].stderr:.2g})")
+    m = 100
+    t_theirs, p = _median(theirs(m, 0.0), 3)
+    t_ours, o = _median(ours(m), 3)
+    print(f"  trace with {m} Rademacher probes: sgdlab {t_ours * 1e3:.0f} ms (estimate "
+          f"{o[0].value:.4g} ± {o[0].stderr:.2g}); PyHessian {t_theirs * 1e3:.0f} ms "
+          f"(estimate {p[0][1]:.4g}, {p[0][0]} probes)")
     return t_theirs / t_ours
 
 
@@ -187,8 +199,9 @@ def per_sample_figures(model, loss_fn, x, y) -> tuple[float | None, float]:
     from sgdlab.operators import flatten
 
     def spectrum_of(g):
+        # what sgdlab's dense-factor path does: Gram in the factor's dtype, eigh in float64
         f = (g - g.mean(0)) / len(g) ** 0.5
-        return torch.linalg.eigvalsh(f.double() @ f.double().T)
+        return torch.linalg.eigvalsh((f @ f.T).double())
 
     def ours():
         return gradient_covariance(model, loss_fn, (x, y)).spectrum()
@@ -235,7 +248,7 @@ def per_sample_figures(model, loss_fn, x, y) -> tuple[float | None, float]:
     t_theirs, p = _median(theirs, 3)
     ours_spec = o[0]
     agree = torch.allclose(p[0].flip(0)[: len(ours_spec)].float(), ours_spec.float(),
-                           rtol=1e-3, atol=1e-6 * float(ours_spec[0]))
+                           rtol=1e-3, atol=1e-4 * float(ours_spec[0]))
     print(f"  BackPACK BatchGrad + same spectrum {t_theirs * 1e3:.0f} ms (spectra agree: "
           f"{agree})")
     return t_theirs / t_ours, vs_loop

@@ -177,6 +177,7 @@ def lanczos(
     which: str = "largest",
     generator: torch.Generator | None = None,
     v0: Tensor | None = None,
+    criterion: str = "residual",
 ) -> tuple[Tensor, Tensor]:
     """k extreme eigenpairs of a symmetric operator by Lanczos with full re-orthogonalisation.
 
@@ -187,6 +188,10 @@ def lanczos(
         tol: stop once every wanted Ritz pair has residual ‖A y − θ y‖ = |β_m s_m| below
             ``tol · max|θ|`` (relative to the spectral radius estimate, so eigenvalues near
             zero converge too). ``tol=0`` always runs ``num_iter`` steps.
+        criterion: ``"residual"`` (above; a residual r bounds the eigenvalue error by r²/gap)
+            or ``"ritz_change"``: stop when no wanted Ritz value moved by more than
+            ``tol · |θ|`` since the previous step — PyHessian's power-iteration rule, looser
+            (use it to compare at the same tolerance).
         which: ``"largest"`` (algebraic, descending), ``"smallest"`` (most negative first,
             ascending), ``"both"`` (k largest descending, then k smallest ascending: 2k pairs),
             ``"magnitude"`` (largest |λ| first).
@@ -206,10 +211,14 @@ def lanczos(
         raise ValueError(f"which='both' with k={k} needs 2k <= d = {d}")
     if tol < 0:
         raise ValueError(f"Invalid tol={tol} (must be >= 0)")
+    if criterion not in ("residual", "ritz_change"):
+        raise ValueError(f"Invalid criterion={criterion!r}: expected 'residual' or 'ritz_change'")
     want = 2 * k if which == "both" else k
     m_max = min(d, num_iter if num_iter is not None else max(2 * want + 20, 4 * want))
     if m_max < want:
         raise ValueError(f"num_iter={num_iter} is smaller than the number of pairs wanted ({want})")
+
+    previous: list[Tensor] = []
 
     def converged(alpha: Tensor, beta: Tensor, _basis: Tensor, b: float) -> bool:
         j = len(alpha)
@@ -220,6 +229,11 @@ def lanczos(
             t += torch.diag(beta, 1) + torch.diag(beta, -1)
         theta, s = torch.linalg.eigh(t)
         idx = _select(theta, k, which)
+        if criterion == "ritz_change":
+            now = theta[idx]
+            prev = previous[-1] if previous else None
+            previous.append(now)
+            return prev is not None and bool(((now - prev).abs() <= tol * now.abs()).all())
         res = (b * s[-1, idx]).abs()
         return bool((res <= tol * theta.abs().max().clamp_min(1e-300)).all())
 

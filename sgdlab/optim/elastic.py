@@ -33,7 +33,6 @@ import math
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
-import torch
 from torch import Tensor
 
 from .entropy_sgd import EntropySGD, _check

@@ -80,3 +80,24 @@ def test_hessian_eigenpairs_vs_dense_hessian():
     # the operator itself agrees with the dense Hessian (also streaming over a loader)
     loader = [(data[0][:7], data[1][:7]), (data[0][7:], data[1][7:])]
     torch.testing.assert_close(HessianOperator(model, loss_fn, loader).to_dense(), h)
+
+
+def test_ritz_change_criterion_stops_earlier_but_is_close():
+    # Hessian-like spectrum: a few outliers above a bulk
+    q, _ = torch.linalg.qr(torch.randn(200, 200, generator=torch.Generator().manual_seed(7),
+                                       dtype=torch.float64))
+    lam = torch.cat([torch.tensor([10.0, 6.0], dtype=torch.float64),
+                     torch.linspace(-1, 4, 198, dtype=torch.float64)])
+    a = q @ torch.diag(lam) @ q.T
+    ref = 10.0
+    from sgdlab.operators import DenseOperator
+
+    loose, tight = DenseOperator(a), DenseOperator(a)
+    v1, _ = lanczos(loose, 1, tol=1e-3, criterion="ritz_change",
+                    generator=torch.Generator().manual_seed(0))
+    v2, _ = lanczos(tight, 1, tol=1e-3, generator=torch.Generator().manual_seed(0))
+    assert loose.num_matvecs <= tight.num_matvecs
+    assert abs(float(v1[0]) - ref) <= 1e-2 * abs(ref)
+    assert abs(float(v2[0]) - ref) <= 1e-5 * abs(ref)
+    with pytest.raises(ValueError, match="criterion"):
+        lanczos(a, 1, criterion="energy")

@@ -176,3 +176,28 @@ def test_config_from_dict():
         ParleConfig.from_dict({"gama": 1})
     with pytest.raises(ConfigError, match="exactly one"):
         train_replicas(toy_model(), LOSS, toy_data(), {}, rounds=1, epochs=1)
+
+
+def test_cli_inprocess_and_torchrun_command(tmp_path, capsys):
+    import json
+
+    from sgdlab.cli.main import main
+    d = toy_data()
+    torch.save({"x_train": d.x_train, "y_train": d.y_train, "x_test": d.x_test,
+                "y_test": d.y_test, "meta": d.meta}, tmp_path / "toy.pt")
+    cfg = {"data": {"file": str(tmp_path / "toy.pt")}, "dtype": "float64",
+           "model": {"name": "mlp", "widths": [6], "activation": "tanh"},
+           "parle": {"replicas": 2, "L": 2, "batch_size": 8}, "rounds": 2}
+    (tmp_path / "c.json").write_text(json.dumps(cfg))
+    assert main(["parle", str(tmp_path / "c.json"), "--out", str(tmp_path / "o")]) == 0
+    sd = torch.load(tmp_path / "o" / "master.pt", weights_only=True)
+    from sgdlab.train.distributed import build_run
+    assert set(sd) == set(build_run(cfg)[0].state_dict())
+    assert main(["parle", str(tmp_path / "c.json"), "--mode", "distributed", "--replicas", "3",
+                 "--print-command"]) == 0
+    out = capsys.readouterr().out
+    assert "torch.distributed.run --nproc-per-node 3 -m sgdlab.train.distributed" in out
+    cfg["parle"]["gama"] = 1
+    (tmp_path / "c.json").write_text(json.dumps(cfg))
+    assert main(["parle", str(tmp_path / "c.json")]) == 2
+    assert "unknown Parle config key" in capsys.readouterr().err

@@ -106,12 +106,13 @@ def pspin_figure(embeddings: Mapping[str, Array], energies: Mapping[str, Array],
                  counts: Mapping[str, int],
                  basin_sizes: Mapping[str, Array] | None = None) -> plt.Figure:
     """Thesis Fig. 2.2 style: 2-D embedding (t-SNE) of the distinct minima found per regime,
-    coloured by energy per spin; marker area ∝ how many starts descended into each."""
+    coloured by energy per spin; marker area ∝ √(number of starts that descended into it)."""
     n = len(embeddings)
     fig, axes = plt.subplots(1, n, figsize=(5 * n, 4.4), squeeze=False)
     for ax, name in zip(axes[0], embeddings):
         emb, e = np.asarray(embeddings[name]), np.asarray(energies[name])
-        sizes = 18.0 if basin_sizes is None else 18.0 * np.asarray(basin_sizes[name], float)
+        sizes = 18.0 if basin_sizes is None else \
+            18.0 * np.sqrt(np.asarray(basin_sizes[name], float))
         lo, hi = float(e.min()), float(e.max())
         if hi - lo < 1e-6:  # one energy level: a readable colour scale around it
             lo, hi = lo - 0.01, hi + 0.01

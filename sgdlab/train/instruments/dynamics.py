@@ -64,13 +64,11 @@ class DynamicsCallback(Callback):
         self.eval_subset, self.hessian_kw, self.seed = eval_subset, dict(hessian_kw or {}), seed
         self.theta0: Tensor | None = None
         # Hot-path buffers (see the comment above on_step_begin).
-        self._refs: list[Tensor] = []           # two (3, d) buffers: rows θ_0, θ_t, 0
-        self._cur = 0                           # _refs[_cur][1] holds θ at step _theta_step
-        self._theta_step = -1
+        self._refs: list[Tensor] = []           # two (3, d) buffers: rows θ_0, θ_s, 0; θ_s is
+        self._theta_step = -1                   # in _refs[s % 2], valid for s = _theta_step
         self._have_theta_t = False
-        self._grads: Tensor | None = None       # (2, d): current and previous gradient rows
-        self._row = 0                           # row of the most recent gradient
-        self._prev_grad_step = -1               # step whose gradient is in the other row
+        self._grads: Tensor | None = None       # (2, d): the gradient of step t is row t % 2
+        self._prev_grad_step = -1               # step of the kept previous gradient
         self._prev_sq: Tensor | None = None     # ‖g_prev‖² (0-d), when known
         self._loaded_prev: Tensor | None = None
         self._cos_parts: Tensor | None = None   # [g_prev·g, g·g, ‖g_prev‖²]
@@ -125,7 +123,7 @@ class DynamicsCallback(Callback):
         # θ_t is needed for the update norm of step t → t+1 only when s = t+1 is logged
         self._have_theta_t = self.should_run(ctx.step + 1)
         if self._have_theta_t and self._theta_step != ctx.step:
-            self._flat_into(self._params(ctx), self._ref_buffers()[self._cur][1])
+            self._flat_into(self._params(ctx), self._ref_buffers()[ctx.step % 2][1])
             self._theta_step = ctx.step
 
     def on_after_backward(self, ctx: TrainContext) -> None:
@@ -140,29 +138,29 @@ class DynamicsCallback(Callback):
         if self._grads is None:
             self._grads = torch.zeros(2, sum(p.numel() for p in params), dtype=params[0].dtype,
                                       device=params[0].device)
-            if self._loaded_prev is not None:  # resumed: the previous gradient is in row 0
-                self._grads[0] = self._loaded_prev
-                self._row, self._loaded_prev = 0, None
-        new = 1 - self._row
+            if self._loaded_prev is not None:  # resumed: restore the kept gradient's row
+                self._grads[self._prev_grad_step % 2] = self._loaded_prev
+                self._loaded_prev = None
+        # rows by step parity, so a resumed run computes bit for bit the same products
+        new, old = t % 2, 1 - t % 2
         if any(p.grad is None for p in params):
             self._grads[new] = grads_vector(ctx.model)
         else:
             self._flat_into([p.grad for p in params], self._grads[new])
         dots = torch.mv(self._grads, self._grads[new])  # [g_row0·g, g_row1·g]
-        gg, gprev = dots[new], dots[self._row]
+        gg, gprev = dots[new], dots[old]
         if want_cos:
             pp = self._prev_sq if self._prev_sq is not None else torch.dot(
-                self._grads[self._row], self._grads[self._row])
+                self._grads[old], self._grads[old])
             self._cos_parts = torch.stack([gprev, gg, pp])
-        self._row = new
         self._prev_grad_step, self._prev_sq = (t, gg) if keep else (-1, None)
 
     def on_step_end(self, ctx: TrainContext) -> None:
         if self.should_run(ctx.step):
             refs = self._ref_buffers()
-            nxt = refs[1 - self._cur]
+            nxt = refs[ctx.step % 2]
             self._flat_into(self._params(ctx), nxt[1])
-            dist = torch.cdist(nxt[1:2], refs[self._cur],
+            dist = torch.cdist(nxt[1:2], refs[1 - ctx.step % 2],
                                compute_mode="donot_use_mm_for_euclid_dist").view(-1)
             parts = dist if self._cos_parts is None else torch.cat([dist, self._cos_parts])
             vals = parts.tolist()
@@ -174,7 +172,7 @@ class DynamicsCallback(Callback):
                 if gg > 0 and pp > 0:
                     out["grad_cosine"] = max(-1.0, min(1.0, dot / math.sqrt(gg * pp)))
             ctx.log_dict(out)
-            self._cur, self._theta_step = 1 - self._cur, ctx.step
+            self._theta_step = ctx.step
         self._have_theta_t, self._cos_parts = False, None
         self._expensive(ctx)
 
@@ -191,12 +189,14 @@ class DynamicsCallback(Callback):
     def state_dict(self) -> dict[str, Any]:
         prev = None
         if self._prev_grad_step >= 0 and self._grads is not None:
-            prev = self._grads[self._row].clone()
-        return {"theta0": self.theta0, "prev_grad": prev, "prev_grad_step": self._prev_grad_step}
+            prev = self._grads[self._prev_grad_step % 2].clone()
+        return {"theta0": self.theta0, "prev_grad": prev, "prev_grad_step": self._prev_grad_step,
+                "prev_sq": None if prev is None or self._prev_sq is None else self._prev_sq.clone()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.theta0 = state.get("theta0")
-        self._refs, self._grads, self._prev_sq = [], None, None
+        self._refs, self._grads = [], None
+        self._prev_sq = state.get("prev_sq")
         self._theta_step = -1
         self._loaded_prev = state.get("prev_grad")
         self._prev_grad_step = (int(state.get("prev_grad_step", -1))
