@@ -13,6 +13,7 @@ from .curvature import (
     hessian_top_eigenvalue,
     hessian_trace,
     hutchinson_trace,
+    hutchpp_trace,
     lanczos,
     power_iteration,
     spectral_density,

@@ -579,3 +579,30 @@ def harmonic_mean_eigenvalue(
     if len(pos) == 0:
         return float("nan"), 0
     return float(len(pos) / (1.0 / pos).sum()), int(len(pos))
+
+
+def hutchpp_trace(
+    A: Operand,
+    num_matvecs: int = 102,
+    *,
+    generator: torch.Generator | None = None,
+) -> Estimate:
+    """Hutch++ (Meyer, Musco, Musco & Woodruff 2021): Tr A with a third of the products spent on
+    a sketch Q = orth(A S) of the dominant range, whose trace Tr(Qᵀ A Q) is exact, and the rest
+    on Hutchinson for the deflated remainder (I − QQᵀ) A (I − QQᵀ). For Hessians with a few
+    outlying eigenvalues the variance is far below Hutchinson's at the same number of products.
+
+    ``num_matvecs`` (≥ 3) is split m/3 sketch, m/3 for A Q, m/3 Rademacher probes; the standard
+    error is that of the Hutchinson part (the sketched part has none given Q).
+    """
+    if num_matvecs < 3:
+        raise ValueError(f"Invalid num_matvecs={num_matvecs} (Hutch++ needs >= 3)")
+    op = as_operator(A)
+    k = num_matvecs // 3
+    s = _probe_block(op, k, generator, "rademacher")
+    q, _ = torch.linalg.qr(op.matmat(s))
+    exact = float((q * op.matmat(q)).sum())
+    g = _probe_block(op, num_matvecs - 2 * k, generator, "rademacher")
+    g = g - q @ (q.T @ g)
+    rest = _mc((g * op.matmat(g)).sum(0).double().tolist())
+    return Estimate(exact + rest.value, rest.stderr, num_matvecs)

@@ -85,3 +85,23 @@ def test_harmonic_mean_of_positive_part():
     assert hm == pytest.approx(3 / (1 + 0.5 + 0.25))
     assert harmonic_mean_eigenvalue(torch.tensor([-1.0, 0.0]))[1] == 0
     assert math.isnan(harmonic_mean_eigenvalue(torch.tensor([-1.0, 0.0]))[0])
+
+
+def test_hutchpp_unbiased_and_lower_variance_with_outliers():
+    from sgdlab.measure.curvature import hutchpp_trace
+
+    g = torch.Generator().manual_seed(9)
+    d = 80
+    q, _ = torch.linalg.qr(torch.randn(d, d, generator=g, dtype=torch.float64))
+    lam = torch.cat([torch.tensor([50.0, 30.0, 20.0], dtype=torch.float64),
+                     0.1 * torch.randn(d - 3, generator=g, dtype=torch.float64)])
+    a = q @ torch.diag(lam) @ q.T
+    exact = float(lam.sum())
+    gen = torch.Generator().manual_seed(3)
+    pp = [hutchpp_trace(a, 30, generator=gen).value for _ in range(40)]
+    hu = [hutchinson_trace(a, 30, generator=gen).value for _ in range(40)]
+    pp_t, hu_t = torch.tensor(pp), torch.tensor(hu)
+    assert abs(float(pp_t.mean()) - exact) < 4 * float(pp_t.std()) / 40 ** 0.5 + 1e-9
+    assert float(pp_t.std()) < 0.2 * float(hu_t.std())
+    with pytest.raises(ValueError, match="num_matvecs"):
+        hutchpp_trace(a, 2)
