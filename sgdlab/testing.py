@@ -50,9 +50,12 @@ def flat_loss(model: nn.Module, loss_fn: LossFn, data: Data) -> Callable[[Tensor
 
 
 def dense_hessian_reference(model: nn.Module, loss_fn: LossFn, data: Data) -> Tensor:
-    """∇²L(θ) by ``torch.func.hessian`` of the flat-vector loss (d x d)."""
+    """∇²L(θ) by ``jacrev(jacrev(L))`` of the flat-vector loss (d x d). Reverse over reverse
+    (same values as ``torch.func.hessian``) avoids forward-mode AD, whose first use compiles
+    TorchScript decompositions for seconds."""
     theta = params_vector(model)
-    return torch.func.hessian(flat_loss(model, loss_fn, data))(theta).detach()
+    f = flat_loss(model, loss_fn, data)
+    return torch.func.jacrev(torch.func.jacrev(f))(theta).detach()
 
 
 def per_sample_gradients_loop(model: nn.Module, loss_fn: LossFn, data: Data) -> Tensor:
@@ -108,7 +111,8 @@ def ggn_reference(model: nn.Module, loss_fn: LossFn, data: Data) -> Tensor:
 
     out = outputs(theta).detach()
     jac = torch.func.jacrev(outputs)(theta).reshape(out.numel(), -1)  # (N*C, d)
-    h_out = torch.func.hessian(lambda o: loss_fn(o.reshape(out.shape), y))(out.reshape(-1))
+    h_out = torch.func.jacrev(torch.func.jacrev(lambda o: loss_fn(o.reshape(out.shape), y)))(
+        out.reshape(-1))
     return (jac.T @ h_out @ jac).detach()
 
 

@@ -11,7 +11,8 @@ cosine and the distance from initialisation. Writes to ``--out``:
   (when both optimizers ran);
 - ``trajectory.png`` — spectra of the SGD weight trajectory (recorded every step, a subset of
   coordinates) and its Fisher-g periodicity test; the raw trajectory under ``trajectory/``;
-- ``results.json`` — config, per-run numbers, tables, timings, environment.
+- ``results.json`` — config, per-run numbers, tables, timings, environment;
+- ``history.json`` — every recorded metric per run (``{run: {name: [[step, value], ...]}}``).
 """
 from __future__ import annotations
 
@@ -158,6 +159,9 @@ def _walk(args: argparse.Namespace) -> int:
               f"{summary[label]['steps_epoch1']} steps, total {summary[label]['barriers_total']}"
               f"; interpolation took {walk.seconds:.2f}s of {wall:.2f}s")
 
+    # the recorded metrics, so the figures can be redrawn without training again
+    (out / "history.json").write_text(json.dumps(
+        {label: {k: [list(p) for p in v] for k, v in h.items()} for label, h in runs.items()}))
     fig = walk_figure(runs, title=f"walk with SGD on {args.data}: MLP {args.widths}")
     fig.savefig(out / "walk.png", dpi=130)
     table = walk_epoch_table(runs)

@@ -9,6 +9,9 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+
+# SVG text stays text (editable, several times smaller than glyphs converted to paths)
+matplotlib.rcParams["svg.fonttype"] = "none"
 import numpy as np  # noqa: E402
 
 Series = dict[str, tuple[Sequence[float], Sequence[float], Sequence[float] | None]]

@@ -11,13 +11,16 @@ exist ``per_sample_loss`` / ``per_sample_grad`` / ``gradient_covariance``), eval
 - :mod:`.pde` — viscous/non-viscous HJ and heat smoothing in 1-D (thesis Fig. 4.1).
 - :mod:`.perceptron` — binary perceptron teacher–student (thesis §3.1.1).
 - :mod:`.sde` — Euler–Maruyama, batched simulation, discrete SGD and its SDE.
+- :func:`as_problem` — any landscape as (model, loss_fn, data) for the shared engine.
 """
 from .base import AnalyticLoss, Landscape
 from .double_well import DoubleWell
 from .escape import EscapeConfig, EscapeResult, escape_experiment
+from .module import LandscapeModel, as_dataset, as_problem
 from .pspin import PSpinGlass, cluster_minima
 from .quadratic import Quadratic
 from .two_basin import TwoBasin
 
 __all__ = ["Landscape", "AnalyticLoss", "TwoBasin", "Quadratic", "DoubleWell", "PSpinGlass",
-           "EscapeConfig", "EscapeResult", "escape_experiment", "cluster_minima"]
+           "EscapeConfig", "EscapeResult", "escape_experiment", "cluster_minima",
+           "LandscapeModel", "as_problem", "as_dataset"]

@@ -27,7 +27,6 @@ every ``sharpness_every`` iterations and averaged over repetitions.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 import torch

@@ -14,7 +14,7 @@ the two quadratics, as in the authors' code; each sample k is the same two-basin
 x_k, so a mini-batch of the k's gives genuine SGD noise whose covariance near the sharp minimum
 is H_s Cov(x) H_s — aligned with the sharp curvature, which is the point of the experiment.
 
-Curvatures are not legible in our copy of the paper; the defaults (a₁, a₂) = (10, 1), b = 0.1
+The paper's curvature constants were not available to us; the defaults (a₁, a₂) = (10, 1), b = 0.1
 are the authors' code's shape (sharp eigenvalues 200 and 20, flat 2) divided by 20 so that
 η λ_max = 1 at the paper's η = 0.1 (plain GD is stable and critically damped along the stiff
 axis). They are constructor arguments; ``docs/notes/issue-7.md`` discusses the choice.

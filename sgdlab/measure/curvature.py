@@ -20,6 +20,7 @@ Estimators:
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -184,7 +185,8 @@ def lanczos(
     Args:
         A: symmetric (d, d) tensor or :class:`LinearOperator`.
         k: number of eigenpairs wanted (per end for ``which="both"``).
-        num_iter: maximum Krylov dimension (default ``min(d, max(2k + 20, 4k))``).
+        num_iter: maximum Krylov dimension (default ``min(d, max(2k + 60, 4k))``); a
+            ``RuntimeWarning`` says when the wanted pairs did not reach ``tol`` within it.
         tol: stop once every wanted Ritz pair has residual ‖A y − θ y‖ = |β_m s_m| below
             ``tol · max|θ|`` (relative to the spectral radius estimate, so eigenvalues near
             zero converge too). ``tol=0`` always runs ``num_iter`` steps.
@@ -214,7 +216,7 @@ def lanczos(
     if criterion not in ("residual", "ritz_change"):
         raise ValueError(f"Invalid criterion={criterion!r}: expected 'residual' or 'ritz_change'")
     want = 2 * k if which == "both" else k
-    m_max = min(d, num_iter if num_iter is not None else max(2 * want + 20, 4 * want))
+    m_max = min(d, num_iter if num_iter is not None else max(2 * want + 60, 4 * want))
     if m_max < want:
         raise ValueError(f"num_iter={num_iter} is smaller than the number of pairs wanted ({want})")
 
@@ -240,6 +242,13 @@ def lanczos(
     res = lanczos_decomposition(op, m_max, v0=v0, generator=generator, stop=converged)
     theta, s = torch.linalg.eigh(res.tridiagonal())
     idx = _select(theta, k, which)
+    if tol > 0 and criterion == "residual" and len(res.alpha) < d:
+        resid = float((res.residual * s[-1, idx]).abs().max())
+        scale = float(theta.abs().max().clamp_min(1e-300))
+        if resid > tol * scale:
+            warnings.warn(f"lanczos: {want} eigenpair(s) not converged after {len(res.alpha)} "
+                          f"iterations (relative residual {resid / scale:.1e} > tol {tol:g}); "
+                          "raise num_iter", RuntimeWarning, stacklevel=2)
     vals = theta[idx].to(device=op.device, dtype=op.dtype)
     vecs = res.basis.T @ s[:, idx].to(device=op.device, dtype=op.dtype)
     return vals, vecs

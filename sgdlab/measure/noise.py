@@ -207,14 +207,26 @@ class GradientCovariance:
         """Top-k eigenpairs of Σ, eigenvalues descending, eigenvectors (d, k) unit columns.
 
         Through the Gram matrix when d > N: K = U Λ Uᵀ ⇒ Σ (Fᵀ u) = λ (Fᵀ u), so
-        v = Fᵀ u / √λ. Dense eigh up to ``DENSE_EIG_LIMIT`` = 6000, Lanczos on the implicit
-        Gram (or Σ) operator beyond.
+        v = Fᵀ u / √λ. Small problems (min(N, d) ≤ 1000) use a full eigh (cached, shared with
+        :meth:`spectrum`); larger Gram matrices up to ``DENSE_EIG_LIMIT`` = 6000 use Lanczos on
+        the explicit Gram matrix (relative residual ``tol``), beyond it Lanczos on the implicit
+        Gram (or Σ) operator.
         """
         n, d = self.num_samples, self.dim
         if k < 1 or k > min(n, d):
             raise ValueError(f"Invalid k={k}: need 1 <= k <= min(N, d) = {min(n, d)}")
         dtype, dev = self.dtype, self.device
-        if min(n, d) <= DENSE_EIG_LIMIT or self._factored():
+        if self._eigh is not None or (min(n, d) <= 1000 and not self._factored()):
+            vals, vecs, via_gram = self._full_eigh()
+            vals, vecs = vals.flip(0)[:k], vecs.flip(1)[:, :k]
+        elif (n < d or self._factored()) and n <= DENSE_EIG_LIMIT:
+            # a few pairs of an explicit N x N Gram: Lanczos (O(N²) per product) beats eigh
+            from .curvature import lanczos
+
+            via_gram = True
+            vals, vecs = lanczos(self.gram(), k, tol=tol, generator=generator,
+                                 num_iter=min(n, max(4 * k + 200, 300)))
+        elif n >= d and d <= DENSE_EIG_LIMIT:
             vals, vecs, via_gram = self._full_eigh()
             vals, vecs = vals.flip(0)[:k], vecs.flip(1)[:, :k]
         else:

@@ -15,10 +15,9 @@ Conventions: L is the *mean* loss over the evaluation data (the whole training s
 subset, batches weighted by size). The model is evaluated with dropout off; batch-norm layers use
 their running statistics (``bn_mode="eval"``, the default) or the statistics of each evaluation
 batch (``bn_mode="train"``; the model's running statistics are left untouched either way).
-The K parameter sets are built at once (one ``lerp`` of the flat vectors) and evaluated either
-batched over α (``torch.func.functional_call`` under ``vmap``; chunks of ``alpha_chunk`` points
-bound the memory) or one point after another, each point written into the model's parameters
-(restored bit for bit afterwards). Batched is the default on accelerators; on CPU the pointwise
+The K points are evaluated either batched over α (``torch.func.functional_call`` under ``vmap``;
+chunks of ``alpha_chunk`` points bound the memory) or one point after another, each point
+written into the model's parameters (restored bit for bit afterwards). Batched is the default on accelerators; on CPU the pointwise
 path is the default because batched matmuls over stacked weights measured ~2× slower than K
 separate ones (benchmarks/bench_trajectory.py: the pointwise path costs ≈ K plain evaluations).
 """
@@ -121,7 +120,7 @@ def _batched_losses(model: nn.Module, loss_fn: LossFn, params: dict[str, Tensor]
 
 
 def _pointwise_losses(model: nn.Module, loss_fn: LossFn, data: Data, theta_a: Tensor,
-                      theta_b: Tensor, alphas: Tensor, chunk: int) -> tuple[Tensor, int]:
+                      theta_b: Tensor, alphas: Tensor) -> tuple[Tensor, int]:
     """Sum over batches of size × loss at each point, writing each point into the model's own
     parameters (cheaper than ``functional_call``); the parameters are restored bit for bit."""
     params = [p.detach() for p in trainable_named_params(model).values()]
@@ -130,17 +129,17 @@ def _pointwise_losses(model: nn.Module, loss_fn: LossFn, data: Data, theta_a: Te
     device = theta_a.device
     losses: list[Tensor] = []
     counts: list[int] = []
+    point = torch.empty_like(theta_a)
+    point_views = [v.view_as(p) for v, p in zip(torch.split(point, sizes), params)]
+    a = alphas.to(dtype=theta_a.dtype).tolist()
     try:
-        for s in range(0, len(alphas), chunk):
-            a = alphas[s : s + chunk].to(device=device, dtype=theta_a.dtype)[:, None]
-            pts = torch.lerp(theta_a[None], theta_b[None], a)
-            for j in range(len(a)):
-                views = [v.view_as(p) for v, p in zip(torch.split(pts[j], sizes), params)]
-                torch._foreach_copy_(params, views)
-                for x, y in iterate_batches(data, device):
-                    losses.append(loss_fn(model(x), y))
-                    if s == 0 and j == 0:
-                        counts.append(len(x))
+        for j, al in enumerate(a):
+            torch.lerp(theta_a, theta_b, al, out=point)
+            torch._foreach_copy_(params, point_views)
+            for x, y in iterate_batches(data, device):
+                losses.append(loss_fn(model(x), y))
+                if j == 0:
+                    counts.append(len(x))
     finally:
         torch._foreach_copy_(params, saved)
     if not counts:
@@ -175,8 +174,8 @@ def segment_losses(
         alphas: the interpolation coefficients, or K for :func:`segment_alphas` (K).
         bn_mode: "eval" (running statistics) or "train" (statistics of each batch); dropout
             is off in both.
-        alpha_chunk: points per vmap call / per ``lerp`` (None: all K at once). Memory grows
-            as ``alpha_chunk`` × (activations of one batch) batched, ``alpha_chunk`` × d pointwise.
+        alpha_chunk: points per vmap call (None: all K at once); memory grows as
+            ``alpha_chunk`` × (activations of one batch). The pointwise path holds one point.
         vectorize: True: batched over α with ``vmap``; False: one point after another (also
             the reference for the batched path); None: batched except on CPU.
     """
@@ -215,7 +214,7 @@ def segment_losses(
                               "by one", RuntimeWarning, stacklevel=2)
                 vectorize = False
         if not vectorize:
-            total, n = _pointwise_losses(model, loss_fn, data, theta_a, theta_b, alphas, chunk)
+            total, n = _pointwise_losses(model, loss_fn, data, theta_a, theta_b, alphas)
     if n == 0:
         raise ValueError("segment_losses: data has no samples")
     return total / n

@@ -4,10 +4,10 @@ With f(θ) the model outputs on a batch and L(f) the (mean-reduced) loss as a fu
 outputs, G = J_θ f(θ)ᵀ · ∇²_f L · J_θ f(θ); averaged over the samples of ``data`` this is
 (1/N) Σ_i J_iᵀ ∇²ℓ_i J_i, the Hessian with the second-order model term dropped. It is positive
 semi-definite for losses convex in the outputs (cross-entropy, MSE) and equals the Fisher
-information for those losses (canonical link). A matvec is one forward-mode product J v
-(``torch.func.jvp``), the output-space Hessian H_out (J v) by double backward through the loss
-only (cheap, outputs are small), and one vector-Jacobian product Jᵀ w through the cached output
-graph. Works for any ``loss_fn(outputs, targets)``; no closed form per loss is needed.
+information for those losses (canonical link). A matvec is one Jacobian-vector product J v (by the
+double-vjp trick through the cached output graph: two backward passes, no forward-mode AD),
+the output-space Hessian H_out (J v) by double backward through the loss only (cheap, outputs
+are small), and one vector-Jacobian product Jᵀ w through the cached output graph. Works for any ``loss_fn(outputs, targets)``; no closed form per loss is needed.
 """
 from __future__ import annotations
 
@@ -15,7 +15,6 @@ from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
-from torch.func import functional_call, jvp
 
 from .batches import Data, is_single_batch, iterate_batches
 from .linear import LinearOperator
@@ -37,7 +36,6 @@ class GGNOperator(LinearOperator):
         first = next(iter(self.params.values()))
         super().__init__(num_params(model), first.dtype, first.device)
         self.model, self.loss_fn, self.data = model, loss_fn, data
-        self._frozen = {n: p.detach() for n, p in model.named_parameters() if not p.requires_grad}
         self._cache = None
         if cache_graph and is_single_batch(data):
             x, y = next(iterate_batches(data, self.device))
@@ -51,16 +49,16 @@ class GGNOperator(LinearOperator):
         return out, o, g_out
 
     def _batch_ggn(self, x, y, out, o, g_out, v: Tensor, retain: bool) -> Tensor:
-        primals = {k: p.detach() for k, p in self.params.items()}
-        tangents = unflatten_like(v, primals)
-        buffers = dict(self.model.named_buffers())
-
-        def f(p):
-            return functional_call(self.model, (p, self._frozen, buffers), (x,))
-
-        _, jv = jvp(f, (primals,), (tangents,))
+        params = list(self.params.values())
+        vs = list(unflatten_like(v, self.params).values())
+        # J v by the double-vjp trick (reverse over reverse through the cached output graph):
+        # Jᵀu is linear in u, and d/du ⟨Jᵀu, v⟩ = J v. Avoids forward-mode AD and a new forward.
+        u = torch.zeros_like(out, requires_grad=True)
+        with torch.enable_grad():
+            jtu = torch.autograd.grad(out, params, u, create_graph=True)
+        jv = torch.autograd.grad(jtu, u, vs)[0]
         hjv = torch.autograd.grad(g_out, o, jv, retain_graph=True)[0]
-        w = torch.autograd.grad(out, list(self.params.values()), hjv, retain_graph=retain)
+        w = torch.autograd.grad(out, params, hjv, retain_graph=retain)
         return flatten(w)
 
     def _matvec(self, v: Tensor) -> Tensor:

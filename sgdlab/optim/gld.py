@@ -89,7 +89,9 @@ class StructuredNoiseGD(Optimizer):
         sigma_h2: σ_H² for ``hessian`` (default Tr Σ / (m Tr H₊), recomputed at each refresh).
         variance_factor: s for ``isotropic-init`` (Xing et al.'s multiple of the largest
             per-coordinate gradient variance at the first step).
-        refresh_every: f, recompute the statistics every f steps (>= 1).
+        refresh_every: f, recompute the statistics every f steps (>= 1). Statistics use the
+            model's current mode, except that models with batch norm are switched to eval mode
+            for the refresh (per-sample gradients would otherwise see batches of one).
         estimation_size: if set, statistics use a random subset of that many examples
             (without replacement, redrawn at each refresh) instead of all of ``data``.
         momentum, dampening, nesterov, weight_decay: as ``torch.optim.SGD``.
@@ -100,7 +102,8 @@ class StructuredNoiseGD(Optimizer):
             matrix, or of Σ when d < N), ``"lanczos"`` (Lanczos on the Σ operator, tolerance
             ``eig_tol``), ``"auto"`` (dense when min(N, d) <= 512, else Lanczos).
         chunk_size: per-sample-gradient chunk (memory bound).
-        seed: seed of the optimizer's generator.
+        seed: seed of the optimizer's generator (default ``torch.initial_seed()``, so runs
+            seeded differently draw different noise).
     """
 
     needs_model = True
@@ -117,7 +120,8 @@ class StructuredNoiseGD(Optimizer):
                  weight_decay: float = 0.0, sampling: str = "factor",
                  hessian_which: str = "largest", hessian_tol: float = 1e-3,
                  hessian_iter: int | None = None, eig_solver: str = "auto",
-                 eig_tol: float = 1e-4, chunk_size: int | None = 256, seed: int = 0):
+                 eig_tol: float = 1e-4, chunk_size: int | None = 256,
+                 seed: int | None = None):
         kind = noise if noise is not None else self.noise_kind
         if kind is None:
             raise ValueError("Invalid noise=None: choose one of " + ", ".join(NOISE_KINDS))
@@ -189,7 +193,8 @@ class StructuredNoiseGD(Optimizer):
                 raise ValueError(f"Invalid estimation_size: {estimation_size} > "
                                  f"{len(self._x)} examples in data")
         self._layout = self._build_layout(model)
-        self.generator = torch.Generator().manual_seed(int(seed))
+        self.generator = torch.Generator().manual_seed(
+            int(torch.initial_seed() if seed is None else seed))
         self._t = 0
         self._stats: dict[str, Any] | None = None
 
@@ -242,6 +247,22 @@ class StructuredNoiseGD(Optimizer):
             self._stats = stats
             return stats
         est = self._estimation_data()
+        # batch norm in train mode would see batches of one in the per-sample gradients:
+        # such models are measured in eval mode (running statistics), then restored
+        was_training = self.model.training
+        if was_training and any(isinstance(mod, nn.modules.batchnorm._BatchNorm)
+                                for mod in self.model.modules()):
+            self.model.eval()
+        try:
+            stats = self._refresh_from(est, kind, h, m, dense)
+        finally:
+            self.model.train(was_training)
+        self._stats = stats
+        return stats
+
+    def _refresh_from(self, est, kind: str, h: dict[str, Any], m: int | None,
+                      dense: bool) -> dict[str, Any]:
+        stats: dict[str, Any] = {}
         with torch.enable_grad():
             cov = self._covariance(est) if kind != "hessian" or h["sigma_h2"] is None else None
             if kind == "hessian":
@@ -278,7 +299,6 @@ class StructuredNoiseGD(Optimizer):
             stats["eigvals"], stats["eigvecs"], stats["sigma_h2"] = vals, vecs, s2
         if dense:
             stats = {"sqrt": N.psd_sqrt(self._dense_covariance(stats, cov))}
-        self._stats = stats
         return stats
 
     def _dense_covariance(self, stats: dict[str, Any], cov: GradientCovariance | None) -> Tensor:

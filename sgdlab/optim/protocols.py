@@ -132,12 +132,14 @@ class RandomLR(ProtocolSchedule):
 
     name = "random"
 
-    def __init__(self, optimizer: torch.optim.Optimizer, *, width: float = 1.0, seed: int = 0,
-                 steps_per_epoch: int = 1):
+    def __init__(self, optimizer: torch.optim.Optimizer, *, width: float = 1.0,
+                 seed: int | None = None, steps_per_epoch: int = 1):
         if not 0.0 <= width <= 1.0:
             raise ValueError(f"Invalid width={width} (must be in [0, 1]; 1 is U[0, 2η])")
         self.width = float(width)
-        self.generator = torch.Generator().manual_seed(int(seed))
+        # default: the run's seed (torch.initial_seed()), so seeds give different draws
+        self.generator = torch.Generator().manual_seed(
+            int(torch.initial_seed() if seed is None else seed))
         super().__init__(optimizer, steps_per_epoch=steps_per_epoch)
 
     def factor(self, t: int) -> float:
@@ -287,7 +289,7 @@ class TrapezoidLR(ProtocolSchedule):
 
 @register_schedule("random")
 def _random(optimizer, *, steps_per_epoch: int = 1, total_steps: int = 1, width: float = 1.0,
-            seed: int = 0) -> RandomLR:
+            seed: int | None = None) -> RandomLR:
     return RandomLR(optimizer, width=width, seed=seed, steps_per_epoch=steps_per_epoch)
 
 

@@ -90,7 +90,8 @@ class SwitchOptimizer(Optimizer):
         if meta is None:
             raise ValueError("state_dict has no 'switch' entry (not saved by SwitchOptimizer)")
         if tuple(meta["names"]) != self.names:
-            raise ValueError(f"state_dict is for optimizers {meta['names']}, not {list(self.names)}")
+            raise ValueError(f"state_dict is for optimizers {meta['names']}, "
+                             f"not {list(self.names)}")
         self.first.load_state_dict(state_dict["first"])
         self.second.load_state_dict(state_dict["second"])
         self._t, self.switch_step = int(meta["t"]), int(meta["switch_step"])

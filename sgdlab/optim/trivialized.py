@@ -80,7 +80,7 @@ class TrivializedSGD(Optimizer):
         n: annealing range, 0 < n <= N (default N).
         tau0: annealing time constant τ₀ in optimizer steps (> 0).
         resample: draw a fresh ξ every step (the "resampled annealed noise" control).
-        seed: seed of the field's generator.
+        seed: seed of the field's generator (default ``torch.initial_seed()``).
         model, loss_fn, data: passed by ``build_optimizer_for`` (only ``model`` is used, for the
             heuristics).
         **base_hyper: the base optimizer's hyper-parameters (``lr``, ``momentum``, ...).
@@ -91,7 +91,7 @@ class TrivializedSGD(Optimizer):
 
     def __init__(self, params, base: str = "sgd", *, coupling: float = 1e-3,
                  p: int | None = None, num_spins: int | None = None, n: float | None = None,
-                 tau0: float = 1000.0, resample: bool | None = None, seed: int = 0,
+                 tau0: float = 1000.0, resample: bool | None = None, seed: int | None = None,
                  model: nn.Module | None = None, loss_fn: Any = None, data: Any = None,
                  **base_hyper: Any):
         if base not in OPTIMIZERS or base in ("trivialized", "annealed-noise"):
@@ -127,7 +127,8 @@ class TrivializedSGD(Optimizer):
         self.coupling, self.tau0 = float(coupling), float(tau0)
         self.resample = self.resample_default if resample is None else bool(resample)
         self.field_scale = self.coupling * math.sqrt(self.p * (self.p - 2))
-        self.generator = torch.Generator().manual_seed(int(seed))
+        self.generator = torch.Generator().manual_seed(
+            int(torch.initial_seed() if seed is None else seed))
         self._dim = d
         self._i = 0
         self.field = self._draw_field()

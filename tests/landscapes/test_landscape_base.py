@@ -47,8 +47,17 @@ def test_constant_and_state_dependent_matrix_diffusion():
     # dX = −X dt + √(2D) dB has stationary covariance D (β = 1); EM bias is O(dt)
     d = torch.tensor([[1.0, 0.4], [0.4, 0.5]], dtype=f64)
     gen = torch.Generator().manual_seed(1)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # 2x2 batched eigh per step: threads only add overhead
+    try:
+        _check_stationary_cov(d, gen)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _check_stationary_cov(d, gen):
     for diffusion in (d, lambda x: d.expand(*x.shape[:-1], 2, 2)):
         sde = SDE.langevin(lambda x: x, 2, diffusion=diffusion)
-        x = simulate(sde, torch.zeros(40000, 2, dtype=f64), dt=0.01, steps=600,
+        x = simulate(sde, torch.zeros(8000, 2, dtype=f64), dt=0.02, steps=250,
                      generator=gen).final
-        assert torch.allclose(torch.cov(x.T), d, atol=0.04)
+        assert torch.allclose(torch.cov(x.T), d, atol=0.06)

@@ -8,7 +8,8 @@ import torch
 from sgdlab.errors import UserError
 from sgdlab.landscapes.quadratic import Quadratic
 from sgdlab.landscapes.sde import (
-    SDE, EulerMaruyama, brownian_increments, coarsen, sgd_chains, sgd_sde, simulate,
+    SDE, EulerMaruyama, LeimkuhlerMatthews, brownian_increments, coarsen, sgd_chains, sgd_sde,
+    simulate,
 )
 
 f64 = torch.float64
@@ -91,6 +92,22 @@ def test_euler_maruyama_weak_order_one_on_ou():
         errs.append(abs(float((x ** 2).mean()) - exact))
     assert EulerMaruyama.weak_order == 1.0
     assert 0.8 < _slope(hs, errs) < 1.25, errs
+
+
+def test_stationary_variance_euler_maruyama_vs_leimkuhler_matthews():
+    # OU dX = −X dt + √2 dB: exact stationary variance 1; EM gives 1/(1 − h/2), LM is exact
+    sde = SDE.langevin(lambda x: x, 1)
+    h, chains = 0.4, 100_000
+    gen = torch.Generator().manual_seed(7)
+    x0 = torch.zeros(chains, 1, dtype=f64)
+    em = simulate(sde, x0, dt=h, steps=60, generator=gen).final
+    lm = simulate(sde, x0, dt=h, steps=60, generator=gen, integrator=LeimkuhlerMatthews()).final
+    assert float(em.var()) == pytest.approx(1 / (1 - h / 2), rel=0.02)
+    assert float(lm.var()) == pytest.approx(1.0, rel=0.02)
+    assert LeimkuhlerMatthews.stationary_order == 2.0
+    with pytest.raises(UserError):  # needs additive noise
+        simulate(SDE.langevin(lambda x: x, 1, diffusion=lambda x: (1 + x ** 2)[..., None]),
+                 x0[:4], dt=h, steps=2, integrator=LeimkuhlerMatthews())
 
 
 def test_sgd_is_weak_order_one_approximation_of_its_sde():

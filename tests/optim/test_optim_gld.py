@@ -261,3 +261,19 @@ def test_leading_through_lanczos_matches_gram_eigh(problem):
     opt.refresh_statistics()
     torch.testing.assert_close(opt.covariance(), target_covariance("gld-leading", sigma, hess),
                                atol=1e-8, rtol=1e-6)
+
+
+def test_batch_norm_model_refreshes_in_eval_mode_and_restores_train_mode():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.BatchNorm1d(4),
+                                torch.nn.Tanh(), torch.nn.Linear(4, 2)).double()
+    x, y = tiny_classification(n=16)
+    opt = build_optimizer_for("gld-diagonal", model, loss_fn=LOSS, data=(x, y), lr=0.1,
+                              noise_batch_size=2)
+    model.train()
+    _run(model, opt, (x, y), 2)
+    assert model.training
+    model.eval()
+    ref = covariance_reference(per_sample_gradients_loop(model, LOSS, (x, y)))
+    opt.refresh_statistics()
+    torch.testing.assert_close(opt.covariance(), torch.diag(torch.diagonal(ref)) / 2)

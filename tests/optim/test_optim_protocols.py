@@ -161,3 +161,12 @@ def test_schedules_follow_group_initial_lr_and_multiple_groups():
     s.step()
     assert [g["lr"] for g in opt.param_groups] == pytest.approx([0.1, 1.0])
     assert s.get_last_lr() == pytest.approx([0.1, 1.0])
+
+
+def test_random_protocol_default_seed_follows_the_run_seed():
+    def draws(seed):
+        torch.manual_seed(seed)
+        return lr_trace("random", 5, lr=0.1)
+
+    assert draws(1) == draws(1)
+    assert draws(1) != draws(2)

@@ -104,6 +104,12 @@ class Integrator(ABC):
     weak_order: float
     strong_order: float
     strong_order_additive: float | None = None  # when G is constant, if higher
+    #: Brownian increments consumed before the first step (see :meth:`start`).
+    lookahead: int = 0
+
+    def start(self, sde: SDE, x: Tensor, dw0: Tensor) -> None:
+        """Called once before the first step with ``lookahead`` extra increment(s); stateful
+        integrators (Leimkuhler–Matthews) keep what they need here."""
 
     @abstractmethod
     def step(self, sde: SDE, x: Tensor, t: float, dt: float, dw: Tensor) -> Tensor:

@@ -50,8 +50,9 @@ def simulate(
     """Integrate ``steps`` steps of size ``dt`` from ``x0`` (..., d), all chains at once.
 
     Args:
-        increments: optional Brownian increments (steps, ..., r); drawn from ``generator``
-            one step at a time otherwise (memory O(chains), not O(steps · chains)).
+        increments: optional Brownian increments (steps + lookahead, ..., r), the integrator's
+            lookahead increments first; drawn from ``generator`` one step at a time otherwise
+            (memory O(chains), not O(steps · chains)).
         record_every: keep the state (or ``observe(state)``) every k steps (and at step 0).
     """
     if dt <= 0 or steps < 0:
@@ -59,23 +60,26 @@ def simulate(
     if x0.shape[-1] != sde.dim:
         raise UserError(f"x0 must have shape (..., {sde.dim}), got {tuple(x0.shape)}")
     integ = integrator or EulerMaruyama()
-    if increments is not None and increments.shape[0] != steps:
-        raise UserError(f"increments has {increments.shape[0]} steps, expected {steps}")
+    look = integ.lookahead if sde.factor is not None else 0
+    if increments is not None and increments.shape[0] != steps + look:
+        raise UserError(f"increments has {increments.shape[0]} steps, expected {steps + look}")
     x = x0.clone()
+    sq = math.sqrt(dt)
+
+    def draw(n: int) -> Tensor:
+        if increments is not None:
+            return increments[n]
+        return torch.randn((*x.shape[:-1], sde.noise_dim), generator=generator,
+                           dtype=x.dtype) * sq
+    if look:
+        integ.start(sde, x, draw(0))
     obs = observe or (lambda s: s.clone())
     times, states = [], []
     if record_every:
         times.append(t0)
         states.append(obs(x))
-    sq = math.sqrt(dt)
     for n in range(steps):
-        if sde.factor is None:
-            dw = x.new_zeros(*x.shape[:-1], 0)
-        elif increments is not None:
-            dw = increments[n]
-        else:
-            dw = torch.randn((*x.shape[:-1], sde.noise_dim), generator=generator,
-                             dtype=x.dtype) * sq
+        dw = x.new_zeros(*x.shape[:-1], 0) if sde.factor is None else draw(n + look)
         x = integ.step(sde, x, t0 + n * dt, dt, dw)
         if record_every and (n + 1) % record_every == 0:
             times.append(t0 + (n + 1) * dt)

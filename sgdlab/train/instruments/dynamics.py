@@ -71,8 +71,12 @@ class DynamicsCallback(Callback):
         self._prev_grad_step = -1               # step of the kept previous gradient
         self._prev_sq: Tensor | None = None     # ‖g_prev‖² (0-d), when known
         self._loaded_prev: Tensor | None = None
-        self._cos_parts: Tensor | None = None   # [g_prev·g, g·g, ‖g_prev‖²]
-        self._param_cache: tuple[Any, list[Tensor]] | None = None
+        self._cos_parts: tuple[Tensor, Tensor, int] | None = None  # (dots, ‖g_prev‖², row)
+        self._param_cache: tuple[Any, list[Tensor]] | None = None  # (model, detached params)
+        self._orig_cache: tuple[Any, list[Tensor]] | None = None
+        self._theta_views: list[list[Tensor]] = []
+        self._diff: Tensor | None = None
+        self._grad_views: list[list[Tensor]] = []
         self._data: Any = None
 
     def _eval_data(self, ctx: TrainContext):
@@ -95,35 +99,44 @@ class DynamicsCallback(Callback):
             self._expensive(ctx)
 
     # Hot path. On a small model the per-step cost is the number of torch calls, not the flops,
-    # so: θ is flattened once per step into row 1 of a (3, d) buffer [θ_0; θ; 0] and one
-    # ``cdist`` against the previous step's buffer [θ_0; θ_t; 0] gives ‖θ − θ_0‖, ‖θ − θ_t‖ and
-    # ‖θ‖ at once; gradients go into a (2, d) buffer whose ``mv`` with the new row gives
-    # g_prev·g and g·g; all scalars are read back with one ``tolist``. Nothing in the loop
-    # moves the weights between one step's end and the next step's begin, so θ_t is reused.
-    def _params(self, ctx: TrainContext) -> list[Tensor]:
-        # cached: walking the module tree each step costs more than the arithmetic
-        if self._param_cache is None or self._param_cache[0] is not ctx.model:
-            self._param_cache = (ctx.model, list(trainable_named_params(ctx.model).values()))
-        return self._param_cache[1]
+    # so everything goes through preallocated buffers and precomputed views of them:
+    # ``_foreach_copy_`` flattens θ into row 1 of a (3, d) buffer [θ_0; θ_s; 0] (two of them,
+    # by step parity) and one ``vector_norm(θ − rows, dim=1)`` against the previous step's
+    # buffer gives ‖θ − θ_0‖, ‖θ − θ_t‖ and ‖θ‖; gradients go into a (2, d) buffer (row = step
+    # parity) whose ``mv`` with the new row gives g_prev·g and g·g; all scalars are read back
+    # with one ``tolist``. Nothing in the loop moves the weights between one step's end and the
+    # next step's begin, so θ_t is the θ flattened at the previous step's end.
+    def _setup(self, ctx: TrainContext) -> None:
+        if self._param_cache is not None and self._param_cache[0] is ctx.model:
+            return
+        params = [p.detach() for p in trainable_named_params(ctx.model).values()]
+        th0 = self.theta0
+        sizes = [p.numel() for p in params]
+        self._refs = []
+        for _ in range(2):
+            r = torch.zeros(3, th0.numel(), dtype=th0.dtype, device=th0.device)
+            r[0] = th0
+            self._refs.append(r)
+        self._diff = torch.empty_like(self._refs[0])
+        self._grads = torch.zeros(2, th0.numel(), dtype=th0.dtype, device=th0.device)
+        if self._loaded_prev is not None:  # resumed: restore the kept gradient's row
+            self._grads[self._prev_grad_step % 2] = self._loaded_prev
+            self._loaded_prev = None
 
-    @staticmethod
-    def _flat_into(tensors: list[Tensor], out: Tensor) -> None:
-        torch.cat([t.detach().reshape(-1) for t in tensors], out=out)
+        def views(row: Tensor) -> list[Tensor]:
+            return [v.view_as(p) for v, p in zip(torch.split(row, sizes), params)]
 
-    def _ref_buffers(self) -> list[Tensor]:
-        if not self._refs:
-            th0 = self.theta0
-            for _ in range(2):
-                r = torch.zeros(3, th0.numel(), dtype=th0.dtype, device=th0.device)
-                r[0] = th0
-                self._refs.append(r)
-        return self._refs
+        self._theta_views = [views(r[1]) for r in self._refs]
+        self._grad_views = [views(g) for g in self._grads]
+        self._param_cache = (ctx.model, params)
+        self._theta_step = -1
 
     def on_step_begin(self, ctx: TrainContext) -> None:
         # θ_t is needed for the update norm of step t → t+1 only when s = t+1 is logged
         self._have_theta_t = self.should_run(ctx.step + 1)
         if self._have_theta_t and self._theta_step != ctx.step:
-            self._flat_into(self._params(ctx), self._ref_buffers()[ctx.step % 2][1])
+            self._setup(ctx)
+            torch._foreach_copy_(self._theta_views[ctx.step % 2], self._param_cache[1])
             self._theta_step = ctx.step
 
     def on_after_backward(self, ctx: TrainContext) -> None:
@@ -134,41 +147,43 @@ class DynamicsCallback(Callback):
         if not (want_cos or keep):
             self._prev_grad_step, self._prev_sq = -1, None
             return
-        params = self._params(ctx)
-        if self._grads is None:
-            self._grads = torch.zeros(2, sum(p.numel() for p in params), dtype=params[0].dtype,
-                                      device=params[0].device)
-            if self._loaded_prev is not None:  # resumed: restore the kept gradient's row
-                self._grads[self._prev_grad_step % 2] = self._loaded_prev
-                self._loaded_prev = None
-        # rows by step parity, so a resumed run computes bit for bit the same products
-        new, old = t % 2, 1 - t % 2
-        if any(p.grad is None for p in params):
+        self._setup(ctx)
+        new, old = t % 2, 1 - t % 2  # rows by step parity: a resumed run is bit for bit equal
+        grads = [p.grad for p in self._orig_params(ctx)]
+        if any(g is None for g in grads):
             self._grads[new] = grads_vector(ctx.model)
         else:
-            self._flat_into([p.grad for p in params], self._grads[new])
+            torch._foreach_copy_(self._grad_views[new], grads)
         dots = torch.mv(self._grads, self._grads[new])  # [g_row0·g, g_row1·g]
-        gg, gprev = dots[new], dots[old]
         if want_cos:
             pp = self._prev_sq if self._prev_sq is not None else torch.dot(
-                self._grads[old], self._grads[old])
-            self._cos_parts = torch.stack([gprev, gg, pp])
-        self._prev_grad_step, self._prev_sq = (t, gg) if keep else (-1, None)
+                self._grads[old], self._grads[old]).view(1)
+            self._cos_parts = (dots, pp, new)
+        self._prev_grad_step, self._prev_sq = (t, dots[new:new + 1]) if keep else (-1, None)
+
+    def _orig_params(self, ctx: TrainContext) -> list[Tensor]:
+        # the Parameters themselves (``.grad`` lives on them, not on the detached views)
+        if self._orig_cache is None or self._orig_cache[0] is not ctx.model:
+            self._orig_cache = (ctx.model, list(trainable_named_params(ctx.model).values()))
+        return self._orig_cache[1]
 
     def on_step_end(self, ctx: TrainContext) -> None:
         if self.should_run(ctx.step):
-            refs = self._ref_buffers()
-            nxt = refs[ctx.step % 2]
-            self._flat_into(self._params(ctx), nxt[1])
-            dist = torch.cdist(nxt[1:2], refs[1 - ctx.step % 2],
-                               compute_mode="donot_use_mm_for_euclid_dist").view(-1)
-            parts = dist if self._cos_parts is None else torch.cat([dist, self._cos_parts])
-            vals = parts.tolist()
+            self._setup(ctx)
+            k = ctx.step % 2
+            torch._foreach_copy_(self._theta_views[k], self._param_cache[1])
+            row = self._refs[k][1:2]
+            # preallocated difference: a fresh (3, d) temporary per step costs page faults
+            torch.sub(row, self._refs[1 - k], out=self._diff)
+            dist = torch.linalg.vector_norm(self._diff, dim=1)
+            parts = [dist] if self._cos_parts is None else [dist, *self._cos_parts[:2]]
+            vals = torch.cat(parts).tolist()
             out = {"dist_from_init": vals[0], "param_norm": vals[2]}
             if self._have_theta_t:
                 out["update_norm"] = vals[1]
             if self._cos_parts is not None:
-                dot, gg, pp = vals[3:]
+                new = self._cos_parts[2]
+                gg, dot, pp = vals[3 + new], vals[3 + (1 - new)], vals[5]
                 if gg > 0 and pp > 0:
                     out["grad_cosine"] = max(-1.0, min(1.0, dot / math.sqrt(gg * pp)))
             ctx.log_dict(out)
@@ -195,9 +210,10 @@ class DynamicsCallback(Callback):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.theta0 = state.get("theta0")
-        self._refs, self._grads = [], None
+        self._param_cache = self._orig_cache = None  # buffers rebuilt around the new θ_0
         self._prev_sq = state.get("prev_sq")
-        self._theta_step = -1
+        if self._prev_sq is not None:
+            self._prev_sq = self._prev_sq.reshape(1)
         self._loaded_prev = state.get("prev_grad")
         self._prev_grad_step = (int(state.get("prev_grad_step", -1))
                                 if self._loaded_prev is not None else -1)

@@ -1,0 +1,65 @@
+"""A landscape as an ordinary training problem: (model, loss_fn, data) for the shared engine.
+
+``as_problem(landscape, theta0)`` returns
+
+- ``model``: a :class:`LandscapeModel` whose single parameter is θ (shape (dim,)) and whose
+  forward maps a batch of *sample indices* to their per-sample losses ℓ_i(θ), shape (B,);
+- ``loss_fn``: :func:`mean_of_outputs`, the mean of those losses (targets ignored), so the
+  mean-reduced contract L(θ) = (1/N) Σ ℓ_i holds;
+- ``data``: the batch ``(arange(N), zeros(N))``.
+
+With it, operators (``HessianOperator``, ``per_sample_gradients``), measurements
+(``sgdlab.measure``), optimizers and the training loop run on analytic landscapes unchanged,
+and their answers can be checked against the landscape's closed forms (see the tests).
+Sample-free landscapes have one "sample" (index 0) whose loss is L itself.
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from sgdlab.data.base import Dataset
+
+from .base import Landscape
+
+
+class LandscapeModel(nn.Module):
+    """θ as an ``nn.Parameter``; ``forward(idx) -> ℓ_idx(θ)`` of shape (B,)."""
+
+    def __init__(self, landscape: Landscape, theta0: Tensor) -> None:
+        super().__init__()
+        self.landscape = landscape
+        self.theta = nn.Parameter(torch.as_tensor(theta0).detach().clone().reshape(landscape.dim))
+
+    def forward(self, idx: Tensor) -> Tensor:
+        if self.landscape.num_samples is None:
+            return self.landscape.loss(self.theta).expand(idx.shape[0])
+        per = self.landscape.per_sample_loss(self.theta)            # (N,)
+        return torch.gather(per, 0, idx.reshape(-1).long())
+
+
+def mean_of_outputs(outputs: Tensor, targets: Tensor) -> Tensor:
+    """The mean of the per-sample losses the model returns (``targets`` are ignored)."""
+    return outputs.mean()
+
+
+def as_problem(landscape: Landscape, theta0: Tensor
+               ) -> tuple[LandscapeModel, object, tuple[Tensor, Tensor]]:
+    """(model, loss_fn, data) for the shared engine; see the module docstring."""
+    n = landscape.num_samples or 1
+    model = LandscapeModel(landscape, theta0)
+    data = (torch.arange(n), torch.zeros(n, dtype=model.theta.dtype))
+    return model, mean_of_outputs, data
+
+
+def as_dataset(landscape: Landscape, name: str = "landscape") -> Dataset:
+    """The sample indices as a ``Dataset`` (train = test = all samples) for ``train()``."""
+    n = landscape.num_samples or 1
+    idx = torch.arange(n)
+    zeros = torch.zeros(n)
+    return Dataset(idx, zeros, idx.clone(), zeros.clone(),
+                   meta={"name": name, "task": "regression", "input_shape": (),
+                         "num_outputs": 1, "seed": None})
+
+
+__all__ = ["LandscapeModel", "mean_of_outputs", "as_problem", "as_dataset"]
