@@ -158,7 +158,14 @@ def _check_model(path: str, sec: dict[str, Any], errors: list[str]) -> None:
 
 def _check_train(path: str, sec: dict[str, Any], errors: list[str]) -> None:
     bs = sec.get("batch_size")
-    if isinstance(bs, str) and bs != "full":
+    if isinstance(bs, dict):
+        from ..train.batch_schedules import build_batch_schedule
+
+        try:
+            build_batch_schedule(bs)
+        except ValueError as e:
+            errors.append(f"{join(path, 'batch_size')}: {e}")
+    elif isinstance(bs, str) and bs != "full":
         errors.append(f"{join(path, 'batch_size')}: must be an integer >= 1 or \"full\", "
                       f"got {bs!r}")
     elif isinstance(bs, int) and bs < 1:
@@ -228,7 +235,8 @@ RUN_SCHEMA = Section({
                         check=_check_schedule),
     "train": Section({
         "epochs": Field(int, default=10, min=0),
-        "batch_size": Field((int, str), default=128),
+        "batch_size": Field((int, str, dict), default=128,
+                            doc='int, "full", or a schedule {kind: cyclic, low, high, period}'),
         "replacement": Field(bool, default=False),
         "drop_last": Field(bool, default=False),
         "seed": Field(int, default=0, min=0),
@@ -361,8 +369,15 @@ def build_from_config(cfg: dict[str, Any], *, validated: bool = False) -> BuiltR
         raise ConfigError(f"optimizer: {e}") from None
 
     n = len(data.x_train)
-    batch_size = n if t["batch_size"] == "full" else t["batch_size"]
-    total = steps_per_epoch(n, batch_size, t["drop_last"]) * t["epochs"]
+    if isinstance(t["batch_size"], dict):  # a batch-size schedule (e.g. Jastrzebski's cyclic B)
+        from ..train.batch_schedules import build_batch_schedule
+
+        batch_size = build_batch_schedule(t["batch_size"])
+        total = sum(steps_per_epoch(n, batch_size(e), t["drop_last"]) for e in range(t["epochs"]))
+    else:
+        batch_size = n if t["batch_size"] == "full" else t["batch_size"]
+        total = steps_per_epoch(n, batch_size, t["drop_last"]) * t["epochs"]
+    first_batch_size = batch_size(0) if callable(batch_size) else batch_size
     if t["max_steps"] is not None:
         total = min(total, t["max_steps"])
     s = dict(cfg["schedule"])
@@ -371,7 +386,7 @@ def build_from_config(cfg: dict[str, Any], *, validated: bool = False) -> BuiltR
     if sname != "constant" or s:
         try:
             schedule = build_schedule(sname, optimizer,
-                                      steps_per_epoch=steps_per_epoch(n, batch_size,
+                                      steps_per_epoch=steps_per_epoch(n, first_batch_size,
                                                                       t["drop_last"]),
                                       total_steps=max(total, 1), **s)
         except (ValueError, TypeError) as e:

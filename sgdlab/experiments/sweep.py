@@ -241,10 +241,16 @@ def run_sweep(runs: list[RunSpec], *, store_path: str | None = None, workers: in
     experiment = runs[0].experiment
     done = finished_runs(store, experiment)
     rank, world = _shard()
+    _barrier(world)       # every rank shards the same list: read the store before anyone runs
     threads = threads_per_worker(workers)
     say = progress or (lambda s: None)
+    if world > 1:
+        base_say = say
+        say = lambda s: base_say(f"[rank {rank}/{world}] {s}")  # noqa: E731
     layers = dependency_layers(runs)
-    todo_total = sum(1 for r in runs if r.key not in done)
+    todo_total = sum(1 for layer in layers
+                     for i, r in enumerate(x for x in layer if x.key not in done)
+                     if i % world == rank)
     skipped = [r.key for r in runs if r.key in done]
     rep.skipped.extend(skipped)
     if skipped:

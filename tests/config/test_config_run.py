@@ -167,3 +167,24 @@ def test_full_batch_and_cross_entropy_on_regression():
     assert b.train_kwargs["batch_size"] == len(b.data.x_train) == 20
     with pytest.raises(ConfigError, match="cross_entropy needs class labels"):
         build_from_config({**TINY, "loss": "cross_entropy"})
+
+
+def test_cyclic_batch_size_from_config_drives_the_loop():
+    raw = load_config("digits-mlp")
+    raw["train"].update(epochs=2, batch_size={"kind": "cyclic", "low": 32, "high": 160,
+                                              "period": 2})
+    built = build_from_config(validate_config(raw))
+    schedule = built.train_kwargs["batch_size"]
+    assert [schedule(e) for e in range(4)] == [32, 160, 32, 160]
+    n = len(built.data.x_train)
+    from sgdlab.train import train
+    result = train(built.model, built.loss_fn, built.data, built.optimizer,
+                   **{**built.train_kwargs, "progress": False})
+    assert result.steps == -(-n // 32) + -(-n // 160)
+
+
+def test_unknown_batch_size_schedule_names_the_key():
+    raw = load_config("digits-mlp")
+    raw["train"]["batch_size"] = {"kind": "cyclicc"}
+    with pytest.raises(ConfigError, match=r"train\.batch_size: Unknown batch-size schedule"):
+        validate_config(raw)
