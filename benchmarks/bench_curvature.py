@@ -33,7 +33,8 @@ Optional (``SGDLAB_BENCH_LARGEST=1``; takes minutes): ``largest_model_params_wit
 ``largest_model_samples_within_60s`` — the largest MLP 784-w-w-10 (w doubling) whose D(x) top-10
 spectrum (per-sample gradients on N = 2,000 samples + Gram) and Hessian top-10 eigenpairs
 (Lanczos, at most 80 products, tol 1e-3, on the same samples; at initialisation the top-10 are
-clustered and 80 products reach a relative residual of a few 1e-2, which is printed) complete within 60 s of wall time on this CPU, one
+clustered and 80 products reach a relative residual of a few 1e-2, which is printed) complete
+within 60 s of wall time on this CPU, one
 torch thread (the machine is shared; more threads oversubscribe it).
 """
 from __future__ import annotations

@@ -8,7 +8,8 @@ fixed subset of its training (or test) data with :mod:`sgdlab.measure`, and writ
 - the scalars to the run store, under the instrument names (``hess/top_1``, ``noise/trace``,
   ``align/cos_1``, ``sharpness/expected``, ...) at the checkpoint's step,
 - ``measurements.json`` (scalars and arrays: eigenvalues, spectra, SLQ density) and plots
-  (``hessian_density.png``, ``spectra.png``, ``alignment.png``) to ``--out``
+  (``hessian_density.png``, ``spectra.png``, ``alignment.png``; ``curvature_history.png`` and
+  ``noise_magnitude.png`` when the run recorded such series during training) to ``--out``
   (default: ``<run folder>/measure-step<step>``).
 """
 from __future__ import annotations
@@ -27,7 +28,8 @@ WHAT = ("hessian", "noise", "alignment", "sharpness")
 def register(subparsers) -> None:
     p = subparsers.add_parser(
         "measure", help="curvature, gradient noise, Σ–H alignment, sharpness of a stored model",
-        description=__doc__.split("\n\n", 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter)
+        description=__doc__.split("\n\n", 1)[1],
+        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("target", metavar="CHECKPOINT_OR_RUN")
     p.add_argument("--what", default="hessian,noise,alignment,sharpness",
                    help=f"comma-separated subset of {','.join(WHAT)} (default: all)")
@@ -231,6 +233,18 @@ def _measure(args: argparse.Namespace) -> int:
         print(f"  (no run for this checkpoint in {store.path}: recorded as run {run_id})")
     store.log_metrics(run_id, step, scalars)
     store.add_artifact(run_id, "measurements", path.resolve())
+    # the run's recorded curvature/noise history (instruments + this measurement), if any
+    history = {k: v for k, v in store.metrics(run_id).items()
+               if k.split("/")[0] in ("hess", "noise", "align")}
+    if any(len(v) > 1 for v in history.values()):
+        from sgdlab.report.figures.curvature import (
+            curvature_history_figure, noise_magnitude_figure,
+        )
+        figures.append(_save(curvature_history_figure(history, title=f"run {run_id}"),
+                             out_dir / "curvature_history.png"))
+        if "noise/grad_norm" in history:
+            figures.append(_save(noise_magnitude_figure(history),
+                                 out_dir / "noise_magnitude.png"))
     for f in figures:
         store.add_artifact(run_id, "figure", f.resolve())
     for name, v in scalars.items():

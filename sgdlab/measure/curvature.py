@@ -397,7 +397,7 @@ class SpectralDensity:
     dim: int
 
     def moment(self, p: int) -> float:
-        """(1/d) Tr A^p estimated by quadrature (exact for p <= 2m − 1 per probe, in expectation)."""
+        """(1/d) Tr A^p by quadrature (exact per probe for p <= 2m − 1; unbiased over probes)."""
         return float((self.weights * self.nodes ** p).sum(1).mean())
 
     def trace(self) -> float:

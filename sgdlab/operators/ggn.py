@@ -7,7 +7,8 @@ semi-definite for losses convex in the outputs (cross-entropy, MSE) and equals t
 information for those losses (canonical link). A matvec is one Jacobian-vector product J v (by the
 double-vjp trick through the cached output graph: two backward passes, no forward-mode AD),
 the output-space Hessian H_out (J v) by double backward through the loss only (cheap, outputs
-are small), and one vector-Jacobian product Jᵀ w through the cached output graph. Works for any ``loss_fn(outputs, targets)``; no closed form per loss is needed.
+are small), and one vector-Jacobian product Jᵀ w through the cached output graph. Works for
+any ``loss_fn(outputs, targets)``; no closed form per loss is needed.
 """
 from __future__ import annotations
 

@@ -20,7 +20,8 @@ def _sym(d, seed=0, shift=0.0):
 def test_lanczos_matches_eigh(which):
     a = _sym(60, seed=3)
     k = 3
-    vals, vecs = lanczos(a, k, which=which, num_iter=60, tol=1e-10, generator=torch.Generator().manual_seed(0))
+    vals, vecs = lanczos(a, k, which=which, num_iter=60, tol=1e-10,
+                         generator=torch.Generator().manual_seed(0))
     ref = torch.linalg.eigvalsh(a)
     expect = {
         "largest": ref.flip(0)[:k],

@@ -1,6 +1,4 @@
 """Sharpness measures on a quadratic loss with closed forms."""
-import math
-
 import pytest
 import torch
 from torch import nn

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from sgdlab.operators import (
-    EmpiricalFisherOperator, GGNOperator, HessianOperator, as_operator, curvature_operator,
+    EmpiricalFisherOperator, GGNOperator, as_operator, curvature_operator,
     per_sample_gradients,
 )
 from sgdlab.testing import (

@@ -29,7 +29,7 @@ def test_instruments_registered_and_log():
         build_instrument("sharpness", schedule=every, sigma=0.01, num_samples=4, epsilon=1e-3,
                          gamma=1e-3),
         build_instrument("noise", schedule=every, k=3),
-        build_instrument("alignment", schedule=every, k=2, num_probes=4),
+        build_instrument("alignment", schedule=Schedule.at([5]), k=2, num_probes=4),
         build_instrument("noise_magnitude", schedule=every),
     ]
     res = train(model, nn.CrossEntropyLoss(), data, torch.optim.SGD(model.parameters(), lr=0.1),
@@ -42,6 +42,7 @@ def test_instruments_registered_and_log():
         assert key in h, key
     assert [s for s, _ in h["hess/top_1"]] == [0, 3]
     assert [s for s, _ in h["noise/grad_norm"]] == [3]          # needs a batch size
+    assert [s for s, _ in h["align/cos_1"]] == [5]              # no step 0 unless scheduled
     # measuring does not perturb training: same final parameters as a run without instruments
     torch.manual_seed(0)
     bare = nn.Sequential(nn.Linear(4, 6), nn.Tanh(), nn.Linear(6, 3))

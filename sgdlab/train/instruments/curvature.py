@@ -47,10 +47,12 @@ class MeasuredCallback(MeasurementCallback):
     """A :class:`MeasurementCallback` on a fixed evaluation set, with a per-step generator."""
 
     def __init__(self, schedule: Schedule, *, eval_subset: int | None = 1000,
-                 eval_mode: bool = True, seed: int = 0, at_train_begin: bool = True):
+                 eval_mode: bool = True, seed: int = 0, at_train_begin: bool | None = None):
         if eval_subset is not None and eval_subset < 1:
             raise ValueError(f"Invalid eval_subset={eval_subset} (must be >= 1)")
-        super().__init__(self._measure, schedule, at_train_begin=at_train_begin)
+        # default: measure the initial model only when the schedule includes step 0
+        begin = schedule(0) if at_train_begin is None else at_train_begin
+        super().__init__(self._measure, schedule, at_train_begin=begin)
         self.eval_subset, self.eval_mode, self.seed = eval_subset, eval_mode, seed
         self._data: Any = None
 
