@@ -5,8 +5,9 @@ checkpoint file/folder written by the training loop (its run folder must hold th
 ``config.yaml`` that ``sgdlab train`` writes, so the model can be rebuilt) — measures it on a
 fixed subset of its training (or test) data with :mod:`sgdlab.measure`, and writes
 
-- the scalars to the run store, under the instrument names (``hess/top_1``, ``noise/trace``,
-  ``align/cos_1``, ``sharpness/expected``, ...) at the checkpoint's step,
+- the scalars to the run store at the checkpoint's step, named ``measure/`` + the instrument
+  names (``measure/hess/top_1``, ``measure/noise/trace``, ``measure/align/cos_1``,
+  ``measure/sharpness/expected``, ...), kept apart from the series recorded during training,
 - ``measurements.json`` (scalars and arrays: eigenvalues, spectra, SLQ density) and plots
   (``hessian_density.png``, ``spectra.png``, ``alignment.png``; ``curvature_history.png`` and
   ``noise_magnitude.png`` when the run recorded such series during training) to ``--out``
@@ -231,9 +232,10 @@ def _measure(args: argparse.Namespace) -> int:
                                   name=f"measure {ckpt.name}", experiment="measure",
                                   status="finished")
         print(f"  (no run for this checkpoint in {store.path}: recorded as run {run_id})")
-    store.log_metrics(run_id, step, scalars)
+    # prefixed: a measurement (its own subset and options) is not the training-time series
+    store.log_metrics(run_id, step, {f"measure/{k}": v for k, v in scalars.items()})
     store.add_artifact(run_id, "measurements", path.resolve())
-    # the run's recorded curvature/noise history (instruments + this measurement), if any
+    # the run's curvature/noise series recorded during training by the instruments, if any
     history = {k: v for k, v in store.metrics(run_id).items()
                if k.split("/")[0] in ("hess", "noise", "align")}
     if any(len(v) > 1 for v in history.values()):

@@ -34,7 +34,8 @@ def test_measure_checkpoint_writes_store_json_and_plots(tmp_path, capsys):
 
     s = RunStore(store)
     run_id = res["run_id"]
-    assert s.metrics(run_id, "hess/top_1")["hess/top_1"][-1][0] == 3
+    rec = s.metrics(run_id, "measure/hess/top_1")["measure/hess/top_1"]
+    assert rec == [(3, pytest.approx(res["scalars"]["hess/top_1"]))]
     capsys.readouterr()
     assert main(["measure", str(run_dir), "--store", store, "--what", "bogus"]) == 2
     assert "--what" in capsys.readouterr().err
