@@ -21,6 +21,12 @@ from sgdlab.report.tables import Table
 CALLS: list[str] = []
 
 
+@pytest.fixture(autouse=True)
+def _one_thread(monkeypatch):
+    # tiny models: one torch thread per run (several threads on 2 busy cores thrash)
+    monkeypatch.setenv("SGDLAB_THREADS", "1")
+
+
 @register_procedure("_test_square")
 class _Square(Procedure):
     """x -> x**2 + seed; fails when the marker file named in params exists."""

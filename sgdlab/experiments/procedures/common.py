@@ -83,7 +83,16 @@ def summary_table(name: str, groups: "OrderedDict[str, list[StoredRun]]",
 
 def values_by_group(groups: "OrderedDict[str, list[StoredRun]]", metrics: list[str]
                     ) -> dict[str, dict[str, float]]:
-    return {g: {m: stat(rs, m)[0] for m in metrics} for g, rs in groups.items()}
+    """``{group: {metric: mean, metric + "__std": std over seeds}}``."""
+    out: dict[str, dict[str, float]] = {}
+    for g, rs in groups.items():
+        out[g] = {}
+        for m in metrics:
+            mean, std, n = stat(rs, m)
+            out[g][m] = mean
+            if n > 1:
+                out[g][m + "__std"] = std
+    return out
 
 
 def _fmt(v: float) -> str:
@@ -148,6 +157,12 @@ def check_claims(claims: list[dict[str, Any]], values: dict[str, dict[str, float
                 ok = close if kind == "close" else (fin and not close)
                 text = (f"{mname} of {nm(a)} ({_fmt(va)}) and {nm(b)} ({_fmt(vb)}) "
                         f"{'agree' if close else 'differ'} within tolerance {_fmt(tol)}")
+        if kind in ("less", "greater") and finite(va) and finite(vb):
+            spread = max(values.get(c[kind][0], {}).get(metric + "__std", 0.0),
+                         values.get(c[kind][1], {}).get(c.get("metric_b", metric) + "__std",
+                                                        0.0))
+            if spread > 0 and abs(va - vb) < spread:
+                text += f" — the difference is within the seed-to-seed spread (std {spread:.3g})"
         if not all(map(finite, (va if isinstance(va, list) else [va])
                        + (vb if isinstance(vb, list) else [vb]))):
             text += " (missing or non-finite values: the claim cannot be checked)"
