@@ -35,10 +35,12 @@ def register(subparsers) -> None:
     p.add_argument("--mean-eig", type=float, default=None, metavar="M",
                    help="measured mean eigenvalue Tr D / d of the diffusion matrix (thesis)")
     g = p.add_mutually_exclusive_group()
-    g.add_argument("--match-lr", type=int, default=None, metavar="NEW_BATCH_SIZE",
+    g.add_argument("--match-lr", "--new-batch-size", dest="match_lr", type=int, default=None,
+                   metavar="NEW_BATCH_SIZE",
                    help="solve for the learning rate that keeps the temperature at this new "
                         "batch size")
-    g.add_argument("--match-batch-size", type=float, default=None, metavar="NEW_LR",
+    g.add_argument("--match-batch-size", "--new-lr", dest="match_batch_size", type=float,
+                   default=None, metavar="NEW_LR",
                    help="solve for the batch size that keeps the temperature at this new "
                         "learning rate (rounded to an integer; the achieved value is shown)")
     p.add_argument("--keep", choices=list(_HELP), default=None,
