@@ -20,6 +20,8 @@ import time
 
 import torch
 
+from _timing import median_timed, one_thread
+
 GOALS = {
     "escape_experiment_seconds": "< 5",
     "escape_dynamics_seconds": "report",
@@ -29,14 +31,9 @@ GOALS = {
 
 def _median_time(fn, repeats: int = 3) -> float:
     """Median thread CPU seconds of ``fn()``; prints the median wall seconds too."""
-    cpu, wall = [], []
-    for _ in range(repeats):
-        w0, c0 = time.perf_counter(), time.thread_time()
-        fn()
-        cpu.append(time.thread_time() - c0)
-        wall.append(time.perf_counter() - w0)
-    print(f"  cpu {statistics.median(cpu):.3f} s, wall {statistics.median(wall):.3f} s")
-    return statistics.median(cpu)
+    cpu, wall = median_timed(fn, repeats)
+    print(f"  cpu {cpu:.3f} s, wall {wall:.3f} s")
+    return cpu
 
 
 def run() -> dict[str, float | None]:
@@ -44,9 +41,7 @@ def run() -> dict[str, float | None]:
     from sgdlab.landscapes.pspin import PSpinGlass
     from sgdlab.landscapes.two_basin import TwoBasin
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with one_thread():
         land = TwoBasin(dtype=torch.float32)
         cfg = EscapeConfig(record_trajectory=False)
         print(f"escape: TwoBasin N={land.num_samples}, float32, cpu, threads=1; "
@@ -69,8 +64,6 @@ def run() -> dict[str, float | None]:
             rates.append(int(res.converged.sum()) / (time.thread_time() - t0))
         return {"escape_experiment_seconds": full, "escape_dynamics_seconds": dyn,
                 "pspin_descents_per_second": statistics.median(rates)}
-    finally:
-        torch.set_num_threads(threads)
 
 
 if __name__ == "__main__":

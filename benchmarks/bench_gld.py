@@ -25,11 +25,10 @@ documented option of the optimizer); ``gld_hessian_fullset_cost_in_gradients`` u
 """
 from __future__ import annotations
 
-import statistics
-import time
-
 import torch
 from torch import nn
+
+from _timing import median_timed, one_thread
 
 FIGS = ["gd", "gld_const", "gld_dynamic", "gld_diagonal", "gld_leading", "gld_hessian",
         "gld_sgd_like", "gd_isotropic"]
@@ -45,16 +44,9 @@ GOALS.update({
 N, M, K, F = 512, 32, 10, 10
 
 
-def _timed(fn) -> float:
-    t = time.thread_time()
-    fn()
-    return time.thread_time() - t
-
-
 def _median(fn, repeats: int) -> float:
-    if repeats > 1:
-        fn()                                      # warm-up (expensive single-shot terms skip it)
-    return statistics.median(_timed(fn) for _ in range(repeats))
+    """Median CPU seconds; warm-up first (expensive single-shot terms skip it)."""
+    return median_timed(fn, repeats, warmup=repeats > 1)[0]
 
 
 def _problem():
@@ -85,9 +77,7 @@ VARIANTS = {
 def run() -> dict[str, float | None]:
     from sgdlab.optim import build_optimizer_for
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with one_thread():
         model, loss_fn, data = _problem()
         x, y = data
         d = sum(p.numel() for p in model.parameters())
@@ -121,8 +111,6 @@ def run() -> dict[str, float | None]:
                   f"draw+update {t_noise / t_grad:.3f} grads -> {cost:.3f} grads/step")
             out[f"{fig}_cost_in_gradients"] = cost
         return out
-    finally:
-        torch.set_num_threads(threads)
 
 
 if __name__ == "__main__":

@@ -31,6 +31,8 @@ import time
 import torch
 from torch import nn
 
+from _timing import one_thread
+
 GOALS = {
     "entropy_sgd_cost_per_gradient_vs_sgd": "<= 1.05",
     "parle_comm_fraction_L25_4proc": "<= 0.05",
@@ -211,17 +213,13 @@ def _distributed(kind: str) -> tuple[float | None, float | None]:
 
 
 def run() -> dict[str, float | None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with one_thread():
         print(f"  model: MLP {D}-{WIDTH}-{WIDTH}-{CLASSES} (ReLU), float32, CPU, batch {BATCH}, "
               f"synthetic N={N}, 1 thread per process")
         ratio = _cost_ratio(0.0)
         _cost_ratio(1e-6)   # printed only: the Gaussian draws of the thermal noise
         frac, wall = _distributed("cnn")
         _distributed("mlp")   # printed only: the worst case (communication ∝ compute / B)
-    finally:
-        torch.set_num_threads(threads)
     return {"entropy_sgd_cost_per_gradient_vs_sgd": ratio,
             "parle_comm_fraction_L25_4proc": frac,
             "parle_wallclock_distributed_over_inprocess_4rep": wall}

@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import copy
 import statistics
-import time
 
 import torch
 from torch import nn
+
+from _timing import one_thread, timed
 
 GOALS = {"runner_overhead_vs_bare_loop": "<= 1.05"}
 
@@ -72,9 +73,7 @@ def sgdlab_loop(model, opt, loss_fn, data, seed=0) -> None:
 
 
 def run() -> dict[str, float | None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with one_thread():
         data, model0 = _setup()
         loss_fn = nn.CrossEntropyLoss()
         print(f"model mlp 64-{WIDTH}-10 ({sum(p.numel() for p in model0.parameters())} params), "
@@ -86,19 +85,16 @@ def run() -> dict[str, float | None]:
         for r in range(REPEATS + 1):
             for name in (("bare", "sgdlab") if r % 2 else ("sgdlab", "bare")):
                 model, opt = _fresh(model0)
-                t, w = time.thread_time(), time.perf_counter()
-                fns[name](model, opt, loss_fn, data)
+                t, w = timed(lambda: fns[name](model, opt, loss_fn, data))
                 if r > 0:  # the first round warms up both
-                    cpu[name].append(time.thread_time() - t)
-                    wall[name].append(time.perf_counter() - w)
+                    cpu[name].append(t)
+                    wall[name].append(w)
         med = {k: statistics.median(v) for k, v in cpu.items()}
         medw = {k: statistics.median(v) for k, v in wall.items()}
         print(f"median CPU time: bare {med['bare'] * 1e3:.1f} ms, train() "
               f"{med['sgdlab'] * 1e3:.1f} ms; wall: bare {medw['bare'] * 1e3:.1f} ms, train() "
               f"{medw['sgdlab'] * 1e3:.1f} ms (wall ratio {medw['sgdlab'] / medw['bare']:.3f})")
         return {"runner_overhead_vs_bare_loop": med["sgdlab"] / med["bare"]}
-    finally:
-        torch.set_num_threads(threads)
 
 
 if __name__ == "__main__":

@@ -81,63 +81,75 @@ def _check_args(path: str, given: dict[str, Any], params: dict[str, Any], var_kw
     return out
 
 
+def _registered_name(path: str, sec: dict[str, Any], registry, what: str, errors: list[str],
+                     key: Callable[[str], str] = str) -> str | None:
+    """``sec["name"]`` if it names an entry of ``registry`` (looked up as ``key(name)``); None if
+    it is not a string (the schema reports that) or unknown (reported here)."""
+    name = sec.get("name")
+    if not isinstance(name, str):
+        return None
+    if key(name) not in registry:
+        errors.append(_unknown_name(join(path, "name"), name, registry, what))
+        return None
+    return name
+
+
+def _check_hyper(path: str, sec: dict[str, Any], name: str, params: dict[str, Any],
+                 var_kw: bool, what: str, errors: list[str],
+                 build: Callable[[dict[str, Any]], Any] | None) -> None:
+    """The section's keys but ``name`` against the signature; if they pass, ``build(hyper)``
+    lets the callable check its own ranges ("Invalid learning rate: -1")."""
+    hyper = {k: v for k, v in sec.items() if k != "name"}
+    n_errors = len(errors)
+    _check_args(path, hyper, params, var_kw, f"{what} {name!r}", errors)
+    if len(errors) == n_errors and build is not None:
+        try:
+            build(hyper)
+        except (ValueError, TypeError) as e:
+            errors.append(f"{path} ({name}): {e}")
+
+
 def _check_optimizer(path: str, sec: dict[str, Any], errors: list[str]) -> None:
+    import torch
+
     from ..optim import OPTIMIZERS
     from ..optim.registry import needs_model
 
-    name = sec.get("name")
-    if not isinstance(name, str):
-        return
-    if name not in OPTIMIZERS:
-        errors.append(_unknown_name(join(path, "name"), name, OPTIMIZERS, "optimizer"))
+    name = _registered_name(path, sec, OPTIMIZERS, "optimizer", errors)
+    if name is None:
         return
     cls = OPTIMIZERS[name]
     skip = ("self", "params") + (("model", "loss_fn", "data") if needs_model(cls) else ())
     params, var_kw = _signature_params(cls.__init__ if inspect.isclass(cls) else cls, skip)
-    hyper = {k: v for k, v in sec.items() if k != "name"}
-    n_errors = len(errors)
-    _check_args(path, hyper, params, var_kw, f"optimizer {name!r}", errors)
-    if len(errors) == n_errors and not needs_model(cls):
-        # Let the optimizer's own __init__ check ranges ("Invalid learning rate: -1").
-        import torch
-        try:
-            cls([torch.nn.Parameter(torch.zeros(1))], **hyper)
-        except (ValueError, TypeError) as e:
-            errors.append(f"{path} ({name}): {e}")
+    _check_hyper(path, sec, name, params, var_kw, "optimizer", errors,
+                 None if needs_model(cls)
+                 else lambda hyper: cls([torch.nn.Parameter(torch.zeros(1))], **hyper))
 
 
 def _check_schedule(path: str, sec: dict[str, Any], errors: list[str]) -> None:
+    import torch
+
     from ..optim import SCHEDULES, build_schedule
 
-    name = sec.get("name")
-    if not isinstance(name, str):
-        return
-    if name not in SCHEDULES:
-        errors.append(_unknown_name(join(path, "name"), name, SCHEDULES, "schedule"))
+    name = _registered_name(path, sec, SCHEDULES, "schedule", errors)
+    if name is None:
         return
     params, var_kw = _signature_params(SCHEDULES[name],
                                        ("optimizer", "steps_per_epoch", "total_steps"))
-    hyper = {k: v for k, v in sec.items() if k != "name"}
-    n_errors = len(errors)
-    _check_args(path, hyper, params, var_kw, f"schedule {name!r}", errors)
-    if len(errors) == n_errors:
-        import torch
+
+    def build(hyper: dict[str, Any]) -> None:
         opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
-        try:
-            build_schedule(name, opt, steps_per_epoch=10, total_steps=100, **hyper)
-        except (ValueError, TypeError) as e:
-            errors.append(f"{path} ({name}): {e}")
+        build_schedule(name, opt, steps_per_epoch=10, total_steps=100, **hyper)
+
+    _check_hyper(path, sec, name, params, var_kw, "schedule", errors, build)
 
 
 def _check_data(path: str, sec: dict[str, Any], errors: list[str]) -> None:
     from ..data import DATASETS, dataset_options
     from ..data.registry import _canonical
 
-    name = sec.get("name")
-    if not isinstance(name, str):
-        return
-    if _canonical(name) not in DATASETS:
-        errors.append(_unknown_name(join(path, "name"), name, DATASETS, "dataset"))
+    name = _registered_name(path, sec, DATASETS, "dataset", errors, key=_canonical)
+    if name is None:
         return
     _check_args(join(path, "options"), sec.get("options") or {}, dataset_options(name), False,
                 f"dataset {name!r}", errors)
@@ -146,11 +158,9 @@ def _check_data(path: str, sec: dict[str, Any], errors: list[str]) -> None:
 def _check_model(path: str, sec: dict[str, Any], errors: list[str]) -> None:
     from ..models import MODELS, describe
 
-    name = sec.get("name")
-    if not isinstance(name, str):
-        return
-    if name.strip().lower() not in MODELS:
-        errors.append(_unknown_name(join(path, "name"), name, MODELS, "model"))
+    name = _registered_name(path, sec, MODELS, "model", errors,
+                            key=lambda n: n.strip().lower())
+    if name is None:
         return
     _check_args(join(path, "options"), sec.get("options") or {}, describe(name).options, False,
                 f"model {name!r}", errors)

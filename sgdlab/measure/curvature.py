@@ -169,6 +169,55 @@ def lanczos_decomposition(
     )
 
 
+def _lanczos_lockstep(op: LinearOperator, starts: Tensor, m: int) -> list[LanczosResult]:
+    """``lanczos_decomposition(..., restart_on_breakdown=False, keep_basis=False)`` for the p
+    columns of ``starts`` (d, p) at once: p independent recurrences whose products go through
+    one ``matmat`` per step (one vmapped backward for the Hessian, or per batch of a
+    DataLoader). A recurrence that breaks down stops; the others go on."""
+    d, p = starts.shape
+    eps = torch.finfo(op.dtype).eps
+    nrm = torch.linalg.vector_norm(starts, dim=0)
+    if not (torch.isfinite(nrm).all() and (nrm > 0).all()):
+        raise ValueError("Lanczos start vector must be finite and nonzero")
+    basis = torch.zeros(p, m, d, dtype=op.dtype, device=op.device)
+    basis[:, 0] = (starts / nrm).T
+    alpha: list[list[float]] = [[] for _ in range(p)]
+    beta: list[list[float]] = [[] for _ in range(p)]
+    scale, beta_next = [0.0] * p, [0.0] * p
+    active = list(range(p))
+    for j in range(m):
+        w = torch.zeros(p, d, dtype=op.dtype, device=op.device)
+        w[active] = op.matmat(basis[active, j].T).T
+        if not torch.isfinite(w).all():
+            raise FloatingPointError(
+                "operator returned non-finite values (diverged model or bad data?)")
+        a = (w * basis[:, j]).sum(1).tolist()
+        for r in active:                             # full re-orthogonalisation, twice
+            q = basis[r, : j + 1]                    # contiguous (j+1, d): no copies
+            for _ in range(2):
+                w[r] -= q.T @ (q @ w[r])
+        b = torch.linalg.vector_norm(w, dim=1).tolist()
+        still = []
+        for r in active:
+            alpha[r].append(a[r])
+            scale[r] = max(scale[r], abs(a[r]), b[r])
+            beta_next[r] = b[r]
+            if j == m - 1:
+                continue
+            if b[r] <= 10 * eps * max(scale[r], 1e-300) * math.sqrt(d):   # breakdown: stop
+                beta_next[r] = 0.0
+                continue
+            beta[r].append(b[r])
+            basis[r, j + 1] = w[r] / b[r]
+            still.append(r)
+        active = still
+        if not active:
+            break
+    return [LanczosResult(alpha=torch.tensor(alpha[r], dtype=torch.float64),
+                          beta=torch.tensor(beta[r], dtype=torch.float64), basis=None,
+                          residual=beta_next[r]) for r in range(p)]
+
+
 def lanczos(
     A: Operand,
     k: int = 1,
@@ -315,23 +364,31 @@ def _probe_block(op: LinearOperator, b: int, generator: torch.Generator | None,
     if kind == "gaussian":
         v = torch.randn(b, d, generator=generator, device=gdev, dtype=torch.float64)
     elif kind == "rademacher":
-        v = torch.randint(0, 2, (b, d), generator=generator, device=gdev).to(torch.float64) * 2 - 1
+        # drawn directly in the operator's dtype (±1 are exact; the same generator stream as
+        # int64 draws) and returned as a transposed view: each probe's rows stay contiguous
+        v = torch.randint(0, 2, (b, d), generator=generator, device=gdev, dtype=op.dtype)
+        return v.mul_(2).sub_(1).to(device=op.device).T
     else:
         raise ValueError(f"Unknown probe distribution {kind!r} (gaussian | rademacher)")
     return v.T.to(device=op.device, dtype=op.dtype)
 
 
-def _probe_samples(op: LinearOperator, num_probes: int, generator, kind: str, block_size: int,
-                   stat: Callable[[Tensor, Tensor], Tensor]) -> list[float]:
+def _probe_samples(op: LinearOperator, num_probes: int, generator, kind: str,
+                   block_size: int | None, stat: Callable[[Tensor], Tensor]) -> list[float]:
+    """``stat(V)`` -> (b,) samples for (d, b) blocks of probes; ``block_size=None`` lets the
+    operator choose the block from d and its memory budget (``probe_block_size``). On CPU
+    Rademacher probes are the same whatever the block (one generator stream), so are the
+    samples (Gaussian blocks of different shapes draw different numbers)."""
     if num_probes < 1:
         raise ValueError(f"Invalid num_probes={num_probes} (must be >= 1)")
+    if block_size is None:
+        block_size = op.probe_block_size()
     if block_size < 1:
         raise ValueError(f"Invalid block_size={block_size} (must be >= 1)")
     samples: list[float] = []
     for i in range(0, num_probes, block_size):
         v = _probe_block(op, min(block_size, num_probes - i), generator, kind)
-        av = op.matmat(v)   # one vmapped backward per block for a cached-graph Hessian
-        samples.extend(stat(v, av).double().tolist())
+        samples.extend(stat(v).double().tolist())
     return samples
 
 
@@ -341,17 +398,19 @@ def hutchinson_trace(
     *,
     generator: torch.Generator | None = None,
     distribution: str = "rademacher",
-    block_size: int = 16,
+    block_size: int | None = None,
 ) -> Estimate:
     """Tr A ≈ (1/M) Σ_m v_mᵀ A v_m, v_m Rademacher (±1) probes (Hutchinson 1990).
 
     The standard error is the sample standard deviation of vᵀAv over probes divided by √M.
-    Probes are applied ``block_size`` at a time (``LinearOperator.matmat``), which for a
-    single-batch Hessian is one vmapped backward per block.
+    Probes are applied ``block_size`` at a time (default: the operator's
+    ``probe_block_size()``) through ``LinearOperator.quadratic_forms``, which for a Hessian of
+    an ``nn.Sequential`` MLP is one forward Taylor-mode pass per block (no H v formed), and
+    otherwise ``(V ⊙ A V).sum(0)`` with A V one vmapped backward per block.
     """
     op = as_operator(A)
     return _mc(_probe_samples(op, num_probes, generator, distribution, block_size,
-                              lambda v, av: (v * av).sum(0)))
+                              op.quadratic_forms))
 
 
 def frobenius_norm(
@@ -360,7 +419,7 @@ def frobenius_norm(
     *,
     generator: torch.Generator | None = None,
     distribution: str = "gaussian",
-    block_size: int = 16,
+    block_size: int | None = None,
 ) -> Estimate:
     """‖A‖_F estimated from E_v ‖A v‖² = ‖A‖²_F (v with E[v vᵀ] = I: Gaussian or Rademacher),
     as Jastrzebski et al. (2018/2020) estimate the Hessian's Frobenius norm.
@@ -370,7 +429,7 @@ def frobenius_norm(
     """
     op = as_operator(A)
     sq = _mc(_probe_samples(op, num_probes, generator, distribution, block_size,
-                            lambda v, av: (av * av).sum(0)))
+                            lambda v: op.matmat(v).square().sum(0)))
     val = math.sqrt(max(sq.value, 0.0))
     se = sq.stderr / (2 * val) if val > 0 else float("nan")
     return Estimate(val, se, sq.num_samples)
@@ -416,7 +475,9 @@ def spectral_density(
 ) -> SpectralDensity:
     """Stochastic Lanczos quadrature (Ubaru, Chen & Saad 2017; Ghorbani, Krishnan & Xiao 2019).
 
-    For each Gaussian probe v (normalised), m Lanczos steps give T = S Θ Sᵀ; the quadrature
+    For each Gaussian probe v (normalised), m Lanczos steps give T = S Θ Sᵀ (the probes' runs go
+    in lockstep, ``probe_block_size()`` of them sharing one ``matmat`` per step, bounded by
+    the operator's ``probe_memory_budget`` for their bases); the quadrature
     vᵀ f(A) v ≈ Σ_j S[0,j]² f(θ_j) with f a Gaussian kernel of width ``sigma`` gives the
     density φ(t) = (1/d) Tr N(t; A, σ²) averaged over probes.
 
@@ -430,12 +491,15 @@ def spectral_density(
         raise ValueError("num_probes and num_iter must be >= 1")
     op = as_operator(A)
     nodes, weights = [], []
-    for _ in range(num_probes):
-        res = lanczos_decomposition(op, num_iter, generator=generator, keep_basis=False,
-                                    restart_on_breakdown=False)
-        theta, s = torch.linalg.eigh(res.tridiagonal())
-        nodes.append(theta)
-        weights.append(s[0] ** 2)
+    starts = [_random_vector(op, generator) for _ in range(num_probes)]   # the sequential draws
+    m = max(1, min(int(num_iter), op.shape[0]))
+    basis_bytes = m * op.shape[0] * torch.finfo(op.dtype).bits // 8
+    block = max(1, min(op.probe_block_size(), op.probe_memory_budget // max(1, basis_bytes)))
+    for i in range(0, num_probes, block):
+        for res in _lanczos_lockstep(op, torch.stack(starts[i:i + block], dim=1), m):
+            theta, s = torch.linalg.eigh(res.tridiagonal())
+            nodes.append(theta)
+            weights.append(s[0] ** 2)
     m = max(len(t) for t in nodes)
     # pad probes that broke down early with zero-weight nodes
     n_t = torch.stack([torch.cat([t, t.new_full((m - len(t),), float(t[-1]))]) for t in nodes])
@@ -608,10 +672,15 @@ def hutchpp_trace(
         raise ValueError(f"Invalid num_matvecs={num_matvecs} (Hutch++ needs >= 3)")
     op = as_operator(A)
     k = num_matvecs // 3
+    b = op.probe_block_size()
+
+    def blocked(f, m: Tensor) -> Tensor:   # bounded memory: at most b columns per call
+        return torch.cat([f(m[:, i:i + b]) for i in range(0, m.shape[1], b)], dim=-1)
+
     s = _probe_block(op, k, generator, "rademacher")
-    q, _ = torch.linalg.qr(op.matmat(s))
-    exact = float((q * op.matmat(q)).sum())
+    q, _ = torch.linalg.qr(blocked(op.matmat, s))
+    exact = float(blocked(op.quadratic_forms, q).sum())     # Tr(Qᵀ A Q)
     g = _probe_block(op, num_matvecs - 2 * k, generator, "rademacher")
     g = g - q @ (q.T @ g)
-    rest = _mc((g * op.matmat(g)).sum(0).double().tolist())
+    rest = _mc(blocked(op.quadratic_forms, g).double().tolist())
     return Estimate(exact + rest.value, rest.stderr, num_matvecs)

@@ -53,6 +53,7 @@ class EmpiricalFisherOperator(LinearOperator):
             self.gradients = None
 
     def _matvec(self, v: Tensor) -> Tensor:
+        """F v for a flat v, or F M for a (d, k) M (the same two thin matmuls)."""
         if self.gradients is not None:
             g = self.gradients
             return g.T @ (g @ v) / len(g)
@@ -60,5 +61,18 @@ class EmpiricalFisherOperator(LinearOperator):
         for x, y in iterate_batches(self.data, self.device):
             g = per_sample_gradients(self.model, self.loss_fn, (x, y), chunk_size=self.chunk_size)
             total += g.T @ (g @ v)
+            n += len(x)
+        return total / n
+
+    _matmat = _matvec    # Gᵀ (G M) / N: already batched over columns
+
+    def _quadratic_forms(self, m: Tensor) -> Tensor:
+        """vᵀ F v = ‖G v‖² / N (one thin matmul instead of two)."""
+        if self.gradients is not None:
+            return (self.gradients @ m).square().sum(0) / len(self.gradients)
+        total, n = m.new_zeros(m.shape[1]), 0
+        for x, y in iterate_batches(self.data, self.device):
+            g = per_sample_gradients(self.model, self.loss_fn, (x, y), chunk_size=self.chunk_size)
+            total += (g @ m).square().sum(0)
             n += len(x)
         return total / n

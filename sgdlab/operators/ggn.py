@@ -8,7 +8,9 @@ information for those losses (canonical link). A matvec is one Jacobian-vector p
 double-vjp trick through the cached output graph: two backward passes, no forward-mode AD),
 the output-space Hessian H_out (J v) by double backward through the loss only (cheap, outputs
 are small), and one vector-Jacobian product Jᵀ w through the cached output graph. Works for
-any ``loss_fn(outputs, targets)``; no closed form per loss is needed.
+any ``loss_fn(outputs, targets)``; no closed form per loss is needed. ``matmat`` does the three
+products for k vectors in one vmapped backward each; ``quadratic_forms`` (vᵀ G v, Hutchinson)
+needs only J v, by a forward tangent pass for ``nn.Sequential`` MLPs.
 """
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from .batches import Data, is_single_batch, iterate_batches
+from .hessian import _SequentialTaylor, _unflatten_cols
 from .linear import LinearOperator
 from .params import flatten, num_params, trainable_named_params, unflatten_like
 
@@ -32,12 +35,15 @@ class GGNOperator(LinearOperator):
         data: Data,
         *,
         cache_graph: bool = True,
+        taylor: bool = True,
     ):
         self.params = trainable_named_params(model)
         first = next(iter(self.params.values()))
         super().__init__(num_params(model), first.dtype, first.device)
         self.model, self.loss_fn, self.data = model, loss_fn, data
         self._cache = None
+        self._taylor = _SequentialTaylor.build(model, self.params) if taylor else None
+        self._taylor_cache = None
         if cache_graph and is_single_batch(data):
             x, y = next(iterate_batches(data, self.device))
             self._cache = (x, y) + self._prepare(x, y)
@@ -62,11 +68,52 @@ class GGNOperator(LinearOperator):
         w = torch.autograd.grad(out, params, hjv, retain_graph=retain)
         return flatten(w)
 
+    def _batch_ggn_cols(self, x, y, out, o, g_out, m: Tensor, retain: bool) -> Tensor:
+        """G M for (d, k) M: the three products of :meth:`_batch_ggn`, each one vmapped
+        backward over the k columns (``is_grads_batched``)."""
+        params = list(self.params.values())
+        vs = [t.movedim(-1, 0) for t in _unflatten_cols(m, self.params)]
+        u = torch.zeros_like(out, requires_grad=True)
+        with torch.enable_grad():
+            jtu = torch.autograd.grad(out, params, u, create_graph=True)
+        jv = torch.autograd.grad(jtu, u, vs, is_grads_batched=True)[0]
+        hjv = torch.autograd.grad(g_out, o, jv, retain_graph=True, is_grads_batched=True)[0]
+        w = torch.autograd.grad(out, params, hjv, retain_graph=retain, is_grads_batched=True)
+        return torch.cat([t.reshape(t.shape[0], -1) for t in w], dim=1).T.detach()
+
     def _matvec(self, v: Tensor) -> Tensor:
         if self._cache is not None:
             return self._batch_ggn(*self._cache, v, retain=True).detach()
         total, n = torch.zeros_like(v), 0
         for x, y in iterate_batches(self.data, self.device):
             total += self._batch_ggn(x, y, *self._prepare(x, y), v, retain=False).detach() * len(x)
+            n += len(x)
+        return total / n
+
+    def _matmat(self, m: Tensor) -> Tensor:
+        if m.shape[1] == 1:
+            return self._matvec(m[:, 0])[:, None]
+        if self._cache is not None:
+            return self._batch_ggn_cols(*self._cache, m, retain=True)
+        total, n = torch.zeros_like(m), 0
+        for x, y in iterate_batches(self.data, self.device):
+            total += self._batch_ggn_cols(x, y, *self._prepare(x, y), m, retain=False) * len(x)
+            n += len(x)
+        return total / n
+
+    def _quadratic_forms(self, m: Tensor) -> Tensor:
+        """vᵀ G v = (J v)ᵀ ∇²_f L (J v): for an ``nn.Sequential`` MLP J v comes from a forward
+        tangent pass (:class:`~sgdlab.operators.hessian._SequentialTaylor`), no Jᵀ product."""
+        if self._taylor is None:
+            return super()._quadratic_forms(m)
+        if is_single_batch(self.data):
+            if self._taylor_cache is None:
+                x, y = next(iterate_batches(self.data, self.device))
+                self._taylor_cache = self._taylor.prepare(x, y, self.loss_fn)
+            return self._taylor.second_derivatives(self._taylor_cache, m, hessian=False)
+        total, n = m.new_zeros(m.shape[1]), 0
+        for x, y in iterate_batches(self.data, self.device):
+            prep = self._taylor.prepare(x, y, self.loss_fn)
+            total += self._taylor.second_derivatives(prep, m, hessian=False) * len(x)
             n += len(x)
         return total / n

@@ -36,6 +36,7 @@ import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
+from ._common import momentum_direction
 from .registry import register_optimizer
 from .scoping import ExponentialScope
 
@@ -233,20 +234,24 @@ class EntropySGD(SeededNoise, Optimizer):
             if first is None:
                 first = loss
             for group, gamma in zip(self.param_groups, gammas):
-                ys = [p for p in self._params(group) if p.grad is not None]
-                if not ys:
-                    continue
-                grads = [p.grad for p in ys]
-                d = self._inner_direction(group, ys, grads)
-                if gamma < math.inf:
-                    # y ← y − η_y γ⁻¹(y − x): one fused pass (lerp towards x)
-                    torch._foreach_lerp_(ys, [self.state[p]["x"] for p in ys],
-                                         group["inner_lr"] / gamma)
-                self._inner_update(group, ys, d)
-                self._add_noise(group, ys)
-                torch._foreach_lerp_([self.state[p]["z"] for p in ys], ys, 1.0 - group["alpha"])
+                self._inner_group_step(group, gamma)
             self.inner_steps += 1
         return first
+
+    def _inner_group_step(self, group: dict, gamma: float) -> None:
+        """One inner step on ``group``'s parameters that have a gradient: the Langevin step of
+        y and the average z (subclasses with another inner rule override this)."""
+        ys = [p for p in self._params(group) if p.grad is not None]
+        if not ys:
+            return
+        grads = [p.grad for p in ys]
+        d = self._inner_direction(group, ys, grads)
+        if gamma < math.inf:
+            # y ← y − η_y γ⁻¹(y − x): one fused pass (lerp towards x)
+            torch._foreach_lerp_(ys, [self.state[p]["x"] for p in ys], group["inner_lr"] / gamma)
+        self._inner_update(group, ys, d)
+        self._add_noise(group, ys)
+        torch._foreach_lerp_([self.state[p]["z"] for p in ys], ys, 1.0 - group["alpha"])
 
     def _outer_gradient(self, group: dict, p: Tensor, gamma: float,
                         master: Tensor | None) -> Tensor:
@@ -264,21 +269,13 @@ class EntropySGD(SeededNoise, Optimizer):
         k = 0
         for group in self.param_groups:
             gamma = self.current_gamma(group)
-            mu = group["momentum"]
             for p in self._params(group):
                 m = None if master is None else master[k]
                 k += 1
                 st = self.state[p]
                 if "x" not in st:  # parameter never saw a gradient
                     continue
-                G = self._outer_gradient(group, p, gamma, m)
-                if mu > 0:
-                    buf = st.get("momentum_buffer")
-                    if buf is None:
-                        buf = st["momentum_buffer"] = G.clone()
-                    else:
-                        buf.mul_(mu).add_(G)
-                    G = G.add(buf, alpha=mu) if group["nesterov"] else buf
+                G = momentum_direction(st, self._outer_gradient(group, p, gamma, m), group)
                 st["x"].add_(G, alpha=-group["lr"])
                 p.copy_(st["x"])
         self.outer_steps += 1

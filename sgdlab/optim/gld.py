@@ -58,6 +58,7 @@ from sgdlab.operators.batches import concat_batches
 from sgdlab.operators.params import trainable_named_params
 
 from . import noise as N
+from ._common import closure_loss, seeded_generator
 from .registry import register_optimizer
 
 __all__ = [
@@ -193,8 +194,7 @@ class StructuredNoiseGD(Optimizer):
                 raise ValueError(f"Invalid estimation_size: {estimation_size} > "
                                  f"{len(self._x)} examples in data")
         self._layout = self._build_layout(model)
-        self.generator = torch.Generator().manual_seed(
-            int(torch.initial_seed() if seed is None else seed))
+        self.generator = seeded_generator(seed)
         self._t = 0
         self._stats: dict[str, Any] | None = None
 
@@ -280,7 +280,7 @@ class StructuredNoiseGD(Optimizer):
                 evals, evecs = torch.linalg.eigh(cov.dense())
                 vals, vecs = evals.flip(0)[: h["k"]], evecs.flip(1)[:, : h["k"]]
             elif h["eig_solver"] == "dense" or (h["eig_solver"] == "auto" and min(
-                    cov.factor.shape) <= _DENSE_EIG_MAX):
+                    cov.num_samples, cov.dim) <= _DENSE_EIG_MAX):   # shape of F, not F itself
                 vals, vecs = cov.eigenpairs(h["k"], generator=self.generator)   # Gram eigh
             else:       # top-k only: Lanczos on Σ = Fᵀ F, 2 N d flops per product
                 vals, vecs = lanczos(cov.operator(), h["k"], tol=h["eig_tol"],
@@ -363,10 +363,7 @@ class StructuredNoiseGD(Optimizer):
     # --- step --------------------------------------------------------------------------------
     @torch.no_grad()
     def step(self, closure: Callable[[], Tensor] | None = None):
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+        loss = closure_loss(closure)
         if self.noise != "none" and self._due():
             self.refresh_statistics()
         eps = self.sample_noise()

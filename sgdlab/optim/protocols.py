@@ -29,6 +29,7 @@ from typing import Any
 
 import torch
 
+from ._common import seeded_generator
 from .registry import register_schedule
 
 __all__ = [
@@ -138,8 +139,7 @@ class RandomLR(ProtocolSchedule):
             raise ValueError(f"Invalid width={width} (must be in [0, 1]; 1 is U[0, 2η])")
         self.width = float(width)
         # default: the run's seed (torch.initial_seed()), so seeds give different draws
-        self.generator = torch.Generator().manual_seed(
-            int(torch.initial_seed() if seed is None else seed))
+        self.generator = seeded_generator(seed)
         super().__init__(optimizer, steps_per_epoch=steps_per_epoch)
 
     def factor(self, t: int) -> float:

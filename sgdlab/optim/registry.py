@@ -19,23 +19,31 @@ OPTIMIZERS: dict[str, Callable[..., torch.optim.Optimizer]] = {
 }
 
 
-def register_optimizer(name: str):
-    def deco(cls):
-        if name in OPTIMIZERS and OPTIMIZERS[name] is not cls:
-            raise ValueError(f"optimizer name {name!r} registered twice")
-        OPTIMIZERS[name] = cls
-        return cls
+def _registrar(table: dict[str, Any], what: str, name: str):
+    """A decorator that enters its argument in ``table`` under ``name`` (once)."""
+    def deco(obj):
+        if name in table and table[name] is not obj:
+            raise ValueError(f"{what} name {name!r} registered twice")
+        table[name] = obj
+        return obj
     return deco
 
 
-def build_optimizer(name: str, params, **hyper: Any) -> torch.optim.Optimizer:
+def _lookup(table: dict[str, Any], what: str, name: str) -> Any:
     try:
-        cls = OPTIMIZERS[name]
+        return table[name]
     except KeyError:
         raise ValueError(
-            f"Unknown optimizer {name!r}; known: {', '.join(sorted(OPTIMIZERS))}"
+            f"Unknown {what} {name!r}; known: {', '.join(sorted(table))}"
         ) from None
-    return cls(params, **hyper)
+
+
+def register_optimizer(name: str):
+    return _registrar(OPTIMIZERS, "optimizer", name)
+
+
+def build_optimizer(name: str, params, **hyper: Any) -> torch.optim.Optimizer:
+    return _lookup(OPTIMIZERS, "optimizer", name)(params, **hyper)
 
 
 def needs_model(cls) -> bool:
@@ -63,12 +71,7 @@ SCHEDULES: dict[str, Callable[..., Any]] = {}
 
 
 def register_schedule(name: str):
-    def deco(factory):
-        if name in SCHEDULES and SCHEDULES[name] is not factory:
-            raise ValueError(f"schedule name {name!r} registered twice")
-        SCHEDULES[name] = factory
-        return factory
-    return deco
+    return _registrar(SCHEDULES, "schedule", name)
 
 
 @register_schedule("constant")
@@ -77,10 +80,5 @@ def _constant(optimizer, *, steps_per_epoch: int = 1, total_steps: int = 1):
 
 
 def build_schedule(name: str, optimizer, *, steps_per_epoch: int, total_steps: int, **hyper: Any):
-    try:
-        factory = SCHEDULES[name]
-    except KeyError:
-        raise ValueError(
-            f"Unknown schedule {name!r}; known: {', '.join(sorted(SCHEDULES))}"
-        ) from None
+    factory = _lookup(SCHEDULES, "schedule", name)
     return factory(optimizer, steps_per_epoch=steps_per_epoch, total_steps=total_steps, **hyper)

@@ -35,23 +35,11 @@ import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
+from ._common import momentum_direction
 from .entropy_sgd import EntropySGD, SeededNoise, _check
 from .registry import register_optimizer
 
 __all__ = ["HJ", "HEAT"]
-
-
-def _momentum_step(state: dict, p: Tensor, g: Tensor, group: dict) -> None:
-    """x ← x − η g with heavy-ball/Nesterov momentum (torch.optim.SGD's convention)."""
-    mu = group["momentum"]
-    if mu > 0:
-        buf = state.get("momentum_buffer")
-        if buf is None:
-            buf = state["momentum_buffer"] = g.clone()
-        else:
-            buf.mul_(mu).add_(g)
-        g = g.add(buf, alpha=mu) if group["nesterov"] else buf
-    p.add_(g, alpha=-group["lr"])
 
 
 class HJ(EntropySGD):
@@ -80,34 +68,21 @@ class HJ(EntropySGD):
                          nesterov=nesterov, weight_decay=weight_decay, normalize=False, seed=0,
                          _extra_defaults={"form": form})
 
-    @torch.no_grad()
-    def inner_loop(self, closure: Callable[[], Tensor]) -> Tensor:
+    def _inner_group_step(self, group: dict, gamma: float) -> None:
         if self.param_groups[0]["form"] == "prox":
-            return super().inner_loop(closure)
-        if closure is None:
-            raise ValueError("HJ needs a closure that draws a new mini-batch and recomputes "
-                             "the loss and gradients")
+            super()._inner_group_step(group, gamma)
+            return
         # implicit form (4.42): p ← ∇f(x − γp), p₀ = 0; we keep z = x − γp so that the
         # outer gradient γ⁻¹(x − z) is p.
-        self._begin_outer()
-        gammas = [self.current_gamma(g) for g in self.param_groups]
-        first = None
-        for _ in range(self.L):
-            with torch.enable_grad():
-                loss = closure()
-            first = loss if first is None else first
-            for group, gamma in zip(self.param_groups, gammas):
-                for y in self._params(group):
-                    if y.grad is None:
-                        continue
-                    st = self.state[y]
-                    g = y.grad
-                    if group["weight_decay"] > 0:
-                        g = g.add(y, alpha=group["weight_decay"])
-                    st["p"] = g.clone()
-                    y.copy_(st["x"]).add_(g, alpha=-gamma)   # next evaluation point x − γp
-            self.inner_steps += 1
-        return first
+        for y in self._params(group):
+            if y.grad is None:
+                continue
+            st = self.state[y]
+            g = y.grad
+            if group["weight_decay"] > 0:
+                g = g.add(y, alpha=group["weight_decay"])
+            st["p"] = g.clone()
+            y.copy_(st["x"]).add_(g, alpha=-gamma)   # next evaluation point x − γp
 
     def _outer_gradient(self, group: dict, p: Tensor, gamma: float, master) -> Tensor:
         st = self.state[p]
@@ -186,7 +161,7 @@ class HEAT(SeededNoise, Optimizer):
                     g = acc[i].div_(L)
                     if group["weight_decay"] > 0:
                         g.add_(p, alpha=group["weight_decay"])
-                    _momentum_step(self.state[p], p, g, group)
+                    p.add_(momentum_direction(self.state[p], g, group), alpha=-group["lr"])
                 i += 1
         self.steps += 1
         return first

@@ -16,7 +16,8 @@ import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
-from .registry import OPTIMIZERS, build_optimizer, register_optimizer
+from ._common import check_plain_optimizer, closure_loss
+from .registry import build_optimizer, register_optimizer
 
 __all__ = ["SwitchOptimizer"]
 
@@ -40,12 +41,7 @@ class SwitchOptimizer(Optimizer):
                  switch_step: int, first_hyper: dict[str, Any] | None = None,
                  second_hyper: dict[str, Any] | None = None):
         for role, name in (("first", first), ("second", second)):
-            if name not in OPTIMIZERS or name == "switch":
-                raise ValueError(f"Invalid {role} optimizer {name!r}; known: "
-                                 f"{', '.join(sorted(OPTIMIZERS))}")
-            cls = OPTIMIZERS[name]
-            if getattr(cls, "needs_model", False) or getattr(cls, "needs_closure", False):
-                raise ValueError(f"Invalid {role} optimizer {name!r}: must be a plain optimizer")
+            check_plain_optimizer(role, name, exclude=("switch",))
         if int(switch_step) != switch_step or switch_step < 0:
             raise ValueError(f"Invalid switch_step: {switch_step} (an int >= 0)")
         params = list(params)
@@ -71,10 +67,7 @@ class SwitchOptimizer(Optimizer):
 
     @torch.no_grad()
     def step(self, closure: Callable[[], Tensor] | None = None):
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+        loss = closure_loss(closure)
         self.active.step()
         self._t += 1
         self._link()

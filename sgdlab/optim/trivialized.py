@@ -40,7 +40,8 @@ import torch
 from torch import Tensor, nn
 from torch.optim import Optimizer
 
-from .registry import OPTIMIZERS, build_optimizer, register_optimizer
+from ._common import check_plain_optimizer, closure_loss, seeded_generator
+from .registry import build_optimizer, register_optimizer
 
 __all__ = ["TrivializedSGD", "AnnealedNoiseSGD", "trivialization_heuristics", "field_strength"]
 
@@ -94,12 +95,7 @@ class TrivializedSGD(Optimizer):
                  tau0: float = 1000.0, resample: bool | None = None, seed: int | None = None,
                  model: nn.Module | None = None, loss_fn: Any = None, data: Any = None,
                  **base_hyper: Any):
-        if base not in OPTIMIZERS or base in ("trivialized", "annealed-noise"):
-            raise ValueError(f"Invalid base optimizer {base!r}; known: "
-                             f"{', '.join(sorted(OPTIMIZERS))}")
-        if getattr(OPTIMIZERS[base], "needs_model", False) or \
-                getattr(OPTIMIZERS[base], "needs_closure", False):
-            raise ValueError(f"Invalid base optimizer {base!r}: must be a plain optimizer")
+        check_plain_optimizer("base", base, exclude=("trivialized", "annealed-noise"))
         if not coupling > 0:
             raise ValueError(f"Invalid coupling J: {coupling} (must be > 0)")
         if not tau0 > 0:
@@ -127,8 +123,7 @@ class TrivializedSGD(Optimizer):
         self.coupling, self.tau0 = float(coupling), float(tau0)
         self.resample = self.resample_default if resample is None else bool(resample)
         self.field_scale = self.coupling * math.sqrt(self.p * (self.p - 2))
-        self.generator = torch.Generator().manual_seed(
-            int(torch.initial_seed() if seed is None else seed))
+        self.generator = seeded_generator(seed)
         self._dim = d
         self._i = 0
         self.field = self._draw_field()
@@ -146,10 +141,7 @@ class TrivializedSGD(Optimizer):
 
     @torch.no_grad()
     def step(self, closure: Callable[[], Tensor] | None = None):
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+        loss = closure_loss(closure)
         h = self._draw_field() if self.resample else self.field
         s = self.strength()
         saved: list[tuple[Tensor, Tensor]] = []

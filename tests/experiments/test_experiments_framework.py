@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest
@@ -13,7 +12,7 @@ from sgdlab.errors import ConfigError
 from sgdlab.experiments.analysis import Analysis, Conclusion
 from sgdlab.experiments.procedures import (Procedure, RunOutput, register_analysis,
                                            register_procedure)
-from sgdlab.experiments.runner import rebuild, run_experiment
+from sgdlab.experiments.runner import run_experiment
 from sgdlab.experiments.spec import load_experiment, resolve
 from sgdlab.experiments.sweep import load_runs, run_sweep
 from sgdlab.report.tables import Table

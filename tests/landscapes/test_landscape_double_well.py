@@ -14,12 +14,7 @@ f64 = torch.float64
 E1, E2 = np.linspace(-2.2, 2.2, 12), np.linspace(-2.4, 2.4, 9)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _chi2(x: np.ndarray, probs: np.ndarray) -> tuple[float, float]:

@@ -15,12 +15,7 @@ from sgdlab.landscapes.sde import (
 f64 = torch.float64
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 H3 = torch.diag(torch.tensor([1.0, 0.5, 0.25], dtype=f64))

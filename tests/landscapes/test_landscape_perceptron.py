@@ -8,12 +8,7 @@ from sgdlab.errors import UserError
 from sgdlab.landscapes.perceptron import PerceptronInstances, anneal, generalization_error
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_generalization_error_is_disagreement_probability():

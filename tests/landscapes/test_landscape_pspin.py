@@ -10,12 +10,7 @@ from sgdlab.landscapes.pspin import PSpinGlass, cluster_minima, embed_tsne, regi
 f64 = torch.float64
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _raw_energy(p: PSpinGlass, s: torch.Tensor) -> torch.Tensor:

@@ -14,13 +14,8 @@ from sgdlab.landscapes.two_basin import TwoBasin
 f64 = torch.float64
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # tiny tensors: one thread is faster, and the CI box is shared
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+# tiny tensors: one thread is faster, and the CI box is shared
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _direct_per_sample(land: TwoBasin, w: torch.Tensor) -> torch.Tensor:

@@ -9,13 +9,8 @@ from sgdlab.models import MODELS, build_model, count_parameters, describe
 from sgdlab.errors import UserError
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # tiny batch-2 convolutions: two threads on a shared 2-core box only add contention
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+# tiny batch-2 convolutions: two threads on a shared 2-core box only add contention
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def dense(i: int, o: int) -> int:

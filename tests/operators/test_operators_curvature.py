@@ -74,3 +74,76 @@ def test_hessian_operator_float32_and_factory_and_algebra():
     torch.testing.assert_close(comb.to_dense(), 2 * a - torch.eye(5, dtype=torch.float64))
     with pytest.raises(ValueError, match="Unknown curvature operator"):
         curvature_operator("fisher_true", model, loss_fn, (x, y))
+
+
+def _loader(data, cut=4):
+    return [(data[0][:cut], data[1][:cut]), (data[0][cut:], data[1][cut:])]
+
+
+@pytest.mark.parametrize("multi_batch", [False, True])
+@pytest.mark.parametrize("act", [nn.ReLU, nn.Tanh])
+def test_hessian_batched_matmat_and_quadratic_forms_match_dense(multi_batch, act):
+    """Batched matmat == column-by-column matvec == dense H in float64; the Taylor-mode
+    quadratic forms (Hutchinson's samples) == diag(Vᵀ H V); GGN and Fisher likewise."""
+    from sgdlab.operators import HessianOperator
+    from sgdlab.operators.hessian import _SequentialTaylor
+
+    torch.manual_seed(3)
+    model = nn.Sequential(nn.Linear(3, 5), act(), nn.Linear(5, 4), act(),
+                          nn.Linear(4, 3)).double()
+    data, loss_fn = tiny_classification(11, 3, 3), nn.CrossEntropyLoss()
+    d = sum(p.numel() for p in model.parameters())
+    v = torch.randn(d, 6, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    src = _loader(data) if multi_batch else data
+    h = dense_hessian_reference(model, loss_fn, data)
+
+    op = HessianOperator(model, loss_fn, src)
+    assert op._taylor is not None
+    cols = torch.stack([op.matvec(c) for c in v.T], dim=1)
+    torch.testing.assert_close(op.matmat(v), cols)
+    torch.testing.assert_close(op.matmat(v), h @ v)
+    torch.testing.assert_close(op.quadratic_forms(v), (v * (h @ v)).sum(0))
+    plain = HessianOperator(model, loss_fn, src, taylor=False)    # (V ⊙ H V).sum(0) path
+    torch.testing.assert_close(plain.quadratic_forms(v), (v * (h @ v)).sum(0))
+    assert op.num_matvecs == 4 * 6 and 1 <= op.probe_block_size() <= 16   # 6 matvecs + 3 blocks
+
+    g = ggn_reference(model, loss_fn, data)
+    gop = GGNOperator(model, loss_fn, src)
+    torch.testing.assert_close(gop.matmat(v), g @ v)
+    torch.testing.assert_close(gop.quadratic_forms(v), (v * (g @ v)).sum(0))
+
+    f = empirical_fisher_reference(per_sample_gradients_loop(model, loss_fn, data))
+    fop = EmpiricalFisherOperator(model, loss_fn, src, store_gradients=not multi_batch)
+    torch.testing.assert_close(fop.matmat(v), f @ v)
+    torch.testing.assert_close(fop.quadratic_forms(v), (v * (f @ v)).sum(0))
+
+    # unsupported models fall back to (V ⊙ H V).sum(0)
+    class Skip(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = nn.Linear(3, 3)
+
+        def forward(self, x):
+            return x + self.lin(x)
+
+    skip = Skip().double()
+    assert _SequentialTaylor.build(skip, dict(skip.named_parameters())) is None
+    hs = dense_hessian_reference(skip, loss_fn, data)
+    w = v[:12, :3]
+    torch.testing.assert_close(HessianOperator(skip, loss_fn, src).quadratic_forms(w),
+                               (w * (hs @ w)).sum(0))
+
+
+def test_hutchinson_blocks_do_not_change_the_samples():
+    from sgdlab.measure.curvature import hutchinson_trace
+    from sgdlab.operators import HessianOperator
+
+    model = tiny_mlp(3, 4, 2)
+    data, loss_fn = tiny_classification(9, 3, 2), nn.CrossEntropyLoss()
+    h = dense_hessian_reference(model, loss_fn, data)
+    ests = [hutchinson_trace(HessianOperator(model, loss_fn, data), 20, block_size=b,
+                             generator=torch.Generator().manual_seed(5)) for b in (1, 7, None)]
+    dense = hutchinson_trace(h, 20, block_size=3, generator=torch.Generator().manual_seed(5))
+    for e in ests:
+        assert e.value == pytest.approx(dense.value, rel=1e-10)
+        assert e.stderr == pytest.approx(dense.stderr, rel=1e-8)

@@ -11,15 +11,9 @@ from torch import nn
 from sgdlab.optim import build_optimizer
 from sgdlab.optim.smoothing import HEAT, HJ
 
+from test_entropy_sgd import quadratic
+
 torch.set_num_threads(1)
-
-
-def quadratic(d=3, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    U, _ = torch.linalg.qr(torch.randn(d, d, generator=g, dtype=torch.float64))
-    Q = U @ torch.diag(torch.linspace(0.5, 2.0, d, dtype=torch.float64)) @ U.T
-    return Q, torch.randn(d, generator=g, dtype=torch.float64), torch.randn(
-        d, generator=g, dtype=torch.float64)
 
 
 def closure_for(y, f):

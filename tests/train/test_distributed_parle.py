@@ -79,6 +79,32 @@ def read(log):
     return open(log).read() if os.path.exists(log) else ""
 
 
+def wait_connected(procs, logs) -> None:
+    """Until rank 0 logs that the process group is up (30 s at most, rank 0 alive)."""
+    t0 = time.monotonic()
+    while "connected" not in read(logs[0]):
+        assert time.monotonic() - t0 < 30 and procs[0].is_alive(), read(logs[0])
+        time.sleep(0.05)
+
+
+def signal_peer_and_time_exit(procs, sig) -> float:
+    """Send ``sig`` to rank 1; seconds until rank 0 exits (waits 30 s at most)."""
+    os.kill(procs[1].pid, sig)
+    t0 = time.monotonic()
+    procs[0].join(30)
+    return time.monotonic() - t0
+
+
+def reap(procs, resume: bool = False) -> None:
+    """Kill the workers still alive (``resume``: SIGCONT first, for a stopped one)."""
+    for p in procs:
+        if p.is_alive():
+            if resume:
+                os.kill(p.pid, signal.SIGCONT)
+            p.kill()
+            p.join()
+
+
 @pytest.mark.parametrize("world", [2, 3])
 def test_distributed_gloo_processes_equal_inprocess(tmp_path, world):
     cfg, path = write_problem(tmp_path, replicas=world, rounds=4)
@@ -107,21 +133,12 @@ def test_killed_worker_fails_fast_with_clear_error(tmp_path):
     _, path = write_problem(tmp_path, replicas=2, rounds=10**7)
     procs, logs = launch(tmp_path, 2, [str(path), "--timeout", "20"])
     try:
-        t0 = time.monotonic()
-        while "connected" not in read(logs[0]):
-            assert time.monotonic() - t0 < 30 and procs[0].is_alive(), read(logs[0])
-            time.sleep(0.05)
+        wait_connected(procs, logs)
         time.sleep(0.5)                         # let them train a few rounds
         assert procs[0].is_alive() and procs[1].is_alive(), read(logs[0]) + read(logs[1])
-        os.kill(procs[1].pid, signal.SIGKILL)
-        t0 = time.monotonic()
-        procs[0].join(30)
-        elapsed = time.monotonic() - t0
+        elapsed = signal_peer_and_time_exit(procs, signal.SIGKILL)
     finally:
-        for p in procs:
-            if p.is_alive():
-                p.kill()
-                p.join()
+        reap(procs)
     err = read(logs[0])
     assert procs[0].exitcode == 1, err[-2000:]
     assert elapsed < 25
@@ -134,21 +151,11 @@ def test_hung_worker_times_out_with_clear_error(tmp_path):
     _, path = write_problem(tmp_path, replicas=2, rounds=10**7)
     procs, logs = launch(tmp_path, 2, [str(path), "--timeout", "3"])
     try:
-        t0 = time.monotonic()
-        while "connected" not in read(logs[0]):
-            assert time.monotonic() - t0 < 30 and procs[0].is_alive(), read(logs[0])
-            time.sleep(0.05)
+        wait_connected(procs, logs)
         time.sleep(1.0)                         # past start-up: in the training rounds
-        os.kill(procs[1].pid, signal.SIGSTOP)
-        t0 = time.monotonic()
-        procs[0].join(30)
-        elapsed = time.monotonic() - t0
+        elapsed = signal_peer_and_time_exit(procs, signal.SIGSTOP)
     finally:
-        for p in procs:
-            if p.is_alive():
-                os.kill(p.pid, signal.SIGCONT)
-                p.kill()
-                p.join()
+        reap(procs, resume=True)
     err = read(logs[0])
     assert procs[0].exitcode == 1, err[-2000:]
     assert 2.5 < elapsed < 20

@@ -3,9 +3,6 @@ neural networks", 2018): replica methods (Ch. 5), Hessian spectra (Figs. 3.1, 3.
 spectra and rank (Figs. 6.1-6.2), trajectory spectra (Fig. 6.3)."""
 from __future__ import annotations
 
-import math
-from typing import Any
-
 import numpy as np
 
 from sgdlab.errors import ConfigError

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 
-import numpy as np
 
 from sgdlab.experiments.analysis import Analysis, Conclusion
 from sgdlab.experiments.plots import curves

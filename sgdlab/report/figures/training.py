@@ -33,30 +33,34 @@ def _plot(ax, history: History, names: Sequence[str], styles: Sequence[str]) -> 
     return drawn
 
 
+def _panel(ax, history: History, names: Sequence[str], styles: Sequence[str], *,
+           ylabel: str, empty: str) -> bool:
+    """The series ``names`` with a legend, or the text ``empty`` if none is recorded; axis
+    labels. Whether anything was drawn."""
+    drawn = _plot(ax, history, names, styles) > 0
+    if drawn:
+        ax.legend(fontsize=8)
+    else:
+        ax.text(0.5, 0.5, empty, ha="center", va="center", transform=ax.transAxes)
+    ax.set_xlabel("step")
+    ax.set_ylabel(ylabel)
+    return drawn
+
+
 def learning_curves(history: History, *, title: str | None = None,
                     log_loss: bool = True) -> plt.Figure:
     """Loss (left, log scale by default) and accuracy (right) against optimizer steps."""
     fig, (ax_l, ax_a) = plt.subplots(1, 2, figsize=(9, 3.6), constrained_layout=True)
-    if _plot(ax_l, history, ("batch_loss", "train_loss", "test_loss"), (":", "-", "--")):
-        if log_loss:
-            finite_pos = [v for n in ("batch_loss", "train_loss", "test_loss")
-                          for _, v in history.get(n, []) if np.isfinite(v) and v > 0]
-            if finite_pos:
-                ax_l.set_yscale("log")
-        ax_l.legend(fontsize=8)
-    else:
-        ax_l.text(0.5, 0.5, "no loss recorded", ha="center", va="center",
-                  transform=ax_l.transAxes)
-    ax_l.set_xlabel("step")
-    ax_l.set_ylabel("loss (mean over examples)")
-    if _plot(ax_a, history, ("train_acc", "test_acc"), ("-", "--")):
+    losses = ("batch_loss", "train_loss", "test_loss")
+    if _panel(ax_l, history, losses, (":", "-", "--"), ylabel="loss (mean over examples)",
+              empty="no loss recorded") and log_loss:
+        finite_pos = [v for n in losses for _, v in history.get(n, [])
+                      if np.isfinite(v) and v > 0]
+        if finite_pos:
+            ax_l.set_yscale("log")
+    if _panel(ax_a, history, ("train_acc", "test_acc"), ("-", "--"), ylabel="accuracy",
+              empty="no accuracy recorded (regression?)"):
         ax_a.set_ylim(0, 1.02)
-        ax_a.legend(fontsize=8)
-    else:
-        ax_a.text(0.5, 0.5, "no accuracy recorded (regression?)", ha="center", va="center",
-                  transform=ax_a.transAxes)
-    ax_a.set_xlabel("step")
-    ax_a.set_ylabel("accuracy")
     for ax in (ax_l, ax_a):
         ax.grid(alpha=0.3)
     if title:

@@ -1,0 +1,40 @@
+"""Timing helpers shared by the benchmark modules (``from _timing import ...``: run.py puts
+benchmarks/ on sys.path while it loads a module, and ``python benchmarks/bench_x.py`` does too).
+"""
+from __future__ import annotations
+
+import contextlib
+import statistics
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import torch
+
+
+def timed(fn: Callable[[], Any]) -> tuple[float, float]:
+    """(calling thread's CPU seconds, wall seconds) of one call ``fn()``."""
+    w0, c0 = time.perf_counter(), time.thread_time()
+    fn()
+    return time.thread_time() - c0, time.perf_counter() - w0
+
+
+def median_timed(fn: Callable[[], Any], repeats: int, *,
+                 warmup: bool = False) -> tuple[float, float]:
+    """Medians of :func:`timed` (CPU, wall) over ``repeats`` calls, after one untimed call if
+    ``warmup``."""
+    if warmup:
+        fn()
+    cpu, wall = zip(*(timed(fn) for _ in range(repeats)))
+    return statistics.median(cpu), statistics.median(wall)
+
+
+@contextlib.contextmanager
+def one_thread() -> Iterator[None]:
+    """One torch thread inside the block; the previous count is restored after."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)

@@ -1,0 +1,48 @@
+"""Small pieces shared by several optimizers of :mod:`sgdlab.optim` (private)."""
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import Tensor
+
+from .registry import OPTIMIZERS
+
+
+def closure_loss(closure: Callable[[], Tensor] | None) -> Tensor | None:
+    """``closure()`` with gradients enabled (inside an optimizer's ``no_grad`` step), or None."""
+    if closure is None:
+        return None
+    with torch.enable_grad():
+        return closure()
+
+
+def seeded_generator(seed: int | None) -> torch.Generator:
+    """A CPU generator seeded with ``seed``, by default with ``torch.initial_seed()`` (the run's
+    seed, so runs seeded differently draw differently)."""
+    return torch.Generator().manual_seed(int(torch.initial_seed() if seed is None else seed))
+
+
+def check_plain_optimizer(role: str, name: str, exclude: tuple[str, ...]) -> None:
+    """``name`` must be registered, not in ``exclude`` and a plain optimizer (no model, no
+    closure), as the inner optimizer of a wrapper; ValueError naming ``role`` otherwise."""
+    if name not in OPTIMIZERS or name in exclude:
+        raise ValueError(f"Invalid {role} optimizer {name!r}; known: "
+                         f"{', '.join(sorted(OPTIMIZERS))}")
+    cls = OPTIMIZERS[name]
+    if getattr(cls, "needs_model", False) or getattr(cls, "needs_closure", False):
+        raise ValueError(f"Invalid {role} optimizer {name!r}: must be a plain optimizer")
+
+
+def momentum_direction(state: dict, g: Tensor, group: dict) -> Tensor:
+    """``g`` through heavy-ball / Nesterov momentum (torch.optim.SGD's convention, no
+    dampening; the buffer ``state["momentum_buffer"]`` starts at g); ``g`` if momentum is 0."""
+    mu = group["momentum"]
+    if mu > 0:
+        buf = state.get("momentum_buffer")
+        if buf is None:
+            buf = state["momentum_buffer"] = g.clone()
+        else:
+            buf.mul_(mu).add_(g)
+        g = g.add(buf, alpha=mu) if group["nesterov"] else buf
+    return g

@@ -1,0 +1,16 @@
+"""Fixtures shared across test folders. Nothing here is autouse: a module opts in, e.g.
+
+    pytestmark = pytest.mark.usefixtures("one_thread")
+"""
+import pytest
+import torch
+
+
+@pytest.fixture
+def one_thread():
+    """Run the test with one torch thread and restore the previous count afterwards (tiny
+    tensors: threads only add overhead, and contention on a shared CI box)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

@@ -1,0 +1,48 @@
+"""Tables render the same data to CSV / Markdown / HTML / JSON; comparisons diff matched rows."""
+from __future__ import annotations
+
+import csv
+import io
+import math
+
+import pytest
+
+from sgdlab.report.compare import table_differences
+from sgdlab.report.tables import Table, mean_std
+
+
+def test_table_formats_round_trip():
+    t = Table("t", ["run", "acc", "ok"], [["a|b", 0.123456789, True], ["c", float("nan"), None]],
+              caption="cap", notes=["n1"])
+    rows = list(csv.reader(io.StringIO(t.to_csv())))
+    assert rows[0] == ["run", "acc", "ok"] and float(rows[1][1]) == 0.123456789 and rows[2][2] == ""
+    md = t.to_markdown()
+    assert "a\\|b" in md and "0.1235" in md and "| yes |" in md and "—" in md and "_n1_" in md
+    html = t.to_html()
+    assert "<caption>cap</caption>" in html and "<td>nan</td>" in html
+    j = t.to_json()
+    assert j["rows"][1][1] is None                      # NaN is not valid JSON
+    assert Table.from_json(j).rows[0] == ["a|b", 0.123456789, True]
+    assert t.column("run") == ["a|b", "c"]
+
+
+def test_table_rejects_ragged_rows():
+    with pytest.raises(ValueError, match="row 0 has 1 cells, expected 2"):
+        Table("t", ["a", "b"], [[1]])
+
+
+def test_mean_std_matches_sample_formula():
+    m, s = mean_std([1.0, 2.0, 4.0, float("nan")])
+    assert m == pytest.approx(7 / 3) and s == pytest.approx(math.sqrt(((1 - 7 / 3) ** 2 + (2 - 7 / 3) ** 2 + (4 - 7 / 3) ** 2) / 2))
+    assert mean_std([3.0]) == (3.0, 0.0) and math.isnan(mean_std([])[0])
+
+
+def test_table_differences_match_rows_on_labels():
+    a = {"tables": [{"name": "s", "columns": ["run", "seed", "acc"],
+                     "rows": [["x", 0, 0.5], ["y", 0, 0.7]]}]}
+    b = {"tables": [{"name": "s", "columns": ["run", "seed", "acc"],
+                     "rows": [["y", 1, 0.9], ["x", 1, 0.25]]}]}
+    (d,) = table_differences(a, b)
+    assert d.rows == [["x", 1, -0.25], ["y", 1, pytest.approx(0.2)]]
+    b["tables"][0]["columns"] = ["run", "seed", "loss"]
+    assert table_differences(a, b) == []
