@@ -178,13 +178,20 @@ def trace_figure(model, loss_fn, x, y) -> float | None:
     m = 100
     t_theirs, p = _median(theirs(m, float("-inf")), 3)   # never stops early
     t_ours, o = _median(ours(m), 3)
-    diff = abs(o[0].value - p[0][1]) / abs(p[0][1])
+    # accuracy: the same 100 probes in float64 (HVP path) are the reference for both
+    import copy
+
+    m64 = copy.deepcopy(model).double()
+    ref = hutchinson_trace(HessianOperator(m64, loss_fn, (x.double(), y), taylor=False), m,
+                           generator=torch.Generator().manual_seed(2)).value
+    e_ours, e_theirs = (abs(v - ref) / abs(ref) for v in (o[0].value, p[0][1]))
     print(f"  trace with {m} Rademacher probes: sgdlab {t_ours * 1e3:.0f} ms (estimate "
           f"{o[0].value:.7g} ± {o[0].stderr:.2g}); PyHessian {t_theirs * 1e3:.0f} ms "
-          f"(estimate {p[0][1]:.7g}, {p[0][0]} probes; same probes, relative difference "
-          f"{diff:.1e}: float32 round-off)")
-    if diff > 1e-4:
-        print("  WARNING: sgdlab's and PyHessian's estimates differ beyond round-off")
+          f"(estimate {p[0][1]:.7g}, {p[0][0]} probes); same probes in float64: {ref:.9g} "
+          f"(float32 round-off: sgdlab {e_ours:.1e}, PyHessian {e_theirs:.1e}; the "
+          f"estimator's own standard error is {o[0].stderr / abs(ref):.0%})")
+    if e_ours > max(1e-5, 10 * e_theirs):
+        print("  WARNING: sgdlab's trace is less accurate than PyHessian's beyond round-off")
     from sgdlab.measure.curvature import hutchpp_trace
 
     t_pp, pp = _timed(lambda: hutchpp_trace(HessianOperator(model, loss_fn, (x, y)), m,

@@ -9,6 +9,8 @@
 - Runs may depend on other runs of the same experiment (``depends: [label]``, e.g. "start from
   the GD solution" or "interpolate between run A and run B"): the sweep runs in dependency
   layers and hands each run the artifact directories of the runs it depends on (same seed).
+- A run that fails on its *input* (a ``UserError``: missing data file, invalid option) stops
+  the sweep with that message, since every other run would fail the same way.
 - Cluster dispatch uses **torchrun** (the launcher the distributed optimizers already use):
   under ``torchrun`` (``WORLD_SIZE`` > 1 in the environment) rank r executes runs
   ``i ≡ r (mod WORLD_SIZE)`` of each layer, ranks meet at a gloo barrier between layers, and
@@ -186,7 +188,8 @@ def _execute_run(run_cfg: dict[str, Any], store_path: str, device: str,
     except Exception as e:  # noqa: BLE001 - recorded, reported, and the sweep goes on
         msg = f"{type(e).__name__}: {e}"
         store.set_status(run_id, "failed", msg + "\n" + traceback.format_exc()[-4000:])
-        return run.key, "failed", msg
+        # bad input (missing data file, invalid option): every other run would fail the same way
+        return run.key, ("failed-input" if isinstance(e, UserError) else "failed"), msg
 
 
 def _jsonable(obj: Any) -> Any:
@@ -289,6 +292,8 @@ def run_sweep(runs: list[RunSpec], *, store_path: str | None = None, workers: in
                     results.append((r, key, status, msg, time.perf_counter() - t))
                     count += 1
                     _say_run(say, count, todo_total, r, status, msg, results[-1][-1])
+                    if status == "failed-input":
+                        break
             else:
                 futs = {pool.submit(_execute, cfg, spath, device, dep_dirs, threads): (r, time.perf_counter())
                         for r, cfg, dep_dirs in jobs}
@@ -300,9 +305,15 @@ def run_sweep(runs: list[RunSpec], *, store_path: str | None = None, workers: in
                     _say_run(say, count, todo_total, r, status, msg, results[-1][-1])
             for r, key, status, msg, _ in results:
                 rep.executed.append(key)
-                if status == "failed":
+                if status.startswith("failed"):
                     failed_keys.add(key)
                     rep.failed.append((r.run_name, msg or "failed"))
+            bad_input = [(r, msg) for r, _, status, msg, _ in results if status == "failed-input"]
+            if bad_input:
+                r, msg = bad_input[0]
+                raise UserError(f"run {r.run_name} failed on its input: {msg}\nThe sweep stopped "
+                                "(the other runs would fail the same way); fix the input and "
+                                "re-run the same command: finished runs are kept.")
             _barrier(world)
     finally:
         if pool is not None:
@@ -312,6 +323,7 @@ def run_sweep(runs: list[RunSpec], *, store_path: str | None = None, workers: in
 
 
 def _say_run(say, i: int, n: int, r: RunSpec, status: str, msg: str | None, sec: float) -> None:
+    status = "failed" if status == "failed-input" else status
     extra = f": {msg.splitlines()[0]}" if msg and status != "finished" else ""
     say(f"[{i}/{n}] {r.run_name} {status} ({sec:.1f} s){extra}")
 

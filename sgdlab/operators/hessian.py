@@ -255,7 +255,7 @@ class _SequentialTaylor:
         if d1 is None:
             return m.new_zeros(k)
         dims = tuple(range(1, d1.dim()))
-        vals = m.new_zeros(k)
+        vals = m.new_zeros(k, dtype=torch.float64)   # the last reductions in float64 (cheap)
         if g_out.requires_grad:
             try:
                 hd1 = torch.autograd.grad(g_out, o, d1, retain_graph=True,
@@ -263,10 +263,10 @@ class _SequentialTaylor:
             except RuntimeError:     # loss without a batching rule: one backward per probe
                 hd1 = torch.stack([torch.autograd.grad(g_out, o, t, retain_graph=True)[0]
                                    for t in d1])
-            vals = vals + (d1 * hd1).sum(dims)
+            vals = vals + (d1 * hd1).sum(dims, dtype=torch.float64)
         if hessian and d2 is not None:
-            vals = vals + (g_out.detach() * d2).sum(dims)
-        return vals.detach()
+            vals = vals + (g_out.detach() * d2).sum(dims, dtype=torch.float64)
+        return vals.detach().to(m.dtype)
 
 
 def _activation_derivatives(act: nn.Module, z: Tensor) -> tuple[Tensor, Tensor | None]:

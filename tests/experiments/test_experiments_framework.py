@@ -211,3 +211,25 @@ def test_dependencies_get_artifact_dirs(tmp_path):
     runs = resolve(raw, "smoke").expand()
     run_sweep(runs, store_path=str(tmp_path / "s.sqlite"), progress=None)
     assert seen == {"parent": {}, "child": {"parent": "1"}}
+
+
+def test_bad_input_stops_the_sweep_with_its_message(tmp_path):
+    from sgdlab.errors import DataError, UserError
+
+    calls = []
+
+    @register_procedure("_test_missing_data")
+    class _Missing(Procedure):
+        allowed = {"x"}
+
+        def run(self, run, ctx):
+            calls.append(run.label)
+            raise DataError("mnist: missing file /data/train-images-idx3-ubyte")
+
+    raw = _raw(procedure="_test_missing_data")
+    runs = resolve(raw, "smoke").expand()
+    with pytest.raises(UserError, match=r"(?s)missing file .*The sweep stopped"):
+        run_sweep(runs, store_path=str(tmp_path / "s.sqlite"), progress=None)
+    assert calls == ["sq|x=1"]                      # the other two runs were not attempted
+    stored, missing = load_runs(runs, store_path=str(tmp_path / "s.sqlite"))
+    assert not stored and len(missing) == 3

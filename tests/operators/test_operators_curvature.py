@@ -147,3 +147,25 @@ def test_hutchinson_blocks_do_not_change_the_samples():
     for e in ests:
         assert e.value == pytest.approx(dense.value, rel=1e-10)
         assert e.stderr == pytest.approx(dense.stderr, rel=1e-8)
+
+
+def test_slq_lockstep_matches_sequential_lanczos():
+    """SLQ's probes share one matmat per Lanczos step; nodes/weights equal one run per probe
+    (including a breakdown on a matrix with repeated eigenvalues)."""
+    from sgdlab.measure.curvature import lanczos_decomposition, spectral_density
+    from sgdlab.operators import HessianOperator
+
+    model = tiny_mlp(3, 4, 2)
+    data, loss_fn = tiny_classification(9, 3, 2), nn.CrossEntropyLoss()
+    rep = torch.diag(torch.tensor([1.0, 1.0, 1.0, 2.0, 2.0, 3.0], dtype=torch.float64))
+    for a, it in [(HessianOperator(model, loss_fn, _loader(data)), 8), (rep, 6)]:
+        dens = spectral_density(a, num_probes=4, num_iter=it,
+                                generator=torch.Generator().manual_seed(1))
+        g = torch.Generator().manual_seed(1)
+        for i in range(4):
+            res = lanczos_decomposition(a, it, generator=g, keep_basis=False,
+                                        restart_on_breakdown=False)
+            theta, s = torch.linalg.eigh(res.tridiagonal())
+            torch.testing.assert_close(dens.nodes[i, : len(theta)], theta)
+            torch.testing.assert_close(dens.weights[i, : len(theta)], s[0] ** 2)
+            assert float(dens.weights[i, len(theta):].abs().sum()) == 0
