@@ -10,7 +10,7 @@ from sgdlab.experiments.analysis import Analysis, Conclusion
 from sgdlab.experiments.plots import curves
 from sgdlab.experiments.procedures import StoredRun, register_analysis
 from sgdlab.experiments.procedures.common import by_group, check_claims, finite
-from sgdlab.experiments.procedures.jastrzebski import _spearman
+from sgdlab.experiments.procedures.jastrzebski import _spearman, clear_trend
 from sgdlab.report.tables import Table, mean_std
 
 
@@ -111,7 +111,7 @@ def xing_cosine_grid(spec, runs: list[StoredRun]) -> Analysis:
         rho = _spearman([r[col] for r in rows], [r[2] for r in rows])
         concl.append(Conclusion(
             f"gradient cosine vs {name}: Spearman ρ = {rho:.2f}",
-            agrees_with_paper=finite(rho) and rho < 0,
+            agrees_with_paper=clear_trend(rho, "negative"),
             claim=f"a larger {name} makes consecutive gradients more anti-correlated",
             evidence={"spearman": rho}))
     return Analysis(tables=[table], figures=[("cosine_grid", fig)], conclusions=concl)
