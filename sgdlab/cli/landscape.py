@@ -260,10 +260,7 @@ def _pde(args, out: Path) -> dict:
 
     x = torch.linspace(-4, 4, 801 if not args.quick else 401, dtype=torch.float64)
     dx = float(x[1] - x[0])
-
-    def fn(z):  # a wide minimum on the left, a narrow deeper one on the right
-        return 0.05 * z ** 2 - 0.8 * torch.exp(-(z + 1.5) ** 2) - torch.exp(-8 * (z - 1.5) ** 2) \
-            + 0.1 * torch.sin(6 * z)
+    fn = pde.wide_and_narrow_minima
     f = fn(x)
     t, beta = 0.5, 5.0
     y = torch.linspace(-6, 6, 12001, dtype=torch.float64)

@@ -42,7 +42,8 @@ def _run(args: argparse.Namespace) -> int:
     if not res.results:        # non-zero rank under torchrun
         return 0
     for c in res.results.get("conclusions", []):
-        v = {True: "agrees", False: "DISAGREES", None: "descriptive"}[c.get("agrees_with_paper")]
+        v = {True: "agrees", False: "DISAGREES",
+             None: "inconclusive" if c.get("claim") else "descriptive"}[c.get("agrees_with_paper")]
         print(f"  - [{v}] {c['text']}")
     if res.sweep.failed:
         print(f"{len(res.sweep.failed)} runs failed (first: {res.sweep.failed[0][0]}: "

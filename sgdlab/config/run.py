@@ -52,10 +52,19 @@ def _signature_params(fn: Callable, skip: tuple[str, ...]) -> tuple[dict[str, An
     return params, var_kw
 
 
+def _nullable(fn: Callable) -> frozenset[str]:
+    """Names of ``fn``'s parameters that accept None (annotated ``int | None``, or default
+    None), so a config may give them as null."""
+    return frozenset(p.name for p in inspect.signature(fn).parameters.values()
+                     if p.default is None or "None" in str(p.annotation))
+
+
 def _check_args(path: str, given: dict[str, Any], params: dict[str, Any], var_kw: bool,
-                owner: str, errors: list[str]) -> dict[str, Any]:
+                owner: str, errors: list[str],
+                nullable: frozenset[str] = frozenset()) -> dict[str, Any]:
     """Keys of ``given`` against a signature: unknown keys, missing required ones, and values
-    whose type cannot match the default's (a string for a number, ...)."""
+    whose type cannot match the default's (a string for a number, ...; null only where the
+    parameter is in ``nullable``)."""
     out = {}
     for k, v in given.items():
         p = join(path, k)
@@ -64,6 +73,9 @@ def _check_args(path: str, given: dict[str, Any], params: dict[str, Any], var_kw
             msg = unknown_key(path, k, list(params))
             errors.append(msg[:-1] + f"; {owner} accepts: {', '.join(params) or 'nothing'})"
                           if "did you mean" not in msg else msg)
+            continue
+        if v is None and k in nullable:
+            out[k] = v
             continue
         d = params.get(k, REQUIRED)
         if isinstance(d, bool):
@@ -198,7 +210,8 @@ def _check_measure_item(path: str, item: dict[str, Any], errors: list[str]) -> N
         return
     given = {k: v for k, v in item.items() if k not in ("name",) + _SCHEDULE_KEYS}
     params = instrument_params(name)
-    _check_args(path, given, params or {}, params is None, f"instrument {name!r}", errors)
+    _check_args(path, given, params or {}, params is None, f"instrument {name!r}", errors,
+                nullable=_nullable(registry[name]))
     n_sched = sum(item.get(k) is not None for k in ("every", "at", "log_points"))
     if n_sched > 1:
         errors.append(f"{path}: give at most one of every, at, log_points")
@@ -224,6 +237,11 @@ MEASURE_ITEM = Section({
                         doc="about this many log-spaced steps up to the last step"),
 }, extra=_keep_extra, check=_check_measure_item)
 
+OPTIMIZER = Section({"name": Field(str)}, extra=_keep_extra, check=_check_optimizer,
+                    optional=False)
+SCHEDULE = Section({"name": Field(str, default="constant")}, extra=_keep_extra,
+                   check=_check_schedule)
+
 RUN_SCHEMA = Section({
     "name": Field(str, default=None, nullable=True),
     "experiment": Field(str, default=None, nullable=True),
@@ -239,10 +257,8 @@ RUN_SCHEMA = Section({
         "options": Field(dict, default={}),
     }, check=_check_model, optional=False),
     "loss": Field(str, default="auto", choices=LOSSES),
-    "optimizer": Section({"name": Field(str)}, extra=_keep_extra, check=_check_optimizer,
-                         optional=False),
-    "schedule": Section({"name": Field(str, default="constant")}, extra=_keep_extra,
-                        check=_check_schedule),
+    "optimizer": OPTIMIZER,
+    "schedule": SCHEDULE,
     "train": Section({
         "epochs": Field(int, default=10, min=0),
         "batch_size": Field((int, str, dict), default=128,
@@ -411,5 +427,6 @@ def build_from_config(cfg: dict[str, Any], *, validated: bool = False) -> BuiltR
     return BuiltRun(model, loss_fn, data, optimizer, schedule, callbacks, train_kwargs)
 
 
-__all__ = ["BuiltRun", "MEASURE_ITEM", "RUN_SCHEMA", "build_from_config", "build_measure",
+__all__ = ["BuiltRun", "MEASURE_ITEM", "OPTIMIZER", "RUN_SCHEMA", "SCHEDULE",
+           "build_from_config", "build_measure",
            "measure_schedule", "resolve_device", "validate_config"]

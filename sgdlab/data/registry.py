@@ -42,11 +42,14 @@ def register_dataset(name: str) -> Callable[[Loader], Loader]:
 
 
 def dataset_options(name: str) -> dict[str, Any]:
-    """The options dataset ``name`` accepts, with their defaults (``seed``/``data_dir`` excluded)."""
+    """The options dataset ``name`` accepts, with their defaults (``seed``/``data_dir`` excluded):
+    its loader's keyword options, then the :data:`GENERIC_OPTIONS` :func:`load_dataset` applies."""
     fn = _lookup(name)
-    return {p.name: (None if p.default is inspect.Parameter.empty else p.default)
+    opts = {p.name: (None if p.default is inspect.Parameter.empty else p.default)
             for p in inspect.signature(fn).parameters.values()
             if p.kind is inspect.Parameter.KEYWORD_ONLY and p.name not in ("seed", "data_dir")}
+    generic = inspect.signature(load_dataset).parameters
+    return {**opts, **{k: generic[k].default for k in GENERIC_OPTIONS if k not in opts}}
 
 
 def _lookup(name: str) -> Loader:

@@ -12,7 +12,8 @@ class Conclusion:
     """One finding, a sentence computed from the numbers.
 
     ``agrees_with_paper`` is ``True``/``False`` where the paper makes a qualitative claim that
-    this finding tests, ``None`` where it does not (a purely descriptive statement)."""
+    this finding tests, ``None`` where it does not (a purely descriptive statement) or where
+    the numbers cannot decide it (``claim`` set: inconclusive, e.g. inside the seed spread)."""
 
     text: str
     agrees_with_paper: bool | None = None

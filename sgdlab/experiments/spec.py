@@ -268,12 +268,7 @@ def validate_raw(raw: Any, source: str = "<config>") -> dict[str, Any]:
     for k in ("base", "options"):
         if k in raw and not isinstance(raw[k], dict):
             raise ConfigError(f"{source}.{k}: expected a mapping")
-    if "runs" in raw:
-        _check_runs(source, raw["runs"])
-    if "grid" in raw:
-        _check_grid(source, raw["grid"])
-    if "seeds" in raw:
-        _check_seeds(source, raw["seeds"])
+    _check_run_lists(source, raw)
     if "outputs" in raw:
         _check_keys(f"{source}.outputs", raw["outputs"], _OUTPUT_KEYS)
     scales = raw.get("scales", {})
@@ -281,14 +276,15 @@ def validate_raw(raw: Any, source: str = "<config>") -> dict[str, Any]:
     for s, ov in scales.items():
         where = f"{source}.scales.{s}"
         _check_keys(where, ov or {}, _SCALE_KEYS)
-        ov = ov or {}
-        if "runs" in ov:
-            _check_runs(where, ov["runs"])
-        if "grid" in ov:
-            _check_grid(where, ov["grid"])
-        if "seeds" in ov:
-            _check_seeds(where, ov["seeds"])
+        _check_run_lists(where, ov or {})
     return raw
+
+
+def _check_run_lists(where: str, sec: dict[str, Any]) -> None:
+    """``runs``, ``grid`` and ``seeds`` of the file's top level or of one scale."""
+    for key, check in (("runs", _check_runs), ("grid", _check_grid), ("seeds", _check_seeds)):
+        if key in sec:
+            check(where, sec[key])
 
 
 def resolve(raw: dict[str, Any], scale: str, source: str = "<config>") -> ExperimentSpec:

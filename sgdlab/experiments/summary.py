@@ -16,6 +16,14 @@ from typing import Any
 VERDICT = {True: "agrees", False: "**disagrees**", None: "descriptive"}
 
 
+def verdict(agrees: bool | None, conclusion: dict[str, Any]) -> str:
+    """A checked claim with no decision is inconclusive; a finding with no claim is a
+    description."""
+    if agrees is None and conclusion.get("claim"):
+        return "inconclusive"
+    return VERDICT[agrees]
+
+
 def load_all(root: str | Path) -> list[dict[str, Any]]:
     out = []
     for p in sorted(Path(root).glob("*/results.json")):
@@ -28,7 +36,7 @@ def load_all(root: str | Path) -> list[dict[str, Any]]:
 def results_markdown(results: list[dict[str, Any]], *, command: str) -> str:
     lines = ["| experiment | reproduces | finding (computed from the stored runs) | vs paper |",
              "|---|---|---|---|"]
-    n_agree = n_dis = 0
+    n_agree = n_dis = n_open = 0
     for r in results:
         e, p = r["experiment"], r["experiment"]["paper"]
         ref = f"{p['author'].split(',')[0]} {p['year']}, {p['figure']}"
@@ -37,14 +45,16 @@ def results_markdown(results: list[dict[str, Any]], *, command: str) -> str:
             v = c.get("agrees_with_paper")
             n_agree += v is True
             n_dis += v is False
+            n_open += v is None and bool(c.get("claim"))
             text = c["text"].replace("|", "\\|")
             lines.append(f"| {e['name'] if i == 0 else ''} | {ref if i == 0 else ''} | "
-                         f"{text} | {VERDICT[v]} |")
+                         f"{text} | {verdict(v, c)} |")
         if r.get("incomplete"):
             lines.append(f"| | | incomplete: {len(r.get('missing_runs', []))} runs missing | |")
     head = [f"Regenerate: `{command}`", "",
             f"{len(results)} experiments, {n_agree} findings agree with the paper's qualitative "
-            f"claim, {n_dis} disagree.", ""]
+            f"claim, {n_dis} disagree, {n_open} are inconclusive (inside the seed-to-seed "
+            "spread).", ""]
     return "\n".join(head + lines) + "\n"
 
 

@@ -104,6 +104,13 @@ def semiconcavity_bound(c: float, t: float) -> float:
     return c / (1 + c * t)
 
 
+def wide_and_narrow_minima(z: Tensor) -> Tensor:
+    """The 1-D test loss of the Fig. 4.1 reproduction: a wide minimum near −1.5, a narrow
+    deeper one near +1.5, plus a small ripple 0.1 sin 6z."""
+    return (0.05 * z ** 2 - 0.8 * torch.exp(-(z + 1.5) ** 2)
+            - torch.exp(-8 * (z - 1.5) ** 2) + 0.1 * torch.sin(6 * z))
+
+
 # ---------------------------------------------------------------- reference solvers
 def periodic_cole_hopf(f: Tensor, period: float, t: float, *, beta: float = 1.0) -> Tensor:
     """Cole–Hopf on a periodic grid (n points over one period), the heat equation solved
@@ -136,4 +143,4 @@ def finite_difference_viscous_hj(f: Tensor, period: float, t: float, *, beta: fl
 
 __all__ = ["viscous_hj", "local_entropy", "hopf_lax", "proximal_point", "heat_smoothing",
            "second_difference", "semiconcavity_bound", "periodic_cole_hopf",
-           "finite_difference_viscous_hj"]
+           "finite_difference_viscous_hj", "wide_and_narrow_minima"]

@@ -57,3 +57,19 @@ from .trajectory import (
     increment_spectrum,
     periodicity_test,
 )
+
+__all__ = ["Alignment", "Estimate", "GradientCovariance", "InterpolationCurve",
+           "SpectralDensity", "StepInterpolation", "analyze_segment", "dense_hessian",
+           "diffusion_matrix", "distance_from_init", "eigenvector_cosines",
+           "epsilon_sharpness", "expected_sharpness", "fisher_g_test", "frobenius_norm",
+           "full_batch_grad_norm", "gradient_cosine", "gradient_covariance",
+           "harmonic_mean_eigenvalue", "hessian_bottom_eigenvalues", "hessian_eigenpairs",
+           "hessian_frobenius_norm", "hessian_spectral_density", "hessian_spectral_norm",
+           "hessian_spectrum", "hessian_top_eigenvalue", "hessian_trace", "hutchinson_trace",
+           "hutchpp_trace", "increment_autocorrelation", "increment_spectrum",
+           "interpolate_models", "lanczos", "local_entropy", "mean_loss",
+           "minibatch_noise_factor", "noise_magnitude", "normalised_eigenvalues",
+           "parameter_norm", "periodicity_test", "power_iteration", "projection_residual",
+           "recompute_bn_statistics", "segment_losses", "sigma_hessian_alignment",
+           "solve_batch_size", "solve_lr", "spectral_density", "step_interpolation",
+           "summarize_epochs", "temperatures", "update_norm"]

@@ -20,7 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from .batches import Data, is_single_batch, iterate_batches
-from .hessian import _SequentialTaylor, _unflatten_cols
+from .hessian import _SequentialTaylor, _taylor_quadratic_forms, _unflatten_cols
 from .linear import LinearOperator
 from .params import flatten, num_params, trainable_named_params, unflatten_like
 
@@ -106,14 +106,4 @@ class GGNOperator(LinearOperator):
         tangent pass (:class:`~sgdlab.operators.hessian._SequentialTaylor`), no Jᵀ product."""
         if self._taylor is None:
             return super()._quadratic_forms(m)
-        if is_single_batch(self.data):
-            if self._taylor_cache is None:
-                x, y = next(iterate_batches(self.data, self.device))
-                self._taylor_cache = self._taylor.prepare(x, y, self.loss_fn)
-            return self._taylor.second_derivatives(self._taylor_cache, m, hessian=False)
-        total, n = m.new_zeros(m.shape[1]), 0
-        for x, y in iterate_batches(self.data, self.device):
-            prep = self._taylor.prepare(x, y, self.loss_fn)
-            total += self._taylor.second_derivatives(prep, m, hessian=False) * len(x)
-            n += len(x)
-        return total / n
+        return _taylor_quadratic_forms(self, m, hessian=False)

@@ -91,22 +91,29 @@ class HessianOperator(LinearOperator):
     def _quadratic_forms(self, m: Tensor) -> Tensor:
         if self._taylor is None:
             return super()._quadratic_forms(m)
-        if is_single_batch(self.data):
-            if self._taylor_cache is None:
-                x, y = next(iterate_batches(self.data, self.device))
-                self._taylor_cache = self._taylor.prepare(x, y, self.loss_fn)
-            return self._taylor.second_derivatives(self._taylor_cache, m, hessian=True)
-        total, n = m.new_zeros(m.shape[1]), 0
-        for x, y in iterate_batches(self.data, self.device):
-            prep = self._taylor.prepare(x, y, self.loss_fn)
-            total += self._taylor.second_derivatives(prep, m, hessian=True) * len(x)
-            n += len(x)
-        return total / n
+        return _taylor_quadratic_forms(self, m, hessian=True)
 
     def _probe_bytes(self) -> int:
         item = torch.finfo(self.dtype).bits // 8
         act = self._taylor.width * (self._batch_size or 256) if self._taylor is not None else 0
         return item * (4 * self.shape[0] + 4 * act)
+
+
+def _taylor_quadratic_forms(op, m: Tensor, *, hessian: bool) -> Tensor:
+    """vᵀ A v for the columns v of ``m`` by ``op._taylor`` (A: the Hessian, or with
+    ``hessian=False`` the GGN), over ``op.data`` with batches weighted by size; a single
+    batch's Taylor preparation is kept in ``op._taylor_cache``."""
+    if is_single_batch(op.data):
+        if op._taylor_cache is None:
+            x, y = next(iterate_batches(op.data, op.device))
+            op._taylor_cache = op._taylor.prepare(x, y, op.loss_fn)
+        return op._taylor.second_derivatives(op._taylor_cache, m, hessian=hessian)
+    total, n = m.new_zeros(m.shape[1]), 0
+    for x, y in iterate_batches(op.data, op.device):
+        prep = op._taylor.prepare(x, y, op.loss_fn)
+        total += op._taylor.second_derivatives(prep, m, hessian=hessian) * len(x)
+        n += len(x)
+    return total / n
 
 
 def _unflatten_cols(m: Tensor, like: dict[str, Tensor]) -> list[Tensor]:

@@ -1,4 +1,6 @@
 """report"""
 
 # experiment reports (sgdlab.report.html / compare build on this)
-from .tables import Table, mean_std  # noqa: E402,F401
+from .tables import Table, mean_std
+
+__all__ = ["Table", "mean_std"]

@@ -40,19 +40,19 @@ def _img(path: Path, alt: str) -> str:
     return f"<img alt='{html.escape(alt)}' src='data:image/png;base64,{b64}'>"
 
 
-def _verdict(v: bool | None) -> str:
+def _verdict(v: bool | None, claim: str | None = None) -> str:
     if v is True:
         return "<span class='agree'>agrees with the paper</span>"
     if v is False:
         return "<span class='disagree'>disagrees with the paper</span>"
-    return "<span class='neutral'>descriptive</span>"
+    return f"<span class='neutral'>{'inconclusive' if claim else 'descriptive'}</span>"
 
 
 def conclusions_html(results: dict[str, Any]) -> str:
     items = []
     for c in results.get("conclusions", []):
         claim = f"<br><span class='note'>paper: {html.escape(c['claim'])}</span>" if c.get("claim") else ""
-        items.append(f"<li>{html.escape(c['text'])} — {_verdict(c.get('agrees_with_paper'))}{claim}</li>")
+        items.append(f"<li>{html.escape(c['text'])} — {_verdict(c.get('agrees_with_paper'), c.get('claim'))}{claim}</li>")
     return "<ul>" + "".join(items) + "</ul>" if items else "<p>No conclusions.</p>"
 
 

@@ -52,6 +52,17 @@ class TrainContext:
             self.log(k, v, step)
 
 
+def train_subset(data: Any, size: int | None, seed: int = 0) -> tuple[Tensor, Tensor]:
+    """``(x, y)``: the training set of ``data``, or a fixed random subset of ``size`` examples
+    drawn with ``seed`` (its own generator, so the batch stream is untouched)."""
+    x, y = data.x_train, data.y_train
+    if size is not None and size < len(x):
+        g = torch.Generator().manual_seed(seed)
+        idx = torch.randperm(len(x), generator=g)[:size].to(x.device)
+        x, y = x[idx], y[idx]
+    return x, y
+
+
 class Schedule:
     """When to measure: a predicate on the step count (and/or completed epochs)."""
 

@@ -188,3 +188,20 @@ def test_unknown_batch_size_schedule_names_the_key():
     raw["train"]["batch_size"] = {"kind": "cyclicc"}
     with pytest.raises(ConfigError, match=r"train\.batch_size: Unknown batch-size schedule"):
         validate_config(raw)
+
+
+def test_instrument_parameters_annotated_optional_accept_null():
+    cfg = validate_config({**TINY, "measure": [
+        {"name": "trajectory", "path": "t", "every_steps": 5, "every_epochs": None}]})
+    assert cfg["measure"][0]["every_epochs"] is None
+    assert "measure[0].num_points: must be a number, got None" in errors_of(
+        {**TINY, "measure": [{"name": "step_interpolation", "every": 1, "num_points": None}]})
+
+
+def test_generic_dataset_options_are_valid_for_every_dataset():
+    # load_dataset applies n_train / n_test / label_noise to any dataset
+    cfg = validate_config({**TINY, "data": {"name": "digits",
+                                            "options": {"n_train": 100, "label_noise": 10}}})
+    assert cfg["data"]["options"] == {"n_train": 100, "label_noise": 10}
+    assert "data.options.label_noise: must be a number" in errors_of(
+        {**TINY, "data": {"name": "digits", "options": {"label_noise": "some"}}})

@@ -233,3 +233,21 @@ def test_bad_input_stops_the_sweep_with_its_message(tmp_path):
     assert calls == ["sq|x=1"]                      # the other two runs were not attempted
     stored, missing = load_runs(runs, store_path=str(tmp_path / "s.sqlite"))
     assert not stored and len(missing) == 3
+
+
+@pytest.mark.parametrize("change,needle", [
+    ({"measure": [{"name": "dynamics", "every": 0}]}, "measure[0].every: must be >= 1"),
+    ({"measure": [{"name": "dynamcs", "every": 1}]}, "unknown instrument 'dynamcs'"),
+    ({"measure": [{"name": "dynamics", "every": 1, "at": [3]}]}, "at most one of"),
+    ({"optimizer": {"name": "sgd", "lr": -1}}, "Invalid learning rate"),
+    ({"optimizer": {"name": "sgd", "lr": 0.1, "momentun": 0.9}}, "optimizer.momentun"),
+])
+def test_train_procedure_checks_measure_and_optimizer_like_run_configs(change, needle):
+    from sgdlab.experiments.procedures import get_procedure
+
+    params = {"dataset": {"name": "cubic"}, "model": {"name": "zhu-mlp-1-6-6-6-1"},
+              "optimizer": {"name": "sgd", "lr": 0.1}, "epochs": 1, "batch_size": 5}
+    get_procedure("train").validate(params, "x")
+    with pytest.raises(ConfigError) as e:
+        get_procedure("train").validate({**params, **change}, "x")
+    assert needle in str(e.value)

@@ -163,9 +163,24 @@ def check_claims(claims: list[dict[str, Any]], values: dict[str, dict[str, float
                                                         0.0))
             if spread > 0 and abs(va - vb) < spread:
                 text += f" — the difference is within the seed-to-seed spread (std {spread:.3g})"
+                if ok and float(c.get("margin", 0.0)) >= 0:
+                    ok = None  # a strict claim "met" inside the noise is not evidence either way
+                    text += ", so inconclusive"
         if not all(map(finite, (va if isinstance(va, list) else [va])
                        + (vb if isinstance(vb, list) else [vb]))):
             text += " (missing or non-finite values: the claim cannot be checked)"
-        out.append(Conclusion(text, agrees_with_paper=bool(ok), claim=c.get("claim"),
+        out.append(Conclusion(text, agrees_with_paper=None if ok is None else bool(ok),
+                              claim=c.get("claim"),
                               evidence=ev))
     return out
+
+
+def x_axis(run: StoredRun, steps: list[float], kind: str) -> list[float]:
+    """Map step numbers to ``kind`` (effective epochs / epochs) using the run's own series."""
+    if kind == "step":
+        return steps
+    ref = run.metrics.get(kind, [])
+    if not ref:
+        return steps
+    s, v = zip(*([(0, 0.0)] + list(ref)))
+    return np.interp(steps, s, v).tolist()

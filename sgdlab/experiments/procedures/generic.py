@@ -26,7 +26,7 @@ from sgdlab.experiments.analysis import Analysis, Conclusion
 from sgdlab.experiments.plots import curves
 from sgdlab.experiments.procedures import StoredRun, register_analysis
 from sgdlab.experiments.procedures.common import (by_group, check_claims, mean_curve,
-                                                  summary_table, values_by_group)
+                                                  summary_table, values_by_group, x_axis)
 from sgdlab.experiments.spec import get_dotted
 
 DEFAULT_TABLE = [["train_loss", "train loss"], ["test_loss", "test loss"],
@@ -55,17 +55,6 @@ def add_derived(runs: list[StoredRun], derived: list[dict[str, Any]]) -> None:
             else:
                 raise ConfigError(f"options.derived: unknown reduce {red!r} "
                                   "(max | min | first | last | mean_last_k)")
-
-
-def x_axis(run: StoredRun, steps: list[float], kind: str) -> list[float]:
-    """Map step numbers to ``kind`` (effective epochs / epochs) using the run's own series."""
-    if kind == "step":
-        return steps
-    ref = run.metrics.get(kind, [])
-    if not ref:
-        return steps
-    s, v = zip(*([(0, 0.0)] + list(ref)))
-    return np.interp(steps, s, v).tolist()
 
 
 def group_key(spec, r: StoredRun) -> str:

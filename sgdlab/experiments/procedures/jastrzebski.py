@@ -10,7 +10,7 @@ import numpy as np
 from sgdlab.experiments.analysis import Analysis, Conclusion
 from sgdlab.experiments.plots import curves, panels
 from sgdlab.experiments.procedures import StoredRun, register_analysis
-from sgdlab.experiments.procedures.common import by_group, finite, mean_curve, stat
+from sgdlab.experiments.procedures.common import by_group, finite, mean_curve, stat, x_axis
 from sgdlab.experiments.spec import get_dotted
 from sgdlab.report.tables import Table
 
@@ -138,18 +138,10 @@ def ratio_grid(spec, runs: list[StoredRun]) -> Analysis:
             for g, rs in groups.items():
                 steps, mean, std = mean_curve(rs, metric)
                 if steps:
-                    series[g] = (_epochs(rs[0], steps), mean, None)
+                    series[g] = (x_axis(rs[0], steps, "epoch"), mean, None)
             figs.append((f"curve_{metric}", curves(series, xlabel="epoch", ylabel=metric,
                                                     title=f"{metric} per (η, B)")))
     return Analysis(tables=[table], figures=figs, conclusions=conclusions)
-
-
-def _epochs(r: StoredRun, steps: list[float]) -> list[float]:
-    ref = r.metrics.get("epoch", [])
-    if not ref:
-        return steps
-    s, v = zip(*([(0, 0.0)] + list(ref)))
-    return np.interp(steps, s, v).tolist()
 
 
 def _group_key(r: StoredRun) -> str:
@@ -186,7 +178,7 @@ def equal_ratio(spec, runs: list[StoredRun]) -> Analysis:
         for g, rs in groups.items():
             steps, mean, std = mean_curve(rs, mname)
             if steps:
-                series[g] = (_epochs(rs[0], steps), mean, std if len(rs) > 1 else None)
+                series[g] = (x_axis(rs[0], steps, "epoch"), mean, std if len(rs) > 1 else None)
         figs.append((f"curve_{mname}", curves(series, xlabel="epoch", ylabel=mname,
                                                title=f"{spec.paper['figure']}: {mname}")))
     concl = []

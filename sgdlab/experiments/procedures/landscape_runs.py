@@ -257,7 +257,7 @@ class PDEProcedure(Procedure):
     smoothing of a 1-D f with a wide and a narrow minimum (``sgdlab.landscapes.pde``); checks
     the semi-concavity bound u_xx ≤ 1/(C⁻¹ + t)."""
 
-    allowed = {"t", "beta", "points", "function"}
+    allowed = {"t", "beta", "points"}
 
     def run(self, run, ctx) -> RunOutput:
         import torch
@@ -267,10 +267,7 @@ class PDEProcedure(Procedure):
         p = run.params
         x = torch.linspace(-4, 4, int(p.get("points", 801)), dtype=torch.float64)
         dx = float(x[1] - x[0])
-
-        def fn(z):  # a wide minimum on the left, a narrow deeper one on the right
-            return (0.05 * z ** 2 - 0.8 * torch.exp(-(z + 1.5) ** 2)
-                    - torch.exp(-8 * (z - 1.5) ** 2) + 0.1 * torch.sin(6 * z))
+        fn = pde.wide_and_narrow_minima
         f = fn(x)
         t, beta = float(p.get("t", 0.5)), float(p.get("beta", 5.0))
         y = torch.linspace(-6, 6, 12001, dtype=torch.float64)

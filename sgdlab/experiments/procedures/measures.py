@@ -108,19 +108,17 @@ def _hessian_top(model, loss_fn, data, tol: float = 1e-3, num_iter: int = 40,
 
 @scalar("hessian_frobenius", {"probes"})
 def _hessian_frob(model, loss_fn, data, probes: int = 20):
-    from sgdlab.measure.curvature import frobenius_norm
-    from sgdlab.operators import HessianOperator
+    from sgdlab.measure.curvature import hessian_frobenius_norm
 
-    est = frobenius_norm(HessianOperator(model, loss_fn, data), probes, generator=_gen(1))
+    est = hessian_frobenius_norm(model, loss_fn, data, probes, generator=_gen(1))
     return {"hessian_frobenius": est.value}
 
 
 @scalar("hessian_trace", {"probes"})
 def _hessian_trace(model, loss_fn, data, probes: int = 20):
-    from sgdlab.measure.curvature import hutchinson_trace
-    from sgdlab.operators import HessianOperator
+    from sgdlab.measure.curvature import hessian_trace
 
-    est = hutchinson_trace(HessianOperator(model, loss_fn, data), probes, generator=_gen(2))
+    est = hessian_trace(model, loss_fn, data, probes, generator=_gen(2))
     return {"hessian_trace": est.value}
 
 

@@ -17,7 +17,8 @@ Run parameters (all data)::
     eval_every_steps: null                       # or: steps between evaluations
     eval_subset: null
     measure: [{name: hessian, every: 50, eval_subset: 256}]   # instruments during training
-                                                 # (sgdlab.train.instruments; every | at | log_points)
+                                                 # (sgdlab.config.run.MEASURE_ITEM: every | at |
+                                                 # log_points; default every step)
     final:   [{kind: hessian_spectrum, samples: 256}]         # on the final model
     init_from: gd                                # start from the final weights of run "gd"
     save_model: true                             # keep final weights for dependent runs
@@ -27,7 +28,6 @@ order, noise) is the run seed too.
 """
 from __future__ import annotations
 
-import math
 from typing import Any
 
 from sgdlab.errors import ConfigError
@@ -80,47 +80,14 @@ def build(p: dict[str, Any], seed: int, ctx=None):
     return ds, model, loss_fn, dtype
 
 
-_SCHED_KEYS = ("every", "at", "log_points")
+def _check_section(value: Any, section, path: str) -> None:
+    """``value`` against a :mod:`sgdlab.config.run` schema section; ConfigError naming ``path``."""
+    from sgdlab.config.schema import config_error, validate
 
-
-def validate_instrument(m: Any, where: str) -> None:
-    """``{name: <instrument>, every: k | at: [steps] | log_points: n, **params}``."""
-    from sgdlab.train.instruments import instrument_params, instruments
-
-    if not isinstance(m, dict) or "name" not in m:
-        raise ConfigError(f"{where}: an instrument is a mapping with a 'name', got {m!r}")
-    reg = instruments()
-    if m["name"] not in reg:
-        raise ConfigError(f"{where}: unknown instrument {m['name']!r}; known: "
-                          f"{', '.join(sorted(reg))}")
-    given = [k for k in _SCHED_KEYS if k in m]
-    if len(given) != 1 and m["name"] != "trajectory":
-        raise ConfigError(f"{where}: instrument {m['name']!r} needs exactly one of "
-                          f"{', '.join(_SCHED_KEYS)}")
-    allowed = instrument_params(m["name"])
-    if allowed is not None:
-        for k in m:
-            if k not in allowed and k not in _SCHED_KEYS and k != "name":
-                raise ConfigError(f"{where}: instrument {m['name']!r} has no parameter {k!r}; "
-                                  f"allowed: {', '.join(sorted(allowed))}")
-
-
-def build_instrument_from(m: dict[str, Any], total_steps: int, ctx):
-    from sgdlab.train.callbacks import Schedule
-    from sgdlab.train.instruments import build_instrument
-
-    kw = {k: v for k, v in m.items() if k not in _SCHED_KEYS and k != "name"}
-    if "every" in m:
-        sched = Schedule.every(int(m["every"]))
-    elif "at" in m:
-        sched = Schedule.at(m["at"])
-    elif "log_points" in m:
-        sched = Schedule.log_spaced(int(m["log_points"]), max(total_steps, 1))
-    else:
-        sched = Schedule.every(1)
-    if m["name"] == "trajectory" and "path" not in kw:
-        kw["path"] = str(ctx.artifact_dir / TRAJECTORY_FILE)
-    return build_instrument(m["name"], schedule=sched, **kw)
+    errors: list[str] = []
+    validate(value, section, path=path, errors=errors)
+    if errors:
+        raise config_error(errors)
 
 
 def resolve_batch_size(bs: Any, n_train: int):
@@ -136,18 +103,10 @@ def resolve_batch_size(bs: Any, n_train: int):
     return int(bs)
 
 
-def steps_per_epoch(batch_size: Any, n: int) -> int:
-    b = batch_size(0) if callable(batch_size) else batch_size
-    return max(1, math.ceil(n / b))
-
-
 def _check_named(params: dict[str, Any], where: str) -> None:
     """Model/dataset/optimizer/schedule names and options, checked before anything runs."""
-    import inspect
-
     from sgdlab.data import DATASETS, dataset_options
     from sgdlab.models import describe
-    from sgdlab.optim.registry import OPTIMIZERS, SCHEDULES
     from sgdlab.errors import UserError
 
     try:
@@ -162,9 +121,7 @@ def _check_named(params: dict[str, Any], where: str) -> None:
         if str(dname).lower().replace("-", "_") not in DATASETS:
             raise ConfigError(f"{where}: unknown dataset {dname!r}; known: "
                               f"{', '.join(sorted(DATASETS))}")
-        from sgdlab.data.registry import GENERIC_OPTIONS
-
-        bad = sorted(set(d) - set(dataset_options(dname)) - {"data_dir"} - set(GENERIC_OPTIONS))
+        bad = sorted(set(d) - set(dataset_options(dname)) - {"data_dir"})
         if bad:
             raise ConfigError(f"{where}: dataset {dname!r} has no option {bad[0]!r}; valid: "
                               f"{', '.join(sorted(dataset_options(dname)))}")
@@ -172,25 +129,11 @@ def _check_named(params: dict[str, Any], where: str) -> None:
         if isinstance(e, ConfigError):
             raise
         raise ConfigError(f"{where}: {e}") from None
-    import sgdlab.optim  # noqa: F401  (registers every optimizer and schedule)
+    from sgdlab.config.run import OPTIMIZER, SCHEDULE
 
-    for key, reg in (("optimizer", OPTIMIZERS), ("schedule", SCHEDULES)):
-        if key not in params:
-            continue
-        name = params[key]["name"]
-        if name not in reg:
-            raise ConfigError(f"{where}: unknown {key} {name!r}; known: {', '.join(sorted(reg))}")
-        try:
-            sig = inspect.signature(reg[name])
-        except (TypeError, ValueError):
-            continue
-        ps = sig.parameters.values()
-        if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in ps):
-            continue
-        names = {p.name for p in ps}
-        bad = sorted(set(params[key]) - names - {"name"})
-        if bad:
-            raise ConfigError(f"{where}: {key} {name!r} has no parameter {bad[0]!r}")
+    for key, section in (("optimizer", OPTIMIZER), ("schedule", SCHEDULE)):
+        if key in params:
+            _check_section(params[key], section, f"{where}: {key}")
 
 
 @register_procedure("train")
@@ -219,8 +162,10 @@ class TrainProcedure(Procedure):
         if not (b == "full" or isinstance(b, dict) or (isinstance(b, int) and b >= 1)):
             raise ConfigError(f"{where}: batch_size must be a positive integer, 'full' or a "
                               f"schedule mapping, got {b!r}")
+        from sgdlab.config.run import MEASURE_ITEM
+
         for i, m in enumerate(params.get("measure", []) or []):
-            validate_instrument(m, f"{where}: measure[{i}]")
+            _check_section(m, MEASURE_ITEM, f"{where}: measure[{i}]")
         for i, m in enumerate(params.get("final", []) or []):
             validate_measure(m, f"{where}: final[{i}]", final=True)
         if "switch" in params:
@@ -232,9 +177,10 @@ class TrainProcedure(Procedure):
     def run(self, run, ctx) -> RunOutput:
         import torch
 
+        from sgdlab.config.run import build_measure
         from sgdlab.optim.registry import build_optimizer_for, build_schedule
         from sgdlab.train.callbacks import Schedule
-        from sgdlab.train.loop import train
+        from sgdlab.train.loop import steps_per_epoch, train
 
         p = run.params
         ds, model, loss_fn, dtype = build(p, run.seed, ctx)
@@ -243,14 +189,18 @@ class TrainProcedure(Procedure):
         hyper = dict(p["optimizer"])
         oname = hyper.pop("name")
         opt = build_optimizer_for(oname, model, loss_fn=loss_fn, data=ds.train, **hyper)
-        spe = steps_per_epoch(bs, n)
+        spe = steps_per_epoch(n, bs(0) if callable(bs) else bs)
         total = spe * p["epochs"] if p.get("max_steps") is None else int(p["max_steps"])
         sched = None
         if p.get("schedule"):
             sh = dict(p["schedule"])
             sched = build_schedule(sh.pop("name"), opt, steps_per_epoch=spe, total_steps=total,
                                    **sh)
-        callbacks = [build_instrument_from(m, total, ctx) for m in p.get("measure", []) or []]
+        # a trajectory without a path records into the run's artifact directory
+        items = [dict(m, path=str(ctx.artifact_dir / TRAJECTORY_FILE))
+                 if m["name"] == "trajectory" and "path" not in m else m
+                 for m in p.get("measure", []) or []]
+        callbacks = build_measure(items, total)
         if p.get("switch"):
             from sgdlab.optim.switch import SwitchCallback   # H5: RMSProp-then-SGD
 

@@ -26,7 +26,7 @@ from sgdlab.measure.curvature import frobenius_norm, hutchinson_trace, lanczos
 from sgdlab.measure.sharpness import epsilon_sharpness, expected_sharpness, local_entropy
 from sgdlab.operators import curvature_operator
 
-from ..callbacks import MeasurementCallback, Schedule, TrainContext
+from ..callbacks import MeasurementCallback, Schedule, TrainContext, train_subset
 from . import register_instrument
 
 __all__ = ["HessianCallback", "SharpnessCallback", "MeasuredCallback"]
@@ -58,12 +58,7 @@ class MeasuredCallback(MeasurementCallback):
 
     def eval_data(self, ctx: TrainContext):
         if self._data is None:
-            x, y = ctx.data.x_train, ctx.data.y_train
-            if self.eval_subset is not None and self.eval_subset < len(x):
-                g = torch.Generator().manual_seed(self.seed)
-                idx = torch.randperm(len(x), generator=g)[: self.eval_subset].to(x.device)
-                x, y = x[idx], y[idx]
-            self._data = (x, y)
+            self._data = train_subset(ctx.data, self.eval_subset, self.seed)
         return self._data
 
     def generator(self, ctx: TrainContext) -> torch.Generator:

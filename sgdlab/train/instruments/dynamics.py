@@ -29,7 +29,7 @@ from torch import Tensor
 from sgdlab.measure.dynamics import full_batch_grad_norm, hessian_spectral_norm
 from sgdlab.operators.params import grads_vector, params_vector, trainable_named_params
 
-from ..callbacks import Callback, Schedule, TrainContext
+from ..callbacks import Callback, Schedule, TrainContext, train_subset
 from . import register_instrument
 
 __all__ = ["DynamicsCallback", "dynamics_instrument"]
@@ -81,12 +81,7 @@ class DynamicsCallback(Callback):
 
     def _eval_data(self, ctx: TrainContext):
         if self._data is None:
-            x, y = ctx.data.x_train, ctx.data.y_train
-            if self.eval_subset is not None and self.eval_subset < len(x):
-                g = torch.Generator().manual_seed(self.seed)
-                idx = torch.randperm(len(x), generator=g)[: self.eval_subset].to(x.device)
-                x, y = x[idx], y[idx]
-            self._data = (x, y)
+            self._data = train_subset(ctx.data, self.eval_subset, self.seed)
         return self._data
 
     def on_train_begin(self, ctx: TrainContext) -> None:

@@ -19,7 +19,6 @@ from __future__ import annotations
 import time
 from typing import Any
 
-import torch
 from torch import Tensor
 
 from sgdlab.measure.walk import (
@@ -31,7 +30,7 @@ from sgdlab.measure.walk import (
 )
 from sgdlab.operators.params import params_vector
 
-from ..callbacks import Callback, Schedule, TrainContext
+from ..callbacks import Callback, Schedule, TrainContext, train_subset
 from . import register_instrument
 
 __all__ = ["StepInterpolationCallback", "WALK_PREFIX", "step_interpolation_instrument"]
@@ -80,11 +79,7 @@ class StepInterpolationCallback(Callback):
     def _resolve_data(self, ctx: TrainContext) -> Any:
         spec = self.eval_data
         if spec is None or isinstance(spec, int):
-            x, y = ctx.data.x_train, ctx.data.y_train
-            if isinstance(spec, int) and spec < len(x):
-                g = torch.Generator().manual_seed(self.seed)
-                idx = torch.randperm(len(x), generator=g)[:spec].to(x.device)
-                x, y = x[idx], y[idx]
+            x, y = train_subset(ctx.data, spec, self.seed)
             if self.eval_batch_size is None or self.eval_batch_size >= len(x):
                 return (x, y)
             b = self.eval_batch_size
