@@ -28,10 +28,10 @@ from collections.abc import Callable
 from typing import Any, NamedTuple
 
 from ..errors import ConfigError
+from ..losses import LOSSES, build_loss
 from .schema import (REQUIRED, Field, Section, config_error, join, plain_data, unknown_key,
                      validate)
 
-LOSSES = ("auto", "cross_entropy", "mse")
 DTYPES = ("float32", "float64")
 _SCHEDULE_KEYS = ("every", "start", "at", "log_points")
 _DEVICE_RE = re.compile(r"^(cpu|cuda(:\d+)?|mps|auto)$")
@@ -353,7 +353,6 @@ def build_from_config(cfg: dict[str, Any], *, validated: bool = False) -> BuiltR
     """
     import numpy as np
     import torch
-    from torch import nn
 
     from ..data import load_dataset
     from ..models import build_model
@@ -379,13 +378,7 @@ def build_from_config(cfg: dict[str, Any], *, validated: bool = False) -> BuiltR
     model = build_model(m["name"], data.input_shape, data.num_outputs, **m["options"])
     model = model.to(device=device, dtype=dtype)
 
-    loss = cfg["loss"]
-    if loss == "auto":
-        loss = "cross_entropy" if data.task == "classification" else "mse"
-    if loss == "cross_entropy" and data.y_train.is_floating_point():
-        raise ConfigError("loss: cross_entropy needs class labels, but dataset "
-                          f"{data.name!r} has real-valued targets (use mse)")
-    loss_fn = nn.CrossEntropyLoss() if loss == "cross_entropy" else nn.MSELoss()
+    loss_fn = build_loss(cfg["loss"], data)
 
     o = dict(cfg["optimizer"])
     oname = o.pop("name")

@@ -43,6 +43,7 @@ import torch.distributed as dist
 from torch import Tensor
 
 from ..errors import ConfigError, UserError
+from ..losses import build_loss
 
 __all__ = ["ReplicaCommunicationError", "TorchDistributedCommunicator", "init_distributed",
            "build_run", "load_config", "run_from_config", "main"]
@@ -210,15 +211,12 @@ def build_run(cfg: dict[str, Any]):
     from ..models import build_model
     torch.manual_seed(int(cfg.get("seed", 0)))
     model = build_model(mspec.pop("name"), data.input_shape, data.num_outputs, **mspec).to(dtype)
-    loss = cfg.get("loss", "cross_entropy" if data.task == "classification" else "mse")
-    losses = {"cross_entropy": torch.nn.CrossEntropyLoss, "mse": torch.nn.MSELoss}
-    if loss not in losses:
-        raise ConfigError(f"loss must be one of {sorted(losses)}, got {loss!r}")
+    loss_fn = build_loss(cfg.get("loss"), data)
     parle = ParleConfig.from_dict(dict(cfg["parle"]))
     if ("rounds" in cfg) == ("epochs" in cfg):
         raise ConfigError("give exactly one of 'rounds' or 'epochs'")
     kw = {k: cfg[k] for k in ("rounds", "epochs", "eval_every", "eval_subset", "name") if k in cfg}
-    return model, losses[loss](), data, parle, kw
+    return model, loss_fn, data, parle, kw
 
 
 def run_from_config(cfg: dict[str, Any], *, mode: str, out: str | Path | None = None,

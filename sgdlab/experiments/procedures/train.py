@@ -34,20 +34,10 @@ from sgdlab.errors import ConfigError
 from sgdlab.experiments.procedures import Procedure, RunOutput, register_procedure
 from sgdlab.experiments.procedures.measures import (compute_final, measurement_data,
                                                     validate_measure)
+from sgdlab.losses import build_loss
 
 MODEL_FILE = "model.pt"
 TRAJECTORY_FILE = "trajectory"
-
-
-def loss_for(name: str | None, task: str):
-    from torch import nn
-
-    name = name or ("mse" if task == "regression" else "cross_entropy")
-    if name == "cross_entropy":
-        return nn.CrossEntropyLoss()
-    if name == "mse":
-        return nn.MSELoss()
-    raise ConfigError(f"unknown loss {name!r}; use cross_entropy or mse")
 
 
 def load_data(p: dict[str, Any], device: str | None = None, dtype=None):
@@ -76,7 +66,7 @@ def build(p: dict[str, Any], seed: int, ctx=None):
     if p.get("init_from"):
         path = ctx.dependencies[p["init_from"]] / MODEL_FILE
         model.load_state_dict(torch.load(path, weights_only=True))
-    loss_fn = loss_for(p.get("loss"), ds.task)
+    loss_fn = build_loss(p.get("loss"), ds)
     return ds, model, loss_fn, dtype
 
 

@@ -1,0 +1,24 @@
+"""Loss functions by name (configs, experiments, replica runs): all mean-reduced."""
+from __future__ import annotations
+
+from sgdlab.errors import ConfigError
+
+LOSSES = ("auto", "cross_entropy", "mse")
+
+
+def build_loss(name: str | None, data):
+    """``cross_entropy`` | ``mse`` | ``auto``/None (by ``data.task``) for a ``Dataset``.
+
+    Raises ConfigError for an unknown name or cross-entropy on real-valued targets.
+    """
+    from torch import nn  # lazy: configs validate without importing torch
+    if name in (None, "auto"):
+        name = "cross_entropy" if data.task == "classification" else "mse"
+    if name == "cross_entropy":
+        if data.y_train.is_floating_point():
+            raise ConfigError("loss: cross_entropy needs class labels, but dataset "
+                              f"{data.name!r} has real-valued targets (use mse)")
+        return nn.CrossEntropyLoss()
+    if name == "mse":
+        return nn.MSELoss()
+    raise ConfigError(f"loss: unknown loss {name!r}; known: {', '.join(LOSSES)}")
