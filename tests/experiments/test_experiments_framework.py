@@ -251,3 +251,24 @@ def test_train_procedure_checks_measure_and_optimizer_like_run_configs(change, n
     with pytest.raises(ConfigError) as e:
         get_procedure("train").validate({**params, **change}, "x")
     assert needle in str(e.value)
+
+
+def test_strict_claims_met_inside_the_seed_spread_are_inconclusive():
+    from sgdlab.experiments.procedures.common import check_claims
+
+    claim = [{"less": ["a", "b"], "metric": "loss", "claim": "a is lower"}]
+    noisy = {"a": {"loss": 1.0, "loss__std": 0.5}, "b": {"loss": 1.1, "loss__std": 0.5}}
+    clear = {"a": {"loss": 1.0, "loss__std": 0.01}, "b": {"loss": 1.1, "loss__std": 0.01}}
+    wrong = {"a": {"loss": 1.2, "loss__std": 0.5}, "b": {"loss": 1.1, "loss__std": 0.5}}
+    (c_noisy,), (c_clear,), (c_wrong,) = (check_claims(claim, v) for v in (noisy, clear, wrong))
+    assert c_noisy.agrees_with_paper is None and "inconclusive" in c_noisy.text
+    assert c_clear.agrees_with_paper is True
+    assert c_wrong.agrees_with_paper is False
+
+
+def test_a_trend_needs_a_clear_rank_correlation():
+    from sgdlab.experiments.procedures.jastrzebski import clear_trend
+
+    assert clear_trend(-0.9, "negative") and clear_trend(0.6, "positive")
+    assert not clear_trend(0.12, "positive") and not clear_trend(-0.3, "negative")
+    assert not clear_trend(float("nan"), "negative")
