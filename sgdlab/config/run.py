@@ -27,7 +27,7 @@ import re
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
-from ..errors import ConfigError
+from ..errors import ConfigError, DataError, UserError
 from ..losses import LOSSES, build_loss
 from .schema import (REQUIRED, Field, Section, config_error, join, plain_data, unknown_key,
                      validate)
@@ -367,7 +367,12 @@ def build_from_config(cfg: dict[str, Any], *, validated: bool = False) -> BuiltR
     device = resolve_device(t["device"])
     dtype = getattr(torch, t["dtype"])
     d = cfg["data"]
-    data = load_dataset(d["name"], seed=d["seed"], data_dir=d["data_dir"], **d["options"])
+    try:
+        data = load_dataset(d["name"], seed=d["seed"], data_dir=d["data_dir"], **d["options"])
+    except DataError:
+        raise  # already names the file
+    except UserError as e:  # a bad option value: say which config key holds it
+        raise ConfigError(f"data.options: {e}") from None
     data = data.to(device=device, dtype=dtype)
 
     seed = t["seed"]

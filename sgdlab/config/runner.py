@@ -38,6 +38,9 @@ def run_config(cfg: dict[str, Any], *, out_dir: str | os.PathLike | None = None,
     from ..store import RunStore, environment
 
     cfg = validate_config(cfg)
+    # Build before recording: input that only fails when built (a bad data option value, a
+    # missing file) is reported without leaving a failed run behind.
+    built = build_from_config(cfg, validated=True)
     if store is None:
         store = RunStore(cfg["store"]["path"])
     env = environment(seed=cfg["train"]["seed"], device=resolve_device(cfg["train"]["device"]))
@@ -46,7 +49,7 @@ def run_config(cfg: dict[str, Any], *, out_dir: str | os.PathLike | None = None,
     out.mkdir(parents=True, exist_ok=True)
     store.add_artifact(run_id, "out_dir", out.resolve())
     (out / "config.yaml").write_text(dump_yaml(cfg))
-    return _execute(cfg, store, run_id, out, env, resume=False, progress=progress)
+    return _execute(cfg, store, run_id, out, env, resume=False, progress=progress, built=built)
 
 
 def resume_run(run_id: str, *, store: Any = None, progress: bool | None = None) -> RunOutcome:
@@ -75,14 +78,15 @@ def resume_run(run_id: str, *, store: Any = None, progress: bool | None = None) 
 
 
 def _execute(cfg: dict[str, Any], store: Any, run_id: str, out: Path, env: dict[str, Any], *,
-             resume: bool, progress: bool | None) -> RunOutcome:
+             resume: bool, progress: bool | None, built: Any = None) -> RunOutcome:
     from ..train.loop import train
 
-    try:
-        built = build_from_config(cfg, validated=True)
-    except BaseException as e:
-        store.set_status(run_id, "failed", f"{type(e).__name__}: {e}")
-        raise
+    if built is None:
+        try:
+            built = build_from_config(cfg, validated=True)
+        except BaseException as e:
+            store.set_status(run_id, "failed", f"{type(e).__name__}: {e}")
+            raise
     kwargs = dict(built.train_kwargs)
     if progress is not None:
         kwargs["progress"] = progress

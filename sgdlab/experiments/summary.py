@@ -28,6 +28,8 @@ def load_all(root: str | Path) -> list[dict[str, Any]]:
     out = []
     for p in sorted(Path(root).glob("*/results.json")):
         r = json.loads(p.read_text())
+        if not isinstance(r, dict) or "experiment" not in r:
+            continue  # a training run's or a demo's results.json, not an experiment's
         r["_dir"] = str(p.parent)
         out.append(r)
     return out

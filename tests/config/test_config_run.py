@@ -205,3 +205,15 @@ def test_generic_dataset_options_are_valid_for_every_dataset():
     assert cfg["data"]["options"] == {"n_train": 100, "label_noise": 10}
     assert "data.options.label_noise: must be a number" in errors_of(
         {**TINY, "data": {"name": "digits", "options": {"label_noise": "some"}}})
+
+
+def test_bad_data_option_value_names_the_key_and_records_no_run(tmp_path):
+    from sgdlab.config.runner import run_config
+    from sgdlab.store import RunStore
+
+    raw = load_config("digits-mlp")
+    raw["data"]["options"] = {"test_size": 0.2}
+    store = RunStore(tmp_path / "runs.sqlite")
+    with pytest.raises(ConfigError, match=r"data\.options: option 'test_size'"):
+        run_config(raw, out_dir=tmp_path / "out", store=store)
+    assert store.list_runs() == []
