@@ -55,7 +55,7 @@ def test_ou_stationary_moments_and_eta_over_s_scaling():
     res = {}
     for lr, s in ((0.05, 1), (0.1, 2), (0.1, 1)):
         states, mean, se = _stationary_sgd_stats(q, lr, s, 3000, gen)
-        res[(lr, s)] = mean
+        res[(lr, s)] = float(mean)
         # eq. 6: E[L] − L* = (η/4S) Tr H, up to the discrete O(η) correction and sampling error
         exact = q.stationary_excess_loss(lr, s, discrete=True)
         assert abs(mean - exact) < 4 * se
