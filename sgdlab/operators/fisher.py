@@ -12,12 +12,11 @@ import torch
 from torch import Tensor, nn
 
 from .batches import Data, iterate_batches
-from .linear import LinearOperator
-from .params import num_params, trainable_named_params
+from .linear import ModelOperator
 from .per_sample import per_sample_gradients
 
 
-class EmpiricalFisherOperator(LinearOperator):
+class EmpiricalFisherOperator(ModelOperator):
     """F v = (1/N) Gᵀ (G v) with G the (N, d) per-sample gradients.
 
     ``store_gradients=True`` (default) computes G once (N·d memory, two thin matmuls per
@@ -36,9 +35,8 @@ class EmpiricalFisherOperator(LinearOperator):
         chunk_size: int | None = 256,
         gradients: Tensor | None = None,
     ):
-        first = next(iter(trainable_named_params(model).values()))
-        super().__init__(num_params(model), first.dtype, first.device)
-        self.model, self.loss_fn, self.data, self.chunk_size = model, loss_fn, data, chunk_size
+        super().__init__(model, loss_fn, data)
+        self.chunk_size = chunk_size
         if gradients is not None:
             if gradients.shape[1] != self.shape[0]:
                 raise ValueError(f"gradients have {gradients.shape[1]} columns, model has "

@@ -21,11 +21,11 @@ from torch import Tensor, nn
 
 from .batches import Data, is_single_batch, iterate_batches
 from .hessian import _SequentialTaylor, _taylor_quadratic_forms, _unflatten_cols
-from .linear import LinearOperator
-from .params import flatten, num_params, trainable_named_params, unflatten_like
+from .linear import ModelOperator
+from .params import flatten, unflatten_like
 
 
-class GGNOperator(LinearOperator):
+class GGNOperator(ModelOperator):
     """G = Jᵀ ∇²_f L J over ``data`` (mean over samples, batches weighted by size)."""
 
     def __init__(
@@ -37,10 +37,7 @@ class GGNOperator(LinearOperator):
         cache_graph: bool = True,
         taylor: bool = True,
     ):
-        self.params = trainable_named_params(model)
-        first = next(iter(self.params.values()))
-        super().__init__(num_params(model), first.dtype, first.device)
-        self.model, self.loss_fn, self.data = model, loss_fn, data
+        super().__init__(model, loss_fn, data)
         self._cache = None
         self._taylor = _SequentialTaylor.build(model, self.params) if taylor else None
         self._taylor_cache = None

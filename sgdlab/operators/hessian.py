@@ -19,11 +19,11 @@ import torch
 from torch import Tensor, nn
 
 from .batches import Data, is_single_batch, iterate_batches
-from .linear import LinearOperator
-from .params import flatten, num_params, trainable_named_params, unflatten_like
+from .linear import ModelOperator
+from .params import flatten, unflatten_like
 
 
-class HessianOperator(LinearOperator):
+class HessianOperator(ModelOperator):
     def __init__(
         self,
         model: nn.Module,
@@ -33,10 +33,7 @@ class HessianOperator(LinearOperator):
         cache_graph: bool = True,
         taylor: bool = True,
     ):
-        self.params = trainable_named_params(model)
-        first = next(iter(self.params.values()))
-        super().__init__(num_params(model), first.dtype, first.device)
-        self.model, self.loss_fn, self.data = model, loss_fn, data
+        super().__init__(model, loss_fn, data)
         self._cached_grad: tuple[Tensor, ...] | None = None
         self._batch_size = None
         if cache_graph and is_single_batch(data):

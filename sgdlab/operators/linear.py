@@ -99,6 +99,19 @@ class LinearOperator:
         return ScipyOp(self.shape, matvec=mv, rmatvec=mv, dtype="float64")
 
 
+class ModelOperator(LinearOperator):
+    """Base of the curvature operators of a model's loss: d = number of trainable parameters,
+    dtype and device those of the parameters."""
+
+    def __init__(self, model, loss_fn, data):
+        from .params import num_params, trainable_named_params
+
+        self.params = trainable_named_params(model)
+        first = next(iter(self.params.values()))
+        super().__init__(num_params(model), first.dtype, first.device)
+        self.model, self.loss_fn, self.data = model, loss_fn, data
+
+
 class DenseOperator(LinearOperator):
     """Wrap an explicit symmetric matrix so estimators can be checked on dense references."""
 
