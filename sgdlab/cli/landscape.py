@@ -4,6 +4,8 @@ Each demo computes on an analytic landscape (``sgdlab.landscapes``), prints its 
 writes ``DIR/results.json`` (config, numbers, environment) plus its figure(s):
 
 - ``escape``      Zhu et al.'s escape experiment; prints the success-rate table per method.
+                  ``--protocol equal-trace`` runs the authors' public-code protocol instead
+                  (their landscape and data, every GLD variant at Tr Cov(ε) = 0.01, η = 0.005).
 - ``ou``          SGD on a quadratic with C = H vs Jastrzebski's (η/4S) Tr H, several η/S.
 - ``double-well`` thesis Example 6.43 for λ = 0, 0.5 and a large λ: histogram vs e^{−Φ},
                   resting points of the drift, mean angular velocity.
@@ -44,6 +46,15 @@ def register(subparsers) -> None:
                    help="sharp Hessian eigenvalues along (cos θ, sin θ) and ⊥ (default 10 1)")
     g.add_argument("--flat-curvature", type=float, default=None,
                    help="flat basin curvature b (default 0.1)")
+    g.add_argument("--protocol", choices=("issue", "equal-trace"), default="issue",
+                   help="issue: the issue's settings (default); equal-trace: the authors' "
+                        "2Dim code (GLD noise at equal trace, added after the step)")
+    g.add_argument("--landscape", dest="escape_landscape", choices=("issue", "authors"),
+                   default=None, help="two-basin landscape (default: authors for equal-trace, "
+                                      "else issue); equal-trace on 'issue' keeps the issue's "
+                                      "η, iterations and success rule")
+    g.add_argument("--noise-trace", type=float, default=None,
+                   help="equal-trace: Tr Cov(ε) of every GLD variant (default 0.01)")
     p.set_defaults(func=_main)
 
 
@@ -90,11 +101,20 @@ def _escape(args, out: Path) -> dict:
     import numpy as np
     import torch
 
+    from sgdlab.errors import UserError
     from sgdlab.landscapes.escape import LABELS, EscapeConfig, escape_experiment
     from sgdlab.landscapes.two_basin import TwoBasin
     from sgdlab.report.figures.landscapes import escape_figure
 
-    cfg = EscapeConfig(seed=args.seed)
+    protocol = getattr(args, "protocol", "issue") or "issue"
+    which = getattr(args, "escape_landscape", None) or \
+        ("authors" if protocol == "equal-trace" else "issue")
+    if which == "authors" and protocol == "equal-trace":
+        cfg = EscapeConfig.authors_code(seed=args.seed)
+    else:
+        cfg = EscapeConfig(seed=args.seed, protocol=protocol)
+    if getattr(args, "noise_trace", None) is not None:
+        cfg.noise_trace = args.noise_trace
     if args.quick:
         cfg.repetitions, cfg.sharpness_every = 50, 50
     for opt, field in (("repetitions", "repetitions"), ("iterations", "iterations"),
@@ -107,11 +127,20 @@ def _escape(args, out: Path) -> dict:
         shape["sharp_eigs"] = tuple(args.sharp_eigs)
     if getattr(args, "flat_curvature", None) is not None:
         shape["flat_curvature"] = args.flat_curvature
-    land = TwoBasin(seed=args.seed, dtype=torch.float32, **shape)
+    if which == "authors":
+        if shape:
+            raise UserError("--sharp-eigs/--flat-curvature apply to --landscape issue only")
+        land = TwoBasin.authors_code(seed=args.seed, dtype=torch.float32)
+    else:
+        land = TwoBasin(seed=args.seed, dtype=torch.float32, **shape)
     res = escape_experiment(land, cfg)
-    print(f"two-basin escape: eta={cfg.lr}, {cfg.iterations} iterations, "
-          f"{cfg.repetitions} repetitions, start at the sharp minimum "
-          f"{[round(v, 3) for v in land.sharp_minimum.tolist()]}")
+    start = land.sharp_center if cfg.start == "sharp_center" else land.sharp_minimum
+    extra = (f", protocol equal-trace (Tr Cov(eps) = {cfg.noise_trace}, added after the step)"
+             if cfg.protocol == "equal-trace" else "")
+    print(f"two-basin escape ({which} landscape{extra}): eta={cfg.lr}, "
+          f"{cfg.iterations} iterations, {cfg.repetitions} repetitions, start at "
+          f"{[round(v, 3) for v in start.tolist()]}, success = "
+          f"{'w1, w2 < -0.5' if cfg.success_rule == 'corner' else 'ends in the flat basin'}")
     print(res.table())
     g = np.linspace(-2.0, 2.0, 161)
     gx, gy = np.meshgrid(g, g)
@@ -122,7 +151,7 @@ def _escape(args, out: Path) -> dict:
                         res.sharpness, LABELS)
     data = res.to_dict()
     data["figures"] = [_save(out, "escape.png", fig)]
-    data["landscape"] = {"sharp_minimum": land.sharp_minimum.tolist(),
+    data["landscape"] = {"name": which, "sharp_minimum": land.sharp_minimum.tolist(),
                          "flat_minimum": land.flat_minimum.tolist(),
                          "sharp_hessian": land.sharp_hessian.tolist(),
                          "flat_hessian": land.flat_hessian.tolist(), "theta": land.theta}

@@ -20,8 +20,15 @@ with ε drawn fresh each step from the current full-data statistics (all N sampl
 (Σ the per-sample gradient covariance with 1/N normalisation). All R repetitions of a method
 advance together as one (R, 2) tensor; there is no Python loop over repetitions.
 
+``protocol="equal-trace"`` (the authors' public ``2Dim`` code, see ``EscapeConfig.authors_code``
+and ``TwoBasin.authors_code``): every GLD variant's covariance above is rescaled to the same
+total variance Tr = ``noise_trace`` — const/dynamic σ² I → (τ/d) I, diag → diag(Σ)·τ/Tr Σ,
+leading → Σ_k·τ/Tr Σ_k, Hessian → H₊·τ/Tr H₊ — and ε is added to the weights *after* the
+gradient step, not multiplied by η: ``w ← w − η ∇L(w) + ε``. GD and SGD are unchanged.
+
 Success = the final iterate lies in the flat basin (most samples' active branch is the flat
-quadratic, ``TwoBasin.in_flat_basin``). Expected sharpness E_ξ[L(w+ξ)] − L(w),
+quadratic, ``TwoBasin.in_flat_basin``), or with ``success_rule="corner"`` (the authors' code)
+both final coordinates are < −0.5. Expected sharpness E_ξ[L(w+ξ)] − L(w),
 ξ ~ N(0, σ²I) with M draws per repetition (Zhu et al. §5.1, σ = 0.1, M = 100), is recorded
 every ``sharpness_every`` iterations and averaged over repetitions.
 """
@@ -46,6 +53,8 @@ LABELS: dict[str, str] = {
     "sgd": "SGD",
 }
 
+PROTOCOLS: tuple[str, ...] = ("issue", "equal-trace")
+
 
 @dataclass
 class EscapeConfig:
@@ -64,6 +73,20 @@ class EscapeConfig:
     sharpness_every: int = 10     # 0 disables the sharpness curve
     record_trajectory: bool = True
     seed: int = 0
+    protocol: str = "issue"       # "issue" | "equal-trace" (see the module docstring)
+    noise_trace: float = 0.01     # equal-trace: Tr Cov(ε) of every GLD variant
+    success_rule: str = "flat_basin"  # "flat_basin" | "corner" (w₁ < −0.5 and w₂ < −0.5)
+    start: str = "sharp_minimum"  # "sharp_minimum" (c_s + x̄) | "sharp_center" (c_s)
+
+    @classmethod
+    def authors_code(cls, **overrides) -> "EscapeConfig":
+        """The protocol of the authors' ``2Dim/run.py``: η = 0.005, 500 iterations, start at
+        c_s = (1, 1), equal-trace noise with Tr = 0.01 added after the step, success = both
+        coordinates < −0.5. Use with ``TwoBasin.authors_code()``."""
+        base = dict(lr=0.005, iterations=500, protocol="equal-trace", noise_trace=0.01,
+                    success_rule="corner", start="sharp_center")
+        base.update(overrides)
+        return cls(**base)
 
     def validate(self) -> None:
         if self.lr <= 0:
@@ -76,6 +99,13 @@ class EscapeConfig:
             raise UserError("const_sigma, hessian_scale and sharpness_sigma must be >= 0")
         if self.sharpness_every < 0:
             raise UserError(f"sharpness_every must be >= 0, got {self.sharpness_every}")
+        for name, allowed in (("protocol", PROTOCOLS), ("success_rule", ("flat_basin", "corner")),
+                              ("start", ("sharp_minimum", "sharp_center"))):
+            if getattr(self, name) not in allowed:
+                raise UserError(f"{name} must be one of {', '.join(allowed)}, "
+                                f"got {getattr(self, name)!r}")
+        if self.noise_trace < 0:
+            raise UserError(f"noise_trace must be >= 0, got {self.noise_trace}")
 
 
 @dataclass
@@ -143,10 +173,20 @@ def method_noise_covariance(
     method: str, landscape: TwoBasin, w: Tensor, cfg: EscapeConfig,
 ) -> Tensor:
     """The covariance of the injected ε (before the factor η), shape (R, 2, 2), as a dense
-    reference; for SGD it is the mini-batch gradient's covariance Σ/m."""
+    reference; for SGD it is the mini-batch gradient's covariance Σ/m. Under
+    ``protocol="equal-trace"`` the GLD covariances are built from the same parameters that
+    :func:`sample_method_noise` feeds to the samplers (trace = ``noise_trace``)."""
     if method not in METHODS:
         raise UserError(f"unknown escape method {method!r}; choose from {', '.join(METHODS)}")
     d = landscape.dim
+    if cfg.protocol == "equal-trace" and method.startswith("gld_"):
+        kind, *par = _equal_trace_params(method, landscape, w, cfg)
+        if kind == "iso":
+            return (par[0] ** 2 * torch.eye(d, dtype=w.dtype)).expand(*w.shape[:-1], d, d)
+        if kind == "diag":
+            return torch.diag_embed(par[0])
+        vals, vecs, scale = par
+        return (vecs * (vals * scale[..., None])[..., None, :]) @ vecs.transpose(-1, -2)
     eye = torch.eye(d, dtype=w.dtype, device=w.device)
     if method == "gd":
         return torch.zeros(*w.shape[:-1], d, d, dtype=w.dtype)
@@ -166,6 +206,36 @@ def method_noise_covariance(
     return cov  # sgd
 
 
+def _equal_trace_params(
+    method: str, landscape: TwoBasin, w: Tensor, cfg: EscapeConfig, *,
+    mask: Tensor | None = None, cov: Tensor | None = None,
+) -> tuple:
+    """Sampler parameters of a GLD variant rescaled to Tr Cov(ε) = τ = ``cfg.noise_trace``:
+    ``("iso", σ)`` with σ² = τ/d; ``("diag", v)`` with v = diag(Σ)·τ/Tr Σ; ``("lowrank", λ,
+    U, s)`` with Cov = s U diag(λ) Uᵀ, s = τ/Σλ (λ ≥ 0: Σ's top-k clamped, or |H|'s top-k).
+    Σ's 1/m cancels in the normalisation."""
+    d, tau = landscape.dim, cfg.noise_trace
+    tiny = torch.finfo(w.dtype).tiny
+    if method in ("gld_const", "gld_dynamic"):   # both isotropic: identical at equal trace
+        return ("iso", (tau / d) ** 0.5)
+    if method == "gld_hessian":
+        m = landscape.sharp_mask(w) if mask is None else mask
+        p = m.to(w.dtype).mean(-1)[..., None, None]
+        hess = p * landscape.sharp_hessian + (1 - p) * landscape.flat_hessian
+        vals, vecs = top_eigenpairs(hess, min(cfg.hessian_k, d), absolute=True)
+        return ("lowrank", vals, vecs, tau / vals.sum(-1).clamp_min(tiny))
+    if not _needs_cov(method):
+        raise UserError(f"unknown escape method {method!r}; choose from {', '.join(METHODS)}")
+    if cov is None:
+        cov = landscape.gradient_covariance(w, mask) / cfg.batch_size
+    if method == "gld_diag":
+        diag = cov.diagonal(dim1=-2, dim2=-1).clamp_min(0)
+        return ("diag", diag * (tau / diag.sum(-1, keepdim=True).clamp_min(tiny)))
+    vals, vecs = top_eigenpairs(cov, min(cfg.leading_k, d))
+    vals = vals.clamp_min(0)
+    return ("lowrank", vals, vecs, tau / vals.sum(-1).clamp_min(tiny))
+
+
 def sample_method_noise(
     method: str, landscape: TwoBasin, w: Tensor, cfg: EscapeConfig, *,
     generator: torch.Generator | None = None, mask: Tensor | None = None,
@@ -178,6 +248,17 @@ def sample_method_noise(
     if method in ("gd", "sgd"):
         return None
     kw = {"generator": generator}
+    if cfg.protocol == "equal-trace":
+        kind, *par = _equal_trace_params(method, landscape, w, cfg, mask=mask, cov=cov)
+        if kind == "iso":
+            return noise.isotropic_noise(d, par[0], batch_shape=tuple(w.shape[:-1]),
+                                         dtype=w.dtype, **kw)
+        if kind == "diag":
+            return noise.diagonal_noise(par[0], **kw)
+        vals, vecs, scale = par
+        if method == "gld_hessian":
+            return noise.hessian_noise(vals, vecs, scale, **kw)
+        return noise.leading_noise(vals, vecs, scale=scale, **kw)
     if method == "gld_const":
         return noise.isotropic_noise(d, cfg.const_sigma, batch_shape=tuple(w.shape[:-1]),
                                      dtype=w.dtype, **kw)
@@ -236,7 +317,10 @@ def run_methods(
     if len(generators) != len(methods):
         raise UserError("one generator per method is required")
     K, R, eta = len(methods), cfg.repetitions, cfg.lr
-    w = landscape.sharp_minimum.expand(K, R, 2).clone()
+    # equal-trace: ε is added after the step as is (the authors' code); issue: η ε
+    noise_factor = 1.0 if cfg.protocol == "equal-trace" else eta
+    start = landscape.sharp_center if cfg.start == "sharp_center" else landscape.sharp_minimum
+    w = start.expand(K, R, 2).clone()
     traj = [w.clone()] if cfg.record_trajectory else None
     sharp: list[Tensor] = []
     cov_rows = [i for i, m in enumerate(methods) if _needs_cov(m)]
@@ -264,7 +348,7 @@ def run_methods(
             step = -eta * grad[i]
             eps = sample_method_noise(method, landscape, w[i], cfg, generator=gen,
                                       mask=mask[i], cov=covs.get(i))
-            steps.append(step if eps is None else step + eta * eps)
+            steps.append(step if eps is None else step + noise_factor * eps)
         w = w + torch.stack(steps)
         if traj is not None:
             traj.append(w.clone())
@@ -278,7 +362,8 @@ def escape_experiment(
     *,
     methods: tuple[str, ...] | list[str] = METHODS,
 ) -> EscapeResult:
-    """Run every method from the sharp minimum; success rate = share ending in the flat basin.
+    """Run every method from the sharp minimum; success rate = share ending in the flat basin
+    (or, ``success_rule="corner"``, with both coordinates < −0.5).
 
     Each method uses its own generator seeded from ``(config.seed, method)``. The default
     landscape is ``TwoBasin(dtype=torch.float32)``; the state takes the landscape's dtype.
@@ -295,7 +380,11 @@ def escape_experiment(
     result = EscapeResult(config=cfg)
     if sharp is not None:
         result.sharpness_steps = list(range(0, cfg.iterations + 1, cfg.sharpness_every))
-    flat = land.in_flat_basin(final).to(torch.float64).mean(-1)
+    if cfg.success_rule == "corner":
+        ok = (final < -0.5).all(-1)
+    else:
+        ok = land.in_flat_basin(final)
+    flat = ok.to(torch.float64).mean(-1)
     for i, method in enumerate(methods):
         result.final[method] = final[i]
         result.success_rate[method] = float(flat[i])
@@ -306,6 +395,6 @@ def escape_experiment(
     return result
 
 
-__all__ = ["METHODS", "LABELS", "EscapeConfig", "EscapeResult", "escape_experiment",
+__all__ = ["METHODS", "LABELS", "PROTOCOLS", "EscapeConfig", "EscapeResult", "escape_experiment",
            "run_methods", "method_noise_covariance", "sample_method_noise", "top_eigenpairs",
            "expected_sharpness_batched"]

@@ -100,6 +100,33 @@ class TwoBasin(Landscape):
         # [x_k, 1, q_s(x_k) − q_f(x_k)]: v_sharp − v_flat for all k is one (…,3)@(3,N) matmul.
         self._aug = torch.cat([data, (self._qx_sharp - self._qx_flat)[:, None], ones], 1).T
 
+    @classmethod
+    def authors_code(cls, *, num_samples: int = 100, seed: int = 0, data_scale: float = 1e-2,
+                     dtype: torch.dtype = torch.float64) -> "TwoBasin":
+        """The landscape and data of the authors' public ``2Dim/model.py`` / ``run.py``.
+
+        Per sample, with (x₁, y₁) = w − x_k − (1, 1), (x₂, y₂) = w − x_k + (1, 1), K₁ = cos θ,
+        K₂ = sin θ, θ = π/4::
+
+            ℓ = min( 10 (K₁x₁ − K₂y₁)² + 100 (K₁x₁ + K₂y₁)²,  x₂² + y₂² )
+
+        i.e. (no ½ in their loss) sharp eigenvalues 200 along (cos θ, sin θ) and 20 across
+        (at θ = π/4 the two projections are orthogonal), flat curvature 2. Data:
+        ``X = (randn(N, 2) * [√10, 1]) @ K * 1e-2`` with K = [[K₁, −K₂], [K₂, K₁]] (rows times K),
+        so the large data variance lies along the *soft* sharp axis. ``seed`` seeds the draw;
+        ``data_scale=0`` gives the data-free landscape (minima exactly at (1, 1) and (−1, −1)).
+        """
+        if num_samples < 1:
+            raise UserError(f"num_samples must be >= 1, got {num_samples}")
+        theta = math.pi / 4
+        c, s = math.cos(theta), math.sin(theta)
+        k = torch.tensor([[c, -s], [s, c]], dtype=torch.float64)
+        gen = torch.Generator().manual_seed(seed)
+        z = torch.randn(num_samples, 2, generator=gen, dtype=torch.float64)
+        data = (z * torch.tensor([math.sqrt(10.0), 1.0], dtype=torch.float64)) @ k * data_scale
+        return cls(data=data, theta=theta, sharp_eigs=(200.0, 20.0), flat_curvature=2.0,
+                   sharp_center=(1.0, 1.0), flat_center=(-1.0, -1.0), dtype=dtype)
+
     # ---------------------------------------------------------------- geometry
     @property
     def sharp_minimum(self) -> Tensor:

@@ -146,3 +146,76 @@ def test_bad_input():
         escape_experiment(config=EscapeConfig(iterations=2, repetitions=2), methods=("adam",))
     with pytest.raises(UserError):
         EscapeConfig(lr=-1).validate()
+
+
+# ------------------------------------------------ the authors' public-code protocol
+def test_authors_landscape_minima_and_formula():
+    k1 = k2 = math.cos(math.pi / 4)
+    land = TwoBasin.authors_code(seed=3)
+    x = land.data
+    for w in torch.tensor([[0.3, 0.9], [1.0, 1.0], [-0.8, -1.2], [0.1, -0.2]], dtype=f64):
+        x1, y1 = w[0] - x[:, 0] - 1, w[1] - x[:, 1] - 1
+        x2, y2 = w[0] - x[:, 0] + 1, w[1] - x[:, 1] + 1
+        ref = torch.minimum(10 * (k1 * x1 - k2 * y1) ** 2 + 100 * (k1 * x1 + k2 * y1) ** 2,
+                            x2 ** 2 + y2 ** 2)          # the authors' Basin.forward
+        assert torch.allclose(land.per_sample_loss(w), ref, atol=1e-12)
+    # data-free: minima exactly at (1, 1) and (−1, −1), loss 0, curvatures 200/20 and 2
+    bare = TwoBasin.authors_code(data_scale=0.0)
+    for c in ([1.0, 1.0], [-1.0, -1.0]):
+        w = torch.tensor(c, dtype=f64)
+        assert float(bare.loss(w)) == 0.0 and torch.equal(bare.grad(w), torch.zeros(2, dtype=f64))
+    assert torch.equal(bare.sharp_minimum, torch.tensor([1.0, 1.0], dtype=f64))
+    assert torch.equal(bare.flat_minimum, torch.tensor([-1.0, -1.0], dtype=f64))
+    assert torch.allclose(torch.linalg.eigvalsh(bare.sharp_hessian),
+                          torch.tensor([20.0, 200.0], dtype=f64))
+    assert torch.allclose(bare.flat_hessian, 2 * torch.eye(2, dtype=f64))
+    # with data the minima are (±1, ±1) + x̄, x̄ small
+    assert torch.allclose(land.grad(land.sharp_minimum), torch.zeros(2, dtype=f64), atol=1e-12)
+    assert torch.allclose(land.sharp_minimum, torch.ones(2, dtype=f64), atol=0.02)
+
+
+@pytest.mark.parametrize("which", ["authors", "issue"])
+def test_equal_trace_noise_has_the_target_trace(which):
+    if which == "authors":
+        land, cfg = TwoBasin.authors_code(), EscapeConfig.authors_code(noise_trace=0.013)
+    else:
+        land, cfg = TwoBasin(), EscapeConfig(protocol="equal-trace", noise_trace=0.013)
+    # sharp minimum, off it, near the basin boundary (mixed branches), in the flat basin
+    w = land.sharp_minimum + torch.tensor([[0.0, 0.0], [0.05, -0.03], [-0.45, -0.38],
+                                           [-2.0, -1.9]], dtype=f64)
+    sgd = method_noise_covariance("sgd", land, w, cfg)
+    hess = land.hessian(w)
+    for m in ("gld_const", "gld_dynamic", "gld_diag", "gld_leading", "gld_hessian"):
+        cov = method_noise_covariance(m, land, w, cfg)
+        tr = cov.diagonal(dim1=-2, dim2=-1).sum(-1)
+        assert torch.allclose(tr, torch.full_like(tr, 0.013), rtol=1e-12, atol=0), (m, tr)
+        # the shape is the variant's own, only rescaled
+        ref = {"gld_const": torch.eye(2, dtype=f64).expand_as(sgd),
+               "gld_dynamic": torch.eye(2, dtype=f64).expand_as(sgd),
+               "gld_diag": torch.diag_embed(sgd.diagonal(dim1=-2, dim2=-1)),
+               "gld_leading": sgd, "gld_hessian": hess}[m]
+        ref = ref / ref.diagonal(dim1=-2, dim2=-1).sum(-1)[..., None, None] * 0.013
+        assert torch.allclose(cov, ref, rtol=1e-10, atol=1e-15), m
+    # and the samplers draw from exactly those covariances (same parameters)
+    ww = w[2:3].expand(20000, 2)
+    for m in ("gld_diag", "gld_leading", "gld_hessian"):
+        eps = sample_method_noise(m, land, ww, cfg, generator=torch.Generator().manual_seed(2))
+        target = method_noise_covariance(m, land, w[2:3], cfg)[0]
+        assert torch.allclose(eps.T @ eps / eps.shape[0], target, atol=0.06 * 0.013), m
+
+
+def test_authors_protocol_mechanics():
+    cfg = EscapeConfig.authors_code(iterations=30, repetitions=16, sharpness_every=0,
+                                    record_trajectory=False)
+    land = TwoBasin.authors_code(dtype=torch.float32)
+    res = escape_experiment(land, cfg, methods=("gd", "gld_const"))
+    # GD starts at (1, 1) (the authors' initialize) and heads to the sharp minimum (1, 1) + x̄
+    assert torch.allclose(res.final["gd"], land.sharp_minimum.expand(16, 2), atol=1e-3)
+    # noise enters without the factor η: 30 steps of Tr = 0.01 move w by ~ O(0.1), not O(η)
+    spread = (res.final["gld_const"] - res.final["gd"]).norm(dim=-1).mean()
+    assert 0.02 < float(spread) < 0.5
+    assert res.success_rate == {"gd": 0.0, "gld_const": 0.0}
+    with pytest.raises(UserError):
+        EscapeConfig(protocol="other").validate()
+    with pytest.raises(UserError):
+        EscapeConfig(success_rule="other").validate()
