@@ -6,6 +6,10 @@ i.e. ``torchrun --nproc-per-node N -m sgdlab.train.distributed CONFIG``. For sev
 machines, ``--print-command`` prints that command for you to run on each node with
 ``--nnodes``/``--node-rank``/``--rdzv-endpoint`` added.
 
+With ``--out DIR`` checkpoints are written to ``DIR/checkpoints`` every ``--checkpoint-every``
+rounds (default: the config's ``checkpoint_every``, else 10) and at the end; ``--resume``
+continues an interrupted run from them bit for bit (same config and replica count).
+
 The config (YAML or JSON) is described in :func:`sgdlab.train.distributed.build_run`::
 
     data: {name: mnist1d}
@@ -34,19 +38,29 @@ def register(subparsers) -> None:
                    help="distributed backend (default: nccl with CUDA, else gloo)")
     p.add_argument("--timeout", type=float, default=60.0,
                    help="seconds before a stuck collective fails (distributed)")
+    p.add_argument("--checkpoint-every", type=int, default=None,
+                   help="rounds between checkpoints in OUT/checkpoints (default: config or 10)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue an interrupted run from OUT/checkpoints (same config, "
+                        "same number of replicas)")
     p.add_argument("--print-command", action="store_true",
                    help="print the torchrun command instead of running it (distributed)")
     p.set_defaults(func=_run)
 
 
 def torchrun_command(config: str, replicas: int, *, out: str | None = None,
-                     backend: str = "auto", timeout: float = 60.0) -> list[str]:
+                     backend: str = "auto", timeout: float = 60.0, resume: bool = False,
+                     checkpoint_every: int | None = None) -> list[str]:
     """The torchrun command line that runs ``config`` with one process per replica."""
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(replicas),
            "-m", "sgdlab.train.distributed", str(config), "--replicas", str(replicas),
            "--backend", backend, "--timeout", f"{timeout:g}"]
     if out:
         cmd += ["--out", str(out)]
+    if checkpoint_every is not None:
+        cmd += ["--checkpoint-every", str(checkpoint_every)]
+    if resume:
+        cmd += ["--resume"]
     return cmd
 
 
@@ -60,7 +74,8 @@ def _run(args) -> int:
             raise ConfigError(f"--replicas must be >= 1, got {args.replicas}")
         cfg.setdefault("parle", {})["replicas"] = args.replicas
     if args.mode == "inprocess":
-        res = run_from_config(cfg, mode="inprocess", out=args.out)
+        res = run_from_config(cfg, mode="inprocess", out=args.out, resume=args.resume,
+                              checkpoint_every=args.checkpoint_every)
         print(f"parle (in-process, {res.rounds} rounds, {res.grad_evals} gradient evaluations "
               f"per replica): {res.status}")
         print(json.dumps(res.final, indent=1))
@@ -68,8 +83,11 @@ def _run(args) -> int:
             print(f"master weights: {Path(args.out) / 'master.pt'}")
         return 0 if res.status == "finished" else 1
     n = int((cfg.get("parle") or {}).get("replicas", 3))
+    if args.resume and not args.out:
+        raise ConfigError("--resume needs --out DIR (checkpoints are in DIR/checkpoints)")
     cmd = torchrun_command(args.config, n, out=args.out, backend=args.backend,
-                           timeout=args.timeout)
+                           timeout=args.timeout, resume=args.resume,
+                           checkpoint_every=args.checkpoint_every)
     if args.print_command:
         print(shlex.join(cmd))
         return 0

@@ -16,6 +16,13 @@ the same buffer) from which every process forms the master x̄ = Σ_a x^a / n. R
 evaluates the master, logs to the run store and writes ``OUT/master.pt`` (the master's
 ``state_dict``, load with ``torch.load(..., weights_only=True)``) and ``OUT/result.json``.
 
+**Checkpoints.** With ``--out``, every rank writes its replica's state to
+``OUT/checkpoints/rank{r}.pt`` and rank 0 the master to ``OUT/checkpoints/master.pt`` every
+``checkpoint_every`` rounds (config key or ``--checkpoint-every``; default 10) and at the end.
+``--resume`` continues an interrupted run bit for bit from there (same config and number of
+processes; a different world size is refused). ``OUT`` must be visible to every rank (a
+shared filesystem across machines).
+
 **Failure handling.** The process group is created with a timeout (``--timeout``, seconds):
 a collective that cannot complete (a peer died or hangs) raises after at most that long;
 gloo usually notices a dead peer at once (its socket closes). Every collective is wrapped so
@@ -163,7 +170,8 @@ def load_config(path: str | Path) -> dict[str, Any]:
 
 
 RUN_KEYS = {"data", "model", "loss", "parle", "rounds", "epochs", "eval_every", "eval_subset",
-            "seed", "store", "name", "dtype"}
+            "seed", "store", "name", "dtype", "checkpoint_every"}
+DEFAULT_CHECKPOINT_EVERY = 10
 
 
 def build_run(cfg: dict[str, Any]):
@@ -174,7 +182,8 @@ def build_run(cfg: dict[str, Any]):
     **options} for :func:`sgdlab.models.build_model`), ``loss`` (cross_entropy | mse; default
     by task), ``parle`` (:class:`ParleConfig` fields), ``rounds`` or ``epochs``,
     ``eval_every``, ``eval_subset``, ``seed`` (weight init), ``dtype`` (float32 | float64),
-    ``store`` (run store path), ``name``.
+    ``store`` (run store path), ``name``, ``checkpoint_every`` (rounds between checkpoints
+    under ``OUT/checkpoints`` when an output directory is given; default 10).
     """
     from ..data.base import Dataset
     from .replicas import ParleConfig
@@ -220,9 +229,13 @@ def build_run(cfg: dict[str, Any]):
 
 
 def run_from_config(cfg: dict[str, Any], *, mode: str, out: str | Path | None = None,
-                    communicator: Any = None):
+                    communicator: Any = None, resume: bool = False,
+                    checkpoint_every: int | None = None):
     """Build and run a replica config in ``mode``; rank 0 (or the in-process run) writes
-    ``out/master.pt`` and ``out/result.json``. Returns the :class:`ReplicaResult`."""
+    ``out/master.pt`` and ``out/result.json``. With ``out``, checkpoints go to
+    ``out/checkpoints`` every ``checkpoint_every`` rounds (default: the config's
+    ``checkpoint_every``, else 10); ``resume`` continues from them. Returns the
+    :class:`ReplicaResult`."""
     from .replicas import train_replicas
 
     model, loss_fn, data, parle, kw = build_run(cfg)
@@ -236,6 +249,14 @@ def run_from_config(cfg: dict[str, Any], *, mode: str, out: str | Path | None = 
         # identical initial weights on every rank, whatever the init's determinism
         comm.broadcast_([p.data for p in model.parameters()])
     is_main = comm is None or comm.rank == 0
+    if out is not None:
+        every = (checkpoint_every if checkpoint_every is not None
+                 else cfg.get("checkpoint_every", DEFAULT_CHECKPOINT_EVERY))
+        kw.update(checkpoint_dir=Path(out) / "checkpoints", checkpoint_every=every,
+                  resume=resume)
+    elif resume:
+        raise UserError("resume needs an output directory (--out DIR; checkpoints are in "
+                        "DIR/checkpoints)")
     res = train_replicas(model, loss_fn, data, parle, mode=mode, communicator=comm,
                          store=store if is_main else None, **kw)
     if out is not None and is_main:
@@ -260,6 +281,10 @@ def main(argv: list[str] | None = None) -> int:
                    help="seconds before a stuck collective fails (default 60)")
     p.add_argument("--replicas", type=int, default=None,
                    help="override parle.replicas (must equal the number of processes)")
+    p.add_argument("--checkpoint-every", type=int, default=None,
+                   help="rounds between checkpoints in OUT/checkpoints (default: config or 10)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue from the checkpoints in OUT/checkpoints")
     args = p.parse_args(argv)
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     rank = os.environ.get("RANK", "?")
@@ -272,7 +297,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"parle: {dist.get_world_size()} replica processes connected ({backend}, "
                   f"timeout {args.timeout:g} s)", flush=True)
         t0 = time.perf_counter()
-        res = run_from_config(cfg, mode="distributed", out=args.out)
+        res = run_from_config(cfg, mode="distributed", out=args.out, resume=args.resume,
+                              checkpoint_every=args.checkpoint_every)
         if dist.get_rank() == 0:
             print(f"parle: {res.status} after {res.rounds} rounds, {res.grad_evals} gradient "
                   f"evaluations per replica, {time.perf_counter() - t0:.2f} s "

@@ -29,14 +29,26 @@ Conventions:
   master only at the end.
 - **Divergence.** A non-finite mean replica loss ends the run with status ``"diverged"``
   (all processes see the same all-reduced value, so they stop together).
+- **Checkpoints** (``checkpoint_dir``): every ``checkpoint_every`` rounds and at the end of a
+  finished run, each process writes ``rank{r}.pt`` (its replicas' weights, optimizer states
+  — Parle state incl. scoping counters and noise generator —, batch-stream positions and
+  sampling generators, grad-eval counters, and the process' global RNG states), then, after a
+  barrier, rank 0 writes ``master.pt`` (round, master weights x̄, history, config, world
+  size, run id) and a second barrier follows. Every file is written atomically
+  (:func:`sgdlab.train.checkpoint.save_checkpoint`) and loads with ``weights_only=True``.
+  ``resume=True`` continues bit for bit from the last complete set; it refuses a set whose
+  world size / replica count differs, or whose rank files are from another round than
+  ``master.pt`` (a run killed while saving).
 """
 from __future__ import annotations
 
 import copy
 import math
+import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -44,6 +56,7 @@ from torch import Tensor, nn
 
 from ..errors import ConfigError, UserError
 from ..optim.elastic import Parle, master_average
+from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .loop import BatchStream, evaluate
 
 __all__ = ["ParleConfig", "ReplicaResult", "ReplicaWorker", "train_replicas", "replica_shards",
@@ -194,6 +207,21 @@ class ReplicaWorker:
     def effective_epochs(self) -> float:
         return self.samples / len(self.x)
 
+    def state_dict(self) -> dict[str, Any]:
+        return {"index": self.index, "model": self.model.state_dict(),
+                "optimizer": self.optimizer.state_dict(), "stream": self.stream.state_dict(),
+                "generator": self.stream.generator.get_state(),
+                "grad_evals": self.grad_evals, "samples": self.samples}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if int(state["index"]) != self.index:
+            raise UserError(f"checkpoint holds replica {state['index']}, expected {self.index}")
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.stream.load_state_dict(state["stream"])
+        self.stream.generator.set_state(state["generator"])
+        self.grad_evals, self.samples = int(state["grad_evals"]), int(state["samples"])
+
 
 Reducer = Callable[[list[list[Tensor]], list[Tensor]], tuple[list[Tensor], float]]
 
@@ -213,7 +241,9 @@ def train_replicas(model: nn.Module, loss_fn: Callable[[Tensor, Tensor], Tensor]
                    eval_every: int | None = None, eval_subset: int | None = None,
                    store: Any = None, run_id: str | None = None, name: str | None = None,
                    device: str | torch.device | None = None,
-                   communicator: Any = None) -> ReplicaResult:
+                   communicator: Any = None, checkpoint_dir: str | os.PathLike | None = None,
+                   checkpoint_every: int | None = None,
+                   resume: bool = False) -> ReplicaResult:
     """Train ``config.replicas`` replicas of ``model`` with Parle; return the master.
 
     Args:
@@ -234,6 +264,11 @@ def train_replicas(model: nn.Module, loss_fn: Callable[[Tensor, Tensor], Tensor]
         communicator: for ``mode="distributed"``, a
             :class:`sgdlab.train.distributed.TorchDistributedCommunicator` (default: one
             over the default process group).
+        checkpoint_dir: write checkpoints here (``master.pt`` + ``rank{r}.pt``, see the module
+            docstring): every ``checkpoint_every`` rounds (None: only at the end of a
+            finished run).
+        resume: continue from ``checkpoint_dir``'s last checkpoint set, bit for bit (same
+            data, model, config and world size). ``rounds``/``epochs`` is the total.
     """
     cfg = config if isinstance(config, ParleConfig) else ParleConfig.from_dict(dict(config))
     if mode not in ("inprocess", "distributed"):
@@ -242,6 +277,11 @@ def train_replicas(model: nn.Module, loss_fn: Callable[[Tensor, Tensor], Tensor]
         raise ConfigError("give exactly one of rounds= or epochs=")
     if eval_every is not None and eval_every < 1:
         raise ConfigError(f"eval_every must be >= 1, got {eval_every}")
+    if checkpoint_every is not None and (not isinstance(checkpoint_every, int)
+                                         or checkpoint_every < 1):
+        raise ConfigError(f"checkpoint_every must be an int >= 1, got {checkpoint_every!r}")
+    if (resume or checkpoint_every is not None) and checkpoint_dir is None:
+        raise UserError("resume / checkpoint_every need checkpoint_dir")
     n = cfg.replicas
     dev = torch.device(device) if device is not None else data.x_train.device
     x_all, y_all = data.x_train.to(dev), data.y_train.to(dev)
@@ -256,11 +296,13 @@ def train_replicas(model: nn.Module, loss_fn: Callable[[Tensor, Tensor], Tensor]
         mine = [comm.rank]
         reduce: Reducer = comm.reduce_round
         is_main = comm.rank == 0
+        rank, world = comm.rank, comm.world_size
     else:
         comm = None
         mine = list(range(n))
         reduce = _inprocess_reduce
         is_main = True
+        rank, world = 0, 1
 
     shards = replica_shards(len(x_all), n, cfg.seed) if cfg.shard else None
     workers = []
@@ -283,11 +325,40 @@ def train_replicas(model: nn.Module, loss_fn: Callable[[Tensor, Tensor], Tensor]
 
     eval_sets = _eval_sets(data, eval_subset, cfg.seed, dev)
     history: dict[str, list[tuple[int, float]]] = {}
+    start = 0
+    comm_time = 0.0
+
+    def barrier() -> None:
+        if comm is not None:
+            comm.average([torch.zeros(1, device=dev)])
+
+    master_model = copy.deepcopy(workers[0].model)  # before a resume: the same either way
+    ckpt = Path(checkpoint_dir) if checkpoint_dir is not None else None
+    if resume:
+        head, mine_state = _load_replica_checkpoint(ckpt, rank, world, cfg, mode)
+        ok = torch.tensor([1.0 if head is not None else 0.0], device=dev)
+        if comm is not None:  # every rank must have found a consistent set, or none starts
+            ok = comm.average([ok])[0]
+        if head is None or float(ok) != 1.0:
+            raise UserError(f"cannot resume from {str(ckpt)!r}: "
+                            + (mine_state if head is None else "another rank's checkpoint "
+                               "file is missing or inconsistent (see its error)"))
+        for w in workers:
+            w.load_state_dict(mine_state["workers"][w.index])
+        set_rng_state(mine_state["rng"])
+        start = int(head["round"])
+        history = {k: [(int(s), float(v)) for s, v in pts] for k, pts in head["history"].items()}
+        comm_time = float(mine_state.get("comm_time", 0.0))
+        if is_main:
+            run_id = run_id or head.get("run_id")
+
     writer = None
     if store is not None and is_main:
         if run_id is None:
             run_id = store.create_run({"method": "parle", "mode": mode, "rounds": rounds,
                                        "parle": cfg.to_dict()}, name=name)
+        elif resume:
+            store.delete_metrics_after(run_id, start * cfg.L)
         store.set_status(run_id, "running")
         writer = store.writer(run_id)
 
@@ -295,8 +366,6 @@ def train_replicas(model: nn.Module, loss_fn: Callable[[Tensor, Tensor], Tensor]
         history.setdefault(name_, []).append((step, float(value)))
         if writer is not None:
             writer.log(name_, float(value), step)
-
-    master_model = copy.deepcopy(workers[0].model)
 
     def eval_master(master: Sequence[Tensor], step: int) -> None:
         if not is_main:
@@ -307,13 +376,29 @@ def train_replicas(model: nn.Module, loss_fn: Callable[[Tensor, Tensor], Tensor]
                                  classification=classification).items():
                 log(f"{split}_{k}", v, step)
 
+    def save(r_: int, master_: Sequence[Tensor] | None) -> None:
+        assert ckpt is not None
+        save_checkpoint(ckpt / f"rank{rank}.pt", {
+            "round": r_, "world_size": world, "rank": rank, "comm_time": comm_time,
+            "workers": {w.index: w.state_dict() for w in workers}, "rng": rng_state()})
+        barrier()  # every rank file of round r_ is on disk before master.pt names round r_
+        if is_main:
+            save_checkpoint(ckpt / "master.pt", {
+                "round": r_, "world_size": world, "replicas": n, "mode": mode,
+                "parle": cfg.to_dict(), "run_id": run_id,
+                "master": None if master_ is None else [t.detach().cpu().clone() for t in master_],
+                "history": {k: [[s, v] for s, v in pts] for k, pts in history.items()}})
+        barrier()  # nobody overwrites its rank file before master.pt is written
+
     t0 = time.perf_counter()
-    comm_time = 0.0
     status, message = "finished", None
-    r = 0
+    r = start
+    saved = start if resume else -1
+    last_master: Sequence[Tensor] | None = None
     try:
-        eval_master(workers[0].optimizer.anchors(), 0)
-        for r in range(1, rounds + 1):
+        if not resume:
+            eval_master(workers[0].optimizer.anchors(), 0)
+        for r in range(start + 1, rounds + 1):
             gamma = workers[0].optimizer.current_gamma()
             rho = workers[0].optimizer.current_rho()
             losses = [w.inner() for w in workers]
@@ -330,11 +415,17 @@ def train_replicas(model: nn.Module, loss_fn: Callable[[Tensor, Tensor], Tensor]
                 break
             for w in workers:
                 w.optimizer.outer_step(master)
+            last_master = master
             log("replica_loss", mean_loss, step)
             log("gamma", gamma, step)
             log("rho", rho, step)
             if eval_every is not None and r % eval_every == 0 and r < rounds:
                 eval_master(master, step)
+            if checkpoint_every is not None and r % checkpoint_every == 0:
+                save(r, master)
+                saved = r
+        if ckpt is not None and status == "finished" and saved != r:
+            save(r, last_master)  # the end of the run: it can be extended with more rounds
     except BaseException as e:
         if writer is not None:
             try:
@@ -372,6 +463,29 @@ def train_replicas(model: nn.Module, loss_fn: Callable[[Tensor, Tensor], Tensor]
                          grad_evals=w0.grad_evals, effective_epochs=w0.effective_epochs,
                          history=history, final=final, wall_time=wall, comm_time=comm_time,
                          replicas=[w.model for w in workers], run_id=run_id, message=message)
+
+
+def _load_replica_checkpoint(ckpt: Path, rank: int, world: int, cfg: ParleConfig,
+                             mode: str) -> tuple[dict[str, Any] | None, Any]:
+    """(master.pt's content, this rank's file) or (None, why not). Mismatched world size
+    or replica count raise :class:`ConfigError` at once (every rank sees the same master.pt)."""
+    try:
+        head = load_checkpoint(ckpt / "master.pt")
+    except UserError as e:
+        return None, str(e)
+    if int(head["world_size"]) != world or int(head["replicas"]) != cfg.replicas:
+        raise ConfigError(
+            f"cannot resume from {str(ckpt)!r}: it was written by {head['world_size']} "
+            f"process(es) ({head['mode']}) with {head['replicas']} replicas; this run has "
+            f"{world} process(es) ({mode}) with {cfg.replicas} replicas")
+    try:
+        mine = load_checkpoint(ckpt / f"rank{rank}.pt")
+    except UserError as e:
+        return None, str(e)
+    if int(mine["round"]) != int(head["round"]):
+        return None, (f"rank{rank}.pt is from round {mine['round']} but master.pt from round "
+                      f"{head['round']} (the run was killed while saving)")
+    return head, mine
 
 
 @torch.no_grad()

@@ -201,3 +201,89 @@ def test_cli_inprocess_and_torchrun_command(tmp_path, capsys):
     (tmp_path / "c.json").write_text(json.dumps(cfg))
     assert main(["parle", str(tmp_path / "c.json")]) == 2
     assert "unknown Parle config key" in capsys.readouterr().err
+
+
+class _Interrupted(Exception):
+    pass
+
+
+def dropout_model(seed=0):  # dropout: the global torch RNG matters too
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Linear(4, 6), nn.Tanh(), nn.Dropout(0.2), nn.Linear(6, 3)).double()
+
+
+def test_checkpoint_resume_is_bit_exact(tmp_path):
+    """A run killed in round 6 (checkpoints every 2 rounds) and resumed, and a run stopped
+    after 3 rounds and extended to 7, both end exactly where an uninterrupted run ends."""
+    from sgdlab.errors import UserError
+    data = toy_data()
+    cfg = ParleConfig(replicas=2, L=3, lr=0.05, gamma=0.5, gamma_decay=0.1, rho=0.5,
+                      rho_decay=0.2, noise=1e-3, momentum=0.5, nesterov=True,
+                      outer_momentum=0.9, batch_size=7, seed=4)
+    ref = train_replicas(dropout_model(), LOSS, data, cfg, rounds=7, eval_every=2)
+
+    calls = [0]
+
+    def dies_in_round_6(out, y):
+        calls[0] += 1
+        if calls[0] > 5 * cfg.L * cfg.replicas + 2:
+            raise _Interrupted
+        return LOSS(out, y)
+
+    ck = tmp_path / "a"
+    with pytest.raises(_Interrupted):
+        train_replicas(dropout_model(), dies_in_round_6, data, cfg, rounds=7, eval_every=2,
+                       checkpoint_dir=ck, checkpoint_every=2)
+    assert sorted(p.name for p in ck.iterdir()) == ["master.pt", "rank0.pt"]
+    torch.manual_seed(123)  # the resume restores the global RNG state
+    res = train_replicas(dropout_model(7), LOSS, data, cfg, rounds=7, eval_every=2,
+                         checkpoint_dir=ck, checkpoint_every=2, resume=True)
+    for a, b in zip(params(res.master), params(ref.master)):
+        assert torch.equal(a, b)
+    for m, mr in zip(res.replicas, ref.replicas):
+        for a, b in zip(params(m), params(mr)):
+            assert torch.equal(a, b)
+    assert res.history == ref.history
+    assert (res.rounds, res.grad_evals) == (7, ref.grad_evals)
+
+    ref2 = train_replicas(dropout_model(), LOSS, data, cfg, rounds=7)
+    train_replicas(dropout_model(), LOSS, data, cfg, rounds=3, checkpoint_dir=tmp_path / "b")
+    res2 = train_replicas(dropout_model(), LOSS, data, cfg, rounds=7,
+                          checkpoint_dir=tmp_path / "b", resume=True)
+    for a, b in zip(params(res2.master), params(ref2.master)):
+        assert torch.equal(a, b)
+    assert res2.history == ref2.history
+
+    with pytest.raises(ConfigError, match="with 2 replicas; this run has 1 process"):
+        train_replicas(dropout_model(), LOSS, data, ParleConfig(replicas=3, L=3), rounds=7,
+                       checkpoint_dir=ck, resume=True)
+    with pytest.raises(UserError, match="no checkpoint"):
+        train_replicas(dropout_model(), LOSS, data, cfg, rounds=7,
+                       checkpoint_dir=tmp_path / "none", resume=True)
+
+
+def test_cli_resume(tmp_path, capsys):
+    import json
+
+    from sgdlab.cli.main import main
+    d = toy_data()
+    torch.save({"x_train": d.x_train, "y_train": d.y_train, "x_test": d.x_test,
+                "y_test": d.y_test, "meta": d.meta}, tmp_path / "toy.pt")
+    cfg = {"data": {"file": str(tmp_path / "toy.pt")}, "dtype": "float64",
+           "model": {"name": "mlp", "widths": [6], "activation": "tanh"},
+           "parle": {"replicas": 2, "L": 2, "batch_size": 8}, "rounds": 2}
+    (tmp_path / "c.json").write_text(json.dumps(cfg))
+    (tmp_path / "c4.json").write_text(json.dumps({**cfg, "rounds": 4}))
+    o = str(tmp_path / "o")
+    assert main(["parle", str(tmp_path / "c4.json"), "--out", str(tmp_path / "ref")]) == 0
+    assert main(["parle", str(tmp_path / "c.json"), "--out", o]) == 0
+    assert (tmp_path / "o" / "checkpoints" / "master.pt").is_file()
+    assert main(["parle", str(tmp_path / "c4.json"), "--out", o, "--resume"]) == 0
+    a = torch.load(tmp_path / "o" / "master.pt", weights_only=True)
+    b = torch.load(tmp_path / "ref" / "master.pt", weights_only=True)
+    assert all(torch.equal(a[k], b[k]) for k in b)
+    assert main(["parle", str(tmp_path / "c.json"), "--resume"]) == 2
+    assert "--out" in capsys.readouterr().err
+    assert main(["parle", str(tmp_path / "c.json"), "--mode", "distributed", "--out", o,
+                 "--resume", "--checkpoint-every", "3", "--print-command"]) == 0
+    assert "--out " + o + " --checkpoint-every 3 --resume" in capsys.readouterr().out
