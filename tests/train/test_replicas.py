@@ -2,6 +2,7 @@
 equalities (SGD, Elastic-SGD, Entropy-SGD), master = mean of replicas, shards, store, errors."""
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -178,10 +179,8 @@ def test_config_from_dict():
         train_replicas(toy_model(), LOSS, toy_data(), {}, rounds=1, epochs=1)
 
 
-def test_cli_inprocess_and_torchrun_command(tmp_path, capsys):
-    import json
-
-    from sgdlab.cli.main import main
+def cli_config(tmp_path) -> dict:
+    """A tiny replica-run config on the toy data, saved as ``tmp_path/c.json``."""
     d = toy_data()
     torch.save({"x_train": d.x_train, "y_train": d.y_train, "x_test": d.x_test,
                 "y_test": d.y_test, "meta": d.meta}, tmp_path / "toy.pt")
@@ -189,6 +188,12 @@ def test_cli_inprocess_and_torchrun_command(tmp_path, capsys):
            "model": {"name": "mlp", "widths": [6], "activation": "tanh"},
            "parle": {"replicas": 2, "L": 2, "batch_size": 8}, "rounds": 2}
     (tmp_path / "c.json").write_text(json.dumps(cfg))
+    return cfg
+
+
+def test_cli_inprocess_and_torchrun_command(tmp_path, capsys):
+    from sgdlab.cli.main import main
+    cfg = cli_config(tmp_path)
     assert main(["parle", str(tmp_path / "c.json"), "--out", str(tmp_path / "o")]) == 0
     sd = torch.load(tmp_path / "o" / "master.pt", weights_only=True)
     from sgdlab.train.distributed import build_run
@@ -263,16 +268,8 @@ def test_checkpoint_resume_is_bit_exact(tmp_path):
 
 
 def test_cli_resume(tmp_path, capsys):
-    import json
-
     from sgdlab.cli.main import main
-    d = toy_data()
-    torch.save({"x_train": d.x_train, "y_train": d.y_train, "x_test": d.x_test,
-                "y_test": d.y_test, "meta": d.meta}, tmp_path / "toy.pt")
-    cfg = {"data": {"file": str(tmp_path / "toy.pt")}, "dtype": "float64",
-           "model": {"name": "mlp", "widths": [6], "activation": "tanh"},
-           "parle": {"replicas": 2, "L": 2, "batch_size": 8}, "rounds": 2}
-    (tmp_path / "c.json").write_text(json.dumps(cfg))
+    cfg = cli_config(tmp_path)
     (tmp_path / "c4.json").write_text(json.dumps({**cfg, "rounds": 4}))
     o = str(tmp_path / "o")
     assert main(["parle", str(tmp_path / "c4.json"), "--out", str(tmp_path / "ref")]) == 0
