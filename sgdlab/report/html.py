@@ -30,6 +30,7 @@ th{background:#f4f4f4} td:first-child,th:first-child{text-align:left}
 max-height:30em} .warn{background:#fff4e5;border-left:4px solid #f0a020;padding:.5em 1em}
 .note{color:#555;font-size:.85em;margin:.2em 0} .cols{display:flex;gap:1.5em}
 .cols>div{flex:1;min-width:0} details{margin:.6em 0}
+blockquote{margin:.5em 0 .5em 1em;padding:.3em .8em;border-left:3px solid #bbb;color:#333}
 """
 
 
@@ -78,8 +79,28 @@ def header_html(results: dict[str, Any]) -> str:
     return (f"<h1>{html.escape(e['name'])} <small>v{e['version']} · scale "
             f"{html.escape(results['scale'])}</small></h1>"
             f"<p class='sub'>{html.escape(e.get('title', ''))}</p>"
-            f"<p><b>Reproduces:</b> {ref}</p>{claim}"
+            f"<p><b>Reproduces:</b> {ref}</p>{claim}{quotes_html(p)}"
             f"<p>{html.escape(e.get('description', ''))}</p>")
+
+
+def quotes_html(paper: dict[str, Any]) -> str:
+    """The paper's own words for what is tested, with their locations."""
+    pairs = ([{"quote": paper["quote"], "where": paper.get("where", "")}] if paper.get("quote")
+             else []) + list(paper.get("quotes", []))
+    return "".join(f"<blockquote>“{html.escape(' '.join(str(q['quote']).split()))}”"
+                   f"<br><span class='note'>— {html.escape(str(q['where']))}</span></blockquote>"
+                   for q in pairs)
+
+
+def deviations_html(results: dict[str, Any]) -> str:
+    """Where this scale departs from the paper's setting, shown beside the verdicts."""
+    devs = results["experiment"].get("deviations") or []
+    if not devs:
+        return ""
+    items = "".join(f"<li>{html.escape(d)}</li>" for d in devs)
+    return (f"<p class='note'><b>Departures from the paper at scale "
+            f"{html.escape(results['scale'])}</b> (read the verdicts with these in mind):</p>"
+            f"<ul class='note'>{items}</ul>")
 
 
 def status_html(results: dict[str, Any]) -> str:
@@ -119,7 +140,7 @@ def render(results: dict[str, Any], base_dir: Path) -> str:
     resolved = yaml.safe_dump(results.get("config", {}).get("resolved", {}), sort_keys=False)
     env = json.dumps(results.get("environment", {}), indent=1)
     body = (header_html(results) + status_html(results)
-            + "<h2>Conclusions</h2>" + conclusions_html(results)
+            + "<h2>Conclusions</h2>" + conclusions_html(results) + deviations_html(results)
             + "<h2>Tables</h2>" + tables_html(results)
             + "<h2>Figures</h2>" + figures_html(results, base_dir)
             + "<h2>Runs</h2>" + runs_html(results)
