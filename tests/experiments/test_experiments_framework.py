@@ -272,3 +272,35 @@ def test_a_trend_needs_a_clear_rank_correlation():
     assert clear_trend(-0.9, "negative") and clear_trend(0.6, "positive")
     assert not clear_trend(0.12, "positive") and not clear_trend(-0.3, "negative")
     assert not clear_trend(float("nan"), "negative")
+
+
+def test_equivalence_claims_are_tested_as_equivalence():
+    from scipy import stats
+
+    from sgdlab.experiments.procedures.common import check_claims
+
+    claim = [{"equivalent": ["a", "b"], "metric": "acc", "margin": 0.01}]
+
+    def vals(ma, mb, s, n=3):
+        return {g: {"acc": m, "acc__std": s, "acc__n": n} for g, m in (("a", ma), ("b", mb))}
+
+    (tight,), (noisy,), (apart,) = (check_claims(claim, v) for v in (
+        vals(0.970, 0.972, 0.001), vals(0.970, 0.972, 0.02), vals(0.90, 0.97, 0.001)))
+    assert tight.agrees_with_paper is True and "equivalent" in tight.text
+    assert noisy.agrees_with_paper is None and "inconclusive" in noisy.text
+    assert apart.agrees_with_paper is False
+    # the interval is the Welch one: half-width t_{0.95, df} * sqrt(s²/n + s²/n), df = 4 here
+    half = stats.t.ppf(0.95, 4) * (2 * 0.001 ** 2 / 3) ** 0.5
+    assert f"[{-0.002 - half:.4g}, {-0.002 + half:.4g}]" in tight.text
+    (one,) = check_claims(claim, vals(0.970, 0.975, 0.0, n=1))
+    assert one.agrees_with_paper is True and "one seed" in one.text
+    with pytest.raises(ConfigError, match="needs a 'margin'"):
+        check_claims([{"equivalent": ["a", "b"], "metric": "acc"}], vals(1, 1, 0))
+
+
+def test_a_claim_on_missing_values_is_inconclusive_not_a_disagreement():
+    from sgdlab.experiments.procedures.common import check_claims
+
+    (c,) = check_claims([{"less": ["a", "b"], "metric": "loss", "claim": "a is lower"}],
+                        {"a": {"loss": float("nan")}, "b": {"loss": 1.0}})
+    assert c.agrees_with_paper is None and "cannot be checked" in c.text
