@@ -2,7 +2,8 @@
 
 Trains the same MLP (same initialisation, same learning rate by default) with full-batch GD and
 with mini-batch SGD (plain ``torch.optim.SGD``, batch 100), interpolating the full training loss
-between every pair of consecutive iterates (K points) and logging the consecutive-gradient
+between every pair of consecutive iterates (K = 10 points between them, as Xing et al.) and
+logging the consecutive-gradient
 cosine and the distance from initialisation. Writes to ``--out``:
 
 - ``walk.png`` — Xing et al. Fig. 1 style walk plot, one column per optimizer;
@@ -42,7 +43,12 @@ def register(subparsers) -> None:
                    help="SGD batch size (default 100, as Xing et al.)")
     p.add_argument("--widths", type=int, nargs="+", default=[100, 100],
                    help="MLP hidden widths (default 100 100)")
-    p.add_argument("--points", type=int, default=10, help="K points per segment (default 10)")
+    p.add_argument("--points", type=int, default=10,
+                   help="K points between consecutive iterates (default 10, as Xing et al.)")
+    p.add_argument("--spacing", choices=["interior", "inclusive"], default="interior",
+                   help="interior: K points strictly between the iterates, which are evaluated "
+                        "too (the paper's reading, default); inclusive: K points counting the "
+                        "iterates")
     p.add_argument("--eval-subset", type=int, default=None,
                    help="interpolate on a fixed subset of this many training examples "
                         "(default: the whole training set)")
@@ -71,7 +77,8 @@ def _run_one(opt: str, args, data, model_init):
     spe = math.ceil(n / bs)
     model = copy.deepcopy(model_init)
     walk = StepInterpolationCallback(Schedule.every(1), num_points=args.points,
-                                     eval_data=args.eval_subset, seed=args.seed)
+                                     spacing=args.spacing, eval_data=args.eval_subset,
+                                     seed=args.seed)
     dyn = DynamicsCallback(Schedule.every(1))
     cbs = [walk, dyn]
     if opt == "sgd":
@@ -102,9 +109,9 @@ def _walk(args: argparse.Namespace) -> int:
 
     if args.steps < 2:
         raise UserError(f"--steps must be >= 2, got {args.steps}")
-    if args.points < 3:
-        raise UserError(f"--points must be >= 3 (a barrier needs an interior point), "
-                        f"got {args.points}")
+    if args.points < (1 if args.spacing == "interior" else 3):
+        raise UserError(f"--points must be >= {1 if args.spacing == 'interior' else 3} (a "
+                        f"barrier needs a point between the iterates), got {args.points}")
     if args.batch_size < 1:
         raise UserError(f"--batch-size must be >= 1, got {args.batch_size}")
     for name in ("lr", "lr_gd", "lr_sgd"):

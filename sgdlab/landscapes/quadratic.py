@@ -16,6 +16,13 @@ whose stationary law is N(θ*, Σ_z) with H Σ_z + Σ_z H = (η/S) C. For C = H 
 The discrete SGD chain itself is stationary at the solution of the discrete Lyapunov equation
 Σ = (I − ηH) Σ (I − ηH) + (η²/S) C, equal to the above up to O(η) (per eigen-direction of
 H = C: var_i = η / (S (2 − η λ_i))).
+
+Convention: H here is the Hessian ∇²L. The paper (§2.2) prints the quadratic approximation as
+l(θ) ≈ (θ − θ*)ᵀ H (θ − θ*), without the ½, yet its OU process (6) has drift −Λz and its
+eq. (7) writes E(l) = ½ Σ λ_i E(z_i²): both need l = ½ (θ − θ*)ᵀ H (θ − θ*), i.e. H = ∇²l.
+Taken literally (H = ½ ∇²l, Assumption 2 then reading C = ∇²l) the same steps give
+E(l) = (η/2S) Tr H = (η/4S) Tr ∇²l, so eq. (7) holds in terms of the Hessian either way;
+sgdlab states and tests it with H = ∇²L.
 """
 from __future__ import annotations
 

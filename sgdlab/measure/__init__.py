@@ -51,6 +51,7 @@ from .dynamics import (
     update_norm,
 )
 from .interpolation import InterpolationCurve, interpolate_models, recompute_bn_statistics
+from .interpolation import BasinWidth, basin_width
 from .trajectory import (
     fisher_g_test,
     increment_autocorrelation,
@@ -58,7 +59,7 @@ from .trajectory import (
     periodicity_test,
 )
 
-__all__ = ["Alignment", "Estimate", "GradientCovariance", "InterpolationCurve",
+__all__ = ["Alignment", "BasinWidth", "basin_width", "Estimate", "GradientCovariance", "InterpolationCurve",
            "SpectralDensity", "StepInterpolation", "analyze_segment", "dense_hessian",
            "diffusion_matrix", "distance_from_init", "eigenvector_cosines",
            "epsilon_sharpness", "expected_sharpness", "fisher_g_test", "frobenius_norm",

@@ -4,6 +4,14 @@ Jastrzebski et al. 2018 "Three factors", Fig. 4).
 Along θ(α) = (1 − α) θ_A + α θ_B, with α over a range that extends beyond [0, 1] (e.g. −1 to 2),
 record the mean loss and the accuracy on the training and test sets. Dropout is off.
 
+Jastrzebski et al. read the *width of the basin* around each end off such a curve ("Higher
+ratios result in wider minima (a,b) as seen by the width of the basin around α = 0", Fig. 4;
+"We see sharper regions on the right for the lower η/S"): :func:`basin_width` measures it as
+the length of the α-interval next to an end on which the loss stays within ``rise`` of its
+value there (the paper gives no number; the level is ours). ``side="left"`` / ``"right"``
+measures only the outward side (α < 0 for θ_A, α > 1 for θ_B), which the other end's basin
+cannot reach.
+
 Batch norm: the running statistics of θ_A and θ_B do not describe the interpolated network, so by
 default (``bn_stats="recompute"``) they are recomputed at every α from the training data: reset,
 ``momentum=None`` (a cumulative average, so the result does not depend on an EMA horizon), one
@@ -24,7 +32,9 @@ from sgdlab.operators.batches import Data, iterate_batches
 from sgdlab.operators.params import params_vector, set_params_vector
 
 __all__ = [
+    "BasinWidth",
     "InterpolationCurve",
+    "basin_width",
     "evaluate",
     "has_batchnorm",
     "interpolate_models",
@@ -167,3 +177,66 @@ def interpolate_models(
             curve.test_loss.append(lo)
             curve.test_acc.append(ac)
     return curve
+
+
+@dataclass
+class BasinWidth:
+    """The basin around α = ``center`` at level L(center) + ``rise``: the interval [lo, hi] of α
+    on which the loss stays below the level, ``width = hi − lo`` (α units: multiply by
+    ‖θ_B − θ_A‖ for a parameter distance). ``closed`` is False when the loss never reaches the
+    level on one side within the α range (the width is then a lower bound)."""
+
+    center: float
+    level: float
+    lo: float
+    hi: float
+    width: float
+    closed: bool
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def basin_width(alphas: Sequence[float] | Tensor, losses: Sequence[float] | Tensor,
+                center: float, rise: float, *, side: str = "both") -> BasinWidth:
+    """Width of the basin around the grid point α = ``center`` of an interpolation curve.
+
+    Walking outwards from ``center`` (on both sides, or only to the ``"left"`` / ``"right"``),
+    the basin ends where the loss first exceeds L(center) + ``rise``; the crossing is placed by
+    linear interpolation between the two grid points around it. On a parabola
+    L(α) = L₀ + ½ c (α − α₀)² the width is 2 √(2 rise / c) (one side: √(2 rise / c)), so for
+    two ends of one line the ratio of widths is √(c₁ / c₂): the sharper end has the narrower
+    basin (Jastrzebski et al. 2018, Fig. 4).
+    """
+    if side not in ("both", "left", "right"):
+        raise ValueError(f"Invalid side={side!r}: expected 'both', 'left' or 'right'")
+    a = [float(v) for v in torch.as_tensor(alphas, dtype=torch.float64).reshape(-1)]
+    lo_ = [float(v) for v in torch.as_tensor(losses, dtype=torch.float64).reshape(-1)]
+    if len(a) != len(lo_) or len(a) < 2:
+        raise ValueError(f"need matching alphas and losses with >= 2 points, got {len(a)} "
+                         f"and {len(lo_)}")
+    if any(x >= y for x, y in zip(a, a[1:])):
+        raise ValueError("alphas must be increasing")
+    if not rise > 0:
+        raise ValueError(f"Invalid rise={rise} (must be > 0)")
+    i0 = min(range(len(a)), key=lambda i: abs(a[i] - center))
+    if abs(a[i0] - center) > 1e-9 * max(1.0, abs(center)):
+        raise ValueError(f"center={center} is not one of the alphas")
+    level = lo_[i0] + rise
+    closed = True
+
+    def edge(step: int) -> float:
+        nonlocal closed
+        j = i0
+        while 0 <= j + step < len(a):
+            k = j + step
+            if lo_[k] > level:       # crossing between a[j] (below) and a[k] (above)
+                t = (level - lo_[j]) / (lo_[k] - lo_[j])
+                return a[j] + t * (a[k] - a[j])
+            j = k
+        closed = False
+        return a[j]
+
+    hi = edge(+1) if side != "left" else a[i0]
+    lo = edge(-1) if side != "right" else a[i0]
+    return BasinWidth(center=a[i0], level=level, lo=lo, hi=hi, width=hi - lo, closed=closed)

@@ -1,10 +1,17 @@
 """Step interpolation: the loss along the straight segment between consecutive iterates.
 
-Xing, Arpit, Tsirigotis & Bengio, "A Walk with SGD" (2018), §3: at iteration t the training loss
-is evaluated at K points θ(α) = (1 − α) θ_t + α θ_{t+1}, α = 0, 1/(K−1), ..., 1 (both iterates
-included). From these K losses they read off
+Xing, Arpit, Tsirigotis & Bengio, "A Walk with SGD" (2018), §3 (eq. 1 and the text after it): at
+iteration t the training loss is evaluated at points θ(α) = (1 − α) θ_t + α θ_{t+1} "such that we
+obtain 10 samples uniformly placed between these two parameter points". Fig. 1's caption plots
+those 10 values *between* the losses of the two iterates, so by default (``spacing="interior"``)
+K = 10 points lie strictly inside the segment, α = k/(K+1) for k = 1..K, and the two iterates
+(α = 0 and 1) are evaluated as well: K + 2 losses per step. ``spacing="inclusive"`` is the other
+reading of "α ∈ [0, 1]": K points α = k/(K−1), k = 0..K−1, the iterates among them. From these
+losses they read off
 
-- the *valley floor* θ_t^min: the point of the segment with the lowest loss;
+- the *valley floor* θ_t^min: the evaluated point of the segment with the lowest loss (the
+  iterates included, so the height below is never negative; Xing et al. take the arg-min over
+  "the 10 points sampled", which with interior points only could exceed both iterates);
 - whether a *barrier is crossed*: some interior point has a loss above both end points;
 - the *barrier height*: max over interior points − max(L(θ_t), L(θ_{t+1}));
 - the *height above the valley floor*: (L(θ_t) + L(θ_{t+1}) − 2 L(θ_t^min)) / 2 (their Table 2);
@@ -41,6 +48,7 @@ __all__ = [
     "EpochWalkSummary",
     "analyze_segment",
     "evaluation_mode",
+    "SPACINGS",
     "segment_alphas",
     "segment_losses",
     "step_interpolation",
@@ -55,8 +63,24 @@ _BN_TYPES = (nn.modules.batchnorm._BatchNorm,)
 # Evaluating the loss along a segment
 # --------------------------------------------------------------------------------------------
 
-def segment_alphas(num_points: int = 10, *, dtype: torch.dtype = torch.float64) -> Tensor:
-    """α_k = k / (K − 1), k = 0..K−1: K uniform points on [0, 1], both end points included."""
+SPACINGS = ("interior", "inclusive")
+
+
+def segment_alphas(num_points: int = 10, *, spacing: str = "interior",
+                   dtype: torch.dtype = torch.float64) -> Tensor:
+    """The α of the points evaluated on a segment, increasing from 0 to 1 (both iterates).
+
+    ``spacing="interior"`` (Xing et al. §3, Fig. 1: 10 points *between* the iterates):
+    α = k/(K+1), k = 0..K+1 — K = ``num_points`` interior points plus the two ends.
+    ``spacing="inclusive"``: α = k/(K−1), k = 0..K−1 — K points, the two ends among them.
+    """
+    if spacing not in SPACINGS:
+        raise ValueError(f"Invalid spacing={spacing!r}: expected 'interior' or 'inclusive'")
+    if spacing == "interior":
+        if num_points < 1:
+            raise ValueError(f"Invalid num_points={num_points}: need at least 1 point between "
+                             "the iterates")
+        return torch.linspace(0.0, 1.0, num_points + 2, dtype=dtype)
     if num_points < 2:
         raise ValueError(f"Invalid num_points={num_points}: need at least the 2 end points")
     return torch.linspace(0.0, 1.0, num_points, dtype=dtype)
@@ -171,7 +195,8 @@ def segment_losses(
         loss_fn: mean-reduced ``loss_fn(outputs, targets)``.
         data: a batch ``(x, y)`` or an iterable of batches (weighted by size).
         theta_a, theta_b: flat parameter vectors (θ_t and θ_{t+1}).
-        alphas: the interpolation coefficients, or K for :func:`segment_alphas` (K).
+        alphas: the interpolation coefficients, or K for :func:`segment_alphas` (K points
+            between the iterates, plus the iterates).
         bn_mode: "eval" (running statistics) or "train" (statistics of each batch); dropout
             is off in both.
         alpha_chunk: points per vmap call (None: all K at once); memory grows as
@@ -320,6 +345,7 @@ def step_interpolation(
     theta_b: Tensor | None = None,
     num_points: int = 10,
     *,
+    spacing: str = "interior",
     bn_mode: str = "eval",
     alpha_chunk: int | None = None,
     rtol: float = 1e-4,
@@ -329,11 +355,12 @@ def step_interpolation(
     epoch: int | None = None,
 ) -> StepInterpolation:
     """Interpolate the mean loss over ``data`` between θ_t = ``theta_a`` and θ_{t+1} =
-    ``theta_b`` (default: the model's current parameters) at K = ``num_points`` uniform points
-    and analyse the segment (:func:`segment_losses` then :func:`analyze_segment`)."""
+    ``theta_b`` (default: the model's current parameters) at the points of
+    :func:`segment_alphas` (``num_points``, ``spacing``; default Xing et al.'s 10 points between
+    the iterates) and analyse the segment (:func:`segment_losses` then :func:`analyze_segment`)."""
     if theta_b is None:
         theta_b = params_vector(model)
-    alphas = segment_alphas(num_points)
+    alphas = segment_alphas(num_points, spacing=spacing)
     losses = segment_losses(model, loss_fn, data, theta_a, theta_b, alphas,
                             bn_mode=bn_mode, alpha_chunk=alpha_chunk)
     return analyze_segment(alphas, losses, rtol=rtol, atol=atol, refine=refine,

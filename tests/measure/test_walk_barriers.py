@@ -60,32 +60,46 @@ def dummy_data(n=8):
                                                 "num_outputs": 1})
 
 
+def test_segment_alphas_paper_and_inclusive_readings():
+    # Xing et al.: 10 points between the iterates -> alpha = k/11 with both iterates, 12 in all
+    a = segment_alphas(10)
+    assert len(a) == 12 and a[0] == 0 and a[-1] == 1
+    torch.testing.assert_close(a, torch.arange(12, dtype=torch.float64) / 11)
+    torch.testing.assert_close(segment_alphas(10, spacing="inclusive"),
+                               torch.arange(10, dtype=torch.float64) / 9)
+    with pytest.raises(ValueError, match="spacing"):
+        segment_alphas(10, spacing="both")
+
+
 def test_gd_bouncing_in_a_1d_valley_closed_form():
-    # L = λθ²/2 with lr λ = 1.8: θ_{t+1} = −0.8 θ_t. The floor sits at α* = 1/1.8 = 5/9, which
-    # the K = 10 grid contains, so the grid minimum is exact: L* = 0 and the height above the
-    # floor is (L_t + L_{t+1})/2 = λθ_t²(1 + 0.64)/4. Consecutive gradients are antiparallel.
-    lam, lr, theta0 = 2.0, 0.9, 1.5
+    # L = λθ²/2 with lr λ = 11/6: θ_{t+1} = −(5/6) θ_t. The floor sits at α* = 6/11, which the
+    # paper's grid (10 points between the iterates, α = k/11) contains, so the grid minimum is
+    # exact: L* = 0 and the height above the floor is (L_t + L_{t+1})/2 = λθ_t²(1 + 25/36)/4.
+    # Consecutive gradients are antiparallel.
+    lam, lr, theta0 = 2.0, 11 / 12, 1.5
+    q = 5 / 6
     model = Landscape(quad(torch.tensor([[lam]], dtype=torch.float64)), [theta0])
-    walk = StepInterpolationCallback(Schedule.every(1), num_points=10)
+    walk = StepInterpolationCallback(Schedule.every(1))
     dyn = DynamicsCallback(Schedule.every(1))
     data = dummy_data()
     res = train(model, mean_out, data, torch.optim.SGD(model.parameters(), lr=lr), epochs=6,
                 batch_size=len(data.x_train), callbacks=[walk, dyn], progress=False)
     assert res.status == "finished" and len(walk.records) == 6
     for t, r in enumerate(walk.records):
-        th = theta0 * (-0.8) ** t
-        assert r.step == t and r.epoch == t + 1
+        th = theta0 * (-q) ** t
+        assert r.step == t and r.epoch == t + 1 and len(r.losses) == 12
         assert r.loss_start == pytest.approx(lam * th**2 / 2, rel=1e-12)
-        assert r.loss_end == pytest.approx(lam * (0.8 * th) ** 2 / 2, rel=1e-12)
-        assert r.valley_alpha == pytest.approx(5 / 9, abs=1e-12)
+        assert r.loss_end == pytest.approx(lam * (q * th) ** 2 / 2, rel=1e-12)
+        assert r.valley_alpha == pytest.approx(6 / 11, abs=1e-12)
         assert r.valley_loss == pytest.approx(0.0, abs=1e-12)
-        assert r.height_above_floor == pytest.approx(lam * th**2 * 1.64 / 4, rel=1e-10)
+        assert r.height_above_floor == pytest.approx(lam * th**2 * (1 + q * q) / 4, rel=1e-10)
         assert not r.barrier and r.barrier_height == 0.0
     cos = [v for _, v in res.history["grad_cosine"]]
     assert len(cos) == 5 and all(c == pytest.approx(-1.0, abs=1e-12) for c in cos)
     upd = dict(res.history["update_norm"])
-    assert upd[1] == pytest.approx(1.8 * theta0, rel=1e-12)
-    assert dict(res.history["dist_from_init"])[2] == pytest.approx(theta0 * (1 - 0.64), rel=1e-12)
+    assert upd[1] == pytest.approx((1 + q) * theta0, rel=1e-12)
+    assert dict(res.history["dist_from_init"])[2] == pytest.approx(theta0 * (1 - q * q),
+                                                                   rel=1e-12)
     # per-epoch table: one step per GD epoch, no barriers
     assert [s.barriers for s in walk.summary()] == [0] * 6
     assert [v for _, v in res.history["walk_epoch_barriers"]] == [0.0] * 6
@@ -101,7 +115,7 @@ def test_gd_in_a_2d_valley_floor_height_and_cosine_to_minus_one():
     theta = torch.tensor([0.01, 2.0], dtype=torch.float64)
     model = Landscape(quad(h), theta)
     data = dummy_data()
-    walk = StepInterpolationCallback(Schedule.every(1), num_points=10, refine=True)
+    walk = StepInterpolationCallback(Schedule.every(1), refine=True)
     dyn = DynamicsCallback(Schedule.every(1))
     res = train(model, mean_out, data, torch.optim.SGD(model.parameters(), lr=lr), epochs=60,
                 batch_size=len(data.x_train), callbacks=[walk, dyn], progress=False)
@@ -131,10 +145,10 @@ def test_gd_in_a_2d_valley_floor_height_and_cosine_to_minus_one():
 
 def test_double_well_1d_barrier_height():
     # L = (θ² − 1)²; θ from −1 to 1.2 crosses the barrier top θ = 0 (L = 1) at α = 1/2.2 = 5/11,
-    # on the K = 12 grid: height = 1 − max(L(−1), L(1.2)) = 1 − 0.44² = 0.8064.
+    # on the paper's grid (α = k/11): height = 1 − max(L(−1), L(1.2)) = 1 − 0.44² = 0.8064.
     model = Landscape(double_well_1d, [0.0])
     a, b = torch.tensor([-1.0], dtype=torch.float64), torch.tensor([1.2], dtype=torch.float64)
-    r = step_interpolation(model, mean_out, (torch.zeros(3, 1), torch.zeros(3)), a, b, 12)
+    r = step_interpolation(model, mean_out, (torch.zeros(3, 1), torch.zeros(3)), a, b)
     assert r.barrier
     assert r.barrier_height == pytest.approx(1 - 0.44**2, rel=1e-12)
     assert r.losses[5] == pytest.approx(1.0, rel=1e-12)
@@ -143,7 +157,7 @@ def test_double_well_1d_barrier_height():
     # staying inside one well: no barrier
     r2 = step_interpolation(model, mean_out, (torch.zeros(3, 1), torch.zeros(3)),
                             torch.tensor([0.8], dtype=torch.float64),
-                            torch.tensor([1.3], dtype=torch.float64), 12)
+                            torch.tensor([1.3], dtype=torch.float64))
     assert not r2.barrier and r2.barrier_height == 0.0
 
 
@@ -153,7 +167,8 @@ def test_double_well_2d_trajectory_crossing():
     model = Landscape(double_well_2d, [0.0, 0.0])
     pts = [torch.tensor(p, dtype=torch.float64) for p in ([-1.0, 0.5], [1.0, -0.5], [1.1, -0.2])]
     data = (torch.zeros(2, 1), torch.zeros(2))
-    recs = [step_interpolation(model, mean_out, data, pts[i], pts[i + 1], 11, step=i, epoch=1)
+    recs = [step_interpolation(model, mean_out, data, pts[i], pts[i + 1], 11,
+                               spacing="inclusive", step=i, epoch=1)
             for i in range(2)]
     assert recs[0].barrier and recs[0].barrier_height == pytest.approx(0.5, rel=1e-12)
     assert not recs[1].barrier
@@ -165,7 +180,7 @@ def test_double_well_2d_trajectory_crossing():
 
 
 def test_analyze_segment_tolerance_and_validation():
-    a = segment_alphas(5)
+    a = segment_alphas(3)
     flat = torch.tensor([1.0, 1.0 + 1e-9, 1.0 - 1e-9, 1.0 + 2e-9, 1.0], dtype=torch.float64)
     assert not analyze_segment(a, flat).barrier            # round-off is not a barrier
     assert analyze_segment(a, flat, rtol=0.0).barrier
@@ -177,7 +192,9 @@ def test_analyze_segment_tolerance_and_validation():
     with pytest.raises(ValueError, match="matching"):
         analyze_segment(a, [1.0, 2.0])
     with pytest.raises(ValueError, match="num_points"):
-        segment_alphas(1)
+        segment_alphas(0)
+    with pytest.raises(ValueError, match="num_points"):
+        segment_alphas(1, spacing="inclusive")
     epochs = summarize_epochs([StepInterpolation([0, 1], [1, 1], 1, 1, 0, 1, False, 0.0, 0.0,
                                                  epoch=e) for e in (2, 1, 2)])
     assert [(s.epoch, s.steps, s.barriers) for s in epochs] == [(1, 1, 0), (2, 2, 0)]

@@ -1,117 +1,257 @@
 """Analyses for Xing, Arpit, Tsirigotis & Bengio (2018), "A Walk with SGD": walk plots
-(Figs. 1-2), barrier tables (Tables 1-2) and the consecutive-gradient cosine grid (Fig. 4)."""
+(Figs. 1-2, §3.1), barriers and heights per epoch (Tables 1-2), the Hessian spectral norm in
+batch-norm train mode (Fig. 3) and the consecutive-gradient cosine against batch size and
+learning rate (Fig. 4, §3.2).
+
+Each analysis turns the recorded series into per-run numbers (stored in the run's summary so
+the report shows them), averages them over seeds per run group and checks the claims listed in
+the experiment file (``options.claims``, :func:`~sgdlab.experiments.procedures.common.check_claims`);
+``options.references`` adds constant pseudo-groups (``{"5% of steps": {metric: 0.05}}``) so a
+claim can compare a group with a stated threshold.
+"""
 from __future__ import annotations
 
 import math
-
 import numpy as np
 
 from sgdlab.experiments.analysis import Analysis, Conclusion
-from sgdlab.experiments.plots import curves
+from sgdlab.experiments.plots import curves, panels
 from sgdlab.experiments.procedures import StoredRun, register_analysis
-from sgdlab.experiments.procedures.common import by_group, check_claims, finite
-from sgdlab.experiments.procedures.jastrzebski import _spearman, clear_trend
-from sgdlab.report.tables import Table, mean_std
+from sgdlab.experiments.procedures.common import (by_group, check_claims, finite, mean_curve,
+                                                  summary_table, values_by_group, x_axis)
+from sgdlab.experiments.procedures.jastrzebski import CLEAR_TREND, _spearman, clear_trend
+from sgdlab.report.tables import Table
 
 
-def _mean_metric(r: StoredRun, name: str, after: int = 0) -> float:
-    v = [x for s, x in r.metrics.get(name, []) if s >= after and math.isfinite(x)]
+def _points(r: StoredRun, name: str, after: int = 0) -> list[tuple[int, float]]:
+    return [(s, x) for s, x in r.metrics.get(name, []) if s >= after and math.isfinite(x)]
+
+
+def _mean_after(r: StoredRun, name: str, after: int = 0) -> float:
+    v = [x for _, x in _points(r, name, after)]
     return float(np.mean(v)) if v else float("nan")
 
 
-def _epoch_barriers(r: StoredRun, epoch: int = 1) -> tuple[float, float]:
-    """(barriers crossed, steps interpolated) in ``epoch`` from the walk instrument's
-    per-epoch metrics."""
+def _value_at(r: StoredRun, name: str, step: int | None) -> float:
+    """The value logged at ``step`` (None: the last value); NaN when that step was not logged."""
+    pts = _points(r, name)
+    if not pts:
+        return float("nan")
+    if step is None:
+        return pts[-1][1]
+    return dict(pts).get(int(step), float("nan"))
+
+
+def rise_fraction(values: list[float]) -> float:
+    """Fraction of consecutive pairs in which the value goes up (0 for a monotone descent)."""
+    if len(values) < 2:
+        return float("nan")
+    return float(np.mean([b > a for a, b in zip(values, values[1:])]))
+
+
+def _epoch_row(r: StoredRun, epoch: int) -> dict[str, float]:
+    """The walk instrument's per-epoch numbers for ``epoch`` (1-based): steps, barriers,
+    mean height above the valley floor; NaN where the epoch was not interpolated."""
     ep = dict(r.metrics.get("walk_epoch", []))
-    bar = dict(r.metrics.get("walk_epoch_barriers", []))
-    st = dict(r.metrics.get("walk_epoch_steps", []))
     for s, e in ep.items():
         if int(e) == epoch:
-            return bar.get(s, float("nan")), st.get(s, float("nan"))
-    return float("nan"), float("nan")
+            return {k: dict(r.metrics.get(f"walk_epoch_{k}", [])).get(s, float("nan"))
+                    for k in ("steps", "barriers", "mean_height")}
+    return {"steps": float("nan"), "barriers": float("nan"), "mean_height": float("nan")}
 
 
+def _claims(spec, runs: list[StoredRun], metrics: list[str], key=None):
+    """Group, average the per-run ``metrics`` over seeds and check ``options.claims``."""
+    o = spec.options
+    groups = by_group(runs, key=key or (lambda r: r.group))
+    vals: dict[str, dict[str, float]] = values_by_group(groups, metrics)
+    for name, ref in (o.get("references") or {}).items():
+        vals[name] = {k: float(v) for k, v in ref.items()}
+    return groups, vals, check_claims(o.get("claims", []), vals)
+
+
+# --- Figs. 1-2: walk plots, GD vs SGD ----------------------------------------------------------
 @register_analysis("xing_walk")
 def xing_walk(spec, runs: list[StoredRun]) -> Analysis:
-    """Walk plots per run group (first seed), per-epoch barrier table, cosine summary.
-
-    Options: ``max_steps`` (crop of the walk panel), ``after_step`` (cosines averaged over
-    steps >= this, past the initial transient), ``gd`` / ``sgd`` (group labels whose
-    cosines are compared), ``max_barrier_fraction`` (what "few barriers" means, default 0.1)."""
+    """Walk plots per run group (first seed) and, per run: the mean consecutive-gradient cosine
+    over steps >= ``options.after_step`` (``grad_cosine_mean``), the distance from the
+    initialisation at step ``options.distance_at`` (``distance``, default the last step), the
+    fraction of steps on which the valley floor rises (``floor_rise_fraction``) and the
+    fraction of interpolated steps of epoch 1 that crossed a barrier
+    (``barrier_fraction_epoch1``). ``options.max_steps`` crops the walk panel."""
     from sgdlab.report.figures.walk import walk_epoch_table, walk_figure
 
     o = spec.options
-    groups = by_group(runs, key=lambda r: r.group)
-    first = {g: rs[0].metrics for g, rs in groups.items()}
-    fig = walk_figure(first, max_steps=o.get("max_steps"),
+    after = int(o.get("after_step", 0))
+    for r in runs:
+        floor = [x for _, x in _points(r, "walk_valley_loss")]
+        e1 = _epoch_row(r, 1)
+        r.summary.update({
+            "grad_cosine_mean": _mean_after(r, "grad_cosine", after),
+            "distance": _value_at(r, "dist_from_init", o.get("distance_at")),
+            "floor_rise_fraction": rise_fraction(floor),
+            "barrier_fraction_epoch1": (e1["barriers"] / e1["steps"]
+                                        if finite(e1["steps"]) and e1["steps"] > 0
+                                        else float("nan"))})
+    metrics = [("grad_cosine_mean", f"mean cos(g_t-1, g_t), steps ≥ {after}"),
+               ("distance", f"‖θ − θ₀‖ at step {o.get('distance_at', 'last')}"),
+               ("floor_rise_fraction", "fraction of steps the valley floor rises"),
+               ("barrier_fraction_epoch1", "barriers crossed / steps, epoch 1")]
+    groups, vals, concl = _claims(spec, runs, [m for m, _ in metrics])
+    summary = summary_table("walk_summary", groups, metrics,
+                            caption="mean and std over seeds")
+    fig = walk_figure({g: rs[0].metrics for g, rs in groups.items()},
+                      max_steps=o.get("max_steps"),
                       title=f"{spec.paper['author']} {spec.paper['figure']}")
     table = walk_epoch_table({f"{r.group} (seed {r.seed})": r.metrics for r in runs})
-    rows, vals = [], {}
-    after = int(o.get("after_step", 0))     # skip the initial transient (Xing plot it too)
-    for g, rs in groups.items():
-        cos = mean_std([_mean_metric(r, "grad_cosine", after) for r in rs])
-        b1 = [(_epoch_barriers(r, 1)) for r in rs]
-        frac = [b / s for b, s in b1 if finite(b) and finite(s) and s > 0]
-        bars_ = [b for b, _ in b1 if finite(b)]
-        rows.append([g, len(rs), cos[0], cos[1], float(np.mean(bars_)) if bars_ else None,
-                     float(np.mean(frac)) if frac else None])
-        vals[g] = {"grad_cosine": cos[0],
-                   "epoch1_barrier_fraction": float(np.mean(frac)) if frac else float("nan")}
-    summary = Table("walk_summary", ["run", "seeds", f"mean cos(g_t, g_t+1), steps ≥ {after}", "std",
-                                     "barriers in epoch 1", "fraction of steps"], rows,
-                    caption="consecutive-gradient cosine and barriers crossed in epoch 1")
-    concl = []
-    gd, sgd = o.get("gd"), o.get("sgd")
-    if gd in vals:
-        c = vals[gd]["grad_cosine"]
-        concl.append(Conclusion(
-            f"{gd}: mean cosine of consecutive gradients over steps ≥ {after} = {c:.3f}",
-            agrees_with_paper=finite(c) and c < float(o.get("gd_cosine_below", -0.5)),
-            claim="full-batch GD bounces between valley walls: consecutive gradients point in "
-                  "nearly opposite directions (cosine near −1)"))
-    if gd in vals and sgd in vals:
-        concl += check_claims([{"greater": [sgd, gd], "metric": "grad_cosine",
-                                "metric_name": "mean gradient cosine",
-                                "claim": "SGD's consecutive gradients are far less anti-aligned "
-                                         "than GD's"}], vals)
-    mb = float(o.get("max_barrier_fraction", 0.1))
-    for g in o.get("few_barriers", []):
-        if g in vals:
-            f = vals[g]["epoch1_barrier_fraction"]
-            concl.append(Conclusion(
-                f"{g}: barriers crossed on {f:.1%} of the interpolated steps of epoch 1",
-                agrees_with_paper=finite(f) and f <= mb,
-                claim=f"few or no barriers are crossed early in training (≤ {mb:.0%} of steps)"))
     return Analysis(tables=[summary, table], figures=[("walk", fig)], conclusions=concl)
+
+
+# --- Tables 1-2: barriers and height above the valley floor per epoch ---------------------------
+@register_analysis("xing_barriers")
+def xing_barriers(spec, runs: list[StoredRun]) -> Analysis:
+    """Per run and per epoch of ``options.epochs`` (1-based, the epochs the step interpolation
+    covered): ``barrier_fraction_epochE`` (barriers crossed / steps interpolated, Table 1) and
+    ``height_epochE`` (mean height above the valley floor, Table 2)."""
+    from sgdlab.report.figures.walk import walk_epoch_table
+
+    o = spec.options
+    epochs = [int(e) for e in o.get("epochs", [1])]
+    metrics: list[tuple[str, str]] = []
+    for e in epochs:
+        metrics += [(f"barriers_epoch{e}", f"barriers, epoch {e}"),
+                    (f"barrier_fraction_epoch{e}", f"barriers / steps, epoch {e}"),
+                    (f"height_epoch{e}", f"height above floor, epoch {e}")]
+    for r in runs:
+        for e in epochs:
+            row = _epoch_row(r, e)
+            r.summary[f"barriers_epoch{e}"] = row["barriers"]
+            r.summary[f"barrier_fraction_epoch{e}"] = (
+                row["barriers"] / row["steps"] if finite(row["steps"]) and row["steps"] > 0
+                else float("nan"))
+            r.summary[f"height_epoch{e}"] = row["mean_height"]
+    groups, vals, concl = _claims(spec, runs, [m for m, _ in metrics])
+    summary = summary_table("barriers_heights", groups, metrics,
+                            caption="per epoch, mean and std over seeds (Tables 1-2)")
+    series = {g: ([float(e) for e in epochs], [vals[g][f"height_epoch{e}"] for e in epochs],
+                  None) for g in groups}
+    fig = curves(series, xlabel="epoch", ylabel="mean height above the valley floor",
+                 markers=True, logy=True, title=f"{spec.paper['author']} {spec.paper['figure']}")
+    table = walk_epoch_table({f"{r.group} (seed {r.seed})": r.metrics for r in runs})
+    return Analysis(tables=[summary, table], figures=[("heights", fig)], conclusions=concl)
+
+
+# --- Fig. 3: Hessian spectral norm during training --------------------------------------------
+@register_analysis("xing_hessian_norm")
+def xing_hessian_norm(spec, runs: list[StoredRun]) -> Analysis:
+    """The Hessian spectral norm logged by the ``dynamics`` instrument, per batch-norm mode M
+    (``hess_norm_train`` / ``hess_norm_eval``). Per run, over the measurements after step 0
+    (the initialisation is not on SGD's path): ``hess_M_early`` (the first), ``hess_M_min``,
+    ``hess_M_last`` and ``hess_M_mean``; plus ``best_test_acc`` and ``test_acc``."""
+    o = spec.options
+    modes = [m for m in ("train", "eval") if any(f"hess_norm_{m}" in r.metrics for r in runs)]
+    metrics: list[tuple[str, str]] = []
+    for m in modes:
+        metrics += [(f"hess_{m}_early", f"‖H‖ first ({m} BN)"),
+                    (f"hess_{m}_min", f"‖H‖ min ({m} BN)"),
+                    (f"hess_{m}_last", f"‖H‖ last ({m} BN)"),
+                    (f"hess_{m}_mean", f"‖H‖ mean ({m} BN)")]
+    metrics += [("best_test_acc", "best validation accuracy"),
+                ("test_acc", "final validation accuracy")]
+    for r in runs:
+        for m in modes:
+            v = [x for _, x in _points(r, f"hess_norm_{m}", 1)]
+            r.summary.update({
+                f"hess_{m}_early": v[0] if v else float("nan"),
+                f"hess_{m}_min": min(v) if v else float("nan"),
+                f"hess_{m}_last": v[-1] if v else float("nan"),
+                f"hess_{m}_mean": float(np.mean(v)) if v else float("nan")})
+        acc = [x for _, x in _points(r, "test_acc")]
+        r.summary["best_test_acc"] = max(acc) if acc else float("nan")
+    groups, _, concl = _claims(spec, runs, [m for m, _ in metrics])
+    table = summary_table("hessian_norm", groups, metrics, caption="mean and std over seeds")
+    figs = []
+    for name in [f"hess_norm_{m}" for m in modes] + ["test_acc"]:
+        series = {}
+        for g, rs in groups.items():
+            steps, mean, std = mean_curve(rs, name)
+            if steps:
+                series[g] = (x_axis(rs[0], steps, "epoch"), mean, std if len(rs) > 1 else None)
+        figs.append((f"curve_{name}", curves(series, xlabel="epoch", ylabel=name,
+                                             title=f"{spec.paper['figure']}: {name}")))
+    return Analysis(tables=[table], figures=figs, conclusions=concl)
+
+
+# --- Fig. 4: consecutive-gradient cosine vs batch size and learning rate -----------------------
+def _setting(r: StoredRun) -> tuple[float, float]:
+    from sgdlab.experiments.procedures.jastrzebski import lr_and_batch
+
+    return lr_and_batch(r)
 
 
 @register_analysis("xing_cosine_grid")
 def xing_cosine_grid(spec, runs: list[StoredRun]) -> Analysis:
-    """Mean consecutive-gradient cosine per (lr, batch size): Fig. 4."""
-    from sgdlab.experiments.procedures.jastrzebski import lr_and_batch
+    """Two one-dimensional sweeps around (``options.fixed_lr``, ``options.fixed_batch``): the
+    batch size at the fixed learning rate and the learning rate at the fixed batch size (§3.2).
+    Per run: mean cosine of consecutive gradients over steps >= ``options.after_step``
+    (``grad_cosine_mean``) and the final distance from the initialisation (``distance``).
 
-    after = int(spec.options.get("after_step", 0))
-    groups = by_group(runs, key=lambda r: "lr={:g},B={:g}".format(*lr_and_batch(r)))
+    Checks: the cosine falls with the batch size (Spearman ρ <= −0.5) and so does the distance;
+    the learning rate leaves the cosine unchanged — an equivalence test (TOST, margin
+    ``options.lr_margin``) between the smallest and the largest learning rate of the sweep;
+    the rank correlation with the learning rate is reported too."""
+    o = spec.options
+    after = int(o.get("after_step", 0))
+    lr0, b0 = float(o["fixed_lr"]), float(o["fixed_batch"])
+    for r in runs:
+        r.summary["grad_cosine_mean"] = _mean_after(r, "grad_cosine", after)
+        r.summary["distance"] = _value_at(r, "dist_from_init", None)
+    groups = by_group(runs, key=lambda r: "lr={:g},B={:g}".format(*_setting(r)))
+    vals = values_by_group(groups, ["grad_cosine_mean", "distance"])
     rows = []
     for g, rs in groups.items():
-        lr, b = lr_and_batch(rs[0])
-        m, s = mean_std([_mean_metric(r, "grad_cosine", after) for r in rs])
-        rows.append([lr, int(b), m, s, len(rs)])
+        lr, b = _setting(rs[0])
+        v = vals[g]
+        rows.append([lr, int(b), v["grad_cosine_mean"], v.get("grad_cosine_mean__std", 0.0),
+                     v["distance"], len(rs), g])
     rows.sort(key=lambda r: (r[0], r[1]))
-    table = Table("cosine_grid", ["lr", "batch size", "mean cos(g_t, g_t+1)", "std", "seeds"],
-                  rows, caption=f"mean over steps ≥ {after} and seeds")
-    series = {}
-    for lr in sorted({r[0] for r in rows}):
-        pts = [r for r in rows if r[0] == lr]
-        series[f"lr={lr:g}"] = ([r[1] for r in pts], [r[2] for r in pts], None)
-    fig = curves(series, xlabel="batch size", ylabel="mean cos(g_t, g_{t+1})", logx=True,
-                 markers=True, title=f"{spec.paper['author']} {spec.paper['figure']}")
+    table = Table("cosine_grid", ["lr", "batch size", "mean cos(g_t-1, g_t)", "std",
+                                  "final ‖θ − θ₀‖", "seeds"], [r[:-1] for r in rows],
+                  caption=f"cosine: mean over steps ≥ {after}, then over seeds")
+    by_b = [r for r in rows if math.isclose(r[0], lr0)]
+    by_lr = [r for r in rows if math.isclose(r[1], b0)]
+    fig, (ax_b, ax_lr) = panels(2)
+    for ax, pts, col, name in ((ax_b, by_b, 1, "batch size"), (ax_lr, by_lr, 0, "learning rate")):
+        ax.errorbar([p[col] for p in pts], [p[2] for p in pts], yerr=[p[3] for p in pts],
+                    fmt="o-", ms=4)
+        ax.set_xscale("log")
+        ax.set_xlabel(name)
+        ax.set_ylabel("mean cos(g_t-1, g_t)")
+        ax.grid(alpha=0.3)
+    ax_b.set_title(f"lr = {lr0:g}", fontsize=9)
+    ax_lr.set_title(f"batch size = {b0:g}", fontsize=9)
+    fig.suptitle(f"{spec.paper['author']} {spec.paper['figure']}", fontsize=9)
+    fig.tight_layout()
     concl = []
-    for col, name in ((1, "batch size"), (0, "learning rate")):
-        rho = _spearman([r[col] for r in rows], [r[2] for r in rows])
+    for metric, col, what in (("grad_cosine_mean", 2, "gradient cosine"),
+                              ("distance", 4, "final distance from the initialisation")):
+        rho = _spearman([p[1] for p in by_b], [p[col] for p in by_b])
         concl.append(Conclusion(
-            f"gradient cosine vs {name}: Spearman ρ = {rho:.2f}",
+            f"{what} vs batch size at lr = {lr0:g}: Spearman ρ = {rho:.2f} over {len(by_b)} "
+            f"batch sizes (a clear trend needs |ρ| ≥ {CLEAR_TREND})",
             agrees_with_paper=clear_trend(rho, "negative"),
-            claim=f"a larger {name} makes consecutive gradients more anti-correlated",
-            evidence={"spearman": rho}))
+            claim=f"the {what} falls as the batch size grows", evidence={"spearman": rho}))
+    if len(by_lr) >= 2:
+        lo, hi = by_lr[0][-1], by_lr[-1][-1]
+        concl += check_claims([{
+            "equivalent": [lo, hi], "metric": "grad_cosine_mean",
+            "margin": float(o.get("lr_margin", 0.05)),
+            "metric_name": "mean gradient cosine",
+            "claim": "changing the learning rate (at a fixed batch size) does not change the "
+                     "cosine of consecutive gradients"}], vals)
+        rho = _spearman([p[0] for p in by_lr], [p[2] for p in by_lr])
+        concl.append(Conclusion(f"gradient cosine vs learning rate at B = {b0:g}: Spearman ρ "
+                                f"= {rho:.2f} over {len(by_lr)} learning rates",
+                                evidence={"spearman": rho}))
     return Analysis(tables=[table], figures=[("cosine_grid", fig)], conclusions=concl)
+

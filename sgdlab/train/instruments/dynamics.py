@@ -14,7 +14,11 @@ and on their own (sparser) schedules, on the training set or a fixed subset of i
 
 - ``full_grad_norm`` ‖∇L(θ_s)‖ (:func:`~sgdlab.measure.dynamics.full_batch_grad_norm`);
 - ``hess_norm_eval`` / ``hess_norm_train``: ‖∇²L(θ_s)‖₂ by Lanczos with batch norm in eval or
-  train mode (:func:`~sgdlab.measure.dynamics.hessian_spectral_norm`).
+  train mode (:func:`~sgdlab.measure.dynamics.hessian_spectral_norm`). Xing et al. (§3.1,
+  footnote 5) track it "in the train mode of batchnorm" because that is what SGD experiences:
+  ``eval_batch_size`` splits the evaluation set into batches of SGD's size, so each batch is
+  normalised with its own statistics as in training (the Hessian is that of the mean loss
+  over those batches).
 
 θ_0 is the model at ``on_train_begin`` of a fresh run (restored from ``state_dict`` on resume).
 """
@@ -45,18 +49,24 @@ class DynamicsCallback(Callback):
         hessian_bn_mode: "eval", "train" or "both".
         eval_subset: None: the whole training set; n: a fixed random subset of n examples
             (drawn with ``seed``) for the full-gradient and Hessian norms.
+        eval_batch_size: split that set into batches of this size (None: one batch); batch
+            norm in train mode then uses each batch's statistics.
         hessian_kw: passed to Lanczos (e.g. ``{"tol": 1e-3, "num_iter": 30}``).
     """
 
     def __init__(self, schedule: Schedule | None = None, *,
                  full_grad_schedule: Schedule | None = None,
                  hessian_schedule: Schedule | None = None, hessian_bn_mode: str = "eval",
-                 eval_subset: int | None = None, hessian_kw: dict | None = None, seed: int = 0):
+                 eval_subset: int | None = None, eval_batch_size: int | None = None,
+                 hessian_kw: dict | None = None, seed: int = 0):
         if hessian_bn_mode not in ("eval", "train", "both"):
             raise ValueError(f"Invalid hessian_bn_mode={hessian_bn_mode!r}: expected 'eval', "
                              "'train' or 'both'")
         if eval_subset is not None and eval_subset < 1:
             raise ValueError(f"Invalid eval_subset={eval_subset} (must be >= 1)")
+        if eval_batch_size is not None and eval_batch_size < 1:
+            raise ValueError(f"Invalid eval_batch_size={eval_batch_size} (must be >= 1)")
+        self.eval_batch_size = eval_batch_size
         self.schedule = schedule if schedule is not None else Schedule.every(1)
         self.full_grad_schedule = full_grad_schedule or Schedule.never()
         self.hessian_schedule = hessian_schedule or Schedule.never()
@@ -81,7 +91,10 @@ class DynamicsCallback(Callback):
 
     def _eval_data(self, ctx: TrainContext):
         if self._data is None:
-            self._data = train_subset(ctx.data, self.eval_subset, self.seed)
+            x, y = train_subset(ctx.data, self.eval_subset, self.seed)
+            b = self.eval_batch_size
+            self._data = (x, y) if b is None or b >= len(x) else [
+                (x[i : i + b], y[i : i + b]) for i in range(0, len(x), b)]
         return self._data
 
     def on_train_begin(self, ctx: TrainContext) -> None:
@@ -217,11 +230,16 @@ class DynamicsCallback(Callback):
 @register_instrument("dynamics")
 def dynamics_instrument(*, schedule: Schedule, full_grad_every: int | None = None,
                         hessian_every: int | None = None, hessian_bn_mode: str = "eval",
-                        eval_subset: int | None = None, seed: int = 0) -> Callback:
+                        eval_subset: int | None = None, eval_batch_size: int | None = None,
+                        hessian_tol: float | None = None, hessian_iter: int | None = None,
+                        seed: int = 0) -> Callback:
     """Gradient cosine, distances and norms every scheduled step; full-gradient and Hessian
-    norms every ``full_grad_every`` / ``hessian_every`` steps (None: never)."""
+    norms every ``full_grad_every`` / ``hessian_every`` steps (None: never), the latter by
+    Lanczos with relative tolerance ``hessian_tol`` and at most ``hessian_iter`` iterations."""
+    kw = {k: v for k, v in (("tol", hessian_tol), ("num_iter", hessian_iter)) if v is not None}
     return DynamicsCallback(
         schedule,
         full_grad_schedule=Schedule.every(full_grad_every) if full_grad_every else None,
         hessian_schedule=Schedule.every(hessian_every) if hessian_every else None,
-        hessian_bn_mode=hessian_bn_mode, eval_subset=eval_subset, seed=seed)
+        hessian_bn_mode=hessian_bn_mode, eval_subset=eval_subset,
+        eval_batch_size=eval_batch_size, hessian_kw=kw, seed=seed)

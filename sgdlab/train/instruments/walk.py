@@ -3,9 +3,13 @@
 :class:`StepInterpolationCallback` snapshots θ_t in ``on_step_begin`` of a chosen step t (the
 step counter *before* the update, so step 0 is the first update) and, in ``on_step_end``,
 evaluates :func:`sgdlab.measure.walk.step_interpolation` between the snapshot and θ_{t+1}.
-Metrics, logged at step t (the segment's start; the segment spans [t, t+1] in a walk plot):
+``epochs`` restricts the work to whole epochs (Xing et al.'s Tables 1-2 report epochs 1, 10, 25
+and 100). Metrics, logged at step t (the segment's start; the segment spans [t, t+1] in a walk
+plot):
 
-- ``walk_loss_k00`` … ``walk_loss_k{K−1}``: the losses at α = k/(K−1);
+- ``walk_loss_k00`` … ``walk_loss_k{M−1}``: the losses at the M evaluated points, uniform in α
+  from 0 to 1 (M = K + 2 with the default ``spacing="interior"``: the iterates and the K points
+  between them);
 - ``walk_valley_alpha``, ``walk_valley_loss``, ``walk_barrier`` (0/1), ``walk_barrier_height``,
   ``walk_height`` (height above the valley floor);
 
@@ -43,7 +47,11 @@ class StepInterpolationCallback(Callback):
 
     Args:
         schedule: which steps t to interpolate (on the step counter before the update).
-        num_points: K points on each segment, both iterates included (default 10).
+        num_points: K points on each segment (default 10): between the iterates with
+            ``spacing="interior"`` (Xing et al.), both iterates among them with "inclusive".
+        spacing: see :func:`sgdlab.measure.walk.segment_alphas`.
+        epochs: if given, only steps of these (1-based) epochs are interpolated (and the
+            schedule still has to select them).
         eval_data: None: the whole training set; an int n: a fixed random subset of n training
             examples (drawn once with ``seed``); or explicit data (a batch or batches).
         eval_batch_size: split the evaluation set into batches of this size (bounds memory).
@@ -54,11 +62,18 @@ class StepInterpolationCallback(Callback):
     """
 
     def __init__(self, schedule: Schedule | None = None, *, num_points: int = 10,
+                 spacing: str = "interior", epochs: list[int] | None = None,
                  eval_data: Any = None, eval_batch_size: int | None = None, bn_mode: str = "eval",
                  alpha_chunk: int | None = None, vectorize: bool | None = None,
                  rtol: float = 1e-4, atol: float = 0.0, refine: bool = False, seed: int = 0):
-        if num_points < 2:
-            raise ValueError(f"Invalid num_points={num_points} (need >= 2)")
+        self.alphas = segment_alphas(num_points, spacing=spacing)   # validates both
+        if len(self.alphas) < 3:
+            raise ValueError(f"Invalid num_points={num_points}: a barrier needs a point between "
+                             "the iterates")
+        if epochs is not None and (not isinstance(epochs, (list, tuple)) or any(
+                not isinstance(e, int) or isinstance(e, bool) or e < 1 for e in epochs)):
+            raise ValueError(f"Invalid epochs={epochs!r} (a list of 1-based epoch numbers)")
+        self.epochs = None if epochs is None else frozenset(epochs)
         if bn_mode not in ("eval", "train"):
             raise ValueError(f"Invalid bn_mode={bn_mode!r}: expected 'eval' or 'train'")
         if isinstance(eval_data, int) and eval_data < 1:
@@ -90,7 +105,9 @@ class StepInterpolationCallback(Callback):
         self._data = self._resolve_data(ctx)
 
     def on_step_begin(self, ctx: TrainContext) -> None:
-        self._theta_t = params_vector(ctx.model) if self.should_run(ctx.step) else None
+        wanted = self.should_run(ctx.step) and (self.epochs is None
+                                                or ctx.epoch + 1 in self.epochs)
+        self._theta_t = params_vector(ctx.model) if wanted else None
 
     def on_step_end(self, ctx: TrainContext) -> None:
         if self._theta_t is None:
@@ -98,7 +115,7 @@ class StepInterpolationCallback(Callback):
         t0 = time.perf_counter()
         if self._data is None:
             self._data = self._resolve_data(ctx)
-        alphas = segment_alphas(self.num_points)
+        alphas = self.alphas
         kw = dict(self.kw)
         losses = segment_losses(ctx.model, ctx.loss_fn, self._data, self._theta_t,
                                 params_vector(ctx.model), alphas, bn_mode=kw.pop("bn_mode"),
@@ -143,11 +160,13 @@ class StepInterpolationCallback(Callback):
 
 @register_instrument("step_interpolation")
 def step_interpolation_instrument(*, schedule: Schedule, num_points: int = 10,
+                                  spacing: str = "interior", epochs: list[int] | None = None,
                                   eval_subset: int | None = None,
                                   eval_batch_size: int | None = None, bn_mode: str = "eval",
                                   rtol: float = 1e-4, refine: bool = False,
                                   seed: int = 0) -> Callback:
     """Xing et al.'s step interpolation (K points between θ_t and θ_{t+1}) by name."""
-    return StepInterpolationCallback(schedule, num_points=num_points, eval_data=eval_subset,
+    return StepInterpolationCallback(schedule, num_points=num_points, spacing=spacing,
+                                     epochs=epochs, eval_data=eval_subset,
                                      eval_batch_size=eval_batch_size, bn_mode=bn_mode,
                                      rtol=rtol, refine=refine, seed=seed)

@@ -1,0 +1,115 @@
+"""The Xing and Jastrzebski analyses on synthetic stored runs with known answers: what they
+compute from the series and which verdicts the claims get."""
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from sgdlab.experiments.procedures import StoredRun
+from sgdlab.experiments.procedures.jastrzebski import breakdown, curve_gap, interpolation
+from sgdlab.experiments.procedures.xing import rise_fraction, xing_cosine_grid, xing_walk
+
+PAPER = {"author": "X", "figure": "Fig. 0"}
+
+
+def run(label, seed, params=None, metrics=None, data=None, summary=None, status="finished"):
+    return StoredRun(key=f"{label}-{seed}", run_id=f"{label}-{seed}", label=label, seed=seed,
+                     params=params or {}, status=status, summary=dict(summary or {}),
+                     metrics=metrics or {}, data=data or {})
+
+
+def test_rise_fraction_and_curve_gap():
+    assert rise_fraction([3.0, 2.0, 1.0]) == 0.0
+    assert rise_fraction([1.0, 2.0, 1.0, 2.0]) == pytest.approx(2 / 3)
+    a = run("a", 0, metrics={"test_acc": [(0, 0.1), (10, 0.5), (20, 0.7)]})
+    b = run("b", 0, metrics={"test_acc": [(0, 0.1), (40, 0.6), (80, 0.6)]})
+    assert curve_gap(a, b, "test_acc") == pytest.approx(0.1)      # the start is not compared
+
+
+def test_walk_claims_on_cosines_distance_and_floor():
+    def walk_run(label, seed, cos, floor, dist):
+        return run(label, seed, metrics={
+            "grad_cosine": [(s, cos) for s in range(2, 41)],
+            "walk_valley_loss": list(enumerate(floor)),
+            "dist_from_init": [(40, dist)]})
+    gd_floor = list(np.linspace(2.0, 1.0, 40))                     # monotone descent
+    sgd_floor = [2.0 - 0.02 * t + (0.05 if t % 2 else 0.0) for t in range(40)]
+    runs = [walk_run("gd", s, -0.9 - 0.01 * s, gd_floor, 1.0) for s in (0, 1)] + \
+           [walk_run("sgd", s, -0.2 - 0.01 * s, sgd_floor, 2.0) for s in (0, 1)]
+    spec = SimpleNamespace(paper=PAPER, options={
+        "after_step": 20, "distance_at": 40, "references": {"-0.5": {"grad_cosine_mean": -0.5}},
+        "claims": [{"less": ["gd", "-0.5"], "metric": "grad_cosine_mean"},
+                   {"greater": ["sgd", "gd"], "metric": "grad_cosine_mean"},
+                   {"greater": ["sgd", "gd"], "metric": "distance"},
+                   {"greater": ["sgd", "gd"], "metric": "floor_rise_fraction"}]})
+    res = xing_walk(spec, runs)
+    assert [c.agrees_with_paper for c in res.conclusions] == [True, True, True, True]
+    assert runs[0].summary["floor_rise_fraction"] == 0.0
+    assert runs[2].summary["floor_rise_fraction"] == pytest.approx(20 / 39)
+
+
+def test_cosine_grid_batch_trend_and_learning_rate_equivalence():
+    def r(label, lr, b, cos, seed):
+        return run(label, seed, params={"optimizer": {"lr": lr}, "batch_size": b},
+                   metrics={"grad_cosine": [(s, cos) for s in range(1, 50)],
+                            "dist_from_init": [(49, 10.0 / b)]})
+    runs = []
+    for seed, jitter in ((0, 0.0), (1, 0.004)):
+        runs += [r(f"B{b}", 0.1, b, -0.1 * np.log2(b / 25) + jitter, seed)
+                 for b in (25, 50, 100, 200)]
+        runs += [r(f"lr{lr}", lr, 100, -0.2 + 0.01 * np.log2(lr / 0.1) + jitter, seed)
+                 for lr in (0.05, 0.2)]
+    spec = SimpleNamespace(paper=PAPER, options={"fixed_lr": 0.1, "fixed_batch": 100,
+                                                 "after_step": 0, "lr_margin": 0.05})
+    c = xing_cosine_grid(spec, runs).conclusions
+    assert c[0].agrees_with_paper is True and "ρ = -1.00" in c[0].text     # cosine vs B
+    assert c[1].agrees_with_paper is True                                  # distance vs B
+    assert c[2].agrees_with_paper is True and "equivalent" in c[2].text    # lr: within 0.05
+    assert c[3].agrees_with_paper is None                                  # descriptive
+
+
+def test_breakdown_equivalence_departure_and_dataset_size():
+    def r(n, beta, seed, best, status="finished"):
+        return run(f"beta{beta}|n_train={n}", seed, status=status,
+                   params={"optimizer": {"lr": 0.1 * beta}, "batch_size": 50 * beta,
+                           "dataset": {"n_train": n}},
+                   metrics={"test_acc": [(0, 0.1), (10, best - 0.05), (20, best)]})
+    runs = []
+    for seed, e in ((0, 0.0), (1, 0.001), (2, -0.001)):
+        runs += [r(4000, 1, seed, 0.95 + e), r(4000, 2, seed, 0.951 + e),
+                 r(4000, 16, seed, 0.90 + e),
+                 r(800, 1, seed, 0.90 + e), r(800, 2, seed, 0.90 + e),
+                 r(800, 16, seed, 0.70 + e, status="diverged" if seed == 0 else "finished")]
+    spec = SimpleNamespace(paper=PAPER, options={"metric": "test_acc", "margin": 0.01})
+    c = breakdown(spec, runs).conclusions
+    assert len(c) == 5
+    assert c[0].agrees_with_paper is True and "equivalent" in c[0].text   # n=4000, β=2
+    assert c[1].agrees_with_paper is True and "not equivalent" in c[1].text  # β=16 departs
+    assert c[2].agrees_with_paper is True                                  # n=800, β=2
+    assert c[3].agrees_with_paper is True and "diverged" in c[3].text
+    assert c[4].agrees_with_paper is True                                  # 0.2 > 0.05
+
+
+def test_interpolation_outward_basin_widths():
+    a = np.linspace(-1, 2, 301)
+
+    def interp(label, seed, c_a, c_b):
+        # two parabolic basins, curvature c_a at α = 0 and c_b at α = 1, a hump between them
+        loss = np.where(a < 0.5, 0.5 * c_a * a ** 2, 0.5 * c_b * (a - 1) ** 2)
+        return run(label, seed, params={"between": ["A", "B"]},
+                   data={"alphas": a.tolist(), "train_loss": loss.tolist(),
+                         "train_acc": [1.0] * len(a), "test_loss": [], "test_acc": [],
+                         "bn_stats": "none"},
+                   summary={"distance": 2.0})
+    runs = [interp("different", s, 4.0, 25.0) for s in (0, 1)] + \
+           [interp("equal", s, 4.0, 4.0 * (1 + 0.01 * s)) for s in (0, 1)]
+    spec = SimpleNamespace(paper=PAPER, options={"rise": 0.5, "claims": [
+        {"greater": ["different", "different"], "metric": "width_A", "metric_b": "width_B"},
+        {"equivalent": ["equal", "equal"], "metric": "log_width_A", "metric_b": "log_width_B",
+         "margin": 0.223}]})
+    res = interpolation(spec, runs)
+    assert runs[0].summary["width_A"] == pytest.approx(0.5, abs=0.01)     # √(2·0.5/4)
+    assert runs[0].summary["width_B"] == pytest.approx(0.2, abs=0.01)     # √(2·0.5/25)
+    assert [c.agrees_with_paper for c in res.conclusions] == [True, True]

@@ -1,0 +1,79 @@
+"""Xing et al.'s instruments: interpolation restricted to chosen epochs (Tables 1-2) and the
+Hessian spectral norm with batch norm in train mode on SGD-sized batches (Fig. 3, fn. 5)."""
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+from sgdlab.data.base import Dataset
+from sgdlab.operators.params import params_vector
+from sgdlab.testing import flat_loss
+from sgdlab.train.callbacks import Schedule
+from sgdlab.train.instruments import build_instrument
+from sgdlab.train.instruments.dynamics import DynamicsCallback
+from sgdlab.train.loop import train
+
+
+def _data(n=12, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, 3, generator=g, dtype=torch.float64)
+    y = torch.randint(0, 2, (n,), generator=g)
+    return Dataset(x, y, x[:4].clone(), y[:4].clone(),
+                   {"name": "tiny", "task": "classification", "num_outputs": 2})
+
+
+def _bn_model():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4), nn.Tanh(), nn.Linear(4, 2)).double()
+
+
+def test_step_interpolation_only_in_the_chosen_epochs():
+    data = _data()
+    model = _bn_model()
+    walk = build_instrument("step_interpolation", schedule=Schedule.every(1), epochs=[2, 4])
+    res = train(model, nn.CrossEntropyLoss(), data, torch.optim.SGD(model.parameters(), lr=0.1),
+                epochs=4, batch_size=4, callbacks=[walk], progress=False)
+    assert res.status == "finished"
+    assert sorted({r.epoch for r in walk.records}) == [2, 4]
+    assert [r.step for r in walk.records] == [3, 4, 5, 9, 10, 11]     # 3 updates per epoch
+    assert all(len(r.losses) == 12 for r in walk.records)             # 10 points + 2 iterates
+    assert [v for _, v in res.history["walk_epoch"]] == [2.0, 4.0]
+    assert [v for _, v in res.history["walk_epoch_steps"]] == [3.0, 3.0]
+    with pytest.raises(ValueError, match="epochs"):
+        build_instrument("step_interpolation", schedule=Schedule.every(1), epochs=[0])
+
+
+def test_train_mode_hessian_uses_the_statistics_of_each_batch():
+    # train-mode BN on batches of 4: L(θ) = (1/3) Σ_b ℓ_b(θ) with each batch normalised by its
+    # own mean and variance; its Hessian is the mean of the per-batch dense Hessians
+    data = _data()
+    model = _bn_model()
+    loss_fn = nn.CrossEntropyLoss()
+    ref_model = copy.deepcopy(model).train()
+
+    def dense(x, y):
+        # torch.autograd.functional: torch.func's jacrev(jacrev) of a train-mode batch norm
+        # differs from double backward (torch 2.13), so it cannot serve as the reference here
+        return torch.autograd.functional.hessian(flat_loss(ref_model, loss_fn, (x, y)),
+                                                 params_vector(ref_model))
+
+    hs = [dense(data.x_train[i:i + 4], data.y_train[i:i + 4]) for i in range(0, 12, 4)]
+    expected = float(torch.linalg.eigvalsh(sum(hs) / 3).abs().max())
+    whole = float(torch.linalg.eigvalsh(dense(data.x_train, data.y_train)).abs().max())
+    assert abs(whole - expected) > 1e-3 * expected     # the batch size matters in train mode
+
+    dyn = DynamicsCallback(Schedule.never(), hessian_schedule=Schedule.at([0]),
+                           hessian_bn_mode="both", eval_batch_size=4,
+                           hessian_kw={"tol": 1e-10, "num_iter": 60})
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    res = train(model, loss_fn, data, torch.optim.SGD(model.parameters(), lr=0.0),
+                epochs=1, batch_size=12, callbacks=[dyn], progress=False)
+    (step, got), = res.history["hess_norm_train"]
+    assert step == 0 and got == pytest.approx(expected, rel=1e-6)
+    assert "hess_norm_eval" in res.history
+    for k, v in model.state_dict().items():           # lr 0: only the buffers could move
+        if "running" not in k and "num_batches" not in k:
+            torch.testing.assert_close(v, before[k])
