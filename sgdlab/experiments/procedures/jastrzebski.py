@@ -201,16 +201,22 @@ def equal_ratio(spec, runs: list[StoredRun]) -> Analysis:
                      v["late"], len(rs)])
     table = Table("equal_ratio", ["run", "lr", "batch size", f"mean {metric} over the curve",
                                   "std", f"{metric} (last {k})", "seeds"], rows)
+    figs = epoch_curves(spec, groups, o.get("curves", [metric, "train_loss"]))
+    return Analysis(tables=[table], figures=figs, conclusions=check_claims(o.get("claims"), vals))
+
+
+def epoch_curves(spec, groups, names: list[str]) -> list[tuple[str, Any]]:
+    """One figure per metric series: the mean over seeds per group against epochs (± std)."""
     figs = []
-    for mname in o.get("curves", [metric, "train_loss"]):
+    for name in names:
         series = {}
         for g, rs in groups.items():
-            steps, mean, std = mean_curve(rs, mname)
+            steps, mean, std = mean_curve(rs, name)
             if steps:
                 series[g] = (x_axis(rs[0], steps, "epoch"), mean, std if len(rs) > 1 else None)
-        figs.append((f"curve_{mname}", curves(series, xlabel="epoch", ylabel=mname,
-                                               title=f"{spec.paper['figure']}: {mname}")))
-    return Analysis(tables=[table], figures=figs, conclusions=check_claims(o.get("claims"), vals))
+        figs.append((f"curve_{name}", curves(series, xlabel="epoch", ylabel=name,
+                                             title=f"{spec.paper['figure']}: {name}")))
+    return figs
 
 
 # --- model interpolation (Fig. 4) -------------------------------------------------------------

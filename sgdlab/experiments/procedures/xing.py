@@ -17,9 +17,10 @@ import numpy as np
 from sgdlab.experiments.analysis import Analysis, Conclusion
 from sgdlab.experiments.plots import curves, panels
 from sgdlab.experiments.procedures import StoredRun, register_analysis
-from sgdlab.experiments.procedures.common import (by_group, check_claims, finite, mean_curve,
-                                                  summary_table, values_by_group, x_axis)
-from sgdlab.experiments.procedures.jastrzebski import CLEAR_TREND, _spearman, clear_trend
+from sgdlab.experiments.procedures.common import (by_group, check_claims, finite, summary_table,
+                                                  values_by_group)
+from sgdlab.experiments.procedures.jastrzebski import (CLEAR_TREND, _spearman, clear_trend,
+                                                       epoch_curves)
 from sgdlab.report.tables import Table
 
 
@@ -170,15 +171,7 @@ def xing_hessian_norm(spec, runs: list[StoredRun]) -> Analysis:
         r.summary["best_test_acc"] = max(acc) if acc else float("nan")
     groups, _, concl = _claims(spec, runs, [m for m, _ in metrics])
     table = summary_table("hessian_norm", groups, metrics, caption="mean and std over seeds")
-    figs = []
-    for name in [f"hess_norm_{m}" for m in modes] + ["test_acc"]:
-        series = {}
-        for g, rs in groups.items():
-            steps, mean, std = mean_curve(rs, name)
-            if steps:
-                series[g] = (x_axis(rs[0], steps, "epoch"), mean, std if len(rs) > 1 else None)
-        figs.append((f"curve_{name}", curves(series, xlabel="epoch", ylabel=name,
-                                             title=f"{spec.paper['figure']}: {name}")))
+    figs = epoch_curves(spec, groups, [f"hess_norm_{m}" for m in modes] + ["test_acc"])
     return Analysis(tables=[table], figures=figs, conclusions=concl)
 
 

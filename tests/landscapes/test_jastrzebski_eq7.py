@@ -1,0 +1,20 @@
+"""Jastrzebski et al. (2018) eq. (7), E(l) = (η/4S) Tr H, with H the Hessian of the loss: the
+paper prints the quadratic without its ½, which eqs. (6)-(7) need; the trace is that of ∇²L."""
+import pytest
+import torch
+
+from sgdlab.landscapes.quadratic import Quadratic
+
+
+def test_eq7_trace_is_the_trace_of_the_loss_hessian():
+    h = torch.tensor([[2.0, 0.3], [0.3, 0.5]], dtype=torch.float64)
+    q = Quadratic(h, num_samples=30, seed=2)
+    theta = torch.tensor([0.4, -1.0], dtype=torch.float64)
+    hess = torch.autograd.functional.hessian(lambda t: q.loss(t), theta)
+    torch.testing.assert_close(hess, h)                     # L = ½ (θ−θ*)ᵀ H (θ−θ*) + const
+    for lr, s in ((0.1, 2), (0.05, 8)):
+        assert q.stationary_excess_loss(lr, s) == pytest.approx(lr / (4 * s) * float(
+            torch.trace(hess)), rel=1e-10)
+        # the OU covariance of eq. (6)-(7) is (η/2S) I when C = H
+        torch.testing.assert_close(q.sde_stationary_covariance(lr, s),
+                                   lr / (2 * s) * torch.eye(2, dtype=torch.float64))
