@@ -113,3 +113,18 @@ def test_interpolation_outward_basin_widths():
     assert runs[0].summary["width_A"] == pytest.approx(0.5, abs=0.01)     # √(2·0.5/4)
     assert runs[0].summary["width_B"] == pytest.approx(0.2, abs=0.01)     # √(2·0.5/25)
     assert [c.agrees_with_paper for c in res.conclusions] == [True, True]
+
+
+def test_measurement_subset_with_a_seed_is_random_and_fixed():
+    import torch
+
+    from sgdlab.experiments.procedures.measures import measurement_data
+
+    ds = SimpleNamespace(x_train=torch.arange(100.0)[:, None],
+                         y_train=torch.arange(100) // 10)          # stored sorted by class
+    first = measurement_data(ds, {"kind": "hessian_top", "samples": 20})
+    assert first[1].unique().tolist() == [0, 1]
+    a = measurement_data(ds, {"kind": "hessian_top", "samples": 20, "sample_seed": 0})
+    b = measurement_data(ds, {"kind": "hessian_top", "samples": 20, "sample_seed": 0})
+    assert torch.equal(a[0], b[0]) and len(a[1].unique()) > 5
+    assert torch.equal(a[0][:, 0].long() // 10, a[1])              # pairs kept together

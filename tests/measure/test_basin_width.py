@@ -40,6 +40,12 @@ def test_linear_crossing_is_exact_between_grid_points():
     assert w.width == pytest.approx(0.875) and w.closed and w.level == 1.5
 
 
+def test_float32_grids_find_their_ends():
+    a = torch.linspace(-1.0, 2.0, 121)              # float32: α = 0 is off by ~1e-8
+    w = basin_width(a, (a.double() ** 2), 0.0, 0.25, side="left")
+    assert w.closed and w.width == pytest.approx(0.5, abs=1e-6)
+
+
 def test_open_side_and_bad_input():
     a = [-1.0, 0.0, 1.0]
     w = basin_width(a, [0.1, 0.0, 0.2], 0.0, 0.5)

@@ -229,7 +229,10 @@ class InterpolateProcedure(Procedure):
     same experiment (``between: [A, B]``, which the run must also list in ``depends``), through
     ``sgdlab.measure.interpolation.interpolate_models`` (batch-norm statistics recomputed).
     Params: ``dataset``, ``model``, ``loss``, ``dtype``, ``data_seed`` as in ``train``;
-    ``alphas: {start, stop, num}``; ``samples`` (train/test subset size)."""
+    ``alphas: {start, stop, num}``; ``samples``: the size of a fixed random subset (drawn with
+    ``data_seed``) of the training and of the test set, on which the batch-norm statistics are
+    recomputed and the losses evaluated (a random subset, not the first examples: some
+    datasets are stored sorted by class)."""
 
     allowed = {"dataset", "data_seed", "model", "loss", "dtype", "between", "alphas",
                "samples", "bn_stats"}
@@ -253,11 +256,18 @@ class InterpolateProcedure(Procedure):
 
         al = p.get("alphas", {"start": -1.0, "stop": 2.0, "num": 31})
         n = p.get("samples")
-        sl = slice(None) if n is None else slice(0, int(n))
-        curve = interpolate_models(model_a, model_b, loss_fn,
-                                   (ds.x_train[sl], ds.y_train[sl]),
-                                   (ds.x_test[sl], ds.y_test[sl]),
-                                   torch.linspace(al["start"], al["stop"], al["num"]),
+        g = torch.Generator().manual_seed(int(p.get("data_seed", 0)))
+
+        def subset(x, y):
+            if n is None or int(n) >= len(x):
+                return x, y
+            idx = torch.randperm(len(x), generator=g)[: int(n)]
+            return x[idx], y[idx]
+
+        curve = interpolate_models(model_a, model_b, loss_fn, subset(ds.x_train, ds.y_train),
+                                   subset(ds.x_test, ds.y_test),
+                                   torch.linspace(al["start"], al["stop"], al["num"],
+                                                  dtype=torch.float64),
                                    bn_stats=p.get("bn_stats", "recompute"))
         c = curve.to_dict()
         a = c["alphas"]

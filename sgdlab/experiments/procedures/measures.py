@@ -9,8 +9,10 @@ Two kinds:
   only at the end of training.
 
 ``samples: n`` evaluates on the first n training examples (a fixed subset, so values are
-comparable across steps); default: the whole training set. Nothing is computed here: every
-quantity comes from ``sgdlab.measure``.
+comparable across steps); default: the whole training set. With ``sample_seed: s`` the n
+examples are a fixed random subset drawn with seed s instead — needed where the data are
+stored sorted by class (``mnist_small``'s first 400 training images are all zeros). Nothing
+is computed here: every quantity comes from ``sgdlab.measure``.
 """
 from __future__ import annotations
 
@@ -29,7 +31,7 @@ ArrayM = Callable[..., tuple[dict[str, Any], dict[str, Any]]]
 
 SCALARS: dict[str, tuple[Scalar, set[str]]] = {}
 ARRAYS: dict[str, tuple[ArrayM, set[str]]] = {}
-_COMMON = {"kind", "every", "samples", "at_epochs", "split"}
+_COMMON = {"kind", "every", "samples", "sample_seed", "at_epochs", "split"}
 
 
 def scalar(name: str, options: set[str] = frozenset()):
@@ -71,7 +73,11 @@ def _opts(m: dict[str, Any]) -> dict[str, Any]:
 def measurement_data(ds, m: dict[str, Any], device=None) -> tuple[Tensor, Tensor]:
     x, y = (ds.x_test, ds.y_test) if m.get("split") == "test" else (ds.x_train, ds.y_train)
     n = m.get("samples")
-    if n is not None:
+    if n is not None and m.get("sample_seed") is not None:
+        g = torch.Generator().manual_seed(int(m["sample_seed"]))
+        idx = torch.randperm(len(x), generator=g)[: int(n)]
+        x, y = x[idx], y[idx]
+    elif n is not None:
         x, y = x[: int(n)], y[: int(n)]
     if device is not None:
         x, y = x.to(device), y.to(device)
