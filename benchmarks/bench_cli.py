@@ -46,7 +46,8 @@ def run() -> dict[str, float | None]:
         _child(args)
         times = [_child(args) for _ in range(REPEATS)]
         cpu[name] = statistics.median(t for t, _ in times)
-        print(f"{name:<16} CPU {cpu[name]:.3f} s, wall {statistics.median(w for _, w in times):.3f} s")
+        wall = statistics.median(w for _, w in times)
+        print(f"{name:<16} CPU {cpu[name]:.3f} s, wall {wall:.3f} s")
     return {"cli_startup_seconds": max(cpu["sgdlab --help"], cpu["sgdlab list"])}
 
 

@@ -48,7 +48,8 @@ def _run(args: argparse.Namespace) -> int:
         print(f"conclusions ({SMOKE}):")
     for c in res.results.get("conclusions", []):
         words, kind = verdict(c, res.results.get("scale"))
-        tag = "" if smoke else f"[{ {'agree': 'agrees', 'disagree': 'DISAGREES'}.get(kind, words)}] "
+        label = {"agree": "agrees", "disagree": "DISAGREES"}.get(kind, words)
+        tag = "" if smoke else f"[{label}] "
         print(f"  - {tag}{c['text']}")
     if res.sweep.failed:
         print(f"{len(res.sweep.failed)} runs failed (first: {res.sweep.failed[0][0]}: "

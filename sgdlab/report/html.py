@@ -66,7 +66,8 @@ def _img(path: Path, alt: str) -> tuple[str, bool]:
 def conclusions_html(results: dict[str, Any]) -> str:
     items = []
     for c in results.get("conclusions", []):
-        claim = f"<br><span class='note'>paper: {html.escape(c['claim'])}</span>" if c.get("claim") else ""
+        claim = (f"<br><span class='note'>paper: {html.escape(c['claim'])}</span>"
+                 if c.get("claim") else "")
         words, kind = verdict(c, results.get("scale"))
         items.append(f"<li>{html.escape(c['text'])} — <span class='{kind}'>"
                      f"{html.escape(words)}</span>{claim}</li>")
@@ -77,8 +78,8 @@ def figures_html(results: dict[str, Any], base_dir: Path) -> str:
     parts = []
     for f in results.get("figures", []):
         img, wide = _img(base_dir / f["png"], f["name"])
-        parts.append(f"<div class='fig{' wide' if wide else ''}'>{img}"
-                     f"<p>{html.escape(f['name'])} (<code>{html.escape(f['svg'])}</code>)</p></div>")
+        parts.append(f"<div class='fig{' wide' if wide else ''}'>{img}<p>"
+                     f"{html.escape(f['name'])} (<code>{html.escape(f['svg'])}</code>)</p></div>")
     return "".join(parts) or "<p>No figures.</p>"
 
 

@@ -7,7 +7,8 @@ import jsonschema
 import pytest
 
 from sgdlab.cli.main import main
-from sgdlab.config import apply_overrides, json_schema, load_config, packaged_configs, validate_config
+from sgdlab.config import (apply_overrides, json_schema, load_config, packaged_configs,
+                           validate_config)
 from sgdlab.errors import ConfigError
 
 
