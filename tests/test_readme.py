@@ -55,7 +55,7 @@ def test_readme_python_snippets_run_in_order(tmp_path, monkeypatch):
                      {"__name__": "__main__"})
             ran.append(out.getvalue())
             if "hessian_top_eigenvalue(" in text:  # the README's `sgdlab measure` comes next
-                cli("measure", train_id, "--what", "hessian,noise", "--subset", "64",
+                cli("measure", train_id, "--what", "hessian", "--subset", "64",
                     "--probes", "5", "--k", "2", "--out", "measured")
     assert len(ran) == 4, "README python blocks"
     assert ran[0].startswith("finished ")

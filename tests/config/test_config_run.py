@@ -62,6 +62,8 @@ def test_packaged_default_validates_with_defaults_filled():
     ("loss=hinge", "loss: must be one of auto, cross_entropy, mse, got 'hinge'"),
     ("trian.epochs=1", "trian: unknown key (did you mean train?)"),
     ("measure=[{name: no_such_instrument}]", "measure[0].name: unknown instrument"),
+    ("measure=[{name: trajectory, every_steps: 5}]",
+     "measure[0].path: required by instrument 'trajectory'"),
     ("store.path=3", "store.path: must be a string, got 3"),
 ])
 def test_bad_values_name_their_key(override, message):

@@ -145,6 +145,8 @@ class TrainProcedure(Procedure):
         from sgdlab.config.run import validate_section
 
         for i, m in enumerate(params.get("measure", []) or []):
+            if isinstance(m, dict) and m.get("name") == "trajectory" and "path" not in m:
+                m = {**m, "path": TRAJECTORY_FILE}  # run() records into the artifact directory
             validate_section("measure", m, path=f"{where}: measure[{i}]")
         for i, m in enumerate(params.get("final", []) or []):
             validate_measure(m, f"{where}: final[{i}]", final=True)
@@ -182,7 +184,7 @@ class TrainProcedure(Procedure):
                  for m in p.get("measure", []) or []]
         callbacks = build_measure(items, total)
         if p.get("switch"):
-            from sgdlab.optim.switch import SwitchCallback   # H5: RMSProp-then-SGD
+            from sgdlab.optim.switch import SwitchCallback   # Zhu et al.: RMSProp-then-SGD
 
             sw = dict(p["switch"]["optimizer"])
             callbacks.append(SwitchCallback(at_step=int(p["switch"]["at_step"]),
