@@ -26,8 +26,9 @@ from sgdlab.errors import ConfigError
 from sgdlab.experiments.analysis import Analysis, Conclusion
 from sgdlab.experiments.plots import curves
 from sgdlab.experiments.procedures import StoredRun, register_analysis
-from sgdlab.experiments.procedures.common import (by_group, check_claims, mean_curve,
-                                                  summary_table, values_by_group, x_axis)
+from sgdlab.experiments.procedures.common import (by_group, check_claims, claim_metrics,
+                                                  mean_curve, summary_table, values_by_group,
+                                                  x_axis)
 from sgdlab.experiments.spec import get_dotted
 
 DEFAULT_TABLE = [["train_loss", "train loss"], ["test_loss", "test loss"],
@@ -93,7 +94,7 @@ def compare_groups(spec, runs: list[StoredRun]) -> Analysis:
                                                 ylabel=metric, logy=metric in logy,
                                                 title=f"{spec.paper['figure']}: {metric}")))
     keys = [k for k, _ in tab_spec] + [d["name"] for d in o.get("derived", [])]
-    keys += [c[k] for c in o.get("claims", []) for k in ("metric", "metric_b") if k in c]
+    keys += claim_metrics(o.get("claims", []))
     vals = values_by_group(groups, list(dict.fromkeys(keys)))
     concl = check_claims(o.get("claims", []), vals)
     div = [g for g, rs in groups.items() if any(r.status == "diverged" for r in rs)]
