@@ -51,6 +51,7 @@ from torch.optim import Optimizer
 from ._common import momentum_direction
 from .entropy_sgd import EntropySGD, SeededNoise, _check
 from .registry import register_optimizer
+from .scoping import ExponentialScope
 
 __all__ = ["HJ", "HEAT"]
 
@@ -128,6 +129,8 @@ class HEAT(SeededNoise, Optimizer):
         gamma: variance of the perturbations ε_i ~ N(0, γI) (the time of the heat equation).
         L: perturbations (gradient evaluations, each on a new mini-batch) per step (thesis: 20).
         momentum, nesterov, weight_decay: as torch.optim.SGD (weight decay at x).
+        gamma_decay, gamma_min, gamma_max: scoping γ(t) = γ₀(1 − γ₁)^t per step, clipped
+            ("scoping of the parameter γ [is] standard", §4.6.1).
         seed: seed of the perturbation generator (default: from torch's global RNG).
     """
 
@@ -135,18 +138,30 @@ class HEAT(SeededNoise, Optimizer):
 
     def __init__(self, params, lr: float = 0.1, *, gamma: float = 0.01, L: int = 20,
                  momentum: float = 0.0, nesterov: bool = False, weight_decay: float = 0.0,
-                 seed: int | None = None):
+                 gamma_decay: float = 0.0, gamma_min: float | None = None,
+                 gamma_max: float | None = None, seed: int | None = None):
         _check(lr >= 0, f"Invalid learning rate: {lr}")
         _check(0 <= gamma < math.inf, f"Invalid gamma: {gamma} (variance, must be finite >= 0)")
         _check(isinstance(L, int) and L >= 1, f"Invalid number of samples L: {L} (int >= 1)")
         _check(0 <= momentum < 1, f"Invalid momentum value: {momentum}")
         _check(not nesterov or momentum > 0, "Nesterov momentum requires a momentum")
         _check(weight_decay >= 0, f"Invalid weight_decay value: {weight_decay}")
+        ExponentialScope(max(gamma, 1e-300), gamma_decay, lower=gamma_min, upper=gamma_max)
         super().__init__(params, dict(lr=lr, gamma=gamma, L=L, momentum=momentum,
-                                      nesterov=nesterov, weight_decay=weight_decay))
+                                      nesterov=nesterov, weight_decay=weight_decay,
+                                      gamma_decay=gamma_decay, gamma_min=gamma_min,
+                                      gamma_max=gamma_max))
         _check(len({g["L"] for g in self.param_groups}) == 1, "All parameter groups must share L")
         self._init_rng(seed)
         self.steps = 0
+
+    def current_gamma(self, group: dict | None = None) -> float:
+        """γ(t) for the next step (scoped and clipped)."""
+        g = self.param_groups[0] if group is None else group
+        if g["gamma"] == 0:
+            return 0.0
+        return ExponentialScope(g["gamma"], g["gamma_decay"], lower=g["gamma_min"],
+                                upper=g["gamma_max"])(self.steps)
 
     def _counters(self) -> dict[str, int]:
         return {"steps": self.steps}
@@ -167,7 +182,7 @@ class HEAT(SeededNoise, Optimizer):
         for _ in range(L):
             i = 0
             for group in self.param_groups:
-                s = math.sqrt(group["gamma"])
+                s = math.sqrt(self.current_gamma(group))
                 for p in group["params"]:
                     eps = torch.randn(p.shape, generator=self._rng(p.device), device=p.device,
                                       dtype=p.dtype)

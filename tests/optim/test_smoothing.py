@@ -165,3 +165,13 @@ def test_defaults_are_the_thesis_settings():
                                                                                       0.1, True)
     assert HJ([nn.Parameter(torch.zeros(2))], form="implicit").param_groups[0]["normalize"] is False
     assert HEAT([nn.Parameter(torch.zeros(2))]).param_groups[0]["L"] == 20
+
+
+def test_heat_scoping_per_step():
+    y = nn.Parameter(torch.zeros(2, dtype=torch.float64))
+    opt = HEAT([y], lr=0.0, gamma=1e-2, gamma_decay=0.5, gamma_min=3e-3, L=1, seed=0)
+    seen = []
+    for _ in range(3):
+        seen.append(opt.current_gamma())
+        opt.step(closure_for(y, lambda v: (v ** 2).sum()))
+    assert seen == pytest.approx([1e-2, 5e-3, 3e-3])
