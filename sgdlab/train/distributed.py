@@ -40,7 +40,6 @@ import datetime
 import json
 import os
 import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -169,8 +168,8 @@ def load_config(path: str | Path) -> dict[str, Any]:
     return cfg
 
 
-RUN_KEYS = {"data", "model", "loss", "parle", "rounds", "epochs", "eval_every", "eval_subset",
-            "seed", "store", "name", "dtype", "checkpoint_every"}
+RUN_KEYS = {"data", "model", "loss", "parle", "rounds", "epochs", "grad_evals", "eval_every",
+            "eval_subset", "seed", "store", "name", "dtype", "checkpoint_every"}
 DEFAULT_CHECKPOINT_EVERY = 10
 
 
@@ -180,7 +179,7 @@ def build_run(cfg: dict[str, Any]):
     Keys: ``data`` ({name, **options} for :func:`sgdlab.data.load_dataset`, or {file: PATH}
     a ``torch.save``d dict with x_train, y_train, x_test, y_test, meta), ``model`` ({name,
     **options} for :func:`sgdlab.models.build_model`), ``loss`` (cross_entropy | mse; default
-    by task), ``parle`` (:class:`ParleConfig` fields), ``rounds`` or ``epochs``,
+    by task), ``parle`` (:class:`ParleConfig` fields), ``rounds``, ``epochs`` or ``grad_evals``,
     ``eval_every``, ``eval_subset``, ``seed`` (weight init), ``dtype`` (float32 | float64),
     ``store`` (run store path), ``name``, ``checkpoint_every`` (rounds between checkpoints
     under ``OUT/checkpoints`` when an output directory is given; default 10).
@@ -222,9 +221,10 @@ def build_run(cfg: dict[str, Any]):
     model = build_model(mspec.pop("name"), data.input_shape, data.num_outputs, **mspec).to(dtype)
     loss_fn = build_loss(cfg.get("loss"), data)
     parle = ParleConfig.from_dict(dict(cfg["parle"]))
-    if ("rounds" in cfg) == ("epochs" in cfg):
-        raise ConfigError("give exactly one of 'rounds' or 'epochs'")
-    kw = {k: cfg[k] for k in ("rounds", "epochs", "eval_every", "eval_subset", "name") if k in cfg}
+    if sum(k in cfg for k in ("rounds", "epochs", "grad_evals")) != 1:
+        raise ConfigError("give exactly one of 'rounds', 'epochs' or 'grad_evals'")
+    kw = {k: cfg[k] for k in ("rounds", "epochs", "grad_evals", "eval_every", "eval_subset",
+                              "name") if k in cfg}
     return model, loss_fn, data, parle, kw
 
 
@@ -270,6 +270,18 @@ def run_from_config(cfg: dict[str, Any], *, mode: str, out: str | Path | None = 
     return res
 
 
+def report(res, *, out: str | Path | None, processes: int | None = None) -> str:
+    """How a replica run is reported, the same in both modes: a status line, the final
+    metrics as JSON (``wall_time``: the training rounds, set-up excluded) and the weights' path."""
+    mode = "in-process" if processes is None else f"distributed, {processes} processes"
+    lines = [f"parle ({mode}, {res.rounds} rounds, {res.grad_evals} gradient evaluations per "
+             f"replica): {res.status}" + (f" ({res.message})" if res.message else ""),
+             json.dumps(res.final, indent=1)]
+    if out:
+        lines.append(f"master weights: {Path(out) / 'master.pt'}")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         prog="python -m sgdlab.train.distributed",
@@ -296,13 +308,10 @@ def main(argv: list[str] | None = None) -> int:
         if dist.get_rank() == 0:
             print(f"parle: {dist.get_world_size()} replica processes connected ({backend}, "
                   f"timeout {args.timeout:g} s)", flush=True)
-        t0 = time.perf_counter()
         res = run_from_config(cfg, mode="distributed", out=args.out, resume=args.resume,
                               checkpoint_every=args.checkpoint_every)
         if dist.get_rank() == 0:
-            print(f"parle: {res.status} after {res.rounds} rounds, {res.grad_evals} gradient "
-                  f"evaluations per replica, {time.perf_counter() - t0:.2f} s "
-                  f"(communication {res.comm_time:.3f} s); final {res.final}", flush=True)
+            print(report(res, out=args.out, processes=dist.get_world_size()), flush=True)
         try:  # a clean shutdown; a peer that already left must not turn success into failure
             dist.destroy_process_group()
         except Exception:
