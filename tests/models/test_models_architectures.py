@@ -35,6 +35,17 @@ def test_counts_stated_by_zhu_et_al(name, count):
     assert count_parameters(build_model(name, info.reference_input, info.reference_outputs)) == count
 
 
+def test_zhu_lenet_layer_order_as_printed():
+    """Suppl. C: conv1 ⇒ max_pool ⇒ ReLU ⇒ conv2 ⇒ max_pool ⇒ ReLU ⇒ fc1 ⇒ ReLU ⇒ fc2."""
+    m = build_model("zhu-lenet", (1, 28, 28), 10)
+    kinds = [type(x).__name__ for x in m.modules()
+             if not isinstance(x, (nn.Sequential, nn.Flatten)) and x is not m]
+    assert kinds == ["Conv2d", "MaxPool2d", "ReLU", "Conv2d", "MaxPool2d", "ReLU", "Linear",
+                     "ReLU", "Linear"]
+    assert [c.kernel_size for c in m.modules() if isinstance(c, nn.Conv2d)] == [(5, 5)] * 2
+    assert [c.padding for c in m.modules() if isinstance(c, nn.Conv2d)] == [(0, 0)] * 2
+
+
 def test_zhu_counts_by_hand():
     assert dense(1, 10) + 2 * dense(10, 10) + dense(10, 1) == 251
     # conv-pool-conv-pool on 28x28 leaves 10x4x4 = 160 features
@@ -155,5 +166,5 @@ def test_mlp_options_and_seeded_init():
     torch.manual_seed(1)
     b = build_model("zhu-mlp-1-10-10-10-1", (1,), 1)
     assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
-    assert any(isinstance(x, nn.Tanh) for x in a.modules())
-    assert describe("zhu-mlp-1-10-10-10-1").options == {"activation": "tanh"}
+    assert any(isinstance(x, nn.ReLU) for x in a.modules())        # Suppl. A: ReLU
+    assert describe("zhu-mlp-1-10-10-10-1").options == {"activation": "relu"}

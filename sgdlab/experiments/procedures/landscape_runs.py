@@ -17,48 +17,81 @@ from sgdlab.report.tables import Table
 class EscapeProcedure(Procedure):
     """One method of the escape experiment (all repetitions vectorised), via
     ``sgdlab.landscapes.escape.escape_experiment``. Params: ``method`` plus any
-    ``EscapeConfig`` field; ``landscape``: ``TwoBasin`` keyword arguments."""
+    ``EscapeConfig`` field; ``landscape``: a name of ``sgdlab.landscapes.two_basin.LANDSCAPES``
+    or a mapping ``{name: ..., <keyword arguments of that variant>}`` (default: the printed
+    Suppl. B loss)."""
 
     allowed = {"method", "landscape", "lr", "iterations", "repetitions", "batch_size",
                "const_sigma", "leading_k", "hessian_k", "hessian_scale", "sharpness_sigma",
-               "sharpness_samples", "sharpness_every", "trajectories"}
+               "sharpness_samples", "sharpness_every", "trajectories", "protocol",
+               "noise_trace", "success_rule", "start"}
     required = {"method"}
 
     def validate(self, params, where):
         super().validate(params, where)
-        from sgdlab.landscapes.escape import METHODS
+        from sgdlab.landscapes.escape import METHODS, PROTOCOLS, SUCCESS_RULES
+        from sgdlab.landscapes.two_basin import LANDSCAPES
 
         if params["method"] not in METHODS:
             raise ConfigError(f"{where}: unknown escape method {params['method']!r}; "
                               f"choose from {', '.join(METHODS)}")
+        land = params.get("landscape", "paper")
+        name = land.get("name", "paper") if isinstance(land, dict) else land
+        if name not in LANDSCAPES:
+            raise ConfigError(f"{where}: unknown two-basin landscape {name!r}; choose from "
+                              f"{', '.join(LANDSCAPES)}")
+        for key, allowed in (("protocol", PROTOCOLS), ("success_rule", SUCCESS_RULES)):
+            if key in params and params[key] not in allowed:
+                raise ConfigError(f"{where}: {key} must be one of {', '.join(allowed)}, "
+                                  f"got {params[key]!r}")
 
     def run(self, run, ctx) -> RunOutput:
         from sgdlab.landscapes.escape import EscapeConfig, escape_experiment
-        from sgdlab.landscapes.two_basin import TwoBasin
+        from sgdlab.landscapes.two_basin import two_basin
 
         p = dict(run.params)
         method = p.pop("method")
-        land = TwoBasin(**p.pop("landscape", {}))
+        land_opts = p.pop("landscape", "paper")
+        land_opts = dict(land_opts) if isinstance(land_opts, dict) else {"name": land_opts}
+        land = two_basin(land_opts.pop("name", "paper"), **land_opts)
         keep = int(p.pop("trajectories", 5))
         cfg = EscapeConfig(seed=run.seed, record_trajectory=keep > 0, **p)
         res = escape_experiment(land, cfg, methods=[method])
         sharp = res.sharpness.get(method, [])
         ctx.store.log_many(ctx.run_id, [("expected_sharpness", t, v)
                                         for t, v in zip(res.sharpness_steps, sharp)])
-        data: dict[str, Any] = {"sharpness_steps": res.sharpness_steps, "sharpness": sharp}
+        data: dict[str, Any] = {"sharpness_steps": res.sharpness_steps, "sharpness": sharp,
+                                "landscape": land.describe()}
         if keep > 0:
             traj = res.trajectory[method][:, :keep]          # (T+1, keep, 2)
             stride = max(1, traj.shape[0] // 200)
             data["trajectories"] = traj[::stride].transpose(0, 1).tolist()
             data["sharp_minimum"] = land.sharp_minimum.tolist()
             data["flat_minimum"] = land.flat_minimum.tolist()
-        return RunOutput(summary={"success_rate": res.success_rate[method],
+        rate = res.success_rate[method]
+        return RunOutput(summary={"success_rate": rate,
+                                  "successes": int(round(rate * cfg.repetitions)),
+                                  "repetitions": cfg.repetitions,
+                                  "reached_rate": res.reached_rate[method],
+                                  "lr": cfg.lr, "eta_lambda_max": 2 * cfg.lr / land.gd_stable_lr(),
                                   "final_sharpness": sharp[-1] if sharp else None},
                          data=data)
 
 
+def _pooled_rate(runs) -> tuple[float, float, int]:
+    """(success rate, binomial standard error, repetitions) pooled over the runs' repetitions."""
+    from sgdlab.landscapes.escape import binomial_se
+
+    n = sum(int(r.summary.get("repetitions", 0)) for r in runs)
+    k = sum(int(r.summary.get("successes", 0)) for r in runs)
+    p = k / n if n else float("nan")
+    return p, binomial_se(p, n), n
+
+
 @register_analysis("zhu_escape")
 def zhu_escape_analysis(spec, runs) -> Analysis:
+    """Success rate per method (pooled over seeds, with its binomial standard error and the
+    seed-to-seed spread), expected sharpness over iterations, trajectories (Fig. 3)."""
     from sgdlab.landscapes.escape import LABELS
 
     groups = by_group(runs, key=lambda r: r.params["method"])
@@ -66,16 +99,24 @@ def zhu_escape_analysis(spec, runs) -> Analysis:
     rows, vals = [], {}
     for m, rs in groups.items():
         sr, sr_s, n = stat(rs, "success_rate")
+        p, se, reps = _pooled_rate(rs)
+        reach, _, _ = stat(rs, "reached_rate")
         sh, sh_s, _ = stat(rs, "final_sharpness")
-        rows.append([names[m], n, sr, sr_s, sh, sh_s])
+        rows.append([names[m], n, reps, p, se, sr_s, reach, sh, sh_s])
         vals[m] = {"success_rate": sr, "final_sharpness": sh}
-    reps = runs[0].params.get("repetitions", 100)
-    table = Table("escape_success", ["method", "seeds", "success rate", "success std",
+        if n > 1:
+            vals[m]["success_rate__std"] = sr_s
+        vals[m]["success_rate__n"] = n
+    r0 = runs[0]
+    eta_lam = r0.summary.get("eta_lambda_max")
+    table = Table("escape_success", ["method", "seeds", "runs", "success rate",
+                                     "binomial s.e.", "std over seeds", "reached flat basin",
                                      "final expected sharpness", "sharpness std"], rows,
-                  caption=f"Escape from the sharp minimum ({reps} repetitions per seed)")
-    f1 = bars([names[m] for m in groups], [vals[m]["success_rate"] for m in groups],
-              [stat(groups[m], "success_rate")[1] for m in groups],
-              ylabel="success rate", title="Zhu et al. Fig. 3: escape success")
+                  caption=f"Escape from the sharp minimum at η = {r0.params.get('lr', 0.1)}"
+                          + (f" (η·λ_max = {eta_lam:.3g})" if eta_lam else ""))
+    f1 = bars([names[m] for m in groups], [_pooled_rate(groups[m])[0] for m in groups],
+              [_pooled_rate(groups[m])[1] for m in groups],
+              ylabel="success rate (± binomial s.e.)", title="Zhu et al. Fig. 3: escape success")
     series = {}
     for m, rs in groups.items():
         r0 = rs[0]
@@ -102,6 +143,100 @@ def zhu_escape_analysis(spec, runs) -> Analysis:
         figs.append(("escape_trajectories", fig))
     return Analysis(tables=[table], figures=figs,
                     conclusions=check_claims(spec.options.get("claims", []), vals, names))
+
+
+def ordering_verdict(a: dict[str, tuple[float, float]], b: dict[str, tuple[float, float]],
+                     z: float = 2.0) -> tuple[bool | None, float, float]:
+    """Does min over ``a`` exceed max over ``b``? Each value is (rate, standard error).
+
+    Returns (verdict, gap, s.e. of the gap): True when gap − z·se > 0, False when
+    gap + z·se <= 0 (not above even at the favourable end), None in between."""
+    lo = min(a, key=lambda k: a[k][0])
+    hi = max(b, key=lambda k: b[k][0])
+    gap = a[lo][0] - b[hi][0]
+    se = (a[lo][1] ** 2 + b[hi][1] ** 2) ** 0.5
+    if gap - z * se > 0:
+        return True, gap, se
+    if gap + z * se <= 0:
+        return False, gap, se
+    return None, gap, se
+
+
+@register_analysis("zhu_escape_sweep")
+def zhu_escape_sweep_analysis(spec, runs) -> Analysis:
+    """Success rate of every method as a function of η, with binomial standard errors; per η,
+    whether the paper's ordering (``options.faster`` above ``options.slower``, min vs max,
+    beyond ``options.z`` standard errors) appears."""
+    from sgdlab.landscapes.escape import LABELS
+
+    o = spec.options
+    faster, slower = list(o.get("faster", [])), list(o.get("slower", []))
+    z = float(o.get("z", 2.0))
+    cells: dict[tuple[str, float], list] = {}
+    for r in runs:
+        cells.setdefault((r.params["method"], float(r.params["lr"])), []).append(r)
+    methods = list(dict.fromkeys(m for m, _ in cells))
+    etas = sorted({lr for _, lr in cells})
+    est = {key: _pooled_rate(rs) for key, rs in cells.items()}
+    eta_lam = {lr: rs[0].summary.get("eta_lambda_max") for (_, lr), rs in cells.items()}
+    long_rows, wide_rows, concl = [], [], []
+    for lr in etas:
+        wide = [lr, eta_lam.get(lr)]
+        for m in methods:
+            if (m, lr) not in est:
+                wide.append(None)
+                continue
+            p, se, n = est[(m, lr)]
+            reach, _, _ = stat(cells[(m, lr)], "reached_rate")
+            long_rows.append([lr, eta_lam.get(lr), LABELS.get(m, m), n, p, se, reach])
+            wide.append(f"{100 * p:.1f} ± {100 * se:.1f}")
+        a = {m: est[(m, lr)][:2] for m in faster if (m, lr) in est}
+        b = {m: est[(m, lr)][:2] for m in slower if (m, lr) in est}
+        if a and b:
+            ok, gap, se = ordering_verdict(a, b, z)
+            word = {True: "appears", False: "does not appear", None: "is not decided"}[ok]
+            wide.append(word)
+            concl.append(Conclusion(
+                f"η = {lr:g} (η·λ_max = {eta_lam.get(lr) or float('nan'):.3g}): the paper's "
+                f"ordering {word} — min over {{{', '.join(LABELS.get(m, m) for m in a)}}} minus "
+                f"max over {{{', '.join(LABELS.get(m, m) for m in b)}}} = {100 * gap:.1f} ± "
+                f"{100 * se:.1f} points (binomial s.e.)",
+                agrees_with_paper=ok, claim=o.get("claim") or spec.paper.get("claim"),
+                evidence={"lr": lr, "gap": gap, "se": se,
+                          "rates": {m: est[(m, lr)][0] for m in methods if (m, lr) in est}}))
+        else:
+            wide.append(None)
+        wide_rows.append(wide)
+    n_reps = sorted({n for (_, _, n) in est.values()})
+    table = Table("escape_lr_sweep", ["η", "η·λ_max", "method", "runs", "success rate",
+                                      "binomial s.e.", "reached flat basin"], long_rows,
+                  caption="success rate pooled over seeds; s.e. = sqrt(p(1 − p)/runs)")
+    wide_t = Table("escape_lr_sweep_wide", ["η", "η·λ_max"] + [LABELS.get(m, m) for m in methods]
+                   + ["paper's ordering"], wide_rows,
+                   caption=f"success % ± binomial s.e. ({', '.join(map(str, n_reps))} runs per "
+                           "cell); GD is stable at the sharp minimum only where η·λ_max < 2")
+    fig, ax = panels(1, width=6.4, height=4.4)
+    ax = ax[0]
+    for m in methods:
+        xs = [lr for lr in etas if (m, lr) in est]
+        ax.errorbar(xs, [est[(m, lr)][0] for lr in xs], yerr=[est[(m, lr)][1] for lr in xs],
+                    marker="o", ms=3, capsize=2, label=LABELS.get(m, m))
+    crit = [lr * 2 / v for lr, v in eta_lam.items() if v]
+    if crit:
+        ax.axvline(crit[0], color="k", ls="--", lw=0.8, label="η = 2/λ_max")
+    ax.set(xscale="log", xlabel="η", ylabel="success rate", ylim=(-0.03, 1.03),
+           title="escape success vs η (± binomial s.e.)")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    decided = {True: [], False: [], None: []}
+    for c in concl:
+        decided[c.agrees_with_paper].append(f"{c.evidence['lr']:g}")
+    concl.append(Conclusion(
+        f"The paper's ordering appears at η ∈ {{{', '.join(decided[True]) or 'none'}}}, does not "
+        f"at η ∈ {{{', '.join(decided[False]) or 'none'}}}, undecided at "
+        f"{{{', '.join(decided[None]) or 'none'}}}"))
+    return Analysis(tables=[wide_t, table], figures=[("escape_lr_sweep", fig)],
+                    conclusions=concl)
 
 
 # --- thesis Example 6.43: non-equilibrium double well ----------------------------------------
