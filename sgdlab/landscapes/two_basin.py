@@ -144,6 +144,12 @@ class TwoBasin(Landscape):
         ones = torch.ones_like(data[:, :1])
         # [x_k, 1, q_s(x_k) − q_f(x_k)]: v_sharp − v_flat for all k is one (…,3)@(3,N) matmul.
         self._aug = torch.cat([data, (self._qx_sharp - self._qx_flat)[:, None], ones], 1).T
+        # per-sample features of the covariance's masked sums (see gradient_covariance)
+        outer = lambda a: (a[:, :, None] * a[:, None, :]).reshape(-1, 4)   # noqa: E731
+        self._cov_feat = torch.cat([self._x_hs, self._x_hf, outer(self._x_hs),
+                                    outer(self._x_hf)], 1)                        # (N, 12)
+        self._x_hf_sum = self._x_hf.sum(0)
+        self._q_hf_sum = outer(self._x_hf).sum(0).reshape(2, 2)
 
     # ---------------------------------------------------------------- named variants
     @classmethod
@@ -301,9 +307,36 @@ class TwoBasin(Landscape):
         return p * self.sharp_hessian + (1 - p) * self.flat_hessian
 
     def gradient_covariance(self, theta: Tensor, mask: Tensor | None = None) -> Tensor:
-        g = self.per_sample_grad(theta, mask)
-        c = g - g.mean(-2, keepdim=True)
-        return c.transpose(-1, -2) @ c / g.shape[-2]
+        """Σ(θ) of eq. (3) in closed form from masked sums, shape (..., 2, 2).
+
+        With the branch mask m_k ∈ {0, 1}, g_k − ḡ = m_k (a − X_s,k) + (1 − m_k)(b − X_f,k),
+        a = ∇v_sharp − ḡ, b = ∇v_flat − ḡ, X_·,k = x_k H_·; the sums over k of these outer
+        products need only m @ [X_s, X_f, X_s X_sᵀ, X_f X_fᵀ] (one (…, N)@(N, 12) matmul)
+        instead of the (…, N, 2) per-sample gradients. Centring at ḡ first keeps float32
+        accurate (no E[ggᵀ] − ḡḡᵀ cancellation)."""
+        self._check(theta)
+        if mask is None:
+            mask = self.sharp_mask(theta)
+        gbar = self.grad(theta, mask=mask)
+        a = (theta - self.sharp_center) @ self.sharp_hessian - gbar
+        b = (theta - self.flat_center) @ self.flat_hessian - gbar
+        m = mask.to(theta.dtype)
+        n = m.shape[-1]
+        feat = m @ self._cov_feat                                  # (..., 12)
+        n1 = m.sum(-1)[..., None, None]
+        s_s, s_f = feat[..., 0:2], feat[..., 2:4]
+        t_s, t_f = feat[..., 4:8].unflatten(-1, (2, 2)), feat[..., 8:12].unflatten(-1, (2, 2))
+
+        def outer(u: Tensor, v: Tensor) -> Tensor:
+            return u[..., :, None] * v[..., None, :]
+
+        def sym(u: Tensor, v: Tensor) -> Tensor:
+            return outer(u, v) + outer(v, u)
+
+        flat_all = n * outer(b, b) - sym(b, self._x_hf_sum) + self._q_hf_sum
+        sharp_minus_flat = n1 * (outer(a, a) - outer(b, b)) - sym(a, s_s) + sym(b, s_f) \
+            + t_s - t_f
+        return (flat_all + sharp_minus_flat) / n
 
 
 def two_basin(name: str = "paper", *, seed: int = 0, dtype: torch.dtype = torch.float64,

@@ -303,3 +303,23 @@ def test_authors_protocol_mechanics():
         EscapeConfig(protocol="other").validate()
     with pytest.raises(UserError):
         EscapeConfig(success_rule="other").validate()
+
+
+@pytest.mark.parametrize("name", ["paper", "rescaled", "authors-code"])
+def test_closed_form_covariance_matches_per_sample_definition(name):
+    """TwoBasin.gradient_covariance (masked sums) = eq. (3) from the per-sample gradients, at
+    points on each branch and across the ridge (mixed branches)."""
+    land = two_basin(name, seed=5)
+    gen = torch.Generator().manual_seed(0)
+    pts = torch.cat([torch.randn(40, 2, generator=gen, dtype=f64) * 1.5,
+                     land.sharp_minimum + 0.3 * torch.randn(20, 2, generator=gen, dtype=f64)])
+    frac = land.sharp_fraction(pts)
+    assert ((frac > 0) & (frac < 1)).any()               # some points straddle the ridge
+    g = land.per_sample_grad(pts)
+    c = g - g.mean(-2, keepdim=True)
+    ref = c.transpose(-1, -2) @ c / g.shape[-2]
+    assert torch.allclose(land.gradient_covariance(pts), ref, atol=1e-10, rtol=1e-10)
+    # float32 keeps a few digits even where the mean gradient is large and the spread small
+    land32 = two_basin(name, seed=5, dtype=torch.float32)
+    cov32 = land32.gradient_covariance(pts.float()).double()
+    assert torch.allclose(cov32, ref, atol=1e-4 * float(ref.abs().max()), rtol=1e-3)

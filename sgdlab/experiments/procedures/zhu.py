@@ -70,36 +70,38 @@ def zhu_alignment(spec, runs: list[StoredRun]) -> Analysis:
             [_last(r0, f"align/sigma_norm_eig_{i}") for i in range(1, k + 1)],
             residual=_last(r0, "align/residual"),
             title=f"{g}: Σ–H alignment at the end of training")))
+        checks = []          # (finding, agrees, claim, evidence) per requested test
         if "cosine" in tests:
             thr = float(o.get("cosine_above", 0.9))
             lo = min(cos_end) if cos_end else float("nan")
-            concl.append(Conclusion(
-                f"{g}: |cos(u_i, v_i)| of the {k} leading eigenvector pairs at the end = "
+            checks.append((
+                f"|cos(u_i, v_i)| of the {k} leading eigenvector pairs at the end = "
                 f"{', '.join(f'{c:.3f}' for c in cos_end)} (smallest {lo:.3f}, threshold {thr})",
-                agrees_with_paper=None if not finite(lo) else lo > thr,
-                claim=f"the cosines of the {k} leading eigenvector pairs of H and Σ approach 1",
-                evidence={"cosines": cos_end, "threshold": thr}))
+                None if not finite(lo) else lo > thr,
+                f"the cosines of the {k} leading eigenvector pairs of H and Σ approach 1",
+                {"cosines": cos_end, "threshold": thr}))
         if "eigenvalues" in tests:
             tol = float(o.get("eigenvalue_atol", 0.1))
             worst = max(gaps) if gaps else float("nan")
-            concl.append(Conclusion(
-                f"{g}: largest gap between the Frobenius-normalised leading eigenvalues of H and "
-                f"Σ at the end = {worst:.3f} (tolerance {tol})",
-                agrees_with_paper=None if not finite(worst) else worst <= tol,
-                claim="the normalised leading eigenvalues of H and Σ are extremely similar",
-                evidence={"gaps": gaps, "tolerance": tol}))
+            checks.append((
+                f"largest gap between the Frobenius-normalised leading eigenvalues of H and Σ "
+                f"at the end = {worst:.3f} (tolerance {tol})",
+                None if not finite(worst) else worst <= tol,
+                "the normalised leading eigenvalues of H and Σ are extremely similar",
+                {"gaps": gaps, "tolerance": tol}))
         if "residual" in tests and d:
             rand = k - k * k / d
-            ok = None if not (finite(res_end) and finite(res_start)) else \
-                res_end < res_start and res_end < rand
-            concl.append(Conclusion(
-                f"{g}: projection residual e(U_{k}, V_{k}) = {res_end:.3g} at the end "
+            checks.append((
+                f"projection residual e(U_{k}, V_{k}) = {res_end:.3g} at the end "
                 f"({res_start:.3g} at the first measurement); random {k}-subspaces of R^{d} give "
                 f"{rand:.3g}",
-                agrees_with_paper=ok,
-                claim="the projection residual becomes small in the later stage of training",
-                evidence={"residual_end": res_end, "residual_start": res_start,
-                          "random_expectation": rand}))
+                None if not (finite(res_end) and finite(res_start))
+                else res_end < res_start and res_end < rand,
+                "the projection residual becomes small in the later stage of training",
+                {"residual_end": res_end, "residual_start": res_start,
+                 "random_expectation": rand}))
+        concl += [Conclusion(f"{g}: {text}", agrees_with_paper=ok, claim=claim, evidence=ev)
+                  for text, ok, claim, ev in checks]
     table = Table("alignment", ["run", "i", "|cos(u_i, v_i)|", "std", "λ_i(H)/‖H‖_F",
                                 "λ_i(Σ)/‖Σ‖_F"], rows, caption="at the last measurement; "
                   "cosine mean and std over seeds, eigenvalues mean over seeds")
