@@ -36,12 +36,12 @@ GLD Hessian (§4.2 item 6): H₊ reverses the sign of negative eigenvalues, so t
 the k largest |λ| (``hessian_which="magnitude"``, the default; ``"largest"`` takes the algebraic
 top-k). σ_H² is either given (``sigma_h2``) or set at each refresh by ``sigma_h2_rule``:
 
-- ``"paper"`` (default): σ_H² = Tr Σ / (m Tr H), §5.1 as printed ("to guarantee that it has the
+- ``"top-k"`` (default): σ_H² = Tr Σ / (m Tr H₊) over the same top-k part whose eigenvectors
+  carry the noise, which makes the expected norm exactly SGD's — the purpose §5.1 states;
+- ``"paper"``: σ_H² = Tr Σ / (m Tr H), §5.1's formula as printed ("to guarantee that it has the
   same expected noise norm as that of SGD"), Tr H the full Hessian trace (Hutchinson,
   ``trace_probes`` probes); with the top-k truncation the injected norm σ_H² Tr H₊ is then
-  Tr Σ/m · Tr H₊/Tr H, at most SGD's;
-- ``"top-k"``: σ_H² = Tr Σ / (m Tr H₊) over the same top-k part whose eigenvectors carry the
-  noise, which makes the expected norm exactly SGD's (the stated intent);
+  Tr Σ/m · Tr H₊/Tr H, at most SGD's (the zhu-noisy-label entry uses it);
 - ``"appendix"``: σ_H² = Tr H / (m Tr Σ), Suppl. C's printed coefficient √(Tr H / m Tr V) read
   with V = Σ (the inverse of the main text's ratio).
 
@@ -107,7 +107,7 @@ class StructuredNoiseGD(Optimizer):
             for ``isotropic-init``; required by the Σ-based kinds.
         k: number of eigenpairs for ``leading`` / ``hessian``.
         sigma_h2: σ_H² for ``hessian``; if None it is set by ``sigma_h2_rule`` at each refresh.
-        sigma_h2_rule: ``"paper"`` (Tr Σ/(m Tr H), default), ``"top-k"`` (Tr Σ/(m Tr H₊)) or
+        sigma_h2_rule: ``"top-k"`` (Tr Σ/(m Tr H₊), default), ``"paper"`` (Tr Σ/(m Tr H)) or
             ``"appendix"`` (Tr H/(m Tr Σ)); see the module docstring.
         trace_probes: Hutchinson probes for the full Tr H of the ``paper``/``appendix`` rules.
         covariance_estimate: ``"per-sample"`` (default) or ``"minibatches"`` (module docstring).
@@ -139,7 +139,7 @@ class StructuredNoiseGD(Optimizer):
                  loss_fn: Callable[[Tensor, Tensor], Tensor] | None = None,
                  data: Any = None, sigma: float | None = None,
                  noise_batch_size: int | None = None, k: int | None = None,
-                 sigma_h2: float | None = None, sigma_h2_rule: str = "paper",
+                 sigma_h2: float | None = None, sigma_h2_rule: str = "top-k",
                  trace_probes: int = 20, covariance_estimate: str = "per-sample",
                  variance_factor: float | None = None,
                  refresh_every: int = 1, estimation_size: int | None = None,
@@ -502,7 +502,7 @@ GLDLeading = register_optimizer("gld-leading")(_variant(
 GLDHessian = register_optimizer("gld-hessian")(_variant(
     "GLDHessian", "hessian",
     "GLD Hessian: ε ~ N(0, σ_H² H₊) over the top-k |λ| Hessian eigenpairs; σ_H² defaults to "
-    "Tr Σ / (m Tr H) (Zhu et al. §5.1)."))
+    "Tr Σ / (m Tr H₊), SGD's expected noise norm (Zhu et al. §5.1)."))
 GLDSGDLike = register_optimizer("gld-sgd-like")(_variant(
     "GLDSGDLike", "sgd-like",
     "GD + SGD-like Gaussian noise: ε ~ N(0, Σ / m) through the exact per-sample factor."))

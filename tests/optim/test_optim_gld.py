@@ -32,7 +32,7 @@ VARIANTS = {
     "gld-dynamic": dict(noise_batch_size=M),
     "gld-diagonal": dict(noise_batch_size=M),
     "gld-leading": dict(noise_batch_size=M, k=K),
-    "gld-hessian": dict(noise_batch_size=M, k=K, hessian_tol=1e-10, sigma_h2_rule="top-k"),
+    "gld-hessian": dict(noise_batch_size=M, k=K, hessian_tol=1e-10),   # sigma_h2_rule="top-k"
     "gld-sgd-like": dict(noise_batch_size=M),
     "gd-isotropic": dict(variance_factor=0.5),
 }
