@@ -55,14 +55,15 @@ def register(subparsers) -> None:
                    help="paper/rescaled: variance of each data coordinate (default 0.01, the "
                         "printed N(0, 0.01) read as a variance; 1e-4 reads it as a std)")
     g.add_argument("--sharp-eigs", type=float, nargs=2, default=None, metavar=("A1", "A2"),
-                   help="rescaled only: sharp Hessian eigenvalues along (cos θ, sin θ) and ⊥ "
-                        "(default 10 1)")
+                   help="rescaled landscape (implied): sharp Hessian eigenvalues along "
+                        "(cos θ, sin θ) and ⊥ (default 10 1)")
     g.add_argument("--flat-curvature", type=float, default=None,
-                   help="rescaled only: flat basin curvature b (default 0.1)")
-    g.add_argument("--protocol", choices=("paper", "authors-code"), default="paper",
+                   help="rescaled landscape (implied): flat basin curvature b (default 0.1)")
+    g.add_argument("--protocol", choices=("paper", "authors-code", "equal-trace"),
+                   default="paper",
                    help="paper: the §4.2 updates with the Fig. 3 constants (default); "
-                        "authors-code: the authors' 2Dim code (GLD noise at equal trace, added "
-                        "after the step)")
+                        "authors-code (alias equal-trace): the authors' 2Dim code, every GLD "
+                        "variant at equal noise trace, added after the step")
     g.add_argument("--success", dest="success_rule", choices=("flat_basin", "reached", "corner"),
                    default=None, help="success: final iterate in the flat basin (default), some "
                                       "iterate in it, or final w1, w2 < -0.5 (authors-code)")
@@ -120,8 +121,12 @@ def _escape(args, out: Path) -> dict:
     from sgdlab.report.figures.landscapes import escape_figure
 
     protocol = getattr(args, "protocol", None) or "paper"
+    protocol = "authors-code" if protocol == "equal-trace" else protocol
+    rescaled_only = getattr(args, "sharp_eigs", None) is not None or \
+        getattr(args, "flat_curvature", None) is not None
     which = getattr(args, "escape_landscape", None) or \
-        ("authors-code" if protocol == "authors-code" else "paper")
+        ("authors-code" if protocol == "authors-code" else
+         "rescaled" if rescaled_only else "paper")
     if protocol == "authors-code" and which == "authors-code":
         cfg = EscapeConfig.authors_code(seed=args.seed)
     else:   # the authors' protocol on another landscape keeps that landscape's η and rules

@@ -60,10 +60,23 @@ def test_escape_authors_code_protocol_cli(tmp_path, capsys):
                      "--repetitions", "8", "--iterations", "20"]) == 0
         res = json.loads((tmp_path / "i" / "results.json").read_text())
         assert res["config"]["lr"] == 0.1 and res["landscape"]["name"] == "rescaled"
+        # "equal-trace" names the same protocol (the GLD noise at equal trace)
+        assert main(["landscape", "escape", "--protocol", "equal-trace", "--out",
+                     str(tmp_path / "e"), "--quick", "--threads", "1", "--repetitions", "4",
+                     "--iterations", "5"]) == 0
+        res = json.loads((tmp_path / "e" / "results.json").read_text())
+        assert res["config"]["protocol"] == "authors-code"
         # rescaled-only flags are refused elsewhere, with a one-line error
         assert main(["landscape", "escape", "--protocol", "authors-code", "--sharp-eigs", "1",
                      "2", "--out", str(tmp_path / "x")]) == 2
-        assert main(["landscape", "escape", "--sharp-eigs", "1", "2",
+        assert main(["landscape", "escape", "--landscape", "paper", "--sharp-eigs", "1", "2",
                      "--out", str(tmp_path / "y")]) == 2
+        # without --landscape the rescaled-only flags select the rescaled variant
+        assert main(["landscape", "escape", "--sharp-eigs", "19", "1", "--out",
+                     str(tmp_path / "r"), "--quick", "--threads", "1", "--repetitions", "4",
+                     "--iterations", "10"]) == 0
+        res = json.loads((tmp_path / "r" / "results.json").read_text())
+        assert res["landscape"]["name"] == "rescaled"
+        assert res["landscape"]["sharp_eigenvalues"] == pytest.approx([19.0, 1.0])
     finally:
         torch.set_num_threads(n)
