@@ -1,5 +1,6 @@
 """``classes=[...]``: keep some classes, relabelled 0..k−1 (thesis §6.3.3's five MNIST digits)."""
 import pytest
+import torch
 
 from sgdlab.data import load_dataset, select_classes
 from sgdlab.errors import UserError
