@@ -1,4 +1,4 @@
-"""Spherical p-spin glass (p = 3) in a random field (thesis §2.4.1, Figure 2.2).
+"""Spherical p-spin glass (p = 3) in a random field (thesis §2.4.1, eq. (2.32), Figure 2.2).
 
     H(σ) = −(1/N) Σ_{i,j,k} J_ijk σ_i σ_j σ_k − hᵀσ,    σ ∈ S = {σ ∈ R^N : |σ|² = N},
 
@@ -14,7 +14,10 @@ the thesis uses is √3 (1 − 1/N)^{1/2}). The three regimes of the thesis::
 Only the symmetric part of J matters, so it is symmetrised once; with T(σ)_a = Σ_jk J^s_ajk σ_j σ_k
 (one (N², N) @ (N, B) matmul for B chains), H = −σ·T/N − hᵀσ and ∇H = −3T/N − h. Projected
 gradient descent steps along the Riemannian gradient ∇_S H = ∇H − (σ·∇H/N) σ (tangent to the
-sphere) and retracts σ ← √N σ/|σ|.
+sphere) and retracts σ ← √N σ/|σ|: the thesis' "we project the gradient on the tangent plane
+of S^{N−1}(√N) and re-project σ^{k+1} ← σ^k − η∇H̃(σ^k) back on to the sphere", with η = 0.1.
+The thesis stops "when ‖∇H̃‖₂ ≤ 10⁻⁴"; on the sphere the Euclidean gradient keeps its normal
+component at a minimum, so the stopping rule here is on the projected (Riemannian) gradient.
 """
 from __future__ import annotations
 
@@ -162,6 +165,18 @@ def overlaps(sigma: Tensor) -> Tensor:
     return sigma @ sigma.T / sigma.shape[-1]
 
 
+def mean_cosine_distance(sigma: Tensor) -> float:
+    """Mean of the cosine distance 1 − q_ab = 1 − σ_a·σ_b / N over all pairs a < b of points on
+    the sphere (thesis §2.4.1: 0.02 in the trivial regime against 1.16 in the exponential one).
+    NaN for fewer than two points."""
+    b = sigma.shape[0]
+    if b < 2:
+        return float("nan")
+    q = overlaps(sigma.double())
+    iu = torch.triu_indices(b, b, offset=1)
+    return float((1 - q[iu[0], iu[1]]).mean())
+
+
 def cluster_minima(sigma: Tensor, *, threshold: float = 0.999) -> tuple[Tensor, list[int]]:
     """Greedy clustering by overlap: a point joins the first representative with
     q ≥ ``threshold``, else becomes a new one. Returns (labels (B,), representative indices)."""
@@ -199,4 +214,4 @@ def embed_tsne(sigma: Tensor, *, seed: int = 0, perplexity: float = 30.0) -> np.
 
 
 __all__ = ["PSpinGlass", "DescentResult", "REGIMES", "regime_field", "overlaps",
-           "cluster_minima", "embed_tsne"]
+           "cluster_minima", "embed_tsne", "mean_cosine_distance"]
