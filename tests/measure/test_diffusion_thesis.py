@@ -65,3 +65,19 @@ def test_without_replacement_needs_the_plus_sign_in_eq_6_5(grads, b):
                                exact)
     assert math.isclose(minibatch_noise_factor(b, n, replacement=False),
                         factor * n / (n - 1))
+
+
+def test_sgd_sde_without_replacement_is_eqs_6_5_and_6_7():
+    """2β⁻¹D = η/S · (1 − S/N) · N/(N−1) Σ: the SDE's noise covariance over one unit of time
+    equals η × the enumerated variance of the mini-batch gradient without replacement."""
+    from sgdlab.landscapes.quadratic import Quadratic
+    from sgdlab.landscapes.sde import sgd_sde
+
+    q = Quadratic(torch.diag(torch.tensor([1.0, 0.5], dtype=torch.float64)), num_samples=6,
+                  seed=2)
+    x = torch.tensor([[0.3, -0.2]], dtype=torch.float64)
+    g = q.per_sample_grad(x)[0]
+    for b in (2, 4):
+        f = sgd_sde(q, lr=0.1, batch_size=b, replacement=False).factor(x)[0]
+        exact = minibatch_covariance_enumerated(g, b, replacement=False)
+        torch.testing.assert_close(f @ f.T, 0.1 * exact)
