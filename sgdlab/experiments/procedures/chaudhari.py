@@ -251,9 +251,9 @@ def trajectory(spec, runs: list[StoredRun]) -> Analysis:
         gn = r0.metrics.get("full_grad_norm", [])
         if gn:
             steps, vals = zip(*gn)
-            figs.append((f"grad_norm_{g}", curves({"‖∇f‖ (full batch)": (steps, vals, None)},
-                                                  xlabel="step", ylabel="‖∇f(x_k)‖", logx=True,
-                                                  title=f"{g}: full gradient norm (Fig. 6.3c)")))
+            figs.append((f"grad_norm_{g}", curves(
+                {"‖∇f‖ (full batch)": (steps, vals, None)}, xlabel="step", ylabel="‖∇f(x_k)‖",
+                logx=True, logy=True, title=f"{g}: full gradient norm (Fig. 6.3c)")))
         lf_r = stat(rs, "low_frequency_ratio")[0]
         lf_p = stat(rs, "low_frequency_p_value")[0]
         lf = [bool(r.summary.get("low_frequency_excess")) for r in rs]
