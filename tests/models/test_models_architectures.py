@@ -8,21 +8,11 @@ from torch import nn
 from sgdlab.models import MODELS, build_model, count_parameters, describe
 from sgdlab.errors import UserError
 
+from model_counts import bn, conv, dense  # tests/models is on sys.path
+
 
 # tiny batch-2 convolutions: two threads on a shared 2-core box only add contention
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-def dense(i: int, o: int) -> int:
-    return i * o + o
-
-
-def conv(ci: int, co: int, k: int, bias: bool = True) -> int:
-    return ci * co * k * k + (co if bias else 0)
-
-
-def bn(c: int) -> int:
-    return 2 * c
 
 
 @pytest.mark.parametrize("name, count", [

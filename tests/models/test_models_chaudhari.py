@@ -10,20 +10,12 @@ from sgdlab.errors import UserError
 from sgdlab.models import build_model, count_parameters, describe
 from sgdlab.models.wideresnet import WRN_16_4, WRN_28_10
 
+from model_counts import bn, conv, dense  # tests/models is on sys.path
+
 pytestmark = pytest.mark.usefixtures("one_thread")
 MNIST, CIFAR = (1, 28, 28), (3, 32, 32)
 
 
-def dense(i: int, o: int) -> int:
-    return i * o + o
-
-
-def conv(ci: int, co: int, k: int, bias: bool = True) -> int:
-    return ci * co * k * k + (co if bias else 0)
-
-
-def bn(c: int) -> int:
-    return 2 * c
 
 
 def count(name: str, shape=None, outputs: int | None = None, **opts) -> int:
