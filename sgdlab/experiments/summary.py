@@ -13,12 +13,16 @@ import json
 from pathlib import Path
 from typing import Any
 
+from sgdlab.report.verdicts import SMOKE
+
 VERDICT = {True: "agrees", False: "**disagrees**", None: "descriptive"}
 
 
-def verdict(agrees: bool | None, conclusion: dict[str, Any]) -> str:
+def verdict(agrees: bool | None, conclusion: dict[str, Any], scale: str | None = None) -> str:
     """A checked claim with no decision is inconclusive; a finding with no claim is a
-    description."""
+    description; nothing at smoke scale is a verdict."""
+    if scale == "smoke":
+        return SMOKE
     if agrees is None and conclusion.get("claim"):
         return "inconclusive"
     return VERDICT[agrees]
@@ -58,7 +62,7 @@ def results_markdown(results: list[dict[str, Any]], *, command: str) -> str:
         e, p = r["experiment"], r["experiment"]["paper"]
         ref = f"{p['author'].split(',')[0]} {p['year']}, {p['figure']}"
         cs = r.get("conclusions") or []
-        a, d, o = _counts(cs)
+        a, d, o = _counts(cs) if r.get("scale") != "smoke" else (0, 0, 0)
         totals = [totals[0] + a, totals[1] + d, totals[2] + o]
         quote = (f"“{_cell(p['quote'])}” ({_cell(p.get('where', ''))})" if p.get("quote")
                  else _cell(p.get("claim", "")))
@@ -70,7 +74,7 @@ def results_markdown(results: list[dict[str, Any]], *, command: str) -> str:
                 "|---|---|---|"]
         for c in cs or [{"text": "no conclusion", "agrees_with_paper": None}]:
             sec.append(f"| {_cell(c['text'])} | {_cell(c.get('claim') or '')} | "
-                       f"{verdict(c.get('agrees_with_paper'), c)} |")
+                       f"{verdict(c.get('agrees_with_paper'), c, r.get('scale'))} |")
         if r.get("incomplete"):
             sec.append(f"| incomplete: {len(r.get('missing_runs', []))} runs missing | | |")
         devs = e.get("deviations") or []

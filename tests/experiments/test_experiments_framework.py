@@ -182,6 +182,20 @@ def test_run_writes_contract_and_report_rebuilds(tmp_path):
     assert "squares: B − A" in text and text.count("data:image/png;base64,") == 2
 
 
+def test_environment_records_the_threads_the_runs_used(tmp_path):
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)  # this process' count; the runs use SGDLAB_THREADS=1
+    try:
+        run_experiment(str(_write(tmp_path, _raw())), scale="smoke", out_dir=tmp_path / "o",
+                       store_path=str(tmp_path / "s.sqlite"), progress=None)
+    finally:
+        torch.set_num_threads(before)
+    assert json.loads((tmp_path / "o" / "results.json").read_text())[
+        "environment"]["torch_threads"] == 1
+
+
 def test_cli_run_errors_are_clear(tmp_path, capsys):
     assert cli(["run", "no-such-exp", "--scale", "smoke"]) == 2
     assert "unknown experiment" in capsys.readouterr().err
@@ -239,7 +253,7 @@ def test_bad_input_stops_the_sweep_with_its_message(tmp_path):
     ({"measure": [{"name": "dynamics", "every": 0}]}, "measure[0].every: must be >= 1"),
     ({"measure": [{"name": "dynamcs", "every": 1}]}, "unknown instrument 'dynamcs'"),
     ({"measure": [{"name": "dynamics", "every": 1, "at": [3]}]}, "at most one of"),
-    ({"optimizer": {"name": "sgd", "lr": -1}}, "Invalid learning rate"),
+    ({"optimizer": {"name": "sgd", "lr": -1}}, "x: optimizer.lr: must be >= 0, got -1"),
     ({"optimizer": {"name": "sgd", "lr": 0.1, "momentun": 0.9}}, "optimizer.momentun"),
 ])
 def test_train_procedure_checks_measure_and_optimizer_like_run_configs(change, needle):
