@@ -273,11 +273,23 @@ def test_strict_claims_met_inside_the_seed_spread_are_inconclusive():
     claim = [{"less": ["a", "b"], "metric": "loss", "claim": "a is lower"}]
     noisy = {"a": {"loss": 1.0, "loss__std": 0.5}, "b": {"loss": 1.1, "loss__std": 0.5}}
     clear = {"a": {"loss": 1.0, "loss__std": 0.01}, "b": {"loss": 1.1, "loss__std": 0.01}}
-    wrong = {"a": {"loss": 1.2, "loss__std": 0.5}, "b": {"loss": 1.1, "loss__std": 0.5}}
-    (c_noisy,), (c_clear,), (c_wrong,) = (check_claims(claim, v) for v in (noisy, clear, wrong))
+    wrong = {"a": {"loss": 1.2, "loss__std": 0.01}, "b": {"loss": 1.1, "loss__std": 0.01}}
+    missed = {"a": {"loss": 1.2, "loss__std": 0.5}, "b": {"loss": 1.1, "loss__std": 0.5}}
+    (c_noisy,), (c_clear,), (c_wrong,), (c_missed,) = (
+        check_claims(claim, v) for v in (noisy, clear, wrong, missed))
     assert c_noisy.agrees_with_paper is None and "inconclusive" in c_noisy.text
     assert c_clear.agrees_with_paper is True
     assert c_wrong.agrees_with_paper is False
+    # missing a strict claim inside the noise is no more evidence than meeting it there
+    assert c_missed.agrees_with_paper is None and "inconclusive" in c_missed.text
+    # a tolerance ("not worse by more than 0.05") is judged at its own boundary
+    tol = [{"less": ["a", "b"], "metric": "loss", "margin": -0.05}]
+    (c_tol,) = check_claims(tol, {"a": {"loss": 1.2, "loss__std": 0.01},
+                                  "b": {"loss": 1.1, "loss__std": 0.01}})
+    assert c_tol.agrees_with_paper is False
+    (c_tol,) = check_claims(tol, {"a": {"loss": 1.16, "loss__std": 0.02},
+                                  "b": {"loss": 1.1, "loss__std": 0.02}})
+    assert c_tol.agrees_with_paper is None
 
 
 def test_a_trend_needs_a_clear_rank_correlation():
@@ -318,3 +330,22 @@ def test_a_claim_on_missing_values_is_inconclusive_not_a_disagreement():
     (c,) = check_claims([{"less": ["a", "b"], "metric": "loss", "claim": "a is lower"}],
                         {"a": {"loss": float("nan")}, "b": {"loss": 1.0}})
     assert c.agrees_with_paper is None and "cannot be checked" in c.text
+
+
+def test_a_claim_whose_precondition_fails_is_inconclusive():
+    from sgdlab.experiments.procedures.common import check_claims, claim_metrics
+
+    claim = [{"equivalent": ["a", "b"], "metric": "acc", "margin": 0.01,
+              "requires": [{"metric": "train_acc", "above": 0.5}],
+              "requires_why": "the nets did not train"}]
+    assert claim_metrics(claim) == ["acc", "train_acc"]
+    untrained = {g: {"acc": 0.1, "acc__std": 0.0, "acc__n": 3, "train_acc": 0.11}
+                 for g in ("a", "b")}
+    (c,) = check_claims(claim, untrained)
+    assert c.agrees_with_paper is None
+    assert "train_acc of a = 0.11 is not above 0.5" in c.text and "did not train" in c.text
+    trained = {g: dict(v, train_acc=0.9) for g, v in untrained.items()}
+    (c,) = check_claims(claim, trained)
+    assert c.agrees_with_paper is True
+    with pytest.raises(ConfigError, match=r"requires\[0\]: give a 'metric' and one of"):
+        check_claims([dict(claim[0], requires=[{"metric": "train_acc"}])], trained)

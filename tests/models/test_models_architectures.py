@@ -53,8 +53,9 @@ def test_derived_counts_of_the_other_architectures():
         ("musso-bilayer", mnist): dense(784, 100) + dense(100, 10),
         ("jastrzebski-mlp", mnist): dense(784, 400) + 2 * dense(400, 400) + dense(400, 10)
         + 3 * bn(400),
-        ("musso-model2", cifar): conv(3, 32, 3) + conv(32, 32, 3) + conv(32, 64, 3)
-        + conv(64, 64, 3) + conv(64, 128, 3) + dense(128 * 4 * 4, 10),
+        # Musso's Model 2 (no padding): 32 -> 30 -> 28 -> 14 -> 12 -> 10 -> 8 -> 4
+        ("musso-model2", cifar): conv(3, 64, 3) + conv(64, 64, 3) + conv(64, 128, 3)
+        + 2 * conv(128, 128, 3) + dense(128 * 4 * 4, 10),
     }
     for (name, shape), count in expect.items():
         assert count_parameters(build_model(name, shape, 10)) == count, name
