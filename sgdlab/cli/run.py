@@ -36,9 +36,16 @@ def _run(args: argparse.Namespace) -> int:
         raise UserError("give exactly one of NAME or --config FILE")
     if not (args.device == "cpu" or args.device.startswith("cuda")):
         raise UserError(f"--device must be cpu or cuda, got {args.device!r}")
-    res = run_experiment(args.config or args.name, scale=args.scale, out_dir=args.out,
-                         store_path=args.store, workers=args.workers, device=args.device,
-                         data_dir=args.data_dir, train_progress=args.progress)
+    try:
+        res = run_experiment(args.config or args.name, scale=args.scale, out_dir=args.out,
+                             store_path=args.store, workers=args.workers, device=args.device,
+                             data_dir=args.data_dir, train_progress=args.progress)
+    except KeyboardInterrupt as e:
+        from sgdlab.errors import RunInterrupted
+
+        raise RunInterrupted(f"the sweep was {'terminated' if str(e) else 'interrupted'}; its "
+                             "runs in progress are recorded as interrupted, finished runs are "
+                             f"kept; continue with: {_same_command(args)}") from None
     if not res.results:        # non-zero rank under torchrun
         return 0
     for c in res.results.get("conclusions", []):
@@ -51,3 +58,16 @@ def _run(args: argparse.Namespace) -> int:
     print(f"results: {res.out_dir / 'results.json'}")
     print(f"report:  {res.report_path}")
     return 0 if res.ok else 1
+
+
+def _same_command(args: argparse.Namespace) -> str:
+    import shlex
+
+    parts = ["sgdlab", "run"] + ([args.name] if args.name else ["--config", args.config])
+    for flag, value in (("--scale", args.scale), ("--data-dir", args.data_dir),
+                        ("--workers", args.workers if args.workers != 1 else None),
+                        ("--device", args.device if args.device != "cpu" else None),
+                        ("--out", args.out), ("--store", args.store)):
+        if value is not None:
+            parts += [flag, str(value)]
+    return shlex.join(parts)

@@ -91,7 +91,7 @@ class Parle(EntropySGD):
     Used by :mod:`sgdlab.train.replicas` (which computes x̄ from all replicas between
     ``inner_loop`` and ``outer_step(master)``). ``step(closure)`` on its own computes x̄
     with ``communicator.average`` (one replica per process, e.g.
-    ``sgdlab.train.distributed.TorchDistributedCommunicator``), or uses x̄ = x^a when there
+    ``sgdlab.train.communicator.TorchDistributedCommunicator``), or uses x̄ = x^a when there
     is no communicator (n = 1: plain Entropy-SGD).
 
     Args (beyond :class:`EntropySGD`, whose ``inner_lr`` is η and ``lr`` is η′):
