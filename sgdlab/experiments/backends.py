@@ -2,8 +2,9 @@
 
 A backend takes :class:`~sgdlab.experiments.worker.RunTask` objects (``submit``) and reports
 what happened (``wait`` -> events ``(handle, "done", RunRecord)`` or ``(handle, "lost",
-reason)``); metric rows a run sends while it runs arrive through the ``on_rows(handle, rows)``
-callback. The sweep driver writes everything to the store.
+reason)``); metric rows a run sends while it runs arrive through the ``on_rows(run_id,
+rows)`` callback. The sweep driver writes everything to the store. The Ray backend
+(:mod:`sgdlab.experiments.ray_backend`) has the same interface.
 
 The process pool is sgdlab's own (not ``concurrent.futures``): each worker has its own pipe,
 so a worker that dies — SIGKILL, out of memory — loses only its own run ("lost", with the
@@ -28,7 +29,7 @@ from typing import Any
 from sgdlab.experiments.worker import RunRecord, RunTask, execute_run
 
 Event = tuple[int, str, Any]          # (handle, "done" | "lost", RunRecord | reason)
-RowsCallback = Callable[[int, list[tuple]], None]
+RowsCallback = Callable[[str, list[tuple]], None]
 
 
 class InProcessBackend:
@@ -55,7 +56,8 @@ class InProcessBackend:
         if not self.queue:
             return []
         h, task = self.queue.popleft()
-        return [(h, "done", execute_run(task, send=lambda rows: self.on_rows(h, rows)))]
+        return [(h, "done", execute_run(task, send=lambda rows: self.on_rows(task.run_id,
+                                                                               rows)))]
 
     def cancel_all(self) -> None:
         self.queue.clear()
@@ -71,7 +73,7 @@ class _Worker:
                                    name=f"sgdlab-worker-{index}", daemon=False)
         self.process.start()
         child.close()
-        self.conn, self.handle = parent, None
+        self.conn, self.handle, self.run_id = parent, None, None
 
     def stop(self, kill: bool) -> None:
         if kill and self.process.is_alive():
@@ -118,7 +120,7 @@ class ProcessPoolBackend:
             w.stop(kill=True)
             w = self.slots[i] = _Worker(self.ctx, next(self._started))
             w.conn.send(task)
-        w.handle = h
+        w.handle, w.run_id = h, task.run_id
         return h
 
     def wait(self, timeout: float) -> list[Event]:
@@ -135,7 +137,7 @@ class ProcessPoolBackend:
                 while w.handle is not None and w.conn.poll():
                     kind, payload = w.conn.recv()
                     if kind == "rows":
-                        self.on_rows(w.handle, payload)
+                        self.on_rows(w.run_id, payload)
                     else:
                         events.append((w.handle, "done", payload))
                         w.handle = None

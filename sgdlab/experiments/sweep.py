@@ -15,18 +15,18 @@
   and its leases are taken over by the next sweep.
 - **Leases.** Two sweeps on one store never run the same key at once: a key leased by a live
   process is waited for (and counted as done when that process finishes it).
-- ``workers > 1``: each worker uses ``max(1, cores // workers)`` torch threads
-  (``$SGDLAB_THREADS`` overrides).
+- **Backends** (``backend=``): ``"local"`` runs in this process (``workers=1``) or in
+  ``workers`` spawned processes, each with ``max(1, cores // workers)`` torch threads
+  (``$SGDLAB_THREADS`` overrides); ``"ray"`` runs each run as a Ray task with
+  ``cpus_per_run`` CPUs (its torch threads) and ``gpus_per_run`` GPUs, on a local Ray instance
+  or the cluster at ``address`` (:mod:`sgdlab.experiments.ray_backend`). The store is the same
+  either way: a sweep started on one backend is finished by the other.
 - Runs may depend on other runs of the same experiment (``depends: [label]``, e.g. "start from
   the GD solution" or "interpolate between run A and run B"): the sweep runs in dependency
   layers and hands each run the artifact directories of the runs it depends on (same seed).
 - A run that fails on its *input* (a ``UserError``: missing data file, invalid option) stops
   the sweep with that message once the runs in flight have ended, since every other run
   would fail the same way.
-- Cluster dispatch uses **torchrun** (the launcher the distributed optimizers already use):
-  under ``torchrun`` (``WORLD_SIZE`` > 1 in the environment) rank r executes runs
-  ``i ≡ r (mod WORLD_SIZE)`` of each layer, ranks meet at a gloo barrier between layers, and
-  rank 0 writes the report. The store and ``--out`` must be on a filesystem all nodes share.
 """
 from __future__ import annotations
 
@@ -45,8 +45,11 @@ from sgdlab.experiments.procedures import StoredRun, get_procedure
 from sgdlab.experiments.spec import RunSpec
 from sgdlab.experiments.worker import RunContext, RunRecord, task_for, write_files
 
-__all__ = ["DONE", "RunContext", "SweepReport", "dependency_layers", "finished_runs",
-           "load_runs", "open_store", "run_sweep", "threads_per_worker"]
+__all__ = ["BACKENDS", "DONE", "RunContext", "SweepReport", "dependency_layers",
+           "finished_runs", "load_runs", "make_backend", "open_store", "run_sweep",
+           "threads_per_worker"]
+
+BACKENDS = ("local", "ray")
 
 DONE = ("finished", "diverged")
 WAIT_POLL = 1.0          # seconds between looks at keys another sweep is running
@@ -135,54 +138,61 @@ def threads_per_worker(workers: int) -> int:
     return max(1, (os.cpu_count() or 1) // workers)
 
 
-def _shard() -> tuple[int, int]:
-    """(rank, world) under torchrun, else (0, 1)."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
-    return rank, world
-
-
-def _barrier(world: int) -> None:
-    if world <= 1:
-        return
-    import torch.distributed as dist
-
-    if not dist.is_initialized():
-        dist.init_process_group("gloo")
-    dist.barrier()
-
-
-def run_sweep(runs: list[RunSpec], *, store_path: str | None = None, workers: int = 1,
+def run_sweep(runs: list[RunSpec], *, store_path: str | None = None, workers: int | None = None,
               device: str = "cpu", progress: Callable[[str], None] | None = print,
-              train_progress: bool = False, retries: int = 1) -> SweepReport:
+              train_progress: bool = False, retries: int = 1, backend: str = "local",
+              address: str | None = None, cpus_per_run: float | None = None,
+              gpus_per_run: float | None = None) -> SweepReport:
     """Execute the runs that the store does not hold yet. See the module docstring.
-    ``retries``: how many times a run whose worker died is tried again on a fresh one."""
-    if workers < 1:
+    ``retries``: how many times a run whose worker (or Ray task) was lost is tried again."""
+    if workers is not None and workers < 1:
         raise UserError(f"--workers must be >= 1, got {workers}")
+    if backend not in BACKENDS:
+        raise UserError(f"--backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+    if backend == "local" and (address is not None or gpus_per_run):
+        raise UserError("--address and --gpus-per-run are options of --backend ray")
     t0 = time.perf_counter()
     store = open_store(store_path)
     rep = SweepReport()
     if not runs:
         return rep
-    rank, world = _shard()
-    _barrier(world)       # every rank shards the same list: read the store before anyone runs
-    say = progress or (lambda s: None)
-    if world > 1:
-        base_say = say
-        say = lambda s: base_say(f"[rank {rank}/{world}] {s}")  # noqa: E731
-    driver = _Driver(store, runs, rep, say=say, device=device, workers=workers,
-                     train_progress=train_progress, retries=retries, rank=rank, world=world)
+    driver = _Driver(store, runs, rep, say=progress or (lambda s: None), device=device,
+                     workers=workers, train_progress=train_progress, retries=retries,
+                     backend=backend, address=address, cpus_per_run=cpus_per_run,
+                     gpus_per_run=gpus_per_run)
     try:
         for layer in driver.layers:
             driver.run_layer(layer)
-            _barrier(world)
     except BaseException as e:
         driver.stop(e)
         raise
     finally:
-        driver.backend.close()
+        if driver._backend is not None:
+            driver._backend.close()
     rep.seconds = time.perf_counter() - t0
     return rep
+
+
+def make_backend(backend: str, on_rows, *, workers: int | None, address: str | None = None,
+                 cpus_per_run: float | None = None, gpus_per_run: float | None = None):
+    """The backend ``run_sweep``'s options ask for."""
+    from sgdlab.experiments.backends import InProcessBackend, ProcessPoolBackend
+
+    if backend == "ray":
+        from sgdlab.experiments.ray_backend import RayBackend
+
+        return RayBackend(on_rows, address=address, workers=workers,
+                          cpus_per_run=1.0 if cpus_per_run is None else float(cpus_per_run),
+                          gpus_per_run=float(gpus_per_run or 0.0))
+    workers = workers or 1
+    return InProcessBackend(on_rows) if workers == 1 else ProcessPoolBackend(workers, on_rows)
+
+
+def run_threads(backend: str, workers: int | None, cpus_per_run: float | None) -> int:
+    """torch threads per run: ``$SGDLAB_THREADS``, else a Ray run's CPUs, else cores // workers."""
+    if backend == "ray" and not os.environ.get("SGDLAB_THREADS"):
+        return max(1, int(1.0 if cpus_per_run is None else cpus_per_run))
+    return threads_per_worker(workers or 1)
 
 
 @dataclass
@@ -197,12 +207,10 @@ class _Driver:
     """The state of one sweep: what is done, in flight, waiting on another sweep."""
 
     def __init__(self, store, runs: list[RunSpec], rep: SweepReport, *, say, device: str,
-                 workers: int, train_progress: bool, retries: int, rank: int, world: int):
-        from sgdlab.experiments.backends import InProcessBackend, ProcessPoolBackend
-
+                 workers: int | None, train_progress: bool, retries: int, backend: str,
+                 address: str | None, cpus_per_run: float | None, gpus_per_run: float | None):
         self.store, self.rep, self.say, self.device = store, rep, say, device
         self.train_progress, self.retries = train_progress, retries
-        self.rank, self.world = rank, world
         self.experiment = runs[0].experiment
         self.art_root = artifacts_root(store)
         self.done = finished_runs(store, self.experiment)
@@ -210,30 +218,39 @@ class _Driver:
         self.by_label: dict[str, list[RunSpec]] = {}
         for r in runs:
             self.by_label.setdefault(r.label, []).append(r)
-        self.threads = threads_per_worker(workers)
+        self.options = dict(workers=workers, address=address, cpus_per_run=cpus_per_run,
+                            gpus_per_run=gpus_per_run)
+        self.backend_name, self._backend = backend, None
+        self.threads = run_threads(backend, workers, cpus_per_run)
+        if backend == "ray" and gpus_per_run and device == "cpu":
+            self.device = "cuda"          # a run given a GPU uses it
         from sgdlab.store import environment
 
-        self.env = environment(device=device)
-        self.backend = (InProcessBackend(self.on_rows) if workers == 1
-                        else ProcessPoolBackend(workers, self.on_rows))
+        self.env = environment(device=self.device)
         self.inflight: dict[int, _Flight] = {}
         self.failed_keys: set[str] = set()
         self.bad_input: tuple[RunSpec, str] | None = None
         self.count = 0
-        self.todo_total = sum(len(self._mine(layer)) for layer in self.layers)
+        self.todo_total = sum(len(self._missing(layer)) for layer in self.layers)
         skipped = [r.key for r in runs if r.key in self.done]
         rep.skipped.extend(skipped)
         if skipped:
             say(f"{len(skipped)} of {len(runs)} runs already in the store ({store.path}); "
                 f"running the {self.todo_total} missing")
 
-    def _mine(self, layer: list[RunSpec]) -> list[RunSpec]:
-        return [r for i, r in enumerate(x for x in layer if x.key not in self.done)
-                if i % self.world == self.rank]
+    @property
+    def backend(self):
+        """Started when the first run is submitted (a sweep with nothing to run starts none)."""
+        if self._backend is None:
+            self._backend = make_backend(self.backend_name, self.on_rows, **self.options)
+        return self._backend
+
+    def _missing(self, layer: list[RunSpec]) -> list[RunSpec]:
+        return [r for r in layer if r.key not in self.done]
 
     # --- scheduling -----------------------------------------------------------------------
     def run_layer(self, layer: list[RunSpec]) -> None:
-        queue = deque((r, 0) for r in self._mine(layer))
+        queue = deque((r, 0) for r in self._missing(layer))
         waiting: dict[str, RunSpec] = {}
         next_look = 0.0
         while queue or self.inflight or waiting:
@@ -278,7 +295,8 @@ class _Driver:
         task = task_for(r, get_procedure(r.procedure), run_id, device=self.device,
                         artifact_dir=art,
                         dependencies={d: self.art_root / dr.key for d, dr in deps.items()},
-                        threads=self.threads, progress=self.train_progress)
+                        threads=self.threads, progress=self.train_progress,
+                        ship=self.backend_name == "ray")
         h = self.backend.submit(task)
         self.inflight[h] = _Flight(r, run_id, time.perf_counter(), attempt)
         return True
@@ -298,8 +316,10 @@ class _Driver:
                 queue.append((waiting.pop(key), 0))
 
     # --- what the backend reports -----------------------------------------------------------
-    def on_rows(self, h: int, rows: list[tuple]) -> None:
-        self.store.log_many(self.inflight[h].run_id, rows)
+    def on_rows(self, run_id: str, rows: list[tuple]) -> None:
+        # rows of an attempt already recorded as lost are late: that run is failed, drop them
+        if any(f.run_id == run_id for f in self.inflight.values()):
+            self.store.log_many(run_id, rows)
 
     def _on_event(self, h: int, kind: str, payload: Any, queue: deque) -> None:
         f = self.inflight.pop(h)
@@ -347,7 +367,8 @@ class _Driver:
 
     def stop(self, why: BaseException) -> None:
         """The sweep ends early (interrupt, error): stop the workers, record their runs."""
-        self.backend.cancel_all()
+        if self._backend is not None:
+            self._backend.cancel_all()
         message = ("the sweep was interrupted" + (f" ({why})" if str(why) else "")
                    if isinstance(why, KeyboardInterrupt)
                    else f"the sweep stopped ({type(why).__name__}: {why})")
