@@ -10,7 +10,8 @@ from sgdlab.errors import UserError
 _HELP = {
     "eta_over_b": "η/B (Jastrzebski et al.)",
     "beta_inv": "β⁻¹ = η/(2B) (Chaudhari & Soatto; ×(1−B/N) without replacement)",
-    "musso": "T = ⟨η⟩/(2B(1−μ)) (Musso, random lr + momentum)",
+    "musso": "T = l/(6C(1−μ)) in units of D (Musso eq. 19; --lr is the maximal l)",
+    "musso-mean-lr": "the same T with --lr read as the mean lr, l = 2·lr (Musso §3.1)",
     "thesis": "(η/B)·mean λ(D) (thesis; needs --mean-eig)",
 }
 
@@ -22,12 +23,15 @@ def register(subparsers) -> None:
                     "size]) and, with --match-lr / --match-batch-size, the other "
                     "hyper-parameter that keeps a temperature equal.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="temperatures:\n" + "\n".join(f"  {k:11s} {v}" for k, v in _HELP.items())
+        epilog="temperatures:\n" + "\n".join(f"  {k:13s} {v}" for k, v in _HELP.items())
                + "\n\nexamples:\n  sgdlab temperature --lr 0.1 --batch-size 128 "
                  "--match-lr 512\n  sgdlab temperature --lr 0.1 --batch-size 128 "
-                 "--momentum 0.9 --match-batch-size 0.05 --keep musso")
-    p.add_argument("--lr", type=float, required=True, help="learning rate η (mean η for "
-                   "a random learning rate)")
+                 "--momentum 0.9 --match-batch-size 0.05 --keep musso\n"
+                 "  sgdlab temperature --lr 2e-4 --batch-size 60 --match-lr 30 --keep musso"
+                 "   # Musso Fig. 5")
+    p.add_argument("--lr", type=float, required=True,
+                   help="learning rate η; for Musso's random learning rate the maximal l "
+                        "(kind musso) or the mean (kind musso-mean-lr)")
     p.add_argument("--batch-size", type=int, required=True, help="batch size B")
     p.add_argument("--momentum", type=float, default=0.0, help="heavy-ball momentum μ")
     p.add_argument("--dataset-size", type=int, default=None, metavar="N",

@@ -10,15 +10,14 @@ the diffusion matrix D(x) (:mod:`sgdlab.measure.noise`).
   factor (1 − B/N): β⁻¹ = η/(2B) · (1 − B/N). (The exact finite-population covariance factor
   is (N − B)/(B(N − 1)) = (1 − B/N)/B · N/(N − 1), see ``minibatch_noise_factor``; the thesis
   drops N/(N − 1), and so do we here, so the numbers match the thesis.)
-- ``musso``:       T = ⟨η⟩ / (2B(1 − μ)) — Musso (2020), "Stochastic gradient descent with
-  random learning rate". Our reading: in the small-learning-rate regime the effective
-  temperature of SGD with heavy-ball momentum μ and a random (e.g. uniform) learning rate
-  depends only on the *mean* learning rate ⟨η⟩, the batch size and μ, through the effective
-  step ⟨η⟩/(1 − μ); the fluctuation of η multiplies the full gradient ∇L (not the mini-batch
-  noise), so its second moment enters only at higher order in η and near minima, and no
-  second-moment correction is applied. We keep the factor 1/2 of β⁻¹ so that T reduces to
-  β⁻¹ for μ = 0 and constant η. This is our reading of the abstract-level statement; check the
-  paper's eq. for constant factors before comparing absolute values.
+- ``musso``:       T = l D / (6 C (1 − μ)) — Musso 2020, eq. (19), in the paper's own terms:
+  l the *maximal* learning rate (the random factor α ~ U[0, 1] of eq. (1) multiplies it), C the
+  mini-batch size, μ the momentum and D the isotropic diffusion constant of eq. (8), unknown
+  and 1 by default (T in units of D). The printed eq. (19) has (μ − 1), which makes T < 0 for
+  every μ in [0, 1); eq. (16), which it solves, gives (1 − μ): we use that. Ratios, which is
+  what equal-temperature comparisons use, are the same either way.
+- ``musso-mean-lr``: the same T with ``lr`` read as the *mean* learning rate ⟨η⟩ = l/2
+  (§3.1's convention, "the same mean value l"): T = ⟨η⟩ D / (3 C (1 − μ)).
 - ``thesis``:      (η / B) · mean λ(D) — the thesis' proposal to compare runs by the noise
   actually injected: mean λ(D) = Tr D / d (mean over all d eigenvalues), measured.
 """
@@ -26,7 +25,9 @@ from __future__ import annotations
 
 import math
 
-KINDS = ("eta_over_b", "beta_inv", "musso", "thesis")
+KINDS = ("eta_over_b", "beta_inv", "musso", "musso-mean-lr", "thesis")
+#: how ``musso_temperature`` reads its ``lr``: the maximal l (eq. (19)) or the mean l/2
+MUSSO_CONVENTIONS = {"paper": 1.0, "mean-lr": 2.0}
 
 
 def _check(lr: float, batch_size: float, momentum: float = 0.0,
@@ -55,10 +56,21 @@ def beta_inv(lr: float, batch_size: float, dataset_size: int | None = None) -> f
     return t * (1 - batch_size / dataset_size) if dataset_size is not None else t
 
 
-def musso_temperature(mean_lr: float, batch_size: float, momentum: float = 0.0) -> float:
-    """T = ⟨η⟩ / (2B(1 − μ)) (Musso 2020; see the module docstring for our reading)."""
-    _check(mean_lr, batch_size, momentum)
-    return mean_lr / (2 * batch_size * (1 - momentum))
+def musso_temperature(lr: float, batch_size: float, momentum: float = 0.0, *,
+                      diffusion: float = 1.0, convention: str = "paper") -> float:
+    """T = l D / (6 C (1 − μ)): Musso 2020, eq. (19) (sign as eq. (16) gives it).
+
+    ``convention="paper"``: ``lr`` is the maximal learning rate l (α ~ U[0, 1]);
+    ``"mean-lr"``: ``lr`` is the mean learning rate, l = 2·lr. ``diffusion`` is D of eq. (8).
+    """
+    _check(lr, batch_size, momentum)
+    if convention not in MUSSO_CONVENTIONS:
+        raise ValueError(f"Invalid convention {convention!r}; known: "
+                         f"{', '.join(MUSSO_CONVENTIONS)}")
+    if not diffusion > 0:
+        raise ValueError(f"Invalid diffusion constant D = {diffusion} (must be > 0)")
+    max_lr = lr * MUSSO_CONVENTIONS[convention]
+    return max_lr * diffusion / (6 * batch_size * (1 - momentum))
 
 
 def thesis_temperature(lr: float, batch_size: float, mean_eigenvalue: float) -> float:
@@ -79,6 +91,8 @@ def temperature(kind: str, lr: float, batch_size: float, *, momentum: float = 0.
         return beta_inv(lr, batch_size, dataset_size)
     if kind == "musso":
         return musso_temperature(lr, batch_size, momentum)
+    if kind == "musso-mean-lr":
+        return musso_temperature(lr, batch_size, momentum, convention="mean-lr")
     if kind == "thesis":
         if mean_eigenvalue is None:
             raise ValueError("the thesis temperature needs a measured mean eigenvalue of D(x)")
@@ -94,6 +108,7 @@ def temperatures(lr: float, batch_size: float, *, momentum: float = 0.0,
         "eta_over_b": eta_over_b(lr, batch_size),
         "beta_inv": beta_inv(lr, batch_size),
         "musso": musso_temperature(lr, batch_size, momentum),
+        "musso-mean-lr": musso_temperature(lr, batch_size, momentum, convention="mean-lr"),
     }
     if dataset_size is not None:
         out["beta_inv_without_replacement"] = beta_inv(lr, batch_size, dataset_size)

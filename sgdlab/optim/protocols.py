@@ -9,11 +9,18 @@ epoch-based rules use completed epochs ``τ = ⌊t / steps_per_epoch⌋``.
 
 Registered names (``build_schedule(name, optimizer, steps_per_epoch=, total_steps=, **hyper)``):
 
-- ``random`` (Musso): η_t drawn i.i.d. each step, uniform on [η(1 − w), η(1 + w)] (``width`` w in
-  [0, 1]; w = 1 is Musso's U[0, 2η]). Its mean is the base η, so it is comparable with the
-  ``constant`` protocol of the same η. Own ``torch.Generator``; its state is in ``state_dict``.
-- ``cosine-cyclic`` (Musso): η_τ = η [1 + cos(π τ / P)] over completed epochs τ, period P epochs
-  (the value runs 2η → 0 → 2η over 2P epochs and averages η).
+- ``random``: η_t drawn i.i.d. each step, uniform on [η(1 − w), η(1 + w)] (``width`` w in
+  [0, 1]; w = 1 is U[0, 2η], the mean-lr reading of Musso 2020's random protocol). Its mean is
+  the base η, so it is comparable with the ``constant`` protocol of the same η. Own
+  ``torch.Generator``; its state is in ``state_dict``. Written into ``torch.optim.SGD`` with
+  momentum, the random factor multiplies the whole step l·v (momentum buffer included), not
+  only the new gradient as Musso's eqs. (1)–(2) do: for the paper's rule use the optimizer
+  ``random-lr-sgd`` (:mod:`sgdlab.optim.random_lr`), whose ``multiply="step"`` is this
+  schedule's rule.
+- ``cosine-cyclic`` (Musso 2020, eq. (20)): η_τ = η [1 + cos(π τ / P)] over completed epochs τ.
+  The value runs 2η → 0 → 2η over 2P epochs and averages η; the figures call P the "period"
+  (P ∈ {6, 18, 30}). ``convention="full-period"`` reads P as the full period instead:
+  η [1 + cos(2π τ / P)].
 - ``step`` (Xing et al.: step annealing): η · γ^k after the k-th milestone (epochs).
 - ``triangular`` (Smith 2017, CLR): linear up from η to η_max over ``step_size`` steps, then down,
   repeated: cycle = ⌊1 + t/(2s)⌋, x = |t/s − 2 cycle + 1|, η_t = η + (η_max − η) max(0, 1 − x).
@@ -124,7 +131,10 @@ class ProtocolSchedule:
 
 
 class RandomLR(ProtocolSchedule):
-    """Musso's random protocol: η_t ~ U[η(1 − w), η(1 + w)] i.i.d. each step (mean η).
+    """A random learning rate η_t ~ U[η(1 − w), η(1 + w)] i.i.d. each step (mean η).
+
+    With w = 1 and ``torch.optim.SGD`` this is the ``multiply="step"``, ``convention="mean-lr"``
+    variant of Musso 2020's rule (:class:`sgdlab.optim.random_lr.RandomLRSGD`), not eqs. (1)–(2).
 
     The draw for step t is written when the schedule reaches t (construction for t = 0); the
     generator state saved in ``state_dict`` is the one *after* that draw, and loading restores
@@ -167,19 +177,29 @@ class RandomLR(ProtocolSchedule):
 
 
 class CosineCyclicLR(ProtocolSchedule):
-    """Musso's cyclic protocol: η_τ = η [1 + cos(π τ / P)], τ completed epochs, P the period."""
+    """Musso 2020, eq. (20): η_τ = η [1 + cos(π τ / P)], τ the completed epochs.
+
+    eq. (20) repeats every 2P epochs while the captions of Figs. 1–2 call P ("6, 18, 30
+    epochs") the period: ``convention="eq20"`` (default) is the printed formula,
+    ``"full-period"`` reads P as the full period, η [1 + cos(2π τ / P)].
+    """
 
     name = "cosine-cyclic"
+    CONVENTIONS = {"eq20": 1.0, "full-period": 2.0}
 
     def __init__(self, optimizer: torch.optim.Optimizer, *, period: float,
-                 steps_per_epoch: int = 1):
+                 convention: str = "eq20", steps_per_epoch: int = 1):
         if not period > 0:
             raise ValueError(f"Invalid period={period} (epochs, must be > 0)")
-        self.period = float(period)
+        if convention not in self.CONVENTIONS:
+            raise ValueError(f"Invalid convention={convention!r}; known: "
+                             f"{', '.join(self.CONVENTIONS)}")
+        self.period, self.convention = float(period), convention
         super().__init__(optimizer, steps_per_epoch=steps_per_epoch)
 
     def factor(self, t: int) -> float:
-        return 1.0 + math.cos(math.pi * self.epoch(t) / self.period)
+        turns = self.CONVENTIONS[self.convention]
+        return 1.0 + math.cos(turns * math.pi * self.epoch(t) / self.period)
 
 
 class StepLR(ProtocolSchedule):
@@ -295,8 +315,9 @@ def _random(optimizer, *, steps_per_epoch: int = 1, total_steps: int = 1, width:
 
 @register_schedule("cosine-cyclic")
 def _cosine_cyclic(optimizer, *, steps_per_epoch: int = 1, total_steps: int = 1,
-                   period: float) -> CosineCyclicLR:
-    return CosineCyclicLR(optimizer, period=period, steps_per_epoch=steps_per_epoch)
+                   period: float, convention: str = "eq20") -> CosineCyclicLR:
+    return CosineCyclicLR(optimizer, period=period, convention=convention,
+                          steps_per_epoch=steps_per_epoch)
 
 
 @register_schedule("step")

@@ -318,3 +318,22 @@ def test_a_claim_on_missing_values_is_inconclusive_not_a_disagreement():
     (c,) = check_claims([{"less": ["a", "b"], "metric": "loss", "claim": "a is lower"}],
                         {"a": {"loss": float("nan")}, "b": {"loss": 1.0}})
     assert c.agrees_with_paper is None and "cannot be checked" in c.text
+
+
+def test_a_claim_whose_precondition_fails_is_inconclusive():
+    from sgdlab.experiments.procedures.common import check_claims, claim_metrics
+
+    claim = [{"equivalent": ["a", "b"], "metric": "acc", "margin": 0.01,
+              "requires": [{"metric": "train_acc", "above": 0.5}],
+              "requires_why": "the nets did not train"}]
+    assert claim_metrics(claim) == ["acc", "train_acc"]
+    untrained = {g: {"acc": 0.1, "acc__std": 0.0, "acc__n": 3, "train_acc": 0.11}
+                 for g in ("a", "b")}
+    (c,) = check_claims(claim, untrained)
+    assert c.agrees_with_paper is None
+    assert "train_acc of a = 0.11 is not above 0.5" in c.text and "did not train" in c.text
+    trained = {g: dict(v, train_acc=0.9) for g, v in untrained.items()}
+    (c,) = check_claims(claim, trained)
+    assert c.agrees_with_paper is True
+    with pytest.raises(ConfigError, match=r"requires\[0\]: give a 'metric' and one of"):
+        check_claims([dict(claim[0], requires=[{"metric": "train_acc"}])], trained)

@@ -11,8 +11,7 @@ def test_values():
     assert temperature("eta_over_b", 0.1, 128) == pytest.approx(0.1 / 128)
     assert beta_inv(0.1, 128) == pytest.approx(0.1 / 256)
     assert beta_inv(0.1, 100, 1000) == pytest.approx(0.1 / 200 * 0.9)
-    assert musso_temperature(0.1, 128, 0.9) == pytest.approx(0.1 / (2 * 128 * 0.1))
-    assert musso_temperature(0.1, 128) == beta_inv(0.1, 128)
+    assert musso_temperature(0.1, 128, 0.9) == pytest.approx(0.1 / (6 * 128 * 0.1))
     t = temperatures(0.1, 128, momentum=0.9, dataset_size=1000, mean_eigenvalue=2.0)
     assert t["thesis"] == pytest.approx(0.1 / 128 * 2.0)
     # the thesis factor vs the exact finite-population one differ by N/(N-1)
@@ -55,3 +54,46 @@ def test_cli_solves_and_reports(capsys):
     assert "lr 0.05 -> batch size 64" in capsys.readouterr().out
     assert main(["temperature", "--lr", "0.1", "--batch-size", "128", "--momentum", "1.0"]) == 2
     assert "momentum" in capsys.readouterr().err
+
+
+def test_musso_eq19_in_the_papers_terms():
+    # eq. (19): T = l D / (6 C (1 − μ)), l the maximal learning rate, D of eq. (8)
+    assert musso_temperature(0.1, 128, 0.9, diffusion=2.0) == pytest.approx(
+        0.1 * 2.0 / (6 * 128 * (1 - 0.9)))
+    # the mean-lr alias: lr is the mean ⟨η⟩ = l/2, so T = ⟨η⟩ D / (3 C (1 − μ))
+    assert musso_temperature(0.05, 128, 0.9, convention="mean-lr") == pytest.approx(
+        musso_temperature(0.1, 128, 0.9)) == pytest.approx(0.05 / (3 * 128 * 0.1))
+    assert temperature("musso-mean-lr", 0.05, 128, momentum=0.9) == pytest.approx(
+        temperature("musso", 0.1, 128, momentum=0.9))
+    t = temperatures(1e-4, 30)
+    assert t["musso-mean-lr"] == pytest.approx(2 * t["musso"])
+
+
+def test_musso_equal_temperature_pairs_of_the_figures():
+    T = musso_temperature
+    # Fig. 5: C = 60, l = 2e-4 vs C = 30, l = 1e-4, zero momentum; C = 60, l = 1e-4 has half T
+    assert T(2e-4, 60) == pytest.approx(T(1e-4, 30)) == pytest.approx(2 * T(1e-4, 60))
+    # Fig. 6 left: l = 0.005 (the top of U[0, 0.005]), C = 60 with μ = 0.75 vs C = 30, μ = 0.5
+    assert T(0.005, 60, 0.75) == pytest.approx(T(0.005, 30, 0.5))
+    # Fig. 6 right: average learning rates 2.5e-4 at C = 128 and 5e-4 at C = 256, μ = 0.9
+    assert T(2.5e-4, 128, 0.9, convention="mean-lr") == pytest.approx(
+        T(5e-4, 256, 0.9, convention="mean-lr"))
+    assert solve_lr("musso", T(2e-4, 60), 30) == pytest.approx(1e-4)
+    assert solve_batch_size("musso", T(0.005, 60, 0.75), 0.005, momentum=0.5) == pytest.approx(30)
+
+
+def test_musso_bad_convention_or_diffusion():
+    with pytest.raises(ValueError, match="convention"):
+        musso_temperature(0.1, 10, convention="max")
+    with pytest.raises(ValueError, match="diffusion"):
+        musso_temperature(0.1, 10, diffusion=0.0)
+
+
+def test_cli_musso_pair_of_fig5(capsys):
+    from sgdlab.cli.main import main
+
+    assert main(["temperature", "--lr", "2e-4", "--batch-size", "60", "--match-lr", "30",
+                 "--keep", "musso"]) == 0
+    out = capsys.readouterr().out
+    assert "batch size 30 -> lr 0.0001" in out
+    assert f"{2e-4 / 360:.6g}" in out and "musso-mean-lr" in out

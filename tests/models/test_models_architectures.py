@@ -74,8 +74,9 @@ def test_derived_counts_of_the_other_architectures():
         + 4 * conv(192, 192, 3) + conv(192, 10, 1) + 3 * bn(96) + 5 * bn(192) + bn(10),
         ("small-allcnn", cifar): conv(3, 32, 3) + 2 * conv(32, 32, 3) + conv(32, 64, 3)
         + 4 * conv(64, 64, 3) + conv(64, 10, 1) + 3 * bn(32) + 5 * bn(64) + bn(10),
-        ("musso-model2", cifar): conv(3, 32, 3) + conv(32, 32, 3) + conv(32, 64, 3)
-        + conv(64, 64, 3) + conv(64, 128, 3) + dense(128 * 4 * 4, 10),
+        # Musso's Model 2 (no padding): 32 -> 30 -> 28 -> 14 -> 12 -> 10 -> 8 -> 4
+        ("musso-model2", cifar): conv(3, 64, 3) + conv(64, 64, 3) + conv(64, 128, 3)
+        + 2 * conv(128, 128, 3) + dense(128 * 4 * 4, 10),
     }
     for (name, shape), count in expect.items():
         assert count_parameters(build_model(name, shape, 10)) == count, name

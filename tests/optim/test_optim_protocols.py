@@ -49,6 +49,18 @@ def test_cosine_cyclic_formula():
             assert trace[tau * spe + j] == pytest.approx(expected, abs=1e-15)
     # mean over a full period 2P equals l
     assert sum(trace[: 2 * P * spe]) / (2 * P * spe) == pytest.approx(lr)
+    # P read as the full period: l [1 + cos(2π τ / P)]
+    full = lr_trace("cosine-cyclic", 7 * spe, lr=lr, steps_per_epoch=spe, period=P,
+                    convention="full-period")
+    for tau, expected in [(0, 2 * lr), (3, 0.0), (6, 2 * lr), (2, 0.5 * lr)]:
+        assert full[tau * spe] == pytest.approx(expected, abs=1e-15)
+
+
+def test_paper_periods_average_l_over_180_epochs():
+    # P ∈ {6, 18, 30} (Musso §3, eq. (20)): cycles of 12, 36 and 60 epochs all fit in 180
+    for P in (6, 18, 30):
+        trace = lr_trace("cosine-cyclic", 180, lr=1.0, steps_per_epoch=1, period=P)
+        assert sum(trace) / 180 == pytest.approx(1.0, abs=1e-12)
 
 
 def test_triangular_clr_formula():
@@ -139,6 +151,7 @@ def test_schedule_state_dict_round_trip_resumes_identical_trajectory(name, kw):
     ("random", dict(width=1.5), "width"),
     ("random", dict(width=-0.1), "width"),
     ("cosine-cyclic", dict(period=0), "period"),
+    ("cosine-cyclic", dict(period=6, convention="half"), "convention"),
     ("step", dict(milestones=[3, 1]), "milestones"),
     ("step", dict(every=2, gamma=-1), "gamma"),
     ("step", dict(), "milestones"),

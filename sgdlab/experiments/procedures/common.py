@@ -17,6 +17,11 @@ Welch confidence interval of mean_A − mean_B (two one-sided tests at 5%) must 
 inconclusive otherwise. With a single seed per group there is no spread to go on, and the
 point difference decides (the text says so).
 
+Any claim may carry ``requires``: preconditions every compared group must meet for the claim
+to be testable at all, e.g. ``requires: [{metric: train_acc, above: 0.5}]`` ("the nets trained").
+A group that misses one makes the conclusion inconclusive, whatever the comparison says: two
+untrained nets are "equivalent" without telling anything about the paper's claim.
+
 ``metric_b`` compares ``metric`` of A with another metric of B (e.g. a value at the end of
 training with the same run's value at the start). ``A``/``B`` are run-group labels (or any key of the value table the analysis builds). An
 optional ``margin`` makes less/greater stricter (mean_A + margin < mean_B).
@@ -135,6 +140,30 @@ def equivalence(va: float, vb: float, sa: float, sb: float, na: int, nb: int,
     return None, f"{ci} straddles ±{margin:g}, so inconclusive"
 
 
+def claim_metrics(claims: list[dict[str, Any]]) -> list[str]:
+    """Every metric the claims read (compared metrics and preconditions), in order."""
+    out = [c[k] for c in claims or [] for k in ("metric", "metric_b") if k in c]
+    out += [r["metric"] for c in claims or [] for r in c.get("requires", [])]
+    return list(dict.fromkeys(out))
+
+
+def unmet_preconditions(c: dict[str, Any], groups: list[str],
+                        values: dict[str, dict[str, float]], where: str) -> list[str]:
+    """The ``requires`` entries of claim ``c`` that some group misses, as sentences."""
+    out = []
+    for j, r in enumerate(c.get("requires", [])):
+        bounds = [k for k in ("above", "below") if k in r]
+        if "metric" not in r or len(bounds) != 1:
+            raise ConfigError(f"{where}.requires[{j}]: give a 'metric' and one of above / below")
+        bound = float(r[bounds[0]])
+        for g in groups:
+            v = values.get(g, {}).get(r["metric"], float("nan"))
+            met = finite(v) and (v > bound if bounds[0] == "above" else v < bound)
+            if not met:
+                out.append(f"{r['metric']} of {g} = {_fmt(v)} is not {bounds[0]} {bound:g}")
+    return out
+
+
 def check_claims(claims: list[dict[str, Any]], values: dict[str, dict[str, float]],
                  names: dict[str, str] | None = None) -> list[Conclusion]:
     """Evaluate ``claims`` (see the module docstring) against ``values[group][metric]``."""
@@ -216,6 +245,13 @@ def check_claims(claims: list[dict[str, Any]], values: dict[str, dict[str, float
                        + (vb if isinstance(vb, list) else [vb]))):
             text += " (missing or non-finite values: the claim cannot be checked)"
             ok = None      # no evidence either way, not a disagreement
+        groups = [g for x in c[kind] for g in (x if isinstance(x, list) else [x])]
+        unmet = unmet_preconditions(c, groups, values, f"options.claims[{i}]")
+        if unmet:
+            text += (f" — but the claim is untestable here: {'; '.join(unmet)}"
+                     f"{' (' + c['requires_why'] + ')' if c.get('requires_why') else ''}, "
+                     "so inconclusive")
+            ok = None
         out.append(Conclusion(text, agrees_with_paper=None if ok is None else bool(ok),
                               claim=c.get("claim"),
                               evidence=ev))

@@ -9,6 +9,7 @@ Options::
     table: [[test_acc, test accuracy], [train_loss, final train loss]]   # summary keys
     derived:                              # new summary values computed from stored series
       - {name: best_test_acc, metric: test_acc, reduce: max}   # max | min | first | last | mean_last_k
+      - {name: gap, metric: train_acc, minus: test_acc, reduce: last}   # a difference
     curves: [train_loss, test_acc]        # one figure per metric series (mean ± std)
     curve_x: step | effective_epochs | epoch
     logy: [train_loss]
@@ -25,36 +26,43 @@ from sgdlab.errors import ConfigError
 from sgdlab.experiments.analysis import Analysis, Conclusion
 from sgdlab.experiments.plots import curves
 from sgdlab.experiments.procedures import StoredRun, register_analysis
-from sgdlab.experiments.procedures.common import (by_group, check_claims, mean_curve,
-                                                  summary_table, values_by_group, x_axis)
+from sgdlab.experiments.procedures.common import (by_group, check_claims, claim_metrics,
+                                                  mean_curve, summary_table, values_by_group,
+                                                  x_axis)
 from sgdlab.experiments.spec import get_dotted
 
 DEFAULT_TABLE = [["train_loss", "train loss"], ["test_loss", "test loss"],
                  ["test_acc", "test accuracy"]]
 
 
+def _reduced(run: StoredRun, metric: str, red: str, k: int) -> float:
+    vals = [v for _, v in run.metrics.get(metric, []) if math.isfinite(v)]
+    if not vals:
+        return float("nan")
+    if red == "max":
+        return max(vals)
+    if red == "min":
+        return min(vals)
+    if red == "first":
+        return vals[0]
+    if red == "last":
+        return vals[-1]
+    if red == "mean_last_k":
+        return float(np.mean(vals[-k:]))
+    raise ConfigError(f"options.derived: unknown reduce {red!r} "
+                      "(max | min | first | last | mean_last_k)")
+
+
 def add_derived(runs: list[StoredRun], derived: list[dict[str, Any]]) -> None:
-    """Compute ``derived`` summary values from each run's stored series (in place)."""
+    """Compute ``derived`` summary values from each run's stored series (in place); with
+    ``minus: OTHER`` the value is reduce(metric) − reduce(OTHER) (e.g. a train–test gap)."""
     for d in derived or []:
         name, metric, red = d["name"], d["metric"], d.get("reduce", "max")
+        k = int(d.get("k", 3))
         for r in runs:
-            vals = [v for _, v in r.metrics.get(metric, []) if math.isfinite(v)]
-            if not vals:
-                r.summary[name] = float("nan")
-            elif red == "max":
-                r.summary[name] = max(vals)
-            elif red == "min":
-                r.summary[name] = min(vals)
-            elif red == "first":
-                r.summary[name] = vals[0]
-            elif red == "last":
-                r.summary[name] = vals[-1]
-            elif red == "mean_last_k":
-                k = int(d.get("k", 3))
-                r.summary[name] = float(np.mean(vals[-k:]))
-            else:
-                raise ConfigError(f"options.derived: unknown reduce {red!r} "
-                                  "(max | min | first | last | mean_last_k)")
+            r.summary[name] = _reduced(r, metric, red, k)
+            if d.get("minus"):
+                r.summary[name] -= _reduced(r, d["minus"], red, k)
 
 
 def group_key(spec, r: StoredRun) -> str:
@@ -86,7 +94,7 @@ def compare_groups(spec, runs: list[StoredRun]) -> Analysis:
                                                 ylabel=metric, logy=metric in logy,
                                                 title=f"{spec.paper['figure']}: {metric}")))
     keys = [k for k, _ in tab_spec] + [d["name"] for d in o.get("derived", [])]
-    keys += [c[k] for c in o.get("claims", []) for k in ("metric", "metric_b") if k in c]
+    keys += claim_metrics(o.get("claims", []))
     vals = values_by_group(groups, list(dict.fromkeys(keys)))
     concl = check_claims(o.get("claims", []), vals)
     div = [g for g, rs in groups.items() if any(r.status == "diverged" for r in rs)]

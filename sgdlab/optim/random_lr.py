@@ -1,0 +1,147 @@
+"""SGD with a uniformly random learning rate: Musso 2020, eqs. (1)–(2).
+
+    v_{k+1} = μ v_k − α_k ∇f_Γ(x_k),        x_{k+1} = x_k + l v_{k+1},        α_k ~ U[0, 1]
+
+α_k is one scalar per step, drawn i.i.d. and shared by every parameter: it multiplies the
+*new* mini-batch gradient only, so the velocity remembers each past gradient with the factor it
+was drawn with. Putting a random learning rate into ``torch.optim.SGD`` is a different rule:
+there the factor multiplies the whole step l·v, momentum buffer included. Both are here
+(``multiply``); the paper's rule is the default.
+
+In torch's buffer b = −v (which starts at 0, so b_1 = α_0 g_0, as torch starts its buffer at
+the first gradient), with g_k = ∇f_Γ(x_k) + w x_k:
+
+==================  ====================================  ===================================
+``multiply``        buffer                                step
+==================  ====================================  ===================================
+``"gradient"``      b ← μ b + α g                         x ← x − l b   (Nesterov: l (α g + μ b))
+``"step"``          b ← μ b + g                           x ← x − α l b (Nesterov: α l (g + μ b))
+==================  ====================================  ===================================
+
+With μ = 0 the two coincide. ``"step"`` is what the schedule ``random`` does to any optimizer.
+
+Readings where the paper is silent or says two things (docs/fidelity/musso.md):
+
+- ``convention="paper"``: α ~ U[0, 1] as eq. (1) states, so ``lr`` is the *maximal* learning
+  rate l ("l would be the usual learning rate if α were constant and equal to 1"; the mean
+  step is l/2). ``convention="mean-lr"``: α ~ U[0, 2], so ``lr`` is the *mean* learning rate,
+  as §3.1 describes its comparisons ("all the training instances depicted correspond to the
+  same mean value l of the learning rate") and as the cyclic protocol eq. (20) averages l.
+- Nesterov: the figures use "Nesterov acceleration" but eqs. (1)–(2) are heavy-ball; we apply
+  torch's Nesterov form to the randomly scaled gradient (the table above).
+- Weight decay: the L2 term w x is part of the loss, so α multiplies it with ∇f_Γ.
+
+The generator (one CPU ``torch.Generator``, seeded with ``seed`` or the run's seed), the step
+count and the last α are part of ``state_dict()``, so a resumed run draws the same sequence.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import Tensor
+from torch.optim import Optimizer
+
+from sgdlab.measure.temperature import MUSSO_CONVENTIONS as CONVENTIONS
+
+from ._common import closure_loss, momentum_direction, seeded_generator
+from .registry import register_optimizer
+
+__all__ = ["RandomLRSGD", "CONVENTIONS", "MULTIPLY", "alpha_high"]
+
+# CONVENTIONS: α's upper end, U[0, 1] (eq. (1), ``lr`` = maximal l) or U[0, 2] (``lr`` = mean)
+MULTIPLY = ("gradient", "step")
+
+
+def alpha_high(convention: str) -> float:
+    """Upper end of α's interval U[0, high] for a learning-rate convention (see module doc)."""
+    try:
+        return CONVENTIONS[convention]
+    except KeyError:
+        raise ValueError(f"Invalid convention {convention!r}; known: "
+                         f"{', '.join(CONVENTIONS)}") from None
+
+
+def random_lr_sgd(params: list[Tensor], grads: list[Tensor], states: list[dict[str, Any]],
+                  group: dict[str, Any], u: float) -> None:
+    """One step of eqs. (1)–(2) on ``params`` with α = u · high(convention), u ~ U[0, 1]."""
+    alpha = u * alpha_high(group["convention"])
+    on_gradient = group["multiply"] == "gradient"
+    step = group["lr"] if on_gradient else group["lr"] * alpha
+    for p, g, state in zip(params, grads, states):
+        if group["weight_decay"] != 0:
+            g = g.add(p, alpha=group["weight_decay"])
+        if on_gradient:
+            g = g.mul(alpha)
+        p.add_(momentum_direction(state, g, group), alpha=-step)
+
+
+@register_optimizer("random-lr-sgd")
+class RandomLRSGD(Optimizer):
+    """Musso 2020, eqs. (1)–(2): SGD whose step multiplies each new gradient by α ~ U[0, 1].
+
+    Args:
+        params: parameters or parameter groups.
+        lr: l of eq. (2) — the maximal learning rate (``convention="paper"``) or the mean one
+            (``convention="mean-lr"``).
+        momentum: μ of eq. (1), in [0, 1).
+        nesterov: Nesterov's form of the momentum (torch's convention, see the module doc).
+        weight_decay: w, the L2 coefficient added to the gradient (α multiplies it too).
+        convention: ``"paper"`` (α ~ U[0, 1]) or ``"mean-lr"`` (α ~ U[0, 2]).
+        multiply: ``"gradient"`` (eq. (1), default) or ``"step"`` (α scales l·v, as a random
+            lr in ``torch.optim.SGD`` does).
+        seed: seed of α's generator (default ``torch.initial_seed()``: the run's seed).
+
+    ``last_alpha`` is the α of the latest step (None before the first).
+    """
+
+    def __init__(self, params, lr: float, *, momentum: float = 0.0, nesterov: bool = False,
+                 weight_decay: float = 0.0, convention: str = "paper",
+                 multiply: str = "gradient", seed: int | None = None) -> None:
+        if not lr >= 0.0:
+            raise ValueError(f"Invalid learning rate: {lr}")
+        if not 0.0 <= momentum < 1.0:
+            raise ValueError(f"Invalid momentum value: {momentum} (need 0 <= momentum < 1)")
+        if not weight_decay >= 0.0:
+            raise ValueError(f"Invalid weight_decay value: {weight_decay}")
+        if nesterov and momentum == 0:
+            raise ValueError("Nesterov momentum requires a momentum")
+        alpha_high(convention)
+        if multiply not in MULTIPLY:
+            raise ValueError(f"Invalid multiply {multiply!r}; known: {', '.join(MULTIPLY)}")
+        defaults = dict(lr=lr, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay,
+                        convention=convention, multiply=multiply)
+        super().__init__(params, defaults)
+        self.generator = seeded_generator(seed)
+        self.steps = 0
+        self.last_alpha: float | None = None
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], Tensor] | None = None) -> Tensor | None:
+        loss = closure_loss(closure)
+        # one draw per step for the whole weight vector, as eq. (1)'s scalar α
+        u = float(torch.rand((), generator=self.generator, dtype=torch.float64))
+        for group in self.param_groups:
+            params = [p for p in group["params"] if p.grad is not None]
+            random_lr_sgd(params, [p.grad for p in params], [self.state[p] for p in params],
+                          group, u)
+        self.last_alpha = u * alpha_high(self.param_groups[0]["convention"])
+        self.steps += 1
+        return loss
+
+    def state_dict(self) -> dict[str, Any]:
+        sd = super().state_dict()
+        sd["random_lr"] = {"generator": self.generator.get_state(), "steps": self.steps,
+                           "last_alpha": self.last_alpha}
+        return sd
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        state_dict = dict(state_dict)
+        extra = state_dict.pop("random_lr", None)
+        if extra is None:
+            raise ValueError("state_dict has no 'random_lr' entry (not saved by RandomLRSGD)")
+        super().load_state_dict(state_dict)
+        self.generator.set_state(extra["generator"])
+        self.steps = int(extra["steps"])
+        self.last_alpha = extra["last_alpha"]

@@ -1,0 +1,76 @@
+"""The Musso 2020 entries at paper scale carry the settings the figure captions state."""
+from __future__ import annotations
+
+import pytest
+
+from sgdlab.experiments.procedures import StoredRun
+from sgdlab.experiments.procedures.generic import add_derived
+from sgdlab.experiments.spec import load_experiment
+
+# label -> (dataset, model, lr, C, mu, nesterov, weight decay, random factor's convention)
+# from the captions of Figs. 1, 2, 5 and 6 (lines 159, 182, 233, 248 of the text); Fig. 4
+# states none and borrows Fig. 6 right's (the entry says so). None: a deterministic protocol.
+PROTOCOLS = ("constant", "random", "cyclic-P6", "cyclic-P18", "cyclic-P30")
+STATED = {
+    "musso-protocols": {p: ("mnist", "musso-bilayer", 5e-3, 256, 0.9, True, 0.0)
+                        for p in PROTOCOLS},
+    "musso-protocols-model2": {p: ("mnist", "musso-model2", 5e-5, 256, 0.9, True, 1e-3)
+                               for p in PROTOCOLS},
+    "musso-cifar-regularization": {p: ("cifar10", "musso-vgg16", 2.5e-4, 128, 0.9, True, 0.0)
+                                   for p in PROTOCOLS},
+    "musso-equal-temperature": {
+        "fig5-C60-l2e-4": ("mnist", "musso-bilayer", 2e-4, 60, 0.0, False, 0.0),
+        "fig5-C30-l1e-4": ("mnist", "musso-bilayer", 1e-4, 30, 0.0, False, 0.0),
+        "fig5-C60-l1e-4": ("mnist", "musso-bilayer", 1e-4, 60, 0.0, False, 0.0),
+        "fig6L-C60-mu0.75": ("mnist", "musso-model2", 5e-3, 60, 0.75, True, 1e-3),
+        "fig6L-C30-mu0.5": ("mnist", "musso-model2", 5e-3, 30, 0.5, True, 1e-3),
+        "fig6R-C128-l2.5e-4": ("cifar10", "musso-vgg16", 2.5e-4, 128, 0.9, True, 0.0),
+        "fig6R-C256-l5e-4": ("cifar10", "musso-vgg16", 5e-4, 256, 0.9, True, 0.0),
+    },
+}
+
+
+@pytest.mark.parametrize("name", sorted(STATED))
+def test_paper_scale_uses_the_stated_settings(name):
+    runs = {r.label: r.params for r in load_experiment(name, "paper").expand(data_dir="/d")}
+    assert set(runs) == set(STATED[name])
+    for label, (data, model, lr, c, mu, nesterov, wd) in STATED[name].items():
+        p = runs[label]
+        opt = p["optimizer"]
+        assert (p["dataset"]["name"], p["model"]["name"], p["batch_size"]) == (data, model, c)
+        assert (opt["lr"], opt.get("momentum", 0.0), opt.get("nesterov", False),
+                opt.get("weight_decay", 0.0)) == (lr, mu, nesterov, wd), label
+        if model == "musso-model2":
+            assert p["model"].get("channels", [64, 64, 128, 128, 128]) == [64, 64, 128, 128, 128]
+        if model == "musso-vgg16":       # footnote 3: torchvision's vgg16 from ImageNet weights
+            assert p["model"]["weights"].startswith("/d/")
+            m = {"stages": 5, "width": 64, "classifier_width": 4096, "batchnorm": False,
+                 **p["model"]}
+            assert (m["stages"], m["width"], m["classifier_width"], m["batchnorm"]) == \
+                (5, 64, 4096, False)
+        # the random protocol is eqs. (1)-(2); the others are plain SGD with a schedule
+        is_random = label == "random" or label.startswith(("fig5", "fig6"))
+        assert (opt["name"] == "random-lr-sgd") == is_random, label
+        if is_random:
+            # Figs. 5 and 6 left give the maximal lr, Sec. 3.1 and Fig. 6 right the mean one
+            maximal = label.startswith(("fig5", "fig6L"))
+            assert opt["convention"] == ("paper" if maximal else "mean-lr"), label
+            assert opt.get("multiply", "gradient") == "gradient"
+        if label.startswith("cyclic-P"):
+            assert p["schedule"] == {"name": "cosine-cyclic", "period": int(label[8:])}
+
+
+def _run(train_acc, test_acc):
+    return StoredRun("k", "r", "a", 0, {}, "finished", {},
+                     {"train_acc": list(enumerate(train_acc)),
+                      "test_acc": list(enumerate(test_acc))}, {})
+
+
+def test_derived_difference_of_two_series():
+    runs = [_run([0.5, 0.9, 1.0], [0.5, 0.8, 0.95]), _run([0.4], [])]
+    add_derived(runs, [{"name": "gap", "metric": "train_acc", "minus": "test_acc",
+                        "reduce": "last"},
+                       {"name": "best_gap", "metric": "train_acc", "minus": "test_acc"}])
+    assert runs[0].summary["gap"] == pytest.approx(0.05)
+    assert runs[0].summary["best_gap"] == pytest.approx(0.05)
+    assert runs[1].summary["gap"] != runs[1].summary["gap"]       # NaN: no test series

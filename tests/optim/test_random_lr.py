@@ -1,0 +1,183 @@
+"""RandomLRSGD against Musso 2020, eqs. (1)-(2), written out by hand in float64."""
+import copy
+import io
+
+import pytest
+import torch
+from scipy import stats
+
+from sgdlab.optim import build_optimizer, build_schedule
+from sgdlab.optim.random_lr import RandomLRSGD
+from sgdlab.testing import tiny_classification, tiny_mlp
+
+D = torch.float64
+LOSS = torch.nn.CrossEntropyLoss()
+
+
+def _problem(seed=0, n=12, d=3):
+    """Least squares f_i(x) = ½ (a_i·x − b_i)²; mini-batches Γ_k are fixed index sets."""
+    g = torch.Generator().manual_seed(seed)
+    a, b = torch.randn(n, d, generator=g, dtype=D), torch.randn(n, generator=g, dtype=D)
+    batches = [torch.randperm(n, generator=g)[:4] for _ in range(9)]
+    return a, b, batches
+
+
+def _grad(x, a, b, idx):
+    """∇f_Γ(x) = (1/C) Σ_{j∈Γ} a_j (a_j·x − b_j), eq. (23)."""
+    aj = a[idx]
+    return aj.T @ (aj @ x - b[idx]) / len(idx)
+
+
+def _alphas(seed, n, high=1.0):
+    g = torch.Generator().manual_seed(seed)
+    return [high * float(torch.rand((), generator=g, dtype=D)) for _ in range(n)]
+
+
+def _run(opt_kw, a, b, batches, x0):
+    x = torch.nn.Parameter(x0.clone())
+    opt = RandomLRSGD([x], **opt_kw)
+    xs, alphas = [], []
+    for idx in batches:
+        x.grad = _grad(x.detach(), a, b, idx)
+        opt.step()
+        xs.append(x.detach().clone())
+        alphas.append(opt.last_alpha)
+    return xs, alphas
+
+
+@pytest.mark.parametrize("mu", [0.0, 0.9])
+def test_paper_rule_is_eqs_1_2(mu):
+    a, b, batches = _problem()
+    x0 = torch.tensor([0.3, -0.2, 0.5], dtype=D)
+    l = 0.07
+    xs, alphas = _run(dict(lr=l, momentum=mu, seed=11), a, b, batches, x0)
+    assert alphas == _alphas(11, len(batches))          # α_k ~ U[0, 1], one per step
+    x, v = x0.clone(), torch.zeros(3, dtype=D)
+    for k, idx in enumerate(batches):
+        v = mu * v - alphas[k] * _grad(x, a, b, idx)      # eq. (1)
+        x = x + l * v                                     # eq. (2)
+        torch.testing.assert_close(xs[k], x, rtol=0, atol=1e-14)
+
+
+def test_nesterov_weight_decay_and_mean_lr_convention_by_hand():
+    a, b, batches = _problem(seed=1)
+    x0 = torch.tensor([1.0, 0.0, -1.0], dtype=D)
+    l, mu, w = 0.05, 0.8, 0.01
+    xs, alphas = _run(dict(lr=l, momentum=mu, nesterov=True, weight_decay=w,
+                           convention="mean-lr", seed=5), a, b, batches, x0)
+    assert alphas == _alphas(5, len(batches), high=2.0)   # α ~ U[0, 2]: mean step l
+    x, buf = x0.clone(), torch.zeros(3, dtype=D)
+    for k, idx in enumerate(batches):
+        g = alphas[k] * (_grad(x, a, b, idx) + w * x)     # α scales the whole loss gradient
+        buf = mu * buf + g
+        x = x - l * (g + mu * buf)                        # torch's Nesterov form
+        torch.testing.assert_close(xs[k], x, rtol=0, atol=1e-14)
+
+
+def test_step_variant_is_a_random_lr_in_torch_sgd_and_differs_from_the_paper():
+    model0 = tiny_mlp(3, 4, 2, seed=0)
+    x, y = tiny_classification(n=16, seed=1)
+    kw = dict(lr=0.05, momentum=0.9, nesterov=True, weight_decay=1e-3)
+
+    def trajectory(make, steps=6):
+        model = copy.deepcopy(model0)
+        opt, sched = make(model)
+        for _ in range(steps):
+            opt.zero_grad()
+            LOSS(model(x), y).backward()
+            opt.step()
+            if sched is not None:
+                sched.step()
+        return torch.cat([p.detach().flatten() for p in model.parameters()])
+
+    def schedule(model):
+        opt = torch.optim.SGD(model.parameters(), **kw)
+        return opt, build_schedule("random", opt, steps_per_epoch=4, total_steps=6, width=1.0,
+                                   seed=3)
+
+    def ours(multiply):
+        return lambda m: (RandomLRSGD(m.parameters(), **kw, convention="mean-lr",
+                                      multiply=multiply, seed=3), None)
+
+    torch.testing.assert_close(trajectory(ours("step")), trajectory(schedule))
+    assert not torch.allclose(trajectory(ours("gradient")), trajectory(schedule), atol=1e-6)
+
+    # without momentum the two rules coincide
+    kw.update(momentum=0.0, nesterov=False)
+    torch.testing.assert_close(trajectory(ours("gradient")), trajectory(ours("step")))
+
+
+@pytest.mark.parametrize("convention,high", [("paper", 1.0), ("mean-lr", 2.0)])
+def test_alpha_is_uniform(convention, high):
+    p = torch.nn.Parameter(torch.zeros(1, dtype=D))
+    opt = RandomLRSGD([p], lr=1.0, convention=convention, seed=0)
+    draws = []
+    for _ in range(1000):
+        p.grad = torch.zeros(1, dtype=D)
+        opt.step()
+        draws.append(opt.last_alpha)
+    assert min(draws) >= 0 and max(draws) <= high
+    assert stats.kstest([d / high for d in draws], "uniform").pvalue > 1e-3
+
+
+def test_state_dict_round_trip_resumes_the_same_trajectory():
+    model0 = tiny_mlp(3, 4, 2, seed=0)
+    x, y = tiny_classification(n=16, seed=1)
+
+    def make(model, seed=4):
+        return RandomLRSGD(model.parameters(), lr=0.05, momentum=0.9, nesterov=True,
+                           seed=seed)
+
+    def run(model, opt, steps):
+        for _ in range(steps):
+            opt.zero_grad()
+            LOSS(model(x), y).backward()
+            opt.step(lambda: LOSS(model(x), y))     # a closure is accepted and evaluated
+
+    straight = copy.deepcopy(model0)
+    run(straight, make(straight), 8)
+    first = copy.deepcopy(model0)
+    opt = make(first)
+    run(first, opt, 4)
+    buf = io.BytesIO()
+    torch.save({"m": first.state_dict(), "o": opt.state_dict()}, buf)
+    buf.seek(0)
+    saved = torch.load(buf, weights_only=True)
+    fresh = tiny_mlp(3, 4, 2, seed=9)
+    fresh.load_state_dict(saved["m"])
+    opt2 = make(fresh, seed=123)                  # the generator state comes from the file
+    opt2.load_state_dict(saved["o"])
+    assert opt2.steps == 4 and opt2.last_alpha == opt.last_alpha
+    run(fresh, opt2, 4)
+    for p, q in zip(straight.parameters(), fresh.parameters()):
+        assert torch.equal(p, q)
+    with pytest.raises(ValueError, match="random_lr"):
+        opt2.load_state_dict(torch.optim.SGD(fresh.parameters(), lr=0.1).state_dict())
+
+
+def test_seed_follows_the_run_seed_and_registry_name():
+    def alphas(seed):
+        torch.manual_seed(seed)
+        p = torch.nn.Parameter(torch.zeros(1))
+        opt = build_optimizer("random-lr-sgd", [p], lr=0.1)
+        out = []
+        for _ in range(3):
+            p.grad = torch.ones(1)
+            opt.step()
+            out.append(opt.last_alpha)
+        return out
+
+    assert alphas(1) == alphas(1) != alphas(2)
+
+
+@pytest.mark.parametrize("kw,match", [
+    (dict(lr=-1.0), "learning rate"),
+    (dict(lr=0.1, momentum=1.0), "momentum"),
+    (dict(lr=0.1, nesterov=True), "Nesterov"),
+    (dict(lr=0.1, weight_decay=-1.0), "weight_decay"),
+    (dict(lr=0.1, convention="max"), "convention"),
+    (dict(lr=0.1, multiply="velocity"), "multiply"),
+])
+def test_invalid_arguments(kw, match):
+    with pytest.raises(ValueError, match=match):
+        RandomLRSGD([torch.nn.Parameter(torch.zeros(1))], **kw)
