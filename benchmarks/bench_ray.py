@@ -5,8 +5,10 @@ The same sweep — the flagship ``jastrzebski-ratio-grid`` at smoke scale on 512
 run) — runs on the local pool (``--workers 2``: 2 spawned processes, started by each sweep)
 and on a local Ray instance (``ray.init(num_cpus=2)``, started once before the timed sweeps,
 as a cluster would be), into fresh stores, alternately, ``REPEATS`` times each. The figure
-is the ratio of the median wall seconds per run (Ray / local pool); a first Ray sweep (its
-worker processes importing torch) is run before the timed ones and reported apart.
+is the ratio of the median wall seconds per run (Ray / local pool). The local pool's figure
+includes starting its 2 workers (each sweep starts its own); Ray's reuses the workers of the
+running instance, as a cluster does. The first Ray sweep after ``ray.init`` (its workers
+starting and importing torch) is reported apart, as ``ray_first_sweep_per_run_vs_local_pool``.
 """
 from __future__ import annotations
 
@@ -16,7 +18,8 @@ import tempfile
 import time
 from pathlib import Path
 
-GOALS = {"ray_overhead_per_run_vs_local_pool": "<= 1.2"}
+GOALS = {"ray_overhead_per_run_vs_local_pool": "<= 1.2",
+         "ray_first_sweep_per_run_vs_local_pool": "(informative: Ray workers start cold)"}
 REPEATS = 3
 
 
@@ -37,7 +40,8 @@ def run() -> dict[str, float | None]:
         import ray
     except ImportError:
         print("ray is not installed: python -m pip install -c constraints.txt '.[ray]'")
-        return {"ray_overhead_per_run_vs_local_pool": None}
+        return {"ray_overhead_per_run_vs_local_pool": None,
+                "ray_first_sweep_per_run_vs_local_pool": None}
     from sgdlab.experiments.sweep import run_sweep
 
     os.environ["SGDLAB_THREADS"] = "1"
@@ -63,4 +67,5 @@ def run() -> dict[str, float | None]:
     print(f"{len(runs)} runs per sweep, 2 at a time, 1 thread each, float32, cpu; seconds per "
           f"run (median of {REPEATS}): local pool {lo:.2f}, ray {ra:.2f}; first ray sweep "
           f"(workers importing torch) {first:.2f}")
-    return {"ray_overhead_per_run_vs_local_pool": ra / lo}
+    return {"ray_overhead_per_run_vs_local_pool": ra / lo,
+            "ray_first_sweep_per_run_vs_local_pool": first / lo}

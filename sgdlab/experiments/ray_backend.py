@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import itertools
 import os
+import signal
+import threading
 from typing import Any
 
 from sgdlab.errors import UserError
@@ -51,8 +53,13 @@ class RayBackend:
                                   "log_to_driver": True}
             if address is None and not os.environ.get("RAY_ADDRESS"):
                 kw["num_cpus"] = workers * cpus_per_run if workers else os.cpu_count()
+            # Ray installs a SIGTERM handler that aborts the driver; keep ours (SIGTERM stops
+            # the sweep like Ctrl-C: tasks cancelled, runs recorded interrupted)
+            term = signal.getsignal(signal.SIGTERM) if _main_thread() else None
             try:
                 ray.init(address=address, **kw)
+                if term is not None:
+                    signal.signal(signal.SIGTERM, term)
             except Exception as e:  # noqa: BLE001 - Ray's errors are many; one line
                 raise UserError(f"cannot start or join Ray"
                                 f"{f' at {address}' if address else ''}: "
@@ -121,6 +128,10 @@ class RayBackend:
             self.cancel_all()
         if self.started and self.ray.is_initialized():
             self.ray.shutdown()
+
+
+def _main_thread() -> bool:
+    return threading.current_thread() is threading.main_thread()
 
 
 def _run_task(task: RunTask, inbox) -> Any:

@@ -2,7 +2,6 @@
 backend is finished by the other (a local Ray instance: ``ray.init(num_cpus=2)``)."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
