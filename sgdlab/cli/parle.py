@@ -12,10 +12,16 @@ continues an interrupted run from them bit for bit (same config and replica coun
 
 The config (YAML or JSON) is described in :func:`sgdlab.train.distributed.build_run`::
 
-    data: {name: mnist1d}
-    model: {name: mlp, widths: [128, 128]}
-    parle: {replicas: 3, L: 25, lr: 0.1, gamma: 100, rho: 100, batch_size: 128}
-    epochs: 5
+    data: {name: mnist_small}
+    model: {name: lenet}
+    parle: {replicas: 3, lr: 0.1, lr_milestones: [2], batch_size: 128}
+    epochs: 75
+
+The ``parle`` mapping is :class:`sgdlab.train.replicas.ParleConfig`, whose defaults are the
+thesis' (§5.3.2: L = 25, α = 0.25, γ₀ = 100, ρ₀ = 1 scoped by (1 − 1/(2B)) per round and
+clipped at 1 and 0.1, Nesterov momentum 0.9, the "paper" normalisation of the step sizes);
+``lr_milestones: [2]`` is "dropped by a factor of 10 [...] after the second epoch" (§5.4.2).
+The length is ``rounds``, ``epochs`` (effective epochs per replica) or ``grad_evals``.
 """
 from __future__ import annotations
 

@@ -77,6 +77,41 @@ def hopf_lax(f: Tensor, x: Tensor, t: float, *, y: Tensor | None = None,
     return (fy[None, :] + (x[:, None] - y[None, :]) ** 2 / (2 * t)).min(dim=1).values
 
 
+def hopf_lax_newton(fn, x: Tensor, t: float, *, y: Tensor,
+                    steps: int = 30) -> tuple[Tensor, Tensor]:
+    """(u(x, t), prox_{tf}(x)) of the Hopf–Lax formula (4.16) to machine precision for a
+    smooth f given as a function ``fn`` (torch ops): the global minimiser over the grid ``y``,
+    then Newton steps on f'(p) + (p − x)/t = 0 (derivatives by autograd). Second differences of
+    this u are free of the grid-minimisation noise of :func:`hopf_lax`."""
+    _check_t(t)
+    fy = fn(y)
+    p = y[(fy[None, :] + (x[:, None] - y[None, :]) ** 2 / (2 * t)).argmin(dim=1)].clone()
+    for _ in range(steps):
+        q = p.detach().requires_grad_(True)
+        (g,) = torch.autograd.grad(fn(q).sum(), q, create_graph=True)
+        (h,) = torch.autograd.grad(g.sum(), q)
+        p = (q - (g + (q - x) / t) / (h + 1 / t)).detach()
+    with torch.no_grad():
+        return fn(p) + (x - p) ** 2 / (2 * t), p
+
+
+def convexity_interval(u: Tensor, x: Tensor, index: int, *, tol: float = 1e-8
+                       ) -> tuple[float, float]:
+    """The widest grid interval [x_l, x_r] around ``x[index]`` on which u is convex (second
+    differences ≥ −tol): the I(x, t) of the thesis' Example 4.15."""
+    dx = _check_grid(u, x)
+    ok = second_difference(u, dx) >= -tol          # ok[i] is about x[i + 1]
+    i = min(max(index - 1, 0), len(ok) - 1)
+    if not ok[i]:
+        return float(x[index]), float(x[index])
+    lo = hi = i
+    while lo > 0 and ok[lo - 1]:
+        lo -= 1
+    while hi < len(ok) - 1 and ok[hi + 1]:
+        hi += 1
+    return float(x[lo + 1]), float(x[hi + 1])
+
+
 def proximal_point(f: Tensor, x: Tensor, t: float) -> Tensor:
     """prox_{tf}(x) = argmin_y f(y) + |x − y|²/(2t) over the grid (the Hopf–Lax minimiser)."""
     _check_grid(f, x)
@@ -141,6 +176,7 @@ def finite_difference_viscous_hj(f: Tensor, period: float, t: float, *, beta: fl
     return u
 
 
-__all__ = ["viscous_hj", "local_entropy", "hopf_lax", "proximal_point", "heat_smoothing",
+__all__ = ["viscous_hj", "local_entropy", "hopf_lax", "hopf_lax_newton", "convexity_interval",
+           "proximal_point", "heat_smoothing",
            "second_difference", "semiconcavity_bound", "periodic_cole_hopf",
            "finite_difference_viscous_hj", "wide_and_narrow_minima"]

@@ -1,4 +1,4 @@
-"""Binary perceptron, teacher–student (thesis §3.1.1), and local-entropy-guided search.
+"""Binary perceptron, teacher–student (thesis §3.1.1, eq. 3.3), and local-entropy-guided search.
 
 A teacher x* ∈ {±1}^d labels N = αd random patterns ξ^μ ∈ {±1}^d by σ^μ = sign(x*·ξ^μ)
 (d odd, so no ties). A student x ∈ {±1}^d has training energy E(x) = #{μ : σ^μ x·ξ^μ < 0} and
@@ -12,10 +12,11 @@ instances × replicas (no Python loop over either):
 
 - **plain**: y independent replicas anneal E(x); at the end each is (close to) a typical zero
   training-error solution; we report the mean ε over replicas.
-- **local-entropy-guided** (robust ensemble / replicated search, Baldassi et al. 2016; the
-  thesis' local entropy with the γ-coupling scoped up): the y replicas feel
-  Σ_a E(x^a) − (γ/y) Σ_a x^a · Σ_b x^b with γ ramped from 0, which pulls them into dense
-  regions of solutions; the output is their centre sign(Σ_a x^a).
+- **local-entropy-guided** (robust ensemble / replicated search, Baldassi et al. 2016, which
+  §3.1.1 reviews): the y replicas feel Σ_a E(x^a) − (γ/y) Σ_a x^a · Σ_b x^b with γ ramped
+  from 0, which pulls them into dense regions of solutions; the output is their centre
+  sign(Σ_a x^a). This γ is a coupling (it grows as the scope of the thesis' continuous local
+  entropy shrinks) and is not the γ of eq. (3.5), which fixes an overlap 1 − 2γ.
 
 A control, **plain centre** (the sign of the sum of the *uncoupled* replicas), separates the
 effect of the coupling from that of merely averaging solutions.

@@ -1,31 +1,50 @@
 """Elastic-SGD (thesis eq. 5.4) and Parle (eq. 5.8): replicas coupled to a master.
 
-n replicas x^a, a = 1..n, each coupled elastically to the master x̄ = (1/n) Σ_a x^a (the
-minimiser of the coupling Σ_a |x^a − x̄|²/(2ρ) in x̄):
+n replicas x^a, a = 1..n, each with its own data Ξ^a, and a master x (Chaudhari's thesis,
+Ch. 5):
 
-* **Elastic-SGD** (5.4):  x^a ← x^a − η (∇f_B(x^a) + ρ⁻¹ (x^a − x̄)).
-* **Parle** (5.8): every replica runs Entropy-SGD's inner loop (L Langevin steps on
-  f(y) + |y − x^a|²/(2γ) from y = x^a, average z^a), then, with x̄ computed from the x^a,
+* **Elastic-SGD** (5.4a):  x^a ← x^a − η [∇f_B(x^a) + ρ_k⁻¹ (x^a − x)].
+* **Parle** (5.8): every replica runs Entropy-SGD's inner loop (L steps of (5.8a)
+  y ← y − η⁽⁰⁾[∇f_B(y) + γ_k⁻¹(y − x^a)] from y = x^a, with the average (5.8b)
+  z ← αz + (1 − α)y, z = x^a at the start), then, once every L steps,
 
-      x^a ← x^a − η′ [c_γ (x^a − z^a) + c_ρ (x^a − x̄)].
+      x^a ← x^a − (η⁽¹⁾/γ_k)(x^a − z^a) − (η⁽²⁾/ρ_k)(x^a − x)                   (5.8c)
+      x   ← x − (η⁽³⁾ n/ρ_k)(x − (1/n) Σ_a x^a).                                (5.8d)
 
-  Communication is needed only for x̄, i.e. once every L gradient evaluations.
+  Communication is needed only for the master, once every L gradient evaluations.
 
-**Hyper-parameter normalisation (§5.3.2).** With ``normalize=False`` the coefficients are the
-raw ones of (5.8), c_γ = γ⁻¹ and c_ρ = ρ⁻¹. With ``normalize=True`` (default) the local-entropy
-gradient is γ-scaled, c_γ = 1 (η′ = 1 ⇒ x^a ← z^a, the thesis' experiments and reference code),
-and the elastic force that Elastic-SGD would apply over the L inner steps, L·η·ρ⁻¹(x^a − x̄),
-is applied at once: c_ρ = L·η/(η′ρ). In these units the thesis' degenerate cases are exact:
+**Learning rates (§5.3.2), ``normalization``.** The thesis normalises the four step sizes:
+"We set η⁽⁰⁾ to the initial learning rate η₀, η⁽¹⁾ = ηγ_k, η⁽²⁾ = η, and η⁽³⁾ = ρ_k/n."
+With η⁽³⁾ = ρ_k/n, (5.8d) makes the master the replicas' average, x = (1/n) Σ_a x^a, and the
+replica's outer step is written x^a ← x^a − η·G with (``parle_coefficients``)
 
-* n = 1, ρ = ∞: Entropy-SGD;
-* L = 1, γ = ∞, α = 0, η′ = 1: Elastic-SGD with step η and coupling ρ (y = x^a − η∇f(x^a) = z^a);
-* L = 1, n = 1, γ = ρ = ∞, α = 0, η′ = 1: SGD with step η.
+* ``"paper"`` (default, §5.3.2):   G = (x^a − z^a) + ρ_k⁻¹ (x^a − x);
+  η is the (annealed) learning rate, η⁽⁰⁾ = η₀ the inner step (``inner_lr``, default ``lr``).
+* ``"raw"`` (5.8c as printed with η⁽¹⁾ = η⁽²⁾ = η):  G = γ_k⁻¹(x^a − z^a) + ρ_k⁻¹(x^a − x).
+* ``"authors-code"`` (the authors' ``parle_mpi.py``): G = (x^a − z^a) + (L·n/ρ_k)(x^a − x) —
+  the code multiplies its elastic coupling by L·n —, and the step starts from the last inner
+  iterate: x^a ← y^a_L − η·G. (Its other differences are listed in docs/fidelity.)
 
-γ and ρ are scoped per outer step, γ(t) = γ₀(1 − γ₁)^t and ρ(t) = ρ₀(1 − ρ₁)^t (5.10),
-clipped to [gamma_min, gamma_max] and [rho_min, rho_max].
+The outer step goes through Nesterov / heavy-ball momentum (``momentum``, ``nesterov``;
+Remark 5.3: "We use Nesterov's momentum (fixed to 0.9) for updating the variables y_k^a in
+(5.8a) and x_k^a in (5.8c)"); the master has none.
 
-The reference code of the thesis additionally multiplies its coupling constant by n; we
-do not (c_ρ does not depend on the number of replicas), so ρ means the same for any n.
+**Which master (``master``).** Read literally, (5.8c) and (5.8d) update simultaneously, so the
+x_k that pulls the replicas is the average formed at the *previous* communication
+(``master="lagged"``). The thesis also speaks of "the reduce operation required in
+Equations (5.8c) to (5.8d)", and the authors' code averages the replicas and then pulls them
+towards that fresh average: ``master="current"`` (default).
+
+The special cases of §5.3.1 under the ``"paper"`` normalisation: n = 1 and ρ = ∞ is
+Entropy-SGD with the γ-scaled outer step x ← x − η(x − z); L = 1, γ = ∞, α = 0 with
+η⁽⁰⁾ = 1 gives z = x^a − ∇f_B(x^a) and hence exactly Elastic-SGD (5.4a) with step η (with
+η⁽⁰⁾ = η₀ instead, the gradient is scaled by η₀: §5.3.1's "Elastic-SGD for L = 1, γ = ∞" holds
+only before the normalisation); adding n = 1, ρ = ∞ gives SGD.
+
+γ and ρ are scoped per outer step, γ_k = γ₀(1 − γ₁)^⌊k/L⌋ and ρ_k = ρ₀(1 − ρ₁)^⌊k/L⌋, clipped
+to [gamma_min, gamma_max] and [rho_min, rho_max]; eq. (5.10) is γ₁ = ρ₁ = 1/(2B) with B the
+number of mini-batches in the global dataset, γ₀ = 100, ρ₀ = 1, clipped below at γ = 1 and
+ρ = 0.1 (:class:`sgdlab.train.replicas.ParleConfig` resolves ``"1/2B"``).
 """
 from __future__ import annotations
 
@@ -40,6 +59,8 @@ from .registry import register_optimizer
 from .scoping import ExponentialScope
 
 __all__ = [
+    "NORMALIZATIONS",
+    "MASTERS",
     "elastic_sgd_update",
     "parle_coefficients",
     "master_average",
@@ -47,22 +68,30 @@ __all__ = [
     "Parle",
 ]
 
+NORMALIZATIONS = ("paper", "raw", "authors-code")
+MASTERS = ("current", "lagged")
+
 
 def elastic_sgd_update(x: Tensor, grad: Tensor, master: Tensor, *, lr: float,
                        rho: float) -> Tensor:
-    """One Elastic-SGD step (5.4) for one replica: x − η(∇f_B(x) + ρ⁻¹(x − x̄)) (new tensor)."""
+    """One Elastic-SGD step (5.4a) for one replica: x − η(∇f_B(x) + ρ⁻¹(x − x̄)) (new tensor)."""
     c = 0.0 if rho == math.inf else 1.0 / rho
     return x - lr * (grad + c * (x - master))
 
 
-def parle_coefficients(*, lr: float, outer_lr: float, L: int, gamma: float, rho: float,
-                       normalize: bool) -> tuple[float, float]:
-    """(c_γ, c_ρ) of the Parle outer gradient c_γ(x^a − z^a) + c_ρ(x^a − x̄); see module doc."""
+def parle_coefficients(*, gamma: float, rho: float, normalization: str = "paper",
+                       L: int = 1, replicas: int = 1) -> tuple[float, float]:
+    """(c_γ, c_ρ) of the Parle outer gradient G = c_γ(x^a − z^a) + c_ρ(x^a − x); the step is
+    x^a ← x^a − η·G (see the module docstring for the three normalisations)."""
+    if normalization not in NORMALIZATIONS:
+        raise ValueError(f"Invalid normalization {normalization!r}; choose one of "
+                         f"{', '.join(NORMALIZATIONS)}")
     inv_rho = 0.0 if rho == math.inf else 1.0 / rho
-    if not normalize:
+    if normalization == "raw":
         return (0.0 if gamma == math.inf else 1.0 / gamma), inv_rho
-    c_rho = 0.0 if inv_rho == 0.0 or outer_lr == 0 else L * lr * inv_rho / outer_lr
-    return 1.0, c_rho
+    if normalization == "authors-code":
+        return 1.0, L * replicas * inv_rho
+    return 1.0, inv_rho
 
 
 def master_average(anchors: Sequence[Sequence[Tensor]]) -> list[Tensor]:
@@ -86,26 +115,43 @@ class Communicator(Protocol):
 
 
 class Parle(EntropySGD):
-    """One Parle replica: Entropy-SGD whose outer step is also pulled towards the master.
+    """One Parle replica (thesis eq. 5.8): Entropy-SGD whose outer step is also pulled
+    towards the master.
 
-    Used by :mod:`sgdlab.train.replicas` (which computes x̄ from all replicas between
-    ``inner_loop`` and ``outer_step(master)``). ``step(closure)`` on its own computes x̄
-    with ``communicator.average`` (one replica per process, e.g.
-    ``sgdlab.train.communicator.TorchDistributedCommunicator``), or uses x̄ = x^a when there
-    is no communicator (n = 1: plain Entropy-SGD).
+    Used by :mod:`sgdlab.train.replicas` (which averages all replicas' x^a between
+    ``inner_loop`` and ``outer_step(master)``). ``step(closure)`` on its own averages with
+    ``communicator.average`` (one replica per process, e.g.
+    ``sgdlab.train.communicator.TorchDistributedCommunicator``), or has no elastic term when
+    there is no communicator (n = 1: Entropy-SGD).
 
-    Args (beyond :class:`EntropySGD`, whose ``inner_lr`` is η and ``lr`` is η′):
-        rho, rho_decay, rho_min, rho_max: elastic coupling ρ₀, its scoping ρ₁ and clipping.
+    Args (beyond :class:`EntropySGD`):
+        lr: η of §5.3.2, the outer step (anneal it with a schedule on ``param_groups``).
+        inner_lr: η⁽⁰⁾, the step of the inner loop (5.8a); default ``lr`` (η₀).
+        gamma: γ₀ (thesis §5.3.2: 100); L: inner steps (25); alpha: 0.25.
+        rho, rho_decay, rho_min, rho_max: elastic scale ρ₀ (1), its scoping ρ₁ and clipping.
+        normalization: ``"paper"`` | ``"raw"`` | ``"authors-code"`` (module docstring).
+        master: ``"current"`` | ``"lagged"`` (module docstring).
+        replicas: n (used by the ``"authors-code"`` coupling L·n/ρ only).
         communicator: object with ``average(list[Tensor]) -> list[Tensor]``.
     """
 
-    def __init__(self, params, lr: float = 1.0, *, rho: float = 1.0, rho_decay: float = 0.0,
+    def __init__(self, params, lr: float = 0.1, *, inner_lr: float | None = None,
+                 gamma: float = 100.0, L: int = 25, rho: float = 1.0, rho_decay: float = 0.0,
                  rho_min: float | None = None, rho_max: float | None = None,
+                 normalization: str = "paper", master: str = "current", replicas: int = 1,
                  communicator: Communicator | None = None, **kw: Any):
+        _check("normalize" not in kw, "Parle takes normalization='paper'|'raw'|'authors-code' "
+               "instead of normalize")
+        _check(normalization in NORMALIZATIONS, f"Invalid normalization {normalization!r}; "
+               f"choose one of {', '.join(NORMALIZATIONS)}")
+        _check(master in MASTERS, f"Invalid master {master!r}; choose one of {', '.join(MASTERS)}")
         _check(rho > 0, f"Invalid rho: {rho} (must be > 0; inf means no coupling)")
+        _check(isinstance(replicas, int) and replicas >= 1, f"Invalid replicas: {replicas}")
         ExponentialScope(rho, rho_decay, lower=rho_min, upper=rho_max)  # validates
-        extra = dict(rho=rho, rho_decay=rho_decay, rho_min=rho_min, rho_max=rho_max)
-        super().__init__(params, lr, _extra_defaults=extra, **kw)
+        extra = dict(rho=rho, rho_decay=rho_decay, rho_min=rho_min, rho_max=rho_max,
+                     normalization=normalization, master=master, replicas=replicas)
+        super().__init__(params, lr, inner_lr=lr if inner_lr is None else inner_lr, gamma=gamma,
+                         L=L, _extra_defaults=extra, **kw)
         self.communicator = communicator
 
     def current_rho(self, group: dict | None = None) -> float:
@@ -116,13 +162,23 @@ class Parle(EntropySGD):
     def _outer_gradient(self, group: dict, p: Tensor, gamma: float,
                         master: Tensor | None) -> Tensor:
         st = self.state[p]
-        c_g, c_r = parle_coefficients(lr=group["inner_lr"], outer_lr=group["lr"], L=group["L"],
-                                      gamma=gamma, rho=self.current_rho(group),
-                                      normalize=group["normalize"])
+        c_g, c_r = parle_coefficients(gamma=gamma, rho=self.current_rho(group),
+                                      normalization=group["normalization"], L=group["L"],
+                                      replicas=group["replicas"])
+        if master is not None and group["master"] == "lagged":
+            # x_k of (5.8c) is the average formed at the previous communication; at the first
+            # one every replica still holds x₀, so that average is the current one
+            prev = st.get("master_prev")
+            st["master_prev"] = master.detach().clone()
+            master = master if prev is None else prev
         G = (st["x"] - st["z"]).mul_(c_g)
         if master is not None and c_r != 0.0:
             G.add_(st["x"] - master, alpha=c_r)
         return G
+
+    def _outer_base(self, group: dict, p: Tensor) -> Tensor:
+        # the authors' code takes the outer step from the last inner iterate y_L (= p here)
+        return p.detach() if group["normalization"] == "authors-code" else self.state[p]["x"]
 
     def step(self, closure: Callable[[], Tensor] | None = None) -> Tensor:  # type: ignore[override]
         loss = self.inner_loop(closure)

@@ -1,27 +1,44 @@
-"""Entropy-SGD and Entropy-Adam (Chaudhari's thesis, Algorithm 2 and §4.6.1.1).
+"""Entropy-SGD and Entropy-Adam (Chaudhari's thesis, Algorithm 2, §3.2.3 and §4.6.1.1).
 
-Entropy-SGD descends the *local entropy* F(x; γ) = −β⁻¹ log ∫ exp(−β[f(y) + |x − y|²/(2γ)]) dy,
-whose gradient is (thesis Lemma 4.4)
+Entropy-SGD descends the *local entropy* (thesis Definition 3.3 with inverse temperature β)
 
-    ∇F(x) = γ⁻¹ (x − ⟨y⟩),   ⟨y⟩ = mean of the Gibbs measure ∝ exp(−β[f(y) + |x − y|²/(2γ)]).
+    f_γ(x) = −β⁻¹ log ∫ exp(−β[f(y) + |x − y|²/(2γ)]) dy,     ∇f_γ(x) = γ⁻¹ (x − ⟨y⟩)   (3.10)
 
-⟨y⟩ is estimated by L steps of stochastic-gradient Langevin dynamics (SGLD) started at y = x,
+where ⟨y⟩ is the mean of the Gibbs measure ρ_γ(y; x) ∝ exp(−β[f(y) + |x − y|²/(2γ)]) (3.8).
+**γ is the thesis' scope**: the variance of the Gaussian in (3.8) ("bandwidth of the
+Gaussian smoothing", §1.2.1) — the coupling of y to x is γ⁻¹. The Entropy-SGD paper (ICLR
+2017) and the authors' code use the inverse convention (their γ multiplies |x − y|²/2);
+convert with γ_thesis = 1/γ_code. The thesis' experiments state their values in its own
+convention: MNIST (§3.3.2) "the initial value of the scope is set to γ = 10^4 and this
+decreases by a factor of 1 + 10^-3 after each parameter update" (the code's γ = 10⁻⁴ growing
+by 1 + 10⁻³), CIFAR-10 (§3.3.3) γ₀ = 30 decreasing by 1.001 (the code's 0.03: 1/0.03 ≈ 33),
+PTB γ = 10³ and char-LSTM (Entropy-Adam) γ = 100, both fixed.
+
+⟨y⟩ is estimated by L steps of stochastic-gradient Langevin dynamics (SGLD) started at y = x
+(Algorithm 2, lines 1–5):
 
     y ← y − η_y (∇f_B(y) + γ⁻¹(y − x)) + √(2 η_y β⁻¹) ε,   ε ~ N(0, I)
     z ← α z + (1 − α) y                                    (exponential average, z₀ = x)
 
-and the outer step is x ← x − η′ γ⁻¹(x − z) (``normalize=False``) or, with the γ-scaled
-gradient of the thesis' experiments and its reference code (``normalize=True``, default),
-x ← x − η′ (x − z), so that η′ = 1 gives x ← z. ``noise`` is the thermal noise β⁻¹; 0 (the
-default) leaves only the mini-batch noise (the setting of the thesis' experiments).
+with α = 0.25 ("so as to put more weight on the later samples"; the authors' code keeps 0.75
+of the old average, i.e. α = 0.75 here). ``noise`` is the thermal noise β⁻¹ (Alg. 2: 10⁻⁸ to
+10⁻⁶; 0 leaves only the mini-batch noise, as §4.6.1 and Ch. 5 do). Eqs. (4.39)–(4.40) write
+the noise as √(η_y β⁻¹) ε: that is ``noise = β⁻¹/2`` here.
+
+Outer step (line 6): x ← x − η′ γ⁻¹(x − z) with ``normalize=False``. §3.2.3: "In practice, we
+therefore scale down the Local Entropy gradient by γ before the weight update [...] We can
+further set η′ = 1 which simply gives x ← z as the update": ``normalize=True`` (default,
+also the authors' code) is x ← x − η′(x − z). (The thesis prints the modified line with the
+γ⁻¹ still in it; only the γ-scaled reading gives x ← z for η′ = 1.)
 
 Each inner step draws a *new* mini-batch through the closure, so one outer step costs L
 gradient evaluations; the training loop counts closure calls, which gives the "effective
-epochs" (×L) accounting. Nesterov momentum can be used on the inner loop (on ∇f_B only, the
-coupling pull and the noise are added unaccelerated; the buffer is reset at every outer step;
-both as in the thesis' reference code) and on the outer loop (persistent).
-Scoping (thesis §4.6.1.1): the current γ is γ₀ (1 − γ₁)^t clipped to [gamma_min, gamma_max],
-t = number of outer steps (see :mod:`sgdlab.optim.scoping`).
+epochs" (×L) accounting of §3.3.2. Nesterov momentum can be used on the inner loop (on ∇f_B
+only, the coupling pull and the noise are added unaccelerated; the buffer is reset at every
+outer step; both as in the authors' code) and on the outer loop (persistent); the thesis'
+CNN experiments use 0.9 on both loops.
+Scoping (§3.2.3): γ(t) = γ₀ (1 − γ₁)^t clipped to [gamma_min, gamma_max], t = number of outer
+steps (``gamma_decay`` = γ₁; "decreases by a factor of 1 + 10⁻³" is γ₁ = 1 − 1/1.001).
 
 All buffers live in ``self.state``; the Langevin noise generator's state and the outer step
 count are saved by ``state_dict()``, so a resumed run reproduces the original trajectory.
@@ -104,7 +121,8 @@ class EntropySGD(SeededNoise, Optimizer):
         lr: outer step size η′ (γ-scaled units when ``normalize``; η′ = 1 ⇒ x ← z).
         inner_lr: Langevin step size η_y.
         L: inner steps (gradient evaluations) per outer step.
-        gamma: γ₀, the scale of the local-entropy coupling |x − y|²/(2γ); ``inf`` = none.
+        gamma: γ₀, the scope (thesis convention: the coupling is |x − y|²/(2γ)); ``inf`` =
+            no coupling. Default 10⁴, the thesis' MNIST value (§3.3.2).
         gamma_decay: γ₁ in γ(t) = γ₀(1 − γ₁)^t (0: no scoping; negative: γ grows).
         gamma_min, gamma_max: clipping of the scoped γ.
         alpha: weight of the old average in z ← αz + (1 − α)y (thesis default 0.25).
@@ -119,7 +137,7 @@ class EntropySGD(SeededNoise, Optimizer):
     needs_closure = True
 
     def __init__(self, params, lr: float = 1.0, *, inner_lr: float = 0.1, L: int = 20,
-                 gamma: float = 0.03, gamma_decay: float = 0.0, gamma_min: float | None = None,
+                 gamma: float = 1e4, gamma_decay: float = 0.0, gamma_min: float | None = None,
                  gamma_max: float | None = None, alpha: float = 0.25, noise: float = 0.0,
                  momentum: float = 0.0, nesterov: bool = False, inner_momentum: float = 0.0,
                  inner_nesterov: bool = False, weight_decay: float = 0.0,
@@ -275,10 +293,21 @@ class EntropySGD(SeededNoise, Optimizer):
                 st = self.state[p]
                 if "x" not in st:  # parameter never saw a gradient
                     continue
-                G = momentum_direction(st, self._outer_gradient(group, p, gamma, m), group)
+                G = self._outer_direction(group, p, self._outer_gradient(group, p, gamma, m))
+                base = self._outer_base(group, p)
+                if base is not st["x"]:
+                    st["x"].copy_(base)
                 st["x"].add_(G, alpha=-group["lr"])
                 p.copy_(st["x"])
         self.outer_steps += 1
+
+    def _outer_direction(self, group: dict, p: Tensor, G: Tensor) -> Tensor:
+        """The outer gradient through the outer momentum (subclasses: other rules)."""
+        return momentum_direction(self.state[p], G, group)
+
+    def _outer_base(self, group: dict, p: Tensor) -> Tensor:
+        """Where the outer step starts: x (subclasses may start elsewhere)."""
+        return self.state[p]["x"]
 
     def anchors(self) -> list[Tensor]:
         """The current x (one tensor per parameter, param_groups order); after
@@ -299,38 +328,68 @@ register_optimizer("entropy_sgd")(EntropySGD)
 
 
 class EntropyAdam(EntropySGD):
-    """Entropy-Adam: Entropy-SGD whose inner (Langevin) steps are Adam steps.
+    """Entropy-Adam (thesis §3.3.5): Adam on the local-entropy gradient.
 
-    g = ∇f_B(y) + wd·y;  m ← β₁m + (1 − β₁)g;  v ← β₂v + (1 − β₂)g²;
-    y ← y − η_y γ⁻¹(y − x) − η_y m̂ / (√v̂ + eps) + √(2 η_y β⁻¹) ε, with bias-corrected m̂, v̂.
-    Adam preconditions the gradient of f only (as momentum does in Entropy-SGD); the
-    coupling pull and the thermal noise are not preconditioned. The Adam moments persist
-    across outer steps (the local landscape changes slowly). ``inner_lr`` defaults to 1e-3.
+    ``adam="outer"`` (default): "Entropy-Adam which is equivalent to Adam with the Local
+    Entropy gradient (which is computed via SGLD)" — the inner loop is Entropy-SGD's SGLD
+    loop and the outer step is Adam on G = (x − z) (``normalize``) or γ⁻¹(x − z):
+
+        m ← β₁m + (1 − β₁)G;  v ← β₂v + (1 − β₂)G²;  x ← x − η′ m̂ / (√v̂ + eps)
+
+    with bias-corrected m̂, v̂ (t = outer steps). The char-LSTM experiment uses η′ = 0.01
+    (halved every epoch), γ = 100 fixed, L = 5 and β₁ = 0.5.
+
+    ``adam="inner"``: §3.2.2 also mentions Adam in the inner loop ("we have used SGD with
+    Nesterov's momentum and Adam for outer and inner loops"): the Langevin steps become
+    y ← y − η_y γ⁻¹(y − x) − η_y m̂ / (√v̂ + eps) + √(2 η_y β⁻¹) ε with Adam moments of
+    ∇f_B(y) + wd·y (the coupling pull and the noise are not preconditioned; the moments persist
+    across outer steps, t = inner steps); the outer step is Entropy-SGD's.
     """
 
-    def __init__(self, params, lr: float = 1.0, *, inner_lr: float = 1e-3,
-                 betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8, **kw: Any):
+    def __init__(self, params, lr: float = 0.01, *, adam: str = "outer",
+                 inner_lr: float | None = None, betas: tuple[float, float] = (0.9, 0.999),
+                 eps: float = 1e-8, **kw: Any):
         b1, b2 = betas
+        _check(adam in ("outer", "inner"), f"Invalid adam: {adam!r} ('outer' or 'inner')")
         _check(0 <= b1 < 1 and 0 <= b2 < 1, f"Invalid betas: {betas}")
         _check(eps > 0, f"Invalid epsilon value: {eps}")
-        if kw.get("inner_momentum", 0):
-            raise ValueError("Entropy-Adam has no inner_momentum (Adam's β₁ plays that role)")
+        if adam == "inner" and kw.get("inner_momentum", 0):
+            raise ValueError("Entropy-Adam with adam='inner' has no inner_momentum (Adam's β₁ "
+                             "plays that role)")
+        if adam == "outer" and kw.get("momentum", 0):
+            raise ValueError("Entropy-Adam with adam='outer' has no (outer) momentum (Adam's β₁ "
+                             "plays that role)")
+        if inner_lr is None:
+            inner_lr = 0.1 if adam == "outer" else 1e-3
         super().__init__(params, lr, inner_lr=inner_lr,
-                         _extra_defaults={"betas": tuple(betas), "eps": eps}, **kw)
+                         _extra_defaults={"betas": tuple(betas), "eps": eps, "adam": adam},
+                         **kw)
+
+    @staticmethod
+    def _adam(st: dict, d: Tensor, group: dict, t: int) -> Tensor:
+        """Adam's step direction m̂ / (√v̂ + eps) for gradient ``d`` at step ``t`` (1-based)."""
+        b1, b2 = group["betas"]
+        if "exp_avg" not in st:
+            st["exp_avg"] = torch.zeros_like(d)
+            st["exp_avg_sq"] = torch.zeros_like(d)
+        m, v = st["exp_avg"], st["exp_avg_sq"]
+        m.mul_(b1).add_(d, alpha=1 - b1)
+        v.mul_(b2).addcmul_(d, d, value=1 - b2)
+        denom = (v / (1 - b2**t)).sqrt_().add_(group["eps"])
+        return (m / (1 - b1**t)).div_(denom)
 
     def _inner_update(self, group: dict, ys: list[Tensor], direction: list[Tensor]) -> None:
-        b1, b2 = group["betas"]
+        if group["adam"] != "inner":
+            super()._inner_update(group, ys, direction)
+            return
         t = self.inner_steps + 1
         for y, d in zip(ys, direction):
-            st = self.state[y]
-            if "exp_avg" not in st:
-                st["exp_avg"] = torch.zeros_like(y)
-                st["exp_avg_sq"] = torch.zeros_like(y)
-            m, v = st["exp_avg"], st["exp_avg_sq"]
-            m.mul_(b1).add_(d, alpha=1 - b1)
-            v.mul_(b2).addcmul_(d, d, value=1 - b2)
-            denom = (v / (1 - b2**t)).sqrt_().add_(group["eps"])
-            y.addcdiv_(m, denom, value=-group["inner_lr"] / (1 - b1**t))
+            y.add_(self._adam(self.state[y], d, group, t), alpha=-group["inner_lr"])
+
+    def _outer_direction(self, group: dict, p: Tensor, G: Tensor) -> Tensor:
+        if group["adam"] != "outer":
+            return super()._outer_direction(group, p, G)
+        return self._adam(self.state[p], G, group, self.outer_steps + 1)
 
 
 register_optimizer("entropy_adam")(EntropyAdam)

@@ -1,13 +1,16 @@
-"""Scoping: schedules for the coupling scales γ (local entropy) and ρ (elastic coupling).
+"""Scoping: schedules for the scales γ (local entropy) and ρ (elastic coupling).
 
-Chaudhari's thesis (§4.6.1.1 and eq. 5.10) anneals the scale of the smoothing during
-training: a large γ early (a very smooth landscape, wide basins) and a small one late
-(the smoothed loss approaches the original). The thesis' schedule is
+Chaudhari's thesis anneals the scale of the smoothing during training: a large γ early (a
+very smooth landscape, wide basins) and a small one late (the smoothed loss approaches the
+original). Its schedules are exponential:
 
-    γ(t) = γ₀ (1 − γ₁)^t,        ρ(t) = ρ₀ (1 − ρ₁)^t,                           (5.10)
+    γ(t) = γ₀ (1 − γ₁)^t                                  (Entropy-SGD, §3.2.3, t outer steps)
+    γ_k = γ₀ (1 − 1/(2B))^⌊k/L⌋,  ρ_k = ρ₀ (1 − 1/(2B))^⌊k/L⌋   (Parle, eq. 5.10)
 
-where ``t`` counts *outer* steps (one per L inner steps), clipped to a range so that the
-coupling never becomes numerically stiff (the thesis clips γ and ρ from below).
+with B the number of mini-batches in the whole dataset; "We clip γ at 1 and ρ at 0.1"
+(§5.3.2), i.e. from below. Here t counts *outer* steps (one per L inner steps) and the values
+are clipped to [lower, upper]. The experiments of §3.3 state a factor per update instead
+("decreases by a factor of 1 + 10^-3 after each parameter update"): γ₁ = 1 − 1/1.001.
 
 A scope is a small immutable object: ``scope(t) -> float``. It holds no mutable state, so
 its ``state_dict()`` is its spec (plain data) and ``build_scope(spec)`` rebuilds it. For the

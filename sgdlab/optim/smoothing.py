@@ -1,26 +1,39 @@
 """PDE smoothing of the loss: HJ (non-viscous Hamilton–Jacobi) and HEAT (Gaussian smoothing).
 
-Chaudhari's thesis §4.6.1.2. Both descend a smoothed loss u(x, γ) instead of f:
+Chaudhari's thesis §4.6.1. Both descend a smoothed loss u(x, γ) instead of f (γ is the time
+of the PDE, the thesis' scope):
 
-* **HJ** — the viscosity-free limit β → ∞ of local entropy: u solves u_t + ½|∇u|² = 0 with
-  u(·, 0) = f, given by the Hopf–Lax formula u(x, γ) = min_y f(y) + |x − y|²/(2γ), so
+* **HJ** (§4.6.1.2) — the viscosity-free limit of local entropy: u solves u_t = −½|∇u|²
+  (4.15) with u(·, 0) = f, given by the Hopf–Lax formula u(x, γ) = min_y f(y) + |x − y|²/(2γ)
+  (4.16), so ∇u(x, γ) = γ⁻¹(x − y*) = ∇f(y*), y* = prox_{γf}(x) (4.18). "For the other
+  algorithm which we denote as HJ, we set L = 5 and β_ex⁻¹ = 0, and set ⟨y⟩^k = y^k in (4.40)
+  and (4.41), i.e., no averaging is performed and we simply take the last iterate of the y^k
+  updates and take α = 0." Two forms:
 
-      ∇u(x, γ) = γ⁻¹ (x − y*),   y* = prox_{γf}(x) = argmin_y f(y) + |x − y|²/(2γ).
+  - ``form="prox"`` — (4.40)–(4.41): L steps y ← y − η_y(∇f_B(y) + γ⁻¹(y − x)) from y = x
+    (Entropy-SGD's inner loop without noise and with z = y), then x ← x − η c (x − y_L) with
+    c = 1 (``normalize=True``, the γ-scaled gradient of §3.2.3 that §4.6.1 calls "standard")
+    or c = γ⁻¹ (``normalize=False``, (4.41) as printed).
+  - ``form="implicit"`` — "an equivalent system of updates" (4.42) in the displacement
+    y = x − (prox iterate):  y ← (1 − η_y/γ) y + η_y ∇f_B(x − y) from y = 0, and
+    x ← x − η ∇f_B(x − y) with the gradient of the last inner step. (4.42) says y is
+    re-initialised to 0 "if k/L is an integer", the step at which x is also updated; read
+    literally x would then move along ∇f(x) alone, so the x step uses the last inner
+    gradient, before the reset.) Its iterates x − y are those of the prox form; with
+    η_y = γ it is the fixed-point iteration p ← ∇f(x − γp) of (4.35) and the two forms take
+    the same outer step when ``normalize=False``. There is no γ⁻¹ to scale in (4.42), so this
+    form has no ``normalize``.
 
-  ``form="prox"``: y* is approximated by L gradient steps on f(y) + |y − x|²/(2γ) from y = x
-  (Entropy-SGD's inner loop without noise and with z = y, i.e. α = 0).
-  ``form="implicit"``: the equivalent fixed-point form (4.42) ∇u = ∇f(x − γ∇u), iterated
-  p ← ∇f(x − γp) L times from p = 0. With ``inner_lr = γ`` the two forms produce the same
-  iterates y_k (the prox step y ← y − γ(∇f(y) + γ⁻¹(y − x)) = x − γ∇f(y)); the implicit
-  iteration converges when γ·Lip(∇f) < 1.
-  Outer step: x ← x − η ∇u(x, γ) (with optional momentum).
+  The inner step η_y is not restated for HJ; Entropy-SGD's "step-size for the y^k dynamics is
+  fixed to η_y = 0.1" (§4.6.1.1) is the default.
 
-* **HEAT** — u solves the heat equation u_t = ½Δu, u(·, γ) = f * N(0, γI) (eq. 4.43):
+* **HEAT** (§4.6.1.3) — smoothing by the heat equation, (4.43):
 
-      ∇u(x, γ) ≈ (1/L) Σ_i ∇f(x + ε_i),   ε_i ~ N(0, γI),
+      x ← x − (η/L) Σ_{i≤L} ∇f_B(x + ε_i),   ε_i ~ N(0, γI),   "We again set L = 20",
 
-  an unbiased Monte-Carlo estimate; x ← x − η ∇u. For a quadratic f, ∇u = ∇f(x) exactly
-  in expectation; for f = Σ x⁴/4, ∇u = x³ + 3γx.
+  an unbiased Monte-Carlo estimate of ∇(f * G_γ); for a quadratic f it is ∇f(x) in
+  expectation, for f = Σ x⁴/4 it is x³ + 3γx. (4.28) gives the homogenised heat dynamics the
+  variance β⁻¹γ; (4.43), implemented here, writes γ.
 
 Every inner gradient comes from the closure, which draws a new mini-batch, so one outer
 step costs L gradient evaluations (the training loop's ``grad_evals``).
@@ -38,6 +51,7 @@ from torch.optim import Optimizer
 from ._common import momentum_direction
 from .entropy_sgd import EntropySGD, SeededNoise, _check
 from .registry import register_optimizer
+from .scoping import ExponentialScope
 
 __all__ = ["HJ", "HEAT"]
 
@@ -46,34 +60,46 @@ class HJ(EntropySGD):
     """Non-viscous Hamilton–Jacobi smoothing (thesis §4.6.1.2); see the module docstring.
 
     Args:
-        lr: outer step size η on ∇u(x, γ).
-        gamma: smoothing scale γ (a time of the HJ PDE).
-        L: inner steps (gradient evaluations) per outer step.
-        inner_lr: step size of the proximal gradient descent (default γ, which makes the
-            ``prox`` and ``implicit`` forms identical; must be < 2/(λ_max(∇²f) + 1/γ)).
-        form: ``"prox"`` or ``"implicit"`` (eq. 4.42).
-        momentum, nesterov: outer momentum; weight_decay: L2 added to ∇f.
+        lr: outer step size η.
+        gamma: γ (the time of the HJ PDE, scoped like Entropy-SGD's).
+        L: inner steps (gradient evaluations) per outer step (thesis: 5).
+        inner_lr: η_y (default 0.1); the inner descent is stable for
+            η_y < 2/(λ_max(∇²f) + 1/γ).
+        form: ``"prox"`` (4.40–4.41) or ``"implicit"`` (4.42).
+        normalize: prox form only — γ-scaled outer gradient (x − y_L) (default) or
+            γ⁻¹(x − y_L).
+        momentum, nesterov: outer momentum; inner_momentum, inner_nesterov: inner momentum on
+            ∇f_B (prox form); weight_decay: L2 added to ∇f.
         gamma_decay, gamma_min, gamma_max: scoping of γ as in Entropy-SGD.
     """
 
-    def __init__(self, params, lr: float = 0.1, *, gamma: float = 0.1, L: int = 10,
-                 inner_lr: float | None = None, form: str = "prox", momentum: float = 0.0,
-                 nesterov: bool = False, weight_decay: float = 0.0, gamma_decay: float = 0.0,
-                 gamma_min: float | None = None, gamma_max: float | None = None):
+    def __init__(self, params, lr: float = 0.1, *, gamma: float = 0.1, L: int = 5,
+                 inner_lr: float = 0.1, form: str = "prox", normalize: bool | None = None,
+                 momentum: float = 0.0, nesterov: bool = False, inner_momentum: float = 0.0,
+                 inner_nesterov: bool = False, weight_decay: float = 0.0,
+                 gamma_decay: float = 0.0, gamma_min: float | None = None,
+                 gamma_max: float | None = None):
         _check(form in ("prox", "implicit"), f"Invalid HJ form: {form!r} ('prox' or 'implicit')")
         _check(0 < gamma < math.inf, f"Invalid gamma: {gamma} (HJ needs a finite gamma > 0)")
-        super().__init__(params, lr, inner_lr=gamma if inner_lr is None else inner_lr, L=L,
-                         gamma=gamma, gamma_decay=gamma_decay, gamma_min=gamma_min,
-                         gamma_max=gamma_max, alpha=0.0, noise=0.0, momentum=momentum,
-                         nesterov=nesterov, weight_decay=weight_decay, normalize=False, seed=0,
-                         _extra_defaults={"form": form})
+        _check(form == "prox" or not normalize,
+               "HJ form 'implicit' (4.42) has no γ⁻¹ to normalise: leave normalize unset")
+        _check(form == "prox" or not inner_momentum,
+               "HJ form 'implicit' (4.42) has no inner momentum")
+        super().__init__(params, lr, inner_lr=inner_lr, L=L, gamma=gamma,
+                         gamma_decay=gamma_decay, gamma_min=gamma_min, gamma_max=gamma_max,
+                         alpha=0.0, noise=0.0, momentum=momentum, nesterov=nesterov,
+                         inner_momentum=inner_momentum, inner_nesterov=inner_nesterov,
+                         weight_decay=weight_decay,
+                         normalize=(form == "prox") if normalize is None else bool(normalize),
+                         seed=0, _extra_defaults={"form": form})
 
     def _inner_group_step(self, group: dict, gamma: float) -> None:
-        if self.param_groups[0]["form"] == "prox":
+        if group["form"] == "prox":
             super()._inner_group_step(group, gamma)
             return
-        # implicit form (4.42): p ← ∇f(x − γp), p₀ = 0; we keep z = x − γp so that the
-        # outer gradient γ⁻¹(x − z) is p.
+        # implicit form (4.42) in the displacement d = x − y_param: d ← (1 − η_y/γ)d + η_y g,
+        # g = ∇f(x − d); we keep the evaluation point x − d in the parameter and the last g
+        eta = group["inner_lr"]
         for y in self._params(group):
             if y.grad is None:
                 continue
@@ -82,13 +108,14 @@ class HJ(EntropySGD):
             if group["weight_decay"] > 0:
                 g = g.add(y, alpha=group["weight_decay"])
             st["p"] = g.clone()
-            y.copy_(st["x"]).add_(g, alpha=-gamma)   # next evaluation point x − γp
+            d = (st["x"] - y).mul_(1.0 - eta / gamma).add_(g, alpha=eta)
+            y.copy_(st["x"]).sub_(d)
 
     def _outer_gradient(self, group: dict, p: Tensor, gamma: float, master) -> Tensor:
         st = self.state[p]
         if group["form"] == "implicit":
             return st["p"].clone()
-        return (st["x"] - st["z"]).div_(gamma)
+        return super()._outer_gradient(group, p, gamma, master)
 
 
 register_optimizer("hj")(HJ)
@@ -100,27 +127,41 @@ class HEAT(SeededNoise, Optimizer):
     Args:
         lr: step size η.
         gamma: variance of the perturbations ε_i ~ N(0, γI) (the time of the heat equation).
-        L: perturbations (gradient evaluations, each on a new mini-batch) per step.
+        L: perturbations (gradient evaluations, each on a new mini-batch) per step (thesis: 20).
         momentum, nesterov, weight_decay: as torch.optim.SGD (weight decay at x).
+        gamma_decay, gamma_min, gamma_max: scoping γ(t) = γ₀(1 − γ₁)^t per step, clipped
+            ("scoping of the parameter γ [is] standard", §4.6.1).
         seed: seed of the perturbation generator (default: from torch's global RNG).
     """
 
     needs_closure = True
 
-    def __init__(self, params, lr: float = 0.1, *, gamma: float = 0.01, L: int = 10,
+    def __init__(self, params, lr: float = 0.1, *, gamma: float = 0.01, L: int = 20,
                  momentum: float = 0.0, nesterov: bool = False, weight_decay: float = 0.0,
-                 seed: int | None = None):
+                 gamma_decay: float = 0.0, gamma_min: float | None = None,
+                 gamma_max: float | None = None, seed: int | None = None):
         _check(lr >= 0, f"Invalid learning rate: {lr}")
         _check(0 <= gamma < math.inf, f"Invalid gamma: {gamma} (variance, must be finite >= 0)")
         _check(isinstance(L, int) and L >= 1, f"Invalid number of samples L: {L} (int >= 1)")
         _check(0 <= momentum < 1, f"Invalid momentum value: {momentum}")
         _check(not nesterov or momentum > 0, "Nesterov momentum requires a momentum")
         _check(weight_decay >= 0, f"Invalid weight_decay value: {weight_decay}")
+        ExponentialScope(max(gamma, 1e-300), gamma_decay, lower=gamma_min, upper=gamma_max)
         super().__init__(params, dict(lr=lr, gamma=gamma, L=L, momentum=momentum,
-                                      nesterov=nesterov, weight_decay=weight_decay))
+                                      nesterov=nesterov, weight_decay=weight_decay,
+                                      gamma_decay=gamma_decay, gamma_min=gamma_min,
+                                      gamma_max=gamma_max))
         _check(len({g["L"] for g in self.param_groups}) == 1, "All parameter groups must share L")
         self._init_rng(seed)
         self.steps = 0
+
+    def current_gamma(self, group: dict | None = None) -> float:
+        """γ(t) for the next step (scoped and clipped)."""
+        g = self.param_groups[0] if group is None else group
+        if g["gamma"] == 0:
+            return 0.0
+        return ExponentialScope(g["gamma"], g["gamma_decay"], lower=g["gamma_min"],
+                                upper=g["gamma_max"])(self.steps)
 
     def _counters(self) -> dict[str, int]:
         return {"steps": self.steps}
@@ -141,7 +182,7 @@ class HEAT(SeededNoise, Optimizer):
         for _ in range(L):
             i = 0
             for group in self.param_groups:
-                s = math.sqrt(group["gamma"])
+                s = math.sqrt(self.current_gamma(group))
                 for p in group["params"]:
                     eps = torch.randn(p.shape, generator=self._rng(p.device), device=p.device,
                                       dtype=p.dtype)

@@ -118,8 +118,8 @@ def _yaml_problem(e: Exception) -> str:
     return f"{where}not valid YAML: {problem}"
 
 
-RUN_KEYS = {"data", "model", "loss", "parle", "rounds", "epochs", "eval_every", "eval_subset",
-            "seed", "store", "name", "dtype", "checkpoint_every"}
+RUN_KEYS = {"data", "model", "loss", "parle", "rounds", "epochs", "grad_evals", "eval_every",
+            "eval_subset", "seed", "store", "name", "dtype", "checkpoint_every"}
 DEFAULT_CHECKPOINT_EVERY = 10
 
 
@@ -129,7 +129,7 @@ def build_run(cfg: dict[str, Any]):
     Keys: ``data`` ({name, **options} for :func:`sgdlab.data.load_dataset`, or {file: PATH}
     a ``torch.save``d dict with x_train, y_train, x_test, y_test, meta), ``model`` ({name,
     **options} for :func:`sgdlab.models.build_model`), ``loss`` (cross_entropy | mse; default
-    by task), ``parle`` (:class:`ParleConfig` fields), ``rounds`` or ``epochs``,
+    by task), ``parle`` (:class:`ParleConfig` fields), ``rounds``, ``epochs`` or ``grad_evals``,
     ``eval_every``, ``eval_subset``, ``seed`` (weight init), ``dtype`` (float32 | float64),
     ``store`` (run store path), ``name``, ``checkpoint_every`` (rounds between checkpoints
     under ``OUT/checkpoints`` when an output directory is given; default 10).
@@ -170,9 +170,10 @@ def build_run(cfg: dict[str, Any]):
     model = build_model(mspec.pop("name"), data.input_shape, data.num_outputs, **mspec).to(dtype)
     loss_fn = build_loss(cfg.get("loss"), data)
     parle = ParleConfig.from_dict(dict(cfg["parle"]))
-    if ("rounds" in cfg) == ("epochs" in cfg):
-        raise ConfigError("give exactly one of 'rounds' or 'epochs'")
-    kw = {k: cfg[k] for k in ("rounds", "epochs", "eval_every", "eval_subset", "name") if k in cfg}
+    if sum(k in cfg for k in ("rounds", "epochs", "grad_evals")) != 1:
+        raise ConfigError("give exactly one of 'rounds', 'epochs' or 'grad_evals'")
+    kw = {k: cfg[k] for k in ("rounds", "epochs", "grad_evals", "eval_every", "eval_subset",
+                              "name") if k in cfg}
     return model, loss_fn, data, parle, kw
 
 

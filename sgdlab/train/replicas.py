@@ -3,8 +3,9 @@
 ``train_replicas(model, loss_fn, data, config, rounds=... | epochs=..., mode=...)`` trains n
 replicas of ``model`` with the Parle update (thesis eq. 5.8; :mod:`sgdlab.optim.elastic`) and
 returns the master x̄ = (1/n) Σ_a x^a as the final model. Parle's special cases are reached
-through the config: ``gamma=inf`` + ``L=1`` + ``alpha=0`` is Elastic-SGD, ``rho=inf`` with one
-replica is Entropy-SGD.
+through the config (``"paper"`` normalisation): ``gamma=inf``, ``L=1``, ``alpha=0``,
+``inner_lr=1``, ``momentum=0`` is Elastic-SGD (5.4) with step ``lr``; ``rho=inf`` with one
+replica is Entropy-SGD; both together with one replica are SGD.
 
 Conventions:
 
@@ -13,8 +14,12 @@ Conventions:
   are logged at ``step = rounds · L`` (inner steps per replica).
 - **Initialisation.** Every replica starts from the weights of ``model`` (same x^a₀).
 - **Data (§5.5).** ``shard=False``: each replica samples the full training set with its own
-  sampling generator; ``shard=True``: the training set is split into n disjoint shards (a
-  seeded permutation, identical on every process), replica a only sees shard a.
+  sampling generator; ``shard=True``: replica a only sees its part of the training set
+  (:func:`replica_shards`: disjoint shards, or ``shard_fraction`` overlapping subsets; a
+  seeded permutation, identical on every process).
+- **Epochs of the schedules.** The lr milestones and the ``"1/2B"`` scoping count rounds in
+  units of B = ⌈N/b⌉, the mini-batches of the whole training set (the thesis' epochs of
+  Entropy-SGD and Parle, L effective epochs per replica with the full data).
   Sampling is without replacement per pass (``sgdlab.train.loop.BatchStream``).
 - **Seeds.** Replica a's batch stream and Langevin noise are seeded from (seed, a) only,
   so the in-process mode (replicas stepped in turn in one process) and the distributed mode
@@ -22,7 +27,8 @@ Conventions:
   master agrees up to the order of the floating-point sum in the all-reduce (bit-exact for
   n = 2).
 - **Accounting.** ``grad_evals`` and ``effective_epochs`` are per replica
-  (effective epochs = grad_evals · B / N_a, N_a the replica's data size).
+  (effective epochs = grad_evals · b / N_a, N_a the replica's data size). ``rounds``,
+  ``epochs`` (effective, per replica) or ``grad_evals`` (per replica) set the length.
 - **Evaluation** of the master (``train_loss``/``test_loss``, ``*_acc`` for classification)
   every ``eval_every`` rounds and at the end, with :func:`sgdlab.train.loop.evaluate`
   (eval mode, no grad). Floating buffers (e.g. BatchNorm statistics) are averaged into the
@@ -63,36 +69,65 @@ __all__ = ["ParleConfig", "ReplicaResult", "ReplicaWorker", "train_replicas", "r
            "replica_seeds"]
 
 
+SCOPING_1_2B = "1/2B"
+
+
+def _decay(value: float | str, batches: int) -> float:
+    """A scoping rate: a number, or ``"1/2B"`` (thesis eq. 5.10) with B = ``batches``."""
+    if isinstance(value, str):
+        if value.replace(" ", "") != SCOPING_1_2B:
+            raise ConfigError(f"a scoping rate must be a number or {SCOPING_1_2B!r} (eq. 5.10), "
+                              f"got {value!r}")
+        return 1.0 / (2 * batches)
+    return float(value)
+
+
 @dataclass
 class ParleConfig:
     """Hyper-parameters of a replica run (plain data; see :mod:`sgdlab.optim.elastic`).
 
-    lr is the inner (Langevin/SGD) step η, outer_lr the γ-normalised outer step η′
-    (η′ = 1 ⇒ x^a ← z^a before the elastic pull). momentum/nesterov act on the inner
-    loop, outer_momentum/outer_nesterov on the outer one.
+    The defaults are the thesis' (§5.3.2, Remark 5.3): L = 25, α = 0.25, γ₀ = 100 and ρ₀ = 1
+    scoped by (1 − 1/(2B)) per round (eq. 5.10, ``"1/2B"``; B = mini-batches in the whole
+    training set) and clipped below at γ = 1 and ρ = 0.1, Nesterov momentum 0.9 on the inner
+    steps (``momentum``/``nesterov``) and on the replicas' outer steps
+    (``outer_momentum``/``outer_nesterov``; a Nesterov flag with momentum 0 is ignored), the
+    ``"paper"`` normalisation and lr = η = 0.1.
+
+    lr is η, the outer step of §5.3.2, multiplied by ``lr_factor`` at each of the
+    ``lr_milestones`` (in epochs of B rounds: "dropped by a factor of 10 [...] only once,
+    after the second epoch, for Entropy-SGD and Parle" is ``lr_milestones: [2]``).
+    inner_lr is η⁽⁰⁾ (default: lr, "the initial learning rate η₀"); it stays fixed unless
+    ``anneal_inner`` (the authors' code anneals both). ``shard``: each replica sees only its
+    own part of the training set — disjoint 1/n shards, or with ``shard_fraction`` f equal
+    overlapping subsets of f·N examples whose union is the whole set when f·n ≥ 1 (§5.5).
     """
 
     replicas: int = 3
     L: int = 25
     lr: float = 0.1
-    outer_lr: float = 1.0
+    inner_lr: float | None = None
+    lr_milestones: list[float] = field(default_factory=list)
+    lr_factor: float = 0.1
+    anneal_inner: bool = False
     gamma: float = 100.0
-    gamma_decay: float = 0.0
-    gamma_min: float | None = None
+    gamma_decay: float | str = SCOPING_1_2B
+    gamma_min: float | None = 1.0
     gamma_max: float | None = None
-    rho: float = 100.0
-    rho_decay: float = 0.0
-    rho_min: float | None = None
+    rho: float = 1.0
+    rho_decay: float | str = SCOPING_1_2B
+    rho_min: float | None = 0.1
     rho_max: float | None = None
     alpha: float = 0.25
     noise: float = 0.0
-    momentum: float = 0.0
-    nesterov: bool = False
-    outer_momentum: float = 0.0
-    outer_nesterov: bool = False
+    momentum: float = 0.9
+    nesterov: bool = True
+    outer_momentum: float = 0.9
+    outer_nesterov: bool = True
     weight_decay: float = 0.0
-    normalize: bool = True
+    normalization: str = "paper"
+    master: str = "current"
     shard: bool = False
+    shard_fraction: float | None = None
     batch_size: int = 128
     seed: int = 0
 
@@ -108,8 +143,21 @@ class ParleConfig:
                     setattr(self, k, float(v))
                 except ValueError:
                     raise ConfigError(f"{k} must be a number or 'inf', got {v!r}") from None
+        if not isinstance(self.lr_milestones, (list, tuple)) or any(
+                not isinstance(m, (int, float)) or isinstance(m, bool) or m < 0
+                for m in self.lr_milestones):
+            raise ConfigError(f"lr_milestones must be a list of epochs >= 0, got "
+                              f"{self.lr_milestones!r}")
+        self.lr_milestones = sorted(self.lr_milestones)
+        if not self.lr_factor > 0:
+            raise ConfigError(f"lr_factor must be > 0, got {self.lr_factor}")
+        if self.shard_fraction is not None:
+            if not self.shard:
+                raise ConfigError("shard_fraction needs shard: true")
+            if not 0 < self.shard_fraction <= 1:
+                raise ConfigError(f"shard_fraction must be in (0, 1], got {self.shard_fraction}")
         try:  # the optimizer validates every hyper-parameter
-            self.optimizer([nn.Parameter(torch.zeros(1))], seed=0)
+            self.optimizer([nn.Parameter(torch.zeros(1))], seed=0, batches=1)
         except ValueError as e:
             raise ConfigError(f"invalid Parle hyper-parameters: {e}") from None
 
@@ -124,15 +172,26 @@ class ParleConfig:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
-    def optimizer(self, params, *, seed: int) -> Parle:
-        return Parle(params, lr=self.outer_lr, inner_lr=self.lr, L=self.L, gamma=self.gamma,
-                     gamma_decay=self.gamma_decay, gamma_min=self.gamma_min,
-                     gamma_max=self.gamma_max, rho=self.rho, rho_decay=self.rho_decay,
-                     rho_min=self.rho_min, rho_max=self.rho_max, alpha=self.alpha,
-                     noise=self.noise, momentum=self.outer_momentum,
-                     nesterov=self.outer_nesterov, inner_momentum=self.momentum,
-                     inner_nesterov=self.nesterov, weight_decay=self.weight_decay,
-                     normalize=self.normalize, seed=seed)
+    def lr_scale(self, round_: int, batches: int) -> float:
+        """The factor on lr during round ``round_`` (1-based): ``lr_factor`` per milestone
+        passed, epochs counted in B = ``batches`` rounds (round r is in epoch ⌊(r − 1)/B⌋)."""
+        epoch = (round_ - 1) // max(1, batches)
+        return self.lr_factor ** sum(epoch >= m for m in self.lr_milestones)
+
+    def optimizer(self, params, *, seed: int, batches: int) -> Parle:
+        """The replica's :class:`Parle` optimizer; ``batches`` is B, the mini-batches of the
+        whole training set (for the ``"1/2B"`` scoping of eq. 5.10)."""
+        return Parle(params, lr=self.lr, inner_lr=self.inner_lr, L=self.L, gamma=self.gamma,
+                     gamma_decay=_decay(self.gamma_decay, batches), gamma_min=self.gamma_min,
+                     gamma_max=self.gamma_max, rho=self.rho,
+                     rho_decay=_decay(self.rho_decay, batches), rho_min=self.rho_min,
+                     rho_max=self.rho_max, alpha=self.alpha, noise=self.noise,
+                     momentum=self.outer_momentum,
+                     nesterov=self.outer_nesterov and self.outer_momentum > 0,
+                     inner_momentum=self.momentum,
+                     inner_nesterov=self.nesterov and self.momentum > 0,
+                     weight_decay=self.weight_decay, normalization=self.normalization,
+                     master=self.master, replicas=self.replicas, seed=seed)
 
 
 @dataclass
@@ -164,26 +223,43 @@ def replica_seeds(seed: int, replica: int) -> dict[str, int]:
     return {"batches": _seed(seed, replica, 1), "noise": _seed(seed, replica, 2)}
 
 
-def replica_shards(n_examples: int, replicas: int, seed: int) -> list[Tensor]:
-    """Disjoint index shards (§5.5): a seeded permutation dealt round-robin, each sorted."""
+def replica_shards(n_examples: int, replicas: int, seed: int,
+                   fraction: float | None = None) -> list[Tensor]:
+    """Index sets of the replicas' data (§5.5), each sorted, from one seeded permutation π.
+
+    ``fraction=None``: disjoint shards, π dealt round-robin. ``fraction=f``: "We split the
+    dataset evenly amongst the replicas [...] and all Ξ^a are of the same size. In particular,
+    we ensure that each sample lies in at least one of the subsets Ξ^a": replica a gets the
+    m = round(f·N) consecutive entries of π (cyclically) from position round(a·N/n); the
+    windows start N/n apart, so their union is everything when m ≥ N/n (f·n ≥ 1). With n = 1
+    that is a random subset of f·N examples.
+    """
     if replicas > n_examples:
         raise ConfigError(f"cannot split {n_examples} examples into {replicas} shards")
     perm = torch.randperm(n_examples, generator=torch.Generator().manual_seed(_seed(seed, 0, 9)))
-    return [perm[a::replicas].sort().values for a in range(replicas)]
+    if fraction is None:
+        return [perm[a::replicas].sort().values for a in range(replicas)]
+    m = max(1, round(fraction * n_examples))
+    out = []
+    for a in range(replicas):
+        start = round(a * n_examples / replicas)
+        out.append(perm[(start + torch.arange(m)) % n_examples].sort().values)
+    return out
 
 
 class ReplicaWorker:
     """One replica: its model, its Parle optimizer and its mini-batch stream."""
 
     def __init__(self, index: int, model: nn.Module, loss_fn: Callable[[Tensor, Tensor], Tensor],
-                 x: Tensor, y: Tensor, config: ParleConfig):
+                 x: Tensor, y: Tensor, config: ParleConfig, batches: int):
         self.index, self.model, self.loss_fn, self.x, self.y = index, model, loss_fn, x, y
         self.config = config
         self.B = min(config.batch_size, len(x))
         gen = torch.Generator().manual_seed(_seed(config.seed, index, 1))
         self.stream = BatchStream(len(x), gen, device=x.device if x.is_cuda else None)
         self.optimizer = config.optimizer([p for p in model.parameters() if p.requires_grad],
-                                          seed=_seed(config.seed, index, 2))
+                                          seed=_seed(config.seed, index, 2), batches=batches)
+        self.inner_lr0 = self.optimizer.param_groups[0]["inner_lr"]
         self.grad_evals = 0
         self.samples = 0
 
@@ -197,6 +273,13 @@ class ReplicaWorker:
         self.grad_evals += 1
         self.samples += len(yb)
         return loss.detach()
+
+    def set_lr(self, scale: float) -> None:
+        """η = lr·scale for the coming round (and η⁽⁰⁾ too with ``anneal_inner``)."""
+        for g in self.optimizer.param_groups:
+            g["lr"] = self.config.lr * scale
+            if self.config.anneal_inner:
+                g["inner_lr"] = self.inner_lr0 * scale
 
     def inner(self) -> Tensor:
         """L inner steps; returns the loss at x^a (first closure call) as a 0-d tensor."""
@@ -237,7 +320,8 @@ def _float_buffers(model: nn.Module) -> list[Tensor]:
 
 def train_replicas(model: nn.Module, loss_fn: Callable[[Tensor, Tensor], Tensor], data: Any,
                    config: ParleConfig | dict[str, Any], *, rounds: int | None = None,
-                   epochs: float | None = None, mode: str = "inprocess",
+                   epochs: float | None = None, grad_evals: int | None = None,
+                   mode: str = "inprocess",
                    eval_every: int | None = None, eval_subset: int | None = None,
                    store: Any = None, run_id: str | None = None, name: str | None = None,
                    device: str | torch.device | None = None,
@@ -252,7 +336,8 @@ def train_replicas(model: nn.Module, loss_fn: Callable[[Tensor, Tensor], Tensor]
         data: a :class:`sgdlab.data.Dataset` (``x_train``, ``y_train``, optional test split).
         config: :class:`ParleConfig` or a dict of its fields.
         rounds: number of communication rounds (L inner steps each); or
-        epochs: effective epochs per replica (rounds = ceil(epochs · N_a / (B · L))).
+        epochs: effective epochs per replica (rounds = ceil(epochs · N_a / (b · L))); or
+        grad_evals: gradient evaluations per replica (rounds = ceil(grad_evals / L)).
         mode: ``"inprocess"`` (all replicas here, stepped in turn) or ``"distributed"``
             (this process is replica ``rank`` of an initialised ``torch.distributed`` group of
             ``config.replicas`` processes; see :mod:`sgdlab.train.distributed`).
@@ -276,8 +361,8 @@ def train_replicas(model: nn.Module, loss_fn: Callable[[Tensor, Tensor], Tensor]
     cfg = config if isinstance(config, ParleConfig) else ParleConfig.from_dict(dict(config))
     if mode not in ("inprocess", "distributed"):
         raise ConfigError(f"mode must be 'inprocess' or 'distributed', got {mode!r}")
-    if (rounds is None) == (epochs is None):
-        raise ConfigError("give exactly one of rounds= or epochs=")
+    if sum(v is not None for v in (rounds, epochs, grad_evals)) != 1:
+        raise ConfigError("give exactly one of rounds=, epochs= or grad_evals=")
     if eval_every is not None and eval_every < 1:
         raise ConfigError(f"eval_every must be >= 1, got {eval_every}")
     if checkpoint_every is not None and (not isinstance(checkpoint_every, int)
@@ -307,7 +392,9 @@ def train_replicas(model: nn.Module, loss_fn: Callable[[Tensor, Tensor], Tensor]
         is_main = True
         rank, world = 0, 1
 
-    shards = replica_shards(len(x_all), n, cfg.seed) if cfg.shard else None
+    shards = replica_shards(len(x_all), n, cfg.seed, cfg.shard_fraction) if cfg.shard else None
+    # B of eq. (5.10) and of the lr epochs: mini-batches in the whole training set
+    batches = math.ceil(len(x_all) / min(cfg.batch_size, len(x_all)))
     workers = []
     for a in mine:
         m = copy.deepcopy(model).to(dev)
@@ -316,10 +403,14 @@ def train_replicas(model: nn.Module, loss_fn: Callable[[Tensor, Tensor], Tensor]
         else:
             idx = shards[a].to(dev)
             xa, ya = x_all[idx], y_all[idx]
-        workers.append(ReplicaWorker(a, m, loss_fn, xa, ya, cfg))
+        workers.append(ReplicaWorker(a, m, loss_fn, xa, ya, cfg, batches))
     n_a = len(workers[0].x)
     B = workers[0].B
-    if rounds is None:
+    if grad_evals is not None:
+        if not (isinstance(grad_evals, int) and grad_evals > 0):
+            raise ConfigError(f"grad_evals must be an int > 0, got {grad_evals!r}")
+        rounds = math.ceil(grad_evals / cfg.L)
+    elif rounds is None:
         if not epochs > 0:
             raise ConfigError(f"epochs must be > 0, got {epochs}")
         rounds = max(1, math.ceil(epochs * n_a / (B * cfg.L)))
@@ -412,6 +503,9 @@ def train_replicas(model: nn.Module, loss_fn: Callable[[Tensor, Tensor], Tensor]
         if not resume:
             eval_master(workers[0].optimizer.anchors(), 0)
         for r in range(start + 1, rounds + 1):
+            lr_scale = cfg.lr_scale(r, batches)
+            for w in workers:
+                w.set_lr(lr_scale)
             gamma = workers[0].optimizer.current_gamma()
             rho = workers[0].optimizer.current_rho()
             losses = [w.inner() for w in workers]
@@ -432,6 +526,7 @@ def train_replicas(model: nn.Module, loss_fn: Callable[[Tensor, Tensor], Tensor]
             log("replica_loss", mean_loss, step)
             log("gamma", gamma, step)
             log("rho", rho, step)
+            log("lr", cfg.lr * lr_scale, step)
             if eval_every is not None and r % eval_every == 0 and r < rounds:
                 eval_master(master, step)
             if checkpoint_every is not None and r % checkpoint_every == 0:

@@ -273,11 +273,23 @@ def test_strict_claims_met_inside_the_seed_spread_are_inconclusive():
     claim = [{"less": ["a", "b"], "metric": "loss", "claim": "a is lower"}]
     noisy = {"a": {"loss": 1.0, "loss__std": 0.5}, "b": {"loss": 1.1, "loss__std": 0.5}}
     clear = {"a": {"loss": 1.0, "loss__std": 0.01}, "b": {"loss": 1.1, "loss__std": 0.01}}
-    wrong = {"a": {"loss": 1.2, "loss__std": 0.5}, "b": {"loss": 1.1, "loss__std": 0.5}}
-    (c_noisy,), (c_clear,), (c_wrong,) = (check_claims(claim, v) for v in (noisy, clear, wrong))
+    wrong = {"a": {"loss": 1.2, "loss__std": 0.01}, "b": {"loss": 1.1, "loss__std": 0.01}}
+    missed = {"a": {"loss": 1.2, "loss__std": 0.5}, "b": {"loss": 1.1, "loss__std": 0.5}}
+    (c_noisy,), (c_clear,), (c_wrong,), (c_missed,) = (
+        check_claims(claim, v) for v in (noisy, clear, wrong, missed))
     assert c_noisy.agrees_with_paper is None and "inconclusive" in c_noisy.text
     assert c_clear.agrees_with_paper is True
     assert c_wrong.agrees_with_paper is False
+    # missing a strict claim inside the noise is no more evidence than meeting it there
+    assert c_missed.agrees_with_paper is None and "inconclusive" in c_missed.text
+    # a tolerance ("not worse by more than 0.05") is judged at its own boundary
+    tol = [{"less": ["a", "b"], "metric": "loss", "margin": -0.05}]
+    (c_tol,) = check_claims(tol, {"a": {"loss": 1.2, "loss__std": 0.01},
+                                  "b": {"loss": 1.1, "loss__std": 0.01}})
+    assert c_tol.agrees_with_paper is False
+    (c_tol,) = check_claims(tol, {"a": {"loss": 1.16, "loss__std": 0.02},
+                                  "b": {"loss": 1.1, "loss__std": 0.02}})
+    assert c_tol.agrees_with_paper is None
 
 
 def test_a_trend_needs_a_clear_rank_correlation():

@@ -98,3 +98,57 @@ def test_local_entropy_constant_and_heat_preserves_constants():
         hopf_lax(f, x, 0.0)
     with pytest.raises(UserError):
         viscous_hj(f, x ** 3, 0.1)
+
+
+@pytest.mark.parametrize("beta", [1.0, 5.0])
+def test_example_4_12_and_local_entropy_of_a_quadratic_in_closed_form(beta):
+    """f = c x²/2. Example 4.12: u(x, t) = x²/(2(t + 1/c)) + (β⁻¹/2) log(t + 1/c) solves (4.1)
+    (our Cole–Hopf u carries the extra constant (β⁻¹/2) log c). Local entropy (3.9) with
+    inverse temperature β: f_γ(x) = c x²/(2(1 + γc)) − (1/2β) log(2π/(β(c + 1/γ))), whose
+    gradient (1 + γc)⁻¹ f'(x) is Lemma 3.5's (γ∇²f + I)⁻¹∇f, exact for a quadratic."""
+    x = torch.linspace(-8, 8, 1601, dtype=f64)
+    c, t = 3.0, 0.6
+    f = c * x ** 2 / 2
+    inner = x.abs() < 3
+    u = viscous_hj(f, x, t, beta=beta)
+    ex = x ** 2 / (2 * (t + 1 / c)) + math.log(t + 1 / c) / (2 * beta) + math.log(c) / (2 * beta)
+    assert (u - ex)[inner].abs().max() < 1e-9
+    fg = local_entropy(f, x, t, beta=beta)
+    closed = c * x ** 2 / (2 * (1 + t * c)) - math.log(2 * math.pi / (beta * (c + 1 / t))) / (
+        2 * beta)
+    assert (fg - closed)[inner].abs().max() < 1e-9
+    dx = float(x[1] - x[0])
+    grad = (fg[2:] - fg[:-2]) / (2 * dx)
+    assert torch.allclose(grad[inner[1:-1]], (c * x / (1 + t * c))[1:-1][inner[1:-1]],
+                          atol=1e-8)
+    # the non-viscous limit (Example 4.12): u = x²/(2(t + 1/c)), and the minimum stays put
+    hl = hopf_lax(f, x, t)
+    # (grid minimisation: the minimiser is off by at most dx/2, an error ≤ ½(c + 1/t)(dx/2)²)
+    assert (hl - x ** 2 / (2 * (t + 1 / c)))[inner].abs().max() <= 1.001 * (c + 1 / t) * dx ** 2 / 8
+
+
+def test_hopf_lax_newton_and_convexity_interval():
+    """Newton-refined Hopf–Lax equals the grid formula up to the grid's error and is smooth
+    enough for second differences; the convexity interval I(x, t) of Example 4.15 is found
+    exactly for f = x⁴ − x² (convex for |x| ≥ 1/√6) and widens under Hopf–Lax for t < t*."""
+    from sgdlab.landscapes.pde import convexity_interval, hopf_lax_newton
+
+    x = torch.linspace(-2, 2, 401, dtype=f64)
+    y = torch.linspace(-3, 3, 12001, dtype=f64)
+
+    def fn(z):
+        return z ** 4 - z ** 2
+    f = fn(x)
+    u, p = hopf_lax_newton(fn, x, 0.05, y=y)
+    # the grid minimum is above the exact one by at most ½ max(f'' + 1/t)(dy/2)² ≈ 2e-6
+    d = hopf_lax(f, x, 0.05, y=y, fy=fn(y)) - u
+    assert d.min() > -1e-12 and d.max() < 3e-6
+    assert torch.allclose(fn(p) + (x - p) ** 2 / 0.1, u)
+    i = int(f[200:].argmin()) + 200                      # the minimum at +1/√2
+    lo, hi = convexity_interval(f, x, i)
+    assert lo == pytest.approx(1 / math.sqrt(6), abs=0.011) and hi == pytest.approx(2.0, abs=0.011)
+    t_star = 1 / 2.0                                      # max(−f'') = 2 at x = 0
+    u, _ = hopf_lax_newton(fn, x, 0.5 * t_star, y=y)
+    lo_u, hi_u = convexity_interval(u, x, i)
+    assert lo_u < lo - 0.1 and hi_u >= hi - 0.011
+    assert convexity_interval(-f, x, i) == (float(x[i]), float(x[i]))   # concave there

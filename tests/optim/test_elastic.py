@@ -1,4 +1,5 @@
-"""Elastic-SGD / Parle update rules, the §5.3.2 normalisation and the Parle optimizer."""
+"""Elastic-SGD / Parle update rules (thesis eqs. 5.4, 5.8), the §5.3.2 normalisation and its
+named alternatives, checked step by step against the equations written out by hand."""
 from __future__ import annotations
 
 import math
@@ -13,6 +14,7 @@ from sgdlab.optim.elastic import Parle, elastic_sgd_update, master_average, parl
 from sgdlab.optim.entropy_sgd import EntropySGD
 
 torch.set_num_threads(1)
+F64 = torch.float64
 
 
 def test_elastic_sgd_update_formula():
@@ -23,12 +25,14 @@ def test_elastic_sgd_update_formula():
 
 
 def test_parle_coefficients():
-    assert parle_coefficients(lr=0.1, outer_lr=0.5, L=4, gamma=0.2, rho=2.0,
-                              normalize=False) == (5.0, 0.5)
-    c_g, c_r = parle_coefficients(lr=0.1, outer_lr=0.5, L=4, gamma=0.2, rho=2.0, normalize=True)
-    assert c_g == 1.0 and c_r == pytest.approx(4 * 0.1 / (0.5 * 2.0))
-    assert parle_coefficients(lr=0.1, outer_lr=1, L=4, gamma=math.inf, rho=math.inf,
-                              normalize=False) == (0.0, 0.0)
+    # §5.3.2: η⁽¹⁾ = ηγ_k, η⁽²⁾ = η → G = (x − z) + ρ⁻¹(x − x̄)
+    assert parle_coefficients(gamma=0.2, rho=2.0) == (1.0, 0.5)
+    assert parle_coefficients(gamma=0.2, rho=2.0, normalization="raw") == (5.0, 0.5)
+    assert parle_coefficients(gamma=0.2, rho=2.0, normalization="authors-code", L=4,
+                              replicas=3) == (1.0, 6.0)
+    assert parle_coefficients(gamma=math.inf, rho=math.inf, normalization="raw") == (0.0, 0.0)
+    with pytest.raises(ValueError, match="normalization"):
+        parle_coefficients(gamma=1.0, rho=1.0, normalization="x")
 
 
 def test_master_average_sums_in_order():
@@ -41,24 +45,116 @@ def test_master_average_sums_in_order():
         master_average([])
 
 
-def test_parle_outer_step_pulls_towards_master():
-    """One outer step with a given master: x ← x − η′[c_γ(x − z) + c_ρ(x − x̄)]."""
-    Q = torch.diag(torch.tensor([1.0, 2.0], dtype=torch.float64))
-    y = nn.Parameter(torch.tensor([1.0, -1.0], dtype=torch.float64))
-    x0 = y.detach().clone()
-    opt = Parle([y], lr=0.5, inner_lr=0.1, L=3, gamma=0.5, rho=0.25, alpha=0.0)
+# --- eq. (5.8) by hand ---------------------------------------------------------------------
+def _problem(n=2, d=3):
+    """Replica a minimises f_a(y) = ½(y − m_a)ᵀQ_a(y − m_a) (its own data Ξ^a)."""
+    g = torch.Generator().manual_seed(11)
+    Qs, ms = [], []
+    for _ in range(n):
+        A = torch.randn(d, d, generator=g, dtype=F64)
+        Qs.append(A @ A.T / d + 0.5 * torch.eye(d, dtype=F64))
+        ms.append(torch.randn(d, generator=g, dtype=F64))
+    x0 = torch.randn(d, generator=g, dtype=F64)
+    return Qs, ms, x0
 
-    def closure():
-        y.grad = None
-        loss = 0.5 * y @ Q @ y
-        loss.backward()
-        return loss
-    opt.inner_loop(closure)
-    z = opt.state[y]["z"].clone()
-    master = torch.tensor([0.3, 0.7], dtype=torch.float64)
-    opt.outer_step([master])
-    c_r = 3 * 0.1 / (0.5 * 0.25)
-    assert torch.allclose(y.detach(), x0 - 0.5 * ((x0 - z) + c_r * (x0 - master)), atol=1e-15)
+
+def _by_hand(Qs, ms, x0, *, rounds, L, eta, eta0, gamma0, rho0, B, gmin, rmin, alpha, mu,
+             normalization="paper", master="current"):
+    """Eq. (5.8a-d) with the §5.3.2 normalisation, Nesterov momentum μ on y (reset every
+    round, as the authors' code) and on x^a (persistent), written out in plain tensors."""
+    n = len(Qs)
+    xs = [x0.clone() for _ in range(n)]
+    obuf = [None] * n
+    prev = None
+    for j in range(rounds):
+        gamma = max(gamma0 * (1 - 1 / (2 * B)) ** j, gmin)      # (5.10), clipped
+        rho = max(rho0 * (1 - 1 / (2 * B)) ** j, rmin)
+        zs, ys = [], []
+        for a in range(n):
+            y, z, ib = xs[a].clone(), xs[a].clone(), None
+            for _ in range(L):
+                g = Qs[a] @ (y - ms[a])
+                ib = g.clone() if ib is None else mu * ib + g
+                y = y - eta0 * ((g + mu * ib) + (y - xs[a]) / gamma)     # (5.8a)
+                z = alpha * z + (1 - alpha) * y                          # (5.8b)
+            zs.append(z)
+            ys.append(y)
+        fresh = sum(xs) / n                                              # (5.8d), η⁽³⁾ = ρ/n
+        xbar = fresh if master == "current" or prev is None else prev
+        prev = fresh
+        for a in range(n):
+            c_g = 1 / gamma if normalization == "raw" else 1.0
+            c_r = (L * n if normalization == "authors-code" else 1) / rho
+            G = c_g * (xs[a] - zs[a]) + c_r * (xs[a] - xbar)            # (5.8c)
+            obuf[a] = G.clone() if obuf[a] is None else mu * obuf[a] + G
+            base = ys[a] if normalization == "authors-code" else xs[a]
+            xs[a] = base - eta * (G + mu * obuf[a])
+    return xs
+
+
+def _with_parle(Qs, ms, x0, *, rounds, L, eta, eta0, gamma0, rho0, B, gmin, rmin, alpha, mu,
+                normalization="paper", master="current"):
+    n = len(Qs)
+    ps = [nn.Parameter(x0.clone()) for _ in range(n)]
+    opts = [Parle([p], lr=eta, inner_lr=eta0, L=L, gamma=gamma0, gamma_decay=1 / (2 * B),
+                  gamma_min=gmin, rho=rho0, rho_decay=1 / (2 * B), rho_min=rmin, alpha=alpha,
+                  momentum=mu, nesterov=True, inner_momentum=mu, inner_nesterov=True,
+                  normalization=normalization, master=master, replicas=n) for p in ps]
+
+    def closure(p, a):
+        def cl():
+            p.grad = None
+            loss = 0.5 * (p - ms[a]) @ Qs[a] @ (p - ms[a])
+            loss.backward()
+            return loss
+        return cl
+    for _ in range(rounds):
+        for a, o in enumerate(opts):
+            o.inner_loop(closure(ps[a], a))
+        xbar = master_average([o.anchors() for o in opts])
+        for o in opts:
+            o.outer_step(xbar)
+    return [p.detach().clone() for p in ps]
+
+
+@pytest.mark.parametrize("normalization,master", [("paper", "current"), ("paper", "lagged"),
+                                                  ("raw", "current"),
+                                                  ("authors-code", "current")])
+def test_parle_rounds_equal_eq_5_8_by_hand(normalization, master):
+    """Four rounds of two replicas: scoping (5.10) with clipping reached, Nesterov momentum on
+    both loops, each normalisation and master reading, against the equations by hand."""
+    Qs, ms, x0 = _problem()
+    hyper = dict(rounds=4, L=3, eta=0.3, eta0=0.1, gamma0=2.0, rho0=0.8, B=2, gmin=1.0,
+                 rmin=0.5, alpha=0.25, mu=0.9, normalization=normalization, master=master)
+    want = _by_hand(Qs, ms, x0, **hyper)
+    got = _with_parle(Qs, ms, x0, **hyper)
+    for a, b in zip(got, want):
+        assert torch.allclose(a, b, atol=1e-13, rtol=0)
+    # the readings differ: the test can tell them apart
+    other = _by_hand(Qs, ms, x0, **{**hyper, "master": "lagged" if master == "current"
+                                    else "current"})
+    assert max((a - b).abs().max() for a, b in zip(want, other)) > 1e-3
+
+
+def test_one_paper_step_in_numbers():
+    """One round with L = 1, no momentum, α = 0 in one dimension, by arithmetic:
+    f_1 = y²/2, f_2 = (y − 2)²/2, x^a = 1, η₀ = 0.5, γ = 1, ρ = 0.5, η = 0.1.
+    y^1 = 1 − 0.5·(1 + 0) = 0.5 = z^1; y^2 = 1 − 0.5·(−1) = 1.5 = z^2; x̄ = 1;
+    x^1 = 1 − 0.1·[(1 − 0.5) + 2·0] = 0.95, x^2 = 1 − 0.1·(−0.5) = 1.05."""
+    ps = [nn.Parameter(torch.ones(1, dtype=F64)) for _ in range(2)]
+    opts = [Parle([p], lr=0.1, inner_lr=0.5, L=1, gamma=1.0, rho=0.5, alpha=0.0) for p in ps]
+    for p, o, m in zip(ps, opts, (0.0, 2.0)):
+        def cl(p=p, m=m):
+            p.grad = None
+            loss = 0.5 * (p - m).pow(2).sum()
+            loss.backward()
+            return loss
+        o.inner_loop(cl)
+    xbar = master_average([o.anchors() for o in opts])
+    for o in opts:
+        o.outer_step(xbar)
+    assert ps[0].item() == pytest.approx(0.95, abs=1e-15)
+    assert ps[1].item() == pytest.approx(1.05, abs=1e-15)
 
 
 def test_parle_without_communicator_is_entropy_sgd():
@@ -82,6 +178,17 @@ def test_parle_without_communicator_is_entropy_sgd():
         res.append([p.detach().clone() for p in model.parameters()])
     for a, b in zip(*res):
         assert torch.equal(a, b)
+
+
+def test_parle_defaults_are_section_5_3_2():
+    g = Parle([nn.Parameter(torch.zeros(1))]).param_groups[0]
+    assert (g["L"], g["alpha"], g["gamma"], g["rho"], g["normalization"]) == (25, 0.25, 100.0,
+                                                                              1.0, "paper")
+    assert g["inner_lr"] == g["lr"] == 0.1          # η⁽⁰⁾ = η₀
+    with pytest.raises(ValueError, match="normalization"):
+        Parle([nn.Parameter(torch.zeros(1))], normalize=True)
+    with pytest.raises(ValueError, match="master"):
+        Parle([nn.Parameter(torch.zeros(1))], master="stale")
 
 
 def test_registered_names_and_training_loop_integration():

@@ -132,10 +132,15 @@ def test_L1_gamma_inf_is_sgd(momentum):
         assert torch.allclose(a, b, atol=1e-14, rtol=1e-12)
 
 
-def test_entropy_adam_L1_gamma_inf_is_adam():
+@pytest.mark.parametrize("mode", ["outer", "inner"])
+def test_entropy_adam_L1_gamma_inf_is_adam(mode):
+    """adam="outer" (§3.3.5: Adam on the local-entropy gradient): with L = 1, γ = ∞, α = 0 and
+    η_y = 1, G = x − z = ∇f_B(x) and the step is Adam's. adam="inner": the single inner step is
+    Adam's and η′ = 1 copies it."""
     model, X, Y = _mlp_problem(1)
     ref = [p.detach().clone() for p in model.parameters()]
-    opt = EntropyAdam(model.parameters(), lr=1.0, inner_lr=0.01, L=1, gamma=math.inf, alpha=0.0)
+    hyper = (dict(lr=0.01, inner_lr=1.0) if mode == "outer" else dict(lr=1.0, inner_lr=0.01))
+    opt = EntropyAdam(model.parameters(), adam=mode, L=1, gamma=math.inf, alpha=0.0, **hyper)
     cl = _batch_closure(model, X, Y, torch.Generator().manual_seed(2))
     for _ in range(5):
         opt.step(cl)
@@ -151,11 +156,48 @@ def test_entropy_adam_L1_gamma_inf_is_adam():
         assert torch.allclose(a, b, atol=1e-13, rtol=1e-11)
 
 
+def test_thesis_gamma_is_the_inverse_of_the_authors_code_gamma():
+    """The thesis' scope γ and the authors' code's coupling g: γ = 1/g. Two outer steps of the
+    code's update (python/optim.py: dw = ∇f(w) + g(w − w_c); w ← w − η_y dw;
+    μ ← 0.75μ + 0.25w; then w ← w_c − η′(w_c − μ)) by hand in float64 equal EntropySGD with
+    gamma = 1/g, alpha = 0.75 and the γ-scaled outer step, scoped as the code scopes g."""
+    Q, p, x0 = quadratic(d=3, seed=4)
+    g0, g1, eta_y, eta, L = 2.0, 0.5, 0.1, 0.7, 4
+    w = x0.clone()
+    for t in range(2):
+        g = g0 * (1 + g1) ** t
+        wc, y, mu = w.clone(), w.clone(), w.clone()
+        for _ in range(L):
+            dw = Q @ y + p + g * (y - wc)
+            y = y - eta_y * dw
+            mu = 0.75 * mu + 0.25 * y
+        w = wc - eta * (wc - mu)
+    y = nn.Parameter(x0.clone())
+    opt = EntropySGD([y], lr=eta, inner_lr=eta_y, L=L, gamma=1 / g0,
+                     gamma_decay=1 - 1 / (1 + g1), alpha=0.75, normalize=True)
+    for _ in range(2):
+        opt.step(quad_closure(y, Q, p))
+    assert torch.allclose(y.detach(), w, atol=1e-14, rtol=0)
+
+
+def test_mnist_scoping_of_section_3_3_2():
+    """"the initial value of the scope is set to γ = 10^4 and this decreases by a factor of
+    1 + 10^-3 after each parameter update": γ₁ = 1 − 1/1.001 per outer step."""
+    y = nn.Parameter(torch.zeros(1, dtype=torch.float64))
+    opt = EntropySGD([y], gamma=1e4, gamma_decay=1 - 1 / 1.001, L=1)
+    assert opt.param_groups[0]["gamma"] == 1e4 == EntropySGD([nn.Parameter(y.detach())]
+                                                             ).param_groups[0]["gamma"]
+    for t in (0, 1, 1000):
+        opt.outer_steps = t
+        assert opt.current_gamma() == pytest.approx(1e4 / 1.001 ** t, rel=1e-12)
+
+
 @pytest.mark.parametrize("name,hyper", [
     ("entropy_sgd", dict(lr=0.5, inner_lr=0.05, L=3, gamma=0.1, gamma_decay=0.1, noise=1e-3,
                          momentum=0.9, nesterov=True, inner_momentum=0.5, inner_nesterov=True,
                          weight_decay=1e-3)),
     ("entropy_adam", dict(lr=0.5, inner_lr=0.01, L=3, gamma=0.1, noise=1e-4)),
+    ("entropy_adam", dict(lr=0.5, adam="inner", inner_lr=0.01, L=3, gamma=0.1, noise=1e-4)),
 ])
 def test_state_dict_roundtrip_resumes_identical_trajectory(name, hyper):
     model, X, Y = _mlp_problem(2)

@@ -25,22 +25,25 @@ def closure_for(y, f):
     return closure
 
 
-def test_hj_prox_is_hopf_lax_gradient_on_quadratic():
-    """∇u(x, γ) = γ⁻¹(x − prox_{γf}(x)), prox = (Q + γ⁻¹I)⁻¹(γ⁻¹x − p) for the quadratic."""
+@pytest.mark.parametrize("normalize", [True, False])
+def test_hj_prox_is_hopf_lax_gradient_on_quadratic(normalize):
+    """∇u(x, γ) = γ⁻¹(x − prox_{γf}(x)) (4.18), prox = (Q + γ⁻¹I)⁻¹(γ⁻¹x − p) for the
+    quadratic; the outer step is x − η(x − y_L) (γ-scaled, §3.2.3) or x − ηγ⁻¹(x − y_L) (4.41)."""
     Q, p, x0 = quadratic()
     gamma, lr = 0.4, 0.3
     y = nn.Parameter(x0.clone())
-    opt = HJ([y], lr=lr, gamma=gamma, L=200, inner_lr=0.2)
+    opt = HJ([y], lr=lr, gamma=gamma, L=200, inner_lr=0.2, normalize=normalize)
     opt.step(closure_for(y, lambda v: 0.5 * v @ Q @ v + p @ v))
     prox = torch.linalg.solve(Q + torch.eye(3, dtype=Q.dtype) / gamma, x0 / gamma - p)
     grad_u = (x0 - prox) / gamma
-    assert torch.allclose(y.detach(), x0 - lr * grad_u, atol=1e-12, rtol=0)
+    step = gamma * grad_u if normalize else grad_u
+    assert torch.allclose(y.detach(), x0 - lr * step, atol=1e-12, rtol=0)
     # the smoothed gradient differs from ∇f(x): the test can tell them apart
     assert (grad_u - (Q @ x0 + p)).abs().max() > 0.1
 
 
 def test_hj_implicit_form_equals_prox_form():
-    """With inner_lr = γ both forms produce the same iterates (module docstring)."""
+    """With inner_lr = γ and the raw (4.41) outer step both forms take the same steps."""
     g = torch.Generator().manual_seed(1)
     X = torch.randn(20, 3, generator=g, dtype=torch.float64)
     Y = torch.randn(20, 1, generator=g, dtype=torch.float64)
@@ -48,7 +51,8 @@ def test_hj_implicit_form_equals_prox_form():
     for form in ("prox", "implicit"):
         torch.manual_seed(0)
         model = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 1)).double()
-        opt = HJ(model.parameters(), lr=0.5, gamma=0.05, L=5, form=form, momentum=0.5)
+        opt = HJ(model.parameters(), lr=0.5, gamma=0.05, L=5, form=form, momentum=0.5,
+                 inner_lr=0.05, **({"normalize": False} if form == "prox" else {}))
 
         def closure():
             model.zero_grad()
@@ -62,11 +66,14 @@ def test_hj_implicit_form_equals_prox_form():
         assert torch.allclose(a, b, atol=1e-13, rtol=1e-11)
 
 
-def test_hj_implicit_fixed_point_converges_to_hopf_lax():
+@pytest.mark.parametrize("inner_lr", [0.2, 0.1])
+def test_hj_implicit_fixed_point_converges_to_hopf_lax(inner_lr):
+    """(4.42): y ← (1 − η_y/γ)y + η_y∇f(x − y) from 0 converges to γ∇u(x, γ), and the outer
+    step uses ∇f(x − y) → ∇f(prox) = ∇u (4.18)."""
     Q, p, x0 = quadratic(seed=2)
     gamma = 0.2  # γ·λ_max(Q) = 0.4 < 1: the fixed-point iteration contracts
     y = nn.Parameter(x0.clone())
-    opt = HJ([y], lr=1.0, gamma=gamma, L=60, form="implicit")
+    opt = HJ([y], lr=1.0, gamma=gamma, L=80, form="implicit", inner_lr=inner_lr)
     opt.step(closure_for(y, lambda v: 0.5 * v @ Q @ v + p @ v))
     prox = torch.linalg.solve(Q + torch.eye(3, dtype=Q.dtype) / gamma, x0 / gamma - p)
     assert torch.allclose(y.detach(), x0 - (x0 - prox) / gamma, atol=1e-12, rtol=0)
@@ -142,7 +149,29 @@ def test_heat_gamma0_is_sgd_and_state_roundtrip():
 
 @pytest.mark.parametrize("cls,kw", [(HJ, dict(form="x")), (HJ, dict(gamma=math.inf)),
                                     (HJ, dict(gamma=0)), (HEAT, dict(gamma=-1)),
-                                    (HEAT, dict(L=0)), (HEAT, dict(nesterov=True))])
+                                    (HEAT, dict(L=0)), (HEAT, dict(nesterov=True)),
+                                    (HJ, dict(form="implicit", normalize=True)),
+                                    (HJ, dict(form="implicit", inner_momentum=0.9))])
 def test_invalid_hyper_parameters(cls, kw):
     with pytest.raises(ValueError):
         cls([nn.Parameter(torch.zeros(2))], **kw)
+
+
+def test_defaults_are_the_thesis_settings():
+    """§4.6.1.2: HJ has L = 5, β_ex⁻¹ = 0, α = 0 (last iterate), η_y = 0.1 (§4.6.1.1);
+    §4.6.1.3: HEAT "We again set L = 20"."""
+    hj = HJ([nn.Parameter(torch.zeros(2))]).param_groups[0]
+    assert (hj["L"], hj["noise"], hj["alpha"], hj["inner_lr"], hj["normalize"]) == (5, 0.0, 0.0,
+                                                                                      0.1, True)
+    assert HJ([nn.Parameter(torch.zeros(2))], form="implicit").param_groups[0]["normalize"] is False
+    assert HEAT([nn.Parameter(torch.zeros(2))]).param_groups[0]["L"] == 20
+
+
+def test_heat_scoping_per_step():
+    y = nn.Parameter(torch.zeros(2, dtype=torch.float64))
+    opt = HEAT([y], lr=0.0, gamma=1e-2, gamma_decay=0.5, gamma_min=3e-3, L=1, seed=0)
+    seen = []
+    for _ in range(3):
+        seen.append(opt.current_gamma())
+        opt.step(closure_for(y, lambda v: (v ** 2).sum()))
+    assert seen == pytest.approx([1e-2, 5e-3, 3e-3])

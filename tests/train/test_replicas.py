@@ -61,14 +61,14 @@ def params(m):
 
 def test_n1_rho_inf_is_entropy_sgd_exactly():
     data, model = toy_data(), toy_model()
-    cfg = ParleConfig(replicas=1, L=4, lr=0.05, outer_lr=0.7, gamma=0.3, gamma_decay=0.1,
-                      rho=math.inf, alpha=0.25, noise=1e-3, momentum=0.5, nesterov=True,
-                      outer_momentum=0.9, batch_size=8, seed=3)
+    cfg = ParleConfig(replicas=1, L=4, lr=0.7, inner_lr=0.05, gamma=0.3, gamma_decay=0.1,
+                      gamma_min=None, rho=math.inf, alpha=0.25, noise=1e-3, momentum=0.5,
+                      nesterov=True, outer_momentum=0.9, batch_size=8, seed=3)
     res = train_replicas(model, LOSS, data, cfg, rounds=6)
     ref = toy_model()
     opt = EntropySGD(ref.parameters(), lr=0.7, inner_lr=0.05, L=4, gamma=0.3, gamma_decay=0.1,
                      alpha=0.25, noise=1e-3, inner_momentum=0.5, inner_nesterov=True,
-                     momentum=0.9, seed=replica_seeds(3, 0)["noise"])
+                     momentum=0.9, nesterov=True, seed=replica_seeds(3, 0)["noise"])
     cl = Stream(data, 3, 0, 8).closure(ref)
     for _ in range(6):
         opt.step(cl)
@@ -78,10 +78,13 @@ def test_n1_rho_inf_is_entropy_sgd_exactly():
 
 
 def test_L1_gamma_inf_is_elastic_sgd():
+    """"paper" normalisation, L = 1, γ = ∞, α = 0, η⁽⁰⁾ = 1: z = x^a − ∇f_B(x^a) and the outer
+    step x^a − η[(x^a − z) + ρ⁻¹(x^a − x̄)] is Elastic-SGD (5.4a)."""
     n, lr, rho, seed, B, T = 3, 0.1, 0.5, 1, 8, 7
     data = toy_data()
-    cfg = ParleConfig(replicas=n, L=1, lr=lr, outer_lr=1.0, gamma=math.inf, rho=rho, alpha=0.0,
-                      batch_size=B, seed=seed)
+    cfg = ParleConfig(replicas=n, L=1, lr=lr, inner_lr=1.0, gamma=math.inf, rho=rho,
+                      rho_decay=0.0, rho_min=None, alpha=0.0, momentum=0.0,
+                      outer_momentum=0.0, batch_size=B, seed=seed)
     res = train_replicas(toy_model(), LOSS, data, cfg, rounds=T)
     # explicit Elastic-SGD (5.4) with the same batches
     models = [toy_model() for _ in range(n)]
@@ -105,13 +108,17 @@ def test_L1_gamma_inf_is_elastic_sgd():
                                                     params(res.replicas[1]))) > 1e-3
 
 
-def test_L1_n1_gamma_rho_inf_is_sgd():
+@pytest.mark.parametrize("mu", [0.0, 0.9])
+def test_L1_n1_gamma_rho_inf_is_sgd(mu):
+    """One replica, L = 1, γ = ρ = ∞, α = 0, η⁽⁰⁾ = 1: SGD (with the outer Nesterov momentum
+    of Remark 5.3 = torch's Nesterov SGD)."""
     data = toy_data()
-    cfg = ParleConfig(replicas=1, L=1, lr=0.2, gamma=math.inf, rho=math.inf, alpha=0.0,
+    cfg = ParleConfig(replicas=1, L=1, lr=0.2, inner_lr=1.0, gamma=math.inf, rho=math.inf,
+                      alpha=0.0, momentum=0.0, outer_momentum=mu, outer_nesterov=mu > 0,
                       batch_size=8, seed=5)
     res = train_replicas(toy_model(), LOSS, data, cfg, rounds=9)
     ref = toy_model()
-    sgd = torch.optim.SGD(ref.parameters(), lr=0.2)
+    sgd = torch.optim.SGD(ref.parameters(), lr=0.2, momentum=mu, nesterov=mu > 0)
     cl = Stream(data, 5, 0, 8).closure(ref)
     for _ in range(9):
         sgd.step(cl)
@@ -121,7 +128,8 @@ def test_L1_n1_gamma_rho_inf_is_sgd():
 
 def test_master_is_mean_of_replicas_and_training_reduces_loss():
     data = toy_data()
-    cfg = ParleConfig(replicas=3, L=5, lr=0.2, gamma=1.0, rho=1.0, batch_size=8, seed=0)
+    cfg = ParleConfig(replicas=3, L=5, lr=0.5, inner_lr=0.2, gamma=1.0, rho=1.0, batch_size=8,
+                      seed=0)
     res = train_replicas(toy_model(), LOSS, data, cfg, rounds=12, eval_every=4)
     for i, mp in enumerate(res.master.parameters()):
         mean = sum(list(r.parameters())[i] for r in res.replicas) / 3
@@ -136,6 +144,16 @@ def test_disjoint_shards():
     shards = replica_shards(10, 3, seed=0)
     allidx = torch.cat(shards).sort().values
     assert torch.equal(allidx, torch.arange(10)) and [len(s) for s in shards] == [4, 3, 3]
+    # §5.5: n = 3 replicas with 50% each and n = 6 with 25% each — equal sizes, every
+    # sample in at least one subset; n = 1 with 50%: a random half
+    for n, f in ((3, 0.5), (6, 0.25)):
+        sh = replica_shards(1000, n, seed=1, fraction=f)
+        assert [len(s) for s in sh] == [int(1000 * f)] * n
+        assert all(len(s.unique()) == len(s) for s in sh)
+        counts = torch.bincount(torch.cat(sh), minlength=1000)
+        assert counts.min() >= 1 and counts.sum() == int(1000 * f) * n
+    half = replica_shards(1000, 1, seed=1, fraction=0.5)[0]
+    assert len(half) == 500 and half.max() > 900 and half.min() < 100
     data = toy_data(n=48)
     cfg = ParleConfig(replicas=2, L=3, lr=0.1, batch_size=8, shard=True)
     res = train_replicas(toy_model(), LOSS, data, cfg, epochs=2)
@@ -151,7 +169,7 @@ def test_store_records_run(tmp_path):
     run = store.get_run(res.run_id)
     assert run["status"] == "finished"
     m = store.metrics(res.run_id)
-    assert {"replica_loss", "gamma", "rho", "train_loss", "test_acc", "grad_evals",
+    assert {"replica_loss", "gamma", "rho", "lr", "train_loss", "test_acc", "grad_evals",
             "effective_epochs"} <= set(m)
     assert m["grad_evals"][-1] == (6, 6.0)
 
@@ -165,7 +183,10 @@ def test_divergence_is_reported_not_raised():
 
 
 @pytest.mark.parametrize("kw", [dict(replicas=0), dict(L=0), dict(gamma=-1), dict(rho="x"),
-                                dict(alpha=1.5), dict(batch_size=0)])
+                                dict(alpha=1.5), dict(batch_size=0), dict(gamma_decay="1/3B"),
+                                dict(lr_milestones=[-1]), dict(lr_factor=0),
+                                dict(shard_fraction=0.5), dict(shard=True, shard_fraction=1.5),
+                                dict(normalization="x"), dict(master="x")])
 def test_bad_config_raises_config_error(kw):
     with pytest.raises(ConfigError):
         ParleConfig(**kw)
@@ -177,6 +198,39 @@ def test_config_from_dict():
         ParleConfig.from_dict({"gama": 1})
     with pytest.raises(ConfigError, match="exactly one"):
         train_replicas(toy_model(), LOSS, toy_data(), {}, rounds=1, epochs=1)
+
+
+def test_thesis_scoping_and_lr_schedule_per_round():
+    """Eq. (5.10): γ_k = γ₀(1 − 1/(2B))^⌊k/L⌋, clipped at γ_min, B = ⌈N/b⌉ of the whole set;
+    lr drops by lr_factor after the milestone epochs of B rounds; grad_evals sets the length."""
+    data = toy_data()                     # N = 48, b = 8: B = 6
+    cfg = ParleConfig(replicas=2, L=2, lr=0.3, gamma=1.5, gamma_min=1.0, rho=0.2,
+                      rho_min=0.1, lr_milestones=[2], lr_factor=0.1, batch_size=8,
+                      shard=True, shard_fraction=0.5)
+    res = train_replicas(toy_model(), LOSS, data, cfg, grad_evals=28)
+    assert res.rounds == 14 and res.grad_evals == 28
+    g = [v for _, v in res.history["gamma"]]
+    r = [v for _, v in res.history["rho"]]
+    lr = [v for _, v in res.history["lr"]]
+    for j in range(14):
+        assert g[j] == pytest.approx(max(1.5 * (1 - 1 / 12) ** j, 1.0), rel=1e-12)
+        assert r[j] == pytest.approx(max(0.2 * (1 - 1 / 12) ** j, 0.1), rel=1e-12)
+    assert g[-1] == 1.0 and r[-1] == 0.1
+    assert lr == pytest.approx([0.3] * 12 + [0.03] * 2)
+
+
+def test_anneal_inner_and_fixed_inner_step():
+    """η⁽⁰⁾ stays at η₀ under the "paper" normalisation; ``anneal_inner`` scales it too."""
+    data = toy_data()
+    for anneal in (False, True):
+        cfg = ParleConfig(replicas=1, L=1, lr=0.3, inner_lr=0.05, lr_milestones=[1],
+                          anneal_inner=anneal, batch_size=48)
+        from sgdlab.train.replicas import ReplicaWorker
+        w = ReplicaWorker(0, toy_model(), LOSS, data.x_train, data.y_train, cfg, batches=1)
+        w.set_lr(cfg.lr_scale(2, 1))
+        g = w.optimizer.param_groups[0]
+        assert g["lr"] == pytest.approx(0.03)
+        assert g["inner_lr"] == pytest.approx(0.005 if anneal else 0.05)
 
 
 def cli_config(tmp_path) -> dict:
@@ -251,6 +305,7 @@ def test_checkpoint_resume_is_bit_exact(tmp_path):
     assert res.history == ref.history
     assert (res.rounds, res.grad_evals) == (7, ref.grad_evals)
 
+    cfg = ParleConfig(**{**cfg.to_dict(), "master": "lagged"})  # its state resumes too
     ref2 = train_replicas(dropout_model(), LOSS, data, cfg, rounds=7)
     train_replicas(dropout_model(), LOSS, data, cfg, rounds=3, checkpoint_dir=tmp_path / "b")
     res2 = train_replicas(dropout_model(), LOSS, data, cfg, rounds=7,

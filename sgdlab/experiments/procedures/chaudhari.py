@@ -16,14 +16,16 @@ from sgdlab.report.tables import Table, mean_std
 
 @register_procedure("replicas")
 class ReplicasProcedure(Procedure):
-    """Parle / Elastic-SGD / Entropy-SGD over n replicas via ``sgdlab.train.replicas``
+    """Parle / Elastic-SGD / Entropy-SGD / SGD over n replicas via ``sgdlab.train.replicas``
     (in-process mode). Params: ``dataset``, ``model``, ``loss``, ``dtype``, ``data_seed``
-    (as in ``train``), ``parle`` (a ``ParleConfig`` mapping; ``seed`` is the run seed),
-    ``epochs`` (effective epochs per replica), ``eval_every`` (rounds), ``eval_subset``."""
+    (as in ``train``), ``parle`` (a ``ParleConfig`` mapping; ``seed`` is the run seed), the
+    length as ``epochs`` (effective epochs per replica) or ``grad_evals`` (gradient
+    evaluations per replica, i.e. equal wall-clock time with one replica per device),
+    ``eval_every`` (rounds), ``eval_subset``."""
 
     allowed = {"dataset", "data_seed", "model", "loss", "dtype", "parle", "epochs",
-               "eval_every", "eval_subset"}
-    required = {"dataset", "model", "parle", "epochs"}
+               "grad_evals", "eval_every", "eval_subset"}
+    required = {"dataset", "model", "parle"}
 
     def validate(self, params, where):
         super().validate(params, where)
@@ -31,6 +33,8 @@ class ReplicasProcedure(Procedure):
         from sgdlab.train.replicas import ParleConfig
 
         _check_named({k: params[k] for k in ("dataset", "model")}, where)
+        if ("epochs" in params) == ("grad_evals" in params):
+            raise ConfigError(f"{where}: give exactly one of 'epochs' or 'grad_evals'")
         try:
             ParleConfig.from_dict(dict(params["parle"]))
         except ConfigError as e:
@@ -43,8 +47,9 @@ class ReplicasProcedure(Procedure):
         p = run.params
         ds, model, loss_fn, _ = build(p, run.seed, ctx)
         cfg = ParleConfig.from_dict({**p["parle"], "seed": run.seed})
-        res = train_replicas(model, loss_fn, ds, cfg, epochs=float(p["epochs"]),
-                             mode="inprocess", eval_every=p.get("eval_every"),
+        length = ({"epochs": float(p["epochs"])} if "epochs" in p
+                  else {"grad_evals": int(p["grad_evals"])})
+        res = train_replicas(model, loss_fn, ds, cfg, **length, mode="inprocess", eval_every=p.get("eval_every"),
                              eval_subset=p.get("eval_subset"), store=ctx.store,
                              run_id=ctx.run_id, device=ctx.device, complete=False)
         summary = dict(res.final)

@@ -236,11 +236,14 @@ def check_claims(claims: list[dict[str, Any]], values: dict[str, dict[str, float
             spread = max(values.get(c[kind][0], {}).get(metric + "__std", 0.0),
                          values.get(c[kind][1], {}).get(c.get("metric_b", metric) + "__std",
                                                         0.0))
-            if spread > 0 and abs(va - vb) < spread:
-                text += f" — the difference is within the seed-to-seed spread (std {spread:.3g})"
-                if ok and float(c.get("margin", 0.0)) >= 0:
-                    ok = None  # a strict claim "met" inside the noise is not evidence either way
-                    text += ", so inconclusive"
+            # distance of the observed difference from the claim's boundary: inside the
+            # seed-to-seed spread, neither meeting nor missing the claim is evidence
+            margin = float(c.get("margin", 0.0))
+            slack = (vb - va if kind == "less" else va - vb) - margin
+            if spread > 0 and abs(slack) < spread:
+                text += (f" — within the seed-to-seed spread (std {spread:.3g}) of the "
+                         "claim's boundary, so inconclusive")
+                ok = None
         if not all(map(finite, (va if isinstance(va, list) else [va])
                        + (vb if isinstance(vb, list) else [vb]))):
             text += " (missing or non-finite values: the claim cannot be checked)"
