@@ -52,7 +52,7 @@ class ReplicasProcedure(Procedure):
                   else {"grad_evals": int(p["grad_evals"])})
         res = train_replicas(model, loss_fn, ds, cfg, **length, mode="inprocess", eval_every=p.get("eval_every"),
                              eval_subset=p.get("eval_subset"), store=ctx.store,
-                             run_id=ctx.run_id, device=ctx.device)
+                             run_id=ctx.run_id, device=ctx.device, complete=False)
         summary = dict(res.final)
         summary.update(rounds=res.rounds, grad_evals=res.grad_evals,
                        effective_epochs=res.effective_epochs, replicas=cfg.replicas)
