@@ -11,3 +11,8 @@ class ConfigError(UserError, ValueError):
 
 class DataError(UserError, FileNotFoundError):
     """A dataset file is missing or malformed; the message names the file."""
+
+
+class RunInterrupted(KeyboardInterrupt):
+    """Ctrl-C or SIGTERM stopped a recorded run; the message names the run and the command
+    that continues it. (A KeyboardInterrupt, so code that stops on interrupts still does.)"""

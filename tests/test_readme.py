@@ -72,4 +72,4 @@ def test_ci_runs_the_readme_test_command():
     readme_cmd = next(t for lang, t in blocks() if lang == "bash" and "pytest" in t).strip()
     ci = (README.parent / ".ci" / "run").read_text()
     assert readme_cmd in ci.splitlines()
-    assert '".[test,tensorboard]"' in readme_cmd
+    assert '".[test,tensorboard,ray]"' in readme_cmd

@@ -3,9 +3,12 @@
 Each demo computes on an analytic landscape (``sgdlab.landscapes``), prints its numbers, and
 writes ``DIR/results.json`` (config, numbers, environment) plus its figure(s):
 
-- ``escape``      Zhu et al.'s escape experiment; prints the success-rate table per method.
-                  ``--protocol equal-trace`` runs the authors' public-code protocol instead
-                  (their landscape and data, every GLD variant at Tr Cov(ε) = 0.01, η = 0.005).
+- ``escape``      Zhu et al.'s escape experiment on the two-basin loss as printed in Suppl. B;
+                  prints the success-rate table per method. ``--lr`` sets η (the printed 0.1
+                  by default; GD is stable at the sharp minimum only for η < 0.00974).
+                  ``--landscape rescaled`` runs the rescaled variant (η λ_max = 1 at η = 0.1);
+                  ``--protocol authors-code`` the authors' public-code protocol (their
+                  landscape and data, every GLD variant at Tr Cov(ε) = 0.01, η = 0.005).
 - ``ou``          SGD on a quadratic with C = H vs Jastrzebski's (η/4S) Tr H, several η/S.
 - ``double-well`` thesis Example 6.43 for λ = 0, 0.5 and a large λ: histogram vs e^{−Φ},
                   resting points of the drift, mean angular velocity.
@@ -36,25 +39,36 @@ def register(subparsers) -> None:
     p.add_argument("--quick", action="store_true", help="small sizes, a few seconds")
     p.add_argument("--seed", type=int, default=0, help="seed (default 0)")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
-    g = p.add_argument_group("escape options (defaults: the paper's settings)")
+    g = p.add_argument_group("escape options (defaults: the paper's settings, Suppl. B)")
     g.add_argument("--repetitions", type=int, default=None, help="repetitions (default 100)")
     g.add_argument("--iterations", type=int, default=None, help="iterations (default 600)")
-    g.add_argument("--lr", type=float, default=None, help="step size η (default 0.1)")
+    g.add_argument("--lr", type=float, default=None,
+                   help="step size η (default 0.1, or 0.005 with --protocol authors-code)")
     g.add_argument("--const-sigma", type=float, default=None, help="GLD const σ (default 2)")
     g.add_argument("--hessian-scale", type=float, default=None, help="GLD Hessian σ_H² (default 1)")
+    g.add_argument("--landscape", dest="escape_landscape",
+                   choices=("paper", "rescaled", "authors-code"), default=None,
+                   help="two-basin loss: paper (as printed, the default), rescaled (orthogonal "
+                        "sharp axes 10/1, flat 0.1) or authors-code (their 2Dim code; the "
+                        "default with --protocol authors-code)")
+    g.add_argument("--data-var", type=float, default=None,
+                   help="paper/rescaled: variance of each data coordinate (default 0.01, the "
+                        "printed N(0, 0.01) read as a variance; 1e-4 reads it as a std)")
     g.add_argument("--sharp-eigs", type=float, nargs=2, default=None, metavar=("A1", "A2"),
-                   help="sharp Hessian eigenvalues along (cos θ, sin θ) and ⊥ (default 10 1)")
+                   help="rescaled landscape (implied): sharp Hessian eigenvalues along "
+                        "(cos θ, sin θ) and ⊥ (default 10 1)")
     g.add_argument("--flat-curvature", type=float, default=None,
-                   help="flat basin curvature b (default 0.1)")
-    g.add_argument("--protocol", choices=("issue", "equal-trace"), default="issue",
-                   help="issue: the issue's settings (default); equal-trace: the authors' "
-                        "2Dim code (GLD noise at equal trace, added after the step)")
-    g.add_argument("--landscape", dest="escape_landscape", choices=("issue", "authors"),
-                   default=None, help="two-basin landscape (default: authors for equal-trace, "
-                                      "else issue); equal-trace on 'issue' keeps the issue's "
-                                      "η, iterations and success rule")
+                   help="rescaled landscape (implied): flat basin curvature b (default 0.1)")
+    g.add_argument("--protocol", choices=("paper", "authors-code", "equal-trace"),
+                   default="paper",
+                   help="paper: the §4.2 updates with the Fig. 3 constants (default); "
+                        "authors-code (alias equal-trace): the authors' 2Dim code, every GLD "
+                        "variant at equal noise trace, added after the step")
+    g.add_argument("--success", dest="success_rule", choices=("flat_basin", "reached", "corner"),
+                   default=None, help="success: final iterate in the flat basin (default), some "
+                                      "iterate in it, or final w1, w2 < -0.5 (authors-code)")
     g.add_argument("--noise-trace", type=float, default=None,
-                   help="equal-trace: Tr Cov(ε) of every GLD variant (default 0.01)")
+                   help="authors-code: Tr Cov(ε) of every GLD variant (default 0.01)")
     p.set_defaults(func=_main)
 
 
@@ -103,44 +117,51 @@ def _escape(args, out: Path) -> dict:
 
     from sgdlab.errors import UserError
     from sgdlab.landscapes.escape import LABELS, EscapeConfig, escape_experiment
-    from sgdlab.landscapes.two_basin import TwoBasin
+    from sgdlab.landscapes.two_basin import two_basin
     from sgdlab.report.figures.landscapes import escape_figure
 
-    protocol = getattr(args, "protocol", "issue") or "issue"
+    protocol = getattr(args, "protocol", None) or "paper"
+    protocol = "authors-code" if protocol == "equal-trace" else protocol
+    rescaled_only = getattr(args, "sharp_eigs", None) is not None or \
+        getattr(args, "flat_curvature", None) is not None
     which = getattr(args, "escape_landscape", None) or \
-        ("authors" if protocol == "equal-trace" else "issue")
-    if which == "authors" and protocol == "equal-trace":
+        ("authors-code" if protocol == "authors-code" else
+         "rescaled" if rescaled_only else "paper")
+    if protocol == "authors-code" and which == "authors-code":
         cfg = EscapeConfig.authors_code(seed=args.seed)
-    else:
+    else:   # the authors' protocol on another landscape keeps that landscape's η and rules
         cfg = EscapeConfig(seed=args.seed, protocol=protocol)
     if getattr(args, "noise_trace", None) is not None:
         cfg.noise_trace = args.noise_trace
     if args.quick:
         cfg.repetitions, cfg.sharpness_every = 50, 50
-    for opt, field in (("repetitions", "repetitions"), ("iterations", "iterations"),
-                       ("lr", "lr"), ("const_sigma", "const_sigma"),
-                       ("hessian_scale", "hessian_scale")):
+    for opt in ("repetitions", "iterations", "lr", "const_sigma", "hessian_scale",
+                "success_rule"):
         if getattr(args, opt, None) is not None:
-            setattr(cfg, field, getattr(args, opt))
+            setattr(cfg, opt, getattr(args, opt))
     shape = {}
     if getattr(args, "sharp_eigs", None) is not None:
         shape["sharp_eigs"] = tuple(args.sharp_eigs)
     if getattr(args, "flat_curvature", None) is not None:
         shape["flat_curvature"] = args.flat_curvature
-    if which == "authors":
-        if shape:
-            raise UserError("--sharp-eigs/--flat-curvature apply to --landscape issue only")
-        land = TwoBasin.authors_code(seed=args.seed, dtype=torch.float32)
-    else:
-        land = TwoBasin(seed=args.seed, dtype=torch.float32, **shape)
+    if shape and which != "rescaled":
+        raise UserError("--sharp-eigs/--flat-curvature apply to --landscape rescaled only")
+    if getattr(args, "data_var", None) is not None:
+        if which == "authors-code":
+            raise UserError("--data-var applies to --landscape paper or rescaled")
+        shape["data_var"] = args.data_var
+    land = two_basin(which, seed=args.seed, dtype=torch.float32, **shape)
     res = escape_experiment(land, cfg)
     start = land.sharp_center if cfg.start == "sharp_center" else land.sharp_minimum
-    extra = (f", protocol equal-trace (Tr Cov(eps) = {cfg.noise_trace}, added after the step)"
-             if cfg.protocol == "equal-trace" else "")
-    print(f"two-basin escape ({which} landscape{extra}): eta={cfg.lr}, "
-          f"{cfg.iterations} iterations, {cfg.repetitions} repetitions, start at "
-          f"{[round(v, 3) for v in start.tolist()]}, success = "
-          f"{'w1, w2 < -0.5' if cfg.success_rule == 'corner' else 'ends in the flat basin'}")
+    extra = (f", protocol authors-code (Tr Cov(eps) = {cfg.noise_trace}, added after the step)"
+             if cfg.protocol == "authors-code" else "")
+    rule = {"corner": "w1, w2 < -0.5 at the end", "reached": "some iterate in the flat basin",
+            "flat_basin": "ends in the flat basin"}[cfg.success_rule]
+    eta_c = land.gd_stable_lr()
+    print(f"two-basin escape ({which} landscape{extra}): eta={cfg.lr} "
+          f"(eta*lambda_max = {2 * cfg.lr / eta_c:.3g}; GD is stable at the sharp minimum only "
+          f"for eta < {eta_c:.3g}), {cfg.iterations} iterations, {cfg.repetitions} repetitions, "
+          f"start at {[round(v, 3) for v in start.tolist()]}, success = {rule}")
     print(res.table())
     g = np.linspace(-2.0, 2.0, 161)
     gx, gy = np.meshgrid(g, g)
@@ -151,10 +172,7 @@ def _escape(args, out: Path) -> dict:
                         res.sharpness, LABELS)
     data = res.to_dict()
     data["figures"] = [_save(out, "escape.png", fig)]
-    data["landscape"] = {"name": which, "sharp_minimum": land.sharp_minimum.tolist(),
-                         "flat_minimum": land.flat_minimum.tolist(),
-                         "sharp_hessian": land.sharp_hessian.tolist(),
-                         "flat_hessian": land.flat_hessian.tolist(), "theta": land.theta}
+    data["landscape"] = land.describe()
     data["table"] = res.table()
     return data
 

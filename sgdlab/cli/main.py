@@ -6,7 +6,9 @@ from __future__ import annotations
 import argparse
 import importlib
 import pkgutil
+import signal
 import sys
+import threading
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -37,13 +39,15 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     from sgdlab.errors import UserError
 
+    previous = _sigterm_as_interrupt()
     try:
         return int(args.func(args) or 0)
     except UserError as e:
         print(f"sgdlab: error: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+    except KeyboardInterrupt as e:
+        # a RunInterrupted names the run and the command that continues it
+        print(f"sgdlab: {e}" if str(e) else "interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:
         # `sgdlab list | head`: the reader left; point stdout at devnull so the exit flush is quiet
@@ -51,6 +55,21 @@ def main(argv: list[str] | None = None) -> int:
 
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _sigterm_as_interrupt():
+    """SIGTERM (``kill PID``, a batch system's stop) stops a command like Ctrl-C does: runs
+    record ``interrupted`` and say how to continue. Returns the previous handler."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def handler(signum, frame):
+        raise KeyboardInterrupt("terminated (SIGTERM)")
+
+    return signal.signal(signal.SIGTERM, handler)
 
 
 if __name__ == "__main__":

@@ -5,7 +5,8 @@ checkpoint file/folder written by the training loop (its run folder must hold th
 ``config.yaml`` that ``sgdlab train`` writes, so the model can be rebuilt) — measures it on a
 fixed subset of its training (or test) data with :mod:`sgdlab.measure`, and writes
 
-- the scalars to the run store at the checkpoint's step, named ``measure/`` + the instrument
+- the scalars to the run's store (the one its folder records, or ``--store``) at the
+  checkpoint's step, named ``measure/`` + the instrument
   names (``measure/hess/top_1``, ``measure/noise/trace``, ``measure/align/cos_1``,
   ``measure/sharpness/expected``, ...), kept apart from the series recorded during training,
 - ``measurements.json`` (scalars and arrays: eigenvalues, spectra, SLQ density) and plots
@@ -81,10 +82,12 @@ def _locate(target: str, store_path: str | None):
                             f"run folder {str(folder)!r} (runs started by `sgdlab train` "
                             "have one)")
         cfg = load_config(cfg_file)
-        run_id = None
-        results = folder / "results.json"
-        if results.exists():
-            run_id = json.loads(results.read_text()).get("run_id")
+        run_id, recorded = _recorded_run(folder)
+        if store_path is None and recorded is not None:
+            if not Path(recorded).is_file():
+                raise UserError(f"the run store of {str(folder)!r} ({recorded}) is gone; "
+                                "give the store that holds its run with --store PATH")
+            store_path = recorded
         store = RunStore(store_path or (cfg.get("store") or {}).get("path"))
         return cfg, ckpt, run_id, folder, store
     store = RunStore(store_path)
@@ -100,6 +103,20 @@ def _locate(target: str, store_path: str | None):
     return run["config"], ckpt, run["id"], folder, store
 
 
+def _recorded_run(folder: Path) -> tuple[str | None, str | None]:
+    """(run id, store path) a run folder records (``run.json``, or ``results.json``)."""
+    for name in ("run.json", "results.json"):
+        f = folder / name
+        if f.is_file():
+            try:
+                rec = json.loads(f.read_text())
+            except (OSError, ValueError):
+                continue
+            if rec.get("run_id"):
+                return rec.get("run_id"), rec.get("store")
+    return None, None
+
+
 def _tolist(t) -> list[float]:
     return [float(v) for v in t.reshape(-1).tolist()]
 
@@ -108,7 +125,7 @@ def _measure(args: argparse.Namespace) -> int:
     import torch
 
     from sgdlab.config.run import build_from_config
-    from sgdlab.train.checkpoint import load_checkpoint
+    from sgdlab.train.checkpoint import load_checkpoint, load_state
 
     what = [w.strip() for w in args.what.split(",") if w.strip()]
     bad = [w for w in what if w not in WHAT]
@@ -123,8 +140,9 @@ def _measure(args: argparse.Namespace) -> int:
     cfg, ckpt, run_id, folder, store = _locate(args.target, args.store)
     built = build_from_config(cfg)
     model, loss_fn, data = built.model, built.loss_fn, built.data
-    state = load_checkpoint(ckpt, map_location=next(model.parameters()).device)
-    model.load_state_dict(state["model"])
+    state = load_checkpoint(ckpt, map_location=next(model.parameters()).device,
+                            require=("model",))
+    load_state(model, state["model"], ckpt, "model")
     step = int(state.get("loop", {}).get("step", 0))
     run_id = run_id or state.get("run_id")
     model.train(args.train_mode)

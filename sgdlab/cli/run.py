@@ -1,6 +1,6 @@
 """``sgdlab run NAME [--scale smoke|cpu|paper] [--config FILE] ...``: run a catalogue experiment
 (or a user's experiment file), skipping runs already finished in the store, and write its
-report. Under ``torchrun`` the runs are sharded over the launched processes."""
+report. ``--backend ray`` runs the sweep on Ray: a local instance, or a cluster (``--address``)."""
 from __future__ import annotations
 
 import argparse
@@ -18,8 +18,22 @@ def register(subparsers) -> None:
                    help="smoke: seconds; cpu: minutes on 2 cores, embedded data (default); "
                         "paper: the paper's model, data (--data-dir) and grid")
     p.add_argument("--data-dir", metavar="DIR", help="directory with the paper's dataset files")
-    p.add_argument("--workers", type=int, default=1, metavar="K",
-                   help="parallel worker processes for the sweep (default 1)")
+    p.add_argument("--workers", type=int, default=None, metavar="K",
+                   help="runs at a time: worker processes of the local backend (default 1); "
+                        "with --backend ray, at most K runs in flight (default: as many as "
+                        "the cluster holds)")
+    p.add_argument("--backend", choices=["local", "ray"], default=None,
+                   help="where the runs execute: local (this machine's processes; default, "
+                        "or $SGDLAB_BACKEND) or ray (Ray tasks; needs the ray extra)")
+    p.add_argument("--address", metavar="ADDR",
+                   help="with --backend ray: the Ray cluster to join (HOST:PORT or auto; "
+                        "default $RAY_ADDRESS, else a Ray instance on this machine)")
+    p.add_argument("--cpus-per-run", type=float, default=None, metavar="C",
+                   help="with --backend ray: CPUs per run, its torch threads (default "
+                        "$SGDLAB_CPUS_PER_RUN, the experiment's resources, else 1)")
+    p.add_argument("--gpus-per-run", type=float, default=None, metavar="G",
+                   help="with --backend ray: GPUs per run, fractions share a GPU (default "
+                        "$SGDLAB_GPUS_PER_RUN, the experiment's resources, else 0)")
     p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
     p.add_argument("--out", metavar="DIR", help="output directory (default sgdlab-out/NAME-SCALE)")
     p.add_argument("--store", metavar="PATH",
@@ -36,11 +50,18 @@ def _run(args: argparse.Namespace) -> int:
         raise UserError("give exactly one of NAME or --config FILE")
     if not (args.device == "cpu" or args.device.startswith("cuda")):
         raise UserError(f"--device must be cpu or cuda, got {args.device!r}")
-    res = run_experiment(args.config or args.name, scale=args.scale, out_dir=args.out,
-                         store_path=args.store, workers=args.workers, device=args.device,
-                         data_dir=args.data_dir, train_progress=args.progress)
-    if not res.results:        # non-zero rank under torchrun
-        return 0
+    try:
+        res = run_experiment(args.config or args.name, scale=args.scale, out_dir=args.out,
+                             store_path=args.store, workers=args.workers, device=args.device,
+                             data_dir=args.data_dir, train_progress=args.progress,
+                             backend=args.backend, address=args.address,
+                             cpus_per_run=args.cpus_per_run, gpus_per_run=args.gpus_per_run)
+    except KeyboardInterrupt as e:
+        from sgdlab.errors import RunInterrupted
+
+        raise RunInterrupted(f"the sweep was {'terminated' if str(e) else 'interrupted'}; its "
+                             "runs in progress are recorded as interrupted, finished runs are "
+                             f"kept; continue with: {_same_command(args)}") from None
     from sgdlab.report.verdicts import SMOKE, verdict
 
     smoke = res.results.get("scale") == "smoke"
@@ -57,3 +78,18 @@ def _run(args: argparse.Namespace) -> int:
     print(f"results: {res.out_dir / 'results.json'}")
     print(f"report:  {res.report_path}")
     return 0 if res.ok else 1
+
+
+def _same_command(args: argparse.Namespace) -> str:
+    import shlex
+
+    parts = ["sgdlab", "run"] + ([args.name] if args.name else ["--config", args.config])
+    for flag, value in (("--scale", args.scale), ("--data-dir", args.data_dir),
+                        ("--workers", args.workers), ("--backend", args.backend),
+                        ("--address", args.address), ("--cpus-per-run", args.cpus_per_run),
+                        ("--gpus-per-run", args.gpus_per_run),
+                        ("--device", args.device if args.device != "cpu" else None),
+                        ("--out", args.out), ("--store", args.store)):
+        if value is not None:
+            parts += [flag, str(value)]
+    return shlex.join(parts)

@@ -1,4 +1,8 @@
-"""``sgdlab runs list|show|export`` and ``sgdlab resume RUN_ID``: the run store from the shell."""
+"""``sgdlab runs list|show|export`` and ``sgdlab resume RUN_ID``: the run store from the shell.
+
+``list``, ``show`` and ``export`` only read the store (a store on a read-only file system
+works). A ``running`` run whose process is gone is shown as ``interrupted`` (or ``stale`` when
+it ran on another host and its heartbeat stopped), with the command that continues it."""
 from __future__ import annotations
 
 import argparse
@@ -22,7 +26,9 @@ def register(subparsers) -> None:
     _store_arg(ls)
     ls.add_argument("--experiment", help="only runs of this experiment")
     ls.add_argument("--status", choices=("running", "finished", "diverged", "failed",
-                                         "interrupted"), help="only runs with this status")
+                                         "interrupted", "stale"),
+                    help="only runs with this status (interrupted: also runs whose process "
+                         "died; stale: on another host, silent)")
     ls.add_argument("--json", action="store_true", help="print JSON instead of a table")
     ls.set_defaults(func=_list)
 
@@ -58,13 +64,43 @@ def register(subparsers) -> None:
     res.set_defaults(func=_resume)
 
 
-def _open(args):
+def _open(args, readonly: bool = True):
     from sgdlab.errors import UserError
     from sgdlab.store import RunStore, default_store_path
     path = Path(args.store) if args.store else default_store_path()
     if not path.is_file():  # do not create an empty store just to look into it
         raise UserError(f"no run store at {path} (use --store PATH or $SGDLAB_STORE)")
-    return RunStore(path)
+    return RunStore(path, readonly=readonly)
+
+
+def continue_hint(run: dict, store_path) -> str | None:
+    """The command that continues a stopped run: ``sgdlab resume`` for a run of ``sgdlab
+    train``; re-running its sweep for a run of an experiment."""
+    from sgdlab.config.runner import resume_command
+
+    if any(a["kind"] == "out_dir" for a in run.get("artifacts", [])):
+        return resume_command(run["id"], store_path)
+    cfg = run.get("config") or {}
+    if isinstance(cfg, dict) and cfg.get("run_key") and run.get("experiment"):
+        return (f"sgdlab run {run['experiment']} --scale {cfg.get('scale', 'cpu')} "
+                f"--store {store_path}  (or the same `sgdlab run` command that started it: a "
+                "sweep reruns what the store lacks)")
+    return None
+
+
+def _stopped_note(run: dict) -> str:
+    if run["status"] == "stale":
+        return (f"process {run['pid']} on {run['host']} has not reported for over a "
+                "minute" if run.get("heartbeat") is None else
+                f"process {run['pid']} on {run['host']} last reported "
+                f"{_ago(run['heartbeat'])} ago")
+    return f"its process ({run['pid']} on {run['host']}) ended before the run did"
+
+
+def _ago(t: float) -> str:
+    import time
+    s = max(0.0, time.time() - t)
+    return f"{s:.0f} s" if s < 120 else f"{s / 60:.0f} min" if s < 7200 else f"{s / 3600:.1f} h"
 
 
 def _fmt(v) -> str:
@@ -77,8 +113,9 @@ def _list(args) -> int:
     store = _open(args)
     runs = store.list_runs(experiment=args.experiment, status=args.status)
     if args.json:
-        print(json.dumps([{k: r[k] for k in ("id", "name", "experiment", "status", "created",
-                                             "summary")} for r in runs], indent=1))
+        keys = ("id", "name", "experiment", "status", "recorded_status", "host", "pid",
+                "created", "summary")
+        print(json.dumps([{k: r[k] for k in keys} for r in runs], indent=1))
         return 0
     if not runs:
         print(f"no runs in {store.path}")
@@ -93,6 +130,14 @@ def _list(args) -> int:
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
         print("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip())
+    stopped = [r for r in runs if r["status"] in ("interrupted", "stale")
+               and r["recorded_status"] == "running"]
+    hints = [(r["id"], continue_hint(store.get_run(r["id"]), store.path)) for r in stopped]
+    commands = list(dict.fromkeys(h for _, h in hints if h))
+    if commands:
+        print(f"\n{len(stopped)} run(s) stopped before they ended (killed?); continue with:")
+        for h in commands:
+            print(f"  {h}")
     return 0
 
 
@@ -107,6 +152,12 @@ def _show(args) -> int:
     print("  ".join([f"run {run['id']}"] + [f"{k} {run[k]}" for k in ("name", "experiment")
                                              if run[k]]))
     print(f"status: {run['status']}" + (f" ({run['message']})" if run["message"] else ""))
+    if run["status"] in ("interrupted", "stale") and run["recorded_status"] == "running":
+        print(f"  recorded as running, but {_stopped_note(run)}")
+    if run["status"] in ("interrupted", "stale", "failed"):
+        hint = continue_hint(run, store.path)
+        if hint:
+            print(f"  continue it with: {hint}")
     print(f"created {run['created']}  updated {run['updated']}")
     if run["summary"]:
         print("summary: " + "  ".join(f"{k} {_fmt(v)}" for k, v in run["summary"].items()))
@@ -150,8 +201,9 @@ def _export(args) -> int:
 
 def _resume(args) -> int:
     from sgdlab.config.runner import resume_run
-    from .train import print_outcome
-    store = _open(args)
-    outcome = resume_run(args.run_id, store=store, progress=False if args.no_progress else None)
+    from .train import announce, print_outcome
+    store = _open(args, readonly=False)
+    outcome = resume_run(args.run_id, store=store, progress=False if args.no_progress else None,
+                         announce=lambda rid: announce(rid, store.path))
     print_outcome(outcome)
     return 0

@@ -45,9 +45,19 @@ def _train(args: argparse.Namespace) -> int:
     store = RunStore(args.store or cfg["store"]["path"])
     print(f"sgdlab: training {cfg['name'] or args.config} (store {store.path})", flush=True)
     outcome = run_config(cfg, out_dir=args.out, store=store,
-                         progress=False if args.no_progress else None)
+                         progress=False if args.no_progress else None,
+                         announce=lambda rid: announce(rid, store.path))
     print_outcome(outcome)
     return 0
+
+
+def announce(run_id: str, store_path) -> None:
+    """The run id and the command that continues the run, printed before training starts
+    (a SIGKILL leaves no chance to print them later)."""
+    from sgdlab.config.runner import resume_command
+
+    print(f"sgdlab: run {run_id} (if it is stopped, continue it with: "
+          f"{resume_command(run_id, store_path)})", flush=True)
 
 
 def print_outcome(outcome) -> None:

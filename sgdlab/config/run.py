@@ -227,6 +227,9 @@ def _check_args(path: str, given: dict[str, Any], params: dict[str, Any], var_kw
                 errors.append(f"{p}: must be a number, got {v!r}")
             elif isinstance(v, float) and math.isnan(v):
                 errors.append(f"{p}: must be a number, got nan")
+            elif (k == "lr" or k.endswith("_lr")) and v == math.inf:
+                # an infinite step size passes torch's checks but is never meaningful
+                errors.append(f"{p}: a learning rate must be finite, got inf")
         out[k] = v
     for k, d in params.items():
         if d is REQUIRED and k not in given:

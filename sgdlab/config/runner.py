@@ -2,8 +2,14 @@
 
 ``run_config(cfg)`` is what ``sgdlab train`` and ``sgdlab resume`` call. A run's folder
 (default ``<store folder>/<run_id>/``) holds ``config.yaml`` (the validated config),
+``run.json`` (run id and store, so tools find the run from its folder),
 ``checkpoints/last.pt``, ``results.json`` (status, final metrics, config, environment,
 history) and ``learning_curves.png``; the store records the folder and files as artifacts.
+
+A run is ``finished`` (or ``diverged``) only once ``results.json``, the plot and the final
+checkpoint are written: the status, summary and those artifacts are committed together
+(:meth:`sgdlab.store.RunStore.complete_run`). A process killed before that leaves a run the
+store shows as ``interrupted``; ``sgdlab resume`` finishes it from its last checkpoint.
 """
 from __future__ import annotations
 
@@ -13,11 +19,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import UserError
+from ..errors import RunInterrupted, UserError
 from .io import dump_yaml
 from .run import build_from_config, resolve_device, validate_config
 
-RESUMABLE = ("running", "interrupted", "failed")
+# "running" here means its owner is unknown (a store written before liveness was recorded);
+# a run whose owner is alive is refused by RunStore.claim.
+RESUMABLE = ("running", "interrupted", "stale", "failed")
+RUN_FILE = "run.json"
+
+
+def resume_command(run_id: str, store_path: str | os.PathLike) -> str:
+    """The exact command that continues ``run_id``."""
+    return f"sgdlab resume {run_id} --store {store_path}"
 
 
 @dataclass
@@ -32,9 +46,11 @@ class RunOutcome:
 
 
 def run_config(cfg: dict[str, Any], *, out_dir: str | os.PathLike | None = None,
-               store: Any = None, progress: bool | None = None) -> RunOutcome:
+               store: Any = None, progress: bool | None = None,
+               announce: Any = None) -> RunOutcome:
     """Validate ``cfg``, create a run in ``store`` (default: ``cfg['store']['path']`` or the
-    default store), train it and write its folder."""
+    default store), train it and write its folder. ``announce(run_id)`` is called once the
+    run exists (the CLI prints the id and the resume command)."""
     from ..store import RunStore, environment
 
     cfg = validate_config(cfg)
@@ -49,12 +65,18 @@ def run_config(cfg: dict[str, Any], *, out_dir: str | os.PathLike | None = None,
     out.mkdir(parents=True, exist_ok=True)
     store.add_artifact(run_id, "out_dir", out.resolve())
     (out / "config.yaml").write_text(dump_yaml(cfg))
+    (out / RUN_FILE).write_text(json.dumps({"run_id": run_id,
+                                            "store": str(Path(store.path).resolve())}))
+    if announce is not None:
+        announce(run_id)
     return _execute(cfg, store, run_id, out, env, resume=False, progress=progress, built=built)
 
 
-def resume_run(run_id: str, *, store: Any = None, progress: bool | None = None) -> RunOutcome:
+def resume_run(run_id: str, *, store: Any = None, progress: bool | None = None,
+               announce: Any = None) -> RunOutcome:
     """Continue run ``run_id`` (a unique prefix is enough) from its last checkpoint, with the
-    config stored for it. A run killed before its first checkpoint restarts from step 0."""
+    config stored for it. A run killed before its first checkpoint restarts from step 0. A run
+    whose process is still alive is refused."""
     from ..store import RunStore, environment
     from ..train.checkpoint import checkpoint_path
 
@@ -62,8 +84,8 @@ def resume_run(run_id: str, *, store: Any = None, progress: bool | None = None) 
     run = store.get_run(run_id)
     run_id = run["id"]
     if run["status"] not in RESUMABLE:
-        raise UserError(f"run {run_id} is {run['status']}; only {', '.join(RESUMABLE)} runs "
-                        "can be resumed")
+        raise UserError(f"run {run_id} is {run['status']}; only interrupted, stale, failed "
+                        "(or killed) runs can be resumed")
     dirs = [a["path"] for a in run["artifacts"] if a["kind"] == "out_dir"]
     if not dirs:
         raise UserError(f"run {run_id} has no run folder recorded (was it started by "
@@ -72,37 +94,47 @@ def resume_run(run_id: str, *, store: Any = None, progress: bool | None = None) 
     cfg = validate_config(run["config"])
     env = environment(seed=cfg["train"]["seed"], device=resolve_device(cfg["train"]["device"]))
     resume = checkpoint_path(out / "checkpoints").exists()
+    store.claim(run_id)          # refuses a run whose process is alive
     if not resume:
-        store.delete_metrics_after(run_id, -1)
+        store.truncate_metrics(run_id, 0)
+    if announce is not None:
+        announce(run_id)
     return _execute(cfg, store, run_id, out, env, resume=resume, progress=progress)
 
 
 def _execute(cfg: dict[str, Any], store: Any, run_id: str, out: Path, env: dict[str, Any], *,
              resume: bool, progress: bool | None, built: Any = None) -> RunOutcome:
+    from ..train.checkpoint import load_checkpoint
     from ..train.loop import train
 
-    if built is None:
-        try:
+    hint = resume_command(run_id, store.path)
+    try:
+        if built is None:
             built = build_from_config(cfg, validated=True)
-        except BaseException as e:
-            store.set_status(run_id, "failed", f"{type(e).__name__}: {e}")
-            raise
-    kwargs = dict(built.train_kwargs)
-    from ..train.tensorboard import TensorBoardLogger, run_folder
+        kwargs = dict(built.train_kwargs)
+        from ..train.tensorboard import TensorBoardLogger, run_folder
 
-    for cb in built.callbacks:  # one TensorBoard folder per run: DIR/<name>-<run id>
-        if isinstance(cb, TensorBoardLogger) and cb.run is None:
-            cb.run = run_folder("", run_id, cfg["name"]).name
-    if progress is not None:
-        kwargs["progress"] = progress
-    ckpt_dir = out / "checkpoints"
-    resumed_from = None
-    if resume:
-        from ..train.checkpoint import load_checkpoint
-        resumed_from = int(load_checkpoint(ckpt_dir)["loop"]["step"])
-    result = train(built.model, built.loss_fn, built.data, built.optimizer,
-                   schedule=built.schedule, callbacks=built.callbacks, store=store,
-                   run_id=run_id, checkpoint_dir=ckpt_dir, resume=resume, **kwargs)
+        for cb in built.callbacks:  # one TensorBoard folder per run: DIR/<name>-<run id>
+            if isinstance(cb, TensorBoardLogger) and cb.run is None:
+                cb.run = run_folder("", run_id, cfg["name"]).name
+        if progress is not None:
+            kwargs["progress"] = progress
+        ckpt_dir = out / "checkpoints"
+        resumed_from = int(load_checkpoint(ckpt_dir)["loop"]["step"]) if resume else None
+        result = train(built.model, built.loss_fn, built.data, built.optimizer,
+                       schedule=built.schedule, callbacks=built.callbacks, store=store,
+                       run_id=run_id, checkpoint_dir=ckpt_dir, resume=resume, complete=False,
+                       **kwargs)
+    except KeyboardInterrupt as e:
+        _record_end(store, run_id, "interrupted", f"{type(e).__name__}: {e}".rstrip(": "))
+        raise RunInterrupted(f"run {run_id} interrupted; continue it with: {hint}") from None
+    except UserError as e:
+        _record_end(store, run_id, "failed", str(e))
+        raise UserError(f"{e}\nrun {run_id} failed; once that is fixed, continue it with: "
+                        f"{hint}") from None
+    except BaseException as e:
+        _record_end(store, run_id, "failed", f"{type(e).__name__}: {e}")
+        raise
 
     figure_path = None
     try:
@@ -119,16 +151,28 @@ def _execute(cfg: dict[str, Any], store: Any, run_id: str, out: Path, env: dict[
         "run_id": run_id, "status": result.status, "message": result.message,
         "steps": result.steps, "epochs_completed": result.epochs_completed,
         "wall_time_s": result.wall_time, "final": result.final, "config": cfg,
-        "environment": env, "history": {k: [list(p) for p in v]
-                                        for k, v in result.history.items()},
+        "environment": env, "store": str(Path(store.path).resolve()),
+        "history": {k: [list(p) for p in v] for k, v in result.history.items()},
     }
     results_path = out / "results.json"
     tmp = results_path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(results, indent=1, default=str))
     os.replace(tmp, results_path)
-    store.add_artifact(run_id, "results", results_path.resolve())
+    artifacts = [("results", results_path.resolve())]
     if figure_path is not None:
-        store.add_artifact(run_id, "figure", figure_path.resolve())
+        artifacts.append(("figure", figure_path.resolve()))
     if result.checkpoint is not None:
-        store.add_artifact(run_id, "checkpoint", Path(result.checkpoint).resolve())
+        artifacts.append(("checkpoint", Path(result.checkpoint).resolve()))
+    # everything the run owes is on disk: its end, summary and files in one transaction
+    store.complete_run(run_id, result.status, summary=result.summary(), message=result.message,
+                       artifacts=artifacts)
     return RunOutcome(run_id, result, out, results_path, figure_path, store.path, resumed_from)
+
+
+def _record_end(store: Any, run_id: str, status: str, message: str) -> None:
+    """Record why the run stopped, unless the loop already did."""
+    try:
+        if store.get_run(run_id)["recorded_status"] == "running":
+            store.set_status(run_id, status, message)
+    except Exception:  # the store itself may be what failed; the exception says so
+        pass

@@ -19,7 +19,7 @@ from .base import Dataset
 Loader = Callable[..., Dataset]
 
 #: options every dataset accepts (handled by load_dataset itself)
-GENERIC_OPTIONS = ("n_train", "n_test", "label_noise")
+GENERIC_OPTIONS = ("n_train", "n_test", "label_noise", "classes")
 
 #: name -> loader function. Iterate it (or ``sorted(DATASETS)``) for the known names.
 DATASETS: dict[str, Loader] = {}
@@ -65,12 +65,14 @@ def _lookup(name: str) -> Loader:
 
 def load_dataset(name: str, *, seed: int = 0, data_dir: str | Path | None = None,
                  n_train: int | None = None, n_test: int | None = None, label_noise: int = 0,
-                 **options: Any) -> Dataset:
+                 classes: list[int] | None = None, **options: Any) -> Dataset:
     """Load or generate dataset ``name``; deterministic given ``seed`` (and the files).
 
     ``data_dir`` is used by the file loaders (mnist, fashion_mnist, cifar10, cifar100) and ignored
     by generated/bundled datasets. Every dataset also accepts, applied in this order after
-    loading: ``n_train`` / ``n_test`` (a seeded subset, class-balanced for classification:
+    loading: ``classes`` (classification only: the examples of these classes, relabelled
+    0..k−1: :func:`~sgdlab.data.transforms.select_classes`), ``n_train`` / ``n_test`` (a
+    seeded subset, class-balanced for classification:
     :func:`~sgdlab.data.transforms.subset`) and ``label_noise=k`` (classification only: ``k``
     training examples get random wrong labels, :func:`~sgdlab.data.transforms.with_label_noise`),
     both seeded by ``seed``; Zhu et al.'s corrupted Fashion-MNIST is
@@ -98,6 +100,10 @@ def load_dataset(name: str, *, seed: int = 0, data_dir: str | Path | None = None
     if "n_train" in params:
         n_train = n_test = None
     ds = fn(**kwargs)
+    if classes is not None:
+        from .transforms import select_classes
+
+        ds = select_classes(ds, classes)
     if n_train is not None or n_test is not None:
         from .transforms import subset
 

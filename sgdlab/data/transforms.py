@@ -69,6 +69,36 @@ def noisy_mask(ds: Dataset) -> torch.Tensor:
     return mask
 
 
+def select_classes(ds: Dataset, classes) -> Dataset:
+    """The examples (train and test) whose label is in ``classes``, relabelled 0..k−1 in the
+    order given; ``num_outputs`` becomes k. Chaudhari's thesis §6.3.3 trains on the first five
+    MNIST digits (``classes=[0, 1, 2, 3, 4]``). ``meta["classes"]`` records the original labels."""
+    if ds.task != "classification":
+        raise UserError(f"option 'classes' needs a classification dataset; {ds.name!r} is "
+                        f"{ds.task}")
+    if isinstance(classes, (str, bytes)) or not hasattr(classes, "__iter__"):
+        raise UserError(f"option 'classes' must be a list of class labels, got {classes!r}")
+    keep = [int(c) for c in classes]
+    k = _num_classes(ds, None)
+    if not keep or len(set(keep)) != len(keep) or not all(0 <= c < k for c in keep):
+        raise UserError(f"option 'classes' must list distinct labels in 0..{k - 1}, got "
+                        f"{list(classes)!r}")
+    if "label_noise" in ds.meta:
+        raise UserError("select classes before adding label noise")
+    new = torch.full((k,), -1, dtype=torch.long)
+    new[torch.tensor(keep)] = torch.arange(len(keep))
+
+    def pick(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        m = new[y] >= 0
+        return x[m], new[y[m]]
+
+    xt, yt = pick(ds.x_train, ds.y_train)
+    xv, yv = pick(ds.x_test, ds.y_test)
+    meta = dict(ds.meta)
+    meta.update(classes=keep, num_outputs=len(keep), n_train=len(yt), n_test=len(yv))
+    return Dataset(xt, yt, xv, yv, meta)
+
+
 def subset(ds: Dataset, n_train: int | None, n_test: int | None = None, seed: int = 0, *,
            balanced: bool = True) -> Dataset:
     """A seeded subset: ``n_train`` training and ``n_test`` test examples (None keeps a split

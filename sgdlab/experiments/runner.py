@@ -79,12 +79,22 @@ def _run_threads(store_path: str, stored: list, workers: int) -> int | list[int]
 
 
 def run_experiment(name_or_path: str | Path, *, scale: str = "cpu", out_dir: str | Path | None = None,
-                   store_path: str | None = None, workers: int = 1, device: str = "cpu",
-                   data_dir: str | None = None, progress=print,
-                   train_progress: bool = False) -> ExperimentResult:
-    """Execute (the missing runs of) an experiment and write its report. See module docstring."""
+                   store_path: str | None = None, workers: int | None = None,
+                   device: str = "cpu", data_dir: str | None = None, progress=print,
+                   train_progress: bool = False, backend: str | None = None,
+                   address: str | None = None, cpus_per_run: float | None = None,
+                   gpus_per_run: float | None = None) -> ExperimentResult:
+    """Execute (the missing runs of) an experiment and write its report. See module docstring.
+
+    ``backend`` (default ``$SGDLAB_BACKEND`` or ``local``), ``address``, ``cpus_per_run`` and
+    ``gpus_per_run`` choose where the runs execute (:func:`sgdlab.experiments.sweep.run_sweep`);
+    the resources default to ``$SGDLAB_CPUS_PER_RUN`` / ``$SGDLAB_GPUS_PER_RUN``, then to the
+    experiment file's ``resources``."""
     spec = load_experiment(name_or_path, scale)
-    if device.startswith("cuda"):
+    backend = backend or os.environ.get("SGDLAB_BACKEND") or "local"
+    cpus_per_run = _resource(cpus_per_run, "SGDLAB_CPUS_PER_RUN", spec, "cpus_per_run")
+    gpus_per_run = _resource(gpus_per_run, "SGDLAB_GPUS_PER_RUN", spec, "gpus_per_run")
+    if device.startswith("cuda") and backend == "local":
         import torch
 
         if not torch.cuda.is_available():
@@ -98,15 +108,24 @@ def run_experiment(name_or_path: str | Path, *, scale: str = "cpu", out_dir: str
     say = progress or (lambda s: None)
     say(f"{spec.name} v{spec.version} [{scale}]: {len(runs)} runs — {spec.title}")
     rep = run_sweep(runs, store_path=store_path, workers=workers, device=device,
-                    progress=progress, train_progress=train_progress)
-    rank = int(os.environ.get("RANK", "0"))
+                    progress=progress, train_progress=train_progress, backend=backend,
+                    address=address, cpus_per_run=cpus_per_run, gpus_per_run=gpus_per_run)
     out = Path(out_dir) if out_dir is not None else default_out_dir(spec)
-    if rank != 0:          # under torchrun only rank 0 writes the report
-        return ExperimentResult(out, {}, rep)
     store = open_store(store_path)
     results = build_report(spec, out, store_path=str(store_file(store)), device=device,
-                           workers=workers, data_dir=data_dir, sweep=rep)
+                           workers=workers or 1, data_dir=data_dir, sweep=rep)
     return ExperimentResult(out, results, rep)
+
+
+def _resource(given: float | None, var: str, spec: ExperimentSpec, key: str) -> float | None:
+    if given is not None:
+        return given
+    if os.environ.get(var):
+        try:
+            return float(os.environ[var])
+        except ValueError:
+            raise UserError(f"${var} must be a number, got {os.environ[var]!r}") from None
+    return spec.resources.get(key)
 
 
 def analyze(spec: ExperimentSpec, *, store_path: str, data_dir: str | None = None

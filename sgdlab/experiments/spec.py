@@ -61,13 +61,15 @@ CATALOGUE_DIR = Path(__file__).parent / "catalogue"
 
 _TOP_KEYS = {
     "name", "version", "title", "description", "paper", "procedure", "analysis", "base",
-    "runs", "grid", "seeds", "options", "outputs", "scales",
+    "runs", "grid", "seeds", "options", "outputs", "scales", "resources",
 }
 _REQUIRED = ("name", "version", "description", "paper", "analysis")
 _PAPER_KEYS = {"author", "year", "figure", "title", "claim", "quote", "where", "quotes"}
 _QUOTE_KEYS = {"quote", "where"}
 _SCALE_KEYS = {"base", "runs", "grid", "seeds", "options", "requires_data_dir", "description",
-               "deviations"}
+               "deviations", "resources"}
+# what one run asks of a Ray cluster (`sgdlab run --backend ray`); not part of the run keys
+_RESOURCE_KEYS = {"cpus_per_run", "gpus_per_run"}
 _RUN_KEYS = {"label", "params", "depends"}
 _OUTPUT_KEYS = {"tables", "figures"}
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]*$")
@@ -130,6 +132,7 @@ class ExperimentSpec:
     requires_data_dir: bool
     deviations: list[str]            # where this scale departs from the paper's setting
     source: str                      # file the spec was read from
+    resources: dict[str, float] = field(default_factory=dict)   # per run, for --backend ray
     raw: dict[str, Any] = field(repr=False, default_factory=dict)   # the file, as data
 
     def expand(self, data_dir: str | None = None) -> list[RunSpec]:
@@ -284,6 +287,7 @@ def validate_raw(raw: Any, source: str = "<config>") -> dict[str, Any]:
         if k in raw and not isinstance(raw[k], dict):
             raise ConfigError(f"{source}.{k}: expected a mapping")
     _check_run_lists(source, raw)
+    _check_resources(source, raw)
     if "outputs" in raw:
         _check_keys(f"{source}.outputs", raw["outputs"], _OUTPUT_KEYS)
     scales = raw.get("scales", {})
@@ -292,6 +296,7 @@ def validate_raw(raw: Any, source: str = "<config>") -> dict[str, Any]:
         where = f"{source}.scales.{s}"
         _check_keys(where, ov or {}, _SCALE_KEYS)
         _check_run_lists(where, ov or {})
+        _check_resources(where, ov or {})
         devs = (ov or {}).get("deviations", [])
         if not isinstance(devs, list) or not all(isinstance(d, str) and d.strip() for d in devs):
             raise ConfigError(f"{where}.deviations: expected a list of sentences")
@@ -322,6 +327,19 @@ def scale_deviations(raw: dict[str, Any]) -> dict[str, list[str]]:
             if ov and "deviations" in ov}
 
 
+def _check_resources(where: str, sec: dict[str, Any]) -> None:
+    """``resources: {cpus_per_run: > 0, gpus_per_run: >= 0}`` (fractions allowed)."""
+    res = sec.get("resources")
+    if res is None:
+        return
+    _check_keys(f"{where}.resources", res, _RESOURCE_KEYS)
+    for k, v in res.items():
+        low = 0 if k == "gpus_per_run" else 1e-9
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not v >= low:
+            raise ConfigError(f"{where}.resources.{k}: expected a number "
+                              f"{'>= 0' if low == 0 else '> 0'}, got {v!r}")
+
+
 def _check_run_lists(where: str, sec: dict[str, Any]) -> None:
     """``runs``, ``grid`` and ``seeds`` of the file's top level or of one scale."""
     for key, check in (("runs", _check_runs), ("grid", _check_grid), ("seeds", _check_seeds)):
@@ -350,7 +368,8 @@ def resolve(raw: dict[str, Any], scale: str, source: str = "<config>") -> Experi
         outputs={k: list(v) for k, v in (raw.get("outputs") or {}).items()},
         requires_data_dir=bool(ov.get("requires_data_dir", False)),
         deviations=list(ov.get("deviations", [])),
-        source=source, raw=raw)
+        source=source, raw=raw,
+        resources={**(raw.get("resources") or {}), **(ov.get("resources") or {})})
     from sgdlab.experiments.procedures import get_analysis, get_procedure
 
     proc = get_procedure(spec.procedure)      # raises ConfigError on unknown names

@@ -1,51 +1,58 @@
-"""Sweeps: execute an experiment's runs in parallel worker processes, recorded in the run store.
+"""Sweeps: execute an experiment's runs, recorded in the run store by one writer, the driver.
 
 - Every run has a deterministic key (``RunSpec.key``); a run whose key is already in the store
   with status ``finished`` or ``diverged`` is skipped, so re-running an interrupted sweep
   completes only the missing (never-started, failed, killed) runs.
-- ``workers > 1`` uses a ``ProcessPoolExecutor`` with the *spawn* start method (safe with
-  torch threads); each worker uses ``max(1, cores // workers)`` torch threads. Workers write to
-  the same SQLite store (the store handles concurrent writers).
+- **One writer.** This process (the driver) creates each run, claims its key with a lease in
+  the store, hands the run to a backend (:mod:`sgdlab.experiments.backends`: this process or
+  ``workers`` spawned processes), writes the metric rows the run streams back, and commits
+  its end — last rows, artifacts, summary, status, lease release — in one transaction. A run
+  is ``finished`` only with everything it owes.
+- **Kills.** A worker that dies loses only its run: the run is recorded ``failed`` naming the
+  signal, it is retried once on a fresh worker (``retries``), and the sweep carries on.
+  Ctrl-C or SIGTERM stops the workers and records their runs ``interrupted``. A SIGKILLed
+  driver takes its workers with it; its runs show as ``interrupted`` (their process is gone)
+  and its leases are taken over by the next sweep.
+- **Leases.** Two sweeps on one store never run the same key at once: a key leased by a live
+  process is waited for (and counted as done when that process finishes it).
+- **Backends** (``backend=``): ``"local"`` runs in this process (``workers=1``) or in
+  ``workers`` spawned processes, each with ``max(1, cores // workers)`` torch threads
+  (``$SGDLAB_THREADS`` overrides); ``"ray"`` runs each run as a Ray task with
+  ``cpus_per_run`` CPUs (its torch threads) and ``gpus_per_run`` GPUs, on a local Ray instance
+  or the cluster at ``address`` (:mod:`sgdlab.experiments.ray_backend`). The store is the same
+  either way: a sweep started on one backend is finished by the other.
 - Runs may depend on other runs of the same experiment (``depends: [label]``, e.g. "start from
   the GD solution" or "interpolate between run A and run B"): the sweep runs in dependency
   layers and hands each run the artifact directories of the runs it depends on (same seed).
 - A run that fails on its *input* (a ``UserError``: missing data file, invalid option) stops
-  the sweep with that message, since every other run would fail the same way.
-- Cluster dispatch uses **torchrun** (the launcher the distributed optimizers already use):
-  under ``torchrun`` (``WORLD_SIZE`` > 1 in the environment) rank r executes runs
-  ``i ≡ r (mod WORLD_SIZE)`` of each layer, ranks meet at a gloo barrier between layers, and
-  rank 0 writes the report. The store and ``--out`` must be on a filesystem all nodes share.
+  the sweep with that message once the runs in flight have ended, since every other run
+  would fail the same way.
 """
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import time
-import traceback
+from collections import deque
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
-from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
 from sgdlab.errors import ConfigError, UserError
-from sgdlab.experiments.procedures import RunOutput, StoredRun, get_procedure
+from sgdlab.experiments.procedures import StoredRun, get_procedure
 from sgdlab.experiments.spec import RunSpec
+from sgdlab.experiments.worker import RunContext, RunRecord, task_for, write_files
+
+__all__ = ["BACKENDS", "DONE", "RunContext", "SweepReport", "dependency_layers",
+           "finished_runs", "load_runs", "make_backend", "open_store", "run_sweep",
+           "threads_per_worker"]
+
+BACKENDS = ("local", "ray")
 
 DONE = ("finished", "diverged")
-
-
-@dataclass
-class RunContext:
-    """What a procedure gets besides its parameters."""
-
-    store: Any                              # sgdlab.store.RunStore
-    run_id: str
-    device: str
-    artifact_dir: Path                      # this run's files (model weights, arrays)
-    dependencies: dict[str, Path]           # depended-on label -> its artifact dir
-    progress: bool = False
+WAIT_POLL = 1.0          # seconds between looks at keys another sweep is running
 
 
 @dataclass
@@ -131,201 +138,253 @@ def threads_per_worker(workers: int) -> int:
     return max(1, (os.cpu_count() or 1) // workers)
 
 
-def _set_threads(n: int) -> None:
-    import torch
-
-    if torch.get_num_threads() != n:
-        torch.set_num_threads(max(1, n))
-
-
-def _execute(run_cfg: dict[str, Any], store_path: str, device: str,
-             dep_dirs: dict[str, str], threads: int | None,
-             progress: bool = False) -> tuple[str, str, str | None]:
-    """Run one experiment run (in this process or a worker). Returns (key, status, message).
-
-    Failures are recorded in the store as ``failed`` with the traceback's last line and never
-    propagate, so one bad run does not stop the sweep."""
-    import torch
-
-    prev_threads = torch.get_num_threads()
-    if threads:
-        _set_threads(threads)
-    try:
-        return _execute_run(run_cfg, store_path, device, dep_dirs, progress)
-    finally:
-        _set_threads(prev_threads)       # in-process runs leave the caller's setting alone
-
-
-def _execute_run(run_cfg: dict[str, Any], store_path: str, device: str,
-                 dep_dirs: dict[str, str], progress: bool) -> tuple[str, str, str | None]:
-    run = RunSpec(**{k: (tuple(v) if k == "depends" else v) for k, v in run_cfg.items()})
-    store = open_store(store_path)
-    run_id = store.create_run(run.config(), name=run.run_name, experiment=run.experiment)
-    art = artifacts_root(store) / run.key
-    if art.exists():          # a failed or killed earlier attempt: start the run afresh
-        import shutil
-
-        shutil.rmtree(art)
-    art.mkdir(parents=True, exist_ok=True)
-    ctx = RunContext(store=store, run_id=run_id, device=device, artifact_dir=art,
-                     dependencies={k: Path(v) for k, v in dep_dirs.items()}, progress=progress)
-    try:
-        store.set_status(run_id, "running")
-        out = get_procedure(run.procedure).run(run, ctx)
-        if not isinstance(out, RunOutput):
-            raise TypeError(f"procedure {run.procedure!r} returned {type(out).__name__}, "
-                            "expected RunOutput")
-        if out.data:
-            path = art / "data.json"
-            path.write_text(json.dumps(_jsonable(out.data)))
-            store.add_artifact(run_id, "data", str(path))
-        store.set_summary(run_id, _jsonable(out.summary))
-        store.set_status(run_id, out.status, out.message)
-        return run.key, out.status, out.message
-    except KeyboardInterrupt:
-        store.set_status(run_id, "interrupted", "KeyboardInterrupt")
-        raise
-    except Exception as e:  # noqa: BLE001 - recorded, reported, and the sweep goes on
-        msg = f"{type(e).__name__}: {e}"
-        store.set_status(run_id, "failed", msg + "\n" + traceback.format_exc()[-4000:])
-        # bad input (missing data file, invalid option): every other run would fail the same way
-        return run.key, ("failed-input" if isinstance(e, UserError) else "failed"), msg
-
-
-def _jsonable(obj: Any) -> Any:
-    """Tensors/arrays -> lists, numpy scalars -> floats, non-finite floats kept as floats."""
-    try:
-        import numpy as np
-        import torch
-    except ImportError:  # pragma: no cover
-        np = torch = None
-    if torch is not None and isinstance(obj, torch.Tensor):
-        return obj.detach().cpu().tolist()
-    if np is not None and isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if np is not None and isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    return obj
-
-
-def _shard() -> tuple[int, int]:
-    """(rank, world) under torchrun, else (0, 1)."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
-    return rank, world
-
-
-def _barrier(world: int) -> None:
-    if world <= 1:
-        return
-    import torch.distributed as dist
-
-    if not dist.is_initialized():
-        dist.init_process_group("gloo")
-    dist.barrier()
-
-
-def run_sweep(runs: list[RunSpec], *, store_path: str | None = None, workers: int = 1,
+def run_sweep(runs: list[RunSpec], *, store_path: str | None = None, workers: int | None = None,
               device: str = "cpu", progress: Callable[[str], None] | None = print,
-              train_progress: bool = False) -> SweepReport:
-    """Execute the runs that the store does not hold yet. See the module docstring."""
-    if workers < 1:
+              train_progress: bool = False, retries: int = 1, backend: str = "local",
+              address: str | None = None, cpus_per_run: float | None = None,
+              gpus_per_run: float | None = None) -> SweepReport:
+    """Execute the runs that the store does not hold yet. See the module docstring.
+    ``retries``: how many times a run whose worker (or Ray task) was lost is tried again."""
+    if workers is not None and workers < 1:
         raise UserError(f"--workers must be >= 1, got {workers}")
+    if backend not in BACKENDS:
+        raise UserError(f"--backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+    if backend == "local" and (address is not None or gpus_per_run):
+        raise UserError("--address and --gpus-per-run are options of --backend ray")
     t0 = time.perf_counter()
     store = open_store(store_path)
-    spath = str(store_file(store))
     rep = SweepReport()
     if not runs:
         return rep
-    experiment = runs[0].experiment
-    done = finished_runs(store, experiment)
-    rank, world = _shard()
-    _barrier(world)       # every rank shards the same list: read the store before anyone runs
-    threads = threads_per_worker(workers)
-    say = progress or (lambda s: None)
-    if world > 1:
-        base_say = say
-        say = lambda s: base_say(f"[rank {rank}/{world}] {s}")  # noqa: E731
-    layers = dependency_layers(runs)
-    todo_total = sum(1 for layer in layers
-                     for i, r in enumerate(x for x in layer if x.key not in done)
-                     if i % world == rank)
-    skipped = [r.key for r in runs if r.key in done]
-    rep.skipped.extend(skipped)
-    if skipped:
-        say(f"{len(skipped)} of {len(runs)} runs already in the store ({spath}); "
-            f"running the {todo_total} missing")
-    by_label: dict[str, list[RunSpec]] = {}
-    for r in runs:
-        by_label.setdefault(r.label, []).append(r)
-    failed_keys: set[str] = set()
-    count = 0
-    pool = None
-    if workers > 1:
-        pool = ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"))
+    driver = _Driver(store, runs, rep, say=progress or (lambda s: None), device=device,
+                     workers=workers, train_progress=train_progress, retries=retries,
+                     backend=backend, address=address, cpus_per_run=cpus_per_run,
+                     gpus_per_run=gpus_per_run)
     try:
-        for layer in layers:
-            todo = [r for i, r in enumerate(x for x in layer if x.key not in done)
-                    if i % world == rank]
-            jobs = []
-            for r in todo:
-                deps = {d: _dep_run(by_label, d, r.seed) for d in r.depends}
-                bad = [d for d, dr in deps.items() if dr.key in failed_keys]
-                if bad:
-                    rep.failed.append((r.run_name, f"dependency {bad[0]!r} failed"))
-                    continue
-                dep_dirs = {d: str(artifacts_root(store) / dr.key) for d, dr in deps.items()}
-                cfg = {"experiment": r.experiment, "version": r.version, "scale": r.scale,
-                       "label": r.label, "params": r.params, "seed": r.seed,
-                       "procedure": r.procedure, "depends": list(r.depends)}
-                jobs.append((r, cfg, dep_dirs))
-            results: list[tuple[RunSpec, str, str, str | None, float]] = []
-            if pool is None:
-                for r, cfg, dep_dirs in jobs:
-                    t = time.perf_counter()
-                    key, status, msg = _execute(cfg, spath, device, dep_dirs, threads,
-                                                train_progress)
-                    results.append((r, key, status, msg, time.perf_counter() - t))
-                    count += 1
-                    _say_run(say, count, todo_total, r, status, msg, results[-1][-1])
-                    if status == "failed-input":
-                        break
-            else:
-                futs = {pool.submit(_execute, cfg, spath, device, dep_dirs, threads): (r, time.perf_counter())
-                        for r, cfg, dep_dirs in jobs}
-                for f in as_completed(futs):
-                    r, t = futs[f]
-                    key, status, msg = f.result()
-                    results.append((r, key, status, msg, time.perf_counter() - t))
-                    count += 1
-                    _say_run(say, count, todo_total, r, status, msg, results[-1][-1])
-            for r, key, status, msg, _ in results:
-                rep.executed.append(key)
-                if status.startswith("failed"):
-                    failed_keys.add(key)
-                    rep.failed.append((r.run_name, msg or "failed"))
-            bad_input = [(r, msg) for r, _, status, msg, _ in results if status == "failed-input"]
-            if bad_input:
-                r, msg = bad_input[0]
-                raise UserError(f"run {r.run_name} failed on its input: {msg}\nThe sweep stopped "
-                                "(the other runs would fail the same way); fix the input and "
-                                "re-run the same command: finished runs are kept.")
-            _barrier(world)
+        for layer in driver.layers:
+            driver.run_layer(layer)
+    except BaseException as e:
+        driver.stop(e)
+        raise
     finally:
-        if pool is not None:
-            pool.shutdown(cancel_futures=True)
+        if driver._backend is not None:
+            driver._backend.close()
     rep.seconds = time.perf_counter() - t0
     return rep
 
 
-def _say_run(say, i: int, n: int, r: RunSpec, status: str, msg: str | None, sec: float) -> None:
-    status = "failed" if status == "failed-input" else status
-    extra = f": {msg.splitlines()[0]}" if msg and status != "finished" else ""
-    say(f"[{i}/{n}] {r.run_name} {status} ({sec:.1f} s){extra}")
+def make_backend(backend: str, on_rows, *, workers: int | None, address: str | None = None,
+                 cpus_per_run: float | None = None, gpus_per_run: float | None = None):
+    """The backend ``run_sweep``'s options ask for."""
+    from sgdlab.experiments.backends import InProcessBackend, ProcessPoolBackend
+
+    if backend == "ray":
+        from sgdlab.experiments.ray_backend import RayBackend
+
+        return RayBackend(on_rows, address=address, workers=workers,
+                          cpus_per_run=1.0 if cpus_per_run is None else float(cpus_per_run),
+                          gpus_per_run=float(gpus_per_run or 0.0))
+    workers = workers or 1
+    return InProcessBackend(on_rows) if workers == 1 else ProcessPoolBackend(workers, on_rows)
+
+
+def run_threads(backend: str, workers: int | None, cpus_per_run: float | None) -> int:
+    """torch threads per run: ``$SGDLAB_THREADS``, else a Ray run's CPUs, else cores // workers."""
+    if backend == "ray" and not os.environ.get("SGDLAB_THREADS"):
+        return max(1, int(1.0 if cpus_per_run is None else cpus_per_run))
+    return threads_per_worker(workers or 1)
+
+
+@dataclass
+class _Flight:
+    run: RunSpec
+    run_id: str
+    started: float
+    attempt: int
+
+
+class _Driver:
+    """The state of one sweep: what is done, in flight, waiting on another sweep."""
+
+    def __init__(self, store, runs: list[RunSpec], rep: SweepReport, *, say, device: str,
+                 workers: int | None, train_progress: bool, retries: int, backend: str,
+                 address: str | None, cpus_per_run: float | None, gpus_per_run: float | None):
+        self.store, self.rep, self.say, self.device = store, rep, say, device
+        self.train_progress, self.retries = train_progress, retries
+        self.experiment = runs[0].experiment
+        self.art_root = artifacts_root(store)
+        self.done = finished_runs(store, self.experiment)
+        self.layers = dependency_layers(runs)
+        self.by_label: dict[str, list[RunSpec]] = {}
+        for r in runs:
+            self.by_label.setdefault(r.label, []).append(r)
+        self.options = dict(workers=workers, address=address, cpus_per_run=cpus_per_run,
+                            gpus_per_run=gpus_per_run)
+        self.backend_name, self._backend = backend, None
+        self.threads = run_threads(backend, workers, cpus_per_run)
+        if backend == "ray" and gpus_per_run and device == "cpu":
+            self.device = "cuda"          # a run given a GPU uses it
+        from sgdlab.store import environment
+
+        self.env = environment(device=self.device)
+        self.inflight: dict[int, _Flight] = {}
+        self.failed_keys: set[str] = set()
+        self.bad_input: tuple[RunSpec, str] | None = None
+        self.count = 0
+        self.todo_total = sum(len(self._missing(layer)) for layer in self.layers)
+        skipped = [r.key for r in runs if r.key in self.done]
+        rep.skipped.extend(skipped)
+        if skipped:
+            say(f"{len(skipped)} of {len(runs)} runs already in the store ({store.path}); "
+                f"running the {self.todo_total} missing")
+
+    @property
+    def backend(self):
+        """Started when the first run is submitted (a sweep with nothing to run starts none)."""
+        if self._backend is None:
+            self._backend = make_backend(self.backend_name, self.on_rows, **self.options)
+        return self._backend
+
+    def _missing(self, layer: list[RunSpec]) -> list[RunSpec]:
+        return [r for r in layer if r.key not in self.done]
+
+    # --- scheduling -----------------------------------------------------------------------
+    def run_layer(self, layer: list[RunSpec]) -> None:
+        queue = deque((r, 0) for r in self._missing(layer))
+        waiting: dict[str, RunSpec] = {}
+        next_look = 0.0
+        while queue or self.inflight or waiting:
+            while queue and self.bad_input is None and self.backend.has_capacity():
+                r, attempt = queue.popleft()
+                if not self._start(r, attempt):
+                    waiting[r.key] = r
+            if self.inflight:
+                for h, kind, payload in self.backend.wait(timeout=0.5):
+                    self._on_event(h, kind, payload, queue)
+            elif waiting:
+                time.sleep(min(WAIT_POLL, max(0.0, next_look - time.monotonic())))
+            if self.bad_input is not None and not self.inflight:
+                r, msg = self.bad_input
+                raise UserError(f"run {r.run_name} failed on its input: {msg}\nThe sweep "
+                                "stopped (the other runs would fail the same way); fix the "
+                                "input and re-run the same command: finished runs are kept.")
+            if waiting and time.monotonic() >= next_look:
+                next_look = time.monotonic() + WAIT_POLL
+                self._look_at(waiting, queue)
+
+    def _start(self, r: RunSpec, attempt: int) -> bool:
+        """Claim ``r``'s key and submit it; False if another live sweep holds the key."""
+        deps = {d: _dep_run(self.by_label, d, r.seed) for d in r.depends}
+        bad = [d for d, dr in deps.items() if dr.key in self.failed_keys]
+        if bad:
+            self.rep.failed.append((r.run_name, f"dependency {bad[0]!r} failed"))
+            self.failed_keys.add(r.key)
+            return True
+        # the worker reports where it ran at the end; until then, the driver's view of it
+        env = {**self.env, "seed": r.seed, "torch_threads": self.threads}
+        run_id, holder = self.store.claim_key(r.key, r.config(), name=r.run_name,
+                                              experiment=r.experiment, env=env)
+        if run_id is None:
+            self.say(f"{r.run_name} is being run by process {holder['pid']} on "
+                     f"{holder['host']}; waiting for it")
+            return False
+        art = self.art_root / r.key
+        if art.exists():          # an earlier attempt's files: we hold the lease, start afresh
+            shutil.rmtree(art)
+        art.mkdir(parents=True, exist_ok=True)
+        task = task_for(r, get_procedure(r.procedure), run_id, device=self.device,
+                        artifact_dir=art,
+                        dependencies={d: self.art_root / dr.key for d, dr in deps.items()},
+                        threads=self.threads, progress=self.train_progress,
+                        ship=self.backend_name == "ray")
+        h = self.backend.submit(task)
+        self.inflight[h] = _Flight(r, run_id, time.perf_counter(), attempt)
+        return True
+
+    def _look_at(self, waiting: dict[str, RunSpec], queue: deque) -> None:
+        """Keys another sweep was running: done there, or free to take over."""
+        done = finished_runs(self.store, self.experiment)
+        for key, r in list(waiting.items()):
+            if key in done:
+                self.done[key] = done[key]
+                self.rep.skipped.append(key)
+                self.count += 1
+                self.say(f"[{self.count}/{self.todo_total}] {r.run_name} finished by another "
+                         "sweep")
+                del waiting[key]
+            elif self.store.lease_holder(key) is None:
+                queue.append((waiting.pop(key), 0))
+
+    # --- what the backend reports -----------------------------------------------------------
+    def on_rows(self, run_id: str, rows: list[tuple]) -> None:
+        # rows of an attempt already recorded as lost are late: that run is failed, drop them
+        if any(f.run_id == run_id for f in self.inflight.values()):
+            self.store.log_many(run_id, rows)
+
+    def _on_event(self, h: int, kind: str, payload: Any, queue: deque) -> None:
+        f = self.inflight.pop(h)
+        r, sec = f.run, time.perf_counter() - f.started
+        if kind == "lost":
+            again = f.attempt < self.retries
+            self.store.complete_run(f.run_id, "failed", message=payload, release=r.key)
+            self.say(f"{r.run_name}: {payload}" + ("; trying it again on a fresh worker"
+                                                     if again else ""))
+            if again:
+                queue.appendleft((r, f.attempt + 1))
+                return
+            record = RunRecord("failed", payload)
+        else:
+            record = payload
+            self._commit(f, record)
+        self.rep.executed.append(r.key)
+        self.count += 1
+        status = "failed" if record.status == "failed-input" else record.status
+        if status in DONE:
+            self.done[r.key] = {"id": f.run_id}
+        else:
+            self.failed_keys.add(r.key)
+            self.rep.failed.append((r.run_name, record.message or "failed"))
+        if record.status == "failed-input" and self.bad_input is None:
+            self.bad_input = (r, record.message or "")
+        extra = (f": {record.message.splitlines()[0]}" if record.message and status != "finished"
+                 else "")
+        self.say(f"[{self.count}/{self.todo_total}] {r.run_name} {status} ({sec:.1f} s){extra}")
+
+    def _commit(self, f: _Flight, record: RunRecord) -> None:
+        """A run's end, everything it owes, in one transaction."""
+        artifacts = record.artifacts
+        if record.files is not None:         # shipped back by a worker without our disk
+            art = self.art_root / f.run.key
+            write_files(art, record.files)
+            artifacts = [(k, _relocate(p, record.artifact_dir, art)) for k, p in artifacts]
+        ok = record.status in DONE
+        message = record.message if ok or not record.detail else (
+            f"{record.message}\n{record.detail}")
+        self.store.complete_run(f.run_id, record.status if ok else "failed",
+                                summary=record.summary if ok else None, message=message,
+                                artifacts=artifacts, rows=record.rows, release=f.run.key,
+                                env=record.env)
+
+    def stop(self, why: BaseException) -> None:
+        """The sweep ends early (interrupt, error): stop the workers, record their runs."""
+        if self._backend is not None:
+            self._backend.cancel_all()
+        message = ("the sweep was interrupted" + (f" ({why})" if str(why) else "")
+                   if isinstance(why, KeyboardInterrupt)
+                   else f"the sweep stopped ({type(why).__name__}: {why})")
+        for f in self.inflight.values():
+            try:
+                self.store.complete_run(f.run_id, "interrupted", message=message,
+                                        release=f.run.key)
+            except Exception:  # noqa: BLE001 - the store may be what failed
+                pass
+        self.inflight.clear()
+
+
+def _relocate(path: str, old_root: str | None, new_root: Path) -> str:
+    if old_root and Path(path).is_relative_to(old_root):
+        return str(new_root / Path(path).relative_to(old_root))
+    return path
 
 
 def load_runs(runs: list[RunSpec], *, store_path: str | None = None) -> tuple[list[StoredRun], list[RunSpec]]:

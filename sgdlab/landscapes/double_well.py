@@ -15,6 +15,13 @@ the steady state does not see the rotational force, but the dynamics do. Two con
   ω = E_ρ[(x × b)/|x|²] = λ ∫ e^{−|x|⁴/4} dx / Z = λ π^{3/2} / Z (β = 1; the gradient part has
   zero mean because (−x₂, x₁)/|x|² is divergence-free, and θ = atan2 is harmonic so Itô adds no
   drift to dθ).
+
+The noiseless flow ẋ = b(x) (the thesis' Fig. 6.4 streamlines; its Fig. 6.4c, for "a large
+‖j(x)‖", says "SGD converges to limit cycles around the saddle point at the origin"):
+linearised at the origin b ≈ [[1, −λ'], [λ', −1]] x with λ' = λ e^{1/4}, whose trace is zero;
+for λ' > 1 the origin is a centre to first order, and averaging over the rotation gives
+d|x|/dt ≈ −c |x|³ < 0 — trajectories circulate while spiralling slowly into the origin.
+:func:`noiseless_orbits` integrates the flow and reports which happens.
 """
 from __future__ import annotations
 
@@ -146,6 +153,50 @@ def winding_rate(dw: DoubleWell, x0: Tensor, *, dt: float, steps: int,
     return x, total / (steps * dt)
 
 
+def noiseless_orbits(dw: DoubleWell, starts, *, t_end: float = 400.0, rtol: float = 1e-8,
+                     atol: float = 1e-10) -> dict[str, np.ndarray]:
+    """Integrate ẋ = b(x) = −∇Φ(x) + j(x) (no noise) from each start with an adaptive
+    Runge–Kutta method (``scipy.integrate.solve_ivp``, RK45) up to ``t_end``.
+
+    Returns arrays over starts: ``final`` (S, 2) states; ``radius_half`` / ``radius_end``, the
+    mean |x| over [0.4, 0.5]·t_end and [0.9, 1]·t_end (windows, since an orbit's radius varies
+    within a turn); ``turns``, signed turns around the origin over the second half; and
+    ``speed_end`` = |b(x(t_end))|. A trajectory resting at a point has ``speed_end`` ≈ 0; one on
+    a limit cycle keeps its radius (``radius_end ≈ radius_half`` > 0) and keeps turning; one
+    spiralling into the origin turns while its radius shrinks.
+    """
+    from scipy.integrate import solve_ivp
+
+    starts = np.atleast_2d(np.asarray(starts, dtype=np.float64))
+    if starts.shape[-1] != 2 or t_end <= 0:
+        raise UserError("starts must be (S, 2) points and t_end > 0")
+    lam, beta = dw.lam, dw.beta
+
+    def rhs(_t, y):   # the drift of DoubleWell.drift in numpy: the solver calls it ~10⁵ times
+        x1, x2 = y[0::2], y[1::2]
+        r2 = x1 * x1 + x2 * x2
+        amp = lam * np.exp(beta * ((x1 * x1 - 1) ** 2 / 4 + x2 * x2 / 2) - r2 * r2 / 4)
+        out = np.empty_like(y)
+        out[0::2] = x1 - x1 ** 3 - amp * x2
+        out[1::2] = -x2 + amp * x1
+        return out
+
+    times = np.linspace(0.4 * t_end, t_end, 1201)
+    sol = solve_ivp(rhs, (0.0, t_end), starts.ravel(), method="RK45", t_eval=times,
+                    rtol=rtol, atol=atol)
+    if not sol.success:
+        raise RuntimeError(f"noiseless integration failed: {sol.message}")
+    y = sol.y.reshape(len(starts), 2, -1)                   # (S, 2, T)
+    r = np.hypot(y[:, 0], y[:, 1])
+    second = times >= 0.5 * t_end
+    ang = np.unwrap(np.arctan2(y[:, 1], y[:, 0])[:, second], axis=-1)
+    final = y[:, :, -1]
+    return {"final": final, "radius_half": r[:, times <= 0.5 * t_end].mean(-1),
+            "radius_end": r[:, times >= 0.9 * t_end].mean(-1),
+            "turns": (ang[:, -1] - ang[:, 0]) / (2 * math.pi),
+            "speed_end": dw.drift(torch.from_numpy(final)).norm(dim=-1).numpy()}
+
+
 def drift_angular_rate(dw: DoubleWell, x: Tensor) -> Tensor:
     """(x × b(x))/|x|² per point: its mean under the steady state is the mean angular
     velocity (module docstring); a low-variance estimator from samples of X."""
@@ -163,4 +214,5 @@ def angular_velocity(states: Tensor, dt: float) -> Tensor:
     return d.sum(0) / (dt * d.shape[0])
 
 
-__all__ = ["DoubleWell", "angular_velocity", "winding_rate", "drift_angular_rate"]
+__all__ = ["DoubleWell", "angular_velocity", "winding_rate", "drift_angular_rate",
+           "noiseless_orbits"]

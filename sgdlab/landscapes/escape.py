@@ -1,36 +1,47 @@
-"""Zhu et al.'s escape experiment on the two-basin loss, vectorised over repetitions.
+"""Zhu et al.'s escape experiment on the two-basin loss (§4.2, Fig. 3; Suppl. B), vectorised
+over repetitions.
 
-Every method starts at the sharp minimum and runs ``iterations`` steps of::
+Every method starts at the sharp minimum (1, 1) and runs ``iterations`` steps of the §4.2
+updates (the noise enters as η ε for GLD const / Hessian and as (η/√m) ε with ε ~ N(0, ·Σ) for
+dynamic / diagonal / leading, i.e. η ε' with ε' ~ N(0, ·Σ/m))::
 
-    w ← w − η ∇L(w) + η ε,        ε ~ N(0, Σ_method(w))       (Zhu et al. eq. (2), Table 1)
+    w ← w − η ∇L(w) + η ε,        ε ~ N(0, C_method(w))
 
 with ε drawn fresh each step from the current full-data statistics (all N samples):
 
 ==============  ============================================================================
-``gd``          ε = 0
-``gld_const``   Σ = σ² I (σ = ``const_sigma``)
-``gld_dynamic`` Σ = (Tr Σ_sgd / d) I: isotropic with SGD's expected noise norm
-``gld_diag``    Σ = diag(Σ_sgd)
-``gld_leading`` Σ = top-k eigenpart of Σ_sgd (k = ``leading_k``)
-``gld_hessian`` Σ = σ_H² H₊, H₊ = Σ |λ_i| u_i u_iᵀ over the top-k (|λ|) Hessian eigenpairs
-``sgd``         the real thing: ∇L replaced by a size-m with-replacement mini-batch gradient
+``gd``          ε = 0                                                       (§4.2 item 1)
+``gld_const``   C = σ² I (σ = ``const_sigma``)                              (item 2)
+``gld_dynamic`` C = (Tr Σ_sgd / d) I: isotropic with SGD's expected noise norm (item 3)
+``gld_diag``    C = diag(Σ_sgd)                                             (item 4)
+``gld_leading`` C = top-k eigenpart of Σ_sgd (k = ``leading_k``), eq. (12)  (item 5)
+``gld_hessian`` C = σ_H² H₊, H₊ = Σ |λ_i| u_i u_iᵀ over the top-k (|λ|) eigenpairs of H (item 6)
+``sgd``         the real thing, eq. (1): ∇L replaced by a size-m with-replacement mini-batch
+                gradient
 ==============  ============================================================================
 
 Σ_sgd = Σ(w)/m is the exact covariance of a size-m with-replacement mini-batch gradient
-(Σ the per-sample gradient covariance with 1/N normalisation). All R repetitions of a method
-advance together as one (R, 2) tensor; there is no Python loop over repetitions.
+(Σ the per-sample gradient covariance with 1/N normalisation, eq. (3)). All R repetitions of
+all methods advance together as one (K, R, 2) tensor; there is no Python loop over repetitions.
 
-``protocol="equal-trace"`` (the authors' public ``2Dim`` code, see ``EscapeConfig.authors_code``
-and ``TwoBasin.authors_code``): every GLD variant's covariance above is rescaled to the same
-total variance Tr = ``noise_trace`` — const/dynamic σ² I → (τ/d) I, diag → diag(Σ)·τ/Tr Σ,
-leading → Σ_k·τ/Tr Σ_k, Hessian → H₊·τ/Tr H₊ — and ε is added to the weights *after* the
-gradient step, not multiplied by η: ``w ← w − η ∇L(w) + ε``. GD and SGD are unchanged.
+Protocols (:data:`PROTOCOLS`):
 
-Success = the final iterate lies in the flat basin (most samples' active branch is the flat
-quadratic, ``TwoBasin.in_flat_basin``), or with ``success_rule="corner"`` (the authors' code)
-both final coordinates are < −0.5. Expected sharpness E_ξ[L(w+ξ)] − L(w),
-ξ ~ N(0, σ²I) with M draws per repetition (Zhu et al. §5.1, σ = 0.1, M = 100), is recorded
-every ``sharpness_every`` iterations and averaged over repetitions.
+- ``"paper"`` (default): the updates above with the constants of Suppl. B / the Fig. 3 caption
+  (η = 0.1, m = 1, σ = 2, k = 2, σ_H² = 1, 600 iterations, 100 repetitions).
+- ``"authors-code"`` (the authors' public ``2Dim`` code, see ``EscapeConfig.authors_code`` and
+  ``TwoBasin.authors_code``): every GLD variant's covariance is rescaled to the same total
+  variance Tr = ``noise_trace`` — const/dynamic σ² I → (τ/d) I, diag → diag(Σ)·τ/Tr Σ,
+  leading → Σ_k·τ/Tr Σ_k, Hessian → H₊·τ/Tr H₊ — and ε is added to the weights *after* the
+  gradient step, not multiplied by η: ``w ← w − η ∇L(w) + ε``. GD and SGD are unchanged.
+
+Success (``success_rule``): ``"flat_basin"`` — the final iterate lies in the flat basin (most
+samples' active branch is the flat quadratic, ``TwoBasin.in_flat_basin``); ``"reached"`` — some
+iterate up to ``iterations`` lay in the flat basin (the paper's "success rate of arriving the
+flat minimum ... limiting the maximum number of iterations as 600" read as a first passage);
+``"corner"`` (the authors' code) — both final coordinates are < −0.5. The result records the
+``reached`` rate whatever the rule. Expected sharpness E_ξ[L(w+ξ)] − L(w), ξ ~ N(0, σ²I) with
+M draws per repetition (Suppl. B: σ = 0.1, M = 100), is recorded every ``sharpness_every``
+iterations and averaged over repetitions.
 """
 from __future__ import annotations
 
@@ -53,12 +64,13 @@ LABELS: dict[str, str] = {
     "sgd": "SGD",
 }
 
-PROTOCOLS: tuple[str, ...] = ("issue", "equal-trace")
+PROTOCOLS: tuple[str, ...] = ("paper", "authors-code")
+SUCCESS_RULES: tuple[str, ...] = ("flat_basin", "reached", "corner")
 
 
 @dataclass
 class EscapeConfig:
-    """The paper's settings (Zhu et al. §5.1); every field is data."""
+    """The paper's settings (Zhu et al. Fig. 3 caption and Suppl. B); every field is data."""
 
     lr: float = 0.1
     iterations: int = 600
@@ -73,17 +85,18 @@ class EscapeConfig:
     sharpness_every: int = 10     # 0 disables the sharpness curve
     record_trajectory: bool = True
     seed: int = 0
-    protocol: str = "issue"       # "issue" | "equal-trace" (see the module docstring)
-    noise_trace: float = 0.01     # equal-trace: Tr Cov(ε) of every GLD variant
-    success_rule: str = "flat_basin"  # "flat_basin" | "corner" (w₁ < −0.5 and w₂ < −0.5)
-    start: str = "sharp_minimum"  # "sharp_minimum" (c_s + x̄) | "sharp_center" (c_s)
+    protocol: str = "paper"       # "paper" | "authors-code" (see the module docstring)
+    noise_trace: float = 0.01     # authors-code: Tr Cov(ε) of every GLD variant
+    success_rule: str = "flat_basin"  # "flat_basin" | "reached" | "corner" (module docstring)
+    start: str = "sharp_center"   # "sharp_center" (c_s = (1, 1), as printed) | "sharp_minimum"
+                                  # (c_s + x̄, the exact minimum of the sampled loss)
 
     @classmethod
     def authors_code(cls, **overrides) -> "EscapeConfig":
         """The protocol of the authors' ``2Dim/run.py``: η = 0.005, 500 iterations, start at
         c_s = (1, 1), equal-trace noise with Tr = 0.01 added after the step, success = both
         coordinates < −0.5. Use with ``TwoBasin.authors_code()``."""
-        base = dict(lr=0.005, iterations=500, protocol="equal-trace", noise_trace=0.01,
+        base = dict(lr=0.005, iterations=500, protocol="authors-code", noise_trace=0.01,
                     success_rule="corner", start="sharp_center")
         base.update(overrides)
         return cls(**base)
@@ -99,7 +112,7 @@ class EscapeConfig:
             raise UserError("const_sigma, hessian_scale and sharpness_sigma must be >= 0")
         if self.sharpness_every < 0:
             raise UserError(f"sharpness_every must be >= 0, got {self.sharpness_every}")
-        for name, allowed in (("protocol", PROTOCOLS), ("success_rule", ("flat_basin", "corner")),
+        for name, allowed in (("protocol", PROTOCOLS), ("success_rule", SUCCESS_RULES),
                               ("start", ("sharp_minimum", "sharp_center"))):
             if getattr(self, name) not in allowed:
                 raise UserError(f"{name} must be one of {', '.join(allowed)}, "
@@ -108,30 +121,41 @@ class EscapeConfig:
             raise UserError(f"noise_trace must be >= 0, got {self.noise_trace}")
 
 
+def binomial_se(rate: float, n: int) -> float:
+    """Standard error sqrt(p(1 − p)/n) of a success rate p measured on n independent runs."""
+    return (rate * (1 - rate) / n) ** 0.5 if n > 0 else float("nan")
+
+
 @dataclass
 class EscapeResult:
     """Outcome per method: success rate, final iterates, sharpness curve, trajectories."""
 
     config: EscapeConfig
     success_rate: dict[str, float] = field(default_factory=dict)
+    reached_rate: dict[str, float] = field(default_factory=dict)   # ever in the flat basin
     final: dict[str, Tensor] = field(default_factory=dict)          # (R, 2)
     sharpness_steps: list[int] = field(default_factory=list)
     sharpness: dict[str, list[float]] = field(default_factory=dict)  # mean over repetitions
     trajectory: dict[str, Tensor] = field(default_factory=dict)     # (T+1, R, 2)
 
     def table(self) -> str:
-        """The success-rate table, one row per method."""
-        lines = [f"{'method':<14} {'success':>8} {'final sharpness':>16}", "-" * 40]
+        """The success-rate table, one row per method: success rate ± its binomial standard
+        error sqrt(p(1 − p)/R), the share that ever reached the flat basin, final sharpness."""
+        lines = [f"{'method':<14} {'success':>8} {'± s.e.':>7} {'reached':>8} "
+                 f"{'final sharpness':>16}", "-" * 57]
         for m, rate in self.success_rate.items():
             sh = self.sharpness.get(m)
             sh_txt = f"{sh[-1]:16.4f}" if sh else f"{'-':>16}"
-            lines.append(f"{LABELS.get(m, m):<14} {rate:8.0%} {sh_txt}")
+            se = binomial_se(rate, self.config.repetitions)
+            lines.append(f"{LABELS.get(m, m):<14} {rate:8.1%} {se:7.1%} "
+                         f"{self.reached_rate.get(m, float('nan')):8.1%} {sh_txt}")
         return "\n".join(lines)
 
     def to_dict(self) -> dict:
         return {
             "config": dict(vars(self.config)),
             "success_rate": dict(self.success_rate),
+            "reached_rate": dict(self.reached_rate),
             "sharpness_steps": list(self.sharpness_steps),
             "sharpness": {k: list(v) for k, v in self.sharpness.items()},
         }
@@ -174,12 +198,12 @@ def method_noise_covariance(
 ) -> Tensor:
     """The covariance of the injected ε (before the factor η), shape (R, 2, 2), as a dense
     reference; for SGD it is the mini-batch gradient's covariance Σ/m. Under
-    ``protocol="equal-trace"`` the GLD covariances are built from the same parameters that
+    ``protocol="authors-code"`` the GLD covariances are built from the same parameters that
     :func:`sample_method_noise` feeds to the samplers (trace = ``noise_trace``)."""
     if method not in METHODS:
         raise UserError(f"unknown escape method {method!r}; choose from {', '.join(METHODS)}")
     d = landscape.dim
-    if cfg.protocol == "equal-trace" and method.startswith("gld_"):
+    if cfg.protocol == "authors-code" and method.startswith("gld_"):
         kind, *par = _equal_trace_params(method, landscape, w, cfg)
         if kind == "iso":
             return (par[0] ** 2 * torch.eye(d, dtype=w.dtype)).expand(*w.shape[:-1], d, d)
@@ -248,7 +272,7 @@ def sample_method_noise(
     if method in ("gd", "sgd"):
         return None
     kw = {"generator": generator}
-    if cfg.protocol == "equal-trace":
+    if cfg.protocol == "authors-code":
         kind, *par = _equal_trace_params(method, landscape, w, cfg, mask=mask, cov=cov)
         if kind == "iso":
             return noise.isotropic_noise(d, par[0], batch_shape=tuple(w.shape[:-1]),
@@ -302,14 +326,15 @@ def expected_sharpness_batched(
 def run_methods(
     methods: tuple[str, ...] | list[str], landscape: TwoBasin, cfg: EscapeConfig,
     *, generators: list[torch.Generator],
-) -> tuple[Tensor, Tensor | None, Tensor | None]:
+) -> tuple[Tensor, Tensor | None, Tensor | None, Tensor]:
     """Run R repetitions of K methods together as one (K, R, 2) state.
 
     Branch masks, gradients and the sharpness probe are computed once for all K·R chains;
     only the noise factor is per method. Each method draws its randomness from its own
     generator, so its outcome does not depend on which other methods run beside it.
 
-    Returns (final (K, R, 2), sharpness (K, S) or None, trajectory (T+1, K, R, 2) or None).
+    Returns (final (K, R, 2), sharpness (K, S) or None, trajectory (T+1, K, R, 2) or None,
+    reached (K, R): whether any iterate 0..T lay in the flat basin).
     """
     bad = [m for m in methods if m not in METHODS]
     if bad:
@@ -317,12 +342,13 @@ def run_methods(
     if len(generators) != len(methods):
         raise UserError("one generator per method is required")
     K, R, eta = len(methods), cfg.repetitions, cfg.lr
-    # equal-trace: ε is added after the step as is (the authors' code); issue: η ε
-    noise_factor = 1.0 if cfg.protocol == "equal-trace" else eta
+    # authors-code: ε is added after the step as is; paper: η ε
+    noise_factor = 1.0 if cfg.protocol == "authors-code" else eta
     start = landscape.sharp_center if cfg.start == "sharp_center" else landscape.sharp_minimum
     w = start.expand(K, R, 2).clone()
     traj = [w.clone()] if cfg.record_trajectory else None
     sharp: list[Tensor] = []
+    reached = torch.zeros(K, R, dtype=torch.bool)
     cov_rows = [i for i, m in enumerate(methods) if _needs_cov(m)]
     for t in range(cfg.iterations + 1):
         if cfg.sharpness_every and t % cfg.sharpness_every == 0:
@@ -330,9 +356,10 @@ def run_methods(
                                         dtype=w.dtype) for g in generators])
             sharp.append(expected_sharpness_batched(landscape, w, xi=xi * cfg.sharpness_sigma)
                          .mean(-1))
+        mask = landscape.sharp_mask(w)                      # (K, R, N)
+        reached |= mask.to(w.dtype).mean(-1) < 0.5          # in_flat_basin, mask reused
         if t == cfg.iterations:
             break
-        mask = landscape.sharp_mask(w)                      # (K, R, N)
         grad = landscape.grad(w, mask=mask)                 # (K, R, 2)
         covs: dict[int, Tensor] = {}
         if cov_rows:  # Σ/m for every method that needs it, in one batched call
@@ -353,7 +380,7 @@ def run_methods(
         if traj is not None:
             traj.append(w.clone())
     return (w, torch.stack(sharp, -1) if sharp else None,
-            torch.stack(traj) if traj is not None else None)
+            torch.stack(traj) if traj is not None else None, reached)
 
 
 def escape_experiment(
@@ -376,18 +403,22 @@ def escape_experiment(
     methods = list(methods)
     gens = [torch.Generator().manual_seed(cfg.seed * 1000 + METHODS.index(m))
             if m in METHODS else torch.Generator() for m in methods]
-    final, sharp, traj = run_methods(methods, land, cfg, generators=gens)
+    final, sharp, traj, reached = run_methods(methods, land, cfg, generators=gens)
     result = EscapeResult(config=cfg)
     if sharp is not None:
         result.sharpness_steps = list(range(0, cfg.iterations + 1, cfg.sharpness_every))
     if cfg.success_rule == "corner":
         ok = (final < -0.5).all(-1)
+    elif cfg.success_rule == "reached":
+        ok = reached
     else:
         ok = land.in_flat_basin(final)
     flat = ok.to(torch.float64).mean(-1)
+    reach = reached.to(torch.float64).mean(-1)
     for i, method in enumerate(methods):
         result.final[method] = final[i]
         result.success_rate[method] = float(flat[i])
+        result.reached_rate[method] = float(reach[i])
         if sharp is not None:
             result.sharpness[method] = sharp[i].tolist()
         if traj is not None:
@@ -395,6 +426,6 @@ def escape_experiment(
     return result
 
 
-__all__ = ["METHODS", "LABELS", "PROTOCOLS", "EscapeConfig", "EscapeResult", "escape_experiment",
+__all__ = ["METHODS", "LABELS", "PROTOCOLS", "SUCCESS_RULES", "binomial_se", "EscapeConfig", "EscapeResult", "escape_experiment",
            "run_methods", "method_noise_covariance", "sample_method_noise", "top_eigenpairs",
            "expected_sharpness_batched"]

@@ -1,4 +1,4 @@
-"""Spherical p-spin glass (p = 3) in a random field (thesis §2.4.1, Figure 2.2).
+"""Spherical p-spin glass (p = 3) in a random field (thesis §2.4.1, eq. (2.32), Figure 2.2).
 
     H(σ) = −(1/N) Σ_{i,j,k} J_ijk σ_i σ_j σ_k − hᵀσ,    σ ∈ S = {σ ∈ R^N : |σ|² = N},
 
@@ -14,7 +14,10 @@ the thesis uses is √3 (1 − 1/N)^{1/2}). The three regimes of the thesis::
 Only the symmetric part of J matters, so it is symmetrised once; with T(σ)_a = Σ_jk J^s_ajk σ_j σ_k
 (one (N², N) @ (N, B) matmul for B chains), H = −σ·T/N − hᵀσ and ∇H = −3T/N − h. Projected
 gradient descent steps along the Riemannian gradient ∇_S H = ∇H − (σ·∇H/N) σ (tangent to the
-sphere) and retracts σ ← √N σ/|σ|.
+sphere) and retracts σ ← √N σ/|σ|: the thesis' "we project the gradient on the tangent plane
+of S^{N−1}(√N) and re-project σ^{k+1} ← σ^k − η∇H̃(σ^k) back on to the sphere", with η = 0.1.
+The thesis stops "when ‖∇H̃‖₂ ≤ 10⁻⁴"; on the sphere the Euclidean gradient keeps its normal
+component at a minimum, so the stopping rule here is on the projected (Riemannian) gradient.
 """
 from __future__ import annotations
 
@@ -162,22 +165,38 @@ def overlaps(sigma: Tensor) -> Tensor:
     return sigma @ sigma.T / sigma.shape[-1]
 
 
+def mean_cosine_distance(sigma: Tensor) -> float:
+    """Mean of the cosine distance 1 − q_ab = 1 − σ_a·σ_b / N over all pairs a < b of points on
+    the sphere (thesis §2.4.1: 0.02 in the trivial regime against 1.16 in the exponential one),
+    from Σ_{a<b} q_ab = (|Σ_a σ_a|² − Σ_a |σ_a|²) / (2N) without forming the B x B overlaps.
+    NaN for fewer than two points."""
+    b, n = sigma.shape
+    if b < 2:
+        return float("nan")
+    s = sigma.double()
+    pair_sum = (float(s.sum(0).square().sum()) - float(s.square().sum())) / (2 * n)
+    return 1.0 - pair_sum / (b * (b - 1) / 2)
+
+
 def cluster_minima(sigma: Tensor, *, threshold: float = 0.999) -> tuple[Tensor, list[int]]:
     """Greedy clustering by overlap: a point joins the first representative with
-    q ≥ ``threshold``, else becomes a new one. Returns (labels (B,), representative indices)."""
+    q ≥ ``threshold``, else becomes a new one. Returns (labels (B,), representative indices).
+    Memory O((B + reps)·N): each point is compared with the representatives only."""
     if not 0 < threshold <= 1:
         raise UserError(f"threshold must be in (0, 1], got {threshold}")
-    q = overlaps(sigma)
+    n = sigma.shape[-1]
     labels = torch.full((sigma.shape[0],), -1, dtype=torch.long)
     reps: list[int] = []
-    for i in range(sigma.shape[0]):  # B ≤ a few hundred: quadratic greedy pass is fine
-        for c, r in enumerate(reps):
-            if q[i, r] >= threshold:
-                labels[i] = c
-                break
+    rep_rows = sigma.new_empty((0, n))
+    for i in range(sigma.shape[0]):
+        q = rep_rows @ sigma[i] / n
+        hit = (q >= threshold).nonzero()
+        if len(hit):
+            labels[i] = int(hit[0])
         else:
             labels[i] = len(reps)
             reps.append(i)
+            rep_rows = torch.cat([rep_rows, sigma[i:i + 1]])
     return labels, reps
 
 
@@ -199,4 +218,4 @@ def embed_tsne(sigma: Tensor, *, seed: int = 0, perplexity: float = 30.0) -> np.
 
 
 __all__ = ["PSpinGlass", "DescentResult", "REGIMES", "regime_field", "overlaps",
-           "cluster_minima", "embed_tsne"]
+           "cluster_minima", "embed_tsne", "mean_cosine_distance"]

@@ -14,6 +14,9 @@ Conventions (stated once, used everywhere in sgdlab):
     Cov g_B = (N − b) / (b (N − 1)) · Σ = (1/b)(1 − b/N) · N/(N − 1) · Σ
     (the finite-population correction; derived from Var(Σ_{i∈B} g_i) = b(N−b)/(N−1) Σ for
     simple random sampling, and checked against enumeration of all mini-batches in the tests).
+    The thesis prints eq. (6.5) as D_wo = (1/(N−1)) Σ_k g_k g_kᵀ − (1 − 1/(N−1)) ḡḡᵀ; its own
+    proof's sums give (1 + 1/(N−1)) ḡḡᵀ = N/(N−1) ḡḡᵀ, i.e. D_wo = N/(N−1) · Σ, which is what
+    is used here (the printed sign adds 2/(N−1) ḡḡᵀ; tests/measure/test_diffusion_thesis.py).
   :func:`minibatch_noise_factor` returns that scalar; :meth:`GradientCovariance.minibatch` the
   scaled covariance.
 - The numerical rank uses numpy's ``matrix_rank`` threshold on the d x d matrix:

@@ -14,6 +14,20 @@ steps or every epoch (``sgdlab.store.trajectory``). Everything is computed on th
   the Fourier frequencies 0 < f_k < 1/2, with the exact null distribution
   P(g > x) = Σ_{j=1}^{⌊1/x⌋} (−1)^{j−1} C(m, j) (1 − j x)^{m−1}, per coordinate, then combined
   over coordinates.
+- :func:`low_frequency_test` — the thesis' reading of Fig. 6.3a ("the FFT ... would be flat if
+  this were so. Instead, we see low-frequency modes"): the mean periodogram of the lowest
+  fraction of Fourier frequencies over that of the rest; under Gaussian white noise the
+  ordinates are i.i.d. exponential, so the ratio is F(2K, 2(m − K))-distributed per coordinate.
+
+Fig. 6.3b of the thesis is the autocorrelation of the weights x_k themselves (the authors' code
+computes it on the iterates), compared with "the AC for Brownian motion which decays to zero
+very quickly and stays within the red confidence bands". That comparison holds for white noise
+(Brownian *increments*), not for a Brownian path, whose sample autocorrelation stays near one;
+both are computed here (:func:`iterate_autocorrelation`, :func:`increment_autocorrelation`)
+and :func:`brownian_reference` simulates the Brownian path for the comparison.
+
+The thesis discards the first 10³ of 10⁵ epochs ("burnin") before the analysis: every function
+takes the snapshots after :func:`discard_burnin`.
 
 Frequencies are in cycles per snapshot interval (0 … 0.5).
 """
@@ -28,11 +42,16 @@ __all__ = [
     "CONFIDENCE_Z_99",
     "Autocorrelation",
     "IncrementSpectrum",
+    "LowFrequencyTest",
     "PeriodicityTest",
+    "brownian_reference",
+    "discard_burnin",
     "fisher_g_test",
     "increment_autocorrelation",
     "increment_spectrum",
     "increments",
+    "iterate_autocorrelation",
+    "low_frequency_test",
     "periodicity_test",
 ]
 
@@ -48,6 +67,17 @@ def _as_2d(snapshots) -> np.ndarray:
     if not np.all(np.isfinite(a)):
         raise ValueError("snapshots contain NaN or inf")
     return a
+
+
+def discard_burnin(snapshots, burnin: int) -> np.ndarray:
+    """The snapshots after the first ``burnin`` (thesis §6.3.3: "We discard the first 10³
+    epochs of training ("burnin") to ensure that SGD has reached the steady-state")."""
+    a = _as_2d(snapshots)
+    if not isinstance(burnin, (int, np.integer)) or burnin < 0:
+        raise ValueError(f"Invalid burnin={burnin!r} (a number of snapshots >= 0)")
+    if burnin > len(a) - 2:
+        raise ValueError(f"burnin={burnin} leaves fewer than 2 of the {len(a)} snapshots")
+    return a[burnin:]
 
 
 def increments(snapshots) -> np.ndarray:
@@ -116,13 +146,9 @@ class Autocorrelation:
         return self.lags[1:][np.abs(self.mean[1:]) > self.band]
 
 
-def increment_autocorrelation(snapshots, max_lag: int | None = None) -> Autocorrelation:
-    """ρ(ℓ) = Σ_k c_k c_{k+ℓ} / Σ_k c_k² of the centred increments c, per coordinate.
-
-    ``max_lag`` defaults to min(n − 1, 10·log10(n)) lags (the usual choice). The band
-    assumes white noise: under that null each ρ(ℓ), ℓ ≥ 1, is ≈ N(0, 1/n).
-    """
-    c, _ = _centered(increments(snapshots), standardize=False)
+def _autocorrelation(c: np.ndarray, max_lag: int | None, min_lag: int) -> Autocorrelation:
+    """Sample ACF of the centred columns of ``c`` (n, d) at lags 0..max_lag; the share of
+    values outside the 99% white-noise band is taken over lags >= ``min_lag``."""
     n = len(c)
     if c.shape[1] == 0:
         raise ValueError("no coordinate moves along the trajectory")
@@ -130,13 +156,47 @@ def increment_autocorrelation(snapshots, max_lag: int | None = None) -> Autocorr
         max_lag = min(n - 1, max(1, int(10 * math.log10(n))))
     if not 1 <= max_lag < n:
         raise ValueError(f"Invalid max_lag={max_lag}: need 1 <= max_lag < n = {n}")
+    if not 1 <= min_lag <= max_lag:
+        raise ValueError(f"Invalid min_lag={min_lag}: need 1 <= min_lag <= max_lag = {max_lag}")
     # autocovariances of all coordinates at once through the FFT (zero-padded: no wrap-around)
     f = np.fft.rfft(c, n=2 * n, axis=0)
     acov = np.fft.irfft(f * np.conj(f), axis=0)[: max_lag + 1]
     rho = acov / acov[:1]
     band = CONFIDENCE_Z_99 / math.sqrt(n)
     return Autocorrelation(np.arange(max_lag + 1), rho.mean(1), rho.std(1), band, n,
-                           float(np.mean(np.abs(rho[1:]) > band)))
+                           float(np.mean(np.abs(rho[min_lag:]) > band)))
+
+
+def increment_autocorrelation(snapshots, max_lag: int | None = None, *,
+                              min_lag: int = 1) -> Autocorrelation:
+    """ρ(ℓ) = Σ_k c_k c_{k+ℓ} / Σ_k c_k² of the centred increments c, per coordinate.
+
+    ``max_lag`` defaults to min(n − 1, 10·log10(n)) lags (the usual choice). The band
+    assumes white noise: under that null each ρ(ℓ), ℓ ≥ 1, is ≈ N(0, 1/n).
+    """
+    c, _ = _centered(increments(snapshots), standardize=False)
+    return _autocorrelation(c, max_lag, min_lag)
+
+
+def iterate_autocorrelation(snapshots, max_lag: int | None = None, *,
+                            min_lag: int = 1) -> Autocorrelation:
+    """The same sample ACF computed on the iterates x_k themselves (thesis Fig. 6.3b; the
+    authors' code), centred per coordinate. ``fraction_outside`` counts lags >= ``min_lag``
+    (the thesis' claim is about "very large lags"). The ±2.576/√n band is the white-noise band
+    the thesis draws; a Brownian path lies far outside it too (:func:`brownian_reference`)."""
+    a = _as_2d(snapshots)
+    c = a - a.mean(0, keepdims=True)
+    keep = c.std(0) > 1e-12 * max(1.0, float(np.abs(a).max(initial=0.0)))
+    return _autocorrelation(c[:, keep], max_lag, min_lag)
+
+
+def brownian_reference(n: int, num_coords: int, *, seed: int = 0) -> np.ndarray:
+    """Snapshots (n, num_coords) of independent standard Brownian paths (cumulative sums of
+    i.i.d. N(0, 1) increments): the process the thesis compares SGD's trajectory with."""
+    if n < 2 or num_coords < 1:
+        raise ValueError(f"need n >= 2 and num_coords >= 1, got {n}, {num_coords}")
+    rng = np.random.default_rng(seed)
+    return np.cumsum(rng.standard_normal((n, num_coords)), axis=0)
 
 
 def _fisher_p_value(g: float, m: int, max_terms: int = 12) -> float:
@@ -223,3 +283,52 @@ def periodicity_test(snapshots, *, level: float = 0.01) -> PeriodicityTest:
     combined = _binomial_tail(k, len(p), level)
     return PeriodicityTest(g, p, k / len(p), combined, float((per.argmax() + 1) / n), level,
                            combined < level)
+
+
+@dataclass
+class LowFrequencyTest:
+    """White noise (a flat spectrum of the increments) vs excess power at low frequencies.
+
+    For each coordinate, R = mean of the lowest K periodogram ordinates / mean of the other
+    m − K (Fourier frequencies 0 < f_k < 1/2, K = max(1, round(fraction · m))); ``p_values``
+    are P(F(2K, 2(m − K)) ≥ R). ``combined_p_value`` is the binomial tail of the number of
+    coordinates with p < level, as in :class:`PeriodicityTest`; ``mean_ratio`` is R averaged over
+    coordinates (≈ 1 for white noise; < 1 for a mean-reverting walk, whose increments cancel
+    over long times).
+    """
+
+    ratios: np.ndarray
+    p_values: np.ndarray
+    mean_ratio: float
+    fraction_significant: float
+    combined_p_value: float
+    num_low: int
+    level: float
+    low_frequency_excess: bool
+
+
+def low_frequency_test(snapshots, *, fraction: float = 0.1, level: float = 0.01
+                       ) -> LowFrequencyTest:
+    """Test the increments x_{k+1} − x_k of every coordinate for excess low-frequency power
+    (the "low-frequency modes" of thesis Remark 6.41) against a flat white-noise spectrum."""
+    from scipy import stats
+
+    if not 0 < fraction < 1:
+        raise ValueError(f"Invalid fraction={fraction} (must be in (0, 1))")
+    if not 0 < level < 1:
+        raise ValueError(f"Invalid level={level} (must be in (0, 1))")
+    c, _ = _centered(increments(snapshots), standardize=True)
+    if c.shape[1] == 0:
+        raise ValueError("no coordinate moves along the trajectory")
+    n = len(c)
+    m = (n - 1) // 2
+    k = max(1, int(round(fraction * m)))
+    if m - k < 1:
+        raise ValueError(f"a trajectory of {n + 1} snapshots is too short for the test")
+    per = np.abs(np.fft.rfft(c, axis=0)[1 : m + 1]) ** 2
+    r = per[:k].mean(0) / np.maximum(per[k:].mean(0), 1e-300)
+    p = stats.f.sf(r, 2 * k, 2 * (m - k))
+    sig = int(np.sum(p < level))
+    combined = _binomial_tail(sig, len(p), level)
+    return LowFrequencyTest(r, p, float(r.mean()), sig / len(p), combined, k, level,
+                            combined < level and float(r.mean()) > 1)

@@ -6,7 +6,7 @@
 """
 from .registry import (MODELS, ModelInfo, build_model, count_parameters, describe,
                        register_model)
-from . import chaudhari, jastrzebski, mlp, musso, resnet, vgg, zhu  # noqa: F401  (registers)
+from . import chaudhari, jastrzebski, mlp, musso, resnet, vgg, wideresnet, zhu  # noqa: F401
 from .mlp import MLP
 
 __all__ = ["MLP", "MODELS", "ModelInfo", "build_model", "count_parameters", "describe",

@@ -54,26 +54,3 @@ def mlp(input_shape, num_outputs, *, widths: Sequence[int] = (100,), activation:
         raise UserError(f"option 'widths' must be a list of hidden widths, got {widths!r}")
     return MLP(input_shape, num_outputs, list(widths), act=activation, batchnorm=batchnorm,
                dropout=dropout, input_dropout=input_dropout, bias=bias)
-
-
-# --- Zhu, Wu, Yu, Wu, Ma (2019), "The anisotropic noise in stochastic gradient descent" -------
-# Sec. 5.1: 1-D regression of y=(x+0.5)x(x-0.5) with 1-10-10-10-1 (251 weights), 1-10-10-1 (141)
-# and 1-6-6-6-1 (103) networks. The counts are those of plain dense layers with biases; the
-# activation is not fixed by the counts. We default to tanh (a smooth cubic fit; ReLU gives a
-# piecewise-linear interpolant) and expose ``activation=``.
-_ZHU_NOTES = ("dense layers with biases (count matches the paper); activation not stated in "
-              "the count — sgdlab default tanh, option activation='relu' etc.")
-
-
-def _zhu(widths: list[int]):
-    def build(input_shape, num_outputs, *, activation: str = "tanh") -> nn.Module:
-        return MLP(input_shape, num_outputs, widths, act=activation)
-    return build
-
-
-for _w, _n in (([10, 10, 10], 251), ([10, 10], 141), ([6, 6, 6], 103)):
-    _name = "zhu-mlp-1-" + "-".join(map(str, _w)) + "-1"
-    register_model(_name, paper="Zhu et al. 2019, The anisotropic noise in SGD (Sec. 5.1)",
-                   description=f"regression MLP 1-{'-'.join(map(str, _w))}-1",
-                   reference_input=(1,), reference_outputs=1, stated_params=_n,
-                   notes=_ZHU_NOTES)(_zhu(_w))

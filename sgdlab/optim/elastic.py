@@ -121,7 +121,7 @@ class Parle(EntropySGD):
     Used by :mod:`sgdlab.train.replicas` (which averages all replicas' x^a between
     ``inner_loop`` and ``outer_step(master)``). ``step(closure)`` on its own averages with
     ``communicator.average`` (one replica per process, e.g.
-    ``sgdlab.train.distributed.TorchDistributedCommunicator``), or has no elastic term when
+    ``sgdlab.train.communicator.TorchDistributedCommunicator``), or has no elastic term when
     there is no communicator (n = 1: Entropy-SGD).
 
     Args (beyond :class:`EntropySGD`):

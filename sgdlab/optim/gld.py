@@ -27,13 +27,30 @@ name                C                                     E‖ε‖²
 ``gld-dynamic``     (Tr Σ / (m d)) I                       Tr Σ / m   (= SGD's)
 ``gld-diagonal``    diag(Σ) / m                           Tr Σ / m
 ``gld-leading``     Σ̃_k / m (top-k eigenpairs of Σ)       Σ_{i≤k} λ_i(Σ) / m
-``gld-hessian``     σ_H² H₊, H₊ = Σ_{i≤k}|λ_i| u_i u_iᵀ    σ_H² Tr H₊ (= Tr Σ / m by default)
+``gld-hessian``     σ_H² H₊, H₊ = Σ_{i≤k}|λ_i| u_i u_iᵀ    σ_H² Tr H₊
 ``gld-sgd-like``    Σ / m (exact, through the factor)     Tr Σ / m
 ``gd-isotropic``    s · max_j Σ_jj(θ₀)/m · I (Xing §4)     d s max_j Σ_jj(θ₀)/m
 ==================  ====================================  ===============================
 
-σ_H² defaults to Tr Σ / (m Tr H₊) (Tr over the same top-k part whose eigenvectors carry the
-noise), so the expected noise norm matches SGD's, as Zhu et al. do. Sampling uses the factor /
+GLD Hessian (§4.2 item 6): H₊ reverses the sign of negative eigenvalues, so the top-k pairs are
+the k largest |λ| (``hessian_which="magnitude"``, the default; ``"largest"`` takes the algebraic
+top-k). σ_H² is either given (``sigma_h2``) or set at each refresh by ``sigma_h2_rule``:
+
+- ``"top-k"`` (default): σ_H² = Tr Σ / (m Tr H₊) over the same top-k part whose eigenvectors
+  carry the noise, which makes the expected norm exactly SGD's — the purpose §5.1 states;
+- ``"paper"``: σ_H² = Tr Σ / (m Tr H), §5.1's formula as printed ("to guarantee that it has the
+  same expected noise norm as that of SGD"), Tr H the full Hessian trace (Hutchinson,
+  ``trace_probes`` probes); with the top-k truncation the injected norm σ_H² Tr H₊ is then
+  Tr Σ/m · Tr H₊/Tr H, at most SGD's (the zhu-noisy-label entry uses it);
+- ``"appendix"``: σ_H² = Tr H / (m Tr Σ), Suppl. C's printed coefficient √(Tr H / m Tr V) read
+  with V = Σ (the inverse of the main text's ratio).
+
+Σ is estimated from per-sample gradients (``covariance_estimate="per-sample"``, default: the
+exact population covariance over the estimation data) or, as Suppl. C does for GLD leading
+("we first randomly divide the training set into 60 mini batches containing 20 examples, and
+then use those minibatches to estimate covariance matrix"), from the gradients of a random
+partition of the data into mini-batches of m (``"minibatches"``: their covariance estimates
+Σ/m directly, rank < N/m). Sampling uses the factor /
 low-rank representations (:mod:`sgdlab.optim.noise`, Gram trick: no d x d matrix);
 ``sampling="dense"`` builds the d x d covariance and samples through its square root instead
 (the baseline of ``benchmarks/bench_gld.py``; small d only).
@@ -52,8 +69,9 @@ import torch
 from torch import Tensor, nn
 from torch.optim import Optimizer
 
-from sgdlab.measure.curvature import hessian_eigenpairs, lanczos
+from sgdlab.measure.curvature import hessian_eigenpairs, hutchinson_trace, lanczos
 from sgdlab.measure.noise import GradientCovariance, gradient_covariance
+from sgdlab.operators import HessianOperator
 from sgdlab.operators.batches import concat_batches
 from sgdlab.operators.params import trainable_named_params
 
@@ -63,11 +81,13 @@ from .registry import register_optimizer
 
 __all__ = [
     "StructuredNoiseGD", "GD", "GLDConst", "GLDDynamic", "GLDDiagonal", "GLDLeading",
-    "GLDHessian", "GLDSGDLike", "IsotropicNoiseGD", "NOISE_KINDS", "max_gradient_variance",
+    "GLDHessian", "GLDSGDLike", "IsotropicNoiseGD", "NOISE_KINDS", "SIGMA_H2_RULES",
+    "max_gradient_variance",
 ]
 
 NOISE_KINDS = ("none", "const", "dynamic", "diagonal", "leading", "hessian", "sgd-like",
                "isotropic-init")
+SIGMA_H2_RULES = ("paper", "top-k", "appendix")
 # Below this min(N, d) the Gram (or d x d) eigh is cheaper than Lanczos for the leading-k part.
 _DENSE_EIG_MAX = 512
 _NEEDS_SIGMA = ("dynamic", "diagonal", "leading", "sgd-like", "isotropic-init")
@@ -87,7 +107,11 @@ class StructuredNoiseGD(Optimizer):
         noise_batch_size: m, the batch size of the SGD noise being mimicked (>= 1). Default 1
             for ``isotropic-init``; required by the Σ-based kinds.
         k: number of eigenpairs for ``leading`` / ``hessian``.
-        sigma_h2: σ_H² for ``hessian`` (default Tr Σ / (m Tr H₊), recomputed at each refresh).
+        sigma_h2: σ_H² for ``hessian``; if None it is set by ``sigma_h2_rule`` at each refresh.
+        sigma_h2_rule: ``"top-k"`` (Tr Σ/(m Tr H₊), default), ``"paper"`` (Tr Σ/(m Tr H)) or
+            ``"appendix"`` (Tr H/(m Tr Σ)); see the module docstring.
+        trace_probes: Hutchinson probes for the full Tr H of the ``paper``/``appendix`` rules.
+        covariance_estimate: ``"per-sample"`` (default) or ``"minibatches"`` (module docstring).
         variance_factor: s for ``isotropic-init`` (Xing et al.'s multiple of the largest
             per-coordinate gradient variance at the first step).
         refresh_every: f, recompute the statistics every f steps (>= 1). Statistics use the
@@ -97,7 +121,8 @@ class StructuredNoiseGD(Optimizer):
             (without replacement, redrawn at each refresh) instead of all of ``data``.
         momentum, dampening, nesterov, weight_decay: as ``torch.optim.SGD``.
         sampling: ``"factor"`` (Gram trick / low rank, default) or ``"dense"`` (d x d).
-        hessian_which: ``"largest"`` (algebraic, default) or ``"magnitude"`` top-k eigenpairs.
+        hessian_which: ``"magnitude"`` (top-k |λ|, the H₊ of the paper; default) or
+            ``"largest"`` (algebraic top-k).
         hessian_tol, hessian_iter: Lanczos relative residual tolerance and Krylov size.
         eig_solver: top-k eigenpairs of Σ for ``leading``: ``"dense"`` (eigh of the N x N Gram
             matrix, or of Σ when d < N), ``"lanczos"`` (Lanczos on the Σ operator, tolerance
@@ -115,11 +140,13 @@ class StructuredNoiseGD(Optimizer):
                  loss_fn: Callable[[Tensor, Tensor], Tensor] | None = None,
                  data: Any = None, sigma: float | None = None,
                  noise_batch_size: int | None = None, k: int | None = None,
-                 sigma_h2: float | None = None, variance_factor: float | None = None,
+                 sigma_h2: float | None = None, sigma_h2_rule: str = "top-k",
+                 trace_probes: int = 20, covariance_estimate: str = "per-sample",
+                 variance_factor: float | None = None,
                  refresh_every: int = 1, estimation_size: int | None = None,
                  momentum: float = 0.0, dampening: float = 0.0, nesterov: bool = False,
                  weight_decay: float = 0.0, sampling: str = "factor",
-                 hessian_which: str = "largest", hessian_tol: float = 1e-3,
+                 hessian_which: str = "magnitude", hessian_tol: float = 1e-3,
                  hessian_iter: int | None = None, eig_solver: str = "auto",
                  eig_tol: float = 1e-4, chunk_size: int | None = 256,
                  seed: int | None = None):
@@ -144,7 +171,15 @@ class StructuredNoiseGD(Optimizer):
         if sampling not in ("factor", "dense"):
             raise ValueError(f"Invalid sampling: {sampling!r} (factor | dense)")
         if hessian_which not in ("largest", "magnitude"):
-            raise ValueError(f"Invalid hessian_which: {hessian_which!r} (largest | magnitude)")
+            raise ValueError(f"Invalid hessian_which: {hessian_which!r} (magnitude | largest)")
+        if sigma_h2_rule not in SIGMA_H2_RULES:
+            raise ValueError(f"Invalid sigma_h2_rule: {sigma_h2_rule!r} "
+                             f"({' | '.join(SIGMA_H2_RULES)})")
+        if covariance_estimate not in ("per-sample", "minibatches"):
+            raise ValueError(f"Invalid covariance_estimate: {covariance_estimate!r} "
+                             "(per-sample | minibatches)")
+        if int(trace_probes) != trace_probes or trace_probes < 1:
+            raise ValueError(f"Invalid trace_probes: {trace_probes} (an int >= 1)")
         if eig_solver not in ("auto", "dense", "lanczos"):
             raise ValueError(f"Invalid eig_solver: {eig_solver!r} (auto | dense | lanczos)")
         if not eig_tol >= 0:
@@ -175,6 +210,8 @@ class StructuredNoiseGD(Optimizer):
 
         self.noise = kind
         self.hyper = dict(sigma=sigma, noise_batch_size=noise_batch_size, k=k, sigma_h2=sigma_h2,
+                          sigma_h2_rule=sigma_h2_rule, trace_probes=int(trace_probes),
+                          covariance_estimate=covariance_estimate,
                           variance_factor=variance_factor, refresh_every=int(refresh_every),
                           estimation_size=estimation_size, sampling=sampling,
                           hessian_which=hessian_which, hessian_tol=hessian_tol,
@@ -229,8 +266,27 @@ class StructuredNoiseGD(Optimizer):
         return self._x[idx], self._y[idx]
 
     def _covariance(self, est) -> GradientCovariance:
-        return gradient_covariance(self.model, self.loss_fn, est,
-                                   chunk_size=self.hyper["chunk_size"])
+        """Σ over ``est``: exact from per-sample gradients, or (``minibatches``) m times the
+        covariance of the gradients of a random partition into mini-batches of m (Suppl. C)."""
+        if self.hyper["covariance_estimate"] == "per-sample":
+            return gradient_covariance(self.model, self.loss_fn, est,
+                                       chunk_size=self.hyper["chunk_size"])
+        x, y = est
+        m = self.hyper["noise_batch_size"]
+        nb = len(x) // m
+        if nb < 2:
+            raise ValueError(f"covariance_estimate='minibatches' needs at least 2 batches of "
+                             f"{m}; the estimation data have {len(x)} examples")
+        perm = torch.randperm(len(x), generator=self.generator)[: nb * m].to(x.device)
+        params = list(trainable_named_params(self.model).values())
+        grads = []
+        for b in perm.view(nb, m):
+            g = torch.autograd.grad(self.loss_fn(self.model(x[b]), y[b]), params)
+            grads.append(torch.cat([t.reshape(-1) for t in g]).detach())
+        g = torch.stack(grads)
+        mean = g.mean(0)
+        # factor of Cov(g_B) = Σ/m, times √m so that the shared code's "/ m" gives Σ/m back
+        return GradientCovariance((g - mean) * math.sqrt(m / nb), mean, nb)
 
     def refresh_statistics(self) -> dict[str, Any]:
         """Recompute the statistics at the current parameters (called every ``refresh_every``
@@ -273,10 +329,14 @@ class StructuredNoiseGD(Optimizer):
             return stats
         with torch.enable_grad():
             cov = self._covariance(est) if kind != "hessian" or h["sigma_h2"] is None else None
+            trace_h = None
             if kind == "hessian":
                 vals, vecs = hessian_eigenpairs(
                     self.model, self.loss_fn, est, h["k"], which=h["hessian_which"],
                     tol=h["hessian_tol"], num_iter=h["hessian_iter"], generator=self.generator)
+                if h["sigma_h2"] is None and h["sigma_h2_rule"] in ("paper", "appendix"):
+                    trace_h = hutchinson_trace(HessianOperator(self.model, self.loss_fn, est),
+                                               h["trace_probes"], generator=self.generator).value
         if kind == "dynamic":
             stats["sigma2"] = cov.trace() / (m * self._dim)
         elif kind == "diagonal":
@@ -295,17 +355,24 @@ class StructuredNoiseGD(Optimizer):
         elif kind == "sgd-like":
             stats["factor"], stats["scale"] = cov.factor, 1.0 / m
         elif kind == "hessian":
-            trace_h = float(vals.abs().sum())
-            if h["sigma_h2"] is not None:
-                s2 = float(h["sigma_h2"])
-            elif trace_h > 0:
-                s2 = float(N.hessian_noise_variance(cov.trace(), trace_h, m))
-            else:
-                s2 = 0.0       # flat top-k curvature: no Hessian-shaped noise to inject
-            stats["eigvals"], stats["eigvecs"], stats["sigma_h2"] = vals, vecs, s2
+            stats["eigvals"], stats["eigvecs"] = vals, vecs
+            stats["sigma_h2"] = self._sigma_h2(float(vals.abs().sum()), trace_h, cov, m)
         if dense:
             stats = {"sqrt": N.psd_sqrt(self._dense_covariance(stats, cov))}
         return stats
+
+    def _sigma_h2(self, trace_hk: float, trace_h: float | None,
+                  cov: GradientCovariance | None, m: int | None) -> float:
+        """σ_H² by ``sigma_h2`` or ``sigma_h2_rule`` (module docstring); 0 where the trace it
+        divides by is not positive (no Hessian-shaped noise to scale)."""
+        h = self.hyper
+        if h["sigma_h2"] is not None:
+            return float(h["sigma_h2"])
+        rule, tr_sigma = h["sigma_h2_rule"], float(cov.trace())
+        if rule == "appendix":
+            return float(trace_h) / (m * tr_sigma) if tr_sigma > 0 and trace_h > 0 else 0.0
+        denom = trace_h if rule == "paper" else trace_hk
+        return float(N.hessian_noise_variance(tr_sigma, denom, m)) if denom > 0 else 0.0
 
     def _dense_covariance(self, stats: dict[str, Any], cov: GradientCovariance | None) -> Tensor:
         if "sigma2" in stats:
@@ -467,8 +534,8 @@ GLDLeading = register_optimizer("gld-leading")(_variant(
     "GLDLeading", "leading", "GLD leading: ε ~ N(0, Σ̃_k / m), the top-k eigenpairs of Σ."))
 GLDHessian = register_optimizer("gld-hessian")(_variant(
     "GLDHessian", "hessian",
-    "GLD Hessian: ε ~ N(0, σ_H² H₊) over the top-k Hessian eigenpairs; σ_H² defaults to "
-    "Tr Σ / (m Tr H₊)."))
+    "GLD Hessian: ε ~ N(0, σ_H² H₊) over the top-k |λ| Hessian eigenpairs; σ_H² defaults to "
+    "Tr Σ / (m Tr H₊), SGD's expected noise norm (Zhu et al. §5.1)."))
 GLDSGDLike = register_optimizer("gld-sgd-like")(_variant(
     "GLDSGDLike", "sgd-like",
     "GD + SGD-like Gaussian noise: ε ~ N(0, Σ / m) through the exact per-sample factor."))

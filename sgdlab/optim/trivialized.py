@@ -1,31 +1,34 @@
-"""Trivialized-SGD (Chaudhari's thesis, Algorithm 1; Chaudhari & Soatto 2015, "AnnealSGD") and
-the "resampled annealed noise" control of the thesis' Table 2.1.
+"""Trivialized-SGD (Chaudhari's thesis, §2.3.3, Algorithm 1) and the "resampled, annealed
+noise" control of the thesis' Table 2.1.
 
 The loss of a deep network is modelled as the Hamiltonian of a spherical p-spin glass on N
-spins. Adding an external field hᵀθ with h ~ J√(p(p−2)) N(0, I) *trivializes* the landscape
-(Fyodorov & Le Doussal: exponentially many minima → polynomially many → one) when the field
-variance B is above B_c = J² p(p−2); the transition regime is B = B_c (1 + 2τ/N). The algorithm
-adds the field to every gradient and anneals its strength so the landscape is "untrivialized"
-during training:
+spins. An external field h with i.i.d. N(0, v²) entries trivializes the landscape (exponentially
+many critical points → polynomially many → one) as v crosses v_c = J√(p(p−2)) (eq. 2.15);
+eq. (2.19) puts v = v_c (1 + 2τ/N)^{1/2} and eq. (2.20) anneals τ. Algorithm 1:
 
-    g̃_i = g_i + (1 + 2τ_i/N)^{1/2} h,      τ_i = n (e^{−i/τ₀} − 1/2),      h = J√(p(p−2)) ξ,
+    h ~ J√(p(p−2)) N(0, I)                                   (line 4, drawn once)
+    τ_i = n (e^{−i/τ₀} − 1/2)                                 (line 8, eq. 2.20)
+    h_curr = (1 + 2τ_i/N)^{1/2} h                             (line 9, eq. 2.19)
+    w ← w − η (∇loss(w, ξ_i) + h_curr)                        (line 10)
 
-with ξ ~ N(0, I_d) drawn once (fixed) and i the optimizer step. τ_i runs from +n/2 (strongly
-trivialized) to −n/2; with the default n = N the strength is √2·e^{−i/(2τ₀)}, from √2 down to 0,
-so late training is the base optimizer on the original loss. ``n > N`` would make the square
-root imaginary and is rejected.
+with i the SGD iteration and n = N the number of neurons (Algorithm 1, line 2, estimates
+"#neurons n"; the chapter uses n and N for the same quantity). With n = N the strength is
+(2 e^{−i/τ₀})^{1/2} = √2 e^{−i/(2τ₀)}: from √2 down to 0, whatever N is. "Line 10 can be adapted
+to the underlying implementation of SGD": the field is added to the gradient the base optimizer
+(``sgd`` with Nesterov momentum, ``adam``, any registered name) receives.
 
-**N and p heuristics** (thesis §2.4.2, as implemented here; the thesis text was not available
-while writing this, so this is our reading, documented in docs/design/noise-optim.md): the
-spherical constraint of the spin-glass mapping (Choromanska et al. 2015) is over all weights,
-so **N = d**, the number of trainable parameters; a network with L weight layers maps to an
-L-spin glass, so **p = number of weight layers** (``nn.Linear`` / ``nn.Conv*`` modules with a
-weight), clamped to p ≥ 3 because the field scale √(p(p−2)) needs p > 2. Both can be given
-explicitly (``p=``, ``num_spins=``).
+**N and p for a real network** (§2.4.2): "N := (# weights / p)^{1/2} where p is taken to be the
+number of layers", a convolution (with its batch normalization and max-pooling) counting as one
+layer. :func:`trivialization_heuristics` counts the weight layers (``nn.Linear`` / ``nn.Conv*``)
+as p and sets N = (d / p)^{1/2}, d the number of trainable parameters. N only matters when ``n``
+is given explicitly (n ≤ N keeps the square root real). The thesis' formula gives a zero field
+for p ≤ 2 (√(p(p−2)) = 0); sgdlab raises p to 3 for networks with fewer than three weight
+layers (a departure, for small test networks; the thesis' networks have p ≥ 4).
 
 ``resample=True`` (registered as ``annealed-noise``) draws a fresh ξ every step with the same
-annealed strength: Gaussian noise of the same magnitude but no fixed field, the control that
-separates "landscape trivialization" from "annealed noise".
+annealed strength: Gaussian noise of the same magnitude but no fixed direction — the thesis'
+"resampled, annealed noise" of Table 2.1 (§2.4.3.2), read as Algorithm 1 with line 4 moved
+inside the loop (the thesis gives the control no separate schedule).
 
 The field is added to ``p.grad`` just for the base optimizer's step and the original gradients
 are restored afterwards, so callbacks and logs see the true gradient.
@@ -48,14 +51,16 @@ __all__ = ["TrivializedSGD", "AnnealedNoiseSGD", "trivialization_heuristics", "f
 _WEIGHT_LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
 
-def trivialization_heuristics(model: nn.Module) -> dict[str, int]:
-    """``{"p": ..., "num_spins": ...}`` for a model: p = number of weight layers (>= 3),
-    N = number of trainable parameters (see the module docstring)."""
+def trivialization_heuristics(model: nn.Module) -> dict[str, float]:
+    """Thesis §2.4.2 for a model: ``{"p": max(3, L), "num_spins": (d / L)^{1/2}, "layers": L}``
+    with L the number of weight layers (``nn.Linear`` / ``nn.Conv*``) and d the number of
+    trainable parameters (module docstring)."""
     layers = sum(1 for m in model.modules()
                  if isinstance(m, _WEIGHT_LAYERS) and getattr(m, "weight", None) is not None
                  and m.weight.requires_grad)
     d = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    return {"p": max(3, layers), "num_spins": int(d)}
+    return {"p": max(3, layers), "num_spins": math.sqrt(d / max(1, layers)),
+            "layers": layers}
 
 
 def field_strength(i: int | Tensor, *, n: float, num_spins: float, tau0: float) -> float | Tensor:
@@ -77,8 +82,8 @@ class TrivializedSGD(Optimizer):
         coupling: J, the scale of the spin-glass couplings (> 0); the field is
             h = J√(p(p−2)) ξ. In gradient units: ‖h‖ ≈ J√(p(p−2) d).
         p: spin-glass order (> 2); default from ``model`` (:func:`trivialization_heuristics`).
-        num_spins: N; default d (the number of parameters).
-        n: annealing range, 0 < n <= N (default N).
+        num_spins: N; default (d / p)^{1/2} from ``model`` (thesis §2.4.2), else d.
+        n: annealing range, 0 < n <= N (default N, as in Algorithm 1).
         tau0: annealing time constant τ₀ in optimizer steps (> 0).
         resample: draw a fresh ξ every step (the "resampled annealed noise" control).
         seed: seed of the field's generator (default ``torch.initial_seed()``).
@@ -112,9 +117,10 @@ class TrivializedSGD(Optimizer):
                              "heuristic)")
         if not p > 2:
             raise ValueError(f"Invalid p: {p} (spin-glass order, must be > 2)")
-        num_spins = d if num_spins is None else num_spins
-        if not num_spins >= 1:
-            raise ValueError(f"Invalid num_spins N: {num_spins} (must be >= 1)")
+        if num_spins is None:
+            num_spins = heur.get("num_spins", d)
+        if not num_spins > 0:
+            raise ValueError(f"Invalid num_spins N: {num_spins} (must be > 0)")
         n = num_spins if n is None else n
         if not 0 < n <= num_spins:
             raise ValueError(f"Invalid n: {n} (must satisfy 0 < n <= N = {num_spins})")

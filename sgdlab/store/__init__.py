@@ -5,12 +5,15 @@
 """
 from .env import environment, git_commit
 from .runstore import (
+    SHOWN_STATUSES,
     STATUSES,
     MetricWriter,
     RunStore,
     default_store_path,
     new_run_id,
+    owner_alive,
+    shown_status,
 )
 
-__all__ = ["STATUSES", "MetricWriter", "RunStore", "default_store_path", "environment",
-           "git_commit", "new_run_id"]
+__all__ = ["SHOWN_STATUSES", "STATUSES", "MetricWriter", "RunStore", "default_store_path",
+           "environment", "git_commit", "new_run_id", "owner_alive", "shown_status"]

@@ -4,10 +4,28 @@ One file holds every run of a project. Several processes (the runs of a sweep) m
 at once: the database runs in WAL mode with a busy timeout, every write is its own short
 transaction, and a row is durable as soon as the call that wrote it returns, so a process
 killed mid-run loses only what it had not yet handed to the store (see :class:`MetricWriter`,
-which the training loop uses to batch its writes and flushes at least every few seconds and at
-every epoch end).
+which the training loop uses to batch its writes and flushes at least every few seconds, at
+every epoch end and before every checkpoint).
 
-SQLite's locking needs a local file system: do not put the store on NFS.
+**Completion is one transaction.** :meth:`RunStore.complete_run` writes a run's last metric
+rows, its artifacts, its summary and its end status (and releases its lease) at once: a run is
+``finished`` only with everything it owes recorded, and a process killed before that commit
+leaves a run that is still ``running`` — and is redone by a rerun or resume.
+
+**Liveness.** A running run records the host, pid (and the process' start time, so a reused
+pid is not mistaken for it) of the process that owns it; that process refreshes a heartbeat
+every few seconds from a background thread. :func:`shown_status` turns a ``running`` run whose
+owner is gone into ``interrupted`` (same host: the pid is dead) or ``stale`` (another host: no
+heartbeat for :data:`STALE_AFTER` seconds); :meth:`RunStore.list_runs` and ``get_run`` report
+that status and keep the stored one as ``recorded_status``.
+
+**Leases.** A sweep claims a run key (:meth:`RunStore.claim_key`) before running it: two
+sweeps on one store never run the same key at once, and a key whose holder died is taken
+over.
+
+SQLite's locking needs a local file system: do not put the store on NFS. A store on a
+read-only file system (or a read-only file) opens with ``RunStore(path, readonly=True)`` for
+listing and export.
 
 This module imports no torch, so short-lived tools (``sgdlab runs``) start fast.
 """
@@ -18,7 +36,9 @@ import datetime as _dt
 import json
 import math
 import os
+import socket
 import sqlite3
+import threading
 import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -27,8 +47,11 @@ from typing import Any
 from ..errors import UserError
 
 STATUSES = ("running", "finished", "diverged", "failed", "interrupted")
+SHOWN_STATUSES = STATUSES + ("stale",)   # "stale": running on another host, heartbeat too old
 DEFAULT_PATH = Path("sgdlab-runs") / "runs.sqlite"
 ENV_VAR = "SGDLAB_STORE"
+HEARTBEAT_EVERY = 5.0    # seconds between heartbeats of a process that owns running runs
+STALE_AFTER = 30.0       # a run on another host without a heartbeat for this long is stale
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -41,7 +64,11 @@ CREATE TABLE IF NOT EXISTS runs (
     message TEXT,
     summary TEXT NOT NULL DEFAULT '{}',
     created TEXT NOT NULL,
-    updated TEXT NOT NULL
+    updated TEXT NOT NULL,
+    host TEXT,
+    pid INTEGER,
+    pid_start TEXT,
+    heartbeat REAL
 );
 CREATE TABLE IF NOT EXISTS metrics (
     run_id TEXT NOT NULL,
@@ -58,7 +85,21 @@ CREATE TABLE IF NOT EXISTS artifacts (
     created TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS artifacts_by_run ON artifacts (run_id);
+CREATE TABLE IF NOT EXISTS leases (
+    key TEXT PRIMARY KEY,
+    run_id TEXT,
+    host TEXT NOT NULL,
+    pid INTEGER NOT NULL,
+    pid_start TEXT,
+    heartbeat REAL NOT NULL,
+    acquired TEXT NOT NULL
+);
 """
+# columns added to `runs` after the first release: stores created before get them on open
+_OWNER_COLUMNS = (("host", "TEXT"), ("pid", "INTEGER"), ("pid_start", "TEXT"),
+                  ("heartbeat", "REAL"))
+_RUN_COLUMNS = ("id, name, experiment, config, env, status, message, summary, created, "
+                "updated, host, pid, pid_start, heartbeat")
 
 
 def default_store_path() -> Path:
@@ -87,19 +128,144 @@ def _float_or_nan(v: Any) -> float:
     return math.nan if v is None else float(v)
 
 
+# --- liveness --------------------------------------------------------------------------------
+def _start_token(pid: int) -> str | None:
+    """The start time of process ``pid`` (Linux: /proc/PID/stat field 22), which tells a
+    reused pid from the process that recorded it; None where unavailable."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat.rsplit(")", 1)[-1].split()   # after the command name, which may hold spaces
+    return fields[19] if len(fields) > 19 else None
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    except OSError:
+        return False
+    try:   # a zombie (killed, not yet reaped) is dead for our purposes
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
+
+
+def this_process() -> dict[str, Any]:
+    """``{host, pid, pid_start}`` of the calling process (what a run or lease records)."""
+    pid = os.getpid()
+    return {"host": socket.gethostname(), "pid": pid, "pid_start": _start_token(pid)}
+
+
+def owner_alive(host: str | None, pid: int | None, pid_start: str | None,
+                heartbeat: float | None, now: float | None = None) -> bool | None:
+    """Whether the process recorded as (host, pid, pid_start, heartbeat) still runs: on this
+    host by its pid (and start time); on another by a heartbeat younger than
+    :data:`STALE_AFTER`. None when nothing was recorded (stores written before liveness)."""
+    if pid is None or host is None:
+        return None
+    now = time.time() if now is None else now
+    if host == socket.gethostname():
+        if not _pid_alive(int(pid)):
+            return False
+        token = _start_token(int(pid)) if pid_start is not None else None
+        if token is not None:
+            return token == pid_start
+        return heartbeat is None or now - heartbeat < STALE_AFTER
+    return heartbeat is not None and now - heartbeat < STALE_AFTER
+
+
+def shown_status(run: dict[str, Any], now: float | None = None) -> str:
+    """A run's status as a user should see it: a ``running`` run whose process is gone is
+    ``interrupted`` (same host) or ``stale`` (another host, heartbeat too old)."""
+    status = run.get("recorded_status", run.get("status"))
+    if status != "running":
+        return status
+    alive = owner_alive(run.get("host"), run.get("pid"), run.get("pid_start"),
+                        run.get("heartbeat"), now)
+    if alive is False:
+        return "interrupted" if run.get("host") == socket.gethostname() else "stale"
+    return status
+
+
+# --- the heartbeat thread ------------------------------------------------------------------------
+_BEATS: dict[str, "_Heartbeat"] = {}
+_BEATS_LOCK = threading.Lock()
+
+
+class _Heartbeat(threading.Thread):
+    """Refreshes ``heartbeat`` of the running runs and leases this process owns in one store,
+    every :data:`HEARTBEAT_EVERY` seconds, on its own connection; ends when it owns nothing."""
+
+    def __init__(self, path: str, timeout: float):
+        super().__init__(name=f"sgdlab-heartbeat:{path}", daemon=True)
+        self.path, self.timeout, self.generation = path, timeout, 0
+        self.me = this_process()
+        self.stop_event = threading.Event()
+
+    def run(self) -> None:
+        try:
+            conn = sqlite3.connect(f"{Path(self.path).as_uri()}?mode=rw", uri=True,
+                                   timeout=self.timeout, isolation_level=None)
+        except sqlite3.Error:       # the store is gone: nothing to keep alive
+            return self._leave()
+        errors = 0
+        try:
+            while not self.stop_event.wait(HEARTBEAT_EVERY):
+                with _BEATS_LOCK:
+                    generation = self.generation
+                try:
+                    owned = _beat(conn, self.me)
+                    errors = 0
+                except sqlite3.Error:
+                    errors += 1     # busy: try again at the next beat; gone: give up
+                    if errors >= 3 or not os.path.exists(self.path):
+                        return self._leave()
+                    continue
+                with _BEATS_LOCK:
+                    if owned == 0 and generation == self.generation:
+                        _BEATS.pop(self.path, None)
+                        return
+        finally:
+            conn.close()
+
+    def _leave(self) -> None:
+        with _BEATS_LOCK:
+            if _BEATS.get(self.path) is self:
+                _BEATS.pop(self.path)
+
+
+def _beat(conn: sqlite3.Connection, me: dict[str, Any]) -> int:
+    now = time.time()
+    with _transaction(conn) as c:
+        n = c.execute("UPDATE runs SET heartbeat = ? WHERE host = ? AND pid = ? AND "
+                      "status = 'running'", (now, me["host"], me["pid"])).rowcount
+        n += c.execute("UPDATE leases SET heartbeat = ? WHERE host = ? AND pid = ?",
+                       (now, me["host"], me["pid"])).rowcount
+    return n
+
+
 class RunStore:
     """SQLite store of runs (config, environment, status, summary), metrics and artifacts.
 
     ``RunStore(path=None)`` opens (creating if needed) ``path``, ``$SGDLAB_STORE`` or
     ``./sgdlab-runs/runs.sqlite``. A connection is opened lazily per process, so a store object
-    may be passed to worker processes.
+    may be passed to worker processes. ``readonly=True`` opens an existing store without
+    writing anything (a store on a read-only file system can still be listed and exported).
     """
 
-    def __init__(self, path: str | os.PathLike | None = None, *, timeout: float = 60.0):
+    def __init__(self, path: str | os.PathLike | None = None, *, timeout: float = 60.0,
+                 readonly: bool = False):
         self.path = Path(path) if path is not None else default_store_path()
         self.timeout = float(timeout)
+        self.readonly = bool(readonly)
         self._conn_obj: sqlite3.Connection | None = None
         self._pid: int | None = None
+        self._columns = ""
         self._connect()
 
     # --- connection -----------------------------------------------------------------------
@@ -108,10 +274,18 @@ class RunStore:
             return self._conn_obj
         if self.path.exists() and self.path.is_dir():
             raise UserError(f"run store path {str(self.path)!r} is a directory, expected a file")
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        conn = self._open_readonly() if self.readonly else self._open_writable()
+        cols = {r[1] for r in conn.execute("PRAGMA table_info(runs)")}
+        self._columns = ", ".join(c if c in cols else f"NULL AS {c}"
+                                  for c in _RUN_COLUMNS.split(", "))
+        self._conn_obj, self._pid = conn, os.getpid()
+        return conn
+
+    def _open_writable(self) -> sqlite3.Connection:
         try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
             conn = sqlite3.connect(str(self.path), timeout=self.timeout, isolation_level=None)
-        except sqlite3.Error as e:
+        except (OSError, sqlite3.Error) as e:
             raise UserError(f"cannot open run store {str(self.path)!r}: {e}") from None
         conn.execute(f"PRAGMA busy_timeout = {int(self.timeout * 1000)}")
         try:
@@ -121,11 +295,38 @@ class RunStore:
                 for stmt in _SCHEMA.split(";"):
                     if stmt.strip():
                         conn.execute(stmt)
+                have = {r[1] for r in conn.execute("PRAGMA table_info(runs)")}
+                for col, kind in _OWNER_COLUMNS:
+                    if col not in have:
+                        conn.execute(f"ALTER TABLE runs ADD COLUMN {col} {kind}")
+        except sqlite3.OperationalError as e:
+            conn.close()
+            if "readonly" in str(e) or "read-only" in str(e) or "unable to open" in str(e):
+                raise UserError(f"run store {str(self.path)!r} is read-only ({e}); it can "
+                                "be listed and exported (`sgdlab runs list|show|export`), "
+                                "not written") from None
+            raise UserError(f"{str(self.path)!r} is not a usable sgdlab run store: {e}") from None
         except sqlite3.DatabaseError as e:
             conn.close()
             raise UserError(f"{str(self.path)!r} is not a usable sgdlab run store: {e}") from None
-        self._conn_obj, self._pid = conn, os.getpid()
         return conn
+
+    def _open_readonly(self) -> sqlite3.Connection:
+        if not self.path.is_file():
+            raise UserError(f"no run store at {self.path}")
+        uri = Path(os.path.abspath(self.path)).as_uri()
+        last: Exception | None = None
+        # mode=ro reads a WAL store when its -wal/-shm files exist or can be created; on a
+        # read-only file system they cannot, and immutable=1 reads the file as it stands.
+        for query in ("mode=ro", "mode=ro&immutable=1"):
+            try:
+                conn = sqlite3.connect(f"{uri}?{query}", uri=True, timeout=self.timeout,
+                                       isolation_level=None)
+                conn.execute("SELECT COUNT(*) FROM runs").fetchone()
+                return conn
+            except sqlite3.DatabaseError as e:
+                last = e
+        raise UserError(f"cannot read run store {str(self.path)!r}: {last}")
 
     @property
     def _conn(self) -> sqlite3.Connection:
@@ -145,34 +346,83 @@ class RunStore:
     def __repr__(self) -> str:
         return f"RunStore({str(self.path)!r})"
 
+    def __getstate__(self) -> dict[str, Any]:
+        # a store handed to another process reconnects there
+        return {**self.__dict__, "_conn_obj": None, "_pid": None}
+
+    def _keep_alive(self) -> None:
+        """Make sure this process' heartbeat thread runs for this store (call after the
+        transaction that gave it a running run or a lease)."""
+        key = str(self.path.resolve())
+        with _BEATS_LOCK:
+            beat = _BEATS.get(key)
+            if beat is not None and beat.is_alive() and beat.me["pid"] == os.getpid():
+                beat.generation += 1
+                return
+            beat = _BEATS[key] = _Heartbeat(key, self.timeout)
+        beat.start()
+
     # --- runs -----------------------------------------------------------------------------
     def create_run(self, config: dict[str, Any], *, name: str | None = None,
                    experiment: str | None = None, env: dict[str, Any] | None = None,
                    status: str = "running", run_id: str | None = None) -> str:
-        """Insert a run and return its id. ``env`` defaults to :func:`environment`."""
+        """Insert a run and return its id. ``env`` defaults to :func:`environment`. A
+        ``running`` run is owned by the calling process (host, pid, heartbeat)."""
         if env is None:
-            from .env import environment
-            seed = None
-            if isinstance(config, dict):
-                seed = (config.get("train") or {}).get("seed") if isinstance(
-                    config.get("train"), dict) else config.get("seed")
-            env = environment(seed=seed)
+            env = _default_env(config)
         _check_status(status)
+        with _transaction(self._conn) as c:
+            rid = self._insert_run(c, config, name=name, experiment=experiment, env=env,
+                                   status=status, run_id=run_id)
+        if status == "running":
+            self._keep_alive()
+        return rid
+
+    def _insert_run(self, c: sqlite3.Connection, config: dict[str, Any], *, name, experiment,
+                    env, status: str, run_id: str | None) -> str:
         now = _now_iso()
-        for attempt in range(20):
+        me = this_process() if status == "running" else {"host": None, "pid": None,
+                                                          "pid_start": None}
+        for _ in range(20):
             rid = run_id or new_run_id()
             try:
-                with _transaction(self._conn) as c:
-                    c.execute(
-                        "INSERT INTO runs (id, name, experiment, config, env, status, message, "
-                        "summary, created, updated) VALUES (?, ?, ?, ?, ?, ?, NULL, '{}', ?, ?)",
-                        (rid, name, experiment, _to_json(config), _to_json(env), status, now,
-                         now))
+                c.execute("SAVEPOINT insert_run")
+                c.execute(
+                    "INSERT INTO runs (id, name, experiment, config, env, status, message, "
+                    "summary, created, updated, host, pid, pid_start, heartbeat) "
+                    "VALUES (?, ?, ?, ?, ?, ?, NULL, '{}', ?, ?, ?, ?, ?, ?)",
+                    (rid, name, experiment, _to_json(config), _to_json(env), status, now, now,
+                     me["host"], me["pid"], me["pid_start"],
+                     time.time() if status == "running" else None))
+                c.execute("RELEASE insert_run")
                 return rid
             except sqlite3.IntegrityError:
+                c.execute("ROLLBACK TO insert_run")
+                c.execute("RELEASE insert_run")
                 if run_id is not None:
                     raise UserError(f"run id {run_id!r} already exists in {self.path}") from None
         raise RuntimeError("could not draw a fresh run id")  # pragma: no cover
+
+    def claim(self, run_id: str) -> None:
+        """Make the calling process the owner of ``run_id`` and mark it ``running`` (resume).
+        Refuses a run whose owner is still alive."""
+        me = this_process()
+        with _transaction(self._conn) as c:
+            row = c.execute("SELECT status, host, pid, pid_start, heartbeat FROM runs "
+                            "WHERE id = ?", (run_id,)).fetchone()
+            if row is None:
+                raise UserError(f"no run {run_id!r} in {self.path}")
+            status, host, pid, start, beat = row
+            # an unknown owner (a store from before liveness) cannot be judged: allowed
+            if (status == "running" and (host, pid) != (me["host"], me["pid"])
+                    and owner_alive(host, pid, start, beat)):
+                raise UserError(f"run {run_id} is still running (process {pid} on {host}"
+                                + (f", heartbeat {time.time() - beat:.0f} s ago"
+                                   if beat is not None else "") + "); stop it first")
+            c.execute("UPDATE runs SET status = 'running', message = NULL, host = ?, pid = ?, "
+                      "pid_start = ?, heartbeat = ?, updated = ? WHERE id = ?",
+                      (me["host"], me["pid"], me["pid_start"], time.time(), _now_iso(), run_id))
+        self._keep_alive()
 
     def set_status(self, run_id: str, status: str, message: str | None = None) -> None:
         _check_status(status)
@@ -181,12 +431,87 @@ class RunStore:
     def set_summary(self, run_id: str, summary: dict[str, Any]) -> None:
         self._update(run_id, "summary = ?", (_to_json(summary),))
 
+    def complete_run(self, run_id: str, status: str, *, summary: dict[str, Any] | None = None,
+                     message: str | None = None,
+                     artifacts: Iterable[tuple[str, str | os.PathLike]] = (),
+                     rows: Iterable[Sequence[Any]] = (), release: str | None = None,
+                     env: dict[str, Any] | None = None) -> None:
+        """Record the end of a run in one transaction: its last metric ``rows``
+        (``(name, step, value[, wall])``), ``artifacts`` (``(kind, path)``), ``summary``,
+        ``status``, ``message`` and (if given) the ``env`` it ran in, and release the lease on
+        key ``release`` held by this process. Either all of it is in the store or none of it
+        is."""
+        _check_status(status)
+        data = _metric_rows(run_id, rows)
+        with _transaction(self._conn) as c:
+            if data:
+                c.executemany("INSERT INTO metrics (run_id, name, step, value, wall) "
+                              "VALUES (?, ?, ?, ?, ?)", data)
+            for kind, path in artifacts:
+                _add_artifact(c, run_id, kind, path)
+            sets, values = "status = ?, message = ?", [status, message]
+            if summary is not None:
+                sets += ", summary = ?"
+                values.append(_to_json(summary))
+            if env is not None:
+                sets += ", env = ?"
+                values.append(_to_json(env))
+            cur = c.execute(f"UPDATE runs SET {sets}, updated = ? WHERE id = ?",
+                            (*values, _now_iso(), run_id))
+            if cur.rowcount == 0:
+                raise UserError(f"no run {run_id!r} in {self.path}")
+            if release is not None:
+                me = this_process()
+                c.execute("DELETE FROM leases WHERE key = ? AND host = ? AND pid = ?",
+                          (release, me["host"], me["pid"]))
+
     def _update(self, run_id: str, assignments: str, values: tuple) -> None:
         with _transaction(self._conn) as c:
             cur = c.execute(f"UPDATE runs SET {assignments}, updated = ? WHERE id = ?",
                             (*values, _now_iso(), run_id))
             if cur.rowcount == 0:
                 raise UserError(f"no run {run_id!r} in {self.path}")
+
+    # --- leases ---------------------------------------------------------------------------
+    def claim_key(self, key: str, config: dict[str, Any], *, name: str | None = None,
+                  experiment: str | None = None, env: dict[str, Any] | None = None
+                  ) -> tuple[str | None, dict[str, Any] | None]:
+        """Take the lease on run key ``key`` and create its ``running`` run, in one
+        transaction. Returns ``(run_id, None)``, or ``(None, holder)`` when another live
+        process holds the lease (``holder``: run_id, host, pid). A lease whose holder died is
+        taken over; the run it was running is marked ``interrupted``."""
+        if env is None:
+            env = _default_env(config)
+        me = this_process()
+        with _transaction(self._conn) as c:
+            row = c.execute("SELECT run_id, host, pid, pid_start, heartbeat FROM leases "
+                            "WHERE key = ?", (key,)).fetchone()
+            if row is not None:
+                old_run, host, pid, start, beat = row
+                if (host, pid) != (me["host"], me["pid"]) and owner_alive(
+                        host, pid, start, beat) is not False:
+                    return None, {"run_id": old_run, "host": host, "pid": pid}
+                if old_run is not None:
+                    c.execute("UPDATE runs SET status = 'interrupted', message = ?, updated = ? "
+                              "WHERE id = ? AND status = 'running'",
+                              (f"its process ({pid} on {host}) ended before the run did",
+                               _now_iso(), old_run))
+            rid = self._insert_run(c, config, name=name, experiment=experiment, env=env,
+                                   status="running", run_id=None)
+            c.execute("INSERT OR REPLACE INTO leases (key, run_id, host, pid, pid_start, "
+                      "heartbeat, acquired) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                      (key, rid, me["host"], me["pid"], me["pid_start"], time.time(),
+                       _now_iso()))
+        self._keep_alive()
+        return rid, None
+
+    def lease_holder(self, key: str) -> dict[str, Any] | None:
+        """The live holder of the lease on ``key`` (run_id, host, pid), or None."""
+        row = self._conn.execute("SELECT run_id, host, pid, pid_start, heartbeat FROM leases "
+                                 "WHERE key = ?", (key,)).fetchone()
+        if row is None or owner_alive(*row[1:]) is False:
+            return None
+        return {"run_id": row[0], "host": row[1], "pid": row[2]}
 
     def resolve(self, run_id: str) -> str:
         """The full id of the run whose id is or starts with ``run_id`` (must be unique)."""
@@ -203,12 +528,12 @@ class RunStore:
         return ids[0]
 
     def get_run(self, run_id: str) -> dict[str, Any]:
-        """The run as a dict: id, name, experiment, config, env, status, message, summary,
-        created, updated, artifacts (list of {kind, path, created})."""
+        """The run as a dict: id, name, experiment, config, env, status (as
+        :func:`shown_status` sees it), recorded_status, message, summary, created, updated,
+        host, pid, heartbeat, artifacts (list of {kind, path, created})."""
         rid = self.resolve(run_id)
-        row = self._conn.execute(
-            "SELECT id, name, experiment, config, env, status, message, summary, created, "
-            "updated FROM runs WHERE id = ?", (rid,)).fetchone()
+        row = self._conn.execute(f"SELECT {self._columns} FROM runs WHERE id = ?",
+                                 (rid,)).fetchone()
         run = _run_row(row)
         run["artifacts"] = [
             {"kind": k, "path": p, "created": c} for k, p, c in self._conn.execute(
@@ -218,19 +543,17 @@ class RunStore:
 
     def list_runs(self, experiment: str | None = None,
                   status: str | None = None) -> list[dict[str, Any]]:
-        """Runs (oldest first), optionally filtered by experiment and status."""
+        """Runs (oldest first), optionally filtered by experiment and (shown) status."""
         where, args = [], []
         if experiment is not None:
             where.append("experiment = ?")
             args.append(experiment)
-        if status is not None:
+        if status is not None and status not in SHOWN_STATUSES:
             _check_status(status)
-            where.append("status = ?")
-            args.append(status)
-        sql = ("SELECT id, name, experiment, config, env, status, message, summary, created, "
-               "updated FROM runs" + (" WHERE " + " AND ".join(where) if where else "")
-               + " ORDER BY created, id")
-        return [_run_row(r) for r in self._conn.execute(sql, args)]
+        sql = (f"SELECT {self._columns} FROM runs"
+               + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY created, id")
+        runs = [_run_row(r) for r in self._conn.execute(sql, args)]
+        return runs if status is None else [r for r in runs if r["status"] == status]
 
     # --- metrics --------------------------------------------------------------------------
     def log_metrics(self, run_id: str, step: int, values: dict[str, float]) -> None:
@@ -243,9 +566,7 @@ class RunStore:
 
     def log_many(self, run_id: str, rows: Iterable[Sequence[Any]]) -> None:
         """Insert ``(name, step, value[, wall])`` rows in one transaction (durable on return)."""
-        now = time.time()
-        data = [(run_id, str(r[0]), int(r[1]), float(r[2]), float(r[3]) if len(r) > 3 else now)
-                for r in rows]
+        data = _metric_rows(run_id, rows)
         if not data:
             return
         with _transaction(self._conn) as c:
@@ -253,10 +574,21 @@ class RunStore:
                           "VALUES (?, ?, ?, ?, ?)", data)
 
     def delete_metrics_after(self, run_id: str, step: int) -> int:
-        """Drop metrics logged after ``step`` (used on resume: those steps are redone)."""
+        """Drop metrics logged after ``step`` (resume from checkpoints that do not record how
+        many rows they had stored; see :meth:`truncate_metrics`)."""
         with _transaction(self._conn) as c:
             return c.execute("DELETE FROM metrics WHERE run_id = ? AND step > ?",
                              (run_id, int(step))).rowcount
+
+    def truncate_metrics(self, run_id: str, keep: int) -> int:
+        """Keep the first ``keep`` metric rows of ``run_id`` (in insertion order), drop the
+        rest; returns how many were dropped. A resumed run keeps exactly the rows its
+        checkpoint had stored, whatever their steps, so nothing is lost or doubled."""
+        with _transaction(self._conn) as c:
+            return c.execute(
+                "DELETE FROM metrics WHERE run_id = ? AND rowid NOT IN (SELECT rowid FROM "
+                "metrics WHERE run_id = ? ORDER BY rowid LIMIT ?)",
+                (run_id, run_id, max(0, int(keep)))).rowcount
 
     def metrics(self, run_id: str, name: str | None = None) -> dict[str, list[tuple[int, float]]]:
         """``{metric: [(step, value), ...]}`` sorted by step (insertion order within a step)."""
@@ -277,19 +609,18 @@ class RunStore:
         return self._conn.execute("SELECT COUNT(*) FROM metrics WHERE run_id = ?",
                                   (run_id,)).fetchone()[0]
 
-    def writer(self, run_id: str, *, flush_every: float = 2.0,
-               max_buffer: int = 2000) -> "MetricWriter":
-        return MetricWriter(self, run_id, flush_every=flush_every, max_buffer=max_buffer)
+    def writer(self, run_id: str, *, flush_every: float = 2.0, max_buffer: int = 2000,
+               stored: int = 0) -> "MetricWriter":
+        """A :class:`MetricWriter` for ``run_id`` (``stored``: rows the run already has)."""
+        return MetricWriter(self, run_id, flush_every=flush_every, max_buffer=max_buffer,
+                            stored=stored)
 
     # --- artifacts ------------------------------------------------------------------------
     def add_artifact(self, run_id: str, kind: str, path: str | os.PathLike) -> None:
         """Record a file the run produced (``kind``: "checkpoint", "figure", "out_dir", ...);
         recording the same (kind, path) twice keeps one row."""
         with _transaction(self._conn) as c:
-            if c.execute("SELECT 1 FROM artifacts WHERE run_id = ? AND kind = ? AND path = ?",
-                         (run_id, kind, str(path))).fetchone() is None:
-                c.execute("INSERT INTO artifacts (run_id, kind, path, created) "
-                          "VALUES (?, ?, ?, ?)", (run_id, kind, str(path), _now_iso()))
+            _add_artifact(c, run_id, kind, path)
 
     def artifacts(self, run_id: str, kind: str | None = None) -> list[str]:
         rows = self._conn.execute(
@@ -343,14 +674,18 @@ class MetricWriter:
 
     ``log`` is cheap (a list append); the buffer is written when it holds ``max_buffer`` rows,
     when ``flush_every`` seconds have passed since the last write, and on ``flush()`` (the loop
-    calls it at each epoch end and at the end of training). Every write commits, so a killed
-    process loses at most the last ``flush_every`` seconds of records.
+    calls it at each epoch end, before each checkpoint and at the end of training). Every write
+    commits, so a killed process loses at most the last ``flush_every`` seconds of records.
+    ``stored`` counts the run's rows in the store (``stored=`` at construction: the rows a
+    resumed run already had); ``take()`` hands the unwritten rows to a caller that writes them
+    itself (in :meth:`RunStore.complete_run`'s transaction).
     """
 
     def __init__(self, store: RunStore, run_id: str, *, flush_every: float = 2.0,
-                 max_buffer: int = 2000):
+                 max_buffer: int = 2000, stored: int = 0):
         self.store, self.run_id = store, run_id
         self.flush_every, self.max_buffer = float(flush_every), int(max_buffer)
+        self.stored = int(stored)
         self._rows: list[tuple[str, int, float, float]] = []
         self._last = time.monotonic()
 
@@ -363,9 +698,16 @@ class MetricWriter:
 
     def flush(self) -> None:
         if self._rows:
-            rows, self._rows = self._rows, []
-            self.store.log_many(self.run_id, rows)
+            self.store.log_many(self.run_id, self._rows)
+            self.stored += len(self._rows)
+            self._rows = []
         self._last = time.monotonic()
+
+    def take(self) -> list[tuple[str, int, float, float]]:
+        """The unwritten rows, which the caller now writes (counted as stored)."""
+        rows, self._rows = self._rows, []
+        self.stored += len(rows)
+        return rows
 
 
 class _transaction:
@@ -395,7 +737,35 @@ def _check_status(status: str) -> None:
 
 
 def _run_row(row: tuple) -> dict[str, Any]:
-    rid, name, experiment, config, env, status, message, summary, created, updated = row
-    return {"id": rid, "name": name, "experiment": experiment, "config": json.loads(config),
-            "env": json.loads(env), "status": status, "message": message,
-            "summary": json.loads(summary or "{}"), "created": created, "updated": updated}
+    (rid, name, experiment, config, env, status, message, summary, created, updated, host, pid,
+     pid_start, heartbeat) = row
+    run = {"id": rid, "name": name, "experiment": experiment, "config": json.loads(config),
+           "env": json.loads(env), "status": status, "recorded_status": status,
+           "message": message, "summary": json.loads(summary or "{}"), "created": created,
+           "updated": updated, "host": host, "pid": pid, "pid_start": pid_start,
+           "heartbeat": heartbeat}
+    run["status"] = shown_status(run)
+    return run
+
+
+def _metric_rows(run_id: str, rows: Iterable[Sequence[Any]]) -> list[tuple]:
+    now = time.time()
+    return [(run_id, str(r[0]), int(r[1]), float(r[2]), float(r[3]) if len(r) > 3 else now)
+            for r in rows]
+
+
+def _add_artifact(c: sqlite3.Connection, run_id: str, kind: str, path: Any) -> None:
+    if c.execute("SELECT 1 FROM artifacts WHERE run_id = ? AND kind = ? AND path = ?",
+                 (run_id, kind, str(path))).fetchone() is None:
+        c.execute("INSERT INTO artifacts (run_id, kind, path, created) VALUES (?, ?, ?, ?)",
+                  (run_id, kind, str(path), _now_iso()))
+
+
+def _default_env(config: Any) -> dict[str, Any]:
+    from .env import environment
+
+    seed = None
+    if isinstance(config, dict):
+        seed = (config.get("train") or {}).get("seed") if isinstance(
+            config.get("train"), dict) else config.get("seed")
+    return environment(seed=seed)

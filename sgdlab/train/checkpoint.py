@@ -5,13 +5,18 @@ with ``torch.load(..., weights_only=True)`` (no pickled code runs). It holds the
 optimizer, schedule and callbacks' state dicts, every random number generator the run touches
 (torch CPU and CUDA, the loop's own sampling generator, numpy's and Python's global
 generators) and the loop's position (step, epoch, the epoch's permutation and the position in
-it). It is written to a temporary file and moved over the old one with ``os.replace``, so a
-process killed while saving leaves the previous checkpoint intact.
+it). It is written to a temporary file, synced to disk and moved over the old one with
+``os.replace``, so a process killed (or a disk filling up) while saving leaves the previous
+checkpoint intact. Unreadable, foreign or mismatched checkpoints raise one
+:class:`~sgdlab.errors.UserError` line naming the file and what is wrong with it.
 """
 from __future__ import annotations
 
+import errno
 import os
+import pickle
 import random
+import re
 from pathlib import Path
 from typing import Any
 
@@ -60,17 +65,39 @@ def set_rng_state(state: dict[str, Any], generator: torch.Generator | None = Non
 
 
 def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> Path:
-    """Write ``state`` atomically (temporary file in the same folder, then ``os.replace``)."""
+    """Write ``state`` atomically (temporary file in the same folder, fsync, ``os.replace``).
+    A failed write (full disk, ...) removes the temporary file, keeps the previous checkpoint
+    and raises a :class:`UserError` naming the file."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    torch.save({"format": FORMAT_VERSION, **state}, tmp)
-    os.replace(tmp, path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # through a Python file object, so a full disk surfaces as ENOSPC, not a zip-writer error
+        with open(tmp, "wb") as f:
+            torch.save({"format": FORMAT_VERSION, **state}, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except (OSError, RuntimeError) as e:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        reason = ("no space left on device" if getattr(e, "errno", None) == errno.ENOSPC
+                  else str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__)
+        raise UserError(f"cannot write checkpoint {str(path)!r}: {reason}"
+                        + ("; the previous checkpoint is kept" if path.exists() else "")) from None
     return path
 
 
-def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict[str, Any]:
-    """Read a checkpoint written by :func:`save_checkpoint` (``weights_only=True``)."""
+def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu",
+                    require: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Read a checkpoint written by :func:`save_checkpoint` (``weights_only=True``).
+
+    ``require`` names entries that must be present (e.g. ``("model",)``). Every way a file
+    can be unusable — missing, empty, truncated, not a checkpoint, holding pickled objects
+    other than tensors and plain data, from another sgdlab format, lacking a required entry —
+    is one :class:`UserError` naming the file."""
     path = Path(path)
     if path.is_dir():
         path = checkpoint_path(path)
@@ -78,9 +105,43 @@ def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict[
         raise UserError(f"no checkpoint at {str(path)!r}")
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as e:  # a truncated or foreign file
-        raise UserError(f"cannot read checkpoint {str(path)!r}: {e}") from None
+    except Exception as e:  # noqa: BLE001 - each failure is named below, one line each
+        raise UserError(f"cannot read checkpoint {str(path)!r}: {_load_failure(path, e)}") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT_VERSION:
         raise UserError(f"{str(path)!r} is not an sgdlab checkpoint (format "
                         f"{state.get('format') if isinstance(state, dict) else '?'})")
+    missing = [k for k in require if state.get(k) is None]
+    if missing:
+        raise UserError(f"checkpoint {str(path)!r} has no {', '.join(map(repr, missing))} entry "
+                        f"(it holds: {', '.join(sorted(map(str, state))) or 'nothing'})")
     return state
+
+
+def _load_failure(path: Path, e: Exception) -> str:
+    size = path.stat().st_size if path.exists() else 0
+    text = str(e)
+    if size == 0:
+        return "the file is empty"
+    if isinstance(e, pickle.UnpicklingError) or "Weights only load failed" in text:
+        if "GLOBAL" in text or "global" in text:
+            return ("it holds pickled Python objects other than tensors and plain data, which "
+                    "sgdlab does not load (only checkpoints sgdlab wrote can be read)")
+        return "not a checkpoint file (corrupt, or another format)"
+    if isinstance(e, (EOFError, OSError)) or "zip archive" in text or "central directory" in text:
+        return f"the file is truncated or corrupt ({size} bytes; not a complete torch archive)"
+    return f"{type(e).__name__}: {text.strip().splitlines()[0] if text.strip() else ''}"
+
+
+def load_state(target: Any, state: Any, source: str | os.PathLike, what: str = "model") -> None:
+    """``target.load_state_dict(state)`` (a model, optimizer or schedule), with a shape or key
+    mismatch reported as one :class:`UserError` naming ``source`` (the checkpoint) instead of a
+    traceback."""
+    try:
+        target.load_state_dict(state)
+    except (RuntimeError, ValueError, KeyError, TypeError) as e:
+        lines = [ln.strip() for ln in str(e).strip().splitlines() if ln.strip()]
+        detail = "; ".join(ln for ln in lines[1:4]) if len(lines) > 1 else (
+            lines[0] if lines else type(e).__name__)
+        detail = re.sub(r"torch\.Size\((\[[^\]]*\])\)", r"\1", detail).rstrip(".")
+        raise UserError(f"checkpoint {str(source)!r} does not fit this {what} ({detail}); was "
+                        "it written with another config?") from None

@@ -40,88 +40,19 @@ import datetime
 import json
 import os
 import sys
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.distributed as dist
-from torch import Tensor
 
 from ..errors import ConfigError, UserError
 from ..losses import build_loss
+from .communicator import ReplicaCommunicationError, TorchDistributedCommunicator
+from .replicas import ParleConfig, train_replicas
 
 __all__ = ["ReplicaCommunicationError", "TorchDistributedCommunicator", "init_distributed",
            "build_run", "load_config", "run_from_config", "main"]
-
-
-class ReplicaCommunicationError(RuntimeError):
-    """A collective between replica processes failed (a peer died, hung or timed out)."""
-
-
-class TorchDistributedCommunicator:
-    """Averages tensors across the processes of a ``torch.distributed`` group (all-reduce).
-
-    ``reduce_round`` is the replica trainer's reducer, ``average`` the ``Parle`` optimizer's
-    communicator protocol. ``rounds`` counts the collectives (for error messages).
-    """
-
-    def __init__(self, group: Any = None):
-        if not dist.is_available() or not dist.is_initialized():
-            raise UserError("distributed mode needs an initialised torch.distributed process "
-                            "group: launch with torchrun (see sgdlab.train.distributed)")
-        self.group = group
-        self.rank = dist.get_rank(group)
-        self.world_size = dist.get_world_size(group)
-        self.rounds = 0
-
-    def _all_reduce_mean(self, flat: Tensor) -> Tensor:
-        self.rounds += 1
-        try:
-            dist.all_reduce(flat, op=dist.ReduceOp.SUM, group=self.group)
-        except Exception as e:  # DistBackendError, RuntimeError (gloo), timeouts
-            raise ReplicaCommunicationError(
-                f"replica {self.rank}/{self.world_size}: all-reduce #{self.rounds} failed — "
-                f"another replica process probably died or hung ({type(e).__name__}: "
-                f"{str(e).strip().splitlines()[0] if str(e).strip() else ''})") from e
-        return flat.div_(self.world_size)
-
-    def average(self, tensors: Sequence[Tensor]) -> list[Tensor]:
-        flat = torch.cat([t.detach().reshape(-1) for t in tensors])
-        flat = self._all_reduce_mean(flat)
-        return _split(flat, tensors)
-
-    def reduce_round(self, anchors: list[list[Tensor]],
-                     losses: list[Tensor]) -> tuple[list[Tensor], float]:
-        """(x̄, mean replica loss) from this process' single replica, in one all-reduce."""
-        (mine,), (loss,) = anchors, losses
-        flat = torch.cat([t.detach().reshape(-1) for t in mine]
-                         + [loss.detach().reshape(1).to(mine[0].dtype)])
-        flat = self._all_reduce_mean(flat)
-        return _split(flat[:-1], mine), float(flat[-1])
-
-    def broadcast_(self, tensors: Sequence[Tensor], src: int = 0) -> None:
-        """Overwrite ``tensors`` with rank ``src``'s values (initial weights)."""
-        flat = torch.cat([t.detach().reshape(-1) for t in tensors])
-        try:
-            dist.broadcast(flat, src=src, group=self.group)
-        except Exception as e:
-            raise ReplicaCommunicationError(
-                f"replica {self.rank}/{self.world_size}: broadcast of the initial weights "
-                f"failed — another replica process probably died or hung "
-                f"({type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''})"
-            ) from e
-        with torch.no_grad():
-            for t, v in zip(tensors, _split(flat, tensors)):
-                t.copy_(v)
-
-
-def _split(flat: Tensor, like: Sequence[Tensor]) -> list[Tensor]:
-    out, i = [], 0
-    for t in like:
-        out.append(flat[i:i + t.numel()].view_as(t))
-        i += t.numel()
-    return out
 
 
 def init_distributed(backend: str = "auto", timeout: float = 60.0) -> str:
@@ -154,18 +85,37 @@ def init_distributed(backend: str = "auto", timeout: float = 60.0) -> str:
 
 
 def load_config(path: str | Path) -> dict[str, Any]:
+    """A replica run config from YAML or JSON (data only: YAML tags are refused)."""
     p = Path(path)
     if not p.is_file():
         raise UserError(f"config file not found: {p}")
     text = p.read_text()
     if p.suffix in (".yaml", ".yml"):
         import yaml
-        cfg = yaml.safe_load(text)
+        try:
+            cfg = yaml.safe_load(text)
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{p}: {_yaml_problem(e)}") from None
     else:
-        cfg = json.loads(text)
+        try:
+            cfg = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise ConfigError(f"{p}: not valid JSON: {e}") from None
     if not isinstance(cfg, dict):
         raise ConfigError(f"{p}: a replica run config must be a mapping")
     return cfg
+
+
+def _yaml_problem(e: Exception) -> str:
+    """One line for a YAML error: where, and what (a tag is named as such)."""
+    mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)
+    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+    problem = (getattr(e, "problem", None) or str(e)).strip().splitlines()[0]
+    if "constructor for the tag" in problem:
+        tag = problem.split("tag", 1)[1].strip().strip("'\"")
+        return (f"{where}YAML tag {tag!r} is not allowed: a config is plain data (mappings, "
+                "lists, numbers, strings)")
+    return f"{where}not valid YAML: {problem}"
 
 
 RUN_KEYS = {"data", "model", "loss", "parle", "rounds", "epochs", "grad_evals", "eval_every",
@@ -185,7 +135,6 @@ def build_run(cfg: dict[str, Any]):
     under ``OUT/checkpoints`` when an output directory is given; default 10).
     """
     from ..data.base import Dataset
-    from .replicas import ParleConfig
 
     unknown = sorted(set(cfg) - RUN_KEYS)
     if unknown:
@@ -236,8 +185,6 @@ def run_from_config(cfg: dict[str, Any], *, mode: str, out: str | Path | None = 
     ``out/checkpoints`` every ``checkpoint_every`` rounds (default: the config's
     ``checkpoint_every``, else 10); ``resume`` continues from them. Returns the
     :class:`ReplicaResult`."""
-    from .replicas import train_replicas
-
     model, loss_fn, data, parle, kw = build_run(cfg)
     store = None
     if cfg.get("store"):
@@ -258,15 +205,22 @@ def run_from_config(cfg: dict[str, Any], *, mode: str, out: str | Path | None = 
         raise UserError("resume needs an output directory (--out DIR; checkpoints are in "
                         "DIR/checkpoints)")
     res = train_replicas(model, loss_fn, data, parle, mode=mode, communicator=comm,
-                         store=store if is_main else None, **kw)
+                         store=store if is_main else None, complete=out is None, **kw)
     if out is not None and is_main:
         o = Path(out)
         o.mkdir(parents=True, exist_ok=True)
         torch.save(res.master.state_dict(), o / "master.pt")
-        (o / "result.json").write_text(json.dumps(
+        tmp = o / ".result.json.tmp"
+        tmp.write_text(json.dumps(
             {"status": res.status, "message": res.message, "mode": mode, "run_id": res.run_id,
              "final": res.final, "parle": parle.to_dict(),
              "history": {k: v for k, v in res.history.items()}}, indent=1))
+        os.replace(tmp, o / "result.json")
+        if store is not None:   # the run is finished once its files are written
+            store.complete_run(res.run_id, res.status, summary={**res.final, "status": res.status},
+                               message=res.message,
+                               artifacts=[("model", (o / "master.pt").resolve()),
+                                          ("results", (o / "result.json").resolve())])
     return res
 
 

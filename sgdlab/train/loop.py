@@ -34,6 +34,11 @@ Conventions (see docs/ARCHITECTURE.md):
 - **Checkpoints** (``checkpoint_dir``) are written every ``checkpoint_every`` steps (each epoch
   end when None) and at the end; ``resume=True`` continues from the last one bit for bit (same
   batches, same noise, same final weights as an uninterrupted run on the same machine).
+- **The run store** (``store``) receives every logged metric: the loop flushes its buffer
+  before each checkpoint and records in it how many rows the store holds, so a resumed run
+  has exactly the rows of an uninterrupted one, whatever the checkpoint cadence. The run is
+  ``finished`` only when its last rows, summary and status are committed together (or, with
+  ``complete=False``, when the caller commits them with what else the run owes).
 """
 from __future__ import annotations
 
@@ -51,7 +56,8 @@ from torch import Tensor, nn
 
 from ..errors import UserError
 from .callbacks import Callback, Schedule, TrainContext
-from .checkpoint import checkpoint_path, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from .checkpoint import (checkpoint_path, load_checkpoint, load_state, rng_state,
+                         save_checkpoint, set_rng_state)
 
 __all__ = ["RunResult", "BatchStream", "evaluate", "steps_per_epoch", "train"]
 
@@ -82,6 +88,10 @@ class RunResult:
     def last(self, name: str, default: float = math.nan) -> float:
         series = self.history.get(name)
         return series[-1][1] if series else default
+
+    def summary(self) -> dict[str, Any]:
+        """What the run store records as the run's summary: ``final``, status, wall time."""
+        return {**self.final, "status": self.status, "wall_time": self.wall_time}
 
 
 def steps_per_epoch(n: int, batch_size: int, drop_last: bool = False) -> int:
@@ -185,7 +195,7 @@ def train(model: nn.Module, loss_fn: Callable[[Tensor, Tensor], Tensor], data: A
           checkpoint_dir: str | os.PathLike | None = None, checkpoint_every: int | None = None,
           progress: bool = True, device: str | torch.device | None = None,
           max_steps: int | None = None, drop_last: bool = False,
-          resume: bool = False) -> RunResult:
+          resume: bool = False, complete: bool = True) -> RunResult:
     """Train ``model`` on ``data.train`` with ``optimizer``; see the module docstring.
 
     Args:
@@ -205,133 +215,262 @@ def train(model: nn.Module, loss_fn: Callable[[Tensor, Tensor], Tensor], data: A
             or a :class:`Schedule` on steps.
         eval_subset: evaluate on a fixed random subset of this many train (and test) examples.
         store, run_id: a :class:`sgdlab.store.RunStore`; a run is created when ``run_id`` is
-            None. Metrics are written in batches (every 2 s, each epoch end, and at the end).
+            None. Metrics are written in batches (every 2 s, each epoch end, before every
+            checkpoint, and at the end).
         checkpoint_dir, checkpoint_every: where and how often (steps) to checkpoint.
         progress: show a tqdm bar (only when stderr is a terminal).
         device: moves model and data there (default: the model's device).
         max_steps: stop after this many optimizer steps in total (status "finished").
         drop_last: drop the last partial batch of each pass (without replacement).
         resume: continue from ``checkpoint_dir``'s last checkpoint.
+        complete: record the end of the run in the store (summary and status, with the last
+            metric rows, in one transaction). ``False`` when the caller still owes the run
+            something (final measurements, files): the run stays ``running`` and the caller
+            ends it with :meth:`sgdlab.store.RunStore.complete_run`. Failures and interrupts
+            are recorded either way.
     """
-    t_start = time.perf_counter()
-    _check_args(epochs, batch_size, eval_every, eval_subset, checkpoint_every, max_steps)
-    if resume and checkpoint_dir is None:
-        raise UserError("resume=True needs checkpoint_dir")
+    run = _Training(model, loss_fn, data, optimizer, epochs=epochs, batch_size=batch_size,
+                    schedule=schedule, replacement=replacement, seed=seed, callbacks=callbacks,
+                    eval_every=eval_every, eval_subset=eval_subset,
+                    checkpoint_dir=checkpoint_dir, checkpoint_every=checkpoint_every,
+                    device=device, max_steps=max_steps, drop_last=drop_last, resume=resume,
+                    progress=progress)
+    run.open_record(store, run_id)
+    try:
+        run.fit()
+    except _Diverged as d:
+        run.diverged(d)
+    except BaseException as e:
+        run.abort(e)
+        raise
+    return run.complete(record_end=complete)
 
-    if device is not None:
-        device = torch.device(device)
-        model.to(device)
-    else:
-        p = next(model.parameters(), None)
-        device = p.device if p is not None else torch.device("cpu")
-    if data.x_train.device != device:
-        data = data.to(device)
-    x_train, y_train = data.x_train, data.y_train
-    n = len(x_train)
-    if n == 0:
-        raise UserError("the training set is empty")
-    classification = (getattr(data, "task", "classification") == "classification"
-                      and not y_train.is_floating_point())
-    bs_of: Callable[[int], int] = batch_size if callable(batch_size) else (lambda e: batch_size)
 
-    def epoch_steps(e: int) -> int:
-        b = bs_of(e)
+class _Training:
+    """One call of :func:`train`, in the phases a reader looks for: set-up (``__init__``,
+    ``_resume``, ``open_record``), the epochs and their steps (``fit``, ``_epoch``), evaluation
+    (``evaluate``), checkpoints (``checkpoint``) and completion (``complete``; ``diverged`` and
+    ``abort`` for the other two ways a run ends).
+
+    The completion guarantees live in ``checkpoint`` and ``complete``:
+
+    - every metric row a checkpoint's history holds is in the store before the checkpoint is
+      written (the writer is flushed first), and the checkpoint records how many rows that is;
+      a resume truncates the run's rows to that count, so no row is lost or doubled whatever
+      the checkpoint cadence;
+    - the end hooks and the final evaluation run once: the final checkpoint says they ran;
+    - with ``record_end`` the last rows, summary and status are one transaction.
+    """
+
+    def __init__(self, model, loss_fn, data, optimizer, *, epochs, batch_size, schedule,
+                 replacement, seed, callbacks, eval_every, eval_subset, checkpoint_dir,
+                 checkpoint_every, device, max_steps, drop_last, resume, progress):
+        self.t_start = time.perf_counter()
+        _check_args(epochs, batch_size, eval_every, eval_subset, checkpoint_every, max_steps)
+        if resume and checkpoint_dir is None:
+            raise UserError("resume=True needs checkpoint_dir")
+        if device is not None:
+            device = torch.device(device)
+            model.to(device)
+        else:
+            p = next(model.parameters(), None)
+            device = p.device if p is not None else torch.device("cpu")
+        if data.x_train.device != device:
+            data = data.to(device)
+        self.x_train, self.y_train = data.x_train, data.y_train
+        self.n = n = len(self.x_train)
+        if n == 0:
+            raise UserError("the training set is empty")
+        self.model, self.loss_fn, self.optimizer, self.schedule = model, loss_fn, optimizer, schedule
+        self.epochs, self.max_steps, self.drop_last = epochs, max_steps, drop_last
+        self.progress, self.call = progress, (epochs, batch_size, replacement, seed)
+        self.checkpoint_every, self.eval_every = checkpoint_every, eval_every
+        self.classification = (getattr(data, "task", "classification") == "classification"
+                               and not self.y_train.is_floating_point())
+        self.bs_of: Callable[[int], int] = (batch_size if callable(batch_size)
+                                            else (lambda e: batch_size))
+        total = sum(self.epoch_steps(e) for e in range(epochs))
+        self.total_steps = total if max_steps is None else min(total, max_steps)
+
+        self.gen = torch.Generator().manual_seed(int(seed))
+        self.stream = BatchStream(n, self.gen, replacement=replacement, drop_last=drop_last,
+                                  device=None if device.type == "cpu" else device)
+        self.eval_sets = _eval_sets(data, eval_subset, seed)
+        self.needs_closure = bool(getattr(optimizer, "needs_closure", False))
+        self.callbacks = list(callbacks)
+        self.hooks = {h: [cb for cb in self.callbacks if _overrides(cb, h)] for h in
+                      ("on_train_begin", "on_step_begin", "on_after_backward", "on_step_end",
+                       "on_epoch_end", "on_train_end")}
+        self.eval_schedule = eval_every if isinstance(eval_every, Schedule) else None
+        self.sync_every = _loss_sync_every(device, self.callbacks)
+        self.pending: list[Tensor] = []   # unread losses in deferred mode
+        self.ctx = TrainContext(model=model, optimizer=optimizer, loss_fn=loss_fn, data=data)
+        self.loop: dict[str, Any] = {"step": 0, "epoch": 0, "step_in_epoch": 0, "grad_evals": 0,
+                                     "samples": 0, "loss_sum": 0.0, "loss_count": 0,
+                                     "last_eval_step": -1}
+        self.ckpt_file = checkpoint_path(checkpoint_dir) if checkpoint_dir is not None else None
+        self.run_id: str | None = None
+        self.store = self.writer = self.pbar = None
+        self.status, self.message = "finished", None
+        if resume:
+            self._resume()
+
+    def epoch_steps(self, e: int) -> int:
+        b = self.bs_of(e)
         if not isinstance(b, int) or isinstance(b, bool) or b < 1:
             raise UserError(f"batch_size({e}) must be an int >= 1, got {b!r}")
-        return steps_per_epoch(n, b, drop_last)
+        return steps_per_epoch(self.n, b, self.drop_last)
 
-    total_steps = sum(epoch_steps(e) for e in range(epochs))
-    if max_steps is not None:
-        total_steps = min(total_steps, max_steps)
-
-    gen = torch.Generator().manual_seed(int(seed))
-    stream = BatchStream(n, gen, replacement=replacement, drop_last=drop_last,
-                         device=None if device.type == "cpu" else device)
-    eval_sets = _eval_sets(data, eval_subset, seed)
-    needs_closure = bool(getattr(optimizer, "needs_closure", False))
-    callbacks = list(callbacks)
-    hooks = {h: [cb for cb in callbacks if _overrides(cb, h)] for h in
-             ("on_train_begin", "on_step_begin", "on_after_backward", "on_step_end",
-              "on_epoch_end", "on_train_end")}
-    cb_step_begin, cb_after_backward = hooks["on_step_begin"], hooks["on_after_backward"]
-    cb_step_end = hooks["on_step_end"]
-    eval_schedule = eval_every if isinstance(eval_every, Schedule) else None
-    sync_every = _loss_sync_every(device, callbacks)
-
-    ctx = TrainContext(model=model, optimizer=optimizer, loss_fn=loss_fn, data=data)
-    loop = {"step": 0, "epoch": 0, "step_in_epoch": 0, "grad_evals": 0, "samples": 0,
-            "loss_sum": 0.0,
-            "loss_count": 0, "last_eval_step": -1}
-    ckpt_file = checkpoint_path(checkpoint_dir) if checkpoint_dir is not None else None
-
-    if resume:
-        state = load_checkpoint(ckpt_file, map_location="cpu")  # RNG states must be CPU
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        if schedule is not None and state.get("schedule") is not None:
-            schedule.load_state_dict(state["schedule"])
+    # --- set-up -----------------------------------------------------------------------------
+    def _resume(self) -> None:
+        f = self.ckpt_file
+        state = load_checkpoint(f, map_location="cpu",  # RNG states must be CPU
+                                require=("model", "optimizer", "loop", "stream", "rng"))
+        load_state(self.model, state["model"], f, "model")
+        load_state(self.optimizer, state["optimizer"], f, "optimizer")
+        if self.schedule is not None and state.get("schedule") is not None:
+            load_state(self.schedule, state["schedule"], f, "schedule")
         cb_states = state.get("callbacks", [])
-        if len(cb_states) != len(callbacks):
-            raise UserError(f"checkpoint has {len(cb_states)} callback states but "
-                            f"{len(callbacks)} callbacks were given")
-        for cb, s in zip(callbacks, cb_states):
+        if len(cb_states) != len(self.callbacks):
+            raise UserError(f"checkpoint {str(f)!r} has {len(cb_states)} callback states but "
+                            f"{len(self.callbacks)} callbacks were given")
+        for cb, s in zip(self.callbacks, cb_states):
             cb.load_state_dict(s)
-        loop.update(state["loop"])
-        stream.load_state_dict(state["stream"])
-        set_rng_state(state["rng"], gen)
-        ctx.history = {k: [tuple(p) for p in v] for k, v in state["history"].items()}
-        run_id = run_id or state.get("run_id")
+        self.loop.update(state["loop"])
+        self.stream.load_state_dict(state["stream"])
+        set_rng_state(state["rng"], self.gen)
+        self.ctx.history = {k: [tuple(p) for p in v] for k, v in state["history"].items()}
+        self.run_id = state.get("run_id")
 
-    writer = None
-    if store is not None:
-        if run_id is None:
-            run_id = store.create_run(_call_config(model, optimizer, schedule, epochs, batch_size,
-                                                   replacement, seed))
-        elif resume:
-            store.delete_metrics_after(run_id, loop["step"])
-        store.set_status(run_id, "running")
-        writer = store.writer(run_id)
-        ctx.logger = writer.log
+    def open_record(self, store: Any, run_id: str | None) -> None:
+        """The run's record in the store: created here, or the caller's (``run_id``); on a
+        resume the rows logged after the checkpoint are dropped (they are redone)."""
+        run_id = run_id or self.run_id
+        if store is not None:
+            resumed = self.loop["step"] > 0 or self.loop["last_eval_step"] >= 0
+            stored = 0
+            if run_id is None:
+                run_id = store.create_run(_call_config(self.model, self.optimizer,
+                                                       self.schedule, *self.call))
+            elif resumed:
+                stored = self.loop.get("stored_rows")
+                if stored is None:   # a checkpoint from before row counts were recorded
+                    store.delete_metrics_after(run_id, self.loop["step"])
+                    stored = store.count_metrics(run_id)
+                else:
+                    store.truncate_metrics(run_id, stored)
+            self.store, self.writer = store, store.writer(run_id, stored=stored)
+            self.ctx.logger = self.writer.log
+        self.run_id = run_id
+        if self.progress and sys.stderr.isatty():
+            from tqdm.auto import tqdm
+            self.pbar = tqdm(total=self.total_steps, initial=min(self.loop["step"],
+                                                                 self.total_steps),
+                             unit="step", dynamic_ncols=True, leave=False, desc="train")
 
-    pbar = None
-    if progress and sys.stderr.isatty():
-        from tqdm.auto import tqdm
-        pbar = tqdm(total=total_steps, initial=min(loop["step"], total_steps), unit="step",
-                    dynamic_ncols=True, leave=False, desc="train")
+    # --- the epochs and their steps ---------------------------------------------------------
+    def fit(self) -> None:
+        loop, ctx = self.loop, self.ctx
+        ctx.step, ctx.epoch = loop["step"], loop["epoch"]
+        ctx.steps_per_epoch = (self.epoch_steps(min(loop["epoch"], self.epochs - 1))
+                               if self.epochs > 0 else 0)
+        for cb in self.hooks["on_train_begin"]:
+            cb.on_train_begin(ctx)
+        if loop["step"] == 0 and loop["last_eval_step"] < 0:
+            self.evaluate()
+        while loop["epoch"] < self.epochs:
+            if not self._epoch():
+                break            # max_steps reached inside the epoch
+            self._end_epoch()
 
-    def do_eval() -> None:
+    def _epoch(self) -> bool:
+        """The steps of the current epoch; False if ``max_steps`` stopped it."""
+        loop, ctx, stream = self.loop, self.ctx, self.stream
+        x_train, y_train, model, loss_fn = self.x_train, self.y_train, self.model, self.loss_fn
+        optimizer, schedule, pending = self.optimizer, self.schedule, self.pending
+        cb_step_begin = self.hooks["on_step_begin"]
+        cb_after_backward = self.hooks["on_after_backward"]
+        cb_step_end = self.hooks["on_step_end"]
+        eval_schedule, pbar, sync_every = self.eval_schedule, self.pbar, self.sync_every
+        max_steps, checkpoint_every = self.max_steps, self.checkpoint_every
+        epoch = loop["epoch"]
+        b = self.bs_of(epoch)
+        n_steps = self.epoch_steps(epoch)
+        ctx.epoch, ctx.steps_per_epoch = epoch, n_steps
+        while loop["step_in_epoch"] < n_steps:
+            if max_steps is not None and loop["step"] >= max_steps:
+                if pending:
+                    self._read_losses()
+                return False
+            idx = stream.next(b)
+            xb, yb = (x_train, y_train) if idx is None else (x_train[idx], y_train[idx])
+            ctx.batch = (xb, yb)
+            for cb in cb_step_begin:
+                cb.on_step_begin(ctx)
+            if self.needs_closure:
+                _closure_step(ctx, optimizer, model, loss_fn, stream, x_train, y_train, b,
+                              loop, cb_after_backward)
+            else:
+                optimizer.zero_grad(set_to_none=True)
+                loss = loss_fn(model(xb), yb)
+                if sync_every == 1:
+                    v = loss.item()
+                    if not math.isfinite(v):
+                        raise _Diverged(loop["step"], v)
+                    ctx.loss = v
+                    loop["loss_sum"] += v
+                    loop["loss_count"] += 1
+                else:
+                    pending.append(loss.detach())
+                loss.backward()
+                for cb in cb_after_backward:
+                    cb.on_after_backward(ctx)
+                optimizer.step()
+                loop["grad_evals"] += 1
+                loop["samples"] += len(yb)
+            if schedule is not None:
+                schedule.step()
+            loop["step"] += 1
+            loop["step_in_epoch"] += 1
+            ctx.step = loop["step"]
+            if len(pending) >= sync_every:
+                self._read_losses()
+            for cb in cb_step_end:
+                cb.on_step_end(ctx)
+            if eval_schedule is not None and eval_schedule(loop["step"]):
+                self.evaluate()
+            if pbar is not None:
+                pbar.update(1)
+            if (checkpoint_every is not None and loop["step"] % checkpoint_every == 0
+                    and loop["step_in_epoch"] < n_steps):
+                # (a checkpoint due on an epoch's last step waits for the epoch end work)
+                if pending:
+                    self._read_losses()
+                self.checkpoint()
+        if pending:
+            self._read_losses()
+        return True
+
+    def _end_epoch(self) -> None:
+        loop, ctx = self.loop, self.ctx
         ctx.step = loop["step"]
-        for split, (xs, ys) in eval_sets.items():
-            for k, v in evaluate(model, loss_fn, xs, ys, classification=classification).items():
-                ctx.log(f"{split}_{k}", v)
-        loop["last_eval_step"] = loop["step"]
+        done = loop["epoch"] + 1
+        ctx.log_dict(_epoch_metrics(loop, self.optimizer, done, self.n))
+        if self._eval_due_at_epoch_end(done):
+            self.evaluate()
+        for cb in self.hooks["on_epoch_end"]:
+            cb.on_epoch_end(ctx)
+        loop.update(epoch=done, step_in_epoch=0, loss_sum=0.0, loss_count=0)
+        if self.pbar is not None:
+            self.pbar.set_postfix(_postfix(ctx.history), refresh=False)
+        if self.checkpoint_every is None or loop["step"] % self.checkpoint_every == 0:
+            self.checkpoint()
+        elif self.writer is not None:
+            self.writer.flush()
 
-    def eval_due_at_epoch_end(epochs_done: int) -> bool:
-        if isinstance(eval_every, Schedule):
-            return False
-        k = 1 if eval_every is None else eval_every
-        return k > 0 and epochs_done % k == 0
-
-    def save() -> None:
-        if ckpt_file is None:
-            return
-        save_checkpoint(ckpt_file, {
-            "run_id": run_id,
-            "model": model.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "schedule": schedule.state_dict() if schedule is not None else None,
-            "callbacks": [cb.state_dict() for cb in callbacks],
-            "rng": rng_state(gen),
-            "stream": stream.state_dict(),
-            "loop": dict(loop),
-            "history": ctx.history,
-        })
-
-    status, message = "finished", None
-    pending: list[Tensor] = []  # unread losses in deferred mode
-
-    def read_losses() -> None:
+    def _read_losses(self) -> None:
         # Move pending losses to the epoch sum; raise _Diverged on the first non-finite one.
+        pending, loop = self.pending, self.loop
         vals = torch.stack(pending).tolist() if len(pending) > 1 else [pending[0].item()]
         first_step = loop["step"] - len(pending)
         pending.clear()
@@ -340,131 +479,102 @@ def train(model: nn.Module, loss_fn: Callable[[Tensor, Tensor], Tensor], data: A
                 raise _Diverged(first_step + i, v)
             loop["loss_sum"] += v
             loop["loss_count"] += 1
-        ctx.loss = vals[-1]
+        self.ctx.loss = vals[-1]
 
-    try:
-        ctx.step, ctx.epoch = loop["step"], loop["epoch"]
-        ctx.steps_per_epoch = epoch_steps(min(loop["epoch"], epochs - 1)) if epochs > 0 else 0
-        for cb in hooks["on_train_begin"]:
-            cb.on_train_begin(ctx)
-        if loop["step"] == 0 and loop["last_eval_step"] < 0:
-            do_eval()
+    # --- evaluation -------------------------------------------------------------------------
+    def evaluate(self) -> None:
+        ctx = self.ctx
+        ctx.step = self.loop["step"]
+        for split, (xs, ys) in self.eval_sets.items():
+            for k, v in evaluate(self.model, self.loss_fn, xs, ys,
+                                 classification=self.classification).items():
+                ctx.log(f"{split}_{k}", v)
+        self.loop["last_eval_step"] = self.loop["step"]
 
-        while loop["epoch"] < epochs:
-            epoch = loop["epoch"]
-            b = bs_of(epoch)
-            n_steps = epoch_steps(epoch)
-            ctx.epoch, ctx.steps_per_epoch = epoch, n_steps
-            stopped = False
-            while loop["step_in_epoch"] < n_steps:
-                if max_steps is not None and loop["step"] >= max_steps:
-                    stopped = True
-                    break
-                idx = stream.next(b)
-                xb, yb = (x_train, y_train) if idx is None else (x_train[idx], y_train[idx])
-                ctx.batch = (xb, yb)
-                for cb in cb_step_begin:
-                    cb.on_step_begin(ctx)
-                if needs_closure:
-                    _closure_step(ctx, optimizer, model, loss_fn, stream, x_train, y_train, b,
-                                  loop, cb_after_backward)
-                else:
-                    optimizer.zero_grad(set_to_none=True)
-                    loss = loss_fn(model(xb), yb)
-                    if sync_every == 1:
-                        v = loss.item()
-                        if not math.isfinite(v):
-                            raise _Diverged(loop["step"], v)
-                        ctx.loss = v
-                        loop["loss_sum"] += v
-                        loop["loss_count"] += 1
-                    else:
-                        pending.append(loss.detach())
-                    loss.backward()
-                    for cb in cb_after_backward:
-                        cb.on_after_backward(ctx)
-                    optimizer.step()
-                    loop["grad_evals"] += 1
-                    loop["samples"] += len(yb)
-                if schedule is not None:
-                    schedule.step()
-                loop["step"] += 1
-                loop["step_in_epoch"] += 1
-                ctx.step = loop["step"]
-                if len(pending) >= sync_every:
-                    read_losses()
-                for cb in cb_step_end:
-                    cb.on_step_end(ctx)
-                if eval_schedule is not None and eval_schedule(loop["step"]):
-                    do_eval()
-                if pbar is not None:
-                    pbar.update(1)
-                if (checkpoint_every is not None and loop["step"] % checkpoint_every == 0
-                        and loop["step_in_epoch"] < n_steps):
-                    # (a checkpoint due on an epoch's last step waits for the epoch end work)
-                    if pending:
-                        read_losses()
-                    save()
-            if pending:
-                read_losses()
-            if stopped:
-                break
-            # epoch end
-            ctx.step = loop["step"]
-            done = epoch + 1
-            ctx.log_dict(_epoch_metrics(loop, optimizer, done, n))
-            if eval_due_at_epoch_end(done):
-                do_eval()
-            for cb in hooks["on_epoch_end"]:
-                cb.on_epoch_end(ctx)
-            loop.update(epoch=done, step_in_epoch=0, loss_sum=0.0, loss_count=0)
-            if pbar is not None:
-                pbar.set_postfix(_postfix(ctx.history), refresh=False)
-            if writer is not None:
-                writer.flush()
-            if checkpoint_every is None or loop["step"] % checkpoint_every == 0:
-                save()
-    except _Diverged as d:
-        status = "diverged"
-        message = (f"non-finite mini-batch loss ({d.value}) at step {d.step + 1} "
-                   f"(epoch {loop['epoch']}); ")
+    def _eval_due_at_epoch_end(self, epochs_done: int) -> bool:
+        if isinstance(self.eval_every, Schedule):
+            return False
+        k = 1 if self.eval_every is None else self.eval_every
+        return k > 0 and epochs_done % k == 0
+
+    # --- checkpoint -------------------------------------------------------------------------
+    def checkpoint(self) -> None:
+        """Flush the metric rows, then save: the store holds every row of the checkpoint's
+        history (``stored_rows`` of them) before the checkpoint exists."""
+        if self.writer is not None:
+            self.writer.flush()
+            self.loop["stored_rows"] = self.writer.stored
+        if self.ckpt_file is None:
+            return
+        save_checkpoint(self.ckpt_file, {
+            "run_id": self.run_id,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "schedule": self.schedule.state_dict() if self.schedule is not None else None,
+            "callbacks": [cb.state_dict() for cb in self.callbacks],
+            "rng": rng_state(self.gen),
+            "stream": self.stream.state_dict(),
+            "loop": dict(self.loop),
+            "history": self.ctx.history,
+        })
+
+    # --- completion -------------------------------------------------------------------------
+    def diverged(self, d: _Diverged) -> None:
+        loop = self.loop
+        self.status = "diverged"
+        self.message = (f"non-finite mini-batch loss ({d.value}) at step {d.step + 1} "
+                        f"(epoch {loop['epoch']}); ")
         if loop["step"] == d.step:
-            message += "stopped before taking that step"
+            self.message += "stopped before taking that step"
         else:  # deferred loss read-back: the weights went on for a few steps
-            message += (f"noticed after step {loop['step']} (losses read back every "
-                        f"{sync_every} steps)")
-        ctx.step = loop["step"]
-    except BaseException as e:
-        if pbar is not None:
-            pbar.close()
-        if writer is not None:
+            self.message += (f"noticed after step {loop['step']} (losses read back every "
+                             f"{self.sync_every} steps)")
+        self.ctx.step = loop["step"]
+
+    def abort(self, e: BaseException) -> None:
+        """An exception or interrupt ends the run: keep what was logged, record why."""
+        if self.pbar is not None:
+            self.pbar.close()
+        if self.writer is not None:
             try:
-                writer.flush()
-                store.set_status(run_id, "interrupted" if isinstance(e, KeyboardInterrupt)
-                                 else "failed", f"{type(e).__name__}: {e}")
+                self.writer.flush()
+                interrupted = isinstance(e, KeyboardInterrupt)
+                self.store.set_status(self.run_id, "interrupted" if interrupted else "failed",
+                                      f"{type(e).__name__}: {e}" if str(e) else
+                                      f"{type(e).__name__} at step {self.loop['step']}")
             except Exception:
                 pass
-        raise
 
-    if pbar is not None:
-        pbar.close()
-    if status == "finished" and loop["last_eval_step"] != loop["step"]:
-        do_eval()
-    for cb in hooks["on_train_end"]:
-        cb.on_train_end(ctx)
-    if status == "finished" or ckpt_file is None or not ckpt_file.exists():
-        save()  # a diverged run keeps its last good periodic checkpoint (if any)
-    final = _final(ctx.history, loop, epochs_done=loop["epoch"], n=n)
-    wall = time.perf_counter() - t_start
-    if writer is not None:
-        writer.flush()
-        store.set_summary(run_id, {**final, "status": status, "wall_time": wall})
-        store.set_status(run_id, status, message)
-    return RunResult(run_id=run_id, status=status, steps=loop["step"],
-                     epochs_completed=loop["epoch"], history=ctx.history, final=final,
-                     checkpoint=ckpt_file if ckpt_file is not None and ckpt_file.exists()
-                     else None, wall_time=wall, grad_evals=loop["grad_evals"],
-                     message=message)
+    def complete(self, *, record_end: bool) -> RunResult:
+        """Final evaluation and end hooks (once, even across a resume), the final checkpoint,
+        the summary; with ``record_end`` the last rows, summary and status in one
+        transaction."""
+        loop, ctx = self.loop, self.ctx
+        if self.pbar is not None:
+            self.pbar.close()
+        if self.status == "finished" and loop["last_eval_step"] != loop["step"]:
+            self.evaluate()
+        if not loop.get("ended"):
+            for cb in self.hooks["on_train_end"]:
+                cb.on_train_end(ctx)
+            loop["ended"] = True
+        if (self.status == "finished" or self.ckpt_file is None
+                or not self.ckpt_file.exists()):
+            self.checkpoint()   # a diverged run keeps its last good periodic checkpoint (if any)
+        final = _final(ctx.history, loop, epochs_done=loop["epoch"], n=self.n)
+        wall = time.perf_counter() - self.t_start
+        result = RunResult(run_id=self.run_id, status=self.status, steps=loop["step"],
+                           epochs_completed=loop["epoch"], history=ctx.history, final=final,
+                           checkpoint=self.ckpt_file if self.ckpt_file is not None
+                           and self.ckpt_file.exists() else None, wall_time=wall,
+                           grad_evals=loop["grad_evals"], message=self.message)
+        if self.writer is not None:
+            if record_end:
+                self.store.complete_run(self.run_id, self.status, summary=result.summary(),
+                                        message=self.message, rows=self.writer.take())
+            else:
+                self.writer.flush()
+        return result
 
 
 def _closure_step(ctx: TrainContext, optimizer, model, loss_fn, stream: BatchStream,

@@ -327,7 +327,7 @@ def train_replicas(model: nn.Module, loss_fn: Callable[[Tensor, Tensor], Tensor]
                    device: str | torch.device | None = None,
                    communicator: Any = None, checkpoint_dir: str | os.PathLike | None = None,
                    checkpoint_every: int | None = None,
-                   resume: bool = False) -> ReplicaResult:
+                   resume: bool = False, complete: bool = True) -> ReplicaResult:
     """Train ``config.replicas`` replicas of ``model`` with Parle; return the master.
 
     Args:
@@ -347,13 +347,16 @@ def train_replicas(model: nn.Module, loss_fn: Callable[[Tensor, Tensor], Tensor]
         store, run_id, name: a :class:`sgdlab.store.RunStore` to log into (rank 0 only).
         device: where the replicas live (default: the data's device).
         communicator: for ``mode="distributed"``, a
-            :class:`sgdlab.train.distributed.TorchDistributedCommunicator` (default: one
+            :class:`sgdlab.train.communicator.TorchDistributedCommunicator` (default: one
             over the default process group).
         checkpoint_dir: write checkpoints here (``master.pt`` + ``rank{r}.pt``, see the module
             docstring): every ``checkpoint_every`` rounds (None: only at the end of a
             finished run).
         resume: continue from ``checkpoint_dir``'s last checkpoint set, bit for bit (same
             data, model, config and world size). ``rounds``/``epochs`` is the total.
+        complete: record the run's end (last metric rows, summary, status) in one
+            transaction; ``False`` leaves the run ``running`` for a caller that still owes it
+            files (it ends it with :meth:`sgdlab.store.RunStore.complete_run`).
     """
     cfg = config if isinstance(config, ParleConfig) else ParleConfig.from_dict(dict(config))
     if mode not in ("inprocess", "distributed"):
@@ -373,7 +376,7 @@ def train_replicas(model: nn.Module, loss_fn: Callable[[Tensor, Tensor], Tensor]
     classification = getattr(data, "task", "classification") == "classification"
 
     if mode == "distributed":
-        from .distributed import TorchDistributedCommunicator
+        from .communicator import TorchDistributedCommunicator
         comm = communicator or TorchDistributedCommunicator()
         if comm.world_size != n:
             raise ConfigError(f"config.replicas = {n} but the process group has "
@@ -417,6 +420,7 @@ def train_replicas(model: nn.Module, loss_fn: Callable[[Tensor, Tensor], Tensor]
     eval_sets = _eval_sets(data, eval_subset, cfg.seed, dev)
     history: dict[str, list[tuple[int, float]]] = {}
     start = 0
+    stored_rows = None
     comm_time = 0.0
 
     def barrier() -> None:
@@ -438,6 +442,7 @@ def train_replicas(model: nn.Module, loss_fn: Callable[[Tensor, Tensor], Tensor]
             w.load_state_dict(mine_state["workers"][w.index])
         set_rng_state(mine_state["rng"])
         start = int(head["round"])
+        stored_rows = head.get("stored_rows")
         history = {k: [(int(s), float(v)) for s, v in pts] for k, pts in head["history"].items()}
         comm_time = float(mine_state.get("comm_time", 0.0))
         if is_main:
@@ -445,13 +450,18 @@ def train_replicas(model: nn.Module, loss_fn: Callable[[Tensor, Tensor], Tensor]
 
     writer = None
     if store is not None and is_main:
+        stored = 0
         if run_id is None:
             run_id = store.create_run({"method": "parle", "mode": mode, "rounds": rounds,
                                        "parle": cfg.to_dict()}, name=name)
-        elif resume:
-            store.delete_metrics_after(run_id, start * cfg.L)
-        store.set_status(run_id, "running")
-        writer = store.writer(run_id)
+        elif resume:   # drop the rows logged after the checkpoint: those rounds are redone
+            if stored_rows is None:
+                store.delete_metrics_after(run_id, start * cfg.L)
+                stored = store.count_metrics(run_id)
+            else:
+                stored = int(stored_rows)
+                store.truncate_metrics(run_id, stored)
+        writer = store.writer(run_id, stored=stored)
 
     def log(name_: str, value: float, step: int) -> None:
         history.setdefault(name_, []).append((step, float(value)))
@@ -469,6 +479,8 @@ def train_replicas(model: nn.Module, loss_fn: Callable[[Tensor, Tensor], Tensor]
 
     def save(r_: int, master_: Sequence[Tensor] | None) -> None:
         assert ckpt is not None
+        if writer is not None:   # the store holds every row of the saved history first
+            writer.flush()
         save_checkpoint(ckpt / f"rank{rank}.pt", {
             "round": r_, "world_size": world, "rank": rank, "comm_time": comm_time,
             "workers": {w.index: w.state_dict() for w in workers}, "rng": rng_state()})
@@ -477,6 +489,7 @@ def train_replicas(model: nn.Module, loss_fn: Callable[[Tensor, Tensor], Tensor]
             save_checkpoint(ckpt / "master.pt", {
                 "round": r_, "world_size": world, "replicas": n, "mode": mode,
                 "parle": cfg.to_dict(), "run_id": run_id,
+                "stored_rows": writer.stored if writer is not None else None,
                 "master": None if master_ is None else [t.detach().cpu().clone() for t in master_],
                 "history": {k: [[s, v] for s, v in pts] for k, pts in history.items()}})
         barrier()  # nobody overwrites its rank file before master.pt is written
@@ -525,7 +538,8 @@ def train_replicas(model: nn.Module, loss_fn: Callable[[Tensor, Tensor], Tensor]
         if writer is not None:
             try:
                 writer.flush()
-                store.set_status(run_id, "failed", f"{type(e).__name__}: {e}")
+                store.set_status(run_id, "interrupted" if isinstance(e, KeyboardInterrupt)
+                                 else "failed", f"{type(e).__name__}: {e}")
             except Exception:
                 pass
         raise
@@ -551,9 +565,11 @@ def train_replicas(model: nn.Module, loss_fn: Callable[[Tensor, Tensor], Tensor]
     final.update(rounds=r, grad_evals=w0.grad_evals, effective_epochs=w0.effective_epochs,
                  comm_time=comm_time, wall_time=wall)
     if writer is not None:
-        writer.flush()
-        store.set_summary(run_id, {**final, "status": status})
-        store.set_status(run_id, status, message)
+        if complete:
+            store.complete_run(run_id, status, summary={**final, "status": status},
+                               message=message, rows=writer.take())
+        else:
+            writer.flush()
     return ReplicaResult(master=master_model, status=status, rounds=r,
                          grad_evals=w0.grad_evals, effective_epochs=w0.effective_epochs,
                          history=history, final=final, wall_time=wall, comm_time=comm_time,

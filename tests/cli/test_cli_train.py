@@ -13,8 +13,8 @@ import torch
 from sgdlab.cli.main import main
 from sgdlab.store import RunStore
 
-# An instrument that SIGKILLs its own process at the scheduled steps, armed only when
-# SGDLAB_TEST_KILL=1 (so the resumed run, in this process, is not killed again).
+# An instrument that stops its own process at a step: SIGKILL at $SGDLAB_TEST_KILL_AT, SIGTERM
+# at $SGDLAB_TEST_TERM_AT (unset: it does nothing, so the same config runs uninterrupted).
 KILL_INSTRUMENT = textwrap.dedent("""
     import os, signal
     from sgdlab.train.callbacks import Callback
@@ -24,13 +24,21 @@ KILL_INSTRUMENT = textwrap.dedent("""
         def __init__(self, schedule):
             self.schedule = schedule
         def on_step_end(self, ctx):
-            if os.environ.get("SGDLAB_TEST_KILL") == "1" and self.should_run(ctx.step):
-                os.kill(os.getpid(), signal.SIGKILL)
+            for var, sig in (("SGDLAB_TEST_KILL_AT", signal.SIGKILL),
+                             ("SGDLAB_TEST_TERM_AT", signal.SIGTERM)):
+                if str(ctx.step) == os.environ.get(var):
+                    os.kill(os.getpid(), sig)
 
     if "_test_kill" not in INSTRUMENTS:
         register_instrument("_test_kill")(lambda *, schedule: _Kill(schedule))
 """)
 exec(KILL_INSTRUMENT)
+# SIGKILL after training, before the run is recorded as finished (results.json is drawn)
+KILL_BEFORE_COMPLETION = textwrap.dedent("""
+    import os, signal
+    import sgdlab.report.figures.training as t
+    t.learning_curves = lambda *a, **k: os.kill(os.getpid(), signal.SIGKILL)
+""")
 
 TINY = """
 name: tiny
@@ -41,53 +49,78 @@ train: {epochs: 6, batch_size: 4, checkpoint_every: 7, threads: 1, progress: fal
 """
 
 
-def test_train_kill_resume_is_bit_for_bit(tmp_path, capsys):
+def _cli(args: list[str], env: dict[str, str], before: str = "") -> subprocess.CompletedProcess:
+    code = (KILL_INSTRUMENT + before + "\nimport sys\nfrom sgdlab.cli.main import main\n"
+            f"sys.exit(main({args!r}))\n")
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env={**os.environ, **env}, timeout=300)
+
+
+def test_train_killed_at_several_points_resumes_to_the_uninterrupted_run(tmp_path, capsys):
+    """5-step epochs, checkpoints every 7 steps, dynamics rows every 3 steps (so rows are
+    logged between an epoch-end flush and a mid-epoch checkpoint). SIGTERM at step 17, SIGKILL
+    at 23 of the resumed run, SIGKILL after training before the run is recorded finished;
+    each resume ends at the weights, metric rows and results of the uninterrupted run."""
     cfg = tmp_path / "tiny.yaml"
-    cfg.write_text(TINY + "measure: [{name: _test_kill, at: [17]}]\n")
+    cfg.write_text(TINY + "measure: [{name: _test_kill, every: 1}, {name: dynamics, every: 3}]\n")
     store_path = tmp_path / "runs.sqlite"
     ref_dir, kill_dir = tmp_path / "ref", tmp_path / "killed"
     assert main(["train", str(cfg), "--store", str(store_path), "--out", str(ref_dir)]) == 0
     out = capsys.readouterr().out
     assert "finished after 30 steps" in out and "learning_curves.png" in out
-
-    code = (KILL_INSTRUMENT + "\nimport sys\nfrom sgdlab.cli.main import main\n"
-            f"main(['train', {str(cfg)!r}, '--store', {str(store_path)!r}, "
-            f"'--out', {str(kill_dir)!r}])\n")
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          env={**os.environ, "SGDLAB_TEST_KILL": "1"}, timeout=300)
-    assert proc.returncode == -signal.SIGKILL, proc.stderr
-
     store = RunStore(store_path)
-    ref_run, killed = store.list_runs()
-    assert killed["status"] == "running"  # killed: never got to record an end
-    # everything flushed before the kill survives: metrics through the epoch end at step 15
-    assert max(s for s, _ in store.metrics(killed["id"])["train_loss"]) == 15
-    assert torch.load(kill_dir / "checkpoints" / "last.pt",
-                      weights_only=True)["loop"]["step"] == 14
 
-    assert main(["resume", killed["id"][:-1], "--store", str(store_path)]) == 0
+    # SIGTERM: the run records interrupted and says how to continue, no traceback
+    p = _cli(["train", str(cfg), "--store", str(store_path), "--out", str(kill_dir)],
+             {"SGDLAB_TEST_TERM_AT": "17"})
+    ref_run, killed = store.list_runs()
+    rid, hint = killed["id"], f"sgdlab resume {killed['id']} --store {store_path}"
+    assert p.returncode == 130 and "Traceback" not in p.stderr, p.stderr
+    assert f"run {rid} interrupted; continue it with: {hint}" in p.stderr
+    assert hint in p.stdout                                  # announced before training
+    assert (killed["recorded_status"], killed["status"]) == ("interrupted", "interrupted")
+
+    # SIGKILL of the resumed run at step 23 (checkpoint at 21, rows at 21 not flushed by an
+    # epoch end): the store still says running; the listing shows interrupted + the command
+    p = _cli(["resume", rid, "--store", str(store_path)], {"SGDLAB_TEST_KILL_AT": "23"})
+    assert p.returncode == -signal.SIGKILL, p.stderr
+    assert torch.load(kill_dir / "checkpoints" / "last.pt",
+                      weights_only=True)["loop"]["step"] == 21
+    run = store.get_run(rid)
+    assert (run["recorded_status"], run["status"]) == ("running", "interrupted")
+    assert main(["runs", "list", "--store", str(store_path)]) == 0
+    listing = capsys.readouterr().out
+    (line,) = [ln for ln in listing.splitlines() if ln.startswith(rid)]
+    assert line.split()[2] == "interrupted" and hint in listing
+
+    # SIGKILL after training, before completion: not finished, no results.json
+    p = _cli(["resume", rid, "--store", str(store_path)], {}, before=KILL_BEFORE_COMPLETION)
+    assert p.returncode == -signal.SIGKILL, p.stderr
+    assert store.get_run(rid)["status"] == "interrupted" and not (kill_dir / "results.json").exists()
+
+    assert main(["resume", rid[:-1], "--store", str(store_path)]) == 0
     out = capsys.readouterr().out
-    assert "resumed from step 14" in out and "finished after 30 steps" in out
+    assert "resumed from step 30" in out and "finished after 30 steps" in out
 
     ref = torch.load(ref_dir / "checkpoints" / "last.pt", weights_only=True)
     res = torch.load(kill_dir / "checkpoints" / "last.pt", weights_only=True)
     assert ref["model"].keys() == res["model"].keys()
     for k in ref["model"]:
         assert torch.equal(ref["model"][k], res["model"][k]), k
-    assert store.get_run(killed["id"])["status"] == "finished"
-    assert store.metrics(killed["id"]) == store.metrics(ref_run["id"])  # no duplicates either
+    run = store.get_run(rid)
+    assert run["status"] == "finished"
+    assert {a["kind"] for a in run["artifacts"]} == {"out_dir", "results", "figure", "checkpoint"}
+    assert store.metrics(rid) == store.metrics(ref_run["id"])  # no row lost, none doubled
+    assert store.count_metrics(rid) == store.count_metrics(ref_run["id"])
     assert json.loads((kill_dir / "results.json").read_text())["final"] == \
         json.loads((ref_dir / "results.json").read_text())["final"]
 
-    assert main(["runs", "list", "--store", str(store_path)]) == 0
-    listing = capsys.readouterr().out
-    assert ref_run["id"] in listing and killed["id"] in listing and "finished" in listing
     assert main(["runs", "show", ref_run["id"], "--store", str(store_path)]) == 0
     shown = capsys.readouterr().out
     assert "status: finished" in shown and "test_loss" in shown and "zhu-mlp-1-6-6-6-1" in shown
     assert main(["runs", "export", str(tmp_path / "e.json"), "--store", str(store_path)]) == 0
     exported = json.loads((tmp_path / "e.json").read_text())
-    assert {r["id"] for r in exported} == {ref_run["id"], killed["id"]}
+    assert {r["id"] for r in exported} == {ref_run["id"], rid}
     assert main(["resume", ref_run["id"], "--store", str(store_path)]) == 2
     assert "is finished" in capsys.readouterr().err
 

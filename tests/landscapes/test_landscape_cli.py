@@ -1,6 +1,7 @@
 """``sgdlab landscape`` demos run end to end and write their outputs."""
 import json
 
+import pytest
 import torch
 
 from sgdlab.cli.main import main
@@ -25,23 +26,57 @@ def test_escape_and_pde_demos_write_results(tmp_path, capsys):
         torch.set_num_threads(n)
 
 
-def test_escape_equal_trace_protocol_cli(tmp_path, capsys):
+def test_escape_defaults_are_the_printed_landscape_and_lr_sets_eta(tmp_path, capsys):
     n = torch.get_num_threads()
     try:
-        assert main(["landscape", "escape", "--protocol", "equal-trace", "--out",
+        assert main(["landscape", "escape", "--out", str(tmp_path / "p"), "--quick",
+                     "--threads", "1", "--repetitions", "8", "--iterations", "20",
+                     "--lr", "0.005"]) == 0
+        printed = capsys.readouterr().out
+        assert "paper landscape" in printed and "eta=0.005" in printed
+        res = json.loads((tmp_path / "p" / "results.json").read_text())
+        assert res["config"]["lr"] == 0.005 and res["config"]["protocol"] == "paper"
+        assert res["landscape"]["name"] == "paper"
+        assert res["landscape"]["sharp_eigenvalues"][0] == pytest.approx(205.39, abs=0.01)
+        assert set(res["reached_rate"]) == set(res["success_rate"])
+    finally:
+        torch.set_num_threads(n)
+
+
+def test_escape_authors_code_protocol_cli(tmp_path, capsys):
+    n = torch.get_num_threads()
+    try:
+        assert main(["landscape", "escape", "--protocol", "authors-code", "--out",
                      str(tmp_path / "a"), "--quick", "--threads", "1", "--repetitions", "8",
                      "--iterations", "20"]) == 0
         printed = capsys.readouterr().out
-        assert "authors landscape" in printed and "equal-trace" in printed
+        assert "authors-code landscape" in printed and "protocol authors-code" in printed
         res = json.loads((tmp_path / "a" / "results.json").read_text())
-        assert res["config"]["protocol"] == "equal-trace" and res["config"]["lr"] == 0.005
-        assert res["config"]["success_rule"] == "corner" and res["landscape"]["name"] == "authors"
-        assert main(["landscape", "escape", "--protocol", "equal-trace", "--landscape", "issue",
-                     "--out", str(tmp_path / "i"), "--quick", "--threads", "1",
+        assert res["config"]["protocol"] == "authors-code" and res["config"]["lr"] == 0.005
+        assert res["config"]["success_rule"] == "corner"
+        assert res["landscape"]["name"] == "authors-code"
+        assert main(["landscape", "escape", "--protocol", "authors-code", "--landscape",
+                     "rescaled", "--out", str(tmp_path / "i"), "--quick", "--threads", "1",
                      "--repetitions", "8", "--iterations", "20"]) == 0
         res = json.loads((tmp_path / "i" / "results.json").read_text())
-        assert res["config"]["lr"] == 0.1 and res["landscape"]["name"] == "issue"
-        assert main(["landscape", "escape", "--protocol", "equal-trace", "--sharp-eigs", "1",
-                     "2", "--out", str(tmp_path / "x")]) == 2  # issue-landscape-only flag
+        assert res["config"]["lr"] == 0.1 and res["landscape"]["name"] == "rescaled"
+        # "equal-trace" names the same protocol (the GLD noise at equal trace)
+        assert main(["landscape", "escape", "--protocol", "equal-trace", "--out",
+                     str(tmp_path / "e"), "--quick", "--threads", "1", "--repetitions", "4",
+                     "--iterations", "5"]) == 0
+        res = json.loads((tmp_path / "e" / "results.json").read_text())
+        assert res["config"]["protocol"] == "authors-code"
+        # rescaled-only flags are refused elsewhere, with a one-line error
+        assert main(["landscape", "escape", "--protocol", "authors-code", "--sharp-eigs", "1",
+                     "2", "--out", str(tmp_path / "x")]) == 2
+        assert main(["landscape", "escape", "--landscape", "paper", "--sharp-eigs", "1", "2",
+                     "--out", str(tmp_path / "y")]) == 2
+        # without --landscape the rescaled-only flags select the rescaled variant
+        assert main(["landscape", "escape", "--sharp-eigs", "19", "1", "--out",
+                     str(tmp_path / "r"), "--quick", "--threads", "1", "--repetitions", "4",
+                     "--iterations", "10"]) == 0
+        res = json.loads((tmp_path / "r" / "results.json").read_text())
+        assert res["landscape"]["name"] == "rescaled"
+        assert res["landscape"]["sharp_eigenvalues"] == pytest.approx([19.0, 1.0])
     finally:
         torch.set_num_threads(n)

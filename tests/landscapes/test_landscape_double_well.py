@@ -77,3 +77,22 @@ def test_resting_points_move_with_lambda():
     assert z0[0] == pytest.approx((1.0, 0.0), abs=1e-10)
     assert z5[0] is not None and abs(z5[0][1]) > 0.1          # moved off the x₁-axis
     assert DoubleWell(0.5).drift(torch.tensor(z5[0], dtype=f64)).norm() < 1e-10
+
+
+def test_noiseless_flow_rests_moves_or_spirals_with_lambda():
+    """λ = 0: rests at (±1, 0); λ = 0.5: rests at the moved zeros of the drift; λ = 1.5 (the
+    authors' 'large' value): circulates around the origin while the radius shrinks (the origin
+    is a weakly stable focus, |x| ~ t^(-1/2)), so there is no limit cycle."""
+    from sgdlab.landscapes.double_well import noiseless_orbits
+
+    starts = [[1.0, 0.1], [-0.5, 0.5], [2.0, -1.0]]
+    r0 = noiseless_orbits(DoubleWell(0.0), starts, t_end=60.0)
+    assert np.allclose(np.abs(r0["final"][:, 0]), 1, atol=1e-6) and r0["speed_end"].max() < 1e-6
+    z = DoubleWell(0.5).drift_zeros()
+    r5 = noiseless_orbits(DoubleWell(0.5), starts, t_end=60.0)
+    assert r5["speed_end"].max() < 1e-6
+    assert all(min(np.hypot(*(f - np.asarray(q))) for q in z) < 1e-5 for f in r5["final"])
+    big = noiseless_orbits(DoubleWell(1.5), starts, t_end=100.0)
+    assert (big["turns"] > 5).all()
+    ratio = big["radius_end"] / big["radius_half"]
+    assert (ratio < 0.85).all() and (ratio > 0.6).all()     # ≈ 2^(-1/2) for r ∝ t^(-1/2)

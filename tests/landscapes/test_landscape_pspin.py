@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from sgdlab.errors import UserError
-from sgdlab.landscapes.pspin import PSpinGlass, cluster_minima, embed_tsne, regime_field
+from sgdlab.landscapes.pspin import (PSpinGlass, cluster_minima, embed_tsne,
+                                    mean_cosine_distance, regime_field)
 
 f64 = torch.float64
 
@@ -63,6 +64,9 @@ def test_descent_reaches_minima_on_the_sphere():
     res_t = q.descend(q.random_starts(12, generator=gen), max_steps=2000)
     assert len(cluster_minima(res_t.sigma)[1]) == 1
     assert res_t.energy_per_spin.std() < 1e-6
+    # thesis §2.4.1: cosine distance ≈ 0 between trivial-regime minima, ≈ 1 between glassy ones
+    assert mean_cosine_distance(res_t.sigma) < 1e-6
+    assert mean_cosine_distance(conv) > 0.3
 
 
 def test_clustering_and_embedding_on_constructed_points():
@@ -73,6 +77,10 @@ def test_clustering_and_embedding_on_constructed_points():
     assert len(reps) == 4 and labels.tolist() == [0, 1, 2, 3, 0, 1, 2, 3]
     emb = embed_tsne(torch.randn(12, 5, dtype=f64))
     assert emb.shape == (12, 2)
+    # pairs of orthogonal points have cosine distance 1, identical ones 0: 4 of the 28 pairs
+    # are identical (up to 1e-4) -> mean (28 - 4) / 28
+    assert mean_cosine_distance(pts) == pytest.approx(24 / 28, abs=1e-3)
+    assert math.isnan(mean_cosine_distance(pts[:1]))
 
 
 def test_regimes_and_bad_input():

@@ -1,4 +1,5 @@
-"""Two-basin landscape (Zhu et al. App. B) and the escape experiment."""
+"""Two-basin landscape (Zhu et al. Suppl. B, as printed, and its named variants) and the escape
+experiment."""
 import math
 
 import pytest
@@ -9,7 +10,7 @@ from sgdlab.landscapes.escape import (
     EscapeConfig, escape_experiment, method_noise_covariance, sample_method_noise,
     top_eigenpairs,
 )
-from sgdlab.landscapes.two_basin import TwoBasin
+from sgdlab.landscapes.two_basin import LANDSCAPES, TwoBasin, printed_sharp_hessian, two_basin
 
 f64 = torch.float64
 
@@ -31,7 +32,7 @@ def _direct_per_sample(land: TwoBasin, w: torch.Tensor) -> torch.Tensor:
 
 
 def test_definition_matches_direct_formula_and_rotation():
-    land = TwoBasin(num_samples=20, seed=3)
+    land = TwoBasin.rescaled(num_samples=20, seed=3)
     w = torch.tensor([0.3, -0.4], dtype=f64)
     assert torch.allclose(land.per_sample_loss(w), _direct_per_sample(land, w), atol=1e-12)
     evals, evecs = torch.linalg.eigh(land.sharp_hessian)
@@ -40,6 +41,66 @@ def test_definition_matches_direct_formula_and_rotation():
     theta = 5 * math.pi / 6
     assert abs(abs(stiff @ torch.tensor([math.cos(theta), math.sin(theta)], dtype=f64)) - 1) < 1e-12
     assert land.data.shape == (20, 2)
+
+
+def test_default_is_the_printed_suppl_b_loss():
+    """ℓ = min{10(s₁cos θ − s₂sin θ)² + 100(s₁cos θ + s₂sin θ)², (w₁−x₁+1)² + (w₂−x₂+1)²},
+    s = w − 1 − x, θ = 5π/6, N = 100, x ~ N(0, 0.01 I): evaluated literally."""
+    land = TwoBasin(seed=4)
+    assert land.num_samples == 100 and land.name == "paper"
+    x = land.data
+    assert float(x.var()) == pytest.approx(0.01, rel=0.2)
+    th = 5 * math.pi / 6
+    gen = torch.Generator().manual_seed(1)
+    for w in torch.randn(6, 2, generator=gen, dtype=f64) * 1.3:
+        s1, s2 = w[0] - 1 - x[:, 0], w[1] - 1 - x[:, 1]
+        sharp = 10 * (s1 * math.cos(th) - s2 * math.sin(th)) ** 2 \
+            + 100 * (s1 * math.cos(th) + s2 * math.sin(th)) ** 2
+        flat = (w[0] - x[:, 0] + 1) ** 2 + (w[1] - x[:, 1] + 1) ** 2
+        ref = torch.minimum(sharp, flat)
+        assert torch.allclose(land.per_sample_loss(w), ref, atol=1e-11)
+        assert torch.allclose(land.loss(w), ref.mean(), atol=1e-11)
+
+
+def test_printed_hessian_and_gd_stability_threshold():
+    """H_s = 20 a aᵀ + 200 b bᵀ = [[165, −45√3], [−45√3, 55]] (a·b = cos 2θ = ½: the printed
+    directions are not orthogonal), eigenvalues 110 ± √9100; H_f = 2 I; 2/λ_max = 0.00974."""
+    land = TwoBasin()
+    ref = torch.tensor([[165.0, -45 * math.sqrt(3)], [-45 * math.sqrt(3), 55.0]], dtype=f64)
+    assert torch.allclose(land.sharp_hessian, ref, atol=1e-12)
+    assert torch.allclose(printed_sharp_hessian(), ref, atol=1e-12)
+    lam = torch.linalg.eigvalsh(land.sharp_hessian)
+    r = math.sqrt(9100)
+    assert torch.allclose(lam, torch.tensor([110 - r, 110 + r], dtype=f64), atol=1e-10)
+    assert torch.equal(land.flat_hessian, 2 * torch.eye(2, dtype=f64))
+    assert land.gd_stable_lr() == pytest.approx(2 / (110 + r), rel=1e-12)
+    assert 0.1 * (110 + r) == pytest.approx(20.54, abs=0.01)      # the printed η: unstable
+    # Hessian of the loss at the sharp minimum = H_s (all samples on the sharp branch)
+    assert torch.allclose(land.hessian(land.sharp_minimum), ref, atol=1e-12)
+
+
+def test_gd_below_the_threshold_stays_and_at_the_printed_lr_leaves():
+    """GD from (1, 1) converges to the sharp minimum for η < 2/λ_max and is thrown into the flat
+    basin at the printed η = 0.1 (η λ_max = 20.5)."""
+    land = TwoBasin()
+    cfg = EscapeConfig(lr=0.95 * land.gd_stable_lr(), repetitions=1, sharpness_every=0,
+                       record_trajectory=False)
+    res = escape_experiment(land, cfg, methods=("gd",))
+    assert torch.allclose(res.final["gd"][0], land.sharp_minimum, atol=1e-9)
+    assert res.success_rate["gd"] == 0.0
+    cfg.lr = 0.1
+    res = escape_experiment(land, cfg, methods=("gd",))
+    assert res.success_rate["gd"] == 1.0
+    assert torch.allclose(res.final["gd"][0], land.flat_minimum, atol=1e-9)
+
+
+def test_named_variants():
+    assert LANDSCAPES == ("paper", "rescaled", "authors-code")
+    for name in LANDSCAPES:
+        assert two_basin(name, seed=2).name == name
+    assert torch.equal(two_basin("paper", seed=2).data, TwoBasin(seed=2).data)
+    with pytest.raises(UserError, match="unknown two-basin landscape"):
+        two_basin("sharp")
 
 
 def test_gradients_and_hessian_match_autograd():
@@ -58,15 +119,17 @@ def test_gradients_and_hessian_match_autograd():
     assert torch.allclose(land.grad(w, idx), batch_auto, atol=1e-10)
 
 
-def test_minima_where_stated():
-    land = TwoBasin()
+@pytest.mark.parametrize("name", ["paper", "rescaled"])
+def test_minima_where_stated(name):
+    land = two_basin(name)
     for m, flat in ((land.sharp_minimum, False), (land.flat_minimum, True)):
         assert torch.allclose(land.grad(m), torch.zeros(2, dtype=f64), atol=1e-12)
         assert torch.linalg.eigvalsh(land.hessian(m)).min() > 0
         assert bool(land.in_flat_basin(m)) is flat
     assert torch.allclose(land.sharp_minimum, torch.tensor([1.0, 1.0], dtype=f64), atol=0.05)
-    # the flat minimum is flat: its Hessian is 100x smaller than the sharp one's top eigenvalue
-    assert torch.linalg.eigvalsh(land.hessian(land.flat_minimum)).max() < 0.2
+    # the flat minimum is flat: its Hessian is ~100x smaller than the sharp one's top eigenvalue
+    flat = torch.linalg.eigvalsh(land.hessian(land.flat_minimum)).max()
+    assert flat < 0.02 * torch.linalg.eigvalsh(land.sharp_hessian).max()
 
 
 def test_top_eigenpairs_closed_form_matches_eigh():
@@ -87,7 +150,7 @@ def test_top_eigenpairs_closed_form_matches_eigh():
 @pytest.mark.parametrize("method", ["gld_const", "gld_dynamic", "gld_diag", "gld_leading",
                                     "gld_hessian"])
 def test_injected_noise_has_claimed_covariance(method):
-    land = TwoBasin()
+    land = TwoBasin.rescaled()
     cfg = EscapeConfig()
     # a state near the basin boundary so that Σ and H are not trivially aligned
     w = torch.tensor([0.55, 0.62], dtype=f64).expand(40000, 2)
@@ -99,8 +162,9 @@ def test_injected_noise_has_claimed_covariance(method):
     assert torch.allclose(emp, target, atol=0.04 * float(scale)), (emp, target)
 
 
-def test_noise_magnitudes_follow_the_paper_definitions():
-    land = TwoBasin()
+@pytest.mark.parametrize("name", ["paper", "rescaled"])
+def test_noise_magnitudes_follow_the_paper_definitions(name):
+    land = two_basin(name)
     cfg = EscapeConfig(batch_size=1)
     w = land.sharp_minimum[None]
     sgd = method_noise_covariance("sgd", land, w, cfg)[0]
@@ -114,11 +178,12 @@ def test_noise_magnitudes_follow_the_paper_definitions():
     assert torch.allclose(sgd, hs @ cov_x @ hs, atol=1e-10)
 
 
-def test_escape_experiment_mechanics_and_relative_outcome():
+def test_escape_experiment_mechanics_on_the_rescaled_landscape():
+    """The rescaled variant (η λ_max = 1 at η = 0.1), started at c_s + x̄ as first recorded."""
     cfg = EscapeConfig(iterations=600, repetitions=100, sharpness_every=100,
-                       sharpness_samples=20, record_trajectory=False)
-    res = escape_experiment(config=cfg, methods=("gd", "gld_dynamic", "gld_leading",
-                                                 "gld_hessian"))
+                       sharpness_samples=20, record_trajectory=False, start="sharp_minimum")
+    res = escape_experiment(TwoBasin.rescaled(dtype=torch.float32), cfg,
+                            methods=("gd", "gld_dynamic", "gld_leading", "gld_hessian"))
     rate = res.success_rate
     assert rate["gd"] == 0.0                       # no noise, no escape
     # Hessian-shaped noise escapes far more often than isotropic noise of SGD's magnitude
@@ -128,15 +193,34 @@ def test_escape_experiment_mechanics_and_relative_outcome():
     # sharpness drops for methods that escape (flat basin), not for GD
     assert res.sharpness["gld_hessian"][-1] < 0.2 * res.sharpness["gld_hessian"][0]
     assert res.sharpness["gd"][-1] == pytest.approx(res.sharpness["gd"][0], rel=0.3)
+    # a chain that ends in the flat basin has reached it
+    for m in rate:
+        assert res.reached_rate[m] >= rate[m]
 
 
-@pytest.mark.xfail(strict=True, reason="Zhu et al. report SGD (m=1) escaping far more often "
-                   "than GLD const/dynamic/diag; with the reconstructed curvatures and σ=2 our "
-                   "run gives SGD 0% and GLD const ~97% (docs/design/landscapes.md)")
-def test_paper_claim_sgd_beats_isotropic():
-    cfg = EscapeConfig(sharpness_every=0, record_trajectory=False)
-    rate = escape_experiment(config=cfg, methods=("gld_const", "sgd")).success_rate
-    assert rate["sgd"] > rate["gld_const"] + 0.3
+def test_at_the_printed_lr_every_method_escapes():
+    """Printed landscape, printed η = 0.1: the sharp minimum is unstable for GD itself, so all
+    seven methods end in the flat basin and the paper's ordering cannot appear."""
+    cfg = EscapeConfig(repetitions=20, sharpness_every=0, record_trajectory=False)
+    res = escape_experiment(TwoBasin(dtype=torch.float32), cfg)
+    assert res.success_rate == {m: 1.0 for m in res.success_rate} and len(res.success_rate) == 7
+
+
+def test_success_rules():
+    land = TwoBasin(dtype=torch.float32)
+    base = dict(lr=0.005, iterations=200, repetitions=64, sharpness_every=0,
+                record_trajectory=True)
+    final = escape_experiment(land, EscapeConfig(**base), methods=("sgd",))
+    reached = escape_experiment(land, EscapeConfig(**base, success_rule="reached"),
+                                methods=("sgd",))
+    # same seed, same chains: only the rule differs
+    assert torch.equal(final.final["sgd"], reached.final["sgd"])
+    traj = final.trajectory["sgd"]                                  # (T+1, R, 2)
+    ever = land.in_flat_basin(traj).any(0).double().mean()
+    assert reached.success_rate["sgd"] == pytest.approx(float(ever))
+    assert final.reached_rate["sgd"] == reached.success_rate["sgd"]
+    assert final.success_rate["sgd"] == pytest.approx(
+        float(land.in_flat_basin(traj[-1]).double().mean()))
 
 
 def test_bad_input():
@@ -174,12 +258,12 @@ def test_authors_landscape_minima_and_formula():
     assert torch.allclose(land.sharp_minimum, torch.ones(2, dtype=f64), atol=0.02)
 
 
-@pytest.mark.parametrize("which", ["authors", "issue"])
+@pytest.mark.parametrize("which", ["authors-code", "rescaled", "paper"])
 def test_equal_trace_noise_has_the_target_trace(which):
-    if which == "authors":
+    if which == "authors-code":
         land, cfg = TwoBasin.authors_code(), EscapeConfig.authors_code(noise_trace=0.013)
     else:
-        land, cfg = TwoBasin(), EscapeConfig(protocol="equal-trace", noise_trace=0.013)
+        land, cfg = two_basin(which), EscapeConfig(protocol="authors-code", noise_trace=0.013)
     # sharp minimum, off it, near the basin boundary (mixed branches), in the flat basin
     w = land.sharp_minimum + torch.tensor([[0.0, 0.0], [0.05, -0.03], [-0.45, -0.38],
                                            [-2.0, -1.9]], dtype=f64)
@@ -219,3 +303,23 @@ def test_authors_protocol_mechanics():
         EscapeConfig(protocol="other").validate()
     with pytest.raises(UserError):
         EscapeConfig(success_rule="other").validate()
+
+
+@pytest.mark.parametrize("name", ["paper", "rescaled", "authors-code"])
+def test_closed_form_covariance_matches_per_sample_definition(name):
+    """TwoBasin.gradient_covariance (masked sums) = eq. (3) from the per-sample gradients, at
+    points on each branch and across the ridge (mixed branches)."""
+    land = two_basin(name, seed=5)
+    gen = torch.Generator().manual_seed(0)
+    pts = torch.cat([torch.randn(40, 2, generator=gen, dtype=f64) * 1.5,
+                     land.sharp_minimum + 0.3 * torch.randn(20, 2, generator=gen, dtype=f64)])
+    frac = land.sharp_fraction(pts)
+    assert ((frac > 0) & (frac < 1)).any()               # some points straddle the ridge
+    g = land.per_sample_grad(pts)
+    c = g - g.mean(-2, keepdim=True)
+    ref = c.transpose(-1, -2) @ c / g.shape[-2]
+    assert torch.allclose(land.gradient_covariance(pts), ref, atol=1e-10, rtol=1e-10)
+    # float32 keeps a few digits even where the mean gradient is large and the spread small
+    land32 = two_basin(name, seed=5, dtype=torch.float32)
+    cov32 = land32.gradient_covariance(pts.float()).double()
+    assert torch.allclose(cov32, ref, atol=1e-4 * float(ref.abs().max()), rtol=1e-3)

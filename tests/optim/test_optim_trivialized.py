@@ -42,19 +42,28 @@ def test_field_strength_formula():
     assert torch.allclose(s, math.sqrt(2) * torch.exp(-torch.arange(3.0) / 2))
 
 
-def test_heuristics():
+def test_heuristics_are_thesis_2_4_2():
+    """p = number of layers, N = (# weights / p)^{1/2}; a conv + BN + pool block is one layer."""
     deep = nn.Sequential(nn.Linear(3, 5), nn.Tanh(), nn.Linear(5, 5), nn.Tanh(),
                          nn.Linear(5, 5), nn.Tanh(), nn.Linear(5, 2))
+    d = sum(p.numel() for p in deep.parameters())
     h = trivialization_heuristics(deep)
-    assert h == {"p": 4, "num_spins": sum(p.numel() for p in deep.parameters())}
-    assert trivialization_heuristics(tiny_mlp())["p"] == 3          # 2 layers, clamped to 3
+    assert h == {"p": 4, "num_spins": pytest.approx(math.sqrt(d / 4)), "layers": 4}
+    cnn = nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.MaxPool2d(2),
+                        nn.Conv2d(4, 4, 3), nn.BatchNorm2d(4), nn.Flatten(), nn.Linear(4, 2))
+    h = trivialization_heuristics(cnn)
+    assert h["p"] == h["layers"] == 3
+    assert h["num_spins"] == pytest.approx(math.sqrt(sum(p.numel() for p in cnn.parameters())
+                                                     / 3))
+    small = trivialization_heuristics(tiny_mlp())
+    assert small["layers"] == 2 and small["p"] == 3                 # raised to 3 (zero field)
 
 
 def test_update_is_base_step_on_gradient_plus_annealed_fixed_field():
     model = tiny_mlp(seed=0)
     opt = build_optimizer_for("trivialized", model, lr=0.1, coupling=0.05, tau0=3.0, seed=2)
     d = sum(p.numel() for p in model.parameters())
-    assert opt.p == 3 and opt.num_spins == d
+    assert opt.p == 3 and opt.num_spins == pytest.approx(math.sqrt(d / 2)) == opt.n
     h = opt.field.clone()
     assert h.shape == (d,)
     for i in range(3):
@@ -177,3 +186,19 @@ def test_switch_is_rmsprop_then_sgd():
 def test_invalid_hyper_parameters(name, kw, match):
     with pytest.raises(ValueError, match=match):
         build_optimizer_for(name, tiny_mlp(), **kw)
+
+
+def test_thesis_mnistfc_setting():
+    """§2.4.3: the 16-hidden-layer mnistfc with J = 1e-3, τ₀ = 500 under Adam: p = 17 layers,
+    h ~ J√(p(p−2)) N(0, I) over all d weights, strength √2 e^{−i/(2τ₀)} (n = N)."""
+    from sgdlab.models import build_model
+
+    torch.manual_seed(0)
+    model = build_model("deep-mnistfc", (1, 28, 28), 10)
+    opt = build_optimizer_for("trivialized", model, base="adam", lr=1e-3, weight_decay=1e-5,
+                              coupling=1e-3, tau0=500.0, seed=0)
+    d = sum(p.numel() for p in model.parameters())
+    assert opt.p == 17 and opt.num_spins == pytest.approx(math.sqrt(d / 17))
+    assert float(opt.field.std()) == pytest.approx(1e-3 * math.sqrt(17 * 15), rel=0.01)
+    for i in (0, 500, 2000):
+        assert opt.strength(i) == pytest.approx(math.sqrt(2) * math.exp(-i / 1000))

@@ -133,7 +133,11 @@ def test_killed_writer_keeps_everything_flushed(tmp_path):
     assert p.returncode == -9
     store = RunStore(path)
     assert store.metrics("20260101-000000-dead")["loss"] == [(i, float(i)) for i in range(50)]
-    assert store.get_run("20260101-000000-dead")["status"] == "running"
+    run = store.get_run("20260101-000000-dead")
+    # the store still says running; its process is gone, so it is shown as interrupted
+    assert (run["recorded_status"], run["status"]) == ("running", "interrupted")
+    assert [r["id"] for r in store.list_runs(status="interrupted")] == ["20260101-000000-dead"]
+    assert store.list_runs(status="running") == []
 
 
 def test_export_csv_and_json(tmp_path):

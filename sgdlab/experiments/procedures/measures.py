@@ -179,26 +179,47 @@ def _diffusion_spectrum(model, loss_fn, data, batch_size: int | None = None,
             {"diffusion_eigenvalues": spec.tolist()})
 
 
-@array("trajectory_spectrum", {"max_lag", "level"})
+@array("trajectory_spectrum", {"max_lag", "level", "burnin", "low_fraction"})
 def _trajectory_spectrum_placeholder(*a, **k):  # pragma: no cover - dispatched by the procedure
     raise RuntimeError("trajectory_spectrum needs the run's recorded trajectory")
 
 
-def trajectory_spectrum(path, *, max_lag: int | None = None, level: float = 0.01
+def trajectory_spectrum(path, *, max_lag: int | None = None, level: float = 0.01,
+                        burnin: int = 0, low_fraction: float = 0.1
                         ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Increment spectrum, autocorrelation and periodicity test of a recorded trajectory
-    (``sgdlab.store.trajectory`` directory written by the ``trajectory`` instrument)."""
-    from sgdlab.measure.trajectory import (increment_autocorrelation, increment_spectrum,
+    """Increment spectrum, autocorrelations, periodicity and low-frequency tests of a recorded
+    trajectory (``sgdlab.store.trajectory`` directory written by the ``trajectory``
+    instrument), after discarding the first ``burnin`` snapshots (thesis §6.3.3). The iterate
+    autocorrelation (thesis Fig. 6.3b) is taken at lags n/10 … n/2 ("very large lags"), with the
+    same statistic for a simulated Brownian path of the same size as the reference."""
+    from sgdlab.measure.trajectory import (brownian_reference, discard_burnin,
+                                           increment_autocorrelation, increment_spectrum,
+                                           iterate_autocorrelation, low_frequency_test,
                                            periodicity_test)
     from sgdlab.store.trajectory import open_trajectory
 
-    snaps = np.asarray(open_trajectory(path).snapshots, dtype=np.float64)
+    snaps = discard_burnin(np.asarray(open_trajectory(path).snapshots, dtype=np.float64),
+                           int(burnin))
     sp = increment_spectrum(snaps)
     ac = increment_autocorrelation(snaps, max_lag)
     pt = periodicity_test(snaps, level=level)
+    lf = low_frequency_test(snaps, fraction=low_fraction, level=level)
+    n = len(snaps)
+    big = dict(max_lag=max(1, n // 2), min_lag=max(1, n // 10))
+    it = iterate_autocorrelation(snaps, **big)
+    bm = iterate_autocorrelation(brownian_reference(n, sp.num_coords, seed=0), **big)
+    stride = max(1, len(it.lags) // 200)
     return ({"acf_fraction_outside": ac.fraction_outside,
              "periodicity_p_value": pt.combined_p_value, "periodic": bool(pt.periodic),
-             "dominant_frequency": pt.dominant_frequency, "snapshots": int(len(snaps))},
+             "dominant_frequency": pt.dominant_frequency, "snapshots": int(len(snaps)),
+             "burnin": int(burnin), "low_frequency_ratio": lf.mean_ratio,
+             "low_frequency_p_value": lf.combined_p_value,
+             "low_frequency_excess": bool(lf.low_frequency_excess),
+             "iterate_acf_fraction_outside": it.fraction_outside,
+             "brownian_iterate_acf_fraction_outside": bm.fraction_outside},
             {"spectrum_freqs": sp.freqs, "spectrum_mean": sp.mean, "spectrum_std": sp.std,
              "num_coords": sp.num_coords, "n_increments": sp.n, "acf_lags": ac.lags,
-             "acf_mean": ac.mean, "acf_std": ac.std, "acf_band": ac.band})
+             "acf_mean": ac.mean, "acf_std": ac.std, "acf_band": ac.band,
+             "iterate_acf_lags": it.lags[::stride], "iterate_acf_mean": it.mean[::stride],
+             "iterate_acf_std": it.std[::stride], "iterate_acf_band": it.band,
+             "brownian_acf_mean": bm.mean[::stride]})

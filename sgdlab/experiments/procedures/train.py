@@ -196,7 +196,8 @@ class TrainProcedure(Procedure):
                     schedule=sched, replacement=bool(p.get("replacement", False)),
                     seed=run.seed, callbacks=callbacks, eval_every=eval_every,
                     eval_subset=p.get("eval_subset"), store=ctx.store, run_id=ctx.run_id,
-                    progress=ctx.progress, device=ctx.device, max_steps=p.get("max_steps"))
+                    progress=ctx.progress, device=ctx.device, max_steps=p.get("max_steps"),
+                    complete=False)   # the sweep completes the run after the final measurements
         summary: dict[str, Any] = dict(getattr(res, "final", None) or {})
         summary.update({"steps": int(getattr(res, "steps", 0)),
                         "num_params": sum(q.numel() for q in model.parameters() if q.requires_grad)})

@@ -9,7 +9,10 @@ thesis §6.1; Jastrzebski et al. eq. 3)::
 
 in time t = k η. SGD is its weak order-1 approximation: |E φ(θ_k) − E φ(X(kη))| = O(η).
 The diffusion factor is the per-sample one, √(η/S) (G − ḡ)ᵀ/√N of shape (d, N), so no square
-root of Σ is ever taken (Gram trick).
+root of Σ is ever taken (Gram trick). This is thesis Theorem 6.5 with D = Σ (eq. 6.4) and
+β⁻¹ = η/(2S) (eq. 6.6). For mini-batches drawn without replacement (``replacement=False``)
+the thesis' eqs. (6.5) and (6.7) give 2β⁻¹D = (η/S)(1 − S/N) · N/(N − 1) Σ (with the sign of
+eq. (6.5) its proof gives; see :mod:`sgdlab.measure.noise`).
 """
 from __future__ import annotations
 
@@ -52,14 +55,22 @@ def sgd_chains(
     return Path(final=theta, times=times, states=torch.stack(states) if states else None)
 
 
-def sgd_sde(landscape: Landscape, *, lr: float, batch_size: int) -> SDE:
-    """The Itô SDE dX = −∇L dt + √(η/S) Σ(X)^{1/2} dB approximating SGD (module docstring)."""
+def sgd_sde(landscape: Landscape, *, lr: float, batch_size: int,
+            replacement: bool = True) -> SDE:
+    """The Itô SDE dX = −∇L dt + √(η c) Σ(X)^{1/2} dB approximating SGD, c = 1/S with
+    replacement, (N − S)/(S (N − 1)) without (module docstring)."""
+    from sgdlab.measure.noise import minibatch_noise_factor
+
     n = landscape.num_samples
     if n is None:
         raise UserError("sgd_sde needs a landscape with per-sample structure")
     if lr <= 0 or batch_size < 1:
         raise UserError(f"need lr > 0 and batch_size >= 1, got {lr}, {batch_size}")
-    scale = math.sqrt(lr / batch_size / n)
+    try:
+        c = minibatch_noise_factor(batch_size, n, replacement=replacement)
+    except ValueError as e:
+        raise UserError(str(e)) from None
+    scale = math.sqrt(lr * c / n)
 
     def drift(x: Tensor) -> Tensor:
         return -landscape.grad(x)

@@ -1,0 +1,168 @@
+"""The Ray backend: a sweep's runs as Ray tasks, on this machine or on a Ray cluster.
+
+Each run is a task with a resource request (``num_cpus=cpus_per_run``,
+``num_gpus=gpus_per_run``; a fraction of a GPU lets several small runs share one). The
+driver stays the only writer of the run store: a task streams its metric rows to an
+``_Inbox`` actor that the driver drains, and returns its :class:`RunRecord` — with the run's
+files (model weights, data, trajectories) as bytes — through Ray's object store. The driver
+writes those files under the store's ``artifacts/`` folder and commits the run. So neither
+the store nor the artifacts need a file system shared with the worker nodes, and a sweep
+started on one backend can be finished on the other.
+
+A task lost with its node or worker process comes back as "lost"; the driver records that
+attempt ``failed`` and submits the run again (``retries``). Ctrl-C cancels the tasks.
+Without an address, a Ray instance is started on this machine's cores (and stopped at the
+end); with one (``--address``, ``$RAY_ADDRESS``, ``auto``), the sweep joins that cluster.
+"""
+from __future__ import annotations
+
+import itertools
+import os
+import signal
+import threading
+from typing import Any
+
+from sgdlab.errors import UserError
+from sgdlab.experiments.worker import RunTask, execute_run
+
+
+def import_ray():
+    try:
+        import ray
+    except ImportError:
+        raise UserError("the Ray backend needs Ray: python -m pip install -c constraints.txt "
+                        "'sgdlab[ray]' (or 'ray')") from None
+    return ray
+
+
+class RayBackend:
+    """See the module docstring. ``workers`` caps the runs in flight (default: as many as
+    the cluster's resources hold)."""
+
+    name = "ray"
+
+    def __init__(self, on_rows, *, address: str | None = None, workers: int | None = None,
+                 cpus_per_run: float = 1.0, gpus_per_run: float = 0.0):
+        ray = self.ray = import_ray()
+        if not cpus_per_run > 0 or gpus_per_run < 0:
+            raise UserError(f"--cpus-per-run must be > 0 and --gpus-per-run >= 0, got "
+                            f"{cpus_per_run} and {gpus_per_run}")
+        self.started = not ray.is_initialized()
+        if self.started:
+            kw: dict[str, Any] = {"include_dashboard": False, "logging_level": "ERROR",
+                                  "log_to_driver": True}
+            if address is None and not os.environ.get("RAY_ADDRESS"):
+                kw["num_cpus"] = workers * cpus_per_run if workers else os.cpu_count()
+            # Ray installs a SIGTERM handler that aborts the driver; keep ours (SIGTERM stops
+            # the sweep like Ctrl-C: tasks cancelled, runs recorded interrupted)
+            term = signal.getsignal(signal.SIGTERM) if _main_thread() else None
+            try:
+                ray.init(address=address, **kw)
+                if term is not None:
+                    signal.signal(signal.SIGTERM, term)
+            except Exception as e:  # noqa: BLE001 - Ray's errors are many; one line
+                raise UserError(f"cannot start or join Ray"
+                                f"{f' at {address}' if address else ''}: "
+                                f"{str(e).strip().splitlines()[0] if str(e).strip() else e}"
+                                ) from None
+        total = ray.cluster_resources()
+        slots = int(total.get("CPU", 1) // cpus_per_run)
+        if gpus_per_run > 0:
+            if total.get("GPU", 0) < gpus_per_run:
+                self.close()
+                raise UserError(f"--gpus-per-run {gpus_per_run}: the Ray cluster has "
+                                f"{total.get('GPU', 0):g} GPUs")
+            slots = min(slots, int(total["GPU"] // gpus_per_run))
+        self.capacity = max(1, min(slots, workers) if workers else slots)
+        self.cpus, self.gpus = cpus_per_run, gpus_per_run
+        self.on_rows = on_rows
+        self.inbox = _inbox_class(ray).remote()
+        self.remote = ray.remote(_run_task)
+        self.refs: dict[Any, tuple[int, str]] = {}     # object ref -> (handle, run id)
+        self._ids = itertools.count()
+
+    def has_capacity(self) -> bool:
+        return len(self.refs) < self.capacity
+
+    def submit(self, task: RunTask) -> int:
+        task.ship = True              # no file system shared with the driver is assumed
+        h = next(self._ids)
+        ref = self.remote.options(num_cpus=self.cpus, num_gpus=self.gpus,
+                                  max_retries=0).remote(task, self.inbox)
+        self.refs[ref] = (h, task.run_id)
+        return h
+
+    def wait(self, timeout: float) -> list[tuple[int, str, Any]]:
+        ray = self.ray
+        if not self.refs:
+            return []
+        ready, _ = ray.wait(list(self.refs), num_returns=1, timeout=timeout)
+        if ready:
+            ready, _ = ray.wait(list(self.refs), num_returns=len(self.refs), timeout=0)
+        self._drain()
+        events = []
+        for ref in ready:
+            h, _ = self.refs.pop(ref)
+            try:
+                events.append((h, "done", ray.get(ref)))
+            except ray.exceptions.RayError as e:   # worker, node or object lost
+                first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+                events.append((h, "lost", f"its Ray task was lost ({type(e).__name__}"
+                                          f"{': ' + first[:200] if first else ''})"))
+        return events
+
+    def _drain(self) -> None:
+        for run_id, rows in self.ray.get(self.inbox.take.remote()):
+            self.on_rows(run_id, rows)
+
+    def cancel_all(self) -> None:
+        for ref in list(self.refs):
+            try:
+                self.ray.cancel(ref, force=True)
+            except Exception:  # noqa: BLE001 - already done or gone
+                pass
+        self.refs.clear()
+
+    def close(self) -> None:
+        if self.refs:
+            self.cancel_all()
+        if self.started and self.ray.is_initialized():
+            self.ray.shutdown()
+
+
+def _main_thread() -> bool:
+    return threading.current_thread() is threading.main_thread()
+
+
+def _run_task(task: RunTask, inbox) -> Any:
+    """A Ray task: run ``task``, streaming rows to ``inbox``; every row is in the inbox
+    before the record is returned (actor calls from one caller run in order)."""
+    last = []
+
+    def send(rows):
+        last[:] = [inbox.put.remote(task.run_id, rows)]
+
+    record = execute_run(task, send=send)
+    if last:
+        import ray
+
+        ray.get(last[0])
+    return record
+
+
+def _inbox_class(ray):
+    @ray.remote(num_cpus=0)
+    class _Inbox:
+        """Metric rows from the tasks, until the driver takes them."""
+
+        def __init__(self):
+            self.rows: list[tuple[str, list]] = []
+
+        def put(self, run_id: str, rows: list) -> None:
+            self.rows.append((run_id, rows))
+
+        def take(self) -> list:
+            rows, self.rows = self.rows, []
+            return rows
+
+    return _Inbox

@@ -1,0 +1,270 @@
+"""One experiment run as a worker executes it, for a sweep whose driver is the only writer of
+the run store.
+
+The driver (:mod:`sgdlab.experiments.sweep`) creates the run in the store and hands a
+:class:`RunTask` to a backend (this process, a spawned worker process, a Ray task). The
+worker runs the procedure with a :class:`RunRecorder` in place of the store: metric rows go
+back to the driver in batches through ``send`` (or with the result when there is no channel),
+artifacts are listed, and the outcome comes back as a :class:`RunRecord`. The driver commits
+the record — last rows, artifacts, summary, status — in one transaction, so a run is
+``finished`` only with everything it owes, and a worker killed at any point leaves nothing
+half-written: the driver records the run as failed or interrupted and the run is redone.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import time
+import traceback
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sgdlab.errors import UserError
+from sgdlab.experiments.procedures import RunOutput
+from sgdlab.experiments.spec import RunSpec
+
+DATA_FILE = "data.json"
+
+
+@dataclass
+class RunContext:
+    """What a procedure gets besides its parameters."""
+
+    store: Any                              # a RunRecorder (or a RunStore)
+    run_id: str
+    device: str
+    artifact_dir: Path                      # this run's files (model weights, arrays)
+    dependencies: dict[str, Path]           # depended-on label -> its artifact dir
+    progress: bool = False
+
+
+@dataclass
+class RunTask:
+    """Everything a worker needs to execute one run (picklable).
+
+    ``procedure`` is the procedure object itself: pickling it by reference makes a worker
+    import the module that registered it, so procedures registered outside sgdlab work in
+    worker processes too. With ``ship``, the worker writes the run's files to a local
+    temporary folder and returns them (``RunRecord.files``), and ``dependency_files`` carries
+    the files of the runs it depends on: no file system shared with the driver is needed.
+    """
+
+    run: dict[str, Any]                     # RunSpec fields
+    procedure: Any
+    run_id: str
+    device: str
+    artifact_dir: str
+    dependencies: dict[str, str] = field(default_factory=dict)
+    threads: int | None = None
+    progress: bool = False
+    ship: bool = False
+    dependency_files: dict[str, dict[str, bytes]] = field(default_factory=dict)
+
+    @property
+    def spec(self) -> RunSpec:
+        return RunSpec(**{k: (tuple(v) if k == "depends" else v) for k, v in self.run.items()})
+
+
+@dataclass
+class RunRecord:
+    """The outcome of a run, for the driver to commit. ``status``: finished | diverged |
+    failed | failed-input (a :class:`UserError`: bad input that would fail every run)."""
+
+    status: str
+    message: str | None = None
+    summary: dict[str, Any] = field(default_factory=dict)
+    rows: list[tuple] = field(default_factory=list)          # not yet sent to the driver
+    artifacts: list[tuple[str, str]] = field(default_factory=list)
+    detail: str | None = None                                # traceback tail of a failure
+    files: dict[str, bytes] | None = None                    # shipped files (relative paths)
+    artifact_dir: str | None = None                          # where the worker wrote them
+    env: dict[str, Any] | None = None                        # where and how it ran
+    seconds: float = 0.0
+
+
+def task_for(run: RunSpec, procedure: Any, run_id: str, *, device: str, artifact_dir: Path,
+             dependencies: dict[str, Path], threads: int | None, progress: bool = False,
+             ship: bool = False) -> RunTask:
+    cfg = {"experiment": run.experiment, "version": run.version, "scale": run.scale,
+           "label": run.label, "params": run.params, "seed": run.seed,
+           "procedure": run.procedure, "depends": list(run.depends)}
+    task = RunTask(cfg, procedure, run_id, device, str(artifact_dir),
+                   {k: str(v) for k, v in dependencies.items()}, threads, progress, ship)
+    if ship:
+        task.dependency_files = {k: read_files(v) for k, v in dependencies.items()}
+    return task
+
+
+class RunRecorder:
+    """The run store as a procedure sees it inside a sweep.
+
+    Metric rows are recorded and handed to ``send(rows)`` (the driver writes them) whenever a
+    writer flushes — or kept for the :class:`RunRecord` when there is no ``send``. Artifacts
+    are listed. Status, summary and completion belong to the driver: ``set_status``,
+    ``set_summary`` and ``complete_run`` only note what the procedure said.
+    """
+
+    def __init__(self, run_id: str, send: Callable[[list[tuple]], None] | None = None):
+        self.run_id, self.send = run_id, send
+        self.rows: list[tuple] = []
+        self.artifacts: list[tuple[str, str]] = []
+        self.noted: dict[str, Any] = {}
+        self.sent = 0
+
+    def _check(self, run_id: str) -> None:
+        if run_id != self.run_id:
+            raise UserError(f"a sweep run records only itself ({self.run_id}), not {run_id}")
+
+    def log_many(self, run_id: str, rows: Iterable[Sequence[Any]]) -> None:
+        self._check(run_id)
+        now = time.time()
+        batch = [(str(r[0]), int(r[1]), float(r[2]), float(r[3]) if len(r) > 3 else now)
+                 for r in rows]
+        if self.send is not None and batch:
+            self.send(batch)
+            self.sent += len(batch)
+        else:
+            self.rows.extend(batch)
+
+    def log_metric(self, run_id: str, name: str, step: int, value: float) -> None:
+        self.log_many(run_id, [(name, step, value)])
+
+    def log_metrics(self, run_id: str, step: int, values: dict[str, float]) -> None:
+        self.log_many(run_id, [(k, step, v) for k, v in values.items()])
+
+    def writer(self, run_id: str, *, flush_every: float = 2.0, max_buffer: int = 2000,
+               stored: int = 0):
+        from sgdlab.store import MetricWriter
+
+        self._check(run_id)
+        return MetricWriter(self, run_id, flush_every=flush_every, max_buffer=max_buffer,
+                            stored=stored)
+
+    def count_metrics(self, run_id: str | None = None) -> int:
+        return self.sent + len(self.rows)
+
+    def add_artifact(self, run_id: str, kind: str, path: str | os.PathLike) -> None:
+        self._check(run_id)
+        if (kind, str(path)) not in self.artifacts:
+            self.artifacts.append((kind, str(path)))
+
+    def set_status(self, run_id: str, status: str, message: str | None = None) -> None:
+        self.noted.update(status=status, message=message)
+
+    def set_summary(self, run_id: str, summary: dict[str, Any]) -> None:
+        self.noted["summary"] = summary
+
+    def complete_run(self, run_id: str, status: str, *, summary=None, message=None,
+                     artifacts=(), rows=(), release=None) -> None:
+        self.log_many(run_id, rows)
+        for kind, path in artifacts:
+            self.add_artifact(run_id, kind, path)
+        self.noted.update(status=status, message=message, summary=summary)
+
+    def create_run(self, *args, **kwargs) -> str:
+        raise UserError("a sweep run is created by the sweep, not by its procedure")
+
+    def take_rows(self) -> list[tuple]:
+        rows, self.rows = self.rows, []
+        return rows
+
+
+def execute_run(task: RunTask, send: Callable[[list[tuple]], None] | None = None) -> RunRecord:
+    """Run ``task`` here. Failures become a ``failed`` record (with the traceback's tail) and
+    never propagate; interrupts do."""
+    import torch
+
+    t0 = time.perf_counter()
+    prev_threads = torch.get_num_threads()
+    if task.threads:
+        torch.set_num_threads(max(1, task.threads))
+    local = Path(tempfile.mkdtemp(prefix="sgdlab-run-")) if task.ship else None
+    try:
+        return _execute(task, send, local, t0)
+    finally:
+        if torch.get_num_threads() != prev_threads:
+            torch.set_num_threads(prev_threads)   # in-process runs leave the caller's setting
+        if local is not None:
+            shutil.rmtree(local, ignore_errors=True)
+
+
+def _execute(task: RunTask, send, local: Path | None, t0: float) -> RunRecord:
+    run = task.spec
+    rec = RunRecorder(task.run_id, send)
+    if local is not None:
+        art = local / "run"
+        deps = {}
+        for label, files in task.dependency_files.items():
+            write_files(local / "deps" / label, files)
+            deps[label] = local / "deps" / label
+    else:
+        art = Path(task.artifact_dir)
+        deps = {k: Path(v) for k, v in task.dependencies.items()}
+    art.mkdir(parents=True, exist_ok=True)
+    ctx = RunContext(store=rec, run_id=task.run_id, device=task.device, artifact_dir=art,
+                     dependencies=deps, progress=task.progress)
+    try:
+        out = task.procedure.run(run, ctx)
+        if not isinstance(out, RunOutput):
+            raise TypeError(f"procedure {run.procedure!r} returned {type(out).__name__}, "
+                            "expected RunOutput")
+        if out.data:
+            path = art / DATA_FILE
+            path.write_text(json.dumps(jsonable(out.data)))
+            rec.add_artifact(task.run_id, "data", str(path))
+        record = RunRecord(out.status, out.message, jsonable(out.summary), rec.take_rows(),
+                           rec.artifacts)
+    except Exception as e:  # noqa: BLE001 - recorded, reported, and the sweep goes on
+        record = RunRecord("failed-input" if isinstance(e, UserError) else "failed",
+                           f"{type(e).__name__}: {e}", {}, rec.take_rows(), rec.artifacts,
+                           detail=traceback.format_exc()[-4000:])
+    if local is not None:
+        record.files, record.artifact_dir = read_files(art), str(art)
+    from sgdlab.store import environment   # this process: its host, threads, versions
+
+    record.env = environment(seed=run.seed, device=task.device)
+    record.seconds = time.perf_counter() - t0
+    return record
+
+
+def read_files(folder: str | os.PathLike) -> dict[str, bytes]:
+    """Every file under ``folder`` as ``{relative path: bytes}`` (empty if it is missing)."""
+    root = Path(folder)
+    if not root.is_dir():
+        return {}
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*"))
+            if p.is_file()}
+
+
+def write_files(folder: str | os.PathLike, files: dict[str, bytes]) -> None:
+    root = Path(folder)
+    for rel, data in files.items():
+        target = root / rel
+        if root.resolve() not in target.resolve().parents:
+            raise UserError(f"refusing to write {rel!r} outside {root}")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(data)
+
+
+def jsonable(obj: Any) -> Any:
+    """Tensors/arrays -> lists, numpy scalars -> floats, non-finite floats kept as floats."""
+    try:
+        import numpy as np
+        import torch
+    except ImportError:  # pragma: no cover
+        np = torch = None
+    if torch is not None and isinstance(obj, torch.Tensor):
+        return obj.detach().cpu().tolist()
+    if np is not None and isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if np is not None and isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, dict):
+        return {str(k): jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [jsonable(v) for v in obj]
+    return obj

@@ -1,0 +1,68 @@
+"""Bad input from the command line: one line naming the file or key, nothing recorded or lost."""
+from __future__ import annotations
+
+import json
+
+import torch
+
+from sgdlab.cli.main import main
+from sgdlab.store import RunStore
+
+TINY = """
+name: tiny
+data: {name: cubic, seed: 0}
+model: {name: zhu-mlp-1-6-6-6-1}
+optimizer: {name: sgd, lr: 0.05}
+train: {epochs: 1, batch_size: 4, threads: 1, progress: false}
+"""
+
+
+def one_error_line(capsys) -> str:
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    return err
+
+
+def test_an_infinite_learning_rate_is_refused(tmp_path, capsys):
+    cfg = tmp_path / "tiny.yaml"
+    cfg.write_text(TINY)
+    assert main(["train", str(cfg), "--store", str(tmp_path / "s.sqlite"),
+                 "--set", "optimizer.lr=.inf"]) == 2
+    assert "optimizer.lr: a learning rate must be finite, got inf" in one_error_line(capsys)
+    assert main(["train", str(cfg), "--store", str(tmp_path / "s.sqlite"),
+                 "--set", "optimizer.lr=-.inf"]) == 2
+    assert "optimizer.lr: must be >= 0, got -inf" in one_error_line(capsys)
+    assert not (tmp_path / "s.sqlite").exists()
+
+
+def test_a_yaml_tag_in_a_parle_config_is_one_line(tmp_path, capsys):
+    cfg = tmp_path / "parle.yaml"
+    cfg.write_text("data: !!python/object/apply:os.system ['touch pwned']\n"
+                   "model: {name: mlp}\nparle: {replicas: 2}\nepochs: 1\n")
+    assert main(["parle", str(cfg)]) == 2
+    err = one_error_line(capsys)
+    assert "parle.yaml: line 1, column 7: YAML tag" in err and "is not allowed" in err
+    assert not (tmp_path / "pwned").exists()
+
+
+def test_measure_finds_the_runs_store_and_names_a_checkpoint_without_weights(
+        tmp_path, capsys, monkeypatch):
+    cfg = tmp_path / "tiny.yaml"
+    cfg.write_text(TINY)
+    store, run_dir = tmp_path / "lab" / "runs.sqlite", tmp_path / "lab" / "run"
+    assert main(["train", str(cfg), "--store", str(store), "--out", str(run_dir)]) == 0
+    capsys.readouterr()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    assert main(["measure", str(run_dir), "--what", "hessian", "--probes", "2", "--k", "1"]) == 0
+    assert not (elsewhere / "sgdlab-runs").exists()        # not a new store here
+    (run,) = RunStore(store).list_runs()                     # the run's own store got it
+    assert "measure/hess/top_1" in RunStore(store).metrics(run["id"])
+    assert json.loads((run_dir / "run.json").read_text())["run_id"] == run["id"]
+
+    state = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)
+    del state["model"]
+    torch.save(state, run_dir / "checkpoints" / "last.pt")
+    assert main(["measure", str(run_dir), "--what", "hessian"]) == 2
+    assert "has no 'model' entry" in one_error_line(capsys)

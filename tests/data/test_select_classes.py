@@ -1,0 +1,29 @@
+"""``classes=[...]``: keep some classes, relabelled 0..k−1 (thesis §6.3.3's five MNIST digits)."""
+import pytest
+import torch
+
+from sgdlab.data import load_dataset, select_classes
+from sgdlab.errors import UserError
+
+
+def test_classes_keeps_and_relabels_in_the_given_order():
+    full = load_dataset("digits", seed=0)
+    ds = load_dataset("digits", seed=0, classes=[3, 0, 7])
+    assert ds.num_outputs == 3 and ds.meta["classes"] == [3, 0, 7]
+    for x, y, fx, fy in ((ds.x_train, ds.y_train, full.x_train, full.y_train),
+                         (ds.x_test, ds.y_test, full.x_test, full.y_test)):
+        m = (fy == 3) | (fy == 0) | (fy == 7)
+        assert torch.equal(x, fx[m])
+        assert y.tolist() == [[3, 0, 7].index(int(v)) for v in fy[m]]
+    assert set(ds.y_train.tolist()) == {0, 1, 2}
+    # then the seeded subset applies to the kept classes
+    sub = load_dataset("digits", seed=0, classes=[0, 1], n_train=40)
+    assert len(sub.y_train) == 40 and set(sub.y_train.tolist()) == {0, 1}
+
+
+@pytest.mark.parametrize("bad", [[], [0, 0], [10], "01", 3])
+def test_bad_classes_are_user_errors(bad):
+    with pytest.raises(UserError, match="classes"):
+        select_classes(load_dataset("digits"), bad)
+    with pytest.raises(UserError, match="classification"):
+        load_dataset("cubic", classes=[0])

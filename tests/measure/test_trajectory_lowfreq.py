@@ -1,0 +1,77 @@
+"""Thesis §6.3.3 pieces of :mod:`sgdlab.measure.trajectory`: burn-in, the low-frequency test of
+a flat increment spectrum (exact F null), and the autocorrelation of the iterates vs that of a
+Brownian path."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from sgdlab.measure.trajectory import (brownian_reference, discard_burnin,
+                                       iterate_autocorrelation, low_frequency_test)
+
+N, D = 1001, 200
+
+
+def _ar1_increments(phi: float, seed: int = 0) -> np.ndarray:
+    """Snapshots whose increments are AR(1) with coefficient phi (red noise for phi > 0)."""
+    rng = np.random.default_rng(seed)
+    e = rng.standard_normal((N - 1, D))
+    d = np.empty_like(e)
+    d[0] = e[0]
+    for k in range(1, len(e)):
+        d[k] = phi * d[k - 1] + e[k]
+    return np.vstack([np.zeros((1, D)), np.cumsum(d, 0)])
+
+
+def _ou(theta: float, seed: int = 0) -> np.ndarray:
+    """Mean-reverting positions x_{k+1} = (1 − θ) x_k + ε_k."""
+    rng = np.random.default_rng(seed)
+    x = np.zeros((N, D))
+    for k in range(1, N):
+        x[k] = (1 - theta) * x[k - 1] + rng.standard_normal(D)
+    return x
+
+
+def test_burnin_drops_the_first_snapshots():
+    a = np.arange(20.0).reshape(10, 2)
+    assert np.array_equal(discard_burnin(a, 3), a[3:])
+    assert np.array_equal(discard_burnin(a, 0), a)
+    for bad in (-1, 9, 2.5):
+        with pytest.raises(ValueError, match="burnin"):
+            discard_burnin(a, bad)
+
+
+def test_low_frequency_test_holds_its_level_on_white_noise():
+    t = low_frequency_test(brownian_reference(N, 2000, seed=3), fraction=0.1, level=0.05)
+    # per-coordinate p-values are exact (F distribution): about 5% below 0.05
+    assert abs(t.fraction_significant - 0.05) < 4 * np.sqrt(0.05 * 0.95 / 2000)
+    assert abs(t.mean_ratio - 1) < 0.02
+    assert not t.low_frequency_excess
+    assert t.num_low == round(0.1 * ((N - 2) // 2))
+
+
+def test_low_frequency_test_finds_red_noise_and_not_mean_reversion():
+    red = low_frequency_test(_ar1_increments(0.5), fraction=0.1)
+    assert red.low_frequency_excess and red.mean_ratio > 2 and red.combined_p_value < 1e-6
+    ou = low_frequency_test(_ou(0.2), fraction=0.1)
+    assert ou.mean_ratio < 0.5 and not ou.low_frequency_excess
+
+
+def test_iterate_acf_of_a_brownian_path_is_far_outside_the_white_noise_band():
+    """The thesis compares SGD's iterate ACF with the band of white noise: a Brownian path
+    itself is 'significantly correlated at very large lags', white noise is not."""
+    lag = N // 10
+    bm = iterate_autocorrelation(brownian_reference(N, D, seed=1), max_lag=N // 2, min_lag=lag)
+    assert bm.fraction_outside > 0.5 and bm.mean[lag] > 0.3
+    white = np.random.default_rng(2).standard_normal((N, D))
+    wn = iterate_autocorrelation(white, max_lag=N // 2, min_lag=lag)
+    assert wn.fraction_outside < 0.03
+    assert wn.band == pytest.approx(2.5758293035489004 / np.sqrt(N))
+    # a fast-mean-reverting walk forgets: within the band at large lags
+    assert iterate_autocorrelation(_ou(0.5), max_lag=N // 2, min_lag=lag).fraction_outside < 0.03
+
+
+def test_brownian_reference_is_seeded():
+    a, b = brownian_reference(5, 3, seed=7), brownian_reference(5, 3, seed=7)
+    assert a.shape == (5, 3) and np.array_equal(a, b)
+    assert np.allclose(np.diff(a, axis=0).std(), 1, atol=0.8)

@@ -1,0 +1,137 @@
+"""Chaudhari's thesis networks: the parameter counts the thesis states (one test per
+architecture), by-hand derivations, and the readings kept as options."""
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from sgdlab.errors import UserError
+from sgdlab.models import build_model, count_parameters, describe
+from sgdlab.models.wideresnet import WRN_16_4, WRN_28_10
+
+from model_counts import bn, conv, dense  # tests/models is on sys.path
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+MNIST, CIFAR = (1, 28, 28), (3, 32, 32)
+
+
+
+
+def count(name: str, shape=None, outputs: int | None = None, **opts) -> int:
+    info = describe(name)
+    return count_parameters(build_model(name, shape or info.reference_input,
+                                        outputs or info.reference_outputs, **opts))
+
+
+# --- counts the thesis states exactly --------------------------------------------------------
+def test_small_lenet_hessian_is_the_stated_47658():  # §3.3.1 (i)
+    assert describe("small-lenet-hessian").stated_params == 47_658
+    # 28 -conv5-> 24 -pool2-> 12 -conv5-> 8 -pool2-> 4: 20x4x4 = 320 features, no BatchNorm
+    assert count("small-lenet-hessian") == conv(1, 10, 5) + conv(10, 20, 5) + dense(320, 128) \
+        + dense(128, 10) == 47_658
+
+
+def test_small_mnistfc_stated_count_and_the_readings_of_its_width():  # §3.3.1 (ii)
+    assert describe("small-mnistfc").stated_params == 50_890
+    assert count("small-mnistfc") == dense(784, 64) + dense(64, 10) == 50_890
+    assert count("small-mnistfc", hidden=32) == dense(784, 32) + dense(32, 10) == 25_450
+    # the authors' code: 14x14 binned MNIST, 32 hidden units
+    assert count("small-mnistfc", hidden=32, input_size=14) == dense(196, 32) + dense(32, 10)
+
+
+def test_lenet_is_the_stated_131220():  # §4.6.2
+    assert describe("lenet").stated_params == 131_220
+    # 28 -conv5-> 24 -pool3-> 8 -conv5-> 4 -pool2-> 2: 50x2x2 features
+    assert count("lenet") == conv(1, 20, 5) + bn(20) + conv(20, 50, 5) + bn(50) \
+        + dense(200, 500) + dense(500, 10) == 131_220
+    assert count("lenet", fc_batchnorm=True) == 131_220 + bn(500)     # the text's fc_d
+
+
+def test_small_lenet_is_the_stated_13338():  # §6.3.1 (i)
+    assert describe("small-lenet").stated_params == 13_338
+    assert count("small-lenet") == conv(1, 8, 5) + bn(8) + conv(8, 16, 5) + bn(16) \
+        + dense(64, 128) + bn(128) + dense(128, 10) == 13_338
+
+
+def test_small_allcnn_is_the_stated_26982():  # §6.3.1 (iii)
+    assert describe("small-allcnn").stated_params == 26_982
+    assert count("small-allcnn") == conv(3, 12, 3) + 2 * conv(12, 12, 3) + conv(12, 24, 3) \
+        + 4 * conv(24, 24, 3) + conv(24, 10, 1) + 3 * bn(12) + 5 * bn(24) + bn(10) == 26_982
+
+
+# --- counts the thesis states to three figures -----------------------------------------------
+def test_mnistfc_is_the_stated_186_million():  # §4.6.2 "n = 1.86 million"
+    n = count("mnistfc")
+    assert n == dense(784, 1024) + dense(1024, 1024) + dense(1024, 10) + 2 * bn(1024)
+    assert describe("mnistfc").stated_params == 1_860_000
+    assert int(n / 1e4) * 1e4 == 1_860_000           # 1,867,786: "1.86 million" truncated
+
+
+def test_allcnn_is_the_stated_167_million():  # §4.6.3 "n = 1.67 million"; §3.3.1 "≈ 1.6"
+    n = count("allcnn")
+    assert n == conv(3, 96, 3) + 2 * conv(96, 96, 3) + conv(96, 192, 3) \
+        + 4 * conv(192, 192, 3) + conv(192, 10, 1) + 3 * bn(96) + 5 * bn(192) + bn(10)
+    assert round(n / 1e4) * 1e4 == describe("allcnn").stated_params == 1_670_000
+    # the All-CNN-C paper's last block (3x3, 1x1, 1x1) is far from the thesis' count
+    assert count("allcnn", last_block="paper") == n - 192 * 192 * 8 == 1_372_254
+
+
+def test_wide_resnets_are_zagoruyko_komodakis_counts():  # thesis §5.4.3, §5.4.4
+    assert round(count("wide-resnet", **WRN_16_4) / 1e5) * 1e5 == 2_700_000
+    assert describe("wide-resnet").stated_params == 2_700_000
+    assert round(count("wide-resnet", CIFAR, 10, **WRN_28_10) / 1e5) * 1e5 == 36_500_000
+
+
+# --- networks the thesis gives no count for: derived by hand --------------------------------
+def test_counts_the_thesis_leaves_unstated():
+    assert count("deep-mnistfc") == dense(784, 128) + 15 * dense(128, 128) + dense(128, 10)
+    assert count("small-fc") == dense(49, 64) + bn(64) + dense(64, 10)        # 7x7 inputs
+    assert count("tiny-fc") == dense(49, 16) + bn(16) + dense(16, 5)         # 5 classes
+    # §2.4.3 blocks: 5x5 conv, 3x3 max-pool, BN -> 28 -> 24 -> 8 -> 4 -> 1
+    assert count("trivialized-lenet") == conv(1, 32, 5) + bn(32) + conv(32, 64, 5) + bn(64) \
+        + dense(64, 512) + dense(512, 10)
+
+
+def test_layers_and_orders():
+    m = build_model("deep-mnistfc", MNIST, 10)
+    assert sum(isinstance(x, nn.Linear) for x in m.modules()) == 17
+    assert not any(isinstance(x, (nn.BatchNorm1d, nn.Dropout)) for x in m.modules())
+    kinds = [type(x).__name__ for x in build_model("small-fc", MNIST, 10).m]
+    assert kinds == ["AdaptiveAvgPool2d", "Flatten", "Linear", "BatchNorm1d", "ReLU", "Linear"]
+    kinds = [type(x).__name__ for x in build_model("mnistfc", MNIST, 10).m]
+    assert kinds[:6] == ["Flatten", "Dropout", "Linear", "ReLU", "BatchNorm1d", "Dropout"]
+    sl = build_model("small-lenet", MNIST, 10)
+    drops = [x.p for x in sl.features if isinstance(x, nn.Dropout)]
+    assert drops == [0.1, 0.1] and not any(isinstance(x, nn.Dropout) for x in sl.classifier)
+    assert not any(isinstance(x, nn.BatchNorm2d)
+                   for x in build_model("small-lenet-hessian", MNIST, 10).modules())
+
+
+def test_downsampling_is_block_means():
+    """input_size=7 on 28x28 = 4x4 block means (the authors bin MNIST the same way)."""
+    torch.manual_seed(0)
+    m = build_model("small-fc", MNIST, 10).eval()
+    x = torch.rand(3, 1, 28, 28)
+    binned = x.reshape(3, 1, 7, 4, 7, 4).mean((3, 5))
+    lin = m.m[2]
+    torch.testing.assert_close(m.m[1](m.m[0](x)), binned.flatten(1))
+    assert lin.in_features == 49
+    # already 7x7: no pooling layer
+    assert type(build_model("tiny-fc", (1, 7, 7), 5).m[0]).__name__ == "Flatten"
+    assert build_model("tiny-fc", MNIST, 5)(x).shape == (3, 5)
+
+
+def test_bad_options_are_user_errors():
+    with pytest.raises(UserError, match="input_size"):
+        build_model("small-fc", (49,), 10)
+    with pytest.raises(UserError, match="cannot down-sample"):
+        build_model("tiny-fc", (1, 5, 5), 5)
+    with pytest.raises(UserError, match="last_block"):
+        build_model("allcnn", CIFAR, 10, last_block="nope")
+    with pytest.raises(UserError, match="6n\\+4"):
+        build_model("wide-resnet", CIFAR, 10, depth=20)
+    with pytest.raises(UserError, match="pools"):
+        build_model("trivialized-lenet", MNIST, 10, pools=3)
+    with pytest.raises(UserError, match="no features|cannot take"):
+        build_model("trivialized-lenet", (1, 12, 12), 10)

@@ -1,0 +1,91 @@
+"""Unusable checkpoints and failed checkpoint writes: one clear error naming the file, nothing
+already written lost."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from sgdlab.data import Dataset
+from sgdlab.errors import UserError
+from sgdlab.store import RunStore
+from sgdlab.train import load_checkpoint, train
+
+torch.set_num_threads(1)
+
+
+def data() -> Dataset:
+    x = torch.randn(40, 3, generator=torch.Generator().manual_seed(0))
+    y = (x[:, 0] > 0).long()
+    return Dataset(x[:32], y[:32], x[32:], y[32:], {"name": "t", "task": "classification",
+                                                   "num_outputs": 2})
+
+
+def fit(width: int = 4, **kw):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, width), nn.Tanh(), nn.Linear(width, 2))
+    return train(model, nn.CrossEntropyLoss(), data(), torch.optim.SGD(model.parameters(), lr=0.1),
+                 epochs=2, batch_size=8, progress=False, **kw)
+
+
+def one_line(e: pytest.ExceptionInfo) -> str:
+    msg = str(e.value)
+    assert "\n" not in msg and "weights_only=False" not in msg, msg
+    return msg
+
+
+def test_unreadable_checkpoints_are_named_in_one_line(tmp_path):
+    good = fit(checkpoint_dir=tmp_path / "ok").checkpoint
+    blob = good.read_bytes()
+    cases = {"empty.pt": (b"", "the file is empty"),
+             "cut.pt": (blob[: len(blob) // 3], "truncated or corrupt"),
+             "tail.pt": (blob[:-100], "truncated or corrupt"),
+             "text.pt": (b"garbage" * 100, "not a checkpoint file")}
+    for name, (content, needle) in cases.items():
+        (tmp_path / name).write_bytes(content)
+        with pytest.raises(UserError) as e:
+            load_checkpoint(tmp_path / name)
+        assert needle in one_line(e) and name in str(e.value)
+
+    class Evil:                              # a pickle that would run code if unpickled
+        def __reduce__(self):
+            return (os.system, ("touch pwned",))
+
+    torch.save({"format": 1, "model": Evil()}, tmp_path / "evil.pt")
+    with pytest.raises(UserError) as e:
+        load_checkpoint(tmp_path / "evil.pt")
+    assert "pickled Python objects" in one_line(e) and not Path("pwned").exists()
+    torch.save({"format": 1, "loop": {}}, tmp_path / "nomodel.pt")
+    with pytest.raises(UserError) as e:
+        load_checkpoint(tmp_path / "nomodel.pt", require=("model",))
+    assert "has no 'model' entry (it holds: format, loop)" in one_line(e)
+
+
+def test_resume_with_a_checkpoint_of_another_model_names_the_mismatch(tmp_path):
+    fit(checkpoint_dir=tmp_path, max_steps=3)
+    with pytest.raises(UserError) as e:
+        fit(width=5, checkpoint_dir=tmp_path, resume=True)
+    msg = one_line(e)
+    assert "last.pt' does not fit this model" in msg and "size mismatch for 0.weight" in msg
+    assert "[4, 3]" in msg and "[5, 3]" in msg
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs Linux's /dev/full")
+def test_a_full_disk_fails_the_run_and_keeps_the_previous_checkpoint(tmp_path):
+    store = RunStore(tmp_path / "runs.sqlite")
+    ckpt_dir = tmp_path / "ckpt"
+    first = fit(checkpoint_dir=ckpt_dir, max_steps=3, store=store)
+    # the next checkpoint's temporary file is a device that is always full
+    tmp = ckpt_dir / f".last.pt.{os.getpid()}.tmp"
+    tmp.symlink_to("/dev/full")
+    with pytest.raises(UserError) as e:
+        fit(checkpoint_dir=ckpt_dir, resume=True, store=store, run_id=first.run_id)
+    msg = one_line(e)
+    assert "cannot write checkpoint" in msg and "no space left on device" in msg
+    assert "the previous checkpoint is kept" in msg and not tmp.exists()
+    assert load_checkpoint(ckpt_dir)["loop"]["step"] == 3           # still there, readable
+    run = store.get_run(first.run_id)
+    assert run["status"] == "failed" and "no space left on device" in run["message"]
