@@ -25,9 +25,10 @@ def _data(n=12, seed=0):
                    {"name": "tiny", "task": "classification", "num_outputs": 2})
 
 
-def _bn_model():
+def _bn_model(hidden=4):
     torch.manual_seed(0)
-    return nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4), nn.Tanh(), nn.Linear(4, 2)).double()
+    return nn.Sequential(nn.Linear(3, hidden), nn.BatchNorm1d(hidden), nn.Tanh(),
+                         nn.Linear(hidden, 2)).double()
 
 
 def test_step_interpolation_only_in_the_chosen_epochs():
@@ -50,7 +51,7 @@ def test_train_mode_hessian_uses_the_statistics_of_each_batch():
     # train-mode BN on batches of 4: L(θ) = (1/3) Σ_b ℓ_b(θ) with each batch normalised by its
     # own mean and variance; its Hessian is the mean of the per-batch dense Hessians
     data = _data()
-    model = _bn_model()
+    model = _bn_model(hidden=2)                       # d = 18
     loss_fn = nn.CrossEntropyLoss()
     ref_model = copy.deepcopy(model).train()
 
@@ -66,14 +67,13 @@ def test_train_mode_hessian_uses_the_statistics_of_each_batch():
     assert abs(whole - expected) > 1e-3 * expected     # the batch size matters in train mode
 
     dyn = DynamicsCallback(Schedule.never(), hessian_schedule=Schedule.at([0]),
-                           hessian_bn_mode="both", eval_batch_size=4,
-                           hessian_kw={"tol": 1e-10, "num_iter": 60})
+                           hessian_bn_mode="train", eval_batch_size=4,
+                           hessian_kw={"tol": 1e-10, "num_iter": 18})
     before = {k: v.clone() for k, v in model.state_dict().items()}
     res = train(model, loss_fn, data, torch.optim.SGD(model.parameters(), lr=0.0),
                 epochs=1, batch_size=12, callbacks=[dyn], progress=False)
     (step, got), = res.history["hess_norm_train"]
     assert step == 0 and got == pytest.approx(expected, rel=1e-6)
-    assert "hess_norm_eval" in res.history
     for k, v in model.state_dict().items():           # lr 0: only the buffers could move
         if "running" not in k and "num_batches" not in k:
             torch.testing.assert_close(v, before[k])
