@@ -92,3 +92,16 @@ def test_list_json_carries_quotes_and_deviations(capsys):
         for scale, ov in (raw.get("scales") or {}).items():
             if ov and "deviations" in ov:
                 assert item["deviations"][scale] == ov["deviations"]
+
+
+@pytest.mark.parametrize("name", list(FILES))
+def test_every_entry_quotes_its_claim_and_lists_its_departures(name):
+    raw = read_file(FILES[name])
+    paper = raw["paper"]
+    for key in ("claim", "quote", "where"):
+        assert isinstance(paper.get(key), str) and paper[key].strip(), f"{name}: paper.{key}"
+    for scale in ("cpu", "paper"):
+        devs = (raw.get("scales") or {}).get(scale, {}).get("deviations")
+        assert isinstance(devs, list), f"{name}: scales.{scale}.deviations is not listed"
+    # the cpu scale always departs somewhere (data, size or budget): an empty list would hide it
+    assert raw["scales"]["cpu"]["deviations"], f"{name}: cpu scale lists no departure"
