@@ -2,7 +2,7 @@
 networks" (2018), with the parameter counts the thesis states.
 
 The thesis defines several networks more than once, under the same name, with different
-layers; each definition is a registered name or an option here (docs/fidelity/chaudhari-ch2-6.md
+layers; each definition is a registered name or an option here (docs/FIDELITY.md#chaudhari-ch2-6
 has the table). Counts include BatchNorm's affine weights and biases (running statistics are
 buffers); every stated count is asserted in ``tests/models/test_models_chaudhari.py``.
 

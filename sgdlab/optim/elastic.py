@@ -23,7 +23,7 @@ replica's outer step is written x^a ← x^a − η·G with (``parle_coefficients
 * ``"raw"`` (5.8c as printed with η⁽¹⁾ = η⁽²⁾ = η):  G = γ_k⁻¹(x^a − z^a) + ρ_k⁻¹(x^a − x).
 * ``"authors-code"`` (the authors' ``parle_mpi.py``): G = (x^a − z^a) + (L·n/ρ_k)(x^a − x) —
   the code multiplies its elastic coupling by L·n —, and the step starts from the last inner
-  iterate: x^a ← y^a_L − η·G. (Its other differences are listed in docs/fidelity.)
+  iterate: x^a ← y^a_L − η·G. (Its other differences are listed in docs/FIDELITY.md.)
 
 The outer step goes through Nesterov / heavy-ball momentum (``momentum``, ``nesterov``;
 Remark 5.3: "We use Nesterov's momentum (fixed to 0.9) for updating the variables y_k^a in

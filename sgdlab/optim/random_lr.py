@@ -20,7 +20,7 @@ the first gradient), with g_k = ∇f_Γ(x_k) + w x_k:
 
 With μ = 0 the two coincide. ``"step"`` is what the schedule ``random`` does to any optimizer.
 
-Readings where the paper is silent or says two things (docs/fidelity/musso.md):
+Readings where the paper is silent or says two things (docs/FIDELITY.md#musso):
 
 - ``convention="paper"``: α ~ U[0, 1] as eq. (1) states, so ``lr`` is the *maximal* learning
   rate l ("l would be the usual learning rate if α were constant and equal to 1"; the mean
