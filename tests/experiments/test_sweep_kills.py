@@ -140,7 +140,8 @@ def test_a_killed_or_terminated_driver_takes_its_workers_and_a_rerun_completes(
     # 2. the rerun takes over; its driver gets SIGTERM: one line naming how to continue
     for f in kills.glob("pid-*"):
         f.unlink()
-    env[KILL_ENV] = f"term-final@{labels[2]}"
+    # labels[1] is the one run certain to be unfinished (its worker killed the driver)
+    env[KILL_ENV] = f"term-final@{labels[1]}"
     p = subprocess.run(_sweep_cmd(config, store), env=env, capture_output=True, text=True,
                        timeout=300)
     assert p.returncode == 130, p.stderr[-2000:]
