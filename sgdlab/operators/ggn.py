@@ -38,12 +38,16 @@ class GGNOperator(ModelOperator):
         taylor: bool = True,
     ):
         super().__init__(model, loss_fn, data)
+        self._kw = dict(cache_graph=cache_graph, taylor=taylor)
         self._cache = None
         self._taylor = _SequentialTaylor.build(model, self.params) if taylor else None
         self._taylor_cache = None
         if cache_graph and is_single_batch(data):
             x, y = next(iterate_batches(data, self.device))
             self._cache = (x, y) + self._prepare(x, y)
+
+    def _options(self) -> dict:
+        return dict(self._kw)
 
     def _prepare(self, x: Tensor, y: Tensor):
         with torch.enable_grad():

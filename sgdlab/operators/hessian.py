@@ -34,6 +34,7 @@ class HessianOperator(ModelOperator):
         taylor: bool = True,
     ):
         super().__init__(model, loss_fn, data)
+        self._kw = dict(cache_graph=cache_graph, taylor=taylor)
         self._cached_grad: tuple[Tensor, ...] | None = None
         self._batch_size = None
         if cache_graph and is_single_batch(data):
@@ -46,6 +47,9 @@ class HessianOperator(ModelOperator):
         # Taylor-mode quadratic forms (None when the model is not a supported Sequential)
         self._taylor = _SequentialTaylor.build(model, self.params) if taylor else None
         self._taylor_cache = None
+
+    def _options(self) -> dict:
+        return dict(self._kw)
 
     def _batch_hvp(self, grads: tuple[Tensor, ...], v: Tensor, retain: bool) -> Tensor:
         vs = list(unflatten_like(v, self.params).values())
