@@ -319,7 +319,7 @@ def gradient_covariance(
     if method not in ("auto", "factored", "vmap"):
         raise ValueError(f"Invalid method={method!r}: expected 'auto', 'factored' or 'vmap'")
     if method in ("auto", "factored"):
-        ps = per_sample_factors(model, loss_fn, data, chunk_size=1024)
+        ps = per_sample_factors(model, loss_fn, data)
         if ps is not None:
             return GradientCovariance.from_per_sample(ps)
         if method == "factored":

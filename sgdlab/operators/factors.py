@@ -299,9 +299,19 @@ class PerSampleFactors:
         return out
 
 
+_MEAN_LOSSES = (nn.CrossEntropyLoss, nn.NLLLoss, nn.MSELoss, nn.L1Loss, nn.SmoothL1Loss,
+                nn.HuberLoss, nn.BCEWithLogitsLoss, nn.BCELoss)
+
+
 def _mean_of_samples(loss_fn, out: Tensor, y: Tensor, m: int = 8) -> bool:
-    """Whether the batch loss is the mean of the samples' losses (checked on a few samples),
-    the assumption behind recovering δ_i from one batch backward."""
+    """Whether the batch loss is the mean of the samples' losses, the assumption behind
+    recovering δ_i from one batch backward: known for torch's unweighted mean-reduced losses
+    (with no ignored target), else checked on ``m`` samples."""
+    if (type(loss_fn) in _MEAN_LOSSES and loss_fn.reduction == "mean"
+            and getattr(loss_fn, "weight", None) is None):
+        ignore = getattr(loss_fn, "ignore_index", None)
+        if ignore is None or y.is_floating_point() or not (y == ignore).any():
+            return True
     m = min(m, len(out))
     if m < 2:
         return True
@@ -316,7 +326,7 @@ def per_sample_factors(
     loss_fn: Callable[[Tensor, Tensor], Tensor],
     data: Data,
     *,
-    chunk_size: int | None = 1024,
+    chunk_size: int | None = 2048,
 ) -> PerSampleFactors | None:
     """Factored per-sample gradients of ``model`` over ``data`` (all batches, ``chunk_size``
     samples per forward/backward pass), or None when the model does not qualify (see the

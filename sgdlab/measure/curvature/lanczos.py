@@ -50,6 +50,18 @@ def select_ritz(theta: Tensor, k: int, which: str) -> Tensor:
     return torch.cat([torch.arange(m - 1, m - 1 - k, -1), torch.arange(0, k)])
 
 
+def tridiagonal_eigh(alpha: Tensor, beta: Tensor) -> tuple[Tensor, Tensor]:
+    """Eigenvalues (ascending) and eigenvectors of the symmetric tridiagonal T(α, β), float64
+    (LAPACK's tridiagonal solver: ~20x faster than a dense eigh at the sizes Lanczos checks
+    after every step)."""
+    from scipy.linalg import eigh_tridiagonal
+
+    if len(alpha) == 1:
+        return alpha.clone(), torch.ones(1, 1, dtype=torch.float64)
+    theta, s = eigh_tridiagonal(alpha.numpy(), beta.numpy(), check_finite=False)
+    return torch.from_numpy(theta), torch.from_numpy(s)
+
+
 def breakdown_threshold(scale: float, dtype: torch.dtype, d: int) -> float:
     """|β| below which the Krylov space is taken as invariant (relative to the spectrum)."""
     return 10 * torch.finfo(dtype).eps * max(scale, 1e-300) * math.sqrt(d)
@@ -92,15 +104,16 @@ def lanczos_decomposition(
     beta_next = 0.0
     for j in range(m):
         w = op.matvec(basis[j])
-        if not torch.isfinite(w).all():
-            raise FloatingPointError(
-                "operator returned non-finite values (diverged model or bad data?)")
         a = float(torch.dot(w, basis[j]))
         alpha.append(a)
         # full re-orthogonalisation against all previous vectors, twice (DGKS)
-        for _ in range(2):
-            w = w - basis[: j + 1].T @ (basis[: j + 1] @ w)
+        q = basis[: j + 1]
+        w = w - q.T @ (q @ w)
+        w.addmv_(q.T, q @ w, alpha=-1)
         b = float(torch.linalg.vector_norm(w))
+        if not (math.isfinite(a) and math.isfinite(b)):
+            raise FloatingPointError(
+                "operator returned non-finite values (diverged model or bad data?)")
         scale = max(scale, abs(a), b)
         beta_next = b
         breakdown = b <= breakdown_threshold(scale, op.dtype, d)
@@ -108,7 +121,7 @@ def lanczos_decomposition(
         # rather than ask ``stop`` (whose residuals would all read zero)
         if (stop is not None and not (breakdown and restart_on_breakdown)
                 and stop(torch.tensor(alpha, dtype=torch.float64),
-                         torch.tensor(beta, dtype=torch.float64), basis[: j + 1], b)):
+                         torch.tensor(beta, dtype=torch.float64), q, b)):
             m = j + 1
             break
         if j == m - 1:
@@ -120,7 +133,7 @@ def lanczos_decomposition(
                 break
             w = random_vector(op, generator)
             for _ in range(2):
-                w = w - basis[: j + 1].T @ (basis[: j + 1] @ w)
+                w = w - q.T @ (q @ w)
             wn = torch.linalg.vector_norm(w)
             if wn <= eps:  # the whole space is spanned
                 m = j + 1
@@ -202,10 +215,7 @@ def lanczos(
         j = len(alpha)
         if tol == 0 or j < want:
             return False
-        t = torch.diag(alpha)
-        if j > 1:
-            t += torch.diag(beta, 1) + torch.diag(beta, -1)
-        theta, s = torch.linalg.eigh(t)
+        theta, s = tridiagonal_eigh(alpha, beta)
         idx = select_ritz(theta, k, which)
         if criterion == "ritz_change":
             now = theta[idx]
@@ -216,7 +226,7 @@ def lanczos(
         return bool((res <= tol * theta.abs().max().clamp_min(1e-300)).all())
 
     res = lanczos_decomposition(op, m_max, v0=v0, generator=generator, stop=converged)
-    theta, s = torch.linalg.eigh(res.tridiagonal())
+    theta, s = tridiagonal_eigh(res.alpha, res.beta)
     idx = select_ritz(theta, k, which)
     if tol > 0 and criterion == "residual" and len(res.alpha) < d:
         resid = float((res.residual * s[-1, idx]).abs().max())
