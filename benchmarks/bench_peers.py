@@ -17,7 +17,8 @@ Figures, for each problem P (``<task>_<P>_speedup_vs_best_peer`` = the best peer
 sgdlab's, both at the same accuracy; the peer is named in the printed line):
 
 - ``top1_P`` / ``top5_P``: the 1 / 5 largest Hessian eigenvalues with worst relative error
-  ≤ 1e-3 against a reference (sgdlab Lanczos, float64 recurrence, tol 1e-9). Each library's
+  ≤ 1e-3 against a reference (sgdlab Lanczos, float64 recurrence, residual tol 1e-6: eigenvalue
+  errors ~r²/gap < 1e-9). Each library's
   own tolerance knob is tightened along a ladder until the target is met; the first setting
   that meets it is timed (sgdlab: ``lanczos`` tol; PyHessian: power iteration tol and maxIter;
   hessian-eigenthings: Lanczos steps, full re-orthogonalisation; curvlinops: scipy ``eigsh``
@@ -500,9 +501,9 @@ def _reference(model, loss_fn, x, y) -> torch.Tensor:
     t0 = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        vals, _ = lanczos(HessianOperator(model, loss_fn, (x, y)), 5, tol=1e-9, num_iter=400,
+        vals, _ = lanczos(HessianOperator(model, loss_fn, (x, y)), 5, tol=1e-6, num_iter=400,
                           dtype=torch.float64, generator=torch.Generator().manual_seed(0))
-    print(f"  reference top-5 (float64 recurrence, tol 1e-9): "
+    print(f"  reference top-5 (float64 recurrence, tol 1e-6): "
           f"{', '.join(f'{v:.6g}' for v in vals.tolist())} ({time.perf_counter() - t0:.0f} s)")
     return vals.double()
 

@@ -20,7 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from .batches import Data, is_single_batch, iterate_batches
-from .hessian import _probe_bytes, _unflatten_cols
+from .hessian import _probe_bytes, _unflatten_cols, affine_batchnorm
 from .taylor import SequentialTaylor, taylor_quadratic_forms
 from .linear import ModelOperator
 from .params import flatten, unflatten_like
@@ -55,7 +55,8 @@ class GGNOperator(ModelOperator):
 
     def _prepare(self, x: Tensor, y: Tensor):
         with torch.enable_grad():
-            out = self.model(x)
+            with affine_batchnorm(self.model):
+                out = self.model(x)
             o = out.detach().requires_grad_(True)
             g_out = torch.autograd.grad(self.loss_fn(o, y), o, create_graph=True)[0]
         return out, o, g_out

@@ -52,9 +52,12 @@ def test_conv_taylor_quadratic_forms_match_dense(name, model):
     op = HessianOperator(model, loss_fn, data)
     assert op._taylor is not None
     torch.testing.assert_close(op.quadratic_forms(v), (v * (h @ v)).sum(0))
+    # products (eval-mode batch norm as elementwise ops in the gradient graph) too
+    torch.testing.assert_close(op.matmat(v), h @ v)
     g = ggn_reference(model, loss_fn, data)
-    torch.testing.assert_close(GGNOperator(model, loss_fn, data).quadratic_forms(v),
-                               (v * (g @ v)).sum(0))
+    gop = GGNOperator(model, loss_fn, data)
+    torch.testing.assert_close(gop.quadratic_forms(v), (v * (g @ v)).sum(0))
+    torch.testing.assert_close(gop.matmat(v), g @ v)
     # a two-batch loader averages the batches' forms by size
     loader = [(data[0][:2], data[1][:2]), (data[0][2:], data[1][2:])]
     torch.testing.assert_close(HessianOperator(model, loss_fn, loader).quadratic_forms(v),
