@@ -1,10 +1,10 @@
-"""Analytic landscapes (issue 7): the escape experiment's wall time and p-spin descents/s.
+"""Analytic landscapes: the escape experiment's wall time and p-spin descents/s.
 
 - ``escape_experiment_seconds``: Zhu et al.'s two-basin escape experiment at the paper's
   settings — 7 methods (GD, GLD const/dynamic/diagonal/leading/Hessian, SGD m=1) × 100
   repetitions × 600 iterations, η = 0.1, noise statistics from all N = 100 samples every step,
   plus the expected-sharpness probe (σ = 0.1, M = 100 draws per repetition) every 10
-  iterations — float32, CPU, one torch thread. Absolute seconds, because the issue sets an
+  iterations — float32, CPU, one torch thread. Absolute seconds, because the goal is an
   absolute budget (< 5 s on 2 cores). Measured as the calling thread's CPU time (with one torch
   thread all work runs there), so other jobs on a shared box do not inflate it; the wall time
   is printed beside it. Median of 3 runs.

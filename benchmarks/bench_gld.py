@@ -1,4 +1,4 @@
-"""Per-step cost of GD + structured noise (issue 5), in units of one full-batch gradient.
+"""Per-step cost of GD + structured noise (Zhu et al.'s GLD), in units of one full-batch gradient.
 
 Setting (Zhu et al. 2019's noisy-label CNN scale): a small CNN (conv 1→8 5x5, max-pool,
 conv 8→8 5x5, max-pool, linear → 10; d = 3,106 parameters) on N = 512 synthetic 28x28 images,

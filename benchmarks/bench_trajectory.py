@@ -1,4 +1,4 @@
-"""Cost of the walk-with-SGD instruments (issue 4).
+"""Cost of the walk-with-SGD instruments (Xing et al. 2018).
 
 ``step_interpolation_cost_vs_10_evals``: one step interpolation with K = 10 points on the whole
 digits training set (1,437 images; :func:`sgdlab.measure.walk.segment_losses` +

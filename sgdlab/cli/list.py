@@ -14,7 +14,8 @@ def register(subparsers) -> None:
 
 
 def catalogue() -> list[dict]:
-    from sgdlab.experiments.spec import catalogue_files, read_file, validate_raw
+    from sgdlab.experiments.spec import (catalogue_files, read_file, scale_deviations,
+                                         validate_raw)
 
     out = []
     for name, path in catalogue_files().items():
@@ -24,10 +25,18 @@ def catalogue() -> list[dict]:
                     "title": raw.get("title", raw["name"]),
                     "description": " ".join(raw["description"].split()),
                     "paper": {"author": p["author"], "year": p["year"], "figure": p["figure"],
-                              "title": p.get("title")},
+                              "title": p.get("title"), "claim": p.get("claim"),
+                              "quote": _squash(p.get("quote")), "where": p.get("where"),
+                              "quotes": [{"quote": _squash(q["quote"]), "where": q["where"]}
+                                         for q in p.get("quotes", [])]},
+                    "deviations": scale_deviations(raw),
                     "scales": sorted(set(raw.get("scales", {})) | {"smoke", "cpu", "paper"}),
                     "file": str(path)})
     return out
+
+
+def _squash(text: str | None) -> str | None:
+    return None if text is None else " ".join(text.split())
 
 
 def _list(args: argparse.Namespace) -> int:

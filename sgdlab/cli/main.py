@@ -14,8 +14,11 @@ def build_parser() -> argparse.ArgumentParser:
         prog="sgdlab",
         description="A lab for the noise of SGD and the geometry of loss landscapes.",
     )
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    import sgdlab
     import sgdlab.cli as pkg
+
+    parser.add_argument("--version", action="version", version=f"sgdlab {sgdlab.__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     for m in sorted(pkgutil.iter_modules(pkg.__path__), key=lambda m: m.name):
         if m.name in ("main", "__main__") or m.name.startswith("_"):

@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from sgdlab.cli._help import plain
 from sgdlab.errors import UserError
 
 WHAT = ("hessian", "noise", "alignment", "sharpness")
@@ -29,9 +30,10 @@ WHAT = ("hessian", "noise", "alignment", "sharpness")
 def register(subparsers) -> None:
     p = subparsers.add_parser(
         "measure", help="curvature, gradient noise, Σ–H alignment, sharpness of a stored model",
-        description=__doc__.split("\n\n", 1)[1],
+        description=plain(__doc__.split("\n\n", 1)[1]),
         formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("target", metavar="CHECKPOINT_OR_RUN")
+    p.add_argument("target", metavar="CHECKPOINT_OR_RUN",
+                   help="a run id (or unique prefix), a run folder, or a checkpoint")
     p.add_argument("--what", default="hessian,noise,alignment,sharpness",
                    help=f"comma-separated subset of {','.join(WHAT)} (default: all)")
     p.add_argument("--data", default="train", metavar="NAME",

@@ -19,19 +19,23 @@ The config (YAML or JSON) is described in :func:`sgdlab.train.distributed.build_
 """
 from __future__ import annotations
 
-import json
+import argparse
+import os
 import shlex
 import subprocess
 import sys
-from pathlib import Path
+
+from sgdlab.cli._help import plain
 
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
         "parle", help="train coupled replicas (Parle, Elastic-SGD, Entropy-SGD)",
-        description=__doc__.split("\n\n")[0])
+        description=plain(__doc__), formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("config", help="replica run config (YAML or JSON)")
-    p.add_argument("--mode", choices=["inprocess", "distributed"], default="inprocess")
+    p.add_argument("--mode", choices=["inprocess", "distributed"], default="inprocess",
+                   help="inprocess: the replicas in turn in this process (default); "
+                        "distributed: one process per replica, launched with torchrun")
     p.add_argument("--replicas", type=int, default=None, help="override parle.replicas")
     p.add_argument("--out", default=None, help="directory for master.pt and result.json")
     p.add_argument("--backend", choices=["auto", "gloo", "nccl"], default="auto",
@@ -66,7 +70,7 @@ def torchrun_command(config: str, replicas: int, *, out: str | None = None,
 
 def _run(args) -> int:
     from sgdlab.errors import ConfigError
-    from sgdlab.train.distributed import load_config, run_from_config
+    from sgdlab.train.distributed import load_config, report, run_from_config
 
     cfg = load_config(args.config)
     if args.replicas is not None:
@@ -76,11 +80,7 @@ def _run(args) -> int:
     if args.mode == "inprocess":
         res = run_from_config(cfg, mode="inprocess", out=args.out, resume=args.resume,
                               checkpoint_every=args.checkpoint_every)
-        print(f"parle (in-process, {res.rounds} rounds, {res.grad_evals} gradient evaluations "
-              f"per replica): {res.status}")
-        print(json.dumps(res.final, indent=1))
-        if args.out:
-            print(f"master weights: {Path(args.out) / 'master.pt'}")
+        print(report(res, out=args.out))
         return 0 if res.status == "finished" else 1
     n = int((cfg.get("parle") or {}).get("replicas", 3))
     if args.resume and not args.out:
@@ -88,10 +88,13 @@ def _run(args) -> int:
     cmd = torchrun_command(args.config, n, out=args.out, backend=args.backend,
                            timeout=args.timeout, resume=args.resume,
                            checkpoint_every=args.checkpoint_every)
+    # torchrun prints a banner unless OMP_NUM_THREADS is set; one thread per process is also
+    # what makes the distributed iterates bit-identical to the in-process ones
+    threads = os.environ.get("OMP_NUM_THREADS", "1")
     if args.print_command:
-        print(shlex.join(cmd))
+        print(f"OMP_NUM_THREADS={threads} {shlex.join(cmd)}")
         return 0
     # validate here, where errors print nicely, before starting n processes
     from sgdlab.train.distributed import build_run
     build_run(cfg)
-    return subprocess.run(cmd).returncode
+    return subprocess.run(cmd, env={**os.environ, "OMP_NUM_THREADS": threads}).returncode

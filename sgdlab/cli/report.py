@@ -12,7 +12,8 @@ def register(subparsers) -> None:
         description="Rebuild results.json, figures, tables and report.html from the runs in the "
                     "store. TARGET is an output directory (its results.json says which "
                     "experiment, scale and store) or an experiment name.")
-    p.add_argument("target", metavar="OUT_DIR_OR_EXPERIMENT")
+    p.add_argument("target", metavar="OUT_DIR_OR_EXPERIMENT",
+                   help="an experiment's output directory, or a catalogue name")
     p.add_argument("--compare", metavar="OTHER",
                    help="another output directory or experiment: write a side-by-side page")
     p.add_argument("--scale", default="cpu", choices=["smoke", "cpu", "paper"],
@@ -20,7 +21,9 @@ def register(subparsers) -> None:
     p.add_argument("--store", metavar="PATH", help="run store path (default: as recorded)")
     p.add_argument("--out", metavar="PATH",
                    help="output directory for a rebuilt report, or the compare page's path")
-    p.add_argument("--data-dir", metavar="DIR")
+    p.add_argument("--data-dir", metavar="DIR",
+                   help="directory with the paper's dataset files, for an experiment run at "
+                        "scale paper (default: as recorded in results.json)")
     p.set_defaults(func=_report)
 
 

@@ -41,10 +41,16 @@ def _run(args: argparse.Namespace) -> int:
                          data_dir=args.data_dir, train_progress=args.progress)
     if not res.results:        # non-zero rank under torchrun
         return 0
+    from sgdlab.report.verdicts import SMOKE, verdict
+
+    smoke = res.results.get("scale") == "smoke"
+    if smoke and res.results.get("conclusions"):
+        print(f"conclusions ({SMOKE}):")
     for c in res.results.get("conclusions", []):
-        v = {True: "agrees", False: "DISAGREES",
-             None: "inconclusive" if c.get("claim") else "descriptive"}[c.get("agrees_with_paper")]
-        print(f"  - [{v}] {c['text']}")
+        words, kind = verdict(c, res.results.get("scale"))
+        label = {"agree": "agrees", "disagree": "DISAGREES"}.get(kind, words)
+        tag = "" if smoke else f"[{label}] "
+        print(f"  - {tag}{c['text']}")
     if res.sweep.failed:
         print(f"{len(res.sweep.failed)} runs failed (first: {res.sweep.failed[0][0]}: "
               f"{res.sweep.failed[0][1]}); re-run the same command to complete them.")

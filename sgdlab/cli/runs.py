@@ -22,19 +22,24 @@ def register(subparsers) -> None:
     _store_arg(ls)
     ls.add_argument("--experiment", help="only runs of this experiment")
     ls.add_argument("--status", choices=("running", "finished", "diverged", "failed",
-                                         "interrupted"))
+                                         "interrupted"), help="only runs with this status")
     ls.add_argument("--json", action="store_true", help="print JSON instead of a table")
     ls.set_defaults(func=_list)
 
     show = sub.add_parser("show", help="config, environment, status, final metrics, files")
     _store_arg(show)
     show.add_argument("run_id", metavar="RUN_ID", help="a run id or a unique prefix")
-    show.add_argument("--json", action="store_true")
+    show.add_argument("--json", action="store_true",
+                      help="print the run and its metric series as JSON")
     show.set_defaults(func=_show)
 
-    ex = sub.add_parser("export", help="write runs and metrics to CSV or JSON")
+    ex = sub.add_parser("export", help="write runs and metrics to CSV, JSON or TensorBoard")
     _store_arg(ex)
-    ex.add_argument("path", metavar="PATH")
+    ex.add_argument("path", metavar="PATH", nargs="?",
+                    help="the CSV or JSON file to write")
+    ex.add_argument("--tensorboard", metavar="DIR",
+                    help="write each run's metrics as TensorBoard event files in "
+                         "DIR/<name>-<run id> (needs the tensorboard package)")
     ex.add_argument("--format", choices=("csv", "json"),
                     help="default: from PATH's suffix, else csv")
     ex.add_argument("--run", action="append", dest="runs", metavar="RUN_ID",
@@ -46,8 +51,10 @@ def register(subparsers) -> None:
                                             "config stored for it; the result is bit-for-bit "
                                             "that of an uninterrupted run.")
     _store_arg(res)
-    res.add_argument("run_id", metavar="RUN_ID")
-    res.add_argument("--no-progress", action="store_true")
+    res.add_argument("run_id", metavar="RUN_ID", help="a run id or a unique prefix")
+    res.add_argument("--no-progress", action="store_true",
+                     help="no progress bar (default: one on a terminal, as the run was "
+                          "configured)")
     res.set_defaults(func=_resume)
 
 
@@ -97,7 +104,8 @@ def _show(args) -> int:
         print(json.dumps({**run, "metrics": {k: v for k, v in metrics.items()}}, indent=1,
                          default=str))
         return 0
-    print(f"run {run['id']}  name {run['name']}  experiment {run['experiment']}")
+    print("  ".join([f"run {run['id']}"] + [f"{k} {run[k]}" for k in ("name", "experiment")
+                                             if run[k]]))
     print(f"status: {run['status']}" + (f" ({run['message']})" if run["message"] else ""))
     print(f"created {run['created']}  updated {run['updated']}")
     if run["summary"]:
@@ -123,6 +131,17 @@ def _show(args) -> int:
 
 def _export(args) -> int:
     store = _open(args)
+    if args.tensorboard:
+        from sgdlab.train.tensorboard import export_runs
+
+        folders = export_runs(store, args.tensorboard, args.runs)
+        print(f"wrote {len(folders)} runs to {args.tensorboard} "
+              f"(tensorboard --logdir {args.tensorboard})")
+    if args.path is None:
+        if not args.tensorboard:
+            from sgdlab.errors import UserError
+            raise UserError("give PATH (a .csv or .json file) or --tensorboard DIR")
+        return 0
     fmt = args.format or ("json" if Path(args.path).suffix.lower() == ".json" else "csv")
     path = store.export(args.path, run_ids=args.runs, fmt=fmt)
     print(f"wrote {path} ({fmt})")

@@ -12,7 +12,8 @@ def register(subparsers) -> None:
                     "packaged config (e.g. digits-mlp). The run is recorded in the run store; "
                     "results.json, the learning-curve plot and checkpoints go to --out "
                     "(default: a folder named after the run id next to the store).")
-    p.add_argument("config", metavar="CONFIG")
+    p.add_argument("config", metavar="CONFIG",
+                   help="a .yaml/.toml run config or a packaged config's name")
     p.add_argument("--out", metavar="DIR", help="run folder (default: <store folder>/<run id>)")
     p.add_argument("--store", metavar="PATH",
                    help="run store (default: config's store.path, $SGDLAB_STORE, or "
@@ -20,6 +21,9 @@ def register(subparsers) -> None:
     p.add_argument("--set", metavar="KEY=VALUE", action="append", default=[], dest="overrides",
                    help="override a config value, e.g. --set train.epochs=5 --set "
                         "optimizer.lr=0.01 (repeatable; values are YAML)")
+    p.add_argument("--tensorboard", metavar="DIR",
+                   help="log every metric live to TensorBoard event files in DIR/<name>-<run "
+                        "id> (the config's train.tensorboard; needs the tensorboard package)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--print-config", action="store_true",
                    help="print the validated config and exit without training")
@@ -32,6 +36,8 @@ def _train(args: argparse.Namespace) -> int:
     from sgdlab.store import RunStore
 
     raw = apply_overrides(load_config(args.config), args.overrides)
+    if args.tensorboard:
+        raw.setdefault("train", {})["tensorboard"] = args.tensorboard
     cfg = validate_config(raw)
     if args.print_config:
         print(dump_yaml(cfg), end="")

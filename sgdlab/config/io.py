@@ -106,4 +106,4 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str] | tuple[str, ...])
 
 
 def dump_yaml(cfg: dict[str, Any]) -> str:
-    return yaml.safe_dump(cfg, sort_keys=False, default_flow_style=None)
+    return yaml.safe_dump(cfg, sort_keys=False, default_flow_style=None, allow_unicode=True)

@@ -1,4 +1,4 @@
-"""The run config: its schema, validation, and building a run from it.
+"""The run config: its sections (pydantic models), validation, and building a run from it.
 
 A run config (YAML or TOML, data only) has these sections; every key but the names is optional::
 
@@ -11,33 +11,174 @@ A run config (YAML or TOML, data only) has these sections; every key but the nam
     schedule:  {name: constant}       # any registered schedule + its args
     train:     {epochs: 10, batch_size: 128, replacement: false, drop_last: false, seed: 0,
                 eval_every: 1, eval_subset: null, checkpoint_every: null, max_steps: null,
-                device: cpu, dtype: float32, threads: null, progress: true}
+                device: cpu, dtype: float32, threads: null, progress: true, tensorboard: null}
     measure:   [{name: <instrument>, every: 10, ...params}]   # or at: [...] / log_points: 20
     store:     {path: null}           # default $SGDLAB_STORE or ./sgdlab-runs/runs.sqlite
 
-Optimizer, schedule, instrument, dataset and model arguments are checked against the
-registered callables' signatures, so a typo is reported with its key path.
+The fixed structure is :class:`RunConfig` (pydantic); optimizer, schedule, instrument, dataset
+and model arguments are then checked against the registered callables' signatures, so a typo
+is reported with its key path. :func:`json_schema` publishes both as one JSON Schema for
+editors (``sgdlab config schema``).
 """
 from __future__ import annotations
 
 import inspect
+import json
 import math
 import random
 import re
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import Annotated, Any, Literal, NamedTuple
+
+from pydantic import BeforeValidator, Field, ValidationError, WithJsonSchema
 
 from ..errors import ConfigError, DataError, UserError
 from ..losses import LOSSES, build_loss
-from .schema import (REQUIRED, Field, Section, config_error, join, plain_data, unknown_key,
-                     validate)
+from .schema import (OpenSection, Section, config_error, invalid, join, plain_data, problems,
+                     unknown_key, validate)
 
+REQUIRED: Any = inspect.Parameter.empty
 DTYPES = ("float32", "float64")
 _SCHEDULE_KEYS = ("every", "start", "at", "log_points")
 _DEVICE_RE = re.compile(r"^(cpu|cuda(:\d+)?|mps|auto)$")
+# Hyper-parameters that no optimizer accepts negative, checked before the optimizer is built so
+# the message names the key (torch's own says "Invalid learning rate: -1").
+_NON_NEGATIVE = ("lr", "momentum", "weight_decay", "eps")
+# How optimizers' own error messages name some keys.
+_KEY_WORDS = {"lr": ("learning rate",), "eps": ("epsilon",), "betas": ("beta",)}
 
 
-# --- registry-backed validators ----------------------------------------------------------
+# --- the fixed structure -------------------------------------------------------------------
+
+def _batch_size(v: Any) -> Any:
+    if isinstance(v, bool) or not isinstance(v, (int, str, dict)):
+        raise invalid(f'must be an integer >= 1, "full" or a schedule mapping {{kind: cyclic, '
+                      f'low, high, period}}, got {v!r}')
+    if isinstance(v, str) and v != "full":
+        raise invalid(f'must be an integer >= 1 or "full", got {v!r}')
+    if isinstance(v, int) and v < 1:
+        raise invalid(f"must be >= 1, got {v}")
+    if isinstance(v, dict):
+        from ..train.batch_schedules import build_batch_schedule
+
+        try:
+            build_batch_schedule(v)
+        except (ValueError, TypeError) as e:
+            raise invalid(str(e)) from None
+    return v
+
+
+def _device(v: Any) -> Any:
+    if isinstance(v, str) and not _DEVICE_RE.match(v):
+        raise invalid(f"must be cpu, cuda, cuda:N, mps or auto, got {v!r}")
+    return v
+
+
+BatchSize = Annotated[Any, BeforeValidator(_batch_size), WithJsonSchema({
+    "anyOf": [{"type": "integer", "minimum": 1}, {"const": "full"},
+              {"type": "object", "properties": {
+                  "kind": {"const": "cyclic"}, "low": {"type": "integer", "minimum": 1},
+                  "high": {"type": "integer", "minimum": 1},
+                  "period": {"type": "integer", "minimum": 2},
+                  "shape": {"enum": ["triangular", "square"]}, "start": {"enum": ["low", "high"]}},
+               "required": ["kind", "low", "high", "period"], "additionalProperties": False},
+              {"type": "object", "properties": {"kind": {"const": "constant"},
+                                                "size": {"type": "integer", "minimum": 1}},
+               "required": ["kind", "size"], "additionalProperties": False}],
+    "description": 'mini-batch size: an integer, "full" (gradient descent) or a schedule '
+                   "over epochs {kind: cyclic, low, high, period}"})]
+Device = Annotated[str, BeforeValidator(_device), WithJsonSchema({
+    "type": "string", "pattern": _DEVICE_RE.pattern,
+    "description": "cpu, cuda, cuda:N, mps or auto"})]
+NonNegative = Annotated[int, Field(ge=0)]
+
+
+class DataSection(Section):
+    """The dataset: load_dataset(name, seed=seed, data_dir=data_dir, **options)."""
+
+    name: str = Field(description="a registered dataset (digits, mnist1d, cubic, mnist, ...)")
+    seed: int = Field(0, ge=0, description="seed of the data (subsets, label noise, splits)")
+    data_dir: str | None = Field(None, description="folder with the dataset's files")
+    options: dict[str, Any] = Field(default_factory=dict,
+                                    description="the dataset's keyword arguments")
+
+
+class ModelSection(Section):
+    """The model: build_model(name, input_shape, num_outputs, **options)."""
+
+    name: str = Field(description="a registered model (mlp, lenet, resnet-56, ...)")
+    options: dict[str, Any] = Field(default_factory=dict,
+                                    description="the model's keyword arguments")
+
+
+class OptimizerSection(OpenSection):
+    """A registered optimizer's name and its hyper-parameters (lr, momentum, ...)."""
+
+    name: str = Field(description="a registered optimizer (sgd, adam, entropy_sgd, ...)")
+
+
+class ScheduleSection(OpenSection):
+    """A learning-rate schedule's name and arguments; stepped once per optimizer step."""
+
+    name: str = Field("constant", description="a registered learning-rate schedule")
+
+
+class TrainSection(Section):
+    """The training loop's settings (the arguments of sgdlab.train.train)."""
+
+    epochs: int = Field(10, ge=0, description="passes over the training set")
+    batch_size: BatchSize = 128
+    replacement: bool = Field(False, description="draw mini-batches i.i.d. with replacement")
+    drop_last: bool = Field(False, description="drop each pass's last partial batch")
+    seed: int = Field(0, ge=0, description="seed of the initial weights and the batch order")
+    eval_every: int = Field(1, ge=0, description="epochs between evaluations; 0: start and end")
+    eval_subset: int | None = Field(None, ge=1, description="evaluate on this many examples")
+    checkpoint_every: int | None = Field(None, ge=1,
+                                         description="steps between checkpoints; null: epochs")
+    max_steps: int | None = Field(None, ge=0, description="stop after this many steps")
+    device: Device = "cpu"
+    dtype: Literal[DTYPES] = Field("float32", description="float32 or float64")
+    threads: int | None = Field(None, ge=1, description="torch threads (null: torch's default)")
+    progress: bool = Field(True, description="show a progress bar on a terminal")
+    tensorboard: str | None = Field(None, description="log every metric live to TensorBoard "
+                                                      "event files in DIR/<run id>")
+
+
+class MeasureItem(OpenSection):
+    """An instrument, its step schedule (at most one of every, at, log_points) and options."""
+
+    name: str = Field(description="a registered instrument (hessian, noise, alignment, ...)")
+    every: int | None = Field(None, ge=1, description="steps between measurements")
+    start: int = Field(0, ge=0, description="first step of `every`")
+    at: list[NonNegative] | None = Field(None, description="these steps")
+    log_points: int | None = Field(None, ge=1, description="about this many log-spaced steps "
+                                                           "up to the last step")
+
+
+class StoreSection(Section):
+    path: str | None = Field(None, description="run store (SQLite); default $SGDLAB_STORE or "
+                                               "./sgdlab-runs/runs.sqlite")
+
+
+class RunConfig(Section):
+    """A run config for `sgdlab train` (YAML or TOML)."""
+
+    name: str | None = Field(None, description="run name (default: the file's stem)")
+    experiment: str | None = Field(None, description="experiment the run belongs to")
+    description: str | None = None
+    data: DataSection
+    model: ModelSection
+    loss: Literal[LOSSES] = Field("auto", description="auto (by the data's task), "
+                                                      "cross_entropy or mse")
+    optimizer: OptimizerSection
+    schedule: ScheduleSection = Field(default_factory=ScheduleSection)
+    train: TrainSection = Field(default_factory=TrainSection)
+    measure: list[MeasureItem] = Field(default_factory=list,
+                                       description="instruments measured during training")
+    store: StoreSection = Field(default_factory=StoreSection)
+
+
+# --- registry-backed checks ------------------------------------------------------------------
 
 def _signature_params(fn: Callable, skip: tuple[str, ...]) -> tuple[dict[str, Any], bool]:
     """``({name: default-or-REQUIRED}, accepts_var_kwargs)`` of ``fn``'s keyword parameters."""
@@ -48,7 +189,7 @@ def _signature_params(fn: Callable, skip: tuple[str, ...]) -> tuple[dict[str, An
             var_kw = True
         elif p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD,
                         inspect.Parameter.KEYWORD_ONLY) and p.name not in skip:
-            params[p.name] = REQUIRED if p.default is inspect.Parameter.empty else p.default
+            params[p.name] = p.default
     return params, var_kw
 
 
@@ -71,8 +212,8 @@ def _check_args(path: str, given: dict[str, Any], params: dict[str, Any], var_kw
         plain_data(p, v, errors)
         if k not in params and not var_kw:
             msg = unknown_key(path, k, list(params))
-            errors.append(msg[:-1] + f"; {owner} accepts: {', '.join(params) or 'nothing'})"
-                          if "did you mean" not in msg else msg)
+            errors.append(msg if "did you mean" in msg else
+                          f"{p}: unknown key ({owner} accepts: {', '.join(params) or 'nothing'})")
             continue
         if v is None and k in nullable:
             out[k] = v
@@ -95,30 +236,58 @@ def _check_args(path: str, given: dict[str, Any], params: dict[str, Any], var_kw
 
 def _registered_name(path: str, sec: dict[str, Any], registry, what: str, errors: list[str],
                      key: Callable[[str], str] = str) -> str | None:
-    """``sec["name"]`` if it names an entry of ``registry`` (looked up as ``key(name)``); None if
-    it is not a string (the schema reports that) or unknown (reported here)."""
-    name = sec.get("name")
-    if not isinstance(name, str):
-        return None
+    """``sec["name"]`` if it names an entry of ``registry`` (looked up as ``key(name)``); None
+    (and the problem reported) if it is unknown."""
+    name = sec["name"]
     if key(name) not in registry:
         errors.append(_unknown_name(join(path, "name"), name, registry, what))
         return None
     return name
 
 
+def _key_named(message: str, keys: list[str]) -> str | None:
+    """The one key of ``keys`` that an optimizer's or schedule's error message speaks of."""
+    low = message.lower()
+    hits = [k for k in keys
+            if re.search(rf"(?<![\w]){re.escape(k.lower())}(?![\w])", low)
+            or any(w in low for w in _KEY_WORDS.get(k, ()))]
+    return hits[0] if len(hits) == 1 else None
+
+
 def _check_hyper(path: str, sec: dict[str, Any], name: str, params: dict[str, Any],
                  var_kw: bool, what: str, errors: list[str],
                  build: Callable[[dict[str, Any]], Any] | None) -> None:
     """The section's keys but ``name`` against the signature; if they pass, ``build(hyper)``
-    lets the callable check its own ranges ("Invalid learning rate: -1")."""
+    lets the callable check its own ranges, reported under the key its message names."""
     hyper = {k: v for k, v in sec.items() if k != "name"}
     n_errors = len(errors)
     _check_args(path, hyper, params, var_kw, f"{what} {name!r}", errors)
+    if what == "optimizer":
+        for k in _NON_NEGATIVE:
+            v = hyper.get(k)
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and v < 0:
+                errors.append(f"{join(path, k)}: must be >= 0, got {v!r}")
     if len(errors) == n_errors and build is not None:
         try:
             build(hyper)
-        except (ValueError, TypeError) as e:
-            errors.append(f"{path} ({name}): {e}")
+        except Exception as e:  # any rejection of these arguments is a config problem
+            key = _key_named(str(e), list(hyper))
+            errors.append(f"{join(path, key)}: {e}" if key else f"{path} ({name}): {e}")
+
+
+def _optimizer_params(name: str) -> tuple[dict[str, Any], bool]:
+    from ..optim import OPTIMIZERS
+    from ..optim.registry import needs_model
+
+    cls = OPTIMIZERS[name]
+    skip = ("self", "params") + (("model", "loss_fn", "data") if needs_model(cls) else ())
+    return _signature_params(cls.__init__ if inspect.isclass(cls) else cls, skip)
+
+
+def _schedule_params(name: str) -> tuple[dict[str, Any], bool]:
+    from ..optim import SCHEDULES
+
+    return _signature_params(SCHEDULES[name], ("optimizer", "steps_per_epoch", "total_steps"))
 
 
 def _check_optimizer(path: str, sec: dict[str, Any], errors: list[str]) -> None:
@@ -131,8 +300,7 @@ def _check_optimizer(path: str, sec: dict[str, Any], errors: list[str]) -> None:
     if name is None:
         return
     cls = OPTIMIZERS[name]
-    skip = ("self", "params") + (("model", "loss_fn", "data") if needs_model(cls) else ())
-    params, var_kw = _signature_params(cls.__init__ if inspect.isclass(cls) else cls, skip)
+    params, var_kw = _optimizer_params(name)
     _check_hyper(path, sec, name, params, var_kw, "optimizer", errors,
                  None if needs_model(cls)
                  else lambda hyper: cls([torch.nn.Parameter(torch.zeros(1))], **hyper))
@@ -146,8 +314,7 @@ def _check_schedule(path: str, sec: dict[str, Any], errors: list[str]) -> None:
     name = _registered_name(path, sec, SCHEDULES, "schedule", errors)
     if name is None:
         return
-    params, var_kw = _signature_params(SCHEDULES[name],
-                                       ("optimizer", "steps_per_epoch", "total_steps"))
+    params, var_kw = _schedule_params(name)
 
     def build(hyper: dict[str, Any]) -> None:
         opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
@@ -163,7 +330,7 @@ def _check_data(path: str, sec: dict[str, Any], errors: list[str]) -> None:
     name = _registered_name(path, sec, DATASETS, "dataset", errors, key=_canonical)
     if name is None:
         return
-    _check_args(join(path, "options"), sec.get("options") or {}, dataset_options(name), False,
+    _check_args(join(path, "options"), sec["options"], dataset_options(name), False,
                 f"dataset {name!r}", errors)
 
 
@@ -174,39 +341,16 @@ def _check_model(path: str, sec: dict[str, Any], errors: list[str]) -> None:
                             key=lambda n: n.strip().lower())
     if name is None:
         return
-    _check_args(join(path, "options"), sec.get("options") or {}, describe(name).options, False,
+    _check_args(join(path, "options"), sec["options"], describe(name).options, False,
                 f"model {name!r}", errors)
-
-
-def _check_train(path: str, sec: dict[str, Any], errors: list[str]) -> None:
-    bs = sec.get("batch_size")
-    if isinstance(bs, dict):
-        from ..train.batch_schedules import build_batch_schedule
-
-        try:
-            build_batch_schedule(bs)
-        except ValueError as e:
-            errors.append(f"{join(path, 'batch_size')}: {e}")
-    elif isinstance(bs, str) and bs != "full":
-        errors.append(f"{join(path, 'batch_size')}: must be an integer >= 1 or \"full\", "
-                      f"got {bs!r}")
-    elif isinstance(bs, int) and bs < 1:
-        errors.append(f"{join(path, 'batch_size')}: must be >= 1, got {bs}")
-    dev = sec.get("device")
-    if isinstance(dev, str) and not _DEVICE_RE.match(dev):
-        errors.append(f"{join(path, 'device')}: must be cpu, cuda, cuda:N, mps or auto, "
-                      f"got {dev!r}")
 
 
 def _check_measure_item(path: str, item: dict[str, Any], errors: list[str]) -> None:
     from ..train.instruments import instrument_params, instruments
 
-    name = item.get("name")
-    if not isinstance(name, str):
-        return
     registry = instruments()
-    if name not in registry:
-        errors.append(_unknown_name(join(path, "name"), name, registry, "instrument"))
+    name = _registered_name(path, item, registry, "instrument", errors)
+    if name is None:
         return
     given = {k: v for k, v in item.items() if k not in ("name",) + _SCHEDULE_KEYS}
     params = instrument_params(name)
@@ -224,61 +368,27 @@ def _unknown_name(path: str, name: str, registry, what: str) -> str:
     return f"{path}: unknown {what} {name!r}{hint}; known: {', '.join(sorted(registry))}"
 
 
-def _keep_extra(path: str, values: dict[str, Any], errors: list[str]) -> dict[str, Any]:
-    return values  # checked by the section's check once the registered name is known
+_CHECKS: dict[str, Callable[[str, dict[str, Any], list[str]], None]] = {
+    "data": _check_data, "model": _check_model, "optimizer": _check_optimizer,
+    "schedule": _check_schedule, "measure": _check_measure_item,
+}
+_SECTIONS: dict[str, type[Section]] = {
+    "data": DataSection, "model": ModelSection, "optimizer": OptimizerSection,
+    "schedule": ScheduleSection, "measure": MeasureItem,
+}
 
 
-MEASURE_ITEM = Section({
-    "name": Field(str),
-    "every": Field(int, default=None, min=1, nullable=True, doc="steps between measurements"),
-    "start": Field(int, default=0, min=0),
-    "at": Field(list, default=None, nullable=True, item=Field(int, min=0)),
-    "log_points": Field(int, default=None, min=1, nullable=True,
-                        doc="about this many log-spaced steps up to the last step"),
-}, extra=_keep_extra, check=_check_measure_item)
-
-OPTIMIZER = Section({"name": Field(str)}, extra=_keep_extra, check=_check_optimizer,
-                    optional=False)
-SCHEDULE = Section({"name": Field(str, default="constant")}, extra=_keep_extra,
-                   check=_check_schedule)
-
-RUN_SCHEMA = Section({
-    "name": Field(str, default=None, nullable=True),
-    "experiment": Field(str, default=None, nullable=True),
-    "description": Field(str, default=None, nullable=True),
-    "data": Section({
-        "name": Field(str),
-        "seed": Field(int, default=0, min=0),
-        "data_dir": Field(str, default=None, nullable=True),
-        "options": Field(dict, default={}),
-    }, check=_check_data, optional=False),
-    "model": Section({
-        "name": Field(str),
-        "options": Field(dict, default={}),
-    }, check=_check_model, optional=False),
-    "loss": Field(str, default="auto", choices=LOSSES),
-    "optimizer": OPTIMIZER,
-    "schedule": SCHEDULE,
-    "train": Section({
-        "epochs": Field(int, default=10, min=0),
-        "batch_size": Field((int, str, dict), default=128,
-                            doc='int, "full", or a schedule {kind: cyclic, low, high, period}'),
-        "replacement": Field(bool, default=False),
-        "drop_last": Field(bool, default=False),
-        "seed": Field(int, default=0, min=0),
-        "eval_every": Field(int, default=1, min=0, doc="epochs; 0: only at start and end"),
-        "eval_subset": Field(int, default=None, min=1, nullable=True),
-        "checkpoint_every": Field(int, default=None, min=1, nullable=True,
-                                  doc="steps; null: each epoch end"),
-        "max_steps": Field(int, default=None, min=0, nullable=True),
-        "device": Field(str, default="cpu"),
-        "dtype": Field(str, default="float32", choices=DTYPES),
-        "threads": Field(int, default=None, min=1, nullable=True),
-        "progress": Field(bool, default=True),
-    }, check=_check_train),
-    "measure": Field(list, default=[], item=MEASURE_ITEM),
-    "store": Section({"path": Field(str, default=None, nullable=True)}),
-})
+def validate_section(key: str, value: Any, *, path: str) -> dict[str, Any]:
+    """One ``optimizer``, ``schedule``, ``measure`` item, ``data`` or ``model`` section, checked
+    as in a run config (structure, then the registered callable's arguments) and reported
+    under ``path``; ConfigError listing the problems."""
+    errors: list[str] = []
+    sec = validate(value, _SECTIONS[key], path=path, errors=errors)
+    if sec is not None:
+        _CHECKS[key](path, sec, errors)
+    if errors:
+        raise config_error(errors)
+    return sec
 
 
 def validate_config(raw: dict[str, Any]) -> dict[str, Any]:
@@ -289,7 +399,113 @@ def validate_config(raw: dict[str, Any]) -> dict[str, Any]:
     plain_data("config", raw, errors)
     if errors:
         raise config_error(errors)
-    return validate(raw, RUN_SCHEMA)
+    if not isinstance(raw, dict):
+        raise config_error([f"config: must be a mapping, got {raw!r}"])
+    failed: list[tuple] = []
+    try:
+        cfg = RunConfig.model_validate(raw).model_dump()
+    except ValidationError as e:
+        cfg = None
+        failed = [tuple(err["loc"]) for err in e.errors()]
+        errors += problems(e, RunConfig)
+
+    def sound(loc: tuple) -> bool:  # no structural problem in or above loc
+        return not any(f[:len(loc)] == loc or loc[:len(f)] == f for f in failed)
+
+    def checked(key: str, value: Any) -> dict[str, Any]:
+        return _SECTIONS[key].model_validate(value or {}).model_dump()
+
+    for key in ("data", "model", "optimizer", "schedule"):
+        if sound((key,)):
+            _CHECKS[key](key, cfg[key] if cfg else checked(key, raw.get(key)), errors)
+    items = raw.get("measure")
+    for i, item in enumerate(items if isinstance(items, list) else []):
+        if sound(("measure", i)) and isinstance(item, dict):
+            _check_measure_item(f"measure[{i}]", cfg["measure"][i] if cfg
+                                else checked("measure", item), errors)
+    if errors:
+        raise config_error(errors)
+    return cfg
+
+
+# --- the JSON Schema ---------------------------------------------------------------------------
+
+def _param_schema(default: Any, nullable: bool = False) -> dict[str, Any]:
+    """A keyword argument's JSON Schema, from its default's type."""
+    if default is REQUIRED:
+        return {}
+    if isinstance(default, bool):
+        out: dict[str, Any] = {"type": "boolean"}
+    elif isinstance(default, (int, float)):
+        out = {"type": "number"}
+    elif isinstance(default, str):
+        out = {"type": "string"}
+    elif isinstance(default, (list, tuple)):
+        out, default = {"type": "array"}, list(default)
+    else:
+        out = {}
+    if nullable and "type" in out:
+        out["type"] = [out["type"], "null"]
+    try:
+        json.dumps(default, allow_nan=False)
+        out["default"] = default
+    except (TypeError, ValueError):
+        pass
+    return out
+
+
+def _by_name(section: dict[str, Any], entries: dict[str, tuple[dict[str, Any], bool]], *,
+             fixed: tuple[str, ...] = ("name",), under: str | None = None,
+             ranges: dict[str, dict[str, Any]] | None = None,
+             nullable: Callable[[str], frozenset[str]] = lambda name: frozenset()) -> None:
+    """Add to a section's schema the enum of registered names and, per name, its arguments
+    (``if name == X then ...``), at the section's level or under its key ``under``."""
+    section["properties"]["name"]["enum"] = sorted(entries)
+    rules = []
+    for name, (params, var_kw) in sorted(entries.items()):
+        null = nullable(name)
+        props = {k: {**_param_schema(d, k in null), **(ranges or {}).get(k, {})}
+                 for k, d in params.items()}
+        body: dict[str, Any] = {"properties": props}
+        if not var_kw:
+            body["additionalProperties"] = False
+        if under is None:
+            body["properties"] = {**{k: True for k in fixed}, **props}
+            required = [k for k, d in params.items() if d is REQUIRED]
+            if required:
+                body["required"] = required
+        else:
+            body = {"properties": {under: {"type": "object", **body}}}
+        rules.append({"if": {"properties": {"name": {"const": name}}, "required": ["name"]},
+                      "then": body})
+    section["allOf"] = rules
+
+
+def json_schema() -> dict[str, Any]:
+    """The run config's JSON Schema (draft 2020-12): the fixed structure from
+    :class:`RunConfig`, plus the registered names and each one's arguments, so an editor
+    completes and checks ``optimizer: {name: sgd, lr: ...}`` as the validator does."""
+    from ..data import DATASETS, dataset_options
+    from ..models import MODELS, describe
+    from ..optim import OPTIMIZERS, SCHEDULES
+    from ..train.instruments import instrument_params, instruments
+
+    schema = RunConfig.model_json_schema()
+    defs = schema["$defs"]
+    _by_name(defs["OptimizerSection"], {n: _optimizer_params(n) for n in OPTIMIZERS},
+             ranges={k: {"minimum": 0} for k in _NON_NEGATIVE})
+    _by_name(defs["ScheduleSection"], {n: _schedule_params(n) for n in SCHEDULES})
+    inst = {n: ((instrument_params(n) or {}), instrument_params(n) is None)
+            for n in instruments()}
+    _by_name(defs["MeasureItem"], inst, fixed=("name",) + _SCHEDULE_KEYS,
+             nullable=lambda n: _nullable(instruments()[n]))
+    data = {n: (dataset_options(n), False) for n in DATASETS}
+    data.update({n.replace("_", "-"): data[n] for n in DATASETS if "_" in n})  # both spellings
+    _by_name(defs["DataSection"], data, under="options")
+    _by_name(defs["ModelSection"], {n: (describe(n).options, False) for n in MODELS},
+             under="options")
+    return {"$schema": "https://json-schema.org/draft/2020-12/schema", **schema,
+            "title": "sgdlab run config"}
 
 
 # --- building ------------------------------------------------------------------------------
@@ -321,7 +537,7 @@ def measure_schedule(item: dict[str, Any], total_steps: int):
 
 
 def build_measure(items: list[dict[str, Any]], total_steps: int) -> list:
-    """Callbacks for validated ``measure`` items (see :data:`MEASURE_ITEM`)."""
+    """Callbacks for validated ``measure`` items (see :class:`MeasureItem`)."""
     from ..train.instruments import build_instrument
 
     callbacks = []
@@ -417,6 +633,10 @@ def build_from_config(cfg: dict[str, Any], *, validated: bool = False) -> BuiltR
             raise ConfigError(f"schedule: {e}") from None
 
     callbacks = build_measure(cfg["measure"], total)
+    if t["tensorboard"]:  # last, so it sees what the instruments log in the same step
+        from ..train.tensorboard import TensorBoardLogger
+
+        callbacks.append(TensorBoardLogger(t["tensorboard"]))
 
     train_kwargs = dict(epochs=t["epochs"], batch_size=batch_size, replacement=t["replacement"],
                         drop_last=t["drop_last"], seed=seed, eval_every=t["eval_every"],
@@ -425,6 +645,7 @@ def build_from_config(cfg: dict[str, Any], *, validated: bool = False) -> BuiltR
     return BuiltRun(model, loss_fn, data, optimizer, schedule, callbacks, train_kwargs)
 
 
-__all__ = ["BuiltRun", "MEASURE_ITEM", "OPTIMIZER", "RUN_SCHEMA", "SCHEDULE",
-           "build_from_config", "build_measure",
-           "measure_schedule", "resolve_device", "validate_config"]
+__all__ = ["BuiltRun", "DataSection", "MeasureItem", "ModelSection", "OptimizerSection",
+           "RunConfig", "ScheduleSection", "StoreSection", "TrainSection", "build_from_config",
+           "build_measure", "json_schema", "measure_schedule", "resolve_device",
+           "validate_config", "validate_section"]

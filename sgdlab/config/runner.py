@@ -88,6 +88,11 @@ def _execute(cfg: dict[str, Any], store: Any, run_id: str, out: Path, env: dict[
             store.set_status(run_id, "failed", f"{type(e).__name__}: {e}")
             raise
     kwargs = dict(built.train_kwargs)
+    from ..train.tensorboard import TensorBoardLogger, run_folder
+
+    for cb in built.callbacks:  # one TensorBoard folder per run: DIR/<name>-<run id>
+        if isinstance(cb, TensorBoardLogger) and cb.run is None:
+            cb.run = run_folder("", run_id, cfg["name"]).name
     if progress is not None:
         kwargs["progress"] = progress
     ckpt_dir = out / "checkpoints"

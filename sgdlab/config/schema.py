@@ -1,68 +1,57 @@
-"""A small declarative schema engine for configs (plain data: dicts, lists, scalars).
+"""Config sections as pydantic v2 models, with messages that name the key path.
 
-A :class:`Section` maps keys to :class:`Field` s or nested sections; :func:`validate` returns a
-new dict with defaults filled in, or raises :class:`~sgdlab.errors.ConfigError` listing every
-problem, each prefixed by the full key path::
+A section is a :class:`Section` subclass: a strict pydantic model (no type coercion but int
+to float, unknown keys rejected, no nan/inf); :class:`OpenSection` keeps unknown keys for a
+later check against a registered callable's signature. :func:`validate` checks plain data
+against a section and returns a dict with the defaults filled in, or raises
+:class:`~sgdlab.errors.ConfigError` listing every problem, each prefixed by its key path::
 
     train.batch_size: must be >= 1, got 0
     optimizer.lrr: unknown key (did you mean lr?)
+
+The JSON Schema of a section is pydantic's ``model_json_schema()``.
 """
 from __future__ import annotations
 
 import difflib
 import math
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+import typing
+from collections.abc import Sequence
 from typing import Any
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic_core import PydanticCustomError
 
 from ..errors import ConfigError
 
 
-class _Required:
-    def __repr__(self) -> str:
-        return "REQUIRED"
+class Section(BaseModel):
+    """A config mapping with known keys: strict types, unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 
 
-REQUIRED: Any = _Required()
+class OpenSection(Section):
+    """A section whose other keys are kept (arguments of the registered callable it names)."""
 
-_TYPE_NAMES = {int: "an integer", float: "a number", str: "a string", bool: "true or false",
-               list: "a list", dict: "a mapping"}
-
-
-@dataclass
-class Field:
-    """One value: ``type`` (int, float, str, bool, list, dict, or a tuple of them), a default
-    (``REQUIRED`` if none), optional ``min``/``max`` (inclusive), ``choices``, ``nullable``
-    (accepts null/None), and ``item`` (a Field or Section every list element must match)."""
-
-    type: type | tuple[type, ...]
-    default: Any = REQUIRED
-    min: float | None = None
-    max: float | None = None
-    choices: Sequence[Any] | None = None
-    nullable: bool = False
-    item: "Field | Section | None" = None
-    doc: str = ""
+    model_config = ConfigDict(extra="allow")
 
 
-@dataclass
-class Section:
-    """A mapping with known keys. ``extra`` (optional) validates the keys not in ``fields``:
-    ``extra(path, values, errors) -> dict`` returns the accepted extra entries and appends
-    messages to ``errors``; without it unknown keys are errors. ``check`` runs last on the
-    validated mapping (cross-field rules) and appends to ``errors``."""
-
-    fields: dict[str, "Field | Section"]
-    extra: Callable[[str, dict[str, Any], list[str]], dict[str, Any]] | None = None
-    check: Callable[[str, dict[str, Any], list[str]], None] | None = None
-    optional: bool = True   # may be absent (then built from defaults)
-    doc: str = ""
+def invalid(message: str) -> PydanticCustomError:
+    """The error a field validator raises: printed as ``<key path>: <message>``."""
+    return PydanticCustomError("sgdlab", "{message}", {"message": message})
 
 
 def join(path: str, key: str | int) -> str:
     if isinstance(key, int):
         return f"{path}[{key}]"
     return f"{path}.{key}" if path else str(key)
+
+
+def path_of(path: str, loc: Sequence[str | int]) -> str:
+    for k in loc:
+        path = join(path, k)
+    return path
 
 
 def unknown_key(path: str, key: str, known: Sequence[str]) -> str:
@@ -77,107 +66,100 @@ def describe_value(v: Any) -> str:
     return "null" if v is None else repr(v)
 
 
-def check_value(path: str, spec: Field, value: Any, errors: list[str]) -> Any:
-    """Validate one value against ``spec``; returns the (possibly converted) value."""
-    if value is None:
-        if spec.nullable or (spec.default is None):
-            return None
-        errors.append(f"{path}: must not be null")
-        return None
-    types = spec.type if isinstance(spec.type, tuple) else (spec.type,)
-    converted = _convert(value, types)
-    if converted is _BAD:
-        want = " or ".join(_TYPE_NAMES.get(t, t.__name__) for t in types)
-        errors.append(f"{path}: must be {want}, got {describe_value(value)}")
-        return value
-    value = converted
-    if spec.choices is not None and value not in spec.choices:
-        close = difflib.get_close_matches(str(value), [str(c) for c in spec.choices], n=1)
+def _section_of(annotation: Any) -> type[Section] | None:
+    """The Section model an annotation holds (``X``, ``X | None``, ``list[X]``), else None."""
+    if isinstance(annotation, type) and issubclass(annotation, Section):
+        return annotation
+    for arg in typing.get_args(annotation):
+        found = _section_of(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def _locate(model: type[Section], loc: Sequence[str | int]):
+    """(the model holding the last key of ``loc``, that key's FieldInfo or None)."""
+    holder: type[Section] | None = model
+    info = None
+    for i, key in enumerate(loc):
+        if isinstance(key, int) or holder is None:
+            continue
+        info = holder.model_fields.get(key)
+        if info is None:
+            return holder, None
+        if i < len(loc) - 1:
+            holder = _section_of(info.annotation)
+    return holder, info
+
+
+def _literal_choices(annotation: Any) -> list[Any]:
+    if typing.get_origin(annotation) is typing.Literal:
+        return list(typing.get_args(annotation))
+    return [c for a in typing.get_args(annotation) for c in _literal_choices(a)]
+
+
+_TYPE_WORDS = {
+    "int_type": "an integer", "int_from_float": "an integer", "int_parsing": "an integer",
+    "float_type": "a number", "float_parsing": "a number", "bool_type": "true or false",
+    "bool_parsing": "true or false", "string_type": "a string", "list_type": "a list",
+    "dict_type": "a mapping", "model_type": "a mapping", "model_attributes_type": "a mapping",
+}
+_BOUNDS = {"greater_than_equal": ("ge", ">="), "less_than_equal": ("le", "<="),
+           "greater_than": ("gt", ">"), "less_than": ("lt", "<")}
+
+
+def message(err: dict[str, Any], model: type[Section], path: str = "") -> str:
+    """One pydantic error as ``<key path>: <problem>`` in the words of the old messages."""
+    loc, kind, value = err["loc"], err["type"], err.get("input")
+    where = path_of(path, loc) or (path or "config")
+    if kind == "missing":
+        _, info = _locate(model, loc)
+        what = "section" if info is not None and _section_of(info.annotation) else "key"
+        return f"{where}: required {what} is missing"
+    if kind == "extra_forbidden":
+        holder, _ = _locate(model, (*loc[:-1], ""))  # the section holding the unknown key
+        known = list(holder.model_fields) if holder is not None else []
+        return unknown_key(path_of(path, loc[:-1]), str(loc[-1]), known)
+    if kind in _TYPE_WORDS:
+        return f"{where}: must be {_TYPE_WORDS[kind]}, got {describe_value(value)}"
+    if kind == "finite_number":
+        what = "a number" if isinstance(value, float) and math.isnan(value) else "a finite number"
+        return f"{where}: must be {what}, got {describe_value(value)}"
+    if kind in _BOUNDS:
+        key, op = _BOUNDS[kind]
+        return f"{where}: must be {op} {err['ctx'][key]}, got {describe_value(value)}"
+    if kind == "literal_error":
+        _, info = _locate(model, loc)
+        choices = _literal_choices(info.annotation) if info is not None else []
+        close = difflib.get_close_matches(str(value), [str(c) for c in choices], n=1)
         hint = f" (did you mean {close[0]}?)" if close else ""
-        errors.append(f"{path}: must be one of {', '.join(map(str, spec.choices))}, got "
-                      f"{describe_value(value)}{hint}")
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        if isinstance(value, float) and math.isnan(value):
-            errors.append(f"{path}: must be a number, got nan")
-        if spec.min is not None and value < spec.min:
-            errors.append(f"{path}: must be >= {spec.min}, got {value}")
-        if spec.max is not None and value > spec.max:
-            errors.append(f"{path}: must be <= {spec.max}, got {value}")
-    if isinstance(value, list) and spec.item is not None:
-        value = [_validate_any(join(path, i), spec.item, v, errors) for i, v in enumerate(value)]
-    return value
+        listed = ", ".join(map(str, choices)) or err["ctx"].get("expected", "?")
+        return f"{where}: must be one of {listed}, got {describe_value(value)}{hint}"
+    if kind == "sgdlab":
+        return f"{where}: {err['ctx']['message']}"
+    return f"{where}: {err['msg']}"
 
 
-_BAD = object()
+def problems(exc: ValidationError, model: type[Section], path: str = "") -> list[str]:
+    return [message(e, model, path) for e in exc.errors(include_url=False)]
 
 
-def _convert(value: Any, types: tuple[type, ...]) -> Any:
-    for t in types:
-        if t is bool:
-            if isinstance(value, bool):
-                return value
-        elif t is int:
-            if isinstance(value, int) and not isinstance(value, bool):
-                return value
-        elif t is float:
-            if isinstance(value, (int, float)) and not isinstance(value, bool):
-                return float(value)
-        elif t is list:
-            if isinstance(value, (list, tuple)):
-                return list(value)
-        elif t is dict:
-            if isinstance(value, dict):
-                return dict(value)
-        elif isinstance(value, t):
-            return value
-    return _BAD
+def validate(value: Any, model: type[Section], *, path: str = "",
+             errors: list[str] | None = None) -> dict[str, Any] | None:
+    """``value`` checked against section ``model``, as a dict with defaults filled in.
 
-
-def _validate_any(path: str, spec: Field | Section, value: Any, errors: list[str]) -> Any:
-    if isinstance(spec, Section):
-        return validate(value, spec, path=path, errors=errors)
-    return check_value(path, spec, value, errors)
-
-
-def validate(value: Any, section: Section, *, path: str = "",
-             errors: list[str] | None = None) -> dict[str, Any]:
-    """Validate mapping ``value`` against ``section``. With ``errors`` given, messages are
-    appended there; otherwise a :class:`ConfigError` with all of them is raised."""
-    top = errors is None
-    errs: list[str] = [] if errors is None else errors
+    With ``errors`` given, messages are appended there (and None returned on failure);
+    otherwise a :class:`ConfigError` with all of them is raised."""
     if value is None:
         value = {}
-    if not isinstance(value, dict):
-        errs.append(f"{path or 'config'}: must be a mapping, got {describe_value(value)}")
-        value = {}
-    out: dict[str, Any] = {}
-    for key, spec in section.fields.items():
-        p = join(path, key)
-        if key in value:
-            out[key] = _validate_any(p, spec, value[key], errs)
-        elif isinstance(spec, Section):
-            if spec.optional:
-                out[key] = validate({}, spec, path=p, errors=errs)
-            else:
-                errs.append(f"{p}: required section is missing")
-                out[key] = {}
-        elif spec.default is REQUIRED:
-            errs.append(f"{p}: required key is missing")
-        else:
-            d = spec.default
-            out[key] = d.copy() if isinstance(d, (list, dict)) else d
-    extra = {k: v for k, v in value.items() if k not in section.fields}
-    if extra:
-        if section.extra is None:
-            for k in extra:
-                errs.append(unknown_key(path, k, list(section.fields)))
-        else:
-            out.update(section.extra(path, extra, errs))
-    if section.check is not None:
-        section.check(path, out, errs)
-    if top and errs:
-        raise config_error(errs)
-    return out
+    try:
+        return model.model_validate(value).model_dump()
+    except ValidationError as e:
+        found = problems(e, model, path)
+    if errors is None:
+        raise config_error(found)
+    errors.extend(found)
+    return None
 
 
 def config_error(errors: list[str]) -> ConfigError:
@@ -200,5 +182,5 @@ def plain_data(path: str, value: Any, errors: list[str]) -> None:
         errors.append(f"{path}: must be plain data, got {type(value).__name__}")
 
 
-__all__ = ["REQUIRED", "Field", "Section", "check_value", "config_error", "join",
-           "plain_data", "unknown_key", "validate"]
+__all__ = ["OpenSection", "Section", "config_error", "describe_value", "invalid", "join",
+           "message", "path_of", "plain_data", "problems", "unknown_key", "validate"]

@@ -22,7 +22,8 @@ from sgdlab.errors import ConfigError, UserError
 from sgdlab.experiments.analysis import Analysis, Conclusion
 from sgdlab.experiments.procedures import get_analysis
 from sgdlab.experiments.spec import ExperimentSpec, load_experiment, needs_data_dir, resolve
-from sgdlab.experiments.sweep import SweepReport, load_runs, open_store, run_sweep, store_file
+from sgdlab.experiments.sweep import (SweepReport, load_runs, open_store, run_sweep, store_file,
+                                     threads_per_worker)
 from sgdlab.report.tables import Table
 
 RESULTS = "results.json"
@@ -63,6 +64,18 @@ def environment(device: str = "cpu", workers: int = 1) -> dict[str, Any]:
     if device.startswith("cuda") and torch.cuda.is_available():
         env["gpu"] = torch.cuda.get_device_name(0)
     return env
+
+
+def _run_threads(store_path: str, stored: list, workers: int) -> int | list[int]:
+    """The torch threads the runs used, as each recorded it (one number when they agree);
+    the sweep's setting when no run is stored. Not this process' count: workers set their own."""
+    store = open_store(store_path)
+    used = sorted({t for r in stored
+                   if isinstance(t := (store.get_run(r.run_id).get("env") or {})
+                                 .get("torch_threads"), int)})
+    if not used:
+        return threads_per_worker(workers)
+    return used[0] if len(used) == 1 else used
 
 
 def run_experiment(name_or_path: str | Path, *, scale: str = "cpu", out_dir: str | Path | None = None,
@@ -167,7 +180,8 @@ def build_report(spec: ExperimentSpec, out: Path, *, store_path: str, device: st
         "config": {"file": spec.raw, "source": spec.source,
                    "resolved": {"base": spec.base, "runs": spec.runs, "grid": spec.grid,
                                 "seeds": spec.seeds, "options": spec.options}},
-        "environment": environment(device, workers),
+        "environment": {**environment(device, workers),
+                        "torch_threads": _run_threads(store_path, stored, workers)},
     }
     (out / RESULTS).write_text(json.dumps(results, indent=1, default=str, allow_nan=True))
     from sgdlab.report.html import write_html

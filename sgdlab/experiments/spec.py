@@ -8,7 +8,13 @@ and edits, run with ``sgdlab run --config FILE``) is *data*: it is parsed with
     version: 1                          # required int; part of every run key
     title: ...                          # one line
     description: ...                    # required
-    paper: {author: ..., year: 2017, figure: "Fig. 3", title: ..., claim: ...}
+    paper:                              # what the experiment tests, in the paper's words
+      author: ...; year: 2017; title: ...
+      figure: "Fig. 3"                  # the figure / table reproduced
+      claim: ...                        # the tested claim, in one line of our own
+      quote: "..."                      # the paper's passage stating it, verbatim
+      where: "§3, Fig. 3; line 190"     # its location (section, figure, equation, text line)
+      quotes: [{quote: ..., where: ...}]   # further passages the analysis tests (optional)
     procedure: train                    # how one run executes (registry in procedures/)
     analysis: jastrzebski_ratio_grid    # how stored runs become tables/figures/conclusions
     base: {...}                         # run parameters shared by every run
@@ -22,6 +28,10 @@ and edits, run with ``sgdlab run --config FILE``) is *data*: it is parsed with
       smoke: {...}
       cpu: {...}
       paper: {..., requires_data_dir: true}
+
+Each scale may list its ``deviations``: every place where that scale departs from the paper's
+stated setting (model, data, optimizer constants, epochs, grid), one sentence each. Reports
+show them next to the verdicts.
 
 Overrides are deep-merged into dicts (lists are replaced); a mapping whose ``name`` differs
 from the one it overrides (another model, optimizer, dataset) replaces it whole. Grid keys and override keys may be
@@ -54,8 +64,10 @@ _TOP_KEYS = {
     "runs", "grid", "seeds", "options", "outputs", "scales",
 }
 _REQUIRED = ("name", "version", "description", "paper", "analysis")
-_PAPER_KEYS = {"author", "year", "figure", "title", "claim"}
-_SCALE_KEYS = {"base", "runs", "grid", "seeds", "options", "requires_data_dir", "description"}
+_PAPER_KEYS = {"author", "year", "figure", "title", "claim", "quote", "where", "quotes"}
+_QUOTE_KEYS = {"quote", "where"}
+_SCALE_KEYS = {"base", "runs", "grid", "seeds", "options", "requires_data_dir", "description",
+               "deviations"}
 _RUN_KEYS = {"label", "params", "depends"}
 _OUTPUT_KEYS = {"tables", "figures"}
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]*$")
@@ -116,6 +128,7 @@ class ExperimentSpec:
     options: dict[str, Any]
     outputs: dict[str, list[str]]
     requires_data_dir: bool
+    deviations: list[str]            # where this scale departs from the paper's setting
     source: str                      # file the spec was read from
     raw: dict[str, Any] = field(repr=False, default_factory=dict)   # the file, as data
 
@@ -154,6 +167,7 @@ class ExperimentSpec:
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "version": self.version, "title": self.title,
                 "description": self.description, "paper": self.paper,
+                "deviations": list(self.deviations),
                 "procedure": self.procedure, "analysis": self.analysis}
 
 
@@ -265,6 +279,7 @@ def validate_raw(raw: Any, source: str = "<config>") -> dict[str, Any]:
     for k in ("author", "year", "figure"):
         if k not in raw["paper"]:
             raise ConfigError(f"{source}.paper: missing required key {k!r}")
+    _check_quotes(f"{source}.paper", raw["paper"])
     for k in ("base", "options"):
         if k in raw and not isinstance(raw[k], dict):
             raise ConfigError(f"{source}.{k}: expected a mapping")
@@ -277,7 +292,34 @@ def validate_raw(raw: Any, source: str = "<config>") -> dict[str, Any]:
         where = f"{source}.scales.{s}"
         _check_keys(where, ov or {}, _SCALE_KEYS)
         _check_run_lists(where, ov or {})
+        devs = (ov or {}).get("deviations", [])
+        if not isinstance(devs, list) or not all(isinstance(d, str) and d.strip() for d in devs):
+            raise ConfigError(f"{where}.deviations: expected a list of sentences")
     return raw
+
+
+def _check_quotes(where: str, paper: dict[str, Any]) -> None:
+    """``quote`` and ``where`` go together, as strings; ``quotes`` is a list of such pairs."""
+    if ("quote" in paper) != ("where" in paper):
+        raise ConfigError(f"{where}: 'quote' and 'where' go together (the passage and its "
+                          "location in the paper)")
+    for k in ("quote", "where", "claim"):
+        if k in paper and not (isinstance(paper[k], str) and paper[k].strip()):
+            raise ConfigError(f"{where}.{k}: expected a non-empty string")
+    extra = paper.get("quotes", [])
+    if not isinstance(extra, list):
+        raise ConfigError(f"{where}.quotes: expected a list of {{quote, where}} mappings")
+    for i, q in enumerate(extra):
+        _check_keys(f"{where}.quotes[{i}]", q, _QUOTE_KEYS)
+        for k in ("quote", "where"):
+            if not (isinstance(q.get(k), str) and q[k].strip()):
+                raise ConfigError(f"{where}.quotes[{i}]: missing string key {k!r}")
+
+
+def scale_deviations(raw: dict[str, Any]) -> dict[str, list[str]]:
+    """``{scale: [deviation, ...]}`` as the file lists them (scales without a list omitted)."""
+    return {s: list(ov["deviations"]) for s, ov in (raw.get("scales") or {}).items()
+            if ov and "deviations" in ov}
 
 
 def _check_run_lists(where: str, sec: dict[str, Any]) -> None:
@@ -307,6 +349,7 @@ def resolve(raw: dict[str, Any], scale: str, source: str = "<config>") -> Experi
         options=deep_merge(raw.get("options", {}), ov.get("options", {})),
         outputs={k: list(v) for k, v in (raw.get("outputs") or {}).items()},
         requires_data_dir=bool(ov.get("requires_data_dir", False)),
+        deviations=list(ov.get("deviations", [])),
         source=source, raw=raw)
     from sgdlab.experiments.procedures import get_analysis, get_procedure
 

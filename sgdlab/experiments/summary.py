@@ -13,12 +13,16 @@ import json
 from pathlib import Path
 from typing import Any
 
+from sgdlab.report.verdicts import SMOKE
+
 VERDICT = {True: "agrees", False: "**disagrees**", None: "descriptive"}
 
 
-def verdict(agrees: bool | None, conclusion: dict[str, Any]) -> str:
+def verdict(agrees: bool | None, conclusion: dict[str, Any], scale: str | None = None) -> str:
     """A checked claim with no decision is inconclusive; a finding with no claim is a
-    description."""
+    description; nothing at smoke scale is a verdict."""
+    if scale == "smoke":
+        return SMOKE
     if agrees is None and conclusion.get("claim"):
         return "inconclusive"
     return VERDICT[agrees]
@@ -35,29 +39,55 @@ def load_all(root: str | Path) -> list[dict[str, Any]]:
     return out
 
 
+def _cell(text: Any) -> str:
+    return " ".join(str(text).split()).replace("|", "\\|")
+
+
+def _counts(cs: list[dict[str, Any]]) -> tuple[int, int, int]:
+    agree = sum(c.get("agrees_with_paper") is True for c in cs)
+    dis = sum(c.get("agrees_with_paper") is False for c in cs)
+    open_ = sum(c.get("agrees_with_paper") is None and bool(c.get("claim")) for c in cs)
+    return agree, dis, open_
+
+
 def results_markdown(results: list[dict[str, Any]], *, command: str) -> str:
-    lines = ["| experiment | reproduces | finding (computed from the stored runs) | vs paper |",
-             "|---|---|---|---|"]
-    n_agree = n_dis = n_open = 0
+    """An overview table (one row per experiment, with the paper's quoted claim), then one
+    section per experiment: its findings with verdicts and the scale's departures from the
+    paper's setting."""
+    overview = ["| experiment | reproduces | the paper says | agree / disagree / inconclusive |",
+                "|---|---|---|---|"]
+    sections: list[str] = []
+    totals = [0, 0, 0]
     for r in results:
         e, p = r["experiment"], r["experiment"]["paper"]
         ref = f"{p['author'].split(',')[0]} {p['year']}, {p['figure']}"
-        cs = r.get("conclusions") or [{"text": "no conclusion", "agrees_with_paper": None}]
-        for i, c in enumerate(cs):
-            v = c.get("agrees_with_paper")
-            n_agree += v is True
-            n_dis += v is False
-            n_open += v is None and bool(c.get("claim"))
-            text = c["text"].replace("|", "\\|")
-            lines.append(f"| {e['name'] if i == 0 else ''} | {ref if i == 0 else ''} | "
-                         f"{text} | {verdict(v, c)} |")
+        cs = r.get("conclusions") or []
+        a, d, o = _counts(cs) if r.get("scale") != "smoke" else (0, 0, 0)
+        totals = [totals[0] + a, totals[1] + d, totals[2] + o]
+        quote = (f"“{_cell(p['quote'])}” ({_cell(p.get('where', ''))})" if p.get("quote")
+                 else _cell(p.get("claim", "")))
+        overview.append(f"| [{e['name']}](#{e['name']}) | {ref} | {quote} | {a} / {d} / {o} |")
+        sec = [f"### {e['name']}", "", f"{ref} — {_cell(e.get('title', ''))}", ""]
+        for q in ([p] if p.get("quote") else []) + list(p.get("quotes", [])):
+            sec += [f"> “{' '.join(str(q['quote']).split())}” — {q.get('where', '')}", ""]
+        sec += ["| finding (computed from the stored runs) | claim tested | vs paper |",
+                "|---|---|---|"]
+        for c in cs or [{"text": "no conclusion", "agrees_with_paper": None}]:
+            sec.append(f"| {_cell(c['text'])} | {_cell(c.get('claim') or '')} | "
+                       f"{verdict(c.get('agrees_with_paper'), c, r.get('scale'))} |")
         if r.get("incomplete"):
-            lines.append(f"| | | incomplete: {len(r.get('missing_runs', []))} runs missing | |")
+            sec.append(f"| incomplete: {len(r.get('missing_runs', []))} runs missing | | |")
+        devs = e.get("deviations") or []
+        sec += ["", f"Departures from the paper at `{r.get('scale', '?')}` scale:"
+                if devs else f"No departures from the paper listed at `{r.get('scale', '?')}` "
+                "scale."]
+        sec += [f"- {' '.join(x.split())}" for x in devs]
+        sections.append("\n".join(sec))
     head = [f"Regenerate: `{command}`", "",
-            f"{len(results)} experiments, {n_agree} findings agree with the paper's qualitative "
-            f"claim, {n_dis} disagree, {n_open} are inconclusive (inside the seed-to-seed "
-            "spread).", ""]
-    return "\n".join(head + lines) + "\n"
+            f"{len(results)} experiments, {totals[0]} findings agree with the paper's claim, "
+            f"{totals[1]} disagree, {totals[2]} are inconclusive (inside the seed-to-seed "
+            "spread or not decidable from the numbers).", ""]
+    return "\n".join(head + overview + [""]) + "\n" + "\n\n".join(sections) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -17,7 +17,7 @@ is H_s Cov(x) H_s — aligned with the sharp curvature, which is the point of th
 The paper's curvature constants were not available to us; the defaults (a₁, a₂) = (10, 1), b = 0.1
 are the authors' code's shape (sharp eigenvalues 200 and 20, flat 2) divided by 20 so that
 η λ_max = 1 at the paper's η = 0.1 (plain GD is stable and critically damped along the stiff
-axis). They are constructor arguments; ``docs/notes/issue-7.md`` discusses the choice.
+axis). They are constructor arguments; ``docs/design/landscapes.md`` discusses the choice.
 
 Minima: when every sample sits in one branch, L is a quadratic minimised at c + x̄ (x̄ the
 sample mean), so the minima are ``sharp_minimum = c_s + x̄`` and ``flat_minimum = c_f + x̄``.

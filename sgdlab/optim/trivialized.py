@@ -16,7 +16,7 @@ so late training is the base optimizer on the original loss. ``n > N`` would mak
 root imaginary and is rejected.
 
 **N and p heuristics** (thesis §2.4.2, as implemented here; the thesis text was not available
-while writing this, so this is our reading, documented in docs/notes/issue-5.md): the
+while writing this, so this is our reading, documented in docs/design/noise-optim.md): the
 spherical constraint of the spin-glass mapping (Choromanska et al. 2015) is over all weights,
 so **N = d**, the number of trainable parameters; a network with L weight layers maps to an
 L-spin glass, so **p = number of weight layers** (``nn.Linear`` / ``nn.Conv*`` modules with a

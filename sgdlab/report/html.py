@@ -14,6 +14,7 @@ from typing import Any
 import yaml
 
 from sgdlab.report.tables import Table
+from sgdlab.report.verdicts import verdict
 
 CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;margin:2em auto;max-width:1200px;
@@ -23,44 +24,62 @@ padding-bottom:.2em;margin-top:1.6em} .sub{color:#666;margin-top:0}
 table{border-collapse:collapse;margin:.6em 0;font-size:.9em} caption{text-align:left;
 font-weight:600;padding:.3em 0} th,td{border:1px solid #ccc;padding:.25em .6em;text-align:right}
 th{background:#f4f4f4} td:first-child,th:first-child{text-align:left}
-.fig{display:inline-block;margin:.5em;vertical-align:top;text-align:center}
-.fig img{max-width:560px;border:1px solid #eee} .fig p{margin:.2em;color:#555;font-size:.85em}
+.fig{display:inline-block;margin:.5em;vertical-align:top;text-align:center;max-width:100%}
+.fig img{max-width:min(560px,100%);border:1px solid #eee;cursor:zoom-in}
+.fig.wide{display:block;margin:.5em 0} .fig.wide img{width:100%;max-width:100%}
+.fig img.zoom{position:fixed;inset:0;margin:auto;width:auto;max-width:98vw;max-height:98vh;
+z-index:10;background:#fff;box-shadow:0 0 0 100vmax rgba(0,0,0,.6);cursor:zoom-out}
+.fig p{margin:.2em;color:#555;font-size:.85em}
 .agree{color:#0a7a22;font-weight:600} .disagree{color:#b00020;font-weight:600}
 .neutral{color:#555} pre{background:#f8f8f8;padding:.8em;overflow:auto;font-size:.8em;
 max-height:30em} .warn{background:#fff4e5;border-left:4px solid #f0a020;padding:.5em 1em}
 .note{color:#555;font-size:.85em;margin:.2em 0} .cols{display:flex;gap:1.5em}
 .cols>div{flex:1;min-width:0} details{margin:.6em 0}
+blockquote{margin:.5em 0 .5em 1em;padding:.3em .8em;border-left:3px solid #bbb;color:#333}
 """
 
 
-def _img(path: Path, alt: str) -> str:
+# A figure this much wider than tall (a row of panels) gets the page's full width.
+WIDE_ASPECT = 1.8
+
+
+def png_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) in pixels from a PNG's IHDR chunk; None if ``data`` is not a PNG."""
+    if data[:8] != b"\x89PNG\r\n\x1a\n" or len(data) < 24:
+        return None
+    return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+
+
+def _img(path: Path, alt: str) -> tuple[str, bool]:
+    """(the embedded image, whether it is wide); a click toggles a full-window view."""
     if not path.is_file():
-        return f"<p class='warn'>missing figure {html.escape(str(path))}</p>"
-    b64 = base64.b64encode(path.read_bytes()).decode()
-    return f"<img alt='{html.escape(alt)}' src='data:image/png;base64,{b64}'>"
-
-
-def _verdict(v: bool | None, claim: str | None = None) -> str:
-    if v is True:
-        return "<span class='agree'>agrees with the paper</span>"
-    if v is False:
-        return "<span class='disagree'>disagrees with the paper</span>"
-    return f"<span class='neutral'>{'inconclusive' if claim else 'descriptive'}</span>"
+        return f"<p class='warn'>missing figure {html.escape(str(path))}</p>", False
+    data = path.read_bytes()
+    size = png_size(data)
+    wide = size is not None and size[0] >= WIDE_ASPECT * size[1]
+    b64 = base64.b64encode(data).decode()
+    return (f"<img alt='{html.escape(alt)}' title='click to enlarge' "
+            f"onclick=\"this.classList.toggle('zoom')\" src='data:image/png;base64,{b64}'>",
+            wide)
 
 
 def conclusions_html(results: dict[str, Any]) -> str:
     items = []
     for c in results.get("conclusions", []):
-        claim = f"<br><span class='note'>paper: {html.escape(c['claim'])}</span>" if c.get("claim") else ""
-        items.append(f"<li>{html.escape(c['text'])} — {_verdict(c.get('agrees_with_paper'), c.get('claim'))}{claim}</li>")
+        claim = (f"<br><span class='note'>paper: {html.escape(c['claim'])}</span>"
+                 if c.get("claim") else "")
+        words, kind = verdict(c, results.get("scale"))
+        items.append(f"<li>{html.escape(c['text'])} — <span class='{kind}'>"
+                     f"{html.escape(words)}</span>{claim}</li>")
     return "<ul>" + "".join(items) + "</ul>" if items else "<p>No conclusions.</p>"
 
 
 def figures_html(results: dict[str, Any], base_dir: Path) -> str:
     parts = []
     for f in results.get("figures", []):
-        parts.append(f"<div class='fig'>{_img(base_dir / f['png'], f['name'])}"
-                     f"<p>{html.escape(f['name'])} (<code>{html.escape(f['svg'])}</code>)</p></div>")
+        img, wide = _img(base_dir / f["png"], f["name"])
+        parts.append(f"<div class='fig{' wide' if wide else ''}'>{img}<p>"
+                     f"{html.escape(f['name'])} (<code>{html.escape(f['svg'])}</code>)</p></div>")
     return "".join(parts) or "<p>No figures.</p>"
 
 
@@ -78,8 +97,28 @@ def header_html(results: dict[str, Any]) -> str:
     return (f"<h1>{html.escape(e['name'])} <small>v{e['version']} · scale "
             f"{html.escape(results['scale'])}</small></h1>"
             f"<p class='sub'>{html.escape(e.get('title', ''))}</p>"
-            f"<p><b>Reproduces:</b> {ref}</p>{claim}"
+            f"<p><b>Reproduces:</b> {ref}</p>{claim}{quotes_html(p)}"
             f"<p>{html.escape(e.get('description', ''))}</p>")
+
+
+def quotes_html(paper: dict[str, Any]) -> str:
+    """The paper's own words for what is tested, with their locations."""
+    pairs = ([{"quote": paper["quote"], "where": paper.get("where", "")}] if paper.get("quote")
+             else []) + list(paper.get("quotes", []))
+    return "".join(f"<blockquote>“{html.escape(' '.join(str(q['quote']).split()))}”"
+                   f"<br><span class='note'>— {html.escape(str(q['where']))}</span></blockquote>"
+                   for q in pairs)
+
+
+def deviations_html(results: dict[str, Any]) -> str:
+    """Where this scale departs from the paper's setting, shown beside the verdicts."""
+    devs = results["experiment"].get("deviations") or []
+    if not devs:
+        return ""
+    items = "".join(f"<li>{html.escape(d)}</li>" for d in devs)
+    return (f"<p class='note'><b>Departures from the paper at scale "
+            f"{html.escape(results['scale'])}</b> (read the verdicts with these in mind):</p>"
+            f"<ul class='note'>{items}</ul>")
 
 
 def status_html(results: dict[str, Any]) -> str:
@@ -115,11 +154,13 @@ def page(title: str, body: str) -> str:
 
 
 def render(results: dict[str, Any], base_dir: Path) -> str:
-    cfg = yaml.safe_dump(results.get("config", {}).get("file", {}), sort_keys=False)
-    resolved = yaml.safe_dump(results.get("config", {}).get("resolved", {}), sort_keys=False)
-    env = json.dumps(results.get("environment", {}), indent=1)
+    cfg = yaml.safe_dump(results.get("config", {}).get("file", {}), sort_keys=False,
+                         allow_unicode=True)
+    resolved = yaml.safe_dump(results.get("config", {}).get("resolved", {}), sort_keys=False,
+                              allow_unicode=True)
+    env = json.dumps(results.get("environment", {}), indent=1, ensure_ascii=False)
     body = (header_html(results) + status_html(results)
-            + "<h2>Conclusions</h2>" + conclusions_html(results)
+            + "<h2>Conclusions</h2>" + conclusions_html(results) + deviations_html(results)
             + "<h2>Tables</h2>" + tables_html(results)
             + "<h2>Figures</h2>" + figures_html(results, base_dir)
             + "<h2>Runs</h2>" + runs_html(results)

@@ -40,7 +40,6 @@ import datetime
 import json
 import os
 import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -270,6 +269,18 @@ def run_from_config(cfg: dict[str, Any], *, mode: str, out: str | Path | None = 
     return res
 
 
+def report(res, *, out: str | Path | None, processes: int | None = None) -> str:
+    """How a replica run is reported, the same in both modes: a status line, the final
+    metrics as JSON (``wall_time``: the training rounds, set-up excluded) and the weights' path."""
+    mode = "in-process" if processes is None else f"distributed, {processes} processes"
+    lines = [f"parle ({mode}, {res.rounds} rounds, {res.grad_evals} gradient evaluations per "
+             f"replica): {res.status}" + (f" ({res.message})" if res.message else ""),
+             json.dumps(res.final, indent=1)]
+    if out:
+        lines.append(f"master weights: {Path(out) / 'master.pt'}")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         prog="python -m sgdlab.train.distributed",
@@ -296,13 +307,10 @@ def main(argv: list[str] | None = None) -> int:
         if dist.get_rank() == 0:
             print(f"parle: {dist.get_world_size()} replica processes connected ({backend}, "
                   f"timeout {args.timeout:g} s)", flush=True)
-        t0 = time.perf_counter()
         res = run_from_config(cfg, mode="distributed", out=args.out, resume=args.resume,
                               checkpoint_every=args.checkpoint_every)
         if dist.get_rank() == 0:
-            print(f"parle: {res.status} after {res.rounds} rounds, {res.grad_evals} gradient "
-                  f"evaluations per replica, {time.perf_counter() - t0:.2f} s "
-                  f"(communication {res.comm_time:.3f} s); final {res.final}", flush=True)
+            print(report(res, out=args.out, processes=dist.get_world_size()), flush=True)
         try:  # a clean shutdown; a peer that already left must not turn success into failure
             dist.destroy_process_group()
         except Exception:

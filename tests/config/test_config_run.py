@@ -4,7 +4,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from sgdlab.config import (Field, Section, apply_overrides, build_from_config, load_config,
+from typing import Literal
+
+from pydantic import Field
+
+from sgdlab.config import (Section, apply_overrides, build_from_config, load_config,
                            packaged_configs, validate, validate_config)
 from sgdlab.errors import ConfigError
 from sgdlab.train.callbacks import Callback
@@ -43,7 +47,9 @@ def test_packaged_default_validates_with_defaults_filled():
     ("train.device=gpu", "train.device: must be cpu, cuda, cuda:N, mps or auto"),
     ("train.epoch=3", "train.epoch: unknown key (did you mean epochs?)"),
     ("optimizer.lrr=0.1", "optimizer.lrr: unknown key (did you mean lr?)"),
-    ("optimizer.lr=-1", "optimizer (sgd): Invalid learning rate: -1"),
+    ("optimizer.lr=-1", "optimizer.lr: must be >= 0, got -1"),
+    ("optimizer.momentum=-0.5", "optimizer.momentum: must be >= 0, got -0.5"),
+    ("optimizer.nesterov=true", "optimizer.nesterov: Nesterov momentum requires a momentum"),
     ("optimizer.momentum=fast", "optimizer.momentum: must be a number, got 'fast'"),
     ("optimizer.name=sdg", "optimizer.name: unknown optimizer 'sdg' (did you mean sgd?)"),
     ("schedule.name=nope", "schedule.name: unknown schedule 'nope'"),
@@ -56,10 +62,22 @@ def test_packaged_default_validates_with_defaults_filled():
     ("loss=hinge", "loss: must be one of auto, cross_entropy, mse, got 'hinge'"),
     ("trian.epochs=1", "trian: unknown key (did you mean train?)"),
     ("measure=[{name: no_such_instrument}]", "measure[0].name: unknown instrument"),
+    ("measure=[{name: trajectory, every_steps: 5}]",
+     "measure[0].path: required by instrument 'trajectory'"),
     ("store.path=3", "store.path: must be a string, got 3"),
 ])
 def test_bad_values_name_their_key(override, message):
     assert message in errors_of(apply_overrides(TINY, [override]))
+
+
+def test_optimizer_rejections_name_the_key():
+    adam = {**TINY, "optimizer": {"name": "adam", "lr": 0.1, "betas": [0.9, 1.5]}}
+    assert errors_of(adam) == "optimizer.betas: Invalid beta parameter at index 1: 1.5"
+    short = {**TINY, "optimizer": {"name": "adam", "lr": 0.1, "betas": [0.9]}}
+    assert errors_of(short).startswith("optimizer (adam): ")
+    assert errors_of({**TINY, "optimizer": {"name": "sgd", "lr": 0.1, "betas": [0.9]}}) == (
+        "optimizer.betas: unknown key (optimizer 'sgd' accepts: lr, momentum, dampening, "
+        "weight_decay, nesterov, maximize, foreach, differentiable, fused)")
 
 
 def test_all_problems_reported_and_required_keys():
@@ -104,21 +122,38 @@ def test_yaml_and_toml_and_overrides(tmp_path):
         apply_overrides(raw, ["optimizer.lr.x=1"])
 
 
-def test_schema_engine_nested_lists_and_extras():
-    schema = Section({
-        "a": Field(float, default=1.0, min=0.0, max=2.0),
-        "inner": Section({"k": Field(int, choices=(1, 2))}),
-        "items": Field(list, default=[], item=Section({"w": Field(int, min=0)})),
-    })
-    assert validate({"inner": {"k": 2}}, schema) == {"a": 1.0, "inner": {"k": 2}, "items": []}
-    assert validate({"a": 2, "inner": {"k": 1}}, schema)["a"] == 2.0  # int -> float
+class _Inner(Section):
+    k: Literal[1, 2]
+
+
+class _Item(Section):
+    w: int = Field(ge=0)
+
+
+class _Top(Section):
+    a: float = Field(1.0, ge=0.0, le=2.0)
+    inner: _Inner
+    items: list[_Item] = []
+
+
+def test_sections_nested_lists_and_unknown_keys():
+    assert validate({"inner": {"k": 2}}, _Top) == {"a": 1.0, "inner": {"k": 2}, "items": []}
+    a = validate({"a": 2, "inner": {"k": 1}}, _Top)["a"]
+    assert a == 2.0 and isinstance(a, float)  # int -> float, nothing else is coerced
     with pytest.raises(ConfigError) as e:
-        validate({"a": 3.0, "inner": {"k": 3}, "items": [{"w": 1}, {"w": -1, "v": 0}]}, schema)
+        validate({"a": 3.0, "inner": {"k": 3}, "items": [{"w": 1}, {"w": -1, "v": 0}]}, _Top)
     msg = str(e.value)
+    assert msg.startswith("4 problems in the config")
     assert "a: must be <= 2.0, got 3.0" in msg
     assert "inner.k: must be one of 1, 2, got 3" in msg
     assert "items[1].w: must be >= 0, got -1" in msg
-    assert "items[1].v: unknown key" in msg
+    assert "items[1].v: unknown key (valid keys: w)" in msg
+    with pytest.raises(ConfigError, match=r"^x\.items\[0\]\.w: must be an integer, got '1'$"):
+        validate({"inner": {"k": 1}, "items": [{"w": "1"}]}, _Top, path="x")
+    with pytest.raises(ConfigError, match=r"^a: must be a number, got nan$"):
+        validate({"a": float("nan"), "inner": {"k": 1}}, _Top)
+    with pytest.raises(ConfigError, match=r"^inner: required section is missing$"):
+        validate({}, _Top)
 
 
 class _Probe(Callback):

@@ -182,6 +182,20 @@ def test_run_writes_contract_and_report_rebuilds(tmp_path):
     assert "squares: B − A" in text and text.count("data:image/png;base64,") == 2
 
 
+def test_environment_records_the_threads_the_runs_used(tmp_path):
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)  # this process' count; the runs use SGDLAB_THREADS=1
+    try:
+        run_experiment(str(_write(tmp_path, _raw())), scale="smoke", out_dir=tmp_path / "o",
+                       store_path=str(tmp_path / "s.sqlite"), progress=None)
+    finally:
+        torch.set_num_threads(before)
+    assert json.loads((tmp_path / "o" / "results.json").read_text())[
+        "environment"]["torch_threads"] == 1
+
+
 def test_cli_run_errors_are_clear(tmp_path, capsys):
     assert cli(["run", "no-such-exp", "--scale", "smoke"]) == 2
     assert "unknown experiment" in capsys.readouterr().err
@@ -239,7 +253,7 @@ def test_bad_input_stops_the_sweep_with_its_message(tmp_path):
     ({"measure": [{"name": "dynamics", "every": 0}]}, "measure[0].every: must be >= 1"),
     ({"measure": [{"name": "dynamcs", "every": 1}]}, "unknown instrument 'dynamcs'"),
     ({"measure": [{"name": "dynamics", "every": 1, "at": [3]}]}, "at most one of"),
-    ({"optimizer": {"name": "sgd", "lr": -1}}, "Invalid learning rate"),
+    ({"optimizer": {"name": "sgd", "lr": -1}}, "x: optimizer.lr: must be >= 0, got -1"),
     ({"optimizer": {"name": "sgd", "lr": 0.1, "momentun": 0.9}}, "optimizer.momentun"),
 ])
 def test_train_procedure_checks_measure_and_optimizer_like_run_configs(change, needle):
@@ -272,3 +286,35 @@ def test_a_trend_needs_a_clear_rank_correlation():
     assert clear_trend(-0.9, "negative") and clear_trend(0.6, "positive")
     assert not clear_trend(0.12, "positive") and not clear_trend(-0.3, "negative")
     assert not clear_trend(float("nan"), "negative")
+
+
+def test_equivalence_claims_are_tested_as_equivalence():
+    from scipy import stats
+
+    from sgdlab.experiments.procedures.common import check_claims
+
+    claim = [{"equivalent": ["a", "b"], "metric": "acc", "margin": 0.01}]
+
+    def vals(ma, mb, s, n=3):
+        return {g: {"acc": m, "acc__std": s, "acc__n": n} for g, m in (("a", ma), ("b", mb))}
+
+    (tight,), (noisy,), (apart,) = (check_claims(claim, v) for v in (
+        vals(0.970, 0.972, 0.001), vals(0.970, 0.972, 0.02), vals(0.90, 0.97, 0.001)))
+    assert tight.agrees_with_paper is True and "equivalent" in tight.text
+    assert noisy.agrees_with_paper is None and "inconclusive" in noisy.text
+    assert apart.agrees_with_paper is False
+    # the interval is the Welch one: half-width t_{0.95, df} * sqrt(s²/n + s²/n), df = 4 here
+    half = stats.t.ppf(0.95, 4) * (2 * 0.001 ** 2 / 3) ** 0.5
+    assert f"[{-0.002 - half:.4g}, {-0.002 + half:.4g}]" in tight.text
+    (one,) = check_claims(claim, vals(0.970, 0.975, 0.0, n=1))
+    assert one.agrees_with_paper is True and "one seed" in one.text
+    with pytest.raises(ConfigError, match="needs a 'margin'"):
+        check_claims([{"equivalent": ["a", "b"], "metric": "acc"}], vals(1, 1, 0))
+
+
+def test_a_claim_on_missing_values_is_inconclusive_not_a_disagreement():
+    from sgdlab.experiments.procedures.common import check_claims
+
+    (c,) = check_claims([{"less": ["a", "b"], "metric": "loss", "claim": "a is lower"}],
+                        {"a": {"loss": float("nan")}, "b": {"loss": 1.0}})
+    assert c.agrees_with_paper is None and "cannot be checked" in c.text

@@ -132,7 +132,7 @@ def test_escape_experiment_mechanics_and_relative_outcome():
 
 @pytest.mark.xfail(strict=True, reason="Zhu et al. report SGD (m=1) escaping far more often "
                    "than GLD const/dynamic/diag; with the reconstructed curvatures and σ=2 our "
-                   "run gives SGD 0% and GLD const ~97% (docs/notes/issue-7.md)")
+                   "run gives SGD 0% and GLD const ~97% (docs/design/landscapes.md)")
 def test_paper_claim_sgd_beats_isotropic():
     cfg = EscapeConfig(sharpness_every=0, record_trajectory=False)
     rate = escape_experiment(config=cfg, methods=("gld_const", "sgd")).success_rate

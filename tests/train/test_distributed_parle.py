@@ -115,6 +115,12 @@ def test_distributed_gloo_processes_equal_inprocess(tmp_path, world):
         p.join(60)
     assert [p.exitcode for p in procs] == [0] * world, [read(l)[-2000:] for l in logs]
     assert f"{world} replica processes connected (gloo" in read(logs[0])
+    # reported as in-process mode reports: a status line, the final metrics as JSON, the weights
+    out = read(logs[0]).split(f"parle (distributed, {world} processes, 4 rounds, 12 gradient "
+                              "evaluations per replica): finished\n")[1]
+    final, weights = out.rsplit("\n", 2)[0], out.rsplit("\n", 2)[1]
+    assert json.loads(final)["grad_evals"] == 12
+    assert weights == f"master weights: {tmp_path / 'dist' / 'master.pt'}"
     dist_master = torch.load(tmp_path / "dist" / "master.pt", weights_only=True)
     ref = res.master.state_dict()
     assert dist_master.keys() == ref.keys()

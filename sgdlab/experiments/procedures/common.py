@@ -8,6 +8,14 @@ Claims (``options.claims`` in an experiment file), each producing one ``Conclusi
     {close: [A, B], metric: final_loss, rtol: 0.2, atol: 0}  # |a − b| <= atol + rtol·|b|
     {far: [A, B], metric: ..., rtol: 0.2}                  # not close
     {above: [[A1, A2], [B1, B2]], metric: ...}             # min over set A > max over set B
+    {equivalent: [A, B], metric: test_acc, margin: 0.01}   # equivalence test (TOST), below
+
+``equivalent`` tests a paper's "the two are practically the same" as an equivalence test, not
+as a failed superiority test: with the seeds' means, standard deviations and counts, the 90%
+Welch confidence interval of mean_A − mean_B (two one-sided tests at 5%) must lie inside
+±margin to agree; it disagrees when the interval lies wholly outside ±margin, and is
+inconclusive otherwise. With a single seed per group there is no spread to go on, and the
+point difference decides (the text says so).
 
 ``metric_b`` compares ``metric`` of A with another metric of B (e.g. a value at the end of
 training with the same run's value at the start). ``A``/``B`` are run-group labels (or any key of the value table the analysis builds). An
@@ -26,7 +34,7 @@ from sgdlab.experiments.analysis import Conclusion
 from sgdlab.experiments.procedures import StoredRun
 from sgdlab.report.tables import Table, mean_std
 
-CLAIM_KINDS = {"less", "greater", "close", "far", "above"}
+CLAIM_KINDS = {"less", "greater", "close", "far", "above", "equivalent"}
 
 
 def by_group(runs: list[StoredRun], key=None) -> "OrderedDict[str, list[StoredRun]]":
@@ -90,6 +98,7 @@ def values_by_group(groups: "OrderedDict[str, list[StoredRun]]", metrics: list[s
         for m in metrics:
             mean, std, n = stat(rs, m)
             out[g][m] = mean
+            out[g][m + "__n"] = n
             if n > 1:
                 out[g][m + "__std"] = std
     return out
@@ -97,6 +106,33 @@ def values_by_group(groups: "OrderedDict[str, list[StoredRun]]", metrics: list[s
 
 def _fmt(v: float) -> str:
     return "nan" if not finite(v) else f"{v:.4g}"
+
+
+def equivalence(va: float, vb: float, sa: float, sb: float, na: int, nb: int,
+                margin: float) -> tuple[bool | None, str]:
+    """(verdict, text) of the TOST equivalence test described in the module docstring."""
+    from scipy import stats
+
+    d = va - vb
+    if na < 2 or nb < 2:
+        ok = abs(d) <= margin
+        return ok, (f"|difference| = {_fmt(abs(d))} {'<=' if ok else '>'} margin {margin:g} "
+                    "(one seed: no spread to test against)")
+    va_n, vb_n = sa ** 2 / na, sb ** 2 / nb
+    se = math.sqrt(va_n + vb_n)
+    if se == 0:
+        lo = hi = d
+    else:
+        df = (va_n + vb_n) ** 2 / ((va_n ** 2 / (na - 1) if na > 1 else 0)
+                                   + (vb_n ** 2 / (nb - 1) if nb > 1 else 0) or 1e-300)
+        t = float(stats.t.ppf(0.95, df))
+        lo, hi = d - t * se, d + t * se
+    ci = f"90% CI of the difference [{_fmt(lo)}, {_fmt(hi)}]"
+    if -margin <= lo and hi <= margin:
+        return True, f"{ci} lies inside ±{margin:g}: equivalent"
+    if lo > margin or hi < -margin:
+        return False, f"{ci} lies outside ±{margin:g}: not equivalent"
+    return None, f"{ci} straddles ±{margin:g}, so inconclusive"
 
 
 def check_claims(claims: list[dict[str, Any]], values: dict[str, dict[str, float]],
@@ -151,6 +187,16 @@ def check_claims(claims: list[dict[str, Any]], values: dict[str, dict[str, float
                         rel += f" (by a margin of {margin:g})"
                     text = (f"{mname} of {nm(a)} ({_fmt(va)}) is {rel} that of {nm(b)} "
                             f"({_fmt(vb)})")
+            elif kind == "equivalent":
+                if "margin" not in c:
+                    raise ConfigError(f"options.claims[{i}]: 'equivalent' needs a 'margin' (the "
+                                      "largest difference the paper's claim tolerates)")
+                ga, gb = c[kind]
+                ok, how = (None, "") if not fin else equivalence(
+                    va, vb, values[ga].get(metric + "__std", 0.0),
+                    values[gb].get(mb + "__std", 0.0), int(values[ga].get(metric + "__n", 1)),
+                    int(values[gb].get(mb + "__n", 1)), float(c["margin"]))
+                text = f"{mname} of {nm(a)} ({_fmt(va)}) vs {nm(b)} ({_fmt(vb)}): {how}"
             else:
                 tol = float(c.get("atol", 0.0)) + float(c.get("rtol", 0.1)) * abs(vb) if fin else 0
                 close = fin and abs(va - vb) <= tol
@@ -169,6 +215,7 @@ def check_claims(claims: list[dict[str, Any]], values: dict[str, dict[str, float
         if not all(map(finite, (va if isinstance(va, list) else [va])
                        + (vb if isinstance(vb, list) else [vb]))):
             text += " (missing or non-finite values: the claim cannot be checked)"
+            ok = None      # no evidence either way, not a disagreement
         out.append(Conclusion(text, agrees_with_paper=None if ok is None else bool(ok),
                               claim=c.get("claim"),
                               evidence=ev))

@@ -17,7 +17,7 @@ Run parameters (all data)::
     eval_every_steps: null                       # or: steps between evaluations
     eval_subset: null
     measure: [{name: hessian, every: 50, eval_subset: 256}]   # instruments during training
-                                                 # (sgdlab.config.run.MEASURE_ITEM: every | at |
+                                                 # (sgdlab.config.run.MeasureItem: every | at |
                                                  # log_points; default every step)
     final:   [{kind: hessian_spectrum, samples: 256}]         # on the final model
     init_from: gd                                # start from the final weights of run "gd"
@@ -70,16 +70,6 @@ def build(p: dict[str, Any], seed: int, ctx=None):
     return ds, model, loss_fn, dtype
 
 
-def _check_section(value: Any, section, path: str) -> None:
-    """``value`` against a :mod:`sgdlab.config.run` schema section; ConfigError naming ``path``."""
-    from sgdlab.config.schema import config_error, validate
-
-    errors: list[str] = []
-    validate(value, section, path=path, errors=errors)
-    if errors:
-        raise config_error(errors)
-
-
 def resolve_batch_size(bs: Any, n_train: int):
     if bs == "full":
         return n_train
@@ -119,11 +109,11 @@ def _check_named(params: dict[str, Any], where: str) -> None:
         if isinstance(e, ConfigError):
             raise
         raise ConfigError(f"{where}: {e}") from None
-    from sgdlab.config.run import OPTIMIZER, SCHEDULE
+    from sgdlab.config.run import validate_section
 
-    for key, section in (("optimizer", OPTIMIZER), ("schedule", SCHEDULE)):
+    for key in ("optimizer", "schedule"):
         if key in params:
-            _check_section(params[key], section, f"{where}: {key}")
+            validate_section(key, params[key], path=f"{where}: {key}")
 
 
 @register_procedure("train")
@@ -152,10 +142,12 @@ class TrainProcedure(Procedure):
         if not (b == "full" or isinstance(b, dict) or (isinstance(b, int) and b >= 1)):
             raise ConfigError(f"{where}: batch_size must be a positive integer, 'full' or a "
                               f"schedule mapping, got {b!r}")
-        from sgdlab.config.run import MEASURE_ITEM
+        from sgdlab.config.run import validate_section
 
         for i, m in enumerate(params.get("measure", []) or []):
-            _check_section(m, MEASURE_ITEM, f"{where}: measure[{i}]")
+            if isinstance(m, dict) and m.get("name") == "trajectory" and "path" not in m:
+                m = {**m, "path": TRAJECTORY_FILE}  # run() records into the artifact directory
+            validate_section("measure", m, path=f"{where}: measure[{i}]")
         for i, m in enumerate(params.get("final", []) or []):
             validate_measure(m, f"{where}: final[{i}]", final=True)
         if "switch" in params:
@@ -192,7 +184,7 @@ class TrainProcedure(Procedure):
                  for m in p.get("measure", []) or []]
         callbacks = build_measure(items, total)
         if p.get("switch"):
-            from sgdlab.optim.switch import SwitchCallback   # H5: RMSProp-then-SGD
+            from sgdlab.optim.switch import SwitchCallback   # Zhu et al.: RMSProp-then-SGD
 
             sw = dict(p["switch"]["optimizer"])
             callbacks.append(SwitchCallback(at_step=int(p["switch"]["at_step"]),

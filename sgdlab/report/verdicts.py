@@ -1,0 +1,26 @@
+"""How a conclusion's verdict is worded, the same in report.html, RESULTS.md and the CLI.
+
+At ``smoke`` scale the runs are too short and small for their numbers to mean anything, so
+no verdict is shown (whatever ``agrees_with_paper`` says), only that the experiment ran.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+SMOKE = "smoke scale: checks that it runs, not a verdict"
+
+
+def verdict(conclusion: dict[str, Any], scale: str | None) -> tuple[str, str]:
+    """``(words, kind)``: kind is ``agree``, ``disagree`` or ``neutral`` (inconclusive, a
+    description without a claim, or any smoke-scale result)."""
+    if scale == "smoke":
+        return SMOKE, "neutral"
+    agrees = conclusion.get("agrees_with_paper")
+    if agrees is True:
+        return "agrees with the paper", "agree"
+    if agrees is False:
+        return "disagrees with the paper", "disagree"
+    return ("inconclusive" if conclusion.get("claim") else "descriptive"), "neutral"
+
+
+__all__ = ["SMOKE", "verdict"]

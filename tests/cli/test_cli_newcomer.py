@@ -1,0 +1,97 @@
+"""The command line as a newcomer meets it: --version, help text, start-up, `runs show`,
+the Parle launcher's environment."""
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+
+import sgdlab
+from sgdlab.cli.main import build_parser, main
+from sgdlab.store import RunStore
+
+ROOT = Path(__file__).resolve().parents[2]
+REST = re.compile(r"``|:(mod|func|class|meth|data|attr):`")
+
+
+def test_version_is_the_package_version(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["--version"])
+    assert e.value.code == 0
+    version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+    assert capsys.readouterr().out.strip() == f"sgdlab {version}" == f"sgdlab {sgdlab.__version__}"
+
+
+def _parsers(parser, path=("sgdlab",)):
+    yield path, parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield from _parsers(sub, path + (name,))
+
+
+def test_every_command_and_option_has_plain_help():
+    seen = set()
+    for path, parser in _parsers(build_parser()):
+        seen.add(" ".join(path))
+        text = parser.format_help()
+        assert not REST.search(text), (path, REST.search(text).group(0))
+        for action in parser._actions:
+            if isinstance(action, (argparse._HelpAction, argparse._VersionAction,
+                                   argparse._SubParsersAction)):
+                continue
+            assert action.help, (path, action.option_strings or action.dest)
+    assert {"sgdlab measure", "sgdlab parle", "sgdlab report", "sgdlab resume",
+            "sgdlab config schema", "sgdlab runs export"} <= seen
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["list"], ["train", "--help"]])
+def test_help_and_list_import_no_numerics(argv):
+    """What makes `sgdlab --help` and `sgdlab list` fast (the timing itself is the
+    benchmark figure cli_startup_seconds): torch and friends are imported only by the
+    commands that compute."""
+    code = ("import sys\nfrom sgdlab.cli.main import main\ntry:\n    main(%r)\n"
+            "except SystemExit:\n    pass\n"
+            "heavy = ('torch', 'numpy', 'scipy', 'matplotlib', 'sklearn', 'pydantic')\n"
+            "print('IMPORTED', sorted(m for m in heavy if m in sys.modules))" % argv)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=ROOT, timeout=60, env={"PYTHONPATH": str(ROOT), "PATH": ""})
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().splitlines()[-1] == "IMPORTED []"
+
+
+def test_runs_show_leaves_out_what_a_run_does_not_have(tmp_path, capsys):
+    store = RunStore(tmp_path / "runs.sqlite")
+    plain = store.create_run({"lr": 0.1}, name="probe", env={"torch_threads": 1})
+    part = store.create_run({"lr": 0.1}, name="sq", experiment="t-square", env={})
+    assert main(["runs", "show", plain, "--store", str(store.path)]) == 0
+    head = capsys.readouterr().out.splitlines()[0]
+    assert head == f"run {plain}  name probe"
+    assert main(["runs", "show", part, "--store", str(store.path)]) == 0
+    assert capsys.readouterr().out.splitlines()[0] == f"run {part}  name sq  experiment t-square"
+
+
+def test_parle_launches_torchrun_with_one_thread_per_process(tmp_path, monkeypatch, capsys):
+    import sgdlab.cli.parle as parle
+
+    cfg = tmp_path / "parle.json"
+    cfg.write_text(json.dumps({"data": {"name": "cubic"}, "model": {"name": "zhu-mlp-1-6-6-6-1"},
+                               "parle": {"replicas": 2, "L": 2, "lr": 0.1, "batch_size": 5},
+                               "rounds": 1}))
+    calls = []
+    monkeypatch.setattr(parle.subprocess, "run",
+                        lambda cmd, env: calls.append((cmd, env)) or
+                        subprocess.CompletedProcess(cmd, 0))
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    assert main(["parle", str(cfg), "--mode", "distributed"]) == 0
+    (cmd, env), = calls
+    assert env["OMP_NUM_THREADS"] == "1" and cmd[2:4] == ["torch.distributed.run",
+                                                           "--nproc-per-node"]
+    assert main(["parle", str(cfg), "--mode", "distributed", "--print-command"]) == 0
+    assert capsys.readouterr().out.startswith("OMP_NUM_THREADS=1 ")

@@ -1,0 +1,46 @@
+"""docs/RESULTS.md's generator: the quoted claim, the verdicts and the departures per entry."""
+from __future__ import annotations
+
+import json
+
+from sgdlab.experiments.summary import load_all, results_markdown
+
+
+def _result(name: str, conclusions: list[dict], deviations: list[str]) -> dict:
+    return {"experiment": {"name": name, "title": "t", "deviations": deviations,
+                           "paper": {"author": "Xing, Arpit", "year": 2018, "figure": "Fig. 5",
+                                     "claim": "GD with noise is worse",
+                                     "quote": "isotropic noise\n does not help", "where": "§4"}},
+            "scale": "cpu", "conclusions": conclusions}
+
+
+def test_markdown_counts_quotes_and_departures(tmp_path):
+    cs = [{"text": "a | b", "agrees_with_paper": True, "claim": "c1"},
+          {"text": "x", "agrees_with_paper": False, "claim": "c2"},
+          {"text": "y", "agrees_with_paper": None, "claim": "c3"},
+          {"text": "z", "agrees_with_paper": None, "claim": None}]
+    for name, devs in (("e1", ["digits instead of CIFAR-10"]), ("e2", [])):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "results.json").write_text(json.dumps(_result(name, cs, devs)))
+    (tmp_path / "train-run").mkdir()
+    (tmp_path / "train-run" / "results.json").write_text(json.dumps({"status": "finished"}))
+    md = results_markdown(load_all(tmp_path), command="cmd")
+    assert "2 experiments, 2 findings agree with the paper's claim, 2 disagree, 2 are " \
+           "inconclusive" in md
+    assert md.count("“isotropic noise does not help” (§4)") == 2      # overview rows
+    assert "| 1 / 1 / 1 |" in md
+    assert "| a \\| b | c1 | agrees |" in md and "| x | c2 | **disagrees** |" in md
+    assert "| y | c3 | inconclusive |" in md and "| z |  | descriptive |" in md
+    assert "Departures from the paper at `cpu` scale:\n- digits instead of CIFAR-10" in md
+    assert "No departures from the paper listed at `cpu` scale." in md
+
+
+def test_report_page_quotes_the_paper_and_lists_departures(tmp_path):
+    from sgdlab.report.html import render
+
+    r = _result("e1", [{"text": "x", "agrees_with_paper": False, "claim": "c"}],
+                ["digits instead of CIFAR-10"])
+    page = render(r | {"experiment": r["experiment"] | {"version": 1}}, tmp_path)
+    assert "<blockquote>“isotropic noise does not help”" in page and "— §4" in page
+    assert "Departures from the paper at scale cpu" in page
+    assert "<li>digits instead of CIFAR-10</li>" in page

@@ -1,0 +1,94 @@
+"""report.html: wide figures get the page width, Unicode stays readable, smoke scale gives no
+verdict (in the page, RESULTS.md and the CLI)."""
+from __future__ import annotations
+
+import re
+from types import SimpleNamespace
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from sgdlab.experiments.summary import results_markdown  # noqa: E402
+from sgdlab.report.html import png_size, render  # noqa: E402
+from sgdlab.report.verdicts import SMOKE  # noqa: E402
+
+CONCLUSIONS = [{"text": "λ_max falls with η/B", "claim": "sharper at small η/B",
+                "agrees_with_paper": False},
+               {"text": "accuracy rises", "claim": "flatter generalises",
+                "agrees_with_paper": True}]
+
+
+def _figure(path, size):
+    fig = plt.figure(figsize=size, dpi=40)
+    fig.add_subplot().plot([0, 1], [1, 0])
+    fig.savefig(path, dpi=40)
+    plt.close(fig)
+
+
+def _results(tmp_path, scale):
+    (tmp_path / "figures").mkdir(exist_ok=True)
+    _figure(tmp_path / "figures" / "panels.png", (15, 4))
+    _figure(tmp_path / "figures" / "square.png", (5, 4))
+    return {"experiment": {"name": "grid", "version": 1, "title": "η/B grid", "paper": {}},
+            "scale": scale, "conclusions": CONCLUSIONS,
+            "figures": [{"name": n, "png": f"figures/{n}.png", "svg": f"figures/{n}.svg"}
+                        for n in ("panels", "square")],
+            "config": {"file": {"x_label": "η/B", "y": "‖H‖_F"}, "resolved": {"lr": "η"}},
+            "environment": {"host": "θ-box"}}
+
+
+def _fig_divs(page):
+    return dict((name, cls) for cls, name in
+                re.findall(r"<div class='(fig(?: wide)?)'><img alt='([^']+)'", page))
+
+
+def test_wide_figures_get_the_page_width_and_enlarge_on_click(tmp_path):
+    page = render(_results(tmp_path, "cpu"), tmp_path)
+    assert png_size((tmp_path / "figures" / "panels.png").read_bytes()) == (600, 160)
+    assert _fig_divs(page) == {"panels": "fig wide", "square": "fig"}
+    assert ".fig.wide img{width:100%;max-width:100%}" in page
+    assert page.count("onclick=\"this.classList.toggle('zoom')\"") == 2
+    assert ".fig img.zoom{position:fixed" in page
+    assert png_size(b"GIF89a" + bytes(30)) is None
+
+
+def test_config_and_environment_show_unicode_unescaped(tmp_path):
+    page = render(_results(tmp_path, "cpu"), tmp_path)
+    assert "x_label: η/B" in page and "y: ‖H‖_F" in page and "lr: η" in page
+    assert "θ-box" in page
+    assert "\\u03B7" not in page and "\\u2016" not in page and "\\u03b8" not in page
+
+
+def test_smoke_scale_shows_no_verdict(tmp_path):
+    cpu = render(_results(tmp_path, "cpu"), tmp_path)
+    assert "<span class='disagree'>disagrees with the paper</span>" in cpu
+    assert "<span class='agree'>agrees with the paper</span>" in cpu
+    smoke = render(_results(tmp_path, "smoke"), tmp_path)
+    assert "disagree" not in smoke.replace(".disagree{", "") and "agrees with" not in smoke
+    assert smoke.count(f"<span class='neutral'>{SMOKE}</span>") == 2
+
+    r = _results(tmp_path, "smoke") | {"experiment": {
+        "name": "grid", "title": "t", "paper": {"author": "J", "year": 2017, "figure": "F1"}}}
+    md = results_markdown([r], command="cmd")
+    assert "0 disagree" in md and f"| {SMOKE} |" in md and "disagrees**" not in md
+
+
+def test_cli_prints_smoke_conclusions_without_verdicts(tmp_path, monkeypatch, capsys):
+    import sgdlab.experiments.runner as runner
+    from sgdlab.cli.main import main
+
+    def fake(name, *, scale, **kw):
+        return SimpleNamespace(results={"scale": scale, "conclusions": CONCLUSIONS},
+                               sweep=SimpleNamespace(failed=[]), ok=True, out_dir=tmp_path,
+                               report_path=tmp_path / "report.html")
+
+    monkeypatch.setattr(runner, "run_experiment", fake)
+    assert main(["run", "grid", "--scale", "smoke"]) == 0
+    out = capsys.readouterr().out
+    assert f"conclusions ({SMOKE}):\n  - λ_max falls with η/B\n  - accuracy rises" in out
+    assert "DISAGREES" not in out and "agrees" not in out
+    assert main(["run", "grid", "--scale", "cpu"]) == 0
+    out = capsys.readouterr().out
+    assert "  - [DISAGREES] λ_max falls with η/B\n  - [agrees] accuracy rises" in out

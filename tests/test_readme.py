@@ -1,0 +1,75 @@
+"""The README's Python snippets run as written, in README order, in a fresh directory with a
+fresh run store, after the command-line steps the README shows before them."""
+from __future__ import annotations
+
+import contextlib
+import io
+import re
+from pathlib import Path
+
+import jsonschema
+
+from sgdlab.cli.main import main
+from sgdlab.config import json_schema, load_config
+from sgdlab.store import RunStore
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+BLOCK = re.compile(r"^```(\w+)\n(.*?)^```", re.M | re.S)
+
+
+def blocks() -> list[tuple[str, str]]:
+    return [(m.group(1), m.group(2)) for m in BLOCK.finditer(README.read_text())]
+
+
+def cli(*argv: str) -> str:
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert main(list(argv)) == 0, argv
+    return out.getvalue()
+
+
+def test_readme_python_snippets_run_in_order(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("SGDLAB_STORE", str(tmp_path / "runs.sqlite"))
+    monkeypatch.setenv("SGDLAB_THREADS", "1")
+    found = blocks()
+    # the YAML files the snippets load are the README's own, named on their first line
+    for lang, text in found:
+        name = re.match(r"# (\S+\.yaml)\n", text)
+        if lang == "yaml" and name:
+            (tmp_path / name.group(1)).write_text(text)
+    schema = jsonschema.Draft202012Validator(json_schema())
+    assert list(schema.iter_errors(load_config("my-run.yaml"))) == []
+
+    ran, train_id = [], None
+    for i, (lang, text) in enumerate(found):
+        if lang == "bash" and "sgdlab train digits-mlp  " in text:
+            out = cli("train", "digits-mlp", "--set", "train.epochs=1", "--no-progress")
+            train_id = re.search(r"^run (\S+): finished", out, re.M).group(1)
+        elif lang == "bash" and "sgdlab run zhu-escape-2d --scale smoke" in text:
+            cli("run", "zhu-escape-2d", "--scale", "smoke", "--out", "zhu-escape")
+        elif lang == "python":
+            out = io.StringIO()
+            with contextlib.redirect_stdout(out):
+                exec(compile(text, f"README.md python block {len(ran) + 1}", "exec"),
+                     {"__name__": "__main__"})
+            ran.append(out.getvalue())
+            if "hessian_top_eigenvalue(" in text:  # the README's `sgdlab measure` comes next
+                cli("measure", train_id, "--what", "hessian", "--subset", "64",
+                    "--probes", "5", "--k", "2", "--out", "measured")
+    assert len(ran) == 4, "README python blocks"
+    assert ran[0].startswith("finished ")
+    assert ran[1].startswith("λ_max")
+    store = RunStore()
+    experiments = {r["experiment"] for r in store.list_runs(status="finished")}
+    assert {None, "zhu-escape-2d"} <= experiments
+    # the store snippet found the training run although newer runs have no test accuracy
+    assert ran[3].startswith("digits-mlp [(") and ran[3].rstrip().endswith("{}")
+    assert "measure/hess/top_1" in store.metrics(train_id)
+
+
+def test_ci_runs_the_readme_test_command():
+    readme_cmd = next(t for lang, t in blocks() if lang == "bash" and "pytest" in t).strip()
+    ci = (README.parent / ".ci" / "run").read_text()
+    assert readme_cmd in ci.splitlines()
+    assert '".[test,tensorboard]"' in readme_cmd
