@@ -216,7 +216,8 @@ class GradientCovariance:
         if k < 1 or k > min(n, d):
             raise ValueError(f"Invalid k={k}: need 1 <= k <= min(N, d) = {min(n, d)}")
         dtype, dev = self.dtype, self.device
-        if self._eigh is not None or (min(n, d) <= 1000 and not self._factored()):
+        small = n <= 1000 if self._factored() else min(n, d) <= 1000    # factored: N x N Gram
+        if self._eigh is not None or small:
             vals, vecs, via_gram = self._full_eigh()
             vals, vecs = vals.flip(0)[:k], vecs.flip(1)[:, :k]
         elif (n < d or self._factored()) and n <= DENSE_EIG_LIMIT:

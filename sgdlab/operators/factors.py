@@ -52,8 +52,21 @@ class _Layer:
     def n(self) -> int:
         return self.delta.shape[0]
 
+    # a layer's whole block is kept after its first use when it is at most this large
+    keep_budget = 64 * 2**20
+
     def rows(self, lo: int, hi: int) -> Tensor:
         """The layer's block of G for samples lo..hi-1, (hi - lo, numel)."""
+        full = self.__dict__.get("_full")
+        if full is not None:
+            return full[lo:hi]
+        if lo == 0 and hi == self.n and self.n * self.numel * self.delta.element_size() \
+                <= self.keep_budget:
+            self._full = self._rows(0, self.n)      # Gram, mean, Gᵀ U reuse it
+            return self._full
+        return self._rows(lo, hi)
+
+    def _rows(self, lo: int, hi: int) -> Tensor:
         raise NotImplementedError
 
     def write_rows(self, out: Tensor, lo: int, hi: int) -> None:
@@ -147,7 +160,7 @@ class _Positions(_Layer):
                          delta.shape[2])
         self.a = a                            # (N, P, in); delta (N, P, out)
 
-    def rows(self, lo: int, hi: int) -> Tensor:
+    def _rows(self, lo: int, hi: int) -> Tensor:
         d = self.delta[lo:hi]
         parts = []
         if self.has_weight:
@@ -178,7 +191,7 @@ class _Conv(_Layer):
 
         self._weight_grads = torch.vmap(one)
 
-    def rows(self, lo: int, hi: int) -> Tensor:
+    def _rows(self, lo: int, hi: int) -> Tensor:
         d = self.delta[lo:hi]
         parts = []
         if self.has_weight:
@@ -189,24 +202,27 @@ class _Conv(_Layer):
 
 
 class _BatchNormEval(_Layer):
-    """Eval-mode batch norm y = x̂ γ + β, x̂ = (x − μ)/√(σ² + ε) with the running statistics:
-    g_i = [Σ_p δ_ip x̂_ip, Σ_p δ_ip] per channel."""
+    """Eval-mode batch norm y = x̂ γ + β, x̂ = (x − μ) r, r = 1/√(σ² + ε) (running statistics):
+    g_i = [Σ_p δ_ip x̂_ip, Σ_p δ_ip] per channel, the first as r (Σ_p δ_ip x_ip − μ Σ_p δ_ip)
+    (no x̂ tensor)."""
 
     def __init__(self, a: Tensor, delta: Tensor, m: nn.Module, has_weight: bool,
                  has_bias: bool):
         super().__init__(delta, has_weight, has_bias, m.num_features, m.num_features)
-        shape = (1, -1) + (1,) * (a.dim() - 2)
-        self.xhat = (a - m.running_mean.reshape(shape)) * torch.rsqrt(
-            m.running_var.reshape(shape) + m.eps)
+        self.a = a
+        self.mu = m.running_mean.detach()
+        self.r = torch.rsqrt(m.running_var.detach() + m.eps)
 
-    def rows(self, lo: int, hi: int) -> Tensor:
+    def _rows(self, lo: int, hi: int) -> Tensor:
         d = self.delta[lo:hi]
+        s0 = d.flatten(2).sum(-1) if d.dim() > 2 else d
         parts = []
         if self.has_weight:
-            parts.append((d * self.xhat[lo:hi]).flatten(2).sum(-1) if d.dim() > 2
-                         else d * self.xhat[lo:hi])
+            a = self.a[lo:hi]
+            s1 = (d * a).flatten(2).sum(-1) if d.dim() > 2 else d * a
+            parts.append((s1 - self.mu * s0) * self.r)
         if self.has_bias:
-            parts.append(d.flatten(2).sum(-1) if d.dim() > 2 else d)
+            parts.append(s0)
         return parts[0] if len(parts) == 1 else torch.cat(parts, 1)
 
 
@@ -402,8 +418,11 @@ def per_sample_factors(
     if not ok:
         return None
     out, dim = [], 0
+    def cat(ts: list[Tensor]) -> Tensor:
+        return ts[0] if len(ts) == 1 else torch.cat(ts)     # one pass: no copy
+
     for i, m in enumerate(layers):
-        a, delta = torch.cat(acts[i]), torch.cat(deltas[i])
+        a, delta = cat(acts[i]), cat(deltas[i])
         has_w = m.weight is not None and m.weight.requires_grad
         has_b = m.bias is not None and m.bias.requires_grad
         if isinstance(m, nn.Linear) and a.dim() == 2:

@@ -66,17 +66,21 @@ def test_factored_per_sample_gradients_equal_vmap(name, model, shape):
     torch.testing.assert_close(ps.materialize(), ref, rtol=1e-12, atol=1e-14)
     torch.testing.assert_close(per_sample_gradients(model, loss_fn, (x, y)), ref,
                                rtol=1e-12, atol=1e-14)
-    # the Gram-trick pieces without G, also when a layer's block is built in sample chunks
+    # the Gram-trick pieces without G; again with every layer's block built in sample chunks
+    # (pairs of chunks for the Gram) and nothing kept
     u = torch.randn(7, 2, generator=g, dtype=torch.float64)
-    for budget in (_Layer.block_budget, 200):
-        _Layer.block_budget = budget
+    for budget, keep in ((_Layer.block_budget, _Layer.keep_budget), (200, 0)):
+        old = _Layer.block_budget, _Layer.keep_budget
+        _Layer.block_budget, _Layer.keep_budget = budget, keep
         try:
-            torch.testing.assert_close(ps.gram(), ref @ ref.T)
-            torch.testing.assert_close(ps.rmatmul(u), ref.T @ u)
-            torch.testing.assert_close(ps.sq_sum(), (ref ** 2).sum(0))
-            torch.testing.assert_close(ps.materialize(), ref)
+            fresh = per_sample_factors(model, loss_fn, (x, y))
+            for f in (fresh, fresh):          # twice: kept blocks are reused
+                torch.testing.assert_close(f.gram(), ref @ ref.T)
+                torch.testing.assert_close(f.rmatmul(u), ref.T @ u)
+                torch.testing.assert_close(f.sq_sum(), (ref ** 2).sum(0))
+                torch.testing.assert_close(f.materialize(), ref)
         finally:
-            _Layer.block_budget = 256 * 2**20
+            _Layer.block_budget, _Layer.keep_budget = old
     cov = gradient_covariance(model, loss_fn, (x, y))
     assert cov._factored()
     f = (ref - ref.mean(0)) / 7 ** 0.5
