@@ -38,9 +38,10 @@ sgdlab's, both at the same accuracy; the peer is named in the printed line):
   over one gradient (forward + backward) of the same loss.
 
 Times are medians of the calling thread's CPU time (``time.thread_time``) over 5 runs (3 when
-one run takes over 5 s, 1 over 30 s); the accuracy calibration run counts as the first. A peer
-whose calibration run takes over 20x sgdlab's time (and 10 s) without meeting the target is
-stopped there, its time taken as a lower bound (said in the output).
+one run takes over 5 s, 1 over 30 s); the accuracy calibration run counts as the first, and the
+further runs go round-robin over the libraries (load changes on a shared machine hit all of
+them alike). A peer whose calibration run takes over 20x sgdlab's time (and 10 s) without
+meeting the target is stopped there, its time taken as a lower bound (said in the output).
 ``SGDLAB_BENCH_REPEATS`` overrides the 5. ``python benchmarks/run.py --only cnn`` runs one
 problem's figures (any other substring selects the figures whose name contains it). The run
 with every problem takes about two hours on one core (large_mlp most of it).
@@ -115,17 +116,6 @@ def _timed(fn: Callable[[], Any]) -> tuple[float, Any]:
     return time.thread_time() - t, out
 
 
-def _median_time(fn: Callable[[], Any], first: float | None = None) -> float:
-    """Median over the adaptive number of runs (``first``: an already-timed run)."""
-    times = [] if first is None else [first]
-    if first is None:
-        times.append(_timed(fn)[0])
-    n = 1 if times[0] > 30 else (3 if times[0] > 5 else _repeats())
-    while len(times) < n:
-        times.append(_timed(fn)[0])
-    return statistics.median(times)
-
-
 class Peer:
     """One library's way of doing a task: ``run(setting)`` -> value; ``settings`` tried in order
     until ``error(value) <= target``."""
@@ -134,18 +124,18 @@ class Peer:
         self.name, self.run, self.settings = name, run, settings
 
 
-def _at_accuracy(peer: Peer, error: Callable[[Any], float], target: float,
-                 cap: float = float("inf")):
-    """(median seconds, error, setting, reached) for the first setting meeting ``target``. A run
-    slower than ``cap`` that misses the target ends the search: its time is then a lower bound
-    on the time to reach it (``reached=False``). None if no setting meets the target."""
+def _calibrate(peer: Peer, error: Callable[[Any], float], target: float,
+               cap: float = float("inf")):
+    """(seconds, error, setting, reached) of the first setting meeting ``target``. A run slower
+    than ``cap`` that misses the target ends the search: its time is then a lower bound on the
+    time to reach it (``reached=False``). None if no setting meets the target."""
     last = None
     for s in peer.settings:
         t, v = _timed(lambda: peer.run(s))
         err = error(v)
         last = (s, err)
         if err <= target:
-            return _median_time(lambda: peer.run(s), first=t), err, s, True
+            return t, err, s, True
         if t > cap:
             print(f"    {peer.name}: {t:.0f} s at {s} (error {err:.1e}) without reaching "
                   f"{target:g}: stopped there (its time is a lower bound)")
@@ -155,25 +145,42 @@ def _at_accuracy(peer: Peer, error: Callable[[Any], float], target: float,
     return None
 
 
+def _runs(first: float) -> int:
+    return 1 if first > 30 else (3 if first > 5 else _repeats())
+
+
 def _compare(task: str, ours: Peer, peers: list[Peer], error, target: float) -> float | None:
-    """Time every library at the target accuracy; the figure is best peer / ours. Peers are
-    given at most 20x sgdlab's time (at least 10 s) per calibration run."""
-    rows = {}
+    """Time every library at the target accuracy; the figure is best peer / ours. Each library's
+    setting is calibrated first (peers are given at most 20x sgdlab's time, at least 10 s, per
+    calibration run); then the timed runs go round-robin over the libraries, so a change of
+    the machine's load affects all of them alike."""
+    found = {}
     cap = float("inf")
     for p in [ours] + peers:
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                r = _at_accuracy(p, error, target, cap)
+                r = _calibrate(p, error, target, cap)
         except Exception as e:    # a peer that fails is reported, not hidden
             print(f"    {p.name}: failed ({type(e).__name__}: {str(e).splitlines()[0][:120]})")
             if os.environ.get("SGDLAB_BENCH_DEBUG"):
                 traceback.print_exc()
             r = None
         if r is not None:
-            rows[p.name] = r
+            found[p.name] = (p, r)
         if p is ours and r is not None:
             cap = max(20 * r[0], 10.0)
+    times = {n: [r[0]] for n, (_, r) in found.items()}
+    while True:
+        todo = [n for n, (_, r) in found.items() if r[3] and len(times[n]) < _runs(r[0])]
+        if not todo:
+            break
+        for n in todo:
+            p, r = found[n]
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                times[n].append(_timed(lambda: p.run(r[2]))[0])
+    rows = {n: (statistics.median(times[n]),) + r[1:] for n, (_, r) in found.items()}
     line = "; ".join(f"{n} {'>= ' if not ok else ''}{t * 1e3:.0f} ms (err {e:.1e}, {s})"
                      for n, (t, e, s, ok) in rows.items())
     print(f"  {task}: {line}", flush=True)
@@ -500,8 +507,11 @@ def hvp_cost(model, loss_fn, x, y) -> float:
     op = HessianOperator(model, loss_fn, (x, y))
     v = torch.randn(num_params(model), generator=torch.Generator().manual_seed(0))
     op.matvec(v)
-    t_grad = _median_time(lambda: torch.autograd.grad(loss_fn(model(x), y), params))
-    t_hvp = _median_time(lambda: op.matvec(v))
+    grads, hvps = [], []
+    for _ in range(max(_repeats(), 7)):        # alternating: load changes hit both alike
+        grads.append(_timed(lambda: torch.autograd.grad(loss_fn(model(x), y), params))[0])
+        hvps.append(_timed(lambda: op.matvec(v))[0])
+    t_grad, t_hvp = statistics.median(grads), statistics.median(hvps)
     print(f"  gradient {t_grad * 1e3:.1f} ms, HVP {t_hvp * 1e3:.1f} ms "
           f"-> {t_hvp / t_grad:.2f} gradients", flush=True)
     return t_hvp / t_grad

@@ -3,11 +3,11 @@
 For a layer z = W a + b applied to a batch of N samples, the gradient of sample i's loss ℓ_i is
 Σ_p δ_ip a_ipᵀ for W and Σ_p δ_ip for b, with δ_i = ∂ℓ_i/∂z_i and p running over the positions
 the weight is applied at (one for ``nn.Linear`` on (N, in) inputs; the output pixels of a
-convolution, whose input patches a_ip come from unfolding the input, im2col; the sequence
-positions of a linear layer on (N, T, in) inputs). With a mean-reduced batch loss
-L = (1/N) Σ ℓ_i one backward pass gives ∂L/∂z_i = δ_i / N, so the N per-sample gradients come
-from one forward and one backward pass with hooks (Goodfellow 2015, "Efficient per-example
-gradient computations"; BackPACK's BatchGrad does the same, unfolding convolutions).
+convolution, a_ip the input patch under the kernel; the sequence positions of a linear layer on
+(N, T, in) inputs). With a mean-reduced batch loss L = (1/N) Σ ℓ_i one backward pass gives
+∂L/∂z_i = δ_i / N, so the N per-sample gradients come from one forward and one backward pass
+with hooks (Goodfellow 2015, "Efficient per-example gradient computations"; BackPACK's
+BatchGrad does the same, unfolding convolutions into patches, im2col).
 
 Kept factored, the N x N Gram matrix of per-sample gradients never needs the (N, d) matrix:
 
@@ -23,8 +23,8 @@ The backward pass asks for the gradients w.r.t. the layers' outputs only, so it 
 weight gradient at all. Applies when every trainable parameter belongs to an ``nn.Linear``, an
 ``nn.Conv1d/2d/3d`` (zero padding) or an eval-mode batch norm, each called once per forward (no
 weight sharing), the loss is a mean over samples and samples do not interact (no batch norm in
-train mode); :func:`per_sample_factors` returns None otherwise and
-callers fall back to ``torch.func`` (:func:`~sgdlab.operators.per_sample.per_sample_gradients`).
+train mode); :func:`per_sample_factors` returns None otherwise and callers fall back to
+``torch.func`` (:func:`~sgdlab.operators.per_sample.per_sample_gradients`).
 """
 from __future__ import annotations
 
@@ -41,6 +41,7 @@ class _Layer:
     """One trainable layer's per-sample gradients g_i = [vec(Σ_p δ_ip a_ipᵀ), Σ_p δ_ip]."""
 
     block_budget = 256 * 2**20     # bytes of materialised per-sample gradients at a time
+    keep_budget = 64 * 2**20       # a layer's whole block is kept after first use up to this
 
     def __init__(self, delta: Tensor, has_weight: bool, has_bias: bool, weight_numel: int,
                  out_features: int):
@@ -51,9 +52,6 @@ class _Layer:
     @property
     def n(self) -> int:
         return self.delta.shape[0]
-
-    # a layer's whole block is kept after its first use when it is at most this large
-    keep_budget = 64 * 2**20
 
     def rows(self, lo: int, hi: int) -> Tensor:
         """The layer's block of G for samples lo..hi-1, (hi - lo, numel)."""
@@ -174,7 +172,8 @@ class _Conv(_Layer):
     """A convolution: sample i's weight gradient is the correlation of its input with its δ_i
     (Σ_p δ_ip a_ipᵀ over the unfolded patches, as BackPACK computes it), here by the weight
     half of ``convolution_backward`` vmapped over the samples (functorch turns it into one
-    grouped convolution: 2.9x faster than unfold + bmm on the benchmark CNN)."""
+    grouped convolution: 13 vs 37 ms for unfold + bmm on the benchmark CNN's 8-to-16-channel
+    layer; within 10% of each other on its 1-channel first layer)."""
 
     def __init__(self, a: Tensor, delta: Tensor, m: nn.Module, has_weight: bool,
                  has_bias: bool):
