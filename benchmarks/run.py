@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import inspect
 import json
 import math
 import re
@@ -86,7 +87,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"== {path.stem}", flush=True)
         t0 = time.perf_counter()
         try:
-            results = module.run()
+            # a module whose run() takes ``only`` skips the figures not asked for
+            takes_only = "only" in inspect.signature(module.run).parameters
+            results = module.run(only=args.only) if takes_only else module.run()
         except Exception:
             print(f"{path.name}: failed:\n{traceback.format_exc()}", file=sys.stderr)
             failed.append(path.name)

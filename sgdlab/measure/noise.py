@@ -32,7 +32,7 @@ import torch
 from torch import Tensor, nn
 
 from sgdlab.operators import LinearOperator, per_sample_gradients
-from sgdlab.operators.linear_factors import LinearPerSampleFactors, linear_per_sample_factors
+from sgdlab.operators.factors import PerSampleFactors, per_sample_factors
 from sgdlab.operators.batches import Data
 
 # Above this size the Gram/d x d eigendecomposition is replaced by Lanczos on the implicit Gram.
@@ -88,8 +88,8 @@ class GradientCovariance:
     Two representations, same interface:
 
     - dense: the (N, d) factor F itself (``GradientCovariance(factor, mean, num_samples)``);
-    - factored: per-layer activations and output gradients of a fully-connected network
-      (:class:`~sgdlab.operators.linear_factors.LinearPerSampleFactors`), from which the Gram
+    - factored: per-layer activations and output gradients of a network of linear and
+      convolution layers (:class:`~sgdlab.operators.factors.PerSampleFactors`), from which the Gram
       matrix, trace, diagonal, eigenvectors and noise samples are computed without ever forming
       the (N, d) matrix; ``factor`` materialises it on first access.
 
@@ -100,7 +100,7 @@ class GradientCovariance:
     """
 
     def __init__(self, factor: Tensor | None, mean: Tensor, num_samples: int, *,
-                 per_sample: LinearPerSampleFactors | None = None, scale: float = 1.0):
+                 per_sample: PerSampleFactors | None = None, scale: float = 1.0):
         if factor is None and per_sample is None:
             raise ValueError("GradientCovariance needs a factor or factored per-sample gradients")
         self._factor, self.mean, self.num_samples = factor, mean, int(num_samples)
@@ -109,7 +109,7 @@ class GradientCovariance:
         self._eigh: tuple[Tensor, Tensor, bool] | None = None
 
     @classmethod
-    def from_per_sample(cls, ps: LinearPerSampleFactors, scale: float = 1.0
+    def from_per_sample(cls, ps: PerSampleFactors, scale: float = 1.0
                         ) -> "GradientCovariance":
         return cls(None, ps.mean(), ps.num_samples, per_sample=ps, scale=scale)
 
@@ -219,7 +219,8 @@ class GradientCovariance:
         if k < 1 or k > min(n, d):
             raise ValueError(f"Invalid k={k}: need 1 <= k <= min(N, d) = {min(n, d)}")
         dtype, dev = self.dtype, self.device
-        if self._eigh is not None or (min(n, d) <= 1000 and not self._factored()):
+        small = n <= 1000 if self._factored() else min(n, d) <= 1000    # factored: N x N Gram
+        if self._eigh is not None or small:
             vals, vecs, via_gram = self._full_eigh()
             vals, vecs = vals.flip(0)[:k], vecs.flip(1)[:, :k]
         elif (n < d or self._factored()) and n <= DENSE_EIG_LIMIT:
@@ -310,24 +311,27 @@ def gradient_covariance(
 ) -> GradientCovariance:
     """Σ (population covariance of per-sample gradients of the current model over ``data``).
 
-    ``method``: ``"factored"`` keeps per-layer factors of a fully-connected network (one
-    forward + backward, Gram matrix in O(N²·Σ(in + out)), no (N, d) matrix); ``"vmap"`` builds
-    the (N, d) factor with ``torch.func`` (any model); ``"auto"`` uses the first when the model
-    qualifies (:mod:`sgdlab.operators.linear_factors`). Model evaluated in its current
-    train/eval mode (use eval mode for batch-norm models: per-sample gradients see batches of
-    one in the vmap path, and batch norm in train mode disables the factored path).
+    ``method``: ``"factored"`` keeps per-layer factors of a network of ``nn.Linear`` /
+    ``nn.Conv1d`` / ``nn.Conv2d`` layers (one forward + backward; the Gram matrix layer by
+    layer — O(N²·(in + out)) for a linear layer, the layer's own (N, d_l) block for a
+    convolution — never the whole (N, d) matrix); ``"vmap"`` builds the (N, d) factor with
+    ``torch.func`` (any model); ``"auto"`` uses the first when the model qualifies
+    (:mod:`sgdlab.operators.factors`). Model evaluated in its current train/eval mode; batch
+    norm must be in eval mode (train-mode batch statistics mix the samples: a
+    :class:`~sgdlab.errors.UserError` says so).
     """
     if method not in ("auto", "factored", "vmap"):
         raise ValueError(f"Invalid method={method!r}: expected 'auto', 'factored' or 'vmap'")
     if method in ("auto", "factored"):
-        ps = linear_per_sample_factors(model, loss_fn, data,
-                                       chunk_size=1024)
+        ps = per_sample_factors(model, loss_fn, data)
         if ps is not None:
             return GradientCovariance.from_per_sample(ps)
         if method == "factored":
             raise ValueError("method='factored' needs a network whose trainable parameters all "
-                             "sit in nn.Linear layers applied to (N, in) inputs")
-    g = per_sample_gradients(model, loss_fn, data, chunk_size=chunk_size).detach()
+                             "sit in nn.Linear / nn.Conv1d / nn.Conv2d layers, each called once, "
+                             "a mean-reduced loss and no batch norm in train mode")
+    g = per_sample_gradients(model, loss_fn, data, chunk_size=chunk_size,
+                             method="vmap").detach()
     n = g.shape[0]
     mean = g.mean(0)
     factor = (g - mean) / math.sqrt(n)

@@ -32,7 +32,8 @@ from sgdlab.operators.batches import Data, iterate_batches
 from sgdlab.operators.params import params_vector, set_params_vector, trainable_named_params
 from sgdlab.operators.params import unflatten_like
 
-from .curvature import Estimate, _mc
+from .curvature import Estimate
+from .curvature import mc_estimate as _mc
 
 LossFn = Callable[[Tensor, Tensor], Tensor]
 

@@ -40,3 +40,26 @@ def concat_batches(data: Data, device: torch.device | None = None) -> Batch:
         return (x.to(device), y.to(device)) if device is not None else (x, y)
     xs, ys = zip(*iterate_batches(data, device))
     return torch.cat(xs), torch.cat(ys)
+
+
+def _cast(t: Tensor, dtype: torch.dtype) -> Tensor:
+    return t.to(dtype) if t.is_floating_point() else t
+
+
+class _CastBatches:
+    """Re-iterable view of batches with floating tensors cast to ``dtype``."""
+
+    def __init__(self, data: Iterable[Batch], dtype: torch.dtype):
+        self.data, self.dtype = data, dtype
+
+    def __iter__(self) -> Iterator[Batch]:
+        for x, y in self.data:
+            yield _cast(x, self.dtype), _cast(y, self.dtype)
+
+
+def cast_batches(data: Data, dtype: torch.dtype) -> Data:
+    """``data`` with its floating-point inputs and targets in ``dtype`` (integer labels kept)."""
+    if is_single_batch(data):
+        x, y = data
+        return _cast(x, dtype), _cast(y, dtype)
+    return _CastBatches(data, dtype)

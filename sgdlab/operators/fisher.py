@@ -6,6 +6,7 @@ the *true* Fisher (labels sampled from the model) is the GGN for cross-entropy, 
 """
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 
 import torch
@@ -37,6 +38,7 @@ class EmpiricalFisherOperator(ModelOperator):
     ):
         super().__init__(model, loss_fn, data)
         self.chunk_size = chunk_size
+        self._store = store_gradients
         if gradients is not None:
             if gradients.shape[1] != self.shape[0]:
                 raise ValueError(f"gradients have {gradients.shape[1]} columns, model has "
@@ -49,6 +51,17 @@ class EmpiricalFisherOperator(ModelOperator):
                                                   chunk_size=chunk_size).detach()
         else:
             self.gradients = None
+
+    def _options(self) -> dict:
+        return dict(store_gradients=self._store, chunk_size=self.chunk_size)
+
+    def to(self, dtype: torch.dtype) -> "EmpiricalFisherOperator":
+        if dtype == self.dtype or self.data is not None:
+            return super().to(dtype)
+        # built from precomputed gradients only: convert those
+        return EmpiricalFisherOperator(copy.deepcopy(self.model).to(dtype), self.loss_fn,
+                                       gradients=self.gradients.to(dtype),
+                                       chunk_size=self.chunk_size)
 
     def _matvec(self, v: Tensor) -> Tensor:
         """F v for a flat v, or F M for a (d, k) M (the same two thin matmuls)."""
@@ -63,6 +76,8 @@ class EmpiricalFisherOperator(ModelOperator):
         return total / n
 
     _matmat = _matvec    # Gᵀ (G M) / N: already batched over columns
+    # a block of k columns costs the same per-sample gradients (or G) as one: blocks always pay
+    tune_blocks = False
 
     def _quadratic_forms(self, m: Tensor) -> Tensor:
         """vᵀ F v = ‖G v‖² / N (one thin matmul instead of two)."""

@@ -10,7 +10,7 @@ the output-space Hessian H_out (J v) by double backward through the loss only (c
 are small), and one vector-Jacobian product Jᵀ w through the cached output graph. Works for
 any ``loss_fn(outputs, targets)``; no closed form per loss is needed. ``matmat`` does the three
 products for k vectors in one vmapped backward each; ``quadratic_forms`` (vᵀ G v, Hutchinson)
-needs only J v, by a forward tangent pass for ``nn.Sequential`` MLPs.
+needs only J v, by a forward tangent pass for ``nn.Sequential`` MLPs and conv nets.
 """
 from __future__ import annotations
 
@@ -20,7 +20,8 @@ import torch
 from torch import Tensor, nn
 
 from .batches import Data, is_single_batch, iterate_batches
-from .hessian import _SequentialTaylor, _taylor_quadratic_forms, _unflatten_cols
+from .hessian import _probe_bytes, _unflatten_cols, affine_batchnorm
+from .taylor import SequentialTaylor, taylor_quadratic_forms
 from .linear import ModelOperator
 from .params import flatten, unflatten_like
 
@@ -38,16 +39,24 @@ class GGNOperator(ModelOperator):
         taylor: bool = True,
     ):
         super().__init__(model, loss_fn, data)
+        self._kw = dict(cache_graph=cache_graph, taylor=taylor)
         self._cache = None
-        self._taylor = _SequentialTaylor.build(model, self.params) if taylor else None
+        self._taylor = SequentialTaylor.build(model, self.params) if taylor else None
         self._taylor_cache = None
         if cache_graph and is_single_batch(data):
             x, y = next(iterate_batches(data, self.device))
             self._cache = (x, y) + self._prepare(x, y)
 
+    def _probe_bytes(self) -> int:
+        return _probe_bytes(self, len(self._cache[0]) if self._cache is not None else None)
+
+    def _options(self) -> dict:
+        return dict(self._kw)
+
     def _prepare(self, x: Tensor, y: Tensor):
         with torch.enable_grad():
-            out = self.model(x)
+            with affine_batchnorm(self.model):
+                out = self.model(x)
             o = out.detach().requires_grad_(True)
             g_out = torch.autograd.grad(self.loss_fn(o, y), o, create_graph=True)[0]
         return out, o, g_out
@@ -100,7 +109,7 @@ class GGNOperator(ModelOperator):
 
     def _quadratic_forms(self, m: Tensor) -> Tensor:
         """vᵀ G v = (J v)ᵀ ∇²_f L (J v): for an ``nn.Sequential`` MLP J v comes from a forward
-        tangent pass (:class:`~sgdlab.operators.hessian._SequentialTaylor`), no Jᵀ product."""
+        tangent pass (:mod:`sgdlab.operators.taylor`), no Jᵀ product."""
         if self._taylor is None:
             return super()._quadratic_forms(m)
-        return _taylor_quadratic_forms(self, m, hessian=False)
+        return taylor_quadratic_forms(self, m, hessian=False)

@@ -7,13 +7,14 @@ DataLoader each product streams over the batches without keeping their graphs. `
 applies k vectors in one vmapped backward (``is_grads_batched``) per batch.
 
 Hutchinson's samples vᵀ H v (``quadratic_forms``) need no H v: for ``nn.Sequential`` stacks of
-``nn.Linear`` and elementwise activations they are the second derivative of L(θ + t v) in t,
-propagated forward in Taylor mode (:class:`_SequentialTaylor`): one tangent GEMM per layer
-instead of the two GEMMs of a Hessian-vector product. Other models use (V ⊙ H V).sum(0).
+linear, convolution, pooling, eval-mode batch-norm layers and elementwise activations they are
+the second derivative of L(θ + t v) in t, propagated forward in Taylor mode
+(:mod:`sgdlab.operators.taylor`): no backward pass at all. Other models use (V ⊙ H V).sum(0).
 """
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 
 import torch
 from torch import Tensor, nn
@@ -21,6 +22,44 @@ from torch import Tensor, nn
 from .batches import Data, is_single_batch, iterate_batches
 from .linear import ModelOperator
 from .params import flatten, unflatten_like
+from .taylor import SequentialTaylor, taylor_quadratic_forms
+
+_SequentialTaylor = SequentialTaylor      # earlier name
+
+
+def _affine(module: nn.Module, inputs: tuple, output: Tensor) -> Tensor:
+    x = inputs[0]
+    shape = (1, -1) + (1,) * (x.dim() - 2)
+    y = (x - module.running_mean.reshape(shape)) * torch.rsqrt(
+        module.running_var.reshape(shape) + module.eps)
+    if module.weight is not None:
+        y = y * module.weight.reshape(shape)
+    if module.bias is not None:
+        y = y + module.bias.reshape(shape)
+    return y
+
+
+@contextlib.contextmanager
+def affine_batchnorm(model: nn.Module) -> Iterator[None]:
+    """Inside the block, eval-mode batch-norm layers build their autograd graph from elementwise
+    ops, (x − μ)/√(σ² + ε)·γ + β with the running statistics: the same values, but a double
+    backward through them costs a few elementwise ops, where autograd's batch-norm double
+    backward (written for batch statistics) took ~25% of a Hessian-vector product on the
+    benchmark CNN with BatchNorm2d. Layers with hooks of their own are left alone."""
+    from torch.nn.modules import module as _mod
+
+    handles = []
+    if not (_mod._global_forward_hooks or _mod._global_forward_pre_hooks):
+        for m in model.modules():
+            if (isinstance(m, nn.modules.batchnorm._BatchNorm) and not m.training
+                    and m.running_mean is not None and not m._forward_hooks
+                    and not m._forward_pre_hooks):
+                handles.append(m.register_forward_hook(_affine))
+    try:
+        yield
+    finally:
+        for h in handles:
+            h.remove()
 
 
 class HessianOperator(ModelOperator):
@@ -34,18 +73,23 @@ class HessianOperator(ModelOperator):
         taylor: bool = True,
     ):
         super().__init__(model, loss_fn, data)
+        self._kw = dict(cache_graph=cache_graph, taylor=taylor)
         self._cached_grad: tuple[Tensor, ...] | None = None
         self._batch_size = None
         if cache_graph and is_single_batch(data):
             x, y = next(iterate_batches(data, self.device))
             self._batch_size = len(x)
-            loss = loss_fn(model(x), y)
+            with affine_batchnorm(model):
+                loss = loss_fn(model(x), y)
             self._cached_grad = torch.autograd.grad(
                 loss, list(self.params.values()), create_graph=True
             )
         # Taylor-mode quadratic forms (None when the model is not a supported Sequential)
-        self._taylor = _SequentialTaylor.build(model, self.params) if taylor else None
+        self._taylor = SequentialTaylor.build(model, self.params) if taylor else None
         self._taylor_cache = None
+
+    def _options(self) -> dict:
+        return dict(self._kw)
 
     def _batch_hvp(self, grads: tuple[Tensor, ...], v: Tensor, retain: bool) -> Tensor:
         vs = list(unflatten_like(v, self.params).values())
@@ -67,7 +111,8 @@ class HessianOperator(ModelOperator):
         total, n = torch.zeros_like(m), 0
         for x, y in iterate_batches(self.data, self.device):
             with torch.enable_grad():
-                loss = self.loss_fn(self.model(x), y)
+                with affine_batchnorm(self.model):
+                    loss = self.loss_fn(self.model(x), y)
                 grads = torch.autograd.grad(loss, list(self.params.values()), create_graph=True)
                 total += self._batch_hmm(grads, m, retain=False) * len(x)
             n += len(x)
@@ -79,7 +124,8 @@ class HessianOperator(ModelOperator):
         total, n = torch.zeros_like(v), 0
         for x, y in iterate_batches(self.data, self.device):
             with torch.enable_grad():
-                loss = self.loss_fn(self.model(x), y)
+                with affine_batchnorm(self.model):
+                    loss = self.loss_fn(self.model(x), y)
                 grads = torch.autograd.grad(loss, list(self.params.values()), create_graph=True)
                 total += self._batch_hvp(grads, v, retain=False).detach() * len(x)
             n += len(x)
@@ -88,29 +134,10 @@ class HessianOperator(ModelOperator):
     def _quadratic_forms(self, m: Tensor) -> Tensor:
         if self._taylor is None:
             return super()._quadratic_forms(m)
-        return _taylor_quadratic_forms(self, m, hessian=True)
+        return taylor_quadratic_forms(self, m, hessian=True)
 
     def _probe_bytes(self) -> int:
-        item = torch.finfo(self.dtype).bits // 8
-        act = self._taylor.width * (self._batch_size or 256) if self._taylor is not None else 0
-        return item * (4 * self.shape[0] + 4 * act)
-
-
-def _taylor_quadratic_forms(op, m: Tensor, *, hessian: bool) -> Tensor:
-    """vᵀ A v for the columns v of ``m`` by ``op._taylor`` (A: the Hessian, or with
-    ``hessian=False`` the GGN), over ``op.data`` with batches weighted by size; a single
-    batch's Taylor preparation is kept in ``op._taylor_cache``."""
-    if is_single_batch(op.data):
-        if op._taylor_cache is None:
-            x, y = next(iterate_batches(op.data, op.device))
-            op._taylor_cache = op._taylor.prepare(x, y, op.loss_fn)
-        return op._taylor.second_derivatives(op._taylor_cache, m, hessian=hessian)
-    total, n = m.new_zeros(m.shape[1]), 0
-    for x, y in iterate_batches(op.data, op.device):
-        prep = op._taylor.prepare(x, y, op.loss_fn)
-        total += op._taylor.second_derivatives(prep, m, hessian=hessian) * len(x)
-        n += len(x)
-    return total / n
+        return _probe_bytes(self, self._batch_size)
 
 
 def _unflatten_cols(m: Tensor, like: dict[str, Tensor]) -> list[Tensor]:
@@ -123,163 +150,13 @@ def _unflatten_cols(m: Tensor, like: dict[str, Tensor]) -> list[Tensor]:
     return out
 
 
-# elementwise activations whose first and second derivatives are taken by autograd at z
-_ELEMENTWISE = (nn.ReLU, nn.LeakyReLU, nn.Tanh, nn.Sigmoid, nn.ELU, nn.GELU, nn.SiLU,
-                nn.Softplus, nn.CELU, nn.SELU, nn.Mish, nn.Hardtanh, nn.ReLU6)
-_PASS = (nn.Identity, nn.Flatten)
-
-
-def _flat_layers(module: nn.Module) -> list[nn.Module] | None:
-    """The layers of a (nested) plain ``nn.Sequential``, or None when not one."""
-    from torch.nn.modules import module as _mod
-
-    if (type(module).forward is not nn.Sequential.forward or module._forward_hooks
-            or module._forward_pre_hooks or _mod._global_forward_hooks
-            or _mod._global_forward_pre_hooks):
-        return None
-    out = []
-    for m in module:
-        if m._forward_hooks or m._forward_pre_hooks:
-            return None
-        if isinstance(m, nn.Sequential):
-            sub = _flat_layers(m)
-            if sub is None:
-                return None
-            out += sub
-        elif type(m) in (nn.Linear, *_ELEMENTWISE, *_PASS) or (
-                isinstance(m, nn.Dropout) and m.p == 0):
-            out.append(m)
-        else:
-            return None
-    return out
-
-
-class _SequentialTaylor:
-    """Second-order forward (Taylor) mode through Linear + elementwise layers.
-
-    Along a direction v (k of them at once, leading dim), each layer carries the primal a, its
-    first derivative a' and second derivative a'' in t of a(θ + t v):
-    Linear  z = a Wᵀ + b:  z' = a' Wᵀ + a Vᵀ + c,   z'' = a'' Wᵀ + 2 a' Vᵀ;
-    σ(z):   h' = σ'(z) z',  h'' = σ''(z) z'² + σ'(z) z''.
-    The input is data (a' = a'' = 0), so the first layer costs one GEMM X V₁ᵀ per probe.
-    With outputs f and the loss ℓ(f), d²/dt² ℓ = f'ᵀ ∇²ℓ f' + ∇ℓᵀ f'' (vᵀ H v) and the first
-    term alone is vᵀ G v (the GGN).
-    """
-
-    def __init__(self, layers: list[nn.Module], slices: dict[int, tuple[int, int]], width: int):
-        self.layers, self.slices, self.width = layers, slices, width
-
-    @classmethod
-    def build(cls, model: nn.Module, params: dict[str, Tensor]) -> "_SequentialTaylor | None":
-        layers = _flat_layers(model)
-        if layers is None or not any(isinstance(m, nn.Linear) for m in layers):
-            return None
-        offsets, i = {}, 0
-        for p in params.values():
-            offsets[id(p)] = (i, i + p.numel())
-            i += p.numel()
-        seen = set()
-        for m in layers:
-            if isinstance(m, nn.Linear):
-                seen.update(id(p) for p in m.parameters())
-        if not set(offsets) <= seen:     # a trainable parameter outside the supported layers
-            return None
-        width = sum(m.out_features for m in layers if isinstance(m, nn.Linear))
-        return cls(layers, offsets, width)
-
-    @torch.no_grad()
-    def prepare(self, x: Tensor, y: Tensor, loss_fn) -> tuple:
-        """Primal activations at every layer and the loss' output gradient graph."""
-        acts, derivs, a = [], {}, x
-        for j, m in enumerate(self.layers):
-            acts.append(a)
-            if isinstance(m, _ELEMENTWISE):      # before m runs: it may act in place
-                derivs[j] = _activation_derivatives(m, a)
-            a = m(a)
-        with torch.enable_grad():
-            o = a.detach().requires_grad_(True)
-            g_out = torch.autograd.grad(loss_fn(o, y), o, create_graph=True)[0]
-        return acts, derivs, o, g_out
-
-    def _tangent(self, p: Tensor | None, m: Tensor) -> Tensor | None:
-        """Rows of the (d, k) probe block for parameter p, shaped (k, *p.shape)."""
-        if p is None or id(p) not in self.slices:
-            return None
-        i, j = self.slices[id(p)]
-        return m[i:j].T.reshape(m.shape[1], *p.shape)
-
-    def second_derivatives(self, prep: tuple, m: Tensor, *, hessian: bool) -> Tensor:
-        """(k,) values of d²/dt² L(θ + t v_j) (``hessian``) or of v_jᵀ G v_j (GGN) for the
-        columns v_j of m."""
-        acts, derivs, o, g_out = prep
-        k = m.shape[1]
-        d1 = d2 = None           # (k, N, ...) derivatives of the current activation
-        for j, layer in enumerate(self.layers):
-            a = acts[j]
-            if isinstance(layer, nn.Linear):
-                vw = self._tangent(layer.weight, m)
-                vb = self._tangent(layer.bias, m)
-                w = layer.weight.detach()
-                n1 = None if d1 is None else d1 @ w.T
-                if vw is not None:
-                    out = vw.shape[1]
-                    # a Vᵀ for all k probes in one GEMM: (..., in) @ (in, k·out)
-                    av = (a @ vw.reshape(k * out, -1).T).reshape(*a.shape[:-1], k, out)
-                    av = av.movedim(-2, 0)
-                    n1 = av if n1 is None else n1 + av
-                if vb is not None:
-                    c = vb.reshape(k, *([1] * (a.dim() - 1)), -1)
-                    n1 = c.expand(k, *a.shape[:-1], c.shape[-1]) if n1 is None else n1 + c
-                n2 = None
-                if hessian:
-                    if d2 is not None:
-                        n2 = d2 @ w.T
-                    if d1 is not None and vw is not None:
-                        vwt = vw.transpose(-1, -2).reshape(k, *([1] * (a.dim() - 2)),
-                                                           *vw.shape[:0:-1])
-                        cross = 2 * (d1 @ vwt)
-                        n2 = cross if n2 is None else n2 + cross
-                d1, d2 = n1, n2
-            elif j in derivs:
-                s1, s2 = derivs[j]
-                if d1 is None:
-                    continue
-                n2 = None
-                if hessian:
-                    if s2 is not None:
-                        n2 = s2 * d1 * d1
-                    if d2 is not None:
-                        n2 = s1 * d2 if n2 is None else n2 + s1 * d2
-                d1, d2 = s1 * d1, n2
-            else:                # Identity, Flatten, Dropout(0)
-                if d1 is not None:
-                    d1 = torch.vmap(layer)(d1)
-                if d2 is not None:
-                    d2 = torch.vmap(layer)(d2)
-        if d1 is None:
-            return m.new_zeros(k)
-        dims = tuple(range(1, d1.dim()))
-        vals = m.new_zeros(k, dtype=torch.float64)   # the last reductions in float64 (cheap)
-        if g_out.requires_grad:
-            try:
-                hd1 = torch.autograd.grad(g_out, o, d1, retain_graph=True,
-                                          is_grads_batched=True)[0]
-            except RuntimeError:     # loss without a batching rule: one backward per probe
-                hd1 = torch.stack([torch.autograd.grad(g_out, o, t, retain_graph=True)[0]
-                                   for t in d1])
-            vals = vals + (d1 * hd1).sum(dims, dtype=torch.float64)
-        if hessian and d2 is not None:
-            vals = vals + (g_out.detach() * d2).sum(dims, dtype=torch.float64)
-        return vals.detach().to(m.dtype)
-
-
-def _activation_derivatives(act: nn.Module, z: Tensor) -> tuple[Tensor, Tensor | None]:
-    """σ'(z) and σ''(z) (None where identically zero, e.g. ReLU) by autograd."""
-    if type(act) is nn.ReLU:
-        return (z > 0).to(z.dtype), None
-    with torch.enable_grad():
-        zz = z.detach().requires_grad_(True)
-        s1 = torch.autograd.grad(act(zz).sum(), zz, create_graph=True)[0]
-        s2 = (torch.autograd.grad(s1.sum(), zz, allow_unused=True)[0]
-              if s1.requires_grad else None)
-    return s1.detach(), (None if s2 is None else s2.detach())
+def _probe_bytes(op, batch_size: int | None) -> int:
+    """Scratch memory per probe of a batched product: ~4 d-vectors, plus ~4 activations of
+    every weighted layer per sample for Taylor mode (sizes known once the primal is run)."""
+    item = torch.finfo(op.dtype).bits // 8
+    if op._taylor is None:
+        return item * 4 * op.shape[0]
+    if op._taylor_cache is None and is_single_batch(op.data):
+        x, y = next(iterate_batches(op.data, op.device))
+        op._taylor_cache = op._taylor.prepare(x, y, op.loss_fn)     # kept for the products
+    return item * (4 * op.shape[0] + 4 * op._taylor.width * (batch_size or 256))

@@ -5,8 +5,12 @@ accept either a dense square tensor or a ``LinearOperator`` through :func:`as_op
 """
 from __future__ import annotations
 
+import copy
+
 import torch
 from torch import Tensor
+
+from .blocking import BlockTuner
 
 
 class LinearOperator:
@@ -60,6 +64,26 @@ class LinearOperator:
         not pay on CPU: blocks of 8-16 were fastest on the d = 79,510 MLP benchmark)."""
         return int(max(1, min(max_block, self.probe_memory_budget // max(1, self._probe_bytes()))))
 
+    # whether batched products may cost more per column than single ones (model operators):
+    # then the block size is measured (BlockTuner) instead of taken from the memory bound
+    tune_blocks: bool = False
+
+    def block_tuner(self, kind: str = "matmat", *, block_size: int | None = None,
+                    cap: int | None = None) -> BlockTuner:
+        """Block sizes for a run of ``kind`` products (``"matmat"`` or ``"quadratic_forms"``):
+        ``block_size`` if given; else at most ``cap`` (default :meth:`probe_block_size`), and
+        for operators with ``tune_blocks`` the size measured cheapest per column (the
+        measurement is kept on the operator and reused by later estimators)."""
+        if block_size is not None:
+            return BlockTuner(block_size, device=self.device, fixed=block_size)
+        cap = self.probe_block_size() if cap is None else max(1, min(cap, self.probe_block_size()))
+        if not self.tune_blocks:
+            return BlockTuner(cap, device=self.device, fixed=cap)
+        tuners = self.__dict__.setdefault("_block_tuners", {})
+        if (kind, cap) not in tuners:
+            tuners[kind, cap] = BlockTuner(cap, device=self.device)
+        return tuners[kind, cap]
+
     def __matmul__(self, v: Tensor) -> Tensor:
         return self.matvec(v)
 
@@ -111,6 +135,22 @@ class ModelOperator(LinearOperator):
         super().__init__(num_params(model), first.dtype, first.device)
         self.model, self.loss_fn, self.data = model, loss_fn, data
 
+    tune_blocks = True
+
+    def _options(self) -> dict:
+        """Keyword arguments (besides model, loss_fn, data) that rebuild this operator."""
+        return {}
+
+    def to(self, dtype: torch.dtype) -> "ModelOperator":
+        """The same operator in ``dtype``: rebuilt on a copy of the model and of the data in
+        that dtype (e.g. float64 products for a float32 model; this one is left as it is)."""
+        if dtype == self.dtype:
+            return self
+        from .batches import cast_batches
+
+        model = copy.deepcopy(self.model).to(dtype)
+        return type(self)(model, self.loss_fn, cast_batches(self.data, dtype), **self._options())
+
 
 class DenseOperator(LinearOperator):
     """Wrap an explicit symmetric matrix so estimators can be checked on dense references."""
@@ -130,6 +170,9 @@ class DenseOperator(LinearOperator):
 
     def to_dense(self, chunk_size: int = 256) -> Tensor:
         return self.matrix
+
+    def to(self, dtype: torch.dtype) -> "DenseOperator":
+        return self if dtype == self.dtype else DenseOperator(self.matrix.to(dtype))
 
 
 class _Scaled(LinearOperator):
@@ -151,6 +194,9 @@ class _Scaled(LinearOperator):
     def _probe_bytes(self) -> int:
         return self.op._probe_bytes()
 
+    def block_tuner(self, kind: str = "matmat", **kw) -> BlockTuner:
+        return self.op.block_tuner(kind, **kw)      # same products, same costs
+
 
 class _Sum(LinearOperator):
     """A + B (e.g. a shift H + σI)."""
@@ -160,6 +206,7 @@ class _Sum(LinearOperator):
             raise ValueError(f"operator shapes differ: {a.shape} vs {b.shape}")
         super().__init__(a.shape[0], a.dtype, a.device)
         self.a, self.b = a, b
+        self.tune_blocks = a.tune_blocks or b.tune_blocks
 
     def _matvec(self, v: Tensor) -> Tensor:
         return self.a.matvec(v) + self.b.matvec(v)

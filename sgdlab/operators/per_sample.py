@@ -1,21 +1,62 @@
-"""The per-sample-gradient engine (``torch.func``: vmap over grad), chunked to bound memory.
+"""The per-sample-gradient engine: the (N, d) matrix G of per-sample gradients g_i.
 
 Every noise quantity (gradient covariance, diffusion matrix D(x), structured-noise injection)
-is built from the (N, d) matrix G of per-sample gradients g_i = ∇ℓ(x_i; θ) returned here.
-Convention: ℓ is ``loss_fn`` applied to a batch of one sample, so with a mean-reduced loss the
-full-batch gradient is ``G.mean(0)``. The model is evaluated in its current train/eval mode;
-batch-norm layers in train mode see a batch of one, so call this in eval mode for such models.
+is built from G. Convention: ℓ is ``loss_fn`` applied to a batch of one sample, so with a
+mean-reduced loss the full-batch gradient is ``G.mean(0)``. Two engines give the same G:
+
+- factored (:mod:`sgdlab.operators.factors`): networks of ``nn.Linear`` / ``nn.Conv1d`` /
+  ``nn.Conv2d`` layers — one forward and one backward pass per chunk of samples with hooks,
+  each layer's block written straight into the output (Goodfellow 2015; what BackPACK's
+  BatchGrad computes);
+- ``torch.func``: vmap over grad, for any model, chunked to bound memory.
+
+G is written into one buffer allocated once (:func:`empty_rows`): for large G the cost is
+memory traffic, not arithmetic (G of a 669,706-parameter MLP on 1,024 samples is 2.7 GB).
+The model is evaluated in its current train/eval mode; batch norm in train mode mixes the
+samples of a batch, so per-sample gradients are refused for it (call ``model.eval()``).
 """
 from __future__ import annotations
 
+import mmap
 from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
 from torch.func import functional_call, grad, vmap
 
+from sgdlab.errors import UserError
+
 from .batches import Data, concat_batches
 from .params import flatten, trainable_named_params
+
+# CPU buffers at least this large are backed by transparent huge pages when the kernel allows
+# it: first-touch page faults otherwise dominate writing G (first write of a 2.7 GB G 2.4x
+# faster; below ~16 MB huge pages were slower, measured on the development machine)
+_HUGE_PAGE_MIN_BYTES = 64 * 2**20
+
+
+def empty_rows(n: int, d: int, dtype: torch.dtype, device: torch.device) -> Tensor:
+    """An uninitialised (n, d) tensor; on CPU, large ones are mapped with ``MADV_HUGEPAGE``."""
+    nbytes = n * d * torch.empty((), dtype=dtype).element_size()
+    if torch.device(device).type != "cpu" or nbytes < _HUGE_PAGE_MIN_BYTES \
+            or not hasattr(mmap, "MADV_HUGEPAGE"):
+        return torch.empty(n, d, dtype=dtype, device=device)
+    buf = mmap.mmap(-1, nbytes, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    try:
+        buf.madvise(mmap.MADV_HUGEPAGE)
+    except OSError:          # not supported here: ordinary pages
+        pass
+    return torch.frombuffer(buf, dtype=dtype).view(n, d)     # the tensor keeps buf alive
+
+
+def check_per_sample_model(model: nn.Module) -> None:
+    """Refuse models whose per-sample gradients are undefined (batch norm in train mode)."""
+    for name, m in model.named_modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training:
+            raise UserError(
+                f"per-sample gradients need the model in eval mode: {name or 'the model'} "
+                f"({type(m).__name__}) is in train mode, where batch statistics mix the samples "
+                "of a batch; call model.eval() first")
 
 
 def per_sample_gradients(
@@ -24,6 +65,7 @@ def per_sample_gradients(
     data: Data,
     *,
     chunk_size: int | None = 256,
+    method: str = "auto",
 ) -> Tensor:
     """Return G, shape (N, d): row i is the gradient of the loss on sample i alone.
 
@@ -31,8 +73,23 @@ def per_sample_gradients(
         model: any module; trainable parameters define the d coordinates.
         loss_fn: ``loss_fn(outputs, targets)``, mean-reduced.
         data: a batch ``(x, y)`` or an iterable of batches (concatenated).
-        chunk_size: samples per vmap call (None: all at once).
+        chunk_size: samples per vmap call (None: all at once); the factored engine takes up
+            to 2,048 samples per pass.
+        method: ``"auto"`` (factored when the model qualifies, else vmap), ``"factored"``
+            or ``"vmap"``.
     """
+    if method not in ("auto", "factored", "vmap"):
+        raise ValueError(f"Invalid method={method!r}: expected 'auto', 'factored' or 'vmap'")
+    check_per_sample_model(model)
+    if method != "vmap":
+        from .factors import per_sample_factors
+
+        ps = per_sample_factors(model, loss_fn, data, chunk_size=max(chunk_size or 0, 2048))
+        if ps is not None:
+            return ps.materialize()
+        if method == "factored":
+            raise ValueError("method='factored' needs a network whose trainable parameters all "
+                             "sit in nn.Linear / nn.Conv1d / nn.Conv2d layers, each called once")
     x, y = concat_batches(data, device=next(model.parameters()).device)
     params = {k: v.detach() for k, v in trainable_named_params(model).items()}
     frozen = {n: p.detach() for n, p in model.named_parameters() if not p.requires_grad}
@@ -44,11 +101,15 @@ def per_sample_gradients(
 
     per_sample = vmap(grad(sample_loss), in_dims=(None, 0, 0), randomness="different")
     step = len(x) if not chunk_size else chunk_size
-    rows = []
+    first = next(iter(params.values()))
+    out = empty_rows(len(x), sum(p.numel() for p in params.values()), first.dtype, first.device)
     for i in range(0, len(x), step):
         g = per_sample(params, x[i : i + step], y[i : i + step])
-        rows.append(flatten_batched(g, params))
-    return torch.cat(rows)
+        col = 0
+        for k, p in params.items():      # each chunk written once, straight into G
+            out[i : i + step, col : col + p.numel()] = g[k].reshape(g[k].shape[0], -1)
+            col += p.numel()
+    return out
 
 
 def flatten_batched(grads: dict[str, Tensor], like: dict[str, Tensor]) -> Tensor:

@@ -141,3 +141,21 @@ def test_factored_path_declines_unsupported_models():
     cov = gradient_covariance(bn, nn.CrossEntropyLoss(), data)
     ref = covariance_reference(per_sample_gradients_loop(bn, nn.CrossEntropyLoss(), data))
     torch.testing.assert_close(cov.dense(), ref)
+
+
+def test_factored_eigenpairs_beyond_a_dense_gram():
+    """N = 1,100 > 1,000: the factored covariance takes a few pairs of its N x N Gram by Lanczos
+    (below 1,000 samples a full eigh); both equal the explicit covariance's eigenpairs."""
+    model = tiny_mlp(3, 4, 2)
+    data = tiny_classification(1100, 3, 2, seed=5)
+    cov = gradient_covariance(model, nn.CrossEntropyLoss(), data)
+    assert cov._factored()
+    vals, vecs = cov.eigenpairs(2)
+    assert cov._eigh is None                       # no full decomposition was taken
+    from sgdlab.operators import per_sample_gradients    # = the loop: tests/operators
+
+    ref_vals, ref_vecs = torch.linalg.eigh(covariance_reference(
+        per_sample_gradients(model, nn.CrossEntropyLoss(), data, method="vmap")))
+    torch.testing.assert_close(vals, ref_vals.flip(0)[:2], rtol=1e-8, atol=1e-12)
+    torch.testing.assert_close((vecs * ref_vecs.flip(1)[:, :2]).sum(0).abs(),
+                               torch.ones(2, dtype=torch.float64), rtol=0, atol=1e-6)

@@ -1,0 +1,59 @@
+"""Exact Hessians and full spectra of small models (Chaudhari's thesis §4.5.3)."""
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import Tensor, nn
+
+from sgdlab.operators import HessianOperator
+from sgdlab.operators.batches import Data
+
+
+def dense_hessian(
+    model: nn.Module,
+    loss_fn: Callable[[Tensor, Tensor], Tensor],
+    data: Data,
+    *,
+    chunk_size: int = 256,
+    max_params: int = 60_000,
+) -> Tensor:
+    """The exact d x d Hessian of the mean loss, built from HVP columns (``chunk_size`` at a
+    time, vmapped through the cached gradient graph for a single batch). Symmetrised
+    ((H + Hᵀ)/2) to remove round-off asymmetry. Refuses d > ``max_params`` (d² memory)."""
+    op = HessianOperator(model, loss_fn, data)
+    d = op.shape[0]
+    if d > max_params:
+        raise ValueError(f"dense Hessian of {d} parameters needs {d * d * 8 / 1e9:.1f} GB; "
+                         f"raise max_params (now {max_params}) if you mean it, or use lanczos")
+    h = op.to_dense(chunk_size)
+    return (h + h.T) / 2
+
+
+def hessian_spectrum(
+    model: nn.Module, loss_fn: Callable[[Tensor, Tensor], Tensor], data: Data, **kw
+) -> Tensor:
+    """All d Hessian eigenvalues, ascending (dense ``eigvalsh``; small models only — Chaudhari
+    computes full spectra of ~50k-parameter networks this way)."""
+    return torch.linalg.eigvalsh(dense_hessian(model, loss_fn, data, **kw))
+
+
+def harmonic_mean_eigenvalue(
+    eigvals: Tensor, *, threshold: float | None = None
+) -> tuple[float, int]:
+    """Harmonic mean of the positive part of a spectrum (Chaudhari's thesis §4.5.3).
+
+    The harmonic mean n / Σ 1/λ_i is dominated by the smallest eigenvalues; it is zero as soon
+    as one λ_i = 0 and undefined with negative ones, while a Hessian at a trained network has
+    a bulk of numerically-zero and slightly negative eigenvalues. We therefore average only
+    over eigenvalues above ``threshold`` (default numpy's rank threshold λ_max · d · eps of
+    the dtype) and return ``(harmonic_mean, number_used)``; the count says how much of the
+    spectrum was kept. Returns ``(nan, 0)`` when no eigenvalue is positive.
+    """
+    lam = eigvals.detach().double().reshape(-1)
+    if threshold is None:
+        threshold = max(float(lam.max()), 0.0) * len(lam) * torch.finfo(eigvals.dtype).eps
+    pos = lam[lam > threshold]
+    if len(pos) == 0:
+        return float("nan"), 0
+    return float(len(pos) / (1.0 / pos).sum()), int(len(pos))

@@ -1,0 +1,33 @@
+"""‖A‖_F from E_v ‖A v‖² (the Frobenius-norm estimate Jastrzebski et al. use for the Hessian)."""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from ._common import Estimate, Operand, mc_estimate, probe_samples, working_operator
+
+
+def frobenius_norm(
+    A: Operand,
+    num_probes: int = 100,
+    *,
+    generator: torch.Generator | None = None,
+    distribution: str = "gaussian",
+    block_size: int | None = None,
+    dtype: torch.dtype | None = None,
+) -> Estimate:
+    """‖A‖_F estimated from E_v ‖A v‖² = ‖A‖²_F (v with E[v vᵀ] = I: Gaussian or Rademacher),
+    as Jastrzebski et al. (2018/2020) estimate the Hessian's Frobenius norm.
+
+    Returns the square root of the mean of ‖A v‖²; the standard error is propagated by the delta
+    method (se(‖A‖²_F) / (2‖A‖_F)). Blocks of probes as in
+    :func:`~sgdlab.measure.curvature.hutchinson.hutchinson_trace` (through ``matmat``);
+    ``dtype`` as there.
+    """
+    op = working_operator(A, dtype, exact_products=True)
+    sq = mc_estimate(probe_samples(op, num_probes, generator, distribution, block_size,
+                                   lambda v: op.matmat(v).square().sum(0), product="matmat"))
+    val = math.sqrt(max(sq.value, 0.0))
+    se = sq.stderr / (2 * val) if val > 0 else float("nan")
+    return Estimate(val, se, sq.num_samples)

@@ -1,0 +1,274 @@
+"""Extreme eigenpairs: Lanczos with full re-orthogonalisation, and power iteration.
+
+Lanczos (Golub & Van Loan, Matrix Computations, Alg. 10.1.1) with classical Gram–Schmidt
+applied twice at every step (Daniel–Gragg–Kaufman–Stewart), so the Krylov basis stays
+orthonormal to working precision and no ghost eigenvalues appear.
+"""
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from sgdlab.operators import as_operator
+
+from ._common import Operand, check_which, random_vector, working_operator
+
+
+@dataclass
+class LanczosResult:
+    """The raw Lanczos decomposition A Q ≈ Q T (used by SLQ and by :func:`lanczos`)."""
+
+    alpha: Tensor        # (m,) float64, diagonal of T
+    beta: Tensor         # (m-1,) float64, off-diagonal of T
+    basis: Tensor | None  # (m, d) orthonormal rows (None when not kept)
+    residual: float      # |β_m|, the norm of the next (unused) Lanczos vector
+
+    def tridiagonal(self) -> Tensor:
+        m = len(self.alpha)
+        t = torch.diag(self.alpha)
+        if m > 1:
+            t += torch.diag(self.beta, 1) + torch.diag(self.beta, -1)
+        return t
+
+
+def select_ritz(theta: Tensor, k: int, which: str) -> Tensor:
+    """Indices of the wanted Ritz values (theta ascending)."""
+    m = len(theta)
+    k = min(k, m)
+    if which == "largest":
+        return torch.arange(m - 1, m - 1 - k, -1)
+    if which == "smallest":
+        return torch.arange(0, k)
+    if which == "magnitude":
+        return torch.argsort(theta.abs(), descending=True)[:k]
+    # both: k largest (descending) then k smallest (ascending); overlap allowed when m < 2k
+    return torch.cat([torch.arange(m - 1, m - 1 - k, -1), torch.arange(0, k)])
+
+
+def tridiagonal_eigh(alpha: Tensor, beta: Tensor) -> tuple[Tensor, Tensor]:
+    """Eigenvalues (ascending) and eigenvectors of the symmetric tridiagonal T(α, β), float64
+    (LAPACK's tridiagonal solver: ~20x faster than a dense eigh at the sizes Lanczos checks
+    after every step)."""
+    from scipy.linalg import eigh_tridiagonal
+
+    if len(alpha) == 1:
+        return alpha.clone(), torch.ones(1, 1, dtype=torch.float64)
+    theta, s = eigh_tridiagonal(alpha.numpy(), beta.numpy(), check_finite=False)
+    return torch.from_numpy(theta), torch.from_numpy(s)
+
+
+def breakdown_threshold(scale: float, dtype: torch.dtype, d: int) -> float:
+    """|β| below which the Krylov space is taken as invariant (relative to the spectrum)."""
+    return 10 * torch.finfo(dtype).eps * max(scale, 1e-300) * math.sqrt(d)
+
+
+def lanczos_decomposition(
+    A: Operand,
+    num_iter: int,
+    *,
+    v0: Tensor | None = None,
+    generator: torch.Generator | None = None,
+    keep_basis: bool = True,
+    stop: Callable[[Tensor, Tensor, Tensor, float], bool] | None = None,
+    restart_on_breakdown: bool = True,
+    dtype: torch.dtype | None = None,
+) -> LanczosResult:
+    """Run ``num_iter`` Lanczos steps from ``v0`` (random Gaussian if None) with full
+    re-orthogonalisation (classical Gram–Schmidt applied twice, so the basis stays orthonormal to
+    working precision). ``stop(alpha, beta, basis, beta_next)`` may end the iteration early.
+
+    On breakdown (an invariant subspace is found, |β| ≈ 0) the iteration restarts from a fresh
+    random vector orthogonal to the basis (T decouples, β = 0), so multiplicities are recovered;
+    with ``restart_on_breakdown=False`` (SLQ) it stops instead. ``dtype`` is the working
+    precision of the basis and recurrence (default the operator's; products stay in the
+    operator's precision).
+    """
+    op = working_operator(A, dtype)
+    d = op.shape[0]
+    m = max(1, min(int(num_iter), d))
+    q = random_vector(op, generator) if v0 is None else v0.to(device=op.device, dtype=op.dtype)
+    nrm = torch.linalg.vector_norm(q)
+    if not torch.isfinite(nrm) or nrm == 0:
+        raise ValueError("Lanczos start vector must be finite and nonzero")
+    basis = torch.empty(m, d, dtype=op.dtype, device=op.device)
+    basis[0] = q / nrm
+    alpha: list[float] = []
+    beta: list[float] = []
+    eps = torch.finfo(op.dtype).eps
+    scale = 0.0
+    beta_next = 0.0
+    for j in range(m):
+        w = op.matvec(basis[j])
+        a = float(torch.dot(w, basis[j]))
+        alpha.append(a)
+        # full re-orthogonalisation against all previous vectors, twice (DGKS)
+        q = basis[: j + 1]
+        w = w - q.T @ (q @ w)
+        w.addmv_(q.T, q @ w, alpha=-1)
+        b = float(torch.linalg.vector_norm(w))
+        if not (math.isfinite(a) and math.isfinite(b)):
+            raise FloatingPointError(
+                "operator returned non-finite values (diverged model or bad data?)")
+        scale = max(scale, abs(a), b)
+        beta_next = b
+        breakdown = b <= breakdown_threshold(scale, op.dtype, d)
+        # at a breakdown the Ritz values are exact but multiplicities may be missing: restart
+        # rather than ask ``stop`` (whose residuals would all read zero)
+        if (stop is not None and not (breakdown and restart_on_breakdown)
+                and stop(torch.tensor(alpha, dtype=torch.float64),
+                         torch.tensor(beta, dtype=torch.float64), q, b)):
+            m = j + 1
+            break
+        if j == m - 1:
+            break
+        if breakdown:
+            if not restart_on_breakdown:
+                m = j + 1
+                beta_next = 0.0
+                break
+            w = random_vector(op, generator)
+            for _ in range(2):
+                w = w - q.T @ (q @ w)
+            wn = torch.linalg.vector_norm(w)
+            if wn <= eps:  # the whole space is spanned
+                m = j + 1
+                beta_next = 0.0
+                break
+            beta.append(0.0)
+            basis[j + 1] = w / wn
+        else:
+            beta.append(b)
+            basis[j + 1] = w / b
+    return LanczosResult(
+        alpha=torch.tensor(alpha[:m], dtype=torch.float64),
+        beta=torch.tensor(beta[: m - 1], dtype=torch.float64),
+        basis=basis[:m] if keep_basis else None,
+        residual=beta_next,
+    )
+
+
+def lanczos(
+    A: Operand,
+    k: int = 1,
+    *,
+    num_iter: int | None = None,
+    tol: float = 1e-6,
+    which: str = "largest",
+    generator: torch.Generator | None = None,
+    v0: Tensor | None = None,
+    criterion: str = "residual",
+    dtype: torch.dtype | None = None,
+) -> tuple[Tensor, Tensor]:
+    """k extreme eigenpairs of a symmetric operator by Lanczos with full re-orthogonalisation.
+
+    Args:
+        A: symmetric (d, d) tensor or :class:`LinearOperator`.
+        k: number of eigenpairs wanted (per end for ``which="both"``).
+        num_iter: maximum Krylov dimension (default ``min(d, max(2k + 60, 4k))``); a
+            ``RuntimeWarning`` says when the wanted pairs did not reach ``tol`` within it.
+        tol: stop once every wanted Ritz pair has residual ‖A y − θ y‖ = |β_m s_m| below
+            ``tol · max|θ|`` (relative to the spectral radius estimate, so eigenvalues near
+            zero converge too). ``tol=0`` always runs ``num_iter`` steps.
+        criterion: ``"residual"`` (above; a residual r bounds the eigenvalue error by r²/gap)
+            or ``"ritz_change"``: stop when no wanted Ritz value moved by more than
+            ``tol · |θ|`` since the previous step — PyHessian's power-iteration rule, looser
+            (use it to compare at the same tolerance).
+        which: ``"largest"`` (algebraic, descending), ``"smallest"`` (most negative first,
+            ascending), ``"both"`` (k largest descending, then k smallest ascending: 2k pairs),
+            ``"magnitude"`` (largest |λ| first).
+        generator: seeds the random start vector.
+        v0: explicit start vector (overrides ``generator``).
+        dtype: working precision of the Krylov basis, re-orthogonalisation and Ritz vectors
+            (default ``A``'s). ``torch.float64`` on a float32 operator keeps the products in
+            float32 and removes the float32 floor of the recurrence (relative eigenvalue
+            errors ~5e-9 instead of ~5e-7 on a 669,706-parameter MLP).
+
+    Returns:
+        ``(eigvals, eigvecs)``: eigvals (k,) (or (2k,) for ``"both"``) in the working dtype
+        (``dtype`` or ``A``'s) on ``A``'s device; eigvecs (d, k) orthonormal columns (signs
+        arbitrary).
+    """
+    check_which(which)
+    op = working_operator(A, dtype)
+    d = op.shape[0]
+    if k < 1 or k > d:
+        raise ValueError(f"Invalid k={k}: need 1 <= k <= d = {d}")
+    if which == "both" and 2 * k > d:
+        raise ValueError(f"which='both' with k={k} needs 2k <= d = {d}")
+    if tol < 0:
+        raise ValueError(f"Invalid tol={tol} (must be >= 0)")
+    if criterion not in ("residual", "ritz_change"):
+        raise ValueError(f"Invalid criterion={criterion!r}: expected 'residual' or 'ritz_change'")
+    want = 2 * k if which == "both" else k
+    m_max = min(d, num_iter if num_iter is not None else max(2 * want + 60, 4 * want))
+    if m_max < want:
+        raise ValueError(f"num_iter={num_iter} is smaller than the number of pairs wanted ({want})")
+
+    previous: list[Tensor] = []
+
+    def converged(alpha: Tensor, beta: Tensor, _basis: Tensor, b: float) -> bool:
+        j = len(alpha)
+        if tol == 0 or j < want:
+            return False
+        theta, s = tridiagonal_eigh(alpha, beta)
+        idx = select_ritz(theta, k, which)
+        if criterion == "ritz_change":
+            now = theta[idx]
+            prev = previous[-1] if previous else None
+            previous.append(now)
+            return prev is not None and bool(((now - prev).abs() <= tol * now.abs()).all())
+        res = (b * s[-1, idx]).abs()
+        return bool((res <= tol * theta.abs().max().clamp_min(1e-300)).all())
+
+    res = lanczos_decomposition(op, m_max, v0=v0, generator=generator, stop=converged)
+    theta, s = tridiagonal_eigh(res.alpha, res.beta)
+    idx = select_ritz(theta, k, which)
+    if tol > 0 and criterion == "residual" and len(res.alpha) < d:
+        resid = float((res.residual * s[-1, idx]).abs().max())
+        scale = float(theta.abs().max().clamp_min(1e-300))
+        if resid > tol * scale:
+            warnings.warn(f"lanczos: {want} eigenpair(s) not converged after {len(res.alpha)} "
+                          f"iterations (relative residual {resid / scale:.1e} > tol {tol:g}); "
+                          "raise num_iter", RuntimeWarning, stacklevel=2)
+    vals = theta[idx].to(device=op.device, dtype=op.dtype)
+    vecs = res.basis.T @ s[:, idx].to(device=op.device, dtype=op.dtype)
+    return vals, vecs
+
+
+def power_iteration(
+    A: Operand,
+    *,
+    num_iter: int = 100,
+    tol: float = 1e-3,
+    generator: torch.Generator | None = None,
+) -> tuple[float, Tensor, int]:
+    """The largest-magnitude eigenpair by power iteration (PyHessian's method, kept for
+    comparison: Lanczos converges in far fewer products).
+
+    Stops when the Rayleigh quotient changes by less than ``tol`` relative to its magnitude
+    (PyHessian's criterion). Returns ``(eigenvalue, eigenvector, num_matvecs)``.
+    """
+    op = as_operator(A)
+    v = random_vector(op, generator)
+    v = v / torch.linalg.vector_norm(v)
+    lam = None
+    for it in range(1, num_iter + 1):
+        w = op.matvec(v)
+        new = float(torch.dot(w, v))
+        nrm = torch.linalg.vector_norm(w)
+        if nrm == 0:
+            return 0.0, v, it
+        v = w / nrm
+        if lam is not None and abs(new - lam) / (abs(lam) + 1e-6) < tol:
+            return new, v, it
+        lam = new
+    return float(lam), v, num_iter
+
+
+__all__ = ["LanczosResult", "lanczos", "lanczos_decomposition",
+           "power_iteration"]

@@ -1,0 +1,88 @@
+"""Model conveniences: the estimators applied to the curvature of a model's mean loss.
+
+Each builds a :class:`~sgdlab.operators.HessianOperator` (or, with ``operator=``, the GGN or
+empirical Fisher) of L(θ) = (1/N) Σ_i ℓ_i over ``data``, model in its current train/eval mode.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import Tensor, nn
+
+from sgdlab.operators import HessianOperator, LinearOperator, curvature_operator
+from sgdlab.operators.batches import Data
+
+from ._common import Estimate
+from .frobenius import frobenius_norm
+from .hutchinson import hutchinson_trace
+from .lanczos import lanczos
+from .slq import SpectralDensity, spectral_density
+
+LossFn = Callable[[Tensor, Tensor], Tensor]
+
+
+def hessian_eigenpairs(
+    model: nn.Module, loss_fn: LossFn, data: Data, k: int = 1, which: str = "largest", **kw
+) -> tuple[Tensor, Tensor]:
+    """k extreme eigenpairs of the Hessian of the mean loss over ``data`` (see
+    :func:`~sgdlab.measure.curvature.lanczos.lanczos` for ``which``, ``tol``, ``num_iter``,
+    ``generator``, ``dtype``)."""
+    return lanczos(HessianOperator(model, loss_fn, data), k, which=which, **kw)
+
+
+def hessian_top_eigenvalue(model: nn.Module, loss_fn: LossFn, data: Data, **kw) -> float:
+    """λ_max of the Hessian of the mean loss over ``data`` (Lanczos, ``tol`` relative)."""
+    vals, _ = hessian_eigenpairs(model, loss_fn, data, 1, "largest", **kw)
+    return float(vals[0])
+
+
+def hessian_bottom_eigenvalues(
+    model: nn.Module, loss_fn: LossFn, data: Data, k: int = 1, **kw
+) -> Tensor:
+    """The k most negative (algebraically smallest) Hessian eigenvalues, ascending."""
+    vals, _ = hessian_eigenpairs(model, loss_fn, data, k, "smallest", **kw)
+    return vals
+
+
+def _operator(model, loss_fn, data, operator: str) -> LinearOperator:
+    return curvature_operator(operator, model, loss_fn, data)
+
+
+def hessian_trace(
+    model: nn.Module,
+    loss_fn: LossFn,
+    data: Data,
+    num_probes: int = 100,
+    *,
+    generator: torch.Generator | None = None,
+    operator: str = "hessian",
+    dtype: torch.dtype | None = None,
+) -> Estimate:
+    """Hutchinson estimate of Tr ∇²L (mean loss over ``data``) with its standard error;
+    ``operator="ggn"`` / ``"empirical_fisher"`` estimates those traces instead."""
+    return hutchinson_trace(_operator(model, loss_fn, data, operator), num_probes,
+                            generator=generator, dtype=dtype)
+
+
+def hessian_frobenius_norm(
+    model: nn.Module,
+    loss_fn: LossFn,
+    data: Data,
+    num_probes: int = 100,
+    *,
+    generator: torch.Generator | None = None,
+    operator: str = "hessian",
+    dtype: torch.dtype | None = None,
+) -> Estimate:
+    """‖∇²L‖_F estimated from E‖H v‖² (Jastrzebski et al.)."""
+    return frobenius_norm(_operator(model, loss_fn, data, operator), num_probes,
+                          generator=generator, dtype=dtype)
+
+
+def hessian_spectral_density(
+    model: nn.Module, loss_fn: LossFn, data: Data, *, operator: str = "hessian", **kw
+) -> SpectralDensity:
+    """SLQ spectral density of the Hessian (see
+    :func:`~sgdlab.measure.curvature.slq.spectral_density` for options)."""
+    return spectral_density(_operator(model, loss_fn, data, operator), **kw)

@@ -1,0 +1,317 @@
+"""Second-order forward (Taylor) mode through a plain ``nn.Sequential``: vᵀ H v without H v.
+
+Along a direction v (k of them at once, leading dim), each layer carries the primal a and the
+first and second derivatives a', a'' in t of a(θ + t v). A layer that is bilinear in its input
+and its weight, z = B(a, W) + b (``nn.Linear``, ``nn.Conv1d/2d/3d``), gives
+
+    z' = B(a', W) + B(a, V) + c,        z'' = B(a'', W) + 2 B(a', V);
+
+an elementwise activation σ gives h' = σ'(z) z', h'' = σ''(z) z'² + σ'(z) z''; max pooling
+routes the tangents through the primal's argmax (it is piecewise linear); average pooling,
+flatten and identity are linear; eval-mode batch norm y = x̂ γ + β with x̂ = (x − μ) r is
+bilinear in (x, γ): y' = x' r γ + x̂ γ' + β', y'' = x'' r γ + 2 x' r γ'. The input is data
+(a' = a'' = 0), so the first layer costs one product B(X, V) per probe, all probes of a block
+in one call. With outputs f and the loss ℓ(f), d²/dt² ℓ = f'ᵀ ∇²ℓ f' + ∇ℓᵀ f'' is vᵀ H v and
+the first term alone vᵀ G v (the generalised Gauss–Newton matrix).
+
+Anything else (skip connections, hooks, batch norm in train mode, dropout in train mode,
+grouped/transposed convolutions with non-zero padding modes, trainable parameters outside
+the supported layers) makes :meth:`SequentialTaylor.build` return None, and the operators fall
+back to (V ⊙ A V).sum(0).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .batches import is_single_batch, iterate_batches
+
+# elementwise activations whose first and second derivatives are taken by autograd at z
+ELEMENTWISE = (nn.ReLU, nn.LeakyReLU, nn.Tanh, nn.Sigmoid, nn.ELU, nn.GELU, nn.SiLU,
+               nn.Softplus, nn.CELU, nn.SELU, nn.Mish, nn.Hardtanh, nn.ReLU6)
+_PASS = (nn.Identity, nn.Flatten)
+_CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+_CONV_FN = {nn.Conv1d: F.conv1d, nn.Conv2d: F.conv2d, nn.Conv3d: F.conv3d}
+_MAXPOOL = (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d)
+_MAXPOOL_FN = {nn.MaxPool1d: F.max_pool1d, nn.MaxPool2d: F.max_pool2d,
+               nn.MaxPool3d: F.max_pool3d}
+_LINEAR_POOL = (nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d, nn.AdaptiveAvgPool1d,
+                nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d)
+_BN = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+_WEIGHTED = (nn.Linear, *_CONV, *_BN)
+
+
+def _supported_layer(m: nn.Module) -> bool:
+    t = type(m)
+    if t in (nn.Linear, *ELEMENTWISE, *_PASS, *_LINEAR_POOL):
+        return True
+    if t in _CONV:
+        return m.padding_mode == "zeros"
+    if t in _MAXPOOL:
+        return True
+    if t in _BN:       # eval mode with running statistics: an affine map per channel
+        return not m.training and m.running_mean is not None
+    return isinstance(m, nn.Dropout) and (m.p == 0 or not m.training)
+
+
+def flat_layers(module: nn.Module) -> list[nn.Module] | None:
+    """The layers of a (nested) plain ``nn.Sequential``, or None when not one."""
+    from torch.nn.modules import module as _mod
+
+    if (type(module).forward is not nn.Sequential.forward or module._forward_hooks
+            or module._forward_pre_hooks or _mod._global_forward_hooks
+            or _mod._global_forward_pre_hooks):
+        return None
+    out = []
+    for m in module:
+        if m._forward_hooks or m._forward_pre_hooks:
+            return None
+        if isinstance(m, nn.Sequential):
+            sub = flat_layers(m)
+            if sub is None:
+                return None
+            out += sub
+        elif _supported_layer(m):
+            out.append(m)
+        else:
+            return None
+    return out
+
+
+def _add(a: Tensor | None, b: Tensor | None) -> Tensor | None:
+    return b if a is None else a if b is None else a + b
+
+
+def _merged(fn, t: Tensor) -> Tensor:
+    """Apply a per-sample layer to (k, N, ...) tangents as one batch of k·N samples."""
+    out = fn(t.flatten(0, 1))
+    return out.unflatten(0, t.shape[:2])
+
+
+class SequentialTaylor:
+    """Second-order forward mode through a supported ``nn.Sequential`` (module docstring)."""
+
+    def __init__(self, layers: list[nn.Module], slices: dict[int, tuple[int, int]]):
+        self.layers, self.slices = layers, slices
+        # values per sample of every weighted layer's output (probe memory), known after
+        # the first ``prepare``; Linear widths until then
+        self.width = sum(m.out_features for m in layers if isinstance(m, nn.Linear)) or 1
+
+    @classmethod
+    def build(cls, model: nn.Module, params: dict[str, Tensor]) -> "SequentialTaylor | None":
+        layers = flat_layers(model)
+        if layers is None or not any(isinstance(m, _WEIGHTED) for m in layers):
+            return None
+        offsets, i = {}, 0
+        for p in params.values():
+            offsets[id(p)] = (i, i + p.numel())
+            i += p.numel()
+        seen = set()
+        for m in layers:
+            if isinstance(m, _WEIGHTED):
+                seen.update(id(p) for p in m.parameters())
+        if not set(offsets) <= seen:     # a trainable parameter outside the supported layers
+            return None
+        return cls(layers, offsets)
+
+    @torch.no_grad()
+    def prepare(self, x: Tensor, y: Tensor, loss_fn) -> tuple:
+        """Primal quantities at every layer and the loss' output gradient graph."""
+        acts, cache, a = [], {}, x
+        width = 0
+        for j, m in enumerate(self.layers):
+            acts.append(a)
+            if isinstance(m, ELEMENTWISE):      # before m runs: it may act in place
+                cache[j] = activation_derivatives(m, a)
+            elif isinstance(m, _MAXPOOL):
+                out, idx = _MAXPOOL_FN[type(m)](a, m.kernel_size, m.stride, m.padding,
+                                                m.dilation, ceil_mode=m.ceil_mode,
+                                                return_indices=True)
+                cache[j] = idx
+            elif isinstance(m, _BN):
+                shape = (1, -1) + (1,) * (a.dim() - 2)
+                r = torch.rsqrt(m.running_var + m.eps).reshape(shape)
+                cache[j] = ((a - m.running_mean.reshape(shape)) * r, r)
+            a = m(a)
+            if isinstance(m, _WEIGHTED):
+                width += a[0].numel() if a.dim() > 1 else 1
+        self.width = max(width, 1)
+        with torch.enable_grad():
+            o = a.detach().requires_grad_(True)
+            g_out = torch.autograd.grad(loss_fn(o, y), o, create_graph=True)[0]
+        return acts, cache, o, g_out
+
+    def _tangent(self, p: Tensor | None, m: Tensor) -> Tensor | None:
+        """Rows of the (d, k) probe block for parameter p, shaped (k, *p.shape)."""
+        if p is None or id(p) not in self.slices:
+            return None
+        i, j = self.slices[id(p)]
+        return m[i:j].T.reshape(m.shape[1], *p.shape)
+
+    # ---- layers bilinear in (input, weight) ---------------------------------------------------
+    @staticmethod
+    def _linear(layer: nn.Linear, a, d1, d2, vw, vb, k: int, hessian: bool):
+        w = layer.weight.detach()
+        n1 = None if d1 is None else d1 @ w.T
+        if vw is not None:
+            out = vw.shape[1]
+            # a Vᵀ for all k probes in one GEMM: (..., in) @ (in, k·out)
+            av = (a @ vw.reshape(k * out, -1).T).reshape(*a.shape[:-1], k, out)
+            n1 = _add(n1, av.movedim(-2, 0))
+        if vb is not None:
+            c = vb.reshape(k, *([1] * (a.dim() - 1)), -1)
+            n1 = c.expand(k, *a.shape[:-1], c.shape[-1]) if n1 is None else n1 + c
+        n2 = None
+        if hessian:
+            if d2 is not None:
+                n2 = d2 @ w.T
+            if d1 is not None and vw is not None:
+                vwt = vw.transpose(-1, -2).reshape(k, *([1] * (a.dim() - 2)), *vw.shape[:0:-1])
+                n2 = _add(n2, 2 * (d1 @ vwt))
+        return n1, n2
+
+    @staticmethod
+    def _conv(layer: nn.Module, a, d1, d2, vw, vb, k: int, hessian: bool, out_shape):
+        conv, g = _CONV_FN[type(layer)], layer.groups
+        opts = (layer.stride, layer.padding, layer.dilation)
+        w = layer.weight.detach()
+
+        def with_weight(t):            # B(t, W) for (k, N, ...) tangents
+            return _merged(lambda u: conv(u, w, None, *opts, g), t)
+
+        def shared_input(x, v):        # B(x, V_j) for the k probes' weights, one call
+            o, rest = v.shape[1], v.shape[2:]
+            wk = v.reshape(k, g, o // g, *rest).transpose(0, 1).reshape(k * o, *rest)
+            z = conv(x, wk, None, *opts, g)                    # channels (g, k, o/g)
+            z = z.unflatten(1, (g, k, o // g)).transpose(1, 2).flatten(2, 3)
+            return z.movedim(1, 0)
+
+        def paired(t, v):              # B(t_j, V_j) for each probe j: grouped by probe
+            o, rest = v.shape[1], v.shape[2:]
+            z = conv(t.transpose(0, 1).flatten(1, 2), v.reshape(k * o, *rest), None, *opts,
+                     g * k)
+            return z.unflatten(1, (k, o)).movedim(1, 0)
+
+        n1 = None if d1 is None else with_weight(d1)
+        if vw is not None:
+            n1 = _add(n1, shared_input(a, vw))
+        if vb is not None:
+            c = vb.reshape(k, 1, -1, *([1] * (a.dim() - 2)))
+            n1 = c.expand(k, *out_shape) if n1 is None else n1 + c
+        n2 = None
+        if hessian:
+            if d2 is not None:
+                n2 = with_weight(d2)
+            if d1 is not None and vw is not None:
+                n2 = _add(n2, 2 * paired(d1, vw))
+        return n1, n2
+
+    @staticmethod
+    def _batchnorm(cache, d1, d2, vw, vb, k: int, hessian: bool, layer):
+        xhat, r = cache
+        shape = (k, 1, -1) + (1,) * (xhat.dim() - 2)
+        gamma = layer.weight.detach() if layer.weight is not None else None
+        scale = r if gamma is None else r * gamma.reshape(r.shape)
+        n1 = None if d1 is None else d1 * scale
+        if vw is not None:
+            n1 = _add(n1, xhat * vw.reshape(shape))
+        if vb is not None:
+            c = vb.reshape(shape)
+            n1 = (c * torch.ones_like(xhat)) if n1 is None else n1 + c
+        n2 = None
+        if hessian:
+            if d2 is not None:
+                n2 = d2 * scale
+            if d1 is not None and vw is not None:
+                n2 = _add(n2, 2 * d1 * (r * vw.reshape(shape)))
+        return n1, n2
+
+    def second_derivatives(self, prep: tuple, m: Tensor, *, hessian: bool) -> Tensor:
+        """(k,) values of d²/dt² L(θ + t v_j) (``hessian``) or of v_jᵀ G v_j (GGN) for the
+        columns v_j of m."""
+        acts, cache, o, g_out = prep
+        k = m.shape[1]
+        d1 = d2 = None           # (k, N, ...) derivatives of the current activation
+        for j, layer in enumerate(self.layers):
+            a = acts[j]
+            if isinstance(layer, _WEIGHTED):
+                vw = self._tangent(layer.weight, m)
+                vb = self._tangent(layer.bias, m)
+                if isinstance(layer, nn.Linear):
+                    d1, d2 = self._linear(layer, a, d1, d2, vw, vb, k, hessian)
+                elif isinstance(layer, _CONV):
+                    out = (acts[j + 1] if j + 1 < len(acts) else o).shape
+                    d1, d2 = self._conv(layer, a, d1, d2, vw, vb, k, hessian, out)
+                else:
+                    d1, d2 = self._batchnorm(cache[j], d1, d2, vw, vb, k, hessian, layer)
+            elif d1 is None:
+                continue          # the tangents are still zero
+            elif isinstance(layer, ELEMENTWISE):
+                s1, s2 = cache[j]
+                n2 = None
+                if hessian:
+                    if s2 is not None:
+                        n2 = s2 * d1 * d1
+                    if d2 is not None:
+                        n2 = _add(n2, s1 * d2)
+                d1, d2 = s1 * d1, n2
+            elif isinstance(layer, _MAXPOOL):
+                idx = cache[j]
+                d1, d2 = (None if t is None else _gather_pool(t, idx) for t in (d1, d2))
+            elif isinstance(layer, _LINEAR_POOL):
+                d1, d2 = (None if t is None else _merged(layer, t) for t in (d1, d2))
+            else:                # Identity, Flatten, Dropout (identity here)
+                d1, d2 = (None if t is None else torch.vmap(layer)(t) for t in (d1, d2))
+        if d1 is None:
+            return m.new_zeros(k)
+        dims = tuple(range(1, d1.dim()))
+        vals = m.new_zeros(k, dtype=torch.float64)   # the last reductions in float64 (cheap)
+        if g_out.requires_grad:
+            try:
+                hd1 = torch.autograd.grad(g_out, o, d1, retain_graph=True,
+                                          is_grads_batched=True)[0]
+            except RuntimeError:     # loss without a batching rule: one backward per probe
+                hd1 = torch.stack([torch.autograd.grad(g_out, o, t, retain_graph=True)[0]
+                                   for t in d1])
+            vals = vals + (d1 * hd1).sum(dims, dtype=torch.float64)
+        if hessian and d2 is not None:
+            vals = vals + (g_out.detach() * d2).sum(dims, dtype=torch.float64)
+        return vals.detach().to(m.dtype)
+
+
+def _gather_pool(t: Tensor, idx: Tensor) -> Tensor:
+    """Max pooling of (k, N, C, *in) tangents through the primal's argmax ``idx`` (N, C, *out)."""
+    k = t.shape[0]
+    src = t.flatten(3) if t.dim() > 3 else t
+    ix = idx.flatten(2).unsqueeze(0).expand(k, -1, -1, -1)
+    return src.gather(-1, ix).reshape(k, *idx.shape)
+
+
+def activation_derivatives(act: nn.Module, z: Tensor) -> tuple[Tensor, Tensor | None]:
+    """σ'(z) and σ''(z) (None where identically zero, e.g. ReLU) by autograd."""
+    if type(act) is nn.ReLU:
+        return (z > 0).to(z.dtype), None
+    with torch.enable_grad():
+        zz = z.detach().requires_grad_(True)
+        s1 = torch.autograd.grad(act(zz).sum(), zz, create_graph=True)[0]
+        s2 = (torch.autograd.grad(s1.sum(), zz, allow_unused=True)[0]
+              if s1.requires_grad else None)
+    return s1.detach(), (None if s2 is None else s2.detach())
+
+
+def taylor_quadratic_forms(op, m: Tensor, *, hessian: bool) -> Tensor:
+    """vᵀ A v for the columns v of ``m`` by ``op._taylor`` (A: the Hessian, or with
+    ``hessian=False`` the GGN), over ``op.data`` with batches weighted by size; a single
+    batch's Taylor preparation is kept in ``op._taylor_cache``."""
+    if is_single_batch(op.data):
+        if op._taylor_cache is None:
+            x, y = next(iterate_batches(op.data, op.device))
+            op._taylor_cache = op._taylor.prepare(x, y, op.loss_fn)
+        return op._taylor.second_derivatives(op._taylor_cache, m, hessian=hessian)
+    total, n = m.new_zeros(m.shape[1]), 0
+    for x, y in iterate_batches(op.data, op.device):
+        prep = op._taylor.prepare(x, y, op.loss_fn)
+        total += op._taylor.second_derivatives(prep, m, hessian=hessian) * len(x)
+        n += len(x)
+    return total / n

@@ -1,0 +1,118 @@
+"""Factored per-sample gradients (linear and convolution layers) against torch.func vmap and
+explicit per-sample loops, float64; the Gram-trick products against the dense (N, d) matrix."""
+import pytest
+import torch
+from torch import nn
+
+from sgdlab.errors import UserError
+from sgdlab.measure.noise import gradient_covariance
+from sgdlab.operators import per_sample_gradients
+from sgdlab.operators.factors import _Layer, per_sample_factors
+from sgdlab.testing import covariance_reference, per_sample_gradients_loop
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+class _Seq(nn.Module):
+    """A linear layer applied at every position of a (N, T, in) sequence."""
+
+    def __init__(self):
+        super().__init__()
+        self.lin, self.out = nn.Linear(3, 4), nn.Linear(4 * 5, 3)
+
+    def forward(self, x):
+        return self.out(torch.tanh(self.lin(x.reshape(len(x), 5, 3))).flatten(1))
+
+
+def _bn(bn: nn.Module) -> nn.Module:
+    g = torch.Generator().manual_seed(bn.num_features)
+    with torch.no_grad():
+        bn.running_mean.copy_(torch.randn(bn.num_features, generator=g))
+        bn.running_var.copy_(torch.rand(bn.num_features, generator=g) + 0.5)
+        if bn.affine:
+            bn.weight.copy_(torch.randn(bn.num_features, generator=g))
+    return bn.eval()
+
+
+def _models():
+    torch.manual_seed(0)
+    yield "conv2d", nn.Sequential(
+        nn.Conv2d(2, 4, 3, padding=1), nn.ReLU(inplace=True), nn.MaxPool2d(2),
+        nn.Conv2d(4, 6, 2, stride=2, dilation=1, groups=2, bias=False), nn.Tanh(),
+        nn.Flatten(), nn.Linear(6, 3)), (2, 4, 4)
+    yield "conv1d", nn.Sequential(
+        nn.Conv1d(2, 3, 3, padding=2, dilation=2), nn.Softplus(), nn.Conv1d(3, 2, 2, stride=2),
+        nn.Flatten(), nn.Linear(12, 3)), (2, 12)
+    yield "bn-eval", nn.Sequential(
+        nn.Conv2d(2, 3, 3), _bn(nn.BatchNorm2d(3)), nn.ReLU(), nn.Flatten(),
+        nn.Linear(12, 3), _bn(nn.BatchNorm1d(3, affine=False))), (2, 4, 4)
+    yield "conv3d-bn1d", nn.Sequential(
+        nn.Conv3d(1, 2, 2, bias=False), nn.Flatten(), nn.Linear(16, 4), _bn(nn.BatchNorm1d(4)),
+        nn.Tanh(), nn.Linear(4, 3)), (1, 3, 3, 3)
+    yield "sequence", _Seq(), (15,)
+
+
+@pytest.mark.parametrize("name,model,shape", list(_models()), ids=[m[0] for m in _models()])
+def test_factored_per_sample_gradients_equal_vmap(name, model, shape):
+    model = model.double()
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(7, *shape, generator=g, dtype=torch.float64)
+    y = torch.randint(0, 3, (7,), generator=g)
+    loss_fn = nn.CrossEntropyLoss()
+    ps = per_sample_factors(model, loss_fn, (x, y), chunk_size=4)    # two passes
+    assert ps is not None
+    ref = per_sample_gradients(model, loss_fn, (x, y), method="vmap", chunk_size=3)
+    torch.testing.assert_close(ref, per_sample_gradients_loop(model, loss_fn, (x, y)))
+    torch.testing.assert_close(ps.materialize(), ref, rtol=1e-12, atol=1e-14)
+    torch.testing.assert_close(per_sample_gradients(model, loss_fn, (x, y)), ref,
+                               rtol=1e-12, atol=1e-14)
+    # the Gram-trick pieces without G; again with every layer's block built in sample chunks
+    # (pairs of chunks for the Gram) and nothing kept
+    u = torch.randn(7, 2, generator=g, dtype=torch.float64)
+    for budget, keep in ((_Layer.block_budget, _Layer.keep_budget), (200, 0)):
+        old = _Layer.block_budget, _Layer.keep_budget
+        _Layer.block_budget, _Layer.keep_budget = budget, keep
+        try:
+            fresh = per_sample_factors(model, loss_fn, (x, y))
+            for f in (fresh, fresh):          # twice: kept blocks are reused
+                torch.testing.assert_close(f.gram(), ref @ ref.T)
+                torch.testing.assert_close(f.rmatmul(u), ref.T @ u)
+                torch.testing.assert_close(f.sq_sum(), (ref ** 2).sum(0))
+                torch.testing.assert_close(f.materialize(), ref)
+        finally:
+            _Layer.block_budget, _Layer.keep_budget = old
+    cov = gradient_covariance(model, loss_fn, (x, y))
+    assert cov._factored()
+    f = (ref - ref.mean(0)) / 7 ** 0.5
+    torch.testing.assert_close(cov.gram(), f @ f.T)
+    torch.testing.assert_close(cov.eigenpairs(2)[0],
+                               torch.linalg.eigvalsh(covariance_reference(ref)).flip(0)[:2])
+
+
+def test_batchnorm_in_train_mode_gets_a_clear_error():
+    model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2), nn.Flatten(),
+                          nn.Linear(8, 2)).double()
+    x, y = torch.randn(4, 1, 4, 4, dtype=torch.float64), torch.tensor([0, 1, 0, 1])
+    for method in ("auto", "vmap"):
+        with pytest.raises(UserError, match=r"model\.eval\(\)"):
+            per_sample_gradients(model, nn.CrossEntropyLoss(), (x, y), method=method)
+    with pytest.raises(UserError, match="1 .BatchNorm2d. is in train mode"):
+        gradient_covariance(model, nn.CrossEntropyLoss(), (x, y))
+    model.eval()
+    torch.testing.assert_close(per_sample_gradients(model, nn.CrossEntropyLoss(), (x, y)),
+                               per_sample_gradients_loop(model, nn.CrossEntropyLoss(), (x, y)))
+
+
+def test_losses_that_are_not_sample_means_use_vmap():
+    """A class-weighted cross-entropy divides by the weights' sum, not N: δ_i cannot be read off
+    one batch backward, so the factored engine declines and the answer stays exact."""
+    model = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 2)).double()
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(9, 3, generator=g, dtype=torch.float64), torch.randint(0, 2, (9,),
+                                                                             generator=g)
+    loss_fn = nn.CrossEntropyLoss(weight=torch.tensor([1.0, 3.0], dtype=torch.float64))
+    assert per_sample_factors(model, loss_fn, (x, y)) is None
+    torch.testing.assert_close(per_sample_gradients(model, loss_fn, (x, y)),
+                               per_sample_gradients_loop(model, loss_fn, (x, y)))
+    with pytest.raises(ValueError, match="factored"):
+        per_sample_gradients(model, loss_fn, (x, y), method="factored")

@@ -1,0 +1,85 @@
+"""Taylor-mode quadratic forms (Hutchinson's samples vᵀ A v without A v) for conv nets, pooling
+and eval-mode batch norm, against dense float64 Hessians and GGNs."""
+import pytest
+import torch
+from torch import nn
+
+from sgdlab.operators import GGNOperator, HessianOperator
+from sgdlab.operators.taylor import SequentialTaylor
+from sgdlab.testing import dense_hessian_reference, ggn_reference
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def _images(n=6, c=2, size=6, classes=3, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return (torch.randn(n, c, size, size, generator=g, dtype=torch.float64),
+            torch.randint(0, classes, (n,), generator=g))
+
+
+def _bn_eval(bn: nn.Module, seed: int) -> nn.Module:
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        bn.running_mean.copy_(torch.randn(bn.num_features, generator=g) * 0.3)
+        bn.running_var.copy_(torch.rand(bn.num_features, generator=g) + 0.5)
+        if bn.affine:
+            bn.weight.copy_(torch.randn(bn.num_features, generator=g))
+            bn.bias.copy_(torch.randn(bn.num_features, generator=g))
+    return bn.eval()
+
+
+def _nets():
+    torch.manual_seed(0)
+    yield "conv-relu-maxpool", nn.Sequential(
+        nn.Conv2d(2, 3, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(3, 4, 2),
+        nn.Tanh(), nn.Flatten(), nn.Linear(16, 3))
+    yield "grouped-stride-avgpool-bn", nn.Sequential(
+        nn.Conv2d(2, 4, 3, stride=2, padding=1, bias=False), _bn_eval(nn.BatchNorm2d(4), 1),
+        nn.Softplus(), nn.Conv2d(4, 4, 2, groups=2), nn.SiLU(), nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(), nn.Linear(4, 3))
+    yield "bn-no-affine-dilated", nn.Sequential(
+        nn.Conv2d(2, 3, 3, dilation=2, padding=2), _bn_eval(nn.BatchNorm2d(3, affine=False), 2),
+        nn.GELU(), nn.AvgPool2d(2), nn.Flatten(), nn.Dropout(0.5), nn.Linear(27, 3)).eval()
+
+
+@pytest.mark.parametrize("name,model", list(_nets()), ids=[n for n, _ in _nets()])
+def test_conv_taylor_quadratic_forms_match_dense(name, model):
+    model = model.double()
+    data, loss_fn = _images(), nn.CrossEntropyLoss()
+    d = sum(p.numel() for p in model.parameters())
+    v = torch.randn(d, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    h = dense_hessian_reference(model, loss_fn, data)
+    op = HessianOperator(model, loss_fn, data)
+    assert op._taylor is not None
+    torch.testing.assert_close(op.quadratic_forms(v), (v * (h @ v)).sum(0))
+    # products (eval-mode batch norm as elementwise ops in the gradient graph) too
+    torch.testing.assert_close(op.matmat(v), h @ v)
+    g = ggn_reference(model, loss_fn, data)
+    gop = GGNOperator(model, loss_fn, data)
+    torch.testing.assert_close(gop.quadratic_forms(v), (v * (g @ v)).sum(0))
+    torch.testing.assert_close(gop.matmat(v), g @ v)
+    # a two-batch loader averages the batches' forms by size
+    loader = [(data[0][:2], data[1][:2]), (data[0][2:], data[1][2:])]
+    torch.testing.assert_close(HessianOperator(model, loss_fn, loader).quadratic_forms(v),
+                               (v * (h @ v)).sum(0))
+
+
+def test_frozen_weights_and_unsupported_layers():
+    torch.manual_seed(1)
+    model = nn.Sequential(nn.Conv2d(2, 3, 3), nn.ReLU(), nn.Flatten(), nn.Linear(48, 3)).double()
+    model[0].weight.requires_grad_(False)      # only the conv bias moves in the first layer
+    data, loss_fn = _images(), nn.CrossEntropyLoss()
+    d = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    v = torch.randn(d, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    h = dense_hessian_reference(model, loss_fn, data)
+    op = HessianOperator(model, loss_fn, data)
+    assert op._taylor is not None
+    torch.testing.assert_close(op.quadratic_forms(v), (v * (h @ v)).sum(0))
+    params = lambda m: dict(m.named_parameters())  # noqa: E731
+    bn_train = nn.Sequential(nn.Conv2d(2, 3, 3), nn.BatchNorm2d(3), nn.Flatten())
+    assert SequentialTaylor.build(bn_train, params(bn_train)) is None     # mixes samples
+    circ = nn.Sequential(nn.Conv2d(2, 3, 3, padding=1, padding_mode="circular"), nn.Flatten())
+    assert SequentialTaylor.build(circ, params(circ)) is None
+    drop = nn.Sequential(nn.Linear(3, 3), nn.Dropout(0.5))
+    assert SequentialTaylor.build(drop, params(drop)) is None             # random in train mode
+    assert SequentialTaylor.build(drop.eval(), params(drop)) is not None
