@@ -6,7 +6,6 @@ from .hessian import HessianOperator
 from .factory import curvature_operator
 from .linear import DenseOperator, LinearOperator, ModelOperator, as_operator
 from .factors import PerSampleFactors, per_sample_factors
-from .linear_factors import LinearPerSampleFactors, linear_per_sample_factors
 from .params import (
     flatten,
     grads_vector,
@@ -20,9 +19,9 @@ from .per_sample import full_gradient, per_sample_gradients
 
 __all__ = [
     "Batch", "Data", "DenseOperator", "EmpiricalFisherOperator", "GGNOperator", "HessianOperator",
-    "LinearOperator", "ModelOperator", "LinearPerSampleFactors", "PerSampleFactors",
+    "LinearOperator", "ModelOperator", "PerSampleFactors",
     "as_operator", "curvature_operator", "per_sample_factors",
-    "concat_batches", "linear_per_sample_factors", "flatten", "full_gradient", "grads_vector",
+    "concat_batches", "flatten", "full_gradient", "grads_vector",
     "iterate_batches",
     "num_params", "num_samples", "params_vector", "per_sample_gradients", "set_params_vector",
     "trainable_named_params", "unflatten_like",

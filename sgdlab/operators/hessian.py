@@ -24,7 +24,6 @@ from .linear import ModelOperator
 from .params import flatten, unflatten_like
 from .taylor import SequentialTaylor, taylor_quadratic_forms
 
-_SequentialTaylor = SequentialTaylor      # earlier name
 
 
 def _affine(module: nn.Module, inputs: tuple, output: Tensor) -> Tensor:

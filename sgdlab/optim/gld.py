@@ -493,14 +493,14 @@ def max_gradient_variance(model: nn.Module, loss_fn: Callable[[Tensor, Tensor], 
                           data: tuple[Tensor, Tensor], *, chunk_size: int | None = 256) -> float:
     """max_j Σ_jj: the largest per-coordinate variance of the per-example gradients over
     ``data`` (population convention) — Xing et al. (2018, §4)'s "maximum gradient variance of
-    the model", which scales their isotropic noise. Fully-connected networks use the factored
-    per-sample gradients; other models are streamed ``chunk_size`` examples at a time, so no
-    (N, d) matrix is ever held."""
+    the model", which scales their isotropic noise. Linear, convolutional and eval-mode batch-norm
+    layers use the factored per-sample gradients; other models are streamed ``chunk_size``
+    examples at a time, so no (N, d) matrix is ever held."""
     from sgdlab.measure.noise import GradientCovariance
-    from sgdlab.operators.linear_factors import linear_per_sample_factors
+    from sgdlab.operators.factors import per_sample_factors
     from sgdlab.operators.per_sample import per_sample_gradients
 
-    ps = linear_per_sample_factors(model, loss_fn, data)
+    ps = per_sample_factors(model, loss_fn, data)
     if ps is not None:
         return float(GradientCovariance.from_per_sample(ps).diagonal().max())
     x, y = data

@@ -125,7 +125,7 @@ def test_factored_matches_vmap_without_materialising(problem):
 
 
 def test_factored_path_declines_unsupported_models():
-    from sgdlab.operators.linear_factors import linear_per_sample_factors
+    from sgdlab.operators.factors import per_sample_factors
 
     data = tiny_classification(6, 3, 2)
     shared = nn.Linear(3, 3).double()
@@ -133,7 +133,7 @@ def test_factored_path_declines_unsupported_models():
     bn = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4), nn.Linear(4, 2)).double()
     conv_like = nn.Sequential(nn.Linear(3, 4), nn.LayerNorm(4), nn.Linear(4, 2)).double()
     for m in (weight_tied, bn, conv_like):
-        assert linear_per_sample_factors(m, nn.CrossEntropyLoss(), data) is None
+        assert per_sample_factors(m, nn.CrossEntropyLoss(), data) is None
     with pytest.raises(ValueError, match="factored"):
         gradient_covariance(bn, nn.CrossEntropyLoss(), data, method="factored")
     # the auto path falls back to vmap and stays exact (eval mode for batch norm)

@@ -86,7 +86,7 @@ def test_hessian_batched_matmat_and_quadratic_forms_match_dense(multi_batch, act
     """Batched matmat == column-by-column matvec == dense H in float64; the Taylor-mode
     quadratic forms (Hutchinson's samples) == diag(Vᵀ H V); GGN and Fisher likewise."""
     from sgdlab.operators import HessianOperator
-    from sgdlab.operators.hessian import _SequentialTaylor
+    from sgdlab.operators.taylor import SequentialTaylor
 
     torch.manual_seed(3)
     model = nn.Sequential(nn.Linear(3, 5), act(), nn.Linear(5, 4), act(),
@@ -127,7 +127,7 @@ def test_hessian_batched_matmat_and_quadratic_forms_match_dense(multi_batch, act
             return x + self.lin(x)
 
     skip = Skip().double()
-    assert _SequentialTaylor.build(skip, dict(skip.named_parameters())) is None
+    assert SequentialTaylor.build(skip, dict(skip.named_parameters())) is None
     hs = dense_hessian_reference(skip, loss_fn, data)
     w = v[:12, :3]
     torch.testing.assert_close(HessianOperator(skip, loss_fn, src).quadratic_forms(w),

@@ -34,10 +34,6 @@ from .model import (
     hessian_trace,
 )
 from .slq import SpectralDensity, spectral_density
-
-# earlier private names, kept for code that imported them from the single module
-_mc = mc_estimate
-_random_vector = random_vector
 _probe_block = probe_block
 
 __all__ = [
