@@ -230,6 +230,10 @@ def _check_args(path: str, given: dict[str, Any], params: dict[str, Any], var_kw
             elif (k == "lr" or k.endswith("_lr")) and v == math.inf:
                 # an infinite step size passes torch's checks but is never meaningful
                 errors.append(f"{p}: a learning rate must be finite, got inf")
+            elif isinstance(v, float) and math.isinf(v) and "lr" not in (k, k[-3:]) and not (
+                    isinstance(d, float) and math.isinf(d)):
+                # momentum, weight decay, noise scales...: finite defaults, no meaning at ±inf
+                errors.append(f"{p}: must be a finite number, got {v}")
         out[k] = v
     for k, d in params.items():
         if d is REQUIRED and k not in given:

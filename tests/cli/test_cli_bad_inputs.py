@@ -32,6 +32,9 @@ def test_an_infinite_learning_rate_is_refused(tmp_path, capsys):
     assert main(["train", str(cfg), "--store", str(tmp_path / "s.sqlite"),
                  "--set", "optimizer.lr=-.inf"]) == 2
     assert "optimizer.lr: must be >= 0, got -inf" in one_error_line(capsys)
+    assert main(["train", str(cfg), "--store", str(tmp_path / "s.sqlite"),
+                 "--set", "optimizer.momentum=.inf"]) == 2
+    assert "optimizer.momentum: must be a finite number, got inf" in one_error_line(capsys)
     assert not (tmp_path / "s.sqlite").exists()
 
 
