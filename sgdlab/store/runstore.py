@@ -289,16 +289,7 @@ class RunStore:
             raise UserError(f"cannot open run store {str(self.path)!r}: {e}") from None
         conn.execute(f"PRAGMA busy_timeout = {int(self.timeout * 1000)}")
         try:
-            conn.execute("PRAGMA journal_mode = WAL")
-            conn.execute("PRAGMA synchronous = NORMAL")
-            with _transaction(conn):
-                for stmt in _SCHEMA.split(";"):
-                    if stmt.strip():
-                        conn.execute(stmt)
-                have = {r[1] for r in conn.execute("PRAGMA table_info(runs)")}
-                for col, kind in _OWNER_COLUMNS:
-                    if col not in have:
-                        conn.execute(f"ALTER TABLE runs ADD COLUMN {col} {kind}")
+            self._initialise(conn)
         except sqlite3.OperationalError as e:
             conn.close()
             if "readonly" in str(e) or "read-only" in str(e) or "unable to open" in str(e):
@@ -310,6 +301,32 @@ class RunStore:
             conn.close()
             raise UserError(f"{str(self.path)!r} is not a usable sgdlab run store: {e}") from None
         return conn
+
+    def _initialise(self, conn: sqlite3.Connection) -> None:
+        """WAL mode and the schema. Two processes creating one new store at once can get
+        "database is locked" at once: SQLite skips the busy handler where waiting could
+        deadlock (switching to WAL, upgrading a read lock), so retry until ``timeout``."""
+        deadline = time.monotonic() + self.timeout
+        pause = 0.005
+        while True:
+            try:
+                conn.execute("PRAGMA journal_mode = WAL")
+                conn.execute("PRAGMA synchronous = NORMAL")
+                with _transaction(conn):
+                    for stmt in _SCHEMA.split(";"):
+                        if stmt.strip():
+                            conn.execute(stmt)
+                    have = {r[1] for r in conn.execute("PRAGMA table_info(runs)")}
+                    for col, kind in _OWNER_COLUMNS:
+                        if col not in have:
+                            conn.execute(f"ALTER TABLE runs ADD COLUMN {col} {kind}")
+                return
+            except sqlite3.OperationalError as e:
+                if "locked" not in str(e) and "busy" not in str(e) \
+                        or time.monotonic() + pause > deadline:
+                    raise
+                time.sleep(pause)
+                pause = min(pause * 2, 0.25)
 
     def _open_readonly(self) -> sqlite3.Connection:
         if not self.path.is_file():
