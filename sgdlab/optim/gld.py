@@ -493,26 +493,13 @@ def max_gradient_variance(model: nn.Module, loss_fn: Callable[[Tensor, Tensor], 
                           data: tuple[Tensor, Tensor], *, chunk_size: int | None = 256) -> float:
     """max_j Σ_jj: the largest per-coordinate variance of the per-example gradients over
     ``data`` (population convention) — Xing et al. (2018, §4)'s "maximum gradient variance of
-    the model", which scales their isotropic noise. Linear, convolutional and eval-mode batch-norm
-    layers use the factored per-sample gradients; other models are streamed ``chunk_size``
-    examples at a time, so no (N, d) matrix is ever held."""
-    from sgdlab.measure.noise import GradientCovariance
-    from sgdlab.operators.factors import per_sample_factors
-    from sgdlab.operators.per_sample import per_sample_gradients
+    the model", which scales their isotropic noise: the diagonal of
+    :func:`~sgdlab.measure.noise.gradient_covariance` (factored for linear, convolutional and
+    eval-mode batch-norm layers, ``torch.func`` in ``chunk_size`` chunks otherwise)."""
+    from sgdlab.measure.noise import gradient_covariance
 
-    ps = per_sample_factors(model, loss_fn, data)
-    if ps is not None:
-        return float(GradientCovariance.from_per_sample(ps).diagonal().max())
-    x, y = data
-    step = chunk_size or len(x)
-    s1 = s2 = None
-    for i in range(0, len(x), step):
-        g = per_sample_gradients(model, loss_fn, (x[i : i + step], y[i : i + step]),
-                                 chunk_size=step).double()
-        s1 = g.sum(0) if s1 is None else s1 + g.sum(0)
-        s2 = (g * g).sum(0) if s2 is None else s2 + (g * g).sum(0)
-    n = len(x)
-    return float((s2 / n - (s1 / n) ** 2).max())
+    cov = gradient_covariance(model, loss_fn, data, chunk_size=chunk_size)
+    return float(cov.diagonal().max())
 
 
 def _variant(name: str, kind: str, doc: str) -> type[StructuredNoiseGD]:

@@ -10,7 +10,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
-from sgdlab.operators import HessianOperator, LinearOperator, curvature_operator
+from sgdlab.operators import HessianOperator, curvature_operator
 from sgdlab.operators.batches import Data
 
 from ._common import Estimate
@@ -45,10 +45,6 @@ def hessian_bottom_eigenvalues(
     return vals
 
 
-def _operator(model, loss_fn, data, operator: str) -> LinearOperator:
-    return curvature_operator(operator, model, loss_fn, data)
-
-
 def hessian_trace(
     model: nn.Module,
     loss_fn: LossFn,
@@ -61,7 +57,7 @@ def hessian_trace(
 ) -> Estimate:
     """Hutchinson estimate of Tr ∇²L (mean loss over ``data``) with its standard error;
     ``operator="ggn"`` / ``"empirical_fisher"`` estimates those traces instead."""
-    return hutchinson_trace(_operator(model, loss_fn, data, operator), num_probes,
+    return hutchinson_trace(curvature_operator(operator, model, loss_fn, data), num_probes,
                             generator=generator, dtype=dtype)
 
 
@@ -76,7 +72,7 @@ def hessian_frobenius_norm(
     dtype: torch.dtype | None = None,
 ) -> Estimate:
     """‖∇²L‖_F estimated from E‖H v‖² (Jastrzebski et al.)."""
-    return frobenius_norm(_operator(model, loss_fn, data, operator), num_probes,
+    return frobenius_norm(curvature_operator(operator, model, loss_fn, data), num_probes,
                           generator=generator, dtype=dtype)
 
 
@@ -85,4 +81,4 @@ def hessian_spectral_density(
 ) -> SpectralDensity:
     """SLQ spectral density of the Hessian (see
     :func:`~sgdlab.measure.curvature.slq.spectral_density` for options)."""
-    return spectral_density(_operator(model, loss_fn, data, operator), **kw)
+    return spectral_density(curvature_operator(operator, model, loss_fn, data), **kw)
