@@ -227,12 +227,12 @@ def _check_args(path: str, given: dict[str, Any], params: dict[str, Any], var_kw
                 errors.append(f"{p}: must be a number, got {v!r}")
             elif isinstance(v, float) and math.isnan(v):
                 errors.append(f"{p}: must be a number, got nan")
-            elif (k == "lr" or k.endswith("_lr")) and v == math.inf:
+            elif v == math.inf and (k == "lr" or k.endswith("_lr")):
                 # an infinite step size passes torch's checks but is never meaningful
                 errors.append(f"{p}: a learning rate must be finite, got inf")
-            elif isinstance(v, float) and math.isinf(v) and "lr" not in (k, k[-3:]) and not (
-                    isinstance(d, float) and math.isinf(d)):
+            elif math.isinf(v) and not math.isinf(d) and not (k == "lr" or k.endswith("_lr")):
                 # momentum, weight decay, noise scales...: finite defaults, no meaning at ±inf
+                # (a learning rate of -inf is left to the range check: "must be >= 0")
                 errors.append(f"{p}: must be a finite number, got {v}")
         out[k] = v
     for k, d in params.items():
