@@ -31,6 +31,19 @@ def tiny_mlp(in_dim: int = 3, hidden: int = 4, out_dim: int = 2, *, seed: int = 
     return model.to(dtype)
 
 
+def random_eval_batchnorm(bn: nn.Module, seed: int) -> nn.Module:
+    """``bn`` in eval mode with seeded random running statistics (and affine weights), so that
+    eval-mode batch norm is not the identity in the tests."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        bn.running_mean.copy_(torch.randn(bn.num_features, generator=g) * 0.3)
+        bn.running_var.copy_(torch.rand(bn.num_features, generator=g) + 0.5)
+        if bn.affine:
+            bn.weight.copy_(torch.randn(bn.num_features, generator=g))
+            bn.bias.copy_(torch.randn(bn.num_features, generator=g))
+    return bn.eval()
+
+
 def tiny_classification(n: int = 12, in_dim: int = 3, classes: int = 2, *, seed: int = 1,
                         dtype: torch.dtype = torch.float64) -> tuple[Tensor, Tensor]:
     g = torch.Generator().manual_seed(seed)

@@ -8,7 +8,7 @@ from sgdlab.errors import UserError
 from sgdlab.measure.noise import gradient_covariance
 from sgdlab.operators import per_sample_gradients
 from sgdlab.operators.factors import _Layer, per_sample_factors
-from sgdlab.testing import covariance_reference, per_sample_gradients_loop
+from sgdlab.testing import covariance_reference, per_sample_gradients_loop, random_eval_batchnorm
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -24,16 +24,6 @@ class _Seq(nn.Module):
         return self.out(torch.tanh(self.lin(x.reshape(len(x), 5, 3))).flatten(1))
 
 
-def _bn(bn: nn.Module) -> nn.Module:
-    g = torch.Generator().manual_seed(bn.num_features)
-    with torch.no_grad():
-        bn.running_mean.copy_(torch.randn(bn.num_features, generator=g))
-        bn.running_var.copy_(torch.rand(bn.num_features, generator=g) + 0.5)
-        if bn.affine:
-            bn.weight.copy_(torch.randn(bn.num_features, generator=g))
-    return bn.eval()
-
-
 def _models():
     torch.manual_seed(0)
     yield "conv2d", nn.Sequential(
@@ -44,10 +34,11 @@ def _models():
         nn.Conv1d(2, 3, 3, padding=2, dilation=2), nn.Softplus(), nn.Conv1d(3, 2, 2, stride=2),
         nn.Flatten(), nn.Linear(12, 3)), (2, 12)
     yield "bn-eval", nn.Sequential(
-        nn.Conv2d(2, 3, 3), _bn(nn.BatchNorm2d(3)), nn.ReLU(), nn.Flatten(),
-        nn.Linear(12, 3), _bn(nn.BatchNorm1d(3, affine=False))), (2, 4, 4)
+        nn.Conv2d(2, 3, 3), random_eval_batchnorm(nn.BatchNorm2d(3), 3), nn.ReLU(), nn.Flatten(),
+        nn.Linear(12, 3), random_eval_batchnorm(nn.BatchNorm1d(3, affine=False), 3)), (2, 4, 4)
     yield "conv3d-bn1d", nn.Sequential(
-        nn.Conv3d(1, 2, 2, bias=False), nn.Flatten(), nn.Linear(16, 4), _bn(nn.BatchNorm1d(4)),
+        nn.Conv3d(1, 2, 2, bias=False), nn.Flatten(), nn.Linear(16, 4),
+        random_eval_batchnorm(nn.BatchNorm1d(4), 4),
         nn.Tanh(), nn.Linear(4, 3)), (1, 3, 3, 3)
     yield "sequence", _Seq(), (15,)
 

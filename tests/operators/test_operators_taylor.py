@@ -6,7 +6,7 @@ from torch import nn
 
 from sgdlab.operators import GGNOperator, HessianOperator
 from sgdlab.operators.taylor import SequentialTaylor
-from sgdlab.testing import dense_hessian_reference, ggn_reference
+from sgdlab.testing import dense_hessian_reference, ggn_reference, random_eval_batchnorm
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -17,28 +17,19 @@ def _images(n=6, c=2, size=6, classes=3, seed=0):
             torch.randint(0, classes, (n,), generator=g))
 
 
-def _bn_eval(bn: nn.Module, seed: int) -> nn.Module:
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        bn.running_mean.copy_(torch.randn(bn.num_features, generator=g) * 0.3)
-        bn.running_var.copy_(torch.rand(bn.num_features, generator=g) + 0.5)
-        if bn.affine:
-            bn.weight.copy_(torch.randn(bn.num_features, generator=g))
-            bn.bias.copy_(torch.randn(bn.num_features, generator=g))
-    return bn.eval()
-
-
 def _nets():
     torch.manual_seed(0)
     yield "conv-relu-maxpool", nn.Sequential(
         nn.Conv2d(2, 3, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(3, 4, 2),
         nn.Tanh(), nn.Flatten(), nn.Linear(16, 3))
     yield "grouped-stride-avgpool-bn", nn.Sequential(
-        nn.Conv2d(2, 4, 3, stride=2, padding=1, bias=False), _bn_eval(nn.BatchNorm2d(4), 1),
+        nn.Conv2d(2, 4, 3, stride=2, padding=1, bias=False),
+        random_eval_batchnorm(nn.BatchNorm2d(4), 1),
         nn.Softplus(), nn.Conv2d(4, 4, 2, groups=2), nn.SiLU(), nn.AdaptiveAvgPool2d(1),
         nn.Flatten(), nn.Linear(4, 3))
     yield "bn-no-affine-dilated", nn.Sequential(
-        nn.Conv2d(2, 3, 3, dilation=2, padding=2), _bn_eval(nn.BatchNorm2d(3, affine=False), 2),
+        nn.Conv2d(2, 3, 3, dilation=2, padding=2),
+        random_eval_batchnorm(nn.BatchNorm2d(3, affine=False), 2),
         nn.GELU(), nn.AvgPool2d(2), nn.Flatten(), nn.Dropout(0.5), nn.Linear(27, 3)).eval()
 
 
