@@ -268,13 +268,19 @@ def _binomial_tail(k: int, n: int, p: float) -> float:
     return float(min(1.0, math.exp(top) * sum(math.exp(v - top) for v in logs)))
 
 
-def periodicity_test(snapshots, *, level: float = 0.01) -> PeriodicityTest:
-    """Test the increments x_{k+1} − x_k of every coordinate for a hidden periodicity."""
+def _test_increments(snapshots, level: float) -> np.ndarray:
+    """The standardised increments of the coordinates that move, for the spectral tests."""
     if not 0 < level < 1:
         raise ValueError(f"Invalid level={level} (must be in (0, 1))")
     c, _ = _centered(increments(snapshots), standardize=True)
     if c.shape[1] == 0:
         raise ValueError("no coordinate moves along the trajectory")
+    return c
+
+
+def periodicity_test(snapshots, *, level: float = 0.01) -> PeriodicityTest:
+    """Test the increments x_{k+1} − x_k of every coordinate for a hidden periodicity."""
+    c = _test_increments(snapshots, level)
     g, p, _ = fisher_g_test(c)
     n = len(c)
     m = (n - 1) // 2
@@ -315,11 +321,7 @@ def low_frequency_test(snapshots, *, fraction: float = 0.1, level: float = 0.01
 
     if not 0 < fraction < 1:
         raise ValueError(f"Invalid fraction={fraction} (must be in (0, 1))")
-    if not 0 < level < 1:
-        raise ValueError(f"Invalid level={level} (must be in (0, 1))")
-    c, _ = _centered(increments(snapshots), standardize=True)
-    if c.shape[1] == 0:
-        raise ValueError("no coordinate moves along the trajectory")
+    c = _test_increments(snapshots, level)
     n = len(c)
     m = (n - 1) // 2
     k = max(1, int(round(fraction * m)))
