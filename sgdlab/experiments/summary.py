@@ -13,19 +13,17 @@ import json
 from pathlib import Path
 from typing import Any
 
-from sgdlab.report.verdicts import SMOKE
+from sgdlab.report.verdicts import verdict as report_verdict
 
-VERDICT = {True: "agrees", False: "**disagrees**", None: "descriptive"}
+MARKDOWN = {"agree": "agrees", "disagree": "**disagrees**"}
 
 
 def verdict(agrees: bool | None, conclusion: dict[str, Any], scale: str | None = None) -> str:
-    """A checked claim with no decision is inconclusive; a finding with no claim is a
-    description; nothing at smoke scale is a verdict."""
-    if scale == "smoke":
-        return SMOKE
-    if agrees is None and conclusion.get("claim"):
-        return "inconclusive"
-    return VERDICT[agrees]
+    """The report's verdict (:func:`sgdlab.report.verdicts.verdict`) in the table's words: a
+    checked claim with no decision is inconclusive, a finding with no claim a description,
+    nothing at smoke scale a verdict."""
+    words, kind = report_verdict({**conclusion, "agrees_with_paper": agrees}, scale)
+    return MARKDOWN.get(kind, words)
 
 
 def load_all(root: str | Path) -> list[dict[str, Any]]:
