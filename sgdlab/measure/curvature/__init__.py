@@ -19,7 +19,6 @@ Blocks of probes go through one batched product when that is measured cheaper pe
 (:mod:`sgdlab.operators.blocking`); ``dtype=torch.float64`` raises the working precision.
 """
 from ._common import Estimate, Operand, mc_estimate, probe_block, random_vector
-from ._common import check_which as _check_which
 from .dense import dense_hessian, harmonic_mean_eigenvalue, hessian_spectrum
 from .frobenius import frobenius_norm
 from .hutchinson import hutchinson_trace
@@ -34,7 +33,6 @@ from .model import (
     hessian_trace,
 )
 from .slq import SpectralDensity, spectral_density
-_probe_block = probe_block
 
 __all__ = [
     "Estimate", "LanczosResult", "Operand", "SpectralDensity", "dense_hessian",
