@@ -112,11 +112,6 @@ def per_sample_gradients(
     return out
 
 
-def flatten_batched(grads: dict[str, Tensor], like: dict[str, Tensor]) -> Tensor:
-    """Flatten a dict of batched (B, *shape) tensors into (B, d) in parameter order."""
-    return torch.cat([grads[k].reshape(grads[k].shape[0], -1) for k in like], dim=1)
-
-
 def full_gradient(
     model: nn.Module, loss_fn: Callable[[Tensor, Tensor], Tensor], data: Data
 ) -> Tensor:
