@@ -77,6 +77,14 @@ def hopf_lax(f: Tensor, x: Tensor, t: float, *, y: Tensor | None = None,
     return (fy[None, :] + (x[:, None] - y[None, :]) ** 2 / (2 * t)).min(dim=1).values
 
 
+def derivatives(fn, z: Tensor) -> tuple[Tensor, Tensor]:
+    """(f'(z), f''(z)) of an elementwise function ``fn`` (torch ops), exactly, by autograd."""
+    z = z.detach().requires_grad_(True)
+    (g,) = torch.autograd.grad(fn(z).sum(), z, create_graph=True)
+    (h,) = torch.autograd.grad(g.sum(), z)
+    return g.detach(), h
+
+
 def hopf_lax_newton(fn, x: Tensor, t: float, *, y: Tensor,
                     steps: int = 30) -> tuple[Tensor, Tensor]:
     """(u(x, t), prox_{tf}(x)) of the Hopf–Lax formula (4.16) to machine precision for a
@@ -87,10 +95,8 @@ def hopf_lax_newton(fn, x: Tensor, t: float, *, y: Tensor,
     fy = fn(y)
     p = y[(fy[None, :] + (x[:, None] - y[None, :]) ** 2 / (2 * t)).argmin(dim=1)].clone()
     for _ in range(steps):
-        q = p.detach().requires_grad_(True)
-        (g,) = torch.autograd.grad(fn(q).sum(), q, create_graph=True)
-        (h,) = torch.autograd.grad(g.sum(), q)
-        p = (q - (g + (q - x) / t) / (h + 1 / t)).detach()
+        g, h = derivatives(fn, p)
+        p = p - (g + (p - x) / t) / (h + 1 / t)
     with torch.no_grad():
         return fn(p) + (x - p) ** 2 / (2 * t), p
 

@@ -493,9 +493,7 @@ class PDEProcedure(Procedure):
         t, beta = float(p.get("t", 0.5)), float(p.get("beta", 5.0))
         y = torch.linspace(-6, 6, 12001, dtype=torch.float64)
         # f'' exactly (autograd) on a fine grid: C of Lemma 4.17 and t* of (4.36)
-        z = torch.linspace(-4, 4, 8001, dtype=torch.float64, requires_grad=True)
-        (g,) = torch.autograd.grad(fn(z).sum(), z, create_graph=True)
-        (h,) = torch.autograd.grad(g.sum(), z)
+        _, h = pde.derivatives(fn, torch.linspace(-4, 4, 8001, dtype=torch.float64))
         c, neg = float(h.max()), float((-h).max())
         t_w = 0.5 / neg
         margin = max(1, len(x) // 20)
