@@ -1,10 +1,13 @@
 """Hessian-vector products of the mean training loss over a model's trainable parameters.
 
 ``HessianOperator(model, loss_fn, data)`` is the d x d Hessian of
-L(θ) = (1/N) Σ_i ℓ(x_i; θ) as a :class:`LinearOperator`. For a single batch the gradient
-graph is built once and reused by every matvec (one extra backward per product); for a
-DataLoader each product streams over the batches without keeping their graphs. ``matmat``
-applies k vectors in one vmapped backward (``is_grads_batched``) per batch.
+L(θ) = (1/N) Σ_i ℓ(x_i; θ) as a :class:`LinearOperator`. For ``nn.Sequential`` stacks of
+linear, convolution, pooling, eval-mode batch-norm layers and elementwise activations the
+products are Pearlmutter's R-op written out layer by layer (:mod:`sgdlab.operators.rop`,
+``rop=False`` turns it off). Other models: for a single batch the gradient graph is built once
+and reused by every matvec (one extra backward per product); for a DataLoader each product
+streams over the batches without keeping their graphs. ``matmat`` applies k vectors in one
+vmapped backward (``is_grads_batched``) per batch.
 
 Hutchinson's samples vᵀ H v (``quadratic_forms``) need no H v: for ``nn.Sequential`` stacks of
 linear, convolution, pooling, eval-mode batch-norm layers and elementwise activations they are
@@ -22,6 +25,7 @@ from torch import Tensor, nn
 from .batches import Data, is_single_batch, iterate_batches
 from .linear import ModelOperator
 from .params import flatten, unflatten_like
+from .rop import SequentialHVP
 from .taylor import SequentialTaylor, taylor_quadratic_forms
 
 
@@ -70,12 +74,16 @@ class HessianOperator(ModelOperator):
         *,
         cache_graph: bool = True,
         taylor: bool = True,
+        rop: bool = True,
     ):
         super().__init__(model, loss_fn, data)
-        self._kw = dict(cache_graph=cache_graph, taylor=taylor)
+        self._kw = dict(cache_graph=cache_graph, taylor=taylor, rop=rop)
         self._cached_grad: tuple[Tensor, ...] | None = None
         self._batch_size = None
-        if cache_graph and is_single_batch(data):
+        # products by the hand-written R-op (None when the model is not a supported Sequential)
+        self._rop = SequentialHVP.build(model, self.params) if rop else None
+        self._rop_cache = None
+        if cache_graph and is_single_batch(data) and self._rop is None:
             x, y = next(iterate_batches(data, self.device))
             self._batch_size = len(x)
             with affine_batchnorm(model):
@@ -102,7 +110,24 @@ class HessianOperator(ModelOperator):
                                  retain_graph=retain, is_grads_batched=True)
         return torch.cat([h.reshape(h.shape[0], -1) for h in hv], dim=1).T.detach()
 
+    def _rop_matmat(self, m: Tensor) -> Tensor:
+        if is_single_batch(self.data):
+            prep = self._rop_cache
+            if prep is None:
+                x, y = next(iterate_batches(self.data, self.device))
+                prep = self._rop.prepare(x, y, self.loss_fn)
+                if self._kw["cache_graph"]:
+                    self._rop_cache, self._taylor_cache = prep, prep[:4]
+            return self._rop.matmat(prep, m)
+        total, n = torch.zeros_like(m), 0
+        for x, y in iterate_batches(self.data, self.device):
+            total += self._rop.matmat(self._rop.prepare(x, y, self.loss_fn), m) * len(x)
+            n += len(x)
+        return total / n
+
     def _matmat(self, m: Tensor) -> Tensor:
+        if self._rop is not None:
+            return self._rop_matmat(m)
         if m.shape[1] == 1:
             return self._matvec(m[:, 0])[:, None]
         if self._cached_grad is not None:
@@ -118,6 +143,8 @@ class HessianOperator(ModelOperator):
         return total / n
 
     def _matvec(self, v: Tensor) -> Tensor:
+        if self._rop is not None:
+            return self._rop_matmat(v[:, None])[:, 0]
         if self._cached_grad is not None:
             return self._batch_hvp(self._cached_grad, v, retain=True).detach()
         total, n = torch.zeros_like(v), 0

@@ -140,6 +140,7 @@ class SequentialTaylor:
         with torch.enable_grad():
             o = a.detach().requires_grad_(True)
             g_out = torch.autograd.grad(loss_fn(o, y), o, create_graph=True)[0]
+        cache["softmax"] = cross_entropy_probabilities(loss_fn, o, y)
         return acts, cache, o, g_out
 
     def _tangent(self, p: Tensor | None, m: Tensor) -> Tensor | None:
@@ -194,11 +195,11 @@ class SequentialTaylor:
             return z.unflatten(1, (k, o)).movedim(1, 0)
 
         n1 = None if d1 is None else with_weight(d1)
-        if vw is not None:
-            n1 = _add(n1, shared_input(a, vw))
+        if vw is not None:          # n1 is fresh: add in place (no new page-faulted buffer)
+            n1 = shared_input(a, vw) if n1 is None else n1.add_(shared_input(a, vw))
         if vb is not None:
             c = vb.reshape(k, 1, -1, *([1] * (a.dim() - 2)))
-            n1 = c.expand(k, *out_shape) if n1 is None else n1 + c
+            n1 = c.expand(k, *out_shape) if n1 is None else n1.add_(c)
         n2 = None
         if hessian:
             if d2 is not None:
@@ -215,10 +216,10 @@ class SequentialTaylor:
         scale = r if gamma is None else r * gamma.reshape(r.shape)
         n1 = None if d1 is None else d1 * scale
         if vw is not None:
-            n1 = _add(n1, xhat * vw.reshape(shape))
+            n1 = xhat * vw.reshape(shape) if n1 is None else n1.addcmul_(xhat, vw.reshape(shape))
         if vb is not None:
             c = vb.reshape(shape)
-            n1 = (c * torch.ones_like(xhat)) if n1 is None else n1 + c
+            n1 = (c * torch.ones_like(xhat)) if n1 is None else n1.add_(c)
         n2 = None
         if hessian:
             if d2 is not None:
@@ -227,13 +228,16 @@ class SequentialTaylor:
                 n2 = _add(n2, 2 * d1 * (r * vw.reshape(shape)))
         return n1, n2
 
-    def second_derivatives(self, prep: tuple, m: Tensor, *, hessian: bool) -> Tensor:
-        """(k,) values of d²/dt² L(θ + t v_j) (``hessian``) or of v_jᵀ G v_j (GGN) for the
-        columns v_j of m."""
-        acts, cache, o, g_out = prep
+    def propagate(self, prep: tuple, m: Tensor, *, hessian: bool,
+                  inputs: list | None = None) -> tuple[Tensor | None, Tensor | None]:
+        """(k, N, ...) first and (``hessian``) second derivatives of the outputs along the
+        columns of m; ``inputs`` collects each layer's input tangent (None where zero)."""
+        acts, cache, o, _ = prep
         k = m.shape[1]
         d1 = d2 = None           # (k, N, ...) derivatives of the current activation
         for j, layer in enumerate(self.layers):
+            if inputs is not None:
+                inputs.append(d1)
             a = acts[j]
             if isinstance(layer, _WEIGHTED):
                 vw = self._tangent(layer.weight, m)
@@ -263,21 +267,54 @@ class SequentialTaylor:
                 d1, d2 = (None if t is None else _merged(layer, t) for t in (d1, d2))
             else:                # Identity, Flatten, Dropout (identity here)
                 d1, d2 = (None if t is None else torch.vmap(layer)(t) for t in (d1, d2))
+        return d1, d2
+
+    def second_derivatives(self, prep: tuple, m: Tensor, *, hessian: bool) -> Tensor:
+        """(k,) values of d²/dt² L(θ + t v_j) (``hessian``) or of v_jᵀ G v_j (GGN) for the
+        columns v_j of m."""
+        _, _, o, g_out = prep
+        k = m.shape[1]
+        d1, d2 = self.propagate(prep, m, hessian=hessian)
         if d1 is None:
             return m.new_zeros(k)
         dims = tuple(range(1, d1.dim()))
         vals = m.new_zeros(k, dtype=torch.float64)   # the last reductions in float64 (cheap)
         if g_out.requires_grad:
-            try:
-                hd1 = torch.autograd.grad(g_out, o, d1, retain_graph=True,
-                                          is_grads_batched=True)[0]
-            except RuntimeError:     # loss without a batching rule: one backward per probe
-                hd1 = torch.stack([torch.autograd.grad(g_out, o, t, retain_graph=True)[0]
-                                   for t in d1])
-            vals = vals + (d1 * hd1).sum(dims, dtype=torch.float64)
+            vals = vals + (d1 * output_hessian_products(g_out, o, d1, prep[1])).sum(
+                dims, dtype=torch.float64)
         if hessian and d2 is not None:
             vals = vals + (g_out.detach() * d2).sum(dims, dtype=torch.float64)
         return vals.detach().to(m.dtype)
+
+
+def cross_entropy_probabilities(loss_fn, o: Tensor, y: Tensor) -> Tensor | None:
+    """softmax(o) when ``loss_fn`` is the plain mean cross-entropy of (N, C) logits against
+    class indices, else None. Its Hessian in the logits is then (diag p_i − p_i p_iᵀ) / N per
+    sample (label smoothing does not change it: the smoothed targets still sum to 1)."""
+    if loss_fn is F.cross_entropy:
+        ignore = -100
+    elif (type(loss_fn) is nn.CrossEntropyLoss and loss_fn.weight is None
+            and loss_fn.reduction == "mean"):
+        ignore = loss_fn.ignore_index
+    else:
+        return None
+    if o.dim() != 2 or y.dim() != 1 or y.is_floating_point() or bool((y == ignore).any()):
+        return None
+    return torch.softmax(o.detach(), dim=-1)
+
+
+def output_hessian_products(g_out: Tensor, o: Tensor, t: Tensor, cache: dict) -> Tensor:
+    """∇²ℓ t_j for (k, N, ...) output tangents t: in closed form for plain cross-entropy
+    (``cache["softmax"]``), else by a batched backward through the loss' gradient graph
+    ``g_out`` = ∇ℓ(o)."""
+    p = cache.get("softmax")
+    if p is not None:
+        pt = p * t
+        return pt.sub_(p * pt.sum(-1, keepdim=True)).div_(p.shape[0])
+    try:
+        return torch.autograd.grad(g_out, o, t, retain_graph=True, is_grads_batched=True)[0]
+    except RuntimeError:     # loss without a batching rule: one backward per probe
+        return torch.stack([torch.autograd.grad(g_out, o, u, retain_graph=True)[0] for u in t])
 
 
 def _gather_pool(t: Tensor, idx: Tensor) -> Tensor:

@@ -1,0 +1,235 @@
+"""Hessian-vector products through a plain ``nn.Sequential`` by hand: Pearlmutter's R-op.
+
+H v is the derivative along v of the gradient, so it is the gradient's backward recursion run
+with tangents. The forward pass carries the first-order tangents of
+:class:`~sgdlab.operators.taylor.SequentialTaylor` (a' of every layer's input); at the outputs
+f the loss gives ġ_f = ∇²ℓ f'; the reverse pass carries the primal output gradients g (cached
+once per batch) and their tangents ġ:
+
+- a layer bilinear in input and weight, z = B(a, W) + b (linear, convolution):
+  ġ_a = B_aᵀ(ġ_z; W) + B_aᵀ(g_z; V),   (H v)_W = B_Wᵀ(a; ġ_z) + B_Wᵀ(a'; g_z),   (H v)_b = Σ ġ_z;
+- eval-mode batch norm y = x̂ γ + β, x̂ = (x − μ) r: ġ_x = r (γ ġ_y + γ' g_y),
+  (H v)_γ = Σ (x̂ ġ_y + r x' g_y), (H v)_β = Σ ġ_y;
+- an elementwise activation h = σ(z): ġ_z = σ'(z) ġ_h + σ''(z) z' g_h;
+- max pooling scatters through the primal's argmax; average pooling, flatten and identity
+  are linear maps (their transposes).
+
+Why not autograd's double backward: on the benchmark CNN it runs convolution double
+backward (a slow non-oneDNN path for half of its convolutions), ReLU and max-pool
+double backward and zero fills; here every product is one oneDNN convolution, GEMM or
+gather, and the primal masks, argmax indices and gradients are computed once per batch.
+Models :meth:`SequentialHVP.build` declines (grouped convolutions, string padding, and all
+that :class:`SequentialTaylor` declines) keep the autograd double backward.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .taylor import (_BN, _CONV, _LINEAR_POOL, _MAXPOOL, _WEIGHTED, ELEMENTWISE,
+                     SequentialTaylor, output_hessian_products)
+
+_CONV_INPUT = {nn.Conv1d: F.grad.conv1d_input, nn.Conv2d: F.grad.conv2d_input,
+               nn.Conv3d: F.grad.conv3d_input}
+_CONV_WEIGHT = {nn.Conv1d: F.grad.conv1d_weight, nn.Conv2d: F.grad.conv2d_weight,
+                nn.Conv3d: F.grad.conv3d_weight}
+
+
+class SequentialHVP:
+    """H v (k columns at once) for a supported ``nn.Sequential`` (module docstring)."""
+
+    def __init__(self, taylor: SequentialTaylor):
+        self.taylor, self.layers = taylor, taylor.layers
+        # the reverse pass stops at the first layer with trainable parameters
+        self.first = min(j for j, m in enumerate(self.layers)
+                         if any(id(p) in taylor.slices for p in m.parameters(recurse=False)))
+
+    @classmethod
+    def build(cls, model: nn.Module, params: dict[str, Tensor]) -> "SequentialHVP | None":
+        taylor = SequentialTaylor.build(model, params)
+        if taylor is None or not taylor.slices:
+            return None
+        for m in taylor.layers:
+            if isinstance(m, _CONV) and (m.groups != 1 or isinstance(m.padding, str)):
+                return None
+        return cls(taylor)
+
+    @torch.no_grad()
+    def prepare(self, x: Tensor, y: Tensor, loss_fn) -> tuple:
+        """The forward pass' primal quantities, plus every layer's output gradient."""
+        prep = self.taylor.prepare(x, y, loss_fn)
+        acts, cache, o, g_out = prep
+        grads: list[Tensor | None] = [None] * len(self.layers)
+        g = g_out.detach()[None]
+        for j in range(len(self.layers) - 1, self.first - 1, -1):
+            grads[j] = g[0]
+            if j > self.first:
+                g = self._transpose(j, g, acts, cache, self._out_shape(j, acts, o))
+        return prep + (grads,)
+
+    @staticmethod
+    def _out_shape(j: int, acts: list, o: Tensor) -> torch.Size:
+        return (acts[j + 1] if j + 1 < len(acts) else o).shape
+
+    def _transpose(self, j: int, t: Tensor, acts: list, cache: dict, out_shape) -> Tensor:
+        """Jᵀ t for layer j's Jacobian in its input at the primal; t is (k, N, *out)."""
+        layer, a = self.layers[j], acts[j]
+        if isinstance(layer, nn.Linear):
+            return t @ layer.weight.detach()
+        if isinstance(layer, _CONV):
+            k = t.shape[0]
+            u = _CONV_INPUT[type(layer)]((k * a.shape[0], *a.shape[1:]), layer.weight.detach(),
+                                         t.flatten(0, 1), layer.stride, layer.padding,
+                                         layer.dilation)
+            return u.unflatten(0, (k, a.shape[0]))
+        if isinstance(layer, _BN):
+            return t * _bn_scale(layer, cache[j])
+        if isinstance(layer, ELEMENTWISE):
+            return cache[j][0] * t
+        if isinstance(layer, _MAXPOOL):
+            return _scatter_pool(t, cache[j], a.shape)
+        if isinstance(layer, nn.Flatten) or not isinstance(layer, _LINEAR_POOL):
+            return t.reshape(t.shape[0], *a.shape)         # Flatten, Identity, Dropout
+        with torch.enable_grad():                          # average pooling: its transpose
+            z = a.new_zeros(t.shape[0] * a.shape[0], *a.shape[1:]).requires_grad_(True)
+            u = torch.autograd.grad(layer(z), z, t.flatten(0, 1))[0]
+        return u.unflatten(0, t.shape[:2])
+
+    def matmat(self, prep: tuple, m: Tensor) -> Tensor:
+        """H M for the (d, k) matrix M."""
+        acts, cache, o, g_out, grads = prep
+        k, slices = m.shape[1], self.taylor.slices
+        tangents: list[Tensor | None] = []
+        d1, _ = self.taylor.propagate(prep[:4], m, hessian=False, inputs=tangents)
+        out = torch.zeros_like(m)
+        if d1 is None:
+            return out
+
+        def put(p: Tensor | None, hv: Tensor | None) -> None:
+            if hv is not None and p is not None and id(p) in slices:
+                i, e = slices[id(p)]
+                out[i:e] += hv.reshape(k, -1).T
+
+        gd = output_hessian_products(g_out, o, d1, cache).detach()
+        for j in range(len(self.layers) - 1, self.first - 1, -1):
+            layer, a, g, at = self.layers[j], acts[j], grads[j], tangents[j]
+            need_input = j > self.first
+            if isinstance(layer, _WEIGHTED):
+                vw = self.taylor._tangent(layer.weight, m)
+                if isinstance(layer, nn.Linear):
+                    hw, hb, gin = _linear_reverse(layer, a, at, g, gd, vw, need_input)
+                elif isinstance(layer, _CONV):
+                    hw, hb, gin = _conv_reverse(layer, a, at, g, gd, vw, need_input)
+                else:
+                    hw, hb, gin = _bn_reverse(layer, cache[j], at, g, gd, vw, need_input)
+                put(layer.weight, hw)
+                put(layer.bias, hb)
+                gd = gin
+            elif need_input:
+                if isinstance(layer, ELEMENTWISE) and cache[j][1] is not None and at is not None:
+                    s1, s2 = cache[j]
+                    gd = s1 * gd + s2 * at * g
+                else:
+                    gd = self._transpose(j, gd, acts, cache, self._out_shape(j, acts, o))
+        return out
+
+
+def _bn_scale(layer: nn.Module, cache: tuple) -> Tensor:
+    xhat, r = cache
+    return r if layer.weight is None else r * layer.weight.detach().reshape(r.shape)
+
+
+def _channel_sum(t: Tensor) -> Tensor:
+    """Sum of (k, N, C, ...) over samples and positions: (k, C)."""
+    return t.sum((1, *range(3, t.dim())))
+
+
+def _linear_reverse(layer, a, at, g, gd, vw, need_input):
+    k, n_out = gd.shape[0], gd.shape[-1]
+    a2, g2 = a.reshape(-1, a.shape[-1]), g.reshape(-1, n_out)
+    w = layer.weight.detach()
+    if k == 1:                    # plain GEMMs (a batched matmul of one costs more here)
+        gd2 = gd.reshape(-1, n_out)
+        hw = None
+        if layer.weight.requires_grad:
+            hw = gd2.T @ a2                                       # ġ_zᵀ a
+            if at is not None:
+                hw.addmm_(g2.T, at.reshape(-1, a.shape[-1]))       # + g_zᵀ a'
+        hb = gd2.sum(0) if layer.bias is not None else None
+        gin = None
+        if need_input:
+            gin = gd2 @ w
+            if vw is not None:
+                gin.addmm_(g2, vw[0])                             # + g_z V
+            gin = gin.reshape(1, *a.shape)
+        return hw, hb, gin
+    gd2 = gd.reshape(k, -1, n_out)
+    hw = None
+    if layer.weight.requires_grad:
+        hw = gd2.transpose(1, 2) @ a2
+        if at is not None:
+            hw = hw + g2.T @ at.reshape(k, -1, a.shape[-1])
+    hb = gd2.sum(1) if layer.bias is not None else None
+    gin = None
+    if need_input:
+        gin = gd @ w
+        if vw is not None:
+            gin = gin.add_((g2 @ vw).reshape(k, *a.shape))
+    return hw, hb, gin
+
+
+def _conv_reverse(layer, a, at, g, gd, vw, need_input):
+    k, n = gd.shape[:2]
+    opts = (layer.stride, layer.padding, layer.dilation)
+    w = layer.weight.detach()
+    hw = None
+    if layer.weight.requires_grad:
+        cout, rest = w.shape[0], w.shape[1:]
+        # ġ_z of all k probes against the shared input: one call with k·C_out filters
+        hw = _CONV_WEIGHT[type(layer)](a, (k * cout, *rest), gd.transpose(0, 1).flatten(1, 2),
+                                       *opts).unflatten(0, (k, cout))
+        if at is not None:            # each probe's input tangent against the shared g_z
+            gk = g if k == 1 else g.repeat(1, k, *([1] * (g.dim() - 2)))
+            hw = hw + _CONV_WEIGHT[type(layer)](
+                at.transpose(0, 1).flatten(1, 2), (k * cout, *rest), gk, *opts,
+                groups=k).unflatten(0, (k, cout))
+    hb = _channel_sum(gd) if layer.bias is not None else None
+    gin = None
+    if need_input:
+        gin = _CONV_INPUT[type(layer)]((k * n, *a.shape[1:]), w, gd.flatten(0, 1),
+                                       *opts).unflatten(0, (k, n))
+        if vw is not None:            # g_z against the k probes' filters: one call
+            wk = vw.transpose(0, 1).flatten(1, 2)            # (C_out, k·C_in, ...)
+            u = _CONV_INPUT[type(layer)]((n, k * a.shape[1], *a.shape[2:]), wk, g, *opts)
+            gin = gin.add_(u.unflatten(1, (k, a.shape[1])).transpose(0, 1))
+    return hw, hb, gin
+
+
+def _bn_reverse(layer, cache, at, g, gd, vw, need_input):
+    xhat, r = cache
+    k = gd.shape[0]
+    shape = (k, 1, -1) + (1,) * (xhat.dim() - 2)
+    gr = None if at is None and vw is None else g * r
+    hw = None
+    if layer.weight is not None and layer.weight.requires_grad:
+        hw = _channel_sum(gd * xhat)
+        if at is not None:
+            hw = hw + _channel_sum(at * gr)
+    hb = _channel_sum(gd) if layer.bias is not None else None
+    gin = None
+    if need_input:
+        gin = gd * _bn_scale(layer, cache)
+        if vw is not None:
+            gin = gin.addcmul_(gr, vw.reshape(shape))
+    return hw, hb, gin
+
+
+def _scatter_pool(t: Tensor, idx: Tensor, in_shape) -> Tensor:
+    """Transpose of max pooling: (k, N, C, *out) values back to the argmax positions of
+    (k, N, C, *in); overlapping windows add up."""
+    k = t.shape[0]
+    out = t.new_zeros(k, *in_shape[:2], torch.Size(in_shape[2:]).numel())
+    ix = idx.flatten(2).unsqueeze(0).expand(k, -1, -1, -1)
+    out.scatter_add_(-1, ix, t.flatten(3) if t.dim() > 3 else t)
+    return out.reshape(k, *in_shape)

@@ -1,0 +1,112 @@
+"""Hessian-vector products by the hand-written R-op (``operators/rop.py``) against dense float64
+Hessians: convolutions, pooling, eval-mode batch norm, activations with σ'' ≠ 0, frozen and
+shared weights, loaders, and the closed-form cross-entropy head against autograd's."""
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from sgdlab.operators import HessianOperator
+from sgdlab.operators.rop import SequentialHVP
+from sgdlab.operators.taylor import cross_entropy_probabilities
+from sgdlab.testing import dense_hessian_reference, random_eval_batchnorm
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def _images(n=6, c=2, size=6, classes=3, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return (torch.randn(n, c, size, size, generator=g, dtype=torch.float64),
+            torch.randint(0, classes, (n,), generator=g))
+
+
+def _nets():
+    torch.manual_seed(0)
+    yield "conv-relu-maxpool-tanh", nn.Sequential(
+        nn.Conv2d(2, 3, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(3, 4, 2),
+        nn.Tanh(), nn.Flatten(), nn.Linear(16, 3)), _images()
+    yield "stride-bn-softplus-avgpool", nn.Sequential(
+        nn.Conv2d(2, 4, 3, stride=2, padding=1, bias=False),
+        random_eval_batchnorm(nn.BatchNorm2d(4), 1), nn.Softplus(),
+        nn.MaxPool2d(2, stride=1), nn.Conv2d(4, 3, 1), nn.SiLU(), nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(), nn.Linear(3, 3)), _images()
+    yield "bn-no-affine-dilated", nn.Sequential(
+        nn.Conv2d(2, 3, 3, dilation=2, padding=2),
+        random_eval_batchnorm(nn.BatchNorm2d(3, affine=False), 2),
+        nn.GELU(), nn.AvgPool2d(2), nn.Flatten(), nn.Dropout(0.5), nn.Linear(27, 3)).eval(), \
+        _images()
+    g = torch.Generator().manual_seed(1)
+    yield "conv1d-elu", nn.Sequential(
+        nn.Conv1d(2, 3, 3, stride=2), nn.ELU(), nn.MaxPool1d(2), nn.Flatten(),
+        nn.Linear(6, 3)), (torch.randn(5, 2, 11, generator=g, dtype=torch.float64),
+                           torch.randint(0, 3, (5,), generator=g))
+    yield "mlp-tanh-nested", nn.Sequential(
+        nn.Linear(4, 5), nn.Tanh(), nn.Sequential(nn.Linear(5, 5), nn.Sigmoid()),
+        nn.Linear(5, 3)), (torch.randn(7, 4, generator=g, dtype=torch.float64),
+                           torch.randint(0, 3, (7,), generator=g))
+
+
+@pytest.mark.parametrize("name,model,data", list(_nets()), ids=[n for n, *_ in _nets()])
+def test_rop_products_match_dense_hessian(name, model, data):
+    model = model.double()
+    loss_fn = nn.CrossEntropyLoss()
+    d = sum(p.numel() for p in model.parameters())
+    v = torch.randn(d, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    h = dense_hessian_reference(model, loss_fn, data)
+    op = HessianOperator(model, loss_fn, data)
+    assert op._rop is not None
+    torch.testing.assert_close(op.matvec(v[:, 0]), h @ v[:, 0])
+    torch.testing.assert_close(op.matmat(v), h @ v)
+    # a two-batch loader averages the batches' products by size
+    x, y = data
+    loader = [(x[:2], y[:2]), (x[2:], y[2:])]
+    torch.testing.assert_close(HessianOperator(model, loss_fn, loader).matmat(v), h @ v)
+    # a loss without the closed form goes through autograd's output Hessian
+    mse = lambda out, t: F.mse_loss(out, F.one_hot(t, 3).to(out.dtype))  # noqa: E731
+    torch.testing.assert_close(HessianOperator(model, mse, data).matmat(v),
+                               dense_hessian_reference(model, mse, data) @ v)
+
+
+def test_frozen_shared_weights_and_cross_entropy_variants():
+    torch.manual_seed(2)
+    shared = nn.Linear(4, 4)
+    model = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), shared, nn.Softplus(), shared,
+                          nn.Linear(4, 3)).double()
+    model[0].weight.requires_grad_(False)     # only its bias moves
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(8, 3, generator=g, dtype=torch.float64), torch.randint(0, 3, (8,), generator=g)
+    d = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    v = torch.randn(d, 3, dtype=torch.float64, generator=g)
+    y_ignored = y.clone()
+    y_ignored[0] = -100
+    weights = torch.tensor([1.0, 2.0, 0.5], dtype=torch.float64)
+    for loss_fn, target in ((F.cross_entropy, y), (nn.CrossEntropyLoss(), y_ignored),
+                            (nn.CrossEntropyLoss(weight=weights), y),
+                            (nn.CrossEntropyLoss(label_smoothing=0.1), y)):
+        op = HessianOperator(model, loss_fn, (x, target))
+        assert op._rop is not None
+        torch.testing.assert_close(op.matmat(v),
+                                   dense_hessian_reference(model, loss_fn, (x, target)) @ v)
+    o = torch.randn(8, 3, dtype=torch.float64)
+    assert cross_entropy_probabilities(nn.CrossEntropyLoss(), o, y) is not None
+    assert cross_entropy_probabilities(nn.CrossEntropyLoss(), o, y_ignored) is None
+    assert cross_entropy_probabilities(nn.CrossEntropyLoss(weight=weights), o, y) is None
+    assert cross_entropy_probabilities(nn.CrossEntropyLoss(reduction="sum"), o, y) is None
+
+
+def test_declined_models_keep_autograd_products():
+    params = lambda m: dict(m.named_parameters())  # noqa: E731
+    grouped = nn.Sequential(nn.Conv2d(2, 4, 3, groups=2), nn.Flatten())
+    same = nn.Sequential(nn.Conv2d(2, 4, 3, padding="same"), nn.Flatten())
+    for model in (grouped, same):
+        assert SequentialHVP.build(model, params(model)) is None
+    model = nn.Sequential(nn.Conv2d(2, 4, 3, groups=2), nn.ReLU(), nn.Flatten(),
+                          nn.Linear(64, 3)).double()
+    data, loss_fn = _images(), nn.CrossEntropyLoss()
+    op = HessianOperator(model, loss_fn, data)
+    assert op._rop is None and op._cached_grad is not None
+    v = torch.randn(op.shape[0], 2, dtype=torch.float64)
+    torch.testing.assert_close(op.matmat(v), dense_hessian_reference(model, loss_fn, data) @ v)
+    assert HessianOperator(nn.Sequential(nn.Linear(3, 2)).double(), loss_fn,
+                           (torch.randn(4, 3, dtype=torch.float64), torch.tensor([0, 1, 0, 1])),
+                           rop=False)._rop is None
