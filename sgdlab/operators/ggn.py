@@ -10,7 +10,9 @@ the output-space Hessian H_out (J v) by double backward through the loss only (c
 are small), and one vector-Jacobian product Jᵀ w through the cached output graph. Works for
 any ``loss_fn(outputs, targets)``; no closed form per loss is needed. ``matmat`` does the three
 products for k vectors in one vmapped backward each; ``quadratic_forms`` (vᵀ G v, Hutchinson)
-needs only J v, by a forward tangent pass for ``nn.Sequential`` MLPs and conv nets.
+needs only J v, by a forward tangent pass for ``nn.Sequential`` MLPs and conv nets. For those
+models products are a forward tangent pass, the output Hessian and one reverse pass written
+out layer by layer (:mod:`sgdlab.operators.rop`, ``rop=False`` turns it off).
 """
 from __future__ import annotations
 
@@ -23,6 +25,7 @@ from .batches import Data, is_single_batch, iterate_batches
 from .hessian import _probe_bytes, _unflatten_cols, affine_batchnorm
 from .taylor import SequentialTaylor, taylor_quadratic_forms
 from .linear import ModelOperator
+from .rop import SequentialHVP, rop_products
 from .params import flatten, unflatten_like
 
 
@@ -37,18 +40,22 @@ class GGNOperator(ModelOperator):
         *,
         cache_graph: bool = True,
         taylor: bool = True,
+        rop: bool = True,
     ):
         super().__init__(model, loss_fn, data)
-        self._kw = dict(cache_graph=cache_graph, taylor=taylor)
+        self._kw = dict(cache_graph=cache_graph, taylor=taylor, rop=rop)
         self._cache = None
         self._taylor = SequentialTaylor.build(model, self.params) if taylor else None
         self._taylor_cache = None
-        if cache_graph and is_single_batch(data):
+        # products by the hand-written forward tangent + reverse pass (operators/rop.py)
+        self._rop = SequentialHVP.build(model, self.params) if rop else None
+        self._rop_cache = None
+        if cache_graph and is_single_batch(data) and self._rop is None:
             x, y = next(iterate_batches(data, self.device))
             self._cache = (x, y) + self._prepare(x, y)
 
     def _probe_bytes(self) -> int:
-        return _probe_bytes(self, len(self._cache[0]) if self._cache is not None else None)
+        return _probe_bytes(self, len(self.data[0]) if is_single_batch(self.data) else None)
 
     def _options(self) -> dict:
         return dict(self._kw)
@@ -88,6 +95,8 @@ class GGNOperator(ModelOperator):
         return torch.cat([t.reshape(t.shape[0], -1) for t in w], dim=1).T.detach()
 
     def _matvec(self, v: Tensor) -> Tensor:
+        if self._rop is not None:
+            return rop_products(self, v[:, None], gauss_newton=True)[:, 0]
         if self._cache is not None:
             return self._batch_ggn(*self._cache, v, retain=True).detach()
         total, n = torch.zeros_like(v), 0
@@ -97,6 +106,8 @@ class GGNOperator(ModelOperator):
         return total / n
 
     def _matmat(self, m: Tensor) -> Tensor:
+        if self._rop is not None:
+            return rop_products(self, m, gauss_newton=True)
         if m.shape[1] == 1:
             return self._matvec(m[:, 0])[:, None]
         if self._cache is not None:

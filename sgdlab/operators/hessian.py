@@ -25,7 +25,7 @@ from torch import Tensor, nn
 from .batches import Data, is_single_batch, iterate_batches
 from .linear import ModelOperator
 from .params import flatten, unflatten_like
-from .rop import SequentialHVP
+from .rop import SequentialHVP, rop_products
 from .taylor import SequentialTaylor, taylor_quadratic_forms
 
 
@@ -83,9 +83,10 @@ class HessianOperator(ModelOperator):
         # products by the hand-written R-op (None when the model is not a supported Sequential)
         self._rop = SequentialHVP.build(model, self.params) if rop else None
         self._rop_cache = None
+        if is_single_batch(data):
+            self._batch_size = len(data[0])
         if cache_graph and is_single_batch(data) and self._rop is None:
             x, y = next(iterate_batches(data, self.device))
-            self._batch_size = len(x)
             with affine_batchnorm(model):
                 loss = loss_fn(model(x), y)
             self._cached_grad = torch.autograd.grad(
@@ -110,24 +111,9 @@ class HessianOperator(ModelOperator):
                                  retain_graph=retain, is_grads_batched=True)
         return torch.cat([h.reshape(h.shape[0], -1) for h in hv], dim=1).T.detach()
 
-    def _rop_matmat(self, m: Tensor) -> Tensor:
-        if is_single_batch(self.data):
-            prep = self._rop_cache
-            if prep is None:
-                x, y = next(iterate_batches(self.data, self.device))
-                prep = self._rop.prepare(x, y, self.loss_fn)
-                if self._kw["cache_graph"]:
-                    self._rop_cache, self._taylor_cache = prep, prep[:4]
-            return self._rop.matmat(prep, m)
-        total, n = torch.zeros_like(m), 0
-        for x, y in iterate_batches(self.data, self.device):
-            total += self._rop.matmat(self._rop.prepare(x, y, self.loss_fn), m) * len(x)
-            n += len(x)
-        return total / n
-
     def _matmat(self, m: Tensor) -> Tensor:
         if self._rop is not None:
-            return self._rop_matmat(m)
+            return rop_products(self, m, gauss_newton=False)
         if m.shape[1] == 1:
             return self._matvec(m[:, 0])[:, None]
         if self._cached_grad is not None:
@@ -144,7 +130,7 @@ class HessianOperator(ModelOperator):
 
     def _matvec(self, v: Tensor) -> Tensor:
         if self._rop is not None:
-            return self._rop_matmat(v[:, None])[:, 0]
+            return rop_products(self, v[:, None], gauss_newton=False)[:, 0]
         if self._cached_grad is not None:
             return self._batch_hvp(self._cached_grad, v, retain=True).detach()
         total, n = torch.zeros_like(v), 0

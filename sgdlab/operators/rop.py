@@ -56,13 +56,14 @@ class SequentialHVP:
         return cls(taylor)
 
     @torch.no_grad()
-    def prepare(self, x: Tensor, y: Tensor, loss_fn) -> tuple:
-        """The forward pass' primal quantities, plus every layer's output gradient."""
+    def prepare(self, x: Tensor, y: Tensor, loss_fn, *, gradients: bool = True) -> tuple:
+        """The forward pass' primal quantities, plus every layer's output gradient (not
+        needed for Gauss–Newton products: ``gradients=False``)."""
         prep = self.taylor.prepare(x, y, loss_fn)
         acts, cache, o, g_out = prep
         grads: list[Tensor | None] = [None] * len(self.layers)
         g = g_out.detach()[None]
-        for j in range(len(self.layers) - 1, self.first - 1, -1):
+        for j in range(len(self.layers) - 1, self.first - 1, -1) if gradients else ():
             grads[j] = g[0]
             if j > self.first:
                 g = self._transpose(j, g, acts, cache, self._out_shape(j, acts, o))
@@ -96,8 +97,9 @@ class SequentialHVP:
             u = torch.autograd.grad(layer(z), z, t.flatten(0, 1))[0]
         return u.unflatten(0, t.shape[:2])
 
-    def matmat(self, prep: tuple, m: Tensor) -> Tensor:
-        """H M for the (d, k) matrix M."""
+    def matmat(self, prep: tuple, m: Tensor, *, gauss_newton: bool = False) -> Tensor:
+        """H M for the (d, k) matrix M; with ``gauss_newton`` G M = Jᵀ ∇²ℓ J M (the reverse
+        pass without the terms in the primal gradients g)."""
         acts, cache, o, g_out, grads = prep
         k, slices = m.shape[1], self.taylor.slices
         tangents: list[Tensor | None] = []
@@ -115,8 +117,10 @@ class SequentialHVP:
         for j in range(len(self.layers) - 1, self.first - 1, -1):
             layer, a, g, at = self.layers[j], acts[j], grads[j], tangents[j]
             need_input = j > self.first
+            if gauss_newton:
+                at = None                 # drops every term in g (with vw below)
             if isinstance(layer, _WEIGHTED):
-                vw = self.taylor._tangent(layer.weight, m)
+                vw = None if gauss_newton else self.taylor._tangent(layer.weight, m)
                 if isinstance(layer, nn.Linear):
                     hw, hb, gin = _linear_reverse(layer, a, at, g, gd, vw, need_input)
                 elif isinstance(layer, _CONV):
@@ -135,6 +139,28 @@ class SequentialHVP:
         return out
 
 
+def rop_products(op, m: Tensor, *, gauss_newton: bool) -> Tensor:
+    """H M (or G M) by ``op._rop`` over ``op.data``, batches weighted by size; a single batch's
+    preparation is kept in ``op._rop_cache`` (its forward part in ``op._taylor_cache``) unless
+    the operator was made with ``cache_graph=False``."""
+    from .batches import is_single_batch, iterate_batches
+
+    if is_single_batch(op.data):
+        prep = op._rop_cache
+        if prep is None:
+            x, y = next(iterate_batches(op.data, op.device))
+            prep = op._rop.prepare(x, y, op.loss_fn, gradients=not gauss_newton)
+            if op._kw["cache_graph"]:
+                op._rop_cache, op._taylor_cache = prep, prep[:4]
+        return op._rop.matmat(prep, m, gauss_newton=gauss_newton)
+    total, n = torch.zeros_like(m), 0
+    for x, y in iterate_batches(op.data, op.device):
+        prep = op._rop.prepare(x, y, op.loss_fn, gradients=not gauss_newton)
+        total += op._rop.matmat(prep, m, gauss_newton=gauss_newton) * len(x)
+        n += len(x)
+    return total / n
+
+
 def _bn_scale(layer: nn.Module, cache: tuple) -> Tensor:
     xhat, r = cache
     return r if layer.weight is None else r * layer.weight.detach().reshape(r.shape)
@@ -147,7 +173,7 @@ def _channel_sum(t: Tensor) -> Tensor:
 
 def _linear_reverse(layer, a, at, g, gd, vw, need_input):
     k, n_out = gd.shape[0], gd.shape[-1]
-    a2, g2 = a.reshape(-1, a.shape[-1]), g.reshape(-1, n_out)
+    a2, g2 = a.reshape(-1, a.shape[-1]), (None if g is None else g.reshape(-1, n_out))
     w = layer.weight.detach()
     if k == 1:                    # plain GEMMs (a batched matmul of one costs more here)
         gd2 = gd.reshape(-1, n_out)

@@ -1,15 +1,15 @@
-"""Hessian-vector products by the hand-written R-op (``operators/rop.py``) against dense float64
-Hessians: convolutions, pooling, eval-mode batch norm, activations with σ'' ≠ 0, frozen and
+"""Hessian- and Gauss–Newton-vector products by the hand-written R-op (``operators/rop.py``)
+against dense float64 matrices: convolutions, pooling, eval-mode batch norm, activations with σ'' ≠ 0, frozen and
 shared weights, loaders, and the closed-form cross-entropy head against autograd's."""
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sgdlab.operators import HessianOperator
+from sgdlab.operators import GGNOperator, HessianOperator
 from sgdlab.operators.rop import SequentialHVP
 from sgdlab.operators.taylor import cross_entropy_probabilities
-from sgdlab.testing import dense_hessian_reference, random_eval_batchnorm
+from sgdlab.testing import dense_hessian_reference, ggn_reference, random_eval_batchnorm
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -61,10 +61,18 @@ def test_rop_products_match_dense_hessian(name, model, data):
     x, y = data
     loader = [(x[:2], y[:2]), (x[2:], y[2:])]
     torch.testing.assert_close(HessianOperator(model, loss_fn, loader).matmat(v), h @ v)
+    # Gauss–Newton products: the same passes without the terms in the primal gradients
+    g = ggn_reference(model, loss_fn, data)
+    gop = GGNOperator(model, loss_fn, data)
+    assert gop._rop is not None
+    torch.testing.assert_close(gop.matvec(v[:, 0]), g @ v[:, 0])
+    torch.testing.assert_close(GGNOperator(model, loss_fn, loader).matmat(v), g @ v)
     # a loss without the closed form goes through autograd's output Hessian
     mse = lambda out, t: F.mse_loss(out, F.one_hot(t, 3).to(out.dtype))  # noqa: E731
     torch.testing.assert_close(HessianOperator(model, mse, data).matmat(v),
                                dense_hessian_reference(model, mse, data) @ v)
+    torch.testing.assert_close(GGNOperator(model, mse, data).matmat(v),
+                               ggn_reference(model, mse, data) @ v)
 
 
 def test_frozen_shared_weights_and_cross_entropy_variants():
