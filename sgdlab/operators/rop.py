@@ -124,7 +124,8 @@ class SequentialHVP:
                 if isinstance(layer, nn.Linear):
                     hw, hb, gin = _linear_reverse(layer, a, at, g, gd, vw, need_input)
                 elif isinstance(layer, _CONV):
-                    hw, hb, gin = _conv_reverse(layer, a, at, g, gd, vw, need_input)
+                    patches = cache["patches"][1] if cache["patches"][0] == j else None
+                    hw, hb, gin = _conv_reverse(layer, a, at, g, gd, vw, need_input, patches)
                 else:
                     hw, hb, gin = _bn_reverse(layer, cache[j], at, g, gd, vw, need_input)
                 put(layer.weight, hw)
@@ -205,16 +206,20 @@ def _linear_reverse(layer, a, at, g, gd, vw, need_input):
     return hw, hb, gin
 
 
-def _conv_reverse(layer, a, at, g, gd, vw, need_input):
+def _conv_reverse(layer, a, at, g, gd, vw, need_input, patches=None):
     k, n = gd.shape[:2]
     opts = (layer.stride, layer.padding, layer.dilation)
     w = layer.weight.detach()
     hw = None
     if layer.weight.requires_grad:
         cout, rest = w.shape[0], w.shape[1:]
-        # ġ_z of all k probes against the shared input: one call with k·C_out filters
-        hw = _CONV_WEIGHT[type(layer)](a, (k * cout, *rest), gd.transpose(0, 1).flatten(1, 2),
-                                       *opts).unflatten(0, (k, cout))
+        if patches is not None:       # Σ ġ_zᵀ X against the data's cached patches: one GEMM
+            gt = gd.flatten(3).permute(0, 2, 1, 3).reshape(k * cout, -1)
+            hw = (gt @ patches).reshape(k, *w.shape)
+        else:                         # ġ_z of all k probes against the shared input, one call
+            hw = _CONV_WEIGHT[type(layer)](a, (k * cout, *rest),
+                                           gd.transpose(0, 1).flatten(1, 2),
+                                           *opts).unflatten(0, (k, cout))
         if at is not None:            # each probe's input tangent against the shared g_z
             gk = g if k == 1 else g.repeat(1, k, *([1] * (g.dim() - 2)))
             hw = hw + _CONV_WEIGHT[type(layer)](
@@ -222,7 +227,12 @@ def _conv_reverse(layer, a, at, g, gd, vw, need_input):
                 groups=k).unflatten(0, (k, cout))
     hb = _channel_sum(gd) if layer.bias is not None else None
     gin = None
-    if need_input:
+    if need_input and vw is not None and k == 1:
+        # B_aᵀ(ġ_z; W) + B_aᵀ(g_z; V) as one transposed convolution over [ġ_z, g_z] with
+        # filters [W; V]: one call with twice the channels (1.3x one term, not 2x)
+        gin = _CONV_INPUT[type(layer)](a.shape, torch.cat([w, vw[0]]),
+                                       torch.cat([gd[0], g], 1), *opts)[None]
+    elif need_input:
         gin = _CONV_INPUT[type(layer)]((k * n, *a.shape[1:]), w, gd.flatten(0, 1),
                                        *opts).unflatten(0, (k, n))
         if vw is not None:            # g_z against the k probes' filters: one call

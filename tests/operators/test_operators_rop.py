@@ -102,6 +102,21 @@ def test_frozen_shared_weights_and_cross_entropy_variants():
     assert cross_entropy_probabilities(nn.CrossEntropyLoss(reduction="sum"), o, y) is None
 
 
+def test_frozen_first_convolution():
+    """The data's cached patches serve the first convolution only; with that layer frozen the
+    second convolution's products go through its own input."""
+    torch.manual_seed(3)
+    model = nn.Sequential(nn.Conv2d(2, 3, 3, stride=2), nn.ReLU(), nn.Conv2d(3, 4, 2),
+                          nn.Flatten(), nn.Linear(16, 3)).double()
+    model[0].requires_grad_(False)
+    data, loss_fn = _images(size=7), nn.CrossEntropyLoss()
+    op = HessianOperator(model, loss_fn, data)
+    v = torch.randn(op.shape[0], 3, dtype=torch.float64)
+    h = dense_hessian_reference(model, loss_fn, data)
+    torch.testing.assert_close(op.matmat(v), h @ v)
+    torch.testing.assert_close(op.quadratic_forms(v), (v * (h @ v)).sum(0))
+
+
 def test_declined_models_keep_autograd_products():
     params = lambda m: dict(m.named_parameters())  # noqa: E731
     grouped = nn.Sequential(nn.Conv2d(2, 4, 3, groups=2), nn.Flatten())
