@@ -26,7 +26,7 @@ from .batches import Data, is_single_batch, iterate_batches
 from .linear import ModelOperator
 from .params import flatten, unflatten_like
 from .rop import SequentialHVP, rop_products
-from .taylor import SequentialTaylor, taylor_quadratic_forms
+from .taylor import SequentialTaylor, single_batch_preparation, taylor_quadratic_forms
 
 
 
@@ -168,7 +168,7 @@ def _probe_bytes(op, batch_size: int | None) -> int:
     item = torch.finfo(op.dtype).bits // 8
     if op._taylor is None:
         return item * 4 * op.shape[0]
-    if op._taylor_cache is None and is_single_batch(op.data):
-        x, y = next(iterate_batches(op.data, op.device))
-        op._taylor_cache = op._taylor.prepare(x, y, op.loss_fn)     # kept for the products
+    if is_single_batch(op.data):                # the widths are known after a primal pass
+        single_batch_preparation(op, "_taylor_cache",
+                                 lambda x, y: op._taylor.prepare(x, y, op.loss_fn))
     return item * (4 * op.shape[0] + 4 * op._taylor.width * (batch_size or 256))

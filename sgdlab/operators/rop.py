@@ -27,8 +27,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .batches import is_single_batch, iterate_batches
 from .taylor import (_BN, _CONV, _LINEAR_POOL, _MAXPOOL, _WEIGHTED, ELEMENTWISE,
-                     SequentialTaylor, output_hessian_products)
+                     SequentialTaylor, output_hessian_products, single_batch_preparation)
 
 _CONV_INPUT = {nn.Conv1d: F.grad.conv1d_input, nn.Conv2d: F.grad.conv2d_input,
                nn.Conv3d: F.grad.conv3d_input}
@@ -142,22 +143,18 @@ class SequentialHVP:
 
 def rop_products(op, m: Tensor, *, gauss_newton: bool) -> Tensor:
     """H M (or G M) by ``op._rop`` over ``op.data``, batches weighted by size; a single batch's
-    preparation is kept in ``op._rop_cache`` (its forward part in ``op._taylor_cache``) unless
-    the operator was made with ``cache_graph=False``."""
-    from .batches import is_single_batch, iterate_batches
+    preparation is kept in ``op._rop_cache`` unless the operator was made with
+    ``cache_graph=False``."""
+    def prepare(x, y):
+        return op._rop.prepare(x, y, op.loss_fn, gradients=not gauss_newton)
 
     if is_single_batch(op.data):
-        prep = op._rop_cache
-        if prep is None:
-            x, y = next(iterate_batches(op.data, op.device))
-            prep = op._rop.prepare(x, y, op.loss_fn, gradients=not gauss_newton)
-            if op._kw["cache_graph"]:
-                op._rop_cache, op._taylor_cache = prep, prep[:4]
+        prep = (single_batch_preparation(op, "_rop_cache", prepare) if op._kw["cache_graph"]
+                else prepare(*next(iterate_batches(op.data, op.device))))
         return op._rop.matmat(prep, m, gauss_newton=gauss_newton)
     total, n = torch.zeros_like(m), 0
     for x, y in iterate_batches(op.data, op.device):
-        prep = op._rop.prepare(x, y, op.loss_fn, gradients=not gauss_newton)
-        total += op._rop.matmat(prep, m, gauss_newton=gauss_newton) * len(x)
+        total += op._rop.matmat(prepare(x, y), m, gauss_newton=gauss_newton) * len(x)
         n += len(x)
     return total / n
 

@@ -369,15 +369,27 @@ def activation_derivatives(act: nn.Module, z: Tensor) -> tuple[Tensor, Tensor | 
     return s1.detach(), (None if s2 is None else s2.detach())
 
 
+def single_batch_preparation(op, attr: str, prepare) -> tuple:
+    """``prepare(x, y)`` on ``op``'s single batch, kept in ``op.<attr>`` with the parameters'
+    version counters: a parameter changed in place since (an optimizer step) makes a new one
+    instead of mixing activations at the old parameters with the new weights."""
+    versions = tuple(p._version for p in op.model.parameters())
+    held = getattr(op, attr)
+    if held is None or held[0] != versions:
+        x, y = next(iterate_batches(op.data, op.device))
+        held = (versions, prepare(x, y))
+        setattr(op, attr, held)
+    return held[1]
+
+
 def taylor_quadratic_forms(op, m: Tensor, *, hessian: bool) -> Tensor:
     """vᵀ A v for the columns v of ``m`` by ``op._taylor`` (A: the Hessian, or with
     ``hessian=False`` the GGN), over ``op.data`` with batches weighted by size; a single
     batch's Taylor preparation is kept in ``op._taylor_cache``."""
     if is_single_batch(op.data):
-        if op._taylor_cache is None:
-            x, y = next(iterate_batches(op.data, op.device))
-            op._taylor_cache = op._taylor.prepare(x, y, op.loss_fn)
-        return op._taylor.second_derivatives(op._taylor_cache, m, hessian=hessian)
+        prep = single_batch_preparation(
+            op, "_taylor_cache", lambda x, y: op._taylor.prepare(x, y, op.loss_fn))
+        return op._taylor.second_derivatives(prep, m, hessian=hessian)
     total, n = m.new_zeros(m.shape[1]), 0
     for x, y in iterate_batches(op.data, op.device):
         prep = op._taylor.prepare(x, y, op.loss_fn)

@@ -117,6 +117,27 @@ def test_frozen_first_convolution():
     torch.testing.assert_close(op.quadratic_forms(v), (v * (h @ v)).sum(0))
 
 
+def test_products_follow_an_optimizer_step():
+    """The cached activations are remade when a parameter changed in place: after an SGD step
+    products and Taylor forms are those of the Hessian at the new parameters."""
+    torch.manual_seed(4)
+    model = nn.Sequential(nn.Conv2d(2, 3, 3, stride=2), nn.Tanh(), nn.Flatten(),
+                          nn.Linear(12, 3)).double()
+    data, loss_fn = _images(size=6), nn.CrossEntropyLoss()
+    ops = HessianOperator(model, loss_fn, data), GGNOperator(model, loss_fn, data)
+    v = torch.randn(ops[0].shape[0], 2, dtype=torch.float64)
+    for op in ops:
+        op.matmat(v), op.quadratic_forms(v)
+    opt = torch.optim.SGD(model.parameters(), lr=0.5)
+    opt.zero_grad()
+    loss_fn(model(data[0]), data[1]).backward()
+    opt.step()
+    h, g = dense_hessian_reference(model, loss_fn, data), ggn_reference(model, loss_fn, data)
+    for op, ref in zip(ops, (h, g)):
+        torch.testing.assert_close(op.matmat(v), ref @ v)
+        torch.testing.assert_close(op.quadratic_forms(v), (v * (ref @ v)).sum(0))
+
+
 def test_declined_models_keep_autograd_products():
     params = lambda m: dict(m.named_parameters())  # noqa: E731
     grouped = nn.Sequential(nn.Conv2d(2, 4, 3, groups=2), nn.Flatten())
