@@ -211,7 +211,8 @@ class GradientCovariance:
 
         Through the Gram matrix when d > N: K = U Λ Uᵀ ⇒ Σ (Fᵀ u) = λ (Fᵀ u), so
         v = Fᵀ u / √λ. Small problems (min(N, d) ≤ 1000) use a full eigh (cached, shared with
-        :meth:`spectrum`); larger Gram matrices up to ``DENSE_EIG_LIMIT`` = 6000 use Lanczos on
+        :meth:`spectrum`; for k ≤ min(N, d)/10 on CPU, LAPACK's ``evx`` computes only those
+        k pairs); larger Gram matrices up to ``DENSE_EIG_LIMIT`` = 6000 use Lanczos on
         the explicit Gram matrix (relative residual ``tol``), beyond it Lanczos on the implicit
         Gram (or Σ) operator.
         """
@@ -220,7 +221,17 @@ class GradientCovariance:
             raise ValueError(f"Invalid k={k}: need 1 <= k <= min(N, d) = {min(n, d)}")
         dtype, dev = self.dtype, self.device
         small = n <= 1000 if self._factored() else min(n, d) <= 1000    # factored: N x N Gram
-        if self._eigh is not None or small:
+        if self._eigh is None and small and k <= min(n, d) // 10 and dev.type == "cpu":
+            # a few pairs: LAPACK's bisection + inverse iteration on the tridiagonal form
+            # (N = 512, k = 5: 25 ms vs 85 ms for the full eigh; N = 1,000: 152 vs 522 ms)
+            import scipy.linalg
+
+            via_gram = n < d or self._factored()
+            m = self.gram() if via_gram else self._factor.double().T @ self._factor.double()
+            w, u = scipy.linalg.eigh(m.numpy(), subset_by_index=[len(m) - k, len(m) - 1],
+                                     driver="evx")
+            vals, vecs = torch.from_numpy(w[::-1].copy()), torch.from_numpy(u[:, ::-1].copy())
+        elif self._eigh is not None or small:
             vals, vecs, via_gram = self._full_eigh()
             vals, vecs = vals.flip(0)[:k], vecs.flip(1)[:, :k]
         elif (n < d or self._factored()) and n <= DENSE_EIG_LIMIT:

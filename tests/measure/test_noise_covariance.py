@@ -143,6 +143,19 @@ def test_factored_path_declines_unsupported_models():
     torch.testing.assert_close(cov.dense(), ref)
 
 
+def test_few_eigenpairs_without_a_full_decomposition():
+    """k ≤ N/10 pairs of a small Gram matrix come from LAPACK's subset eigensolver, no full
+    eigh; they equal the explicit covariance's top eigenpairs."""
+    model = tiny_mlp(3, 6, 2)
+    data = tiny_classification(60, 3, 2, seed=7)
+    cov = gradient_covariance(model, nn.CrossEntropyLoss(), data)
+    vals, vecs = cov.eigenpairs(3)
+    assert cov._eigh is None
+    ref = torch.linalg.eigvalsh(cov.dense()).flip(0)
+    torch.testing.assert_close(vals, ref[:3], rtol=1e-9, atol=1e-12)
+    torch.testing.assert_close(cov.dense() @ vecs, vecs * vals, rtol=1e-7, atol=1e-10)
+
+
 def test_factored_eigenpairs_beyond_a_dense_gram():
     """N = 1,100 > 1,000: the factored covariance takes a few pairs of its N x N Gram by Lanczos
     (below 1,000 samples a full eigh); both equal the explicit covariance's eigenpairs."""
