@@ -40,6 +40,10 @@ def _nets():
         nn.Conv1d(2, 3, 3, stride=2), nn.ELU(), nn.MaxPool1d(2), nn.Flatten(),
         nn.Linear(6, 3)), (torch.randn(5, 2, 11, generator=g, dtype=torch.float64),
                            torch.randint(0, 3, (5,), generator=g))
+    yield "linear-on-sequences", nn.Sequential(
+        nn.Linear(3, 4), nn.Tanh(), nn.Flatten(), nn.Linear(20, 3)), \
+        (torch.randn(6, 5, 3, generator=g, dtype=torch.float64),
+         torch.randint(0, 3, (6,), generator=g))
     yield "mlp-tanh-nested", nn.Sequential(
         nn.Linear(4, 5), nn.Tanh(), nn.Sequential(nn.Linear(5, 5), nn.Sigmoid()),
         nn.Linear(5, 3)), (torch.randn(7, 4, generator=g, dtype=torch.float64),
