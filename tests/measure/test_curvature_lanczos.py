@@ -102,3 +102,24 @@ def test_ritz_change_criterion_stops_earlier_but_is_close():
     assert abs(float(v2[0]) - ref) <= 1e-5 * abs(ref)
     with pytest.raises(ValueError, match="criterion"):
         lanczos(a, 1, criterion="energy")
+
+
+@pytest.mark.parametrize("k", [1, 3])
+def test_error_bound_criterion_meets_its_eigenvalue_tolerance_in_fewer_steps(k):
+    """min(r, r²/gap) ≤ tol·|θ|: the eigenvalues reach tol with fewer products than the residual
+    rule at the same tol (which bounds r itself)."""
+    q, _ = torch.linalg.qr(torch.randn(300, 300, generator=torch.Generator().manual_seed(3),
+                                       dtype=torch.float64))
+    lam = torch.cat([torch.tensor([12.0, 9.0, 7.5], dtype=torch.float64),
+                     torch.linspace(-2, 5, 297, dtype=torch.float64)])
+    a = q @ torch.diag(lam) @ q.T
+    from sgdlab.operators import DenseOperator
+
+    tol = 1e-6
+    bound_op, resid_op = DenseOperator(a), DenseOperator(a)
+    v1, _ = lanczos(bound_op, k, tol=tol, criterion="error_bound",
+                    generator=torch.Generator().manual_seed(0))
+    v2, _ = lanczos(resid_op, k, tol=tol, generator=torch.Generator().manual_seed(0))
+    assert bound_op.num_matvecs < resid_op.num_matvecs
+    assert ((v1 - lam[:k]).abs() <= tol * lam[:k]).all()
+    assert ((v2 - lam[:k]).abs() <= tol * lam[:k]).all()
