@@ -20,8 +20,9 @@ sgdlab's, both at the same accuracy; the peer is named in the printed line):
   ≤ 1e-3 against a reference (sgdlab Lanczos, float64 recurrence, residual tol 1e-6: eigenvalue
   errors ~r²/gap < 1e-9). Each library's
   own tolerance knob is tightened along a ladder until the target is met; the first setting
-  that meets it is timed (sgdlab: ``lanczos`` tol with ``criterion="error_bound"``, its
-  stopping rule for eigenvalues; PyHessian: power iteration tol and maxIter;
+  that meets it is timed (sgdlab: ``lanczos`` tol on its default residual rule, which did
+  better on this ladder than ``criterion="error_bound"``: digits top-5 1.98x vs 1.67x, the
+  CNNs equal; PyHessian: power iteration tol and maxIter;
   hessian-eigenthings: Lanczos steps, full re-orthogonalisation; curvlinops: scipy ``eigsh``
   tol on ``HessianLinearOperator``).
 - ``trace5_P`` / ``trace1_P``: Hutchinson trace (Rademacher) with the number of probes M that
@@ -278,8 +279,7 @@ def eig_task(k: int, model, loss_fn, x, y, ref: torch.Tensor) -> float | None:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             vals, _ = lanczos(HessianOperator(model, loss_fn, (x, y)), k, tol=tol,
-                              num_iter=400, criterion="error_bound",
-                              generator=torch.Generator().manual_seed(1))
+                              num_iter=400, generator=torch.Generator().manual_seed(1))
         return vals.tolist()
 
     peers = []
@@ -309,7 +309,7 @@ def eig_task(k: int, model, loss_fn, x, y, ref: torch.Tensor) -> float | None:
             return eigsh(cl_op().to_scipy(), k=k, which="LA", tol=tol,
                          return_eigenvectors=False)
         peers.append(Peer("curvlinops+eigsh", curvlinops, [1e-2, 1e-3, 1e-4, 1e-6, 0]))
-    sgd = Peer("sgdlab", ours, [1e-2, 3e-3, 1e-3, 3e-4, 1e-4, 1e-5, 1e-7])
+    sgd = Peer("sgdlab", ours, [1e-1, 3e-2, 1e-2, 1e-3, 1e-4, 1e-5, 1e-7])
     return _compare(f"top{k} (worst rel. error <= {EIG_TARGET:g})", sgd, peers, error,
                     EIG_TARGET)
 
