@@ -29,6 +29,7 @@ otherwise).
 from __future__ import annotations
 
 import os
+import re
 import time
 import warnings
 
@@ -92,7 +93,9 @@ def _attempt(model: nn.Module, x, y) -> tuple[float, str]:
         warnings.simplefilter("always")
         vals, _ = lanczos(op, 10, tol=1e-3, num_iter=80, generator=torch.Generator().manual_seed(0))
     t2, cpu = time.perf_counter(), time.process_time() - cpu0
-    note = "converged to tol 1e-3" if not caught else str(caught[0].message).split("(")[1].split(")")[0]
+    found = re.search(r"\((relative [^)]*)\)", str(caught[0].message)) if caught else None
+    note = ("converged to tol 1e-3" if not caught
+            else found.group(1) if found else str(caught[0].message))
     wall = t2 - t0
     print(f"  d = {d:,} ({conv / d:.1%} in conv layers), N = {len(x)}: D(x) top-10 "
           f"{t1 - t0:.1f} s (λ1 = {float(top_dx[0]):.3g}) + Hessian top-10 {t2 - t1:.1f} s "
