@@ -45,6 +45,8 @@ class SequentialHVP:
         # the reverse pass stops at the first layer with trainable parameters
         self.first = min(j for j, m in enumerate(self.layers)
                          if any(id(p) in taylor.slices for p in m.parameters(recurse=False)))
+        # layer -> (first, max-pool) of its pooled chain (taylor.pooled_chains)
+        self.chain_of = {j: (q, p) for q, p in taylor.chains.items() for j in range(q, p + 1)}
 
     @classmethod
     def build(cls, model: nn.Module, params: dict[str, Tensor]) -> "SequentialHVP | None":
@@ -67,15 +69,25 @@ class SequentialHVP:
         for j in range(len(self.layers) - 1, self.first - 1, -1) if gradients else ():
             grads[j] = g[0]
             if j > self.first:
-                g = self._transpose(j, g, acts, cache, self._out_shape(j, acts, o))
+                g = self._transpose(j, g, acts, cache.get(j), self._out_shape(j, acts, o))
+        for q, p in self.taylor.chains.items() if gradients else ():
+            # a pooled chain carries one gradient per pooling window (overlapping windows
+            # share an input position: its gradient is their sum, split here by window)
+            g = grads[p]
+            for j in range(p - 1, q - 1, -1):
+                if g is None or j < self.first:
+                    break
+                grads[j] = g
+                g = self._transpose(j, g[None], acts, cache["pooled", j], None)[0]
         return prep + (grads,)
 
     @staticmethod
     def _out_shape(j: int, acts: list, o: Tensor) -> torch.Size:
         return (acts[j + 1] if j + 1 < len(acts) else o).shape
 
-    def _transpose(self, j: int, t: Tensor, acts: list, cache: dict, out_shape) -> Tensor:
-        """Jᵀ t for layer j's Jacobian in its input at the primal; t is (k, N, *out)."""
+    def _transpose(self, j: int, t: Tensor, acts: list, c, out_shape) -> Tensor:
+        """Jᵀ t for layer j's Jacobian in its input at the primal; t is (k, N, *out); c is
+        the layer's cached primal quantities (masks, argmax, x̂)."""
         layer, a = self.layers[j], acts[j]
         if isinstance(layer, nn.Linear):
             return t @ layer.weight.detach()
@@ -86,11 +98,11 @@ class SequentialHVP:
                                          layer.dilation)
             return u.unflatten(0, (k, a.shape[0]))
         if isinstance(layer, _BN):
-            return t * _bn_scale(layer, cache[j])
+            return t * _bn_scale(layer, c)
         if isinstance(layer, ELEMENTWISE):
-            return cache[j][0] * t
+            return c[0] * t
         if isinstance(layer, _MAXPOOL):
-            return _scatter_pool(t, cache[j], a.shape)
+            return _scatter_pool(t, c, a.shape)
         if isinstance(layer, nn.Flatten) or not isinstance(layer, _LINEAR_POOL):
             return t.reshape(t.shape[0], *a.shape)         # Flatten, Identity, Dropout
         with torch.enable_grad():                          # average pooling: its transpose
@@ -118,6 +130,10 @@ class SequentialHVP:
         for j in range(len(self.layers) - 1, self.first - 1, -1):
             layer, a, g, at = self.layers[j], acts[j], grads[j], tangents[j]
             need_input = j > self.first
+            q, p = self.chain_of.get(j, (None, None))
+            if j == p:
+                continue                  # a pooled chain's adjoints stay at the pooled size
+            c = cache["pooled", j] if q is not None else cache.get(j)
             if gauss_newton:
                 at = None                 # drops every term in g (with vw below)
             if isinstance(layer, _WEIGHTED):
@@ -128,16 +144,18 @@ class SequentialHVP:
                     patches = cache["patches"][1] if cache["patches"][0] == j else None
                     hw, hb, gin = _conv_reverse(layer, a, at, g, gd, vw, need_input, patches)
                 else:
-                    hw, hb, gin = _bn_reverse(layer, cache[j], at, g, gd, vw, need_input)
+                    hw, hb, gin = _bn_reverse(layer, c, at, g, gd, vw, need_input)
                 put(layer.weight, hw)
                 put(layer.bias, hb)
                 gd = gin
             elif need_input:
-                if isinstance(layer, ELEMENTWISE) and cache[j][1] is not None and at is not None:
-                    s1, s2 = cache[j]
+                if isinstance(layer, ELEMENTWISE) and c[1] is not None and at is not None:
+                    s1, s2 = c
                     gd = s1 * gd + s2 * at * g
                 else:
-                    gd = self._transpose(j, gd, acts, cache, self._out_shape(j, acts, o))
+                    gd = self._transpose(j, gd, acts, c, self._out_shape(j, acts, o))
+            if j == q and need_input:     # leaving the chain: back to the full size
+                gd = _scatter_pool(gd, cache[p], a.shape)
         return out
 
 

@@ -97,6 +97,7 @@ class SequentialTaylor:
         # values per sample of every weighted layer's output (probe memory), known after
         # the first ``prepare``; Linear widths until then
         self.width = sum(m.out_features for m in layers if isinstance(m, nn.Linear)) or 1
+        self.chains = pooled_chains(layers)
 
     @classmethod
     def build(cls, model: nn.Module, params: dict[str, Tensor]) -> "SequentialTaylor | None":
@@ -143,6 +144,13 @@ class SequentialTaylor:
         cache["softmax"] = cross_entropy_probabilities(loss_fn, o, y)
         first = next(j for j, m in enumerate(self.layers) if isinstance(m, _WEIGHTED))
         cache["patches"] = (first, input_patches(self.layers[first], acts[first]))
+        for start, pool in self.chains.items():       # the chains' coefficients at the argmax
+            for j in range(start, pool):
+                if isinstance(self.layers[j], _BN):
+                    cache["pooled", j] = (_gather_one(cache[j][0], cache[pool]), cache[j][1])
+                else:
+                    cache["pooled", j] = tuple(None if t is None else _gather_one(t, cache[pool])
+                                               for t in cache[j])
         return acts, cache, o, g_out
 
     def _tangent(self, p: Tensor | None, m: Tensor) -> Tensor | None:
@@ -242,10 +250,21 @@ class SequentialTaylor:
         acts, cache, o, _ = prep
         k = m.shape[1]
         d1 = d2 = None           # (k, N, ...) derivatives of the current activation
+        pooled_until = -1        # inside a pooled chain up to this max-pool layer
         for j, layer in enumerate(self.layers):
+            if j in self.chains:  # gather at the argmax first; the chain runs at pooled size
+                pooled_until = self.chains[j]
+                idx = cache[pooled_until]
+                d1, d2 = (None if t is None else _gather_pool(t, idx) for t in (d1, d2))
             if inputs is not None:
                 inputs.append(d1)
             a = acts[j]
+            if j < pooled_until:
+                c = cache["pooled", j]
+            elif j == pooled_until:
+                continue          # already gathered
+            else:
+                c = cache.get(j)
             if isinstance(layer, _WEIGHTED):
                 vw = self._tangent(layer.weight, m)
                 vb = self._tangent(layer.bias, m)
@@ -256,11 +275,11 @@ class SequentialTaylor:
                     patches = cache["patches"][1] if cache["patches"][0] == j else None
                     d1, d2 = self._conv(layer, a, d1, d2, vw, vb, k, hessian, out, patches)
                 else:
-                    d1, d2 = self._batchnorm(cache[j], d1, d2, vw, vb, k, hessian, layer)
+                    d1, d2 = self._batchnorm(c, d1, d2, vw, vb, k, hessian, layer)
             elif d1 is None:
                 continue          # the tangents are still zero
             elif isinstance(layer, ELEMENTWISE):
-                s1, s2 = cache[j]
+                s1, s2 = c
                 n2 = None
                 if hessian:
                     if s2 is not None:
@@ -269,8 +288,7 @@ class SequentialTaylor:
                         n2 = _add(n2, s1 * d2)
                 d1, d2 = s1 * d1, n2
             elif isinstance(layer, _MAXPOOL):
-                idx = cache[j]
-                d1, d2 = (None if t is None else _gather_pool(t, idx) for t in (d1, d2))
+                d1, d2 = (None if t is None else _gather_pool(t, c) for t in (d1, d2))
             elif isinstance(layer, _LINEAR_POOL):
                 d1, d2 = (None if t is None else _merged(layer, t) for t in (d1, d2))
             else:                # Identity, Flatten, Dropout (identity here)
@@ -347,6 +365,28 @@ def input_patches(layer: nn.Module, a: Tensor) -> Tensor | None:
         return None
     u = F.unfold(a, layer.kernel_size, layer.dilation, layer.padding, layer.stride)
     return u.transpose(1, 2).reshape(-1, u.shape[1]).contiguous()
+
+
+def pooled_chains(layers: list[nn.Module]) -> dict[int, int]:
+    """{first layer: max-pool layer} for runs of elementwise activations and eval batch norm
+    that end in a max pooling. Those layers act position by position, so they commute with
+    the pooling's gather at the argmax: tangents and adjoints go through them at the pooled
+    size (a quarter of the values for 2x2 pooling), their coefficients gathered once per
+    batch. Overlapping windows are fine: every map in the chain is linear in the tangent or
+    adjoint it carries, so the sums of the max pooling's transpose go through them too."""
+    chains = {}
+    for p, m in enumerate(layers):
+        if isinstance(m, _MAXPOOL):
+            q = p
+            while q > 0 and isinstance(layers[q - 1], (*ELEMENTWISE, *_BN)):
+                q -= 1
+            if q < p:
+                chains[q] = p
+    return chains
+
+
+def _gather_one(t: Tensor, idx: Tensor) -> Tensor:
+    return _gather_pool(t[None], idx)[0]
 
 
 def _gather_pool(t: Tensor, idx: Tensor) -> Tensor:
