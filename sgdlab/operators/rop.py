@@ -12,7 +12,10 @@ once per batch) and their tangents ġ:
   (H v)_γ = Σ (x̂ ġ_y + r x' g_y), (H v)_β = Σ ġ_y;
 - an elementwise activation h = σ(z): ġ_z = σ'(z) ġ_h + σ''(z) z' g_h;
 - max pooling scatters through the primal's argmax; average pooling, flatten and identity
-  are linear maps (their transposes).
+  are linear maps (their transposes). Runs of activations and batch norm that end in a max
+  pooling go at the pooled size (:func:`~sgdlab.operators.taylor.pooled_chains`).
+
+Without the terms in g this is the Gauss–Newton product G v = Jᵀ ∇²ℓ J v (``gauss_newton``).
 
 Why not autograd's double backward: on the benchmark CNN it runs convolution double
 backward (a slow non-oneDNN path for half of its convolutions), ReLU and max-pool
