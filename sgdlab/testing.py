@@ -51,6 +51,14 @@ def tiny_classification(n: int = 12, in_dim: int = 3, classes: int = 2, *, seed:
             torch.randint(0, classes, (n,), generator=g))
 
 
+def tiny_images(n: int = 6, channels: int = 2, size: int = 6, classes: int = 3, *,
+                seed: int = 0, dtype: torch.dtype = torch.float64) -> tuple[Tensor, Tensor]:
+    """(N, C, size, size) Gaussian images with random class labels, for conv-net checks."""
+    g = torch.Generator().manual_seed(seed)
+    return (torch.randn(n, channels, size, size, generator=g, dtype=dtype),
+            torch.randint(0, classes, (n,), generator=g))
+
+
 def flat_loss(model: nn.Module, loss_fn: LossFn, data: Data) -> Callable[[Tensor], Tensor]:
     """θ ↦ L(θ), mean loss over all samples of ``data`` as a function of the flat vector."""
     x, y = concat_batches(data)

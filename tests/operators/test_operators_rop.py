@@ -1,6 +1,7 @@
 """Hessian- and Gauss–Newton-vector products by the hand-written R-op (``operators/rop.py``)
-against dense float64 matrices: convolutions, pooling, eval-mode batch norm, activations with σ'' ≠ 0, frozen and
-shared weights, loaders, and the closed-form cross-entropy head against autograd's."""
+against dense float64 matrices: convolutions, pooling, eval-mode batch norm, activations with
+σ'' ≠ 0, frozen and shared weights, loaders, and the closed-form cross-entropy head against
+autograd's."""
 import pytest
 import torch
 import torch.nn.functional as F
@@ -9,32 +10,27 @@ from torch import nn
 from sgdlab.operators import GGNOperator, HessianOperator
 from sgdlab.operators.rop import SequentialHVP
 from sgdlab.operators.taylor import cross_entropy_probabilities
-from sgdlab.testing import dense_hessian_reference, ggn_reference, random_eval_batchnorm
+from sgdlab.testing import (dense_hessian_reference, ggn_reference, random_eval_batchnorm,
+                            tiny_images)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-def _images(n=6, c=2, size=6, classes=3, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    return (torch.randn(n, c, size, size, generator=g, dtype=torch.float64),
-            torch.randint(0, classes, (n,), generator=g))
 
 
 def _nets():
     torch.manual_seed(0)
     yield "conv-relu-maxpool-tanh", nn.Sequential(
         nn.Conv2d(2, 3, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(3, 4, 2),
-        nn.Tanh(), nn.Flatten(), nn.Linear(16, 3)), _images()
+        nn.Tanh(), nn.Flatten(), nn.Linear(16, 3)), tiny_images()
     yield "stride-bn-softplus-avgpool", nn.Sequential(
         nn.Conv2d(2, 4, 3, stride=2, padding=1, bias=False),
         random_eval_batchnorm(nn.BatchNorm2d(4), 1), nn.Softplus(),
         nn.MaxPool2d(2, stride=1), nn.Conv2d(4, 3, 1), nn.SiLU(), nn.AdaptiveAvgPool2d(1),
-        nn.Flatten(), nn.Linear(3, 3)), _images()
+        nn.Flatten(), nn.Linear(3, 3)), tiny_images()
     yield "bn-no-affine-dilated", nn.Sequential(
         nn.Conv2d(2, 3, 3, dilation=2, padding=2),
         random_eval_batchnorm(nn.BatchNorm2d(3, affine=False), 2),
         nn.GELU(), nn.AvgPool2d(2), nn.Flatten(), nn.Dropout(0.5), nn.Linear(27, 3)).eval(), \
-        _images()
+        tiny_images()
     g = torch.Generator().manual_seed(1)
     yield "conv1d-elu", nn.Sequential(
         nn.Conv1d(2, 3, 3, stride=2), nn.ELU(), nn.MaxPool1d(2), nn.Flatten(),
@@ -86,7 +82,8 @@ def test_frozen_shared_weights_and_cross_entropy_variants():
                           nn.Linear(4, 3)).double()
     model[0].weight.requires_grad_(False)     # only its bias moves
     g = torch.Generator().manual_seed(0)
-    x, y = torch.randn(8, 3, generator=g, dtype=torch.float64), torch.randint(0, 3, (8,), generator=g)
+    x = torch.randn(8, 3, generator=g, dtype=torch.float64)
+    y = torch.randint(0, 3, (8,), generator=g)
     d = sum(p.numel() for p in model.parameters() if p.requires_grad)
     v = torch.randn(d, 3, dtype=torch.float64, generator=g)
     y_ignored = y.clone()
@@ -113,7 +110,7 @@ def test_frozen_first_convolution():
     model = nn.Sequential(nn.Conv2d(2, 3, 3, stride=2), nn.ReLU(), nn.Conv2d(3, 4, 2),
                           nn.Flatten(), nn.Linear(16, 3)).double()
     model[0].requires_grad_(False)
-    data, loss_fn = _images(size=7), nn.CrossEntropyLoss()
+    data, loss_fn = tiny_images(size=7), nn.CrossEntropyLoss()
     op = HessianOperator(model, loss_fn, data)
     v = torch.randn(op.shape[0], 3, dtype=torch.float64)
     h = dense_hessian_reference(model, loss_fn, data)
@@ -127,7 +124,7 @@ def test_products_follow_an_optimizer_step():
     torch.manual_seed(4)
     model = nn.Sequential(nn.Conv2d(2, 3, 3, stride=2), nn.Tanh(), nn.Flatten(),
                           nn.Linear(12, 3)).double()
-    data, loss_fn = _images(size=6), nn.CrossEntropyLoss()
+    data, loss_fn = tiny_images(size=6), nn.CrossEntropyLoss()
     ops = HessianOperator(model, loss_fn, data), GGNOperator(model, loss_fn, data)
     v = torch.randn(ops[0].shape[0], 2, dtype=torch.float64)
     for op in ops:
@@ -150,7 +147,7 @@ def test_declined_models_keep_autograd_products():
         assert SequentialHVP.build(model, params(model)) is None
     model = nn.Sequential(nn.Conv2d(2, 4, 3, groups=2), nn.ReLU(), nn.Flatten(),
                           nn.Linear(64, 3)).double()
-    data, loss_fn = _images(), nn.CrossEntropyLoss()
+    data, loss_fn = tiny_images(), nn.CrossEntropyLoss()
     op = HessianOperator(model, loss_fn, data)
     assert op._rop is None and op._cached_grad is not None
     v = torch.randn(op.shape[0], 2, dtype=torch.float64)

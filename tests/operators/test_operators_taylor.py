@@ -6,15 +6,10 @@ from torch import nn
 
 from sgdlab.operators import GGNOperator, HessianOperator
 from sgdlab.operators.taylor import SequentialTaylor
-from sgdlab.testing import dense_hessian_reference, ggn_reference, random_eval_batchnorm
+from sgdlab.testing import (dense_hessian_reference, ggn_reference, random_eval_batchnorm,
+                            tiny_images)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-def _images(n=6, c=2, size=6, classes=3, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    return (torch.randn(n, c, size, size, generator=g, dtype=torch.float64),
-            torch.randint(0, classes, (n,), generator=g))
 
 
 def _nets():
@@ -36,7 +31,7 @@ def _nets():
 @pytest.mark.parametrize("name,model", list(_nets()), ids=[n for n, _ in _nets()])
 def test_conv_taylor_quadratic_forms_match_dense(name, model):
     model = model.double()
-    data, loss_fn = _images(), nn.CrossEntropyLoss()
+    data, loss_fn = tiny_images(), nn.CrossEntropyLoss()
     d = sum(p.numel() for p in model.parameters())
     v = torch.randn(d, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
     h = dense_hessian_reference(model, loss_fn, data)
@@ -59,7 +54,7 @@ def test_frozen_weights_and_unsupported_layers():
     torch.manual_seed(1)
     model = nn.Sequential(nn.Conv2d(2, 3, 3), nn.ReLU(), nn.Flatten(), nn.Linear(48, 3)).double()
     model[0].weight.requires_grad_(False)      # only the conv bias moves in the first layer
-    data, loss_fn = _images(), nn.CrossEntropyLoss()
+    data, loss_fn = tiny_images(), nn.CrossEntropyLoss()
     d = sum(p.numel() for p in model.parameters() if p.requires_grad)
     v = torch.randn(d, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
     h = dense_hessian_reference(model, loss_fn, data)
