@@ -22,10 +22,10 @@ import torch
 from torch import Tensor, nn
 
 from .batches import Data, is_single_batch, iterate_batches
-from .hessian import _probe_bytes, _unflatten_cols, affine_batchnorm
-from .taylor import SequentialTaylor, taylor_quadratic_forms
+from .hessian import _probe_bytes, _taylor_and_rop, _unflatten_cols, affine_batchnorm
+from .taylor import taylor_quadratic_forms
 from .linear import ModelOperator
-from .rop import SequentialHVP, rop_products
+from .rop import rop_products
 from .params import flatten, unflatten_like
 
 
@@ -45,17 +45,16 @@ class GGNOperator(ModelOperator):
         super().__init__(model, loss_fn, data)
         self._kw = dict(cache_graph=cache_graph, taylor=taylor, rop=rop)
         self._cache = None
-        self._taylor = SequentialTaylor.build(model, self.params) if taylor else None
-        self._taylor_cache = None
-        # products by the hand-written forward tangent + reverse pass (operators/rop.py)
-        self._rop = SequentialHVP.build(model, self.params) if rop else None
-        self._rop_cache = None
+        # Taylor-mode quadratic forms and products by the hand-written forward tangent +
+        # reverse pass (operators/rop.py), over one forward pass
+        self._taylor, self._rop = _taylor_and_rop(model, self.params, taylor, rop)
+        self._taylor_cache = self._rop_cache = None
         if cache_graph and is_single_batch(data) and self._rop is None:
             x, y = next(iterate_batches(data, self.device))
             self._cache = (x, y) + self._prepare(x, y)
 
     def _probe_bytes(self) -> int:
-        return _probe_bytes(self, len(self.data[0]) if is_single_batch(self.data) else None)
+        return _probe_bytes(self)
 
     def _options(self) -> dict:
         return dict(self._kw)

@@ -26,7 +26,7 @@ from .batches import Data, is_single_batch, iterate_batches
 from .linear import ModelOperator
 from .params import flatten, unflatten_like
 from .rop import SequentialHVP, rop_products
-from .taylor import SequentialTaylor, single_batch_preparation, taylor_quadratic_forms
+from .taylor import SequentialTaylor, forward_preparation, taylor_quadratic_forms
 
 
 
@@ -79,12 +79,10 @@ class HessianOperator(ModelOperator):
         super().__init__(model, loss_fn, data)
         self._kw = dict(cache_graph=cache_graph, taylor=taylor, rop=rop)
         self._cached_grad: tuple[Tensor, ...] | None = None
-        self._batch_size = None
-        # products by the hand-written R-op (None when the model is not a supported Sequential)
-        self._rop = SequentialHVP.build(model, self.params) if rop else None
-        self._rop_cache = None
-        if is_single_batch(data):
-            self._batch_size = len(data[0])
+        # Taylor-mode quadratic forms and R-op products (None when the model is not a
+        # supported Sequential), over one forward pass
+        self._taylor, self._rop = _taylor_and_rop(model, self.params, taylor, rop)
+        self._taylor_cache = self._rop_cache = None
         if cache_graph and is_single_batch(data) and self._rop is None:
             x, y = next(iterate_batches(data, self.device))
             with affine_batchnorm(model):
@@ -92,9 +90,6 @@ class HessianOperator(ModelOperator):
             self._cached_grad = torch.autograd.grad(
                 loss, list(self.params.values()), create_graph=True
             )
-        # Taylor-mode quadratic forms (None when the model is not a supported Sequential)
-        self._taylor = SequentialTaylor.build(model, self.params) if taylor else None
-        self._taylor_cache = None
 
     def _options(self) -> dict:
         return dict(self._kw)
@@ -149,7 +144,7 @@ class HessianOperator(ModelOperator):
         return taylor_quadratic_forms(self, m, hessian=True)
 
     def _probe_bytes(self) -> int:
-        return _probe_bytes(self, self._batch_size)
+        return _probe_bytes(self)
 
 
 def _unflatten_cols(m: Tensor, like: dict[str, Tensor]) -> list[Tensor]:
@@ -162,13 +157,21 @@ def _unflatten_cols(m: Tensor, like: dict[str, Tensor]) -> list[Tensor]:
     return out
 
 
-def _probe_bytes(op, batch_size: int | None) -> int:
+def _taylor_and_rop(model, params, taylor: bool, rop: bool):
+    """One Taylor-mode pass for an operator's quadratic forms (``taylor``) and, on top of it,
+    its R-op products (``rop``); each None when off or when the model is not supported."""
+    seq = SequentialTaylor.build(model, params) if taylor or rop else None
+    return (seq if taylor else None), (SequentialHVP.on(seq) if rop else None)
+
+
+def _probe_bytes(op) -> int:
     """Scratch memory per probe of a batched product: ~4 d-vectors, plus ~4 activations of
     every weighted layer per sample for Taylor mode (sizes known once the primal is run)."""
     item = torch.finfo(op.dtype).bits // 8
     if op._taylor is None:
         return item * 4 * op.shape[0]
+    batch_size = None
     if is_single_batch(op.data):                # the widths are known after a primal pass
-        single_batch_preparation(op, "_taylor_cache",
-                                 lambda x, y: op._taylor.prepare(x, y, op.loss_fn))
+        forward_preparation(op, op._taylor)
+        batch_size = len(op.data[0])
     return item * (4 * op.shape[0] + 4 * op._taylor.width * (batch_size or 256))

@@ -32,7 +32,8 @@ from torch import Tensor, nn
 
 from .batches import is_single_batch, iterate_batches
 from .taylor import (_BN, _CONV, _LINEAR_POOL, _MAXPOOL, _WEIGHTED, ELEMENTWISE,
-                     SequentialTaylor, output_hessian_products, single_batch_preparation)
+                     SequentialTaylor, forward_preparation, output_hessian_products,
+                     single_batch_preparation)
 
 _CONV_INPUT = {nn.Conv1d: F.grad.conv1d_input, nn.Conv2d: F.grad.conv2d_input,
                nn.Conv3d: F.grad.conv3d_input}
@@ -53,7 +54,11 @@ class SequentialHVP:
 
     @classmethod
     def build(cls, model: nn.Module, params: dict[str, Tensor]) -> "SequentialHVP | None":
-        taylor = SequentialTaylor.build(model, params)
+        return cls.on(SequentialTaylor.build(model, params))
+
+    @classmethod
+    def on(cls, taylor: SequentialTaylor | None) -> "SequentialHVP | None":
+        """The R-op over an operator's Taylor-mode forward pass, or None when it declines."""
         if taylor is None or not taylor.slices:
             return None
         for m in taylor.layers:
@@ -62,17 +67,19 @@ class SequentialHVP:
         return cls(taylor)
 
     @torch.no_grad()
-    def prepare(self, x: Tensor, y: Tensor, loss_fn, *, gradients: bool = True) -> tuple:
-        """The forward pass' primal quantities, plus every layer's output gradient (not
-        needed for Gauss–Newton products: ``gradients=False``)."""
-        prep = self.taylor.prepare(x, y, loss_fn)
+    def prepare(self, x: Tensor, y: Tensor, loss_fn, *, gradients: bool = True,
+                forward: tuple | None = None) -> tuple:
+        """The forward pass' primal quantities (``forward``: ``self.taylor.prepare``'s, when
+        already made), plus every layer's output gradient (not needed for Gauss–Newton
+        products: ``gradients=False``)."""
+        prep = self.taylor.prepare(x, y, loss_fn) if forward is None else forward
         acts, cache, o, g_out = prep
         grads: list[Tensor | None] = [None] * len(self.layers)
         g = g_out.detach()[None]
         for j in range(len(self.layers) - 1, self.first - 1, -1) if gradients else ():
             grads[j] = g[0]
             if j > self.first:
-                g = self._transpose(j, g, acts, cache.get(j), self._out_shape(j, acts, o))
+                g = self._transpose(j, g, acts, cache.get(j))
         for q, p in self.taylor.chains.items() if gradients else ():
             # a pooled chain carries one gradient per pooling window (overlapping windows
             # share an input position: its gradient is their sum, split here by window)
@@ -81,14 +88,10 @@ class SequentialHVP:
                 if g is None or j < self.first:
                     break
                 grads[j] = g
-                g = self._transpose(j, g[None], acts, cache["pooled", j], None)[0]
+                g = self._transpose(j, g[None], acts, cache["pooled", j])[0]
         return prep + (grads,)
 
-    @staticmethod
-    def _out_shape(j: int, acts: list, o: Tensor) -> torch.Size:
-        return (acts[j + 1] if j + 1 < len(acts) else o).shape
-
-    def _transpose(self, j: int, t: Tensor, acts: list, c, out_shape) -> Tensor:
+    def _transpose(self, j: int, t: Tensor, acts: list, c) -> Tensor:
         """Jᵀ t for layer j's Jacobian in its input at the primal; t is (k, N, *out); c is
         the layer's cached primal quantities (masks, argmax, x̂)."""
         layer, a = self.layers[j], acts[j]
@@ -156,7 +159,7 @@ class SequentialHVP:
                     s1, s2 = c
                     gd = s1 * gd + s2 * at * g
                 else:
-                    gd = self._transpose(j, gd, acts, c, self._out_shape(j, acts, o))
+                    gd = self._transpose(j, gd, acts, c)
             if j == q and need_input:     # leaving the chain: back to the full size
                 gd = _scatter_pool(gd, cache[p], a.shape)
         return out
@@ -164,14 +167,18 @@ class SequentialHVP:
 
 def rop_products(op, m: Tensor, *, gauss_newton: bool) -> Tensor:
     """H M (or G M) by ``op._rop`` over ``op.data``, batches weighted by size; a single batch's
-    preparation is kept in ``op._rop_cache`` unless the operator was made with
-    ``cache_graph=False``."""
-    def prepare(x, y):
-        return op._rop.prepare(x, y, op.loss_fn, gradients=not gauss_newton)
+    preparation is kept (its forward part shared with the Taylor quadratic forms) unless the
+    operator was made with ``cache_graph=False``."""
+    def prepare(x, y, forward=None):
+        return op._rop.prepare(x, y, op.loss_fn, gradients=not gauss_newton, forward=forward)
 
     if is_single_batch(op.data):
-        prep = (single_batch_preparation(op, "_rop_cache", prepare) if op._kw["cache_graph"]
-                else prepare(*next(iterate_batches(op.data, op.device))))
+        if op._kw["cache_graph"]:
+            forward = forward_preparation(op, op._rop.taylor)
+            prep = single_batch_preparation(op, "_rop_cache",
+                                            lambda x, y: prepare(x, y, forward))
+        else:
+            prep = prepare(*next(iterate_batches(op.data, op.device)))
         return op._rop.matmat(prep, m, gauss_newton=gauss_newton)
     total, n = torch.zeros_like(m), 0
     for x, y in iterate_batches(op.data, op.device):

@@ -422,14 +422,20 @@ def single_batch_preparation(op, attr: str, prepare) -> tuple:
     return held[1]
 
 
+def forward_preparation(op, taylor: SequentialTaylor) -> tuple:
+    """``taylor.prepare`` on ``op``'s single batch, kept in ``op._taylor_cache`` (shared by the
+    Taylor quadratic forms, the probe-memory estimate and the R-op products)."""
+    return single_batch_preparation(op, "_taylor_cache",
+                                    lambda x, y: taylor.prepare(x, y, op.loss_fn))
+
+
 def taylor_quadratic_forms(op, m: Tensor, *, hessian: bool) -> Tensor:
     """vᵀ A v for the columns v of ``m`` by ``op._taylor`` (A: the Hessian, or with
     ``hessian=False`` the GGN), over ``op.data`` with batches weighted by size; a single
     batch's Taylor preparation is kept in ``op._taylor_cache``."""
     if is_single_batch(op.data):
-        prep = single_batch_preparation(
-            op, "_taylor_cache", lambda x, y: op._taylor.prepare(x, y, op.loss_fn))
-        return op._taylor.second_derivatives(prep, m, hessian=hessian)
+        return op._taylor.second_derivatives(forward_preparation(op, op._taylor), m,
+                                             hessian=hessian)
     total, n = m.new_zeros(m.shape[1]), 0
     for x, y in iterate_batches(op.data, op.device):
         prep = op._taylor.prepare(x, y, op.loss_fn)
