@@ -217,6 +217,12 @@ def lanczos(
 
     previous: list[Tensor] = []
 
+    def relative(theta: Tensor, idx: Tensor, r: Tensor) -> Tensor:
+        """What ``tol`` bounds for the wanted Ritz pairs with residual norms r."""
+        if criterion == "error_bound":
+            return eigenvalue_error_bound(theta, idx, r) / theta[idx].abs().clamp_min(1e-300)
+        return r / theta.abs().max().clamp_min(1e-300)
+
     def converged(alpha: Tensor, beta: Tensor, _basis: Tensor, b: float) -> bool:
         j = len(alpha)
         if tol == 0 or j < want:
@@ -228,26 +234,17 @@ def lanczos(
             prev = previous[-1] if previous else None
             previous.append(now)
             return prev is not None and bool(((now - prev).abs() <= tol * now.abs()).all())
-        res = (b * s[-1, idx]).abs()
-        if criterion == "error_bound":
-            return bool((eigenvalue_error_bound(theta, idx, res)
-                         <= tol * theta[idx].abs().clamp_min(1e-300)).all())
-        return bool((res <= tol * theta.abs().max().clamp_min(1e-300)).all())
+        return bool((relative(theta, idx, (b * s[-1, idx]).abs()) <= tol).all())
 
     res = lanczos_decomposition(op, m_max, v0=v0, generator=generator, stop=converged)
     theta, s = tridiagonal_eigh(res.alpha, res.beta)
     idx = select_ritz(theta, k, which)
     if tol > 0 and criterion != "ritz_change" and len(res.alpha) < d:
-        r = (res.residual * s[-1, idx]).abs()
-        if criterion == "error_bound":
-            bound, scale_t = eigenvalue_error_bound(theta, idx, r), theta[idx].abs()
-            resid, scale = float((bound / scale_t.clamp_min(1e-300)).max()), 1.0
-        else:
-            resid, scale = float(r.max()), float(theta.abs().max().clamp_min(1e-300))
-        if resid > tol * scale:
+        worst = float(relative(theta, idx, (res.residual * s[-1, idx]).abs()).max())
+        if worst > tol:
             what = "error bound" if criterion == "error_bound" else "residual"
             warnings.warn(f"lanczos: {want} eigenpair(s) not converged after {len(res.alpha)} "
-                          f"iterations (relative {what} {resid / scale:.1e} > tol {tol:g}); "
+                          f"iterations (relative {what} {worst:.1e} > tol {tol:g}); "
                           "raise num_iter", RuntimeWarning, stacklevel=2)
     vals = theta[idx].to(device=op.device, dtype=op.dtype)
     vecs = res.basis.T @ s[:, idx].to(device=op.device, dtype=op.dtype)
