@@ -227,13 +227,16 @@ def _check_args(path: str, given: dict[str, Any], params: dict[str, Any], var_kw
                 errors.append(f"{p}: must be a number, got {v!r}")
             elif isinstance(v, float) and math.isnan(v):
                 errors.append(f"{p}: must be a number, got nan")
-            elif v == math.inf and (k == "lr" or k.endswith("_lr")):
-                # an infinite step size passes torch's checks but is never meaningful
-                errors.append(f"{p}: a learning rate must be finite, got inf")
-            elif math.isinf(v) and not math.isinf(d) and not (k == "lr" or k.endswith("_lr")):
-                # momentum, weight decay, noise scales...: finite defaults, no meaning at ±inf
-                # (a learning rate of -inf is left to the range check: "must be >= 0")
-                errors.append(f"{p}: must be a finite number, got {v}")
+            elif math.isinf(v):
+                if k == "lr" or k.endswith("_lr"):
+                    # an infinite step size passes torch's checks but is never meaningful
+                    # (-inf is left to the range check: "must be >= 0")
+                    if v > 0:
+                        errors.append(f"{p}: a learning rate must be finite, got inf")
+                elif not math.isinf(d):
+                    # momentum, weight decay, noise scales...: finite defaults, no meaning at
+                    # ±inf
+                    errors.append(f"{p}: must be a finite number, got {v}")
         out[k] = v
     for k, d in params.items():
         if d is REQUIRED and k not in given:
