@@ -49,8 +49,6 @@ class SequentialHVP:
         # the reverse pass stops at the first layer with trainable parameters
         self.first = min(j for j, m in enumerate(self.layers)
                          if any(id(p) in taylor.slices for p in m.parameters(recurse=False)))
-        # layer -> (first, max-pool) of its pooled chain (taylor.pooled_chains)
-        self.chain_of = {j: (q, p) for q, p in taylor.chains.items() for j in range(q, p + 1)}
 
     @classmethod
     def build(cls, model: nn.Module, params: dict[str, Tensor]) -> "SequentialHVP | None":
@@ -136,7 +134,7 @@ class SequentialHVP:
         for j in range(len(self.layers) - 1, self.first - 1, -1):
             layer, a, g, at = self.layers[j], acts[j], grads[j], tangents[j]
             need_input = j > self.first
-            q, p = self.chain_of.get(j, (None, None))
+            q, p = self.taylor.chain_of.get(j, (None, None))
             if j == p:
                 continue                  # a pooled chain's adjoints stay at the pooled size
             c = cache["pooled", j] if q is not None else cache.get(j)

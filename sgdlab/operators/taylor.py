@@ -98,6 +98,8 @@ class SequentialTaylor:
         # the first ``prepare``; Linear widths until then
         self.width = sum(m.out_features for m in layers if isinstance(m, nn.Linear)) or 1
         self.chains = pooled_chains(layers)
+        # layer -> (first, max-pool) of the pooled chain it belongs to
+        self.chain_of = {j: (q, p) for q, p in self.chains.items() for j in range(q, p + 1)}
 
     @classmethod
     def build(cls, model: nn.Module, params: dict[str, Tensor]) -> "SequentialTaylor | None":
@@ -250,21 +252,16 @@ class SequentialTaylor:
         acts, cache, o, _ = prep
         k = m.shape[1]
         d1 = d2 = None           # (k, N, ...) derivatives of the current activation
-        pooled_until = -1        # inside a pooled chain up to this max-pool layer
         for j, layer in enumerate(self.layers):
-            if j in self.chains:  # gather at the argmax first; the chain runs at pooled size
-                pooled_until = self.chains[j]
-                idx = cache[pooled_until]
-                d1, d2 = (None if t is None else _gather_pool(t, idx) for t in (d1, d2))
+            q, p = self.chain_of.get(j, (None, None))
+            if j == q:            # gather at the argmax first; the chain runs at pooled size
+                d1, d2 = (None if t is None else _gather_pool(t, cache[p]) for t in (d1, d2))
             if inputs is not None:
                 inputs.append(d1)
-            a = acts[j]
-            if j < pooled_until:
-                c = cache["pooled", j]
-            elif j == pooled_until:
+            if j == p:
                 continue          # already gathered
-            else:
-                c = cache.get(j)
+            a = acts[j]
+            c = cache["pooled", j] if q is not None else cache.get(j)
             if isinstance(layer, _WEIGHTED):
                 vw = self._tangent(layer.weight, m)
                 vb = self._tangent(layer.bias, m)
