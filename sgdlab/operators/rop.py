@@ -74,19 +74,25 @@ class SequentialHVP:
         acts, cache, o, g_out = prep
         grads: list[Tensor | None] = [None] * len(self.layers)
         g = g_out.detach()[None]
-        for j in range(len(self.layers) - 1, self.first - 1, -1) if gradients else ():
+        j = len(self.layers) - 1 if gradients else -1
+        while j >= self.first:
             grads[j] = g[0]
-            if j > self.first:
-                g = self._transpose(j, g, acts, cache.get(j))
-        for q, p in self.taylor.chains.items() if gradients else ():
-            # a pooled chain carries one gradient per pooling window (overlapping windows
-            # share an input position: its gradient is their sum, split here by window)
-            g = grads[p]
-            for j in range(p - 1, q - 1, -1):
-                if g is None or j < self.first:
-                    break
-                grads[j] = g
-                g = self._transpose(j, g[None], acts, cache["pooled", j])[0]
+            q, p = self.taylor.chain_of.get(j, (None, None))
+            if j != p:
+                if j > self.first:
+                    g = self._transpose(j, g, acts, cache.get(j))
+                j -= 1
+                continue
+            # a pooled chain: its gradients at the pooled size, one per pooling window
+            # (overlapping windows share an input position: its gradient is their sum, made
+            # by the one scatter at the chain's start)
+            for i in range(p - 1, max(q, self.first) - 1, -1):
+                grads[i] = g[0]
+                if i > self.first:
+                    g = self._transpose(i, g, acts, cache["pooled", i])
+            if q > self.first:
+                g = _scatter_pool(g, cache[p], acts[q].shape)
+            j = q - 1
         return prep + (grads,)
 
     def _transpose(self, j: int, t: Tensor, acts: list, c) -> Tensor:

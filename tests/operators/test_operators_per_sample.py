@@ -36,6 +36,17 @@ def _models():
     yield "bn-eval", nn.Sequential(
         nn.Conv2d(2, 3, 3), random_eval_batchnorm(nn.BatchNorm2d(3), 3), nn.ReLU(), nn.Flatten(),
         nn.Linear(12, 3), random_eval_batchnorm(nn.BatchNorm1d(3, affine=False), 3)), (2, 4, 4)
+    # batch norm and activations before overlapping and non-overlapping max pooling: the
+    # hand-written passes differentiate them at the pooled size
+    yield "bn-pooled-chains", nn.Sequential(
+        nn.Conv2d(2, 3, 3, padding=1), random_eval_batchnorm(nn.BatchNorm2d(3), 5), nn.ReLU(),
+        nn.MaxPool2d(2), nn.Conv2d(3, 4, 3, padding=1),
+        random_eval_batchnorm(nn.BatchNorm2d(4), 6), nn.Tanh(),
+        nn.MaxPool2d(3, stride=1, padding=1), nn.Flatten(), nn.Linear(16, 3)), (2, 4, 4)
+    # patches (≤ 4 input channels) with stride and dilation, 1x1; the vmapped route (5)
+    yield "strided-patches", nn.Sequential(
+        nn.Conv2d(2, 3, 3, stride=2, padding=1, dilation=2), nn.ReLU(), nn.Conv2d(3, 5, 1),
+        nn.Tanh(), nn.Conv2d(5, 2, 2), nn.Flatten(), nn.Linear(2, 3)), (2, 5, 5)
     yield "conv3d-bn1d", nn.Sequential(
         nn.Conv3d(1, 2, 2, bias=False), nn.Flatten(), nn.Linear(16, 4),
         random_eval_batchnorm(nn.BatchNorm1d(4), 4),
@@ -43,15 +54,33 @@ def _models():
     yield "sequence", _Seq(), (15,)
 
 
+@pytest.mark.parametrize("route", ["auto", "hooks", "sequential"])
 @pytest.mark.parametrize("name,model,shape", list(_models()), ids=[m[0] for m in _models()])
-def test_factored_per_sample_gradients_equal_vmap(name, model, shape):
+def test_factored_per_sample_gradients_equal_vmap(name, model, shape, route, monkeypatch):
+    """Both routes to the layers' inputs and δ: the hand-written passes of a plain
+    nn.Sequential (by default only with max pooling; "sequential": wherever they apply) and
+    the model's own forward with hooks (the others)."""
+    from sgdlab.operators import factors
+
     model = model.double()
+    sequential, seen = factors._sequential_passes, []
+    if route == "hooks":
+        monkeypatch.setattr(factors, "_sequential_passes", lambda *a: None)
+    else:
+        def spy(*a):
+            seen.append(sequential(*a, pooled_only=route == "auto"))
+            return seen[-1]
+        monkeypatch.setattr(factors, "_sequential_passes", spy)
     g = torch.Generator().manual_seed(1)
     x = torch.randn(7, *shape, generator=g, dtype=torch.float64)
     y = torch.randint(0, 3, (7,), generator=g)
     loss_fn = nn.CrossEntropyLoss()
     ps = per_sample_factors(model, loss_fn, (x, y), chunk_size=4)    # two passes
     assert ps is not None
+    if route != "hooks":     # grouped convolutions and custom modules: hooks
+        assert (seen[0] is not None) == (
+            name == "bn-pooled-chains" or (route == "sequential" and name not in (
+                "conv2d", "sequence")))
     ref = per_sample_gradients(model, loss_fn, (x, y), method="vmap", chunk_size=3)
     torch.testing.assert_close(ref, per_sample_gradients_loop(model, loss_fn, (x, y)))
     torch.testing.assert_close(ps.materialize(), ref, rtol=1e-12, atol=1e-14)

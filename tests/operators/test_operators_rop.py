@@ -31,6 +31,12 @@ def _nets():
         random_eval_batchnorm(nn.BatchNorm2d(3, affine=False), 2),
         nn.GELU(), nn.AvgPool2d(2), nn.Flatten(), nn.Dropout(0.5), nn.Linear(27, 3)).eval(), \
         tiny_images()
+    # a chain that starts the network with its first weighted layer (batch norm), an inplace
+    # activation inside a chain, overlapping padded windows after a tanh chain
+    yield "bn-first-inplace-chain", nn.Sequential(
+        random_eval_batchnorm(nn.BatchNorm2d(2), 3), nn.ReLU(inplace=True), nn.MaxPool2d(2),
+        nn.Conv2d(2, 3, 3, padding=1), random_eval_batchnorm(nn.BatchNorm2d(3), 4), nn.Tanh(),
+        nn.MaxPool2d(3, stride=1, padding=1), nn.Flatten(), nn.Linear(27, 3)), tiny_images()
     g = torch.Generator().manual_seed(1)
     yield "conv1d-elu", nn.Sequential(
         nn.Conv1d(2, 3, 3, stride=2), nn.ELU(), nn.MaxPool1d(2), nn.Flatten(),

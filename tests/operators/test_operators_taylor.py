@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from sgdlab.operators import GGNOperator, HessianOperator
-from sgdlab.operators.taylor import SequentialTaylor
+from sgdlab.operators.taylor import SequentialTaylor, max_pool_with_indices
 from sgdlab.testing import (dense_hessian_reference, ggn_reference, random_eval_batchnorm,
                             tiny_images)
 
@@ -69,3 +69,21 @@ def test_frozen_weights_and_unsupported_layers():
     drop = nn.Sequential(nn.Linear(3, 3), nn.Dropout(0.5))
     assert SequentialTaylor.build(drop, params(drop)) is None             # random in train mode
     assert SequentialTaylor.build(drop.eval(), params(drop)) is not None
+
+
+@pytest.mark.parametrize("opts", [dict(kernel_size=2), dict(kernel_size=3, stride=2, padding=1),
+                                  dict(kernel_size=2, stride=1, dilation=2),
+                                  dict(kernel_size=3, stride=2, ceil_mode=True)])
+def test_max_pool_with_indices_matches_torch(opts):
+    """The channels-last route gives torch's values and argmax, ties (ReLU zeros) and NaN
+    included."""
+    g = torch.Generator().manual_seed(0)
+    a = torch.relu(torch.randn(3, 4, 9, 9, generator=g))
+    a[0, 0, :4] = 0.5
+    a[1, 2, 1, 1] = a[1, 2, 2, 3] = float("nan")
+    m = nn.MaxPool2d(**opts)
+    out, idx = max_pool_with_indices(m, a)
+    ref, ref_idx = nn.functional.max_pool2d(a, **opts, return_indices=True)
+    assert out.is_contiguous() and idx.is_contiguous()
+    torch.testing.assert_close(out, ref, equal_nan=True, rtol=0, atol=0)
+    assert torch.equal(idx, ref_idx)
