@@ -31,7 +31,6 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .batches import Data, iterate_batches
@@ -202,21 +201,16 @@ class _Conv(_Layer):
 
     def _patch_weight_grads(self, a: Tensor, d: Tensor) -> Tensor:
         """Σ_p δ_ip a_ipᵀ by patches: (n, O, C·k_h·k_w)."""
-        (kh, kw), (sh, sw), (ph, pw), (dh, dw) = self.opts
+        from .taylor import conv_patches
+
+        (kh, kw), _, _, _ = self.opts
         n, c = a.shape[:2]
-        oh, ow = d.shape[2:]
-        per_sample = c * kh * kw * oh * ow * a.element_size()
+        per_sample = c * kh * kw * d[0, 0].numel() * a.element_size()
         step = max(1, self.patch_budget // per_sample)
         out = d.new_empty(n, d.shape[1], c * kh * kw)
         for lo in range(0, n, step):
-            ap = F.pad(a[lo:lo + step], (pw, pw, ph, ph))
-            p = ap.new_empty(len(ap), c, kh, kw, oh, ow)
-            for i in range(kh):
-                for j in range(kw):
-                    p[:, :, i, j] = ap[:, :, i * dh:i * dh + sh * (oh - 1) + 1:sh,
-                                       j * dw:j * dw + sw * (ow - 1) + 1:sw]
-            torch.bmm(d[lo:lo + step].flatten(2), p.view(len(ap), -1, oh * ow).transpose(1, 2),
-                      out=out[lo:lo + step])
+            p = conv_patches(a[lo:lo + step], *self.opts)
+            torch.bmm(d[lo:lo + step].flatten(2), p.transpose(1, 2), out=out[lo:lo + step])
         return out
 
     def _rows(self, lo: int, hi: int) -> Tensor:

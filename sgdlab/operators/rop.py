@@ -242,9 +242,8 @@ def _conv_reverse(layer, a, at, g, gd, vw, need_input, patches=None):
     hw = None
     if layer.weight.requires_grad:
         cout, rest = w.shape[0], w.shape[1:]
-        if patches is not None:       # Σ ġ_zᵀ X against the data's cached patches: one GEMM
-            gt = gd.flatten(3).permute(0, 2, 1, 3).reshape(k * cout, -1)
-            hw = (gt @ patches).reshape(k, *w.shape)
+        if patches is not None:       # Σ_n ġ_n P_nᵀ against the data's cached patches
+            hw = _patch_weight_terms(gd, patches).reshape(k, *w.shape)
         else:                         # ġ_z of all k probes against the shared input, one call
             hw = _CONV_WEIGHT[type(layer)](a, (k * cout, *rest),
                                            gd.transpose(0, 1).flatten(1, 2),
@@ -269,6 +268,20 @@ def _conv_reverse(layer, a, at, g, gd, vw, need_input, patches=None):
             u = _CONV_INPUT[type(layer)]((n, k * a.shape[1], *a.shape[2:]), wk, g, *opts)
             gin = gin.add_(u.unflatten(1, (k, a.shape[1])).transpose(0, 1))
     return hw, hb, gin
+
+
+def _patch_weight_terms(gd: Tensor, patches: Tensor, budget: int = 64 * 2**20) -> Tensor:
+    """Σ_n ġ_n P_nᵀ for (k, N, C_out, *out) ġ and (N, C_in·k_h·k_w, L) patches: (k·C_out,
+    C_in·k_h·k_w), batched GEMMs over sample chunks (each chunk's (n, k·C_out, ·) products
+    within ``budget`` bytes)."""
+    k, n, cout = gd.shape[:3]
+    g = gd.transpose(0, 1).reshape(n, k * cout, -1)       # a view for k = 1
+    step = max(1, budget // (k * cout * patches.shape[1] * gd.element_size()))
+    out = None
+    for lo in range(0, n, step):
+        part = torch.bmm(g[lo:lo + step], patches[lo:lo + step].transpose(1, 2)).sum(0)
+        out = part if out is None else out.add_(part)
+    return out
 
 
 def _bn_reverse(layer, cache, at, g, gd, vw, need_input):

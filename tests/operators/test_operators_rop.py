@@ -37,6 +37,10 @@ def _nets():
         random_eval_batchnorm(nn.BatchNorm2d(2), 3), nn.ReLU(inplace=True), nn.MaxPool2d(2),
         nn.Conv2d(2, 3, 3, padding=1), random_eval_batchnorm(nn.BatchNorm2d(3), 4), nn.Tanh(),
         nn.MaxPool2d(3, stride=1, padding=1), nn.Flatten(), nn.Linear(27, 3)), tiny_images()
+    # one input channel at stride 1: products against the data's cached patches
+    yield "one-channel-patches", nn.Sequential(
+        nn.Conv2d(1, 3, 3, padding=2, dilation=2), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
+        nn.Linear(27, 3)), tiny_images(channels=1)
     g = torch.Generator().manual_seed(1)
     yield "conv1d-elu", nn.Sequential(
         nn.Conv1d(2, 3, 3, stride=2), nn.ELU(), nn.MaxPool1d(2), nn.Flatten(),
@@ -161,3 +165,19 @@ def test_declined_models_keep_autograd_products():
     assert HessianOperator(nn.Sequential(nn.Linear(3, 2)).double(), loss_fn,
                            (torch.randn(4, 3, dtype=torch.float64), torch.tensor([0, 1, 0, 1])),
                            rop=False)._rop is None
+
+
+def test_patch_weight_terms_in_sample_chunks():
+    """Σ_n ġ_n P_nᵀ is the convolution weight gradient, also when summed in sample chunks."""
+    from sgdlab.operators.rop import _patch_weight_terms
+    from sgdlab.operators.taylor import conv_patches
+
+    x, _ = tiny_images(n=5, channels=2, size=7)
+    opts = ((3, 2), (2, 1), (1, 0), (1, 2))
+    p = conv_patches(x, *opts)
+    gd = torch.randn(3, 5, 4, 4, 5, dtype=torch.float64)        # k = 3 probes
+    ref = torch.stack([torch.nn.grad.conv2d_weight(x, (4, 2, 3, 2), t, *opts[1:])
+                       for t in gd])
+    for budget in (64 * 2**20, 1):
+        torch.testing.assert_close(_patch_weight_terms(gd, p, budget).reshape(ref.shape), ref)
+    torch.testing.assert_close(p, F.unfold(x, *[opts[0], opts[3], opts[2], opts[1]]))
