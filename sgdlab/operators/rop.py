@@ -21,8 +21,9 @@ Why not autograd's double backward: on the benchmark CNN it runs convolution dou
 backward (a slow non-oneDNN path for half of its convolutions), ReLU and max-pool
 double backward and zero fills; here every product is one oneDNN convolution, GEMM or
 gather, and the primal masks, argmax indices and gradients are computed once per batch.
-Models :meth:`SequentialHVP.build` declines (grouped convolutions, string padding, and all
-that :class:`SequentialTaylor` declines) keep the autograd double backward.
+Grouped convolutions stack the k probes' channels group by group. Models
+:meth:`SequentialHVP.build` declines ("same" padding that is asymmetric, and all that
+:class:`SequentialTaylor` declines) keep the autograd double backward.
 """
 from __future__ import annotations
 
@@ -59,9 +60,8 @@ class SequentialHVP:
         """The R-op over an operator's Taylor-mode forward pass, or None when it declines."""
         if taylor is None or not taylor.slices:
             return None
-        for m in taylor.layers:
-            if isinstance(m, _CONV) and (m.groups != 1 or isinstance(m.padding, str)):
-                return None
+        if any(isinstance(m, _CONV) and _padding(m) is None for m in taylor.layers):
+            return None
         return cls(taylor)
 
     @torch.no_grad()
@@ -104,8 +104,7 @@ class SequentialHVP:
         if isinstance(layer, _CONV):
             k = t.shape[0]
             u = _CONV_INPUT[type(layer)]((k * a.shape[0], *a.shape[1:]), layer.weight.detach(),
-                                         t.flatten(0, 1), layer.stride, layer.padding,
-                                         layer.dilation)
+                                         t.flatten(0, 1), *_conv_options(layer))
             return u.unflatten(0, (k, a.shape[0]))
         if isinstance(layer, _BN):
             return t * _bn_scale(layer, c)
@@ -235,38 +234,69 @@ def _linear_reverse(layer, a, at, g, gd, vw, need_input):
     return hw, hb, gin
 
 
+def _padding(layer: nn.Module) -> tuple | None:
+    """A convolution's padding as numbers ("valid": zeros; "same" when symmetric), else None."""
+    if not isinstance(layer.padding, str):
+        return tuple(layer.padding)
+    if layer.padding == "valid":
+        return (0,) * len(layer.kernel_size)
+    total = [d * (q - 1) for d, q in zip(layer.dilation, layer.kernel_size)]
+    return None if any(t % 2 for t in total) else tuple(t // 2 for t in total)
+
+
+def _conv_options(layer: nn.Module) -> tuple:
+    """(stride, padding, dilation, groups) for ``torch.nn.grad.conv*d_input/weight``."""
+    return layer.stride, _padding(layer), layer.dilation, layer.groups
+
+
+def _by_group(t: Tensor, dim: int, g: int) -> Tensor:
+    """Channels (k, C) at ``dim`` and ``dim`` + 1 reordered to (g, k, C/g) and merged: how a
+    grouped convolution with g groups expects k stacked copies of its channels."""
+    t = t.unflatten(dim + 1, (g, -1)).transpose(dim, dim + 1)
+    return t.flatten(dim, dim + 2)
+
+
+def _from_groups(t: Tensor, dim: int, g: int, k: int) -> Tensor:
+    """Merged (g, k, C/g) channels at ``dim`` (a grouped convolution's k stacked copies) to
+    (k, C) at ``dim`` and ``dim`` + 1."""
+    t = t.unflatten(dim, (g, k, -1)).transpose(dim, dim + 1)
+    return t.flatten(dim + 1, dim + 2)
+
+
 def _conv_reverse(layer, a, at, g, gd, vw, need_input, patches=None):
     k, n = gd.shape[:2]
-    opts = (layer.stride, layer.padding, layer.dilation)
+    stride, pad, dil, groups = _conv_options(layer)
+    opts = (stride, pad, dil)
     w = layer.weight.detach()
+    weight_of, input_of = _CONV_WEIGHT[type(layer)], _CONV_INPUT[type(layer)]
     hw = None
     if layer.weight.requires_grad:
         cout, rest = w.shape[0], w.shape[1:]
         if patches is not None:       # Σ_n ġ_n P_nᵀ against the data's cached patches
             hw = _patch_weight_terms(gd, patches).reshape(k, *w.shape)
         else:                         # ġ_z of all k probes against the shared input, one call
-            hw = _CONV_WEIGHT[type(layer)](a, (k * cout, *rest),
-                                           gd.transpose(0, 1).flatten(1, 2),
-                                           *opts).unflatten(0, (k, cout))
+            gz = _by_group(gd.transpose(0, 1), 1, groups)          # (N, g·k·C_out/g, ...)
+            hw = _from_groups(weight_of(a, (k * cout, *rest), gz, *opts, groups=groups),
+                              0, groups, k)
         if at is not None:            # each probe's input tangent against the shared g_z
             gk = g if k == 1 else g.repeat(1, k, *([1] * (g.dim() - 2)))
-            hw = hw + _CONV_WEIGHT[type(layer)](
-                at.transpose(0, 1).flatten(1, 2), (k * cout, *rest), gk, *opts,
-                groups=k).unflatten(0, (k, cout))
+            hw = hw + weight_of(at.transpose(0, 1).flatten(1, 2), (k * cout, *rest), gk, *opts,
+                                groups=k * groups).unflatten(0, (k, cout))
     hb = _channel_sum(gd) if layer.bias is not None else None
     gin = None
     if need_input and vw is not None and k == 1:
         # B_aᵀ(ġ_z; W) + B_aᵀ(g_z; V) as one transposed convolution over [ġ_z, g_z] with
-        # filters [W; V]: one call with twice the channels (1.3x one term, not 2x)
-        gin = _CONV_INPUT[type(layer)](a.shape, torch.cat([w, vw[0]]),
-                                       torch.cat([gd[0], g], 1), *opts)[None]
+        # filters [W; V] (per group): one call with twice the channels (1.3x one term, not 2x)
+        gin = input_of(a.shape, _by_group(torch.stack([w, vw[0]]), 0, groups),
+                       _by_group(torch.stack([gd[0], g], 1), 1, groups), *opts,
+                       groups=groups)[None]
     elif need_input:
-        gin = _CONV_INPUT[type(layer)]((k * n, *a.shape[1:]), w, gd.flatten(0, 1),
-                                       *opts).unflatten(0, (k, n))
+        gin = input_of((k * n, *a.shape[1:]), w, gd.flatten(0, 1), *opts,
+                       groups=groups).unflatten(0, (k, n))
         if vw is not None:            # g_z against the k probes' filters: one call
-            wk = vw.transpose(0, 1).flatten(1, 2)            # (C_out, k·C_in, ...)
-            u = _CONV_INPUT[type(layer)]((n, k * a.shape[1], *a.shape[2:]), wk, g, *opts)
-            gin = gin.add_(u.unflatten(1, (k, a.shape[1])).transpose(0, 1))
+            wk = vw.transpose(0, 1).flatten(1, 2)        # (C_out, k·C_in/g, ...)
+            u = input_of((n, k * a.shape[1], *a.shape[2:]), wk, g, *opts, groups=groups)
+            gin = gin.add_(_from_groups(u, 1, groups, k).transpose(0, 1))
     return hw, hb, gin
 
 

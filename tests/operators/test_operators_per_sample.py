@@ -59,7 +59,7 @@ def _models():
 def test_factored_per_sample_gradients_equal_vmap(name, model, shape, route, monkeypatch):
     """Both routes to the layers' inputs and δ: the hand-written passes of a plain
     nn.Sequential (by default only with max pooling; "sequential": wherever they apply) and
-    the model's own forward with hooks (the others)."""
+    the model's own forward with hooks (the others); grouped convolutions in both."""
     from sgdlab.operators import factors
 
     model = model.double()
@@ -77,10 +77,10 @@ def test_factored_per_sample_gradients_equal_vmap(name, model, shape, route, mon
     loss_fn = nn.CrossEntropyLoss()
     ps = per_sample_factors(model, loss_fn, (x, y), chunk_size=4)    # two passes
     assert ps is not None
-    if route != "hooks":     # grouped convolutions and custom modules: hooks
+    if route != "hooks":     # a custom module: hooks
         assert (seen[0] is not None) == (
-            name == "bn-pooled-chains" or (route == "sequential" and name not in (
-                "conv2d", "sequence")))
+            name in ("conv2d", "bn-pooled-chains") or (route == "sequential"
+                                                       and name != "sequence"))
     ref = per_sample_gradients(model, loss_fn, (x, y), method="vmap", chunk_size=3)
     torch.testing.assert_close(ref, per_sample_gradients_loop(model, loss_fn, (x, y)))
     torch.testing.assert_close(ps.materialize(), ref, rtol=1e-12, atol=1e-14)

@@ -37,6 +37,11 @@ def _nets():
         random_eval_batchnorm(nn.BatchNorm2d(2), 3), nn.ReLU(inplace=True), nn.MaxPool2d(2),
         nn.Conv2d(2, 3, 3, padding=1), random_eval_batchnorm(nn.BatchNorm2d(3), 4), nn.Tanh(),
         nn.MaxPool2d(3, stride=1, padding=1), nn.Flatten(), nn.Linear(27, 3)), tiny_images()
+    # grouped and depthwise-multiplier convolutions, string paddings
+    yield "grouped-same-valid", nn.Sequential(
+        nn.Conv2d(2, 4, 3, padding="same", groups=2), nn.Tanh(), nn.MaxPool2d(2),
+        nn.Conv2d(4, 8, 2, groups=4, padding="valid"), nn.ReLU(), nn.Flatten(),
+        nn.Linear(32, 3)), tiny_images()
     # one input channel at stride 1: products against the data's cached patches
     yield "one-channel-patches", nn.Sequential(
         nn.Conv2d(1, 3, 3, padding=2, dilation=2), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
@@ -149,14 +154,16 @@ def test_products_follow_an_optimizer_step():
         torch.testing.assert_close(op.quadratic_forms(v), (v * (ref @ v)).sum(0))
 
 
+@pytest.mark.filterwarnings("ignore:Using padding=.same. with even kernel")
 def test_declined_models_keep_autograd_products():
     params = lambda m: dict(m.named_parameters())  # noqa: E731
-    grouped = nn.Sequential(nn.Conv2d(2, 4, 3, groups=2), nn.Flatten())
-    same = nn.Sequential(nn.Conv2d(2, 4, 3, padding="same"), nn.Flatten())
-    for model in (grouped, same):
+    # "same" padding of an even kernel is asymmetric; reflect padding: not a Taylor layer
+    same = nn.Sequential(nn.Conv2d(2, 4, 2, padding="same"), nn.Flatten())
+    reflect = nn.Sequential(nn.Conv2d(2, 4, 3, padding=1, padding_mode="reflect"), nn.Flatten())
+    for model in (same, reflect):
         assert SequentialHVP.build(model, params(model)) is None
-    model = nn.Sequential(nn.Conv2d(2, 4, 3, groups=2), nn.ReLU(), nn.Flatten(),
-                          nn.Linear(64, 3)).double()
+    model = nn.Sequential(nn.Conv2d(2, 4, 2, padding="same"), nn.ReLU(), nn.Flatten(),
+                          nn.Linear(144, 3)).double()
     data, loss_fn = tiny_images(), nn.CrossEntropyLoss()
     op = HessianOperator(model, loss_fn, data)
     assert op._rop is None and op._cached_grad is not None
