@@ -19,8 +19,10 @@ Kept factored, the N x N Gram matrix of per-sample gradients never needs the (N,
 So do products Gᵀ U (eigenvectors of Σ, noise samples), Σ_i g_i² (the diagonal) and G itself
 (:meth:`PerSampleFactors.materialize`, written straight into one (N, d) buffer).
 
-The backward pass asks for the gradients w.r.t. the layers' outputs only, so it computes no
-weight gradient at all. Applies when every trainable parameter belongs to an ``nn.Linear``, an
+The a_i and δ_i come from the model's own forward pass with hooks and a backward pass that
+asks for the gradients w.r.t. the layers' outputs only (no weight gradient at all), or, for a
+plain ``nn.Sequential`` with max pooling, from the hand-written passes of
+:class:`~sgdlab.operators.rop.SequentialHVP` (:func:`_sequential_passes`). Applies when every trainable parameter belongs to an ``nn.Linear``, an
 ``nn.Conv1d/2d/3d`` (zero padding) or an eval-mode batch norm, each called once per forward (no
 weight sharing), the loss is a mean over samples and samples do not interact (no batch norm in
 train mode); :func:`per_sample_factors` returns None otherwise and callers fall back to
@@ -183,13 +185,15 @@ class _Conv(_Layer):
     patch_budget = 64 * 2**20      # bytes of patches at a time
 
     def __init__(self, a: Tensor, delta: Tensor, m: nn.Module, has_weight: bool,
-                 has_bias: bool):
+                 has_bias: bool, patches: Tensor | None = None):
         super().__init__(delta, has_weight, has_bias, m.weight.numel(), delta.shape[1])
         self.a = a                          # (N, C, *in); delta (N, O, *out)
+        self.patches = patches              # (N, C·k_h·k_w, L) when already made
         nd = a.dim() - 2
         pad = (0,) * nd if isinstance(m.padding, str) else tuple(m.padding)
         self.opts = (tuple(m.kernel_size), tuple(m.stride), pad, tuple(m.dilation))
-        self.by_patches = type(m) is nn.Conv2d and m.groups == 1 and m.in_channels <= 4
+        self.by_patches = patches is not None or (
+            type(m) is nn.Conv2d and m.groups == 1 and m.in_channels <= 4)
         shape = a.new_empty(1).expand(m.weight.shape)   # only its shape is read
 
         def one(ai: Tensor, di: Tensor) -> Tensor:
@@ -199,8 +203,8 @@ class _Conv(_Layer):
 
         self._weight_grads = torch.vmap(one)
 
-    def _patch_weight_grads(self, a: Tensor, d: Tensor) -> Tensor:
-        """Σ_p δ_ip a_ipᵀ by patches: (n, O, C·k_h·k_w)."""
+    def _patch_weight_grads(self, a: Tensor, d: Tensor, patches: Tensor | None) -> Tensor:
+        """Σ_p δ_ip a_ipᵀ by patches (``patches``: a's, when already made): (n, O, C·k_h·k_w)."""
         from .taylor import conv_patches
 
         (kh, kw), _, _, _ = self.opts
@@ -209,7 +213,8 @@ class _Conv(_Layer):
         step = max(1, self.patch_budget // per_sample)
         out = d.new_empty(n, d.shape[1], c * kh * kw)
         for lo in range(0, n, step):
-            p = conv_patches(a[lo:lo + step], *self.opts)
+            p = (conv_patches(a[lo:lo + step], *self.opts) if patches is None
+                 else patches[lo:lo + step])
             torch.bmm(d[lo:lo + step].flatten(2), p.transpose(1, 2), out=out[lo:lo + step])
         return out
 
@@ -217,8 +222,11 @@ class _Conv(_Layer):
         d = self.delta[lo:hi]
         parts = []
         if self.has_weight:
-            w = (self._patch_weight_grads if self.by_patches else self._weight_grads)(
-                self.a[lo:hi], d)
+            if self.by_patches:
+                w = self._patch_weight_grads(
+                    self.a[lo:hi], d, None if self.patches is None else self.patches[lo:hi])
+            else:
+                w = self._weight_grads(self.a[lo:hi], d)
             parts.append(w.reshape(len(d), -1))
         if self.has_bias:
             parts.append(d.flatten(2).sum(-1))
@@ -394,7 +402,7 @@ def per_sample_factors(
         found = _hooked_passes(model, loss_fn, batches, layers)
     if found is None:
         return None
-    acts, deltas, n = found
+    acts, deltas, n, patches = found
 
     def cat(ts: list[Tensor]) -> Tensor:
         return ts[0] if len(ts) == 1 else torch.cat(ts)     # one pass: no copy
@@ -411,7 +419,7 @@ def per_sample_factors(
         elif type(m) in _BN:                 # a: x̂ (both passes record it)
             layer = _BatchNormEval(a, delta, m, has_w, has_b)
         else:
-            layer = _Conv(a, delta, m, has_w, has_b)
+            layer = _Conv(a, delta, m, has_w, has_b, patches.get(i))
         out.append(layer)
         dim += layer.numel
     return PerSampleFactors(out, n, dim)
@@ -424,9 +432,11 @@ def _sequential_passes(model, loss_fn, batches, layers, *, pooled_only: bool = T
     before a max pooling differentiated at the pooled size, where δ is non-zero (batch norm's
     x̂ and δ kept there). Only for networks with max pooling unless ``pooled_only=False``:
     elsewhere autograd's fused activation backward was as fast or faster (MLP 784-512-512-10:
-    71 vs 65 ms). None when the network is not one of those, or uses a layer twice."""
+    71 vs 65 ms). Returns (inputs, δ, samples, {0: the first convolution's patches of the
+    data} when the passes made them, within ``PATCH_BUDGET``), or None when the network is not
+    one of those, or uses a layer twice."""
     from .rop import SequentialHVP
-    from .taylor import _MAXPOOL, batchnorm_primal
+    from .taylor import _MAXPOOL, PATCH_BUDGET, batchnorm_primal
 
     rop = SequentialHVP.build(model, trainable_named_params(model))
     if rop is None or (pooled_only and not any(isinstance(m, _MAXPOOL) for m in rop.layers)):
@@ -436,6 +446,7 @@ def _sequential_passes(model, loss_fn, batches, layers, *, pooled_only: bool = T
         return None                      # a layer used twice, or not in registration order
     acts: list[list[Tensor]] = [[] for _ in layers]
     deltas: list[list[Tensor]] = [[] for _ in layers]
+    patches: list[Tensor] | None = []      # the first convolution's, kept up to PATCH_BUDGET
     n = 0
     for x, y in batches:
         # the loss times the batch size: its gradients are the per-sample δ_i (mean loss)
@@ -450,8 +461,16 @@ def _sequential_passes(model, loss_fn, batches, layers, *, pooled_only: bool = T
                     layers[i], a)[0]
             acts[i].append(a)
             deltas[i].append(grads[j])
+        first, p = cache["patches"]
+        if patches is not None and p is not None and first == where[0] and (
+                sum(t.nbytes for t in patches) + p.nbytes <= PATCH_BUDGET):
+            patches.append(p)
+        else:
+            patches = None
         n += len(x)
-    return acts, deltas, n
+    if not patches:
+        return acts, deltas, n, {}
+    return acts, deltas, n, {0: patches[0] if len(patches) == 1 else torch.cat(patches)}
 
 
 def _hooked_passes(model, loss_fn, batches, layers):
@@ -506,4 +525,4 @@ def _hooked_passes(model, loss_fn, batches, layers):
     finally:
         for h in handles:
             h.remove()
-    return (acts, deltas, n) if ok else None
+    return (acts, deltas, n, {}) if ok else None

@@ -5,8 +5,9 @@ is built from G. Convention: ℓ is ``loss_fn`` applied to a batch of one sample
 mean-reduced loss the full-batch gradient is ``G.mean(0)``. Two engines give the same G:
 
 - factored (:mod:`sgdlab.operators.factors`): networks of ``nn.Linear`` / ``nn.Conv1d`` /
-  ``nn.Conv2d`` layers — one forward and one backward pass per chunk of samples with hooks,
-  each layer's block written straight into the output (Goodfellow 2015; what BackPACK's
+  ``nn.Conv2d`` layers — one forward and one backward pass per chunk of samples (hooks, or
+  hand-written passes for plain ``nn.Sequential`` conv nets), each layer's block written
+  straight into the output (Goodfellow 2015; what BackPACK's
   BatchGrad computes);
 - ``torch.func``: vmap over grad, for any model, chunked to bound memory.
 
