@@ -3,8 +3,11 @@
 ``HessianOperator(model, loss_fn, data)`` is the d x d Hessian of
 L(θ) = (1/N) Σ_i ℓ(x_i; θ) as a :class:`LinearOperator`. For ``nn.Sequential`` stacks of
 linear, convolution, pooling, eval-mode batch-norm layers and elementwise activations the
-products are Pearlmutter's R-op written out layer by layer (:mod:`sgdlab.operators.rop`,
-``rop=False`` turns it off). Other models: for a single batch the gradient graph is built once
+products are Pearlmutter's R-op written out layer by layer (:mod:`sgdlab.operators.rop`);
+other models that ``torch.fx`` traces into supported layers and ops (residual networks,
+functional activations, reshapes) get the same R-op over their graph
+(:mod:`sgdlab.operators.graph_rop`); ``rop=False`` turns both off. Other models: for a single
+batch the gradient graph is built once
 and reused by every matvec (one extra backward per product); for a DataLoader each product
 streams over the batches without keeping their graphs. ``matmat`` applies k vectors in one
 vmapped backward (``is_grads_batched``) per batch.
@@ -25,6 +28,7 @@ from torch import Tensor, nn
 from .batches import Data, is_single_batch, iterate_batches
 from .linear import ModelOperator
 from .params import flatten, unflatten_like
+from .graph_rop import GraphHVP
 from .rop import SequentialHVP, rop_products
 from .taylor import SequentialTaylor, forward_preparation, taylor_quadratic_forms
 
@@ -161,7 +165,10 @@ def _taylor_and_rop(model, params, taylor: bool, rop: bool):
     """One Taylor-mode pass for an operator's quadratic forms (``taylor``) and, on top of it,
     its R-op products (``rop``); each None when off or when the model is not supported."""
     seq = SequentialTaylor.build(model, params) if taylor or rop else None
-    return (seq if taylor else None), (SequentialHVP.on(seq) if rop else None)
+    products = SequentialHVP.on(seq) if rop else None
+    if rop and seq is None:          # not a plain Sequential: the R-op over its traced graph
+        products = GraphHVP.build(model, params)
+    return (seq if taylor else None), products
 
 
 def _probe_bytes(op) -> int:
@@ -172,6 +179,6 @@ def _probe_bytes(op) -> int:
         return item * 4 * op.shape[0]
     batch_size = None
     if is_single_batch(op.data):                # the widths are known after a primal pass
-        forward_preparation(op, op._taylor)
+        forward_preparation(op, op._taylor.prepare)
         batch_size = len(op.data[0])
     return item * (4 * op.shape[0] + 4 * op._taylor.width * (batch_size or 256))

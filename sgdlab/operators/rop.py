@@ -64,6 +64,10 @@ class SequentialHVP:
             return None
         return cls(taylor)
 
+    def forward(self, x: Tensor, y: Tensor, loss_fn) -> tuple:
+        """The forward pass' primal quantities (Taylor mode's preparation)."""
+        return self.taylor.prepare(x, y, loss_fn)
+
     @torch.no_grad()
     def prepare(self, x: Tensor, y: Tensor, loss_fn, *, gradients: bool = True,
                 forward: tuple | None = None) -> tuple:
@@ -96,28 +100,7 @@ class SequentialHVP:
         return prep + (grads,)
 
     def _transpose(self, j: int, t: Tensor, acts: list, c) -> Tensor:
-        """Jᵀ t for layer j's Jacobian in its input at the primal; t is (k, N, *out); c is
-        the layer's cached primal quantities (masks, argmax, x̂)."""
-        layer, a = self.layers[j], acts[j]
-        if isinstance(layer, nn.Linear):
-            return t @ layer.weight.detach()
-        if isinstance(layer, _CONV):
-            k = t.shape[0]
-            u = _CONV_INPUT[type(layer)]((k * a.shape[0], *a.shape[1:]), layer.weight.detach(),
-                                         t.flatten(0, 1), *_conv_options(layer))
-            return u.unflatten(0, (k, a.shape[0]))
-        if isinstance(layer, _BN):
-            return t * _bn_scale(layer, c)
-        if isinstance(layer, ELEMENTWISE):
-            return c[0] * t
-        if isinstance(layer, _MAXPOOL):
-            return _scatter_pool(t, c, a.shape)
-        if isinstance(layer, nn.Flatten) or not isinstance(layer, _LINEAR_POOL):
-            return t.reshape(t.shape[0], *a.shape)         # Flatten, Identity, Dropout
-        with torch.enable_grad():                          # average pooling: its transpose
-            z = a.new_zeros(t.shape[0] * a.shape[0], *a.shape[1:]).requires_grad_(True)
-            u = torch.autograd.grad(layer(z), z, t.flatten(0, 1))[0]
-        return u.unflatten(0, t.shape[:2])
+        return layer_transpose(self.layers[j], t, acts[j], c)
 
     def matmat(self, prep: tuple, m: Tensor, *, gauss_newton: bool = False) -> Tensor:
         """H M for the (d, k) matrix M; with ``gauss_newton`` G M = Jᵀ ∇²ℓ J M (the reverse
@@ -168,6 +151,30 @@ class SequentialHVP:
         return out
 
 
+def layer_transpose(layer: nn.Module, t: Tensor, a: Tensor, c) -> Tensor:
+    """Jᵀ t for a layer's Jacobian in its input a at the primal; t is (k, N, *out); c is the
+    layer's cached primal quantities (masks, argmax, x̂)."""
+    if isinstance(layer, nn.Linear):
+        return t @ layer.weight.detach()
+    if isinstance(layer, _CONV):
+        k = t.shape[0]
+        u = _CONV_INPUT[type(layer)]((k * a.shape[0], *a.shape[1:]), layer.weight.detach(),
+                                     t.flatten(0, 1), *_conv_options(layer))
+        return u.unflatten(0, (k, a.shape[0]))
+    if isinstance(layer, _BN):
+        return t * _bn_scale(layer, c)
+    if isinstance(layer, ELEMENTWISE):
+        return c[0] * t
+    if isinstance(layer, _MAXPOOL):
+        return _scatter_pool(t, c, a.shape)
+    if isinstance(layer, nn.Flatten) or not isinstance(layer, _LINEAR_POOL):
+        return t.reshape(t.shape[0], *a.shape)         # Flatten, Identity, Dropout
+    with torch.enable_grad():                          # average pooling: its transpose
+        z = a.new_zeros(t.shape[0] * a.shape[0], *a.shape[1:]).requires_grad_(True)
+        u = torch.autograd.grad(layer(z), z, t.flatten(0, 1))[0]
+    return u.unflatten(0, t.shape[:2])
+
+
 def rop_products(op, m: Tensor, *, gauss_newton: bool) -> Tensor:
     """H M (or G M) by ``op._rop`` over ``op.data``, batches weighted by size; a single batch's
     preparation is kept (its forward part shared with the Taylor quadratic forms) unless the
@@ -177,7 +184,7 @@ def rop_products(op, m: Tensor, *, gauss_newton: bool) -> Tensor:
 
     if is_single_batch(op.data):
         if op._kw["cache_graph"]:
-            forward = forward_preparation(op, op._rop.taylor)
+            forward = forward_preparation(op, op._rop.forward)
             prep = single_batch_preparation(op, "_rop_cache",
                                             lambda x, y: prepare(x, y, forward))
         else:

@@ -462,11 +462,12 @@ def single_batch_preparation(op, attr: str, prepare) -> tuple:
     return held[1]
 
 
-def forward_preparation(op, taylor: SequentialTaylor) -> tuple:
-    """``taylor.prepare`` on ``op``'s single batch, kept in ``op._taylor_cache`` (shared by the
+def forward_preparation(op, prepare) -> tuple:
+    """``prepare(x, y, loss_fn)`` (a forward preparation: ``SequentialTaylor.prepare``,
+    ``GraphHVP.forward``) on ``op``'s single batch, kept in ``op._taylor_cache`` (shared by the
     Taylor quadratic forms, the probe-memory estimate and the R-op products)."""
     return single_batch_preparation(op, "_taylor_cache",
-                                    lambda x, y: taylor.prepare(x, y, op.loss_fn))
+                                    lambda x, y: prepare(x, y, op.loss_fn))
 
 
 def taylor_quadratic_forms(op, m: Tensor, *, hessian: bool) -> Tensor:
@@ -474,7 +475,7 @@ def taylor_quadratic_forms(op, m: Tensor, *, hessian: bool) -> Tensor:
     ``hessian=False`` the GGN), over ``op.data`` with batches weighted by size; a single
     batch's Taylor preparation is kept in ``op._taylor_cache``."""
     if is_single_batch(op.data):
-        return op._taylor.second_derivatives(forward_preparation(op, op._taylor), m,
+        return op._taylor.second_derivatives(forward_preparation(op, op._taylor.prepare), m,
                                              hessian=hessian)
     total, n = m.new_zeros(m.shape[1]), 0
     for x, y in iterate_batches(op.data, op.device):

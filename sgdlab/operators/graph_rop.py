@@ -1,0 +1,371 @@
+"""Pearlmutter's R-op for networks that are not a plain ``nn.Sequential``: skip connections
+(ResNets), functional activations, reshapes, slicing and padding, over the graph that
+``torch.fx.symbolic_trace`` records.
+
+The rules per layer are those of :mod:`sgdlab.operators.rop` (linear, convolution, eval batch
+norm, elementwise activations, max pooling); what the graph adds:
+
+- a node used by several others (the input of a residual block) sums their adjoints;
+- ``x + y`` passes the adjoint to both (summed down to each one's shape when broadcast);
+- an op affine in its single tensor input, with no parameters (slicing, padding, flatten,
+  view / reshape, average pooling, a constant factor or offset), carries tangents by its
+  linear part (the op itself, without the offset or the padding value) and adjoints by its
+  vector-Jacobian product (``torch.func.vjp``, made once per batch), vmapped over the probes
+  (not ``torch.func.jvp``: its first use compiles TorchScript decompositions for seconds);
+- nodes whose value is not a tensor (``x.size(0)``) are constants.
+
+Anything else (untraceable control flow, trainable parameters outside the supported modules,
+``get_attr`` nodes, batch norm or dropout in train mode, several inputs or outputs, products
+of two tensors, an unknown function, an in-place op on a tensor that other nodes read) makes
+:meth:`GraphHVP.build` return None, and the operators keep autograd's double backward. No
+pooled-run shortcut here: every activation works at full size.
+"""
+from __future__ import annotations
+
+import operator
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.fx import Node
+
+from .rop import _bn_reverse, _conv_reverse, _linear_reverse, _padding, layer_transpose
+from .taylor import (_BN, _CONV, _MAXPOOL, _WEIGHTED, ELEMENTWISE, SequentialTaylor,
+                     _gather_pool, _supported_layer, activation_derivatives, batchnorm_primal,
+                     cross_entropy_probabilities, max_pool_with_indices,
+                     output_hessian_products)
+
+_RELU = {F.relu, torch.relu, "relu"}
+_SUB = {operator.sub, torch.sub, "sub"}
+# functions and tensor methods acting elementwise on their first argument
+_ELEMENTWISE_FN = _RELU | {torch.tanh, "tanh", F.tanh, torch.sigmoid, "sigmoid", F.sigmoid,
+                           F.gelu, F.silu, F.elu, F.softplus, F.leaky_relu}
+# functions and methods affine in their one tensor argument (given the other arguments)
+_AFFINE_FN = {operator.getitem, F.pad, torch.flatten, F.adaptive_avg_pool1d,
+              F.adaptive_avg_pool2d, F.adaptive_avg_pool3d, F.avg_pool1d, F.avg_pool2d,
+              F.avg_pool3d, "flatten", "view", "reshape", "mean", "contiguous", "permute",
+              "transpose", "squeeze", "unsqueeze", torch.squeeze, torch.unsqueeze, torch.mean,
+              operator.mul, torch.mul, "mul", operator.truediv, "div", operator.neg} | _SUB
+_ADD = {operator.add, torch.add, "add", operator.iadd}
+_CONSTANT_FN = {"size", "dim", getattr}
+_IN_PLACE = {operator.iadd}
+
+
+def _function(node: Node):
+    """The function or method name a node calls (None for modules and the rest)."""
+    return node.target if node.op in ("call_function", "call_method") else None
+
+
+class GraphHVP:
+    """H v (k columns at once) over a traced graph (module docstring)."""
+
+    def __init__(self, gm: torch.fx.GraphModule, slices: dict[int, tuple[int, int]]):
+        self.gm, self.slices = gm, slices
+        self.nodes = list(gm.graph.nodes)
+        self.modules = dict(gm.named_modules())
+        self.output = self.nodes[-1].args[0]
+
+    @classmethod
+    def build(cls, model: nn.Module, params: dict[str, Tensor]) -> "GraphHVP | None":
+        """The R-op over ``model``'s traced graph, or None when it declines."""
+        from torch.nn.modules import module as _mod
+
+        if (_mod._global_forward_hooks or _mod._global_forward_pre_hooks
+                or any(m._forward_hooks or m._forward_pre_hooks for m in model.modules())):
+            return None
+        try:
+            gm = torch.fx.symbolic_trace(model)
+        except Exception:        # control flow on tensors, unsupported constructs: decline
+            return None
+        modules = dict(gm.named_modules())
+        owned, tensors = set(), set()
+        nodes = list(gm.graph.nodes)
+        if [n.op for n in nodes].count("placeholder") != 1 or nodes[-1].op != "output" \
+                or not isinstance(nodes[-1].args[0], Node):
+            return None
+        for node in nodes[:-1]:
+            ins = [a for a in node.all_input_nodes if a in tensors]
+            if node.op == "placeholder":
+                tensors.add(node)
+                continue
+            if node.op == "call_module":
+                m = modules[node.target]
+                if not _supported_layer(m) or (isinstance(m, _CONV) and _padding(m) is None):
+                    return None
+                if isinstance(m, _WEIGHTED):
+                    owned.update(id(p) for p in m.parameters())
+                if getattr(m, "inplace", False) and len(node.args[0].users) > 1:
+                    return None
+                tensors.add(node)
+                continue
+            if node.op not in ("call_function", "call_method"):
+                return None      # get_attr: parameters or buffers used outside modules
+            t = node.target
+            if t in _CONSTANT_FN or not ins:
+                continue         # sizes, shapes, arithmetic on them
+            if t in _ADD:
+                ok = len(ins) in (1, 2)
+            elif t in _ELEMENTWISE_FN or t in _AFFINE_FN:
+                # one tensor argument, and for a division it is the numerator
+                ok = len(ins) == 1 and (t not in (operator.truediv, "div")
+                                        or node.args[0] is ins[0])
+            else:
+                return None
+            positional = len(node.args) > 1 and node.args[-1] is True and t in _ELEMENTWISE_FN
+            if positional and t not in _RELU:
+                return None      # f(x, ..., True) in place: its σ' would need a copy
+            in_place = t in _IN_PLACE or node.kwargs.get("inplace", False) or positional
+            if not ok or (in_place and len(node.args[0].users) > 1):
+                return None
+            tensors.add(node)
+        slices, i = {}, 0
+        for p in params.values():
+            slices[id(p)] = (i, i + p.numel())
+            i += p.numel()
+        if not slices or not set(slices) <= owned:
+            return None
+        return cls(gm, slices)
+
+    # ---- the primal ---------------------------------------------------------------------------
+    def _call(self, node: Node, env: dict, replace: dict | None = None, *,
+              in_place: bool = True):
+        """The node's op on the values in ``env`` (``replace``: other values for some inputs;
+        ``in_place=False``: its out-of-place form)."""
+        def value(a):
+            if isinstance(a, Node):
+                return replace[a] if replace and a in replace else env[a]
+            return a
+        args = torch.fx.node.map_aggregate(node.args, value)
+        kwargs = torch.fx.node.map_aggregate(node.kwargs, value)
+        target = node.target
+        if not in_place:
+            if "inplace" in kwargs:
+                kwargs = {**kwargs, "inplace": False}
+            if target in _IN_PLACE:
+                target = operator.add
+        if node.op == "call_module":
+            return self.modules[target](*args, **kwargs)
+        if node.op == "call_method":
+            return getattr(args[0], target)(*args[1:], **kwargs)
+        return target(*args, **kwargs)
+
+    def _source(self, node: Node, env: dict) -> Node:
+        """The node's one tensor input."""
+        return next(a for a in node.all_input_nodes if isinstance(env[a], Tensor))
+
+    def _of_source(self, node: Node, env: dict):
+        """The node as a function of its one tensor input (the other arguments fixed), without
+        acting in place."""
+        src = self._source(node, env)
+        return src, lambda t: self._call(node, env, {src: t}, in_place=False)
+
+    def _linear_part(self, node: Node, env: dict, src: Node, fn):
+        """The linear part of an affine node, as a function of its input's tangent."""
+        t = _function(node)
+        if t in _ADD:                       # x + c
+            return lambda u: u
+        if t in _SUB:                       # x - c or c - x
+            return (lambda u: u) if node.args[0] is src else (lambda u: -u)
+        if t is F.pad:                      # the padding value is an offset
+            def pad(u):
+                args = torch.fx.node.map_aggregate(
+                    node.args[1:3], lambda a: env[a] if isinstance(a, Node) else a)
+                kwargs = {k: v for k, v in node.kwargs.items() if k != "value"}
+                return F.pad(u, *args, **kwargs)
+            return pad
+        return fn                           # linear: slicing, reshapes, pooling, factors
+
+    @torch.no_grad()
+    def forward(self, x: Tensor, y: Tensor, loss_fn) -> tuple:
+        """Primal values, what the products need at each node, and the loss' output gradient
+        graph."""
+        env, cache, kind = {}, {}, {}
+        for node in self.nodes[:-1]:
+            if node.op == "placeholder":
+                env[node] = x
+                continue
+            m = self.modules.get(node.target) if node.op == "call_module" else None
+            ins = [a for a in node.all_input_nodes if isinstance(env[a], Tensor)]
+            if node.op == "call_module" and isinstance(m, _WEIGHTED):
+                kind[node] = "weighted"
+                if isinstance(m, _BN):
+                    cache[node] = batchnorm_primal(m, env[node.args[0]])
+            elif isinstance(m, ELEMENTWISE) or _function(node) in _ELEMENTWISE_FN:
+                kind[node] = "elementwise"      # σ', σ'' before it runs: it may act in place
+                if isinstance(m, ELEMENTWISE) or _function(node) in _RELU:
+                    act = m if m is not None else nn.ReLU()
+                else:
+                    act = self._of_source(node, env)[1]
+                cache[node] = activation_derivatives(act, env[ins[0]])
+            elif isinstance(m, _MAXPOOL):
+                kind[node] = "maxpool"
+                env[node], cache[node] = max_pool_with_indices(m, env[node.args[0]])
+                continue
+            elif _function(node) in _ADD and len(ins) == 2:
+                kind[node] = "add"
+            elif ins:
+                kind[node] = "affine"
+            env[node] = self._call(node, env)
+            if not isinstance(env[node], Tensor):
+                kind.pop(node, None)            # x.size(0): a constant
+        out = env[self.output]
+        with torch.enable_grad():
+            o = out.detach().requires_grad_(True)
+            g_out = torch.autograd.grad(loss_fn(o, y), o, create_graph=True)[0]
+        cache["softmax"] = cross_entropy_probabilities(loss_fn, o, y)
+        # the nodes downstream of a trainable parameter: only they carry tangents and adjoints
+        live = set()
+        for node in self.nodes[:-1]:
+            if kind.get(node) == "weighted" and any(
+                    id(p) in self.slices for p in self.modules[node.target].parameters()):
+                live.add(node)
+            elif node in kind and any(a in live for a in node.all_input_nodes):
+                live.add(node)
+        for node in live:
+            if kind[node] == "affine":           # its linear part and vjp, once per batch
+                src, fn = self._of_source(node, env)
+                with torch.enable_grad():
+                    cache[node] = (src, self._linear_part(node, env, src, fn),
+                                   torch.func.vjp(fn, env[src])[1])
+        cache["live"], cache["kind"] = live, kind
+        return env, cache, o, g_out
+
+    @torch.no_grad()
+    def prepare(self, x: Tensor, y: Tensor, loss_fn, *, gradients: bool = True,
+                forward: tuple | None = None) -> tuple:
+        """The forward preparation (``forward``: when already made) plus each live node's
+        output gradient g (not needed for Gauss–Newton products: ``gradients=False``)."""
+        prep = self.forward(x, y, loss_fn) if forward is None else forward
+        grads: dict[Node, Tensor] = {}
+        if gradients:
+            self._reverse(prep, prep[3].detach()[None], grads, self._transpose_with(prep))
+        return prep + ({node: g[0] for node, g in grads.items()},)
+
+    def _reverse(self, prep: tuple, t_out: Tensor, seen: dict, step) -> None:
+        """Reverse sweep from the output's adjoint ``t_out``: each live node's adjoint (the sum
+        over its users) into ``seen``; ``step(node, adjoint)`` gives [(input, its adjoint)]."""
+        live = prep[1]["live"]
+        adjoints = {self.output: t_out}
+        for node in reversed(self.nodes[:-1]):
+            t = adjoints.pop(node, None)
+            if t is None or node not in live:
+                continue
+            seen[node] = t
+            for src, u in step(node, t):
+                if src in live and u is not None:
+                    adjoints[src] = u if src not in adjoints else adjoints[src] + u
+
+    def _transpose_with(self, prep: tuple):
+        env, cache = prep[0], prep[1]
+
+        def transpose(node: Node, t: Tensor) -> list:
+            """[(input, Jᵀ t)] for the node's Jacobian in its tensor inputs at the primal."""
+            kind = cache["kind"][node]
+            if kind == "add":
+                return [(a, _sum_to(t, env[a])) for a in node.all_input_nodes
+                        if isinstance(env[a], Tensor)]
+            if kind == "affine":
+                src, _, vjp = cache[node]
+                return [(src, torch.vmap(lambda u: vjp(u)[0])(t))]
+            src = self._source(node, env)
+            if kind == "elementwise":
+                return [(src, cache[node][0] * t)]
+            return [(src, layer_transpose(self.modules[node.target], t, env[src],
+                                          cache.get(node)))]
+        return transpose
+
+    # ---- products -----------------------------------------------------------------------------
+    def _tangent(self, p: Tensor | None, m: Tensor) -> Tensor | None:
+        if p is None or id(p) not in self.slices:
+            return None
+        i, j = self.slices[id(p)]
+        return m[i:j].T.reshape(m.shape[1], *p.shape)
+
+    def _tangents(self, prep: tuple, m: Tensor) -> dict:
+        """(k, N, ...) first-order tangents of the live nodes along the columns of m (absent
+        where zero)."""
+        env, cache = prep[0], prep[1]
+        live, kinds, k = cache["live"], cache["kind"], m.shape[1]
+        tangents: dict[Node, Tensor] = {}
+        for node in self.nodes[:-1]:
+            if node not in live:
+                continue
+            kind = kinds[node]
+            if kind == "add":
+                ts = [tangents[a] for a in node.all_input_nodes if a in tangents]
+                if ts:
+                    tangents[node] = ts[0] if len(ts) == 1 else ts[0] + ts[1]
+                continue
+            src = cache[node][0] if kind == "affine" else self._source(node, env)
+            d1 = tangents.get(src)
+            if kind == "weighted":
+                layer, a = self.modules[node.target], env[src]
+                vw, vb = self._tangent(layer.weight, m), self._tangent(layer.bias, m)
+                if isinstance(layer, nn.Linear):
+                    d1 = SequentialTaylor._linear(layer, a, d1, None, vw, vb, k, False)[0]
+                elif isinstance(layer, _CONV):
+                    d1 = SequentialTaylor._conv(layer, a, d1, None, vw, vb, k, False,
+                                                env[node].shape)[0]
+                else:
+                    d1 = SequentialTaylor._batchnorm(cache[node], d1, None, vw, vb, k, False,
+                                                     layer)[0]
+            elif d1 is None:
+                continue
+            elif kind == "elementwise":
+                d1 = cache[node][0] * d1
+            elif kind == "maxpool":
+                d1 = _gather_pool(d1, cache[node])
+            else:
+                d1 = torch.vmap(cache[node][1])(d1)
+            if d1 is not None:
+                tangents[node] = d1
+        return tangents
+
+    def matmat(self, prep: tuple, m: Tensor, *, gauss_newton: bool = False) -> Tensor:
+        """H M for the (d, k) matrix M; with ``gauss_newton`` G M (no terms in the primal
+        gradients g)."""
+        env, cache, o, g_out, grads = prep
+        k = m.shape[1]
+        tangents = self._tangents(prep, m)
+        out = torch.zeros_like(m)
+        if self.output not in tangents:
+            return out
+        transpose = self._transpose_with(prep)
+
+        def put(p: Tensor | None, hv: Tensor | None) -> None:
+            if hv is not None and p is not None and id(p) in self.slices:
+                i, e = self.slices[id(p)]
+                out[i:e] += hv.reshape(k, -1).T
+
+        def step(node: Node, gd: Tensor) -> list:
+            kind = cache["kind"][node]
+            if kind == "weighted":
+                layer, src = self.modules[node.target], node.args[0]
+                at = None if gauss_newton else tangents.get(src)
+                g = None if gauss_newton else grads[node]
+                vw = None if gauss_newton else self._tangent(layer.weight, m)
+                need = src in cache["live"]
+                if isinstance(layer, nn.Linear):
+                    hw, hb, gin = _linear_reverse(layer, env[src], at, g, gd, vw, need)
+                elif isinstance(layer, _CONV):
+                    hw, hb, gin = _conv_reverse(layer, env[src], at, g, gd, vw, need)
+                else:
+                    hw, hb, gin = _bn_reverse(layer, cache[node], at, g, gd, vw, need)
+                put(layer.weight, hw)
+                put(layer.bias, hb)
+                return [(src, gin)]
+            if kind == "elementwise" and not gauss_newton:
+                s1, s2 = cache[node]
+                src = self._source(node, env)
+                if s2 is not None and src in tangents:     # ġ_z = σ' ġ_h + σ'' z' g_h
+                    return [(src, s1 * gd + s2 * tangents[src] * grads[node])]
+            return transpose(node, gd)
+
+        gd = output_hessian_products(g_out, o, tangents[self.output], cache).detach()
+        self._reverse(prep, gd, {}, step)
+        return out
+
+
+def _sum_to(t: Tensor, like: Tensor) -> Tensor:
+    """(k, *shape) adjoint summed down to ``like``'s shape (undoing broadcasting)."""
+    return t if t.shape[1:] == like.shape else t.sum_to_size(t.shape[0], *like.shape)

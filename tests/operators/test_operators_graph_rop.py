@@ -1,0 +1,186 @@
+"""Hessian- and Gauss–Newton-vector products by the R-op over a traced graph
+(``operators/graph_rop.py``) against dense float64 matrices: residual blocks (identity,
+sliced-and-padded and projected shortcuts, in-place sums), functional activations with σ'' ≠ 0,
+reshapes, constant factors, shared activation modules; the declined graphs keep autograd's
+exact products."""
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from sgdlab.operators import GGNOperator, HessianOperator
+from sgdlab.operators.graph_rop import GraphHVP
+from sgdlab.testing import (dense_hessian_reference, ggn_reference, random_eval_batchnorm,
+                            tiny_images)
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+class _Block(nn.Module):
+    """A residual block: conv-BN-relu-conv-BN + shortcut, then relu."""
+
+    def __init__(self, c_in, c_out, stride, shortcut):
+        super().__init__()
+        self.conv1 = nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=False)
+        self.bn1 = random_eval_batchnorm(nn.BatchNorm2d(c_out), c_out)
+        self.conv2 = nn.Conv2d(c_out, c_out, 3, padding=1)
+        self.bn2 = random_eval_batchnorm(nn.BatchNorm2d(c_out), c_out + 1)
+        self.shortcut, self.stride, self.pad = shortcut, stride, c_out - c_in
+        self.proj = nn.Conv2d(c_in, c_out, 1, stride=stride) if shortcut == "proj" else None
+        self.relu = nn.ReLU(inplace=True)          # one module, called twice
+
+    def forward(self, x):
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        if self.shortcut == "proj":
+            s = self.proj(x)
+        else:                                      # option A: subsample and zero-pad
+            s = x[:, :, ::self.stride, ::self.stride]
+            s = F.pad(s, (0, 0, 0, 0, 0, self.pad))
+        out += s
+        return self.relu(out)
+
+
+class _ResNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(2, 3, 3, padding=1)
+        self.a = _Block(3, 4, 2, "slice")
+        self.b = _Block(4, 4, 1, "proj")
+        self.fc = nn.Linear(4, 3)
+
+    def forward(self, x):
+        h = self.b(self.a(F.softplus(self.stem(x))))
+        h = F.adaptive_avg_pool2d(h, 1)
+        return self.fc(h.view(h.size(0), -1) * 0.5)
+
+
+class _Functional(nn.Module):
+    """Functional activations (σ'' ≠ 0), max pooling, padding with a value, a division and
+    offsets, a sum of two branches with broadcasting, and an untrained layer."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(2, 3, 3, padding=1)
+        self.pool = nn.MaxPool2d(2)
+        self.fc1, self.fc2 = nn.Linear(48, 5), nn.Linear(48, 1)
+        self.frozen = nn.Linear(5, 5)
+        self.out = nn.Linear(5, 3)
+        self.frozen.requires_grad_(False)
+
+    def forward(self, x):
+        h = F.pad(self.pool(torch.tanh(self.conv(x))), (1, 0, 0, 1), value=0.5).flatten(1)
+        a = 1.0 - F.leaky_relu(self.fc1(h), 0.1) / 2 + 1.0
+        b = torch.sigmoid(self.fc2(h))              # (N, 1): broadcast against (N, 5)
+        return self.out(F.gelu(self.frozen(a + b)))
+
+
+def _nets():
+    torch.manual_seed(0)
+    yield "resnet-slice-proj", _ResNet().eval()
+    yield "functional-broadcast-frozen", _Functional()
+
+
+@pytest.mark.parametrize("name,model", list(_nets()), ids=[n for n, _ in _nets()])
+def test_graph_rop_products_match_dense(name, model):
+    model = model.double()
+    data, loss_fn = tiny_images(), nn.CrossEntropyLoss()
+    params = {k: p for k, p in model.named_parameters() if p.requires_grad}
+    d = sum(p.numel() for p in params.values())
+    v = torch.randn(d, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    h = dense_hessian_reference(model, loss_fn, data)
+    op = HessianOperator(model, loss_fn, data)
+    assert isinstance(op._rop, GraphHVP)
+    torch.testing.assert_close(op.matvec(v[:, 0]), h @ v[:, 0])
+    torch.testing.assert_close(op.matmat(v), h @ v)
+    x, y = data
+    loader = [(x[:2], y[:2]), (x[2:], y[2:])]
+    torch.testing.assert_close(HessianOperator(model, loss_fn, loader).matmat(v), h @ v)
+    g = ggn_reference(model, loss_fn, data)
+    gop = GGNOperator(model, loss_fn, data)
+    assert isinstance(gop._rop, GraphHVP)
+    torch.testing.assert_close(gop.matvec(v[:, 0]), g @ v[:, 0])
+    torch.testing.assert_close(GGNOperator(model, loss_fn, loader).matmat(v), g @ v)
+    mse = lambda out, t: F.mse_loss(out, F.one_hot(t, 3).to(out.dtype))  # noqa: E731
+    torch.testing.assert_close(HessianOperator(model, mse, data).matmat(v),
+                               dense_hessian_reference(model, mse, data) @ v)
+
+
+def test_lab_resnets_match_autograd_products():
+    """The lab's CIFAR ResNet (option A and B shortcuts) and pre-activation wide ResNet: the
+    traced R-op equals autograd's double backward (both exact) in float64."""
+    from sgdlab.models.registry import build_model
+
+    torch.manual_seed(1)
+    x, y = tiny_images(n=3, channels=3, size=8)
+    for name, kw in (("resnet-56", dict(depth=8, width=2, shortcut="A")),
+                     ("resnet-56", dict(depth=8, width=2, shortcut="B")),
+                     ("wide-resnet", dict(depth=10, widen=1))):
+        model = build_model(name, (3, 8, 8), 3, **kw).double()
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                random_eval_batchnorm(m, 5)
+        model.eval()
+        op = HessianOperator(model, nn.CrossEntropyLoss(), (x, y))
+        assert isinstance(op._rop, GraphHVP)
+        v = torch.randn(op.shape[0], 2, dtype=torch.float64)
+        ref = HessianOperator(model, nn.CrossEntropyLoss(), (x, y), rop=False)
+        torch.testing.assert_close(op.matmat(v), ref.matmat(v))
+        gref = GGNOperator(model, nn.CrossEntropyLoss(), (x, y), rop=False)
+        torch.testing.assert_close(GGNOperator(model, nn.CrossEntropyLoss(), (x, y)).matmat(v),
+                                   gref.matmat(v))
+
+
+class _Product(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Linear(4, 3), nn.Linear(4, 3)
+
+    def forward(self, x):
+        return self.a(x) * self.b(x)                # a product of two tensors: not affine
+
+
+class _Branching(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(4, 3)
+
+    def forward(self, x):
+        return self.fc(x) if x.sum() > 0 else -self.fc(x)   # control flow on values
+
+
+class _RawWeight(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.w = nn.Parameter(torch.randn(3, 4))
+
+    def forward(self, x):
+        return F.linear(x, self.w)                  # a parameter outside a module: get_attr
+
+
+class _InPlaceShared(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(4, 4)
+
+    def forward(self, x):
+        h = self.fc(x)
+        r = F.relu(h, inplace=True)                 # h is read again below
+        return r + h
+
+
+def test_declined_graphs_keep_autograd_products():
+    params = lambda m: dict(m.named_parameters())  # noqa: E731
+    train_bn = nn.Sequential(nn.Linear(4, 3), nn.BatchNorm1d(3))
+    wrapped = _Product()
+    for model in (wrapped, _Branching(), _RawWeight(), _InPlaceShared(), train_bn):
+        assert GraphHVP.build(model, params(model)) is None, type(model).__name__
+    model = wrapped.double()
+    g = torch.Generator().manual_seed(0)
+    data = (torch.randn(5, 4, generator=g, dtype=torch.float64),
+            torch.randint(0, 3, (5,), generator=g))
+    op = HessianOperator(model, nn.CrossEntropyLoss(), data)
+    assert op._rop is None
+    v = torch.randn(op.shape[0], 2, dtype=torch.float64)
+    torch.testing.assert_close(op.matmat(v),
+                               dense_hessian_reference(model, nn.CrossEntropyLoss(), data) @ v)
