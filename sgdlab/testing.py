@@ -141,3 +141,30 @@ def empirical_fisher_reference(grads: Tensor) -> Tensor:
     """(1/N) Σ_i g_i g_iᵀ (uncentred second moment of per-sample gradients)."""
     g = grads.double()
     return g.T @ g / len(g)
+
+
+def assert_rop_products_match_dense(model: nn.Module, data: tuple[Tensor, Tensor],
+                                    products: type, columns: int = 3) -> None:
+    """Hessian and GGN products of a float64 classifier with 3 outputs whose operators take
+    their products from ``products`` (an R-op class) equal the dense matrices: matvec, matmat,
+    a two-batch loader (batches weighted by size), and MSE (no closed-form output Hessian)."""
+    import torch.nn.functional as F
+
+    from sgdlab.operators import GGNOperator, HessianOperator
+
+    loss_fn = nn.CrossEntropyLoss()
+    d = sum(p.numel() for p in trainable_named_params(model).values())
+    v = torch.randn(d, columns, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    x, y = data
+    loader = [(x[:2], y[:2]), (x[2:], y[2:])]
+    mse = lambda out, t: F.mse_loss(out, F.one_hot(t, 3).to(out.dtype))  # noqa: E731
+    for operator, reference in ((HessianOperator, dense_hessian_reference),
+                                (GGNOperator, ggn_reference)):
+        a = reference(model, loss_fn, data)
+        op = operator(model, loss_fn, data)
+        assert isinstance(op._rop, products), (operator.__name__, type(op._rop))
+        torch.testing.assert_close(op.matvec(v[:, 0]), a @ v[:, 0])
+        torch.testing.assert_close(op.matmat(v), a @ v)
+        torch.testing.assert_close(operator(model, loss_fn, loader).matmat(v), a @ v)
+        torch.testing.assert_close(operator(model, mse, data).matmat(v),
+                                   reference(model, mse, data) @ v)

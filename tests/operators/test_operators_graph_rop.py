@@ -10,8 +10,8 @@ from torch import nn
 
 from sgdlab.operators import GGNOperator, HessianOperator
 from sgdlab.operators.graph_rop import GraphHVP
-from sgdlab.testing import (dense_hessian_reference, ggn_reference, random_eval_batchnorm,
-                            tiny_images)
+from sgdlab.testing import (assert_rop_products_match_dense, dense_hessian_reference,
+                            random_eval_batchnorm, tiny_images)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -83,27 +83,7 @@ def _nets():
 
 @pytest.mark.parametrize("name,model", list(_nets()), ids=[n for n, _ in _nets()])
 def test_graph_rop_products_match_dense(name, model):
-    model = model.double()
-    data, loss_fn = tiny_images(), nn.CrossEntropyLoss()
-    params = {k: p for k, p in model.named_parameters() if p.requires_grad}
-    d = sum(p.numel() for p in params.values())
-    v = torch.randn(d, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
-    h = dense_hessian_reference(model, loss_fn, data)
-    op = HessianOperator(model, loss_fn, data)
-    assert isinstance(op._rop, GraphHVP)
-    torch.testing.assert_close(op.matvec(v[:, 0]), h @ v[:, 0])
-    torch.testing.assert_close(op.matmat(v), h @ v)
-    x, y = data
-    loader = [(x[:2], y[:2]), (x[2:], y[2:])]
-    torch.testing.assert_close(HessianOperator(model, loss_fn, loader).matmat(v), h @ v)
-    g = ggn_reference(model, loss_fn, data)
-    gop = GGNOperator(model, loss_fn, data)
-    assert isinstance(gop._rop, GraphHVP)
-    torch.testing.assert_close(gop.matvec(v[:, 0]), g @ v[:, 0])
-    torch.testing.assert_close(GGNOperator(model, loss_fn, loader).matmat(v), g @ v)
-    mse = lambda out, t: F.mse_loss(out, F.one_hot(t, 3).to(out.dtype))  # noqa: E731
-    torch.testing.assert_close(HessianOperator(model, mse, data).matmat(v),
-                               dense_hessian_reference(model, mse, data) @ v)
+    assert_rop_products_match_dense(model.double(), tiny_images(), GraphHVP)
 
 
 def test_lab_resnets_match_autograd_products():

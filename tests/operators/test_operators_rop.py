@@ -10,8 +10,8 @@ from torch import nn
 from sgdlab.operators import GGNOperator, HessianOperator
 from sgdlab.operators.rop import SequentialHVP
 from sgdlab.operators.taylor import cross_entropy_probabilities
-from sgdlab.testing import (dense_hessian_reference, ggn_reference, random_eval_batchnorm,
-                            tiny_images)
+from sgdlab.testing import (assert_rop_products_match_dense, dense_hessian_reference,
+                            ggn_reference, random_eval_batchnorm, tiny_images)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -63,31 +63,10 @@ def _nets():
 
 @pytest.mark.parametrize("name,model,data", list(_nets()), ids=[n for n, *_ in _nets()])
 def test_rop_products_match_dense_hessian(name, model, data):
-    model = model.double()
-    loss_fn = nn.CrossEntropyLoss()
-    d = sum(p.numel() for p in model.parameters())
-    v = torch.randn(d, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
-    h = dense_hessian_reference(model, loss_fn, data)
-    op = HessianOperator(model, loss_fn, data)
-    assert op._rop is not None
-    torch.testing.assert_close(op.matvec(v[:, 0]), h @ v[:, 0])
-    torch.testing.assert_close(op.matmat(v), h @ v)
-    # a two-batch loader averages the batches' products by size
-    x, y = data
-    loader = [(x[:2], y[:2]), (x[2:], y[2:])]
-    torch.testing.assert_close(HessianOperator(model, loss_fn, loader).matmat(v), h @ v)
-    # Gauss–Newton products: the same passes without the terms in the primal gradients
-    g = ggn_reference(model, loss_fn, data)
-    gop = GGNOperator(model, loss_fn, data)
-    assert gop._rop is not None
-    torch.testing.assert_close(gop.matvec(v[:, 0]), g @ v[:, 0])
-    torch.testing.assert_close(GGNOperator(model, loss_fn, loader).matmat(v), g @ v)
-    # a loss without the closed form goes through autograd's output Hessian
-    mse = lambda out, t: F.mse_loss(out, F.one_hot(t, 3).to(out.dtype))  # noqa: E731
-    torch.testing.assert_close(HessianOperator(model, mse, data).matmat(v),
-                               dense_hessian_reference(model, mse, data) @ v)
-    torch.testing.assert_close(GGNOperator(model, mse, data).matmat(v),
-                               ggn_reference(model, mse, data) @ v)
+    """Hessian and Gauss–Newton products (the same passes without the terms in the primal
+    gradients), one batch and a loader, cross-entropy in closed form and MSE through
+    autograd's output Hessian."""
+    assert_rop_products_match_dense(model.double(), data, SequentialHVP, columns=4)
 
 
 def test_frozen_shared_weights_and_cross_entropy_variants():
