@@ -39,7 +39,11 @@ _RELU = {F.relu, torch.relu, "relu"}
 _SUB = {operator.sub, torch.sub, "sub"}
 # functions and tensor methods acting elementwise on their first argument
 _ELEMENTWISE_FN = _RELU | {torch.tanh, "tanh", F.tanh, torch.sigmoid, "sigmoid", F.sigmoid,
-                           F.gelu, F.silu, F.elu, F.softplus, F.leaky_relu}
+                           F.gelu, F.silu, F.elu, F.softplus, F.leaky_relu, F.relu6,
+                           F.hardtanh, F.selu, F.celu, F.mish}
+# functional max pooling: the module of the same arguments
+_MAXPOOL_FN = {F.max_pool1d: nn.MaxPool1d, F.max_pool2d: nn.MaxPool2d,
+               F.max_pool3d: nn.MaxPool3d}
 # functions and methods affine in their one tensor argument (given the other arguments)
 _AFFINE_FN = {operator.getitem, F.pad, torch.flatten, F.adaptive_avg_pool1d,
               F.adaptive_avg_pool2d, F.adaptive_avg_pool3d, F.avg_pool1d, F.avg_pool2d,
@@ -105,6 +109,9 @@ class GraphHVP:
                 continue         # sizes, shapes, arithmetic on them
             if t in _ADD:
                 ok = len(ins) in (1, 2)
+            elif t in _MAXPOOL_FN:
+                ok = len(ins) == 1 and not node.kwargs.get("return_indices", False) and not (
+                    len(node.args) > 6 and node.args[6])
             elif t in _ELEMENTWISE_FN or t in _AFFINE_FN:
                 # one tensor argument, and for a division it is the numerator
                 ok = len(ins) == 1 and (t not in (operator.truediv, "div")
@@ -197,8 +204,13 @@ class GraphHVP:
                 else:
                     act = self._of_source(node, env)[1]
                 cache[node] = activation_derivatives(act, env[ins[0]])
-            elif isinstance(m, _MAXPOOL):
+            elif isinstance(m, _MAXPOOL) or _function(node) in _MAXPOOL_FN:
                 kind[node] = "maxpool"
+                if m is None:                   # F.max_pool2d(x, ...): its module
+                    args, kwargs = torch.fx.node.map_aggregate(
+                        (node.args[1:], node.kwargs),
+                        lambda a: env[a] if isinstance(a, Node) else a)
+                    m = cache["module", node] = _MAXPOOL_FN[node.target](*args, **kwargs)
                 env[node], cache[node] = max_pool_with_indices(m, env[node.args[0]])
                 continue
             elif _function(node) in _ADD and len(ins) == 2:
@@ -270,8 +282,9 @@ class GraphHVP:
             src = self._source(node, env)
             if kind == "elementwise":
                 return [(src, cache[node][0] * t)]
-            return [(src, layer_transpose(self.modules[node.target], t, env[src],
-                                          cache.get(node)))]
+            layer = cache.get(("module", node))
+            layer = self.modules[node.target] if layer is None else layer
+            return [(src, layer_transpose(layer, t, env[src], cache.get(node)))]
         return transpose
 
     # ---- products -----------------------------------------------------------------------------

@@ -56,8 +56,9 @@ class _ResNet(nn.Module):
 
 
 class _Functional(nn.Module):
-    """Functional activations (σ'' ≠ 0), max pooling, padding with a value, a division and
-    offsets, a sum of two branches with broadcasting, and an untrained layer."""
+    """Functional activations (σ'' ≠ 0), functional (overlapping) and module max pooling,
+    padding with a value, a division and offsets, a sum of two branches with broadcasting, and
+    an untrained layer."""
 
     def __init__(self):
         super().__init__()
@@ -69,7 +70,8 @@ class _Functional(nn.Module):
         self.frozen.requires_grad_(False)
 
     def forward(self, x):
-        h = F.pad(self.pool(torch.tanh(self.conv(x))), (1, 0, 0, 1), value=0.5).flatten(1)
+        h = F.max_pool2d(torch.tanh(self.conv(x)), 3, stride=1, padding=1)
+        h = F.pad(self.pool(h), (1, 0, 0, 1), value=0.5).flatten(1)
         a = 1.0 - F.leaky_relu(self.fc1(h), 0.1) / 2 + 1.0
         b = torch.sigmoid(self.fc2(h))              # (N, 1): broadcast against (N, 5)
         return self.out(F.gelu(self.frozen(a + b)))
