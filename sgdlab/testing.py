@@ -147,7 +147,8 @@ def assert_rop_products_match_dense(model: nn.Module, data: tuple[Tensor, Tensor
                                     products: type, columns: int = 3) -> None:
     """Hessian and GGN products of a float64 classifier with 3 outputs whose operators take
     their products from ``products`` (an R-op class) equal the dense matrices: matvec, matmat,
-    a two-batch loader (batches weighted by size), and MSE (no closed-form output Hessian)."""
+    a two-batch loader (batches weighted by size), and MSE (no closed-form output Hessian);
+    so do the Taylor-mode quadratic forms vᵀ A v."""
     import torch.nn.functional as F
 
     from sgdlab.operators import GGNOperator, HessianOperator
@@ -168,3 +169,7 @@ def assert_rop_products_match_dense(model: nn.Module, data: tuple[Tensor, Tensor
         torch.testing.assert_close(operator(model, loss_fn, loader).matmat(v), a @ v)
         torch.testing.assert_close(operator(model, mse, data).matmat(v),
                                    reference(model, mse, data) @ v)
+        assert op._taylor is not None
+        forms = (v * (a @ v)).sum(0)
+        torch.testing.assert_close(op.quadratic_forms(v), forms)
+        torch.testing.assert_close(operator(model, loss_fn, loader).quadratic_forms(v), forms)

@@ -33,7 +33,7 @@ from .rop import _bn_reverse, _conv_reverse, _linear_reverse, _padding, layer_tr
 from .taylor import (_BN, _CONV, _MAXPOOL, _WEIGHTED, ELEMENTWISE, SequentialTaylor,
                      _gather_pool, _supported_layer, activation_derivatives, batchnorm_primal,
                      cross_entropy_probabilities, max_pool_with_indices,
-                     output_hessian_products)
+                     output_hessian_products, quadratic_values)
 
 _RELU = {F.relu, torch.relu, "relu"}
 _SUB = {operator.sub, torch.sub, "sub"}
@@ -68,6 +68,8 @@ class GraphHVP:
         self.nodes = list(gm.graph.nodes)
         self.modules = dict(gm.named_modules())
         self.output = self.nodes[-1].args[0]
+        # values per sample of the weighted layers' outputs (probe memory), after a forward
+        self.width = 1
 
     @classmethod
     def build(cls, model: nn.Module, params: dict[str, Tensor]) -> "GraphHVP | None":
@@ -221,6 +223,7 @@ class GraphHVP:
             if not isinstance(env[node], Tensor):
                 kind.pop(node, None)            # x.size(0): a constant
         out = env[self.output]
+        self.width = max(1, sum(env[n][0].numel() for n, t in kind.items() if t == "weighted"))
         with torch.enable_grad():
             o = out.detach().requires_grad_(True)
             g_out = torch.autograd.grad(loss_fn(o, y), o, create_graph=True)[0]
@@ -294,52 +297,68 @@ class GraphHVP:
         i, j = self.slices[id(p)]
         return m[i:j].T.reshape(m.shape[1], *p.shape)
 
-    def _tangents(self, prep: tuple, m: Tensor) -> dict:
-        """(k, N, ...) first-order tangents of the live nodes along the columns of m (absent
-        where zero)."""
+    def _tangents(self, prep: tuple, m: Tensor, *, second: bool = False) -> tuple[dict, dict]:
+        """(k, N, ...) first-order tangents of the live nodes along the columns of m and, with
+        ``second``, their second derivatives (Taylor mode, :mod:`sgdlab.operators.taylor`);
+        absent where zero."""
         env, cache = prep[0], prep[1]
         live, kinds, k = cache["live"], cache["kind"], m.shape[1]
-        tangents: dict[Node, Tensor] = {}
+        first: dict[Node, Tensor] = {}
+        again: dict[Node, Tensor] = {}
         for node in self.nodes[:-1]:
             if node not in live:
                 continue
             kind = kinds[node]
             if kind == "add":
-                ts = [tangents[a] for a in node.all_input_nodes if a in tangents]
-                if ts:
-                    tangents[node] = ts[0] if len(ts) == 1 else ts[0] + ts[1]
+                for seen in (first, again):
+                    ts = [seen[a] for a in node.all_input_nodes if a in seen]
+                    if ts:
+                        seen[node] = ts[0] if len(ts) == 1 else ts[0] + ts[1]
                 continue
             src = cache[node][0] if kind == "affine" else self._source(node, env)
-            d1 = tangents.get(src)
+            d1, d2 = first.get(src), again.get(src)
             if kind == "weighted":
                 layer, a = self.modules[node.target], env[src]
                 vw, vb = self._tangent(layer.weight, m), self._tangent(layer.bias, m)
                 if isinstance(layer, nn.Linear):
-                    d1 = SequentialTaylor._linear(layer, a, d1, None, vw, vb, k, False)[0]
+                    d1, d2 = SequentialTaylor._linear(layer, a, d1, d2, vw, vb, k, second)
                 elif isinstance(layer, _CONV):
-                    d1 = SequentialTaylor._conv(layer, a, d1, None, vw, vb, k, False,
-                                                env[node].shape)[0]
+                    d1, d2 = SequentialTaylor._conv(layer, a, d1, d2, vw, vb, k, second,
+                                                    env[node].shape)
                 else:
-                    d1 = SequentialTaylor._batchnorm(cache[node], d1, None, vw, vb, k, False,
-                                                     layer)[0]
+                    d1, d2 = SequentialTaylor._batchnorm(cache[node], d1, d2, vw, vb, k,
+                                                         second, layer)
             elif d1 is None:
                 continue
             elif kind == "elementwise":
-                d1 = cache[node][0] * d1
+                s1, s2 = cache[node]
+                n2 = None if d2 is None else s1 * d2
+                if second and s2 is not None:           # σ'' z'² + σ' z''
+                    n2 = s2 * d1 * d1 if n2 is None else n2.addcmul_(s2 * d1, d1)
+                d1, d2 = s1 * d1, n2
             elif kind == "maxpool":
-                d1 = _gather_pool(d1, cache[node])
+                d1, d2 = (None if t is None else _gather_pool(t, cache[node]) for t in (d1, d2))
             else:
-                d1 = torch.vmap(cache[node][1])(d1)
+                d1, d2 = (None if t is None else torch.vmap(cache[node][1])(t) for t in (d1, d2))
             if d1 is not None:
-                tangents[node] = d1
-        return tangents
+                first[node] = d1
+            if d2 is not None:
+                again[node] = d2
+        return first, again
+
+    def second_derivatives(self, prep: tuple, m: Tensor, *, hessian: bool) -> Tensor:
+        """(k,) values v_jᵀ H v_j (``hessian``) or v_jᵀ G v_j for the columns of m, forward
+        in Taylor mode: no backward pass."""
+        first, again = self._tangents(prep, m, second=hessian)
+        return quadratic_values(prep[1], prep[2], prep[3], first.get(self.output),
+                                again.get(self.output), m, hessian=hessian)
 
     def matmat(self, prep: tuple, m: Tensor, *, gauss_newton: bool = False) -> Tensor:
         """H M for the (d, k) matrix M; with ``gauss_newton`` G M (no terms in the primal
         gradients g)."""
         env, cache, o, g_out, grads = prep
         k = m.shape[1]
-        tangents = self._tangents(prep, m)
+        tangents = self._tangents(prep, m)[0]
         out = torch.zeros_like(m)
         if self.output not in tangents:
             return out
@@ -377,6 +396,24 @@ class GraphHVP:
         gd = output_hessian_products(g_out, o, tangents[self.output], cache).detach()
         self._reverse(prep, gd, {}, step)
         return out
+
+
+class GraphTaylor:
+    """Taylor-mode quadratic forms over a :class:`GraphHVP`'s graph: what the operators keep
+    as ``_taylor`` (``prepare`` is the graph's forward preparation, shared with the R-op)."""
+
+    def __init__(self, graph: GraphHVP):
+        self.graph = graph
+
+    @property
+    def width(self) -> int:
+        return self.graph.width
+
+    def prepare(self, x: Tensor, y: Tensor, loss_fn) -> tuple:
+        return self.graph.forward(x, y, loss_fn)
+
+    def second_derivatives(self, prep: tuple, m: Tensor, *, hessian: bool) -> Tensor:
+        return self.graph.second_derivatives(prep, m, hessian=hessian)
 
 
 def _sum_to(t: Tensor, like: Tensor) -> Tensor:

@@ -15,7 +15,8 @@ vmapped backward (``is_grads_batched``) per batch.
 Hutchinson's samples vᵀ H v (``quadratic_forms``) need no H v: for ``nn.Sequential`` stacks of
 linear, convolution, pooling, eval-mode batch-norm layers and elementwise activations they are
 the second derivative of L(θ + t v) in t, propagated forward in Taylor mode
-(:mod:`sgdlab.operators.taylor`): no backward pass at all. Other models use (V ⊙ H V).sum(0).
+(:mod:`sgdlab.operators.taylor`): no backward pass at all; the same over a traced graph
+(:class:`~sgdlab.operators.graph_rop.GraphTaylor`). Other models use (V ⊙ H V).sum(0).
 """
 from __future__ import annotations
 
@@ -28,7 +29,7 @@ from torch import Tensor, nn
 from .batches import Data, is_single_batch, iterate_batches
 from .linear import ModelOperator
 from .params import flatten, unflatten_like
-from .graph_rop import GraphHVP
+from .graph_rop import GraphHVP, GraphTaylor
 from .rop import SequentialHVP, rop_products
 from .taylor import SequentialTaylor, forward_preparation, taylor_quadratic_forms
 
@@ -165,10 +166,12 @@ def _taylor_and_rop(model, params, taylor: bool, rop: bool):
     """One Taylor-mode pass for an operator's quadratic forms (``taylor``) and, on top of it,
     its R-op products (``rop``); each None when off or when the model is not supported."""
     seq = SequentialTaylor.build(model, params) if taylor or rop else None
-    products = SequentialHVP.on(seq) if rop else None
-    if rop and seq is None:          # not a plain Sequential: the R-op over its traced graph
-        products = GraphHVP.build(model, params)
-    return (seq if taylor else None), products
+    if seq is not None or not (taylor or rop):
+        return (seq if taylor else None), (SequentialHVP.on(seq) if rop else None)
+    graph = GraphHVP.build(model, params)    # not a plain Sequential: its traced graph
+    if graph is None:
+        return None, None
+    return (GraphTaylor(graph) if taylor else None), (graph if rop else None)
 
 
 def _probe_bytes(op) -> int:

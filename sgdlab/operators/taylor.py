@@ -300,19 +300,25 @@ class SequentialTaylor:
     def second_derivatives(self, prep: tuple, m: Tensor, *, hessian: bool) -> Tensor:
         """(k,) values of d²/dt² L(θ + t v_j) (``hessian``) or of v_jᵀ G v_j (GGN) for the
         columns v_j of m."""
-        _, _, o, g_out = prep
-        k = m.shape[1]
         d1, d2 = self.propagate(prep, m, hessian=hessian)
-        if d1 is None:
-            return m.new_zeros(k)
-        dims = tuple(range(1, d1.dim()))
-        vals = m.new_zeros(k, dtype=torch.float64)   # the last reductions in float64 (cheap)
-        if g_out.requires_grad:
-            vals = vals + (d1 * output_hessian_products(g_out, o, d1, prep[1])).sum(
-                dims, dtype=torch.float64)
-        if hessian and d2 is not None:
-            vals = vals + (g_out.detach() * d2).sum(dims, dtype=torch.float64)
-        return vals.detach().to(m.dtype)
+        return quadratic_values(prep[1], prep[2], prep[3], d1, d2, m, hessian=hessian)
+
+
+def quadratic_values(cache: dict, o: Tensor, g_out: Tensor, d1: Tensor | None,
+                     d2: Tensor | None, m: Tensor, *, hessian: bool) -> Tensor:
+    """(k,) values f'ᵀ ∇²ℓ f' (+ ∇ℓᵀ f'' with ``hessian``) from the outputs' first and second
+    derivatives d1, d2 along the k columns of m (None where zero)."""
+    k = m.shape[1]
+    if d1 is None:
+        return m.new_zeros(k)
+    dims = tuple(range(1, d1.dim()))
+    vals = m.new_zeros(k, dtype=torch.float64)   # the last reductions in float64 (cheap)
+    if g_out.requires_grad:
+        vals = vals + (d1 * output_hessian_products(g_out, o, d1, cache)).sum(
+            dims, dtype=torch.float64)
+    if hessian and d2 is not None:
+        vals = vals + (g_out.detach() * d2).sum(dims, dtype=torch.float64)
+    return vals.detach().to(m.dtype)
 
 
 def cross_entropy_probabilities(loss_fn, o: Tensor, y: Tensor) -> Tensor | None:

@@ -90,7 +90,8 @@ def test_graph_rop_products_match_dense(name, model):
 
 def test_lab_resnets_match_autograd_products():
     """The lab's CIFAR ResNet (option A and B shortcuts) and pre-activation wide ResNet: the
-    traced R-op equals autograd's double backward (both exact) in float64."""
+    traced R-op and Taylor-mode forms equal autograd's double backward (both exact) in
+    float64."""
     from sgdlab.models.registry import build_model
 
     torch.manual_seed(1)
@@ -106,8 +107,10 @@ def test_lab_resnets_match_autograd_products():
         op = HessianOperator(model, nn.CrossEntropyLoss(), (x, y))
         assert isinstance(op._rop, GraphHVP)
         v = torch.randn(op.shape[0], 2, dtype=torch.float64)
-        ref = HessianOperator(model, nn.CrossEntropyLoss(), (x, y), rop=False)
-        torch.testing.assert_close(op.matmat(v), ref.matmat(v))
+        ref = HessianOperator(model, nn.CrossEntropyLoss(), (x, y), rop=False, taylor=False)
+        hv = ref.matmat(v)
+        torch.testing.assert_close(op.matmat(v), hv)
+        torch.testing.assert_close(op.quadratic_forms(v), (v * hv).sum(0))   # Taylor mode
         gref = GGNOperator(model, nn.CrossEntropyLoss(), (x, y), rop=False)
         torch.testing.assert_close(GGNOperator(model, nn.CrossEntropyLoss(), (x, y)).matmat(v),
                                    gref.matmat(v))
