@@ -15,8 +15,9 @@ norm, elementwise activations, max pooling); what the graph adds:
 - nodes whose value is not a tensor (``x.size(0)``) are constants.
 
 Anything else (untraceable control flow, trainable parameters outside the supported modules,
-``get_attr`` nodes, batch norm or dropout in train mode, several inputs or outputs, products
-of two tensors, an unknown function, an in-place op on a tensor that other nodes read) makes
+``get_attr`` nodes, tensor attributes such as ``x.data``, batch norm or dropout in train mode,
+several inputs or outputs, products of two tensors, an unknown function, an in-place op on a
+tensor that other nodes read) makes
 :meth:`GraphHVP.build` return None, and the operators keep autograd's double backward. No
 pooled-run shortcut here: every activation works at full size.
 """
@@ -52,6 +53,7 @@ _AFFINE_FN = {operator.getitem, F.pad, torch.flatten, F.adaptive_avg_pool1d,
               operator.mul, torch.mul, "mul", operator.truediv, "div", operator.neg} | _SUB
 _ADD = {operator.add, torch.add, "add", operator.iadd}
 _CONSTANT_FN = {"size", "dim", getattr}
+_CONSTANT_ATTRS = {"shape", "ndim", "dtype", "device"}
 _IN_PLACE = {operator.iadd}
 
 
@@ -107,6 +109,8 @@ class GraphHVP:
             if node.op not in ("call_function", "call_method"):
                 return None      # get_attr: parameters or buffers used outside modules
             t = node.target
+            if t is getattr and node.args[1] not in _CONSTANT_ATTRS:
+                return None      # x.data, x.T, ...: not a constant of the primal
             if t in _CONSTANT_FN or not ins:
                 continue         # sizes, shapes, arithmetic on them
             if t in _ADD:

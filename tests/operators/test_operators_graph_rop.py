@@ -143,6 +143,16 @@ class _RawWeight(nn.Module):
         return F.linear(x, self.w)                  # a parameter outside a module: get_attr
 
 
+class _Detached(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(4, 3)
+
+    def forward(self, x):
+        h = self.fc(x)
+        return h + h.data                           # a detached copy: not a tangent path
+
+
 class _InPlaceShared(nn.Module):
     def __init__(self):
         super().__init__()
@@ -158,7 +168,7 @@ def test_declined_graphs_keep_autograd_products():
     params = lambda m: dict(m.named_parameters())  # noqa: E731
     train_bn = nn.Sequential(nn.Linear(4, 3), nn.BatchNorm1d(3))
     wrapped = _Product()
-    for model in (wrapped, _Branching(), _RawWeight(), _InPlaceShared(), train_bn):
+    for model in (wrapped, _Branching(), _RawWeight(), _InPlaceShared(), _Detached(), train_bn):
         assert GraphHVP.build(model, params(model)) is None, type(model).__name__
     model = wrapped.double()
     g = torch.Generator().manual_seed(0)
