@@ -1,0 +1,110 @@
+"""The R-op over a traced graph (``sgdlab/operators/graph_rop.py``) against autograd's double
+backward, on models of the lab's registry that are not a plain ``nn.Sequential``.
+
+    python benchmarks/run.py --only graph_rop          # about 2 minutes, one thread
+
+For each model, in one process, alternating the contenders (median of 5, calling thread's CPU
+time, float32, eval mode):
+
+- ``graph_rop_<model>_hessian_speedup_vs_autograd``: autograd's Hessian-vector product
+  (``HessianOperator(..., rop=False)``: double backward through a cached gradient graph) over
+  the graph R-op's;
+- ``graph_rop_<model>_ggn_speedup_vs_autograd``: the same for Gauss–Newton products (autograd:
+  the double-vjp trick through the cached output graph);
+- ``graph_rop_<model>_forms_speedup_vs_products``: the graph R-op's product vᵀ(Hv) over one
+  Taylor-mode quadratic form vᵀ H v (Hutchinson's sample) over the same graph;
+- ``graph_rop_<model>_hessian_cost_in_gradients``: the graph R-op's product in gradients.
+
+An exact Hessian product of a conv net costs about two gradients whichever way it is computed
+(five convolution calls per layer against three), so on ResNets the Hessian figure sits near 1;
+the R-op gains where autograd's double backward is slow (ReLU and max-pool double backward,
+small-channel convolutions), and for GGN products everywhere.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from _timing import one_thread, timed
+
+MODELS = {"lenet": 256, "zhu-lenet": 256, "small-allcnn": 128, "wide-resnet": 64,
+          "resnet-20": 64}
+GOALS = {}
+for _m in MODELS:
+    GOALS[f"graph_rop_{_m}_hessian_speedup_vs_autograd"] = ">= 0.95"
+    GOALS[f"graph_rop_{_m}_ggn_speedup_vs_autograd"] = ">= 1.2"
+    GOALS[f"graph_rop_{_m}_forms_speedup_vs_products"] = ">= 1"
+    GOALS[f"graph_rop_{_m}_hessian_cost_in_gradients"] = "report"
+
+
+def _model(name: str):
+    import sgdlab.models  # noqa: F401  (registers the models)
+    from sgdlab.models.registry import build_model, describe
+
+    torch.manual_seed(0)
+    if name == "resnet-20":
+        shape, model = (3, 32, 32), build_model("resnet-56", (3, 32, 32), 10, depth=20)
+    elif name == "wide-resnet":
+        shape = describe(name).reference_input
+        model = build_model(name, shape, 10, depth=10, widen=1)
+    else:
+        shape = describe(name).reference_input
+        model = build_model(name, shape, 10)
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(MODELS[name], *shape, generator=g)
+    return model.eval(), x, torch.randint(0, 10, (len(x),), generator=g)
+
+
+def measure(name: str, repeats: int = 5) -> dict[str, float]:
+    from sgdlab.operators import GGNOperator, HessianOperator, num_params
+    from sgdlab.operators.graph_rop import GraphHVP
+
+    model, x, y = _model(name)
+    loss_fn = nn.CrossEntropyLoss()
+    data = (x, y)
+    v = torch.randn(num_params(model), 1, generator=torch.Generator().manual_seed(1))
+    graph = HessianOperator(model, loss_fn, data, taylor=False)
+    assert isinstance(graph._rop, GraphHVP), name
+    forms = HessianOperator(model, loss_fn, data)
+    params = list(model.parameters())
+    tasks = {
+        "gradient": lambda: torch.autograd.grad(loss_fn(model(x), y), params),
+        "hessian": lambda: graph.matmat(v),
+        "hessian_autograd": lambda op=HessianOperator(model, loss_fn, data, rop=False,
+                                                      taylor=False): op.matmat(v),
+        "ggn": lambda op=GGNOperator(model, loss_fn, data): op.matmat(v),
+        "ggn_autograd": lambda op=GGNOperator(model, loss_fn, data, rop=False): op.matmat(v),
+        "forms": lambda: forms.quadratic_forms(v),
+    }
+    for fn in tasks.values():          # warm-up: caches, first-call costs
+        fn()
+    times: dict[str, list[float]] = {k: [] for k in tasks}
+    for _ in range(repeats):           # alternating: load changes hit every contender alike
+        for k, fn in tasks.items():
+            times[k].append(timed(fn)[0])
+    med = {k: sorted(t)[len(t) // 2] for k, t in times.items()}
+    print(f"  {name} (N = {len(x)}, d = {num_params(model):,}): "
+          + ", ".join(f"{k} {1e3 * t:.0f} ms" for k, t in med.items()), flush=True)
+    return {
+        f"graph_rop_{name}_hessian_speedup_vs_autograd": med["hessian_autograd"] / med["hessian"],
+        f"graph_rop_{name}_ggn_speedup_vs_autograd": med["ggn_autograd"] / med["ggn"],
+        f"graph_rop_{name}_forms_speedup_vs_products": med["hessian"] / med["forms"],
+        f"graph_rop_{name}_hessian_cost_in_gradients": med["hessian"] / med["gradient"],
+    }
+
+
+def run(only: str = "") -> dict[str, float | None]:
+    out: dict[str, float | None] = {}
+    with one_thread():
+        for name in MODELS:
+            figures = [f for f in GOALS if f"_{name}_" in f]
+            if not only or only in "bench_graph_rop" or any(only in f for f in figures):
+                out.update(measure(name))
+    return out
+
+
+if __name__ == "__main__":
+    import sys
+
+    for key, val in run(sys.argv[1] if len(sys.argv) > 1 else "").items():
+        print(f"{key}: {val:.3f}  (goal {GOALS[key]})")
