@@ -116,60 +116,33 @@ def test_lab_resnets_match_autograd_products():
                                    gref.matmat(v))
 
 
-class _Product(nn.Module):
-    def __init__(self):
+class _Declined(nn.Module):
+    """One linear layer and a forward the graph R-op does not take."""
+
+    def __init__(self, body):
         super().__init__()
-        self.a, self.b = nn.Linear(4, 3), nn.Linear(4, 3)
+        self.fc, self.body = nn.Linear(4, 3), body
 
     def forward(self, x):
-        return self.a(x) * self.b(x)                # a product of two tensors: not affine
+        return self.body(self.fc, x)
 
 
-class _Branching(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.fc = nn.Linear(4, 3)
-
-    def forward(self, x):
-        return self.fc(x) if x.sum() > 0 else -self.fc(x)   # control flow on values
-
-
-class _RawWeight(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.w = nn.Parameter(torch.randn(3, 4))
-
-    def forward(self, x):
-        return F.linear(x, self.w)                  # a parameter outside a module: get_attr
-
-
-class _Detached(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.fc = nn.Linear(4, 3)
-
-    def forward(self, x):
-        h = self.fc(x)
-        return h + h.data                           # a detached copy: not a tangent path
-
-
-class _InPlaceShared(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.fc = nn.Linear(4, 4)
-
-    def forward(self, x):
-        h = self.fc(x)
-        r = F.relu(h, inplace=True)                 # h is read again below
-        return r + h
+_DECLINED = {
+    "product of two tensors": lambda fc, x: fc(x) * fc(x),
+    "control flow on values": lambda fc, x: fc(x) if x.sum() > 0 else -fc(x),
+    "parameter outside its module": lambda fc, x: F.linear(x, fc.weight),
+    "detached copy": lambda fc, x: fc(x) + fc(x).data,
+    "inplace op on a tensor read again": lambda fc, x: (
+        lambda h: F.relu(h, inplace=True) + h)(fc(x)),
+}
 
 
 def test_declined_graphs_keep_autograd_products():
     params = lambda m: dict(m.named_parameters())  # noqa: E731
     train_bn = nn.Sequential(nn.Linear(4, 3), nn.BatchNorm1d(3))
-    wrapped = _Product()
-    for model in (wrapped, _Branching(), _RawWeight(), _InPlaceShared(), _Detached(), train_bn):
-        assert GraphHVP.build(model, params(model)) is None, type(model).__name__
+    for why, model in [(k, _Declined(b)) for k, b in _DECLINED.items()] + [("bn", train_bn)]:
+        assert GraphHVP.build(model, params(model)) is None, why
+    wrapped = _Declined(_DECLINED["product of two tensors"])
     model = wrapped.double()
     g = torch.Generator().manual_seed(0)
     data = (torch.randn(5, 4, generator=g, dtype=torch.float64),
