@@ -46,7 +46,8 @@ class GGNOperator(ModelOperator):
         self._kw = dict(cache_graph=cache_graph, taylor=taylor, rop=rop)
         self._cache = None
         # Taylor-mode quadratic forms and products by the hand-written forward tangent +
-        # reverse pass (operators/rop.py), over one forward pass
+        # reverse pass (operators/rop.py, or graph_rop.py over a traced graph), over one
+        # forward pass
         self._taylor, self._rop = _taylor_and_rop(model, self.params, taylor, rop)
         self._taylor_cache = self._rop_cache = None
         if cache_graph and is_single_batch(data) and self._rop is None:

@@ -30,11 +30,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.fx import Node
 
-from .rop import _bn_reverse, _conv_reverse, _linear_reverse, _padding, layer_transpose
+from .params import param_slices
+from .rop import _padding, layer_transpose, weighted_reverse
 from .taylor import (_BN, _CONV, _MAXPOOL, _WEIGHTED, ELEMENTWISE, SequentialTaylor,
                      _gather_pool, _supported_layer, activation_derivatives, batchnorm_primal,
-                     cross_entropy_probabilities, max_pool_with_indices,
-                     output_hessian_products, quadratic_values)
+                     cross_entropy_probabilities, elementwise_tangents, global_forward_hooks,
+                     max_pool_with_indices, output_hessian_products, quadratic_values)
 
 _RELU = {F.relu, torch.relu, "relu"}
 _SUB = {operator.sub, torch.sub, "sub"}
@@ -76,10 +77,8 @@ class GraphHVP:
     @classmethod
     def build(cls, model: nn.Module, params: dict[str, Tensor]) -> "GraphHVP | None":
         """The R-op over ``model``'s traced graph, or None when it declines."""
-        from torch.nn.modules import module as _mod
-
-        if (_mod._global_forward_hooks or _mod._global_forward_pre_hooks
-                or any(m._forward_hooks or m._forward_pre_hooks for m in model.modules())):
+        if global_forward_hooks() or any(m._forward_hooks or m._forward_pre_hooks
+                                         for m in model.modules()):
             return None
         try:
             gm = torch.fx.symbolic_trace(model)
@@ -131,10 +130,7 @@ class GraphHVP:
             if not ok or (in_place and len(node.args[0].users) > 1):
                 return None
             tensors.add(node)
-        slices, i = {}, 0
-        for p in params.values():
-            slices[id(p)] = (i, i + p.numel())
-            i += p.numel()
+        slices = param_slices(params)
         if not slices or not set(slices) <= owned:
             return None
         return cls(gm, slices)
@@ -295,18 +291,12 @@ class GraphHVP:
         return transpose
 
     # ---- products -----------------------------------------------------------------------------
-    def _tangent(self, p: Tensor | None, m: Tensor) -> Tensor | None:
-        if p is None or id(p) not in self.slices:
-            return None
-        i, j = self.slices[id(p)]
-        return m[i:j].T.reshape(m.shape[1], *p.shape)
-
     def _tangents(self, prep: tuple, m: Tensor, *, second: bool = False) -> tuple[dict, dict]:
         """(k, N, ...) first-order tangents of the live nodes along the columns of m and, with
         ``second``, their second derivatives (Taylor mode, :mod:`sgdlab.operators.taylor`);
         absent where zero."""
         env, cache = prep[0], prep[1]
-        live, kinds, k = cache["live"], cache["kind"], m.shape[1]
+        live, kinds = cache["live"], cache["kind"]
         first: dict[Node, Tensor] = {}
         again: dict[Node, Tensor] = {}
         for node in self.nodes[:-1]:
@@ -322,24 +312,13 @@ class GraphHVP:
             src = cache[node][0] if kind == "affine" else self._source(node, env)
             d1, d2 = first.get(src), again.get(src)
             if kind == "weighted":
-                layer, a = self.modules[node.target], env[src]
-                vw, vb = self._tangent(layer.weight, m), self._tangent(layer.bias, m)
-                if isinstance(layer, nn.Linear):
-                    d1, d2 = SequentialTaylor._linear(layer, a, d1, d2, vw, vb, k, second)
-                elif isinstance(layer, _CONV):
-                    d1, d2 = SequentialTaylor._conv(layer, a, d1, d2, vw, vb, k, second,
-                                                    env[node].shape)
-                else:
-                    d1, d2 = SequentialTaylor._batchnorm(cache[node], d1, d2, vw, vb, k,
-                                                         second, layer)
+                d1, d2 = SequentialTaylor.weighted(self.modules[node.target], env[src], d1, d2,
+                                                   self.slices, m, second, env[node].shape,
+                                                   cache.get(node))
             elif d1 is None:
                 continue
             elif kind == "elementwise":
-                s1, s2 = cache[node]
-                n2 = None if d2 is None else s1 * d2
-                if second and s2 is not None:           # σ'' z'² + σ' z''
-                    n2 = s2 * d1 * d1 if n2 is None else n2.addcmul_(s2 * d1, d1)
-                d1, d2 = s1 * d1, n2
+                d1, d2 = elementwise_tangents(cache[node], d1, d2, second)
             elif kind == "maxpool":
                 d1, d2 = (None if t is None else _gather_pool(t, cache[node]) for t in (d1, d2))
             else:
@@ -361,35 +340,21 @@ class GraphHVP:
         """H M for the (d, k) matrix M; with ``gauss_newton`` G M (no terms in the primal
         gradients g)."""
         env, cache, o, g_out, grads = prep
-        k = m.shape[1]
         tangents = self._tangents(prep, m)[0]
         out = torch.zeros_like(m)
         if self.output not in tangents:
             return out
         transpose = self._transpose_with(prep)
 
-        def put(p: Tensor | None, hv: Tensor | None) -> None:
-            if hv is not None and p is not None and id(p) in self.slices:
-                i, e = self.slices[id(p)]
-                out[i:e] += hv.reshape(k, -1).T
-
         def step(node: Node, gd: Tensor) -> list:
             kind = cache["kind"][node]
             if kind == "weighted":
-                layer, src = self.modules[node.target], node.args[0]
+                src = node.args[0]
                 at = None if gauss_newton else tangents.get(src)
                 g = None if gauss_newton else grads[node]
-                vw = None if gauss_newton else self._tangent(layer.weight, m)
-                need = src in cache["live"]
-                if isinstance(layer, nn.Linear):
-                    hw, hb, gin = _linear_reverse(layer, env[src], at, g, gd, vw, need)
-                elif isinstance(layer, _CONV):
-                    hw, hb, gin = _conv_reverse(layer, env[src], at, g, gd, vw, need)
-                else:
-                    hw, hb, gin = _bn_reverse(layer, cache[node], at, g, gd, vw, need)
-                put(layer.weight, hw)
-                put(layer.bias, hb)
-                return [(src, gin)]
+                return [(src, weighted_reverse(
+                    self.modules[node.target], env[src], at, g, gd, self.slices, m, out,
+                    src in cache["live"], cache.get(node), gauss_newton))]
             if kind == "elementwise" and not gauss_newton:
                 s1, s2 = cache[node]
                 src = self._source(node, env)

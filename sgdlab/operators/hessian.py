@@ -31,7 +31,8 @@ from .linear import ModelOperator
 from .params import flatten, unflatten_like
 from .graph_rop import GraphHVP, GraphTaylor
 from .rop import SequentialHVP, rop_products
-from .taylor import SequentialTaylor, forward_preparation, taylor_quadratic_forms
+from .taylor import (SequentialTaylor, forward_preparation, global_forward_hooks,
+                     taylor_quadratic_forms)
 
 
 
@@ -54,10 +55,8 @@ def affine_batchnorm(model: nn.Module) -> Iterator[None]:
     backward through them costs a few elementwise ops, where autograd's batch-norm double
     backward (written for batch statistics) took ~25% of a Hessian-vector product on the
     benchmark CNN with BatchNorm2d. Layers with hooks of their own are left alone."""
-    from torch.nn.modules import module as _mod
-
     handles = []
-    if not (_mod._global_forward_hooks or _mod._global_forward_pre_hooks):
+    if not global_forward_hooks():
         for m in model.modules():
             if (isinstance(m, nn.modules.batchnorm._BatchNorm) and not m.training
                     and m.running_mean is not None and not m._forward_hooks
@@ -84,8 +83,8 @@ class HessianOperator(ModelOperator):
         super().__init__(model, loss_fn, data)
         self._kw = dict(cache_graph=cache_graph, taylor=taylor, rop=rop)
         self._cached_grad: tuple[Tensor, ...] | None = None
-        # Taylor-mode quadratic forms and R-op products (None when the model is not a
-        # supported Sequential), over one forward pass
+        # Taylor-mode quadratic forms and R-op products (None when the model is neither a
+        # supported Sequential nor a supported traced graph), over one forward pass
         self._taylor, self._rop = _taylor_and_rop(model, self.params, taylor, rop)
         self._taylor_cache = self._rop_cache = None
         if cache_graph and is_single_batch(data) and self._rop is None:

@@ -57,3 +57,30 @@ def grads_vector(model: nn.Module) -> Tensor:
         p.grad.detach() if p.grad is not None else torch.zeros_like(p)
         for p in trainable_named_params(model).values()
     )
+
+
+def param_slices(params: Mapping[str, Tensor]) -> dict[int, tuple[int, int]]:
+    """{id(p): (start, end)} of each parameter's entries in the flat vector."""
+    out, i = {}, 0
+    for p in params.values():
+        out[id(p)] = (i, i + p.numel())
+        i += p.numel()
+    return out
+
+
+def param_rows(slices: Mapping[int, tuple[int, int]], p: Tensor | None,
+               m: Tensor) -> Tensor | None:
+    """Parameter p's rows of a (d, k) block, shaped (k, *p.shape); None when p is absent or
+    not among ``slices``."""
+    if p is None or id(p) not in slices:
+        return None
+    i, j = slices[id(p)]
+    return m[i:j].T.reshape(m.shape[1], *p.shape)
+
+
+def add_param_rows(out: Tensor, slices: Mapping[int, tuple[int, int]], p: Tensor | None,
+                   values: Tensor | None) -> None:
+    """out[p's rows] += values, for (k, *p.shape) values (nothing when either is absent)."""
+    if values is not None and p is not None and id(p) in slices:
+        i, j = slices[id(p)]
+        out[i:j] += values.reshape(out.shape[1], -1).T

@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .batches import is_single_batch, iterate_batches
+from .params import add_param_rows, param_rows
 from .taylor import (_BN, _CONV, _LINEAR_POOL, _MAXPOOL, _WEIGHTED, ELEMENTWISE,
                      SequentialTaylor, forward_preparation, output_hessian_products,
                      single_batch_preparation)
@@ -84,7 +85,7 @@ class SequentialHVP:
             q, p = self.taylor.chain_of.get(j, (None, None))
             if j != p:
                 if j > self.first:
-                    g = self._transpose(j, g, acts, cache.get(j))
+                    g = layer_transpose(self.layers[j], g, acts[j], cache.get(j))
                 j -= 1
                 continue
             # a pooled chain: its gradients at the pooled size, one per pooling window
@@ -93,31 +94,21 @@ class SequentialHVP:
             for i in range(p - 1, max(q, self.first) - 1, -1):
                 grads[i] = g[0]
                 if i > self.first:
-                    g = self._transpose(i, g, acts, cache["pooled", i])
+                    g = layer_transpose(self.layers[i], g, acts[i], cache["pooled", i])
             if q > self.first:
                 g = _scatter_pool(g, cache[p], acts[q].shape)
             j = q - 1
         return prep + (grads,)
 
-    def _transpose(self, j: int, t: Tensor, acts: list, c) -> Tensor:
-        return layer_transpose(self.layers[j], t, acts[j], c)
-
     def matmat(self, prep: tuple, m: Tensor, *, gauss_newton: bool = False) -> Tensor:
         """H M for the (d, k) matrix M; with ``gauss_newton`` G M = Jᵀ ∇²ℓ J M (the reverse
         pass without the terms in the primal gradients g)."""
         acts, cache, o, g_out, grads = prep
-        k, slices = m.shape[1], self.taylor.slices
         tangents: list[Tensor | None] = []
         d1, _ = self.taylor.propagate(prep[:4], m, hessian=False, inputs=tangents)
         out = torch.zeros_like(m)
         if d1 is None:
             return out
-
-        def put(p: Tensor | None, hv: Tensor | None) -> None:
-            if hv is not None and p is not None and id(p) in slices:
-                i, e = slices[id(p)]
-                out[i:e] += hv.reshape(k, -1).T
-
         gd = output_hessian_products(g_out, o, d1, cache).detach()
         for j in range(len(self.layers) - 1, self.first - 1, -1):
             layer, a, g, at = self.layers[j], acts[j], grads[j], tangents[j]
@@ -127,28 +118,38 @@ class SequentialHVP:
                 continue                  # a pooled chain's adjoints stay at the pooled size
             c = cache["pooled", j] if q is not None else cache.get(j)
             if gauss_newton:
-                at = None                 # drops every term in g (with vw below)
+                at = None                 # drops every term in g (with vw in weighted_reverse)
             if isinstance(layer, _WEIGHTED):
-                vw = None if gauss_newton else self.taylor._tangent(layer.weight, m)
-                if isinstance(layer, nn.Linear):
-                    hw, hb, gin = _linear_reverse(layer, a, at, g, gd, vw, need_input)
-                elif isinstance(layer, _CONV):
-                    patches = cache["patches"][1] if cache["patches"][0] == j else None
-                    hw, hb, gin = _conv_reverse(layer, a, at, g, gd, vw, need_input, patches)
-                else:
-                    hw, hb, gin = _bn_reverse(layer, c, at, g, gd, vw, need_input)
-                put(layer.weight, hw)
-                put(layer.bias, hb)
-                gd = gin
+                patches = cache["patches"][1] if cache["patches"][0] == j else None
+                gd = weighted_reverse(layer, a, at, g, gd, self.taylor.slices, m, out,
+                                      need_input, c, gauss_newton, patches)
             elif need_input:
                 if isinstance(layer, ELEMENTWISE) and c[1] is not None and at is not None:
                     s1, s2 = c
                     gd = s1 * gd + s2 * at * g
                 else:
-                    gd = self._transpose(j, gd, acts, c)
+                    gd = layer_transpose(layer, gd, a, c)
             if j == q and need_input:     # leaving the chain: back to the full size
                 gd = _scatter_pool(gd, cache[p], a.shape)
         return out
+
+
+def weighted_reverse(layer: nn.Module, a, at, g, gd, slices, m: Tensor, out: Tensor,
+                     need_input: bool, c, gauss_newton: bool, patches: Tensor | None = None):
+    """One weighted layer's step of the reverse pass: its rows of H M (or G M) added to
+    ``out``; returns the adjoint ġ of its input (None when not needed). a, a': its input and
+    input tangent (None: zero or Gauss–Newton); g, ġ: its output's primal gradient and
+    adjoint; c: batch norm's cached (x̂, r)."""
+    vw = None if gauss_newton else param_rows(slices, layer.weight, m)
+    if isinstance(layer, nn.Linear):
+        hw, hb, gin = _linear_reverse(layer, a, at, g, gd, vw, need_input)
+    elif isinstance(layer, _CONV):
+        hw, hb, gin = _conv_reverse(layer, a, at, g, gd, vw, need_input, patches)
+    else:
+        hw, hb, gin = _bn_reverse(layer, c, at, g, gd, vw, need_input)
+    add_param_rows(out, slices, layer.weight, hw)
+    add_param_rows(out, slices, layer.bias, hb)
+    return gin
 
 
 def layer_transpose(layer: nn.Module, t: Tensor, a: Tensor, c) -> Tensor:

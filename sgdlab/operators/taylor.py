@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .batches import is_single_batch, iterate_batches
+from .params import param_rows, param_slices
 
 # elementwise activations whose first and second derivatives are taken by autograd at z
 ELEMENTWISE = (nn.ReLU, nn.LeakyReLU, nn.Tanh, nn.Sigmoid, nn.ELU, nn.GELU, nn.SiLU,
@@ -55,13 +56,18 @@ def _supported_layer(m: nn.Module) -> bool:
     return isinstance(m, nn.Dropout) and (m.p == 0 or not m.training)
 
 
-def flat_layers(module: nn.Module) -> list[nn.Module] | None:
-    """The layers of a (nested) plain ``nn.Sequential``, or None when not one."""
+def global_forward_hooks() -> bool:
+    """Whether forward (pre-)hooks are registered for every module: the hand-written passes
+    would skip them."""
     from torch.nn.modules import module as _mod
 
+    return bool(_mod._global_forward_hooks or _mod._global_forward_pre_hooks)
+
+
+def flat_layers(module: nn.Module) -> list[nn.Module] | None:
+    """The layers of a (nested) plain ``nn.Sequential``, or None when not one."""
     if (type(module).forward is not nn.Sequential.forward or module._forward_hooks
-            or module._forward_pre_hooks or _mod._global_forward_hooks
-            or _mod._global_forward_pre_hooks):
+            or module._forward_pre_hooks or global_forward_hooks()):
         return None
     out = []
     for m in module:
@@ -106,10 +112,7 @@ class SequentialTaylor:
         layers = flat_layers(model)
         if layers is None or not any(isinstance(m, _WEIGHTED) for m in layers):
             return None
-        offsets, i = {}, 0
-        for p in params.values():
-            offsets[id(p)] = (i, i + p.numel())
-            i += p.numel()
+        offsets = param_slices(params)
         seen = set()
         for m in layers:
             if isinstance(m, _WEIGHTED):
@@ -160,14 +163,20 @@ class SequentialTaylor:
                                                for t in cache[j])
         return acts, cache, o, g_out
 
-    def _tangent(self, p: Tensor | None, m: Tensor) -> Tensor | None:
-        """Rows of the (d, k) probe block for parameter p, shaped (k, *p.shape)."""
-        if p is None or id(p) not in self.slices:
-            return None
-        i, j = self.slices[id(p)]
-        return m[i:j].T.reshape(m.shape[1], *p.shape)
-
     # ---- layers bilinear in (input, weight) ---------------------------------------------------
+    @classmethod
+    def weighted(cls, layer: nn.Module, a, d1, d2, slices, m: Tensor, hessian: bool,
+                 out_shape, c, patches: Tensor | None = None):
+        """(z', z'') of a weighted layer (linear, convolution, eval batch norm with its
+        cached (x̂, r) c) along the probe block m, given its input's (a', a'')."""
+        k = m.shape[1]
+        vw, vb = param_rows(slices, layer.weight, m), param_rows(slices, layer.bias, m)
+        if isinstance(layer, nn.Linear):
+            return cls._linear(layer, a, d1, d2, vw, vb, k, hessian)
+        if isinstance(layer, _CONV):
+            return cls._conv(layer, a, d1, d2, vw, vb, k, hessian, out_shape, patches)
+        return cls._batchnorm(c, d1, d2, vw, vb, k, hessian, layer)
+
     @staticmethod
     def _linear(layer: nn.Linear, a, d1, d2, vw, vb, k: int, hessian: bool):
         w = layer.weight.detach()
@@ -255,7 +264,6 @@ class SequentialTaylor:
         """(k, N, ...) first and (``hessian``) second derivatives of the outputs along the
         columns of m; ``inputs`` collects each layer's input tangent (None where zero)."""
         acts, cache, o, _ = prep
-        k = m.shape[1]
         d1 = d2 = None           # (k, N, ...) derivatives of the current activation
         for j, layer in enumerate(self.layers):
             q, p = self.chain_of.get(j, (None, None))
@@ -268,27 +276,14 @@ class SequentialTaylor:
             a = acts[j]
             c = cache["pooled", j] if q is not None else cache.get(j)
             if isinstance(layer, _WEIGHTED):
-                vw = self._tangent(layer.weight, m)
-                vb = self._tangent(layer.bias, m)
-                if isinstance(layer, nn.Linear):
-                    d1, d2 = self._linear(layer, a, d1, d2, vw, vb, k, hessian)
-                elif isinstance(layer, _CONV):
-                    out = (acts[j + 1] if j + 1 < len(acts) else o).shape
-                    patches = cache["patches"][1] if cache["patches"][0] == j else None
-                    d1, d2 = self._conv(layer, a, d1, d2, vw, vb, k, hessian, out, patches)
-                else:
-                    d1, d2 = self._batchnorm(c, d1, d2, vw, vb, k, hessian, layer)
+                out = (acts[j + 1] if j + 1 < len(acts) else o).shape
+                patches = cache["patches"][1] if cache["patches"][0] == j else None
+                d1, d2 = self.weighted(layer, a, d1, d2, self.slices, m, hessian, out, c,
+                                       patches)
             elif d1 is None:
                 continue          # the tangents are still zero
             elif isinstance(layer, ELEMENTWISE):
-                s1, s2 = c
-                n2 = None
-                if hessian:
-                    if s2 is not None:
-                        n2 = s2 * d1 * d1
-                    if d2 is not None:
-                        n2 = _add(n2, s1 * d2)
-                d1, d2 = s1 * d1, n2
+                d1, d2 = elementwise_tangents(c, d1, d2, hessian)
             elif isinstance(layer, _MAXPOOL):
                 d1, d2 = (None if t is None else _gather_pool(t, c) for t in (d1, d2))
             elif isinstance(layer, _LINEAR_POOL):
@@ -302,6 +297,18 @@ class SequentialTaylor:
         columns v_j of m."""
         d1, d2 = self.propagate(prep, m, hessian=hessian)
         return quadratic_values(prep[1], prep[2], prep[3], d1, d2, m, hessian=hessian)
+
+
+def elementwise_tangents(c: tuple, d1: Tensor, d2: Tensor | None, hessian: bool):
+    """(h', h'') of h = σ(z) from (z', z''): σ' z' and σ'' z'² + σ' z'' (c: σ', σ'' or None)."""
+    s1, s2 = c
+    n2 = None
+    if hessian:
+        if s2 is not None:
+            n2 = s2 * d1 * d1
+        if d2 is not None:
+            n2 = _add(n2, s1 * d2)
+    return s1 * d1, n2
 
 
 def quadratic_values(cache: dict, o: Tensor, g_out: Tensor, d1: Tensor | None,
