@@ -41,13 +41,15 @@ sgdlab's, both at the same accuracy; the peer is named in the printed line):
   preparation cached) over one gradient (forward + backward) of the same loss.
 
 Times are medians of the calling thread's CPU time (``time.thread_time``) over 5 runs (3 when
-one run takes over 5 s, 1 over 30 s); the accuracy calibration run counts as the first, and the
-further runs go round-robin over the libraries (load changes on a shared machine hit all of
-them alike). A peer whose calibration run takes over 20x sgdlab's time (and 10 s) without
-meeting the target is stopped there, its time taken as a lower bound (said in the output).
-``SGDLAB_BENCH_REPEATS`` overrides the 5. ``python benchmarks/run.py --only cnn`` runs one
-problem's figures (any other substring selects the figures whose name contains it). The run
-with every problem takes about two hours on one core (large_mlp most of it).
+one run takes over 5 s, 1 over 30 s; 25 under 0.1 s, where the allocator makes single runs
+swing); the accuracy calibration run counts as the first, and the further runs go round-robin
+over the libraries (load changes on a shared machine hit all of them alike). A peer whose
+calibration run takes over 20x sgdlab's time (and 10 s) without meeting the target is stopped
+there, its time taken as a lower bound (said in the output). ``SGDLAB_BENCH_REPEATS`` overrides
+the 5 (and 5x it the 25). ``python benchmarks/run.py --only cnn`` runs one problem's figures
+(any other substring selects the figures whose name contains it). The run with every problem
+takes about an hour on one core (the three small problems 32 minutes, most of it PyHessian's
+power iteration failing to reach 1e-3 on the CNNs).
 """
 from __future__ import annotations
 
@@ -149,7 +151,9 @@ def _calibrate(peer: Peer, error: Callable[[Any], float], target: float,
 
 
 def _runs(first: float) -> int:
-    return 1 if first > 30 else (3 if first > 5 else _repeats())
+    # calls of a few milliseconds swing with the allocator: more runs for a stable median
+    return 1 if first > 30 else (3 if first > 5 else (_repeats() if first > 0.1
+                                                      else 5 * _repeats()))
 
 
 def _compare(task: str, ours: Peer, peers: list[Peer], error, target: float) -> float | None:

@@ -175,12 +175,12 @@ class _Conv(_Layer):
     Σ_p δ_ip a_ipᵀ over the input patches a_ip. Two ways, by measurement (one thread):
 
     - few input channels (``nn.Conv2d``, C_in ≤ 4, groups 1; typically the first layer, on
-      the data): the patches built by k_h·k_w strided copies, then one batched GEMM per chunk
-      (512 MNIST images, 1 → 8 channels 3x3: 11 vs 22 ms; 256 CIFAR images, 3 → 32: 36 vs
-      43 ms; F.unfold's patches were slower than both);
+      the data): the patches (one strided copy, :func:`~sgdlab.operators.taylor.conv_patches`),
+      then one batched GEMM per chunk (512 MNIST images, 1 → 8 channels 3x3: 11 vs 22 ms;
+      256 CIFAR images, 3 → 32: 34 vs 41 ms; F.unfold's patches were slower than both);
     - otherwise the weight half of ``convolution_backward`` vmapped over the samples (functorch
-      turns it into one grouped convolution: 14 vs 34 ms for the patches on an 8 → 16-channel
-      layer)."""
+      turns it into one grouped convolution: 12 vs 22 ms for the patches on an 8 → 16-channel
+      layer, 28 vs 52 ms on 16 → 32)."""
 
     patch_budget = 64 * 2**20      # bytes of patches at a time
 

@@ -150,13 +150,19 @@ class SequentialTaylor:
         first = next(j for j, m in enumerate(self.layers) if isinstance(m, _WEIGHTED))
         cache["patches"] = (first, input_patches(self.layers[first], acts[first]))
         for start, pool in self.chains.items():       # the chains' coefficients at the argmax
+            z = None          # the current layer's input at the argmax, when already made
             for j in range(start, pool):
                 m = self.layers[j]
                 if j not in cache:
-                    z = _gather_one(acts[j], cache[pool])
+                    # one gather per chain: the layers act elementwise, so each next input at
+                    # the argmax is this layer applied to its input there (pooled size)
+                    z = _gather_one(acts[j], cache[pool]) if z is None else z
                     cache["pooled", j] = (batchnorm_primal(m, z) if isinstance(m, _BN)
                                           else activation_derivatives(m, z))
-                elif isinstance(m, _BN):
+                    z = m(z) if j + 1 < pool else None
+                    continue
+                z = None      # made before an inplace layer ran: gather those coefficients
+                if isinstance(m, _BN):
                     cache["pooled", j] = (_gather_one(cache[j][0], cache[pool]), cache[j][1])
                 else:
                     cache["pooled", j] = tuple(None if t is None else _gather_one(t, cache[pool])
@@ -362,19 +368,18 @@ PATCH_BUDGET = 256 * 2**20      # bytes of cached patches of the data (first lay
 
 
 def conv_patches(a: Tensor, kernel_size, stride, padding, dilation) -> Tensor:
-    """im2col of a 2-d convolution's input: (N, C·k_h·k_w, L), F.unfold's layout, by k_h·k_w
-    strided copies of the padded input (512 MNIST images, 3x3: 5 vs 13 ms for F.unfold)."""
+    """im2col of a 2-d convolution's input: (N, C·k_h·k_w, L), F.unfold's layout, as one copy
+    of a strided view of the padded input (512 MNIST images, 3x3: 3.0 ms vs 4.6 ms for k_h·k_w
+    strided copies and 13 ms for F.unfold; 512x8x14x14: 7.5 vs 17 ms)."""
     (kh, kw), (sh, sw), (ph, pw), (dh, dw) = kernel_size, stride, padding, dilation
     n, c, h, w = a.shape
     oh = (h + 2 * ph - dh * (kh - 1) - 1) // sh + 1
     ow = (w + 2 * pw - dw * (kw - 1) - 1) // sw + 1
     ap = F.pad(a, (pw, pw, ph, ph)) if ph or pw else a
-    p = a.new_empty(n, c, kh, kw, oh, ow)
-    for i in range(kh):
-        for j in range(kw):
-            p[:, :, i, j] = ap[:, :, i * dh:i * dh + sh * (oh - 1) + 1:sh,
-                               j * dw:j * dw + sw * (ow - 1) + 1:sw]
-    return p.view(n, c * kh * kw, oh * ow)
+    s0, s1, s2, s3 = ap.stride()
+    windows = ap.as_strided((n, c, kh, kw, oh, ow),
+                            (s0, s1, s2 * dh, s3 * dw, s2 * sh, s3 * sw), ap.storage_offset())
+    return windows.reshape(n, c * kh * kw, oh * ow)
 
 
 def input_patches(layer: nn.Module, a: Tensor) -> Tensor | None:

@@ -153,6 +153,24 @@ def test_declined_models_keep_autograd_products():
                            rop=False)._rop is None
 
 
+@pytest.mark.parametrize("opts", [((3, 3), (1, 1), (1, 1), (1, 1)),
+                                  ((1, 1), (1, 1), (0, 0), (1, 1)),
+                                  ((2, 3), (2, 1), (0, 2), (2, 1))])
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last", "sliced"])
+def test_conv_patches_equal_unfold(opts, layout):
+    """The strided-view im2col equals F.unfold for any input strides (views, channels-last)."""
+    from sgdlab.operators.taylor import conv_patches
+
+    x = torch.randn(3, 4, 9, 8, dtype=torch.float64)
+    if layout == "channels_last":
+        x = x.contiguous(memory_format=torch.channels_last)
+    elif layout == "sliced":
+        x = x[:, 1:3, :, 1:]
+    ks, st, pad, dil = opts
+    torch.testing.assert_close(conv_patches(x, *opts), F.unfold(x, ks, dil, pad, st),
+                               rtol=0, atol=0)
+
+
 def test_patch_weight_terms_in_sample_chunks():
     """Σ_n ġ_n P_nᵀ is the convolution weight gradient, also when summed in sample chunks."""
     from sgdlab.operators.rop import _patch_weight_terms
