@@ -66,11 +66,23 @@ class _Layer:
             return self._full
         return self._rows(lo, hi)
 
-    def _rows(self, lo: int, hi: int) -> Tensor:
+    def _parts(self, lo: int, hi: int) -> list[Tensor]:
+        """The weight's and the bias' blocks of G for samples lo..hi-1, (hi - lo, ·) each."""
         raise NotImplementedError
 
+    def _rows(self, lo: int, hi: int) -> Tensor:
+        parts = self._parts(lo, hi)
+        return parts[0] if len(parts) == 1 else torch.cat(parts, 1)
+
     def write_rows(self, out: Tensor, lo: int, hi: int) -> None:
-        out.copy_(self.rows(lo, hi))
+        full = self.__dict__.get("_full")
+        if full is not None:
+            out.copy_(full[lo:hi])
+            return
+        col = 0
+        for part in self._parts(lo, hi):     # each block copied once, no concatenation
+            out[:, col:col + part.shape[1]].copy_(part)
+            col += part.shape[1]
 
     def _chunk(self) -> int:
         item = self.delta.element_size()
@@ -160,14 +172,14 @@ class _Positions(_Layer):
                          delta.shape[2])
         self.a = a                            # (N, P, in); delta (N, P, out)
 
-    def _rows(self, lo: int, hi: int) -> Tensor:
+    def _parts(self, lo: int, hi: int) -> list[Tensor]:
         d = self.delta[lo:hi]
         parts = []
         if self.has_weight:
             parts.append(torch.bmm(d.transpose(1, 2), self.a[lo:hi]).reshape(len(d), -1))
         if self.has_bias:
             parts.append(d.sum(1))
-        return parts[0] if len(parts) == 1 else torch.cat(parts, 1)
+        return parts
 
 
 class _Conv(_Layer):
@@ -218,7 +230,7 @@ class _Conv(_Layer):
             torch.bmm(d[lo:lo + step].flatten(2), p.transpose(1, 2), out=out[lo:lo + step])
         return out
 
-    def _rows(self, lo: int, hi: int) -> Tensor:
+    def _parts(self, lo: int, hi: int) -> list[Tensor]:
         d = self.delta[lo:hi]
         parts = []
         if self.has_weight:
@@ -230,7 +242,7 @@ class _Conv(_Layer):
             parts.append(w.reshape(len(d), -1))
         if self.has_bias:
             parts.append(d.flatten(2).sum(-1))
-        return parts[0] if len(parts) == 1 else torch.cat(parts, 1)
+        return parts
 
 
 class _BatchNormEval(_Layer):
@@ -243,7 +255,7 @@ class _BatchNormEval(_Layer):
         super().__init__(delta, has_weight, has_bias, m.num_features, m.num_features)
         self.xhat = xhat
 
-    def _rows(self, lo: int, hi: int) -> Tensor:
+    def _parts(self, lo: int, hi: int) -> list[Tensor]:
         d = self.delta[lo:hi]
         s0 = d.flatten(2).sum(-1) if d.dim() > 2 else d
         parts = []
@@ -252,7 +264,7 @@ class _BatchNormEval(_Layer):
             parts.append(dx.flatten(2).sum(-1) if d.dim() > 2 else dx)
         if self.has_bias:
             parts.append(s0)
-        return parts[0] if len(parts) == 1 else torch.cat(parts, 1)
+        return parts
 
 
 def _conv_supported(m: nn.Module) -> bool:
