@@ -22,11 +22,12 @@ So do products Gᵀ U (eigenvectors of Σ, noise samples), Σ_i g_i² (the diago
 The a_i and δ_i come from the model's own forward pass with hooks and a backward pass that
 asks for the gradients w.r.t. the layers' outputs only (no weight gradient at all), or, for a
 plain ``nn.Sequential`` with max pooling, from the hand-written passes of
-:class:`~sgdlab.operators.rop.SequentialHVP` (:func:`_sequential_passes`). Applies when every trainable parameter belongs to an ``nn.Linear``, an
-``nn.Conv1d/2d/3d`` (zero padding) or an eval-mode batch norm, each called once per forward (no
-weight sharing), the loss is a mean over samples and samples do not interact (no batch norm in
-train mode); :func:`per_sample_factors` returns None otherwise and callers fall back to
-``torch.func`` (:func:`~sgdlab.operators.per_sample.per_sample_gradients`).
+:class:`~sgdlab.operators.rop.SequentialHVP` (:func:`_sequential_passes`). Applies when every
+trainable parameter belongs to an ``nn.Linear``, an ``nn.Conv1d/2d/3d`` (zero padding,
+"valid" or symmetric "same" included) or an eval-mode batch norm, each called once per
+forward (no weight sharing), the loss is a mean over samples and samples do not interact
+(no batch norm in train mode); :func:`per_sample_factors` returns None otherwise and callers
+fall back to ``torch.func`` (:func:`~sgdlab.operators.per_sample.per_sample_gradients`).
 """
 from __future__ import annotations
 
@@ -37,6 +38,7 @@ from torch import Tensor, nn
 
 from .batches import Data, iterate_batches
 from .params import trainable_named_params
+from .taylor import conv_padding
 
 
 class _Layer:
@@ -202,7 +204,7 @@ class _Conv(_Layer):
         self.a = a                          # (N, C, *in); delta (N, O, *out)
         self.patches = patches              # (N, C·k_h·k_w, L) when already made
         nd = a.dim() - 2
-        pad = (0,) * nd if isinstance(m.padding, str) else tuple(m.padding)
+        pad = conv_padding(m)
         self.opts = (tuple(m.kernel_size), tuple(m.stride), pad, tuple(m.dilation))
         self.by_patches = patches is not None or (
             type(m) is nn.Conv2d and m.groups == 1 and m.in_channels <= 4)
@@ -268,7 +270,7 @@ class _BatchNormEval(_Layer):
 
 
 def _conv_supported(m: nn.Module) -> bool:
-    return m.padding_mode == "zeros" and (not isinstance(m.padding, str) or m.padding == "valid")
+    return m.padding_mode == "zeros" and conv_padding(m) is not None
 
 
 _LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)

@@ -31,11 +31,12 @@ from torch import Tensor, nn
 from torch.fx import Node
 
 from .params import param_slices
-from .rop import _padding, layer_transpose, weighted_reverse
+from .rop import layer_transpose, weighted_reverse
 from .taylor import (_BN, _CONV, _MAXPOOL, _WEIGHTED, ELEMENTWISE, SequentialTaylor,
                      _gather_pool, _supported_layer, activation_derivatives, batchnorm_primal,
-                     cross_entropy_probabilities, elementwise_tangents, global_forward_hooks,
-                     max_pool_with_indices, output_hessian_products, quadratic_values)
+                     conv_padding, cross_entropy_probabilities, elementwise_tangents,
+                     global_forward_hooks, max_pool_with_indices, output_hessian_products,
+                     quadratic_values)
 
 _RELU = {F.relu, torch.relu, "relu"}
 _SUB = {operator.sub, torch.sub, "sub"}
@@ -97,7 +98,7 @@ class GraphHVP:
                 continue
             if node.op == "call_module":
                 m = modules[node.target]
-                if not _supported_layer(m) or (isinstance(m, _CONV) and _padding(m) is None):
+                if not _supported_layer(m) or (isinstance(m, _CONV) and conv_padding(m) is None):
                     return None
                 if isinstance(m, _WEIGHTED):
                     owned.update(id(p) for p in m.parameters())

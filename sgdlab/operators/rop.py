@@ -34,8 +34,8 @@ from torch import Tensor, nn
 from .batches import is_single_batch, iterate_batches
 from .params import add_param_rows, param_rows
 from .taylor import (_BN, _CONV, _LINEAR_POOL, _MAXPOOL, _WEIGHTED, ELEMENTWISE,
-                     SequentialTaylor, forward_preparation, output_hessian_products,
-                     single_batch_preparation)
+                     SequentialTaylor, conv_padding, forward_preparation,
+                     output_hessian_products, single_batch_preparation)
 
 _CONV_INPUT = {nn.Conv1d: F.grad.conv1d_input, nn.Conv2d: F.grad.conv2d_input,
                nn.Conv3d: F.grad.conv3d_input}
@@ -61,7 +61,7 @@ class SequentialHVP:
         """The R-op over an operator's Taylor-mode forward pass, or None when it declines."""
         if taylor is None or not taylor.slices:
             return None
-        if any(isinstance(m, _CONV) and _padding(m) is None for m in taylor.layers):
+        if any(isinstance(m, _CONV) and conv_padding(m) is None for m in taylor.layers):
             return None
         return cls(taylor)
 
@@ -242,19 +242,9 @@ def _linear_reverse(layer, a, at, g, gd, vw, need_input):
     return hw, hb, gin
 
 
-def _padding(layer: nn.Module) -> tuple | None:
-    """A convolution's padding as numbers ("valid": zeros; "same" when symmetric), else None."""
-    if not isinstance(layer.padding, str):
-        return tuple(layer.padding)
-    if layer.padding == "valid":
-        return (0,) * len(layer.kernel_size)
-    total = [d * (q - 1) for d, q in zip(layer.dilation, layer.kernel_size)]
-    return None if any(t % 2 for t in total) else tuple(t // 2 for t in total)
-
-
 def _conv_options(layer: nn.Module) -> tuple:
     """(stride, padding, dilation, groups) for ``torch.nn.grad.conv*d_input/weight``."""
-    return layer.stride, _padding(layer), layer.dilation, layer.groups
+    return layer.stride, conv_padding(layer), layer.dilation, layer.groups
 
 
 def _by_group(t: Tensor, dim: int, g: int) -> Tensor:

@@ -21,6 +21,8 @@ back to (V ⊙ A V).sum(0).
 """
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -367,14 +369,28 @@ def output_hessian_products(g_out: Tensor, o: Tensor, t: Tensor, cache: dict) ->
 PATCH_BUDGET = 256 * 2**20      # bytes of cached patches of the data (first layer only)
 
 
+def conv_padding(layer: nn.Module) -> tuple | None:
+    """A convolution's padding as numbers ("valid": zeros; "same" when symmetric), else None."""
+    if not isinstance(layer.padding, str):
+        return tuple(layer.padding)
+    if layer.padding == "valid":
+        return (0,) * len(layer.kernel_size)
+    total = [d * (q - 1) for d, q in zip(layer.dilation, layer.kernel_size)]
+    return None if any(t % 2 for t in total) else tuple(t // 2 for t in total)
+
+
+def _conv_output_size(size: int, kernel: int, stride: int, padding: int, dilation: int) -> int:
+    return (size + 2 * padding - dilation * (kernel - 1) - 1) // stride + 1
+
+
 def conv_patches(a: Tensor, kernel_size, stride, padding, dilation) -> Tensor:
     """im2col of a 2-d convolution's input: (N, C·k_h·k_w, L), F.unfold's layout, as one copy
     of a strided view of the padded input (512 MNIST images, 3x3: 3.0 ms vs 4.6 ms for k_h·k_w
     strided copies and 13 ms for F.unfold; 512x8x14x14: 7.5 vs 17 ms)."""
     (kh, kw), (sh, sw), (ph, pw), (dh, dw) = kernel_size, stride, padding, dilation
     n, c, h, w = a.shape
-    oh = (h + 2 * ph - dh * (kh - 1) - 1) // sh + 1
-    ow = (w + 2 * pw - dw * (kw - 1) - 1) // sw + 1
+    oh, ow = (_conv_output_size(*args) for args in zip((h, w), kernel_size, stride, padding,
+                                                       dilation))
     ap = F.pad(a, (pw, pw, ph, ph)) if ph or pw else a
     s0, s1, s2, s3 = ap.stride()
     windows = ap.as_strided((n, c, kh, kw, oh, ow),
@@ -390,17 +406,16 @@ def input_patches(layer: nn.Module, a: Tensor) -> Tensor | None:
     (512 MNIST images, 1 -> 8 channels 3x3: 6 + 6 ms vs oneDNN's 8 + 21 ms; 2,000 images,
     5x5 stride 2: 23 + 23 ms vs 25 + 113 ms). With 3 input channels at stride 1 oneDNN was
     faster (11 + 12 ms vs 14 + 16 ms on 256 CIFAR images), so it keeps those."""
-    if (type(layer) is not nn.Conv2d or layer.groups != 1 or isinstance(layer.padding, str)
-            or a.dim() != 4 or (a.shape[1] > 1 and all(s == 1 for s in layer.stride))):
+    pad = conv_padding(layer) if type(layer) is nn.Conv2d else None
+    if (pad is None or layer.groups != 1 or a.dim() != 4
+            or (a.shape[1] > 1 and all(s == 1 for s in layer.stride))):
         return None
-    kh, kw = layer.kernel_size
-    oh, ow = (
-        (n + 2 * p - d * (q - 1) - 1) // s + 1
-        for n, p, d, q, s in zip(a.shape[2:], layer.padding, layer.dilation,
-                                 layer.kernel_size, layer.stride))
-    if a.shape[0] * oh * ow * a.shape[1] * kh * kw * a.element_size() > PATCH_BUDGET:
+    opts = (layer.kernel_size, layer.stride, pad, layer.dilation)
+    positions = math.prod(_conv_output_size(*args) for args in zip(a.shape[2:], *opts))
+    per_position = a.shape[1] * math.prod(layer.kernel_size) * a.element_size()
+    if a.shape[0] * positions * per_position > PATCH_BUDGET:
         return None
-    return conv_patches(a, layer.kernel_size, layer.stride, layer.padding, layer.dilation)
+    return conv_patches(a, *opts)
 
 
 def max_pool_with_indices(m: nn.Module, a: Tensor) -> tuple[Tensor, Tensor]:

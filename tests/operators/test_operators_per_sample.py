@@ -47,6 +47,10 @@ def _models():
     yield "strided-patches", nn.Sequential(
         nn.Conv2d(2, 3, 3, stride=2, padding=1, dilation=2), nn.ReLU(), nn.Conv2d(3, 5, 1),
         nn.Tanh(), nn.Conv2d(5, 2, 2), nn.Flatten(), nn.Linear(2, 3)), (2, 5, 5)
+    # string paddings: "same" on a one-channel first layer (patches), "valid"
+    yield "same-valid-padding", nn.Sequential(
+        nn.Conv2d(1, 3, 3, padding="same"), nn.Tanh(), nn.Conv2d(3, 2, 2, padding="valid"),
+        nn.Flatten(), nn.Linear(18, 3)), (1, 4, 4)
     yield "conv3d-bn1d", nn.Sequential(
         nn.Conv3d(1, 2, 2, bias=False), nn.Flatten(), nn.Linear(16, 4),
         random_eval_batchnorm(nn.BatchNorm1d(4), 4),

@@ -46,6 +46,9 @@ def _nets():
     yield "one-channel-patches", nn.Sequential(
         nn.Conv2d(1, 3, 3, padding=2, dilation=2), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
         nn.Linear(27, 3)), tiny_images(channels=1)
+    yield "one-channel-same-patches", nn.Sequential(
+        nn.Conv2d(1, 3, 3, padding="same", dilation=2), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Flatten(), nn.Linear(27, 3)), tiny_images(channels=1)
     g = torch.Generator().manual_seed(1)
     yield "conv1d-elu", nn.Sequential(
         nn.Conv1d(2, 3, 3, stride=2), nn.ELU(), nn.MaxPool1d(2), nn.Flatten(),
