@@ -25,6 +25,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from _registry import registry_problem
 from _timing import one_thread, timed
 
 MODELS = {"lenet": 256, "zhu-lenet": 256, "small-allcnn": 128, "wide-resnet": 64,
@@ -37,29 +38,11 @@ for _m in MODELS:
     GOALS[f"graph_rop_{_m}_hessian_cost_in_gradients"] = "report"
 
 
-def _model(name: str):
-    import sgdlab.models  # noqa: F401  (registers the models)
-    from sgdlab.models.registry import build_model, describe
-
-    torch.manual_seed(0)
-    if name == "resnet-20":
-        shape, model = (3, 32, 32), build_model("resnet-56", (3, 32, 32), 10, depth=20)
-    elif name == "wide-resnet":
-        shape = describe(name).reference_input
-        model = build_model(name, shape, 10, depth=10, widen=1)
-    else:
-        shape = describe(name).reference_input
-        model = build_model(name, shape, 10)
-    g = torch.Generator().manual_seed(0)
-    x = torch.randn(MODELS[name], *shape, generator=g)
-    return model.eval(), x, torch.randint(0, 10, (len(x),), generator=g)
-
-
 def measure(name: str, repeats: int = 5) -> dict[str, float]:
     from sgdlab.operators import GGNOperator, HessianOperator, num_params
     from sgdlab.operators.graph_rop import GraphHVP
 
-    model, x, y = _model(name)
+    model, x, y = registry_problem(name, MODELS[name])
     loss_fn = nn.CrossEntropyLoss()
     data = (x, y)
     v = torch.randn(num_params(model), 1, generator=torch.Generator().manual_seed(1))
