@@ -44,6 +44,23 @@ def random_eval_batchnorm(bn: nn.Module, seed: int) -> nn.Module:
     return bn.eval()
 
 
+def relu_chains_with_ties(channels: int, size: int, classes: int = 3) -> nn.Sequential:
+    """conv - ReLU (inplace) - ReLU - max pool, twice, then a linear head; the first
+    convolution's channels 1 and 2 have zero weights, so every window of those ties: at a
+    positive value (bias 0.5) and at a negative one (bias -0.3), and channel 0's bias of -1
+    leaves many windows whose maximum is negative. Exercises the order of pooling and ReLU."""
+    g = torch.Generator().manual_seed(2)
+    first = nn.Conv2d(channels, 3, 3, padding=1)
+    with torch.no_grad():
+        first.weight.copy_(torch.randn(first.weight.shape, generator=g))
+        first.weight[1:] = 0
+        first.bias.copy_(torch.tensor([-1.0, 0.5, -0.3]))
+    return nn.Sequential(
+        first, nn.ReLU(inplace=True), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
+        nn.Linear(4 * (size // 4) ** 2, classes))
+
+
 def tiny_classification(n: int = 12, in_dim: int = 3, classes: int = 2, *, seed: int = 1,
                         dtype: torch.dtype = torch.float64) -> tuple[Tensor, Tensor]:
     g = torch.Generator().manual_seed(seed)

@@ -108,6 +108,13 @@ class SequentialTaylor:
         self.chains = pooled_chains(layers)
         # layer -> (first, max-pool) of the pooled chain it belongs to
         self.chain_of = {j: (q, p) for q, p in self.chains.items() for j in range(q, p + 1)}
+        # chains of ReLUs alone: max pooling first, the ReLUs at the pooled size (below)
+        self.relu_chains = {q: p for q, p in self.chains.items()
+                            if all(type(layers[j]) is nn.ReLU for j in range(q, p))}
+        # 2-D convolutions whose output goes (through a chain) into a 2-D max pooling: run
+        # channels-last on CPU, so the pooling's faster kernel needs no conversion
+        self.pooled_convs = {j for j, m in enumerate(layers[:-1]) if type(m) is nn.Conv2d
+                             and isinstance(layers[self.chains.get(j + 1, j + 1)], nn.MaxPool2d)}
 
     @classmethod
     def build(cls, model: nn.Module, params: dict[str, Tensor]) -> "SequentialTaylor | None":
@@ -131,6 +138,16 @@ class SequentialTaylor:
         for j, m in enumerate(self.layers):
             acts.append(a)
             q, p = self.chain_of.get(j, (None, None))
+            if q in self.relu_chains:
+                # max(relu(z)) = relu(max(z)), and the argmax differs only in windows with
+                # max z <= 0, whose coefficient relu' is 0: pool z, then the ReLUs at the
+                # pooled size. The chain's recorded inputs are z (their shape is what is read)
+                if j == p:
+                    a, cache[j] = max_pool_with_indices(m, a)
+                    for i in range(q, p):      # relu'(z) = [relu(z) > 0]: from the output
+                        a = self.layers[i](a)
+                        cache["pooled", i] = activation_derivatives(self.layers[i], a)
+                continue
             # a pooled chain's coefficients are taken at the pooled size once the argmax is
             # known, from its inputs, unless the layer overwrites its input (inplace)
             pooled_later = q is not None and j < p and not getattr(m, "inplace", False)
@@ -140,6 +157,8 @@ class SequentialTaylor:
                 cache[j] = batchnorm_primal(m, a)
             if isinstance(m, _MAXPOOL):
                 a, cache[j] = max_pool_with_indices(m, a)
+            elif j in self.pooled_convs and a.device.type == "cpu" and a.dim() == 4:
+                a = m(channels_last(a))
             else:
                 a = m(a)
             if isinstance(m, _WEIGHTED):
@@ -152,6 +171,8 @@ class SequentialTaylor:
         first = next(j for j, m in enumerate(self.layers) if isinstance(m, _WEIGHTED))
         cache["patches"] = (first, input_patches(self.layers[first], acts[first]))
         for start, pool in self.chains.items():       # the chains' coefficients at the argmax
+            if start in self.relu_chains:
+                continue                               # made with the pooling
             z = None          # the current layer's input at the argmax, when already made
             for j in range(start, pool):
                 m = self.layers[j]
@@ -418,6 +439,14 @@ def input_patches(layer: nn.Module, a: Tensor) -> Tensor | None:
     return conv_patches(a, *opts)
 
 
+def channels_last(a: Tensor) -> Tensor:
+    """a (N, C, H, W) in channels-last layout; a view when C = 1 (the same memory order, but
+    torch calls such strides contiguous and its convolutions would answer in NCHW)."""
+    if a.shape[1] == 1 and a.is_contiguous():
+        return a.as_strided(a.shape, (a.stride(0), 1, a.stride(2), 1))
+    return a.contiguous(memory_format=torch.channels_last)
+
+
 def max_pool_with_indices(m: nn.Module, a: Tensor) -> tuple[Tensor, Tensor]:
     """``m(a)`` and its argmax indices, as ``F.max_pool*d(..., return_indices=True)`` gives
     them. Why not plainly: on CPU torch's NCHW max pooling is 2x slower than its channels-last
@@ -459,6 +488,13 @@ def pooled_chains(layers: list[nn.Module]) -> dict[int, int]:
 
 
 def _gather_one(t: Tensor, idx: Tensor) -> Tensor:
+    """t (N, C, *in) at the argmax idx (N, C, *out); a channels-last t is read in place."""
+    if t.dim() == 4 and not t.is_contiguous() and t.is_contiguous(
+            memory_format=torch.channels_last):
+        c = t.shape[1]
+        channel = torch.arange(c, device=idx.device).view(1, c, 1)
+        ix = (idx.flatten(2) * c + channel).flatten(1)
+        return t.permute(0, 2, 3, 1).reshape(len(t), -1).gather(1, ix).view(idx.shape)
     return _gather_pool(t[None], idx)[0]
 
 

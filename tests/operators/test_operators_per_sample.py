@@ -8,7 +8,8 @@ from sgdlab.errors import UserError
 from sgdlab.measure.noise import gradient_covariance
 from sgdlab.operators import per_sample_gradients
 from sgdlab.operators.factors import _Layer, per_sample_factors
-from sgdlab.testing import covariance_reference, per_sample_gradients_loop, random_eval_batchnorm
+from sgdlab.testing import (covariance_reference, per_sample_gradients_loop, random_eval_batchnorm,
+                            relu_chains_with_ties)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -43,6 +44,7 @@ def _models():
         nn.MaxPool2d(2), nn.Conv2d(3, 4, 3, padding=1),
         random_eval_batchnorm(nn.BatchNorm2d(4), 6), nn.Tanh(),
         nn.MaxPool2d(3, stride=1, padding=1), nn.Flatten(), nn.Linear(16, 3)), (2, 4, 4)
+    yield "relu-chains-ties", relu_chains_with_ties(2, 8), (2, 8, 8)
     # patches (≤ 4 input channels) with stride and dilation, 1x1; the vmapped route (5)
     yield "strided-patches", nn.Sequential(
         nn.Conv2d(2, 3, 3, stride=2, padding=1, dilation=2), nn.ReLU(), nn.Conv2d(3, 5, 1),
@@ -83,7 +85,7 @@ def test_factored_per_sample_gradients_equal_vmap(name, model, shape, route, mon
     assert ps is not None
     if route != "hooks":     # a custom module: hooks
         assert (seen[0] is not None) == (
-            name in ("conv2d", "bn-pooled-chains") or (route == "sequential"
+            name in ("conv2d", "bn-pooled-chains", "relu-chains-ties") or (route == "sequential"
                                                        and name != "sequence"))
     ref = per_sample_gradients(model, loss_fn, (x, y), method="vmap", chunk_size=3)
     torch.testing.assert_close(ref, per_sample_gradients_loop(model, loss_fn, (x, y)))

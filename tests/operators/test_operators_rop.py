@@ -11,7 +11,8 @@ from sgdlab.operators import GGNOperator, HessianOperator
 from sgdlab.operators.rop import SequentialHVP
 from sgdlab.operators.taylor import cross_entropy_probabilities
 from sgdlab.testing import (assert_rop_products_match_dense, dense_hessian_reference,
-                            ggn_reference, random_eval_batchnorm, tiny_images)
+                            ggn_reference, random_eval_batchnorm, relu_chains_with_ties,
+                            tiny_images)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -49,6 +50,8 @@ def _nets():
     yield "one-channel-same-patches", nn.Sequential(
         nn.Conv2d(1, 3, 3, padding="same", dilation=2), nn.ReLU(), nn.MaxPool2d(2),
         nn.Flatten(), nn.Linear(27, 3)), tiny_images(channels=1)
+    # ReLU chains pooled before their ReLUs: windows tied at positive and negative values
+    yield "relu-chains-ties", relu_chains_with_ties(1, 8), tiny_images(channels=1, size=8)
     g = torch.Generator().manual_seed(1)
     yield "conv1d-elu", nn.Sequential(
         nn.Conv1d(2, 3, 3, stride=2), nn.ELU(), nn.MaxPool1d(2), nn.Flatten(),
