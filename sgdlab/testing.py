@@ -45,10 +45,11 @@ def random_eval_batchnorm(bn: nn.Module, seed: int) -> nn.Module:
 
 
 def relu_chains_with_ties(channels: int, size: int, classes: int = 3) -> nn.Sequential:
-    """conv - ReLU (inplace) - ReLU - max pool, twice, then a linear head; the first
-    convolution's channels 1 and 2 have zero weights, so every window of those ties: at a
-    positive value (bias 0.5) and at a negative one (bias -0.3), and channel 0's bias of -1
-    leaves many windows whose maximum is negative. Exercises the order of pooling and ReLU."""
+    """conv - ReLU (inplace) - ReLU - max pool, then conv - max pool - ReLU and a linear head;
+    the first convolution's channels 1 and 2 have zero weights, so every window of those ties:
+    at a positive value (bias 0.5) and at a negative one (bias -0.3), and channel 0's bias of
+    -1 leaves many windows whose maximum is negative. Exercises the order of pooling and ReLU
+    and convolutions feeding a max pooling directly or through a run (channels-last on CPU)."""
     g = torch.Generator().manual_seed(2)
     first = nn.Conv2d(channels, 3, 3, padding=1)
     with torch.no_grad():
@@ -57,7 +58,7 @@ def relu_chains_with_ties(channels: int, size: int, classes: int = 3) -> nn.Sequ
         first.bias.copy_(torch.tensor([-1.0, 0.5, -0.3]))
     return nn.Sequential(
         first, nn.ReLU(inplace=True), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
+        nn.Conv2d(3, 4, 3, padding=1), nn.MaxPool2d(2), nn.ReLU(), nn.Flatten(),
         nn.Linear(4 * (size // 4) ** 2, classes))
 
 
