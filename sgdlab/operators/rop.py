@@ -120,9 +120,10 @@ class SequentialHVP:
             if gauss_newton:
                 at = None                 # drops every term in g (with vw in weighted_reverse)
             if isinstance(layer, _WEIGHTED):
-                patches = cache["patches"][1] if cache["patches"][0] == j else None
+                patches, columns = (cache[key][1] if cache[key][0] == j else None
+                                    for key in ("patches", "columns"))
                 gd = weighted_reverse(layer, a, at, g, gd, self.taylor.slices, m, out,
-                                      need_input, c, gauss_newton, patches)
+                                      need_input, c, gauss_newton, patches, columns)
             elif need_input:
                 if isinstance(layer, ELEMENTWISE) and c[1] is not None and at is not None:
                     s1, s2 = c
@@ -135,14 +136,15 @@ class SequentialHVP:
 
 
 def weighted_reverse(layer: nn.Module, a, at, g, gd, slices, m: Tensor, out: Tensor,
-                     need_input: bool, c, gauss_newton: bool, patches: Tensor | None = None):
+                     need_input: bool, c, gauss_newton: bool, patches: Tensor | None = None,
+                     columns: tuple | None = None):
     """One weighted layer's step of the reverse pass: its rows of H M (or G M) added to
     ``out``; returns the adjoint ġ of its input (None when not needed). a, a': its input and
     input tangent (None: zero or Gauss–Newton); g, ġ: its output's primal gradient and
     adjoint; c: batch norm's cached (x̂, r)."""
     vw = None if gauss_newton else param_rows(slices, layer.weight, m)
     if isinstance(layer, nn.Linear):
-        hw, hb, gin = _linear_reverse(layer, a, at, g, gd, vw, need_input)
+        hw, hb, gin = _linear_reverse(layer, a, at, g, gd, vw, need_input, columns)
     elif isinstance(layer, _CONV):
         hw, hb, gin = _conv_reverse(layer, a, at, g, gd, vw, need_input, patches)
     else:
@@ -208,10 +210,18 @@ def _channel_sum(t: Tensor) -> Tensor:
     return t.sum((1, *range(3, t.dim())))
 
 
-def _linear_reverse(layer, a, at, g, gd, vw, need_input):
+def _linear_reverse(layer, a, at, g, gd, vw, need_input, columns=None):
     k, n_out = gd.shape[0], gd.shape[-1]
     a2, g2 = a.reshape(-1, a.shape[-1]), (None if g is None else g.reshape(-1, n_out))
     w = layer.weight.detach()
+    if columns is not None and at is None:     # the data without its all-zero columns
+        kept, a_kept = columns
+        gk = gd.reshape(k, -1, n_out)
+        hw = None
+        if layer.weight.requires_grad:
+            part = (gk[0].T @ a_kept)[None] if k == 1 else gk.transpose(1, 2) @ a_kept
+            hw = _in_columns(part, kept, a.shape[-1])
+        return hw, (gk.sum(1) if layer.bias is not None else None), None
     if k == 1:                    # plain GEMMs (a batched matmul of one costs more here)
         gd2 = gd.reshape(-1, n_out)
         hw = None
@@ -240,6 +250,11 @@ def _linear_reverse(layer, a, at, g, gd, vw, need_input):
         if vw is not None:
             gin = gin.add_((g2 @ vw).reshape(k, *a.shape))
     return hw, hb, gin
+
+
+def _in_columns(part: Tensor, kept: Tensor, n: int) -> Tensor:
+    """(..., n) with part's (..., len(kept)) values at the columns kept, zeros elsewhere."""
+    return part.new_zeros(*part.shape[:-1], n).index_copy_(-1, kept, part)
 
 
 def _conv_options(layer: nn.Module) -> tuple:

@@ -176,6 +176,7 @@ class SequentialTaylor:
         cache["softmax"] = cross_entropy_probabilities(loss_fn, o, y)
         first = next(j for j, m in enumerate(self.layers) if isinstance(m, _WEIGHTED))
         cache["patches"] = (first, input_patches(self.layers[first], acts[first]))
+        cache["columns"] = (first, data_columns(self.layers[first], acts[first]))
         for start, pool in self.chains.items():       # the chains' coefficients at the argmax
             if start in self.relu_chains:
                 continue                               # made with the pooling
@@ -201,25 +202,31 @@ class SequentialTaylor:
     # ---- layers bilinear in (input, weight) ---------------------------------------------------
     @classmethod
     def weighted(cls, layer: nn.Module, a, d1, d2, slices, m: Tensor, hessian: bool,
-                 out_shape, c, patches: Tensor | None = None):
+                 out_shape, c, patches: Tensor | None = None, columns: tuple | None = None):
         """(z', z'') of a weighted layer (linear, convolution, eval batch norm with its
         cached (x̂, r) c) along the probe block m, given its input's (a', a'')."""
         k = m.shape[1]
         vw, vb = param_rows(slices, layer.weight, m), param_rows(slices, layer.bias, m)
         if isinstance(layer, nn.Linear):
-            return cls._linear(layer, a, d1, d2, vw, vb, k, hessian)
+            return cls._linear(layer, a, d1, d2, vw, vb, k, hessian, columns)
         if isinstance(layer, _CONV):
             return cls._conv(layer, a, d1, d2, vw, vb, k, hessian, out_shape, patches)
         return cls._batchnorm(c, d1, d2, vw, vb, k, hessian, layer)
 
     @staticmethod
-    def _linear(layer: nn.Linear, a, d1, d2, vw, vb, k: int, hessian: bool):
+    def _linear(layer: nn.Linear, a, d1, d2, vw, vb, k: int, hessian: bool,
+                columns: tuple | None = None):
         w = layer.weight.detach()
         n1 = None if d1 is None else d1 @ w.T
         if vw is not None:
             out = vw.shape[1]
             # a Vᵀ for all k probes in one GEMM: (..., in) @ (in, k·out)
-            av = (a @ vw.reshape(k * out, -1).T).reshape(*a.shape[:-1], k, out)
+            v = vw.reshape(k * out, -1)
+            if columns is not None:     # the data without its all-zero columns
+                keep, a_kept = columns
+                av = (a_kept @ v.index_select(1, keep).T).reshape(len(a), k, out)
+            else:
+                av = (a @ v.T).reshape(*a.shape[:-1], k, out)
             n1 = _add(n1, av.movedim(-2, 0))
         if vb is not None:
             c = vb.reshape(k, *([1] * (a.dim() - 1)), -1)
@@ -312,9 +319,10 @@ class SequentialTaylor:
             c = cache["pooled", j] if q is not None else cache.get(j)
             if isinstance(layer, _WEIGHTED):
                 out = (acts[j + 1] if j + 1 < len(acts) else o).shape
-                patches = cache["patches"][1] if cache["patches"][0] == j else None
+                patches, columns = (cache[key][1] if cache[key][0] == j else None
+                                    for key in ("patches", "columns"))
                 d1, d2 = self.weighted(layer, a, d1, d2, self.slices, m, hessian, out, c,
-                                       patches)
+                                       patches, columns)
             elif d1 is None:
                 continue          # the tangents are still zero
             elif isinstance(layer, ELEMENTWISE):
@@ -394,6 +402,7 @@ def output_hessian_products(g_out: Tensor, o: Tensor, t: Tensor, cache: dict) ->
 
 
 PATCH_BUDGET = 256 * 2**20      # bytes of cached patches of the data (first layer only)
+ZERO_COLUMN_SHARE = 0.1          # data_columns: the least share of all-zero columns it drops
 
 
 def conv_padding(layer: nn.Module) -> tuple | None:
@@ -451,6 +460,20 @@ def channels_last(a: Tensor) -> Tensor:
     if a.shape[1] == 1 and a.is_contiguous():
         return a.as_strided(a.shape, (a.stride(0), 1, a.stride(2), 1))
     return a.contiguous(memory_format=torch.channels_last)
+
+
+def data_columns(layer: nn.Module, a: Tensor) -> tuple[Tensor, Tensor] | None:
+    """(kept, a[:, kept]) for a first ``nn.Linear`` layer whose data a (N, in) has at least
+    ``ZERO_COLUMN_SHARE`` of its columns zero in every sample (kept: the others), else None.
+    Why: those columns add nothing to X Vᵀ or to ġᵀ X, so both of the layer's GEMMs per
+    product shrink by their share, exactly (1,024 MNIST images: 178 of 784 pixels are zero in
+    all of them)."""
+    if type(layer) is not nn.Linear or a.dim() != 2:
+        return None
+    kept = (a != 0).any(0).nonzero().squeeze(1)
+    if len(kept) > (1 - ZERO_COLUMN_SHARE) * a.shape[1]:
+        return None
+    return kept, a.index_select(1, kept)
 
 
 def max_pool_with_indices(m: nn.Module, a: Tensor, *,

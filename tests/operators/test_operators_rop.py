@@ -9,7 +9,7 @@ from torch import nn
 
 from sgdlab.operators import GGNOperator, HessianOperator
 from sgdlab.operators.rop import SequentialHVP
-from sgdlab.operators.taylor import cross_entropy_probabilities
+from sgdlab.operators.taylor import cross_entropy_probabilities, data_columns
 from sgdlab.testing import (assert_rop_products_match_dense, dense_hessian_reference,
                             ggn_reference, random_eval_batchnorm, relu_chains_with_ties,
                             tiny_images)
@@ -61,6 +61,12 @@ def _nets():
         nn.Linear(3, 4), nn.Tanh(), nn.Flatten(), nn.Linear(20, 3)), \
         (torch.randn(6, 5, 3, generator=g, dtype=torch.float64),
          torch.randint(0, 3, (6,), generator=g))
+    # data with all-zero columns: the first linear layer's GEMMs drop them (data_columns)
+    x = torch.randn(7, 2, 3, generator=g, dtype=torch.float64)
+    x[:, 0, 1] = x[:, 1, 0] = 0
+    yield "linear-data-zero-columns", nn.Sequential(
+        nn.Flatten(), nn.Linear(6, 5, bias=False), nn.ReLU(), nn.Linear(5, 4), nn.Tanh(),
+        nn.Linear(4, 3)), (x, torch.randint(0, 3, (7,), generator=g))
     yield "mlp-tanh-nested", nn.Sequential(
         nn.Linear(4, 5), nn.Tanh(), nn.Sequential(nn.Linear(5, 5), nn.Sigmoid()),
         nn.Linear(5, 3)), (torch.randn(7, 4, generator=g, dtype=torch.float64),
@@ -72,6 +78,8 @@ def test_rop_products_match_dense_hessian(name, model, data):
     """Hessian and Gauss–Newton products (the same passes without the terms in the primal
     gradients), one batch and a loader, cross-entropy in closed form and MSE through
     autograd's output Hessian."""
+    if name == "linear-data-zero-columns":     # the path under test is taken
+        assert data_columns(model[1], data[0].flatten(1)) is not None
     assert_rop_products_match_dense(model.double(), data, SequentialHVP, columns=4)
 
 
