@@ -34,9 +34,9 @@ from .params import param_slices
 from .rop import layer_transpose, weighted_reverse
 from .taylor import (_BN, _CONV, _MAXPOOL, _WEIGHTED, ELEMENTWISE, SequentialTaylor,
                      _gather_pool, _supported_layer, activation_derivatives, batchnorm_primal,
-                     conv_padding, cross_entropy_probabilities, elementwise_tangents,
-                     global_forward_hooks, max_pool_with_indices, output_hessian_products,
-                     quadratic_values)
+                     conv_padding, cross_entropy_probabilities, data_columns,
+                     elementwise_tangents, global_forward_hooks, max_pool_with_indices,
+                     output_hessian_products, quadratic_values)
 
 _RELU = {F.relu, torch.relu, "relu"}
 _SUB = {operator.sub, torch.sub, "sub"}
@@ -243,6 +243,9 @@ class GraphHVP:
                 with torch.enable_grad():
                     cache[node] = (src, self._linear_part(node, env, src, fn),
                                    torch.func.vjp(fn, env[src])[1])
+            elif kind[node] == "weighted" and node.args[0] not in live:   # on the data
+                cache["columns", node] = data_columns(self.modules[node.target],
+                                                      env[node.args[0]])
         cache["live"], cache["kind"] = live, kind
         return env, cache, o, g_out
 
@@ -315,7 +318,8 @@ class GraphHVP:
             if kind == "weighted":
                 d1, d2 = SequentialTaylor.weighted(self.modules[node.target], env[src], d1, d2,
                                                    self.slices, m, second, env[node].shape,
-                                                   cache.get(node))
+                                                   cache.get(node),
+                                                   columns=cache.get(("columns", node)))
             elif d1 is None:
                 continue
             elif kind == "elementwise":
@@ -355,7 +359,8 @@ class GraphHVP:
                 g = None if gauss_newton else grads[node]
                 return [(src, weighted_reverse(
                     self.modules[node.target], env[src], at, g, gd, self.slices, m, out,
-                    src in cache["live"], cache.get(node), gauss_newton))]
+                    src in cache["live"], cache.get(node), gauss_newton,
+                    columns=cache.get(("columns", node))))]
             if kind == "elementwise" and not gauss_newton:
                 s1, s2 = cache[node]
                 src = self._source(node, env)

@@ -214,7 +214,7 @@ def _linear_reverse(layer, a, at, g, gd, vw, need_input, columns=None):
     k, n_out = gd.shape[0], gd.shape[-1]
     a2, g2 = a.reshape(-1, a.shape[-1]), (None if g is None else g.reshape(-1, n_out))
     w = layer.weight.detach()
-    if columns is not None and at is None:     # the data without its all-zero columns
+    if columns is not None and at is None and not need_input:   # data without zero columns
         kept, a_kept = columns
         gk = gd.reshape(k, -1, n_out)
         hw = None

@@ -10,6 +10,7 @@ from torch import nn
 
 from sgdlab.operators import GGNOperator, HessianOperator
 from sgdlab.operators.graph_rop import GraphHVP
+from sgdlab.operators.taylor import data_columns
 from sgdlab.testing import (assert_rop_products_match_dense, dense_hessian_reference,
                             random_eval_batchnorm, tiny_images)
 
@@ -77,15 +78,38 @@ class _Functional(nn.Module):
         return self.out(F.gelu(self.frozen(a + b)))
 
 
+class _TwoHeads(nn.Module):
+    """Two linear layers on the (flattened) data, one without bias, summed."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Linear(72, 4), nn.Linear(72, 4, bias=False)
+        self.out = nn.Linear(4, 3)
+
+    def forward(self, x):
+        h = x.flatten(1)
+        return self.out(torch.tanh(self.a(h)) + F.relu(self.b(h)))
+
+
+def _zero_column_images():
+    """tiny_images with a quarter of the pixels zero in every image (data_columns drops them)."""
+    x, y = tiny_images()
+    x[:, :, :, :2] = 0
+    return x, y
+
+
 def _nets():
     torch.manual_seed(0)
-    yield "resnet-slice-proj", _ResNet().eval()
-    yield "functional-broadcast-frozen", _Functional()
+    yield "resnet-slice-proj", _ResNet().eval(), tiny_images()
+    yield "functional-broadcast-frozen", _Functional(), tiny_images()
+    yield "linear-data-zero-columns", _TwoHeads(), _zero_column_images()
 
 
-@pytest.mark.parametrize("name,model", list(_nets()), ids=[n for n, _ in _nets()])
-def test_graph_rop_products_match_dense(name, model):
-    assert_rop_products_match_dense(model.double(), tiny_images(), GraphHVP)
+@pytest.mark.parametrize("name,model,data", list(_nets()), ids=[n for n, *_ in _nets()])
+def test_graph_rop_products_match_dense(name, model, data):
+    if name == "linear-data-zero-columns":     # the path under test is taken
+        assert data_columns(model.a, data[0].flatten(1)) is not None
+    assert_rop_products_match_dense(model.double(), data, GraphHVP)
 
 
 def test_lab_resnets_match_autograd_products():
