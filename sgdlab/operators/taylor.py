@@ -223,8 +223,8 @@ class SequentialTaylor:
             # a Vᵀ for all k probes in one GEMM: (..., in) @ (in, k·out)
             v = vw.reshape(k * out, -1)
             if columns is not None:     # the data without its all-zero columns
-                keep, a_kept = columns
-                av = (a_kept @ v.index_select(1, keep).T).reshape(len(a), k, out)
+                kept, a_kept = columns
+                av = (a_kept @ v.index_select(1, kept).T).reshape(len(a), k, out)
             else:
                 av = (a @ v.T).reshape(*a.shape[:-1], k, out)
             n1 = _add(n1, av.movedim(-2, 0))
