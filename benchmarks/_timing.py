@@ -29,6 +29,16 @@ def median_timed(fn: Callable[[], Any], repeats: int, *,
     return statistics.median(cpu), statistics.median(wall)
 
 
+def alternating_medians(tasks: dict[str, Callable[[], Any]], repeats: int) -> dict[str, float]:
+    """Median CPU seconds of each task over ``repeats`` rounds that call every task in turn
+    (load changes on a shared machine hit every contender alike)."""
+    times: dict[str, list[float]] = {k: [] for k in tasks}
+    for _ in range(repeats):
+        for k, fn in tasks.items():
+            times[k].append(timed(fn)[0])
+    return {k: statistics.median(t) for k, t in times.items()}
+
+
 @contextlib.contextmanager
 def one_thread() -> Iterator[None]:
     """One torch thread inside the block; the previous count is restored after."""

@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from _registry import registry_problem
-from _timing import one_thread, timed
+from _timing import alternating_medians, one_thread
 
 MODELS = {"lenet": 256, "zhu-lenet": 256, "small-allcnn": 128, "wide-resnet": 64,
           "resnet-20": 64}
@@ -61,11 +61,7 @@ def measure(name: str, repeats: int = 5) -> dict[str, float]:
     }
     for fn in tasks.values():          # warm-up: caches, first-call costs
         fn()
-    times: dict[str, list[float]] = {k: [] for k in tasks}
-    for _ in range(repeats):           # alternating: load changes hit every contender alike
-        for k, fn in tasks.items():
-            times[k].append(timed(fn)[0])
-    med = {k: sorted(t)[len(t) // 2] for k, t in times.items()}
+    med = alternating_medians(tasks, repeats)
     print(f"  {name} (N = {len(x)}, d = {num_params(model):,}): "
           + ", ".join(f"{k} {1e3 * t:.0f} ms" for k, t in med.items()), flush=True)
     return {

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from _registry import registry_problem
-from _timing import one_thread, timed
+from _timing import alternating_medians, one_thread
 
 MODELS = ("mlp", "jastrzebski-mlp", "lenet", "zhu-lenet", "small-allcnn", "wide-resnet",
           "resnet-20", "musso-model2")
@@ -43,11 +43,7 @@ def measure(name: str, repeats: int = 5) -> float:
              "vmap": lambda: per_sample(params, x, y)}
     ref = torch.cat([t.reshape(N, -1) for t in tasks["vmap"]().values()], 1)
     err = float((tasks["sgdlab"]() - ref).abs().max() / ref.abs().max())
-    times: dict[str, list[float]] = {k: [] for k in tasks}
-    for _ in range(repeats):           # alternating: load changes hit both alike
-        for k, fn in tasks.items():
-            times[k].append(timed(fn)[0])
-    med = {k: sorted(t)[len(t) // 2] for k, t in times.items()}
+    med = alternating_medians(tasks, repeats)
     print(f"  {name} (N = {N}, d = {num_params(model):,}): sgdlab {1e3 * med['sgdlab']:.0f} ms, "
           f"vmap {1e3 * med['vmap']:.0f} ms (rel. max difference {err:.1e})", flush=True)
     return med["vmap"] / med["sgdlab"]

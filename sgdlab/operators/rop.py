@@ -34,7 +34,7 @@ from torch import Tensor, nn
 from .batches import is_single_batch, iterate_batches
 from .params import add_param_rows, param_rows
 from .taylor import (_BN, _CONV, _LINEAR_POOL, _MAXPOOL, _WEIGHTED, ELEMENTWISE,
-                     SequentialTaylor, conv_padding, forward_preparation,
+                     SequentialTaylor, conv_padding, data_forms, forward_preparation,
                      output_hessian_products, single_batch_preparation)
 
 _CONV_INPUT = {nn.Conv1d: F.grad.conv1d_input, nn.Conv2d: F.grad.conv2d_input,
@@ -120,10 +120,8 @@ class SequentialHVP:
             if gauss_newton:
                 at = None                 # drops every term in g (with vw in weighted_reverse)
             if isinstance(layer, _WEIGHTED):
-                patches, columns = (cache[key][1] if cache[key][0] == j else None
-                                    for key in ("patches", "columns"))
                 gd = weighted_reverse(layer, a, at, g, gd, self.taylor.slices, m, out,
-                                      need_input, c, gauss_newton, patches, columns)
+                                      need_input, c, gauss_newton, *data_forms(cache, j))
             elif need_input:
                 if isinstance(layer, ELEMENTWISE) and c[1] is not None and at is not None:
                     s1, s2 = c

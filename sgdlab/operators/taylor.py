@@ -319,10 +319,8 @@ class SequentialTaylor:
             c = cache["pooled", j] if q is not None else cache.get(j)
             if isinstance(layer, _WEIGHTED):
                 out = (acts[j + 1] if j + 1 < len(acts) else o).shape
-                patches, columns = (cache[key][1] if cache[key][0] == j else None
-                                    for key in ("patches", "columns"))
                 d1, d2 = self.weighted(layer, a, d1, d2, self.slices, m, hessian, out, c,
-                                       patches, columns)
+                                       *data_forms(cache, j))
             elif d1 is None:
                 continue          # the tangents are still zero
             elif isinstance(layer, ELEMENTWISE):
@@ -452,6 +450,12 @@ def input_patches(layer: nn.Module, a: Tensor) -> Tensor | None:
     if a.shape[0] * positions * per_position > PATCH_BUDGET:
         return None
     return conv_patches(a, *opts)
+
+
+def data_forms(cache: dict, j: int) -> tuple:
+    """(patches, columns) of the data cached by a preparation (``input_patches``,
+    ``data_columns``) when layer j is the first weighted layer, else (None, None)."""
+    return tuple(cache[key][1] if cache[key][0] == j else None for key in ("patches", "columns"))
 
 
 def channels_last(a: Tensor) -> Tensor:
