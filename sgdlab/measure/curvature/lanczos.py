@@ -1,8 +1,12 @@
 """Extreme eigenpairs: Lanczos with full re-orthogonalisation, and power iteration.
 
-Lanczos (Golub & Van Loan, Matrix Computations, Alg. 10.1.1) with classical Gram–Schmidt
-applied twice at every step (Daniel–Gragg–Kaufman–Stewart), so the Krylov basis stays
-orthonormal to working precision and no ghost eigenvalues appear.
+Lanczos (Golub & Van Loan, Matrix Computations, Alg. 10.1.1) with full re-orthogonalisation:
+after the three-term recurrence, classical Gram–Schmidt against the whole basis, repeated when
+it removed more than 1 − 1/√2 of the vector's norm (Daniel, Gragg, Kaufman & Stewart 1976,
+"twice is enough"), so the Krylov basis stays orthonormal to working precision and no ghost
+eigenvalues appear. The recurrence removes the large components first, so one pass over the
+basis usually suffices (two reads of it per step instead of four: 80 steps on a
+1,863,690-long float32 basis took 5.4 instead of 10.3 s, one thread).
 """
 from __future__ import annotations
 
@@ -62,9 +66,35 @@ def tridiagonal_eigh(alpha: Tensor, beta: Tensor) -> tuple[Tensor, Tensor]:
     return torch.from_numpy(theta), torch.from_numpy(s)
 
 
-def breakdown_threshold(scale: float, dtype: torch.dtype, d: int) -> float:
-    """|β| below which the Krylov space is taken as invariant (relative to the spectrum)."""
-    return 10 * torch.finfo(dtype).eps * max(scale, 1e-300) * math.sqrt(d)
+_DGKS = 1 / math.sqrt(2)
+
+
+def breakdown_threshold(scale: float, dtype: torch.dtype) -> float:
+    """|β| below which the Krylov space is taken as invariant: rounding level relative to the
+    spectrum's scale. Not grown with the dimension: a Hessian's bulk may sit 10⁻³-10⁻⁴ below
+    its top eigenvalue, and a threshold ∝ √d (10·eps·√d ≈ 1.6e-3 in float32 at d = 1.9 M)
+    would stop SLQ inside that bulk. A missed breakdown only costs a step with a near-zero
+    β (its vector is rounding noise orthogonal to the basis: a restart in all but name)."""
+    return 100 * torch.finfo(dtype).eps * max(scale, 1e-300)
+
+
+def orthogonalise_step(w: Tensor, basis: Tensor, a: float, b_prev: float) -> tuple[float, bool]:
+    """One Lanczos step's orthogonalisation, in place, of ``w`` = A q_j against the rows of
+    ``basis`` (q_0 … q_j): the recurrence w − α q_j − β q_{j−1}, then classical Gram–Schmidt
+    against the whole basis, repeated once when it removed more than 1 − 1/√2 of the norm
+    (DGKS). Returns w's norm and whether w lies numerically in the span of the basis (the
+    second pass shrank it as much again: an invariant subspace)."""
+    w.add_(basis[-1], alpha=-a)
+    if len(basis) > 1 and b_prev:
+        w.add_(basis[-2], alpha=-b_prev)
+    norm = float(torch.linalg.vector_norm(w))
+    for _ in range(2):
+        w.addmv_(basis.T, basis @ w, alpha=-1)
+        new = float(torch.linalg.vector_norm(w))
+        if new > _DGKS * norm:
+            return new, False
+        norm = new
+    return norm, True
 
 
 def lanczos_decomposition(
@@ -103,20 +133,17 @@ def lanczos_decomposition(
     scale = 0.0
     beta_next = 0.0
     for j in range(m):
-        w = op.matvec(basis[j])
+        w = op.matvec(basis[j]).clone()           # the operator's output may alias its input
         a = float(torch.dot(w, basis[j]))
         alpha.append(a)
-        # full re-orthogonalisation against all previous vectors, twice (DGKS)
         q = basis[: j + 1]
-        w = w - q.T @ (q @ w)
-        w.addmv_(q.T, q @ w, alpha=-1)
-        b = float(torch.linalg.vector_norm(w))
+        b, in_span = orthogonalise_step(w, q, a, beta[-1] if beta else 0.0)
         if not (math.isfinite(a) and math.isfinite(b)):
             raise FloatingPointError(
                 "operator returned non-finite values (diverged model or bad data?)")
         scale = max(scale, abs(a), b)
         beta_next = b
-        breakdown = b <= breakdown_threshold(scale, op.dtype, d)
+        breakdown = in_span or b <= breakdown_threshold(scale, op.dtype)
         # at a breakdown the Ritz values are exact but multiplicities may be missing: restart
         # rather than ask ``stop`` (whose residuals would all read zero)
         if (stop is not None and not (breakdown and restart_on_breakdown)

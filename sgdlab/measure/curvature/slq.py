@@ -11,7 +11,7 @@ from torch import Tensor
 from sgdlab.operators import LinearOperator
 
 from ._common import Operand, random_vector, working_operator
-from .lanczos import LanczosResult, breakdown_threshold
+from .lanczos import LanczosResult, breakdown_threshold, orthogonalise_step
 
 
 @dataclass
@@ -47,36 +47,32 @@ def lanczos_lockstep(op: LinearOperator, starts: Tensor, m: int) -> list[Lanczos
     nrm = torch.linalg.vector_norm(starts, dim=0)
     if not (torch.isfinite(nrm).all() and (nrm > 0).all()):
         raise ValueError("Lanczos start vector must be finite and nonzero")
-    basis = torch.zeros(p, m, d, dtype=op.dtype, device=op.device)
+    basis = torch.empty(p, m, d, dtype=op.dtype, device=op.device)  # rows read once written
     basis[:, 0] = (starts / nrm).T
     alpha: list[list[float]] = [[] for _ in range(p)]
     beta: list[list[float]] = [[] for _ in range(p)]
     scale, beta_next = [0.0] * p, [0.0] * p
     active = list(range(p))
     for j in range(m):
-        w = torch.zeros(p, d, dtype=op.dtype, device=op.device)
-        w[active] = op.matmat(basis[active, j].T).T
-        if not torch.isfinite(w).all():
-            raise FloatingPointError(
-                "operator returned non-finite values (diverged model or bad data?)")
-        a = (w * basis[:, j]).sum(1).tolist()
-        for r in active:                             # full re-orthogonalisation, twice
-            q = basis[r, : j + 1]                    # contiguous (j+1, d): no copies
-            for _ in range(2):
-                w[r] -= q.T @ (q @ w[r])
-        b = torch.linalg.vector_norm(w, dim=1).tolist()
+        w = op.matmat(basis[active, j].T).T.contiguous()     # (active, d), a new tensor
         still = []
-        for r in active:
-            alpha[r].append(a[r])
-            scale[r] = max(scale[r], abs(a[r]), b[r])
-            beta_next[r] = b[r]
+        for i, r in enumerate(active):
+            a = float(torch.dot(w[i], basis[r, j]))
+            b, in_span = orthogonalise_step(w[i], basis[r, : j + 1], a,
+                                            beta[r][-1] if beta[r] else 0.0)
+            if not (math.isfinite(a) and math.isfinite(b)):
+                raise FloatingPointError(
+                    "operator returned non-finite values (diverged model or bad data?)")
+            alpha[r].append(a)
+            scale[r] = max(scale[r], abs(a), b)
+            beta_next[r] = b
             if j == m - 1:
                 continue
-            if b[r] <= breakdown_threshold(scale[r], op.dtype, d):   # breakdown: stop
+            if in_span or b <= breakdown_threshold(scale[r], op.dtype):   # breakdown: stop
                 beta_next[r] = 0.0
                 continue
-            beta[r].append(b[r])
-            basis[r, j + 1] = w[r] / b[r]
+            beta[r].append(b)
+            torch.div(w[i], b, out=basis[r, j + 1])
             still.append(r)
         active = still
         if not active:
