@@ -182,3 +182,21 @@ def test_a_true_breakdown_in_float32_stops_slq_and_restarts_lanczos():
     assert len(res.alpha) == 10 and float(res.beta[2]) == 0.0 and (res.beta[:2] > 0.1).all()
     q = res.basis.double()
     torch.testing.assert_close(q @ q.T, torch.eye(10, dtype=torch.float64), rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("which,k,expect", [("largest", 3, [3, 3, 3]),
+                                            ("smallest", 2, [1, 1]),
+                                            ("both", 2, [3, 3, 1, 1]),
+                                            ("largest", 1, [3])])
+def test_repeated_eigenvalues_are_not_passed_over_after_a_restart(dtype, which, k, expect):
+    """diag(1, 2, 3) repeated: every Krylov block is invariant after three steps and finds one
+    copy of each value. The k-th value must not be an exact smaller one from an earlier block
+    (3, 3, 2 before the new block's extreme Ritz value had to converge too)."""
+    op = _Diagonal(torch.tensor([1.0, 2.0, 3.0], dtype=dtype).repeat(5_000))
+    vals, vecs = lanczos(op, k, which=which, generator=torch.Generator().manual_seed(2))
+    torch.testing.assert_close(vals, torch.tensor(expect, dtype=dtype), rtol=0, atol=1e-5)
+    torch.testing.assert_close(vecs.T @ vecs, torch.eye(len(expect), dtype=dtype), rtol=0,
+                               atol=1e-5)
+    if k == 1:
+        assert op.num_matvecs <= 6         # nothing to wait for: one value, whatever its copies

@@ -200,7 +200,11 @@ def lanczos(
             ``RuntimeWarning`` says when the wanted pairs did not reach ``tol`` within it.
         tol: stop once every wanted Ritz pair has residual ‖A y − θ y‖ = |β_m s_m| below
             ``tol · max|θ|`` (relative to the spectral radius estimate, so eigenvalues near
-            zero converge too). ``tol=0`` always runs ``num_iter`` steps.
+            zero converge too). ``tol=0`` always runs ``num_iter`` steps. After a restart
+            (an invariant subspace was found) and for k ≥ 2, the new block's extreme Ritz
+            value must converge as well: a repeated eigenvalue's copies show up one per
+            restart, and an exact smaller value from an earlier block must not be taken
+            for the k-th.
         criterion: ``"residual"`` (above; a residual r bounds the eigenvalue error by r²/gap)
             or ``"error_bound"``: stop once that bound on the eigenvalue error,
             min(r, r²/gap) with gap the distance from θ to the nearest other Ritz value (the
@@ -261,7 +265,18 @@ def lanczos(
             prev = previous[-1] if previous else None
             previous.append(now)
             return prev is not None and bool(((now - prev).abs() <= tol * now.abs()).all())
-        return bool((relative(theta, idx, (b * s[-1, idx]).abs()) <= tol).all())
+        if not bool((relative(theta, idx, (b * s[-1, idx]).abs()) <= tol).all()):
+            return False
+        restarts = (beta == 0).nonzero()
+        if k == 1 or len(restarts) == 0:
+            return True
+        # after a restart the wanted values may be exact ones from an earlier, invariant block
+        # while the current block, exploring the rest of the space, has not shown its own
+        # extreme value yet (a repeated eigenvalue's next copy): that one must converge too
+        start = int(restarts[-1]) + 1
+        tb, sb = tridiagonal_eigh(alpha[start:], beta[start:])
+        ends = select_ritz(tb, 1, which)
+        return bool((b * sb[-1, ends]).abs().max() <= tol * theta.abs().max().clamp_min(1e-300))
 
     res = lanczos_decomposition(op, m_max, v0=v0, generator=generator, stop=converged)
     theta, s = tridiagonal_eigh(res.alpha, res.beta)
