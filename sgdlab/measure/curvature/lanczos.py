@@ -90,23 +90,32 @@ def breakdown_threshold(scale: float, dtype: torch.dtype) -> float:
     return 100 * torch.finfo(dtype).eps * max(scale, 1e-300)
 
 
-def orthogonalise_step(w: Tensor, basis: Tensor, a: float, b_prev: float) -> tuple[float, bool]:
-    """One Lanczos step's orthogonalisation, in place, of ``w`` = A q_j against the rows of
-    ``basis`` (q_0 … q_j): the recurrence w − α q_j − β q_{j−1}, then classical Gram–Schmidt
+def lanczos_step(w: Tensor, basis: Tensor, b_prev: float,
+                 scale: float) -> tuple[float, float, float, bool]:
+    """One Lanczos step after the product ``w`` = A q_j, with ``basis`` the rows q_0 … q_j:
+    α = wᵀq_j, then in place the recurrence w − α q_j − β q_{j−1} and classical Gram–Schmidt
     against the whole basis, repeated once when it removed more than 1 − 1/√2 of the norm
-    (DGKS). Returns w's norm and whether w lies numerically in the span of the basis (the
-    second pass shrank it as much again: an invariant subspace)."""
+    (DGKS). Returns (α, β = ‖w‖, the spectrum's scale so far, breakdown): the Krylov space is
+    invariant when w lies numerically in the span of the basis (the second pass shrank it as
+    much again) or β is at rounding level."""
+    a = float(torch.dot(w, basis[-1]))
     w.add_(basis[-1], alpha=-a)
     if len(basis) > 1 and b_prev:
         w.add_(basis[-2], alpha=-b_prev)
     norm = float(torch.linalg.vector_norm(w))
+    in_span = True
     for _ in range(2):
         w.addmv_(basis.T, basis @ w, alpha=-1)
         new = float(torch.linalg.vector_norm(w))
         if new > _DGKS * norm:
-            return new, False
+            norm, in_span = new, False
+            break
         norm = new
-    return norm, True
+    if not (math.isfinite(a) and math.isfinite(norm)):
+        raise FloatingPointError(
+            "operator returned non-finite values (diverged model or bad data?)")
+    scale = max(scale, abs(a), norm)
+    return a, norm, scale, in_span or norm <= breakdown_threshold(scale, w.dtype)
 
 
 def lanczos_decomposition(
@@ -146,16 +155,10 @@ def lanczos_decomposition(
     beta_next = 0.0
     for j in range(m):
         w = op.matvec(basis[j]).clone()           # the operator's output may alias its input
-        a = float(torch.dot(w, basis[j]))
-        alpha.append(a)
         q = basis[: j + 1]
-        b, in_span = orthogonalise_step(w, q, a, beta[-1] if beta else 0.0)
-        if not (math.isfinite(a) and math.isfinite(b)):
-            raise FloatingPointError(
-                "operator returned non-finite values (diverged model or bad data?)")
-        scale = max(scale, abs(a), b)
+        a, b, scale, breakdown = lanczos_step(w, q, beta[-1] if beta else 0.0, scale)
+        alpha.append(a)
         beta_next = b
-        breakdown = in_span or b <= breakdown_threshold(scale, op.dtype)
         # at a breakdown the Ritz values are exact but multiplicities may be missing: restart
         # rather than ask ``stop`` (whose residuals would all read zero)
         if (stop is not None and not (breakdown and restart_on_breakdown)

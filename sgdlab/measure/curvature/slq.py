@@ -11,7 +11,7 @@ from torch import Tensor
 from sgdlab.operators import LinearOperator
 
 from ._common import Operand, random_vector, working_operator
-from .lanczos import LanczosResult, breakdown_threshold, orthogonalise_step
+from .lanczos import LanczosResult, lanczos_step
 
 
 @dataclass
@@ -57,18 +57,13 @@ def lanczos_lockstep(op: LinearOperator, starts: Tensor, m: int) -> list[Lanczos
         w = op.matmat(basis[active, j].T).T.contiguous()     # (active, d), a new tensor
         still = []
         for i, r in enumerate(active):
-            a = float(torch.dot(w[i], basis[r, j]))
-            b, in_span = orthogonalise_step(w[i], basis[r, : j + 1], a,
-                                            beta[r][-1] if beta[r] else 0.0)
-            if not (math.isfinite(a) and math.isfinite(b)):
-                raise FloatingPointError(
-                    "operator returned non-finite values (diverged model or bad data?)")
+            a, b, scale[r], breakdown = lanczos_step(w[i], basis[r, : j + 1],
+                                                     beta[r][-1] if beta[r] else 0.0, scale[r])
             alpha[r].append(a)
-            scale[r] = max(scale[r], abs(a), b)
             beta_next[r] = b
             if j == m - 1:
                 continue
-            if in_span or b <= breakdown_threshold(scale[r], op.dtype):   # breakdown: stop
+            if breakdown:                                    # an invariant space: stop
                 beta_next[r] = 0.0
                 continue
             beta[r].append(b)
