@@ -132,7 +132,7 @@ class Quadratic(Landscape):
 
     def stationary_excess_loss(self, lr: float, batch_size: int, *,
                                discrete: bool = False) -> float:
-        """E[L] − L(θ*) = ½ Tr(H Σ); for C = H and the SDE this is (η/4S) Tr H (eq. 6)."""
+        """E[L] − L(θ*) = ½ Tr(H Σ); for C = H and the SDE this is (η/4S) Tr H (eq. 7)."""
         cov = (self.sgd_stationary_covariance if discrete else
                self.sde_stationary_covariance)(lr, batch_size)
         return float(0.5 * torch.trace(self.H @ cov))

@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 
 from sgdlab.experiments.procedures import StoredRun
-from sgdlab.experiments.procedures.jastrzebski import breakdown, curve_gap, interpolation
+from sgdlab.errors import ConfigError
+from sgdlab.experiments.procedures.jastrzebski import (breakdown, curve_gap, equal_ratio,
+                                                     interpolation)
 from sgdlab.experiments.procedures.xing import rise_fraction, xing_cosine_grid, xing_walk
 
 PAPER = {"author": "X", "figure": "Fig. 0"}
@@ -26,6 +28,34 @@ def test_rise_fraction_and_curve_gap():
     a = run("a", 0, metrics={"test_acc": [(0, 0.1), (10, 0.5), (20, 0.7)]})
     b = run("b", 0, metrics={"test_acc": [(0, 0.1), (40, 0.6), (80, 0.6)]})
     assert curve_gap(a, b, "test_acc") == pytest.approx(0.1)      # the start is not compared
+
+
+def test_equal_ratio_rescaling_gaps_for_two_networks():
+    def curve(label, seed, acc):
+        return run(label, seed, params={"optimizer": {"lr": 0.01}, "batch_size": 50},
+                   metrics={"test_acc": [(0, 0.1)] + [(10 * e, a) for e, a in enumerate(acc, 1)]})
+    runs = []
+    for s in (0, 1):
+        runs += [curve("a-ref", s, [0.5, 0.6]), curve("a-lin", s, [0.5 - 0.01 * s, 0.6]),
+                 curve("a-sqrt", s, [0.3, 0.4]),
+                 curve("b-ref", s, [0.5, 0.6]), curve("b-lin", s, [0.2, 0.2]),
+                 curve("b-sqrt", s, [0.5, 0.7])]
+    triples = [{"name": n, "reference": f"{n}-ref", "linear": f"{n}-lin", "sqrt": f"{n}-sqrt"}
+               for n in ("a", "b")]
+    claims = [{"less": [f"gap-linear-{n}", f"gap-sqrt-{n}"], "metric": "gap"} for n in "ab"]
+    spec = SimpleNamespace(paper=PAPER, options={"rescaling": triples, "claims": claims,
+                                                 "curves": []})
+    res = equal_ratio(spec, runs)
+    # gaps per seed: a-lin 0 and 0.005, a-sqrt 0.2; b-lin 0.35, b-sqrt 0.05
+    assert [c.agrees_with_paper for c in res.conclusions] == [True, False]
+    # one triple without a list keeps the unsuffixed names
+    spec.options = {"rescaling": triples[0], "curves": [],
+                    "claims": [{"less": ["gap-linear", "gap-sqrt"], "metric": "gap"}]}
+    assert equal_ratio(spec, runs).conclusions[0].agrees_with_paper is True
+    unnamed = {k: v for k, v in triples[0].items() if k != "name"}
+    spec.options = {"rescaling": [unnamed], "curves": []}
+    with pytest.raises(ConfigError, match=r"rescaling\[0\]"):
+        equal_ratio(spec, runs)
 
 
 def test_walk_claims_on_cosines_distance_and_floor():

@@ -13,6 +13,7 @@ import numpy as np
 
 from sgdlab.experiments.analysis import Analysis, Conclusion
 from sgdlab.experiments.plots import curves, panels
+from sgdlab.errors import ConfigError
 from sgdlab.experiments.procedures import StoredRun, register_analysis
 from sgdlab.experiments.procedures.common import (by_group, check_claims, finite, mean_curve,
                                                   stat, values_by_group, x_axis)
@@ -172,7 +173,8 @@ def equal_ratio(spec, runs: list[StoredRun]) -> Analysis:
     these (``equivalent`` for Fig. 1's "approximately invariant"). ``options.rescaling``
     (``{reference, linear, sqrt}``, Fig. 2) adds, per seed, the gap between the reference
     curve and each rescaled one (:func:`curve_gap`) as pseudo-groups ``gap-linear`` and
-    ``gap-sqrt`` with metric ``gap``."""
+    ``gap-sqrt`` with metric ``gap``; a list of such triples, each with a ``name`` (Fig. 2 has
+    two networks), names them ``gap-linear-<name>`` and ``gap-sqrt-<name>``."""
     o = spec.options
     metric = o.get("metric", "test_acc")
     k = int(o.get("last_k", 3))
@@ -182,17 +184,21 @@ def equal_ratio(spec, runs: list[StoredRun]) -> Analysis:
         r.summary["late"] = float(np.mean(v[-k:])) if v else float("nan")
     groups = by_group(runs, key=_group_key)
     vals = values_by_group(groups, ["curve_mean", "late"])
-    resc = o.get("rescaling")
-    if resc:
-        seeds = {g: {r.seed: r for r in rs} for g, rs in groups.items()}
+    resc = o.get("rescaling") or []
+    seeds = {g: {r.seed: r for r in rs} for g, rs in groups.items()}
+    for i, triple in enumerate([resc] if isinstance(resc, dict) else resc):
+        if isinstance(resc, list) and "name" not in triple:
+            raise ConfigError(f"options.rescaling[{i}]: a list of rescalings names each one "
+                              "(name: ...)")
+        suffix = f"-{triple['name']}" if isinstance(resc, list) else ""
         for kind in ("linear", "sqrt"):
-            ref, other = seeds.get(resc["reference"], {}), seeds.get(resc[kind], {})
+            ref, other = seeds.get(triple["reference"], {}), seeds.get(triple[kind], {})
             gaps = [curve_gap(ref[s], other[s], metric) for s in ref if s in other]
             gaps = [g for g in gaps if finite(g)]
             m = float(np.mean(gaps)) if gaps else float("nan")
-            vals[f"gap-{kind}"] = {"gap": m, "gap__n": len(gaps)}
+            group = vals[f"gap-{kind}{suffix}"] = {"gap": m, "gap__n": len(gaps)}
             if len(gaps) > 1:
-                vals[f"gap-{kind}"]["gap__std"] = float(np.std(gaps, ddof=1))
+                group["gap__std"] = float(np.std(gaps, ddof=1))
     rows = []
     for g, rs in groups.items():
         lr, b = rs[0].params["optimizer"]["lr"], rs[0].params["batch_size"]

@@ -59,7 +59,7 @@ def ou_figure(ratios: Sequence[float], measured: Sequence[float], stderr: Sequen
     fig, ax = plt.subplots(figsize=(6, 4.5))
     order = np.argsort(ratios)
     r = np.asarray(ratios)[order]
-    ax.plot(r, np.asarray(predicted)[order], "-", color="k", label="(η/4S) Tr H (eq. 6)")
+    ax.plot(r, np.asarray(predicted)[order], "-", color="k", label="(η/4S) Tr H (eq. 7)")
     ax.errorbar(ratios, measured, yerr=2 * np.asarray(stderr), fmt="o", color="tab:red",
                 label="SGD chains (±2 s.e.)")
     for x, y, t in zip(ratios, measured, labels):
