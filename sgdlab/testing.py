@@ -104,7 +104,8 @@ def per_sample_gradients_loop(model: nn.Module, loss_fn: LossFn, data: Data) -> 
     rows = []
     for i in range(len(x)):
         loss = loss_fn(model(x[i : i + 1]), y[i : i + 1])
-        rows.append(flatten(torch.autograd.grad(loss, params)).detach())
+        rows.append(flatten(torch.autograd.grad(loss, params, allow_unused=True,
+                                                materialize_grads=True)).detach())
     return torch.stack(rows)
 
 

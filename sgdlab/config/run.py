@@ -550,7 +550,7 @@ def build_measure(items: list[dict[str, Any]], total_steps: int) -> list:
     """Callbacks for validated ``measure`` items (see :class:`MeasureItem`)."""
     from ..train.instruments import build_instrument
 
-    callbacks = []
+    callbacks, prefixes = [], {}
     for i, item in enumerate(items):
         params = {k: v for k, v in item.items() if k not in ("name",) + _SCHEDULE_KEYS}
         try:
@@ -559,6 +559,11 @@ def build_measure(items: list[dict[str, Any]], total_steps: int) -> list:
                                               **params))
         except (ValueError, TypeError) as e:
             raise ConfigError(f"measure[{i}]: {e}") from None
+        prefix = getattr(callbacks[-1], "prefix", None)
+        if prefix is not None and prefix in prefixes:
+            raise ConfigError(f"measure[{i}]: its series ({prefix}/...) are already written by "
+                              f"measure[{prefixes[prefix]}]; give it another prefix")
+        prefixes.setdefault(prefix, i)
     return callbacks
 
 

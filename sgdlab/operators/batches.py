@@ -11,6 +11,8 @@ from typing import Union
 import torch
 from torch import Tensor
 
+from sgdlab.errors import UserError
+
 Batch = tuple[Tensor, Tensor]
 Data = Union[Batch, Iterable[Batch]]
 
@@ -21,12 +23,24 @@ def is_single_batch(data: Data) -> bool:
 
 
 def iterate_batches(data: Data, device: torch.device | None = None) -> Iterator[Batch]:
-    """Yield ``(x, y)`` batches, moved to ``device`` when given."""
+    """Yield the non-empty ``(x, y)`` batches, moved to ``device`` when given; data without a
+    sample, or an item that is not an ``(x, y)`` pair of tensors, is a ``UserError``."""
     batches = [data] if is_single_batch(data) else data
-    for x, y in batches:
+    seen = 0
+    for i, batch in enumerate(batches):
+        if not (isinstance(batch, (tuple, list)) and len(batch) == 2
+                and all(isinstance(t, Tensor) for t in batch)):
+            raise UserError(f"data: batch {i} is not an (inputs, targets) pair of tensors "
+                            f"(got {type(batch).__name__})")
+        x, y = batch
+        if not len(x):
+            continue             # weighs nothing in a mean over samples
+        seen += len(x)
         if device is not None:
             x, y = x.to(device), y.to(device)
         yield x, y
+    if not seen:
+        raise UserError("data: no samples (an empty batch or an empty loader)")
 
 
 def num_samples(data: Data) -> int:

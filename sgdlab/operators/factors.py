@@ -523,13 +523,15 @@ def _hooked_passes(model, loss_fn, batches, layers):
             outputs.clear()
             with torch.enable_grad():
                 out = model(x)
-                if not ok or (n == 0 and not _mean_of_samples(loss_fn, out.detach(), y)):
-                    return None
+                if not ok or 0 in calls or (
+                        n == 0 and not _mean_of_samples(loss_fn, out.detach(), y)):
+                    return None      # a layer the forward skips: vmap (zero rows for it)
                 # δ only: differentiate w.r.t. the layers' outputs, so no weight gradient (and
                 # no input gradient of the first layer) is computed; an output changed in place
                 # afterwards (inplace activation) no longer names it: then w.r.t. the weights
                 intact = all(t._version == v for t, v in outputs)
-                torch.autograd.grad(loss_fn(out, y), [t for t, _ in outputs] if intact else params)
+                torch.autograd.grad(loss_fn(out, y), [t for t, _ in outputs] if intact else params,
+                                    allow_unused=True)     # an unused output: no δ, vmap
             outputs.clear()
             for i in range(len(layers)):
                 if len(deltas[i]) != len(acts[i]):

@@ -26,7 +26,7 @@ from .hessian import _probe_bytes, _taylor_and_rop, _unflatten_cols, affine_batc
 from .taylor import taylor_quadratic_forms
 from .linear import ModelOperator
 from .rop import rop_products
-from .params import flatten, unflatten_like
+from .params import UNUSED_ZERO, batched_columns, flatten, unflatten_like
 
 
 class GGNOperator(ModelOperator):
@@ -75,10 +75,10 @@ class GGNOperator(ModelOperator):
         # Jᵀu is linear in u, and d/du ⟨Jᵀu, v⟩ = J v. Avoids forward-mode AD and a new forward.
         u = torch.zeros_like(out, requires_grad=True)
         with torch.enable_grad():
-            jtu = torch.autograd.grad(out, params, u, create_graph=True)
+            jtu = torch.autograd.grad(out, params, u, create_graph=True, **UNUSED_ZERO)
         jv = torch.autograd.grad(jtu, u, vs)[0]
         hjv = torch.autograd.grad(g_out, o, jv, retain_graph=True)[0]
-        w = torch.autograd.grad(out, params, hjv, retain_graph=retain)
+        w = torch.autograd.grad(out, params, hjv, retain_graph=retain, **UNUSED_ZERO)
         return flatten(w)
 
     def _batch_ggn_cols(self, x, y, out, o, g_out, m: Tensor, retain: bool) -> Tensor:
@@ -88,11 +88,12 @@ class GGNOperator(ModelOperator):
         vs = [t.movedim(-1, 0) for t in _unflatten_cols(m, self.params)]
         u = torch.zeros_like(out, requires_grad=True)
         with torch.enable_grad():
-            jtu = torch.autograd.grad(out, params, u, create_graph=True)
+            jtu = torch.autograd.grad(out, params, u, create_graph=True, **UNUSED_ZERO)
         jv = torch.autograd.grad(jtu, u, vs, is_grads_batched=True)[0]
         hjv = torch.autograd.grad(g_out, o, jv, retain_graph=True, is_grads_batched=True)[0]
-        w = torch.autograd.grad(out, params, hjv, retain_graph=retain, is_grads_batched=True)
-        return torch.cat([t.reshape(t.shape[0], -1) for t in w], dim=1).T.detach()
+        w = torch.autograd.grad(out, params, hjv, retain_graph=retain, is_grads_batched=True,
+                                **UNUSED_ZERO)
+        return batched_columns(w, params, m.shape[1])
 
     def _matvec(self, v: Tensor) -> Tensor:
         if self._rop is not None:

@@ -59,6 +59,15 @@ _CONSTANT_ATTRS = {"shape", "ndim", "dtype", "device"}
 _IN_PLACE = {operator.iadd}
 
 
+def _tensor_arguments(node: Node, tensors: set) -> list[Node]:
+    """The node's arguments (positional and keyword) that are tensors of the graph, each as
+    often as it is passed (``all_input_nodes`` lists a node once)."""
+    out: list[Node] = []
+    torch.fx.node.map_arg((node.args, node.kwargs),
+                          lambda a: out.append(a) if a in tensors else None)
+    return out
+
+
 def _function(node: Node):
     """The function or method name a node calls (None for modules and the rest)."""
     return node.target if node.op in ("call_function", "call_method") else None
@@ -92,7 +101,9 @@ class GraphHVP:
                 or not isinstance(nodes[-1].args[0], Node):
             return None
         for node in nodes[:-1]:
-            ins = [a for a in node.all_input_nodes if a in tensors]
+            ins = _tensor_arguments(node, tensors)
+            if len(set(ins)) < len(ins):
+                return None      # h * h, h + h: one tensor twice, not affine in it
             if node.op == "placeholder":
                 tensors.add(node)
                 continue
@@ -311,7 +322,7 @@ class GraphHVP:
                 for seen in (first, again):
                     ts = [seen[a] for a in node.all_input_nodes if a in seen]
                     if ts:
-                        seen[node] = ts[0] if len(ts) == 1 else ts[0] + ts[1]
+                        seen[node] = _broadcast_sum(ts, env[node].shape)
                 continue
             src = cache[node][0] if kind == "affine" else self._source(node, env)
             d1, d2 = first.get(src), again.get(src)
@@ -391,6 +402,20 @@ class GraphTaylor:
         return self.graph.second_derivatives(prep, m, hessian=hessian)
 
 
+def _broadcast_sum(ts: list[Tensor], shape: torch.Size) -> Tensor:
+    """The sum of (k, *shape_i) tangents of a sum's inputs, broadcast as the sum broadcasts its
+    inputs (trailing dimensions aligned, the probe dimension k first) to (k, *shape)."""
+    out = None
+    for t in ts:
+        t = t.reshape(t.shape[:1] + (1,) * (len(shape) + 1 - t.dim()) + t.shape[1:])
+        out = t if out is None else out + t
+    return out if out.shape[1:] == shape else out.expand(out.shape[0], *shape).contiguous()
+
+
 def _sum_to(t: Tensor, like: Tensor) -> Tensor:
-    """(k, *shape) adjoint summed down to ``like``'s shape (undoing broadcasting)."""
-    return t if t.shape[1:] == like.shape else t.sum_to_size(t.shape[0], *like.shape)
+    """(k, *shape) adjoint summed down to ``like``'s shape (undoing broadcasting; the probe
+    dimension k stays first, whatever ``like``'s rank)."""
+    if t.shape[1:] == like.shape:
+        return t
+    ones = (1,) * (t.dim() - 1 - like.dim())
+    return t.sum_to_size(t.shape[0], *ones, *like.shape).view(t.shape[0], *like.shape)

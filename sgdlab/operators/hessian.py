@@ -28,7 +28,7 @@ from torch import Tensor, nn
 
 from .batches import Data, is_single_batch, iterate_batches
 from .linear import ModelOperator
-from .params import flatten, unflatten_like
+from .params import UNUSED_ZERO, batched_columns, flatten, unflatten_like
 from .graph_rop import GraphHVP, GraphTaylor
 from .rop import SequentialHVP, rop_products
 from .taylor import (SequentialTaylor, forward_preparation, global_forward_hooks,
@@ -92,7 +92,7 @@ class HessianOperator(ModelOperator):
             with affine_batchnorm(model):
                 loss = loss_fn(model(x), y)
             self._cached_grad = torch.autograd.grad(
-                loss, list(self.params.values()), create_graph=True
+                loss, list(self.params.values()), create_graph=True, **UNUSED_ZERO
             )
 
     def _options(self) -> dict:
@@ -100,15 +100,16 @@ class HessianOperator(ModelOperator):
 
     def _batch_hvp(self, grads: tuple[Tensor, ...], v: Tensor, retain: bool) -> Tensor:
         vs = list(unflatten_like(v, self.params).values())
-        hv = torch.autograd.grad(grads, list(self.params.values()), vs, retain_graph=retain)
+        hv = torch.autograd.grad(grads, list(self.params.values()), vs, retain_graph=retain,
+                                 **UNUSED_ZERO)
         return flatten(hv)
 
     def _batch_hmm(self, grads: tuple[Tensor, ...], m: Tensor, retain: bool) -> Tensor:
         """H M for (d, k) M: k products in one vmapped backward through a gradient graph."""
         vs = [t.movedim(-1, 0) for t in _unflatten_cols(m, self.params)]
         hv = torch.autograd.grad(grads, list(self.params.values()), vs,
-                                 retain_graph=retain, is_grads_batched=True)
-        return torch.cat([h.reshape(h.shape[0], -1) for h in hv], dim=1).T.detach()
+                                 retain_graph=retain, is_grads_batched=True, **UNUSED_ZERO)
+        return batched_columns(hv, self.params.values(), m.shape[1])
 
     def _matmat(self, m: Tensor) -> Tensor:
         if self._rop is not None:
@@ -122,7 +123,8 @@ class HessianOperator(ModelOperator):
             with torch.enable_grad():
                 with affine_batchnorm(self.model):
                     loss = self.loss_fn(self.model(x), y)
-                grads = torch.autograd.grad(loss, list(self.params.values()), create_graph=True)
+                grads = torch.autograd.grad(loss, list(self.params.values()), create_graph=True,
+                                            **UNUSED_ZERO)
                 total += self._batch_hmm(grads, m, retain=False) * len(x)
             n += len(x)
         return total / n
@@ -137,7 +139,8 @@ class HessianOperator(ModelOperator):
             with torch.enable_grad():
                 with affine_batchnorm(self.model):
                     loss = self.loss_fn(self.model(x), y)
-                grads = torch.autograd.grad(loss, list(self.params.values()), create_graph=True)
+                grads = torch.autograd.grad(loss, list(self.params.values()), create_graph=True,
+                                            **UNUSED_ZERO)
                 total += self._batch_hvp(grads, v, retain=False).detach() * len(x)
             n += len(x)
         return total / n

@@ -10,6 +10,8 @@ import copy
 import torch
 from torch import Tensor
 
+from sgdlab.errors import UserError
+
 from .blocking import BlockTuner
 
 
@@ -131,6 +133,13 @@ class ModelOperator(LinearOperator):
         from .params import num_params, trainable_named_params
 
         self.params = trainable_named_params(model)
+        if not self.params:
+            raise UserError("the model has no trainable parameters (none, or all with "
+                            "requires_grad=False): there is no curvature to measure")
+        from .batches import is_single_batch
+
+        if is_single_batch(data) and not len(data[0]):
+            raise UserError("data: no samples (an empty batch)")
         first = next(iter(self.params.values()))
         super().__init__(num_params(model), first.dtype, first.device)
         self.model, self.loss_fn, self.data = model, loss_fn, data

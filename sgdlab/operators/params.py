@@ -11,6 +11,18 @@ import torch
 from torch import Tensor, nn
 
 
+# torch.autograd.grad options for derivatives in the parameters: a trainable parameter the
+# forward does not use (an auxiliary head, a disabled branch) gets zero gradient and curvature
+UNUSED_ZERO = {"allow_unused": True, "materialize_grads": True}
+
+
+def batched_columns(per_param: Iterable[Tensor], params: Iterable[Tensor], k: int) -> Tensor:
+    """The (d, k) matrix of a batched backward's per-parameter (k, *shape) results; an unused
+    parameter's zeros (``UNUSED_ZERO``) come with the parameter's shape, without the k."""
+    return torch.cat([t.reshape(1, -1).expand(k, -1) if t.dim() == p.dim() else t.reshape(k, -1)
+                      for t, p in zip(per_param, params)], dim=1).T.detach()
+
+
 def trainable_named_params(model: nn.Module) -> dict[str, Tensor]:
     """Trainable parameters by name, in registration order (the flat-vector order)."""
     return {n: p for n, p in model.named_parameters() if p.requires_grad}

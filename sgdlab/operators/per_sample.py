@@ -53,7 +53,11 @@ def empty_rows(n: int, d: int, dtype: torch.dtype, device: torch.device) -> Tens
 
 
 def check_per_sample_model(model: nn.Module) -> None:
-    """Refuse models whose per-sample gradients are undefined (batch norm in train mode)."""
+    """Refuse models without trainable parameters and models whose per-sample gradients are
+    undefined (batch norm in train mode)."""
+    if not trainable_named_params(model):
+        raise UserError("the model has no trainable parameters (none, or all with "
+                        "requires_grad=False): there are no gradients to take")
     for name, m in model.named_modules():
         if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training:
             raise UserError(

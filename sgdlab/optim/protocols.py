@@ -27,7 +27,7 @@ Registered names (``build_schedule(name, optimizer, steps_per_epoch=, total_step
 - ``trapezoid`` (Xing et al.): linear warm-up from ``start_factor``·η to η, hold at η, linear
   anneal to ``end_factor``·η, then flat.
 
-``constant`` is registered in :mod:`sgdlab.optim.registry`.
+- ``constant``: η at every step (each group's own base, as every protocol here).
 """
 from __future__ import annotations
 
@@ -128,6 +128,24 @@ class ProtocolSchedule:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(t={self.t})"
+
+
+class ConstantLR(ProtocolSchedule):
+    """The base learning rate at every step (factor 1): written from each group's own
+    ``initial_lr``, so after :class:`~sgdlab.optim.switch.SwitchOptimizer` swaps its groups
+    the second optimizer keeps its own rate (torch's ``LambdaLR(lambda t: 1)`` would write the
+    first optimizer's)."""
+
+    name = "constant"
+
+    def factor(self, t: int) -> float:
+        return 1.0
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if "t" not in state and "last_epoch" in state:       # saved as torch's LambdaLR
+            state = {"name": self.name, "t": state["last_epoch"],
+                     "steps_per_epoch": self.steps_per_epoch}
+        super().load_state_dict(state)
 
 
 class RandomLR(ProtocolSchedule):
@@ -306,6 +324,11 @@ class TrapezoidLR(ProtocolSchedule):
 
 
 # --- registry ------------------------------------------------------------------------------
+
+@register_schedule("constant")
+def _constant(optimizer, *, steps_per_epoch: int = 1, total_steps: int = 1) -> ConstantLR:
+    return ConstantLR(optimizer, steps_per_epoch=steps_per_epoch)
+
 
 @register_schedule("random")
 def _random(optimizer, *, steps_per_epoch: int = 1, total_steps: int = 1, width: float = 1.0,

@@ -74,11 +74,6 @@ def register_schedule(name: str):
     return _registrar(SCHEDULES, "schedule", name)
 
 
-@register_schedule("constant")
-def _constant(optimizer, *, steps_per_epoch: int = 1, total_steps: int = 1):
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
-
-
 def build_schedule(name: str, optimizer, *, steps_per_epoch: int, total_steps: int, **hyper: Any):
     factory = _lookup(SCHEDULES, "schedule", name)
     return factory(optimizer, steps_per_epoch=steps_per_epoch, total_steps=total_steps, **hyper)

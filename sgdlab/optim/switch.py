@@ -5,6 +5,10 @@ second_hyper={...})`` runs ``first`` for steps 0 .. k−1 and ``second`` from st
 same parameters. ``param_groups`` and ``state`` are those of the active optimizer, so LR
 schedules and ``zero_grad`` act on it (the protocols of :mod:`sgdlab.optim.protocols` keep each
 group's own ``initial_lr``, so after the switch they scale the second optimizer's lr).
+torch's chainable schedulers (``StepLR``, ``ExponentialLR``, ``MultiStepLR``) multiply the
+active group's lr and work too; those that write ``base_lr · factor`` from base rates they
+stored when built (``LambdaLR``, ``CosineAnnealingLR``, ``OneCycleLR``) keep writing the first
+optimizer's rates after the switch: use the registry's schedules with ``switch``.
 ``state_dict()`` holds both optimizers' states and the step count.
 """
 from __future__ import annotations

@@ -233,6 +233,23 @@ def test_instrument_parameters_annotated_optional_accept_null():
         {**TINY, "measure": [{"name": "step_interpolation", "every": 1, "num_points": None}]})
 
 
+def test_two_hessian_instruments_need_their_own_series():
+    """The Hessian and the GGN measured side by side: one ``prefix`` each, else the second
+    would write into the first's series."""
+    from sgdlab.train import train
+
+    both = [{"name": "hessian", "at": [0], "eval_subset": None},
+            {"name": "hessian", "at": [0], "eval_subset": None, "operator": "ggn"}]
+    with pytest.raises(ConfigError, match=r"measure\[1\]: its series \(hess/...\) are already "
+                                          r"written by measure\[0\]"):
+        build_from_config({**TINY, "measure": both})
+    both[1]["prefix"] = "ggn"
+    b = build_from_config({**TINY, "measure": both})
+    res = train(*b[:4], callbacks=b.callbacks, **{**b.train_kwargs, "progress": False})
+    assert len(res.history["hess/top_1"]) == len(res.history["ggn/top_1"]) == 1
+    assert res.history["hess/top_1"] != res.history["ggn/top_1"]
+
+
 def test_generic_dataset_options_are_valid_for_every_dataset():
     # load_dataset applies n_train / n_test / label_noise to any dataset
     cfg = validate_config({**TINY, "data": {"name": "digits",

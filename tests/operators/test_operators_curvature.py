@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from sgdlab.operators import (
-    EmpiricalFisherOperator, GGNOperator, as_operator, curvature_operator,
+    EmpiricalFisherOperator, GGNOperator, HessianOperator, as_operator, curvature_operator,
     per_sample_gradients,
 )
 from sgdlab.testing import (
@@ -38,6 +38,61 @@ def test_ggn_equals_dense_jt_h_j(loss):
         lin = nn.Linear(3, 2).double()
         torch.testing.assert_close(GGNOperator(lin, loss_fn, data).to_dense(),
                                    dense_hessian_reference(lin, loss_fn, data))
+
+
+class _AuxHead(nn.Module):
+    """A trainable head the forward never calls (an auxiliary head, a disabled branch)."""
+
+    def __init__(self):
+        super().__init__()
+        self.body = tiny_mlp(3, 4, 2)
+        self.aux = nn.Linear(4, 5).double()
+
+    def forward(self, x):
+        return self.body(x)
+
+
+def test_unused_parameters_have_zero_gradient_and_curvature():
+    model, loss_fn = _AuxHead(), nn.CrossEntropyLoss()
+    x, y = tiny_classification(9, 3, 2)
+    d = sum(p.numel() for p in model.parameters())
+    v = torch.randn(d, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    h, g = dense_hessian_reference(model, loss_fn, (x, y)), ggn_reference(model, loss_fn, (x, y))
+    assert h[-25:].abs().max() == 0                 # the reference: aux rows are zero
+    for data in ((x, y), [(x[:4], y[:4]), (x[4:], y[4:])]):
+        hess = HessianOperator(model, loss_fn, data)
+        torch.testing.assert_close(hess.matvec(v[:, 0]), h @ v[:, 0])
+        torch.testing.assert_close(hess.matmat(v), h @ v)
+        torch.testing.assert_close(hess.quadratic_forms(v), (v * (h @ v)).sum(0))
+        torch.testing.assert_close(GGNOperator(model, loss_fn, data).matmat(v), g @ v)
+        ref = per_sample_gradients_loop(model, loss_fn, data)
+        for method in ("auto", "vmap"):
+            torch.testing.assert_close(per_sample_gradients(model, loss_fn, data, method=method),
+                                       ref)
+
+
+def test_bad_data_and_frozen_models_are_named_errors():
+    from sgdlab.errors import UserError
+    from sgdlab.measure import gradient_covariance, hessian_top_eigenvalue, hessian_trace
+
+    model, loss_fn = tiny_mlp(3, 4, 2), nn.CrossEntropyLoss()
+    x, y = tiny_classification(9, 3, 2)
+    for data in ([], (x[:0], y[:0]), [(x[:0], y[:0])]):
+        for measure in (hessian_top_eigenvalue, hessian_trace, per_sample_gradients):
+            with pytest.raises(UserError, match="no samples"):
+                measure(model, loss_fn, data)
+    with pytest.raises(UserError, match=r"batch 1 is not an \(inputs, targets\) pair"):
+        hessian_top_eigenvalue(model, loss_fn, [(x, y), {"x": x, "y": y}])
+    frozen = tiny_mlp(3, 4, 2).requires_grad_(False)
+    for measure in (hessian_top_eigenvalue, per_sample_gradients, gradient_covariance):
+        with pytest.raises(UserError, match="no trainable parameters"):
+            measure(frozen, loss_fn, (x, y))
+    broken = tiny_mlp(3, 4, 2)
+    with torch.no_grad():
+        next(broken.parameters())[0, 0] = float("nan")
+    for measure in (hessian_top_eigenvalue, hessian_trace):
+        with pytest.raises(FloatingPointError, match="non-finite"):
+            measure(broken, loss_fn, (x, y))
 
 
 def test_empirical_fisher_stored_and_streaming():
@@ -85,7 +140,6 @@ def _loader(data, cut=4):
 def test_hessian_batched_matmat_and_quadratic_forms_match_dense(multi_batch, act):
     """Batched matmat == column-by-column matvec == dense H in float64; the Taylor-mode
     quadratic forms (Hutchinson's samples) == diag(Vᵀ H V); GGN and Fisher likewise."""
-    from sgdlab.operators import HessianOperator
     from sgdlab.operators.taylor import SequentialTaylor
 
     torch.manual_seed(3)

@@ -12,7 +12,7 @@ from sgdlab.operators import GGNOperator, HessianOperator
 from sgdlab.operators.graph_rop import GraphHVP
 from sgdlab.operators.taylor import data_columns
 from sgdlab.testing import (assert_rop_products_match_dense, dense_hessian_reference,
-                            random_eval_batchnorm, tiny_images)
+                            ggn_reference, random_eval_batchnorm, tiny_images)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -91,6 +91,21 @@ class _TwoHeads(nn.Module):
         return self.out(torch.tanh(self.a(h)) + F.relu(self.b(h)))
 
 
+class _BatchStatistics(nn.Module):
+    """Sums with statistics over the batch: a scalar (the mean of every value) and a row (the
+    mean over samples) broadcast against (N, 3): the tangents of a sum broadcast as its inputs
+    do. Three hidden units as three probe columns: a scalar's (k,) tangent must not be added
+    along the units."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc, self.out = nn.Linear(72, 3), nn.Linear(3, 3)
+
+    def forward(self, x):
+        h = self.fc(x.flatten(1))
+        return self.out(torch.tanh(h + h.mean() + h.mean(0, keepdim=True)))
+
+
 def _zero_column_images():
     """tiny_images with a quarter of the pixels zero in every image (data_columns drops them)."""
     x, y = tiny_images()
@@ -110,6 +125,22 @@ def test_graph_rop_products_match_dense(name, model, data):
     if name == "linear-data-zero-columns":     # the path under test is taken
         assert data_columns(model.a, data[0].flatten(1)) is not None
     assert_rop_products_match_dense(model.double(), data, GraphHVP)
+
+
+def test_batch_statistics_broadcast_in_block_products():
+    """A sum with batch statistics (one batch: its loss is not a sum over batches, so the
+    loader check of the other nets does not apply): blocks of 3 columns, products and
+    Taylor-mode forms, equal the dense matrices."""
+    torch.manual_seed(0)
+    model, data = _BatchStatistics().double(), tiny_images()
+    v = torch.randn(sum(p.numel() for p in model.parameters()), 3, dtype=torch.float64)
+    for operator, reference in ((HessianOperator, dense_hessian_reference),
+                                (GGNOperator, ggn_reference)):
+        a = reference(model, nn.CrossEntropyLoss(), data)
+        op = operator(model, nn.CrossEntropyLoss(), data)
+        assert isinstance(op._rop, GraphHVP)
+        torch.testing.assert_close(op.matmat(v), a @ v)
+        torch.testing.assert_close(op.quadratic_forms(v), (v * (a @ v)).sum(0))
 
 
 def test_lab_resnets_match_autograd_products():
@@ -153,6 +184,8 @@ class _Declined(nn.Module):
 
 _DECLINED = {
     "product of two tensors": lambda fc, x: fc(x) * fc(x),
+    "one tensor twice in a product": lambda fc, x: (lambda h: h * h)(fc(x)),
+    "one tensor twice in a sum": lambda fc, x: (lambda h: torch.tanh(h + h))(fc(x)),
     "control flow on values": lambda fc, x: fc(x) if x.sum() > 0 else -fc(x),
     "parameter outside its module": lambda fc, x: F.linear(x, fc.weight),
     "detached copy": lambda fc, x: fc(x) + fc(x).data,
@@ -166,13 +199,15 @@ def test_declined_graphs_keep_autograd_products():
     train_bn = nn.Sequential(nn.Linear(4, 3), nn.BatchNorm1d(3))
     for why, model in [(k, _Declined(b)) for k, b in _DECLINED.items()] + [("bn", train_bn)]:
         assert GraphHVP.build(model, params(model)) is None, why
-    wrapped = _Declined(_DECLINED["product of two tensors"])
-    model = wrapped.double()
     g = torch.Generator().manual_seed(0)
     data = (torch.randn(5, 4, generator=g, dtype=torch.float64),
             torch.randint(0, 3, (5,), generator=g))
-    op = HessianOperator(model, nn.CrossEntropyLoss(), data)
-    assert op._rop is None
-    v = torch.randn(op.shape[0], 2, dtype=torch.float64)
-    torch.testing.assert_close(op.matmat(v),
-                               dense_hessian_reference(model, nn.CrossEntropyLoss(), data) @ v)
+    for why in ("product of two tensors", "one tensor twice in a product",
+                "one tensor twice in a sum"):
+        model = _Declined(_DECLINED[why]).double()
+        op = HessianOperator(model, nn.CrossEntropyLoss(), data)
+        assert op._rop is None and op._taylor is None, why
+        v = torch.randn(op.shape[0], 2, dtype=torch.float64)
+        a = dense_hessian_reference(model, nn.CrossEntropyLoss(), data)
+        torch.testing.assert_close(op.matmat(v), a @ v)
+        torch.testing.assert_close(op.quadratic_forms(v), (v * (a @ v)).sum(0))

@@ -172,6 +172,27 @@ def test_switch_is_rmsprop_then_sgd():
     assert all(torch.equal(p, q) for p, q in zip(m1.parameters(), m2.parameters()))
 
 
+@pytest.mark.parametrize("schedule,hyper,lrs", [
+    ("constant", {}, [1e-2, 1e-2, 0.1, 0.1, 0.1]),
+    ("step", dict(milestones=[2], gamma=0.5), [1e-2, 1e-2, 0.05, 0.05, 0.05]),
+])
+def test_switch_under_a_schedule_runs_each_optimizer_at_its_own_rate(schedule, hyper, lrs):
+    """The schedule scales the active optimizer's own rate: after the switch SGD's 0.1, not
+    RMSProp's 1e-2 (one step per epoch: step 2 is the milestone, and the switch)."""
+    from sgdlab.optim import build_schedule
+
+    m = tiny_mlp(seed=0)
+    opt = build_optimizer_for("switch", m, first="rmsprop", second="sgd", switch_step=2,
+                              first_hyper=dict(lr=1e-2), second_hyper=dict(lr=0.1))
+    sched = build_schedule(schedule, opt, steps_per_epoch=1, total_steps=5, **hyper)
+    seen = []
+    for _ in range(5):
+        seen.append(opt.param_groups[0]["lr"])
+        _run(m, opt, 1)
+        sched.step()
+    assert seen == pytest.approx(lrs)
+
+
 @pytest.mark.parametrize("name,kw,match", [
     ("trivialized", dict(lr=0.1, coupling=0.0), "coupling"),
     ("trivialized", dict(lr=0.1, tau0=-1.0), "tau0"),

@@ -82,6 +82,9 @@ def probe_samples(op: LinearOperator, num_probes: int, generator, kind: str,
     samples: list[float] = []
     for _, b in tuner.blocks(num_probes):
         samples.extend(stat(probe_block(op, b, generator, kind)).double().tolist())
+    if not all(map(math.isfinite, samples)):
+        raise FloatingPointError(
+            "operator returned non-finite values (diverged model or bad data?)")
     return samples
 
 

@@ -146,11 +146,13 @@ def hessian_instrument(*, schedule: Schedule, k: int = 1, bottom: int = 0,
                        trace_probes: int = 0, frobenius_probes: int = 0,
                        operator: str = "hessian", tol: float = 1e-3,
                        eval_subset: int | None = 1000, eval_mode: bool = True,
-                       seed: int = 0) -> HessianCallback:
-    """Hessian (or GGN / empirical Fisher) top-k, bottom-k, trace, Frobenius norm."""
+                       seed: int = 0, prefix: str = "hess") -> HessianCallback:
+    """Hessian (or GGN / empirical Fisher) top-k, bottom-k, trace, Frobenius norm, logged as
+    ``<prefix>/top_1``, ... (a second instrument, e.g. the GGN beside the Hessian, needs its
+    own prefix)."""
     return HessianCallback(schedule, k=k, bottom=bottom, trace_probes=trace_probes,
                            frobenius_probes=frobenius_probes, operator=operator, tol=tol,
-                           **_common(eval_subset, eval_mode, seed))
+                           prefix=prefix, **_common(eval_subset, eval_mode, seed))
 
 
 @register_instrument("sharpness")
