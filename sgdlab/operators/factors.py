@@ -412,7 +412,7 @@ def per_sample_factors(
         step = len(x) if not chunk_size else chunk_size
         batches += [(x[j : j + step], y[j : j + step]) for j in range(0, len(x), step)]
     found = _sequential_passes(model, loss_fn, batches, layers)
-    if found is None:
+    if found is None and not _samples_interact(model, batches[0][0]):
         found = _hooked_passes(model, loss_fn, batches, layers)
     if found is None:
         return None
@@ -485,6 +485,25 @@ def _sequential_passes(model, loss_fn, batches, layers, *, pooled_only: bool = T
     if not patches:
         return acts, deltas, n, {}
     return acts, deltas, n, {0: patches[0] if len(patches) == 1 else torch.cat(patches)}
+
+
+def _samples_interact(model, x: Tensor) -> bool:
+    """Whether the model's output for a sample depends on the others in its batch (a batch
+    statistic in ``forward``): sample 0 alone against sample 0 beside sample 1. Such a model's
+    batch backward does not split into per-sample gradients (each sample's loss on its own,
+    as ``vmap`` computes them)."""
+    if len(x) < 2:
+        return False
+    try:
+        with torch.no_grad():
+            pair, alone = model(x[:2]), model(x[:1])
+    except Exception:        # let vmap report it
+        return True
+    if not (isinstance(pair, Tensor) and isinstance(alone, Tensor)) \
+            or pair.shape[1:] != alone.shape[1:]:
+        return True
+    scale = float(pair.abs().max()) if pair.numel() else 0.0
+    return not torch.allclose(pair[:1], alone, rtol=1e-4, atol=1e-5 * scale + 1e-30)
 
 
 def _hooked_passes(model, loss_fn, batches, layers):

@@ -142,3 +142,29 @@ def test_losses_that_are_not_sample_means_use_vmap():
                                per_sample_gradients_loop(model, loss_fn, (x, y)))
     with pytest.raises(ValueError, match="factored"):
         per_sample_gradients(model, loss_fn, (x, y), method="factored")
+
+
+class _BatchStatistic(nn.Module):
+    """A forward that subtracts a batch mean: a sample's output depends on its batch."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Linear(3, 4), nn.Linear(4, 2)
+
+    def forward(self, x):
+        h = self.a(x)
+        return self.b(torch.tanh(h - 0.5 * h.mean()))
+
+
+def test_models_whose_samples_interact_use_vmap():
+    """Each row is the gradient of the sample's loss on its own: the hooks' one batch backward
+    would mix in the batch mean's cross terms, so the factored engine declines."""
+    model, loss_fn = _BatchStatistic().double(), nn.CrossEntropyLoss()
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(9, 3, generator=g, dtype=torch.float64), torch.randint(0, 2, (9,),
+                                                                             generator=g)
+    assert per_sample_factors(model, loss_fn, (x, y)) is None
+    ref = per_sample_gradients_loop(model, loss_fn, (x, y))
+    torch.testing.assert_close(per_sample_gradients(model, loss_fn, (x, y)), ref)
+    torch.testing.assert_close(gradient_covariance(model, loss_fn, (x, y)).dense(),
+                               covariance_reference(ref))
