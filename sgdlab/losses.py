@@ -9,9 +9,14 @@ LOSSES = ("auto", "cross_entropy", "mse")
 def build_loss(name: str | None, data):
     """``cross_entropy`` | ``mse`` | ``auto``/None (by ``data.task``) for a ``Dataset``.
 
+    ``mse`` on class labels compares the outputs with one-hot labels
+    (:class:`sgdlab.train.losses.OneHotMSELoss`).
     Raises ConfigError for an unknown name or cross-entropy on real-valued targets.
     """
     from torch import nn  # lazy: configs validate without importing torch
+
+    from sgdlab.train.losses import OneHotMSELoss
+
     if name in (None, "auto"):
         name = "cross_entropy" if data.task == "classification" else "mse"
     if name == "cross_entropy":
@@ -20,5 +25,7 @@ def build_loss(name: str | None, data):
                               f"{data.name!r} has real-valued targets (use mse)")
         return nn.CrossEntropyLoss()
     if name == "mse":
-        return nn.MSELoss()
+        if data.y_train.is_floating_point():
+            return nn.MSELoss()
+        return OneHotMSELoss(data.num_outputs)
     raise ConfigError(f"loss: unknown loss {name!r}; known: {', '.join(LOSSES)}")

@@ -23,3 +23,21 @@ def test_cross_entropy_on_real_targets_and_unknown_names_are_clear_errors():
 def test_losses_are_mean_reduced():
     loss = build_loss("mse", load_dataset("cubic"))
     assert loss(torch.ones(4, 1), torch.zeros(4, 1)).item() == pytest.approx(1.0)
+
+
+def test_mse_on_class_labels_is_against_one_hot_labels():
+    """``loss: mse`` on a classification dataset (an MSE-trained classifier): nn.MSELoss on
+    one-hot targets, per-sample gradients included."""
+    from sgdlab.operators import per_sample_gradients
+    from sgdlab.testing import per_sample_gradients_loop
+
+    data = load_dataset("digits")
+    loss = build_loss("mse", data)
+    out = torch.randn(5, data.num_outputs, dtype=torch.float64)
+    y = data.y_train[:5]
+    target = nn.functional.one_hot(y, data.num_outputs).double()
+    assert loss(out, y).item() == pytest.approx(nn.MSELoss()(out, target).item())
+    model = nn.Sequential(nn.Linear(64, 8), nn.Tanh(), nn.Linear(8, 10)).double()
+    batch = (data.x_train[:6].reshape(6, -1).double(), data.y_train[:6])
+    torch.testing.assert_close(per_sample_gradients(model, loss, batch),
+                               per_sample_gradients_loop(model, loss, batch))

@@ -611,7 +611,10 @@ def build_from_config(cfg: dict[str, Any], *, validated: bool = False) -> BuiltR
     np.random.seed(seed)
     random.seed(seed)
     m = cfg["model"]
-    model = build_model(m["name"], data.input_shape, data.num_outputs, **m["options"])
+    try:
+        model = build_model(m["name"], data.input_shape, data.num_outputs, **m["options"])
+    except UserError as e:  # a bad option value: say which config key holds it
+        raise ConfigError(f"model.options: {e}") from None
     model = model.to(device=device, dtype=dtype)
 
     loss_fn = build_loss(cfg["loss"], data)

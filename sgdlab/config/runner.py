@@ -57,6 +57,13 @@ def run_config(cfg: dict[str, Any], *, out_dir: str | os.PathLike | None = None,
     # Build before recording: input that only fails when built (a bad data option value, a
     # missing file) is reported without leaving a failed run behind.
     built = build_from_config(cfg, validated=True)
+    if out_dir is not None and (Path(out_dir) / RUN_FILE).is_file():
+        try:
+            held = json.loads((Path(out_dir) / RUN_FILE).read_text()).get("run_id", "?")
+        except (ValueError, AttributeError):
+            held = "?"
+        raise UserError(f"{out_dir} already holds run {held} (its results and checkpoint would "
+                        "be overwritten): choose another folder, or remove that one first")
     if store is None:
         store = RunStore(cfg["store"]["path"])
     env = environment(seed=cfg["train"]["seed"], device=resolve_device(cfg["train"]["device"]))

@@ -50,7 +50,7 @@ class MLP(nn.Module):
 def mlp(input_shape, num_outputs, *, widths: Sequence[int] = (100,), activation: str = "relu",
         batchnorm: bool = False, dropout: float = 0.0, input_dropout: float = 0.0,
         bias: bool = True) -> nn.Module:
-    if isinstance(widths, int) or not isinstance(widths, Sequence):
+    if isinstance(widths, (int, str)) or not isinstance(widths, Sequence):
         raise UserError(f"option 'widths' must be a list of hidden widths, got {widths!r}")
     return MLP(input_shape, num_outputs, list(widths), act=activation, batchnorm=batchnorm,
                dropout=dropout, input_dropout=input_dropout, bias=bias)

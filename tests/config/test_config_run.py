@@ -259,6 +259,26 @@ def test_generic_dataset_options_are_valid_for_every_dataset():
         {**TINY, "data": {"name": "digits", "options": {"label_noise": "some"}}})
 
 
+def test_bad_model_option_values_name_the_key():
+    bad = {**TINY, "model": {"name": "mlp", "options": {"widths": "abc"}}}
+    with pytest.raises(ConfigError, match=r"model\.options: option 'widths' must be a list"):
+        build_from_config(bad)
+
+
+def test_an_out_folder_holding_a_run_is_not_overwritten(tmp_path):
+    from sgdlab.config.runner import run_config
+    from sgdlab.errors import UserError
+    from sgdlab.store import RunStore
+
+    store = RunStore(tmp_path / "runs.sqlite")
+    first = run_config(TINY, out_dir=tmp_path / "out", store=store, progress=False)
+    before = (tmp_path / "out" / "results.json").read_bytes()
+    with pytest.raises(UserError, match=f"already holds run {first.run_id}"):
+        run_config(TINY, out_dir=tmp_path / "out", store=store, progress=False)
+    assert (tmp_path / "out" / "results.json").read_bytes() == before
+    assert [r["id"] for r in store.list_runs()] == [first.run_id]
+
+
 def test_bad_data_option_value_names_the_key_and_records_no_run(tmp_path):
     from sgdlab.config.runner import run_config
     from sgdlab.store import RunStore

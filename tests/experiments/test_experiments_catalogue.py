@@ -1,7 +1,10 @@
-"""Every catalogue entry runs at smoke scale and writes the output contract; `sgdlab list`."""
+"""Every catalogue entry runs at smoke scale and writes the output contract (the results.json
+keys README.md lists); `sgdlab list`."""
 from __future__ import annotations
 
 import json
+import re
+from pathlib import Path
 
 import pytest
 
@@ -25,6 +28,24 @@ def test_catalogue_is_not_empty_and_resolves_at_every_scale():
             assert spec.expand(data_dir="/data"), (name, scale)
 
 
+def _readme_result_keys() -> list[str]:
+    """The top-level keys README.md lists for an experiment's ``results.json``, in order."""
+    text = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    para = text.split("`results.json` keys:", 1)[1].split(". `python -m", 1)[0]
+    depth, top = 0, []
+    for part in re.split(r"(\(|\))", para):     # keys outside parentheses are the top level
+        if part == "(":
+            depth += 1
+        elif part == ")":
+            depth -= 1
+        elif depth == 0:
+            top += re.findall(r"`(\w+)`", part)
+    return top
+
+
+README_RESULT_KEYS = _readme_result_keys()
+
+
 @pytest.mark.parametrize("name", NAMES)
 def test_smoke_run_writes_outputs(name, tmp_path):
     out = tmp_path / "out"
@@ -44,6 +65,8 @@ def test_smoke_run_writes_outputs(name, tmp_path):
     html = (out / "report.html").read_text()
     assert html.count("data:image/png;base64,") == len(r["figures"])
     assert r["experiment"]["paper"]["figure"] and r["environment"]["torch"]
+    assert list(r) == README_RESULT_KEYS
+
 
 
 def test_list_json_fields(capsys):

@@ -50,3 +50,29 @@ def test_instruments_registered_and_log():
           epochs=1, batch_size=8, progress=False)
     for p, q in zip(model.parameters(), bare.parameters()):
         assert torch.equal(p, q)
+
+
+def test_hessian_instrument_blocks_do_not_depend_on_timing(monkeypatch):
+    """The trace and Frobenius estimates go through a fixed block (the operator's memory bound,
+    or ``block_size``), never the timing tuner: a run's stored series then do not depend on
+    the machine's load."""
+    from sgdlab.operators.linear import LinearOperator
+
+    asked = []
+    tuner = LinearOperator.block_tuner
+
+    def spy(self, kind="matmat", *, block_size=None, cap=None):
+        asked.append(block_size)
+        return tuner(self, kind, block_size=block_size, cap=cap)
+
+    monkeypatch.setattr(LinearOperator, "block_tuner", spy)
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 6), nn.Tanh(), nn.Linear(6, 3))
+    for block, expect in ((None, 16), (3, 3)):
+        asked.clear()
+        cb = build_instrument("hessian", schedule=Schedule.at([0]), k=0, trace_probes=5,
+                              frobenius_probes=5, eval_subset=None, block_size=block)
+        res = train(model, nn.CrossEntropyLoss(), _data(),
+                    torch.optim.SGD(model.parameters(), lr=0.0), epochs=1, batch_size=40,
+                    callbacks=[cb], progress=False)
+        assert asked == [expect, expect] and "hess/trace" in res.history

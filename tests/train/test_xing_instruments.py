@@ -47,6 +47,17 @@ def test_step_interpolation_only_in_the_chosen_epochs():
         build_instrument("step_interpolation", schedule=Schedule.every(1), epochs=[0])
 
 
+def test_step_interpolation_summarises_an_epoch_training_ends_within():
+    """max_steps = 5 at 3 updates per epoch: epoch 2 ends after 2 of its updates, and its
+    summary is logged with them (not left out of the per-epoch table)."""
+    model = _bn_model()
+    walk = build_instrument("step_interpolation", schedule=Schedule.every(1))
+    res = train(model, nn.CrossEntropyLoss(), _data(), torch.optim.SGD(model.parameters(),
+                lr=0.1), epochs=4, batch_size=4, max_steps=5, callbacks=[walk], progress=False)
+    assert [v for _, v in res.history["walk_epoch"]] == [1.0, 2.0]
+    assert [v for _, v in res.history["walk_epoch_steps"]] == [3.0, 2.0]
+
+
 def test_train_mode_hessian_uses_the_statistics_of_each_batch():
     # train-mode BN on batches of 4: L(θ) = (1/3) Σ_b ℓ_b(θ) with each batch normalised by its
     # own mean and variance; its Hessian is the mean of the per-batch dense Hessians

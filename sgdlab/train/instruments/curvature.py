@@ -81,17 +81,24 @@ class HessianCallback(MeasuredCallback):
         trace_probes / frobenius_probes: Rademacher / Gaussian probes (0: skip).
         operator: ``hessian`` | ``ggn`` | ``empirical_fisher``.
         tol: Lanczos relative residual tolerance.
+        block_size: probes per batched product for the trace and Frobenius estimates; None:
+            the operator's memory-bound block. Not timed (``block_tuner``): the float round-off
+            of a batched product depends on its block, and a run's series must not depend on
+            how busy the machine was (two runs of one config store identical values).
     """
 
     def __init__(self, schedule: Schedule, *, k: int = 1, bottom: int = 0,
                  trace_probes: int = 0, frobenius_probes: int = 0, operator: str = "hessian",
-                 tol: float = 1e-3, prefix: str = "hess", **kw):
+                 tol: float = 1e-3, prefix: str = "hess", block_size: int | None = None, **kw):
         super().__init__(schedule, **kw)
         if k < 0 or bottom < 0 or trace_probes < 0 or frobenius_probes < 0:
             raise ValueError("k, bottom and probe counts must be >= 0")
+        if block_size is not None and block_size < 1:
+            raise ValueError(f"block_size must be >= 1, got {block_size}")
         self.k, self.bottom, self.tol, self.operator = k, bottom, tol, operator
         self.trace_probes, self.frobenius_probes, self.prefix = (trace_probes, frobenius_probes,
                                                                  prefix)
+        self.block_size = block_size
 
     def compute(self, ctx, data, generator):
         op = curvature_operator(self.operator, ctx.model, ctx.loss_fn, data)
@@ -103,12 +110,13 @@ class HessianCallback(MeasuredCallback):
             vals, _ = lanczos(op, self.bottom, which="smallest", tol=self.tol,
                               generator=generator)
             out.update({f"{p}/bottom_{i + 1}": float(v) for i, v in enumerate(vals)})
+        block = self.block_size or op.probe_block_size()
         if self.trace_probes:
-            tr = hutchinson_trace(op, self.trace_probes, generator=generator)
+            tr = hutchinson_trace(op, self.trace_probes, generator=generator, block_size=block)
             out[f"{p}/trace"], out[f"{p}/trace_se"] = tr.value, tr.stderr
         if self.frobenius_probes:
-            out[f"{p}/frobenius"] = frobenius_norm(op, self.frobenius_probes,
-                                                   generator=generator).value
+            out[f"{p}/frobenius"] = frobenius_norm(op, self.frobenius_probes, generator=generator,
+                                                   block_size=block).value
         return out
 
 
@@ -146,13 +154,15 @@ def hessian_instrument(*, schedule: Schedule, k: int = 1, bottom: int = 0,
                        trace_probes: int = 0, frobenius_probes: int = 0,
                        operator: str = "hessian", tol: float = 1e-3,
                        eval_subset: int | None = 1000, eval_mode: bool = True,
-                       seed: int = 0, prefix: str = "hess") -> HessianCallback:
+                       seed: int = 0, prefix: str = "hess",
+                       block_size: int | None = None) -> HessianCallback:
     """Hessian (or GGN / empirical Fisher) top-k, bottom-k, trace, Frobenius norm, logged as
     ``<prefix>/top_1``, ... (a second instrument, e.g. the GGN beside the Hessian, needs its
     own prefix)."""
     return HessianCallback(schedule, k=k, bottom=bottom, trace_probes=trace_probes,
                            frobenius_probes=frobenius_probes, operator=operator, tol=tol,
-                           prefix=prefix, **_common(eval_subset, eval_mode, seed))
+                           prefix=prefix, block_size=block_size,
+                           **_common(eval_subset, eval_mode, seed))
 
 
 @register_instrument("sharpness")

@@ -13,8 +13,8 @@ plot):
 - ``walk_valley_alpha``, ``walk_valley_loss``, ``walk_barrier`` (0/1), ``walk_barrier_height``,
   ``walk_height`` (height above the valley floor);
 
-and at each epoch end (logged at the epoch's last step): ``walk_epoch`` (1-based epoch
-number), ``walk_epoch_steps``,
+and at each epoch end (logged at the epoch's last step; also for an epoch that training
+ends within): ``walk_epoch`` (1-based epoch number), ``walk_epoch_steps``,
 ``walk_epoch_barriers``, ``walk_epoch_mean_barrier_height`` (NaN-free: omitted if none),
 ``walk_epoch_mean_height``, ``walk_seconds`` (cumulative time spent in this callback).
 """
@@ -88,6 +88,7 @@ class StepInterpolationCallback(Callback):
         self.vectorize, self.seed = vectorize, seed
         self.records: list[StepInterpolation] = []
         self.seconds = 0.0
+        self._logged: set[int] = set()      # epochs whose summary is logged
         self._theta_t: Tensor | None = None
         self._data: Any = None
 
@@ -134,9 +135,17 @@ class StepInterpolationCallback(Callback):
         self.seconds += time.perf_counter() - t0
 
     def on_epoch_end(self, ctx: TrainContext) -> None:
+        self._log_epoch(ctx)
+
+    def on_train_end(self, ctx: TrainContext) -> None:
+        self._log_epoch(ctx)     # an epoch cut short (max_steps, divergence): its steps so far
+
+    def _log_epoch(self, ctx: TrainContext) -> None:
+        """The summary of the epoch in progress (``ctx.epoch`` counts completed ones), once."""
         mine = [r for r in self.records if r.epoch == ctx.epoch + 1]
-        if not mine:
+        if not mine or ctx.epoch + 1 in self._logged:
             return
+        self._logged.add(ctx.epoch + 1)
         s = summarize_epochs(mine)[0]
         vals = {f"{WALK_PREFIX}epoch": s.epoch, f"{WALK_PREFIX}epoch_steps": s.steps,
                 f"{WALK_PREFIX}epoch_barriers": s.barriers,
@@ -151,11 +160,13 @@ class StepInterpolationCallback(Callback):
         return summarize_epochs(self.records)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"records": [r.to_dict() for r in self.records], "seconds": self.seconds}
+        return {"records": [r.to_dict() for r in self.records], "seconds": self.seconds,
+                "logged_epochs": sorted(self._logged)}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.records = [StepInterpolation(**r) for r in state.get("records", [])]
         self.seconds = float(state.get("seconds", 0.0))
+        self._logged = set(state.get("logged_epochs", []))
 
 
 @register_instrument("step_interpolation")
