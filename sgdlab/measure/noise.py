@@ -103,6 +103,8 @@ class GradientCovariance:
                  per_sample: PerSampleFactors | None = None, scale: float = 1.0):
         if factor is None and per_sample is None:
             raise ValueError("GradientCovariance needs a factor or factored per-sample gradients")
+        if not bool(torch.isfinite(mean).all()):
+            raise FloatingPointError("non-finite gradients (diverged model or bad data?)")
         self._factor, self.mean, self.num_samples = factor, mean, int(num_samples)
         self._ps, self._scale = per_sample, float(scale)
         self._gram: Tensor | None = None

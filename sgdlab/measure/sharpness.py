@@ -115,6 +115,8 @@ def expected_sharpness(
         raise ValueError(f"Invalid num_samples={num_samples} (must be >= 1)")
     theta = params_vector(model)
     base = mean_loss(model, loss_fn, data)
+    if not math.isfinite(base):      # a perturbed loss may overflow; the model's own may not
+        raise FloatingPointError(f"non-finite loss {base} (diverged model or bad data?)")
     xi = _gaussian(num_samples, theta.numel(), sigma, theta, generator)
     losses = perturbed_losses(model, loss_fn, data, xi, chunk_size=chunk_size,
                               vectorize=vectorize)

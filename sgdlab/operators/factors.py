@@ -31,6 +31,7 @@ fall back to ``torch.func`` (:func:`~sgdlab.operators.per_sample.per_sample_grad
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import torch
@@ -503,6 +504,8 @@ def _samples_interact(model, x: Tensor) -> bool:
             or pair.shape[1:] != alone.shape[1:]:
         return True
     scale = float(pair.abs().max()) if pair.numel() else 0.0
+    if not math.isfinite(scale):
+        return False         # non-finite outputs: the caller's finiteness checks report them
     return not torch.allclose(pair[:1], alone, rtol=1e-4, atol=1e-5 * scale + 1e-30)
 
 

@@ -73,7 +73,8 @@ def test_unused_parameters_have_zero_gradient_and_curvature():
 
 def test_bad_data_and_frozen_models_are_named_errors():
     from sgdlab.errors import UserError
-    from sgdlab.measure import gradient_covariance, hessian_top_eigenvalue, hessian_trace
+    from sgdlab.measure import (expected_sharpness, gradient_covariance, hessian_top_eigenvalue,
+                                hessian_trace)
 
     model, loss_fn = tiny_mlp(3, 4, 2), nn.CrossEntropyLoss()
     x, y = tiny_classification(9, 3, 2)
@@ -90,7 +91,8 @@ def test_bad_data_and_frozen_models_are_named_errors():
     broken = tiny_mlp(3, 4, 2)
     with torch.no_grad():
         next(broken.parameters())[0, 0] = float("nan")
-    for measure in (hessian_top_eigenvalue, hessian_trace):
+    for measure in (hessian_top_eigenvalue, hessian_trace, gradient_covariance,
+                    lambda *a: expected_sharpness(*a, sigma=0.1)):
         with pytest.raises(FloatingPointError, match="non-finite"):
             measure(broken, loss_fn, (x, y))
 
