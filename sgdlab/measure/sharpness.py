@@ -8,7 +8,8 @@
   projected sign-gradient ascent (steps of ``step_fraction`` of the box half-width, projected
   back onto the box), which gives a lower bound on the true maximum.
 - :func:`local_entropy` — Chaudhari's thesis Definition 4.20 (local entropy), estimated by
-  sampling: f_γ(θ) = −(1/β) log E_{ξ~N(0, γ I)} exp(−β L(θ + ξ)); the "width" is −f_γ(θ)
+  sampling: f_γ(θ) = −(1/β) log E_{ξ~N(0, (γ/β) I)} exp(−β L(θ + ξ)) (the kernel of the
+  thesis' (3.8); Def. 3.3 sets β = 1); the "width" is −f_γ(θ)
   (larger = wider, flatter neighbourhood). We use the normalised Gaussian kernel, so the
   normalising constant of the thesis' definition (independent of θ) is dropped, and
   f_γ(θ) → L(θ) as γ → 0.
@@ -207,14 +208,17 @@ def local_entropy(
     chunk_size: int = 16,
     vectorize: bool = True,
 ) -> LocalEntropy:
-    """Monte-Carlo local entropy (thesis Def. 4.20) with a log-mean-exp over M Gaussian samples
-    of variance ``gamma`` per coordinate. The estimate of f_γ is biased upwards by Jensen for
-    small M; the standard error is the delta-method one, se(mean w) / (β · mean w) with
+    """Monte-Carlo local entropy f_γ(x) = −(1/β) log E_ξ exp(−β L(x + ξ)), ξ ~ N(0, (γ/β) I):
+    the log-partition of the thesis' modified Gibbs distribution (3.8), whose coupling
+    exp(−β|x − y|²/(2γ)) is a Gaussian of variance γ/β (Def. 3.3 is β = 1; the same scope as
+    ``landscapes.pde.local_entropy`` and ``EntropySGD``), without its constant; the width is
+    −f_γ (Def. 4.20). A log-mean-exp over M samples: biased upwards by Jensen for small M; the
+    standard error is the delta-method one, se(mean w) / (β · mean w) with
     w = exp(−β (L − min L))."""
     if gamma < 0 or beta <= 0:
         raise ValueError(f"Invalid gamma={gamma} / beta={beta} (need gamma >= 0, beta > 0)")
     theta = params_vector(model)
-    xi = _gaussian(num_samples, theta.numel(), math.sqrt(gamma), theta, generator)
+    xi = _gaussian(num_samples, theta.numel(), math.sqrt(gamma / beta), theta, generator)
     losses = perturbed_losses(model, loss_fn, data, xi, chunk_size=chunk_size,
                               vectorize=vectorize)
     a = -beta * losses
