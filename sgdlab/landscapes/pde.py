@@ -37,7 +37,9 @@ def _check_grid(f: Tensor, x: Tensor) -> float:
         raise UserError("f and x must be 1-D tensors of the same length (>= 3)")
     dx = x[1:] - x[:-1]
     if (dx <= 0).any() or not torch.allclose(dx, dx[0].expand_as(dx), rtol=1e-6, atol=1e-12):
-        raise UserError("x must be a uniform, increasing grid")
+        hint = (f" (a {x.dtype} grid's spacing is uneven by rounding: build it in float64)"
+                if x.dtype != torch.float64 else "")
+        raise UserError("x must be a uniform, increasing grid" + hint)
     return float(dx[0])
 
 
@@ -129,6 +131,8 @@ def heat_smoothing(f: Tensor, x: Tensor, t: float, *, beta: float = 1.0) -> Tens
     """u = G_{t/β} * f, normalised over the grid (so constants stay constants near edges)."""
     _check_grid(f, x)
     _check_t(t)
+    if beta <= 0:
+        raise UserError(f"beta must be > 0, got {beta}")
     k = torch.exp(-(x[:, None] - x[None, :]) ** 2 / (2 * t / beta))
     return (k @ f) / k.sum(1)
 

@@ -136,6 +136,10 @@ class PSpinGlass(Landscape):
         stop counting) and the loop ends when all have ‖∇_S H‖ ≤ tol or at ``max_steps``."""
         if lr <= 0 or tol <= 0 or max_steps < 0:
             raise UserError("need lr > 0, tol > 0 and max_steps >= 0")
+        if starts.ndim != 2 or starts.shape[1] != self.n:
+            raise UserError(f"starts must have shape (B, {self.n}), got {tuple(starts.shape)}")
+        if not bool((starts.norm(dim=-1) > 0).all()):
+            raise UserError("a start is the zero vector: it has no projection onto the sphere")
         sigma = self.project(starts.to(self.h.dtype))
         steps = torch.zeros(sigma.shape[0], dtype=torch.long)
         active = torch.ones(sigma.shape[0], dtype=torch.bool)

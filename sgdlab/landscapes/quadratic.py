@@ -67,12 +67,15 @@ class Quadratic(Landscape):
         if num_samples <= d:
             raise UserError(f"num_samples must exceed the dimension {d}, got {num_samples}")
         c = h.clone() if noise_cov is None else torch.as_tensor(noise_cov, dtype=dtype)
-        if c.shape != (d, d) or torch.linalg.eigvalsh((c + c.T) / 2).min() < -1e-12:
-            raise UserError(f"noise_cov must be a PSD ({d}, {d}) matrix")
+        if c.shape != (d, d) or not torch.allclose(c, c.T) \
+                or torch.linalg.eigvalsh(c).min() < -1e-12:
+            raise UserError(f"noise_cov must be a symmetric PSD ({d}, {d}) matrix")
         self.dim, self.num_samples = d, num_samples
         self.H, self.C = h, c
         self.minimum = torch.zeros(d, dtype=dtype) if minimum is None else \
             torch.as_tensor(minimum, dtype=dtype)
+        if self.minimum.shape != (d,):
+            raise UserError(f"minimum must have shape ({d},), got {tuple(self.minimum.shape)}")
         gen = torch.Generator().manual_seed(seed)
         z = torch.randn(num_samples, d, generator=gen, dtype=dtype)
         z = z - z.mean(0)
@@ -118,12 +121,14 @@ class Quadratic(Landscape):
     # ------------------------------------------------------------- closed forms
     def sde_stationary_covariance(self, lr: float, batch_size: int) -> Tensor:
         """Σ_z solving H Σ + Σ H = (η/S) C (the OU limit; (η/2S) I when C = H)."""
+        _check_lr_batch(lr, batch_size)
         q = (lr / batch_size) * self.C.numpy()
         sol = scipy.linalg.solve_continuous_lyapunov(self.H.numpy(), q)
         return torch.as_tensor((sol + sol.T) / 2, dtype=self.H.dtype)
 
     def sgd_stationary_covariance(self, lr: float, batch_size: int) -> Tensor:
         """The discrete chain's Σ = (I − ηH) Σ (I − ηH) + (η²/S) C (with-replacement batches)."""
+        _check_lr_batch(lr, batch_size)
         a = np.eye(self.dim) - lr * self.H.numpy()
         if np.abs(np.linalg.eigvals(a)).max() >= 1:
             raise UserError(f"SGD is unstable at lr={lr}: need lr < 2 / λ_max(H)")
@@ -139,3 +144,10 @@ class Quadratic(Landscape):
 
 
 __all__ = ["Quadratic"]
+
+
+def _check_lr_batch(lr: float, batch_size: int) -> None:
+    if not lr > 0:
+        raise UserError(f"lr must be > 0, got {lr}")
+    if int(batch_size) != batch_size or batch_size < 1:
+        raise UserError(f"batch_size must be an integer >= 1, got {batch_size}")

@@ -121,6 +121,8 @@ def solve_lr(kind: str, target: float, batch_size: float, *, momentum: float = 0
              dataset_size: int | None = None, mean_eigenvalue: float | None = None) -> float:
     """The learning rate giving temperature ``target`` at ``batch_size`` (all temperatures are
     linear in η)."""
+    if not target > 0:
+        raise ValueError(f"Invalid target temperature {target} (must be > 0)")
     unit = temperature(kind, 1.0, batch_size, momentum=momentum, dataset_size=dataset_size,
                        mean_eigenvalue=mean_eigenvalue)
     if unit == 0:
@@ -142,6 +144,9 @@ def solve_batch_size(kind: str, target: float, lr: float, *, momentum: float = 0
     if kind == "beta_inv" and dataset_size is not None:
         return lr * dataset_size / (2 * target * dataset_size + lr)
     at_one = temperature(kind, lr, 1.0, momentum=momentum, mean_eigenvalue=mean_eigenvalue)
+    if not at_one > 0:
+        raise ValueError(f"temperature {kind!r} is {at_one} at every batch size for lr={lr} "
+                         "(a zero learning rate or mean eigenvalue?): no batch size matches")
     b = at_one / target
     if dataset_size is not None and b > dataset_size:
         raise ValueError(f"matching needs batch size {b:.1f} > dataset size {dataset_size}")

@@ -18,3 +18,19 @@ def test_eq7_trace_is_the_trace_of_the_loss_hessian():
         # the OU covariance of eq. (6)-(7) is (η/2S) I when C = H
         torch.testing.assert_close(q.sde_stationary_covariance(lr, s),
                                    lr / (2 * s) * torch.eye(2, dtype=torch.float64))
+
+
+def test_bad_quadratics_and_arguments_are_named_errors():
+    from sgdlab.errors import UserError
+
+    h = torch.diag(torch.tensor([2.0, 1.0], dtype=torch.float64))
+    with pytest.raises(UserError, match="symmetric PSD"):
+        Quadratic(h, noise_cov=torch.tensor([[1.0, 1.0], [0.0, 1.0]], dtype=torch.float64))
+    with pytest.raises(UserError, match=r"minimum must have shape \(2,\)"):
+        Quadratic(h, minimum=torch.zeros(3, dtype=torch.float64))
+    q = Quadratic(h)
+    for lr, b, what in ((-0.1, 4, "lr"), (0.1, 0, "batch_size")):
+        for method in (q.sde_stationary_covariance, q.sgd_stationary_covariance):
+            with pytest.raises(UserError, match=what):
+                method(lr, b)
+

@@ -98,6 +98,11 @@ def test_local_entropy_constant_and_heat_preserves_constants():
         hopf_lax(f, x, 0.0)
     with pytest.raises(UserError):
         viscous_hj(f, x ** 3, 0.1)
+    for beta in (0.0, -1.0):
+        with pytest.raises(UserError, match="beta must be > 0"):
+            heat_smoothing(f, x, 0.3, beta=beta)
+    with pytest.raises(UserError, match="build it in float64"):
+        heat_smoothing(f.float(), torch.linspace(-5, 5, 501), 0.3)
 
 
 @pytest.mark.parametrize("beta", [1.0, 5.0])

@@ -92,3 +92,5 @@ def test_regimes_and_bad_input():
         PSpinGlass(10)
     with pytest.raises(UserError):
         PSpinGlass(10, nu=1.0).loss(torch.zeros(3, dtype=f64))
+    with pytest.raises(UserError, match="zero vector"):
+        PSpinGlass(10, nu=1.0).descend(torch.zeros(2, 10, dtype=f64))

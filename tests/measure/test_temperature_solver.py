@@ -40,6 +40,11 @@ def test_errors():
         temperature("thesis", 0.1, 10)
     with pytest.raises(ValueError, match="zero"):
         solve_lr("beta_inv", 1e-3, 100, dataset_size=100)
+    for target in (0.0, -1.0):
+        with pytest.raises(ValueError, match="target temperature"):
+            solve_lr("musso", target, 10)
+    with pytest.raises(ValueError, match="no batch size matches"):
+        solve_batch_size("thesis", 1e-3, 0.1, mean_eigenvalue=0.0)
 
 
 def test_cli_solves_and_reports(capsys):
