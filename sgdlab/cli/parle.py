@@ -28,8 +28,11 @@ from __future__ import annotations
 import argparse
 import os
 import shlex
+import signal
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 from sgdlab.cli._help import plain
 
@@ -91,6 +94,15 @@ def _run(args) -> int:
     n = int((cfg.get("parle") or {}).get("replicas", 3))
     if args.resume and not args.out:
         raise ConfigError("--resume needs --out DIR (checkpoints are in DIR/checkpoints)")
+    if not args.timeout > 0:
+        raise ConfigError(f"--timeout must be > 0 seconds, got {args.timeout:g}")
+    held = bool(args.out) and (Path(args.out) / "checkpoints" / "master.pt").exists()
+    if held and not args.resume:
+        raise ConfigError(f"{args.out} already holds a run's checkpoints: continue it with "
+                          "--resume, or write this run elsewhere")
+    if args.resume and not held and not args.print_command:
+        raise ConfigError(f"nothing to resume: no checkpoint at "
+                          f"{Path(args.out) / 'checkpoints' / 'master.pt'}")
     cmd = torchrun_command(args.config, n, out=args.out, backend=args.backend,
                            timeout=args.timeout, resume=args.resume,
                            checkpoint_every=args.checkpoint_every)
@@ -103,4 +115,67 @@ def _run(args) -> int:
     # validate here, where errors print nicely, before starting n processes
     from sgdlab.train.distributed import build_run
     build_run(cfg)
-    return subprocess.run(cmd, env={**os.environ, "OMP_NUM_THREADS": threads}).returncode
+    # an interrupt of this command (Ctrl-C, SIGTERM) stops torchrun and every replica with it,
+    # instead of leaving the replicas training on their own (_stop)
+    # (a session of its own: a terminal's Ctrl-C reaches this process alone, not torchrun,
+    # whose own handling prints a traceback per replica)
+    proc = subprocess.Popen(cmd, env={**os.environ, "OMP_NUM_THREADS": threads},
+                            start_new_session=hasattr(os, "setsid"))
+    try:
+        return proc.wait()
+    except KeyboardInterrupt as e:
+        _stop(proc)
+        again = (f"; continue with: sgdlab parle {shlex.quote(args.config)} --mode distributed "
+                 f"--replicas {n} --out {shlex.quote(args.out)} --resume" if args.out else "")
+        raise KeyboardInterrupt(f"{str(e) or 'interrupted'}: the replicas were stopped{again}"
+                                ) from None
+
+
+def _stop(proc: subprocess.Popen, grace: float = 20.0) -> None:
+    """Stop torchrun and the replicas it started (each in a session of its own, so no
+    process group holds them all): SIGKILL to torchrun (on SIGTERM it prints a traceback of
+    its own), SIGTERM to the replicas (they stop at once, without a traceback; checkpoint
+    files are written atomically), SIGKILL to those left after ``grace`` seconds. Without
+    /proc to find the replicas: SIGTERM to torchrun, which passes it on."""
+    replicas = _children(proc.pid)
+    if replicas is None:
+        proc.terminate()
+        proc.wait()
+        return
+    proc.kill()
+    proc.wait()
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for pid in replicas:
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline:
+            if not any(_alive(pid) for pid in replicas):
+                return
+            time.sleep(0.1)
+
+
+def _children(pid: int) -> list[int] | None:
+    """The processes whose parent is ``pid``, from /proc (None where there is no /proc)."""
+    proc = Path("/proc")
+    if not (proc / "self" / "stat").exists():
+        return None
+    out = []
+    for stat in proc.glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue                     # gone meanwhile
+        if int(fields[1]) == pid:        # after the name: state, ppid, ...
+            out.append(int(stat.parent.name))
+    return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"                  # a zombie has stopped; its new parent reaps it

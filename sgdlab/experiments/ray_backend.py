@@ -19,6 +19,7 @@ from __future__ import annotations
 import itertools
 import os
 import signal
+import socket
 import threading
 from typing import Any
 
@@ -44,6 +45,7 @@ class RayBackend:
     def __init__(self, on_rows, *, address: str | None = None, workers: int | None = None,
                  cpus_per_run: float = 1.0, gpus_per_run: float = 0.0):
         ray = self.ray = import_ray()
+        self.refs: dict[Any, tuple[int, str]] = {}     # object ref -> (handle, run id)
         if not cpus_per_run > 0 or gpus_per_run < 0:
             raise UserError(f"--cpus-per-run must be > 0 and --gpus-per-run >= 0, got "
                             f"{cpus_per_run} and {gpus_per_run}")
@@ -56,6 +58,7 @@ class RayBackend:
             # Ray installs a SIGTERM handler that aborts the driver; keep ours (SIGTERM stops
             # the sweep like Ctrl-C: tasks cancelled, runs recorded interrupted)
             term = signal.getsignal(signal.SIGTERM) if _main_thread() else None
+            check_reachable(address or os.environ.get("RAY_ADDRESS"))
             try:
                 ray.init(address=address, **kw)
                 if term is not None:
@@ -78,7 +81,6 @@ class RayBackend:
         self.on_rows = on_rows
         self.inbox = _inbox_class(ray).remote()
         self.remote = ray.remote(_run_task)
-        self.refs: dict[Any, tuple[int, str]] = {}     # object ref -> (handle, run id)
         self._ids = itertools.count()
 
     def has_capacity(self) -> bool:
@@ -128,6 +130,21 @@ class RayBackend:
             self.cancel_all()
         if self.started and self.ray.is_initialized():
             self.ray.shutdown()
+
+
+def check_reachable(address: str | None, timeout: float = 5.0) -> None:
+    """A ``HOST:PORT`` (or ``ray://HOST:PORT``) address that accepts no TCP connection is a
+    ``UserError`` at once: ``ray.init`` would retry it for minutes. Other forms (``auto``,
+    ``local``, None) are Ray's to resolve."""
+    if not address or address in ("auto", "local"):
+        return
+    host, sep, port = address.removeprefix("ray://").rpartition(":")
+    if not sep or not port.isdigit():
+        raise UserError(f"--address {address!r}: expected HOST:PORT, ray://HOST:PORT or auto")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except OSError as e:
+        raise UserError(f"cannot reach Ray at {address}: {e.strerror or e}") from None
 
 
 def _main_thread() -> bool:

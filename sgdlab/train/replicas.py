@@ -413,7 +413,8 @@ def train_replicas(model: nn.Module, loss_fn: Callable[[Tensor, Tensor], Tensor]
     elif rounds is None:
         if not epochs > 0:
             raise ConfigError(f"epochs must be > 0, got {epochs}")
-        rounds = max(1, math.ceil(epochs * n_a / (B * cfg.L)))
+        # a pass over the replica's examples is ⌈n_a/B⌉ steps (the last batch may be short)
+        rounds = max(1, math.ceil(epochs * math.ceil(n_a / B) / cfg.L))
     if not isinstance(rounds, int) or rounds < 0:
         raise ConfigError(f"rounds must be an int >= 0, got {rounds!r}")
 
@@ -429,8 +430,12 @@ def train_replicas(model: nn.Module, loss_fn: Callable[[Tensor, Tensor], Tensor]
 
     master_model = copy.deepcopy(workers[0].model)  # before a resume: the same either way
     ckpt = Path(checkpoint_dir) if checkpoint_dir is not None else None
+    if not resume and ckpt is not None and (ckpt / "master.pt").exists():
+        raise UserError(f"{str(ckpt)!r} already holds a run's checkpoints: continue it with "
+                        "resume (--resume), or write this run elsewhere")
     if resume:
-        head, mine_state = _load_replica_checkpoint(ckpt, rank, world, cfg, mode)
+        head, mine_state = _load_replica_checkpoint(ckpt, rank, world, cfg, mode,
+                                                    examples=len(x_all))
         ok = torch.tensor([1.0 if head is not None else 0.0], device=dev)
         if comm is not None:  # every rank must have found a consistent set, or none starts
             ok = comm.average([ok])[0]
@@ -488,7 +493,7 @@ def train_replicas(model: nn.Module, loss_fn: Callable[[Tensor, Tensor], Tensor]
         if is_main:
             save_checkpoint(ckpt / "master.pt", {
                 "round": r_, "world_size": world, "replicas": n, "mode": mode,
-                "parle": cfg.to_dict(), "run_id": run_id,
+                "parle": cfg.to_dict(), "run_id": run_id, "examples": len(x_all),
                 "stored_rows": writer.stored if writer is not None else None,
                 "master": None if master_ is None else [t.detach().cpu().clone() for t in master_],
                 "history": {k: [[s, v] for s, v in pts] for k, pts in history.items()}})
@@ -577,9 +582,12 @@ def train_replicas(model: nn.Module, loss_fn: Callable[[Tensor, Tensor], Tensor]
 
 
 def _load_replica_checkpoint(ckpt: Path, rank: int, world: int, cfg: ParleConfig,
-                             mode: str) -> tuple[dict[str, Any] | None, Any]:
-    """(master.pt's content, this rank's file) or (None, why not). Mismatched world size
-    or replica count raise :class:`ConfigError` at once (every rank sees the same master.pt)."""
+                             mode: str, *, examples: int
+                             ) -> tuple[dict[str, Any] | None, Any]:
+    """(master.pt's content, this rank's file) or (None, why not). A mismatched world size,
+    replica count, Parle config or training set raises :class:`ConfigError` at once (every
+    rank sees the same master.pt): the continuation would not be the run it saved. The
+    length may differ (a finished run extended)."""
     try:
         head = load_checkpoint(ckpt / "master.pt")
     except UserError as e:
@@ -589,6 +597,13 @@ def _load_replica_checkpoint(ckpt: Path, rank: int, world: int, cfg: ParleConfig
             f"cannot resume from {str(ckpt)!r}: it was written by {head['world_size']} "
             f"process(es) ({head['mode']}) with {head['replicas']} replicas; this run has "
             f"{world} process(es) ({mode}) with {cfg.replicas} replicas")
+    saved = _plain(head.get("parle") or {})
+    changed = sorted(k for k, v in _plain(cfg.to_dict()).items() if k in saved and saved[k] != v)
+    if "examples" in head and int(head["examples"]) != examples:   # the length may change
+        changed.append(f"the training set ({head['examples']} -> {examples} examples)")
+    if changed:
+        raise ConfigError(f"cannot resume from {str(ckpt)!r}: the config differs from the "
+                          f"saved run's in {', '.join(changed)}; resume with the same config")
     try:
         mine = load_checkpoint(ckpt / f"rank{rank}.pt")
     except UserError as e:
@@ -597,6 +612,13 @@ def _load_replica_checkpoint(ckpt: Path, rank: int, world: int, cfg: ParleConfig
         return None, (f"rank{rank}.pt is from round {mine['round']} but master.pt from round "
                       f"{head['round']} (the run was killed while saving)")
     return head, mine
+
+
+def _plain(v: Any) -> Any:
+    """Tuples as lists, recursively (a config read back from a checkpoint compares equal)."""
+    if isinstance(v, dict):
+        return {k: _plain(x) for k, x in v.items()}
+    return [_plain(x) for x in v] if isinstance(v, (list, tuple)) else v
 
 
 @torch.no_grad()

@@ -80,3 +80,36 @@ def test_backend_options_are_checked_before_anything_runs(tmp_path):
         resolve({**raw, "resources": {"cpus_per_run": 0}}, "smoke")
     with pytest.raises(ConfigError, match="'gpus'"):
         resolve({**raw, "resources": {"gpus": 1}}, "smoke")
+
+
+def test_unreachable_ray_addresses_fail_at_once():
+    """ray.init retries an address nobody listens on for minutes: a closed port or an unknown
+    host is a one-line error before it is called."""
+    import socket
+
+    from sgdlab.errors import UserError
+    from sgdlab.experiments.ray_backend import check_reachable
+
+    with socket.socket() as s:           # a port that was free a moment ago: nobody listens
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with pytest.raises(UserError, match=f"cannot reach Ray at 127.0.0.1:{port}"):
+        check_reachable(f"127.0.0.1:{port}", timeout=2)
+    with pytest.raises(UserError, match="cannot reach Ray at ray://127.0.0.1"):
+        check_reachable(f"ray://127.0.0.1:{port}", timeout=2)
+    with pytest.raises(UserError, match="expected HOST:PORT"):
+        check_reachable("head-node")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        check_reachable(f"127.0.0.1:{s.getsockname()[1]}", timeout=2)
+    for fine in (None, "auto", "local"):
+        check_reachable(fine)
+
+
+def test_too_few_gpus_is_a_clear_error(ray_local):
+    from sgdlab.errors import UserError
+    from sgdlab.experiments.ray_backend import RayBackend
+
+    with pytest.raises(UserError, match="--gpus-per-run 64: the Ray cluster has"):
+        RayBackend(lambda *a: None, gpus_per_run=64)

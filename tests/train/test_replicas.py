@@ -320,6 +320,30 @@ def test_checkpoint_resume_is_bit_exact(tmp_path):
     with pytest.raises(UserError, match="no checkpoint"):
         train_replicas(dropout_model(), LOSS, data, cfg, rounds=7,
                        checkpoint_dir=tmp_path / "none", resume=True)
+    # the continuation must be the saved run: same Parle config, same training set
+    with pytest.raises(ConfigError, match="differs from the saved run's in lr"):
+        train_replicas(dropout_model(), LOSS, data, ParleConfig(**{**cfg.to_dict(), "lr": 0.1}),
+                       rounds=7, checkpoint_dir=tmp_path / "b", resume=True)
+    fewer = Dataset(data.x_train[:-3], data.y_train[:-3], data.x_test, data.y_test,
+                    meta=data.meta)
+    with pytest.raises(ConfigError, match="the training set"):
+        train_replicas(dropout_model(), LOSS, fewer, cfg, rounds=7,
+                       checkpoint_dir=tmp_path / "b", resume=True)
+    # a new run does not overwrite another run's checkpoints
+    with pytest.raises(UserError, match="already holds a run's checkpoints"):
+        train_replicas(dropout_model(), LOSS, data, cfg, rounds=2, checkpoint_dir=tmp_path / "b")
+
+
+def test_epochs_count_the_short_last_batch():
+    """An epoch of n examples in batches of B is ⌈n/B⌉ steps: epochs=E runs ⌈E⌈n/B⌉/L⌉
+    rounds, and the reported effective epochs reach E."""
+    data = toy_data()
+    n = len(data.x_train)
+    cfg = ParleConfig(replicas=2, L=3, batch_size=7, seed=0)
+    assert n % 7                                      # the last batch is short
+    res = train_replicas(dropout_model(), LOSS, data, cfg, epochs=20)
+    assert res.rounds == math.ceil(20 * math.ceil(n / 7) / 3) == 47   # n·E/(B·L) gave 46
+    assert res.effective_epochs >= 20
 
 
 def test_cli_resume(tmp_path, capsys):

@@ -1,0 +1,51 @@
+"""``sgdlab parle --mode distributed``: what the launcher checks before starting processes, and
+how an interrupt stops torchrun and the replicas it started."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from sgdlab.cli.main import main
+from sgdlab.cli.parle import _alive, _children, _stop
+
+CONFIG = {"data": {"name": "digits", "flatten": True, "n_train": 64},
+          "model": {"name": "mlp", "widths": [8]}, "parle": {"replicas": 2, "L": 2},
+          "rounds": 2}
+
+
+def test_bad_launches_are_refused_before_any_process_starts(tmp_path, capsys):
+    cfg = tmp_path / "c.json"
+    cfg.write_text(json.dumps(CONFIG))
+    out = tmp_path / "out"
+    base = ["parle", str(cfg), "--mode", "distributed", "--out", str(out)]
+    assert main(base + ["--timeout", "0"]) == 2
+    assert "--timeout must be > 0" in capsys.readouterr().err
+    assert main(base + ["--resume"]) == 2
+    assert "nothing to resume" in capsys.readouterr().err
+    (out / "checkpoints").mkdir(parents=True)
+    (out / "checkpoints" / "master.pt").write_bytes(b"")
+    assert main(base) == 2
+    assert "already holds a run's checkpoints" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc")
+def test_stop_ends_the_launcher_and_the_processes_it_started():
+    """A launcher whose child runs in a session of its own (as torchrun starts replicas):
+    both are gone after _stop, the child by SIGTERM."""
+    code = ("import subprocess, sys, time\n"
+            "subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'],"
+            " start_new_session=True)\n"
+            "time.sleep(60)\n")
+    launcher = subprocess.Popen([sys.executable, "-c", code], start_new_session=True)
+    deadline = time.monotonic() + 20
+    while not (kids := _children(launcher.pid)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert len(kids) == 1
+    _stop(launcher, grace=10)
+    assert launcher.returncode is not None
+    assert not _alive(kids[0])
