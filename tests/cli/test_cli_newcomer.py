@@ -85,9 +85,15 @@ def test_parle_launches_torchrun_with_one_thread_per_process(tmp_path, monkeypat
                                "parle": {"replicas": 2, "L": 2, "lr": 0.1, "batch_size": 5},
                                "rounds": 1}))
     calls = []
-    monkeypatch.setattr(parle.subprocess, "run",
-                        lambda cmd, env: calls.append((cmd, env)) or
-                        subprocess.CompletedProcess(cmd, 0))
+
+    class Launched:                       # torchrun, started and finished at once
+        def __init__(self, cmd, env, **kw):
+            calls.append((cmd, env))
+
+        def wait(self):
+            return 0
+
+    monkeypatch.setattr(parle.subprocess, "Popen", Launched)
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     assert main(["parle", str(cfg), "--mode", "distributed"]) == 0
     (cmd, env), = calls
