@@ -16,7 +16,7 @@ writes ``DIR/results.json`` (config, numbers, environment) plus its figure(s):
 - ``pde``         1-D viscous HJ (Cole–Hopf), Hopf–Lax and heat smoothing of a nonconvex f.
 - ``perceptron``  binary perceptron teacher–student: plain vs local-entropy-guided search.
 
-``--quick`` shrinks every demo to a few seconds (smaller sizes / fewer chains).
+``--quick`` shrinks every demo to well under a minute (smaller sizes / fewer chains).
 """
 from __future__ import annotations
 
@@ -36,7 +36,7 @@ def register(subparsers) -> None:
                     "results.json and its plots under --out.")
     p.add_argument("demo", choices=DEMOS, help="which demonstration")
     p.add_argument("--out", required=True, metavar="DIR", help="output directory")
-    p.add_argument("--quick", action="store_true", help="small sizes, a few seconds")
+    p.add_argument("--quick", action="store_true", help="small sizes, well under a minute")
     p.add_argument("--seed", type=int, default=0, help="seed (default 0)")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     g = p.add_argument_group("escape options (defaults: the paper's settings, Suppl. B)")

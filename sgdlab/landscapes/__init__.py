@@ -14,13 +14,14 @@ exist ``per_sample_loss`` / ``per_sample_grad`` / ``gradient_covariance``), eval
 - :func:`as_problem` — any landscape as (model, loss_fn, data) for the shared engine.
 """
 from .base import AnalyticLoss, Landscape
-from .double_well import DoubleWell
+from .double_well import DoubleWell, noiseless_orbits
 from .escape import EscapeConfig, EscapeResult, escape_experiment
 from .module import LandscapeModel, as_dataset, as_problem
-from .pspin import PSpinGlass, cluster_minima
+from .pspin import PSpinGlass, cluster_minima, mean_cosine_distance
 from .quadratic import Quadratic
 from .two_basin import TwoBasin
 
 __all__ = ["Landscape", "AnalyticLoss", "TwoBasin", "Quadratic", "DoubleWell", "PSpinGlass",
            "EscapeConfig", "EscapeResult", "escape_experiment", "cluster_minima",
-           "LandscapeModel", "as_problem", "as_dataset"]
+           "mean_cosine_distance", "noiseless_orbits", "LandscapeModel", "as_problem",
+           "as_dataset"]

@@ -38,6 +38,7 @@ from .temperature import solve_batch_size, solve_lr, temperatures
 from .walk import (
     StepInterpolation,
     analyze_segment,
+    segment_alphas,
     segment_losses,
     step_interpolation,
     summarize_epochs,
@@ -53,24 +54,31 @@ from .dynamics import (
 from .interpolation import InterpolationCurve, interpolate_models, recompute_bn_statistics
 from .interpolation import BasinWidth, basin_width
 from .trajectory import (
+    brownian_reference,
+    discard_burnin,
     fisher_g_test,
     increment_autocorrelation,
     increment_spectrum,
+    iterate_autocorrelation,
+    low_frequency_test,
     periodicity_test,
 )
 
-__all__ = ["Alignment", "BasinWidth", "basin_width", "Estimate", "GradientCovariance", "InterpolationCurve",
-           "SpectralDensity", "StepInterpolation", "analyze_segment", "dense_hessian",
-           "diffusion_matrix", "distance_from_init", "eigenvector_cosines",
+__all__ = ["Alignment", "BasinWidth", "basin_width", "Estimate", "GradientCovariance",
+           "InterpolationCurve", "SpectralDensity", "StepInterpolation", "analyze_segment",
+           "brownian_reference", "dense_hessian", "diffusion_matrix", "discard_burnin",
+           "distance_from_init", "eigenvector_cosines",
            "epsilon_sharpness", "expected_sharpness", "fisher_g_test", "frobenius_norm",
            "full_batch_grad_norm", "gradient_cosine", "gradient_covariance",
            "harmonic_mean_eigenvalue", "hessian_bottom_eigenvalues", "hessian_eigenpairs",
            "hessian_frobenius_norm", "hessian_spectral_density", "hessian_spectral_norm",
            "hessian_spectrum", "hessian_top_eigenvalue", "hessian_trace", "hutchinson_trace",
            "hutchpp_trace", "increment_autocorrelation", "increment_spectrum",
-           "interpolate_models", "lanczos", "local_entropy", "mean_loss",
+           "interpolate_models", "iterate_autocorrelation", "lanczos", "local_entropy",
+           "low_frequency_test", "mean_loss",
            "minibatch_noise_factor", "noise_magnitude", "normalised_eigenvalues",
            "parameter_norm", "periodicity_test", "power_iteration", "projection_residual",
-           "recompute_bn_statistics", "segment_losses", "sigma_hessian_alignment",
+           "recompute_bn_statistics", "segment_alphas", "segment_losses",
+           "sigma_hessian_alignment",
            "solve_batch_size", "solve_lr", "spectral_density", "step_interpolation",
            "summarize_epochs", "temperatures", "update_norm"]

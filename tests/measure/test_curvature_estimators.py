@@ -105,3 +105,24 @@ def test_hutchpp_unbiased_and_lower_variance_with_outliers():
     assert float(pp_t.std()) < 0.2 * float(hu_t.std())
     with pytest.raises(ValueError, match="num_matvecs"):
         hutchpp_trace(a, 2)
+
+
+def test_eigenvalue_conveniences_take_every_curvature_operator():
+    """hessian_top_eigenvalue / hessian_eigenpairs / hessian_bottom_eigenvalues with
+    ``operator=``: the extreme eigenvalues of the dense GGN and empirical Fisher."""
+    from sgdlab.measure.curvature import hessian_eigenpairs, hessian_top_eigenvalue
+    from sgdlab.operators import per_sample_gradients
+    from sgdlab.testing import empirical_fisher_reference, ggn_reference
+
+    model, loss_fn = tiny_mlp(3, 4, 2), nn.CrossEntropyLoss()
+    data = tiny_classification(9, 3, 2)
+    ggn = torch.linalg.eigvalsh(ggn_reference(model, loss_fn, data))
+    fisher = torch.linalg.eigvalsh(empirical_fisher_reference(
+        per_sample_gradients(model, loss_fn, data)))
+    kw = dict(tol=1e-10, generator=torch.Generator().manual_seed(0))
+    assert hessian_top_eigenvalue(model, loss_fn, data, operator="ggn", **kw) == \
+        pytest.approx(float(ggn[-1]), rel=1e-8)
+    vals, _ = hessian_eigenpairs(model, loss_fn, data, 2, operator="empirical_fisher", **kw)
+    torch.testing.assert_close(vals, fisher.flip(0)[:2])
+    low = hessian_bottom_eigenvalues(model, loss_fn, data, 1, operator="ggn", **kw)
+    assert float(low[0]) == pytest.approx(float(ggn[0]), abs=1e-8)

@@ -10,7 +10,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
-from sgdlab.operators import HessianOperator, curvature_operator
+from sgdlab.operators import curvature_operator
 from sgdlab.operators.batches import Data
 
 from ._common import Estimate
@@ -23,16 +23,18 @@ LossFn = Callable[[Tensor, Tensor], Tensor]
 
 
 def hessian_eigenpairs(
-    model: nn.Module, loss_fn: LossFn, data: Data, k: int = 1, which: str = "largest", **kw
+    model: nn.Module, loss_fn: LossFn, data: Data, k: int = 1, which: str = "largest", *,
+    operator: str = "hessian", **kw
 ) -> tuple[Tensor, Tensor]:
-    """k extreme eigenpairs of the Hessian of the mean loss over ``data`` (see
-    :func:`~sgdlab.measure.curvature.lanczos.lanczos` for ``which``, ``tol``, ``num_iter``,
-    ``generator``, ``dtype``)."""
-    return lanczos(HessianOperator(model, loss_fn, data), k, which=which, **kw)
+    """k extreme eigenpairs of the Hessian (or ``operator="ggn"`` / ``"empirical_fisher"``)
+    of the mean loss over ``data`` (see :func:`~sgdlab.measure.curvature.lanczos.lanczos` for
+    ``which``, ``tol``, ``num_iter``, ``generator``, ``dtype``)."""
+    return lanczos(curvature_operator(operator, model, loss_fn, data), k, which=which, **kw)
 
 
 def hessian_top_eigenvalue(model: nn.Module, loss_fn: LossFn, data: Data, **kw) -> float:
-    """λ_max of the Hessian of the mean loss over ``data`` (Lanczos, ``tol`` relative)."""
+    """λ_max of the Hessian (or ``operator=``) of the mean loss over ``data`` (Lanczos,
+    ``tol`` relative)."""
     vals, _ = hessian_eigenpairs(model, loss_fn, data, 1, "largest", **kw)
     return float(vals[0])
 
@@ -40,7 +42,8 @@ def hessian_top_eigenvalue(model: nn.Module, loss_fn: LossFn, data: Data, **kw) 
 def hessian_bottom_eigenvalues(
     model: nn.Module, loss_fn: LossFn, data: Data, k: int = 1, **kw
 ) -> Tensor:
-    """The k most negative (algebraically smallest) Hessian eigenvalues, ascending."""
+    """The k most negative (algebraically smallest) eigenvalues, ascending (``operator=`` as
+    in :func:`hessian_eigenpairs`)."""
     vals, _ = hessian_eigenpairs(model, loss_fn, data, k, "smallest", **kw)
     return vals
 
