@@ -115,10 +115,10 @@ def _run(args) -> int:
     # validate here, where errors print nicely, before starting n processes
     from sgdlab.train.distributed import build_run
     build_run(cfg)
-    # an interrupt of this command (Ctrl-C, SIGTERM) stops torchrun and every replica with it,
-    # instead of leaving the replicas training on their own (_stop)
-    # (a session of its own: a terminal's Ctrl-C reaches this process alone, not torchrun,
-    # whose own handling prints a traceback per replica)
+    # an interrupt of this command (Ctrl-C, SIGTERM) stops torchrun and every replica with it
+    # (_stop), instead of leaving the replicas training on their own; torchrun in a session of
+    # its own, so a terminal's Ctrl-C reaches this process alone (torchrun's own handling
+    # prints a traceback per replica)
     proc = subprocess.Popen(cmd, env={**os.environ, "OMP_NUM_THREADS": threads},
                             start_new_session=hasattr(os, "setsid"))
     try:
