@@ -88,7 +88,6 @@ class StepInterpolationCallback(Callback):
         self.vectorize, self.seed = vectorize, seed
         self.records: list[StepInterpolation] = []
         self.seconds = 0.0
-        self._logged: set[int] = set()      # epochs whose summary is logged
         self._theta_t: Tensor | None = None
         self._data: Any = None
 
@@ -141,11 +140,12 @@ class StepInterpolationCallback(Callback):
         self._log_epoch(ctx)     # an epoch cut short (max_steps, divergence): its steps so far
 
     def _log_epoch(self, ctx: TrainContext) -> None:
-        """The summary of the epoch in progress (``ctx.epoch`` counts completed ones), once."""
-        mine = [r for r in self.records if r.epoch == ctx.epoch + 1]
-        if not mine or ctx.epoch + 1 in self._logged:
+        """The summary of the epoch in progress (``ctx.epoch`` counts completed ones), once:
+        the run's history (restored on resume) says whether it is logged already."""
+        epoch = ctx.epoch + 1
+        mine = [r for r in self.records if r.epoch == epoch]
+        if not mine or any(v == epoch for _, v in ctx.history.get(f"{WALK_PREFIX}epoch", [])):
             return
-        self._logged.add(ctx.epoch + 1)
         s = summarize_epochs(mine)[0]
         vals = {f"{WALK_PREFIX}epoch": s.epoch, f"{WALK_PREFIX}epoch_steps": s.steps,
                 f"{WALK_PREFIX}epoch_barriers": s.barriers,
@@ -160,13 +160,11 @@ class StepInterpolationCallback(Callback):
         return summarize_epochs(self.records)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"records": [r.to_dict() for r in self.records], "seconds": self.seconds,
-                "logged_epochs": sorted(self._logged)}
+        return {"records": [r.to_dict() for r in self.records], "seconds": self.seconds}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.records = [StepInterpolation(**r) for r in state.get("records", [])]
         self.seconds = float(state.get("seconds", 0.0))
-        self._logged = set(state.get("logged_epochs", []))
 
 
 @register_instrument("step_interpolation")
