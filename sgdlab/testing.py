@@ -15,7 +15,8 @@ from torch import Tensor, nn
 from torch.func import functional_call
 
 from sgdlab.operators.batches import Data, concat_batches
-from sgdlab.operators.params import flatten, params_vector, trainable_named_params, unflatten_like
+from sgdlab.operators.params import (UNUSED_ZERO, flatten, params_vector, trainable_named_params,
+                                     unflatten_like)
 
 LossFn = Callable[[Tensor, Tensor], Tensor]
 
@@ -104,8 +105,7 @@ def per_sample_gradients_loop(model: nn.Module, loss_fn: LossFn, data: Data) -> 
     rows = []
     for i in range(len(x)):
         loss = loss_fn(model(x[i : i + 1]), y[i : i + 1])
-        rows.append(flatten(torch.autograd.grad(loss, params, allow_unused=True,
-                                                materialize_grads=True)).detach())
+        rows.append(flatten(torch.autograd.grad(loss, params, **UNUSED_ZERO)).detach())
     return torch.stack(rows)
 
 

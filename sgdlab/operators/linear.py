@@ -10,8 +10,6 @@ import copy
 import torch
 from torch import Tensor
 
-from sgdlab.errors import UserError
-
 from .blocking import BlockTuner
 
 
@@ -130,16 +128,9 @@ class ModelOperator(LinearOperator):
     dtype and device those of the parameters."""
 
     def __init__(self, model, loss_fn, data):
-        from .params import num_params, trainable_named_params
+        from .params import num_params, require_trainable
 
-        self.params = trainable_named_params(model)
-        if not self.params:
-            raise UserError("the model has no trainable parameters (none, or all with "
-                            "requires_grad=False): there is no curvature to measure")
-        from .batches import is_single_batch
-
-        if is_single_batch(data) and not len(data[0]):
-            raise UserError("data: no samples (an empty batch)")
+        self.params = require_trainable(model)
         first = next(iter(self.params.values()))
         super().__init__(num_params(model), first.dtype, first.device)
         self.model, self.loss_fn, self.data = model, loss_fn, data

@@ -10,6 +10,8 @@ from collections.abc import Iterable, Mapping
 import torch
 from torch import Tensor, nn
 
+from sgdlab.errors import UserError
+
 
 # torch.autograd.grad options for derivatives in the parameters: a trainable parameter the
 # forward does not use (an auxiliary head, a disabled branch) gets zero gradient and curvature
@@ -26,6 +28,16 @@ def batched_columns(per_param: Iterable[Tensor], params: Iterable[Tensor], k: in
 def trainable_named_params(model: nn.Module) -> dict[str, Tensor]:
     """Trainable parameters by name, in registration order (the flat-vector order)."""
     return {n: p for n, p in model.named_parameters() if p.requires_grad}
+
+
+def require_trainable(model: nn.Module) -> dict[str, Tensor]:
+    """:func:`trainable_named_params`, a ``UserError`` when there is none (nothing to
+    differentiate: no gradient, no curvature)."""
+    params = trainable_named_params(model)
+    if not params:
+        raise UserError("the model has no trainable parameters (none, or all with "
+                        "requires_grad=False): there is nothing to differentiate")
+    return params
 
 
 def num_params(model: nn.Module) -> int:

@@ -28,7 +28,7 @@ from torch.func import functional_call, grad, vmap
 from sgdlab.errors import UserError
 
 from .batches import Data, concat_batches
-from .params import flatten, trainable_named_params
+from .params import flatten, require_trainable, trainable_named_params
 
 # CPU buffers at least this large are backed by transparent huge pages when the kernel allows
 # it: first-touch page faults otherwise dominate writing G (first write of a 2.7 GB G 2.4x
@@ -55,9 +55,7 @@ def empty_rows(n: int, d: int, dtype: torch.dtype, device: torch.device) -> Tens
 def check_per_sample_model(model: nn.Module) -> None:
     """Refuse models without trainable parameters and models whose per-sample gradients are
     undefined (batch norm in train mode)."""
-    if not trainable_named_params(model):
-        raise UserError("the model has no trainable parameters (none, or all with "
-                        "requires_grad=False): there are no gradients to take")
+    require_trainable(model)
     for name, m in model.named_modules():
         if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training:
             raise UserError(
