@@ -80,6 +80,7 @@ def torchrun_command(config: str, replicas: int, *, out: str | None = None,
 def _run(args) -> int:
     from sgdlab.errors import ConfigError
     from sgdlab.train.distributed import load_config, report, run_from_config
+    from sgdlab.train.replicas import check_checkpoint_dir
 
     cfg = load_config(args.config)
     if args.replicas is not None:
@@ -96,13 +97,8 @@ def _run(args) -> int:
         raise ConfigError("--resume needs --out DIR (checkpoints are in DIR/checkpoints)")
     if not args.timeout > 0:
         raise ConfigError(f"--timeout must be > 0 seconds, got {args.timeout:g}")
-    held = bool(args.out) and (Path(args.out) / "checkpoints" / "master.pt").exists()
-    if held and not args.resume:
-        raise ConfigError(f"{args.out} already holds a run's checkpoints: continue it with "
-                          "--resume, or write this run elsewhere")
-    if args.resume and not held and not args.print_command:
-        raise ConfigError(f"nothing to resume: no checkpoint at "
-                          f"{Path(args.out) / 'checkpoints' / 'master.pt'}")
+    if args.out and not args.print_command:       # here, before n processes start
+        check_checkpoint_dir(Path(args.out) / "checkpoints", args.resume)
     cmd = torchrun_command(args.config, n, out=args.out, backend=args.backend,
                            timeout=args.timeout, resume=args.resume,
                            checkpoint_every=args.checkpoint_every)

@@ -430,9 +430,8 @@ def train_replicas(model: nn.Module, loss_fn: Callable[[Tensor, Tensor], Tensor]
 
     master_model = copy.deepcopy(workers[0].model)  # before a resume: the same either way
     ckpt = Path(checkpoint_dir) if checkpoint_dir is not None else None
-    if not resume and ckpt is not None and (ckpt / "master.pt").exists():
-        raise UserError(f"{str(ckpt)!r} already holds a run's checkpoints: continue it with "
-                        "resume (--resume), or write this run elsewhere")
+    if ckpt is not None:
+        check_checkpoint_dir(ckpt, resume)
     if resume:
         head, mine_state = _load_replica_checkpoint(ckpt, rank, world, cfg, mode,
                                                     examples=len(x_all))
@@ -579,6 +578,17 @@ def train_replicas(model: nn.Module, loss_fn: Callable[[Tensor, Tensor], Tensor]
                          grad_evals=w0.grad_evals, effective_epochs=w0.effective_epochs,
                          history=history, final=final, wall_time=wall, comm_time=comm_time,
                          replicas=[w.model for w in workers], run_id=run_id, message=message)
+
+
+def check_checkpoint_dir(ckpt: str | os.PathLike, resume: bool) -> None:
+    """A ``UserError`` unless ``ckpt`` suits the run: a new run into a directory that holds
+    another run's checkpoints (``master.pt``), or a resume from one that holds none."""
+    master = Path(ckpt) / "master.pt"
+    if master.exists() and not resume:
+        raise UserError(f"{str(ckpt)!r} already holds a run's checkpoints: continue it with "
+                        "resume (--resume), or write this run elsewhere")
+    if resume and not master.exists():
+        raise UserError(f"nothing to resume: no checkpoint at {str(master)!r}")
 
 
 def _load_replica_checkpoint(ckpt: Path, rank: int, world: int, cfg: ParleConfig,
