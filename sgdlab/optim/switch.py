@@ -57,6 +57,17 @@ class SwitchOptimizer(Optimizer):
         super().__init__(self.first.param_groups, {})
         self._link()
 
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        """Add the group to both optimizers, so it is trained before and after the switch."""
+        if self.param_groups is not self.active.param_groups:   # in Optimizer.__init__
+            super().add_param_group(param_group)
+            return
+        params = param_group["params"]
+        params = [params] if isinstance(params, Tensor) else list(params)
+        for opt in (self.first, self.second):
+            opt.add_param_group({**param_group, "params": params})
+        self._link()
+
     @property
     def active(self) -> Optimizer:
         return self.first if self._t < self.switch_step else self.second

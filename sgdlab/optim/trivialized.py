@@ -140,6 +140,20 @@ class TrivializedSGD(Optimizer):
         xi = torch.randn(self._dim, generator=self.generator, dtype=torch.float64)
         return self.field_scale * xi
 
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        """Add a group to the base optimizer; the fixed field grows by fresh draws for its
+        coordinates (a resampled field is drawn over all of them from the next step)."""
+        if "field" not in self.__dict__:      # Optimizer.__init__ adding the base's groups
+            super().add_param_group(param_group)
+            return
+        self.base.add_param_group(param_group)
+        self.param_groups = self.base.param_groups
+        n = sum(q.numel() for q in self.param_groups[-1]["params"])
+        if not self.resample:
+            extra = torch.randn(n, generator=self.generator, dtype=torch.float64)
+            self.field = torch.cat([self.field, self.field_scale * extra])
+        self._dim += n
+
     def strength(self, i: int | None = None) -> float:
         """(1 + 2τ_i/N)^{1/2} at step i (default: the next step)."""
         return field_strength(self._i if i is None else i, n=self.n, num_spins=self.num_spins,

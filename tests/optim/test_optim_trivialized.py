@@ -223,3 +223,61 @@ def test_thesis_mnistfc_setting():
     assert float(opt.field.std()) == pytest.approx(1e-3 * math.sqrt(17 * 15), rel=0.01)
     for i in (0, 500, 2000):
         assert opt.strength(i) == pytest.approx(math.sqrt(2) * math.exp(-i / 1000))
+
+
+@pytest.mark.parametrize("name", ["trivialized", "annealed-noise"])
+def test_add_param_group_gets_field_coordinates_and_round_trips(name):
+    """A group added after construction is trained on gradient + field like the first ones (the
+    fixed field grows by fresh draws, the first coordinates unchanged), and the state_dict of
+    the grown optimizer resumes bit for bit."""
+    def make(m, seed):
+        first, second = [mod for mod in m if isinstance(mod, nn.Linear)]
+        opt = build_optimizer(name, list(first.parameters()), lr=0.05, p=3, num_spins=4.0,
+                              coupling=0.01, tau0=2.0, seed=seed)
+        h0 = opt.field.clone()
+        opt.add_param_group({"params": list(second.parameters()), "lr": 0.02})
+        assert torch.equal(opt.field[:h0.numel()], h0)
+        return opt
+
+    m = tiny_mlp(seed=0)
+    opt = make(m, 0)
+    d = sum(p.numel() for p in m.parameters())
+    if name == "trivialized":
+        assert opt.field.numel() == d
+        h = opt.field.clone()
+    else:       # the step draws a fresh field over all d coordinates
+        g = torch.Generator()
+        g.set_state(opt.generator.get_state())
+        h = opt.field_scale * torch.randn(d, generator=g, dtype=torch.float64)
+    before, s = _flat(m), opt.strength()
+    opt.zero_grad()
+    LOSS(m(X), Y).backward()
+    g = _grads(m)
+    opt.step()
+    lr = torch.cat([torch.full((p.numel(),), 0.05 if i < 2 else 0.02, dtype=torch.float64)
+                    for i, p in enumerate(m.parameters())])
+    torch.testing.assert_close(_flat(m), before - lr * (g + s * h), rtol=0, atol=1e-14)
+    _round_trip(name, make)
+
+
+def test_switch_add_param_group_trains_the_group_after_the_switch():
+    """A group added to the switch belongs to both optimizers: the run equals the one built
+    with that group from the start, across the switch; zero_grad clears it after the switch."""
+    def make(m, split):
+        first, second = [mod for mod in m if isinstance(mod, nn.Linear)]
+        params = list(first.parameters()) + ([] if split else list(second.parameters()))
+        opt = build_optimizer("switch", params, first="rmsprop", second="sgd", switch_step=2,
+                              first_hyper=dict(lr=1e-2), second_hyper=dict(lr=0.1, momentum=0.9))
+        if split:
+            opt.add_param_group({"params": list(second.parameters())})
+        return opt
+
+    m1, m2 = tiny_mlp(seed=0), tiny_mlp(seed=0)
+    o1, o2 = make(m1, False), make(m2, True)
+    _run(m1, o1, 5)
+    _run(m2, o2, 5)
+    assert o2.switched
+    for p, q in zip(m1.parameters(), m2.parameters()):
+        assert torch.equal(p, q)
+    o2.zero_grad(set_to_none=True)
+    assert all(p.grad is None for p in m2.parameters())
