@@ -242,16 +242,35 @@ class StructuredNoiseGD(Optimizer):
         group_params = [p for g in self.param_groups for p in g["params"]]
         order = list(trainable_named_params(model).values()) if model is not None \
             else group_params
-        layout, i = {}, 0
-        for p in order:
-            layout[id(p)] = (i, i + p.numel())
-            i += p.numel()
-        self._dim = i
-        missing = [p for p in group_params if id(p) not in layout]
-        if missing:
+        self._layout, self._dim = {}, 0
+        self._lay_out(order, check=False)
+        self._lay_out(group_params, check=model is not None)
+        return self._layout
+
+    def _lay_out(self, params, *, check: bool) -> None:
+        """Give each trainable parameter of ``params`` not yet laid out the next slice of the
+        flat vector; with ``check`` (the layout is the model's), such a parameter is an error.
+        Frozen parameters (``requires_grad=False``) get no slice: they have no gradient and
+        are skipped like torch.optim.SGD skips them."""
+        new = [p for p in params if p.requires_grad and id(p) not in self._layout]
+        if check and new:
             raise ValueError("the optimizer's parameters must be trainable parameters of model "
-                             f"({len(missing)} are not)")
-        return layout
+                             f"({len(new)} are not)")
+        for p in new:
+            self._layout[id(p)] = (self._dim, self._dim + p.numel())
+            self._dim += p.numel()
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        super().add_param_group(param_group)
+        if "_layout" not in self.__dict__:     # Optimizer.__init__: laid out by _build_layout
+            return
+        try:
+            self._lay_out(self.param_groups[-1]["params"], check=self.model is not None)
+        except ValueError:
+            self.param_groups.pop()
+            raise
+        if self.model is None:
+            self._stats = None        # the flat vector grew: recompute (const's dense square root)
 
     @property
     def dim(self) -> int:

@@ -9,7 +9,7 @@ import math
 import pytest
 import torch
 
-from sgdlab.optim import build_optimizer_for
+from sgdlab.optim import build_optimizer, build_optimizer_for
 from sgdlab.optim.gld import NOISE_KINDS, StructuredNoiseGD
 from sgdlab.testing import (
     covariance_reference,
@@ -260,6 +260,47 @@ def test_missing_model_is_an_error():
                           noise_batch_size=1)
     assert set(NOISE_KINDS) >= {"none", "const", "dynamic", "diagonal", "leading", "hessian",
                                 "sgd-like"}
+
+
+def test_frozen_parameter_in_the_groups_is_skipped(problem):
+    """A requires_grad=False parameter given with the others (as to torch.optim.SGD) has no
+    gradient and no noise coordinate: it stays put and the trainable ones move exactly as
+    without it."""
+    model0, data, _, _ = problem
+    runs = []
+    for with_frozen in (False, True):
+        model = copy.deepcopy(model0)
+        model[0].bias.requires_grad_(False)
+        params = [p for p in model.parameters() if with_frozen or p.requires_grad]
+        opt = StructuredNoiseGD(params, lr=0.1, noise="diagonal", noise_batch_size=M,
+                                model=model, loss_fn=LOSS, data=data, momentum=0.5, seed=0)
+        _run(model, opt, data, 2)
+        runs.append(model)
+    assert torch.equal(runs[1][0].bias, model0[0].bias)
+    for p, q in zip(runs[0].parameters(), runs[1].parameters()):
+        assert torch.equal(p, q)
+
+
+@pytest.mark.parametrize("name,kw", [("gd", {}), ("gld-const", dict(sigma=0.2))])
+def test_add_param_group_without_model(problem, name, kw):
+    """Without a model the flat vector is the groups' parameters: a group added later gets the
+    next coordinates, as if it had been given at construction."""
+    model0, data, _, _ = problem
+    models = [copy.deepcopy(model0), copy.deepcopy(model0)]
+    first, second = list(models[1][0].parameters()), list(models[1][2].parameters())
+    whole = build_optimizer(name, [{"params": list(models[0][0].parameters())},
+                                   {"params": list(models[0][2].parameters()), "lr": 0.05}],
+                            lr=0.1, seed=0, **kw)
+    grown = build_optimizer(name, first, lr=0.1, seed=0, **kw)
+    grown.add_param_group({"params": second, "lr": 0.05})
+    _run(models[0], whole, data, 2)
+    _run(models[1], grown, data, 2)
+    assert grown.dim == whole.dim == sum(p.numel() for p in model0.parameters())
+    for p, q in zip(*(m.parameters() for m in models)):
+        assert torch.equal(p, q)
+    with pytest.raises(ValueError, match="trainable parameters of model"):
+        build(name, models[0], data).add_param_group({"params": [torch.zeros(2,
+                                                                      requires_grad=True)]})
 
 
 def test_leading_through_lanczos_matches_gram_eigh(problem):
