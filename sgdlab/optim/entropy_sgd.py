@@ -246,14 +246,23 @@ class EntropySGD(SeededNoise, Optimizer):
         self._begin_outer()
         gammas = [self.current_gamma(g) for g in self.param_groups]
         first = None
-        for _ in range(self.L):
-            with torch.enable_grad():
-                loss = closure()
-            if first is None:
-                first = loss
-            for group, gamma in zip(self.param_groups, gammas):
-                self._inner_group_step(group, gamma)
-            self.inner_steps += 1
+        try:
+            for _ in range(self.L):
+                with torch.enable_grad():
+                    loss = closure()
+                if first is None:
+                    first = loss
+                for group, gamma in zip(self.param_groups, gammas):
+                    self._inner_group_step(group, gamma)
+                self.inner_steps += 1
+        except BaseException:
+            # a closure that raises (non-finite loss, interrupt) ends the step untaken: the
+            # parameters go back to x, not the Langevin iterate y they hold
+            for group in self.param_groups:
+                for p in self._params(group):
+                    if "x" in self.state[p]:
+                        p.copy_(self.state[p]["x"])
+            raise
         return first
 
     def _inner_group_step(self, group: dict, gamma: float) -> None:

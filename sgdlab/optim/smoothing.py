@@ -179,21 +179,28 @@ class HEAT(SeededNoise, Optimizer):
         acc: list[Tensor | None] = [None] * len(params)
         L = int(self.param_groups[0]["L"])
         first = None
-        for _ in range(L):
-            i = 0
-            for group in self.param_groups:
-                s = math.sqrt(self.current_gamma(group))
-                for p in group["params"]:
-                    eps = torch.randn(p.shape, generator=self._rng(p.device), device=p.device,
-                                      dtype=p.dtype)
-                    p.copy_(x[i]).add_(eps, alpha=s)
-                    i += 1
-            with torch.enable_grad():
-                loss = closure()
-            first = loss if first is None else first
-            for i, p in enumerate(params):
-                if p.grad is not None:
-                    acc[i] = p.grad.clone() if acc[i] is None else acc[i].add_(p.grad)
+        try:
+            for _ in range(L):
+                i = 0
+                for group in self.param_groups:
+                    s = math.sqrt(self.current_gamma(group))
+                    for p in group["params"]:
+                        if p.requires_grad:   # frozen parameters are constants of f
+                            eps = torch.randn(p.shape, generator=self._rng(p.device),
+                                              device=p.device, dtype=p.dtype)
+                            p.copy_(x[i]).add_(eps, alpha=s)
+                        i += 1
+                with torch.enable_grad():
+                    loss = closure()
+                first = loss if first is None else first
+                for i, p in enumerate(params):
+                    if p.grad is not None:
+                        acc[i] = p.grad.clone() if acc[i] is None else acc[i].add_(p.grad)
+        except BaseException:
+            # a closure that raises ends the step untaken: x back, not the perturbed x + ε
+            for p, x0 in zip(params, x):
+                p.copy_(x0)
+            raise
         i = 0
         for group in self.param_groups:
             for p in group["params"]:

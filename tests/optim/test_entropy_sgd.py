@@ -257,3 +257,30 @@ def test_step_without_closure_raises():
     with pytest.raises(ValueError, match="closure"):
         opt.step()
     assert EntropySGD.needs_closure and EntropyAdam.needs_closure
+
+
+@pytest.mark.parametrize("name,kw", [
+    ("entropy_sgd", dict(lr=1.0, inner_lr=0.1, L=4, gamma=1.0, noise=1e-2, inner_momentum=0.5)),
+    ("entropy_adam", dict(adam="inner", L=4, gamma=1.0)),
+    ("parle", dict(lr=0.1, L=4, gamma=1.0)),
+    ("hj", dict(L=4, form="prox")),
+    ("hj", dict(L=4, form="implicit")),
+    ("heat", dict(L=4, gamma=0.5)),
+])
+def test_a_closure_that_raises_leaves_the_parameters_untouched(name, kw):
+    """Every closure optimizer moves the parameters to inner iterates (y, or x + ε for HEAT)
+    while it calls the closure; one that raises on a later call (the training loop's
+    non-finite-loss stop, an interrupt) must leave the step untaken: the parameters are x."""
+    Q, p, x0 = quadratic()
+    y = nn.Parameter(x0.clone())
+    opt = build_optimizer(name, [y], **kw)
+    calls, inner = [0], quad_closure(y, Q, p)
+
+    def closure():
+        calls[0] += 1
+        if calls[0] == 3:
+            raise FloatingPointError("non-finite loss")
+        return inner()
+    with pytest.raises(FloatingPointError):
+        opt.step(closure)
+    assert calls[0] == 3 and torch.equal(y.detach(), x0)

@@ -147,6 +147,32 @@ def test_heat_gamma0_is_sgd_and_state_roundtrip():
     assert torch.equal(y2.detach(), expected)
 
 
+def test_heat_does_not_perturb_frozen_parameters():
+    """A requires_grad=False parameter in the groups is a constant of f: the closures see it
+    unperturbed, it is not updated, and the trainable one moves as without it."""
+    f = lambda w, c: ((w - c) ** 2 * w.cos()).sum()
+    runs = []
+    for with_frozen in (False, True):
+        w = nn.Parameter(torch.linspace(-1, 1, 3, dtype=torch.float64))
+        c = nn.Parameter(torch.tensor([0.5, -0.2, 0.1], dtype=torch.float64),
+                         requires_grad=False)
+        opt = HEAT([w, c] if with_frozen else [w], lr=0.1, gamma=0.3, L=3, seed=1)
+        seen = []
+
+        def closure():
+            w.grad = None
+            seen.append(c.detach().clone())
+            loss = f(w, c)
+            loss.backward()
+            return loss
+        for _ in range(2):
+            opt.step(closure)
+        assert all(torch.equal(v, c) for v in seen) and torch.equal(
+            c, torch.tensor([0.5, -0.2, 0.1], dtype=torch.float64))
+        runs.append(w.detach().clone())
+    assert torch.equal(runs[0], runs[1])
+
+
 @pytest.mark.parametrize("cls,kw", [(HJ, dict(form="x")), (HJ, dict(gamma=math.inf)),
                                     (HJ, dict(gamma=0)), (HEAT, dict(gamma=-1)),
                                     (HEAT, dict(L=0)), (HEAT, dict(nesterov=True)),
