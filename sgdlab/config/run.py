@@ -328,6 +328,10 @@ def _check_schedule(path: str, sec: dict[str, Any], errors: list[str]) -> None:
 
     def build(hyper: dict[str, Any]) -> None:
         opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+        if name == "scoping":
+            # it scopes a hyper-parameter of the configured optimizer (gamma, rho): whether
+            # that optimizer has it is checked when the run is built, not on this stand-in
+            opt.param_groups[0].setdefault(hyper.get("key", "gamma"), 1.0)
         build_schedule(name, opt, steps_per_epoch=10, total_steps=100, **hyper)
 
     _check_hyper(path, sec, name, params, var_kw, "schedule", errors, build)

@@ -197,6 +197,22 @@ def test_build_from_config_is_deterministic_and_wires_instruments():
         {**TINY, "measure": [{"name": "_test_probe", "every": 1, "at": [3]}]})
 
 
+def test_scoping_schedule_from_a_config():
+    """The ``scoping`` schedule scopes the configured optimizer's gamma (Entropy-SGD, thesis
+    §3.2.3): the config validates, and each step writes γ₀(1 − rate)^t into the groups; a key
+    the optimizer lacks is named when the run is built."""
+    raw = {**TINY, "optimizer": {"name": "entropy_sgd", "lr": 1.0, "L": 2, "gamma": 1.0},
+           "schedule": {"name": "scoping", "key": "gamma", "kind": "exponential",
+                        "initial": 2.0, "rate": 0.5}}
+    b = build_from_config(raw)
+    assert b.optimizer.param_groups[0]["gamma"] == 2.0
+    b.schedule.step()
+    b.schedule.step()
+    assert b.optimizer.param_groups[0]["gamma"] == 0.5
+    with pytest.raises(ConfigError, match="schedule: optimizer SGD has no hyper-parameter 'gamma'"):
+        build_from_config({**raw, "optimizer": {"name": "sgd", "lr": 0.1}})
+
+
 def test_full_batch_and_cross_entropy_on_regression():
     b = build_from_config(apply_overrides(TINY, ["train.batch_size=full"]))
     assert b.train_kwargs["batch_size"] == len(b.data.x_train) == 20
