@@ -113,6 +113,15 @@ def _check(cond: bool, msg: str) -> None:
         raise ValueError(msg)
 
 
+def _check_shared_L(optimizer: Optimizer) -> None:
+    """After ``add_param_group``: every group must have the same L (one closure call serves
+    all groups); a group that differs is removed again and named."""
+    Ls = sorted({g["L"] for g in optimizer.param_groups})
+    if len(Ls) > 1:
+        optimizer.param_groups.pop()
+        raise ValueError(f"All parameter groups must share L, got {Ls}")
+
+
 class EntropySGD(SeededNoise, Optimizer):
     """Entropy-SGD (thesis Algorithm 2). ``step(closure)`` = ``inner_loop`` + ``outer_step``.
 
@@ -163,11 +172,13 @@ class EntropySGD(SeededNoise, Optimizer):
                         inner_nesterov=inner_nesterov, weight_decay=weight_decay,
                         normalize=normalize, **(_extra_defaults or {}))
         super().__init__(params, defaults)
-        Ls = {g["L"] for g in self.param_groups}
-        _check(len(Ls) == 1, f"All parameter groups must share L, got {sorted(Ls)}")
         self._init_rng(seed)
         self.outer_steps = 0
         self.inner_steps = 0
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        super().add_param_group(param_group)
+        _check_shared_L(self)
 
     # --- bookkeeping -------------------------------------------------------------------
     @property

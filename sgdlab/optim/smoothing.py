@@ -49,7 +49,7 @@ from torch import Tensor
 from torch.optim import Optimizer
 
 from ._common import momentum_direction
-from .entropy_sgd import EntropySGD, SeededNoise, _check
+from .entropy_sgd import EntropySGD, SeededNoise, _check, _check_shared_L
 from .registry import register_optimizer
 from .scoping import ExponentialScope
 
@@ -151,9 +151,12 @@ class HEAT(SeededNoise, Optimizer):
                                       nesterov=nesterov, weight_decay=weight_decay,
                                       gamma_decay=gamma_decay, gamma_min=gamma_min,
                                       gamma_max=gamma_max))
-        _check(len({g["L"] for g in self.param_groups}) == 1, "All parameter groups must share L")
         self._init_rng(seed)
         self.steps = 0
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        super().add_param_group(param_group)
+        _check_shared_L(self)
 
     def current_gamma(self, group: dict | None = None) -> float:
         """γ(t) for the next step (scoped and clipped)."""

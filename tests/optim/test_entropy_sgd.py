@@ -284,3 +284,26 @@ def test_a_closure_that_raises_leaves_the_parameters_untouched(name, kw):
     with pytest.raises(FloatingPointError):
         opt.step(closure)
     assert calls[0] == 3 and torch.equal(y.detach(), x0)
+
+
+@pytest.mark.parametrize("name", ["entropy_sgd", "heat"])
+def test_add_param_group_must_share_L(name):
+    """One closure call serves every group, so a group added with another L is refused (and
+    not kept); one with the same L is trained."""
+    Q, p, x0 = quadratic()
+    y = nn.Parameter(x0.clone())
+    w = nn.Parameter(torch.ones(2, dtype=torch.float64))
+    opt = build_optimizer(name, [y], L=3)
+    with pytest.raises(ValueError, match=r"share L, got \[3, 5\]"):
+        opt.add_param_group({"params": [w], "L": 5})
+    assert len(opt.param_groups) == 1
+    opt.add_param_group({"params": [w]})
+    inner = quad_closure(y, Q, p)
+
+    def closure():
+        w.grad = None
+        loss = inner() + (w ** 2).sum()
+        w.grad = 2 * w.detach()
+        return loss
+    opt.step(closure)
+    assert not torch.equal(w.detach(), torch.ones(2, dtype=torch.float64))
