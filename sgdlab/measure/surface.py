@@ -31,6 +31,7 @@ import copy
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -116,11 +117,16 @@ class TrajectoryPCA:
     coords: Tensor
 
 
-def trajectory_pca(points: Tensor | Sequence[Tensor], k: int = 2) -> TrajectoryPCA:
+def trajectory_pca(points: Tensor | np.ndarray | Sequence[Tensor], k: int = 2) -> TrajectoryPCA:
     """PCA of a trajectory's iterates centred on its last one (Li et al. 2018 §7): the plane
     that captures most of the path, and the path's coordinates in it (so the path can be drawn
     over :func:`loss_surface` computed around the last iterate with these directions)."""
-    m = torch.stack(list(points)) if not isinstance(points, Tensor) else points
+    if isinstance(points, Tensor):
+        m = points
+    elif isinstance(points, np.ndarray):          # e.g. open_trajectory(dir).snapshots()
+        m = torch.from_numpy(np.ascontiguousarray(points))
+    else:
+        m = torch.stack([torch.as_tensor(p) for p in points])
     if m.dim() != 2 or len(m) < 2:
         raise ValueError(f"trajectory_pca: need a (T, d) stack of >= 2 iterates, got shape "
                          f"{tuple(m.shape)}")

@@ -139,6 +139,9 @@ def test_trajectory_pca_recovers_the_plane_of_a_planar_path():
     torch.testing.assert_close(pca.coords @ dirs.T, c @ basis.T)
     assert sum(pca.explained) == pytest.approx(1.0, abs=1e-12)
     assert pca.explained[0] >= pca.explained[1]
+    from_numpy = trajectory_pca((end + c @ basis.T).numpy(), k=1)   # a trajectory file's rows
+    torch.testing.assert_close(abs(from_numpy.directions[0] @ pca.directions[0]),
+                               torch.tensor(1.0, dtype=torch.float64))
     with pytest.raises(ValueError, match="equals the last"):
         trajectory_pca(end.expand(3, 10))
 
