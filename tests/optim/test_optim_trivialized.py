@@ -246,9 +246,9 @@ def test_add_param_group_gets_field_coordinates_and_round_trips(name):
         assert opt.field.numel() == d
         h = opt.field.clone()
     else:       # the step draws a fresh field over all d coordinates
-        g = torch.Generator()
-        g.set_state(opt.generator.get_state())
-        h = opt.field_scale * torch.randn(d, generator=g, dtype=torch.float64)
+        gen = torch.Generator()
+        gen.set_state(opt.generator.get_state())
+        h = opt.field_scale * torch.randn(d, generator=gen, dtype=torch.float64)
     before, s = _flat(m), opt.strength()
     opt.zero_grad()
     LOSS(m(X), Y).backward()
