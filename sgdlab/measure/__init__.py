@@ -1,11 +1,13 @@
 """Measurements: plain functions of (model, loss_fn, data) and estimators on operators."""
 from .curvature import (
+    DiagonalEstimate,
     Estimate,
     SpectralDensity,
     dense_hessian,
     frobenius_norm,
     harmonic_mean_eigenvalue,
     hessian_bottom_eigenvalues,
+    hessian_diagonal,
     hessian_eigenpairs,
     hessian_frobenius_norm,
     hessian_spectral_density,
@@ -72,13 +74,13 @@ from .trajectory import (
     periodicity_test,
 )
 
-__all__ = ["Alignment", "BasinWidth", "basin_width", "Estimate", "GradientCovariance",
+__all__ = ["Alignment", "BasinWidth", "basin_width", "DiagonalEstimate", "Estimate", "GradientCovariance",
            "InterpolationCurve", "LossSurface", "SpectralDensity", "StepInterpolation", "analyze_segment",
            "brownian_reference", "dense_hessian", "diffusion_matrix", "discard_burnin",
            "distance_from_init", "eigenvector_cosines",
            "epsilon_sharpness", "expected_sharpness", "fisher_g_test", "frobenius_norm",
            "full_batch_grad_norm", "gradient_cosine", "gradient_covariance",
-           "harmonic_mean_eigenvalue", "hessian_bottom_eigenvalues", "hessian_directions",
+           "harmonic_mean_eigenvalue", "hessian_bottom_eigenvalues", "hessian_diagonal", "hessian_directions",
            "hessian_eigenpairs",
            "hessian_frobenius_norm", "hessian_spectral_density", "hessian_spectral_norm",
            "hessian_spectrum", "hessian_top_eigenvalue", "hessian_trace", "hutchinson_trace",
