@@ -59,3 +59,70 @@ def test_model_diagonal_matches_the_dense_matrix(operator, reference):
     noisy = hessian_diagonal(model, loss_fn, data, 300, operator=operator,
                              generator=torch.Generator().manual_seed(0))
     assert bool(((noisy.value - ref).abs() <= 4.5 * noisy.stderr + 1e-12).all())
+
+
+@pytest.mark.parametrize("kind", ["mlp_ce", "mlp_mse", "cnn_ce", "skip_ce", "scalar_ce",
+                                  "generic_ce", "generic_bce"])
+def test_ggn_diagonal_from_backpropagated_factors(kind):
+    from sgdlab.measure.curvature import ggn_diagonal
+    from sgdlab.testing import tiny_images
+
+    torch.manual_seed(0)
+    if kind == "mlp_ce":
+        model, data, loss_fn = tiny_mlp(3, 4, 3), tiny_classification(12, 3, 3), \
+            nn.CrossEntropyLoss()
+    elif kind == "mlp_mse":
+        model = tiny_mlp(3, 4, 2)
+        x = torch.randn(10, 3, dtype=torch.float64)
+        data, loss_fn = (x, torch.randn(10, 2, dtype=torch.float64)), nn.MSELoss()
+    elif kind == "generic_ce":    # a plain function: loss Hessians by torch.func + eigh
+        model, data = tiny_mlp(3, 4, 3), tiny_classification(12, 3, 3)
+
+        def loss_fn(out, y):
+            return nn.functional.cross_entropy(out, y)
+    elif kind == "generic_bce":
+        model = tiny_mlp(3, 4, 2)
+        x = torch.randn(10, 3, dtype=torch.float64)
+        data = (x, (torch.rand(10, 2, dtype=torch.float64) > 0.5).double())
+        loss_fn = nn.BCEWithLogitsLoss()
+    elif kind == "cnn_ce":
+        model = nn.Sequential(nn.Conv2d(2, 3, 3), nn.ReLU(), nn.Flatten(),
+                              nn.Linear(48, 3)).double()
+        data, loss_fn = tiny_images(6, 2, 6, 3), nn.CrossEntropyLoss()
+    elif kind == "scalar_ce":     # a parameter outside any layer: the vmap per-sample path
+        class Scaled(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.a, self.s = nn.Linear(3, 3), nn.Parameter(torch.tensor(1.5))
+
+            def forward(self, x):
+                return torch.tanh(self.a(x)) * self.s
+
+        model, data, loss_fn = Scaled().double(), tiny_classification(9, 3, 3), \
+            nn.CrossEntropyLoss()
+    else:                         # a module tree: the factored path through hooks
+        class Skip(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.a, self.b = nn.Linear(3, 3), nn.Linear(3, 3)
+
+            def forward(self, x):
+                return self.b(torch.tanh(self.a(x)) + x)
+
+        model, data, loss_fn = Skip().double(), tiny_classification(9, 3, 3), \
+            nn.CrossEntropyLoss()
+    from sgdlab.testing import ggn_reference
+
+    ref = torch.diagonal(ggn_reference(model, loss_fn, data))
+    batches = [(data[0][:4], data[1][:4]), (data[0][4:], data[1][4:])]
+    for d in (data, batches):
+        torch.testing.assert_close(ggn_diagonal(model, loss_fn, d), ref, rtol=1e-9, atol=1e-12)
+
+
+def test_ggn_diagonal_refuses_a_loss_concave_in_the_outputs():
+    from sgdlab.measure.curvature import ggn_diagonal
+
+    model = tiny_mlp(3, 4, 2)
+    data = tiny_classification(6, 3, 2)
+    with pytest.raises(ValueError, match="not convex"):
+        ggn_diagonal(model, lambda out, y: -(out ** 2).mean(), data)

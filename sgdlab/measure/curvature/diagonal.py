@@ -1,5 +1,6 @@
 """diag A: exactly from the d unit columns, or by the stochastic estimator of Bekas, Kokiopoulou
-and Saad (2007): the mean of v ⊙ A v over Rademacher probes v.
+and Saad (2007): the mean of v ⊙ A v over Rademacher probes v; and the exact diagonal of a
+model's GGN from backpropagated loss-Hessian factors (:func:`ggn_diagonal`).
 
 For Rademacher v (independent ±1 entries), (v ⊙ A v)_i = A_ii + Σ_{j≠i} A_ij v_i v_j, so the
 mean over probes is unbiased for diag A and each entry's variance is Σ_{j≠i} A_ij² per probe:
@@ -9,14 +10,20 @@ diagonal costs d products (in blocks of unit columns): for small models.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
+
+from sgdlab.operators.batches import Data, iterate_batches
+from sgdlab.operators.factors import per_sample_factors
+from sgdlab.operators.params import num_params, require_trainable
+from sgdlab.operators.per_sample import check_per_sample_model, per_sample_gradients
 
 from ._common import Operand, probe_block, working_operator
 
-__all__ = ["DiagonalEstimate", "diagonal"]
+__all__ = ["DiagonalEstimate", "diagonal", "ggn_diagonal"]
 
 
 @dataclass
@@ -84,3 +91,144 @@ def _check_finite(t: Tensor) -> None:
     if not bool(torch.isfinite(t).all()):
         raise FloatingPointError(
             "operator returned non-finite values (diverged model or bad data?)")
+
+
+@torch.no_grad()
+def _output_hessian_factors(loss_fn: Callable[[Tensor, Tensor], Tensor], out: Tensor,
+                            y: Tensor) -> Tensor:
+    """S (N, C, C) with S_n S_nᵀ = ∇²_f ℓ(f_n, y_n), each sample's loss alone (batch of one,
+    so the mean-reduced batch loss is the mean of these), outputs flattened per sample: in
+    closed form for torch's plain mean-reduced cross-entropy and MSE (as BackPACK), otherwise
+    from each sample's loss Hessian (``torch.func``) by eigendecomposition."""
+    from torch.func import hessian, vmap
+
+    if out.dim() == 2 and getattr(loss_fn, "reduction", None) == "mean":
+        if (type(loss_fn) is nn.CrossEntropyLoss and loss_fn.weight is None
+                and loss_fn.label_smoothing == 0 and not y.is_floating_point()
+                and not bool((y == loss_fn.ignore_index).any())):
+            # diag(p) − p pᵀ = S Sᵀ with S = diag(√p) − p √pᵀ (since Σ p = 1)
+            p = torch.softmax(out.double(), dim=1)
+            sq = p.sqrt()
+            return torch.diag_embed(sq) - p.unsqueeze(2) * sq.unsqueeze(1)
+        if type(loss_fn) is nn.MSELoss:        # mean over N·C entries: 2/C I per sample
+            eye = torch.eye(out.shape[1], dtype=torch.float64, device=out.device)
+            return (eye * math.sqrt(2.0 / out.shape[1])).expand(len(out), -1, -1)
+    shape = out.shape[1:]
+
+    def sample_loss(f: Tensor, yi: Tensor) -> Tensor:
+        return loss_fn(f.reshape(1, *shape), yi.unsqueeze(0))
+
+    h = vmap(hessian(sample_loss))(out.reshape(len(out), -1), y)
+    vals, vecs = torch.linalg.eigh((h + h.transpose(1, 2)) / 2)
+    scale = vals.abs().amax().clamp_min(torch.finfo(vals.dtype).tiny)
+    if bool((vals < -1e-6 * scale).any()):
+        raise ValueError("ggn_diagonal: the loss is not convex in the model's outputs (its "
+                         "Hessian there has negative eigenvalues), so the GGN has no real "
+                         "square-root factors; use hessian_diagonal(..., operator='ggn')")
+    return vecs * vals.clamp_min(0).sqrt().unsqueeze(1)
+
+
+def _pseudo_loss(out: Tensor, s: Tensor) -> Tensor:
+    # mean over samples of s_n · f_n: its per-sample gradients are J_nᵀ s_n
+    return (out.reshape(len(out), -1) * s).sum(1).mean()
+
+
+def ggn_diagonal(model: nn.Module, loss_fn: Callable[[Tensor, Tensor], Tensor],
+                 data: Data) -> Tensor:
+    """diag G of G = (1/N) Σ_n J_nᵀ H_n J_n exactly, as a flat float64 vector.
+
+    H_n = ∇²_f ℓ(f_n, y_n) = S_n S_nᵀ (eigendecomposition of each sample's loss Hessian in the
+    outputs), so diag G = (1/N) Σ_n Σ_c (J_nᵀ s_{n,c})², and J_nᵀ s_{n,c} is sample n's
+    gradient of the pseudo-loss s_{n,c} · f_n: C passes of per-sample gradients whose squares
+    are summed (on factored layers without forming the (N, d) matrix), the backpropagated
+    factors of BackPACK's ``DiagGGNExact``. Columns whose factors vanish for every sample
+    (cross-entropy's all-ones direction) are skipped. Needs a loss convex in the outputs
+    (cross-entropy, MSE, BCE, ...); the model as per-sample gradients need it (eval-mode batch
+    norm).
+    """
+    require_trainable(model)
+    check_per_sample_model(model)
+    device = next(model.parameters()).device
+    total = torch.zeros(num_params(model), dtype=torch.float64, device=device)
+    n = 0
+    for x, y in iterate_batches(data, device):
+        with torch.no_grad():
+            out = model(x)
+        factors = _output_hessian_factors(loss_fn, out, y).to(out.dtype)
+        linear = _linear_ggn_diagonal(model, x, factors)
+        if linear is not None:
+            total += linear
+            n += len(x)
+            continue
+        for c in range(factors.shape[2]):
+            s = factors[:, :, c]
+            if not bool(s.any()):
+                continue
+            ps = per_sample_factors(model, _pseudo_loss, (x, s))
+            if ps is not None:
+                total += ps.sq_sum().double()
+            else:
+                g = per_sample_gradients(model, _pseudo_loss, (x, s), method="vmap")
+                total += g.double().square().sum(0)
+        n += len(x)
+    _check_finite(total)
+    return total / n
+
+
+def _linear_ggn_diagonal(model: nn.Module, x: Tensor, factors: Tensor) -> Tensor | None:
+    """Σ_n Σ_c (J_nᵀ s_{n,c})² for a network whose trainable parameters all sit in
+    ``nn.Linear`` layers fed (N, in) inputs, each called once: one forward pass and one
+    backward pass per column c to the layers' outputs (δ_{n,c}), then per layer
+    (Σ_c δ²)ᵀ a² for the weight and Σ_n Σ_c δ² for the bias (sample n's weight gradient is
+    δ_{n,c} a_nᵀ, so its squares factor). None when the model is not of that form."""
+    from sgdlab.operators.factors import _samples_interact
+    from sgdlab.operators.params import trainable_named_params
+
+    params = trainable_named_params(model)
+    owner = {}
+    for m in model.modules():
+        if isinstance(m, nn.Linear):
+            for p in (m.weight, m.bias):
+                if p is not None and p.requires_grad:
+                    owner[id(p)] = m
+    if len(owner) != len(params) or not all(id(p) in owner for p in params.values()) \
+            or _samples_interact(model, x):
+        return None
+    layers = list(dict.fromkeys(owner.values()))
+    seen: dict[nn.Module, list[tuple[Tensor, Tensor]]] = {m: [] for m in layers}
+
+    def hook(m, inp, out):
+        seen[m].append((inp[0].detach(), out))
+
+    handles = [m.register_forward_hook(hook) for m in layers]
+    try:
+        with torch.enable_grad():
+            out = model(x.detach().requires_grad_(False))
+    finally:
+        for h in handles:
+            h.remove()
+    if any(len(v) != 1 or v[0][0].dim() != 2 or not v[0][1].requires_grad
+           for v in seen.values()):
+        return None
+    zs = [seen[m][0][1] for m in layers]
+    # sums of squares: no cancellation, so the model's precision suffices (float64 here
+    # doubled the first layer's GEMM on the large MLP)
+    sq = [torch.zeros_like(z) for z in zs]
+    flat_out = out.reshape(len(out), -1)
+    for c in range(factors.shape[2]):
+        s = factors[:, :, c]
+        if not bool(s.any()):
+            continue
+        deltas = torch.autograd.grad(flat_out, zs, grad_outputs=s.to(out.dtype),
+                                     retain_graph=True, allow_unused=True,
+                                     materialize_grads=True)
+        for acc, d in zip(sq, deltas):
+            acc.addcmul_(d, d)
+    diag = {}
+    for m, acc in zip(layers, sq):
+        a = seen[m][0][0]
+        diag[id(m.weight)] = acc.T @ (a * a)
+        if m.bias is not None:
+            diag[id(m.bias)] = acc.sum(0)
+    return torch.cat([diag[id(p)].reshape(-1) for p in params.values()]).double()
+
