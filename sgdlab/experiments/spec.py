@@ -54,6 +54,7 @@ from typing import Any
 
 import yaml
 
+from sgdlab.config.io import read_text
 from sgdlab.errors import ConfigError
 
 SCALES = ("smoke", "cpu", "paper")
@@ -404,7 +405,7 @@ def read_file(path: str | Path) -> dict[str, Any]:
     key = (str(path.resolve()), st.st_mtime, st.st_size)
     if key not in _CACHE:
         try:
-            raw = yaml.load(path.read_text(), Loader=_Loader)
+            raw = yaml.load(read_text(path), Loader=_Loader)
         except yaml.YAMLError as e:
             raise ConfigError(f"{path}: not valid YAML: {e}") from None
         if not isinstance(raw, dict):
