@@ -288,8 +288,13 @@ def _load_cifar(dataset: str, data_dir, *, seed: int, train_size, test_size, bal
     elif (root / first).is_file():
         base = root
     else:
-        raise DataError(f"{dataset}: missing file {root / spec['subdir'] / first}; download and "
-                        f"extract {spec['url']} into {root}")
+        # the binary version (cifar-10-batches-bin) or an unextracted archive: say what to do
+        found = [p.name for p in (root / spec["subdir"].replace("-py", "-bin").replace(
+            "-python", "-binary"), root / spec["url"].rsplit("/", 1)[1]) if p.exists()]
+        hint = (f" (found {', '.join(found)}: sgdlab reads the extracted python version)"
+                if found else "")
+        raise DataError(f"{dataset}: missing file {root / spec['subdir'] / first}{hint}; "
+                        f"download and extract {spec['url']} into {root}")
     key = spec["key"]
     if dataset == "cifar100":
         if labels not in ("fine", "coarse"):

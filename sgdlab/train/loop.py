@@ -30,8 +30,9 @@ Conventions (see docs/ARCHITECTURE.md):
 - **Divergence.** A non-finite mini-batch loss stops the run before the step that would use it;
   the result has status ``"diverged"``, the weights of the last finite step and the metrics
   recorded so far. It is not an exception. A callback's ``FloatingPointError`` (how the
-  measurements report a non-finite model) ends the run the same way. (On CUDA without callbacks the loss is read back
-  every 16 steps to avoid a device sync per step, so the run may end up to 15 steps later.)
+  measurements report a non-finite model) ends the run the same way. (On CUDA without
+  callbacks the loss is read back every 16 steps to avoid a device sync per step, so the run
+  may end up to 15 steps later.)
 - **Checkpoints** (``checkpoint_dir``) are written every ``checkpoint_every`` steps (each epoch
   end when None) and at the end; ``resume=True`` continues from the last one bit for bit (same
   batches, same noise, same final weights as an uninterrupted run on the same machine).

@@ -317,3 +317,12 @@ def test_cifar10_test_split_is_test_batch(tmp_path):
     ds = load_dataset("cifar10", data_dir=tmp_path, normalize="none")
     np.testing.assert_array_equal(ds.x_test.numpy(), xt.astype(np.float32))
     np.testing.assert_array_equal(ds.y_test.numpy(), np.arange(10) % 10)
+
+
+def test_cifar_binary_version_or_archive_is_named(tmp_path):
+    # the binary version's folder, or the archive not yet extracted, is what a user often has
+    (tmp_path / "cifar-10-batches-bin").mkdir()
+    (tmp_path / "cifar-10-python.tar.gz").write_bytes(b"")
+    with pytest.raises(DataError, match="found cifar-10-batches-bin, cifar-10-python.tar.gz: "
+                                        "sgdlab reads the extracted python version"):
+        load_dataset("cifar10", data_dir=tmp_path)
