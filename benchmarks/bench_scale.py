@@ -10,7 +10,7 @@ torch threads) on N = 2,000 images of ``mnist_small``, cross-entropy:
    within 80 products is printed).
 
 The figure is the largest parameter count whose two steps together took at most 60 s of wall
-time (the issue's budget is absolute: on a machine shared with other work, wall time is
+time (the budget is absolute: on a machine shared with other work, wall time is
 inflated; the load average and the CPU time are printed next to it).
 
 - ``largest_model_params_within_60s``: MLP 784-w-w-10 (ReLU), w in 704, 1024, 1408

@@ -1,4 +1,4 @@
-"""``sgdlab measure CHECKPOINT_OR_RUN --what hessian,noise,alignment,sharpness``.
+"""``sgdlab measure CHECKPOINT_OR_RUN --what hessian,noise,alignment,sharpness,surface``.
 
 Loads a stored model — a run id (or unique prefix) in the run store, a run folder, or a
 checkpoint file/folder written by the training loop (its run folder must hold the
@@ -9,8 +9,9 @@ fixed subset of its training (or test) data with :mod:`sgdlab.measure`, and writ
   checkpoint's step, named ``measure/`` + the instrument
   names (``measure/hess/top_1``, ``measure/noise/trace``, ``measure/align/cos_1``,
   ``measure/sharpness/expected``, ...), kept apart from the series recorded during training,
-- ``measurements.json`` (scalars and arrays: eigenvalues, spectra, SLQ density) and plots
-  (``hessian_density.png``, ``spectra.png``, ``alignment.png``; ``curvature_history.png`` and
+- ``measurements.json`` (scalars and arrays: eigenvalues, spectra, SLQ density, the loss
+  surface) and plots (``hessian_density.png``, ``spectra.png``, ``alignment.png``,
+  ``loss_surface.png``; ``curvature_history.png`` and
   ``noise_magnitude.png`` when the run recorded such series during training) to ``--out``
   (default: ``<run folder>/measure-step<step>``).
 """
@@ -25,7 +26,8 @@ from typing import Any
 from sgdlab.cli._help import plain
 from sgdlab.errors import UserError
 
-WHAT = ("hessian", "noise", "alignment", "sharpness")
+WHAT = ("hessian", "noise", "alignment", "sharpness", "surface")
+DEFAULT_WHAT = "hessian,noise,alignment,sharpness"
 
 
 def register(subparsers) -> None:
@@ -35,8 +37,9 @@ def register(subparsers) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("target", metavar="CHECKPOINT_OR_RUN",
                    help="a run id (or unique prefix), a run folder, or a checkpoint")
-    p.add_argument("--what", default="hessian,noise,alignment,sharpness",
-                   help=f"comma-separated subset of {','.join(WHAT)} (default: all)")
+    p.add_argument("--what", default=DEFAULT_WHAT,
+                   help=f"comma-separated subset of {','.join(WHAT)} (default: {DEFAULT_WHAT}; "
+                        "surface: the loss on a plane through the model, steps² evaluations)")
     p.add_argument("--data", default="train", metavar="NAME",
                    help="which split to measure on: train (default) or test")
     p.add_argument("--subset", type=int, default=1000, metavar="N",
@@ -50,6 +53,23 @@ def register(subparsers) -> None:
     p.add_argument("--gamma", type=float, default=1e-4,
                    help="local-entropy variance γ (default 1e-4)")
     p.add_argument("--samples", type=int, default=20, help="perturbation samples (default 20)")
+    surf = p.add_argument_group("surface options (Li et al. 2018 loss plots; evaluated in eval mode)")
+    surf.add_argument("--directions", choices=("random", "hessian"), default="random",
+                      help="the plane: two random directions normalised to the weights "
+                           "(default) or the top-2 Hessian eigenvectors")
+    surf.add_argument("--normalization", choices=("filter", "layer", "model", "none"),
+                      default="filter", help="random directions rescaled to the weights filter "
+                      "by filter (default, Li et al.), tensor by tensor, as a whole, or not")
+    surf.add_argument("--bias-bn", choices=("zero", "weights", "normalize"), default="zero",
+                      help="random directions of 1-D parameters (biases, batch norm): zero "
+                           "(default), the weights themselves, or normalised like the rest")
+    surf.add_argument("--extent", type=float, default=1.0,
+                      help="coordinates from -EXTENT to EXTENT (default 1)")
+    surf.add_argument("--steps", type=int, default=21,
+                      help="grid points per direction (default 21)")
+    surf.add_argument("--bn-stats", choices=("keep", "recompute"), default="keep",
+                      help="batch-norm running statistics at every point: the model's "
+                           "(default) or recomputed from the measured data")
     p.add_argument("--train-mode", action="store_true",
                    help="measure with the model in train mode (default: eval mode)")
     p.add_argument("--seed", type=int, default=0, help="seed of subset, probes and samples")
@@ -136,6 +156,9 @@ def _measure(args: argparse.Namespace) -> int:
         raise UserError(f"--data must be train or test, got {args.data!r}")
     if args.subset < 0 or args.k < 1 or args.probes < 1 or args.samples < 1:
         raise UserError("--subset must be >= 0 and --k, --probes, --samples >= 1")
+    if not args.extent > 0 or args.steps < 2:
+        raise UserError(f"--extent must be > 0 and --steps >= 2, got {args.extent} and "
+                        f"{args.steps}")
 
     cfg, ckpt, run_id, folder, store = _locate(args.target, args.store)
     built = build_from_config(cfg)
@@ -238,6 +261,28 @@ def _measure(args: argparse.Namespace) -> int:
                         "sharpness/local_entropy": le.width})
         result["sharpness_params"] = {"sigma": args.sigma, "epsilon": args.epsilon,
                                       "gamma": args.gamma, "samples": args.samples}
+    if "surface" in what:
+        from sgdlab.measure.surface import hessian_directions, loss_surface, random_direction
+        from sgdlab.report.figures.surface import loss_surface_figure
+
+        if args.directions == "hessian":
+            dirs = hessian_directions(model, loss_fn, batch, 2, tol=1e-4, generator=gen())
+        else:
+            g = gen()
+            dirs = [random_direction(model, normalization=args.normalization,
+                                     bias_bn=args.bias_bn, generator=g) for _ in range(2)]
+        surf = loss_surface(model, loss_fn, batch, dirs, extent=args.extent, steps=args.steps,
+                            bn_stats=args.bn_stats)
+        grid = surf.train_loss
+        mid = args.steps // 2
+        scalars.update({"surface/mean_loss": sum(map(sum, grid)) / args.steps ** 2})
+        if args.steps % 2:
+            scalars["surface/origin_loss"] = grid[mid][mid]
+        result["surface"] = {**surf.to_dict(), "directions": args.directions,
+                             "normalization": args.normalization, "bias_bn": args.bias_bn}
+        labels = ("v₁", "v₂") if args.directions == "hessian" else ("d₁", "d₂")
+        figures.append(_save(loss_surface_figure(surf, labels=labels),
+                             out_dir / "loss_surface.png"))
     result["wall_time_s"] = time.perf_counter() - t0
 
     path = out_dir / "measurements.json"

@@ -1,11 +1,13 @@
 """Measurements: plain functions of (model, loss_fn, data) and estimators on operators."""
 from .curvature import (
+    DiagonalEstimate,
     Estimate,
     SpectralDensity,
     dense_hessian,
     frobenius_norm,
     harmonic_mean_eigenvalue,
     hessian_bottom_eigenvalues,
+    hessian_diagonal,
     hessian_eigenpairs,
     hessian_frobenius_norm,
     hessian_spectral_density,
@@ -53,6 +55,14 @@ from .dynamics import (
 )
 from .interpolation import InterpolationCurve, interpolate_models, recompute_bn_statistics
 from .interpolation import BasinWidth, basin_width
+from .surface import (
+    LossSurface,
+    TrajectoryPCA,
+    hessian_directions,
+    loss_surface,
+    random_direction,
+    trajectory_pca,
+)
 from .trajectory import (
     brownian_reference,
     discard_burnin,
@@ -64,21 +74,23 @@ from .trajectory import (
     periodicity_test,
 )
 
-__all__ = ["Alignment", "BasinWidth", "basin_width", "Estimate", "GradientCovariance",
-           "InterpolationCurve", "SpectralDensity", "StepInterpolation", "analyze_segment",
+__all__ = ["Alignment", "BasinWidth", "basin_width", "DiagonalEstimate", "Estimate", "GradientCovariance",
+           "InterpolationCurve", "LossSurface", "SpectralDensity", "StepInterpolation", "analyze_segment",
            "brownian_reference", "dense_hessian", "diffusion_matrix", "discard_burnin",
            "distance_from_init", "eigenvector_cosines",
            "epsilon_sharpness", "expected_sharpness", "fisher_g_test", "frobenius_norm",
            "full_batch_grad_norm", "gradient_cosine", "gradient_covariance",
-           "harmonic_mean_eigenvalue", "hessian_bottom_eigenvalues", "hessian_eigenpairs",
+           "harmonic_mean_eigenvalue", "hessian_bottom_eigenvalues", "hessian_diagonal", "hessian_directions",
+           "hessian_eigenpairs",
            "hessian_frobenius_norm", "hessian_spectral_density", "hessian_spectral_norm",
            "hessian_spectrum", "hessian_top_eigenvalue", "hessian_trace", "hutchinson_trace",
            "hutchpp_trace", "increment_autocorrelation", "increment_spectrum",
            "interpolate_models", "iterate_autocorrelation", "lanczos", "local_entropy",
-           "low_frequency_test", "mean_loss",
+           "loss_surface", "low_frequency_test", "mean_loss",
            "minibatch_noise_factor", "noise_magnitude", "normalised_eigenvalues",
            "parameter_norm", "periodicity_test", "power_iteration", "projection_residual",
+           "random_direction",
            "recompute_bn_statistics", "segment_alphas", "segment_losses",
            "sigma_hessian_alignment",
            "solve_batch_size", "solve_lr", "spectral_density", "step_interpolation",
-           "summarize_epochs", "temperatures", "update_norm"]
+           "summarize_epochs", "temperatures", "trajectory_pca", "TrajectoryPCA", "update_norm"]

@@ -257,7 +257,29 @@ class GradientCovariance:
         if via_gram:
             v = self.rmatmul(vecs.to(dtype)).double()
             vecs = v / torch.linalg.vector_norm(v, dim=0).clamp_min(1e-300)
+            vecs = self._complete_null_columns(vals.double(), vecs, generator)
         return vals.to(dtype=dtype, device=dev), vecs.to(dtype=dtype, device=dev)
+
+    def _complete_null_columns(self, vals: Tensor, vecs: Tensor,
+                               generator: torch.Generator | None) -> Tensor:
+        """Columns for eigenvalues at or below :meth:`rank_threshold`: Fᵀu / √λ is rounding
+        noise there (neither unit-norm eigenvectors of 0 nor orthogonal to the others).
+        Σ's null space is the orthogonal complement of range(Fᵀ), which the columns of the
+        nonzero eigenvalues already span when a zero one is among the top k; an orthonormal
+        completion of those columns is therefore a valid set of eigenvectors of 0."""
+        lam_max = float(vals[0]) if len(vals) else 0.0
+        null = vals <= self.rank_threshold(max(lam_max, 0.0))
+        if not bool(null.any()):
+            return vecs
+        keep = vecs[:, ~null]
+        fill = torch.randn(vecs.shape[0], int(null.sum()), dtype=vecs.dtype,
+                           device=vecs.device, generator=generator)
+        for _ in range(2):      # twice is enough (Kahan-Parlett)
+            fill = fill - keep @ (keep.T @ fill)
+        fill = torch.linalg.qr(fill).Q
+        out = vecs.clone()
+        out[:, null] = fill
+        return out
 
     def rank_threshold(self, lam_max: float | None = None) -> float:
         """numpy's ``matrix_rank`` tolerance for the d x d matrix: λ_max · d · eps(dtype)."""

@@ -29,7 +29,7 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call, vmap
 
-from sgdlab.operators.batches import Data, iterate_batches
+from sgdlab.operators.batches import Data, is_single_batch, iterate_batches
 from sgdlab.operators.params import params_vector, set_params_vector, trainable_named_params
 from sgdlab.operators.params import unflatten_like
 
@@ -61,6 +61,24 @@ def perturbed_losses(
     vectorize: bool = True,
 ) -> Tensor:
     """L(θ + ξ_m) for each row ξ_m of ``perturbations`` (M, d); returns (M,) float64."""
+    return perturbed_evaluations(model, loss_fn, data, perturbations, chunk_size=chunk_size,
+                                 vectorize=vectorize)[0]
+
+
+@torch.no_grad()
+def perturbed_evaluations(
+    model: nn.Module,
+    loss_fn: LossFn,
+    data: Data,
+    perturbations: Tensor,
+    *,
+    chunk_size: int = 16,
+    vectorize: bool = True,
+    accuracy: bool = False,
+) -> tuple[Tensor, Tensor | None]:
+    """(L(θ + ξ_m), accuracy at θ + ξ_m) for each row ξ_m of ``perturbations`` (M, d), both
+    (M,) float64; the accuracy (argmax equal to integer targets) is None unless asked for,
+    NaN for floating-point targets or outputs that are not (N, C)."""
     theta = params_vector(model)
     like = {k: v.detach() for k, v in trainable_named_params(model).items()}
     frozen = {n: p.detach() for n, p in model.named_parameters() if not p.requires_grad}
@@ -68,26 +86,47 @@ def perturbed_losses(
     device = theta.device
     m = perturbations.shape[0]
     totals = torch.zeros(m, dtype=torch.float64, device=device)
+    correct = torch.zeros(m, dtype=torch.float64, device=device)
+    classify = accuracy
     n = 0
+
+    def scores(out: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+        nonlocal classify       # set while vmap runs this once per call (logical shapes)
+        classify = classify and out.dim() == 2 and not y.is_floating_point()
+        hits = (out.argmax(-1) == y).sum() if classify else out.new_zeros(())
+        return loss_fn(out, y), hits
+
     if vectorize:
-        def loss_at(flat: Tensor, x: Tensor, y: Tensor) -> Tensor:
+        def loss_at(flat: Tensor, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
             out = functional_call(model, (unflatten_like(flat, like), frozen, buffers), (x,))
-            return loss_fn(out, y)
+            return scores(out, y)
 
         batched = vmap(loss_at, in_dims=(0, None, None))
         for x, y in iterate_batches(data, device):
             for i in range(0, m, chunk_size):
                 thetas = theta + perturbations[i : i + chunk_size].to(device, theta.dtype)
-                totals[i : i + chunk_size] += batched(thetas, x, y).double() * len(x)
+                loss, hits = batched(thetas, x, y)
+                totals[i : i + chunk_size] += loss.double() * len(x)
+                correct[i : i + chunk_size] += hits.double()
             n += len(x)
-        return totals / n
-    try:
-        for j in range(m):
-            set_params_vector(model, theta + perturbations[j].to(device, theta.dtype))
-            totals[j] = mean_loss(model, loss_fn, data)
-    finally:
-        set_params_vector(model, theta)
-    return totals
+    else:
+        views = list(trainable_named_params(model).values())
+        # a single batch is moved and checked once, not once per point
+        batches = list(iterate_batches(data, device)) if is_single_batch(data) else None
+        try:
+            for j in range(m):
+                flat = theta + perturbations[j].to(device, theta.dtype)
+                torch._foreach_copy_(views, list(unflatten_like(flat, like).values()))
+                for x, y in batches or iterate_batches(data, device):
+                    loss, hits = scores(model(x), y)
+                    totals[j] += float(loss) * len(x)
+                    correct[j] += float(hits)
+                    n += len(x) if j == 0 else 0
+        finally:
+            set_params_vector(model, theta)
+    acc = (correct / n if classify else torch.full_like(correct, float("nan"))) \
+        if accuracy else None
+    return totals / n, acc
 
 
 def _gaussian(num: int, d: int, sigma: float, theta: Tensor,

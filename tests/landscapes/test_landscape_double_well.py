@@ -71,6 +71,43 @@ def test_rotational_force_is_divergence_free_against_the_steady_state():
     assert dw.normaliser() == pytest.approx(math.sqrt(2 * math.pi) * one_d, rel=1e-9)
 
 
+@pytest.mark.parametrize("lam,beta", [(0.5, 1.0), (1.5, 2.0)])
+def test_drift_angular_rate_has_the_closed_form_mean_under_the_steady_state(lam, beta):
+    """E_ρ[(x × b)/|x|²] = λ π^{3/2} / Z for ρ = e^{−βΦ}/Z (module docstring), by 2-D
+    quadrature of drift_angular_rate against the density (no sampling): the gradient part
+    integrates to zero, the rotational part to λ ∫ e^{−|x|⁴/4} dx / Z."""
+    from sgdlab.landscapes.double_well import drift_angular_rate
+
+    dw = DoubleWell(lam, beta=beta)
+    t = torch.linspace(-6, 6, 500, dtype=f64)            # even count: the origin is no node
+    x = torch.stack(torch.meshgrid(t, t, indexing="ij"), -1)
+    dens = torch.exp(-beta * dw.potential(x))
+    cell = float(t[1] - t[0]) ** 2
+    rate = drift_angular_rate(dw, x)
+    b = dw.drift(x)
+    torch.testing.assert_close(rate, (x[..., 0] * b[..., 1] - x[..., 1] * b[..., 0])
+                               / (x ** 2).sum(-1))
+    z = float(dens.sum()) * cell
+    assert z == pytest.approx(dw.normaliser(), rel=1e-8)
+    assert float((rate * dens).sum()) * cell / z == pytest.approx(
+        lam * math.pi ** 1.5 / z, rel=1e-6)
+    assert dw.mean_angular_velocity() == pytest.approx(lam * math.pi ** 1.5 / z, rel=1e-6)
+
+
+def test_angular_velocity_of_a_uniform_rotation():
+    """States on circles turning at ω (several turns, both senses): the unwrapped angle change
+    over the elapsed time is ω exactly."""
+    from sgdlab.landscapes.double_well import angular_velocity
+
+    dt, steps = 0.05, 400
+    omega = torch.tensor([1.3, -2.0, 0.0], dtype=f64)
+    t = torch.arange(steps + 1, dtype=f64)[:, None] * dt
+    phase = omega * t + torch.tensor([0.2, 3.0, -1.0], dtype=f64)
+    radius = torch.tensor([0.5, 2.0, 1.0], dtype=f64)
+    states = radius[:, None] * torch.stack([phase.cos(), phase.sin()], -1)    # (S, C, 2)
+    torch.testing.assert_close(angular_velocity(states, dt), omega, rtol=0, atol=1e-12)
+
+
 def test_resting_points_move_with_lambda():
     z0 = DoubleWell(0.0).drift_zeros()
     z5 = DoubleWell(0.5).drift_zeros()

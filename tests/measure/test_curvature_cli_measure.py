@@ -60,3 +60,27 @@ def test_figures_from_recorded_data():
 @pytest.mark.parametrize("bad", [["--k", "0"], ["--data", "valid"]])
 def test_measure_rejects_bad_options(bad, capsys, tmp_path):
     assert main(["measure", str(tmp_path), *bad]) == 2
+
+
+def test_measure_loss_surface_of_a_checkpoint(tmp_path):
+    store = str(tmp_path / "runs.sqlite")
+    run_dir = tmp_path / "run"
+    assert main(["train", "digits-mlp", "--store", store, "--out", str(run_dir),
+                 "--set", "train.max_steps=3", "--set", "train.epochs=1", "--no-progress"]) == 0
+    final = json.loads((run_dir / "results.json").read_text())["final"]
+    for directions in ("random", "hessian"):
+        out = tmp_path / directions
+        assert main(["measure", str(run_dir), "--store", store, "--what", "surface",
+                     "--subset", "0", "--steps", "3", "--extent", "0.5", "--directions",
+                     directions, "--out", str(out)]) == 0
+        res = json.loads((out / "measurements.json").read_text())
+        surf = res["surface"]
+        assert surf["coords"] == [[-0.5, 0.0, 0.5]] * 2 and surf["directions"] == directions
+        assert len(surf["train_loss"]) == 3 and all(len(r) == 3 for r in surf["train_loss"])
+        # the origin is the checkpoint itself: its loss on the whole training set
+        assert res["scalars"]["surface/origin_loss"] == pytest.approx(final["train_loss"],
+                                                                      rel=1e-5)
+        assert (out / "loss_surface.png").stat().st_size > 0
+    assert surf["direction_norms"] == pytest.approx([1.0, 1.0])     # unit eigenvectors
+    assert main(["measure", str(run_dir), "--store", store, "--what", "surface",
+                 "--steps", "1"]) == 2

@@ -47,6 +47,20 @@ def test_gram_spectrum_equals_dense_spectrum(problem):
     torch.testing.assert_close(cov.dense() @ vecs, vecs * vals, rtol=1e-7, atol=1e-10)
 
 
+def test_eigenpairs_beyond_the_rank_are_orthonormal_null_vectors(problem):
+    """k = N through the Gram matrix: centring makes λ_N = 0, where Fᵀu/√λ is rounding noise;
+    the returned column must still be a unit eigenvector of 0 orthogonal to the others."""
+    model, loss_fn, data, method = problem
+    cov = gradient_covariance(model, loss_fn, data, method=method)
+    n = cov.num_samples
+    dense = covariance_reference(per_sample_gradients_loop(model, loss_fn, data))
+    vals, vecs = cov.eigenpairs(n, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(vecs.T @ vecs, torch.eye(n, dtype=vecs.dtype), atol=1e-10,
+                               rtol=0)
+    torch.testing.assert_close(dense @ vecs, vecs * vals, rtol=1e-7, atol=1e-10)
+    assert abs(float(vals[-1])) < 1e-12
+
+
 def test_numerical_rank_uses_numpy_threshold():
     import numpy as np
 
@@ -104,10 +118,10 @@ def test_noise_magnitude(problem):
     assert nm.ratio == pytest.approx(nm.noise_norm / nm.grad_norm)
 
 
-def test_factored_matches_vmap_without_materialising(problem):
-    model, loss_fn, data, method = problem
-    if method != "factored":
-        pytest.skip("compares the factored engine against the vmap one")
+def test_factored_matches_vmap_without_materialising():
+    """The factored engine against the vmap one (not parametrised over the engines: it
+    compares the two)."""
+    model, loss_fn, data = tiny_mlp(3, 4, 2), nn.CrossEntropyLoss(), tiny_classification(10, 3, 2)
     fac = gradient_covariance(model, loss_fn, data, method="factored").minibatch(3)
     ref = gradient_covariance(model, loss_fn, data, method="vmap").minibatch(3)
     assert fac._factor is None

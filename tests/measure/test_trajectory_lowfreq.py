@@ -74,4 +74,12 @@ def test_iterate_acf_of_a_brownian_path_is_far_outside_the_white_noise_band():
 def test_brownian_reference_is_seeded():
     a, b = brownian_reference(5, 3, seed=7), brownian_reference(5, 3, seed=7)
     assert a.shape == (5, 3) and np.array_equal(a, b)
-    assert np.allclose(np.diff(a, axis=0).std(), 1, atol=0.8)
+    assert not np.array_equal(a, brownian_reference(5, 3, seed=8))
+    # standard Brownian increments: i.i.d. N(0, 1) (20,000 of them: the sample variance is
+    # within 5 standard errors of 1, the lag-1 and cross-coordinate correlations of 0)
+    inc = np.diff(brownian_reference(2001, 10, seed=1), axis=0)
+    n = inc.size
+    assert abs(inc.var() - 1) < 5 * np.sqrt(2 / n) and abs(inc.mean()) < 5 / np.sqrt(n)
+    lag1 = (inc[1:] * inc[:-1]).mean()
+    cross = (inc[:, 1:] * inc[:, :-1]).mean()
+    assert abs(lag1) < 5 / np.sqrt(n) and abs(cross) < 5 / np.sqrt(n)

@@ -1,8 +1,12 @@
 """The curvature / noise / alignment / sharpness instruments inside the training loop."""
+import copy
+
+import pytest
 import torch
 from torch import nn
 
 from sgdlab.data.base import Dataset
+from sgdlab.testing import covariance_reference, dense_hessian_reference, per_sample_gradients_loop
 from sgdlab.train.callbacks import Schedule
 from sgdlab.train.instruments import build_instrument, instruments
 from sgdlab.train.loop import train
@@ -21,6 +25,7 @@ def test_instruments_registered_and_log():
     assert names <= set(instruments())
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(4, 6), nn.Tanh(), nn.Linear(6, 3))
+    init = copy.deepcopy(model).double()          # the model the step-0 measurements see
     data = _data()
     every = Schedule.every(3)
     cbs = [
@@ -43,6 +48,25 @@ def test_instruments_registered_and_log():
     assert [s for s, _ in h["hess/top_1"]] == [0, 3]
     assert [s for s, _ in h["noise/grad_norm"]] == [3]          # needs a batch size
     assert [s for s, _ in h["align/cos_1"]] == [5]              # no step 0 unless scheduled
+    # the step-0 values are those of the initial model on the whole training set (float32
+    # runs against float64 dense references)
+    full = (data.x_train.double(), data.y_train)
+    hess = torch.linalg.eigvalsh(dense_hessian_reference(init, nn.CrossEntropyLoss(), full))
+    sigma = covariance_reference(per_sample_gradients_loop(init, nn.CrossEntropyLoss(), full))
+    at0 = {key: dict(h[key])[0] for key in ("hess/top_1", "hess/top_2", "hess/bottom_1",
+                                            "noise/trace", "noise/top_1", "noise/top_3",
+                                            "noise/rank")}
+    assert [at0["hess/top_1"], at0["hess/top_2"]] == pytest.approx(hess.flip(0)[:2].tolist(),
+                                                                   rel=1e-3)
+    assert at0["hess/bottom_1"] == pytest.approx(float(hess[0]), rel=1e-3)
+    sig = torch.linalg.eigvalsh(sigma).flip(0)
+    assert at0["noise/trace"] == pytest.approx(float(torch.trace(sigma)), rel=1e-5)
+    assert [at0["noise/top_1"], at0["noise/top_3"]] == pytest.approx(
+        [float(sig[0]), float(sig[2])], rel=1e-4)
+    # numpy's rank threshold λ_max · d · eps at the run's precision (float32); two exact
+    # eigenvalues lie within 30% of it, so the float32 count is bracketed
+    tol = float(sig[0]) * len(sig) * torch.finfo(torch.float32).eps
+    assert int((sig > 2 * tol).sum()) <= at0["noise/rank"] <= int((sig > tol / 2).sum())
     # measuring does not perturb training: same final parameters as a run without instruments
     torch.manual_seed(0)
     bare = nn.Sequential(nn.Linear(4, 6), nn.Tanh(), nn.Linear(6, 3))

@@ -10,6 +10,8 @@ short module per method:
 - :mod:`.hutchinson` — :func:`hutchinson_trace` (Rademacher probes, standard error);
 - :mod:`.hutchpp` — :func:`hutchpp_trace` (Meyer et al. 2021);
 - :mod:`.frobenius` — :func:`frobenius_norm` from E‖Av‖² (Jastrzebski et al.);
+- :mod:`.diagonal` — :func:`diagonal` (exact from unit columns, or the mean of v ⊙ Av over
+  Rademacher probes, Bekas et al. 2007);
 - :mod:`.slq` — :func:`spectral_density` (stochastic Lanczos quadrature);
 - :mod:`.dense` — :func:`dense_hessian`, :func:`hessian_spectrum`,
   :func:`harmonic_mean_eigenvalue` (small models, Chaudhari's thesis §4.5.3);
@@ -20,12 +22,14 @@ Blocks of probes go through one batched product when that is measured cheaper pe
 """
 from ._common import Estimate, Operand, mc_estimate, probe_block, random_vector
 from .dense import dense_hessian, harmonic_mean_eigenvalue, hessian_spectrum
+from .diagonal import DiagonalEstimate, diagonal
 from .frobenius import frobenius_norm
 from .hutchinson import hutchinson_trace
 from .hutchpp import hutchpp_trace
 from .lanczos import LanczosResult, lanczos, lanczos_decomposition, power_iteration
 from .model import (
     hessian_bottom_eigenvalues,
+    hessian_diagonal,
     hessian_eigenpairs,
     hessian_frobenius_norm,
     hessian_spectral_density,
@@ -35,8 +39,8 @@ from .model import (
 from .slq import SpectralDensity, spectral_density
 
 __all__ = [
-    "Estimate", "LanczosResult", "Operand", "SpectralDensity", "dense_hessian",
-    "frobenius_norm", "harmonic_mean_eigenvalue", "hessian_bottom_eigenvalues",
+    "DiagonalEstimate", "Estimate", "LanczosResult", "Operand", "SpectralDensity",
+    "dense_hessian", "diagonal", "frobenius_norm", "harmonic_mean_eigenvalue", "hessian_bottom_eigenvalues", "hessian_diagonal",
     "hessian_eigenpairs", "hessian_frobenius_norm", "hessian_spectral_density",
     "hessian_spectrum", "hessian_top_eigenvalue", "hessian_trace", "hutchinson_trace",
     "hutchpp_trace", "lanczos", "lanczos_decomposition", "mc_estimate", "power_iteration",

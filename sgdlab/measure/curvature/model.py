@@ -14,6 +14,7 @@ from sgdlab.operators import curvature_operator
 from sgdlab.operators.batches import Data
 
 from ._common import Estimate
+from .diagonal import DiagonalEstimate, diagonal
 from .frobenius import frobenius_norm
 from .hutchinson import hutchinson_trace
 from .lanczos import lanczos
@@ -85,3 +86,23 @@ def hessian_spectral_density(
     """SLQ spectral density of the Hessian (see
     :func:`~sgdlab.measure.curvature.slq.spectral_density` for options)."""
     return spectral_density(curvature_operator(operator, model, loss_fn, data), **kw)
+
+
+def hessian_diagonal(
+    model: nn.Module,
+    loss_fn: LossFn,
+    data: Data,
+    num_probes: int = 100,
+    *,
+    exact: bool = False,
+    generator: torch.Generator | None = None,
+    operator: str = "hessian",
+    dtype: torch.dtype | None = None,
+) -> DiagonalEstimate:
+    """diag ∇²L (mean loss over ``data``; ``operator="ggn"`` / ``"empirical_fisher"`` for
+    those) as a flat vector in parameter order: exact from d products, or estimated from
+    ``num_probes`` Rademacher probes with per-entry standard errors (see
+    :func:`~sgdlab.measure.curvature.diagonal.diagonal`)."""
+    return diagonal(curvature_operator(operator, model, loss_fn, data), num_probes,
+                    exact=exact, generator=generator, dtype=dtype)
+

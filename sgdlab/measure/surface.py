@@ -1,0 +1,245 @@
+"""The loss on a line or a plane through a model: L(θ + α d₁) or L(θ + α d₁ + β d₂).
+
+Directions (flat vectors in the order of :func:`~sgdlab.operators.params.params_vector`):
+
+- :func:`random_direction`: a Gaussian direction rescaled to the model's weights, as in Li et
+  al. 2018 ("Visualizing the Loss Landscape of Neural Nets", §4, filter-wise normalisation
+  d_{i,j} ← d_{i,j} / ‖d_{i,j}‖ · ‖θ_{i,j}‖ for the j-th filter of the i-th layer), so that a
+  step α = 1 changes every filter by its own size and plots of networks with different weight
+  scales (batch norm makes a network invariant to them) can be compared. ``normalization``
+  names the reading: ``"filter"`` (Li et al.; a filter is a slice along the output dimension,
+  a row of a linear layer's weight), ``"layer"`` (one parameter tensor at a time),
+  ``"model"`` (the whole vector scaled to ‖θ‖) or ``"none"`` (N(0, I)). Parameters with one
+  dimension (biases, batch-norm scales and shifts): ``bias_bn="zero"`` leaves them out of the
+  direction, as Li et al.'s code does for its figures (``--xignore biasbn``);
+  ``"weights"`` uses d = θ there, its behaviour without that flag; ``"normalize"`` treats them
+  like the other tensors.
+- :func:`hessian_directions`: the top Hessian eigenvectors (unit vectors): the plane of the
+  sharpest curvature.
+- :func:`trajectory_pca`: the leading principal directions of a training trajectory's
+  iterates relative to its last one (Li et al. §7), with the iterates' coordinates in them,
+  to draw the path over the plane.
+
+:func:`loss_surface` evaluates the mean loss (and accuracy) on a grid in eval mode on a copy of
+the model. Batch norm: ``bn_stats="keep"`` (default) keeps the model's running statistics at
+every point, as Li et al. do; ``"recompute"`` recomputes them at every point from the training
+data (see :mod:`sgdlab.measure.interpolation`).
+"""
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from sgdlab.operators.batches import Data
+from sgdlab.operators.params import params_vector, set_params_vector, trainable_named_params
+
+from .interpolation import evaluate, has_batchnorm, recompute_bn_statistics
+from .sharpness import perturbed_evaluations
+
+__all__ = [
+    "LossSurface",
+    "TrajectoryPCA",
+    "hessian_directions",
+    "loss_surface",
+    "random_direction",
+    "trajectory_pca",
+]
+
+LossFn = Callable[[Tensor, Tensor], Tensor]
+NORMALIZATIONS = ("filter", "layer", "model", "none")
+BIAS_BN = ("zero", "weights", "normalize")
+
+
+def _scaled_to(d: Tensor, w: Tensor, dim: int | None = None) -> Tensor:
+    """d rescaled to w's norm, as a whole or (``dim=1``) slice by slice along dimension 0;
+    a zero slice of w (a pruned or dead filter) gets a zero direction, not 0/0."""
+    if dim is None:
+        return d * (torch.linalg.vector_norm(w) / torch.linalg.vector_norm(d).clamp_min(1e-30))
+    shape = (-1,) + (1,) * (d.dim() - 1)
+    wn = torch.linalg.vector_norm(w.flatten(1), dim=1)
+    dn = torch.linalg.vector_norm(d.flatten(1), dim=1).clamp_min(1e-30)
+    return d * (wn / dn).reshape(shape)
+
+
+@torch.no_grad()
+def random_direction(model: nn.Module, *, normalization: str = "filter", bias_bn: str = "zero",
+                     generator: torch.Generator | None = None) -> Tensor:
+    """A Gaussian direction in parameter space, normalised to the weights (module docstring),
+    as a flat vector of the model's trainable parameters (its dtype and device)."""
+    if normalization not in NORMALIZATIONS:
+        raise ValueError(f"Invalid normalization={normalization!r}: expected one of "
+                         f"{', '.join(NORMALIZATIONS)}")
+    if bias_bn not in BIAS_BN:
+        raise ValueError(f"Invalid bias_bn={bias_bn!r}: expected one of {', '.join(BIAS_BN)}")
+    params = list(trainable_named_params(model).values())
+    if not params:
+        raise ValueError("random_direction: the model has no trainable parameters")
+    parts = []
+    for w in params:
+        d = torch.randn(w.shape, dtype=w.dtype, device=w.device, generator=generator)
+        if w.dim() <= 1 and bias_bn != "normalize":
+            d = torch.zeros_like(w) if bias_bn == "zero" else w.detach().clone()
+        elif normalization == "filter" and w.dim() >= 2:
+            d = _scaled_to(d, w.detach(), dim=1)
+        elif normalization in ("layer", "filter"):     # a 1-dim tensor is one "filter"
+            d = _scaled_to(d, w.detach())
+        parts.append(d.reshape(-1))
+    vec = torch.cat(parts)
+    if normalization == "model":
+        vec = _scaled_to(vec, params_vector(model))
+    return vec
+
+
+def hessian_directions(model: nn.Module, loss_fn: LossFn, data: Data, k: int = 2,
+                       **kw) -> list[Tensor]:
+    """The k top eigenvectors of the Hessian of the mean loss over ``data`` (unit flat vectors,
+    largest eigenvalue first; ``operator=``, ``tol``, ``generator`` as in
+    :func:`~sgdlab.measure.curvature.hessian_eigenpairs`)."""
+    from .curvature import hessian_eigenpairs
+
+    _vals, vecs = hessian_eigenpairs(model, loss_fn, data, k, "largest", **kw)
+    return [vecs[:, i].clone() for i in range(vecs.shape[1])]
+
+
+@dataclass
+class TrajectoryPCA:
+    """Principal directions of iterates θ_t − θ_T (rows of ``points`` minus the last one):
+    ``directions`` (unit flat vectors), ``explained`` (fraction of the total squared
+    deviation along each), ``coords`` (T, k): each iterate's coordinates in that basis."""
+
+    directions: list[Tensor]
+    explained: list[float]
+    coords: Tensor
+
+
+def trajectory_pca(points: Tensor | np.ndarray | Sequence[Tensor], k: int = 2) -> TrajectoryPCA:
+    """PCA of a trajectory's iterates centred on its last one (Li et al. 2018 §7): the plane
+    that captures most of the path, and the path's coordinates in it (so the path can be drawn
+    over :func:`loss_surface` computed around the last iterate with these directions)."""
+    if isinstance(points, Tensor):
+        m = points
+    elif isinstance(points, np.ndarray):          # e.g. open_trajectory(dir).snapshots()
+        m = torch.from_numpy(np.ascontiguousarray(points))
+    else:
+        m = torch.stack([torch.as_tensor(p) for p in points])
+    if m.dim() != 2 or len(m) < 2:
+        raise ValueError(f"trajectory_pca: need a (T, d) stack of >= 2 iterates, got shape "
+                         f"{tuple(m.shape)}")
+    dev = m - m[-1]
+    if not 1 <= k <= min(dev.shape):
+        raise ValueError(f"Invalid k={k}: need 1 <= k <= min(T, d) = {min(dev.shape)}")
+    _u, s, vh = torch.linalg.svd(dev, full_matrices=False)
+    total = float((s ** 2).sum())
+    if total == 0:
+        raise ValueError("trajectory_pca: every iterate equals the last one")
+    dirs = [vh[i].clone() for i in range(k)]
+    return TrajectoryPCA(dirs, [float(s[i] ** 2) / total for i in range(k)],
+                         dev @ torch.stack(dirs, 1))
+
+
+@dataclass
+class LossSurface:
+    """Mean loss / accuracy at θ + Σ_i c_i d_i on a grid: ``coords`` one list per direction,
+    ``train_loss`` (and the others) a list for a line, a nested list ``[i][j]`` (i along d₁,
+    j along d₂) for a plane; test entries empty without test data, accuracies NaN for
+    regression. ``direction_norms``: ‖d_i‖ (a coordinate times it is a parameter distance)."""
+
+    coords: list[list[float]]
+    train_loss: list = field(default_factory=list)
+    train_acc: list = field(default_factory=list)
+    test_loss: list = field(default_factory=list)
+    test_acc: list = field(default_factory=list)
+    direction_norms: list[float] = field(default_factory=list)
+    bn_stats: str = "none"
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _grid(extent: float | tuple[float, float], steps: int) -> list[float]:
+    lo, hi = (-float(extent), float(extent)) if isinstance(extent, (int, float)) else extent
+    if not (lo < hi) or steps < 2:
+        raise ValueError(f"need an extent lo < hi and steps >= 2, got ({lo}, {hi}) and {steps}")
+    return [float(v) for v in torch.linspace(lo, hi, steps, dtype=torch.float64)]
+
+
+def loss_surface(
+    model: nn.Module, loss_fn: LossFn, train_data: Data, directions: Sequence[Tensor] | Tensor,
+    *, extent: float | tuple[float, float] = 1.0, steps: int = 21,
+    test_data: Data | None = None, bn_stats: str = "keep", bn_data: Data | None = None,
+    chunk_size: int = 16, vectorize: bool = False,
+) -> LossSurface:
+    """The loss on the line (one direction) or plane (two) through the model's parameters θ.
+
+    Args:
+        model: not modified (a copy is evaluated, in eval mode).
+        loss_fn: mean-reduced loss.
+        train_data, test_data: batches ``(x, y)`` or iterables of batches.
+        directions: one or two flat vectors (or a (d, k) tensor's columns) of the trainable
+            parameters' size, e.g. from :func:`random_direction`, :func:`hessian_directions`
+            or :func:`trajectory_pca`. They are used as given (not re-normalised).
+        extent: the coordinates run over [-extent, extent] (or the given (lo, hi)) in
+            ``steps`` points per direction (``steps²`` evaluations for a plane).
+        bn_stats: ``"keep"`` (the model's running statistics everywhere) or ``"recompute"``
+            (recomputed at every point from ``bn_data``, default ``train_data``).
+        vectorize, chunk_size: one point at a time, parameters written in place (default),
+            or ``chunk_size`` points per ``vmap``-ed forward pass as in
+            :func:`~sgdlab.measure.sharpness.expected_sharpness` (no faster on the MLPs and
+            CNNs measured, 2x slower on a CNN: batched weights turn convolutions into grouped
+            ones). Recomputed batch-norm statistics are always one point at a time.
+    """
+    if bn_stats not in ("keep", "recompute"):
+        raise ValueError(f"Invalid bn_stats={bn_stats!r}: expected 'keep' or 'recompute'")
+    if chunk_size < 1:
+        raise ValueError(f"Invalid chunk_size={chunk_size} (must be >= 1)")
+    dirs = list(directions.T) if isinstance(directions, Tensor) and directions.dim() == 2 \
+        else list(directions)
+    if len(dirs) not in (1, 2):
+        raise ValueError(f"loss_surface: need one or two directions, got {len(dirs)}")
+    theta = params_vector(model)
+    for i, d in enumerate(dirs):
+        if d.shape != theta.shape:
+            raise ValueError(f"direction {i} has shape {tuple(d.shape)}, the model's trainable "
+                             f"parameters {tuple(theta.shape)}")
+        if not bool(torch.isfinite(d).all()):
+            raise ValueError(f"direction {i} has non-finite entries")
+    dirs = [d.to(dtype=theta.dtype, device=theta.device) for d in dirs]
+    grid = _grid(extent, steps)
+    coef = torch.tensor(grid, dtype=theta.dtype, device=theta.device)
+    work = copy.deepcopy(model).eval()
+    bn = has_batchnorm(work)
+    surf = LossSurface([grid] * len(dirs), direction_norms=[float(d.norm()) for d in dirs],
+                       bn_stats=bn_stats if bn else "none")
+
+    def row(offsets: Tensor, data: Data) -> tuple[list[float], list[float]]:
+        """(losses, accuracies) at θ + each row of ``offsets``."""
+        if bn and bn_stats == "recompute":
+            out = []
+            for off in offsets:
+                set_params_vector(work, theta + off)
+                recompute_bn_statistics(work, train_data if bn_data is None else bn_data)
+                out.append(evaluate(work, loss_fn, data))
+            set_params_vector(work, theta)
+            return [o[0] for o in out], [o[1] for o in out]
+        loss, acc = perturbed_evaluations(work, loss_fn, data, offsets, chunk_size=chunk_size,
+                                          vectorize=vectorize, accuracy=True)
+        return loss.tolist(), acc.tolist()
+
+    # one row of the grid at a time: never more than steps x d offsets in memory
+    offsets = [coef[:, None] * dirs[0]] if len(dirs) == 1 else \
+        [a * dirs[0] + coef[:, None] * dirs[1] for a in coef]
+    for split, data in (("train", train_data), ("test", test_data)):
+        if data is None:
+            continue
+        rows = [row(off, data) for off in offsets]
+        loss, acc = [r[0] for r in rows], [r[1] for r in rows]
+        if len(dirs) == 1:
+            loss, acc = loss[0], acc[0]
+        setattr(surf, f"{split}_loss", loss)
+        setattr(surf, f"{split}_acc", acc)
+    return surf

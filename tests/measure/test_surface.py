@@ -1,0 +1,181 @@
+"""Loss lines / planes, filter-normalised directions, trajectory PCA against closed forms."""
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+from sgdlab.measure.interpolation import evaluate, recompute_bn_statistics
+from sgdlab.measure.surface import (
+    hessian_directions, loss_surface, random_direction, trajectory_pca,
+)
+from sgdlab.operators.params import params_vector
+from sgdlab.testing import dense_hessian_reference, tiny_classification, tiny_mlp
+
+
+def _split(vec, model):
+    out, i = [], 0
+    for p in model.parameters():
+        out.append(vec[i:i + p.numel()].reshape(p.shape))
+        i += p.numel()
+    assert i == len(vec)
+    return out
+
+
+def test_plane_of_least_squares_is_the_closed_form_quadratic():
+    torch.manual_seed(0)
+    model = nn.Linear(3, 1).double()
+    x = torch.randn(8, 3, dtype=torch.float64)
+    y = torch.randn(8, 1, dtype=torch.float64)
+    g = torch.Generator().manual_seed(1)
+    d1 = random_direction(model, bias_bn="normalize", generator=g)
+    d2 = random_direction(model, normalization="none", bias_bn="normalize", generator=g)
+    surf = loss_surface(model, nn.MSELoss(), (x, y), [d1, d2], extent=(-2.0, 1.0), steps=5)
+    w, b = model.weight.detach(), model.bias.detach()
+    (w1, b1), (w2, b2) = _split(d1, model), _split(d2, model)
+    grid = torch.linspace(-2.0, 1.0, 5, dtype=torch.float64)
+    assert surf.coords == [grid.tolist(), grid.tolist()]
+    for i, a in enumerate(grid):
+        for j, c in enumerate(grid):
+            pred = x @ (w + a * w1 + c * w2).T + (b + a * b1 + c * b2)
+            assert surf.train_loss[i][j] == pytest.approx(float(((pred - y) ** 2).mean()),
+                                                          rel=1e-12, abs=1e-14)
+    assert surf.direction_norms == pytest.approx([float(d1.norm()), float(d2.norm())])
+    assert surf.test_loss == [] and surf.bn_stats == "none"
+
+
+def test_line_with_test_data_and_accuracy():
+    model = tiny_mlp(3, 4, 2)
+    train, test = tiny_classification(12, 3, 2, seed=1), tiny_classification(10, 3, 2, seed=2)
+    d = random_direction(model, generator=torch.Generator().manual_seed(0))
+    before = params_vector(model)
+    surf = loss_surface(model, nn.CrossEntropyLoss(), train, [d], extent=0.5, steps=3,
+                        test_data=test)
+    assert torch.equal(params_vector(model), before)          # the model is not touched
+    for k, a in enumerate((-0.5, 0.0, 0.5)):
+        m = copy.deepcopy(model)
+        torch.nn.utils.vector_to_parameters(before + a * d, m.parameters())
+        for split, data in (("train", train), ("test", test)):
+            lo, ac = evaluate(m, nn.CrossEntropyLoss(), data)
+            assert getattr(surf, f"{split}_loss")[k] == pytest.approx(lo, rel=1e-12)
+            assert getattr(surf, f"{split}_acc")[k] == ac
+
+
+def test_filter_layer_model_normalisations():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(2, 3, 3), nn.BatchNorm2d(3), nn.Flatten(),
+                          nn.Linear(12, 4)).double()
+    params = [p.detach() for p in model.parameters()]
+
+    def parts(**kw):
+        return _split(random_direction(model, generator=torch.Generator().manual_seed(5), **kw),
+                      model)
+
+    for d, w in zip(parts(), params):                          # filter, biases/BN left out
+        if w.dim() <= 1:
+            assert torch.count_nonzero(d) == 0
+        else:
+            torch.testing.assert_close(d.flatten(1).norm(dim=1), w.flatten(1).norm(dim=1))
+            assert not torch.allclose(d, w)
+    for d, w in zip(parts(bias_bn="weights"), params):
+        if w.dim() <= 1:
+            assert torch.equal(d, w)
+    for d, w in zip(parts(normalization="layer", bias_bn="normalize"), params):
+        torch.testing.assert_close(d.norm(), w.norm())
+    dm = random_direction(model, normalization="model", bias_bn="normalize")
+    torch.testing.assert_close(dm.norm(), params_vector(model).norm())
+    # "none": the raw N(0, I) draws, tensor by tensor in parameter order
+    g = torch.Generator().manual_seed(5)
+    raw = [torch.randn(w.shape, dtype=w.dtype, generator=g) for w in params]
+    for d, r in zip(parts(normalization="none", bias_bn="normalize"), raw):
+        assert torch.equal(d, r)
+    with pytest.raises(ValueError, match="normalization"):
+        random_direction(model, normalization="filters")
+    with pytest.raises(ValueError, match="bias_bn"):
+        random_direction(model, bias_bn="ignore")
+
+
+def test_direction_covers_trainable_parameters_only():
+    model = tiny_mlp(3, 4, 2)
+    model[0].weight.requires_grad_(False)
+    d = random_direction(model)
+    assert d.shape == params_vector(model).shape
+    with pytest.raises(ValueError, match="shape"):
+        loss_surface(model, nn.CrossEntropyLoss(), tiny_classification(6, 3, 2),
+                     [torch.zeros(d.numel() + 1, dtype=d.dtype)])
+
+
+def test_batch_norm_keep_and_recompute():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 5), nn.BatchNorm1d(5), nn.ReLU(), nn.Linear(5, 2)).double()
+    data = tiny_classification(16, 3, 2)
+    model.train()
+    model(data[0])                               # running statistics away from their defaults
+    model.eval()
+    bufs = {n: b.clone() for n, b in model.named_buffers()}
+    d = random_direction(model, generator=torch.Generator().manual_seed(0))
+    loss_fn = nn.CrossEntropyLoss()
+    keep = loss_surface(model, loss_fn, data, [d], extent=1.0, steps=3)
+    redo = loss_surface(model, loss_fn, data, [d], extent=1.0, steps=3, bn_stats="recompute")
+    assert keep.bn_stats == "keep" and redo.bn_stats == "recompute"
+    assert keep.train_loss[1] == pytest.approx(evaluate(model, loss_fn, data)[0], rel=1e-12)
+    ref = copy.deepcopy(model)
+    recompute_bn_statistics(ref, data)
+    assert redo.train_loss[1] == pytest.approx(evaluate(ref, loss_fn, data)[0], rel=1e-12)
+    assert redo.train_loss[1] != pytest.approx(keep.train_loss[1], rel=1e-6)
+    assert all(torch.equal(b, bufs[n]) for n, b in model.named_buffers())
+
+
+def test_trajectory_pca_recovers_the_plane_of_a_planar_path():
+    g = torch.Generator().manual_seed(0)
+    basis, _ = torch.linalg.qr(torch.randn(10, 2, dtype=torch.float64, generator=g))
+    end = torch.randn(10, dtype=torch.float64, generator=g)
+    c = torch.tensor([[3.0, 1.0], [2.0, -1.0], [1.5, 0.5], [0.5, 0.2], [0.0, 0.0]],
+                     dtype=torch.float64)
+    pca = trajectory_pca(end + c @ basis.T, k=2)
+    dirs = torch.stack(pca.directions, 1)
+    # the directions span the plane: |det| of their coordinates in the basis is 1
+    assert abs(float(torch.linalg.det(basis.T @ dirs))) == pytest.approx(1.0, abs=1e-12)
+    torch.testing.assert_close(pca.coords @ dirs.T, c @ basis.T)
+    assert sum(pca.explained) == pytest.approx(1.0, abs=1e-12)
+    assert pca.explained[0] >= pca.explained[1]
+    from_numpy = trajectory_pca((end + c @ basis.T).numpy(), k=1)   # a trajectory file's rows
+    torch.testing.assert_close(abs(from_numpy.directions[0] @ pca.directions[0]),
+                               torch.tensor(1.0, dtype=torch.float64))
+    with pytest.raises(ValueError, match="equals the last"):
+        trajectory_pca(end.expand(3, 10))
+
+
+def test_hessian_directions_are_the_top_eigenvectors():
+    model = tiny_mlp(3, 4, 2)
+    data = tiny_classification(12, 3, 2)
+    loss_fn = nn.CrossEntropyLoss()
+    dirs = hessian_directions(model, loss_fn, data, 2, tol=1e-10,
+                              generator=torch.Generator().manual_seed(0))
+    _vals, vecs = torch.linalg.eigh(dense_hessian_reference(model, loss_fn, data))
+    for d, ref in zip(dirs, (vecs[:, -1], vecs[:, -2])):
+        assert float(d.norm()) == pytest.approx(1.0, abs=1e-12)
+        assert abs(float(d @ ref)) == pytest.approx(1.0, abs=1e-8)
+
+
+def test_vmapped_and_in_place_evaluations_agree():
+    model = tiny_mlp(3, 4, 2)
+    train = tiny_classification(12, 3, 2, seed=1)
+    batches = [(train[0][:5], train[1][:5]), (train[0][5:], train[1][5:])]   # two batches
+    g = torch.Generator().manual_seed(0)
+    plane = [random_direction(model, generator=g) for _ in range(2)]
+    loop = loss_surface(model, nn.CrossEntropyLoss(), batches, plane, steps=4)
+    vm = loss_surface(model, nn.CrossEntropyLoss(), batches, plane, steps=4, vectorize=True,
+                      chunk_size=3)
+    for a, b in zip(loop.train_loss, vm.train_loss):
+        assert a == pytest.approx(b, rel=1e-12)
+    assert loop.train_acc == vm.train_acc
+    whole = loss_surface(model, nn.CrossEntropyLoss(), train, plane, steps=4)
+    for a, b in zip(loop.train_loss, whole.train_loss):      # batches weighted by size
+        assert a == pytest.approx(b, rel=1e-12)
+    reg = nn.Linear(3, 1).double()
+    x = torch.randn(6, 3, dtype=torch.float64)
+    for vectorize in (False, True):
+        line = loss_surface(reg, nn.MSELoss(), (x, x[:, :1]), [random_direction(reg)], steps=3,
+                            vectorize=vectorize)
+        assert all(a != a for a in line.train_acc)               # NaN: regression targets
