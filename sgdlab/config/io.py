@@ -11,7 +11,7 @@ from typing import Any
 
 import yaml
 
-from ..errors import ConfigError
+from ..errors import ConfigError, read_config_text
 
 CONFIG_SUFFIXES = (".yaml", ".yml", ".toml")
 
@@ -60,23 +60,11 @@ def find_config(name_or_path: str | Path) -> Path:
                       f"name; packaged configs: {', '.join(packaged) or '(none)'}")
 
 
-def read_text(path: Path) -> str:
-    """A config file's text (UTF-8); ConfigError naming the file when it cannot be read (a
-    binary file, another encoding, no permission)."""
-    try:
-        return path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as e:
-        raise ConfigError(f"{path}: not a UTF-8 text file ({e.reason} at byte {e.start}); a "
-                          "config is YAML or TOML text") from None
-    except OSError as e:
-        raise ConfigError(f"{path}: cannot read the config: {e.strerror or e}") from None
-
-
 def load_config(name_or_path: str | Path) -> dict[str, Any]:
     """The raw (unvalidated) config in a YAML/TOML file or packaged config. ``name`` defaults
     to the file's stem."""
     path = find_config(name_or_path)
-    text = read_text(path)
+    text = read_config_text(path)
     if path.suffix == ".toml":
         try:
             raw = tomllib.loads(text)

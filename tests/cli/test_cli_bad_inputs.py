@@ -95,3 +95,5 @@ def test_a_config_that_is_not_utf8_text_is_named(tmp_path, capsys):
     assert f"{cfg}: not a UTF-8 text file" in one_error_line(capsys)
     assert main(["run", "--config", str(cfg)]) == 2
     assert f"{cfg}: not a UTF-8 text file" in one_error_line(capsys)
+    assert main(["parle", str(cfg)]) == 2
+    assert f"{cfg}: not a UTF-8 text file" in one_error_line(capsys)
