@@ -1,4 +1,7 @@
 """Errors a user can fix: the CLI prints their message without a traceback."""
+from __future__ import annotations
+
+from pathlib import Path
 
 
 class UserError(Exception):
@@ -16,3 +19,17 @@ class DataError(UserError, FileNotFoundError):
 class RunInterrupted(KeyboardInterrupt):
     """Ctrl-C or SIGTERM stopped a recorded run; the message names the run and the command
     that continues it. (A KeyboardInterrupt, so code that stops on interrupts still does.)"""
+
+
+def read_config_text(path: str | Path) -> str:
+    """A config file's text (UTF-8), or a :class:`ConfigError` naming the file when it cannot
+    be read (a binary file, another encoding, no permission). Here, below every layer, so
+    each reader of configs (run, experiment, replica run) says it the same way."""
+    path = Path(path)
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not a UTF-8 text file ({e.reason} at byte {e.start}); a "
+                          "config is YAML or TOML text") from None
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read the config: {e.strerror or e}") from None

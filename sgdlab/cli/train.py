@@ -26,7 +26,9 @@ def register(subparsers) -> None:
                         "id> (the config's train.tensorboard; needs the tensorboard package)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--print-config", action="store_true",
-                   help="print the validated config and exit without training")
+                   help="print the validated config and exit without training (the data and "
+                        "model are built on the CPU, so bad option values and missing data "
+                        "files are reported)")
     p.set_defaults(func=_train)
 
 
@@ -40,6 +42,12 @@ def _train(args: argparse.Namespace) -> int:
         raw.setdefault("train", {})["tensorboard"] = args.tensorboard
     cfg = validate_config(raw)
     if args.print_config:
+        from sgdlab.config import build_from_config
+
+        # build the run as training would, so a bad option value (a negative width, a subset
+        # larger than the data) or a missing data file is reported here too; on the CPU, as
+        # the device may belong to the machine the run is meant for
+        build_from_config({**cfg, "train": {**cfg["train"], "device": "cpu"}}, validated=True)
         print(dump_yaml(cfg), end="")
         return 0
     store = RunStore(args.store or cfg["store"]["path"])

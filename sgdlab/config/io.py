@@ -11,7 +11,7 @@ from typing import Any
 
 import yaml
 
-from ..errors import ConfigError
+from ..errors import ConfigError, read_config_text
 
 CONFIG_SUFFIXES = (".yaml", ".yml", ".toml")
 
@@ -64,7 +64,7 @@ def load_config(name_or_path: str | Path) -> dict[str, Any]:
     """The raw (unvalidated) config in a YAML/TOML file or packaged config. ``name`` defaults
     to the file's stem."""
     path = find_config(name_or_path)
-    text = path.read_text()
+    text = read_config_text(path)
     if path.suffix == ".toml":
         try:
             raw = tomllib.loads(text)

@@ -30,7 +30,7 @@ def seeded_indices(labels: np.ndarray, n: int | None, seed: int, *, balanced: bo
     total = len(labels)
     if n is None:
         return np.arange(total)
-    check_int(f"{what} size", n)
+    check_int(what, n, minimum=1)  # an empty split fails only later, in training
     if n > total:
         raise UserError(f"{what} size {n} is larger than the {total} available examples")
     rng = np.random.default_rng(seed)

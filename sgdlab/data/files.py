@@ -13,7 +13,9 @@ tampered file cannot run code. Only the CIFAR files named below are ever unpickl
 from __future__ import annotations
 
 import gzip
+import math
 import pickle
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -30,11 +32,13 @@ _IDX_DTYPES = {0x08: np.dtype(np.uint8), 0x09: np.dtype(np.int8), 0x0B: np.dtype
                0x0C: np.dtype(">i4"), 0x0D: np.dtype(">f4"), 0x0E: np.dtype(">f8")}
 
 
-def read_idx(path: str | Path, *, expect_ndim: int | None = None) -> np.ndarray:
+def read_idx(path: str | Path, *, expect_ndim: int | None = None,
+             expect_ubyte: bool = False) -> np.ndarray:
     """Read an IDX file (optionally gzip-compressed, detected by content): big-endian magic
     ``0x0000 <dtype code> <ndim>`` (2051 = uint8 3-D images, 2049 = uint8 1-D labels), ``ndim``
     big-endian uint32 sizes, then the data. Raises :class:`DataError` naming the file on any
-    inconsistency (bad magic, truncated or oversized data, unexpected dimensionality)."""
+    inconsistency (bad magic, truncated or oversized data, unexpected dimensionality, or with
+    ``expect_ubyte`` a data type other than unsigned bytes)."""
     path = Path(path)
     try:
         raw = path.read_bytes()
@@ -42,7 +46,7 @@ def read_idx(path: str | Path, *, expect_ndim: int | None = None) -> np.ndarray:
             raw = gzip.decompress(raw)
     except FileNotFoundError:
         raise DataError(f"IDX file not found: {path}") from None
-    except (OSError, EOFError, gzip.BadGzipFile) as e:
+    except (OSError, EOFError, zlib.error) as e:  # zlib.error: a corrupt deflate stream
         raise DataError(f"cannot read IDX file {path}: {e}") from None
     if len(raw) < 4:
         raise DataError(f"malformed IDX file {path}: only {len(raw)} bytes, no header")
@@ -55,12 +59,16 @@ def read_idx(path: str | Path, *, expect_ndim: int | None = None) -> np.ndarray:
         want = {3: 2051, 1: 2049}.get(expect_ndim, "?")
         raise DataError(f"malformed IDX file {path}: magic number {magic} says {ndim}-D data, "
                         f"expected {expect_ndim}-D (magic {want})")
+    if expect_ubyte and code != 0x08:
+        raise DataError(f"malformed IDX file {path}: magic number {magic} says "
+                        f"{_IDX_DTYPES[code]} data, expected unsigned bytes (magic 2051 for "
+                        f"images, 2049 for labels)")
     header = 4 + 4 * ndim
     if len(raw) < header:
         raise DataError(f"malformed IDX file {path}: truncated header")
     shape = tuple(int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
     dtype = _IDX_DTYPES[code]
-    expected = int(np.prod(shape)) * dtype.itemsize
+    expected = math.prod(shape) * dtype.itemsize  # Python ints: no overflow on a bad header
     if len(raw) - header != expected:
         raise DataError(f"malformed IDX file {path}: header says shape {shape} "
                         f"({expected} data bytes) but the file has {len(raw) - header}")
@@ -88,14 +96,32 @@ def _require_dir(data_dir: str | Path | None, name: str) -> Path:
     return d
 
 
-def _find_idx(root: Path, dataset: str, stem: str) -> Path:
-    dirs = [root] + [root / s for s in _IDX_SUBDIRS[dataset]]
+def _idx_names(stem: str) -> list[str]:
     # "train-images.idx3-ubyte" (dot) is how some mirrors name the same files
-    names = [stem, stem + ".gz", stem.replace("-idx", ".idx"), stem.replace("-idx", ".idx") + ".gz"]
+    dotted = stem.replace("-idx", ".idx")
+    return [stem, stem + ".gz", dotted, dotted + ".gz"]
+
+
+def _find_idx(root: Path, dataset: str) -> dict[str, Path]:
+    """The four IDX files, all from one folder: the dataset's own sub-folders first, then
+    ``root`` itself (so MNIST files lying in ``root`` are not read as Fashion-MNIST when a
+    ``FashionMNIST/raw`` folder is there; and train and test never come from two folders)."""
+    dirs = [root / s for s in _IDX_SUBDIRS[dataset]] + [root]
+
+    def found(d: Path, stem: str) -> Path | None:
+        return next((d / n for n in _idx_names(stem) if (d / n).is_file()), None)
+
     for d in dirs:
-        for n in names:
-            if (d / n).is_file():
-                return d / n
+        paths = {k: found(d, stem) for k, stem in _IDX_FILES.items()}
+        if all(paths.values()):
+            return paths  # type: ignore[return-value]
+        if any(paths.values()):
+            missing = [_IDX_FILES[k] for k, v in paths.items() if v is None]
+            raise DataError(
+                f"{dataset}: {d} holds only some of the four IDX files: missing "
+                f"{', '.join(str(d / m) for m in missing)} (or .gz); download them from "
+                f"{_IDX_URLS[dataset]}")
+    stem = _IDX_FILES["train_images"]
     raise DataError(
         f"{dataset}: missing file {root / stem} (or {stem}.gz, also looked in "
         f"{', '.join(str(root / s) for s in _IDX_SUBDIRS[dataset])}); download the four IDX files "
@@ -105,16 +131,22 @@ def _find_idx(root: Path, dataset: str, stem: str) -> Path:
 def _load_idx_dataset(dataset: str, data_dir, *, seed: int, train_size, test_size, balanced: bool,
                       normalize: str, flatten: bool) -> Dataset:
     root = _require_dir(data_dir, dataset)
-    paths = {k: _find_idx(root, dataset, v) for k, v in _IDX_FILES.items()}
-    arrays = {k: read_idx(p, expect_ndim=3 if k.endswith("images") else 1)
+    paths = _find_idx(root, dataset)
+    arrays = {k: read_idx(p, expect_ndim=3 if k.endswith("images") else 1, expect_ubyte=True)
               for k, p in paths.items()}
     for split in ("train", "test"):
         xi, yi = arrays[f"{split}_images"], arrays[f"{split}_labels"]
+        if len(xi) == 0:
+            raise DataError(f"{dataset}: {paths[split + '_images']} holds no images")
         if len(xi) != len(yi):
             raise DataError(f"{dataset}: {paths[split + '_images']} has {len(xi)} images but "
                             f"{paths[split + '_labels']} has {len(yi)} labels")
         if yi.size and (yi.min() < 0 or yi.max() > 9):
             raise DataError(f"{dataset}: labels in {paths[split + '_labels']} outside 0..9")
+    if arrays["train_images"].shape[1:] != arrays["test_images"].shape[1:]:
+        raise DataError(f"{dataset}: {paths['train_images']} holds images of "
+                        f"{arrays['train_images'].shape[1:]} pixels but "
+                        f"{paths['test_images']} of {arrays['test_images'].shape[1:]}")
     return _finish_files(dataset, arrays["train_images"][:, None], arrays["train_labels"],
                          arrays["test_images"][:, None], arrays["test_labels"], num_classes=10,
                          seed=seed, train_size=train_size, test_size=test_size, balanced=balanced,
@@ -173,7 +205,9 @@ _SAFE_GLOBALS = {
     ("numpy", "ndarray"), ("numpy", "dtype"),
     ("builtins", "dict"), ("builtins", "list"), ("builtins", "tuple"), ("builtins", "bytes"),
     ("builtins", "bytearray"), ("builtins", "str"), ("builtins", "int"), ("builtins", "float"),
-    ("__builtin__", "dict"), ("__builtin__", "list"),
+    ("__builtin__", "dict"), ("__builtin__", "list"), ("__builtin__", "tuple"),
+    ("__builtin__", "bytes"), ("__builtin__", "bytearray"), ("__builtin__", "str"),
+    ("__builtin__", "int"), ("__builtin__", "float"),
     # protocol-2 pickles written by Python 3 store bytes as _codecs.encode(str, "latin1")
     ("_codecs", "encode"),
 }
@@ -218,11 +252,16 @@ def read_cifar_batch(path: str | Path, label_key: bytes = b"labels"
     if missing:
         raise DataError(f"malformed CIFAR batch {path}: missing key(s) {missing}; has "
                         f"{sorted(k.decode(errors='replace') for k in obj if isinstance(k, bytes))}")
-    data = np.asarray(obj[b"data"])
-    labels = np.asarray(obj[label_key])
+    try:
+        data = np.asarray(obj[b"data"])
+        labels = np.asarray(obj[label_key])
+    except ValueError as e:  # ragged nested lists
+        raise DataError(f"malformed CIFAR batch {path}: {e}") from None
     if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:
         raise DataError(f"malformed CIFAR batch {path}: b'data' must be uint8 of shape (N, 3072), "
                         f"got {data.dtype} {data.shape}")
+    if len(data) == 0:
+        raise DataError(f"malformed CIFAR batch {path}: it holds no images")
     if labels.ndim != 1 or len(labels) != len(data) or not np.issubdtype(labels.dtype, np.integer):
         raise DataError(f"malformed CIFAR batch {path}: {label_key!r} must be {len(data)} "
                         f"integers, got {labels.dtype} {labels.shape}")
@@ -249,8 +288,13 @@ def _load_cifar(dataset: str, data_dir, *, seed: int, train_size, test_size, bal
     elif (root / first).is_file():
         base = root
     else:
-        raise DataError(f"{dataset}: missing file {root / spec['subdir'] / first}; download and "
-                        f"extract {spec['url']} into {root}")
+        # the binary version (cifar-10-batches-bin) or an unextracted archive: say what to do
+        found = [p.name for p in (root / spec["subdir"].replace("-py", "-bin").replace(
+            "-python", "-binary"), root / spec["url"].rsplit("/", 1)[1]) if p.exists()]
+        hint = (f" (found {', '.join(found)}: sgdlab reads the extracted python version)"
+                if found else "")
+        raise DataError(f"{dataset}: missing file {root / spec['subdir'] / first}{hint}; "
+                        f"download and extract {spec['url']} into {root}")
     key = spec["key"]
     if dataset == "cifar100":
         if labels not in ("fine", "coarse"):

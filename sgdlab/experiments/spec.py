@@ -54,7 +54,7 @@ from typing import Any
 
 import yaml
 
-from sgdlab.errors import ConfigError
+from sgdlab.errors import ConfigError, read_config_text
 
 SCALES = ("smoke", "cpu", "paper")
 CATALOGUE_DIR = Path(__file__).parent / "catalogue"
@@ -404,7 +404,7 @@ def read_file(path: str | Path) -> dict[str, Any]:
     key = (str(path.resolve()), st.st_mtime, st.st_size)
     if key not in _CACHE:
         try:
-            raw = yaml.load(path.read_text(), Loader=_Loader)
+            raw = yaml.load(read_config_text(path), Loader=_Loader)
         except yaml.YAMLError as e:
             raise ConfigError(f"{path}: not valid YAML: {e}") from None
         if not isinstance(raw, dict):
@@ -429,12 +429,17 @@ def load_experiment(name_or_path: str | Path, scale: str = "smoke") -> Experimen
     """A catalogue entry by name, or a user's YAML file by path, resolved at ``scale``."""
     files = catalogue_files()
     s = str(name_or_path)
-    if s in files:
-        path = files[s]
+    spelled = s.strip().lower().replace("_", "-")  # Xing_Walk is xing-walk, as for models
+    if s in files or spelled in files:
+        path = files[s if s in files else spelled]
     elif s.endswith((".yaml", ".yml")) or Path(s).is_file():
         path = Path(s)
     else:
-        close = [n for n in files if s in n or n in s]
+        import difflib
+
+        close = [n for n in files if spelled in n or n in spelled]
+        close += [n for n in difflib.get_close_matches(spelled, list(files), n=3, cutoff=0.75)
+                  if n not in close]
         hint = f" (did you mean {', '.join(close)}?)" if close else ""
         raise ConfigError(f"unknown experiment {s!r}{hint}; `sgdlab list` shows the catalogue")
     raw = read_file(path)

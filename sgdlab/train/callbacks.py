@@ -143,6 +143,11 @@ class MeasurementCallback(Callback):
             self._record(ctx)
 
     def _record(self, ctx: TrainContext) -> None:
-        for k, v in self.fn(ctx).items():
+        try:
+            values = self.fn(ctx)
+        except FloatingPointError as e:  # say which measurement met the non-finite model
+            name = getattr(self, "instrument", None) or type(self).__name__
+            raise FloatingPointError(f"{name}: {e}") from e
+        for k, v in values.items():
             if v is not None and not (isinstance(v, float) and math.isnan(v)):
                 ctx.log(k, v)

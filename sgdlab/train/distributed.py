@@ -46,7 +46,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from ..errors import ConfigError, UserError
+from ..errors import ConfigError, UserError, read_config_text
 from ..losses import build_loss
 from .communicator import ReplicaCommunicationError, TorchDistributedCommunicator
 from .replicas import ParleConfig, train_replicas
@@ -89,7 +89,7 @@ def load_config(path: str | Path) -> dict[str, Any]:
     p = Path(path)
     if not p.is_file():
         raise UserError(f"config file not found: {p}")
-    text = p.read_text()
+    text = read_config_text(p)
     if p.suffix in (".yaml", ".yml"):
         import yaml
         try:

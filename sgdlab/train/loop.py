@@ -29,8 +29,10 @@ Conventions (see docs/ARCHITECTURE.md):
   ``epoch`` (epochs completed), ``grad_evals`` and ``effective_epochs``.
 - **Divergence.** A non-finite mini-batch loss stops the run before the step that would use it;
   the result has status ``"diverged"``, the weights of the last finite step and the metrics
-  recorded so far. It is not an exception. (On CUDA without callbacks the loss is read back
-  every 16 steps to avoid a device sync per step, so the run may end up to 15 steps later.)
+  recorded so far. It is not an exception. A callback's ``FloatingPointError`` (how the
+  measurements report a non-finite model) ends the run the same way. (On CUDA without
+  callbacks the loss is read back every 16 steps to avoid a device sync per step, so the run
+  may end up to 15 steps later.)
 - **Checkpoints** (``checkpoint_dir``) are written every ``checkpoint_every`` steps (each epoch
   end when None) and at the end; ``resume=True`` continues from the last one bit for bit (same
   batches, same noise, same final weights as an uninterrupted run on the same machine).
@@ -240,6 +242,8 @@ def train(model: nn.Module, loss_fn: Callable[[Tensor, Tensor], Tensor], data: A
         run.fit()
     except _Diverged as d:
         run.diverged(d)
+    except FloatingPointError as e:  # how measurements report a non-finite model
+        run.diverged_in_measurement(e)
     except BaseException as e:
         run.abort(e)
         raise
@@ -529,6 +533,15 @@ class _Training:
         else:  # deferred loss read-back: the weights went on for a few steps
             self.message += (f"noticed after step {loop['step']} (losses read back every "
                              f"{self.sync_every} steps)")
+        self.ctx.step = loop["step"]
+
+    def diverged_in_measurement(self, e: FloatingPointError) -> None:
+        """A callback met non-finite numbers (the loss was still finite): the run diverged
+        there, and keeps what it recorded before, as for a non-finite loss."""
+        loop = self.loop
+        self.status = "diverged"
+        self.message = (f"non-finite values in a measurement after step {loop['step']} "
+                        f"(epoch {loop['epoch']}): {e}")
         self.ctx.step = loop["step"]
 
     def abort(self, e: BaseException) -> None:

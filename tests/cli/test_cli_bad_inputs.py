@@ -69,3 +69,31 @@ def test_measure_finds_the_runs_store_and_names_a_checkpoint_without_weights(
     torch.save(state, run_dir / "checkpoints" / "last.pt")
     assert main(["measure", str(run_dir), "--what", "hessian"]) == 2
     assert "has no 'model' entry" in one_error_line(capsys)
+
+
+def test_print_config_checks_option_values_as_training_does(tmp_path, capsys):
+    # --print-config checked option names only: a negative width or a one-point data grid
+    # printed as valid and failed only once training started
+    cfg = tmp_path / "tiny.yaml"
+    cfg.write_text(TINY)
+    bad = {"model={name: mlp, options: {widths: [-3]}}":
+           "model.options: option 'widths[0]' must be a positive",
+           "data.options.n_train=1": "data.options: option 'n_train' must be an integer >= 2",
+           "data.name=mnist": "dataset 'mnist' reads files: pass data_dir="}
+    for override, message in bad.items():
+        assert main(["train", str(cfg), "--print-config", "--set", override]) == 2
+        assert message in one_error_line(capsys)
+    # the device is not checked here: the run may be meant for another machine
+    assert main(["train", str(cfg), "--print-config", "--set", "train.device=cuda:7"]) == 0
+    assert "device: 'cuda:7'" in capsys.readouterr().out
+
+
+def test_a_config_that_is_not_utf8_text_is_named(tmp_path, capsys):
+    cfg = tmp_path / "weights.yaml"
+    cfg.write_bytes(b"\x80\x02}q\x00(X\x04\x00\x00\x00data")   # e.g. a pickle given by mistake
+    assert main(["train", str(cfg)]) == 2
+    assert f"{cfg}: not a UTF-8 text file" in one_error_line(capsys)
+    assert main(["run", "--config", str(cfg)]) == 2
+    assert f"{cfg}: not a UTF-8 text file" in one_error_line(capsys)
+    assert main(["parle", str(cfg)]) == 2
+    assert f"{cfg}: not a UTF-8 text file" in one_error_line(capsys)

@@ -240,3 +240,89 @@ def test_cifar_batch_pickled_by_old_numpy(tmp_path):
     imgs, labels = read_cifar_batch(tmp_path / "b")
     np.testing.assert_array_equal(imgs.reshape(2, 3072), x)
     assert labels.tolist() == [7, 8]
+
+
+# --- bad input found by review: each a named DataError, never a traceback or wrong data ----
+
+def test_idx_pixel_order_is_the_specs(tmp_path):
+    # the IDX spec: the last dimension changes fastest, so byte 16 + 28 r + c is row r, col c
+    n, rows, cols = 2, 28, 28
+    blob = bytearray(struct.pack(">IIII", 2051, n, rows, cols) + bytes(n * rows * cols))
+    blob[16 + 28 * 1 + 0] = 200              # image 0, row 1, column 0
+    blob[16 + 784 + 28 * 0 + 5] = 100        # image 1, row 0, column 5
+    (tmp_path / "x").write_bytes(bytes(blob))
+    x = read_idx(tmp_path / "x", expect_ndim=3, expect_ubyte=True)
+    assert x.dtype == np.uint8 and x.shape == (2, 28, 28)
+    assert x[0, 1, 0] == 200 and x[1, 0, 5] == 100 and x.sum() == 300
+
+
+def test_idx_corrupt_deflate_stream_and_overflowing_header(tmp_path):
+    good = gzip.compress(struct.pack(">II", 2049, 5) + bytes(range(5)))
+    bad = tmp_path / "labels.gz"
+    bad.write_bytes(good[:12] + bytes([good[12] ^ 0xFF]) + good[13:])  # gzip header intact
+    with pytest.raises(DataError, match=f"cannot read IDX file {bad}"):
+        read_idx(bad)
+    # 2^31 * 2^31 * 4 bytes overflows int64 to 0, which matched an empty body
+    huge = tmp_path / "huge"
+    huge.write_bytes(struct.pack(">IIII", 2051, 2**31, 2**31, 4))
+    with pytest.raises(DataError, match=f"{huge}.*header says shape"):
+        read_idx(huge)
+
+
+def test_mnist_refuses_non_ubyte_idx_and_mismatched_or_empty_images(tmp_path):
+    make_idx_dir(tmp_path)
+    labels = tmp_path / IDX_NAMES["train_labels"]
+    # float labels 0.0..9.0 (IDX type 0x0D, magic 3329) were truncated to integers silently
+    labels.write_bytes(struct.pack(">II", 0x0D01, 40) + (np.arange(40) % 10).astype(">f4").tobytes())
+    with pytest.raises(DataError, match=f"{labels}.*expected unsigned bytes"):
+        load_dataset("mnist", data_dir=tmp_path)
+    write_idx(labels, np.arange(40) % 10)
+    test_images = write_idx(tmp_path / IDX_NAMES["test_images"], np.zeros((20, 32, 32)))
+    with pytest.raises(DataError, match=rf"\(28, 28\) pixels but {test_images} of \(32, 32\)"):
+        load_dataset("mnist", data_dir=tmp_path)
+    write_idx(test_images, np.zeros((0, 28, 28)))
+    write_idx(tmp_path / IDX_NAMES["test_labels"], np.zeros(0))
+    with pytest.raises(DataError, match=f"{test_images} holds no images"):
+        load_dataset("mnist", data_dir=tmp_path)
+
+
+def test_idx_files_come_from_the_datasets_own_folder(tmp_path):
+    mnist = make_idx_dir(tmp_path, seed=1)                       # MNIST lying in data_dir
+    fashion = make_idx_dir(tmp_path / "FashionMNIST" / "raw", seed=2)
+    ds = load_dataset("fashion_mnist", data_dir=tmp_path, normalize="none")
+    np.testing.assert_array_equal(ds.x_train[:, 0].numpy(), fashion["train_images"])
+    ds = load_dataset("mnist", data_dir=tmp_path, normalize="none")
+    np.testing.assert_array_equal(ds.x_test[:, 0].numpy(), mnist["test_images"])
+    # a folder with only some of the files is named, not completed from another folder
+    (tmp_path / "FashionMNIST" / "raw" / IDX_NAMES["test_labels"]).unlink()
+    with pytest.raises(DataError, match="FashionMNIST/raw holds only some.*t10k-labels"):
+        load_dataset("fashion_mnist", data_dir=tmp_path)
+
+
+def test_cifar_ragged_and_empty_batches(tmp_path):
+    p = tmp_path / "b"
+    with open(p, "wb") as f:
+        pickle.dump({b"data": np.zeros((2, 3072), np.uint8), b"labels": [0, [1, 2]]}, f,
+                    protocol=2)
+    with pytest.raises(DataError, match=f"malformed CIFAR batch {p}"):
+        read_cifar_batch(p)
+    with open(p, "wb") as f:  # (an empty array pickles __builtin__.bytes)
+        pickle.dump({b"data": np.zeros((0, 3072), np.uint8), b"labels": []}, f, protocol=2)
+    with pytest.raises(DataError, match=f"{p}: it holds no images"):
+        read_cifar_batch(p)
+
+
+def test_cifar10_test_split_is_test_batch(tmp_path):
+    _, _, xt = make_cifar10(tmp_path)
+    ds = load_dataset("cifar10", data_dir=tmp_path, normalize="none")
+    np.testing.assert_array_equal(ds.x_test.numpy(), xt.astype(np.float32))
+    np.testing.assert_array_equal(ds.y_test.numpy(), np.arange(10) % 10)
+
+
+def test_cifar_binary_version_or_archive_is_named(tmp_path):
+    # the binary version's folder, or the archive not yet extracted, is what a user often has
+    (tmp_path / "cifar-10-batches-bin").mkdir()
+    (tmp_path / "cifar-10-python.tar.gz").write_bytes(b"")
+    with pytest.raises(DataError, match="found cifar-10-batches-bin, cifar-10-python.tar.gz: "
+                                        "sgdlab reads the extracted python version"):
+        load_dataset("cifar10", data_dir=tmp_path)

@@ -86,3 +86,12 @@ def test_standardize_uses_train_statistics_per_channel():
     expect = ((ds.x_test.double()[:, 1] - m) / s).float()
     torch.testing.assert_close(st.x_test[:, 1], expect)
     assert len(st.meta["standardize"]["mean"]) == 2
+
+
+def test_subset_refuses_an_empty_split():
+    # n_train=0 loaded, then every run of the config failed with "the training set is empty"
+    # (recorded as a failed run whose resume could never succeed)
+    ds = toy()
+    for kwargs, name in (({"n_train": 0}, "n_train"), ({"n_train": None, "n_test": 0}, "n_test")):
+        with pytest.raises(UserError, match=f"option '{name}' must be an integer >= 1, got 0"):
+            subset(ds, **kwargs)

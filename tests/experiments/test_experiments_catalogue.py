@@ -79,3 +79,16 @@ def test_list_json_fields(capsys):
         assert isinstance(i["paper"]["year"], int)
     assert cli(["list"]) == 0
     assert NAMES[0] in capsys.readouterr().out
+
+
+def test_experiment_names_spelled_like_model_names_and_typos_suggested():
+    # Xing_Walk / xing_walk found nothing (models and datasets accept both spellings) and a
+    # transposition (xing-wlak) got no suggestion
+    from sgdlab.errors import ConfigError
+
+    assert load_experiment("Xing_Walk").name == "xing-walk"
+    with pytest.raises(ConfigError, match=r"unknown experiment 'xing-wlak' \(did you mean "
+                                          r"xing-walk\?\)"):
+        load_experiment("xing-wlak")
+    with pytest.raises(ConfigError, match=r"unknown experiment 'nope'; `sgdlab list`"):
+        load_experiment("nope")

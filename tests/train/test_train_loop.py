@@ -333,3 +333,33 @@ def test_crash_and_interrupt_are_recorded_and_reraised(tmp_path, exc, status):
     (row,) = store.list_runs()
     assert row["status"] == status and "boom" in row["message"]
     assert store.metrics(row["id"])["seen"][-1] == (9, 9.0)  # flushed on the way out
+
+
+def test_non_finite_measurement_ends_the_run_as_diverged(tmp_path):
+    # the loss is still finite when a measurement meets the non-finite weights (a hessian
+    # instrument raised FloatingPointError and the run ended as a traceback, status failed)
+    from sgdlab.train.checkpoint import load_checkpoint
+    from sgdlab.train.instruments import build_instrument
+
+    class Poison(Callback):
+        def on_step_end(self, ctx):
+            if ctx.step == 3:
+                with torch.no_grad():
+                    ctx.model[0].weight[0, 0] = math.nan
+
+    store = RunStore(tmp_path / "runs.sqlite")
+    hessian = build_instrument("hessian", schedule=Schedule.every(1), eval_subset=20)
+    model = make_model()
+    res = train(model, nn.CrossEntropyLoss(), toy_data(),
+                torch.optim.SGD(model.parameters(), lr=0.1), epochs=2, batch_size=10,
+                callbacks=[Poison(), hessian], store=store, checkpoint_dir=tmp_path / "ck",
+                checkpoint_every=2, progress=False)
+    assert res.status == "diverged" and res.steps == 3
+    assert res.message.startswith("non-finite values in a measurement after step 3 (epoch 0): "
+                                  "hessian: ")
+    row = store.get_run(res.run_id)
+    assert row["status"] == "diverged" and row["message"] == res.message
+    assert [s for s, _ in store.metrics(res.run_id)["hess/top_1"]] == [0, 1, 2]
+    ckpt = load_checkpoint(tmp_path / "ck")   # the last good checkpoint is kept
+    assert ckpt["loop"]["step"] == 2
+    assert all(torch.isfinite(v).all() for v in ckpt["model"].values())

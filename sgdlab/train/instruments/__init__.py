@@ -70,7 +70,9 @@ def build_instrument(name: str, *, schedule: Schedule, **params: Any) -> Callbac
     registry = instruments()
     if name not in registry:
         raise ValueError(f"Unknown instrument {name!r}; known: {', '.join(sorted(registry))}")
-    return registry[name](schedule=schedule, **params)
+    cb = registry[name](schedule=schedule, **params)
+    cb.instrument = name  # named in its errors
+    return cb
 
 
 __all__ = ["INSTRUMENTS", "build_instrument", "instrument_params", "instruments",
