@@ -137,14 +137,15 @@ def ggn_diagonal(model: nn.Module, loss_fn: Callable[[Tensor, Tensor], Tensor],
                  data: Data) -> Tensor:
     """diag G of G = (1/N) Σ_n J_nᵀ H_n J_n exactly, as a flat float64 vector.
 
-    H_n = ∇²_f ℓ(f_n, y_n) = S_n S_nᵀ (eigendecomposition of each sample's loss Hessian in the
-    outputs), so diag G = (1/N) Σ_n Σ_c (J_nᵀ s_{n,c})², and J_nᵀ s_{n,c} is sample n's
-    gradient of the pseudo-loss s_{n,c} · f_n: C passes of per-sample gradients whose squares
-    are summed (on factored layers without forming the (N, d) matrix), the backpropagated
-    factors of BackPACK's ``DiagGGNExact``. Columns whose factors vanish for every sample
-    (cross-entropy's all-ones direction) are skipped. Needs a loss convex in the outputs
-    (cross-entropy, MSE, BCE, ...); the model as per-sample gradients need it (eval-mode batch
-    norm).
+    H_n = ∇²_f ℓ(f_n, y_n) = S_n S_nᵀ (closed forms for cross-entropy and MSE, else an
+    eigendecomposition of each sample's loss Hessian in the outputs), so
+    diag G = (1/N) Σ_n Σ_c (J_nᵀ s_{n,c})², and J_nᵀ s_{n,c} is sample n's gradient of the
+    pseudo-loss s_{n,c} · f_n: the backpropagated factors of BackPACK's ``DiagGGNExact``. A
+    network whose parameters all sit in ``nn.Linear`` layers takes one forward pass and one
+    backward pass per column; other networks C passes of per-sample gradients whose squares
+    are summed (on factored layers without forming the (N, d) matrix). Columns that vanish for
+    every sample are skipped. Needs a loss convex in the outputs (cross-entropy, MSE, BCE,
+    ...) and the model as per-sample gradients need it (eval-mode batch norm).
     """
     require_trainable(model)
     check_per_sample_model(model)
