@@ -53,7 +53,7 @@ def register(subparsers) -> None:
     p.add_argument("--gamma", type=float, default=1e-4,
                    help="local-entropy variance γ (default 1e-4)")
     p.add_argument("--samples", type=int, default=20, help="perturbation samples (default 20)")
-    surf = p.add_argument_group("surface options (Li et al. 2018 loss plots; evaluated in eval mode)")
+    surf = p.add_argument_group("surface options (Li et al. 2018 loss plots; eval mode)")
     surf.add_argument("--directions", choices=("random", "hessian"), default="random",
                       help="the plane: two random directions normalised to the weights "
                            "(default) or the top-2 Hessian eigenvectors")
