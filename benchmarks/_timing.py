@@ -39,6 +39,18 @@ def alternating_medians(tasks: dict[str, Callable[[], Any]], repeats: int) -> di
     return {k: statistics.median(t) for k, t in times.items()}
 
 
+def against_reference(tasks: dict[str, Callable[[], Any]], ours: str, ref: torch.Tensor,
+                      repeats: int, head: str) -> dict[str, float]:
+    """:func:`alternating_medians` of ``tasks`` after checking ``tasks[ours]()`` against
+    ``ref`` (a flat tensor); prints ``head``, each task's median and the relative maximum
+    difference."""
+    err = float((tasks[ours]() - ref).abs().max() / ref.abs().max())
+    med = alternating_medians(tasks, repeats)
+    times = ", ".join(f"{k} {1e3 * v:.0f} ms" for k, v in med.items())
+    print(f"  {head}: {times} (rel. max difference {err:.1e})", flush=True)
+    return med
+
+
 @contextlib.contextmanager
 def one_thread() -> Iterator[None]:
     """One torch thread inside the block; the previous count is restored after."""

@@ -18,7 +18,7 @@ import warnings
 import torch
 from torch import nn
 
-from _timing import alternating_medians, one_thread
+from _timing import against_reference, one_thread
 from bench_peers import PROBLEMS, problem
 
 GOALS = {f"ggn_diagonal_{p}_speedup_vs_backpack": "report" for p in PROBLEMS}
@@ -45,11 +45,8 @@ def measure(name: str, repeats: int = 5) -> float | None:
         return torch.cat([p.diag_ggn_exact.reshape(-1) for p in bp_model.parameters()])
 
     tasks = {"sgdlab": lambda: ggn_diagonal(model, loss_fn, (x, y)), "BackPACK": theirs}
-    ref = theirs().double()
-    err = float((tasks["sgdlab"]() - ref).abs().max() / ref.abs().max())
-    med = alternating_medians(tasks, repeats)
-    print(f"  {name} ({desc}, N = {len(x)}): sgdlab {1e3 * med['sgdlab']:.0f} ms, BackPACK "
-          f"{1e3 * med['BackPACK']:.0f} ms (rel. max difference {err:.1e})", flush=True)
+    med = against_reference(tasks, "sgdlab", theirs().double(), repeats,
+                            f"{name} ({desc}, N = {len(x)})")
     return med["BackPACK"] / med["sgdlab"]
 
 

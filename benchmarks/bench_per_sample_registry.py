@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from _registry import registry_problem
-from _timing import alternating_medians, one_thread
+from _timing import against_reference, one_thread
 
 MODELS = ("mlp", "jastrzebski-mlp", "lenet", "zhu-lenet", "small-allcnn", "wide-resnet",
           "resnet-20", "musso-model2")
@@ -42,10 +42,8 @@ def measure(name: str, repeats: int = 5) -> float:
     tasks = {"sgdlab": lambda: per_sample_gradients(model, loss_fn, (x, y)),
              "vmap": lambda: per_sample(params, x, y)}
     ref = torch.cat([t.reshape(N, -1) for t in tasks["vmap"]().values()], 1)
-    err = float((tasks["sgdlab"]() - ref).abs().max() / ref.abs().max())
-    med = alternating_medians(tasks, repeats)
-    print(f"  {name} (N = {N}, d = {num_params(model):,}): sgdlab {1e3 * med['sgdlab']:.0f} ms, "
-          f"vmap {1e3 * med['vmap']:.0f} ms (rel. max difference {err:.1e})", flush=True)
+    med = against_reference(tasks, "sgdlab", ref, repeats,
+                            f"{name} (N = {N}, d = {num_params(model):,})")
     return med["vmap"] / med["sgdlab"]
 
 

@@ -51,21 +51,6 @@ def mean_loss(model: nn.Module, loss_fn: LossFn, data: Data) -> float:
 
 
 @torch.no_grad()
-def perturbed_losses(
-    model: nn.Module,
-    loss_fn: LossFn,
-    data: Data,
-    perturbations: Tensor,
-    *,
-    chunk_size: int = 16,
-    vectorize: bool = True,
-) -> Tensor:
-    """L(θ + ξ_m) for each row ξ_m of ``perturbations`` (M, d); returns (M,) float64."""
-    return perturbed_evaluations(model, loss_fn, data, perturbations, chunk_size=chunk_size,
-                                 vectorize=vectorize)[0]
-
-
-@torch.no_grad()
 def perturbed_evaluations(
     model: nn.Module,
     loss_fn: LossFn,
@@ -158,8 +143,8 @@ def expected_sharpness(
     if not math.isfinite(base):      # a perturbed loss may overflow; the model's own may not
         raise FloatingPointError(f"non-finite loss {base} (diverged model or bad data?)")
     xi = _gaussian(num_samples, theta.numel(), sigma, theta, generator)
-    losses = perturbed_losses(model, loss_fn, data, xi, chunk_size=chunk_size,
-                              vectorize=vectorize)
+    losses, _ = perturbed_evaluations(model, loss_fn, data, xi, chunk_size=chunk_size,
+                                      vectorize=vectorize)
     return _mc((losses - base).tolist())
 
 
@@ -258,8 +243,8 @@ def local_entropy(
         raise ValueError(f"Invalid gamma={gamma} / beta={beta} (need gamma >= 0, beta > 0)")
     theta = params_vector(model)
     xi = _gaussian(num_samples, theta.numel(), math.sqrt(gamma / beta), theta, generator)
-    losses = perturbed_losses(model, loss_fn, data, xi, chunk_size=chunk_size,
-                              vectorize=vectorize)
+    losses, _ = perturbed_evaluations(model, loss_fn, data, xi, chunk_size=chunk_size,
+                                      vectorize=vectorize)
     a = -beta * losses
     amax = a.max()
     w = torch.exp(a - amax)
