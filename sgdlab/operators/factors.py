@@ -25,9 +25,9 @@ plain ``nn.Sequential`` with max pooling, from the hand-written passes of
 :class:`~sgdlab.operators.rop.SequentialHVP` (:func:`_sequential_passes`). Applies when every
 trainable parameter belongs to an ``nn.Linear``, an ``nn.Conv1d/2d/3d`` (zero padding,
 "valid" or symmetric "same" included) or an eval-mode batch norm, each called once per
-forward (no weight sharing), the loss is a mean over samples and samples do not interact
-(no batch norm in train mode); :func:`per_sample_factors` returns None otherwise and callers
-fall back to ``torch.func`` (:func:`~sgdlab.operators.per_sample.per_sample_gradients`).
+forward (no weight sharing) on inputs whose rows are the samples, the loss is a mean over
+samples and samples do not interact (no batch norm in train mode); :func:`per_sample_factors`
+returns None otherwise and callers fall back to ``torch.func`` (:func:`~sgdlab.operators.per_sample.per_sample_gradients`).
 """
 from __future__ import annotations
 
@@ -522,13 +522,17 @@ def _hooked_passes(model, loss_fn, batches, layers):
     outputs: list[tuple[Tensor, int]] = []
     ok = True
     handles = []
+    batch_len = [0]
 
     def fwd_hook(i):
         def hook(mod, inputs, output):
             nonlocal ok
             calls[i] += 1
             x = inputs[0]
-            if calls[i] > 1 or (isinstance(mod, nn.Linear) and x.dim() < 2):
+            # rows that are not the samples (a sequence folded into the batch dimension)
+            # do not factor per sample
+            if calls[i] > 1 or (isinstance(mod, nn.Linear) and x.dim() < 2) \
+                    or len(x) != batch_len[0]:
                 ok = False
                 return
             acts[i].append(batchnorm_primal(mod, x.detach())[0] if type(mod) in _BN
@@ -544,6 +548,7 @@ def _hooked_passes(model, loss_fn, batches, layers):
         params = [p for m in layers for p in m.parameters() if p.requires_grad]
         for x, y in batches:
             calls[:] = [0] * len(layers)
+            batch_len[0] = len(x)
             outputs.clear()
             with torch.enable_grad():
                 out = model(x)

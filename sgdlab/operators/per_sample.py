@@ -94,7 +94,8 @@ def per_sample_gradients(
             return ps.materialize()
         if method == "factored":
             raise ValueError("method='factored' needs a network whose trainable parameters all "
-                             "sit in nn.Linear / nn.Conv1d / nn.Conv2d layers, each called once")
+                             "sit in nn.Linear / nn.Conv1d / nn.Conv2d layers, each called once "
+                             "on the batch's samples")
     x, y = concat_batches(data, device=next(model.parameters()).device)
     params = {k: v.detach() for k, v in trainable_named_params(model).items()}
     frozen = {n: p.detach() for n, p in model.named_parameters() if not p.requires_grad}

@@ -126,3 +126,69 @@ def test_ggn_diagonal_refuses_a_loss_concave_in_the_outputs():
     data = tiny_classification(6, 3, 2)
     with pytest.raises(ValueError, match="not convex"):
         ggn_diagonal(model, lambda out, y: -(out ** 2).mean(), data)
+
+
+class _Tied(nn.Module):          # two Linear layers sharing one weight tensor
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Linear(3, 3), nn.Linear(3, 3)
+        self.b.weight = self.a.weight
+
+    def forward(self, x):
+        return self.b(torch.tanh(self.a(x)))
+
+
+class _FoldedRows(nn.Module):    # (N, 6) read as (2N, 3) rows by the first layer
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Linear(3, 3), nn.Linear(6, 3)
+
+    def forward(self, x):
+        h = torch.tanh(self.a(x.reshape(2 * len(x), 3)))
+        return self.b(h.reshape(len(x), 6))
+
+
+@pytest.mark.parametrize("kind", ["tied", "folded"])
+def test_ggn_diagonal_of_tied_layers_and_rows_that_are_not_samples(kind):
+    # all-Linear networks the one-backward-per-column path must not take
+    from sgdlab.measure.curvature import ggn_diagonal
+    from sgdlab.operators.per_sample import per_sample_gradients
+    from sgdlab.testing import per_sample_gradients_loop
+
+    torch.manual_seed(0)
+    model = (_Tied() if kind == "tied" else _FoldedRows()).double()
+    x, y = tiny_classification(8, 6 if kind == "folded" else 3, 3)
+    loss_fn = nn.CrossEntropyLoss()
+    ref = torch.diagonal(ggn_reference(model, loss_fn, (x, y)))
+    torch.testing.assert_close(ggn_diagonal(model, loss_fn, (x, y)), ref, rtol=1e-9,
+                               atol=1e-12)
+    # the factored per-sample engine declines folded rows too
+    torch.testing.assert_close(per_sample_gradients(model, loss_fn, (x, y)),
+                               per_sample_gradients_loop(model, loss_fn, (x, y)),
+                               rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("loss_fn", [
+    nn.CrossEntropyLoss(weight=torch.tensor([1.0, 2.0, 3.0], dtype=torch.float64)),
+    nn.CrossEntropyLoss(ignore_index=2),
+    nn.CrossEntropyLoss(reduction="sum"),
+    nn.MSELoss(reduction="sum"),
+], ids=["class_weights", "ignore_index", "ce_sum", "mse_sum"])
+def test_ggn_diagonal_is_the_batch_loss_ggn_not_the_single_sample_ones(loss_fn):
+    from sgdlab.measure.curvature import ggn_diagonal
+    from sgdlab.operators import curvature_operator
+
+    model = tiny_mlp(3, 4, 3)
+    x, y = tiny_classification(10, 3, 3)
+    if isinstance(loss_fn, nn.MSELoss):
+        y = torch.randn(10, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    else:
+        assert bool((y == 2).any()) and bool((y != 2).any())
+    ref = torch.diagonal(ggn_reference(model, loss_fn, (x, y)))
+    torch.testing.assert_close(ggn_diagonal(model, loss_fn, (x, y)), ref, rtol=1e-9,
+                               atol=1e-12)
+    # batches of different sizes: weighted by size, as the GGN operator weights them
+    batches = [(x[:3], y[:3]), (x[3:], y[3:])]
+    op = diagonal(curvature_operator("ggn", model, loss_fn, batches), exact=True).value
+    torch.testing.assert_close(ggn_diagonal(model, loss_fn, batches), op, rtol=1e-9,
+                               atol=1e-12)

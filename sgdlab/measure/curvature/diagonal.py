@@ -96,11 +96,10 @@ def _check_finite(t: Tensor) -> None:
 @torch.no_grad()
 def _output_hessian_factors(loss_fn: Callable[[Tensor, Tensor], Tensor], out: Tensor,
                             y: Tensor) -> Tensor:
-    """S (N, C, C) with S_n S_nᵀ = ∇²_f ℓ(f_n, y_n), each sample's loss alone (batch of one,
-    so the mean-reduced batch loss is the mean of these), outputs flattened per sample: in
-    closed form for torch's plain mean-reduced cross-entropy and MSE (as BackPACK), otherwise
-    from each sample's loss Hessian (``torch.func``) by eigendecomposition."""
-    from torch.func import hessian, vmap
+    """S (N, C, C) with S_n S_nᵀ = N ∇²_{f_n} L for the batch loss L (sample n's loss alone
+    for a plain mean), outputs flattened per sample: in closed form for torch's plain
+    mean-reduced cross-entropy and MSE (as BackPACK), otherwise from the diagonal blocks of
+    the batch loss's Hessian in the outputs by eigendecomposition."""
 
     if out.dim() == 2 and getattr(loss_fn, "reduction", None) == "mean":
         if (type(loss_fn) is nn.CrossEntropyLoss and loss_fn.weight is None
@@ -113,12 +112,22 @@ def _output_hessian_factors(loss_fn: Callable[[Tensor, Tensor], Tensor], out: Te
         if type(loss_fn) is nn.MSELoss:        # mean over N·C entries: 2/C I per sample
             eye = torch.eye(out.shape[1], dtype=torch.float64, device=out.device)
             return (eye * math.sqrt(2.0 / out.shape[1])).expand(len(out), -1, -1)
-    shape = out.shape[1:]
-
-    def sample_loss(f: Tensor, yi: Tensor) -> Tensor:
-        return loss_fn(f.reshape(1, *shape), yi.unsqueeze(0))
-
-    h = vmap(hessian(sample_loss))(out.reshape(len(out), -1), y)
+    # the blocks ∇²_{f_n} L of the batch loss (block diagonal for a loss that is a sum of
+    # per-sample terms), times N: a sample's loss alone would lose class weights, ignored
+    # targets and a sum reduction. One double-backward pass per output coordinate.
+    flat = out.detach().reshape(len(out), -1).requires_grad_(True)
+    with torch.enable_grad():
+        grad = torch.autograd.grad(loss_fn(flat.reshape(out.shape), y), flat,
+                                   create_graph=True)[0]
+        cols = []
+        for k in range(flat.shape[1] if grad.requires_grad else 0):
+            e = torch.zeros_like(flat)
+            e[:, k] = 1
+            hk = torch.autograd.grad(grad, flat, grad_outputs=e, retain_graph=True,
+                                     allow_unused=True)[0]
+            cols.append(torch.zeros_like(flat) if hk is None else hk)
+    h = (torch.stack(cols, 2) if cols else flat.new_zeros(*flat.shape, flat.shape[1])) \
+        .double() * len(out)       # (N, C, C): h[n, :, k] = H_n e_k
     vals, vecs = torch.linalg.eigh((h + h.transpose(1, 2)) / 2)
     scale = vals.abs().amax().clamp_min(torch.finfo(vals.dtype).tiny)
     if bool((vals < -1e-6 * scale).any()):
@@ -145,7 +154,10 @@ def ggn_diagonal(model: nn.Module, loss_fn: Callable[[Tensor, Tensor], Tensor],
     backward pass per column; other networks C passes of per-sample gradients whose squares
     are summed (on factored layers without forming the (N, d) matrix). Columns that vanish for
     every sample are skipped. Needs a loss convex in the outputs (cross-entropy, MSE, BCE,
-    ...) and the model as per-sample gradients need it (eval-mode batch norm).
+    ...) that is a sum of per-sample terms, and the model as per-sample gradients need it
+    (eval-mode batch norm). H_n is the block of the batch loss's Hessian, so class weights,
+    ignored targets and ``reduction="sum"`` count as in the batch loss; several batches are
+    weighted by size, as in :class:`~sgdlab.operators.GGNOperator`.
     """
     require_trainable(model)
     check_per_sample_model(model)
@@ -191,7 +203,8 @@ def _linear_ggn_diagonal(model: nn.Module, x: Tensor, factors: Tensor) -> Tensor
         if isinstance(m, nn.Linear):
             for p in (m.weight, m.bias):
                 if p is not None and p.requires_grad:
-                    owner[id(p)] = m
+                    if owner.setdefault(id(p), m) is not m:
+                        return None        # tied layers: a sum of two layers' gradients
     if len(owner) != len(params) or not all(id(p) in owner for p in params.values()) \
             or _samples_interact(model, x):
         return None
@@ -208,8 +221,9 @@ def _linear_ggn_diagonal(model: nn.Module, x: Tensor, factors: Tensor) -> Tensor
     finally:
         for h in handles:
             h.remove()
-    if any(len(v) != 1 or v[0][0].dim() != 2 or not v[0][1].requires_grad
-           for v in seen.values()):
+    # a layer's input rows must be the samples (not, e.g., a sequence folded into the batch)
+    if any(len(v) != 1 or v[0][0].dim() != 2 or len(v[0][0]) != len(x)
+           or not v[0][1].requires_grad for v in seen.values()):
         return None
     zs = [seen[m][0][1] for m in layers]
     # sums of squares: no cancellation, so the model's precision suffices (float64 here
