@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import time
 from pathlib import Path
 from typing import Any
@@ -156,9 +157,9 @@ def _measure(args: argparse.Namespace) -> int:
         raise UserError(f"--data must be train or test, got {args.data!r}")
     if args.subset < 0 or args.k < 1 or args.probes < 1 or args.samples < 1:
         raise UserError("--subset must be >= 0 and --k, --probes, --samples >= 1")
-    if not args.extent > 0 or args.steps < 2:
-        raise UserError(f"--extent must be > 0 and --steps >= 2, got {args.extent} and "
-                        f"{args.steps}")
+    if not 0 < args.extent < math.inf or args.steps < 2:
+        raise UserError(f"--extent must be finite and > 0 and --steps >= 2, got {args.extent} "
+                        f"and {args.steps}")
 
     cfg, ckpt, run_id, folder, store = _locate(args.target, args.store)
     built = build_from_config(cfg)

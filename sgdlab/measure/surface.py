@@ -28,6 +28,8 @@ data (see :mod:`sgdlab.measure.interpolation`).
 from __future__ import annotations
 
 import copy
+import math
+import numbers
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 
@@ -162,9 +164,15 @@ class LossSurface:
 
 
 def _grid(extent: float | tuple[float, float], steps: int) -> list[float]:
-    lo, hi = (-float(extent), float(extent)) if isinstance(extent, (int, float)) else extent
-    if not (lo < hi) or steps < 2:
-        raise ValueError(f"need an extent lo < hi and steps >= 2, got ({lo}, {hi}) and {steps}")
+    if isinstance(extent, numbers.Real):
+        lo, hi = -float(extent), float(extent)
+    else:
+        lo, hi = (float(v) for v in extent) if len(extent) == 2 else (math.nan, math.nan)
+    # an infinite extent makes every coordinate (the origin too: 0 · inf) NaN
+    if not (-math.inf < lo < hi < math.inf) or not isinstance(steps, numbers.Integral) \
+            or steps < 2:
+        raise ValueError(f"need a finite extent (lo < hi, or a number > 0) and an integer "
+                         f"steps >= 2, got extent={extent!r} and steps={steps!r}")
     return [float(v) for v in torch.linspace(lo, hi, steps, dtype=torch.float64)]
 
 
@@ -180,7 +188,8 @@ def loss_surface(
         model: not modified (a copy is evaluated, in eval mode).
         loss_fn: mean-reduced loss.
         train_data, test_data: batches ``(x, y)`` or iterables of batches.
-        directions: one or two flat vectors (or a (d, k) tensor's columns) of the trainable
+        directions: one or two flat vectors (or a (d, k) tensor's columns, a (k, d) one's
+            rows) of the trainable
             parameters' size, e.g. from :func:`random_direction`, :func:`hessian_directions`
             or :func:`trajectory_pca`. They are used as given (not re-normalised).
         extent: the coordinates run over [-extent, extent] (or the given (lo, hi)) in
@@ -197,11 +206,15 @@ def loss_surface(
         raise ValueError(f"Invalid bn_stats={bn_stats!r}: expected 'keep' or 'recompute'")
     if chunk_size < 1:
         raise ValueError(f"Invalid chunk_size={chunk_size} (must be >= 1)")
-    dirs = list(directions.T) if isinstance(directions, Tensor) and directions.dim() == 2 \
-        else list(directions)
+    theta = params_vector(model)
+    if isinstance(directions, Tensor):      # one flat vector, or (d, k) columns / (k, d) rows
+        dirs = [directions] if directions.dim() == 1 else list(
+            directions.T if directions.dim() == 2 and len(directions) == len(theta)
+            else directions)
+    else:
+        dirs = list(directions)
     if len(dirs) not in (1, 2):
         raise ValueError(f"loss_surface: need one or two directions, got {len(dirs)}")
-    theta = params_vector(model)
     for i, d in enumerate(dirs):
         if d.shape != theta.shape:
             raise ValueError(f"direction {i} has shape {tuple(d.shape)}, the model's trainable "

@@ -84,3 +84,9 @@ def test_measure_loss_surface_of_a_checkpoint(tmp_path):
     assert surf["direction_norms"] == pytest.approx([1.0, 1.0])     # unit eigenvectors
     assert main(["measure", str(run_dir), "--store", store, "--what", "surface",
                  "--steps", "1"]) == 2
+
+
+def test_measure_surface_refuses_an_infinite_extent(tmp_path, capsys):
+    # checked before the checkpoint is read: the target need not exist
+    assert main(["measure", str(tmp_path), "--what", "surface", "--extent", "inf"]) == 2
+    assert "--extent must be finite" in capsys.readouterr().err

@@ -179,3 +179,26 @@ def test_vmapped_and_in_place_evaluations_agree():
         line = loss_surface(reg, nn.MSELoss(), (x, x[:, :1]), [random_direction(reg)], steps=3,
                             vectorize=vectorize)
         assert all(a != a for a in line.train_acc)               # NaN: regression targets
+
+
+def test_a_single_direction_tensor_and_the_grid_checks():
+    model = tiny_mlp(3, 4, 2)
+    data = tiny_classification(8, 3, 2)
+    loss_fn = nn.CrossEntropyLoss()
+    g = torch.Generator().manual_seed(0)
+    d1, d2 = random_direction(model, generator=g), random_direction(model, generator=g)
+    line = loss_surface(model, loss_fn, data, [d1], extent=0.5, steps=3)
+    # one flat vector is one direction (not d scalar ones)
+    assert loss_surface(model, loss_fn, data, d1, extent=0.5, steps=3) == line
+    plane = loss_surface(model, loss_fn, data, [d1, d2], extent=0.5, steps=3)
+    for stacked in (torch.stack([d1, d2], 1), torch.stack([d1, d2])):    # (d, 2) or (2, d)
+        got = loss_surface(model, loss_fn, data, stacked, extent=0.5, steps=3)
+        torch.testing.assert_close(torch.tensor(got.train_loss), torch.tensor(plane.train_loss),
+                                   rtol=1e-12, atol=0)
+    import numpy as np
+    assert loss_surface(model, loss_fn, data, d1, extent=np.float32(0.5), steps=3) == line
+    # an infinite extent would make every coordinate, the origin too (0 · inf), NaN
+    for extent, steps in ((float("inf"), 3), ((-1.0, float("inf")), 3), ((0.0, 1.0, 2.0), 3),
+                          (1.0, 2.5), (0.0, 3), (1.0, 1)):
+        with pytest.raises(ValueError, match="finite extent"):
+            loss_surface(model, loss_fn, data, d1, extent=extent, steps=steps)
