@@ -1,0 +1,227 @@
+"""The verdict statistics of the analyses against hand-computed cases: the Welch TOST
+equivalence interval, every claim kind, Spearman trends over the η/B grid, the escape-rate
+ordering and the generic group comparison (table values, seed counts, mean curves)."""
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+from types import SimpleNamespace
+
+import matplotlib
+import pytest
+
+from sgdlab.experiments.procedures import StoredRun
+from sgdlab.experiments.procedures.common import (check_claims, equivalence, mean_curve,
+                                                  values_by_group)
+
+matplotlib.use("Agg")
+PAPER = {"author": "X", "figure": "Fig. 0"}
+T95_DF4 = 2.131847        # Student t 0.95 quantile, 4 degrees of freedom (printed tables)
+T95_DF8 = 1.859548
+
+
+def run(label, seed, params=None, summary=None, metrics=None, status="finished"):
+    return StoredRun(key=f"{label}-{seed}", run_id=f"{label}-{seed}", label=label, seed=seed,
+                     params=params or {}, status=status, summary=dict(summary or {}),
+                     metrics=metrics or {}, data={})
+
+
+def test_welch_interval_uses_the_satterthwaite_degrees_of_freedom():
+    from scipy import stats
+
+    # s_a = 0.02 over 4 seeds, s_b = 0.01 over 6: s²/n = 1e-4 and 1e-4/6, so
+    # df = (7e-4/6)² / ((1e-4)²/3 + (1e-4/6)²/5) = 245/61 ≈ 4.016 (not the pooled 8)
+    se = math.sqrt(1e-4 + 1e-4 / 6)
+    t_welch = stats.t.ppf(0.95, 245 / 61)
+    assert t_welch == pytest.approx(T95_DF4, abs=5e-3)           # df ≈ 4, not 8
+    half = t_welch * se                                           # ≈ 0.0230
+    # a margin between the pooled-df half-width (≈ 0.0201) and Welch's: only Welch straddles
+    margin = 0.0215
+    assert T95_DF8 * se < margin < half
+    ok, text = equivalence(0.5, 0.5, 0.02, 0.01, 4, 6, margin)
+    assert ok is None and "straddles" in text
+    assert f"[{-half:.4g}, {half:.4g}]" in text
+    ok, text = equivalence(0.5, 0.5, 0.02, 0.01, 4, 6, half + 1e-4)
+    assert ok is True and "inside" in text
+    # wholly outside: lo = d − half > margin
+    ok, text = equivalence(0.5 + half + 0.011, 0.5, 0.02, 0.01, 4, 6, 0.01)
+    assert ok is False and "outside" in text
+    # the interval is symmetric in the order of the groups (d changes sign only)
+    assert equivalence(0.5, 0.53, 0.02, 0.01, 4, 6, 0.01)[0] is None
+    # no spread at all: the interval is the point difference
+    assert equivalence(0.5, 0.505, 0.0, 0.0, 3, 3, 0.01)[0] is True
+    assert equivalence(0.5, 0.52, 0.0, 0.0, 3, 3, 0.01)[0] is False
+    # one seed on either side: the point difference decides, and the text says why
+    ok, text = equivalence(0.5, 0.52, 0.1, 0.0, 5, 1, 0.01)
+    assert ok is False and "one seed" in text
+
+
+def _vals(**groups):
+    """``a=(mean, std, n)`` -> the value table check_claims reads."""
+    return {g: {"m": m, "m__std": s, "m__n": n} for g, (m, s, n) in groups.items()}
+
+
+def test_every_claim_kind_on_hand_made_values():
+    v = _vals(a=(1.0, 0.0, 3), b=(2.0, 0.0, 3), c=(1.05, 0.0, 3), d=(0.5, 0.0, 3))
+    one = lambda c: check_claims([c], v)[0].agrees_with_paper      # noqa: E731
+    assert one({"less": ["a", "b"], "metric": "m"}) is True
+    assert one({"less": ["b", "a"], "metric": "m"}) is False
+    assert one({"greater": ["b", "a"], "metric": "m"}) is True
+    assert one({"greater": ["a", "b"], "metric": "m"}) is False
+    # a positive margin makes the claim stricter: 1 + 0.9 < 2 holds, 1 + 1.1 < 2 does not
+    assert one({"less": ["a", "b"], "metric": "m", "margin": 0.9}) is True
+    assert one({"less": ["a", "b"], "metric": "m", "margin": 1.1}) is False
+    assert one({"greater": ["b", "a"], "metric": "m", "margin": 1.1}) is False
+    # close: |a − c| = 0.05 <= atol + rtol·|c|
+    assert one({"close": ["a", "c"], "metric": "m"}) is True                 # 0.105 default
+    assert one({"close": ["a", "c"], "metric": "m", "rtol": 0.04}) is False  # 0.042
+    assert one({"close": ["a", "c"], "metric": "m", "rtol": 0.0, "atol": 0.06}) is True
+    assert one({"far": ["a", "c"], "metric": "m", "rtol": 0.04}) is True
+    assert one({"far": ["a", "c"], "metric": "m"}) is False
+    # above: min over the first set > max over the second
+    assert one({"above": [["b", "a"], ["d"]], "metric": "m"}) is True
+    assert one({"above": [["b", "d"], ["a"]], "metric": "m"}) is False
+    (c,) = check_claims([{"above": [["b", "a"], ["d", "c"]], "metric": "m"}], v)
+    assert c.agrees_with_paper is False
+    assert c.text == "m: min over {b, a} = 1 is not above max over {d, c} = 1.05"
+    assert c.evidence == {"a": {"b": 2.0, "a": 1.0}, "b": {"d": 0.5, "c": 1.05}}
+    # metric_b: A's metric against B's other metric (e.g. end against start of one run)
+    vv = {"x": {"end": 0.2, "start": 0.9}}
+    (c,) = check_claims([{"less": ["x", "x"], "metric": "end", "metric_b": "start"}], vv)
+    assert c.agrees_with_paper is True and c.evidence == {"x [end]": 0.2, "x [start]": 0.9}
+    # an unknown group is a configuration error naming it
+    from sgdlab.errors import ConfigError
+    with pytest.raises(ConfigError, match="unknown group 'zz'"):
+        check_claims([{"less": ["a", "zz"], "metric": "m"}], v)
+    with pytest.raises(ConfigError, match="exactly one of"):
+        check_claims([{"less": ["a", "b"], "greater": ["a", "b"], "metric": "m"}], v)
+
+
+def test_above_claim_with_a_missing_value_is_inconclusive():
+    v = {"a": {"m": 2.0}, "b": {"m": float("nan")}, "c": {"m": 1.0}}
+    (c,) = check_claims([{"above": [["a"], ["b", "c"]], "metric": "m"}], v)
+    assert c.agrees_with_paper is None and "cannot be checked" in c.text
+
+
+def test_values_by_group_and_mean_curve_by_hand():
+    groups = OrderedDict(a=[run("a", 0, summary={"m": 1.0}), run("a", 1, summary={"m": 3.0}),
+                            run("a", 2, summary={"m": float("nan")})],
+                         b=[run("b", 0, summary={"m": 5.0})])
+    v = values_by_group(groups, ["m"])
+    # the NaN seed is left out of the mean, the std and the count
+    assert v["a"] == {"m": 2.0, "m__n": 2, "m__std": pytest.approx(math.sqrt(2.0))}
+    assert v["b"] == {"m": 5.0, "m__n": 1}          # one seed: no std
+    rs = [run("a", 0, metrics={"acc": [(0, 0.1), (10, 0.5), (20, 0.9)]}),
+          run("a", 1, metrics={"acc": [(0, 0.3), (10, 0.7)]}),
+          run("a", 2, metrics={})]
+    steps, mean, std = mean_curve(rs, "acc")
+    assert steps == [0.0, 10.0]                     # the steps every run recorded
+    assert mean == pytest.approx([0.2, 0.6])
+    assert std == pytest.approx([math.sqrt(0.02)] * 2)   # sample std of {x, x + 0.2}
+
+
+def _grid_run(lr, b, seed, top, acc, status="finished"):
+    return run(f"lr{lr}-B{b}", seed, params={"optimizer": {"lr": lr}, "batch_size": b},
+               summary={"hessian_top": top, "test_acc": acc}, status=status)
+
+
+def test_ratio_grid_spearman_and_equal_ratio_equivalence_by_hand():
+    from sgdlab.experiments.procedures.jastrzebski import ratio_grid
+
+    # five (η, B) settings; η/B = 0.0005, 0.001, 0.002, 0.002, 0.004 (two share 0.002)
+    settings = [(0.05, 100), (0.1, 100), (0.1, 50), (0.2, 100), (0.4, 100)]
+    accs = {(0.1, 50): [0.90, 0.91, 0.92], (0.2, 100): [0.905, 0.915, 0.925]}
+
+    def runs_for(tops):
+        rs = []
+        for (lr, b), top in zip(settings, tops):
+            for s in range(3):
+                rs.append(_grid_run(lr, b, s, top, accs.get((lr, b), [0.5] * 3)[s]))
+        # a diverged run with absurd values: left out of the means, reported
+        rs.append(_grid_run(0.4, 100, 3, 1e9, 0.0, status="diverged"))
+        return rs
+
+    def spec(margin):
+        return SimpleNamespace(paper=PAPER, options={
+            "metrics": ["hessian_top"], "expect": {"hessian_top": "negative"},
+            "equal_ratio_margin": margin})
+
+    # λ_max by η/B-rank: x ranks (1, 2, 3.5, 3.5, 5), y = (5, 3, 4, 2, 1):
+    # Σdx·dy = −8, Σdx² = 9.5, Σdy² = 10, so ρ = −8/√95 = −0.821: a clear decrease
+    res = ratio_grid(spec(0.01), runs_for([5, 3, 4, 2, 1]))
+    trend, *rest = res.conclusions
+    assert trend.evidence["spearman"] == pytest.approx(-8 / math.sqrt(95))
+    assert trend.agrees_with_paper is True and "ρ = -0.82" in trend.text
+    assert "decreases" in trend.text
+    table = res.table("ratio_grid")
+    assert [r[2] for r in table.rows] == pytest.approx([0.0005, 0.001, 0.002, 0.002, 0.004])
+    last = table.rows[-1]
+    assert (last[3], last[-2], last[-1]) == (1.0, 1, 4)           # mean of 3, 1 diverged, 4
+    # the one equal-ratio pair: means 0.91 and 0.915, std 0.01 each over 3 seeds, df = 4;
+    # 90% CI −0.005 ± 2.1318·√(2·1e-4/3) = [−0.0224, 0.0124] straddles ±0.01
+    (pair, diverged) = rest
+    half = T95_DF4 * math.sqrt(2e-4 / 3)
+    assert pair.agrees_with_paper is None and "straddles" in pair.text
+    assert f"[{-0.005 - half:.3g}" in pair.text
+    assert diverged.text == "diverged: lr=0.4, B=100"
+    assert ratio_grid(spec(0.03), runs_for([5, 3, 4, 2, 1])).conclusions[1] \
+        .agrees_with_paper is True                                 # inside ±0.03
+    # y = (3, 5, 1, 4, 2): Σdx·dy = −4.5, ρ = −4.5/√95 = −0.46: right sign, not clear
+    (trend, *_) = ratio_grid(spec(0.01), runs_for([3, 5, 1, 4, 2])).conclusions
+    assert trend.evidence["spearman"] == pytest.approx(-4.5 / math.sqrt(95))
+    assert trend.agrees_with_paper is False and "no clear trend" in trend.text
+    # the opposite trend disagrees
+    (trend, *_) = ratio_grid(spec(0.01), runs_for([1, 2, 3, 4, 5])).conclusions
+    assert trend.agrees_with_paper is False and "increases" in trend.text
+
+
+def test_spearman_drops_non_finite_points_and_needs_three():
+    from sgdlab.experiments.procedures.jastrzebski import _spearman
+
+    # rank differences (−3, −1, 2, 2): ρ = 1 − 6·18 / (4·(16 − 1)) = −0.8
+    assert _spearman([1, 2, 3, 4], [4, 3, 1, 2]) == pytest.approx(1 - 6 * 18 / (4 * 15))
+    assert _spearman([1, 2, float("nan"), 3], [1, 3, 0, 2]) == pytest.approx(0.5)
+    assert math.isnan(_spearman([1, 2, 3], [1, float("inf"), 2]))
+
+
+def test_escape_ordering_verdict_by_hand():
+    from sgdlab.experiments.procedures.landscape_runs import ordering_verdict
+
+    a = {"x": (0.5, 0.05), "y": (0.6, 0.01)}
+    # min over a is x (0.5); se of the gap = √(0.05² + 0.05²) = 0.0707
+    ok, gap, se = ordering_verdict(a, {"p": (0.2, 0.05), "q": (0.3, 0.05)})
+    assert (ok, gap, se) == (True, pytest.approx(0.2), pytest.approx(math.sqrt(0.005)))
+    ok, gap, _ = ordering_verdict(a, {"q": (0.45, 0.05)})          # 0.05 ± 0.141
+    assert ok is None and gap == pytest.approx(0.05)
+    ok, gap, _ = ordering_verdict(a, {"q": (0.7, 0.05)})           # −0.2 + 0.141 <= 0
+    assert ok is False and gap == pytest.approx(-0.2)
+    assert ordering_verdict(a, {"q": (0.45, 0.05)}, z=0.5)[0] is True   # 0.05 − 0.035 > 0
+
+
+def test_compare_groups_table_and_claims_by_hand():
+    from sgdlab.experiments.procedures.generic import compare_groups
+
+    def r(label, seed, acc, loss, status="finished"):
+        return run(label, seed, summary={"test_acc": acc, "train_loss": loss}, status=status,
+                   metrics={"train_loss": [(0, 1.0), (5, loss)]})
+    runs = [r("A", 0, 0.90, 0.1), r("A", 1, 0.92, 0.3), r("A", 2, 0.94, 0.2),
+            r("B", 0, 0.80, 0.5), r("B", 1, 0.84, 0.7), r("B", 2, float("nan"), 9.0, "diverged")]
+    spec = SimpleNamespace(paper=PAPER, options={
+        "table": [["test_acc", "acc"], ["train_loss", "loss"]], "curves": ["train_loss"],
+        "claims": [{"greater": ["A", "B"], "metric": "test_acc"},
+                   {"less": ["A", "B"], "metric": "train_loss", "margin": 0.5}]})
+    res = compare_groups(spec, runs)
+    t = res.table("summary")
+    assert t.columns == ["run", "seeds", "acc", "acc std", "loss", "loss std", "diverged"]
+    a_row, b_row = t.rows
+    assert a_row[:2] == ["A", 3] and a_row[2:] == pytest.approx([0.92, 0.02, 0.2, 0.1, 0])
+    # B: the NaN accuracy is skipped (mean of two); the diverged run's loss 9 counts:
+    # deviations (−2.9, −2.7, 5.6) from 3.4, Σ² = 47.06
+    assert b_row[:2] == ["B", 3]
+    assert b_row[2:] == pytest.approx([0.82, math.sqrt(2) * 0.02, 3.4, math.sqrt(47.06 / 2),
+                                       1])
+    greater, less, div = res.conclusions
+    assert greater.agrees_with_paper is True                      # 0.1 apart, spread 0.028
+    # 0.2 + 0.5 < 3.4 holds, but by 2.7, inside B's spread (std 4.85): inconclusive
+    assert less.agrees_with_paper is None and "spread" in less.text
+    assert div.text == "runs diverged in: B"
