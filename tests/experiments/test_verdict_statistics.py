@@ -225,3 +225,59 @@ def test_compare_groups_table_and_claims_by_hand():
     # 0.2 + 0.5 < 3.4 holds, but by 2.7, inside B's spread (std 4.85): inconclusive
     assert less.agrees_with_paper is None and "spread" in less.text
     assert div.text == "runs diverged in: B"
+
+
+def test_zhu_alignment_checks_by_hand():
+    from sgdlab.experiments.procedures.zhu import zhu_alignment
+
+    def r(label, seed, cos, h, s, res):
+        m = {"align/residual": [(0, res[0]), (10, res[1])]}
+        for i in (1, 2):
+            m[f"align/cos_{i}"] = [(0, 0.1), (10, cos[i - 1])]
+            m[f"align/hess_norm_eig_{i}"] = [(10, h[i - 1])]
+            m[f"align/sigma_norm_eig_{i}"] = [(10, s[i - 1])]
+        return run(label, seed, summary={"num_params": 10}, metrics=m)
+    runs = [r("g", 0, (0.95, 0.91), (0.8, 0.3), (0.75, 0.45), (1.8, 0.5)),
+            r("g", 1, (0.97, 0.85), (0.8, 0.3), (0.75, 0.43), (1.6, 0.7)),
+            r("h", 0, (0.99, 0.93), (0.6, 0.2), (0.6, 0.2), (1.0, 1.5))]
+    spec = SimpleNamespace(paper=PAPER, options={"tests": ["cosine", "eigenvalues",
+                                                           "residual"]})
+    res = zhu_alignment(spec, runs)
+    # g: last cosines average to 0.96 and 0.88 (< 0.9); eigenvalue gaps 0.05 and
+    # |0.3 − 0.44| = 0.14 (> 0.1); residual 1.7 -> 0.6, below random 2 − 2²/10 = 1.6
+    g_cos, g_eig, g_res, h_cos, h_eig, h_res = res.conclusions
+    assert g_cos.agrees_with_paper is False
+    assert g_cos.evidence["cosines"] == pytest.approx([0.96, 0.88])
+    assert g_eig.agrees_with_paper is False
+    assert g_eig.evidence["gaps"] == pytest.approx([0.05, 0.14])
+    assert g_res.agrees_with_paper is True
+    assert g_res.evidence == pytest.approx({"residual_end": 0.6, "residual_start": 1.7,
+                                            "random_expectation": 1.6})
+    assert (h_cos.agrees_with_paper, h_eig.agrees_with_paper) == (True, True)
+    assert h_res.agrees_with_paper is False                       # the residual grew
+    rows = res.table("alignment").rows
+    assert rows[1] == ["g", 2, pytest.approx(0.88), pytest.approx(0.03 * math.sqrt(2)),
+                       pytest.approx(0.3), pytest.approx(0.44)]
+    spec.options["eigenvalue_atol"] = 0.15
+    assert zhu_alignment(spec, runs).conclusions[1].agrees_with_paper is True
+
+
+def test_zhu_noise_magnitude_ratio_by_hand():
+    from sgdlab.experiments.procedures.zhu import zhu_noise_magnitude
+
+    def r(label, grad, noise):
+        m = {}
+        if grad:
+            m["noise/grad_norm"] = list(zip((0, 10), grad))
+        if noise:
+            m["noise/noise_norm"] = list(zip((0, 10), noise))
+        return run(label, 0, metrics=m)
+    runs = [r("grows", (2.0, 0.5), (1.0, 1.0)),         # ratio 0.5 -> 2: the paper's picture
+            r("small", (2.0, 1.25), (1.0, 1.0)),        # 0.5 -> 0.8: noise never dominates
+            r("falls", (0.5, 0.8), (2.0, 1.6)),         # 4 -> 2: dominant but not growing
+            r("unmeasured", None, (1.0, 1.0))]          # no gradient norm: nothing to judge
+    res = zhu_noise_magnitude(SimpleNamespace(paper=PAPER, options={}), runs)
+    verdicts = [c.agrees_with_paper for c in res.conclusions]
+    assert verdicts == [True, False, False, None]
+    assert res.conclusions[0].evidence == pytest.approx({"ratio_start": 0.5, "ratio_end": 2.0})
+    assert res.table("noise_magnitude").rows[2][2:] == pytest.approx([4.0, 2.0, 0.8, 1.6])
