@@ -173,6 +173,10 @@ def test_ratio_grid_spearman_and_equal_ratio_equivalence_by_hand():
     # the opposite trend disagrees
     (trend, *_) = ratio_grid(spec(0.01), runs_for([1, 2, 3, 4, 5])).conclusions
     assert trend.agrees_with_paper is False and "increases" in trend.text
+    # two finite settings give no rank correlation: inconclusive, not a disagreement
+    (trend, *_) = ratio_grid(spec(0.01), runs_for([5, 3, float("nan"), float("nan"),
+                                                   float("nan")])).conclusions
+    assert trend.agrees_with_paper is None and "too few settings" in trend.text
 
 
 def test_spearman_drops_non_finite_points_and_needs_three():
@@ -281,3 +285,19 @@ def test_zhu_noise_magnitude_ratio_by_hand():
     assert verdicts == [True, False, False, None]
     assert res.conclusions[0].evidence == pytest.approx({"ratio_start": 0.5, "ratio_end": 2.0})
     assert res.table("noise_magnitude").rows[2][2:] == pytest.approx([4.0, 2.0, 0.8, 1.6])
+
+
+def test_cosine_grid_with_too_few_batch_sizes_is_inconclusive():
+    from sgdlab.experiments.procedures.xing import xing_cosine_grid
+
+    def r(b, cos):
+        return run(f"B{b}", 0, params={"optimizer": {"lr": 0.1}, "batch_size": b},
+                   metrics={"grad_cosine": [(1, cos), (2, cos)],
+                            "dist_from_init": [(2, 1.0 / b)]})
+    spec = SimpleNamespace(paper=PAPER, options={"fixed_lr": 0.1, "fixed_batch": 50})
+    cos, dist = xing_cosine_grid(spec, [r(25, 0.2), r(50, 0.1)]).conclusions[:2]
+    assert (cos.agrees_with_paper, dist.agrees_with_paper) == (None, None)
+    # three batch sizes with cosines (0.2, 0.3, 0.1): ρ = −0.5, just clear
+    cos, dist = xing_cosine_grid(spec, [r(25, 0.2), r(50, 0.3), r(100, 0.1)]).conclusions[:2]
+    assert cos.evidence["spearman"] == pytest.approx(-0.5) and cos.agrees_with_paper is True
+    assert dist.evidence["spearman"] == pytest.approx(-1.0) and dist.agrees_with_paper is True
