@@ -301,3 +301,31 @@ def test_cosine_grid_with_too_few_batch_sizes_is_inconclusive():
     cos, dist = xing_cosine_grid(spec, [r(25, 0.2), r(50, 0.3), r(100, 0.1)]).conclusions[:2]
     assert cos.evidence["spearman"] == pytest.approx(-0.5) and cos.agrees_with_paper is True
     assert dist.evidence["spearman"] == pytest.approx(-1.0) and dist.agrees_with_paper is True
+
+
+def test_escape_sweep_pools_repetitions_and_orders_per_learning_rate():
+    from sgdlab.experiments.procedures.landscape_runs import zhu_escape_sweep_analysis
+
+    def r(method, lr, seed, successes):
+        return run(f"{method}|lr={lr}", seed, params={"method": method, "lr": lr},
+                   summary={"repetitions": 50, "successes": successes,
+                            "reached_rate": 0.5, "eta_lambda_max": lr * 10})
+    counts = {("a", 0.1): (30, 40), ("b", 0.1): (10, 20),     # 0.7 vs 0.3 over 100 each
+              ("a", 0.2): (26, 24), ("b", 0.2): (20, 25),     # 0.5 vs 0.45
+              ("a", 0.4): (5, 5), ("b", 0.4): (45, 45)}       # 0.1 vs 0.9
+    runs = [r(m, lr, s, k[s]) for (m, lr), k in counts.items() for s in (0, 1)]
+    spec = SimpleNamespace(paper={**PAPER, "claim": "a escapes more often"},
+                           options={"faster": ["a"], "slower": ["b"]})
+    res = zhu_escape_sweep_analysis(spec, runs)
+    c01, c02, c04, summary = res.conclusions
+    # pooled s.e. √(0.7·0.3/100) = 0.0458 per method; gap 0.4 ± 2·0.0648
+    assert c01.agrees_with_paper is True
+    assert c01.evidence["gap"] == pytest.approx(0.4)
+    assert c01.evidence["se"] == pytest.approx(math.sqrt(2 * 0.21 / 100))
+    assert c02.agrees_with_paper is None                      # 0.05 ± 2·0.0705
+    assert c02.evidence["se"] == pytest.approx(math.sqrt((0.25 + 0.2475) / 100))
+    assert c04.agrees_with_paper is False
+    assert summary.text == ("The paper's ordering appears at η ∈ {0.1}, does not at η ∈ "
+                            "{0.4}, undecided at {0.2}")
+    long = res.table("escape_lr_sweep").rows
+    assert long[0][3:6] == [100, pytest.approx(0.7), pytest.approx(math.sqrt(0.0021))]
