@@ -20,6 +20,13 @@ T95_DF4 = 2.131847        # Student t 0.95 quantile, 4 degrees of freedom (print
 T95_DF8 = 1.859548
 
 
+@pytest.fixture(autouse=True)
+def _close_figures():
+    yield
+    import matplotlib.pyplot as plt
+    plt.close("all")       # the analyses draw figures; none is looked at here
+
+
 def run(label, seed, params=None, summary=None, metrics=None, status="finished"):
     return StoredRun(key=f"{label}-{seed}", run_id=f"{label}-{seed}", label=label, seed=seed,
                      params=params or {}, status=status, summary=dict(summary or {}),
@@ -329,3 +336,27 @@ def test_escape_sweep_pools_repetitions_and_orders_per_learning_rate():
                             "{0.4}, undecided at {0.2}")
     long = res.table("escape_lr_sweep").rows
     assert long[0][3:6] == [100, pytest.approx(0.7), pytest.approx(math.sqrt(0.0021))]
+
+
+def test_hessian_spectrum_fractions_and_tails_by_hand():
+    from sgdlab.experiments.procedures.chaudhari import hessian_spectrum
+
+    # d = 10; |λ| <= 1e-4 for 7 of them; round-off is λ_max·d·eps32 = 1.19e-5, so −1e-5 is
+    # round-off and only −0.5 counts as negative (1 in 10); right tail 10 / 0.5 = 20
+    ev = [10.0, 1e-5, -1e-5, 0.0, 2e-5, -0.5, 3.0, 0.0, 0.0, 0.0]
+    runs = [StoredRun("k", "r", "net", 0, {}, "finished", {"hessian_dim": 10},
+                      {}, {"hessian_eigenvalues": ev}),
+            StoredRun("k2", "r2", "empty", 0, {}, "finished", {}, {}, {})]
+
+    def verdicts(**options):
+        spec = SimpleNamespace(paper=PAPER, options=options)
+        return [c.agrees_with_paper for c in hessian_spectrum(spec, runs).conclusions]
+
+    assert verdicts(near_zero={"net": [1e-4, 0.75]}) == [True, True, True, None]
+    assert verdicts(near_zero={"net": [1e-4, 0.9]}) == [False, True, True, None]
+    assert verdicts(tail_ratio=25.0) == [None, False, True, None]       # 20 < 25
+    assert verdicts(negative_fraction_below=0.05) == [None, True, False, None]
+    spec = SimpleNamespace(paper=PAPER, options={})
+    (row,) = hessian_spectrum(spec, runs).table("hessian_spectrum").rows
+    assert row[:4] == ["net", 10, 1e-4, pytest.approx(0.7)]
+    assert row[5:8] == [10.0, -0.5, pytest.approx(0.1)]
