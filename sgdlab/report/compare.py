@@ -22,19 +22,26 @@ def load_results(out_dir: str | Path) -> dict[str, Any]:
 
 def table_differences(a: dict[str, Any], b: dict[str, Any]) -> list[Table]:
     """For tables with the same name and columns: B − A for numeric cells of rows matched on
-    their text cells (the row labels)."""
+    their text cells (the row labels); rows sharing a label (one per seed, say) are matched
+    in order, the k-th of A with the k-th of B."""
     tb = {t["name"]: t for t in b.get("tables", [])}
     out = []
     for ta in a.get("tables", []):
         t2 = tb.get(ta["name"])
         if t2 is None or t2["columns"] != ta["columns"]:
             continue
-        def key(r: list[Any]) -> tuple:
-            return tuple(v for v in r if isinstance(v, str))
-        rows_b = {key(r): r for r in t2["rows"]}
+        def keyed(rows: list[list[Any]]) -> list[tuple[tuple, list[Any]]]:
+            seen: dict[tuple, int] = {}
+            out = []
+            for r in rows:
+                label = tuple(v for v in r if isinstance(v, str))
+                seen[label] = seen.get(label, -1) + 1
+                out.append(((label, seen[label]), r))
+            return out
+        rows_b = dict(keyed(t2["rows"]))
         rows = []
-        for r in ta["rows"]:
-            rb = rows_b.get(key(r))
+        for k, r in keyed(ta["rows"]):
+            rb = rows_b.get(k)
             if rb is None:
                 continue
             diff = [r[0]]

@@ -180,8 +180,9 @@ def test_build_from_config_is_deterministic_and_wires_instruments():
     b2 = build_from_config(raw)
     assert isinstance(b1.loss_fn, torch.nn.MSELoss)  # auto: cubic is regression
     assert isinstance(b1.optimizer, torch.optim.SGD) and b1.schedule is not None
-    for p, q in zip(b1.model.parameters(), b2.model.parameters()):
-        assert torch.equal(p, q)  # train.seed fixes the initial weights
+    w1, w2 = (torch.cat([p.detach().flatten() for p in b.model.parameters()]) for b in (b1, b2))
+    assert w1.numel() == (1 * 6 + 6) + 2 * (6 * 6 + 6) + (6 * 1 + 1)  # zhu-mlp-1-6-6-6-1
+    assert torch.equal(w1, w2)  # train.seed fixes the initial weights
     assert b1.train_kwargs["batch_size"] == 5 and b1.train_kwargs["epochs"] == 2
     res = train(*b1[:4], schedule=b1.schedule, callbacks=b1.callbacks,
                 **{**b1.train_kwargs, "progress": False})

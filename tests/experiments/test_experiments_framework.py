@@ -180,6 +180,10 @@ def test_run_writes_contract_and_report_rebuilds(tmp_path):
     assert cli(["report", str(out), "--compare", str(out2), "--out", str(page)]) == 0
     text = page.read_text()
     assert "squares: B − A" in text and text.count("data:image/png;base64,") == 2
+    # y = x² + seed does not depend on the scale: seed 0 of both outputs differs by nothing
+    from sgdlab.report.compare import load_results, table_differences
+    (diff,) = table_differences(load_results(out), load_results(out2))
+    assert diff.rows == [[f"sq|x={x}", 0, 0, 0] for x in (1, 2, 3)]
 
 
 def test_environment_records_the_threads_the_runs_used(tmp_path):

@@ -46,3 +46,15 @@ def test_table_differences_match_rows_on_labels():
     assert d.rows == [["x", 1, -0.25], ["y", 1, pytest.approx(0.2)]]
     b["tables"][0]["columns"] = ["run", "seed", "loss"]
     assert table_differences(a, b) == []
+
+
+def test_table_differences_match_repeated_labels_in_order():
+    # one row per seed under the same label: seed k of A against seed k of B, not all of A
+    # against B's last row
+    cols = ["pair", "seed", "width"]
+    a = {"tables": [{"name": "w", "columns": cols,
+                     "rows": [["p", 0, 1.0], ["p", 1, 2.0], ["q", 0, 5.0]]}]}
+    b = {"tables": [{"name": "w", "columns": cols,
+                     "rows": [["p", 0, 1.5], ["q", 0, 4.0], ["p", 1, 2.25], ["p", 2, 9.0]]}]}
+    (d,) = table_differences(a, b)
+    assert d.rows == [["p", 0, 0.5], ["p", 0, 0.25], ["q", 0, -1.0]]

@@ -294,11 +294,13 @@ def test_checkpoint_resume_is_bit_exact(tmp_path):
         train_replicas(dropout_model(), dies_in_round_6, data, cfg, rounds=7, eval_every=2,
                        checkpoint_dir=ck, checkpoint_every=2)
     assert sorted(p.name for p in ck.iterdir()) == ["master.pt", "rank0.pt"]
+    model = dropout_model(7)         # (it reseeds the global RNG: seed after it)
     torch.manual_seed(123)  # the resume restores the global RNG state
-    res = train_replicas(dropout_model(7), LOSS, data, cfg, rounds=7, eval_every=2,
+    res = train_replicas(model, LOSS, data, cfg, rounds=7, eval_every=2,
                          checkpoint_dir=ck, checkpoint_every=2, resume=True)
     for a, b in zip(params(res.master), params(ref.master)):
         assert torch.equal(a, b)
+    assert len(res.replicas) == len(ref.replicas) == cfg.replicas
     for m, mr in zip(res.replicas, ref.replicas):
         for a, b in zip(params(m), params(mr)):
             assert torch.equal(a, b)

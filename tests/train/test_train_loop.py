@@ -175,8 +175,8 @@ def test_resume_after_max_steps_is_bit_for_bit(tmp_path):
     m1, _, _, r1 = go(checkpoint_dir=tmp_path, max_steps=11)
     assert r1.steps == 11 and r1.epochs_completed == 1
     assert not torch.equal(flat(m1), flat(m_ref))
+    model, opt, sched = build()      # (make_model reseeds the global RNG: seed after it)
     torch.manual_seed(999)  # resuming restores the global RNG from the checkpoint
-    model, opt, sched = build()
     cb = RunningSum()
     r2 = train(model, nn.CrossEntropyLoss(), toy_data(), opt, schedule=sched, epochs=3,
                batch_size=8, seed=5, callbacks=[cb], progress=False, checkpoint_dir=tmp_path,

@@ -102,8 +102,10 @@ def ratio_grid(spec, runs: list[StoredRun]) -> Analysis:
         rho = _spearman([r[2] for r in rows], [r[3 + i] for r in rows])
         sign = expect.get(m)
         if sign:
-            ok = clear_trend(rho, sign)
-            trend = ("no clear trend" if abs(rho) < CLEAR_TREND or not finite(rho)
+            # fewer than three finite settings give no ρ: no evidence, not a disagreement
+            ok = clear_trend(rho, sign) if finite(rho) else None
+            trend = ("too few settings to rank" if not finite(rho)
+                     else "no clear trend" if abs(rho) < CLEAR_TREND
                      else "decreases" if rho < 0 else "increases")
             conclusions.append(Conclusion(
                 f"{LABELS.get(m, m)} vs η/B: Spearman ρ = {rho:.2f} over {len(rows)} (η, B) "

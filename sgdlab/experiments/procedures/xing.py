@@ -232,7 +232,7 @@ def xing_cosine_grid(spec, runs: list[StoredRun]) -> Analysis:
         concl.append(Conclusion(
             f"{what} vs batch size at lr = {lr0:g}: Spearman ρ = {rho:.2f} over {len(by_b)} "
             f"batch sizes (a clear trend needs |ρ| ≥ {CLEAR_TREND})",
-            agrees_with_paper=clear_trend(rho, "negative"),
+            agrees_with_paper=clear_trend(rho, "negative") if finite(rho) else None,
             claim=f"the {what} falls as the batch size grows", evidence={"spearman": rho}))
     if len(by_lr) >= 2:
         lo, hi = by_lr[0][-1], by_lr[-1][-1]

@@ -1,0 +1,362 @@
+"""The verdict statistics of the analyses against hand-computed cases: the Welch TOST
+equivalence interval, every claim kind, Spearman trends over the η/B grid, the escape-rate
+ordering and the generic group comparison (table values, seed counts, mean curves)."""
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+from types import SimpleNamespace
+
+import matplotlib
+import pytest
+
+from sgdlab.experiments.procedures import StoredRun
+from sgdlab.experiments.procedures.common import (check_claims, equivalence, mean_curve,
+                                                  values_by_group)
+
+matplotlib.use("Agg")
+PAPER = {"author": "X", "figure": "Fig. 0"}
+T95_DF4 = 2.131847        # Student t 0.95 quantile, 4 degrees of freedom (printed tables)
+T95_DF8 = 1.859548
+
+
+@pytest.fixture(autouse=True)
+def _close_figures():
+    yield
+    import matplotlib.pyplot as plt
+    plt.close("all")       # the analyses draw figures; none is looked at here
+
+
+def run(label, seed, params=None, summary=None, metrics=None, status="finished"):
+    return StoredRun(key=f"{label}-{seed}", run_id=f"{label}-{seed}", label=label, seed=seed,
+                     params=params or {}, status=status, summary=dict(summary or {}),
+                     metrics=metrics or {}, data={})
+
+
+def test_welch_interval_uses_the_satterthwaite_degrees_of_freedom():
+    from scipy import stats
+
+    # s_a = 0.02 over 4 seeds, s_b = 0.01 over 6: s²/n = 1e-4 and 1e-4/6, so
+    # df = (7e-4/6)² / ((1e-4)²/3 + (1e-4/6)²/5) = 245/61 ≈ 4.016 (not the pooled 8)
+    se = math.sqrt(1e-4 + 1e-4 / 6)
+    t_welch = stats.t.ppf(0.95, 245 / 61)
+    assert t_welch == pytest.approx(T95_DF4, abs=5e-3)           # df ≈ 4, not 8
+    half = t_welch * se                                           # ≈ 0.0230
+    # a margin between the pooled-df half-width (≈ 0.0201) and Welch's: only Welch straddles
+    margin = 0.0215
+    assert T95_DF8 * se < margin < half
+    ok, text = equivalence(0.5, 0.5, 0.02, 0.01, 4, 6, margin)
+    assert ok is None and "straddles" in text
+    assert f"[{-half:.4g}, {half:.4g}]" in text
+    ok, text = equivalence(0.5, 0.5, 0.02, 0.01, 4, 6, half + 1e-4)
+    assert ok is True and "inside" in text
+    # wholly outside: lo = d − half > margin
+    ok, text = equivalence(0.5 + half + 0.011, 0.5, 0.02, 0.01, 4, 6, 0.01)
+    assert ok is False and "outside" in text
+    # the interval is symmetric in the order of the groups (d changes sign only)
+    assert equivalence(0.5, 0.53, 0.02, 0.01, 4, 6, 0.01)[0] is None
+    # no spread at all: the interval is the point difference
+    assert equivalence(0.5, 0.505, 0.0, 0.0, 3, 3, 0.01)[0] is True
+    assert equivalence(0.5, 0.52, 0.0, 0.0, 3, 3, 0.01)[0] is False
+    # one seed on either side: the point difference decides, and the text says why
+    ok, text = equivalence(0.5, 0.52, 0.1, 0.0, 5, 1, 0.01)
+    assert ok is False and "one seed" in text
+
+
+def _vals(**groups):
+    """``a=(mean, std, n)`` -> the value table check_claims reads."""
+    return {g: {"m": m, "m__std": s, "m__n": n} for g, (m, s, n) in groups.items()}
+
+
+def test_every_claim_kind_on_hand_made_values():
+    v = _vals(a=(1.0, 0.0, 3), b=(2.0, 0.0, 3), c=(1.05, 0.0, 3), d=(0.5, 0.0, 3))
+    one = lambda c: check_claims([c], v)[0].agrees_with_paper      # noqa: E731
+    assert one({"less": ["a", "b"], "metric": "m"}) is True
+    assert one({"less": ["b", "a"], "metric": "m"}) is False
+    assert one({"greater": ["b", "a"], "metric": "m"}) is True
+    assert one({"greater": ["a", "b"], "metric": "m"}) is False
+    # a positive margin makes the claim stricter: 1 + 0.9 < 2 holds, 1 + 1.1 < 2 does not
+    assert one({"less": ["a", "b"], "metric": "m", "margin": 0.9}) is True
+    assert one({"less": ["a", "b"], "metric": "m", "margin": 1.1}) is False
+    assert one({"greater": ["b", "a"], "metric": "m", "margin": 1.1}) is False
+    # close: |a − c| = 0.05 <= atol + rtol·|c|
+    assert one({"close": ["a", "c"], "metric": "m"}) is True                 # 0.105 default
+    assert one({"close": ["a", "c"], "metric": "m", "rtol": 0.04}) is False  # 0.042
+    assert one({"close": ["a", "c"], "metric": "m", "rtol": 0.0, "atol": 0.06}) is True
+    assert one({"far": ["a", "c"], "metric": "m", "rtol": 0.04}) is True
+    assert one({"far": ["a", "c"], "metric": "m"}) is False
+    # above: min over the first set > max over the second
+    assert one({"above": [["b", "a"], ["d"]], "metric": "m"}) is True
+    assert one({"above": [["b", "d"], ["a"]], "metric": "m"}) is False
+    (c,) = check_claims([{"above": [["b", "a"], ["d", "c"]], "metric": "m"}], v)
+    assert c.agrees_with_paper is False
+    assert c.text == "m: min over {b, a} = 1 is not above max over {d, c} = 1.05"
+    assert c.evidence == {"a": {"b": 2.0, "a": 1.0}, "b": {"d": 0.5, "c": 1.05}}
+    # metric_b: A's metric against B's other metric (e.g. end against start of one run)
+    vv = {"x": {"end": 0.2, "start": 0.9}}
+    (c,) = check_claims([{"less": ["x", "x"], "metric": "end", "metric_b": "start"}], vv)
+    assert c.agrees_with_paper is True and c.evidence == {"x [end]": 0.2, "x [start]": 0.9}
+    # an unknown group is a configuration error naming it
+    from sgdlab.errors import ConfigError
+    with pytest.raises(ConfigError, match="unknown group 'zz'"):
+        check_claims([{"less": ["a", "zz"], "metric": "m"}], v)
+    with pytest.raises(ConfigError, match="exactly one of"):
+        check_claims([{"less": ["a", "b"], "greater": ["a", "b"], "metric": "m"}], v)
+
+
+def test_above_claim_with_a_missing_value_is_inconclusive():
+    v = {"a": {"m": 2.0}, "b": {"m": float("nan")}, "c": {"m": 1.0}}
+    (c,) = check_claims([{"above": [["a"], ["b", "c"]], "metric": "m"}], v)
+    assert c.agrees_with_paper is None and "cannot be checked" in c.text
+
+
+def test_values_by_group_and_mean_curve_by_hand():
+    groups = OrderedDict(a=[run("a", 0, summary={"m": 1.0}), run("a", 1, summary={"m": 3.0}),
+                            run("a", 2, summary={"m": float("nan")})],
+                         b=[run("b", 0, summary={"m": 5.0})])
+    v = values_by_group(groups, ["m"])
+    # the NaN seed is left out of the mean, the std and the count
+    assert v["a"] == {"m": 2.0, "m__n": 2, "m__std": pytest.approx(math.sqrt(2.0))}
+    assert v["b"] == {"m": 5.0, "m__n": 1}          # one seed: no std
+    rs = [run("a", 0, metrics={"acc": [(0, 0.1), (10, 0.5), (20, 0.9)]}),
+          run("a", 1, metrics={"acc": [(0, 0.3), (10, 0.7)]}),
+          run("a", 2, metrics={})]
+    steps, mean, std = mean_curve(rs, "acc")
+    assert steps == [0.0, 10.0]                     # the steps every run recorded
+    assert mean == pytest.approx([0.2, 0.6])
+    assert std == pytest.approx([math.sqrt(0.02)] * 2)   # sample std of {x, x + 0.2}
+
+
+def _grid_run(lr, b, seed, top, acc, status="finished"):
+    return run(f"lr{lr}-B{b}", seed, params={"optimizer": {"lr": lr}, "batch_size": b},
+               summary={"hessian_top": top, "test_acc": acc}, status=status)
+
+
+def test_ratio_grid_spearman_and_equal_ratio_equivalence_by_hand():
+    from sgdlab.experiments.procedures.jastrzebski import ratio_grid
+
+    # five (η, B) settings; η/B = 0.0005, 0.001, 0.002, 0.002, 0.004 (two share 0.002)
+    settings = [(0.05, 100), (0.1, 100), (0.1, 50), (0.2, 100), (0.4, 100)]
+    accs = {(0.1, 50): [0.90, 0.91, 0.92], (0.2, 100): [0.905, 0.915, 0.925]}
+
+    def runs_for(tops):
+        rs = []
+        for (lr, b), top in zip(settings, tops):
+            for s in range(3):
+                rs.append(_grid_run(lr, b, s, top, accs.get((lr, b), [0.5] * 3)[s]))
+        # a diverged run with absurd values: left out of the means, reported
+        rs.append(_grid_run(0.4, 100, 3, 1e9, 0.0, status="diverged"))
+        return rs
+
+    def spec(margin):
+        return SimpleNamespace(paper=PAPER, options={
+            "metrics": ["hessian_top"], "expect": {"hessian_top": "negative"},
+            "equal_ratio_margin": margin})
+
+    # λ_max by η/B-rank: x ranks (1, 2, 3.5, 3.5, 5), y = (5, 3, 4, 2, 1):
+    # Σdx·dy = −8, Σdx² = 9.5, Σdy² = 10, so ρ = −8/√95 = −0.821: a clear decrease
+    res = ratio_grid(spec(0.01), runs_for([5, 3, 4, 2, 1]))
+    trend, *rest = res.conclusions
+    assert trend.evidence["spearman"] == pytest.approx(-8 / math.sqrt(95))
+    assert trend.agrees_with_paper is True and "ρ = -0.82" in trend.text
+    assert "decreases" in trend.text
+    table = res.table("ratio_grid")
+    assert [r[2] for r in table.rows] == pytest.approx([0.0005, 0.001, 0.002, 0.002, 0.004])
+    last = table.rows[-1]
+    assert (last[3], last[-2], last[-1]) == (1.0, 1, 4)           # mean of 3, 1 diverged, 4
+    # the one equal-ratio pair: means 0.91 and 0.915, std 0.01 each over 3 seeds, df = 4;
+    # 90% CI −0.005 ± 2.1318·√(2·1e-4/3) = [−0.0224, 0.0124] straddles ±0.01
+    (pair, diverged) = rest
+    half = T95_DF4 * math.sqrt(2e-4 / 3)
+    assert pair.agrees_with_paper is None and "straddles" in pair.text
+    assert f"[{-0.005 - half:.3g}" in pair.text
+    assert diverged.text == "diverged: lr=0.4, B=100"
+    assert ratio_grid(spec(0.03), runs_for([5, 3, 4, 2, 1])).conclusions[1] \
+        .agrees_with_paper is True                                 # inside ±0.03
+    # y = (3, 5, 1, 4, 2): Σdx·dy = −4.5, ρ = −4.5/√95 = −0.46: right sign, not clear
+    (trend, *_) = ratio_grid(spec(0.01), runs_for([3, 5, 1, 4, 2])).conclusions
+    assert trend.evidence["spearman"] == pytest.approx(-4.5 / math.sqrt(95))
+    assert trend.agrees_with_paper is False and "no clear trend" in trend.text
+    # the opposite trend disagrees
+    (trend, *_) = ratio_grid(spec(0.01), runs_for([1, 2, 3, 4, 5])).conclusions
+    assert trend.agrees_with_paper is False and "increases" in trend.text
+    # two finite settings give no rank correlation: inconclusive, not a disagreement
+    (trend, *_) = ratio_grid(spec(0.01), runs_for([5, 3, float("nan"), float("nan"),
+                                                   float("nan")])).conclusions
+    assert trend.agrees_with_paper is None and "too few settings" in trend.text
+
+
+def test_spearman_drops_non_finite_points_and_needs_three():
+    from sgdlab.experiments.procedures.jastrzebski import _spearman
+
+    # rank differences (−3, −1, 2, 2): ρ = 1 − 6·18 / (4·(16 − 1)) = −0.8
+    assert _spearman([1, 2, 3, 4], [4, 3, 1, 2]) == pytest.approx(1 - 6 * 18 / (4 * 15))
+    assert _spearman([1, 2, float("nan"), 3], [1, 3, 0, 2]) == pytest.approx(0.5)
+    assert math.isnan(_spearman([1, 2, 3], [1, float("inf"), 2]))
+
+
+def test_escape_ordering_verdict_by_hand():
+    from sgdlab.experiments.procedures.landscape_runs import ordering_verdict
+
+    a = {"x": (0.5, 0.05), "y": (0.6, 0.01)}
+    # min over a is x (0.5); se of the gap = √(0.05² + 0.05²) = 0.0707
+    ok, gap, se = ordering_verdict(a, {"p": (0.2, 0.05), "q": (0.3, 0.05)})
+    assert (ok, gap, se) == (True, pytest.approx(0.2), pytest.approx(math.sqrt(0.005)))
+    ok, gap, _ = ordering_verdict(a, {"q": (0.45, 0.05)})          # 0.05 ± 0.141
+    assert ok is None and gap == pytest.approx(0.05)
+    ok, gap, _ = ordering_verdict(a, {"q": (0.7, 0.05)})           # −0.2 + 0.141 <= 0
+    assert ok is False and gap == pytest.approx(-0.2)
+    assert ordering_verdict(a, {"q": (0.45, 0.05)}, z=0.5)[0] is True   # 0.05 − 0.035 > 0
+
+
+def test_compare_groups_table_and_claims_by_hand():
+    from sgdlab.experiments.procedures.generic import compare_groups
+
+    def r(label, seed, acc, loss, status="finished"):
+        return run(label, seed, summary={"test_acc": acc, "train_loss": loss}, status=status,
+                   metrics={"train_loss": [(0, 1.0), (5, loss)]})
+    runs = [r("A", 0, 0.90, 0.1), r("A", 1, 0.92, 0.3), r("A", 2, 0.94, 0.2),
+            r("B", 0, 0.80, 0.5), r("B", 1, 0.84, 0.7), r("B", 2, float("nan"), 9.0, "diverged")]
+    spec = SimpleNamespace(paper=PAPER, options={
+        "table": [["test_acc", "acc"], ["train_loss", "loss"]], "curves": ["train_loss"],
+        "claims": [{"greater": ["A", "B"], "metric": "test_acc"},
+                   {"less": ["A", "B"], "metric": "train_loss", "margin": 0.5}]})
+    res = compare_groups(spec, runs)
+    t = res.table("summary")
+    assert t.columns == ["run", "seeds", "acc", "acc std", "loss", "loss std", "diverged"]
+    a_row, b_row = t.rows
+    assert a_row[:2] == ["A", 3] and a_row[2:] == pytest.approx([0.92, 0.02, 0.2, 0.1, 0])
+    # B: the NaN accuracy is skipped (mean of two); the diverged run's loss 9 counts:
+    # deviations (−2.9, −2.7, 5.6) from 3.4, Σ² = 47.06
+    assert b_row[:2] == ["B", 3]
+    assert b_row[2:] == pytest.approx([0.82, math.sqrt(2) * 0.02, 3.4, math.sqrt(47.06 / 2),
+                                       1])
+    greater, less, div = res.conclusions
+    assert greater.agrees_with_paper is True                      # 0.1 apart, spread 0.028
+    # 0.2 + 0.5 < 3.4 holds, but by 2.7, inside B's spread (std 4.85): inconclusive
+    assert less.agrees_with_paper is None and "spread" in less.text
+    assert div.text == "runs diverged in: B"
+
+
+def test_zhu_alignment_checks_by_hand():
+    from sgdlab.experiments.procedures.zhu import zhu_alignment
+
+    def r(label, seed, cos, h, s, res):
+        m = {"align/residual": [(0, res[0]), (10, res[1])]}
+        for i in (1, 2):
+            m[f"align/cos_{i}"] = [(0, 0.1), (10, cos[i - 1])]
+            m[f"align/hess_norm_eig_{i}"] = [(10, h[i - 1])]
+            m[f"align/sigma_norm_eig_{i}"] = [(10, s[i - 1])]
+        return run(label, seed, summary={"num_params": 10}, metrics=m)
+    runs = [r("g", 0, (0.95, 0.91), (0.8, 0.3), (0.75, 0.45), (1.8, 0.5)),
+            r("g", 1, (0.97, 0.85), (0.8, 0.3), (0.75, 0.43), (1.6, 0.7)),
+            r("h", 0, (0.99, 0.93), (0.6, 0.2), (0.6, 0.2), (1.0, 1.5))]
+    spec = SimpleNamespace(paper=PAPER, options={"tests": ["cosine", "eigenvalues",
+                                                           "residual"]})
+    res = zhu_alignment(spec, runs)
+    # g: last cosines average to 0.96 and 0.88 (< 0.9); eigenvalue gaps 0.05 and
+    # |0.3 − 0.44| = 0.14 (> 0.1); residual 1.7 -> 0.6, below random 2 − 2²/10 = 1.6
+    g_cos, g_eig, g_res, h_cos, h_eig, h_res = res.conclusions
+    assert g_cos.agrees_with_paper is False
+    assert g_cos.evidence["cosines"] == pytest.approx([0.96, 0.88])
+    assert g_eig.agrees_with_paper is False
+    assert g_eig.evidence["gaps"] == pytest.approx([0.05, 0.14])
+    assert g_res.agrees_with_paper is True
+    assert g_res.evidence == pytest.approx({"residual_end": 0.6, "residual_start": 1.7,
+                                            "random_expectation": 1.6})
+    assert (h_cos.agrees_with_paper, h_eig.agrees_with_paper) == (True, True)
+    assert h_res.agrees_with_paper is False                       # the residual grew
+    rows = res.table("alignment").rows
+    assert rows[1] == ["g", 2, pytest.approx(0.88), pytest.approx(0.03 * math.sqrt(2)),
+                       pytest.approx(0.3), pytest.approx(0.44)]
+    spec.options["eigenvalue_atol"] = 0.15
+    assert zhu_alignment(spec, runs).conclusions[1].agrees_with_paper is True
+
+
+def test_zhu_noise_magnitude_ratio_by_hand():
+    from sgdlab.experiments.procedures.zhu import zhu_noise_magnitude
+
+    def r(label, grad, noise):
+        m = {}
+        if grad:
+            m["noise/grad_norm"] = list(zip((0, 10), grad))
+        if noise:
+            m["noise/noise_norm"] = list(zip((0, 10), noise))
+        return run(label, 0, metrics=m)
+    runs = [r("grows", (2.0, 0.5), (1.0, 1.0)),         # ratio 0.5 -> 2: the paper's picture
+            r("small", (2.0, 1.25), (1.0, 1.0)),        # 0.5 -> 0.8: noise never dominates
+            r("falls", (0.5, 0.8), (2.0, 1.6)),         # 4 -> 2: dominant but not growing
+            r("unmeasured", None, (1.0, 1.0))]          # no gradient norm: nothing to judge
+    res = zhu_noise_magnitude(SimpleNamespace(paper=PAPER, options={}), runs)
+    verdicts = [c.agrees_with_paper for c in res.conclusions]
+    assert verdicts == [True, False, False, None]
+    assert res.conclusions[0].evidence == pytest.approx({"ratio_start": 0.5, "ratio_end": 2.0})
+    assert res.table("noise_magnitude").rows[2][2:] == pytest.approx([4.0, 2.0, 0.8, 1.6])
+
+
+def test_cosine_grid_with_too_few_batch_sizes_is_inconclusive():
+    from sgdlab.experiments.procedures.xing import xing_cosine_grid
+
+    def r(b, cos):
+        return run(f"B{b}", 0, params={"optimizer": {"lr": 0.1}, "batch_size": b},
+                   metrics={"grad_cosine": [(1, cos), (2, cos)],
+                            "dist_from_init": [(2, 1.0 / b)]})
+    spec = SimpleNamespace(paper=PAPER, options={"fixed_lr": 0.1, "fixed_batch": 50})
+    cos, dist = xing_cosine_grid(spec, [r(25, 0.2), r(50, 0.1)]).conclusions[:2]
+    assert (cos.agrees_with_paper, dist.agrees_with_paper) == (None, None)
+    # three batch sizes with cosines (0.2, 0.3, 0.1): ρ = −0.5, just clear
+    cos, dist = xing_cosine_grid(spec, [r(25, 0.2), r(50, 0.3), r(100, 0.1)]).conclusions[:2]
+    assert cos.evidence["spearman"] == pytest.approx(-0.5) and cos.agrees_with_paper is True
+    assert dist.evidence["spearman"] == pytest.approx(-1.0) and dist.agrees_with_paper is True
+
+
+def test_escape_sweep_pools_repetitions_and_orders_per_learning_rate():
+    from sgdlab.experiments.procedures.landscape_runs import zhu_escape_sweep_analysis
+
+    def r(method, lr, seed, successes):
+        return run(f"{method}|lr={lr}", seed, params={"method": method, "lr": lr},
+                   summary={"repetitions": 50, "successes": successes,
+                            "reached_rate": 0.5, "eta_lambda_max": lr * 10})
+    counts = {("a", 0.1): (30, 40), ("b", 0.1): (10, 20),     # 0.7 vs 0.3 over 100 each
+              ("a", 0.2): (26, 24), ("b", 0.2): (20, 25),     # 0.5 vs 0.45
+              ("a", 0.4): (5, 5), ("b", 0.4): (45, 45)}       # 0.1 vs 0.9
+    runs = [r(m, lr, s, k[s]) for (m, lr), k in counts.items() for s in (0, 1)]
+    spec = SimpleNamespace(paper={**PAPER, "claim": "a escapes more often"},
+                           options={"faster": ["a"], "slower": ["b"]})
+    res = zhu_escape_sweep_analysis(spec, runs)
+    c01, c02, c04, summary = res.conclusions
+    # pooled s.e. √(0.7·0.3/100) = 0.0458 per method; gap 0.4 ± 2·0.0648
+    assert c01.agrees_with_paper is True
+    assert c01.evidence["gap"] == pytest.approx(0.4)
+    assert c01.evidence["se"] == pytest.approx(math.sqrt(2 * 0.21 / 100))
+    assert c02.agrees_with_paper is None                      # 0.05 ± 2·0.0705
+    assert c02.evidence["se"] == pytest.approx(math.sqrt((0.25 + 0.2475) / 100))
+    assert c04.agrees_with_paper is False
+    assert summary.text == ("The paper's ordering appears at η ∈ {0.1}, does not at η ∈ "
+                            "{0.4}, undecided at {0.2}")
+    long = res.table("escape_lr_sweep").rows
+    assert long[0][3:6] == [100, pytest.approx(0.7), pytest.approx(math.sqrt(0.0021))]
+
+
+def test_hessian_spectrum_fractions_and_tails_by_hand():
+    from sgdlab.experiments.procedures.chaudhari import hessian_spectrum
+
+    # d = 10; |λ| <= 1e-4 for 7 of them; round-off is λ_max·d·eps32 = 1.19e-5, so −1e-5 is
+    # round-off and only −0.5 counts as negative (1 in 10); right tail 10 / 0.5 = 20
+    ev = [10.0, 1e-5, -1e-5, 0.0, 2e-5, -0.5, 3.0, 0.0, 0.0, 0.0]
+    runs = [StoredRun("k", "r", "net", 0, {}, "finished", {"hessian_dim": 10},
+                      {}, {"hessian_eigenvalues": ev}),
+            StoredRun("k2", "r2", "empty", 0, {}, "finished", {}, {}, {})]
+
+    def verdicts(**options):
+        spec = SimpleNamespace(paper=PAPER, options=options)
+        return [c.agrees_with_paper for c in hessian_spectrum(spec, runs).conclusions]
+
+    assert verdicts(near_zero={"net": [1e-4, 0.75]}) == [True, True, True, None]
+    assert verdicts(near_zero={"net": [1e-4, 0.9]}) == [False, True, True, None]
+    assert verdicts(tail_ratio=25.0) == [None, False, True, None]       # 20 < 25
+    assert verdicts(negative_fraction_below=0.05) == [None, True, False, None]
+    spec = SimpleNamespace(paper=PAPER, options={})
+    (row,) = hessian_spectrum(spec, runs).table("hessian_spectrum").rows
+    assert row[:4] == ["net", 10, 1e-4, pytest.approx(0.7)]
+    assert row[5:8] == [10.0, -0.5, pytest.approx(0.1)]
