@@ -288,17 +288,25 @@ class _Driver:
             self.say(f"{r.run_name} is being run by process {holder['pid']} on "
                      f"{holder['host']}; waiting for it")
             return False
-        art = self.art_root / r.key
-        if art.exists():          # an earlier attempt's files: we hold the lease, start afresh
-            shutil.rmtree(art)
-        art.mkdir(parents=True, exist_ok=True)
-        task = task_for(r, get_procedure(r.procedure), run_id, device=self.device,
-                        artifact_dir=art,
-                        dependencies={d: self.art_root / dr.key for d, dr in deps.items()},
-                        threads=self.threads, progress=self.train_progress,
-                        ship=self.backend_name == "ray")
-        h = self.backend.submit(task)
-        self.inflight[h] = _Flight(r, run_id, time.perf_counter(), attempt)
+        try:
+            art = self.art_root / r.key
+            if art.exists():      # an earlier attempt's files: we hold the lease, start afresh
+                shutil.rmtree(art)
+            art.mkdir(parents=True, exist_ok=True)
+            task = task_for(r, get_procedure(r.procedure), run_id, device=self.device,
+                            artifact_dir=art,
+                            dependencies={d: self.art_root / dr.key for d, dr in deps.items()},
+                            threads=self.threads, progress=self.train_progress,
+                            ship=self.backend_name == "ray")
+            h = self.backend.submit(task)
+            self.inflight[h] = _Flight(r, run_id, time.perf_counter(), attempt)
+        except BaseException as e:
+            # stopped between the claim and the flight (a SIGTERM while a worker starts):
+            # stop() only sees runs in flight, so this one is recorded here
+            if not any(f.run_id == run_id for f in self.inflight.values()):
+                self.store.complete_run(run_id, "interrupted", message=_stop_message(e),
+                                        release=r.key)
+            raise
         return True
 
     def _look_at(self, waiting: dict[str, RunSpec], queue: deque) -> None:
@@ -322,11 +330,14 @@ class _Driver:
             self.store.log_many(run_id, rows)
 
     def _on_event(self, h: int, kind: str, payload: Any, queue: deque) -> None:
-        f = self.inflight.pop(h)
+        # in flight until the store holds its end: a SIGTERM while it is recorded leaves it
+        # to stop(), which marks it interrupted unless the record was made
+        f = self.inflight[h]
         r, sec = f.run, time.perf_counter() - f.started
         if kind == "lost":
             again = f.attempt < self.retries
             self.store.complete_run(f.run_id, "failed", message=payload, release=r.key)
+            del self.inflight[h]
             self.say(f"{r.run_name}: {payload}" + ("; trying it again on a fresh worker"
                                                      if again else ""))
             if again:
@@ -336,6 +347,7 @@ class _Driver:
         else:
             record = payload
             self._commit(f, record)
+            del self.inflight[h]
         self.rep.executed.append(r.key)
         self.count += 1
         status = "failed" if record.status == "failed-input" else record.status
@@ -369,16 +381,23 @@ class _Driver:
         """The sweep ends early (interrupt, error): stop the workers, record their runs."""
         if self._backend is not None:
             self._backend.cancel_all()
-        message = ("the sweep was interrupted" + (f" ({why})" if str(why) else "")
-                   if isinstance(why, KeyboardInterrupt)
-                   else f"the sweep stopped ({type(why).__name__}: {why})")
+        message = _stop_message(why)
         for f in self.inflight.values():
             try:
+                if self.store.get_run(f.run_id)["recorded_status"] != "running":
+                    continue          # its end was recorded just before the stop
                 self.store.complete_run(f.run_id, "interrupted", message=message,
                                         release=f.run.key)
             except Exception:  # noqa: BLE001 - the store may be what failed
                 pass
         self.inflight.clear()
+
+
+def _stop_message(why: BaseException) -> str:
+    """What a run cut short by the sweep's end records."""
+    if isinstance(why, KeyboardInterrupt):
+        return "the sweep was interrupted" + (f" ({why})" if str(why) else "")
+    return f"the sweep stopped ({type(why).__name__}: {why})"
 
 
 def _relocate(path: str, old_root: str | None, new_root: Path) -> str:

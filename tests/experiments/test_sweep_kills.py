@@ -205,3 +205,39 @@ def test_two_sweeps_on_one_store_never_run_a_key_twice(kills, tmp_path):
     assert all(r.metrics["value"] == [(0, 0.0), (1, float(r.params["x"])),
                                       (2, 2.0 * r.params["x"])] for r in stored)
     assert len(RunStore(store).list_runs()) == 3          # no key was started twice
+
+
+@pytest.mark.parametrize("where", ["commit", "submit"])
+def test_an_interrupt_while_a_run_is_recorded_or_started_leaves_no_run_running(
+        reference, kills, tmp_path, monkeypatch, where):
+    """A SIGTERM (KeyboardInterrupt) that lands while the driver records a run's end, or
+    between claiming a run and handing it to a worker: that run is recorded as interrupted,
+    not left 'running' (stop() used to see only the runs still in flight)."""
+    from sgdlab.experiments import sweep as sweep_mod
+
+    spec, _ = reference
+    store = tmp_path / "s.sqlite"
+    name = "_commit" if where == "commit" else "_start"
+    real = getattr(sweep_mod._Driver, name)
+    calls = []
+
+    def interrupted(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:              # the second run's end / the second start
+            if where == "commit":
+                raise KeyboardInterrupt("terminated (SIGTERM)")
+            self.backend.submit = _raising_submit
+        return real(self, *args, **kwargs)
+
+    def _raising_submit(task):
+        raise KeyboardInterrupt("terminated (SIGTERM)")
+
+    monkeypatch.setattr(sweep_mod._Driver, name, interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        run_sweep(spec.expand(), store_path=str(store), workers=1, progress=None)
+    runs = RunStore(store).list_runs()
+    assert runs and not [r for r in runs if r["recorded_status"] == "running"]
+    assert any(r["recorded_status"] == "interrupted"
+               and r["message"].startswith("the sweep was interrupted") for r in runs)
+    assert sum(r["recorded_status"] == "finished" for r in runs) == (1 if where == "commit"
+                                                                       else len(runs) - 1)
