@@ -360,3 +360,18 @@ def test_hessian_spectrum_fractions_and_tails_by_hand():
     (row,) = hessian_spectrum(spec, runs).table("hessian_spectrum").rows
     assert row[:4] == ["net", 10, 1e-4, pytest.approx(0.7)]
     assert row[5:8] == [10.0, -0.5, pytest.approx(0.1)]
+
+
+def test_a_verdict_resting_on_a_missing_number_is_inconclusive():
+    import numpy as np
+
+    from sgdlab.experiments.procedures.common import decided
+
+    assert decided(0.1 < 0.2, 0.1) is True
+    assert decided(np.float32(0.3) < 0.2, np.float32(0.3), 0.2) is False
+    for missing in (float("nan"), float("inf"), np.float64("nan")):
+        # NaN < 0.2 is False: without the check this read "disagrees"
+        assert decided(missing < 0.2, missing) is None
+    for absent in (None, "n/a"):
+        assert decided(False, absent) is None
+    assert decided(True, 1.0, float("nan")) is None

@@ -54,6 +54,18 @@ def finite(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
+def decided(holds: Any, *values: Any) -> bool | None:
+    """The verdict ``holds``, or None (inconclusive) when a value it rests on is missing or
+    not finite: a number that is not there neither agrees nor disagrees with the paper."""
+    def known(v: Any) -> bool:
+        try:
+            return math.isfinite(float(v))
+        except (TypeError, ValueError):
+            return False
+
+    return bool(holds) if all(known(v) for v in values) else None
+
+
 def stat(runs: list[StoredRun], key: str) -> tuple[float, float, int]:
     """(mean, std, n) of a summary key over runs (non-finite and missing values skipped)."""
     vals = [r.summary.get(key) for r in runs]
