@@ -95,13 +95,11 @@ def perturbed_evaluations(
                 correct[i : i + chunk_size] += hits.double()
             n += len(x)
     else:
-        views = list(trainable_named_params(model).values())
         # a single batch is moved and checked once, not once per point
         batches = list(iterate_batches(data, device)) if is_single_batch(data) else None
         try:
             for j in range(m):
-                flat = theta + perturbations[j].to(device, theta.dtype)
-                torch._foreach_copy_(views, list(unflatten_like(flat, like).values()))
+                set_params_vector(model, theta + perturbations[j].to(device, theta.dtype))
                 for x, y in batches or iterate_batches(data, device):
                     loss, hits = scores(model(x), y)
                     totals[j] += float(loss) * len(x)

@@ -70,9 +70,8 @@ def params_vector(model: nn.Module) -> Tensor:
 @torch.no_grad()
 def set_params_vector(model: nn.Module, vec: Tensor) -> None:
     """Write a flat vector into the model's trainable parameters in place."""
-    for p, v in zip(trainable_named_params(model).values(),
-                    unflatten_like(vec, trainable_named_params(model)).values()):
-        p.copy_(v)
+    params = trainable_named_params(model)
+    torch._foreach_copy_(list(params.values()), list(unflatten_like(vec, params).values()))
 
 
 def grads_vector(model: nn.Module) -> Tensor:
