@@ -165,14 +165,16 @@ def ggn_diagonal(model: nn.Module, loss_fn: Callable[[Tensor, Tensor], Tensor],
     total = torch.zeros(num_params(model), dtype=torch.float64, device=device)
     n = 0
     for x, y in iterate_batches(data, device):
+        hooked = _hooked_linear_forward(model, x)
+        if hooked is not None:            # its forward pass serves the factors too
+            out, layers = hooked
+            factors = _output_hessian_factors(loss_fn, out.detach(), y).to(out.dtype)
+            total += _linear_squares(model, out, layers, factors)
+            n += len(x)
+            continue
         with torch.no_grad():
             out = model(x)
         factors = _output_hessian_factors(loss_fn, out, y).to(out.dtype)
-        linear = _linear_ggn_diagonal(model, x, factors)
-        if linear is not None:
-            total += linear
-            n += len(x)
-            continue
         for c in range(factors.shape[2]):
             s = factors[:, :, c]
             if not bool(s.any()):
@@ -188,27 +190,16 @@ def ggn_diagonal(model: nn.Module, loss_fn: Callable[[Tensor, Tensor], Tensor],
     return total / n
 
 
-def _linear_ggn_diagonal(model: nn.Module, x: Tensor, factors: Tensor) -> Tensor | None:
-    """Σ_n Σ_c (J_nᵀ s_{n,c})² for a network whose trainable parameters all sit in
-    ``nn.Linear`` layers fed (N, in) inputs, each called once: one forward pass and one
-    backward pass per column c to the layers' outputs (δ_{n,c}), then per layer
-    (Σ_c δ²)ᵀ a² for the weight and Σ_n Σ_c δ² for the bias (sample n's weight gradient is
-    δ_{n,c} a_nᵀ, so its squares factor). None when the model is not of that form."""
-    from sgdlab.operators.factors import _samples_interact
-    from sgdlab.operators.params import trainable_named_params
+def _hooked_linear_forward(model: nn.Module, x: Tensor):
+    """The forward pass of a network whose trainable parameters all sit in ``nn.Linear``
+    layers (the factored engine's layers, all linear), each called once on (N, in) inputs
+    whose rows are the samples: (output, {layer: (input, output)}); None otherwise."""
+    from sgdlab.operators.factors import _samples_interact, _supported
 
-    params = trainable_named_params(model)
-    owner = {}
-    for m in model.modules():
-        if isinstance(m, nn.Linear):
-            for p in (m.weight, m.bias):
-                if p is not None and p.requires_grad:
-                    if owner.setdefault(id(p), m) is not m:
-                        return None        # tied layers: a sum of two layers' gradients
-    if len(owner) != len(params) or not all(id(p) in owner for p in params.values()) \
+    layers = _supported(model)
+    if not layers or not all(isinstance(m, nn.Linear) for m in layers) \
             or _samples_interact(model, x):
         return None
-    layers = list(dict.fromkeys(owner.values()))
     seen: dict[nn.Module, list[tuple[Tensor, Tensor]]] = {m: [] for m in layers}
 
     def hook(m, inp, out):
@@ -217,7 +208,7 @@ def _linear_ggn_diagonal(model: nn.Module, x: Tensor, factors: Tensor) -> Tensor
     handles = [m.register_forward_hook(hook) for m in layers]
     try:
         with torch.enable_grad():
-            out = model(x.detach().requires_grad_(False))
+            out = model(x.detach())
     finally:
         for h in handles:
             h.remove()
@@ -225,7 +216,17 @@ def _linear_ggn_diagonal(model: nn.Module, x: Tensor, factors: Tensor) -> Tensor
     if any(len(v) != 1 or v[0][0].dim() != 2 or len(v[0][0]) != len(x)
            or not v[0][1].requires_grad for v in seen.values()):
         return None
-    zs = [seen[m][0][1] for m in layers]
+    return out, {m: v[0] for m, v in seen.items()}
+
+
+def _linear_squares(model: nn.Module, out: Tensor, layers: dict[nn.Module, tuple[Tensor, Tensor]],
+                    factors: Tensor) -> Tensor:
+    """Σ_n Σ_c (J_nᵀ s_{n,c})² from one backward pass per column c to the linear layers'
+    outputs (δ_{n,c}): per layer (Σ_c δ²)ᵀ a² for the weight and Σ_n Σ_c δ² for the bias
+    (sample n's weight gradient is δ_{n,c} a_nᵀ, so its squares factor)."""
+    from sgdlab.operators.params import trainable_named_params
+
+    zs = [z for _, z in layers.values()]
     # sums of squares: no cancellation, so the model's precision suffices (float64 here
     # doubled the first layer's GEMM on the large MLP)
     sq = [torch.zeros_like(z) for z in zs]
@@ -240,10 +241,9 @@ def _linear_ggn_diagonal(model: nn.Module, x: Tensor, factors: Tensor) -> Tensor
         for acc, d in zip(sq, deltas):
             acc.addcmul_(d, d)
     diag = {}
-    for m, acc in zip(layers, sq):
-        a = seen[m][0][0]
+    for (m, (a, _)), acc in zip(layers.items(), sq):
         diag[id(m.weight)] = acc.T @ (a * a)
         if m.bias is not None:
             diag[id(m.bias)] = acc.sum(0)
-    return torch.cat([diag[id(p)].reshape(-1) for p in params.values()]).double()
-
+    return torch.cat([diag[id(p)].reshape(-1)
+                      for p in trainable_named_params(model).values()]).double()
