@@ -228,6 +228,7 @@ class _Driver:
 
         self.env = environment(device=self.device)
         self.inflight: dict[int, _Flight] = {}
+        self.starting: _Flight | None = None
         self.failed_keys: set[str] = set()
         self.bad_input: tuple[RunSpec, str] | None = None
         self.count = 0
@@ -288,25 +289,21 @@ class _Driver:
             self.say(f"{r.run_name} is being run by process {holder['pid']} on "
                      f"{holder['host']}; waiting for it")
             return False
-        try:
-            art = self.art_root / r.key
-            if art.exists():      # an earlier attempt's files: we hold the lease, start afresh
-                shutil.rmtree(art)
-            art.mkdir(parents=True, exist_ok=True)
-            task = task_for(r, get_procedure(r.procedure), run_id, device=self.device,
-                            artifact_dir=art,
-                            dependencies={d: self.art_root / dr.key for d, dr in deps.items()},
-                            threads=self.threads, progress=self.train_progress,
-                            ship=self.backend_name == "ray")
-            h = self.backend.submit(task)
-            self.inflight[h] = _Flight(r, run_id, time.perf_counter(), attempt)
-        except BaseException as e:
-            # stopped between the claim and the flight (a SIGTERM while a worker starts):
-            # stop() only sees runs in flight, so this one is recorded here
-            if not any(f.run_id == run_id for f in self.inflight.values()):
-                self.store.complete_run(run_id, "interrupted", message=_stop_message(e),
-                                        release=r.key)
-            raise
+        # claimed but not yet handed to a worker: stop() records it too if the sweep ends
+        # here (a SIGTERM while a worker starts)
+        self.starting = _Flight(r, run_id, time.perf_counter(), attempt)
+        art = self.art_root / r.key
+        if art.exists():          # an earlier attempt's files: we hold the lease, start afresh
+            shutil.rmtree(art)
+        art.mkdir(parents=True, exist_ok=True)
+        task = task_for(r, get_procedure(r.procedure), run_id, device=self.device,
+                        artifact_dir=art,
+                        dependencies={d: self.art_root / dr.key for d, dr in deps.items()},
+                        threads=self.threads, progress=self.train_progress,
+                        ship=self.backend_name == "ray")
+        h = self.backend.submit(task)
+        self.inflight[h] = self.starting
+        self.starting = None
         return True
 
     def _look_at(self, waiting: dict[str, RunSpec], queue: deque) -> None:
@@ -381,8 +378,10 @@ class _Driver:
         """The sweep ends early (interrupt, error): stop the workers, record their runs."""
         if self._backend is not None:
             self._backend.cancel_all()
-        message = _stop_message(why)
-        for f in self.inflight.values():
+        message = ("the sweep was interrupted" + (f" ({why})" if str(why) else "")
+                   if isinstance(why, KeyboardInterrupt)
+                   else f"the sweep stopped ({type(why).__name__}: {why})")
+        for f in [*self.inflight.values(), *([self.starting] if self.starting else [])]:
             try:
                 if self.store.get_run(f.run_id)["recorded_status"] != "running":
                     continue          # its end was recorded just before the stop
@@ -391,13 +390,7 @@ class _Driver:
             except Exception:  # noqa: BLE001 - the store may be what failed
                 pass
         self.inflight.clear()
-
-
-def _stop_message(why: BaseException) -> str:
-    """What a run cut short by the sweep's end records."""
-    if isinstance(why, KeyboardInterrupt):
-        return "the sweep was interrupted" + (f" ({why})" if str(why) else "")
-    return f"the sweep stopped ({type(why).__name__}: {why})"
+        self.starting = None
 
 
 def _relocate(path: str, old_root: str | None, new_root: Path) -> str:
