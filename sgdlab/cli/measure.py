@@ -1,4 +1,4 @@
-"""``sgdlab measure CHECKPOINT_OR_RUN --what hessian,noise,alignment,sharpness,surface``.
+"""``sgdlab measure CHECKPOINT_OR_RUN --what hessian,noise,alignment,sharpness,surface,batch``.
 
 Loads a stored model — a run id (or unique prefix) in the run store, a run folder, or a
 checkpoint file/folder written by the training loop (its run folder must hold the
@@ -8,11 +8,12 @@ fixed subset of its training (or test) data with :mod:`sgdlab.measure`, and writ
 - the scalars to the run's store (the one its folder records, or ``--store``) at the
   checkpoint's step, named ``measure/`` + the instrument
   names (``measure/hess/top_1``, ``measure/noise/trace``, ``measure/align/cos_1``,
-  ``measure/sharpness/expected``, ...), kept apart from the series recorded during training,
+  ``measure/sharpness/expected``, ``measure/batch/norm_test``, ...), kept apart from the series
+  recorded during training,
 - ``measurements.json`` (scalars and arrays: eigenvalues, spectra, SLQ density, the loss
   surface) and plots (``hessian_density.png``, ``spectra.png``, ``alignment.png``,
-  ``loss_surface.png``; ``curvature_history.png`` and
-  ``noise_magnitude.png`` when the run recorded such series during training) to ``--out``
+  ``loss_surface.png``; ``curvature_history.png``, ``noise_magnitude.png`` and
+  ``batch_statistics.png`` when the run recorded such series during training) to ``--out``
   (default: ``<run folder>/measure-step<step>``).
 """
 from __future__ import annotations
@@ -27,7 +28,7 @@ from typing import Any
 from sgdlab.cli._help import plain
 from sgdlab.errors import UserError
 
-WHAT = ("hessian", "noise", "alignment", "sharpness", "surface")
+WHAT = ("hessian", "noise", "alignment", "sharpness", "surface", "batch")
 DEFAULT_WHAT = "hessian,noise,alignment,sharpness"
 
 
@@ -40,7 +41,9 @@ def register(subparsers) -> None:
                    help="a run id (or unique prefix), a run folder, or a checkpoint")
     p.add_argument("--what", default=DEFAULT_WHAT,
                    help=f"comma-separated subset of {','.join(WHAT)} (default: {DEFAULT_WHAT}; "
-                        "surface: the loss on a plane through the model, steps² evaluations)")
+                        "surface: the loss on a plane through the model, steps² evaluations; "
+                        "batch: mini-batch gradient tests, GSNR, noise scale, Takeuchi's "
+                        "criterion)")
     p.add_argument("--data", default="train", metavar="NAME",
                    help="which split to measure on: train (default) or test")
     p.add_argument("--subset", type=int, default=1000, metavar="N",
@@ -71,6 +74,12 @@ def register(subparsers) -> None:
     surf.add_argument("--bn-stats", choices=("keep", "recompute"), default="keep",
                       help="batch-norm running statistics at every point: the model's "
                            "(default) or recomputed from the measured data")
+    bat = p.add_argument_group("batch options (statistics of mini-batches drawn from the "
+                               "measured examples)")
+    bat.add_argument("--batch-size", type=int, metavar="B",
+                     help="mini-batch size (default: the run's train.batch_size)")
+    bat.add_argument("--batches", type=int, default=20, metavar="R",
+                     help="mini-batches averaged (default 20)")
     p.add_argument("--train-mode", action="store_true",
                    help="measure with the model in train mode (default: eval mode)")
     p.add_argument("--seed", type=int, default=0, help="seed of subset, probes and samples")
@@ -262,6 +271,8 @@ def _measure(args: argparse.Namespace) -> int:
                         "sharpness/local_entropy": le.width})
         result["sharpness_params"] = {"sigma": args.sigma, "epsilon": args.epsilon,
                                       "gamma": args.gamma, "samples": args.samples}
+    if "batch" in what:
+        scalars.update(_batch_scalars(args, cfg, model, loss_fn, batch, gen()))
     if "surface" in what:
         from sgdlab.measure.surface import hessian_directions, loss_surface, random_direction
         from sgdlab.report.figures.surface import loss_surface_figure
@@ -302,8 +313,12 @@ def _measure(args: argparse.Namespace) -> int:
     store.log_metrics(run_id, step, {f"measure/{k}": v for k, v in scalars.items()})
     store.add_artifact(run_id, "measurements", path.resolve())
     # the run's curvature/noise series recorded during training by the instruments, if any
-    history = {k: v for k, v in store.metrics(run_id).items()
-               if k.split("/")[0] in ("hess", "noise", "align")}
+    recorded = store.metrics(run_id)
+    history = {k: v for k, v in recorded.items() if k.split("/")[0] in ("hess", "noise", "align")}
+    if len(recorded.get("batch/norm_test", ())) > 1:
+        from sgdlab.report.figures.curvature import batch_statistics_figure
+        figures.append(_save(batch_statistics_figure(recorded, title=f"run {run_id}"),
+                             out_dir / "batch_statistics.png"))
     if any(len(v) > 1 for v in history.values()):
         from sgdlab.report.figures.curvature import (
             curvature_history_figure, noise_magnitude_figure,
@@ -320,6 +335,40 @@ def _measure(args: argparse.Namespace) -> int:
     print(f"  wrote {path} and {len(figures)} plot(s); {len(scalars)} scalars to run "
           f"{run_id} at step {step} in {store.path}")
     return 0
+
+
+def _batch_scalars(args, cfg: dict, model, loss_fn, data, generator) -> dict[str, float]:
+    """Means of :func:`~sgdlab.measure.batch_statistics` over ``--batches`` mini-batches drawn
+    from ``data`` (each without repeats), except the noise scale: McCandlish et al.'s ratio of
+    the averaged estimates Tr S and |G|², as they recommend, and Takeuchi's
+    criterion on all of ``data`` with the exact GGN diagonal (``tic/...``)."""
+    import torch
+
+    from sgdlab.measure.batch_statistics import batch_statistics, takeuchi_information
+
+    b = args.batch_size or (cfg.get("train") or {}).get("batch_size")
+    if not isinstance(b, int):
+        raise UserError("--what batch: give --batch-size (the run's train.batch_size is "
+                        f"{b!r}, not one number)")
+    x, y = data
+    if not 2 <= b <= len(x) or args.batches < 1:
+        raise UserError(f"--batch-size must be in [2, {len(x)}] (the examples measured) and "
+                        f"--batches >= 1, got {b} and {args.batches}")
+    lr = (cfg.get("optimizer") or {}).get("lr")
+    lr = float(lr) if isinstance(lr, (int, float)) and lr > 0 else None
+    rows = []
+    for _ in range(args.batches):
+        idx = torch.randperm(len(x), generator=generator, device=generator.device)[:b]
+        idx = idx.to(x.device)
+        rows.append(batch_statistics(model, loss_fn, (x[idx], y[idx]), lr=lr).as_metrics())
+    out = {k: float(torch.tensor([r[k] for r in rows], dtype=torch.float64).nanmean())
+           for k in rows[0]}
+    # the mean of per-batch ratios is dominated by batches whose |G|² estimate is near 0
+    out["batch/noise_scale"] = (out["batch/trace_cov"] / out["batch/grad_sq_unbiased"]
+                                if out["batch/grad_sq_unbiased"] != 0 else math.nan)
+    tic = takeuchi_information(model, loss_fn, data, curvature="ggn")
+    out["tic/diagonal"], out["tic/trace"] = tic.diagonal, tic.trace
+    return out
 
 
 def _save(fig, path: Path) -> Path:

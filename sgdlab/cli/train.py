@@ -85,6 +85,8 @@ def print_outcome(outcome) -> None:
     print(f"  results: {_rel(outcome.results_path)}")
     if outcome.figure_path is not None:
         print(f"  plot:    {_rel(outcome.figure_path)}")
+    if outcome.instruments_path is not None:
+        print(f"  instruments: {_rel(outcome.instruments_path)}")
     if r.checkpoint is not None:
         print(f"  checkpoint: {_rel(r.checkpoint)}")
     print(f"  store:   {_rel(outcome.store_path)}  (sgdlab runs show {outcome.run_id}"

@@ -4,7 +4,8 @@
 (default ``<store folder>/<run_id>/``) holds ``config.yaml`` (the validated config),
 ``run.json`` (run id and store, so tools find the run from its folder),
 ``checkpoints/last.pt``, ``results.json`` (status, final metrics, config, environment,
-history) and ``learning_curves.png``; the store records the folder and files as artifacts.
+history) and ``learning_curves.png`` (and ``instruments.png`` when the run's instruments
+recorded series); the store records the folder and files as artifacts.
 
 A run is ``finished`` (or ``diverged``) only once ``results.json``, the plot and the final
 checkpoint are written: the status, summary and those artifacts are committed together
@@ -43,6 +44,7 @@ class RunOutcome:
     figure_path: Path | None
     store_path: Path
     resumed_from_step: int | None = None
+    instruments_path: Path | None = None       # instruments.png, when instruments recorded
 
 
 def run_config(cfg: dict[str, Any], *, out_dir: str | os.PathLike | None = None,
@@ -143,7 +145,7 @@ def _execute(cfg: dict[str, Any], store: Any, run_id: str, out: Path, env: dict[
         _record_end(store, run_id, "failed", f"{type(e).__name__}: {e}")
         raise
 
-    figure_path = None
+    figure_path = instruments_path = None
     try:
         from ..report.figures.training import learning_curves
         import matplotlib.pyplot as plt
@@ -152,8 +154,15 @@ def _execute(cfg: dict[str, Any], store: Any, run_id: str, out: Path, env: dict[
         figure_path = out / "learning_curves.png"
         fig.savefig(figure_path, dpi=120)
         plt.close(fig)
+        from ..report.figures.training import instrument_panels
+        fig = instrument_panels(result.history, title=f"{cfg['name'] or 'run'} ({run_id}): "
+                                                      "instruments")
+        if fig is not None:
+            instruments_path = out / "instruments.png"
+            fig.savefig(instruments_path, dpi=110)
+            plt.close(fig)
     except Exception as e:  # a plot must not lose a finished run
-        print(f"sgdlab: warning: could not draw the learning curves: {e}")
+        print(f"sgdlab: warning: could not draw the run's figures: {e}")
     results = {
         "run_id": run_id, "status": result.status, "message": result.message,
         "steps": result.steps, "epochs_completed": result.epochs_completed,
@@ -166,14 +175,16 @@ def _execute(cfg: dict[str, Any], store: Any, run_id: str, out: Path, env: dict[
     tmp.write_text(json.dumps(results, indent=1, default=str))
     os.replace(tmp, results_path)
     artifacts = [("results", results_path.resolve())]
-    if figure_path is not None:
-        artifacts.append(("figure", figure_path.resolve()))
+    for path in (figure_path, instruments_path):
+        if path is not None:
+            artifacts.append(("figure", path.resolve()))
     if result.checkpoint is not None:
         artifacts.append(("checkpoint", Path(result.checkpoint).resolve()))
     # everything the run owes is on disk: its end, summary and files in one transaction
     store.complete_run(run_id, result.status, summary=result.summary(), message=result.message,
                        artifacts=artifacts)
-    return RunOutcome(run_id, result, out, results_path, figure_path, store.path, resumed_from)
+    return RunOutcome(run_id, result, out, results_path, figure_path, store.path, resumed_from,
+                      instruments_path)
 
 
 def _record_end(store: Any, run_id: str, status: str, message: str) -> None:

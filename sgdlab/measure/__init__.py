@@ -27,6 +27,12 @@ from .noise import (
     minibatch_noise_factor,
     noise_magnitude,
 )
+from .batch_statistics import (
+    BatchStatistics,
+    TakeuchiInformation,
+    batch_statistics,
+    takeuchi_information,
+)
 from .alignment import (
     Alignment,
     eigenvector_cosines,
@@ -37,6 +43,7 @@ from .alignment import (
 from .sharpness import epsilon_sharpness, expected_sharpness, local_entropy, mean_loss
 # not the function `temperature`: re-exporting it would shadow the module sgdlab.measure.temperature
 from .temperature import solve_batch_size, solve_lr, temperatures
+from .step_length import StepLength, normalized_step_length
 from .walk import (
     StepInterpolation,
     analyze_segment,
@@ -75,7 +82,8 @@ from .trajectory import (
 )
 
 __all__ = [
-    "Alignment", "BasinWidth", "basin_width", "DiagonalEstimate", "Estimate",
+    "Alignment", "BasinWidth", "BatchStatistics", "TakeuchiInformation", "basin_width",
+    "batch_statistics", "takeuchi_information", "StepLength", "normalized_step_length", "DiagonalEstimate", "Estimate",
     "GradientCovariance", "InterpolationCurve", "LossSurface", "SpectralDensity",
     "StepInterpolation", "analyze_segment", "brownian_reference", "dense_hessian",
     "diffusion_matrix", "discard_burnin", "distance_from_init", "eigenvector_cosines",

@@ -108,6 +108,7 @@ class GradientCovariance:
         self._factor, self.mean, self.num_samples = factor, mean, int(num_samples)
         self._ps, self._scale = per_sample, float(scale)
         self._gram: Tensor | None = None
+        self._raw_gram: Tensor | None = None
         self._eigh: tuple[Tensor, Tensor, bool] | None = None
 
     @classmethod
@@ -143,7 +144,7 @@ class GradientCovariance:
         if self._gram is None:
             if self._factored():
                 n = self.num_samples
-                k = self._ps.gram().double()
+                k = self._uncentred_gram()
                 # centre: C K C with C = I − 11ᵀ/N, then scale/N
                 r = k.mean(0, keepdim=True)
                 k = k - r - r.T + k.mean()
@@ -153,6 +154,21 @@ class GradientCovariance:
                 # products in the factor's dtype (the cost is N²d), accumulated result in float64
                 self._gram = (f @ f.T).double()
         return self._gram
+
+    def _uncentred_gram(self) -> Tensor:
+        """G Gᵀ (N x N, float64) of the factored per-sample gradients; cached."""
+        if self._raw_gram is None:
+            self._raw_gram = self._ps.gram().double()
+        return self._raw_gram
+
+    def mean_projections(self) -> Tensor:
+        """F ḡ (N,), float64: each sample's centred gradient along the mean gradient,
+        (g_i − ḡ)ᵀ ḡ · sqrt(scale/N), so that ḡᵀ Σ ḡ = ‖F ḡ‖² (from the Gram matrix when
+        factored: G ḡ = G Gᵀ 1 / N and ‖ḡ‖² = 1ᵀ G Gᵀ 1 / N²)."""
+        if self._factored():
+            raw = self._uncentred_gram()
+            return (raw.mean(1) - raw.mean()) * math.sqrt(self._scale / self.num_samples)
+        return self._factor.double() @ self.mean.double()
 
     def trace(self) -> float:
         """Tr Σ = ‖F‖²_F = (scale/N) Σ_i ‖g_i − ḡ‖²."""

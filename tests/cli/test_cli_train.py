@@ -68,6 +68,7 @@ def test_train_killed_at_several_points_resumes_to_the_uninterrupted_run(tmp_pat
     assert main(["train", str(cfg), "--store", str(store_path), "--out", str(ref_dir)]) == 0
     out = capsys.readouterr().out
     assert "finished after 30 steps" in out and "learning_curves.png" in out
+    assert (ref_dir / "instruments.png").stat().st_size > 0     # the dynamics instrument
     store = RunStore(store_path)
 
     # SIGTERM: the run records interrupted and says how to continue, no traceback
@@ -162,4 +163,5 @@ def test_packaged_default_runs(tmp_path, capsys, monkeypatch):
     assert "finished after 45 steps" in out
     (run,) = RunStore(tmp_path / "sgdlab-runs" / "runs.sqlite").list_runs()
     assert (tmp_path / "sgdlab-runs" / run["id"] / "learning_curves.png").stat().st_size > 0
+    assert not (tmp_path / "sgdlab-runs" / run["id"] / "instruments.png").exists()
     assert run["summary"]["test_acc"] > 0.5

@@ -6,7 +6,7 @@ import pytest
 
 from sgdlab.cli.main import main
 from sgdlab.report.figures.curvature import (
-    alignment_figure, curvature_history_figure, eigenspectrum_figure, noise_magnitude_figure,
+    alignment_figure, batch_statistics_figure, curvature_history_figure, eigenspectrum_figure, noise_magnitude_figure,
     spectral_density_figure,
 )
 
@@ -51,6 +51,10 @@ def test_figures_from_recorded_data():
         curvature_history_figure({"hess/top_1": [(0, 1.0), (10, 2.0)],
                                   "align/residual": [(0, 0.5)]}),
         noise_magnitude_figure({}),
+        batch_statistics_figure({"batch/norm_test": [(0, 1.0), (5, 0.5)],
+                                 "batch/trace_cov": [(0, 2.0), (5, 1.0)],
+                                 "batch/grad_sq_unbiased": [(0, 0.1), (5, -0.05)]}),
+        batch_statistics_figure({}),
     ]
     for f in figs:
         assert isinstance(f, plt.Figure)
@@ -90,3 +94,42 @@ def test_measure_surface_refuses_an_infinite_extent(tmp_path, capsys):
     # checked before the checkpoint is read: the target need not exist
     assert main(["measure", str(tmp_path), "--what", "surface", "--extent", "inf"]) == 2
     assert "--extent must be finite" in capsys.readouterr().err
+
+
+def test_measure_batch_statistics_of_a_checkpoint(tmp_path):
+    import torch
+
+    from sgdlab.config.io import load_config
+    from sgdlab.config.run import build_from_config
+    from sgdlab.measure import batch_statistics, takeuchi_information
+    from sgdlab.train.checkpoint import load_checkpoint
+
+    store = str(tmp_path / "runs.sqlite")
+    run_dir = tmp_path / "run"
+    assert main(["train", "digits-mlp", "--store", store, "--out", str(run_dir),
+                 "--set", "train.max_steps=3", "--set", "train.epochs=1", "--no-progress"]) == 0
+    out = tmp_path / "b"
+    # one batch of all 48 measured examples: the statistics of that subset (order-free)
+    assert main(["measure", str(run_dir), "--store", store, "--what", "batch", "--subset", "48",
+                 "--batch-size", "48", "--batches", "1", "--out", str(out)]) == 0
+    sc = json.loads((out / "measurements.json").read_text())["scalars"]
+    built = build_from_config(load_config(run_dir / "config.yaml"))
+    model = built.model.eval()
+    model.load_state_dict(load_checkpoint(run_dir / "checkpoints" / "last.pt")["model"])
+    x, y = built.data.train
+    idx = torch.randperm(len(x), generator=torch.Generator().manual_seed(0))[:48]
+    ref = batch_statistics(model, built.loss_fn, (x[idx], y[idx]), lr=0.05)
+    tic = takeuchi_information(model, built.loss_fn, (x[idx], y[idx]))
+    for key in ("norm_test", "inner_product_test", "mean_gsnr", "eb_criterion",
+                "cabs_batch_size", "noise_scale"):
+        assert sc[f"batch/{key}"] == pytest.approx(getattr(ref, key), rel=1e-5), key
+    assert sc["tic/trace"] == pytest.approx(tic.trace, rel=1e-5)
+    # several batches: the noise scale is the ratio of the averaged estimates
+    assert main(["measure", str(run_dir), "--store", store, "--what", "batch", "--subset", "48",
+                 "--batch-size", "8", "--batches", "3", "--out", str(out)]) == 0
+    sc = json.loads((out / "measurements.json").read_text())["scalars"]
+    assert sc["batch/batch_size"] == 8
+    assert sc["batch/noise_scale"] == pytest.approx(sc["batch/trace_cov"]
+                                                    / sc["batch/grad_sq_unbiased"], rel=1e-12)
+    assert main(["measure", str(run_dir), "--store", store, "--what", "batch",
+                 "--subset", "48", "--batch-size", "49"]) == 2

@@ -100,3 +100,45 @@ def test_hessian_instrument_blocks_do_not_depend_on_timing(monkeypatch):
                     torch.optim.SGD(model.parameters(), lr=0.0), epochs=1, batch_size=40,
                     callbacks=[cb], progress=False)
         assert asked == [expect, expect] and "hess/trace" in res.history
+
+
+def test_batch_statistics_instrument_draws_its_own_batch():
+    """Fresh batches come from the instrument's generator (seed + step): the logged values are
+    those of :func:`batch_statistics` on that batch, and training is not perturbed."""
+    from sgdlab.measure import batch_statistics
+
+    data = _data()
+
+    def run(cbs):
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Linear(4, 6), nn.Tanh(), nn.Linear(6, 3))
+        res = train(model, nn.CrossEntropyLoss(), data,
+                    torch.optim.SGD(model.parameters(), lr=0.1), epochs=1, batch_size=8,
+                    callbacks=cbs, progress=False)
+        return model, res
+
+    fresh = build_instrument("batch_statistics", schedule=Schedule.at([0, 5]), batch_size=12,
+                             seed=3, tic="ggn")
+    step = build_instrument("batch_statistics", schedule=Schedule.at([0, 5]), source="step",
+                            epsilon=1e-5, prefix="step_batch")
+    model, res = run([fresh, step])
+    bare, _ = run([])
+    for p, q in zip(model.parameters(), bare.parameters()):
+        assert torch.equal(p, q)
+    h = res.history
+    assert [s for s, _ in h["batch/norm_test"]] == [0, 5]
+    assert [s for s, _ in h["step_batch/norm_test"]] == [5]    # no batch before a step
+    assert [s for s, _ in h["batch/tic_trace"]] == [0, 5]
+    # step 0: the initial model on 12 samples drawn by randperm with seed 3 + 0
+    torch.manual_seed(0)
+    init = nn.Sequential(nn.Linear(4, 6), nn.Tanh(), nn.Linear(6, 3)).eval()
+    idx = torch.randperm(40, generator=torch.Generator().manual_seed(3))[:12]
+    ref = batch_statistics(init, nn.CrossEntropyLoss(), (data.x_train[idx], data.y_train[idx]),
+                           lr=0.1)
+    assert h["batch/norm_test"][0][1] == pytest.approx(ref.norm_test, rel=1e-6)
+    assert h["batch/noise_scale"][0][1] == pytest.approx(ref.noise_scale, rel=1e-5)
+    assert h["batch/cabs_batch_size"][0][1] == pytest.approx(ref.cabs_batch_size, rel=1e-6)
+    for bad in ({"source": "epoch"}, {"batch_size": 1}, {"tic": "fisher"},
+                {"source": "step", "batch_size": 8}):
+        with pytest.raises(ValueError):
+            build_instrument("batch_statistics", schedule=Schedule.every(1), **bad)

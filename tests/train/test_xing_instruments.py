@@ -88,3 +88,37 @@ def test_train_mode_hessian_uses_the_statistics_of_each_batch():
     for k, v in model.state_dict().items():           # lr 0: only the buffers could move
         if "running" not in k and "num_batches" not in k:
             torch.testing.assert_close(v, before[k])
+
+
+def test_step_length_instrument_logs_alpha_of_the_scheduled_steps():
+    """Full-batch gradient descent: the logged α of step t is the direct
+    ``normalized_step_length`` between θ_t and θ_{t+1} (here recomputed by hand)."""
+    from sgdlab.measure.step_length import normalized_step_length
+
+    data = _data(n=16)
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 2)).double()
+    start = copy.deepcopy(model)
+    lr = 0.7
+    cb = build_instrument("step_length", schedule=Schedule.at([1, 3]))
+    cb_eq = build_instrument("step_length", schedule=Schedule.at([3]), weights="equal",
+                             source="eval", eval_subset=None, prefix="step_eq")
+    res = train(model, nn.CrossEntropyLoss(), data, torch.optim.SGD(model.parameters(), lr=lr),
+                epochs=5, batch_size=16, callbacks=[cb, cb_eq], progress=False)
+    h = res.history
+    assert [s for s, _ in h["step/alpha"]] == [1, 3] and [s for s, _ in h["step_eq/alpha"]] == [3]
+    loss_fn = nn.CrossEntropyLoss()
+    full = (data.x_train, data.y_train)
+    thetas = [params_vector(start).detach()]
+    for _ in range(4):
+        g = torch.func.grad(flat_loss(start, loss_fn, full))(thetas[-1])
+        thetas.append(thetas[-1] - lr * g)
+    for t in (1, 3):
+        ref = normalized_step_length(start, loss_fn, thetas[t], thetas[t + 1], full)
+        assert dict(h["step/alpha"])[t] == pytest.approx(ref.alpha, rel=1e-6, abs=1e-9)
+        assert dict(h["step/length"])[t] == pytest.approx(ref.length, rel=1e-9)
+    ref = normalized_step_length(start, loss_fn, thetas[3], thetas[4], full, weights="equal")
+    assert dict(h["step_eq/alpha"])[3] == pytest.approx(ref.alpha, rel=1e-6, abs=1e-9)
+    for bad in ({"source": "next"}, {"weights": "cockpit"}, {"eval_subset": 1}):
+        with pytest.raises(ValueError):
+            build_instrument("step_length", schedule=Schedule.every(1), **bad)

@@ -11,7 +11,9 @@ with the names the instruments log (:mod:`sgdlab.train.instruments.curvature` / 
 - :func:`alignment_figure` — Σ–H alignment: |cos| of the i-th eigenvectors and normalised
   eigenvalues (Zhu et al. Fig. 3 style), from a single measurement;
 - :func:`curvature_history_figure` — ``hess/*``, ``noise/*``, ``align/residual`` against steps;
-- :func:`noise_magnitude_figure` — ‖∇L‖ vs sqrt(η Tr Σ / m) against steps (Zhu Fig. 2).
+- :func:`noise_magnitude_figure` — ‖∇L‖ vs sqrt(η Tr Σ / m) against steps (Zhu Fig. 2);
+- :func:`batch_statistics_figure` — the ``batch_statistics`` instrument's tests, GSNR / EB
+  criterion and noise scale against steps.
 """
 from __future__ import annotations
 
@@ -23,7 +25,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-__all__ = ["alignment_figure", "curvature_history_figure", "eigenspectrum_figure",
+__all__ = ["alignment_figure", "batch_statistics_figure", "curvature_history_figure", "eigenspectrum_figure",
            "noise_magnitude_figure", "spectral_density_figure"]
 
 History = Mapping[str, Sequence[tuple[int, float]]]
@@ -159,4 +161,37 @@ def noise_magnitude_figure(history: History, *, title: str | None = None) -> plt
     ax.set_xlabel("step")
     ax.set_ylabel("magnitude")
     ax.set_title(title or "gradient vs noise magnitude")
+    return fig
+
+
+def batch_statistics_figure(history: History, *, prefix: str = "batch",
+                            title: str | None = None) -> plt.Figure:
+    """Norm / inner-product / orthogonality tests (each passes with a tolerance above its
+    curve), mean GSNR and EB criterion, and the noise scale against steps; the noise scale
+    is McCandlish et al.'s ratio of running means of Tr S and |G|² (a ratio per batch is
+    dominated by batches whose |G|² estimate is near zero)."""
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3.4), constrained_layout=True)
+    tests = [f"{prefix}/{n}" for n in ("norm_test", "inner_product_test", "orthogonality_test")]
+    if not _series(axes[0], history, tests, log=True):
+        _empty(axes[0], "no batch tests recorded")
+    axes[0].set_title("batch-size tests (smallest passing θ)")
+    if not _series(axes[1], history, [f"{prefix}/mean_gsnr", f"{prefix}/eb_criterion"],
+                   log=False):
+        _empty(axes[1], "no GSNR recorded")
+    axes[1].axhline(0.0, color="k", lw=0.5)
+    axes[1].set_title("mean GSNR, EB criterion (> 0: stop)")
+    num, den = history.get(f"{prefix}/trace_cov") or [], history.get(
+        f"{prefix}/grad_sq_unbiased") or []
+    if num and len(num) == len(den):
+        steps = np.asarray([s for s, _ in num], float)
+        ratio = (np.cumsum([v for _, v in num]) / np.cumsum([v for _, v in den]))
+        axes[2].plot(steps, ratio, ".-", ms=3, label="Tr S / |G|² (running means)")
+        axes[2].legend(fontsize=7)
+    else:
+        _empty(axes[2], "no noise scale recorded")
+    axes[2].set_title("noise scale B_simple")
+    for ax in axes:
+        ax.set_xlabel("step")
+    if title:
+        fig.suptitle(title)
     return fig

@@ -5,10 +5,16 @@ A *history* is ``{name: [(step, value), ...]}`` as in ``RunResult.history`` or
 (:mod:`sgdlab.train.loop`): ``train_loss``/``test_loss`` (mean loss, eval mode),
 ``batch_loss`` (epoch mean of mini-batch losses, train mode), ``train_acc``/``test_acc``
 (fraction correct). Missing series are skipped; a panel with none says so.
+
+:func:`instrument_panels` draws everything else a run recorded (the instruments' series,
+grouped by the prefix before ``/`` or ``_``; a varying learning rate) one small panel per
+group, so every instrument of a config has a plot next to the learning curves.
 """
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+
+import re
 
 import matplotlib
 
@@ -16,7 +22,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-__all__ = ["learning_curves"]
+__all__ = ["instrument_panels", "learning_curves"]
 
 History = Mapping[str, Sequence[tuple[int, float]]]
 
@@ -63,6 +69,74 @@ def learning_curves(history: History, *, title: str | None = None,
         ax_a.set_ylim(0, 1.02)
     for ax in (ax_l, ax_a):
         ax.grid(alpha=0.3)
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+# the training loop's own series (learning_curves draws the losses and accuracies)
+_LOOP = {"batch_loss", "train_loss", "test_loss", "train_acc", "test_acc", "epoch",
+         "grad_evals", "effective_epochs", "samples", "step"}
+# per-point and bookkeeping series that would crowd a panel
+_SKIP = re.compile(r"(_k\d+|_seconds|_epoch|_epoch_steps|/batch_size)$")
+MAX_SERIES, MAX_PANELS = 6, 12
+# series of comparable scale that say most about their instrument; a group without an entry
+# shows its first MAX_SERIES series in name order
+_HEADLINES = {
+    "batch": ("norm_test", "inner_product_test", "orthogonality_test"),
+    "step": ("alpha",),
+    "noise": ("trace", "top_1", "top_2", "top_3"),
+    "align": ("residual", "cos_1", "cos_2", "cos_3"),
+    "walk": ("walk_height", "walk_barrier_height", "walk_valley_loss"),
+    "dynamics": ("grad_cosine",),
+}
+
+
+def _groups(history: History) -> dict[str, list[str]]:
+    groups: dict[str, list[str]] = {}
+    for name, pts in sorted(history.items()):
+        if name in _LOOP or not pts or _SKIP.search(name):
+            continue
+        if name == "lr":
+            if len({v for _, v in pts}) < 2:
+                continue          # a constant learning rate says nothing in a plot
+            group = "learning rate"
+        elif "/" in name:
+            group = name.split("/", 1)[0]
+        elif name.startswith("walk_"):
+            group = "walk"
+        else:
+            group = "dynamics"
+        groups.setdefault(group, []).append(name)
+    return dict(list(groups.items())[:MAX_PANELS])
+
+
+def instrument_panels(history: History, *, title: str | None = None) -> plt.Figure | None:
+    """One panel per group of recorded instrument series against steps (at most
+    ``MAX_SERIES`` series each, log scale when all values are positive and span over two
+    decades); None when the run recorded none."""
+    groups = _groups(history)
+    if not groups:
+        return None
+    cols = min(3, len(groups))
+    rows = -(-len(groups) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.0 * rows),
+                             constrained_layout=True, squeeze=False)
+    for ax, (group, names) in zip(axes.flat, groups.items()):
+        head = [n for n in names if n.split("/")[-1] in _HEADLINES.get(group, ())]
+        shown = (head or names)[:MAX_SERIES]
+        _plot(ax, history, shown, [".-"] * len(shown))
+        vals = np.asarray([v for n in shown for _, v in history[n]], dtype=float)
+        vals = vals[np.isfinite(vals)]
+        if len(vals) and vals.min() > 0 and vals.max() > 100 * vals.min():
+            ax.set_yscale("log")
+        more = f" (+{len(names) - len(shown)} more)" if len(names) > len(shown) else ""
+        ax.set_title(group + more, fontsize=10)
+        ax.legend(fontsize=7)
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[len(groups):]:
+        ax.set_visible(False)
     if title:
         fig.suptitle(title)
     return fig

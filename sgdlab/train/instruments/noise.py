@@ -11,18 +11,33 @@ Instruments:
   (Zhu Fig. 2), with η the optimizer's current lr (first param group) and m the batch size of
   the current step (or ``batch_size`` when given).
 
+- ``batch_statistics``: a mini-batch's gradient tests and ratios
+  (:mod:`sgdlab.measure.batch_statistics`): ``batch/norm_test``, ``batch/inner_product_test``,
+  ``batch/orthogonality_test``, ``batch/mean_gsnr``, ``batch/eb_criterion``,
+  ``batch/cabs_batch_size`` (η: the optimizer's current lr), ``batch/noise_scale`` and its
+  parts ``batch/trace_cov`` and ``batch/grad_sq_unbiased``, ``batch/grad_sq``, ``batch/loss``;
+  with ``tic`` also ``batch/tic_diagonal`` and ``batch/tic_trace``. The mini-batch is drawn
+  afresh from the training set with the instrument's generator (``source="fresh"``, the
+  size of the step's batch unless ``batch_size`` is given), or is the batch the step just
+  used (``source="step"``), in both cases at the parameters after the step; ``prefix``
+  renames the series (two such instruments in one run).
+
 Evaluation set, eval mode and seeding as in :mod:`sgdlab.train.instruments.curvature`.
 """
 from __future__ import annotations
 
+import torch
+
 from sgdlab.measure.alignment import sigma_hessian_alignment
+from sgdlab.measure.batch_statistics import batch_statistics, takeuchi_information
 from sgdlab.measure.noise import gradient_covariance, noise_magnitude
 
 from ..callbacks import Schedule
 from . import register_instrument
 from .curvature import MeasuredCallback, _common
 
-__all__ = ["AlignmentCallback", "NoiseCallback", "NoiseMagnitudeCallback"]
+__all__ = ["AlignmentCallback", "BatchStatisticsCallback", "NoiseCallback",
+           "NoiseMagnitudeCallback"]
 
 
 class NoiseCallback(MeasuredCallback):
@@ -72,6 +87,48 @@ class NoiseMagnitudeCallback(MeasuredCallback):
         return {"noise/grad_norm": nm.grad_norm, "noise/noise_norm": nm.noise_norm}
 
 
+class BatchStatisticsCallback(MeasuredCallback):
+    """Batch statistics (module docstring) on a fresh or the step's mini-batch."""
+
+    def __init__(self, schedule: Schedule, *, batch_size: int | None = None,
+                 source: str = "fresh", epsilon: float = 0.0, tic: str | None = None,
+                 prefix: str = "batch", **kw):
+        super().__init__(schedule, **kw)
+        if source not in ("fresh", "step"):
+            raise ValueError(f"Invalid source={source!r}: expected 'fresh' or 'step'")
+        if batch_size is not None and batch_size < 2:
+            raise ValueError(f"Invalid batch_size={batch_size} (must be >= 2)")
+        if source == "step" and batch_size is not None:
+            raise ValueError("batch_size applies to source='fresh' only (source='step' uses "
+                             "the step's own batch)")
+        if epsilon < 0:
+            raise ValueError(f"Invalid epsilon={epsilon} (must be >= 0)")
+        if tic not in (None, "ggn", "hessian"):
+            raise ValueError(f"Invalid tic={tic!r}: expected 'ggn', 'hessian' or null")
+        self.batch_size, self.source, self.epsilon, self.tic = batch_size, source, epsilon, tic
+        self.prefix = prefix
+
+    def compute(self, ctx, data, generator):
+        if self.source == "step" or self.batch_size is None:
+            if ctx.batch is None:
+                return {}   # before the first step there is no batch (or batch size) yet
+        if self.source == "step":
+            batch = ctx.batch
+        else:
+            x, y = data
+            m = min(self.batch_size or len(ctx.batch[0]), len(x))
+            idx = torch.randperm(len(x), generator=generator, device=generator.device)[:m]
+            batch = (x[idx.to(x.device)], y[idx.to(y.device)])
+        lr = float(ctx.optimizer.param_groups[0]["lr"])
+        out = batch_statistics(ctx.model, ctx.loss_fn, batch, lr=lr if lr > 0 else None,
+                               epsilon=self.epsilon).as_metrics(self.prefix)
+        if self.tic is not None:
+            t = takeuchi_information(ctx.model, ctx.loss_fn, batch, curvature=self.tic)
+            out[f"{self.prefix}/tic_diagonal"], out[f"{self.prefix}/tic_trace"] = (t.diagonal,
+                                                                               t.trace)
+        return out
+
+
 @register_instrument("noise")
 def noise_instrument(*, schedule: Schedule, k: int = 5, rank: bool = True,
                      eval_subset: int | None = 1000, eval_mode: bool = True,
@@ -98,3 +155,18 @@ def noise_magnitude_instrument(*, schedule: Schedule, batch_size: int | None = N
     """‖∇L‖ vs sqrt(η Tr Σ / m) (Zhu et al. 2019, Fig. 2)."""
     return NoiseMagnitudeCallback(schedule, batch_size=batch_size,
                                   **_common(eval_subset, eval_mode, seed))
+
+
+@register_instrument("batch_statistics")
+def batch_statistics_instrument(*, schedule: Schedule, batch_size: int | None = None,
+                                source: str = "fresh", epsilon: float = 0.0,
+                                tic: str | None = None, prefix: str = "batch",
+                                eval_subset: int | None = None,
+                                eval_mode: bool = True,
+                                seed: int = 0) -> BatchStatisticsCallback:
+    """Norm / inner-product / orthogonality tests, GSNR, EB criterion, CABS, noise scale (and
+    Takeuchi's criterion) of a mini-batch; ``eval_subset``: the pool fresh batches come from
+    (default: the whole training set); ``prefix`` names the series (``batch/...``)."""
+    return BatchStatisticsCallback(schedule, batch_size=batch_size, source=source,
+                                   epsilon=epsilon, tic=tic, prefix=prefix,
+                                   **_common(eval_subset, eval_mode, seed))

@@ -17,17 +17,28 @@ and at each epoch end (logged at the epoch's last step; also for an epoch that t
 ends within): ``walk_epoch`` (1-based epoch number), ``walk_epoch_steps``,
 ``walk_epoch_barriers``, ``walk_epoch_mean_barrier_height`` (NaN-free: omitted if none),
 ``walk_epoch_mean_height``, ``walk_seconds`` (cumulative time spent in this callback).
+
+:class:`StepLengthCallback` (instrument ``step_length``) fits Cockpit's quadratic to the loss
+and slope at both ends of a scheduled step (:mod:`sgdlab.measure.step_length`) and logs at the
+step's start t: ``step/alpha`` (0: landed at the fitted valley floor, 1: at the starting height
+across it), ``step/length``, ``step/loss_start``, ``step/loss_end``, ``step/slope_start``,
+``step/slope_end`` and ``step/concave``; on the step's own mini-batch (``source="step"``,
+default, per-sample variances as weights) or on a fixed evaluation subset (``"eval"``), dropout
+off and batch norm on its running statistics.
 """
 from __future__ import annotations
 
 import time
 from typing import Any
 
+import torch
 from torch import Tensor
 
+from sgdlab.measure.step_length import WEIGHTS, normalized_step_length
 from sgdlab.measure.walk import (
     StepInterpolation,
     analyze_segment,
+    evaluation_mode,
     segment_alphas,
     segment_losses,
     summarize_epochs,
@@ -37,7 +48,8 @@ from sgdlab.operators.params import params_vector
 from ..callbacks import Callback, Schedule, TrainContext, train_subset
 from . import register_instrument
 
-__all__ = ["StepInterpolationCallback", "WALK_PREFIX", "step_interpolation_instrument"]
+__all__ = ["StepInterpolationCallback", "StepLengthCallback", "WALK_PREFIX",
+           "step_interpolation_instrument", "step_length_instrument"]
 
 WALK_PREFIX = "walk_"
 
@@ -179,3 +191,52 @@ def step_interpolation_instrument(*, schedule: Schedule, num_points: int = 10,
                                      epochs=epochs, eval_data=eval_subset,
                                      eval_batch_size=eval_batch_size, bn_mode=bn_mode,
                                      rtol=rtol, refine=refine, seed=seed)
+
+
+class StepLengthCallback(Callback):
+    """Cockpit's normalised step length α of the steps ``schedule`` selects (module
+    docstring); ``weights`` as in :func:`~sgdlab.measure.step_length.normalized_step_length`."""
+
+    def __init__(self, schedule: Schedule, *, source: str = "step",
+                 eval_subset: int | None = 1000, weights: str = "noise", seed: int = 0,
+                 prefix: str = "step"):
+        if source not in ("step", "eval"):
+            raise ValueError(f"Invalid source={source!r}: expected 'step' or 'eval'")
+        if weights not in WEIGHTS:
+            raise ValueError(f"Invalid weights={weights!r}: expected one of {WEIGHTS}")
+        if eval_subset is not None and eval_subset < 2:
+            raise ValueError(f"Invalid eval_subset={eval_subset} (must be >= 2)")
+        self.schedule, self.source, self.eval_subset = schedule, source, eval_subset
+        self.weights, self.seed, self.prefix = weights, seed, prefix
+        self._theta_t: Tensor | None = None
+        self._data: Any = None
+
+    def on_step_begin(self, ctx: TrainContext) -> None:
+        self._theta_t = params_vector(ctx.model) if self.should_run(ctx.step) else None
+
+    def on_step_end(self, ctx: TrainContext) -> None:
+        if self._theta_t is None:
+            return
+        theta_t, self._theta_t = self._theta_t, None
+        if self.source == "step":
+            data = ctx.batch
+        else:
+            if self._data is None:
+                self._data = train_subset(ctx.data, self.eval_subset, self.seed)
+            data = self._data
+        end = params_vector(ctx.model)
+        if data is None or bool(torch.equal(end, theta_t)):
+            return        # no batch, or a step that did not move (lr 0): no α
+        with evaluation_mode(ctx.model, "eval"):
+            st = normalized_step_length(ctx.model, ctx.loss_fn, theta_t, end, data,
+                                        weights=self.weights)
+        ctx.log_dict(st.as_metrics(self.prefix), ctx.step - 1)
+
+
+@register_instrument("step_length")
+def step_length_instrument(*, schedule: Schedule, source: str = "step",
+                           eval_subset: int | None = 1000, weights: str = "noise",
+                           seed: int = 0, prefix: str = "step") -> Callback:
+    """Cockpit's α: where the step lands on a quadratic fitted along it (0: the floor)."""
+    return StepLengthCallback(schedule, source=source, eval_subset=eval_subset,
+                              weights=weights, seed=seed, prefix=prefix)

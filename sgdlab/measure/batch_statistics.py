@@ -1,0 +1,184 @@
+"""What one mini-batch's per-sample gradients say about the step: the batch-size tests of
+adaptive sampling, the gradient signal-to-noise ratio, the evidence-based stopping criterion,
+the noise scale, and the Takeuchi information criterion. Cockpit (Schneider, Dangel & Hennig
+2021) tracks the same quantities with BackPACK; here they come from the per-sample gradient
+engine's Gram matrix, mean and squared sums (:class:`~sgdlab.measure.noise.GradientCovariance`),
+so a network of linear and convolution layers never forms its (B, d) gradient matrix.
+
+Notation: a mini-batch of B samples with per-sample gradients g_n (of the mean-reduced loss),
+ḡ their mean (the mini-batch gradient, the SGD step's direction), S = (1/(B−1)) Σ_n
+(g_n − ḡ)(g_n − ḡ)ᵀ their sample covariance (unbiased) and Σ = ((B−1)/B) S the population one
+(:func:`~sgdlab.measure.noise.gradient_covariance`). Each test reports the smallest tolerance it
+would pass with (Cockpit's reading); the test passes with a tolerance θ when the value is ≤ θ:
+
+- norm test (Byrd, Chin, Nocedal & Wu 2012, eq. 3.9): √(Tr S / (B ‖ḡ‖²)), the relative size
+  of the mini-batch gradient's standard error;
+- inner-product test (Bollapragada, Byrd & Nocedal 2018): √(ḡᵀ S ḡ / (B ‖ḡ‖⁴)), the same along
+  ḡ only (whether −ḡ stays a descent direction);
+- orthogonality test (ibid.): √((Tr S − ḡᵀ S ḡ / ‖ḡ‖²) / (B ‖ḡ‖²)), the part orthogonal to ḡ.
+  The three satisfy norm² = inner² + orthogonality² exactly.
+- mean GSNR (Liu et al. 2020): the mean over parameters j of ḡ_j² / Σ_jj (population variance,
+  as Cockpit computes it);
+- EB criterion (Mahsereci, Balles, Lassner & Hennig 2017, eq. 7): 1 − (B/d) Σ_j ḡ_j² / S_jj;
+  > 0 says the gradient is indistinguishable from noise (stop);
+- CABS batch size (Balles, Romero & Hennig 2017, eq. 22, as Cockpit evaluates it):
+  η Tr Σ / L for learning rate η and mini-batch loss L;
+- simple noise scale (McCandlish, Kaplan, Amodei et al. 2018, eq. 2.3 with their unbiased
+  estimators of App. A.1 at batch sizes 1 and B): B_simple = Tr S / |G|², with
+  |G|² = ‖ḡ‖² − Tr S / B unbiased for the squared norm of the true gradient. Its ratio is
+  noisy: McCandlish et al. average numerator and denominator over steps separately, so both
+  are reported (``trace_cov``, ``grad_sq_unbiased``).
+
+Coordinates with zero variance (dead units, frozen-by-ReLU weights) make ḡ_j² / Σ_jj 0/0: with
+``epsilon=0`` (default) they are left out of the GSNR and EB means (d counts the others);
+``epsilon > 0`` adds it to every variance and keeps all d, as Cockpit does (its default 1e-5
+dominates the variances of small models: a named reading, not the default).
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import Tensor, nn
+
+from sgdlab.operators.batches import Data, iterate_batches
+
+from .noise import GradientCovariance, gradient_covariance
+
+__all__ = ["BatchStatistics", "TakeuchiInformation", "batch_statistics",
+           "takeuchi_information"]
+
+
+@dataclass(frozen=True)
+class BatchStatistics:
+    """One mini-batch's gradient statistics (module docstring); floats, NaN where undefined
+    (a zero mini-batch gradient, no coordinate with variance, no learning rate for CABS)."""
+
+    batch_size: int
+    loss: float
+    grad_sq: float            # ‖ḡ‖²
+    trace_cov: float          # Tr S (unbiased)
+    grad_sq_unbiased: float   # ‖ḡ‖² − Tr S / B
+    norm_test: float
+    inner_product_test: float
+    orthogonality_test: float
+    mean_gsnr: float
+    eb_criterion: float
+    cabs_batch_size: float
+    noise_scale: float
+
+    def as_metrics(self, prefix: str = "batch") -> dict[str, float]:
+        return {f"{prefix}/{k}": float(v) for k, v in asdict(self).items()}
+
+
+def batch_statistics(
+    model: nn.Module,
+    loss_fn: Callable[[Tensor, Tensor], Tensor],
+    batch: Data,
+    *,
+    lr: float | None = None,
+    epsilon: float = 0.0,
+    method: str = "auto",
+) -> BatchStatistics:
+    """The statistics of the module docstring for one mini-batch ``(x, y)`` (or an iterable of
+    batches taken as one sample of size B) at the model's current parameters, in its current
+    train/eval mode. ``lr``: the step's learning rate (only the CABS batch size needs it);
+    ``epsilon``: added to the per-coordinate variances (module docstring); ``method``: the
+    per-sample gradient route of :func:`~sgdlab.measure.noise.gradient_covariance`."""
+    if epsilon < 0:
+        raise ValueError(f"Invalid epsilon={epsilon} (must be >= 0)")
+    if lr is not None and not lr > 0:
+        raise ValueError(f"Invalid lr={lr} (must be > 0)")
+    cov = gradient_covariance(model, loss_fn, batch, method=method)
+    b = cov.num_samples
+    if b < 2:
+        raise ValueError(f"batch statistics need a mini-batch of at least 2 samples, got {b}")
+    mean = cov.mean.double()
+    grad_sq = float(mean @ mean)
+    trace = cov.trace() * b / (b - 1)                                  # Tr S
+    along = float(cov.mean_projections().square().sum()) * b / (b - 1)  # ḡᵀ S ḡ
+    var = cov.diagonal().double()                                      # diag Σ
+    with torch.no_grad():
+        total = [(float(loss_fn(model(x), y)), len(x))
+                 for x, y in iterate_batches(batch, mean.device)]
+    loss = sum(v * n for v, n in total) / sum(n for _, n in total)
+    return BatchStatistics(
+        batch_size=b, loss=loss, grad_sq=grad_sq, trace_cov=trace,
+        grad_sq_unbiased=grad_sq - trace / b,
+        norm_test=_root(_ratio(trace, b * grad_sq)),
+        inner_product_test=_root(_ratio(along, b * grad_sq ** 2)),
+        orthogonality_test=_root(_ratio(trace - _ratio(along, grad_sq), b * grad_sq)),
+        mean_gsnr=_mean_ratio(mean.square(), var, epsilon),
+        eb_criterion=1 - b * _mean_ratio(mean.square(), var * b / (b - 1), epsilon),
+        cabs_batch_size=(lr * trace * (b - 1) / b / loss if lr is not None and loss > 0
+                         else math.nan),
+        noise_scale=_ratio(trace, grad_sq - trace / b),
+    )
+
+
+@dataclass(frozen=True)
+class TakeuchiInformation:
+    """Takeuchi's information criterion Tr(H⁻¹ C) in the two approximations Thomas, Pedregosa,
+    van Merriënboer et al. (2020) and Cockpit use: ``diagonal`` = Σ_j C_jj / H_jj and ``trace``
+    = Tr C / Tr H, with C = (1/N) Σ_n g_n g_nᵀ the uncentred second moment of the per-sample
+    gradients and H the curvature named by ``curvature``."""
+
+    diagonal: float
+    trace: float
+    curvature: str
+
+
+def takeuchi_information(
+    model: nn.Module,
+    loss_fn: Callable[[Tensor, Tensor], Tensor],
+    data: Data,
+    *,
+    curvature: str = "ggn",
+    epsilon: float = 0.0,
+    covariance: GradientCovariance | None = None,
+) -> TakeuchiInformation:
+    """:class:`TakeuchiInformation` over ``data``. ``curvature``: ``"ggn"`` (exact diagonal
+    from backpropagated loss-Hessian factors: C passes of per-sample gradients) or
+    ``"hessian"`` (exact diagonal from d Hessian-vector products: small models). Coordinates
+    whose curvature is ≤ 0 (ReLU-dead weights have H_jj = 0) are left out of the diagonal form
+    when ``epsilon=0``; ``epsilon > 0`` is added to every H_jj instead (Cockpit's reading,
+    default 1e-7 there). ``covariance``: Σ over the same ``data``, when already computed."""
+    from .curvature import hessian_diagonal
+
+    if curvature not in ("ggn", "hessian"):
+        raise ValueError(f"Invalid curvature={curvature!r}: expected 'ggn' or 'hessian'")
+    if epsilon < 0:
+        raise ValueError(f"Invalid epsilon={epsilon} (must be >= 0)")
+    cov = covariance or gradient_covariance(model, loss_fn, data)
+    mean = cov.mean.double()
+    second = cov.diagonal().double() + mean.square()                   # diag C
+    h = hessian_diagonal(model, loss_fn, data, exact=True, operator=curvature).value.double()
+    if epsilon > 0:
+        diag = float((second / (h + epsilon)).sum())
+    else:
+        keep = h > 0
+        diag = float((second[keep] / h[keep]).sum()) if bool(keep.any()) else math.nan
+    return TakeuchiInformation(diagonal=diag,
+                               trace=_ratio(float(second.sum()), float(h.sum()) + epsilon),
+                               curvature=curvature)
+
+
+def _ratio(a: float, b: float) -> float:
+    return a / b if b != 0 else math.nan
+
+
+def _root(v: float) -> float:
+    """√v, NaN for an undefined ratio; a tiny negative v (round-off of a zero) reads 0."""
+    if math.isnan(v) or math.isinf(v):
+        return math.nan
+    return math.sqrt(max(v, 0.0))
+
+
+def _mean_ratio(num: Tensor, den: Tensor, epsilon: float) -> float:
+    """mean_j num_j / (den_j + ε); with ε = 0 over the coordinates where den_j > 0."""
+    if epsilon > 0:
+        return float((num / (den + epsilon)).mean())
+    keep = den > 0
+    return float((num[keep] / den[keep]).mean()) if bool(keep.any()) else math.nan

@@ -1,0 +1,139 @@
+"""Where a step lands in the valley it crosses: the normalised step length α of Cockpit
+(Schneider, Dangel & Hennig 2021, §3 "α"; after Mahsereci & Hennig's probabilistic line
+search), from the loss and its slope along the step at both iterates.
+
+Along the step d = θ₁ − θ₀ (length t = ‖d‖, unit direction u = d/t) a quadratic
+q(s) = w₀ + w₁ s + w₂ s² is fitted to four observations: the losses f(0), f(t) and the slopes
+f'(0) = ∇L(θ₀)ᵀu, f'(t) = ∇L(θ₁)ᵀu. With ``weights="noise"`` (Cockpit's reading) each
+observation is weighted by the inverse of its per-sample variance over the batch (the variance
+of the samples' losses ℓ_n and of their slopes ∇ℓ_nᵀu), a maximum-likelihood fit of a noisy
+quadratic; with ``weights="equal"`` it is plain least squares (exact observations, e.g. the
+full training set). Then
+
+    α = 2t / ᾱ − 1,    ᾱ = −w₁ / w₂ (the point across the valley at the starting height),
+
+so α = 0 lands at the fitted minimum, α = −1 did not move, α = 1 lands at the starting height on
+the far side, α > 1 climbs above it; α > 0 means the step crossed the fitted valley floor. A
+concave fit (w₂ < 0: still downhill at the far end) reads α = −1 as in Cockpit, flagged by
+``concave``. On a quadratic loss the fit is exact: a gradient step of size η along an
+eigendirection of curvature h gives α = ηh − 1.
+
+This is the two-point, first-order counterpart of Xing et al.'s step interpolation
+(:mod:`sgdlab.measure.walk`: the loss at 10 points between consecutive iterates), whose
+"valley floor" crossings α > 0 summarises; Xing et al. report that SGD's steps cross the floor
+of a valley-like structure and bounce between its walls (§3).
+
+Per-sample losses and slopes come from one forward-mode pass of the B losses along u
+(``torch.func.jvp``; per-sample gradients when an operation has no forward-mode rule).
+"""
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from torch.func import functional_call, vmap
+
+from sgdlab.operators.batches import Data, concat_batches
+from sgdlab.operators.params import set_params_vector, trainable_named_params, unflatten_like
+
+__all__ = ["StepLength", "normalized_step_length", "per_sample_losses_and_slopes"]
+
+LossFn = Callable[[Tensor, Tensor], Tensor]
+WEIGHTS = ("noise", "equal")
+# Cockpit's stand-in for a zero variance (an exact observation): a large but finite weight
+_ZERO_VARIANCE = 1e-10
+
+
+@dataclass(frozen=True)
+class StepLength:
+    """α of one step (module docstring) with what it was fitted to."""
+
+    alpha: float
+    length: float                   # t = ‖θ₁ − θ₀‖
+    losses: tuple[float, float]     # f(0), f(t)
+    slopes: tuple[float, float]     # f'(0), f'(t) along the unit step direction
+    concave: bool
+
+    def as_metrics(self, prefix: str = "step") -> dict[str, float]:
+        d = asdict(self)
+        return {f"{prefix}/alpha": self.alpha, f"{prefix}/length": self.length,
+                f"{prefix}/loss_start": d["losses"][0], f"{prefix}/loss_end": d["losses"][1],
+                f"{prefix}/slope_start": d["slopes"][0], f"{prefix}/slope_end": d["slopes"][1],
+                f"{prefix}/concave": float(self.concave)}
+
+
+def per_sample_losses_and_slopes(model: nn.Module, loss_fn: LossFn, theta: Tensor,
+                                 direction: Tensor, data: Data) -> tuple[Tensor, Tensor]:
+    """(ℓ_n(θ), ∇ℓ_n(θ)ᵀ v) for every sample n of ``data`` at the flat parameters ``theta``
+    (the model's own are not touched), ``loss_fn`` applied to one sample at a time (a
+    mean-reduced loss of one sample is that sample's loss)."""
+    x, y = concat_batches(data)
+    like = {k: p.detach() for k, p in trainable_named_params(model).items()}
+
+    def losses(t: Tensor) -> Tensor:
+        out = functional_call(model, unflatten_like(t, like), (x,))
+        return vmap(lambda o, yi: loss_fn(o[None], yi[None]))(out, y)
+
+    try:
+        values, slopes = torch.func.jvp(losses, (theta.detach(),), (direction.detach(),))
+        return values.detach(), slopes.detach()
+    except (RuntimeError, NotImplementedError):   # an op without a forward-mode rule
+        from sgdlab.operators.per_sample import per_sample_gradients
+
+        at = copy.deepcopy(model)
+        set_params_vector(at, theta)
+        g = per_sample_gradients(at, loss_fn, (x, y), method="vmap")
+        with torch.no_grad():
+            values = vmap(lambda o, yi: loss_fn(o[None], yi[None]))(at(x), y)
+        return values, g @ direction.to(g.dtype)
+
+
+def normalized_step_length(model: nn.Module, loss_fn: LossFn, theta_start: Tensor,
+                           theta_end: Tensor, data: Data, *, data_end: Data | None = None,
+                           weights: str = "noise") -> StepLength:
+    """α of the step θ₀ = ``theta_start`` → θ₁ = ``theta_end`` (flat vectors), the losses and
+    slopes at θ₀ on ``data`` and at θ₁ on ``data_end`` (default: the same data; Cockpit takes
+    the next step's mini-batch there). The model is evaluated in its current mode; its
+    parameters are not changed. ``weights``: ``"noise"`` or ``"equal"`` (module docstring)."""
+    if weights not in WEIGHTS:
+        raise ValueError(f"Invalid weights={weights!r}: expected one of {WEIGHTS}")
+    d = (theta_end - theta_start).detach()
+    t = float(torch.linalg.vector_norm(d.double()))
+    if not math.isfinite(t):
+        raise FloatingPointError("non-finite step (diverged parameters?)")
+    if t == 0:
+        raise ValueError("the two iterates coincide: a step of length 0 has no α")
+    u = d / t
+    obs, var = [], []
+    for theta, batch in ((theta_start, data), (theta_end, data if data_end is None
+                                                     else data_end)):
+        ell, slope = per_sample_losses_and_slopes(model, loss_fn, theta, u, batch)
+        obs.append((float(ell.double().mean()), float(slope.double().mean())))
+        n = len(ell)
+        var.append((float(ell.double().var()) if n > 1 else 0.0,
+                    float(slope.double().var()) if n > 1 else 0.0))
+    (f0, s0), (f1, s1) = obs
+    if not all(math.isfinite(v) for v in (f0, s0, f1, s1)):
+        raise FloatingPointError("non-finite loss or slope along the step")
+    phi = np.array([[1.0, 0.0, 0.0], [1.0, t, t * t], [0.0, 1.0, 0.0], [0.0, 1.0, 2 * t]])
+    y = np.array([f0, f1, s0, s1])
+    if weights == "noise":
+        v = np.array([var[0][0], var[1][0], var[0][1], var[1][1]])
+        w = 1.0 / np.where(v > 0, v, _ZERO_VARIANCE)
+    else:
+        w = np.ones(4)
+    sw = np.sqrt(w)
+    mu = np.linalg.lstsq(phi * sw[:, None], y * sw, rcond=None)[0]
+    concave = bool(mu[2] < 0)
+    if concave:
+        alpha = -1.0
+    elif mu[1] == 0:
+        alpha = math.inf if mu[2] > 0 else math.nan
+    else:
+        alpha = float(-2 * t * mu[2] / mu[1] - 1)    # 2t/ᾱ − 1 with ᾱ = −w₁/w₂
+    return StepLength(alpha=alpha, length=t, losses=(f0, f1), slopes=(s0, s1), concave=concave)

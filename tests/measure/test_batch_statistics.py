@@ -1,0 +1,134 @@
+"""Batch statistics and the Takeuchi information criterion against explicit float64 per-sample
+loops, written the way Cockpit's autograd references and the papers write them."""
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from sgdlab.measure import batch_statistics, takeuchi_information
+from sgdlab.testing import (dense_hessian_reference, ggn_reference, per_sample_gradients_loop,
+                            tiny_classification, tiny_images, tiny_mlp)
+
+
+def _cnn():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(2, 3, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                         nn.Flatten(), nn.Linear(3 * 3 * 3, 3)).double().eval()
+
+
+def _cockpit_style(g: torch.Tensor, lr: float, loss: float, eps: float) -> dict[str, float]:
+    """The quantities from the per-sample gradient matrix g (B, d), term by term as Cockpit's
+    autograd references write them (sums of squared norms and projections, not covariances)."""
+    b = g.shape[0]
+    grad = g.mean(0)
+    gn2 = grad @ grad
+    proj = g @ grad
+    sq = (g ** 2).sum(1)
+    var_pop = (g ** 2).mean(0) - grad ** 2
+    var_unb = var_pop * b / (b - 1)
+    return {
+        "norm_test": math.sqrt((sq.sum() - b * gn2) / (b - 1) / b / gn2),
+        "inner_product_test": math.sqrt((1 / (b * (b - 1))) * ((proj ** 2).sum() / gn2 ** 2 - b)),
+        "orthogonality_test": math.sqrt((1 / (b * (b - 1)))
+                                        * (sq / gn2 - proj ** 2 / gn2 ** 2).sum()),
+        "mean_gsnr": float((grad ** 2 / (var_pop + eps)).mean()),
+        "eb_criterion": 1 - b * float((grad ** 2 / (var_unb + eps)).mean()),
+        "cabs_batch_size": lr * float(sq.sum() - b * gn2) / (b * loss),
+    }
+
+
+@pytest.mark.parametrize("route", ["factored", "vmap"])
+@pytest.mark.parametrize("problem", ["mlp", "cnn"])
+def test_statistics_equal_explicit_per_sample_formulas(route, problem):
+    if problem == "mlp":
+        model, loss_fn = tiny_mlp(4, 5, 3), nn.CrossEntropyLoss()
+        x, y = tiny_classification(n=10, in_dim=4, classes=3)
+    else:
+        model, loss_fn = _cnn(), nn.CrossEntropyLoss()
+        x, y = tiny_images(n=9, channels=2, size=6)
+    g = per_sample_gradients_loop(model, loss_fn, (x, y))
+    with torch.no_grad():
+        loss = float(loss_fn(model(x), y))
+    eps = 1e-5
+    st = batch_statistics(model, loss_fn, (x, y), lr=0.3, epsilon=eps, method=route)
+    ref = _cockpit_style(g, 0.3, loss, eps)
+    for key, val in ref.items():
+        assert getattr(st, key) == pytest.approx(val, rel=1e-9, abs=1e-12), key
+    # the definitions behind them: S the unbiased sample covariance, McCandlish's estimators
+    b, grad = len(g), g.mean(0)
+    s = torch.cov(g.T, correction=1)
+    assert st.batch_size == b and st.loss == pytest.approx(loss, rel=1e-12)
+    assert st.trace_cov == pytest.approx(float(torch.trace(s)), rel=1e-10)
+    assert st.grad_sq == pytest.approx(float(grad @ grad), rel=1e-12)
+    assert st.inner_product_test == pytest.approx(
+        math.sqrt(float(grad @ s @ grad) / (b * float(grad @ grad) ** 2)), rel=1e-9)
+    small = float((g ** 2).sum(1).mean())            # |G_small|² at batch size 1
+    big = float(grad @ grad)                          # |G_big|² at batch size B
+    g2 = (b * big - small) / (b - 1)                  # McCandlish et al. App. A.1
+    s_est = (small - big) / (1 - 1 / b)
+    assert st.grad_sq_unbiased == pytest.approx(g2, rel=1e-9)
+    assert st.noise_scale == pytest.approx(s_est / g2, rel=1e-9)
+    assert st.norm_test ** 2 == pytest.approx(st.inner_product_test ** 2
+                                              + st.orthogonality_test ** 2, rel=1e-10)
+    assert set(st.as_metrics()) >= {"batch/norm_test", "batch/noise_scale", "batch/mean_gsnr"}
+
+
+def test_zero_variance_coordinates_are_left_out_without_epsilon():
+    # a ReLU net whose second hidden unit is dead on every sample: its weights' per-sample
+    # gradients are all zero, so ḡ_j² / Σ_jj is 0/0 there
+    model = tiny_mlp(3, 2, 2, act=nn.ReLU)
+    with torch.no_grad():
+        model[0].bias[1] = -100.0
+    x, y = tiny_classification(n=12, in_dim=3, classes=2)
+    loss_fn = nn.CrossEntropyLoss()
+    g = per_sample_gradients_loop(model, loss_fn, (x, y))
+    var = g.var(0, correction=0)
+    live = var > 0
+    assert int((~live).sum()) >= 4                 # the dead unit's 3 weights, bias, outputs
+    st = batch_statistics(model, loss_fn, (x, y))
+    grad = g.mean(0)
+    assert st.mean_gsnr == pytest.approx(float((grad[live] ** 2 / var[live]).mean()), rel=1e-9)
+    b = len(g)
+    assert st.eb_criterion == pytest.approx(
+        1 - b * float((grad[live] ** 2 / (var[live] * b / (b - 1))).mean()), rel=1e-9)
+    assert math.isnan(st.cabs_batch_size)          # no learning rate given
+    with_eps = batch_statistics(model, loss_fn, (x, y), epsilon=1e-3)
+    assert with_eps.mean_gsnr == pytest.approx(float((grad ** 2 / (var + 1e-3)).mean()),
+                                               rel=1e-9)
+
+
+def test_a_batch_of_equal_gradients_and_bad_input():
+    # the same sample repeated: no noise at all (every test passes with θ = 0)
+    model, loss_fn = tiny_mlp(3, 4, 2), nn.CrossEntropyLoss()
+    x, y = tiny_classification(n=1, in_dim=3)
+    st = batch_statistics(model, loss_fn, (x.repeat(6, 1), y.repeat(6)), method="vmap")
+    assert st.norm_test == pytest.approx(0, abs=1e-7)
+    assert st.trace_cov == pytest.approx(0, abs=1e-14)
+    assert st.noise_scale == pytest.approx(0, abs=1e-12)
+    with pytest.raises(ValueError, match="at least 2 samples"):
+        batch_statistics(model, loss_fn, (x, y))
+    with pytest.raises(ValueError, match="epsilon"):
+        batch_statistics(model, loss_fn, (x.repeat(2, 1), y.repeat(2)), epsilon=-1)
+    with pytest.raises(ValueError, match="lr"):
+        batch_statistics(model, loss_fn, (x.repeat(2, 1), y.repeat(2)), lr=0)
+
+
+@pytest.mark.parametrize("curvature, reference", [("ggn", ggn_reference),
+                                                  ("hessian", dense_hessian_reference)])
+def test_takeuchi_information_against_dense_matrices(curvature, reference):
+    model, loss_fn = tiny_mlp(3, 4, 3), nn.CrossEntropyLoss()
+    data = tiny_classification(n=11, in_dim=3, classes=3)
+    g = per_sample_gradients_loop(model, loss_fn, data)
+    c = g.T @ g / len(g)                                   # uncentred second moment
+    h = torch.diagonal(reference(model, loss_fn, data))
+    tic = takeuchi_information(model, loss_fn, data, curvature=curvature)
+    keep = h > 0
+    assert tic.curvature == curvature
+    assert tic.diagonal == pytest.approx(float((torch.diagonal(c)[keep] / h[keep]).sum()),
+                                         rel=1e-9)
+    assert tic.trace == pytest.approx(float(torch.trace(c) / h.sum()), rel=1e-9)
+    eps = takeuchi_information(model, loss_fn, data, curvature=curvature, epsilon=0.1)
+    assert eps.diagonal == pytest.approx(float((torch.diagonal(c) / (h + 0.1)).sum()), rel=1e-9)
+    with pytest.raises(ValueError, match="curvature"):
+        takeuchi_information(model, loss_fn, data, curvature="fisher")

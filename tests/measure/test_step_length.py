@@ -1,0 +1,92 @@
+"""The normalised step length α against closed forms on quadratics and an explicit weighted
+least-squares fit of explicit per-sample losses and slopes."""
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from sgdlab.measure.step_length import normalized_step_length, per_sample_losses_and_slopes
+from sgdlab.operators.params import params_vector
+from sgdlab.testing import (dense_hessian_reference, per_sample_gradients_loop,
+                            tiny_classification, tiny_mlp)
+
+
+def _regression(seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(20, 3, generator=g, dtype=torch.float64)
+    y = torch.randn(20, 1, generator=g, dtype=torch.float64)
+    return nn.Linear(3, 1).double(), (x, y)
+
+
+@pytest.mark.parametrize("weights", ["noise", "equal"])
+def test_gradient_steps_on_a_quadratic_give_eta_h_minus_one(weights):
+    """Least squares is quadratic in θ: the four observations lie on the quadratic along the
+    step, so every weighting returns the exact α = −2 t a / b − 1 with a = uᵀHu / 2 and
+    b = ∇Lᵀu; along an eigendirection of curvature h a step of size η gives α = ηh − 1."""
+    model, data = _regression()
+    loss_fn = nn.MSELoss()
+    h = dense_hessian_reference(model, loss_fn, data)
+    theta0 = params_vector(model).detach()
+    grad = per_sample_gradients_loop(model, loss_fn, data).mean(0)
+    for eta in (0.05, 0.3, 0.9):
+        theta1 = theta0 - eta * grad
+        st = normalized_step_length(model, loss_fn, theta0, theta1, data, weights=weights)
+        u = (theta1 - theta0) / (theta1 - theta0).norm()
+        t, a, b = float((theta1 - theta0).norm()), float(u @ h @ u) / 2, float(grad @ u)
+        assert st.alpha == pytest.approx(-2 * t * a / b - 1, rel=1e-9, abs=1e-12)
+        assert st.length == pytest.approx(t, rel=1e-12) and not st.concave
+    vals, vecs = torch.linalg.eigh(h)
+    v = vecs[:, -1]                          # the sharpest direction, curvature h_max
+    start = theta0 + 0.0                     # move the start so that ∇L ∥ v: θ* + v
+    theta_star = theta0 - torch.linalg.solve(h, grad)
+    start = theta_star + v
+    for eta in (0.5 / vals[-1], 1 / vals[-1], 2 / vals[-1]):
+        end = start - eta * (h @ (start - theta_star))
+        st = normalized_step_length(model, loss_fn, start, end, data, weights=weights)
+        assert st.alpha == pytest.approx(float(eta * vals[-1]) - 1, abs=1e-9)
+    assert params_vector(model).detach().equal(theta0)     # the model is not touched
+
+
+def test_noise_weights_are_a_weighted_fit_of_per_sample_observations():
+    model, loss_fn = tiny_mlp(3, 5, 3), nn.CrossEntropyLoss()
+    data = tiny_classification(n=14, in_dim=3, classes=3)
+    end_data = tiny_classification(n=9, in_dim=3, classes=3, seed=5)
+    theta0 = params_vector(model).detach()
+    theta1 = theta0 - 0.8 * per_sample_gradients_loop(model, loss_fn, data).mean(0)
+    st = normalized_step_length(model, loss_fn, theta0, theta1, data, data_end=end_data)
+    t = float((theta1 - theta0).norm())
+    u = (theta1 - theta0) / t
+    obs, var = [], []
+    for theta, batch in ((theta0, data), (theta1, end_data)):
+        with torch.no_grad():
+            torch.nn.utils.vector_to_parameters(theta, model.parameters())
+        g = per_sample_gradients_loop(model, loss_fn, batch)
+        ell = torch.stack([loss_fn(model(batch[0][i:i + 1]), batch[1][i:i + 1]).detach()
+                           for i in range(len(batch[0]))])
+        obs += [float(ell.mean()), float((g @ u).mean())]
+        var += [float(ell.var()), float((g @ u).var())]
+    f0, s0, f1, s1 = obs
+    w = np.diag(1 / np.array([var[0], var[2], var[1], var[3]]))
+    phi = np.array([[1, 0, 0], [1, t, t * t], [0, 1, 0], [0, 1, 2 * t]], dtype=float)
+    mu = np.linalg.solve(phi.T @ w @ phi, phi.T @ w @ np.array([f0, f1, s0, s1]))
+    assert st.losses == pytest.approx((f0, f1), rel=1e-10)
+    assert st.slopes == pytest.approx((s0, s1), rel=1e-9)
+    expect = -1.0 if mu[2] < 0 else 2 * t / (-mu[1] / mu[2]) - 1
+    assert st.alpha == pytest.approx(expect, rel=1e-8)
+
+
+def test_forward_mode_slopes_equal_per_sample_gradients_and_bad_input():
+    model, loss_fn = tiny_mlp(3, 4, 2), nn.CrossEntropyLoss()
+    data = tiny_classification(n=7, in_dim=3)
+    theta = params_vector(model).detach()
+    v = torch.randn(theta.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    ell, slope = per_sample_losses_and_slopes(model, loss_fn, theta, v, data)
+    torch.testing.assert_close(slope, per_sample_gradients_loop(model, loss_fn, data) @ v)
+    with pytest.raises(ValueError, match="length 0"):
+        normalized_step_length(model, loss_fn, theta, theta, data)
+    with pytest.raises(ValueError, match="weights"):
+        normalized_step_length(model, loss_fn, theta, theta + 1, data, weights="cockpit")
+    with pytest.raises(FloatingPointError):
+        normalized_step_length(model, loss_fn, theta, theta + math.inf, data)

@@ -1,0 +1,34 @@
+"""The instrument panels drawn next to a run's learning curves: grouping and selection."""
+import matplotlib.pyplot as plt
+
+from sgdlab.report.figures.training import _groups, instrument_panels
+
+
+def test_instrument_series_are_grouped_by_prefix_and_loop_series_left_out():
+    h = {"train_loss": [(0, 1.0)], "batch_loss": [(1, 1.0)], "epoch": [(1, 1)],
+         "lr": [(0, 0.1), (5, 0.1)],                               # constant: no panel
+         "hess/top_1": [(0, 2.0), (5, 3.0)], "hess/trace": [(0, 9.0)],
+         "walk_loss_k03": [(0, 1.0)], "walk_height": [(0, 0.1)], "walk_seconds": [(0, 2.0)],
+         "grad_cosine": [(1, 0.5)], "batch/batch_size": [(0, 32)], "batch/norm_test": [(0, 1)],
+         "empty/series": []}
+    groups = _groups(h)
+    assert groups == {"batch": ["batch/norm_test"], "dynamics": ["grad_cosine"],
+                      "hess": ["hess/top_1", "hess/trace"], "walk": ["walk_height"]}
+    assert "learning rate" in _groups({**h, "lr": [(0, 0.1), (5, 0.05)]})
+    fig = instrument_panels(h, title="t")
+    titles = [ax.get_title() for ax in fig.axes if ax.get_visible()]
+    assert titles == ["batch", "dynamics", "hess", "walk"]
+    plt.close(fig)
+    assert instrument_panels({"train_loss": [(0, 1.0)]}) is None
+
+
+def test_a_panel_shows_its_headline_series_and_counts_the_rest():
+    h = {f"batch/{n}": [(0, 1.0), (5, 0.5)] for n in (
+        "cabs_batch_size", "eb_criterion", "grad_sq", "inner_product_test", "loss",
+        "mean_gsnr", "norm_test", "orthogonality_test")}
+    fig = instrument_panels(h)
+    (ax,) = [a for a in fig.axes if a.get_visible()]
+    assert sorted(t.get_text() for t in ax.get_legend().get_texts()) == [
+        "batch/inner_product_test", "batch/norm_test", "batch/orthogonality_test"]
+    assert ax.get_title() == "batch (+5 more)"
+    plt.close(fig)
