@@ -142,3 +142,39 @@ def test_batch_statistics_instrument_draws_its_own_batch():
                 {"source": "step", "batch_size": 8}):
         with pytest.raises(ValueError):
             build_instrument("batch_statistics", schedule=Schedule.every(1), **bad)
+
+
+def test_batch_statistics_instrument_skips_a_last_batch_of_one_sample():
+    """40 examples in batches of 13: the epoch's last step sees a single sample, whose batch
+    statistics are undefined; the run goes on (it ended with a ValueError) and logs the steps
+    with a batch of at least 2, their values those of the step's batch after the step."""
+    from sgdlab.measure import batch_statistics
+    from sgdlab.train.callbacks import Callback
+
+    class Record(Callback):
+        def __init__(self):
+            self.seen = {}
+
+        def on_step_end(self, ctx):
+            self.seen[ctx.step] = (copy.deepcopy(ctx.model).eval(), ctx.batch)
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 6), nn.Tanh(), nn.Linear(6, 3)).double()
+    data = _data()
+    data = Dataset(data.x_train.double(), data.y_train, data.x_test.double(), data.y_test,
+                   meta=data.meta)
+    rec = Record()
+    cbs = [rec, build_instrument("batch_statistics", schedule=Schedule.every(1), source="step"),
+           build_instrument("batch_statistics", schedule=Schedule.every(1), prefix="fresh")]
+    res = train(model, nn.CrossEntropyLoss(), data, torch.optim.SGD(model.parameters(), lr=0.1),
+                epochs=2, batch_size=13, callbacks=cbs, progress=False)
+    assert res.status == "finished" and res.steps == 8
+    h = res.history
+    assert [s for s, _ in h["batch/norm_test"]] == [1, 2, 3, 5, 6, 7]
+    assert [s for s, _ in h["fresh/norm_test"]] == [1, 2, 3, 5, 6, 7]
+    for step, value in h["batch/eb_criterion"]:
+        at, batch = rec.seen[step]
+        ref = batch_statistics(at, nn.CrossEntropyLoss(), batch, lr=0.1)
+        assert value == pytest.approx(ref.eb_criterion, rel=1e-10)
+    with pytest.raises(ValueError, match="eval_subset"):
+        build_instrument("batch_statistics", schedule=Schedule.every(1), eval_subset=1)

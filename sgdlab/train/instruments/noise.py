@@ -19,8 +19,9 @@ Instruments:
   with ``tic`` also ``batch/tic_diagonal`` and ``batch/tic_trace``. The mini-batch is drawn
   afresh from the training set with the instrument's generator (``source="fresh"``, the
   size of the step's batch unless ``batch_size`` is given), or is the batch the step just
-  used (``source="step"``), in both cases at the parameters after the step; ``prefix``
-  renames the series (two such instruments in one run).
+  used (``source="step"``), in both cases at the parameters after the step (nothing is logged
+  for a batch of one sample, e.g. an epoch's last); ``prefix`` renames the series (two such
+  instruments in one run).
 
 Evaluation set, eval mode and seeding as in :mod:`sgdlab.train.instruments.curvature`.
 """
@@ -105,6 +106,9 @@ class BatchStatisticsCallback(MeasuredCallback):
             raise ValueError(f"Invalid epsilon={epsilon} (must be >= 0)")
         if tic not in (None, "ggn", "hessian"):
             raise ValueError(f"Invalid tic={tic!r}: expected 'ggn', 'hessian' or null")
+        if source == "fresh" and self.eval_subset is not None and self.eval_subset < 2:
+            raise ValueError(f"Invalid eval_subset={self.eval_subset}: fresh batches of at "
+                             "least 2 samples are drawn from it (must be >= 2)")
         self.batch_size, self.source, self.epsilon, self.tic = batch_size, source, epsilon, tic
         self.prefix = prefix
 
@@ -119,6 +123,8 @@ class BatchStatisticsCallback(MeasuredCallback):
             m = min(self.batch_size or len(ctx.batch[0]), len(x))
             idx = torch.randperm(len(x), generator=generator, device=generator.device)[:m]
             batch = (x[idx.to(x.device)], y[idx.to(y.device)])
+        if len(batch[0]) < 2:
+            return {}   # one sample (an epoch's last batch): no variance, nothing to test
         lr = float(ctx.optimizer.param_groups[0]["lr"])
         out = batch_statistics(ctx.model, ctx.loss_fn, batch, lr=lr if lr > 0 else None,
                                epsilon=self.epsilon).as_metrics(self.prefix)
