@@ -79,7 +79,8 @@ def register(subparsers) -> None:
     bat.add_argument("--batch-size", type=int, metavar="B",
                      help="mini-batch size (default: the run's train.batch_size)")
     bat.add_argument("--batches", type=int, default=20, metavar="R",
-                     help="mini-batches averaged (default 20)")
+                     help="mini-batches averaged (default 20); CABS takes the learning rate "
+                        "the checkpoint's optimizer holds")
     p.add_argument("--train-mode", action="store_true",
                    help="measure with the model in train mode (default: eval mode)")
     p.add_argument("--seed", type=int, default=0, help="seed of subset, probes and samples")
@@ -188,6 +189,8 @@ def _measure(args: argparse.Namespace) -> int:
         idx = torch.randperm(len(x), generator=g)[: args.subset].to(x.device)
         x, y = x[idx], y[idx]
     batch = (x, y)
+    # bad batch options are refused before anything is measured
+    batch_size = _batch_size(args, cfg, len(x)) if "batch" in what else None
     out_dir = Path(args.out) if args.out else ((folder or Path(".")) / f"measure-step{step}")
     out_dir.mkdir(parents=True, exist_ok=True)
     print(f"sgdlab: measuring {ckpt} (step {step}) on {len(x)} {args.data} examples, "
@@ -272,7 +275,8 @@ def _measure(args: argparse.Namespace) -> int:
         result["sharpness_params"] = {"sigma": args.sigma, "epsilon": args.epsilon,
                                       "gamma": args.gamma, "samples": args.samples}
     if "batch" in what:
-        scalars.update(_batch_scalars(args, cfg, model, loss_fn, batch, gen()))
+        scalars.update(_batch_scalars(args, batch_size, _checkpoint_lr(state, cfg), model,
+                                      loss_fn, batch, gen()))
     if "surface" in what:
         from sgdlab.measure.surface import hessian_directions, loss_surface, random_direction
         from sgdlab.report.figures.surface import loss_surface_figure
@@ -337,25 +341,40 @@ def _measure(args: argparse.Namespace) -> int:
     return 0
 
 
-def _batch_scalars(args, cfg: dict, model, loss_fn, data, generator) -> dict[str, float]:
-    """Means of :func:`~sgdlab.measure.batch_statistics` over ``--batches`` mini-batches drawn
-    from ``data`` (each without repeats), except the noise scale: McCandlish et al.'s ratio of
-    the averaged estimates Tr S and |G|², as they recommend, and Takeuchi's
-    criterion on all of ``data`` with the exact GGN diagonal (``tic/...``)."""
+def _batch_size(args, cfg: dict, n: int) -> int:
+    """``--batch-size`` (default: the run's ``train.batch_size``), checked against the ``n``
+    examples measured, and ``--batches``."""
+    b = args.batch_size if args.batch_size is not None else (cfg.get("train") or {}).get(
+        "batch_size")
+    if not isinstance(b, int) or isinstance(b, bool):
+        raise UserError("--what batch: give --batch-size (the run's train.batch_size is "
+                        f"{b!r}, not one number)")
+    if not 2 <= b <= n or args.batches < 1:
+        raise UserError(f"--batch-size must be in [2, {n}] (the examples measured) and "
+                        f"--batches >= 1, got {b} and {args.batches}")
+    return b
+
+
+def _checkpoint_lr(state: dict, cfg: dict) -> float | None:
+    """The learning rate of the checkpoint's next step (its optimizer's, which a schedule has
+    moved), else the config's; None when there is none > 0."""
+    groups = (state.get("optimizer") or {}).get("param_groups") or [{}]
+    lr = groups[0].get("lr", (cfg.get("optimizer") or {}).get("lr"))
+    return float(lr) if isinstance(lr, (int, float)) and lr > 0 else None
+
+
+def _batch_scalars(args, b: int, lr: float | None, model, loss_fn, data,
+                   generator) -> dict[str, float]:
+    """Means of :func:`~sgdlab.measure.batch_statistics` over ``--batches`` mini-batches of
+    size ``b`` drawn from ``data`` (each without repeats; CABS with the learning rate ``lr``),
+    except the noise scale: McCandlish et al.'s ratio of the averaged estimates Tr S and |G|²,
+    as they recommend, and Takeuchi's criterion on all of ``data`` with the exact GGN diagonal
+    (``tic/...``)."""
     import torch
 
     from sgdlab.measure.batch_statistics import batch_statistics, takeuchi_information
 
-    b = args.batch_size or (cfg.get("train") or {}).get("batch_size")
-    if not isinstance(b, int):
-        raise UserError("--what batch: give --batch-size (the run's train.batch_size is "
-                        f"{b!r}, not one number)")
     x, y = data
-    if not 2 <= b <= len(x) or args.batches < 1:
-        raise UserError(f"--batch-size must be in [2, {len(x)}] (the examples measured) and "
-                        f"--batches >= 1, got {b} and {args.batches}")
-    lr = (cfg.get("optimizer") or {}).get("lr")
-    lr = float(lr) if isinstance(lr, (int, float)) and lr > 0 else None
     rows = []
     for _ in range(args.batches):
         idx = torch.randperm(len(x), generator=generator, device=generator.device)[:b]

@@ -96,8 +96,10 @@ def test_measure_surface_refuses_an_infinite_extent(tmp_path, capsys):
     assert "--extent must be finite" in capsys.readouterr().err
 
 
-def test_measure_batch_statistics_of_a_checkpoint(tmp_path):
+def test_measure_batch_statistics_of_a_checkpoint(tmp_path, monkeypatch):
     import torch
+
+    import sgdlab.measure.curvature
 
     from sgdlab.config.io import load_config
     from sgdlab.config.run import build_from_config
@@ -106,8 +108,15 @@ def test_measure_batch_statistics_of_a_checkpoint(tmp_path):
 
     store = str(tmp_path / "runs.sqlite")
     run_dir = tmp_path / "run"
+    # a step schedule halving the learning rate every step: the checkpoint's lr is 0.05 / 8,
+    # the one CABS takes (the config's 0.05 is the lr of the first step only)
     assert main(["train", "digits-mlp", "--store", store, "--out", str(run_dir),
-                 "--set", "train.max_steps=3", "--set", "train.epochs=1", "--no-progress"]) == 0
+                 "--set", "train.max_steps=3", "--set", "train.epochs=1", "--no-progress",
+                 "--set", "schedule.name=step", "--set", "schedule.every=0.02",
+                 "--set", "schedule.gamma=0.5"]) == 0
+    lr = load_checkpoint(run_dir / "checkpoints" / "last.pt")["optimizer"]["param_groups"][0][
+        "lr"]
+    assert lr == pytest.approx(0.05 / 8)
     out = tmp_path / "b"
     # one batch of all 48 measured examples: the statistics of that subset (order-free)
     assert main(["measure", str(run_dir), "--store", store, "--what", "batch", "--subset", "48",
@@ -118,7 +127,7 @@ def test_measure_batch_statistics_of_a_checkpoint(tmp_path):
     model.load_state_dict(load_checkpoint(run_dir / "checkpoints" / "last.pt")["model"])
     x, y = built.data.train
     idx = torch.randperm(len(x), generator=torch.Generator().manual_seed(0))[:48]
-    ref = batch_statistics(model, built.loss_fn, (x[idx], y[idx]), lr=0.05)
+    ref = batch_statistics(model, built.loss_fn, (x[idx], y[idx]), lr=lr)
     tic = takeuchi_information(model, built.loss_fn, (x[idx], y[idx]))
     for key in ("norm_test", "inner_product_test", "mean_gsnr", "eb_criterion",
                 "cabs_batch_size", "noise_scale"):
@@ -131,5 +140,11 @@ def test_measure_batch_statistics_of_a_checkpoint(tmp_path):
     assert sc["batch/batch_size"] == 8
     assert sc["batch/noise_scale"] == pytest.approx(sc["batch/trace_cov"]
                                                     / sc["batch/grad_sq_unbiased"], rel=1e-12)
-    assert main(["measure", str(run_dir), "--store", store, "--what", "batch",
-                 "--subset", "48", "--batch-size", "49"]) == 2
+    # bad batch options are refused before anything is measured (nothing computed is lost)
+    lanczos_calls = []
+    monkeypatch.setattr(sgdlab.measure.curvature, "lanczos",
+                        lambda *a, **k: lanczos_calls.append(1))
+    for bad in (["--batch-size", "49"], ["--batch-size", "8", "--batches", "0"]):
+        assert main(["measure", str(run_dir), "--store", store, "--what", "hessian,batch",
+                     "--subset", "48", *bad]) == 2
+    assert lanczos_calls == []
