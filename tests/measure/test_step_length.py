@@ -1,5 +1,6 @@
 """The normalised step length α against closed forms on quadratics and an explicit weighted
 least-squares fit of explicit per-sample losses and slopes."""
+import copy
 import math
 
 import numpy as np
@@ -90,3 +91,51 @@ def test_forward_mode_slopes_equal_per_sample_gradients_and_bad_input():
         normalized_step_length(model, loss_fn, theta, theta + 1, data, weights="cockpit")
     with pytest.raises(FloatingPointError):
         normalized_step_length(model, loss_fn, theta, theta + math.inf, data)
+
+
+class _SquareNoForwardMode(torch.autograd.Function):
+    """x² with a backward (and a vmap rule) but no forward-mode rule: jvp raises."""
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(x):
+        return x * x
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.save_for_backward(inputs[0])
+
+    @staticmethod
+    def backward(ctx, g):
+        (x,) = ctx.saved_tensors
+        return 2 * x * g
+
+
+class _Square(nn.Module):
+    def forward(self, x):
+        return _SquareNoForwardMode.apply(x)
+
+
+def test_models_without_forward_mode_fall_back_to_per_sample_gradients():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 4), _Square(), nn.Linear(4, 2)).double()
+    model[0].bias.requires_grad_(False)                 # frozen: not a coordinate
+    loss_fn = nn.CrossEntropyLoss()
+    x, y = tiny_classification(n=7, in_dim=3)
+    theta = params_vector(model).detach()
+    with pytest.raises(NotImplementedError):            # the route the fallback replaces
+        torch.func.jvp(model, (x,), (x,))
+    v = torch.randn(theta.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    ell, slope = per_sample_losses_and_slopes(model, loss_fn, theta + 0.1, v,
+                                              [(x[:3], y[:3]), (x[3:], y[3:])])
+    moved = copy.deepcopy(model)
+    with torch.no_grad():
+        moved[0].weight += 0.1
+        moved[2].weight += 0.1
+        moved[2].bias += 0.1
+    torch.testing.assert_close(slope, per_sample_gradients_loop(moved, loss_fn, (x, y)) @ v,
+                               rtol=1e-12, atol=1e-12)
+    ref = torch.stack([loss_fn(moved(x[i:i + 1]), y[i:i + 1]) for i in range(7)]).detach()
+    torch.testing.assert_close(ell, ref, rtol=1e-12, atol=1e-12)
+    assert params_vector(model).equal(theta)            # the model is not touched
