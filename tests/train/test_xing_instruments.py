@@ -3,6 +3,7 @@ Hessian spectral norm with batch norm in train mode on SGD-sized batches (Fig. 3
 from __future__ import annotations
 
 import copy
+import math
 
 import pytest
 import torch
@@ -122,3 +123,23 @@ def test_step_length_instrument_logs_alpha_of_the_scheduled_steps():
     for bad in ({"source": "next"}, {"weights": "cockpit"}, {"eval_subset": 1}):
         with pytest.raises(ValueError):
             build_instrument("step_length", schedule=Schedule.every(1), **bad)
+
+
+def test_step_length_instrument_names_itself_when_a_step_leaves_finite_numbers():
+    """A step whose update overflows (finite loss, infinite gradient): the run ends as diverged
+    and the message says which measurement met the non-finite model, as for the others."""
+    from sgdlab.train.callbacks import Callback
+
+    class Overflow(Callback):
+        def on_after_backward(self, ctx):
+            if ctx.step == 2:
+                ctx.model[0].weight.grad[0, 0] = math.inf
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 2)).double()
+    cb = build_instrument("step_length", schedule=Schedule.every(1))
+    res = train(model, nn.CrossEntropyLoss(), _data(), torch.optim.SGD(model.parameters(), lr=0.1),
+                epochs=3, batch_size=4, callbacks=[Overflow(), cb], progress=False)
+    assert res.status == "diverged" and res.steps == 3
+    assert "step_length: non-finite step" in res.message
+    assert [s for s, _ in res.history["step/alpha"]] == [0, 1]

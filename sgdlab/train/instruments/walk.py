@@ -227,9 +227,12 @@ class StepLengthCallback(Callback):
         end = params_vector(ctx.model)
         if data is None or bool(torch.equal(end, theta_t)):
             return        # no batch, or a step that did not move (lr 0): no α
-        with evaluation_mode(ctx.model, "eval"):
-            st = normalized_step_length(ctx.model, ctx.loss_fn, theta_t, end, data,
-                                        weights=self.weights)
+        try:
+            with evaluation_mode(ctx.model, "eval"):
+                st = normalized_step_length(ctx.model, ctx.loss_fn, theta_t, end, data,
+                                            weights=self.weights)
+        except FloatingPointError as e:   # name the measurement, as MeasurementCallback does
+            raise FloatingPointError(f"{getattr(self, 'instrument', 'step_length')}: {e}") from e
         ctx.log_dict(st.as_metrics(self.prefix), ctx.step - 1)
 
 
