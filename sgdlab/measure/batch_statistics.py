@@ -86,7 +86,8 @@ def batch_statistics(
     batches taken as one sample of size B) at the model's current parameters, in its current
     train/eval mode. ``lr``: the step's learning rate (only the CABS batch size needs it);
     ``epsilon``: added to the per-coordinate variances (module docstring); ``method``: the
-    per-sample gradient route of :func:`~sgdlab.measure.noise.gradient_covariance`."""
+    per-sample gradient route of :func:`~sgdlab.measure.noise.gradient_covariance`. A
+    non-finite gradient or loss (a diverged model) raises ``FloatingPointError``."""
     if epsilon < 0:
         raise ValueError(f"Invalid epsilon={epsilon} (must be >= 0)")
     if lr is not None and not lr > 0:
@@ -104,6 +105,8 @@ def batch_statistics(
         total = [(float(loss_fn(model(x), y)), len(x))
                  for x, y in iterate_batches(batch, mean.device)]
     loss = sum(v * n for v, n in total) / sum(n for _, n in total)
+    if not math.isfinite(loss):
+        raise FloatingPointError(f"non-finite mini-batch loss {loss} (diverged model?)")
     return BatchStatistics(
         batch_size=b, loss=loss, grad_sq=grad_sq, trace_cov=trace,
         grad_sq_unbiased=grad_sq - trace / b,

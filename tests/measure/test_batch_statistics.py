@@ -112,6 +112,13 @@ def test_a_batch_of_equal_gradients_and_bad_input():
         batch_statistics(model, loss_fn, (x.repeat(2, 1), y.repeat(2)), epsilon=-1)
     with pytest.raises(ValueError, match="lr"):
         batch_statistics(model, loss_fn, (x.repeat(2, 1), y.repeat(2)), lr=0)
+    # a non-finite loss with finite gradients (here a constant term) is an error, not a NaN
+    # CABS batch size beside finite tests
+    def overflowing(out, target):
+        return loss_fn(out, target) + torch.tensor(math.inf, dtype=out.dtype)
+
+    with pytest.raises(FloatingPointError, match="loss"):
+        batch_statistics(model, overflowing, (x.repeat(2, 1), y.repeat(2)), lr=0.1)
 
 
 @pytest.mark.parametrize("curvature, reference", [("ggn", ggn_reference),
