@@ -154,7 +154,10 @@ def takeuchi_information(
         raise ValueError(f"Invalid curvature={curvature!r}: expected 'ggn' or 'hessian'")
     if epsilon < 0:
         raise ValueError(f"Invalid epsilon={epsilon} (must be >= 0)")
-    cov = covariance or gradient_covariance(model, loss_fn, data)
+    if covariance is not None and covariance._scale != 1.0:
+        raise ValueError("covariance: Takeuchi's C needs Σ itself, not a scaled covariance "
+                         "(minibatch() / scaled())")
+    cov = covariance if covariance is not None else gradient_covariance(model, loss_fn, data)
     mean = cov.mean.double()
     second = cov.diagonal().double() + mean.square()                   # diag C
     h = hessian_diagonal(model, loss_fn, data, exact=True, operator=curvature).value.double()

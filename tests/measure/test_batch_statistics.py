@@ -139,3 +139,12 @@ def test_takeuchi_information_against_dense_matrices(curvature, reference):
     assert eps.diagonal == pytest.approx(float((torch.diagonal(c) / (h + 0.1)).sum()), rel=1e-9)
     with pytest.raises(ValueError, match="curvature"):
         takeuchi_information(model, loss_fn, data, curvature="fisher")
+    # a covariance already computed serves as Σ; a mini-batch-scaled one would change C
+    from sgdlab.measure.noise import gradient_covariance
+
+    cov = gradient_covariance(model, loss_fn, data)
+    assert takeuchi_information(model, loss_fn, data, curvature=curvature,
+                                covariance=cov) == tic
+    with pytest.raises(ValueError, match="scaled"):
+        takeuchi_information(model, loss_fn, data, curvature=curvature,
+                             covariance=cov.minibatch(4))
