@@ -178,3 +178,30 @@ def test_batch_statistics_instrument_skips_a_last_batch_of_one_sample():
         assert value == pytest.approx(ref.eb_criterion, rel=1e-10)
     with pytest.raises(ValueError, match="eval_subset"):
         build_instrument("batch_statistics", schedule=Schedule.every(1), eval_subset=1)
+
+
+def test_batch_statistics_and_step_length_log_the_same_values_after_a_resume(tmp_path):
+    """Interrupted mid-epoch and resumed from its checkpoint, a run logs exactly the values of
+    an uninterrupted one (fresh batches from seed + step, α from the step's own batch)."""
+    data = _data()
+
+    def go(**kw):
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Linear(4, 6), nn.Tanh(), nn.Linear(6, 3)).double()
+        cbs = [build_instrument("batch_statistics", schedule=Schedule.every(2), seed=1),
+               build_instrument("batch_statistics", schedule=Schedule.every(3), source="step",
+                                prefix="sb"),
+               build_instrument("step_length", schedule=Schedule.every(2))]
+        opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+        d = Dataset(data.x_train.double(), data.y_train, data.x_test.double(), data.y_test,
+                    meta=data.meta)
+        return train(model, nn.CrossEntropyLoss(), d, opt, epochs=2, batch_size=8, seed=2,
+                     callbacks=cbs, progress=False, **kw)
+
+    ref = go()
+    assert go(checkpoint_dir=tmp_path, max_steps=7).steps == 7
+    res = go(checkpoint_dir=tmp_path, resume=True)
+    names = [k for k in ref.history if k.split("/")[0] in ("batch", "sb", "step")]
+    assert len(names) >= 3 * 7 and all(len(ref.history[k]) >= 2 for k in names)
+    for k in names:
+        assert res.history[k] == ref.history[k], k
