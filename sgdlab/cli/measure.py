@@ -80,7 +80,10 @@ def register(subparsers) -> None:
                      help="mini-batch size (default: the run's train.batch_size)")
     bat.add_argument("--batches", type=int, default=20, metavar="R",
                      help="mini-batches averaged (default 20); CABS takes the learning rate "
-                        "the checkpoint's optimizer holds")
+                          "the checkpoint's optimizer holds")
+    bat.add_argument("--batch-curvature", choices=("hessian", "ggn"),
+                     help="also McCandlish et al.'s curvature-weighted noise scale B_noise "
+                          "with this matrix (one quadratic form per sample)")
     p.add_argument("--train-mode", action="store_true",
                    help="measure with the model in train mode (default: eval mode)")
     p.add_argument("--seed", type=int, default=0, help="seed of subset, probes and samples")
@@ -379,12 +382,16 @@ def _batch_scalars(args, b: int, lr: float | None, model, loss_fn, data,
     for _ in range(args.batches):
         idx = torch.randperm(len(x), generator=generator, device=generator.device)[:b]
         idx = idx.to(x.device)
-        rows.append(batch_statistics(model, loss_fn, (x[idx], y[idx]), lr=lr).as_metrics())
+        rows.append(batch_statistics(model, loss_fn, (x[idx], y[idx]), lr=lr,
+                                     curvature=args.batch_curvature).as_metrics())
     out = {k: float(torch.tensor([r[k] for r in rows], dtype=torch.float64).nanmean())
            for k in rows[0]}
     # the mean of per-batch ratios is dominated by batches whose |G|² estimate is near 0
-    out["batch/noise_scale"] = (out["batch/trace_cov"] / out["batch/grad_sq_unbiased"]
-                                if out["batch/grad_sq_unbiased"] != 0 else math.nan)
+    for ratio, num, den in (("noise_scale", "trace_cov", "grad_sq_unbiased"),
+                            ("noise_scale_curvature", "trace_h_cov", "grad_h_grad_unbiased")):
+        if f"batch/{num}" in out:
+            d = out[f"batch/{den}"]
+            out[f"batch/{ratio}"] = out[f"batch/{num}"] / d if d != 0 else math.nan
     tic = takeuchi_information(model, loss_fn, data, curvature="ggn")
     out["tic/diagonal"], out["tic/trace"] = tic.diagonal, tic.trace
     return out

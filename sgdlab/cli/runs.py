@@ -1,4 +1,5 @@
-"""``sgdlab runs list|show|export`` and ``sgdlab resume RUN_ID``: the run store from the shell.
+"""``sgdlab runs list|show|compare|export`` and ``sgdlab resume RUN_ID``: the run store from the
+shell.
 
 ``list``, ``show`` and ``export`` only read the store (a store on a read-only file system
 works). A ``running`` run whose process is gone is shown as ``interrupted`` (or ``stale`` when
@@ -38,6 +39,20 @@ def register(subparsers) -> None:
     show.add_argument("--json", action="store_true",
                       help="print the run and its metric series as JSON")
     show.set_defaults(func=_show)
+
+    cmp = sub.add_parser("compare", help="runs side by side: what their configs change, "
+                                         "final values, curves",
+                         description="Print what differs between the runs' configs and their "
+                                     "final values of each metric, and with --plot draw the "
+                                     "metrics' curves of all runs in one figure.")
+    _store_arg(cmp)
+    cmp.add_argument("run_ids", metavar="RUN_ID", nargs="+",
+                     help="two or more run ids (or unique prefixes)")
+    cmp.add_argument("--metric", action="append", dest="metrics", metavar="NAME",
+                     help="a recorded series to compare (repeatable; default: train_loss, "
+                          "test_loss, test_acc and the series every run recorded)")
+    cmp.add_argument("--plot", metavar="FILE.png", help="draw the metrics' curves there")
+    cmp.set_defaults(func=_compare)
 
     ex = sub.add_parser("export", help="write runs and metrics to CSV, JSON or TensorBoard")
     _store_arg(ex)
@@ -177,6 +192,75 @@ def _show(args) -> int:
     from sgdlab.config import dump_yaml
     print("config:")
     print("  " + dump_yaml(run["config"]).rstrip().replace("\n", "\n  "))
+    return 0
+
+
+def _flat(cfg: object, prefix: str = "") -> dict[str, str]:
+    """A config as ``{dotted.key: value}`` (lists of sections by index, ``measure[1].every``),
+    other values as compact JSON, cut at 40 characters."""
+    if isinstance(cfg, dict) and cfg:
+        out: dict[str, str] = {}
+        for k, v in cfg.items():
+            out.update(_flat(v, f"{prefix}.{k}" if prefix else str(k)))
+        return out
+    if isinstance(cfg, list) and cfg and all(isinstance(v, dict) for v in cfg):
+        out = {}
+        for i, v in enumerate(cfg):
+            out.update(_flat(v, f"{prefix}[{i}]"))
+        return out
+    text = cfg if isinstance(cfg, str) else json.dumps(cfg, default=str, separators=(", ", ": "))
+    return {prefix: text if len(text) <= 40 else text[:39] + "…"}
+
+
+def _compare(args) -> int:
+    from sgdlab.errors import UserError
+
+    store = _open(args)
+    ids = list(dict.fromkeys(store.resolve(r) for r in args.run_ids))
+    if len(ids) < 2:
+        raise UserError("compare needs at least two different runs")
+    runs = [store.get_run(r) for r in ids]
+    histories = [store.metrics(r) for r in ids]
+    labels = [f"{r['id']}" + (f" ({r['name']})" if r["name"] else "") for r in runs]
+    recorded = [set(h) for h in histories]
+    if args.metrics:
+        missing = [m for m in args.metrics if not any(m in rec for rec in recorded)]
+        if missing:
+            known = sorted(set().union(*recorded))
+            raise UserError(f"no run recorded {', '.join(missing)}; recorded: "
+                            f"{', '.join(known)}")
+        metrics = list(dict.fromkeys(args.metrics))
+    else:
+        from sgdlab.report.figures.training import headline_series, recorded_groups
+
+        common = set.intersection(*recorded)
+        metrics = [m for m in ("train_loss", "test_loss", "test_acc") if m in common]
+        groups = recorded_groups({m: [(0, 0.0)] for m in common if m != "lr"})
+        metrics += [m for g, names in groups.items() for m in headline_series(g, names)]
+    flats = [_flat(r["config"] or {}) for r in runs]
+    keys = sorted(set().union(*flats))
+    differ = [k for k in keys if len({f.get(k, "—") for f in flats}) > 1]
+    rows = [["", *(r["id"] for r in runs)], ["name", *(r["name"] or "" for r in runs)],
+            ["status", *(r["status"] for r in runs)]]
+    rows += [[k, *(f.get(k, "—") for f in flats)] for k in differ]
+    rows += [[f"final {m}", *(_fmt(h[m][-1][1]) if h.get(m) else "—" for h in histories)]
+             for m in metrics]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    if not differ:
+        print("(the configs are identical)")
+    for row in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip())
+    if args.plot:
+        import matplotlib.pyplot as plt
+
+        from sgdlab.report.figures.training import compare_runs_figure
+
+        if not metrics:
+            raise UserError("no series recorded by every run to plot; name them with --metric")
+        fig = compare_runs_figure(dict(zip(labels, histories)), metrics)
+        fig.savefig(args.plot, dpi=110)
+        plt.close(fig)
+        print(f"wrote {args.plot}")
     return 0
 
 

@@ -8,10 +8,10 @@ Transforms (:func:`with_label_noise`, :func:`subset`, :func:`standardize`) retur
 from .base import Dataset
 from .registry import DATASETS, dataset_options, load_dataset, register_dataset
 from . import bundled, files, generated  # noqa: F401  (registers the datasets)
-from .files import read_cifar_batch, read_idx
+from .files import read_cifar_batch, read_cifar_binary, read_idx
 from .generated import cubic_target
 from .transforms import noisy_mask, select_classes, standardize, subset, with_label_noise
 
 __all__ = ["DATASETS", "Dataset", "cubic_target", "dataset_options", "load_dataset",
-           "noisy_mask", "read_cifar_batch", "read_idx", "register_dataset", "select_classes",
+           "noisy_mask", "read_cifar_batch", "read_cifar_binary", "read_idx", "register_dataset", "select_classes",
            "standardize", "subset", "with_label_noise"]

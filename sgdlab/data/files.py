@@ -1,5 +1,6 @@
 """Loaders for dataset files the user downloaded: MNIST / Fashion-MNIST (IDX) and CIFAR-10/100
-(python pickle batches).
+(the python pickle batches or the binary version, extracted or still in the downloaded
+``.tar.gz``).
 
 Files are looked up in ``data_dir`` and then in the subdirectories the datasets are usually
 unpacked to (``data_dir/mnist``, ``data_dir/MNIST/raw`` as torchvision writes them,
@@ -216,7 +217,7 @@ _SAFE_GLOBALS = {
 class _RestrictedUnpickler(pickle.Unpickler):
     """Only numpy arrays/dtypes and builtin containers; everything else is refused."""
 
-    def __init__(self, file, path: Path) -> None:
+    def __init__(self, file, path: str | Path) -> None:
         super().__init__(file, encoding="bytes")
         self._path = path
 
@@ -236,84 +237,162 @@ def read_cifar_batch(path: str | Path, label_key: bytes = b"labels"
     path = Path(path)
     try:
         with open(path, "rb") as f:
-            obj = _RestrictedUnpickler(f, path).load()
-    except DataError:  # from find_class; DataError is a FileNotFoundError, so catch it first
-        raise
-    except FileNotFoundError:
+            return _parse_cifar_pickle(f, str(path), label_key)
+    except FileNotFoundError as e:
+        if isinstance(e, DataError):   # DataError is a FileNotFoundError: from the parser
+            raise
         raise DataError(f"CIFAR batch not found: {path}") from None
+
+
+def _parse_cifar_pickle(f, where: str, label_key: bytes) -> tuple[np.ndarray, np.ndarray]:
+    try:
+        obj = _RestrictedUnpickler(f, where).load()
+    except DataError:  # from find_class
+        raise
     except Exception as e:  # pickle raises many types on corrupt input
-        raise DataError(f"malformed CIFAR batch {path}: cannot unpickle ({type(e).__name__}: "
+        raise DataError(f"malformed CIFAR batch {where}: cannot unpickle ({type(e).__name__}: "
                         f"{e})") from None
     if not isinstance(obj, dict):
-        raise DataError(f"malformed CIFAR batch {path}: expected a pickled dict, got "
+        raise DataError(f"malformed CIFAR batch {where}: expected a pickled dict, got "
                         f"{type(obj).__name__}")
     obj = {(k.encode() if isinstance(k, str) else k): v for k, v in obj.items()}
     missing = [k.decode() for k in (b"data", label_key) if k not in obj]
     if missing:
-        raise DataError(f"malformed CIFAR batch {path}: missing key(s) {missing}; has "
+        raise DataError(f"malformed CIFAR batch {where}: missing key(s) {missing}; has "
                         f"{sorted(k.decode(errors='replace') for k in obj if isinstance(k, bytes))}")
     try:
         data = np.asarray(obj[b"data"])
         labels = np.asarray(obj[label_key])
     except ValueError as e:  # ragged nested lists
-        raise DataError(f"malformed CIFAR batch {path}: {e}") from None
+        raise DataError(f"malformed CIFAR batch {where}: {e}") from None
     if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:
-        raise DataError(f"malformed CIFAR batch {path}: b'data' must be uint8 of shape (N, 3072), "
+        raise DataError(f"malformed CIFAR batch {where}: b'data' must be uint8 of shape (N, 3072), "
                         f"got {data.dtype} {data.shape}")
     if len(data) == 0:
-        raise DataError(f"malformed CIFAR batch {path}: it holds no images")
+        raise DataError(f"malformed CIFAR batch {where}: it holds no images")
     if labels.ndim != 1 or len(labels) != len(data) or not np.issubdtype(labels.dtype, np.integer):
-        raise DataError(f"malformed CIFAR batch {path}: {label_key!r} must be {len(data)} "
+        raise DataError(f"malformed CIFAR batch {where}: {label_key!r} must be {len(data)} "
                         f"integers, got {labels.dtype} {labels.shape}")
     return data.reshape(-1, 3, 32, 32), labels.astype(np.int64)
 
 
+def read_cifar_binary(data: bytes | str | Path, *, label_bytes: int = 1, label_index: int = 0,
+                      where: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Read one file of CIFAR's binary version: records of ``label_bytes`` label bytes (CIFAR-10:
+    1, the class; CIFAR-100: 2, coarse then fine) followed by 3072 pixel bytes (the red, green
+    and blue planes of a 32x32 image, row-major). ``label_index`` picks the label byte.
+    ``data``: the file's bytes or its path. Returns images (N, 3, 32, 32) uint8 and labels
+    (N,) int64."""
+    if isinstance(data, (str, Path)):
+        where = where or str(data)
+        try:
+            data = Path(data).read_bytes()
+        except FileNotFoundError:
+            raise DataError(f"CIFAR batch not found: {where}") from None
+    where = where or "CIFAR binary batch"
+    rec = label_bytes + 3072
+    if len(data) == 0 or len(data) % rec:
+        raise DataError(f"malformed CIFAR binary batch {where}: {len(data)} bytes is not a "
+                        f"whole number of {rec}-byte records")
+    arr = np.frombuffer(data, dtype=np.uint8).reshape(-1, rec)
+    return (arr[:, label_bytes:].reshape(-1, 3, 32, 32).copy(),
+            arr[:, label_index].astype(np.int64))
+
+
 _CIFAR = {
-    "cifar10": {"subdir": "cifar-10-batches-py", "classes": 10, "key": b"labels",
+    "cifar10": {"subdir": "cifar-10-batches-py", "bin_subdir": "cifar-10-batches-bin",
+                "classes": 10, "key": b"labels", "label_bytes": 1,
                 "train": [f"data_batch_{i}" for i in range(1, 6)], "test": ["test_batch"],
+                "archives": ("cifar-10-python.tar.gz", "cifar-10-binary.tar.gz"),
                 "url": "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"},
-    "cifar100": {"subdir": "cifar-100-python", "classes": 100, "key": b"fine_labels",
+    "cifar100": {"subdir": "cifar-100-python", "bin_subdir": "cifar-100-binary",
+                 "classes": 100, "key": b"fine_labels", "label_bytes": 2,
                  "train": ["train"], "test": ["test"],
+                 "archives": ("cifar-100-python.tar.gz", "cifar-100-binary.tar.gz"),
                  "url": "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz"},
 }
+
+
+def _cifar_source(root: Path, spec: dict) -> tuple[str, Path]:
+    """(kind, location) of the first CIFAR layout found in ``root``: the extracted python
+    batches (``"python"``), the extracted binary version (``"binary"``), or one of the two
+    downloaded archives, read without extracting (``"python-archive"``, ``"binary-archive"``)."""
+    first = spec["train"][0]
+    for kind, base, name in (("python", root / spec["subdir"], first), ("python", root, first),
+                             ("binary", root / spec["bin_subdir"], first + ".bin"),
+                             ("binary", root, first + ".bin")):
+        if (base / name).is_file():
+            return kind, base
+    py_archive, bin_archive = (root / a for a in spec["archives"])
+    if py_archive.is_file():
+        return "python-archive", py_archive
+    if bin_archive.is_file():
+        return "binary-archive", bin_archive
+    raise DataError(f"missing file {root / spec['subdir'] / first}: put the CIFAR files in "
+                    f"{root}, extracted or as downloaded ({spec['url']}, "
+                    f"{spec['archives'][0]} or {spec['archives'][1]}, extracted or not)")
+
+
+def _archive_members(path: Path, names: list[str]) -> dict[str, bytes]:
+    """The files ``names`` (base names) of a tar archive, read in one pass."""
+    import tarfile
+
+    out: dict[str, bytes] = {}
+    try:
+        with tarfile.open(path, "r:*") as tf:
+            for m in tf:
+                base = m.name.rsplit("/", 1)[-1]
+                if m.isfile() and base in names and base not in out:
+                    out[base] = tf.extractfile(m).read()
+    except (tarfile.TarError, OSError, EOFError, zlib.error) as e:
+        raise DataError(f"cannot read the archive {path} ({type(e).__name__}: {e}); "
+                        f"re-download it or extract it by hand") from None
+    missing = [n for n in names if n not in out]
+    if missing:
+        raise DataError(f"the archive {path} has no file(s) {', '.join(missing)}")
+    return out
 
 
 def _load_cifar(dataset: str, data_dir, *, seed: int, train_size, test_size, balanced: bool,
                 normalize: str, flatten: bool, labels: str = "fine") -> Dataset:
     spec = _CIFAR[dataset]
     root = _require_dir(data_dir, dataset)
-    first = spec["train"][0]
-    if (root / spec["subdir"] / first).is_file():
-        base = root / spec["subdir"]
-    elif (root / first).is_file():
-        base = root
-    else:
-        # the binary version (cifar-10-batches-bin) or an unextracted archive: say what to do
-        found = [p.name for p in (root / spec["subdir"].replace("-py", "-bin").replace(
-            "-python", "-binary"), root / spec["url"].rsplit("/", 1)[1]) if p.exists()]
-        hint = (f" (found {', '.join(found)}: sgdlab reads the extracted python version)"
-                if found else "")
-        raise DataError(f"{dataset}: missing file {root / spec['subdir'] / first}{hint}; "
-                        f"download and extract {spec['url']} into {root}")
+    try:
+        kind, loc = _cifar_source(root, spec)
+    except DataError as e:
+        raise DataError(f"{dataset}: {e}") from None
     key = spec["key"]
     if dataset == "cifar100":
         if labels not in ("fine", "coarse"):
             raise UserError(f"option 'labels' must be 'fine' or 'coarse', got {labels!r}")
         key = b"fine_labels" if labels == "fine" else b"coarse_labels"
     num_classes = spec["classes"] if labels == "fine" else 20
+    binary = kind.startswith("binary")
+    # binary records: CIFAR-100's label bytes are (coarse, fine)
+    label_index = 1 if dataset == "cifar100" and labels == "fine" else 0
+    names = [n + (".bin" if binary else "") for n in spec["train"] + spec["test"]]
+    blobs = _archive_members(loc, names) if kind.endswith("archive") else None
+
+    def part(name: str) -> tuple[np.ndarray, np.ndarray]:
+        where = f"{loc}:{name}" if blobs is not None else str(loc / name)
+        if blobs is None and not (loc / name).is_file():
+            raise DataError(f"{dataset}: missing file {loc / name}; download and extract "
+                            f"{spec['url']} into {root}")
+        if binary:
+            return read_cifar_binary(blobs[name] if blobs is not None else loc / name,
+                                     label_bytes=spec["label_bytes"], label_index=label_index,
+                                     where=where)
+        if blobs is not None:
+            import io
+            return _parse_cifar_pickle(io.BytesIO(blobs[name]), where, key)
+        return read_cifar_batch(loc / name, key)
 
     def read(names: list[str]) -> tuple[np.ndarray, np.ndarray]:
-        parts = []
-        for n in names:
-            p = base / n
-            if not p.is_file():
-                raise DataError(f"{dataset}: missing file {p}; download and extract "
-                                f"{spec['url']} into {root}")
-            parts.append(read_cifar_batch(p, key))
+        parts = [part(n + (".bin" if binary else "")) for n in names]
         x = np.concatenate([a for a, _ in parts])
         y = np.concatenate([b for _, b in parts])
         if y.size and (y.min() < 0 or y.max() >= num_classes):
-            raise DataError(f"{dataset}: labels in {base} outside 0..{num_classes - 1}")
+            raise DataError(f"{dataset}: labels in {loc} outside 0..{num_classes - 1}")
         return x, y
 
     x_tr, y_tr = read(spec["train"])
@@ -321,7 +400,7 @@ def _load_cifar(dataset: str, data_dir, *, seed: int, train_size, test_size, bal
     return _finish_files(dataset, x_tr, y_tr, x_te, y_te, num_classes=num_classes, seed=seed,
                          train_size=train_size, test_size=test_size, balanced=balanced,
                          normalize=normalize, flatten=flatten,
-                         source=f"CIFAR python batches in {base}")
+                         source=f"CIFAR {kind.replace('-', ' ')} batches in {loc}")
 
 
 @register_dataset("cifar10")

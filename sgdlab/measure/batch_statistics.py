@@ -23,11 +23,18 @@ would pass with (Cockpit's reading); the test passes with a tolerance θ when th
   > 0 says the gradient is indistinguishable from noise (stop);
 - CABS batch size (Balles, Romero & Hennig 2017, eq. 22, as Cockpit evaluates it):
   η Tr Σ / L for learning rate η and mini-batch loss L;
-- simple noise scale (McCandlish, Kaplan, Amodei et al. 2018, eq. 2.3 with their unbiased
-  estimators of App. A.1 at batch sizes 1 and B): B_simple = Tr S / |G|², with
+- simple noise scale (McCandlish, Kaplan, Amodei et al. 2018, with the unbiased estimators of
+  their appendix taken at batch sizes 1 and B): B_simple = Tr S / |G|², with
   |G|² = ‖ḡ‖² − Tr S / B unbiased for the squared norm of the true gradient. Its ratio is
   noisy: McCandlish et al. average numerator and denominator over steps separately, so both
-  are reported (``trace_cov``, ``grad_sq_unbiased``).
+  are reported (``trace_cov``, ``grad_sq_unbiased``);
+- with ``curvature`` (``"hessian"`` or ``"ggn"``, of the mini-batch loss): their curvature-
+  weighted noise scale B_noise = Tr(H S) / GᵀHG (the critical batch size of their quadratic
+  model, where the best step size is ε_opt(B) = ε_max / (1 + B_noise / B)), GᵀHG estimated
+  without bias by ḡᵀHḡ − Tr(H S)/B (``trace_h_cov``, ``grad_h_grad_unbiased``,
+  ``noise_scale_curvature``).
+  Tr(H S) takes one quadratic form per sample, (g_n − ḡ)ᵀ H (g_n − ḡ), by the operator's
+  batched forms; H is the batch's own Hessian, not the full-data one McCandlish et al. mean.
 
 Coordinates with zero variance (dead units, frozen-by-ReLU weights) make ḡ_j² / Σ_jj 0/0: with
 ``epsilon=0`` (default) they are left out of the GSNR and EB means (d counts the others);
@@ -68,9 +75,15 @@ class BatchStatistics:
     eb_criterion: float
     cabs_batch_size: float
     noise_scale: float
+    trace_h_cov: float = math.nan              # Tr(H S), with ``curvature``
+    grad_h_grad_unbiased: float = math.nan     # ḡᵀHḡ − Tr(H S)/B
+    noise_scale_curvature: float = math.nan    # B_noise
 
     def as_metrics(self, prefix: str = "batch") -> dict[str, float]:
-        return {f"{prefix}/{k}": float(v) for k, v in asdict(self).items()}
+        """``{prefix/name: value}``; the curvature-weighted entries only when computed."""
+        skip = set() if math.isfinite(self.trace_h_cov) else {
+            "trace_h_cov", "grad_h_grad_unbiased", "noise_scale_curvature"}
+        return {f"{prefix}/{k}": float(v) for k, v in asdict(self).items() if k not in skip}
 
 
 def batch_statistics(
@@ -81,17 +94,22 @@ def batch_statistics(
     lr: float | None = None,
     epsilon: float = 0.0,
     method: str = "auto",
+    curvature: str | None = None,
 ) -> BatchStatistics:
     """The statistics of the module docstring for one mini-batch ``(x, y)`` (or an iterable of
     batches taken as one sample of size B) at the model's current parameters, in its current
     train/eval mode. ``lr``: the step's learning rate (only the CABS batch size needs it);
     ``epsilon``: added to the per-coordinate variances (module docstring); ``method``: the
-    per-sample gradient route of :func:`~sgdlab.measure.noise.gradient_covariance`. A
-    non-finite gradient or loss (a diverged model) raises ``FloatingPointError``."""
+    per-sample gradient route of :func:`~sgdlab.measure.noise.gradient_covariance`;
+    ``curvature``: ``"hessian"`` | ``"ggn"`` adds McCandlish et al.'s B_noise (module
+    docstring; forms the (B, d) gradient matrix). A non-finite gradient or loss (a diverged
+    model) raises ``FloatingPointError``."""
     if epsilon < 0:
         raise ValueError(f"Invalid epsilon={epsilon} (must be >= 0)")
     if lr is not None and not lr > 0:
         raise ValueError(f"Invalid lr={lr} (must be > 0)")
+    if curvature not in (None, "hessian", "ggn"):
+        raise ValueError(f"Invalid curvature={curvature!r}: expected 'hessian', 'ggn' or None")
     cov = gradient_covariance(model, loss_fn, batch, method=method)
     b = cov.num_samples
     if b < 2:
@@ -107,7 +125,11 @@ def batch_statistics(
     loss = sum(v * n for v, n in total) / sum(n for _, n in total)
     if not math.isfinite(loss):
         raise FloatingPointError(f"non-finite mini-batch loss {loss} (diverged model?)")
+    curv = {}
+    if curvature is not None:
+        curv = _curvature_noise_scale(curvature, model, loss_fn, batch, cov)
     return BatchStatistics(
+        **curv,
         batch_size=b, loss=loss, grad_sq=grad_sq, trace_cov=trace,
         grad_sq_unbiased=grad_sq - trace / b,
         norm_test=_root(_ratio(trace, b * grad_sq)),
@@ -169,6 +191,23 @@ def takeuchi_information(
     return TakeuchiInformation(diagonal=diag,
                                trace=_ratio(float(second.sum()), float(h.sum()) + epsilon),
                                curvature=curvature)
+
+
+def _curvature_noise_scale(kind: str, model: nn.Module, loss_fn, batch: Data,
+                           cov: GradientCovariance) -> dict[str, float]:
+    """Tr(H S), ḡᵀHḡ − Tr(H S)/B and their ratio (module docstring)."""
+    from sgdlab.operators import curvature_operator
+
+    op = curvature_operator(kind, model, loss_fn, batch)
+    b = cov.num_samples
+    f = cov.factor                                   # rows (g_n − ḡ)/√B
+    block = max(1, op.probe_block_size())
+    forms = torch.cat([op.quadratic_forms(f[i:i + block].T.contiguous()).double()
+                       for i in range(0, b, block)])
+    trace_hs = float(forms.sum()) * b / (b - 1)
+    ghg = float(op.quadratic_forms(cov.mean[:, None]).double()[0]) - trace_hs / b
+    return {"trace_h_cov": trace_hs, "grad_h_grad_unbiased": ghg,
+            "noise_scale_curvature": _ratio(trace_hs, ghg)}
 
 
 def _ratio(a: float, b: float) -> float:

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
 import torch
 
 from sgdlab.cli.main import main
@@ -165,3 +166,30 @@ def test_packaged_default_runs(tmp_path, capsys, monkeypatch):
     assert (tmp_path / "sgdlab-runs" / run["id"] / "learning_curves.png").stat().st_size > 0
     assert not (tmp_path / "sgdlab-runs" / run["id"] / "instruments.png").exists()
     assert run["summary"]["test_acc"] > 0.5
+
+
+def test_runs_compare_shows_config_differences_final_values_and_curves(tmp_path, capsys):
+    cfg = tmp_path / "tiny.yaml"
+    cfg.write_text(TINY + "measure: [{name: dynamics, every: 3}]\n")
+    store = str(tmp_path / "runs.sqlite")
+    for lr in ("0.05", "0.01"):
+        assert main(["train", str(cfg), "--store", store, "--out", str(tmp_path / lr),
+                     "--set", f"optimizer.lr={lr}", "--set", "train.epochs=2"]) == 0
+    a, b = (r["id"] for r in RunStore(store).list_runs())
+    finals = {r: json.loads((tmp_path / lr / "results.json").read_text())["final"]
+              for r, lr in ((a, "0.05"), (b, "0.01"))}
+    capsys.readouterr()
+    png = tmp_path / "cmp.png"
+    assert main(["runs", "compare", a, b[:-2], "--store", store, "--plot", str(png)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    (lr_row,) = [ln for ln in lines if ln.startswith("optimizer.lr")]
+    assert lr_row.split()[1:] == ["0.05", "0.01"]
+    assert not [ln for ln in lines if ln.startswith("optimizer.momentum")]   # same in both
+    (loss_row,) = [ln for ln in lines if ln.startswith("final train_loss")]
+    assert [float(v) for v in loss_row.split()[2:]] == pytest.approx(
+        [finals[a]["train_loss"], finals[b]["train_loss"]], rel=1e-3)
+    assert any(ln.startswith("final grad_cosine") for ln in lines)   # the shared instrument
+    assert png.stat().st_size > 0
+    assert main(["runs", "compare", a, "--store", store]) == 2          # one run
+    assert main(["runs", "compare", a, b, "--metric", "hess/top_1", "--store", store]) == 2
+    assert "no run recorded hess/top_1" in capsys.readouterr().err

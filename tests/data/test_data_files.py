@@ -319,10 +319,73 @@ def test_cifar10_test_split_is_test_batch(tmp_path):
     np.testing.assert_array_equal(ds.y_test.numpy(), np.arange(10) % 10)
 
 
-def test_cifar_binary_version_or_archive_is_named(tmp_path):
-    # the binary version's folder, or the archive not yet extracted, is what a user often has
+def test_cifar_without_batches_names_every_layout_it_reads(tmp_path):
+    # an empty binary folder is not a source; an empty download is a broken archive
     (tmp_path / "cifar-10-batches-bin").mkdir()
-    (tmp_path / "cifar-10-python.tar.gz").write_bytes(b"")
-    with pytest.raises(DataError, match="found cifar-10-batches-bin, cifar-10-python.tar.gz: "
-                                        "sgdlab reads the extracted python version"):
+    with pytest.raises(DataError, match="cifar-10-python.tar.gz or cifar-10-binary.tar.gz, "
+                                        "extracted or not"):
         load_dataset("cifar10", data_dir=tmp_path)
+    (tmp_path / "cifar-10-python.tar.gz").write_bytes(b"")
+    with pytest.raises(DataError, match="cannot read the archive .*cifar-10-python.tar.gz"):
+        load_dataset("cifar10", data_dir=tmp_path)
+
+
+def _binary_records(x: np.ndarray, *labels) -> bytes:
+    """CIFAR binary records: the label byte(s), then the 3072 pixel bytes."""
+    cols = [np.asarray(lab, np.uint8)[:, None] for lab in labels]
+    return np.concatenate(cols + [x.reshape(len(x), 3072)], 1).tobytes()
+
+
+def test_cifar10_binary_version_and_archives_read_as_the_python_batches(tmp_path):
+    import tarfile
+
+    x, y, xt = make_cifar10(tmp_path / "py")
+    ref = load_dataset("cifar10", data_dir=tmp_path / "py")
+    # the binary version, extracted
+    b = tmp_path / "bin" / "cifar-10-batches-bin"
+    b.mkdir(parents=True)
+    for i in range(5):
+        (b / f"data_batch_{i + 1}.bin").write_bytes(
+            _binary_records(x[10 * i:10 * (i + 1)], y[10 * i:10 * (i + 1)]))
+    (b / "test_batch.bin").write_bytes(_binary_records(xt, np.arange(10) % 10))
+    # both downloads as they come, not extracted
+    for dest, name, folder in (
+            ("python", "cifar-10-python.tar.gz", tmp_path / "py" / "cifar-10-batches-py"),
+            ("binary", "cifar-10-binary.tar.gz", b)):
+        (tmp_path / dest).mkdir()
+        with tarfile.open(tmp_path / dest / name, "w:gz") as tf:
+            tf.add(folder, arcname=folder.name)
+    for root in (tmp_path / "bin", tmp_path / "python", tmp_path / "binary"):
+        ds = load_dataset("cifar10", data_dir=root)
+        assert torch.equal(ds.x_train, ref.x_train) and torch.equal(ds.y_train, ref.y_train)
+        assert torch.equal(ds.x_test, ref.x_test) and torch.equal(ds.y_test, ref.y_test)
+    assert "binary archive" in load_dataset("cifar10", data_dir=tmp_path / "binary").meta[
+        "source"]
+    # malformed: a truncated record, a corrupt archive, an archive without a batch
+    (b / "data_batch_2.bin").write_bytes(_binary_records(x[:2], y[:2])[:-5])
+    with pytest.raises(DataError, match=r"data_batch_2\.bin.*3073-byte records"):
+        load_dataset("cifar10", data_dir=tmp_path / "bin")
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "cifar-10-python.tar.gz").write_bytes(b"\x1f\x8b not really gzip")
+    with pytest.raises(DataError, match="cannot read the archive"):
+        load_dataset("cifar10", data_dir=bad)
+    with tarfile.open(bad / "cifar-10-python.tar.gz", "w:gz") as tf:
+        tf.add(tmp_path / "py" / "cifar-10-batches-py" / "test_batch", arcname="test_batch")
+    with pytest.raises(DataError, match="no file.*data_batch_1"):
+        load_dataset("cifar10", data_dir=bad)
+
+
+def test_cifar100_binary_fine_and_coarse_labels(tmp_path):
+    d = tmp_path / "cifar-100-binary"
+    d.mkdir()
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (8, 3, 32, 32), dtype=np.uint8)
+    fine, coarse = [0, 99, 5, 42, 7, 1, 2, 3], [0, 19, 1, 8, 3, 0, 0, 1]
+    for name in ("train.bin", "test.bin"):
+        (d / name).write_bytes(_binary_records(x, coarse, fine))   # coarse byte first
+    ds = load_dataset("cifar100", data_dir=tmp_path)
+    assert ds.num_outputs == 100 and ds.y_train.tolist() == fine
+    np.testing.assert_array_equal(ds.x_train.numpy(), x.astype(np.float32) / 255)
+    dc = load_dataset("cifar100", data_dir=tmp_path, labels="coarse")
+    assert dc.num_outputs == 20 and dc.y_test.tolist() == coarse

@@ -148,3 +148,24 @@ def test_takeuchi_information_against_dense_matrices(curvature, reference):
     with pytest.raises(ValueError, match="scaled"):
         takeuchi_information(model, loss_fn, data, curvature=curvature,
                              covariance=cov.minibatch(4))
+
+
+@pytest.mark.parametrize("curvature, reference", [("hessian", dense_hessian_reference),
+                                                  ("ggn", ggn_reference)])
+def test_curvature_weighted_noise_scale_against_dense_matrices(curvature, reference):
+    model, loss_fn = tiny_mlp(3, 5, 3), nn.CrossEntropyLoss()
+    data = tiny_classification(n=12, in_dim=3, classes=3)
+    g = per_sample_gradients_loop(model, loss_fn, data)
+    h = reference(model, loss_fn, data)
+    b, grad = len(g), g.mean(0)
+    s = torch.cov(g.T, correction=1)
+    trace_hs = float(torch.trace(h @ s))
+    ghg = float(grad @ h @ grad) - trace_hs / b
+    st = batch_statistics(model, loss_fn, data, curvature=curvature)
+    assert st.trace_h_cov == pytest.approx(trace_hs, rel=1e-9)
+    assert st.grad_h_grad_unbiased == pytest.approx(ghg, rel=1e-9)
+    assert st.noise_scale_curvature == pytest.approx(trace_hs / ghg, rel=1e-9)
+    plain = batch_statistics(model, loss_fn, data)
+    assert math.isnan(plain.noise_scale_curvature) and plain.norm_test == st.norm_test
+    with pytest.raises(ValueError, match="curvature"):
+        batch_statistics(model, loss_fn, data, curvature="fisher")

@@ -135,11 +135,14 @@ def test_measure_batch_statistics_of_a_checkpoint(tmp_path, monkeypatch):
     assert sc["tic/trace"] == pytest.approx(tic.trace, rel=1e-5)
     # several batches: the noise scale is the ratio of the averaged estimates
     assert main(["measure", str(run_dir), "--store", store, "--what", "batch", "--subset", "48",
-                 "--batch-size", "8", "--batches", "3", "--out", str(out)]) == 0
+                 "--batch-size", "8", "--batches", "3", "--batch-curvature", "ggn",
+                 "--out", str(out)]) == 0
     sc = json.loads((out / "measurements.json").read_text())["scalars"]
     assert sc["batch/batch_size"] == 8
     assert sc["batch/noise_scale"] == pytest.approx(sc["batch/trace_cov"]
                                                     / sc["batch/grad_sq_unbiased"], rel=1e-12)
+    assert sc["batch/noise_scale_curvature"] == pytest.approx(
+        sc["batch/trace_h_cov"] / sc["batch/grad_h_grad_unbiased"], rel=1e-12)
     # bad batch options are refused before anything is measured (nothing computed is lost)
     lanczos_calls = []
     monkeypatch.setattr(sgdlab.measure.curvature, "lanczos",

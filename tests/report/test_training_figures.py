@@ -1,7 +1,7 @@
 """The instrument panels drawn next to a run's learning curves: grouping and selection."""
 import matplotlib.pyplot as plt
 
-from sgdlab.report.figures.training import _groups, instrument_panels
+from sgdlab.report.figures.training import instrument_panels, recorded_groups
 
 
 def test_instrument_series_are_grouped_by_prefix_and_loop_series_left_out():
@@ -11,10 +11,10 @@ def test_instrument_series_are_grouped_by_prefix_and_loop_series_left_out():
          "walk_loss_k03": [(0, 1.0)], "walk_height": [(0, 0.1)], "walk_seconds": [(0, 2.0)],
          "grad_cosine": [(1, 0.5)], "batch/batch_size": [(0, 32)], "batch/norm_test": [(0, 1)],
          "empty/series": []}
-    groups = _groups(h)
+    groups = recorded_groups(h)
     assert groups == {"batch": ["batch/norm_test"], "dynamics": ["grad_cosine"],
                       "hess": ["hess/top_1", "hess/trace"], "walk": ["walk_height"]}
-    assert "learning rate" in _groups({**h, "lr": [(0, 0.1), (5, 0.05)]})
+    assert "learning rate" in recorded_groups({**h, "lr": [(0, 0.1), (5, 0.05)]})
     fig = instrument_panels(h, title="t")
     titles = [ax.get_title() for ax in fig.axes if ax.get_visible()]
     assert titles == ["batch", "dynamics", "hess", "walk"]

@@ -118,7 +118,7 @@ def test_batch_statistics_instrument_draws_its_own_batch():
         return model, res
 
     fresh = build_instrument("batch_statistics", schedule=Schedule.at([0, 5]), batch_size=12,
-                             seed=3, tic="ggn")
+                             seed=3, tic="ggn", curvature="hessian")
     step = build_instrument("batch_statistics", schedule=Schedule.at([0, 5]), source="step",
                             epsilon=1e-5, prefix="step_batch")
     model, res = run([fresh, step])
@@ -134,11 +134,14 @@ def test_batch_statistics_instrument_draws_its_own_batch():
     init = nn.Sequential(nn.Linear(4, 6), nn.Tanh(), nn.Linear(6, 3)).eval()
     idx = torch.randperm(40, generator=torch.Generator().manual_seed(3))[:12]
     ref = batch_statistics(init, nn.CrossEntropyLoss(), (data.x_train[idx], data.y_train[idx]),
-                           lr=0.1)
+                           lr=0.1, curvature="hessian")
+    assert h["batch/noise_scale_curvature"][0][1] == pytest.approx(ref.noise_scale_curvature,
+                                                                   rel=1e-4)
+    assert "step_batch/trace_h_cov" not in h            # only where asked for
     assert h["batch/norm_test"][0][1] == pytest.approx(ref.norm_test, rel=1e-6)
     assert h["batch/noise_scale"][0][1] == pytest.approx(ref.noise_scale, rel=1e-5)
     assert h["batch/cabs_batch_size"][0][1] == pytest.approx(ref.cabs_batch_size, rel=1e-6)
-    for bad in ({"source": "epoch"}, {"batch_size": 1}, {"tic": "fisher"},
+    for bad in ({"source": "epoch"}, {"batch_size": 1}, {"tic": "fisher"}, {"curvature": "x"},
                 {"source": "step", "batch_size": 8}):
         with pytest.raises(ValueError):
             build_instrument("batch_statistics", schedule=Schedule.every(1), **bad)

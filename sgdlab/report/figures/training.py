@@ -22,7 +22,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-__all__ = ["instrument_panels", "learning_curves"]
+__all__ = ["compare_runs_figure", "headline_series", "instrument_panels", "learning_curves",
+           "recorded_groups"]
 
 History = Mapping[str, Sequence[tuple[int, float]]]
 
@@ -92,7 +93,8 @@ _HEADLINES = {
 }
 
 
-def _groups(history: History) -> dict[str, list[str]]:
+def recorded_groups(history: History) -> dict[str, list[str]]:
+    """{group: series names} of a history's instrument series (module docstring)."""
     groups: dict[str, list[str]] = {}
     for name, pts in sorted(history.items()):
         if name in _LOOP or not pts or _SKIP.search(name):
@@ -111,11 +113,18 @@ def _groups(history: History) -> dict[str, list[str]]:
     return dict(list(groups.items())[:MAX_PANELS])
 
 
+def headline_series(group: str, names: Sequence[str]) -> list[str]:
+    """The series of ``group`` a panel shows: its headline series when recorded, else the
+    first ``MAX_SERIES`` in name order."""
+    head = [n for n in names if n.split("/")[-1] in _HEADLINES.get(group, ())]
+    return list(head or names)[:MAX_SERIES]
+
+
 def instrument_panels(history: History, *, title: str | None = None) -> plt.Figure | None:
     """One panel per group of recorded instrument series against steps (at most
     ``MAX_SERIES`` series each, log scale when all values are positive and span over two
     decades); None when the run recorded none."""
-    groups = _groups(history)
+    groups = recorded_groups(history)
     if not groups:
         return None
     cols = min(3, len(groups))
@@ -123,8 +132,7 @@ def instrument_panels(history: History, *, title: str | None = None) -> plt.Figu
     fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.0 * rows),
                              constrained_layout=True, squeeze=False)
     for ax, (group, names) in zip(axes.flat, groups.items()):
-        head = [n for n in names if n.split("/")[-1] in _HEADLINES.get(group, ())]
-        shown = (head or names)[:MAX_SERIES]
+        shown = headline_series(group, names)
         _plot(ax, history, shown, [".-"] * len(shown))
         vals = np.asarray([v for n in shown for _, v in history[n]], dtype=float)
         vals = vals[np.isfinite(vals)]
@@ -136,6 +144,37 @@ def instrument_panels(history: History, *, title: str | None = None) -> plt.Figu
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)
     for ax in list(axes.flat)[len(groups):]:
+        ax.set_visible(False)
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def compare_runs_figure(histories: Mapping[str, History], metrics: Sequence[str], *,
+                        title: str | None = None) -> plt.Figure:
+    """One panel per metric with every run's curve (``histories``: {label: history}); log
+    scale for losses and for positive series spanning over two decades."""
+    cols = min(3, len(metrics))
+    rows = -(-len(metrics) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.4 * cols, 3.2 * rows),
+                             constrained_layout=True, squeeze=False)
+    for ax, metric in zip(axes.flat, metrics):
+        vals = []
+        for label, h in histories.items():
+            pts = h.get(metric) or []
+            if pts:
+                s, v = np.asarray(pts, dtype=float).T
+                ax.plot(s, v, ".-" if len(pts) < 50 else "-", ms=3, lw=1.3, label=label)
+                vals.extend(v[np.isfinite(v)])
+        if not vals:
+            ax.text(0.5, 0.5, "not recorded", ha="center", va="center", transform=ax.transAxes)
+        elif min(vals) > 0 and (metric.endswith("loss") or max(vals) > 100 * min(vals)):
+            ax.set_yscale("log")
+        ax.set_title(metric, fontsize=10)
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+    axes.flat[0].legend(fontsize=7)
+    for ax in list(axes.flat)[len(metrics):]:
         ax.set_visible(False)
     if title:
         fig.suptitle(title)

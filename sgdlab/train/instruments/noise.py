@@ -16,7 +16,9 @@ Instruments:
   ``batch/orthogonality_test``, ``batch/mean_gsnr``, ``batch/eb_criterion``,
   ``batch/cabs_batch_size`` (η: the optimizer's current lr), ``batch/noise_scale`` and its
   parts ``batch/trace_cov`` and ``batch/grad_sq_unbiased``, ``batch/grad_sq``, ``batch/loss``;
-  with ``tic`` also ``batch/tic_diagonal`` and ``batch/tic_trace``. The mini-batch is drawn
+  with ``tic`` also ``batch/tic_diagonal`` and ``batch/tic_trace``, with ``curvature``
+  (``hessian`` | ``ggn``) McCandlish et al.'s ``batch/noise_scale_curvature`` and its parts
+  ``batch/trace_h_cov``, ``batch/grad_h_grad_unbiased``. The mini-batch is drawn
   afresh from the training set with the instrument's generator (``source="fresh"``, the
   size of the step's batch unless ``batch_size`` is given), or is the batch the step just
   used (``source="step"``), in both cases at the parameters after the step (nothing is logged
@@ -93,7 +95,7 @@ class BatchStatisticsCallback(MeasuredCallback):
 
     def __init__(self, schedule: Schedule, *, batch_size: int | None = None,
                  source: str = "fresh", epsilon: float = 0.0, tic: str | None = None,
-                 prefix: str = "batch", **kw):
+                 curvature: str | None = None, prefix: str = "batch", **kw):
         super().__init__(schedule, **kw)
         if source not in ("fresh", "step"):
             raise ValueError(f"Invalid source={source!r}: expected 'fresh' or 'step'")
@@ -104,8 +106,10 @@ class BatchStatisticsCallback(MeasuredCallback):
                              "the step's own batch)")
         if epsilon < 0:
             raise ValueError(f"Invalid epsilon={epsilon} (must be >= 0)")
-        if tic not in (None, "ggn", "hessian"):
-            raise ValueError(f"Invalid tic={tic!r}: expected 'ggn', 'hessian' or null")
+        for key, val in (("tic", tic), ("curvature", curvature)):
+            if val not in (None, "ggn", "hessian"):
+                raise ValueError(f"Invalid {key}={val!r}: expected 'ggn', 'hessian' or null")
+        self.curvature = curvature
         if source == "fresh" and self.eval_subset is not None and self.eval_subset < 2:
             raise ValueError(f"Invalid eval_subset={self.eval_subset}: fresh batches of at "
                              "least 2 samples are drawn from it (must be >= 2)")
@@ -127,7 +131,8 @@ class BatchStatisticsCallback(MeasuredCallback):
             return {}   # one sample (an epoch's last batch): no variance, nothing to test
         lr = float(ctx.optimizer.param_groups[0]["lr"])
         out = batch_statistics(ctx.model, ctx.loss_fn, batch, lr=lr if lr > 0 else None,
-                               epsilon=self.epsilon).as_metrics(self.prefix)
+                               epsilon=self.epsilon,
+                               curvature=self.curvature).as_metrics(self.prefix)
         if self.tic is not None:
             t = takeuchi_information(ctx.model, ctx.loss_fn, batch, curvature=self.tic)
             out[f"{self.prefix}/tic_diagonal"], out[f"{self.prefix}/tic_trace"] = (t.diagonal,
@@ -166,7 +171,8 @@ def noise_magnitude_instrument(*, schedule: Schedule, batch_size: int | None = N
 @register_instrument("batch_statistics")
 def batch_statistics_instrument(*, schedule: Schedule, batch_size: int | None = None,
                                 source: str = "fresh", epsilon: float = 0.0,
-                                tic: str | None = None, prefix: str = "batch",
+                                tic: str | None = None, curvature: str | None = None,
+                                prefix: str = "batch",
                                 eval_subset: int | None = None,
                                 eval_mode: bool = True,
                                 seed: int = 0) -> BatchStatisticsCallback:
@@ -174,5 +180,6 @@ def batch_statistics_instrument(*, schedule: Schedule, batch_size: int | None = 
     Takeuchi's criterion) of a mini-batch; ``eval_subset``: the pool fresh batches come from
     (default: the whole training set); ``prefix`` names the series (``batch/...``)."""
     return BatchStatisticsCallback(schedule, batch_size=batch_size, source=source,
-                                   epsilon=epsilon, tic=tic, prefix=prefix,
+                                   epsilon=epsilon, tic=tic, curvature=curvature,
+                                   prefix=prefix,
                                    **_common(eval_subset, eval_mode, seed))
