@@ -1,7 +1,7 @@
 """The instrument panels drawn next to a run's learning curves: grouping and selection."""
 import matplotlib.pyplot as plt
 
-from sgdlab.report.figures.training import instrument_panels, recorded_groups
+from sgdlab.report.figures.training import instrument_panels, recorded_groups, thinned
 
 
 def test_instrument_series_are_grouped_by_prefix_and_loop_series_left_out():
@@ -31,4 +31,15 @@ def test_a_panel_shows_its_headline_series_and_counts_the_rest():
     assert sorted(t.get_text() for t in ax.get_legend().get_texts()) == [
         "batch/inner_product_test", "batch/norm_test", "batch/orthogonality_test"]
     assert ax.get_title() == "batch (+5 more)"
+    plt.close(fig)
+
+
+def test_long_series_are_thinned_keeping_both_ends():
+    pts = [(i, float(i % 7)) for i in range(10_001)]
+    s, v = thinned(pts)
+    assert len(s) <= 2001 and s[0] == 0 and s[-1] == 10_000 and v[-1] == 10_000 % 7
+    assert len(thinned(pts[:50])[0]) == 50                     # short series untouched
+    fig = instrument_panels({"hess/top_1": pts})
+    (line,) = fig.axes[0].get_lines()
+    assert len(line.get_xdata()) <= 2001
     plt.close(fig)

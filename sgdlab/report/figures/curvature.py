@@ -184,7 +184,9 @@ def batch_statistics_figure(history: History, *, prefix: str = "batch",
         f"{prefix}/grad_sq_unbiased") or []
     if num and len(num) == len(den):
         steps = np.asarray([s for s, _ in num], float)
-        ratio = (np.cumsum([v for _, v in num]) / np.cumsum([v for _, v in den]))
+        den_sum = np.cumsum([v for _, v in den])
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ratio = np.where(den_sum != 0, np.cumsum([v for _, v in num]) / den_sum, np.nan)
         axes[2].plot(steps, ratio, ".-", ms=3, label="Tr S / |G|² (running means)")
         axes[2].legend(fontsize=7)
     else:

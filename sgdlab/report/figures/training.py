@@ -23,9 +23,23 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 __all__ = ["compare_runs_figure", "headline_series", "instrument_panels", "learning_curves",
-           "recorded_groups"]
+           "recorded_groups", "thinned"]
 
 History = Mapping[str, Sequence[tuple[int, float]]]
+
+
+MAX_POINTS = 2000
+
+
+def thinned(pts: Sequence[tuple[int, float]], max_points: int = MAX_POINTS
+            ) -> tuple[np.ndarray, np.ndarray]:
+    """(steps, values) of a series, every k-th point and the last when it has more than
+    ``max_points`` (drawing 200k points per series took seconds per panel)."""
+    arr = np.asarray(pts, dtype=float)
+    if len(arr) > max_points:
+        k = -(-len(arr) // max_points)
+        arr = np.concatenate([arr[::k], arr[-1:]]) if (len(arr) - 1) % k else arr[::k]
+    return arr[:, 0], arr[:, 1]
 
 
 def _plot(ax, history: History, names: Sequence[str], styles: Sequence[str]) -> int:
@@ -34,7 +48,7 @@ def _plot(ax, history: History, names: Sequence[str], styles: Sequence[str]) -> 
         pts = history.get(name) or []
         if not pts:
             continue
-        s, v = np.asarray(pts, dtype=float).T
+        s, v = thinned(pts)
         ax.plot(s, v, style, label=name, lw=1.5, ms=3)
         drawn += 1
     return drawn
@@ -133,8 +147,8 @@ def instrument_panels(history: History, *, title: str | None = None) -> plt.Figu
                              constrained_layout=True, squeeze=False)
     for ax, (group, names) in zip(axes.flat, groups.items()):
         shown = headline_series(group, names)
-        _plot(ax, history, shown, [".-"] * len(shown))
-        vals = np.asarray([v for n in shown for _, v in history[n]], dtype=float)
+        _plot(ax, history, shown, [".-" if len(history[n]) < 50 else "-" for n in shown])
+        vals = np.concatenate([thinned(history[n])[1] for n in shown])
         vals = vals[np.isfinite(vals)]
         if len(vals) and vals.min() > 0 and vals.max() > 100 * vals.min():
             ax.set_yscale("log")
@@ -163,7 +177,7 @@ def compare_runs_figure(histories: Mapping[str, History], metrics: Sequence[str]
         for label, h in histories.items():
             pts = h.get(metric) or []
             if pts:
-                s, v = np.asarray(pts, dtype=float).T
+                s, v = thinned(pts)
                 ax.plot(s, v, ".-" if len(pts) < 50 else "-", ms=3, lw=1.3, label=label)
                 vals.extend(v[np.isfinite(v)])
         if not vals:
