@@ -40,6 +40,11 @@ def iterate_batches(data: Data, device: torch.device | None = None) -> Iterator[
             x, y = x.to(device), y.to(device)
         yield x, y
     if not seen:
+        if isinstance(data, Iterator):
+            # a generator is read once; measurements read their data more than once
+            raise UserError("data: no samples left in a one-shot iterator (a generator, "
+                            "iter(...)): measurements may read their data several times, so "
+                            "pass a list of batches or a DataLoader")
         raise UserError("data: no samples (an empty batch or an empty loader)")
 
 

@@ -82,6 +82,10 @@ def test_bad_data_and_frozen_models_are_named_errors():
         for measure in (hessian_top_eigenvalue, hessian_trace, per_sample_gradients):
             with pytest.raises(UserError, match="no samples"):
                 measure(model, loss_fn, data)
+    # a generator is consumed by the first pass: the second says so, not just "no samples"
+    with pytest.raises(UserError, match="one-shot iterator"):
+        hessian_trace(model, loss_fn, ((x[i:i + 3], y[i:i + 3]) for i in range(0, 9, 3)),
+                      num_probes=2)
     with pytest.raises(UserError, match=r"batch 1 is not an \(inputs, targets\) pair"):
         hessian_top_eigenvalue(model, loss_fn, [(x, y), {"x": x, "y": y}])
     frozen = tiny_mlp(3, 4, 2).requires_grad_(False)
