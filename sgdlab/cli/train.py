@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 from pathlib import Path
 
 
@@ -80,7 +81,11 @@ def print_outcome(outcome) -> None:
     print(head)
     if r.message:
         print(f"  {r.message}")
-    if metrics:
+    if metrics and r.status == "diverged":
+        # the values are those of the last evaluation with finite numbers, maybe long before
+        steps = [s for s, v in r.history.get("train_loss", []) if math.isfinite(v)]
+        print(f"  last finite evaluation (step {steps[-1] if steps else '?'}): {metrics}")
+    elif metrics:
         print(f"  final: {metrics}")
     print(f"  results: {_rel(outcome.results_path)}")
     if outcome.figure_path is not None:

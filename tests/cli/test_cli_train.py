@@ -133,7 +133,10 @@ def test_diverging_config_is_recorded_as_diverged(tmp_path, capsys):
     store_path = tmp_path / "runs.sqlite"
     assert main(["train", str(cfg), "--store", str(store_path), "--out", str(tmp_path / "o"),
                  "--set", "optimizer.lr=1e6"]) == 0
-    assert "diverged" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "diverged" in out
+    # its numbers are the initial evaluation's, and say so (not "final")
+    assert "last finite evaluation (step 0): train_loss" in out and "final:" not in out
     (run,) = RunStore(store_path).list_runs()
     assert run["status"] == "diverged" and "non-finite" in run["message"]
     assert run["config"]["optimizer"]["lr"] == 1e6
