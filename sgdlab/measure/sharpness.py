@@ -75,16 +75,17 @@ def perturbed_evaluations(
     classify = accuracy
     n = 0
 
-    def scores(out: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+    def scores(out: Tensor, y: Tensor) -> tuple[Tensor, Tensor | None]:
         nonlocal classify       # set while vmap runs this once per call (logical shapes)
         classify = classify and out.dim() == 2 and not y.is_floating_point()
-        hits = (out.argmax(-1) == y).sum() if classify else out.new_zeros(())
+        hits = (out.argmax(-1) == y).sum() if classify else None
         return loss_fn(out, y), hits
 
     if vectorize:
         def loss_at(flat: Tensor, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
             out = functional_call(model, (unflatten_like(flat, like), frozen, buffers), (x,))
-            return scores(out, y)
+            loss, hits = scores(out, y)
+            return loss, (hits if hits is not None else loss.new_zeros(()))
 
         batched = vmap(loss_at, in_dims=(0, None, None))
         for x, y in iterate_batches(data, device):
@@ -97,16 +98,28 @@ def perturbed_evaluations(
     else:
         # a single batch is moved and checked once, not once per point
         batches = list(iterate_batches(data, device)) if is_single_batch(data) else None
+        # per point only an add and one foreach copy: parameters, views and buffer made once
+        params = trainable_named_params(model)
+        plist, point = list(params.values()), torch.empty_like(theta)
+        views = list(unflatten_like(point, params).values())
+        pert = perturbations.to(device, theta.dtype)
+        sums, hit_sums = [], []                     # Python floats: no tensor indexing per point
         try:
             for j in range(m):
-                set_params_vector(model, theta + perturbations[j].to(device, theta.dtype))
+                torch.add(theta, pert[j], out=point)
+                torch._foreach_copy_(plist, views)
+                total = hits_total = 0.0
                 for x, y in batches or iterate_batches(data, device):
                     loss, hits = scores(model(x), y)
-                    totals[j] += float(loss) * len(x)
-                    correct[j] += float(hits)
+                    total += float(loss) * len(x)
+                    hits_total += float(hits) if classify else 0.0
                     n += len(x) if j == 0 else 0
+                sums.append(total)
+                hit_sums.append(hits_total)
         finally:
-            set_params_vector(model, theta)
+            set_params_vector(model, theta, params)
+        totals = torch.tensor(sums, dtype=torch.float64, device=device)
+        correct = torch.tensor(hit_sums, dtype=torch.float64, device=device)
     acc = (correct / n if classify else torch.full_like(correct, float("nan"))) \
         if accuracy else None
     return totals / n, acc

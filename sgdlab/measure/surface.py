@@ -180,7 +180,7 @@ def loss_surface(
     model: nn.Module, loss_fn: LossFn, train_data: Data, directions: Sequence[Tensor] | Tensor,
     *, extent: float | tuple[float, float] = 1.0, steps: int = 21,
     test_data: Data | None = None, bn_stats: str = "keep", bn_data: Data | None = None,
-    chunk_size: int = 16, vectorize: bool = False,
+    chunk_size: int = 16, vectorize: bool = False, accuracy: bool = True,
 ) -> LossSurface:
     """The loss on the line (one direction) or plane (two) through the model's parameters θ.
 
@@ -201,6 +201,8 @@ def loss_surface(
             :func:`~sgdlab.measure.sharpness.expected_sharpness` (no faster on the MLPs and
             CNNs measured, 2x slower on a CNN: batched weights turn convolutions into grouped
             ones). Recomputed batch-norm statistics are always one point at a time.
+        accuracy: also the accuracy at every point (``False``: the loss only, the ``*_acc``
+            grids NaN).
     """
     if bn_stats not in ("keep", "recompute"):
         raise ValueError(f"Invalid bn_stats={bn_stats!r}: expected 'keep' or 'recompute'")
@@ -238,10 +240,10 @@ def loss_surface(
                 recompute_bn_statistics(work, train_data if bn_data is None else bn_data)
                 out.append(evaluate(work, loss_fn, data))
             set_params_vector(work, theta)
-            return [o[0] for o in out], [o[1] for o in out]
+            return [o[0] for o in out], [o[1] if accuracy else math.nan for o in out]
         loss, acc = perturbed_evaluations(work, loss_fn, data, offsets, chunk_size=chunk_size,
-                                          vectorize=vectorize, accuracy=True)
-        return loss.tolist(), acc.tolist()
+                                          vectorize=vectorize, accuracy=accuracy)
+        return loss.tolist(), (acc.tolist() if acc is not None else [math.nan] * len(loss))
 
     # one row of the grid at a time: never more than steps x d offsets in memory
     offsets = [coef[:, None] * dirs[0]] if len(dirs) == 1 else \

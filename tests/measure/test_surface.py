@@ -202,3 +202,20 @@ def test_a_single_direction_tensor_and_the_grid_checks():
                           (1.0, 2.5), (0.0, 3), (1.0, 1)):
         with pytest.raises(ValueError, match="finite extent"):
             loss_surface(model, loss_fn, data, d1, extent=extent, steps=steps)
+
+
+def test_loss_only_surface_matches_the_full_one():
+    import math
+
+    from sgdlab.measure import loss_surface, random_direction
+    from sgdlab.testing import tiny_classification, tiny_mlp
+
+    model, loss_fn = tiny_mlp(3, 4, 2), torch.nn.CrossEntropyLoss()
+    data = tiny_classification(n=10, in_dim=3)
+    g = torch.Generator().manual_seed(0)
+    plane = [random_direction(model, generator=g) for _ in range(2)]
+    full = loss_surface(model, loss_fn, data, plane, steps=3)
+    lean = loss_surface(model, loss_fn, data, plane, steps=3, accuracy=False)
+    assert lean.train_loss == full.train_loss
+    assert all(math.isnan(a) for row in lean.train_acc for a in row)
+    assert all(0 <= a <= 1 for row in full.train_acc for a in row)
