@@ -21,6 +21,15 @@ class RunInterrupted(KeyboardInterrupt):
     that continues it. (A KeyboardInterrupt, so code that stops on interrupts still does.)"""
 
 
+def did_you_mean(name: object, choices) -> str:
+    """`` (did you mean X?)`` for the closest of ``choices`` to a misspelled ``name``, else
+    ``""``: the hint every "unknown ..." message ends with."""
+    import difflib
+
+    close = difflib.get_close_matches(str(name), [str(c) for c in choices], n=1, cutoff=0.6)
+    return f" (did you mean {close[0]}?)" if close else ""
+
+
 def read_config_text(path: str | Path) -> str:
     """A config file's text (UTF-8), or a :class:`ConfigError` naming the file when it cannot
     be read (a binary file, another encoding, no permission). Here, below every layer, so

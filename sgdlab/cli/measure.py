@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from sgdlab.cli._help import plain
-from sgdlab.errors import UserError
+from sgdlab.errors import UserError, did_you_mean
 
 WHAT = ("hessian", "noise", "alignment", "sharpness", "surface", "batch")
 DEFAULT_WHAT = "hessian,noise,alignment,sharpness"
@@ -164,7 +164,8 @@ def _measure(args: argparse.Namespace) -> int:
     what = [w.strip() for w in args.what.split(",") if w.strip()]
     bad = [w for w in what if w not in WHAT]
     if bad or not what:
-        raise UserError(f"--what: unknown {', '.join(bad) or '(empty)'}; choose from "
+        hint = did_you_mean(bad[0], WHAT) if len(bad) == 1 else ""
+        raise UserError(f"--what: unknown {', '.join(bad) or '(empty)'}{hint}; choose from "
                         f"{', '.join(WHAT)}")
     if args.data not in ("train", "test"):
         raise UserError(f"--data must be train or test, got {args.data!r}")
@@ -204,6 +205,7 @@ def _measure(args: argparse.Namespace) -> int:
                               "data": args.data, "num_samples": len(x), "what": what,
                               "seed": args.seed, "scalars": {}, "arrays": {}}
     scalars, arrays = result["scalars"], result["arrays"]
+    notes: list[str] = []  # printed under the scalars they explain
     figures: list[Path] = []
 
     def gen() -> torch.Generator:
@@ -278,8 +280,11 @@ def _measure(args: argparse.Namespace) -> int:
         result["sharpness_params"] = {"sigma": args.sigma, "epsilon": args.epsilon,
                                       "gamma": args.gamma, "samples": args.samples}
     if "batch" in what:
-        scalars.update(_batch_scalars(args, batch_size, _checkpoint_lr(state, cfg), model,
-                                      loss_fn, batch, gen()))
+        lr = _checkpoint_lr(state, cfg)
+        scalars.update(_batch_scalars(args, batch_size, lr, model, loss_fn, batch, gen()))
+        if lr is None:
+            notes.append("batch/cabs_batch_size is NaN: CABS scales with the learning rate, "
+                         "and the checkpoint's is not > 0 (e.g. a schedule ending at 0)")
     if "surface" in what:
         from sgdlab.measure.surface import hessian_directions, loss_surface, random_direction
         from sgdlab.report.figures.surface import loss_surface_figure
@@ -339,6 +344,8 @@ def _measure(args: argparse.Namespace) -> int:
         store.add_artifact(run_id, "figure", f.resolve())
     for name, v in scalars.items():
         print(f"  {name:28s} {v:.6g}")
+    for note in notes:
+        print(f"  ({note})")
     print(f"  wrote {path} and {len(figures)} plot(s); {len(scalars)} scalars to run "
           f"{run_id} at step {step} in {store.path}")
     return 0
@@ -350,8 +357,8 @@ def _batch_size(args, cfg: dict, n: int) -> int:
     b = args.batch_size if args.batch_size is not None else (cfg.get("train") or {}).get(
         "batch_size")
     if not isinstance(b, int) or isinstance(b, bool):
-        raise UserError("--what batch: give --batch-size (the run's train.batch_size is "
-                        f"{b!r}, not one number)")
+        raise UserError(f"--what batch: give --batch-size B, 2 <= B <= {n} (the examples "
+                        f"measured; the run's train.batch_size is {b!r}, not one number)")
     if not 2 <= b <= n or args.batches < 1:
         raise UserError(f"--batch-size must be in [2, {n}] (the examples measured) and "
                         f"--batches >= 1, got {b} and {args.batches}")

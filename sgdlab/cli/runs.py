@@ -204,7 +204,7 @@ def _flat(cfg: object, prefix: str = "") -> dict[str, str]:
             out.update(_flat(v, f"{prefix}.{k}" if prefix else str(k)))
         return out
     if isinstance(cfg, list) and cfg and all(isinstance(v, dict) for v in cfg):
-        out = {}
+        out = {prefix: f"{len(cfg)} items"}
         for i, v in enumerate(cfg):
             out.update(_flat(v, f"{prefix}[{i}]"))
         return out
@@ -212,22 +212,41 @@ def _flat(cfg: object, prefix: str = "") -> dict[str, str]:
     return {prefix: text if len(text) <= 40 else text[:39] + "…"}
 
 
+def _config_diff(flats: list[dict[str, str]]) -> list[str]:
+    """The keys whose values differ between flattened configs (``_flat``), sorted; a list item
+    (``measure[3]``) that some config lacks is one key, set in ``flats`` to the item's
+    ``name`` where it is present, instead of one key per option."""
+    differ = [k for k in sorted(set().union(*flats))
+              if len({f.get(k, "—") for f in flats}) > 1]
+    for root in dict.fromkeys(k.split("]")[0] + "]" for k in differ if "]" in k):
+        if all(any(k.startswith(root + ".") for k in f) for f in flats):
+            continue   # in every config: its differing options stay rows of their own
+        for f in flats:
+            if any(k.startswith(root + ".") for k in f):
+                f[root] = f.get(root + ".name", "(set)")
+        differ = sorted([k for k in differ if not k.startswith(root + ".")] + [root])
+    return differ
+
+
 def _compare(args) -> int:
-    from sgdlab.errors import UserError
+    from sgdlab.errors import UserError, did_you_mean
 
     store = _open(args)
     ids = list(dict.fromkeys(store.resolve(r) for r in args.run_ids))
     if len(ids) < 2:
-        raise UserError("compare needs at least two different runs")
+        if len(args.run_ids) == 1:
+            raise UserError(f"compare needs at least two runs, got one ({ids[0]})")
+        raise UserError(f"compare needs at least two different runs; "
+                        f"{', '.join(args.run_ids)} all name run {ids[0]}")
     runs = [store.get_run(r) for r in ids]
     histories = [store.metrics(r) for r in ids]
-    labels = [f"{r['id']}" + (f" ({r['name']})" if r["name"] else "") for r in runs]
     recorded = [set(h) for h in histories]
     if args.metrics:
         missing = [m for m in args.metrics if not any(m in rec for rec in recorded)]
         if missing:
             known = sorted(set().union(*recorded))
-            raise UserError(f"no run recorded {', '.join(missing)}; recorded: "
+            hint = did_you_mean(missing[0], known) if len(missing) == 1 else ""
+            raise UserError(f"no run recorded {', '.join(missing)}{hint}; recorded: "
                             f"{', '.join(known)}")
         metrics = list(dict.fromkeys(args.metrics))
     else:
@@ -238,8 +257,15 @@ def _compare(args) -> int:
         groups = recorded_groups({m: [(0, 0.0)] for m in common if m != "lr"})
         metrics += [m for g, names in groups.items() for m in headline_series(g, names)]
     flats = [_flat(r["config"] or {}) for r in runs]
-    keys = sorted(set().union(*flats))
-    differ = [k for k in keys if len({f.get(k, "—") for f in flats}) > 1]
+    differ = _config_diff(flats)
+    # a curve is named by its run and the config values that set it apart (runs of one
+    # config file share their name); what is measured is named last
+    named = sorted(differ, key=lambda k: k.startswith("measure"))
+    labels = []
+    for r, f in zip(runs, flats):
+        own = [f"{k}={f[k]}" for k in named if k in f]   # a key another run lacks: not "—"
+        labels.append(r["id"] + (f" ({', '.join(own[:3])}{', …' if len(own) > 3 else ''})"
+                                 if own else f" ({r['name']})" if r["name"] else ""))
     rows = [["", *(r["id"] for r in runs)], ["name", *(r["name"] or "" for r in runs)],
             ["status", *(r["status"] for r in runs)]]
     rows += [[k, *(f.get(k, "—") for f in flats)] for k in differ]

@@ -32,7 +32,7 @@ from typing import Annotated, Any, Literal, NamedTuple
 
 from pydantic import BeforeValidator, Field, ValidationError, WithJsonSchema
 
-from ..errors import ConfigError, DataError, UserError
+from ..errors import ConfigError, DataError, UserError, did_you_mean
 from ..losses import LOSSES, build_loss
 from .schema import (OpenSection, Section, config_error, invalid, join, plain_data, problems,
                      unknown_key, validate)
@@ -376,10 +376,8 @@ def _check_measure_item(path: str, item: dict[str, Any], errors: list[str]) -> N
 
 
 def _unknown_name(path: str, name: str, registry, what: str) -> str:
-    import difflib
-    close = difflib.get_close_matches(name, list(registry), n=1, cutoff=0.6)
-    hint = f" (did you mean {close[0]}?)" if close else ""
-    return f"{path}: unknown {what} {name!r}{hint}; known: {', '.join(sorted(registry))}"
+    return (f"{path}: unknown {what} {name!r}{did_you_mean(name, registry)}; known: "
+            f"{', '.join(sorted(registry))}")
 
 
 _CHECKS: dict[str, Callable[[str, dict[str, Any], list[str]], None]] = {
@@ -554,7 +552,7 @@ def build_measure(items: list[dict[str, Any]], total_steps: int) -> list:
     """Callbacks for validated ``measure`` items (see :class:`MeasureItem`)."""
     from ..train.instruments import build_instrument
 
-    callbacks, prefixes = [], {}
+    callbacks, prefixes, errors = [], {}, []
     for i, item in enumerate(items):
         params = {k: v for k, v in item.items() if k not in ("name",) + _SCHEDULE_KEYS}
         try:
@@ -562,12 +560,18 @@ def build_measure(items: list[dict[str, Any]], total_steps: int) -> list:
                                               schedule=measure_schedule(item, total_steps),
                                               **params))
         except (ValueError, TypeError) as e:
-            raise ConfigError(f"measure[{i}]: {e}") from None
+            # an instrument's "Invalid KEY=..." names the option: report it under its key path
+            key = re.match(r"Invalid (\w+)=", str(e))
+            path = f"measure[{i}]" + (f".{key[1]}" if key and key[1] in params else "")
+            errors.append(f"{path}: {e}")
+            continue
         prefix = getattr(callbacks[-1], "prefix", None)
         if prefix is not None and prefix in prefixes:
-            raise ConfigError(f"measure[{i}]: its series ({prefix}/...) are already written by "
-                              f"measure[{prefixes[prefix]}]; give it another prefix")
+            errors.append(f"measure[{i}]: its series ({prefix}/...) are already written by "
+                          f"measure[{prefixes[prefix]}]; give it another prefix")
         prefixes.setdefault(prefix, i)
+    if errors:  # every bad option at once, as the config's other checks report them
+        raise config_error(errors)
     return callbacks
 
 

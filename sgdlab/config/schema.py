@@ -22,7 +22,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, ValidationError
 from pydantic_core import PydanticCustomError
 
-from ..errors import ConfigError
+from ..errors import ConfigError, did_you_mean
 
 
 class Section(BaseModel):
@@ -131,8 +131,7 @@ def message(err: dict[str, Any], model: type[Section], path: str = "") -> str:
     if kind == "literal_error":
         _, info = _locate(model, loc)
         choices = _literal_choices(info.annotation) if info is not None else []
-        close = difflib.get_close_matches(str(value), [str(c) for c in choices], n=1)
-        hint = f" (did you mean {close[0]}?)" if close else ""
+        hint = did_you_mean(value, choices)
         listed = ", ".join(map(str, choices)) or err["ctx"].get("expected", "?")
         return f"{where}: must be one of {listed}, got {describe_value(value)}{hint}"
     if kind == "sgdlab":

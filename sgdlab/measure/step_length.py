@@ -13,7 +13,8 @@ full training set). Then
     α = 2t / ᾱ − 1,    ᾱ = −w₁ / w₂ (the point across the valley at the starting height),
 
 so α = 0 lands at the fitted minimum, α = −1 did not move, α = 1 lands at the starting height on
-the far side, α > 1 climbs above it; α > 0 means the step crossed the fitted valley floor. A
+the far side, α > 1 climbs above it; α > 0 means the step crossed the fitted valley floor, and
+α < −1 that it started uphill (w₁ > 0, as a momentum step can: the floor is behind it). A
 concave fit (w₂ < 0: still downhill at the far end) reads α = −1 as in Cockpit, flagged by
 ``concave``. On a quadratic loss the fit is exact: a gradient step of size η along an
 eigendirection of curvature h gives α = ηh − 1.

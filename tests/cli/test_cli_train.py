@@ -171,7 +171,12 @@ def test_packaged_default_runs(tmp_path, capsys, monkeypatch):
     assert run["summary"]["test_acc"] > 0.5
 
 
-def test_runs_compare_shows_config_differences_final_values_and_curves(tmp_path, capsys):
+def test_runs_compare_shows_config_differences_final_values_and_curves(tmp_path, capsys,
+                                                                      monkeypatch):
+    import matplotlib.pyplot as plt
+
+    from sgdlab.report.figures import training as training_figures
+
     cfg = tmp_path / "tiny.yaml"
     cfg.write_text(TINY + "measure: [{name: dynamics, every: 3}]\n")
     store = str(tmp_path / "runs.sqlite")
@@ -194,5 +199,28 @@ def test_runs_compare_shows_config_differences_final_values_and_curves(tmp_path,
     assert any(ln.startswith("final grad_cosine") for ln in lines)   # the shared instrument
     assert png.stat().st_size > 0
     assert main(["runs", "compare", a, "--store", store]) == 2          # one run
+    assert f"at least two runs, got one ({a})" in capsys.readouterr().err
+    assert main(["runs", "compare", a, a[:-2], "--store", store]) == 2  # one run, twice
+    assert f"{a}, {a[:-2]} all name run {a}" in capsys.readouterr().err
     assert main(["runs", "compare", a, b, "--metric", "hess/top_1", "--store", store]) == 2
-    assert "no run recorded hess/top_1" in capsys.readouterr().err
+    assert "no run recorded hess/top_1;" in capsys.readouterr().err
+    assert main(["runs", "compare", a, b, "--metric", "test_los", "--store", store]) == 2
+    assert "no run recorded test_los (did you mean test_loss?)" in capsys.readouterr().err
+    # runs of one config file share its name: each curve is named by what sets it apart
+    drawn = {}
+    monkeypatch.setattr(training_figures, "compare_runs_figure",
+                        lambda h, m: drawn.update(h) or plt.figure())
+    assert main(["runs", "compare", a, b, "--metric", "test_loss", "--store", store,
+                 "--plot", str(png)]) == 0
+    assert list(drawn) == [f"{a} (optimizer.lr=0.05)", f"{b} (optimizer.lr=0.01)"]
+
+
+def test_runs_compare_names_a_list_item_one_config_lacks_in_one_row():
+    from sgdlab.cli.runs import _config_diff, _flat
+
+    flats = [_flat({"train": {"epochs": 2}, "measure": [{"name": "hessian", "k": 2},
+                                                        {"name": "noise", "k": 5}]}),
+             _flat({"train": {"epochs": 3}, "measure": [{"name": "hessian", "k": 3}]})]
+    assert _config_diff(flats) == ["measure", "measure[0].k", "measure[1]", "train.epochs"]
+    assert [f.get("measure[1]", "—") for f in flats] == ["noise", "—"]
+    assert [f["measure"] for f in flats] == ["2 items", "1 items"]

@@ -267,6 +267,23 @@ def test_two_hessian_instruments_need_their_own_series():
     assert res.history["hess/top_1"] != res.history["ggn/top_1"]
 
 
+def test_bad_instrument_option_values_are_reported_together_under_their_key():
+    """Values an instrument refuses when built (not only unknown keys) name their key path,
+    every instrument's at once."""
+    bad = [{"name": "batch_statistics", "every": 8, "curvature": "hesian"},
+           {"name": "dynamics", "every": 1},
+           {"name": "step_length", "every": 4, "source": "steps"},
+           {"name": "hessian", "every": 4}, {"name": "hessian", "every": 8}]
+    with pytest.raises(ConfigError) as e:
+        build_from_config({**TINY, "measure": bad})
+    assert str(e.value).splitlines() == [
+        "3 problems in the config:",
+        "  measure[0].curvature: Invalid curvature='hesian': expected 'ggn', 'hessian' or null",
+        "  measure[2].source: Invalid source='steps': expected 'step' or 'eval'",
+        "  measure[4]: its series (hess/...) are already written by measure[3]; give it another "
+        "prefix"]
+
+
 def test_generic_dataset_options_are_valid_for_every_dataset():
     # load_dataset applies n_train / n_test / label_noise to any dataset
     cfg = validate_config({**TINY, "data": {"name": "digits",

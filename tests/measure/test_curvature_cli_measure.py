@@ -1,5 +1,6 @@
 """`sgdlab measure` on a checkpoint written by `sgdlab train`, and the curvature figures."""
 import json
+import math
 
 import matplotlib.pyplot as plt
 import pytest
@@ -64,6 +65,32 @@ def test_figures_from_recorded_data():
 @pytest.mark.parametrize("bad", [["--k", "0"], ["--data", "valid"]])
 def test_measure_rejects_bad_options(bad, capsys, tmp_path):
     assert main(["measure", str(tmp_path), *bad]) == 2
+
+
+def test_measure_names_a_misspelled_measurement(capsys, tmp_path):
+    assert main(["measure", str(tmp_path), "--what", "hessian,bach"]) == 2
+    assert "--what: unknown bach (did you mean batch?); choose from" in capsys.readouterr().err
+
+
+def test_measure_batch_says_why_cabs_is_nan_and_which_batch_sizes_fit(tmp_path, capsys):
+    """A checkpoint whose learning rate is 0 (a schedule ending there) has no CABS batch size;
+    a full-batch run has no batch size to default to."""
+    store = str(tmp_path / "runs.sqlite")
+    run_dir = tmp_path / "run"
+    assert main(["train", "digits-mlp", "--store", store, "--out", str(run_dir),
+                 "--set", "train.max_steps=1", "--set", "train.epochs=1", "--no-progress",
+                 "--set", "optimizer.lr=0", "--set", "train.batch_size=full"]) == 0
+    assert main(["measure", str(run_dir), "--store", store, "--what", "batch",
+                 "--subset", "16"]) == 2
+    assert ("give --batch-size B, 2 <= B <= 16 (the examples measured; the run's "
+            "train.batch_size is 'full'") in capsys.readouterr().err
+    assert main(["measure", str(run_dir), "--store", store, "--what", "batch", "--subset", "16",
+                 "--batch-size", "8", "--batches", "1", "--out", str(tmp_path / "b")]) == 0
+    out = capsys.readouterr().out
+    assert math.isnan(json.loads((tmp_path / "b" / "measurements.json").read_text())[
+        "scalars"]["batch/cabs_batch_size"])
+    assert "(batch/cabs_batch_size is NaN: CABS scales with the learning rate, and the " \
+           "checkpoint's is not > 0" in out
 
 
 def test_measure_loss_surface_of_a_checkpoint(tmp_path):

@@ -47,6 +47,10 @@ def test_gradient_steps_on_a_quadratic_give_eta_h_minus_one(weights):
         end = start - eta * (h @ (start - theta_star))
         st = normalized_step_length(model, loss_fn, start, end, data, weights=weights)
         assert st.alpha == pytest.approx(float(eta * vals[-1]) - 1, abs=1e-9)
+    # a step of length s away from θ* starts uphill: the floor lies 1 behind, α = −s − 1 < −1
+    for s in (0.25, 2.0):
+        st = normalized_step_length(model, loss_fn, start, start + s * v, data, weights=weights)
+        assert st.alpha == pytest.approx(-s - 1, abs=1e-9) and st.slopes[0] > 0
     assert params_vector(model).detach().equal(theta0)     # the model is not touched
 
 

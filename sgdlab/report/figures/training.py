@@ -170,7 +170,10 @@ def compare_runs_figure(histories: Mapping[str, History], metrics: Sequence[str]
     scale for losses and for positive series spanning over two decades."""
     cols = min(3, len(metrics))
     rows = -(-len(metrics) // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(4.4 * cols, 3.2 * rows),
+    # wide enough for the legend's longest label (about 0.07 in per character at 8 pt)
+    label_width = 0.07 * max(map(len, histories), default=0) + 0.8
+    legend_cols = 2 if 2 * label_width <= 4.4 * cols else 1
+    fig, axes = plt.subplots(rows, cols, figsize=(max(4.4 * cols, label_width), 3.2 * rows),
                              constrained_layout=True, squeeze=False)
     for ax, metric in zip(axes.flat, metrics):
         vals = []
@@ -187,9 +190,16 @@ def compare_runs_figure(histories: Mapping[str, History], metrics: Sequence[str]
         ax.set_title(metric, fontsize=10)
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)
-    axes.flat[0].legend(fontsize=7)
     for ax in list(axes.flat)[len(metrics):]:
         ax.set_visible(False)
     if title:
         fig.suptitle(title)
+    # one legend above the panels: inside a panel it would hide curves and be cut when the
+    # labels are longer than the panel is wide
+    handles = {}
+    for ax in axes.flat:
+        for line in ax.get_lines():
+            handles.setdefault(line.get_label(), line)
+    fig.legend(list(handles.values()), list(handles), loc="outside upper center",
+               ncols=legend_cols, fontsize=8, frameon=False)
     return fig
