@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import re
 from pathlib import Path
 
 
@@ -212,11 +213,16 @@ def _flat(cfg: object, prefix: str = "") -> dict[str, str]:
     return {prefix: text if len(text) <= 40 else text[:39] + "…"}
 
 
+def _key_order(key: str) -> list:
+    """Sort key reading list indices as numbers: ``measure[2]`` before ``measure[10]``."""
+    return [int(p) if p.isdigit() else p for p in re.split(r"(\d+)", key)]
+
+
 def _config_diff(flats: list[dict[str, str]]) -> list[str]:
     """The keys whose values differ between flattened configs (``_flat``), sorted; a list item
     (``measure[3]``) that some config lacks is one key, set in ``flats`` to the item's
     ``name`` where it is present, instead of one key per option."""
-    differ = [k for k in sorted(set().union(*flats))
+    differ = [k for k in sorted(set().union(*flats), key=_key_order)
               if len({f.get(k, "—") for f in flats}) > 1]
     for root in dict.fromkeys(k.split("]")[0] + "]" for k in differ if "]" in k):
         if all(any(k.startswith(root + ".") for k in f) for f in flats):
@@ -224,7 +230,8 @@ def _config_diff(flats: list[dict[str, str]]) -> list[str]:
         for f in flats:
             if any(k.startswith(root + ".") for k in f):
                 f[root] = f.get(root + ".name", "(set)")
-        differ = sorted([k for k in differ if not k.startswith(root + ".")] + [root])
+        differ = sorted([k for k in differ if not k.startswith(root + ".")] + [root],
+                        key=_key_order)
     return differ
 
 

@@ -224,3 +224,13 @@ def test_runs_compare_names_a_list_item_one_config_lacks_in_one_row():
     assert _config_diff(flats) == ["measure", "measure[0].k", "measure[1]", "train.epochs"]
     assert [f.get("measure[1]", "—") for f in flats] == ["noise", "—"]
     assert [f["measure"] for f in flats] == ["2 items", "1 items"]
+
+
+def test_config_diff_orders_list_items_by_number():
+    from sgdlab.cli.runs import _config_diff, _flat
+
+    items = [{"name": "dynamics", "every": i} for i in range(12)]
+    a = _flat({"measure": items, "optimizer": {"lr": 0.1}})
+    b = _flat({"measure": [dict(m, every=m["every"] + 1) for m in items],
+               "optimizer": {"lr": 0.1}})
+    assert _config_diff([a, b]) == [f"measure[{i}].every" for i in range(12)]
