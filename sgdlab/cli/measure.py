@@ -96,6 +96,7 @@ def register(subparsers) -> None:
 def _locate(target: str, store_path: str | None):
     """(config dict, checkpoint path, run_id or None, run folder or None, store)."""
     from sgdlab.config.io import load_config
+    from sgdlab.config.runner import recorded_run
     from sgdlab.store import RunStore
     from sgdlab.train.checkpoint import CHECKPOINT_NAME
 
@@ -116,7 +117,7 @@ def _locate(target: str, store_path: str | None):
                             f"run folder {str(folder)!r} (runs started by `sgdlab train` "
                             "have one)")
         cfg = load_config(cfg_file)
-        run_id, recorded = _recorded_run(folder)
+        run_id, recorded = recorded_run(folder)
         if store_path is None and recorded is not None:
             if not Path(recorded).is_file():
                 raise UserError(f"the run store of {str(folder)!r} ({recorded}) is gone; "
@@ -135,20 +136,6 @@ def _locate(target: str, store_path: str | None):
         raise UserError(f"run {run['id']} has no checkpoint on disk "
                         f"({ckpt if ckpt else 'none recorded'})")
     return run["config"], ckpt, run["id"], folder, store
-
-
-def _recorded_run(folder: Path) -> tuple[str | None, str | None]:
-    """(run id, store path) a run folder records (``run.json``, or ``results.json``)."""
-    for name in ("run.json", "results.json"):
-        f = folder / name
-        if f.is_file():
-            try:
-                rec = json.loads(f.read_text())
-            except (OSError, ValueError):
-                continue
-            if rec.get("run_id"):
-                return rec.get("run_id"), rec.get("store")
-    return None, None
 
 
 def _tolist(t) -> list[float]:

@@ -47,8 +47,8 @@ def register(subparsers) -> None:
                                      "final values of each metric, and with --plot draw the "
                                      "metrics' curves of all runs in one figure.")
     _store_arg(cmp)
-    cmp.add_argument("run_ids", metavar="RUN_ID", nargs="+",
-                     help="two or more run ids (or unique prefixes)")
+    cmp.add_argument("run_ids", metavar="RUN", nargs="+",
+                     help="two or more run ids (or unique prefixes) or run folders")
     cmp.add_argument("--metric", action="append", dest="metrics", metavar="NAME",
                      help="a recorded series to compare (repeatable; default: train_loss, "
                           "test_loss, test_acc and the series every run recorded)")
@@ -238,8 +238,18 @@ def _config_diff(flats: list[dict[str, str]]) -> list[str]:
 def _compare(args) -> int:
     from sgdlab.errors import UserError, did_you_mean
 
+    from sgdlab.config.runner import recorded_run
+
+    wanted = []
+    for r in args.run_ids:         # a run folder stands for the run (and store) it records
+        rid, recorded = recorded_run(Path(r)) if Path(r).is_dir() else (None, None)
+        if Path(r).is_dir() and rid is None:
+            raise UserError(f"{r} is a folder but not a run's (no run.json or results.json)")
+        if args.store is None and recorded is not None:
+            args.store = recorded
+        wanted.append(rid or r)
     store = _open(args)
-    ids = list(dict.fromkeys(store.resolve(r) for r in args.run_ids))
+    ids = list(dict.fromkeys(store.resolve(r) for r in wanted))
     if len(ids) < 2:
         if len(args.run_ids) == 1:
             raise UserError(f"compare needs at least two runs, got one ({ids[0]})")

@@ -30,6 +30,20 @@ RESUMABLE = ("running", "interrupted", "stale", "failed")
 RUN_FILE = "run.json"
 
 
+def recorded_run(folder: Path) -> tuple[str | None, str | None]:
+    """(run id, store path) a run folder records (``run.json``, or ``results.json``)."""
+    for name in (RUN_FILE, "results.json"):
+        f = Path(folder) / name
+        if f.is_file():
+            try:
+                rec = json.loads(f.read_text())
+            except (OSError, ValueError):
+                continue
+            if rec.get("run_id"):
+                return rec.get("run_id"), rec.get("store")
+    return None, None
+
+
 def resume_command(run_id: str, store_path: str | os.PathLike) -> str:
     """The exact command that continues ``run_id``."""
     return f"sgdlab resume {run_id} --store {store_path}"

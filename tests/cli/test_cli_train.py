@@ -213,6 +213,12 @@ def test_runs_compare_shows_config_differences_final_values_and_curves(tmp_path,
     assert main(["runs", "compare", a, b, "--metric", "test_loss", "--store", store,
                  "--plot", str(png)]) == 0
     assert list(drawn) == [f"{a} (optimizer.lr=0.05)", f"{b} (optimizer.lr=0.01)"]
+    # run folders stand for their runs, and say which store holds them
+    capsys.readouterr()
+    assert main(["runs", "compare", str(tmp_path / "0.05"), str(tmp_path / "0.01")]) == 0
+    assert any(ln.startswith("optimizer.lr") for ln in capsys.readouterr().out.splitlines())
+    assert main(["runs", "compare", str(tmp_path), a, "--store", store]) == 2
+    assert "not a run's" in capsys.readouterr().err
 
 
 def test_runs_compare_names_a_list_item_one_config_lacks_in_one_row():
