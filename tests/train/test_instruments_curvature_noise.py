@@ -208,3 +208,10 @@ def test_batch_statistics_and_step_length_log_the_same_values_after_a_resume(tmp
     assert len(names) >= 3 * 7 and all(len(ref.history[k]) >= 2 for k in names)
     for k in names:
         assert res.history[k] == ref.history[k], k
+
+
+def test_build_instrument_names_a_misspelled_instrument_or_option():
+    with pytest.raises(ValueError, match=r"'batch_statistic' \(did you mean batch_statistics\?\)"):
+        build_instrument("batch_statistic", schedule=Schedule.every(1))
+    with pytest.raises(ValueError, match=r"no option 'wieghts' \(did you mean weights\?\)"):
+        build_instrument("step_length", schedule=Schedule.every(1), wieghts="equal")

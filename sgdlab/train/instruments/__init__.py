@@ -67,9 +67,18 @@ def instrument_params(name: str) -> dict[str, Any] | None:
 
 
 def build_instrument(name: str, *, schedule: Schedule, **params: Any) -> Callback:
+    from sgdlab.errors import did_you_mean
+
     registry = instruments()
     if name not in registry:
-        raise ValueError(f"Unknown instrument {name!r}; known: {', '.join(sorted(registry))}")
+        raise ValueError(f"Unknown instrument {name!r}{did_you_mean(name, registry)}; known: "
+                         f"{', '.join(sorted(registry))}")
+    known = instrument_params(name)
+    unknown = [k for k in params if known is not None and k not in known]
+    if unknown:
+        raise ValueError(f"instrument {name!r} has no option {unknown[0]!r}"
+                         f"{did_you_mean(unknown[0], known)}; its options: "
+                         f"{', '.join(sorted(known))}")
     cb = registry[name](schedule=schedule, **params)
     cb.instrument = name  # named in its errors
     return cb
