@@ -52,9 +52,10 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import Tensor, nn
 
-from sgdlab.operators.batches import Data, iterate_batches
+from sgdlab.operators.batches import Data
 
 from .noise import GradientCovariance, gradient_covariance
+from .sharpness import mean_loss
 
 __all__ = ["BatchStatistics", "TakeuchiInformation", "batch_statistics",
            "takeuchi_information"]
@@ -121,10 +122,7 @@ def batch_statistics(
     trace = cov.trace() * b / (b - 1)                                  # Tr S
     along = float(cov.mean_projections().square().sum()) * b / (b - 1)  # ḡᵀ S ḡ
     var = cov.diagonal().double()                                      # diag Σ
-    with torch.no_grad():
-        total = [(float(loss_fn(model(x), y)), len(x))
-                 for x, y in iterate_batches(batch, mean.device)]
-    loss = sum(v * n for v, n in total) / sum(n for _, n in total)
+    loss = mean_loss(model, loss_fn, batch)
     if not math.isfinite(loss):
         raise FloatingPointError(f"non-finite mini-batch loss {loss} (diverged model?)")
     curv = {}
@@ -185,12 +183,8 @@ def takeuchi_information(
     mean = cov.mean.double()
     second = cov.diagonal().double() + mean.square()                   # diag C
     h = hessian_diagonal(model, loss_fn, data, exact=True, operator=curvature).value.double()
-    if epsilon > 0:
-        diag = float((second / (h + epsilon)).sum())
-    else:
-        keep = h > 0
-        diag = float((second[keep] / h[keep]).sum()) if bool(keep.any()) else math.nan
-    return TakeuchiInformation(diagonal=diag,
+    ratios = _kept_ratios(second, h, epsilon)
+    return TakeuchiInformation(diagonal=float(ratios.sum()) if len(ratios) else math.nan,
                                trace=_ratio(float(second.sum()), float(h.sum()) + epsilon),
                                curvature=curvature)
 
@@ -203,9 +197,10 @@ def _curvature_noise_scale(kind: str, model: nn.Module, loss_fn, batch: Data,
     op = curvature_operator(kind, model, loss_fn, batch)
     b = cov.num_samples
     f = cov.factor                                   # rows (g_n − ḡ)/√B
-    block = max(1, op.probe_block_size())
-    forms = torch.cat([op.quadratic_forms(f[i:i + block].T.contiguous()).double()
-                       for i in range(0, b, block)])
+    # a fixed block, as the instruments use: the round-off must not depend on timings
+    tuner = op.block_tuner("quadratic_forms", block_size=op.probe_block_size())
+    forms = torch.cat([op.quadratic_forms(f[i:i + k].T.contiguous()).double()
+                       for i, k in tuner.blocks(b)])
     trace_hs = float(forms.sum()) * b / (b - 1)
     ghg = float(op.quadratic_forms(cov.mean[:, None]).double()[0]) - trace_hs / b
     return {"trace_h_cov": trace_hs, "grad_h_grad_unbiased": ghg,
@@ -223,9 +218,14 @@ def _root(v: float) -> float:
     return math.sqrt(max(v, 0.0))
 
 
-def _mean_ratio(num: Tensor, den: Tensor, epsilon: float) -> float:
-    """mean_j num_j / (den_j + ε); with ε = 0 over the coordinates where den_j > 0."""
+def _kept_ratios(num: Tensor, den: Tensor, epsilon: float) -> Tensor:
+    """num_j / (den_j + ε) for every j; with ε = 0 only where den_j > 0 (module docstring)."""
     if epsilon > 0:
-        return float((num / (den + epsilon)).mean())
+        return num / (den + epsilon)
     keep = den > 0
-    return float((num[keep] / den[keep]).mean()) if bool(keep.any()) else math.nan
+    return num[keep] / den[keep]
+
+
+def _mean_ratio(num: Tensor, den: Tensor, epsilon: float) -> float:
+    ratios = _kept_ratios(num, den, epsilon)
+    return float(ratios.mean()) if len(ratios) else math.nan

@@ -70,8 +70,6 @@ def perturbed_evaluations(
     buffers = dict(model.named_buffers())
     device = theta.device
     m = perturbations.shape[0]
-    totals = torch.zeros(m, dtype=torch.float64, device=device)
-    correct = torch.zeros(m, dtype=torch.float64, device=device)
     classify = accuracy
     n = 0
 
@@ -88,6 +86,8 @@ def perturbed_evaluations(
             return loss, (hits if hits is not None else loss.new_zeros(()))
 
         batched = vmap(loss_at, in_dims=(0, None, None))
+        totals = torch.zeros(m, dtype=torch.float64, device=device)
+        correct = torch.zeros(m, dtype=torch.float64, device=device)
         for x, y in iterate_batches(data, device):
             for i in range(0, m, chunk_size):
                 thetas = theta + perturbations[i : i + chunk_size].to(device, theta.dtype)
@@ -117,7 +117,8 @@ def perturbed_evaluations(
                 sums.append(total)
                 hit_sums.append(hits_total)
         finally:
-            set_params_vector(model, theta, params)
+            point.copy_(theta)
+            torch._foreach_copy_(plist, views)
         totals = torch.tensor(sums, dtype=torch.float64, device=device)
         correct = torch.tensor(hit_sums, dtype=torch.float64, device=device)
     acc = (correct / n if classify else torch.full_like(correct, float("nan"))) \

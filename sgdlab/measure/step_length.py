@@ -32,7 +32,7 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -61,10 +61,9 @@ class StepLength:
     concave: bool
 
     def as_metrics(self, prefix: str = "step") -> dict[str, float]:
-        d = asdict(self)
         return {f"{prefix}/alpha": self.alpha, f"{prefix}/length": self.length,
-                f"{prefix}/loss_start": d["losses"][0], f"{prefix}/loss_end": d["losses"][1],
-                f"{prefix}/slope_start": d["slopes"][0], f"{prefix}/slope_end": d["slopes"][1],
+                f"{prefix}/loss_start": self.losses[0], f"{prefix}/loss_end": self.losses[1],
+                f"{prefix}/slope_start": self.slopes[0], f"{prefix}/slope_end": self.slopes[1],
                 f"{prefix}/concave": float(self.concave)}
 
 
@@ -76,9 +75,11 @@ def per_sample_losses_and_slopes(model: nn.Module, loss_fn: LossFn, theta: Tenso
     x, y = concat_batches(data)
     like = {k: p.detach() for k, p in trainable_named_params(model).items()}
 
-    def losses(t: Tensor) -> Tensor:
-        out = functional_call(model, unflatten_like(t, like), (x,))
+    def sample_losses(out: Tensor) -> Tensor:
         return vmap(lambda o, yi: loss_fn(o[None], yi[None]))(out, y)
+
+    def losses(t: Tensor) -> Tensor:
+        return sample_losses(functional_call(model, unflatten_like(t, like), (x,)))
 
     try:
         values, slopes = torch.func.jvp(losses, (theta.detach(),), (direction.detach(),))
@@ -88,9 +89,9 @@ def per_sample_losses_and_slopes(model: nn.Module, loss_fn: LossFn, theta: Tenso
 
         at = copy.deepcopy(model)
         set_params_vector(at, theta)
-        g = per_sample_gradients(at, loss_fn, (x, y), method="vmap")
+        g = per_sample_gradients(at, loss_fn, (x, y))
         with torch.no_grad():
-            values = vmap(lambda o, yi: loss_fn(o[None], yi[None]))(at(x), y)
+            values = sample_losses(at(x))
         return values, g @ direction.to(g.dtype)
 
 

@@ -68,11 +68,9 @@ def params_vector(model: nn.Module) -> Tensor:
 
 
 @torch.no_grad()
-def set_params_vector(model: nn.Module, vec: Tensor,
-                      params: Mapping[str, Tensor] | None = None) -> None:
-    """Write a flat vector into the model's trainable parameters in place (``params``: the
-    model's :func:`trainable_named_params`, when a loop writing many vectors has them)."""
-    params = trainable_named_params(model) if params is None else params
+def set_params_vector(model: nn.Module, vec: Tensor) -> None:
+    """Write a flat vector into the model's trainable parameters in place."""
+    params = trainable_named_params(model)
     torch._foreach_copy_(list(params.values()), list(unflatten_like(vec, params).values()))
 
 
