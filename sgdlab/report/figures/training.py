@@ -134,6 +134,31 @@ def headline_series(group: str, names: Sequence[str]) -> list[str]:
     return list(head or names)[:MAX_SERIES]
 
 
+def _panel_grid(n: int, width: float, height: float, *, min_width: float = 0.0):
+    """(figure, axes) for ``n`` panels, at most three a row; the unused axes hidden."""
+    cols = min(3, n)
+    rows = -(-n // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(max(width * cols, min_width), height * rows),
+                             constrained_layout=True, squeeze=False)
+    for ax in list(axes.flat)[n:]:
+        ax.set_visible(False)
+    return fig, axes
+
+
+def _style(num_points: int) -> str:
+    return ".-" if num_points < 50 else "-"     # markers only where they can be told apart
+
+
+def _finish_panel(ax, title: str, vals: np.ndarray, *, log: bool = False) -> None:
+    """Title, step axis, grid; a log scale when ``log`` or when the finite ``vals`` are
+    positive and span over two decades (all of them positive either way)."""
+    if len(vals) and vals.min() > 0 and (log or vals.max() > 100 * vals.min()):
+        ax.set_yscale("log")
+    ax.set_title(title, fontsize=10)
+    ax.set_xlabel("step")
+    ax.grid(alpha=0.3)
+
+
 def instrument_panels(history: History, *, title: str | None = None) -> plt.Figure | None:
     """One panel per group of recorded instrument series against steps (at most
     ``MAX_SERIES`` series each, log scale when all values are positive and span over two
@@ -141,24 +166,14 @@ def instrument_panels(history: History, *, title: str | None = None) -> plt.Figu
     groups = recorded_groups(history)
     if not groups:
         return None
-    cols = min(3, len(groups))
-    rows = -(-len(groups) // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.0 * rows),
-                             constrained_layout=True, squeeze=False)
+    fig, axes = _panel_grid(len(groups), 4.2, 3.0)
     for ax, (group, names) in zip(axes.flat, groups.items()):
         shown = headline_series(group, names)
-        _plot(ax, history, shown, [".-" if len(history[n]) < 50 else "-" for n in shown])
+        _plot(ax, history, shown, [_style(len(history[n])) for n in shown])
         vals = np.concatenate([thinned(history[n])[1] for n in shown])
-        vals = vals[np.isfinite(vals)]
-        if len(vals) and vals.min() > 0 and vals.max() > 100 * vals.min():
-            ax.set_yscale("log")
         more = f" (+{len(names) - len(shown)} more)" if len(names) > len(shown) else ""
-        ax.set_title(group + more, fontsize=10)
+        _finish_panel(ax, group + more, vals[np.isfinite(vals)])
         ax.legend(fontsize=7)
-        ax.set_xlabel("step")
-        ax.grid(alpha=0.3)
-    for ax in list(axes.flat)[len(groups):]:
-        ax.set_visible(False)
     if title:
         fig.suptitle(title)
     return fig
@@ -168,30 +183,21 @@ def compare_runs_figure(histories: Mapping[str, History], metrics: Sequence[str]
                         title: str | None = None) -> plt.Figure:
     """One panel per metric with every run's curve (``histories``: {label: history}); log
     scale for losses and for positive series spanning over two decades."""
-    cols = min(3, len(metrics))
-    rows = -(-len(metrics) // cols)
     # wide enough for the legend's longest label (about 0.07 in per character at 8 pt)
     label_width = 0.07 * max(map(len, histories), default=0) + 0.8
-    legend_cols = 2 if 2 * label_width <= 4.4 * cols else 1
-    fig, axes = plt.subplots(rows, cols, figsize=(max(4.4 * cols, label_width), 3.2 * rows),
-                             constrained_layout=True, squeeze=False)
+    legend_cols = 2 if 2 * label_width <= 4.4 * min(3, len(metrics)) else 1
+    fig, axes = _panel_grid(len(metrics), 4.4, 3.2, min_width=label_width)
     for ax, metric in zip(axes.flat, metrics):
         vals = []
         for label, h in histories.items():
             pts = h.get(metric) or []
             if pts:
                 s, v = thinned(pts)
-                ax.plot(s, v, ".-" if len(pts) < 50 else "-", ms=3, lw=1.3, label=label)
+                ax.plot(s, v, _style(len(pts)), ms=3, lw=1.3, label=label)
                 vals.extend(v[np.isfinite(v)])
         if not vals:
             ax.text(0.5, 0.5, "not recorded", ha="center", va="center", transform=ax.transAxes)
-        elif min(vals) > 0 and (metric.endswith("loss") or max(vals) > 100 * min(vals)):
-            ax.set_yscale("log")
-        ax.set_title(metric, fontsize=10)
-        ax.set_xlabel("step")
-        ax.grid(alpha=0.3)
-    for ax in list(axes.flat)[len(metrics):]:
-        ax.set_visible(False)
+        _finish_panel(ax, metric, np.asarray(vals), log=metric.endswith("loss"))
     if title:
         fig.suptitle(title)
     # one legend above the panels: inside a panel it would hide curves and be cut when the
