@@ -168,12 +168,16 @@ def test_cifar10_reads_batches(tmp_path):
     assert sub.meta["normalize"] == "standardize" and len(sub.meta["mean"]) == 3
 
 
+def _cifar100_samples():
+    """Eight images with fine labels (0..99) and their coarse ones (0..19)."""
+    x = np.random.default_rng(0).integers(0, 256, (8, 3, 32, 32), dtype=np.uint8)
+    return x, [0, 99, 5, 42, 7, 1, 2, 3], [0, 19, 1, 8, 3, 0, 0, 1]
+
+
 def test_cifar100_fine_and_coarse_labels(tmp_path):
     d = tmp_path / "cifar-100-python"
     d.mkdir()
-    rng = np.random.default_rng(0)
-    x = rng.integers(0, 256, (8, 3, 32, 32), dtype=np.uint8)
-    fine, coarse = [0, 99, 5, 42, 7, 1, 2, 3], [0, 19, 1, 8, 3, 0, 0, 1]
+    x, fine, coarse = _cifar100_samples()
     for name in ("train", "test"):
         write_cifar_batch(d / name, x, fine, key=b"fine_labels", extra={b"coarse_labels": coarse})
     ds = load_dataset("cifar100", data_dir=tmp_path)
@@ -379,9 +383,7 @@ def test_cifar10_binary_version_and_archives_read_as_the_python_batches(tmp_path
 def test_cifar100_binary_fine_and_coarse_labels(tmp_path):
     d = tmp_path / "cifar-100-binary"
     d.mkdir()
-    rng = np.random.default_rng(0)
-    x = rng.integers(0, 256, (8, 3, 32, 32), dtype=np.uint8)
-    fine, coarse = [0, 99, 5, 42, 7, 1, 2, 3], [0, 19, 1, 8, 3, 0, 0, 1]
+    x, fine, coarse = _cifar100_samples()
     for name in ("train.bin", "test.bin"):
         (d / name).write_bytes(_binary_records(x, coarse, fine))   # coarse byte first
     ds = load_dataset("cifar100", data_dir=tmp_path)
