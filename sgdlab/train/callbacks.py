@@ -14,7 +14,8 @@ Hooks (all optional), in the order the loop calls them:
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -122,6 +123,17 @@ class Callback:
     def load_state_dict(self, state: dict[str, Any]) -> None: ...
 
 
+@contextmanager
+def naming_divergence(cb: Callback) -> Iterator[None]:
+    """Re-raise a ``FloatingPointError`` (how measurements report a non-finite model) with the
+    callback's instrument name in front: the diverged run's message says which one met it."""
+    try:
+        yield
+    except FloatingPointError as e:
+        name = getattr(cb, "instrument", None) or type(cb).__name__
+        raise FloatingPointError(f"{name}: {e}") from e
+
+
 class MeasurementCallback(Callback):
     """Call ``fn(ctx) -> dict[str, float]`` on a step schedule and log every entry.
 
@@ -143,11 +155,8 @@ class MeasurementCallback(Callback):
             self._record(ctx)
 
     def _record(self, ctx: TrainContext) -> None:
-        try:
+        with naming_divergence(self):
             values = self.fn(ctx)
-        except FloatingPointError as e:  # say which measurement met the non-finite model
-            name = getattr(self, "instrument", None) or type(self).__name__
-            raise FloatingPointError(f"{name}: {e}") from e
         for k, v in values.items():
             if v is not None and not (isinstance(v, float) and math.isnan(v)):
                 ctx.log(k, v)

@@ -45,7 +45,7 @@ from sgdlab.measure.walk import (
 )
 from sgdlab.operators.params import params_vector
 
-from ..callbacks import Callback, Schedule, TrainContext, train_subset
+from ..callbacks import Callback, Schedule, TrainContext, naming_divergence, train_subset
 from . import register_instrument
 
 __all__ = ["StepInterpolationCallback", "StepLengthCallback", "WALK_PREFIX",
@@ -227,12 +227,9 @@ class StepLengthCallback(Callback):
         end = params_vector(ctx.model)
         if data is None or bool(torch.equal(end, theta_t)):
             return        # no batch, or a step that did not move (lr 0): no α
-        try:
-            with evaluation_mode(ctx.model, "eval"):
-                st = normalized_step_length(ctx.model, ctx.loss_fn, theta_t, end, data,
-                                            weights=self.weights)
-        except FloatingPointError as e:   # name the measurement, as MeasurementCallback does
-            raise FloatingPointError(f"{getattr(self, 'instrument', 'step_length')}: {e}") from e
+        with naming_divergence(self), evaluation_mode(ctx.model, "eval"):
+            st = normalized_step_length(ctx.model, ctx.loss_fn, theta_t, end, data,
+                                        weights=self.weights)
         ctx.log_dict(st.as_metrics(self.prefix), ctx.step - 1)
 
 
