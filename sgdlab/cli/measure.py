@@ -366,7 +366,7 @@ def _batch_scalars(args, b: int, lr: float | None, model, loss_fn, data,
     size ``b`` drawn from ``data`` (each without repeats; CABS with the learning rate ``lr``),
     except the noise scale: McCandlish et al.'s ratio of the averaged estimates Tr S and |G|²,
     as they recommend, and Takeuchi's criterion on all of ``data`` with the exact GGN diagonal
-    (``tic/...``)."""
+    (``batch/tic_...``, the names the ``batch_statistics`` instrument records)."""
     import torch
 
     from sgdlab.measure.batch_statistics import batch_statistics, takeuchi_information
@@ -387,7 +387,7 @@ def _batch_scalars(args, b: int, lr: float | None, model, loss_fn, data,
             d = out[f"batch/{den}"]
             out[f"batch/{ratio}"] = out[f"batch/{num}"] / d if d != 0 else math.nan
     tic = takeuchi_information(model, loss_fn, data, curvature="ggn")
-    out["tic/diagonal"], out["tic/trace"] = tic.diagonal, tic.trace
+    out["batch/tic_diagonal"], out["batch/tic_trace"] = tic.diagonal, tic.trace
     return out
 
 

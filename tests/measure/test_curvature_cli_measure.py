@@ -159,7 +159,7 @@ def test_measure_batch_statistics_of_a_checkpoint(tmp_path, monkeypatch):
     for key in ("norm_test", "inner_product_test", "mean_gsnr", "eb_criterion",
                 "cabs_batch_size", "noise_scale"):
         assert sc[f"batch/{key}"] == pytest.approx(getattr(ref, key), rel=1e-5), key
-    assert sc["tic/trace"] == pytest.approx(tic.trace, rel=1e-5)
+    assert sc["batch/tic_trace"] == pytest.approx(tic.trace, rel=1e-5)
     # several batches: the noise scale is the ratio of the averaged estimates
     assert main(["measure", str(run_dir), "--store", store, "--what", "batch", "--subset", "48",
                  "--batch-size", "8", "--batches", "3", "--batch-curvature", "ggn",
