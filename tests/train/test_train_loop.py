@@ -154,9 +154,11 @@ def test_with_replacement_epoch_covers_about_63_percent():
     assert abs(sum(fracs) / 6 - expected) < 0.03
 
 
-def test_resume_after_max_steps_is_bit_for_bit(tmp_path):
+@pytest.mark.parametrize("device", ["cpu"] + (["cuda"] if torch.cuda.is_available() else []))
+def test_resume_after_max_steps_is_bit_for_bit(tmp_path, device):
     """Interrupt mid-epoch (step 11 of 8-step epochs), resume: identical weights, history,
-    callback state, LR schedule and dropout noise as one uninterrupted run."""
+    callback state, LR schedule and dropout noise as one uninterrupted run (on CUDA too: its
+    generator state is checkpointed as well)."""
     def build():
         model = make_model(0, dropout=0.3)
         opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-3)
@@ -168,7 +170,7 @@ def test_resume_after_max_steps_is_bit_for_bit(tmp_path):
         cb = RunningSum()
         torch.manual_seed(123)  # dropout draws from the global RNG
         res = train(model, nn.CrossEntropyLoss(), toy_data(), opt, schedule=sched, epochs=3,
-                    batch_size=8, seed=5, callbacks=[cb], progress=False, **kw)
+                    batch_size=8, seed=5, callbacks=[cb], progress=False, device=device, **kw)
         return model, opt, cb, res
 
     m_ref, o_ref, cb_ref, r_ref = go()
@@ -180,7 +182,7 @@ def test_resume_after_max_steps_is_bit_for_bit(tmp_path):
     cb = RunningSum()
     r2 = train(model, nn.CrossEntropyLoss(), toy_data(), opt, schedule=sched, epochs=3,
                batch_size=8, seed=5, callbacks=[cb], progress=False, checkpoint_dir=tmp_path,
-               resume=True)
+               resume=True, device=device)
     assert r2.steps == r_ref.steps == 24
     assert torch.equal(flat(model), flat(m_ref))
     assert cb.total == cb_ref.total
