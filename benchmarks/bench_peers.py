@@ -50,6 +50,10 @@ the 5 (and 5x it the 25). ``python benchmarks/run.py --only cnn`` runs one probl
 (any other substring selects the figures whose name contains it). The run with every problem
 takes about an hour on one core (the three small problems 32 minutes, most of it PyHessian's
 power iteration failing to reach 1e-3 on the CNNs).
+
+``SGDLAB_BENCH_DEVICE=cuda`` runs every library on the GPU (model, data, probes and
+generators there; PyHessian with ``cuda=True``) and times by the wall clock between
+``torch.cuda.synchronize`` calls instead of the thread's CPU time.
 """
 from __future__ import annotations
 
@@ -115,7 +119,22 @@ def _repeats() -> int:
     return int(os.environ.get("SGDLAB_BENCH_REPEATS", "5"))
 
 
+# ``SGDLAB_BENCH_DEVICE=cuda``: every library's model, data and probes on the GPU, timed by
+# the wall clock between synchronisations (the thread's CPU time misses the device's work)
+DEVICE = torch.device(os.environ.get("SGDLAB_BENCH_DEVICE", "cpu"))
+
+
+def _gen(seed: int) -> torch.Generator:
+    return torch.Generator(DEVICE).manual_seed(seed)
+
+
 def _timed(fn: Callable[[], Any]) -> tuple[float, Any]:
+    if DEVICE.type == "cuda":
+        torch.cuda.synchronize(DEVICE)
+        t = time.perf_counter()
+        out = fn()
+        torch.cuda.synchronize(DEVICE)
+        return time.perf_counter() - t, out
     t = time.thread_time()
     out = fn()
     return time.thread_time() - t, out
@@ -238,7 +257,7 @@ def _pyhessian(model, loss_fn, x, y):
         return None
 
     def build():
-        h = mod.hessian(model, loss_fn, data=(x, y), cuda=False)
+        h = mod.hessian(model, loss_fn, data=(x, y), cuda=DEVICE.type == "cuda")
         return h
 
     return build
@@ -283,7 +302,7 @@ def eig_task(k: int, model, loss_fn, x, y, ref: torch.Tensor) -> float | None:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             vals, _ = lanczos(HessianOperator(model, loss_fn, (x, y)), k, tol=tol,
-                              num_iter=400, generator=torch.Generator().manual_seed(1))
+                              num_iter=400, generator=_gen(1))
         return vals.tolist()
 
     peers = []
@@ -323,7 +342,7 @@ def trace_tasks(model, loss_fn, x, y) -> dict[str, float | None]:
     from sgdlab.operators import HessianOperator
 
     pilot = hutchinson_trace(HessianOperator(model, loss_fn, (x, y)), 200,
-                             generator=torch.Generator().manual_seed(7))
+                             generator=_gen(7))
     sd = pilot.stderr * math.sqrt(pilot.num_samples)
     out: dict[str, float | None] = {}
     done: dict[int, float | None] = {}
@@ -336,7 +355,7 @@ def trace_tasks(model, loss_fn, x, y) -> dict[str, float | None]:
 
         def ours(_):
             return hutchinson_trace(HessianOperator(model, loss_fn, (x, y)), run_m,
-                                    generator=torch.Generator().manual_seed(2)).value
+                                    generator=_gen(2)).value
 
         peers = []
         build = _pyhessian(model, loss_fn, x, y)
@@ -384,7 +403,7 @@ def slq_task(model, loss_fn, x, y) -> float | None:
 
     def ours(_):
         dens = spectral_density(HessianOperator(model, loss_fn, (x, y)), num_probes=SLQ_PROBES,
-                                num_iter=SLQ_STEPS, generator=torch.Generator().manual_seed(3))
+                                num_iter=SLQ_STEPS, generator=_gen(3))
         return float(dens.nodes.max())
 
     peers = []
@@ -483,7 +502,7 @@ def dx_task(model, loss_fn, x, y) -> float | None:
     def spectrum_from(grads: list[torch.Tensor]):
         g = torch.cat([t.reshape(len(x), -1) for t in grads], 1)
         f = (g - g.mean(0)) / math.sqrt(len(g))
-        gram = (f @ f.T).double()
+        gram = (f @ f.T).double().cpu()
         if len(gram) <= 1000:            # the Gram trick, with sgdlab's eigensolver (LAPACK
             import scipy.linalg          # evx subset): the figure compares the rest
 
@@ -497,12 +516,12 @@ def dx_task(model, loss_fn, x, y) -> float | None:
             np.random.seed(0)
             vals, u = eigsh(gram.numpy(), k=k, which="LA")
             vals, u = torch.from_numpy(vals).flip(0), torch.from_numpy(u).flip(1)
-        vecs = f.T @ u.to(f.dtype) / vals.sqrt().to(f.dtype)
+        vecs = f.T @ u.to(f) / vals.sqrt().to(f)
         return vals, vecs
 
     def error(out) -> float:
-        vals = out[0].double()
-        return float(((vals - ref.double()).abs() / ref.double().abs()).max())
+        vals, r = out[0].double().cpu(), ref.double().cpu()
+        return float(((vals - r).abs() / r.abs()).max())
 
     peers = [Peer(n, lambda _, fn=fn: spectrum_from(fn()))
              for n, fn in _peer_per_sample(model, loss_fn, x, y)]
@@ -516,7 +535,7 @@ def hvp_cost(model, loss_fn, x, y) -> float:
 
     params = [p for p in model.parameters() if p.requires_grad]
     op = HessianOperator(model, loss_fn, (x, y))
-    v = torch.randn(num_params(model), generator=torch.Generator().manual_seed(0))
+    v = torch.randn(num_params(model), generator=_gen(0), device=DEVICE)
     op.matvec(v)
     grads, hvps = [], []
     for _ in range(max(_repeats(), 7)):        # alternating: load changes hit both alike
@@ -538,10 +557,10 @@ def _reference(model, loss_fn, x, y) -> torch.Tensor:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         vals, _ = lanczos(HessianOperator(model, loss_fn, (x, y)), 5, tol=1e-6, num_iter=400,
-                          dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+                          dtype=torch.float64, generator=_gen(0))
     print(f"  reference top-5 (float64 recurrence, tol 1e-6): "
           f"{', '.join(f'{v:.6g}' for v in vals.tolist())} ({time.perf_counter() - t0:.0f} s)")
-    return vals.double()
+    return vals.double().cpu()
 
 
 def run(only: str = "") -> dict[str, float | None]:
@@ -560,10 +579,11 @@ def run(only: str = "") -> dict[str, float | None]:
             if not figs:
                 continue
             model, x, y, desc = problem(name)
+            model, x, y = model.to(DEVICE), x.to(DEVICE), y.to(DEVICE)
             loss_fn = nn.CrossEntropyLoss()
             from sgdlab.operators import num_params
 
-            print(f"== {name}: {desc}, d = {num_params(model)}, N = {len(x)}, float32, cpu, "
+            print(f"== {name}: {desc}, d = {num_params(model)}, N = {len(x)}, float32, {DEVICE}, "
                   f"1 thread", flush=True)
 
             def want(task):
