@@ -17,11 +17,13 @@
 All losses are means over ``data`` (batches weighted by size), evaluated in the model's current
 train/eval mode with gradients off (except the ascent in ``epsilon_sharpness``). Perturbed losses
 are batched with ``torch.func.vmap`` over ``functional_call`` (``vectorize=False``: a loop that
-writes the parameters in place and restores them).
+writes the parameters in place and restores them). A model vmap cannot batch — batch norm or
+dropout in train mode — falls back to the loop with a ``RuntimeWarning``.
 """
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -88,14 +90,21 @@ def perturbed_evaluations(
         batched = vmap(loss_at, in_dims=(0, None, None))
         totals = torch.zeros(m, dtype=torch.float64, device=device)
         correct = torch.zeros(m, dtype=torch.float64, device=device)
-        for x, y in iterate_batches(data, device):
-            for i in range(0, m, chunk_size):
-                thetas = theta + perturbations[i : i + chunk_size].to(device, theta.dtype)
-                loss, hits = batched(thetas, x, y)
-                totals[i : i + chunk_size] += loss.double() * len(x)
-                correct[i : i + chunk_size] += hits.double()
-            n += len(x)
-    else:
+        try:
+            for x, y in iterate_batches(data, device):
+                for i in range(0, m, chunk_size):
+                    thetas = theta + perturbations[i : i + chunk_size].to(device, theta.dtype)
+                    loss, hits = batched(thetas, x, y)
+                    totals[i : i + chunk_size] += loss.double() * len(x)
+                    correct[i : i + chunk_size] += hits.double()
+                n += len(x)
+        except RuntimeError as e:
+            # train-mode batch norm (an in-place update of its running statistics), dropout
+            # in train mode (random ops) or an op without a batching rule: stay correct
+            warnings.warn(f"perturbed_evaluations: vmap failed ({str(e).splitlines()[0]}); "
+                          "evaluating the points one by one", RuntimeWarning, stacklevel=2)
+            vectorize, n = False, 0
+    if not vectorize:
         # a single batch is moved and checked once, not once per point
         batches = list(iterate_batches(data, device)) if is_single_batch(data) else None
         # per point only an add and one foreach copy: parameters, views and buffer made once

@@ -22,7 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from .batches import Data, is_single_batch, iterate_batches
-from .hessian import _probe_bytes, _taylor_and_rop, _unflatten_cols, affine_batchnorm
+from .hessian import _probe_bytes, _taylor_and_rop, _unflatten_cols, second_order_forward
 from .taylor import taylor_quadratic_forms
 from .linear import ModelOperator
 from .rop import rop_products
@@ -62,7 +62,7 @@ class GGNOperator(ModelOperator):
 
     def _prepare(self, x: Tensor, y: Tensor):
         with torch.enable_grad():
-            with affine_batchnorm(self.model):
+            with second_order_forward(self.model):
                 out = self.model(x)
             o = out.detach().requires_grad_(True)
             g_out = torch.autograd.grad(self.loss_fn(o, y), o, create_graph=True)[0]

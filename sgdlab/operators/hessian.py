@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterator
 
 import torch
 from torch import Tensor, nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from .batches import Data, is_single_batch, iterate_batches
 from .linear import ModelOperator
@@ -69,6 +70,17 @@ def affine_batchnorm(model: nn.Module) -> Iterator[None]:
             h.remove()
 
 
+@contextlib.contextmanager
+def second_order_forward(model: nn.Module) -> Iterator[None]:
+    """A forward pass whose graph will be differentiated twice: eval-mode batch norm as
+    elementwise ops (:func:`affine_batchnorm`), and ``scaled_dot_product_attention``
+    (``nn.MultiheadAttention``, ``nn.TransformerEncoderLayer``) on its math kernel, the only
+    one with a double backward: the fused flash and memory-efficient kernels it picks
+    otherwise have none, so every Hessian-vector product through them would fail."""
+    with affine_batchnorm(model), sdpa_kernel([SDPBackend.MATH]):
+        yield
+
+
 class HessianOperator(ModelOperator):
     def __init__(
         self,
@@ -89,7 +101,7 @@ class HessianOperator(ModelOperator):
         self._taylor_cache = self._rop_cache = None
         if cache_graph and is_single_batch(data) and self._rop is None:
             x, y = next(iterate_batches(data, self.device))
-            with affine_batchnorm(model):
+            with second_order_forward(model):
                 loss = loss_fn(model(x), y)
             self._cached_grad = torch.autograd.grad(
                 loss, list(self.params.values()), create_graph=True, **UNUSED_ZERO
@@ -121,7 +133,7 @@ class HessianOperator(ModelOperator):
         total, n = torch.zeros_like(m), 0
         for x, y in iterate_batches(self.data, self.device):
             with torch.enable_grad():
-                with affine_batchnorm(self.model):
+                with second_order_forward(self.model):
                     loss = self.loss_fn(self.model(x), y)
                 grads = torch.autograd.grad(loss, list(self.params.values()), create_graph=True,
                                             **UNUSED_ZERO)
@@ -137,7 +149,7 @@ class HessianOperator(ModelOperator):
         total, n = torch.zeros_like(v), 0
         for x, y in iterate_batches(self.data, self.device):
             with torch.enable_grad():
-                with affine_batchnorm(self.model):
+                with second_order_forward(self.model):
                     loss = self.loss_fn(self.model(x), y)
                 grads = torch.autograd.grad(loss, list(self.params.values()), create_graph=True,
                                             **UNUSED_ZERO)

@@ -64,6 +64,14 @@ def train_subset(data: Any, size: int | None, seed: int = 0) -> tuple[Tensor, Te
     return x, y
 
 
+def step_generator(ctx: "TrainContext", seed: int) -> torch.Generator:
+    """A generator on the model's device seeded with ``seed + step``: a measurement's random
+    draws (probes, start vectors) are reproducible and leave torch's global RNG, which dropout
+    and the optimizers' noise read, untouched."""
+    dev = next(ctx.model.parameters()).device
+    return torch.Generator(device=dev).manual_seed(seed + ctx.step)
+
+
 class Schedule:
     """When to measure: a predicate on the step count (and/or completed epochs)."""
 

@@ -271,6 +271,7 @@ class _Training:
                  checkpoint_every, device, max_steps, drop_last, resume, progress):
         self.t_start = time.perf_counter()
         _check_args(epochs, batch_size, eval_every, eval_subset, checkpoint_every, max_steps)
+        check_dataset(data)
         if resume and checkpoint_dir is None:
             raise UserError("resume=True needs checkpoint_dir")
         if device is not None:
@@ -669,6 +670,16 @@ def _eval_sets(data: Any, eval_subset: int | None, seed: int) -> dict[str, tuple
             x, y = x[idx], y[idx]
         out[split] = (x, y)
     return out
+
+
+def check_dataset(data: Any) -> None:
+    """Training takes a :class:`sgdlab.data.Dataset`, not the ``(x, y)`` batches the
+    measurements take: say so instead of failing on a missing attribute."""
+    if not (hasattr(data, "x_train") and hasattr(data, "y_train")):
+        raise UserError(
+            f"data must be a sgdlab.data.Dataset (x_train, y_train, x_test, y_test), got "
+            f"{type(data).__name__}; for your own tensors: "
+            "sgdlab.data.Dataset(x_train, y_train, x_test, y_test)")
 
 
 def _check_args(epochs, batch_size, eval_every, eval_subset, checkpoint_every, max_steps) -> None:

@@ -63,7 +63,7 @@ from torch import Tensor, nn
 from ..errors import ConfigError, UserError
 from ..optim.elastic import Parle, master_average
 from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from .loop import BatchStream, evaluate
+from .loop import BatchStream, check_dataset, evaluate
 
 __all__ = ["ParleConfig", "ReplicaResult", "ReplicaWorker", "train_replicas", "replica_shards",
            "replica_seeds"]
@@ -370,6 +370,7 @@ def train_replicas(model: nn.Module, loss_fn: Callable[[Tensor, Tensor], Tensor]
         raise ConfigError(f"checkpoint_every must be an int >= 1, got {checkpoint_every!r}")
     if (resume or checkpoint_every is not None) and checkpoint_dir is None:
         raise UserError("resume / checkpoint_every need checkpoint_dir")
+    check_dataset(data)
     n = cfg.replicas
     dev = torch.device(device) if device is not None else data.x_train.device
     x_all, y_all = data.x_train.to(dev), data.y_train.to(dev)

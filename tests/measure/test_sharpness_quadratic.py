@@ -1,4 +1,6 @@
 """Sharpness measures on a quadratic loss with closed forms."""
+import copy
+
 import pytest
 import torch
 from torch import nn
@@ -65,3 +67,32 @@ def test_local_entropy_of_quadratic_at_minimum():
     assert le.width == -le.f_gamma
     with pytest.raises(ValueError, match="beta"):
         local_entropy(model, _loss, DATA, gamma, beta=0.0)
+
+
+def test_expected_sharpness_of_a_train_mode_batch_norm_model():
+    # vmap cannot run a train-mode batch norm (it updates its running statistics in place):
+    # the points are evaluated one by one instead, each batch normalised by its own statistics
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4), nn.Tanh(),
+                          nn.Linear(4, 2)).double().train()
+    g = torch.Generator().manual_seed(1)
+    data = (torch.randn(8, 3, generator=g, dtype=torch.float64),
+            torch.randint(2, (8,), generator=g))
+    loss_fn = nn.CrossEntropyLoss()
+    theta = params_vector(model)
+    xi = 0.1 * torch.randn(5, theta.numel(), generator=torch.Generator().manual_seed(2),
+                           dtype=torch.float64)
+    ref = []
+    for row in xi:
+        m = copy.deepcopy(model)
+        torch.nn.utils.vector_to_parameters(theta + row, m.parameters())
+        with torch.no_grad():
+            ref.append(float(loss_fn(m(data[0]), data[1])))
+    with torch.no_grad():
+        base = float(loss_fn(copy.deepcopy(model)(data[0]), data[1]))
+    expected = sum(ref) / len(ref) - base
+    with pytest.warns(RuntimeWarning, match="vmap failed"):
+        got = expected_sharpness(model, loss_fn, data, sigma=0.1, num_samples=5,
+                                 generator=torch.Generator().manual_seed(2))
+    assert got.value == pytest.approx(expected, rel=1e-12, abs=1e-14)
+    assert torch.equal(params_vector(model), theta)

@@ -229,3 +229,35 @@ def test_slq_lockstep_matches_sequential_lanczos():
             torch.testing.assert_close(dens.nodes[i, : len(theta)], theta)
             torch.testing.assert_close(dens.weights[i, : len(theta)], s[0] ** 2)
             assert float(dens.weights[i, len(theta):].abs().sum()) == 0
+
+
+class _Attention(nn.Module):
+    """Embedding, one self-attention layer (torch's fused attention kernels), mean pooling."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.emb = nn.Embedding(5, 4)
+        self.attn = nn.MultiheadAttention(4, 2, batch_first=True)
+        self.head = nn.Linear(4, 3)
+
+    def forward(self, tokens):
+        h = self.emb(tokens)
+        return self.head((h + self.attn(h, h, h, need_weights=False)[0]).mean(1))
+
+
+def test_curvature_through_multihead_attention():
+    # the flash kernel scaled_dot_product_attention picks on CPU has no double backward: the
+    # operators run their forward on the math kernel, so the products exist and are exact
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    model = _Attention().double().eval()
+    g = torch.Generator().manual_seed(1)
+    data = (torch.randint(5, (6, 3), generator=g), torch.randint(3, (6,), generator=g))
+    loss_fn = nn.CrossEntropyLoss()
+    with sdpa_kernel([SDPBackend.MATH]):
+        ref_h = dense_hessian_reference(model, loss_fn, data)
+        ref_g = ggn_reference(model, loss_fn, data)
+    loader = [(data[0][:4], data[1][:4]), (data[0][4:], data[1][4:])]
+    for d in (data, loader):
+        torch.testing.assert_close(HessianOperator(model, loss_fn, d).to_dense(), ref_h)
+        torch.testing.assert_close(GGNOperator(model, loss_fn, d).to_dense(), ref_g)

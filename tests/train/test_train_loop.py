@@ -300,6 +300,18 @@ def test_eval_subset_is_fixed_and_bad_arguments_are_rejected():
         run(epochs=-1)
 
 
+def test_training_on_a_batch_tuple_names_the_dataset_it_needs():
+    # the measurements take (x, y); train() and train_replicas() take a Dataset
+    from sgdlab.train.replicas import ParleConfig, train_replicas
+    model = nn.Linear(3, 2)
+    batch = (torch.randn(4, 3), torch.zeros(4, dtype=torch.long))
+    with pytest.raises(UserError, match=r"Dataset\(x_train, y_train, x_test, y_test\)"):
+        train(model, nn.CrossEntropyLoss(), batch, torch.optim.SGD(model.parameters(), lr=0.1),
+              epochs=1, progress=False)
+    with pytest.raises(UserError, match="must be a sgdlab.data.Dataset .* got tuple"):
+        train_replicas(model, nn.CrossEntropyLoss(), batch, ParleConfig(replicas=1), epochs=1)
+
+
 def test_deferred_loss_readback_matches_and_still_catches_divergence(monkeypatch):
     """The CUDA path reads losses back in groups; forced here on CPU with groups of 4."""
     import sgdlab.train.loop as loop_mod

@@ -91,6 +91,25 @@ def test_train_mode_hessian_uses_the_statistics_of_each_batch():
             torch.testing.assert_close(v, before[k])
 
 
+def test_hessian_norm_leaves_the_global_rng_to_dropout():
+    # dropout draws its masks from torch's global RNG: a Lanczos start vector drawn there
+    # would change every later mask, and the run would end at other weights than without it
+    def run(callbacks):
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Dropout(0.5),
+                              nn.Linear(4, 2)).double()
+        res = train(model, nn.CrossEntropyLoss(), _data(),
+                    torch.optim.SGD(model.parameters(), lr=0.1), epochs=2, batch_size=4,
+                    callbacks=callbacks, progress=False)
+        return params_vector(model), res
+
+    dyn = build_instrument("dynamics", schedule=Schedule.every(1), hessian_every=2,
+                           hessian_bn_mode="both")
+    measured, res = run([dyn])
+    assert [s for s, _ in res.history["hess_norm_eval"]] == [0, 2, 4, 6]
+    assert torch.equal(measured, run([])[0])
+
+
 def test_step_length_instrument_logs_alpha_of_the_scheduled_steps():
     """Full-batch gradient descent: the logged α of step t is the direct
     ``normalized_step_length`` between θ_t and θ_{t+1} (here recomputed by hand)."""

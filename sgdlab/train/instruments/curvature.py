@@ -26,7 +26,8 @@ from sgdlab.measure.curvature import frobenius_norm, hutchinson_trace, lanczos
 from sgdlab.measure.sharpness import epsilon_sharpness, expected_sharpness, local_entropy
 from sgdlab.operators import curvature_operator
 
-from ..callbacks import MeasurementCallback, Schedule, TrainContext, train_subset
+from ..callbacks import (MeasurementCallback, Schedule, TrainContext, step_generator,
+                         train_subset)
 from . import register_instrument
 
 __all__ = ["HessianCallback", "SharpnessCallback", "MeasuredCallback"]
@@ -62,8 +63,7 @@ class MeasuredCallback(MeasurementCallback):
         return self._data
 
     def generator(self, ctx: TrainContext) -> torch.Generator:
-        dev = next(ctx.model.parameters()).device
-        return torch.Generator(device=dev).manual_seed(self.seed + ctx.step)
+        return step_generator(ctx, self.seed)
 
     def _measure(self, ctx: TrainContext) -> dict[str, float]:
         with _mode(ctx.model, self.eval_mode):

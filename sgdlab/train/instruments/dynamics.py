@@ -18,7 +18,8 @@ and on their own (sparser) schedules, on the training set or a fixed subset of i
   footnote 5) track it "in the train mode of batchnorm" because that is what SGD experiences:
   ``eval_batch_size`` splits the evaluation set into batches of SGD's size, so each batch is
   normalised with its own statistics as in training (the Hessian is that of the mean loss
-  over those batches).
+  over those batches). Lanczos starts from a vector drawn with its own generator (``seed`` +
+  step), so dropout masks and optimizer noise, which read torch's global RNG, are unchanged.
 
 θ_0 is the model at ``on_train_begin`` of a fresh run (restored from ``state_dict`` on resume).
 """
@@ -33,7 +34,7 @@ from torch import Tensor
 from sgdlab.measure.dynamics import full_batch_grad_norm, hessian_spectral_norm
 from sgdlab.operators.params import grads_vector, params_vector, trainable_named_params
 
-from ..callbacks import Callback, Schedule, TrainContext, train_subset
+from ..callbacks import Callback, Schedule, TrainContext, step_generator, train_subset
 from . import register_instrument
 
 __all__ = ["DynamicsCallback", "dynamics_instrument"]
@@ -205,9 +206,9 @@ class DynamicsCallback(Callback):
                                                            self._eval_data(ctx)))
         if self.hessian_schedule(ctx.step):
             for mode in self.bn_modes:
+                kw = {"generator": step_generator(ctx, self.seed), **self.hessian_kw}
                 ctx.log(f"hess_norm_{mode}", hessian_spectral_norm(
-                    ctx.model, ctx.loss_fn, self._eval_data(ctx), bn_mode=mode,
-                    **self.hessian_kw))
+                    ctx.model, ctx.loss_fn, self._eval_data(ctx), bn_mode=mode, **kw))
 
     def state_dict(self) -> dict[str, Any]:
         prev = None
