@@ -1,7 +1,8 @@
 """Tables as data: one ``Table`` renders to CSV, Markdown, HTML and a JSON record.
 
-Cells are numbers, strings, booleans or ``None`` (shown as an empty cell / ``—``). Floats are
-formatted with ``float_fmt`` for Markdown/HTML only; CSV and JSON keep full precision.
+Cells are numbers, strings, booleans, ``None`` (shown as an empty cell / ``—``) or lists of
+them. Floats, also inside lists, are formatted with ``float_fmt`` for Markdown/HTML only; CSV
+and JSON keep full precision.
 """
 from __future__ import annotations
 
@@ -38,6 +39,8 @@ class Table:
             if math.isnan(v):
                 return "nan"
             return format(v, self.float_fmt)
+        if isinstance(v, (list, tuple)):       # e.g. a point's coordinates, same precision
+            return "[" + ", ".join(self._fmt(x) for x in v) + "]"
         return str(v)
 
     def to_csv(self) -> str:

@@ -94,7 +94,7 @@ def double_well_figure(
     exact = [angular[k][1] for k in names]
     xs = np.arange(len(names))
     ax.bar(xs - 0.2, meas, 0.4, label="measured")
-    ax.bar(xs + 0.2, exact, 0.4, label="λ π^{3/2} / Z")
+    ax.bar(xs + 0.2, exact, 0.4, label="closed form λπ^(3/2)/Z")
     ax.set_xticks(xs, names, fontsize=8)
     ax.set(title="mean angular velocity", ylabel="rad / time")
     ax.legend(fontsize=8)
