@@ -14,12 +14,16 @@ import matplotlib.pyplot as plt  # noqa: E402
 matplotlib.rcParams["svg.fonttype"] = "none"
 import numpy as np  # noqa: E402
 
+from sgdlab.report.figures.axes import log_scale  # noqa: E402
+
 Series = dict[str, tuple[Sequence[float], Sequence[float], Sequence[float] | None]]
 
 
 def curves(series: Series, *, xlabel: str, ylabel: str, title: str = "", logx: bool = False,
            logy: bool = False, figsize=(5.2, 3.6), markers: bool = False, ax=None):
-    """One line per label; the optional third element is a ±band (e.g. std over seeds)."""
+    """One line per label; the optional third element is a ±band (e.g. std over seeds).
+    ``logx`` / ``logy`` apply only when every finite value on that axis is positive (a log
+    axis would drop the others without a word)."""
     fig = None
     if ax is None:
         fig, ax = plt.subplots(figsize=figsize)
@@ -30,9 +34,9 @@ def curves(series: Series, *, xlabel: str, ylabel: str, title: str = "", logx: b
             e = np.asarray(err, float)
             ax.fill_between(x, y - e, y + e, alpha=0.2, color=line.get_color())
     if logx:
-        ax.set_xscale("log")
+        log_scale(ax, [v for x, _, _ in series.values() for v in x], axis="x")
     if logy:
-        ax.set_yscale("log")
+        log_scale(ax, [v for _, y, _ in series.values() for v in y], axis="y")
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     if title:

@@ -18,6 +18,7 @@ from sgdlab.experiments.procedures import StoredRun, register_analysis
 from sgdlab.experiments.procedures.common import (by_group, check_claims, finite, mean_curve,
                                                   stat, values_by_group, x_axis)
 from sgdlab.experiments.spec import get_dotted
+from sgdlab.report.figures.axes import log_scale
 from sgdlab.report.tables import Table
 
 
@@ -94,7 +95,7 @@ def ratio_grid(spec, runs: list[StoredRun]) -> Analysis:
             bad = [r for r in rs if r[-2] > 0]
             for r in bad:
                 ax.axvline(r[2], color="red", ls=":", lw=1)
-        ax.set_xscale("log")
+        log_scale(ax, [r[2] for r in rows], axis="x")
         ax.set_xlabel("η / B")
         ax.set_ylabel(LABELS.get(m, m))
         ax.grid(alpha=0.3)

@@ -21,6 +21,7 @@ from sgdlab.experiments.procedures.common import (by_group, check_claims, finite
                                                   values_by_group)
 from sgdlab.experiments.procedures.jastrzebski import (CLEAR_TREND, _spearman, clear_trend,
                                                        epoch_curves)
+from sgdlab.report.figures.axes import log_scale
 from sgdlab.report.tables import Table
 
 
@@ -217,7 +218,7 @@ def xing_cosine_grid(spec, runs: list[StoredRun]) -> Analysis:
     for ax, pts, col, name in ((ax_b, by_b, 1, "batch size"), (ax_lr, by_lr, 0, "learning rate")):
         ax.errorbar([p[col] for p in pts], [p[2] for p in pts], yerr=[p[3] for p in pts],
                     fmt="o-", ms=4)
-        ax.set_xscale("log")
+        log_scale(ax, [p[col] for p in pts], axis="x")
         ax.set_xlabel(name)
         ax.set_ylabel("mean cos(g_t-1, g_t)")
         ax.grid(alpha=0.3)

@@ -24,6 +24,9 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
+
+from sgdlab.report.figures.axes import log_scale  # noqa: E402
 
 __all__ = ["alignment_figure", "batch_statistics_figure", "curvature_history_figure", "eigenspectrum_figure",
            "noise_magnitude_figure", "spectral_density_figure"]
@@ -65,7 +68,8 @@ def spectral_density_figure(grid: Sequence[float], density: Sequence[float], *,
 def eigenspectrum_figure(spectra: Mapping[str, Sequence[float]], *,
                          title: str | None = None) -> plt.Figure:
     """Each spectrum sorted by decreasing |λ| against its rank (log-log), negative eigenvalues
-    drawn hollow."""
+    drawn hollow; exact zeros (e.g. weights no input reaches) have no place on a log axis and
+    are counted in the legend instead."""
     fig, ax = plt.subplots(figsize=(5.5, 3.6), constrained_layout=True)
     drawn = 0
     for i, (name, vals) in enumerate(spectra.items()):
@@ -75,10 +79,12 @@ def eigenspectrum_figure(spectra: Mapping[str, Sequence[float]], *,
         order = np.argsort(-np.abs(v))
         v = v[order]
         r = np.arange(1, len(v) + 1)
-        pos = v > 0
-        ax.loglog(r[pos], v[pos], ".", color=f"C{i}", label=name, ms=4)
-        if (~pos).any():
-            ax.loglog(r[~pos], np.abs(v[~pos]) + 1e-300, "o", mfc="none", color=f"C{i}", ms=3,
+        pos, neg = v > 0, v < 0
+        zeros = int((v == 0).sum())
+        label = name + (f" ({zeros} exact zeros not shown)" if zeros else "")
+        ax.loglog(r[pos], v[pos], ".", color=f"C{i}", label=label, ms=4)
+        if neg.any():
+            ax.loglog(r[neg], -v[neg], "o", mfc="none", color=f"C{i}", ms=3,
                       label=f"{name} (negative, |λ|)")
         drawn += 1
     if drawn:
@@ -108,6 +114,8 @@ def alignment_figure(cosines: Sequence[float], hessian_normalised: Sequence[floa
     a.set_xlabel("eigen-index i")
     a.set_ylabel("|cos(u_i(H), v_i(Σ))|")
     b.set_xlabel("eigen-index i")
+    for ax in (a, b):       # an index: no ticks between integers
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     b.set_ylabel("λ_i / ‖M‖_F")
     sup = title or "Σ–H alignment"
     if residual is not None:
@@ -127,8 +135,8 @@ def _series(ax, history: History, names: Sequence[str], log: bool = False) -> in
         n += 1
     if n:
         ax.legend(fontsize=7)
-        if log and all(v > 0 for name in names for _, v in history.get(name) or []):
-            ax.set_yscale("log")
+        if log:
+            log_scale(ax, [v for name in names for _, v in history.get(name) or []])
     return n
 
 

@@ -14,6 +14,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from sgdlab.report.figures.axes import log_scale  # noqa: E402
+
 __all__ = ["interpolation_figure"]
 
 
@@ -34,7 +36,7 @@ def interpolation_figure(curve: Any, *, labels: tuple[str, str] = ("A", "B"),
             ax.plot(a, lo, ls, color="tab:blue", label=f"{split} loss")
         if ac and np.isfinite(ac).any():
             ax2.plot(a, ac, ls, color="tab:red", label=f"{split} accuracy")
-    ax.set_yscale("log")
+    log_scale(ax, [v for ln in ax.get_lines() for v in ln.get_ydata()])
     ax.set_xlabel("α")
     ax.set_ylabel("loss", color="tab:blue")
     ax2.set_ylabel("accuracy", color="tab:red")
@@ -47,6 +49,8 @@ def interpolation_figure(curve: Any, *, labels: tuple[str, str] = ("A", "B"),
     h2, l2 = ax2.get_legend_handles_labels()
     ax.legend(h1 + h2, l1 + l2, fontsize=7, loc="best")
     bn = curve["bn_stats"] if isinstance(curve, Mapping) else getattr(curve, "bn_stats", "none")
-    ax.set_title(title or f"linear interpolation (batch-norm statistics: {bn})", fontsize=9)
+    # above the end labels, which sit on the top edge of the axes
+    ax.set_title(title or f"linear interpolation (batch-norm statistics: {bn})", fontsize=9,
+                 pad=14)
     fig.tight_layout()
     return fig

@@ -18,6 +18,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from sgdlab.report.figures.axes import log_scale  # noqa: E402
+
 __all__ = ["protocol_curves"]
 
 History = Mapping[str, Sequence[tuple[int, float]]]
@@ -51,7 +53,7 @@ def protocol_curves(histories: Mapping[str, History], *, title: str | None = Non
         ax.set_xlabel("step")
         ax.set_ylabel(label)
         if name == "lr_step" and log_lr:
-            ax.set_yscale("log")
+            log_scale(ax, [v for ln in ax.get_lines() for v in ln.get_ydata()])
         if len(histories) > 1:
             ax.legend(fontsize=7)
     if title:

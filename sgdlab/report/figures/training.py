@@ -22,6 +22,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from sgdlab.report.figures.axes import log_scale  # noqa: E402
+
 __all__ = ["compare_runs_figure", "headline_series", "instrument_panels", "learning_curves",
            "recorded_groups", "thinned"]
 
@@ -75,10 +77,7 @@ def learning_curves(history: History, *, title: str | None = None,
     losses = ("batch_loss", "train_loss", "test_loss")
     if _panel(ax_l, history, losses, (":", "-", "--"), ylabel="loss (mean over examples)",
               empty="no loss recorded") and log_loss:
-        finite_pos = [v for n in losses for _, v in history.get(n, [])
-                      if np.isfinite(v) and v > 0]
-        if finite_pos:
-            ax_l.set_yscale("log")
+        log_scale(ax_l, [v for n in losses for _, v in history.get(n) or []])
     if _panel(ax_a, history, ("train_acc", "test_acc"), ("-", "--"), ylabel="accuracy",
               empty="no accuracy recorded (regression?)"):
         ax_a.set_ylim(0, 1.02)
@@ -113,6 +112,8 @@ def recorded_groups(history: History) -> dict[str, list[str]]:
     for name, pts in sorted(history.items()):
         if name in _LOOP or not pts or _SKIP.search(name):
             continue
+        if name.endswith("_se") and history.get(name[:-3]):
+            continue              # a standard error: drawn as a band around its estimate
         if name == "lr":
             if len({v for _, v in pts}) < 2:
                 continue          # a constant learning rate says nothing in a plot
@@ -153,16 +154,26 @@ def _finish_panel(ax, title: str, vals: np.ndarray, *, log: bool = False) -> Non
     """Title, step axis, grid; a log scale when ``log`` or when the finite ``vals`` are
     positive and span over two decades (all of them positive either way)."""
     if len(vals) and vals.min() > 0 and (log or vals.max() > 100 * vals.min()):
-        ax.set_yscale("log")
+        log_scale(ax, vals)
     ax.set_title(title, fontsize=10)
     ax.set_xlabel("step")
     ax.grid(alpha=0.3)
 
 
+def _se_band(ax, history: History, name: str, color) -> None:
+    """±1 standard error around ``name`` where ``name_se`` is recorded at the same steps."""
+    se = dict(history.get(name + "_se") or [])
+    pts = [(st, v, se[st]) for st, v in history.get(name) or [] if st in se]
+    if pts:
+        st, v, e = np.asarray(pts, float).T
+        ax.fill_between(st, v - e, v + e, color=color, alpha=0.2, lw=0)
+
+
 def instrument_panels(history: History, *, title: str | None = None) -> plt.Figure | None:
     """One panel per group of recorded instrument series against steps (at most
-    ``MAX_SERIES`` series each, log scale when all values are positive and span over two
-    decades); None when the run recorded none."""
+    ``MAX_SERIES`` series each, a recorded ``<name>_se`` as a ±1 s.e. band around ``<name>``,
+    log scale when all values are positive and span over two decades); None when the run
+    recorded none."""
     groups = recorded_groups(history)
     if not groups:
         return None
@@ -170,6 +181,8 @@ def instrument_panels(history: History, *, title: str | None = None) -> plt.Figu
     for ax, (group, names) in zip(axes.flat, groups.items()):
         shown = headline_series(group, names)
         _plot(ax, history, shown, [_style(len(history[n])) for n in shown])
+        for line, n in zip(ax.get_lines(), shown):
+            _se_band(ax, history, n, line.get_color())
         vals = np.concatenate([thinned(history[n])[1] for n in shown])
         more = f" (+{len(names) - len(shown)} more)" if len(names) > len(shown) else ""
         _finish_panel(ax, group + more, vals[np.isfinite(vals)])

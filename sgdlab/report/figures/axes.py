@@ -1,0 +1,59 @@
+"""Axis-scale rules every figure shares.
+
+A log axis silently drops values ≤ 0 (and NaN/inf): :func:`log_scale` sets one only when all
+the finite values it is given are positive. Over less than two decades matplotlib labels minor
+ticks in the form 2.3 × 10⁰ (under one decade, only those); such an axis gets plain-number
+labels instead.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+
+import numpy as np
+from matplotlib import ticker
+
+__all__ = ["log_scale"]
+
+MAX_LABELS = 6
+
+
+class PlainLogFormatter(ticker.Formatter):
+    """Tick labels as plain numbers (``%.6g``); of more than ``MAX_LABELS`` ticks in view only
+    those at 1, 2, 3 or 5 times a power of ten are labelled (1, 2 or 5 over a decade or more;
+    every k-th one when fewer than two qualify), so that labels do not overlap."""
+
+    def __init__(self):
+        self._ticks: list[float] = []
+
+    def set_locs(self, locs):
+        self._ticks = list(locs)
+
+    def __call__(self, x, pos=None):
+        lo, hi = sorted(self.axis.get_view_interval())
+        locs = [v for v in self._ticks if lo <= v <= hi]
+        if len(locs) > MAX_LABELS:
+            mantissas = (1, 2, 5) if lo > 0 and hi >= 10 * lo else (1, 2, 3, 5)
+            keep = [v for v in locs if v > 0 and round(v / 10 ** math.floor(math.log10(v)), 6)
+                    in mantissas]
+            if len(keep) < 2:
+                keep = locs[::math.ceil(len(locs) / MAX_LABELS)]
+            if not any(math.isclose(x, v, rel_tol=1e-9) for v in keep):
+                return ""
+        return f"{x:.6g}"
+
+
+def log_scale(ax, values: Iterable[float], *, axis: str = "y") -> bool:
+    """Log scale on ``axis`` ('x' or 'y') of ``ax`` when every finite value in ``values`` (the
+    data plotted on that axis) is positive; plain tick labels when they span less than two
+    decades. Whether the scale was set."""
+    v = np.asarray(list(values), float).ravel()
+    v = v[np.isfinite(v)]
+    if not len(v) or v.min() <= 0:
+        return False
+    a = ax.xaxis if axis == "x" else ax.yaxis
+    (ax.set_xscale if axis == "x" else ax.set_yscale)("log")
+    if v.max() < 100 * v.min():
+        a.set_major_formatter(PlainLogFormatter())
+        a.set_minor_formatter(PlainLogFormatter())
+    return True
