@@ -296,6 +296,21 @@ def test_strict_claims_met_inside_the_seed_spread_are_inconclusive():
     assert c_tol.agrees_with_paper is None
 
 
+def test_a_claim_prints_enough_digits_to_tell_its_two_values_apart():
+    from sgdlab.experiments.procedures.common import check_claims
+
+    claim = [{"less": ["sgd", "gd"], "metric": "norm", "metric_name": "parameter norm"}]
+    (c,) = check_claims(claim, {"sgd": {"norm": 8.40612}, "gd": {"norm": 8.40638}})
+    assert c.text == "parameter norm of sgd (8.4061) is lower than that of gd (8.4064)"
+    (c,) = check_claims(claim, {"sgd": {"norm": 8.4}, "gd": {"norm": 8.4}})
+    assert c.text == "parameter norm of sgd (8.4) is not lower than that of gd (8.4)"
+    above = [{"above": [["sgd"], ["gd"]], "metric": "norm"}]
+    (c,) = check_claims(above, {"sgd": {"norm": 0.123456}, "gd": {"norm": 0.123449}})
+    assert "= 0.1235 > max over {gd} = 0.1234" in c.text
+    (c,) = check_claims(above, {"sgd": {"norm": 0.123476}, "gd": {"norm": 0.123461}})
+    assert "= 0.12348 > max over {gd} = 0.12346" in c.text
+
+
 def test_a_trend_needs_a_clear_rank_correlation():
     from sgdlab.experiments.procedures.jastrzebski import clear_trend
 

@@ -125,6 +125,16 @@ def _fmt(v: float) -> str:
     return "nan" if not finite(v) else f"{v:.4g}"
 
 
+def _fmt_pair(va: float, vb: float) -> tuple[str, str]:
+    """Both values with the fewest digits (at least 4) that tell two different values apart,
+    so that "8.406 is lower than 8.406" cannot be printed."""
+    for digits in range(4, 18):
+        sa, sb = (f"{v:.{digits}g}" if finite(v) else "nan" for v in (va, vb))
+        if sa != sb or va == vb or not (finite(va) and finite(vb)):
+            return sa, sb
+    return sa, sb
+
+
 def equivalence(va: float, vb: float, sa: float, sb: float, na: int, nb: int,
                 margin: float) -> tuple[bool | None, str]:
     """(verdict, text) of the TOST equivalence test described in the module docstring."""
@@ -202,9 +212,10 @@ def check_claims(claims: list[dict[str, Any]], values: dict[str, dict[str, float
         if kind == "above":
             va, vb = [val(g) for g in a], [val(g) for g in b]
             ok = all(map(finite, va + vb)) and min(va) > max(vb)
-            text = (f"{mname}: min over {{{', '.join(map(nm, a))}}} = {_fmt(min(va))} "
+            fa, fb = _fmt_pair(min(va), max(vb))
+            text = (f"{mname}: min over {{{', '.join(map(nm, a))}}} = {fa} "
                     f"{'>' if ok else 'is not above'} max over {{{', '.join(map(nm, b))}}} "
-                    f"= {_fmt(max(vb))}")
+                    f"= {fb}")
             ev = {"a": dict(zip(a, va)), "b": dict(zip(b, vb))}
         else:
             mb = c.get("metric_b", metric)       # compare two metrics of one group
@@ -216,18 +227,18 @@ def check_claims(claims: list[dict[str, Any]], values: dict[str, dict[str, float
             if kind in ("less", "greater"):
                 margin = float(c.get("margin", 0.0))
                 ok = fin and (va + margin < vb if kind == "less" else va > vb + margin)
+                fa, fb = _fmt_pair(va, vb) if margin == 0 else (_fmt(va), _fmt(vb))
                 if margin < 0:      # a tolerance: "not worse by more than |margin|"
                     rel = {"less": "not above", "greater": "not below"}[kind]
                     rel = (f"{rel} that of" if ok else f"{'above' if kind == 'less' else 'below'}"
-                           " that of") + f" {nm(b)} ({_fmt(vb)}) by more than {-margin:g}"
-                    text = f"{mname} of {nm(a)} ({_fmt(va)}) is {rel}"
+                           " that of") + f" {nm(b)} ({fb}) by more than {-margin:g}"
+                    text = f"{mname} of {nm(a)} ({fa}) is {rel}"
                 else:
                     rel = {"less": ("lower than", "not lower than"),
                            "greater": ("higher than", "not higher than")}[kind][0 if ok else 1]
                     if margin > 0:
                         rel += f" (by a margin of {margin:g})"
-                    text = (f"{mname} of {nm(a)} ({_fmt(va)}) is {rel} that of {nm(b)} "
-                            f"({_fmt(vb)})")
+                    text = (f"{mname} of {nm(a)} ({fa}) is {rel} that of {nm(b)} ({fb})")
             elif kind == "equivalent":
                 if "margin" not in c:
                     raise ConfigError(f"options.claims[{i}]: 'equivalent' needs a 'margin' (the "
