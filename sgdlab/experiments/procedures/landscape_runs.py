@@ -138,7 +138,8 @@ def zhu_escape_analysis(spec, runs) -> Analysis:
             ax.plot(*d["sharp_minimum"], "k^", label="sharp min")
             ax.plot(*d["flat_minimum"], "ks", label="flat min")
             ax.set_title(names[m], fontsize=9)
-        axes[0].legend(fontsize=7)
+            ax.set(xlabel="w₁", ylabel="w₂")      # the paper's L(w₁, w₂), App. B
+        axes[0].legend(fontsize=7, title="one line per run", title_fontsize=7)
         fig.tight_layout()
         figs.append(("escape_trajectories", fig))
     return Analysis(tables=[table], figures=figs,
@@ -335,7 +336,7 @@ def double_well_analysis(spec, runs) -> Analysis:
         w, w_exact = stat(rs, "angular_velocity")[0], r0.summary["angular_velocity_exact"]
         zeros = r0.summary.get("drift_zeros", [])
         kind = _orbit_kind(r0.summary, rest_speed, cycle_ratio)
-        rows.append([g, tv, w, w_exact, str(zeros), kind,
+        rows.append([g, tv, w, w_exact, zeros, kind,      # a list: rounded like numbers
                      float(np.mean(r0.summary.get("orbit_radius_end", [np.nan])))])
         hists[g] = r0.data["histogram"]
         stationary = r0.data["stationary"]

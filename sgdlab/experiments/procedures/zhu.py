@@ -7,7 +7,7 @@ from __future__ import annotations
 import re
 
 from sgdlab.experiments.analysis import Analysis, Conclusion
-from sgdlab.experiments.plots import curves
+from sgdlab.experiments.plots import curves, panels
 from sgdlab.experiments.procedures import StoredRun, register_analysis
 from sgdlab.experiments.procedures.common import by_group, finite, mean_curve
 from sgdlab.report.tables import Table, mean_std
@@ -105,14 +105,19 @@ def zhu_alignment(spec, runs: list[StoredRun]) -> Analysis:
     table = Table("alignment", ["run", "i", "|cos(u_i, v_i)|", "std", "λ_i(H)/‖H‖_F",
                                 "λ_i(Σ)/‖Σ‖_F"], rows, caption="at the last measurement; "
                   "cosine mean and std over seeds, eigenvalues mean over seeds")
-    series = {}
-    for g, rs in groups.items():
-        for name in ("align/residual", "align/cos_1"):
+    # two panels: the residual (in [0, k]) and a cosine (in [0, 1]) are different quantities
+    fig, axes = panels(2)
+    for ax, name, ylabel in ((axes[0], "align/residual", "projection residual e(U_k, V_k)"),
+                             (axes[1], "align/cos_1", "|cos(u_1(H), v_1(Σ))|")):
+        series = {}
+        for g, rs in groups.items():
             st, m, sd = mean_curve(rs, name)
             if st:
-                series[f"{g}: {name.split('/')[1]}"] = (st, m, sd if len(rs) > 1 else None)
-    figs.append(("alignment_history", curves(series, xlabel="step", ylabel="value",
-                                             title="leading cosine and projection residual")))
+                series[g] = (st, m, sd if len(rs) > 1 else None)
+        curves(series, xlabel="step", ylabel=ylabel, ax=ax)
+    fig.suptitle("projection residual and leading cosine over training", fontsize=10)
+    fig.tight_layout()
+    figs.append(("alignment_history", fig))
     return Analysis(tables=[table], figures=figs, conclusions=concl)
 
 

@@ -93,7 +93,7 @@ def walk_figure(runs: History | Mapping[str, History], *, max_steps: int | None 
             ax.set_ylim(-1.05, 1.05)
         else:
             ax.text(0.5, 0.5, "grad_cosine not recorded", ha="center", transform=ax.transAxes)
-        ax.set_ylabel("cos(g_t, g_{t+1})")
+        ax.set_ylabel(r"$\cos(g_t, g_{t+1})$")
         s, dist = _series(h, "dist_from_init")
         ax = axes[2, j]
         if len(s):
@@ -101,7 +101,7 @@ def walk_figure(runs: History | Mapping[str, History], *, max_steps: int | None 
         else:
             ax.text(0.5, 0.5, "dist_from_init not recorded", ha="center",
                     transform=ax.transAxes)
-        ax.set_ylabel("‖θ_t − θ_0‖")
+        ax.set_ylabel(r"$\|\theta_t - \theta_0\|$")
         ax.set_xlabel("iteration")
         if max_steps is not None:
             for a in axes[:, j]:
