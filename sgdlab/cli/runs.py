@@ -285,7 +285,10 @@ def _compare(args) -> int:
                                  if own else f" ({r['name']})" if r["name"] else ""))
     rows = [["", *(r["id"] for r in runs)], ["name", *(r["name"] or "" for r in runs)],
             ["status", *(r["status"] for r in runs)]]
-    rows += [[k, *(f.get(k, "—") for f in flats)] for k in differ]
+    # the config's own name is the run's name: one "name" row, not two
+    shown = [k for k in differ if not (k == "name" and all(
+        f.get("name") == (r["name"] or "") for f, r in zip(flats, runs)))]
+    rows += [[k, *(f.get(k, "—") for f in flats)] for k in shown]
     rows += [[f"final {m}", *(_fmt(h[m][-1][1]) if h.get(m) else "—" for h in histories)]
              for m in metrics]
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]

@@ -240,3 +240,17 @@ def test_config_diff_orders_list_items_by_number():
     b = _flat({"measure": [dict(m, every=m["every"] + 1) for m in items],
                "optimizer": {"lr": 0.1}})
     assert _config_diff([a, b]) == [f"measure[{i}].every" for i in range(12)]
+
+
+def test_runs_compare_prints_the_config_name_once(tmp_path, capsys):
+    cfg = tmp_path / "tiny.yaml"
+    cfg.write_text(TINY)
+    store = str(tmp_path / "runs.sqlite")
+    for name in ("tiny-a", "tiny-b"):
+        assert main(["train", str(cfg), "--store", store, "--out", str(tmp_path / name),
+                     "--set", f"name={name}", "--set", "train.epochs=1"]) == 0
+    capsys.readouterr()
+    assert main(["runs", "compare", str(tmp_path / "tiny-a"), str(tmp_path / "tiny-b")]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    (row,) = [ln for ln in lines if ln.startswith("name ")]
+    assert row.split()[1:] == ["tiny-a", "tiny-b"]
