@@ -1,6 +1,8 @@
 """Errors a user can fix: the CLI prints their message without a traceback."""
 from __future__ import annotations
 
+import errno
+import os
 from pathlib import Path
 
 
@@ -42,3 +44,34 @@ def read_config_text(path: str | Path) -> str:
                           "config is YAML or TOML text") from None
     except OSError as e:
         raise ConfigError(f"{path}: cannot read the config: {e.strerror or e}") from None
+
+
+
+def make_output_dir(path: str | Path, what: str = "--out") -> Path:
+    """Create the output folder ``path`` (and its parents), or raise a :class:`UserError`
+    naming it when that is impossible (a file in the way, no permission, a read-only disk).
+    Called before any work starts, so nothing is computed or recorded for a folder its
+    results cannot be written to."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"{what} {path}: cannot create the folder: {file_problem(e)}") from None
+    return path
+
+
+# errors of the file system, not of sgdlab: the CLI names the path instead of a traceback
+FILE_SYSTEM_ERRNOS = frozenset({errno.EEXIST, errno.ENOTDIR, errno.EISDIR, errno.EACCES,
+                                errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT})
+
+
+def file_problem(e: OSError) -> str:
+    """What a file-system error means, in words: for a file where a folder is needed, which
+    file is in the way; else ``e.strerror`` (``Permission denied``, ``No space left on
+    device``, ...)."""
+    if e.errno in (errno.EEXIST, errno.ENOTDIR) and e.filename is not None:
+        path = Path(os.fsdecode(e.filename))
+        for p in (path, *path.parents):
+            if p.is_file():
+                return f"{p} is a file, not a folder"
+    return e.strerror or str(e)

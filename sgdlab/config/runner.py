@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import RunInterrupted, UserError
+from ..errors import RunInterrupted, UserError, make_output_dir
 from .io import dump_yaml
 from .run import build_from_config, resolve_device, validate_config
 
@@ -80,6 +80,8 @@ def run_config(cfg: dict[str, Any], *, out_dir: str | os.PathLike | None = None,
             held = "?"
         raise UserError(f"{out_dir} already holds run {held} (its results and checkpoint would "
                         "be overwritten): choose another folder, or remove that one first")
+    if out_dir is not None:     # before the run is recorded: a folder it could not write to
+        make_output_dir(out_dir)
     if store is None:
         store = RunStore(cfg["store"]["path"])
     env = environment(seed=cfg["train"]["seed"], device=resolve_device(cfg["train"]["device"]))

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sgdlab.errors import ConfigError, UserError
+from sgdlab.errors import ConfigError, UserError, make_output_dir
 from sgdlab.experiments.analysis import Analysis, Conclusion
 from sgdlab.experiments.procedures import get_analysis
 from sgdlab.experiments.spec import ExperimentSpec, load_experiment, needs_data_dir, resolve
@@ -105,12 +105,14 @@ def run_experiment(name_or_path: str | Path, *, scale: str = "cpu", out_dir: str
     if data_dir is not None and not Path(data_dir).is_dir():
         raise UserError(f"--data-dir {data_dir!r} is not a directory")
     runs = spec.expand(data_dir=data_dir)
+    # the report's folder, before the runs: a sweep of hours must not end on a path it
+    # cannot write to
+    out = make_output_dir(out_dir if out_dir is not None else default_out_dir(spec))
     say = progress or (lambda s: None)
     say(f"{spec.name} v{spec.version} [{scale}]: {len(runs)} runs — {spec.title}")
     rep = run_sweep(runs, store_path=store_path, workers=workers, device=device,
                     progress=progress, train_progress=train_progress, backend=backend,
                     address=address, cpus_per_run=cpus_per_run, gpus_per_run=gpus_per_run)
-    out = Path(out_dir) if out_dir is not None else default_out_dir(spec)
     store = open_store(store_path)
     results = build_report(spec, out, store_path=str(store_file(store)), device=device,
                            workers=workers or 1, data_dir=data_dir, sweep=rep)

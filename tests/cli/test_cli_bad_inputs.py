@@ -97,3 +97,26 @@ def test_a_config_that_is_not_utf8_text_is_named(tmp_path, capsys):
     assert f"{cfg}: not a UTF-8 text file" in one_error_line(capsys)
     assert main(["parle", str(cfg)]) == 2
     assert f"{cfg}: not a UTF-8 text file" in one_error_line(capsys)
+
+
+def test_an_output_path_with_a_file_in_the_way_is_named_before_any_work(tmp_path, capsys):
+    cfg = tmp_path / "tiny.yaml"
+    cfg.write_text(TINY)
+    store, blocker = tmp_path / "s.sqlite", tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    for out in (blocker, blocker / "sub"):
+        assert main(["train", str(cfg), "--store", str(store), "--out", str(out)]) == 2
+        assert f"--out {out}: cannot create the folder: {blocker} is a file, not a folder" in \
+            one_error_line(capsys)
+    assert not store.exists() or RunStore(store).list_runs() == []   # no run left "running"
+    # an experiment checks its report folder before its runs, not after them
+    assert main(["run", "zhu-escape-2d", "--scale", "smoke", "--store", str(store),
+                 "--out", str(blocker / "report")]) == 2
+    assert f"{blocker} is a file, not a folder" in one_error_line(capsys)
+    assert not store.exists() or RunStore(store).list_runs() == []
+    # any other command writing under it: the path, no traceback
+    assert main(["train", str(cfg), "--store", str(store), "--out", str(tmp_path / "run")]) == 0
+    capsys.readouterr()
+    assert main(["runs", "export", str(blocker / "runs.csv"), "--store", str(store)]) == 2
+    assert f"cannot write {blocker}: {blocker} is a file, not a folder" in one_error_line(capsys)
+
