@@ -211,13 +211,30 @@ def build_report(spec: ExperimentSpec, out: Path, *, store_path: str, device: st
     return results
 
 
+def _experiment_results(path: Path) -> dict[str, Any]:
+    """The results.json of an experiment's output folder, or a :class:`UserError` saying what
+    else the file is (a training run's, a truncated one)."""
+    try:
+        old = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise UserError(f"cannot read {path}: {e}; rebuild it with `sgdlab run` on the same "
+                        "experiment and scale (finished runs are taken from the store)") from None
+    config = old.get("config") if isinstance(old, dict) else None
+    if not (isinstance(config, dict) and isinstance(config.get("file"), dict) and "scale" in old):
+        what = ("a training run's (sgdlab train; see `sgdlab runs show`)"
+                if isinstance(old, dict) and "run_id" in old else "not an experiment's")
+        raise UserError(f"{path} is {what} results.json: `sgdlab report` takes the output "
+                        "folder of `sgdlab run` or an experiment name")
+    return old
+
+
 def rebuild(target: str | Path, *, scale: str = "cpu", store_path: str | None = None,
             out_dir: str | Path | None = None, data_dir: str | None = None) -> tuple[Path, dict]:
     """Rebuild a report from the store: ``target`` is an output directory holding
     results.json (its recorded config, scale and store are reused) or an experiment name."""
     t = Path(target)
     if (t / RESULTS).is_file():
-        old = json.loads((t / RESULTS).read_text())
+        old = _experiment_results(t / RESULTS)
         spec = resolve(old["config"]["file"], old["scale"], source=old["config"].get("source", str(t)))
         store_path = store_path or old.get("store")
         data_dir = data_dir or old.get("data_dir")

@@ -120,3 +120,15 @@ def test_an_output_path_with_a_file_in_the_way_is_named_before_any_work(tmp_path
     assert main(["runs", "export", str(blocker / "runs.csv"), "--store", str(store)]) == 2
     assert f"cannot write {blocker}: {blocker} is a file, not a folder" in one_error_line(capsys)
 
+
+def test_report_names_a_results_file_that_is_not_an_experiments(tmp_path, capsys):
+    cfg = tmp_path / "tiny.yaml"
+    cfg.write_text(TINY)
+    run = tmp_path / "run"
+    assert main(["train", str(cfg), "--store", str(tmp_path / "s.sqlite"), "--out", str(run)]) == 0
+    capsys.readouterr()
+    assert main(["report", str(run)]) == 2
+    assert "is a training run's (sgdlab train" in one_error_line(capsys)
+    (run / "results.json").write_text('{"experiment": ')           # truncated
+    assert main(["report", str(run)]) == 2
+    assert f"cannot read {run / 'results.json'}: Expecting value" in one_error_line(capsys)
