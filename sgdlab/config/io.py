@@ -11,7 +11,7 @@ from typing import Any
 
 import yaml
 
-from ..errors import ConfigError, read_config_text
+from ..errors import ConfigError, read_config_text, strict_yaml_loader
 
 CONFIG_SUFFIXES = (".yaml", ".yml", ".toml")
 
@@ -32,7 +32,7 @@ _Loader.add_implicit_resolver(
 
 def parse_yaml(text: str, source: str = "<string>") -> Any:
     try:
-        return yaml.load(text, Loader=_Loader)  # noqa: S506 (a SafeLoader subclass)
+        return yaml.load(text, Loader=strict_yaml_loader(_Loader))  # noqa: S506 (SafeLoader)
     except yaml.YAMLError as e:
         raise ConfigError(f"{source}: not valid YAML: {e}") from None
 

@@ -54,7 +54,7 @@ from typing import Any
 
 import yaml
 
-from sgdlab.errors import ConfigError, read_config_text
+from sgdlab.errors import ConfigError, read_config_text, strict_yaml_loader
 
 SCALES = ("smoke", "cpu", "paper")
 CATALOGUE_DIR = Path(__file__).parent / "catalogue"
@@ -404,7 +404,7 @@ def read_file(path: str | Path) -> dict[str, Any]:
     key = (str(path.resolve()), st.st_mtime, st.st_size)
     if key not in _CACHE:
         try:
-            raw = yaml.load(read_config_text(path), Loader=_Loader)
+            raw = yaml.load(read_config_text(path), Loader=strict_yaml_loader(_Loader))
         except yaml.YAMLError as e:
             raise ConfigError(f"{path}: not valid YAML: {e}") from None
         if not isinstance(raw, dict):

@@ -46,7 +46,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from ..errors import ConfigError, UserError, read_config_text
+from ..errors import ConfigError, UserError, read_config_text, strict_yaml_loader
 from ..losses import build_loss
 from .communicator import ReplicaCommunicationError, TorchDistributedCommunicator
 from .replicas import ParleConfig, train_replicas
@@ -93,7 +93,7 @@ def load_config(path: str | Path) -> dict[str, Any]:
     if p.suffix in (".yaml", ".yml"):
         import yaml
         try:
-            cfg = yaml.safe_load(text)
+            cfg = yaml.load(text, Loader=strict_yaml_loader(yaml.SafeLoader))  # noqa: S506
         except yaml.YAMLError as e:
             raise ConfigError(f"{p}: {_yaml_problem(e)}") from None
     else:

@@ -132,3 +132,26 @@ def test_report_names_a_results_file_that_is_not_an_experiments(tmp_path, capsys
     (run / "results.json").write_text('{"experiment": ')           # truncated
     assert main(["report", str(run)]) == 2
     assert f"cannot read {run / 'results.json'}: Expecting value" in one_error_line(capsys)
+
+
+def test_a_key_given_twice_or_a_recursive_alias_is_refused_by_every_config_reader(
+        tmp_path, capsys):
+    # YAML keeps the last of two equal keys: a second `optimizer:` silently replaced the first
+    twice = TINY + "optimizer: {name: sgd, lr: 5.0}\n"
+    for command in (["train"], ["run", "--config"], ["parle"]):
+        cfg = tmp_path / "twice.yaml"
+        cfg.write_text(twice)
+        assert main([*command, str(cfg)]) == 2, command
+        err = capsys.readouterr().err
+        assert "Traceback" not in err and "key 'optimizer' is given twice (first on line 5)" in err
+        cfg.write_text("a: &a [1, *a]\n")
+        assert main([*command, str(cfg)]) == 2, command
+        err = capsys.readouterr().err
+        assert "Traceback" not in err and "recursive alias" in err and "line 1" in err
+    # equal keys in different mappings, aliases and merge keys are still read as before
+    from sgdlab.config import parse_yaml
+
+    assert parse_yaml("a: {lr: 1}\nb: {lr: 1}\nc: &c [1]\nd: *c\n"
+                      "e: &e {lr: 1, m: 2}\nf: {<<: *e, lr: 3}\n") == {
+        "a": {"lr": 1}, "b": {"lr": 1}, "c": [1], "d": [1], "e": {"lr": 1, "m": 2},
+        "f": {"lr": 3, "m": 2}}
