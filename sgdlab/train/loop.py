@@ -271,6 +271,7 @@ class _Training:
                  checkpoint_every, device, max_steps, drop_last, resume, progress):
         self.t_start = time.perf_counter()
         _check_args(epochs, batch_size, eval_every, eval_subset, checkpoint_every, max_steps)
+        _check_data_and_optimizer(model, data, optimizer)
         if resume and checkpoint_dir is None:
             raise UserError("resume=True needs checkpoint_dir")
         if device is not None:
@@ -691,6 +692,26 @@ def _check_args(epochs, batch_size, eval_every, eval_subset, checkpoint_every, m
                         f"{checkpoint_every!r}")
     if max_steps is not None and (not is_int(max_steps) or max_steps < 0):
         raise UserError(f"max_steps must be an int >= 0, got {max_steps!r}")
+
+
+def _check_data_and_optimizer(model, data, optimizer) -> None:
+    """The two mistakes a direct ``train()`` call makes most: data that is not a Dataset (a
+    bare ``(x, y)`` pair, which the measurements take) and an optimizer built over another
+    model instance's parameters, which would "train" without changing ``model``."""
+    missing = [a for a in ("x_train", "y_train", "x_test", "y_test") if not hasattr(data, a)]
+    if missing:
+        raise UserError(f"data must be a sgdlab.data.Dataset (x_train, y_train, x_test, "
+                        f"y_test), got {type(data).__name__}; for tensors use Dataset(x_train, "
+                        "y_train, x_test, y_test)")
+    for part in ("train", "test"):
+        x, y = getattr(data, f"x_{part}"), getattr(data, f"y_{part}")
+        if len(x) != len(y):
+            raise UserError(f"data: x_{part} has {len(x)} examples but y_{part} has {len(y)}")
+    own = {id(p) for p in model.parameters()}
+    updated = [p for g in optimizer.param_groups for p in g["params"]]
+    if own and updated and not any(id(p) in own for p in updated):
+        raise UserError("the optimizer updates none of the model's parameters (built for "
+                        "another instance of the model?): build it from model.parameters()")
 
 
 def _call_config(model, optimizer, schedule, epochs, batch_size, replacement, seed) -> dict:
