@@ -129,3 +129,32 @@ def strict_yaml_loader(base: type) -> type:
         Strict.__name__ = Strict.__qualname__ = f"Strict{base.__name__}"
         _STRICT_LOADERS[base] = Strict
     return _STRICT_LOADERS[base]
+
+
+# Keys only one kind of config has: a run config (sgdlab train), an experiment (sgdlab run
+# --config) and a replica run config (sgdlab parle).
+_KIND_KEYS = {"run": ("optimizer", "train", "schedule", "measure"),
+              "experiment": ("paper", "scales", "analysis", "runs", "grid"),
+              "replica": ("parle",)}
+_KIND_COMMANDS = {"run": "sgdlab train FILE", "experiment": "sgdlab run --config FILE",
+                  "replica": "sgdlab parle FILE"}
+
+
+def check_config_kind(raw: object, expected: str, source: str | Path | None = None) -> None:
+    """A :class:`ConfigError` when ``raw`` (read from file ``source``) has keys only another
+    kind of config has (an experiment given to ``sgdlab train``, a run config to ``sgdlab
+    parle``, ...): one line naming the command that reads it, instead of every top-level key
+    reported unknown."""
+    if not isinstance(raw, dict):
+        return
+    for kind, keys in _KIND_KEYS.items():
+        found = [k for k in keys if k in raw]
+        if kind != expected and found and not any(k in raw for k in _KIND_KEYS[expected]):
+            command = _KIND_COMMANDS[kind].replace("FILE", str(source or "FILE"))
+            raise ConfigError(
+                f"{source or 'the config'} is {_a(kind)} config, not {_a(expected)} config "
+                f"(it has {', '.join(found)}): run it with `{command}`")
+
+
+def _a(kind: str) -> str:
+    return f"{'an' if kind[0] in 'aeiou' else 'a'} {kind}"

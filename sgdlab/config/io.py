@@ -11,7 +11,7 @@ from typing import Any
 
 import yaml
 
-from ..errors import ConfigError, read_config_text, strict_yaml_loader
+from ..errors import ConfigError, check_config_kind, read_config_text, strict_yaml_loader
 
 CONFIG_SUFFIXES = (".yaml", ".yml", ".toml")
 
@@ -78,6 +78,7 @@ def load_config(name_or_path: str | Path) -> dict[str, Any]:
         raw = {}
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: the config must be a mapping at top level")
+    check_config_kind(raw, "run", path)
     raw.setdefault("name", path.stem)
     return raw
 

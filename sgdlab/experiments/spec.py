@@ -54,7 +54,8 @@ from typing import Any
 
 import yaml
 
-from sgdlab.errors import ConfigError, read_config_text, strict_yaml_loader
+from sgdlab.errors import (ConfigError, check_config_kind, read_config_text,
+                           strict_yaml_loader)
 
 SCALES = ("smoke", "cpu", "paper")
 CATALOGUE_DIR = Path(__file__).parent / "catalogue"
@@ -269,6 +270,7 @@ def _check_seeds(where: str, seeds: Any) -> None:
 
 def validate_raw(raw: Any, source: str = "<config>") -> dict[str, Any]:
     """Check the file's structure; raises ``ConfigError`` naming the offending key."""
+    check_config_kind(raw, "experiment", source)
     _check_keys(source, raw, _TOP_KEYS)
     for k in _REQUIRED:
         if k not in raw:

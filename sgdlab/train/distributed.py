@@ -46,7 +46,8 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from ..errors import ConfigError, UserError, read_config_text, strict_yaml_loader
+from ..errors import (ConfigError, UserError, check_config_kind, read_config_text,
+                      strict_yaml_loader)
 from ..losses import build_loss
 from .communicator import ReplicaCommunicationError, TorchDistributedCommunicator
 from .replicas import ParleConfig, train_replicas
@@ -103,6 +104,7 @@ def load_config(path: str | Path) -> dict[str, Any]:
             raise ConfigError(f"{p}: not valid JSON: {e}") from None
     if not isinstance(cfg, dict):
         raise ConfigError(f"{p}: a replica run config must be a mapping")
+    check_config_kind(cfg, "replica", p)
     return cfg
 
 
@@ -136,6 +138,7 @@ def build_run(cfg: dict[str, Any]):
     """
     from ..data.base import Dataset
 
+    check_config_kind(cfg, "replica")
     unknown = sorted(set(cfg) - RUN_KEYS)
     if unknown:
         raise ConfigError(f"unknown key(s) {unknown} in replica run config; known: "

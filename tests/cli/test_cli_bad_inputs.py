@@ -3,9 +3,11 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import torch
 
 from sgdlab.cli.main import main
+from sgdlab.errors import ConfigError
 from sgdlab.store import RunStore
 
 TINY = """
@@ -155,3 +157,30 @@ def test_a_key_given_twice_or_a_recursive_alias_is_refused_by_every_config_reade
                       "e: &e {lr: 1, m: 2}\nf: {<<: *e, lr: 3}\n") == {
         "a": {"lr": 1}, "b": {"lr": 1}, "c": [1], "d": [1], "e": {"lr": 1, "m": 2},
         "f": {"lr": 3, "m": 2}}
+
+
+def test_a_config_of_another_kind_names_the_command_that_reads_it(tmp_path, capsys):
+    # each command listed every top-level key of another kind of config as unknown
+    run_cfg = tmp_path / "run.yaml"
+    run_cfg.write_text(TINY)
+    replica = tmp_path / "replica.yaml"
+    replica.write_text("data: {name: digits}\nmodel: {name: mlp}\nparle: {replicas: 2}\n"
+                       "epochs: 1\n")
+    experiment = tmp_path / "experiment.yaml"
+    experiment.write_text("name: e\nversion: 1\ndescription: d\nanalysis: a\n"
+                          "paper: {author: A}\nscales: {smoke: {}}\n")
+    cases = [(["parle", str(run_cfg)], run_cfg, "a run config, not a replica config "
+              "(it has optimizer, train)", f"sgdlab train {run_cfg}"),
+             (["run", "--config", str(run_cfg)], run_cfg, "a run config, not an experiment "
+              "config", f"sgdlab train {run_cfg}"),
+             (["train", str(replica)], replica, "a replica config, not a run config (it has "
+              "parle)", f"sgdlab parle {replica}"),
+             (["train", str(experiment)], experiment, "an experiment config, not a run config "
+              "(it has paper, scales, analysis)", f"sgdlab run --config {experiment}")]
+    for argv, path, kind, command in cases:
+        assert main(argv) == 2, argv
+        assert f"{path} is {kind}" in (err := one_error_line(capsys)) and f"`{command}`" in err
+    from sgdlab.config import validate_config          # the Python API says it too
+    with pytest.raises(ConfigError, match="the config is a replica config, not a run config"):
+        validate_config({"data": {"name": "digits"}, "model": {"name": "mlp"},
+                         "parle": {"replicas": 2}})
