@@ -240,3 +240,29 @@ def test_config_diff_orders_list_items_by_number():
     b = _flat({"measure": [dict(m, every=m["every"] + 1) for m in items],
                "optimizer": {"lr": 0.1}})
     assert _config_diff([a, b]) == [f"measure[{i}].every" for i in range(12)]
+
+
+def test_resume_and_show_take_the_run_folder(tmp_path, capsys, monkeypatch):
+    """The folder a run was written to stands for the run and its store, as in `runs
+    compare`: `sgdlab resume FOLDER` from anywhere, without --store."""
+    cfg = tmp_path / "tiny.yaml"
+    cfg.write_text(TINY + "measure: [{name: _test_kill, every: 1}]\n")
+    store_path, out = tmp_path / "lab" / "runs.sqlite", tmp_path / "run"
+    p = _cli(["train", str(cfg), "--store", str(store_path), "--out", str(out)],
+             {"SGDLAB_TEST_TERM_AT": "8"})
+    assert p.returncode == 130, p.stderr
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    monkeypatch.delenv("SGDLAB_STORE", raising=False)
+    assert main(["runs", "show", str(out)]) == 0
+    assert "status: interrupted" in capsys.readouterr().out
+    assert main(["resume", str(out)]) == 0
+    assert "finished after 30 steps (6 epochs" in capsys.readouterr().out
+    assert not (elsewhere / "sgdlab-runs").exists()            # no new store here
+    (run,) = RunStore(store_path).list_runs()
+    assert run["status"] == "finished"
+    (out / "run.json").write_text("{")                         # unreadable, no results.json...
+    (out / "results.json").unlink()
+    assert main(["runs", "show", str(out)]) == 2
+    assert "is a folder but not a run's" in capsys.readouterr().err
