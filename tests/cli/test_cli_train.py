@@ -266,3 +266,29 @@ def test_resume_and_show_take_the_run_folder(tmp_path, capsys, monkeypatch):
     (out / "results.json").unlink()
     assert main(["runs", "show", str(out)]) == 2
     assert "is a folder but not a run's" in capsys.readouterr().err
+
+
+def test_resume_of_a_run_whose_folder_was_removed_says_so_and_rebuilds_it(tmp_path, capsys):
+    cfg = tmp_path / "tiny.yaml"
+    cfg.write_text(TINY + "measure: [{name: _test_kill, every: 1}]\n")
+    store_path, out, ref = tmp_path / "runs.sqlite", tmp_path / "run", tmp_path / "ref"
+    assert main(["train", str(cfg), "--store", str(store_path), "--out", str(ref)]) == 0
+    p = _cli(["train", str(cfg), "--store", str(store_path), "--out", str(out)],
+             {"SGDLAB_TEST_TERM_AT": "12"})
+    assert p.returncode == 130, p.stderr
+    rid = json.loads((out / "run.json").read_text())["run_id"]
+    import shutil
+
+    shutil.rmtree(out)
+    capsys.readouterr()
+    assert main(["resume", rid, "--store", str(store_path)]) == 0
+    captured = capsys.readouterr()
+    assert f"no checkpoint at {out / 'checkpoints' / 'last.pt'}" in captured.err
+    assert f"run {rid} restarts from step 0" in captured.err
+    assert "finished after 30 steps" in captured.out
+    # the folder again says which run it holds, so tools that start from it work
+    assert json.loads((out / "run.json").read_text())["run_id"] == rid
+    assert (out / "config.yaml").read_text() == (ref / "config.yaml").read_text()
+    store = RunStore(store_path)
+    ref_id = json.loads((ref / "run.json").read_text())["run_id"]
+    assert store.metrics(rid) == store.metrics(ref_id)
