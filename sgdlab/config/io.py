@@ -30,9 +30,15 @@ _Loader.add_implicit_resolver(
     list("-+0123456789."))
 
 
+def yaml_loader() -> type:
+    """The YAML loader of run and replica configs: plain data only (a SafeLoader), ``1e-3`` a
+    float, a key given twice or a recursive alias refused."""
+    return strict_yaml_loader(_Loader)
+
+
 def parse_yaml(text: str, source: str = "<string>") -> Any:
     try:
-        return yaml.load(text, Loader=strict_yaml_loader(_Loader))  # noqa: S506 (SafeLoader)
+        return yaml.load(text, Loader=yaml_loader())  # noqa: S506 (a SafeLoader)
     except yaml.YAMLError as e:
         raise ConfigError(f"{source}: not valid YAML: {e}") from None
 

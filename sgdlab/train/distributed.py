@@ -46,8 +46,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from ..errors import (ConfigError, UserError, check_config_kind, read_config_text,
-                      strict_yaml_loader)
+from ..errors import ConfigError, UserError, check_config_kind, read_config_text
 from ..losses import build_loss
 from .communicator import ReplicaCommunicationError, TorchDistributedCommunicator
 from .replicas import ParleConfig, train_replicas
@@ -93,8 +92,10 @@ def load_config(path: str | Path) -> dict[str, Any]:
     text = read_config_text(p)
     if p.suffix in (".yaml", ".yml"):
         import yaml
+
+        from ..config.io import yaml_loader      # as run configs: 1e-3 is a number
         try:
-            cfg = yaml.load(text, Loader=strict_yaml_loader(yaml.SafeLoader))  # noqa: S506
+            cfg = yaml.load(text, Loader=yaml_loader())  # noqa: S506 (a SafeLoader)
         except yaml.YAMLError as e:
             raise ConfigError(f"{p}: {_yaml_problem(e)}") from None
     else:
