@@ -1,6 +1,8 @@
 """Errors a user can fix: the CLI prints their message without a traceback."""
 from __future__ import annotations
 
+import errno
+import os
 from pathlib import Path
 
 
@@ -42,3 +44,117 @@ def read_config_text(path: str | Path) -> str:
                           "config is YAML or TOML text") from None
     except OSError as e:
         raise ConfigError(f"{path}: cannot read the config: {e.strerror or e}") from None
+
+
+
+def make_output_dir(path: str | Path, what: str = "--out") -> Path:
+    """Create the output folder ``path`` (and its parents), or raise a :class:`UserError`
+    naming it when that is impossible (a file in the way, no permission, a read-only disk).
+    Called before any work starts, so nothing is computed or recorded for a folder its
+    results cannot be written to."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"{what} {path}: cannot create the folder: {file_problem(e)}") from None
+    return path
+
+
+# errors of the file system, not of sgdlab: the CLI names the path instead of a traceback
+FILE_SYSTEM_ERRNOS = frozenset({errno.EEXIST, errno.ENOTDIR, errno.EISDIR, errno.EACCES,
+                                errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT})
+
+
+def file_problem(e: OSError) -> str:
+    """What a file-system error means, in words: for a file where a folder is needed, which
+    file is in the way; else ``e.strerror`` (``Permission denied``, ``No space left on
+    device``, ...)."""
+    if e.errno in (errno.EEXIST, errno.ENOTDIR) and e.filename is not None:
+        path = Path(os.fsdecode(e.filename))
+        for p in (path, *path.parents):
+            if p.is_file():
+                return f"{p} is a file, not a folder"
+    return e.strerror or str(e)
+
+
+_STRICT_LOADERS: dict[type, type] = {}
+
+
+def strict_yaml_loader(base: type) -> type:
+    """``base`` (a YAML safe loader class) refusing what would silently change a config: a key
+    given twice in one mapping (YAML keeps the last) and a recursive alias (``a: &x [*x]``,
+    endless data). Both are ``yaml.constructor.ConstructorError``s with the line, so each
+    reader of configs reports them as it reports any YAML error. Here, below every layer,
+    for the run, experiment and replica config readers alike."""
+    if base not in _STRICT_LOADERS:
+        from yaml.constructor import ConstructorError
+        from yaml.nodes import CollectionNode, MappingNode
+
+        class Strict(base):
+            def construct_document(self, node):
+                _no_cycle(node, set(), set())
+                return super().construct_document(node)
+
+            def construct_mapping(self, node, deep=False):
+                if isinstance(node, MappingNode):
+                    seen: dict = {}
+                    for key_node, _ in node.value:
+                        key = self.construct_object(key_node, deep=True) \
+                            if key_node.tag != "tag:yaml.org,2002:merge" else None
+                        try:
+                            first = seen.setdefault(key, key_node) if key is not None else None
+                        except TypeError:             # an unhashable key: base reports it
+                            continue
+                        if first is not None and first is not key_node:
+                            raise ConstructorError(
+                                "while reading a mapping", node.start_mark,
+                                f"key {key!r} is given twice (first on line "
+                                f"{first.start_mark.line + 1}); YAML would keep only the last",
+                                key_node.start_mark)
+                return super().construct_mapping(node, deep=deep)
+
+        def _no_cycle(node, open_nodes: set, done: set) -> None:
+            if not isinstance(node, CollectionNode) or id(node) in done:
+                return
+            if id(node) in open_nodes:
+                raise ConstructorError(None, None, "recursive alias: a collection that "
+                                       "contains itself", node.start_mark)
+            open_nodes.add(id(node))
+            for item in node.value:
+                for child in (item if isinstance(item, tuple) else (item,)):
+                    _no_cycle(child, open_nodes, done)
+            open_nodes.discard(id(node))
+            done.add(id(node))
+
+        Strict.__name__ = Strict.__qualname__ = f"Strict{base.__name__}"
+        _STRICT_LOADERS[base] = Strict
+    return _STRICT_LOADERS[base]
+
+
+# Keys only one kind of config has: a run config (sgdlab train), an experiment (sgdlab run
+# --config) and a replica run config (sgdlab parle).
+_KIND_KEYS = {"run": ("optimizer", "train", "schedule", "measure"),
+              "experiment": ("paper", "scales", "analysis", "runs", "grid"),
+              "replica": ("parle",)}
+_KIND_COMMANDS = {"run": "sgdlab train FILE", "experiment": "sgdlab run --config FILE",
+                  "replica": "sgdlab parle FILE"}
+
+
+def check_config_kind(raw: object, expected: str, source: str | Path | None = None) -> None:
+    """A :class:`ConfigError` when ``raw`` (read from file ``source``) has keys only another
+    kind of config has (an experiment given to ``sgdlab train``, a run config to ``sgdlab
+    parle``, ...): one line naming the command that reads it, instead of every top-level key
+    reported unknown."""
+    if not isinstance(raw, dict):
+        return
+    for kind, keys in _KIND_KEYS.items():
+        found = [k for k in keys if k in raw]
+        if kind != expected and found and not any(k in raw for k in _KIND_KEYS[expected]):
+            command = _KIND_COMMANDS[kind].replace("FILE", str(source or "FILE"))
+            raise ConfigError(
+                f"{source or 'the config'} is {_a(kind)} config, not {_a(expected)} config "
+                f"(it has {', '.join(found)}): run it with `{command}`")
+
+
+def _a(kind: str) -> str:
+    return f"{'an' if kind[0] in 'aeiou' else 'a'} {kind}"

@@ -72,6 +72,15 @@ def register(subparsers) -> None:
     p.set_defaults(func=_main)
 
 
+# the escape options (argparse dest -> flag), which the other demos do not read
+_ESCAPE_FLAGS = {"repetitions": "--repetitions", "iterations": "--iterations", "lr": "--lr",
+                 "const_sigma": "--const-sigma", "hessian_scale": "--hessian-scale",
+                 "escape_landscape": "--landscape", "data_var": "--data-var",
+                 "sharp_eigs": "--sharp-eigs", "flat_curvature": "--flat-curvature",
+                 "protocol": "--protocol", "success_rule": "--success",
+                 "noise_trace": "--noise-trace"}
+
+
 def _env() -> dict:
     import torch
 
@@ -93,6 +102,11 @@ def _main(args) -> int:
 
     from sgdlab.errors import UserError
 
+    given = [flag for dest, flag in _ESCAPE_FLAGS.items()
+             if getattr(args, dest) not in (None, "paper" if dest == "protocol" else None)]
+    if args.demo != "escape" and given:   # they were ignored: a run not the one asked for
+        raise UserError(f"{', '.join(given)}: escape options, but the demo is {args.demo!r} "
+                        "(they apply to `sgdlab landscape escape` only)")
     if args.threads is not None:
         if args.threads < 1:
             raise UserError(f"--threads must be >= 1, got {args.threads}")

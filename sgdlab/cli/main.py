@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import pkgutil
 import signal
 import sys
@@ -37,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
-    from sgdlab.errors import UserError
+    from sgdlab.errors import FILE_SYSTEM_ERRNOS, UserError, file_problem
 
     previous = _sigterm_as_interrupt()
     try:
@@ -51,10 +52,16 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         # `sgdlab list | head`: the reader left; point stdout at devnull so the exit flush is quiet
-        import os
-
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141
+    except OSError as e:
+        # an output path that cannot be written (a file in the way, no permission, a full
+        # or read-only disk): name the path, not a traceback; other OSErrors stay bugs
+        if e.errno not in FILE_SYSTEM_ERRNOS or e.filename is None:
+            raise
+        print(f"sgdlab: error: cannot write {os.fsdecode(e.filename)}: {file_problem(e)}",
+              file=sys.stderr)
+        return 2
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)

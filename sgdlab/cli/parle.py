@@ -118,13 +118,30 @@ def _run(args) -> int:
     proc = subprocess.Popen(cmd, env={**os.environ, "OMP_NUM_THREADS": threads},
                             start_new_session=hasattr(os, "setsid"))
     try:
-        return proc.wait()
+        code = proc.wait()
     except KeyboardInterrupt as e:
         _stop(proc)
-        again = (f"; continue with: sgdlab parle {shlex.quote(args.config)} --mode distributed "
-                 f"--replicas {n} --out {shlex.quote(args.out)} --resume" if args.out else "")
-        raise KeyboardInterrupt(f"{str(e) or 'interrupted'}: the replicas were stopped{again}"
-                                ) from None
+        raise KeyboardInterrupt(f"{str(e) or 'interrupted'}: the replicas were stopped"
+                                f"{_continue(args, n)}") from None
+    if code != 0:
+        # torchrun has printed each replica's error (a dead one as its signal); one line
+        # that says what it means and how the computed rounds are kept
+        print(f"sgdlab: error: the distributed run failed (torchrun exit code {code}): a "
+              f"replica process died or failed, see the messages above{_continue(args, n)}",
+              file=sys.stderr)
+    return code
+
+
+def _continue(args, n: int) -> str:
+    """How to go on after a stopped or failed distributed run: ``--resume`` from its
+    checkpoints when it wrote any, else the same command again."""
+    if not args.out:
+        return ""
+    command = (f"sgdlab parle {shlex.quote(args.config)} --mode distributed --replicas {n} "
+               f"--out {shlex.quote(args.out)}")
+    if (Path(args.out) / "checkpoints" / "master.pt").exists():
+        return f"; continue with: {command} --resume"
+    return f"; no checkpoint was written yet: start it again with {command}"
 
 
 def _stop(proc: subprocess.Popen, grace: float = 20.0) -> None:

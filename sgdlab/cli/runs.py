@@ -36,7 +36,8 @@ def register(subparsers) -> None:
 
     show = sub.add_parser("show", help="config, environment, status, final metrics, files")
     _store_arg(show)
-    show.add_argument("run_id", metavar="RUN_ID", help="a run id or a unique prefix")
+    show.add_argument("run_id", metavar="RUN_ID",
+                      help="a run id, a unique prefix or the run's folder")
     show.add_argument("--json", action="store_true",
                       help="print the run and its metric series as JSON")
     show.set_defaults(func=_show)
@@ -73,7 +74,8 @@ def register(subparsers) -> None:
                                             "config stored for it; the result is bit-for-bit "
                                             "that of an uninterrupted run.")
     _store_arg(res)
-    res.add_argument("run_id", metavar="RUN_ID", help="a run id or a unique prefix")
+    res.add_argument("run_id", metavar="RUN_ID",
+                     help="a run id, a unique prefix or the run's folder")
     res.add_argument("--no-progress", action="store_true",
                      help="no progress bar (default: one on a terminal, as the run was "
                           "configured)")
@@ -87,6 +89,24 @@ def _open(args, readonly: bool = True):
     if not path.is_file():  # do not create an empty store just to look into it
         raise UserError(f"no run store at {path} (use --store PATH or $SGDLAB_STORE)")
     return RunStore(path, readonly=readonly)
+
+
+def _run_ref(args, ref: str) -> str:
+    """A run id, unique prefix or run folder: the id or prefix to look up. A folder stands for
+    the run (and the store) its run.json or results.json records; without ``--store`` that
+    store is used."""
+    from sgdlab.config.runner import recorded_run
+    from sgdlab.errors import UserError
+
+    if not Path(ref).is_dir():
+        return ref
+    rid, recorded = recorded_run(Path(ref))
+    if rid is None:
+        raise UserError(f"{ref} is a folder but not a run's (no readable run.json or "
+                        "results.json naming its run)")
+    if args.store is None and recorded is not None:
+        args.store = recorded
+    return rid
 
 
 def continue_hint(run: dict, store_path) -> str | None:
@@ -158,8 +178,9 @@ def _list(args) -> int:
 
 
 def _show(args) -> int:
+    ref = _run_ref(args, args.run_id)
     store = _open(args)
-    run = store.get_run(args.run_id)
+    run = store.get_run(ref)
     metrics = store.metrics(run["id"])
     if args.json:
         print(json.dumps({**run, "metrics": {k: v for k, v in metrics.items()}}, indent=1,
@@ -238,16 +259,7 @@ def _config_diff(flats: list[dict[str, str]]) -> list[str]:
 def _compare(args) -> int:
     from sgdlab.errors import UserError, did_you_mean
 
-    from sgdlab.config.runner import recorded_run
-
-    wanted = []
-    for r in args.run_ids:         # a run folder stands for the run (and store) it records
-        rid, recorded = recorded_run(Path(r)) if Path(r).is_dir() else (None, None)
-        if Path(r).is_dir() and rid is None:
-            raise UserError(f"{r} is a folder but not a run's (no run.json or results.json)")
-        if args.store is None and recorded is not None:
-            args.store = recorded
-        wanted.append(rid or r)
+    wanted = [_run_ref(args, r) for r in args.run_ids]
     store = _open(args)
     ids = list(dict.fromkeys(store.resolve(r) for r in wanted))
     if len(ids) < 2:
@@ -332,8 +344,9 @@ def _export(args) -> int:
 def _resume(args) -> int:
     from sgdlab.config.runner import resume_run
     from .train import announce, print_outcome
+    ref = _run_ref(args, args.run_id)
     store = _open(args, readonly=False)
-    outcome = resume_run(args.run_id, store=store, progress=False if args.no_progress else None,
+    outcome = resume_run(ref, store=store, progress=False if args.no_progress else None,
                          announce=lambda rid: announce(rid, store.path))
     print_outcome(outcome)
     return 0

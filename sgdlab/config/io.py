@@ -11,7 +11,7 @@ from typing import Any
 
 import yaml
 
-from ..errors import ConfigError, read_config_text
+from ..errors import ConfigError, check_config_kind, read_config_text, strict_yaml_loader
 
 CONFIG_SUFFIXES = (".yaml", ".yml", ".toml")
 
@@ -30,9 +30,15 @@ _Loader.add_implicit_resolver(
     list("-+0123456789."))
 
 
+def yaml_loader() -> type:
+    """The YAML loader of run and replica configs: plain data only (a SafeLoader), ``1e-3`` a
+    float, a key given twice or a recursive alias refused."""
+    return strict_yaml_loader(_Loader)
+
+
 def parse_yaml(text: str, source: str = "<string>") -> Any:
     try:
-        return yaml.load(text, Loader=_Loader)  # noqa: S506 (a SafeLoader subclass)
+        return yaml.load(text, Loader=yaml_loader())  # noqa: S506 (a SafeLoader)
     except yaml.YAMLError as e:
         raise ConfigError(f"{source}: not valid YAML: {e}") from None
 
@@ -78,6 +84,7 @@ def load_config(name_or_path: str | Path) -> dict[str, Any]:
         raw = {}
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: the config must be a mapping at top level")
+    check_config_kind(raw, "run", path)
     raw.setdefault("name", path.stem)
     return raw
 

@@ -32,7 +32,7 @@ from typing import Annotated, Any, Literal, NamedTuple
 
 from pydantic import BeforeValidator, Field, ValidationError, WithJsonSchema
 
-from ..errors import ConfigError, DataError, UserError, did_you_mean
+from ..errors import ConfigError, DataError, UserError, check_config_kind, did_you_mean
 from ..losses import LOSSES, build_loss
 from .schema import (OpenSection, Section, config_error, invalid, join, plain_data, problems,
                      unknown_key, validate)
@@ -413,6 +413,7 @@ def validate_config(raw: dict[str, Any]) -> dict[str, Any]:
         raise config_error(errors)
     if not isinstance(raw, dict):
         raise config_error([f"config: must be a mapping, got {raw!r}"])
+    check_config_kind(raw, "run")
     failed: list[tuple] = []
     try:
         cfg = RunConfig.model_validate(raw).model_dump()

@@ -16,11 +16,12 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import RunInterrupted, UserError
+from ..errors import RunInterrupted, UserError, make_output_dir
 from .io import dump_yaml
 from .run import build_from_config, resolve_device, validate_config
 
@@ -80,6 +81,8 @@ def run_config(cfg: dict[str, Any], *, out_dir: str | os.PathLike | None = None,
             held = "?"
         raise UserError(f"{out_dir} already holds run {held} (its results and checkpoint would "
                         "be overwritten): choose another folder, or remove that one first")
+    if out_dir is not None:     # before the run is recorded: a folder it could not write to
+        make_output_dir(out_dir)
     if store is None:
         store = RunStore(cfg["store"]["path"])
     env = environment(seed=cfg["train"]["seed"], device=resolve_device(cfg["train"]["device"]))
@@ -88,8 +91,7 @@ def run_config(cfg: dict[str, Any], *, out_dir: str | os.PathLike | None = None,
     out.mkdir(parents=True, exist_ok=True)
     store.add_artifact(run_id, "out_dir", out.resolve())
     (out / "config.yaml").write_text(dump_yaml(cfg))
-    (out / RUN_FILE).write_text(json.dumps({"run_id": run_id,
-                                            "store": str(Path(store.path).resolve())}))
+    _write_run_file(out, run_id, store)
     if announce is not None:
         announce(run_id)
     return _execute(cfg, store, run_id, out, env, resume=False, progress=progress, built=built)
@@ -117,12 +119,27 @@ def resume_run(run_id: str, *, store: Any = None, progress: bool | None = None,
     cfg = validate_config(run["config"])
     env = environment(seed=cfg["train"]["seed"], device=resolve_device(cfg["train"]["device"]))
     resume = checkpoint_path(out / "checkpoints").exists()
+    # a removed folder is made again with the files that say which run it holds
+    make_output_dir(out, "the run folder")
+    if not (out / "config.yaml").is_file():
+        (out / "config.yaml").write_text(dump_yaml(cfg))
+    if not (out / RUN_FILE).is_file():
+        _write_run_file(out, run_id, store)
     store.claim(run_id)          # refuses a run whose process is alive
     if not resume:
+        if store.count_metrics(run_id):     # it had made progress: say why it is redone
+            print(f"sgdlab: note: no checkpoint at {checkpoint_path(out / 'checkpoints')} "
+                  f"(killed before its first one, or removed): run {run_id} "
+                  "restarts from step 0", file=sys.stderr, flush=True)
         store.truncate_metrics(run_id, 0)
     if announce is not None:
         announce(run_id)
     return _execute(cfg, store, run_id, out, env, resume=resume, progress=progress)
+
+
+def _write_run_file(out: Path, run_id: str, store: Any) -> None:
+    (out / RUN_FILE).write_text(json.dumps({"run_id": run_id,
+                                            "store": str(Path(store.path).resolve())}))
 
 
 def _execute(cfg: dict[str, Any], store: Any, run_id: str, out: Path, env: dict[str, Any], *,

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ..errors import UserError
+from ..errors import UserError, did_you_mean
 from .base import Dataset
 
 Loader = Callable[..., Dataset]
@@ -59,7 +59,8 @@ def _lookup(name: str) -> Loader:
         return DATASETS[_canonical(name)]
     except KeyError:
         raise UserError(
-            f"Unknown dataset {name!r}; known datasets: {', '.join(sorted(DATASETS))}"
+            f"Unknown dataset {name!r}{did_you_mean(name, DATASETS)}; known datasets: "
+            f"{', '.join(sorted(DATASETS))}"
         ) from None
 
 
@@ -85,8 +86,9 @@ def load_dataset(name: str, *, seed: int = 0, data_dir: str | Path | None = None
     unknown = sorted(set(options) - allowed)
     if unknown:
         raise UserError(
-            f"dataset {_canonical(name)!r} has no option(s) {', '.join(map(repr, unknown))}; "
-            f"valid options: {', '.join(sorted(allowed | set(GENERIC_OPTIONS)))}")
+            f"dataset {_canonical(name)!r} has no option(s) {', '.join(map(repr, unknown))}"
+            f"{did_you_mean(unknown[0], allowed | set(GENERIC_OPTIONS))}; valid options: "
+            f"{', '.join(sorted(allowed | set(GENERIC_OPTIONS)))}")
     if not isinstance(seed, numbers.Integral) or isinstance(seed, bool):
         raise UserError(f"dataset seed must be an integer, got {seed!r}")
     seed = int(seed)

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sgdlab.errors import ConfigError, UserError
+from sgdlab.errors import ConfigError, UserError, make_output_dir
 from sgdlab.experiments.analysis import Analysis, Conclusion
 from sgdlab.experiments.procedures import get_analysis
 from sgdlab.experiments.spec import ExperimentSpec, load_experiment, needs_data_dir, resolve
@@ -105,12 +105,14 @@ def run_experiment(name_or_path: str | Path, *, scale: str = "cpu", out_dir: str
     if data_dir is not None and not Path(data_dir).is_dir():
         raise UserError(f"--data-dir {data_dir!r} is not a directory")
     runs = spec.expand(data_dir=data_dir)
+    # the report's folder, before the runs: a sweep of hours must not end on a path it
+    # cannot write to
+    out = make_output_dir(out_dir if out_dir is not None else default_out_dir(spec))
     say = progress or (lambda s: None)
     say(f"{spec.name} v{spec.version} [{scale}]: {len(runs)} runs — {spec.title}")
     rep = run_sweep(runs, store_path=store_path, workers=workers, device=device,
                     progress=progress, train_progress=train_progress, backend=backend,
                     address=address, cpus_per_run=cpus_per_run, gpus_per_run=gpus_per_run)
-    out = Path(out_dir) if out_dir is not None else default_out_dir(spec)
     store = open_store(store_path)
     results = build_report(spec, out, store_path=str(store_file(store)), device=device,
                            workers=workers or 1, data_dir=data_dir, sweep=rep)
@@ -209,13 +211,30 @@ def build_report(spec: ExperimentSpec, out: Path, *, store_path: str, device: st
     return results
 
 
+def _experiment_results(path: Path) -> dict[str, Any]:
+    """The results.json of an experiment's output folder, or a :class:`UserError` saying what
+    else the file is (a training run's, a truncated one)."""
+    try:
+        old = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise UserError(f"cannot read {path}: {e}; rebuild it with `sgdlab run` on the same "
+                        "experiment and scale (finished runs are taken from the store)") from None
+    config = old.get("config") if isinstance(old, dict) else None
+    if not (isinstance(config, dict) and isinstance(config.get("file"), dict) and "scale" in old):
+        what = ("a training run's (sgdlab train; see `sgdlab runs show`)"
+                if isinstance(old, dict) and "run_id" in old else "not an experiment's")
+        raise UserError(f"{path} is {what} results.json: `sgdlab report` takes the output "
+                        "folder of `sgdlab run` or an experiment name")
+    return old
+
+
 def rebuild(target: str | Path, *, scale: str = "cpu", store_path: str | None = None,
             out_dir: str | Path | None = None, data_dir: str | None = None) -> tuple[Path, dict]:
     """Rebuild a report from the store: ``target`` is an output directory holding
     results.json (its recorded config, scale and store are reused) or an experiment name."""
     t = Path(target)
     if (t / RESULTS).is_file():
-        old = json.loads((t / RESULTS).read_text())
+        old = _experiment_results(t / RESULTS)
         spec = resolve(old["config"]["file"], old["scale"], source=old["config"].get("source", str(t)))
         store_path = store_path or old.get("store")
         data_dir = data_dir or old.get("data_dir")

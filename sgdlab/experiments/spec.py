@@ -54,7 +54,8 @@ from typing import Any
 
 import yaml
 
-from sgdlab.errors import ConfigError, read_config_text
+from sgdlab.errors import (ConfigError, check_config_kind, read_config_text,
+                           strict_yaml_loader)
 
 SCALES = ("smoke", "cpu", "paper")
 CATALOGUE_DIR = Path(__file__).parent / "catalogue"
@@ -269,6 +270,7 @@ def _check_seeds(where: str, seeds: Any) -> None:
 
 def validate_raw(raw: Any, source: str = "<config>") -> dict[str, Any]:
     """Check the file's structure; raises ``ConfigError`` naming the offending key."""
+    check_config_kind(raw, "experiment", source)
     _check_keys(source, raw, _TOP_KEYS)
     for k in _REQUIRED:
         if k not in raw:
@@ -404,7 +406,7 @@ def read_file(path: str | Path) -> dict[str, Any]:
     key = (str(path.resolve()), st.st_mtime, st.st_size)
     if key not in _CACHE:
         try:
-            raw = yaml.load(read_config_text(path), Loader=_Loader)
+            raw = yaml.load(read_config_text(path), Loader=strict_yaml_loader(_Loader))
         except yaml.YAMLError as e:
             raise ConfigError(f"{path}: not valid YAML: {e}") from None
         if not isinstance(raw, dict):

@@ -102,8 +102,8 @@ class EscapeConfig:
         return cls(**base)
 
     def validate(self) -> None:
-        if self.lr <= 0:
-            raise UserError(f"lr must be > 0, got {self.lr}")
+        if not 0 < self.lr < float("inf"):                  # NaN fails this too
+            raise UserError(f"lr must be a finite number > 0, got {self.lr}")
         for name in ("iterations", "repetitions", "batch_size", "leading_k", "hessian_k",
                      "sharpness_samples"):
             if getattr(self, name) < 1:
@@ -133,6 +133,8 @@ class EscapeResult:
     config: EscapeConfig
     success_rate: dict[str, float] = field(default_factory=dict)
     reached_rate: dict[str, float] = field(default_factory=dict)   # ever in the flat basin
+    # final iterate non-finite (η far past stability): a failure, whatever the success rule
+    diverged_rate: dict[str, float] = field(default_factory=dict)
     final: dict[str, Tensor] = field(default_factory=dict)          # (R, 2)
     sharpness_steps: list[int] = field(default_factory=list)
     sharpness: dict[str, list[float]] = field(default_factory=dict)  # mean over repetitions
@@ -149,6 +151,10 @@ class EscapeResult:
             se = binomial_se(rate, self.config.repetitions)
             lines.append(f"{LABELS.get(m, m):<14} {rate:8.1%} {se:7.1%} "
                          f"{self.reached_rate.get(m, float('nan')):8.1%} {sh_txt}")
+        diverged = {m: r for m, r in self.diverged_rate.items() if r > 0}
+        if diverged:
+            lines.append("diverged (a non-finite iterate; counted as failures): " + ", ".join(
+                f"{LABELS.get(m, m)} {r:.1%}" for m, r in diverged.items()))
         return "\n".join(lines)
 
     def to_dict(self) -> dict:
@@ -156,6 +162,7 @@ class EscapeResult:
             "config": dict(vars(self.config)),
             "success_rate": dict(self.success_rate),
             "reached_rate": dict(self.reached_rate),
+            "diverged_rate": dict(self.diverged_rate),
             "sharpness_steps": list(self.sharpness_steps),
             "sharpness": {k: list(v) for k, v in self.sharpness.items()},
         }
@@ -357,7 +364,8 @@ def run_methods(
             sharp.append(expected_sharpness_batched(landscape, w, xi=xi * cfg.sharpness_sigma)
                          .mean(-1))
         mask = landscape.sharp_mask(w)                      # (K, R, N)
-        reached |= mask.to(w.dtype).mean(-1) < 0.5          # in_flat_basin, mask reused
+        # in_flat_basin, mask reused; a non-finite iterate has no sharp branch but is nowhere
+        reached |= (mask.to(w.dtype).mean(-1) < 0.5) & torch.isfinite(w).all(-1)
         if t == cfg.iterations:
             break
         grad = landscape.grad(w, mask=mask)                 # (K, R, 2)
@@ -413,12 +421,16 @@ def escape_experiment(
         ok = reached
     else:
         ok = land.in_flat_basin(final)
+    finite = torch.isfinite(final).all(-1)     # a NaN iterate compares False everywhere: it
+    ok = ok & finite                           # would count as "in the flat basin"
     flat = ok.to(torch.float64).mean(-1)
     reach = reached.to(torch.float64).mean(-1)
+    lost = (~finite).to(torch.float64).mean(-1)
     for i, method in enumerate(methods):
         result.final[method] = final[i]
         result.success_rate[method] = float(flat[i])
         result.reached_rate[method] = float(reach[i])
+        result.diverged_rate[method] = float(lost[i])
         if sharp is not None:
             result.sharpness[method] = sharp[i].tolist()
         if traj is not None:

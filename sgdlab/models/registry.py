@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..errors import UserError
+from ..errors import UserError, did_you_mean
 
 Builder = Callable[..., nn.Module]
 
@@ -69,7 +69,8 @@ def _lookup(name: str) -> ModelInfo:
             key = {k.replace("-", ""): k for k in MODELS}.get(key.replace("-", ""), key)
         return MODELS[key]
     except (KeyError, TypeError, AttributeError):
-        raise UserError(f"Unknown model {name!r}; known models: {', '.join(sorted(MODELS))}"
+        raise UserError(f"Unknown model {name!r}{did_you_mean(name, MODELS)}; known models: "
+                        f"{', '.join(sorted(MODELS))}"
                         ) from None
 
 

@@ -6,10 +6,13 @@ RMSprop are registered here.
 """
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from typing import Any
 
 import torch
+
+from ..errors import did_you_mean
 
 OPTIMIZERS: dict[str, Callable[..., torch.optim.Optimizer]] = {
     "sgd": torch.optim.SGD,
@@ -34,8 +37,26 @@ def _lookup(table: dict[str, Any], what: str, name: str) -> Any:
         return table[name]
     except KeyError:
         raise ValueError(
-            f"Unknown {what} {name!r}; known: {', '.join(sorted(table))}"
-        ) from None
+            f"Unknown {what} {name!r}{did_you_mean(name, table)}; known: "
+            f"{', '.join(sorted(table))}") from None
+    except TypeError:                       # an unhashable name (a list, a dict)
+        raise ValueError(f"{what} name must be a string, got {name!r}") from None
+
+
+def _check_options(what: str, name: str, fn: Callable, given: dict[str, Any],
+                   skip: tuple[str, ...]) -> None:
+    """A misspelled argument of ``fn`` is a ValueError naming it (with the closest one and
+    the list), not the bare TypeError of the call. ``fn`` taking ``**kwargs`` is not checked."""
+    params = inspect.signature(fn).parameters.values()
+    if any(p.kind is p.VAR_KEYWORD for p in params):
+        return
+    known = [p.name for p in params if p.name not in skip and not p.name.startswith("_")
+             and p.kind is not p.VAR_POSITIONAL]
+    unknown = [k for k in given if k not in known]
+    if unknown:
+        raise ValueError(f"{what} {name!r} has no option {unknown[0]!r}"
+                         f"{did_you_mean(unknown[0], known)}; its options: "
+                         f"{', '.join(known) or '(none)'}")
 
 
 def register_optimizer(name: str):
@@ -43,7 +64,10 @@ def register_optimizer(name: str):
 
 
 def build_optimizer(name: str, params, **hyper: Any) -> torch.optim.Optimizer:
-    return _lookup(OPTIMIZERS, "optimizer", name)(params, **hyper)
+    cls = _lookup(OPTIMIZERS, "optimizer", name)
+    _check_options("optimizer", name, cls.__init__ if inspect.isclass(cls) else cls, hyper,
+                   ("self", "params"))
+    return cls(params, **hyper)
 
 
 def needs_model(cls) -> bool:
@@ -76,4 +100,6 @@ def register_schedule(name: str):
 
 def build_schedule(name: str, optimizer, *, steps_per_epoch: int, total_steps: int, **hyper: Any):
     factory = _lookup(SCHEDULES, "schedule", name)
+    _check_options("schedule", name, factory, hyper,
+                   ("optimizer", "steps_per_epoch", "total_steps"))
     return factory(optimizer, steps_per_epoch=steps_per_epoch, total_steps=total_steps, **hyper)

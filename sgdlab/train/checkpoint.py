@@ -83,7 +83,11 @@ def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> Path:
             os.unlink(tmp)
         except OSError:
             pass
+        # torch's archive writer turns a failed write of the file object (a full disk) into
+        # a RuntimeError ("unexpected pos ..."); the OSError is its context
+        cause = e if isinstance(e, OSError) else e.__cause__ or e.__context__
         reason = ("no space left on device" if getattr(e, "errno", None) == errno.ENOSPC
+                  or getattr(cause, "errno", None) == errno.ENOSPC
                   else str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__)
         raise UserError(f"cannot write checkpoint {str(path)!r}: {reason}"
                         + ("; the previous checkpoint is kept" if path.exists() else "")) from None

@@ -46,7 +46,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from ..errors import ConfigError, UserError, read_config_text
+from ..errors import ConfigError, UserError, check_config_kind, read_config_text
 from ..losses import build_loss
 from .communicator import ReplicaCommunicationError, TorchDistributedCommunicator
 from .replicas import ParleConfig, train_replicas
@@ -92,8 +92,10 @@ def load_config(path: str | Path) -> dict[str, Any]:
     text = read_config_text(p)
     if p.suffix in (".yaml", ".yml"):
         import yaml
+
+        from ..config.io import yaml_loader      # as run configs: 1e-3 is a number
         try:
-            cfg = yaml.safe_load(text)
+            cfg = yaml.load(text, Loader=yaml_loader())  # noqa: S506 (a SafeLoader)
         except yaml.YAMLError as e:
             raise ConfigError(f"{p}: {_yaml_problem(e)}") from None
     else:
@@ -103,6 +105,7 @@ def load_config(path: str | Path) -> dict[str, Any]:
             raise ConfigError(f"{p}: not valid JSON: {e}") from None
     if not isinstance(cfg, dict):
         raise ConfigError(f"{p}: a replica run config must be a mapping")
+    check_config_kind(cfg, "replica", p)
     return cfg
 
 
@@ -136,6 +139,7 @@ def build_run(cfg: dict[str, Any]):
     """
     from ..data.base import Dataset
 
+    check_config_kind(cfg, "replica")
     unknown = sorted(set(cfg) - RUN_KEYS)
     if unknown:
         raise ConfigError(f"unknown key(s) {unknown} in replica run config; known: "

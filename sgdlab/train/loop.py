@@ -272,6 +272,7 @@ class _Training:
         self.t_start = time.perf_counter()
         _check_args(epochs, batch_size, eval_every, eval_subset, checkpoint_every, max_steps)
         check_dataset(data)
+        _check_optimizer_updates(model, optimizer)
         if resume and checkpoint_dir is None:
             raise UserError("resume=True needs checkpoint_dir")
         if device is not None:
@@ -674,12 +675,17 @@ def _eval_sets(data: Any, eval_subset: int | None, seed: int) -> dict[str, tuple
 
 def check_dataset(data: Any) -> None:
     """Training takes a :class:`sgdlab.data.Dataset`, not the ``(x, y)`` batches the
-    measurements take: say so instead of failing on a missing attribute."""
-    if not (hasattr(data, "x_train") and hasattr(data, "y_train")):
+    measurements take: say so instead of failing on a missing attribute; and as many labels
+    as examples."""
+    if not all(hasattr(data, a) for a in ("x_train", "y_train", "x_test", "y_test")):
         raise UserError(
             f"data must be a sgdlab.data.Dataset (x_train, y_train, x_test, y_test), got "
             f"{type(data).__name__}; for your own tensors: "
             "sgdlab.data.Dataset(x_train, y_train, x_test, y_test)")
+    for part in ("train", "test"):
+        x, y = getattr(data, f"x_{part}"), getattr(data, f"y_{part}")
+        if x is not None and y is not None and len(x) != len(y):
+            raise UserError(f"data: x_{part} has {len(x)} examples but y_{part} has {len(y)}")
 
 
 def _check_args(epochs, batch_size, eval_every, eval_subset, checkpoint_every, max_steps) -> None:
@@ -702,6 +708,16 @@ def _check_args(epochs, batch_size, eval_every, eval_subset, checkpoint_every, m
                         f"{checkpoint_every!r}")
     if max_steps is not None and (not is_int(max_steps) or max_steps < 0):
         raise UserError(f"max_steps must be an int >= 0, got {max_steps!r}")
+
+
+def _check_optimizer_updates(model, optimizer) -> None:
+    """An optimizer built over another model instance's parameters would "train" without
+    changing ``model``."""
+    own = {id(p) for p in model.parameters()}
+    updated = [p for g in optimizer.param_groups for p in g["params"]]
+    if own and updated and not any(id(p) in own for p in updated):
+        raise UserError("the optimizer updates none of the model's parameters (built for "
+                        "another instance of the model?): build it from model.parameters()")
 
 
 def _call_config(model, optimizer, schedule, epochs, batch_size, replacement, seed) -> dict:

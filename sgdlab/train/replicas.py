@@ -143,6 +143,11 @@ class ParleConfig:
                     setattr(self, k, float(v))
                 except ValueError:
                     raise ConfigError(f"{k} must be a number or 'inf', got {v!r}") from None
+        for f in fields(self):      # a number given as text ("fast", "1e-3" in old YAML)
+            v = getattr(self, f.name)
+            if (f.type in ("float", "float | None", "int") and not (v is None and "None" in f.type)
+                    and (isinstance(v, bool) or not isinstance(v, (int, float)))):
+                raise ConfigError(f"{f.name} must be a number, got {v!r}")
         if not isinstance(self.lr_milestones, (list, tuple)) or any(
                 not isinstance(m, (int, float)) or isinstance(m, bool) or m < 0
                 for m in self.lr_milestones):
@@ -158,7 +163,7 @@ class ParleConfig:
                 raise ConfigError(f"shard_fraction must be in (0, 1], got {self.shard_fraction}")
         try:  # the optimizer validates every hyper-parameter
             self.optimizer([nn.Parameter(torch.zeros(1))], seed=0, batches=1)
-        except ValueError as e:
+        except (ValueError, TypeError) as e:   # TypeError: a value of the wrong type
             raise ConfigError(f"invalid Parle hyper-parameters: {e}") from None
 
     @classmethod

@@ -3,9 +3,11 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import torch
 
 from sgdlab.cli.main import main
+from sgdlab.errors import ConfigError
 from sgdlab.store import RunStore
 
 TINY = """
@@ -97,3 +99,88 @@ def test_a_config_that_is_not_utf8_text_is_named(tmp_path, capsys):
     assert f"{cfg}: not a UTF-8 text file" in one_error_line(capsys)
     assert main(["parle", str(cfg)]) == 2
     assert f"{cfg}: not a UTF-8 text file" in one_error_line(capsys)
+
+
+def test_an_output_path_with_a_file_in_the_way_is_named_before_any_work(tmp_path, capsys):
+    cfg = tmp_path / "tiny.yaml"
+    cfg.write_text(TINY)
+    store, blocker = tmp_path / "s.sqlite", tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    for out in (blocker, blocker / "sub"):
+        assert main(["train", str(cfg), "--store", str(store), "--out", str(out)]) == 2
+        assert f"--out {out}: cannot create the folder: {blocker} is a file, not a folder" in \
+            one_error_line(capsys)
+    assert not store.exists() or RunStore(store).list_runs() == []   # no run left "running"
+    # an experiment checks its report folder before its runs, not after them
+    assert main(["run", "zhu-escape-2d", "--scale", "smoke", "--store", str(store),
+                 "--out", str(blocker / "report")]) == 2
+    assert f"{blocker} is a file, not a folder" in one_error_line(capsys)
+    assert not store.exists() or RunStore(store).list_runs() == []
+    # any other command writing under it: the path, no traceback
+    assert main(["train", str(cfg), "--store", str(store), "--out", str(tmp_path / "run")]) == 0
+    capsys.readouterr()
+    assert main(["runs", "export", str(blocker / "runs.csv"), "--store", str(store)]) == 2
+    assert f"cannot write {blocker}: {blocker} is a file, not a folder" in one_error_line(capsys)
+
+
+def test_report_names_a_results_file_that_is_not_an_experiments(tmp_path, capsys):
+    cfg = tmp_path / "tiny.yaml"
+    cfg.write_text(TINY)
+    run = tmp_path / "run"
+    assert main(["train", str(cfg), "--store", str(tmp_path / "s.sqlite"), "--out", str(run)]) == 0
+    capsys.readouterr()
+    assert main(["report", str(run)]) == 2
+    assert "is a training run's (sgdlab train" in one_error_line(capsys)
+    (run / "results.json").write_text('{"experiment": ')           # truncated
+    assert main(["report", str(run)]) == 2
+    assert f"cannot read {run / 'results.json'}: Expecting value" in one_error_line(capsys)
+
+
+def test_a_key_given_twice_or_a_recursive_alias_is_refused_by_every_config_reader(
+        tmp_path, capsys):
+    # YAML keeps the last of two equal keys: a second `optimizer:` silently replaced the first
+    twice = TINY + "optimizer: {name: sgd, lr: 5.0}\n"
+    for command in (["train"], ["run", "--config"], ["parle"]):
+        cfg = tmp_path / "twice.yaml"
+        cfg.write_text(twice)
+        assert main([*command, str(cfg)]) == 2, command
+        err = capsys.readouterr().err
+        assert "Traceback" not in err and "key 'optimizer' is given twice (first on line 5)" in err
+        cfg.write_text("a: &a [1, *a]\n")
+        assert main([*command, str(cfg)]) == 2, command
+        err = capsys.readouterr().err
+        assert "Traceback" not in err and "recursive alias" in err and "line 1" in err
+    # equal keys in different mappings, aliases and merge keys are still read as before
+    from sgdlab.config import parse_yaml
+
+    assert parse_yaml("a: {lr: 1}\nb: {lr: 1}\nc: &c [1]\nd: *c\n"
+                      "e: &e {lr: 1, m: 2}\nf: {<<: *e, lr: 3}\n") == {
+        "a": {"lr": 1}, "b": {"lr": 1}, "c": [1], "d": [1], "e": {"lr": 1, "m": 2},
+        "f": {"lr": 3, "m": 2}}
+
+
+def test_a_config_of_another_kind_names_the_command_that_reads_it(tmp_path, capsys):
+    # each command listed every top-level key of another kind of config as unknown
+    run_cfg = tmp_path / "run.yaml"
+    run_cfg.write_text(TINY)
+    replica = tmp_path / "replica.yaml"
+    replica.write_text("data: {name: digits}\nmodel: {name: mlp}\nparle: {replicas: 2}\n"
+                       "epochs: 1\n")
+    experiment = tmp_path / "experiment.yaml"
+    experiment.write_text("name: e\nversion: 1\ndescription: d\nanalysis: a\n"
+                          "paper: {author: A}\nscales: {smoke: {}}\n")
+    cases = [(["parle", str(run_cfg)], run_cfg, "a run config, not a replica config "
+              "(it has optimizer, train)", f"sgdlab train {run_cfg}"),
+             (["run", "--config", str(run_cfg)], run_cfg, "a run config, not an experiment "
+              "config", f"sgdlab train {run_cfg}"),
+             (["train", str(replica)], replica, "a replica config, not a run config (it has "
+              "parle)", f"sgdlab parle {replica}"),
+             (["train", str(experiment)], experiment, "an experiment config, not a run config "
+              "(it has paper, scales, analysis)", f"sgdlab run --config {experiment}")]
+    for argv, path, kind, command in cases:
+        assert main(argv) == 2, argv
+        assert f"{path} is {kind}" in (err := one_error_line(capsys)) and f"`{command}`" in err
+    from sgdlab.config import validate_config          # the Python API says it too
+    with pytest.raises(ConfigError, match="the config is a replica config, not a run config"):
+        validate_config({"data": {"name": "digits"}, "model": {"name": "mlp"},
+                         "parle": {"replicas": 2}})

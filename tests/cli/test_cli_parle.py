@@ -50,3 +50,28 @@ def test_stop_ends_the_launcher_and_the_processes_it_started():
     _stop(launcher, grace=10)
     assert launcher.returncode == -signal.SIGKILL     # stopped, not its own 60 s run out
     assert not _alive(kids[0])
+
+
+def test_a_failed_replica_ends_with_one_line_saying_how_to_go_on(tmp_path, capsys, monkeypatch):
+    """torchrun's exit code is passed on, with one line after its report: ``--resume`` when
+    checkpoints were written, else the same command again."""
+    import sgdlab.cli.parle as parle
+
+    cfg = tmp_path / "c.json"
+    cfg.write_text(json.dumps(CONFIG))
+    out = tmp_path / "out"
+    # stands for torchrun after a replica died: the first rounds checkpointed, then exit 1
+    code = ("import pathlib, sys; p = pathlib.Path(sys.argv[1]) / 'checkpoints'; "
+            "p.mkdir(parents=True) if sys.argv[2] == 'saved' else None; "
+            "(p / 'master.pt').write_bytes(b'') if sys.argv[2] == 'saved' else None; "
+            "raise SystemExit(1)")
+    command = ["parle", str(cfg), "--mode", "distributed", "--out", str(out)]
+    for saved, hint in (("none", "no checkpoint was written yet: start it again with "),
+                        ("saved", "continue with: ")):
+        monkeypatch.setattr(parle, "torchrun_command",
+                            lambda *a, **k: [sys.executable, "-c", code, str(out), saved])
+        assert main(command) == 1
+        err = capsys.readouterr().err
+        assert "sgdlab: error: the distributed run failed (torchrun exit code 1)" in err
+        again = f"sgdlab parle {cfg} --mode distributed --replicas 2 --out {out}"
+        assert f"{hint}{again}" + (" --resume" if saved == "saved" else "\n") in err + "\n"

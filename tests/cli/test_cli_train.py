@@ -254,3 +254,55 @@ def test_runs_compare_prints_the_config_name_once(tmp_path, capsys):
     lines = capsys.readouterr().out.splitlines()
     (row,) = [ln for ln in lines if ln.startswith("name ")]
     assert row.split()[1:] == ["tiny-a", "tiny-b"]
+
+
+def test_resume_and_show_take_the_run_folder(tmp_path, capsys, monkeypatch):
+    """The folder a run was written to stands for the run and its store, as in `runs
+    compare`: `sgdlab resume FOLDER` from anywhere, without --store."""
+    cfg = tmp_path / "tiny.yaml"
+    cfg.write_text(TINY + "measure: [{name: _test_kill, every: 1}]\n")
+    store_path, out = tmp_path / "lab" / "runs.sqlite", tmp_path / "run"
+    p = _cli(["train", str(cfg), "--store", str(store_path), "--out", str(out)],
+             {"SGDLAB_TEST_TERM_AT": "8"})
+    assert p.returncode == 130, p.stderr
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    monkeypatch.delenv("SGDLAB_STORE", raising=False)
+    assert main(["runs", "show", str(out)]) == 0
+    assert "status: interrupted" in capsys.readouterr().out
+    assert main(["resume", str(out)]) == 0
+    assert "finished after 30 steps (6 epochs" in capsys.readouterr().out
+    assert not (elsewhere / "sgdlab-runs").exists()            # no new store here
+    (run,) = RunStore(store_path).list_runs()
+    assert run["status"] == "finished"
+    (out / "run.json").write_text("{")                         # unreadable, no results.json...
+    (out / "results.json").unlink()
+    assert main(["runs", "show", str(out)]) == 2
+    assert "is a folder but not a run's" in capsys.readouterr().err
+
+
+def test_resume_of_a_run_whose_folder_was_removed_says_so_and_rebuilds_it(tmp_path, capsys):
+    cfg = tmp_path / "tiny.yaml"
+    cfg.write_text(TINY + "measure: [{name: _test_kill, every: 1}]\n")
+    store_path, out, ref = tmp_path / "runs.sqlite", tmp_path / "run", tmp_path / "ref"
+    assert main(["train", str(cfg), "--store", str(store_path), "--out", str(ref)]) == 0
+    p = _cli(["train", str(cfg), "--store", str(store_path), "--out", str(out)],
+             {"SGDLAB_TEST_TERM_AT": "12"})
+    assert p.returncode == 130, p.stderr
+    rid = json.loads((out / "run.json").read_text())["run_id"]
+    import shutil
+
+    shutil.rmtree(out)
+    capsys.readouterr()
+    assert main(["resume", rid, "--store", str(store_path)]) == 0
+    captured = capsys.readouterr()
+    assert f"no checkpoint at {out / 'checkpoints' / 'last.pt'}" in captured.err
+    assert f"run {rid} restarts from step 0" in captured.err
+    assert "finished after 30 steps" in captured.out
+    # the folder again says which run it holds, so tools that start from it work
+    assert json.loads((out / "run.json").read_text())["run_id"] == rid
+    assert (out / "config.yaml").read_text() == (ref / "config.yaml").read_text()
+    store = RunStore(store_path)
+    ref_id = json.loads((ref / "run.json").read_text())["run_id"]
+    assert store.metrics(rid) == store.metrics(ref_id)

@@ -20,10 +20,12 @@ def test_registry_lists_all_datasets():
 def test_unknown_dataset_lists_known_names():
     with pytest.raises(UserError, match="known datasets: .*cubic.*digits"):
         load_dataset("imagenet")
+    with pytest.raises(UserError, match=r"'digitz' \(did you mean digits\?\); known datasets"):
+        load_dataset("digitz")
 
 
 def test_unknown_option_is_named():
-    with pytest.raises(UserError, match="'flaten'.*valid options: .*flatten"):
+    with pytest.raises(UserError, match=r"'flaten' \(did you mean flatten\?\); valid options: "):
         load_dataset("digits", flaten=True)
     assert "test_size" in dataset_options("digits")
 

@@ -110,6 +110,18 @@ def test_bad_configs_name_the_problem(mutate, needle):
     assert needle.strip("'") in str(e.value)
 
 
+
+@pytest.mark.parametrize("over, message", [
+    ({"procedure": "_test_squar"}, "unknown procedure '_test_squar' (did you mean _test_square?)"),
+    ({"analysis": "_test_squar"}, "unknown analysis '_test_squar' (did you mean _test_square?)"),
+    ({"base": {"x": 1, "factr": 2}},
+     "unknown parameter 'factr' for procedure '_test_square' (did you mean factor?); allowed:"),
+])
+def test_a_misspelled_procedure_analysis_or_parameter_gets_the_closest_name(over, message):
+    with pytest.raises(ConfigError) as e:
+        resolve(_raw(**over), "smoke").expand()
+    assert message in str(e.value)
+
 def test_unknown_experiment_and_missing_file():
     with pytest.raises(ConfigError, match="unknown experiment"):
         load_experiment("no-such-experiment")

@@ -27,6 +27,15 @@ def test_escape_and_pde_demos_write_results(tmp_path, capsys):
         torch.set_num_threads(n)
 
 
+
+def test_escape_options_given_to_another_demo_are_refused(tmp_path, capsys):
+    # `landscape ou --lr 1e6` ran the OU demo at its own settings, --lr silently ignored
+    assert main(["landscape", "ou", "--out", str(tmp_path / "o"), "--quick", "--lr", "1e6",
+                 "--protocol", "authors-code"]) == 2
+    err = capsys.readouterr().err
+    assert "--lr, --protocol: escape options, but the demo is 'ou'" in err
+    assert "Traceback" not in err and not (tmp_path / "o").exists()
+
 def test_escape_defaults_are_the_printed_landscape_and_lr_sets_eta(tmp_path, capsys):
     n = torch.get_num_threads()
     try:

@@ -253,6 +253,32 @@ def test_bad_input():
         escape_experiment(config=EscapeConfig(iterations=2, repetitions=2), methods=("adam",))
     with pytest.raises(UserError):
         EscapeConfig(lr=-1).validate()
+    for lr in (math.nan, math.inf):
+        with pytest.raises(UserError, match="lr must be a finite number > 0"):
+            EscapeConfig(lr=lr).validate()
+
+
+def test_a_diverged_chain_is_a_failure_not_an_escape():
+    """A NaN iterate is on no branch (every comparison is False), so in_flat_basin called it
+    flat: at η = 20 every chain overflows and all seven methods "escaped" 100%."""
+    land = TwoBasin(dtype=f64)
+    nan = torch.full((2,), math.nan, dtype=f64)
+    assert bool(land.in_flat_basin(nan))             # why the experiment must check
+    for rule in ("flat_basin", "reached", "corner"):
+        cfg = EscapeConfig(lr=20.0, iterations=200, repetitions=4, sharpness_every=0,
+                           record_trajectory=False, success_rule=rule)
+        res = escape_experiment(land, cfg, methods=("gd", "sgd"))
+        for m in ("gd", "sgd"):
+            assert not torch.isfinite(res.final[m]).any()
+            assert res.diverged_rate[m] == 1.0
+            if rule != "reached":                    # some iterate may have crossed it
+                assert res.success_rate[m] == 0.0, (rule, m)
+        assert "diverged (a non-finite iterate; counted as failures): GD 100.0%" in res.table()
+    # stable steps: nothing diverges and the table has no such line
+    res = escape_experiment(land, EscapeConfig(lr=0.1, iterations=50, repetitions=4,
+                                               sharpness_every=0), methods=("gd",))
+    assert res.diverged_rate["gd"] == 0.0 and res.success_rate["gd"] == 1.0
+    assert "diverged" not in res.table() and res.to_dict()["diverged_rate"] == {"gd": 0.0}
 
 
 # ------------------------------------------------ the authors' public-code protocol

@@ -122,6 +122,8 @@ def test_bad_shapes_and_options_are_user_errors():
         build_model("vgg-11", (1, 28, 28), 10)  # five poolings need >= 32x32
     with pytest.raises(UserError, match="known models: .*zhu-lenet"):
         build_model("alexnet", (3, 32, 32), 10)
+    with pytest.raises(UserError, match=r"Unknown model 'mlpp' \(did you mean mlp\?\)"):
+        build_model("mlpp", (4,), 2)
     with pytest.raises(UserError, match="'widht'.*valid options: .*widths"):
         build_model("mlp", (4,), 2, widht=[3])
     with pytest.raises(UserError, match="activation"):

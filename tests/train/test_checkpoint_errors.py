@@ -89,3 +89,46 @@ def test_a_full_disk_fails_the_run_and_keeps_the_previous_checkpoint(tmp_path):
     assert load_checkpoint(ckpt_dir)["loop"]["step"] == 3           # still there, readable
     run = store.get_run(first.run_id)
     assert run["status"] == "failed" and "no space left on device" in run["message"]
+
+
+def test_a_disk_that_fills_during_the_write_is_named_as_full(tmp_path, monkeypatch):
+    """A real full disk accepts the first bytes and then fails the write with ENOSPC, which
+    torch's archive writer reports as a RuntimeError ("unexpected pos ..."), not as the
+    OSError that /dev/full gives at once. (A small write buffer, so torch's writes reach the
+    disk as a real checkpoint's megabytes do.)"""
+    import errno
+    import io
+
+    import sgdlab.train.checkpoint as checkpoint
+
+    class FillsUp(io.RawIOBase):            # what the OS does once the free space is used
+        def __init__(self, f, free):
+            self.f, self.free = f, free
+
+        def writable(self):
+            return True
+
+        def write(self, b):
+            if self.free <= 0:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            n = min(len(b), self.free)
+            self.f.write(bytes(b[:n]))
+            self.free -= n
+            return n
+
+        def fileno(self):
+            return self.f.fileno()
+
+    store = RunStore(tmp_path / "runs.sqlite")
+    ckpt_dir = tmp_path / "ckpt"
+    first = fit(checkpoint_dir=ckpt_dir, max_steps=3, store=store)
+    real_open = open
+    monkeypatch.setattr(checkpoint, "open", lambda p, mode="r": io.BufferedWriter(
+        FillsUp(real_open(p, mode), free=300), buffer_size=16), raising=False)
+    with pytest.raises(UserError) as e:
+        fit(checkpoint_dir=ckpt_dir, resume=True, store=store, run_id=first.run_id)
+    msg = one_line(e)
+    assert "cannot write checkpoint" in msg and "no space left on device" in msg, msg
+    assert "the previous checkpoint is kept" in msg
+    assert not list(ckpt_dir.glob(".*.tmp"))
+    assert load_checkpoint(ckpt_dir)["loop"]["step"] == 3

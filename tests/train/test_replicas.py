@@ -365,3 +365,21 @@ def test_cli_resume(tmp_path, capsys):
     assert main(["parle", str(tmp_path / "c.json"), "--mode", "distributed", "--out", o,
                  "--resume", "--checkpoint-every", "3", "--print-command"]) == 0
     assert "--out " + o + " --checkpoint-every 3 --resume" in capsys.readouterr().out
+
+
+def test_a_replica_config_reads_numbers_as_run_configs_do_and_names_text_given_for_one(
+        tmp_path):
+    """`lr: 1e-2` was the string '1e-2' in a replica config (YAML 1.1), a TypeError traceback
+    inside the optimizer's check; run configs read it as a number."""
+    from sgdlab.train.distributed import load_config
+
+    cfg = tmp_path / "parle.yaml"
+    cfg.write_text("data: {name: digits}\nmodel: {name: mlp}\n"
+                   "parle: {replicas: 2, lr: 1e-2, gamma: 1e2, rho: inf}\nrounds: 1\n")
+    parle = load_config(cfg)["parle"]
+    assert parle["lr"] == 0.01 and parle["gamma"] == 100.0
+    conf = ParleConfig.from_dict(parle)
+    assert (conf.lr, conf.gamma, conf.rho) == (0.01, 100.0, math.inf)
+    for key, value in (("lr", "fast"), ("momentum", True), ("alpha", None), ("batch_size", 1.5)):
+        with pytest.raises(ConfigError, match=f"{key} must be a"):
+            ParleConfig(**{key: value})

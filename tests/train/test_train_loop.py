@@ -312,6 +312,27 @@ def test_training_on_a_batch_tuple_names_the_dataset_it_needs():
         train_replicas(model, nn.CrossEntropyLoss(), batch, ParleConfig(replicas=1), epochs=1)
 
 
+def test_mismatched_labels_or_an_optimizer_of_another_model_is_named():
+    data, loss_fn = toy_data(), nn.CrossEntropyLoss()
+    model = make_model()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    short = Dataset(data.x_train, data.y_train[:-1], data.x_test, data.y_test)
+    with pytest.raises(UserError, match="x_train has 60 examples but y_train has 59"):
+        train(model, loss_fn, short, opt, epochs=1, batch_size=8, progress=False)
+    # an optimizer over a fresh copy's parameters left `model` untouched, "finished"
+    other = torch.optim.SGD(make_model().parameters(), lr=0.1)
+    before = flat(model).clone()
+    with pytest.raises(UserError, match="updates none of the model's parameters"):
+        train(model, loss_fn, data, other, epochs=1, batch_size=8, progress=False)
+    assert torch.equal(flat(model), before)
+    # a frozen part is fine: the optimizer needs only some of the parameters
+    model[0].requires_grad_(False)
+    part = torch.optim.SGD(model[3].parameters(), lr=0.1)
+    assert train(model, loss_fn, data, part, epochs=1, batch_size=8,
+                 progress=False).status == "finished"
+    assert torch.equal(flat(model)[:96], before[:96]) and not torch.equal(flat(model), before)
+
+
 def test_deferred_loss_readback_matches_and_still_catches_divergence(monkeypatch):
     """The CUDA path reads losses back in groups; forced here on CPU with groups of 4."""
     import sgdlab.train.loop as loop_mod

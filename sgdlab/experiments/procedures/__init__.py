@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from sgdlab.errors import ConfigError
+from sgdlab.errors import ConfigError, did_you_mean
 
 PROCEDURES: dict[str, "Procedure"] = {}
 ANALYSES: dict[str, Callable[..., "Analysis"]] = {}
@@ -73,7 +73,8 @@ class Procedure:
         for k in params:
             if k not in self.allowed:
                 raise ConfigError(f"{where}: unknown parameter {k!r} for procedure "
-                                  f"{self.name!r}; allowed: {', '.join(sorted(self.allowed))}")
+                                  f"{self.name!r}{did_you_mean(k, self.allowed)}; allowed: "
+                                  f"{', '.join(sorted(self.allowed))}")
         for k in self.required:
             if k not in params:
                 raise ConfigError(f"{where}: missing parameter {k!r} for procedure {self.name!r}")
@@ -115,14 +116,16 @@ def _load_all() -> None:
 def get_procedure(name: str) -> Procedure:
     _load_all()
     if name not in PROCEDURES:
-        raise ConfigError(f"unknown procedure {name!r}; known: {', '.join(sorted(PROCEDURES))}")
+        raise ConfigError(f"unknown procedure {name!r}{did_you_mean(name, PROCEDURES)}; "
+                          f"known: {', '.join(sorted(PROCEDURES))}")
     return PROCEDURES[name]
 
 
 def get_analysis(name: str) -> Callable[..., "Analysis"]:
     _load_all()
     if name not in ANALYSES:
-        raise ConfigError(f"unknown analysis {name!r}; known: {', '.join(sorted(ANALYSES))}")
+        raise ConfigError(f"unknown analysis {name!r}{did_you_mean(name, ANALYSES)}; "
+                          f"known: {', '.join(sorted(ANALYSES))}")
     return ANALYSES[name]
 
 
