@@ -53,7 +53,7 @@ def test_sigma_hessian_alignment_vs_dense():
     hv, sv = hv.flip(1)[:, :k], sv.flip(1)[:, :k]
     res = sigma_hessian_alignment(model, loss_fn, data, k, tol=1e-12, num_probes=400,
                                   generator=torch.Generator().manual_seed(0),
-                                  trace_alignment=True)
+                                  trace_alignment=True, exact_frobenius=False)
     torch.testing.assert_close(res.hessian_eigvals, hl.flip(0)[:k])
     torch.testing.assert_close(res.sigma_eigvals, sl.flip(0)[:k])
     torch.testing.assert_close(res.cosines, (hv * sv).sum(0).abs(), atol=1e-7, rtol=0)
@@ -84,3 +84,16 @@ def test_sigma_hessian_alignment_vs_dense():
             float(hl.flip(0)[i]) / res.hessian_frobenius, rel=1e-9)
         assert m[f"align/sigma_norm_eig_{i + 1}"] == pytest.approx(
             float(sl.flip(0)[i]) / float(torch.linalg.matrix_norm(s)), rel=1e-9)
+
+
+def test_small_models_get_the_exact_hessian_frobenius_norm():
+    # d = 22 <= 1,000: ‖H‖_F from the unit columns, so λ_i / ‖H‖_F is exact even with the
+    # few probes of a smoke run (4 probes of a near rank-one H can put λ_1 / ‖H‖_F above 1)
+    model = tiny_mlp(3, 4, 2)
+    data, loss_fn = tiny_classification(10, 3, 2), nn.CrossEntropyLoss()
+    h = dense_hessian_reference(model, loss_fn, data)
+    res = sigma_hessian_alignment(model, loss_fn, data, 2, tol=1e-12, num_probes=4,
+                                  generator=torch.Generator().manual_seed(0))
+    assert res.hessian_frobenius == pytest.approx(float(torch.linalg.matrix_norm(h)), rel=1e-12)
+    top = torch.linalg.eigvalsh(h).abs().max()
+    assert float(res.hessian_normalised.abs().max()) <= float(top / torch.linalg.matrix_norm(h))

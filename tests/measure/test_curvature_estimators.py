@@ -38,6 +38,10 @@ def test_frobenius_norm_estimate():
     est_r = frobenius_norm(a, 400, generator=torch.Generator().manual_seed(2),
                            distribution="rademacher")
     assert abs(est_r.value - exact) < 3.5 * est_r.stderr
+    for block in (1, 7, None):          # unit columns in any blocking: the exact norm
+        ex = frobenius_norm(a, 1, exact=True, block_size=block)
+        assert ex.value == pytest.approx(exact, rel=1e-13)
+        assert (ex.stderr, ex.num_samples) == (0.0, a.shape[0])
 
 
 def test_slq_density_integrates_to_one_and_matches_moments():

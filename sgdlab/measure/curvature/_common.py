@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import torch
@@ -42,6 +42,21 @@ def probe_block(op: LinearOperator, b: int, generator: torch.Generator | None,
                           dtype=op.dtype)
         return v.mul_(2).sub_(1).to(device=op.device).T
     raise ValueError(f"Unknown probe distribution {kind!r} (gaussian | rademacher)")
+
+
+def unit_column_blocks(op: LinearOperator, block_size: int | None = None
+                       ) -> Iterator[tuple[Tensor, Tensor]]:
+    """``(idx, A[:, idx])`` for consecutive blocks of the d unit columns: A applied to the
+    identity in ``matmat`` blocks (sized like probe blocks), for the exact diagonal and
+    Frobenius norm of small operators (d products in all, never a d x d matrix)."""
+    d = op.shape[0]
+    start = 0
+    for _, b in op.block_tuner("matmat", block_size=block_size).blocks(d):
+        idx = torch.arange(start, start + b, device=op.device)
+        cols = torch.zeros(d, b, dtype=op.dtype, device=op.device)
+        cols[idx, torch.arange(b, device=op.device)] = 1
+        yield idx, op.matmat(cols)
+        start += b
 
 
 def check_which(which: str) -> None:

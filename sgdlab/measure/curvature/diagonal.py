@@ -21,7 +21,7 @@ from sgdlab.operators.factors import per_sample_factors
 from sgdlab.operators.params import num_params, require_trainable
 from sgdlab.operators.per_sample import check_per_sample_model, per_sample_gradients
 
-from ._common import Operand, probe_block, working_operator
+from ._common import Operand, probe_block, unit_column_blocks, working_operator
 
 __all__ = ["DiagonalEstimate", "diagonal", "ggn_diagonal"]
 
@@ -58,17 +58,12 @@ def diagonal(
     op = working_operator(A, dtype, exact_products=True)
     d = op.shape[0]
     total = torch.zeros(d, dtype=torch.float64, device=op.device)
-    tuner = op.block_tuner("matmat", block_size=block_size)
     if exact:
-        start = 0
-        for _, b in tuner.blocks(d):
-            cols = torch.zeros(d, b, dtype=op.dtype, device=op.device)
-            idx = torch.arange(start, start + b, device=op.device)
-            cols[idx, torch.arange(b, device=op.device)] = 1
-            total[idx] = op.matmat(cols)[idx, torch.arange(b, device=op.device)].double()
-            start += b
+        for idx, cols in unit_column_blocks(op, block_size):
+            total[idx] = cols[idx, torch.arange(len(idx), device=op.device)].double()
         _check_finite(total)
         return DiagonalEstimate(total, torch.zeros_like(total), d, True)
+    tuner = op.block_tuner("matmat", block_size=block_size)
     if num_probes < 1:
         raise ValueError(f"Invalid num_probes={num_probes} (must be >= 1)")
     squares = torch.zeros_like(total)

@@ -5,13 +5,15 @@ import math
 
 import torch
 
-from ._common import Estimate, Operand, mc_estimate, probe_samples, working_operator
+from ._common import (Estimate, Operand, mc_estimate, probe_samples, unit_column_blocks,
+                      working_operator)
 
 
 def frobenius_norm(
     A: Operand,
     num_probes: int = 100,
     *,
+    exact: bool = False,
     generator: torch.Generator | None = None,
     distribution: str = "gaussian",
     block_size: int | None = None,
@@ -23,9 +25,17 @@ def frobenius_norm(
     Returns the square root of the mean of ‖A v‖²; the standard error is propagated by the delta
     method (se(‖A‖²_F) / (2‖A‖_F)). Blocks of probes as in
     :func:`~sgdlab.measure.curvature.hutchinson.hutchinson_trace` (through ``matmat``);
-    ``dtype`` as there.
+    ``dtype`` as there. ``exact=True`` sums ‖A e_i‖² over the d unit columns instead (d
+    products, standard error 0; ``num_probes`` ignored): for small operators, where a few
+    probes of a nearly low-rank A are far off (relative error ≈ √(2/M) for rank one).
     """
     op = working_operator(A, dtype, exact_products=True)
+    if exact:
+        sq = sum(float(cols.double().square().sum()) for _, cols in unit_column_blocks(
+            op, block_size))
+        if not math.isfinite(sq):
+            raise FloatingPointError("non-finite Frobenius norm (diverged model?)")
+        return Estimate(math.sqrt(sq), 0.0, op.shape[0])
     sq = mc_estimate(probe_samples(op, num_probes, generator, distribution, block_size,
                                    lambda v: op.matmat(v).square().sum(0), product="matmat"))
     val = math.sqrt(max(sq.value, 0.0))
