@@ -16,18 +16,22 @@ from ..errors import ConfigError, check_config_kind, read_config_text, strict_ya
 CONFIG_SUFFIXES = (".yaml", ".yml", ".toml")
 
 
-class _Loader(yaml.SafeLoader):
-    """yaml.SafeLoader that also reads ``1e-3`` as a float (YAML 1.1 wants ``1.0e-3``)."""
-
-
-_Loader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+_FLOAT = re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
                   |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
                   |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
                   |[-+]?\.(?:inf|Inf|INF)
-                  |\.(?:nan|NaN|NAN))$""", re.X),
-    list("-+0123456789."))
+                  |\.(?:nan|NaN|NAN))$""", re.X)
+
+
+def exponent_floats(base: type) -> type:
+    """``base`` (a YAML safe loader class) that also reads ``1e-3`` as a float (YAML 1.1
+    wants ``1.0e-3``), for every config file the lab reads."""
+    cls = type(f"ExponentFloat{base.__name__}", (base,), {})
+    cls.add_implicit_resolver("tag:yaml.org,2002:float", _FLOAT, list("-+0123456789."))
+    return cls
+
+
+_Loader = exponent_floats(yaml.SafeLoader)
 
 
 def yaml_loader() -> type:

@@ -54,6 +54,7 @@ from typing import Any
 
 import yaml
 
+from sgdlab.config.io import exponent_floats
 from sgdlab.errors import (ConfigError, check_config_kind, read_config_text,
                            strict_yaml_loader)
 
@@ -393,8 +394,8 @@ def needs_data_dir(spec: ExperimentSpec) -> bool:
 
 
 # libyaml's safe loader when available (10x faster than the pure-Python one); both only
-# build plain data (no tags, nothing executed)
-_Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+# build plain data (no tags, nothing executed); ``1e-3`` a float, as in run configs
+_Loader = exponent_floats(getattr(yaml, "CSafeLoader", yaml.SafeLoader))
 _CACHE: dict[tuple[str, float, int], dict[str, Any]] = {}
 
 

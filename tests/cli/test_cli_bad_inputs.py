@@ -184,3 +184,15 @@ def test_a_config_of_another_kind_names_the_command_that_reads_it(tmp_path, caps
     with pytest.raises(ConfigError, match="the config is a replica config, not a run config"):
         validate_config({"data": {"name": "digits"}, "model": {"name": "mlp"},
                          "parle": {"replicas": 2}})
+
+
+def test_every_config_reader_reads_an_exponent_without_a_dot_as_a_number(tmp_path):
+    # YAML 1.1 reads `1e-1` as text; run, replica and experiment files all read it as 0.1
+    from sgdlab.config import parse_yaml
+    from sgdlab.experiments.spec import read_file
+
+    assert parse_yaml("lr: 1e-1\nname: 1e3x\n") == {"lr": 0.1, "name": "1e3x"}
+    exp = tmp_path / "exp.yaml"
+    exp.write_text("base: {optimizer: {name: sgd, lr: 1e-1, weight_decay: 5e-4}}\n")
+    assert read_file(exp)["base"]["optimizer"] == {"name": "sgd", "lr": 0.1,
+                                                   "weight_decay": 0.0005}
