@@ -20,19 +20,24 @@ Series = dict[str, tuple[Sequence[float], Sequence[float], Sequence[float] | Non
 
 
 def curves(series: Series, *, xlabel: str, ylabel: str, title: str = "", logx: bool = False,
-           logy: bool = False, figsize=(5.2, 3.6), markers: bool = False, ax=None):
+           logy: bool = False, figsize=(5.2, 3.6), markers: bool = False, ax=None,
+           steps: bool = False):
     """One line per label; the optional third element is a ±band (e.g. std over seeds).
     ``logx`` / ``logy`` apply only when every finite value on that axis is positive (a log
-    axis would drop the others without a word)."""
+    axis would drop the others without a word). ``steps``: each value holds until the next x
+    (``drawstyle="steps-post"``), for quantities set at x and kept, such as a learning rate
+    sampled once per epoch, which a line would draw as ramps."""
     fig = None
     if ax is None:
         fig, ax = plt.subplots(figsize=figsize)
     for label, (x, y, err) in series.items():
         x, y = np.asarray(x, float), np.asarray(y, float)
-        line, = ax.plot(x, y, label=label, marker="o" if markers else None, ms=3)
+        line, = ax.plot(x, y, label=label, marker="o" if markers else None, ms=3,
+                        drawstyle="steps-post" if steps else "default")
         if err is not None:
             e = np.asarray(err, float)
-            ax.fill_between(x, y - e, y + e, alpha=0.2, color=line.get_color())
+            ax.fill_between(x, y - e, y + e, alpha=0.2, color=line.get_color(),
+                            step="post" if steps else None)
     if logx:
         log_scale(ax, [v for x, _, _ in series.values() for v in x], axis="x")
     if logy:

@@ -27,8 +27,8 @@ from sgdlab.experiments.analysis import Analysis, Conclusion
 from sgdlab.experiments.plots import curves
 from sgdlab.experiments.procedures import StoredRun, register_analysis
 from sgdlab.experiments.procedures.common import (by_group, check_claims, claim_metrics,
-                                                  mean_curve, summary_table, values_by_group,
-                                                  x_axis)
+                                                  mean_curve, schedule_lr, summary_table,
+                                                  values_by_group, x_axis)
 from sgdlab.experiments.spec import get_dotted
 
 DEFAULT_TABLE = [["train_loss", "train loss"], ["test_loss", "test loss"],
@@ -86,12 +86,15 @@ def compare_groups(spec, runs: list[StoredRun]) -> Analysis:
     for metric in o.get("curves", ["train_loss", "test_acc"]):
         series = {}
         for g, rs in groups.items():
-            steps, mean, std = mean_curve(rs, metric)
+            # the learning rate of every step where the schedule gives it, not epoch samples
+            exact = schedule_lr(rs) if metric == "lr" else None
+            steps, mean, std = exact + (None,) if exact else mean_curve(rs, metric)
             if steps:
                 series[g] = (x_axis(rs[0], steps, o.get("curve_x", "step")), mean,
-                             std if len(rs) > 1 else None)
+                             std if len(rs) > 1 and std is not None else None)
         figs.append((f"curve_{metric}", curves(series, xlabel=o.get("curve_x", "step"),
                                                 ylabel=metric, logy=metric in logy,
+                                                steps=metric == "lr",
                                                 title=f"{spec.paper['figure']}: {metric}")))
     keys = [k for k, _ in tab_spec] + [d["name"] for d in o.get("derived", [])]
     keys += claim_metrics(o.get("claims", []))

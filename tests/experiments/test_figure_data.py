@@ -1,0 +1,72 @@
+"""What the analyses' figures plot (the data behind the lines and markers, not pixels)."""
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pytest
+
+from sgdlab.experiments.procedures import StoredRun
+from sgdlab.experiments.procedures.common import schedule_lr
+from sgdlab.experiments.procedures.generic import compare_groups
+
+
+def run(label, seed=0, params=None, metrics=None, data=None, summary=None):
+    return StoredRun(key=f"{label}-{seed}", run_id=f"{label}-{seed}", label=label, seed=seed,
+                     params=params or {}, status="finished", summary=dict(summary or {}),
+                     metrics=metrics or {}, data=data or {})
+
+
+def _epoch_samples(per_step, spe, epochs):
+    """The loop's per-epoch records of a schedule: at each epoch end the lr the next step uses."""
+    return {"lr": [(spe * e, per_step[spe * e]) for e in range(1, epochs + 1)],
+            "epoch": [(spe * e, float(e)) for e in range(1, epochs + 1)]}
+
+
+# xing-schedules at smoke scale: 4 steps per epoch, 4 epochs
+STEP = ({"schedule": {"name": "step", "milestones": [2, 3], "gamma": 0.1},
+         "optimizer": {"name": "sgd", "lr": 0.1}, "epochs": 4},
+        [0.1] * 8 + [0.01] * 4 + [0.001] * 5)
+# triangular: 0.01 -> 0.1 over 4 steps and back, 0.0225 per step
+CLR = ({"schedule": {"name": "triangular", "max_factor": 10.0, "step_size_epochs": 1},
+        "optimizer": {"name": "sgd", "lr": 0.01}, "epochs": 4},
+       [0.01 + 0.0225 * (4 - abs(t % 8 - 4)) for t in range(17)])
+
+
+@pytest.mark.parametrize("params,per_step", [STEP, CLR])
+def test_a_deterministic_schedule_is_evaluated_at_every_step(params, per_step):
+    runs = [run("a", s, params, _epoch_samples(per_step, 4, 4)) for s in (0, 1)]
+    steps, lr = schedule_lr(runs)
+    assert steps == list(range(17))
+    assert lr == pytest.approx(per_step, rel=1e-12)
+
+
+def test_a_schedule_that_misses_the_recorded_samples_is_not_evaluated():
+    params, per_step = STEP
+    bad = _epoch_samples(per_step, 4, 4)
+    bad["lr"][1] = (8, 0.05)                     # not what the step schedule gives at step 8
+    assert schedule_lr([run("a", 0, params, bad)]) is None
+    rnd = {**params, "schedule": {"name": "random"}}
+    assert schedule_lr([run("a", 0, rnd, _epoch_samples(per_step, 4, 4))]) is None
+    assert schedule_lr([run("a", 0, {k: v for k, v in params.items() if k != "schedule"},
+                            _epoch_samples(per_step, 4, 4))]) is None
+
+
+def test_the_lr_curve_of_compare_groups_is_the_schedule_per_step_drawn_as_steps():
+    runs = [run(lab, s, p, _epoch_samples(ps, 4, 4))
+            for lab, (p, ps) in (("step", STEP), ("clr", CLR)) for s in (0, 1)]
+    # a third group whose samples no schedule explains: its samples, held between epochs
+    odd = {"lr": [(4, 0.1), (8, 0.03)], "epoch": [(4, 1.0), (8, 2.0)]}
+    runs.append(run("odd", 0, {"optimizer": {"lr": 0.1}}, odd))
+    spec = SimpleNamespace(options={"table": [], "curves": ["lr"]},
+                           paper={"figure": "Fig. 6"})
+    (name, fig), = compare_groups(spec, runs).figures
+    assert name == "curve_lr"
+    lines = {ln.get_label(): ln for ln in fig.axes[0].get_lines()}
+    for label, (_, per_step) in (("step", STEP), ("clr", CLR)):
+        assert list(lines[label].get_xdata()) == list(range(17))
+        assert np.allclose(lines[label].get_ydata(), per_step)
+    assert list(lines["odd"].get_ydata()) == [0.1, 0.03]
+    assert {ln.get_drawstyle() for ln in lines.values()} == {"steps-post"}
+    plt.close(fig)
