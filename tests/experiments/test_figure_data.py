@@ -6,6 +6,7 @@ from types import SimpleNamespace
 import matplotlib.pyplot as plt
 import numpy as np
 import pytest
+import torch
 
 from sgdlab.experiments.procedures import StoredRun
 from sgdlab.experiments.procedures.common import schedule_lr
@@ -69,4 +70,35 @@ def test_the_lr_curve_of_compare_groups_is_the_schedule_per_step_drawn_as_steps(
         assert np.allclose(lines[label].get_ydata(), per_step)
     assert list(lines["odd"].get_ydata()) == [0.1, 0.03]
     assert {ln.get_drawstyle() for ln in lines.values()} == {"steps-post"}
+    plt.close(fig)
+
+
+def test_the_spin_glass_embeds_each_distinct_minimum_once_with_its_multiplicity():
+    from sgdlab.experiments.procedures.landscape_runs import PSpinProcedure, pspin_analysis
+    from sgdlab.landscapes.pspin import cluster_minima
+
+    out = PSpinProcedure().run(SimpleNamespace(params={"regime": "trivial", "n": 10,
+                                                       "starts": 8, "max_steps": 300,
+                                                       "tol": 1e-3}, seed=0), None)
+    d = out.data
+    assert len(d["embedding"]) == len(d["energies"]) == out.summary["distinct_minima"]
+    assert int(sum(d["basin_sizes"])) == out.summary["starts"] == 8
+    # a glassy-looking run: 3 minima reached by 5, 1 and 2 starts (the clustering's counts)
+    sigma = np.repeat(np.eye(3) * np.sqrt(3.0), [5, 1, 2], axis=0)
+    labels, reps = cluster_minima(torch.as_tensor(sigma))
+    sizes = torch.bincount(labels, minlength=len(reps))
+    assert sizes.tolist() == [5, 1, 2]
+    r = run("glassy", 0, {"regime": "glassy"},
+            summary={"nu": 0.05, "distinct_minima": 3, "starts": 8, "converged": 8,
+                     "cosine_distance": 0.9, "energy_min": -1.5, "energy_spread": 0.1},
+            data={"embedding": [[0.0, 0.0], [1.0, 0.0], [0.0, 1.0]],
+                  "energies": [-1.5, -1.45, -1.4], "basin_sizes": sizes.tolist()})
+    spec = SimpleNamespace(options={"claims": []}, paper={"figure": "Fig. 2.2"})
+    (name, fig), = pspin_analysis(spec, [r]).figures
+    ax = fig.axes[0]
+    (pts,) = ax.collections
+    assert len(pts.get_offsets()) == 3
+    assert np.allclose(pts.get_sizes() ** 2 / pts.get_sizes()[1] ** 2, [5, 1, 2])
+    assert sorted(t.get_text() for t in ax.texts) == ["×2", "×5"]
+    assert ax.get_title().endswith("3 distinct minima from 8 starts")
     plt.close(fig)
