@@ -102,3 +102,27 @@ def test_the_spin_glass_embeds_each_distinct_minimum_once_with_its_multiplicity(
     assert sorted(t.get_text() for t in ax.texts) == ["×2", "×5"]
     assert ax.get_title().endswith("3 distinct minima from 8 starts")
     plt.close(fig)
+
+
+def test_zhu_continuations_are_drawn_after_the_gd_run_they_start_from():
+    from sgdlab.experiments.procedures.common import continuation_offsets
+    from sgdlab.experiments.procedures.zhu import zhu_noisy_label
+
+    acc = {"test_acc": [(0, 0.5), (2, 0.6)]}
+    runs = [run("gd-start", 0, {"init_from": None}, {"test_acc": [(0, 0.1), (5, 0.5)]},
+                summary={"steps": 5}),
+            run("gd", 0, {"init_from": "gd-start"}, acc, summary={"steps": 2}),
+            run("sgd", 0, {"init_from": "gd-start"}, acc, summary={"steps": 2}),
+            run("late", 0, {"init_from": "sgd"}, acc, summary={"steps": 2})]
+    groups = {r.label: [r] for r in runs}
+    assert continuation_offsets(groups) == {"gd-start": 0, "gd": 5, "sgd": 5, "late": 7}
+    spec = SimpleNamespace(options={"curves": ["test_acc"], "claims": []},
+                           paper={"figure": "Fig. 5"})
+    (name, fig), = zhu_noisy_label(spec, runs[:3]).figures
+    ax = fig.axes[0]
+    xs = {ln.get_label(): list(ln.get_xdata()) for ln in ax.get_lines()
+          if not ln.get_label().startswith("_")}
+    assert xs == {"gd-start": [0, 5], "gd": [5, 7], "sgd": [5, 7]}
+    (vline,) = [ln for ln in ax.get_lines() if ln.get_label().startswith("_")]
+    assert list(vline.get_xdata()) == [5, 5]                 # where the continuations start
+    plt.close(fig)

@@ -332,3 +332,24 @@ def schedule_lr(runs: list[StoredRun]) -> tuple[list[float], list[float]] | None
                for pts in samples for s, v in pts):
         return None
     return [float(t) for t in range(total + 1)], [float(v) for v in trace]
+
+
+def _steps_done(r: StoredRun) -> float:
+    """Optimizer steps a run took: its summary's ``steps``, else the last step it recorded."""
+    s = r.summary.get("steps")
+    if finite(s):
+        return float(s)
+    return float(max((st for pts in r.metrics.values() for st, _ in pts), default=0))
+
+
+def continuation_offsets(groups: "OrderedDict[str, list[StoredRun]]") -> dict[str, float]:
+    """{group: steps already taken when its runs start}: a run with ``init_from: G`` (G a
+    group here) starts where G's runs ended, so its own step s is step offset + s of the whole
+    training (chains add up: G may continue another group). 0 for runs that start afresh."""
+    def offset(g: str, seen: tuple[str, ...] = ()) -> float:
+        src = next((r.params.get("init_from") for r in groups[g]
+                    if isinstance(r.params, dict)), None)
+        if not src or src not in groups or src in seen + (g,):
+            return 0.0
+        return offset(src, seen + (g,)) + max(_steps_done(r) for r in groups[src])
+    return {g: offset(g) for g in groups}
