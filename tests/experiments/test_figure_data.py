@@ -126,3 +126,24 @@ def test_zhu_continuations_are_drawn_after_the_gd_run_they_start_from():
     (vline,) = [ln for ln in ax.get_lines() if ln.get_label().startswith("_")]
     assert list(vline.get_xdata()) == [5, 5]                 # where the continuations start
     plt.close(fig)
+
+
+def test_xing_hessian_norms_of_both_batch_norm_modes_share_one_axis():
+    from sgdlab.experiments.procedures.xing import xing_hessian_norm
+
+    ep = {"epoch": [(10, 1.0), (20, 2.0)], "test_acc": [(10, 0.5), (20, 0.6)]}
+    runs = [run("sgd", s, {}, {**ep, "hess_norm_train": [(0, 9.0), (10, 4.0), (20, 5.0)],
+                               "hess_norm_eval": [(0, 30.0), (10, 40.0), (20, 50.0 + s)]})
+            for s in (0, 1)]
+    spec = SimpleNamespace(options={"claims": []}, paper={"figure": "Fig. 3"})
+    figs = dict(xing_hessian_norm(spec, runs).figures)
+    assert list(figs) == ["curve_hess_norm", "curve_test_acc"]
+    (ax,) = figs["curve_hess_norm"].axes
+    lines = {ln.get_label(): ln for ln in ax.get_lines()}
+    assert list(lines["sgd, train-mode BN"].get_ydata()) == [9.0, 4.0, 5.0]
+    assert list(lines["sgd, eval-mode BN"].get_ydata()) == [30.0, 40.0, 50.5]
+    assert list(lines["sgd, eval-mode BN"].get_xdata()) == [0.0, 1.0, 2.0]     # epochs
+    assert lines["sgd, eval-mode BN"].get_linestyle() == "--"
+    assert ax.get_yscale() == "log"
+    for f in figs.values():
+        plt.close(f)
