@@ -147,3 +147,19 @@ def test_xing_hessian_norms_of_both_batch_norm_modes_share_one_axis():
     assert ax.get_yscale() == "log"
     for f in figs.values():
         plt.close(f)
+
+
+def test_a_batch_size_schedule_reads_as_words_in_the_equal_ratio_table():
+    from sgdlab.experiments.procedures.jastrzebski import batch_size_text, equal_ratio
+
+    cyc = {"kind": "cyclic", "low": 128, "high": 640, "period": 10, "shape": "triangular",
+           "start": "high"}
+    assert batch_size_text(cyc) == "cyclic 128–640, triangular, period 10 epochs, from 640"
+    assert batch_size_text(128) == "128" and batch_size_text("full") == "full"
+    acc = {"test_acc": [(0, 0.1), (10, 0.5)]}
+    runs = [run("cbs", 0, {"optimizer": {"lr": 0.01}, "batch_size": cyc}, acc),
+            run("const", 0, {"optimizer": {"lr": 0.01}, "batch_size": 640}, acc)]
+    spec = SimpleNamespace(options={"curves": []}, paper={"figure": "Fig. 1"})
+    t = equal_ratio(spec, runs).table("equal_ratio")
+    assert t.column("batch size") == ["cyclic 128–640, triangular, period 10 epochs, from 640",
+                                      "640"]
