@@ -163,6 +163,15 @@ def ordering_verdict(a: dict[str, tuple[float, float]], b: dict[str, tuple[float
     return None, gap, se
 
 
+def ordering_summary(decided: dict[bool | None, list[str]]) -> str:
+    """The sweep's closing sentence from {verdict: [η, ...]}: the η at which the ordering
+    appears, does not and is undecided; an empty set reads "at no η in the grid"."""
+    def at(etas: list[str]) -> str:
+        return f"at η ∈ {{{', '.join(etas)}}}" if etas else "at no η in the grid"
+    return (f"The paper's ordering appears {at(decided[True])}, does not appear "
+            f"{at(decided[False])}, and is undecided {at(decided[None])}")
+
+
 @register_analysis("zhu_escape_sweep")
 def zhu_escape_sweep_analysis(spec, runs) -> Analysis:
     """Success rate of every method as a function of η, with binomial standard errors; per η,
@@ -232,10 +241,7 @@ def zhu_escape_sweep_analysis(spec, runs) -> Analysis:
     decided = {True: [], False: [], None: []}
     for c in concl:
         decided[c.agrees_with_paper].append(f"{c.evidence['lr']:g}")
-    concl.append(Conclusion(
-        f"The paper's ordering appears at η ∈ {{{', '.join(decided[True]) or 'none'}}}, does not "
-        f"at η ∈ {{{', '.join(decided[False]) or 'none'}}}, undecided at "
-        f"{{{', '.join(decided[None]) or 'none'}}}"))
+    concl.append(Conclusion(ordering_summary(decided)))
     return Analysis(tables=[wide_t, table], figures=[("escape_lr_sweep", fig)],
                     conclusions=concl)
 
