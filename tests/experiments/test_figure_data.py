@@ -163,3 +163,31 @@ def test_a_batch_size_schedule_reads_as_words_in_the_equal_ratio_table():
     t = equal_ratio(spec, runs).table("equal_ratio")
     assert t.column("batch size") == ["cyclic 128–640, triangular, period 10 epochs, from 640",
                                       "640"]
+
+
+def test_compare_groups_bars_are_the_seed_means_with_their_std_as_error_bars():
+    def r(label, seed, best, final):
+        return run(label, seed, {}, {"test_acc": [(1, final - 0.1), (2, best), (3, final)],
+                                     "train_acc": [(3, 1.0)]}, summary={"test_acc": final})
+    runs = [r("constant", 0, 0.96, 0.95), r("constant", 1, 0.98, 0.97),
+            r("random", 0, 0.97, 0.96), r("random", 1, 0.97, 0.96)]
+    spec = SimpleNamespace(paper={"figure": "Fig. 4"}, options={
+        "table": [], "curves": [],
+        "derived": [{"name": "best_test_acc", "metric": "test_acc", "reduce": "max"}],
+        "bars": [{"name": "acc", "zoom": True, "ylabel": "accuracy",
+                  "metrics": [["test_acc", "final"], ["best_test_acc", "best"]]}]})
+    (name, fig), = compare_groups(spec, runs).figures
+    assert name == "bars_acc"
+    ax = fig.axes[0]
+    heights = [round(p.get_height(), 12) for p in ax.patches]
+    assert heights == [0.96, 0.96, 0.97, 0.97]        # final: constant, random; best: both
+    # the error bars: constant's std over its two seeds sqrt(2)·0.01, random's 0
+    segs = [c for c in ax.collections if c.get_segments()]
+    spans = sorted(round(abs(s[1][1] - s[0][1]) / 2, 12) for c in segs for s in c.get_segments())
+    assert spans == pytest.approx([0, 0, np.sqrt(2) * 0.01, np.sqrt(2) * 0.01])
+    assert ax.get_ylim()[0] > 0.9                      # zoomed on the bars' tops
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["constant", "random"]
+    plt.close(fig)
+    with pytest.raises(Exception, match="options.bars"):
+        compare_groups(SimpleNamespace(paper={"figure": "F"},
+                                       options={"table": [], "curves": [], "bars": [{}]}), runs)
