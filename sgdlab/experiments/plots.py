@@ -20,19 +20,24 @@ Series = dict[str, tuple[Sequence[float], Sequence[float], Sequence[float] | Non
 
 
 def curves(series: Series, *, xlabel: str, ylabel: str, title: str = "", logx: bool = False,
-           logy: bool = False, figsize=(5.2, 3.6), markers: bool = False, ax=None):
+           logy: bool = False, figsize=(5.2, 3.6), markers: bool = False, ax=None,
+           steps: bool = False):
     """One line per label; the optional third element is a ±band (e.g. std over seeds).
     ``logx`` / ``logy`` apply only when every finite value on that axis is positive (a log
-    axis would drop the others without a word)."""
+    axis would drop the others without a word). ``steps``: each value holds until the next x
+    (``drawstyle="steps-post"``), for quantities set at x and kept, such as a learning rate
+    sampled once per epoch, which a line would draw as ramps."""
     fig = None
     if ax is None:
         fig, ax = plt.subplots(figsize=figsize)
     for label, (x, y, err) in series.items():
         x, y = np.asarray(x, float), np.asarray(y, float)
-        line, = ax.plot(x, y, label=label, marker="o" if markers else None, ms=3)
+        line, = ax.plot(x, y, label=label, marker="o" if markers else None, ms=3,
+                        drawstyle="steps-post" if steps else "default")
         if err is not None:
             e = np.asarray(err, float)
-            ax.fill_between(x, y - e, y + e, alpha=0.2, color=line.get_color())
+            ax.fill_between(x, y - e, y + e, alpha=0.2, color=line.get_color(),
+                            step="post" if steps else None)
     if logx:
         log_scale(ax, [v for x, _, _ in series.values() for v in x], axis="x")
     if logy:
@@ -71,6 +76,44 @@ def bars(labels: Sequence[str], means: Sequence[float], errs: Sequence[float] | 
     ax.set_ylabel(ylabel)
     if title:
         ax.set_title(title, fontsize=10)
+    ax.grid(axis="y", alpha=0.3)
+    if fig is not None:
+        fig.tight_layout()
+    return fig if fig is not None else ax.figure
+
+
+def grouped_bars(labels: Sequence[str],
+                 series: dict[str, tuple[Sequence[float], Sequence[float] | None]], *,
+                 ylabel: str, title: str = "", zoom: bool = False, figsize=(5.2, 3.6),
+                 ax=None):
+    """Bars per label (x), one bar per series side by side (``{name: (means, errs)}``), errs
+    as error bars (e.g. std over seeds). ``zoom``: the y axis spans the bars' tops and error
+    bars with a margin instead of starting at 0, so that differences of a fraction of a point
+    between accuracies near 1 can be seen (the axis says where it starts)."""
+    fig = None
+    if ax is None:
+        fig, ax = plt.subplots(figsize=figsize)
+    x = np.arange(len(labels))
+    width = 0.8 / max(1, len(series))
+    tops = []
+    for i, (name, (means, errs)) in enumerate(series.items()):
+        m = np.asarray(means, float)
+        e = None if errs is None else np.nan_to_num(np.asarray(errs, float))
+        ax.bar(x + (i - (len(series) - 1) / 2) * width, m, width, yerr=e, capsize=3,
+               label=name)
+        tops += list(m - (0 if e is None else e)) + list(m + (0 if e is None else e))
+    ax.set_xticks(x)
+    ax.set_xticklabels(labels, rotation=30, ha="right", fontsize=8)
+    ax.set_ylabel(ylabel)
+    tops = [t for t in tops if np.isfinite(t)]
+    if zoom and tops:
+        lo, hi = min(tops), max(tops)
+        pad = 0.25 * (hi - lo) or 0.01 * abs(hi) or 0.01
+        ax.set_ylim(lo - pad, hi + pad)
+    if title:
+        ax.set_title(title, fontsize=10)
+    if len(series) > 1:
+        ax.legend(fontsize=7)
     ax.grid(axis="y", alpha=0.3)
     if fig is not None:
         fig.tight_layout()

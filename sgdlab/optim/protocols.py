@@ -370,14 +370,16 @@ def _trapezoid(optimizer, *, steps_per_epoch: int = 1, total_steps: int = 1, war
 
 
 def lr_trace(name: str, num_steps: int, *, lr: float = 1.0, steps_per_epoch: int = 1,
-             **hyper: Any) -> list[float]:
+             total_steps: int | None = None, **hyper: Any) -> list[float]:
     """The learning rate a schedule produces over ``num_steps`` steps (on a dummy parameter),
     for plots and docs: ``lr_trace("cosine-cyclic", 300, lr=0.1, steps_per_epoch=10, period=6)``.
+    ``total_steps`` (default ``num_steps``) is the training length the schedule is built for.
     """
     from .registry import build_schedule
 
     opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=lr)
-    sched = build_schedule(name, opt, steps_per_epoch=steps_per_epoch, total_steps=num_steps,
+    sched = build_schedule(name, opt, steps_per_epoch=steps_per_epoch,
+                           total_steps=num_steps if total_steps is None else total_steps,
                            **hyper)
     out = []
     for _ in range(num_steps):

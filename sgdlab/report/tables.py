@@ -1,8 +1,9 @@
 """Tables as data: one ``Table`` renders to CSV, Markdown, HTML and a JSON record.
 
 Cells are numbers, strings, booleans, ``None`` (shown as an empty cell / ``—``) or lists of
-them. Floats, also inside lists, are formatted with ``float_fmt`` for Markdown/HTML only; CSV
-and JSON keep full precision.
+them. Floats, also inside lists, are formatted with ``float_fmt`` for Markdown/HTML only, where
+a NaN (a value not measured, e.g. the std of one seed's missing metric) shows as ``—``; CSV
+and JSON keep full precision and the NaN (JSON: null).
 """
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import csv
 import html
 import io
 import math
+import numbers
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,10 +37,10 @@ class Table:
             return "—"
         if isinstance(v, bool):
             return "yes" if v else "no"
-        if isinstance(v, float):
+        if isinstance(v, numbers.Real) and not isinstance(v, numbers.Integral):
             if math.isnan(v):
-                return "nan"
-            return format(v, self.float_fmt)
+                return "—"                 # not measured (CSV and JSON keep the NaN / null)
+            return format(float(v), self.float_fmt)
         if isinstance(v, (list, tuple)):       # e.g. a point's coordinates, same precision
             return "[" + ", ".join(self._fmt(x) for x in v) + "]"
         return str(v)

@@ -42,6 +42,7 @@ class BatchSchedule:
 
     @property
     def description(self) -> str:
+        """A short readable description (for tables and legends)."""
         return repr(self)
 
     def __repr__(self) -> str:
@@ -65,6 +66,10 @@ class ConstantBatchSize(BatchSchedule):
 
     def _spec(self) -> dict[str, Any]:
         return {"size": self.size}
+
+    @property
+    def description(self) -> str:
+        return str(self.size)
 
 
 class CyclicBatchSize(BatchSchedule):
@@ -109,6 +114,13 @@ class CyclicBatchSize(BatchSchedule):
     def _spec(self) -> dict[str, Any]:
         return {"low": self.low, "high": self.high, "period": self.period, "shape": self.shape,
                 "start": self.start}
+
+    @property
+    def description(self) -> str:
+        """For tables: ``cyclic 128–640, triangular, period 10 epochs, from 640``."""
+        first = self.low if self.start == "low" else self.high
+        return (f"cyclic {self.low}–{self.high}, {self.shape}, period {self.period} epochs, "
+                f"from {first}")
 
 
 _KINDS: dict[str, type[BatchSchedule]] = {c.kind: c for c in (ConstantBatchSize, CyclicBatchSize)}

@@ -332,8 +332,12 @@ def test_escape_sweep_pools_repetitions_and_orders_per_learning_rate():
     assert c02.agrees_with_paper is None                      # 0.05 ± 2·0.0705
     assert c02.evidence["se"] == pytest.approx(math.sqrt((0.25 + 0.2475) / 100))
     assert c04.agrees_with_paper is False
-    assert summary.text == ("The paper's ordering appears at η ∈ {0.1}, does not at η ∈ "
-                            "{0.4}, undecided at {0.2}")
+    assert summary.text == ("The paper's ordering appears at η ∈ {0.1}, does not appear at "
+                            "η ∈ {0.4}, and is undecided at η ∈ {0.2}")
+    from sgdlab.experiments.procedures.landscape_runs import ordering_summary
+    assert ordering_summary({True: [], False: ["0.1", "0.2"], None: []}) == (
+        "The paper's ordering appears at no η in the grid, does not appear at η ∈ {0.1, 0.2}, "
+        "and is undecided at no η in the grid")
     long = res.table("escape_lr_sweep").rows
     assert long[0][3:6] == [100, pytest.approx(0.7), pytest.approx(math.sqrt(0.0021))]
 

@@ -5,6 +5,7 @@ import csv
 import io
 import math
 
+import numpy as np
 import pytest
 
 from sgdlab.report.compare import table_differences
@@ -19,7 +20,11 @@ def test_table_formats_round_trip():
     md = t.to_markdown()
     assert "a\\|b" in md and "0.1235" in md and "| yes |" in md and "—" in md and "_n1_" in md
     html = t.to_html()
-    assert "<caption>cap</caption>" in html and "<td>nan</td>" in html
+    assert "<caption>cap</caption>" in html and "<td>—</td><td>—</td>" in html
+    assert "nan" not in md and "| c | — | — |" in md    # not measured, not a number "nan"
+    assert rows[2][1] == "nan"                           # CSV keeps it
+    assert Table("l", ["p"], [[[1.0, float("nan")]]]).to_markdown().endswith("| [1, —] |\n")
+    assert "—" in Table("f", ["x"], [[np.float32("nan")]]).to_html()
     j = t.to_json()
     assert j["rows"][1][1] is None                      # NaN is not valid JSON
     assert Table.from_json(j).rows[0] == ["a|b", 0.123456789, True]

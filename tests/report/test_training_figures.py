@@ -1,7 +1,8 @@
 """The instrument panels drawn next to a run's learning curves: grouping and selection."""
 import matplotlib.pyplot as plt
 
-from sgdlab.report.figures.training import instrument_panels, recorded_groups, thinned
+from sgdlab.report.figures.training import (compare_runs_figure, instrument_panels,
+                                           recorded_groups, thinned)
 
 
 def test_instrument_series_are_grouped_by_prefix_and_loop_series_left_out():
@@ -56,4 +57,17 @@ def test_a_standard_error_is_a_band_around_its_estimate_not_a_curve():
     (band,) = ax.collections
     ys = band.get_paths()[0].vertices[:, 1]
     assert min(ys) == 9.0 and max(ys) == 14.0          # trace ± its s.e.
+    plt.close(fig)
+
+
+def test_a_learning_rate_sampled_per_epoch_is_drawn_as_steps_not_ramps():
+    h = {"lr": [(10, 0.1), (20, 0.05), (30, 0.0)], "hess/top_1": [(10, 1.0), (20, 2.0)]}
+    fig = instrument_panels(h)
+    styles = {ln.get_label(): ln.get_drawstyle() for ax in fig.axes for ln in ax.get_lines()}
+    assert styles == {"lr": "steps-post", "hess/top_1": "default"}
+    plt.close(fig)
+    fig = compare_runs_figure({"a": h, "b": h}, ["lr", "hess/top_1"])
+    lr_ax, hess_ax = fig.axes[:2]
+    assert {ln.get_drawstyle() for ln in lr_ax.get_lines()} == {"steps-post"}
+    assert {ln.get_drawstyle() for ln in hess_ax.get_lines()} == {"default"}
     plt.close(fig)

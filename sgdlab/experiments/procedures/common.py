@@ -293,3 +293,63 @@ def x_axis(run: StoredRun, steps: list[float], kind: str) -> list[float]:
         return steps
     s, v = zip(*([(0, 0.0)] + list(ref)))
     return np.interp(steps, s, v).tolist()
+
+
+
+def schedule_lr(runs: list[StoredRun]) -> tuple[list[float], list[float]] | None:
+    """The learning rate of every optimizer step 0..T of ``train`` runs sharing one schedule
+    (the seeds of a group), evaluated from the first run's ``schedule`` parameters
+    (:func:`sgdlab.optim.protocols.lr_trace`) instead of the loop's per-epoch ``lr`` samples,
+    through which a step schedule draws as ramps and a cyclic one aliased. Steps per epoch
+    come from the ``epoch`` series (the step of the first epoch end), T from the last ``lr``
+    sample. None when there is no schedule or no ``lr`` series, or when the evaluated schedule
+    misses any run's recorded sample (a random schedule, a batch-size schedule, an optimizer
+    that rewrites its learning rate): the caller then draws the samples."""
+    if not runs:
+        return None
+    p = runs[0].params if isinstance(runs[0].params, dict) else {}
+    sched, lr0 = p.get("schedule"), (p.get("optimizer") or {}).get("lr")
+    epochs = runs[0].metrics.get("epoch") or []
+    samples = [r.metrics.get("lr") or [] for r in runs]
+    if not isinstance(sched, dict) or "name" not in sched or not all(samples) or not epochs \
+            or not finite(lr0) or epochs[0][1] != 1 or epochs[0][0] < 1:
+        return None
+    spe = int(epochs[0][0])
+    total = int(max(s for pts in samples for s, _ in pts))
+    planned = int(p["max_steps"]) if p.get("max_steps") is not None else \
+        spe * int(p.get("epochs") or 0)
+    from sgdlab.optim.protocols import lr_trace
+
+    try:
+        # total_steps as the train procedure builds the schedule; the lr logged at step s is
+        # the one step s uses, so the trace runs to T inclusive
+        trace = lr_trace(sched["name"], total + 1, lr=float(lr0), steps_per_epoch=spe,
+                         total_steps=max(planned, 1),
+                         **{k: v for k, v in sched.items() if k != "name"})
+    except (ValueError, TypeError):
+        return None
+    if not all(math.isclose(trace[int(s)], v, rel_tol=1e-6, abs_tol=1e-12)
+               for pts in samples for s, v in pts):
+        return None
+    return [float(t) for t in range(total + 1)], [float(v) for v in trace]
+
+
+def _steps_done(r: StoredRun) -> float:
+    """Optimizer steps a run took: its summary's ``steps``, else the last step it recorded."""
+    s = r.summary.get("steps")
+    if finite(s):
+        return float(s)
+    return float(max((st for pts in r.metrics.values() for st, _ in pts), default=0))
+
+
+def continuation_offsets(groups: "OrderedDict[str, list[StoredRun]]") -> dict[str, float]:
+    """{group: steps already taken when its runs start}: a run with ``init_from: G`` (G a
+    group here) starts where G's runs ended, so its own step s is step offset + s of the whole
+    training (chains add up: G may continue another group). 0 for runs that start afresh."""
+    def offset(g: str, seen: tuple[str, ...] = ()) -> float:
+        src = next((r.params.get("init_from") for r in groups[g]
+                    if isinstance(r.params, dict)), None)
+        if not src or src not in groups or src in seen + (g,):
+            return 0.0
+        return offset(src, seen + (g,)) + max(_steps_done(r) for r in groups[src])
+    return {g: offset(g) for g in groups}

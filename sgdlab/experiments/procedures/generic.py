@@ -13,6 +13,8 @@ Options::
     curves: [train_loss, test_acc]        # one figure per metric series (mean ± std)
     curve_x: step | effective_epochs | epoch
     logy: [train_loss]
+    bars:                                 # bar charts of summary values, std over seeds as
+      - {name: best, metrics: [[best_test_acc, best]], ylabel: accuracy, zoom: true}  # errors
     claims: [...]
 """
 from __future__ import annotations
@@ -24,11 +26,11 @@ import numpy as np
 
 from sgdlab.errors import ConfigError
 from sgdlab.experiments.analysis import Analysis, Conclusion
-from sgdlab.experiments.plots import curves
+from sgdlab.experiments.plots import curves, grouped_bars
 from sgdlab.experiments.procedures import StoredRun, register_analysis
 from sgdlab.experiments.procedures.common import (by_group, check_claims, claim_metrics,
-                                                  mean_curve, summary_table, values_by_group,
-                                                  x_axis)
+                                                  mean_curve, schedule_lr, stat,
+                                                  summary_table, values_by_group, x_axis)
 from sgdlab.experiments.spec import get_dotted
 
 DEFAULT_TABLE = [["train_loss", "train loss"], ["test_loss", "test loss"],
@@ -73,6 +75,22 @@ def group_key(spec, r: StoredRun) -> str:
     return f"{gb.split('.')[-1]}={v}"
 
 
+def _bar_figure(spec, groups, b: dict[str, Any]):
+    """``options.bars`` entry ``{name, metrics: [[key, label], ...], ylabel, zoom}``: per
+    group the mean over seeds of each summary ``key`` as a bar, the seeds' std as its error
+    bar (as Musso et al. Figs. 3-4 plot them)."""
+    if not isinstance(b, dict) or "name" not in b or not b.get("metrics"):
+        raise ConfigError(f"options.bars: each entry needs a name and metrics, got {b!r}")
+    series = {}
+    for key, label in (tuple(m) for m in b["metrics"]):
+        st = [stat(rs, key) for rs in groups.values()]
+        series[label] = ([m for m, _, _ in st], [s if n > 1 else float("nan")
+                                                 for _, s, n in st])
+    return grouped_bars(list(groups), series, ylabel=b.get("ylabel", ""),
+                        zoom=bool(b.get("zoom", False)),
+                        title=f"{spec.paper['figure']}: {b.get('title', b['name'])}")
+
+
 @register_analysis("compare_groups")
 def compare_groups(spec, runs: list[StoredRun]) -> Analysis:
     o = spec.options
@@ -86,13 +104,19 @@ def compare_groups(spec, runs: list[StoredRun]) -> Analysis:
     for metric in o.get("curves", ["train_loss", "test_acc"]):
         series = {}
         for g, rs in groups.items():
-            steps, mean, std = mean_curve(rs, metric)
+            # the learning rate of every step where the schedule gives it, not epoch samples
+            exact = schedule_lr(rs) if metric == "lr" else None
+            steps, mean, std = exact + (None,) if exact else mean_curve(rs, metric)
             if steps:
                 series[g] = (x_axis(rs[0], steps, o.get("curve_x", "step")), mean,
-                             std if len(rs) > 1 else None)
+                             std if len(rs) > 1 and std is not None else None)
         figs.append((f"curve_{metric}", curves(series, xlabel=o.get("curve_x", "step"),
                                                 ylabel=metric, logy=metric in logy,
+                                                steps=metric == "lr",
                                                 title=f"{spec.paper['figure']}: {metric}")))
+    for b in o.get("bars", []) or []:
+        fig = _bar_figure(spec, groups, b)
+        figs.append((f"bars_{b['name']}", fig))
     keys = [k for k, _ in tab_spec] + [d["name"] for d in o.get("derived", [])]
     keys += claim_metrics(o.get("claims", []))
     vals = values_by_group(groups, list(dict.fromkeys(keys)))

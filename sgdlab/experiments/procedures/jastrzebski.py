@@ -42,6 +42,19 @@ def clear_trend(rho: float, sign: str) -> bool:
     return finite(rho) and (rho <= -CLEAR_TREND if sign == "negative" else rho >= CLEAR_TREND)
 
 
+def batch_size_text(b: Any) -> str:
+    """A run's ``batch_size`` parameter for a table: the number, ``full``, or a batch-size
+    schedule's description (``cyclic 128–640, triangular, period 10 epochs, from 640``)."""
+    if isinstance(b, dict):
+        from sgdlab.train.batch_schedules import build_batch_schedule
+
+        try:
+            return build_batch_schedule(b).description
+        except ValueError:
+            return ", ".join(f"{k} {v}" for k, v in b.items())
+    return str(b)
+
+
 def lr_and_batch(r: StoredRun) -> tuple[float, float]:
     lr = float(get_dotted(r.params, "optimizer.lr"))
     b = r.params["batch_size"]
@@ -206,7 +219,7 @@ def equal_ratio(spec, runs: list[StoredRun]) -> Analysis:
     for g, rs in groups.items():
         lr, b = rs[0].params["optimizer"]["lr"], rs[0].params["batch_size"]
         v = vals[g]
-        rows.append([g, str(lr), str(b), v["curve_mean"], v.get("curve_mean__std", 0.0),
+        rows.append([g, str(lr), batch_size_text(b), v["curve_mean"], v.get("curve_mean__std", 0.0),
                      v["late"], len(rs)])
     table = Table("equal_ratio", ["run", "lr", "batch size", f"mean {metric} over the curve",
                                   "std", f"{metric} (last {k})", "seeds"], rows)

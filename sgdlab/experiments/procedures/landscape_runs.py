@@ -163,6 +163,15 @@ def ordering_verdict(a: dict[str, tuple[float, float]], b: dict[str, tuple[float
     return None, gap, se
 
 
+def ordering_summary(decided: dict[bool | None, list[str]]) -> str:
+    """The sweep's closing sentence from {verdict: [η, ...]}: the η at which the ordering
+    appears, does not and is undecided; an empty set reads "at no η in the grid"."""
+    def at(etas: list[str]) -> str:
+        return f"at η ∈ {{{', '.join(etas)}}}" if etas else "at no η in the grid"
+    return (f"The paper's ordering appears {at(decided[True])}, does not appear "
+            f"{at(decided[False])}, and is undecided {at(decided[None])}")
+
+
 @register_analysis("zhu_escape_sweep")
 def zhu_escape_sweep_analysis(spec, runs) -> Analysis:
     """Success rate of every method as a function of η, with binomial standard errors; per η,
@@ -232,10 +241,7 @@ def zhu_escape_sweep_analysis(spec, runs) -> Analysis:
     decided = {True: [], False: [], None: []}
     for c in concl:
         decided[c.agrees_with_paper].append(f"{c.evidence['lr']:g}")
-    concl.append(Conclusion(
-        f"The paper's ordering appears at η ∈ {{{', '.join(decided[True]) or 'none'}}}, does not "
-        f"at η ∈ {{{', '.join(decided[False]) or 'none'}}}, undecided at "
-        f"{{{', '.join(decided[None]) or 'none'}}}"))
+    concl.append(Conclusion(ordering_summary(decided)))
     return Analysis(tables=[wide_t, table], figures=[("escape_lr_sweep", fig)],
                     conclusions=concl)
 
@@ -406,8 +412,9 @@ class PSpinProcedure(Procedure):
     """Thesis §2.4.1: projected GD on the sphere from many uniform random starts in one field
     regime (``PSpinGlass.descend``, η = 0.1, stop at ‖∇_S H‖ ≤ 10⁻⁴); the minima found are
     clustered by overlap, their mean pairwise cosine distance 1 − q_ab is reported (the
-    thesis: 0.02 in the trivial regime vs 1.16 in the exponential one), and they are embedded
-    with t-SNE."""
+    thesis: 0.02 in the trivial regime vs 1.16 in the exponential one), and the distinct
+    minima (one per cluster) are embedded with t-SNE, each with the number of starts that
+    reached it (``data["basin_sizes"]``)."""
 
     allowed = {"regime", "n", "starts", "lr", "tol", "max_steps", "overlap_threshold"}
     required = {"regime"}
@@ -427,13 +434,17 @@ class PSpinProcedure(Procedure):
         labels, reps = cluster_minima(res.sigma, threshold=float(p.get("overlap_threshold",
                                                                        0.999)))
         e = res.energy_per_spin
+        # one point per distinct minimum (t-SNE would spread identical ones apart), with the
+        # number of starts that ended in it
         return RunOutput(
             summary={"nu": ps.nu, "distinct_minima": len(reps),
                      "converged": int(res.converged.sum()), "starts": int(e.numel()),
                      "energy_min": float(e.min()), "energy_max": float(e.max()),
                      "energy_spread": float(e.max() - e.min()),
                      "cosine_distance": mean_cosine_distance(res.sigma)},
-            data={"embedding": embed_tsne(res.sigma, seed=run.seed), "energies": e,
+            data={"embedding": embed_tsne(res.sigma[reps], seed=run.seed),
+                  "energies": e[reps], "basin_sizes": torch.bincount(labels,
+                                                                   minlength=len(reps)),
                   "minima_energies": sorted(float(e[r]) for r in reps)})
 
 
@@ -443,7 +454,7 @@ def pspin_analysis(spec, runs) -> Analysis:
     from sgdlab.report.figures.landscapes import pspin_figure
 
     groups = by_group(runs, key=lambda r: r.params["regime"])
-    rows, emb, en, cnt = [], {}, {}, {}
+    rows, emb, en, cnt, sizes = [], {}, {}, {}, {}
     for g, rs in groups.items():
         r0 = rs[0]
         rows.append([g, r0.summary["nu"], stat(rs, "distinct_minima")[0],
@@ -452,7 +463,7 @@ def pspin_analysis(spec, runs) -> Analysis:
                      stat(rs, "energy_min")[0], stat(rs, "energy_spread")[0]])
         name = f"{g} (ν={r0.summary['nu']:.3g})"
         emb[name], en[name] = r0.data["embedding"], r0.data["energies"]
-        cnt[name] = r0.summary["distinct_minima"]
+        cnt[name], sizes[name] = r0.summary["distinct_minima"], r0.data["basin_sizes"]
     table = Table("pspin", ["regime", "ν", "distinct minima", "starts", "converged",
                             "mean cosine distance", "lowest H/N", "spread of H/N"], rows)
     vals = {g: {k: stat(rs, k)[0] for k in ("distinct_minima", "cosine_distance", "converged")}
@@ -462,7 +473,7 @@ def pspin_analysis(spec, runs) -> Analysis:
         if g != "one" and groups[g]:
             v["starts"] = float(groups[g][0].summary["starts"])
     concl = check_claims(spec.options.get("claims", []), vals)
-    return Analysis(tables=[table], figures=[("pspin_tsne", pspin_figure(emb, en, cnt))],
+    return Analysis(tables=[table], figures=[("pspin_tsne", pspin_figure(emb, en, cnt, sizes))],
                     conclusions=concl)
 
 

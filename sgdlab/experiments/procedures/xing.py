@@ -17,8 +17,8 @@ import numpy as np
 from sgdlab.experiments.analysis import Analysis, Conclusion
 from sgdlab.experiments.plots import curves, panels
 from sgdlab.experiments.procedures import StoredRun, register_analysis
-from sgdlab.experiments.procedures.common import (by_group, check_claims, finite, summary_table,
-                                                  values_by_group)
+from sgdlab.experiments.procedures.common import (by_group, check_claims, finite, mean_curve,
+                                                  summary_table, values_by_group, x_axis)
 from sgdlab.experiments.procedures.jastrzebski import (CLEAR_TREND, _spearman, clear_trend,
                                                        epoch_curves)
 from sgdlab.report.figures.axes import log_scale
@@ -172,8 +172,28 @@ def xing_hessian_norm(spec, runs: list[StoredRun]) -> Analysis:
         r.summary["best_test_acc"] = max(acc) if acc else float("nan")
     groups, _, concl = _claims(spec, runs, [m for m, _ in metrics])
     table = summary_table("hessian_norm", groups, metrics, caption="mean and std over seeds")
-    figs = epoch_curves(spec, groups, [f"hess_norm_{m}" for m in modes] + ["test_acc"])
+    figs = [("curve_hess_norm", _hessian_norm_figure(spec, groups, modes))] if modes else []
+    figs += epoch_curves(spec, groups, ["test_acc"])
     return Analysis(tables=[table], figures=figs, conclusions=concl)
+
+
+def _hessian_norm_figure(spec, groups, modes: list[str]):
+    """Both batch-norm modes' ‖H‖ on one axis (log scale when positive), train mode solid
+    and eval mode dashed, so that the comparison of footnote 5 reads off one y scale."""
+    series = {}
+    for g, rs in groups.items():
+        for m in modes:
+            steps, mean, std = mean_curve(rs, f"hess_norm_{m}")
+            if steps:
+                series[f"{g}, {m}-mode BN"] = (x_axis(rs[0], steps, "epoch"), mean,
+                                               std if len(rs) > 1 else None)
+    fig = curves(series, xlabel="epoch", ylabel="Hessian spectral norm ‖H‖", logy=True,
+                 title=f"{spec.paper['figure']}: ‖H‖, batch norm in train and eval mode")
+    for line in fig.axes[0].get_lines():
+        if line.get_label().endswith("eval-mode BN"):
+            line.set_linestyle("--")
+    fig.axes[0].legend(fontsize=7)
+    return fig
 
 
 # --- Fig. 4: consecutive-gradient cosine vs batch size and learning rate -----------------------

@@ -156,8 +156,11 @@ def zhu_noise_magnitude(spec, runs: list[StoredRun]) -> Analysis:
 @register_analysis("zhu_noisy_label")
 def zhu_noisy_label(spec, runs: list[StoredRun]) -> Analysis:
     """Test accuracy and expected sharpness of the dynamics started from the GD solution
-    (Fig. 5), compared by ``options.claims``; curves of ``options.curves`` over steps."""
-    from sgdlab.experiments.procedures.common import check_claims, summary_table, values_by_group
+    (Fig. 5), compared by ``options.claims``; curves of ``options.curves`` over iterations
+    from the start of training (a run started from another's weights continues its x axis).
+    """
+    from sgdlab.experiments.procedures.common import (check_claims, continuation_offsets,
+                                                      summary_table, values_by_group)
 
     o = spec.options
     groups = by_group(runs, key=lambda r: r.group)
@@ -166,14 +169,21 @@ def zhu_noisy_label(spec, runs: list[StoredRun]) -> Analysis:
     table = summary_table("noisy_label", groups, metrics,
                           caption="final values, mean and std over seeds")
     figs = []
+    # the dynamics continued from the GD solution start where its run ended: the x axis counts
+    # iterations from the start of training, the start marked by a dashed line (as Fig. 5)
+    offsets = continuation_offsets(groups)
+    starts = sorted({v for v in offsets.values() if v > 0})
     for m in o.get("curves", ["test_acc", "sharp/expected"]):
         series = {}
         for g, rs in groups.items():
             st, mean, sd = mean_curve(rs, m)
             if st:
-                series[g] = (st, mean, sd if len(rs) > 1 else None)
-        figs.append((f"curve_{m.replace('/', '_')}",
-                     curves(series, xlabel="step", ylabel=m, title=f"{spec.paper['figure']}: {m}")))
+                series[g] = ([s + offsets[g] for s in st], mean, sd if len(rs) > 1 else None)
+        fig = curves(series, xlabel="iteration (from the start of training)", ylabel=m,
+                     title=f"{spec.paper['figure']}: {m}")
+        for x in starts:
+            fig.axes[0].axvline(x, color="0.4", ls="--", lw=0.8)
+        figs.append((f"curve_{m.replace('/', '_')}", fig))
     vals = values_by_group(groups, [k for k, _ in metrics])
     return Analysis(tables=[table], figures=figs,
                     conclusions=check_claims(o.get("claims", []), vals))

@@ -102,17 +102,26 @@ def double_well_figure(
     return fig
 
 
+ANNOTATE_MAX = 30
+
+
 def pspin_figure(embeddings: Mapping[str, Array], energies: Mapping[str, Array],
                  counts: Mapping[str, int],
                  basin_sizes: Mapping[str, Array] | None = None) -> plt.Figure:
-    """Thesis Fig. 2.2 style: 2-D embedding (t-SNE) of the distinct minima found per regime,
-    coloured by energy per spin; marker area ∝ √(number of starts that descended into it)."""
+    """Thesis Fig. 2.2 style: 2-D embedding (t-SNE) of the distinct minima found per regime
+    (one point each: ``embeddings[name]`` row i, ``energies[name][i]``), coloured by energy
+    per spin; with ``basin_sizes`` (the number of starts that descended into each minimum)
+    the marker area grows as √size, and when at most ``ANNOTATE_MAX`` minima are shown each
+    reached from more than one start is labelled ×size."""
     n = len(embeddings)
     fig, axes = plt.subplots(1, n, figsize=(5 * n, 4.4), squeeze=False)
     for ax, name in zip(axes[0], embeddings):
         emb, e = np.asarray(embeddings[name]), np.asarray(energies[name])
-        sizes = 18.0 if basin_sizes is None else \
-            18.0 * np.sqrt(np.asarray(basin_sizes[name], float))
+        if len(emb) != len(e):
+            raise ValueError(f"pspin_figure: {name}: {len(emb)} embedded points but "
+                             f"{len(e)} energies")
+        k = None if basin_sizes is None else np.asarray(basin_sizes[name], int)
+        sizes = 18.0 if k is None else 24.0 * np.sqrt(k.astype(float))
         lo, hi = float(e.min()), float(e.max())
         if hi - lo < 1e-6:  # one energy level: a readable colour scale around it
             lo, hi = lo - 0.01, hi + 0.01
@@ -120,7 +129,16 @@ def pspin_figure(embeddings: Mapping[str, Array], energies: Mapping[str, Array],
         cb = fig.colorbar(sc, ax=ax, label="energy per spin H/N")
         cb.formatter.set_useOffset(False)
         cb.update_ticks()
-        ax.set(title=f"{name}: {counts[name]} distinct minima", xticks=[], yticks=[])
+        starts = "" if k is None else f" from {int(k.sum())} starts"
+        if k is not None and len(k) <= ANNOTATE_MAX:
+            for (x, y), m in zip(emb, k):
+                if m > 1:
+                    ax.annotate(f"×{m}", (x, y), xytext=(4, 4), textcoords="offset points",
+                                fontsize=8)
+        c = counts[name]
+        ax.set(xticks=[], yticks=[])
+        ax.set_title(f"{name}\n{c} distinct {'minimum' if c == 1 else 'minima'}{starts}",
+                     fontsize=10)
     fig.tight_layout()
     return fig
 

@@ -7,8 +7,9 @@ A *history* is ``{name: [(step, value), ...]}`` as in ``RunResult.history`` or
 (fraction correct). Missing series are skipped; a panel with none says so.
 
 :func:`instrument_panels` draws everything else a run recorded (the instruments' series,
-grouped by the prefix before ``/`` or ``_``; a varying learning rate) one small panel per
-group, so every instrument of a config has a plot next to the learning curves.
+grouped by the prefix before ``/`` or ``_``; a varying learning rate, drawn as steps since the
+loop samples it once per epoch) one small panel per group, so every instrument of a config has
+a plot next to the learning curves.
 """
 from __future__ import annotations
 
@@ -44,6 +45,17 @@ def thinned(pts: Sequence[tuple[int, float]], max_points: int = MAX_POINTS
     return arr[:, 0], arr[:, 1]
 
 
+# series the loop sets at a step and keeps until the next sample (the learning rate, logged
+# once per epoch): drawn as steps, since a line between samples would show ramps that a step
+# or cosine schedule does not have
+HELD = {"lr"}
+
+
+def drawstyle(name: str) -> str:
+    """The matplotlib ``drawstyle`` of series ``name``: ``steps-post`` for :data:`HELD`."""
+    return "steps-post" if name in HELD else "default"
+
+
 def _plot(ax, history: History, names: Sequence[str], styles: Sequence[str]) -> int:
     drawn = 0
     for name, style in zip(names, styles):
@@ -51,7 +63,7 @@ def _plot(ax, history: History, names: Sequence[str], styles: Sequence[str]) -> 
         if not pts:
             continue
         s, v = thinned(pts)
-        ax.plot(s, v, style, label=name, lw=1.5, ms=3)
+        ax.plot(s, v, style, label=name, lw=1.5, ms=3, drawstyle=drawstyle(name))
         drawn += 1
     return drawn
 
@@ -206,7 +218,8 @@ def compare_runs_figure(histories: Mapping[str, History], metrics: Sequence[str]
             pts = h.get(metric) or []
             if pts:
                 s, v = thinned(pts)
-                ax.plot(s, v, _style(len(pts)), ms=3, lw=1.3, label=label)
+                ax.plot(s, v, _style(len(pts)), ms=3, lw=1.3, label=label,
+                        drawstyle=drawstyle(metric))
                 vals.extend(v[np.isfinite(v)])
         if not vals:
             ax.text(0.5, 0.5, "not recorded", ha="center", va="center", transform=ax.transAxes)

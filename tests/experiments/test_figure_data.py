@@ -1,0 +1,193 @@
+"""What the analyses' figures plot (the data behind the lines and markers, not pixels)."""
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pytest
+import torch
+
+from sgdlab.experiments.procedures import StoredRun
+from sgdlab.experiments.procedures.common import schedule_lr
+from sgdlab.experiments.procedures.generic import compare_groups
+
+
+def run(label, seed=0, params=None, metrics=None, data=None, summary=None):
+    return StoredRun(key=f"{label}-{seed}", run_id=f"{label}-{seed}", label=label, seed=seed,
+                     params=params or {}, status="finished", summary=dict(summary or {}),
+                     metrics=metrics or {}, data=data or {})
+
+
+def _epoch_samples(per_step, spe, epochs):
+    """The loop's per-epoch records of a schedule: at each epoch end the lr the next step uses."""
+    return {"lr": [(spe * e, per_step[spe * e]) for e in range(1, epochs + 1)],
+            "epoch": [(spe * e, float(e)) for e in range(1, epochs + 1)]}
+
+
+# xing-schedules at smoke scale: 4 steps per epoch, 4 epochs
+STEP = ({"schedule": {"name": "step", "milestones": [2, 3], "gamma": 0.1},
+         "optimizer": {"name": "sgd", "lr": 0.1}, "epochs": 4},
+        [0.1] * 8 + [0.01] * 4 + [0.001] * 5)
+# triangular: 0.01 -> 0.1 over 4 steps and back, 0.0225 per step
+CLR = ({"schedule": {"name": "triangular", "max_factor": 10.0, "step_size_epochs": 1},
+        "optimizer": {"name": "sgd", "lr": 0.01}, "epochs": 4},
+       [0.01 + 0.0225 * (4 - abs(t % 8 - 4)) for t in range(17)])
+
+
+@pytest.mark.parametrize("params,per_step", [STEP, CLR])
+def test_a_deterministic_schedule_is_evaluated_at_every_step(params, per_step):
+    runs = [run("a", s, params, _epoch_samples(per_step, 4, 4)) for s in (0, 1)]
+    steps, lr = schedule_lr(runs)
+    assert steps == list(range(17))
+    assert lr == pytest.approx(per_step, rel=1e-12)
+
+
+def test_a_schedule_that_misses_the_recorded_samples_is_not_evaluated():
+    params, per_step = STEP
+    bad = _epoch_samples(per_step, 4, 4)
+    bad["lr"][1] = (8, 0.05)                     # not what the step schedule gives at step 8
+    assert schedule_lr([run("a", 0, params, bad)]) is None
+    rnd = {**params, "schedule": {"name": "random"}}
+    assert schedule_lr([run("a", 0, rnd, _epoch_samples(per_step, 4, 4))]) is None
+    assert schedule_lr([run("a", 0, {k: v for k, v in params.items() if k != "schedule"},
+                            _epoch_samples(per_step, 4, 4))]) is None
+
+
+def test_the_lr_curve_of_compare_groups_is_the_schedule_per_step_drawn_as_steps():
+    runs = [run(lab, s, p, _epoch_samples(ps, 4, 4))
+            for lab, (p, ps) in (("step", STEP), ("clr", CLR)) for s in (0, 1)]
+    # a third group whose samples no schedule explains: its samples, held between epochs
+    odd = {"lr": [(4, 0.1), (8, 0.03)], "epoch": [(4, 1.0), (8, 2.0)]}
+    runs.append(run("odd", 0, {"optimizer": {"lr": 0.1}}, odd))
+    spec = SimpleNamespace(options={"table": [], "curves": ["lr"]},
+                           paper={"figure": "Fig. 6"})
+    (name, fig), = compare_groups(spec, runs).figures
+    assert name == "curve_lr"
+    lines = {ln.get_label(): ln for ln in fig.axes[0].get_lines()}
+    for label, (_, per_step) in (("step", STEP), ("clr", CLR)):
+        assert list(lines[label].get_xdata()) == list(range(17))
+        assert np.allclose(lines[label].get_ydata(), per_step)
+    assert list(lines["odd"].get_ydata()) == [0.1, 0.03]
+    assert {ln.get_drawstyle() for ln in lines.values()} == {"steps-post"}
+    plt.close(fig)
+
+
+def test_the_spin_glass_embeds_each_distinct_minimum_once_with_its_multiplicity():
+    from sgdlab.experiments.procedures.landscape_runs import PSpinProcedure, pspin_analysis
+    from sgdlab.landscapes.pspin import cluster_minima
+
+    out = PSpinProcedure().run(SimpleNamespace(params={"regime": "trivial", "n": 10,
+                                                       "starts": 8, "max_steps": 300,
+                                                       "tol": 1e-3}, seed=0), None)
+    d = out.data
+    assert len(d["embedding"]) == len(d["energies"]) == out.summary["distinct_minima"]
+    assert int(sum(d["basin_sizes"])) == out.summary["starts"] == 8
+    # a glassy-looking run: 3 minima reached by 5, 1 and 2 starts (the clustering's counts)
+    sigma = np.repeat(np.eye(3) * np.sqrt(3.0), [5, 1, 2], axis=0)
+    labels, reps = cluster_minima(torch.as_tensor(sigma))
+    sizes = torch.bincount(labels, minlength=len(reps))
+    assert sizes.tolist() == [5, 1, 2]
+    r = run("glassy", 0, {"regime": "glassy"},
+            summary={"nu": 0.05, "distinct_minima": 3, "starts": 8, "converged": 8,
+                     "cosine_distance": 0.9, "energy_min": -1.5, "energy_spread": 0.1},
+            data={"embedding": [[0.0, 0.0], [1.0, 0.0], [0.0, 1.0]],
+                  "energies": [-1.5, -1.45, -1.4], "basin_sizes": sizes.tolist()})
+    spec = SimpleNamespace(options={"claims": []}, paper={"figure": "Fig. 2.2"})
+    (name, fig), = pspin_analysis(spec, [r]).figures
+    ax = fig.axes[0]
+    (pts,) = ax.collections
+    assert len(pts.get_offsets()) == 3
+    assert np.allclose(pts.get_sizes() ** 2 / pts.get_sizes()[1] ** 2, [5, 1, 2])
+    assert sorted(t.get_text() for t in ax.texts) == ["×2", "×5"]
+    assert ax.get_title().endswith("3 distinct minima from 8 starts")
+    plt.close(fig)
+
+
+def test_zhu_continuations_are_drawn_after_the_gd_run_they_start_from():
+    from sgdlab.experiments.procedures.common import continuation_offsets
+    from sgdlab.experiments.procedures.zhu import zhu_noisy_label
+
+    acc = {"test_acc": [(0, 0.5), (2, 0.6)]}
+    runs = [run("gd-start", 0, {"init_from": None}, {"test_acc": [(0, 0.1), (5, 0.5)]},
+                summary={"steps": 5}),
+            run("gd", 0, {"init_from": "gd-start"}, acc, summary={"steps": 2}),
+            run("sgd", 0, {"init_from": "gd-start"}, acc, summary={"steps": 2}),
+            run("late", 0, {"init_from": "sgd"}, acc, summary={"steps": 2})]
+    groups = {r.label: [r] for r in runs}
+    assert continuation_offsets(groups) == {"gd-start": 0, "gd": 5, "sgd": 5, "late": 7}
+    spec = SimpleNamespace(options={"curves": ["test_acc"], "claims": []},
+                           paper={"figure": "Fig. 5"})
+    (name, fig), = zhu_noisy_label(spec, runs[:3]).figures
+    ax = fig.axes[0]
+    xs = {ln.get_label(): list(ln.get_xdata()) for ln in ax.get_lines()
+          if not ln.get_label().startswith("_")}
+    assert xs == {"gd-start": [0, 5], "gd": [5, 7], "sgd": [5, 7]}
+    (vline,) = [ln for ln in ax.get_lines() if ln.get_label().startswith("_")]
+    assert list(vline.get_xdata()) == [5, 5]                 # where the continuations start
+    plt.close(fig)
+
+
+def test_xing_hessian_norms_of_both_batch_norm_modes_share_one_axis():
+    from sgdlab.experiments.procedures.xing import xing_hessian_norm
+
+    ep = {"epoch": [(10, 1.0), (20, 2.0)], "test_acc": [(10, 0.5), (20, 0.6)]}
+    runs = [run("sgd", s, {}, {**ep, "hess_norm_train": [(0, 9.0), (10, 4.0), (20, 5.0)],
+                               "hess_norm_eval": [(0, 30.0), (10, 40.0), (20, 50.0 + s)]})
+            for s in (0, 1)]
+    spec = SimpleNamespace(options={"claims": []}, paper={"figure": "Fig. 3"})
+    figs = dict(xing_hessian_norm(spec, runs).figures)
+    assert list(figs) == ["curve_hess_norm", "curve_test_acc"]
+    (ax,) = figs["curve_hess_norm"].axes
+    lines = {ln.get_label(): ln for ln in ax.get_lines()}
+    assert list(lines["sgd, train-mode BN"].get_ydata()) == [9.0, 4.0, 5.0]
+    assert list(lines["sgd, eval-mode BN"].get_ydata()) == [30.0, 40.0, 50.5]
+    assert list(lines["sgd, eval-mode BN"].get_xdata()) == [0.0, 1.0, 2.0]     # epochs
+    assert lines["sgd, eval-mode BN"].get_linestyle() == "--"
+    assert ax.get_yscale() == "log"
+    for f in figs.values():
+        plt.close(f)
+
+
+def test_a_batch_size_schedule_reads_as_words_in_the_equal_ratio_table():
+    from sgdlab.experiments.procedures.jastrzebski import batch_size_text, equal_ratio
+
+    cyc = {"kind": "cyclic", "low": 128, "high": 640, "period": 10, "shape": "triangular",
+           "start": "high"}
+    assert batch_size_text(cyc) == "cyclic 128–640, triangular, period 10 epochs, from 640"
+    assert batch_size_text(128) == "128" and batch_size_text("full") == "full"
+    acc = {"test_acc": [(0, 0.1), (10, 0.5)]}
+    runs = [run("cbs", 0, {"optimizer": {"lr": 0.01}, "batch_size": cyc}, acc),
+            run("const", 0, {"optimizer": {"lr": 0.01}, "batch_size": 640}, acc)]
+    spec = SimpleNamespace(options={"curves": []}, paper={"figure": "Fig. 1"})
+    t = equal_ratio(spec, runs).table("equal_ratio")
+    assert t.column("batch size") == ["cyclic 128–640, triangular, period 10 epochs, from 640",
+                                      "640"]
+
+
+def test_compare_groups_bars_are_the_seed_means_with_their_std_as_error_bars():
+    def r(label, seed, best, final):
+        return run(label, seed, {}, {"test_acc": [(1, final - 0.1), (2, best), (3, final)],
+                                     "train_acc": [(3, 1.0)]}, summary={"test_acc": final})
+    runs = [r("constant", 0, 0.96, 0.95), r("constant", 1, 0.98, 0.97),
+            r("random", 0, 0.97, 0.96), r("random", 1, 0.97, 0.96)]
+    spec = SimpleNamespace(paper={"figure": "Fig. 4"}, options={
+        "table": [], "curves": [],
+        "derived": [{"name": "best_test_acc", "metric": "test_acc", "reduce": "max"}],
+        "bars": [{"name": "acc", "zoom": True, "ylabel": "accuracy",
+                  "metrics": [["test_acc", "final"], ["best_test_acc", "best"]]}]})
+    (name, fig), = compare_groups(spec, runs).figures
+    assert name == "bars_acc"
+    ax = fig.axes[0]
+    heights = [round(p.get_height(), 12) for p in ax.patches]
+    assert heights == [0.96, 0.96, 0.97, 0.97]        # final: constant, random; best: both
+    # the error bars: constant's std over its two seeds sqrt(2)·0.01, random's 0
+    segs = [c for c in ax.collections if c.get_segments()]
+    spans = sorted(round(abs(s[1][1] - s[0][1]) / 2, 12) for c in segs for s in c.get_segments())
+    assert spans == pytest.approx([0, 0, np.sqrt(2) * 0.01, np.sqrt(2) * 0.01])
+    assert ax.get_ylim()[0] > 0.9                      # zoomed on the bars' tops
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["constant", "random"]
+    plt.close(fig)
+    with pytest.raises(Exception, match="options.bars"):
+        compare_groups(SimpleNamespace(paper={"figure": "F"},
+                                       options={"table": [], "curves": [], "bars": [{}]}), runs)
