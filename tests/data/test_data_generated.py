@@ -135,3 +135,6 @@ def test_generic_subset_and_label_noise_options():
     assert load_dataset("cubic", n_train=5).x_train[:, 0].tolist() == [-1.0, -0.5, 0.0, 0.5, 1.0]
     with pytest.raises(UserError, match="classification"):
         load_dataset("cubic", label_noise=3)
+    # a fraction is the natural mistake: the message names the option and what it counts
+    with pytest.raises(UserError, match="'label_noise' is a number of training examples"):
+        load_dataset("digits", label_noise=0.2)
