@@ -46,7 +46,6 @@ def read_config_text(path: str | Path) -> str:
         raise ConfigError(f"{path}: cannot read the config: {e.strerror or e}") from None
 
 
-
 def make_output_dir(path: str | Path, what: str = "--out") -> Path:
     """Create the output folder ``path`` (and its parents), or raise a :class:`UserError`
     naming it when that is impossible (a file in the way, no permission, a read-only disk).
