@@ -76,60 +76,6 @@ def file_problem(e: OSError) -> str:
     return e.strerror or str(e)
 
 
-_STRICT_LOADERS: dict[type, type] = {}
-
-
-def strict_yaml_loader(base: type) -> type:
-    """``base`` (a YAML safe loader class) refusing what would silently change a config: a key
-    given twice in one mapping (YAML keeps the last) and a recursive alias (``a: &x [*x]``,
-    endless data). Both are ``yaml.constructor.ConstructorError``s with the line, so each
-    reader of configs reports them as it reports any YAML error. Here, below every layer,
-    for the run, experiment and replica config readers alike."""
-    if base not in _STRICT_LOADERS:
-        from yaml.constructor import ConstructorError
-        from yaml.nodes import CollectionNode, MappingNode
-
-        class Strict(base):
-            def construct_document(self, node):
-                _no_cycle(node, set(), set())
-                return super().construct_document(node)
-
-            def construct_mapping(self, node, deep=False):
-                if isinstance(node, MappingNode):
-                    seen: dict = {}
-                    for key_node, _ in node.value:
-                        key = self.construct_object(key_node, deep=True) \
-                            if key_node.tag != "tag:yaml.org,2002:merge" else None
-                        try:
-                            first = seen.setdefault(key, key_node) if key is not None else None
-                        except TypeError:             # an unhashable key: base reports it
-                            continue
-                        if first is not None and first is not key_node:
-                            raise ConstructorError(
-                                "while reading a mapping", node.start_mark,
-                                f"key {key!r} is given twice (first on line "
-                                f"{first.start_mark.line + 1}); YAML would keep only the last",
-                                key_node.start_mark)
-                return super().construct_mapping(node, deep=deep)
-
-        def _no_cycle(node, open_nodes: set, done: set) -> None:
-            if not isinstance(node, CollectionNode) or id(node) in done:
-                return
-            if id(node) in open_nodes:
-                raise ConstructorError(None, None, "recursive alias: a collection that "
-                                       "contains itself", node.start_mark)
-            open_nodes.add(id(node))
-            for item in node.value:
-                for child in (item if isinstance(item, tuple) else (item,)):
-                    _no_cycle(child, open_nodes, done)
-            open_nodes.discard(id(node))
-            done.add(id(node))
-
-        Strict.__name__ = Strict.__qualname__ = f"Strict{base.__name__}"
-        _STRICT_LOADERS[base] = Strict
-    return _STRICT_LOADERS[base]
-
-
 # Keys only one kind of config has: a run config (sgdlab train), an experiment (sgdlab run
 # --config) and a replica run config (sgdlab parle).
 _KIND_KEYS = {"run": ("optimizer", "train", "schedule", "measure"),

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import re
 import tomllib
 from importlib import resources
 from pathlib import Path
@@ -11,24 +10,10 @@ from typing import Any
 
 import yaml
 
-from ..errors import ConfigError, check_config_kind, read_config_text, strict_yaml_loader
+from ..errors import ConfigError, check_config_kind, read_config_text
+from ..yaml_loaders import exponent_floats, strict_yaml_loader
 
 CONFIG_SUFFIXES = (".yaml", ".yml", ".toml")
-
-
-_FLOAT = re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
-                  |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
-                  |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
-                  |[-+]?\.(?:inf|Inf|INF)
-                  |\.(?:nan|NaN|NAN))$""", re.X)
-
-
-def exponent_floats(base: type) -> type:
-    """``base`` (a YAML safe loader class) that also reads ``1e-3`` as a float (YAML 1.1
-    wants ``1.0e-3``), for every config file the lab reads."""
-    cls = type(f"ExponentFloat{base.__name__}", (base,), {})
-    cls.add_implicit_resolver("tag:yaml.org,2002:float", _FLOAT, list("-+0123456789."))
-    return cls
 
 
 _Loader = exponent_floats(yaml.SafeLoader)

@@ -54,9 +54,8 @@ from typing import Any
 
 import yaml
 
-from sgdlab.config.io import exponent_floats
-from sgdlab.errors import (ConfigError, check_config_kind, read_config_text,
-                           strict_yaml_loader)
+from sgdlab.errors import ConfigError, check_config_kind, read_config_text
+from sgdlab.yaml_loaders import exponent_floats, strict_yaml_loader
 
 SCALES = ("smoke", "cpu", "paper")
 CATALOGUE_DIR = Path(__file__).parent / "catalogue"
