@@ -1,4 +1,5 @@
-"""Dense float64 references for every estimator (used by the tests; small problems only).
+"""Dense float64 references for every estimator (used by the tests; small problems only), and
+tiny dataset files in the standard formats (IDX, CIFAR pickles) for the loaders.
 
 Everything here is computed the slow, obvious way — ``torch.func.hessian`` of a functional
 loss, explicit per-sample loops, explicit covariance sums, enumeration of all mini-batches — so
@@ -7,8 +8,14 @@ it.
 """
 from __future__ import annotations
 
+import gzip
 import itertools
+import pickle
+import struct
 from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
 
 import torch
 from torch import Tensor, nn
@@ -192,3 +199,61 @@ def assert_rop_products_match_dense(model: nn.Module, data: tuple[Tensor, Tensor
         forms = (v * (a @ v)).sum(0)
         torch.testing.assert_close(op.quadratic_forms(v), forms)
         torch.testing.assert_close(operator(model, loss_fn, loader).quadratic_forms(v), forms)
+
+
+# ---------------------------------------------------------------------------------------------
+# dataset files in the standard formats, written small
+# ---------------------------------------------------------------------------------------------
+
+IDX_NAMES = {"train_images": "train-images-idx3-ubyte", "train_labels": "train-labels-idx1-ubyte",
+             "test_images": "t10k-images-idx3-ubyte", "test_labels": "t10k-labels-idx1-ubyte"}
+
+
+def write_idx(path: Path, arr: np.ndarray, *, gz: bool = False, magic: int | None = None) -> Path:
+    """IDX as LeCun specifies it: big-endian magic (0x0000, type 0x08=ubyte, ndim), sizes, data."""
+    arr = np.ascontiguousarray(arr, dtype=np.uint8)
+    if magic is None:
+        magic = 0x0800 | arr.ndim  # 2051 for 3-D images, 2049 for 1-D labels
+    blob = struct.pack(">I", magic) + struct.pack(f">{arr.ndim}I", *arr.shape) + arr.tobytes()
+    if gz:
+        path = path.with_name(path.name + ".gz")
+        blob = gzip.compress(blob)
+    path.write_bytes(blob)
+    return path
+
+
+def make_idx_dir(root: Path, n_train=40, n_test=20, *, gz=False, seed=0) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    arrays = {"train_images": rng.integers(0, 256, (n_train, 28, 28), dtype=np.uint8),
+              "train_labels": np.arange(n_train, dtype=np.uint8) % 10,
+              "test_images": rng.integers(0, 256, (n_test, 28, 28), dtype=np.uint8),
+              "test_labels": np.arange(n_test, dtype=np.uint8) % 10}
+    root.mkdir(parents=True, exist_ok=True)
+    for k, a in arrays.items():
+        write_idx(root / IDX_NAMES[k], a, gz=gz)
+    return arrays
+
+
+def write_cifar_batch(path: Path, images: np.ndarray, labels, key=b"labels", extra=None) -> None:
+    """As the originals: a dict with bytes keys, b"data" uint8 (N, 3072) = R, G, B planes."""
+    d = {b"batch_label": b"testing batch", key: list(map(int, labels)),
+         b"data": images.reshape(len(images), 3072), b"filenames": [b"x.png"] * len(images)}
+    d.update(extra or {})
+    with open(path, "wb") as f:
+        pickle.dump(d, f, protocol=2)
+
+
+def make_cifar10(root: Path, n=10, n_test=10, seed=0):
+    rng = np.random.default_rng(seed)
+    d = root / "cifar-10-batches-py"
+    d.mkdir(parents=True)
+    xs, ys = [], []
+    for i in range(1, 6):
+        x = rng.integers(0, 256, (n, 3, 32, 32), dtype=np.uint8)
+        y = (np.arange(n) + i) % 10
+        write_cifar_batch(d / f"data_batch_{i}", x, y)
+        xs.append(x)
+        ys.append(y)
+    xt = rng.integers(0, 256, (n_test, 3, 32, 32), dtype=np.uint8)
+    write_cifar_batch(d / "test_batch", xt, np.arange(n_test) % 10)
+    return np.concatenate(xs), np.concatenate(ys), xt

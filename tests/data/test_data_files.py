@@ -12,34 +12,7 @@ import torch
 
 from sgdlab.data import load_dataset, read_cifar_batch, read_idx
 from sgdlab.errors import DataError, UserError
-
-IDX_NAMES = {"train_images": "train-images-idx3-ubyte", "train_labels": "train-labels-idx1-ubyte",
-             "test_images": "t10k-images-idx3-ubyte", "test_labels": "t10k-labels-idx1-ubyte"}
-
-
-def write_idx(path: Path, arr: np.ndarray, *, gz: bool = False, magic: int | None = None) -> Path:
-    """IDX as LeCun specifies it: big-endian magic (0x0000, type 0x08=ubyte, ndim), sizes, data."""
-    arr = np.ascontiguousarray(arr, dtype=np.uint8)
-    if magic is None:
-        magic = 0x0800 | arr.ndim  # 2051 for 3-D images, 2049 for 1-D labels
-    blob = struct.pack(">I", magic) + struct.pack(f">{arr.ndim}I", *arr.shape) + arr.tobytes()
-    if gz:
-        path = path.with_name(path.name + ".gz")
-        blob = gzip.compress(blob)
-    path.write_bytes(blob)
-    return path
-
-
-def make_idx_dir(root: Path, n_train=40, n_test=20, *, gz=False, seed=0) -> dict[str, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    arrays = {"train_images": rng.integers(0, 256, (n_train, 28, 28), dtype=np.uint8),
-              "train_labels": np.arange(n_train, dtype=np.uint8) % 10,
-              "test_images": rng.integers(0, 256, (n_test, 28, 28), dtype=np.uint8),
-              "test_labels": np.arange(n_test, dtype=np.uint8) % 10}
-    root.mkdir(parents=True, exist_ok=True)
-    for k, a in arrays.items():
-        write_idx(root / IDX_NAMES[k], a, gz=gz)
-    return arrays
+from sgdlab.testing import IDX_NAMES, make_cifar10, make_idx_dir, write_cifar_batch, write_idx
 
 
 def test_idx_magic_numbers_are_the_real_ones(tmp_path):
@@ -125,31 +98,6 @@ def test_malformed_idx_files(tmp_path):
 
 
 # --- CIFAR ----------------------------------------------------------------------------------
-
-def write_cifar_batch(path: Path, images: np.ndarray, labels, key=b"labels", extra=None) -> None:
-    """As the originals: a dict with bytes keys, b"data" uint8 (N, 3072) = R, G, B planes."""
-    d = {b"batch_label": b"testing batch", key: list(map(int, labels)),
-         b"data": images.reshape(len(images), 3072), b"filenames": [b"x.png"] * len(images)}
-    d.update(extra or {})
-    with open(path, "wb") as f:
-        pickle.dump(d, f, protocol=2)
-
-
-def make_cifar10(root: Path, n=10, n_test=10, seed=0):
-    rng = np.random.default_rng(seed)
-    d = root / "cifar-10-batches-py"
-    d.mkdir(parents=True)
-    xs, ys = [], []
-    for i in range(1, 6):
-        x = rng.integers(0, 256, (n, 3, 32, 32), dtype=np.uint8)
-        y = (np.arange(n) + i) % 10
-        write_cifar_batch(d / f"data_batch_{i}", x, y)
-        xs.append(x)
-        ys.append(y)
-    xt = rng.integers(0, 256, (n_test, 3, 32, 32), dtype=np.uint8)
-    write_cifar_batch(d / "test_batch", xt, np.arange(n_test) % 10)
-    return np.concatenate(xs), np.concatenate(ys), xt
-
 
 def test_cifar10_reads_batches(tmp_path):
     x, y, xt = make_cifar10(tmp_path)

@@ -1,0 +1,77 @@
+"""Every network the catalogue trains at ``paper`` scale is built, as the train procedure
+builds it, on its dataset's real input format (tiny MNIST / Fashion-MNIST / CIFAR files written
+in the standard formats), and takes one forward and backward pass: a shape or option that only
+the paper's configuration reaches fails here, not hours into a cluster job. Size options
+(``n_train``, ``train_size``, ...) are dropped, since the files hold a few examples; pretrained
+``weights`` files (ImageNet VGG-16) are not at hand and are left out."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from sgdlab.experiments.procedures.train import build
+from sgdlab.experiments.spec import catalogue_files, load_experiment
+from sgdlab.testing import make_cifar10, make_idx_dir, write_cifar_batch
+
+SIZE_OPTIONS = ("n_train", "n_test", "train_size", "test_size", "label_noise")
+
+
+def _paper_networks() -> dict[str, dict]:
+    """One parameter set per distinct (model, dataset format, loss, dtype) at paper scale."""
+    out: dict[str, dict] = {}
+    for name in sorted(catalogue_files()):
+        for run in load_experiment(name, "paper").expand(data_dir="DATA"):
+            p = run.params
+            if not isinstance(p, dict) or "model" not in p or "dataset" not in p \
+                    or p.get("init_from"):
+                continue
+            p = {**p, "dataset": {k: v for k, v in p["dataset"].items()
+                                  if k not in SIZE_OPTIONS}}
+            p["model"] = {k: v for k, v in p["model"].items() if k != "weights"}
+            key = json.dumps({k: p.get(k) for k in ("model", "dataset", "loss", "dtype")},
+                             sort_keys=True, default=str)
+            out.setdefault(key, {**p, "_entry": name})
+    return out
+
+
+NETWORKS = _paper_networks()
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("paper-data")
+    make_idx_dir(root / "mnist", n_train=30, n_test=10)
+    make_idx_dir(root / "fashion_mnist", n_train=30, n_test=10, seed=1)
+    make_cifar10(root, n=6, n_test=10)
+    d = root / "cifar-100-python"
+    d.mkdir()
+    rng = np.random.default_rng(2)
+    for split in ("train", "test"):
+        fine = np.arange(20) * 5 % 100
+        write_cifar_batch(d / split, rng.integers(0, 256, (20, 3, 32, 32), dtype=np.uint8),
+                          fine, key=b"fine_labels", extra={b"coarse_labels": list(fine // 5)})
+    return root
+
+
+def test_the_catalogue_trains_networks_at_paper_scale():
+    names = {p["model"]["name"] for p in NETWORKS.values()}
+    assert {"vgg-11", "resnet-56", "allcnn", "musso-vgg16", "lenet"} <= names, names
+
+
+@pytest.mark.parametrize("key", list(NETWORKS), ids=[
+    f"{p['_entry']}:{p['model']['name']}:{p['dataset']['name']}" for p in NETWORKS.values()])
+def test_paper_scale_network_takes_a_step_on_its_data_format(key, data_dir):
+    p = dict(NETWORKS[key])
+    if "data_dir" in p["dataset"]:
+        p["dataset"] = {**p["dataset"], "data_dir": str(data_dir)}
+    torch.set_num_threads(1)
+    ds, model, loss_fn, dtype = build(p, seed=0)
+    x, y = ds.x_train[:2], ds.y_train[:2]
+    out = model.train()(x)
+    assert out.shape[0] == 2 and out.shape[-1] == ds.num_outputs, out.shape
+    loss_fn(out, y).backward()
+    grads = [q.grad for q in model.parameters() if q.requires_grad]
+    assert grads and all(g is not None and torch.isfinite(g).all() for g in grads)
