@@ -13,12 +13,17 @@ _FLOAT = re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
                   |\.(?:nan|NaN|NAN))$""", re.X)
 
 
+_EXPONENT_LOADERS: dict[type, type] = {}
+
+
 def exponent_floats(base: type) -> type:
     """``base`` (a YAML safe loader class) that also reads ``1e-3`` as a float (YAML 1.1
-    wants ``1.0e-3``), for every config file the lab reads."""
-    cls = type(f"ExponentFloat{base.__name__}", (base,), {})
-    cls.add_implicit_resolver("tag:yaml.org,2002:float", _FLOAT, list("-+0123456789."))
-    return cls
+    wants ``1.0e-3``), for every config file the lab reads (one class per base)."""
+    if base not in _EXPONENT_LOADERS:
+        cls = type(f"ExponentFloat{base.__name__}", (base,), {})
+        cls.add_implicit_resolver("tag:yaml.org,2002:float", _FLOAT, list("-+0123456789."))
+        _EXPONENT_LOADERS[base] = cls
+    return _EXPONENT_LOADERS[base]
 
 
 _STRICT_LOADERS: dict[type, type] = {}
@@ -73,3 +78,11 @@ def strict_yaml_loader(base: type) -> type:
         Strict.__name__ = Strict.__qualname__ = f"Strict{base.__name__}"
         _STRICT_LOADERS[base] = Strict
     return _STRICT_LOADERS[base]
+
+
+def config_loader() -> type:
+    """The loader of run and replica config files: ``yaml.SafeLoader`` with exponent floats,
+    strict."""
+    import yaml
+
+    return strict_yaml_loader(exponent_floats(yaml.SafeLoader))

@@ -11,23 +11,14 @@ from typing import Any
 import yaml
 
 from ..errors import ConfigError, check_config_kind, read_config_text
-from ..yaml_loaders import exponent_floats, strict_yaml_loader
+from ..yaml_loaders import config_loader
 
 CONFIG_SUFFIXES = (".yaml", ".yml", ".toml")
 
 
-_Loader = exponent_floats(yaml.SafeLoader)
-
-
-def yaml_loader() -> type:
-    """The YAML loader of run and replica configs: plain data only (a SafeLoader), ``1e-3`` a
-    float, a key given twice or a recursive alias refused."""
-    return strict_yaml_loader(_Loader)
-
-
 def parse_yaml(text: str, source: str = "<string>") -> Any:
     try:
-        return yaml.load(text, Loader=yaml_loader())  # noqa: S506 (a SafeLoader)
+        return yaml.load(text, Loader=config_loader())  # noqa: S506 (a SafeLoader)
     except yaml.YAMLError as e:
         raise ConfigError(f"{source}: not valid YAML: {e}") from None
 

@@ -93,9 +93,9 @@ def load_config(path: str | Path) -> dict[str, Any]:
     if p.suffix in (".yaml", ".yml"):
         import yaml
 
-        from ..config.io import yaml_loader      # as run configs: 1e-3 is a number
+        from ..yaml_loaders import config_loader      # as run configs: 1e-3 is a number
         try:
-            cfg = yaml.load(text, Loader=yaml_loader())  # noqa: S506 (a SafeLoader)
+            cfg = yaml.load(text, Loader=config_loader())  # noqa: S506 (a SafeLoader)
         except yaml.YAMLError as e:
             raise ConfigError(f"{p}: {_yaml_problem(e)}") from None
     else:

@@ -295,7 +295,6 @@ def x_axis(run: StoredRun, steps: list[float], kind: str) -> list[float]:
     return np.interp(steps, s, v).tolist()
 
 
-
 def schedule_lr(runs: list[StoredRun]) -> tuple[list[float], list[float]] | None:
     """The learning rate of every optimizer step 0..T of ``train`` runs sharing one schedule
     (the seeds of a group), evaluated from the first run's ``schedule`` parameters
