@@ -4,9 +4,14 @@
 stage, then a single ``Linear(512 -> classes)`` classifier, the usual CIFAR adaptation (the
 ImageNet version's three 4096-wide layers would dwarf the convolutions on 1x1 maps). With
 BatchNorm and 10 classes: VGG-11 9,231,114 and VGG-16 14,728,266 parameters; without BN
-9,225,610 and 14,719,818. Five pooling stages need inputs of at least 32x32.
+9,225,610 and 14,719,818. ``classifier_widths`` inserts hidden ReLU layers before the output
+layer: VGG-11 without BN and ``classifier_widths=[512, 512]`` has the 9,750,922 parameters
+Zhu et al. (2019, Suppl. D) state for their VGG11. Five pooling stages need inputs of at
+least 32x32.
 """
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 from torch import Tensor, nn
 
@@ -21,7 +26,8 @@ CONFIGS: dict[str, list[int | str]] = {
 
 class VGG(nn.Module):
     def __init__(self, cfg: list[int | str], input_shape, num_outputs: int, *,
-                 batchnorm: bool = True, name: str = "vgg") -> None:
+                 batchnorm: bool = True, classifier_widths: Sequence[int] = (),
+                 name: str = "vgg") -> None:
         super().__init__()
         layers: list[nn.Module] = []
         prev = input_shape[0]
@@ -37,7 +43,12 @@ class VGG(nn.Module):
         layers.append(nn.Flatten())
         self.features = nn.Sequential(*layers)
         n = flat_size(self.features, tuple(input_shape), name)
-        self.classifier = nn.Linear(n, num_outputs)
+        head: list[nn.Module] = []
+        for w in classifier_widths:
+            head += [nn.Linear(n, int(w)), nn.ReLU()]
+            n = int(w)
+        self.classifier = nn.Sequential(*head, nn.Linear(n, num_outputs)) if head \
+            else nn.Linear(n, num_outputs)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.classifier(self.features(x))
@@ -47,11 +58,16 @@ def _register(key: str, label: str) -> None:
     @register_model(key.replace("vgg", "vgg-"), paper="Simonyan & Zisserman 2015 (CIFAR form)",
                     description=f"{label} for CIFAR: 3x3 convs (+BN), linear classifier",
                     reference_input=(3, 32, 32),
-                    notes="single Linear(512, classes) classifier; BatchNorm on by default")
-    def build(input_shape, num_outputs, *, batchnorm: bool = True) -> nn.Module:
+                    notes="Linear(512, classes) classifier (classifier_widths adds hidden "
+                          "layers); BatchNorm on by default")
+    def build(input_shape, num_outputs, *, batchnorm: bool = True,
+              classifier_widths: Sequence[int] = ()) -> nn.Module:
         name = key.replace("vgg", "vgg-")
+        if any(int(w) != w or w < 1 for w in classifier_widths):
+            raise ValueError(f"Invalid classifier_widths={list(classifier_widths)} "
+                             f"(positive ints)")
         return VGG(CONFIGS[key], image_shape(name, input_shape), num_outputs,
-                   batchnorm=batchnorm, name=name)
+                   batchnorm=batchnorm, classifier_widths=classifier_widths, name=name)
 
 
 _register("vgg11", "VGG-11")

@@ -85,6 +85,12 @@ def test_vgg_counts():
         assert count_parameters(build_model(name, (3, 32, 32), 10)) == vgg_count(cfg, True) == total
         assert count_parameters(build_model(name, (3, 32, 32), 10, batchnorm=False)) == \
             vgg_count(cfg, False)
+    # Zhu et al. Suppl. D: "The total number of parameters of this network is 9,750,922."
+    zhu = build_model("vgg-11", (3, 32, 32), 10, batchnorm=False, classifier_widths=[512, 512])
+    assert count_parameters(zhu) == vgg_count(v11, False) + 2 * dense(512, 512) == 9_750_922
+    assert [type(m).__name__ for m in zhu.classifier] == ["Linear", "ReLU"] * 2 + ["Linear"]
+    with pytest.raises(ValueError, match="classifier_widths"):
+        build_model("vgg-11", (3, 32, 32), 10, classifier_widths=[0])
 
 
 @pytest.mark.parametrize("name", sorted(MODELS))
