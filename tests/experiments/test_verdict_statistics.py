@@ -92,6 +92,13 @@ def test_every_claim_kind_on_hand_made_values():
     assert c.agrees_with_paper is False
     assert c.text == "m: min over {b, a} = 1 is not above max over {d, c} = 1.05"
     assert c.evidence == {"a": {"b": 2.0, "a": 1.0}, "b": {"d": 0.5, "c": 1.05}}
+    # a margin: stricter when positive, a tolerance when negative (1 > 1.05 − 0.1)
+    assert one({"above": [["b", "a"], ["d"]], "metric": "m", "margin": 0.4}) is True
+    assert one({"above": [["b", "a"], ["d"]], "metric": "m", "margin": 0.6}) is False
+    (c,) = check_claims([{"above": [["a"], ["c"]], "metric": "m", "margin": -0.1}], v)
+    assert c.agrees_with_paper is True
+    assert c.text == "m: min over {a} = 1 is not below max over {c} = 1.05 by more than 0.1"
+    assert one({"above": [["a"], ["c"]], "metric": "m", "margin": -0.04}) is False
     # metric_b: A's metric against B's other metric (e.g. end against start of one run)
     vv = {"x": {"end": 0.2, "start": 0.9}}
     (c,) = check_claims([{"less": ["x", "x"], "metric": "end", "metric_b": "start"}], vv)

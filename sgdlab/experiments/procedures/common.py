@@ -24,7 +24,9 @@ untrained nets are "equivalent" without telling anything about the paper's claim
 
 ``metric_b`` compares ``metric`` of A with another metric of B (e.g. a value at the end of
 training with the same run's value at the start). ``A``/``B`` are run-group labels (or any key of the value table the analysis builds). An
-optional ``margin`` makes less/greater stricter (mean_A + margin < mean_B).
+optional ``margin`` makes less/greater/above stricter (mean_A + margin < mean_B; min over A >
+max over B + margin); a negative one is a tolerance ("A not worse than B by more than
+|margin|").
 """
 from __future__ import annotations
 
@@ -211,11 +213,18 @@ def check_claims(claims: list[dict[str, Any]], values: dict[str, dict[str, float
 
         if kind == "above":
             va, vb = [val(g) for g in a], [val(g) for g in b]
-            ok = all(map(finite, va + vb)) and min(va) > max(vb)
-            fa, fb = _fmt_pair(min(va), max(vb))
-            text = (f"{mname}: min over {{{', '.join(map(nm, a))}}} = {fa} "
-                    f"{'>' if ok else 'is not above'} max over {{{', '.join(map(nm, b))}}} "
-                    f"= {fb}")
+            margin = float(c.get("margin", 0.0))
+            ok = all(map(finite, va + vb)) and min(va) > max(vb) + margin
+            fa, fb = _fmt_pair(min(va), max(vb)) if margin == 0 else (_fmt(min(va)),
+                                                                      _fmt(max(vb)))
+            if margin < 0:      # a tolerance: "no group of B better by more than |margin|"
+                rel = f"{'is not below' if ok else 'is below'}"
+                tail = f" by more than {-margin:g}"
+            else:
+                rel = ">" if ok else "is not above"
+                tail = f" (by a margin of {margin:g})" if margin > 0 else ""
+            text = (f"{mname}: min over {{{', '.join(map(nm, a))}}} = {fa} {rel} max over "
+                    f"{{{', '.join(map(nm, b))}}} = {fb}{tail}")
             ev = {"a": dict(zip(a, va)), "b": dict(zip(b, vb))}
         else:
             mb = c.get("metric_b", metric)       # compare two metrics of one group
@@ -282,6 +291,23 @@ def check_claims(claims: list[dict[str, Any]], values: dict[str, dict[str, float
                               claim=c.get("claim"),
                               evidence=ev))
     return out
+
+
+# axis labels of the metrics curves are drawn for; options.curve_labels overrides them
+CURVE_LABELS = {"train_loss": "train loss", "test_loss": "test loss",
+                "train_acc": "train accuracy", "test_acc": "test accuracy",
+                "lr": "learning rate",
+                "sharpness/expected": "expected sharpness E[L(θ+ξ)] − L(θ)"}
+
+
+def curve_label(metric: str, options: dict[str, Any]) -> str:
+    """The y-axis label of ``metric``'s curve: ``options.curve_labels``, else a known name."""
+    return (options.get("curve_labels") or {}).get(metric) or CURVE_LABELS.get(metric, metric)
+
+
+def curve_name(metric: str) -> str:
+    """The figure name of ``metric``'s curve (a series' ``/`` would make a sub-folder)."""
+    return "curve_" + metric.replace("/", "_")
 
 
 def x_axis(run: StoredRun, steps: list[float], kind: str) -> list[float]:
