@@ -128,6 +128,26 @@ def test_zhu_continuations_are_drawn_after_the_gd_run_they_start_from():
     plt.close(fig)
 
 
+def test_an_instrument_series_is_a_curve_of_its_own_figure_with_a_readable_label():
+    # Zhu Figs. 5(b) and 7(c): the sharpness instrument's "sharpness/expected" over iterations
+    from sgdlab.experiments.procedures.zhu import zhu_noisy_label
+
+    sharp = {"sharpness/expected": [(0, 0.02), (100, 0.01)]}
+    spec = SimpleNamespace(options={"table": [], "curves": ["sharpness/expected"],
+                                    "claims": []}, paper={"figure": "Fig. 7"})
+    for analysis in (compare_groups, zhu_noisy_label):
+        (name, fig), = analysis(spec, [run("sgd", 0, {}, sharp, summary={"steps": 100})]).figures
+        assert name == "curve_sharpness_expected"       # a "/" would make a sub-folder
+        line, = [ln for ln in fig.axes[0].get_lines() if ln.get_label() == "sgd"]
+        assert list(line.get_ydata()) == [0.02, 0.01]
+        assert fig.axes[0].get_ylabel() == "expected sharpness E[L(θ+ξ)] − L(θ)"
+        plt.close(fig)
+    spec.options["curve_labels"] = {"sharpness/expected": "E sharpness"}
+    (_, fig), = compare_groups(spec, [run("sgd", 0, {}, sharp)]).figures
+    assert fig.axes[0].get_ylabel() == "E sharpness"
+    plt.close(fig)
+
+
 def test_xing_hessian_norms_of_both_batch_norm_modes_share_one_axis():
     from sgdlab.experiments.procedures.xing import xing_hessian_norm
 

@@ -29,8 +29,9 @@ from sgdlab.experiments.analysis import Analysis, Conclusion
 from sgdlab.experiments.plots import curves, grouped_bars
 from sgdlab.experiments.procedures import StoredRun, register_analysis
 from sgdlab.experiments.procedures.common import (by_group, check_claims, claim_metrics,
-                                                  mean_curve, schedule_lr, stat,
-                                                  summary_table, values_by_group, x_axis)
+                                                  curve_label, curve_name, mean_curve,
+                                                  schedule_lr, stat, summary_table,
+                                                  values_by_group, x_axis)
 from sgdlab.experiments.spec import get_dotted
 
 DEFAULT_TABLE = [["train_loss", "train loss"], ["test_loss", "test loss"],
@@ -110,8 +111,9 @@ def compare_groups(spec, runs: list[StoredRun]) -> Analysis:
             if steps:
                 series[g] = (x_axis(rs[0], steps, o.get("curve_x", "step")), mean,
                              std if len(rs) > 1 and std is not None else None)
-        figs.append((f"curve_{metric}", curves(series, xlabel=o.get("curve_x", "step"),
-                                                ylabel=metric, logy=metric in logy,
+        figs.append((curve_name(metric), curves(series, xlabel=o.get("curve_x", "step"),
+                                                ylabel=curve_label(metric, o),
+                                                logy=metric in logy,
                                                 steps=metric == "lr",
                                                 title=f"{spec.paper['figure']}: {metric}")))
     for b in o.get("bars", []) or []:

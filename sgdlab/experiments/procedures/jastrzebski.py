@@ -15,8 +15,8 @@ from sgdlab.experiments.analysis import Analysis, Conclusion
 from sgdlab.experiments.plots import curves, panels
 from sgdlab.errors import ConfigError
 from sgdlab.experiments.procedures import StoredRun, register_analysis
-from sgdlab.experiments.procedures.common import (by_group, check_claims, finite, mean_curve,
-                                                  stat, values_by_group, x_axis)
+from sgdlab.experiments.procedures.common import (by_group, check_claims, curve_name, finite,
+                                                  mean_curve, stat, values_by_group, x_axis)
 from sgdlab.experiments.spec import get_dotted
 from sgdlab.report.figures.axes import log_scale
 from sgdlab.report.tables import Table
@@ -157,7 +157,7 @@ def ratio_grid(spec, runs: list[StoredRun]) -> Analysis:
                 steps, mean, std = mean_curve(rs, metric)
                 if steps:
                     series[g] = (x_axis(rs[0], steps, "epoch"), mean, None)
-            figs.append((f"curve_{metric}", curves(series, xlabel="epoch", ylabel=metric,
+            figs.append((curve_name(metric), curves(series, xlabel="epoch", ylabel=metric,
                                                     title=f"{metric} per (η, B)")))
     return Analysis(tables=[table], figures=figs, conclusions=conclusions)
 
@@ -236,7 +236,7 @@ def epoch_curves(spec, groups, names: list[str]) -> list[tuple[str, Any]]:
             steps, mean, std = mean_curve(rs, name)
             if steps:
                 series[g] = (x_axis(rs[0], steps, "epoch"), mean, std if len(rs) > 1 else None)
-        figs.append((f"curve_{name}", curves(series, xlabel="epoch", ylabel=name,
+        figs.append((curve_name(name), curves(series, xlabel="epoch", ylabel=name,
                                              title=f"{spec.paper['figure']}: {name}")))
     return figs
 

@@ -160,30 +160,32 @@ def zhu_noisy_label(spec, runs: list[StoredRun]) -> Analysis:
     from the start of training (a run started from another's weights continues its x axis).
     """
     from sgdlab.experiments.procedures.common import (check_claims, continuation_offsets,
-                                                      summary_table, values_by_group)
+                                                      curve_label, curve_name, summary_table,
+                                                      values_by_group)
 
     o = spec.options
     groups = by_group(runs, key=lambda r: r.group)
     metrics = [("test_acc", "test accuracy"), ("expected_sharpness", "expected sharpness"),
                ("train_acc", "train accuracy"), ("train_loss", "train loss")]
-    table = summary_table("noisy_label", groups, metrics,
+    table = summary_table(o.get("table_name", "noisy_label"), groups, metrics,
                           caption="final values, mean and std over seeds")
     figs = []
     # the dynamics continued from the GD solution start where its run ended: the x axis counts
     # iterations from the start of training, the start marked by a dashed line (as Fig. 5)
     offsets = continuation_offsets(groups)
     starts = sorted({v for v in offsets.values() if v > 0})
-    for m in o.get("curves", ["test_acc", "sharp/expected"]):
+    for m in o.get("curves", ["test_acc", "sharpness/expected"]):
         series = {}
         for g, rs in groups.items():
             st, mean, sd = mean_curve(rs, m)
             if st:
                 series[g] = ([s + offsets[g] for s in st], mean, sd if len(rs) > 1 else None)
-        fig = curves(series, xlabel="iteration (from the start of training)", ylabel=m,
+        fig = curves(series, xlabel="iteration (from the start of training)",
+                     ylabel=curve_label(m, o),
                      title=f"{spec.paper['figure']}: {m}")
         for x in starts:
             fig.axes[0].axvline(x, color="0.4", ls="--", lw=0.8)
-        figs.append((f"curve_{m.replace('/', '_')}", fig))
+        figs.append((curve_name(m), fig))
     vals = values_by_group(groups, [k for k, _ in metrics])
     return Analysis(tables=[table], figures=figs,
                     conclusions=check_claims(o.get("claims", []), vals))
