@@ -1,4 +1,5 @@
-"""``sgdlab list [--json]``: the experiment catalogue with the paper figure each reproduces."""
+"""``sgdlab list [--json]``: the experiment catalogue with the paper figure each reproduces, and
+the readings (``sgdlab run NAME --reading KEY=CHOICE``) of the passages its paper leaves open."""
 from __future__ import annotations
 
 import argparse
@@ -30,6 +31,10 @@ def catalogue() -> list[dict]:
                               "quotes": [{"quote": _squash(q["quote"]), "where": q["where"]}
                                          for q in p.get("quotes", [])]},
                     "deviations": scale_deviations(raw),
+                    "readings": {k: {"default": r["default"],
+                                     "choices": {c: v["description"].strip()
+                                                 for c, v in r["choices"].items()}}
+                                 for k, r in (raw.get("readings") or {}).items()},
                     "scales": sorted(set(raw.get("scales", {})) | {"smoke", "cpu", "paper"}),
                     "file": str(path)})
     return out
@@ -48,5 +53,9 @@ def _list(args: argparse.Namespace) -> int:
     for i in items:
         p = i["paper"]
         print(f"{i['name']:<{w}}  {p['author']} {p['year']}, {p['figure']}: {i['title']}")
+        for k, r in i["readings"].items():
+            for c, desc in r["choices"].items():
+                tag = " (default)" if c == r["default"] else ""
+                print(f"{'':<{w}}    --reading {k}={c}{tag}: {desc}")
     print(f"\n{len(items)} experiments. Run one: sgdlab run NAME --scale smoke|cpu|paper")
     return 0

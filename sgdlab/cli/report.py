@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from sgdlab.cli.run import add_reading_option, readings_of
+
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
@@ -18,6 +20,7 @@ def register(subparsers) -> None:
                    help="another output directory or experiment: write a side-by-side page")
     p.add_argument("--scale", default="cpu", choices=["smoke", "cpu", "paper"],
                    help="scale when TARGET/OTHER is an experiment name (default cpu)")
+    add_reading_option(p, " when TARGET/OTHER is an experiment name")
     p.add_argument("--store", metavar="PATH", help="run store path (default: as recorded)")
     p.add_argument("--out", metavar="PATH",
                    help="output directory for a rebuilt report, or the compare page's path")
@@ -31,13 +34,15 @@ def _report(args: argparse.Namespace) -> int:
     from sgdlab.experiments.runner import rebuild
     from sgdlab.report.compare import write_compare
 
+    readings = readings_of(args)
     out_a, _ = rebuild(args.target, scale=args.scale, store_path=args.store,
-                       out_dir=None if args.compare else args.out, data_dir=args.data_dir)
+                       out_dir=None if args.compare else args.out, data_dir=args.data_dir,
+                       readings=readings)
     if not args.compare:
         print(f"report: {out_a / 'report.html'}")
         return 0
     out_b, _ = rebuild(args.compare, scale=args.scale, store_path=args.store,
-                       data_dir=args.data_dir)
+                       data_dir=args.data_dir, readings=readings)
     page = write_compare(out_a, out_b, Path(args.out) if args.out else None)
     print(f"report A: {out_a / 'report.html'}\nreport B: {out_b / 'report.html'}")
     print(f"comparison: {page}")

@@ -1,9 +1,38 @@
 """``sgdlab run NAME [--scale smoke|cpu|paper] [--config FILE] ...``: run a catalogue experiment
 (or a user's experiment file), skipping runs already finished in the store, and write its
-report. ``--backend ray`` runs the sweep on Ray: a local instance, or a cluster (``--address``)."""
+report. ``--backend ray`` runs the sweep on Ray: a local instance, or a cluster (``--address``).
+``--reading KEY=CHOICE`` reads an ambiguous passage of the paper another way (``sgdlab list``
+shows each entry's readings)."""
 from __future__ import annotations
 
 import argparse
+
+
+def add_reading_option(p: argparse.ArgumentParser, when: str = "") -> None:
+    p.add_argument("--reading", action="append", type=_reading, default=[],
+                   metavar="KEY=CHOICE",
+                   help=f"read an ambiguity of the paper as CHOICE{when} (repeatable; `sgdlab "
+                        "list` shows each entry's readings, the others keep their defaults)")
+
+
+def _reading(text: str) -> tuple[str, str]:
+    key, eq, choice = (w.strip() for w in text.partition("="))
+    if not (eq and key and choice):
+        raise argparse.ArgumentTypeError(f"expected KEY=CHOICE (a reading and one of its "
+                                         f"choices, e.g. max-variance=batch-100), got {text!r}")
+    return key, choice
+
+
+def readings_of(args: argparse.Namespace) -> dict[str, str]:
+    """``--reading`` as ``{reading: choice}``; one reading chosen twice is an error."""
+    from sgdlab.errors import UserError
+
+    out: dict[str, str] = {}
+    for key, choice in args.reading:
+        if out.get(key, choice) != choice:
+            raise UserError(f"--reading {key} given twice ({out[key]}, {choice}): choose one")
+        out[key] = choice
+    return out
 
 
 def register(subparsers) -> None:
@@ -34,8 +63,10 @@ def register(subparsers) -> None:
     p.add_argument("--gpus-per-run", type=float, default=None, metavar="G",
                    help="with --backend ray: GPUs per run, fractions share a GPU (default "
                         "$SGDLAB_GPUS_PER_RUN, the experiment's resources, else 0)")
+    add_reading_option(p)
     p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
-    p.add_argument("--out", metavar="DIR", help="output directory (default sgdlab-out/NAME-SCALE)")
+    p.add_argument("--out", metavar="DIR", help="output directory (default sgdlab-out/NAME-SCALE, "
+                                                "then -KEY=CHOICE for each non-default reading)")
     p.add_argument("--store", metavar="PATH",
                    help="run store (SQLite) path; default ./sgdlab-runs/runs.sqlite or $SGDLAB_STORE")
     p.add_argument("--progress", action="store_true", help="show per-run training progress bars")
@@ -55,7 +86,8 @@ def _run(args: argparse.Namespace) -> int:
                              store_path=args.store, workers=args.workers, device=args.device,
                              data_dir=args.data_dir, train_progress=args.progress,
                              backend=args.backend, address=args.address,
-                             cpus_per_run=args.cpus_per_run, gpus_per_run=args.gpus_per_run)
+                             cpus_per_run=args.cpus_per_run, gpus_per_run=args.gpus_per_run,
+                             readings=readings_of(args))
     except KeyboardInterrupt as e:
         from sgdlab.errors import RunInterrupted
 
@@ -92,4 +124,6 @@ def _same_command(args: argparse.Namespace) -> str:
                         ("--out", args.out), ("--store", args.store)):
         if value is not None:
             parts += [flag, str(value)]
+    for key, choice in args.reading:
+        parts += ["--reading", f"{key}={choice}"]
     return shlex.join(parts)

@@ -46,7 +46,10 @@ class ExperimentResult:
 
 
 def default_out_dir(spec: ExperimentSpec) -> Path:
-    return Path("sgdlab-out") / f"{spec.name}-{spec.scale}"
+    """``sgdlab-out/NAME-SCALE``, then ``-KEY=CHOICE`` for each reading not at its default:
+    two readings never write over each other's report."""
+    tail = "".join(f"-{k}={c}" for k, c in spec.changed_readings().items())
+    return Path("sgdlab-out") / f"{spec.name}-{spec.scale}{tail}"
 
 
 def environment(device: str = "cpu", workers: int = 1) -> dict[str, Any]:
@@ -83,14 +86,18 @@ def run_experiment(name_or_path: str | Path, *, scale: str = "cpu", out_dir: str
                    device: str = "cpu", data_dir: str | None = None, progress=print,
                    train_progress: bool = False, backend: str | None = None,
                    address: str | None = None, cpus_per_run: float | None = None,
-                   gpus_per_run: float | None = None) -> ExperimentResult:
+                   gpus_per_run: float | None = None,
+                   readings: dict[str, str] | None = None) -> ExperimentResult:
     """Execute (the missing runs of) an experiment and write its report. See module docstring.
+
+    ``readings`` (``{reading: choice}``) picks how the paper's ambiguous passages are read;
+    the file's defaults for the readings not given.
 
     ``backend`` (default ``$SGDLAB_BACKEND`` or ``local``), ``address``, ``cpus_per_run`` and
     ``gpus_per_run`` choose where the runs execute (:func:`sgdlab.experiments.sweep.run_sweep`);
     the resources default to ``$SGDLAB_CPUS_PER_RUN`` / ``$SGDLAB_GPUS_PER_RUN``, then to the
     experiment file's ``resources``."""
-    spec = load_experiment(name_or_path, scale)
+    spec = load_experiment(name_or_path, scale, readings)
     backend = backend or os.environ.get("SGDLAB_BACKEND") or "local"
     cpus_per_run = _resource(cpus_per_run, "SGDLAB_CPUS_PER_RUN", spec, "cpus_per_run")
     gpus_per_run = _resource(gpus_per_run, "SGDLAB_GPUS_PER_RUN", spec, "gpus_per_run")
@@ -109,7 +116,8 @@ def run_experiment(name_or_path: str | Path, *, scale: str = "cpu", out_dir: str
     # cannot write to
     out = make_output_dir(out_dir if out_dir is not None else default_out_dir(spec))
     say = progress or (lambda s: None)
-    say(f"{spec.name} v{spec.version} [{scale}]: {len(runs)} runs — {spec.title}")
+    tag = "".join(f", {k}={c}" for k, c in spec.changed_readings().items())
+    say(f"{spec.name} v{spec.version} [{scale}{tag}]: {len(runs)} runs — {spec.title}")
     rep = run_sweep(runs, store_path=store_path, workers=workers, device=device,
                     progress=progress, train_progress=train_progress, backend=backend,
                     address=address, cpus_per_run=cpus_per_run, gpus_per_run=gpus_per_run)
@@ -229,20 +237,28 @@ def _experiment_results(path: Path) -> dict[str, Any]:
 
 
 def rebuild(target: str | Path, *, scale: str = "cpu", store_path: str | None = None,
-            out_dir: str | Path | None = None, data_dir: str | None = None) -> tuple[Path, dict]:
+            out_dir: str | Path | None = None, data_dir: str | None = None,
+            readings: dict[str, str] | None = None) -> tuple[Path, dict]:
     """Rebuild a report from the store: ``target`` is an output directory holding
-    results.json (its recorded config, scale and store are reused) or an experiment name."""
+    results.json (its recorded config, scale, readings and store are reused) or an experiment
+    name (at ``scale`` under ``readings``)."""
     t = Path(target)
     if (t / RESULTS).is_file():
         old = _experiment_results(t / RESULTS)
-        spec = resolve(old["config"]["file"], old["scale"], source=old["config"].get("source", str(t)))
+        if readings:
+            raise UserError(f"--reading chooses for an experiment name; {t} holds a report "
+                            "whose readings are recorded (run the other reading to compare)")
+        taken = {k: r["choice"]
+                 for k, r in ((old.get("experiment") or {}).get("readings") or {}).items()}
+        spec = resolve(old["config"]["file"], old["scale"],
+                       source=old["config"].get("source", str(t)), readings=taken)
         store_path = store_path or old.get("store")
         data_dir = data_dir or old.get("data_dir")
         out = Path(out_dir) if out_dir else t
     elif t.is_dir():
         raise UserError(f"{str(t)!r} has no {RESULTS}: not an experiment output directory")
     else:
-        spec = load_experiment(str(target), scale)
+        spec = load_experiment(str(target), scale, readings)
         out = Path(out_dir) if out_dir else default_out_dir(spec)
     if store_path is None:
         store_path = str(store_file(open_store(None)))

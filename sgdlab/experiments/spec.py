@@ -28,6 +28,17 @@ and edits, run with ``sgdlab run --config FILE``) is *data*: it is parsed with
       smoke: {...}
       cpu: {...}
       paper: {..., requires_data_dir: true}
+    readings:                           # the paper's ambiguities: --reading KEY=CHOICE
+      lr:                               # KEY and CHOICE: [a-z0-9._-], at least two choices
+        default: caption
+        choices:
+          caption: {description: "Fig. 6 caption: eta = 0.1", params: {optimizer.lr: 0.1}}
+          suppl-d:
+            description: "Suppl. D: eta = 0.05, tuned for GD"   # required, one line
+            params: {optimizer.lr: 0.05}    # set (dotted paths) on every expanded run ...
+            labels: [gd]                    # ... or on the run groups whose label starts so
+            options: {...}                  # deep-merged into the analysis options
+            deviations: ["..."]             # appended to the scale's deviations
 
 Each scale may list its ``deviations``: every place where that scale departs from the paper's
 stated setting (model, data, optimizer constants, epochs, grid), one sentence each. Reports
@@ -37,6 +48,13 @@ Overrides are deep-merged into dicts (lists are replaced); a mapping whose ``nam
 from the one it overrides (another model, optimizer, dataset) replaces it whole. Grid keys and override keys may be
 dotted paths (``optimizer.lr``). The string ``${data_dir}`` anywhere in run parameters is
 replaced by ``--data-dir``.
+
+A **reading** is one way of taking a passage the paper leaves ambiguous or states
+inconsistently; each ambiguity is a named option with a default. The chosen choice's ``params``
+are set on each run after the group and grid merge, at every scale (and so enter the run keys:
+runs of two readings never mix, runs that no reading changes are shared), its ``options`` and
+``deviations`` join the scale's. A default choice without ``params`` leaves the runs and their
+keys as they were before the file had readings. Reports name every reading taken.
 
 Each expanded run has a deterministic **run key**: the SHA-256 of (experiment, version, scale,
 label, parameters, seed), so a re-run finds finished runs in the store and skips them.
@@ -54,7 +72,7 @@ from typing import Any
 
 import yaml
 
-from sgdlab.errors import ConfigError, check_config_kind, read_config_text
+from sgdlab.errors import ConfigError, check_config_kind, did_you_mean, read_config_text
 from sgdlab.yaml_loaders import exponent_floats, strict_yaml_loader
 
 SCALES = ("smoke", "cpu", "paper")
@@ -62,7 +80,7 @@ CATALOGUE_DIR = Path(__file__).parent / "catalogue"
 
 _TOP_KEYS = {
     "name", "version", "title", "description", "paper", "procedure", "analysis", "base",
-    "runs", "grid", "seeds", "options", "outputs", "scales", "resources",
+    "runs", "grid", "seeds", "options", "outputs", "scales", "resources", "readings",
 }
 _REQUIRED = ("name", "version", "description", "paper", "analysis")
 _PAPER_KEYS = {"author", "year", "figure", "title", "claim", "quote", "where", "quotes"}
@@ -74,6 +92,10 @@ _RESOURCE_KEYS = {"cpus_per_run", "gpus_per_run"}
 _RUN_KEYS = {"label", "params", "depends"}
 _OUTPUT_KEYS = {"tables", "figures"}
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]*$")
+_READING_KEYS = {"default", "choices"}
+_CHOICE_KEYS = {"description", "params", "labels", "options", "deviations"}
+# a reading and its choice are typed on the command line and name the output folder
+_READING_RE = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
 
 
 @dataclass(frozen=True)
@@ -135,6 +157,10 @@ class ExperimentSpec:
     source: str                      # file the spec was read from
     resources: dict[str, float] = field(default_factory=dict)   # per run, for --backend ray
     raw: dict[str, Any] = field(repr=False, default_factory=dict)   # the file, as data
+    readings: dict[str, str] = field(default_factory=dict)   # reading -> choice, every reading
+    # the chosen readings' run overrides: (label prefixes or None for every run, params)
+    reading_params: list[tuple[tuple[str, ...] | None, dict[str, Any]]] = field(
+        repr=False, default_factory=list)
 
     def expand(self, data_dir: str | None = None) -> list[RunSpec]:
         """All runs: run groups x grid x seeds, in a deterministic order."""
@@ -152,6 +178,10 @@ class ExperimentSpec:
                         set_dotted(params, k, v)
                         parts.append(f"{k.split('.')[-1]}={v}")
                     label = f"{label}|{','.join(parts)}" if label else ",".join(parts)
+                for labels, over in self.reading_params:
+                    if labels is None or group["label"].startswith(labels):
+                        for k, v in over.items():
+                            set_dotted(params, k, copy.deepcopy(v))
                 params = _substitute(params, data_dir)
                 for seed in self.seeds:
                     if (label, seed) in seen:
@@ -169,10 +199,19 @@ class ExperimentSpec:
         return out
 
     def describe(self) -> dict[str, Any]:
+        table = self.raw.get("readings") or {}
+        readings = {k: {"choice": c, "default": table[k]["default"],
+                        "description": table[k]["choices"][c]["description"].strip()}
+                    for k, c in self.readings.items()}
         return {"name": self.name, "version": self.version, "title": self.title,
                 "description": self.description, "paper": self.paper,
-                "deviations": list(self.deviations),
+                "deviations": list(self.deviations), "readings": readings,
                 "procedure": self.procedure, "analysis": self.analysis}
+
+    def changed_readings(self) -> dict[str, str]:
+        """The readings not at their default choice, in the file's order."""
+        table = self.raw.get("readings") or {}
+        return {k: c for k, c in self.readings.items() if c != table[k]["default"]}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -290,6 +329,8 @@ def validate_raw(raw: Any, source: str = "<config>") -> dict[str, Any]:
             raise ConfigError(f"{source}.{k}: expected a mapping")
     _check_run_lists(source, raw)
     _check_resources(source, raw)
+    if "readings" in raw:
+        _check_readings(f"{source}.readings", raw["readings"])
     if "outputs" in raw:
         _check_keys(f"{source}.outputs", raw["outputs"], _OUTPUT_KEYS)
     scales = raw.get("scales", {})
@@ -299,10 +340,75 @@ def validate_raw(raw: Any, source: str = "<config>") -> dict[str, Any]:
         _check_keys(where, ov or {}, _SCALE_KEYS)
         _check_run_lists(where, ov or {})
         _check_resources(where, ov or {})
-        devs = (ov or {}).get("deviations", [])
-        if not isinstance(devs, list) or not all(isinstance(d, str) and d.strip() for d in devs):
-            raise ConfigError(f"{where}.deviations: expected a list of sentences")
+        _check_sentences(f"{where}.deviations", (ov or {}).get("deviations", []))
     return raw
+
+
+def _check_sentences(where: str, devs: Any) -> None:
+    if not isinstance(devs, list) or not all(isinstance(d, str) and d.strip() for d in devs):
+        raise ConfigError(f"{where}: expected a list of sentences")
+
+
+def _check_readings(where: str, readings: Any) -> None:
+    """``{KEY: {default, choices: {CHOICE: {description, params, labels, options,
+    deviations}}}}``, names fit for a command line and a folder name."""
+    if not isinstance(readings, dict) or not readings:
+        raise ConfigError(f"{where}: expected a mapping reading -> {{default, choices}}")
+    for key, r in readings.items():
+        at = f"{where}.{key}"
+        if not isinstance(key, str) or not _READING_RE.match(key):
+            raise ConfigError(f"{where}: reading name {key!r} must be lower-case letters, "
+                              "digits, '.', '_' and '-'")
+        _check_keys(at, r, _READING_KEYS)
+        choices = r.get("choices")
+        if not isinstance(choices, dict) or len(choices) < 2:
+            raise ConfigError(f"{at}.choices: expected a mapping of at least two named choices")
+        if r.get("default") not in choices:
+            raise ConfigError(f"{at}.default: {r.get('default')!r} is not one of its choices "
+                              f"({', '.join(map(str, choices))})")
+        for name, c in choices.items():
+            cat = f"{at}.choices.{name}"
+            if not isinstance(name, str) or not _READING_RE.match(name):
+                raise ConfigError(f"{at}.choices: choice name {name!r} must be lower-case "
+                                  "letters, digits, '.', '_' and '-'")
+            _check_keys(cat, c, _CHOICE_KEYS)
+            desc = c.get("description")
+            if not (isinstance(desc, str) and desc.strip() and "\n" not in desc.strip()):
+                raise ConfigError(f"{cat}: missing one-line string key 'description'")
+            for k in ("params", "options"):
+                v = c.get(k, {})
+                if not isinstance(v, dict) or not all(isinstance(p, str) for p in v):
+                    raise ConfigError(f"{cat}.{k}: expected a mapping")
+            labels = c.get("labels", [])
+            if not isinstance(labels, list) or not all(isinstance(s, str) and s for s in labels):
+                raise ConfigError(f"{cat}.labels: expected a list of run group labels")
+            if labels and not c.get("params"):
+                raise ConfigError(f"{cat}.labels: limits 'params', which the choice lacks")
+            _check_sentences(f"{cat}.deviations", c.get("deviations", []))
+
+
+def choose_readings(raw: dict[str, Any], readings: dict[str, str] | None = None
+                    ) -> dict[str, str]:
+    """``{reading: choice}`` for every reading of the (validated) file: the chosen ones, the
+    defaults for the rest. An unknown reading or choice is a ``ConfigError`` naming the valid
+    ones."""
+    table = raw.get("readings") or {}
+    given = dict(readings or {})
+    if given and not table:
+        k = next(iter(given))
+        raise ConfigError(f"{raw['name']} has no readings to choose from (--reading "
+                          f"{k}={given[k]}): it names no ambiguity of its paper")
+    for k, c in given.items():
+        if k not in table:
+            menu = "; ".join(f"{r} ({' | '.join(table[r]['choices'])})" for r in table)
+            raise ConfigError(f"{raw['name']}: unknown reading {k!r}{did_you_mean(k, table)}; "
+                              f"its readings: {menu}")
+        choices = table[k]["choices"]
+        if c not in choices:
+            raise ConfigError(f"{raw['name']}: reading {k!r} has no choice {c!r}"
+                              f"{did_you_mean(c, choices)}; choices: {', '.join(choices)} "
+                              f"(default {table[k]['default']})")
+    return {k: given.get(k, r["default"]) for k, r in table.items()}
 
 
 def _check_quotes(where: str, paper: dict[str, Any]) -> None:
@@ -349,29 +455,40 @@ def _check_run_lists(where: str, sec: dict[str, Any]) -> None:
             check(where, sec[key])
 
 
-def resolve(raw: dict[str, Any], scale: str, source: str = "<config>") -> ExperimentSpec:
-    """Apply the ``scales.<scale>`` overrides and validate the resulting runs."""
+def resolve(raw: dict[str, Any], scale: str, source: str = "<config>",
+            readings: dict[str, str] | None = None) -> ExperimentSpec:
+    """Apply the ``scales.<scale>`` overrides and the chosen ``readings`` (``{reading:
+    choice}``; the defaults for the others) and validate the resulting runs."""
     if scale not in SCALES:
         raise ConfigError(f"unknown scale {scale!r}; choose one of {', '.join(SCALES)}")
     validate_raw(raw, source)
+    chosen = choose_readings(raw, readings)
     ov = (raw.get("scales") or {}).get(scale) or {}
     base = deep_merge(raw.get("base", {}), ov.get("base", {}))
     runs = ov.get("runs", raw.get("runs", [{"label": ""}]))
     grid = dict(raw.get("grid", {}))
     if "grid" in ov:
         grid = dict(ov["grid"])     # a scale's grid replaces the whole grid
+    _check_reading_targets(f"{source}.readings", raw.get("readings") or {}, runs, grid, scale)
+    picked = [raw["readings"][k]["choices"][c] for k, c in chosen.items()]
+    options = deep_merge(raw.get("options", {}), ov.get("options", {}))
+    for c in picked:
+        options = deep_merge(options, c.get("options", {}))
     spec = ExperimentSpec(
         name=raw["name"], version=raw["version"], title=raw.get("title", raw["name"]),
         description=raw["description"].strip(), paper=dict(raw["paper"]),
         procedure=raw.get("procedure", "train"), analysis=raw["analysis"], scale=scale,
         base=base, runs=copy.deepcopy(runs), grid=grid,
         seeds=list(ov.get("seeds", raw.get("seeds", [0]))),
-        options=deep_merge(raw.get("options", {}), ov.get("options", {})),
-        outputs={k: list(v) for k, v in (raw.get("outputs") or {}).items()},
+        options=options, outputs={k: list(v) for k, v in (raw.get("outputs") or {}).items()},
         requires_data_dir=bool(ov.get("requires_data_dir", False)),
-        deviations=list(ov.get("deviations", [])),
+        deviations=list(ov.get("deviations", [])) + [d for c in picked
+                                                     for d in c.get("deviations", [])],
         source=source, raw=raw,
-        resources={**(raw.get("resources") or {}), **(ov.get("resources") or {})})
+        resources={**(raw.get("resources") or {}), **(ov.get("resources") or {})},
+        readings=chosen,
+        reading_params=[(tuple(c["labels"]) if "labels" in c else None, dict(c["params"]))
+                        for c in picked if c.get("params")])
     from sgdlab.experiments.procedures import get_analysis, get_procedure
 
     proc = get_procedure(spec.procedure)      # raises ConfigError on unknown names
@@ -381,6 +498,24 @@ def resolve(raw: dict[str, Any], scale: str, source: str = "<config>") -> Experi
     for r in spec.expand(data_dir=None if not _needs_data_dir(spec) else "<data-dir>"):
         proc.validate(r.params, where=f"{spec.name}[{scale}] run {r.label!r}")
     return spec
+
+
+def _check_reading_targets(where: str, readings: dict[str, Any], runs: list[dict[str, Any]],
+                           grid: dict[str, Any], scale: str) -> None:
+    """Every choice's ``labels`` start some run group's label at this scale, and no choice
+    sets a grid axis (the run labels name the grid's values)."""
+    groups = [g["label"] for g in runs]
+    for key, r in readings.items():
+        for name, c in r["choices"].items():
+            at = f"{where}.{key}.choices.{name}"
+            for lab in c.get("labels", []):
+                if not any(g.startswith(lab) for g in groups):
+                    raise ConfigError(f"{at}.labels: {lab!r} begins no run group's label at "
+                                      f"scale {scale!r} ({', '.join(groups)})")
+            clash = sorted(set(c.get("params", {})) & set(grid))
+            if clash:
+                raise ConfigError(f"{at}.params: {clash[0]!r} is a grid axis at scale "
+                                  f"{scale!r}")
 
 
 def _needs_data_dir(spec: ExperimentSpec) -> bool:
@@ -427,8 +562,10 @@ def list_names() -> list[str]:
     return list(catalogue_files())
 
 
-def load_experiment(name_or_path: str | Path, scale: str = "smoke") -> ExperimentSpec:
-    """A catalogue entry by name, or a user's YAML file by path, resolved at ``scale``."""
+def load_experiment(name_or_path: str | Path, scale: str = "smoke",
+                    readings: dict[str, str] | None = None) -> ExperimentSpec:
+    """A catalogue entry by name, or a user's YAML file by path, resolved at ``scale`` under
+    the chosen ``readings`` (``{reading: choice}``, the defaults for the others)."""
     files = catalogue_files()
     s = str(name_or_path)
     spelled = s.strip().lower().replace("_", "-")  # Xing_Walk is xing-walk, as for models
@@ -447,4 +584,4 @@ def load_experiment(name_or_path: str | Path, scale: str = "smoke") -> Experimen
     raw = read_file(path)
     if path.parent == CATALOGUE_DIR and raw.get("name") != path.stem:
         raise ConfigError(f"{path}: name {raw.get('name')!r} differs from the file name")
-    return resolve(raw, scale, source=str(path))
+    return resolve(raw, scale, source=str(path), readings=readings)

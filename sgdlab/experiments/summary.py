@@ -80,6 +80,11 @@ def results_markdown(results: list[dict[str, Any]], *, command: str) -> str:
                 if devs else f"No departures from the paper listed at `{r.get('scale', '?')}` "
                 "scale."]
         sec += [f"- {' '.join(x.split())}" for x in devs]
+        rs = e.get("readings") or {}
+        if rs:
+            sec += ["", "Readings of the paper's text: " + "; ".join(
+                f"`{k}={v['choice']}`" + (" (default)" if v["choice"] == v["default"] else "")
+                + f" — {_cell(v['description'])}" for k, v in rs.items()) + "."]
         sections.append("\n".join(sec))
     head = [f"Regenerate: `{command}`", "",
             f"{len(results)} experiments, {totals[0]} findings agree with the paper's claim, "

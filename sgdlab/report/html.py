@@ -98,7 +98,21 @@ def header_html(results: dict[str, Any]) -> str:
             f"{html.escape(results['scale'])}</small></h1>"
             f"<p class='sub'>{html.escape(e.get('title', ''))}</p>"
             f"<p><b>Reproduces:</b> {ref}</p>{claim}{quotes_html(p)}"
-            f"<p>{html.escape(e.get('description', ''))}</p>")
+            f"<p>{html.escape(e.get('description', ''))}</p>{readings_html(e)}")
+
+
+def readings_html(experiment: dict[str, Any]) -> str:
+    """How the report reads each passage its paper leaves open (``--reading KEY=CHOICE``)."""
+    rs = experiment.get("readings") or {}
+    if not rs:
+        return ""
+    items = "".join(
+        f"<li><code>{html.escape(k)}={html.escape(r['choice'])}</code>"
+        + (" (default)" if r["choice"] == r["default"]
+           else f" (default: {html.escape(r['default'])})")
+        + f": {html.escape(r['description'])}</li>" for k, r in rs.items())
+    return ("<p><b>Readings of the paper's text</b> (<code>sgdlab run --reading "
+            f"KEY=CHOICE</code>):</p><ul>{items}</ul>")
 
 
 def quotes_html(paper: dict[str, Any]) -> str:

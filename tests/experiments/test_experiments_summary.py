@@ -44,3 +44,19 @@ def test_report_page_quotes_the_paper_and_lists_departures(tmp_path):
     assert "<blockquote>“isotropic noise does not help”" in page and "— §4" in page
     assert "Departures from the paper at scale cpu" in page
     assert "<li>digits instead of CIFAR-10</li>" in page
+
+
+def test_markdown_names_the_readings_taken(tmp_path):
+    r = _result("e1", [{"text": "x", "agrees_with_paper": None, "claim": None}], [])
+    r["experiment"]["readings"] = {
+        "max-variance": {"choice": "batch-100", "default": "per-example",
+                         "description": "of batch-100 gradients"},
+        "lr": {"choice": "caption", "default": "caption", "description": "eta | 0.1"}}
+    (tmp_path / "e1").mkdir()
+    (tmp_path / "e1" / "results.json").write_text(json.dumps(r))
+    md = results_markdown(load_all(tmp_path), command="cmd")
+    assert ("Readings of the paper's text: `max-variance=batch-100` — of batch-100 gradients; "
+            "`lr=caption` (default) — eta \\| 0.1.") in md
+    del r["experiment"]["readings"]
+    (tmp_path / "e1" / "results.json").write_text(json.dumps(r))
+    assert "Readings" not in results_markdown(load_all(tmp_path), command="cmd")

@@ -1,0 +1,301 @@
+"""Readings: each ambiguity of a paper's text is a named option of its experiment file
+(``readings:``), chosen with ``--reading KEY=CHOICE``; the choice's params reach the runs and
+their keys, its options and deviations the analysis and the report."""
+from __future__ import annotations
+
+import copy
+import json
+
+import pytest
+import yaml
+
+from sgdlab.cli.main import main as cli
+from sgdlab.errors import ConfigError
+from sgdlab.experiments.analysis import Analysis, Conclusion
+from sgdlab.experiments.procedures import (Procedure, RunOutput, register_analysis,
+                                           register_procedure)
+from sgdlab.experiments.runner import default_out_dir, run_experiment
+from sgdlab.experiments.spec import SCALES, catalogue_files, load_experiment, read_file, resolve
+from sgdlab.report.tables import Table
+
+SEEN: list[dict] = []       # the runs each analysis was given: label and params
+
+
+@pytest.fixture(autouse=True)
+def _one_thread(monkeypatch):
+    monkeypatch.setenv("SGDLAB_THREADS", "1")
+
+
+@register_procedure("_test_reading")
+class _Product(Procedure):
+    """y = x * factor * cfg.m + seed."""
+    allowed = {"x", "factor", "cfg"}
+    required = {"x"}
+
+    def run(self, run, ctx):
+        p = run.params
+        return RunOutput(summary={"y": p["x"] * p.get("factor", 1) * p["cfg"]["m"] + run.seed})
+
+
+@register_analysis("_test_reading")
+def _analysis(spec, runs):
+    SEEN.clear()
+    SEEN.extend({"label": r.label, "params": r.params} for r in runs)
+    return Analysis(tables=[Table("ys", ["run", "y"], [[r.label, r.summary["y"]] for r in runs])],
+                    conclusions=[Conclusion(f"threshold {spec.options['threshold']}")])
+
+
+def _raw() -> dict:
+    return {
+        "name": "t-read", "version": 1, "description": "toy", "procedure": "_test_reading",
+        "analysis": "_test_reading", "paper": {"author": "Nobody", "year": 2020, "figure": "1"},
+        "base": {"x": 1, "cfg": {"m": 1}},
+        "runs": [{"label": "a"}, {"label": "b-one"}, {"label": "b-two", "params": {"x": 3}}],
+        "grid": {"x": [1, 2]}, "seeds": [0], "options": {"threshold": 1, "keep": True},
+        "scales": {"smoke": {"deviations": ["toy data"]}},
+        "readings": {
+            "m": {"default": "one", "choices": {
+                "one": {"description": "m is one"},
+                "two": {"description": "m is two", "params": {"cfg.m": 2}, "labels": ["b-"],
+                        "options": {"threshold": 5}, "deviations": ["m read as two"]}}},
+            "f": {"default": "plain", "choices": {
+                "plain": {"description": "no factor"},
+                "double": {"description": "a factor of two", "params": {"factor": 2}}}},
+        },
+    }
+
+
+def _keys(spec) -> dict[str, str]:
+    return {r.label: r.key for r in spec.expand()}
+
+
+def test_the_default_reading_keeps_the_run_keys_of_a_file_without_readings():
+    plain = _raw()
+    del plain["readings"]
+    assert _keys(resolve(_raw(), "smoke")) == _keys(resolve(plain, "smoke"))
+    # runs stored before the catalogue entry had its readings stay valid
+    path = catalogue_files()["xing-isotropic-noise"]
+    raw = read_file(path)
+    assert raw["readings"]
+    bare = copy.deepcopy(raw)
+    del bare["readings"]
+    for scale in SCALES:
+        with_default = load_experiment("xing-isotropic-noise", scale).expand(data_dir="/d")
+        assert [r.key for r in with_default] == [
+            r.key for r in resolve(bare, scale, str(path)).expand(data_dir="/d")]
+
+
+def test_a_choice_sets_its_params_on_every_run_or_on_the_groups_it_names():
+    default = resolve(_raw(), "smoke")
+    doubled = resolve(_raw(), "smoke", readings={"f": "double"})
+    assert [r.label for r in doubled.expand()] == [r.label for r in default.expand()]
+    assert all(r.params["factor"] == 2 for r in doubled.expand())
+    assert not set(_keys(doubled).values()) & set(_keys(default).values())
+    # labels: [b-] reaches b-one and b-two (any grid value), not a; a's runs keep their keys
+    two = {r.label: r for r in resolve(_raw(), "smoke", readings={"m": "two"}).expand()}
+    assert {lab: r.params["cfg"]["m"] for lab, r in two.items()} == {
+        "a|x=1": 1, "a|x=2": 1, "b-one|x=1": 2, "b-one|x=2": 2, "b-two|x=1": 2, "b-two|x=2": 2}
+    assert two["b-two|x=2"].params["x"] == 2       # after the group and grid merge
+    changed = {lab for lab, k in _keys(default).items() if two[lab].key != k}
+    assert changed == {"b-one|x=1", "b-one|x=2", "b-two|x=1", "b-two|x=2"}
+
+
+def test_a_choice_joins_its_options_and_deviations_and_every_reading_is_described():
+    spec = resolve(_raw(), "smoke", readings={"m": "two"})
+    assert spec.options == {"threshold": 5, "keep": True}
+    assert spec.deviations == ["toy data", "m read as two"]
+    assert spec.readings == {"m": "two", "f": "plain"}
+    assert spec.describe()["readings"] == {
+        "m": {"choice": "two", "default": "one", "description": "m is two"},
+        "f": {"choice": "plain", "default": "plain", "description": "no factor"}}
+    default = resolve(_raw(), "smoke")
+    assert default.options["threshold"] == 1 and default.deviations == ["toy data"]
+
+
+def test_the_default_output_folder_names_the_readings_off_their_default():
+    assert str(default_out_dir(resolve(_raw(), "cpu"))) == "sgdlab-out/t-read-cpu"
+    both = resolve(_raw(), "cpu", readings={"f": "double", "m": "two"})
+    assert str(default_out_dir(both)) == "sgdlab-out/t-read-cpu-m=two-f=double"
+    assert str(default_out_dir(resolve(_raw(), "cpu", readings={"m": "one"}))) == \
+        "sgdlab-out/t-read-cpu"
+
+
+def _set(path: str, value):
+    def mutate(raw):
+        *head, last = path.split("/")
+        d = raw
+        for k in head:
+            d = d[k]
+        if value is KeyError:
+            del d[last]
+        else:
+            d[last] = value
+    return mutate
+
+
+MV = "readings/m"
+TWO = "readings/m/choices/two"
+
+
+@pytest.mark.parametrize("mutate, message", [
+    (_set("readings", []), "x.yaml.readings: expected a mapping"),
+    (_set("readings/M V", {}), "reading name 'M V' must be"),
+    (_set(f"{MV}/colour", 1), "x.yaml.readings.m: unknown key 'colour'"),
+    (_set(f"{MV}/default", "three"), "x.yaml.readings.m.default: 'three' is not one of its "
+                                     "choices (one, two)"),
+    (_set(f"{MV}/choices", {"one": {"description": "d"}}), "readings.m.choices: expected a "
+                                                           "mapping of at least two"),
+    (_set(f"{MV}/choices/Two!", {"description": "d"}), "choice name 'Two!' must be"),
+    (_set(f"{TWO}/parms", {}), "x.yaml.readings.m.choices.two: unknown key 'parms'"),
+    (_set(f"{TWO}/description", KeyError), "readings.m.choices.two: missing one-line string "
+                                           "key 'description'"),
+    (_set(f"{TWO}/description", "two\nlines"), "choices.two: missing one-line"),
+    (_set(f"{TWO}/params", [1]), "readings.m.choices.two.params: expected a mapping"),
+    (_set(f"{TWO}/options", "x"), "readings.m.choices.two.options: expected a mapping"),
+    (_set(f"{TWO}/params", {1: 2}), "readings.m.choices.two.params: expected a mapping"),
+    (_set(f"{TWO}/deviations", "one"), "choices.two.deviations: expected a list of sentences"),
+    (_set(f"{TWO}/labels", "b-"), "choices.two.labels: expected a list of run group labels"),
+    (_set(f"{TWO}/params", {}), "choices.two.labels: limits 'params', which the choice lacks"),
+    (_set(f"{TWO}/labels", ["c"]), "choices.two.labels: 'c' begins no run group's label at "
+                                   "scale 'smoke' (a, b-one, b-two)"),
+    (_set(f"{TWO}/params", {"x": 5}), "choices.two.params: 'x' is a grid axis"),
+    (_set(f"{TWO}/params", {"y": 5}), "run 'b-one|x=1': unknown parameter 'y'"),
+])
+def test_bad_readings_name_the_path(mutate, message):
+    raw = _raw()
+    mutate(raw)
+    with pytest.raises(ConfigError) as e:
+        # chosen, so that the choice's params reach the procedure's checks
+        resolve(raw, "smoke", "x.yaml", readings={"m": "two"})
+    assert message in str(e.value)
+
+
+def test_choosing_an_unknown_reading_or_choice_lists_the_valid_ones():
+    with pytest.raises(ConfigError) as e:
+        resolve(_raw(), "smoke", readings={"ff": "double"})
+    assert str(e.value) == ("t-read: unknown reading 'ff' (did you mean f?); its readings: "
+                            "m (one | two); f (plain | double)")
+    with pytest.raises(ConfigError) as e:
+        resolve(_raw(), "smoke", readings={"f": "dubble"})
+    assert str(e.value) == ("t-read: reading 'f' has no choice 'dubble' (did you mean "
+                            "double?); choices: plain, double (default plain)")
+    plain = _raw()
+    del plain["readings"]
+    with pytest.raises(ConfigError, match=r"t-read has no readings to choose from \(--reading "
+                                          r"f=double\)"):
+        resolve(plain, "smoke", readings={"f": "double"})
+
+
+def test_every_choice_of_the_catalogue_resolves_at_every_scale():
+    # the non-default choices' params must pass the procedures' checks too
+    tried = 0
+    for name, path in catalogue_files().items():
+        for key, r in (read_file(path).get("readings") or {}).items():
+            for choice in r["choices"]:
+                for scale in SCALES:
+                    spec = load_experiment(name, scale, readings={key: choice})
+                    assert spec.expand(data_dir="/d")
+                    tried += 1
+    assert tried >= 6
+
+
+def _write(tmp_path, raw, name="t.yaml"):
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return str(path)
+
+
+def test_cli_reading_errors(tmp_path, capsys):
+    cfg = _write(tmp_path, _raw())
+    with pytest.raises(SystemExit) as e:
+        cli(["run", "--config", cfg, "--reading", "double"])
+    assert e.value.code == 2
+    assert "argument --reading: expected KEY=CHOICE" in capsys.readouterr().err
+    store = ["--store", str(tmp_path / "s.sqlite"), "--scale", "smoke"]
+    assert cli(["run", "--config", cfg, "--reading", "f=dubble", *store]) == 2
+    assert "has no choice 'dubble' (did you mean double?)" in capsys.readouterr().err
+    assert cli(["run", "--config", cfg, "--reading", "f=double", "--reading", "f=plain",
+                *store]) == 2
+    assert "--reading f given twice" in capsys.readouterr().err
+    plain = _raw()
+    del plain["readings"]
+    assert cli(["run", "--config", _write(tmp_path, plain, "p.yaml"), "--reading", "f=double",
+                *store]) == 2
+    assert "t-read has no readings to choose from" in capsys.readouterr().err
+    assert not (tmp_path / "s.sqlite").exists()      # nothing ran
+
+
+def test_the_continue_command_repeats_the_readings():
+    from sgdlab.cli.main import build_parser
+    from sgdlab.cli.run import _same_command
+
+    args = build_parser().parse_args(["run", "t", "--reading", "m=two", "--reading", "f=double"])
+    assert _same_command(args) == "sgdlab run t --scale cpu --reading m=two --reading f=double"
+
+
+def test_each_reading_reports_only_its_own_runs(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    cfg = _write(tmp_path, _raw())
+    store = str(tmp_path / "s.sqlite")
+    run_experiment(cfg, scale="smoke", store_path=store, progress=None)
+    assert {s["params"]["cfg"]["m"] for s in SEEN} == {1}
+    # m=two into its own default folder: its b- runs are new, a's are the default's
+    assert cli(["run", "--config", cfg, "--scale", "smoke", "--store", store,
+                "--reading", "m=two"]) == 0
+    out = tmp_path / "sgdlab-out" / "t-read-smoke-m=two"
+    r = json.loads((out / "results.json").read_text())
+    assert (r["sweep"]["executed"], r["sweep"]["skipped"]) == (4, 2)
+    assert {s["label"]: s["params"]["cfg"]["m"] for s in SEEN} == {
+        "a|x=1": 1, "a|x=2": 1, "b-one|x=1": 2, "b-one|x=2": 2, "b-two|x=1": 2, "b-two|x=2": 2}
+    assert r["conclusions"][0]["text"] == "threshold 5"
+    assert r["experiment"]["readings"]["m"]["choice"] == "two"
+    assert r["experiment"]["deviations"] == ["toy data", "m read as two"]
+    html = (out / "report.html").read_text()
+    assert "<code>m=two</code> (default: one): m is two" in html
+    assert "<code>f=plain</code> (default): no factor" in html
+    assert "m read as two" in html
+    default = json.loads((tmp_path / "sgdlab-out" / "t-read-smoke" / "results.json").read_text())
+    assert default["experiment"]["readings"]["m"]["choice"] == "one"
+    # f=double was never run: its report finds none of its runs, not the stored ones of others
+    res = run_experiment(cfg, scale="smoke", store_path=store, progress=None,
+                         readings={"f": "double"}, out_dir=tmp_path / "d")
+    assert res.sweep.executed and {s["params"]["factor"] for s in SEEN} == {2}
+    # rebuilding from the folder keeps its readings
+    SEEN.clear()
+    capsys.readouterr()
+    assert cli(["report", str(out)]) == 0
+    assert {s["params"]["cfg"]["m"] for s in SEEN if s["label"].startswith("b-")} == {2}
+    assert cli(["report", str(out), "--reading", "f=double"]) == 2
+    assert "--reading chooses for an experiment name" in capsys.readouterr().err
+
+
+def test_list_shows_the_readings(capsys):
+    assert cli(["list", "--json"]) == 0
+    items = {i["name"]: i for i in json.loads(capsys.readouterr().out)}
+    xing = items["xing-isotropic-noise"]["readings"]["max-variance"]
+    assert xing["default"] == "per-example" and set(xing["choices"]) == {"per-example",
+                                                                        "batch-100"}
+    assert items["xing-walk"]["readings"] == {}
+    assert cli(["list"]) == 0
+    out = capsys.readouterr().out
+    assert "--reading max-variance=per-example (default): 'maximum gradient variance'" in out
+    assert "--reading max-variance=batch-100: " in out
+
+
+def test_xing_batch_100_reading_end_to_end(tmp_path, capsys):
+    out = tmp_path / "out"
+    assert cli(["run", "xing-isotropic-noise", "--scale", "smoke", "--reading",
+                "max-variance=batch-100", "--out", str(out),
+                "--store", str(tmp_path / "s.sqlite")]) == 0
+    r = json.loads((out / "results.json").read_text())
+    assert r["experiment"]["readings"]["max-variance"]["choice"] == "batch-100"
+    from sgdlab.store import RunStore
+
+    store = RunStore(str(tmp_path / "s.sqlite"))
+    m = {}
+    for row in store.list_runs(experiment="xing-isotropic-noise"):
+        cfg = row["config"]
+        m[cfg["label"]] = cfg["params"]["optimizer"].get("noise_batch_size")
+    assert m == {"gd": None, "gd-iso-0.05": 100, "gd-iso-0.1": 100, "sgd": None}
+    assert "max-variance=batch-100</code> (default: per-example)" in (
+        out / "report.html").read_text()
