@@ -143,8 +143,11 @@ def test_an_instrument_series_is_a_curve_of_its_own_figure_with_a_readable_label
         assert fig.axes[0].get_ylabel() == "expected sharpness E[L(θ+ξ)] − L(θ)"
         plt.close(fig)
     spec.options["curve_labels"] = {"sharpness/expected": "E sharpness"}
+    spec.options["curve_marks"] = [50]                  # Fig. 7's dashed line at the switch
     (_, fig), = compare_groups(spec, [run("sgd", 0, {}, sharp)]).figures
     assert fig.axes[0].get_ylabel() == "E sharpness"
+    (mark,) = [ln for ln in fig.axes[0].get_lines() if ln.get_label().startswith("_")]
+    assert list(mark.get_xdata()) == [50, 50]
     plt.close(fig)
 
 

@@ -12,6 +12,8 @@ Options::
       - {name: gap, metric: train_acc, minus: test_acc, reduce: last}   # a difference
     curves: [train_loss, test_acc]        # one figure per metric series (mean ± std)
     curve_x: step | effective_epochs | epoch
+    curve_labels: {sharpness/expected: expected sharpness}   # y-axis labels (known names: common)
+    curve_marks: [12000]                  # dashed vertical lines (e.g. an optimizer switch)
     logy: [train_loss]
     bars:                                 # bar charts of summary values, std over seeds as
       - {name: best, metrics: [[best_test_acc, best]], ylabel: accuracy, zoom: true}  # errors
@@ -111,11 +113,12 @@ def compare_groups(spec, runs: list[StoredRun]) -> Analysis:
             if steps:
                 series[g] = (x_axis(rs[0], steps, o.get("curve_x", "step")), mean,
                              std if len(rs) > 1 and std is not None else None)
-        figs.append((curve_name(metric), curves(series, xlabel=o.get("curve_x", "step"),
-                                                ylabel=curve_label(metric, o),
-                                                logy=metric in logy,
-                                                steps=metric == "lr",
-                                                title=f"{spec.paper['figure']}: {metric}")))
+        fig = curves(series, xlabel=o.get("curve_x", "step"), ylabel=curve_label(metric, o),
+                     logy=metric in logy, steps=metric == "lr",
+                     title=f"{spec.paper['figure']}: {metric}")
+        for x in o.get("curve_marks", []):      # e.g. where an optimizer switch happens
+            fig.axes[0].axvline(x, color="0.4", ls="--", lw=0.8)
+        figs.append((curve_name(metric), fig))
     for b in o.get("bars", []) or []:
         fig = _bar_figure(spec, groups, b)
         figs.append((f"bars_{b['name']}", fig))
