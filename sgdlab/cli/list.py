@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 import argparse
-import json
+
+from sgdlab.strict_json import dumps
 
 
 def register(subparsers) -> None:
@@ -42,7 +43,7 @@ def _squash(text: str | None) -> str | None:
 def _list(args: argparse.Namespace) -> int:
     items = catalogue()
     if args.json:
-        print(json.dumps(items, indent=1))
+        print(dumps(items, indent=1))
         return 0
     w = max((len(i["name"]) for i in items), default=10)
     for i in items:

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import RunInterrupted, UserError, make_output_dir
+from ..strict_json import dumps as strict_dumps
 from .io import dump_yaml
 from .run import build_from_config, resolve_device, validate_config
 
@@ -138,8 +139,8 @@ def resume_run(run_id: str, *, store: Any = None, progress: bool | None = None,
 
 
 def _write_run_file(out: Path, run_id: str, store: Any) -> None:
-    (out / RUN_FILE).write_text(json.dumps({"run_id": run_id,
-                                            "store": str(Path(store.path).resolve())}))
+    (out / RUN_FILE).write_text(strict_dumps({"run_id": run_id,
+                                              "store": str(Path(store.path).resolve())}))
 
 
 def _execute(cfg: dict[str, Any], store: Any, run_id: str, out: Path, env: dict[str, Any], *,
@@ -203,7 +204,7 @@ def _execute(cfg: dict[str, Any], store: Any, run_id: str, out: Path, env: dict[
     }
     results_path = out / "results.json"
     tmp = results_path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(results, indent=1, default=str))
+    tmp.write_text(strict_dumps(results, indent=1, default=str))
     os.replace(tmp, results_path)
     artifacts = [("results", results_path.resolve())]
     for path in (figure_path, instruments_path):

@@ -1,6 +1,9 @@
 """Run configs: loading (YAML/TOML/packaged), schema errors naming key paths, building."""
 from __future__ import annotations
 
+import json
+import math
+
 import pytest
 import torch
 
@@ -323,3 +326,30 @@ def test_bad_data_option_value_names_the_key_and_records_no_run(tmp_path):
     with pytest.raises(ConfigError, match=r"data\.options: option 'test_size'"):
         run_config(raw, out_dir=tmp_path / "out", store=store)
     assert store.list_runs() == []
+
+
+def strict_loads(text: str):
+    """json.loads as jq or JSON.parse read: NaN / Infinity are errors."""
+    def refuse(name):
+        raise ValueError(f"not JSON: {name}")
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_results_of_a_diverged_run_are_strict_json(tmp_path):
+    from sgdlab.config.runner import run_config
+    from sgdlab.store import RunStore
+
+    store = RunStore(tmp_path / "runs.sqlite")
+    # a step of 1e20 sends the weights to inf, which the step-wise instrument records
+    raw = {**TINY, "optimizer": {"name": "sgd", "lr": 1e20},
+           "measure": [{"name": "dynamics", "every": 1}]}
+    outcome = run_config(raw, out_dir=tmp_path / "out", store=store, progress=False)
+    assert outcome.result.status == "diverged"
+    results = strict_loads((tmp_path / "out" / "results.json").read_text())
+    norms = [v for _, v in outcome.result.history["param_norm"]]
+    assert not all(math.isfinite(v) for v in norms)
+    assert [v for _, v in results["history"]["param_norm"]] == [
+        v if math.isfinite(v) else None for v in norms]
+    assert results["final"] == outcome.result.final       # the last finite evaluation's
+    assert strict_loads((tmp_path / "out" / "run.json").read_text())["run_id"] == \
+        outcome.run_id
