@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 import argparse
-import json
+
+from sgdlab.strict_json import dumps
 
 
 def register(subparsers) -> None:
@@ -24,5 +25,5 @@ def register(subparsers) -> None:
 def _schema(args: argparse.Namespace) -> int:
     from sgdlab.config import json_schema
 
-    print(json.dumps(json_schema(), indent=1, ensure_ascii=False))
+    print(dumps(json_schema(), indent=1, ensure_ascii=False))
     return 0

@@ -20,11 +20,12 @@ writes ``DIR/results.json`` (config, numbers, environment) plus its figure(s):
 """
 from __future__ import annotations
 
-import json
 import math
 import platform
 import time
 from pathlib import Path
+
+from sgdlab.strict_json import dumps
 
 DEMOS = ("escape", "ou", "double-well", "pspin", "pde", "perceptron")
 
@@ -119,7 +120,7 @@ def _main(args) -> int:
     results = runner(args, out)
     results.update({"demo": args.demo, "quick": args.quick, "seed": args.seed,
                     "seconds": round(time.perf_counter() - t0, 3), "environment": _env()})
-    (out / "results.json").write_text(json.dumps(results, indent=2, default=float))
+    (out / "results.json").write_text(dumps(results, indent=2, default=float))
     print(f"wrote {out / 'results.json'}")
     return 0
 

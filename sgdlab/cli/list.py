@@ -3,7 +3,8 @@ the readings (``sgdlab run NAME --reading KEY=CHOICE``) of the passages its pape
 from __future__ import annotations
 
 import argparse
-import json
+
+from sgdlab.strict_json import dumps
 
 
 def register(subparsers) -> None:
@@ -47,7 +48,7 @@ def _squash(text: str | None) -> str | None:
 def _list(args: argparse.Namespace) -> int:
     items = catalogue()
     if args.json:
-        print(json.dumps(items, indent=1))
+        print(dumps(items, indent=1))
         return 0
     w = max((len(i["name"]) for i in items), default=10)
     for i in items:

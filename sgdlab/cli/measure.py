@@ -11,15 +11,14 @@ fixed subset of its training (or test) data with :mod:`sgdlab.measure`, and writ
   ``measure/sharpness/expected``, ``measure/batch/norm_test``, ...), kept apart from the series
   recorded during training,
 - ``measurements.json`` (scalars and arrays: eigenvalues, spectra, SLQ density, the loss
-  surface) and plots (``hessian_density.png``, ``spectra.png``, ``alignment.png``,
-  ``loss_surface.png``; ``curvature_history.png``, ``noise_magnitude.png`` and
+  surface; a non-finite value is null) and plots (``hessian_density.png``, ``spectra.png``,
+  ``alignment.png``, ``loss_surface.png``; ``curvature_history.png``, ``noise_magnitude.png`` and
   ``batch_statistics.png`` when the run recorded such series during training) to ``--out``
   (default: ``<run folder>/measure-step<step>``).
 """
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import time
 from pathlib import Path
@@ -27,6 +26,7 @@ from typing import Any
 
 from sgdlab.cli._help import plain
 from sgdlab.errors import UserError, did_you_mean
+from sgdlab.strict_json import dumps
 
 WHAT = ("hessian", "noise", "alignment", "sharpness", "surface", "batch")
 DEFAULT_WHAT = "hessian,noise,alignment,sharpness"
@@ -270,8 +270,9 @@ def _measure(args: argparse.Namespace) -> int:
         lr = _checkpoint_lr(state, cfg)
         scalars.update(_batch_scalars(args, batch_size, lr, model, loss_fn, batch, gen()))
         if lr is None:
-            notes.append("batch/cabs_batch_size is NaN: CABS scales with the learning rate, "
-                         "and the checkpoint's is not > 0 (e.g. a schedule ending at 0)")
+            notes.append("batch/cabs_batch_size is NaN (null in measurements.json): CABS "
+                         "scales with the learning rate, and the checkpoint's is not > 0 (e.g. "
+                         "a schedule ending at 0)")
     if "surface" in what:
         from sgdlab.measure.surface import hessian_directions, loss_surface, random_direction
         from sgdlab.report.figures.surface import loss_surface_figure
@@ -297,7 +298,7 @@ def _measure(args: argparse.Namespace) -> int:
     result["wall_time_s"] = time.perf_counter() - t0
 
     path = out_dir / "measurements.json"
-    path.write_text(json.dumps(result, indent=1))
+    path.write_text(dumps(result, indent=1))
     if run_id is not None:
         try:
             store.resolve(run_id)

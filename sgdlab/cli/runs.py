@@ -12,6 +12,8 @@ import math
 import re
 from pathlib import Path
 
+from sgdlab.strict_json import dumps
+
 
 def _store_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--store", metavar="PATH",
@@ -151,7 +153,7 @@ def _list(args) -> int:
     if args.json:
         keys = ("id", "name", "experiment", "status", "recorded_status", "host", "pid",
                 "created", "summary")
-        print(json.dumps([{k: r[k] for k in keys} for r in runs], indent=1))
+        print(dumps([{k: r[k] for k in keys} for r in runs], indent=1))
         return 0
     if not runs:
         print(f"no runs in {store.path}")
@@ -183,8 +185,8 @@ def _show(args) -> int:
     run = store.get_run(ref)
     metrics = store.metrics(run["id"])
     if args.json:
-        print(json.dumps({**run, "metrics": {k: v for k, v in metrics.items()}}, indent=1,
-                         default=str))
+        print(dumps({**run, "metrics": {k: v for k, v in metrics.items()}}, indent=1,
+                    default=str))
         return 0
     print("  ".join([f"run {run['id']}"] + [f"{k} {run[k]}" for k in ("name", "experiment")
                                              if run[k]]))

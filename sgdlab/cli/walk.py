@@ -18,10 +18,11 @@ cosine and the distance from initialisation. Writes to ``--out``:
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import time
 from pathlib import Path
+
+from sgdlab.strict_json import dumps
 
 
 def register(subparsers) -> None:
@@ -167,7 +168,7 @@ def _walk(args: argparse.Namespace) -> int:
               f"; interpolation took {walk.seconds:.2f}s of {wall:.2f}s")
 
     # the recorded metrics, so the figures can be redrawn without training again
-    (out / "history.json").write_text(json.dumps(
+    (out / "history.json").write_text(dumps(
         {label: {k: [list(p) for p in v] for k, v in h.items()} for label, h in runs.items()}))
     fig = walk_figure(runs, title=f"walk with SGD on {args.data}: MLP {args.widths}")
     fig.savefig(out / "walk.png", dpi=130)
@@ -205,7 +206,7 @@ def _walk(args: argparse.Namespace) -> int:
     except Exception as e:  # the environment record is informative only
         results["environment"] = {"error": str(e)}
     results["config"].pop("func", None)
-    (out / "results.json").write_text(json.dumps(results, indent=1, default=str))
+    (out / "results.json").write_text(dumps(results, indent=1, default=str))
     print(f"wrote {out}/walk.png, walk_barriers.md/.csv, results.json"
           + (", interpolation.png" if "interpolation_gd_to_sgd" in results else "")
           + (", trajectory.png" if "trajectory_sgd" in results else ""))

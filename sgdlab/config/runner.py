@@ -14,14 +14,17 @@ store shows as ``interrupted``; ``sgdlab resume`` finishes it from its last chec
 """
 from __future__ import annotations
 
+import errno
 import json
 import os
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import RunInterrupted, UserError, make_output_dir
+from ..errors import RunInterrupted, UserError, file_problem, make_output_dir
+from ..strict_json import dumps as strict_dumps
 from .io import dump_yaml
 from .run import build_from_config, resolve_device, validate_config
 
@@ -29,6 +32,8 @@ from .run import build_from_config, resolve_device, validate_config
 # a run whose owner is alive is refused by RunStore.claim.
 RESUMABLE = ("running", "interrupted", "stale", "failed")
 RUN_FILE = "run.json"
+# what link(2) says on a file system without hard links (FAT, some network file systems)
+_NO_HARD_LINKS = frozenset({errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENOSYS})
 
 
 def recorded_run(folder: Path) -> tuple[str | None, str | None]:
@@ -68,30 +73,37 @@ def run_config(cfg: dict[str, Any], *, out_dir: str | os.PathLike | None = None,
     """Validate ``cfg``, create a run in ``store`` (default: ``cfg['store']['path']`` or the
     default store), train it and write its folder. ``announce(run_id)`` is called once the
     run exists (the CLI prints the id and the resume command)."""
-    from ..store import RunStore, environment
+    from ..store import RunStore, environment, new_run_id
 
     cfg = validate_config(cfg)
     # Build before recording: input that only fails when built (a bad data option value, a
     # missing file) is reported without leaving a failed run behind.
     built = build_from_config(cfg, validated=True)
-    if out_dir is not None and (Path(out_dir) / RUN_FILE).is_file():
-        try:
-            held = json.loads((Path(out_dir) / RUN_FILE).read_text()).get("run_id", "?")
-        except (ValueError, AttributeError):
-            held = "?"
-        raise UserError(f"{out_dir} already holds run {held} (its results and checkpoint would "
-                        "be overwritten): choose another folder, or remove that one first")
-    if out_dir is not None:     # before the run is recorded: a folder it could not write to
-        make_output_dir(out_dir)
+    if out_dir is not None:
+        _refuse_held(out_dir)   # before a store is opened (or made) for a run that cannot start
+        make_output_dir(out_dir)    # before the run is recorded: a folder it cannot write to
     if store is None:
         store = RunStore(cfg["store"]["path"])
     env = environment(seed=cfg["train"]["seed"], device=resolve_device(cfg["train"]["device"]))
-    run_id = store.create_run(cfg, name=cfg["name"], experiment=cfg["experiment"], env=env)
-    out = Path(out_dir) if out_dir is not None else store.path.parent / run_id
-    out.mkdir(parents=True, exist_ok=True)
+    if out_dir is None:     # a folder of the run's own id: no other run can want it
+        run_id = store.create_run(cfg, name=cfg["name"], experiment=cfg["experiment"], env=env)
+        out = store.path.parent / run_id
+        out.mkdir(parents=True, exist_ok=True)
+        _write_run_file(out, run_id, store)
+    else:
+        # two starts at once can both pass the check above: the folder is the run's once its
+        # run.json is created, which succeeds for one of them; the other is refused as there
+        out = Path(out_dir)
+        run_id = new_run_id()
+        _claim_folder(out, out_dir, run_id, store)
+        try:
+            store.create_run(cfg, name=cfg["name"], experiment=cfg["experiment"], env=env,
+                             run_id=run_id)
+        except BaseException:
+            (out / RUN_FILE).unlink(missing_ok=True)    # ours: the folder is free again
+            raise
     store.add_artifact(run_id, "out_dir", out.resolve())
     (out / "config.yaml").write_text(dump_yaml(cfg))
-    _write_run_file(out, run_id, store)
     if announce is not None:
         announce(run_id)
     return _execute(cfg, store, run_id, out, env, resume=False, progress=progress, built=built)
@@ -137,9 +149,59 @@ def resume_run(run_id: str, *, store: Any = None, progress: bool | None = None,
     return _execute(cfg, store, run_id, out, env, resume=resume, progress=progress)
 
 
+def _run_file_text(run_id: str, store: Any) -> str:
+    return strict_dumps({"run_id": run_id, "store": str(Path(store.path).resolve())})
+
+
 def _write_run_file(out: Path, run_id: str, store: Any) -> None:
-    (out / RUN_FILE).write_text(json.dumps({"run_id": run_id,
-                                            "store": str(Path(store.path).resolve())}))
+    (out / RUN_FILE).write_text(_run_file_text(run_id, store))
+
+
+def _refuse_held(out_dir: str | os.PathLike) -> None:
+    """A :class:`UserError` when folder ``out_dir`` holds a run (its run.json)."""
+    if (Path(out_dir) / RUN_FILE).is_file():
+        try:
+            held = json.loads((Path(out_dir) / RUN_FILE).read_text()).get("run_id", "?")
+        except (OSError, ValueError, AttributeError):
+            held = "?"
+        raise UserError(f"{out_dir} already holds run {held} (its results and checkpoint would "
+                        "be overwritten): choose another folder, or remove that one first")
+
+
+def _claim_folder(out: Path, out_dir: str | os.PathLike, run_id: str, store: Any) -> None:
+    """Create ``out/run.json`` naming ``run_id`` unless it exists (then the
+    :class:`UserError` of :func:`_refuse_held`): of two starts at once into ``out``, exactly
+    one creates it."""
+    target = out / RUN_FILE
+    text = _run_file_text(run_id, store)
+    try:
+        if not _link_new(target, text):
+            with open(target, "x") as f:    # O_CREAT | O_EXCL
+                f.write(text)
+    except FileExistsError:
+        _refuse_held(out_dir)
+        raise UserError(f"{out_dir}: another run started in this folder meanwhile: choose "
+                        "another folder") from None
+    except OSError as e:
+        raise UserError(f"--out {out_dir}: cannot write {RUN_FILE}: {file_problem(e)}") from None
+
+
+def _link_new(target: Path, text: str) -> bool:
+    """Write ``text`` aside and hard-link it to ``target``, which fails (FileExistsError)
+    when ``target`` exists: unlike a file created exclusively and then written, whoever reads
+    it finds it whole. False where the file system has no hard links."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.link(tmp, target)
+        return True
+    except OSError as e:
+        if e.errno in _NO_HARD_LINKS:
+            return False
+        raise
+    finally:
+        os.unlink(tmp)
 
 
 def _execute(cfg: dict[str, Any], store: Any, run_id: str, out: Path, env: dict[str, Any], *,
@@ -203,7 +265,7 @@ def _execute(cfg: dict[str, Any], store: Any, run_id: str, out: Path, env: dict[
     }
     results_path = out / "results.json"
     tmp = results_path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(results, indent=1, default=str))
+    tmp.write_text(strict_dumps(results, indent=1, default=str))
     os.replace(tmp, results_path)
     artifacts = [("results", results_path.resolve())]
     for path in (figure_path, instruments_path):

@@ -45,6 +45,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UserError
+from ..strict_json import dumps as strict_dumps
 
 STATUSES = ("running", "finished", "diverged", "failed", "interrupted")
 SHOWN_STATUSES = STATUSES + ("stale",)   # "stale": running on another host, heartbeat too old
@@ -120,6 +121,8 @@ def new_run_id() -> str:
 
 def _to_json(obj: Any) -> str:
     # default=str: configs may carry paths or tuples; the store keeps a readable record.
+    # NaN / inf stay (not null): read back they are the same floats, where a null would be
+    # None to the analyses; what leaves the store (export, `runs --json`) is strict JSON.
     return json.dumps(obj, sort_keys=True, default=str, allow_nan=True)
 
 
@@ -652,7 +655,7 @@ class RunStore:
         ``csv``: one long table, a row per metric record, with columns
         ``run_id, run_name, experiment, status, metric, step, value, wall``.
         ``json``: a list of runs, each with config, env, status, summary, artifacts and
-        ``metrics: {name: [[step, value], ...]}``.
+        ``metrics: {name: [[step, value], ...]}``; strict JSON (a non-finite value is null).
         """
         fmt = fmt.lower()
         if fmt not in ("csv", "json"):
@@ -669,7 +672,7 @@ class RunStore:
                 run["metrics"] = {k: [list(p) for p in v]
                                   for k, v in self.metrics(rid).items()}
                 runs.append(run)
-            tmp.write_text(json.dumps(runs, indent=1, default=str))
+            tmp.write_text(strict_dumps(runs, indent=1, default=str))
         else:
             with open(tmp, "w", newline="") as f:
                 w = csv.writer(f)

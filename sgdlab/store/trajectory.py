@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from sgdlab.errors import DataError, UserError
+from sgdlab.strict_json import dumps as strict_dumps
 
 __all__ = ["TrajectoryReader", "TrajectoryWriter", "choose_coordinates", "open_trajectory"]
 
@@ -150,7 +151,7 @@ class TrajectoryWriter:
             if coords is not None:
                 np.save(self.path / "coords.npy", coords, allow_pickle=False)
             tmp = meta_file.with_suffix(".tmp")
-            tmp.write_text(json.dumps(meta, indent=1))
+            tmp.write_text(strict_dumps(meta, indent=1))
             tmp.replace(meta_file)
         self.meta = meta
         self.coords = coords

@@ -38,6 +38,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import math
 import os
 import sys
 from pathlib import Path
@@ -48,6 +49,7 @@ import torch.distributed as dist
 
 from ..errors import ConfigError, UserError, check_config_kind, read_config_text
 from ..losses import build_loss
+from ..strict_json import dumps as strict_dumps
 from .communicator import ReplicaCommunicationError, TorchDistributedCommunicator
 from .replicas import ParleConfig, train_replicas
 
@@ -215,9 +217,9 @@ def run_from_config(cfg: dict[str, Any], *, mode: str, out: str | Path | None = 
         o.mkdir(parents=True, exist_ok=True)
         torch.save(res.master.state_dict(), o / "master.pt")
         tmp = o / ".result.json.tmp"
-        tmp.write_text(json.dumps(
+        tmp.write_text(strict_dumps(
             {"status": res.status, "message": res.message, "mode": mode, "run_id": res.run_id,
-             "final": res.final, "parle": parle.to_dict(),
+             "final": res.final, "parle": parle.to_json(),
              "history": {k: v for k, v in res.history.items()}}, indent=1))
         os.replace(tmp, o / "result.json")
         if store is not None:   # the run is finished once its files are written
@@ -230,11 +232,16 @@ def run_from_config(cfg: dict[str, Any], *, mode: str, out: str | Path | None = 
 
 def report(res, *, out: str | Path | None, processes: int | None = None) -> str:
     """How a replica run is reported, the same in both modes: a status line, the final
-    metrics as JSON (``wall_time``: the training rounds, set-up excluded) and the weights' path."""
+    metrics as JSON (``wall_time``: the training rounds, set-up excluded; a non-finite value,
+    as after a divergence, is null and named on the line below) and the weights' path."""
     mode = "in-process" if processes is None else f"distributed, {processes} processes"
     lines = [f"parle ({mode}, {res.rounds} rounds, {res.grad_evals} gradient evaluations per "
              f"replica): {res.status}" + (f" ({res.message})" if res.message else ""),
-             json.dumps(res.final, indent=1)]
+             strict_dumps(res.final, indent=1)]
+    not_finite = [k for k, v in res.final.items()
+                  if isinstance(v, float) and not math.isfinite(v)]
+    if not_finite:
+        lines.append(f"not finite (null in the JSON): {', '.join(not_finite)}")
     if out:
         lines.append(f"master weights: {Path(out) / 'master.pt'}")
     return "\n".join(lines)

@@ -177,6 +177,12 @@ class ParleConfig:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    def to_json(self) -> dict[str, Any]:
+        """The fields for a JSON file: an infinite ``gamma`` or ``rho`` (Elastic-SGD,
+        Entropy-SGD) as ``"inf"``, as :meth:`from_dict` reads it back (JSON has no inf)."""
+        return {k: str(v) if k in ("gamma", "rho") and math.isinf(v) else v
+                for k, v in self.to_dict().items()}
+
     def lr_scale(self, round_: int, batches: int) -> float:
         """The factor on lr during round ``round_`` (1-based): ``lr_factor`` per milestone
         passed, epochs counted in B = ``batches`` rounds (round r is in epoch ⌊(r − 1)/B⌋)."""

@@ -306,3 +306,38 @@ def test_resume_of_a_run_whose_folder_was_removed_says_so_and_rebuilds_it(tmp_pa
     store = RunStore(store_path)
     ref_id = json.loads((ref / "run.json").read_text())["run_id"]
     assert store.metrics(rid) == store.metrics(ref_id)
+
+
+def strict_loads(text: str):
+    """json.loads as jq or JSON.parse read: NaN / Infinity are errors."""
+    def refuse(name):
+        raise ValueError(f"not JSON: {name}")
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_runs_json_of_a_diverged_run_is_strict_and_its_table_unchanged(tmp_path, capsys):
+    """`runs list --json` and `runs show --json` write the non-finite values of a diverged
+    run as null; the store keeps them, so the tables still say nan."""
+    store_path = tmp_path / "runs.sqlite"
+    store = RunStore(store_path)
+    rid = store.create_run({"optimizer": {"lr": 1e6}}, name="big-lr", env={})
+    store.log_metrics(rid, 0, {"train_loss": 0.5, "param_norm": 3.0})
+    store.log_metrics(rid, 1, {"train_loss": float("nan"), "param_norm": float("inf")})
+    store.complete_run(rid, "diverged", summary={"steps": 1, "test_loss": float("nan")},
+                       message="non-finite training loss")
+    capsys.readouterr()
+    assert main(["runs", "list", "--json", "--store", str(store_path)]) == 0
+    (listed,) = strict_loads(capsys.readouterr().out)
+    assert listed["summary"] == {"steps": 1, "test_loss": None}
+    assert main(["runs", "show", rid, "--json", "--store", str(store_path)]) == 0
+    shown = strict_loads(capsys.readouterr().out)
+    assert shown["summary"] == listed["summary"]
+    assert shown["metrics"] == {"param_norm": [[0, 3.0], [1, None]],
+                                "train_loss": [[0, 0.5], [1, None]]}
+    assert main(["runs", "show", rid, "--store", str(store_path)]) == 0
+    out = capsys.readouterr().out
+    assert "summary: steps 1  test_loss nan" in out
+    assert ["param_norm", "2", "1:", "inf"] in [ln.split() for ln in out.splitlines()]
+    assert main(["runs", "list", "--store", str(store_path)]) == 0
+    (row,) = [ln.split() for ln in capsys.readouterr().out.splitlines() if ln.startswith(rid)]
+    assert row[1:5] == ["big-lr", "diverged", "1", "nan"]     # name, status, steps, test_loss

@@ -1,6 +1,9 @@
 """Run configs: loading (YAML/TOML/packaged), schema errors naming key paths, building."""
 from __future__ import annotations
 
+import json
+import math
+
 import pytest
 import torch
 
@@ -323,3 +326,82 @@ def test_bad_data_option_value_names_the_key_and_records_no_run(tmp_path):
     with pytest.raises(ConfigError, match=r"data\.options: option 'test_size'"):
         run_config(raw, out_dir=tmp_path / "out", store=store)
     assert store.list_runs() == []
+
+
+def strict_loads(text: str):
+    """json.loads as jq or JSON.parse read: NaN / Infinity are errors."""
+    def refuse(name):
+        raise ValueError(f"not JSON: {name}")
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_results_of_a_diverged_run_are_strict_json(tmp_path):
+    from sgdlab.config.runner import run_config
+    from sgdlab.store import RunStore
+
+    store = RunStore(tmp_path / "runs.sqlite")
+    # a step of 1e20 sends the weights to inf, which the step-wise instrument records
+    raw = {**TINY, "optimizer": {"name": "sgd", "lr": 1e20},
+           "measure": [{"name": "dynamics", "every": 1}]}
+    outcome = run_config(raw, out_dir=tmp_path / "out", store=store, progress=False)
+    assert outcome.result.status == "diverged"
+    results = strict_loads((tmp_path / "out" / "results.json").read_text())
+    norms = [v for _, v in outcome.result.history["param_norm"]]
+    assert not all(math.isfinite(v) for v in norms)
+    assert [v for _, v in results["history"]["param_norm"]] == [
+        v if math.isfinite(v) else None for v in norms]
+    assert results["final"] == outcome.result.final       # the last finite evaluation's
+    assert strict_loads((tmp_path / "out" / "run.json").read_text())["run_id"] == \
+        outcome.run_id
+
+
+@pytest.mark.parametrize("hard_links", [True, False])
+def test_of_two_starts_into_one_free_folder_at_once_exactly_one_proceeds(tmp_path, monkeypatch,
+                                                                       hard_links):
+    """Both starts find the folder free, and only then (a barrier holds the first until the
+    second has checked too) go on to take it: one runs, the other is refused naming the
+    folder (and the run that holds it), and the store records one run. Also on a file system
+    without hard links."""
+    import errno
+    import os
+    import threading
+
+    import sgdlab.config.runner as runner
+    from sgdlab.errors import UserError
+    from sgdlab.store import RunStore
+
+    both_checked = threading.Barrier(2, timeout=60)
+    make_output_dir = runner.make_output_dir
+
+    def after_the_check(*a, **k):
+        both_checked.wait()
+        return make_output_dir(*a, **k)
+
+    monkeypatch.setattr(runner, "make_output_dir", after_the_check)
+    if not hard_links:
+        def no_link(*a, **k):
+            raise OSError(errno.EPERM, "Operation not permitted")
+        monkeypatch.setattr(os, "link", no_link)
+    # what is measured ends once the run is recorded and its folder written: no training
+    monkeypatch.setattr(runner, "_execute", lambda cfg, store, run_id, *a, **k: run_id)
+    RunStore(tmp_path / "runs.sqlite").close()
+    out, started, refused = tmp_path / "out", [], []
+
+    def start():
+        try:
+            started.append(runner.run_config(TINY, out_dir=out, progress=False,
+                                             store=RunStore(tmp_path / "runs.sqlite")))
+        except UserError as e:
+            refused.append(str(e))
+
+    threads = [threading.Thread(target=start) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert len(started) == 1 and len(refused) == 1, (started, refused)
+    # without hard links the file is created, then written: it may be read empty
+    assert refused[0].startswith(f"{out} already holds run {started[0] if hard_links else ''}")
+    assert [r["id"] for r in RunStore(tmp_path / "runs.sqlite").list_runs()] == started
+    assert json.loads((out / "run.json").read_text())["run_id"] == started[0]
+    assert sorted(p.name for p in out.iterdir()) == ["config.yaml", "run.json"]

@@ -87,10 +87,18 @@ def test_measure_batch_says_why_cabs_is_nan_and_which_batch_sizes_fit(tmp_path, 
     assert main(["measure", str(run_dir), "--store", store, "--what", "batch", "--subset", "16",
                  "--batch-size", "8", "--batches", "1", "--out", str(tmp_path / "b")]) == 0
     out = capsys.readouterr().out
-    assert math.isnan(json.loads((tmp_path / "b" / "measurements.json").read_text())[
-        "scalars"]["batch/cabs_batch_size"])
-    assert "(batch/cabs_batch_size is NaN: CABS scales with the learning rate, and the " \
-           "checkpoint's is not > 0" in out
+    def refuse(name):   # as jq or JSON.parse read: NaN is not JSON
+        raise ValueError(f"not JSON: {name}")
+    measured = json.loads((tmp_path / "b" / "measurements.json").read_text(),
+                          parse_constant=refuse)
+    assert measured["scalars"]["batch/cabs_batch_size"] is None
+    assert "(batch/cabs_batch_size is NaN (null in measurements.json): CABS scales with the " \
+           "learning rate, and the checkpoint's is not > 0" in out
+    from sgdlab.store import RunStore
+
+    (run,) = RunStore(store).list_runs()            # the store keeps the NaN
+    (point,) = RunStore(store).metrics(run["id"])["measure/batch/cabs_batch_size"]
+    assert math.isnan(point[1])
 
 
 def test_measure_loss_surface_of_a_checkpoint(tmp_path):

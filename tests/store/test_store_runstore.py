@@ -153,8 +153,11 @@ def test_export_csv_and_json(tmp_path):
         (a, "loss", "1"), (b, "acc", "2"), (b, "loss", "2")}
     assert [r["value"] for r in rows if r["run_id"] == b and r["metric"] == "loss"] == ["nan"]
     store.export(tmp_path / "b.json", run_ids=[b], fmt="json")
-    data = json.loads((tmp_path / "b.json").read_text(), parse_constant=float)
+    def refuse(name):   # as jq or JSON.parse read: NaN is not JSON
+        raise ValueError(f"not JSON: {name}")
+    data = json.loads((tmp_path / "b.json").read_text(), parse_constant=refuse)
     assert [r["id"] for r in data] == [b]
     assert data[0]["config"] == {"k": 2} and data[0]["metrics"]["acc"] == [[2, 1.0]]
+    assert data[0]["metrics"]["loss"] == [[2, None]]
     with pytest.raises(UserError, match="unknown export format"):
         store.export(tmp_path / "x.xml", fmt="xml")

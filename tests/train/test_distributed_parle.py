@@ -196,3 +196,39 @@ def test_distributed_checkpoint_resume_equals_uninterrupted(tmp_path):
     assert got == pytest.approx([v for _, v in res.history["replica_loss"]], rel=1e-12)
     with pytest.raises(ConfigError, match="written by 2 process"):
         run_from_config(cfg, mode="inprocess", out=out, resume=True)
+
+
+def strict_loads(text: str):
+    """json.loads as jq or JSON.parse read: NaN / Infinity are errors."""
+    def refuse(name):
+        raise ValueError(f"not JSON: {name}")
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_a_diverged_run_prints_and_writes_strict_json(tmp_path, capsys):
+    """A NaN in the data makes the run diverge with a NaN training loss: the printed final
+    metrics and result.json hold null there (and the text says which values are not finite);
+    an infinite gamma (Elastic-SGD's coupling) is written as "inf", which reads back."""
+    from sgdlab.cli.main import main
+    from sgdlab.train.replicas import ParleConfig
+
+    cfg, path = write_problem(tmp_path, replicas=2, rounds=3)
+    d = torch.load(tmp_path / "toy.pt", weights_only=True)
+    d["x_train"][0, 0] = float("nan")
+    torch.save(d, tmp_path / "toy.pt")
+    cfg["parle"]["gamma"] = "inf"
+    path.write_text(json.dumps(cfg))
+    out = tmp_path / "out"
+    assert main(["parle", str(path), "--out", str(out)]) == 1
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].endswith("diverged (non-finite replica loss (nan) in round 1; stopped "
+                             "with the weights of round 0)")
+    end = lines.index("}")
+    final = strict_loads("\n".join(lines[1:end + 1]))
+    assert final["train_loss"] is None and isinstance(final["test_loss"], float)
+    assert lines[end + 1] == "not finite (null in the JSON): train_loss"
+    result = strict_loads((out / "result.json").read_text())
+    assert result["status"] == "diverged" and result["final"] == final
+    assert result["history"]["train_loss"] == [[0, None], [0, None]]
+    assert ParleConfig.from_dict(result["parle"]) == ParleConfig.from_dict(cfg["parle"])
+    assert result["parle"]["gamma"] == "inf"

@@ -1,0 +1,34 @@
+"""Strict JSON for every file the lab writes and every JSON it prints.
+
+Python's ``json`` writes a non-finite float as ``NaN`` / ``Infinity``, which is not JSON:
+strict readers (``jq``, ``JSON.parse``, SQLite's ``json_extract``) refuse the whole document.
+A diverged run has such values (its last losses, say); :func:`dumps` writes them as ``null``
+and keeps ``allow_nan=False``, so a value that slips past the conversion raises instead of
+being written. Light on purpose: it imports nothing of the numerical stack.
+"""
+from __future__ import annotations
+
+import json
+import math
+from typing import Any, Callable
+
+__all__ = ["dumps", "finite_or_none"]
+
+
+def finite_or_none(obj: Any) -> Any:
+    """``obj`` with every non-finite float (NaN, ±inf) in it, through dicts, lists and
+    tuples, replaced by None (tuples become lists, as JSON writes them)."""
+    if isinstance(obj, float):       # numpy's float64 too (a float subclass)
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: finite_or_none(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [finite_or_none(v) for v in obj]
+    return obj
+
+
+def dumps(obj: Any, *, default: Callable[[Any], Any] | None = None, **kwargs: Any) -> str:
+    """``json.dumps(obj, **kwargs)`` with non-finite floats written as ``null``; what
+    ``default`` makes of an object (a numpy float32 through ``float``) is converted alike."""
+    hook = None if default is None else (lambda o: finite_or_none(default(o)))
+    return json.dumps(finite_or_none(obj), default=hook, allow_nan=False, **kwargs)

@@ -1,0 +1,39 @@
+"""Strict JSON: non-finite floats are written as null, nothing a strict reader refuses."""
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from sgdlab.strict_json import dumps, finite_or_none
+
+
+def strict_loads(text: str):
+    """json.loads as jq or JSON.parse read: NaN / Infinity are errors."""
+    def refuse(name):
+        raise ValueError(f"not JSON: {name}")
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_non_finite_floats_become_null_at_any_depth():
+    obj = {"loss": math.nan, "hist": [(0, 1.5), (1, math.inf)], "g": {"x": -math.inf},
+           "n": 3, "ok": True, "s": "nan", "f64": np.float64("nan")}
+    assert strict_loads(dumps(obj, indent=1)) == {
+        "loss": None, "hist": [[0, 1.5], [1, None]], "g": {"x": None}, "n": 3, "ok": True,
+        "s": "nan", "f64": None}
+    assert finite_or_none((1.0, math.nan)) == [1.0, None]
+
+
+def test_what_default_makes_of_an_object_is_converted_too():
+    obj = {"a": np.float32("nan"), "b": np.float32(0.5)}
+    assert strict_loads(dumps(obj, default=float)) == {"a": None, "b": 0.5}
+    with pytest.raises(TypeError):       # without a default an unknown type still fails
+        dumps({"a": object()})
+
+
+def test_nan_that_slips_past_the_conversion_raises():
+    # a float dict key is not converted: allow_nan=False refuses it instead of writing NaN
+    with pytest.raises(ValueError, match="not JSON compliant"):
+        dumps({math.nan: 1})
