@@ -99,6 +99,12 @@ def test_every_claim_kind_on_hand_made_values():
     assert c.agrees_with_paper is True
     assert c.text == "m: min over {a} = 1 is not below max over {c} = 1.05 by more than 0.1"
     assert one({"above": [["a"], ["c"]], "metric": "m", "margin": -0.04}) is False
+    # min over A − max over B inside the seed-to-seed spread of any compared group: no verdict
+    sv = _vals(a=(1.0, 0.0, 3), b=(2.0, 0.02, 3), c=(1.05, 0.1, 3), d=(0.5, 0.0, 3))
+    (c,) = check_claims([{"above": [["b", "a"], ["c"]], "metric": "m"}], sv)
+    assert c.agrees_with_paper is None and "seed-to-seed spread (std 0.1)" in c.text
+    assert check_claims([{"above": [["b", "a"], ["d"]], "metric": "m"}],
+                        sv)[0].agrees_with_paper is True         # 1 − 0.5 > 0.1: decided
     # metric_b: A's metric against B's other metric (e.g. end against start of one run)
     vv = {"x": {"end": 0.2, "start": 0.9}}
     (c,) = check_claims([{"less": ["x", "x"], "metric": "end", "metric_b": "start"}], vv)

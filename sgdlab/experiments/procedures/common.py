@@ -26,7 +26,9 @@ untrained nets are "equivalent" without telling anything about the paper's claim
 training with the same run's value at the start). ``A``/``B`` are run-group labels (or any key of the value table the analysis builds). An
 optional ``margin`` makes less/greater/above stricter (mean_A + margin < mean_B; min over A >
 max over B + margin); a negative one is a tolerance ("A not worse than B by more than
-|margin|").
+|margin|"). Where seeds give a spread, a less/greater/above claim whose observed difference
+lies within the largest seed-to-seed std of the compared groups from the claim's boundary is
+inconclusive.
 """
 from __future__ import annotations
 
@@ -264,14 +266,19 @@ def check_claims(claims: list[dict[str, Any]], values: dict[str, dict[str, float
                 ok = close if kind == "close" else (fin and not close)
                 text = (f"{mname} of {nm(a)} ({_fmt(va)}) and {nm(b)} ({_fmt(vb)}) "
                         f"{'agree' if close else 'differ'} within tolerance {_fmt(tol)}")
+        slack = spread = None
         if kind in ("less", "greater") and finite(va) and finite(vb):
             spread = max(values.get(c[kind][0], {}).get(metric + "__std", 0.0),
                          values.get(c[kind][1], {}).get(c.get("metric_b", metric) + "__std",
                                                         0.0))
-            # distance of the observed difference from the claim's boundary: inside the
-            # seed-to-seed spread, neither meeting nor missing the claim is evidence
             margin = float(c.get("margin", 0.0))
             slack = (vb - va if kind == "less" else va - vb) - margin
+        elif kind == "above" and all(map(finite, va + vb)):
+            spread = max(values.get(g, {}).get(metric + "__std", 0.0) for g in a + b)
+            slack = min(va) - max(vb) - margin
+        if slack is not None:
+            # distance of the observed difference from the claim's boundary: inside the
+            # seed-to-seed spread, neither meeting nor missing the claim is evidence
             if spread > 0 and abs(slack) < spread:
                 text += (f" — within the seed-to-seed spread (std {spread:.3g}) of the "
                          "claim's boundary, so inconclusive")
