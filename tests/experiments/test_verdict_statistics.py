@@ -123,14 +123,41 @@ def test_above_claim_with_a_missing_value_is_inconclusive():
     assert c.agrees_with_paper is None and "cannot be checked" in c.text
 
 
+def test_paired_claims_take_the_spread_of_the_per_seed_differences():
+    # three seeds whose levels differ a lot (the init) while B sits 0.01 above A in each
+    a = {0: 0.80, 1: 0.90, 2: 0.85}
+    groups = OrderedDict(
+        (g, [run(g, s, summary={"m": v + off}) for s, v in a.items()])
+        for g, off in (("a", 0.0), ("b", 0.01), ("c", 0.012)))
+    v = values_by_group(groups, ["m"])
+    unpaired = {"less": ["a", "b"], "metric": "m"}
+    (c,) = check_claims([unpaired], v)
+    assert c.agrees_with_paper is None and "(std 0.05)" in c.text
+    (c,) = check_claims([{**unpaired, "paired": True}], v)
+    assert c.agrees_with_paper is True              # every seed's difference is 0.01 > 0
+    # above, paired: per seed min over {b, c} − max over {a} = 0.01
+    (c,) = check_claims([{"above": [["b", "c"], ["a"]], "metric": "m", "paired": True}], v)
+    assert c.agrees_with_paper is True
+    # a noisy pairing: differences 0.03, −0.01, 0.01 have std 0.02 > their mean 0.01
+    groups["d"] = [run("d", s, summary={"m": a[s] + o}) for s, o in zip(a, (0.03, -0.01, 0.01))]
+    v = values_by_group(groups, ["m"])
+    (c,) = check_claims([{"greater": ["d", "a"], "metric": "m", "paired": True}], v)
+    assert c.agrees_with_paper is None and "paired seed-to-seed spread (std 0.02)" in c.text
+    from sgdlab.errors import ConfigError
+    with pytest.raises(ConfigError, match="per-seed values"):
+        check_claims([{"greater": ["d", "a"], "metric": "m", "paired": True}],
+                     {"d": {"m": 1.0, "m__std": 0.1}, "a": {"m": 0.5, "m__std": 0.1}})
+
+
 def test_values_by_group_and_mean_curve_by_hand():
     groups = OrderedDict(a=[run("a", 0, summary={"m": 1.0}), run("a", 1, summary={"m": 3.0}),
                             run("a", 2, summary={"m": float("nan")})],
                          b=[run("b", 0, summary={"m": 5.0})])
     v = values_by_group(groups, ["m"])
     # the NaN seed is left out of the mean, the std and the count
-    assert v["a"] == {"m": 2.0, "m__n": 2, "m__std": pytest.approx(math.sqrt(2.0))}
-    assert v["b"] == {"m": 5.0, "m__n": 1}          # one seed: no std
+    assert v["a"] == {"m": 2.0, "m__n": 2, "m__std": pytest.approx(math.sqrt(2.0)),
+                      "m__by_seed": {0: 1.0, 1: 3.0}}
+    assert v["b"] == {"m": 5.0, "m__n": 1, "m__by_seed": {0: 5.0}}     # one seed: no std
     rs = [run("a", 0, metrics={"acc": [(0, 0.1), (10, 0.5), (20, 0.9)]}),
           run("a", 1, metrics={"acc": [(0, 0.3), (10, 0.7)]}),
           run("a", 2, metrics={})]

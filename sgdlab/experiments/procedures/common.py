@@ -28,7 +28,10 @@ optional ``margin`` makes less/greater/above stricter (mean_A + margin < mean_B;
 max over B + margin); a negative one is a tolerance ("A not worse than B by more than
 |margin|"). Where seeds give a spread, a less/greater/above claim whose observed difference
 lies within the largest seed-to-seed std of the compared groups from the claim's boundary is
-inconclusive.
+inconclusive. ``paired: true`` takes that spread from the per-seed differences instead (for
+``above``, of min over A − max over B), for groups whose runs share each seed's start (the
+same initialisation, or a continuation of the same seed's run): the seeds' common variation
+then cancels.
 """
 from __future__ import annotations
 
@@ -111,9 +114,10 @@ def summary_table(name: str, groups: "OrderedDict[str, list[StoredRun]]",
 
 
 def values_by_group(groups: "OrderedDict[str, list[StoredRun]]", metrics: list[str]
-                    ) -> dict[str, dict[str, float]]:
-    """``{group: {metric: mean, metric + "__std": std over seeds}}``."""
-    out: dict[str, dict[str, float]] = {}
+                    ) -> dict[str, dict[str, Any]]:
+    """``{group: {metric: mean, metric + "__std": std over seeds, metric + "__by_seed":
+    {seed: value}}}`` (the last for claims with ``paired: true``)."""
+    out: dict[str, dict[str, Any]] = {}
     for g, rs in groups.items():
         out[g] = {}
         for m in metrics:
@@ -122,7 +126,24 @@ def values_by_group(groups: "OrderedDict[str, list[StoredRun]]", metrics: list[s
             out[g][m + "__n"] = n
             if n > 1:
                 out[g][m + "__std"] = std
+            out[g][m + "__by_seed"] = {r.seed: float(r.summary[m]) for r in rs
+                                       if finite(r.summary.get(m))}
     return out
+
+
+def _paired_spread(values: dict[str, dict[str, Any]], metric: str, a: list[str],
+                   b: list[str], where: str) -> float:
+    """Std over the seeds every group shares of min over A − max over B: the spread of a
+    comparison between runs that share each seed's start (same initialisation, same data)."""
+    try:
+        by_seed = [values[g][metric + "__by_seed"] for g in a + b]
+    except KeyError:
+        raise ConfigError(f"{where}: 'paired' needs per-seed values, which this analysis "
+                          "does not keep") from None
+    seeds = sorted(set.intersection(*(set(v) for v in by_seed)))
+    diffs = [min(values[g][metric + "__by_seed"][s] for g in a)
+             - max(values[g][metric + "__by_seed"][s] for g in b) for s in seeds]
+    return float(np.std(diffs, ddof=1)) if len(diffs) > 1 else 0.0
 
 
 def _fmt(v: float) -> str:
@@ -267,22 +288,32 @@ def check_claims(claims: list[dict[str, Any]], values: dict[str, dict[str, float
                 text = (f"{mname} of {nm(a)} ({_fmt(va)}) and {nm(b)} ({_fmt(vb)}) "
                         f"{'agree' if close else 'differ'} within tolerance {_fmt(tol)}")
         slack = spread = None
+        paired = bool(c.get("paired")) and kind in ("less", "greater", "above")
+        if paired and c.get("metric_b", metric) != metric:
+            raise ConfigError(f"options.claims[{i}]: 'paired' compares one metric")
         if kind in ("less", "greater") and finite(va) and finite(vb):
-            spread = max(values.get(c[kind][0], {}).get(metric + "__std", 0.0),
-                         values.get(c[kind][1], {}).get(c.get("metric_b", metric) + "__std",
-                                                        0.0))
+            ga, gb = c[kind]
+            spread = max(values.get(ga, {}).get(metric + "__std", 0.0),
+                         values.get(gb, {}).get(c.get("metric_b", metric) + "__std", 0.0))
+            if paired:
+                lo, hi = ([gb], [ga]) if kind == "less" else ([ga], [gb])
+                spread = _paired_spread(values, metric, lo, hi, f"options.claims[{i}]")
             margin = float(c.get("margin", 0.0))
             slack = (vb - va if kind == "less" else va - vb) - margin
         elif kind == "above" and all(map(finite, va + vb)):
-            spread = max(values.get(g, {}).get(metric + "__std", 0.0) for g in a + b)
+            spread = (_paired_spread(values, metric, a, b, f"options.claims[{i}]") if paired
+                      else max(values.get(g, {}).get(metric + "__std", 0.0) for g in a + b))
             slack = min(va) - max(vb) - margin
         if slack is not None:
             # distance of the observed difference from the claim's boundary: inside the
             # seed-to-seed spread, neither meeting nor missing the claim is evidence
             if spread > 0 and abs(slack) < spread:
-                text += (f" — within the seed-to-seed spread (std {spread:.3g}) of the "
-                         "claim's boundary, so inconclusive")
+                what = "paired seed-to-seed spread" if paired else "seed-to-seed spread"
+                text += (f" — within the {what} (std {spread:.3g}) of the claim's boundary, "
+                         "so inconclusive")
                 ok = None
+            elif paired and spread > 0:
+                text += f" (paired seed-to-seed std {spread:.3g})"
         if not all(map(finite, (va if isinstance(va, list) else [va])
                        + (vb if isinstance(vb, list) else [vb]))):
             text += " (missing or non-finite values: the claim cannot be checked)"
