@@ -40,6 +40,16 @@ class EscapeProcedure(Procedure):
         if name not in LANDSCAPES:
             raise ConfigError(f"{where}: unknown two-basin landscape {name!r}; choose from "
                               f"{', '.join(LANDSCAPES)}")
+        if isinstance(land, dict):
+            from sgdlab.errors import UserError
+            from sgdlab.landscapes.two_basin import two_basin
+
+            # built here (N two-vectors, cheap) so that an option the variant does not take
+            # (authors-code draws its own data: no data_var) fails before any run starts
+            try:
+                two_basin(name, **{k: v for k, v in land.items() if k != "name"})
+            except (TypeError, UserError) as e:
+                raise ConfigError(f"{where}: landscape {name!r}: {e}") from None
         for key, allowed in (("protocol", PROTOCOLS), ("success_rule", SUCCESS_RULES)):
             if key in params and params[key] not in allowed:
                 raise ConfigError(f"{where}: {key} must be one of {', '.join(allowed)}, "
