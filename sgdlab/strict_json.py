@@ -4,7 +4,9 @@ Python's ``json`` writes a non-finite float as ``NaN`` / ``Infinity``, which is 
 strict readers (``jq``, ``JSON.parse``, SQLite's ``json_extract``) refuse the whole document.
 A diverged run has such values (its last losses, say); :func:`dumps` writes them as ``null``
 and keeps ``allow_nan=False``, so a value that slips past the conversion raises instead of
-being written. Light on purpose: it imports nothing of the numerical stack.
+being written. A reader that needs numbers back (an experiment's data files, read by its
+analysis) takes :func:`nan_in_arrays`. Light on purpose: it imports nothing of the numerical
+stack.
 """
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ import json
 import math
 from typing import Any, Callable
 
-__all__ = ["dumps", "finite_or_none"]
+__all__ = ["dumps", "finite_or_none", "nan_in_arrays"]
 
 
 def finite_or_none(obj: Any) -> Any:
@@ -32,3 +34,23 @@ def dumps(obj: Any, *, default: Callable[[Any], Any] | None = None, **kwargs: An
     ``default`` makes of an object (a numpy float32 through ``float``) is converted alike."""
     hook = None if default is None else (lambda o: finite_or_none(default(o)))
     return json.dumps(finite_or_none(obj), default=hook, allow_nan=False, **kwargs)
+
+
+def nan_in_arrays(obj: Any) -> Any:
+    """``obj`` as read back from :func:`dumps` with every None in an array (a list of
+    numbers, None and such lists, at any depth of dicts and lists) replaced by NaN: there it
+    was a non-finite float (an infinity reads back as NaN). Other Nones are kept."""
+    if isinstance(obj, dict):
+        return {k: nan_in_arrays(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return _filled(obj) if _numeric(obj) else [nan_in_arrays(v) for v in obj]
+    return obj
+
+
+def _numeric(items: list) -> bool:
+    return all(v is None or (isinstance(v, (int, float)) and not isinstance(v, bool))
+               or (isinstance(v, list) and _numeric(v)) for v in items)
+
+
+def _filled(items: list) -> list:
+    return [math.nan if v is None else _filled(v) if isinstance(v, list) else v for v in items]

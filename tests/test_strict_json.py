@@ -37,3 +37,18 @@ def test_nan_that_slips_past_the_conversion_raises():
     # a float dict key is not converted: allow_nan=False refuses it instead of writing NaN
     with pytest.raises(ValueError, match="not JSON compliant"):
         dumps({math.nan: 1})
+
+
+def test_arrays_read_back_with_nan_where_a_non_finite_number_was():
+    from sgdlab.strict_json import nan_in_arrays
+
+    written = {"curve": [1.0, math.nan, math.inf], "grid": [[0, -math.inf], [math.nan, 2]],
+               "label": None, "runs": [{"loss": [math.nan]}, "text", None], "flags": [True, None]}
+    back = nan_in_arrays(strict_loads(dumps(written)))
+    assert back["curve"][0] == 1.0 and all(map(math.isnan, back["curve"][1:]))
+    assert back["grid"][0][0] == 0 and math.isnan(back["grid"][0][1])
+    assert math.isnan(back["grid"][1][0]) and back["grid"][1][1] == 2
+    assert math.isnan(back["runs"][0]["loss"][0])
+    # None outside an array of numbers was not a number: kept
+    assert back["label"] is None and back["runs"][1:] == ["text", None]
+    assert back["flags"] == [True, None]

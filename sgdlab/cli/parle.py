@@ -8,7 +8,9 @@ machines, ``--print-command`` prints that command for you to run on each node wi
 
 With ``--out DIR`` checkpoints are written to ``DIR/checkpoints`` every ``--checkpoint-every``
 rounds (default: the config's ``checkpoint_every``, else 10) and at the end; ``--resume``
-continues an interrupted run from them bit for bit (same config and replica count).
+continues an interrupted run from them bit for bit (same config and replica count). A new
+run takes DIR first (``DIR/parle.json``): a second start into it is refused, also while the
+first has no checkpoint yet; a run that fails before its first checkpoint frees it again.
 
 The config (YAML or JSON) is described in :func:`sgdlab.train.distributed.build_run`::
 
@@ -63,8 +65,9 @@ def register(subparsers) -> None:
 
 def torchrun_command(config: str, replicas: int, *, out: str | None = None,
                      backend: str = "auto", timeout: float = 60.0, resume: bool = False,
-                     checkpoint_every: int | None = None) -> list[str]:
-    """The torchrun command line that runs ``config`` with one process per replica."""
+                     checkpoint_every: int | None = None, claimed: bool = False) -> list[str]:
+    """The torchrun command line that runs ``config`` with one process per replica
+    (``claimed``: the caller has taken ``out`` for them)."""
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(replicas),
            "-m", "sgdlab.train.distributed", str(config), "--replicas", str(replicas),
            "--backend", backend, "--timeout", f"{timeout:g}"]
@@ -74,12 +77,15 @@ def torchrun_command(config: str, replicas: int, *, out: str | None = None,
         cmd += ["--checkpoint-every", str(checkpoint_every)]
     if resume:
         cmd += ["--resume"]
+    if claimed:
+        cmd += ["--claimed"]
     return cmd
 
 
 def _run(args) -> int:
     from sgdlab.errors import ConfigError
-    from sgdlab.train.distributed import load_config, report, run_from_config
+    from sgdlab.train.distributed import (claim_out, load_config, release_out, report,
+                                          run_from_config)
     from sgdlab.train.replicas import check_checkpoint_dir
 
     cfg = load_config(args.config)
@@ -99,30 +105,40 @@ def _run(args) -> int:
         raise ConfigError(f"--timeout must be > 0 seconds, got {args.timeout:g}")
     if args.out and not args.print_command:       # here, before n processes start
         check_checkpoint_dir(Path(args.out) / "checkpoints", args.resume)
-    cmd = torchrun_command(args.config, n, out=args.out, backend=args.backend,
-                           timeout=args.timeout, resume=args.resume,
-                           checkpoint_every=args.checkpoint_every)
+    options = dict(out=args.out, backend=args.backend, timeout=args.timeout,
+                   resume=args.resume, checkpoint_every=args.checkpoint_every)
     # torchrun prints a banner unless OMP_NUM_THREADS is set; one thread per process is also
     # what makes the distributed iterates bit-identical to the in-process ones
     threads = os.environ.get("OMP_NUM_THREADS", "1")
-    if args.print_command:
+    if args.print_command:      # its rank 0 takes OUT when it runs
+        cmd = torchrun_command(args.config, n, **options)
         print(f"OMP_NUM_THREADS={threads} {shlex.join(cmd)}")
         return 0
     # validate here, where errors print nicely, before starting n processes
     from sgdlab.train.distributed import build_run
     build_run(cfg)
+    # a new run's folder, taken here: of two starts into it at once one launches processes
+    claim = claim_out(args.out) if args.out and not args.resume else None
+    cmd = torchrun_command(args.config, n, **options, claimed=claim is not None)
     # an interrupt of this command (Ctrl-C, SIGTERM) stops torchrun and every replica with it
     # (_stop), instead of leaving the replicas training on their own; torchrun in a session of
     # its own, so a terminal's Ctrl-C reaches this process alone (torchrun's own handling
     # prints a traceback per replica)
-    proc = subprocess.Popen(cmd, env={**os.environ, "OMP_NUM_THREADS": threads},
-                            start_new_session=hasattr(os, "setsid"))
     try:
-        code = proc.wait()
-    except KeyboardInterrupt as e:
-        _stop(proc)
-        raise KeyboardInterrupt(f"{str(e) or 'interrupted'}: the replicas were stopped"
-                                f"{_continue(args, n)}") from None
+        proc = subprocess.Popen(cmd, env={**os.environ, "OMP_NUM_THREADS": threads},
+                                start_new_session=hasattr(os, "setsid"))
+        try:
+            code = proc.wait()
+        except KeyboardInterrupt as e:
+            _stop(proc)
+            raise KeyboardInterrupt(f"{str(e) or 'interrupted'}: the replicas were stopped"
+                                    f"{_continue(args, n)}") from None
+    except BaseException:
+        if claim is not None:       # free again unless a checkpoint was written
+            release_out(args.out, claim)
+        raise
+    if code != 0 and claim is not None:
+        release_out(args.out, claim)
     if code != 0:
         # torchrun has printed each replica's error (a dead one as its signal); one line
         # that says what it means and how the computed rounds are kept

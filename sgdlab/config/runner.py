@@ -14,15 +14,14 @@ store shows as ``interrupted``; ``sgdlab resume`` finishes it from its last chec
 """
 from __future__ import annotations
 
-import errno
 import json
 import os
 import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..claims import claim_file
 from ..errors import RunInterrupted, UserError, file_problem, make_output_dir
 from ..strict_json import dumps as strict_dumps
 from .io import dump_yaml
@@ -32,8 +31,6 @@ from .run import build_from_config, resolve_device, validate_config
 # a run whose owner is alive is refused by RunStore.claim.
 RESUMABLE = ("running", "interrupted", "stale", "failed")
 RUN_FILE = "run.json"
-# what link(2) says on a file system without hard links (FAT, some network file systems)
-_NO_HARD_LINKS = frozenset({errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENOSYS})
 
 
 def recorded_run(folder: Path) -> tuple[str | None, str | None]:
@@ -172,36 +169,14 @@ def _claim_folder(out: Path, out_dir: str | os.PathLike, run_id: str, store: Any
     """Create ``out/run.json`` naming ``run_id`` unless it exists (then the
     :class:`UserError` of :func:`_refuse_held`): of two starts at once into ``out``, exactly
     one creates it."""
-    target = out / RUN_FILE
-    text = _run_file_text(run_id, store)
     try:
-        if not _link_new(target, text):
-            with open(target, "x") as f:    # O_CREAT | O_EXCL
-                f.write(text)
+        claim_file(out / RUN_FILE, _run_file_text(run_id, store))
     except FileExistsError:
         _refuse_held(out_dir)
         raise UserError(f"{out_dir}: another run started in this folder meanwhile: choose "
                         "another folder") from None
     except OSError as e:
         raise UserError(f"--out {out_dir}: cannot write {RUN_FILE}: {file_problem(e)}") from None
-
-
-def _link_new(target: Path, text: str) -> bool:
-    """Write ``text`` aside and hard-link it to ``target``, which fails (FileExistsError)
-    when ``target`` exists: unlike a file created exclusively and then written, whoever reads
-    it finds it whole. False where the file system has no hard links."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.link(tmp, target)
-        return True
-    except OSError as e:
-        if e.errno in _NO_HARD_LINKS:
-            return False
-        raise
-    finally:
-        os.unlink(tmp)
 
 
 def _execute(cfg: dict[str, Any], store: Any, run_id: str, out: Path, env: dict[str, Any], *,

@@ -18,13 +18,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from sgdlab.errors import ConfigError, UserError, make_output_dir
 from sgdlab.experiments.analysis import Analysis, Conclusion
 from sgdlab.experiments.procedures import get_analysis
-from sgdlab.experiments.spec import ExperimentSpec, load_experiment, needs_data_dir, resolve
+from sgdlab.experiments.spec import (ExperimentSpec, load_experiment, load_yaml,
+                                    needs_data_dir, resolve)
 from sgdlab.experiments.sweep import (SweepReport, load_runs, open_store, run_sweep, store_file,
                                      threads_per_worker)
 from sgdlab.report.tables import Table
+from sgdlab.strict_json import dumps as strict_dumps, finite_or_none
 
 RESULTS = "results.json"
 REPORT = "report.html"
@@ -208,15 +212,32 @@ def build_report(spec: ExperimentSpec, out: Path, *, store_path: str, device: st
         "data_dir": data_dir,
         "config": {"file": spec.raw, "source": spec.source,
                    "resolved": {"base": spec.base, "runs": spec.runs, "grid": spec.grid,
-                                "seeds": spec.seeds, "options": spec.options}},
+                                "seeds": spec.seeds, "options": spec.options},
+                   **_file_yaml(spec.raw)},
         "environment": {**environment(device, workers),
                         "torch_threads": _run_threads(store_path, stored, workers)},
     }
-    (out / RESULTS).write_text(json.dumps(results, indent=1, default=str, allow_nan=True))
+    (out / RESULTS).write_text(strict_dumps(results, indent=1, default=str))
     from sgdlab.report.html import write_html
 
     write_html(results, out)
     return results
+
+
+def _file_yaml(raw: dict[str, Any]) -> dict[str, str]:
+    """``{"file_yaml": the experiment file as YAML}`` when it holds a non-finite number,
+    which results.json writes as null: the run keys are made with the number, so a rebuild
+    reads the file from this copy (``{}`` otherwise)."""
+    if finite_or_none(raw) == raw:
+        return {}
+    return {"file_yaml": yaml.safe_dump(raw, sort_keys=False, allow_unicode=True)}
+
+
+def _recorded_file(config: dict[str, Any]) -> dict[str, Any]:
+    """The experiment file recorded in results.json's ``config``."""
+    if "file_yaml" not in config:
+        return config["file"]
+    return load_yaml(config["file_yaml"])
 
 
 def _experiment_results(path: Path) -> dict[str, Any]:
@@ -250,7 +271,7 @@ def rebuild(target: str | Path, *, scale: str = "cpu", store_path: str | None = 
                             "whose readings are recorded (run the other reading to compare)")
         taken = {k: r["choice"]
                  for k, r in ((old.get("experiment") or {}).get("readings") or {}).items()}
-        spec = resolve(old["config"]["file"], old["scale"],
+        spec = resolve(_recorded_file(old["config"]), old["scale"],
                        source=old["config"].get("source", str(t)), readings=taken)
         store_path = store_path or old.get("store")
         data_dir = data_dir or old.get("data_dir")

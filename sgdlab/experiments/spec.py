@@ -530,6 +530,13 @@ def needs_data_dir(spec: ExperimentSpec) -> bool:
 # libyaml's safe loader when available (10x faster than the pure-Python one); both only
 # build plain data (no tags, nothing executed); ``1e-3`` a float, as in run configs
 _Loader = exponent_floats(getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+
+
+def load_yaml(text: str) -> Any:
+    """The data of an experiment file's text, read as every experiment file is read."""
+    return yaml.load(text, Loader=strict_yaml_loader(_Loader))
+
+
 _CACHE: dict[tuple[str, float, int], dict[str, Any]] = {}
 
 
@@ -541,7 +548,7 @@ def read_file(path: str | Path) -> dict[str, Any]:
     key = (str(path.resolve()), st.st_mtime, st.st_size)
     if key not in _CACHE:
         try:
-            raw = yaml.load(read_config_text(path), Loader=strict_yaml_loader(_Loader))
+            raw = load_yaml(read_config_text(path))
         except yaml.YAMLError as e:
             raise ConfigError(f"{path}: not valid YAML: {e}") from None
         if not isinstance(raw, dict):

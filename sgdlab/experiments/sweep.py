@@ -44,6 +44,7 @@ from sgdlab.errors import ConfigError, UserError
 from sgdlab.experiments.procedures import StoredRun, get_procedure
 from sgdlab.experiments.spec import RunSpec
 from sgdlab.experiments.worker import RunContext, RunRecord, task_for, write_files
+from sgdlab.strict_json import nan_in_arrays
 
 __all__ = ["BACKENDS", "DONE", "RunContext", "SweepReport", "dependency_layers",
            "finished_runs", "load_runs", "make_backend", "open_store", "run_sweep",
@@ -422,7 +423,8 @@ def load_runs(runs: list[RunSpec], *, store_path: str | None = None) -> tuple[li
             kind = a.get("kind") if isinstance(a, dict) else a[0]
             path = a.get("path") if isinstance(a, dict) else a[1]
             if kind == "data" and Path(path).is_file():
-                data = json.loads(Path(path).read_text())
+                # its arrays' nulls were non-finite numbers: NaN for the analyses
+                data = nan_in_arrays(json.loads(Path(path).read_text()))
         out.append(StoredRun(key=r.key, run_id=str(run_id), label=r.label, seed=r.seed,
                              params=r.params, status=full.get("status", row.get("status")),
                              summary=summary, metrics=store.metrics(run_id), data=data))

@@ -12,7 +12,6 @@ half-written: the driver records the run as failed or interrupted and the run is
 """
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import tempfile
@@ -26,6 +25,7 @@ from typing import Any
 from sgdlab.errors import UserError
 from sgdlab.experiments.procedures import RunOutput
 from sgdlab.experiments.spec import RunSpec
+from sgdlab.strict_json import dumps as strict_dumps
 
 DATA_FILE = "data.json"
 
@@ -214,7 +214,8 @@ def _execute(task: RunTask, send, local: Path | None, t0: float) -> RunRecord:
                             "expected RunOutput")
         if out.data:
             path = art / DATA_FILE
-            path.write_text(json.dumps(jsonable(out.data)))
+            # strict: a non-finite value is null, read back as NaN (sweep.load_runs)
+            path.write_text(strict_dumps(jsonable(out.data)))
             rec.add_artifact(task.run_id, "data", str(path))
         record = RunRecord(out.status, out.message, jsonable(out.summary), rec.take_rows(),
                            rec.artifacts)
@@ -251,7 +252,8 @@ def write_files(folder: str | os.PathLike, files: dict[str, bytes]) -> None:
 
 
 def jsonable(obj: Any) -> Any:
-    """Tensors/arrays -> lists, numpy scalars -> floats, non-finite floats kept as floats."""
+    """Tensors/arrays -> lists, numpy scalars -> floats, non-finite floats kept as floats (the
+    store keeps them; a data file writes them as null)."""
     try:
         import numpy as np
         import torch

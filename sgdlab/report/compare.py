@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import html
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -20,10 +21,25 @@ def load_results(out_dir: str | Path) -> dict[str, Any]:
     return json.loads(p.read_text())
 
 
+# how Table.to_json writes an infinity (a cell, not a row label)
+INFINITIES = ("inf", "-inf")
+
+
+def _number(v: Any) -> Any:
+    """A cell as a number to subtract, as results.json writes one: null (a value not
+    measured, or not finite) is NaN, "inf" / "-inf" an infinity; None for any other cell
+    (text, a boolean, a list)."""
+    if v is None:
+        return math.nan
+    if isinstance(v, str):
+        return float(v) if v in INFINITIES else None
+    return v if isinstance(v, (int, float)) and not isinstance(v, bool) else None
+
+
 def table_differences(a: dict[str, Any], b: dict[str, Any]) -> list[Table]:
     """For tables with the same name and columns: B − A for numeric cells of rows matched on
     their text cells (the row labels); rows sharing a label (one per seed, say) are matched
-    in order, the k-th of A with the k-th of B."""
+    in order, the k-th of A with the k-th of B. A missing value (null) differs by NaN."""
     tb = {t["name"]: t for t in b.get("tables", [])}
     out = []
     for ta in a.get("tables", []):
@@ -34,7 +50,7 @@ def table_differences(a: dict[str, Any], b: dict[str, Any]) -> list[Table]:
             seen: dict[tuple, int] = {}
             out = []
             for r in rows:
-                label = tuple(v for v in r if isinstance(v, str))
+                label = tuple(v for v in r if isinstance(v, str) and v not in INFINITIES)
                 seen[label] = seen.get(label, -1) + 1
                 out.append(((label, seen[label]), r))
             return out
@@ -46,9 +62,9 @@ def table_differences(a: dict[str, Any], b: dict[str, Any]) -> list[Table]:
                 continue
             diff = [r[0]]
             for va, vb in zip(r[1:], rb[1:]):
-                num = (isinstance(va, (int, float)) and isinstance(vb, (int, float))
-                       and not isinstance(va, bool) and not isinstance(vb, bool))
-                diff.append(vb - va if num else (None if va == vb else f"{va} → {vb}"))
+                na, nb = _number(va), _number(vb)
+                num = na is not None and nb is not None
+                diff.append(nb - na if num else (None if va == vb else f"{va} → {vb}"))
             rows.append(diff)
         if rows:
             out.append(Table(f"{ta['name']}_diff", ta["columns"], rows,

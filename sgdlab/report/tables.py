@@ -3,7 +3,10 @@
 Cells are numbers, strings, booleans, ``None`` (shown as an empty cell / ``—``) or lists of
 them. Floats, also inside lists, are formatted with ``float_fmt`` for Markdown/HTML only, where
 a NaN (a value not measured, e.g. the std of one seed's missing metric) shows as ``—``; CSV
-and JSON keep full precision and the NaN (JSON: null).
+and JSON keep full precision and the NaN (JSON: null). JSON has no infinity either: the JSON
+record writes ±inf as the strings ``"inf"`` / ``"-inf"``, not as null, because its readers
+tell the two apart (the report page shows an infinite ratio as ``inf`` and a value not
+measured as ``—``; the comparison subtracts both as numbers).
 """
 from __future__ import annotations
 
@@ -77,6 +80,8 @@ class Table:
         return f"<table>{cap}<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>{notes}"
 
     def to_json(self) -> dict[str, Any]:
+        """The record in results.json: NaN as null, ±inf as ``"inf"`` / ``"-inf"`` (read back
+        by :meth:`from_json`, shown as ``inf``; see the module docstring)."""
         def clean(v: Any) -> Any:
             if isinstance(v, float) and not math.isfinite(v):
                 return None if math.isnan(v) else ("inf" if v > 0 else "-inf")

@@ -23,6 +23,13 @@ evaluates the master, logs to the run store and writes ``OUT/master.pt`` (the ma
 processes; a different world size is refused). ``OUT`` must be visible to every rank (a
 shared filesystem across machines).
 
+**The output folder.** A new run takes ``OUT`` before it writes anything: rank 0 (or
+``sgdlab parle``, which passes ``--claimed``) creates ``OUT/parle.json`` where none is
+(:func:`sgdlab.claims.claim_file`), so of two starts into one folder at once one proceeds and
+every rank of the other stops with the reason. A start that fails before its first
+checkpoint removes the file again (the same command starts it again); ``--resume`` takes no
+folder, it continues the run there.
+
 **Failure handling.** The process group is created with a timeout (``--timeout``, seconds):
 a collective that cannot complete (a peer died or hangs) raises after at most that long;
 gloo usually notices a dead peer at once (its socket closes). Every collective is wrapped so
@@ -40,6 +47,8 @@ import datetime
 import json
 import math
 import os
+import platform
+import secrets
 import sys
 from pathlib import Path
 from typing import Any
@@ -47,14 +56,18 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from ..errors import ConfigError, UserError, check_config_kind, read_config_text
+from ..claims import claim_file
+from ..errors import (ConfigError, UserError, check_config_kind, file_problem, make_output_dir,
+                      read_config_text)
 from ..losses import build_loss
 from ..strict_json import dumps as strict_dumps
 from .communicator import ReplicaCommunicationError, TorchDistributedCommunicator
-from .replicas import ParleConfig, train_replicas
+from .replicas import ParleConfig, check_checkpoint_dir, train_replicas
 
 __all__ = ["ReplicaCommunicationError", "TorchDistributedCommunicator", "init_distributed",
-           "build_run", "load_config", "run_from_config", "main"]
+           "build_run", "claim_out", "load_config", "release_out", "run_from_config", "main"]
+
+CLAIM_FILE = "parle.json"
 
 
 def init_distributed(backend: str = "auto", timeout: float = 60.0) -> str:
@@ -183,14 +196,74 @@ def build_run(cfg: dict[str, Any]):
     return model, loss_fn, data, parle, kw
 
 
+def claim_out(out: str | Path) -> str:
+    """Take folder ``out`` for a new run: create ``out/parle.json`` unless it exists (or the
+    folder holds a run's checkpoints), else a :class:`UserError`; of two starts at once,
+    exactly one takes it. Returns the file's text, which :func:`release_out` checks."""
+    check_checkpoint_dir(Path(out) / "checkpoints", False)
+    path = make_output_dir(out) / CLAIM_FILE
+    text = strict_dumps({"started": datetime.datetime.now(datetime.timezone.utc)
+                         .isoformat(timespec="seconds"), "host": platform.node(),
+                         "pid": os.getpid(), "claim": secrets.token_hex(8)})
+    try:
+        claim_file(path, text)
+    except FileExistsError:
+        check_checkpoint_dir(Path(out) / "checkpoints", False)    # the holder's, when saved
+        try:
+            held = json.loads(path.read_text())
+            when = f" started {held['started']} (pid {held['pid']} on {held['host']})"
+        except (OSError, ValueError, TypeError, KeyError):
+            when = ""            # written meanwhile (a file system without hard links)
+        raise UserError(f"{out} already holds a parle run{when} that has written no "
+                        f"checkpoint yet: choose another folder, or, if that run has stopped, "
+                        f"remove {path} and start again") from None
+    except OSError as e:
+        raise UserError(f"--out {out}: cannot write {CLAIM_FILE}: {file_problem(e)}") from None
+    return text
+
+
+def release_out(out: str | Path, text: str) -> None:
+    """Free folder ``out`` taken with ``text`` (:func:`claim_out`) for a run that stopped
+    before its first checkpoint; a folder whose run has one stays the run's (``--resume``)."""
+    path = Path(out) / CLAIM_FILE
+    if (Path(out) / "checkpoints" / "master.pt").exists():
+        return
+    try:
+        if path.read_text() == text:      # ours (not removed and taken by another start)
+            path.unlink()
+    except OSError:
+        pass
+
+
+def _claim_for_all(out: str | Path, comm: Any, model: torch.nn.Module) -> str | None:
+    """Rank 0 (or the in-process run) takes ``out`` (:func:`claim_out`); every rank learns
+    whether it could (one all-reduce), so all stop together when it could not."""
+    text, problem = None, None
+    if comm is None or comm.rank == 0:
+        try:
+            text = claim_out(out)
+        except UserError as e:
+            problem = e
+    if comm is not None:
+        flag = torch.ones(1, device=next(model.parameters()).device)
+        if problem is not None:
+            flag.zero_()
+        if float(comm.average([flag])[0]) != 1.0 and problem is None:
+            raise UserError(f"rank 0 could not take {out} for this run (see its error)")
+    if problem is not None:
+        raise problem
+    return text
+
+
 def run_from_config(cfg: dict[str, Any], *, mode: str, out: str | Path | None = None,
                     communicator: Any = None, resume: bool = False,
-                    checkpoint_every: int | None = None):
+                    checkpoint_every: int | None = None, claimed: bool = False):
     """Build and run a replica config in ``mode``; rank 0 (or the in-process run) writes
     ``out/master.pt`` and ``out/result.json``. With ``out``, checkpoints go to
     ``out/checkpoints`` every ``checkpoint_every`` rounds (default: the config's
-    ``checkpoint_every``, else 10); ``resume`` continues from them. Returns the
-    :class:`ReplicaResult`."""
+    ``checkpoint_every``, else 10); ``resume`` continues from them. A new run takes ``out``
+    first (:func:`claim_out`; ``claimed``: its launcher has) and frees it when it fails before
+    its first checkpoint. Returns the :class:`ReplicaResult`."""
     model, loss_fn, data, parle, kw = build_run(cfg)
     store = None
     if cfg.get("store"):
@@ -210,24 +283,36 @@ def run_from_config(cfg: dict[str, Any], *, mode: str, out: str | Path | None = 
     elif resume:
         raise UserError("resume needs an output directory (--out DIR; checkpoints are in "
                         "DIR/checkpoints)")
-    res = train_replicas(model, loss_fn, data, parle, mode=mode, communicator=comm,
-                         store=store if is_main else None, complete=out is None, **kw)
-    if out is not None and is_main:
-        o = Path(out)
-        o.mkdir(parents=True, exist_ok=True)
-        torch.save(res.master.state_dict(), o / "master.pt")
-        tmp = o / ".result.json.tmp"
-        tmp.write_text(strict_dumps(
-            {"status": res.status, "message": res.message, "mode": mode, "run_id": res.run_id,
-             "final": res.final, "parle": parle.to_json(),
-             "history": {k: v for k, v in res.history.items()}}, indent=1))
-        os.replace(tmp, o / "result.json")
-        if store is not None:   # the run is finished once its files are written
-            store.complete_run(res.run_id, res.status, summary={**res.final, "status": res.status},
-                               message=res.message,
-                               artifacts=[("model", (o / "master.pt").resolve()),
-                                          ("results", (o / "result.json").resolve())])
+    claim = None
+    if out is not None and not resume and not claimed:
+        claim = _claim_for_all(out, comm, model)
+    try:
+        res = train_replicas(model, loss_fn, data, parle, mode=mode, communicator=comm,
+                             store=store if is_main else None, complete=out is None, **kw)
+        if out is not None and is_main:
+            _write_outputs(res, Path(out), mode, parle, store)
+    except BaseException:
+        if claim is not None:
+            release_out(out, claim)
+        raise
     return res
+
+
+def _write_outputs(res, o: Path, mode: str, parle: ParleConfig, store: Any) -> None:
+    """``master.pt`` and ``result.json`` in ``o``; then the run is complete in ``store``."""
+    o.mkdir(parents=True, exist_ok=True)
+    torch.save(res.master.state_dict(), o / "master.pt")
+    tmp = o / ".result.json.tmp"
+    tmp.write_text(strict_dumps(
+        {"status": res.status, "message": res.message, "mode": mode, "run_id": res.run_id,
+         "final": res.final, "parle": parle.to_json(),
+         "history": {k: v for k, v in res.history.items()}}, indent=1))
+    os.replace(tmp, o / "result.json")
+    if store is not None:   # the run is finished once its files are written
+        store.complete_run(res.run_id, res.status, summary={**res.final, "status": res.status},
+                           message=res.message,
+                           artifacts=[("model", (o / "master.pt").resolve()),
+                                      ("results", (o / "result.json").resolve())])
 
 
 def report(res, *, out: str | Path | None, processes: int | None = None) -> str:
@@ -262,6 +347,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="rounds between checkpoints in OUT/checkpoints (default: config or 10)")
     p.add_argument("--resume", action="store_true",
                    help="continue from the checkpoints in OUT/checkpoints")
+    p.add_argument("--claimed", action="store_true",
+                   help=f"OUT/{CLAIM_FILE} was created for this run by its launcher (sgdlab "
+                        "parle): rank 0 does not take the folder again")
     args = p.parse_args(argv)
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     rank = os.environ.get("RANK", "?")
@@ -274,7 +362,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"parle: {dist.get_world_size()} replica processes connected ({backend}, "
                   f"timeout {args.timeout:g} s)", flush=True)
         res = run_from_config(cfg, mode="distributed", out=args.out, resume=args.resume,
-                              checkpoint_every=args.checkpoint_every)
+                              checkpoint_every=args.checkpoint_every, claimed=args.claimed)
         if dist.get_rank() == 0:
             print(report(res, out=args.out, processes=dist.get_world_size()), flush=True)
         try:  # a clean shutdown; a peer that already left must not turn success into failure

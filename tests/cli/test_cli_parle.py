@@ -3,6 +3,7 @@ how an interrupt stops torchrun and the replicas it started."""
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -32,6 +33,32 @@ def test_bad_launches_are_refused_before_any_process_starts(tmp_path, capsys):
     (out / "checkpoints" / "master.pt").write_bytes(b"")
     assert main(base) == 2
     assert "already holds a run's checkpoints" in capsys.readouterr().err
+
+
+def test_a_folder_another_start_took_is_refused_before_any_process_starts(tmp_path, capsys,
+                                                                          monkeypatch):
+    """A start that has written no checkpoint yet holds its folder (OUT/parle.json): a
+    second start into it launches nothing; the launcher takes a free folder for its
+    processes (``--claimed``: they do not take it again)."""
+    import sgdlab.cli.parle as parle
+
+    cfg = tmp_path / "c.json"
+    cfg.write_text(json.dumps(CONFIG))
+    out = tmp_path / "out"
+    launched = []
+
+    def command(*a, **k):
+        launched.append(k)
+        return [sys.executable, "-c", "pass"]
+
+    monkeypatch.setattr(parle, "torchrun_command", command)
+    base = ["parle", str(cfg), "--mode", "distributed", "--out", str(out)]
+    assert main(base) == 0 and launched[-1]["claimed"] is True
+    assert json.loads((out / "parle.json").read_text())["pid"] == os.getpid()
+    assert main(base) == 2 and len(launched) == 1
+    assert f"{out} already holds a parle run started " in capsys.readouterr().err
+    monkeypatch.undo()
+    assert "--claimed" in parle.torchrun_command(str(cfg), 2, out=str(out), claimed=True)
 
 
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc")
@@ -75,3 +102,6 @@ def test_a_failed_replica_ends_with_one_line_saying_how_to_go_on(tmp_path, capsy
         assert "sgdlab: error: the distributed run failed (torchrun exit code 1)" in err
         again = f"sgdlab parle {cfg} --mode distributed --replicas 2 --out {out}"
         assert f"{hint}{again}" + (" --resume" if saved == "saved" else "\n") in err + "\n"
+        # without a checkpoint the folder is free again for that command; with one it
+        # stays the run's
+        assert (out / "parle.json").exists() == (saved == "saved")

@@ -380,3 +380,92 @@ def test_a_claim_whose_precondition_fails_is_inconclusive():
     assert c.agrees_with_paper is True
     with pytest.raises(ConfigError, match=r"requires\[0\]: give a 'metric' and one of"):
         check_claims([dict(claim[0], requires=[{"metric": "train_acc"}])], trained)
+
+
+def _strict_loads(text: str):
+    """json.loads as jq or JSON.parse read: NaN / Infinity are errors."""
+    def refuse(name):
+        raise ValueError(f"not JSON: {name}")
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_a_diverged_run_leaves_strict_json_that_reads_back_to_the_same_report(tmp_path):
+    """One setting diverges, so its final measurement is missing (NaN in the analysis):
+    results.json is strict JSON (null there), and what is built from
+    results.json — report tables and verdicts, the comparison, RESULTS.md, a report rebuilt
+    from the folder — says what the in-memory results say: "—" cells, "runs diverged in",
+    a claim that cannot be checked."""
+    import math
+
+    from sgdlab.experiments.summary import load_all, results_markdown
+    from sgdlab.report.compare import load_results, table_differences
+    from sgdlab.report.html import conclusions_html, tables_html
+
+    raw = {"name": "t-diverge", "version": 1, "description": "one setting diverges",
+           "analysis": "compare_groups", "procedure": "train",
+           "paper": {"author": "Nobody", "year": 2020, "figure": "Fig. 0"},
+           "base": {"dataset": {"name": "cubic"}, "model": {"name": "zhu-mlp-1-6-6-6-1"},
+                    "optimizer": {"name": "sgd", "lr": 0.01}, "batch_size": 20, "epochs": 3,
+                    "final": [{"kind": "grad_norm"}]},
+           "runs": [{"label": "calm"}, {"label": "wild", "params": {"optimizer": {"lr": 1e12}}}],
+           "seeds": [0],
+           "options": {"table": [["train_loss", "final train loss"],
+                                 ["grad_norm", "final gradient norm"]],
+                       "curves": ["train_loss"],
+                       "claims": [{"less": ["wild", "calm"], "metric": "grad_norm",
+                                   "claim": "the wild run ends flatter"}]}}
+    out, store = tmp_path / "outs" / "t-diverge", str(tmp_path / "runs.sqlite")
+    res = run_experiment(str(_write(tmp_path, raw)), scale="cpu", out_dir=out,
+                         store_path=store, progress=None)
+    assert [r["status"] for r in res.results["runs"]] == ["finished", "diverged"]
+    r = _strict_loads((out / "results.json").read_text())
+    claim, diverged = r["conclusions"]
+    assert "(missing or non-finite values: the claim cannot be checked)" in claim["text"]
+    assert claim["agrees_with_paper"] is None and claim["evidence"]["wild"] is None
+    assert diverged["text"] == "runs diverged in: wild"
+    assert r["tables"][0]["rows"][1][4:6] == [None, None]       # no gradient norm measured
+    # the readers of results.json: the same cells and verdicts as from memory
+    assert tables_html(r) == tables_html(res.results)
+    assert "<td>wild</td><td>1</td>" in tables_html(r)
+    assert "<td>—</td><td>—</td>" in tables_html(r)
+    assert conclusions_html(r) == conclusions_html(res.results)
+    assert "cannot be checked" in conclusions_html(r) and "inconclusive" in conclusions_html(r)
+    md = results_markdown(load_all(tmp_path / "outs"), command="cmd")
+    assert md == results_markdown([res.results], command="cmd")
+    assert "runs diverged in: wild" in md and "| 0 / 0 / 1 |" in md
+    (diff,) = table_differences(load_results(out), load_results(out))
+    assert diff.rows[1][:4] + diff.rows[1][6:] == ["wild", 0, 0.0, 0.0, 0]
+    assert all(math.isnan(v) for v in diff.rows[1][4:6])          # nothing to subtract
+    # rebuilt from the folder: the same tables and conclusions, still strict
+    assert cli(["report", str(out)]) == 0
+    again = _strict_loads((out / "results.json").read_text())
+    assert (again["tables"], again["conclusions"]) == (r["tables"], r["conclusions"])
+
+
+def test_a_non_finite_number_in_the_experiment_file_survives_the_rebuild(tmp_path):
+    """JSON has no infinity: results.json writes the experiment file's ``.inf`` as null, and
+    keeps the file as YAML too, so `sgdlab report DIR` finds the runs under their keys (made
+    with the infinity) instead of reporting them missing. A run's data file writes its
+    non-finite values as null too, which the analysis reads back as NaN."""
+    import math
+
+    from sgdlab.experiments.sweep import artifacts_root, open_store
+
+    raw = _raw(base={"x": 1, "factor": float("inf")})
+    out, store = tmp_path / "out", str(tmp_path / "runs.sqlite")
+    res = run_experiment(str(_write(tmp_path, raw)), scale="smoke", out_dir=out,
+                         store_path=store, progress=None)
+    r = _strict_loads((out / "results.json").read_text())
+    assert r["config"]["file"]["base"]["factor"] is None
+    assert r["tables"][0]["rows"][0][2:] == ["inf", None]    # summary inf, data curve null
+    assert res.results["tables"] == r["tables"] and r["conclusions"][0]["text"] == "max y = inf"
+    datas = sorted(artifacts_root(open_store(store)).rglob("data.json"))
+    assert len(datas) == 3
+    assert all(_strict_loads(p.read_text()) == {"curve": [None, None]} for p in datas)
+    stored, _ = load_runs(resolve(raw, "smoke").expand(), store_path=store)
+    assert all(math.isnan(v) for s in stored for v in s.data["curve"])
+    CALLS.clear()
+    assert cli(["report", str(out)]) == 0
+    again = _strict_loads((out / "results.json").read_text())
+    assert CALLS == [] and not again["incomplete"] and again["missing_runs"] == []
+    assert (again["tables"], again["conclusions"]) == (r["tables"], r["conclusions"])

@@ -63,3 +63,21 @@ def test_table_differences_match_repeated_labels_in_order():
                      "rows": [["p", 0, 1.5], ["q", 0, 4.0], ["p", 1, 2.25], ["p", 2, 9.0]]}]}
     (d,) = table_differences(a, b)
     assert d.rows == [["p", 0, 0.5], ["p", 0, 0.25], ["q", 0, -1.0]]
+
+
+def test_json_tells_an_infinity_from_a_missing_value_and_a_comparison_reads_both():
+    """to_json writes NaN (not measured) as null and ±inf as "inf" / "-inf": the report page
+    shows them as "—" and "inf" (a null for both could not tell them apart), and a
+    comparison subtracts them as numbers (a null as NaN), not as row labels or text."""
+    t = Table("t", ["run", "loss", "ratio"],
+              [["x", float("nan"), float("inf")], ["y", 1.0, -math.inf]])
+    j = t.to_json()
+    assert j["rows"] == [["x", None, "inf"], ["y", 1.0, "-inf"]]
+    assert "<td>x</td><td>—</td><td>inf</td>" in Table.from_json(j).to_html()
+    b = {"tables": [{"name": "t", "columns": ["run", "loss", "ratio"],
+                     "rows": [["x", 0.5, 3.0], ["y", None, "inf"]]}]}
+    (d,) = table_differences({"tables": [j]}, b)
+    (x, y) = d.rows
+    assert x[0] == "x" and math.isnan(x[1]) and x[2] == -math.inf
+    assert y[0] == "y" and math.isnan(y[1]) and y[2] == math.inf
+    assert "<td>x</td><td>—</td><td>-inf</td>" in d.to_html()

@@ -232,3 +232,103 @@ def test_a_diverged_run_prints_and_writes_strict_json(tmp_path, capsys):
     assert result["history"]["train_loss"] == [[0, None], [0, None]]
     assert ParleConfig.from_dict(result["parle"]) == ParleConfig.from_dict(cfg["parle"])
     assert result["parle"]["gamma"] == "inf"
+
+
+@pytest.mark.parametrize("hard_links", [True, False])
+def test_of_two_starts_into_one_free_folder_at_once_exactly_one_proceeds(tmp_path, monkeypatch,
+                                                                       hard_links):
+    """Both starts find OUT without checkpoints, and only then (a barrier holds the first
+    until the second has checked too) go on: one trains into OUT, the other is refused
+    naming the folder and writes nothing there. Also on a file system without hard links."""
+    import errno
+    import threading
+
+    import sgdlab.train.distributed as distributed
+    import sgdlab.train.replicas as replicas
+    from sgdlab.errors import UserError
+
+    cfg, _ = write_problem(tmp_path, replicas=2, rounds=2)
+    both_checked = threading.Barrier(2, timeout=60)
+    first = threading.local()
+    check = replicas.check_checkpoint_dir
+
+    def check_then_wait(*a, **k):
+        check(*a, **k)
+        if not getattr(first, "passed", False):     # each start's first check
+            first.passed = True
+            both_checked.wait()
+
+    monkeypatch.setattr(replicas, "check_checkpoint_dir", check_then_wait)
+    monkeypatch.setattr(distributed, "check_checkpoint_dir", check_then_wait, raising=False)
+    if not hard_links:
+        def no_link(*a, **k):
+            raise OSError(errno.EPERM, "Operation not permitted")
+        monkeypatch.setattr(os, "link", no_link)
+    out, started, refused = tmp_path / "out", [], []
+
+    def start():
+        try:
+            started.append(run_from_config(cfg, mode="inprocess", out=out))
+        except UserError as e:
+            refused.append(str(e))
+
+    threads = [threading.Thread(target=start) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert len(started) == 1 and len(refused) == 1, (len(started), refused)
+    assert refused[0].startswith(f"{out} already holds a parle run"), refused[0]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "checkpoints", "master.pt", "parle.json", "result.json"]
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["master.pt", "rank0.pt"]
+
+
+def test_a_start_that_fails_before_its_first_checkpoint_leaves_its_folder_free(tmp_path,
+                                                                               monkeypatch):
+    """The folder is a run's from its start: a second start is refused while the first has
+    no checkpoint yet, and once it has one (then --resume continues it). A start that fails
+    before its first checkpoint frees the folder, so the same command can start again."""
+    import sgdlab.train.distributed as distributed
+    from sgdlab.errors import UserError
+
+    cfg, _ = write_problem(tmp_path, replicas=2, rounds=2)
+    out = tmp_path / "out"
+    train_replicas = distributed.train_replicas
+    seen = []
+
+    def refused_meanwhile(*a, **k):
+        with pytest.raises(UserError, match="already holds a parle run .* no checkpoint"):
+            run_from_config(cfg, mode="inprocess", out=out)
+        seen.append("refused")
+        raise KeyboardInterrupt("stopped before the first checkpoint")
+
+    monkeypatch.setattr(distributed, "train_replicas", refused_meanwhile)
+    with pytest.raises(KeyboardInterrupt):
+        run_from_config(cfg, mode="inprocess", out=out)
+    assert seen == ["refused"] and not (out / "parle.json").exists()
+    monkeypatch.setattr(distributed, "train_replicas", train_replicas)
+    run_from_config(cfg, mode="inprocess", out=out)          # the same start again
+    with pytest.raises(UserError, match="already holds a run's checkpoints"):
+        run_from_config(cfg, mode="inprocess", out=out)
+    res = run_from_config({**cfg, "rounds": 3}, mode="inprocess", out=out, resume=True)
+    assert res.rounds == 3 and (out / "parle.json").exists()
+
+
+def test_replica_processes_started_into_a_taken_folder_all_stop_with_its_reason(tmp_path):
+    """Launched by torchrun without `sgdlab parle`, rank 0 claims OUT; when another start
+    holds it, every rank stops at once (exit 2) with a message, none writes a file."""
+    _, path = write_problem(tmp_path, replicas=2, rounds=2)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "parle.json").write_text(json.dumps({"started": "2026-01-01T00:00:00+00:00",
+                                                "host": "elsewhere", "pid": 1}))
+    procs, logs = launch(tmp_path, 2, [str(path), "--out", str(out), "--timeout", "20"])
+    for p in procs:
+        p.join(60)
+    reap(procs)
+    assert [p.exitcode for p in procs] == [2, 2], [read(log)[-2000:] for log in logs]
+    assert (f"rank 0: error: {out} already holds a parle run started "
+            "2026-01-01T00:00:00+00:00 (pid 1 on elsewhere)") in read(logs[0])
+    assert f"rank 1: error: rank 0 could not take {out} for this run" in read(logs[1])
+    assert sorted(p.name for p in out.iterdir()) == ["parle.json"]

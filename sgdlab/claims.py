@@ -1,0 +1,47 @@
+"""Claiming an output folder: a file created only where none is, and read whole.
+
+Two starts into one free folder at once both find it free when they look; the folder becomes
+one start's when its claim file is created, which :func:`claim_file` lets exactly one of them
+do (``sgdlab train --out``: ``run.json``; ``sgdlab parle --out``: ``parle.json``). Light on
+purpose: it imports nothing of the numerical stack.
+"""
+from __future__ import annotations
+
+import errno
+import os
+import tempfile
+from pathlib import Path
+
+__all__ = ["claim_file"]
+
+# what link(2) says on a file system without hard links (FAT, some network file systems)
+_NO_HARD_LINKS = frozenset({errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENOSYS})
+
+
+def claim_file(target: str | os.PathLike, text: str) -> None:
+    """Create file ``target`` holding ``text``, or raise :class:`FileExistsError` when it
+    exists. The text is written aside and hard-linked to ``target`` (the link fails when the
+    name exists): unlike a file created exclusively and then written, whoever reads it finds
+    it whole. Where the file system has no hard links, ``target`` is created with
+    ``O_CREAT | O_EXCL`` and then written (a reader may find it empty meanwhile)."""
+    target = Path(target)
+    if not _link_new(target, text):
+        with open(target, "x") as f:    # O_CREAT | O_EXCL
+            f.write(text)
+
+
+def _link_new(target: Path, text: str) -> bool:
+    """Write ``text`` aside and hard-link it to ``target``; False where the file system has
+    no hard links."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.link(tmp, target)
+        return True
+    except OSError as e:
+        if e.errno in _NO_HARD_LINKS:
+            return False
+        raise
+    finally:
+        os.unlink(tmp)
