@@ -46,7 +46,8 @@ show them next to the verdicts.
 
 Overrides are deep-merged into dicts (lists are replaced); a mapping whose ``name`` differs
 from the one it overrides (another model, optimizer, dataset) replaces it whole. Grid keys and override keys may be
-dotted paths (``optimizer.lr``). The string ``${data_dir}`` anywhere in run parameters is
+dotted paths (``optimizer.lr``); a part ``list[key=value]`` reaches the list's items whose key
+reads so (``final[kind=hessian_top].bn_mode``). The string ``${data_dir}`` anywhere in run parameters is
 replaced by ``--data-dir``.
 
 A **reading** is one way of taking a passage the paper leaves ambiguous or states
@@ -232,15 +233,48 @@ def deep_merge(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+# a path part that selects the items of a list by one key: final[kind=hessian_top]
+_SELECTOR = re.compile(r"^(\w+)\[(\w+)=([^\]]+)\]$")
+
+
+def _selected(d: dict[str, Any], part: str, path: str) -> list[dict[str, Any]] | None:
+    """The items of list ``d[name]`` whose ``key`` reads ``value`` for a part ``name[key=value]``
+    (copied into the list first, so the items of a merged base are never changed in place);
+    None for a plain part."""
+    m = _SELECTOR.match(part)
+    if m is None:
+        return None
+    name, key, value = m.groups()
+    items = d.get(name)
+    if not isinstance(items, list):
+        raise ConfigError(f"cannot set {path!r}: {name!r} is not a list")
+    d[name] = items = copy.deepcopy(items)
+    hits = [it for it in items if isinstance(it, dict) and str(it.get(key)) == value]
+    if not hits:
+        have = ", ".join(str(it.get(key)) for it in items if isinstance(it, dict))
+        raise ConfigError(f"cannot set {path!r}: no item of {name!r} has {key} = {value} "
+                          f"(its items: {have or 'none'})")
+    return hits
+
+
 def set_dotted(d: dict[str, Any], path: str, value: Any) -> None:
+    """Set ``value`` at a dotted ``path``; a part ``list[key=value]`` continues into every
+    item of that list whose ``key`` reads ``value`` (``final[kind=hessian_top].bn_mode``)."""
     parts = path.split(".")
-    for p in parts[:-1]:
+    for i, p in enumerate(parts[:-1]):
+        hits = _selected(d, p, path)
+        if hits is not None:
+            for item in hits:
+                set_dotted(item, ".".join(parts[i + 1:]), value)
+            return
         nxt = d.get(p)
         if nxt is None:
             nxt = d[p] = {}
         elif not isinstance(nxt, dict):
             raise ConfigError(f"cannot set {path!r}: {p!r} is not a mapping")
         d = nxt
+    if _SELECTOR.match(parts[-1]):
+        raise ConfigError(f"cannot set {path!r}: a list selector needs a key after it")
     if isinstance(value, dict) and isinstance(d.get(parts[-1]), dict):
         d[parts[-1]] = deep_merge(d[parts[-1]], value)
     else:
@@ -248,7 +282,17 @@ def set_dotted(d: dict[str, Any], path: str, value: Any) -> None:
 
 
 def get_dotted(d: dict[str, Any], path: str, default: Any = None) -> Any:
+    """The value at a dotted ``path`` (``list[key=value]`` picks the first such item)."""
     for p in path.split("."):
+        m = _SELECTOR.match(p)
+        if m is not None:
+            name, key, value = m.groups()
+            items = d.get(name) if isinstance(d, dict) else None
+            d = next((it for it in items or [] if isinstance(it, dict)
+                      and str(it.get(key)) == value), None)
+            if d is None:
+                return default
+            continue
         if not isinstance(d, dict) or p not in d:
             return default
         d = d[p]

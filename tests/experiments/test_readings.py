@@ -90,6 +90,32 @@ def test_a_choice_sets_its_params_on_every_run_or_on_the_groups_it_names():
     assert changed == {"b-one|x=1", "b-one|x=2", "b-two|x=1", "b-two|x=2"}
 
 
+def test_a_path_part_list_key_value_reaches_the_matching_list_items():
+    from sgdlab.experiments.spec import get_dotted, set_dotted
+
+    base = {"final": [{"kind": "hessian_top", "tol": 1e-3}, {"kind": "loss"},
+                      {"kind": "hessian_top", "tol": 1e-2}]}
+    params = dict(base)                       # shares the list with base, as a merge does
+    set_dotted(params, "final[kind=hessian_top].bn_mode", "train")
+    assert [m.get("bn_mode") for m in params["final"]] == ["train", None, "train"]
+    assert all("bn_mode" not in m for m in base["final"])       # the base is not touched
+    assert get_dotted(params, "final[kind=hessian_top].tol") == 1e-3
+    assert get_dotted(params, "final[kind=nothing].tol", "-") == "-"
+    with pytest.raises(ConfigError, match=r"no item of 'final' has kind = nothing \(its items: "
+                                          r"hessian_top, loss, hessian_top\)"):
+        set_dotted(params, "final[kind=nothing].tol", 1)
+    with pytest.raises(ConfigError, match="'optimizer' is not a list"):
+        set_dotted({"optimizer": {"lr": 1}}, "optimizer[name=sgd].lr", 2)
+    # the catalogue's use: Jastrzebski's final Hessian in train mode, both measurements
+    spec = load_experiment("jastrzebski-ratio-grid", "smoke",
+                           readings={"final-hessian-bn": "train"})
+    finals = spec.expand()[0].params["final"]
+    assert {m["kind"]: m.get("bn_mode") for m in finals} == {
+        "hessian_top": "train", "hessian_frobenius": "train"}
+    default = load_experiment("jastrzebski-ratio-grid", "smoke").expand()[0].params["final"]
+    assert all("bn_mode" not in m for m in default)
+
+
 def test_a_choice_joins_its_options_and_deviations_and_every_reading_is_described():
     spec = resolve(_raw(), "smoke", readings={"m": "two"})
     assert spec.options == {"threshold": 5, "keep": True}
@@ -294,7 +320,7 @@ def test_list_shows_the_readings(capsys):
     xing = items["xing-isotropic-noise"]["readings"]["max-variance"]
     assert xing["default"] == "per-example" and set(xing["choices"]) == {"per-example",
                                                                         "batch-100"}
-    assert items["xing-walk"]["readings"] == {}
+    assert items["xing-schedules"]["readings"] == {}
     assert cli(["list"]) == 0
     out = capsys.readouterr().out
     assert "--reading max-variance=per-example (default): 'maximum gradient variance'" in out

@@ -112,19 +112,23 @@ def _hessian_top(model, loss_fn, data, tol: float = 1e-3, num_iter: int = 40,
                                                  num_iter=num_iter, generator=_gen(0))}
 
 
-@scalar("hessian_frobenius", {"probes"})
-def _hessian_frob(model, loss_fn, data, probes: int = 20):
+@scalar("hessian_frobenius", {"probes", "bn_mode"})
+def _hessian_frob(model, loss_fn, data, probes: int = 20, bn_mode: str = "eval"):
     from sgdlab.measure.curvature import hessian_frobenius_norm
+    from sgdlab.measure.walk import evaluation_mode
 
-    est = hessian_frobenius_norm(model, loss_fn, data, probes, generator=_gen(1))
+    with evaluation_mode(model, bn_mode):
+        est = hessian_frobenius_norm(model, loss_fn, data, probes, generator=_gen(1))
     return {"hessian_frobenius": est.value}
 
 
-@scalar("hessian_trace", {"probes"})
-def _hessian_trace(model, loss_fn, data, probes: int = 20):
+@scalar("hessian_trace", {"probes", "bn_mode"})
+def _hessian_trace(model, loss_fn, data, probes: int = 20, bn_mode: str = "eval"):
     from sgdlab.measure.curvature import hessian_trace
+    from sgdlab.measure.walk import evaluation_mode
 
-    est = hessian_trace(model, loss_fn, data, probes, generator=_gen(2))
+    with evaluation_mode(model, bn_mode):
+        est = hessian_trace(model, loss_fn, data, probes, generator=_gen(2))
     return {"hessian_trace": est.value}
 
 
