@@ -3,7 +3,10 @@
 ``load_dataset(name, seed=0, data_dir=None, **options) -> Dataset``; ``sorted(DATASETS)`` lists
 the names (cifar10, cifar100, cubic, digits, fashion_mnist, mnist, mnist1d, mnist_small).
 Transforms (:func:`with_label_noise`, :func:`subset`, :func:`standardize`) return new
-:class:`Dataset` records and note what they did in ``meta``.
+:class:`Dataset` records and note what they did in ``meta``. Image preprocessing (pixels in
+[−1, 1], global contrast normalisation, ZCA whitening) is the loaders' ``normalize`` option
+(:mod:`sgdlab.data.preprocess`); per-batch augmentation is ``load_dataset(..., augment=...)``
+(:mod:`sgdlab.data.augment`), applied by the training loops.
 """
 from .base import Dataset
 from .registry import DATASETS, dataset_options, load_dataset, register_dataset

@@ -6,10 +6,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..errors import UserError
+from ..errors import UserError, did_you_mean
 from .base import Dataset
 
-NORMALIZATIONS = ("unit", "standardize", "none")
+NORMALIZATIONS = ("unit", "symmetric", "standardize", "gcn", "gcn-zca", "none")
 
 
 def check_int(name: str, value: Any, *, minimum: int = 0, allow_none: bool = False) -> None:
@@ -70,16 +70,35 @@ def stratified_split(labels: np.ndarray, n_test: int, seed: int) -> tuple[np.nda
 
 def normalize_images(x_train: np.ndarray, x_test: np.ndarray, how: str, max_value: float
                      ) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
-    """Scale raw pixel arrays shaped (N, C, H, W) or (N, C, L).
+    """Scale raw pixel arrays shaped (N, C, H, W) or (N, C, L); float32 results.
 
-    ``"unit"``: divide by ``max_value`` (pixels in [0, 1]); ``"standardize"``: per-channel mean
-    and std of the *training* images applied to both splits; ``"none"``: raw pixel values.
+    ``"unit"``: divide by ``max_value`` (pixels in [0, 1]); ``"symmetric"``: pixels mapped
+    linearly onto [−1, 1] (0 → −1, ``max_value`` → 1; Chaudhari's thesis §2.4.2 for MNIST);
+    ``"standardize"``: per-channel mean and std of the *training* images applied to both
+    splits; ``"gcn"``: global contrast normalisation of each image, ``"gcn-zca"``: then ZCA
+    whitening fitted on the training images and applied to both splits (Goodfellow et al.
+    2013's CIFAR-10 pipeline: :mod:`sgdlab.data.preprocess`); ``"none"``: raw pixel values.
     """
     if how not in NORMALIZATIONS:
-        raise UserError(f"option 'normalize' must be one of {', '.join(NORMALIZATIONS)}, got {how!r}")
+        raise UserError(f"option 'normalize' must be one of {', '.join(NORMALIZATIONS)}, got "
+                        f"{how!r}{did_you_mean(how, NORMALIZATIONS)}")
+    info: dict[str, Any] = {"normalize": how}
+    if how in ("gcn", "gcn-zca"):
+        from . import preprocess as pre
+
+        info["gcn"] = {"scale": pre.GCN_SCALE, "sqrt_bias": pre.GCN_SQRT_BIAS,
+                       "min_divisor": pre.GCN_MIN_DIVISOR}
+        if how == "gcn-zca":
+            info["zca"] = {"filter_bias": pre.ZCA_FILTER_BIAS, "fitted_on": "train",
+                           "n_fit": int(len(x_train))}
+        return (*_contrast_normalize(x_train, x_test, whiten=how == "gcn-zca"), info)
+    if how == "symmetric":
+        # in float64, rounded once: 0 and max_value land exactly on -1 and 1
+        def sym(x: np.ndarray) -> np.ndarray:
+            return (x.astype(np.float64) * (2.0 / max_value) - 1.0).astype(np.float32)
+        return sym(x_train), sym(x_test), info
     x_train = x_train.astype(np.float32)
     x_test = x_test.astype(np.float32)
-    info: dict[str, Any] = {"normalize": how}
     if how == "unit":
         x_train /= max_value
         x_test /= max_value
@@ -93,6 +112,20 @@ def normalize_images(x_train: np.ndarray, x_test: np.ndarray, how: str, max_valu
         info["mean"] = mean.ravel().tolist()
         info["std"] = std.ravel().tolist()
     return x_train, x_test, info
+
+
+def _contrast_normalize(x_train: np.ndarray, x_test: np.ndarray, *, whiten: bool
+                        ) -> tuple[np.ndarray, np.ndarray]:
+    """GCN of the raw pixels (as pylearn2: scale-free), then optionally ZCA fitted on the
+    training images only."""
+    from .preprocess import ZCA, global_contrast_normalize
+
+    g_tr = global_contrast_normalize(torch.from_numpy(np.ascontiguousarray(x_train)))
+    g_te = global_contrast_normalize(torch.from_numpy(np.ascontiguousarray(x_test)))
+    if not whiten:
+        return g_tr.float().numpy(), g_te.float().numpy()
+    zca = ZCA.fit(g_tr)
+    return zca(g_tr).numpy(), zca(g_te).numpy()
 
 
 def make_classification(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray,

@@ -16,7 +16,9 @@ def load_digits(*, seed: int = 0, test_size: int = 360, flatten: bool = False,
     """scikit-learn's 8x8 handwritten digits (UCI optdigits test set, 1,797 images, 10 classes).
 
     Inputs shaped (1, 8, 8) (or (64,) with ``flatten``); pixel values 0..16 scaled to [0, 1]
-    (``normalize="unit"``), per-channel standardised (``"standardize"``) or raw (``"none"``).
+    (``normalize="unit"``), to [−1, 1] (``"symmetric"``), per-channel standardised
+    (``"standardize"``), contrast-normalised (``"gcn"``, ``"gcn-zca"``: as :func:`load_mnist`)
+    or raw (``"none"``).
     Split: seeded stratified train/test split, 1,437 / 360 by default. This is sgdlab's
     embedded default dataset: no download, a fraction of a second to load.
     """

@@ -178,7 +178,10 @@ def load_mnist(*, seed: int = 0, data_dir=None, train_size: int | None = None,
 
     ``train_size`` / ``test_size`` take a seeded subset (class-balanced unless
     ``balanced=False``); ``None`` keeps all. ``normalize``: ``"unit"`` ([0, 1], default),
-    ``"standardize"`` (per-channel, train statistics), ``"none"`` (0..255).
+    ``"symmetric"`` ([−1, 1]), ``"standardize"`` (per-channel, train statistics), ``"gcn"``
+    (global contrast normalisation), ``"gcn-zca"`` (then ZCA whitening fitted on the training
+    images: :mod:`sgdlab.data.preprocess`), ``"none"`` (0..255). The statistics and the ZCA
+    fit use the ``train_size`` subset.
     """
     return _load_idx_dataset("mnist", data_dir, seed=seed, train_size=train_size,
                              test_size=test_size, balanced=balanced, normalize=normalize,

@@ -19,7 +19,7 @@ from .base import Dataset
 Loader = Callable[..., Dataset]
 
 #: options every dataset accepts (handled by load_dataset itself)
-GENERIC_OPTIONS = ("n_train", "n_test", "label_noise", "classes")
+GENERIC_OPTIONS = ("n_train", "n_test", "label_noise", "classes", "augment")
 
 #: name -> loader function. Iterate it (or ``sorted(DATASETS)``) for the known names.
 DATASETS: dict[str, Loader] = {}
@@ -66,7 +66,8 @@ def _lookup(name: str) -> Loader:
 
 def load_dataset(name: str, *, seed: int = 0, data_dir: str | Path | None = None,
                  n_train: int | None = None, n_test: int | None = None, label_noise: int = 0,
-                 classes: list[int] | None = None, **options: Any) -> Dataset:
+                 classes: list[int] | None = None, augment: str | None = None,
+                 **options: Any) -> Dataset:
     """Load or generate dataset ``name``; deterministic given ``seed`` (and the files).
 
     ``data_dir`` is used by the file loaders (mnist, fashion_mnist, cifar10, cifar100) and ignored
@@ -78,17 +79,27 @@ def load_dataset(name: str, *, seed: int = 0, data_dir: str | Path | None = None
     training examples get random wrong labels, :func:`~sgdlab.data.transforms.with_label_noise`),
     both seeded by ``seed``; Zhu et al.'s corrupted Fashion-MNIST is
     ``load_dataset("fashion_mnist", data_dir=..., n_train=1200, label_noise=200)``.
-    Unknown options raise :class:`UserError` listing the valid ones.
+    ``augment`` (images only: ``"crop-flip"``, ``"crop"``, ``"flip"``) records in
+    ``meta["augment"]`` the augmentation the training loops apply to each mini-batch
+    (:mod:`sgdlab.data.augment`); the tensors themselves are unchanged.
+    Unknown options raise :class:`UserError` listing the valid ones (and the datasets that
+    have an option this one lacks, e.g. ``normalize`` of the image datasets).
     """
     fn = _lookup(name)
     params = inspect.signature(fn).parameters
     allowed = set(dataset_options(name))
     unknown = sorted(set(options) - allowed)
     if unknown:
+        owners = [d for d in sorted(DATASETS) if unknown[0] in dataset_options(d)]
+        elsewhere = (f"; {unknown[0]!r} is an option of {', '.join(owners)}" if owners else "")
         raise UserError(
             f"dataset {_canonical(name)!r} has no option(s) {', '.join(map(repr, unknown))}"
             f"{did_you_mean(unknown[0], allowed | set(GENERIC_OPTIONS))}; valid options: "
-            f"{', '.join(sorted(allowed | set(GENERIC_OPTIONS)))}")
+            f"{', '.join(sorted(allowed | set(GENERIC_OPTIONS)))}{elsewhere}")
+    if augment is not None:
+        from .augment import augmentation_spec
+
+        augmentation_spec(augment)  # a bad value fails before the (maybe long) loading
     if not isinstance(seed, numbers.Integral) or isinstance(seed, bool):
         raise UserError(f"dataset seed must be an integer, got {seed!r}")
     seed = int(seed)
@@ -118,4 +129,8 @@ def load_dataset(name: str, *, seed: int = 0, data_dir: str | Path | None = None
                             f"mislabel (an integer >= 0), got {label_noise!r}")
 
         ds = with_label_noise(ds, label_noise, seed)
+    if augment is not None:
+        ds = Dataset(ds.x_train, ds.y_train, ds.x_test, ds.y_test,
+                     {**ds.meta, "augment": augmentation_spec(augment, ds.input_shape,
+                                                              _canonical(name))})
     return ds

@@ -12,7 +12,9 @@ Conventions (see docs/ARCHITECTURE.md):
   ``N mod B`` leftover examples (or is dropped with ``drop_last=True``), so one epoch visits every
   example exactly once. With replacement every batch is B indices drawn i.i.d. uniformly.
   The sampling generator is separate from torch's global one, so dropout or noisy optimizers do
-  not change which batches are drawn.
+  not change which batches are drawn. A dataset loaded with ``augment=`` (``meta["augment"]``,
+  :mod:`sgdlab.data.augment`) has each drawn batch cropped / flipped with random numbers from
+  the same generator, drawn right after the batch's indices.
 - **Closure optimizers** (class attribute ``needs_closure = True``) get
   ``optimizer.step(closure)``; each ``closure()`` call draws the next batch from the stream,
   zeroes the gradients, runs forward + backward and returns the loss. Every call counts as one
@@ -56,6 +58,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from ..data.augment import batch_augmentation
 from ..errors import UserError
 from .callbacks import Callback, Schedule, TrainContext
 from .checkpoint import (checkpoint_path, load_checkpoint, load_state, rng_state,
@@ -107,15 +110,17 @@ class BatchStream:
     """An endless stream of index batches over ``range(n)`` (see the module docstring).
 
     ``next(b)`` returns a LongTensor of indices on ``device``, or None for the full batch
-    (``b >= n``). Its state (current permutation and position) goes into checkpoints; the
-    generator's state is saved with the other RNG states.
+    (``b >= n``); ``batch(x, y, b)`` the examples themselves, passed through ``augment(x_batch,
+    generator)`` when given. Its state (current permutation and position) goes into
+    checkpoints; the generator's state is saved with the other RNG states.
     """
 
     def __init__(self, n: int, generator: torch.Generator, *, replacement: bool = False,
-                 drop_last: bool = False, device: torch.device | None = None):
+                 drop_last: bool = False, device: torch.device | None = None,
+                 augment: Callable[[Tensor, torch.Generator], Tensor] | None = None):
         self.n, self.generator = n, generator
         self.replacement, self.drop_last = replacement, drop_last
-        self.device = device
+        self.device, self.augment = device, augment
         self.perm: Tensor | None = None   # CPU permutation of the current pass
         self._perm_dev: Tensor | None = None
         self.pos = 0
@@ -136,6 +141,14 @@ class BatchStream:
         idx = self._perm_dev[self.pos:self.pos + b]
         self.pos += len(idx)
         return idx
+
+    def batch(self, x: Tensor, y: Tensor, b: int) -> tuple[Tensor, Tensor]:
+        """The next ``b`` examples of ``(x, y)`` (all of them for ``b >= n``), augmented."""
+        idx = self.next(b)
+        xb, yb = (x, y) if idx is None else (x[idx], y[idx])
+        if self.augment is not None:
+            xb = self.augment(xb, self.generator)
+        return xb, yb
 
     def state_dict(self) -> dict[str, Any]:
         return {"perm": self.perm, "pos": self.pos}
@@ -300,7 +313,8 @@ class _Training:
 
         self.gen = torch.Generator().manual_seed(int(seed))
         self.stream = BatchStream(n, self.gen, replacement=replacement, drop_last=drop_last,
-                                  device=None if device.type == "cpu" else device)
+                                  device=None if device.type == "cpu" else device,
+                                  augment=batch_augmentation(data))
         self.eval_sets = _eval_sets(data, eval_subset, seed)
         self.needs_closure = bool(getattr(optimizer, "needs_closure", False))
         self.callbacks = list(callbacks)
@@ -408,8 +422,7 @@ class _Training:
                 if pending:
                     self._read_losses()
                 return False
-            idx = stream.next(b)
-            xb, yb = (x_train, y_train) if idx is None else (x_train[idx], y_train[idx])
+            xb, yb = stream.batch(x_train, y_train, b)
             ctx.batch = (xb, yb)
             for cb in cb_step_begin:
                 cb.on_step_begin(ctx)
@@ -602,8 +615,7 @@ def _closure_step(ctx: TrainContext, optimizer, model, loss_fn, stream: BatchStr
         if calls == 0:
             xb, yb = ctx.batch
         else:
-            idx = stream.next(b)
-            xb, yb = (x_train, y_train) if idx is None else (x_train[idx], y_train[idx])
+            xb, yb = stream.batch(x_train, y_train, b)
         optimizer.zero_grad(set_to_none=True)
         with torch.enable_grad():
             loss = loss_fn(model(xb), yb)

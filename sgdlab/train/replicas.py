@@ -16,7 +16,9 @@ Conventions:
 - **Data (§5.5).** ``shard=False``: each replica samples the full training set with its own
   sampling generator; ``shard=True``: replica a only sees its part of the training set
   (:func:`replica_shards`: disjoint shards, or ``shard_fraction`` overlapping subsets; a
-  seeded permutation, identical on every process).
+  seeded permutation, identical on every process). A dataset loaded with ``augment=`` has
+  each replica's mini-batches augmented with its own sampling generator
+  (:mod:`sgdlab.data.augment`).
 - **Epochs of the schedules.** The lr milestones and the ``"1/2B"`` scoping count rounds in
   units of B = ⌈N/b⌉, the mini-batches of the whole training set (the thesis' epochs of
   Entropy-SGD and Parle, L effective epochs per replica with the full data).
@@ -60,6 +62,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from ..data.augment import batch_augmentation
 from ..errors import ConfigError, UserError
 from ..optim.elastic import Parle, master_average
 from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
@@ -262,12 +265,14 @@ class ReplicaWorker:
     """One replica: its model, its Parle optimizer and its mini-batch stream."""
 
     def __init__(self, index: int, model: nn.Module, loss_fn: Callable[[Tensor, Tensor], Tensor],
-                 x: Tensor, y: Tensor, config: ParleConfig, batches: int):
+                 x: Tensor, y: Tensor, config: ParleConfig, batches: int,
+                 augment: Callable[[Tensor, torch.Generator], Tensor] | None = None):
         self.index, self.model, self.loss_fn, self.x, self.y = index, model, loss_fn, x, y
         self.config = config
         self.B = min(config.batch_size, len(x))
         gen = torch.Generator().manual_seed(_seed(config.seed, index, 1))
-        self.stream = BatchStream(len(x), gen, device=x.device if x.is_cuda else None)
+        self.stream = BatchStream(len(x), gen, device=x.device if x.is_cuda else None,
+                                  augment=augment)
         self.optimizer = config.optimizer([p for p in model.parameters() if p.requires_grad],
                                           seed=_seed(config.seed, index, 2), batches=batches)
         self.inner_lr0 = self.optimizer.param_groups[0]["inner_lr"]
@@ -276,8 +281,7 @@ class ReplicaWorker:
 
     def closure(self) -> Tensor:
         """Draw the next mini-batch, zero grads, forward + backward; returns the loss."""
-        idx = self.stream.next(self.B)
-        xb, yb = (self.x, self.y) if idx is None else (self.x[idx], self.y[idx])
+        xb, yb = self.stream.batch(self.x, self.y, self.B)
         self.optimizer.zero_grad(set_to_none=True)
         loss = self.loss_fn(self.model(xb), yb)
         loss.backward()
@@ -415,7 +419,8 @@ def train_replicas(model: nn.Module, loss_fn: Callable[[Tensor, Tensor], Tensor]
         else:
             idx = shards[a].to(dev)
             xa, ya = x_all[idx], y_all[idx]
-        workers.append(ReplicaWorker(a, m, loss_fn, xa, ya, cfg, batches))
+        workers.append(ReplicaWorker(a, m, loss_fn, xa, ya, cfg, batches,
+                                     augment=batch_augmentation(data)))
     n_a = len(workers[0].x)
     B = workers[0].B
     if grad_evals is not None:

@@ -65,3 +65,30 @@ def test_entropy_sgd_on_cifar_is_section_3_3_3():
         ("entropy_sgd", 20, 1.0, 0.1, 1e-8, 30.0)
     assert opt["gamma_decay"] == pytest.approx(1 - 1 / 1.001, rel=1e-12)
     assert p["schedule"] == {"name": "step", "every": 4, "gamma": 0.2} and p["epochs"] == 10
+
+
+def test_paper_scale_data_is_preprocessed_as_the_thesis_says():
+    """CIFAR-10/100 with global contrast normalisation and ZCA whitening wherever the thesis
+    trains on them (§2.4.2, §3.3.3, §5.4.3, §6.3.1; line 690, 1059, 2130, 2914), augmented in
+    §5.5 (line 2186); MNIST pixels in [−1, 1] in ch. 2 only (line 690: §5.4.2 does "not
+    perform any pre-processing for MNIST", the other chapters say nothing)."""
+    from sgdlab.experiments.spec import catalogue_files
+
+    seen = set()
+    for name in sorted(n for n in catalogue_files() if n.startswith("chaudhari-")):
+        for label, p in _runs(name).items():
+            d = p.get("dataset") if isinstance(p, dict) else None
+            if not d:
+                continue
+            where = f"{name}:{label}"
+            if d["name"] in ("cifar10", "cifar100"):
+                assert d.get("normalize") == "gcn-zca", where
+                want = "crop-flip" if name == "chaudhari-parle-split" else None
+                assert d.get("augment") == want, where
+                seen.add(d["name"])
+            else:
+                chapter_2 = name.startswith("chaudhari-trivialized")
+                assert d.get("normalize") == ("symmetric" if chapter_2 else None), where
+                assert "augment" not in d, where
+                seen.add("mnist-symmetric" if chapter_2 else d["name"])
+    assert {"cifar10", "cifar100", "mnist-symmetric", "mnist"} <= seen

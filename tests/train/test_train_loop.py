@@ -398,3 +398,96 @@ def test_non_finite_measurement_ends_the_run_as_diverged(tmp_path):
     ckpt = load_checkpoint(tmp_path / "ck")   # the last good checkpoint is kept
     assert ckpt["loop"]["step"] == 2
     assert all(torch.isfinite(v).all() for v in ckpt["model"].values())
+
+
+def image_data(n: int = 30, seed: int = 0) -> Dataset:
+    """Images (1, 5, 5) whose pixels all hold i + 1 plus noise below 0.5, label i % 3: an
+    augmented batch still tells (through its largest pixel) which example it holds."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.arange(1, n + 1, dtype=torch.float32)[:, None, None, None] + \
+        0.4 * torch.rand(n, 1, 5, 5, generator=g)
+    y = torch.arange(n) % 3
+    meta = {"name": "img", "task": "classification", "num_outputs": 3,
+            "augment": {"name": "crop-flip", "padding": 2, "flip": 0.5}}
+    return Dataset(x, y, x[:6], y[:6], meta)
+
+
+def image_model(seed: int = 0, dropout: float = 0.0) -> nn.Module:
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Flatten(), nn.Linear(25, 8), nn.Tanh(), nn.Dropout(dropout),
+                         nn.Linear(8, 3))
+
+
+class RecordImages(Callback):
+    def __init__(self):
+        self.batches: list[tuple[torch.Tensor, torch.Tensor]] = []
+
+    def on_step_begin(self, ctx):
+        self.batches.append((ctx.batch[0].clone(), ctx.batch[1].clone()))
+
+
+def test_augmented_batches_keep_their_labels_and_follow_the_seed():
+    data = image_data()
+    plain = Dataset(data.x_train, data.y_train, data.x_test, data.y_test,
+                    {k: v for k, v in data.meta.items() if k != "augment"})
+
+    def go(ds, seed=1):
+        model = image_model()
+        rec = RecordImages()
+        train(model, nn.CrossEntropyLoss(), ds, torch.optim.SGD(model.parameters(), lr=0.1),
+              epochs=2, batch_size=7, seed=seed, callbacks=[rec], progress=False)
+        return model, rec.batches
+
+    m1, b1 = go(data)
+    m2, b2 = go(data)
+    _, b3 = go(data, seed=2)
+    mp, bp = go(plain)
+    assert torch.equal(flat(m1), flat(m2))
+    assert all(torch.equal(a[0], b[0]) for a, b in zip(b1, b2))
+    assert not all(torch.equal(a[0], b[0]) for a, b in zip(b1, b3))
+    def index(xb):   # which example each augmented image is
+        return xb.amax(dim=(1, 2, 3)).floor().long() - 1
+
+    assert all(torch.equal(yb, data.y_train[index(xb)]) for xb, yb in b1 + b3)
+    # the first pass draws its permutation before any crop: the examples of a run without
+    # augmentation (the crops' draws then shift the later passes' permutations)
+    changed = 0
+    for (xb, yb), (xp, yp) in zip(b1[:5], bp[:5]):
+        assert torch.equal(yb, yp) and torch.equal(index(xb), index(xp))
+        changed += int((xb != xp).flatten(1).any(dim=1).sum())
+    assert changed > 0.8 * 30   # 1 in 50 (offset, flip) draws is the identity
+
+    def draw(aug, img):   # the (row offset, column offset, mirrored) that made aug from img
+        p = torch.nn.functional.pad(img, (2, 2, 2, 2))
+        hits = [(dy, dx, m) for dy in range(5) for dx in range(5) for m in (False, True)
+                if torch.equal(aug, p[:, dy:dy + 5, dx:dx + 5].flip(-1) if m
+                               else p[:, dy:dy + 5, dx:dx + 5])]
+        assert len(hits) == 1
+        return hits[0]
+
+    # fresh draws for every image of every batch, not a pattern repeated per position
+    first = [draw(xb[0], data.x_train[index(xb)[0]]) for xb, _ in b1]
+    assert len(set(first)) > len(first) // 2
+    assert not torch.equal(flat(m1), flat(mp))
+
+
+def test_augmented_run_resumes_bit_for_bit(tmp_path):
+    def go(**kw):
+        model = image_model(0, dropout=0.3)
+        opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+        torch.manual_seed(123)
+        res = train(model, nn.CrossEntropyLoss(), image_data(), opt, epochs=3, batch_size=8,
+                    seed=5, progress=False, **kw)
+        return model, res
+
+    m_ref, r_ref = go()
+    m1, r1 = go(checkpoint_dir=tmp_path, max_steps=6)
+    assert r1.steps == 6 and not torch.equal(flat(m1), flat(m_ref))
+    model = image_model(0, dropout=0.3)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    torch.manual_seed(999)
+    r2 = train(model, nn.CrossEntropyLoss(), image_data(), opt, epochs=3, batch_size=8, seed=5,
+               progress=False, checkpoint_dir=tmp_path, resume=True)
+    assert r2.steps == r_ref.steps == 12
+    assert torch.equal(flat(model), flat(m_ref))
+    assert r2.history["batch_loss"] == r_ref.history["batch_loss"]

@@ -1,0 +1,112 @@
+"""Mini-batch augmentation: crops of zero-padded images, mirror flips, the augment= option."""
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from sgdlab.data import Dataset, load_dataset
+from sgdlab.data.augment import augment_batch, batch_augmentation
+from sgdlab.errors import UserError
+
+
+def images(n=16, c=2, h=5, w=6, seed=0) -> torch.Tensor:
+    return torch.rand(n, c, h, w, generator=torch.Generator().manual_seed(seed)) + 0.5
+
+
+def candidates(img: torch.Tensor, padding: int) -> dict[tuple[int, int, bool], torch.Tensor]:
+    """Every crop of the zero-padded image, mirrored or not, by (row offset, col offset, flip)."""
+    _, h, w = img.shape
+    p = F.pad(img, (padding,) * 4)
+    out = {}
+    for dy in range(2 * padding + 1):
+        for dx in range(2 * padding + 1):
+            crop = p[:, dy:dy + h, dx:dx + w]
+            out[(dy, dx, False)] = crop
+            out[(dy, dx, True)] = crop.flip(-1)
+    return out
+
+
+def test_each_image_is_a_crop_of_its_padded_self_mirrored_or_not():
+    x = images()
+    out = augment_batch(x, torch.Generator().manual_seed(3), padding=2, flip=0.5)
+    assert out.shape == x.shape and out.dtype == x.dtype
+    seen = []
+    for img, aug in zip(x, out):
+        hits = [k for k, v in candidates(img, 2).items() if torch.equal(v, aug)]
+        assert len(hits) == 1, hits          # random pixel values: exactly one explanation
+        seen.append(hits[0])
+    assert len(set(seen)) > 8                # the 16 images are not all treated alike
+    assert {k[2] for k in seen} == {False, True}
+
+
+def test_offsets_and_flips_follow_their_distributions():
+    base = torch.arange(1, 82, dtype=torch.float32).reshape(1, 9, 9)  # every crop distinct
+    keys, cands = zip(*candidates(base, 4).items())
+    cands = torch.stack(cands).reshape(len(cands), -1)
+    x = base.expand(4000, 1, 9, 9)
+    out = augment_batch(x, torch.Generator().manual_seed(0), padding=4, flip=0.5)
+    match = (out.reshape(4000, 1, -1) == cands[None]).all(dim=-1)
+    assert torch.all(match.sum(dim=1) == 1)
+    drawn = [keys[k] for k in match.float().argmax(dim=1).tolist()]
+    for axis in (0, 1):   # row and column offsets uniform on 0..8 (444 expected, sd 20)
+        counts = torch.bincount(torch.tensor([k[axis] for k in drawn]), minlength=9)
+        assert counts.min() > 360 and counts.max() < 530, counts
+    mirrored = sum(k[2] for k in drawn) / 4000
+    assert 0.46 < mirrored < 0.54
+    # without padding and flips: the identity; no random numbers are drawn
+    g = torch.Generator().manual_seed(1)
+    state = g.get_state()
+    assert torch.equal(augment_batch(x, g, padding=0, flip=0.0), x)
+    assert torch.equal(g.get_state(), state)
+
+
+def test_reproducible_from_the_generator_seed_only():
+    x = images()
+    a = augment_batch(x, torch.Generator().manual_seed(7))
+    b = augment_batch(x, torch.Generator().manual_seed(7))
+    c = augment_batch(x, torch.Generator().manual_seed(8))
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    # the draws do not depend on the pixel values: other images get the same crops
+    y = images(seed=1)
+    g1, g2 = torch.Generator().manual_seed(7), torch.Generator().manual_seed(7)
+    augment_batch(x, g1)
+    augment_batch(y, g2)
+    assert torch.equal(g1.get_state(), g2.get_state())
+
+
+def test_augment_option_records_the_augmentation_and_keeps_the_tensors():
+    plain = load_dataset("digits")
+    ds = load_dataset("digits", augment="crop-flip")
+    assert ds.meta["augment"] == {"name": "crop-flip", "padding": 4, "flip": 0.5}
+    assert torch.equal(ds.x_train, plain.x_train) and torch.equal(ds.y_train, plain.y_train)
+    assert batch_augmentation(plain) is None
+    f = batch_augmentation(load_dataset("digits", augment="flip"))
+    x = plain.x_train[:64]
+    out = f(x, torch.Generator().manual_seed(0))
+    flipped = [torch.equal(o, i.flip(-1)) and not torch.equal(o, i) for o, i in zip(out, x)]
+    assert all(f or torch.equal(o, i) for f, o, i in zip(flipped, out, x))
+    assert 10 < sum(flipped) < 54
+    sub = load_dataset("digits", augment="crop", n_train=100, classes=[1, 2])
+    assert sub.meta["augment"]["flip"] == 0.0 and len(sub.y_train) == 100
+
+
+def test_augment_option_errors():
+    with pytest.raises(UserError, match=r"one of crop-flip, crop, flip, got 'crop_flip' "
+                                        r"\(did you mean crop-flip\?\)"):
+        load_dataset("digits", augment="crop_flip")
+    with pytest.raises(UserError, match=r"images shaped \(C, H, W\); dataset 'digits' has "
+                                        r"inputs shaped \(64,\) \(drop flatten=True\)"):
+        load_dataset("digits", flatten=True, augment="crop-flip")
+    with pytest.raises(UserError, match=r"dataset 'cubic' has inputs shaped \(1,\)"):
+        load_dataset("cubic", augment="flip")
+    with pytest.raises(UserError, match=r"'mnist1d' has inputs shaped \(1, 40\)"):
+        load_dataset("mnist1d", augment="crop")
+
+
+def test_augmentation_reads_only_meta():
+    ds = Dataset(images(), torch.zeros(16, dtype=torch.long), images(2), torch.zeros(2),
+                 {"augment": {"name": "crop", "padding": 1, "flip": 0.0}})
+    out = batch_augmentation(ds)(ds.x_train, torch.Generator().manual_seed(0))
+    for img, aug in zip(ds.x_train, out):
+        assert any(torch.equal(v, aug) for k, v in candidates(img, 1).items() if not k[2])
