@@ -22,6 +22,7 @@ alternative ``bn_stats="interpolate"`` interpolates the running statistics like 
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 
@@ -223,6 +224,8 @@ def basin_width(alphas: Sequence[float] | Tensor, losses: Sequence[float] | Tens
     # a grid built in float32 (torch.linspace's default) misses 0 and 1 by ~1e-7
     if abs(a[i0] - center) > 1e-4 * min(y - x for x, y in zip(a, a[1:])):
         raise ValueError(f"center={center} is not one of the alphas")
+    if not math.isfinite(lo_[i0]):
+        raise ValueError(f"the loss at center={center} is not finite ({lo_[i0]})")
     level = lo_[i0] + rise
     closed = True
 
@@ -231,6 +234,8 @@ def basin_width(alphas: Sequence[float] | Tensor, losses: Sequence[float] | Tens
         j = i0
         while 0 <= j + step < len(a):
             k = j + step
+            if not math.isfinite(lo_[k]):    # an overflowed loss (inf or NaN): outside the
+                return a[j]                  # basin, with no level crossing to place
             if lo_[k] > level:       # crossing between a[j] (below) and a[k] (above)
                 t = (level - lo_[j]) / (lo_[k] - lo_[j])
                 return a[j] + t * (a[k] - a[j])

@@ -59,3 +59,16 @@ def test_open_side_and_bad_input():
         basin_width(a, [0, 0, 0], 0.0, 0.1, side="up")
     with pytest.raises(ValueError, match="increasing"):
         basin_width([0.0, 1.0, 0.5], [0, 0, 0], 0.0, 0.1)
+
+
+@pytest.mark.parametrize("bad", [float("inf"), float("nan")])
+def test_an_overflowed_loss_ends_the_basin_at_the_last_finite_point(bad):
+    # a diverged point of the curve (stored as NaN or inf) is outside the basin either way
+    a = torch.linspace(-1, 1, 5, dtype=torch.float64)          # -1, -0.5, 0, 0.5, 1
+    loss = torch.tensor([bad, 0.1, 0.0, 0.1, 0.2], dtype=torch.float64)
+    w = basin_width(a, loss, 0.0, 0.5)
+    assert (w.lo, w.hi, w.closed) == (-0.5, 1.0, False)
+    w = basin_width(a, loss, 0.0, 0.5, side="left")
+    assert (w.lo, w.hi, w.closed) == (-0.5, 0.0, True)
+    with pytest.raises(ValueError, match="not finite"):
+        basin_width(a, torch.tensor([0.0, 0.1, bad, 0.1, 0.2]), 0.0, 0.5)
