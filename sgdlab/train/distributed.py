@@ -212,14 +212,30 @@ def claim_out(out: str | Path) -> str:
         try:
             held = json.loads(path.read_text())
             when = f" started {held['started']} (pid {held['pid']} on {held['host']})"
+            gone = held["host"] == platform.node() and not _process_alive(int(held["pid"]))
         except (OSError, ValueError, TypeError, KeyError):
-            when = ""            # written meanwhile (a file system without hard links)
+            when, gone = "", False   # written meanwhile (a file system without hard links)
+        if gone:    # killed before its first checkpoint (SIGKILL leaves its claim behind)
+            raise UserError(f"{out} holds the claim of a parle run{when} that is no longer "
+                            f"running and wrote no checkpoint: remove {path} and start "
+                            f"again") from None
         raise UserError(f"{out} already holds a parle run{when} that has written no "
                         f"checkpoint yet: choose another folder, or, if that run has stopped, "
                         f"remove {path} and start again") from None
     except OSError as e:
         raise UserError(f"--out {out}: cannot write {CLAIM_FILE}: {file_problem(e)}") from None
     return text
+
+
+def _process_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists on this machine (a reused pid reads as alive)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:                # EPERM: it exists, owned by someone else
+        return True
+    return True
 
 
 def release_out(out: str | Path, text: str) -> None:

@@ -284,6 +284,29 @@ def test_of_two_starts_into_one_free_folder_at_once_exactly_one_proceeds(tmp_pat
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["master.pt", "rank0.pt"]
 
 
+def test_a_claim_left_by_a_killed_start_says_that_its_run_is_gone(tmp_path):
+    """SIGKILL leaves parle.json behind; the next start says the holder no longer runs."""
+    import platform
+    import subprocess
+
+    from sgdlab.errors import UserError
+    from sgdlab.train.distributed import claim_out
+
+    out = tmp_path / "out"
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)
+    claim_out(out)
+    path = out / "parle.json"
+    held = json.loads(path.read_text())
+    path.write_text(json.dumps({**held, "pid": int(dead.stdout)}))   # that process has exited
+    with pytest.raises(UserError, match=f"pid {int(dead.stdout)} on {platform.node()}\\) that "
+                                        "is no longer running and wrote no checkpoint"):
+        claim_out(out)
+    path.write_text(json.dumps(held))                                # this process: alive
+    with pytest.raises(UserError, match="already holds a parle run started"):
+        claim_out(out)
+
+
 def test_a_start_that_fails_before_its_first_checkpoint_leaves_its_folder_free(tmp_path,
                                                                                monkeypatch):
     """The folder is a run's from its start: a second start is refused while the first has
