@@ -257,3 +257,39 @@ def make_cifar10(root: Path, n=10, n_test=10, seed=0):
     xt = rng.integers(0, 256, (n_test, 3, 32, 32), dtype=np.uint8)
     write_cifar_batch(d / "test_batch", xt, np.arange(n_test) % 10)
     return np.concatenate(xs), np.concatenate(ys), xt
+
+
+def start_twice_at_once(start: Callable[[], object]) -> tuple[list, list[str]]:
+    """Call ``start`` in two threads at once (a test holds them together where it matters,
+    e.g. with a barrier after a free-folder check); returns what the calls returned and the
+    messages of the :class:`~sgdlab.errors.UserError` refusals."""
+    import threading
+
+    from sgdlab.errors import UserError
+
+    started: list = []
+    refused: list[str] = []
+
+    def one() -> None:
+        try:
+            started.append(start())
+        except UserError as e:
+            refused.append(str(e))
+
+    threads = [threading.Thread(target=one) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    return started, refused
+
+
+def without_hard_links(monkeypatch) -> None:
+    """Make ``os.link`` fail as on a file system without hard links (FAT, some network
+    file systems), for the rest of the test."""
+    import errno
+    import os
+
+    def no_link(*a, **k):
+        raise OSError(errno.EPERM, "Operation not permitted")
+    monkeypatch.setattr(os, "link", no_link)

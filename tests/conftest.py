@@ -14,3 +14,10 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+@pytest.fixture
+def one_thread_runs(monkeypatch):
+    """Runs started by the lab (sweeps, worker processes) take one torch thread each
+    (``SGDLAB_THREADS=1``): tiny models on busy cores thrash with more."""
+    monkeypatch.setenv("SGDLAB_THREADS", "1")

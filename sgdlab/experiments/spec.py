@@ -398,11 +398,14 @@ def _check_readings(where: str, readings: Any) -> None:
     deviations}}}}``, names fit for a command line and a folder name."""
     if not isinstance(readings, dict) or not readings:
         raise ConfigError(f"{where}: expected a mapping reading -> {{default, choices}}")
+    def check_name(at: str, what: str, name: Any) -> None:
+        if not isinstance(name, str) or not _READING_RE.match(name):
+            raise ConfigError(f"{at}: {what} name {name!r} must be lower-case letters, "
+                              "digits, '.', '_' and '-'")
+
     for key, r in readings.items():
         at = f"{where}.{key}"
-        if not isinstance(key, str) or not _READING_RE.match(key):
-            raise ConfigError(f"{where}: reading name {key!r} must be lower-case letters, "
-                              "digits, '.', '_' and '-'")
+        check_name(where, "reading", key)
         _check_keys(at, r, _READING_KEYS)
         choices = r.get("choices")
         if not isinstance(choices, dict) or len(choices) < 2:
@@ -412,9 +415,7 @@ def _check_readings(where: str, readings: Any) -> None:
                               f"({', '.join(map(str, choices))})")
         for name, c in choices.items():
             cat = f"{at}.choices.{name}"
-            if not isinstance(name, str) or not _READING_RE.match(name):
-                raise ConfigError(f"{at}.choices: choice name {name!r} must be lower-case "
-                                  "letters, digits, '.', '_' and '-'")
+            check_name(f"{at}.choices", "choice", name)
             _check_keys(cat, c, _CHOICE_KEYS)
             desc = c.get("description")
             if not (isinstance(desc, str) and desc.strip() and "\n" not in desc.strip()):

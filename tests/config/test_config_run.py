@@ -362,13 +362,11 @@ def test_of_two_starts_into_one_free_folder_at_once_exactly_one_proceeds(tmp_pat
     second has checked too) go on to take it: one runs, the other is refused naming the
     folder (and the run that holds it), and the store records one run. Also on a file system
     without hard links."""
-    import errno
-    import os
     import threading
 
     import sgdlab.config.runner as runner
-    from sgdlab.errors import UserError
     from sgdlab.store import RunStore
+    from sgdlab.testing import start_twice_at_once, without_hard_links
 
     both_checked = threading.Barrier(2, timeout=60)
     make_output_dir = runner.make_output_dir
@@ -379,26 +377,13 @@ def test_of_two_starts_into_one_free_folder_at_once_exactly_one_proceeds(tmp_pat
 
     monkeypatch.setattr(runner, "make_output_dir", after_the_check)
     if not hard_links:
-        def no_link(*a, **k):
-            raise OSError(errno.EPERM, "Operation not permitted")
-        monkeypatch.setattr(os, "link", no_link)
+        without_hard_links(monkeypatch)
     # what is measured ends once the run is recorded and its folder written: no training
     monkeypatch.setattr(runner, "_execute", lambda cfg, store, run_id, *a, **k: run_id)
     RunStore(tmp_path / "runs.sqlite").close()
-    out, started, refused = tmp_path / "out", [], []
-
-    def start():
-        try:
-            started.append(runner.run_config(TINY, out_dir=out, progress=False,
-                                             store=RunStore(tmp_path / "runs.sqlite")))
-        except UserError as e:
-            refused.append(str(e))
-
-    threads = [threading.Thread(target=start) for _ in range(2)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(120)
+    out = tmp_path / "out"
+    started, refused = start_twice_at_once(lambda: runner.run_config(
+        TINY, out_dir=out, progress=False, store=RunStore(tmp_path / "runs.sqlite")))
     assert len(started) == 1 and len(refused) == 1, (started, refused)
     # without hard links the file is created, then written: it may be read empty
     assert refused[0].startswith(f"{out} already holds run {started[0] if hard_links else ''}")

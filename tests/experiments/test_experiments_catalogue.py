@@ -15,9 +15,7 @@ from sgdlab.experiments.spec import SCALES, list_names, load_experiment
 NAMES = list_names()
 
 
-@pytest.fixture(autouse=True)
-def _one_thread(monkeypatch):
-    monkeypatch.setenv("SGDLAB_THREADS", "1")
+pytestmark = pytest.mark.usefixtures("one_thread_runs")
 
 
 def test_catalogue_is_not_empty_and_resolves_at_every_scale():

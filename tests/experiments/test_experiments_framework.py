@@ -20,10 +20,7 @@ from sgdlab.report.tables import Table
 CALLS: list[str] = []
 
 
-@pytest.fixture(autouse=True)
-def _one_thread(monkeypatch):
-    # tiny models: one torch thread per run (several threads on 2 busy cores thrash)
-    monkeypatch.setenv("SGDLAB_THREADS", "1")
+pytestmark = pytest.mark.usefixtures("one_thread_runs")
 
 
 @register_procedure("_test_square")

@@ -21,9 +21,7 @@ from sgdlab.report.tables import Table
 SEEN: list[dict] = []       # the runs each analysis was given: label and params
 
 
-@pytest.fixture(autouse=True)
-def _one_thread(monkeypatch):
-    monkeypatch.setenv("SGDLAB_THREADS", "1")
+pytestmark = pytest.mark.usefixtures("one_thread_runs")
 
 
 @register_procedure("_test_reading")

@@ -240,12 +240,11 @@ def test_of_two_starts_into_one_free_folder_at_once_exactly_one_proceeds(tmp_pat
     """Both starts find OUT without checkpoints, and only then (a barrier holds the first
     until the second has checked too) go on: one trains into OUT, the other is refused
     naming the folder and writes nothing there. Also on a file system without hard links."""
-    import errno
     import threading
 
     import sgdlab.train.distributed as distributed
     import sgdlab.train.replicas as replicas
-    from sgdlab.errors import UserError
+    from sgdlab.testing import start_twice_at_once, without_hard_links
 
     cfg, _ = write_problem(tmp_path, replicas=2, rounds=2)
     both_checked = threading.Barrier(2, timeout=60)
@@ -261,22 +260,10 @@ def test_of_two_starts_into_one_free_folder_at_once_exactly_one_proceeds(tmp_pat
     monkeypatch.setattr(replicas, "check_checkpoint_dir", check_then_wait)
     monkeypatch.setattr(distributed, "check_checkpoint_dir", check_then_wait, raising=False)
     if not hard_links:
-        def no_link(*a, **k):
-            raise OSError(errno.EPERM, "Operation not permitted")
-        monkeypatch.setattr(os, "link", no_link)
-    out, started, refused = tmp_path / "out", [], []
-
-    def start():
-        try:
-            started.append(run_from_config(cfg, mode="inprocess", out=out))
-        except UserError as e:
-            refused.append(str(e))
-
-    threads = [threading.Thread(target=start) for _ in range(2)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(120)
+        without_hard_links(monkeypatch)
+    out = tmp_path / "out"
+    started, refused = start_twice_at_once(lambda: run_from_config(cfg, mode="inprocess",
+                                                                   out=out))
     assert len(started) == 1 and len(refused) == 1, (len(started), refused)
     assert refused[0].startswith(f"{out} already holds a parle run"), refused[0]
     assert sorted(p.name for p in out.iterdir()) == [
