@@ -234,10 +234,16 @@ def check_claims(claims: list[dict[str, Any]], values: dict[str, dict[str, float
         def nm(g: str) -> str:
             return names.get(g, g)
 
+        margin = float(c.get("margin", 0.0))
+        slack = None        # how far the observed difference lies past the claim's boundary
+        if c.get("paired") and kind in ("less", "greater", "above") \
+                and c.get("metric_b", metric) != metric:
+            raise ConfigError(f"options.claims[{i}]: 'paired' compares one metric")
         if kind == "above":
             va, vb = [val(g) for g in a], [val(g) for g in b]
-            margin = float(c.get("margin", 0.0))
-            ok = all(map(finite, va + vb)) and min(va) > max(vb) + margin
+            if all(map(finite, va + vb)):
+                slack = min(va) - max(vb) - margin
+            ok = slack is not None and slack > 0
             fa, fb = _fmt_pair(min(va), max(vb)) if margin == 0 else (_fmt(min(va)),
                                                                       _fmt(max(vb)))
             if margin < 0:      # a tolerance: "no group of B better by more than |margin|"
@@ -257,8 +263,9 @@ def check_claims(claims: list[dict[str, Any]], values: dict[str, dict[str, float
             ev = {a: va, b: vb}
             fin = finite(va) and finite(vb)
             if kind in ("less", "greater"):
-                margin = float(c.get("margin", 0.0))
-                ok = fin and (va + margin < vb if kind == "less" else va > vb + margin)
+                if fin:
+                    slack = (vb - va if kind == "less" else va - vb) - margin
+                ok = slack is not None and slack > 0
                 fa, fb = _fmt_pair(va, vb) if margin == 0 else (_fmt(va), _fmt(vb))
                 if margin < 0:      # a tolerance: "not worse by more than |margin|"
                     rel = {"less": "not above", "greater": "not below"}[kind]
@@ -287,26 +294,20 @@ def check_claims(claims: list[dict[str, Any]], values: dict[str, dict[str, float
                 ok = close if kind == "close" else (fin and not close)
                 text = (f"{mname} of {nm(a)} ({_fmt(va)}) and {nm(b)} ({_fmt(vb)}) "
                         f"{'agree' if close else 'differ'} within tolerance {_fmt(tol)}")
-        slack = spread = None
-        paired = bool(c.get("paired")) and kind in ("less", "greater", "above")
-        if paired and c.get("metric_b", metric) != metric:
-            raise ConfigError(f"options.claims[{i}]: 'paired' compares one metric")
-        if kind in ("less", "greater") and finite(va) and finite(vb):
-            ga, gb = c[kind]
-            spread = max(values.get(ga, {}).get(metric + "__std", 0.0),
-                         values.get(gb, {}).get(c.get("metric_b", metric) + "__std", 0.0))
-            if paired:
-                lo, hi = ([gb], [ga]) if kind == "less" else ([ga], [gb])
-                spread = _paired_spread(values, metric, lo, hi, f"options.claims[{i}]")
-            margin = float(c.get("margin", 0.0))
-            slack = (vb - va if kind == "less" else va - vb) - margin
-        elif kind == "above" and all(map(finite, va + vb)):
-            spread = (_paired_spread(values, metric, a, b, f"options.claims[{i}]") if paired
-                      else max(values.get(g, {}).get(metric + "__std", 0.0) for g in a + b))
-            slack = min(va) - max(vb) - margin
         if slack is not None:
             # distance of the observed difference from the claim's boundary: inside the
             # seed-to-seed spread, neither meeting nor missing the claim is evidence
+            ga, gb = c[kind]
+            paired = bool(c.get("paired"))
+            if paired:      # min over the higher set − max over the lower, seed by seed
+                high, low = (ga, gb) if kind == "above" else \
+                    ([ga], [gb]) if kind == "greater" else ([gb], [ga])
+                spread = _paired_spread(values, metric, high, low, f"options.claims[{i}]")
+            elif kind == "above":
+                spread = max(values.get(g, {}).get(metric + "__std", 0.0) for g in ga + gb)
+            else:
+                spread = max(values.get(ga, {}).get(metric + "__std", 0.0),
+                             values.get(gb, {}).get(c.get("metric_b", metric) + "__std", 0.0))
             if spread > 0 and abs(slack) < spread:
                 what = "paired seed-to-seed spread" if paired else "seed-to-seed spread"
                 text += (f" — within the {what} (std {spread:.3g}) of the claim's boundary, "
