@@ -237,6 +237,11 @@ def deep_merge(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
 _SELECTOR = re.compile(r"^(\w+)\[(\w+)=([^\]]+)\]$")
 
 
+def _items_where(items: Any, key: str, value: str) -> list[dict[str, Any]]:
+    """The mappings of list ``items`` whose ``key`` reads ``value`` (compared as text)."""
+    return [it for it in items or [] if isinstance(it, dict) and str(it.get(key)) == value]
+
+
 def _selected(d: dict[str, Any], part: str, path: str) -> list[dict[str, Any]] | None:
     """The items of list ``d[name]`` whose ``key`` reads ``value`` for a part ``name[key=value]``
     (copied into the list first, so the items of a merged base are never changed in place);
@@ -249,7 +254,7 @@ def _selected(d: dict[str, Any], part: str, path: str) -> list[dict[str, Any]] |
     if not isinstance(items, list):
         raise ConfigError(f"cannot set {path!r}: {name!r} is not a list")
     d[name] = items = copy.deepcopy(items)
-    hits = [it for it in items if isinstance(it, dict) and str(it.get(key)) == value]
+    hits = _items_where(items, key, value)
     if not hits:
         have = ", ".join(str(it.get(key)) for it in items if isinstance(it, dict))
         raise ConfigError(f"cannot set {path!r}: no item of {name!r} has {key} = {value} "
@@ -287,11 +292,10 @@ def get_dotted(d: dict[str, Any], path: str, default: Any = None) -> Any:
         m = _SELECTOR.match(p)
         if m is not None:
             name, key, value = m.groups()
-            items = d.get(name) if isinstance(d, dict) else None
-            d = next((it for it in items or [] if isinstance(it, dict)
-                      and str(it.get(key)) == value), None)
-            if d is None:
+            hits = _items_where(d.get(name) if isinstance(d, dict) else None, key, value)
+            if not hits:
                 return default
+            d = hits[0]
             continue
         if not isinstance(d, dict) or p not in d:
             return default
@@ -398,6 +402,7 @@ def _check_readings(where: str, readings: Any) -> None:
     deviations}}}}``, names fit for a command line and a folder name."""
     if not isinstance(readings, dict) or not readings:
         raise ConfigError(f"{where}: expected a mapping reading -> {{default, choices}}")
+
     def check_name(at: str, what: str, name: Any) -> None:
         if not isinstance(name, str) or not _READING_RE.match(name):
             raise ConfigError(f"{at}: {what} name {name!r} must be lower-case letters, "
