@@ -62,7 +62,8 @@ from ..errors import (ConfigError, UserError, check_config_kind, file_problem, m
 from ..losses import build_loss
 from ..strict_json import dumps as strict_dumps
 from .communicator import ReplicaCommunicationError, TorchDistributedCommunicator
-from .replicas import ParleConfig, check_checkpoint_dir, train_replicas
+from .replicas import (MASTER_CHECKPOINT, ParleConfig, check_checkpoint_dir,
+                       train_replicas)
 
 __all__ = ["ReplicaCommunicationError", "TorchDistributedCommunicator", "init_distributed",
            "build_run", "claim_out", "load_config", "release_out", "run_from_config", "main"]
@@ -242,7 +243,7 @@ def release_out(out: str | Path, text: str) -> None:
     """Free folder ``out`` taken with ``text`` (:func:`claim_out`) for a run that stopped
     before its first checkpoint; a folder whose run has one stays the run's (``--resume``)."""
     path = Path(out) / CLAIM_FILE
-    if (Path(out) / "checkpoints" / "master.pt").exists():
+    if (Path(out) / "checkpoints" / MASTER_CHECKPOINT).exists():
         return
     try:
         if path.read_text() == text:      # ours (not removed and taken by another start)

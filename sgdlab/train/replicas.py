@@ -73,6 +73,8 @@ __all__ = ["ParleConfig", "ReplicaResult", "ReplicaWorker", "train_replicas", "r
 
 
 SCOPING_1_2B = "1/2B"
+# the checkpoint file that makes a folder a run's: rank 0 writes it last in each round
+MASTER_CHECKPOINT = "master.pt"
 
 
 def _decay(value: float | str, batches: int) -> float:
@@ -507,7 +509,7 @@ def train_replicas(model: nn.Module, loss_fn: Callable[[Tensor, Tensor], Tensor]
             "workers": {w.index: w.state_dict() for w in workers}, "rng": rng_state()})
         barrier()  # every rank file of round r_ is on disk before master.pt names round r_
         if is_main:
-            save_checkpoint(ckpt / "master.pt", {
+            save_checkpoint(ckpt / MASTER_CHECKPOINT, {
                 "round": r_, "world_size": world, "replicas": n, "mode": mode,
                 "parle": cfg.to_dict(), "run_id": run_id, "examples": len(x_all),
                 "stored_rows": writer.stored if writer is not None else None,
@@ -600,7 +602,7 @@ def train_replicas(model: nn.Module, loss_fn: Callable[[Tensor, Tensor], Tensor]
 def check_checkpoint_dir(ckpt: str | os.PathLike, resume: bool) -> None:
     """A ``UserError`` unless ``ckpt`` suits the run: a new run into a directory that holds
     another run's checkpoints (``master.pt``), or a resume from one that holds none."""
-    master = Path(ckpt) / "master.pt"
+    master = Path(ckpt) / MASTER_CHECKPOINT
     if master.exists() and not resume:
         raise UserError(f"{str(ckpt)!r} already holds a run's checkpoints: continue it with "
                         "resume (--resume), or write this run elsewhere")
@@ -616,7 +618,7 @@ def _load_replica_checkpoint(ckpt: Path, rank: int, world: int, cfg: ParleConfig
     rank sees the same master.pt): the continuation would not be the run it saved. The
     length may differ (a finished run extended)."""
     try:
-        head = load_checkpoint(ckpt / "master.pt")
+        head = load_checkpoint(ckpt / MASTER_CHECKPOINT)
     except UserError as e:
         return None, str(e)
     if int(head["world_size"]) != world or int(head["replicas"]) != cfg.replicas:
