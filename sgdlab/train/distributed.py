@@ -47,8 +47,8 @@ import datetime
 import json
 import math
 import os
-import platform
 import secrets
+import socket
 import sys
 from pathlib import Path
 from typing import Any
@@ -201,11 +201,13 @@ def claim_out(out: str | Path) -> str:
     """Take folder ``out`` for a new run: create ``out/parle.json`` unless it exists (or the
     folder holds a run's checkpoints), else a :class:`UserError`; of two starts at once,
     exactly one takes it. Returns the file's text, which :func:`release_out` checks."""
+    from ..store.runstore import owner_alive, this_process
+
     check_checkpoint_dir(Path(out) / "checkpoints", False)
     path = make_output_dir(out) / CLAIM_FILE
     text = strict_dumps({"started": datetime.datetime.now(datetime.timezone.utc)
-                         .isoformat(timespec="seconds"), "host": platform.node(),
-                         "pid": os.getpid(), "claim": secrets.token_hex(8)})
+                         .isoformat(timespec="seconds"), **this_process(),
+                         "claim": secrets.token_hex(8)})
     try:
         claim_file(path, text)
     except FileExistsError:
@@ -213,7 +215,8 @@ def claim_out(out: str | Path) -> str:
         try:
             held = json.loads(path.read_text())
             when = f" started {held['started']} (pid {held['pid']} on {held['host']})"
-            gone = held["host"] == platform.node() and not _process_alive(int(held["pid"]))
+            gone = held["host"] == socket.gethostname() and owner_alive(
+                held["host"], held["pid"], held.get("pid_start"), None) is False
         except (OSError, ValueError, TypeError, KeyError):
             when, gone = "", False   # written meanwhile (a file system without hard links)
         if gone:    # killed before its first checkpoint (SIGKILL leaves its claim behind)
@@ -226,17 +229,6 @@ def claim_out(out: str | Path) -> str:
     except OSError as e:
         raise UserError(f"--out {out}: cannot write {CLAIM_FILE}: {file_problem(e)}") from None
     return text
-
-
-def _process_alive(pid: int) -> bool:
-    """Whether process ``pid`` exists on this machine (a reused pid reads as alive)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:                # EPERM: it exists, owned by someone else
-        return True
-    return True
 
 
 def release_out(out: str | Path, text: str) -> None:
