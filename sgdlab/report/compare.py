@@ -11,7 +11,7 @@ from typing import Any
 from sgdlab.errors import UserError
 from sgdlab.report.html import (conclusions_html, figures_html, header_html, page,
                                 status_html)
-from sgdlab.report.tables import Table
+from sgdlab.report.tables import INFINITIES, Table
 
 
 def load_results(out_dir: str | Path) -> dict[str, Any]:
@@ -19,10 +19,6 @@ def load_results(out_dir: str | Path) -> dict[str, Any]:
     if not p.is_file():
         raise UserError(f"{str(out_dir)!r} has no results.json: not an experiment output directory")
     return json.loads(p.read_text())
-
-
-# how Table.to_json writes an infinity (a cell, not a row label)
-INFINITIES = ("inf", "-inf")
 
 
 def _number(v: Any) -> Any:

@@ -18,6 +18,9 @@ import numbers
 from dataclasses import dataclass, field
 from typing import Any
 
+# how the JSON record writes +inf and -inf (JSON has no infinity)
+INFINITIES = ("inf", "-inf")
+
 
 @dataclass
 class Table:
@@ -84,7 +87,7 @@ class Table:
         by :meth:`from_json`, shown as ``inf``; see the module docstring)."""
         def clean(v: Any) -> Any:
             if isinstance(v, float) and not math.isfinite(v):
-                return None if math.isnan(v) else ("inf" if v > 0 else "-inf")
+                return None if math.isnan(v) else INFINITIES[v < 0]
             return v
         return {"name": self.name, "caption": self.caption, "columns": list(self.columns),
                 "rows": [[clean(v) for v in r] for r in self.rows], "notes": list(self.notes)}
