@@ -21,8 +21,10 @@ Series = dict[str, tuple[Sequence[float], Sequence[float], Sequence[float] | Non
 
 def curves(series: Series, *, xlabel: str, ylabel: str, title: str = "", logx: bool = False,
            logy: bool = False, figsize=(5.2, 3.6), markers: bool = False, ax=None,
-           steps: bool = False):
+           steps: bool = False, marks: Sequence[float] = ()):
     """One line per label; the optional third element is a ±band (e.g. std over seeds).
+    ``marks``: x positions drawn as dashed vertical lines (where a run continues another,
+    an optimizer switch).
     ``logx`` / ``logy`` apply only when every finite value on that axis is positive (a log
     axis would drop the others without a word). ``steps``: each value holds until the next x
     (``drawstyle="steps-post"``), for quantities set at x and kept, such as a learning rate
@@ -38,6 +40,8 @@ def curves(series: Series, *, xlabel: str, ylabel: str, title: str = "", logx: b
             e = np.asarray(err, float)
             ax.fill_between(x, y - e, y + e, alpha=0.2, color=line.get_color(),
                             step="post" if steps else None)
+    for x in marks:
+        ax.axvline(x, color="0.4", ls="--", lw=0.8)
     if logx:
         log_scale(ax, [v for x, _, _ in series.values() for v in x], axis="x")
     if logy:

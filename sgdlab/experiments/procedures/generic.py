@@ -115,9 +115,8 @@ def compare_groups(spec, runs: list[StoredRun]) -> Analysis:
                              std if len(rs) > 1 and std is not None else None)
         fig = curves(series, xlabel=o.get("curve_x", "step"), ylabel=curve_label(metric, o),
                      logy=metric in logy, steps=metric == "lr",
-                     title=f"{spec.paper['figure']}: {metric}")
-        for x in o.get("curve_marks", []):      # e.g. where an optimizer switch happens
-            fig.axes[0].axvline(x, color="0.4", ls="--", lw=0.8)
+                     title=f"{spec.paper['figure']}: {metric}",
+                     marks=o.get("curve_marks", []))    # e.g. where an optimizer switch is
         figs.append((curve_name(metric), fig))
     for b in o.get("bars", []) or []:
         fig = _bar_figure(spec, groups, b)

@@ -181,10 +181,8 @@ def zhu_noisy_label(spec, runs: list[StoredRun]) -> Analysis:
             if st:
                 series[g] = ([s + offsets[g] for s in st], mean, sd if len(rs) > 1 else None)
         fig = curves(series, xlabel="iteration (from the start of training)",
-                     ylabel=curve_label(m, o),
-                     title=f"{spec.paper['figure']}: {m}")
-        for x in starts:
-            fig.axes[0].axvline(x, color="0.4", ls="--", lw=0.8)
+                     ylabel=curve_label(m, o), title=f"{spec.paper['figure']}: {m}",
+                     marks=starts)
         figs.append((curve_name(m), fig))
     vals = values_by_group(groups, [k for k, _ in metrics])
     return Analysis(tables=[table], figures=figs,
