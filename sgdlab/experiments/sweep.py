@@ -285,7 +285,10 @@ class _Driver:
         # the worker reports where it ran at the end; until then, the driver's view of it
         env = {**self.env, "seed": r.seed, "torch_threads": self.threads}
         run_id, holder = self.store.claim_key(r.key, r.config(), name=r.run_name,
-                                              experiment=r.experiment, env=env)
+                                              experiment=r.experiment, env=env, unless=DONE)
+        if run_id is None and "status" in holder:
+            self._finished_elsewhere(r, {"id": holder["run_id"], "status": holder["status"]})
+            return True
         if run_id is None:
             self.say(f"{r.run_name} is being run by process {holder['pid']} on "
                      f"{holder['host']}; waiting for it")
@@ -312,14 +315,16 @@ class _Driver:
         done = finished_runs(self.store, self.experiment)
         for key, r in list(waiting.items()):
             if key in done:
-                self.done[key] = done[key]
-                self.rep.skipped.append(key)
-                self.count += 1
-                self.say(f"[{self.count}/{self.todo_total}] {r.run_name} finished by another "
-                         "sweep")
-                del waiting[key]
+                self._finished_elsewhere(waiting.pop(key), done[key])
             elif self.store.lease_holder(key) is None:
+                # finished there since `done` was read: the claim sees it and skips the key
                 queue.append((waiting.pop(key), 0))
+
+    def _finished_elsewhere(self, r: RunSpec, row: dict[str, Any]) -> None:
+        self.done[r.key] = row
+        self.rep.skipped.append(r.key)
+        self.count += 1
+        self.say(f"[{self.count}/{self.todo_total}] {r.run_name} finished by another sweep")
 
     # --- what the backend reports -----------------------------------------------------------
     def on_rows(self, run_id: str, rows: list[tuple]) -> None:

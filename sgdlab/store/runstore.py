@@ -494,16 +494,25 @@ class RunStore:
 
     # --- leases ---------------------------------------------------------------------------
     def claim_key(self, key: str, config: dict[str, Any], *, name: str | None = None,
-                  experiment: str | None = None, env: dict[str, Any] | None = None
-                  ) -> tuple[str | None, dict[str, Any] | None]:
+                  experiment: str | None = None, env: dict[str, Any] | None = None,
+                  unless: Sequence[str] = ()) -> tuple[str | None, dict[str, Any] | None]:
         """Take the lease on run key ``key`` and create its ``running`` run, in one
         transaction. Returns ``(run_id, None)``, or ``(None, holder)`` when another live
         process holds the lease (``holder``: run_id, host, pid). A lease whose holder died is
-        taken over; the run it was running is marked ``interrupted``."""
+        taken over; the run it was running is marked ``interrupted``.
+
+        With ``unless`` (statuses, e.g. ``("finished",)``), a run of ``experiment`` whose
+        config's ``run_key`` is ``key`` and whose status is one of them means the key is done:
+        nothing is claimed and the answer is ``(None, {"run_id", "status"})`` of that run. The
+        check is in the claim's transaction, so a key another sweep completes between a
+        caller's look at the store and its claim is never run twice."""
         if env is None:
             env = _default_env(config)
         me = this_process()
         with _transaction(self._conn) as c:
+            done = self._done_run(c, key, experiment, unless) if unless else None
+            if done is not None:
+                return None, done
             row = c.execute("SELECT run_id, host, pid, pid_start, heartbeat FROM leases "
                             "WHERE key = ?", (key,)).fetchone()
             if row is not None:
@@ -524,6 +533,20 @@ class RunStore:
                        _now_iso()))
         self._keep_alive()
         return rid, None
+
+    @staticmethod
+    def _done_run(c, key: str, experiment: str | None, statuses: Sequence[str]
+                  ) -> dict[str, Any] | None:
+        # instr() narrows to configs spelling the key; json.loads decides (it reads the NaN
+        # a config may hold, which SQLite's json_extract refuses as malformed)
+        marks = ", ".join("?" * len(statuses))
+        rows = c.execute(f"SELECT id, status, config FROM runs WHERE experiment IS ? AND "
+                         f"status IN ({marks}) AND instr(config, ?) > 0 ORDER BY created DESC",
+                         (experiment, *statuses, json.dumps(key))).fetchall()
+        for rid, status, cfg in rows:
+            if json.loads(cfg).get("run_key") == key:
+                return {"run_id": rid, "status": status}
+        return None
 
     def lease_holder(self, key: str) -> dict[str, Any] | None:
         """The live holder of the lease on ``key`` (run_id, host, pid), or None."""

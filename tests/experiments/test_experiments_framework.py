@@ -157,6 +157,24 @@ def test_sweep_resume_runs_only_missing(tmp_path):
     assert stored[2].data == {"curve": [9, 10]}
 
 
+def test_a_key_finished_by_another_sweep_after_this_one_looked_is_not_run_again(
+        tmp_path, monkeypatch):
+    # the race of two sweeps on one store: the other finishes a key (and frees its lease)
+    # between this sweep's read of the finished runs and its claim of the key
+    runs = resolve(_raw(), "smoke").expand()
+    store = str(tmp_path / "runs.sqlite")
+    run_sweep(runs, store_path=store, progress=None)
+    import sgdlab.experiments.sweep as sweep
+    monkeypatch.setattr(sweep, "finished_runs", lambda store, experiment: {})  # a stale view
+    CALLS.clear()
+    said: list[str] = []
+    rep = run_sweep(runs, store_path=store, progress=said.append)
+    assert CALLS == [] and not rep.executed and rep.skipped == [r.key for r in runs]
+    assert sum("finished by another sweep" in s for s in said) == 3
+    from sgdlab.store import RunStore
+    assert len(RunStore(store).list_runs()) == 3
+
+
 def test_run_writes_contract_and_report_rebuilds(tmp_path):
     cfg = _write(tmp_path, _raw())
     out = tmp_path / "out"

@@ -129,6 +129,25 @@ def test_a_lease_held_by_a_live_process_is_refused_then_taken_over(owner):
     assert store.claim_key("k", {}, env={})[0] is not None    # the holder may claim again
 
 
+def test_a_key_already_done_is_not_claimed_again(tmp_path):
+    store = RunStore(tmp_path / "runs.sqlite")
+    cfg = {"run_key": "sq|x=1", "x": float("nan")}     # NaN: SQLite's JSON functions refuse it
+    rid, _ = store.claim_key("sq|x=1", cfg, experiment="e", env={})
+    store.complete_run(rid, "finished", release="sq|x=1")
+    other = {"run_key": "sq|x=10"}                       # spells "sq|x=1" inside its own key
+    oid, _ = store.claim_key("sq|x=10", other, experiment="e", env={})
+    store.complete_run(oid, "finished", release="sq|x=10")
+    n = len(store.list_runs())
+    # the lease is free; the finished run says the key is done, for this experiment only
+    assert store.claim_key("sq|x=1", cfg, experiment="e", env={}, unless=("finished",)) == (
+        None, {"run_id": rid, "status": "finished"})
+    assert len(store.list_runs()) == n and store.lease_holder("sq|x=1") is None
+    assert store.claim_key("sq|x=1", cfg, experiment="e", env={}, unless=("diverged",))[0]
+    assert store.claim_key("sq|x=1", cfg, experiment="f", env={}, unless=("finished",))[0]
+    assert store.claim_key("sq|x=", {"run_key": "sq|x="}, experiment="e", env={},
+                           unless=("finished",))[0]
+
+
 def test_a_store_from_before_liveness_is_read_and_upgraded(tmp_path):
     path = tmp_path / "old.sqlite"
     conn = sqlite3.connect(path)
