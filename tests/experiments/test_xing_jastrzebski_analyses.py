@@ -58,12 +58,15 @@ def test_equal_ratio_rescaling_gaps_for_two_networks():
         equal_ratio(spec, runs)
 
 
+def walk_run(label, seed, cos, floor, dist, alpha=0.5):
+    return run(label, seed, metrics={
+        "grad_cosine": [(s, cos) for s in range(2, 41)],
+        "walk_valley_loss": list(enumerate(floor)),
+        "walk_valley_alpha": [(s, alpha) for s in range(len(floor))],
+        "dist_from_init": [(40, dist)]})
+
+
 def test_walk_claims_on_cosines_distance_and_floor():
-    def walk_run(label, seed, cos, floor, dist):
-        return run(label, seed, metrics={
-            "grad_cosine": [(s, cos) for s in range(2, 41)],
-            "walk_valley_loss": list(enumerate(floor)),
-            "dist_from_init": [(40, dist)]})
     gd_floor = list(np.linspace(2.0, 1.0, 40))                     # monotone descent
     sgd_floor = [2.0 - 0.02 * t + (0.05 if t % 2 else 0.0) for t in range(40)]
     runs = [walk_run("gd", s, -0.9 - 0.01 * s, gd_floor, 1.0) for s in (0, 1)] + \
@@ -78,6 +81,43 @@ def test_walk_claims_on_cosines_distance_and_floor():
     assert [c.agrees_with_paper for c in res.conclusions] == [True, True, True, True]
     assert runs[0].summary["floor_rise_fraction"] == 0.0
     assert runs[2].summary["floor_rise_fraction"] == pytest.approx(20 / 39)
+    assert runs[0].summary["valley_floors"] == 40
+
+
+def test_the_valley_floor_is_read_as_the_text_or_as_fig_1s_caption_defines_it():
+    # every segment of both runs has its lowest loss at the later iterate (alpha = 1): no
+    # valley, so the text's floor (interior minima only) does not exist and the claim on it
+    # is undecidable; the caption's reading (every segment's lowest point) compares the
+    # losses at the iterates, which here fall in both runs
+    descent = list(np.linspace(2.0, 1.0, 40))
+    sgd = [2.0 - 0.02 * t + (0.05 if t % 2 else 0.0) for t in range(40)]
+    sgd_alpha = [(s, 0.5 if s % 3 == 0 else 1.0) for s in range(40)]
+    claim = {"greater": ["sgd", "gd"], "metric": "floor_rise_fraction"}
+
+    def walks():
+        runs = [walk_run("gd", s, 0.9, descent, 1.0, alpha=1.0) for s in (0, 1)]
+        runs += [walk_run("sgd", s, 0.5, descent, 1.0, alpha=1.0) for s in (0, 1)]
+        return runs
+    spec = SimpleNamespace(paper=PAPER, options={"claims": [claim]})
+    runs = walks()
+    res = xing_walk(spec, runs)
+    assert [r.summary["valley_floors"] for r in runs] == [0, 0, 0, 0]
+    assert np.isnan(runs[0].summary["floor_rise_fraction"])
+    assert res.conclusions[0].agrees_with_paper is None
+    spec.options["valley_floor"] = "segment"
+    runs = walks()
+    assert xing_walk(spec, runs).conclusions[0].agrees_with_paper is False
+    assert [r.summary["valley_floors"] for r in runs] == [40, 40, 40, 40]
+    # interior minima on every third segment of the oscillating run: only those are its floor
+    r = walk_run("sgd", 0, 0.5, sgd, 1.0)
+    r.metrics["walk_valley_alpha"] = sgd_alpha
+    xing_walk(SimpleNamespace(paper=PAPER, options={}), [r])
+    floors = [sgd[s] for s in range(0, 40, 3)]
+    assert r.summary["valley_floors"] == len(floors) == 14
+    assert r.summary["floor_rise_fraction"] == pytest.approx(
+        np.mean([b > a for a, b in zip(floors, floors[1:])]))
+    with pytest.raises(ConfigError, match="valley_floor: 'lowest' is not one of"):
+        xing_walk(SimpleNamespace(paper=PAPER, options={"valley_floor": "lowest"}), [r])
 
 
 def test_cosine_grid_batch_trend_and_learning_rate_equivalence():

@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 import numpy as np
 
+from sgdlab.errors import ConfigError
 from sgdlab.experiments.analysis import Analysis, Conclusion
 from sgdlab.experiments.plots import curves, panels
 from sgdlab.experiments.procedures import StoredRun, register_analysis
@@ -51,6 +52,26 @@ def rise_fraction(values: list[float]) -> float:
     return float(np.mean([b > a for a, b in zip(values, values[1:])]))
 
 
+VALLEY_FLOORS = ("interior", "segment")
+
+
+def valley_floor(r: StoredRun, reading: str = "interior") -> list[float]:
+    """The valley floor of run ``r``, in step order. ``interior``: the lowest loss of only the
+    segments whose lowest point lies strictly between the two iterates (Xing et al. line 81:
+    "For the iterations where there is a minimum in the interpolation between two iterations,
+    we refer to this minimum as the floor of the valley"); ``segment``: the lowest loss of
+    every segment, an end point included (Fig. 1's caption: "The dashed orange line connects
+    the minimum of the loss interpolation between consecutive iterations")."""
+    if reading not in VALLEY_FLOORS:
+        raise ConfigError(f"options.valley_floor: {reading!r} is not one of "
+                          f"{', '.join(VALLEY_FLOORS)}")
+    loss = _points(r, "walk_valley_loss")
+    if reading == "segment":
+        return [x for _, x in loss]
+    alpha = dict(_points(r, "walk_valley_alpha"))
+    return [x for s, x in loss if 0.0 < alpha.get(s, 0.0) < 1.0]
+
+
 def _epoch_row(r: StoredRun, epoch: int) -> dict[str, float]:
     """The walk instrument's per-epoch numbers for ``epoch`` (1-based): steps, barriers,
     mean height above the valley floor; NaN where the epoch was not interpolated."""
@@ -78,32 +99,36 @@ def xing_walk(spec, runs: list[StoredRun]) -> Analysis:
     """Walk plots per run group (first seed) and, per run: the mean consecutive-gradient cosine
     over steps >= ``options.after_step`` (``grad_cosine_mean``), the distance from the
     initialisation at step ``options.distance_at`` (``distance``, default the last step), the
-    fraction of steps on which the valley floor rises (``floor_rise_fraction``) and the
+    number of valley floors (``valley_floors``), the fraction of consecutive valley floors in
+    which the floor rises (``floor_rise_fraction``; NaN with fewer than two floors) and the
     fraction of interpolated steps of epoch 1 that crossed a barrier
-    (``barrier_fraction_epoch1``). ``options.max_steps`` crops the walk panel."""
+    (``barrier_fraction_epoch1``). ``options.valley_floor`` picks the reading of the floor
+    (:func:`valley_floor`); ``options.max_steps`` crops the walk panel."""
     from sgdlab.report.figures.walk import walk_epoch_table, walk_figure
 
     o = spec.options
     after = int(o.get("after_step", 0))
     for r in runs:
-        floor = [x for _, x in _points(r, "walk_valley_loss")]
+        floor = valley_floor(r, o.get("valley_floor", "interior"))
         e1 = _epoch_row(r, 1)
         r.summary.update({
             "grad_cosine_mean": _mean_after(r, "grad_cosine", after),
             "distance": _value_at(r, "dist_from_init", o.get("distance_at")),
+            "valley_floors": float(len(floor)),
             "floor_rise_fraction": rise_fraction(floor),
             "barrier_fraction_epoch1": (e1["barriers"] / e1["steps"]
                                         if finite(e1["steps"]) and e1["steps"] > 0
                                         else float("nan"))})
     metrics = [("grad_cosine_mean", f"mean cos(g_t-1, g_t), steps ≥ {after}"),
                ("distance", f"‖θ − θ₀‖ at step {o.get('distance_at', 'last')}"),
-               ("floor_rise_fraction", "fraction of steps the valley floor rises"),
+               ("valley_floors", f"valley floors ({o.get('valley_floor', 'interior')})"),
+               ("floor_rise_fraction", "fraction of consecutive valley floors that rise"),
                ("barrier_fraction_epoch1", "barriers crossed / steps, epoch 1")]
     groups, vals, concl = _claims(spec, runs, [m for m, _ in metrics])
     summary = summary_table("walk_summary", groups, metrics,
                             caption="mean and std over seeds")
     fig = walk_figure({g: rs[0].metrics for g, rs in groups.items()},
-                      max_steps=o.get("max_steps"),
+                      max_steps=o.get("max_steps"), floor=o.get("valley_floor", "interior"),
                       title=f"{spec.paper['author']} {spec.paper['figure']}")
     table = walk_epoch_table({f"{r.group} (seed {r.seed})": r.metrics for r in runs})
     return Analysis(tables=[summary, table], figures=[("walk", fig)], conclusions=concl)

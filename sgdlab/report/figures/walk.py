@@ -41,7 +41,7 @@ def _series(history: History, name: str) -> tuple[np.ndarray, np.ndarray]:
     return (np.array([p[0] for p in pts], dtype=float), np.array([p[1] for p in pts], dtype=float))
 
 
-def _draw_walk(ax, history: History, max_steps: int | None) -> None:
+def _draw_walk(ax, history: History, max_steps: int | None, floor: str) -> None:
     steps, alphas, losses = walk_segments(history)
     if max_steps is not None:
         keep = steps < max_steps
@@ -53,10 +53,11 @@ def _draw_walk(ax, history: History, max_steps: int | None) -> None:
     ax.plot(x, losses.ravel(), lw=0.9, color="tab:blue", label="interpolated loss")
     va = dict(history.get("walk_valley_alpha", []))
     vl = dict(history.get("walk_valley_loss", []))
-    vs = [s for s in steps if s in va and s in vl]
+    vs = [s for s in steps if s in va and s in vl
+          and (floor == "segment" or 0.0 < va[s] < 1.0)]
     if vs:
         ax.plot([s + va[s] for s in vs], [vl[s] for s in vs], color="tab:orange", lw=1.2,
-                label="valley floor")
+                ls="--", marker=".", ms=3, label="valley floor")
     bar = dict(history.get("walk_barrier", []))
     crossed = [s for s in steps if bar.get(s, 0.0) > 0.5]
     for s in crossed:
@@ -67,13 +68,16 @@ def _draw_walk(ax, history: History, max_steps: int | None) -> None:
 
 
 def walk_figure(runs: History | Mapping[str, History], *, max_steps: int | None = None,
-                title: str | None = None):
+                title: str | None = None, floor: str = "segment"):
     """Xing et al. Fig. 1: per run (column) the interpolated training loss between consecutive
     iterates concatenated along the iteration axis (segment t spans [t, t+1]) with the
     valley-floor line (barrier-crossing steps shaded red), the cosine of consecutive
     mini-batch gradients, and the distance from initialisation.
 
     ``runs`` is one history or ``{label: history}``; ``max_steps`` crops the walk panel.
+    ``floor="interior"`` draws the floor through the segments whose lowest point lies between
+    the two iterates only (Xing et al.'s definition; ``"segment"``: every segment's lowest
+    point).
     """
     if any(_LOSS_KEY.match(k) or k in ("grad_cosine", "dist_from_init") for k in runs):
         runs = {"": runs}  # a single history
@@ -81,7 +85,7 @@ def walk_figure(runs: History | Mapping[str, History], *, max_steps: int | None 
                              sharex="col")
     for j, (label, h) in enumerate(runs.items()):
         ax = axes[0, j]
-        _draw_walk(ax, h, max_steps)
+        _draw_walk(ax, h, max_steps, floor)
         if label:
             ax.set_title(label)
         s, c = _series(h, "grad_cosine")
