@@ -38,15 +38,17 @@ def test_walk_segments_figure_and_table():
     steps, alphas, losses = walk_segments(h)
     assert list(steps) == [0, 1, 2] and list(alphas) == [0.0, 0.5, 1.0]
     assert losses[1].tolist() == [0.8, 1.2, 0.6]
-    fig = walk_figure({"SGD": h, "empty": {}})
+    fig = walk_figure({"SGD": h, "empty": {}}, floor="segment")
     walk_ax = fig.axes[0]
     x, y = walk_ax.lines[0].get_data()
     assert list(x) == [0, 0.5, 1, 1, 1.5, 2, 2, 2.5, 3] and y[4] == 1.2
     fx, fy = walk_ax.lines[1].get_data()  # valley floor through (t + α*, L*)
     assert list(fx) == [0.5, 2.0, 2.5] and list(fy) == [0.5, 0.6, 0.3]
-    # Xing et al.'s floor: segment 1's lowest point is its end, so it has none
-    fx, fy = walk_figure(h, floor="interior").axes[0].lines[1].get_data()
+    # Xing et al.'s floor (the default): segment 1's lowest point is its end, so it has none
+    fx, fy = walk_figure(h).axes[0].lines[1].get_data()
     assert list(fx) == [0.5, 2.5] and list(fy) == [0.5, 0.3]
+    with pytest.raises(ValueError, match="floor='lowest'"):
+        walk_figure(h, floor="lowest")
     assert len(walk_ax.patches) == 1  # one shaded barrier step
     assert "1 barrier(s) in 3 steps" in walk_ax.get_legend().get_title().get_text()
     assert list(fig.axes[2].lines[0].get_ydata()) == [-0.5, -0.9]

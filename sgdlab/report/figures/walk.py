@@ -68,7 +68,7 @@ def _draw_walk(ax, history: History, max_steps: int | None, floor: str) -> None:
 
 
 def walk_figure(runs: History | Mapping[str, History], *, max_steps: int | None = None,
-                title: str | None = None, floor: str = "segment"):
+                title: str | None = None, floor: str = "interior"):
     """Xing et al. Fig. 1: per run (column) the interpolated training loss between consecutive
     iterates concatenated along the iteration axis (segment t spans [t, t+1]) with the
     valley-floor line (barrier-crossing steps shaded red), the cosine of consecutive
@@ -76,9 +76,11 @@ def walk_figure(runs: History | Mapping[str, History], *, max_steps: int | None 
 
     ``runs`` is one history or ``{label: history}``; ``max_steps`` crops the walk panel.
     ``floor="interior"`` draws the floor through the segments whose lowest point lies between
-    the two iterates only (Xing et al.'s definition; ``"segment"``: every segment's lowest
-    point).
+    the two iterates only (Xing et al.'s definition, line 81); ``"segment"`` through every
+    segment's lowest point.
     """
+    if floor not in ("interior", "segment"):
+        raise ValueError(f"floor={floor!r}: expected 'interior' or 'segment'")
     if any(_LOSS_KEY.match(k) or k in ("grad_cosine", "dist_from_init") for k in runs):
         runs = {"": runs}  # a single history
     fig, axes = plt.subplots(3, len(runs), figsize=(5.0 * len(runs), 7.5), squeeze=False,
