@@ -84,8 +84,8 @@ def torchrun_command(config: str, replicas: int, *, out: str | None = None,
 
 def _run(args) -> int:
     from sgdlab.errors import ConfigError
-    from sgdlab.train.distributed import (claim_out, load_config, release_out, report,
-                                          run_from_config)
+    from sgdlab.train.distributed import (claim_out, load_config, lock_out, release_out,
+                                          report, run_from_config)
     from sgdlab.train.replicas import check_checkpoint_dir
 
     cfg = load_config(args.config)
@@ -105,6 +105,10 @@ def _run(args) -> int:
         raise ConfigError(f"--timeout must be > 0 seconds, got {args.timeout:g}")
     if args.out and not args.print_command:       # here, before n processes start
         check_checkpoint_dir(Path(args.out) / "checkpoints", args.resume)
+        if args.resume:      # a run still trained there refuses it (its rank 0 holds the lock)
+            lock = lock_out(args.out)
+            if lock is not None:
+                os.close(lock)
     options = dict(out=args.out, backend=args.backend, timeout=args.timeout,
                    resume=args.resume, checkpoint_every=args.checkpoint_every)
     # torchrun prints a banner unless OMP_NUM_THREADS is set; one thread per process is also

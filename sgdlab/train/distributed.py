@@ -28,7 +28,10 @@ shared filesystem across machines).
 (:func:`sgdlab.claims.claim_file`), so of two starts into one folder at once one proceeds and
 every rank of the other stops with the reason. A start that fails before its first
 checkpoint removes the file again (the same command starts it again); ``--resume`` takes no
-folder, it continues the run there.
+folder, it continues the run there. While it trains, rank 0 (or the in-process run) holds a
+lock on ``OUT/parle.lock`` (:func:`sgdlab.claims.hold_lock`), new run or resume alike, so a
+``--resume`` while the run (or another resume of it) is still going is refused, naming that
+process; the lock ends with the process, a killed one included.
 
 **Failure handling.** The process group is created with a timeout (``--timeout``, seconds):
 a collective that cannot complete (a peer died or hangs) raises after at most that long;
@@ -56,7 +59,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from ..claims import claim_file
+from ..claims import FolderBusy, claim_file, hold_lock
 from ..errors import (ConfigError, UserError, check_config_kind, file_problem, make_output_dir,
                       read_config_text)
 from ..losses import build_loss
@@ -69,6 +72,7 @@ __all__ = ["ReplicaCommunicationError", "TorchDistributedCommunicator", "init_di
            "build_run", "claim_out", "load_config", "release_out", "run_from_config", "main"]
 
 CLAIM_FILE = "parle.json"
+LOCK_FILE = "parle.lock"
 
 
 def init_distributed(backend: str = "auto", timeout: float = 60.0) -> str:
@@ -244,15 +248,44 @@ def release_out(out: str | Path, text: str) -> None:
         pass
 
 
-def _claim_for_all(out: str | Path, comm: Any, model: torch.nn.Module) -> str | None:
-    """Rank 0 (or the in-process run) takes ``out`` (:func:`claim_out`); every rank learns
-    whether it could (one all-reduce), so all stop together when it could not."""
-    text, problem = None, None
+def lock_out(out: str | Path) -> int | None:
+    """Hold ``out/parle.lock`` while this process trains the run in ``out``; a
+    :class:`UserError` naming the holder when another live process does. Returns the
+    descriptor to close at the end (None where file locks are not available)."""
+    from ..store.runstore import this_process
+
+    text = strict_dumps({"since": datetime.datetime.now(datetime.timezone.utc)
+                         .isoformat(timespec="seconds"), **this_process()})
+    try:
+        return hold_lock(make_output_dir(out) / LOCK_FILE, text)
+    except FolderBusy as e:
+        try:
+            held = json.loads(e.holder)
+            who = f" (pid {held['pid']} on {held['host']}, since {held['since']})"
+        except (ValueError, TypeError, KeyError):
+            who = ""          # caught between its lock and its note
+        raise UserError(f"{out}: its parle run is being trained by another process{who}; "
+                        f"wait for it to end, or stop it, and run this again") from None
+    except OSError as e:
+        raise UserError(f"--out {out}: cannot write {LOCK_FILE}: {file_problem(e)}") from None
+
+
+def _take_for_all(out: str | Path, comm: Any, model: torch.nn.Module, *, claim: bool
+                  ) -> tuple[str | None, int | None]:
+    """Rank 0 (or the in-process run) takes a new run's ``out`` (``claim``:
+    :func:`claim_out`) and holds its lock (:func:`lock_out`); every rank learns whether it
+    could (one all-reduce), so all stop together when it could not. Returns the claim's text
+    and the lock's descriptor."""
+    text, fd, problem = None, None, None
     if comm is None or comm.rank == 0:
         try:
-            text = claim_out(out)
+            if claim:
+                text = claim_out(out)
+            fd = lock_out(out)
         except UserError as e:
             problem = e
+            if text is not None:
+                release_out(out, text)
     if comm is not None:
         flag = torch.ones(1, device=next(model.parameters()).device)
         if problem is not None:
@@ -261,7 +294,7 @@ def _claim_for_all(out: str | Path, comm: Any, model: torch.nn.Module) -> str | 
             raise UserError(f"rank 0 could not take {out} for this run (see its error)")
     if problem is not None:
         raise problem
-    return text
+    return text, fd
 
 
 def run_from_config(cfg: dict[str, Any], *, mode: str, out: str | Path | None = None,
@@ -292,9 +325,9 @@ def run_from_config(cfg: dict[str, Any], *, mode: str, out: str | Path | None = 
     elif resume:
         raise UserError("resume needs an output directory (--out DIR; checkpoints are in "
                         "DIR/checkpoints)")
-    claim = None
-    if out is not None and not resume and not claimed:
-        claim = _claim_for_all(out, comm, model)
+    claim, lock = None, None
+    if out is not None:
+        claim, lock = _take_for_all(out, comm, model, claim=not resume and not claimed)
     try:
         res = train_replicas(model, loss_fn, data, parle, mode=mode, communicator=comm,
                              store=store if is_main else None, complete=out is None, **kw)
@@ -304,6 +337,9 @@ def run_from_config(cfg: dict[str, Any], *, mode: str, out: str | Path | None = 
         if claim is not None:
             release_out(out, claim)
         raise
+    finally:
+        if lock is not None:
+            os.close(lock)
     return res
 
 

@@ -61,6 +61,44 @@ def test_a_folder_another_start_took_is_refused_before_any_process_starts(tmp_pa
     assert "--claimed" in parle.torchrun_command(str(cfg), 2, out=str(out), claimed=True)
 
 
+LOCKER = """
+import sys, time
+from sgdlab.train.distributed import lock_out
+fd = lock_out(sys.argv[1])
+print("locked", flush=True)
+time.sleep(120)
+"""
+
+
+def test_a_resume_while_the_run_is_still_trained_is_refused_naming_its_process(tmp_path,
+                                                                              capsys):
+    """The process training a run holds OUT/parle.lock (new run or resume): a resume
+    meanwhile is refused, in process and by the launcher before it starts any; once that
+    process is gone (killed, its lock with it) the resume continues the run."""
+    cfg = tmp_path / "c.json"
+    cfg.write_text(json.dumps({**CONFIG, "rounds": 1, "checkpoint_every": 1}))
+    out = tmp_path / "out"
+    inproc = ["parle", str(cfg), "--out", str(out)]
+    assert main(inproc) == 0
+    assert (out / "checkpoints" / "master.pt").exists()
+    cfg.write_text(json.dumps({**CONFIG, "rounds": 2, "checkpoint_every": 1}))
+    capsys.readouterr()
+    holder = subprocess.Popen([sys.executable, "-c", LOCKER, str(out)], stdout=subprocess.PIPE,
+                              text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        for argv in (inproc, ["parle", str(cfg), "--mode", "distributed", "--out", str(out)]):
+            assert main(argv + ["--resume"]) == 2
+            err = capsys.readouterr().err
+            assert (f"{out}: its parle run is being trained by another process "
+                    f"(pid {holder.pid} on ") in err, err
+    finally:
+        holder.kill()
+        holder.wait()
+    assert main(inproc + ["--resume"]) == 0
+    assert json.loads((out / "result.json").read_text())["final"]["rounds"] == 2
+
+
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc")
 def test_stop_ends_the_launcher_and_the_processes_it_started():
     """A launcher whose child runs in a session of its own (as torchrun starts replicas):

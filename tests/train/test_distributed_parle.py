@@ -267,7 +267,7 @@ def test_of_two_starts_into_one_free_folder_at_once_exactly_one_proceeds(tmp_pat
     assert len(started) == 1 and len(refused) == 1, (len(started), refused)
     assert refused[0].startswith(f"{out} already holds a parle run"), refused[0]
     assert sorted(p.name for p in out.iterdir()) == [
-        "checkpoints", "master.pt", "parle.json", "result.json"]
+        "checkpoints", "master.pt", "parle.json", "parle.lock", "result.json"]
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["master.pt", "rank0.pt"]
 
 
