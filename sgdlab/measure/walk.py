@@ -49,6 +49,7 @@ __all__ = [
     "analyze_segment",
     "evaluation_mode",
     "SPACINGS",
+    "VALLEY_FLOORS",
     "segment_alphas",
     "segment_losses",
     "step_interpolation",
@@ -64,6 +65,9 @@ _BN_TYPES = (nn.modules.batchnorm._BatchNorm,)
 # --------------------------------------------------------------------------------------------
 
 SPACINGS = ("interior", "inclusive")
+# which segments have a valley floor (Xing et al.): those whose lowest point lies between the
+# iterates (the text, line 81), or every segment (Fig. 1's caption, line 70)
+VALLEY_FLOORS = ("interior", "segment")
 
 
 def segment_alphas(num_points: int = 10, *, spacing: str = "interior",

@@ -22,6 +22,7 @@ from sgdlab.experiments.procedures.common import (by_group, check_claims, finite
                                                   summary_table, values_by_group, x_axis)
 from sgdlab.experiments.procedures.jastrzebski import (CLEAR_TREND, _spearman, clear_trend,
                                                        epoch_curves)
+from sgdlab.measure.walk import VALLEY_FLOORS
 from sgdlab.report.figures.axes import log_scale
 from sgdlab.report.tables import Table
 
@@ -50,9 +51,6 @@ def rise_fraction(values: list[float]) -> float:
     if len(values) < 2:
         return float("nan")
     return float(np.mean([b > a for a, b in zip(values, values[1:])]))
-
-
-VALLEY_FLOORS = ("interior", "segment")
 
 
 def valley_floor(r: StoredRun, reading: str = "interior") -> list[float]:

@@ -17,6 +17,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from sgdlab.measure.walk import VALLEY_FLOORS  # noqa: E402
 from sgdlab.report.tables import Table  # noqa: E402
 
 __all__ = ["walk_epoch_table", "walk_figure", "walk_segments"]
@@ -79,8 +80,8 @@ def walk_figure(runs: History | Mapping[str, History], *, max_steps: int | None 
     the two iterates only (Xing et al.'s definition, line 81); ``"segment"`` through every
     segment's lowest point.
     """
-    if floor not in ("interior", "segment"):
-        raise ValueError(f"floor={floor!r}: expected 'interior' or 'segment'")
+    if floor not in VALLEY_FLOORS:
+        raise ValueError(f"floor={floor!r}: expected one of {', '.join(VALLEY_FLOORS)}")
     if any(_LOSS_KEY.match(k) or k in ("grad_cosine", "dist_from_init") for k in runs):
         runs = {"": runs}  # a single history
     fig, axes = plt.subplots(3, len(runs), figsize=(5.0 * len(runs), 7.5), squeeze=False,
