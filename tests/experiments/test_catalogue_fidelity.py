@@ -105,3 +105,29 @@ def test_every_entry_quotes_its_claim_and_lists_its_departures(name):
         assert isinstance(devs, list), f"{name}: scales.{scale}.deviations is not listed"
     # the cpu scale always departs somewhere (data, size or budget): an empty list would hide it
     assert raw["scales"]["cpu"]["deviations"], f"{name}: cpu scale lists no departure"
+
+
+# training-set sizes of the datasets whose runs cap their length with max_steps
+TRAIN_SIZES = {"mnist_small": 4000, "digits": 1437, "cifar10": 50000}
+
+
+@pytest.mark.parametrize("name", sorted(catalogue_files()))
+def test_a_run_capped_by_max_steps_has_epochs_enough_to_reach_it(name):
+    # the run ends at the earlier of the two: too few epochs cut it short without a word,
+    # and runs compared "for the same number of updates" then are not
+    import math
+
+    from sgdlab.experiments.spec import load_experiment
+
+    for scale in ("smoke", "cpu", "paper"):
+        for r in load_experiment(name, scale).expand(data_dir="/d"):
+            p = r.params
+            if "max_steps" not in p or "epochs" not in p or p.get("batch_size") == "full":
+                continue
+            ds = p.get("dataset") or {}
+            n = ds.get("n_train") or TRAIN_SIZES[ds["name"]]
+            steps = math.ceil(n / min(int(p["batch_size"]), n)) * p["epochs"]
+            assert steps >= p["max_steps"], (
+                f"{name} [{scale}] {r.label}: {p['epochs']} epochs of "
+                f"{math.ceil(n / p['batch_size'])} steps stop at {steps} < max_steps "
+                f"{p['max_steps']}")
