@@ -11,7 +11,8 @@ from sgdlab.experiments.procedures import StoredRun
 from sgdlab.errors import ConfigError
 from sgdlab.experiments.procedures.jastrzebski import (breakdown, curve_gap, equal_ratio,
                                                      interpolation)
-from sgdlab.experiments.procedures.xing import rise_fraction, xing_cosine_grid, xing_walk
+from sgdlab.experiments.procedures.xing import (fifths, rise_fraction, xing_cosine_grid,
+                                               xing_hessian_norm, xing_walk)
 
 PAPER = {"author": "X", "figure": "Fig. 0"}
 
@@ -118,6 +119,39 @@ def test_the_valley_floor_is_read_as_the_text_or_as_fig_1s_caption_defines_it():
         np.mean([b > a for a, b in zip(floors, floors[1:])]))
     with pytest.raises(ConfigError, match="valley_floor: 'lowest' is not one of"):
         xing_walk(SimpleNamespace(paper=PAPER, options={"valley_floor": "lowest"}), [r])
+
+
+def test_fifths_are_window_means():
+    w = fifths([float(x) for x in range(10)])            # windows of 2
+    assert w == {"start": 0.5, "middle": 4.5, "before_end": 6.5, "end": 8.5}
+    w = fifths([3.0, 1.0, 2.0])                           # windows of 1
+    assert w == {"start": 3.0, "middle": 1.0, "before_end": 1.0, "end": 2.0}
+    assert np.isnan(fifths([])["start"])
+    assert np.isnan(fifths([1.0])["end"]) and np.isnan(fifths([1.0])["before_end"])
+
+
+def test_hessian_norm_claims_can_fail_on_a_flat_or_falling_norm():
+    from sgdlab.experiments.spec import load_experiment
+
+    claims = load_experiment("xing-hessian-norm", "cpu").options["claims"][:2]
+    spec = SimpleNamespace(paper=PAPER, options={"claims": claims})
+
+    def verdicts(series):
+        runs = [run("sgd", s, metrics={"hess_norm_train": [(0, 99.0)] + [
+            (200 * (i + 1), x + 0.001 * s) for i, x in enumerate(series)]})
+            for s in (0, 1)]
+        return [c.agrees_with_paper for c in xing_hessian_norm(spec, runs).conclusions]
+    # Fig. 3: falls, then rises slightly at the end (20 measurements)
+    u = [5.0 - 0.3 * i for i in range(14)] + [1.2, 1.3, 1.5, 1.7, 1.9, 2.1]
+    assert verdicts(u) == [True, True]
+    # flat with jitter: its minimum is below its first value and below its last one, yet
+    # neither trend is there: undecided (the windows tie), not agreed
+    flat = [1.0 + 0.05 * (-1) ** i for i in range(20)]
+    assert verdicts(flat) == [None, None]
+    rising = [1.0 + 0.2 * i for i in range(20)]
+    assert verdicts(rising) == [False, True]
+    falling = [5.0 - 0.2 * i for i in range(20)]          # no rise at the end
+    assert verdicts(falling) == [True, False]
 
 
 def test_cosine_grid_batch_trend_and_learning_rate_equivalence():

@@ -167,29 +167,47 @@ def xing_barriers(spec, runs: list[StoredRun]) -> Analysis:
 
 
 # --- Fig. 3: Hessian spectral norm during training --------------------------------------------
+def fifths(values: list[float]) -> dict[str, float]:
+    """Window means of a series, to test a trend's shape without picking its extremes (the
+    minimum of a noisy series is below its first value, and its last value above its minimum,
+    whatever the trend): ``start`` (the first fifth, at least one value), ``end`` (the last
+    fifth), ``before_end`` (the fifth before it) and ``middle`` (between the first and last
+    fifths). NaN where a window is empty."""
+    n = len(values)
+    k = max(1, math.ceil(n / 5))
+
+    def mean(xs: list[float]) -> float:
+        return float(np.mean(xs)) if xs else float("nan")
+    return {"start": mean(values[:k]), "middle": mean(values[k:n - k]),
+            "before_end": mean(values[max(0, n - 2 * k):n - k]) if n >= 2 * k else float("nan"),
+            "end": mean(values[n - k:]) if n >= 2 else float("nan")}
+
+
 @register_analysis("xing_hessian_norm")
 def xing_hessian_norm(spec, runs: list[StoredRun]) -> Analysis:
     """The Hessian spectral norm logged by the ``dynamics`` instrument, per batch-norm mode M
     (``hess_norm_train`` / ``hess_norm_eval``). Per run, over the measurements after step 0
-    (the initialisation is not on SGD's path): ``hess_M_early`` (the first), ``hess_M_min``,
-    ``hess_M_last`` and ``hess_M_mean``; plus ``best_test_acc`` and ``test_acc``."""
+    (the initialisation is not on SGD's path): the window means of :func:`fifths`
+    (``hess_M_start``, ``hess_M_middle``, ``hess_M_before_end``, ``hess_M_end``), the minimum
+    ``hess_M_min`` and the mean ``hess_M_mean``; plus ``best_test_acc`` and ``test_acc``."""
     o = spec.options
     modes = [m for m in ("train", "eval") if any(f"hess_norm_{m}" in r.metrics for r in runs)]
     metrics: list[tuple[str, str]] = []
     for m in modes:
-        metrics += [(f"hess_{m}_early", f"‖H‖ first ({m} BN)"),
+        metrics += [(f"hess_{m}_start", f"‖H‖ first fifth ({m} BN)"),
+                    (f"hess_{m}_middle", f"‖H‖ middle ({m} BN)"),
+                    (f"hess_{m}_before_end", f"‖H‖ fifth before the last ({m} BN)"),
+                    (f"hess_{m}_end", f"‖H‖ last fifth ({m} BN)"),
                     (f"hess_{m}_min", f"‖H‖ min ({m} BN)"),
-                    (f"hess_{m}_last", f"‖H‖ last ({m} BN)"),
                     (f"hess_{m}_mean", f"‖H‖ mean ({m} BN)")]
     metrics += [("best_test_acc", "best validation accuracy"),
                 ("test_acc", "final validation accuracy")]
     for r in runs:
         for m in modes:
             v = [x for _, x in _points(r, f"hess_norm_{m}", 1)]
+            r.summary.update({f"hess_{m}_{k}": x for k, x in fifths(v).items()})
             r.summary.update({
-                f"hess_{m}_early": v[0] if v else float("nan"),
                 f"hess_{m}_min": min(v) if v else float("nan"),
-                f"hess_{m}_last": v[-1] if v else float("nan"),
                 f"hess_{m}_mean": float(np.mean(v)) if v else float("nan")})
         acc = [x for _, x in _points(r, "test_acc")]
         r.summary["best_test_acc"] = max(acc) if acc else float("nan")
