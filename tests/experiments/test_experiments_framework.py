@@ -366,8 +366,29 @@ def test_equivalence_claims_are_tested_as_equivalence():
     assert f"[{-0.002 - half:.4g}, {-0.002 + half:.4g}]" in tight.text
     (one,) = check_claims(claim, vals(0.970, 0.975, 0.0, n=1))
     assert one.agrees_with_paper is True and "one seed" in one.text
-    with pytest.raises(ConfigError, match="needs a 'margin'"):
+    with pytest.raises(ConfigError, match="needs a 'margin' or an 'rtol'"):
         check_claims([{"equivalent": ["a", "b"], "metric": "acc"}], vals(1, 1, 0))
+
+
+def test_an_equivalence_margin_may_be_relative_to_the_second_group():
+    from sgdlab.experiments.procedures.common import check_claims
+
+    # a loss has no unit of its own: rtol sets the margin to rtol * |mean_B|, as for close
+    claim = [{"equivalent": ["a", "b"], "metric": "loss", "rtol": 0.1}]
+
+    def vals(ma, mb, s=0.001, n=4):
+        return {g: {"loss": m, "loss__std": s, "loss__n": n} for g, m in (("a", ma), ("b", mb))}
+
+    (near,), (far,), (small,) = (check_claims(claim, v) for v in (
+        vals(0.26, 0.25), vals(0.30, 0.25), vals(0.026, 0.025)))
+    assert near.agrees_with_paper is True and "inside ±0.025" in near.text
+    assert "0.1 × |mean of b|" in near.text
+    assert far.agrees_with_paper is False and "outside ±0.025" in far.text
+    # the same relative gap at a tenth of the loss is judged the same way
+    assert small.agrees_with_paper is True and "inside ±0.0025" in small.text
+    # an absolute margin adds to the relative one
+    (both,) = check_claims([dict(claim[0], margin=0.05)], vals(0.30, 0.25))
+    assert both.agrees_with_paper is True and "inside ±0.075" in both.text
 
 
 def test_a_claim_on_missing_values_is_inconclusive_not_a_disagreement():

@@ -74,3 +74,20 @@ def test_derived_difference_of_two_series():
     assert runs[0].summary["gap"] == pytest.approx(0.05)
     assert runs[0].summary["best_gap"] == pytest.approx(0.05)
     assert runs[1].summary["gap"] != runs[1].summary["gap"]       # NaN: no test series
+
+
+@pytest.mark.parametrize("scale", ["cpu", "paper"])
+@pytest.mark.parametrize("name", ["musso-protocols", "musso-protocols-model2"])
+def test_mnist_entries_test_every_quantity_line_175_calls_equivalent(name, scale):
+    # "the trainings have all reached equivalent levels of training loss, train accuracy and
+    # test accuracy" (line 175): each of the three is an equivalence claim
+    claims = [c for c in load_experiment(name, scale).options["claims"] if "equivalent" in c]
+    tested = {c["metric"] for c in claims}
+    assert {"train_loss", "train_acc"} <= tested and tested & {"best_test_acc", "test_acc"}
+    # "all the tested learning protocols": the loss of random against each other protocol,
+    # with a margin relative to the loss (a loss has no fixed scale the way accuracy has)
+    loss = [c for c in claims if c["metric"] == "train_loss"]
+    assert sorted(c["equivalent"][1] for c in loss) == sorted(p for p in PROTOCOLS
+                                                              if p != "random")
+    assert all(c["equivalent"][0] == "random" and c.get("rtol") == 0.1 and "margin" not in c
+               and c.get("requires") for c in loss)

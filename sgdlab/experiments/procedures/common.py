@@ -9,13 +9,15 @@ Claims (``options.claims`` in an experiment file), each producing one ``Conclusi
     {far: [A, B], metric: ..., rtol: 0.2}                  # not close
     {above: [[A1, A2], [B1, B2]], metric: ...}             # min over set A > max over set B
     {equivalent: [A, B], metric: test_acc, margin: 0.01}   # equivalence test (TOST), below
+    {equivalent: [A, B], metric: train_loss, rtol: 0.1}    # margin 0.1·|mean_B| (+ margin)
 
 ``equivalent`` tests a paper's "the two are practically the same" as an equivalence test, not
 as a failed superiority test: with the seeds' means, standard deviations and counts, the 90%
 Welch confidence interval of mean_A − mean_B (two one-sided tests at 5%) must lie inside
 ±margin to agree; it disagrees when the interval lies wholly outside ±margin, and is
-inconclusive otherwise. With a single seed per group there is no spread to go on, and the
-point difference decides (the text says so).
+inconclusive otherwise. ``rtol`` adds rtol·|mean_B| to the margin (as for ``close``), for a
+metric with no unit of its own such as a loss. With a single seed per group there is no
+spread to go on, and the point difference decides (the text says so).
 
 Any claim may carry ``requires``: preconditions every compared group must meet for the claim
 to be testable at all, e.g. ``requires: [{metric: train_acc, above: 0.5}]`` ("the nets trained").
@@ -23,15 +25,16 @@ A group that misses one makes the conclusion inconclusive, whatever the comparis
 untrained nets are "equivalent" without telling anything about the paper's claim.
 
 ``metric_b`` compares ``metric`` of A with another metric of B (e.g. a value at the end of
-training with the same run's value at the start). ``A``/``B`` are run-group labels (or any key of the value table the analysis builds). An
-optional ``margin`` makes less/greater/above stricter (mean_A + margin < mean_B; min over A >
-max over B + margin); a negative one is a tolerance ("A not worse than B by more than
-|margin|"). Where seeds give a spread, a less/greater/above claim whose observed difference
-lies within the largest seed-to-seed std of the compared groups from the claim's boundary is
-inconclusive. ``paired: true`` takes that spread from the per-seed differences instead (for
-``above``, of min over A − max over B), for groups whose runs share each seed's start (the
-same initialisation, or a continuation of the same seed's run): the seeds' common variation
-then cancels.
+training with the same run's value at the start). ``A``/``B`` are run-group labels (or any
+key of the value table the analysis builds). An optional ``margin`` makes less/greater/above
+stricter (mean_A + margin < mean_B; min over A > max over B + margin); a negative one is a
+tolerance ("A not worse than B by more than |margin|"), still judged on the means, not by a
+one-sided confidence bound. Where seeds give a spread, a less/greater/above claim whose
+observed difference lies within the largest seed-to-seed std of the compared groups from the
+claim's boundary is inconclusive. ``paired: true`` takes that spread from the per-seed
+differences instead (for ``above``, of min over A − max over B), for groups whose runs share
+each seed's start (the same initialisation, or a continuation of the same seed's run): the
+seeds' common variation then cancels.
 """
 from __future__ import annotations
 
@@ -279,15 +282,21 @@ def check_claims(claims: list[dict[str, Any]], values: dict[str, dict[str, float
                         rel += f" (by a margin of {margin:g})"
                     text = (f"{mname} of {nm(a)} ({fa}) is {rel} that of {nm(b)} ({fb})")
             elif kind == "equivalent":
-                if "margin" not in c:
-                    raise ConfigError(f"options.claims[{i}]: 'equivalent' needs a 'margin' (the "
-                                      "largest difference the paper's claim tolerates)")
+                if "margin" not in c and "rtol" not in c:
+                    raise ConfigError(f"options.claims[{i}]: 'equivalent' needs a 'margin' or an "
+                                      "'rtol' (the largest difference the paper's claim "
+                                      "tolerates, absolute or as a fraction of |mean_B|)")
                 ga, gb = c[kind]
+                rtol = float(c.get("rtol", 0.0))
+                eq_margin = margin + rtol * abs(vb) if fin else margin
                 ok, how = (None, "") if not fin else equivalence(
                     va, vb, values[ga].get(metric + "__std", 0.0),
                     values[gb].get(mb + "__std", 0.0), int(values[ga].get(metric + "__n", 1)),
-                    int(values[gb].get(mb + "__n", 1)), float(c["margin"]))
+                    int(values[gb].get(mb + "__n", 1)), eq_margin)
                 text = f"{mname} of {nm(a)} ({_fmt(va)}) vs {nm(b)} ({_fmt(vb)}): {how}"
+                if rtol and fin:
+                    text += (f" (margin {f'{margin:g} + ' if margin else ''}{rtol:g} × |mean of "
+                             f"{nm(b)}| = {_fmt(eq_margin)})")
             else:
                 tol = float(c.get("atol", 0.0)) + float(c.get("rtol", 0.1)) * abs(vb) if fin else 0
                 close = fin and abs(va - vb) <= tol
