@@ -117,6 +117,12 @@ class StructuredNoiseGD(Optimizer):
         refresh_every: f, recompute the statistics every f steps (>= 1). Statistics use the
             model's current mode, except that models with batch norm are switched to eval mode
             for the refresh (per-sample gradients would otherwise see batches of one).
+        variance_bn: the batch-norm statistics of that eval-mode refresh: ``"running"`` (the
+            model's running statistics as they stand, the default; at the first step still
+            about (0, 1), so batch norm is then nearly the identity) or ``"data"`` (first
+            recomputed on the estimation data in one train-mode pass, the statistics a
+            full-batch forward pass normalises with; the model's buffers are restored after
+            the refresh). No effect on models without batch norm.
         estimation_size: if set, statistics use a random subset of that many examples
             (without replacement, redrawn at each refresh) instead of all of ``data``.
         momentum, dampening, nesterov, weight_decay: as ``torch.optim.SGD``.
@@ -144,7 +150,8 @@ class StructuredNoiseGD(Optimizer):
                  trace_probes: int = 20, covariance_estimate: str = "per-sample",
                  variance_factor: float | None = None,
                  refresh_every: int = 1, estimation_size: int | None = None,
-                 momentum: float = 0.0, dampening: float = 0.0, nesterov: bool = False,
+                 variance_bn: str = "running", momentum: float = 0.0,
+                 dampening: float = 0.0, nesterov: bool = False,
                  weight_decay: float = 0.0, sampling: str = "factor",
                  hessian_which: str = "magnitude", hessian_tol: float = 1e-3,
                  hessian_iter: int | None = None, eig_solver: str = "auto",
@@ -168,6 +175,8 @@ class StructuredNoiseGD(Optimizer):
             raise ValueError("Nesterov momentum requires a momentum and zero dampening")
         if int(refresh_every) != refresh_every or refresh_every < 1:
             raise ValueError(f"Invalid refresh_every: {refresh_every} (an int >= 1)")
+        if variance_bn not in ("running", "data"):
+            raise ValueError(f"Invalid variance_bn: {variance_bn!r} (running | data)")
         if sampling not in ("factor", "dense"):
             raise ValueError(f"Invalid sampling: {sampling!r} (factor | dense)")
         if hessian_which not in ("largest", "magnitude"):
@@ -213,7 +222,8 @@ class StructuredNoiseGD(Optimizer):
                           sigma_h2_rule=sigma_h2_rule, trace_probes=int(trace_probes),
                           covariance_estimate=covariance_estimate,
                           variance_factor=variance_factor, refresh_every=int(refresh_every),
-                          estimation_size=estimation_size, sampling=sampling,
+                          estimation_size=estimation_size, variance_bn=variance_bn,
+                          sampling=sampling,
                           hessian_which=hessian_which, hessian_tol=hessian_tol,
                           hessian_iter=hessian_iter, eig_solver=eig_solver, eig_tol=eig_tol,
                           chunk_size=chunk_size, seed=seed)
@@ -323,15 +333,28 @@ class StructuredNoiseGD(Optimizer):
             return stats
         est = self._estimation_data()
         # batch norm in train mode would see batches of one in the per-sample gradients:
-        # such models are measured in eval mode (running statistics), then restored
+        # such models are measured in eval mode (running statistics, or ``variance_bn="data"``
+        # the estimation data's), then restored
         was_training = self.model.training
-        if was_training and any(isinstance(mod, nn.modules.batchnorm._BatchNorm)
-                                for mod in self.model.modules()):
+        bns = [mod for mod in self.model.modules()
+               if isinstance(mod, nn.modules.batchnorm._BatchNorm)]
+        saved = None
+        if bns and h["variance_bn"] == "data":
+            from sgdlab.measure.interpolation import recompute_bn_statistics
+
+            saved = [{k: b.clone() for k, b in bn.named_buffers(recurse=False)} for bn in bns]
+            recompute_bn_statistics(self.model, est)     # one batch: the data's statistics
+        if was_training and bns:
             self.model.eval()
         try:
             stats = self._refresh_from(est, kind, h, m, dense)
         finally:
             self.model.train(was_training)
+            if saved is not None:
+                with torch.no_grad():
+                    for bn, bufs in zip(bns, saved):
+                        for k, b in bn.named_buffers(recurse=False):
+                            b.copy_(bufs[k])
         self._stats = stats
         return stats
 
@@ -551,4 +574,6 @@ IsotropicNoiseGD = register_optimizer("gd-isotropic")(_variant(
     "0.1 and 0.05) × the largest per-coordinate gradient variance max_j Σ_jj / m at the first "
     "step (then fixed; :func:`max_gradient_variance`). m = ``noise_batch_size`` = 1 (default) "
     "reads the paper's 'maximum gradient variance' as that of per-example gradients; m = 100 as "
-    "that of the batch-100 gradients of its SGD baseline."))
+    "that of the batch-100 gradients of its SGD baseline. With batch norm, ``variance_bn`` "
+    "picks the statistics it is measured with: the fresh running ones (default) or the "
+    "training data's, which the full-batch GD step normalises with."))

@@ -419,3 +419,28 @@ def test_a_verdict_resting_on_a_missing_number_is_inconclusive():
     for absent in (None, "n/a"):
         assert decided(False, absent) is None
     assert decided(True, 1.0, float("nan")) is None
+
+
+def test_a_censored_value_decides_a_claim_only_when_its_bound_settles_it():
+    # "w" of u is a lower bound (≥ 1.0); v and x are measured (0.5 and 1.5)
+    v = {"u": {"w": 1.0, "w__censored": True}, "v": {"w": 0.5}, "x": {"w": 1.5}}
+    one = lambda c: check_claims([c], v)[0]                            # noqa: E731
+    assert one({"greater": ["u", "v"], "metric": "w"}).agrees_with_paper is True
+    assert one({"less": ["v", "u"], "metric": "w"}).agrees_with_paper is True
+    assert one({"less": ["u", "v"], "metric": "w"}).agrees_with_paper is False
+    c = one({"greater": ["u", "x"], "metric": "w"})          # ≥ 1 against 1.5: could be either
+    assert c.agrees_with_paper is None
+    assert c.text == ("w of u (≥ 1) is not higher than that of x (1.5) — a value is a lower "
+                      "bound, which does not settle the claim, so inconclusive")
+    assert one({"less": ["u", "x"], "metric": "w"}).agrees_with_paper is None
+    # a bound that settles the comparison still has to clear the seed-to-seed spread
+    noisy = {"u": {"w": 1.0, "w__censored": True, "w__std": 0.6}, "v": {"w": 0.5}}
+    c = check_claims([{"greater": ["u", "v"], "metric": "w"}], noisy)[0]
+    assert c.agrees_with_paper is None and "already settles" not in c.text
+    # equivalence: a bound can refute it (≥ 1 is more than 0.1 away from 0.5), never confirm
+    eq = {"equivalent": ["u", "v"], "metric": "w", "margin": 0.1}
+    assert one(eq).agrees_with_paper is False
+    assert one({**eq, "equivalent": ["v", "u"]}).agrees_with_paper is False
+    near = {"u": {"w": 1.0, "w__censored": True}, "y": {"w": 1.02}}
+    assert check_claims([{**eq, "equivalent": ["u", "y"]}], near)[0].agrees_with_paper is None
+    assert one({"close": ["u", "x"], "metric": "w", "rtol": 1.0}).agrees_with_paper is None

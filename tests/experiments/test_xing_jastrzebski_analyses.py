@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
+import matplotlib
 import numpy as np
 import pytest
 
@@ -14,7 +15,15 @@ from sgdlab.experiments.procedures.jastrzebski import (breakdown, curve_gap, equ
 from sgdlab.experiments.procedures.xing import (fifths, rise_fraction, xing_cosine_grid,
                                                xing_hessian_norm, xing_walk)
 
+matplotlib.use("Agg")
 PAPER = {"author": "X", "figure": "Fig. 0"}
+
+
+@pytest.fixture(autouse=True)
+def _close_figures():
+    yield
+    import matplotlib.pyplot as plt
+    plt.close("all")       # the analyses draw figures; none is looked at here
 
 
 def run(label, seed, params=None, metrics=None, data=None, summary=None, status="finished"):
@@ -232,3 +241,63 @@ def test_measurement_subset_with_a_seed_is_random_and_fixed():
     b = measurement_data(ds, {"kind": "hessian_top", "samples": 20, "sample_seed": 0})
     assert torch.equal(a[0], b[0]) and len(a[1].unique()) > 5
     assert torch.equal(a[0][:, 0].long() // 10, a[1])              # pairs kept together
+
+
+def _basins(label, seed, c_a, c_b, start=-1.0):
+    # parabolic basins of curvature c_a at α = 0 and c_b at α = 1; the loss reaches the level
+    # 0.5 at |α − end| = 1/√c, so c < 1 leaves that side unclosed within α ∈ [start, 2]
+    a = np.linspace(start, 2, int(round((2 - start) * 100)) + 1)
+    loss = np.where(a < 0.5, 0.5 * c_a * a ** 2, 0.5 * c_b * (a - 1) ** 2)
+    return run(label, seed, params={"between": ["A", "B"]},
+               data={"alphas": a.tolist(), "train_loss": loss.tolist(),
+                     "train_acc": [1.0] * len(a), "test_loss": [], "test_acc": [],
+                     "bn_stats": "none"}, summary={"distance": 2.0})
+
+
+def _width_claims(group):
+    return [{"greater": [group, group], "metric": "width_A", "metric_b": "width_B"},
+            {"less": [group, group], "metric": "width_B", "metric_b": "width_A"},
+            {"equivalent": [group, group], "metric": "log_width_A", "metric_b": "log_width_B",
+             "margin": 0.223}]
+
+
+@pytest.mark.parametrize("c_a, c_b, start, verdict, equal", [
+    (0.5, 25.0, -1.0, True, False),     # A unclosed: width ≥ 1 (the α range) > B's 0.2
+    (4.0, 0.5, -1.0, False, False),     # B unclosed: ≥ 1 > A's 0.5, against A wider
+    (4.0, 25.0, -1.0, True, False),     # both closed: 0.5 > 0.2, as before
+    (0.5, 4.0, -0.3, None, None),       # A unclosed at ≥ 0.3 < B's 0.5: settles nothing
+    (0.5, 0.5, -1.0, None, None),       # both unclosed: two lower bounds
+])
+def test_interpolation_width_claims_read_an_unclosed_basin_as_a_lower_bound(c_a, c_b, start,
+                                                                             verdict, equal):
+    runs = [_basins("pair", s, c_a, c_b, start) for s in (0, 1, 2)]
+    spec = SimpleNamespace(paper=PAPER, options={"rise": 0.5, "claims": _width_claims("pair")})
+    res = interpolation(spec, runs)
+    greater, less, equivalent = res.conclusions
+    assert greater.agrees_with_paper is verdict and less.agrees_with_paper is verdict
+    # equal widths: a bound can refute them (≥ 1 against 0.2), never confirm them
+    assert equivalent.agrees_with_paper is equal
+    # a width on the unclosed side is the extent of the α range there, printed as a bound
+    if c_a < 1:
+        assert runs[0].summary["width_A"] == pytest.approx(-start)
+        assert f"(≥ {-start:g})" in greater.text
+    if c_b < 1:
+        assert runs[0].summary["width_B"] == pytest.approx(1.0)
+    if c_a < 1 or c_b < 1:
+        assert "lower bound" in equivalent.text and "≥" in equivalent.text
+        if verdict is not None:
+            assert "already settles" in greater.text and "already settles" in equivalent.text
+    else:
+        assert "≥" not in greater.text + equivalent.text
+
+
+def test_interpolation_width_claim_with_one_seed_unclosed_uses_the_mean_of_the_bounds():
+    # seed 0's A basin does not close (≥ 1), seeds 1-2 close at 0.5: the mean width at A is at
+    # least (1 + 0.5 + 0.5)/3 ≈ 0.67, above B's 0.2 by more than the seeds' spread
+    runs = [_basins("pair", 0, 0.5, 25.0)] + [_basins("pair", s, 4.0, 25.0) for s in (1, 2)]
+    spec = SimpleNamespace(paper=PAPER, options={"rise": 0.5, "claims": _width_claims("pair")})
+    greater = interpolation(spec, runs).conclusions[0]
+    assert greater.agrees_with_paper is True and "(≥ 0.66" in greater.text
+    # against a B that closes wider than that mean bound, nothing is settled
+    runs = [_basins("pair", 0, 0.5, 1.5)] + [_basins("pair", s, 4.0, 1.5) for s in (1, 2)]
+    assert interpolation(spec, runs).conclusions[0].agrees_with_paper is None

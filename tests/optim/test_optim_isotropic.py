@@ -2,6 +2,8 @@
 per-coordinate variance of the gradients at initialisation."""
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 from torch import nn
@@ -48,3 +50,64 @@ def test_paper_factors_set_the_isotropic_variance(factor):
                                  variance_factor=factor, noise_batch_size=100)
     opt100.refresh_statistics()
     torch.testing.assert_close(opt100.covariance() * 100, opt.covariance())
+
+
+def _bn_net():
+    # batch norm after a layer whose outputs are far from (0, 1) (small spread, offset): fresh
+    # running statistics (0, 1) make eval-mode batch norm a different function from the
+    # train-mode one full-batch GD trains
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4), nn.Tanh(), nn.Linear(4, 2)).double()
+    with torch.no_grad():
+        net[0].weight.mul_(0.1)
+        net[0].bias.copy_(torch.tensor([1.5, -1.0, 2.0, 0.5], dtype=torch.float64))
+    return net
+
+
+def _max_variance_with_bn_stats(net, data, mean, var) -> float:
+    """max_j Σ_jj of the per-example gradients of ``net`` in eval mode with the batch-norm
+    running statistics set to (mean, var), explicitly (one backward pass per example)."""
+    ref = copy.deepcopy(net).eval()
+    with torch.no_grad():
+        ref[1].running_mean.copy_(mean)
+        ref[1].running_var.copy_(var)
+    sigma = covariance_reference(per_sample_gradients_loop(ref, LOSS, data))
+    return float(torch.diagonal(sigma).max())
+
+
+def test_max_variance_bn_reads_running_or_recomputed_batch_norm_statistics():
+    net = _bn_net()
+    data = tiny_classification(n=13)
+    h = net[0](data[0]).detach()
+    fresh = _max_variance_with_bn_stats(net, data, torch.zeros(4, dtype=torch.float64),
+                                        torch.ones(4, dtype=torch.float64))
+    # the statistics full-batch GD's train-mode forward pass uses: the data's mean and
+    # (running-statistics convention) unbiased variance of the batch norm's inputs
+    on_data = _max_variance_with_bn_stats(net, data, h.mean(0), h.var(0, unbiased=True))
+    assert on_data > 2 * fresh         # the two functions differ: the reading matters
+    buffers = {k: v.clone() for k, v in net.state_dict().items()}
+    got = {}
+    for bn in ("running", "data"):
+        opt = build_optimizer_for("gd-isotropic", net, loss_fn=LOSS, data=data, lr=0.1,
+                                  variance_factor=0.1, variance_bn=bn)
+        got[bn] = opt.refresh_statistics()["sigma2"] / 0.1
+        # the measurement leaves the model's buffers and its train mode as they were
+        assert all(torch.equal(v, net.state_dict()[k]) for k, v in buffers.items())
+        assert net.training
+    assert got["running"] == pytest.approx(fresh, rel=1e-9)
+    assert got["data"] == pytest.approx(on_data, rel=1e-9)
+    default = build_optimizer_for("gd-isotropic", net, loss_fn=LOSS, data=data, lr=0.1,
+                                  variance_factor=0.1)
+    assert default.refresh_statistics()["sigma2"] / 0.1 == pytest.approx(fresh, rel=1e-9)
+    with pytest.raises(ValueError, match="variance_bn"):
+        build_optimizer_for("gd-isotropic", net, loss_fn=LOSS, data=data, lr=0.1,
+                            variance_factor=0.1, variance_bn="eval")
+
+
+def test_max_variance_bn_data_is_a_no_op_without_batch_norm():
+    model = tiny_mlp(3, 4, 2, seed=0)
+    data = tiny_classification(n=13)
+    a, b = (build_optimizer_for("gd-isotropic", model, loss_fn=LOSS, data=data, lr=0.1,
+                                variance_factor=0.1, variance_bn=bn).refresh_statistics()
+            for bn in ("running", "data"))
+    assert a["sigma2"] == b["sigma2"]

@@ -35,6 +35,16 @@ claim's boundary is inconclusive. ``paired: true`` takes that spread from the pe
 differences instead (for ``above``, of min over A − max over B), for groups whose runs share
 each seed's start (the same initialisation, or a continuation of the same seed's run): the
 seeds' common variation then cancels.
+
+A value may be *censored*: ``values[group][metric + "__censored"]`` true says that some seed
+measured only a lower bound (e.g. a basin that does not close inside the range scanned), so
+the group's mean is a lower bound of the true mean. A less/greater claim is then decided only
+when the bound already settles it: a censored value on the side the claim wants larger
+(A of ``greater``, B of ``less``) agrees when its bound already wins, a censored value on the
+other side disagrees when its bound already loses, and anything else — both sides censored
+included — is inconclusive. An ``equivalent`` claim with one side censored can only be
+refuted (its interval already lies beyond the margin on the side the bound can only widen);
+other claims on a censored value are inconclusive.
 """
 from __future__ import annotations
 
@@ -239,6 +249,7 @@ def check_claims(claims: list[dict[str, Any]], values: dict[str, dict[str, float
 
         margin = float(c.get("margin", 0.0))
         slack = None        # how far the observed difference lies past the claim's boundary
+        censored = None     # (which values are lower bounds, whether the bound settles it)
         if c.get("paired") and kind in ("less", "greater", "above") \
                 and c.get("metric_b", metric) != metric:
             raise ConfigError(f"options.claims[{i}]: 'paired' compares one metric")
@@ -265,11 +276,24 @@ def check_claims(claims: list[dict[str, Any]], values: dict[str, dict[str, float
                 a, b = f"{a} [{metric}]", f"{b} [{mb}]"
             ev = {a: va, b: vb}
             fin = finite(va) and finite(vb)
+            ga, gb = c[kind]
+            cens_a = bool(values.get(ga, {}).get(metric + "__censored"))
+            cens_b = bool(values.get(gb, {}).get(mb + "__censored"))
             if kind in ("less", "greater"):
                 if fin:
                     slack = (vb - va if kind == "less" else va - vb) - margin
                 ok = slack is not None and slack > 0
                 fa, fb = _fmt_pair(va, vb) if margin == 0 else (_fmt(va), _fmt(vb))
+                if cens_a or cens_b:
+                    # the true slack is at least the observed one when the side the claim
+                    # wants larger is censored, at most it when the other side is
+                    up, down = (cens_a, cens_b) if kind == "greater" else (cens_b, cens_a)
+                    settles = fin and ((up and not down and ok) or (down and not up and not ok))
+                    censored = ("both values are lower bounds" if cens_a and cens_b
+                                else "a value is a lower bound", settles)
+                    if not settles:
+                        ok = None
+                fa, fb = ("≥ " + fa if cens_a else fa), ("≥ " + fb if cens_b else fb)
                 if margin < 0:      # a tolerance: "not worse by more than |margin|"
                     rel = {"less": "not above", "greater": "not below"}[kind]
                     rel = (f"{rel} that of" if ok else f"{'above' if kind == 'less' else 'below'}"
@@ -286,23 +310,34 @@ def check_claims(claims: list[dict[str, Any]], values: dict[str, dict[str, float
                     raise ConfigError(f"options.claims[{i}]: 'equivalent' needs a 'margin' or an "
                                       "'rtol' (the largest difference the paper's claim "
                                       "tolerates, absolute or as a fraction of |mean_B|)")
-                ga, gb = c[kind]
                 rtol = float(c.get("rtol", 0.0))
                 eq_margin = margin + rtol * abs(vb) if fin else margin
                 ok, how = (None, "") if not fin else equivalence(
                     va, vb, values[ga].get(metric + "__std", 0.0),
                     values[gb].get(mb + "__std", 0.0), int(values[ga].get(metric + "__n", 1)),
                     int(values[gb].get(mb + "__n", 1)), eq_margin)
-                text = f"{mname} of {nm(a)} ({_fmt(va)}) vs {nm(b)} ({_fmt(vb)}): {how}"
+                fa, fb = (("≥ " if cens else "") + _fmt(v) for cens, v in ((cens_a, va),
+                                                                          (cens_b, vb)))
+                text = f"{mname} of {nm(a)} ({fa}) vs {nm(b)} ({fb}): {how}"
                 if rtol and fin:
                     text += (f" (margin {f'{margin:g} + ' if margin else ''}{rtol:g} × |mean of "
                              f"{nm(b)}| = {_fmt(eq_margin)})")
+                if cens_a or cens_b:
+                    # a bound can only take A − B further up (A censored) or down (B)
+                    settles = ok is False and cens_a != cens_b and (va > vb) == cens_a
+                    censored = ("both values are lower bounds" if cens_a and cens_b
+                                else "a value is a lower bound", settles)
+                    if not settles:
+                        ok = None
             else:
                 tol = float(c.get("atol", 0.0)) + float(c.get("rtol", 0.1)) * abs(vb) if fin else 0
                 close = fin and abs(va - vb) <= tol
                 ok = close if kind == "close" else (fin and not close)
                 text = (f"{mname} of {nm(a)} ({_fmt(va)}) and {nm(b)} ({_fmt(vb)}) "
                         f"{'agree' if close else 'differ'} within tolerance {_fmt(tol)}")
+            if kind in ("close", "far") and (cens_a or cens_b):
+                censored = ("a value is a lower bound", False)
+                ok = None
         if slack is not None:
             # distance of the observed difference from the claim's boundary: inside the
             # seed-to-seed spread, neither meeting nor missing the claim is evidence
@@ -324,6 +359,14 @@ def check_claims(claims: list[dict[str, Any]], values: dict[str, dict[str, float
                 ok = None
             elif paired and spread > 0:
                 text += f" (paired seed-to-seed std {spread:.3g})"
+        if censored is not None:
+            bound, settles = censored
+            if not settles:
+                text += f" — {bound}, which does not settle the claim, so inconclusive"
+            elif ok is not None:
+                text += f" — {bound}, which already settles the claim"
+            else:           # the seed-to-seed spread has already left it undecided
+                text += f" — {bound}"
         if not all(map(finite, (va if isinstance(va, list) else [va])
                        + (vb if isinstance(vb, list) else [vb]))):
             text += " (missing or non-finite values: the claim cannot be checked)"

@@ -310,9 +310,11 @@ def interpolation(spec, runs: list[StoredRun]) -> Analysis:
     (:func:`sgdlab.measure.interpolation.basin_width`, training loss; the outward sides are
     the ones the other minimum's basin cannot reach, and the paper reads "sharper regions on
     the right") — and their logarithms. A side whose loss never reaches the level inside the
-    α range has no measured width (NaN: the claim on it is inconclusive). ``options.claims``
-    compare them: the end trained with the higher η/S has the wider basin, equal η/S equal
-    widths."""
+    α range is *censored*: its width is at least the α range on that side, the value kept,
+    flagged as a lower bound (``__censored``, :mod:`sgdlab.experiments.procedures.common`),
+    so a wider/narrower claim is decided when the bound already settles it (unclosed ≥ 1
+    against a closed 0.5) and is inconclusive otherwise. ``options.claims`` compare them: the
+    end trained with the higher η/S has the wider basin, equal η/S equal widths."""
     from sgdlab.measure.interpolation import basin_width
     from sgdlab.report.figures.interpolation import interpolation_figure
 
@@ -325,9 +327,10 @@ def interpolation(spec, runs: list[StoredRun]) -> Analysis:
         wa = basin_width(r.data["alphas"], r.data["train_loss"], 0.0, rise, side="left")
         wb = basin_width(r.data["alphas"], r.data["train_loss"], 1.0, rise, side="right")
         for end, w in (("A", wa), ("B", wb)):
-            ok = w.closed and w.width > 0
+            ok = w.width > 0        # unclosed: a lower bound, flagged below
             r.summary[f"width_{end}"] = w.width if ok else float("nan")
             r.summary[f"log_width_{end}"] = math.log(w.width) if ok else float("nan")
+            r.summary[f"closed_{end}"] = w.closed
         rows.append([r.group, r.seed, a_lab, b_lab, r.summary.get("loss_at_A"),
                      r.summary.get("loss_at_B"), wa.width, wb.width,
                      wa.width * r.summary.get("distance", float("nan")),
@@ -346,6 +349,10 @@ def interpolation(spec, runs: list[StoredRun]) -> Analysis:
                           f"the α range (otherwise the width is only a lower bound)")
     groups = by_group(interp, key=lambda r: r.group)
     vals = values_by_group(groups, ["width_A", "width_B", "log_width_A", "log_width_B"])
+    for g, rs in groups.items():
+        for end in ("A", "B"):
+            if any(not r.summary[f"closed_{end}"] for r in rs):
+                vals[g][f"width_{end}__censored"] = vals[g][f"log_width_{end}__censored"] = True
     return Analysis(tables=[table], figures=figs,
                     conclusions=check_claims(o.get("claims"), vals))
 
