@@ -126,6 +126,35 @@ def binomial_se(rate: float, n: int) -> float:
     return (rate * (1 - rate) / n) ** 0.5 if n > 0 else float("nan")
 
 
+def wilson_interval(successes: int, n: int, z: float = 2.0) -> tuple[float, float]:
+    """Wilson score interval (lo, hi) of a success rate k/n at ``z`` standard errors.
+
+    Unlike p ± z·sqrt(p(1 − p)/n), which shrinks to a point at p = 0 or 1 (so that two rates
+    both at 0% would look certain to be equal), it keeps a width there: [0, z²/(n + z²)] at
+    k = 0. (nan, nan) for n = 0."""
+    if n <= 0:
+        return float("nan"), float("nan")
+    p, z2 = successes / n, z * z
+    den = 1 + z2 / n
+    centre = (p + z2 / (2 * n)) / den
+    half = z * (p * (1 - p) / n + z2 / (4 * n * n)) ** 0.5 / den
+    # the interval contains p; min/max keep round-off from moving an end past it at 0 or 1
+    return max(0.0, min(p, centre - half)), min(1.0, max(p, centre + half))
+
+
+def rate_difference_interval(k1: int, n1: int, k2: int, n2: int,
+                             z: float = 2.0) -> tuple[float, float]:
+    """Interval (lo, hi) of the difference k1/n1 − k2/n2 of two independent success rates,
+    Newcombe's hybrid score interval (Stat. Med. 17, 1998, method 10) built from the two Wilson
+    intervals: it does not collapse when both rates sit at 0 or 1."""
+    p1, p2 = (k1 / n1 if n1 > 0 else float("nan")), (k2 / n2 if n2 > 0 else float("nan"))
+    l1, u1 = wilson_interval(k1, n1, z)
+    l2, u2 = wilson_interval(k2, n2, z)
+    d = p1 - p2
+    return (d - ((p1 - l1) ** 2 + (u2 - p2) ** 2) ** 0.5,
+            d + ((u1 - p1) ** 2 + (p2 - l2) ** 2) ** 0.5)
+
+
 @dataclass
 class EscapeResult:
     """Outcome per method: success rate, final iterates, sharpness curve, trajectories."""
@@ -438,6 +467,7 @@ def escape_experiment(
     return result
 
 
-__all__ = ["METHODS", "LABELS", "PROTOCOLS", "SUCCESS_RULES", "binomial_se", "EscapeConfig", "EscapeResult", "escape_experiment",
+__all__ = ["METHODS", "LABELS", "PROTOCOLS", "SUCCESS_RULES", "binomial_se", "wilson_interval",
+           "rate_difference_interval", "EscapeConfig", "EscapeResult", "escape_experiment",
            "run_methods", "method_noise_covariance", "sample_method_noise", "top_eigenpairs",
            "expected_sharpness_batched"]

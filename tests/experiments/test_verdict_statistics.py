@@ -236,17 +236,34 @@ def test_spearman_drops_non_finite_points_and_needs_three():
 
 
 def test_escape_ordering_verdict_by_hand():
+    """On (successes, runs), with Newcombe's interval of the difference (published values:
+    Stat. Med. 17, 1998, Table II, method 10, at 95%)."""
     from sgdlab.experiments.procedures.landscape_runs import ordering_verdict
 
-    a = {"x": (0.5, 0.05), "y": (0.6, 0.01)}
-    # min over a is x (0.5); se of the gap = √(0.05² + 0.05²) = 0.0707
-    ok, gap, se = ordering_verdict(a, {"p": (0.2, 0.05), "q": (0.3, 0.05)})
-    assert (ok, gap, se) == (True, pytest.approx(0.2), pytest.approx(math.sqrt(0.005)))
-    ok, gap, _ = ordering_verdict(a, {"q": (0.45, 0.05)})          # 0.05 ± 0.141
-    assert ok is None and gap == pytest.approx(0.05)
-    ok, gap, _ = ordering_verdict(a, {"q": (0.7, 0.05)})           # −0.2 + 0.141 <= 0
-    assert ok is False and gap == pytest.approx(-0.2)
-    assert ordering_verdict(a, {"q": (0.45, 0.05)}, z=0.5)[0] is True   # 0.05 − 0.035 > 0
+    z95 = 1.959964
+    a = {"x": (56, 70), "y": (65, 70)}
+    # min over a is x (0.8), max over b is p (0.6): 0.2 in [0.0524, 0.3339]
+    ok, gap, ci = ordering_verdict(a, {"p": (48, 80), "q": (30, 80)}, z95)
+    assert (ok, gap) == (True, pytest.approx(0.2))
+    assert ci == (pytest.approx(0.0524, abs=5e-5), pytest.approx(0.3339, abs=5e-5))
+    ok, gap, ci = ordering_verdict({"x": (5, 56)}, {"q": (0, 29)}, z95)    # [−0.0381, 0.1926]
+    assert ok is None and ci[0] == pytest.approx(-0.0381, abs=5e-5)
+    assert ordering_verdict({"x": (5, 56)}, {"q": (0, 29)}, 0.5)[0] is True
+    ok, gap, ci = ordering_verdict({"x": (0, 20)}, {"q": (10, 10)}, z95)   # [−1, −0.6791]
+    assert (ok, gap) == (False, -1.0) and ci[1] == pytest.approx(-0.6791, abs=5e-5)
+
+
+def test_escape_ordering_with_both_rates_at_zero_or_one_is_not_a_disagreement():
+    """sqrt(p(1 − p)/n) = 0 made 0% vs 0% read as "the ordering does not appear"; both rates at
+    the floor (or the ceiling) cannot show an ordering, whatever the methods do."""
+    from sgdlab.experiments.procedures.landscape_runs import ordering_verdict
+
+    ok, gap, ci = ordering_verdict({"x": (0, 10)}, {"q": (0, 20)}, 1.959964)
+    assert (ok, gap) == (None, 0.0)
+    assert ci == (pytest.approx(-0.1611, abs=5e-5), pytest.approx(0.2775, abs=5e-5))
+    assert ordering_verdict({"x": (1000, 1000)}, {"q": (1000, 1000), "r": (3, 1000)})[0] is None
+    # one rate at a boundary is no reason for doubt: 0% vs 60% of 1,000 is decided
+    assert ordering_verdict({"x": (0, 1000)}, {"q": (600, 1000)})[0] is False
 
 
 def test_compare_groups_table_and_claims_by_hand():
@@ -291,26 +308,101 @@ def test_zhu_alignment_checks_by_hand():
     runs = [r("g", 0, (0.95, 0.91), (0.8, 0.3), (0.75, 0.45), (1.8, 0.5)),
             r("g", 1, (0.97, 0.85), (0.8, 0.3), (0.75, 0.43), (1.6, 0.7)),
             r("h", 0, (0.99, 0.93), (0.6, 0.2), (0.6, 0.2), (1.0, 1.5))]
-    spec = SimpleNamespace(paper=PAPER, options={"tests": ["cosine", "eigenvalues",
-                                                           "residual"]})
+    spec = SimpleNamespace(paper=PAPER, options={"tests": ["cosine", "eigenvalues"]})
     res = zhu_alignment(spec, runs)
     # g: last cosines average to 0.96 and 0.88 (< 0.9); eigenvalue gaps 0.05 and
-    # |0.3 − 0.44| = 0.14 (> 0.1); residual 1.7 -> 0.6, below random 2 − 2²/10 = 1.6
-    g_cos, g_eig, g_res, h_cos, h_eig, h_res = res.conclusions
+    # |0.3 − 0.44| = 0.14 (> 0.1)
+    g_cos, g_eig, h_cos, h_eig = res.conclusions
     assert g_cos.agrees_with_paper is False
     assert g_cos.evidence["cosines"] == pytest.approx([0.96, 0.88])
     assert g_eig.agrees_with_paper is False
     assert g_eig.evidence["gaps"] == pytest.approx([0.05, 0.14])
-    assert g_res.agrees_with_paper is True
-    assert g_res.evidence == pytest.approx({"residual_end": 0.6, "residual_start": 1.7,
-                                            "random_expectation": 1.6})
     assert (h_cos.agrees_with_paper, h_eig.agrees_with_paper) == (True, True)
-    assert h_res.agrees_with_paper is False                       # the residual grew
     rows = res.table("alignment").rows
     assert rows[1] == ["g", 2, pytest.approx(0.88), pytest.approx(0.03 * math.sqrt(2)),
                        pytest.approx(0.3), pytest.approx(0.44)]
-    spec.options["eigenvalue_atol"] = 0.15
+    spec.options["eigenvalue_atol"] = 0.15        # 0.14 <= 0.15, but 0.14/0.44 = 0.32
+    assert zhu_alignment(spec, runs).conclusions[1].agrees_with_paper is False
+    spec.options["eigenvalue_rtol"] = 0.35
     assert zhu_alignment(spec, runs).conclusions[1].agrees_with_paper is True
+
+
+def _alignment_run(label, h, s, residual=None, k=2):
+    m = {}
+    for i in range(1, k + 1):
+        m[f"align/cos_{i}"] = [(10, 0.99)]
+        m[f"align/hess_norm_eig_{i}"] = [(10, h[i - 1])]
+        m[f"align/sigma_norm_eig_{i}"] = [(10, s[i - 1])]
+    if residual is not None:
+        m["align/residual"] = list(zip(range(len(residual)), residual))
+    return run(label, 0, summary={"num_params": 10}, metrics=m)
+
+
+def test_zhu_alignment_eigenvalues_also_within_a_relative_tolerance():
+    """Normalised spectra near rank one put every eigenvalue past the first within 0.1 of any
+    other: 0.065 vs 0.034 is "within 0.1" but one is twice the other."""
+    from sgdlab.experiments.procedures.zhu import zhu_alignment
+
+    runs = [_alignment_run("rank-one", (0.9, 0.065), (0.93, 0.034)),
+            _alignment_run("similar", (0.9, 0.3), (0.85, 0.26)),       # 0.05/0.9, 0.04/0.3
+            _alignment_run("negative", (0.9, -0.3), (0.85, -0.26))]    # |λ| for the scale
+
+    def verdicts(**o):
+        spec = SimpleNamespace(paper=PAPER, options={"tests": ["eigenvalues"], **o})
+        out = [c.agrees_with_paper for c in zhu_alignment(spec, runs).conclusions]
+        matplotlib.pyplot.close("all")
+        return out
+
+    assert verdicts() == [False, True, True]                   # default rtol 0.25
+    assert verdicts(eigenvalue_rtol=0.5) == [True, True, True]  # 0.031/0.065 = 0.48
+    assert verdicts(eigenvalue_rtol=0.1) == [False, False, False]
+    # both tolerances apply: 0.05 > 0.04 fails "similar" whatever the relative one
+    assert verdicts(eigenvalue_atol=0.04, eigenvalue_rtol=0.5) == [True, False, False]
+    assert verdicts(eigenvalue_rtol=None) == [True, True, True]      # the absolute test only
+    spec = SimpleNamespace(paper=PAPER, options={"tests": ["eigenvalues"]})
+    ev = zhu_alignment(spec, runs).conclusions[0].evidence
+    assert ev["relative_gaps"] == pytest.approx([0.03 / 0.93, 0.031 / 0.065])
+    assert (ev["tolerance"], ev["relative_tolerance"]) == (0.1, 0.25)
+
+
+def test_zhu_projection_residual_small_relative_to_k_and_stable_late():
+    """"Becomes small and stable in the later stage": the mean over the last third of the log
+    points at most a fraction of k, and its spread there bounded; lower than at the start and
+    than random subspaces' k − k²/d alone is not "small"."""
+    from sgdlab.experiments.procedures.zhu import zhu_alignment
+
+    # k = 2, d = 10: k/4 = 0.5, random subspaces 2 − 4/10 = 1.6; 9 log points, last 3 read
+    runs = [_alignment_run("small-stable", (0.9, 0.1), (0.9, 0.1),
+                           [1.8, 1.5, 1.0, 0.8, 0.6, 0.5, 0.42, 0.40, 0.41]),
+            _alignment_run("lower-not-small", (0.9, 0.1), (0.9, 0.1),
+                           [1.8, 1.6, 1.5, 1.4, 1.3, 1.25, 1.2, 1.1, 1.15]),
+            _alignment_run("small-unstable", (0.9, 0.1), (0.9, 0.1),
+                           [1.8, 1.5, 1.0, 0.8, 0.6, 0.5, 0.2, 0.45, 0.3]),
+            _alignment_run("grew", (0.9, 0.1), (0.9, 0.1),
+                           [0.1, 0.1, 0.2, 0.2, 0.3, 0.3, 0.4, 0.4, 0.4])]
+
+    def verdicts(**o):
+        spec = SimpleNamespace(paper=PAPER, options={"tests": ["residual"], **o})
+        cs = zhu_alignment(spec, runs).conclusions
+        matplotlib.pyplot.close("all")
+        return [(a.agrees_with_paper, b.agrees_with_paper) for a, b in zip(cs[::2], cs[1::2])]
+
+    # (small, stable) per run; "grew" is below k/4 throughout but not lower than at the start
+    assert verdicts() == [(True, True), (False, True), (True, False), (False, True)]
+    assert verdicts(residual_small_fraction=0.6)[1] == (True, True)       # 1.15 <= 1.2
+    assert verdicts(residual_spread=0.8)[2] == (True, True)               # 0.25/0.317 = 0.79
+    spec = SimpleNamespace(paper=PAPER, options={"tests": ["residual"]})
+    small, stable = zhu_alignment(spec, runs).conclusions[:2]
+    ev = dict(small.evidence)
+    assert ev.pop("late_steps") == [6, 7, 8]
+    assert ev == pytest.approx({"residual_late_mean": 0.41, "residual_start": 1.8,
+                                "residual_end": 0.41, "small_bound": 0.5,
+                                "random_expectation": 1.6})
+    assert stable.evidence["relative_spread"] == pytest.approx(0.02 / 0.41)
+    # two log points: one in the last third, so stability cannot be judged
+    short = [_alignment_run("short", (0.9, 0.1), (0.9, 0.1), [1.8, 0.3])]
+    cs = zhu_alignment(spec, short).conclusions
+    assert [c.agrees_with_paper for c in cs] == [True, None]
 
 
 def test_zhu_noise_magnitude_ratio_by_hand():
@@ -330,8 +422,28 @@ def test_zhu_noise_magnitude_ratio_by_hand():
     res = zhu_noise_magnitude(SimpleNamespace(paper=PAPER, options={}), runs)
     verdicts = [c.agrees_with_paper for c in res.conclusions]
     assert verdicts == [True, False, False, None]
-    assert res.conclusions[0].evidence == pytest.approx({"ratio_start": 0.5, "ratio_end": 2.0})
+    assert res.conclusions[0].evidence == pytest.approx({"ratio_first_third": 0.5,
+                                                         "ratio_last_third": 2.0})
     assert res.table("noise_magnitude").rows[2][2:] == pytest.approx([4.0, 2.0, 0.8, 1.6])
+
+
+def test_zhu_noise_magnitude_uses_medians_over_the_first_and_last_third():
+    """One late log point can swing ‖g₀‖ several-fold: the ratio is read as the median over
+    the first and over the last third of the log points, not at the two end points."""
+    from sgdlab.experiments.procedures.zhu import zhu_noise_magnitude
+
+    def r(label, ratios):
+        steps = range(len(ratios))
+        return run(label, 0, metrics={"noise/grad_norm": [(t, 1.0) for t in steps],
+                                      "noise/noise_norm": list(zip(steps, ratios))})
+    runs = [r("last-dips", (0.5, 3.0, 0.6, 1, 1, 1, 2.0, 2.5, 0.3)),    # ends 0.5 -> 0.3
+            r("first-spikes", (5.0, 0.4, 0.5, 1, 1, 1, 1.5, 1.6, 1.4)),  # 5 -> 1.4
+            r("last-spikes", (0.5, 0.6, 0.4, 1, 1, 1, 0.5, 0.6, 3.0))]   # 0.5 -> 3
+    res = zhu_noise_magnitude(SimpleNamespace(paper=PAPER, options={}), runs)
+    assert [c.agrees_with_paper for c in res.conclusions] == [True, True, False]
+    assert res.conclusions[0].evidence == pytest.approx({"ratio_first_third": 0.6,
+                                                         "ratio_last_third": 2.0})
+    assert res.table("noise_magnitude").rows[2][2:4] == pytest.approx([0.5, 0.6])
 
 
 def test_cosine_grid_with_too_few_batch_sizes_is_inconclusive():
@@ -350,8 +462,12 @@ def test_cosine_grid_with_too_few_batch_sizes_is_inconclusive():
     assert dist.evidence["spearman"] == pytest.approx(-1.0) and dist.agrees_with_paper is True
 
 
-def test_escape_sweep_pools_repetitions_and_orders_per_learning_rate():
-    from sgdlab.experiments.procedures.landscape_runs import zhu_escape_sweep_analysis
+def test_escape_sweep_describes_the_ordering_per_learning_rate_without_verdicts():
+    """The paper states its ordering at one η: the sweep describes each η, it judges none."""
+    from sgdlab.experiments.procedures.landscape_runs import (ordering_summary,
+                                                              zhu_escape_sweep_analysis)
+    from sgdlab.landscapes.escape import rate_difference_interval, wilson_interval
+    from sgdlab.report.verdicts import verdict
 
     def r(method, lr, seed, successes):
         return run(f"{method}|lr={lr}", seed, params={"method": method, "lr": lr},
@@ -359,27 +475,73 @@ def test_escape_sweep_pools_repetitions_and_orders_per_learning_rate():
                             "reached_rate": 0.5, "eta_lambda_max": lr * 10})
     counts = {("a", 0.1): (30, 40), ("b", 0.1): (10, 20),     # 0.7 vs 0.3 over 100 each
               ("a", 0.2): (26, 24), ("b", 0.2): (20, 25),     # 0.5 vs 0.45
-              ("a", 0.4): (5, 5), ("b", 0.4): (45, 45)}       # 0.1 vs 0.9
+              ("a", 0.4): (5, 5), ("b", 0.4): (45, 45),       # 0.1 vs 0.9
+              ("a", 0.8): (0, 0), ("b", 0.8): (0, 0)}         # 0 vs 0: nothing to see
     runs = [r(m, lr, s, k[s]) for (m, lr), k in counts.items() for s in (0, 1)]
     spec = SimpleNamespace(paper={**PAPER, "claim": "a escapes more often"},
                            options={"faster": ["a"], "slower": ["b"]})
     res = zhu_escape_sweep_analysis(spec, runs)
-    c01, c02, c04, summary = res.conclusions
-    # pooled s.e. √(0.7·0.3/100) = 0.0458 per method; gap 0.4 ± 2·0.0648
-    assert c01.agrees_with_paper is True
+    c01, c02, c04, c08, summary = res.conclusions
+    for c in res.conclusions:
+        assert (c.agrees_with_paper, c.claim) == (None, None)
+        assert verdict(c.to_json(), "cpu") == ("descriptive", "neutral")
+    assert [c.evidence["ordering"] for c in (c01, c02, c04, c08)] == [
+        "appears", "is not decided", "does not appear", "is untestable"]
     assert c01.evidence["gap"] == pytest.approx(0.4)
-    assert c01.evidence["se"] == pytest.approx(math.sqrt(2 * 0.21 / 100))
-    assert c02.agrees_with_paper is None                      # 0.05 ± 2·0.0705
-    assert c02.evidence["se"] == pytest.approx(math.sqrt((0.25 + 0.2475) / 100))
-    assert c04.agrees_with_paper is False
-    assert summary.text == ("The paper's ordering appears at η ∈ {0.1}, does not appear at "
-                            "η ∈ {0.4}, and is undecided at η ∈ {0.2}")
-    from sgdlab.experiments.procedures.landscape_runs import ordering_summary
-    assert ordering_summary({True: [], False: ["0.1", "0.2"], None: []}) == (
+    assert c01.evidence["interval"] == pytest.approx(rate_difference_interval(70, 100, 30, 100))
+    assert c02.evidence["interval"][0] < 0 < c02.evidence["interval"][1]
+    assert "both 0%" in c08.text and "untestable" in c08.text
+    assert summary.text == ordering_summary({"appears": ["0.1"], "does not appear": ["0.4"],
+                                             "is not decided": ["0.2"],
+                                             "is untestable": ["0.8"]})
+    assert summary.text == (
+        "The paper's ordering appears at η ∈ {0.1}, does not appear at η ∈ {0.4}, is not "
+        "decided at η ∈ {0.2} and is untestable (both compared rates at 0% or both at 100%) "
+        "at η ∈ {0.8}")
+    assert ordering_summary({"does not appear": ["0.1", "0.2"]}) == (
         "The paper's ordering appears at no η in the grid, does not appear at η ∈ {0.1, 0.2}, "
-        "and is undecided at no η in the grid")
+        "is not decided at no η in the grid and is untestable (both compared rates at 0% or "
+        "both at 100%) at no η in the grid")
     long = res.table("escape_lr_sweep").rows
-    assert long[0][3:6] == [100, pytest.approx(0.7), pytest.approx(math.sqrt(0.0021))]
+    assert long[0][3:7] == [100, pytest.approx(0.7), *map(pytest.approx,
+                                                         wilson_interval(70, 100))]
+    zero = [row for row in long if row[0] == 0.8][0]
+    assert zero[4] == 0.0 and zero[6] == pytest.approx(4 / 104)      # not a zero-width bar
+
+
+def test_escape_analysis_judges_the_ordering_on_pooled_counts():
+    """zhu-escape-2d judges the paper's ordering at its η on the repetitions pooled over the
+    seeds (Wilson/Newcombe), inconclusive inside the seed-to-seed spread or at a boundary."""
+    from sgdlab.errors import ConfigError
+    from sgdlab.experiments.procedures.landscape_runs import zhu_escape_analysis
+
+    def runs_of(rates):
+        return [run(m, s, params={"method": m, "lr": 0.1},
+                    summary={"success_rate": k / 100, "successes": k, "repetitions": 100,
+                             "reached_rate": k / 100, "final_sharpness": 0.1})
+                for m, ks in rates.items() for s, k in enumerate(ks)]
+
+    def judge(rates, **order):
+        spec = SimpleNamespace(paper={**PAPER, "claim": "a escapes more often"}, options={
+            "ordering": {"faster": ["a", "c"], "slower": ["b"], **order}})
+        return zhu_escape_analysis(spec, runs_of(rates)).conclusions
+
+    (c,) = judge({"a": (90, 92, 88), "c": (95, 97, 99), "b": (20, 25, 15)})
+    assert c.agrees_with_paper is True and c.claim == "a escapes more often"
+    assert c.evidence["gap"] == pytest.approx(0.7)
+    (c,) = judge({"a": (10, 12, 8), "c": (95, 97, 99), "b": (20, 25, 15)})
+    assert c.agrees_with_paper is False
+    # every method at 100%: the old min-vs-max test said "disagrees"
+    (c,) = judge({"a": (100,) * 3, "c": (100,) * 3, "b": (100,) * 3})
+    assert c.agrees_with_paper is None and "untestable" in c.text
+    # pooled 210/300 vs 180/300 is clear of 0 at z = 2, but one seed of a is at 0.5
+    (c,) = judge({"a": (90, 50, 70), "c": (95, 97, 99), "b": (60, 60, 60)})
+    assert c.evidence["interval"][0] > 0
+    assert c.agrees_with_paper is None and "seed-to-seed spread" in c.text
+    (c,) = judge({"a": (90, 50, 70), "c": (95, 97, 99), "b": (60, 60, 60)}, z=4.0)
+    assert c.evidence["interval"][0] < 0 and "seed-to-seed" not in c.text
+    with pytest.raises(ConfigError, match="'d'"):
+        judge({"a": (90,), "c": (90,), "b": (20,)}, slower=["d"])
 
 
 def test_hessian_spectrum_fractions_and_tails_by_hand():

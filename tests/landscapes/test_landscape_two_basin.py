@@ -372,3 +372,40 @@ def test_closed_form_covariance_matches_per_sample_definition(name):
     land32 = two_basin(name, seed=5, dtype=torch.float32)
     cov32 = land32.gradient_covariance(pts.float()).double()
     assert torch.allclose(cov32, ref, atol=1e-4 * float(ref.abs().max()), rtol=1e-3)
+
+
+# Newcombe (1998), Stat. Med. 17: Table I of "Two-sided confidence intervals for the single
+# proportion" (score method) and Table II of "Interval estimation for the difference between
+# independent proportions" (method 10), 95% (z = 1.959964)
+Z95 = 1.959964
+
+
+@pytest.mark.parametrize("k, n, lo, hi", [(81, 263, 0.2553, 0.3662), (15, 148, 0.0624, 0.1605),
+                                          (0, 20, 0.0, 0.1611), (1, 29, 0.0061, 0.1718)])
+def test_wilson_interval_matches_newcombe(k, n, lo, hi):
+    from sgdlab.landscapes.escape import wilson_interval
+
+    assert wilson_interval(k, n, Z95) == (pytest.approx(lo, abs=5e-5), pytest.approx(hi, abs=5e-5))
+
+
+def test_wilson_interval_keeps_its_width_at_zero_and_one():
+    """sqrt(p(1 − p)/n) is 0 at p = 0 or 1; the score interval is [0, z²/(n + z²)] there."""
+    from sgdlab.landscapes.escape import wilson_interval
+
+    assert wilson_interval(0, 1000, 2.0) == (0.0, pytest.approx(4 / 1004))
+    assert wilson_interval(1000, 1000, 2.0) == (pytest.approx(1000 / 1004), 1.0)
+    lo, hi = wilson_interval(30, 100, 2.0)
+    assert (1 - hi, 1 - lo) == pytest.approx(wilson_interval(70, 100, 2.0))   # symmetric
+    assert all(math.isnan(v) for v in wilson_interval(0, 0, 2.0))
+
+
+@pytest.mark.parametrize("counts, lo, hi", [((56, 70, 48, 80), 0.0524, 0.3339),
+                                            ((9, 10, 3, 10), 0.1705, 0.8090),
+                                            ((5, 56, 0, 29), -0.0381, 0.1926),
+                                            ((0, 10, 0, 20), -0.1611, 0.2775),
+                                            ((10, 10, 0, 20), 0.6791, 1.0)])
+def test_rate_difference_interval_matches_newcombe(counts, lo, hi):
+    from sgdlab.landscapes.escape import rate_difference_interval
+
+    got = rate_difference_interval(*counts, z=Z95)
+    assert got == (pytest.approx(lo, abs=5e-5), pytest.approx(hi, abs=5e-5))

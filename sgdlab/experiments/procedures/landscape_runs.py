@@ -88,31 +88,51 @@ class EscapeProcedure(Procedure):
                          data=data)
 
 
-def _pooled_rate(runs) -> tuple[float, float, int]:
-    """(success rate, binomial standard error, repetitions) pooled over the runs' repetitions."""
-    from sgdlab.landscapes.escape import binomial_se
-
+def _pooled_counts(runs) -> tuple[int, int]:
+    """(successes, repetitions) pooled over the runs."""
     n = sum(int(r.summary.get("repetitions", 0)) for r in runs)
-    k = sum(int(r.summary.get("successes", 0)) for r in runs)
-    p = k / n if n else float("nan")
-    return p, binomial_se(p, n), n
+    return sum(int(r.summary.get("successes", 0)) for r in runs), n
+
+
+def _pooled_rate(runs, z: float = 2.0) -> tuple[float, tuple[float, float], int]:
+    """(success rate, its Wilson score interval at ``z``, repetitions) pooled over the runs'
+    repetitions."""
+    from sgdlab.landscapes.escape import wilson_interval
+
+    k, n = _pooled_counts(runs)
+    return (k / n if n else float("nan")), wilson_interval(k, n, z), n
+
+
+def _error_bars(rates: list[float], cis: list[tuple[float, float]]) -> list[list[float]]:
+    """Asymmetric error bars (below, above) of rates from their intervals."""
+    return [[p - lo for p, (lo, _) in zip(rates, cis)], [hi - p for p, (_, hi) in zip(rates, cis)]]
 
 
 @register_analysis("zhu_escape")
 def zhu_escape_analysis(spec, runs) -> Analysis:
-    """Success rate per method (pooled over seeds, with its binomial standard error and the
-    seed-to-seed spread), expected sharpness over iterations, trajectories (Fig. 3)."""
+    """Success rate per method (pooled over seeds, with its Wilson score interval and the
+    seed-to-seed spread), expected sharpness over iterations, trajectories (Fig. 3).
+
+    ``options.ordering`` ``{faster: [...], slower: [...], z: 2, claim: ...}`` judges the
+    paper's ordering at the runs' η: min success rate over ``faster`` above max over
+    ``slower`` on the repetitions pooled over the seeds, by :func:`ordering_verdict`; where
+    the seeds give a spread, a gap within the largest seed-to-seed std of the compared
+    methods' rates is inconclusive (the seeds redraw the data, a variation the pooled
+    binomial interval does not see). ``options.claims`` (:func:`check_claims`) are checked on
+    the seeds' mean success rate and final sharpness."""
     from sgdlab.landscapes.escape import LABELS
 
+    o = spec.options
+    z = float((o.get("ordering") or {}).get("z", 2.0))
     groups = by_group(runs, key=lambda r: r.params["method"])
     names = {m: LABELS.get(m, m) for m in groups}
     rows, vals = [], {}
     for m, rs in groups.items():
         sr, sr_s, n = stat(rs, "success_rate")
-        p, se, reps = _pooled_rate(rs)
+        p, (lo, hi), reps = _pooled_rate(rs, z)
         reach, _, _ = stat(rs, "reached_rate")
         sh, sh_s, _ = stat(rs, "final_sharpness")
-        rows.append([names[m], n, reps, p, se, sr_s, reach, sh, sh_s])
+        rows.append([names[m], n, reps, p, lo, hi, sr_s, reach, sh, sh_s])
         vals[m] = {"success_rate": sr, "final_sharpness": sh}
         if n > 1:
             vals[m]["success_rate__std"] = sr_s
@@ -120,13 +140,17 @@ def zhu_escape_analysis(spec, runs) -> Analysis:
     r0 = runs[0]
     eta_lam = r0.summary.get("eta_lambda_max")
     table = Table("escape_success", ["method", "seeds", "runs", "success rate",
-                                     "binomial s.e.", "std over seeds", "reached flat basin",
+                                     f"Wilson low (z = {z:g})", f"Wilson high (z = {z:g})",
+                                     "std over seeds", "reached flat basin",
                                      "final expected sharpness", "sharpness std"], rows,
                   caption=f"Escape from the sharp minimum at η = {r0.params.get('lr', 0.1)}"
-                          + (f" (η·λ_max = {eta_lam:.3g})" if eta_lam else ""))
-    f1 = bars([names[m] for m in groups], [_pooled_rate(groups[m])[0] for m in groups],
-              [_pooled_rate(groups[m])[1] for m in groups],
-              ylabel="success rate (± binomial s.e.)", title="Zhu et al. Fig. 3: escape success")
+                          + (f" (η·λ_max = {eta_lam:.3g})" if eta_lam else "")
+                          + "; success rate pooled over the seeds' repetitions")
+    pooled = [_pooled_rate(groups[m], z) for m in groups]
+    f1 = bars([names[m] for m in groups], [p for p, _, _ in pooled],
+              _error_bars([p for p, _, _ in pooled], [ci for _, ci, _ in pooled]),
+              ylabel=f"success rate (Wilson interval, z = {z:g})",
+              title="Zhu et al. Fig. 3: escape success")
     series = {}
     for m, rs in groups.items():
         r0 = rs[0]
@@ -152,41 +176,123 @@ def zhu_escape_analysis(spec, runs) -> Analysis:
         axes[0].legend(fontsize=7, title="one line per run", title_fontsize=7)
         fig.tight_layout()
         figs.append(("escape_trajectories", fig))
-    return Analysis(tables=[table], figures=figs,
-                    conclusions=check_claims(spec.options.get("claims", []), vals, names))
+    concl = []
+    if o.get("ordering"):
+        concl.append(_judged_ordering(spec, o["ordering"], groups, vals, z))
+    concl += check_claims(o.get("claims", []), vals, names)
+    return Analysis(tables=[table], figures=figs, conclusions=concl)
 
 
-def ordering_verdict(a: dict[str, tuple[float, float]], b: dict[str, tuple[float, float]],
-                     z: float = 2.0) -> tuple[bool | None, float, float]:
-    """Does min over ``a`` exceed max over ``b``? Each value is (rate, standard error).
+def _judged_ordering(spec, order: dict, groups, vals: dict, z: float) -> Conclusion:
+    """The conclusion of ``options.ordering`` (see :func:`zhu_escape_analysis`)."""
+    faster, slower = list(order.get("faster", [])), list(order.get("slower", []))
+    missing = [m for m in faster + slower if m not in groups]
+    if missing or not (faster and slower):
+        raise ConfigError(f"options.ordering: needs methods in 'faster' and 'slower' that have "
+                          f"runs; no runs of {', '.join(map(repr, missing)) or 'any'} (methods "
+                          f"run: {', '.join(groups)})")
+    word, ok, text, ev = ordering_finding({m: _pooled_counts(groups[m]) for m in faster},
+                                          {m: _pooled_counts(groups[m]) for m in slower}, z)
+    spread = max(vals[m].get("success_rate__std", 0.0) for m in faster + slower)
+    if ok is not None and spread > 0 and abs(ev["gap"]) < spread:
+        text += (f" — but within the seed-to-seed spread of the success rate (std "
+                 f"{100 * spread:.1f} points), so inconclusive")
+        ok = None
+    n_seeds = max(len(groups[m]) for m in faster + slower)
+    return Conclusion(f"escape success rate, repetitions pooled over {n_seeds} seed(s): {text}",
+                      agrees_with_paper=ok, claim=order.get("claim") or spec.paper.get("claim"),
+                      evidence={**ev, "seed_spread": spread})
 
-    Returns (verdict, gap, s.e. of the gap): True when gap − z·se > 0, False when
-    gap + z·se <= 0 (not above even at the favourable end), None in between."""
-    lo = min(a, key=lambda k: a[k][0])
-    hi = max(b, key=lambda k: b[k][0])
-    gap = a[lo][0] - b[hi][0]
-    se = (a[lo][1] ** 2 + b[hi][1] ** 2) ** 0.5
-    if gap - z * se > 0:
-        return True, gap, se
-    if gap + z * se <= 0:
-        return False, gap, se
-    return None, gap, se
+
+def ordering_verdict(a: dict[str, tuple[int, int]], b: dict[str, tuple[int, int]],
+                     z: float = 2.0) -> tuple[bool | None, float, tuple[float, float]]:
+    """Does the lowest success rate over ``a`` exceed the highest over ``b``? Each value is
+    (successes, runs).
+
+    Returns (verdict, gap, interval): gap = min over a − max over b and its Newcombe interval
+    at ``z`` (:func:`sgdlab.landscapes.escape.rate_difference_interval`, from the two Wilson
+    score intervals). True when the interval lies above 0, False when it lies at or below 0
+    (not above even at the favourable end), None in between — always None when both compared
+    rates sit at the same boundary, 0 or 1, where the success rate cannot show an order."""
+    from sgdlab.landscapes.escape import rate_difference_interval
+
+    lo, hi = _compared(a, b)
+    gap = _rate(a[lo]) - _rate(b[hi])
+    ci = rate_difference_interval(*a[lo], *b[hi], z=z)
+    if _boundary(_rate(a[lo]), _rate(b[hi])) is None:
+        if ci[0] > 0:
+            return True, gap, ci
+        if ci[1] <= 0:
+            return False, gap, ci
+    return None, gap, ci
 
 
-def ordering_summary(decided: dict[bool | None, list[str]]) -> str:
-    """The sweep's closing sentence from {verdict: [η, ...]}: the η at which the ordering
-    appears, does not and is undecided; an empty set reads "at no η in the grid"."""
+def _rate(v: tuple[int, int]) -> float:
+    return v[0] / v[1] if v[1] else float("nan")
+
+
+def _compared(a: dict[str, tuple[int, int]], b: dict[str, tuple[int, int]]) -> tuple[str, str]:
+    """The method of lowest rate in ``a`` and the one of highest rate in ``b``."""
+    return min(a, key=lambda k: _rate(a[k])), max(b, key=lambda k: _rate(b[k]))
+
+
+def _boundary(pa: float, pb: float) -> str | None:
+    """"0%" or "100%" when both rates sit at that boundary of the success rate, else None."""
+    return {0.0: "0%", 1.0: "100%"}.get(pa) if pa == pb else None
+
+
+ORDERING_WORDS = ("appears", "does not appear", "is not decided", "is untestable")
+
+
+def ordering_finding(a: dict[str, tuple[int, int]], b: dict[str, tuple[int, int]],
+                     z: float = 2.0) -> tuple[str, bool | None, str, dict[str, Any]]:
+    """(word of :data:`ORDERING_WORDS`, verdict, sentence, evidence) of
+    :func:`ordering_verdict` on (successes, runs) per method."""
+    from sgdlab.landscapes.escape import LABELS
+
+    ok, gap, (lo, hi) = ordering_verdict(a, b, z)
+    ma, mb = _compared(a, b)
+    pa, pb = _rate(a[ma]), _rate(b[mb])
+    edge = _boundary(pa, pb)
+    word = "is untestable" if edge else {True: "appears", False: "does not appear",
+                                         None: "is not decided"}[ok]
+    text = (f"min over {{{', '.join(LABELS.get(m, m) for m in a)}}} ({LABELS.get(ma, ma)}, "
+            f"{100 * pa:.1f}%) minus max over {{{', '.join(LABELS.get(m, m) for m in b)}}} "
+            f"({LABELS.get(mb, mb)}, {100 * pb:.1f}%) = {100 * gap:.1f} points, interval "
+            f"[{100 * lo:.1f}, {100 * hi:.1f}] (Newcombe, from Wilson score intervals at "
+            f"z = {z:g}): ")
+    if edge:
+        text += (f"both {edge} — no method of either side is told apart at this "
+                 f"{'floor' if edge == '0%' else 'ceiling'} of the success rate, so the "
+                 "paper's ordering is untestable here")
+    else:
+        text += f"the paper's ordering {word}"
+    ev = {"gap": gap, "interval": [lo, hi], "ordering": word, "z": z,
+          "compared": {ma: pa, mb: pb}}
+    return word, ok, text, ev
+
+
+def ordering_summary(found: dict[str, list[str]]) -> str:
+    """The sweep's closing sentence from {word of :data:`ORDERING_WORDS`: [η, ...]}; a word
+    without η reads "at no η in the grid"."""
     def at(etas: list[str]) -> str:
         return f"at η ∈ {{{', '.join(etas)}}}" if etas else "at no η in the grid"
-    return (f"The paper's ordering appears {at(decided[True])}, does not appear "
-            f"{at(decided[False])}, and is undecided {at(decided[None])}")
+    f = {w: found.get(w, []) for w in ORDERING_WORDS}
+    return (f"The paper's ordering appears {at(f['appears'])}, does not appear "
+            f"{at(f['does not appear'])}, is not decided {at(f['is not decided'])} and is "
+            f"untestable (both compared rates at 0% or both at 100%) "
+            f"{at(f['is untestable'])}")
 
 
 @register_analysis("zhu_escape_sweep")
 def zhu_escape_sweep_analysis(spec, runs) -> Analysis:
-    """Success rate of every method as a function of η, with binomial standard errors; per η,
-    whether the paper's ordering (``options.faster`` above ``options.slower``, min vs max,
-    beyond ``options.z`` standard errors) appears."""
+    """Success rate of every method as a function of η, with Wilson score intervals; per η, a
+    description of whether the paper's ordering (``options.faster`` above ``options.slower``,
+    min vs max, by :func:`ordering_verdict` at ``options.z``) appears.
+
+    The findings are descriptions, not verdicts (no ``claim``, ``agrees_with_paper`` None):
+    the paper states its ordering at one η (its Fig. 3), which the escape entry at that η
+    judges; the other η of the grid are runs the paper never made."""
     from sgdlab.landscapes.escape import LABELS
 
     o = spec.options
@@ -197,61 +303,59 @@ def zhu_escape_sweep_analysis(spec, runs) -> Analysis:
         cells.setdefault((r.params["method"], float(r.params["lr"])), []).append(r)
     methods = list(dict.fromkeys(m for m, _ in cells))
     etas = sorted({lr for _, lr in cells})
-    est = {key: _pooled_rate(rs) for key, rs in cells.items()}
+    est = {key: _pooled_rate(rs, z) for key, rs in cells.items()}
+    counts = {key: _pooled_counts(rs) for key, rs in cells.items()}
     eta_lam = {lr: rs[0].summary.get("eta_lambda_max") for (_, lr), rs in cells.items()}
     long_rows, wide_rows, concl = [], [], []
+    found: dict[str, list[str]] = {w: [] for w in ORDERING_WORDS}
     for lr in etas:
         wide = [lr, eta_lam.get(lr)]
         for m in methods:
             if (m, lr) not in est:
                 wide.append(None)
                 continue
-            p, se, n = est[(m, lr)]
+            p, (lo, hi), n = est[(m, lr)]
             reach, _, _ = stat(cells[(m, lr)], "reached_rate")
-            long_rows.append([lr, eta_lam.get(lr), LABELS.get(m, m), n, p, se, reach])
-            wide.append(f"{100 * p:.1f} ± {100 * se:.1f}")
-        a = {m: est[(m, lr)][:2] for m in faster if (m, lr) in est}
-        b = {m: est[(m, lr)][:2] for m in slower if (m, lr) in est}
+            long_rows.append([lr, eta_lam.get(lr), LABELS.get(m, m), n, p, lo, hi, reach])
+            wide.append(f"{100 * p:.1f} [{100 * lo:.1f}, {100 * hi:.1f}]")
+        a = {m: counts[(m, lr)] for m in faster if (m, lr) in counts}
+        b = {m: counts[(m, lr)] for m in slower if (m, lr) in counts}
         if a and b:
-            ok, gap, se = ordering_verdict(a, b, z)
-            word = {True: "appears", False: "does not appear", None: "is not decided"}[ok]
+            word, _, text, ev = ordering_finding(a, b, z)
             wide.append(word)
+            found[word].append(f"{lr:g}")
             concl.append(Conclusion(
-                f"η = {lr:g} (η·λ_max = {eta_lam.get(lr) or float('nan'):.3g}): the paper's "
-                f"ordering {word} — min over {{{', '.join(LABELS.get(m, m) for m in a)}}} minus "
-                f"max over {{{', '.join(LABELS.get(m, m) for m in b)}}} = {100 * gap:.1f} ± "
-                f"{100 * se:.1f} points (binomial s.e.)",
-                agrees_with_paper=ok, claim=o.get("claim") or spec.paper.get("claim"),
-                evidence={"lr": lr, "gap": gap, "se": se,
+                f"η = {lr:g} (η·λ_max = {eta_lam.get(lr) or float('nan'):.3g}): {text}",
+                evidence={**ev, "lr": lr,
                           "rates": {m: est[(m, lr)][0] for m in methods if (m, lr) in est}}))
         else:
             wide.append(None)
         wide_rows.append(wide)
     n_reps = sorted({n for (_, _, n) in est.values()})
     table = Table("escape_lr_sweep", ["η", "η·λ_max", "method", "runs", "success rate",
-                                      "binomial s.e.", "reached flat basin"], long_rows,
-                  caption="success rate pooled over seeds; s.e. = sqrt(p(1 − p)/runs)")
+                                      f"Wilson low (z = {z:g})", f"Wilson high (z = {z:g})",
+                                      "reached flat basin"], long_rows,
+                  caption="success rate pooled over seeds with its Wilson score interval")
     wide_t = Table("escape_lr_sweep_wide", ["η", "η·λ_max"] + [LABELS.get(m, m) for m in methods]
-                   + ["paper's ordering"], wide_rows,
-                   caption=f"success % ± binomial s.e. ({', '.join(map(str, n_reps))} runs per "
-                           "cell); GD is stable at the sharp minimum only where η·λ_max < 2")
+                   + ["paper's ordering (described)"], wide_rows,
+                   caption=f"success % [Wilson interval at z = {z:g}] "
+                           f"({', '.join(map(str, n_reps))} runs per cell); GD is stable at the "
+                           "sharp minimum only where η·λ_max < 2")
     fig, ax = panels(1, width=6.4, height=4.4)
     ax = ax[0]
     for m in methods:
         xs = [lr for lr in etas if (m, lr) in est]
-        ax.errorbar(xs, [est[(m, lr)][0] for lr in xs], yerr=[est[(m, lr)][1] for lr in xs],
+        ps = [est[(m, lr)][0] for lr in xs]
+        ax.errorbar(xs, ps, yerr=_error_bars(ps, [est[(m, lr)][1] for lr in xs]),
                     marker="o", ms=3, capsize=2, label=LABELS.get(m, m))
     crit = [lr * 2 / v for lr, v in eta_lam.items() if v]
     if crit:
         ax.axvline(crit[0], color="k", ls="--", lw=0.8, label="η = 2/λ_max")
     ax.set(xscale="log", xlabel="η", ylabel="success rate", ylim=(-0.03, 1.03),
-           title="escape success vs η (± binomial s.e.)")
+           title=f"escape success vs η (Wilson interval, z = {z:g})")
     ax.legend(fontsize=7)
     fig.tight_layout()
-    decided = {True: [], False: [], None: []}
-    for c in concl:
-        decided[c.agrees_with_paper].append(f"{c.evidence['lr']:g}")
-    concl.append(Conclusion(ordering_summary(decided)))
+    concl.append(Conclusion(ordering_summary(found)))
     return Analysis(tables=[wide_t, table], figures=[("escape_lr_sweep", fig)],
                     conclusions=concl)
 
