@@ -366,8 +366,8 @@ def test_zhu_alignment_eigenvalues_also_within_a_relative_tolerance():
 
 
 def test_zhu_projection_residual_small_relative_to_k_and_stable_late():
-    """"Becomes small and stable in the later stage": the mean over the last third of the log
-    points at most a fraction of k, and its spread there bounded; lower than at the start and
+    """"Becomes small and stable in the later stage": the mean over the log points in the last
+    third of training at most a fraction of k, and its spread there bounded; lower than at the start and
     than random subspaces' k − k²/d alone is not "small"."""
     from sgdlab.experiments.procedures.zhu import zhu_alignment
 
@@ -403,6 +403,14 @@ def test_zhu_projection_residual_small_relative_to_k_and_stable_late():
     short = [_alignment_run("short", (0.9, 0.1), (0.9, 0.1), [1.8, 0.3])]
     cs = zhu_alignment(spec, short).conclusions
     assert [c.agrees_with_paper for c in cs] == [True, None]
+    # log-spaced points crowd the start: the later stage is the last third of the steps,
+    # here only step 3000 (a third of the points would reach back to the descent at 500)
+    logged = _alignment_run("log", (0.9, 0.1), (0.9, 0.1))
+    logged.metrics["align/residual"] = list(zip([0, 10, 50, 208, 500, 1232, 3000],
+                                                [1.8, 1.6, 1.2, 0.9, 0.7, 0.45, 0.44]))
+    small, stable = zhu_alignment(spec, [logged]).conclusions[:2]
+    assert small.evidence["late_steps"] == [3000] and small.agrees_with_paper is True
+    assert stable.agrees_with_paper is None
 
 
 def test_zhu_noise_magnitude_ratio_by_hand():

@@ -52,8 +52,10 @@ def zhu_alignment(spec, runs: list[StoredRun]) -> Analysis:
       normalized eigenvalues are extremely similar"): a nearly rank-one normalised spectrum
       puts every pair past the first within any absolute tolerance, so the relative one is
       what tests them;
-    - ``residual``, two conclusions on e (the mean over seeds) in the last third of the log
-      points (⌈n/3⌉ of n): "small" — their mean is at most ``residual_small_fraction``
+    - ``residual``, two conclusions on e (the mean over seeds) at the log points in the last
+      third of training (steps ≥ 2/3 of the last logged one; log points crowd the start, so a
+      third of them would reach back into the early descent): "small" — their mean is at
+      most ``residual_small_fraction``
       (default 0.25) times k and below e at the first measurement; "stable" — their spread
       (max − min)/mean is at most ``residual_spread`` (default 0.25); fewer than two points
       there leave stability undecided ("the projection residual becomes small and stable in
@@ -148,14 +150,14 @@ def _residual_checks(o: dict, k: int, d: int | None, steps: list[float],
     frac = float(o.get("residual_small_fraction", 0.25))
     max_spread = float(o.get("residual_spread", 0.25))
     pts = [(t, v) for t, v in zip(steps, e) if finite(v)]
-    late = pts[-_third(len(pts)):] if pts else []
+    late = [(t, v) for t, v in pts if t >= 2 * pts[-1][0] / 3] if pts else []
     start = pts[0][1] if pts else float("nan")
     end = pts[-1][1] if pts else float("nan")
     vals = [v for _, v in late]
     mean = sum(vals) / len(vals) if vals else float("nan")
     rand = k - k * k / d if d else float("nan")
     bound = frac * k
-    window = f"the last third of the log points ({_steps([t for t, _ in late])})"
+    window = f"the last third of training ({_steps([t for t, _ in late])})"
     ref = f"; random {k}-subspaces of R^{d} give {rand:.3g}" if finite(rand) else ""
     small = (
         f"projection residual e(U_{k}, V_{k}) over {window}: mean {mean:.3g}, bound "
