@@ -19,9 +19,12 @@ Conventions:
   seeded permutation, identical on every process). A dataset loaded with ``augment=`` has
   each replica's mini-batches augmented with its own sampling generator
   (:mod:`sgdlab.data.augment`).
-- **Epochs of the schedules.** The lr milestones and the ``"1/2B"`` scoping count rounds in
-  units of B = ⌈N/b⌉, the mini-batches of the whole training set (the thesis' epochs of
-  Entropy-SGD and Parle, L effective epochs per replica with the full data).
+- **Epochs of the schedules.** The ``"1/2B"`` scoping counts rounds in units of
+  B = ⌈N/b⌉, the mini-batches of the whole training set (§5.3.2: "B is the number of
+  mini-batches in the global dataset"; the thesis' epochs of Entropy-SGD and Parle, L
+  effective epochs per replica with the full data). The lr milestones count epochs of the
+  same B rounds (``epoch_unit="global"``) or, with ``epoch_unit="local"``, of ⌈n_a/b⌉ rounds,
+  n_a the largest replica subset (§5.5 on split data: "Parle has very few mini-batches").
   Sampling is without replacement per pass (``sgdlab.train.loop.BatchStream``).
 - **Seeds.** Replica a's batch stream and Langevin noise are seeded from (seed, a) only,
   so the in-process mode (replicas stepped in turn in one process) and the distributed mode
@@ -73,6 +76,8 @@ __all__ = ["ParleConfig", "ReplicaResult", "ReplicaWorker", "train_replicas", "r
 
 
 SCOPING_1_2B = "1/2B"
+# the B of the lr milestones' epochs: the whole training set's mini-batches or a replica's
+EPOCH_UNITS = ("global", "local")
 # the checkpoint file that makes a folder a run's: rank 0 writes it last in each round
 MASTER_CHECKPOINT = "master.pt"
 
@@ -101,6 +106,9 @@ class ParleConfig:
     lr is η, the outer step of §5.3.2, multiplied by ``lr_factor`` at each of the
     ``lr_milestones`` (in epochs of B rounds: "dropped by a factor of 10 [...] only once,
     after the second epoch, for Entropy-SGD and Parle" is ``lr_milestones: [2]``).
+    ``epoch_unit`` is the B of those epochs when the replicas hold a subset (``shard``):
+    ``"global"`` the mini-batches of the whole training set, ``"local"`` those of a
+    replica's subset (the scoping's B stays the global one, as eq. 5.10 says).
     inner_lr is η⁽⁰⁾ (default: lr, "the initial learning rate η₀"); it stays fixed unless
     ``anneal_inner`` (the authors' code anneals both). ``shard``: each replica sees only its
     own part of the training set — disjoint 1/n shards, or with ``shard_fraction`` f equal
@@ -133,6 +141,7 @@ class ParleConfig:
     master: str = "current"
     shard: bool = False
     shard_fraction: float | None = None
+    epoch_unit: str = "global"
     batch_size: int = 128
     seed: int = 0
 
@@ -161,6 +170,9 @@ class ParleConfig:
         self.lr_milestones = sorted(self.lr_milestones)
         if not self.lr_factor > 0:
             raise ConfigError(f"lr_factor must be > 0, got {self.lr_factor}")
+        if self.epoch_unit not in EPOCH_UNITS:
+            raise ConfigError(f"epoch_unit must be one of {', '.join(EPOCH_UNITS)}, got "
+                              f"{self.epoch_unit!r}")
         if self.shard_fraction is not None:
             if not self.shard:
                 raise ConfigError("shard_fraction needs shard: true")
@@ -411,8 +423,14 @@ def train_replicas(model: nn.Module, loss_fn: Callable[[Tensor, Tensor], Tensor]
         rank, world = 0, 1
 
     shards = replica_shards(len(x_all), n, cfg.seed, cfg.shard_fraction) if cfg.shard else None
-    # B of eq. (5.10) and of the lr epochs: mini-batches in the whole training set
+    # B of eq. (5.10): mini-batches in the whole training set
     batches = math.ceil(len(x_all) / min(cfg.batch_size, len(x_all)))
+    # B of the lr epochs: that, or a pass over the largest subset (every process knows all
+    # the shards, so every replica drops its lr in the same round)
+    lr_batches = batches
+    if cfg.epoch_unit == "local" and shards is not None:
+        n_max = max(len(sh) for sh in shards)
+        lr_batches = math.ceil(n_max / min(cfg.batch_size, n_max))
     workers = []
     for a in mine:
         m = copy.deepcopy(model).to(dev)
@@ -526,7 +544,7 @@ def train_replicas(model: nn.Module, loss_fn: Callable[[Tensor, Tensor], Tensor]
         if not resume:
             eval_master(workers[0].optimizer.anchors(), 0)
         for r in range(start + 1, rounds + 1):
-            lr_scale = cfg.lr_scale(r, batches)
+            lr_scale = cfg.lr_scale(r, lr_batches)
             for w in workers:
                 w.set_lr(lr_scale)
             gamma = workers[0].optimizer.current_gamma()

@@ -92,3 +92,36 @@ def test_paper_scale_data_is_preprocessed_as_the_thesis_says():
                 assert "augment" not in d, where
                 seen.add("mnist-symmetric" if chapter_2 else d["name"])
     assert {"cifar10", "cifar100", "mnist-symmetric", "mnist"} <= seen
+
+
+@pytest.mark.parametrize("scale", ["smoke", "cpu", "paper"])
+def test_pde_smoothing_is_at_the_thesis_inverse_temperature(scale):
+    """§3.1.2 / Definition 3.3 (lines 872-874): "we will set the inverse temperature β⁻¹ = 1";
+    β = 5 is a reading of its own."""
+    default = load_experiment("chaudhari-pde-smoothing", scale).expand()
+    assert [r.params["beta"] for r in default] == [1.0]
+    five = load_experiment("chaudhari-pde-smoothing", scale, readings={"beta": "five"})
+    assert [r.params["beta"] for r in five.expand()] == [5.0]
+
+
+@pytest.mark.parametrize("scale", ["smoke", "cpu", "paper"])
+def test_trajectory_fft_learning_rate_drops_at_the_end_of_the_burn_in(scale):
+    """§6.3.3 (line 2958): "We discard the first 10^3 epochs of training ("burnin") [...]. The
+    learning rate is fixed to 10^{-3} after this": the one lr drop is where the analysed
+    snapshots start, at every scale, and the gradient-norm window starts there too."""
+    from sgdlab.experiments.procedures.chaudhari import burnin_end
+
+    spec = load_experiment("chaudhari-trajectory-fft", scale)
+    (p,) = [r.params for r in spec.expand(data_dir="/d")]
+    (traj,) = [m for m in p["measure"] if m["name"] == "trajectory"]
+    (final,) = p["final"]
+    assert p["schedule"]["name"] == "step"
+    assert p["schedule"]["milestones"] == [final["burnin"] * traj["every_epochs"]]
+    assert p["optimizer"]["lr"] * p["schedule"]["gamma"] == pytest.approx(1e-3)
+    assert burnin_end(p) == ("epoch", float(p["schedule"]["milestones"][0]))
+    assert spec.options["grad_norm_window"] == "after-burnin"
+    whole = load_experiment("chaudhari-trajectory-fft", scale,
+                            readings={"grad-norm-window": "whole-run"})
+    assert whole.options["grad_norm_window"] == "whole-run"
+    assert [r.key for r in whole.expand(data_dir="/d")] == [
+        r.key for r in spec.expand(data_dir="/d")]

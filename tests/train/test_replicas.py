@@ -186,7 +186,8 @@ def test_divergence_is_reported_not_raised():
                                 dict(alpha=1.5), dict(batch_size=0), dict(gamma_decay="1/3B"),
                                 dict(lr_milestones=[-1]), dict(lr_factor=0),
                                 dict(shard_fraction=0.5), dict(shard=True, shard_fraction=1.5),
-                                dict(normalization="x"), dict(master="x")])
+                                dict(normalization="x"), dict(master="x"),
+                                dict(epoch_unit="replica")])
 def test_bad_config_raises_config_error(kw):
     with pytest.raises(ConfigError):
         ParleConfig(**kw)
@@ -217,6 +218,40 @@ def test_thesis_scoping_and_lr_schedule_per_round():
         assert r[j] == pytest.approx(max(0.2 * (1 - 1 / 12) ** j, 0.1), rel=1e-12)
     assert g[-1] == 1.0 and r[-1] == 0.1
     assert lr == pytest.approx([0.3] * 12 + [0.03] * 2)
+
+
+@pytest.mark.parametrize("batch_size", [8, 7])
+def test_local_epochs_count_passes_over_each_replicas_subset(batch_size):
+    """``epoch_unit="local"`` (§5.5's reading: "Parle has very few mini-batches"): the lr
+    milestones count passes of ⌈n_a/b⌉ steps over the replica's own subset, while the
+    scoping of eq. (5.10) keeps B of "the global dataset" (§5.3.2)."""
+    data = toy_data()                     # N = 48: n_a = 24
+    per_pass = math.ceil(24 / batch_size)               # 3 steps at b = 8, 4 at b = 7 (short)
+    global_b = math.ceil(48 / batch_size)
+    lrs = {}
+    for unit in ("global", "local"):
+        cfg = ParleConfig(replicas=2, L=1, lr=0.3, gamma=1.5, gamma_min=None, rho=0.2,
+                          rho_min=None, lr_milestones=[1, 2], lr_factor=0.1,
+                          batch_size=batch_size, shard=True, shard_fraction=0.5,
+                          epoch_unit=unit)
+        res = train_replicas(toy_model(), LOSS, data, cfg, rounds=3 * global_b)
+        lrs[unit] = [v for _, v in res.history["lr"]]
+        g = [v for _, v in res.history["gamma"]]
+        assert g == pytest.approx([1.5 * (1 - 1 / (2 * global_b)) ** j
+                                   for j in range(3 * global_b)], rel=1e-12)
+    for unit, b in (("global", global_b), ("local", per_pass)):
+        want = [0.3] * b + [0.03] * b + [0.003] * (3 * global_b - 2 * b)
+        assert lrs[unit] == pytest.approx(want), unit
+
+
+def test_local_epochs_are_the_global_ones_with_the_whole_set():
+    data = toy_data()
+    lrs = []
+    for unit in ("global", "local"):
+        cfg = ParleConfig(replicas=2, L=2, lr=0.3, lr_milestones=[1], batch_size=8,
+                          epoch_unit=unit)
+        lrs.append(train_replicas(toy_model(), LOSS, data, cfg, rounds=8).history["lr"])
+    assert lrs[0] == lrs[1]
 
 
 def test_anneal_inner_and_fixed_inner_step():

@@ -1,0 +1,132 @@
+"""The Chaudhari analyses on stored runs with known answers: which quantities a claim of the
+thesis is tested on, and the verdicts they get."""
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from sgdlab.experiments.procedures import StoredRun
+from sgdlab.experiments.procedures.chaudhari import burnin_end, trajectory
+from sgdlab.experiments.procedures.landscape_runs import (_HEAT, _HOPF, _VISCOUS, PDEProcedure,
+                                                          pde_analysis)
+
+PAPER = {"author": "Chaudhari", "figure": "Fig. 0"}
+
+
+def stored(label="r", params=None, summary=None, metrics=None, data=None) -> StoredRun:
+    return StoredRun(key=label, run_id=label, label=label, seed=0, params=params or {},
+                     status="finished", summary=dict(summary or {}), metrics=metrics or {},
+                     data=data or {})
+
+
+# --- thesis §4.5.1, Example 4.13 ------------------------------------------------------------
+def _pde_run(beta: float) -> StoredRun:
+    params = {"t": 0.5, "beta": beta, "points": 121}
+    out = PDEProcedure().run(SimpleNamespace(params=params, seed=0), None)
+    return stored("pde", params, out.summary, data=out.data)
+
+
+def _example_4_13(concl):
+    return [c for c in concl if c.claim and "Ex. 4.13" in c.claim]
+
+
+def test_example_4_13_compares_each_hj_solution_with_heat_at_the_same_beta():
+    """"for short times, solutions of (4.1) and (4.15) widen faster than solutions of the heat
+    equation": one verdict per HJ equation, each against the heat equation v_t = β⁻¹/2 Δv at
+    the run's β (§4.3.4), so a failing (4.15) does not hide a holding (4.1)."""
+    r = _pde_run(1.0)
+    s = r.summary
+    s[f"{_VISCOUS}: max u_xx_w"], s[f"{_HEAT}: max u_xx_w"] = 1.0, 2.0
+    s[f"{_HOPF}: max u_xx_w"] = 3.0
+    found = _example_4_13(pde_analysis(SimpleNamespace(paper=PAPER, options={}), [r])
+                          .conclusions)
+    assert [c.agrees_with_paper for c in found] == [True, False]
+    assert "(4.1)" in found[0].claim and "(4.15)" in found[1].claim
+    assert "β = 1" in found[0].text and "2" in found[0].text
+    s[f"{_HOPF}: max u_xx_w"] = 1.5
+    found = _example_4_13(pde_analysis(SimpleNamespace(paper=PAPER, options={}), [r])
+                          .conclusions)
+    assert [c.agrees_with_paper for c in found] == [True, True]
+
+
+def test_the_heat_equation_of_the_comparison_diffuses_with_the_runs_beta():
+    """The heat solution stored for the comparison is G_{t/β} * f: a smaller β (more
+    diffusion) flattens f faster, the Hopf–Lax solution does not depend on β."""
+    hot, cold = _pde_run(1.0).summary, _pde_run(5.0).summary
+    assert hot[f"{_HEAT}: max u_xx_w"] < cold[f"{_HEAT}: max u_xx_w"]
+    assert hot[f"{_HOPF}: max u_xx_w"] == cold[f"{_HOPF}: max u_xx_w"]
+    assert hot["beta"] == 1.0 and cold["beta"] == 5.0
+
+
+# --- thesis §6.3.3, Remark 6.42 -------------------------------------------------------------
+def _trajectory_params(burnin=100, every_epochs=1, every_steps=None):
+    return {"measure": [{"name": "trajectory", "every_steps": every_steps,
+                         "every_epochs": every_epochs},
+                        {"name": "dynamics", "at": [0], "full_grad_every": 50}],
+            "final": [{"kind": "trajectory_spectrum", "burnin": burnin, "low_fraction": 0.1}]}
+
+
+def test_the_burn_in_ends_where_the_trajectory_analysis_starts():
+    """Snapshot 0 is at step 0, then one every ``every_epochs`` epochs (or ``every_steps``
+    steps): discarding ``burnin`` snapshots starts the analysis at burnin × that interval."""
+    assert burnin_end(_trajectory_params(100, 1)) == ("epoch", 100.0)
+    assert burnin_end(_trajectory_params(100, 2)) == ("epoch", 200.0)
+    assert burnin_end(_trajectory_params(30, None, 40)) == ("step", 1200.0)
+    assert burnin_end(_trajectory_params(30, 2, 40)) is None       # both cadences: not known
+    assert burnin_end({"measure": []}) is None
+
+
+def _trajectory_run(first_after_burnin: float) -> StoredRun:
+    """300 epochs of 10 steps, a record of ‖∇f‖ every 50 steps: 1.0 during the 100-epoch
+    burn-in, then from 0.03 down to 0.01 (a factor 3), the first record after the burn-in
+    replaced by ``first_after_burnin``."""
+    steps = np.arange(0, 3001, 50)
+    epochs = steps / 10
+    g = np.where(epochs < 100, 1.0, 0.03 * (1 / 3) ** ((epochs - 100) / 200))
+    g[np.argmax(epochs >= 100)] = first_after_burnin
+    data = {"spectrum_freqs": np.linspace(0, 0.5, 11).tolist(), "spectrum_mean": [1.0] * 11,
+            "spectrum_std": [0.0] * 11,
+            "num_coords": 3, "n_increments": 200, "acf_lags": [1, 2], "acf_mean": [0.0, 0.0],
+            "acf_std": [0.0, 0.0], "acf_band": 0.2}
+    metrics = {"full_grad_norm": list(zip(steps.tolist(), g.tolist())),
+               "epoch": [(10 * e, float(e)) for e in range(1, 301)]}
+    summary = {"low_frequency_ratio": 2.0, "low_frequency_p_value": 0.0,
+               "low_frequency_excess": True, "iterate_acf_fraction_outside": 0.8,
+               "brownian_iterate_acf_fraction_outside": 0.8, "acf_fraction_outside": 0.1,
+               "burnin": 100}
+    return stored("tiny-fc", _trajectory_params(100, 1), summary, metrics, data)
+
+
+def _grad_verdict(run, **options):
+    spec = SimpleNamespace(paper=PAPER, options={"grad_norm_drop_below": 5, **options})
+    res = trajectory(spec, [run])
+    (c,) = [c for c in res.conclusions if "gradient norm" in c.claim]
+    (row,) = res.tables[0].rows
+    return c, row[-1]                         # the verdict and the drop factor
+
+
+@pytest.mark.parametrize("window,agrees", [("after-burnin", True), ("whole-run", False)])
+def test_the_gradient_norm_drop_is_measured_over_the_window_of_the_reading(window, agrees):
+    """Remark 6.42: "the full-gradient [...] (without burnin) [...] drops only by about a
+    factor of 3 over the next 10^5 epochs": from the end of the burn-in (the lr drop) to the
+    end, or, the other reading, from the first record."""
+    c, drop = _grad_verdict(_trajectory_run(0.03), grad_norm_window=window,
+                            grad_norm_mean_of=1)
+    assert c.agrees_with_paper is agrees
+    assert ("epoch 100" in c.text) is (window == "after-burnin")
+    assert drop == pytest.approx(3.0 if agrees else 100.0, rel=1e-9)
+
+
+def test_the_gradient_norm_ends_are_means_of_records():
+    """A single record at each end is noisy: ``grad_norm_mean_of`` records are averaged."""
+    run = _trajectory_run(0.06)               # one record twice as large after the burn-in
+    one, drop1 = _grad_verdict(run, grad_norm_window="after-burnin", grad_norm_mean_of=1)
+    five, drop5 = _grad_verdict(run, grad_norm_window="after-burnin", grad_norm_mean_of=5)
+    assert one.agrees_with_paper is False and five.agrees_with_paper is True
+    g = dict(run.metrics["full_grad_norm"])
+    start = np.mean([g[s] for s in (1000, 1050, 1100, 1150, 1200)])
+    end = np.mean([g[s] for s in (2800, 2850, 2900, 2950, 3000)])
+    assert drop1 == pytest.approx(0.06 / 0.01, rel=1e-9)
+    assert drop5 == pytest.approx(start / end, rel=1e-9)
