@@ -70,6 +70,10 @@ def register(subparsers) -> None:
                                       "iterate in it, or final w1, w2 < -0.5 (authors-code)")
     g.add_argument("--noise-trace", type=float, default=None,
                    help="authors-code: Tr Cov(ε) of every GLD variant (default 0.01)")
+    g = p.add_argument_group("pde options")
+    g.add_argument("--beta", type=float, default=None,
+                   help="inverse temperature β of the viscous HJ and heat equations (default 1: "
+                        "the thesis' β⁻¹ = 1, §3.1.2)")
     p.set_defaults(func=_main)
 
 
@@ -108,6 +112,11 @@ def _main(args) -> int:
     if args.demo != "escape" and given:   # they were ignored: a run not the one asked for
         raise UserError(f"{', '.join(given)}: escape options, but the demo is {args.demo!r} "
                         "(they apply to `sgdlab landscape escape` only)")
+    if args.demo != "pde" and args.beta is not None:
+        raise UserError(f"--beta: a pde option, but the demo is {args.demo!r} (it applies to "
+                        "`sgdlab landscape pde` only)")
+    if args.beta is not None and not args.beta > 0:
+        raise UserError(f"--beta must be > 0, got {args.beta:g}")
     if args.threads is not None:
         if args.threads < 1:
             raise UserError(f"--threads must be >= 1, got {args.threads}")
@@ -324,7 +333,7 @@ def _pde(args, out: Path) -> dict:
     dx = float(x[1] - x[0])
     fn = pde.wide_and_narrow_minima
     f = fn(x)
-    t, beta = 0.5, 5.0
+    t, beta = 0.5, (1.0 if args.beta is None else args.beta)
     y = torch.linspace(-6, 6, 12001, dtype=torch.float64)
     curves = {
         "viscous HJ (Cole–Hopf, local entropy)": pde.viscous_hj(f, x, t, beta=beta),

@@ -36,6 +36,24 @@ def test_escape_options_given_to_another_demo_are_refused(tmp_path, capsys):
     assert "--lr, --protocol: escape options, but the demo is 'ou'" in err
     assert "Traceback" not in err and not (tmp_path / "o").exists()
 
+def test_the_pde_demo_takes_the_thesis_beta_unless_told_and_only_it_takes_beta(tmp_path,
+                                                                                capsys):
+    heat = {}
+    for beta, args in ((1.0, []), (5.0, ["--beta", "5"])):
+        out = tmp_path / f"b{beta:g}"
+        assert main(["landscape", "pde", "--out", str(out), "--quick", *args]) == 0
+        res = json.loads((out / "results.json").read_text())
+        assert res["beta"] == beta
+        heat[beta] = res["curves"]["heat equation"]["max_u_xx"]
+    # heat smoothing at β spreads with variance t/β: less smoothing, more curvature at β = 5
+    assert heat[5.0] > heat[1.0]
+    capsys.readouterr()
+    assert main(["landscape", "ou", "--out", str(tmp_path / "o"), "--quick", "--beta", "2"]) == 2
+    assert "--beta: a pde option, but the demo is 'ou'" in capsys.readouterr().err
+    assert main(["landscape", "pde", "--out", str(tmp_path / "z"), "--beta", "0"]) == 2
+    assert "--beta must be > 0, got 0" in capsys.readouterr().err
+
+
 def test_escape_defaults_are_the_printed_landscape_and_lr_sets_eta(tmp_path, capsys):
     n = torch.get_num_threads()
     try:
