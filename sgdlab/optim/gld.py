@@ -50,7 +50,10 @@ exact population covariance over the estimation data) or, as Suppl. C does for G
 ("we first randomly divide the training set into 60 mini batches containing 20 examples, and
 then use those minibatches to estimate covariance matrix"), from the gradients of a random
 partition of the data into mini-batches of m (``"minibatches"``: their covariance estimates
-Σ/m directly, rank < N/m). Sampling uses the factor /
+Σ/m directly, rank < N/m). The partition is drawn afresh at every refresh
+(``minibatch_partition="redrawn"``, default) or once, at the first, and kept
+(``"fixed"``: Suppl. C's "we first randomly divide the training set", read as one division;
+it is part of ``state_dict()``). Sampling uses the factor /
 low-rank representations (:mod:`sgdlab.optim.noise`, Gram trick: no d x d matrix);
 ``sampling="dense"`` builds the d x d covariance and samples through its square root instead
 (the baseline of ``benchmarks/bench_gld.py``; small d only).
@@ -112,6 +115,8 @@ class StructuredNoiseGD(Optimizer):
             ``"appendix"`` (Tr H/(m Tr Σ)); see the module docstring.
         trace_probes: Hutchinson probes for the full Tr H of the ``paper``/``appendix`` rules.
         covariance_estimate: ``"per-sample"`` (default) or ``"minibatches"`` (module docstring).
+        minibatch_partition: ``"redrawn"`` (default) or ``"fixed"``, the partition of
+            ``"minibatches"`` (module docstring).
         variance_factor: s for ``isotropic-init`` (Xing et al.'s multiple of the largest
             per-coordinate gradient variance at the first step).
         refresh_every: f, recompute the statistics every f steps (>= 1). Statistics use the
@@ -148,6 +153,7 @@ class StructuredNoiseGD(Optimizer):
                  noise_batch_size: int | None = None, k: int | None = None,
                  sigma_h2: float | None = None, sigma_h2_rule: str = "top-k",
                  trace_probes: int = 20, covariance_estimate: str = "per-sample",
+                 minibatch_partition: str = "redrawn",
                  variance_factor: float | None = None,
                  refresh_every: int = 1, estimation_size: int | None = None,
                  variance_bn: str = "running", momentum: float = 0.0,
@@ -187,6 +193,12 @@ class StructuredNoiseGD(Optimizer):
         if covariance_estimate not in ("per-sample", "minibatches"):
             raise ValueError(f"Invalid covariance_estimate: {covariance_estimate!r} "
                              "(per-sample | minibatches)")
+        if minibatch_partition not in ("redrawn", "fixed"):
+            raise ValueError(f"Invalid minibatch_partition: {minibatch_partition!r} "
+                             "(redrawn | fixed)")
+        if minibatch_partition == "fixed" and estimation_size is not None:
+            raise ValueError("minibatch_partition='fixed' partitions the whole data once: it "
+                             "takes no estimation_size (a subset redrawn at every refresh)")
         if int(trace_probes) != trace_probes or trace_probes < 1:
             raise ValueError(f"Invalid trace_probes: {trace_probes} (an int >= 1)")
         if eig_solver not in ("auto", "dense", "lanczos"):
@@ -221,6 +233,7 @@ class StructuredNoiseGD(Optimizer):
         self.hyper = dict(sigma=sigma, noise_batch_size=noise_batch_size, k=k, sigma_h2=sigma_h2,
                           sigma_h2_rule=sigma_h2_rule, trace_probes=int(trace_probes),
                           covariance_estimate=covariance_estimate,
+                          minibatch_partition=minibatch_partition,
                           variance_factor=variance_factor, refresh_every=int(refresh_every),
                           estimation_size=estimation_size, variance_bn=variance_bn,
                           sampling=sampling,
@@ -244,6 +257,7 @@ class StructuredNoiseGD(Optimizer):
         self.generator = seeded_generator(seed)
         self._t = 0
         self._stats: dict[str, Any] | None = None
+        self._partition: Tensor | None = None   # minibatch_partition="fixed": drawn once
 
     # --- flat layout --------------------------------------------------------------------------
     def _build_layout(self, model: nn.Module | None) -> dict[int, tuple[int, int]]:
@@ -306,7 +320,12 @@ class StructuredNoiseGD(Optimizer):
         if nb < 2:
             raise ValueError(f"covariance_estimate='minibatches' needs at least 2 batches of "
                              f"{m}; the estimation data have {len(x)} examples")
-        perm = torch.randperm(len(x), generator=self.generator)[: nb * m].to(x.device)
+        if self.hyper["minibatch_partition"] == "fixed":
+            if self._partition is None:
+                self._partition = torch.randperm(len(x), generator=self.generator)[: nb * m]
+            perm = self._partition.to(x.device)
+        else:
+            perm = torch.randperm(len(x), generator=self.generator)[: nb * m].to(x.device)
         params = list(trainable_named_params(self.model).values())
         grads = []
         for b in perm.view(nb, m):
@@ -511,7 +530,8 @@ class StructuredNoiseGD(Optimizer):
         sd = super().state_dict()
         sd["gld"] = {"noise": self.noise, "t": self._t,
                      "generator": self.generator.get_state(),
-                     "stats": None if self._stats is None else dict(self._stats)}
+                     "stats": None if self._stats is None else dict(self._stats),
+                     "partition": self._partition}
         return sd
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
@@ -524,6 +544,7 @@ class StructuredNoiseGD(Optimizer):
         super().load_state_dict(state_dict)
         self._t = int(extra["t"])
         self.generator.set_state(extra["generator"])
+        self._partition = extra.get("partition")      # absent from states saved before it
         stats = extra["stats"]
         if stats is not None:
             dev = next(iter(self._layout_params())).device

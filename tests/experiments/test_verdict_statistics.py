@@ -367,8 +367,8 @@ def test_zhu_alignment_eigenvalues_also_within_a_relative_tolerance():
 
 def test_zhu_projection_residual_small_relative_to_k_and_stable_late():
     """"Becomes small and stable in the later stage": the mean over the log points in the last
-    third of training at most a fraction of k, and its spread there bounded; lower than at the start and
-    than random subspaces' k − k²/d alone is not "small"."""
+    third of training at most a fraction of k, and its spread there bounded; lower than at
+    the start and than random subspaces' k − k²/d alone is not "small"."""
     from sgdlab.experiments.procedures.zhu import zhu_alignment
 
     # k = 2, d = 10: k/4 = 0.5, random subspaces 2 − 4/10 = 1.6; 9 log points, last 3 read

@@ -373,3 +373,42 @@ def test_minibatch_covariance_estimate_is_the_covariance_of_batch_gradients(prob
     torch.testing.assert_close(opt.covariance(), target, atol=1e-10, rtol=1e-7)
     with pytest.raises(ValueError, match="covariance_estimate"):
         build("gld-leading", model, data, covariance_estimate="other")
+
+
+def test_a_fixed_minibatch_partition_is_drawn_once_and_kept_through_a_resume(problem):
+    """Suppl. C's "we first randomly divide the training set into 60 mini batches" read as one
+    division (``minibatch_partition="fixed"``): every refresh uses the first partition, which
+    ``state_dict`` carries; the default draws a new one each time."""
+    model, data, _, _ = problem
+    x, y = data
+
+    def target(perm):
+        grads = []
+        for b in perm.view(-1, M):
+            model.zero_grad()
+            LOSS(model(x[b]), y[b]).backward()
+            grads.append(torch.cat([p.grad.reshape(-1) for p in model.parameters()]).clone())
+        vals, vecs = torch.linalg.eigh(torch.cov(torch.stack(grads).T, correction=0))
+        return (vecs[:, -K:] * vals[-K:]) @ vecs[:, -K:].T
+
+    first = target(torch.randperm(len(x), generator=torch.Generator().manual_seed(11)))
+    fixed = build("gld-leading", model, data, covariance_estimate="minibatches",
+                  minibatch_partition="fixed", seed=11)
+    redrawn = build("gld-leading", model, data, covariance_estimate="minibatches", seed=11)
+    for opt in (fixed, redrawn):
+        opt.refresh_statistics()
+        torch.testing.assert_close(opt.covariance(), first, atol=1e-10, rtol=1e-7)
+    fixed.refresh_statistics()
+    redrawn.refresh_statistics()
+    torch.testing.assert_close(fixed.covariance(), first, atol=1e-10, rtol=1e-7)
+    assert not torch.allclose(redrawn.covariance(), first)
+    resumed = build("gld-leading", model, data, covariance_estimate="minibatches",
+                    minibatch_partition="fixed", seed=99)
+    resumed.load_state_dict(fixed.state_dict())
+    resumed.refresh_statistics()
+    torch.testing.assert_close(resumed.covariance(), first, atol=1e-10, rtol=1e-7)
+    with pytest.raises(ValueError, match="minibatch_partition"):
+        build("gld-leading", model, data, minibatch_partition="once")
+    with pytest.raises(ValueError, match="takes no estimation_size"):
+        build("gld-leading", model, data, covariance_estimate="minibatches",
+              minibatch_partition="fixed", estimation_size=8)
