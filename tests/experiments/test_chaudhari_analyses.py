@@ -130,3 +130,16 @@ def test_the_gradient_norm_ends_are_means_of_records():
     end = np.mean([g[s] for s in (2800, 2850, 2900, 2950, 3000)])
     assert drop1 == pytest.approx(0.06 / 0.01, rel=1e-9)
     assert drop5 == pytest.approx(start / end, rel=1e-9)
+
+
+def test_iterate_correlations_no_larger_than_a_brownian_paths_say_so():
+    """Correlation at large lags is the thesis' sign that SGD is not Brownian; a fraction no
+    larger than the Brownian reference's is said not to separate the two."""
+    def acf_finding(bm):
+        run = _trajectory_run(0.03)
+        run.summary["brownian_iterate_acf_fraction_outside"] = bm
+        spec = SimpleNamespace(paper=PAPER, options={"grad_norm_drop_below": 5})
+        (c,) = [c for c in trajectory(spec, [run]).conclusions if "large lags" in c.claim]
+        return c.text
+    assert "does not tell SGD's trajectory from Brownian motion" in acf_finding(0.82)
+    assert "Brownian motion" not in acf_finding(0.3)

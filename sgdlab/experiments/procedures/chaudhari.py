@@ -325,7 +325,9 @@ def trajectory(spec, runs: list[StoredRun]) -> Analysis:
             claim="the FFT of the increments is not flat: there are low-frequency modes"))
         concl.append(Conclusion(
             f"{g}: {it:.0%} of the iterate autocorrelations at lags n/10…n/2 lie outside the "
-            f"99% band (a Brownian path of the same size: {bm:.0%})",
+            f"99% band (a Brownian path of the same size: {bm:.0%})"
+            + (" — no more than the Brownian path, so this does not tell SGD's trajectory from "
+               "Brownian motion" if finite(it) and finite(bm) and it <= bm else ""),
             agrees_with_paper=(it > acf_above) if finite(it) else None,
             claim="the iterates are significantly correlated even at very large lags"))
         concl.append(Conclusion(
