@@ -21,3 +21,12 @@ def one_thread_runs(monkeypatch):
     """Runs started by the lab (sweeps, worker processes) take one torch thread each
     (``SGDLAB_THREADS=1``): tiny models on busy cores thrash with more."""
     monkeypatch.setenv("SGDLAB_THREADS", "1")
+
+
+@pytest.fixture
+def close_figures():
+    """Close every pyplot figure after the test: the analyses draw figures that a test of
+    their numbers never looks at, and open ones pile up over a session."""
+    yield
+    import matplotlib.pyplot as plt
+    plt.close("all")

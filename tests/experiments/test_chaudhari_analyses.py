@@ -14,6 +14,8 @@ from sgdlab.experiments.procedures.landscape_runs import (_HEAT, _HOPF, _VISCOUS
 
 PAPER = {"author": "Chaudhari", "figure": "Fig. 0"}
 
+pytestmark = pytest.mark.usefixtures("close_figures")
+
 
 def stored(label="r", params=None, summary=None, metrics=None, data=None) -> StoredRun:
     return StoredRun(key=label, run_id=label, label=label, seed=0, params=params or {},

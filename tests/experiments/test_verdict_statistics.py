@@ -20,11 +20,7 @@ T95_DF4 = 2.131847        # Student t 0.95 quantile, 4 degrees of freedom (print
 T95_DF8 = 1.859548
 
 
-@pytest.fixture(autouse=True)
-def _close_figures():
-    yield
-    import matplotlib.pyplot as plt
-    plt.close("all")       # the analyses draw figures; none is looked at here
+pytestmark = pytest.mark.usefixtures("close_figures")
 
 
 def run(label, seed, params=None, summary=None, metrics=None, status="finished"):

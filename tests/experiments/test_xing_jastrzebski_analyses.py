@@ -19,11 +19,7 @@ matplotlib.use("Agg")
 PAPER = {"author": "X", "figure": "Fig. 0"}
 
 
-@pytest.fixture(autouse=True)
-def _close_figures():
-    yield
-    import matplotlib.pyplot as plt
-    plt.close("all")       # the analyses draw figures; none is looked at here
+pytestmark = pytest.mark.usefixtures("close_figures")
 
 
 def run(label, seed, params=None, metrics=None, data=None, summary=None, status="finished"):
