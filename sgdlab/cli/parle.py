@@ -128,6 +128,7 @@ def _run(args) -> int:
     # (_stop), instead of leaving the replicas training on their own; torchrun in a session of
     # its own, so a terminal's Ctrl-C reaches this process alone (torchrun's own handling
     # prints a traceback per replica)
+    code = None
     try:
         proc = subprocess.Popen(cmd, env={**os.environ, "OMP_NUM_THREADS": threads},
                                 start_new_session=hasattr(os, "setsid"))
@@ -137,12 +138,9 @@ def _run(args) -> int:
             _stop(proc)
             raise KeyboardInterrupt(f"{str(e) or 'interrupted'}: the replicas were stopped"
                                     f"{_continue(args, n)}") from None
-    except BaseException:
-        if claim is not None:       # free again unless a checkpoint was written
-            release_out(args.out, claim)
-        raise
-    if code != 0 and claim is not None:
-        release_out(args.out, claim)
+    finally:
+        if claim is not None and code != 0:   # failed or stopped: free again unless a
+            release_out(args.out, claim)      # checkpoint was written
     if code != 0:
         # torchrun has printed each replica's error (a dead one as its signal); one line
         # that says what it means and how the computed rounds are kept
@@ -159,7 +157,9 @@ def _continue(args, n: int) -> str:
         return ""
     command = (f"sgdlab parle {shlex.quote(args.config)} --mode distributed --replicas {n} "
                f"--out {shlex.quote(args.out)}")
-    if (Path(args.out) / "checkpoints" / "master.pt").exists():
+    from sgdlab.train.distributed import has_checkpoint
+
+    if has_checkpoint(args.out):
         return f"; continue with: {command} --resume"
     return f"; no checkpoint was written yet: start it again with {command}"
 

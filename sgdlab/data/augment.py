@@ -68,7 +68,9 @@ def augment_batch(x: Tensor, generator: torch.Generator, *, padding: int = CROP_
     dev = x.device
     b = torch.arange(n, device=dev)[:, None, None, None]
     c = torch.arange(x.shape[1], device=dev)[None, :, None, None]
-    return x[b, c, rows.to(dev)[:, None, :, None], cols.to(dev)[:, None, None, :]]
+    # non-blocking like BatchStream's copies: no wait on the device at every step
+    rows, cols = rows.to(dev, non_blocking=True), cols.to(dev, non_blocking=True)
+    return x[b, c, rows[:, None, :, None], cols[:, None, None, :]]
 
 
 def batch_augmentation(data: Any) -> Callable[[Tensor, torch.Generator], Tensor] | None:

@@ -50,6 +50,7 @@ __all__ = [
     "evaluation_mode",
     "SPACINGS",
     "VALLEY_FLOORS",
+    "has_valley_floor",
     "segment_alphas",
     "segment_losses",
     "step_interpolation",
@@ -68,6 +69,12 @@ SPACINGS = ("interior", "inclusive")
 # which segments have a valley floor (Xing et al.): those whose lowest point lies between the
 # iterates (the text, line 81), or every segment (Fig. 1's caption, line 70)
 VALLEY_FLOORS = ("interior", "segment")
+
+
+def has_valley_floor(valley_alpha: float, reading: str = "interior") -> bool:
+    """Whether a segment whose lowest point is at ``valley_alpha`` has a valley floor under
+    ``reading`` (one of :data:`VALLEY_FLOORS`)."""
+    return reading == "segment" or 0.0 < valley_alpha < 1.0
 
 
 def segment_alphas(num_points: int = 10, *, spacing: str = "interior",

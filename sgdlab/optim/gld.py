@@ -320,12 +320,13 @@ class StructuredNoiseGD(Optimizer):
         if nb < 2:
             raise ValueError(f"covariance_estimate='minibatches' needs at least 2 batches of "
                              f"{m}; the estimation data have {len(x)} examples")
-        if self.hyper["minibatch_partition"] == "fixed":
-            if self._partition is None:
-                self._partition = torch.randperm(len(x), generator=self.generator)[: nb * m]
-            perm = self._partition.to(x.device)
-        else:
-            perm = torch.randperm(len(x), generator=self.generator)[: nb * m].to(x.device)
+        fixed = self.hyper["minibatch_partition"] == "fixed"
+        perm = self._partition if fixed else None
+        if perm is None:
+            perm = torch.randperm(len(x), generator=self.generator)[: nb * m]
+            if fixed:
+                self._partition = perm
+        perm = perm.to(x.device)
         params = list(trainable_named_params(self.model).values())
         grads = []
         for b in perm.view(nb, m):
@@ -355,25 +356,24 @@ class StructuredNoiseGD(Optimizer):
         # such models are measured in eval mode (running statistics, or ``variance_bn="data"``
         # the estimation data's), then restored
         was_training = self.model.training
-        bns = [mod for mod in self.model.modules()
-               if isinstance(mod, nn.modules.batchnorm._BatchNorm)]
-        saved = None
-        if bns and h["variance_bn"] == "data":
-            from sgdlab.measure.interpolation import recompute_bn_statistics
-
-            saved = [{k: b.clone() for k, b in bn.named_buffers(recurse=False)} for bn in bns]
-            recompute_bn_statistics(self.model, est)     # one batch: the data's statistics
-        if was_training and bns:
-            self.model.eval()
+        bn = any(isinstance(mod, nn.modules.batchnorm._BatchNorm)
+                 for mod in self.model.modules())
+        saved = ({k: b.clone() for k, b in self.model.named_buffers()}
+                 if bn and h["variance_bn"] == "data" else None)
         try:
+            if saved is not None:
+                from sgdlab.measure.interpolation import recompute_bn_statistics
+
+                recompute_bn_statistics(self.model, est)     # one batch: the data's statistics
+            if was_training and bn:
+                self.model.eval()
             stats = self._refresh_from(est, kind, h, m, dense)
         finally:
             self.model.train(was_training)
-            if saved is not None:
+            if saved is not None:       # the model's own statistics back, even after an error
                 with torch.no_grad():
-                    for bn, bufs in zip(bns, saved):
-                        for k, b in bn.named_buffers(recurse=False):
-                            b.copy_(bufs[k])
+                    for k, b in self.model.named_buffers():
+                        b.copy_(saved[k])
         self._stats = stats
         return stats
 

@@ -51,7 +51,6 @@ import json
 import math
 import os
 import secrets
-import socket
 import sys
 from pathlib import Path
 from typing import Any
@@ -201,6 +200,15 @@ def build_run(cfg: dict[str, Any]):
     return model, loss_fn, data, parle, kw
 
 
+def _process_note(when: str, **extra: Any) -> str:
+    """What a claim or lock file says of the process holding it: ``when`` (now, UTC), host,
+    pid and its start time, and ``extra``."""
+    from ..store.runstore import this_process
+
+    now = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    return strict_dumps({when: now, **this_process(), **extra})
+
+
 def claim_out(out: str | Path) -> str:
     """Take folder ``out`` for a new run: create ``out/parle.json`` unless it exists (or the
     folder holds a run's checkpoints), else a :class:`UserError`; of two starts at once,
@@ -209,9 +217,7 @@ def claim_out(out: str | Path) -> str:
 
     check_checkpoint_dir(Path(out) / "checkpoints", False)
     path = make_output_dir(out) / CLAIM_FILE
-    text = strict_dumps({"started": datetime.datetime.now(datetime.timezone.utc)
-                         .isoformat(timespec="seconds"), **this_process(),
-                         "claim": secrets.token_hex(8)})
+    text = _process_note("started", claim=secrets.token_hex(8))
     try:
         claim_file(path, text)
     except FileExistsError:
@@ -219,7 +225,7 @@ def claim_out(out: str | Path) -> str:
         try:
             held = json.loads(path.read_text())
             when = f" started {held['started']} (pid {held['pid']} on {held['host']})"
-            gone = held["host"] == socket.gethostname() and owner_alive(
+            gone = held["host"] == this_process()["host"] and owner_alive(
                 held["host"], held["pid"], held.get("pid_start"), None) is False
         except (OSError, ValueError, TypeError, KeyError):
             when, gone = "", False   # written meanwhile (a file system without hard links)
@@ -235,11 +241,16 @@ def claim_out(out: str | Path) -> str:
     return text
 
 
+def has_checkpoint(out: str | Path) -> bool:
+    """Whether the run in ``out`` has written a checkpoint (``--resume`` continues it)."""
+    return (Path(out) / "checkpoints" / MASTER_CHECKPOINT).exists()
+
+
 def release_out(out: str | Path, text: str) -> None:
     """Free folder ``out`` taken with ``text`` (:func:`claim_out`) for a run that stopped
     before its first checkpoint; a folder whose run has one stays the run's (``--resume``)."""
     path = Path(out) / CLAIM_FILE
-    if (Path(out) / "checkpoints" / MASTER_CHECKPOINT).exists():
+    if has_checkpoint(out):
         return
     try:
         if path.read_text() == text:      # ours (not removed and taken by another start)
@@ -252,12 +263,8 @@ def lock_out(out: str | Path) -> int | None:
     """Hold ``out/parle.lock`` while this process trains the run in ``out``; a
     :class:`UserError` naming the holder when another live process does. Returns the
     descriptor to close at the end (None where file locks are not available)."""
-    from ..store.runstore import this_process
-
-    text = strict_dumps({"since": datetime.datetime.now(datetime.timezone.utc)
-                         .isoformat(timespec="seconds"), **this_process()})
     try:
-        return hold_lock(make_output_dir(out) / LOCK_FILE, text)
+        return hold_lock(make_output_dir(out) / LOCK_FILE, _process_note("since"))
     except FolderBusy as e:
         try:
             held = json.loads(e.holder)

@@ -69,7 +69,7 @@ from ..data.augment import batch_augmentation
 from ..errors import ConfigError, UserError
 from ..optim.elastic import Parle, master_average
 from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from .loop import BatchStream, check_dataset, evaluate
+from .loop import BatchStream, check_dataset, evaluate, steps_per_epoch
 
 __all__ = ["ParleConfig", "ReplicaResult", "ReplicaWorker", "train_replicas", "replica_shards",
            "replica_seeds"]
@@ -424,13 +424,13 @@ def train_replicas(model: nn.Module, loss_fn: Callable[[Tensor, Tensor], Tensor]
 
     shards = replica_shards(len(x_all), n, cfg.seed, cfg.shard_fraction) if cfg.shard else None
     # B of eq. (5.10): mini-batches in the whole training set
-    batches = math.ceil(len(x_all) / min(cfg.batch_size, len(x_all)))
+    batches = steps_per_epoch(len(x_all), cfg.batch_size)
     # B of the lr epochs: that, or a pass over the largest subset (every process knows all
     # the shards, so every replica drops its lr in the same round)
     lr_batches = batches
     if cfg.epoch_unit == "local" and shards is not None:
-        n_max = max(len(sh) for sh in shards)
-        lr_batches = math.ceil(n_max / min(cfg.batch_size, n_max))
+        lr_batches = steps_per_epoch(max(len(sh) for sh in shards), cfg.batch_size)
+    augment = batch_augmentation(data)
     workers = []
     for a in mine:
         m = copy.deepcopy(model).to(dev)
@@ -439,8 +439,7 @@ def train_replicas(model: nn.Module, loss_fn: Callable[[Tensor, Tensor], Tensor]
         else:
             idx = shards[a].to(dev)
             xa, ya = x_all[idx], y_all[idx]
-        workers.append(ReplicaWorker(a, m, loss_fn, xa, ya, cfg, batches,
-                                     augment=batch_augmentation(data)))
+        workers.append(ReplicaWorker(a, m, loss_fn, xa, ya, cfg, batches, augment=augment))
     n_a = len(workers[0].x)
     B = workers[0].B
     if grad_evals is not None:

@@ -13,7 +13,7 @@ from sgdlab.experiments.analysis import Analysis, Conclusion
 from sgdlab.experiments.plots import curves, histogram
 from sgdlab.experiments.procedures import (Procedure, RunOutput, StoredRun, register_analysis,
                                            register_procedure)
-from sgdlab.experiments.procedures.common import by_group, check_claims, finite, stat
+from sgdlab.experiments.procedures.common import by_group, check_claims, finite, stat, x_axis
 from sgdlab.report.tables import Table, mean_std
 
 
@@ -231,11 +231,9 @@ def _grad_norm_drop(r: StoredRun, start: tuple[str, float] | None, mean_of: int
     vals = np.asarray([v for _, v in g], float)
     at = steps
     if start is not None and start[0] == "epoch":
-        ep = r.metrics.get("epoch", [])
-        if not ep:
+        if not r.metrics.get("epoch"):
             return float("nan"), float("nan"), float("nan")
-        es, ev = zip(*ep)
-        at = np.interp(steps, [0, *es], [0.0, *ev])
+        at = np.asarray(x_axis(r, steps, "epoch"))
     i = 0 if start is None else int(np.searchsorted(at, start[1] - 1e-9))
     if i >= len(vals):
         return float("nan"), float("nan"), float("nan")

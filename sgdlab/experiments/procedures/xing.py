@@ -22,7 +22,7 @@ from sgdlab.experiments.procedures.common import (by_group, check_claims, finite
                                                   summary_table, values_by_group, x_axis)
 from sgdlab.experiments.procedures.jastrzebski import (CLEAR_TREND, _spearman, clear_trend,
                                                        epoch_curves)
-from sgdlab.measure.walk import VALLEY_FLOORS
+from sgdlab.measure.walk import VALLEY_FLOORS, has_valley_floor
 from sgdlab.report.figures.axes import log_scale
 from sgdlab.report.tables import Table
 
@@ -63,11 +63,9 @@ def valley_floor(r: StoredRun, reading: str = "interior") -> list[float]:
     if reading not in VALLEY_FLOORS:
         raise ConfigError(f"options.valley_floor: {reading!r} is not one of "
                           f"{', '.join(VALLEY_FLOORS)}")
-    loss = _points(r, "walk_valley_loss")
-    if reading == "segment":
-        return [x for _, x in loss]
     alpha = dict(_points(r, "walk_valley_alpha"))
-    return [x for s, x in loss if 0.0 < alpha.get(s, 0.0) < 1.0]
+    return [x for s, x in _points(r, "walk_valley_loss")
+            if has_valley_floor(alpha.get(s, 0.0), reading)]
 
 
 def _epoch_row(r: StoredRun, epoch: int) -> dict[str, float]:
@@ -106,8 +104,9 @@ def xing_walk(spec, runs: list[StoredRun]) -> Analysis:
 
     o = spec.options
     after = int(o.get("after_step", 0))
+    reading = o.get("valley_floor", "interior")
     for r in runs:
-        floor = valley_floor(r, o.get("valley_floor", "interior"))
+        floor = valley_floor(r, reading)
         e1 = _epoch_row(r, 1)
         r.summary.update({
             "grad_cosine_mean": _mean_after(r, "grad_cosine", after),
@@ -119,14 +118,14 @@ def xing_walk(spec, runs: list[StoredRun]) -> Analysis:
                                         else float("nan"))})
     metrics = [("grad_cosine_mean", f"mean cos(g_t-1, g_t), steps ≥ {after}"),
                ("distance", f"‖θ − θ₀‖ at step {o.get('distance_at', 'last')}"),
-               ("valley_floors", f"valley floors ({o.get('valley_floor', 'interior')})"),
+               ("valley_floors", f"valley floors ({reading})"),
                ("floor_rise_fraction", "fraction of consecutive valley floors that rise"),
                ("barrier_fraction_epoch1", "barriers crossed / steps, epoch 1")]
     groups, vals, concl = _claims(spec, runs, [m for m, _ in metrics])
     summary = summary_table("walk_summary", groups, metrics,
                             caption="mean and std over seeds")
     fig = walk_figure({g: rs[0].metrics for g, rs in groups.items()},
-                      max_steps=o.get("max_steps"), floor=o.get("valley_floor", "interior"),
+                      max_steps=o.get("max_steps"), floor=reading,
                       title=f"{spec.paper['author']} {spec.paper['figure']}")
     table = walk_epoch_table({f"{r.group} (seed {r.seed})": r.metrics for r in runs})
     return Analysis(tables=[summary, table], figures=[("walk", fig)], conclusions=concl)

@@ -17,7 +17,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from sgdlab.measure.walk import VALLEY_FLOORS  # noqa: E402
+from sgdlab.measure.walk import VALLEY_FLOORS, has_valley_floor  # noqa: E402
 from sgdlab.report.tables import Table  # noqa: E402
 
 __all__ = ["walk_epoch_table", "walk_figure", "walk_segments"]
@@ -54,8 +54,7 @@ def _draw_walk(ax, history: History, max_steps: int | None, floor: str) -> None:
     ax.plot(x, losses.ravel(), lw=0.9, color="tab:blue", label="interpolated loss")
     va = dict(history.get("walk_valley_alpha", []))
     vl = dict(history.get("walk_valley_loss", []))
-    vs = [s for s in steps if s in va and s in vl
-          and (floor == "segment" or 0.0 < va[s] < 1.0)]
+    vs = [s for s in steps if s in va and s in vl and has_valley_floor(va[s], floor)]
     if vs:
         ax.plot([s + va[s] for s in vs], [vl[s] for s in vs], color="tab:orange", lw=1.2,
                 ls="--", marker=".", ms=3, label="valley floor")
