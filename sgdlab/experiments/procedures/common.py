@@ -129,7 +129,9 @@ def summary_table(name: str, groups: "OrderedDict[str, list[StoredRun]]",
 def values_by_group(groups: "OrderedDict[str, list[StoredRun]]", metrics: list[str]
                     ) -> dict[str, dict[str, Any]]:
     """``{group: {metric: mean, metric + "__std": std over seeds, metric + "__by_seed":
-    {seed: value}}}`` (the last for claims with ``paired: true``)."""
+    {seed: value}}}`` (the last for claims with ``paired: true``), and ``metric +
+    "__censored": True`` where some run's summary flags its value as only a lower bound (its
+    own ``metric + "__censored"``; :func:`check_claims` reads it)."""
     out: dict[str, dict[str, Any]] = {}
     for g, rs in groups.items():
         out[g] = {}
@@ -141,6 +143,8 @@ def values_by_group(groups: "OrderedDict[str, list[StoredRun]]", metrics: list[s
                 out[g][m + "__std"] = std
             out[g][m + "__by_seed"] = {r.seed: float(r.summary[m]) for r in rs
                                        if finite(r.summary.get(m))}
+            if any(r.summary.get(m + "__censored") for r in rs):
+                out[g][m + "__censored"] = True
     return out
 
 
