@@ -598,7 +598,10 @@ def test_a_censored_value_decides_a_claim_only_when_its_bound_settles_it():
     assert c.agrees_with_paper is None
     assert c.text == ("w of u (≥ 1) is not higher than that of x (1.5) — a value is a lower "
                       "bound, which does not settle the claim, so inconclusive")
-    assert one({"less": ["u", "x"], "metric": "w"}).agrees_with_paper is None
+    c = one({"less": ["u", "x"], "metric": "w"})      # observed lower, but only a bound
+    assert c.agrees_with_paper is None
+    assert c.text == ("w of u (≥ 1) is lower than that of x (1.5) — a value is a lower bound, "
+                      "which does not settle the claim, so inconclusive")
     # a bound that settles the comparison still has to clear the seed-to-seed spread
     noisy = {"u": {"w": 1.0, "w__censored": True, "w__std": 0.6}, "v": {"w": 0.5}}
     c = check_claims([{"greater": ["u", "v"], "metric": "w"}], noisy)[0]
@@ -610,3 +613,40 @@ def test_a_censored_value_decides_a_claim_only_when_its_bound_settles_it():
     near = {"u": {"w": 1.0, "w__censored": True}, "y": {"w": 1.02}}
     assert check_claims([{**eq, "equivalent": ["u", "y"]}], near)[0].agrees_with_paper is None
     assert one({"close": ["u", "x"], "metric": "w", "rtol": 1.0}).agrees_with_paper is None
+
+
+def test_a_censored_value_settles_an_above_claim_only_on_the_side_its_bound_cannot_move():
+    # u and z are lower bounds (≥ 1.0, ≥ 2.0); v, x, y are measured (0.5, 1.5, 0.8)
+    v = {"u": {"w": 1.0, "w__censored": True}, "z": {"w": 2.0, "w__censored": True},
+         "v": {"w": 0.5}, "x": {"w": 1.5}, "y": {"w": 0.8}}
+
+    def one(a, b, values=v):
+        return check_claims([{"above": [a, b], "metric": "w"}], values)[0]
+
+    # censored in A: min over A can only rise, so a met claim stays met ...
+    c = one(["u", "x"], ["v", "y"])
+    assert c.agrees_with_paper is True
+    assert c.text == ("w: min over {u, x} ≥ 1 > max over {v, y} = 0.8 — a value is a lower "
+                      "bound, which already settles the claim")
+    # ... and a missed one may not stay missed
+    c = one(["u", "x"], ["z"])
+    assert c.agrees_with_paper is None
+    assert c.text == ("w: min over {u, x} ≥ 1 is not above max over {z} ≥ 2 — 2 values are "
+                      "lower bounds, which does not settle the claim, so inconclusive")
+    assert one(["u"], ["x"]).agrees_with_paper is None
+    # censored in B: max over B can only rise, so a missed claim stays missed ...
+    c = one(["x", "y"], ["v", "z"])
+    assert c.agrees_with_paper is False
+    assert c.text == ("w: min over {x, y} = 0.8 is not above max over {v, z} ≥ 2 — a value is "
+                      "a lower bound, which already settles the claim")
+    # ... a censored B value that is not the largest observed can still become it
+    assert one(["x"], ["u", "y"]).agrees_with_paper is None
+    assert one(["x"], ["u"]).agrees_with_paper is None
+    # both sides censored: the bounds pull against each other
+    assert one(["z"], ["u"]).agrees_with_paper is None
+    assert one(["u", "x", "z"], ["v"]).text.endswith(
+        "2 values are lower bounds, which already settles the claim")
+    # a bound that settles the comparison still has to clear the seed-to-seed spread
+    noisy = {**v, "u": {"w": 1.0, "w__censored": True, "w__std": 0.6}}
+    c = one(["u"], ["v"], noisy)
+    assert c.agrees_with_paper is None and "already settles" not in c.text

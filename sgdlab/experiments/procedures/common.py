@@ -38,13 +38,15 @@ seeds' common variation then cancels.
 
 A value may be *censored*: ``values[group][metric + "__censored"]`` true says that some seed
 measured only a lower bound (e.g. a basin that does not close inside the range scanned), so
-the group's mean is a lower bound of the true mean. A less/greater claim is then decided only
-when the bound already settles it: a censored value on the side the claim wants larger
-(A of ``greater``, B of ``less``) agrees when its bound already wins, a censored value on the
-other side disagrees when its bound already loses, and anything else — both sides censored
-included — is inconclusive. An ``equivalent`` claim with one side censored can only be
-refuted (its interval already lies beyond the margin on the side the bound can only widen);
-other claims on a censored value are inconclusive.
+the group's mean is a lower bound of the true mean. A bound can only move the compared
+difference one way, so a claim resting on it is decided only when that way cannot change the
+verdict: a censored value on the side the claim wants larger (A of ``greater``, B of ``less``,
+any group of set A of ``above``, whose min can only rise) agrees when its bound already wins;
+one on the other side (any group of set B of ``above``: a bound there may become the max)
+disagrees when its bound already loses; an ``equivalent`` claim with one side censored can
+only be refuted (its interval already lies beyond the margin on the side the bound can only
+widen). Anything else — censored values on both sides included — is inconclusive, as is a
+close/far claim on a censored value.
 """
 from __future__ import annotations
 
@@ -163,6 +165,32 @@ def _paired_spread(values: dict[str, dict[str, Any]], metric: str, a: list[str],
     return float(np.std(diffs, ddof=1)) if len(diffs) > 1 else 0.0
 
 
+def seed_spread(values: dict[str, dict[str, Any]], keys: list[tuple[str, str]]) -> float:
+    """The largest seed-to-seed std (``metric + "__std"``) over (group, metric) ``keys``; 0
+    where none has one (a single seed)."""
+    return max((values.get(g, {}).get(m + "__std", 0.0) for g, m in keys), default=0.0)
+
+
+def within_spread(gap: float, spread: float) -> bool:
+    """Whether ``gap``, the observed difference's distance from a claim's boundary, lies
+    inside the seed-to-seed ``spread``: there neither meeting nor missing the claim is
+    evidence, and the verdict is inconclusive."""
+    return spread > 0 and abs(gap) < spread
+
+
+def _bound_settles(up: int, down: int, keeps: str | None, compared: int) -> tuple[bool, str]:
+    """(whether censored values settle a verdict, the words for them). A censored value is a
+    lower bound, so it can only move the compared difference one way: ``up`` of them can only
+    raise it, ``down`` only lower it. ``keeps`` is the way ("up" or "down") in which the
+    observed verdict cannot change, None where either could; the verdict is settled only when
+    every bound moves the difference that way. ``compared``: the values the claim reads."""
+    n = up + down
+    words = ("a value is a lower bound" if n == 1 else "both values are lower bounds"
+             if n == compared == 2 else f"{n} values are lower bounds")
+    way = "up" if up and not down else "down" if down and not up else None
+    return way is not None and way == keeps, words
+
+
 def _fmt(v: float) -> str:
     return "nan" if not finite(v) else f"{v:.4g}"
 
@@ -253,7 +281,11 @@ def check_claims(claims: list[dict[str, Any]], values: dict[str, dict[str, float
 
         margin = float(c.get("margin", 0.0))
         slack = None        # how far the observed difference lies past the claim's boundary
-        censored = None     # (which values are lower bounds, whether the bound settles it)
+        # censored values that can only raise / only lower the compared difference, the way
+        # that cannot change the observed verdict, and how many values the claim reads
+        up = down = 0
+        keeps: str | None = None
+        compared = 2
         if c.get("paired") and kind in ("less", "greater", "above") \
                 and c.get("metric_b", metric) != metric:
             raise ConfigError(f"options.claims[{i}]: 'paired' compares one metric")
@@ -262,6 +294,11 @@ def check_claims(claims: list[dict[str, Any]], values: dict[str, dict[str, float
             if all(map(finite, va + vb)):
                 slack = min(va) - max(vb) - margin
             ok = slack is not None and slack > 0
+            # a bound in A can only raise min over A; one in B may become max over B
+            up, down = (sum(bool(values[g].get(metric + "__censored")) for g in side)
+                        for side in (a, b))
+            keeps = ("up" if ok else "down") if slack is not None else None
+            compared = len(a) + len(b)
             fa, fb = _fmt_pair(min(va), max(vb)) if margin == 0 else (_fmt(min(va)),
                                                                       _fmt(max(vb)))
             if margin < 0:      # a tolerance: "no group of B better by more than |margin|"
@@ -270,8 +307,9 @@ def check_claims(claims: list[dict[str, Any]], values: dict[str, dict[str, float
             else:
                 rel = ">" if ok else "is not above"
                 tail = f" (by a margin of {margin:g})" if margin > 0 else ""
-            text = (f"{mname}: min over {{{', '.join(map(nm, a))}}} = {fa} {rel} max over "
-                    f"{{{', '.join(map(nm, b))}}} = {fb}{tail}")
+            text = (f"{mname}: min over {{{', '.join(map(nm, a))}}} {'≥' if up else '='} {fa} "
+                    f"{rel} max over {{{', '.join(map(nm, b))}}} {'≥' if down else '='} "
+                    f"{fb}{tail}")
             ev = {"a": dict(zip(a, va)), "b": dict(zip(b, vb))}
         else:
             mb = c.get("metric_b", metric)       # compare two metrics of one group
@@ -288,15 +326,10 @@ def check_claims(claims: list[dict[str, Any]], values: dict[str, dict[str, float
                     slack = (vb - va if kind == "less" else va - vb) - margin
                 ok = slack is not None and slack > 0
                 fa, fb = _fmt_pair(va, vb) if margin == 0 else (_fmt(va), _fmt(vb))
-                if cens_a or cens_b:
-                    # the true slack is at least the observed one when the side the claim
-                    # wants larger is censored, at most it when the other side is
-                    up, down = (cens_a, cens_b) if kind == "greater" else (cens_b, cens_a)
-                    settles = fin and ((up and not down and ok) or (down and not up and not ok))
-                    censored = ("both values are lower bounds" if cens_a and cens_b
-                                else "a value is a lower bound", settles)
-                    if not settles:
-                        ok = None
+                # the true slack is at least the observed one when the side the claim wants
+                # larger is censored, at most it when the other side is
+                up, down = (cens_a, cens_b) if kind == "greater" else (cens_b, cens_a)
+                keeps = ("up" if ok else "down") if fin else None
                 fa, fb = ("≥ " + fa if cens_a else fa), ("≥ " + fb if cens_b else fb)
                 if margin < 0:      # a tolerance: "not worse by more than |margin|"
                     rel = {"less": "not above", "greater": "not below"}[kind]
@@ -326,21 +359,22 @@ def check_claims(claims: list[dict[str, Any]], values: dict[str, dict[str, float
                 if rtol and fin:
                     text += (f" (margin {f'{margin:g} + ' if margin else ''}{rtol:g} × |mean of "
                              f"{nm(b)}| = {_fmt(eq_margin)})")
-                if cens_a or cens_b:
-                    # a bound can only take A − B further up (A censored) or down (B)
-                    settles = ok is False and cens_a != cens_b and (va > vb) == cens_a
-                    censored = ("both values are lower bounds" if cens_a and cens_b
-                                else "a value is a lower bound", settles)
-                    if not settles:
-                        ok = None
+                # a bound can only take A − B further up (A censored) or down (B): only an
+                # interval already beyond the margin on that side stays there
+                up, down = cens_a, cens_b
+                keeps = None if ok is not False else "up" if va > vb else "down"
             else:
                 tol = float(c.get("atol", 0.0)) + float(c.get("rtol", 0.1)) * abs(vb) if fin else 0
                 close = fin and abs(va - vb) <= tol
                 ok = close if kind == "close" else (fin and not close)
                 text = (f"{mname} of {nm(a)} ({_fmt(va)}) and {nm(b)} ({_fmt(vb)}) "
                         f"{'agree' if close else 'differ'} within tolerance {_fmt(tol)}")
-            if kind in ("close", "far") and (cens_a or cens_b):
-                censored = ("a value is a lower bound", False)
+                up, down = cens_a, cens_b       # a bound may close or open the gap
+        censored = None     # (which values are lower bounds, whether the bound settles it)
+        if up or down:
+            settles, bound = _bound_settles(int(up), int(down), keeps, compared)
+            censored = (bound, settles)
+            if not settles:
                 ok = None
         if slack is not None:
             # distance of the observed difference from the claim's boundary: inside the
@@ -352,11 +386,10 @@ def check_claims(claims: list[dict[str, Any]], values: dict[str, dict[str, float
                     ([ga], [gb]) if kind == "greater" else ([gb], [ga])
                 spread = _paired_spread(values, metric, high, low, f"options.claims[{i}]")
             elif kind == "above":
-                spread = max(values.get(g, {}).get(metric + "__std", 0.0) for g in ga + gb)
+                spread = seed_spread(values, [(g, metric) for g in ga + gb])
             else:
-                spread = max(values.get(ga, {}).get(metric + "__std", 0.0),
-                             values.get(gb, {}).get(c.get("metric_b", metric) + "__std", 0.0))
-            if spread > 0 and abs(slack) < spread:
+                spread = seed_spread(values, [(ga, metric), (gb, c.get("metric_b", metric))])
+            if within_spread(slack, spread):
                 what = "paired seed-to-seed spread" if paired else "seed-to-seed spread"
                 text += (f" — within the {what} (std {spread:.3g}) of the claim's boundary, "
                          "so inconclusive")

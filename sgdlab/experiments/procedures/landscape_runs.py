@@ -8,7 +8,8 @@ from sgdlab.experiments.analysis import Analysis, Conclusion
 from sgdlab.experiments.plots import bars, curves, panels
 from sgdlab.experiments.procedures import (Procedure, RunOutput, register_analysis,
                                            register_procedure)
-from sgdlab.experiments.procedures.common import by_group, check_claims, decided, stat
+from sgdlab.experiments.procedures.common import (by_group, check_claims, decided,
+                                                  seed_spread, stat, within_spread)
 from sgdlab.report.tables import Table
 
 
@@ -94,12 +95,13 @@ def _pooled_counts(runs) -> tuple[int, int]:
     return sum(int(r.summary.get("successes", 0)) for r in runs), n
 
 
-def _pooled_rate(runs, z: float = 2.0) -> tuple[float, tuple[float, float], int]:
-    """(success rate, its Wilson score interval at ``z``, repetitions) pooled over the runs'
-    repetitions."""
+def _rate_estimate(counts: tuple[int, int], z: float = 2.0
+                   ) -> tuple[float, tuple[float, float], int]:
+    """(success rate, its Wilson score interval at ``z``, repetitions) of pooled
+    (successes, repetitions)."""
     from sgdlab.landscapes.escape import wilson_interval
 
-    k, n = _pooled_counts(runs)
+    k, n = counts
     return (k / n if n else float("nan")), wilson_interval(k, n, z), n
 
 
@@ -118,7 +120,8 @@ def zhu_escape_analysis(spec, runs) -> Analysis:
     ``slower`` on the repetitions pooled over the seeds, by :func:`ordering_verdict`; where
     the seeds give a spread, a gap within the largest seed-to-seed std of the compared
     methods' rates is inconclusive (the seeds redraw the data, a variation the pooled
-    binomial interval does not see). ``options.claims`` (:func:`check_claims`) are checked on
+    binomial interval does not see; the rule of the claims,
+    :func:`~sgdlab.experiments.procedures.common.within_spread`). ``options.claims`` (:func:`check_claims`) are checked on
     the seeds' mean success rate and final sharpness."""
     from sgdlab.landscapes.escape import LABELS
 
@@ -126,10 +129,12 @@ def zhu_escape_analysis(spec, runs) -> Analysis:
     z = float((o.get("ordering") or {}).get("z", 2.0))
     groups = by_group(runs, key=lambda r: r.params["method"])
     names = {m: LABELS.get(m, m) for m in groups}
+    counts = {m: _pooled_counts(rs) for m, rs in groups.items()}
+    pooled = {m: _rate_estimate(counts[m], z) for m in groups}
     rows, vals = [], {}
     for m, rs in groups.items():
         sr, sr_s, n = stat(rs, "success_rate")
-        p, (lo, hi), reps = _pooled_rate(rs, z)
+        p, (lo, hi), reps = pooled[m]
         reach, _, _ = stat(rs, "reached_rate")
         sh, sh_s, _ = stat(rs, "final_sharpness")
         rows.append([names[m], n, reps, p, lo, hi, sr_s, reach, sh, sh_s])
@@ -146,9 +151,9 @@ def zhu_escape_analysis(spec, runs) -> Analysis:
                   caption=f"Escape from the sharp minimum at η = {r0.params.get('lr', 0.1)}"
                           + (f" (η·λ_max = {eta_lam:.3g})" if eta_lam else "")
                           + "; success rate pooled over the seeds' repetitions")
-    pooled = [_pooled_rate(groups[m], z) for m in groups]
-    f1 = bars([names[m] for m in groups], [p for p, _, _ in pooled],
-              _error_bars([p for p, _, _ in pooled], [ci for _, ci, _ in pooled]),
+    rates = [pooled[m][0] for m in groups]
+    f1 = bars([names[m] for m in groups], rates,
+              _error_bars(rates, [pooled[m][1] for m in groups]),
               ylabel=f"success rate (Wilson interval, z = {z:g})",
               title="Zhu et al. Fig. 3: escape success")
     series = {}
@@ -178,23 +183,26 @@ def zhu_escape_analysis(spec, runs) -> Analysis:
         figs.append(("escape_trajectories", fig))
     concl = []
     if o.get("ordering"):
-        concl.append(_judged_ordering(spec, o["ordering"], groups, vals, z))
+        concl.append(_judged_ordering(spec, o["ordering"], groups, counts, vals, z))
     concl += check_claims(o.get("claims", []), vals, names)
     return Analysis(tables=[table], figures=figs, conclusions=concl)
 
 
-def _judged_ordering(spec, order: dict, groups, vals: dict, z: float) -> Conclusion:
-    """The conclusion of ``options.ordering`` (see :func:`zhu_escape_analysis`)."""
+def _judged_ordering(spec, order: dict, groups, counts: dict[str, tuple[int, int]],
+                     vals: dict, z: float) -> Conclusion:
+    """The conclusion of ``options.ordering`` (see :func:`zhu_escape_analysis`) from each
+    method's runs (``groups``), its pooled (successes, repetitions) and its seeds' values."""
     faster, slower = list(order.get("faster", [])), list(order.get("slower", []))
     missing = [m for m in faster + slower if m not in groups]
     if missing or not (faster and slower):
         raise ConfigError(f"options.ordering: needs methods in 'faster' and 'slower' that have "
                           f"runs; no runs of {', '.join(map(repr, missing)) or 'any'} (methods "
                           f"run: {', '.join(groups)})")
-    word, ok, text, ev = ordering_finding({m: _pooled_counts(groups[m]) for m in faster},
-                                          {m: _pooled_counts(groups[m]) for m in slower}, z)
-    spread = max(vals[m].get("success_rate__std", 0.0) for m in faster + slower)
-    if ok is not None and spread > 0 and abs(ev["gap"]) < spread:
+    word, ok, text, ev = ordering_finding({m: counts[m] for m in faster},
+                                          {m: counts[m] for m in slower}, z)
+    # the ordering's boundary is a gap of 0: the gap is the distance from it, a claim's slack
+    spread = seed_spread(vals, [(m, "success_rate") for m in faster + slower])
+    if ok is not None and within_spread(ev["gap"], spread):
         text += (f" — but within the seed-to-seed spread of the success rate (std "
                  f"{100 * spread:.1f} points), so inconclusive")
         ok = None
@@ -303,8 +311,8 @@ def zhu_escape_sweep_analysis(spec, runs) -> Analysis:
         cells.setdefault((r.params["method"], float(r.params["lr"])), []).append(r)
     methods = list(dict.fromkeys(m for m, _ in cells))
     etas = sorted({lr for _, lr in cells})
-    est = {key: _pooled_rate(rs, z) for key, rs in cells.items()}
     counts = {key: _pooled_counts(rs) for key, rs in cells.items()}
+    est = {key: _rate_estimate(n, z) for key, n in counts.items()}
     eta_lam = {lr: rs[0].summary.get("eta_lambda_max") for (_, lr), rs in cells.items()}
     long_rows, wide_rows, concl = [], [], []
     found: dict[str, list[str]] = {w: [] for w in ORDERING_WORDS}
