@@ -121,8 +121,8 @@ def zhu_escape_analysis(spec, runs) -> Analysis:
     the seeds give a spread, a gap within the largest seed-to-seed std of the compared
     methods' rates is inconclusive (the seeds redraw the data, a variation the pooled
     binomial interval does not see; the rule of the claims,
-    :func:`~sgdlab.experiments.procedures.common.within_spread`). ``options.claims`` (:func:`check_claims`) are checked on
-    the seeds' mean success rate and final sharpness."""
+    :func:`~sgdlab.experiments.procedures.common.within_spread`). ``options.claims``
+    (:func:`check_claims`) are checked on the seeds' mean success rate and final sharpness."""
     from sgdlab.landscapes.escape import LABELS
 
     o = spec.options
