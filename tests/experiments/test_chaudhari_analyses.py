@@ -145,3 +145,42 @@ def test_iterate_correlations_no_larger_than_a_brownian_paths_say_so():
         return c.text
     assert "does not tell SGD's trajectory from Brownian motion" in acf_finding(0.82)
     assert "Brownian motion" not in acf_finding(0.3)
+
+
+# --- thesis §2.4.3, Fig. 2.3a ---------------------------------------------------------------
+def _trivialized_run(label: str, seed: int, accs: list[float]) -> StoredRun:
+    """A run evaluated at the end of each of len(accs) epochs of 32 steps."""
+    steps = [32 * (e + 1) for e in range(len(accs))]
+    r = stored(label, {}, {"test_acc": accs[-1]},
+               {"train_acc": list(zip(steps, accs)), "train_loss": [(s, 1.0) for s in steps],
+                "epoch": [(s, float(e + 1)) for e, s in enumerate(steps)]})
+    r.seed = seed
+    return r
+
+
+def test_epochs_to_train_is_the_first_epoch_at_the_level_and_a_bound_where_never_reached():
+    """"Trivialized-SGD results in dramatically faster training in the beginning" (line 696):
+    the epoch at which the training accuracy first reaches ``trained_at``; a run that never
+    reaches it has trained no faster than its last epoch, a lower bound that settles the claim
+    only when it already loses."""
+    from sgdlab.experiments.procedures.chaudhari import trivialized
+    from sgdlab.experiments.spec import load_experiment
+
+    spec = load_experiment("chaudhari-trivialized", "cpu")
+    never = [0.1] * 8
+    runs = [_trivialized_run("trivialized", 0, [0.1, 0.3, 0.6, 0.9, 0.9, 0.9, 0.95, 0.97]),
+            _trivialized_run("trivialized", 1, [0.1, 0.1, 0.2, 0.5, 0.9, 0.9, 0.95, 0.97]),
+            _trivialized_run("adam", 0, never), _trivialized_run("adam", 1, never)]
+    found = [c for c in trivialized(spec, runs).conclusions if "50%" in c.text]
+    assert [r.summary["epochs_to_train"] for r in runs] == [3.0, 4.0, 8.0, 8.0]
+    assert [r.summary["epochs_to_train__censored"] for r in runs] == [False, False, True, True]
+    assert len(found) == 1 and found[0].agrees_with_paper is True
+    assert "(3.5)" in found[0].text and "(≥ 8)" in found[0].text
+    # Adam trained by epoch 2 in both seeds: faster than the field, a disagreement
+    fast = [_trivialized_run("adam", s, [0.2, 0.7] + [0.9] * 6) for s in (0, 1)]
+    found = [c for c in trivialized(spec, runs[:2] + fast).conclusions if "50%" in c.text]
+    assert found[0].agrees_with_paper is False
+    # the field's runs never trained either: both sides are bounds, nothing is settled
+    slow = [_trivialized_run("trivialized", s, never) for s in (0, 1)]
+    found = [c for c in trivialized(spec, slow + runs[2:]).conclusions if "50%" in c.text]
+    assert found[0].agrees_with_paper is None

@@ -347,14 +347,33 @@ def trajectory(spec, runs: list[StoredRun]) -> Analysis:
 def trivialized(spec, runs: list[StoredRun]) -> Analysis:
     """``compare_groups`` plus the values the thesis' Trivialized-SGD claims are about:
     ``early_train_loss`` (training loss at the first evaluation at or after step
-    ``early_step``, the "beginning when the external field is stronger": Fig. 2.3a) and
-    ``test_error`` (1 − test accuracy)."""
+    ``early_step``, the "beginning when the external field is stronger": Fig. 2.3a),
+    ``test_error`` (1 − test accuracy) and, with ``options.trained_at`` = a, ``epochs_to_train``:
+    the epoch of the first evaluation whose training accuracy reaches a. A run that never
+    reaches it gets its last epoch, flagged ``epochs_to_train__censored`` (a lower bound: a net
+    that has not trained by the end has trained no faster than that)."""
     from sgdlab.experiments.procedures.generic import compare_groups
 
     early = float(spec.options.get("early_step", 0))
+    trained_at = spec.options.get("trained_at")
     for r in runs:
         pts = r.metrics.get("train_loss", [])
         r.summary["early_train_loss"] = next((v for s, v in pts if s >= early), float("nan"))
         acc = r.summary.get("test_acc")
         r.summary["test_error"] = 1 - acc if finite(acc) else float("nan")
+        if trained_at is not None:
+            r.summary["epochs_to_train"], r.summary["epochs_to_train__censored"] = \
+                _epochs_to_reach(r, "train_acc", float(trained_at))
     return compare_groups(spec, runs)
+
+
+def _epochs_to_reach(run: StoredRun, metric: str, level: float) -> tuple[float, bool]:
+    """(epoch of the first record of ``metric`` at or above ``level``, False), else (the last
+    record's epoch, True): censored, a lower bound. NaN without records."""
+    pts = run.metrics.get(metric, [])
+    if not pts:
+        return float("nan"), False
+    steps = [s for s, _ in pts]
+    epochs = x_axis(run, steps, "epoch")
+    hit = next((i for i, (_, v) in enumerate(pts) if v >= level), None)
+    return (float(epochs[hit]), False) if hit is not None else (float(epochs[-1]), True)
