@@ -176,6 +176,10 @@ def test_epochs_to_train_is_the_first_epoch_at_the_level_and_a_bound_where_never
     assert [r.summary["epochs_to_train__censored"] for r in runs] == [False, False, True, True]
     assert len(found) == 1 and found[0].agrees_with_paper is True
     assert "(3.5)" in found[0].text and "(≥ 8)" in found[0].text
+    table = trivialized(spec, runs).tables[0]
+    col = table.columns.index("epochs until the training accuracy reaches 50%: seeds at a "
+                              "lower bound")
+    assert [row[col] for row in table.rows] == [0, 2]
     # Adam trained by epoch 2 in both seeds: faster than the field, a disagreement
     fast = [_trivialized_run("adam", s, [0.2, 0.7] + [0.9] * 6) for s in (0, 1)]
     found = [c for c in trivialized(spec, runs[:2] + fast).conclusions if "50%" in c.text]

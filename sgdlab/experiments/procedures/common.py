@@ -112,10 +112,15 @@ def mean_curve(runs: list[StoredRun], metric: str) -> tuple[list[float], list[fl
 def summary_table(name: str, groups: "OrderedDict[str, list[StoredRun]]",
                   metrics: list[tuple[str, str]], caption: str = "",
                   first: str = "run") -> Table:
-    """Rows = groups; per metric a mean and a std column (over seeds); plus n and status."""
+    """Rows = groups; per metric a mean and a std column (over seeds), and where some run's
+    value is only a lower bound (``metric + "__censored"``) a column counting those seeds, so
+    that a bound is not read as a measurement; plus n and status."""
+    censored = {key for key, _ in metrics
+                if any(r.summary.get(key + "__censored") for rs in groups.values() for r in rs)}
     cols = [first, "seeds"]
-    for _, lab in metrics:
-        cols += [lab, f"{lab} std"]
+    for key, lab in metrics:
+        cols += [lab, f"{lab} std"] + ([f"{lab}: seeds at a lower bound"]
+                                       if key in censored else [])
     cols.append("diverged")
     rows = []
     for g, rs in groups.items():
@@ -123,6 +128,8 @@ def summary_table(name: str, groups: "OrderedDict[str, list[StoredRun]]",
         for key, _ in metrics:
             m, s, _n = stat(rs, key)
             row += [m, s]
+            if key in censored:
+                row.append(sum(1 for r in rs if r.summary.get(key + "__censored")))
         row.append(sum(1 for r in rs if r.status == "diverged"))
         rows.append(row)
     return Table(name, cols, rows, caption=caption)
