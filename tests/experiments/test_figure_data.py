@@ -214,3 +214,30 @@ def test_compare_groups_bars_are_the_seed_means_with_their_std_as_error_bars():
     with pytest.raises(Exception, match="options.bars"):
         compare_groups(SimpleNamespace(paper={"figure": "F"},
                                        options={"table": [], "curves": [], "bars": [{}]}), runs)
+
+
+def _error_bar_half_lengths(fig) -> list[float]:
+    from matplotlib.container import BarContainer
+
+    (container,) = [c for c in fig.axes[0].containers if isinstance(c, BarContainer)]
+    (segments,) = [c.get_segments() for c in container.errorbar.lines[2]]
+    return [float(abs(s[1][1] - s[0][1]) / 2) for s in segments]
+
+
+def test_a_propagated_error_bar_combines_the_stds_of_what_the_difference_is_made_of():
+    """Musso et al. Fig. 4 right: "The error bars descend from propagation of the standard
+    deviations of the original data": the train - test gap's bar is √(std_train² + std_test²),
+    not the std of the seeds' gaps (here 0: every seed's gap is the same)."""
+    from sgdlab.experiments.procedures.generic import _bar_figure
+
+    train, test = [0.9, 0.95, 1.0], [0.8, 0.85, 0.9]
+    runs = [run("a", s, summary={"train_acc": tr, "test_acc": te, "gap": tr - te})
+            for s, (tr, te) in enumerate(zip(train, test))]
+    spec = SimpleNamespace(paper={"figure": "Fig. 4"})
+    bar = {"name": "gap", "metrics": [["gap", "train - test"]]}
+    assert _error_bar_half_lengths(_bar_figure(spec, {"a": runs}, bar)) == pytest.approx([0])
+    bar["propagate"] = {"gap": ["train_acc", "test_acc"]}
+    want = float(np.hypot(np.std(train, ddof=1), np.std(test, ddof=1)))
+    fig = _bar_figure(spec, {"a": runs}, bar)
+    assert _error_bar_half_lengths(fig) == pytest.approx([want])
+    plt.close(fig)

@@ -79,16 +79,29 @@ def group_key(spec, r: StoredRun) -> str:
 
 
 def _bar_figure(spec, groups, b: dict[str, Any]):
-    """``options.bars`` entry ``{name, metrics: [[key, label], ...], ylabel, zoom}``: per
-    group the mean over seeds of each summary ``key`` as a bar, the seeds' std as its error
-    bar (as Musso et al. Figs. 3-4 plot them)."""
+    """``options.bars`` entry ``{name, metrics: [[key, label], ...], ylabel, zoom,
+    propagate}``: per group the mean over seeds of each summary ``key`` as a bar, the seeds'
+    std as its error bar (as Musso et al. Figs. 3-4 plot them). ``propagate: {key: [k1, k2,
+    ...]}`` takes a difference's error bar from the seeds' stds of the values it is computed
+    from, √(Σ std_i²), as Musso et al. Fig. 4 right does ("The error bars descend from
+    propagation of the standard deviations of the original data")."""
     if not isinstance(b, dict) or "name" not in b or not b.get("metrics"):
         raise ConfigError(f"options.bars: each entry needs a name and metrics, got {b!r}")
+    propagate = b.get("propagate") or {}
+    if not isinstance(propagate, dict) or not all(isinstance(v, list) and v
+                                                  for v in propagate.values()):
+        raise ConfigError(f"options.bars[{b['name']}].propagate: expected {{metric: [the "
+                          f"metrics it is computed from, ...]}}, got {propagate!r}")
     series = {}
     for key, label in (tuple(m) for m in b["metrics"]):
         st = [stat(rs, key) for rs in groups.values()]
-        series[label] = ([m for m, _, _ in st], [s if n > 1 else float("nan")
-                                                 for _, s, n in st])
+        errs = [s if n > 1 else float("nan") for _, s, n in st]
+        if key in propagate:
+            errs = [math.sqrt(sum(s ** 2 for _, s, _ in parts)) if min(n for *_, n in parts) > 1
+                    else float("nan")
+                    for parts in ([stat(rs, k) for k in propagate[key]]
+                                  for rs in groups.values())]
+        series[label] = ([m for m, _, _ in st], errs)
     return grouped_bars(list(groups), series, ylabel=b.get("ylabel", ""),
                         zoom=bool(b.get("zoom", False)),
                         title=f"{spec.paper['figure']}: {b.get('title', b['name'])}")
