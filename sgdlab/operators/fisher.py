@@ -12,7 +12,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
-from .batches import Data, iterate_batches
+from .batches import Data
 from .linear import ModelOperator
 from .per_sample import per_sample_gradients
 
@@ -69,7 +69,7 @@ class EmpiricalFisherOperator(ModelOperator):
             g = self.gradients
             return g.T @ (g @ v) / len(g)
         total, n = torch.zeros_like(v), 0
-        for x, y in iterate_batches(self.data, self.device):
+        for x, y in self.batches():
             g = per_sample_gradients(self.model, self.loss_fn, (x, y), chunk_size=self.chunk_size)
             total += g.T @ (g @ v)
             n += len(x)
@@ -84,7 +84,7 @@ class EmpiricalFisherOperator(ModelOperator):
         if self.gradients is not None:
             return (self.gradients @ m).square().sum(0) / len(self.gradients)
         total, n = m.new_zeros(m.shape[1]), 0
-        for x, y in iterate_batches(self.data, self.device):
+        for x, y in self.batches():
             g = per_sample_gradients(self.model, self.loss_fn, (x, y), chunk_size=self.chunk_size)
             total += (g @ m).square().sum(0)
             n += len(x)

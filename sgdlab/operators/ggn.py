@@ -52,7 +52,8 @@ class GGNOperator(ModelOperator):
         self._taylor_cache = self._rop_cache = None
         if cache_graph and is_single_batch(data) and self._rop is None:
             x, y = next(iterate_batches(data, self.device))
-            self._cache = (x, y) + self._prepare(x, y)
+            with self.fixed_randomness(0):
+                self._cache = (x, y) + self._prepare(x, y)
 
     def _probe_bytes(self) -> int:
         return _probe_bytes(self)
@@ -101,7 +102,7 @@ class GGNOperator(ModelOperator):
         if self._cache is not None:
             return self._batch_ggn(*self._cache, v, retain=True).detach()
         total, n = torch.zeros_like(v), 0
-        for x, y in iterate_batches(self.data, self.device):
+        for x, y in self.batches():
             total += self._batch_ggn(x, y, *self._prepare(x, y), v, retain=False).detach() * len(x)
             n += len(x)
         return total / n
@@ -114,7 +115,7 @@ class GGNOperator(ModelOperator):
         if self._cache is not None:
             return self._batch_ggn_cols(*self._cache, m, retain=True)
         total, n = torch.zeros_like(m), 0
-        for x, y in iterate_batches(self.data, self.device):
+        for x, y in self.batches():
             total += self._batch_ggn_cols(x, y, *self._prepare(x, y), m, retain=False) * len(x)
             n += len(x)
         return total / n

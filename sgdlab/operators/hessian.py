@@ -101,7 +101,7 @@ class HessianOperator(ModelOperator):
         self._taylor_cache = self._rop_cache = None
         if cache_graph and is_single_batch(data) and self._rop is None:
             x, y = next(iterate_batches(data, self.device))
-            with second_order_forward(model):
+            with self.fixed_randomness(0), second_order_forward(model):
                 loss = loss_fn(model(x), y)
             self._cached_grad = torch.autograd.grad(
                 loss, list(self.params.values()), create_graph=True, **UNUSED_ZERO
@@ -131,7 +131,7 @@ class HessianOperator(ModelOperator):
         if self._cached_grad is not None:
             return self._batch_hmm(self._cached_grad, m, retain=True)
         total, n = torch.zeros_like(m), 0
-        for x, y in iterate_batches(self.data, self.device):
+        for x, y in self.batches():
             with torch.enable_grad():
                 with second_order_forward(self.model):
                     loss = self.loss_fn(self.model(x), y)
@@ -147,7 +147,7 @@ class HessianOperator(ModelOperator):
         if self._cached_grad is not None:
             return self._batch_hvp(self._cached_grad, v, retain=True).detach()
         total, n = torch.zeros_like(v), 0
-        for x, y in iterate_batches(self.data, self.device):
+        for x, y in self.batches():
             with torch.enable_grad():
                 with second_order_forward(self.model):
                     loss = self.loss_fn(self.model(x), y)

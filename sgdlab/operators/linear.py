@@ -5,10 +5,13 @@ accept either a dense square tensor or a ``LinearOperator`` through :func:`as_op
 """
 from __future__ import annotations
 
+import contextlib
 import copy
+import warnings
+from collections.abc import Iterator
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from .blocking import BlockTuner
 
@@ -123,9 +126,22 @@ class LinearOperator:
         return ScipyOp(self.shape, matvec=mv, rmatvec=mv, dtype="float64")
 
 
+# seeds of the fixed draw of a train-mode model's randomness: batch i uses _MASK_SEED + i
+_MASK_SEED = 20_181_024
+
+
 class ModelOperator(LinearOperator):
     """Base of the curvature operators of a model's loss: d = number of trainable parameters,
-    dtype and device those of the parameters."""
+    dtype and device those of the parameters.
+
+    A model with modules in train mode may draw random numbers in its forward pass (dropout
+    masks): every product would then see other masks, and the "operator" would not even be a
+    function (the same v, another Hv). Each batch's forward passes therefore run with the
+    random generators seeded per batch (:meth:`batches`, :meth:`fixed_randomness`), so every
+    product sees one fixed draw; the global generators are left as they were. With dropout in
+    train mode that is the curvature under one draw of the masks, which a warning says (call
+    ``model.eval()`` for the network without dropout). A loader that reshuffles its samples
+    gives other batches, and so other masks per sample, on every pass."""
 
     def __init__(self, model, loss_fn, data):
         from .params import num_params, require_trainable
@@ -134,6 +150,37 @@ class ModelOperator(LinearOperator):
         first = next(iter(self.params.values()))
         super().__init__(num_params(model), first.dtype, first.device)
         self.model, self.loss_fn, self.data = model, loss_fn, data
+        self._fix_randomness = any(m.training for m in model.modules())
+        stochastic = [f"{name or 'model'} ({type(m).__name__})"
+                      for name, m in model.named_modules()
+                      if m.training and _draws_in_train_mode(m)]
+        if stochastic:
+            warnings.warn(
+                f"{', '.join(stochastic[:3])}{' ...' if len(stochastic) > 3 else ''}: "
+                "dropout in train mode, so the curvature is that of the loss under one fixed "
+                "draw of the dropout masks per batch; call model.eval() for the network "
+                "without dropout", UserWarning, stacklevel=3)
+
+    @contextlib.contextmanager
+    def fixed_randomness(self, batch: int) -> Iterator[None]:
+        """Within: the random generators (CPU, and the operator's CUDA device) seeded for batch
+        ``batch`` when the model has modules in train mode; restored afterwards."""
+        if not self._fix_randomness:
+            yield
+            return
+        cuda = [self.device] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=cuda, device_type="cuda"):
+            torch.manual_seed(_MASK_SEED + batch)
+            yield
+
+    def batches(self) -> Iterator[tuple[Tensor, Tensor]]:
+        """The data's ``(x, y)`` batches on the operator's device; the loop's body runs
+        within :meth:`fixed_randomness` of its batch (so consume the whole iterator)."""
+        from .batches import iterate_batches
+
+        for i, (x, y) in enumerate(iterate_batches(self.data, self.device)):
+            with self.fixed_randomness(i):
+                yield x, y
 
     tune_blocks = True
 
@@ -223,3 +270,8 @@ class _Sum(LinearOperator):
 
 def as_operator(a: "Tensor | LinearOperator") -> LinearOperator:
     return a if isinstance(a, LinearOperator) else DenseOperator(a)
+
+
+def _draws_in_train_mode(m: nn.Module) -> bool:
+    """Whether ``m`` draws random numbers in its train-mode forward pass."""
+    return (isinstance(m, nn.modules.dropout._DropoutNd) and m.p > 0) or isinstance(m, nn.RReLU)

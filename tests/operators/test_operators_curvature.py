@@ -1,5 +1,6 @@
 """Hessian / GGN / empirical-Fisher operators against dense float64 references."""
 import copy
+import warnings
 
 import pytest
 import torch
@@ -261,3 +262,53 @@ def test_curvature_through_multihead_attention():
     for d in (data, loader):
         torch.testing.assert_close(HessianOperator(model, loss_fn, d).to_dense(), ref_h)
         torch.testing.assert_close(GGNOperator(model, loss_fn, d).to_dense(), ref_g)
+
+
+class _Times(nn.Module):
+    """x ↦ x ⊙ mask: a dropout layer with its mask fixed (rows: the batch's samples)."""
+
+    def __init__(self, mask):
+        super().__init__()
+        self.mask = mask
+
+    def forward(self, x):
+        return x * self.mask
+
+
+@pytest.mark.parametrize("kind", ["hessian", "ggn", "empirical_fisher"])
+def test_dropout_in_train_mode_gives_one_operator_under_one_draw_of_masks_per_batch(kind):
+    """Each product draws no masks of its own: the same v gives the same product, the dense
+    matrix is symmetric and (Hessian, GGN) equals the curvature of each batch's loss under the
+    operator's draw for that batch, weighted by size; the global generator is left as it was;
+    a warning names the dropout layer. In eval mode: no warning, the deterministic network."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 6), nn.Tanh(), nn.Dropout(0.5), nn.Linear(6, 2)).double()
+    x, y = tiny_classification(12, 3, 2)
+    loader = [(x[:5], y[:5]), (x[5:], y[5:])]
+    loss_fn = nn.CrossEntropyLoss()
+    state = torch.get_rng_state()
+    kw = {"store_gradients": False} if kind == "empirical_fisher" else {}
+    with pytest.warns(UserWarning, match=r"2 \(Dropout\): dropout in train mode"):
+        op = curvature_operator(kind, model, loss_fn, loader, **kw)
+    v = torch.randn(op.shape[0], dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    torch.testing.assert_close(op @ v, op @ v, rtol=0, atol=0)
+    dense = op.to_dense()
+    torch.testing.assert_close(dense, dense.T)
+    assert torch.equal(torch.get_rng_state(), state)
+    reference = {"hessian": dense_hessian_reference, "ggn": ggn_reference,
+                 "empirical_fisher": lambda m, f, d: empirical_fisher_reference(
+                     per_sample_gradients_loop(m, f, d))}[kind]
+    if kind != "empirical_fisher":     # per-sample gradients draw a mask per sample (vmap)
+        want = torch.zeros_like(dense)
+        for i, (xb, yb) in enumerate(loader):
+            with op.fixed_randomness(i):        # the mask the batch's forward draws
+                mask = model[2](torch.ones(len(xb), 6, dtype=torch.float64))
+            masked = copy.deepcopy(model)
+            masked[2] = _Times(mask)
+            want += reference(masked, loss_fn, (xb, yb)) * len(xb)
+        torch.testing.assert_close(dense, want / len(x))
+    model.eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        evaluated = curvature_operator(kind, model, loss_fn, loader, **kw).to_dense()
+    torch.testing.assert_close(evaluated, reference(model, loss_fn, (x, y)))
