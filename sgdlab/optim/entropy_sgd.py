@@ -175,6 +175,7 @@ class EntropySGD(SeededNoise, Optimizer):
         self._init_rng(seed)
         self.outer_steps = 0
         self.inner_steps = 0
+        self._stepped: set[int] | None = None   # ids of the parameters the inner loop moved
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         super().add_param_group(param_group)
@@ -257,12 +258,15 @@ class EntropySGD(SeededNoise, Optimizer):
         self._begin_outer()
         gammas = [self.current_gamma(g) for g in self.param_groups]
         first = None
+        stepped: set[int] = set()
         try:
             for _ in range(self.L):
                 with torch.enable_grad():
                     loss = closure()
                 if first is None:
                     first = loss
+                stepped.update(id(p) for g in self.param_groups for p in self._params(g)
+                               if p.grad is not None)
                 for group, gamma in zip(self.param_groups, gammas):
                     self._inner_group_step(group, gamma)
                 self.inner_steps += 1
@@ -274,6 +278,7 @@ class EntropySGD(SeededNoise, Optimizer):
                     if "x" in self.state[p]:
                         p.copy_(self.state[p]["x"])
             raise
+        self._stepped = stepped
         return first
 
     def _inner_group_step(self, group: dict, gamma: float) -> None:
@@ -303,7 +308,10 @@ class EntropySGD(SeededNoise, Optimizer):
         """x ← x − η′ G (with outer momentum); writes x into the parameters.
 
         ``master`` (one tensor per parameter, in param_groups order) is only used by
-        replica-coupled subclasses (Parle / Elastic-SGD)."""
+        replica-coupled subclasses (Parle / Elastic-SGD). A parameter that had no gradient in
+        the inner loop (frozen, or outside the loss) is skipped, as torch.optim.SGD skips a
+        ``.grad`` of None: its momentum does not carry it on."""
+        stepped, self._stepped = self._stepped, None
         k = 0
         for group in self.param_groups:
             gamma = self.current_gamma(group)
@@ -311,8 +319,8 @@ class EntropySGD(SeededNoise, Optimizer):
                 m = None if master is None else master[k]
                 k += 1
                 st = self.state[p]
-                if "x" not in st:  # parameter never saw a gradient
-                    continue
+                if "x" not in st or (stepped is not None and id(p) not in stepped):
+                    continue        # no gradient this step: p still holds x
                 G = self._outer_direction(group, p, self._outer_gradient(group, p, gamma, m))
                 base = self._outer_base(group, p)
                 if base is not st["x"]:

@@ -330,7 +330,9 @@ class StructuredNoiseGD(Optimizer):
         params = list(trainable_named_params(self.model).values())
         grads = []
         for b in perm.view(nb, m):
-            g = torch.autograd.grad(self.loss_fn(self.model(x[b]), y[b]), params)
+            # a trainable parameter outside the loss has a zero gradient (as per-sample ones)
+            g = torch.autograd.grad(self.loss_fn(self.model(x[b]), y[b]), params,
+                                    allow_unused=True, materialize_grads=True)
             grads.append(torch.cat([t.reshape(-1) for t in g]).detach())
         g = torch.stack(grads)
         mean = g.mean(0)
@@ -341,6 +343,10 @@ class StructuredNoiseGD(Optimizer):
         """Recompute the statistics at the current parameters (called every ``refresh_every``
         steps by :meth:`step`; public so experiments can refresh on demand)."""
         kind, h = self.noise, self.hyper
+        if self.model is not None:
+            # the statistics cover the model's trainable parameters as they are now (a layer
+            # frozen since the last refresh has no coordinates): lay the flat vector out again
+            self._build_layout(self.model)
         m = h["noise_batch_size"]
         dense = h["sampling"] == "dense"
         stats: dict[str, Any] = {}

@@ -2,7 +2,12 @@
 this machine has (CPU always; CUDA when present): it trains a model that is not a plain
 ``nn.Sequential``, keeps its parameters and state on the model's device, and a
 ``state_dict()`` / ``load_state_dict()`` round-trip into a fresh optimizer continues the
-trajectory exactly (noise generators included)."""
+trajectory exactly (noise generators included). On CPU, with HYPER and the VARIANTS that take
+other code paths: frozen, unused and newly frozen parameters stay put, a group at lr 0 does
+not move, LR schedulers (LambdaLR, StepLR) scale the step and round-trip their state with the
+optimizer's, ``step(closure)`` returns the closure's loss, ``step()`` works or asks for a
+closure, ``zero_grad()`` sets gradients to None, ``add_param_group`` trains the new group, and
+float32 models keep float32 parameters and state."""
 from __future__ import annotations
 
 import copy
@@ -12,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sgdlab.optim import OPTIMIZERS, build_optimizer_for
+from sgdlab.optim import OPTIMIZERS, build_optimizer, build_optimizer_for
 from sgdlab.optim.registry import needs_model
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
@@ -102,6 +107,7 @@ def test_state_dict_round_trip_continues_the_trajectory(name, device):
         # floating state lives with the parameters; generator states (uint8) may stay on CPU
         if t.is_floating_point() and t.dim() > 0:
             assert t.device.type == device, (name, t.shape, t.device)
+            assert t.dtype == torch.float64, (name, t.shape, t.dtype)
     saved = {k: v.clone() for k, v in model.state_dict().items()}
     state = copy.deepcopy(opt.state_dict())   # torch's holds the live buffers
     later = _steps(opt, model, data, 4)
@@ -120,3 +126,279 @@ def test_state_dict_round_trip_continues_the_trajectory(name, device):
         assert again == pytest.approx(later, rel=1e-10)
         for a, b in zip(after, fresh.parameters()):
             torch.testing.assert_close(a, b.detach(), rtol=1e-10, atol=1e-12)
+
+
+# --- the rest of the torch.optim contract (CPU: the behaviour does not depend on the device) --
+
+# options that take other code paths than HYPER's: "name:variant" -> (name, extra hyper)
+VARIANTS = {
+    "entropy_sgd:momentum": ("entropy_sgd", dict(momentum=0.9, nesterov=True, inner_momentum=0.9,
+                                                noise=1e-4, weight_decay=1e-2)),
+    "entropy_adam:inner": ("entropy_adam", dict(adam="inner", noise=1e-4)),
+    "parle:authors-code": ("parle", dict(normalization="authors-code", momentum=0.9)),
+    "hj:implicit": ("hj", dict(form="implicit")),
+    "gld-dynamic:minibatches": ("gld-dynamic", dict(covariance_estimate="minibatches")),
+    "trivialized:adam": ("trivialized", dict(base="adam", lr=0.01)),
+    "switch:adam": ("switch", dict(first="adam", second="sgd", first_hyper=dict(lr=0.01),
+                                   second_hyper=dict(lr=0.1, momentum=0.9))),
+}
+CASES = sorted(HYPER) + sorted(VARIANTS)
+# Parle's authors-code normalisation steps from the last inner iterate, x <- y_L - lr G (its
+# module docstring): lr scales G only, so at lr 0 the parameters still move, to y_L
+MOVES_AT_LR_ZERO = {"parle:authors-code"}
+
+
+def _case(case: str) -> tuple[str, dict]:
+    name, extra = VARIANTS.get(case, (case, {}))
+    return name, {**HYPER[name], **extra}
+
+
+class PartlyFrozenNet(SkipNet):
+    """``hidden.weight`` frozen (requires_grad=False) and a layer the forward pass never uses
+    (trainable, but its ``.grad`` stays None)."""
+
+    def __init__(self):
+        super().__init__()
+        self.hidden.weight.requires_grad_(False)
+        self.unused = nn.Linear(3, 2)
+
+
+def _data(dtype=torch.float64):
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(16, 3, generator=g), torch.randint(0, 2, (16,), generator=g)
+    return x.to(dtype), y
+
+
+def _model(cls=SkipNet, dtype=torch.float64):
+    torch.manual_seed(0)
+    return cls().to(dtype)
+
+
+def _build_on(case: str, params, model, data):
+    """``case`` over explicit ``params`` (groups, frozen parameters), as a user builds it."""
+    name, hyper = _case(case)
+    kw = dict(model=model, loss_fn=F.cross_entropy, data=data) \
+        if needs_model(OPTIMIZERS[name]) else {}
+    return build_optimizer(name, params, **kw, **hyper)
+
+
+def _needs_closure(opt) -> bool:
+    return bool(getattr(opt, "needs_closure", False))
+
+
+def _snapshot(model) -> dict[str, torch.Tensor]:
+    return {k: p.detach().clone() for k, p in model.named_parameters()}
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_frozen_and_unused_parameters_stay_unchanged(name):
+    model, data = _model(PartlyFrozenNet), _data()
+    opt = _build_on(name, list(model.parameters()), model, data)   # frozen ones included
+    before = _snapshot(model)
+    _steps(opt, model, data, 2)
+    after = _snapshot(model)
+    for k in ("hidden.weight", "unused.weight", "unused.bias"):
+        assert torch.equal(before[k], after[k]), (name, k)
+        assert model.get_parameter(k).grad is None
+    assert not torch.equal(before["out.weight"], after["out.weight"]), name
+    for k in ("hidden.weight", "unused.weight"):   # any state they keep is inert
+        for t in _state_tensors(opt.state.get(model.get_parameter(k), {})):
+            if t.is_floating_point() and t.dim() > 0:
+                assert torch.isfinite(t).all(), (name, k)
+    # frozen mid-training: stops at once, as torch.optim.SGD skips a .grad of None (no
+    # momentum or Adam moment carries it on; GLD's noise no longer covers it)
+    model.inp.weight.requires_grad_(False)
+    losses = _steps(opt, model, data, 2)
+    assert all(torch.isfinite(torch.tensor(losses))), losses
+    assert torch.equal(after["inp.weight"], model.inp.weight), name
+    assert not torch.equal(after["out.weight"], model.out.weight.detach()), name
+
+
+def _two_groups(model, lr_out):
+    body = [p for n, p in model.named_parameters() if not n.startswith("out.")]
+    return [{"params": body}, {"params": list(model.out.parameters()), "lr": lr_out}]
+
+
+def _n_warmup(name: str) -> int:
+    """Steps to take first so that the next one is a switch's second optimizer's."""
+    return _case(name)[1]["switch_step"] if name.startswith("switch") else 1
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_a_param_group_with_lr_zero_does_not_move(name):
+    model, data = _model(), _data()
+    opt = _build_on(name, _two_groups(model, 0.0), model, data)
+    before = _snapshot(model)
+    _steps(opt, model, data, _n_warmup(name) + 1)      # switch: both optimizers
+    after = _snapshot(model)
+    for k in before:
+        moved = not torch.equal(before[k], after[k])
+        assert moved == (not k.startswith("out.") or name in MOVES_AT_LR_ZERO), (name, k)
+
+
+def test_parle_authors_code_at_lr_zero_moves_to_the_last_inner_iterate():
+    # x <- y_L - 0 G is Entropy-SGD's x <- z with alpha = 0 (z = y_L) and lr 1 (x <- x - (x - z))
+    ends = []
+    for name, hyper in (("parle", dict(lr=0.0, inner_lr=0.1, normalization="authors-code")),
+                        ("entropy_sgd", dict(lr=1.0, inner_lr=0.1, alpha=0.0))):
+        model, data = _model(), _data()
+        opt = build_optimizer(name, model.parameters(), L=3, gamma=100.0, **hyper)
+        before = _snapshot(model)
+        _steps(opt, model, data, 1)
+        ends.append(_snapshot(model))
+    assert not torch.equal(before["out.weight"], ends[0]["out.weight"])
+    for k in before:
+        torch.testing.assert_close(ends[0][k], ends[1][k], rtol=1e-12, atol=1e-14)
+
+
+def _flat(model) -> torch.Tensor:
+    return torch.cat([p.detach().reshape(-1) for p in model.parameters()])
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_lr_schedulers_change_the_step_taken(name):
+    # a step is affine in the current lr given the state, and linear (lr 0: no move) unless
+    # MOVES_AT_LR_ZERO; the inner loops of the closure optimizers use inner_lr, which
+    # schedulers leave. StepLR is stepped after _n_warmup steps: for a switch that is the
+    # second optimizer's first step (a chainable scheduler on the wrapper reaches it).
+    n = _n_warmup(name)
+
+    def run(scheduler, steps: int = n + 1) -> list[torch.Tensor]:
+        """The displacement of each step."""
+        model, data = _model(), _data()
+        opt = _build_on(name, model.parameters(), model, data)
+        lr0 = [g["lr"] for g in opt.param_groups]
+        sched = scheduler(opt) if scheduler is not None else None
+        if isinstance(sched, torch.optim.lr_scheduler.LambdaLR):    # lr · factor when built
+            assert [g["lr"] for g in opt.param_groups] == [lr * sched.lr_lambdas[0](0)
+                                                            for lr in lr0]
+        out = []
+        for t in range(steps):
+            if t == n and isinstance(sched, torch.optim.lr_scheduler.StepLR):
+                sched.step()
+            x0 = _flat(model)
+            _steps(opt, model, data, 1)
+            out.append(_flat(model) - x0)
+        return out
+
+    tol = dict(rtol=1e-9, atol=1e-13)
+    full = run(None)
+    half0 = run(lambda o: torch.optim.lr_scheduler.LambdaLR(o, lambda t: 0.5), 1)[0]
+    half1 = run(lambda o: torch.optim.lr_scheduler.StepLR(o, step_size=1, gamma=0.5))[n]
+    assert full[0].abs().max() > 0 and not torch.equal(full[n], half1), name
+    if name in MOVES_AT_LR_ZERO:
+        zero0 = run(lambda o: torch.optim.lr_scheduler.LambdaLR(o, lambda t: 0.0), 1)[0]
+        assert zero0.abs().max() > 0
+        torch.testing.assert_close(half0, (full[0] + zero0) / 2, **tol)
+    else:
+        torch.testing.assert_close(half0, full[0] / 2, **tol, msg=f"{name} LambdaLR")
+        torch.testing.assert_close(half1, full[n] / 2, **tol, msg=f"{name} StepLR")
+
+
+def test_switch_lambda_lr_keeps_the_first_optimizers_base_rates():
+    # switch.py's documented limit: LambdaLR writes base_lr · factor from the rates it stored
+    # when built (the first optimizer's), so after the switch the second runs at those
+    model, data = _model(), _data()
+    opt = _build_on("switch", model.parameters(), model, data)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda t: 1.0)
+    for _ in range(HYPER["switch"]["switch_step"]):
+        _steps(opt, model, data, 1)
+        sched.step()
+    assert opt.switched and opt.active is opt.second
+    assert opt.param_groups[0]["lr"] == HYPER["switch"]["first_hyper"]["lr"]
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_scheduler_state_round_trips_with_the_optimizer(name):
+    def fresh():
+        model, data = _model(), _data()
+        opt = _build_on(name, model.parameters(), model, data)
+        return model, data, opt, torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.7)
+
+    def go(opt, sched, model, data, n):
+        for _ in range(n):
+            _steps(opt, model, data, 1)
+            sched.step()
+
+    model, data, opt, sched = fresh()
+    go(opt, sched, model, data, 2)
+    saved = {k: v.clone() for k, v in model.state_dict().items()}
+    state, sstate = copy.deepcopy(opt.state_dict()), copy.deepcopy(sched.state_dict())
+    go(opt, sched, model, data, 2)
+
+    model2, _, opt2, sched2 = fresh()
+    model2.load_state_dict(saved)
+    opt2.load_state_dict(state)
+    sched2.load_state_dict(sstate)
+    go(opt2, sched2, model2, data, 2)
+    assert sched2.get_last_lr() == sched.get_last_lr()
+    assert [g["lr"] for g in opt2.param_groups] == [g["lr"] for g in opt.param_groups]
+    for a, b in zip(model.parameters(), model2.parameters()):
+        assert torch.equal(a, b), name
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_step_closure_loss_step_without_closure_and_zero_grad(name):
+    model, data = _model(), _data()
+    opt = _build_on(name, model.parameters(), model, data)
+    x, y = data
+    losses = []
+
+    def closure():
+        opt.zero_grad()
+        loss = F.cross_entropy(model(x), y)
+        loss.backward()
+        losses.append(loss)
+        return loss
+
+    assert opt.step(closure) is losses[0], name
+    before = _snapshot(model)
+    opt.zero_grad()
+    F.cross_entropy(model(x), y).backward()
+    if _needs_closure(opt):
+        with pytest.raises(ValueError, match="closure"):
+            opt.step()
+        after = _snapshot(model)     # refused before touching the parameters
+        assert all(torch.equal(before[k], after[k]) for k in before), name
+    else:
+        assert opt.step() is None
+        after = _snapshot(model)
+        assert any(not torch.equal(before[k], after[k]) for k in before), name
+    F.cross_entropy(model(x), y).backward()
+    assert all(p.grad is not None for p in model.parameters())
+    opt.zero_grad()                                    # set_to_none, torch's default
+    assert all(p.grad is None for p in model.parameters()), name
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_add_param_group_trains_the_new_group_like_the_others(name):
+    model, data = _model(), _data()
+    body = [p for n, p in model.named_parameters() if not n.startswith("out.")]
+    opt = _build_on(name, body, model, data)
+    _steps(opt, model, data, 1)
+    out = list(model.out.parameters())
+    before = [p.detach().clone() for p in out]
+    opt.add_param_group({"params": out})
+    assert len(opt.param_groups) == 2 and opt.param_groups[1]["params"] == out
+    _steps(opt, model, data, _n_warmup(name) + 1)      # switch: past the switch
+    for b, p in zip(before, out):
+        assert not torch.equal(b, p.detach()), name
+    # the new parameters keep the same kind of per-parameter state as the old ones
+    assert set(opt.state.get(out[0], {})) == set(opt.state.get(body[0], {})), name
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_float32_parameters_and_state_stay_float32(name):
+    # float64: test_state_dict_round_trip_continues_the_trajectory
+    dtype = torch.float32
+    model, data = _model(dtype=dtype), _data(dtype)
+    opt = _build_on(name, model.parameters(), model, data)
+    losses = _steps(opt, model, data, 2)
+    assert all(torch.isfinite(torch.tensor(losses))), losses
+    assert all(p.dtype == dtype for p in model.parameters())
+    sd = opt.state_dict()
+    # trivialized keeps its field in float64 by design (the same draw on any dtype)
+    sd = {k: v for k, v in sd.items() if k != "trivialized"}
+    for t in _state_tensors(sd):
+        if t.is_floating_point() and t.dim() > 0:
+            assert t.dtype == dtype, (name, t.shape, t.dtype)
