@@ -29,7 +29,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import Tensor, nn
 
-from sgdlab.operators.batches import Data, iterate_batches
+from sgdlab.operators.batches import Data, check_batch_loss, iterate_batches
 from sgdlab.operators.params import params_vector, set_params_vector
 
 __all__ = [
@@ -57,6 +57,7 @@ def evaluate(model: nn.Module, loss_fn: LossFn, data: Data) -> tuple[float, floa
     Accuracy is the fraction of argmax predictions equal to integer targets; NaN for
     regression targets (floating point).
     """
+    check_batch_loss(loss_fn, data)
     was = model.training
     model.eval()
     device = next(model.parameters()).device

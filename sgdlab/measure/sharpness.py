@@ -31,8 +31,9 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call, vmap
 
-from sgdlab.operators.batches import Data, is_single_batch, iterate_batches
-from sgdlab.operators.params import params_vector, set_params_vector, trainable_named_params
+from sgdlab.operators.batches import Data, check_batch_loss, is_single_batch, iterate_batches
+from sgdlab.operators.params import (UNUSED_ZERO, params_vector, set_params_vector,
+                                     trainable_named_params)
 from sgdlab.operators.params import unflatten_like
 
 from .curvature import Estimate
@@ -44,6 +45,7 @@ LossFn = Callable[[Tensor, Tensor], Tensor]
 @torch.no_grad()
 def mean_loss(model: nn.Module, loss_fn: LossFn, data: Data) -> float:
     """L(θ): mean loss over all samples of ``data`` (batches weighted by size)."""
+    check_batch_loss(loss_fn, data)
     device = next(model.parameters()).device
     total, n = 0.0, 0
     for x, y in iterate_batches(data, device):
@@ -66,6 +68,7 @@ def perturbed_evaluations(
     """(L(θ + ξ_m), accuracy at θ + ξ_m) for each row ξ_m of ``perturbations`` (M, d), both
     (M,) float64; the accuracy (argmax equal to integer targets) is None unless asked for,
     NaN for floating-point targets or outputs that are not (N, C)."""
+    check_batch_loss(loss_fn, data)
     theta = params_vector(model)
     like = {k: v.detach() for k, v in trainable_named_params(model).items()}
     frozen = {n: p.detach() for n, p in model.named_parameters() if not p.requires_grad}
@@ -213,7 +216,7 @@ def epsilon_sharpness(
             for x, y in iterate_batches(data, device):
                 with torch.enable_grad():
                     loss = loss_fn(model(x), y)
-                    g = torch.autograd.grad(loss, params)
+                    g = torch.autograd.grad(loss, params, **UNUSED_ZERO)
                 for acc, gi in zip(grads, g):
                     acc += gi * len(x)
                 total += float(loss.detach()) * len(x)

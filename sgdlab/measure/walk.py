@@ -40,7 +40,7 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call, vmap
 
-from sgdlab.operators.batches import Data, is_single_batch, iterate_batches
+from sgdlab.operators.batches import Data, check_batch_loss, is_single_batch, iterate_batches
 from sgdlab.operators.params import params_vector, trainable_named_params
 
 __all__ = [
@@ -215,6 +215,7 @@ def segment_losses(
         vectorize: True: batched over α with ``vmap``; False: one point after another (also
             the reference for the batched path); None: batched except on CPU.
     """
+    check_batch_loss(loss_fn, data)
     if isinstance(alphas, int):
         alphas = segment_alphas(alphas)
     alphas = torch.as_tensor(alphas, dtype=torch.float64).reshape(-1)

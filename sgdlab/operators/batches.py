@@ -22,6 +22,19 @@ def is_single_batch(data: Data) -> bool:
             and all(isinstance(t, Tensor) for t in data))
 
 
+def check_batch_loss(loss_fn: object, data: Data) -> None:
+    """A ``UserError`` for a loss summed over its batch (``reduction="sum"``) on data in
+    several batches. A measurement takes ``loss_fn``'s value on a batch as that batch's loss
+    and weights batches by their size, which is the mean over samples for a mean-reduced loss;
+    a summed one would be counted again, so the result would depend on how the samples are
+    batched. On one ``(x, y)`` batch the summed loss is measured as it is (N times the mean)."""
+    if getattr(loss_fn, "reduction", None) == "sum" and not is_single_batch(data):
+        raise UserError(
+            f"loss_fn {type(loss_fn).__name__}(reduction='sum') on data in batches: the "
+            "measurement weights each batch's loss by its size, which assumes the mean over "
+            "the batch; use reduction='mean', or pass the samples as one (x, y) batch")
+
+
 def iterate_batches(data: Data, device: torch.device | None = None) -> Iterator[Batch]:
     """Yield the non-empty ``(x, y)`` batches, moved to ``device`` when given; data without a
     sample, or an item that is not an ``(x, y)`` pair of tensors, is a ``UserError``."""

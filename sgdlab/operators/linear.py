@@ -144,8 +144,10 @@ class ModelOperator(LinearOperator):
     gives other batches, and so other masks per sample, on every pass."""
 
     def __init__(self, model, loss_fn, data):
+        from .batches import check_batch_loss
         from .params import num_params, require_trainable
 
+        check_batch_loss(loss_fn, data)
         self.params = require_trainable(model)
         first = next(iter(self.params.values()))
         super().__init__(num_params(model), first.dtype, first.device)

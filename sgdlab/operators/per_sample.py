@@ -28,7 +28,7 @@ from torch.func import functional_call, grad, vmap
 from sgdlab.errors import UserError
 
 from .batches import Data, concat_batches
-from .params import flatten, require_trainable, trainable_named_params
+from .params import UNUSED_ZERO, flatten, require_trainable, trainable_named_params
 
 # CPU buffers at least this large are backed by transparent huge pages when the kernel allows
 # it: first-touch page faults otherwise dominate writing G (first write of a 2.7 GB G 2.4x
@@ -122,13 +122,14 @@ def full_gradient(
     model: nn.Module, loss_fn: Callable[[Tensor, Tensor], Tensor], data: Data
 ) -> Tensor:
     """Flat gradient of the mean loss over all samples of ``data`` (batches weighted by size)."""
-    from .batches import iterate_batches
+    from .batches import check_batch_loss, iterate_batches
 
+    check_batch_loss(loss_fn, data)
     params = list(trainable_named_params(model).values())
     device = params[0].device
     total, n = None, 0
     for x, y in iterate_batches(data, device):
-        g = torch.autograd.grad(loss_fn(model(x), y), params)
+        g = torch.autograd.grad(loss_fn(model(x), y), params, **UNUSED_ZERO)
         g = flatten(g) * len(x)
         total = g if total is None else total + g
         n += len(x)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from sgdlab.operators.batches import Data, iterate_batches
+from sgdlab.operators.batches import Data, check_batch_loss, iterate_batches
 from sgdlab.operators.factors import per_sample_factors
 from sgdlab.operators.params import num_params, require_trainable
 from sgdlab.operators.per_sample import check_per_sample_model, per_sample_gradients
@@ -152,10 +152,12 @@ def ggn_diagonal(model: nn.Module, loss_fn: Callable[[Tensor, Tensor], Tensor],
     ...) that is a sum of per-sample terms, and the model as per-sample gradients need it
     (eval-mode batch norm). H_n is the block of the batch loss's Hessian, so class weights,
     ignored targets and ``reduction="sum"`` count as in the batch loss; several batches are
-    weighted by size, as in :class:`~sgdlab.operators.GGNOperator`.
+    weighted by size, as in :class:`~sgdlab.operators.GGNOperator` (a summed loss only on one
+    batch: :func:`~sgdlab.operators.batches.check_batch_loss`).
     """
     require_trainable(model)
     check_per_sample_model(model)
+    check_batch_loss(loss_fn, data)
     device = next(model.parameters()).device
     total = torch.zeros(num_params(model), dtype=torch.float64, device=device)
     n = 0

@@ -1,0 +1,344 @@
+"""Every public measurement on a zoo of small models: a correct, finite result (against a dense
+float64 reference where one is cheap, else one batch against the same samples in two batches)
+or a UserError that names the problem and the remedy.
+
+The zoo: a residual tanh network (not ``nn.Sequential``), a frozen parameter next to an unused
+trainable layer, batch norm and dropout in eval and in train mode, a conv net with max pooling,
+an ``nn.Embedding`` front end on integer tokens, MSE regression and a ``reduction="sum"`` loss.
+"""
+from __future__ import annotations
+
+import copy
+import math
+import warnings
+
+import pytest
+import torch
+from torch import nn
+
+import sgdlab.measure as M
+from sgdlab.errors import UserError
+from sgdlab.operators.params import params_vector
+from sgdlab.testing import (covariance_reference, dense_hessian_reference,
+                            empirical_fisher_reference, flat_loss, ggn_reference,
+                            per_sample_gradients_loop, random_eval_batchnorm)
+
+N = 8
+
+
+class Residual(nn.Module):
+    def __init__(self, out: int = 2):
+        super().__init__()
+        self.a, self.b, self.head = nn.Linear(3, 4), nn.Linear(4, 4), nn.Linear(4, out)
+
+    def forward(self, x):
+        h = torch.tanh(self.a(x))
+        return self.head(h + torch.tanh(self.b(h)))
+
+
+class FrozenUnused(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a, self.unused, self.head = nn.Linear(3, 4), nn.Linear(2, 2), nn.Linear(4, 2)
+        self.a.bias.requires_grad_(False)
+
+    def forward(self, x):
+        return self.head(torch.tanh(self.a(x)))
+
+
+class Tokens(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.emb, self.head = nn.Embedding(6, 3), nn.Linear(3, 2)
+
+    def forward(self, x):
+        return self.head(torch.tanh(self.emb(x).mean(1)))
+
+
+def _bn(train: bool) -> nn.Module:
+    m = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4), nn.Tanh(), nn.Linear(4, 2))
+    random_eval_batchnorm(m[1], 3)
+    return m.train(train)
+
+
+def _dropout(train: bool) -> nn.Module:
+    return nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Dropout(0.3), nn.Linear(4, 2)).train(train)
+
+
+def _conv() -> nn.Module:
+    return nn.Sequential(nn.Conv2d(1, 2, 3, padding=1), nn.Tanh(), nn.MaxPool2d(2), nn.Flatten(),
+                         nn.Linear(2 * 16, 3))
+
+
+def _data(kind: str, seed: int):
+    g = torch.Generator().manual_seed(seed)
+    if kind == "image":
+        return torch.randn(N, 1, 8, 8, generator=g), torch.randint(0, 3, (N,), generator=g)
+    if kind == "tokens":
+        return torch.randint(0, 6, (N, 4), generator=g), torch.randint(0, 2, (N,), generator=g)
+    if kind == "regression":
+        return torch.randn(N, 3, generator=g), torch.randn(N, 3, generator=g)
+    return torch.randn(N, 3, generator=g), torch.randint(0, 2, (N,), generator=g)
+
+
+# name: (model factory, loss, data kind)
+ZOO = {
+    "residual": (Residual, nn.CrossEntropyLoss(), "vector"),
+    "frozen_unused": (FrozenUnused, nn.CrossEntropyLoss(), "vector"),
+    "bn_eval": (lambda: _bn(False), nn.CrossEntropyLoss(), "vector"),
+    "bn_train": (lambda: _bn(True), nn.CrossEntropyLoss(), "vector"),
+    "dropout_eval": (lambda: _dropout(False), nn.CrossEntropyLoss(), "vector"),
+    "dropout_train": (lambda: _dropout(True), nn.CrossEntropyLoss(), "vector"),
+    "conv_maxpool": (_conv, nn.CrossEntropyLoss(), "image"),
+    "embedding": (Tokens, nn.CrossEntropyLoss(), "tokens"),
+    "mse": (lambda: Residual(3), nn.MSELoss(), "regression"),
+}
+DETERMINISTIC = [k for k in ZOO if k not in ("bn_train", "dropout_train")]
+PER_SAMPLE = [k for k in ZOO if k != "bn_train"]
+TWO_BATCH_REF = [k for k in ZOO if k != "dropout_train"]   # train-mode bn: per-batch statistics
+
+
+def make(name: str, seed: int = 0):
+    factory, loss_fn, kind = ZOO[name]
+    torch.manual_seed(seed)
+    model = factory().double()
+    x, y = _data(kind, seed + 1)
+    return model, loss_fn, (x.double() if x.is_floating_point() else x,
+                            y.double() if y.is_floating_point() else y)
+
+
+class BatchStatisticsNorm(nn.Module):
+    """Train-mode batch norm written out in elementwise ops (same parameter names)."""
+
+    def __init__(self, bn: nn.BatchNorm1d):
+        super().__init__()
+        self.weight, self.bias, self.eps = bn.weight, bn.bias, bn.eps
+
+    def forward(self, x):
+        mean, var = x.mean(0), x.var(0, unbiased=False)
+        return (x - mean) / torch.sqrt(var + self.eps) * self.weight + self.bias
+
+
+def hessian_reference(model, loss_fn, data):
+    # torch.func cannot update running statistics, and its second derivatives through
+    # train-mode nn.BatchNorm1d were wrong here (a finite difference of the gradient agreed
+    # with sgdlab): the reference writes train-mode batch norm out in elementwise ops
+    model = copy.deepcopy(model)
+    for i, m in (enumerate(model) if isinstance(model, nn.Sequential) else ()):
+        if isinstance(m, nn.BatchNorm1d) and m.training:
+            model[i] = BatchStatisticsNorm(m)
+    return dense_hessian_reference(model, loss_fn, data)
+
+
+def two_batches(data):
+    x, y = data
+    return [(x[:5], y[:5]), (x[5:], y[5:])]
+
+
+def batch_weighted(ref, data):
+    """Σ_b (n_b / N) ref(batch b): the mean over samples, each batch's own statistics."""
+    return sum(len(x) / N * ref((x, y)) for x, y in two_batches(data))
+
+
+def gen(seed: int = 5) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+@pytest.fixture(autouse=True)
+def _quiet_dropout_warning():
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*dropout in train mode.*")
+        warnings.filterwarnings("ignore", message=".*vmap failed.*")
+        yield
+
+
+def close(a, b, tol=1e-9):
+    a, b = (torch.as_tensor(t, dtype=torch.float64) for t in (a, b))
+    assert bool(torch.isfinite(a).all()), a
+    torch.testing.assert_close(a, b, rtol=tol, atol=tol)
+
+
+# ---- curvature ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", TWO_BATCH_REF)
+def test_hessian_measurements_match_dense_reference(name):
+    model, loss_fn, data = make(name)
+    ref1 = hessian_reference(model, loss_fn, data)
+    # the mean over samples of the batches' own losses (train-mode batch norm: own statistics)
+    ref2 = batch_weighted(lambda b: hessian_reference(model, loss_fn, b), data)
+    close(M.dense_hessian(model, loss_fn, data), ref1)
+    close(M.dense_hessian(model, loss_fn, two_batches(data)), ref2)
+    close(M.hessian_diagonal(model, loss_fn, data, exact=True).value, ref1.diagonal())
+    # Lanczos on the two batches only (the products are those checked above)
+    d, eig = two_batches(data), torch.linalg.eigvalsh(ref2)
+    close(M.hessian_top_eigenvalue(model, loss_fn, d, generator=gen(), tol=1e-10), eig[-1], 1e-7)
+    close(M.hessian_bottom_eigenvalues(model, loss_fn, d, 2, generator=gen(), tol=1e-10),
+          eig[:2], 1e-7)
+    if name != "bn_train":           # bn_mode="eval" by default: a different function
+        close(M.hessian_spectral_norm(model, loss_fn, d, generator=gen(), tol=1e-10),
+              eig.abs().max(), 1e-7)
+    v = M.hessian_directions(model, loss_fn, d, 2, generator=gen(), tol=1e-10)
+    for u, lam in zip(v, eig.flip(0)):
+        close(ref2 @ u, lam * u, 1e-6)
+    if name == "frozen_unused":      # d counts a.weight, unused.*, head.*: unused rows are 0
+        assert ref1.shape == (12 + 6 + 10, 12 + 6 + 10)
+        assert not bool(ref1[12:18].any())
+
+
+@pytest.mark.parametrize("name", DETERMINISTIC)
+def test_stochastic_curvature_estimates_do_not_depend_on_batching(name):
+    model, loss_fn, data = make(name)
+    for fn in (lambda d: M.hessian_trace(model, loss_fn, d, 3, generator=gen()).value,
+               lambda d: M.hessian_frobenius_norm(model, loss_fn, d, 3, generator=gen()).value,
+               lambda d: M.hessian_spectral_density(model, loss_fn, d, num_probes=1,
+                                                    num_iter=4, generator=gen()).nodes):
+        close(fn(data), fn(two_batches(data)))
+
+
+def test_dropout_in_train_mode_fixes_one_draw_and_warns():
+    model, loss_fn, data = make("dropout_train")
+    with pytest.warns(UserWarning, match=r"dropout in train mode.*model\.eval\(\)"):
+        h = M.dense_hessian(model, loss_fn, data)
+    close(h, M.dense_hessian(model, loss_fn, data), 0)        # the same draw every time
+    close(M.hessian_diagonal(model, loss_fn, data, exact=True).value, h.diagonal())
+
+
+@pytest.mark.parametrize("name", [k for k in PER_SAMPLE if k != "dropout_train"])
+def test_ggn_and_fisher_diagonals_match_dense_references(name):
+    model, loss_fn, data = make(name)
+    ggn = ggn_reference(model, loss_fn, data).diagonal()
+    fisher = empirical_fisher_reference(per_sample_gradients_loop(model, loss_fn, data))
+    for d in (data, two_batches(data)):
+        close(M.ggn_diagonal(model, loss_fn, d), ggn)
+        close(M.hessian_diagonal(model, loss_fn, d, exact=True, operator="ggn").value, ggn)
+        close(M.hessian_diagonal(model, loss_fn, d, exact=True,
+                                 operator="empirical_fisher").value, fisher.diagonal())
+
+
+# ---- gradient noise ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", [k for k in PER_SAMPLE if k != "dropout_train"])
+def test_gradient_covariance_matches_explicit_per_sample_sum(name):
+    model, loss_fn, data = make(name)
+    g = per_sample_gradients_loop(model, loss_fn, data)
+    ref = covariance_reference(g)
+    for d in (data, two_batches(data)):
+        for method in ("auto", "vmap"):
+            cov = M.gradient_covariance(model, loss_fn, d, method=method)
+            close(cov.dense(), ref)
+            close(cov.mean, g.mean(0))
+        close(M.diffusion_matrix(model, loss_fn, d, 2, replacement=False).trace(),
+              ref.trace() * (N - 2) / (2 * (N - 1)))
+        nm = M.noise_magnitude(model, loss_fn, d, 0.1, 2)
+        close(nm.grad_norm, g.mean(0).norm())
+        close(nm.noise_norm, math.sqrt(0.1 * float(ref.trace()) / 2))
+
+
+@pytest.mark.parametrize("name", [k for k in PER_SAMPLE if k != "dropout_train"])
+def test_noise_statistics_do_not_depend_on_batching(name):
+    model, loss_fn, data = make(name)
+    for fn in (lambda d: list(M.batch_statistics(model, loss_fn, d, lr=0.1).as_metrics().values()),
+               lambda d: [(t := M.takeuchi_information(model, loss_fn, d)).diagonal, t.trace],
+               lambda d: M.sigma_hessian_alignment(model, loss_fn, d, k=2, num_probes=3,
+                                                   generator=gen()).sigma_eigvals,
+               lambda d: M.normalized_step_length(model, loss_fn, params_vector(model),
+                                                  params_vector(model) + 0.01, d).alpha):
+        close(fn(data), fn(two_batches(data)))
+
+
+def test_per_sample_measurements_refuse_train_mode_batch_norm():
+    model, loss_fn, data = make("bn_train")
+    for fn in (M.gradient_covariance, M.ggn_diagonal, M.takeuchi_information,
+               lambda *a: M.noise_magnitude(*a, 0.1, 2), M.batch_statistics,
+               lambda *a: M.sigma_hessian_alignment(*a, k=2),
+               lambda m, lf, d: M.normalized_step_length(m, lf, params_vector(m),
+                                                         params_vector(m) + 0.01, d)):
+        with pytest.raises(UserError, match=r"BatchNorm1d\) is in train mode.*model\.eval\(\)"):
+            fn(model, loss_fn, data)
+
+
+def test_per_sample_gradients_in_train_mode_dropout_are_finite():
+    # one independent mask per sample: the noise of dropout is part of Σ
+    model, loss_fn, data = make("dropout_train")
+    cov = M.gradient_covariance(model, loss_fn, data)
+    assert math.isfinite(cov.trace()) and cov.trace() > 0
+
+
+# ---- losses along lines, sharpness, gradients -----------------------------------------------
+
+
+def _eval_loss(model, loss_fn, data):
+    was = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            return float(loss_fn(model(data[0]), data[1]))
+    finally:
+        model.train(was)
+
+
+@pytest.mark.parametrize("name", list(ZOO))
+def test_loss_evaluations_match_the_mean_loss(name):
+    model, loss_fn, data = make(name)
+    theta, mode = params_vector(model), model.training
+    # all of these evaluate without dropout and with batch norm's running statistics
+    base = _eval_loss(model, loss_fn, data)
+    grad = torch.func.grad(flat_loss(model.eval(), loss_fn, data))(theta)
+    model.train(mode)
+    for d in (data, two_batches(data)):
+        seg = M.segment_losses(model, loss_fn, d, theta, theta + 0.01, [0.0, 0.5, 1.0])
+        close(seg[0], base)
+        walk = M.step_interpolation(model, loss_fn, d, theta + 0.01, num_points=3)
+        close(walk.losses[-1], base)
+        close(M.full_batch_grad_norm(model, loss_fn, d), grad.norm())
+        curve = M.interpolate_models(model, model, loss_fn, d, alphas=[0.0, 1.0], bn_stats="keep")
+        close(curve.train_loss, [base, base])
+        surf = M.loss_surface(model, loss_fn, d, [M.random_direction(model, generator=gen())],
+                              steps=3)
+        close(surf.train_loss[1], base)
+        close(params_vector(model), theta, 0)                  # parameters restored
+        assert model.training == mode
+
+
+@pytest.mark.parametrize("name", list(ZOO))
+def test_sharpness_is_finite_and_does_not_depend_on_batching(name):
+    model, loss_fn, data = make(name)
+    theta = params_vector(model)
+    for fn in (lambda d: M.mean_loss(model, loss_fn, d),
+               lambda d: M.expected_sharpness(model, loss_fn, d, 0.01, 4, generator=gen()).value,
+               lambda d: M.epsilon_sharpness(model, loss_fn, d, 1e-3, num_steps=3,
+                                             generator=gen()).max_loss,
+               lambda d: M.local_entropy(model, loss_fn, d, 0.01, num_samples=4,
+                                         generator=gen()).f_gamma):
+        one, two = fn(data), fn(two_batches(data))
+        assert math.isfinite(one) and math.isfinite(two)
+        if name in DETERMINISTIC:
+            close(one, two)
+    close(params_vector(model), theta, 0)
+
+
+# ---- a loss summed over its batch -----------------------------------------------------------
+
+
+def test_summed_loss_is_measured_on_one_batch_and_refused_on_several():
+    model, _, data = make("residual")
+    summed, mean = nn.CrossEntropyLoss(reduction="sum"), nn.CrossEntropyLoss()
+    close(M.dense_hessian(model, summed, data), N * M.dense_hessian(model, mean, data))
+    close(M.mean_loss(model, summed, data), N * M.mean_loss(model, mean, data))
+    # per-sample gradients are those of one sample's loss: the same for either reduction
+    close(M.gradient_covariance(model, summed, data).dense(),
+          M.gradient_covariance(model, mean, data).dense())
+    theta = params_vector(model)
+    for fn in (M.dense_hessian, M.mean_loss, M.full_batch_grad_norm, M.ggn_diagonal,
+               lambda *a: M.hessian_trace(*a, 2),
+               lambda *a: M.expected_sharpness(*a, 0.01, 2),
+               lambda *a: M.epsilon_sharpness(*a, num_steps=1),
+               lambda *a: M.local_entropy(*a, 0.01, num_samples=2),
+               lambda *a: M.segment_losses(*a, theta, theta + 0.01, 2),
+               lambda m, lf, d: M.interpolate_models(m, m, lf, d, alphas=[0.0]),
+               lambda m, lf, d: M.loss_surface(m, lf, d, [theta], steps=2)):
+        with pytest.raises(UserError, match=r"reduction='sum'.*reduction='mean', or pass "
+                                            r"the samples as one \(x, y\) batch"):
+            fn(model, summed, two_batches(data))
