@@ -103,6 +103,27 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
+def _anchors(page: Path) -> set[str]:
+    """Explicit `<a id>` anchors and GitHub's heading slugs of a Markdown page."""
+    text = page.read_text()
+    slugs = {re.sub(r"[^\w\- ]", "", h.strip().lower()).replace(" ", "-")
+             for h in re.findall(r"^#+ (.+)$", BLOCK.sub("", text), re.M)}
+    return slugs | set(re.findall(r'<a id="([^"]+)"', text))
+
+
+def test_guide_links_resolve():
+    """Every relative link of the GUIDE names an existing page, and an anchor of it."""
+    links = re.findall(r"\]\(([^)\s]+)\)", prose())
+    local = [link for link in links if not link.startswith(("http:", "https:"))]
+    assert len(local) >= 5
+    for link in local:
+        path, _, anchor = link.partition("#")
+        page = (GUIDE.parent / path).resolve()
+        assert page.exists(), f"GUIDE links to a missing page: {link}"
+        if anchor:
+            assert anchor in _anchors(page), f"GUIDE links to a missing anchor: {link}"
+
+
 def test_guide_has_its_examples():
     assert len(blocks("python")) >= 8
     assert all(sum(m in t for t in blocks("python")) == 1 for m in CHECKS), "CHECKS markers"

@@ -125,8 +125,9 @@ def trajectory_pca(points: Tensor | np.ndarray | Sequence[Tensor], k: int = 2) -
     over :func:`loss_surface` computed around the last iterate with these directions)."""
     if isinstance(points, Tensor):
         m = points
-    elif isinstance(points, np.ndarray):          # e.g. open_trajectory(dir).snapshots()
-        m = torch.from_numpy(np.ascontiguousarray(points))
+    elif isinstance(points, np.ndarray):          # e.g. open_trajectory(dir).snapshots
+        # copied when read-only (a trajectory's memmap): torch warns against sharing those
+        m = torch.from_numpy(np.require(points, requirements=("C", "W")))
     else:
         m = torch.stack([torch.as_tensor(p) for p in points])
     if m.dim() != 2 or len(m) < 2:

@@ -1,5 +1,6 @@
 """Loss lines / planes, filter-normalised directions, trajectory PCA against closed forms."""
 import copy
+import warnings
 
 import pytest
 import torch
@@ -10,6 +11,7 @@ from sgdlab.measure.surface import (
     hessian_directions, loss_surface, random_direction, trajectory_pca,
 )
 from sgdlab.operators.params import params_vector
+from sgdlab.store.trajectory import TrajectoryWriter, open_trajectory
 from sgdlab.testing import dense_hessian_reference, tiny_classification, tiny_mlp
 
 
@@ -144,6 +146,22 @@ def test_trajectory_pca_recovers_the_plane_of_a_planar_path():
                                torch.tensor(1.0, dtype=torch.float64))
     with pytest.raises(ValueError, match="equals the last"):
         trajectory_pca(end.expand(3, 10))
+
+
+def test_trajectory_pca_reads_a_trajectory_file_as_is(tmp_path):
+    """The trajectory instrument's rows, `open_trajectory(dir).snapshots`, are a read-only
+    memmap: the PCA takes them without torch's warning about non-writable arrays."""
+    g = torch.Generator().manual_seed(0)
+    rows = torch.randn(6, 10, dtype=torch.float64, generator=g)
+    writer = TrajectoryWriter(tmp_path / "traj", 10, dtype="float64")
+    for i, r in enumerate(rows):
+        writer.append(r, step=i)
+    snapshots = open_trajectory(tmp_path / "traj").snapshots
+    assert not snapshots.flags.writeable
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        pca = trajectory_pca(snapshots, k=2)
+    torch.testing.assert_close(pca.coords, trajectory_pca(rows, k=2).coords)
 
 
 def test_hessian_directions_are_the_top_eigenvectors():
