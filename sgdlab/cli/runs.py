@@ -207,8 +207,9 @@ def _show(args) -> int:
                                            "git_commit", "hostname", "seed") if k in env))
     if metrics:
         print("metrics (points, last step: value):")
+        width = max(24, *(len(name) for name in metrics))
         for name, pts in metrics.items():
-            print(f"  {name:<24} {len(pts):>6}  {pts[-1][0]}: {_fmt(pts[-1][1])}")
+            print(f"  {name:<{width}} {len(pts):>6}  {pts[-1][0]}: {_fmt(pts[-1][1])}")
     if run["artifacts"]:
         print("files:")
         for a in run["artifacts"]:

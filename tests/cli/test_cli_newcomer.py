@@ -77,6 +77,16 @@ def test_runs_show_leaves_out_what_a_run_does_not_have(tmp_path, capsys):
     assert capsys.readouterr().out.splitlines()[0] == f"run {part}  name sq  experiment t-square"
 
 
+def test_runs_show_aligns_long_metric_names(tmp_path, capsys):
+    store = RunStore(tmp_path / "runs.sqlite")
+    run = store.create_run({"lr": 0.1}, name="probe", env={})
+    store.log_metrics(run, 3, {"loss": 0.5, "measure/align/hess_norm_eig_1": 2.0})
+    assert main(["runs", "show", run, "--store", str(store.path)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    rows = out[out.index("metrics (points, last step: value):") + 1:][:2]
+    assert len({row.index(" 3: ") for row in rows}) == 1, rows
+
+
 def test_parle_launches_torchrun_with_one_thread_per_process(tmp_path, monkeypatch, capsys):
     import sgdlab.cli.parle as parle
 
