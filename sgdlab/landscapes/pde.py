@@ -149,6 +149,15 @@ def semiconcavity_bound(c: float, t: float) -> float:
     return c / (1 + c * t)
 
 
+# a second difference on the grid may exceed the exact u_xx by this fraction of the bound
+SEMICONCAVITY_GRID_RTOL = 0.01
+
+
+def within_semiconcavity_bound(max_u_xx: float, bound: float) -> bool:
+    """Whether a grid's max u_xx meets Lemma 4.17's bound, up to the grid allowance."""
+    return max_u_xx <= bound * (1 + SEMICONCAVITY_GRID_RTOL)
+
+
 def wide_and_narrow_minima(z: Tensor) -> Tensor:
     """The 1-D test loss of the Fig. 4.1 reproduction: a wide minimum near −1.5, a narrow
     deeper one near +1.5, plus a small ripple 0.1 sin 6z."""

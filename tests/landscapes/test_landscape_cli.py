@@ -45,6 +45,13 @@ def test_the_pde_demo_takes_the_thesis_beta_unless_told_and_only_it_takes_beta(t
         res = json.loads((out / "results.json").read_text())
         assert res["beta"] == beta
         heat[beta] = res["curves"]["heat equation"]["max_u_xx"]
+        printed = capsys.readouterr().out
+        # Lemma 4.17's verdict, with the catalogue entry's grid allowance, for the HJ rows only
+        hj = [line for line in printed.splitlines() if " HJ " in line]
+        assert len(hj) == 2 and all("the bound 1/(1/C+t)" in line and "1% grid allowance"
+                                    in line for line in hj), printed
+        assert "allowance" not in next(line for line in printed.splitlines()
+                                       if line.startswith("heat"))
     # heat smoothing at β spreads with variance t/β: less smoothing, more curvature at β = 5
     assert heat[5.0] > heat[1.0]
     capsys.readouterr()
