@@ -12,7 +12,12 @@
   does not print padding or the pooling window; its read-out size 128·3·3 fixes them: with no
   padding and 2x2 max-pooling a 28x28 image goes 26, 24, 12, 10, 8, 6, 3 (padding 1 would
   leave 7x7). On MNIST: 418,122 parameters. ``channels=`` changes the five widths (a
-  departure from the paper, for small runs).
+  departure from the paper, for small runs). ``init="torch"`` (default) keeps PyTorch's layer
+  initialisation, which the paper's runs presumably had (footnote 3 names PyTorch): its weight
+  variance 1/(3 fan_in) shrinks the ReLU signal about sixfold per layer, so the net starts on a
+  long plateau at loss log 10. ``init="kaiming"`` draws every weight from He et al.'s
+  N(0, 2/fan_in) and zeroes the biases (a departure, for short runs that must leave the
+  plateau).
 * ``musso-vgg16`` — Model 3, VGG16 as footnote 3 says the paper used it: "the vgg16 Pytorch
   implementation", i.e. torchvision's layout (13 3x3 convolutions with padding 1 in five
   stages, no batch norm, ``AdaptiveAvgPool2d(7)``, classifier
@@ -41,6 +46,7 @@ from .registry import (activation, check_positive, check_prob, flat_size, image_
 _PAPER = "Musso 2020, Stochastic gradient descent with random learning rate"
 # torchvision's VGG16 ("D"): widths per stage, three convolutions in the last three stages
 _VGG16_STAGES = ((1, 2), (2, 2), (4, 3), (8, 3), (8, 3))   # (width multiple, convolutions)
+MODEL2_INITS = ("torch", "kaiming")
 
 
 @register_model("musso-bilayer", paper=_PAPER, description="Model 1: Linear(in,100)-ReLU-Linear",
@@ -56,8 +62,11 @@ class MussoModel2(nn.Module):
     """§B.2 table (28): conv, conv, pool, conv, conv, conv, pool, linear (3x3, no padding)."""
 
     def __init__(self, input_shape, num_outputs: int, *, channels: Sequence[int],
-                 act: str = "relu") -> None:
+                 act: str = "relu", init: str = "torch") -> None:
         super().__init__()
+        if init not in MODEL2_INITS:
+            raise UserError(f"option 'init' must be one of {', '.join(MODEL2_INITS)}, got "
+                            f"{init!r}")
         if len(channels) != 5:
             raise UserError(f"option 'channels' must list 5 widths, got {list(channels)}")
         for i, w in enumerate(channels):
@@ -73,6 +82,11 @@ class MussoModel2(nn.Module):
         self.features = nn.Sequential(*layers)
         n = flat_size(self.features, tuple(input_shape), "musso-model2")
         self.classifier = nn.Linear(n, num_outputs)
+        if init == "kaiming":
+            for m in self.modules():
+                if isinstance(m, (nn.Conv2d, nn.Linear)):
+                    nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
+                    nn.init.zeros_(m.bias)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.classifier(self.features(x))
@@ -81,11 +95,11 @@ class MussoModel2(nn.Module):
 @register_model("musso-model2", paper=_PAPER, description="Model 2: 5 3x3 convs, 2 pools, linear",
                 reference_input=(1, 28, 28),
                 notes="§B.2 table (28); no padding and 2x2 pools, as its 128*3*3 read-out "
-                      "implies; 418,122 parameters on MNIST; option channels=")
+                      "implies; 418,122 parameters on MNIST; options channels=, init=")
 def musso_model2(input_shape, num_outputs, *, channels: Sequence[int] = (64, 64, 128, 128, 128),
-                 activation: str = "relu") -> nn.Module:
+                 activation: str = "relu", init: str = "torch") -> nn.Module:
     return MussoModel2(image_shape("musso-model2", input_shape), num_outputs,
-                       channels=list(channels), act=activation)
+                       channels=list(channels), act=activation, init=init)
 
 
 class TorchvisionVGG16(nn.Module):

@@ -91,3 +91,45 @@ def test_mnist_entries_test_every_quantity_line_175_calls_equivalent(name, scale
                                                               if p != "random")
     assert all(c["equivalent"][0] == "random" and c.get("rtol") == 0.1 and "margin" not in c
                and c.get("requires") for c in loss)
+
+
+def test_cpu_equal_temperature_runs_keep_the_figures_temperatures():
+    # the claim is about equal T (19): whatever the cpu scale changes, each compared pair must
+    # stay at equal T and Fig. 5's counter-check at half of it
+    from sgdlab.measure.temperature import musso_temperature
+
+    runs = {r.label: r.params for r in load_experiment("musso-equal-temperature",
+                                                       "cpu").expand()}
+    t = {k: musso_temperature(p["optimizer"]["lr"], p["batch_size"],
+                              p["optimizer"].get("momentum", 0.0),
+                              convention=p["optimizer"]["convention"]) for k, p in runs.items()}
+    assert t["fig5-C60-l2e-4"] == pytest.approx(t["fig5-C30-l1e-4"])
+    assert t["fig5-C60-l1e-4"] == pytest.approx(t["fig5-C60-l2e-4"] / 2)
+    assert t["fig6L-C60-mu0.75"] == pytest.approx(t["fig6L-C30-mu0.5"])
+    # and each run of a pair trains as long, at the figures' own l, C and mu
+    for label, (_, _, lr, c, mu, _, _) in STATED["musso-equal-temperature"].items():
+        if label in runs:
+            p = runs[label]
+            assert (p["optimizer"]["lr"], p["batch_size"],
+                    p["optimizer"].get("momentum", 0.0)) == (lr, c, mu), label
+    assert runs["fig5-C60-l2e-4"]["epochs"] == runs["fig5-C30-l1e-4"]["epochs"]
+    assert runs["fig6L-C60-mu0.75"]["epochs"] == runs["fig6L-C30-mu0.5"]["epochs"]
+
+
+@pytest.mark.parametrize("name", ["musso-protocols-model2", "musso-equal-temperature"])
+def test_cpu_departures_from_the_stated_model2_setting_are_listed(name):
+    spec = load_experiment(name, "cpu")
+    text = " ".join(spec.deviations)
+    runs = {r.label: r.params for r in spec.expand()}
+    for label, p in runs.items():
+        if p["model"]["name"] != "musso-model2":
+            continue
+        if p["model"].get("init", "torch") != "torch":
+            assert f"init: {p['model']['init']}" in text, label
+        stated_lr = STATED[name][label][2]
+        if p["optimizer"]["lr"] != stated_lr:
+            # a larger l changes what §3.1 claims (line 212): the departure must say so
+            lr = f"{p['optimizer']['lr']:.0e}".replace("e-0", "e-")     # 0.0005 -> 5e-4
+            assert f"l = {lr}" in text and "line 212" in text, label
+    if name == "musso-protocols-model2":       # "the same mean value l" (line 173)
+        assert len({p["optimizer"]["lr"] for p in runs.values()}) == 1

@@ -56,6 +56,25 @@ def test_model2_is_table_28():
         build_model("musso-model2", MNIST, 10, channels=[8, 8])
 
 
+def test_model2_init_torch_default_or_kaiming():
+    # PyTorch's default (the paper's PyTorch runs) has weight variance 1/(3 fan_in);
+    # init="kaiming" is He et al.'s 2/fan_in with zero biases
+    torch.manual_seed(0)
+    wide = [64, 64, 128, 128, 128]
+    default = build_model("musso-model2", MNIST, 10, channels=wide)
+    torch.manual_seed(0)
+    he = build_model("musso-model2", MNIST, 10, channels=wide, init="kaiming")
+    for d, k in zip(default.modules(), he.modules()):
+        if not isinstance(d, (nn.Conv2d, nn.Linear)):
+            continue
+        fan_in = d.weight[0].numel()
+        assert d.weight.var().item() == pytest.approx(1 / (3 * fan_in), rel=0.2)
+        assert k.weight.var().item() == pytest.approx(2 / fan_in, rel=0.2)
+        assert d.bias.abs().max().item() > 0 and k.bias.abs().max().item() == 0
+    with pytest.raises(UserError, match="init"):
+        build_model("musso-model2", MNIST, 10, init="xavier")
+
+
 def test_model3_is_torchvision_vgg16():
     # torchvision's vgg16: 138,357,544 parameters for ImageNet (VGG paper, Table 2: "138" M)
     with torch.device("meta"):
