@@ -5,16 +5,52 @@
 """
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterable, Iterator
 from typing import Union
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from sgdlab.errors import UserError
 
 Batch = tuple[Tensor, Tensor]
 Data = Union[Batch, Iterable[Batch]]
+
+
+# seeds of the fixed draw of a train-mode model's randomness: batch i uses _FIXED_SEED + i
+_FIXED_SEED = 20_181_024
+_fixing = False      # inside a fixed_randomness context (one thread computes at a time)
+
+
+def stochastic_modules(model: nn.Module) -> list[str]:
+    """The modules of ``model`` that draw random numbers in their forward pass as they are
+    now (dropout with p > 0 and RReLU, in train mode), as "name (Type)"."""
+    return [f"{name or 'model'} ({type(m).__name__})" for name, m in model.named_modules()
+            if m.training and ((isinstance(m, nn.modules.dropout._DropoutNd) and m.p > 0)
+                               or isinstance(m, nn.RReLU))]
+
+
+@contextlib.contextmanager
+def fixed_randomness(model: nn.Module, device: torch.device, index: int = 0) -> Iterator[None]:
+    """Within: the random generators (CPU, and ``device`` when it is a CUDA device) seeded for
+    draw ``index`` when ``model`` has modules in train mode, so that a measurement that runs
+    the model's forward pass again (every product of an operator, every pass over a batch)
+    sees the same dropout masks each time, and leaves the global generators as they were.
+    Nested inside another such context it changes nothing: the outer draw goes on."""
+    global _fixing
+    if _fixing or not any(m.training for m in model.modules()):
+        yield
+        return
+    device = torch.device(device)
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else [],
+                               device_type="cuda"):
+        torch.manual_seed(_FIXED_SEED + index)
+        _fixing = True
+        try:
+            yield
+        finally:
+            _fixing = False
 
 
 def is_single_batch(data: Data) -> bool:

@@ -37,7 +37,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
-from .batches import Data, iterate_batches
+from .batches import Data, fixed_randomness, iterate_batches
 from .params import trainable_named_params
 from .taylor import conv_padding
 
@@ -412,9 +412,10 @@ def per_sample_factors(
     for x, y in iterate_batches(data, device):
         step = len(x) if not chunk_size else chunk_size
         batches += [(x[j : j + step], y[j : j + step]) for j in range(0, len(x), step)]
-    found = _sequential_passes(model, loss_fn, batches, layers)
-    if found is None and not _samples_interact(model, batches[0][0]):
-        found = _hooked_passes(model, loss_fn, batches, layers)
+    with fixed_randomness(model, device):       # dropout in train mode: one fixed draw
+        found = _sequential_passes(model, loss_fn, batches, layers)
+        if found is None and not _samples_interact(model, batches[0][0]):
+            found = _hooked_passes(model, loss_fn, batches, layers)
     if found is None:
         return None
     acts, deltas, n, patches = found

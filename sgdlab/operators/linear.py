@@ -11,8 +11,9 @@ import warnings
 from collections.abc import Iterator
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
+from .batches import check_batch_loss, fixed_randomness, iterate_batches, stochastic_modules
 from .blocking import BlockTuner
 
 
@@ -126,10 +127,6 @@ class LinearOperator:
         return ScipyOp(self.shape, matvec=mv, rmatvec=mv, dtype="float64")
 
 
-# seeds of the fixed draw of a train-mode model's randomness: batch i uses _MASK_SEED + i
-_MASK_SEED = 20_181_024
-
-
 class ModelOperator(LinearOperator):
     """Base of the curvature operators of a model's loss: d = number of trainable parameters,
     dtype and device those of the parameters.
@@ -144,7 +141,6 @@ class ModelOperator(LinearOperator):
     gives other batches, and so other masks per sample, on every pass."""
 
     def __init__(self, model, loss_fn, data):
-        from .batches import check_batch_loss
         from .params import num_params, require_trainable
 
         check_batch_loss(loss_fn, data)
@@ -152,10 +148,7 @@ class ModelOperator(LinearOperator):
         first = next(iter(self.params.values()))
         super().__init__(num_params(model), first.dtype, first.device)
         self.model, self.loss_fn, self.data = model, loss_fn, data
-        self._fix_randomness = any(m.training for m in model.modules())
-        stochastic = [f"{name or 'model'} ({type(m).__name__})"
-                      for name, m in model.named_modules()
-                      if m.training and _draws_in_train_mode(m)]
+        stochastic = stochastic_modules(model)
         if stochastic:
             warnings.warn(
                 f"{', '.join(stochastic[:3])}{' ...' if len(stochastic) > 3 else ''}: "
@@ -163,23 +156,14 @@ class ModelOperator(LinearOperator):
                 "draw of the dropout masks per batch; call model.eval() for the network "
                 "without dropout", UserWarning, stacklevel=3)
 
-    @contextlib.contextmanager
-    def fixed_randomness(self, batch: int) -> Iterator[None]:
-        """Within: the random generators (CPU, and the operator's CUDA device) seeded for batch
-        ``batch`` when the model has modules in train mode; restored afterwards."""
-        if not self._fix_randomness:
-            yield
-            return
-        cuda = [self.device] if self.device.type == "cuda" else []
-        with torch.random.fork_rng(devices=cuda, device_type="cuda"):
-            torch.manual_seed(_MASK_SEED + batch)
-            yield
+    def fixed_randomness(self, batch: int) -> contextlib.AbstractContextManager:
+        """Within: the model's randomness fixed for batch ``batch``
+        (:func:`~sgdlab.operators.batches.fixed_randomness`)."""
+        return fixed_randomness(self.model, self.device, batch)
 
     def batches(self) -> Iterator[tuple[Tensor, Tensor]]:
         """The data's ``(x, y)`` batches on the operator's device; the loop's body runs
         within :meth:`fixed_randomness` of its batch (so consume the whole iterator)."""
-        from .batches import iterate_batches
-
         for i, (x, y) in enumerate(iterate_batches(self.data, self.device)):
             with self.fixed_randomness(i):
                 yield x, y
@@ -273,7 +257,3 @@ class _Sum(LinearOperator):
 def as_operator(a: "Tensor | LinearOperator") -> LinearOperator:
     return a if isinstance(a, LinearOperator) else DenseOperator(a)
 
-
-def _draws_in_train_mode(m: nn.Module) -> bool:
-    """Whether ``m`` draws random numbers in its train-mode forward pass."""
-    return (isinstance(m, nn.modules.dropout._DropoutNd) and m.p > 0) or isinstance(m, nn.RReLU)

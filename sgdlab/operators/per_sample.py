@@ -27,7 +27,7 @@ from torch.func import functional_call, grad, vmap
 
 from sgdlab.errors import UserError
 
-from .batches import Data, concat_batches
+from .batches import Data, concat_batches, fixed_randomness
 from .params import UNUSED_ZERO, flatten, require_trainable, trainable_named_params
 
 # CPU buffers at least this large are backed by transparent huge pages when the kernel allows
@@ -82,10 +82,20 @@ def per_sample_gradients(
             to 2,048 samples per pass.
         method: ``"auto"`` (factored when the model qualifies, else vmap), ``"factored"``
             or ``"vmap"``.
+
+    Dropout in train mode gives each sample its own mask, from one fixed draw
+    (:func:`~sgdlab.operators.batches.fixed_randomness`): the same G on every call, and the
+    global generators untouched.
     """
     if method not in ("auto", "factored", "vmap"):
         raise ValueError(f"Invalid method={method!r}: expected 'auto', 'factored' or 'vmap'")
     check_per_sample_model(model)
+    # dropout in train mode: one fixed draw of masks, not the global generator's next one
+    with fixed_randomness(model, next(model.parameters()).device):
+        return _per_sample_gradients(model, loss_fn, data, chunk_size, method)
+
+
+def _per_sample_gradients(model, loss_fn, data, chunk_size, method) -> Tensor:
     if method != "vmap":
         from .factors import per_sample_factors
 

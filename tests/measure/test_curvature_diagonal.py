@@ -198,3 +198,17 @@ def test_ggn_diagonal_is_the_batch_loss_ggn_not_the_single_sample_ones(loss_fn):
     op = diagonal(curvature_operator("ggn", model, loss_fn, batches), exact=True).value
     torch.testing.assert_close(ggn_diagonal(model, loss_fn, batches), op, rtol=1e-9,
                                atol=1e-12)
+
+
+def test_ggn_diagonal_refuses_dropout_in_train_mode():
+    """Its forward pass and its per-class per-sample passes would each draw other masks."""
+    from sgdlab.measure import ggn_diagonal
+
+    model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Dropout(0.3),
+                                torch.nn.Linear(4, 2)).double()
+    x, y = torch.randn(5, 3, dtype=torch.float64), torch.randint(0, 2, (5,))
+    with pytest.raises(UserError, match=r"1 \(Dropout\) draws dropout masks in train mode; "
+                                        r"call model.eval\(\) first"):
+        ggn_diagonal(model, torch.nn.CrossEntropyLoss(), (x, y))
+    model.eval()
+    assert torch.isfinite(ggn_diagonal(model, torch.nn.CrossEntropyLoss(), (x, y))).all()

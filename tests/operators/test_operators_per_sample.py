@@ -168,3 +168,30 @@ def test_models_whose_samples_interact_use_vmap():
     torch.testing.assert_close(per_sample_gradients(model, loss_fn, (x, y)), ref)
     torch.testing.assert_close(gradient_covariance(model, loss_fn, (x, y)).dense(),
                                covariance_reference(ref))
+
+
+@pytest.mark.parametrize("method", ["auto", "vmap"])
+def test_dropout_in_train_mode_is_one_fixed_draw_of_masks(method):
+    """Per-sample gradients of a model with dropout in train mode: each sample under its own
+    mask (the rows differ from the eval-mode ones, and not by one common factor), the same G
+    on every call, the global generator left as it was; inside an operator's fixed draw they
+    take that draw instead of starting their own."""
+    from sgdlab.operators.batches import fixed_randomness
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 8), nn.Tanh(), nn.Dropout(0.5), nn.Linear(8, 2)).double()
+    x = torch.randn(6, 3, dtype=torch.float64)
+    y = torch.randint(0, 2, (6,))
+    state = torch.get_rng_state()
+    g = per_sample_gradients(model, nn.CrossEntropyLoss(), (x, y), method=method)
+    assert torch.equal(torch.get_rng_state(), state)
+    torch.testing.assert_close(
+        per_sample_gradients(model, nn.CrossEntropyLoss(), (x, y), method=method), g,
+        rtol=0, atol=0)
+    model.eval()
+    plain = per_sample_gradients(model, nn.CrossEntropyLoss(), (x, y), method=method)
+    model.train()
+    assert not torch.allclose(g, plain)
+    with fixed_randomness(model, torch.device("cpu"), 7):
+        inner = per_sample_gradients(model, nn.CrossEntropyLoss(), (x, y), method=method)
+    assert not torch.equal(inner, g)      # the outer draw (7), not a fresh draw 0

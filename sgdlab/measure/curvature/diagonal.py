@@ -16,7 +16,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from sgdlab.operators.batches import Data, check_batch_loss, iterate_batches
+from sgdlab.errors import UserError
+from sgdlab.operators.batches import (Data, check_batch_loss, iterate_batches,
+                                      stochastic_modules)
 from sgdlab.operators.factors import per_sample_factors
 from sgdlab.operators.params import num_params, require_trainable
 from sgdlab.operators.per_sample import check_per_sample_model, per_sample_gradients
@@ -158,6 +160,11 @@ def ggn_diagonal(model: nn.Module, loss_fn: Callable[[Tensor, Tensor], Tensor],
     require_trainable(model)
     check_per_sample_model(model)
     check_batch_loss(loss_fn, data)
+    if stochastic := stochastic_modules(model):
+        # its forward pass and its C per-sample passes would each draw other masks
+        raise UserError(f"ggn_diagonal needs a deterministic forward pass: "
+                        f"{', '.join(stochastic)} draws dropout masks in train mode; call "
+                        "model.eval() first")
     device = next(model.parameters()).device
     total = torch.zeros(num_params(model), dtype=torch.float64, device=device)
     n = 0
