@@ -364,7 +364,8 @@ class EntropyAdam(EntropySGD):
 
         m ← β₁m + (1 − β₁)G;  v ← β₂v + (1 − β₂)G²;  x ← x − η′ m̂ / (√v̂ + eps)
 
-    with bias-corrected m̂, v̂ (t = outer steps). The char-LSTM experiment uses η′ = 0.01
+    with bias-corrected m̂, v̂ (t = the outer steps that moved the parameter, as
+    ``torch.optim.Adam`` counts them). The char-LSTM experiment uses η′ = 0.01
     (halved every epoch), γ = 100 fixed, L = 5 and β₁ = 0.5.
 
     ``adam="inner"``: §3.2.2 also mentions Adam in the inner loop ("we have used SGD with
@@ -395,11 +396,16 @@ class EntropyAdam(EntropySGD):
 
     @staticmethod
     def _adam(st: dict, d: Tensor, group: dict, t: int) -> Tensor:
-        """Adam's step direction m̂ / (√v̂ + eps) for gradient ``d`` at step ``t`` (1-based)."""
+        """Adam's step direction m̂ / (√v̂ + eps) for gradient ``d``. The bias correction
+        counts this tensor's own updates (``st["step"]``), as ``torch.optim.Adam`` does, so a
+        parameter that skipped steps (frozen for a while) starts from t = 1; ``t``, the
+        optimizer's step (1-based), only seeds the count of a state saved without one."""
         b1, b2 = group["betas"]
         if "exp_avg" not in st:
             st["exp_avg"] = torch.zeros_like(d)
             st["exp_avg_sq"] = torch.zeros_like(d)
+            st["step"] = 0
+        st["step"] = t = int(st.get("step", t - 1)) + 1
         m, v = st["exp_avg"], st["exp_avg_sq"]
         m.mul_(b1).add_(d, alpha=1 - b1)
         v.mul_(b2).addcmul_(d, d, value=1 - b2)

@@ -191,6 +191,31 @@ def test_entropy_adam_L1_gamma_inf_is_adam(mode):
         assert torch.allclose(a, b, atol=1e-13, rtol=1e-11)
 
 
+def test_entropy_adam_counts_each_parameters_own_steps_as_adam_does():
+    """A layer frozen for the first steps and then trained: torch.optim.Adam corrects its
+    moments' bias by its own step count (t = 1 at its first step), not by the optimizer's;
+    Entropy-Adam at L = 1, γ = ∞ is Adam there too."""
+    model, X, Y = _mlp_problem(1)
+    ref = [p.detach().clone() for p in model.parameters()]
+    last = list(model.parameters())[-1]
+
+    def train(opt):
+        cl = _batch_closure(model, X, Y, torch.Generator().manual_seed(2))
+        for k in range(6):
+            last.requires_grad_(k >= 3)
+            opt.step(cl)
+        return [p.detach().clone() for p in model.parameters()]
+
+    got = train(EntropyAdam(model.parameters(), lr=0.01, inner_lr=1.0, L=1, gamma=math.inf,
+                            alpha=0.0))
+    with torch.no_grad():
+        for p, r in zip(model.parameters(), ref):
+            p.copy_(r)
+    want = train(torch.optim.Adam(model.parameters(), lr=0.01))
+    for a, b in zip(got, want):
+        assert torch.allclose(a, b, atol=1e-13, rtol=1e-11)
+
+
 def test_thesis_gamma_is_the_inverse_of_the_authors_code_gamma():
     """The thesis' scope γ and the authors' code's coupling g: γ = 1/g. Two outer steps of the
     code's update (python/optim.py: dw = ∇f(w) + g(w − w_c); w ← w − η_y dw;
