@@ -256,4 +256,3 @@ class _Sum(LinearOperator):
 
 def as_operator(a: "Tensor | LinearOperator") -> LinearOperator:
     return a if isinstance(a, LinearOperator) else DenseOperator(a)
-

@@ -114,10 +114,7 @@ class HJ(EntropySGD):
     def _outer_gradient(self, group: dict, p: Tensor, gamma: float, master) -> Tensor:
         st = self.state[p]
         if group["form"] == "implicit":
-            # the last inner gradient, used once: a parameter that had none this outer step
-            # (frozen, or not in the loss) takes no step, not a stale one
-            g = st.pop("p", None)
-            return torch.zeros_like(p) if g is None else g
+            return st["p"].clone()
         return super()._outer_gradient(group, p, gamma, master)
 
 
