@@ -101,7 +101,7 @@ class StructuredNoiseGD(Optimizer):
 
     Args:
         params: parameters (the model's trainable parameters, in any grouping).
-        lr: step size η (> 0).
+        lr: step size η (>= 0; at 0 nothing moves, as with ``torch.optim.SGD``).
         noise: one of :data:`NOISE_KINDS` (the registered subclasses fix it).
         model, loss_fn, data: the model, its mean-reduced loss and the estimation data (a
             ``Dataset`` — its training split is used —, a batch ``(x, y)`` or batches). Needed
@@ -171,7 +171,7 @@ class StructuredNoiseGD(Optimizer):
                              f"(fixed to {self.noise_kind!r})")
         if kind not in NOISE_KINDS:
             raise ValueError(f"Invalid noise={kind!r}; known: {', '.join(NOISE_KINDS)}")
-        if not lr > 0:
+        if not lr >= 0:
             raise ValueError(f"Invalid learning rate: {lr}")
         if momentum < 0:
             raise ValueError(f"Invalid momentum value: {momentum}")

@@ -257,6 +257,18 @@ def test_invalid_hyper_parameters(problem, name, kw, match):
         build_optimizer_for(name, model, loss_fn=LOSS, data=data, **{"lr": 0.1, **kw})
 
 
+def test_zero_learning_rate_is_accepted_and_moves_nothing(problem):
+    model, data, _, _ = problem
+    opt = build_optimizer_for("gld-const", model, loss_fn=LOSS, data=data, lr=0.0, sigma=0.5)
+    before = [p.detach().clone() for p in model.parameters()]
+    x, y = data
+    LOSS(model(x), y).backward()
+    opt.step()
+    moved = [not torch.equal(a, p) for a, p in zip(before, model.parameters())]
+    model.zero_grad(set_to_none=True)
+    assert not any(moved)
+
+
 def test_missing_model_is_an_error():
     with pytest.raises(ValueError, match="model"):
         StructuredNoiseGD([torch.zeros(2, requires_grad=True)], noise="diagonal",
