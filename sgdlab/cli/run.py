@@ -2,7 +2,7 @@
 (or a user's experiment file), skipping runs already finished in the store, and write its
 report. ``--backend ray`` runs the sweep on Ray: a local instance, or a cluster (``--address``).
 ``--reading KEY=CHOICE`` reads an ambiguous passage of the paper another way (``sgdlab list``
-shows each entry's readings)."""
+shows each entry's readings). ``--dry-run`` shows what the run would do, running nothing."""
 from __future__ import annotations
 
 import argparse
@@ -70,6 +70,11 @@ def register(subparsers) -> None:
     p.add_argument("--store", metavar="PATH",
                    help="run store (SQLite) path; default ./sgdlab-runs/runs.sqlite or $SGDLAB_STORE")
     p.add_argument("--progress", action="store_true", help="show per-run training progress bars")
+    p.add_argument("--dry-run", action="store_true",
+                   help="show what the run would do (its runs, which are already in the store, "
+                        "their length, the data files found or missing) without training or "
+                        "writing anything; exit status 2 when the run would fail")
+    p.add_argument("--json", action="store_true", help="with --dry-run: the plan as JSON")
     p.set_defaults(func=_run)
 
 
@@ -81,6 +86,10 @@ def _run(args: argparse.Namespace) -> int:
         raise UserError("give exactly one of NAME or --config FILE")
     if not (args.device == "cpu" or args.device.startswith("cuda")):
         raise UserError(f"--device must be cpu or cuda, got {args.device!r}")
+    if args.json and not args.dry_run:
+        raise UserError("--json prints the plan of --dry-run: give both")
+    if args.dry_run:
+        return _dry_run(args)
     try:
         res = run_experiment(args.config or args.name, scale=args.scale, out_dir=args.out,
                              store_path=args.store, workers=args.workers, device=args.device,
@@ -110,6 +119,27 @@ def _run(args: argparse.Namespace) -> int:
     print(f"results: {res.out_dir / 'results.json'}")
     print(f"report:  {res.report_path}")
     return 0 if res.ok else 1
+
+
+def _dry_run(args: argparse.Namespace) -> int:
+    import sys
+
+    from sgdlab.experiments.plan import plan_experiment
+
+    plan = plan_experiment(args.config or args.name, scale=args.scale, out_dir=args.out,
+                           store_path=args.store, workers=args.workers, device=args.device,
+                           data_dir=args.data_dir, backend=args.backend, address=args.address,
+                           cpus_per_run=args.cpus_per_run, gpus_per_run=args.gpus_per_run,
+                           readings=readings_of(args))
+    if args.json:
+        from sgdlab.strict_json import dumps
+
+        print(dumps(plan.to_json(), indent=1, default=str))
+    else:
+        print("\n".join(plan.lines()))
+    for problem in plan.problems:
+        print(f"sgdlab: error: {problem}", file=sys.stderr)
+    return 0 if plan.ok else 2
 
 
 def _same_command(args: argparse.Namespace) -> str:

@@ -336,6 +336,24 @@ def _cifar_source(root: Path, spec: dict) -> tuple[str, Path]:
                     f"{spec['archives'][0]} or {spec['archives'][1]}, extracted or not)")
 
 
+def _cifar_files(dataset: str, root: Path) -> tuple[str, Path, list[str]]:
+    """(kind, location, file names) of ``dataset``'s files in ``root`` (see
+    :func:`_cifar_source`); a :class:`DataError` names the first file missing from an
+    extracted layout, before any is read."""
+    spec = _CIFAR[dataset]
+    try:
+        kind, loc = _cifar_source(root, spec)
+    except DataError as e:
+        raise DataError(f"{dataset}: {e}") from None
+    binary = kind.startswith("binary")
+    names = [n + (".bin" if binary else "") for n in spec["train"] + spec["test"]]
+    for name in names if not kind.endswith("archive") else []:
+        if not (loc / name).is_file():
+            raise DataError(f"{dataset}: missing file {loc / name}; download and extract "
+                            f"{spec['url']} into {root}")
+    return kind, loc, names
+
+
 def _archive_members(path: Path, names: list[str]) -> dict[str, bytes]:
     """The files ``names`` (base names) of a tar archive, read in one pass."""
     import tarfile
@@ -360,10 +378,7 @@ def _load_cifar(dataset: str, data_dir, *, seed: int, train_size, test_size, bal
                 normalize: str, flatten: bool, labels: str = "fine") -> Dataset:
     spec = _CIFAR[dataset]
     root = _require_dir(data_dir, dataset)
-    try:
-        kind, loc = _cifar_source(root, spec)
-    except DataError as e:
-        raise DataError(f"{dataset}: {e}") from None
+    kind, loc, names = _cifar_files(dataset, root)
     key = spec["key"]
     if dataset == "cifar100":
         if labels not in ("fine", "coarse"):
@@ -373,14 +388,10 @@ def _load_cifar(dataset: str, data_dir, *, seed: int, train_size, test_size, bal
     binary = kind.startswith("binary")
     # binary records: CIFAR-100's label bytes are (coarse, fine)
     label_index = 1 if dataset == "cifar100" and labels == "fine" else 0
-    names = [n + (".bin" if binary else "") for n in spec["train"] + spec["test"]]
     blobs = _archive_members(loc, names) if kind.endswith("archive") else None
 
     def part(name: str) -> tuple[np.ndarray, np.ndarray]:
         where = f"{loc}:{name}" if blobs is not None else str(loc / name)
-        if blobs is None and not (loc / name).is_file():
-            raise DataError(f"{dataset}: missing file {loc / name}; download and extract "
-                            f"{spec['url']} into {root}")
         if binary:
             return read_cifar_binary(blobs[name] if blobs is not None else loc / name,
                                      label_bytes=spec["label_bytes"], label_index=label_index,
@@ -427,3 +438,18 @@ def load_cifar100(*, seed: int = 0, data_dir=None, train_size: int | None = None
     return _load_cifar("cifar100", data_dir, seed=seed, train_size=train_size,
                        test_size=test_size, balanced=balanced, normalize=normalize,
                        flatten=flatten, labels=labels)
+
+
+def find_files(name: str, data_dir) -> str | None:
+    """Where the files of dataset ``name`` lie in ``data_dir`` (``"IDX files in DIR"``,
+    ``"CIFAR python batches in DIR"``), looked up as loading it looks them up but without
+    reading them (an archive's members are not checked); a :class:`DataError` with the message
+    loading would give when one is missing. None for a dataset that reads no files."""
+    dataset = name.strip().lower().replace("-", "_")
+    if dataset in _IDX_SUBDIRS:
+        paths = _find_idx(_require_dir(data_dir, dataset), dataset)
+        return f"IDX files in {paths['train_images'].parent}"
+    if dataset in _CIFAR:
+        kind, loc, _ = _cifar_files(dataset, _require_dir(data_dir, dataset))
+        return f"CIFAR {kind.replace('-', ' ')} batches in {loc}"
+    return None

@@ -85,6 +85,30 @@ def _run_threads(store_path: str, stored: list, workers: int) -> int | list[int]
     return used[0] if len(used) == 1 else used
 
 
+def prepare(name_or_path: str | Path, *, scale: str, device: str, data_dir: str | None,
+            backend: str | None, cpus_per_run: float | None, gpus_per_run: float | None,
+            readings: dict[str, str] | None
+            ) -> tuple[ExperimentSpec, str, float | None, float | None]:
+    """The experiment resolved at ``scale`` and where its runs would execute: ``(spec,
+    backend, cpus_per_run, gpus_per_run)``; the checks a run makes before its sweep (a real
+    run and a dry run fail alike)."""
+    spec = load_experiment(name_or_path, scale, readings)
+    backend = backend or os.environ.get("SGDLAB_BACKEND") or "local"
+    cpus_per_run = _resource(cpus_per_run, "SGDLAB_CPUS_PER_RUN", spec, "cpus_per_run")
+    gpus_per_run = _resource(gpus_per_run, "SGDLAB_GPUS_PER_RUN", spec, "gpus_per_run")
+    if device.startswith("cuda") and backend == "local":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise UserError("--device cuda requested but CUDA is not available on this machine")
+    if needs_data_dir(spec) and data_dir is None:
+        raise ConfigError(f"{spec.name} at scale {scale!r} reads the paper's dataset: pass "
+                          "--data-dir DIR")
+    if data_dir is not None and not Path(data_dir).is_dir():
+        raise UserError(f"--data-dir {data_dir!r} is not a directory")
+    return spec, backend, cpus_per_run, gpus_per_run
+
+
 def run_experiment(name_or_path: str | Path, *, scale: str = "cpu", out_dir: str | Path | None = None,
                    store_path: str | None = None, workers: int | None = None,
                    device: str = "cpu", data_dir: str | None = None, progress=print,
@@ -101,20 +125,9 @@ def run_experiment(name_or_path: str | Path, *, scale: str = "cpu", out_dir: str
     ``gpus_per_run`` choose where the runs execute (:func:`sgdlab.experiments.sweep.run_sweep`);
     the resources default to ``$SGDLAB_CPUS_PER_RUN`` / ``$SGDLAB_GPUS_PER_RUN``, then to the
     experiment file's ``resources``."""
-    spec = load_experiment(name_or_path, scale, readings)
-    backend = backend or os.environ.get("SGDLAB_BACKEND") or "local"
-    cpus_per_run = _resource(cpus_per_run, "SGDLAB_CPUS_PER_RUN", spec, "cpus_per_run")
-    gpus_per_run = _resource(gpus_per_run, "SGDLAB_GPUS_PER_RUN", spec, "gpus_per_run")
-    if device.startswith("cuda") and backend == "local":
-        import torch
-
-        if not torch.cuda.is_available():
-            raise UserError("--device cuda requested but CUDA is not available on this machine")
-    if needs_data_dir(spec) and data_dir is None:
-        raise ConfigError(f"{spec.name} at scale {scale!r} reads the paper's dataset: pass "
-                          "--data-dir DIR")
-    if data_dir is not None and not Path(data_dir).is_dir():
-        raise UserError(f"--data-dir {data_dir!r} is not a directory")
+    spec, backend, cpus_per_run, gpus_per_run = prepare(
+        name_or_path, scale=scale, device=device, data_dir=data_dir, backend=backend,
+        cpus_per_run=cpus_per_run, gpus_per_run=gpus_per_run, readings=readings)
     runs = spec.expand(data_dir=data_dir)
     # the report's folder, before the runs: a sweep of hours must not end on a path it
     # cannot write to

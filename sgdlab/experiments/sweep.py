@@ -46,9 +46,9 @@ from sgdlab.experiments.spec import RunSpec
 from sgdlab.experiments.worker import RunContext, RunRecord, task_for, write_files
 from sgdlab.strict_json import nan_in_arrays
 
-__all__ = ["BACKENDS", "DONE", "RunContext", "SweepReport", "dependency_layers",
-           "finished_runs", "load_runs", "make_backend", "open_store", "run_sweep",
-           "threads_per_worker"]
+__all__ = ["BACKENDS", "DONE", "RunContext", "SweepReport", "check_options",
+           "dependency_layers", "finished_runs", "load_runs", "make_backend", "open_store",
+           "run_device", "run_sweep", "threads_per_worker"]
 
 BACKENDS = ("local", "ray")
 
@@ -146,12 +146,8 @@ def run_sweep(runs: list[RunSpec], *, store_path: str | None = None, workers: in
               gpus_per_run: float | None = None) -> SweepReport:
     """Execute the runs that the store does not hold yet. See the module docstring.
     ``retries``: how many times a run whose worker (or Ray task) was lost is tried again."""
-    if workers is not None and workers < 1:
-        raise UserError(f"--workers must be >= 1, got {workers}")
-    if backend not in BACKENDS:
-        raise UserError(f"--backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
-    if backend == "local" and (address is not None or gpus_per_run):
-        raise UserError("--address and --gpus-per-run are options of --backend ray")
+    check_options(workers=workers, backend=backend, address=address,
+                  gpus_per_run=gpus_per_run)
     t0 = time.perf_counter()
     store = open_store(store_path)
     rep = SweepReport()
@@ -172,6 +168,22 @@ def run_sweep(runs: list[RunSpec], *, store_path: str | None = None, workers: in
             driver._backend.close()
     rep.seconds = time.perf_counter() - t0
     return rep
+
+
+def check_options(*, workers: int | None, backend: str, address: str | None,
+                  gpus_per_run: float | None) -> None:
+    """The sweep options that cannot go together, refused before anything runs."""
+    if workers is not None and workers < 1:
+        raise UserError(f"--workers must be >= 1, got {workers}")
+    if backend not in BACKENDS:
+        raise UserError(f"--backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+    if backend == "local" and (address is not None or gpus_per_run):
+        raise UserError("--address and --gpus-per-run are options of --backend ray")
+
+
+def run_device(backend: str, device: str, gpus_per_run: float | None) -> str:
+    """The device the runs train on: a Ray run given a GPU uses it."""
+    return "cuda" if backend == "ray" and gpus_per_run and device == "cpu" else device
 
 
 def make_backend(backend: str, on_rows, *, workers: int | None, address: str | None = None,
@@ -223,8 +235,7 @@ class _Driver:
                             gpus_per_run=gpus_per_run)
         self.backend_name, self._backend = backend, None
         self.threads = run_threads(backend, workers, cpus_per_run)
-        if backend == "ray" and gpus_per_run and device == "cpu":
-            self.device = "cuda"          # a run given a GPU uses it
+        self.device = run_device(backend, device, gpus_per_run)
         from sgdlab.store import environment
 
         self.env = environment(device=self.device)

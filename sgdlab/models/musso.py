@@ -58,6 +58,15 @@ def musso_bilayer(input_shape, num_outputs, *, hidden: int = 100, activation: st
     return MLP(input_shape, num_outputs, [hidden], act=activation)
 
 
+def weights_file(path: str | Path) -> Path:
+    """``path`` as a file of weights, or a :class:`UserError` saying it is missing."""
+    p = Path(path)
+    if not p.is_file():
+        raise UserError(f"musso-vgg16: weights file {str(p)!r} not found (torchvision's "
+                        "ImageNet vgg16 state dict, e.g. vgg16-397923af.pth)")
+    return p
+
+
 class MussoModel2(nn.Module):
     """§B.2 table (28): conv, conv, pool, conv, conv, conv, pool, linear (3x3, no padding)."""
 
@@ -142,10 +151,7 @@ class TorchvisionVGG16(nn.Module):
 
     def load_pretrained(self, path: str | Path) -> None:
         """Load a torchvision ``vgg16`` state dict; a read-out of another size is kept fresh."""
-        p = Path(path)
-        if not p.is_file():
-            raise UserError(f"musso-vgg16: weights file {str(p)!r} not found (torchvision's "
-                            "ImageNet vgg16 state dict, e.g. vgg16-397923af.pth)")
+        p = weights_file(path)
         state = torch.load(p, map_location="cpu", weights_only=True)
         own = self.state_dict()
         head = "classifier.6."

@@ -79,6 +79,11 @@ class Procedure:
             if k not in params:
                 raise ConfigError(f"{where}: missing parameter {k!r} for procedure {self.name!r}")
 
+    def planned_steps(self, params: dict[str, Any]) -> int | None:
+        """The optimizer steps a run of ``params`` will take, when its parameters alone
+        tell (``sgdlab run --dry-run``); None when they do not."""
+        return None
+
     def run(self, run, ctx) -> RunOutput:  # pragma: no cover - interface
         raise NotImplementedError
 

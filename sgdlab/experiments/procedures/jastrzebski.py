@@ -461,6 +461,10 @@ class TrainOrInterpolate(Procedure):
         proc, p = self._pick(params)
         proc.validate(p, where)
 
+    def planned_steps(self, params):
+        proc, p = self._pick(params)
+        return proc.planned_steps(p)
+
     def run(self, run, ctx) -> RunOutput:
         from dataclasses import replace
 

@@ -51,6 +51,25 @@ def load_data(p: dict[str, Any], device: str | None = None, dtype=None):
     return ds
 
 
+def train_examples(dataset: dict[str, Any]) -> int | None:
+    """The training examples of a ``dataset`` mapping when its options fix them: ``n_train``
+    (a subset taken last), else ``train_size`` of a file dataset unless ``classes`` filters
+    it; None otherwise (the loader's own size; a loader whose ``n_train`` means something
+    else, such as a grid size)."""
+    import inspect
+
+    from sgdlab.data import DATASETS
+
+    loader = DATASETS[str(dataset["name"]).strip().lower().replace("-", "_")]
+    if "n_train" in inspect.signature(loader).parameters:
+        return None
+    if dataset.get("n_train") is not None:
+        return int(dataset["n_train"])
+    if dataset.get("train_size") is not None and dataset.get("classes") is None:
+        return int(dataset["train_size"])
+    return None
+
+
 def build(p: dict[str, Any], seed: int, ctx=None):
     """(dataset, model, loss_fn, dtype) for run parameters ``p``; weights from ``init_from``."""
     import torch
@@ -155,6 +174,20 @@ class TrainProcedure(Procedure):
             if not isinstance(sw, dict) or set(sw) - {"at_step", "optimizer"} or \
                     "at_step" not in sw or "optimizer" not in sw:
                 raise ConfigError(f"{where}: switch must be {{at_step: int, optimizer: {{name: ...}}}}")
+
+    def planned_steps(self, params: dict[str, Any]) -> int | None:
+        """``epochs`` x steps per epoch, capped by ``max_steps`` (as the loop counts them),
+        when the training set's size is in the parameters (``n_train``, a file dataset's
+        ``train_size``) or the batch is the full set."""
+        from sgdlab.train.loop import steps_per_epoch
+
+        p, b = params, params["batch_size"]
+        cap = None if p.get("max_steps") is None else int(p["max_steps"])
+        n = train_examples(p["dataset"])
+        if isinstance(b, dict) or (n is None and b != "full"):
+            return None
+        total = p["epochs"] * (1 if b == "full" else steps_per_epoch(n, b))
+        return total if cap is None else min(total, cap)
 
     def run(self, run, ctx) -> RunOutput:
         import torch

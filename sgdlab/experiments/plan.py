@@ -1,0 +1,263 @@
+"""What ``sgdlab run`` would do, without doing it (``sgdlab run --dry-run``).
+
+The experiment is resolved and its sweep expanded by the code a real run uses
+(:func:`sgdlab.experiments.runner.prepare`, :meth:`ExperimentSpec.expand`, the sweep's
+option checks and dependency layers); the store is opened read-only (and not at all when its
+file is absent) to mark the runs it holds as finished, which a run would skip. The files the
+runs to execute read (datasets in their ``data_dir``, weights) are looked up as their loaders
+look them up, without reading them. Nothing is trained, and neither the store nor the output
+folder is created or written.
+
+A problem that makes the real run fail for certain (a file missing for a run that would
+execute, an output folder with a file in the way, Ray not installed) is listed with the
+message the run would give; the plan is then not ``ok``.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sgdlab.errors import UserError
+from sgdlab.experiments.runner import default_out_dir, prepare
+from sgdlab.experiments.spec import ExperimentSpec, RunSpec, get_dotted
+from sgdlab.experiments.sweep import (check_options, dependency_layers, finished_runs,
+                                     run_device, run_threads)
+
+# the run parameters that say how long a run is, by procedure: train, replicas (Parle),
+# zhu_escape, double_well, pspin
+LENGTH_KEYS = ("epochs", "max_steps", "grad_evals", "iterations", "repetitions", "time",
+               "starts")
+
+
+@dataclass
+class PlannedRun:
+    run: RunSpec
+    swept: dict[str, Any]            # grid axis -> this run's value
+    length: dict[str, Any]           # the parameters of LENGTH_KEYS the run sets
+    steps: int | None                # optimizer steps, when its parameters tell
+    stored: str | None               # the store's run id when finished there (skipped)
+
+
+@dataclass
+class DataNeed:
+    """One file source (a dataset in a folder, a weights file) and the runs that read it."""
+
+    what: str                        # "mnist in /data", "weights /data/vgg16.pth"
+    found: str | None                # where it was found; None when missing
+    problem: str | None              # the message loading it would give
+    runs: int = 0                    # runs that read it
+    to_run: int = 0                  # ... of them that would execute
+
+
+@dataclass
+class Plan:
+    spec: ExperimentSpec
+    runs: list[PlannedRun]
+    settings: dict[str, Any]         # device, backend, workers, store, out, ...
+    datasets: list[str]              # the dataset names the runs load
+    files: list[DataNeed] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)   # the real run would fail on these
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    @property
+    def to_run(self) -> list[PlannedRun]:
+        return [r for r in self.runs if r.stored is None]
+
+    @property
+    def steps(self) -> tuple[int, int]:
+        """(optimizer steps of the runs to execute whose length is known, how many those are)."""
+        known = [r.steps for r in self.to_run if r.steps is not None]
+        return sum(known), len(known)
+
+    def to_json(self) -> dict[str, Any]:
+        total, known = self.steps
+        return {
+            "experiment": self.spec.name, "version": self.spec.version,
+            "title": self.spec.title, "scale": self.spec.scale,
+            "readings": dict(self.spec.readings), **self.settings,
+            "runs": [{"key": p.run.key, "label": p.run.label, "seed": p.run.seed,
+                      "swept": p.swept, "length": p.length, "steps": p.steps,
+                      "status": "stored" if p.stored else "to run", "run_id": p.stored}
+                     for p in self.runs],
+            "totals": {"runs": len(self.runs), "to_run": len(self.to_run),
+                       "stored": len(self.runs) - len(self.to_run),
+                       "steps": total if known == len(self.to_run) else None,
+                       "steps_known": total, "runs_with_known_steps": known},
+            "datasets": list(self.datasets),
+            "files": [{"what": f.what, "found": f.found, "problem": f.problem, "runs": f.runs,
+                       "to_run": f.to_run} for f in self.files],
+            "problems": list(self.problems), "ok": self.ok,
+        }
+
+    def lines(self) -> list[str]:
+        """The plan as text, one run a line."""
+        s, st = self.spec, self.settings
+        tag = "".join(f", {k}={c}" for k, c in s.changed_readings().items())
+        out = [f"dry run: {s.name} v{s.version} [{s.scale}{tag}] — {s.title}"]
+        if s.readings:
+            out.append("readings: " + ", ".join(f"{k}={c}" for k, c in s.readings.items()))
+        where = f"backend {st['backend']}"
+        if st["backend"] == "ray":
+            where += (f" ({st['address'] or 'a Ray instance on this machine'}; per run "
+                      f"{st['cpus_per_run'] or 1:g} CPUs, {st['gpus_per_run'] or 0:g} GPUs)")
+        workers = st["workers"] if st["workers"] is not None else (
+            1 if st["backend"] == "local" else "as the cluster holds")
+        out.append(f"device {st['device']}, {where}, workers {workers}, "
+                   f"{st['threads_per_run']} torch threads per run")
+        store = st["store"] + ("" if st["store_exists"] else " (absent: would be created)")
+        out.append(f"store: {store}")
+        out.append(f"out:   {st['out']}")
+        if st["data_dir"] is not None:
+            out.append(f"data:  {st['data_dir']}")
+        out.append(f"runs ({len(self.runs)}):")
+        width = max((len(p.run.run_name) for p in self.runs), default=0)
+        for p in self.runs:
+            length = " ".join(f"{k}={v}" for k, v in p.length.items()) or "-"
+            steps = "" if p.steps is None else f", {p.steps} step{'s' * (p.steps != 1)}"
+            state = f"stored ({p.stored}), skipped" if p.stored else "would run"
+            out.append(f"  {p.run.run_name:<{width}}  {length}{steps}  {state}")
+        total, known = self.steps
+        n = len(self.to_run)
+        out.append(f"to run: {n} of {len(self.runs)} ({len(self.runs) - n} already stored)")
+        if n and known == n:
+            out.append(f"training steps: {total}")
+        elif n and not known:
+            out.append("training steps: not told by the runs' parameters")
+        elif n:
+            out.append(f"training steps: {total} in the {known} of {n} runs to execute whose "
+                       "parameters tell (the others' depend on their data's size)")
+        out.append("datasets: " + (", ".join(self.datasets) or "none"))
+        for f in self.files:
+            used = f"read by {f.runs} runs, {f.to_run} to execute"
+            if f.found is not None:
+                out.append(f"  {f.what}: found ({f.found}); {used}")
+            elif f.to_run:
+                out.append(f"  {f.what}: MISSING; {used} (the error below)")
+            else:
+                out.append(f"  {f.what}: missing, {used}: {f.problem}")
+        return out
+
+
+def plan_experiment(name_or_path: str | Path, *, scale: str = "cpu",
+                    out_dir: str | Path | None = None, store_path: str | None = None,
+                    workers: int | None = None, device: str = "cpu",
+                    data_dir: str | None = None, backend: str | None = None,
+                    address: str | None = None, cpus_per_run: float | None = None,
+                    gpus_per_run: float | None = None,
+                    readings: dict[str, str] | None = None) -> Plan:
+    """The plan of :func:`sgdlab.experiments.runner.run_experiment` with the same arguments
+    (see the module docstring). Errors that stop a real run before its sweep (an invalid
+    file, no ``--data-dir``, contradictory options) are raised as they are there."""
+    spec, backend, cpus_per_run, gpus_per_run = prepare(
+        name_or_path, scale=scale, device=device, data_dir=data_dir, backend=backend,
+        cpus_per_run=cpus_per_run, gpus_per_run=gpus_per_run, readings=readings)
+    runs = spec.expand(data_dir=data_dir)
+    check_options(workers=workers, backend=backend, address=address, gpus_per_run=gpus_per_run)
+    if runs:
+        dependency_layers(runs)           # a dependency cycle fails the run before it starts
+    store, done = _stored(store_path, spec.name)
+    out = Path(out_dir) if out_dir is not None else default_out_dir(spec)
+    from sgdlab.experiments.procedures import get_procedure
+
+    proc = get_procedure(spec.procedure)
+    planned = [PlannedRun(r, {k: get_dotted(r.params, k) for k in spec.grid},
+                          {k: r.params[k] for k in LENGTH_KEYS if k in r.params},
+                          proc.planned_steps(r.params),
+                          str(done[r.key]["id"]) if r.key in done else None)
+               for r in runs]
+    plan = Plan(spec, planned, {
+        "device": run_device(backend, device, gpus_per_run), "backend": backend,
+        "address": address or (os.environ.get("RAY_ADDRESS") if backend == "ray" else None),
+        "workers": workers, "cpus_per_run": cpus_per_run, "gpus_per_run": gpus_per_run,
+        "threads_per_run": run_threads(backend, workers, cpus_per_run),
+        "store": str(store), "store_exists": store.is_file(), "out": str(out),
+        "data_dir": data_dir}, datasets=[])
+    _check_files(plan)
+    blocked = _blocked(out)
+    if blocked:
+        plan.problems.append(blocked)
+    if backend == "ray" and plan.to_run:
+        from sgdlab.experiments.ray_backend import import_ray
+
+        try:
+            import_ray()
+        except UserError as e:
+            plan.problems.append(str(e))
+    return plan
+
+
+def _stored(store_path: str | None, experiment: str) -> tuple[Path, dict[str, dict]]:
+    """The store's file and its finished runs of ``experiment``, read without creating or
+    writing the store."""
+    from sgdlab.store import RunStore, default_store_path
+
+    path = Path(store_path) if store_path is not None else default_store_path()
+    if path.is_dir():
+        raise UserError(f"run store path {str(path)!r} is a directory, expected a file")
+    if not path.is_file():
+        return path, {}
+    store = RunStore(path, readonly=True)
+    try:
+        return path, finished_runs(store, experiment)
+    finally:
+        store.close()
+
+
+def _check_files(plan: Plan) -> None:
+    """Look up the files each run reads; a missing one needed by a run to execute is a
+    problem (a stored run is not run again, so what it read may be gone)."""
+    import inspect
+
+    from sgdlab.data import DATASETS
+    from sgdlab.data.files import find_files
+
+    needs: dict[tuple[str, str], DataNeed] = {}
+
+    def need(kind: str, where: str, look) -> DataNeed:
+        if (kind, where) not in needs:
+            try:
+                found, problem = look() or "not looked up", None
+            except UserError as e:       # a DataError is one
+                found, problem = None, str(e)
+            what = f"weights {where}" if kind == "weights" else f"{kind} in {where}"
+            needs[kind, where] = DataNeed(what, found, problem)
+        return needs[kind, where]
+
+    names: list[str] = []
+    for p in plan.runs:
+        hits = []
+        ds = p.run.params.get("dataset")
+        if isinstance(ds, dict) and "name" in ds:
+            name, where = str(ds["name"]), ds.get("data_dir")
+            names += [name] if name not in names else []
+            loader = DATASETS.get(name.strip().lower().replace("-", "_"))
+            if loader is not None and "data_dir" in inspect.signature(loader).parameters:
+                hits.append(need(name, str(where), lambda n=name, d=where: find_files(n, d)))
+        model = p.run.params.get("model")
+        if isinstance(model, dict) and model.get("name") == "musso-vgg16" \
+                and isinstance(model.get("weights"), str):
+            from sgdlab.models.musso import weights_file
+
+            hits.append(need("weights", model["weights"],
+                             lambda w=model["weights"]: str(weights_file(w))))
+        for h in hits:
+            h.runs += 1
+            h.to_run += p.stored is None
+    plan.datasets = names
+    plan.files = list(needs.values())
+    plan.problems += [f.problem for f in plan.files if f.problem is not None and f.to_run]
+
+
+def _blocked(out: Path) -> str | None:
+    """The message of a real run whose output folder cannot be created for a file in the
+    way (``make_output_dir``); None when it can be (as far as a look tells)."""
+    for p in (out, *out.parents):
+        if p.exists():
+            return None if p.is_dir() else (f"--out {out}: cannot create the folder: {p} is a "
+                                            "file, not a folder")
+    return None

@@ -1,0 +1,179 @@
+"""`sgdlab run --dry-run`: the sweep a run would execute, read from the store and the data
+folder, with nothing trained or written."""
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from sgdlab.cli.main import main
+from sgdlab.experiments.spec import CATALOGUE_DIR
+from sgdlab.store import RunStore
+
+pytestmark = pytest.mark.usefixtures("one_thread_runs", "close_figures")
+
+GRID = "jastrzebski-ratio-grid"      # smoke: a 2 x 2 grid of 1-epoch runs on 256 digits
+
+
+def smoke_file() -> dict:
+    return yaml.safe_load((CATALOGUE_DIR / f"{GRID}.yaml").read_text())
+
+
+def plan(capsys, *argv: str) -> tuple[int, dict, str]:
+    """Exit status, the JSON plan and stderr of `sgdlab run ... --dry-run --json`."""
+    code = main(["run", *argv, "--dry-run", "--json"])
+    out, err = capsys.readouterr()
+    return code, json.loads(out), err
+
+
+def files_under(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*"))
+            if p.is_file()}
+
+
+def test_a_smoke_plan_lists_the_grid_times_the_seeds(tmp_path, capsys):
+    smoke = smoke_file()["scales"]["smoke"]
+    code, got, _ = plan(capsys, GRID, "--scale", "smoke", "--store", str(tmp_path / "s.sqlite"))
+    assert code == 0 and got["ok"] and got["scale"] == "smoke" and got["backend"] == "local"
+    assert len(got["runs"]) == math.prod(map(len, smoke["grid"].values())) * len(smoke["seeds"])
+    swept = {tuple(r["swept"][k] for k in smoke["grid"]) for r in got["runs"]}
+    assert swept == set(itertools.product(*smoke["grid"].values()))
+    assert {r["status"] for r in got["runs"]} == {"to run"}
+    assert got["totals"] == {"runs": 4, "to_run": 4, "stored": 0,
+                             "steps": sum(r["steps"] for r in got["runs"]), "steps_known": 6,
+                             "runs_with_known_steps": 4}
+    assert got["datasets"] == ["digits"] and got["files"] == []
+    assert all(r["length"] == {"epochs": 1} for r in got["runs"])
+    # the text plan: one line per run
+    assert main(["run", GRID, "--scale", "smoke", "--store", str(tmp_path / "s.sqlite"),
+                 "--dry-run"]) == 0
+    text = capsys.readouterr().out
+    assert text.count("would run") == 4 and "to run: 4 of 4 (0 already stored)" in text
+
+
+def test_the_plan_marks_what_a_finished_run_stored(tmp_path, capsys):
+    store, out = tmp_path / "s.sqlite", tmp_path / "out"
+    assert main(["run", GRID, "--scale", "smoke", "--store", str(store), "--out", str(out)]) == 0
+    capsys.readouterr()
+    rows = {r["config"]["run_key"]: r for r in RunStore(store).list_runs(experiment=GRID)}
+    code, got, _ = plan(capsys, GRID, "--scale", "smoke", "--store", str(store))
+    assert code == 0 and got["totals"]["to_run"] == 0 and got["totals"]["stored"] == 4
+    for r in got["runs"]:
+        assert r["status"] == "stored" and r["run_id"] == rows[r["key"]]["id"]
+        # the planned length is the one the run took
+        assert r["steps"] == rows[r["key"]]["summary"]["steps"]
+    # an edited copy with a second seed: the first seed's runs are found, the others would run
+    edited = smoke_file()
+    edited["scales"]["smoke"]["seeds"] = [0, 1]
+    cfg = tmp_path / "two-seeds.yaml"
+    cfg.write_text(yaml.safe_dump(edited, sort_keys=False, allow_unicode=True))
+    code, got, _ = plan(capsys, "--config", str(cfg), "--scale", "smoke", "--store", str(store))
+    assert code == 0 and len(got["runs"]) == 8
+    assert {r["seed"] for r in got["runs"] if r["status"] == "stored"} == {0}
+    assert {r["seed"] for r in got["runs"] if r["status"] == "to run"} == {1}
+    assert got["totals"]["steps"] == 6
+
+
+def test_missing_paper_data_fails_the_plan_as_it_fails_the_run(tmp_path, capsys):
+    data = tmp_path / "data"
+    data.mkdir()
+    args = [GRID, "--scale", "paper", "--data-dir", str(data), "--store",
+            str(tmp_path / "s.sqlite"), "--out", str(tmp_path / "out")]
+    code, got, err = plan(capsys, *args)
+    assert code == 2 and not got["ok"] and got["totals"]["to_run"] == 90
+    assert got["datasets"] == ["fashion_mnist"]
+    [need] = got["files"]
+    assert need["found"] is None and need["to_run"] == 90
+    assert f"fashion_mnist: missing file {data / 'train-images-idx3-ubyte'}" in need["problem"]
+    assert got["problems"] == [need["problem"]]
+    assert f"sgdlab: error: {need['problem']}" in err
+    assert not (tmp_path / "s.sqlite").exists() and not (tmp_path / "out").exists()
+    # the real run stops on its first run with the same message
+    assert main(["run", *args]) == 2
+    assert need["problem"] in capsys.readouterr().err
+    # the four files present (found, not read): the plan passes
+    for name in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
+                 "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"):
+        (data / name).write_bytes(b"")
+    code, got, err = plan(capsys, *args)
+    assert code == 0 and got["ok"] and err == ""
+    assert got["files"][0]["found"] == f"IDX files in {data}"
+
+
+def write_mnist(folder: Path, n_train: int, n_test: int) -> None:
+    """The four IDX files of an MNIST with random pixels and balanced labels."""
+    rng = np.random.default_rng(0)
+    for split, n in (("train", n_train), ("t10k", n_test)):
+        images = rng.integers(0, 256, (n, 28, 28), dtype=np.uint8)
+        labels = (np.arange(n) % 10).astype(np.uint8)
+        (folder / f"{split}-images-idx3-ubyte").write_bytes(
+            struct.pack(">IIII", 2051, n, 28, 28) + images.tobytes())
+        (folder / f"{split}-labels-idx1-ubyte").write_bytes(
+            struct.pack(">II", 2049, n) + labels.tobytes())
+
+
+def test_data_gone_after_its_runs_finished_fails_nothing(tmp_path, capsys):
+    data, store = tmp_path / "data", tmp_path / "s.sqlite"
+    data.mkdir()
+    write_mnist(data, 300, 150)
+    edited = smoke_file()
+    edited["scales"]["smoke"]["base"]["dataset"] = {
+        "name": "mnist", "data_dir": "${data_dir}", "train_size": 256, "test_size": 128}
+    cfg = tmp_path / "mnist.yaml"
+    cfg.write_text(yaml.safe_dump(edited, sort_keys=False, allow_unicode=True))
+    args = ["--config", str(cfg), "--scale", "smoke", "--data-dir", str(data),
+            "--store", str(store)]
+    code, got, _ = plan(capsys, *args)
+    assert code == 0 and got["files"][0]["found"] == f"IDX files in {data}"
+    assert got["totals"]["steps"] == 6           # train_size fixes the epoch's steps
+    assert main(["run", *args, "--out", str(tmp_path / "out")]) == 0
+    capsys.readouterr()
+    for f in data.iterdir():
+        f.unlink()
+    # every run is stored: the real run reads no data, so neither fails
+    code, got, err = plan(capsys, *args)
+    assert code == 0 and got["ok"] and err == "" and got["totals"]["to_run"] == 0
+    [need] = got["files"]
+    assert need["found"] is None and need["runs"] == 4 and need["to_run"] == 0
+    assert "mnist: missing file" in need["problem"]
+    assert main(["run", *args, "--out", str(tmp_path / "out")]) == 0
+
+
+def test_a_dry_run_writes_nothing(tmp_path, capsys):
+    store, out = tmp_path / "s.sqlite", tmp_path / "out"
+    before = files_under(tmp_path)
+    assert main(["run", GRID, "--scale", "smoke", "--store", str(store), "--out", str(out),
+                 "--dry-run"]) == 0
+    assert files_under(tmp_path) == before == {} and not out.exists()
+    # an existing store: read, not written (SQLite's -wal/-shm of a reader are not the store)
+    assert main(["run", "zhu-escape-2d", "--scale", "smoke", "--store", str(store),
+                 "--out", str(tmp_path / "zhu")]) == 0
+    before = {k: v for k, v in files_under(tmp_path).items() if not k.endswith(("-wal", "-shm"))}
+    runs = RunStore(store).list_runs()
+    for argv in ([GRID], ["zhu-escape-2d"]):
+        assert main(["run", *argv, "--scale", "smoke", "--store", str(store), "--out", str(out),
+                     "--dry-run"]) == 0
+    after = {k: v for k, v in files_under(tmp_path).items() if not k.endswith(("-wal", "-shm"))}
+    assert after == before and not out.exists() and RunStore(store).list_runs() == runs
+    assert "to run: 0 of 7 (7 already stored)" in capsys.readouterr().out
+
+
+def test_what_stops_a_run_stops_its_plan(tmp_path, capsys):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    code, got, err = plan(capsys, GRID, "--scale", "smoke", "--store", str(tmp_path / "s"),
+                          "--out", str(blocker / "report"))
+    assert code == 2 and f"{blocker} is a file, not a folder" in err
+    # errors before the sweep are the run's own: no --data-dir at paper scale, bad options
+    assert main(["run", GRID, "--scale", "paper", "--dry-run"]) == 2
+    assert "pass --data-dir DIR" in capsys.readouterr().err
+    assert main(["run", GRID, "--scale", "smoke", "--workers", "0", "--dry-run"]) == 2
+    assert "--workers must be >= 1" in capsys.readouterr().err
+    assert main(["run", GRID, "--scale", "smoke", "--json"]) == 2
+    assert "give both" in capsys.readouterr().err
