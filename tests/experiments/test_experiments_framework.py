@@ -370,6 +370,29 @@ def test_equivalence_claims_are_tested_as_equivalence():
         check_claims([{"equivalent": ["a", "b"], "metric": "acc"}], vals(1, 1, 0))
 
 
+def test_equivalence_over_several_groups_needs_every_pair():
+    from sgdlab.experiments.procedures.common import check_claims
+
+    claim = [{"equivalent": ["a", "b", "c"], "metric": "acc", "margin": 0.01,
+              "claim": "all equivalent"}]
+
+    def vals(*means, s=0.001, n=4):
+        return {g: {"acc": m, "acc__std": s, "acc__n": n} for g, m in zip("abc", means)}
+
+    (same,), (one_off,), (unsure,) = (check_claims(claim, v) for v in (
+        vals(0.970, 0.972, 0.971), vals(0.970, 0.972, 0.90), vals(0.970, 0.972, 0.962)))
+    assert same.agrees_with_paper is True and "all 3 pairs" in same.text
+    assert "a (0.97) vs b (0.972)" in same.text          # the farthest pair is shown
+    assert set(same.evidence) == {"a vs b", "a vs c", "b vs c"}
+    # one group apart refutes "all equivalent", and the text names the pairs that are not
+    assert one_off.agrees_with_paper is False and "2 of the 3 pairs" in one_off.text
+    assert "a (0.97) vs c (0.9)" in one_off.text and "b (0.972) vs c (0.9)" in one_off.text
+    # b vs c: a 0.010 gap whose interval straddles the margin decides nothing
+    assert unsure.agrees_with_paper is None and "undecided" in unsure.text
+    with pytest.raises(ConfigError, match="compares two groups"):
+        check_claims([{"less": ["a", "b", "c"], "metric": "acc"}], vals(1, 1, 1))
+
+
 def test_an_equivalence_margin_may_be_relative_to_the_second_group():
     from sgdlab.experiments.procedures.common import check_claims
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import pytest
 
+from sgdlab.errors import ConfigError
 from sgdlab.experiments.procedures import StoredRun
 from sgdlab.experiments.procedures.generic import add_derived
 from sgdlab.experiments.spec import load_experiment
@@ -74,6 +75,12 @@ def test_derived_difference_of_two_series():
     assert runs[0].summary["gap"] == pytest.approx(0.05)
     assert runs[0].summary["best_gap"] == pytest.approx(0.05)
     assert runs[1].summary["gap"] != runs[1].summary["gap"]       # NaN: no test series
+    # the state at a step mid-run: the last record at or before it
+    add_derived(runs, [{"name": "at1", "metric": "train_acc", "reduce": "at_step", "step": 1.5}])
+    assert runs[0].summary["at1"] == pytest.approx(0.9)
+    assert runs[1].summary["at1"] == pytest.approx(0.4)
+    with pytest.raises(ConfigError, match="at_step needs a 'step'"):
+        add_derived(runs, [{"name": "x", "metric": "train_acc", "reduce": "at_step"}])
 
 
 @pytest.mark.parametrize("scale", ["cpu", "paper"])

@@ -10,6 +10,7 @@ Claims (``options.claims`` in an experiment file), each producing one ``Conclusi
     {above: [[A1, A2], [B1, B2]], metric: ...}             # min over set A > max over set B
     {equivalent: [A, B], metric: test_acc, margin: 0.01}   # equivalence test (TOST), below
     {equivalent: [A, B], metric: train_loss, rtol: 0.1}    # margin 0.1·|mean_B| (+ margin)
+    {equivalent: [A, B, C], metric: test_acc, margin: 0.01}  # every pair equivalent
 
 ``equivalent`` tests a paper's "the two are practically the same" as an equivalence test, not
 as a failed superiority test: with the seeds' means, standard deviations and counts, the 90%
@@ -17,7 +18,13 @@ Welch confidence interval of mean_A − mean_B (two one-sided tests at 5%) must 
 ±margin to agree; it disagrees when the interval lies wholly outside ±margin, and is
 inconclusive otherwise. ``rtol`` adds rtol·|mean_B| to the margin (as for ``close``), for a
 metric with no unit of its own such as a loss. With a single seed per group there is no
-spread to go on, and the point difference decides (the text says so).
+spread to go on, and the point difference decides (the text says so). With more than two
+groups ("the protocols all reach equivalent levels") every pair is tested: the claim agrees
+when every pair is equivalent (the intersection-union principle: no correction is needed
+for that conclusion), disagrees when some pair is not (a union of tests: with many pairs one
+outside the margin by chance gets likelier, so the text names the pair and its interval),
+and is inconclusive otherwise. For A–B comparisons with B the reference of ``rtol``, the
+pairs keep the listed order (the earlier group is A).
 
 Any claim may carry ``requires``: preconditions every compared group must meet for the claim
 to be testable at all, e.g. ``requires: [{metric: train_acc, above: 0.5}]`` ("the nets trained").
@@ -274,6 +281,12 @@ def check_claims(claims: list[dict[str, Any]], values: dict[str, dict[str, float
             raise ConfigError(f"options.claims[{i}]: a claim has exactly one of "
                               f"{', '.join(sorted(CLAIM_KINDS))} and a 'metric'")
         kind, metric = kinds[0], c["metric"]
+        if kind == "equivalent" and isinstance(c[kind], list) and len(c[kind]) > 2:
+            out.append(_all_equivalent(c, values, names))
+            continue
+        if not isinstance(c[kind], list) or len(c[kind]) != 2:
+            raise ConfigError(f"options.claims[{i}]: {kind} compares two groups, [A, B]"
+                              + (" (or more, for equivalent)" if kind == "equivalent" else ""))
         a, b = c[kind]
         mname = c.get("metric_name", metric)
 
@@ -426,6 +439,31 @@ def check_claims(claims: list[dict[str, Any]], values: dict[str, dict[str, float
                               claim=c.get("claim"),
                               evidence=ev))
     return out
+
+
+def _all_equivalent(c: dict[str, Any], values: dict[str, dict[str, float]],
+                    names: dict[str, str]) -> Conclusion:
+    """An ``equivalent`` claim over three or more groups: every pair, in the listed order."""
+    from itertools import combinations
+
+    groups = list(c["equivalent"])
+    pairs = list(combinations(groups, 2))
+    each = check_claims([{**c, "equivalent": list(p)} for p in pairs], values, names)
+    verdicts = [r.agrees_with_paper for r in each]
+    ok = False if False in verdicts else (True if all(verdicts) else None)
+    mname, m = c.get("metric_name", c["metric"]), c["metric"]
+    listed = ", ".join(names.get(g, g) for g in groups)
+    if ok:
+        gap = [abs(values[a][m] - values[b][m]) for a, b in pairs]
+        text = (f"{mname}, all {len(pairs)} pairs of {{{listed}}} equivalent; the farthest: "
+                + each[gap.index(max(gap))].text)
+    else:
+        shown = [r.text for r, v in zip(each, verdicts) if v is (False if ok is False else None)]
+        what = "not equivalent" if ok is False else "undecided"
+        text = (f"{mname}, {len(shown)} of the {len(pairs)} pairs of {{{listed}}} {what}: "
+                + "; ".join(shown))
+    ev = {f"{a} vs {b}": r.evidence for (a, b), r in zip(pairs, each)}
+    return Conclusion(text, agrees_with_paper=ok, claim=c.get("claim"), evidence=ev)
 
 
 # axis labels of the metrics curves are drawn for; options.curve_labels overrides them

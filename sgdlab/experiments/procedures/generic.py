@@ -8,7 +8,7 @@ Options::
 
     table: [[test_acc, test accuracy], [train_loss, final train loss]]   # summary keys
     derived:                              # new summary values computed from stored series
-      - {name: best_test_acc, metric: test_acc, reduce: max}   # max | min | first | last | mean_last_k
+      - {name: best_test_acc, metric: test_acc, reduce: max}   # max | min | first | last | mean_last_k | at_step
       - {name: gap, metric: train_acc, minus: test_acc, reduce: last}   # a difference
     curves: [train_loss, test_acc]        # one figure per metric series (mean ± std)
     curve_x: step | effective_epochs | epoch
@@ -40,7 +40,12 @@ DEFAULT_TABLE = [["train_loss", "train loss"], ["test_loss", "test loss"],
                  ["test_acc", "test accuracy"]]
 
 
-def _reduced(run: StoredRun, metric: str, red: str, k: int) -> float:
+def _reduced(run: StoredRun, metric: str, red: str, k: int, step: float | None = None) -> float:
+    if red == "at_step":        # the last record at or before the step (a state mid-run)
+        if step is None:
+            raise ConfigError("options.derived: reduce at_step needs a 'step'")
+        at = [v for s, v in run.metrics.get(metric, []) if s <= step]
+        return at[-1] if at else float("nan")
     vals = [v for _, v in run.metrics.get(metric, []) if math.isfinite(v)]
     if not vals:
         return float("nan")
@@ -55,19 +60,20 @@ def _reduced(run: StoredRun, metric: str, red: str, k: int) -> float:
     if red == "mean_last_k":
         return float(np.mean(vals[-k:]))
     raise ConfigError(f"options.derived: unknown reduce {red!r} "
-                      "(max | min | first | last | mean_last_k)")
+                      "(max | min | first | last | mean_last_k | at_step)")
 
 
 def add_derived(runs: list[StoredRun], derived: list[dict[str, Any]]) -> None:
     """Compute ``derived`` summary values from each run's stored series (in place); with
-    ``minus: OTHER`` the value is reduce(metric) − reduce(OTHER) (e.g. a train–test gap)."""
+    ``minus: OTHER`` the value is reduce(metric) − reduce(OTHER) (e.g. a train–test gap);
+    ``reduce: at_step`` with ``step: S`` takes the last record at or before step S."""
     for d in derived or []:
         name, metric, red = d["name"], d["metric"], d.get("reduce", "max")
-        k = int(d.get("k", 3))
+        k, step = int(d.get("k", 3)), d.get("step")
         for r in runs:
-            r.summary[name] = _reduced(r, metric, red, k)
+            r.summary[name] = _reduced(r, metric, red, k, step)
             if d.get("minus"):
-                r.summary[name] -= _reduced(r, d["minus"], red, k)
+                r.summary[name] -= _reduced(r, d["minus"], red, k, step)
 
 
 def group_key(spec, r: StoredRun) -> str:
