@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import math
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -191,111 +192,23 @@ def _measure(args: argparse.Namespace) -> int:
     result: dict[str, Any] = {"checkpoint": str(ckpt), "run_id": run_id, "step": step,
                               "data": args.data, "num_samples": len(x), "what": what,
                               "seed": args.seed, "scalars": {}, "arrays": {}}
-    scalars, arrays = result["scalars"], result["arrays"]
-    notes: list[str] = []  # printed under the scalars they explain
-    figures: list[Path] = []
-
-    def gen() -> torch.Generator:
-        return torch.Generator(device=x.device).manual_seed(args.seed)
-
+    m = _Measuring(args, model, loss_fn, batch, out_dir, result)
     t0 = time.perf_counter()
-    h_vals = cov = None
+    # a fixed order, not --what's: with --train-mode dropout draws on the global RNG in turn
     if "hessian" in what:
-        from sgdlab.measure.curvature import (
-            frobenius_norm, hutchinson_trace, lanczos, spectral_density,
-        )
-        from sgdlab.operators import HessianOperator
-
-        op = HessianOperator(model, loss_fn, batch)
-        k = min(args.k, op.shape[0])
-        h_vals, _ = lanczos(op, k, tol=1e-4, generator=gen())
-        bottom, _ = lanczos(op, 1, which="smallest", tol=1e-4, generator=gen())
-        tr = hutchinson_trace(op, args.probes, generator=gen())
-        fro = frobenius_norm(op, args.probes, generator=gen())
-        dens = spectral_density(op, num_probes=5, num_iter=min(80, op.shape[0]),
-                                generator=gen())
-        scalars.update({f"hess/top_{i + 1}": float(v) for i, v in enumerate(h_vals)})
-        scalars.update({"hess/bottom_1": float(bottom[0]), "hess/trace": tr.value,
-                        "hess/trace_se": tr.stderr, "hess/frobenius": fro.value})
-        arrays.update({"hess/top": _tolist(h_vals), "hess/density_grid": _tolist(dens.grid),
-                       "hess/density": _tolist(dens.density)})
-        from sgdlab.report.figures.curvature import spectral_density_figure
-        figures.append(_save(spectral_density_figure(dens.grid.tolist(), dens.density.tolist(),
-                                                     eigenvalues=_tolist(h_vals)),
-                             out_dir / "hessian_density.png"))
+        _hessian(m)
     if "noise" in what:
-        from sgdlab.measure.noise import DENSE_EIG_LIMIT, gradient_covariance
-
-        cov = gradient_covariance(model, loss_fn, batch)
-        k = min(args.k, cov.num_samples, cov.dim)
-        s_vals, _ = cov.eigenpairs(k)
-        scalars.update({"noise/trace": cov.trace(), "noise/mean_eig": cov.trace() / cov.dim})
-        scalars.update({f"noise/top_{i + 1}": float(v) for i, v in enumerate(s_vals)})
-        if min(cov.num_samples, cov.dim) <= DENSE_EIG_LIMIT:
-            spec = cov.spectrum()
-            scalars.update({"noise/rank": float(len(spec)),
-                            "noise/rank_fraction": len(spec) / cov.dim})
-            arrays["noise/spectrum"] = _tolist(spec)
-        from sgdlab.report.figures.curvature import eigenspectrum_figure
-        spectra = {"D(x) = Σ": arrays.get("noise/spectrum", _tolist(s_vals))}
-        if h_vals is not None:
-            spectra["Hessian (top-k)"] = _tolist(h_vals)
-        figures.append(_save(eigenspectrum_figure(spectra), out_dir / "spectra.png"))
+        _noise(m)
     if "alignment" in what:
-        from sgdlab.measure.alignment import sigma_hessian_alignment
-        from sgdlab.report.figures.curvature import alignment_figure
-
-        al = sigma_hessian_alignment(model, loss_fn, batch, args.k, num_probes=args.probes,
-                                     tol=1e-4, generator=gen())
-        scalars.update(al.as_metrics("align"))
-        arrays.update({"align/cosines": _tolist(al.cosines),
-                       "align/hessian_normalised": _tolist(al.hessian_normalised),
-                       "align/sigma_normalised": _tolist(al.sigma_normalised)})
-        figures.append(_save(alignment_figure(_tolist(al.cosines), _tolist(al.hessian_normalised),
-                                              _tolist(al.sigma_normalised),
-                                              residual=al.residual), out_dir / "alignment.png"))
+        _alignment(m)
     if "sharpness" in what:
-        from sgdlab.measure.sharpness import epsilon_sharpness, expected_sharpness, local_entropy
-
-        es = expected_sharpness(model, loss_fn, batch, args.sigma, args.samples, generator=gen())
-        ke = epsilon_sharpness(model, loss_fn, batch, args.epsilon, generator=gen())
-        le = local_entropy(model, loss_fn, batch, args.gamma, num_samples=args.samples,
-                           generator=gen())
-        scalars.update({"sharpness/expected": es.value, "sharpness/expected_se": es.stderr,
-                        "sharpness/epsilon": ke.sharpness,
-                        "sharpness/local_entropy": le.width})
-        result["sharpness_params"] = {"sigma": args.sigma, "epsilon": args.epsilon,
-                                      "gamma": args.gamma, "samples": args.samples}
+        _sharpness(m)
     if "batch" in what:
-        lr = _checkpoint_lr(state, cfg)
-        scalars.update(_batch_scalars(args, batch_size, lr, model, loss_fn, batch, gen()))
-        if lr is None:
-            notes.append("batch/cabs_batch_size is NaN (null in measurements.json): CABS "
-                         "scales with the learning rate, and the checkpoint's is not > 0 (e.g. "
-                         "a schedule ending at 0)")
+        _batch(m, batch_size, _checkpoint_lr(state, cfg))
     if "surface" in what:
-        from sgdlab.measure.surface import hessian_directions, loss_surface, random_direction
-        from sgdlab.report.figures.surface import loss_surface_figure
-
-        if args.directions == "hessian":
-            dirs = hessian_directions(model, loss_fn, batch, 2, tol=1e-4, generator=gen())
-        else:
-            g = gen()
-            dirs = [random_direction(model, normalization=args.normalization,
-                                     bias_bn=args.bias_bn, generator=g) for _ in range(2)]
-        surf = loss_surface(model, loss_fn, batch, dirs, extent=args.extent, steps=args.steps,
-                            bn_stats=args.bn_stats)
-        grid = surf.train_loss
-        mid = args.steps // 2
-        scalars.update({"surface/mean_loss": sum(map(sum, grid)) / args.steps ** 2})
-        if args.steps % 2:
-            scalars["surface/origin_loss"] = grid[mid][mid]
-        result["surface"] = {**surf.to_dict(), "directions": args.directions,
-                             "normalization": args.normalization, "bias_bn": args.bias_bn}
-        labels = ("v₁", "v₂") if args.directions == "hessian" else ("d₁", "d₂")
-        figures.append(_save(loss_surface_figure(surf, labels=labels),
-                             out_dir / "loss_surface.png"))
+        _surface(m)
     result["wall_time_s"] = time.perf_counter() - t0
+    scalars, notes, figures = m.scalars, m.notes, m.figures
 
     path = out_dir / "measurements.json"
     path.write_text(dumps(result, indent=1))
@@ -337,6 +250,144 @@ def _measure(args: argparse.Namespace) -> int:
     print(f"  wrote {path} and {len(figures)} plot(s); {len(scalars)} scalars to run "
           f"{run_id} at step {step} in {store.path}")
     return 0
+
+
+@dataclass
+class _Measuring:
+    """What the measurements share: the options, the model and its fixed examples (``batch``),
+    and what they produce: ``result`` (measurements.json: its ``scalars`` and ``arrays``),
+    plots in ``out_dir`` and notes."""
+
+    args: argparse.Namespace
+    model: Any
+    loss_fn: Any
+    batch: tuple[Any, Any]
+    out_dir: Path
+    result: dict[str, Any]
+    figures: list[Path] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)   # printed under the scalars they explain
+
+    @property
+    def scalars(self) -> dict[str, float]:
+        return self.result["scalars"]
+
+    @property
+    def arrays(self) -> dict[str, list[float]]:
+        return self.result["arrays"]
+
+    def gen(self):
+        """A fresh generator seeded with ``--seed``: each measurement's draws do not depend on
+        which others ran."""
+        import torch
+        return torch.Generator(device=self.batch[0].device).manual_seed(self.args.seed)
+
+
+def _hessian(m: _Measuring) -> None:
+    from sgdlab.measure.curvature import (
+        frobenius_norm, hutchinson_trace, lanczos, spectral_density,
+    )
+    from sgdlab.operators import HessianOperator
+    from sgdlab.report.figures.curvature import spectral_density_figure
+
+    op = HessianOperator(m.model, m.loss_fn, m.batch)
+    k = min(m.args.k, op.shape[0])
+    h_vals, _ = lanczos(op, k, tol=1e-4, generator=m.gen())
+    bottom, _ = lanczos(op, 1, which="smallest", tol=1e-4, generator=m.gen())
+    tr = hutchinson_trace(op, m.args.probes, generator=m.gen())
+    fro = frobenius_norm(op, m.args.probes, generator=m.gen())
+    dens = spectral_density(op, num_probes=5, num_iter=min(80, op.shape[0]), generator=m.gen())
+    m.scalars.update({f"hess/top_{i + 1}": float(v) for i, v in enumerate(h_vals)})
+    m.scalars.update({"hess/bottom_1": float(bottom[0]), "hess/trace": tr.value,
+                      "hess/trace_se": tr.stderr, "hess/frobenius": fro.value})
+    m.arrays.update({"hess/top": _tolist(h_vals), "hess/density_grid": _tolist(dens.grid),
+                     "hess/density": _tolist(dens.density)})
+    m.figures.append(_save(spectral_density_figure(dens.grid.tolist(), dens.density.tolist(),
+                                                   eigenvalues=_tolist(h_vals)),
+                           m.out_dir / "hessian_density.png"))
+
+
+def _noise(m: _Measuring) -> None:
+    from sgdlab.measure.noise import DENSE_EIG_LIMIT, gradient_covariance
+    from sgdlab.report.figures.curvature import eigenspectrum_figure
+
+    cov = gradient_covariance(m.model, m.loss_fn, m.batch)
+    k = min(m.args.k, cov.num_samples, cov.dim)
+    s_vals, _ = cov.eigenpairs(k)
+    m.scalars.update({"noise/trace": cov.trace(), "noise/mean_eig": cov.trace() / cov.dim})
+    m.scalars.update({f"noise/top_{i + 1}": float(v) for i, v in enumerate(s_vals)})
+    if min(cov.num_samples, cov.dim) <= DENSE_EIG_LIMIT:
+        spec = cov.spectrum()
+        m.scalars.update({"noise/rank": float(len(spec)),
+                          "noise/rank_fraction": len(spec) / cov.dim})
+        m.arrays["noise/spectrum"] = _tolist(spec)
+    spectra = {"D(x) = Σ": m.arrays.get("noise/spectrum", _tolist(s_vals))}
+    if "hess/top" in m.arrays:   # the Hessian's top-k, when measured too
+        spectra["Hessian (top-k)"] = m.arrays["hess/top"]
+    m.figures.append(_save(eigenspectrum_figure(spectra), m.out_dir / "spectra.png"))
+
+
+def _alignment(m: _Measuring) -> None:
+    from sgdlab.measure.alignment import sigma_hessian_alignment
+    from sgdlab.report.figures.curvature import alignment_figure
+
+    al = sigma_hessian_alignment(m.model, m.loss_fn, m.batch, m.args.k,
+                                 num_probes=m.args.probes, tol=1e-4, generator=m.gen())
+    m.scalars.update(al.as_metrics("align"))
+    m.arrays.update({"align/cosines": _tolist(al.cosines),
+                     "align/hessian_normalised": _tolist(al.hessian_normalised),
+                     "align/sigma_normalised": _tolist(al.sigma_normalised)})
+    m.figures.append(_save(alignment_figure(_tolist(al.cosines), _tolist(al.hessian_normalised),
+                                            _tolist(al.sigma_normalised), residual=al.residual),
+                           m.out_dir / "alignment.png"))
+
+
+def _sharpness(m: _Measuring) -> None:
+    from sgdlab.measure.sharpness import epsilon_sharpness, expected_sharpness, local_entropy
+
+    args = m.args
+    es = expected_sharpness(m.model, m.loss_fn, m.batch, args.sigma, args.samples,
+                            generator=m.gen())
+    ke = epsilon_sharpness(m.model, m.loss_fn, m.batch, args.epsilon, generator=m.gen())
+    le = local_entropy(m.model, m.loss_fn, m.batch, args.gamma, num_samples=args.samples,
+                       generator=m.gen())
+    m.scalars.update({"sharpness/expected": es.value, "sharpness/expected_se": es.stderr,
+                      "sharpness/epsilon": ke.sharpness, "sharpness/local_entropy": le.width})
+    m.result["sharpness_params"] = {"sigma": args.sigma, "epsilon": args.epsilon,
+                                    "gamma": args.gamma, "samples": args.samples}
+
+
+def _batch(m: _Measuring, batch_size: int, lr: float | None) -> None:
+    m.scalars.update(_batch_scalars(m.args, batch_size, lr, m.model, m.loss_fn, m.batch,
+                                    m.gen()))
+    if lr is None:
+        m.notes.append("batch/cabs_batch_size is NaN (null in measurements.json): CABS "
+                       "scales with the learning rate, and the checkpoint's is not > 0 (e.g. "
+                       "a schedule ending at 0)")
+
+
+def _surface(m: _Measuring) -> None:
+    from sgdlab.measure.surface import hessian_directions, loss_surface, random_direction
+    from sgdlab.report.figures.surface import loss_surface_figure
+
+    args = m.args
+    if args.directions == "hessian":
+        dirs = hessian_directions(m.model, m.loss_fn, m.batch, 2, tol=1e-4, generator=m.gen())
+    else:
+        g = m.gen()
+        dirs = [random_direction(m.model, normalization=args.normalization,
+                                 bias_bn=args.bias_bn, generator=g) for _ in range(2)]
+    surf = loss_surface(m.model, m.loss_fn, m.batch, dirs, extent=args.extent,
+                        steps=args.steps, bn_stats=args.bn_stats)
+    grid = surf.train_loss
+    mid = args.steps // 2
+    m.scalars.update({"surface/mean_loss": sum(map(sum, grid)) / args.steps ** 2})
+    if args.steps % 2:
+        m.scalars["surface/origin_loss"] = grid[mid][mid]
+    m.result["surface"] = {**surf.to_dict(), "directions": args.directions,
+                           "normalization": args.normalization, "bias_bn": args.bias_bn}
+    labels = ("v₁", "v₂") if args.directions == "hessian" else ("d₁", "d₂")
+    m.figures.append(_save(loss_surface_figure(surf, labels=labels),
+                           m.out_dir / "loss_surface.png"))
 
 
 def _batch_size(args, cfg: dict, n: int) -> int:

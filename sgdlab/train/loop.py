@@ -50,7 +50,7 @@ import math
 import os
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -315,7 +315,8 @@ class _Training:
         self.stream = BatchStream(n, self.gen, replacement=replacement, drop_last=drop_last,
                                   device=None if device.type == "cpu" else device,
                                   augment=batch_augmentation(data))
-        self.eval_sets = _eval_sets(data, eval_subset, seed)
+        # (a fixed subset's own generator, so it does not shift the batch stream)
+        self.eval_sets = evaluation_sets(data, eval_subset, int(seed) + 0x5EED)
         self.needs_closure = bool(getattr(optimizer, "needs_closure", False))
         self.callbacks = list(callbacks)
         self.hooks = {h: [cb for cb in self.callbacks if _overrides(cb, h)] for h in
@@ -368,18 +369,11 @@ class _Training:
         run_id = run_id or self.run_id
         if store is not None:
             resumed = self.loop["step"] > 0 or self.loop["last_eval_step"] >= 0
-            stored = 0
-            if run_id is None:
-                run_id = store.create_run(_call_config(self.model, self.optimizer,
-                                                       self.schedule, *self.call))
-            elif resumed:
-                stored = self.loop.get("stored_rows")
-                if stored is None:   # a checkpoint from before row counts were recorded
-                    store.delete_metrics_after(run_id, self.loop["step"])
-                    stored = store.count_metrics(run_id)
-                else:
-                    store.truncate_metrics(run_id, stored)
-            self.store, self.writer = store, store.writer(run_id, stored=stored)
+            run_id, self.writer = open_writer(
+                store, run_id, resumed=resumed, stored_rows=self.loop.get("stored_rows"),
+                step=self.loop["step"], new_run=lambda: store.create_run(
+                    _call_config(self.model, self.optimizer, self.schedule, *self.call)))
+            self.store = store
             self.ctx.logger = self.writer.log
         self.run_id = run_id
         if self.progress and sys.stderr.isatty():
@@ -504,10 +498,9 @@ class _Training:
     def evaluate(self) -> None:
         ctx = self.ctx
         ctx.step = self.loop["step"]
-        for split, (xs, ys) in self.eval_sets.items():
-            for k, v in evaluate(self.model, self.loss_fn, xs, ys,
-                                 classification=self.classification).items():
-                ctx.log(f"{split}_{k}", v)
+        for name, v in evaluation_metrics(self.model, self.loss_fn, self.eval_sets,
+                                          classification=self.classification):
+            ctx.log(name, v)
         self.loop["last_eval_step"] = self.loop["step"]
 
     def _eval_due_at_epoch_end(self, epochs_done: int) -> bool:
@@ -563,15 +556,8 @@ class _Training:
         """An exception or interrupt ends the run: keep what was logged, record why."""
         if self.pbar is not None:
             self.pbar.close()
-        if self.writer is not None:
-            try:
-                self.writer.flush()
-                interrupted = isinstance(e, KeyboardInterrupt)
-                self.store.set_status(self.run_id, "interrupted" if interrupted else "failed",
-                                      f"{type(e).__name__}: {e}" if str(e) else
-                                      f"{type(e).__name__} at step {self.loop['step']}")
-            except Exception:
-                pass
+        record_abort(self.store, self.writer, self.run_id, e,
+                     where=f"at step {self.loop['step']}")
 
     def complete(self, *, record_end: bool) -> RunResult:
         """Final evaluation and end hooks (once, even across a resume), the final checkpoint,
@@ -596,12 +582,8 @@ class _Training:
                            checkpoint=self.ckpt_file if self.ckpt_file is not None
                            and self.ckpt_file.exists() else None, wall_time=wall,
                            grad_evals=loop["grad_evals"], message=self.message)
-        if self.writer is not None:
-            if record_end:
-                self.store.complete_run(self.run_id, self.status, summary=result.summary(),
-                                        message=self.message, rows=self.writer.take())
-            else:
-                self.writer.flush()
+        record_completion(self.store, self.writer, self.run_id, self.status,
+                          summary=result.summary(), message=self.message, record_end=record_end)
         return result
 
 
@@ -668,21 +650,83 @@ def _postfix(history: dict) -> dict[str, str]:
     return out
 
 
-def _eval_sets(data: Any, eval_subset: int | None, seed: int) -> dict[str, tuple[Tensor, Tensor]]:
+def evaluation_sets(data: Any, eval_subset: int | None, seed: int,
+                    device: torch.device | None = None) -> dict[str, tuple[Tensor, Tensor]]:
+    """The evaluation splits of ``data``: ``train`` and, if it has test examples, ``test``;
+    with ``eval_subset``, a fixed random subset of that many examples of each, drawn from a
+    generator of its own seeded with ``seed`` (the global RNGs are untouched). Moved to
+    ``device`` when given."""
     sets = {"train": (data.x_train, data.y_train)}
     if getattr(data, "x_test", None) is not None and len(data.x_test) > 0:
         sets["test"] = (data.x_test, data.y_test)
-    if eval_subset is None:
-        return sets
-    # A fixed subset, drawn from its own generator so it does not shift the batch stream.
-    g = torch.Generator().manual_seed(int(seed) + 0x5EED)
+    g = torch.Generator().manual_seed(seed) if eval_subset is not None else None
     out = {}
     for split, (x, y) in sets.items():
-        if len(x) > eval_subset:
+        if g is not None and len(x) > eval_subset:
             idx = torch.randperm(len(x), generator=g)[:eval_subset].sort().values.to(x.device)
             x, y = x[idx], y[idx]
-        out[split] = (x, y)
+        out[split] = (x, y) if device is None else (x.to(device), y.to(device))
     return out
+
+
+def evaluation_metrics(model: nn.Module, loss_fn: Callable[[Tensor, Tensor], Tensor],
+                       sets: dict[str, tuple[Tensor, Tensor]], *, classification: bool
+                       ) -> Iterator[tuple[str, float]]:
+    """``(split_loss, value)`` (and ``split_acc`` for classification) for each evaluation set,
+    from :func:`evaluate`; each split's as soon as it is evaluated."""
+    for split, (xs, ys) in sets.items():
+        for k, v in evaluate(model, loss_fn, xs, ys, classification=classification).items():
+            yield f"{split}_{k}", v
+
+
+# --- the run's record in the store, shared with the replica trainer -------------------------
+def open_writer(store: Any, run_id: str | None, *, resumed: bool, stored_rows: int | None,
+                step: int, new_run: Callable[[], str]) -> tuple[str, Any]:
+    """``(run_id, writer)``: the metric writer of run ``run_id``, or of a new run
+    (``new_run()``) when None. A resumed run keeps the ``stored_rows`` its checkpoint
+    recorded and drops the later ones (those steps are redone); a checkpoint from before row
+    counts were recorded keeps the rows up to its ``step``."""
+    stored = 0
+    if run_id is None:
+        run_id = new_run()
+    elif resumed:
+        if stored_rows is None:
+            store.delete_metrics_after(run_id, step)
+            stored = store.count_metrics(run_id)
+        else:
+            stored = int(stored_rows)
+            store.truncate_metrics(run_id, stored)
+    return run_id, store.writer(run_id, stored=stored)
+
+
+def record_abort(store: Any, writer: Any, run_id: str | None, e: BaseException, *,
+                 where: str | None = None) -> None:
+    """An exception or interrupt ended the run: store the rows logged so far and the status
+    (``interrupted`` or ``failed``) with the exception (``where`` it happened when it says
+    nothing). Best effort: the exception itself is what the caller raises."""
+    if writer is None:
+        return
+    try:
+        writer.flush()
+        status = "interrupted" if isinstance(e, KeyboardInterrupt) else "failed"
+        store.set_status(run_id, status, f"{type(e).__name__}: {e}" if str(e) or where is None
+                         else f"{type(e).__name__} {where}")
+    except Exception:
+        pass
+
+
+def record_completion(store: Any, writer: Any, run_id: str | None, status: str, *,
+                      summary: dict[str, Any], message: str | None, record_end: bool) -> None:
+    """The end of the run: with ``record_end`` its last rows, ``summary`` and status in one
+    transaction (the run is ``finished`` only with all of them); else just the rows (the
+    caller ends the run with what else it owes)."""
+    if writer is None:
+        return
+    if record_end:
+        store.complete_run(run_id, status, summary=summary, message=message,
+                           rows=writer.take())
+    else:
+        writer.flush()
 
 
 def check_dataset(data: Any) -> None:

@@ -69,7 +69,8 @@ from ..data.augment import batch_augmentation
 from ..errors import ConfigError, UserError
 from ..optim.elastic import Parle, master_average
 from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from .loop import BatchStream, check_dataset, evaluate, steps_per_epoch
+from .loop import (BatchStream, check_dataset, evaluation_metrics, evaluation_sets,
+                   open_writer, record_abort, record_completion, steps_per_epoch)
 
 __all__ = ["ParleConfig", "ReplicaResult", "ReplicaWorker", "train_replicas", "replica_shards",
            "replica_seeds"]
@@ -387,233 +388,316 @@ def train_replicas(model: nn.Module, loss_fn: Callable[[Tensor, Tensor], Tensor]
             transaction; ``False`` leaves the run ``running`` for a caller that still owes it
             files (it ends it with :meth:`sgdlab.store.RunStore.complete_run`).
     """
-    cfg = config if isinstance(config, ParleConfig) else ParleConfig.from_dict(dict(config))
-    if mode not in ("inprocess", "distributed"):
-        raise ConfigError(f"mode must be 'inprocess' or 'distributed', got {mode!r}")
-    if sum(v is not None for v in (rounds, epochs, grad_evals)) != 1:
-        raise ConfigError("give exactly one of rounds=, epochs= or grad_evals=")
-    if eval_every is not None and eval_every < 1:
-        raise ConfigError(f"eval_every must be >= 1, got {eval_every}")
-    if checkpoint_every is not None and (not isinstance(checkpoint_every, int)
-                                         or checkpoint_every < 1):
-        raise ConfigError(f"checkpoint_every must be an int >= 1, got {checkpoint_every!r}")
-    if (resume or checkpoint_every is not None) and checkpoint_dir is None:
-        raise UserError("resume / checkpoint_every need checkpoint_dir")
-    check_dataset(data)
-    n = cfg.replicas
-    dev = torch.device(device) if device is not None else data.x_train.device
-    x_all, y_all = data.x_train.to(dev), data.y_train.to(dev)
-    classification = getattr(data, "task", "classification") == "classification"
+    run = _ReplicaTraining(model, loss_fn, data, config, rounds=rounds, epochs=epochs,
+                           grad_evals=grad_evals, mode=mode, eval_every=eval_every,
+                           eval_subset=eval_subset, device=device, communicator=communicator,
+                           checkpoint_dir=checkpoint_dir, checkpoint_every=checkpoint_every,
+                           resume=resume)
+    run.open_record(store, run_id, name)
+    try:
+        run.fit()
+    except BaseException as e:
+        run.abort(e)
+        raise
+    return run.complete(record_end=complete)
 
-    if mode == "distributed":
-        from .communicator import TorchDistributedCommunicator
-        comm = communicator or TorchDistributedCommunicator()
-        if comm.world_size != n:
-            raise ConfigError(f"config.replicas = {n} but the process group has "
-                              f"{comm.world_size} processes (one replica per process)")
-        mine = [comm.rank]
-        reduce: Reducer = comm.reduce_round
-        is_main = comm.rank == 0
-        rank, world = comm.rank, comm.world_size
-    else:
-        comm = None
-        mine = list(range(n))
-        reduce = _inprocess_reduce
-        is_main = True
-        rank, world = 0, 1
 
-    shards = replica_shards(len(x_all), n, cfg.seed, cfg.shard_fraction) if cfg.shard else None
-    # B of eq. (5.10): mini-batches in the whole training set
-    batches = steps_per_epoch(len(x_all), cfg.batch_size)
-    # B of the lr epochs: that, or a pass over the largest subset (every process knows all
-    # the shards, so every replica drops its lr in the same round)
-    lr_batches = batches
-    if cfg.epoch_unit == "local" and shards is not None:
-        lr_batches = steps_per_epoch(max(len(sh) for sh in shards), cfg.batch_size)
-    augment = batch_augmentation(data)
-    workers = []
-    for a in mine:
-        m = copy.deepcopy(model).to(dev)
-        if shards is None:
-            xa, ya = x_all, y_all
+class _ReplicaTraining:
+    """One call of :func:`train_replicas`, in the phases of :func:`sgdlab.train.loop.train`:
+    set-up (``__init__``, ``_resume``, ``open_record``), the rounds (``fit``, ``_round``),
+    evaluation of the master (``evaluate``), checkpoints (``checkpoint``) and completion
+    (``complete``; ``diverged`` and ``abort`` for the other two ways a run ends).
+
+    The completion guarantees live in ``checkpoint``, the end of ``fit`` and ``complete``:
+
+    - every metric row a checkpoint set's history holds is in the store before the set is
+      written, and ``master.pt`` records how many rows that is; a resume truncates the run's
+      rows to that count, so no row is lost or doubled;
+    - ``master.pt`` names a round only once every rank file of that round is on disk
+      (barriers around it), so a resume finds a consistent set or refuses;
+    - a finished run ends with a checkpoint set (it can be extended with more rounds),
+      written at the end of ``fit``: its history is the last round's, without the final
+      evaluation, and a failed write marks the run failed; a diverged run keeps its last
+      periodic set, from before the non-finite round;
+    - the final master (x̄, and the mean of the replicas' floating buffers) is evaluated once,
+      and its last rows, summary and status are committed together.
+    """
+
+    def __init__(self, model, loss_fn, data, config, *, rounds, epochs, grad_evals, mode,
+                 eval_every, eval_subset, device, communicator, checkpoint_dir,
+                 checkpoint_every, resume):
+        cfg = config if isinstance(config, ParleConfig) else ParleConfig.from_dict(dict(config))
+        if mode not in ("inprocess", "distributed"):
+            raise ConfigError(f"mode must be 'inprocess' or 'distributed', got {mode!r}")
+        if sum(v is not None for v in (rounds, epochs, grad_evals)) != 1:
+            raise ConfigError("give exactly one of rounds=, epochs= or grad_evals=")
+        if eval_every is not None and eval_every < 1:
+            raise ConfigError(f"eval_every must be >= 1, got {eval_every}")
+        if checkpoint_every is not None and (not isinstance(checkpoint_every, int)
+                                             or checkpoint_every < 1):
+            raise ConfigError(f"checkpoint_every must be an int >= 1, got "
+                              f"{checkpoint_every!r}")
+        if (resume or checkpoint_every is not None) and checkpoint_dir is None:
+            raise UserError("resume / checkpoint_every need checkpoint_dir")
+        check_dataset(data)
+        self.cfg, self.mode, self.loss_fn = cfg, mode, loss_fn
+        self.eval_every, self.checkpoint_every, self.resume = eval_every, checkpoint_every, resume
+        self.dev = dev = torch.device(device) if device is not None else data.x_train.device
+        x_all, y_all = data.x_train.to(dev), data.y_train.to(dev)
+        self.examples = len(x_all)
+        self.classification = getattr(data, "task", "classification") == "classification"
+        self._processes(mode, communicator)
+        self._build_workers(model, data, x_all, y_all)
+        self.rounds = self._length(rounds, epochs, grad_evals)
+
+        self.eval_sets = evaluation_sets(data, eval_subset, _seed(cfg.seed, 0, 3), dev)
+        self.history: dict[str, list[tuple[int, float]]] = {}
+        self.start = 0                  # rounds done before this call (a resume)
+        self.stored_rows: int | None = None
+        self.comm_time = 0.0
+        # (copied before a resume loads the replicas' weights: the same model either way)
+        self.master_model = copy.deepcopy(self.workers[0].model)
+        self.ckpt = Path(checkpoint_dir) if checkpoint_dir is not None else None
+        if self.ckpt is not None:
+            check_checkpoint_dir(self.ckpt, resume)
+        self.saved_run_id: str | None = None
+        if resume:
+            self._resume()
+        self.round = self.start         # the last round completed
+        self.saved = self.start if resume else -1   # the round of the last checkpoint set
+        self.last_master: Sequence[Tensor] | None = None
+        self.run_id: str | None = None
+        self.store = self.writer = None
+        self.status, self.message = "finished", None
+        self.t_start = math.nan          # the run's clock starts with the rounds (``fit``)
+
+    # --- set-up -----------------------------------------------------------------------------
+    def _processes(self, mode: str, communicator: Any) -> None:
+        """Which replicas this process steps, and how it computes the master from them."""
+        n = self.cfg.replicas
+        if mode == "distributed":
+            from .communicator import TorchDistributedCommunicator
+            comm = communicator or TorchDistributedCommunicator()
+            if comm.world_size != n:
+                raise ConfigError(f"config.replicas = {n} but the process group has "
+                                  f"{comm.world_size} processes (one replica per process)")
+            self.comm, self.mine, self.reduce = comm, [comm.rank], comm.reduce_round
+            self.is_main, self.rank, self.world = comm.rank == 0, comm.rank, comm.world_size
         else:
-            idx = shards[a].to(dev)
-            xa, ya = x_all[idx], y_all[idx]
-        workers.append(ReplicaWorker(a, m, loss_fn, xa, ya, cfg, batches, augment=augment))
-    n_a = len(workers[0].x)
-    B = workers[0].B
-    if grad_evals is not None:
-        if not (isinstance(grad_evals, int) and grad_evals > 0):
-            raise ConfigError(f"grad_evals must be an int > 0, got {grad_evals!r}")
-        rounds = math.ceil(grad_evals / cfg.L)
-    elif rounds is None:
-        if not epochs > 0:
-            raise ConfigError(f"epochs must be > 0, got {epochs}")
-        # a pass over the replica's examples is ⌈n_a/B⌉ steps (the last batch may be short)
-        rounds = max(1, math.ceil(epochs * math.ceil(n_a / B) / cfg.L))
-    if not isinstance(rounds, int) or rounds < 0:
-        raise ConfigError(f"rounds must be an int >= 0, got {rounds!r}")
+            self.comm, self.mine, self.reduce = None, list(range(n)), _inprocess_reduce
+            self.is_main, self.rank, self.world = True, 0, 1
 
-    eval_sets = _eval_sets(data, eval_subset, cfg.seed, dev)
-    history: dict[str, list[tuple[int, float]]] = {}
-    start = 0
-    stored_rows = None
-    comm_time = 0.0
+    def _build_workers(self, model: nn.Module, data: Any, x_all: Tensor, y_all: Tensor) -> None:
+        cfg, n = self.cfg, self.cfg.replicas
+        shards = replica_shards(len(x_all), n, cfg.seed, cfg.shard_fraction) if cfg.shard else None
+        # B of eq. (5.10): mini-batches in the whole training set
+        batches = steps_per_epoch(len(x_all), cfg.batch_size)
+        # B of the lr epochs: that, or a pass over the largest subset (every process knows all
+        # the shards, so every replica drops its lr in the same round)
+        self.lr_batches = batches
+        if cfg.epoch_unit == "local" and shards is not None:
+            self.lr_batches = steps_per_epoch(max(len(sh) for sh in shards), cfg.batch_size)
+        augment = batch_augmentation(data)
+        self.workers: list[ReplicaWorker] = []
+        for a in self.mine:
+            m = copy.deepcopy(model).to(self.dev)
+            if shards is None:
+                xa, ya = x_all, y_all
+            else:
+                idx = shards[a].to(self.dev)
+                xa, ya = x_all[idx], y_all[idx]
+            self.workers.append(ReplicaWorker(a, m, self.loss_fn, xa, ya, cfg, batches,
+                                              augment=augment))
 
-    def barrier() -> None:
-        if comm is not None:
-            comm.average([torch.zeros(1, device=dev)])
+    def _length(self, rounds: int | None, epochs: float | None, grad_evals: int | None) -> int:
+        """The run's length in rounds, from whichever of the three was given."""
+        cfg = self.cfg
+        n_a, B = len(self.workers[0].x), self.workers[0].B
+        if grad_evals is not None:
+            if not (isinstance(grad_evals, int) and grad_evals > 0):
+                raise ConfigError(f"grad_evals must be an int > 0, got {grad_evals!r}")
+            rounds = math.ceil(grad_evals / cfg.L)
+        elif rounds is None:
+            if not epochs > 0:
+                raise ConfigError(f"epochs must be > 0, got {epochs}")
+            # a pass over the replica's examples is ⌈n_a/B⌉ steps (the last batch may be short)
+            rounds = max(1, math.ceil(epochs * math.ceil(n_a / B) / cfg.L))
+        if not isinstance(rounds, int) or rounds < 0:
+            raise ConfigError(f"rounds must be an int >= 0, got {rounds!r}")
+        return rounds
 
-    master_model = copy.deepcopy(workers[0].model)  # before a resume: the same either way
-    ckpt = Path(checkpoint_dir) if checkpoint_dir is not None else None
-    if ckpt is not None:
-        check_checkpoint_dir(ckpt, resume)
-    if resume:
-        head, mine_state = _load_replica_checkpoint(ckpt, rank, world, cfg, mode,
-                                                    examples=len(x_all))
-        ok = torch.tensor([1.0 if head is not None else 0.0], device=dev)
-        if comm is not None:  # every rank must have found a consistent set, or none starts
-            ok = comm.average([ok])[0]
+    def _resume(self) -> None:
+        head, mine_state = _load_replica_checkpoint(self.ckpt, self.rank, self.world, self.cfg,
+                                                    self.mode, examples=self.examples)
+        ok = torch.tensor([1.0 if head is not None else 0.0], device=self.dev)
+        if self.comm is not None:  # every rank must have found a consistent set, or none starts
+            ok = self.comm.average([ok])[0]
         if head is None or float(ok) != 1.0:
-            raise UserError(f"cannot resume from {str(ckpt)!r}: "
+            raise UserError(f"cannot resume from {str(self.ckpt)!r}: "
                             + (mine_state if head is None else "another rank's checkpoint "
                                "file is missing or inconsistent (see its error)"))
-        for w in workers:
+        for w in self.workers:
             w.load_state_dict(mine_state["workers"][w.index])
         set_rng_state(mine_state["rng"])
-        start = int(head["round"])
-        stored_rows = head.get("stored_rows")
-        history = {k: [(int(s), float(v)) for s, v in pts] for k, pts in head["history"].items()}
-        comm_time = float(mine_state.get("comm_time", 0.0))
-        if is_main:
-            run_id = run_id or head.get("run_id")
+        self.start = int(head["round"])
+        self.stored_rows = head.get("stored_rows")
+        self.history = {k: [(int(s), float(v)) for s, v in pts]
+                        for k, pts in head["history"].items()}
+        self.comm_time = float(mine_state.get("comm_time", 0.0))
+        self.saved_run_id = head.get("run_id")
 
-    writer = None
-    if store is not None and is_main:
-        stored = 0
-        if run_id is None:
-            run_id = store.create_run({"method": "parle", "mode": mode, "rounds": rounds,
-                                       "parle": cfg.to_dict()}, name=name)
-        elif resume:   # drop the rows logged after the checkpoint: those rounds are redone
-            if stored_rows is None:
-                store.delete_metrics_after(run_id, start * cfg.L)
-                stored = store.count_metrics(run_id)
-            else:
-                stored = int(stored_rows)
-                store.truncate_metrics(run_id, stored)
-        writer = store.writer(run_id, stored=stored)
+    def open_record(self, store: Any, run_id: str | None, name: str | None) -> None:
+        """The run's record (rank 0 only): created here, the caller's (``run_id``) or the
+        resumed one's; on a resume the rows logged after the checkpoint are dropped (those
+        rounds are redone)."""
+        if self.resume and self.is_main:
+            run_id = run_id or self.saved_run_id
+        if store is not None and self.is_main:
+            config = {"method": "parle", "mode": self.mode, "rounds": self.rounds,
+                      "parle": self.cfg.to_dict()}
+            run_id, self.writer = open_writer(
+                store, run_id, resumed=self.resume, stored_rows=self.stored_rows,
+                step=self.start * self.cfg.L,
+                new_run=lambda: store.create_run(config, name=name))
+            self.store = store
+        self.run_id = run_id
 
-    def log(name_: str, value: float, step: int) -> None:
-        history.setdefault(name_, []).append((step, float(value)))
-        if writer is not None:
-            writer.log(name_, float(value), step)
+    # --- the rounds -------------------------------------------------------------------------
+    def fit(self) -> None:
+        self.t_start = time.perf_counter()
+        if not self.resume:
+            self.evaluate(self.workers[0].optimizer.anchors(), 0)
+        for r in range(self.start + 1, self.rounds + 1):
+            master = self._round(r)
+            if master is None:
+                return    # diverged: no end-of-run checkpoint over the last good one
+            self.round, self.last_master = r, master
+            if self.eval_every is not None and r % self.eval_every == 0 and r < self.rounds:
+                self.evaluate(master, r * self.cfg.L)
+            if self.checkpoint_every is not None and r % self.checkpoint_every == 0:
+                self.checkpoint(r, master)
+        if self.ckpt is not None and self.saved != self.round:
+            # the end of the run: it can be extended with more rounds
+            self.checkpoint(self.round, self.last_master)
 
-    def eval_master(master: Sequence[Tensor], step: int) -> None:
-        if not is_main:
+    def _round(self, r: int) -> list[Tensor] | None:
+        """Round ``r`` (1-based): L inner steps on every replica, the master, the outer steps
+        and the round's metrics. Returns the master, or None when the mean replica loss is
+        not finite (the run diverged; no outer step taken)."""
+        cfg, workers = self.cfg, self.workers
+        lr_scale = cfg.lr_scale(r, self.lr_batches)
+        for w in workers:
+            w.set_lr(lr_scale)
+        gamma = workers[0].optimizer.current_gamma()
+        rho = workers[0].optimizer.current_rho()
+        losses = [w.inner() for w in workers]
+        anchors = [w.optimizer.anchors() for w in workers]
+        master, mean_loss = self._reduce(anchors, losses)
+        if not math.isfinite(mean_loss):
+            self.diverged(r, mean_loss)
+            return None
+        for w in workers:
+            w.optimizer.outer_step(master)
+        step = r * cfg.L
+        self.log("replica_loss", mean_loss, step)
+        self.log("gamma", gamma, step)
+        self.log("rho", rho, step)
+        self.log("lr", cfg.lr * lr_scale, step)
+        return master
+
+    def _reduce(self, values: list[list[Tensor]], losses: list[Tensor]
+                ) -> tuple[list[Tensor], float]:
+        """The mean over all replicas of ``values`` and of ``losses``, timed as communication."""
+        tc = time.perf_counter()
+        out = self.reduce(values, losses)
+        self.comm_time += time.perf_counter() - tc
+        return out
+
+    def log(self, name: str, value: float, step: int) -> None:
+        self.history.setdefault(name, []).append((step, float(value)))
+        if self.writer is not None:
+            self.writer.log(name, float(value), step)
+
+    # --- evaluation -------------------------------------------------------------------------
+    def evaluate(self, master: Sequence[Tensor], step: int) -> None:
+        """Evaluate the master with parameters ``master`` (rank 0 only)."""
+        if not self.is_main:
             return
-        _load_params(master_model, master)
-        for split, (xs, ys) in eval_sets.items():
-            for k, v in evaluate(master_model, loss_fn, xs, ys,
-                                 classification=classification).items():
-                log(f"{split}_{k}", v, step)
+        _load_params(self.master_model, master)
+        for name, v in evaluation_metrics(self.master_model, self.loss_fn, self.eval_sets,
+                                          classification=self.classification):
+            self.log(name, v, step)
 
-    def save(r_: int, master_: Sequence[Tensor] | None) -> None:
-        assert ckpt is not None
-        if writer is not None:   # the store holds every row of the saved history first
-            writer.flush()
-        save_checkpoint(ckpt / f"rank{rank}.pt", {
-            "round": r_, "world_size": world, "rank": rank, "comm_time": comm_time,
-            "workers": {w.index: w.state_dict() for w in workers}, "rng": rng_state()})
-        barrier()  # every rank file of round r_ is on disk before master.pt names round r_
-        if is_main:
-            save_checkpoint(ckpt / MASTER_CHECKPOINT, {
-                "round": r_, "world_size": world, "replicas": n, "mode": mode,
-                "parle": cfg.to_dict(), "run_id": run_id, "examples": len(x_all),
-                "stored_rows": writer.stored if writer is not None else None,
-                "master": None if master_ is None else [t.detach().cpu().clone() for t in master_],
-                "history": {k: [[s, v] for s, v in pts] for k, pts in history.items()}})
-        barrier()  # nobody overwrites its rank file before master.pt is written
+    # --- checkpoint -------------------------------------------------------------------------
+    def checkpoint(self, r: int, master: Sequence[Tensor] | None) -> None:
+        """The checkpoint set of round ``r``: this process' ``rank{r}.pt``, then rank 0's
+        ``master.pt``, between barriers; the store holds every row of the saved history (and
+        ``master.pt`` their count) before the set exists."""
+        assert self.ckpt is not None
+        if self.writer is not None:   # the store holds every row of the saved history first
+            self.writer.flush()
+        save_checkpoint(self.ckpt / f"rank{self.rank}.pt", {
+            "round": r, "world_size": self.world, "rank": self.rank, "comm_time": self.comm_time,
+            "workers": {w.index: w.state_dict() for w in self.workers}, "rng": rng_state()})
+        self._barrier()  # every rank file of round r is on disk before master.pt names round r
+        if self.is_main:
+            save_checkpoint(self.ckpt / MASTER_CHECKPOINT, {
+                "round": r, "world_size": self.world, "replicas": self.cfg.replicas,
+                "mode": self.mode, "parle": self.cfg.to_dict(), "run_id": self.run_id,
+                "examples": self.examples,
+                "stored_rows": self.writer.stored if self.writer is not None else None,
+                "master": None if master is None else [t.detach().cpu().clone() for t in master],
+                "history": {k: [[s, v] for s, v in pts] for k, pts in self.history.items()}})
+        self._barrier()  # nobody overwrites its rank file before master.pt is written
+        self.saved = r
 
-    t0 = time.perf_counter()
-    status, message = "finished", None
-    r = start
-    saved = start if resume else -1
-    last_master: Sequence[Tensor] | None = None
-    try:
-        if not resume:
-            eval_master(workers[0].optimizer.anchors(), 0)
-        for r in range(start + 1, rounds + 1):
-            lr_scale = cfg.lr_scale(r, lr_batches)
-            for w in workers:
-                w.set_lr(lr_scale)
-            gamma = workers[0].optimizer.current_gamma()
-            rho = workers[0].optimizer.current_rho()
-            losses = [w.inner() for w in workers]
-            anchors = [w.optimizer.anchors() for w in workers]
-            tc = time.perf_counter()
-            master, mean_loss = reduce(anchors, losses)
-            comm_time += time.perf_counter() - tc
-            step = r * cfg.L
-            if not math.isfinite(mean_loss):
-                status = "diverged"
-                message = (f"non-finite replica loss ({mean_loss}) in round {r}; stopped with "
-                           f"the weights of round {r - 1}")
-                r -= 1
-                break
-            for w in workers:
-                w.optimizer.outer_step(master)
-            last_master = master
-            log("replica_loss", mean_loss, step)
-            log("gamma", gamma, step)
-            log("rho", rho, step)
-            log("lr", cfg.lr * lr_scale, step)
-            if eval_every is not None and r % eval_every == 0 and r < rounds:
-                eval_master(master, step)
-            if checkpoint_every is not None and r % checkpoint_every == 0:
-                save(r, master)
-                saved = r
-        if ckpt is not None and status == "finished" and saved != r:
-            save(r, last_master)  # the end of the run: it can be extended with more rounds
-    except BaseException as e:
-        if writer is not None:
-            try:
-                writer.flush()
-                store.set_status(run_id, "interrupted" if isinstance(e, KeyboardInterrupt)
-                                 else "failed", f"{type(e).__name__}: {e}")
-            except Exception:
-                pass
-        raise
+    def _barrier(self) -> None:
+        if self.comm is not None:
+            self.comm.average([torch.zeros(1, device=self.dev)])
 
-    # the final master: average of the replicas' x^a (and of their floating buffers)
-    finals = [w.optimizer.anchors() + _float_buffers(w.model) for w in workers]
-    tc = time.perf_counter()
-    master_all, _ = reduce(finals, [torch.zeros(()) for _ in workers])
-    comm_time += time.perf_counter() - tc
-    n_params = len(workers[0].optimizer.anchors())
-    _load_params(master_model, master_all[:n_params])
-    with torch.no_grad():
-        for b, v in zip(_float_buffers(master_model), master_all[n_params:]):
-            b.copy_(v)
-    step = r * cfg.L
-    eval_master(master_all[:n_params], step)
-    wall = time.perf_counter() - t0
-    w0 = workers[0]
-    log("grad_evals", w0.grad_evals, step)
-    log("effective_epochs", w0.effective_epochs, step)
-    final = {k: v[-1][1] for k, v in history.items()
-             if k.startswith(("train_", "test_")) and v}
-    final.update(rounds=r, grad_evals=w0.grad_evals, effective_epochs=w0.effective_epochs,
-                 comm_time=comm_time, wall_time=wall)
-    if writer is not None:
-        if complete:
-            store.complete_run(run_id, status, summary={**final, "status": status},
-                               message=message, rows=writer.take())
-        else:
-            writer.flush()
-    return ReplicaResult(master=master_model, status=status, rounds=r,
-                         grad_evals=w0.grad_evals, effective_epochs=w0.effective_epochs,
-                         history=history, final=final, wall_time=wall, comm_time=comm_time,
-                         replicas=[w.model for w in workers], run_id=run_id, message=message)
+    # --- completion -------------------------------------------------------------------------
+    def diverged(self, r: int, mean_loss: float) -> None:
+        """A non-finite mean replica loss in round ``r`` (every process sees the same
+        all-reduced value, so all stop together): the run keeps round ``r - 1``."""
+        self.status = "diverged"
+        self.message = (f"non-finite replica loss ({mean_loss}) in round {r}; stopped with "
+                        f"the weights of round {r - 1}")
+
+    def abort(self, e: BaseException) -> None:
+        """An exception or interrupt ends the run: keep what was logged, record why."""
+        record_abort(self.store, self.writer, self.run_id, e)
+
+    def complete(self, *, record_end: bool) -> ReplicaResult:
+        """The final master — the average of the replicas' x^a and of their floating buffers —
+        and its evaluation, the accounting, the summary; with ``record_end`` the last rows,
+        summary and status in one transaction."""
+        cfg, workers = self.cfg, self.workers
+        finals = [w.optimizer.anchors() + _float_buffers(w.model) for w in workers]
+        master_all, _ = self._reduce(finals, [torch.zeros(()) for _ in workers])
+        n_params = len(workers[0].optimizer.anchors())
+        _load_params(self.master_model, master_all[:n_params])
+        with torch.no_grad():
+            for b, v in zip(_float_buffers(self.master_model), master_all[n_params:]):
+                b.copy_(v)
+        step = self.round * cfg.L
+        self.evaluate(master_all[:n_params], step)
+        wall = time.perf_counter() - self.t_start
+        w0 = workers[0]
+        self.log("grad_evals", w0.grad_evals, step)
+        self.log("effective_epochs", w0.effective_epochs, step)
+        final = {k: v[-1][1] for k, v in self.history.items()
+                 if k.startswith(("train_", "test_")) and v}
+        final.update(rounds=self.round, grad_evals=w0.grad_evals,
+                     effective_epochs=w0.effective_epochs, comm_time=self.comm_time,
+                     wall_time=wall)
+        record_completion(self.store, self.writer, self.run_id, self.status,
+                          summary={**final, "status": self.status}, message=self.message,
+                          record_end=record_end)
+        return ReplicaResult(master=self.master_model, status=self.status, rounds=self.round,
+                             grad_evals=w0.grad_evals, effective_epochs=w0.effective_epochs,
+                             history=self.history, final=final, wall_time=wall,
+                             comm_time=self.comm_time, replicas=[w.model for w in workers],
+                             run_id=self.run_id, message=self.message)
 
 
 def check_checkpoint_dir(ckpt: str | os.PathLike, resume: bool) -> None:
@@ -675,17 +759,3 @@ def _load_params(model: nn.Module, values: Sequence[Tensor]) -> None:
     for p, v in zip(params, values):
         p.copy_(v)
 
-
-def _eval_sets(data: Any, eval_subset: int | None, seed: int,
-               dev: torch.device) -> dict[str, tuple[Tensor, Tensor]]:
-    sets = {"train": (data.x_train, data.y_train)}
-    if getattr(data, "x_test", None) is not None and len(data.x_test) > 0:
-        sets["test"] = (data.x_test, data.y_test)
-    g = torch.Generator().manual_seed(_seed(seed, 0, 3))
-    out = {}
-    for split, (x, y) in sets.items():
-        if eval_subset is not None and len(x) > eval_subset:
-            idx = torch.randperm(len(x), generator=g)[:eval_subset].sort().values
-            x, y = x[idx], y[idx]
-        out[split] = (x.to(dev), y.to(dev))
-    return out
