@@ -9,7 +9,9 @@ import torch
 from ..errors import UserError, did_you_mean
 from .base import Dataset
 
-NORMALIZATIONS = ("unit", "symmetric", "standardize", "gcn", "gcn-zca", "none")
+NORMALIZATIONS = ("unit", "symmetric", "standardize", "imagenet", "gcn", "gcn-zca", "none")
+# the per-channel (R, G, B) statistics torchvision's ImageNet weights were trained on
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
 def check_int(name: str, value: Any, *, minimum: int = 0, allow_none: bool = False) -> None:
@@ -75,7 +77,9 @@ def normalize_images(x_train: np.ndarray, x_test: np.ndarray, how: str, max_valu
     ``"unit"``: divide by ``max_value`` (pixels in [0, 1]); ``"symmetric"``: pixels mapped
     linearly onto [−1, 1] (0 → −1, ``max_value`` → 1; Chaudhari's thesis §2.4.2 for MNIST);
     ``"standardize"``: per-channel mean and std of the *training* images applied to both
-    splits; ``"gcn"``: global contrast normalisation of each image, ``"gcn-zca"``: then ZCA
+    splits; ``"imagenet"``: pixels in [0, 1], then torchvision's ImageNet per-channel mean and
+    std (:data:`IMAGENET_MEAN`, :data:`IMAGENET_STD`; the input pretrained ImageNet weights
+    expect; 3-channel images only); ``"gcn"``: global contrast normalisation of each image, ``"gcn-zca"``: then ZCA
     whitening fitted on the training images and applied to both splits (Goodfellow et al.
     2013's CIFAR-10 pipeline: :mod:`sgdlab.data.preprocess`); ``"none"``: raw pixel values.
     """
@@ -97,9 +101,18 @@ def normalize_images(x_train: np.ndarray, x_test: np.ndarray, how: str, max_valu
         def sym(x: np.ndarray) -> np.ndarray:
             return (x.astype(np.float64) * (2.0 / max_value) - 1.0).astype(np.float32)
         return sym(x_train), sym(x_test), info
+    if how == "imagenet" and (x_train.ndim != 4 or x_train.shape[1] != 3):
+        raise UserError(f"option normalize='imagenet' needs 3-channel images (N, 3, H, W); got "
+                        f"shape {tuple(x_train.shape)}")
     x_train = x_train.astype(np.float32)
     x_test = x_test.astype(np.float32)
-    if how == "unit":
+    if how == "imagenet":
+        mean = np.asarray(IMAGENET_MEAN, np.float32).reshape(1, 3, 1, 1)
+        std = np.asarray(IMAGENET_STD, np.float32).reshape(1, 3, 1, 1)
+        x_train = (x_train / max_value - mean) / std
+        x_test = (x_test / max_value - mean) / std
+        info["mean"], info["std"] = list(IMAGENET_MEAN), list(IMAGENET_STD)
+    elif how == "unit":
         x_train /= max_value
         x_test /= max_value
     elif how == "standardize":

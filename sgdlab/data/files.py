@@ -423,7 +423,8 @@ def load_cifar10(*, seed: int = 0, data_dir=None, train_size: int | None = None,
                  flatten: bool = False) -> Dataset:
     """CIFAR-10 from ``cifar-10-batches-py/data_batch_1..5, test_batch`` in ``data_dir``
     (or the batches directly in it): 50,000 / 10,000 images, 3x32x32, 10 classes.
-    Options as :func:`load_mnist`; ``normalize="standardize"`` uses per-channel train statistics."""
+    Options as :func:`load_mnist`; ``normalize="standardize"`` uses per-channel train statistics,
+    ``"imagenet"`` torchvision's ImageNet ones (for pretrained ImageNet weights)."""
     return _load_cifar("cifar10", data_dir, seed=seed, train_size=train_size,
                        test_size=test_size, balanced=balanced, normalize=normalize,
                        flatten=flatten)

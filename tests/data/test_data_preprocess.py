@@ -153,9 +153,26 @@ def test_cifar10_gcn_zca_is_deterministic_and_ignores_the_test_images(tmp_path):
     assert a.meta["normalize"] == "gcn-zca" and a.meta["zca"]["n_fit"] == 30
 
 
+def test_imagenet_normalisation_uses_torchvisions_channel_statistics(tmp_path):
+    rng = np.random.default_rng(1)
+    x_tr = rng.integers(0, 256, (20, 3, 32, 32), dtype=np.uint8)
+    y = np.arange(20) % 10
+    d = _cifar_dir(tmp_path, x_tr, y, x_tr[:10], y[:10])
+    unit = load_dataset("cifar10", data_dir=d)
+    net = load_dataset("cifar10", data_dir=d, normalize="imagenet")
+    # torchvision's Normalize(mean, std) after ToTensor, channel by channel
+    mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
+    std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    torch.testing.assert_close(net.x_train, (unit.x_train - mean) / std)
+    torch.testing.assert_close(net.x_test, (unit.x_test - mean) / std)
+    assert net.meta["normalize"] == "imagenet"
+    with pytest.raises(UserError, match="needs 3-channel images"):
+        load_dataset("digits", normalize="imagenet")
+
+
 def test_normalize_option_errors():
-    with pytest.raises(UserError, match=r"one of unit, symmetric, standardize, gcn, gcn-zca, "
-                                        r"none, got 'gcn_zca' \(did you mean gcn-zca\?\)"):
+    with pytest.raises(UserError, match=r"one of unit, symmetric, standardize, imagenet, gcn, "
+                                        r"gcn-zca, none, got 'gcn_zca' \(did you mean gcn-zca\?\)"):
         load_dataset("digits", normalize="gcn_zca")
     with pytest.raises(UserError, match=r"dataset 'cubic' has no option\(s\) 'normalize'.*"
                                         r"'normalize' is an option of cifar10, cifar100, "

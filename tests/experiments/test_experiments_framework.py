@@ -389,8 +389,36 @@ def test_equivalence_over_several_groups_needs_every_pair():
     assert "a (0.97) vs c (0.9)" in one_off.text and "b (0.972) vs c (0.9)" in one_off.text
     # b vs c: a 0.010 gap whose interval straddles the margin decides nothing
     assert unsure.agrees_with_paper is None and "undecided" in unsure.text
+    # many undecided pairs: two are shown, the rest counted
+    noisy = {g: {"acc": 0.97, "acc__std": 0.05, "acc__n": 3} for g in "abcde"}
+    (many,) = check_claims([dict(claim[0], equivalent=list("abcde"))], noisy)
+    assert many.agrees_with_paper is None and "10 of the 10 pairs" in many.text
+    assert many.text.count("straddles") == 2 and many.text.endswith("and 8 more")
     with pytest.raises(ConfigError, match="compares two groups"):
         check_claims([{"less": ["a", "b", "c"], "metric": "acc"}], vals(1, 1, 1))
+
+
+def test_close_and_far_are_inconclusive_within_the_seed_spread_of_the_tolerance():
+    from sgdlab.experiments.procedures.common import check_claims
+
+    close = [{"close": ["a", "b"], "metric": "loss", "rtol": 0.1}]
+    far = [{"far": ["a", "b"], "metric": "loss", "rtol": 0.1}]
+
+    def vals(ma, mb, s):
+        return {g: {"loss": m, "loss__std": s, "loss__n": 3} for g, m in (("a", ma), ("b", mb))}
+
+    # |a - b| = 0.09 against a tolerance of 0.1: 0.01 inside it
+    (sure,), (unsure,) = (check_claims(close, vals(1.09, 1.0, s)) for s in (0.001, 0.05))
+    assert sure.agrees_with_paper is True
+    assert unsure.agrees_with_paper is None and "seed-to-seed spread" in unsure.text
+    # |a - b| = 0.5: far beyond the tolerance whatever the spread below 0.4
+    (apart,) = check_claims(far, vals(1.5, 1.0, 0.05))
+    assert apart.agrees_with_paper is True
+    (near,) = check_claims(far, vals(1.12, 1.0, 0.05))
+    assert near.agrees_with_paper is None
+    # one seed: no spread, the point values decide
+    (one,) = check_claims(far, {g: {"loss": m} for g, m in (("a", 1.12), ("b", 1.0))})
+    assert one.agrees_with_paper is True
 
 
 def test_an_equivalence_margin_may_be_relative_to_the_second_group():

@@ -36,9 +36,9 @@ training with the same run's value at the start). ``A``/``B`` are run-group labe
 key of the value table the analysis builds). An optional ``margin`` makes less/greater/above
 stricter (mean_A + margin < mean_B; min over A > max over B + margin); a negative one is a
 tolerance ("A not worse than B by more than |margin|"), still judged on the means, not by a
-one-sided confidence bound. Where seeds give a spread, a less/greater/above claim whose
-observed difference lies within the largest seed-to-seed std of the compared groups from the
-claim's boundary is inconclusive. ``paired: true`` takes that spread from the per-seed
+one-sided confidence bound. Where seeds give a spread, a less/greater/above/close/far claim
+whose observed difference lies within the largest seed-to-seed std of the compared groups
+from the claim's boundary (for close/far: |a − b| from the tolerance) is inconclusive. ``paired: true`` takes that spread from the per-seed
 differences instead (for ``above``, of min over A − max over B), for groups whose runs share
 each seed's start (the same initialisation, or a continuation of the same seed's run): the
 seeds' common variation then cancels.
@@ -387,8 +387,10 @@ def check_claims(claims: list[dict[str, Any]], values: dict[str, dict[str, float
                 tol = float(c.get("atol", 0.0)) + float(c.get("rtol", 0.1)) * abs(vb) if fin else 0
                 close = fin and abs(va - vb) <= tol
                 ok = close if kind == "close" else (fin and not close)
+                if fin:     # how far |a − b| lies on the claim's side of the tolerance
+                    slack = (tol - abs(va - vb)) * (1 if kind == "close" else -1)
                 text = (f"{mname} of {nm(a)} ({_fmt(va)}) and {nm(b)} ({_fmt(vb)}) "
-                        f"{'agree' if close else 'differ'} within tolerance {_fmt(tol)}")
+                        f"{'agree within' if close else 'differ by more than'} tolerance {_fmt(tol)}")
                 up, down = cens_a, cens_b       # a bound may close or open the gap
         censored = None     # (which values are lower bounds, whether the bound settles it)
         if up or down:
@@ -460,8 +462,9 @@ def _all_equivalent(c: dict[str, Any], values: dict[str, dict[str, float]],
     else:
         shown = [r.text for r, v in zip(each, verdicts) if v is (False if ok is False else None)]
         what = "not equivalent" if ok is False else "undecided"
+        more = f"; and {len(shown) - 2} more" if len(shown) > 3 else ""
         text = (f"{mname}, {len(shown)} of the {len(pairs)} pairs of {{{listed}}} {what}: "
-                + "; ".join(shown))
+                + "; ".join(shown[:2] if more else shown) + more)
     ev = {f"{a} vs {b}": r.evidence for (a, b), r in zip(pairs, each)}
     return Conclusion(text, agrees_with_paper=ok, claim=c.get("claim"), evidence=ev)
 
