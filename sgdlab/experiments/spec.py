@@ -39,6 +39,7 @@ and edits, run with ``sgdlab run --config FILE``) is *data*: it is parsed with
             labels: [gd]                    # ... or on the run groups whose label starts so
             options: {...}                  # deep-merged into the analysis options
             deviations: ["..."]             # appended to the scale's deviations
+    options: {claims: [{less: [a, b], ..., reading: {lr: suppl-d}}]}   # only under that choice
 
 Each scale may list its ``deviations``: every place where that scale departs from the paper's
 stated setting (model, data, optimizer constants, epochs, grid), one sentence each. Reports
@@ -55,7 +56,10 @@ inconsistently; each ambiguity is a named option with a default. The chosen choi
 are set on each run after the group and grid merge, at every scale (and so enter the run keys:
 runs of two readings never mix, runs that no reading changes are shared), its ``options`` and
 ``deviations`` join the scale's. A default choice without ``params`` leaves the runs and their
-keys as they were before the file had readings. Reports name every reading taken.
+keys as they were before the file had readings. A choice's ``labels`` need not name a run group
+at every scale: a scale without such groups is left as it is. Where the paper's readings make
+different claims, a claim of ``options.claims`` may carry ``reading: {KEY: CHOICE}`` (or a list
+of choices): it is tested only when that reading is taken. Reports name every reading taken.
 
 Each expanded run has a deterministic **run key**: the SHA-256 of (experiment, version, scale,
 label, parameters, seed), so a re-run finds finished runs in the store and skips them.
@@ -519,11 +523,13 @@ def resolve(raw: dict[str, Any], scale: str, source: str = "<config>",
     grid = dict(raw.get("grid", {}))
     if "grid" in ov:
         grid = dict(ov["grid"])     # a scale's grid replaces the whole grid
-    _check_reading_targets(f"{source}.readings", raw.get("readings") or {}, runs, grid, scale)
+    _check_reading_targets(f"{source}.readings", raw.get("readings") or {}, raw, grid, scale)
     picked = [raw["readings"][k]["choices"][c] for k, c in chosen.items()]
     options = deep_merge(raw.get("options", {}), ov.get("options", {}))
     for c in picked:
         options = deep_merge(options, c.get("options", {}))
+    options = _claims_of_readings(f"{source}.options.claims", options, chosen,
+                                  raw.get("readings") or {})
     spec = ExperimentSpec(
         name=raw["name"], version=raw["version"], title=raw.get("title", raw["name"]),
         description=raw["description"].strip(), paper=dict(raw["paper"]),
@@ -550,22 +556,59 @@ def resolve(raw: dict[str, Any], scale: str, source: str = "<config>",
     return spec
 
 
-def _check_reading_targets(where: str, readings: dict[str, Any], runs: list[dict[str, Any]],
+def _check_reading_targets(where: str, readings: dict[str, Any], raw: dict[str, Any],
                            grid: dict[str, Any], scale: str) -> None:
-    """Every choice's ``labels`` start some run group's label at this scale, and no choice
-    sets a grid axis (the run labels name the grid's values)."""
-    groups = [g["label"] for g in runs]
+    """Every choice's ``labels`` start some run group's label at some scale of the file (a
+    scale without such groups is left as it is: a passage about a run the scale does not
+    make), and no choice sets a grid axis (the run labels name the grid's values)."""
+    groups = list(dict.fromkeys(
+        g["label"] for runs in [raw.get("runs", [])] + [
+            (ov or {}).get("runs", []) for ov in (raw.get("scales") or {}).values()]
+        for g in runs))
     for key, r in readings.items():
         for name, c in r["choices"].items():
             at = f"{where}.{key}.choices.{name}"
             for lab in c.get("labels", []):
                 if not any(g.startswith(lab) for g in groups):
                     raise ConfigError(f"{at}.labels: {lab!r} begins no run group's label at "
-                                      f"scale {scale!r} ({', '.join(groups)})")
+                                      f"any scale ({', '.join(groups)})")
             clash = sorted(set(c.get("params", {})) & set(grid))
             if clash:
                 raise ConfigError(f"{at}.params: {clash[0]!r} is a grid axis at scale "
                                   f"{scale!r}")
+
+
+def _claims_of_readings(where: str, options: dict[str, Any], chosen: dict[str, str],
+                        readings: dict[str, Any]) -> dict[str, Any]:
+    """``options`` with only the claims of the chosen readings: a claim carrying ``reading:
+    {KEY: CHOICE}`` (or a list of choices) is kept, without that key, when every named reading
+    is taken so; a claim without one is always kept."""
+    claims = options.get("claims")
+    if not isinstance(claims, list) or not any(isinstance(c, dict) and "reading" in c
+                                               for c in claims):
+        return options
+    kept = []
+    for i, c in enumerate(claims):
+        if not (isinstance(c, dict) and "reading" in c):
+            kept.append(c)
+            continue
+        want = c["reading"]
+        if not isinstance(want, dict) or not want:
+            raise ConfigError(f"{where}[{i}].reading: expected a mapping reading -> choice")
+        take = True
+        for k, v in want.items():
+            names = v if isinstance(v, list) else [v]
+            if k not in readings:
+                raise ConfigError(f"{where}[{i}].reading: unknown reading {k!r}"
+                                  f"{did_you_mean(k, readings)}")
+            for n in names:
+                if n not in readings[k]["choices"]:
+                    raise ConfigError(f"{where}[{i}].reading: reading {k!r} has no choice "
+                                      f"{n!r}{did_you_mean(str(n), readings[k]['choices'])}")
+            take = take and chosen[k] in names
+        if take:
+            kept.append({kk: vv for kk, vv in c.items() if kk != "reading"})
+    return {**options, "claims": kept}
 
 
 def _needs_data_dir(spec: ExperimentSpec) -> bool:

@@ -188,3 +188,25 @@ def test_epochs_to_train_is_the_first_epoch_at_the_level_and_a_bound_where_never
     slow = [_trivialized_run("trivialized", s, never) for s in (0, 1)]
     found = [c for c in trivialized(spec, slow + runs[2:]).conclusions if "50%" in c.text]
     assert found[0].agrees_with_paper is None
+
+
+# --- thesis §6.3.2, Figs. 6.1-6.2 ------------------------------------------------------------
+@pytest.mark.parametrize("fraction, agrees", [(0.001, False), (0.0034, True), (0.015, True),
+                                              (0.0518, False)])
+def test_the_rank_of_d_is_tested_at_both_ends_of_the_thesis_range(fraction, agrees):
+    """"a very small rank that ranges between 0.3% - 2%" (line 2920): a rank below 0.3% of
+    the weights is as far from the thesis as one above 2%."""
+    from sgdlab.experiments.procedures.chaudhari import diffusion_spectrum
+    from sgdlab.experiments.spec import load_experiment
+
+    d = 10_000
+    run = stored("small-lenet@100", {"final": [{"kind": "diffusion_spectrum", "samples": 2000}]},
+                 {"diffusion_rank": fraction * d, "diffusion_rank_fraction": fraction,
+                  "diffusion_trace": 1.0, "diffusion_dim": d},
+                 data={"diffusion_eigenvalues": [1.0, 0.5]})
+    options = {k: v for k, v in load_experiment("chaudhari-diffusion-spectrum", "cpu")
+               .options.items() if k != "claims"}
+    concl = diffusion_spectrum(SimpleNamespace(paper=PAPER, options=options), [run]).conclusions
+    (rank,) = [c for c in concl if c.claim.startswith("D(x) has a very small rank")]
+    assert rank.agrees_with_paper is agrees
+    assert "between 0.3% and 2%" in rank.claim

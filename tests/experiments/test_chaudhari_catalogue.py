@@ -125,3 +125,158 @@ def test_trajectory_fft_learning_rate_drops_at_the_end_of_the_burn_in(scale):
     assert whole.options["grad_norm_window"] == "whole-run"
     assert [r.key for r in whole.expand(data_dir="/d")] == [
         r.key for r in spec.expand(data_dir="/d")]
+
+
+# --- the equivalence margins of §3.3.2 and §4.6 ----------------------------------------------
+# The smallest gap the thesis calls a difference on MNIST: HEAT's 0.59% against 0.50% on lenet
+# ("with the exception of the heat equation which only reaches 0.59 %", line 1861), 18% of the
+# error. A margin as large as that would let HEAT's own result pass as "very similar".
+HEAT_GAP = (0.59 - 0.50) / 0.50
+# the error each equivalence claim's margin is relative to: the thesis' (Table 3.1, line 1050;
+# Table 4.1) at paper scale, the ~3% of lenet on 4,000 images at cpu scale
+ERROR = {("chaudhari-smoothing", "paper", "sgd"): 0.0050,
+         ("chaudhari-smoothing", "paper", "sgd-mnistfc"): 0.0110,
+         ("chaudhari-entropy-sgd", "paper", "adam"): 0.0051,
+         ("chaudhari-entropy-sgd", "paper", "adam-mnistfc"): 0.0139,
+         ("chaudhari-entropy-sgd", "paper", "sgd-allcnn"): 0.0771,
+         ("chaudhari-smoothing", "cpu", "sgd"): 0.03,
+         ("chaudhari-entropy-sgd", "cpu", "adam"): 0.03}
+
+
+@pytest.mark.parametrize("name", ["chaudhari-smoothing", "chaudhari-entropy-sgd"])
+@pytest.mark.parametrize("scale", ["cpu", "paper"])
+def test_equivalence_margins_are_below_the_gap_the_thesis_calls_a_difference(name, scale):
+    claims = [c for c in load_experiment(name, scale, readings=(
+        {"heat-lenet": "comparable"} if name == "chaudhari-smoothing" else None)
+        ).options["claims"] if "equivalent" in c]
+    assert claims
+    for c in claims:
+        err = ERROR[(name, scale, c["equivalent"][-1])]
+        assert c["margin"] <= HEAT_GAP / 2 * err * 1.001, c       # half the gap, 9% of the error
+        assert c["margin"] < HEAT_GAP * err, c
+    if scale == "paper":
+        lenet = [c["margin"] for c in claims if c["equivalent"][-1] in ("sgd", "adam")]
+        assert lenet and all(m < 0.0059 - 0.0050 for m in lenet)   # HEAT's 0.09 points
+
+
+@pytest.mark.parametrize("scale", ["smoke", "cpu", "paper"])
+def test_heat_on_lenet_is_worse_by_the_text_and_comparable_by_table_4_1s_caption(scale):
+    """Line 1861: HEAT "only reaches 0.59 %" (default, heat-lenet=worse); Table 4.1's caption,
+    line 1889: "all algorithms obtain comparable, state-of-the-art validation error"."""
+    def heat(readings):
+        spec = load_experiment("chaudhari-smoothing", scale, readings=readings)
+        return [(k, c.get("margin")) for c in spec.options["claims"] for k in
+                ("less", "equivalent") if c.get(k) == ["heat", "sgd"]]
+
+    assert heat(None) == heat({"heat-lenet": "worse"}) == [("less", None)]
+    ((kind, margin),) = heat({"heat-lenet": "comparable"})
+    assert kind == "equivalent" and margin > 0
+    default = load_experiment("chaudhari-smoothing", scale).expand(data_dir="/d")
+    other = load_experiment("chaudhari-smoothing", scale, readings={"heat-lenet": "comparable"})
+    assert [r.key for r in other.expand(data_dir="/d")] == [r.key for r in default]
+
+
+@pytest.mark.parametrize("scale", ["smoke", "cpu", "paper"])
+def test_hj_drops_its_learning_rate_in_effective_epochs_as_entropy_sgd(scale):
+    """"we set η = 0.1 and reduce it by a factor of 5 after every 3 epochs" (line 1815) is
+    Entropy-SGD's, whose epoch is L = 20 effective epochs: every 60 effective epochs. HJ (L = 5)
+    drops as often in effective epochs by default, every 3 of its own epochs by the reading."""
+    def hj_every(readings):
+        runs = load_experiment("chaudhari-smoothing", scale, readings=readings).expand(
+            data_dir="/d")
+        return {r.label: r.params["schedule"]["every"] * r.params["optimizer"]["L"]
+                for r in runs if r.label.startswith("hj")}
+
+    es = [r.params for r in load_experiment("chaudhari-smoothing", scale).expand(
+        data_dir="/d") if r.label.startswith("entropy-sgd") and "schedule" in r.params]
+    hj = hj_every(None)
+    assert hj
+    if scale == "smoke":            # L = 2 there: the drop is still every 12 HJ epochs
+        assert set(hj.values()) == {12 * 2}
+    else:
+        assert {p["schedule"]["every"] * p["optimizer"]["L"] for p in es} == {60}
+        assert set(hj.values()) == {60}
+    literal = load_experiment("chaudhari-smoothing", scale,
+                              readings={"hj-lr-drops": "hj-epochs"}).expand(data_dir="/d")
+    assert {r.params["schedule"]["every"] for r in literal if r.label.startswith("hj")} == {3}
+
+
+def test_section_3_3_2s_mnistfc_has_batch_norm_by_the_code_and_none_by_the_text():
+    """"a fully-connected network with two hidden layers of 1024 units each" (line 1050) names
+    batch normalisation for lenet only: mnistfc-bn=text drops it; the default keeps the code's."""
+    def mnistfc(readings):
+        spec = load_experiment("chaudhari-entropy-sgd", "paper", readings=readings)
+        return {r.label: r for r in spec.expand(data_dir="/d") if "mnistfc" in r.label}
+
+    code, text = mnistfc(None), mnistfc({"mnistfc-bn": "text"})
+    assert sorted(code) == sorted(text) == ["adam-mnistfc", "entropy-sgd-mnistfc"]
+    for label in code:
+        assert code[label].params["model"].get("batchnorm", True) is True
+        assert text[label].params["model"]["batchnorm"] is False
+        assert code[label].key != text[label].key
+    for scale in ("smoke", "cpu"):          # no mnistfc there: nothing changes
+        a = load_experiment("chaudhari-entropy-sgd", scale).expand()
+        b = load_experiment("chaudhari-entropy-sgd", scale, readings={"mnistfc-bn": "text"})
+        assert [r.key for r in b.expand()] == [r.key for r in a]
+
+
+def test_every_scale_running_small_fc_names_its_block_mean_inputs():
+    """small-fc's "7x7 down-sampled images" are 4x4 block means, not the authors' bilinear
+    resize: a departure wherever small-fc or tiny-fc runs on 28x28 images."""
+    from sgdlab.experiments.spec import catalogue_files
+
+    for name in sorted(n for n in catalogue_files() if n.startswith("chaudhari-")):
+        for scale in ("cpu", "paper"):
+            spec = load_experiment(name, scale)
+            if any(r.params.get("model", {}).get("name") in ("small-fc", "tiny-fc")
+                   for r in spec.expand(data_dir="/d")):
+                assert any("bilinear" in d for d in spec.deviations), (name, scale)
+
+
+@pytest.mark.parametrize("scale", ["cpu", "paper"])
+def test_parle_is_compared_with_elastic_sgd_on_the_same_subsets(scale):
+    """Table 5.2 (lines 2193-2194): Parle 5.89% against Elastic-SGD's 6.51% on 50% subsets,
+    6.08% against 6.8% on 25%, whenever both run."""
+    spec = load_experiment("chaudhari-parle-split", scale)
+    labels = {r.label for r in spec.expand(data_dir="/d")}
+    pairs = {tuple(c["greater"]) for c in spec.options["claims"] if "greater" in c}
+    for frac in ("50", "25"):
+        if f"elastic-sgd-{frac}" in labels:
+            assert (f"parle-{frac}", f"elastic-sgd-{frac}") in pairs
+
+
+def test_chaudhari_quotes_are_on_the_lines_they_cite(paper_text):
+    """Each quote begins on a line its ``where`` cites (a passage may run on across a page
+    break into the next few lines)."""
+    import re
+
+    from sgdlab.experiments.spec import catalogue_files, read_file
+
+    def norm(t: str) -> str:
+        return re.sub(r"[^a-z0-9]+", "", t.lower())
+
+    files = catalogue_files()
+    for name in sorted(n for n in files if n.startswith("chaudhari-")):
+        paper = read_file(files[name])["paper"]
+        quotes = ([(paper["quote"], paper["where"])] if "quote" in paper else []) + [
+            (q["quote"], q["where"]) for q in paper.get("quotes", [])]
+        for quote, where in quotes:
+            m = re.search(r"lines? ([\d ,–-]+)", where)
+            assert m, (name, where)
+            cited = [int(x) for x in re.findall(r"\d+", m.group(1))]
+            q = norm(quote)
+            assert any(norm(paper_text[n - 1]).find(q[:40]) >= 0 and q in norm(
+                " ".join(paper_text[n - 1:n + 3])) for n in cited), (name, where, quote[:60])
+
+
+@pytest.fixture(scope="module")
+def paper_text() -> list[str]:
+    import os
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    for d in (os.environ.get("SGDLAB_PAPERS"), root.parent / "shared" / "papers"):
+        f = Path(d) / "chaudhari-2018-thesis-energy-landscape.txt" if d else None
+        if f and f.is_file():
+            return f.read_text(errors="ignore").split("\n")
+    pytest.skip("the thesis' text is not at hand (set SGDLAB_PAPERS)")

@@ -126,6 +126,40 @@ def test_a_choice_joins_its_options_and_deviations_and_every_reading_is_describe
     assert default.options["threshold"] == 1 and default.deviations == ["toy data"]
 
 
+def test_a_claim_of_a_reading_is_tested_only_under_that_reading():
+    """A passage read two ways can make two different claims (a difference, or none): each
+    claim names its reading and only the chosen one's reaches the analysis."""
+    raw = _raw()
+    raw["options"]["claims"] = [
+        {"less": ["a", "b"], "metric": "y"},
+        {"less": ["a", "b-one"], "metric": "y", "reading": {"m": "one"}},
+        {"equivalent": ["a", "b-one"], "metric": "y", "margin": 1, "reading": {"m": "two"}},
+        {"greater": ["a", "b-two"], "metric": "y", "reading": {"m": ["one", "two"],
+                                                              "f": "double"}}]
+    def kinds(readings):
+        return [next(k for k in c if k in ("less", "equivalent", "greater"))
+                for c in resolve(raw, "smoke", readings=readings).options["claims"]]
+
+    assert [list(c) for c in resolve(raw, "smoke").options["claims"]] == [
+        ["less", "metric"], ["less", "metric"]]          # the reading key is not passed on
+    assert kinds({"m": "one"}) == ["less", "less"]
+    assert kinds({"m": "two"}) == ["less", "equivalent"]
+    assert kinds({"m": "two", "f": "double"}) == ["less", "equivalent", "greater"]
+    # the runs and their keys do not depend on which claims are tested
+    assert _keys(resolve(raw, "smoke", readings={"m": "two"})) == _keys(
+        resolve(_raw(), "smoke", readings={"m": "two"}))
+
+
+def test_a_choice_need_not_name_a_group_at_every_scale():
+    raw = _raw()
+    raw["scales"]["paper"] = {"runs": [{"label": "a"}, {"label": "c-only"}]}
+    raw["readings"]["m"]["choices"]["two"]["labels"] = ["c-"]
+    smoke = resolve(raw, "smoke", readings={"m": "two"})
+    assert _keys(smoke) == _keys(resolve(raw, "smoke"))        # nothing there to change
+    paper = {r.label: r.params for r in resolve(raw, "paper", readings={"m": "two"}).expand()}
+    assert paper["c-only|x=1"]["cfg"]["m"] == 2 and paper["a|x=1"]["cfg"]["m"] == 1
+
+
 def test_the_default_output_folder_names_the_readings_off_their_default():
     assert str(default_out_dir(resolve(_raw(), "cpu"))) == "sgdlab-out/t-read-cpu"
     both = resolve(_raw(), "cpu", readings={"f": "double", "m": "two"})
@@ -171,7 +205,13 @@ TWO = "readings/m/choices/two"
     (_set(f"{TWO}/labels", "b-"), "choices.two.labels: expected a list of run group labels"),
     (_set(f"{TWO}/params", {}), "choices.two.labels: limits 'params', which the choice lacks"),
     (_set(f"{TWO}/labels", ["c"]), "choices.two.labels: 'c' begins no run group's label at "
-                                   "scale 'smoke' (a, b-one, b-two)"),
+                                   "any scale (a, b-one, b-two)"),
+    (_set("options/claims", [{"less": ["a", "b"], "metric": "y", "reading": {"mm": "two"}}]),
+     "x.yaml.options.claims[0].reading: unknown reading 'mm' (did you mean m?)"),
+    (_set("options/claims", [{"less": ["a", "b"], "metric": "y", "reading": {"m": "tw"}}]),
+     "x.yaml.options.claims[0].reading: reading 'm' has no choice 'tw' (did you mean two?)"),
+    (_set("options/claims", [{"less": ["a", "b"], "metric": "y", "reading": "two"}]),
+     "x.yaml.options.claims[0].reading: expected a mapping reading -> choice"),
     (_set(f"{TWO}/params", {"x": 5}), "choices.two.params: 'x' is a grid axis"),
     (_set(f"{TWO}/params", {"y": 5}), "run 'b-one|x=1': unknown parameter 'y'"),
 ])
@@ -209,6 +249,10 @@ def test_each_catalogue_reading_resolves_and_only_its_other_choices_change_the_r
     raw = read_file(path)
     bare = copy.deepcopy(raw)
     del bare["readings"]
+    for sec in [bare] + list((bare.get("scales") or {}).values()):   # claims of one reading
+        claims = ((sec or {}).get("options") or {}).get("claims")
+        if claims:
+            sec["options"]["claims"] = [c for c in claims if "reading" not in c]
     default = {s: load_experiment(name, s) for s in SCALES}
     runs = {s: default[s].expand(data_dir="/d") for s in SCALES}
     for scale in SCALES:

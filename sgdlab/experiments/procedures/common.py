@@ -26,6 +26,9 @@ outside the margin by chance gets likelier, so the text names the pair and its i
 and is inconclusive otherwise. For A–B comparisons with B the reference of ``rtol``, the
 pairs keep the listed order (the earlier group is A).
 
+A claim may carry ``reading: {KEY: CHOICE}`` where the paper's readings of a passage make
+different claims: only the chosen reading's claims reach the analysis (``spec.resolve``).
+
 Any claim may carry ``requires``: preconditions every compared group must meet for the claim
 to be testable at all, e.g. ``requires: [{metric: train_acc, above: 0.5}]`` ("the nets trained").
 A group that misses one makes the conclusion inconclusive, whatever the comparison says: two
