@@ -98,20 +98,21 @@ def flat_loss(model: nn.Module, loss_fn: LossFn, data: Data) -> Callable[[Tensor
 
 
 def dense_hessian_reference(model: nn.Module, loss_fn: LossFn, data: Data) -> Tensor:
-    """∇²L(θ) of the flat-vector loss (d x d), one row at a time: the vector-Jacobian product
-    of ``grad(L)`` with each unit vector. Reverse over reverse avoids forward-mode AD, whose
+    """∇²L(θ) of the flat-vector loss (d x d), one row at a time: the gradient of each entry
+    of ∇L, by autograd's double backward. Reverse over reverse avoids forward-mode AD, whose
     first use compiles TorchScript decompositions for seconds; the rows are not vmapped
     (``jacrev(jacrev(L))``), since vmap's rule for layer norm's double backward was wrong when
     the input and the weight both carry a derivative (torch 2.13: an asymmetric Hessian, 0.09
     off a finite difference of the gradient, on a Transformer encoder layer). Attention runs
     on the math kernel of ``scaled_dot_product_attention``, the only one with a double
     backward."""
-    theta = params_vector(model)
+    theta = params_vector(model).requires_grad_()
     f = flat_loss(model, loss_fn, data)
-    with sdpa_kernel([SDPBackend.MATH]):
-        _, row = torch.func.vjp(torch.func.grad(f), theta)
-        return torch.stack([row(e)[0] for e in torch.eye(len(theta), dtype=theta.dtype,
-                                                        device=theta.device)]).detach()
+    with torch.enable_grad(), sdpa_kernel([SDPBackend.MATH]):
+        (g,) = torch.autograd.grad(f(theta), theta, create_graph=True)
+        return torch.stack([torch.autograd.grad(g, theta, e, retain_graph=True)[0]
+                            for e in torch.eye(len(theta), dtype=theta.dtype,
+                                               device=theta.device)]).detach()
 
 
 def per_sample_gradients_loop(model: nn.Module, loss_fn: LossFn, data: Data) -> Tensor:

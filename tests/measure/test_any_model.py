@@ -28,6 +28,8 @@ from sgdlab.testing import (covariance_reference, dense_hessian_reference,
                             empirical_fisher_reference, flat_loss, ggn_reference,
                             per_sample_gradients_loop, random_eval_batchnorm)
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 N = 8
 
 
