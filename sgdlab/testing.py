@@ -167,7 +167,8 @@ def ggn_reference(model: nn.Module, loss_fn: LossFn, data: Data) -> Tensor:
         return functional_call(model, unflatten_like(t, like), (x,))
 
     out = outputs(theta).detach()
-    with sdpa_kernel([SDPBackend.MATH]):    # attention: vmap has no rule for the fused kernel
+    # attention on the math kernel: vmap has no rule for the fused one
+    with sdpa_kernel([SDPBackend.MATH]):
         jac = torch.func.jacrev(outputs)(theta).reshape(out.numel(), -1)  # (N*C, d)
     h_out = torch.func.jacrev(torch.func.jacrev(lambda o: loss_fn(o.reshape(out.shape), y)))(
         out.reshape(-1))

@@ -26,8 +26,9 @@ plain ``nn.Sequential`` with max pooling, from the hand-written passes of
 trainable parameter belongs to an ``nn.Linear``, an ``nn.Conv1d/2d/3d`` (zero padding,
 "valid" or symmetric "same" included) or an eval-mode batch norm, each called once per
 forward (no weight sharing, no parameter used outside its layer: ``h @ self.inp.weight``) on
-inputs whose rows are the samples, the loss is a mean over samples and samples do not interact (no batch norm in train mode); :func:`per_sample_factors`
-returns None otherwise and callers fall back to ``torch.func`` (:func:`~sgdlab.operators.per_sample.per_sample_gradients`).
+inputs whose rows are the samples, the loss is a mean over samples and samples do not interact
+(no batch norm in train mode); :func:`per_sample_factors` returns None otherwise and callers
+fall back to ``torch.func`` (:func:`~sgdlab.operators.per_sample.per_sample_gradients`).
 """
 from __future__ import annotations
 
