@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 from torch.func import functional_call
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from sgdlab.operators.batches import Data, concat_batches
 from sgdlab.operators.params import (UNUSED_ZERO, flatten, params_vector, trainable_named_params,
@@ -97,12 +98,21 @@ def flat_loss(model: nn.Module, loss_fn: LossFn, data: Data) -> Callable[[Tensor
 
 
 def dense_hessian_reference(model: nn.Module, loss_fn: LossFn, data: Data) -> Tensor:
-    """∇²L(θ) by ``jacrev(jacrev(L))`` of the flat-vector loss (d x d). Reverse over reverse
-    (same values as ``torch.func.hessian``) avoids forward-mode AD, whose first use compiles
-    TorchScript decompositions for seconds."""
-    theta = params_vector(model)
+    """∇²L(θ) of the flat-vector loss (d x d), one row at a time: the gradient of each entry
+    of ∇L, by autograd's double backward. Reverse over reverse avoids forward-mode AD, whose
+    first use compiles TorchScript decompositions for seconds; the rows are not vmapped
+    (``jacrev(jacrev(L))``), since vmap's rule for layer norm's double backward was wrong when
+    the input and the weight both carry a derivative (torch 2.13: an asymmetric Hessian, 0.09
+    off a finite difference of the gradient, on a Transformer encoder layer). Attention runs
+    on the math kernel of ``scaled_dot_product_attention``, the only one with a double
+    backward."""
+    theta = params_vector(model).requires_grad_()
     f = flat_loss(model, loss_fn, data)
-    return torch.func.jacrev(torch.func.jacrev(f))(theta).detach()
+    with torch.enable_grad(), sdpa_kernel([SDPBackend.MATH]):
+        (g,) = torch.autograd.grad(f(theta), theta, create_graph=True)
+        return torch.stack([torch.autograd.grad(g, theta, e, retain_graph=True)[0]
+                            for e in torch.eye(len(theta), dtype=theta.dtype,
+                                               device=theta.device)]).detach()
 
 
 def per_sample_gradients_loop(model: nn.Module, loss_fn: LossFn, data: Data) -> Tensor:
@@ -157,7 +167,9 @@ def ggn_reference(model: nn.Module, loss_fn: LossFn, data: Data) -> Tensor:
         return functional_call(model, unflatten_like(t, like), (x,))
 
     out = outputs(theta).detach()
-    jac = torch.func.jacrev(outputs)(theta).reshape(out.numel(), -1)  # (N*C, d)
+    # attention on the math kernel: vmap has no rule for the fused one
+    with sdpa_kernel([SDPBackend.MATH]):
+        jac = torch.func.jacrev(outputs)(theta).reshape(out.numel(), -1)  # (N*C, d)
     h_out = torch.func.jacrev(torch.func.jacrev(lambda o: loss_fn(o.reshape(out.shape), y)))(
         out.reshape(-1))
     return (jac.T @ h_out @ jac).detach()

@@ -25,9 +25,10 @@ plain ``nn.Sequential`` with max pooling, from the hand-written passes of
 :class:`~sgdlab.operators.rop.SequentialHVP` (:func:`_sequential_passes`). Applies when every
 trainable parameter belongs to an ``nn.Linear``, an ``nn.Conv1d/2d/3d`` (zero padding,
 "valid" or symmetric "same" included) or an eval-mode batch norm, each called once per
-forward (no weight sharing) on inputs whose rows are the samples, the loss is a mean over
-samples and samples do not interact (no batch norm in train mode); :func:`per_sample_factors`
-returns None otherwise and callers fall back to ``torch.func`` (:func:`~sgdlab.operators.per_sample.per_sample_gradients`).
+forward (no weight sharing, no parameter used outside its layer: ``h @ self.inp.weight``) on
+inputs whose rows are the samples, the loss is a mean over samples and samples do not interact
+(no batch norm in train mode); :func:`per_sample_factors` returns None otherwise and callers
+fall back to ``torch.func`` (:func:`~sgdlab.operators.per_sample.per_sample_gradients`).
 """
 from __future__ import annotations
 
@@ -36,6 +37,8 @@ from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
+from torch.overrides import TorchFunctionMode
+from torch.utils._pytree import tree_flatten
 
 from .batches import Data, fixed_randomness, iterate_batches
 from .params import trainable_named_params
@@ -414,7 +417,8 @@ def per_sample_factors(
         batches += [(x[j : j + step], y[j : j + step]) for j in range(0, len(x), step)]
     with fixed_randomness(model, device):       # dropout in train mode: one fixed draw
         found = _sequential_passes(model, loss_fn, batches, layers)
-        if found is None and not _samples_interact(model, batches[0][0]):
+        if found is None and not _samples_interact(model, batches[0][0]) \
+                and not _params_outside_layers(model, layers, batches[0][0]):
             found = _hooked_passes(model, loss_fn, batches, layers)
     if found is None:
         return None
@@ -510,6 +514,53 @@ def _samples_interact(model, x: Tensor) -> bool:
     if not math.isfinite(scale):
         return False         # non-finite outputs: the caller's finiteness checks report them
     return not torch.allclose(pair[:1], alone, rtol=1e-4, atol=1e-5 * scale + 1e-30)
+
+
+class _ParameterUses(TorchFunctionMode):
+    """Records whether a trainable parameter of ``layers`` reaches a torch function outside its
+    own layer's forward (``h @ self.inp.weight``, a weight tied by hand): hooks on the layers
+    see only the use inside the layer, so a per-sample gradient built from them would miss
+    the other use's share."""
+
+    def __init__(self, layers: list[nn.Module]):
+        super().__init__()
+        self.owner = {id(p): m for m in layers for p in m.parameters(recurse=False)
+                      if p.requires_grad}
+        self.running: list[nn.Module] = []
+        self.outside = False
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if not self.outside:
+            inner = self.running[-1] if self.running else None
+            self.outside = any(
+                isinstance(t, Tensor) and self.owner.get(id(t), inner) is not inner
+                for t in tree_flatten((args, kwargs))[0])
+        return func(*args, **kwargs)
+
+
+def _params_outside_layers(model, layers: list[nn.Module], x: Tensor) -> bool:
+    """Whether the forward pass on sample 0 uses a layer's trainable parameter anywhere but in
+    that layer (:class:`_ParameterUses`); True when that forward fails (vmap reports it)."""
+    uses = _ParameterUses(layers)
+
+    def enter(m, args) -> None:
+        uses.running.append(m)
+
+    def leave(m, args, out) -> None:       # returns None: the output stays the layer's
+        uses.running.pop()
+
+    handles = [h for m in layers
+               for h in (m.register_forward_pre_hook(enter), m.register_forward_hook(leave))]
+    try:
+        with torch.no_grad(), uses:
+            model(x[:1])
+    except Exception:
+        return True
+    finally:
+        for h in handles:
+            h.remove()
+    return uses.outside
 
 
 def _hooked_passes(model, loss_fn, batches, layers):

@@ -9,7 +9,9 @@ mean-reduced loss the full-batch gradient is ``G.mean(0)``. Two engines give the
   hand-written passes for plain ``nn.Sequential`` conv nets), each layer's block written
   straight into the output (Goodfellow 2015; what BackPACK's
   BatchGrad computes);
-- ``torch.func``: vmap over grad, for any model, chunked to bound memory.
+- ``torch.func``: vmap over grad, for any model, chunked to bound memory; where vmap fails
+  (an op without a batching rule that writes in place: ``nn.GRU``, ``nn.LSTM``), one
+  backward pass per sample, with a warning.
 
 G is written into one buffer allocated once (:func:`empty_rows`): for large G the cost is
 memory traffic, not arithmetic (G of a 669,706-parameter MLP on 1,024 samples is 2.7 GB).
@@ -19,11 +21,13 @@ samples of a batch, so per-sample gradients are refused for it (call ``model.eva
 from __future__ import annotations
 
 import mmap
+import warnings
 from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
 from torch.func import functional_call, grad, vmap
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from sgdlab.errors import UserError
 
@@ -120,12 +124,32 @@ def _per_sample_gradients(model, loss_fn, data, chunk_size, method) -> Tensor:
     first = next(iter(params.values()))
     out = empty_rows(len(x), sum(p.numel() for p in params.values()), first.dtype, first.device)
     for i in range(0, len(x), step):
-        g = per_sample(params, x[i : i + step], y[i : i + step])
+        try:
+            # attention on the math kernel: vmap has no rule for the fused CPU kernel's
+            # forward or backward and ran them sample by sample
+            with sdpa_kernel([SDPBackend.MATH]):
+                g = per_sample(params, x[i : i + step], y[i : i + step])
+        except (RuntimeError, NotImplementedError) as e:
+            # an op vmap cannot batch (nn.GRU / nn.LSTM write into an unbatched hidden
+            # state): stay correct, one backward pass per sample
+            warnings.warn(f"per_sample_gradients: vmap failed ({str(e).splitlines()[0]}); "
+                          "one backward pass per sample", RuntimeWarning, stacklevel=3)
+            _sample_by_sample(model, loss_fn, x, y, out, i)
+            return out
         col = 0
         for k, p in params.items():      # each chunk written once, straight into G
             out[i : i + step, col : col + p.numel()] = g[k].reshape(g[k].shape[0], -1)
             col += p.numel()
     return out
+
+
+def _sample_by_sample(model, loss_fn, x: Tensor, y: Tensor, out: Tensor, start: int) -> None:
+    """Rows ``start:`` of G by one forward and backward pass per sample, on the model itself."""
+    params = list(trainable_named_params(model).values())
+    with torch.enable_grad():
+        for j in range(start, len(x)):
+            loss = loss_fn(model(x[j : j + 1]), y[j : j + 1])
+            out[j] = flatten(torch.autograd.grad(loss, params, **UNUSED_ZERO))
 
 
 def full_gradient(

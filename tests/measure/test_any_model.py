@@ -4,7 +4,12 @@ or a UserError that names the problem and the remedy.
 
 The zoo: a residual tanh network (not ``nn.Sequential``), a frozen parameter next to an unused
 trainable layer, batch norm and dropout in eval and in train mode, a conv net with max pooling,
-an ``nn.Embedding`` front end on integer tokens, MSE regression and a ``reduction="sum"`` loss.
+an ``nn.Embedding`` front end on integer tokens, MSE regression, a ``reduction="sum"`` loss, and
+the sequence models in use today: a one-layer Transformer encoder (layer norm, multi-head
+attention, GELU; eval mode, where PyTorch's fused fast path serves no-grad calls) on tokens, a
+GRU over a sequence of float features (vmap cannot batch it), and tied weights: an embedding
+matrix that is also the output projection's weight (one parameter registered twice), and a
+linear layer's weight used again outside the layer.
 """
 from __future__ import annotations
 
@@ -22,6 +27,8 @@ from sgdlab.operators.params import params_vector
 from sgdlab.testing import (covariance_reference, dense_hessian_reference,
                             empirical_fisher_reference, flat_loss, ggn_reference,
                             per_sample_gradients_loop, random_eval_batchnorm)
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 N = 8
 
@@ -55,6 +62,56 @@ class Tokens(nn.Module):
         return self.head(torch.tanh(self.emb(x).mean(1)))
 
 
+class TinyTransformer(nn.Module):
+    """Tokens -> a Transformer encoder layer -> mean over positions -> a linear head."""
+
+    def __init__(self):
+        super().__init__()
+        self.emb = nn.Embedding(6, 4)
+        self.enc = nn.TransformerEncoderLayer(d_model=4, nhead=2, dim_feedforward=8, dropout=0.0,
+                                              batch_first=True, activation="gelu")
+        self.head = nn.Linear(4, 2)
+
+    def forward(self, x):
+        return self.head(self.enc(self.emb(x)).mean(1))
+
+
+class GRUClassifier(nn.Module):
+    """A GRU over (N, T, 3) float features; the last hidden state -> a linear head."""
+
+    def __init__(self):
+        super().__init__()
+        self.rnn, self.head = nn.GRU(3, 4, batch_first=True), nn.Linear(4, 2)
+
+    def forward(self, x):
+        return self.head(self.rnn(x)[1][-1])
+
+
+class TiedEmbedding(nn.Module):
+    """The embedding matrix is also the output projection (``out.weight is emb.weight``): one
+    parameter, registered twice, used twice."""
+
+    def __init__(self):
+        super().__init__()
+        self.emb, self.mix = nn.Embedding(6, 3), nn.Linear(3, 3)
+        self.out = nn.Linear(3, 6, bias=False)
+        self.out.weight = self.emb.weight
+
+    def forward(self, x):
+        return self.out(torch.tanh(self.mix(self.emb(x).mean(1))))
+
+
+class TiedByHand(nn.Module):
+    """The first layer's weight, used again outside its layer as the output projection."""
+
+    def __init__(self):
+        super().__init__()
+        self.inp, self.mid = nn.Linear(3, 4), nn.Linear(4, 4)
+
+    def forward(self, x):
+        return torch.tanh(self.mid(torch.tanh(self.inp(x)))) @ self.inp.weight
+
+
 def _bn(train: bool) -> nn.Module:
     m = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4), nn.Tanh(), nn.Linear(4, 2))
     random_eval_batchnorm(m[1], 3)
@@ -74,8 +131,11 @@ def _data(kind: str, seed: int):
     g = torch.Generator().manual_seed(seed)
     if kind == "image":
         return torch.randn(N, 1, 8, 8, generator=g), torch.randint(0, 3, (N,), generator=g)
-    if kind == "tokens":
-        return torch.randint(0, 6, (N, 4), generator=g), torch.randint(0, 2, (N,), generator=g)
+    if kind in ("tokens", "tokens6"):
+        return (torch.randint(0, 6, (N, 4), generator=g),
+                torch.randint(0, 6 if kind == "tokens6" else 2, (N,), generator=g))
+    if kind == "sequence":
+        return torch.randn(N, 5, 3, generator=g), torch.randint(0, 2, (N,), generator=g)
     if kind == "regression":
         return torch.randn(N, 3, generator=g), torch.randn(N, 3, generator=g)
     return torch.randn(N, 3, generator=g), torch.randint(0, 2, (N,), generator=g)
@@ -92,6 +152,12 @@ ZOO = {
     "conv_maxpool": (_conv, nn.CrossEntropyLoss(), "image"),
     "embedding": (Tokens, nn.CrossEntropyLoss(), "tokens"),
     "mse": (lambda: Residual(3), nn.MSELoss(), "regression"),
+    # eval mode: nn.MultiheadAttention and the encoder layer take PyTorch's fused fast path
+    # whenever no gradient is recorded
+    "transformer": (lambda: TinyTransformer().eval(), nn.CrossEntropyLoss(), "tokens"),
+    "gru": (GRUClassifier, nn.CrossEntropyLoss(), "sequence"),
+    "tied_embedding": (TiedEmbedding, nn.CrossEntropyLoss(), "tokens6"),
+    "tied_by_hand": (TiedByHand, nn.CrossEntropyLoss(), "vector"),
 }
 DETERMINISTIC = [k for k in ZOO if k not in ("bn_train", "dropout_train")]
 PER_SAMPLE = [k for k in ZOO if k != "bn_train"]
@@ -181,6 +247,8 @@ def test_hessian_measurements_match_dense_reference(name):
     v = M.hessian_directions(model, loss_fn, d, 2, generator=gen(), tol=1e-10)
     for u, lam in zip(v, eig.flip(0)):
         close(ref2 @ u, lam * u, 1e-6)
+    if name == "tied_embedding":     # d counts the tied matrix once: emb.weight, mix.*
+        assert ref1.shape == (18 + 12, 18 + 12)
     if name == "frozen_unused":      # d counts a.weight, unused.*, head.*: unused rows are 0
         assert ref1.shape == (12 + 6 + 10, 12 + 6 + 10)
         assert not bool(ref1[12:18].any())
@@ -273,8 +341,10 @@ def _eval_loss(model, loss_fn, data):
     was = model.training
     model.eval()
     try:
-        with torch.no_grad():
-            return float(loss_fn(model(data[0]), data[1]))
+        # a gradient recorded: attention takes no fused eval-mode fast path here, which the
+        # library's no-grad evaluations do
+        with torch.enable_grad():
+            return float(loss_fn(model(data[0]), data[1]).detach())
     finally:
         model.train(was)
 

@@ -170,6 +170,65 @@ def test_models_whose_samples_interact_use_vmap():
                                covariance_reference(ref))
 
 
+class _TiedByHand(nn.Module):
+    """The first layer's weight is also the output projection, used outside its layer."""
+
+    def __init__(self):
+        super().__init__()
+        self.inp, self.mid = nn.Linear(3, 4), nn.Linear(4, 4)
+
+    def forward(self, x):
+        return torch.tanh(self.mid(torch.tanh(self.inp(x)))) @ self.inp.weight
+
+
+def test_a_parameter_used_outside_its_layer_makes_the_factored_engine_decline():
+    """The hooks on ``inp`` see only its own use of ``inp.weight``: rows built from them missed
+    the output projection's share (0.47 off). The engine declines; G and the GGN diagonal
+    (whose all-linear path reads the same hooks) come out exact."""
+    from sgdlab.measure import ggn_diagonal
+    from sgdlab.testing import ggn_reference
+
+    model, loss_fn = _TiedByHand().double(), nn.CrossEntropyLoss()
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(9, 3, generator=g, dtype=torch.float64), torch.randint(0, 3, (9,),
+                                                                             generator=g)
+    assert per_sample_factors(model, loss_fn, (x, y)) is None
+    ref = per_sample_gradients_loop(model, loss_fn, (x, y))
+    torch.testing.assert_close(per_sample_gradients(model, loss_fn, (x, y)), ref)
+    torch.testing.assert_close(gradient_covariance(model, loss_fn, (x, y)).dense(),
+                               covariance_reference(ref))
+    torch.testing.assert_close(ggn_diagonal(model, loss_fn, (x, y)),
+                               ggn_reference(model, loss_fn, (x, y)).diagonal())
+    # the same network with the projection a layer of its own still factors
+    model.forward = lambda x: model.mid(torch.tanh(model.inp(x)))
+    assert per_sample_factors(model, loss_fn, (x, y)) is not None
+
+
+class _GRU(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.rnn, self.head = nn.GRU(3, 4, batch_first=True), nn.Linear(4, 2)
+
+    def forward(self, x):
+        return self.head(self.rnn(x)[1][-1])
+
+
+def test_a_model_vmap_cannot_batch_gets_one_backward_per_sample():
+    """vmap over ``nn.GRU`` fails (its hidden state is written in place, unbatched): the rows
+    come from one backward pass per sample instead, with a warning, from the chunk that
+    failed on."""
+    torch.manual_seed(0)
+    model, loss_fn = _GRU().double(), nn.CrossEntropyLoss()
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(7, 4, 3, generator=g, dtype=torch.float64), torch.randint(0, 2, (7,),
+                                                                                generator=g)
+    ref = per_sample_gradients_loop(model, loss_fn, (x, y))
+    for chunk_size in (None, 3):
+        with pytest.warns(RuntimeWarning, match="vmap failed.*one backward pass per sample"):
+            got = per_sample_gradients(model, loss_fn, (x, y), chunk_size=chunk_size)
+        torch.testing.assert_close(got, ref)
+
+
 @pytest.mark.parametrize("method", ["auto", "vmap"])
 def test_dropout_in_train_mode_is_one_fixed_draw_of_masks(method):
     """Per-sample gradients of a model with dropout in train mode: each sample under its own

@@ -7,7 +7,9 @@ other code paths: frozen, unused and newly frozen parameters stay put, a group a
 not move, LR schedulers (LambdaLR, StepLR) scale the step and round-trip their state with the
 optimizer's, ``step(closure)`` returns the closure's loss, ``step()`` works or asks for a
 closure, ``zero_grad()`` sets gradients to None, ``add_param_group`` trains the new group, and
-float32 models keep float32 parameters and state."""
+float32 models keep float32 parameters and state. Every optimizer also trains and round-trips
+on a Transformer encoder, a GRU and an embedding tied to the output projection, holding the
+tied matrix once and moving it by both uses' gradient."""
 from __future__ import annotations
 
 import copy
@@ -402,3 +404,121 @@ def test_float32_parameters_and_state_stay_float32(name):
     for t in _state_tensors(sd):
         if t.is_floating_point() and t.dim() > 0:
             assert t.dtype == dtype, (name, t.shape, t.dtype)
+
+
+# --- the sequence models in use today, and a parameter used twice -----------------------------
+
+
+class TinyTransformer(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.emb = nn.Embedding(6, 4)
+        self.enc = nn.TransformerEncoderLayer(d_model=4, nhead=2, dim_feedforward=8, dropout=0.0,
+                                              batch_first=True, activation="gelu")
+        self.head = nn.Linear(4, 2)
+
+    def forward(self, x):
+        return self.head(self.enc(self.emb(x)).mean(1))
+
+
+class GRUNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.rnn, self.head = nn.GRU(3, 4, batch_first=True), nn.Linear(4, 2)
+
+    def forward(self, x):
+        return self.head(self.rnn(x)[1][-1])
+
+
+class TiedEmbedding(nn.Module):
+    """``out.weight is emb.weight``: one parameter, registered twice, used twice."""
+
+    def __init__(self):
+        super().__init__()
+        self.emb, self.mix = nn.Embedding(6, 3), nn.Linear(3, 3)
+        self.out = nn.Linear(3, 6, bias=False)
+        self.out.weight = self.emb.weight
+
+    def forward(self, x):
+        return self.out(torch.tanh(self.mix(self.emb(x).mean(1))))
+
+
+class TiedByHand(TiedEmbedding):
+    """The same function with the projection written as ``h @ emb.weight.T``."""
+
+    def __init__(self):
+        super().__init__()
+        del self.out
+
+    def forward(self, x):
+        return torch.tanh(self.mix(self.emb(x).mean(1))) @ self.emb.weight.T
+
+
+def _seq_data(name: str):
+    g = torch.Generator().manual_seed(0)
+    if name == "gru":
+        return torch.randn(8, 4, 3, generator=g, dtype=torch.float64), torch.randint(
+            0, 2, (8,), generator=g)
+    return torch.randint(0, 6, (8, 4), generator=g), torch.randint(
+        0, 6 if name.startswith("tied") else 2, (8,), generator=g)
+
+
+SEQ_MODELS = {"transformer": lambda: TinyTransformer().eval(), "gru": GRUNet,
+              "tied": TiedEmbedding, "tied_by_hand": TiedByHand}
+
+
+def _seq_run(name: str, model_name: str, n: int = 2):
+    torch.manual_seed(0)
+    model, data = SEQ_MODELS[model_name]().double(), _seq_data(model_name)
+    opt = _build(name, model, data)
+    return model, data, opt, _steps(opt, model, data, n)
+
+
+@pytest.mark.filterwarnings("ignore:.*vmap failed.*:RuntimeWarning")
+@pytest.mark.parametrize("model_name", ["transformer", "gru", "tied"])
+@pytest.mark.parametrize("name", sorted(HYPER))
+def test_sequence_models_train_and_round_trip(name, model_name):
+    model, data, opt, first = _seq_run(name, model_name)
+    assert all(torch.isfinite(torch.tensor(first))), first
+    saved = {k: v.clone() for k, v in model.state_dict().items()}
+    state = copy.deepcopy(opt.state_dict())
+    later = _steps(opt, model, data, 1)
+    torch.manual_seed(0)
+    fresh = SEQ_MODELS[model_name]().double()
+    fresh.load_state_dict(saved)
+    opt2 = _build(name, fresh, data)
+    opt2.load_state_dict(state)
+    assert _steps(opt2, fresh, data, 1) == later, name
+    for a, b in zip(model.parameters(), fresh.parameters()):
+        assert torch.equal(a, b), name
+
+
+@pytest.mark.parametrize("name", sorted(HYPER))
+def test_a_tied_parameter_is_one_parameter_of_the_optimizer(name):
+    # registered twice or used twice by hand, the same function and the same three parameters:
+    # every optimizer holds the matrix once and takes the same steps
+    tied, _, opt, losses = _seq_run(name, "tied")
+    by_hand, _, opt2, losses2 = _seq_run(name, "tied_by_hand")
+    held = [p for g in opt.param_groups for p in g["params"]]
+    assert len(held) == len({id(p) for p in held}) == 3
+    assert sum(p is tied.emb.weight for p in held) == 1
+    assert len(opt.state) == len(opt2.state) <= 3
+    assert all(any(p is q for q in held) for p in opt.state)
+    assert losses == losses2, name
+    for a, b in zip(tied.parameters(), by_hand.parameters()):
+        assert torch.equal(a, b), name
+
+
+def test_sgd_moves_a_tied_parameter_by_the_sum_of_both_uses():
+    torch.manual_seed(0)
+    model, (x, y) = TiedEmbedding().double(), _seq_data("tied")
+    # the two uses as two parameters: their gradients' sum is the tied matrix's gradient
+    emb, proj = (model.emb.weight.detach().clone().requires_grad_() for _ in range(2))
+    h = torch.tanh(model.mix(F.embedding(x, emb).mean(1)))
+    g_emb, g_proj = torch.autograd.grad(F.cross_entropy(h @ proj.T, y), (emb, proj))
+    assert g_emb.abs().max() > 0 and g_proj.abs().max() > 0
+    before = model.emb.weight.detach().clone()
+    opt = build_optimizer_for("sgd", model, lr=0.1)
+    _steps(opt, model, (x, y), 1)
+    torch.testing.assert_close(model.emb.weight.detach(), before - 0.1 * (g_emb + g_proj),
+                               rtol=1e-12, atol=1e-14)
