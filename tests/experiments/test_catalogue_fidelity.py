@@ -126,8 +126,66 @@ def test_a_run_capped_by_max_steps_has_epochs_enough_to_reach_it(name):
                 continue
             ds = p.get("dataset") or {}
             n = ds.get("n_train") or TRAIN_SIZES[ds["name"]]
-            steps = math.ceil(n / min(int(p["batch_size"]), n)) * p["epochs"]
+            b = min(int(p["batch_size"]), n)
+            steps = (n // b if p.get("drop_last") else math.ceil(n / b)) * p["epochs"]
             assert steps >= p["max_steps"], (
                 f"{name} [{scale}] {r.label}: {p['epochs']} epochs of "
                 f"{math.ceil(n / p['batch_size'])} steps stop at {steps} < max_steps "
                 f"{p['max_steps']}")
+
+
+# training-set sizes at paper scale where a run does not set n_train
+PAPER_TRAIN_SIZES = {"cifar10": 50000, "fashion_mnist": 60000}
+
+
+@pytest.mark.parametrize("name", sorted(n for n in FILES if n.startswith(("xing-",
+                                                                           "jastrzebski-"))))
+def test_paper_scale_epochs_end_in_full_batches(name):
+    # an epoch's last, short batch is another batch size: where the size under test is
+    # η/S or the batch size itself, it must be dropped or never arise
+    from sgdlab.experiments.spec import load_experiment
+
+    for r in load_experiment(name, "paper").expand(data_dir="/d"):
+        p = r.params
+        b, ds = p.get("batch_size"), p.get("dataset") or {}
+        if "between" in p or b == "full" or p.get("drop_last"):
+            continue
+        n = ds.get("n_train") or PAPER_TRAIN_SIZES[ds["name"]]
+        sizes = [b] if isinstance(b, int) else [b["low"], b["high"]]
+        assert all(n % s == 0 for s in sizes), f"{name} {r.label}: {n} images, batch {b}"
+
+
+def test_drop_last_reaches_the_training_loop_and_its_step_count():
+    from sgdlab.experiments.procedures import get_procedure
+
+    train = get_procedure("train")
+    p = {"dataset": {"name": "cifar10", "n_train": 45000}, "model": {"name": "vgg-11"},
+         "optimizer": {"name": "sgd", "lr": 0.1}, "batch_size": 400, "epochs": 2}
+    assert train.planned_steps(p) == 2 * 113
+    assert train.planned_steps({**p, "drop_last": True}) == 2 * 112
+    with pytest.raises(ConfigError, match="drop_last must be true or false"):
+        train.validate({**p, "drop_last": "yes"}, "x")
+
+
+def test_a_run_with_drop_last_takes_only_full_batches(tmp_path):
+    import yaml
+
+    from sgdlab.experiments.runner import run_experiment
+
+    raw = {"name": "t-drop", "version": 1, "description": "short batches dropped",
+           "analysis": "compare_groups", "procedure": "train",
+           "paper": {"author": "Nobody", "year": 2020, "figure": "Fig. 0"},
+           "base": {"dataset": {"name": "cubic"}, "model": {"name": "zhu-mlp-1-6-6-6-1"},
+                    "optimizer": {"name": "sgd", "lr": 0.01}, "batch_size": 6, "epochs": 2},
+           "runs": [{"label": "keep"}, {"label": "drop", "params": {"drop_last": True}}],
+           "seeds": [0], "options": {"table": [["train_loss", "final train loss"]]}}
+    cfg = tmp_path / "exp.yaml"
+    cfg.write_text(yaml.safe_dump(raw))
+    res = run_experiment(str(cfg), scale="cpu", out_dir=tmp_path / "o",
+                         store_path=str(tmp_path / "s.sqlite"), progress=None)
+    steps = {r["label"]: r["summary"]["steps"] for r in res.results["runs"]}
+    from sgdlab.data.registry import load_dataset
+
+    n = len(load_dataset("cubic").x_train)
+    assert n > 6 and n % 6, "the test needs a training set that is no multiple of the batch"
+    assert steps == {"keep": 2 * -(-n // 6), "drop": 2 * (n // 6)}

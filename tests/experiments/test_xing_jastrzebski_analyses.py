@@ -193,12 +193,14 @@ def test_breakdown_equivalence_departure_and_dataset_size():
                  r(800, 16, seed, 0.70 + e, status="diverged" if seed == 0 else "finished")]
     spec = SimpleNamespace(paper=PAPER, options={"metric": "test_acc", "margin": 0.01})
     c = breakdown(spec, runs).conclusions
-    assert len(c) == 5
+    assert len(c) == 7
     assert c[0].agrees_with_paper is True and "equivalent" in c[0].text   # n=4000, β=2
-    assert c[1].agrees_with_paper is True and "not equivalent" in c[1].text  # β=16 departs
-    assert c[2].agrees_with_paper is True                                  # n=800, β=2
-    assert c[3].agrees_with_paper is True and "diverged" in c[3].text
-    assert c[4].agrees_with_paper is True                                  # 0.2 > 0.05
+    assert c[1].agrees_with_paper is True and "curves" in c[1].text       # its curve too
+    assert c[2].agrees_with_paper is True and "not equivalent" in c[2].text  # β=16 departs
+    assert c[3].agrees_with_paper is True                                  # n=800, β=2
+    assert c[4].agrees_with_paper is True and "curves" in c[4].text
+    assert c[5].agrees_with_paper is True and "diverged" in c[5].text
+    assert c[6].agrees_with_paper is True                                  # 0.2 > 0.05
 
 
 def test_interpolation_outward_basin_widths():
@@ -297,3 +299,230 @@ def test_interpolation_width_claim_with_one_seed_unclosed_uses_the_mean_of_the_b
     # against a B that closes wider than that mean bound, nothing is settled
     runs = [_basins("pair", 0, 0.5, 1.5)] + [_basins("pair", s, 4.0, 1.5) for s in (1, 2)]
     assert interpolation(spec, runs).conclusions[0].agrees_with_paper is None
+
+
+# --- the catalogue entries encode what the papers say --------------------------------------
+def _claims_of(name, scale):
+    from sgdlab.experiments.spec import load_experiment
+
+    return load_experiment(name, scale)
+
+
+def _barrier_run(label, seed, table):
+    """A run whose walk instrument recorded ``table``: {epoch: (steps, barriers, height)}."""
+    metrics = {k: [] for k in ("walk_epoch", "walk_epoch_steps", "walk_epoch_barriers",
+                               "walk_epoch_mean_height")}
+    for e, (steps, barriers, height) in table.items():
+        s = 1000 * e
+        metrics["walk_epoch"].append((s, float(e)))
+        metrics["walk_epoch_steps"].append((s, float(steps)))
+        metrics["walk_epoch_barriers"].append((s, float(barriers)))
+        metrics["walk_epoch_mean_height"].append((s, height * (1 + 0.01 * seed)))
+    return run(label, seed, metrics=metrics)
+
+
+# Xing et al. Table 1 (VGG-11, lines 87-88) and Table 2 (VGG-11, lines 120-122)
+TABLE_1_VGG = {1: 0, 10: 0, 25: 5, 100: 13}
+TABLE_2_VGG = {"lr0.1": {1: 0.0625, 10: 0.0199, 25: 0.0104, 100: 0.0025},
+               "lr0.05": {1: 0.0102, 10: 0.0050, 25: 0.0035, 100: 0.0011}}
+
+
+def _barrier_verdicts(scale, barriers=None, heights=None):
+    from sgdlab.experiments.procedures.xing import xing_barriers
+
+    spec = _claims_of("xing-barriers", scale)
+    epochs = spec.options["epochs"]
+    barriers = barriers or TABLE_1_VGG
+    heights = heights or TABLE_2_VGG
+    runs = [_barrier_run(g, s, {e: (450, barriers.get(e, 0) if g == "lr0.1" else 0,
+                                    heights[g].get(e, heights[g][1] / e)) for e in epochs})
+            for g in ("lr0.1", "lr0.05") for s in (0, 1)]
+    spec = SimpleNamespace(paper=PAPER, options=spec.options)
+    return [c.agrees_with_paper for c in xing_barriers(spec, runs).conclusions]
+
+
+def test_barriers_paper_scale_tests_epoch_100():
+    claims = _claims_of("xing-barriers", "paper").options["claims"]
+    on = {(tuple(c[k] for k in c if k in ("less", "greater"))[0][0], c["metric"],
+           c.get("metric_b")) for c in claims}
+    assert ("lr0.1", "barrier_fraction_epoch100", None) in on
+    assert ("lr0.05", "height_epoch100", None) in on
+    # Table 2 falls at every step for both learning rates: each scale tests every step of
+    # the epochs it measures, at both
+    for scale in ("smoke", "cpu", "paper"):
+        spec = _claims_of("xing-barriers", scale)
+        epochs = spec.options["epochs"]
+        on = {(c["less"][0], c["less"][1], c["metric"], c.get("metric_b"))
+              for c in spec.options["claims"] if "less" in c}
+        for lr in ("lr0.1", "lr0.05"):
+            for a, b in zip(epochs, epochs[1:]):
+                assert (lr, lr, f"height_epoch{b}", f"height_epoch{a}") in on, (scale, lr, a, b)
+        for e in epochs:
+            assert ("lr0.05", "lr0.1", f"height_epoch{e}", None) in on, (scale, e)
+
+
+def test_barrier_claims_follow_table_1s_counts_and_table_2s_heights():
+    # the paper's own VGG-11 numbers agree with every claim at paper scale
+    assert _barrier_verdicts("paper") == [True] * 14
+    # ResNet-56's 23 of 450 in epoch 100 (Table 1's largest count, line 89) passes as well
+    assert all(_barrier_verdicts("paper", barriers={1: 0, 10: 0, 25: 2, 100: 23}))
+    # a barrier count Table 1 does not have fails: 2 updates in epoch 1, 24 of 450 in epoch 100
+    v = _barrier_verdicts("paper", barriers={1: 2, 10: 0, 25: 5, 100: 24})
+    assert v[0] is False and v[10] is False and v.count(False) == 2
+    # a height that does not fall from epoch 10 to 25 at lr 0.05 fails that claim only
+    flat = {g: dict(h) for g, h in TABLE_2_VGG.items()}
+    flat["lr0.05"][25] = 0.0060
+    v = _barrier_verdicts("cpu", heights=flat)
+    assert v.count(False) == 1
+
+
+def test_hessian_norm_validation_accuracy_rises_then_drops():
+    claims = [c for c in _claims_of("xing-hessian-norm", "cpu").options["claims"]
+              if c["metric"].startswith("acc_")]
+    assert [(c.get("greater") and "greater") or "less" for c in claims] == ["greater", "less"]
+    spec = SimpleNamespace(paper=PAPER, options={"claims": claims})
+
+    def verdicts(acc):
+        runs = [run("sgd", s, metrics={"test_acc": [(0, 0.1)] + [
+            (40 * (i + 1), x + 0.001 * s) for i, x in enumerate(acc)]}) for s in (0, 1)]
+        return [c.agrees_with_paper for c in xing_hessian_norm(spec, runs).conclusions]
+    # Fig. 3: rises, then drops towards the end (20 evaluations)
+    assert verdicts([0.5 + 0.03 * i for i in range(16)] + [0.9, 0.88, 0.86, 0.84]) == [True,
+                                                                                         True]
+    assert verdicts([0.5 + 0.02 * i for i in range(20)]) == [True, False]     # no drop
+    assert verdicts([0.9 - 0.02 * i for i in range(20)]) == [False, True]     # no rise
+
+
+def test_isotropic_noise_claims_cover_both_factors_sgd_and_gds_cosine():
+    spec = _claims_of("xing-isotropic-noise", "cpu")
+    on = {(c.get("greater") or c.get("less"))[0] + " " + (c.get("greater") or c.get("less"))[1]
+          + " " + c["metric"] for c in spec.options["claims"]}
+    for g in ("gd-iso-0.05", "gd-iso-0.1"):
+        for what in (f"{g} gd distance", f"{g} sgd distance", f"{g} gd norm",
+                     f"{g} gd train_loss", f"{g} gd test_acc"):
+            assert what in on, what
+    assert "gd cosine −0.9 cosine_1500" in on
+    # the cosines that claim reads lie in the first 1,500 updates at each scale
+    for scale, every in (("cpu", 25), ("paper", 100)):
+        s = _claims_of("xing-isotropic-noise", scale)
+        d = {x["name"]: x for x in s.options["derived"]}["cosine_1500"]
+        assert d["reduce"] == "mean_first_k" and d["k"] * every <= 1500
+        assert s.base["measure"][0]["every"] == every
+    # paper scale: batch norm's statistics from the training data, as the default reading;
+    # the other reading puts the running statistics back
+    from sgdlab.experiments.spec import load_experiment
+
+    def bn(readings=None):
+        runs = load_experiment("xing-isotropic-noise", "paper", readings=readings).expand(
+            data_dir="/d")
+        return {r.label.split("|")[0]: r.params["optimizer"].get("variance_bn") for r in runs}
+    assert bn() == {"gd": None, "gd-iso-0.05": "data", "gd-iso-0.1": "data", "sgd": None}
+    assert bn({"max-variance-bn": "running"})["gd-iso-0.1"] == "running"
+
+
+def test_isotropic_cosine_reduce_takes_the_first_records():
+    from sgdlab.experiments.procedures.generic import add_derived
+
+    r = run("gd", 0, metrics={"grad_cosine": [(25 * i, -1.0 if i <= 2 else 1.0)
+                                              for i in range(1, 5)]})
+    add_derived([r], [{"name": "c", "metric": "grad_cosine", "reduce": "mean_first_k", "k": 2}])
+    assert r.summary["c"] == -1.0
+
+
+def test_walk_gd_cosine_ends_near_minus_one_and_its_floor_barely_rises():
+    spec = _claims_of("xing-walk", "cpu")
+    o = spec.options
+    first = o["claims"][0]
+    assert first["less"][0] == "gd" and first["metric"] == "grad_cosine_final"
+    assert o["references"][first["less"][1]]["grad_cosine_final"] <= -0.9
+    absolute = [c for c in o["claims"] if c.get("less", [None])[0] == "gd"
+                and c["metric"] == "floor_rise_fraction"]
+    assert len(absolute) == 1
+    assert o["references"][absolute[0]["less"][1]]["floor_rise_fraction"] <= 0.1
+    gd_floor = list(np.linspace(2.0, 1.0, 40))
+    sgd_floor = [2.0 - 0.02 * t + (0.05 if t % 2 else 0.0) for t in range(40)]
+
+    def verdicts(gd_cos):
+        runs = [walk_run("gd", s, gd_cos - 0.01 * s, gd_floor, 1.0) for s in (0, 1)] + \
+               [walk_run("sgd", s, -0.2 - 0.01 * s, sgd_floor, 2.0) for s in (0, 1)]
+        return [c.agrees_with_paper for c in xing_walk(SimpleNamespace(paper=PAPER, options=o),
+                                                        runs).conclusions]
+    assert verdicts(-0.95) == [True] * 5
+    # below −0.5 but not close to −1: the first claim fails, the rest stand
+    assert verdicts(-0.6) == [False, True, True, True, True]
+
+
+def test_equal_ratio_pairs_are_held_to_their_curves_not_their_means():
+    spec = _claims_of("jastrzebski-equal-ratio", "cpu")
+    o = spec.options
+    pairs = {p["name"]: (p["a"], p["b"]) for p in o["pairs"]}
+    assert pairs == {"cyclic": ("cbs", "clr"),
+                     "constant": ("const-lr0.001-B128", "const-lr0.005-B640")}
+    assert not any("equivalent" in c and c["metric"] == "curve_mean" for c in o["claims"])
+
+    def curve(label, seed, acc):
+        return run(label, seed, params={"optimizer": {"lr": 0.01}, "batch_size": 50},
+                   metrics={"test_acc": [(0, 0.1)] + [(10 * e, a) for e, a in enumerate(acc, 1)]})
+    rising = [0.80 + 0.01 * e for e in range(10)]
+    runs = []
+    for s in (0, 1):
+        j = 0.001 * s
+        runs += [curve("cbs", s, [a + j for a in rising]),
+                 # the same mean over the curve, crossing it: far apart epoch by epoch
+                 curve("clr", s, [a + j for a in reversed(rising)]),
+                 curve("const-lr0.001-B128", s, [a + j for a in rising]),
+                 curve("const-lr0.005-B640", s, [a + j + 0.002 for a in rising])]
+        runs += [curve(g, s, rising) for g in ("small-lr0.01-B50", "linear-lr0.04-B200")]
+        runs += [curve("sqrt-lr0.02-B200", s, [a - 0.05 for a in rising])]
+    res = equal_ratio(SimpleNamespace(paper=PAPER, options={**o, "curves": []}), runs)
+    assert [c.agrees_with_paper for c in res.conclusions] == [False, True, True]
+
+
+def test_breakdown_checks_the_curves_of_a_small_beta_too():
+    def r(beta, seed, curve):
+        return run(f"beta{beta}|n_train=800", seed,
+                   params={"optimizer": {"lr": 0.1 * beta}, "batch_size": 50 * beta,
+                           "dataset": {"n_train": 800}},
+                   metrics={"test_acc": [(0, 0.1)] + [(10 * (i + 1), x)
+                                                      for i, x in enumerate(curve)]})
+    up = [0.5, 0.6, 0.7, 0.8, 0.9]
+    spec = SimpleNamespace(paper=PAPER, options={"metric": "test_acc", "margin": 0.01})
+
+    def gap_verdict(beta2):
+        runs = []
+        for s in (0, 1, 2):
+            runs += [r(1, s, up), r(2, s, beta2), r(16, s, [0.2] * 5)]
+        c = [x for x in breakdown(spec, runs).conclusions if "curves" in x.text]
+        assert len(c) == 1
+        return c[0].agrees_with_paper
+    assert gap_verdict([x + 0.002 for x in up]) is True
+    # the same best accuracy (0.9), reached late: final performance alike, dynamics not
+    assert gap_verdict([0.2, 0.2, 0.3, 0.5, 0.9]) is False
+
+
+def test_hessian_top_reads_the_largest_eigenvalue_or_the_largest_magnitude():
+    import torch
+
+    from sgdlab.experiments.procedures.measures import compute_final
+
+    model = torch.nn.Linear(2, 1, bias=False)
+    x, y = torch.eye(2), torch.zeros(2)
+
+    def loss(out, _y):          # 0.5 (−3 w0² + w1²): Hessian diag(−3, 1)
+        return 0.5 * (-3 * out[0, 0] ** 2 + out[1, 0] ** 2)
+    top = {w: compute_final({"kind": "hessian_top", "which": w}, model, loss, (x, y))[0]
+           for w in ("largest", "magnitude")}
+    assert top["largest"]["hessian_top"] == pytest.approx(1.0, rel=1e-4)
+    assert top["magnitude"]["hessian_top"] == pytest.approx(3.0, rel=1e-4)
+    # Jastrzebski et al.: "we computed the largest eigenvalue" (line 193), at every scale
+    for scale in ("smoke", "cpu", "paper"):
+        finals = _claims_of("jastrzebski-ratio-grid", scale).base["final"]
+        assert [m.get("which") for m in finals if m["kind"] == "hessian_top"] == ["largest"]
+
+
+def test_interpolation_paper_scale_evaluates_the_whole_training_set():
+    spec = _claims_of("jastrzebski-interpolation", "paper")
+    interp = [r for r in spec.runs if "between" in (r.get("params") or {})]
+    assert len(interp) == 2
+    assert all("samples" not in r["params"] and r["params"]["eval_batch_size"] > 0
+               for r in interp)

@@ -8,7 +8,8 @@ Options::
 
     table: [[test_acc, test accuracy], [train_loss, final train loss]]   # summary keys
     derived:                              # new summary values computed from stored series
-      - {name: best_test_acc, metric: test_acc, reduce: max}   # max | min | first | last | mean_last_k | at_step
+      - {name: best_test_acc, metric: test_acc, reduce: max}   # max | min | first | last |
+                                          # mean_first_k | mean_last_k | at_step
       - {name: gap, metric: train_acc, minus: test_acc, reduce: last}   # a difference
     curves: [train_loss, test_acc]        # one figure per metric series (mean ± std)
     curve_x: step | effective_epochs | epoch
@@ -17,6 +18,7 @@ Options::
     logy: [train_loss]
     bars:                                 # bar charts of summary values, std over seeds as
       - {name: best, metrics: [[best_test_acc, best]], ylabel: accuracy, zoom: true}  # errors
+    references: {"cosine −0.9": {grad_cosine_mean: -0.9}}   # constant pseudo-groups
     claims: [...]
 """
 from __future__ import annotations
@@ -59,8 +61,10 @@ def _reduced(run: StoredRun, metric: str, red: str, k: int, step: float | None =
         return vals[-1]
     if red == "mean_last_k":
         return float(np.mean(vals[-k:]))
+    if red == "mean_first_k":
+        return float(np.mean(vals[:k]))
     raise ConfigError(f"options.derived: unknown reduce {red!r} "
-                      "(max | min | first | last | mean_last_k | at_step)")
+                      "(max | min | first | last | mean_first_k | mean_last_k | at_step)")
 
 
 def add_derived(runs: list[StoredRun], derived: list[dict[str, Any]]) -> None:
@@ -143,6 +147,8 @@ def compare_groups(spec, runs: list[StoredRun]) -> Analysis:
     keys = [k for k, _ in tab_spec] + [d["name"] for d in o.get("derived", [])]
     keys += claim_metrics(o.get("claims", []))
     vals = values_by_group(groups, list(dict.fromkeys(keys)))
+    for name, ref in (o.get("references") or {}).items():     # constant pseudo-groups
+        vals[name] = {k: float(v) for k, v in ref.items()}
     concl = check_claims(o.get("claims", []), vals)
     div = [g for g, rs in groups.items() if any(r.status == "diverged" for r in rs)]
     if div:

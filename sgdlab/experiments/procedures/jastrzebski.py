@@ -190,7 +190,11 @@ def equal_ratio(spec, runs: list[StoredRun]) -> Analysis:
     (``{reference, linear, sqrt}``, Fig. 2) adds, per seed, the gap between the reference
     curve and each rescaled one (:func:`curve_gap`) as pseudo-groups ``gap-linear`` and
     ``gap-sqrt`` with metric ``gap``; a list of such triples, each with a ``name`` (Fig. 2 has
-    two networks), names them ``gap-linear-<name>`` and ``gap-sqrt-<name>``."""
+    two networks), names them ``gap-linear-<name>`` and ``gap-sqrt-<name>``.
+    ``options.pairs`` (``[{name, a, b}]``, Fig. 1's pairs) adds, the same way, the per-seed
+    gap between the curves of groups a and b as pseudo-group ``gap-<name>``; and
+    ``options.references`` constant pseudo-groups (``{"one point": {gap: 0.01}}``), so that a
+    claim can hold a gap against a margin."""
     o = spec.options
     metric = o.get("metric", "test_acc")
     k = int(o.get("last_k", 3))
@@ -202,19 +206,29 @@ def equal_ratio(spec, runs: list[StoredRun]) -> Analysis:
     vals = values_by_group(groups, ["curve_mean", "late"])
     resc = o.get("rescaling") or []
     seeds = {g: {r.seed: r for r in rs} for g, rs in groups.items()}
+
+    def gap_group(a: str, b: str) -> dict[str, Any]:
+        """Mean (and std) over the seeds both groups ran of the gap between their curves."""
+        ra, rb = seeds.get(a, {}), seeds.get(b, {})
+        gaps = [g for g in (curve_gap(ra[s], rb[s], metric) for s in ra if s in rb)
+                if finite(g)]
+        out = {"gap": float(np.mean(gaps)) if gaps else float("nan"), "gap__n": len(gaps)}
+        if len(gaps) > 1:
+            out["gap__std"] = float(np.std(gaps, ddof=1))
+        return out
     for i, triple in enumerate([resc] if isinstance(resc, dict) else resc):
         if isinstance(resc, list) and "name" not in triple:
             raise ConfigError(f"options.rescaling[{i}]: a list of rescalings names each one "
                               "(name: ...)")
         suffix = f"-{triple['name']}" if isinstance(resc, list) else ""
         for kind in ("linear", "sqrt"):
-            ref, other = seeds.get(triple["reference"], {}), seeds.get(triple[kind], {})
-            gaps = [curve_gap(ref[s], other[s], metric) for s in ref if s in other]
-            gaps = [g for g in gaps if finite(g)]
-            m = float(np.mean(gaps)) if gaps else float("nan")
-            group = vals[f"gap-{kind}{suffix}"] = {"gap": m, "gap__n": len(gaps)}
-            if len(gaps) > 1:
-                group["gap__std"] = float(np.std(gaps, ddof=1))
+            vals[f"gap-{kind}{suffix}"] = gap_group(triple["reference"], triple[kind])
+    for i, pair in enumerate(o.get("pairs") or []):
+        if not isinstance(pair, dict) or not {"name", "a", "b"} <= set(pair):
+            raise ConfigError(f"options.pairs[{i}]: a pair is {{name, a, b}}")
+        vals[f"gap-{pair['name']}"] = gap_group(pair["a"], pair["b"])
+    for name, ref in (o.get("references") or {}).items():
+        vals[name] = {k: float(v) for k, v in ref.items()}
     rows = []
     for g, rs in groups.items():
         lr, b = rs[0].params["optimizer"]["lr"], rs[0].params["batch_size"]
@@ -254,10 +268,12 @@ class InterpolateProcedure(Procedure):
     ``alphas: {start, stop, num}``; ``samples``: the size of a fixed random subset (drawn with
     ``data_seed``) of the training and of the test set, on which the batch-norm statistics are
     recomputed and the losses evaluated (a random subset, not the first examples: some
-    datasets are stored sorted by class)."""
+    datasets are stored sorted by class); ``eval_batch_size``: evaluate (and recompute the
+    batch-norm statistics, as a cumulative average over the batches) in batches of this size
+    instead of in one, so that a whole training set fits in memory."""
 
     allowed = {"dataset", "data_seed", "model", "loss", "dtype", "between", "alphas",
-               "samples", "bn_stats"}
+               "samples", "bn_stats", "eval_batch_size"}
     required = {"dataset", "model", "between"}
 
     def run(self, run, ctx) -> RunOutput:
@@ -280,11 +296,15 @@ class InterpolateProcedure(Procedure):
         n = p.get("samples")
         g = torch.Generator().manual_seed(int(p.get("data_seed", 0)))
 
+        eb = p.get("eval_batch_size")
+
         def subset(x, y):
-            if n is None or int(n) >= len(x):
+            if n is not None and int(n) < len(x):
+                idx = torch.randperm(len(x), generator=g)[: int(n)]
+                x, y = x[idx], y[idx]
+            if eb is None:
                 return x, y
-            idx = torch.randperm(len(x), generator=g)[: int(n)]
-            return x[idx], y[idx]
+            return [(x[i:i + int(eb)], y[i:i + int(eb)]) for i in range(0, len(x), int(eb))]
 
         curve = interpolate_models(model_a, model_b, loss_fn, subset(ds.x_train, ds.y_train),
                                    subset(ds.x_test, ds.y_test),
@@ -362,12 +382,16 @@ def breakdown(spec, runs: list[StoredRun]) -> Analysis:
     validation accuracy"); runs are grouped by (training-set size, β).
 
     Claims, per training-set size: the smallest β > 1 is equivalent to β = 1 (TOST, margin
-    ``options.margin``); the largest β is not (the TOST interval lies outside the margin);
+    ``options.margin``), and its learning curve (``options.metric`` per evaluation) lies
+    within ``options.curve_margin`` (default the margin) of β = 1's — the mean over seeds of
+    the per-seed :func:`curve_gap` below it ("similar learning dynamics", line 219); the
+    largest β is not equivalent (the TOST interval lies outside the margin);
     and the departure at the largest β — per seed |best_acc(β_max) − best_acc(1)| — is larger
     for the smaller training set ("magnified for smaller dataset size")."""
     o = spec.options
     metric = o.get("metric", "test_acc")
     margin = float(o.get("margin", 0.01))
+    curve_margin = float(o.get("curve_margin", margin))
     for r in runs:
         v = [x for _, x in r.metrics.get(metric, []) if math.isfinite(x)]
         r.summary["best_acc"] = max(v) if v else float("nan")
@@ -413,6 +437,19 @@ def breakdown(spec, runs: list[StoredRun]) -> Analysis:
             "equivalent": [small, g1], "metric": "best_acc", "margin": margin,
             "metric_name": f"best {LABELS.get(metric, metric)} ({n} examples)",
             "claim": "multiplying η and S by a small β keeps the final performance"}], vals)
+        ref1 = {r.seed: r for r in groups[g1]}
+        gaps = [g for g in (curve_gap(r, ref1[r.seed], metric) for r in groups[small]
+                            if r.seed in ref1) if finite(g)]
+        gv = {"gap": float(np.mean(gaps)) if gaps else float("nan"), "gap__n": len(gaps)}
+        if len(gaps) > 1:
+            gv["gap__std"] = float(np.std(gaps, ddof=1))
+        concl += check_claims([{
+            "less": ["curves", "margin"], "metric": "gap",
+            "metric_name": f"mean gap between the {LABELS.get(metric, metric)} curves of "
+                           f"β = {betas[1]:g} and β = 1 ({n} examples)",
+            "claim": "multiplying η and S by a small β keeps the learning dynamics"}],
+            {"curves": gv, "margin": {"gap": curve_margin}},
+            names={"curves": f"β = {betas[1]:g} vs β = 1", "margin": "the margin"})
         tost = check_claims([{"equivalent": [big, g1], "metric": "best_acc", "margin": margin,
                               "metric_name": f"best {LABELS.get(metric, metric)} ({n} "
                                              "examples)"}], vals)[0]

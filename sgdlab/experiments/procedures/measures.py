@@ -102,14 +102,26 @@ def _gen(seed: int | None) -> torch.Generator:
 
 
 # --- scalars -----------------------------------------------------------------------------
-@scalar("hessian_top", {"tol", "num_iter", "bn_mode"})
+@scalar("hessian_top", {"tol", "num_iter", "bn_mode", "which"})
 def _hessian_top(model, loss_fn, data, tol: float = 1e-3, num_iter: int = 40,
-                 bn_mode: str = "eval"):
+                 bn_mode: str = "eval", which: str = "magnitude"):
+    """``which="magnitude"``: the spectral norm max |λ| (Xing et al.'s "max eigenvalue
+    (spectral norm)"); ``"largest"``: the algebraically largest eigenvalue λ_max
+    (Jastrzebski et al.'s "largest eigenvalue"), which differs from the norm when a negative
+    eigenvalue is the larger in magnitude."""
+    from sgdlab.measure.curvature.model import hessian_top_eigenvalue
     from sgdlab.measure.dynamics import hessian_spectral_norm
+    from sgdlab.measure.walk import evaluation_mode
 
-    # Jastrzebski / Xing report the largest-magnitude eigenvalue (spectral norm)
-    return {"hessian_top": hessian_spectral_norm(model, loss_fn, data, bn_mode=bn_mode, tol=tol,
-                                                 num_iter=num_iter, generator=_gen(0))}
+    if which == "magnitude":
+        return {"hessian_top": hessian_spectral_norm(model, loss_fn, data, bn_mode=bn_mode,
+                                                     tol=tol, num_iter=num_iter,
+                                                     generator=_gen(0))}
+    if which != "largest":
+        raise ValueError(f"hessian_top: which must be 'magnitude' or 'largest', got {which!r}")
+    with torch.enable_grad(), evaluation_mode(model, bn_mode):
+        return {"hessian_top": hessian_top_eigenvalue(model, loss_fn, data, tol=tol,
+                                                      num_iter=num_iter, generator=_gen(0))}
 
 
 @scalar("hessian_frobenius", {"probes", "bn_mode"})

@@ -13,6 +13,7 @@ Run parameters (all data)::
     epochs: 5
     max_steps: null
     replacement: false                           # mini-batches with replacement
+    drop_last: false                             # drop each epoch's last, short batch
     eval_every: 1                                # epochs between evaluations (0: start/end only)
     eval_every_steps: null                       # or: steps between evaluations
     eval_subset: null
@@ -138,8 +139,8 @@ def _check_named(params: dict[str, Any], where: str) -> None:
 @register_procedure("train")
 class TrainProcedure(Procedure):
     allowed = {"dataset", "data_seed", "model", "loss", "dtype", "optimizer", "schedule",
-               "batch_size", "epochs", "max_steps", "replacement", "eval_every", "eval_subset",
-               "eval_every_steps",
+               "batch_size", "epochs", "max_steps", "replacement", "drop_last", "eval_every",
+               "eval_subset", "eval_every_steps",
                "measure", "final", "init_from", "save_model", "switch"}
     required = {"dataset", "model", "optimizer", "epochs", "batch_size"}
 
@@ -154,6 +155,8 @@ class TrainProcedure(Procedure):
             raise ConfigError(f"{where}: 'schedule' must be a mapping with a 'name'")
         if params.get("dtype", "float32") not in ("float32", "float64"):
             raise ConfigError(f"{where}: dtype must be float32 or float64")
+        if not isinstance(params.get("drop_last", False), bool):
+            raise ConfigError(f"{where}: drop_last must be true or false")
         e = params["epochs"]
         if not isinstance(e, int) or e < 1:
             raise ConfigError(f"{where}: epochs must be a positive integer, got {e!r}")
@@ -186,7 +189,8 @@ class TrainProcedure(Procedure):
         n = train_examples(p["dataset"])
         if isinstance(b, dict) or (n is None and b != "full"):
             return None
-        total = p["epochs"] * (1 if b == "full" else steps_per_epoch(n, b))
+        total = p["epochs"] * (1 if b == "full" else steps_per_epoch(
+            n, b, bool(p.get("drop_last", False))))
         return total if cap is None else min(total, cap)
 
     def run(self, run, ctx) -> RunOutput:
@@ -204,7 +208,8 @@ class TrainProcedure(Procedure):
         hyper = dict(p["optimizer"])
         oname = hyper.pop("name")
         opt = build_optimizer_for(oname, model, loss_fn=loss_fn, data=ds.train, **hyper)
-        spe = steps_per_epoch(n, bs(0) if callable(bs) else bs)
+        drop_last = bool(p.get("drop_last", False))
+        spe = steps_per_epoch(n, bs(0) if callable(bs) else bs, drop_last)
         total = spe * p["epochs"] if p.get("max_steps") is None else int(p["max_steps"])
         sched = None
         if p.get("schedule"):
@@ -230,6 +235,7 @@ class TrainProcedure(Procedure):
                     seed=run.seed, callbacks=callbacks, eval_every=eval_every,
                     eval_subset=p.get("eval_subset"), store=ctx.store, run_id=ctx.run_id,
                     progress=ctx.progress, device=ctx.device, max_steps=p.get("max_steps"),
+                    drop_last=drop_last,
                     complete=False)   # the sweep completes the run after the final measurements
         summary: dict[str, Any] = dict(getattr(res, "final", None) or {})
         summary.update({"steps": int(getattr(res, "steps", 0)),

@@ -93,7 +93,9 @@ def _claims(spec, runs: list[StoredRun], metrics: list[str], key=None):
 @register_analysis("xing_walk")
 def xing_walk(spec, runs: list[StoredRun]) -> Analysis:
     """Walk plots per run group (first seed) and, per run: the mean consecutive-gradient cosine
-    over steps >= ``options.after_step`` (``grad_cosine_mean``), the distance from the
+    over steps >= ``options.after_step`` (``grad_cosine_mean``) and over the last
+    ``options.final_updates`` recorded cosines (``grad_cosine_final``, default 10: Fig. 1's
+    "finally very close to -1"), the distance from the
     initialisation at step ``options.distance_at`` (``distance``, default the last step), the
     number of valley floors (``valley_floors``), the fraction of consecutive valley floors in
     which the floor rises (``floor_rise_fraction``; NaN with fewer than two floors) and the
@@ -104,12 +106,15 @@ def xing_walk(spec, runs: list[StoredRun]) -> Analysis:
 
     o = spec.options
     after = int(o.get("after_step", 0))
+    last = int(o.get("final_updates", 10))
     reading = o.get("valley_floor", "interior")
     for r in runs:
         floor = valley_floor(r, reading)
         e1 = _epoch_row(r, 1)
+        cos = [x for _, x in _points(r, "grad_cosine")][-last:]
         r.summary.update({
             "grad_cosine_mean": _mean_after(r, "grad_cosine", after),
+            "grad_cosine_final": float(np.mean(cos)) if cos else float("nan"),
             "distance": _value_at(r, "dist_from_init", o.get("distance_at")),
             "valley_floors": float(len(floor)),
             "floor_rise_fraction": rise_fraction(floor),
@@ -117,6 +122,7 @@ def xing_walk(spec, runs: list[StoredRun]) -> Analysis:
                                         if finite(e1["steps"]) and e1["steps"] > 0
                                         else float("nan"))})
     metrics = [("grad_cosine_mean", f"mean cos(g_t-1, g_t), steps ≥ {after}"),
+               ("grad_cosine_final", f"mean cos(g_t-1, g_t), last {last} updates"),
                ("distance", f"‖θ − θ₀‖ at step {o.get('distance_at', 'last')}"),
                ("valley_floors", f"valley floors ({reading})"),
                ("floor_rise_fraction", "fraction of consecutive valley floors that rise"),
@@ -188,7 +194,10 @@ def xing_hessian_norm(spec, runs: list[StoredRun]) -> Analysis:
     (``hess_norm_train`` / ``hess_norm_eval``). Per run, over the measurements after step 0
     (the initialisation is not on SGD's path): the window means of :func:`fifths`
     (``hess_M_start``, ``hess_M_middle``, ``hess_M_before_end``, ``hess_M_end``), the minimum
-    ``hess_M_min`` and the mean ``hess_M_mean``; plus ``best_test_acc`` and ``test_acc``."""
+    ``hess_M_min`` and the mean ``hess_M_mean``; plus ``best_test_acc``, ``test_acc`` and the
+    window means of the validation accuracy after the start (``acc_start``, ``acc_middle``,
+    ``acc_before_end``, ``acc_end``: Fig. 3's accuracy "roughly improves throughout training
+    but drops towards the end")."""
     o = spec.options
     modes = [m for m in ("train", "eval") if any(f"hess_norm_{m}" in r.metrics for r in runs)]
     metrics: list[tuple[str, str]] = []
@@ -200,7 +209,11 @@ def xing_hessian_norm(spec, runs: list[StoredRun]) -> Analysis:
                     (f"hess_{m}_min", f"‖H‖ min ({m} BN)"),
                     (f"hess_{m}_mean", f"‖H‖ mean ({m} BN)")]
     metrics += [("best_test_acc", "best validation accuracy"),
-                ("test_acc", "final validation accuracy")]
+                ("test_acc", "final validation accuracy"),
+                ("acc_start", "validation accuracy, first fifth"),
+                ("acc_middle", "validation accuracy, middle"),
+                ("acc_before_end", "validation accuracy, fifth before the last"),
+                ("acc_end", "validation accuracy, last fifth")]
     for r in runs:
         for m in modes:
             v = [x for _, x in _points(r, f"hess_norm_{m}", 1)]
@@ -210,6 +223,9 @@ def xing_hessian_norm(spec, runs: list[StoredRun]) -> Analysis:
                 f"hess_{m}_mean": float(np.mean(v)) if v else float("nan")})
         acc = [x for _, x in _points(r, "test_acc")]
         r.summary["best_test_acc"] = max(acc) if acc else float("nan")
+        # the evaluations after the initialisation, as for the Hessian
+        r.summary.update({f"acc_{k}": x
+                          for k, x in fifths([x for _, x in _points(r, "test_acc", 1)]).items()})
     groups, _, concl = _claims(spec, runs, [m for m, _ in metrics])
     table = summary_table("hessian_norm", groups, metrics, caption="mean and std over seeds")
     figs = [("curve_hess_norm", _hessian_norm_figure(spec, groups, modes))] if modes else []
