@@ -39,9 +39,10 @@ samples' active branch is the flat quadratic, ``TwoBasin.in_flat_basin``); ``"re
 iterate up to ``iterations`` lay in the flat basin (the paper's "success rate of arriving the
 flat minimum ... limiting the maximum number of iterations as 600" read as a first passage);
 ``"corner"`` (the authors' code) — both final coordinates are < −0.5. The result records the
-``reached`` rate whatever the rule. Expected sharpness E_ξ[L(w+ξ)] − L(w), ξ ~ N(0, σ²I) with
-M draws per repetition (Suppl. B: σ = 0.1, M = 100), is recorded every ``sharpness_every``
-iterations and averaged over repetitions.
+``reached`` rate whatever the rule, and each repetition's first-passage iteration into the flat
+basin (−1 for a chain that never lay there up to ``iterations``). Expected sharpness
+E_ξ[L(w+ξ)] − L(w), ξ ~ N(0, σ²I) with M draws per repetition (Suppl. B: σ = 0.1, M = 100), is
+recorded every ``sharpness_every`` iterations and averaged over repetitions.
 """
 from __future__ import annotations
 
@@ -162,6 +163,8 @@ class EscapeResult:
     config: EscapeConfig
     success_rate: dict[str, float] = field(default_factory=dict)
     reached_rate: dict[str, float] = field(default_factory=dict)   # ever in the flat basin
+    # (R,) first iteration 0..T at which each chain lay in the flat basin; −1 if none did
+    first_passage: dict[str, Tensor] = field(default_factory=dict)
     # final iterate non-finite (η far past stability): a failure, whatever the success rule
     diverged_rate: dict[str, float] = field(default_factory=dict)
     final: dict[str, Tensor] = field(default_factory=dict)          # (R, 2)
@@ -370,7 +373,8 @@ def run_methods(
     generator, so its outcome does not depend on which other methods run beside it.
 
     Returns (final (K, R, 2), sharpness (K, S) or None, trajectory (T+1, K, R, 2) or None,
-    reached (K, R): whether any iterate 0..T lay in the flat basin).
+    passage (K, R): the first iteration 0..T at which the iterate lay in the flat basin, −1
+    where none did).
     """
     bad = [m for m in methods if m not in METHODS]
     if bad:
@@ -384,7 +388,7 @@ def run_methods(
     w = start.expand(K, R, 2).clone()
     traj = [w.clone()] if cfg.record_trajectory else None
     sharp: list[Tensor] = []
-    reached = torch.zeros(K, R, dtype=torch.bool)
+    passage = torch.full((K, R), -1, dtype=torch.long)
     cov_rows = [i for i, m in enumerate(methods) if _needs_cov(m)]
     for t in range(cfg.iterations + 1):
         if cfg.sharpness_every and t % cfg.sharpness_every == 0:
@@ -394,7 +398,8 @@ def run_methods(
                          .mean(-1))
         mask = landscape.sharp_mask(w)                      # (K, R, N)
         # in_flat_basin, mask reused; a non-finite iterate has no sharp branch but is nowhere
-        reached |= (mask.to(w.dtype).mean(-1) < 0.5) & torch.isfinite(w).all(-1)
+        inside = (mask.to(w.dtype).mean(-1) < 0.5) & torch.isfinite(w).all(-1)
+        passage[inside & (passage < 0)] = t
         if t == cfg.iterations:
             break
         grad = landscape.grad(w, mask=mask)                 # (K, R, 2)
@@ -417,7 +422,7 @@ def run_methods(
         if traj is not None:
             traj.append(w.clone())
     return (w, torch.stack(sharp, -1) if sharp else None,
-            torch.stack(traj) if traj is not None else None, reached)
+            torch.stack(traj) if traj is not None else None, passage)
 
 
 def escape_experiment(
@@ -440,7 +445,8 @@ def escape_experiment(
     methods = list(methods)
     gens = [torch.Generator().manual_seed(cfg.seed * 1000 + METHODS.index(m))
             if m in METHODS else torch.Generator() for m in methods]
-    final, sharp, traj, reached = run_methods(methods, land, cfg, generators=gens)
+    final, sharp, traj, passage = run_methods(methods, land, cfg, generators=gens)
+    reached = passage >= 0
     result = EscapeResult(config=cfg)
     if sharp is not None:
         result.sharpness_steps = list(range(0, cfg.iterations + 1, cfg.sharpness_every))
@@ -459,6 +465,7 @@ def escape_experiment(
         result.final[method] = final[i]
         result.success_rate[method] = float(flat[i])
         result.reached_rate[method] = float(reach[i])
+        result.first_passage[method] = passage[i]
         result.diverged_rate[method] = float(lost[i])
         if sharp is not None:
             result.sharpness[method] = sharp[i].tolist()

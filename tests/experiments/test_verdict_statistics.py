@@ -427,7 +427,8 @@ def test_zhu_noise_magnitude_ratio_by_hand():
     verdicts = [c.agrees_with_paper for c in res.conclusions]
     assert verdicts == [True, False, False, None]
     assert res.conclusions[0].evidence == pytest.approx({"ratio_first_third": 0.5,
-                                                         "ratio_last_third": 2.0})
+                                                         "ratio_last_third": 2.0,
+                                                         "dominance_ratio": 1.0})
     assert res.table("noise_magnitude").rows[2][2:] == pytest.approx([4.0, 2.0, 0.8, 1.6])
 
 
@@ -446,7 +447,8 @@ def test_zhu_noise_magnitude_uses_medians_over_the_first_and_last_third():
     res = zhu_noise_magnitude(SimpleNamespace(paper=PAPER, options={}), runs)
     assert [c.agrees_with_paper for c in res.conclusions] == [True, True, False]
     assert res.conclusions[0].evidence == pytest.approx({"ratio_first_third": 0.6,
-                                                         "ratio_last_third": 2.0})
+                                                         "ratio_last_third": 2.0,
+                                                         "dominance_ratio": 1.0})
     assert res.table("noise_magnitude").rows[2][2:4] == pytest.approx([0.5, 0.6])
 
 

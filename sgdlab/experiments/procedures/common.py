@@ -39,9 +39,12 @@ training with the same run's value at the start). ``A``/``B`` are run-group labe
 key of the value table the analysis builds). An optional ``margin`` makes less/greater/above
 stricter (mean_A + margin < mean_B; min over A > max over B + margin); a negative one is a
 tolerance ("A not worse than B by more than |margin|"), still judged on the means, not by a
-one-sided confidence bound. Where seeds give a spread, a less/greater/above/close/far claim
-whose observed difference lies within the largest seed-to-seed std of the compared groups
-from the claim's boundary (for close/far: |a − b| from the tolerance) is inconclusive. ``paired: true`` takes that spread from the per-seed
+one-sided confidence bound. ``rtol`` (``above`` only) adds a tolerance relative to the
+compared value of B, rtol·|max over B| (for a metric with no unit of its own, such as a
+sharpness): min over A > max over B + margin − rtol·|max over B|. Where seeds give a spread,
+a less/greater/above/close/far claim whose observed difference lies within the largest
+seed-to-seed std of the compared groups from the claim's boundary (for close/far: |a − b|
+from the tolerance) is inconclusive. ``paired: true`` takes that spread from the per-seed
 differences instead (for ``above``, of min over A − max over B), for groups whose runs share
 each seed's start (the same initialisation, or a continuation of the same seed's run): the
 seeds' common variation then cancels.
@@ -314,6 +317,11 @@ def check_claims(claims: list[dict[str, Any]], values: dict[str, dict[str, float
             raise ConfigError(f"options.claims[{i}]: 'paired' compares one metric")
         if kind == "above":
             va, vb = [val(g) for g in a], [val(g) for g in b]
+            rtol = float(c.get("rtol", 0.0))
+            if rtol < 0:
+                raise ConfigError(f"options.claims[{i}]: rtol is a tolerance, >= 0")
+            if rtol and all(map(finite, vb)):    # a tolerance relative to max over B
+                margin -= rtol * abs(max(vb))
             if all(map(finite, va + vb)):
                 slack = min(va) - max(vb) - margin
             ok = slack is not None and slack > 0
@@ -326,7 +334,8 @@ def check_claims(claims: list[dict[str, Any]], values: dict[str, dict[str, float
                                                                       _fmt(max(vb)))
             if margin < 0:      # a tolerance: "no group of B better by more than |margin|"
                 rel = f"{'is not below' if ok else 'is below'}"
-                tail = f" by more than {-margin:g}"
+                tail = f" by more than {-margin:.4g}" + (
+                    f" ({rtol:g} × |max over B|)" if rtol else "")
             else:
                 rel = ">" if ok else "is not above"
                 tail = f" (by a margin of {margin:g})" if margin > 0 else ""

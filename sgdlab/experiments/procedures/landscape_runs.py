@@ -80,13 +80,41 @@ class EscapeProcedure(Procedure):
             data["sharp_minimum"] = land.sharp_minimum.tolist()
             data["flat_minimum"] = land.flat_minimum.tolist()
         rate = res.success_rate[method]
+        # first passage into the flat basin per repetition (−1: never, up to the run length)
+        passage = res.first_passage[method].tolist()
+        data["first_passage"] = passage
+        censored = sum(1 for t in passage if t < 0)
+        data["first_passage_censored"] = censored
         return RunOutput(summary={"success_rate": rate,
+                                  "first_passage_mean": _restricted_mean(
+                                      passage, cfg.iterations),
+                                  "never_reached": censored,
                                   "successes": int(round(rate * cfg.repetitions)),
                                   "repetitions": cfg.repetitions,
                                   "reached_rate": res.reached_rate[method],
                                   "lr": cfg.lr, "eta_lambda_max": 2 * cfg.lr / land.gd_stable_lr(),
                                   "final_sharpness": sharp[-1] if sharp else None},
                          data=data)
+
+
+def _restricted_mean(passage: list[int], length: int) -> float:
+    """Mean first-passage iteration with a chain that never reached (−1) counted at the run
+    length ``length``: censored there, its passage is no earlier."""
+    vals = [length if t < 0 else t for t in passage]
+    return sum(vals) / len(vals) if vals else float("nan")
+
+
+def _passages(runs) -> list[float] | None:
+    """The repetitions' first-passage iterations pooled over the runs, a chain that never
+    reached at its run's length (``iterations``); None where a run did not record them."""
+    out: list[float] = []
+    for r in runs:
+        ts = r.data.get("first_passage")
+        if ts is None:
+            return None
+        length = int(r.params.get("iterations", 600))
+        out += [float(length if t < 0 else t) for t in ts]
+    return out
 
 
 def _pooled_counts(runs) -> tuple[int, int]:
@@ -121,8 +149,14 @@ def zhu_escape_analysis(spec, runs) -> Analysis:
     the seeds give a spread, a gap within the largest seed-to-seed std of the compared
     methods' rates is inconclusive (the seeds redraw the data, a variation the pooled
     binomial interval does not see; the rule of the claims,
-    :func:`~sgdlab.experiments.procedures.common.within_spread`). ``options.claims``
-    (:func:`check_claims`) are checked on the seeds' mean success rate and final sharpness."""
+    :func:`~sgdlab.experiments.procedures.common.within_spread`). ``options.speed``
+    ``{tiers: [[...], [...], ...], z: 2, claims: [...]}`` judges how fast the methods reach
+    the flat basin (Fig. 3(a)-(b)): for each pair of adjacent tiers, the slowest of the
+    earlier tier reaches it sooner than the fastest of the later one, by
+    :func:`speed_finding` on the repetitions' first-passage iterations pooled over the seeds,
+    with the same seed-spread rule (one conclusion per pair; ``claims[i]``: pair i's claim).
+    ``options.claims`` (:func:`check_claims`) are checked on the seeds' mean success rate and
+    final sharpness."""
     from sgdlab.landscapes.escape import LABELS
 
     o = spec.options
@@ -131,26 +165,37 @@ def zhu_escape_analysis(spec, runs) -> Analysis:
     names = {m: LABELS.get(m, m) for m in groups}
     counts = {m: _pooled_counts(rs) for m, rs in groups.items()}
     pooled = {m: _rate_estimate(counts[m], z) for m in groups}
+    passages = {m: _passages(rs) for m, rs in groups.items()}
     rows, vals = [], {}
     for m, rs in groups.items():
         sr, sr_s, n = stat(rs, "success_rate")
         p, (lo, hi), reps = pooled[m]
         reach, _, _ = stat(rs, "reached_rate")
         sh, sh_s, _ = stat(rs, "final_sharpness")
-        rows.append([names[m], n, reps, p, lo, hi, sr_s, reach, sh, sh_s])
+        fp, fp_s, _ = stat(rs, "first_passage_mean")
+        known = passages[m] is not None
+        never = sum(int(r.summary.get("never_reached", 0)) for r in rs) if known else None
+        rows.append([names[m], n, reps, p, lo, hi, sr_s, reach, fp if known else None,
+                     fp_s if known and n > 1 else None, never, sh, sh_s])
         vals[m] = {"success_rate": sr, "final_sharpness": sh}
         if n > 1:
             vals[m]["success_rate__std"] = sr_s
+            if known:
+                vals[m]["first_passage_mean__std"] = fp_s
         vals[m]["success_rate__n"] = n
     r0 = runs[0]
     eta_lam = r0.summary.get("eta_lambda_max")
     table = Table("escape_success", ["method", "seeds", "runs", "success rate",
                                      f"Wilson low (z = {z:g})", f"Wilson high (z = {z:g})",
                                      "std over seeds", "reached flat basin",
-                                     "final expected sharpness", "sharpness std"], rows,
+                                     "mean first passage (iterations)", "its std over seeds",
+                                     "never reached", "final expected sharpness",
+                                     "sharpness std"], rows,
                   caption=f"Escape from the sharp minimum at η = {r0.params.get('lr', 0.1)}"
                           + (f" (η·λ_max = {eta_lam:.3g})" if eta_lam else "")
-                          + "; success rate pooled over the seeds' repetitions")
+                          + "; success rate pooled over the seeds' repetitions; first passage:"
+                            " the first iteration in the flat basin, a chain that never got"
+                            " there counted at the run length")
     rates = [pooled[m][0] for m in groups]
     f1 = bars([names[m] for m in groups], rates,
               _error_bars(rates, [pooled[m][1] for m in groups]),
@@ -184,6 +229,8 @@ def zhu_escape_analysis(spec, runs) -> Analysis:
     concl = []
     if o.get("ordering"):
         concl.append(_judged_ordering(spec, o["ordering"], groups, counts, vals, z))
+    if o.get("speed"):
+        concl += _judged_speed(o["speed"], groups, passages, vals)
     concl += check_claims(o.get("claims", []), vals, names)
     return Analysis(tables=[table], figures=figs, conclusions=concl)
 
@@ -210,6 +257,86 @@ def _judged_ordering(spec, order: dict, groups, counts: dict[str, tuple[int, int
     return Conclusion(f"escape success rate, repetitions pooled over {n_seeds} seed(s): {text}",
                       agrees_with_paper=ok, claim=order.get("claim") or spec.paper.get("claim"),
                       evidence={**ev, "seed_spread": spread})
+
+
+def _judged_speed(speed: dict, groups, passages: dict[str, list[float] | None],
+                  vals: dict) -> list[Conclusion]:
+    """The conclusions of ``options.speed`` (see :func:`zhu_escape_analysis`), one per pair of
+    adjacent tiers."""
+    from sgdlab.landscapes.escape import LABELS
+
+    tiers = [list(t) for t in speed.get("tiers", [])]
+    claims = list(speed.get("claims", []))
+    z = float(speed.get("z", 2.0))
+    missing = [m for t in tiers for m in t if m not in groups]
+    if missing or len(tiers) < 2 or not all(tiers):
+        raise ConfigError(f"options.speed: needs two or more non-empty tiers of methods that "
+                          f"have runs; no runs of {', '.join(map(repr, missing)) or 'any'} "
+                          f"(methods run: {', '.join(groups)})")
+    out = []
+    for i, (a, b) in enumerate(zip(tiers, tiers[1:])):
+        claim = claims[i] if i < len(claims) else (
+            f"{', '.join(LABELS.get(m, m) for m in a)} reach the flat minimum sooner than "
+            f"{', '.join(LABELS.get(m, m) for m in b)}")
+        if any(passages[m] is None for m in a + b):
+            out.append(Conclusion("first passage into the flat basin: the runs did not record "
+                                  "it, so the speed ordering is not judged",
+                                  agrees_with_paper=None, claim=claim))
+            continue
+        ok, text, ev = speed_finding({m: passages[m] for m in a},
+                                     {m: passages[m] for m in b}, z)
+        spread = seed_spread(vals, [(m, "first_passage_mean") for m in a + b])
+        if ok is not None and within_spread(ev["gap"], spread):
+            text += (f" — but within the seed-to-seed spread of the mean first passage (std "
+                     f"{spread:.3g} iterations), so inconclusive")
+            ok = None
+        n_seeds = max(len(groups[m]) for m in a + b)
+        out.append(Conclusion(f"first passage into the flat basin, repetitions pooled over "
+                              f"{n_seeds} seed(s): {text}", agrees_with_paper=ok, claim=claim,
+                              evidence={**ev, "seed_spread": spread}))
+    return out
+
+
+def speed_finding(a: dict[str, list[float]], b: dict[str, list[float]], z: float = 2.0
+                  ) -> tuple[bool | None, str, dict[str, Any]]:
+    """Do the methods of ``a`` reach the flat basin sooner than those of ``b``? Each value is
+    the repetitions' first-passage iterations, a chain that never reached counted at the run
+    length (censored: its passage is no earlier), the same window for every method.
+
+    The slowest mean of ``a`` is compared with the fastest of ``b``: gap = mean_b − mean_a
+    with the normal interval gap ± z·sqrt(s_a²/n_a + s_b²/n_b). (verdict, sentence,
+    evidence): True when the interval lies above 0, False when it lies at or below 0, None in
+    between — and None when every repetition of both compared methods has the same passage
+    (all at the same iteration, or all never reaching), where it cannot show an order."""
+    import numpy as np
+
+    from sgdlab.landscapes.escape import LABELS
+
+    def ms(v: list[float]) -> tuple[float, float, int]:
+        arr = np.asarray(v, float)
+        return (float(arr.mean()) if len(arr) else float("nan"),
+                float(arr.var(ddof=1)) if len(arr) > 1 else 0.0, len(arr))
+
+    sa, sb = {m: ms(v) for m, v in a.items()}, {m: ms(v) for m, v in b.items()}
+    ma, mb = max(sa, key=lambda m: sa[m][0]), min(sb, key=lambda m: sb[m][0])
+    (xa, va, na), (xb, vb, nb) = sa[ma], sb[mb]
+    gap = xb - xa
+    half = z * (va / na + vb / nb) ** 0.5 if na and nb else float("nan")
+    lo, hi = gap - half, gap + half
+    tied = len(set(a[ma]) | set(b[mb])) == 1
+    ok = (None if tied or not np.isfinite(lo) else
+          True if lo > 0 else False if hi <= 0 else None)
+    word = ("is untestable" if tied else {True: "appears", False: "does not appear",
+                                          None: "is not decided"}[ok])
+    text = (f"min over {{{', '.join(LABELS.get(m, m) for m in b)}}} ({LABELS.get(mb, mb)}, "
+            f"{xb:.3g}) minus max over {{{', '.join(LABELS.get(m, m) for m in a)}}} "
+            f"({LABELS.get(ma, ma)}, {xa:.3g}) of the mean first-passage iteration = "
+            f"{gap:.3g}, interval [{lo:.3g}, {hi:.3g}] (normal, z = {z:g}): ")
+    text += ("every repetition of both at the same iteration — the first passage cannot tell "
+             "them apart, so the paper's ordering is untestable here" if tied
+             else f"the paper's ordering {word}")
+    return ok, text, {"gap": gap, "interval": [lo, hi], "ordering": word, "z": z,
+                      "compared": {ma: xa, mb: xb}}
 
 
 def ordering_verdict(a: dict[str, tuple[int, int]], b: dict[str, tuple[int, int]],

@@ -1,0 +1,354 @@
+"""The Zhu et al. (2019) entries encode what the paper says: the statements each judges, the
+quotes that carry them (at their lines of the text), and the analyses that judge them, on
+hand-made runs."""
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from sgdlab.errors import ConfigError
+from sgdlab.experiments.procedures import StoredRun
+from sgdlab.experiments.procedures.common import check_claims
+from sgdlab.experiments.spec import catalogue_files, load_experiment, read_file
+
+ROOT = Path(__file__).resolve().parents[2]
+TEXT = "zhu-2019-anisotropic-noise.txt"
+ZHU = sorted(n for n in catalogue_files() if n.startswith("zhu-"))
+SCALES = ("smoke", "cpu", "paper")
+CURVATURE_AWARE = ["sgd", "gld-leading", "gld-hessian"]
+OTHERS = ["gd", "gld-const", "gld-dynamic", "gld-diagonal"]
+
+pytestmark = pytest.mark.usefixtures("close_figures")
+
+
+def run(label, seed=0, params=None, summary=None, metrics=None, data=None):
+    return StoredRun(key=f"{label}-{seed}", run_id=f"{label}-{seed}", label=label, seed=seed,
+                     params=params or {}, status="finished", summary=dict(summary or {}),
+                     metrics=metrics or {}, data=data or {})
+
+
+def _norm(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "", text.lower())
+
+
+@pytest.fixture(scope="module")
+def paper_lines() -> list[str]:
+    for d in (os.environ.get("SGDLAB_PAPERS"), ROOT.parent / "shared" / "papers"):
+        if d and (Path(d) / TEXT).is_file():
+            return (Path(d) / TEXT).read_text(errors="ignore").splitlines()
+    pytest.skip(f"{TEXT} not at hand (set SGDLAB_PAPERS to the folder of the paper texts)")
+
+
+def _quotes(name: str) -> list[tuple[str, str]]:
+    paper = read_file(catalogue_files()[name])["paper"]
+    return [(paper["quote"], paper["where"])] + [(q["quote"], q["where"])
+                                                 for q in paper.get("quotes", [])]
+
+
+@pytest.mark.parametrize("name", ZHU)
+def test_every_quote_stands_at_the_line_it_names(name, paper_lines):
+    for quote, where in _quotes(name):
+        m = re.search(r"lines? (\d+)", where)
+        assert m, f"{name}: {where!r} names no line"
+        assert _norm(quote) in _norm(paper_lines[int(m.group(1)) - 1]), (name, where)
+
+
+def _quoted(name: str, passage: str, line: int) -> bool:
+    return any(_norm(passage) in _norm(q) and re.search(rf"\bline {line}\b", w)
+               for q, w in _quotes(name))
+
+
+# --- zhu-escape-2d: Fig. 3(a)-(b), how fast each method reaches the flat basin ---------------
+@pytest.mark.parametrize("scale", SCALES)
+def test_escape_2d_judges_the_speed_tiers_of_fig3ab(scale):
+    speed = load_experiment("zhu-escape-2d", scale).options["speed"]
+    # "GLD Hessian ... fastest, while SGD and GLD leading take the second places. Moreover,
+    # the other optimizers ... much slower" (line 189)
+    assert [sorted(t) for t in speed["tiers"]] == [
+        ["gld_hessian"], ["gld_leading", "sgd"],
+        ["gd", "gld_const", "gld_diag", "gld_dynamic"]]
+    assert float(speed.get("z", 2.0)) == 2.0
+    assert len(speed["claims"]) == 2 and all("line 189" in c for c in speed["claims"])
+    assert _quoted("zhu-escape-2d", "GLD Hessian as expected converges to the flat minimum "
+                   "fastest, while SGD and GLD leading take the second places", 189)
+
+
+def test_escape_records_each_repetitions_first_passage():
+    from sgdlab.landscapes.escape import EscapeConfig, escape_experiment
+    from sgdlab.landscapes.two_basin import two_basin
+
+    # the rescaled landscape keeps GD at the sharp minimum: its chains never reach
+    for name in ("paper", "rescaled"):
+        land = two_basin(name, dtype=torch.float64)
+        cfg = EscapeConfig(iterations=25, repetitions=12, sharpness_every=0, seed=3)
+        res = escape_experiment(land, cfg, methods=["gd", "gld_const", "sgd"])
+        for m, passage in res.first_passage.items():
+            inside = land.in_flat_basin(res.trajectory[m]) \
+                & torch.isfinite(res.trajectory[m]).all(-1)          # (T+1, R)
+            first = [int(col.nonzero()[0]) if col.any() else -1 for col in inside.T]
+            assert passage.tolist() == first, (name, m)
+            assert res.reached_rate[m] == pytest.approx(float((passage >= 0).double().mean()))
+        if name == "rescaled":
+            assert (res.first_passage["gd"] == -1).all()
+
+
+def test_escape_procedure_stores_the_passages_and_their_restricted_mean():
+    from sgdlab.experiments.procedures.landscape_runs import EscapeProcedure
+
+    logged = []
+    ctx = SimpleNamespace(run_id="r", store=SimpleNamespace(
+        log_many=lambda rid, rows: logged.extend(rows)))
+    params = {"method": "gd", "landscape": "rescaled", "iterations": 20, "repetitions": 6,
+              "sharpness_every": 10, "sharpness_samples": 4, "trajectories": 0}
+    out = EscapeProcedure().run(SimpleNamespace(params=params, seed=0), ctx)
+    assert out.data["first_passage"] == [-1] * 6
+    # a chain that never reached counts at the run length (censored there)
+    assert out.summary["first_passage_mean"] == 20 and out.summary["never_reached"] == 6
+
+
+def _escape_runs(passages: dict[str, list[list[int]]], iterations: int = 600):
+    return [run(m, s, params={"method": m, "lr": 0.1, "iterations": iterations},
+                summary={"success_rate": 1.0, "successes": len(ts), "repetitions": len(ts),
+                         "reached_rate": 1.0, "final_sharpness": 0.1,
+                         "first_passage_mean": sum(iterations if t < 0 else t for t in ts)
+                         / len(ts), "never_reached": sum(t < 0 for t in ts)},
+                data={"first_passage": ts})
+            for m, per_seed in passages.items() for s, ts in enumerate(per_seed)]
+
+
+def _speed(passages, **speed):
+    from sgdlab.experiments.procedures.landscape_runs import zhu_escape_analysis
+
+    spec = SimpleNamespace(paper={"claim": "x", "figure": "Fig. 3"}, options={
+        "speed": {"tiers": [["a"], ["b"], ["c"]], "claims": ["a first", "b next"], **speed}})
+    return zhu_escape_analysis(spec, _escape_runs(passages))
+
+
+def test_speed_ordering_by_hand():
+    fast, mid, slow = [5, 6, 7, 6] * 10, [20, 22, 24, 22] * 10, [100, 110, 90, 100] * 10
+    res = _speed({"a": [fast], "b": [mid], "c": [slow]})
+    one, two = res.conclusions
+    assert (one.claim, two.claim) == ("a first", "b next")
+    assert one.agrees_with_paper is True and two.agrees_with_paper is True
+    assert one.evidence["gap"] == pytest.approx(22 - 6)
+    # sample variances (ddof 1) 20/39 and 80/39 over 40 repetitions each
+    half = 2 * ((20 / 39 + 80 / 39) / 40) ** 0.5
+    assert one.evidence["interval"] == pytest.approx([16 - half, 16 + half])
+    # b slower than c: the second pair disagrees, the first still agrees
+    one, two = _speed({"a": [fast], "b": [slow], "c": [mid]}).conclusions
+    assert one.agrees_with_paper is True and two.agrees_with_paper is False
+    # chains that never reached count at the run length: b's never-reached chains make it
+    # slower than c's, though b's reached ones are quick
+    never = [-1] * 30 + [3] * 10
+    one, two = _speed({"a": [fast], "b": [never], "c": [mid]}).conclusions
+    assert two.evidence["compared"]["b"] == pytest.approx((30 * 600 + 30) / 40)
+    assert two.agrees_with_paper is False
+    # every repetition of both compared methods at one iteration: untestable, not a verdict
+    one, _ = _speed({"a": [[1] * 40], "b": [[1] * 40], "c": [slow]}).conclusions
+    assert one.agrees_with_paper is None and "untestable" in one.text
+    # the table shows the mean first passage and the chains that never reached
+    table = _speed({"a": [fast], "b": [never], "c": [mid]}).table("escape_success")
+    rows = {r[0]: dict(zip(table.columns, r)) for r in table.rows}
+    assert rows["b"]["mean first passage (iterations)"] == pytest.approx((30 * 600 + 30) / 40)
+    assert rows["b"]["never reached"] == 30 and rows["a"]["never reached"] == 0
+
+
+def test_speed_ordering_within_the_seed_spread_is_inconclusive():
+    # pooled, a is clearly faster than b; but one seed of a is slower than b's seeds
+    a = [[2] * 400, [2] * 400, [10] * 400]        # seed means 2, 2, 10: std 4.6
+    b = [[8] * 400, [9] * 400, [7] * 400]         # gap 8 − 4.67 = 3.3
+    one, _ = _speed({"a": a, "b": b, "c": [[500] * 400] * 3}).conclusions
+    assert one.evidence["interval"][0] > 0
+    assert one.agrees_with_paper is None and "seed-to-seed spread" in one.text
+
+
+def test_speed_ordering_without_recorded_passages_or_with_unknown_methods():
+    runs = _escape_runs({"a": [[1]], "b": [[2]], "c": [[3]]})
+    for r in runs:
+        del r.data["first_passage"]         # runs made before the passages were recorded
+    from sgdlab.experiments.procedures.landscape_runs import zhu_escape_analysis
+
+    spec = SimpleNamespace(paper={"claim": "x"}, options={"speed": {"tiers": [["a"], ["b"]]}})
+    (c,) = zhu_escape_analysis(spec, runs).conclusions
+    assert c.agrees_with_paper is None and "did not record" in c.text
+    with pytest.raises(ConfigError, match="'d'"):
+        _speed({"a": [[1]], "b": [[2]], "c": [[3]]}, tiers=[["a"], ["d"]])
+
+
+# --- zhu-noisy-label: the training facts of lines 227 and 236; line 264 -----------------------
+def _claims(name, scale="cpu"):
+    return load_experiment(name, scale).options["claims"]
+
+
+@pytest.mark.parametrize("scale", SCALES)
+def test_noisy_label_states_the_training_facts_as_claims_of_their_own(scale):
+    spec = load_experiment("zhu-noisy-label", scale)
+    (level,) = spec.options["levels"]
+    assert spec.options["levels"][level] == {"train_acc": 0.999}
+    by_groups = {(tuple(c["above"][0]), tuple(c["above"][1]), c["metric"]): c
+                 for c in spec.options["claims"]}
+    labels = [r.label for r in spec.expand(data_dir="/d") if r.label != "gd-start"]
+    gd_start = by_groups[(("gd-start",), (level,), "train_acc")]
+    dynamics = [k for k in by_groups if k[1] == (level,) and k[0] != ("gd-start",)]
+    assert len(dynamics) == 1 and sorted(dynamics[0][0]) == sorted(labels)
+    assert "line 227" in gd_start["claim"] and "line 236" in by_groups[dynamics[0]]["claim"]
+    # the orderings are not made to depend on them
+    assert not any(c.get("requires") for c in spec.options["claims"])
+    assert (tuple(CURVATURE_AWARE), tuple(OTHERS), "test_acc") in by_groups
+    assert _quoted("zhu-noisy-label", "all the optimization dynamics can easily reach 100% "
+                   "training accuracy", 236)
+    assert _quoted("zhu-noisy-label", "GLD Hessian escapes from the sharp minimum slightly "
+                   "better than SGD and GLD leading", 264)
+    # one seed: no spread to judge "slightly" with, said in the description
+    assert len(spec.seeds) == 1 and "slightly better" in spec.description
+    assert "not judged" in spec.description
+
+
+def test_noisy_label_levels_by_hand():
+    from sgdlab.experiments.procedures.zhu import zhu_noisy_label
+
+    spec = load_experiment("zhu-noisy-label", "cpu")
+    accs = {"gd-start": 0.9967, **{g: 1.0 for g in CURVATURE_AWARE + OTHERS}}
+    accs["sgd"] = 0.9958
+
+    def judged(accs):
+        runs = [run(g, summary={"train_acc": a, "test_acc": 0.7, "expected_sharpness": 0.005})
+                for g, a in accs.items()]
+        return {c.claim: c.agrees_with_paper
+                for c in zhu_noisy_label(spec, runs).conclusions}
+    res = judged(accs)
+    claims = {c["claim"]: c for c in spec.options["claims"]}
+    start = next(k for k, c in claims.items() if c["above"][0] == ["gd-start"])
+    every = next(k for k, c in claims.items() if len(c["above"][0]) == 7)
+    assert (res[start], res[every]) == (False, False)
+    res = judged({g: (1199 / 1200 if g == "gd-start" else 1.0) for g in accs})
+    assert (res[start], res[every]) == (True, True)
+    bad = SimpleNamespace(paper=spec.paper, options={"levels": {"gd": {"train_acc": 1}}})
+    with pytest.raises(ConfigError, match="levels"):
+        zhu_noisy_label(bad, [run("gd", summary={"train_acc": 1.0})])
+
+
+# --- zhu-rmsprop-sgd: SGD against the RMSProp solution it starts from -------------------------
+@pytest.mark.parametrize("scale", SCALES)
+def test_rmsprop_sgd_compares_with_its_own_state_at_the_switch(scale):
+    spec = load_experiment("zhu-rmsprop-sgd", scale)
+    runs = {r.label: r.params for r in spec.expand(data_dir="/d")}
+    p = runs["rmsprop-then-sgd"]
+    switch = p["optimizer"]["switch_step"]
+    at = {d["name"]: d for d in spec.options["derived"] if d.get("reduce") == "at_step"}
+    assert {d["step"] for d in at.values()} == {switch}
+    assert {d["metric"] for d in at.values()} == {"test_acc", "sharpness/expected"}
+    # the records the derived values read exist at the switch itself
+    every = [m["every"] for m in p["measure"] if m["name"] == "sharpness"]
+    assert switch % p["eval_every_steps"] == 0 and every and switch % every[0] == 0
+    claims = [c for c in spec.options["claims"] if c.get("metric_b") in at]
+    assert sorted(next(k for k in ("greater", "less") if k in c) for c in claims) == \
+        ["greater", "less"]
+    for c in claims:
+        kind = "greater" if "greater" in c else "less"
+        assert c[kind] == ["rmsprop-then-sgd", "rmsprop-then-sgd"]
+        assert at[c["metric_b"]]["metric"] == ("test_acc" if kind == "greater"
+                                               else "sharpness/expected")
+    # RMSProp continued stays as a control, said to be beyond the paper
+    control = [c for c in spec.options["claims"] if "rmsprop" in c.get("greater", [])
+               + c.get("less", [])]
+    assert len(control) == 2 and all("control" in c["claim"] for c in control)
+    assert _quoted("zhu-rmsprop-sgd", "Then initialized with the RMSProp solution, SGD is run",
+                   320)
+
+
+def test_rmsprop_sgd_claims_by_hand():
+    from sgdlab.experiments.procedures.generic import compare_groups
+
+    spec = load_experiment("zhu-rmsprop-sgd", "cpu")
+
+    def series(at_switch, end):
+        return [(11500, at_switch + 1), (12000, at_switch), (12500, end + 1), (15000, end)]
+    runs = [run("rmsprop", summary={"test_acc": 0.63, "expected_sharpness": 0.0008},
+                metrics={"test_acc": series(0.652, 0.633),
+                         "sharpness/expected": series(0.0021, 0.0008)}),
+            run("rmsprop-then-sgd", summary={"test_acc": 0.649, "expected_sharpness": 0.001},
+                metrics={"test_acc": series(0.652, 0.649),
+                         "sharpness/expected": series(0.0021, 0.0011)})]
+    res = {c.claim: c for c in compare_groups(spec, runs).conclusions}
+    acc = next(c for k, c in res.items() if "higher test accuracy than that" in k)
+    sharp = next(c for k, c in res.items() if "flatter minimum than that" in k)
+    assert acc.agrees_with_paper is False and "0.652" in acc.text
+    assert sharp.agrees_with_paper is True and "0.0021" in sharp.text
+
+
+# --- zhu-noise-vs-gradient: "overwhelmingly" as a named reading -------------------------------
+def test_noise_dominance_readings_by_hand():
+    from sgdlab.experiments.procedures.zhu import zhu_noise_magnitude
+
+    # ratio 0.5 over the first third, 3 over the last
+    pts = [(t, 1.0) for t in range(9)]
+    noise = [(t, 0.5 if t < 3 else 3.0) for t in range(9)]
+    runs = [run("r", metrics={"noise/grad_norm": pts, "noise/noise_norm": noise})]
+    default = load_experiment("zhu-noise-vs-gradient", "cpu")
+    strong = load_experiment("zhu-noise-vs-gradient", "cpu",
+                             readings={"dominance": "order-of-magnitude"})
+    assert default.options["dominance_ratio"] == 1.0 and strong.options["dominance_ratio"] == 10
+    # a reading of the analysis only: the runs are the same
+    assert [r.key for r in default.expand()] == [r.key for r in strong.expand()]
+    (c,) = zhu_noise_magnitude(default, runs).conclusions
+    assert c.agrees_with_paper is True
+    (c,) = zhu_noise_magnitude(strong, runs).conclusions
+    assert c.agrees_with_paper is False and "at least 10" in c.text
+    noise = [(t, 0.5 if t < 3 else 10.0) for t in range(9)]
+    (c,) = zhu_noise_magnitude(strong, [run("r", metrics={"noise/grad_norm": pts,
+                                                          "noise/noise_norm": noise})]
+                               ).conclusions
+    assert c.agrees_with_paper is True
+
+
+# --- zhu-large-network: the sharpness half of "not better than GD" ----------------------------
+@pytest.mark.parametrize("scale", SCALES)
+def test_large_network_judges_both_halves_of_no_better_than_gd(scale):
+    claims = _claims("zhu-large-network", scale)
+    noisy = ["gld-const", "gld-diagonal", "gld-dynamic"]
+    # test accuracy: GD above them (within 0.5 points); sharpness: them above GD (within 1%)
+    acc = [c for c in claims if c["metric"] == "test_acc" and c["above"][0] == ["gd"]]
+    sharp = [c for c in claims if c["metric"] == "expected_sharpness"
+             and c["above"][1] == ["gd"]]
+    assert len(acc) == len(sharp) == 1
+    assert sorted(acc[0]["above"][1]) == sorted(sharp[0]["above"][0]) == noisy
+    assert acc[0]["margin"] == -0.005 and sharp[0]["rtol"] == 0.01
+    assert acc[0]["paired"] is sharp[0]["paired"] is True
+    assert _quoted("zhu-large-network", "the optimizers with isotropic and diagonal noise do "
+                   "not provide us solutions better than full batch gradient descent", 275)
+
+
+def test_relative_tolerance_of_an_above_claim_by_hand():
+    claim = {"above": [["a", "b"], ["g"]], "metric": "s", "rtol": 0.01}
+    vals = {"g": {"s": 100.0}, "a": {"s": 99.5}, "b": {"s": 101.0}}
+    (c,) = check_claims([claim], vals)
+    assert c.agrees_with_paper is True and "by more than 1" in c.text
+    vals["a"]["s"] = 98.0
+    (c,) = check_claims([claim], vals)
+    assert c.agrees_with_paper is False
+    with pytest.raises(ConfigError, match="rtol"):
+        check_claims([{**claim, "rtol": -0.01}], vals)
+
+
+# --- FIDELITY: the refresh every 10 iterations, scoped to the entries that do it ---------------
+def _refresh(name, scale, label):
+    p = {r.label: r.params for r in load_experiment(name, scale).expand(data_dir="/d")}[label]
+    return p["optimizer"].get("refresh_every", 1)
+
+
+def test_fidelity_scopes_the_refresh_of_sigma_to_the_entries_that_do_it():
+    text = (ROOT / "docs" / "FIDELITY.md").read_text()
+    para = next(p for p in text.split("\n- ") if "every iteration at paper scale" in p)
+    assert "zhu-noisy-label" in para and "zhu-large-network" in para
+    for label in ("gld-dynamic", "gld-diagonal", "gld-leading"):
+        assert (_refresh("zhu-noisy-label", "cpu", label),
+                _refresh("zhu-noisy-label", "paper", label)) == (10, 1)
+    for label in ("gld-dynamic", "gld-diagonal"):
+        assert (_refresh("zhu-large-network", "cpu", label),
+                _refresh("zhu-large-network", "paper", label)) == (10, 10)
