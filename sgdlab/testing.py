@@ -305,3 +305,45 @@ def without_hard_links(monkeypatch) -> None:
     def no_link(*a, **k):
         raise OSError(errno.EPERM, "Operation not permitted")
     monkeypatch.setattr(os, "link", no_link)
+
+
+# --- models of the any-model tests: sequence models and a parameter used twice ---------------
+
+
+class TinyTransformer(nn.Module):
+    """Tokens -> a Transformer encoder layer -> mean over positions -> a linear head."""
+
+    def __init__(self):
+        super().__init__()
+        self.emb = nn.Embedding(6, 4)
+        self.enc = nn.TransformerEncoderLayer(d_model=4, nhead=2, dim_feedforward=8, dropout=0.0,
+                                              batch_first=True, activation="gelu")
+        self.head = nn.Linear(4, 2)
+
+    def forward(self, x):
+        return self.head(self.enc(self.emb(x)).mean(1))
+
+
+class GRUClassifier(nn.Module):
+    """A GRU over (N, T, 3) float features; the last hidden state -> a linear head."""
+
+    def __init__(self):
+        super().__init__()
+        self.rnn, self.head = nn.GRU(3, 4, batch_first=True), nn.Linear(4, 2)
+
+    def forward(self, x):
+        return self.head(self.rnn(x)[1][-1])
+
+
+class TiedEmbedding(nn.Module):
+    """The embedding matrix is also the output projection (``out.weight is emb.weight``): one
+    parameter, registered twice, used twice."""
+
+    def __init__(self):
+        super().__init__()
+        self.emb, self.mix = nn.Embedding(6, 3), nn.Linear(3, 3)
+        self.out = nn.Linear(3, 6, bias=False)
+        self.out.weight = self.emb.weight
+
+    def forward(self, x):
+        return self.out(torch.tanh(self.mix(self.emb(x).mean(1))))

@@ -21,6 +21,7 @@ from torch import nn
 
 from sgdlab.optim import OPTIMIZERS, build_optimizer, build_optimizer_for
 from sgdlab.optim.registry import needs_model
+from sgdlab.testing import GRUClassifier, TiedEmbedding, TinyTransformer
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
@@ -409,40 +410,6 @@ def test_float32_parameters_and_state_stay_float32(name):
 # --- the sequence models in use today, and a parameter used twice -----------------------------
 
 
-class TinyTransformer(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.emb = nn.Embedding(6, 4)
-        self.enc = nn.TransformerEncoderLayer(d_model=4, nhead=2, dim_feedforward=8, dropout=0.0,
-                                              batch_first=True, activation="gelu")
-        self.head = nn.Linear(4, 2)
-
-    def forward(self, x):
-        return self.head(self.enc(self.emb(x)).mean(1))
-
-
-class GRUNet(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.rnn, self.head = nn.GRU(3, 4, batch_first=True), nn.Linear(4, 2)
-
-    def forward(self, x):
-        return self.head(self.rnn(x)[1][-1])
-
-
-class TiedEmbedding(nn.Module):
-    """``out.weight is emb.weight``: one parameter, registered twice, used twice."""
-
-    def __init__(self):
-        super().__init__()
-        self.emb, self.mix = nn.Embedding(6, 3), nn.Linear(3, 3)
-        self.out = nn.Linear(3, 6, bias=False)
-        self.out.weight = self.emb.weight
-
-    def forward(self, x):
-        return self.out(torch.tanh(self.mix(self.emb(x).mean(1))))
-
-
 class TiedByHand(TiedEmbedding):
     """The same function with the projection written as ``h @ emb.weight.T``."""
 
@@ -463,7 +430,7 @@ def _seq_data(name: str):
         0, 6 if name.startswith("tied") else 2, (8,), generator=g)
 
 
-SEQ_MODELS = {"transformer": lambda: TinyTransformer().eval(), "gru": GRUNet,
+SEQ_MODELS = {"transformer": lambda: TinyTransformer().eval(), "gru": GRUClassifier,
               "tied": TiedEmbedding, "tied_by_hand": TiedByHand}
 
 
