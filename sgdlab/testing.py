@@ -347,3 +347,14 @@ class TiedEmbedding(nn.Module):
 
     def forward(self, x):
         return self.out(torch.tanh(self.mix(self.emb(x).mean(1))))
+
+
+class TiedByHand(nn.Module):
+    """The first layer's weight, used again outside its layer as the output projection."""
+
+    def __init__(self):
+        super().__init__()
+        self.inp, self.mid = nn.Linear(3, 4), nn.Linear(4, 4)
+
+    def forward(self, x):
+        return torch.tanh(self.mid(torch.tanh(self.inp(x)))) @ self.inp.weight

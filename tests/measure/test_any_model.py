@@ -24,7 +24,7 @@ from torch import nn
 import sgdlab.measure as M
 from sgdlab.errors import UserError
 from sgdlab.operators.params import params_vector
-from sgdlab.testing import (GRUClassifier, TiedEmbedding, TinyTransformer,
+from sgdlab.testing import (GRUClassifier, TiedByHand, TiedEmbedding, TinyTransformer,
                             covariance_reference, dense_hessian_reference,
                             empirical_fisher_reference, flat_loss, ggn_reference,
                             per_sample_gradients_loop, random_eval_batchnorm)
@@ -61,17 +61,6 @@ class Tokens(nn.Module):
 
     def forward(self, x):
         return self.head(torch.tanh(self.emb(x).mean(1)))
-
-
-class TiedByHand(nn.Module):
-    """The first layer's weight, used again outside its layer as the output projection."""
-
-    def __init__(self):
-        super().__init__()
-        self.inp, self.mid = nn.Linear(3, 4), nn.Linear(4, 4)
-
-    def forward(self, x):
-        return torch.tanh(self.mid(torch.tanh(self.inp(x)))) @ self.inp.weight
 
 
 def _bn(train: bool) -> nn.Module:

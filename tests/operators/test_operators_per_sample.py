@@ -8,7 +8,8 @@ from sgdlab.errors import UserError
 from sgdlab.measure.noise import gradient_covariance
 from sgdlab.operators import per_sample_gradients
 from sgdlab.operators.factors import _Layer, per_sample_factors
-from sgdlab.testing import (covariance_reference, per_sample_gradients_loop, random_eval_batchnorm,
+from sgdlab.testing import (GRUClassifier, TiedByHand, covariance_reference,
+                            per_sample_gradients_loop, random_eval_batchnorm,
                             relu_chains_with_ties)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -170,17 +171,6 @@ def test_models_whose_samples_interact_use_vmap():
                                covariance_reference(ref))
 
 
-class _TiedByHand(nn.Module):
-    """The first layer's weight is also the output projection, used outside its layer."""
-
-    def __init__(self):
-        super().__init__()
-        self.inp, self.mid = nn.Linear(3, 4), nn.Linear(4, 4)
-
-    def forward(self, x):
-        return torch.tanh(self.mid(torch.tanh(self.inp(x)))) @ self.inp.weight
-
-
 def test_a_parameter_used_outside_its_layer_makes_the_factored_engine_decline():
     """The hooks on ``inp`` see only its own use of ``inp.weight``: rows built from them missed
     the output projection's share (0.47 off). The engine declines; G and the GGN diagonal
@@ -188,7 +178,7 @@ def test_a_parameter_used_outside_its_layer_makes_the_factored_engine_decline():
     from sgdlab.measure import ggn_diagonal
     from sgdlab.testing import ggn_reference
 
-    model, loss_fn = _TiedByHand().double(), nn.CrossEntropyLoss()
+    model, loss_fn = TiedByHand().double(), nn.CrossEntropyLoss()
     g = torch.Generator().manual_seed(0)
     x, y = torch.randn(9, 3, generator=g, dtype=torch.float64), torch.randint(0, 3, (9,),
                                                                              generator=g)
@@ -204,21 +194,12 @@ def test_a_parameter_used_outside_its_layer_makes_the_factored_engine_decline():
     assert per_sample_factors(model, loss_fn, (x, y)) is not None
 
 
-class _GRU(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.rnn, self.head = nn.GRU(3, 4, batch_first=True), nn.Linear(4, 2)
-
-    def forward(self, x):
-        return self.head(self.rnn(x)[1][-1])
-
-
 def test_a_model_vmap_cannot_batch_gets_one_backward_per_sample():
     """vmap over ``nn.GRU`` fails (its hidden state is written in place, unbatched): the rows
     come from one backward pass per sample instead, with a warning, from the chunk that
     failed on."""
     torch.manual_seed(0)
-    model, loss_fn = _GRU().double(), nn.CrossEntropyLoss()
+    model, loss_fn = GRUClassifier().double(), nn.CrossEntropyLoss()
     g = torch.Generator().manual_seed(0)
     x, y = torch.randn(7, 4, 3, generator=g, dtype=torch.float64), torch.randint(0, 2, (7,),
                                                                                 generator=g)
