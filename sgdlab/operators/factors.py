@@ -417,8 +417,7 @@ def per_sample_factors(
         batches += [(x[j : j + step], y[j : j + step]) for j in range(0, len(x), step)]
     with fixed_randomness(model, device):       # dropout in train mode: one fixed draw
         found = _sequential_passes(model, loss_fn, batches, layers)
-        if found is None and not _samples_interact(model, batches[0][0]) \
-                and not _params_outside_layers(model, layers, batches[0][0]):
+        if found is None and _hooks_split_samples(model, layers, batches[0][0]):
             found = _hooked_passes(model, loss_fn, batches, layers)
     if found is None:
         return None
@@ -493,29 +492,6 @@ def _sequential_passes(model, loss_fn, batches, layers, *, pooled_only: bool = T
     return acts, deltas, n, {0: patches[0] if len(patches) == 1 else torch.cat(patches)}
 
 
-def _samples_interact(model, x: Tensor) -> bool:
-    """Whether the model's output for a sample depends on the others in its batch (a batch
-    statistic in ``forward``): sample 0 alone against sample 0 beside sample 1. Such a model's
-    batch backward does not split into per-sample gradients (each sample's loss on its own,
-    as ``vmap`` computes them). Two tiny forwards per call, 3-6% of one on the registry's
-    smallest MLP; not cached: outputs that coincide by accident (a zero-initialised layer)
-    must not hide an interaction once the weights have moved."""
-    if len(x) < 2:
-        return False
-    try:
-        with torch.no_grad():
-            pair, alone = model(x[:2]), model(x[:1])
-    except Exception:        # let vmap report it
-        return True
-    if not (isinstance(pair, Tensor) and isinstance(alone, Tensor)) \
-            or pair.shape[1:] != alone.shape[1:]:
-        return True
-    scale = float(pair.abs().max()) if pair.numel() else 0.0
-    if not math.isfinite(scale):
-        return False         # non-finite outputs: the caller's finiteness checks report them
-    return not torch.allclose(pair[:1], alone, rtol=1e-4, atol=1e-5 * scale + 1e-30)
-
-
 class _ParameterUses(TorchFunctionMode):
     """Records whether a trainable parameter of ``layers`` reaches a torch function outside its
     own layer's forward (``h @ self.inp.weight``, a weight tied by hand): hooks on the layers
@@ -539,9 +515,18 @@ class _ParameterUses(TorchFunctionMode):
         return func(*args, **kwargs)
 
 
-def _params_outside_layers(model, layers: list[nn.Module], x: Tensor) -> bool:
-    """Whether the forward pass on sample 0 uses a layer's trainable parameter anywhere but in
-    that layer (:class:`_ParameterUses`); True when that forward fails (vmap reports it)."""
+def _hooks_split_samples(model, layers: list[nn.Module], x: Tensor) -> bool:
+    """Whether hooks on ``layers`` and one batch backward give each sample's own gradient:
+
+    - no parameter of a layer is used outside it (:class:`_ParameterUses`, recorded during the
+      forward pass of sample 0 alone);
+    - samples do not interact (a batch statistic in ``forward``): sample 0 alone against
+      sample 0 beside sample 1, whose batch backward would not split into per-sample
+      gradients (each sample's loss on its own, as ``vmap`` computes them).
+
+    Two tiny forwards per call, 3-6% of one on the registry's smallest MLP; not cached: outputs
+    that coincide by accident (a zero-initialised layer) must not hide an interaction once the
+    weights have moved. False when a forward fails (vmap then reports it)."""
     uses = _ParameterUses(layers)
 
     def enter(m, args) -> None:
@@ -553,14 +538,26 @@ def _params_outside_layers(model, layers: list[nn.Module], x: Tensor) -> bool:
     handles = [h for m in layers
                for h in (m.register_forward_pre_hook(enter), m.register_forward_hook(leave))]
     try:
-        with torch.no_grad(), uses:
-            model(x[:1])
+        with torch.no_grad():
+            with uses:
+                alone = model(x[:1])
+            pair = model(x[:2]) if len(x) >= 2 else None
     except Exception:
-        return True
+        return False
     finally:
         for h in handles:
             h.remove()
-    return uses.outside
+    if uses.outside:
+        return False
+    if pair is None:
+        return True
+    if not (isinstance(pair, Tensor) and isinstance(alone, Tensor)) \
+            or pair.shape[1:] != alone.shape[1:]:
+        return False
+    scale = float(pair.abs().max()) if pair.numel() else 0.0
+    if not math.isfinite(scale):
+        return True          # non-finite outputs: the caller's finiteness checks report them
+    return torch.allclose(pair[:1], alone, rtol=1e-4, atol=1e-5 * scale + 1e-30)
 
 
 def _hooked_passes(model, loss_fn, batches, layers):

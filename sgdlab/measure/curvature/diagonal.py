@@ -198,12 +198,11 @@ def _hooked_linear_forward(model: nn.Module, x: Tensor):
     """The forward pass of a network whose trainable parameters all sit in ``nn.Linear``
     layers (the factored engine's layers, all linear), each called once on (N, in) inputs
     whose rows are the samples: (output, {layer: (input, output)}); None otherwise."""
-    from sgdlab.operators.factors import (_params_outside_layers, _samples_interact,
-                                          _supported)
+    from sgdlab.operators.factors import _hooks_split_samples, _supported
 
     layers = _supported(model)
     if not layers or not all(isinstance(m, nn.Linear) for m in layers) \
-            or _samples_interact(model, x) or _params_outside_layers(model, layers, x):
+            or not _hooks_split_samples(model, layers, x):
         return None
     seen: dict[nn.Module, list[tuple[Tensor, Tensor]]] = {m: [] for m in layers}
 
