@@ -160,15 +160,22 @@ class _BatchStatistic(nn.Module):
 def test_models_whose_samples_interact_use_vmap():
     """Each row is the gradient of the sample's loss on its own: the hooks' one batch backward
     would mix in the batch mean's cross terms, so the factored engine declines."""
-    model, loss_fn = _BatchStatistic().double(), nn.CrossEntropyLoss()
+    _declined_yet_exact(_BatchStatistic().double(), classes=2)
+
+
+def _declined_yet_exact(model: nn.Module, classes: int):
+    """The factored engine declines ``model``; G and its covariance still match the loop's.
+    Returns the data and the loss."""
+    loss_fn = nn.CrossEntropyLoss()
     g = torch.Generator().manual_seed(0)
-    x, y = torch.randn(9, 3, generator=g, dtype=torch.float64), torch.randint(0, 2, (9,),
-                                                                             generator=g)
+    x, y = torch.randn(9, 3, generator=g, dtype=torch.float64), torch.randint(
+        0, classes, (9,), generator=g)
     assert per_sample_factors(model, loss_fn, (x, y)) is None
     ref = per_sample_gradients_loop(model, loss_fn, (x, y))
     torch.testing.assert_close(per_sample_gradients(model, loss_fn, (x, y)), ref)
     torch.testing.assert_close(gradient_covariance(model, loss_fn, (x, y)).dense(),
                                covariance_reference(ref))
+    return x, y, loss_fn
 
 
 def test_a_parameter_used_outside_its_layer_makes_the_factored_engine_decline():
@@ -178,15 +185,8 @@ def test_a_parameter_used_outside_its_layer_makes_the_factored_engine_decline():
     from sgdlab.measure import ggn_diagonal
     from sgdlab.testing import ggn_reference
 
-    model, loss_fn = TiedByHand().double(), nn.CrossEntropyLoss()
-    g = torch.Generator().manual_seed(0)
-    x, y = torch.randn(9, 3, generator=g, dtype=torch.float64), torch.randint(0, 3, (9,),
-                                                                             generator=g)
-    assert per_sample_factors(model, loss_fn, (x, y)) is None
-    ref = per_sample_gradients_loop(model, loss_fn, (x, y))
-    torch.testing.assert_close(per_sample_gradients(model, loss_fn, (x, y)), ref)
-    torch.testing.assert_close(gradient_covariance(model, loss_fn, (x, y)).dense(),
-                               covariance_reference(ref))
+    model = TiedByHand().double()
+    x, y, loss_fn = _declined_yet_exact(model, classes=3)
     torch.testing.assert_close(ggn_diagonal(model, loss_fn, (x, y)),
                                ggn_reference(model, loss_fn, (x, y)).diagonal())
     # the same network with the projection a layer of its own still factors
