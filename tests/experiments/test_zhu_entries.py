@@ -188,8 +188,8 @@ def _claims(name, scale="cpu"):
 @pytest.mark.parametrize("scale", SCALES)
 def test_noisy_label_states_the_training_facts_as_claims_of_their_own(scale):
     spec = load_experiment("zhu-noisy-label", scale)
-    (level,) = spec.options["levels"]
-    assert spec.options["levels"][level] == {"train_acc": 0.999}
+    (level,) = spec.options["references"]
+    assert spec.options["references"][level] == {"train_acc": 0.999}
     by_groups = {(tuple(c["above"][0]), tuple(c["above"][1]), c["metric"]): c
                  for c in spec.options["claims"]}
     labels = [r.label for r in spec.expand(data_dir="/d") if r.label != "gd-start"]
@@ -209,7 +209,7 @@ def test_noisy_label_states_the_training_facts_as_claims_of_their_own(scale):
     assert "not judged" in spec.description
 
 
-def test_noisy_label_levels_by_hand():
+def test_noisy_label_references_by_hand():
     from sgdlab.experiments.procedures.zhu import zhu_noisy_label
 
     spec = load_experiment("zhu-noisy-label", "cpu")
@@ -228,8 +228,8 @@ def test_noisy_label_levels_by_hand():
     assert (res[start], res[every]) == (False, False)
     res = judged({g: (1199 / 1200 if g == "gd-start" else 1.0) for g in accs})
     assert (res[start], res[every]) == (True, True)
-    bad = SimpleNamespace(paper=spec.paper, options={"levels": {"gd": {"train_acc": 1}}})
-    with pytest.raises(ConfigError, match="levels"):
+    bad = SimpleNamespace(paper=spec.paper, options={"references": {"gd": {"train_acc": 1}}})
+    with pytest.raises(ConfigError, match="references"):
         zhu_noisy_label(bad, [run("gd", summary={"train_acc": 1.0})])
 
 

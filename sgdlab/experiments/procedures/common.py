@@ -252,6 +252,17 @@ def equivalence(va: float, vb: float, sa: float, sb: float, na: int, nb: int,
     return None, f"{ci} straddles ±{margin:g}, so inconclusive"
 
 
+def add_references(values: dict[str, dict[str, float]], options: dict[str, Any]) -> None:
+    """Add ``options.references`` ``{name: {metric: value}}`` to ``values`` (in place):
+    constant pseudo-groups a claim compares a run group with ("100% training accuracy",
+    "5% of the steps")."""
+    for name, ref in (options.get("references") or {}).items():
+        if name in values or not isinstance(ref, dict):
+            raise ConfigError(f"options.references: {name!r} must be a new name mapping "
+                              f"metrics to values, got {ref!r}")
+        values[name] = {k: float(v) for k, v in ref.items()}
+
+
 def claim_metrics(claims: list[dict[str, Any]]) -> list[str]:
     """Every metric the claims read (compared metrics and preconditions), in order."""
     out = [c[k] for c in claims or [] for k in ("metric", "metric_b") if k in c]

@@ -32,9 +32,9 @@ from sgdlab.errors import ConfigError
 from sgdlab.experiments.analysis import Analysis, Conclusion
 from sgdlab.experiments.plots import curves, grouped_bars
 from sgdlab.experiments.procedures import StoredRun, register_analysis
-from sgdlab.experiments.procedures.common import (by_group, check_claims, claim_metrics,
-                                                  curve_label, curve_name, mean_curve,
-                                                  schedule_lr, stat, summary_table,
+from sgdlab.experiments.procedures.common import (add_references, by_group, check_claims,
+                                                  claim_metrics, curve_label, curve_name,
+                                                  mean_curve, schedule_lr, stat, summary_table,
                                                   values_by_group, x_axis)
 from sgdlab.experiments.spec import get_dotted
 
@@ -147,8 +147,7 @@ def compare_groups(spec, runs: list[StoredRun]) -> Analysis:
     keys = [k for k, _ in tab_spec] + [d["name"] for d in o.get("derived", [])]
     keys += claim_metrics(o.get("claims", []))
     vals = values_by_group(groups, list(dict.fromkeys(keys)))
-    for name, ref in (o.get("references") or {}).items():     # constant pseudo-groups
-        vals[name] = {k: float(v) for k, v in ref.items()}
+    add_references(vals, o)                 # constant pseudo-groups
     concl = check_claims(o.get("claims", []), vals)
     div = [g for g, rs in groups.items() if any(r.status == "diverged" for r in rs)]
     if div:

@@ -15,8 +15,9 @@ from sgdlab.experiments.analysis import Analysis, Conclusion
 from sgdlab.experiments.plots import curves, panels
 from sgdlab.errors import ConfigError
 from sgdlab.experiments.procedures import StoredRun, register_analysis
-from sgdlab.experiments.procedures.common import (by_group, check_claims, curve_name, finite,
-                                                  mean_curve, stat, values_by_group, x_axis)
+from sgdlab.experiments.procedures.common import (add_references, by_group, check_claims,
+                                                  curve_name, finite, mean_curve, stat,
+                                                  values_by_group, x_axis)
 from sgdlab.experiments.spec import get_dotted
 from sgdlab.report.figures.axes import log_scale
 from sgdlab.report.tables import Table
@@ -227,8 +228,7 @@ def equal_ratio(spec, runs: list[StoredRun]) -> Analysis:
         if not isinstance(pair, dict) or not {"name", "a", "b"} <= set(pair):
             raise ConfigError(f"options.pairs[{i}]: a pair is {{name, a, b}}")
         vals[f"gap-{pair['name']}"] = gap_group(pair["a"], pair["b"])
-    for name, ref in (o.get("references") or {}).items():
-        vals[name] = {k: float(v) for k, v in ref.items()}
+    add_references(vals, o)
     rows = []
     for g, rs in groups.items():
         lr, b = rs[0].params["optimizer"]["lr"], rs[0].params["batch_size"]

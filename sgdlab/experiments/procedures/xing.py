@@ -18,8 +18,9 @@ from sgdlab.errors import ConfigError
 from sgdlab.experiments.analysis import Analysis, Conclusion
 from sgdlab.experiments.plots import curves, panels
 from sgdlab.experiments.procedures import StoredRun, register_analysis
-from sgdlab.experiments.procedures.common import (by_group, check_claims, finite, mean_curve,
-                                                  summary_table, values_by_group, x_axis)
+from sgdlab.experiments.procedures.common import (add_references, by_group, check_claims,
+                                                  finite, mean_curve, summary_table,
+                                                  values_by_group, x_axis)
 from sgdlab.experiments.procedures.jastrzebski import (CLEAR_TREND, _spearman, clear_trend,
                                                        epoch_curves)
 from sgdlab.measure.walk import VALLEY_FLOORS, has_valley_floor
@@ -84,8 +85,7 @@ def _claims(spec, runs: list[StoredRun], metrics: list[str], key=None):
     o = spec.options
     groups = by_group(runs, key=key or (lambda r: r.group))
     vals: dict[str, dict[str, float]] = values_by_group(groups, metrics)
-    for name, ref in (o.get("references") or {}).items():
-        vals[name] = {k: float(v) for k, v in ref.items()}
+    add_references(vals, o)
     return groups, vals, check_claims(o.get("claims", []), vals)
 
 

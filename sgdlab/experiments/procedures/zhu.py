@@ -252,9 +252,10 @@ def zhu_noisy_label(spec, runs: list[StoredRun]) -> Analysis:
     """Test accuracy and expected sharpness of the dynamics started from the GD solution
     (Fig. 5), compared by ``options.claims``; curves of ``options.curves`` over iterations
     from the start of training (a run started from another's weights continues its x axis).
-    ``options.levels`` ``{name: {metric: value}}`` are reference values the claims may
+    ``options.references`` ``{name: {metric: value}}`` are reference values the claims may
     compare a group with (e.g. "100% training accuracy")."""
-    from sgdlab.experiments.procedures.common import (check_claims, continuation_offsets,
+    from sgdlab.experiments.procedures.common import (add_references, check_claims,
+                                                      continuation_offsets,
                                                       curve_label, curve_name, summary_table,
                                                       values_by_group)
 
@@ -280,10 +281,6 @@ def zhu_noisy_label(spec, runs: list[StoredRun]) -> Analysis:
                      marks=starts)
         figs.append((curve_name(m), fig))
     vals = values_by_group(groups, [k for k, _ in metrics])
-    for name, level in (o.get("levels") or {}).items():
-        if name in vals or not isinstance(level, dict):
-            raise ConfigError(f"options.levels: {name!r} must be a new name mapping metrics "
-                              f"to values, got {level!r}")
-        vals[name] = {k: float(v) for k, v in level.items()}
+    add_references(vals, o)
     return Analysis(tables=[table], figures=figs,
                     conclusions=check_claims(o.get("claims", []), vals))
