@@ -43,9 +43,15 @@ def fixed_randomness(model: nn.Module, device: torch.device, index: int = 0) -> 
         yield
         return
     device = torch.device(device)
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else [],
-                               device_type="cuda"):
-        torch.manual_seed(_FIXED_SEED + index)
+    cuda = device.type == "cuda"
+    with torch.random.fork_rng(devices=[device] if cuda else [], device_type="cuda"):
+        # the forked generators only: torch.manual_seed would also reseed every other
+        # accelerator's, which fork_rng does not restore (and costs ~1 ms in traceback
+        # capture for the lazily seeded ones)
+        torch.default_generator.manual_seed(_FIXED_SEED + index)
+        if cuda:
+            with torch.cuda.device(device):
+                torch.cuda.manual_seed(_FIXED_SEED + index)
         _fixing = True
         try:
             yield

@@ -417,7 +417,8 @@ def per_sample_factors(
         batches += [(x[j : j + step], y[j : j + step]) for j in range(0, len(x), step)]
     with fixed_randomness(model, device):       # dropout in train mode: one fixed draw
         found = _sequential_passes(model, loss_fn, batches, layers)
-        if found is None and _hooks_split_samples(model, layers, batches[0][0]):
+        if found is None and (_row_wise_sequential(model)
+                              or _hooks_split_samples(model, layers, batches[0][0])):
             found = _hooked_passes(model, loss_fn, batches, layers)
     if found is None:
         return None
@@ -457,6 +458,8 @@ def _sequential_passes(model, loss_fn, batches, layers, *, pooled_only: bool = T
     from .rop import SequentialHVP
     from .taylor import _MAXPOOL, PATCH_BUDGET, batchnorm_primal
 
+    if pooled_only and not any(isinstance(m, _MAXPOOL) for m in model.modules()):
+        return None
     rop = SequentialHVP.build(model, trainable_named_params(model))
     if rop is None or (pooled_only and not any(isinstance(m, _MAXPOOL) for m in rop.layers)):
         return None
@@ -513,6 +516,36 @@ class _ParameterUses(TorchFunctionMode):
                 isinstance(t, Tensor) and self.owner.get(id(t), inner) is not inner
                 for t in tree_flatten((args, kwargs))[0])
         return func(*args, **kwargs)
+
+
+# torch modules that act on each row of a batch alone and use no parameter of another module
+_ROW_WISE = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.BatchNorm1d, nn.BatchNorm2d,
+             nn.BatchNorm3d, nn.Identity, nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.PReLU, nn.ELU,
+             nn.SELU, nn.CELU, nn.GELU, nn.SiLU, nn.Mish, nn.Tanh, nn.Sigmoid, nn.Softplus,
+             nn.Hardtanh, nn.Hardswish, nn.Hardsigmoid, nn.Tanhshrink, nn.Softsign,
+             nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout,
+             nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AvgPool1d, nn.AvgPool2d,
+             nn.AvgPool3d, nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d,
+             nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d, nn.AdaptiveMaxPool3d)
+
+
+def _row_wise_sequential(model: nn.Module) -> bool:
+    """Whether ``model`` is a plain ``nn.Sequential`` of torch's own row-wise modules (a
+    flatten that keeps the batch dimension included; batch norm in eval mode, on running
+    statistics): then samples
+    cannot interact and no parameter is used outside its layer, so
+    :func:`_hooks_split_samples` has nothing to find (a layer's input that is not batched
+    is refused in :func:`_hooked_passes`)."""
+    if type(model) is not nn.Sequential:
+        return False
+    for m in model:
+        if type(m) is nn.Flatten:
+            if m.start_dim < 1:         # start_dim=0 (or negative) may fold the batch in
+                return False
+        elif type(m) not in _ROW_WISE or (type(m) in _BN and (
+                m.training or m.running_mean is None)):    # batch statistics mix samples
+            return False
+    return True
 
 
 def _hooks_split_samples(model, layers: list[nn.Module], x: Tensor) -> bool:
@@ -581,6 +614,7 @@ def _hooked_passes(model, loss_fn, batches, layers):
             # rows that are not the samples (a sequence folded into the batch dimension)
             # do not factor per sample
             if calls[i] > 1 or (isinstance(mod, nn.Linear) and x.dim() < 2) \
+                    or (type(mod) in _LAYERS[1:] and x.dim() != mod.weight.dim()) \
                     or len(x) != batch_len[0]:
                 ok = False
                 return

@@ -235,3 +235,44 @@ def test_dropout_in_train_mode_is_one_fixed_draw_of_masks(method):
     with fixed_randomness(model, torch.device("cpu"), 7):
         inner = per_sample_gradients(model, nn.CrossEntropyLoss(), (x, y), method=method)
     assert not torch.equal(inner, g)      # the outer draw (7), not a fresh draw 0
+
+
+def test_fixed_draw_on_cpu_reseeds_the_cpu_generator_only(monkeypatch):
+    """A CPU model's fixed draw seeds (and restores) the CPU generator alone: reseeding the
+    accelerators' generators too would leave them changed, as fork_rng restores only the
+    devices it forked."""
+    from sgdlab.operators.batches import fixed_randomness
+
+    touched = []
+    for mod in (torch.cuda, torch.xpu, torch.mps):
+        if hasattr(mod, "manual_seed_all"):
+            monkeypatch.setattr(mod, "manual_seed_all", lambda s, m=mod: touched.append(m))
+    model = nn.Sequential(nn.Linear(3, 4), nn.Dropout(0.5))
+    with fixed_randomness(model, torch.device("cpu")):
+        first = model(torch.ones(2, 3))
+    with fixed_randomness(model, torch.device("cpu")):
+        torch.testing.assert_close(model(torch.ones(2, 3)), first, rtol=0, atol=0)
+    assert touched == []
+
+
+def test_batch_statistics_in_eval_mode_are_not_factored():
+    """Batch norm without running statistics normalises by the batch even in eval mode, so the
+    samples interact: G is each sample's gradient alone (as vmap computes it), not the split
+    of one batch backward."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv1d(1, 2, 3), nn.BatchNorm1d(2, affine=False,
+                                                             track_running_stats=False),
+                          nn.Tanh(), nn.Flatten(), nn.Linear(8, 2)).double().eval()
+    x, y = torch.randn(5, 1, 6, dtype=torch.float64), torch.randint(0, 2, (5,))
+    loss_fn = nn.CrossEntropyLoss()
+    torch.testing.assert_close(per_sample_gradients(model, loss_fn, (x, y)),
+                               per_sample_gradients(model, loss_fn, (x, y), method="vmap"))
+    assert per_sample_factors(model, loss_fn, (x, y)) is None
+
+
+def test_a_convolution_on_unbatched_input_is_not_factored():
+    """A convolution fed (C, H, W) without a batch dimension mixes the rows it is given (its
+    channels): the rows of such a network's output are no samples to split gradients by."""
+    model = nn.Sequential(nn.Conv2d(3, 3, 1), nn.Flatten(1), nn.Linear(16, 2)).double()
+    x, y = torch.randn(3, 4, 4, dtype=torch.float64), torch.randint(0, 2, (3,))
+    assert per_sample_factors(model, nn.CrossEntropyLoss(), (x, y)) is None
