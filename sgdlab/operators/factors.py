@@ -532,10 +532,10 @@ _ROW_WISE = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.BatchNorm1d, nn.Batc
 def _row_wise_sequential(model: nn.Module) -> bool:
     """Whether ``model`` is a plain ``nn.Sequential`` of torch's own row-wise modules (a
     flatten that keeps the batch dimension included; batch norm in eval mode, on running
-    statistics): then samples
-    cannot interact and no parameter is used outside its layer, so
-    :func:`_hooks_split_samples` has nothing to find (a layer's input that is not batched
-    is refused in :func:`_hooked_passes`)."""
+    statistics): then samples cannot interact and no parameter is used outside its layer, so
+    :func:`_hooks_split_samples` has nothing to find (its two forwards were 20% of a call on
+    the digits MLP); a layer's input that is not batched is refused in
+    :func:`_hooked_passes`."""
     if type(model) is not nn.Sequential:
         return False
     for m in model:
