@@ -1,12 +1,14 @@
 #!/usr/bin/env python
 """The one entry point to sgdlab's benchmarks.
 
-    python benchmarks/run.py [--only SUBSTRING] [--json PATH] [--list]
+    python benchmarks/run.py [--only SUBSTRING] [--json PATH] [--list] [--keep-freed-memory]
 
 Imports every ``benchmarks/bench_*.py`` whose module name or one of whose figure names contains
 SUBSTRING (all when omitted), calls its ``run() -> {figure: value or None}``, prints each figure
 as ``name: value (goal ...)`` (``skipped`` for None) and, with ``--json``, writes one JSON object
 ``{figure_name: number or null}``. A module declares ``GOALS = {figure: "<= 1.05", ...}``.
+``--keep-freed-memory`` has glibc keep freed memory in the process for every library timed
+(``_timing.keep_freed_memory``): steadier ratios on machines with costly page faults.
 Exit status 1 if a benchmark module raised.
 """
 from __future__ import annotations
@@ -65,7 +67,15 @@ def main(argv: list[str] | None = None) -> int:
                     help="run benchmarks whose module or figure names contain this")
     ap.add_argument("--json", metavar="PATH", help="write {figure: value} here")
     ap.add_argument("--list", action="store_true", help="list modules and figures, run nothing")
+    ap.add_argument("--keep-freed-memory", action="store_true",
+                    help="glibc keeps freed memory (every library alike; see _timing.py)")
     args = ap.parse_args(argv)
+    if args.keep_freed_memory:
+        sys.path.insert(0, str(HERE))
+        from _timing import keep_freed_memory
+
+        print("glibc keeps freed memory: "
+              + ("yes" if keep_freed_memory() else "no (not glibc): default allocator"))
 
     figures: dict[str, float | None] = {}
     failed = []
