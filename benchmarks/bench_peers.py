@@ -51,6 +51,8 @@ the 5 (and 5x it the 25). ``python benchmarks/run.py --only cnn`` runs one probl
 takes about an hour on one core (the three small problems 32 minutes, most of it PyHessian's
 power iteration failing to reach 1e-3 on the CNNs).
 
+``python benchmarks/run.py --keep-freed-memory ...`` has glibc keep freed memory for every
+library alike (steadier figures on machines with costly page faults).
 ``SGDLAB_BENCH_DEVICE=cuda`` runs every library on the GPU (model, data, probes and
 generators there; PyHessian with ``cuda=True``) and times by the wall clock between
 ``torch.cuda.synchronize`` calls instead of the thread's CPU time.
