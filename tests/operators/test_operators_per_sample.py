@@ -276,3 +276,24 @@ def test_a_convolution_on_unbatched_input_is_not_factored():
     model = nn.Sequential(nn.Conv2d(3, 3, 1), nn.Flatten(1), nn.Linear(16, 2)).double()
     x, y = torch.randn(3, 4, 4, dtype=torch.float64), torch.randint(0, 2, (3,))
     assert per_sample_factors(model, nn.CrossEntropyLoss(), (x, y)) is None
+
+
+@pytest.mark.parametrize("method", ["auto", "vmap"])
+def test_dropout_rows_average_to_the_batch_gradient_of_the_same_draw(method):
+    """Under dropout in train mode the rows of G are the samples' gradients under the draw an
+    operator's products see for the batch (index 0): their mean is that batch gradient."""
+    from sgdlab.operators.batches import fixed_randomness
+    from sgdlab.operators.params import flatten
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(5, 16), nn.ReLU(), nn.Dropout(0.5),
+                          nn.Linear(16, 3)).double()
+    x, y = torch.randn(40, 5, dtype=torch.float64), torch.randint(0, 3, (40,))
+    loss_fn = nn.CrossEntropyLoss()
+    g = per_sample_gradients(model, loss_fn, (x, y), method=method)
+    with fixed_randomness(model, torch.device("cpu"), 0):
+        batch = flatten(torch.autograd.grad(loss_fn(model(x), y), list(model.parameters())))
+    torch.testing.assert_close(g.mean(0), batch, rtol=1e-10, atol=1e-12)
+    model.eval()
+    assert not torch.allclose(g.mean(0), flatten(torch.autograd.grad(
+        loss_fn(model(x), y), list(model.parameters()))))
