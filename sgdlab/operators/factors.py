@@ -42,7 +42,7 @@ from torch.utils._pytree import tree_flatten
 
 from .batches import Data, fixed_randomness, iterate_batches
 from .params import trainable_named_params
-from .taylor import conv_padding
+from .taylor import _CONV, conv_padding, flat_layers
 
 
 class _Layer:
@@ -461,7 +461,7 @@ def _sequential_passes(model, loss_fn, batches, layers, *, pooled_only: bool = T
     if pooled_only and not any(isinstance(m, _MAXPOOL) for m in model.modules()):
         return None
     rop = SequentialHVP.build(model, trainable_named_params(model))
-    if rop is None or (pooled_only and not any(isinstance(m, _MAXPOOL) for m in rop.layers)):
+    if rop is None:
         return None
     where = [j for j, m in enumerate(rop.layers) if any(m is l for l in layers)]
     if len(where) != len(layers) or [rop.layers[j] for j in where] != layers:
@@ -518,34 +518,16 @@ class _ParameterUses(TorchFunctionMode):
         return func(*args, **kwargs)
 
 
-# torch modules that act on each row of a batch alone and use no parameter of another module
-_ROW_WISE = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.BatchNorm1d, nn.BatchNorm2d,
-             nn.BatchNorm3d, nn.Identity, nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.PReLU, nn.ELU,
-             nn.SELU, nn.CELU, nn.GELU, nn.SiLU, nn.Mish, nn.Tanh, nn.Sigmoid, nn.Softplus,
-             nn.Hardtanh, nn.Hardswish, nn.Hardsigmoid, nn.Tanhshrink, nn.Softsign,
-             nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout,
-             nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AvgPool1d, nn.AvgPool2d,
-             nn.AvgPool3d, nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d,
-             nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d, nn.AdaptiveMaxPool3d)
-
-
 def _row_wise_sequential(model: nn.Module) -> bool:
-    """Whether ``model`` is a plain ``nn.Sequential`` of torch's own row-wise modules (a
-    flatten that keeps the batch dimension included; batch norm in eval mode, on running
-    statistics): then samples cannot interact and no parameter is used outside its layer, so
-    :func:`_hooks_split_samples` has nothing to find (its two forwards were 20% of a call on
-    the digits MLP); a layer's input that is not batched is refused in
-    :func:`_hooked_passes`."""
-    if type(model) is not nn.Sequential:
-        return False
-    for m in model:
-        if type(m) is nn.Flatten:
-            if m.start_dim < 1:         # start_dim=0 (or negative) may fold the batch in
-                return False
-        elif type(m) not in _ROW_WISE or (type(m) in _BN and (
-                m.training or m.running_mean is None)):    # batch statistics mix samples
-            return False
-    return True
+    """Whether ``model`` is a plain ``nn.Sequential`` of the layers the R-op knows
+    (:func:`~sgdlab.operators.taylor.flat_layers`: no hooks, batch norm in eval mode on
+    running statistics, dropout off), each flatten keeping the batch dimension: then samples
+    cannot interact and no parameter is used outside its layer, so :func:`_hooks_split_samples`
+    has nothing to find (its two forwards were 20% of a call on the digits MLP); a layer's
+    input that is not batched is refused in :func:`_hooked_passes`."""
+    layers = flat_layers(model)
+    return layers is not None and all(m.start_dim >= 1 for m in layers
+                                      if isinstance(m, nn.Flatten))
 
 
 def _hooks_split_samples(model, layers: list[nn.Module], x: Tensor) -> bool:
@@ -570,8 +552,11 @@ def _hooks_split_samples(model, layers: list[nn.Module], x: Tensor) -> bool:
 
     handles = [h for m in layers
                for h in (m.register_forward_pre_hook(enter), m.register_forward_hook(leave))]
+    cuda = x.device.type == "cuda"
     try:
-        with torch.no_grad():
+        # its own randomness: the passes after it take the caller's fixed draw from its start
+        with torch.no_grad(), torch.random.fork_rng(devices=[x.device] if cuda else [],
+                                                    device_type="cuda"):
             with uses:
                 alone = model(x[:1])
             pair = model(x[:2]) if len(x) >= 2 else None
@@ -614,7 +599,7 @@ def _hooked_passes(model, loss_fn, batches, layers):
             # rows that are not the samples (a sequence folded into the batch dimension)
             # do not factor per sample
             if calls[i] > 1 or (isinstance(mod, nn.Linear) and x.dim() < 2) \
-                    or (type(mod) in _LAYERS[1:] and x.dim() != mod.weight.dim()) \
+                    or (type(mod) in _CONV and x.dim() != mod.weight.dim()) \
                     or len(x) != batch_len[0]:
                 ok = False
                 return
