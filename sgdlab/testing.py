@@ -19,12 +19,11 @@ import numpy as np
 
 import torch
 from torch import Tensor, nn
-from torch.func import functional_call
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from sgdlab.operators.batches import Data, concat_batches
-from sgdlab.operators.params import (UNUSED_ZERO, flatten, params_vector, trainable_named_params,
-                                     unflatten_like)
+from sgdlab.operators.params import (UNUSED_ZERO, flatten, functional_call, params_vector,
+                                     trainable_named_params, unflatten_like)
 
 LossFn = Callable[[Tensor, Tensor], Tensor]
 

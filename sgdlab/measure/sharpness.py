@@ -29,12 +29,12 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
-from torch.func import functional_call, vmap
+from torch.func import vmap
 
 from sgdlab.operators.batches import Data, check_batch_loss, is_single_batch, iterate_batches
 from sgdlab.operators.params import (UNUSED_ZERO, params_vector, set_params_vector,
                                      trainable_named_params)
-from sgdlab.operators.params import unflatten_like
+from sgdlab.operators.params import functional_call, unflatten_like
 
 from .curvature import Estimate
 from .curvature import mc_estimate as _mc

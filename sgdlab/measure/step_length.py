@@ -37,10 +37,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from torch import Tensor, nn
-from torch.func import functional_call, vmap
+from torch.func import vmap
 
 from sgdlab.operators.batches import Data, concat_batches
-from sgdlab.operators.params import set_params_vector, trainable_named_params, unflatten_like
+from sgdlab.operators.params import (functional_call, set_params_vector, trainable_named_params,
+                                     unflatten_like)
 
 __all__ = ["StepLength", "normalized_step_length", "per_sample_losses_and_slopes"]
 

@@ -38,10 +38,10 @@ from dataclasses import asdict, dataclass
 
 import torch
 from torch import Tensor, nn
-from torch.func import functional_call, vmap
+from torch.func import vmap
 
 from sgdlab.operators.batches import Data, check_batch_loss, is_single_batch, iterate_batches
-from sgdlab.operators.params import params_vector, trainable_named_params
+from sgdlab.operators.params import functional_call, params_vector, trainable_named_params
 
 __all__ = [
     "StepInterpolation",

@@ -25,6 +25,23 @@ def batched_columns(per_param: Iterable[Tensor], params: Iterable[Tensor], k: in
                       for t, p in zip(per_param, params)], dim=1).T.detach()
 
 
+def functional_call(model: nn.Module, tensors, args, kwargs=None):
+    """``torch.func.functional_call``, with the model's parameters and buffers as they were
+    afterwards. Why: torch does not restore a module registered under two names (a layer
+    used twice, ``nn.Sequential(lin, act, lin)``): its parameters stay the plain tensors of
+    the call, so later gradients, optimizers and hooks on the model silently miss them."""
+    mods = list(model.modules())
+    if len(mods) == sum(1 for _ in model.named_modules(remove_duplicate=False)):
+        return torch.func.functional_call(model, tensors, args, kwargs)
+    saved = [(m, dict(m._parameters), dict(m._buffers)) for m in mods]
+    try:
+        return torch.func.functional_call(model, tensors, args, kwargs)
+    finally:
+        for m, params, buffers in saved:
+            m._parameters.update(params)
+            m._buffers.update(buffers)
+
+
 def trainable_named_params(model: nn.Module) -> dict[str, Tensor]:
     """Trainable parameters by name, in registration order (the flat-vector order)."""
     return {n: p for n, p in model.named_parameters() if p.requires_grad}

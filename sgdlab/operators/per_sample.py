@@ -26,13 +26,14 @@ from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
-from torch.func import functional_call, grad, vmap
+from torch.func import grad, vmap
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from sgdlab.errors import UserError
 
 from .batches import Data, concat_batches, fixed_randomness
-from .params import UNUSED_ZERO, flatten, require_trainable, trainable_named_params
+from .params import (UNUSED_ZERO, flatten, functional_call, require_trainable,
+                     trainable_named_params)
 
 # CPU buffers at least this large are backed by transparent huge pages when the kernel allows
 # it: first-touch page faults otherwise dominate writing G (first write of a 2.7 GB G 2.4x

@@ -274,8 +274,9 @@ class StructuredNoiseGD(Optimizer):
     def _lay_out(self, params, *, check: bool) -> None:
         """Give each trainable parameter of ``params`` not yet laid out the next slice of the
         flat vector; with ``check`` (the layout is the model's), such a parameter is an error.
-        Frozen parameters (``requires_grad=False``) get no slice: they have no gradient and
-        are skipped like torch.optim.SGD skips them."""
+        Frozen parameters (``requires_grad=False``) get no slice: they take no noise, and, as
+        in torch.optim.SGD, a step only where they still hold a ``.grad`` (:meth:`step` lays
+        the vector out again when the trainable set changes)."""
         new = [p for p in params if p.requires_grad and id(p) not in self._layout]
         if check and new:
             raise ValueError("the optimizer's parameters must be trainable parameters of model "
@@ -493,6 +494,19 @@ class StructuredNoiseGD(Optimizer):
     def _layout_params(self):
         return (p for g in self.param_groups for p in g["params"])
 
+    def _follow_trainable(self) -> None:
+        """Lay the flat vector out again when parameters were frozen or unfrozen since it was
+        laid out (a layer frozen mid-training, progressive unfreezing); statistics other than
+        a scalar variance have the old dimension and are made again."""
+        trainable = {id(p) for p in self._layout_params() if p.requires_grad}
+        if self.model is not None:
+            trainable |= {id(p) for p in trainable_named_params(self.model).values()}
+        if trainable == self._layout.keys():
+            return
+        self._build_layout(self.model)
+        if self._stats is not None and set(self._stats) != {"sigma2"}:
+            self._stats = None
+
     def _due(self) -> bool:
         if self._stats is None:
             return True
@@ -504,6 +518,7 @@ class StructuredNoiseGD(Optimizer):
     @torch.no_grad()
     def step(self, closure: Callable[[], Tensor] | None = None):
         loss = closure_loss(closure)
+        self._follow_trainable()
         if self.noise != "none" and self._due():
             self.refresh_statistics()
         eps = self.sample_noise()
@@ -516,7 +531,7 @@ class StructuredNoiseGD(Optimizer):
                 d_p = p.grad
                 if wd != 0:
                     d_p = d_p.add(p, alpha=wd)
-                if eps is not None:
+                if eps is not None and id(p) in self._layout:   # frozen: a stale .grad, no noise
                     a, b = self._layout[id(p)]
                     d_p = d_p.sub(eps[a:b].view_as(p).to(p.dtype))
                 if mom != 0:

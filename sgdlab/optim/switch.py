@@ -27,8 +27,15 @@ __all__ = ["SwitchOptimizer"]
 
 
 def _copy_params(params) -> list:
-    params = list(params)
-    return [dict(g) if isinstance(g, dict) else g for g in params]
+    """The parameters or groups, each group's ``params`` as its own list: both optimizers
+    get every parameter even when a group gives them as an iterator (``m.parameters()``)."""
+    out = []
+    for g in params:
+        if isinstance(g, dict) and "params" in g:      # (torch names a group without)
+            ps = g["params"]
+            g = {**g, "params": [ps] if isinstance(ps, Tensor) else list(ps)}
+        out.append(g)
+    return out
 
 
 class SwitchOptimizer(Optimizer):
@@ -48,7 +55,7 @@ class SwitchOptimizer(Optimizer):
             check_plain_optimizer(role, name, exclude=("switch",))
         if int(switch_step) != switch_step or switch_step < 0:
             raise ValueError(f"Invalid switch_step: {switch_step} (an int >= 0)")
-        params = list(params)
+        params = _copy_params(params)
         self.first = build_optimizer(first, _copy_params(params), **(first_hyper or {}))
         self.second = build_optimizer(second, _copy_params(params), **(second_hyper or {}))
         self.names = (first, second)

@@ -107,7 +107,7 @@ class TrivializedSGD(Optimizer):
             raise ValueError(f"Invalid tau0: {tau0} (steps, must be > 0)")
         self.base = build_optimizer(base, params, **base_hyper)
         super().__init__(self.base.param_groups, self.base.defaults)
-        self.param_groups, self.state = self.base.param_groups, self.base.state
+        self._link()
 
         heur = trivialization_heuristics(model) if model is not None else {}
         d = sum(q.numel() for g in self.param_groups for q in g["params"])
@@ -147,7 +147,7 @@ class TrivializedSGD(Optimizer):
             super().add_param_group(param_group)
             return
         self.base.add_param_group(param_group)
-        self.param_groups = self.base.param_groups
+        self._link()
         n = sum(q.numel() for q in self.param_groups[-1]["params"])
         if not self.resample:
             extra = torch.randn(n, generator=self.generator, dtype=torch.float64)
@@ -177,7 +177,12 @@ class TrivializedSGD(Optimizer):
         for q, grad in saved:
             q.grad.copy_(grad)
         self._i += 1
+        self._link()              # a base that swaps its groups (``switch``) is followed
         return loss
+
+    def _link(self) -> None:
+        self.param_groups, self.state = self.base.param_groups, self.base.state
+        self.defaults = self.base.defaults
 
     def state_dict(self) -> dict[str, Any]:
         sd = self.base.state_dict()
@@ -193,7 +198,7 @@ class TrivializedSGD(Optimizer):
         if extra["base"] != self.base_name:
             raise ValueError(f"state_dict is for base {extra['base']!r}, not {self.base_name!r}")
         self.base.load_state_dict(state_dict)
-        self.param_groups, self.state = self.base.param_groups, self.base.state
+        self._link()
         self._i = int(extra["i"])
         self.field = extra["field"].to(torch.float64).clone()
         self.generator.set_state(extra["generator"])

@@ -8,8 +8,9 @@ an ``nn.Embedding`` front end on integer tokens, MSE regression, a ``reduction="
 the sequence models in use today: a one-layer Transformer encoder (layer norm, multi-head
 attention, GELU; eval mode, where PyTorch's fused fast path serves no-grad calls) on tokens, a
 GRU over a sequence of float features (vmap cannot batch it), and tied weights: an embedding
-matrix that is also the output projection's weight (one parameter registered twice), and a
-linear layer's weight used again outside the layer.
+matrix that is also the output projection's weight (one parameter registered twice), a
+linear layer's weight used again outside the layer, and one linear layer called twice (one
+module registered twice: every measurement must leave its parameters registered as they were).
 """
 from __future__ import annotations
 
@@ -73,6 +74,11 @@ def _dropout(train: bool) -> nn.Module:
     return nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Dropout(0.3), nn.Linear(4, 2)).train(train)
 
 
+def _layer_twice() -> nn.Module:
+    lin = nn.Linear(3, 3)
+    return nn.Sequential(lin, nn.Tanh(), lin, nn.Softplus(), nn.Linear(3, 2))
+
+
 def _conv() -> nn.Module:
     return nn.Sequential(nn.Conv2d(1, 2, 3, padding=1), nn.Tanh(), nn.MaxPool2d(2), nn.Flatten(),
                          nn.Linear(2 * 16, 3))
@@ -109,6 +115,7 @@ ZOO = {
     "gru": (GRUClassifier, nn.CrossEntropyLoss(), "sequence"),
     "tied_embedding": (TiedEmbedding, nn.CrossEntropyLoss(), "tokens6"),
     "tied_by_hand": (TiedByHand, nn.CrossEntropyLoss(), "vector"),
+    "layer_twice": (_layer_twice, nn.CrossEntropyLoss(), "vector"),
 }
 DETERMINISTIC = [k for k in ZOO if k not in ("bn_train", "dropout_train")]
 PER_SAMPLE = [k for k in ZOO if k != "bn_train"]
@@ -167,6 +174,17 @@ def _quiet_dropout_warning():
         warnings.filterwarnings("ignore", message=".*dropout in train mode.*")
         warnings.filterwarnings("ignore", message=".*vmap failed.*")
         yield
+
+
+def registered(model) -> list[tuple[str, nn.Parameter]]:
+    """Every registration of a parameter, by name (a module used twice is listed twice)."""
+    return list(model.named_parameters(remove_duplicate=False))
+
+
+def assert_parameters_kept(model, before):
+    after = registered(model)
+    assert [n for n, _ in after] == [n for n, _ in before]
+    assert all(a is b for (_, a), (_, b) in zip(after, before)), "a parameter was replaced"
 
 
 def close(a, b, tol=1e-9):
@@ -241,6 +259,7 @@ def test_ggn_and_fisher_diagonals_match_dense_references(name):
 @pytest.mark.parametrize("name", [k for k in PER_SAMPLE if k != "dropout_train"])
 def test_gradient_covariance_matches_explicit_per_sample_sum(name):
     model, loss_fn, data = make(name)
+    before = registered(model)
     g = per_sample_gradients_loop(model, loss_fn, data)
     ref = covariance_reference(g)
     for d in (data, two_batches(data)):
@@ -253,11 +272,13 @@ def test_gradient_covariance_matches_explicit_per_sample_sum(name):
         nm = M.noise_magnitude(model, loss_fn, d, 0.1, 2)
         close(nm.grad_norm, g.mean(0).norm())
         close(nm.noise_norm, math.sqrt(0.1 * float(ref.trace()) / 2))
+    assert_parameters_kept(model, before)
 
 
 @pytest.mark.parametrize("name", [k for k in PER_SAMPLE if k != "dropout_train"])
 def test_noise_statistics_do_not_depend_on_batching(name):
     model, loss_fn, data = make(name)
+    before = registered(model)
     for fn in (lambda d: list(M.batch_statistics(model, loss_fn, d, lr=0.1).as_metrics().values()),
                lambda d: [(t := M.takeuchi_information(model, loss_fn, d)).diagonal, t.trace],
                lambda d: M.sigma_hessian_alignment(model, loss_fn, d, k=2, num_probes=3,
@@ -265,6 +286,7 @@ def test_noise_statistics_do_not_depend_on_batching(name):
                lambda d: M.normalized_step_length(model, loss_fn, params_vector(model),
                                                   params_vector(model) + 0.01, d).alpha):
         close(fn(data), fn(two_batches(data)))
+    assert_parameters_kept(model, before)
 
 
 def test_per_sample_measurements_refuse_train_mode_batch_norm():
@@ -303,6 +325,7 @@ def _eval_loss(model, loss_fn, data):
 @pytest.mark.parametrize("name", list(ZOO))
 def test_loss_evaluations_match_the_mean_loss(name):
     model, loss_fn, data = make(name)
+    before = registered(model)
     theta, mode = params_vector(model), model.training
     # all of these evaluate without dropout and with batch norm's running statistics
     base = _eval_loss(model, loss_fn, data)
@@ -321,12 +344,13 @@ def test_loss_evaluations_match_the_mean_loss(name):
         close(surf.train_loss[1], base)
         close(params_vector(model), theta, 0)                  # parameters restored
         assert model.training == mode
+    assert_parameters_kept(model, before)
 
 
 @pytest.mark.parametrize("name", list(ZOO))
 def test_sharpness_is_finite_and_does_not_depend_on_batching(name):
     model, loss_fn, data = make(name)
-    theta = params_vector(model)
+    theta, before = params_vector(model), registered(model)
     for fn in (lambda d: M.mean_loss(model, loss_fn, d),
                lambda d: M.expected_sharpness(model, loss_fn, d, 0.01, 4, generator=gen()).value,
                lambda d: M.epsilon_sharpness(model, loss_fn, d, 1e-3, num_steps=3,
@@ -338,6 +362,7 @@ def test_sharpness_is_finite_and_does_not_depend_on_batching(name):
         if name in DETERMINISTIC:
             close(one, two)
     close(params_vector(model), theta, 0)
+    assert_parameters_kept(model, before)
 
 
 # ---- a loss summed over its batch -----------------------------------------------------------

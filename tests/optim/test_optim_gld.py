@@ -296,6 +296,38 @@ def test_frozen_parameter_in_the_groups_is_skipped(problem):
         assert torch.equal(p, q)
 
 
+@pytest.mark.parametrize("name,with_model", [("gld-const", False), ("gld-const", True),
+                                             ("gld-dynamic", True), ("gd-isotropic", True)])
+def test_freezing_and_unfreezing_mid_training_lays_the_noise_out_again(problem, name,
+                                                                      with_model):
+    """A layer unfrozen after the optimizer was built (progressive unfreezing) gets noise
+    coordinates and trains; a bias frozen later, whose .grad a zero_grad(set_to_none=False)
+    keeps at zero, takes no noise and, without momentum, stays put (as with torch.optim.SGD).
+    gld-dynamic refreshes every 3 steps, gd-isotropic never: the layout follows anyway."""
+    model0, data, _, _ = problem
+    model = copy.deepcopy(model0)
+    model[0].weight.requires_grad_(False)
+    kw = dict(VARIANTS[name], **({"refresh_every": 3} if name == "gld-dynamic" else {}))
+    if with_model:
+        kw = dict(kw, model=model, loss_fn=LOSS, data=data)
+    opt = build_optimizer(name, model.parameters(), lr=0.1, seed=0, **kw)
+    d = sum(q.numel() for q in model.parameters())
+    assert opt.dim == d - model[0].weight.numel()
+    model[0].weight.requires_grad_(True)
+    before = model[0].weight.detach().clone()
+    _run(model, opt, data, 2)
+    assert opt.dim == d and opt.sample_noise().shape == (d,)
+    assert not torch.equal(model[0].weight, before)
+    model[0].bias.requires_grad_(False)
+    bias = model[0].bias.detach().clone()
+    for _ in range(2):
+        opt.zero_grad(set_to_none=False)
+        LOSS(model(data[0]), data[1]).backward()
+        opt.step()
+    assert opt.dim == d - model[0].bias.numel()
+    assert torch.equal(model[0].bias, bias)
+
+
 @pytest.mark.parametrize("name,kw", [("gd", {}), ("gld-const", dict(sigma=0.2))])
 def test_add_param_group_without_model(problem, name, kw):
     """Without a model the flat vector is the groups' parameters: a group added later gets the

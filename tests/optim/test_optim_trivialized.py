@@ -281,3 +281,44 @@ def test_switch_add_param_group_trains_the_group_after_the_switch():
         assert torch.equal(p, q)
     o2.zero_grad(set_to_none=True)
     assert all(p.grad is None for p in m2.parameters())
+
+
+def test_switch_groups_given_as_iterators_reach_both_optimizers():
+    """Groups written the torch way, ``{"params": layer.parameters()}``: the run equals the one
+    built from lists, across the switch (an iterator shared by both would leave the second
+    optimizer with empty groups: nothing would move after the switch)."""
+    def make(m, lists):
+        first, second = [mod for mod in m if isinstance(mod, nn.Linear)]
+        wrap = list if lists else iter
+        return build_optimizer("switch", [{"params": wrap(first.parameters())},
+                                          {"params": wrap(second.parameters()), "lr": 0.05}],
+                               first="rmsprop", second="sgd", switch_step=2,
+                               first_hyper=dict(lr=1e-2), second_hyper=dict(lr=0.1))
+
+    m1, m2 = tiny_mlp(seed=0), tiny_mlp(seed=0)
+    o1, o2 = make(m1, True), make(m2, False)
+    assert [len(g["params"]) for g in o2.second.param_groups] == [2, 2]
+    before = _flat(m2)
+    _run(m1, o1, 4)
+    _run(m2, o2, 4)
+    assert o2.switched and not torch.equal(_flat(m2), before)
+    for p, q in zip(m1.parameters(), m2.parameters()):
+        assert torch.equal(p, q)
+
+
+def test_trivialized_over_switch_exposes_the_stepping_optimizers_groups():
+    """After the switch the wrapper's param_groups and state are the second optimizer's: an
+    lr set through the wrapper (or a schedule on it) reaches the optimizer that steps."""
+    m = tiny_mlp(seed=0)
+    opt = build_optimizer("trivialized", m.parameters(), base="switch", p=3, seed=1,
+                          switch_step=1, first="rmsprop", second="sgd",
+                          first_hyper=dict(lr=0.01), second_hyper=dict(lr=0.1))
+    _run(m, opt, 2)
+    assert opt.base.switched
+    assert opt.param_groups is opt.base.second.param_groups
+    assert opt.state is opt.base.second.state
+    for g in opt.param_groups:
+        g["lr"] = 0.0
+    before = _flat(m)
+    _run(m, opt, 1)
+    assert torch.equal(_flat(m), before)
