@@ -166,13 +166,36 @@ def wide_and_narrow_minima(z: Tensor) -> Tensor:
 
 
 # ---------------------------------------------------------------- reference solvers
+def _check_periodic(f: Tensor, period: float, t: float, beta: float) -> None:
+    if f.ndim != 1 or f.numel() < 3:
+        raise UserError("f must be a 1-D tensor of >= 3 values over one period")
+    if not period > 0:
+        raise UserError(f"period must be > 0, got {period}")
+    _check_t(t)
+    if not beta > 0:
+        raise UserError(f"beta must be > 0, got {beta}")
+
+
 def periodic_cole_hopf(f: Tensor, period: float, t: float, *, beta: float = 1.0) -> Tensor:
     """Cole–Hopf on a periodic grid (n points over one period), the heat equation solved
-    exactly in Fourier space: v̂_k(t) = v̂_k(0) e^{−k² t/(2β)}."""
+    exactly in Fourier space: v̂_k(t) = v̂_k(0) e^{−k² t/(2β)}. v = e^{−β(f − min f)} is
+    transformed as it is, so where v(t) falls to the FFT's round-off relative to its maximum
+    (large β times the range of f) its logarithm is meaningless: a ``UserError`` then, not
+    NaN (``viscous_hj`` works in log space)."""
+    _check_periodic(f, period, t, beta)
     n = f.numel()
     v0 = torch.exp(-beta * (f - f.min()))
     k = 2 * math.pi * torch.fft.fftfreq(n, d=period / n).to(f.dtype)
     v = torch.fft.ifft(torch.fft.fft(v0) * torch.exp(-k ** 2 * t / (2 * beta))).real
+    # FFT round-off is ~n·eps of the maximum: keep six digits above it
+    floor = 1e6 * n * torch.finfo(v.dtype).eps * float(v.abs().max())
+    if float(v.min()) <= floor:
+        hint = "" if v.dtype == torch.float64 else ", a float64 f"
+        raise UserError(
+            f"periodic_cole_hopf: e^(-beta (f - min f)) spans more than {v.dtype}'s precision "
+            f"here (its heat solution reaches {float(v.min()):.1e} against a maximum "
+            f"{float(v.abs().max()):.1e}): use a smaller beta{hint} or viscous_hj (log-space "
+            "quadrature)")
     return -torch.log(v) / beta + f.min()
 
 
@@ -180,7 +203,9 @@ def finite_difference_viscous_hj(f: Tensor, period: float, t: float, *, beta: fl
                                  cfl: float = 0.2) -> Tensor:
     """Direct explicit solution of u_t = −½u_x² + (1/2β) u_xx on a periodic grid (central
     differences, forward Euler with dt ≤ cfl·min(β dx², dx/max|u_x|)). A reference for tests."""
-    _check_t(t)
+    _check_periodic(f, period, t, beta)
+    if not 0 < cfl <= 1:
+        raise UserError(f"cfl must be in (0, 1], got {cfl}")
     n = f.numel()
     dx = period / n
     u = f.clone()

@@ -13,7 +13,9 @@ instances × replicas (no Python loop over either):
 - **plain**: y independent replicas anneal E(x); at the end each is (close to) a typical zero
   training-error solution; we report the mean ε over replicas.
 - **local-entropy-guided** (robust ensemble / replicated search, Baldassi et al. 2016, which
-  §3.1.1 reviews): the y replicas feel Σ_a E(x^a) − (γ/y) Σ_a x^a · Σ_b x^b with γ ramped
+  §3.1.1 reviews): the y replicas feel Σ_a E(x^a) − (γ/y) Σ_{a<b} x^a · x^b (= −(γ/2y)|C|²
+  up to a constant, C = Σ_a x^a: a flip of x_i^a changes it by (2γ/y) x_i^a (C_i − x_i^a);
+  the thesis states no discrete Hamiltonian, so this pairwise scale is sgdlab's) with γ ramped
   from 0, which pulls them into dense regions of solutions; the output is their centre
   sign(Σ_a x^a). This γ is a coupling (it grows as the scope of the thesis' continuous local
   entropy shrinks) and is not the γ of eq. (3.5), which fixes an overlap 1 − 2γ.
@@ -67,6 +69,17 @@ class PerceptronInstances:
                 < 0).sum(-1)
 
 
+def coupling_energy(x: Tensor, gamma: float) -> Tensor:
+    """−(γ/y) Σ_{a<b} x^a·x^b for replicas x of shape (..., y, d)."""
+    y, c = x.shape[-2], x.sum(-2)
+    return -(gamma / y) * ((c * c).sum(-1) - (x * x).sum((-2, -1))) / 2
+
+
+def coupling_flip_change(gamma: float, replicas: int, xi: Tensor, c_i: Tensor) -> Tensor:
+    """The change of :func:`coupling_energy` when x_i^a = ``xi`` flips, C_i = ``c_i``."""
+    return 2 * gamma / replicas * xi * (c_i - xi)
+
+
 def anneal(
     inst: PerceptronInstances, *, replicas: int = 7, sweeps: int = 200,
     beta: tuple[float, float] = (0.5, 6.0), gamma_max: float = 0.0,
@@ -97,9 +110,7 @@ def anneal(
         col = sxi[bi[..., None], torch.arange(n)[None, None, :], i[..., None]]  # (B, y, N)
         new_stab = stab - 2 * xi[..., None] * col
         d_err = ((new_stab < 0).sum(-1) - (stab < 0).sum(-1)).float()
-        # coupling −(γ/y) x^a·C: flipping x_i^a changes it by (2γ/y) x_i^a (C_i − x_i^a)
-        c_i = centre[bi, i]
-        d_coup = 2 * gamma_t / replicas * xi * (c_i - xi)
+        d_coup = coupling_flip_change(gamma_t, replicas, xi, centre[bi, i])
         delta = d_err + d_coup
         u = torch.rand((b, replicas), generator=generator)
         accept = (delta <= 0) | (u < torch.exp(-beta_t * delta))

@@ -16,9 +16,9 @@ twice the quadratic forms' matrices)::
 
 At θ = 5π/6 the two printed directions are *not* orthogonal (a·b = cos 2θ = ½), so H_s is
 [[165, −45√3], [−45√3, 55]]: eigenvalues 110 ± √9100 = 205.39 and 14.61, stiff axis at
-−29.6° (not along either printed direction); the flat basin has curvature 2. At the printed
-η = 0.1, GD is unstable at the sharp minimum (η λ_max = 20.5 > 2; stable only for
-η < 2/205.39 = 0.00974), so every method leaves the sharp basin — see
+−27.4°, along (0.888, −0.460) (not either printed direction); the flat basin has curvature
+2. At the printed η = 0.1, GD is unstable at the sharp minimum (η λ_max = 20.5 > 2; stable
+only for η < 2/205.39 = 0.00974), so every method leaves the sharp basin — see
 docs/design/landscapes-escape.md for what this implies for Fig. 3.
 
 Named variants (:data:`LANDSCAPES`, :func:`two_basin`):

@@ -148,3 +148,28 @@ def test_bad_input():
         Quadratic(torch.eye(2, dtype=f64)).sgd_stationary_covariance(2.5, 1)
     with pytest.raises(UserError):
         SDE.langevin(lambda x: x, 2, beta=0.0)
+
+
+def test_leimkuhler_matthews_without_noise_is_euler():
+    """An SDE without noise (an ODE): no lookahead increment to draw, Euler's explicit steps."""
+    ode = SDE(lambda x: -x * x, None, 1, 0)
+    x0 = torch.tensor([[1.0], [0.5]], dtype=f64)
+    path = simulate(ode, x0, dt=0.1, steps=3, integrator=LeimkuhlerMatthews())
+    x = x0.clone()
+    for _ in range(3):
+        x = x - 0.1 * x * x
+    torch.testing.assert_close(path.final, x, rtol=0, atol=0)
+
+
+def test_scalar_diffusion_factor_is_exact_in_float64():
+    sde = SDE.langevin(lambda x: x, 3, diffusion=0.7)
+    g = sde.factor(torch.zeros(2, 3, dtype=f64))
+    assert g.dtype == f64
+    torch.testing.assert_close(g[0], math.sqrt(1.4) * torch.eye(3, dtype=f64), rtol=0,
+                               atol=1e-15)
+
+
+def test_sgd_sde_refuses_a_fractional_batch_size():
+    q = Quadratic(torch.eye(2, dtype=f64), num_samples=10)
+    with pytest.raises(UserError, match="integer batch_size"):
+        sgd_sde(q, lr=0.1, batch_size=1.5)

@@ -157,3 +157,22 @@ def test_hopf_lax_newton_and_convexity_interval():
     lo_u, hi_u = convexity_interval(u, x, i)
     assert lo_u < lo - 0.1 and hi_u >= hi - 0.011
     assert convexity_interval(-f, x, i) == (float(x[i]), float(x[i]))   # concave there
+
+
+def test_periodic_solvers_refuse_bad_input_and_lost_precision():
+    n, period = 256, 2 * math.pi
+    x = torch.arange(n, dtype=f64) * period / n
+    f = torch.sin(x) + 0.5 * torch.cos(3 * x)
+    for solver in (periodic_cole_hopf, finite_difference_viscous_hj):
+        for kw in (dict(beta=0.0), dict(beta=-1.0)):
+            with pytest.raises(UserError, match="beta must be > 0"):
+                solver(f, period, 0.1, **kw)             # explicit steps: dt <= 0 never ended
+        with pytest.raises(UserError, match="t must be > 0"):
+            solver(f, period, -1.0)
+        with pytest.raises(UserError, match="period must be > 0"):
+            solver(f, 0.0, 0.1)
+    with pytest.raises(UserError, match="cfl"):
+        finite_difference_viscous_hj(f, period, 0.1, cfl=0.0)
+    # e^(-beta (f - min f)) at beta = 10 reaches FFT round-off: an error, not NaN or wrong values
+    with pytest.raises(UserError, match="precision"):
+        periodic_cole_hopf(f, period, 0.1, beta=10.0)

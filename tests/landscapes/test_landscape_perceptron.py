@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from sgdlab.errors import UserError
-from sgdlab.landscapes.perceptron import PerceptronInstances, anneal, generalization_error
+from sgdlab.landscapes.perceptron import (PerceptronInstances, anneal, coupling_energy,
+                                          coupling_flip_change, generalization_error)
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -43,3 +44,21 @@ def test_bad_input():
         PerceptronInstances.sample(2, 50, 0.5)
     with pytest.raises(UserError):
         PerceptronInstances.sample(2, 51, 0.0)
+
+
+def test_the_coupling_of_a_flip_is_the_change_of_the_documented_energy():
+    """anneal's Metropolis step uses the change of −(γ/y) Σ_{a<b} x^a·x^b, checked against the
+    pairwise sum written out, for every replica and coordinate of a random configuration."""
+    g = torch.Generator().manual_seed(0)
+    y, d, gamma = 5, 11, 0.7
+    x = torch.randint(0, 2, (y, d), generator=g).double() * 2 - 1
+    pairs = -(gamma / y) * sum(float(x[a] @ x[b]) for a in range(y) for b in range(a + 1, y))
+    assert float(coupling_energy(x, gamma)) == pytest.approx(pairs, abs=1e-12)
+    c = x.sum(0)
+    for a in range(y):
+        for i in range(d):
+            flipped = x.clone()
+            flipped[a, i] *= -1
+            change = coupling_energy(flipped, gamma) - coupling_energy(x, gamma)
+            assert float(coupling_flip_change(gamma, y, x[a, i], c[i])) == pytest.approx(
+                float(change), abs=1e-12)

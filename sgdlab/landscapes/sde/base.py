@@ -73,10 +73,11 @@ class SDE:
             return cls(drift, factor, dim, dim, additive=False)
         if diffusion is None or (not isinstance(diffusion, Tensor) and diffusion >= 0):
             c = scale * math.sqrt(1.0 if diffusion is None else float(diffusion))
-            return cls(drift, lambda x: (c * torch.eye(dim)).to(x).expand(*x.shape[:-1], dim, dim),
-                       dim, dim, additive=True, scalar_noise=c)
+            # the identity in float64: a float32 one put 2e-8 errors into float64 factors
+            return cls(drift, lambda x: (c * torch.eye(dim, dtype=torch.float64)).to(x).expand(
+                *x.shape[:-1], dim, dim), dim, dim, additive=True, scalar_noise=c)
         if diffusion is None:
-            root = torch.eye(dim)
+            root = torch.eye(dim, dtype=torch.float64)
         elif isinstance(diffusion, Tensor) and diffusion.ndim == 1:
             if diffusion.shape[0] != dim or (diffusion < 0).any():
                 raise UserError(f"diagonal diffusion must be ({dim},) and >= 0")
@@ -89,7 +90,7 @@ class SDE:
         else:
             if diffusion < 0:
                 raise UserError(f"diffusion must be >= 0, got {diffusion}")
-            root = math.sqrt(float(diffusion)) * torch.eye(dim)
+            root = math.sqrt(float(diffusion)) * torch.eye(dim, dtype=torch.float64)
 
         def const_factor(x: Tensor) -> Tensor:
             return (scale * root).to(x).expand(*x.shape[:-1], dim, dim)

@@ -31,6 +31,8 @@ class LeimkuhlerMatthews(Integrator):
         self._prev = dw0
 
     def step(self, sde: SDE, x: Tensor, t: float, dt: float, dw: Tensor) -> Tensor:
+        if sde.factor is None:        # no noise (simulate() then draws no lookahead): Euler
+            return x + dt * sde.drift(x)
         if self._prev is None:
             raise UserError("call start() first (simulate() does this)")
         avg = 0.5 * (self._prev + dw)

@@ -64,8 +64,8 @@ def sgd_sde(landscape: Landscape, *, lr: float, batch_size: int,
     n = landscape.num_samples
     if n is None:
         raise UserError("sgd_sde needs a landscape with per-sample structure")
-    if lr <= 0 or batch_size < 1:
-        raise UserError(f"need lr > 0 and batch_size >= 1, got {lr}, {batch_size}")
+    if lr <= 0 or batch_size < 1 or int(batch_size) != batch_size:
+        raise UserError(f"need lr > 0 and an integer batch_size >= 1, got {lr}, {batch_size}")
     try:
         c = minibatch_noise_factor(batch_size, n, replacement=replacement)
     except ValueError as e:
