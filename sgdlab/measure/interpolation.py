@@ -29,6 +29,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import Tensor, nn
 
+from sgdlab.models.modes import eval_mode
 from sgdlab.operators.batches import Data, check_batch_loss, iterate_batches
 from sgdlab.operators.params import params_vector, set_params_vector
 
@@ -58,13 +59,11 @@ def evaluate(model: nn.Module, loss_fn: LossFn, data: Data) -> tuple[float, floa
     regression targets (floating point).
     """
     check_batch_loss(loss_fn, data)
-    was = model.training
-    model.eval()
     device = next(model.parameters()).device
     loss = correct = 0.0
     n = 0
     classify = True
-    try:
+    with eval_mode(model):
         for x, y in iterate_batches(data, device):
             out = model(x)
             loss += float(loss_fn(out, y)) * len(x)
@@ -73,8 +72,6 @@ def evaluate(model: nn.Module, loss_fn: LossFn, data: Data) -> tuple[float, floa
             else:
                 correct += float((out.argmax(1) == y).sum())
             n += len(x)
-    finally:
-        model.train(was)
     if n == 0:
         raise ValueError("evaluate: data has no samples")
     return loss / n, (correct / n if classify else float("nan"))

@@ -435,8 +435,9 @@ def noise_magnitude(
     covariance: GradientCovariance | None = None,
     chunk_size: int | None = 256,
 ) -> NoiseMagnitude:
-    """‖∇L‖ and sqrt(η Tr Σ / m) at the current parameters (pass ``covariance`` to reuse one)."""
-    if lr <= 0 or batch_size < 1:
+    """‖∇L‖ and sqrt(η Tr Σ / m) at the current parameters (pass ``covariance`` to reuse one);
+    η = 0 (a schedule's zero, as cosine-cyclic's at τ = P) gives no noise."""
+    if lr < 0 or batch_size < 1:
         raise ValueError(f"Invalid lr={lr} / batch_size={batch_size}")
     cov = covariance or gradient_covariance(model, loss_fn, data, chunk_size=chunk_size)
     tr = cov.trace()

@@ -40,6 +40,7 @@ import torch
 from torch import Tensor, nn
 from torch.func import vmap
 
+from sgdlab.models.modes import eval_mode
 from sgdlab.operators.batches import Data, check_batch_loss, is_single_batch, iterate_batches
 from sgdlab.operators.params import functional_call, params_vector, trainable_named_params
 
@@ -106,19 +107,16 @@ def evaluation_mode(model: nn.Module, bn_mode: str = "eval") -> Iterator[None]:
     """
     if bn_mode not in ("eval", "train"):
         raise ValueError(f"Invalid bn_mode={bn_mode!r}: expected 'eval' or 'train'")
-    flags = {m: m.training for m in model.modules()}
     saved: dict[str, Tensor] = {}
     try:
-        model.eval()
-        if bn_mode == "train":
-            for m in model.modules():
-                if isinstance(m, _BN_TYPES):
-                    m.train()
-            saved = {n: b.detach().clone() for n, b in model.named_buffers()}
-        yield
+        with eval_mode(model):
+            if bn_mode == "train":
+                for m in model.modules():
+                    if isinstance(m, _BN_TYPES):
+                        m.train()
+                saved = {n: b.detach().clone() for n, b in model.named_buffers()}
+            yield
     finally:
-        for m, f in flags.items():
-            m.training = f
         if saved:
             with torch.no_grad():
                 for n, b in model.named_buffers():

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from ..errors import UserError, did_you_mean
+from .modes import eval_mode
 
 Builder = Callable[..., nn.Module]
 
@@ -138,15 +139,11 @@ def image_shape(name: str, input_shape: tuple[int, ...]) -> tuple[int, int, int]
 
 def flat_size(features: nn.Module, input_shape: tuple[int, ...], name: str) -> int:
     """Features' output size for one input, by a dummy forward (no gradients, eval mode)."""
-    was_training = features.training
-    features.eval()
     try:
-        with torch.no_grad():
+        with torch.no_grad(), eval_mode(features):
             out = features(torch.zeros(1, *input_shape))
     except RuntimeError as e:
         raise UserError(f"model {name!r} cannot take inputs shaped {input_shape}: {e}") from None
-    finally:
-        features.train(was_training)
     return int(out[0].numel())
 
 

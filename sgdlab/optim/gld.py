@@ -74,6 +74,7 @@ from torch.optim import Optimizer
 
 from sgdlab.measure.curvature import hessian_eigenpairs, hutchinson_trace, lanczos
 from sgdlab.measure.noise import GradientCovariance, gradient_covariance
+from sgdlab.models.modes import eval_mode
 from sgdlab.operators import HessianOperator
 from sgdlab.operators.batches import concat_batches
 from sgdlab.operators.params import trainable_named_params
@@ -362,7 +363,6 @@ class StructuredNoiseGD(Optimizer):
         # batch norm in train mode would see batches of one in the per-sample gradients:
         # such models are measured in eval mode (running statistics, or ``variance_bn="data"``
         # the estimation data's), then restored
-        was_training = self.model.training
         bn = any(isinstance(mod, nn.modules.batchnorm._BatchNorm)
                  for mod in self.model.modules())
         saved = ({k: b.clone() for k, b in self.model.named_buffers()}
@@ -372,11 +372,9 @@ class StructuredNoiseGD(Optimizer):
                 from sgdlab.measure.interpolation import recompute_bn_statistics
 
                 recompute_bn_statistics(self.model, est)     # one batch: the data's statistics
-            if was_training and bn:
-                self.model.eval()
-            stats = self._refresh_from(est, kind, h, m, dense)
+            with eval_mode(self.model, bn):
+                stats = self._refresh_from(est, kind, h, m, dense)
         finally:
-            self.model.train(was_training)
             if saved is not None:       # the model's own statistics back, even after an error
                 with torch.no_grad():
                     for k, b in self.model.named_buffers():

@@ -60,6 +60,7 @@ from torch import Tensor, nn
 
 from ..data.augment import batch_augmentation
 from ..errors import UserError
+from ..models.modes import eval_mode
 from .callbacks import Callback, Schedule, TrainContext
 from .checkpoint import (checkpoint_path, load_checkpoint, load_state, rng_state,
                          save_checkpoint, set_rng_state)
@@ -162,11 +163,9 @@ def evaluate(model: nn.Module, loss_fn: Callable[[Tensor, Tensor], Tensor], x: T
              y: Tensor, *, classification: bool = True,
              batch_size: int = EVAL_BATCH) -> dict[str, float]:
     """Mean loss (and accuracy, the fraction of argmax hits, for classification) of ``model``
-    on ``(x, y)`` in eval mode; chunks are weighted by size. Restores the previous train/eval
-    mode."""
-    was_training = model.training
-    model.eval()
-    try:
+    on ``(x, y)`` in eval mode; chunks are weighted by size. Restores every submodule's
+    train/eval mode."""
+    with eval_mode(model):
         n = len(x)
         total = torch.zeros((), dtype=torch.float64, device=x.device)
         correct = torch.zeros((), dtype=torch.int64, device=x.device)
@@ -180,8 +179,6 @@ def evaluate(model: nn.Module, loss_fn: Callable[[Tensor, Tensor], Tensor], x: T
         if classification:
             res["acc"] = correct.item() / max(n, 1)
         return res
-    finally:
-        model.train(was_training)
 
 
 def _loss_sync_every(device: torch.device, callbacks: Sequence[Callback]) -> int:
@@ -560,7 +557,8 @@ class _Training:
                      where=f"at step {self.loop['step']}")
 
     def complete(self, *, record_end: bool) -> RunResult:
-        """Final evaluation and end hooks (once, even across a resume), the final checkpoint,
+        """Final evaluation and end hooks (once per end of training, not again on resuming a
+        finished run), the final checkpoint,
         the summary; with ``record_end`` the last rows, summary and status in one
         transaction."""
         loop, ctx = self.loop, self.ctx
@@ -568,10 +566,14 @@ class _Training:
             self.pbar.close()
         if self.status == "finished" and loop["last_eval_step"] != loop["step"]:
             self.evaluate()
-        if not loop.get("ended"):
+        # once per end of training: not again when a finished run is resumed with nothing
+        # left to do, again when a resume trained further (a max_steps stop extended); a
+        # checkpoint from before this rule holds only ``ended``, set at its own step
+        ended_at = loop.get("ended_at", loop["step"] if loop.get("ended") else None)
+        if ended_at is None or loop["step"] > ended_at:
             for cb in self.hooks["on_train_end"]:
                 cb.on_train_end(ctx)
-            loop["ended"] = True
+            loop["ended"], loop["ended_at"] = True, loop["step"]
         if (self.status == "finished" or self.ckpt_file is None
                 or not self.ckpt_file.exists()):
             self.checkpoint()   # a diverged run keeps its last good periodic checkpoint (if any)

@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from sgdlab.data.base import Dataset
+from sgdlab.measure.noise import noise_magnitude
 from sgdlab.testing import covariance_reference, dense_hessian_reference, per_sample_gradients_loop
 from sgdlab.train.callbacks import Schedule
 from sgdlab.train.instruments import build_instrument, instruments
@@ -74,6 +75,27 @@ def test_instruments_registered_and_log():
           epochs=1, batch_size=8, progress=False)
     for p, q in zip(model.parameters(), bare.parameters()):
         assert torch.equal(p, q)
+
+
+def test_noise_magnitude_at_a_zero_learning_rate_is_zero_noise():
+    """Cosine-cyclic (Musso eq. 20) reaches η = 0 at τ = P: the instrument logs no noise there
+    (sqrt(η Tr Σ / m) = 0) instead of ending the run."""
+    from sgdlab.optim.registry import build_schedule
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 6), nn.Tanh(), nn.Linear(6, 3))
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    sched = build_schedule("cosine-cyclic", opt, steps_per_epoch=5, total_steps=15, period=2)
+    res = train(model, nn.CrossEntropyLoss(), _data(), opt, schedule=sched, epochs=3,
+                batch_size=8, callbacks=[build_instrument("noise_magnitude",
+                                                          schedule=Schedule.every(5))],
+                progress=False)
+    assert res.status == "finished"
+    noise = dict(res.history["noise/noise_norm"])
+    assert noise[10] == 0.0 and noise[5] > 0 and noise[15] > 0       # τ = 2 = P at step 10
+    with pytest.raises(ValueError, match="lr=-0.1"):
+        noise_magnitude(model, nn.CrossEntropyLoss(), (_data().x_train, _data().y_train),
+                        -0.1, 8)
 
 
 def test_hessian_instrument_blocks_do_not_depend_on_timing(monkeypatch):

@@ -12,7 +12,7 @@ from torch import nn
 from sgdlab.data.base import Dataset
 from sgdlab.operators.params import params_vector
 from sgdlab.testing import flat_loss
-from sgdlab.train.callbacks import Schedule
+from sgdlab.train.callbacks import Callback, Schedule
 from sgdlab.train.instruments import build_instrument
 from sgdlab.train.instruments.dynamics import DynamicsCallback
 from sgdlab.train.loop import train
@@ -57,6 +57,36 @@ def test_step_interpolation_summarises_an_epoch_training_ends_within():
                 lr=0.1), epochs=4, batch_size=4, max_steps=5, callbacks=[walk], progress=False)
     assert [v for _, v in res.history["walk_epoch"]] == [1.0, 2.0]
     assert [v for _, v in res.history["walk_epoch_steps"]] == [3.0, 2.0]
+
+
+def test_resume_after_max_steps_completes_the_cut_epoch_and_ends_again(tmp_path):
+    """Stopped by max_steps = 5 inside epoch 2, then resumed to 4 epochs: epoch 2's summary is
+    logged at its real end too (all 3 updates, as without the stop; the partial one of the
+    stop stays in the history, at step 5), and the end hooks run at the real end."""
+    class Ends(Callback):
+        def __init__(self):
+            self.at = []
+
+        def on_train_end(self, ctx):
+            self.at.append(ctx.step)
+
+    def go(**kw):
+        torch.manual_seed(0)
+        model, walk, ends = _bn_model(), build_instrument("step_interpolation",
+                                                          schedule=Schedule.every(1)), Ends()
+        res = train(model, nn.CrossEntropyLoss(), _data(), torch.optim.SGD(
+            model.parameters(), lr=0.1), epochs=4, batch_size=4, callbacks=[walk, ends],
+            progress=False, seed=0, **kw)
+        return model, res, ends
+
+    m_ref, ref, ends_ref = go()
+    go(checkpoint_dir=tmp_path, max_steps=5)
+    model, res, ends = go(checkpoint_dir=tmp_path, resume=True)
+    assert torch.equal(params_vector(model), params_vector(m_ref))
+    assert ends.at == ends_ref.at == [12]
+    for key in ("walk_epoch", "walk_epoch_steps", "walk_epoch_mean_height"):
+        assert [p for p in res.history[key] if p[0] != 5] == ref.history[key]
+    assert [v for t, v in res.history["walk_epoch_steps"] if t == 5] == [2.0]
 
 
 def test_train_mode_hessian_uses_the_statistics_of_each_batch():

@@ -16,14 +16,13 @@ the training trajectory and a resumed run logs the same values.
 """
 from __future__ import annotations
 
-from contextlib import contextmanager
 from typing import Any
 
 import torch
-from torch import nn
 
 from sgdlab.measure.curvature import frobenius_norm, hutchinson_trace, lanczos
 from sgdlab.measure.sharpness import epsilon_sharpness, expected_sharpness, local_entropy
+from sgdlab.models.modes import eval_mode
 from sgdlab.operators import curvature_operator
 
 from ..callbacks import (MeasurementCallback, Schedule, TrainContext, step_generator,
@@ -31,17 +30,6 @@ from ..callbacks import (MeasurementCallback, Schedule, TrainContext, step_gener
 from . import register_instrument
 
 __all__ = ["HessianCallback", "SharpnessCallback", "MeasuredCallback"]
-
-
-@contextmanager
-def _mode(model: nn.Module, eval_mode: bool):
-    was = model.training
-    if eval_mode:
-        model.eval()
-    try:
-        yield
-    finally:
-        model.train(was)
 
 
 class MeasuredCallback(MeasurementCallback):
@@ -66,7 +54,7 @@ class MeasuredCallback(MeasurementCallback):
         return step_generator(ctx, self.seed)
 
     def _measure(self, ctx: TrainContext) -> dict[str, float]:
-        with _mode(ctx.model, self.eval_mode):
+        with eval_mode(ctx.model, self.eval_mode):
             return self.compute(ctx, self.eval_data(ctx), self.generator(ctx))
 
     def compute(self, ctx: TrainContext, data, generator: torch.Generator) -> dict[str, float]:

@@ -152,11 +152,14 @@ class StepInterpolationCallback(Callback):
         self._log_epoch(ctx)     # an epoch cut short (max_steps, divergence): its steps so far
 
     def _log_epoch(self, ctx: TrainContext) -> None:
-        """The summary of the epoch in progress (``ctx.epoch`` counts completed ones), once:
-        the run's history (restored on resume) says whether it is logged already."""
+        """The summary of the epoch in progress (``ctx.epoch`` counts completed ones), once
+        per step: the run's history (restored on resume) says whether it is logged already. An
+        epoch cut short by ``max_steps`` and completed by a resume is logged twice: its steps so
+        far at the stop, all of them at its end."""
         epoch = ctx.epoch + 1
         mine = [r for r in self.records if r.epoch == epoch]
-        if not mine or any(v == epoch for _, v in ctx.history.get(f"{WALK_PREFIX}epoch", [])):
+        logged = ctx.history.get(f"{WALK_PREFIX}epoch", [])
+        if not mine or any(v == epoch and t == ctx.step for t, v in logged):
             return
         s = summarize_epochs(mine)[0]
         vals = {f"{WALK_PREFIX}epoch": s.epoch, f"{WALK_PREFIX}epoch_steps": s.steps,

@@ -1,0 +1,33 @@
+"""The train/eval flags of a model's submodules, kept across a measurement.
+
+``model.train(was)`` after ``model.eval()`` would put *every* submodule into the model's old
+mode: a batch-norm layer frozen in eval mode inside a training model (fine-tuning) would come
+back in train mode, and its running statistics would move. These restore each flag as it was.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from torch import nn
+
+
+@contextmanager
+def modes_kept(model: nn.Module) -> Iterator[None]:
+    """Every submodule's ``training`` flag as it was on exit, whatever the block set."""
+    flags = [(m, m.training) for m in model.modules()]
+    try:
+        yield
+    finally:
+        for m, training in flags:
+            m.training = training
+
+
+@contextmanager
+def eval_mode(model: nn.Module, enabled: bool = True) -> Iterator[None]:
+    """The model in eval mode inside the block (unchanged unless ``enabled``); every
+    submodule's flag restored on exit."""
+    with modes_kept(model):
+        if enabled:
+            model.eval()
+        yield

@@ -1,0 +1,58 @@
+"""Train/eval flags kept per submodule across measurements (sgdlab.models.modes)."""
+import torch
+from torch import nn
+
+from sgdlab.models.modes import eval_mode, modes_kept
+
+
+def _fine_tuning_model() -> nn.Sequential:
+    """A training model whose batch norm is frozen in eval mode (fine-tuning)."""
+    model = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4), nn.Dropout(0.2), nn.Linear(4, 2))
+    model.train()
+    model[1].eval()
+    return model
+
+
+def test_eval_mode_restores_each_submodules_flag():
+    model = _fine_tuning_model()
+    before = [m.training for m in model.modules()]
+    with eval_mode(model):
+        assert not any(m.training for m in model.modules())
+    assert [m.training for m in model.modules()] == before
+    with eval_mode(model, enabled=False):
+        assert [m.training for m in model.modules()] == before
+    with modes_kept(model):
+        model.train()
+    assert not model[1].training and model[2].training
+
+
+def test_every_measurement_leaves_a_frozen_batch_norm_in_eval_mode():
+    """evaluate (the training loop's and interpolation's), a measurement instrument and a GLD
+    statistics refresh, around a model whose batch norm is frozen in eval mode: it stays in
+    eval mode, and training leaves its running statistics alone."""
+    from sgdlab.data.base import Dataset
+    from sgdlab.measure.interpolation import evaluate as evaluate_on
+    from sgdlab.optim import build_optimizer_for
+    from sgdlab.testing import tiny_classification
+    from sgdlab.train.callbacks import Schedule
+    from sgdlab.train.instruments import build_instrument
+    from sgdlab.train.loop import evaluate, train
+
+    torch.manual_seed(0)
+    x, y = tiny_classification(n=16, seed=1)
+    x = x.float()
+    model = _fine_tuning_model()
+    stats = model[1].running_mean.clone()
+    evaluate(model, nn.CrossEntropyLoss(), x, y)
+    evaluate_on(model, nn.CrossEntropyLoss(), (x, y))
+    assert model.training and not model[1].training
+    opt = build_optimizer_for("gld-dynamic", model, loss_fn=nn.CrossEntropyLoss(), data=(x, y),
+                              lr=0.05, noise_batch_size=4, seed=0)
+    ds = Dataset(x, y, x, y, meta={"name": "toy", "task": "classification",
+                                   "input_shape": (3,), "num_outputs": 2})
+    res = train(model, nn.CrossEntropyLoss(), ds, opt, epochs=1, batch_size=8, progress=False,
+                callbacks=[build_instrument("hessian", schedule=Schedule.every(1), k=1,
+                                            eval_subset=None)])
+    assert res.status == "finished" and len(res.history["hess/top_1"]) == 3
+    assert model.training and not model[1].training
+    torch.testing.assert_close(model[1].running_mean, stats, rtol=0, atol=0)
