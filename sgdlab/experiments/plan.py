@@ -181,6 +181,10 @@ def plan_experiment(name_or_path: str | Path, *, scale: str = "cpu",
     blocked = _blocked(out)
     if blocked:
         plan.problems.append(blocked)
+    if plan.to_run and not store.is_file():
+        problem = _store_problem(store)
+        if problem:
+            plan.problems.append(problem)
     if backend == "ray" and plan.to_run:
         from sgdlab.experiments.ray_backend import import_ray
 
@@ -189,6 +193,19 @@ def plan_experiment(name_or_path: str | Path, *, scale: str = "cpu",
         except UserError as e:
             plan.problems.append(str(e))
     return plan
+
+
+def _store_problem(path: Path) -> str | None:
+    """Why a store that does not exist yet could not be created at ``path``, or None: the
+    nearest existing folder above it must be a folder, and writable."""
+    for p in path.parents:
+        if p.exists():
+            if not p.is_dir():
+                return f"run store {str(path)!r}: cannot create it: {p} is a file, not a folder"
+            if not os.access(p, os.W_OK | os.X_OK):
+                return f"run store {str(path)!r}: cannot create it: {p} is not writable"
+            return None
+    return None
 
 
 def _stored(store_path: str | None, experiment: str) -> tuple[Path, dict[str, dict]]:

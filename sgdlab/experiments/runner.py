@@ -174,9 +174,16 @@ def analyze(spec: ExperimentSpec, *, store_path: str, data_dir: str | None = Non
 
 def build_report(spec: ExperimentSpec, out: Path, *, store_path: str, device: str = "cpu",
                  workers: int = 1, data_dir: str | None = None,
-                 sweep: SweepReport | None = None) -> dict[str, Any]:
-    """Analyse the stored runs of ``spec`` and write results.json, figures, tables, HTML."""
+                 sweep: SweepReport | None = None, require_runs: bool = False) -> dict[str, Any]:
+    """Analyse the stored runs of ``spec`` and write results.json, figures, tables, HTML;
+    with ``require_runs``, a ``UserError`` instead when none of its runs is in the store
+    (nothing written: an existing report stays as it was)."""
     analysis, stored, missing = analyze(spec, store_path=store_path, data_dir=data_dir)
+    if require_runs and missing and not stored:
+        raise UserError(
+            f"none of the {len(missing)} runs of {spec.name!r} at scale {spec.scale} is in the "
+            f"run store {store_path!r}: nothing to report (a report reads stored runs; run "
+            f"the experiment with `sgdlab run`, or give --store the store it used)")
     out.mkdir(parents=True, exist_ok=True)
     (out / "figures").mkdir(exist_ok=True)
     (out / "tables").mkdir(exist_ok=True)
@@ -298,7 +305,8 @@ def rebuild(target: str | Path, *, scale: str = "cpu", store_path: str | None = 
         store_path = str(store_file(open_store(None)))
     if not Path(store_path).is_file():
         raise UserError(f"run store {store_path!r} does not exist")
-    results = build_report(spec, out, store_path=store_path, data_dir=data_dir)
+    results = build_report(spec, out, store_path=store_path, data_dir=data_dir,
+                           require_runs=True)
     return out, results
 
 

@@ -140,7 +140,8 @@ def status_html(results: dict[str, Any]) -> str:
     if results.get("incomplete"):
         miss = ", ".join(results.get("missing_runs", [])[:20])
         parts.append(f"<p class='warn'>Incomplete: {len(results.get('missing_runs', []))} runs "
-                     f"missing ({html.escape(miss)}). Re-run the same command to complete them.</p>")
+                     f"missing ({html.escape(miss)}). Running the experiment again (`sgdlab "
+                     f"run`, same scale and store) completes them.</p>")
     if results.get("missing_outputs"):
         parts.append("<p class='warn'>Declared outputs not produced: "
                      + html.escape(", ".join(results["missing_outputs"])) + "</p>")

@@ -44,7 +44,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from ..errors import UserError
+from ..errors import UserError, file_problem
 from ..strict_json import dumps as strict_dumps
 
 STATUSES = ("running", "finished", "diverged", "failed", "interrupted")
@@ -288,7 +288,10 @@ class RunStore:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             conn = sqlite3.connect(str(self.path), timeout=self.timeout, isolation_level=None)
-        except (OSError, sqlite3.Error) as e:
+        except OSError as e:
+            raise UserError(f"cannot open run store {str(self.path)!r}: {file_problem(e)}") \
+                from None
+        except sqlite3.Error as e:
             raise UserError(f"cannot open run store {str(self.path)!r}: {e}") from None
         conn.execute(f"PRAGMA busy_timeout = {int(self.timeout * 1000)}")
         try:

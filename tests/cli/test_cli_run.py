@@ -170,6 +170,13 @@ def test_what_stops_a_run_stops_its_plan(tmp_path, capsys):
     code, got, err = plan(capsys, GRID, "--scale", "smoke", "--store", str(tmp_path / "s"),
                           "--out", str(blocker / "report"))
     assert code == 2 and f"{blocker} is a file, not a folder" in err
+    # a store that could not be created there: the plan says so, and the run in the same words
+    code, got, err = plan(capsys, GRID, "--scale", "smoke", "--store", str(blocker / "s.sqlite"),
+                          "--out", str(tmp_path / "out"))
+    assert code == 2 and f"cannot create it: {blocker} is a file, not a folder" in err
+    assert main(["run", "zhu-escape-2d", "--scale", "smoke", "--store", str(blocker / "s.sqlite"),
+                 "--out", str(tmp_path / "zhu")]) == 2
+    assert f"{blocker} is a file, not a folder" in capsys.readouterr().err
     # errors before the sweep are the run's own: no --data-dir at paper scale, bad options
     assert main(["run", GRID, "--scale", "paper", "--dry-run"]) == 2
     assert "pass --data-dir DIR" in capsys.readouterr().err

@@ -287,6 +287,27 @@ def test_bad_instrument_option_values_are_reported_together_under_their_key():
         "prefix"]
 
 
+def test_out_of_range_instrument_options_are_refused_before_training():
+    """Counts and scales the measurements would refuse at their first call (after maybe hours
+    of training, the run then failing on every resume) are refused when the run is built."""
+    bad = [{"name": "hessian", "every": 2, "k": -1, "tol": 0},
+           {"name": "noise", "every": 2, "k": -3},
+           {"name": "alignment", "every": 2, "num_probes": 0},
+           {"name": "sharpness", "every": 2, "sigma": -1},
+           {"name": "sharpness", "every": 4, "epsilon": 0},
+           {"name": "noise_magnitude", "every": 2, "batch_size": -4}]
+    with pytest.raises(ConfigError) as e:
+        build_from_config({**TINY, "measure": bad})
+    lines = str(e.value).splitlines()
+    assert lines[1:] == [
+        "  measure[0].k: Invalid k=-1 (an int >= 0)",
+        "  measure[1].k: Invalid k=-3 (an int >= 0; 0: no eigenvalues)",
+        "  measure[2].num_probes: Invalid num_probes=0 (an int >= 1)",
+        "  measure[3].sigma: Invalid sigma=-1 (must be >= 0)",
+        "  measure[4].epsilon: Invalid epsilon=0 (must be > 0)",
+        "  measure[5].batch_size: Invalid batch_size=-4 (an int >= 1)"]
+
+
 def test_generic_dataset_options_are_valid_for_every_dataset():
     # load_dataset applies n_train / n_test / label_noise to any dataset
     cfg = validate_config({**TINY, "data": {"name": "digits",

@@ -8,11 +8,11 @@ import pytest
 import yaml
 
 from sgdlab.cli.main import main as cli
-from sgdlab.errors import ConfigError
+from sgdlab.errors import ConfigError, UserError
 from sgdlab.experiments.analysis import Analysis, Conclusion
 from sgdlab.experiments.procedures import (Procedure, RunOutput, register_analysis,
                                            register_procedure)
-from sgdlab.experiments.runner import run_experiment
+from sgdlab.experiments.runner import rebuild, run_experiment
 from sgdlab.experiments.spec import load_experiment, resolve
 from sgdlab.experiments.sweep import load_runs, run_sweep
 from sgdlab.report.tables import Table
@@ -200,6 +200,14 @@ def test_run_writes_contract_and_report_rebuilds(tmp_path):
     (out / "report.html").unlink()
     assert cli(["report", str(out)]) == 0
     assert CALLS == [] and (out / "report.html").is_file() and (out / "figures/ys.png").is_file()
+    # a store without this experiment's runs: an error, and the report is left as it was
+    before = (out / "results.json").read_bytes()
+    empty = tmp_path / "empty.sqlite"
+    run_experiment(str(cfg), scale="cpu", out_dir=tmp_path / "other", store_path=str(empty),
+                   progress=None)
+    with pytest.raises(UserError, match=r"none of the 3 runs of 't-square' at scale smoke"):
+        rebuild(out, store_path=str(empty))
+    assert (out / "results.json").read_bytes() == before
     # a second experiment (other scale) and a side-by-side comparison
     out2 = tmp_path / "out2"
     run_experiment(str(cfg), scale="cpu", out_dir=out2, store_path=store, progress=None)

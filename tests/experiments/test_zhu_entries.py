@@ -352,3 +352,18 @@ def test_fidelity_scopes_the_refresh_of_sigma_to_the_entries_that_do_it():
     for label in ("gld-dynamic", "gld-diagonal"):
         assert (_refresh("zhu-large-network", "cpu", label),
                 _refresh("zhu-large-network", "paper", label)) == (10, 10)
+
+
+@pytest.mark.parametrize("params,match", [
+    ({"lr": "fast"}, "lr must be a number, got 'fast'"),
+    ({"iterations": 40.5}, "iterations must be an integer"),
+    ({"iterations": -40}, "iterations must be >= 1"),
+    ({"trajectories": -1}, "trajectories must be an integer >= 0"),
+])
+def test_escape_runs_refuse_a_bad_value_when_planned(params, match):
+    """A value of the wrong type or range in an edited experiment file fails the plan (and
+    --dry-run), not each of its runs at its start."""
+    from sgdlab.experiments.procedures import get_procedure
+
+    with pytest.raises(ConfigError, match=match):
+        get_procedure("zhu_escape").validate({"method": "gd", **params}, "run 'gd'")

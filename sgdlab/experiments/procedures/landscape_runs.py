@@ -55,6 +55,27 @@ class EscapeProcedure(Procedure):
             if key in params and params[key] not in allowed:
                 raise ConfigError(f"{where}: {key} must be one of {', '.join(allowed)}, "
                                   f"got {params[key]!r}")
+        # the run's EscapeConfig, built here: a value of the wrong type or range fails the
+        # plan (and --dry-run) instead of every run
+        from sgdlab.errors import UserError
+        from sgdlab.landscapes.escape import EscapeConfig
+
+        fields = {k: v for k, v in params.items() if k not in ("method", "landscape",
+                                                               "trajectories")}
+        for k, v in fields.items():
+            default = EscapeConfig.__dataclass_fields__[k].default
+            number = isinstance(default, (int, float)) and not isinstance(default, bool)
+            if number and (isinstance(v, bool) or not isinstance(v, (int, float))
+                           or (isinstance(default, int) and isinstance(v, float))):
+                kind = "an integer" if isinstance(default, int) else "a number"
+                raise ConfigError(f"{where}: {k} must be {kind}, got {v!r}")
+        try:
+            EscapeConfig(**fields).validate()
+        except UserError as e:
+            raise ConfigError(f"{where}: {e}") from None
+        keep = params.get("trajectories", 5)
+        if isinstance(keep, bool) or not isinstance(keep, int) or keep < 0:
+            raise ConfigError(f"{where}: trajectories must be an integer >= 0, got {keep!r}")
 
     def run(self, run, ctx) -> RunOutput:
         from sgdlab.landscapes.escape import EscapeConfig, escape_experiment

@@ -32,6 +32,19 @@ from . import register_instrument
 __all__ = ["HessianCallback", "SharpnessCallback", "MeasuredCallback"]
 
 
+def check_options(**rules: tuple[Any, bool, str]) -> None:
+    """``name=(value, ok, rule)``: a ValueError "Invalid name=value (rule)" for the first
+    option not ``ok``, raised when the instrument is built (a run config reports it under its
+    key path before training), not at its first measurement."""
+    for name, (value, ok, rule) in rules.items():
+        if not ok:
+            raise ValueError(f"Invalid {name}={value!r} ({rule})")
+
+
+def int_at_least(v: Any, low: int) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= low
+
+
 class MeasuredCallback(MeasurementCallback):
     """A :class:`MeasurementCallback` on a fixed evaluation set, with a per-step generator."""
 
@@ -79,10 +92,12 @@ class HessianCallback(MeasuredCallback):
                  trace_probes: int = 0, frobenius_probes: int = 0, operator: str = "hessian",
                  tol: float = 1e-3, prefix: str = "hess", block_size: int | None = None, **kw):
         super().__init__(schedule, **kw)
-        if k < 0 or bottom < 0 or trace_probes < 0 or frobenius_probes < 0:
-            raise ValueError("k, bottom and probe counts must be >= 0")
-        if block_size is not None and block_size < 1:
-            raise ValueError(f"block_size must be >= 1, got {block_size}")
+        check_options(**{key: (v, int_at_least(v, 0), "an int >= 0") for key, v in (
+            ("k", k), ("bottom", bottom), ("trace_probes", trace_probes),
+            ("frobenius_probes", frobenius_probes))},
+            tol=(tol, tol > 0, "must be > 0"),
+            block_size=(block_size, block_size is None or int_at_least(block_size, 1),
+                        "an int >= 1"))
         self.k, self.bottom, self.tol, self.operator = k, bottom, tol, operator
         self.trace_probes, self.frobenius_probes, self.prefix = (trace_probes, frobenius_probes,
                                                                  prefix)
@@ -116,6 +131,11 @@ class SharpnessCallback(MeasuredCallback):
                  epsilon: float | None = None, gamma: float | None = None, beta: float = 1.0,
                  **kw):
         super().__init__(schedule, **kw)
+        check_options(sigma=(sigma, sigma >= 0, "must be >= 0"),
+                      num_samples=(num_samples, int_at_least(num_samples, 1), "an int >= 1"),
+                      epsilon=(epsilon, epsilon is None or epsilon > 0, "must be > 0"),
+                      gamma=(gamma, gamma is None or gamma >= 0, "must be >= 0"),
+                      beta=(beta, beta > 0, "must be > 0"))
         self.sigma, self.num_samples = sigma, num_samples
         self.epsilon, self.gamma, self.beta = epsilon, gamma, beta
 

@@ -37,7 +37,7 @@ from sgdlab.measure.noise import gradient_covariance, noise_magnitude
 
 from ..callbacks import Schedule
 from . import register_instrument
-from .curvature import MeasuredCallback, _common
+from .curvature import MeasuredCallback, _common, check_options, int_at_least
 
 __all__ = ["AlignmentCallback", "BatchStatisticsCallback", "NoiseCallback",
            "NoiseMagnitudeCallback"]
@@ -48,6 +48,7 @@ class NoiseCallback(MeasuredCallback):
 
     def __init__(self, schedule: Schedule, *, k: int = 5, rank: bool = True, **kw):
         super().__init__(schedule, **kw)
+        check_options(k=(k, int_at_least(k, 0), "an int >= 0; 0: no eigenvalues"))
         self.k, self.rank = k, rank
 
     def compute(self, ctx, data, generator):
@@ -66,6 +67,9 @@ class AlignmentCallback(MeasuredCallback):
     def __init__(self, schedule: Schedule, *, k: int = 5, num_probes: int = 20,
                  tol: float = 1e-3, trace_alignment: bool = False, **kw):
         super().__init__(schedule, **kw)
+        check_options(k=(k, int_at_least(k, 1), "an int >= 1"),
+                      num_probes=(num_probes, int_at_least(num_probes, 1), "an int >= 1"),
+                      tol=(tol, tol > 0, "must be > 0"))
         self.k, self.num_probes, self.tol, self.trace_alignment = (k, num_probes, tol,
                                                                    trace_alignment)
 
@@ -79,6 +83,8 @@ class AlignmentCallback(MeasuredCallback):
 class NoiseMagnitudeCallback(MeasuredCallback):
     def __init__(self, schedule: Schedule, *, batch_size: int | None = None, **kw):
         super().__init__(schedule, **kw)
+        check_options(batch_size=(batch_size, batch_size is None
+                                  or int_at_least(batch_size, 1), "an int >= 1"))
         self.batch_size = batch_size
 
     def compute(self, ctx, data, generator):
