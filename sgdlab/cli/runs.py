@@ -156,7 +156,9 @@ def _list(args) -> int:
         print(dumps([{k: r[k] for k in keys} for r in runs], indent=1))
         return 0
     if not runs:
-        print(f"no runs in {store.path}")
+        wanted = [f"{k} {v!r}" for k, v in (("experiment", args.experiment),
+                                            ("status", args.status)) if v]
+        print(f"no runs {'with ' + ' and '.join(wanted) + ' ' if wanted else ''}in {store.path}")
         return 0
     rows = [("RUN_ID", "NAME", "EXPERIMENT", "STATUS", "STEPS", "TEST_ACC", "TEST_LOSS",
              "CREATED")]

@@ -124,7 +124,8 @@ def load_dataset(name: str, *, seed: int = 0, data_dir: str | Path | None = None
     if label_noise:
         from .transforms import with_label_noise
 
-        if not isinstance(label_noise, numbers.Integral) or isinstance(label_noise, bool):
+        if (not isinstance(label_noise, numbers.Integral) or isinstance(label_noise, bool)
+                or label_noise < 0):
             raise UserError(f"option 'label_noise' is a number of training examples to "
                             f"mislabel (an integer >= 0), got {label_noise!r}")
 

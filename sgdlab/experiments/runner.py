@@ -298,6 +298,9 @@ def rebuild(target: str | Path, *, scale: str = "cpu", store_path: str | None = 
         out = Path(out_dir) if out_dir else t
     elif t.is_dir():
         raise UserError(f"{str(t)!r} has no {RESULTS}: not an experiment output directory")
+    elif not t.exists() and (os.sep in str(target) or "/" in str(target)):
+        raise UserError(f"{str(t)!r}: no such directory (a report is rebuilt from an output "
+                        "directory or a catalogue name)")
     else:
         spec = load_experiment(str(target), scale, readings)
         out = Path(out_dir) if out_dir else default_out_dir(spec)

@@ -136,6 +136,26 @@ def test_report_names_a_results_file_that_is_not_an_experiments(tmp_path, capsys
     assert f"cannot read {run / 'results.json'}: Expecting value" in one_error_line(capsys)
 
 
+def test_report_of_a_missing_folder_and_an_empty_filter_say_what_is_missing(tmp_path, capsys):
+    assert main(["report", str(tmp_path / "nowhere")]) == 2
+    assert f"{tmp_path / 'nowhere'}': no such directory" in one_error_line(capsys)
+    cfg = tmp_path / "tiny.yaml"
+    cfg.write_text(TINY)
+    store = str(tmp_path / "s.sqlite")
+    assert main(["train", str(cfg), "--store", store, "--out", str(tmp_path / "run")]) == 0
+    capsys.readouterr()
+    assert main(["runs", "list", "--store", store, "--experiment", "nope"]) == 0
+    assert capsys.readouterr().out == f"no runs with experiment 'nope' in {store}\n"
+
+
+def test_a_negative_label_noise_is_named_by_its_own_key(tmp_path, capsys):
+    cfg = tmp_path / "tiny.yaml"
+    cfg.write_text(TINY.replace("{name: cubic, seed: 0}",
+                                "{name: cubic, seed: 0, options: {label_noise: -1}}"))
+    assert main(["train", str(cfg), "--store", str(tmp_path / "s.sqlite")]) == 2
+    assert "option 'label_noise' is a number of training examples" in one_error_line(capsys)
+
+
 def test_a_key_given_twice_or_a_recursive_alias_is_refused_by_every_config_reader(
         tmp_path, capsys):
     # YAML keeps the last of two equal keys: a second `optimizer:` silently replaced the first
