@@ -111,17 +111,30 @@ def _run_ref(args, ref: str) -> str:
     return rid
 
 
-def continue_hint(run: dict, store_path) -> str | None:
+def finished_since(run: dict, store) -> str | None:
+    """The id of a finished run of the same sweep entry (run key) as ``run``, if any: a
+    re-run sweep completed the entry with a new run, so ``run`` needs no continuing."""
+    cfg = run.get("config") or {}
+    if isinstance(cfg, dict) and cfg.get("run_key") and run.get("experiment"):
+        done = store.done_run(cfg["run_key"], run["experiment"])
+        return None if done is None else done["run_id"]
+    return None
+
+
+def continue_hint(run: dict, store) -> str | None:
     """The command that continues a stopped run: ``sgdlab resume`` for a run of ``sgdlab
-    train``; re-running its sweep for a run of an experiment."""
+    train``; re-running its sweep for a run of an experiment (None once a later run of its
+    sweep entry finished: :func:`finished_since`)."""
     from sgdlab.config.runner import resume_command
 
     if any(a["kind"] == "out_dir" for a in run.get("artifacts", [])):
-        return resume_command(run["id"], store_path)
+        return resume_command(run["id"], store.path)
     cfg = run.get("config") or {}
     if isinstance(cfg, dict) and cfg.get("run_key") and run.get("experiment"):
+        if finished_since(run, store) is not None:
+            return None
         return (f"sgdlab run {run['experiment']} --scale {cfg.get('scale', 'cpu')} "
-                f"--store {store_path}  (or the same `sgdlab run` command that started it: a "
+                f"--store {store.path}  (or the same `sgdlab run` command that started it: a "
                 "sweep reruns what the store lacks)")
     return None
 
@@ -172,7 +185,7 @@ def _list(args) -> int:
         print("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip())
     stopped = [r for r in runs if r["status"] in ("interrupted", "stale")
                and r["recorded_status"] == "running"]
-    hints = [(r["id"], continue_hint(store.get_run(r["id"]), store.path)) for r in stopped]
+    hints = [(r["id"], continue_hint(store.get_run(r["id"]), store)) for r in stopped]
     commands = list(dict.fromkeys(h for _, h in hints if h))
     if commands:
         print(f"\n{len(stopped)} run(s) stopped before they ended (killed?); continue with:")
@@ -196,9 +209,11 @@ def _show(args) -> int:
     if run["status"] in ("interrupted", "stale") and run["recorded_status"] == "running":
         print(f"  recorded as running, but {_stopped_note(run)}")
     if run["status"] in ("interrupted", "stale", "failed"):
-        hint = continue_hint(run, store.path)
+        hint, since = continue_hint(run, store), finished_since(run, store)
         if hint:
             print(f"  continue it with: {hint}")
+        elif since is not None:
+            print(f"  nothing to continue: run {since} of the same sweep entry finished since")
     print(f"created {run['created']}  updated {run['updated']}")
     if run["summary"]:
         print("summary: " + "  ".join(f"{k} {_fmt(v)}" for k, v in run["summary"].items()))

@@ -551,6 +551,12 @@ class RunStore:
                 return {"run_id": rid, "status": status}
         return None
 
+    def done_run(self, key: str, experiment: str | None,
+                 statuses: Sequence[str] = ("finished",)) -> dict[str, Any] | None:
+        """The latest run of ``experiment`` with run key ``key`` and one of ``statuses``
+        ({"run_id", "status"}), or None."""
+        return self._done_run(self._conn, key, experiment, statuses)
+
     def lease_holder(self, key: str) -> dict[str, Any] | None:
         """The live holder of the lease on ``key`` (run_id, host, pid), or None."""
         row = self._conn.execute("SELECT run_id, host, pid, pid_start, heartbeat FROM leases "

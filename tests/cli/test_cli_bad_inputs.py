@@ -216,3 +216,25 @@ def test_every_config_reader_reads_an_exponent_without_a_dot_as_a_number(tmp_pat
     exp.write_text("base: {optimizer: {name: sgd, lr: 1e-1, weight_decay: 5e-4}}\n")
     assert read_file(exp)["base"]["optimizer"] == {"name": "sgd", "lr": 0.1,
                                                    "weight_decay": 0.0005}
+
+
+def test_an_interrupted_sweep_run_completed_by_a_later_one_asks_for_nothing(tmp_path, capsys):
+    """A sweep entry interrupted, then finished by a re-run sweep under a new run id: the old
+    record shows which run finished it, and no command to continue it."""
+    store = RunStore(tmp_path / "s.sqlite")
+    cfg = {"run_key": "k1", "scale": "smoke"}
+    old = store.create_run(cfg, name="gd|seed=0", experiment="zhu-escape-2d")
+    store.complete_run(old, "interrupted")
+    new, _ = store.claim_key("k1", cfg, name="gd|seed=0", experiment="zhu-escape-2d")
+    store.complete_run(new, "finished")
+    other = store.create_run({"run_key": "k2", "scale": "smoke"}, name="sgd|seed=0",
+                             experiment="zhu-escape-2d")
+    store.complete_run(other, "interrupted")
+    path = str(store.path)
+    store.close()
+    assert main(["runs", "show", old, "--store", path]) == 0
+    out = capsys.readouterr().out
+    assert f"nothing to continue: run {new} of the same sweep entry finished since" in out
+    assert "continue it with" not in out
+    assert main(["runs", "show", other, "--store", path]) == 0
+    assert "continue it with: sgdlab run zhu-escape-2d --scale smoke" in capsys.readouterr().out
