@@ -237,6 +237,13 @@ def _check_args(path: str, given: dict[str, Any], params: dict[str, Any], var_kw
                     # momentum, weight decay, noise scales...: finite defaults, no meaning at
                     # ±inf
                     errors.append(f"{p}: must be a finite number, got {v}")
+        elif (isinstance(d, tuple) and d and all(isinstance(e, (int, float))
+                                                 and not isinstance(e, bool) for e in d)):
+            # (0.9, 0.999): torch indexes the value, a scalar failed as "'int' object is not
+            # subscriptable"
+            if not isinstance(v, (list, tuple)) or any(
+                    isinstance(e, bool) or not isinstance(e, (int, float)) for e in v):
+                errors.append(f"{p}: must be a list of numbers, got {v!r}")
         out[k] = v
     for k, d in params.items():
         if d is REQUIRED and k not in given:

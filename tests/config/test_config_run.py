@@ -78,6 +78,8 @@ def test_optimizer_rejections_name_the_key():
     assert errors_of(adam) == "optimizer.betas: Invalid beta parameter at index 1: 1.5"
     short = {**TINY, "optimizer": {"name": "adam", "lr": 0.1, "betas": [0.9]}}
     assert errors_of(short).startswith("optimizer (adam): ")
+    scalar = {**TINY, "optimizer": {"name": "adam", "lr": 0.1, "betas": 5}}
+    assert errors_of(scalar) == "optimizer.betas: must be a list of numbers, got 5"
     assert errors_of({**TINY, "optimizer": {"name": "sgd", "lr": 0.1, "betas": [0.9]}}) == (
         "optimizer.betas: unknown key (optimizer 'sgd' accepts: lr, momentum, dampening, "
         "weight_decay, nesterov, maximize, foreach, differentiable, fused)")
@@ -319,7 +321,8 @@ def test_generic_dataset_options_are_valid_for_every_dataset():
 
 def test_bad_model_option_values_name_the_key():
     bad = {**TINY, "model": {"name": "mlp", "options": {"widths": "abc"}}}
-    with pytest.raises(ConfigError, match=r"model\.options: option 'widths' must be a list"):
+    with pytest.raises(ConfigError, match=r"model\.options\.widths: must be a list of numbers, "
+                                          r"got 'abc'"):
         build_from_config(bad)
 
 
