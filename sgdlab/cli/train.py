@@ -21,7 +21,8 @@ def register(subparsers) -> None:
                         "./sgdlab-runs/runs.sqlite)")
     p.add_argument("--set", metavar="KEY=VALUE", action="append", default=[], dest="overrides",
                    help="override a config value, e.g. --set train.epochs=5 --set "
-                        "optimizer.lr=0.01 (repeatable; values are YAML)")
+                        "optimizer.lr=0.01 --set 'measure[0].every=5' (repeatable; values "
+                        "are YAML)")
     p.add_argument("--tensorboard", metavar="DIR",
                    help="log every metric live to TensorBoard event files in DIR/<name>-<run "
                         "id> (the config's train.tensorboard; needs the tensorboard package)")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import re
 import tomllib
 from importlib import resources
 from pathlib import Path
@@ -72,23 +73,59 @@ def load_config(name_or_path: str | Path) -> dict[str, Any]:
 def apply_overrides(raw: dict[str, Any], overrides: list[str] | tuple[str, ...]) -> dict[str, Any]:
     """A copy of ``raw`` with ``key.path=value`` overrides applied (values parsed as YAML, so
     ``train.epochs=3``, ``optimizer.lr=1e-2``, ``train.replacement=true``, ``model.options.
-    widths=[32,32]`` work)."""
+    widths=[32,32]`` work); ``[i]`` (or ``.i``) picks an entry of a list already in the config:
+    ``measure[0].every=5``."""
     out = copy.deepcopy(raw)
     for item in overrides:
         key, sep, text = item.partition("=")
         key = key.strip()
-        if not sep or not key or any(not k for k in key.split(".")):
-            raise ConfigError(f"--set {item!r}: expected KEY.PATH=VALUE, e.g. train.epochs=3")
+        steps = _override_steps(key)
+        if not sep or not steps:
+            raise ConfigError(f"--set {item!r}: expected KEY.PATH=VALUE, e.g. train.epochs=3 "
+                              "or measure[0].every=5")
         value = parse_yaml(text, f"--set {key}") if text.strip() else None
-        node = out
-        parts = key.split(".")
-        for i, k in enumerate(parts[:-1]):
-            if node.get(k) is None:
-                node[k] = {}
-            if not isinstance(node[k], dict):
-                raise ConfigError(f"--set {item!r}: {'.'.join(parts[:i + 1])} is not a section")
-            node = node[k]
-        node[parts[-1]] = value
+        node: Any = out
+        for i, k in enumerate(steps):
+            where = _override_path(steps[:i])
+            if isinstance(node, list):
+                if not (isinstance(k, int) or k.isdigit()):
+                    raise ConfigError(f"--set {item!r}: {where} is a list: pick an entry, "
+                                      f"{where}[0]")
+                k = int(k)
+                if k >= len(node):
+                    raise ConfigError(f"--set {item!r}: {where} has {len(node)} entries, no "
+                                      f"[{k}]")
+            elif isinstance(k, int):
+                raise ConfigError(f"--set {item!r}: {where or 'the config'} is not a list")
+            last = i == len(steps) - 1
+            if last:
+                node[k] = value
+            else:
+                if isinstance(node, dict) and node.get(k) is None:
+                    node[k] = {}
+                if not isinstance(node[k], (dict, list)):
+                    raise ConfigError(f"--set {item!r}: {_override_path(steps[:i + 1])} is not "
+                                      "a section")
+                node = node[k]
+    return out
+
+
+def _override_steps(key: str) -> list[str | int]:
+    """``measure[0].every`` -> ["measure", 0, "every"]; [] when malformed."""
+    steps: list[str | int] = []
+    for part in key.split("."):
+        m = re.fullmatch(r"([^\[\]]+)((?:\[\d+\])*)", part)
+        if m is None:
+            return []
+        steps.append(m[1])
+        steps += [int(i) for i in re.findall(r"\[(\d+)\]", m[2])]
+    return steps
+
+
+def _override_path(steps: list[str | int]) -> str:
+    out = ""
+    for k in steps:
+        out += f"[{k}]" if isinstance(k, int) else (f".{k}" if out else k)
     return out
 
 

@@ -125,6 +125,17 @@ def test_yaml_and_toml_and_overrides(tmp_path):
         apply_overrides(raw, ["train.epochs"])
     with pytest.raises(ConfigError, match="optimizer.lr is not a section"):
         apply_overrides(raw, ["optimizer.lr.x=1"])
+    # an entry of a list: [i] or .i, only within the list's length
+    listed = {**raw, "measure": [{"name": "hessian", "every": 2}, {"name": "noise"}]}
+    out = apply_overrides(listed, ["measure[0].every=5", "measure.1.k=3"])
+    assert out["measure"] == [{"name": "hessian", "every": 5}, {"name": "noise", "k": 3}]
+    assert listed["measure"][0]["every"] == 2                      # a copy was changed
+    for bad, match in (("measure[2].every=1", "measure has 2 entries, no \\[2\\]"),
+                       ("measure.every=1", "measure is a list: pick an entry, measure\\[0\\]"),
+                       ("train[0]=1", "train is not a list"),
+                       ("measure[x]=1", "expected KEY.PATH=VALUE")):
+        with pytest.raises(ConfigError, match=match):
+            apply_overrides(listed, [bad])
 
 
 class _Inner(Section):
