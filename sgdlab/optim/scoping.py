@@ -211,6 +211,11 @@ class ScopingSchedule:
             if key not in g:
                 raise ValueError(f"optimizer {type(optimizer).__name__} has no hyper-parameter "
                                  f"{key!r} to scope")
+            if g.get(f"{key}_decay"):
+                # the optimizer's own decay would apply on top of this schedule's values
+                raise ValueError(f"{key} is scoped twice: this schedule and the optimizer's "
+                                 f"{key}_decay={g[f'{key}_decay']}; set {key}_decay to 0 to "
+                                 "scope it here")
         self.optimizer, self.key, self.scope = optimizer, key, build_scope(scope)
         self.t = 0
         self._apply()

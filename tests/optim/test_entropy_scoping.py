@@ -70,3 +70,8 @@ def test_scoping_schedule_protocol():
     assert opt2.param_groups[0]["gamma"] == 0.5 and sch2.get_value() == 0.5
     with pytest.raises(ValueError, match="no hyper-parameter"):
         ScopingSchedule(opt, "rho", 1.0)
+    # γ decayed by the optimizer too would be scoped twice (53.1 instead of 72.9 after 3 steps)
+    twice = EntropySGD([nn.Parameter(torch.zeros(2))], gamma=1.0, gamma_decay=0.1)
+    with pytest.raises(ValueError, match="gamma is scoped twice.*gamma_decay=0.1"):
+        build_schedule("scoping", twice, steps_per_epoch=1, total_steps=10, key="gamma",
+                       kind="exponential", initial=100.0, rate=0.1)
