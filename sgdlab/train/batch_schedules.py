@@ -140,6 +140,16 @@ def build_batch_schedule(spec: int | dict[str, Any] | BatchSchedule) -> BatchSch
     if kind not in _KINDS:
         raise ValueError(f"Unknown batch-size schedule kind {kind!r}; known: "
                          f"{', '.join(sorted(_KINDS))}")
+    import inspect
+
+    params = inspect.signature(_KINDS[kind]).parameters
+    missing = [k for k, q in params.items() if q.default is q.empty and k not in spec]
+    unknown = [k for k in spec if k not in params]
+    if missing or unknown:
+        what = ([f"missing {', '.join(missing)}"] if missing else []) + (
+            [f"unknown {', '.join(unknown)}"] if unknown else [])
+        raise ValueError(f"Invalid batch-size schedule {kind!r}: {'; '.join(what)} (it takes "
+                         f"{', '.join(params)})")
     try:
         return _KINDS[kind](**spec)
     except TypeError as e:

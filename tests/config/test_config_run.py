@@ -256,6 +256,11 @@ def test_unknown_batch_size_schedule_names_the_key():
     raw["train"]["batch_size"] = {"kind": "cyclicc"}
     with pytest.raises(ConfigError, match=r"train\.batch_size: Unknown batch-size schedule"):
         validate_config(raw)
+    raw["train"]["batch_size"] = {"kind": "cyclic", "low": 32, "shap": "square"}
+    with pytest.raises(ConfigError, match=r"train\.batch_size: Invalid batch-size schedule "
+                                          r"'cyclic': missing high, period; unknown shap \(it "
+                                          r"takes low, high, period, shape, start\)"):
+        validate_config(raw)
 
 
 def test_instrument_parameters_annotated_optional_accept_null():

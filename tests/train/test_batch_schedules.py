@@ -52,7 +52,7 @@ def test_trace_counts_steps_per_epoch():
     ({"kind": "cyclic", "low": 2, "high": 4, "period": 2, "shape": "sine"}, "shape"),
     ({"kind": "cyclic", "low": 2, "high": 4, "period": 2, "start": "mid"}, "start"),
     ({"kind": "nope"}, "kind"),
-    ({"kind": "cyclic", "low": 2}, "arguments"),
+    ({"kind": "cyclic", "low": 2}, "missing high, period"),
 ])
 def test_invalid(spec, match):
     with pytest.raises(ValueError, match=match):
