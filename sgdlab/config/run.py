@@ -193,6 +193,13 @@ def _signature_params(fn: Callable, skip: tuple[str, ...]) -> tuple[dict[str, An
     return params, var_kw
 
 
+def _required_numbers(fn: Callable) -> frozenset[str]:
+    """Names of ``fn``'s required parameters annotated as a number (``period: float``), whose
+    config value must be one (a string there failed inside the callable, in Python's words)."""
+    return frozenset(p.name for p in inspect.signature(fn).parameters.values()
+                     if p.default is p.empty and p.annotation in ("float", "int", float, int))
+
+
 def _nullable(fn: Callable) -> frozenset[str]:
     """Names of ``fn``'s parameters that accept None (annotated ``int | None``, or default
     None), so a config may give them as null."""
@@ -202,10 +209,11 @@ def _nullable(fn: Callable) -> frozenset[str]:
 
 def _check_args(path: str, given: dict[str, Any], params: dict[str, Any], var_kw: bool,
                 owner: str, errors: list[str],
-                nullable: frozenset[str] = frozenset()) -> dict[str, Any]:
+                nullable: frozenset[str] = frozenset(),
+                numbers: frozenset[str] = frozenset()) -> dict[str, Any]:
     """Keys of ``given`` against a signature: unknown keys, missing required ones, and values
     whose type cannot match the default's (a string for a number, ...; null only where the
-    parameter is in ``nullable``)."""
+    parameter is in ``nullable``); a required parameter in ``numbers`` takes a number."""
     out = {}
     for k, v in given.items():
         p = join(path, k)
@@ -219,6 +227,8 @@ def _check_args(path: str, given: dict[str, Any], params: dict[str, Any], var_kw
             out[k] = v
             continue
         d = params.get(k, REQUIRED)
+        if d is REQUIRED and k in numbers:
+            d = 0.0                       # checked as a number with a finite default
         if isinstance(d, bool):
             if not isinstance(v, bool):
                 errors.append(f"{p}: must be true or false, got {v!r}")
@@ -273,12 +283,13 @@ def _key_named(message: str, keys: list[str]) -> str | None:
 
 def _check_hyper(path: str, sec: dict[str, Any], name: str, params: dict[str, Any],
                  var_kw: bool, what: str, errors: list[str],
-                 build: Callable[[dict[str, Any]], Any] | None) -> None:
+                 build: Callable[[dict[str, Any]], Any] | None,
+                 numbers: frozenset[str] = frozenset()) -> None:
     """The section's keys but ``name`` against the signature; if they pass, ``build(hyper)``
     lets the callable check its own ranges, reported under the key its message names."""
     hyper = {k: v for k, v in sec.items() if k != "name"}
     n_errors = len(errors)
-    _check_args(path, hyper, params, var_kw, f"{what} {name!r}", errors)
+    _check_args(path, hyper, params, var_kw, f"{what} {name!r}", errors, numbers=numbers)
     if what == "optimizer":
         for k in _NON_NEGATIVE:
             v = hyper.get(k)
@@ -341,7 +352,8 @@ def _check_schedule(path: str, sec: dict[str, Any], errors: list[str]) -> None:
             opt.param_groups[0].setdefault(hyper.get("key", "gamma"), 1.0)
         build_schedule(name, opt, steps_per_epoch=10, total_steps=100, **hyper)
 
-    _check_hyper(path, sec, name, params, var_kw, "schedule", errors, build)
+    _check_hyper(path, sec, name, params, var_kw, "schedule", errors, build,
+                 numbers=_required_numbers(SCHEDULES[name]))
 
 
 def _check_data(path: str, sec: dict[str, Any], errors: list[str]) -> None:

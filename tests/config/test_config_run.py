@@ -54,6 +54,7 @@ def test_packaged_default_validates_with_defaults_filled():
     ("optimizer.momentum=-0.5", "optimizer.momentum: must be >= 0, got -0.5"),
     ("optimizer.nesterov=true", "optimizer.nesterov: Nesterov momentum requires a momentum"),
     ("optimizer.momentum=fast", "optimizer.momentum: must be a number, got 'fast'"),
+    ("schedule={name: cosine-cyclic, period: x}", "schedule.period: must be a number, got 'x'"),
     ("optimizer.name=sdg", "optimizer.name: unknown optimizer 'sdg' (did you mean sgd?)"),
     ("schedule.name=nope", "schedule.name: unknown schedule 'nope'"),
     ("schedule.gama=0.1", "schedule.gama: unknown key"),
