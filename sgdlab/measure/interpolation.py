@@ -17,12 +17,14 @@ default (``bn_stats="recompute"``) they are recomputed at every α from the trai
 ``momentum=None`` (a cumulative average, so the result does not depend on an EMA horizon), one
 pass over ``bn_data`` (default: the training data) in train mode without gradients. The
 alternative ``bn_stats="interpolate"`` interpolates the running statistics like the weights (so
-α = 0 and α = 1 reproduce the two models exactly), and ``"keep"`` uses model A's buffers.
+α = 0 and α = 1 reproduce the two models exactly; where an extrapolated running variance
+reaches 0 or below, the point is NaN, with a warning), and ``"keep"`` uses model A's buffers.
 """
 from __future__ import annotations
 
 import copy
 import math
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 
@@ -159,6 +161,7 @@ def interpolate_models(
     bn = has_batchnorm(model)
     bufs_a, bufs_b = _float_buffers(model_a), _float_buffers(model_b)
     curve = InterpolationCurve(alphas, [], [], [], [], bn_stats if bn else "none")
+    undefined = []
     for a in alphas:
         set_params_vector(model, torch.lerp(theta_a, theta_b, a))
         if bn and bn_stats == "interpolate":
@@ -166,6 +169,15 @@ def interpolate_models(
                 for n, b in model.named_buffers():
                     if n in bufs_a:
                         b.copy_(torch.lerp(bufs_a[n], bufs_b[n], a))
+            # extrapolated (α outside [0, 1]) running variances can reach 0 or below: no
+            # variance, so no network to evaluate there (NaN, outside any basin)
+            if any(bool((b <= 0).any()) for n, b in model.named_buffers()
+                   if n.endswith("running_var")):
+                undefined.append(a)
+                for series in (curve.train_loss, curve.train_acc) + (
+                        (curve.test_loss, curve.test_acc) if test_data is not None else ()):
+                    series.append(float("nan"))
+                continue
         elif bn and bn_stats == "recompute":
             recompute_bn_statistics(model, train_data if bn_data is None else bn_data)
         lo, ac = evaluate(model, loss_fn, train_data)
@@ -175,6 +187,11 @@ def interpolate_models(
             lo, ac = evaluate(model, loss_fn, test_data)
             curve.test_loss.append(lo)
             curve.test_acc.append(ac)
+    if undefined:
+        warnings.warn(f"interpolate_models(bn_stats='interpolate'): at alpha = "
+                      f"{', '.join(f'{a:g}' for a in undefined)} an interpolated running "
+                      "variance is <= 0; those points are NaN (use bn_stats='recompute')",
+                      RuntimeWarning, stacklevel=2)
     return curve
 
 

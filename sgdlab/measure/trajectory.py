@@ -90,10 +90,12 @@ def increments(snapshots) -> np.ndarray:
 
 def _centered(delta: np.ndarray, standardize: bool) -> tuple[np.ndarray, np.ndarray]:
     """Increments minus their mean (a constant drift is not a periodicity); coordinates that
-    never move are dropped. Returns (centered series, kept-coordinate mask)."""
+    never move, or move by a constant step (their centred increments round-off only), are
+    dropped, each judged against its own steps, whatever its units. Returns (centered series,
+    kept-coordinate mask)."""
     c = delta - delta.mean(axis=0, keepdims=True)
     sd = c.std(axis=0)
-    keep = sd > 1e-12 * max(1.0, float(np.abs(delta).max(initial=0.0)))
+    keep = (sd > 0) & (sd > 1e-12 * np.abs(delta).max(axis=0, initial=0.0))
     c = c[:, keep]
     if standardize:
         c = c / sd[keep]
@@ -223,9 +225,7 @@ def fisher_g_test(series) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
     Uses the m = ⌊(n − 1)/2⌋ Fourier frequencies strictly between 0 and 1/2.
     """
-    s = np.asarray(series, dtype=np.float64)
-    if s.ndim == 1:
-        s = s[:, None]
+    s = _as_2d(series)
     n = len(s)
     m = (n - 1) // 2
     if m < 2:

@@ -95,3 +95,20 @@ def test_recompute_bn_statistics_is_the_exact_average():
     v = (z[:15].var(0, unbiased=True) + z[15:].var(0, unbiased=True)) / 2
     torch.testing.assert_close(m[1].running_var, v)
     assert m[1].momentum == 0.1 and m.training
+
+
+def test_interpolated_statistics_without_a_variance_are_nan_with_a_warning():
+    """Running variances 1 and 3 extrapolated to α = −1 give −1 and at α = −0.5 give 0: no
+    network to evaluate there (NaN, with a warning), the others as the weights say."""
+    a, b = _pair(True)
+    a[1].running_var.fill_(1.0)
+    b[1].running_var.fill_(3.0)
+    data, loss_fn = _data(30, 4), nn.CrossEntropyLoss()
+    with pytest.warns(RuntimeWarning, match=r"alpha = -1, -0.5 an interpolated running "
+                                            r"variance is <= 0"):
+        c = interpolate_models(a, b, loss_fn, data, data, [-1.0, -0.5, 0.0, 1.0, 2.0],
+                               bn_stats="interpolate")
+    for series in (c.train_loss, c.train_acc, c.test_loss, c.test_acc):
+        assert all(x != x for x in series[:2]) and all(x == x for x in series[2:])
+    assert c.train_loss[2:4] == pytest.approx([evaluate(m, loss_fn, data)[0] for m in (a, b)],
+                                              rel=1e-12)

@@ -146,3 +146,23 @@ def test_recorder_in_training_resumes_without_duplicates(tmp_path):
     part = open_trajectory(tmp_path / "part")
     assert list(part.steps) == list(full.steps)
     np.testing.assert_array_equal(part.snapshots, full.snapshots)
+
+
+def test_which_coordinates_move_does_not_depend_on_their_units():
+    """Three random walks at any scale, or at scales 1e7 and 1e-6 side by side, all count; a
+    coordinate at rest and one moving by a constant step (a drift, no fluctuation) do not."""
+    rng = np.random.default_rng(0)
+    x = np.cumsum(rng.standard_normal((200, 3)), axis=0)
+    for scaled in (x * 1e-13, x * 1e-12, x * 1e7, x * [1e7, 1e-6, 1.0]):
+        assert increment_spectrum(scaled).num_coords == 3
+    rest, drift = np.full((200, 1), 0.3), 0.1 * np.arange(200.0)[:, None]
+    assert increment_spectrum(np.hstack([x, rest, drift])).num_coords == 3
+
+
+def test_fisher_g_refuses_non_finite_values():
+    s = np.sin(2 * np.pi * 0.25 * np.arange(64))
+    g, p, f = fisher_g_test(s)
+    assert g[0] == pytest.approx(1.0) and p[0] < 1e-10 and f[0] == 0.25
+    s[5] = np.nan
+    with pytest.raises(ValueError, match="NaN or inf"):
+        fisher_g_test(s)
