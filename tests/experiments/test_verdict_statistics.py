@@ -54,9 +54,16 @@ def test_welch_interval_uses_the_satterthwaite_degrees_of_freedom():
     # no spread at all: the interval is the point difference
     assert equivalence(0.5, 0.505, 0.0, 0.0, 3, 3, 0.01)[0] is True
     assert equivalence(0.5, 0.52, 0.0, 0.0, 3, 3, 0.01)[0] is False
-    # one seed on either side: the point difference decides, and the text says why
-    ok, text = equivalence(0.5, 0.52, 0.1, 0.0, 5, 1, 0.01)
+    # one seed on both sides: the point difference decides, and the text says why
+    ok, text = equivalence(0.5, 0.52, 0.0, 0.0, 1, 1, 0.01)
     assert ok is False and "one seed" in text
+    # one seed on one side: the other side's std still bounds the point difference
+    ok, text = equivalence(0.5, 0.52, 0.1, 0.0, 5, 1, 0.01)
+    assert ok is None and "within the seed-to-seed spread (std 0.1)" in text
+    ok, text = equivalence(0.805, 0.8, 0.1, 0.0, 3, 1, 0.01)
+    assert ok is None                                  # |d| = 0.005: agreement not shown either
+    ok, text = equivalence(0.5, 0.9, 0.1, 0.0, 5, 1, 0.01)
+    assert ok is False and "the other's std 0.1" in text
 
 
 def _vals(**groups):
@@ -564,10 +571,20 @@ def test_hessian_spectrum_fractions_and_tails_by_hand():
         spec = SimpleNamespace(paper=PAPER, options=options)
         return [c.agrees_with_paper for c in hessian_spectrum(spec, runs).conclusions]
 
-    assert verdicts(near_zero={"net": [1e-4, 0.75]}) == [True, True, True, None]
-    assert verdicts(near_zero={"net": [1e-4, 0.9]}) == [False, True, True, None]
-    assert verdicts(tail_ratio=25.0) == [None, False, True, None]       # 20 < 25
-    assert verdicts(negative_fraction_below=0.05) == [None, True, False, None]
+    # the group without a spectrum keeps its three claims, undecided
+    assert verdicts(near_zero={"net": [1e-4, 0.75]}) == [True, True, True] + [None] * 3
+    assert verdicts(near_zero={"net": [1e-4, 0.9]}) == [False, True, True] + [None] * 3
+    assert verdicts(tail_ratio=25.0) == [None, False, True] + [None] * 3       # 20 < 25
+    assert verdicts(negative_fraction_below=0.05) == [None, True, False] + [None] * 3
+    # a non-finite eigenvalue (a null in data.json) leaves the claims undecided, not refuted
+    runs[0] = StoredRun("k", "r", "net", 0, {}, "finished", {"hessian_dim": 10}, {},
+                        {"hessian_eigenvalues": ev[:2] + [float("nan")] + ev[3:]})
+    spec = SimpleNamespace(paper=PAPER, options={"near_zero": {"net": [1e-4, 0.75]}})
+    concl = hessian_spectrum(spec, runs).conclusions
+    assert [c.agrees_with_paper for c in concl] == [None] * 6
+    assert "non-finite eigenvalues" in concl[0].text and concl[1].claim.startswith("the right")
+    runs[0] = StoredRun("k", "r", "net", 0, {}, "finished", {"hessian_dim": 10},
+                        {}, {"hessian_eigenvalues": ev})
     spec = SimpleNamespace(paper=PAPER, options={})
     (row,) = hessian_spectrum(spec, runs).table("hessian_spectrum").rows
     assert row[:4] == ["net", 10, 1e-4, pytest.approx(0.7)]
@@ -652,3 +669,66 @@ def test_a_censored_value_settles_an_above_claim_only_on_the_side_its_bound_cann
     noisy = {**v, "u": {"w": 1.0, "w__censored": True, "w__std": 0.6}}
     c = one(["u"], ["v"], noisy)
     assert c.agrees_with_paper is None and "already settles" not in c.text
+
+
+def _run(label, seed, summary=None, metrics=None, status="finished"):
+    return StoredRun(f"{label}-{seed}", f"{label}-{seed}", label, seed, {}, status,
+                     dict(summary or {}), metrics or {}, {})
+
+
+def test_a_paired_claim_over_different_seeds_is_inconclusive():
+    """b = a + 0.01 on every seed, but b's seed 1 diverged: the means then average different
+    seeds (0.835 vs 0.85) while the paired spread comes from the shared ones (std 0). Not a
+    disagreement: inconclusive."""
+    from sgdlab.experiments.procedures.generic import compare_groups
+
+    a = {0: 0.80, 1: 0.90, 2: 0.85}
+    runs = [_run("a", s, {"test_acc": v}) for s, v in a.items()]
+    runs += [_run("b", s, {"test_acc": v + 0.01 if s != 1 else float("nan")},
+                  "diverged" if s == 1 else "finished") for s, v in a.items()]
+    spec = SimpleNamespace(paper=PAPER, options={
+        "table": [["test_acc", "acc"]], "curves": [],
+        "claims": [{"greater": ["b", "a"], "metric": "test_acc", "paired": True,
+                    "claim": "b better"}]})
+    (c,) = compare_groups(spec, runs).conclusions
+    assert c.agrees_with_paper is None and "finite seeds differ" in c.text
+
+
+@pytest.mark.parametrize("cos,hess,sigma,tests", [
+    ([0.95, float("nan"), 0.97], [0.5, 0.3, 0.2], [0.5, 0.3, 0.2], ["cosine"]),
+    ([float("nan"), 0.95, 0.97], [0.5, 0.3, 0.2], [0.5, 0.3, 0.2], ["cosine"]),
+    ([0.95, 0.96, 0.97], [0.5, float("nan"), 0.2], [0.5, 0.3, 0.2], ["eigenvalues"]),
+    ([0.95, 0.96, 0.97], [0.5, 0.3, 0.2], [0.5, float("nan"), 0.2], ["eigenvalues"]),
+])
+def test_alignment_with_a_missing_pair_is_inconclusive_wherever_it_sits(cos, hess, sigma, tests):
+    """Every one of the k pairs must pass: a NaN pair (min/max skip one that is not first)
+    leaves the verdict undecided, in any position, for H's or Σ's eigenvalue."""
+    from sgdlab.experiments.procedures.zhu import zhu_alignment
+
+    m = {}
+    for i, (c, h, s) in enumerate(zip(cos, hess, sigma), 1):
+        m[f"align/cos_{i}"] = [(0, 0.1), (100, c)]
+        m[f"align/hess_norm_eig_{i}"] = [(0, 0.1), (100, h)]
+        m[f"align/sigma_norm_eig_{i}"] = [(0, 0.1), (100, s)]
+    spec = SimpleNamespace(paper=PAPER, options={"tests": tests})
+    concl = zhu_alignment(spec, [_run("sgd", 0, {"num_params": 100}, m)]).conclusions
+    assert [c.agrees_with_paper for c in concl if c.claim] == [None]
+
+
+def test_escape_claims_on_the_sharpness_weigh_its_seed_spread():
+    """SGD's final sharpness 0.1 / 0.5 / 0.9 (std 0.4) against GD's 0.52: 0.02 apart, well
+    inside the spread, so a 'less' claim on it is inconclusive, as on the success rate."""
+    from sgdlab.experiments.procedures.landscape_runs import zhu_escape_analysis
+
+    vals = {"sgd": [(0.5, 0.1), (0.9, 0.5), (0.1, 0.9)], "gd": [(0.52, 0.52)] * 3}
+    runs = [StoredRun(f"{m}-{s}", f"{m}-{s}", m, s, {"method": m, "lr": 0.1}, "finished",
+                      {"success_rate": sr, "successes": int(sr * 100), "repetitions": 100,
+                       "reached_rate": sr, "final_sharpness": v}, {}, {})
+            for m, vs in vals.items() for s, (sr, v) in enumerate(vs)]
+    claims = [{"less": ["sgd", "gd"], "metric": m, "claim": m}
+              for m in ("final_sharpness", "success_rate")]
+    spec = SimpleNamespace(paper={**PAPER, "claim": "x"}, options={"claims": claims})
+    concl = [c for c in zhu_escape_analysis(spec, runs).conclusions
+             if c.claim in ("final_sharpness", "success_rate")]
+    assert [c.agrees_with_paper for c in concl] == [None, None]
+    assert all("within the seed-to-seed spread (std 0.4)" in c.text for c in concl)

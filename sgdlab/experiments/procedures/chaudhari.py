@@ -86,14 +86,24 @@ def hessian_spectrum(spec, runs: list[StoredRun]) -> Analysis:
     neg_max = float(o.get("negative_fraction_below", 0.1))
     groups = by_group(runs, key=lambda r: r.group)
     rows, concl, spectra = [], [], {}
+    claims = (f"a large fraction of the eigenvalues is near zero (at least the thesis' "
+              f"fraction less {allow:g})",
+              f"the right (positive) tail is much longer than the left (λ_max ≥ {ratio:g} "
+              "|λ_min|)",
+              f"the end point is a saddle: a small fraction (0 < share ≤ {neg_max:g}) of "
+              "directions has negative curvature")
     for g, rs in groups.items():
         thr, paper = near.get(g, (1e-4, float("nan")))
-        facts = [_hessian_facts(np.asarray(r.data["hessian_eigenvalues"], float), thr)
-                 for r in rs if r.data.get("hessian_eigenvalues")]
-        if not facts:
-            concl.append(Conclusion(f"{g}: no Hessian spectrum was recorded",
-                                    agrees_with_paper=None))
+        spectra_g = [np.asarray(r.data["hessian_eigenvalues"], float)
+                     for r in rs if r.data.get("hessian_eigenvalues")]
+        why = ("no Hessian spectrum was recorded" if not spectra_g else
+               "a recorded Hessian spectrum holds non-finite eigenvalues"
+               if not all(np.isfinite(e).all() for e in spectra_g) else None)
+        if why:             # each claim stays, undecided (not dropped, not a disagreement)
+            concl += [Conclusion(f"{g}: {why}, so the claim cannot be checked",
+                                 agrees_with_paper=None, claim=c) for c in claims]
             continue
+        facts = [_hessian_facts(e, thr) for e in spectra_g]
         f = {k: float(np.mean([x[k] for x in facts])) for k in facts[0]}
         d = int(rs[0].summary.get("hessian_dim", 0))
         rows.append([g, d, thr, f["near_zero"], paper, f["lambda_max"], f["lambda_min"],
@@ -103,21 +113,18 @@ def hessian_spectrum(spec, runs: list[StoredRun]) -> Analysis:
             f"{g}: {f['near_zero']:.1%} of the {d} eigenvalues have |λ| ≤ {thr:g} (the thesis: "
             f"{paper:.0%})",
             agrees_with_paper=(f["near_zero"] >= paper - allow) if np.isfinite(paper) else None,
-            claim=f"a large fraction of the eigenvalues is near zero (at least the thesis' "
-                  f"fraction less {allow:g})",
+            claim=claims[0],
             evidence={"near_zero_fraction": f["near_zero"], "threshold": thr}))
         lmin = abs(min(f["lambda_min"], 0.0))
         concl.append(Conclusion(
             f"{g}: λ_max = {f['lambda_max']:.3g}, λ_min = {f['lambda_min']:.3g} "
             f"(right tail {f['lambda_max'] / lmin if lmin else float('inf'):.3g} times the left)",
             agrees_with_paper=f["lambda_max"] >= ratio * lmin,
-            claim=f"the right (positive) tail is much longer than the left (λ_max ≥ {ratio:g} "
-                  "|λ_min|)"))
+            claim=claims[1]))
         concl.append(Conclusion(
             f"{g}: {f['negative']:.2%} of the eigenvalues are negative beyond round-off",
             agrees_with_paper=0 < f["negative"] <= neg_max,
-            claim=f"the end point is a saddle: a small fraction (0 < share ≤ {neg_max:g}) of "
-                  "directions has negative curvature"))
+            claim=claims[2]))
     table = Table("hessian_spectrum", ["run", "d", "threshold", "fraction |λ| ≤ threshold",
                                        "thesis' fraction", "λ_max", "λ_min",
                                        "fraction negative", "test accuracy"], rows)

@@ -233,8 +233,15 @@ def equivalence(va: float, vb: float, sa: float, sb: float, na: int, nb: int,
     d = va - vb
     if na < 2 or nb < 2:
         ok = abs(d) <= margin
-        return ok, (f"|difference| = {_fmt(abs(d))} {'<=' if ok else '>'} margin {margin:g} "
-                    "(one seed: no spread to test against)")
+        text = f"|difference| = {_fmt(abs(d))} {'<=' if ok else '>'} margin {margin:g}"
+        # one seed on one side only: the other's seed-to-seed std still bounds what the point
+        # difference shows, as for the other claims
+        spread = sa if na > 1 else sb if nb > 1 else 0.0
+        if within_spread(margin - abs(d), spread):
+            return None, (f"{text}, within the seed-to-seed spread (std {spread:.3g}) of the "
+                          "margin (one group has one seed), so inconclusive")
+        return ok, text + (" (one seed: no spread to test against)" if not spread else
+                           f" (one group has one seed; the other's std {spread:.3g})")
     va_n, vb_n = sa ** 2 / na, sb ** 2 / nb
     se = math.sqrt(va_n + vb_n)
     if se == 0:
@@ -430,11 +437,18 @@ def check_claims(claims: list[dict[str, Any]], values: dict[str, dict[str, float
                 high, low = (ga, gb) if kind == "above" else \
                     ([ga], [gb]) if kind == "greater" else ([gb], [ga])
                 spread = _paired_spread(values, metric, high, low, f"options.claims[{i}]")
+                seed_sets = {frozenset(values[g][metric + "__by_seed"]) for g in high + low}
+                if len(seed_sets) > 1:
+                    # the means average different seeds while the spread pairs the shared
+                    # ones: no paired comparison (a seed diverged or is missing on one side)
+                    text += (" — the groups' finite seeds differ, so the paired comparison "
+                             "is inconclusive")
+                    ok, slack = None, None
             elif kind == "above":
                 spread = seed_spread(values, [(g, metric) for g in ga + gb])
             else:
                 spread = seed_spread(values, [(ga, metric), (gb, c.get("metric_b", metric))])
-            if within_spread(slack, spread):
+            if slack is not None and within_spread(slack, spread):
                 what = "paired seed-to-seed spread" if paired else "seed-to-seed spread"
                 text += (f" — within the {what} (std {spread:.3g}) of the claim's boundary, "
                          "so inconclusive")

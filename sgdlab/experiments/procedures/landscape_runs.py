@@ -192,7 +192,7 @@ def zhu_escape_analysis(spec, runs) -> Analysis:
         sr, sr_s, n = stat(rs, "success_rate")
         p, (lo, hi), reps = pooled[m]
         reach, _, _ = stat(rs, "reached_rate")
-        sh, sh_s, _ = stat(rs, "final_sharpness")
+        sh, sh_s, sh_n = stat(rs, "final_sharpness")
         fp, fp_s, _ = stat(rs, "first_passage_mean")
         known = passages[m] is not None
         never = sum(int(r.summary.get("never_reached", 0)) for r in rs) if known else None
@@ -203,7 +203,10 @@ def zhu_escape_analysis(spec, runs) -> Analysis:
             vals[m]["success_rate__std"] = sr_s
             if known:
                 vals[m]["first_passage_mean__std"] = fp_s
+        if sh_n > 1:            # claims on the sharpness weigh its seed spread too
+            vals[m]["final_sharpness__std"] = sh_s
         vals[m]["success_rate__n"] = n
+        vals[m]["final_sharpness__n"] = sh_n
     r0 = runs[0]
     eta_lam = r0.summary.get("eta_lambda_max")
     table = Table("escape_success", ["method", "seeds", "runs", "success rate",

@@ -91,7 +91,8 @@ def zhu_alignment(spec, runs: list[StoredRun]) -> Analysis:
         checks = []          # (finding, agrees, claim, evidence) per requested test
         if "cosine" in tests:
             thr = float(o.get("cosine_above", 0.9))
-            lo = min(cos_end) if cos_end else float("nan")
+            # every pair must be finite: min() skips a NaN that is not first
+            lo = min(cos_end) if cos_end and all(map(finite, cos_end)) else float("nan")
             checks.append((
                 f"|cos(u_i, v_i)| of the {k} leading eigenvector pairs at the end = "
                 f"{', '.join(f'{c:.3f}' for c in cos_end)} (smallest {lo:.3f}, threshold {thr})",
@@ -140,7 +141,8 @@ def _eigenvalue_check(o: dict, pairs: list[tuple[float, float]]) -> tuple:
     if rtol is not None:
         text += (f"; relative to the larger of each pair {', '.join(f'{x:.2f}' for x in rel)} "
                  f"(largest {worst_rel:.2f}, tolerance {rtol})")
-    return (text, None if not (finite(worst) and all(map(finite, rel))) else ok,
+    known = pairs and all(finite(a) and finite(b) for a, b in pairs)   # (max() skips NaN)
+    return (text, ok if known else None,
             "the normalised leading eigenvalues of H and Σ are extremely similar",
             {"gaps": gaps, "relative_gaps": rel, "tolerance": atol, "relative_tolerance": rtol})
 
