@@ -732,3 +732,27 @@ def test_escape_claims_on_the_sharpness_weigh_its_seed_spread():
              if c.claim in ("final_sharpness", "success_rate")]
     assert [c.agrees_with_paper for c in concl] == [None, None]
     assert all("within the seed-to-seed spread (std 0.4)" in c.text for c in concl)
+
+
+def test_an_equal_ratio_claim_stays_when_one_setting_diverged():
+    """(0.1, 50) and (0.2, 100) share η/B; with every seed of (0.1, 50) diverged the claim
+    that they reach the same accuracy is still listed, undecided, not dropped."""
+    from sgdlab.experiments.procedures.jastrzebski import ratio_grid
+
+    def run(lr, b, s, diverged=False):
+        nan = float("nan")
+        return StoredRun(f"{lr}-{b}-{s}", f"{lr}-{b}-{s}", f"lr{lr}-B{b}", s,
+                         {"optimizer": {"lr": lr}, "batch_size": b},
+                         "diverged" if diverged else "finished",
+                         {"hessian_top": nan if diverged else 2 - lr,
+                          "test_acc": nan if diverged else 0.9}, {}, {})
+
+    settings = [(0.05, 100), (0.1, 100), (0.1, 50), (0.2, 100)]
+    runs = [run(lr, b, s, diverged=(lr, b) == (0.1, 50)) for lr, b in settings for s in range(2)]
+    spec = SimpleNamespace(paper=PAPER, options={"metrics": ["hessian_top"],
+                                                 "expect": {"hessian_top": "negative"}})
+    concl = ratio_grid(spec, runs).conclusions
+    same = [c for c in concl if c.claim and "same η/B" in c.claim]
+    assert [c.agrees_with_paper for c in same] == [None]
+    assert "cannot be checked" in same[0].text
+    assert any(c.text.startswith("diverged: lr=0.1, B=50") for c in concl)

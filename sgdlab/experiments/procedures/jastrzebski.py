@@ -7,6 +7,7 @@ scaling for large β (Fig. 5).
 from __future__ import annotations
 
 import math
+from collections import OrderedDict
 from typing import Any
 
 import numpy as np
@@ -135,9 +136,14 @@ def ratio_grid(spec, runs: list[StoredRun]) -> Analysis:
     # equivalence test (TOST) for every pair of settings that share η/B
     eq_metric = o.get("equal_ratio_metric", "test_acc")
     margin = float(o.get("equal_ratio_margin", 0.01))
-    fin = [r for r in runs if r.status != "diverged"]
-    settings = by_group(fin, key=lambda r: "lr={:g},B={:g}".format(*lr_and_batch(r)))
-    vals = values_by_group(settings, [eq_metric])
+    # every setting, a wholly diverged one too: its claims stay, undecided (no value), instead
+    # of vanishing; the means are of the runs that did not diverge
+    settings = by_group(runs, key=lambda r: "lr={:g},B={:g}".format(*lr_and_batch(r)))
+    fin = OrderedDict((g, [r for r in rs if r.status != "diverged"])
+                      for g, rs in settings.items())
+    vals = values_by_group(OrderedDict((g, rs) for g, rs in fin.items() if rs), [eq_metric])
+    for g in (g for g, rs in fin.items() if not rs):
+        vals[g] = {eq_metric: float("nan"), eq_metric + "__n": 0, eq_metric + "__by_seed": {}}
     keys = list(settings)
     ratio = {g: (lambda lb: lb[0] / lb[1])(lr_and_batch(settings[g][0])) for g in keys}
     pairs = [{"equivalent": [a, b], "metric": eq_metric, "margin": margin,
