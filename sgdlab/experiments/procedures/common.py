@@ -64,6 +64,7 @@ close/far claim on a censored value.
 from __future__ import annotations
 
 import math
+import warnings
 from collections import OrderedDict
 from typing import Any
 
@@ -117,8 +118,10 @@ def mean_curve(runs: list[StoredRun], metric: str) -> tuple[list[float], list[fl
         return [], [], []
     steps = sorted(set.intersection(*[set(s) for s in series]))
     arr = np.array([[s[t] for t in steps] for s in series], dtype=float)
-    mean = np.nanmean(arr, axis=0) if len(arr) else arr
-    std = np.nanstd(arr, axis=0, ddof=1) if len(arr) > 1 else np.zeros(len(steps))
+    with warnings.catch_warnings():     # a step where every run is NaN: NaN, said by the value
+        warnings.simplefilter("ignore", RuntimeWarning)
+        mean = np.nanmean(arr, axis=0) if len(arr) else arr
+        std = np.nanstd(arr, axis=0, ddof=1) if len(arr) > 1 else np.zeros(len(steps))
     return [float(t) for t in steps], mean.tolist(), std.tolist()
 
 
