@@ -114,7 +114,17 @@ class RayBackend:
         return events
 
     def _drain(self) -> None:
-        for run_id, rows in self.ray.get(self.inbox.take.remote()):
+        try:
+            batches = self.ray.get(self.inbox.take.remote())
+        except self.ray.exceptions.RayError as e:
+            # the actor that collects the runs' metric rows is gone (killed, its node lost):
+            # the rows of the runs in flight with it; they are recorded interrupted
+            first = str(e).strip().splitlines()[0][:200] if str(e).strip() else ""
+            raise UserError(f"the Ray actor collecting the runs' metric rows died "
+                            f"({type(e).__name__}{': ' + first if first else ''}); the runs "
+                            "in flight are lost, the finished ones are in the store: run the "
+                            "same command again to complete the sweep") from None
+        for run_id, rows in batches:
             self.on_rows(run_id, rows)
 
     def cancel_all(self) -> None:

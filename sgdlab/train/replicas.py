@@ -47,9 +47,10 @@ Conventions:
   barrier, rank 0 writes ``master.pt`` (round, master weights x̄, history, config, world
   size, run id) and a second barrier follows. Every file is written atomically
   (:func:`sgdlab.train.checkpoint.save_checkpoint`) and loads with ``weights_only=True``.
-  ``resume=True`` continues bit for bit from the last complete set; it refuses a set whose
-  world size / replica count differs, or whose rank files are from another round than
-  ``master.pt`` (a run killed while saving).
+  Each process keeps its previous rank file (``rank{r}.prev.pt``) until the new ``master.pt``
+  is written, so a kill while saving leaves the previous set whole. ``resume=True`` continues
+  bit for bit from the set ``master.pt`` names; it refuses a set whose world size / replica
+  count differs, or where no rank file of ``master.pt``'s round is left.
 """
 from __future__ import annotations
 
@@ -636,7 +637,12 @@ class _ReplicaTraining:
         assert self.ckpt is not None
         if self.writer is not None:   # the store holds every row of the saved history first
             self.writer.flush()
-        save_checkpoint(self.ckpt / f"rank{self.rank}.pt", {
+        mine, prev = self.ckpt / f"rank{self.rank}.pt", self.ckpt / f"rank{self.rank}.prev.pt"
+        if mine.exists():
+            # the set master.pt names stays whole until the new master.pt is written: a kill
+            # from here on leaves the previous round's rank file beside the previous master
+            os.replace(mine, prev)
+        save_checkpoint(mine, {
             "round": r, "world_size": self.world, "rank": self.rank, "comm_time": self.comm_time,
             "workers": {w.index: w.state_dict() for w in self.workers}, "rng": rng_state()})
         self._barrier()  # every rank file of round r is on disk before master.pt names round r
@@ -649,6 +655,7 @@ class _ReplicaTraining:
                 "master": None if master is None else [t.detach().cpu().clone() for t in master],
                 "history": {k: [[s, v] for s, v in pts] for k, pts in self.history.items()}})
         self._barrier()  # nobody overwrites its rank file before master.pt is written
+        prev.unlink(missing_ok=True)
         self.saved = r
 
     def _barrier(self) -> None:
@@ -734,14 +741,24 @@ def _load_replica_checkpoint(ckpt: Path, rank: int, world: int, cfg: ParleConfig
     if changed:
         raise ConfigError(f"cannot resume from {str(ckpt)!r}: the config differs from the "
                           f"saved run's in {', '.join(changed)}; resume with the same config")
-    try:
-        mine = load_checkpoint(ckpt / f"rank{rank}.pt")
-    except UserError as e:
-        return None, str(e)
-    if int(mine["round"]) != int(head["round"]):
-        return None, (f"rank{rank}.pt is from round {mine['round']} but master.pt from round "
-                      f"{head['round']} (the run was killed while saving)")
-    return head, mine
+    # this rank's file of master.pt's round: rank{r}.pt, or, for a run killed while saving a
+    # newer set, the previous one it kept (rank{r}.prev.pt)
+    found = []
+    for name in (f"rank{rank}.pt", f"rank{rank}.prev.pt"):
+        if not (ckpt / name).exists():
+            continue
+        try:
+            mine = load_checkpoint(ckpt / name)
+        except UserError as e:
+            found.append(str(e))
+            continue
+        if int(mine["round"]) == int(head["round"]):
+            return head, mine
+        found.append(f"{name} is from round {mine['round']}")
+    if not found:
+        return None, f"rank{rank}.pt is missing from {str(ckpt)!r}"
+    return None, (f"{'; '.join(found)} but master.pt from round {head['round']} (the run was "
+                  "killed while saving)")
 
 
 def _plain(v: Any) -> Any:

@@ -113,3 +113,21 @@ def test_too_few_gpus_is_a_clear_error(ray_local):
 
     with pytest.raises(UserError, match="--gpus-per-run 64: the Ray cluster has"):
         RayBackend(lambda *a: None, gpus_per_run=64)
+
+
+def test_a_lost_row_collector_is_one_clear_error(ray_local):
+    """The actor collecting metric rows killed (as a user's kill -9 or a lost node does): the
+    sweep stops with one line saying what died and how to continue, not Ray's traceback."""
+    import ray
+
+    from sgdlab.errors import UserError
+    from sgdlab.experiments.ray_backend import RayBackend
+
+    backend = RayBackend(lambda *a: None)
+    try:
+        ray.kill(backend.inbox, no_restart=True)
+        with pytest.raises(UserError, match=r"Ray actor collecting the runs' metric rows died "
+                                            r"\(.*\).*run the same command again"):
+            backend._drain()
+    finally:
+        backend.close()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -369,6 +370,39 @@ def test_checkpoint_resume_is_bit_exact(tmp_path):
     # a new run does not overwrite another run's checkpoints
     with pytest.raises(UserError, match="already holds a run's checkpoints"):
         train_replicas(dropout_model(), LOSS, data, cfg, rounds=2, checkpoint_dir=tmp_path / "b")
+
+
+def test_a_run_killed_while_saving_resumes_from_the_previous_set(tmp_path, monkeypatch):
+    """Killed after its round-4 rank file was written but before master.pt named round 4:
+    the round-2 set is still whole (the previous rank file was kept beside it), and the
+    resume ends where an uninterrupted run ends. Before, the round-2 rank file was already
+    overwritten and nothing could resume."""
+    import sgdlab.train.replicas as R
+
+    data = toy_data()
+    cfg = ParleConfig(replicas=2, L=3, lr=0.05, gamma=0.5, rho=0.5, noise=1e-3,
+                      momentum=0.5, batch_size=7, seed=4)
+    ref = train_replicas(dropout_model(), LOSS, data, cfg, rounds=6, eval_every=2)
+    save = R.save_checkpoint
+
+    def killed_at_round_4_master(path, state):
+        if Path(path).name == R.MASTER_CHECKPOINT and state["round"] == 4:
+            raise _Interrupted
+        return save(path, state)
+
+    ck = tmp_path / "ck"
+    monkeypatch.setattr(R, "save_checkpoint", killed_at_round_4_master)
+    with pytest.raises(_Interrupted):
+        train_replicas(dropout_model(), LOSS, data, cfg, rounds=6, eval_every=2,
+                       checkpoint_dir=ck, checkpoint_every=2)
+    monkeypatch.setattr(R, "save_checkpoint", save)
+    assert sorted(p.name for p in ck.iterdir()) == ["master.pt", "rank0.prev.pt", "rank0.pt"]
+    res = train_replicas(dropout_model(7), LOSS, data, cfg, rounds=6, eval_every=2,
+                         checkpoint_dir=ck, checkpoint_every=2, resume=True)
+    for a, b in zip(params(res.master), params(ref.master)):
+        assert torch.equal(a, b)
+    assert res.history == ref.history
+    assert sorted(p.name for p in ck.iterdir()) == ["master.pt", "rank0.pt"]
 
 
 def test_epochs_count_the_short_last_batch():
