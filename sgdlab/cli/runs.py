@@ -133,7 +133,8 @@ def continue_hint(run: dict, store) -> str | None:
     if isinstance(cfg, dict) and cfg.get("run_key") and run.get("experiment"):
         if finished_since(run, store) is not None:
             return None
-        return (f"sgdlab run {run['experiment']} --scale {cfg.get('scale', 'cpu')} "
+        what = f"--config {cfg['source']}" if cfg.get("source") else run["experiment"]
+        return (f"sgdlab run {what} --scale {cfg.get('scale', 'cpu')} "
                 f"--store {store.path}  (or the same `sgdlab run` command that started it: a "
                 "sweep reruns what the store lacks)")
     return None

@@ -137,7 +137,8 @@ def run_experiment(name_or_path: str | Path, *, scale: str = "cpu", out_dir: str
     say(f"{spec.name} v{spec.version} [{scale}{tag}]: {len(runs)} runs — {spec.title}")
     rep = run_sweep(runs, store_path=store_path, workers=workers, device=device,
                     progress=progress, train_progress=train_progress, backend=backend,
-                    address=address, cpus_per_run=cpus_per_run, gpus_per_run=gpus_per_run)
+                    address=address, cpus_per_run=cpus_per_run, gpus_per_run=gpus_per_run,
+                    source=spec.source)
     store = open_store(store_path)
     results = build_report(spec, out, store_path=str(store_file(store)), device=device,
                            workers=workers or 1, data_dir=data_dir, sweep=rep)

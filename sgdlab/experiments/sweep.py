@@ -42,7 +42,7 @@ from typing import Any
 
 from sgdlab.errors import ConfigError, UserError
 from sgdlab.experiments.procedures import StoredRun, get_procedure
-from sgdlab.experiments.spec import RunSpec
+from sgdlab.experiments.spec import CATALOGUE_DIR, RunSpec
 from sgdlab.experiments.worker import RunContext, RunRecord, task_for, write_files
 from sgdlab.strict_json import nan_in_arrays
 
@@ -143,9 +143,11 @@ def run_sweep(runs: list[RunSpec], *, store_path: str | None = None, workers: in
               device: str = "cpu", progress: Callable[[str], None] | None = print,
               train_progress: bool = False, retries: int = 1, backend: str = "local",
               address: str | None = None, cpus_per_run: float | None = None,
-              gpus_per_run: float | None = None) -> SweepReport:
+              gpus_per_run: float | None = None, source: str | None = None) -> SweepReport:
     """Execute the runs that the store does not hold yet. See the module docstring.
-    ``retries``: how many times a run whose worker (or Ray task) was lost is tried again."""
+    ``retries``: how many times a run whose worker (or Ray task) was lost is tried again.
+    ``source``: the experiment file, recorded with each run unless it is a catalogue entry
+    (so the command that continues a stopped run can name it)."""
     check_options(workers=workers, backend=backend, address=address,
                   gpus_per_run=gpus_per_run)
     t0 = time.perf_counter()
@@ -157,6 +159,8 @@ def run_sweep(runs: list[RunSpec], *, store_path: str | None = None, workers: in
                      workers=workers, train_progress=train_progress, retries=retries,
                      backend=backend, address=address, cpus_per_run=cpus_per_run,
                      gpus_per_run=gpus_per_run)
+    if source is not None and Path(source).resolve().parent != CATALOGUE_DIR.resolve():
+        driver.source = str(Path(source).resolve())
     try:
         for layer in driver.layers:
             driver.run_layer(layer)
@@ -223,6 +227,7 @@ class _Driver:
                  workers: int | None, train_progress: bool, retries: int, backend: str,
                  address: str | None, cpus_per_run: float | None, gpus_per_run: float | None):
         self.store, self.rep, self.say, self.device = store, rep, say, device
+        self.source: str | None = None       # an experiment file outside the catalogue
         self.train_progress, self.retries = train_progress, retries
         self.experiment = runs[0].experiment
         self.art_root = artifacts_root(store)
@@ -295,7 +300,8 @@ class _Driver:
             return True
         # the worker reports where it ran at the end; until then, the driver's view of it
         env = {**self.env, "seed": r.seed, "torch_threads": self.threads}
-        run_id, holder = self.store.claim_key(r.key, r.config(), name=r.run_name,
+        cfg = r.config() if self.source is None else {**r.config(), "source": self.source}
+        run_id, holder = self.store.claim_key(r.key, cfg, name=r.run_name,
                                               experiment=r.experiment, env=env, unless=DONE)
         if run_id is None and "status" in holder:
             self._finished_elsewhere(r, {"id": holder["run_id"], "status": holder["status"]})

@@ -238,3 +238,12 @@ def test_an_interrupted_sweep_run_completed_by_a_later_one_asks_for_nothing(tmp_
     assert "continue it with" not in out
     assert main(["runs", "show", other, "--store", path]) == 0
     assert "continue it with: sgdlab run zhu-escape-2d --scale smoke" in capsys.readouterr().out
+    # a sweep of an experiment file (not a catalogue entry) is continued from that file
+    store = RunStore(path)
+    edited = store.create_run({"run_key": "k3", "scale": "smoke", "source": "/x/my.yaml"},
+                              name="gd|seed=1", experiment="zhu-escape-2d")
+    store.complete_run(edited, "interrupted")
+    store.close()
+    assert main(["runs", "show", edited, "--store", path]) == 0
+    assert ("continue it with: sgdlab run --config /x/my.yaml --scale smoke"
+            in capsys.readouterr().out)

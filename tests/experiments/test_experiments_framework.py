@@ -186,6 +186,10 @@ def test_run_writes_contract_and_report_rebuilds(tmp_path):
     assert r["conclusions"] == [{"text": "max y = 9", "agrees_with_paper": True,
                                  "claim": "squares are positive", "evidence": {}}]
     assert r["config"]["file"]["name"] == "t-square" and "torch" in r["environment"]
+    # each run records the experiment file it came from (not a catalogue entry)
+    from sgdlab.store import RunStore
+    assert {x["config"]["source"] for x in RunStore(store).list_runs()} == {
+        str(Path(cfg).resolve())}
     assert r["missing_outputs"] == []
     for f in ["figures/ys.png", "figures/ys.svg", "tables/squares.csv", "tables/squares.md",
               "report.html"]:
