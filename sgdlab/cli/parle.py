@@ -157,6 +157,12 @@ def _continue(args, n: int) -> str:
         return ""
     command = (f"sgdlab parle {shlex.quote(args.config)} --mode distributed --replicas {n} "
                f"--out {shlex.quote(args.out)}")
+    # the options the run was started with, so that it goes on as it ran
+    for flag, value, default in (("--backend", args.backend, "auto"),
+                                 ("--timeout", args.timeout, 60.0),
+                                 ("--checkpoint-every", args.checkpoint_every, None)):
+        if value != default:
+            command += f" {flag} {value:g}" if isinstance(value, float) else f" {flag} {value}"
     from sgdlab.train.distributed import has_checkpoint
 
     if has_checkpoint(args.out):

@@ -143,3 +143,8 @@ def test_a_failed_replica_ends_with_one_line_saying_how_to_go_on(tmp_path, capsy
         # without a checkpoint the folder is free again for that command; with one it
         # stays the run's
         assert (out / "parle.json").exists() == (saved == "saved")
+    # the options the run was started with go on with it
+    assert main(command + ["--resume", "--timeout", "5", "--checkpoint-every", "3"]) == 1
+    again = (f"sgdlab parle {cfg} --mode distributed --replicas 2 --out {out} --timeout 5 "
+             "--checkpoint-every 3 --resume")
+    assert f"continue with: {again}" in capsys.readouterr().err
