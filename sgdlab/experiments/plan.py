@@ -198,14 +198,19 @@ def plan_experiment(name_or_path: str | Path, *, scale: str = "cpu",
 def _store_problem(path: Path) -> str | None:
     """Why a store that does not exist yet could not be created at ``path``, or None: the
     nearest existing folder above it must be a folder, and writable."""
-    for p in path.parents:
-        if p.exists():
-            if not p.is_dir():
-                return f"run store {str(path)!r}: cannot create it: {p} is a file, not a folder"
-            if not os.access(p, os.W_OK | os.X_OK):
-                return f"run store {str(path)!r}: cannot create it: {p} is not writable"
-            return None
+    p = _first_existing(path.parent)
+    if p is None:
+        return None
+    if not p.is_dir():
+        return f"run store {str(path)!r}: cannot create it: {p} is a file, not a folder"
+    if not os.access(p, os.W_OK | os.X_OK):
+        return f"run store {str(path)!r}: cannot create it: {p} is not writable"
     return None
+
+
+def _first_existing(path: Path) -> Path | None:
+    """``path`` or the nearest of its parents that exists (None: none does)."""
+    return next((p for p in (path, *path.parents) if p.exists()), None)
 
 
 def _stored(store_path: str | None, experiment: str) -> tuple[Path, dict[str, dict]]:
@@ -273,8 +278,6 @@ def _check_files(plan: Plan) -> None:
 def _blocked(out: Path) -> str | None:
     """The message of a real run whose output folder cannot be created for a file in the
     way (``make_output_dir``); None when it can be (as far as a look tells)."""
-    for p in (out, *out.parents):
-        if p.exists():
-            return None if p.is_dir() else (f"--out {out}: cannot create the folder: {p} is a "
-                                            "file, not a folder")
-    return None
+    p = _first_existing(out)
+    return None if p is None or p.is_dir() else (f"--out {out}: cannot create the folder: {p} "
+                                                 "is a file, not a folder")

@@ -158,9 +158,7 @@ def run_sweep(runs: list[RunSpec], *, store_path: str | None = None, workers: in
     driver = _Driver(store, runs, rep, say=progress or (lambda s: None), device=device,
                      workers=workers, train_progress=train_progress, retries=retries,
                      backend=backend, address=address, cpus_per_run=cpus_per_run,
-                     gpus_per_run=gpus_per_run)
-    if source is not None and Path(source).resolve().parent != CATALOGUE_DIR.resolve():
-        driver.source = str(Path(source).resolve())
+                     gpus_per_run=gpus_per_run, source=source)
     try:
         for layer in driver.layers:
             driver.run_layer(layer)
@@ -225,9 +223,12 @@ class _Driver:
 
     def __init__(self, store, runs: list[RunSpec], rep: SweepReport, *, say, device: str,
                  workers: int | None, train_progress: bool, retries: int, backend: str,
-                 address: str | None, cpus_per_run: float | None, gpus_per_run: float | None):
+                 address: str | None, cpus_per_run: float | None, gpus_per_run: float | None,
+                 source: str | None = None):
         self.store, self.rep, self.say, self.device = store, rep, say, device
-        self.source: str | None = None       # an experiment file outside the catalogue
+        # an experiment file outside the catalogue, recorded with each run
+        self.source = (str(Path(source).resolve()) if source is not None
+                       and Path(source).resolve().parent != CATALOGUE_DIR.resolve() else None)
         self.train_progress, self.retries = train_progress, retries
         self.experiment = runs[0].experiment
         self.art_root = artifacts_root(store)
