@@ -4,10 +4,11 @@ on SVHN, dropout 0.4).
 
 WRN-d-k: a 3x3 convolution to 16 channels, three groups of n = (d − 4)/6 pre-activation basic
 blocks (BN -> ReLU -> conv3x3 -> BN -> ReLU -> dropout -> conv3x3) with 16k, 32k, 64k channels
-(strides 1, 2, 2; a 1x1 convolution on the shortcut where the width or stride changes), then
-BN -> ReLU -> global average pooling -> linear. Convolutions have no bias. The thesis states no
-parameter counts; Zagoruyko & Komodakis list 36.5M (WRN-28-10) and 2.7M (WRN-16-4), which the
-tests check.
+(strides 1, 2, 2; where the width or stride changes, the shortcut is a 1x1 convolution of the
+pre-activated input BN -> ReLU(x) that the block's first convolution also takes, as in the
+authors' code), then BN -> ReLU -> global average pooling -> linear. Convolutions have no
+bias. The thesis states no parameter counts; Zagoruyko & Komodakis list 36.5M (WRN-28-10) and
+2.7M (WRN-16-4), which the tests check.
 """
 from __future__ import annotations
 
@@ -35,7 +36,12 @@ class _Block(nn.Module):
                          else nn.Conv2d(ci, co, 1, stride=stride, bias=False))
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.body(x) + self.shortcut(x)
+        if isinstance(self.shortcut, nn.Identity):
+            return self.body(x) + x
+        # a projection shortcut takes the block's pre-activated input BN-ReLU(x), as in the
+        # authors' code (Lua and PyTorch): the raw x would skip the first batch norm
+        pre = self.body[1](self.body[0](x))
+        return self.body[2:](pre) + self.shortcut(pre)
 
 
 class WideResNet(nn.Module):

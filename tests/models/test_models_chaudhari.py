@@ -83,6 +83,30 @@ def test_wide_resnets_are_zagoruyko_komodakis_counts():  # thesis §5.4.3, §5.4
     assert round(count("wide-resnet", CIFAR, 10, **WRN_28_10) / 1e5) * 1e5 == 36_500_000
 
 
+def test_wide_resnet_projection_shortcut_takes_the_pre_activated_input():
+    # Zagoruyko & Komodakis' code: where the width changes, BN -> ReLU is shared by the
+    # convolution path and the 1x1 shortcut convolution (not applied to the raw input only)
+    torch.manual_seed(0)
+    net = build_model("wide-resnet", (3, 8, 8), 4, depth=16, widen=2).eval()
+    blocks = [m for m in net.modules() if hasattr(m, "shortcut")]
+    first = blocks[0]                        # 16 -> 32 channels: a projection shortcut
+    assert isinstance(first.shortcut, nn.Conv2d)
+    bn0 = first.body[0]
+    with torch.no_grad():                    # non-trivial BN statistics and affine weights
+        bn0.running_mean.uniform_(-1, 1)
+        bn0.running_var.uniform_(0.5, 2)
+        bn0.weight.uniform_(0.5, 2)
+        bn0.bias.uniform_(-1, 1)
+        x = torch.randn(2, 16, 8, 8)
+        pre = torch.relu(bn0(x))
+        want = first.body[2:](pre) + first.shortcut(pre)
+        assert torch.allclose(first(x), want, atol=1e-6)
+        assert not torch.allclose(first(x), first.body(x) + first.shortcut(x), atol=1e-3)
+        same = blocks[-1]                    # identity shortcut: the raw input is added
+        y = torch.randn(2, same.body[0].num_features, 2, 2)
+        assert torch.equal(same(y), same.body(y) + y)
+
+
 # --- networks the thesis gives no count for: derived by hand --------------------------------
 def test_counts_the_thesis_leaves_unstated():
     assert count("deep-mnistfc") == dense(784, 128) + 15 * dense(128, 128) + dense(128, 10)
