@@ -68,6 +68,20 @@ def test_mnistfc_is_the_stated_186_million():  # §4.6.2 "n = 1.86 million"
     assert int(n / 1e4) * 1e4 == 1_860_000           # 1,867,786: "1.86 million" truncated
 
 
+def test_mnistfc_layer_order_readings():  # §4.6.2's fc_d wording vs the authors' PyTorch code
+    def kinds(**opts):
+        net = build_model("mnistfc", MNIST, 10, **opts)
+        return [type(m).__name__ for m in net.modules()
+                if isinstance(m, (nn.Linear, nn.BatchNorm1d, nn.ReLU))]
+    assert kinds()[:3] == ["Linear", "ReLU", "BatchNorm1d"]
+    assert kinds(order="bn-relu")[:3] == ["Linear", "BatchNorm1d", "ReLU"]
+    assert count("mnistfc", order="bn-relu") == count("mnistfc")
+    assert "BatchNorm1d" not in kinds(batchnorm=False)
+    assert count("mnistfc", batchnorm=False) == 1_863_690   # the authors' Lua mnistfc
+    with pytest.raises(UserError, match="order"):
+        build_model("mnistfc", MNIST, 10, order="relu-then-bn")
+
+
 def test_allcnn_is_the_stated_167_million():  # §4.6.3 "n = 1.67 million"; §3.3.1 "≈ 1.6"
     n = count("allcnn")
     assert n == conv(3, 96, 3) + 2 * conv(96, 96, 3) + conv(96, 192, 3) \
