@@ -6,9 +6,11 @@ WRN-d-k: a 3x3 convolution to 16 channels, three groups of n = (d − 4)/6 pre-a
 blocks (BN -> ReLU -> conv3x3 -> BN -> ReLU -> dropout -> conv3x3) with 16k, 32k, 64k channels
 (strides 1, 2, 2; where the width or stride changes, the shortcut is a 1x1 convolution of the
 pre-activated input BN -> ReLU(x) that the block's first convolution also takes, as in the
-authors' code), then BN -> ReLU -> global average pooling -> linear. Convolutions have no
-bias. The thesis states no parameter counts; Zagoruyko & Komodakis list 36.5M (WRN-28-10) and
-2.7M (WRN-16-4), which the tests check.
+authors' code), then BN -> ReLU -> global average pooling -> linear. The paper does not say
+what the projection takes; ``shortcut="input"`` projects the raw block input x instead, as
+the WRN of Chaudhari's chapter-6 code (pratikac/grad-info) does. Convolutions have no bias.
+The thesis states no parameter counts; Zagoruyko & Komodakis list 36.5M (WRN-28-10) and 2.7M
+(WRN-16-4), which the tests check.
 """
 from __future__ import annotations
 
@@ -24,9 +26,15 @@ WRN_28_10 = {"depth": 28, "widen": 10, "dropout": 0.3}
 WRN_16_4 = {"depth": 16, "widen": 4, "dropout": 0.4}
 
 
+#: what a projection shortcut takes (``wide-resnet`` option ``shortcut``)
+SHORTCUTS = ("preact", "input")
+
+
 class _Block(nn.Module):
-    def __init__(self, ci: int, co: int, stride: int, dropout: float) -> None:
+    def __init__(self, ci: int, co: int, stride: int, dropout: float,
+                 shortcut: str = "preact") -> None:
         super().__init__()
+        self.preact_shortcut = shortcut == "preact"
         self.body = nn.Sequential(
             nn.BatchNorm2d(ci), nn.ReLU(),
             nn.Conv2d(ci, co, 3, stride=stride, padding=1, bias=False),
@@ -36,10 +44,10 @@ class _Block(nn.Module):
                          else nn.Conv2d(ci, co, 1, stride=stride, bias=False))
 
     def forward(self, x: Tensor) -> Tensor:
-        if isinstance(self.shortcut, nn.Identity):
-            return self.body(x) + x
-        # a projection shortcut takes the block's pre-activated input BN-ReLU(x), as in the
-        # authors' code (Lua and PyTorch): the raw x would skip the first batch norm
+        if isinstance(self.shortcut, nn.Identity) or not self.preact_shortcut:
+            return self.body(x) + self.shortcut(x)
+        # "preact": the projection takes the block's pre-activated input BN-ReLU(x), as in
+        # Zagoruyko & Komodakis' code (Lua and PyTorch)
         pre = self.body[1](self.body[0](x))
         return self.body[2:](pre) + self.shortcut(pre)
 
@@ -48,8 +56,11 @@ class WideResNet(nn.Module):
     """WRN-``depth``-``widen`` (module docstring)."""
 
     def __init__(self, input_shape, num_outputs: int, *, depth: int, widen: int,
-                 dropout: float) -> None:
+                 dropout: float, shortcut: str = "preact") -> None:
         super().__init__()
+        if shortcut not in SHORTCUTS:
+            raise UserError(f"option 'shortcut' must be one of {', '.join(SHORTCUTS)}, got "
+                            f"{shortcut!r}")
         check_positive("depth", depth)
         check_positive("widen", widen)
         check_prob("dropout", dropout)
@@ -61,7 +72,7 @@ class WideResNet(nn.Module):
         ci = 16
         for co, stride in zip(widths[1:], (1, 2, 2)):
             for i in range(n):
-                layers.append(_Block(ci, co, stride if i == 0 else 1, dropout))
+                layers.append(_Block(ci, co, stride if i == 0 else 1, dropout, shortcut))
                 ci = co
         layers += [nn.BatchNorm2d(ci), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
                    nn.Linear(ci, num_outputs)]
@@ -76,8 +87,9 @@ class WideResNet(nn.Module):
                 "basic blocks, dropout between the convolutions)", reference_input=(3, 32, 32),
                 stated_params=2_700_000,
                 notes="defaults are WRN-16-4 (2.7M as Zagoruyko & Komodakis state it; the thesis "
-                "states no count); depth=28, widen=10, dropout=0.3 is §5.4.3's WRN-28-10 (36.5M)")
+                "states no count); depth=28, widen=10, dropout=0.3 is §5.4.3's WRN-28-10 (36.5M). "
+                "shortcut='input': projections of the raw block input")
 def wide_resnet(input_shape, num_outputs, *, depth: int = 16, widen: int = 4,
-                dropout: float = 0.0) -> nn.Module:
+                dropout: float = 0.0, shortcut: str = "preact") -> nn.Module:
     return WideResNet(image_shape("wide-resnet", input_shape), num_outputs, depth=depth,
-                      widen=widen, dropout=dropout)
+                      widen=widen, dropout=dropout, shortcut=shortcut)

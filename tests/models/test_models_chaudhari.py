@@ -119,6 +119,15 @@ def test_wide_resnet_projection_shortcut_takes_the_pre_activated_input():
         same = blocks[-1]                    # identity shortcut: the raw input is added
         y = torch.randn(2, same.body[0].num_features, 2, 2)
         assert torch.equal(same(y), same.body(y) + y)
+    # the other reading: the projection takes the raw input (same parameters)
+    torch.manual_seed(0)
+    raw = build_model("wide-resnet", (3, 8, 8), 4, depth=16, widen=2, shortcut="input").eval()
+    assert count_parameters(raw) == count_parameters(net)
+    first = next(m for m in raw.modules() if hasattr(m, "shortcut"))
+    with torch.no_grad():
+        assert torch.equal(first(x), first.body(x) + first.shortcut(x))
+    with pytest.raises(UserError, match="shortcut"):
+        build_model("wide-resnet", CIFAR, 10, shortcut="raw")
 
 
 # --- networks the thesis gives no count for: derived by hand --------------------------------
