@@ -45,6 +45,10 @@ Where the text and the authors' code disagree on a layer order, both are options
   batch normalization" (``order="relu-bn"``, default); the authors' PyTorch mnistfc is
   Linear -> BN -> ReLU (``order="bn-relu"``); their Lua mnistfc has no BN (``batchnorm=False``).
   The three have the same count up to BN's 4,096 affine parameters.
+- ``lenet``: §4.6.2's conv "adds ReLU nonlinearity, batch normalization and ... max-pooling";
+  the default is the authors' Lua order conv -> ReLU -> max-pool -> BN (the stated count);
+  their PyTorch code is conv -> BN -> ReLU -> max-pool with BN in the fc layer too
+  (``block="bn-relu-pool", fc_batchnorm=True``, 132,220).
 
 The small fully-connected networks of ch. 6 take "7x7 down-sampled images of MNIST": with
 ``input_size=7`` a parameter-free average pooling (``nn.AdaptiveAvgPool2d``; 4x4 block means on
@@ -249,12 +253,14 @@ def _pair(name: str, v) -> tuple[int, int]:
                 "fc 500, dropout 0.25", reference_input=(1, 28, 28), stated_params=131_220,
                 notes="conv -> ReLU -> max-pool -> BN -> dropout as in the authors' Lua code; "
                 "§4.6.2's text also puts BN in the fc layer (fc_batchnorm=True: 132,220) but "
-                "the stated 131,220 has none. §3.3.2 uses dropout=0.5")
+                "the stated 131,220 has none. §3.3.2 uses dropout=0.5. block='bn-relu-pool', "
+                "fc_batchnorm=True is the authors' PyTorch code")
 def lenet(input_shape, num_outputs, *, channels=(20, 50), hidden: int = 500,
-          dropout: float = 0.25, fc_batchnorm: bool = False) -> nn.Module:
+          dropout: float = 0.25, fc_batchnorm: bool = False, block: str = "relu-pool-bn"
+          ) -> nn.Module:
     return ThesisLeNet(image_shape("lenet", input_shape), num_outputs,
                        channels=_pair("channels", channels), pools=(3, 2), hidden=hidden,
-                       dropout=dropout, fc_dropout=dropout, block="relu-pool-bn",
+                       dropout=dropout, fc_dropout=dropout, block=block,
                        fc_batchnorm=fc_batchnorm, name="lenet")
 
 

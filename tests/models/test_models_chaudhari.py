@@ -82,6 +82,18 @@ def test_mnistfc_layer_order_readings():  # §4.6.2's fc_d wording vs the author
         build_model("mnistfc", MNIST, 10, order="relu-then-bn")
 
 
+def test_lenet_layer_order_of_the_authors_pytorch_code():  # §4.6.2; entropy-sgd models.py
+    net = build_model("lenet", MNIST, 10, block="bn-relu-pool", fc_batchnorm=True)
+    kinds = [type(m).__name__ for m in net.modules()
+             if isinstance(m, (nn.Conv2d, nn.BatchNorm2d, nn.ReLU, nn.MaxPool2d,
+                               nn.Linear, nn.BatchNorm1d))]
+    assert kinds == ["Conv2d", "BatchNorm2d", "ReLU", "MaxPool2d"] * 2 + [
+        "Linear", "BatchNorm1d", "ReLU", "Linear"]
+    assert count_parameters(net) == 132_220
+    with pytest.raises(UserError, match="block"):
+        build_model("lenet", MNIST, 10, block="bn-pool")
+
+
 def test_allcnn_is_the_stated_167_million():  # §4.6.3 "n = 1.67 million"; §3.3.1 "≈ 1.6"
     n = count("allcnn")
     assert n == conv(3, 96, 3) + 2 * conv(96, 96, 3) + conv(96, 192, 3) \
