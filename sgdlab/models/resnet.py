@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import UserError
-from .registry import image_shape, register_model
+from .registry import check_positive, image_shape, register_model
 
 
 class BasicBlock(nn.Module):
@@ -51,6 +51,7 @@ class CifarResNet(nn.Module):
         super().__init__()
         if not isinstance(depth, int) or depth < 8 or (depth - 2) % 6:
             raise UserError(f"option 'depth' must be 6n+2 (20, 32, 44, 56, 110), got {depth!r}")
+        check_positive("width", width)
         if shortcut not in ("A", "B"):
             raise UserError(f"option 'shortcut' must be 'A' or 'B', got {shortcut!r}")
         n = (depth - 2) // 6

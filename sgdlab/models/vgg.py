@@ -15,7 +15,8 @@ from collections.abc import Sequence
 
 from torch import Tensor, nn
 
-from .registry import flat_size, image_shape, register_model
+from ..errors import UserError
+from .registry import check_positive, flat_size, image_shape, register_model
 
 CONFIGS: dict[str, list[int | str]] = {
     "vgg11": [64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"],
@@ -63,9 +64,12 @@ def _register(key: str, label: str) -> None:
     def build(input_shape, num_outputs, *, batchnorm: bool = True,
               classifier_widths: Sequence[int] = ()) -> nn.Module:
         name = key.replace("vgg", "vgg-")
-        if any(int(w) != w or w < 1 for w in classifier_widths):
-            raise ValueError(f"Invalid classifier_widths={list(classifier_widths)} "
-                             f"(positive ints)")
+        if isinstance(classifier_widths, (str, bytes)) or \
+                not isinstance(classifier_widths, Sequence):
+            raise UserError(f"option 'classifier_widths' must be a list of hidden widths, "
+                            f"got {classifier_widths!r}")
+        for i, w in enumerate(classifier_widths):
+            check_positive(f"classifier_widths[{i}]", w)
         return VGG(CONFIGS[key], image_shape(name, input_shape), num_outputs,
                    batchnorm=batchnorm, classifier_widths=classifier_widths, name=name)
 

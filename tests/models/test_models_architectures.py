@@ -89,7 +89,7 @@ def test_vgg_counts():
     zhu = build_model("vgg-11", (3, 32, 32), 10, batchnorm=False, classifier_widths=[512, 512])
     assert count_parameters(zhu) == vgg_count(v11, False) + 2 * dense(512, 512) == 9_750_922
     assert [type(m).__name__ for m in zhu.classifier] == ["Linear", "ReLU"] * 2 + ["Linear"]
-    with pytest.raises(ValueError, match="classifier_widths"):
+    with pytest.raises(UserError, match="classifier_widths"):
         build_model("vgg-11", (3, 32, 32), 10, classifier_widths=[0])
 
 
@@ -136,6 +136,11 @@ def test_bad_shapes_and_options_are_user_errors():
         build_model("mlp", (4,), 2, activation="swishy")
     with pytest.raises(UserError, match="6n\\+2"):
         build_model("resnet-56", (3, 32, 32), 10, depth=51)
+    with pytest.raises(UserError, match="'width'"):      # a zero-channel net is no ResNet
+        build_model("resnet-56", (3, 32, 32), 10, width=0)
+    for bad in (["a"], 5, "512", [512, 2.5]):
+        with pytest.raises(UserError, match="classifier_widths"):
+            build_model("vgg-11", (3, 32, 32), 10, classifier_widths=bad)
     assert type(build_model("VGG16", (3, 32, 32), 10)) is type(build_model("vgg-16", (3, 32, 32), 10))
     assert describe("resnet56").name == "resnet-56" and describe("small_lenet").name == "small-lenet"
     with pytest.raises(UserError, match="num_outputs"):
