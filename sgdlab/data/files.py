@@ -193,8 +193,9 @@ def load_fashion_mnist(*, seed: int = 0, data_dir=None, train_size: int | None =
                        test_size: int | None = None, balanced: bool = True,
                        normalize: str = "unit", flatten: bool = False) -> Dataset:
     """Fashion-MNIST from its four IDX files in ``data_dir``; options as :func:`load_mnist`.
-    (Zhu et al. 2019 train on 1,000 clean + 200 mislabelled examples: ``train_size=1200`` and
-    :func:`~sgdlab.data.transforms.with_label_noise` with ``num_noisy=200``.)"""
+    (Zhu et al. 2019 train on 1,200 randomly sampled examples, 200 of them mislabelled:
+    ``train_size=1200, balanced=False`` and :func:`~sgdlab.data.transforms.with_label_noise`
+    with ``num_noisy=200``.)"""
     return _load_idx_dataset("fashion_mnist", data_dir, seed=seed, train_size=train_size,
                              test_size=test_size, balanced=balanced, normalize=normalize,
                              flatten=flatten)

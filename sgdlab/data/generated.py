@@ -20,7 +20,8 @@ def cubic_target(x: np.ndarray) -> np.ndarray:
 
 @register_dataset("cubic")
 def load_cubic(*, seed: int = 0, n_train: int = 20, n_test: int = 100) -> Dataset:
-    """Zhu et al. (2019, "The anisotropic noise in SGD", Sec. 5.1) regression data.
+    """Zhu et al. (2019, "The anisotropic noise in SGD", §3 Fig. 1 and Suppl. A) regression
+    data.
 
     ``n_train`` (20) training and ``n_test`` (100) test points equally spaced on [-1, 1]
     (both end points included), target y = (x + 0.5) x (x - 0.5), no noise. Inputs and targets

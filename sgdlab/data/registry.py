@@ -77,8 +77,9 @@ def load_dataset(name: str, *, seed: int = 0, data_dir: str | Path | None = None
     seeded subset, class-balanced for classification:
     :func:`~sgdlab.data.transforms.subset`) and ``label_noise=k`` (classification only: ``k``
     training examples get random wrong labels, :func:`~sgdlab.data.transforms.with_label_noise`),
-    both seeded by ``seed``; Zhu et al.'s corrupted Fashion-MNIST is
-    ``load_dataset("fashion_mnist", data_dir=..., n_train=1200, label_noise=200)``.
+    both seeded by ``seed``. The ``n_train`` subset is class-balanced; Zhu et al.'s corrupted
+    Fashion-MNIST, 1,200 images "randomly sampled", is ``load_dataset("fashion_mnist",
+    data_dir=..., train_size=1200, balanced=False, label_noise=200)``.
     ``augment`` (images only: ``"crop-flip"``, ``"crop"``, ``"flip"``) records in
     ``meta["augment"]`` the augmentation the training loops apply to each mini-batch
     (:mod:`sgdlab.data.augment`); the tensors themselves are unchanged.

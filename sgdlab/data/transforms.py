@@ -2,10 +2,11 @@
 
 Each returns a *new* Dataset (input tensors are shared, never modified in place) and records
 what it did in ``meta`` so a run's config and store entry say exactly which data it saw.
-Zhu et al. (2019)'s corrupted Fashion-MNIST (1,000 clean + 200 wrong labels) is::
+Zhu et al. (2019)'s corrupted Fashion-MNIST (1,200 examples "randomly sampled" from the
+training set, 200 of them given wrong labels) is::
 
     ds = load_dataset("fashion_mnist", data_dir=..., seed=s)
-    ds = with_label_noise(subset(ds, 1200, seed=s), 200, seed=s)
+    ds = with_label_noise(subset(ds, 1200, seed=s, balanced=False), 200, seed=s)
 """
 from __future__ import annotations
 
