@@ -18,24 +18,39 @@ def cubic_target(x: np.ndarray) -> np.ndarray:
     return (x + 0.5) * x * (x - 0.5)
 
 
+#: ``cubic`` grids: how "sampled equidifferently from x ∈ [−1, 1]" (Suppl. A) places n points
+CUBIC_GRIDS = ("closed", "half-open")
+
+
 @register_dataset("cubic")
-def load_cubic(*, seed: int = 0, n_train: int = 20, n_test: int = 100) -> Dataset:
+def load_cubic(*, seed: int = 0, n_train: int = 20, n_test: int = 100,
+               grid: str = "closed") -> Dataset:
     """Zhu et al. (2019, "The anisotropic noise in SGD", §3 Fig. 1 and Suppl. A) regression
     data.
 
-    ``n_train`` (20) training and ``n_test`` (100) test points equally spaced on [-1, 1]
-    (both end points included), target y = (x + 0.5) x (x - 0.5), no noise. Inputs and targets
-    are float32 shaped (N, 1). Nothing is random: ``seed`` is only recorded.
+    ``n_train`` (20) training and ``n_test`` (100) test points equally spaced on [-1, 1],
+    target y = (x + 0.5) x (x - 0.5), no noise. The paper does not say whether the end points
+    are among them: ``grid="closed"`` (default) includes both (step 2/(n − 1)),
+    ``"half-open"`` takes x = −1 + 2k/n, k = 0..n − 1 (step 2/n: 0.1 and 0.02 for 20 and 100
+    points, x = 1 left out). Inputs and targets are float32 shaped (N, 1). Nothing is random:
+    ``seed`` is only recorded.
     """
     check_int("n_train", n_train, minimum=2)
     check_int("n_test", n_test, minimum=2)
-    # computed in float64, then rounded once to float32
-    x_tr = np.linspace(-1.0, 1.0, n_train)[:, None]
-    x_te = np.linspace(-1.0, 1.0, n_test)[:, None]
+    if grid not in CUBIC_GRIDS:
+        raise UserError(f"option 'grid' must be one of {', '.join(CUBIC_GRIDS)}, got {grid!r}")
+
+    def points(n: int) -> np.ndarray:
+        # computed in float64, then rounded once to float32
+        if grid == "closed":
+            return np.linspace(-1.0, 1.0, n)[:, None]
+        return (-1.0 + 2.0 * np.arange(n) / n)[:, None]
+
+    x_tr, x_te = points(n_train), points(n_test)
     as_t = lambda a: torch.from_numpy(a.astype(np.float32))  # noqa: E731
     meta = {"name": "cubic", "task": "regression", "input_shape": (1,), "num_outputs": 1,
-            "seed": int(seed), "source": "generated: y=(x+0.5)x(x-0.5) on linspace(-1,1)",
-            "n_train": int(n_train), "n_test": int(n_test)}
+            "seed": int(seed), "source": f"generated: y=(x+0.5)x(x-0.5), {grid} grid on [-1,1]",
+            "n_train": int(n_train), "n_test": int(n_test), "grid": grid}
     return Dataset(as_t(x_tr), as_t(cubic_target(x_tr)), as_t(x_te), as_t(cubic_target(x_te)), meta)
 
 

@@ -51,6 +51,19 @@ def test_cubic_exact_values():
                                   ((xt + 0.5) * xt * (xt - 0.5)).astype(np.float32))
 
 
+def test_cubic_half_open_grid_reading():  # Suppl. A: "sampled equidifferently", x in [-1, 1]
+    ds = load_dataset("cubic", grid="half-open")
+    x = -1.0 + 2.0 * np.arange(20) / 20                  # -1, -0.9, ..., 0.9: x = 1 left out
+    np.testing.assert_array_equal(ds.x_train[:, 0].numpy(), x.astype(np.float32))
+    np.testing.assert_array_equal(ds.y_train[:, 0].numpy(),
+                                  ((x + 0.5) * x * (x - 0.5)).astype(np.float32))
+    xt = ds.x_test[:, 0].numpy()
+    assert len(xt) == 100 and xt[0] == -1.0 and xt[-1] == np.float32(0.98)
+    assert ds.meta["grid"] == "half-open" and load_dataset("cubic").meta["grid"] == "closed"
+    with pytest.raises(UserError, match="grid"):
+        load_dataset("cubic", grid="open")
+
+
 def test_digits_split_and_scaling():
     ds = load_dataset("digits", seed=3)
     assert ds.x_train.shape == (1437, 1, 8, 8) and ds.x_test.shape == (360, 1, 8, 8)
