@@ -103,7 +103,18 @@ def build_model(name: str, input_shape: Sequence[int] | int, num_outputs: int,
             f"model {info.name!r} has no option(s) {', '.join(map(repr, unknown))}; "
             f"valid options: {', '.join(sorted(allowed)) or '(none)'}")
     assert info.builder is not None
-    return info.builder(shape, num_outputs, **options)
+    model = info.builder(shape, num_outputs, **options)
+    if len(shape) == 2 and any(isinstance(m, nn.Conv2d) for m in model.modules()):
+        # a CNN built for (H, W) images (image_shape: one channel) takes them as a dataset
+        # of that shape holds them, (N, H, W), as well as (N, 1, H, W)
+        model.register_forward_pre_hook(_add_channel)
+    return model
+
+
+def _add_channel(module: nn.Module, args: tuple) -> tuple | None:
+    if args and isinstance(args[0], torch.Tensor) and args[0].dim() == 3:
+        return (args[0].unsqueeze(1), *args[1:])
+    return None
 
 
 def count_parameters(model: nn.Module, *, trainable_only: bool = True) -> int:
@@ -128,7 +139,8 @@ def activation(name: str) -> nn.Module:
 
 
 def image_shape(name: str, input_shape: tuple[int, ...]) -> tuple[int, int, int]:
-    """(C, H, W) for a CNN: accepts (C, H, W), or (H, W) as one channel."""
+    """(C, H, W) for a CNN: accepts (C, H, W), or (H, W) as one channel (the built model then
+    takes batches shaped (N, H, W) or (N, 1, H, W): :func:`build_model`)."""
     if len(input_shape) == 2:
         return (1, *input_shape)
     if len(input_shape) != 3:

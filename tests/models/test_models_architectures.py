@@ -114,6 +114,12 @@ def test_models_adapt_to_input_shape_and_classes():
     assert build_model("musso-bilayer", (1, 40), 10)(torch.zeros(2, 1, 40)).shape == (2, 10)
     assert build_model("zhu-lenet", (3, 32, 32), 100)(torch.zeros(2, 3, 32, 32)).shape == (2, 100)
     assert build_model("lenet", (28, 28), 10)(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
+    # (H, W) images as a dataset of that shape holds them: (N, H, W), one channel added
+    torch.manual_seed(0)
+    net = build_model("resnet-56", (8, 8), 10, depth=20).eval()
+    x = torch.randn(3, 8, 8)
+    assert torch.equal(net(x), net(x[:, None]))
+    assert build_model("allcnn", (1, 40), 10).eval()(torch.zeros(4, 1, 40)).shape == (4, 10)
     assert build_model("allcnn", (3, 32, 32), 100).eval()(torch.zeros(2, 3, 32, 32)).shape == (2, 100)
     assert build_model("musso-model2", (1, 28, 28), 10)(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
     assert build_model("resnet-56", (1, 28, 28), 10, depth=20)(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
