@@ -245,6 +245,45 @@ def test_parle_is_compared_with_elastic_sgd_on_the_same_subsets(scale):
             assert (f"parle-{frac}", f"elastic-sgd-{frac}") in pairs
 
 
+# --- Trivialized-SGD: "training loss after the first epoch" ----------------------------------
+def _trivialized_run(label: str, loss_steps: list[int]):
+    """A stored run of 32 steps per epoch for 4 epochs whose training loss was evaluated at
+    ``loss_steps``, the loss at step s being 2 − s/100 (each epoch's value is distinct)."""
+    from sgdlab.experiments.procedures import StoredRun
+
+    metrics = {"train_loss": [(s, 2 - s / 100) for s in loss_steps],
+               "train_acc": [(s, 0.9) for s in loss_steps],
+               "epoch": [(32 * e, float(e)) for e in range(1, 5)]}
+    return StoredRun(key=label, run_id=label, label=label, seed=0, params={}, status="ok",
+                     summary={"test_acc": 0.9, "train_loss": 1.0, "train_acc": 0.9},
+                     metrics=metrics, data={})
+
+
+def test_early_train_loss_is_the_loss_at_the_end_of_the_first_epoch():
+    """The table's "training loss after the first epoch" (and chaudhari-trivialized's claim on
+    it) is the evaluation at the end of epoch 1; a run evaluated only every 2 epochs has no
+    such value (NaN), not its epoch-2 loss under that name."""
+    from sgdlab.experiments.procedures.chaudhari import trivialized
+
+    spec = load_experiment("chaudhari-trivialized", "cpu")
+    every = _trivialized_run("adam", [0, 32, 64, 96, 128])
+    sparse = _trivialized_run("trivialized", [0, 64, 128])
+    trivialized(spec, [every, sparse])
+    assert every.summary["early_train_loss"] == pytest.approx(2 - 32 / 100)
+    assert sparse.summary["early_train_loss"] != sparse.summary["early_train_loss"]   # NaN
+
+
+@pytest.mark.parametrize("scale", ["smoke", "cpu", "paper"])
+@pytest.mark.parametrize("name", ["chaudhari-trivialized", "chaudhari-trivialized-lenet"])
+def test_every_run_is_evaluated_at_the_epoch_of_its_early_training_loss(name, scale):
+    spec = load_experiment(name, scale)
+    assert "early_train_loss" in [row[0] for row in spec.options["table"]]
+    early = spec.options["early_epoch"]
+    for r in spec.expand(data_dir="/d"):
+        every = r.params.get("eval_every", 1)
+        assert every >= 1 and early % every == 0 and early <= r.params["epochs"], (r.label, every)
+
+
 def test_chaudhari_quotes_are_on_the_lines_they_cite(paper_text):
     """Each quote begins on a line its ``where`` cites (a passage may run on across a page
     break into the next few lines)."""

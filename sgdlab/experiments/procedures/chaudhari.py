@@ -354,25 +354,42 @@ def trajectory(spec, runs: list[StoredRun]) -> Analysis:
 @register_analysis("chaudhari_trivialized")
 def trivialized(spec, runs: list[StoredRun]) -> Analysis:
     """``compare_groups`` plus the values the thesis' Trivialized-SGD claims are about:
-    ``early_train_loss`` (training loss at the first evaluation at or after step
-    ``early_step``, the "beginning when the external field is stronger": Fig. 2.3a),
-    ``test_error`` (1 − test accuracy) and, with ``options.trained_at`` = a, ``epochs_to_train``:
-    the epoch of the first evaluation whose training accuracy reaches a. A run that never
-    reaches it gets its last epoch, flagged ``epochs_to_train__censored`` (a lower bound: a net
-    that has not trained by the end has trained no faster than that)."""
+    ``early_train_loss`` (training loss at the evaluation at the end of epoch ``early_epoch``,
+    the "beginning when the external field is stronger": Fig. 2.3a; NaN for a run not
+    evaluated at that epoch, whose next evaluation would be a later loss under the same name;
+    without ``early_epoch``, the loss before training), ``test_error`` (1 − test accuracy) and,
+    with ``options.trained_at`` = a, ``epochs_to_train``: the epoch of the first evaluation
+    whose training accuracy reaches a. A run that never reaches it gets its last epoch, flagged
+    ``epochs_to_train__censored`` (a lower bound: a net that has not trained by the end has
+    trained no faster than that)."""
     from sgdlab.experiments.procedures.generic import compare_groups
 
-    early = float(spec.options.get("early_step", 0))
+    if "early_step" in spec.options:
+        raise ConfigError("options.early_step is now options.early_epoch (the epoch at whose "
+                          "end the early training loss is read)")
+    early = spec.options.get("early_epoch")
     trained_at = spec.options.get("trained_at")
     for r in runs:
-        pts = r.metrics.get("train_loss", [])
-        r.summary["early_train_loss"] = next((v for s, v in pts if s >= early), float("nan"))
+        r.summary["early_train_loss"] = _loss_at_epoch(r, early)
         acc = r.summary.get("test_acc")
         r.summary["test_error"] = 1 - acc if finite(acc) else float("nan")
         if trained_at is not None:
             r.summary["epochs_to_train"], r.summary["epochs_to_train__censored"] = \
                 _epochs_to_reach(r, "train_acc", float(trained_at))
     return compare_groups(spec, runs)
+
+
+def _loss_at_epoch(run: StoredRun, epoch: float | None) -> float:
+    """The ``train_loss`` evaluated at the end of ``epoch`` (None: the first record), NaN
+    when there is no evaluation there."""
+    pts = run.metrics.get("train_loss", [])
+    if epoch is None or not pts:
+        return float(pts[0][1]) if pts else float("nan")
+    if not run.metrics.get("epoch"):
+        return float("nan")
+    at = x_axis(run, [s for s, _ in pts], "epoch")
+    return next((float(v) for (_, v), e in zip(pts, at) if abs(e - float(epoch)) < 1e-9),
+                float("nan"))
 
 
 def _epochs_to_reach(run: StoredRun, metric: str, level: float) -> tuple[float, bool]:
