@@ -108,7 +108,7 @@ def test_every_entry_quotes_its_claim_and_lists_its_departures(name):
 
 
 # training-set sizes of the datasets whose runs cap their length with max_steps
-TRAIN_SIZES = {"mnist_small": 4000, "digits": 1437, "cifar10": 50000}
+TRAIN_SIZES = {"mnist_small": 4000, "digits": 1437, "cifar10": 50000, "mnist": 60000}
 
 
 @pytest.mark.parametrize("name", sorted(catalogue_files()))

@@ -245,6 +245,32 @@ def test_parle_is_compared_with_elastic_sgd_on_the_same_subsets(scale):
             assert (f"parle-{frac}", f"elastic-sgd-{frac}") in pairs
 
 
+# --- §3.3.1: the training settings taken from the authors' code (explore-hessian) -----------
+def test_small_lenet_trains_the_authors_codes_tenth_of_an_epoch():
+    """mnistconv.py: batch 32, Adam at 10⁻³, one epoch of ``num_iters = num_batches // 10``
+    steps, num_batches = ⌈60,000 / 32⌉."""
+    import math
+
+    p = _hessian_runs("paper")["small-lenet-hessian"]
+    assert p["optimizer"] == {"name": "adam", "lr": 1e-3} and p["batch_size"] == 32
+    assert p["max_steps"] == math.ceil(60000 / 32) // 10 == 187 and p["epochs"] == 1
+
+
+@pytest.mark.parametrize("scale", ["cpu", "paper"])
+def test_smallfc_lists_the_authors_codes_summed_loss(scale):
+    """mnist.py takes its SGD step 0.01 on the loss summed over a batch of 128 (1.28 on the
+    mean loss sgdlab trains on): a departure the entry must list, since it keeps 0.01."""
+    p = _hessian_runs(scale)["small-mnistfc"]
+    assert p["optimizer"]["lr"] == 0.01 and p["batch_size"] == 128
+    devs = load_experiment("chaudhari-hessian-spectrum", scale).deviations
+    assert any("sum" in d and f"{0.01 * 128:g}" in d for d in devs), devs
+
+
+def _hessian_runs(scale: str) -> dict[str, dict]:
+    spec = load_experiment("chaudhari-hessian-spectrum", scale)
+    return {r.label: r.params for r in spec.expand(data_dir="/d")}
+
+
 # --- Trivialized-SGD: "training loss after the first epoch" ----------------------------------
 def _trivialized_run(label: str, loss_steps: list[int]):
     """A stored run of 32 steps per epoch for 4 epochs whose training loss was evaluated at
