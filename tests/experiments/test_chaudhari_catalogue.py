@@ -256,6 +256,15 @@ def test_small_lenet_trains_the_authors_codes_tenth_of_an_epoch():
     assert p["max_steps"] == math.ceil(60000 / 32) // 10 == 187 and p["epochs"] == 1
 
 
+def test_paper_scale_hessians_average_the_authors_codes_32_batches():
+    """Both scripts average the Hessian over ``hessian_num_batches`` = 32 mini-batches of
+    their training batch size: 32 x 32 images for small-LeNet, 32 x 128 for smallfc."""
+    for label, p in _hessian_runs("paper").items():
+        (final,) = p["final"]
+        assert final["kind"] == "hessian_spectrum" and final["samples"] == 32 * p["batch_size"], \
+            label
+
+
 @pytest.mark.parametrize("scale", ["cpu", "paper"])
 def test_smallfc_lists_the_authors_codes_summed_loss(scale):
     """mnist.py takes its SGD step 0.01 on the loss summed over a batch of 128 (1.28 on the
