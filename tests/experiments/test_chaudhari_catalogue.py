@@ -303,9 +303,11 @@ def test_early_train_loss_is_the_loss_at_the_end_of_the_first_epoch():
     spec = load_experiment("chaudhari-trivialized", "cpu")
     every = _trivialized_run("adam", [0, 32, 64, 96, 128])
     sparse = _trivialized_run("trivialized", [0, 64, 128])
-    trivialized(spec, [every, sparse])
+    late = _trivialized_run("trivialized", [0, 40])   # an evaluation inside epoch 2
+    trivialized(spec, [every, sparse, late])
     assert every.summary["early_train_loss"] == pytest.approx(2 - 32 / 100)
-    assert sparse.summary["early_train_loss"] != sparse.summary["early_train_loss"]   # NaN
+    for run in (sparse, late):
+        assert run.summary["early_train_loss"] != run.summary["early_train_loss"]   # NaN
 
 
 @pytest.mark.parametrize("scale", ["smoke", "cpu", "paper"])

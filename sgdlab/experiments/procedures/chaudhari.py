@@ -365,8 +365,8 @@ def trivialized(spec, runs: list[StoredRun]) -> Analysis:
     from sgdlab.experiments.procedures.generic import compare_groups
 
     if "early_step" in spec.options:
-        raise ConfigError("options.early_step is now options.early_epoch (the epoch at whose "
-                          "end the early training loss is read)")
+        raise ConfigError("options.early_step is not read: give options.early_epoch, the "
+                          "epoch at whose end the early training loss is read")
     early = spec.options.get("early_epoch")
     trained_at = spec.options.get("trained_at")
     for r in runs:
@@ -385,11 +385,9 @@ def _loss_at_epoch(run: StoredRun, epoch: float | None) -> float:
     pts = run.metrics.get("train_loss", [])
     if epoch is None or not pts:
         return float(pts[0][1]) if pts else float("nan")
-    if not run.metrics.get("epoch"):
-        return float("nan")
-    at = x_axis(run, [s for s, _ in pts], "epoch")
-    return next((float(v) for (_, v), e in zip(pts, at) if abs(e - float(epoch)) < 1e-9),
-                float("nan"))
+    end = next((s for s, e in run.metrics.get("epoch", []) if abs(e - float(epoch)) < 1e-9),
+               None)
+    return next((float(v) for s, v in pts if s == end), float("nan"))
 
 
 def _epochs_to_reach(run: StoredRun, metric: str, level: float) -> tuple[float, bool]:
