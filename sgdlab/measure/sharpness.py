@@ -15,9 +15,10 @@
   f_γ(θ) → L(θ) as γ → 0.
 
 All losses are means over ``data`` (batches weighted by size), evaluated in the model's current
-train/eval mode with gradients off (except the ascent in ``epsilon_sharpness``). Perturbed losses
-are batched with ``torch.func.vmap`` over ``functional_call`` (``vectorize=False``: a loop that
-writes the parameters in place and restores them). A model vmap cannot batch — batch norm or
+train/eval mode with gradients off (except the ascent in ``epsilon_sharpness``); the buffers
+(batch norm's running statistics, which forward passes in train mode update) are restored.
+Perturbed losses are batched with ``torch.func.vmap`` over ``functional_call``
+(``vectorize=False``: a loop that writes the parameters in place and restores them). A model vmap cannot batch — batch norm or
 dropout in train mode — falls back to the loop with a ``RuntimeWarning``.
 """
 from __future__ import annotations
@@ -31,6 +32,7 @@ import torch
 from torch import Tensor, nn
 from torch.func import vmap
 
+from sgdlab.models.modes import buffers_kept
 from sgdlab.operators.batches import Data, check_batch_loss, is_single_batch, iterate_batches
 from sgdlab.operators.params import (UNUSED_ZERO, params_vector, set_params_vector,
                                      trainable_named_params)
@@ -48,9 +50,10 @@ def mean_loss(model: nn.Module, loss_fn: LossFn, data: Data) -> float:
     check_batch_loss(loss_fn, data)
     device = next(model.parameters()).device
     total, n = 0.0, 0
-    for x, y in iterate_batches(data, device):
-        total += float(loss_fn(model(x), y)) * len(x)
-        n += len(x)
+    with buffers_kept(model):
+        for x, y in iterate_batches(data, device):
+            total += float(loss_fn(model(x), y)) * len(x)
+            n += len(x)
     return total / n
 
 
@@ -69,6 +72,15 @@ def perturbed_evaluations(
     (M,) float64; the accuracy (argmax equal to integer targets) is None unless asked for,
     NaN for floating-point targets or outputs that are not (N, C)."""
     check_batch_loss(loss_fn, data)
+    with buffers_kept(model):
+        return _perturbed_evaluations(model, loss_fn, data, perturbations,
+                                      chunk_size=chunk_size, vectorize=vectorize,
+                                      accuracy=accuracy)
+
+
+def _perturbed_evaluations(model: nn.Module, loss_fn: LossFn, data: Data, perturbations: Tensor,
+                           *, chunk_size: int, vectorize: bool, accuracy: bool,
+                           ) -> tuple[Tensor, Tensor | None]:
     theta = params_vector(model)
     like = {k: v.detach() for k, v in trainable_named_params(model).items()}
     frozen = {n: p.detach() for n, p in model.named_parameters() if not p.requires_grad}
@@ -105,7 +117,7 @@ def perturbed_evaluations(
             # train-mode batch norm (an in-place update of its running statistics), dropout
             # in train mode (random ops) or an op without a batching rule: stay correct
             warnings.warn(f"perturbed_evaluations: vmap failed ({str(e).splitlines()[0]}); "
-                          "evaluating the points one by one", RuntimeWarning, stacklevel=2)
+                          "evaluating the points one by one", RuntimeWarning, stacklevel=3)
             vectorize, n = False, 0
     if not vectorize:
         # a single batch is moved and checked once, not once per point
@@ -208,24 +220,26 @@ def epsilon_sharpness(
     params = list(trainable_named_params(model).values())
     device = theta.device
     best = -math.inf
-    try:
-        for _ in range(num_steps + 1):
-            set_params_vector(model, theta + zeta)
-            total, n = 0.0, 0
-            grads = [torch.zeros_like(p) for p in params]
-            for x, y in iterate_batches(data, device):
-                with torch.enable_grad():
-                    loss = loss_fn(model(x), y)
-                    g = torch.autograd.grad(loss, params, **UNUSED_ZERO)
-                for acc, gi in zip(grads, g):
-                    acc += gi * len(x)
-                total += float(loss.detach()) * len(x)
-                n += len(x)
-            best = max(best, total / n)
-            step = torch.cat([gi.reshape(-1) for gi in grads]).sign()
-            zeta = torch.clamp(zeta + step_fraction * radius * step, -radius, radius)
-    finally:
-        set_params_vector(model, theta)
+    # forward passes in train mode would move batch norm's running statistics
+    with buffers_kept(model):
+        try:
+            for _ in range(num_steps + 1):
+                set_params_vector(model, theta + zeta)
+                total, n = 0.0, 0
+                grads = [torch.zeros_like(p) for p in params]
+                for x, y in iterate_batches(data, device):
+                    with torch.enable_grad():
+                        loss = loss_fn(model(x), y)
+                        g = torch.autograd.grad(loss, params, **UNUSED_ZERO)
+                    for acc, gi in zip(grads, g):
+                        acc += gi * len(x)
+                    total += float(loss.detach()) * len(x)
+                    n += len(x)
+                best = max(best, total / n)
+                step = torch.cat([gi.reshape(-1) for gi in grads]).sign()
+                zeta = torch.clamp(zeta + step_fraction * radius * step, -radius, radius)
+        finally:
+            set_params_vector(model, theta)
     return EpsilonSharpness(100.0 * (best - base) / (1.0 + base), best, base, epsilon)
 
 

@@ -1,4 +1,4 @@
-"""The train/eval flags of a model's submodules, kept across a measurement.
+"""The train/eval flags and buffers of a model's submodules, kept across a measurement.
 
 ``model.train(was)`` after ``model.eval()`` would put *every* submodule into the model's old
 mode: a batch-norm layer frozen in eval mode inside a training model (fine-tuning) would come
@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+import torch
 from torch import nn
 
 
@@ -31,3 +32,16 @@ def eval_mode(model: nn.Module, enabled: bool = True) -> Iterator[None]:
         if enabled:
             model.eval()
         yield
+
+
+@contextmanager
+def buffers_kept(model: nn.Module) -> Iterator[None]:
+    """Every buffer as it was on exit: forward passes in train mode inside the block (batch
+    norm's running statistics) leave no trace in the model."""
+    saved = [(b, b.detach().clone()) for b in model.buffers()]
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for b, value in saved:
+                b.copy_(value)

@@ -1,5 +1,6 @@
 """Sharpness measures on a quadratic loss with closed forms."""
 import copy
+from contextlib import nullcontext
 
 import pytest
 import torch
@@ -96,3 +97,27 @@ def test_expected_sharpness_of_a_train_mode_batch_norm_model():
                                  generator=torch.Generator().manual_seed(2))
     assert got.value == pytest.approx(expected, rel=1e-12, abs=1e-14)
     assert torch.equal(params_vector(model), theta)
+
+
+@pytest.mark.parametrize("measure", ["mean", "expected", "epsilon", "local_entropy"])
+def test_sharpness_leaves_a_train_mode_model_running_statistics_alone(measure):
+    """Each perturbed forward pass in train mode updates batch norm's running statistics; a
+    measurement must not leave them moved (the model's eval-mode loss would change)."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4), nn.Tanh(),
+                          nn.Linear(4, 2)).double().train()
+    g = torch.Generator().manual_seed(1)
+    data = (torch.randn(8, 3, generator=g, dtype=torch.float64),
+            torch.randint(2, (8,), generator=g))
+    loss_fn = nn.CrossEntropyLoss()
+    before = copy.deepcopy(model.state_dict())
+    gen = torch.Generator().manual_seed(2)
+    with pytest.warns() if measure in ("expected", "local_entropy") else nullcontext():
+        {"mean": lambda: mean_loss(model, loss_fn, data),
+         "expected": lambda: expected_sharpness(model, loss_fn, data, 0.1, 3, generator=gen),
+         "epsilon": lambda: epsilon_sharpness(model, loss_fn, data, num_steps=2, generator=gen),
+         "local_entropy": lambda: local_entropy(model, loss_fn, data, 0.1, num_samples=3,
+                                                generator=gen)}[measure]()
+    after = model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before), measure
+    assert model.training
