@@ -19,7 +19,9 @@ train/eval mode with gradients off (except the ascent in ``epsilon_sharpness``);
 (batch norm's running statistics, which forward passes in train mode update) are restored.
 Perturbed losses are batched with ``torch.func.vmap`` over ``functional_call``
 (``vectorize=False``: a loop that writes the parameters in place and restores them). A model vmap cannot batch — batch norm or
-dropout in train mode — falls back to the loop with a ``RuntimeWarning``.
+dropout in train mode — falls back to the loop with a ``RuntimeWarning``. Dropout in train mode
+draws the same masks at θ and at every perturbed point (one fixed draw per batch, as the
+curvature operators do), so σ = 0 reads 0, and the global random generators are untouched.
 """
 from __future__ import annotations
 
@@ -33,7 +35,8 @@ from torch import Tensor, nn
 from torch.func import vmap
 
 from sgdlab.models.modes import buffers_kept
-from sgdlab.operators.batches import Data, check_batch_loss, is_single_batch, iterate_batches
+from sgdlab.operators.batches import (Data, check_batch_loss, fixed_randomness,
+                                      is_single_batch, iterate_batches)
 from sgdlab.operators.params import (UNUSED_ZERO, params_vector, set_params_vector,
                                      trainable_named_params)
 from sgdlab.operators.params import functional_call, unflatten_like
@@ -44,6 +47,17 @@ from .curvature import mc_estimate as _mc
 LossFn = Callable[[Tensor, Tensor], Tensor]
 
 
+def _batches(model: nn.Module, data: Data, device: torch.device,
+             moved: list[tuple[Tensor, Tensor]] | None = None):
+    """The batches of ``data`` (``moved``: already on ``device``), each one's loop body run
+    with the model's randomness fixed for that batch (``fixed_randomness``): dropout in train
+    mode draws the same masks at every point, so a difference of losses is not dropout noise,
+    and the global RNG is left as it was."""
+    for i, (x, y) in enumerate(moved if moved is not None else iterate_batches(data, device)):
+        with fixed_randomness(model, device, i):
+            yield x, y
+
+
 @torch.no_grad()
 def mean_loss(model: nn.Module, loss_fn: LossFn, data: Data) -> float:
     """L(θ): mean loss over all samples of ``data`` (batches weighted by size)."""
@@ -51,7 +65,7 @@ def mean_loss(model: nn.Module, loss_fn: LossFn, data: Data) -> float:
     device = next(model.parameters()).device
     total, n = 0.0, 0
     with buffers_kept(model):
-        for x, y in iterate_batches(data, device):
+        for x, y in _batches(model, data, device):
             total += float(loss_fn(model(x), y)) * len(x)
             n += len(x)
     return total / n
@@ -106,7 +120,7 @@ def _perturbed_evaluations(model: nn.Module, loss_fn: LossFn, data: Data, pertur
         totals = torch.zeros(m, dtype=torch.float64, device=device)
         correct = torch.zeros(m, dtype=torch.float64, device=device)
         try:
-            for x, y in iterate_batches(data, device):
+            for x, y in _batches(model, data, device):
                 for i in range(0, m, chunk_size):
                     thetas = theta + perturbations[i : i + chunk_size].to(device, theta.dtype)
                     loss, hits = batched(thetas, x, y)
@@ -133,7 +147,7 @@ def _perturbed_evaluations(model: nn.Module, loss_fn: LossFn, data: Data, pertur
                 torch.add(theta, pert[j], out=point)
                 torch._foreach_copy_(plist, views)
                 total = hits_total = 0.0
-                for x, y in batches or iterate_batches(data, device):
+                for x, y in _batches(model, data, device, batches):
                     loss, hits = scores(model(x), y)
                     total += float(loss) * len(x)
                     hits_total += float(hits) if classify else 0.0
@@ -227,7 +241,7 @@ def epsilon_sharpness(
                 set_params_vector(model, theta + zeta)
                 total, n = 0.0, 0
                 grads = [torch.zeros_like(p) for p in params]
-                for x, y in iterate_batches(data, device):
+                for x, y in _batches(model, data, device):
                     with torch.enable_grad():
                         loss = loss_fn(model(x), y)
                         g = torch.autograd.grad(loss, params, **UNUSED_ZERO)

@@ -121,3 +121,30 @@ def test_sharpness_leaves_a_train_mode_model_running_statistics_alone(measure):
     after = model.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before), measure
     assert model.training
+
+
+@pytest.mark.parametrize("vectorize", [True, False])
+def test_dropout_in_train_mode_is_not_read_as_sharpness(vectorize):
+    """σ = 0 perturbs nothing: with dropout in train mode each point must see the same masks
+    as θ itself (else the "sharpness" is dropout noise), and the global RNG, which the
+    training loop's own dropout reads, must be left as it was."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 8), nn.Tanh(), nn.Dropout(0.5),
+                          nn.Linear(8, 2)).double().train()
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(16, 3, generator=g, dtype=torch.float64)
+    y = torch.randint(2, (16,), generator=g)
+    data = [(x[:5], y[:5]), (x[5:], y[5:])]
+    loss_fn = nn.CrossEntropyLoss()
+    state = torch.get_rng_state()
+    with pytest.warns() if vectorize else nullcontext():
+        est = expected_sharpness(model, loss_fn, data, 0.0, 6, vectorize=vectorize,
+                                 generator=torch.Generator().manual_seed(2))
+        le = local_entropy(model, loss_fn, data, 0.0, num_samples=4, vectorize=vectorize,
+                           generator=torch.Generator().manual_seed(2))
+    eps = epsilon_sharpness(model, loss_fn, data, 1e-3, num_steps=3,
+                            generator=torch.Generator().manual_seed(2))
+    assert torch.equal(torch.get_rng_state(), state)
+    assert est.value == 0.0 and est.stderr == 0.0
+    assert le.f_gamma == pytest.approx(mean_loss(model, loss_fn, data), rel=1e-12)
+    assert eps.sharpness >= 0.0

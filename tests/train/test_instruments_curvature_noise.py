@@ -237,3 +237,18 @@ def test_build_instrument_names_a_misspelled_instrument_or_option():
         build_instrument("batch_statistic", schedule=Schedule.every(1))
     with pytest.raises(ValueError, match=r"no option 'wieghts' \(did you mean weights\?\)"):
         build_instrument("step_length", schedule=Schedule.every(1), wieghts="equal")
+
+
+def test_sharpness_in_train_mode_leaves_the_run_as_it_was():
+    """eval_mode=False measures the model as it trains (dropout and batch norm in train mode):
+    the run's weights and running statistics must end as they would without the instrument."""
+    ends = []
+    for cbs in ([], [build_instrument("sharpness", schedule=Schedule.every(1), eval_mode=False,
+                                      num_samples=3, epsilon=1e-3, gamma=1e-3)]):
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Linear(4, 6), nn.BatchNorm1d(6), nn.Tanh(), nn.Dropout(0.5),
+                              nn.Linear(6, 3))
+        train(model, nn.CrossEntropyLoss(), _data(), torch.optim.SGD(model.parameters(), lr=0.1),
+              epochs=1, batch_size=10, callbacks=cbs, progress=False)
+        ends.append(copy.deepcopy(model.state_dict()))
+    assert all(torch.equal(ends[0][k], ends[1][k]) for k in ends[0])
