@@ -39,7 +39,7 @@ import torch
 from torch import Tensor, nn
 from torch.func import vmap
 
-from sgdlab.operators.batches import Data, concat_batches
+from sgdlab.operators.batches import Data, concat_batches, fixed_randomness
 from sgdlab.operators.params import (functional_call, set_params_vector, trainable_named_params,
                                      unflatten_like)
 
@@ -72,7 +72,9 @@ def per_sample_losses_and_slopes(model: nn.Module, loss_fn: LossFn, theta: Tenso
                                  direction: Tensor, data: Data) -> tuple[Tensor, Tensor]:
     """(ℓ_n(θ), ∇ℓ_n(θ)ᵀ v) for every sample n of ``data`` at the flat parameters ``theta``
     (the model's own are not touched), ``loss_fn`` applied to one sample at a time (a
-    mean-reduced loss of one sample is that sample's loss)."""
+    mean-reduced loss of one sample is that sample's loss). Dropout in train mode takes one
+    fixed draw of the masks (``fixed_randomness``), the same at every ``theta``, and leaves the
+    global RNG as it was."""
     x, y = concat_batches(data)
     like = {k: p.detach() for k, p in trainable_named_params(model).items()}
 
@@ -83,7 +85,8 @@ def per_sample_losses_and_slopes(model: nn.Module, loss_fn: LossFn, theta: Tenso
         return sample_losses(functional_call(model, unflatten_like(t, like), (x,)))
 
     try:
-        values, slopes = torch.func.jvp(losses, (theta.detach(),), (direction.detach(),))
+        with fixed_randomness(model, x.device):
+            values, slopes = torch.func.jvp(losses, (theta.detach(),), (direction.detach(),))
         return values.detach(), slopes.detach()
     except (RuntimeError, NotImplementedError):   # an op without a forward-mode rule
         from sgdlab.operators.per_sample import per_sample_gradients
@@ -91,7 +94,7 @@ def per_sample_losses_and_slopes(model: nn.Module, loss_fn: LossFn, theta: Tenso
         at = copy.deepcopy(model)
         set_params_vector(at, theta)
         g = per_sample_gradients(at, loss_fn, (x, y))
-        with torch.no_grad():
+        with torch.no_grad(), fixed_randomness(at, x.device):
             values = sample_losses(at(x))
         return values, g @ direction.to(g.dtype)
 

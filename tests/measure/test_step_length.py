@@ -143,3 +143,23 @@ def test_models_without_forward_mode_fall_back_to_per_sample_gradients():
     ref = torch.stack([loss_fn(moved(x[i:i + 1]), y[i:i + 1]) for i in range(7)]).detach()
     torch.testing.assert_close(ell, ref, rtol=1e-12, atol=1e-12)
     assert params_vector(model).equal(theta)            # the model is not touched
+
+
+def test_dropout_in_train_mode_sees_the_same_masks_at_both_ends():
+    """Over a step of length t ~ 1e-3 the losses differ by ≈ t (f'(0) + f'(t)) / 2; with new
+    dropout masks at the second end they differed by the dropout noise (~0.05), which the fit
+    read as the step. The global RNG (the training loop's dropout) is left as it was."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 8), nn.Tanh(), nn.Dropout(0.5),
+                          nn.Linear(8, 2)).double().train()
+    g = torch.Generator().manual_seed(1)
+    data = (torch.randn(16, 3, generator=g, dtype=torch.float64),
+            torch.randint(2, (16,), generator=g))
+    theta = params_vector(model)
+    end = theta + 1e-3 * torch.randn(theta.shape, generator=g, dtype=torch.float64)
+    state = torch.get_rng_state()
+    st = normalized_step_length(model, nn.CrossEntropyLoss(), theta, end, data,
+                                weights="equal")
+    assert torch.equal(torch.get_rng_state(), state)
+    (f0, f1), (s0, s1) = st.losses, st.slopes
+    assert f1 - f0 == pytest.approx(st.length * (s0 + s1) / 2, abs=1e-7)
