@@ -210,3 +210,40 @@ def test_the_rank_of_d_is_tested_at_both_ends_of_the_thesis_range(fraction, agre
     (rank,) = [c for c in concl if c.claim.startswith("D(x) has a very small rank")]
     assert rank.agrees_with_paper is agrees
     assert "between 0.3% and 2%" in rank.claim
+
+
+# --- thesis §6.3.3: the spectra of a recorded trajectory -------------------------------------
+@pytest.mark.parametrize("every_epochs", [1, None])
+def test_trajectory_spectra_refuse_snapshots_of_two_cadences(tmp_path, every_epochs):
+    """A recorder every 3 steps *and* every epoch (4 steps) interleaves the two: rows at steps
+    0, 3, 4, 6, 8, 9, ... A straight drift then has increments of 3, 1, 2, 2, 1, 3 steps'
+    length, which the spectra (equal time steps) read as a periodicity of the epoch (p ~ 1e-8
+    on this run); it is refused. One cadence is analysed: the drift's increments are constant,
+    so no coordinate moves."""
+    import torch
+    from torch import nn
+
+    from sgdlab.data.base import Dataset
+    from sgdlab.errors import ConfigError
+    from sgdlab.experiments.procedures.measures import trajectory_spectrum
+    from sgdlab.train.callbacks import Schedule
+    from sgdlab.train.instruments import build_instrument
+    from sgdlab.train.loop import train
+
+    x = torch.zeros(12, 3, dtype=torch.float64)
+    data = Dataset(x, x[:, :1], x[:2], x[:2, :1],
+                   {"name": "t", "task": "regression", "num_outputs": 1})
+    model = nn.Linear(3, 1).double()
+    path = tmp_path / "trajectory"
+    rec = build_instrument("trajectory", schedule=Schedule.every(1), path=str(path),
+                           every_steps=3, every_epochs=every_epochs, dtype="float64")
+    params = list(model.parameters())
+    drift = lambda out, y: out.sum() * 0 - sum(p.sum() for p in params)  # noqa: E731
+    train(model, drift, data, torch.optim.SGD(params, lr=0.1), epochs=30, batch_size=3,
+          callbacks=[rec], progress=False)
+    if every_epochs:
+        with pytest.raises(ConfigError, match="not evenly spaced"):
+            trajectory_spectrum(path)
+    else:
+        with pytest.raises(ValueError, match="no coordinate moves"):
+            trajectory_spectrum(path)

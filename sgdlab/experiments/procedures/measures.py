@@ -214,8 +214,17 @@ def trajectory_spectrum(path, *, max_lag: int | None = None, level: float = 0.01
                                            periodicity_test)
     from sgdlab.store.trajectory import open_trajectory
 
-    snaps = discard_burnin(np.asarray(open_trajectory(path).snapshots, dtype=np.float64),
-                           int(burnin))
+    traj = open_trajectory(path)
+    # the spectra take the snapshots as a series at equal time steps: a recorder with both
+    # cadences (every k steps and every epoch) interleaves the two, and a straight drift then
+    # reads as a periodicity of the epoch length
+    if not any(len(t) < 3 or bool(np.all(np.diff(t) == t[1] - t[0]))
+               for t in (traj.steps, traj.epochs)):
+        raise ConfigError(f"{path}: the snapshots are not evenly spaced in steps or in epochs "
+                          f"(steps {', '.join(map(str, traj.steps[:6]))}, ...): the spectra "
+                          "need one cadence; record the trajectory every_steps: k with "
+                          "every_epochs: null, or every_epochs: k alone")
+    snaps = discard_burnin(np.asarray(traj.snapshots, dtype=np.float64), int(burnin))
     sp = increment_spectrum(snaps)
     ac = increment_autocorrelation(snaps, max_lag)
     pt = periodicity_test(snaps, level=level)

@@ -4,7 +4,9 @@
 random subset of ``num_coords`` coordinates) at step 0, then every ``every_steps`` optimizer
 steps and/or every ``every_epochs`` epochs. Its ``state_dict`` holds the number of rows written,
 so a run resumed from a checkpoint first truncates the file to that many rows: snapshots written
-after the checkpoint are not duplicated. Spectra: :mod:`sgdlab.measure.trajectory`.
+after the checkpoint are not duplicated. Spectra: :mod:`sgdlab.measure.trajectory`; they take
+the rows as a series at equal time steps, so record by one cadence for them (``every_steps``
+with ``every_epochs=None``, or ``every_epochs`` alone): the rows of both are not evenly spaced.
 """
 from __future__ import annotations
 
