@@ -239,12 +239,15 @@ def test_build_instrument_names_a_misspelled_instrument_or_option():
         build_instrument("step_length", schedule=Schedule.every(1), wieghts="equal")
 
 
-def test_sharpness_in_train_mode_leaves_the_run_as_it_was():
+@pytest.mark.parametrize("name,options", [
+    ("sharpness", {"num_samples": 3, "epsilon": 1e-3, "gamma": 1e-3}),
+    ("hessian", {"k": 1, "trace_probes": 2})])
+def test_instruments_in_train_mode_leave_the_run_as_it_was(name, options):
     """eval_mode=False measures the model as it trains (dropout and batch norm in train mode):
     the run's weights and running statistics must end as they would without the instrument."""
     ends = []
-    for cbs in ([], [build_instrument("sharpness", schedule=Schedule.every(1), eval_mode=False,
-                                      num_samples=3, epsilon=1e-3, gamma=1e-3)]):
+    for cbs in ([], [build_instrument(name, schedule=Schedule.every(1), eval_mode=False,
+                                      **options)]):
         torch.manual_seed(0)
         model = nn.Sequential(nn.Linear(4, 6), nn.BatchNorm1d(6), nn.Tanh(), nn.Dropout(0.5),
                               nn.Linear(6, 3))

@@ -10,9 +10,10 @@ Instruments (names in :data:`~sgdlab.train.instruments.INSTRUMENTS`):
 
 All are measured on the training set or a fixed random subset of ``eval_subset`` examples
 (drawn once with ``seed``), with the model in eval mode by default (``eval_mode=False``: as
-is) and restored afterwards. Randomness (start vectors, probes, perturbations) comes from a
-generator seeded with ``seed + step``, never from the global RNG, so measuring does not change
-the training trajectory and a resumed run logs the same values.
+is) and restored afterwards, its buffers (batch norm's running statistics) too. Randomness
+(start vectors, probes, perturbations) comes from a generator seeded with ``seed + step``,
+never from the global RNG, so measuring does not change the training trajectory and a resumed
+run logs the same values.
 """
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ import torch
 
 from sgdlab.measure.curvature import frobenius_norm, hutchinson_trace, lanczos
 from sgdlab.measure.sharpness import epsilon_sharpness, expected_sharpness, local_entropy
-from sgdlab.models.modes import eval_mode
+from sgdlab.models.modes import buffers_kept, eval_mode
 from sgdlab.operators import curvature_operator
 
 from ..callbacks import (MeasurementCallback, Schedule, TrainContext, step_generator,
@@ -67,7 +68,9 @@ class MeasuredCallback(MeasurementCallback):
         return step_generator(ctx, self.seed)
 
     def _measure(self, ctx: TrainContext) -> dict[str, float]:
-        with eval_mode(ctx.model, self.eval_mode):
+        # in train mode (eval_mode=False) the forward passes would move batch norm's running
+        # statistics, and so the run's evaluations and checkpoints
+        with eval_mode(ctx.model, self.eval_mode), buffers_kept(ctx.model):
             return self.compute(ctx, self.eval_data(ctx), self.generator(ctx))
 
     def compute(self, ctx: TrainContext, data, generator: torch.Generator) -> dict[str, float]:
