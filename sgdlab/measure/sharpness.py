@@ -18,10 +18,11 @@ All losses are means over ``data`` (batches weighted by size), evaluated in the 
 train/eval mode with gradients off (except the ascent in ``epsilon_sharpness``); the buffers
 (batch norm's running statistics, which forward passes in train mode update) are restored.
 Perturbed losses are batched with ``torch.func.vmap`` over ``functional_call``
-(``vectorize=False``: a loop that writes the parameters in place and restores them). A model vmap cannot batch — batch norm or
-dropout in train mode — falls back to the loop with a ``RuntimeWarning``. Dropout in train mode
-draws the same masks at θ and at every perturbed point (one fixed draw per batch, as the
-curvature operators do), so σ = 0 reads 0, and the global random generators are untouched.
+(``vectorize=False``: a loop that writes the parameters in place and restores them). A model
+vmap cannot batch — batch norm or dropout in train mode — falls back to the loop with a
+``RuntimeWarning``. Dropout in train mode draws the same masks at θ and at every perturbed
+point (one fixed draw per batch, as the curvature operators do), so σ = 0 reads 0, and the
+global random generators are untouched.
 """
 from __future__ import annotations
 
