@@ -10,7 +10,8 @@ Metrics on leading eigenpairs (U_k: top-k eigenvectors of H, V_k: of Σ, orthono
   0 when span U_k = span V_k, k when they are orthogonal;
 - ``trace_alignment``: Zhu's indicator Tr(HΣ) compared with its isotropic baseline
   Tr(H)·Tr(Σ)/d (ratio > 1: noise concentrated in sharp directions). Tr(HΣ) = Σ_i f_iᵀ H f_i
-  over the N rows of Σ's factor (N Hessian-vector products).
+  over the N rows of Σ's factor (N Hessian-vector products); Tr H exact from the d unit columns
+  on small models (as ‖H‖_F), else by Hutchinson probes.
 """
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ from sgdlab.operators import HessianOperator
 from sgdlab.operators.batches import Data
 
 from .curvature import frobenius_norm, hutchinson_trace, lanczos
+from .curvature._common import unit_column_blocks
 from .noise import gradient_covariance
 
 
@@ -65,7 +67,7 @@ class Alignment:
     cosines: Tensor                # (k,) |⟨u_i, v_i⟩|
     residual: float                # e(U_k, V_k) ∈ [0, k]
     trace_h_sigma: float | None = None      # Tr(HΣ)
-    trace_h: float | None = None            # Tr(H) (Hutchinson)
+    trace_h: float | None = None            # Tr(H) (exact or Hutchinson, as ‖H‖_F)
     trace_sigma: float | None = None        # Tr(Σ) (exact)
 
     @property
@@ -124,7 +126,10 @@ def sigma_hessian_alignment(
     and λ_1/‖H‖_F can exceed 1), else estimated from ``num_probes`` Gaussian probes (E‖Hv‖²).
     Σ: population covariance of per-sample gradients (:mod:`sgdlab.measure.noise`), exact top-k
     and ‖Σ‖_F through the Gram matrix.
-    ``trace_alignment=True`` also computes Tr(HΣ) (N HVPs), Tr H (Hutchinson) and Tr Σ.
+    ``trace_alignment=True`` also computes Tr(HΣ) (N HVPs), Tr H and Tr Σ; Tr H like ‖H‖_F:
+    exact from the d unit columns with ``exact_frobenius`` (``num_probes`` Rademacher probes of
+    an indefinite H, whose trace is small next to ‖H‖_F, were off by more than Tr H itself),
+    else by Hutchinson.
     """
     cov = gradient_covariance(model, loss_fn, data, chunk_size=chunk_size)
     s_vals, s_vecs = cov.eigenpairs(k)
@@ -143,7 +148,9 @@ def sigma_hessian_alignment(
             block = f[i : i + 64].T                         # (d, b)
             ths += float((block * op.matmat(block)).sum())
         out.trace_h_sigma = ths
-        out.trace_h = hutchinson_trace(op, num_probes, generator=generator).value
+        out.trace_h = (sum(float(cols[idx, torch.arange(len(idx))].double().sum())
+                           for idx, cols in unit_column_blocks(op)) if exact_frobenius
+                       else hutchinson_trace(op, num_probes, generator=generator).value)
         out.trace_sigma = cov.trace()
     if not math.isfinite(out.residual):
         raise FloatingPointError("non-finite alignment (diverged model?)")

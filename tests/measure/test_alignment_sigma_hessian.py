@@ -97,3 +97,20 @@ def test_small_models_get_the_exact_hessian_frobenius_norm():
     assert res.hessian_frobenius == pytest.approx(float(torch.linalg.matrix_norm(h)), rel=1e-12)
     top = torch.linalg.eigvalsh(h).abs().max()
     assert float(res.hessian_normalised.abs().max()) <= float(top / torch.linalg.matrix_norm(h))
+
+
+def test_small_models_get_the_exact_hessian_trace():
+    """Tr H of the trace ratio: with few Rademacher probes an indefinite H, whose trace is
+    small next to ‖H‖_F, read off by more than the trace itself; small models take the exact
+    trace from the unit columns, as they do ‖H‖_F."""
+    model = tiny_mlp(3, 4, 2)
+    data, loss_fn = tiny_classification(10, 3, 2), nn.CrossEntropyLoss()
+    h = dense_hessian_reference(model, loss_fn, data)
+    s = covariance_reference(per_sample_gradients_loop(model, loss_fn, data))
+    res = sigma_hessian_alignment(model, loss_fn, data, 2, tol=1e-12, num_probes=4,
+                                  generator=torch.Generator().manual_seed(0),
+                                  trace_alignment=True)
+    assert res.trace_h == pytest.approx(float(torch.trace(h)), rel=1e-10)
+    d = h.shape[0]
+    exact = float(torch.trace(h @ s)) / (float(torch.trace(h)) * float(torch.trace(s)) / d)
+    assert res.trace_ratio == pytest.approx(exact, rel=1e-8)
