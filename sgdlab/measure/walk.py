@@ -202,7 +202,8 @@ def segment_losses(
             (``sgdlab.operators.params`` order); its parameters, buffers and train/eval flags
             are the same on return (the pointwise path writes into the parameters meanwhile).
         loss_fn: mean-reduced ``loss_fn(outputs, targets)``.
-        data: a batch ``(x, y)`` or an iterable of batches (weighted by size).
+        data: a batch ``(x, y)`` or an iterable of batches (weighted by size); with
+            ``bn_mode="train"`` its batches are drawn once and kept for every point.
         theta_a, theta_b: flat parameter vectors (θ_t and θ_{t+1}).
         alphas: the interpolation coefficients, or K for :func:`segment_alphas` (K points
             between the iterates, plus the iterates).
@@ -227,8 +228,10 @@ def segment_losses(
                              "trainable parameters (pass a flat vector)")
     frozen = {n: p.detach() for n, p in model.named_parameters() if not p.requires_grad}
     buffers = {n: b.detach() for n, b in model.named_buffers()}
-    if not is_single_batch(data) and iter(data) is data:
-        data = list(data)  # a one-shot iterator: every point needs another pass
+    if not is_single_batch(data) and (iter(data) is data or bn_mode == "train"):
+        # a one-shot iterator: every point needs another pass; batch statistics: every point
+        # must see the same batches (a shuffling DataLoader deals new ones on every pass)
+        data = list(data)
     device = theta_a.device
     if vectorize is None:
         vectorize = device.type != "cpu"

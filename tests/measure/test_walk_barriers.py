@@ -243,3 +243,22 @@ def test_batched_alpha_equals_naive_loop(bn_mode):
     assert model.training and model[3].training
     with pytest.raises(ValueError, match="flat vector"):
         segment_losses(model, loss_fn, batches, a[:-1], b)
+
+
+@pytest.mark.parametrize("vectorize", [False, True])
+def test_train_mode_batch_norm_sees_the_same_batches_at_every_point(vectorize):
+    """A zero-length segment has one loss. With batch statistics the loss depends on how the
+    samples are batched: a shuffling DataLoader read once per point (the pointwise path, the
+    CPU default) gave each point other batches, 0.76-0.81 here, fake barriers included."""
+    from torch.utils.data import DataLoader, TensorDataset
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4), nn.Tanh(),
+                          nn.Linear(4, 2)).double()
+    x = torch.randn(20, 3, dtype=torch.float64)
+    y = torch.randint(0, 2, (20,))
+    loader = DataLoader(TensorDataset(x, y), batch_size=5, shuffle=True)
+    theta = params_vector(model)
+    losses = segment_losses(model, nn.CrossEntropyLoss(), loader, theta, theta, 3,
+                            bn_mode="train", vectorize=vectorize)
+    assert torch.all(losses == losses[0])
