@@ -21,8 +21,9 @@ Perturbed losses are batched with ``torch.func.vmap`` over ``functional_call``
 (``vectorize=False``: a loop that writes the parameters in place and restores them). A model
 vmap cannot batch — batch norm or dropout in train mode — falls back to the loop with a
 ``RuntimeWarning``. Dropout in train mode draws the same masks at θ and at every perturbed
-point (one fixed draw per batch, as the curvature operators do), so σ = 0 reads 0, and the
-global random generators are untouched.
+point (one fixed draw per batch, as the curvature operators do), and with modules in train mode
+the batches of ``data`` are drawn once (a shuffling DataLoader would deal others at every
+point), so σ = 0 reads 0; the global random generators are untouched.
 """
 from __future__ import annotations
 
@@ -46,6 +47,15 @@ from .curvature import Estimate
 from .curvature import mc_estimate as _mc
 
 LossFn = Callable[[Tensor, Tensor], Tensor]
+
+
+def _same_batches(model: nn.Module, data: Data) -> Data:
+    """``data`` drawn once when the loss depends on how its samples are batched (modules in
+    train mode: batch statistics, dropout masks per batch), so that θ and every perturbed point
+    see the same batches (a shuffling DataLoader deals new ones on every pass)."""
+    if is_single_batch(data) or not any(m.training for m in model.modules()):
+        return data
+    return list(data)
 
 
 def _batches(model: nn.Module, data: Data, device: torch.device,
@@ -87,6 +97,7 @@ def perturbed_evaluations(
     (M,) float64; the accuracy (argmax equal to integer targets) is None unless asked for,
     NaN for floating-point targets or outputs that are not (N, C)."""
     check_batch_loss(loss_fn, data)
+    data = _same_batches(model, data)
     with buffers_kept(model):
         return _perturbed_evaluations(model, loss_fn, data, perturbations,
                                       chunk_size=chunk_size, vectorize=vectorize,
@@ -190,6 +201,7 @@ def expected_sharpness(
     if num_samples < 1:
         raise ValueError(f"Invalid num_samples={num_samples} (must be >= 1)")
     theta = params_vector(model)
+    data = _same_batches(model, data)
     base = mean_loss(model, loss_fn, data)
     if not math.isfinite(base):      # a perturbed loss may overflow; the model's own may not
         raise FloatingPointError(f"non-finite loss {base} (diverged model or bad data?)")
@@ -227,6 +239,7 @@ def epsilon_sharpness(
     if num_steps < 1:
         raise ValueError(f"Invalid num_steps={num_steps} (must be >= 1)")
     theta = params_vector(model)
+    data = _same_batches(model, data)
     base = mean_loss(model, loss_fn, data)
     radius = epsilon * (theta.abs() + 1)
     gdev = generator.device if generator is not None else theta.device
@@ -295,6 +308,7 @@ def local_entropy(
     if gamma < 0 or beta <= 0:
         raise ValueError(f"Invalid gamma={gamma} / beta={beta} (need gamma >= 0, beta > 0)")
     theta = params_vector(model)
+    data = _same_batches(model, data)
     xi = _gaussian(num_samples, theta.numel(), math.sqrt(gamma / beta), theta, generator)
     losses, _ = perturbed_evaluations(model, loss_fn, data, xi, chunk_size=chunk_size,
                                       vectorize=vectorize)
