@@ -101,12 +101,37 @@ _OWNER_COLUMNS = (("host", "TEXT"), ("pid", "INTEGER"), ("pid_start", "TEXT"),
                   ("heartbeat", "REAL"))
 _RUN_COLUMNS = ("id, name, experiment, config, env, status, message, summary, created, "
                 "updated, host, pid, pid_start, heartbeat")
+# the tables and columns every sgdlab store has had since the first release: a database
+# without them is another program's, which the store must neither write into nor misread
+_CORE_COLUMNS = {
+    "runs": ("id", "name", "experiment", "config", "env", "status", "message", "summary",
+             "created", "updated"),
+    "metrics": ("run_id", "name", "step", "value", "wall"),
+    "artifacts": ("run_id", "kind", "path", "created"),
+}
 
 
 def default_store_path() -> Path:
     """``$SGDLAB_STORE`` if set, else ``./sgdlab-runs/runs.sqlite`` (relative to the cwd)."""
     env = os.environ.get(ENV_VAR)
     return Path(env) if env else DEFAULT_PATH
+
+
+def _not_a_store(conn: sqlite3.Connection, empty_ok: bool) -> str | None:
+    """Why the database behind ``conn`` is not an sgdlab run store, or None (it is one; or it
+    holds no table and ``empty_ok``: a new store)."""
+    tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    if not tables:
+        return None if empty_ok else "it holds no tables"
+    for table, needed in _CORE_COLUMNS.items():
+        if table not in tables:
+            return (f"it has no {table} table (its tables: "
+                    f"{', '.join(sorted(tables)[:6])}{', ...' if len(tables) > 6 else ''})")
+        have = {r[1] for r in conn.execute(f"PRAGMA table_info({table})")}
+        missing = [c for c in needed if c not in have]
+        if missing:
+            return f"its {table} table lacks the column(s) {', '.join(missing)}"
+    return None
 
 
 def _now_iso() -> str:
@@ -296,6 +321,9 @@ class RunStore:
         conn.execute(f"PRAGMA busy_timeout = {int(self.timeout * 1000)}")
         try:
             self._initialise(conn)
+        except UserError:
+            conn.close()
+            raise
         except sqlite3.OperationalError as e:
             conn.close()
             if "readonly" in str(e) or "read-only" in str(e) or "unable to open" in str(e):
@@ -316,6 +344,10 @@ class RunStore:
         pause = 0.005
         while True:
             try:
+                # before anything is written (WAL mode changes the file's header)
+                problem = _not_a_store(conn, empty_ok=True)
+                if problem is not None:
+                    raise UserError(f"{str(self.path)!r} is not an sgdlab run store: {problem}")
                 conn.execute("PRAGMA journal_mode = WAL")
                 conn.execute("PRAGMA synchronous = NORMAL")
                 with _transaction(conn):
@@ -345,10 +377,14 @@ class RunStore:
             try:
                 conn = sqlite3.connect(f"{uri}?{query}", uri=True, timeout=self.timeout,
                                        isolation_level=None)
-                conn.execute("SELECT COUNT(*) FROM runs").fetchone()
-                return conn
+                problem = _not_a_store(conn, empty_ok=False)
             except sqlite3.DatabaseError as e:
                 last = e
+                continue
+            if problem is not None:
+                conn.close()
+                raise UserError(f"{str(self.path)!r} is not an sgdlab run store: {problem}")
+            return conn
         raise UserError(f"cannot read run store {str(self.path)!r}: {last}")
 
     @property

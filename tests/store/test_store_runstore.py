@@ -76,6 +76,36 @@ def test_ambiguous_prefix_and_bad_file(tmp_path):
         RunStore(bad)
 
 
+
+def test_foreign_database_is_refused_untouched(tmp_path):
+    import sqlite3
+
+    other = tmp_path / "other.sqlite"          # another program's database
+    conn = sqlite3.connect(other)
+    conn.execute("CREATE TABLE stuff (a INTEGER)")
+    conn.commit()
+    conn.close()
+    before = other.read_bytes()
+    for readonly in (False, True):
+        with pytest.raises(UserError, match="not an sgdlab run store: it has no runs table"):
+            RunStore(other, readonly=readonly)
+    assert other.read_bytes() == before        # no sgdlab table (nor WAL mode) written into it
+    clash = tmp_path / "clash.sqlite"           # a table named runs, but not ours
+    conn = sqlite3.connect(clash)
+    conn.execute("CREATE TABLE runs (a INTEGER)")
+    conn.execute("INSERT INTO runs VALUES (1)")
+    conn.commit()
+    conn.close()
+    for readonly in (False, True):
+        with pytest.raises(UserError, match="runs table lacks the column.s. id, name"):
+            RunStore(clash, readonly=readonly)
+    empty = tmp_path / "empty.sqlite"
+    empty.touch()
+    with pytest.raises(UserError, match="holds no tables"):   # nothing to list
+        RunStore(empty, readonly=True)
+    assert RunStore(empty).list_runs() == []   # opened for writing, an empty file is a new store
+
+
 WRITER = textwrap.dedent("""
     import sys
     from sgdlab.store import RunStore
