@@ -71,3 +71,19 @@ def test_a_learning_rate_sampled_per_epoch_is_drawn_as_steps_not_ramps():
     assert {ln.get_drawstyle() for ln in lr_ax.get_lines()} == {"steps-post"}
     assert {ln.get_drawstyle() for ln in hess_ax.get_lines()} == {"default"}
     plt.close(fig)
+
+
+def test_compared_runs_keep_their_colour_in_a_panel_only_some_recorded():
+    full = {"train_loss": [(0, 1.0), (5, 0.5)], "grad_cosine": [(0, 0.1), (5, 0.2)]}
+    fig = compare_runs_figure({"a": {"train_loss": full["train_loss"]}, "b": full},
+                              ["train_loss", "grad_cosine"])
+    loss_ax, cos_ax = fig.axes[:2]
+    colours = {ln.get_label(): ln.get_color() for ln in loss_ax.get_lines()}
+    assert colours["a"] != colours["b"]
+    assert [(ln.get_label(), ln.get_color()) for ln in cos_ax.get_lines()] == [
+        ("b", colours["b"])]   # only b recorded it: drawn in b's colour, not a's
+    legend = {t.get_text(): h.get_color()
+              for t, h in zip(fig.legends[0].get_texts(), fig.legends[0].legend_handles)}
+    assert legend == colours
+    plt.close(fig)
+

@@ -212,6 +212,9 @@ def compare_runs_figure(histories: Mapping[str, History], metrics: Sequence[str]
     label_width = 0.07 * max(map(len, histories), default=0) + 0.8
     legend_cols = 2 if 2 * label_width <= 4.4 * min(3, len(metrics)) else 1
     fig, axes = _panel_grid(len(metrics), 4.4, 3.2, min_width=label_width)
+    # a run keeps its colour in every panel (the one legend says which is which), also in a
+    # panel of a series that only some runs recorded
+    colors = {label: f"C{i % 10}" for i, label in enumerate(histories)}
     for ax, metric in zip(axes.flat, metrics):
         vals = []
         for label, h in histories.items():
@@ -219,7 +222,7 @@ def compare_runs_figure(histories: Mapping[str, History], metrics: Sequence[str]
             if pts:
                 s, v = thinned(pts)
                 ax.plot(s, v, _style(len(pts)), ms=3, lw=1.3, label=label,
-                        drawstyle=drawstyle(metric))
+                        color=colors[label], drawstyle=drawstyle(metric))
                 vals.extend(v[np.isfinite(v)])
         if not vals:
             ax.text(0.5, 0.5, "not recorded", ha="center", va="center", transform=ax.transAxes)
