@@ -280,6 +280,7 @@ def _config_diff(flats: list[dict[str, str]]) -> list[str]:
 def _compare(args) -> int:
     from sgdlab.errors import UserError, did_you_mean
 
+    plot = _plot_path(args.plot) if args.plot else None
     wanted = [_run_ref(args, r) for r in args.run_ids]
     store = _open(args)
     ids = list(dict.fromkeys(store.resolve(r) for r in wanted))
@@ -329,7 +330,7 @@ def _compare(args) -> int:
         print("(the configs are identical)")
     for row in rows:
         print("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip())
-    if args.plot:
+    if plot is not None:
         import matplotlib.pyplot as plt
 
         from sgdlab.report.figures.training import compare_runs_figure
@@ -337,10 +338,30 @@ def _compare(args) -> int:
         if not metrics:
             raise UserError("no series recorded by every run to plot; name them with --metric")
         fig = compare_runs_figure(dict(zip(labels, histories)), metrics)
-        fig.savefig(args.plot, dpi=110)
+        fig.savefig(plot, dpi=110)
         plt.close(fig)
-        print(f"wrote {args.plot}")
+        print(f"wrote {plot}")
     return 0
+
+
+def _plot_path(given: str) -> Path:
+    """Where ``--plot`` writes, checked before any work: a suffix matplotlib writes (none:
+    ``.png`` added, as matplotlib itself would, so the path printed is the file's) in a
+    folder that exists or can be made."""
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    from sgdlab.errors import UserError, make_output_dir
+
+    path = Path(given)
+    kinds = FigureCanvasBase.get_supported_filetypes()
+    suffix = path.suffix.lower().lstrip(".")
+    if not suffix:
+        path = path.with_name(path.name + ".png")
+    elif suffix not in kinds:
+        raise UserError(f"--plot {given}: matplotlib cannot write .{suffix} files; use "
+                        f"{', '.join('.' + k for k in sorted(kinds))}")
+    make_output_dir(path.parent, "--plot")
+    return path
 
 
 def _export(args) -> int:

@@ -221,6 +221,27 @@ def test_runs_compare_shows_config_differences_final_values_and_curves(tmp_path,
     assert "not a run's" in capsys.readouterr().err
 
 
+def test_runs_compare_plot_path_is_checked_first_and_printed_as_written(tmp_path, capsys):
+    store = RunStore(tmp_path / "runs.sqlite")
+    ids = []
+    for lr in (0.1, 0.2):
+        rid = store.create_run({"optimizer": {"lr": lr}}, name="r", env={}, status="finished")
+        store.log_many(rid, [("train_loss", 0, 1.0), ("train_loss", 5, lr)])
+        ids.append(rid)
+    base = ["runs", "compare", *ids, "--store", str(store.path), "--plot"]
+    assert main([*base, str(tmp_path / "new" / "cmp.png")]) == 0   # its folder is made
+    assert (tmp_path / "new" / "cmp.png").stat().st_size > 0
+    capsys.readouterr()
+    assert main([*base, str(tmp_path / "cmp")]) == 0   # no suffix: matplotlib adds .png
+    assert f"wrote {tmp_path / 'cmp.png'}" in capsys.readouterr().out
+    assert (tmp_path / "cmp.png").is_file() and not (tmp_path / "cmp").exists()
+    assert main([*base, str(tmp_path / "cmp.xyz")]) == 2
+    assert "matplotlib cannot write .xyz files; use " in capsys.readouterr().err
+    (tmp_path / "file").write_text("")
+    assert main([*base, str(tmp_path / "file" / "cmp.png")]) == 2
+    assert f"{tmp_path / 'file'} is a file, not a folder" in capsys.readouterr().err
+
+
 def test_runs_compare_names_a_list_item_one_config_lacks_in_one_row():
     from sgdlab.cli.runs import _config_diff, _flat
 
