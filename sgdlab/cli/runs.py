@@ -366,6 +366,8 @@ def _plot_path(given: str) -> Path:
 
 def _export(args) -> int:
     store = _open(args)
+    if args.runs:   # a run named twice (by its id and a prefix, say) is written once
+        args.runs = list(dict.fromkeys(store.resolve(r) for r in args.runs))
     if args.tensorboard:
         from sgdlab.train.tensorboard import export_runs
 

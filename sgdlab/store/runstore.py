@@ -728,7 +728,8 @@ class RunStore:
         fmt = fmt.lower()
         if fmt not in ("csv", "json"):
             raise UserError(f"unknown export format {fmt!r}; use 'csv' or 'json'")
-        ids = [self.resolve(r) for r in run_ids] if run_ids else [
+        # a run named twice (by its id and a prefix, say) is written once
+        ids = list(dict.fromkeys(self.resolve(r) for r in run_ids)) if run_ids else [
             r["id"] for r in self.list_runs()]
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -189,5 +189,9 @@ def test_export_csv_and_json(tmp_path):
     assert [r["id"] for r in data] == [b]
     assert data[0]["config"] == {"k": 2} and data[0]["metrics"]["acc"] == [[2, 1.0]]
     assert data[0]["metrics"]["loss"] == [[2, None]]
+    store.export(tmp_path / "twice.csv", run_ids=[b, b[:-2]])   # one run, named twice
+    assert len(list(csv.DictReader(open(tmp_path / "twice.csv")))) == 2
+    store.export(tmp_path / "twice.json", run_ids=[b, b[:-2]], fmt="json")
+    assert [r["id"] for r in json.loads((tmp_path / "twice.json").read_text())] == [b]
     with pytest.raises(UserError, match="unknown export format"):
         store.export(tmp_path / "x.xml", fmt="xml")
