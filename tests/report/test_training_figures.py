@@ -2,7 +2,7 @@
 import matplotlib.pyplot as plt
 
 from sgdlab.report.figures.training import (compare_runs_figure, instrument_panels,
-                                           recorded_groups, thinned)
+                                           learning_curves, recorded_groups, thinned)
 
 
 def test_instrument_series_are_grouped_by_prefix_and_loop_series_left_out():
@@ -85,5 +85,18 @@ def test_compared_runs_keep_their_colour_in_a_panel_only_some_recorded():
     legend = {t.get_text(): h.get_color()
               for t, h in zip(fig.legends[0].get_texts(), fig.legends[0].legend_handles)}
     assert legend == colours
+    plt.close(fig)
+
+
+def test_learning_curves_show_a_lone_point():
+    # a run that diverged after its first evaluation: one point per series, and a series
+    # whose only finite value sits between non-finite ones
+    h = {"train_loss": [(0, 2.3)], "test_acc": [(0, 0.1)],
+         "test_loss": [(0, float("nan")), (5, 2.2), (10, float("inf"))],
+         "train_acc": [(0, 0.1), (5, 0.2)]}
+    fig = learning_curves(h)
+    markers = {ln.get_label(): ln.get_marker() for ax in fig.axes for ln in ax.get_lines()}
+    assert markers["train_loss"] == markers["test_acc"] == markers["test_loss"] == "o"
+    assert markers["train_acc"] in ("None", "", None)     # a line shows it: no markers
     plt.close(fig)
 

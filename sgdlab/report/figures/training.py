@@ -56,6 +56,15 @@ def drawstyle(name: str) -> str:
     return "steps-post" if name in HELD else "default"
 
 
+def isolated(values: np.ndarray) -> bool:
+    """Whether a finite value has no finite neighbour: a line alone would not show it (a
+    run stopped after its first evaluation, a value between non-finite ones)."""
+    ok = np.isfinite(values)
+    before = np.concatenate([[False], ok[:-1]])
+    after = np.concatenate([ok[1:], [False]])
+    return bool((ok & ~before & ~after).any())
+
+
 def _plot(ax, history: History, names: Sequence[str], styles: Sequence[str]) -> int:
     drawn = 0
     for name, style in zip(names, styles):
@@ -63,7 +72,8 @@ def _plot(ax, history: History, names: Sequence[str], styles: Sequence[str]) -> 
         if not pts:
             continue
         s, v = thinned(pts)
-        ax.plot(s, v, style, label=name, lw=1.5, ms=3, drawstyle=drawstyle(name))
+        marker = {"marker": "o"} if isolated(v) and not set(style) & set(".o") else {}
+        ax.plot(s, v, style, label=name, lw=1.5, ms=3, drawstyle=drawstyle(name), **marker)
         drawn += 1
     return drawn
 
