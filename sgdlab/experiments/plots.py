@@ -14,7 +14,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 matplotlib.rcParams["svg.fonttype"] = "none"
 import numpy as np  # noqa: E402
 
-from sgdlab.report.figures.axes import log_scale  # noqa: E402
+from sgdlab.report.figures.axes import isolated, log_scale  # noqa: E402
 
 Series = dict[str, tuple[Sequence[float], Sequence[float], Sequence[float] | None]]
 
@@ -34,7 +34,7 @@ def curves(series: Series, *, xlabel: str, ylabel: str, title: str = "", logx: b
         fig, ax = plt.subplots(figsize=figsize)
     for label, (x, y, err) in series.items():
         x, y = np.asarray(x, float), np.asarray(y, float)
-        line, = ax.plot(x, y, label=label, marker="o" if markers else None, ms=3,
+        line, = ax.plot(x, y, label=label, marker="o" if markers or isolated(y) else None, ms=3,
                         drawstyle="steps-post" if steps else "default")
         if err is not None:
             e = np.asarray(err, float)

@@ -71,3 +71,12 @@ def test_list_cells_are_rounded_like_numbers_in_markdown_and_html():
     assert "| [[0.9024, -1.034e-25], —] |" in t.to_markdown()
     assert "<td>[[0.9024, -1.034e-25], —]</td>" in t.to_html()
     assert "0.9024283211774303" in t.to_csv()                  # CSV keeps full precision
+
+
+def test_a_value_without_finite_neighbours_is_drawn_with_a_marker():
+    fig = curves({"one": ([0], [0.5], None), "between": ([0, 1, 2], [np.nan, 0.4, np.inf], None),
+                  "line": ([0, 1], [0.1, 0.2], None)}, xlabel="x", ylabel="y")
+    markers = {ln.get_label(): ln.get_marker() for ln in fig.axes[0].get_lines()}
+    assert markers["one"] == markers["between"] == "o"
+    assert markers["line"] in ("None", "", None)
+    plt.close(fig)

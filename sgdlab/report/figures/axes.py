@@ -3,7 +3,8 @@
 A log axis silently drops values ≤ 0 (and NaN/inf): :func:`log_scale` sets one only when all
 the finite values it is given are positive. Over less than two decades matplotlib labels minor
 ticks in the form 2.3 × 10⁰ (under one decade, only those); such an axis gets plain-number
-labels instead.
+labels instead. A finite value with no finite neighbour is drawn with a marker
+(:func:`isolated`): a line alone does not show it.
 """
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from collections.abc import Iterable
 import numpy as np
 from matplotlib import ticker
 
-__all__ = ["log_scale"]
+__all__ = ["isolated", "log_scale"]
 
 MAX_LABELS = 6
 
@@ -57,3 +58,13 @@ def log_scale(ax, values: Iterable[float], *, axis: str = "y") -> bool:
         a.set_major_formatter(PlainLogFormatter())
         a.set_minor_formatter(PlainLogFormatter())
     return True
+
+
+def isolated(values) -> bool:
+    """Whether a finite value in ``values`` has no finite neighbour: a line alone would not
+    show it (a run stopped after its first evaluation, a value between non-finite ones)."""
+    ok = np.isfinite(np.asarray(values, float).ravel())
+    before = np.concatenate([[False], ok[:-1]])
+    after = np.concatenate([ok[1:], [False]])
+    return bool((ok & ~before & ~after).any())
+

@@ -23,7 +23,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from sgdlab.report.figures.axes import log_scale  # noqa: E402
+from sgdlab.report.figures.axes import isolated, log_scale  # noqa: E402
 
 __all__ = ["compare_runs_figure", "headline_series", "instrument_panels", "learning_curves",
            "recorded_groups", "thinned"]
@@ -54,15 +54,6 @@ HELD = {"lr"}
 def drawstyle(name: str) -> str:
     """The matplotlib ``drawstyle`` of series ``name``: ``steps-post`` for :data:`HELD`."""
     return "steps-post" if name in HELD else "default"
-
-
-def isolated(values: np.ndarray) -> bool:
-    """Whether a finite value has no finite neighbour: a line alone would not show it (a
-    run stopped after its first evaluation, a value between non-finite ones)."""
-    ok = np.isfinite(values)
-    before = np.concatenate([[False], ok[:-1]])
-    after = np.concatenate([ok[1:], [False]])
-    return bool((ok & ~before & ~after).any())
 
 
 def _plot(ax, history: History, names: Sequence[str], styles: Sequence[str]) -> int:
