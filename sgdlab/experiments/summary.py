@@ -1,8 +1,8 @@
 """A Markdown summary of several experiment outputs (the table in ``docs/RESULTS.md``).
 
-    python -m sgdlab.experiments.summary OUT_ROOT [--write docs/RESULTS.md]
+    python -m sgdlab.experiments.summary OUT_ROOT [--command CMD] > summary.md
 
-reads every ``OUT_ROOT/*/results.json`` and lists, per experiment, the paper figure it
+prints, from every ``OUT_ROOT/*/results.json``, per experiment, the paper figure it
 reproduces, what it found (its conclusions, computed from the numbers) and whether each
 finding agrees with the paper's qualitative claim. Nothing is recomputed.
 """

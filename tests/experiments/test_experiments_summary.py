@@ -35,6 +35,19 @@ def test_markdown_counts_quotes_and_departures(tmp_path):
     assert "No departures from the paper listed at `cpu` scale." in md
 
 
+def test_the_usage_in_the_module_docstring_runs(tmp_path, capsys):
+    from sgdlab.experiments import summary
+
+    (tmp_path / "e1").mkdir()
+    (tmp_path / "e1" / "results.json").write_text(json.dumps(_result("e1", [], [])))
+    (usage,) = [ln.split("summary", 1)[1] for ln in summary.__doc__.splitlines()
+                if "python -m sgdlab.experiments.summary" in ln]
+    argv = usage.split(">")[0].replace("OUT_ROOT", str(tmp_path)).replace("[", "").replace(
+        "]", "").replace("CMD", "cmd").split()
+    assert summary.main(argv) == 0
+    assert capsys.readouterr().out.startswith("Regenerate: `cmd`")
+
+
 def test_report_page_quotes_the_paper_and_lists_departures(tmp_path):
     from sgdlab.report.html import render
 
