@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
+from sgdlab.errors import UserError
 from sgdlab.report.verdicts import verdict as report_verdict
 
 MARKDOWN = {"agree": "agrees", "disagree": "**disagrees**"}
@@ -29,7 +31,11 @@ def verdict(agrees: bool | None, conclusion: dict[str, Any], scale: str | None =
 def load_all(root: str | Path) -> list[dict[str, Any]]:
     out = []
     for p in sorted(Path(root).glob("*/results.json")):
-        r = json.loads(p.read_text())
+        try:
+            r = json.loads(p.read_text())
+        except (OSError, ValueError) as e:   # a summary without it would be silently short
+            raise UserError(f"cannot read {p}: {e}; rebuild it with `sgdlab report "
+                            f"{p.parent}` or remove that folder") from None
         if not isinstance(r, dict) or "experiment" not in r:
             continue  # a training run's or a demo's results.json, not an experiment's
         r["_dir"] = str(p.parent)
@@ -98,7 +104,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("root", help="directory holding one output directory per experiment")
     ap.add_argument("--command", default="sgdlab run NAME --scale cpu --workers 2")
     args = ap.parse_args(argv)
-    print(results_markdown(load_all(args.root), command=args.command), end="")
+    try:
+        results = load_all(args.root)
+    except UserError as e:
+        print(f"summary: error: {e}", file=sys.stderr)
+        return 2
+    print(results_markdown(results, command=args.command), end="")
     return 0
 
 

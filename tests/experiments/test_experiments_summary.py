@@ -48,6 +48,17 @@ def test_the_usage_in_the_module_docstring_runs(tmp_path, capsys):
     assert capsys.readouterr().out.startswith("Regenerate: `cmd`")
 
 
+def test_an_unreadable_results_file_is_named_not_a_traceback(tmp_path, capsys):
+    from sgdlab.experiments import summary
+
+    (tmp_path / "e1").mkdir()
+    (tmp_path / "e1" / "results.json").write_text(json.dumps(_result("e1", [], []))[:40])
+    assert summary.main([str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert f"cannot read {tmp_path / 'e1' / 'results.json'}: " in err
+    assert f"sgdlab report {tmp_path / 'e1'}" in err
+
+
 def test_report_page_quotes_the_paper_and_lists_departures(tmp_path):
     from sgdlab.report.html import render
 
