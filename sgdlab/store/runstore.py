@@ -603,8 +603,9 @@ class RunStore:
 
     def resolve(self, run_id: str) -> str:
         """The full id of the run whose id is or starts with ``run_id`` (must be unique)."""
-        rows = self._conn.execute("SELECT id FROM runs WHERE id = ? OR id LIKE ? ORDER BY id",
-                                  (run_id, run_id.replace("%", "") + "%")).fetchall()
+        # a plain prefix test: LIKE would read "_" and "%" as wildcards and ignore case
+        rows = self._conn.execute("SELECT id FROM runs WHERE substr(id, 1, ?) = ? ORDER BY id",
+                                  (len(run_id), run_id)).fetchall()
         ids = [r[0] for r in rows]
         if run_id in ids:
             return run_id

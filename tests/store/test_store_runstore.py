@@ -68,6 +68,9 @@ def test_ambiguous_prefix_and_bad_file(tmp_path):
     assert store.resolve(a) == a
     with pytest.raises(UserError, match="ambiguous"):
         store.resolve("20260101")
+    for wrong in ("2026010_-000000-aaaa", "20260101-000000-AAAA", "%aaaa", "_"):
+        with pytest.raises(UserError, match="no run"):   # a prefix, not a LIKE pattern
+            store.resolve(wrong)
     with pytest.raises(UserError, match="already exists"):
         store.create_run({}, env={}, run_id=a)
     bad = tmp_path / "bad.sqlite"
