@@ -8,6 +8,7 @@ import importlib
 import os
 import pkgutil
 import signal
+import sqlite3
 import sys
 import threading
 
@@ -40,6 +41,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     from sgdlab.errors import FILE_SYSTEM_ERRNOS, UserError, file_problem
 
+    from sgdlab.store.runstore import opened_stores
+
+    opened_before = len(opened_stores())
     previous = _sigterm_as_interrupt()
     try:
         return int(args.func(args) or 0)
@@ -61,6 +65,17 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"sgdlab: error: cannot write {os.fsdecode(e.filename)}: {file_problem(e)}",
               file=sys.stderr)
+        return 2
+    except sqlite3.DatabaseError as e:
+        # a damaged page of a run store ("database disk image is malformed"), met by a query
+        # after the store opened: name the store, not a traceback; SQLite's other errors
+        # (locked, a constraint: subclasses) stay bugs
+        if type(e) is not sqlite3.DatabaseError:
+            raise
+        where = " or ".join(opened_stores(opened_before)) or "the run store"
+        print(f"sgdlab: error: {where} is damaged ({e}): the sqlite3 shell's `PRAGMA "
+              "integrity_check` says where, its `.recover` copies what can still be read into "
+              "a new file", file=sys.stderr)
         return 2
     finally:
         if previous is not None:

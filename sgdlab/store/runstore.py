@@ -111,6 +111,17 @@ _CORE_COLUMNS = {
 }
 
 
+# the stores this process connected to, in order: SQLite reports a damaged page (met by a
+# query long after the store opened) without the file's name, and the CLI names it from here
+_OPENED: list[str] = []
+
+
+def opened_stores(since: int = 0) -> list[str]:
+    """The paths of the run stores this process connected to after its first ``since``
+    connections (``len(opened_stores())`` taken earlier), each once."""
+    return list(dict.fromkeys(_OPENED[since:]))
+
+
 def default_store_path() -> Path:
     """``$SGDLAB_STORE`` if set, else ``./sgdlab-runs/runs.sqlite`` (relative to the cwd)."""
     env = os.environ.get(ENV_VAR)
@@ -307,6 +318,7 @@ class RunStore:
         self._columns = ", ".join(c if c in cols else f"NULL AS {c}"
                                   for c in _RUN_COLUMNS.split(", "))
         self._conn_obj, self._pid = conn, os.getpid()
+        _OPENED.append(str(self.path))
         return conn
 
     def _open_writable(self) -> sqlite3.Connection:

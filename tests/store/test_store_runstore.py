@@ -109,6 +109,32 @@ def test_foreign_database_is_refused_untouched(tmp_path):
     assert RunStore(empty).list_runs() == []   # opened for writing, an empty file is a new store
 
 
+
+def test_a_damaged_page_is_named_with_its_store_not_a_traceback(tmp_path, capsys):
+    import sqlite3
+
+    from sgdlab.cli.main import main
+
+    path = tmp_path / "runs.sqlite"
+    store = RunStore(path)
+    rid = store.create_run({}, env={}, status="finished")
+    store.log_many(rid, [("loss", i, float(i)) for i in range(2000)])
+    store.close()
+    conn = sqlite3.connect(path)
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    root = conn.execute("SELECT rootpage FROM sqlite_master WHERE name = 'metrics'").fetchone()[0]
+    size = conn.execute("PRAGMA page_size").fetchone()[0]
+    conn.close()
+    with open(path, "r+b") as f:           # the metrics table's first page: garbage
+        f.seek((root - 1) * size)
+        f.write(b"\xff" * size)
+    assert main(["runs", "list", "--store", str(path)]) == 0   # the runs table still reads
+    capsys.readouterr()
+    assert main(["runs", "export", str(tmp_path / "out.json"), "--store", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert f"sgdlab: error: {path} is damaged (database disk image is malformed)" in err
+
+
 WRITER = textwrap.dedent("""
     import sys
     from sgdlab.store import RunStore
