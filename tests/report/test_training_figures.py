@@ -100,3 +100,13 @@ def test_learning_curves_show_a_lone_point():
     assert markers["train_acc"] in ("None", "", None)     # a line shows it: no markers
     plt.close(fig)
 
+
+def test_compared_runs_show_a_lone_point_of_a_long_series():
+    # 60 records (drawn without markers), of which one finite between non-finite ones
+    lone = [(i, 0.5 if i == 30 else float("nan")) for i in range(60)]
+    line = [(i, 1.0 / (i + 1)) for i in range(60)]
+    fig = compare_runs_figure({"a": {"m": lone}, "b": {"m": line}}, ["m"])
+    markers = {ln.get_label(): ln.get_marker() for ln in fig.axes[0].get_lines()}
+    assert markers["a"] == "o" and markers["b"] in ("None", "", None)
+    plt.close(fig)
+

@@ -222,8 +222,10 @@ def compare_runs_figure(histories: Mapping[str, History], metrics: Sequence[str]
             pts = h.get(metric) or []
             if pts:
                 s, v = thinned(pts)
-                ax.plot(s, v, _style(len(pts)), ms=3, lw=1.3, label=label,
-                        color=colors[label], drawstyle=drawstyle(metric))
+                style = _style(len(pts))
+                marker = {"marker": "o"} if isolated(v) and "." not in style else {}
+                ax.plot(s, v, style, ms=3, lw=1.3, label=label, color=colors[label],
+                        drawstyle=drawstyle(metric), **marker)
                 vals.extend(v[np.isfinite(v)])
         if not vals:
             ax.text(0.5, 0.5, "not recorded", ha="center", va="center", transform=ax.transAxes)
