@@ -78,7 +78,21 @@ def store_file(store) -> Path:
 
 
 def artifacts_root(store) -> Path:
-    return store_file(store).parent / "artifacts"
+    """``artifacts/`` beside the store, absolute: the paths recorded under it are read by
+    reports started from any folder."""
+    return Path(os.path.abspath(store_file(store))).parent / "artifacts"
+
+
+def artifact_file(path: str, store_path: str | os.PathLike) -> Path:
+    """The file of a recorded artifact path. Absolute as recorded; a relative one (stores
+    written before the paths were absolute hold them relative to the folder `sgdlab run` was
+    started in) is looked for under this store's ``artifacts/`` first, then as it stands."""
+    p = Path(path)
+    if p.is_absolute() or "artifacts" not in p.parts:
+        return p
+    tail = p.parts[len(p.parts) - 1 - p.parts[::-1].index("artifacts"):]
+    beside = Path(os.path.abspath(store_path)).parent.joinpath(*tail)
+    return beside if beside.is_file() else p
 
 
 def finished_runs(store, experiment: str) -> dict[str, dict[str, Any]]:
@@ -445,9 +459,9 @@ def load_runs(runs: list[RunSpec], *, store_path: str | None = None) -> tuple[li
         for a in full.get("artifacts", []) or []:
             kind = a.get("kind") if isinstance(a, dict) else a[0]
             path = a.get("path") if isinstance(a, dict) else a[1]
-            if kind == "data" and Path(path).is_file():
+            if kind == "data" and (f := artifact_file(path, store_file(store))).is_file():
                 # its arrays' nulls were non-finite numbers: NaN for the analyses
-                data = nan_in_arrays(json.loads(Path(path).read_text()))
+                data = nan_in_arrays(json.loads(f.read_text()))
         out.append(StoredRun(key=r.key, run_id=str(run_id), label=r.label, seed=r.seed,
                              params=r.params, status=full.get("status", row.get("status")),
                              summary=summary, metrics=store.metrics(run_id), data=data))

@@ -199,3 +199,24 @@ def test_a_training_runs_folder_is_not_taken_for_a_report(tmp_path, capsys):
         assert (f"--out {held} holds run 20260101-000000-aaaa of `sgdlab train`"
                 in capsys.readouterr().err)
     assert files_under(held) == before and not store.exists()   # refused before the sweep
+
+
+def test_a_report_rebuilds_from_another_folder_with_a_relative_store(tmp_path, capsys,
+                                                                     monkeypatch):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    monkeypatch.chdir(tmp_path / "a")
+    assert main(["run", "chaudhari-pde-smoothing", "--scale", "smoke", "--out", "out",
+                 "--store", "st/runs.sqlite"]) == 0
+    (run,) = RunStore("st/runs.sqlite").list_runs()
+    (data,) = RunStore("st/runs.sqlite").artifacts(run["id"], "data")
+    assert Path(data).is_absolute() and Path(data).is_file()
+    tables = json.loads(Path("out/results.json").read_text())["tables"]
+    monkeypatch.chdir(tmp_path / "b")       # the run's data is found from here too
+    assert main(["report", "../a/out", "--store", "../a/st/runs.sqlite"]) == 0
+    assert json.loads((tmp_path / "a/out/results.json").read_text())["tables"] == tables
+    # a path recorded relative to the first folder (older stores): found beside the store
+    from sgdlab.experiments.sweep import artifact_file
+
+    rel = Path("st") / Path(data).relative_to(tmp_path / "a" / "st")
+    assert artifact_file(str(rel), "../a/st/runs.sqlite") == Path(data)
