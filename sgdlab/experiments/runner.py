@@ -244,8 +244,9 @@ def build_report(spec: ExperimentSpec, out: Path, *, store_path: str, device: st
             "executed": len(sweep.executed), "skipped": len(sweep.skipped),
             "failed": [{"run": n, "message": m} for n, m in sweep.failed],
             "seconds": round(sweep.seconds, 2)},
-        "store": store_path,
-        "data_dir": data_dir,
+        # absolute: `sgdlab report DIR` reads them from wherever it is started
+        "store": os.path.abspath(store_path),
+        "data_dir": None if data_dir is None else os.path.abspath(data_dir),
         "config": {"file": spec.raw, "source": spec.source,
                    "resolved": {"base": spec.base, "runs": spec.runs, "grid": spec.grid,
                                 "seeds": spec.seeds, "options": spec.options},

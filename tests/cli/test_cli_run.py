@@ -220,3 +220,16 @@ def test_a_report_rebuilds_from_another_folder_with_a_relative_store(tmp_path, c
 
     rel = Path("st") / Path(data).relative_to(tmp_path / "a" / "st")
     assert artifact_file(str(rel), "../a/st/runs.sqlite") == Path(data)
+
+
+def test_results_json_names_its_store_from_any_folder(tmp_path, capsys, monkeypatch):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    monkeypatch.chdir(tmp_path / "a")
+    assert main(["run", "chaudhari-pde-smoothing", "--scale", "smoke", "--out", "out",
+                 "--store", "st/runs.sqlite"]) == 0
+    assert json.loads(Path("out/results.json").read_text())["store"] == str(
+        tmp_path / "a" / "st" / "runs.sqlite")
+    monkeypatch.chdir(tmp_path / "b")       # the recorded store, not ./st/runs.sqlite here
+    assert main(["report", "../a/out"]) == 0
+    assert not (tmp_path / "b" / "st").exists()
