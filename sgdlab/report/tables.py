@@ -88,6 +88,8 @@ class Table:
         def clean(v: Any) -> Any:
             if isinstance(v, float) and not math.isfinite(v):
                 return None if math.isnan(v) else INFINITIES[v < 0]
+            if isinstance(v, (list, tuple)):      # a list cell's infinities alike
+                return [clean(x) for x in v]
             return v
         return {"name": self.name, "caption": self.caption, "columns": list(self.columns),
                 "rows": [[clean(v) for v in r] for r in self.rows], "notes": list(self.notes)}

@@ -81,3 +81,15 @@ def test_json_tells_an_infinity_from_a_missing_value_and_a_comparison_reads_both
     assert x[0] == "x" and math.isnan(x[1]) and x[2] == -math.inf
     assert y[0] == "y" and math.isnan(y[1]) and y[2] == math.inf
     assert "<td>x</td><td>—</td><td>-inf</td>" in d.to_html()
+
+
+def test_a_list_cells_infinity_reads_back_as_in_the_markdown():
+    import json
+
+    from sgdlab.strict_json import dumps
+
+    t = Table("t", ["run", "interval"], [["x", [1.0, math.inf, math.nan]]])
+    j = json.loads(dumps(t.to_json()))        # as results.json holds it
+    assert j["rows"] == [["x", [1.0, "inf", None]]]
+    assert "<td>[1, inf, —]</td>" in Table.from_json(j).to_html()
+    assert "| x | [1, inf, —] |" in t.to_markdown()
