@@ -14,7 +14,7 @@ from sgdlab.experiments.plots import curves, histogram
 from sgdlab.experiments.procedures import (Procedure, RunOutput, StoredRun, register_analysis,
                                            register_procedure)
 from sgdlab.experiments.procedures.common import by_group, check_claims, finite, stat, x_axis
-from sgdlab.report.tables import Table, mean_std
+from sgdlab.report.tables import Table
 
 
 @register_procedure("replicas")

@@ -198,7 +198,6 @@ def xing_hessian_norm(spec, runs: list[StoredRun]) -> Analysis:
     window means of the validation accuracy after the start (``acc_start``, ``acc_middle``,
     ``acc_before_end``, ``acc_end``: Fig. 3's accuracy "roughly improves throughout training
     but drops towards the end")."""
-    o = spec.options
     modes = [m for m in ("train", "eval") if any(f"hess_norm_{m}" in r.metrics for r in runs)]
     metrics: list[tuple[str, str]] = []
     for m in modes:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import re
 
-from sgdlab.errors import ConfigError
 from sgdlab.experiments.analysis import Analysis, Conclusion
 from sgdlab.experiments.plots import curves, panels
 from sgdlab.experiments.procedures import StoredRun, register_analysis
