@@ -189,3 +189,35 @@ def test_a_run_with_drop_last_takes_only_full_batches(tmp_path):
     n = len(load_dataset("cubic").x_train)
     assert n > 6 and n % 6, "the test needs a training set that is no multiple of the batch"
     assert steps == {"keep": 2 * -(-n // 6), "drop": 2 * (n // 6)}
+
+
+@pytest.mark.parametrize("scale", ["smoke", "cpu", "paper"])
+def test_equal_ratio_pairs_share_their_ratio_at_every_scale(scale):
+    # Fig. 1's pairs and Fig. 2's linear rescaling are claims about runs of equal η/S: a scale
+    # whose pair differs in η/S tests another claim under the paper's labels
+    import math
+
+    from sgdlab.experiments.spec import load_experiment
+
+    spec = load_experiment("jastrzebski-equal-ratio", scale)
+    runs = {r.label: r.params for r in spec.expand(data_dir="/d")}
+
+    def ratios(p):                    # (η/S at the cycle's start, the other end)
+        lr, b, s = p["optimizer"]["lr"], p["batch_size"], p.get("schedule") or {}
+        if isinstance(b, dict):
+            first, other = ((b["high"], b["low"]) if b.get("start") == "high"
+                            else (b["low"], b["high"]))
+            return lr / first, lr / other
+        if s.get("name") == "triangular":
+            return lr / b, lr * s["max_factor"] / b
+        return lr / b, lr / b
+
+    for pair in spec.options["pairs"]:
+        a, b = ratios(runs[pair["a"]]), ratios(runs[pair["b"]])
+        assert a == pytest.approx(b, rel=1e-12), (scale, pair["name"], a, b)
+    resc = spec.options["rescaling"]
+    for r in resc if isinstance(resc, list) else [resc]:       # one per network
+        ref, lin, sq = (runs[r[k]] for k in ("reference", "linear", "sqrt"))
+        assert ratios(lin) == pytest.approx(ratios(ref), rel=1e-12)
+        k = sq["batch_size"] / ref["batch_size"]
+        assert sq["optimizer"]["lr"] == pytest.approx(ref["optimizer"]["lr"] * math.sqrt(k))
