@@ -64,6 +64,20 @@ def test_equal_ratio_rescaling_gaps_for_two_networks():
         equal_ratio(spec, runs)
 
 
+
+def test_equal_ratio_table_names_the_schedule_that_moves_the_learning_rate():
+    # a cyclic learning rate is not its base rate: the table says how it moves
+    acc = {"test_acc": [(0, 0.1), (10, 0.5)]}
+    runs = [run("clr", 0, params={"optimizer": {"lr": 0.001}, "batch_size": 128, "schedule": {
+                "name": "triangular", "max_factor": 5.0, "step_size_epochs": 5}}, metrics=acc),
+            run("const", 0, params={"optimizer": {"lr": 0.005}, "batch_size": 640},
+                metrics=acc)]
+    spec = SimpleNamespace(paper=PAPER, options={"curves": [], "pairs": [
+        {"name": "p", "a": "clr", "b": "const"}]})
+    rows = {r[0]: r for r in equal_ratio(spec, runs).tables[0].rows}
+    assert rows["clr"][1] == "0.001 (triangular: max_factor 5.0, step_size_epochs 5)"
+    assert rows["const"][1] == "0.005"
+
 def walk_run(label, seed, cos, floor, dist, alpha=0.5):
     return run(label, seed, metrics={
         "grad_cosine": [(s, cos) for s in range(2, 41)],

@@ -57,6 +57,16 @@ def batch_size_text(b: Any) -> str:
     return str(b)
 
 
+def lr_text(params: dict[str, Any]) -> str:
+    """A run's learning rate for a table: the base rate, and the schedule that moves it
+    (``0.001 (triangular: max_factor 5.0, step_size_epochs 5)``)."""
+    lr, sched = params["optimizer"]["lr"], params.get("schedule")
+    if not isinstance(sched, dict) or not sched.get("name"):
+        return str(lr)
+    args = ", ".join(f"{k} {v}" for k, v in sched.items() if k != "name")
+    return f"{lr} ({sched['name']}{': ' + args if args else ''})"
+
+
 def lr_and_batch(r: StoredRun) -> tuple[float, float]:
     lr = float(get_dotted(r.params, "optimizer.lr"))
     b = r.params["batch_size"]
@@ -237,9 +247,8 @@ def equal_ratio(spec, runs: list[StoredRun]) -> Analysis:
     add_references(vals, o)
     rows = []
     for g, rs in groups.items():
-        lr, b = rs[0].params["optimizer"]["lr"], rs[0].params["batch_size"]
         v = vals[g]
-        rows.append([g, str(lr), batch_size_text(b), v["curve_mean"], v.get("curve_mean__std", 0.0),
+        rows.append([g, lr_text(rs[0].params), batch_size_text(rs[0].params["batch_size"]), v["curve_mean"], v.get("curve_mean__std", 0.0),
                      v["late"], len(rs)])
     table = Table("equal_ratio", ["run", "lr", "batch size", f"mean {metric} over the curve",
                                   "std", f"{metric} (last {k})", "seeds"], rows)
