@@ -125,6 +125,10 @@ def _float_buffers(model: nn.Module) -> dict[str, Tensor]:
     return {n: b.detach().clone() for n, b in model.named_buffers() if b.is_floating_point()}
 
 
+def _frozen_params(model: nn.Module) -> dict[str, Tensor]:
+    return {n: p.detach().clone() for n, p in model.named_parameters() if not p.requires_grad}
+
+
 def interpolate_models(
     model_a: nn.Module,
     model_b: nn.Module,
@@ -139,7 +143,8 @@ def interpolate_models(
     """Mean loss and accuracy at θ(α) = (1 − α) θ_A + α θ_B for each α.
 
     Args:
-        model_a, model_b: two models of the same architecture (not modified).
+        model_a, model_b: two models of the same architecture (not modified); frozen
+            parameters are interpolated like the trainable ones.
         loss_fn: mean-reduced loss.
         train_data, test_data: batches ``(x, y)`` or iterables of batches.
         alphas: default ``linspace(-1, 2, 31)`` (α = 0 is θ_A, α = 1 is θ_B).
@@ -157,13 +162,26 @@ def interpolate_models(
     if alphas is None:
         alphas = torch.linspace(-1.0, 2.0, 31, dtype=torch.float64)
     alphas = [float(a) for a in torch.as_tensor(alphas, dtype=torch.float64).reshape(-1)]
+    # a frozen part is still part of θ: where the two models' frozen parameters differ, θ(α)
+    # moves them too (taking model A's at every α would end the line at another model than B)
+    frozen_a, frozen_b = _frozen_params(model_a), _frozen_params(model_b)
+    if frozen_a.keys() != frozen_b.keys() or any(
+            frozen_a[n].shape != frozen_b[n].shape for n in frozen_a):
+        raise ValueError("models differ in their frozen (requires_grad=False) parameters: "
+                         f"{sorted(frozen_a)} vs {sorted(frozen_b)}")
+    moving = {n: (frozen_a[n], frozen_b[n]) for n in frozen_a
+              if not torch.equal(frozen_a[n], frozen_b[n])}
     model = copy.deepcopy(model_a)
+    frozen = dict(model.named_parameters())
     bn = has_batchnorm(model)
     bufs_a, bufs_b = _float_buffers(model_a), _float_buffers(model_b)
     curve = InterpolationCurve(alphas, [], [], [], [], bn_stats if bn else "none")
     undefined = []
     for a in alphas:
         set_params_vector(model, torch.lerp(theta_a, theta_b, a))
+        with torch.no_grad():
+            for n, (pa, pb) in moving.items():
+                frozen[n].copy_(torch.lerp(pa, pb, a))
         if bn and bn_stats == "interpolate":
             with torch.no_grad():
                 for n, b in model.named_buffers():

@@ -112,3 +112,26 @@ def test_interpolated_statistics_without_a_variance_are_nan_with_a_warning():
         assert all(x != x for x in series[:2]) and all(x == x for x in series[2:])
     assert c.train_loss[2:4] == pytest.approx([evaluate(m, loss_fn, data)[0] for m in (a, b)],
                                               rel=1e-12)
+
+
+def test_frozen_parameters_are_interpolated_too():
+    # a frozen layer that differs between the two models is part of θ: α = 1 is model B and
+    # α = 0.5 the midpoint of every parameter, not model A's frozen layer with B's others
+    a, b = _pair(False)
+    for m in (a, b):
+        m[0].requires_grad_(False)
+    train = _data(40, 0)
+    loss_fn = nn.CrossEntropyLoss()
+    curve = interpolate_models(a, b, loss_fn, train, alphas=[0.0, 0.5, 1.0])
+    mid = copy.deepcopy(a)
+    with torch.no_grad():
+        for pm, pa, pb in zip(mid.parameters(), a.parameters(), b.parameters()):
+            pm.copy_((pa + pb) / 2)
+    for got, model in zip(curve.train_loss, (a, mid, b)):
+        assert got == pytest.approx(evaluate(model, loss_fn, train)[0], rel=1e-12)
+    assert all(not p.requires_grad for p in a[0].parameters())    # the inputs are untouched
+    c = nn.Sequential(nn.Identity(), nn.Linear(4, 6), nn.ReLU(), nn.Dropout(0.5),
+                      nn.Linear(6, 3)).double()
+    c[1].requires_grad_(False)                    # as many trainable ones, other frozen names
+    with pytest.raises(ValueError, match="frozen"):
+        interpolate_models(a, c, loss_fn, train, alphas=[0.0])
