@@ -155,9 +155,7 @@ def _write_run_file(out: Path, run_id: str, store: Any) -> None:
 
 
 def _refuse_held(out_dir: str | os.PathLike) -> None:
-    """A :class:`UserError` when folder ``out_dir`` holds a run (its run.json), or the
-    results.json of another command (an experiment's report, say), which the run's own
-    results.json would replace."""
+    """A :class:`UserError` when folder ``out_dir`` holds a run (its run.json)."""
     if (Path(out_dir) / RUN_FILE).is_file():
         try:
             held = json.loads((Path(out_dir) / RUN_FILE).read_text()).get("run_id", "?")
@@ -165,14 +163,6 @@ def _refuse_held(out_dir: str | os.PathLike) -> None:
             held = "?"
         raise UserError(f"{out_dir} already holds run {held} (its results and checkpoint would "
                         "be overwritten): choose another folder, or remove that one first")
-    if (Path(out_dir) / "results.json").is_file():
-        try:
-            rec = json.loads((Path(out_dir) / "results.json").read_text())
-            what = f"the report of experiment {rec['experiment']['name']}"
-        except (OSError, ValueError, TypeError, KeyError):
-            what = "another command's results.json"
-        raise UserError(f"{out_dir} holds {what} (the run would write over its results.json): "
-                        "choose another folder, or remove that one first")
 
 
 def _claim_folder(out: Path, out_dir: str | os.PathLike, run_id: str, store: Any) -> None:

@@ -242,20 +242,6 @@ def test_runs_compare_plot_path_is_checked_first_and_printed_as_written(tmp_path
     assert f"{tmp_path / 'file'} is a file, not a folder" in capsys.readouterr().err
 
 
-def test_train_does_not_write_over_an_experiments_report(tmp_path, capsys):
-    report = tmp_path / "report"        # what `sgdlab run NAME --out report` leaves
-    report.mkdir()
-    text = json.dumps({"experiment": {"name": "xing-walk"}, "scale": "cpu", "tables": []})
-    (report / "results.json").write_text(text)
-    store = tmp_path / "s.sqlite"
-    assert main(["train", "digits-mlp", "--store", str(store), "--out", str(report),
-                 "--set", "train.epochs=1", "--no-progress"]) == 2
-    assert (f"{report} holds the report of experiment xing-walk (the run would write over "
-            "its results.json)" in capsys.readouterr().err)
-    assert (report / "results.json").read_text() == text and not (report / "run.json").exists()
-    assert RunStore(store).list_runs() == []       # refused before a run was recorded
-
-
 def test_runs_compare_names_a_list_item_one_config_lacks_in_one_row():
     from sgdlab.cli.runs import _config_diff, _flat
 
