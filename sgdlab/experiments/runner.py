@@ -56,18 +56,6 @@ def default_out_dir(spec: ExperimentSpec) -> Path:
     return Path("sgdlab-out") / f"{spec.name}-{spec.scale}{tail}"
 
 
-def held_by_training_run(out: str | Path) -> str | None:
-    """Why folder ``out`` cannot take an experiment's report: it holds a run of ``sgdlab
-    train`` (its run.json), whose results.json the report would overwrite; None otherwise."""
-    from sgdlab.config.runner import RUN_FILE, recorded_run
-
-    if not (Path(out) / RUN_FILE).is_file():
-        return None
-    rid, _ = recorded_run(Path(out))
-    return (f"--out {out} holds run {rid or '?'} of `sgdlab train` (the report would write "
-            "over its results.json): choose another folder")
-
-
 def environment(device: str = "cpu", workers: int = 1) -> dict[str, Any]:
     import numpy
     import torch
@@ -143,10 +131,7 @@ def run_experiment(name_or_path: str | Path, *, scale: str = "cpu", out_dir: str
     runs = spec.expand(data_dir=data_dir)
     # the report's folder, before the runs: a sweep of hours must not end on a path it
     # cannot write to
-    out = Path(out_dir) if out_dir is not None else default_out_dir(spec)
-    if (held := held_by_training_run(out)) is not None:
-        raise UserError(held)
-    out = make_output_dir(out)
+    out = make_output_dir(out_dir if out_dir is not None else default_out_dir(spec))
     say = progress or (lambda s: None)
     tag = "".join(f", {k}={c}" for k, c in spec.changed_readings().items())
     say(f"{spec.name} v{spec.version} [{scale}{tag}]: {len(runs)} runs — {spec.title}")
@@ -325,8 +310,6 @@ def rebuild(target: str | Path, *, scale: str = "cpu", store_path: str | None = 
         store_path = str(store_file(open_store(None)))
     if not Path(store_path).is_file():
         raise UserError(f"run store {store_path!r} does not exist")
-    if (held := held_by_training_run(out)) is not None:
-        raise UserError(held)
     results = build_report(spec, out, store_path=store_path, data_dir=data_dir,
                            require_runs=True)
     return out, results

@@ -186,21 +186,6 @@ def test_what_stops_a_run_stops_its_plan(tmp_path, capsys):
     assert "give both" in capsys.readouterr().err
 
 
-def test_a_training_runs_folder_is_not_taken_for_a_report(tmp_path, capsys):
-    held = tmp_path / "trained"       # what `sgdlab train --out trained` leaves
-    held.mkdir()
-    (held / "run.json").write_text(json.dumps({"run_id": "20260101-000000-aaaa", "store": "s"}))
-    (held / "results.json").write_text(json.dumps({"run_id": "20260101-000000-aaaa"}))
-    before = files_under(held)
-    store = tmp_path / "s.sqlite"
-    argv = ["run", GRID, "--scale", "smoke", "--store", str(store), "--out", str(held)]
-    for extra in (["--dry-run"], []):
-        assert main([*argv, *extra]) == 2
-        assert (f"--out {held} holds run 20260101-000000-aaaa of `sgdlab train`"
-                in capsys.readouterr().err)
-    assert files_under(held) == before and not store.exists()   # refused before the sweep
-
-
 def test_a_report_rebuilds_from_another_folder_with_a_relative_store(tmp_path, capsys,
                                                                      monkeypatch):
     (tmp_path / "a").mkdir()
