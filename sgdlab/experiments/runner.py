@@ -25,8 +25,8 @@ from sgdlab.experiments.analysis import Analysis, Conclusion
 from sgdlab.experiments.procedures import get_analysis
 from sgdlab.experiments.spec import (ExperimentSpec, load_experiment, load_yaml,
                                     needs_data_dir, resolve)
-from sgdlab.experiments.sweep import (SweepReport, load_runs, open_store, run_sweep, store_file,
-                                     threads_per_worker)
+from sgdlab.experiments.sweep import (SweepReport, check_options, load_runs, open_store, run_sweep,
+                                     store_file, threads_per_worker)
 from sgdlab.report.tables import Table
 from sgdlab.strict_json import dumps as strict_dumps, finite_or_none
 
@@ -129,6 +129,8 @@ def run_experiment(name_or_path: str | Path, *, scale: str = "cpu", out_dir: str
         name_or_path, scale=scale, device=device, data_dir=data_dir, backend=backend,
         cpus_per_run=cpus_per_run, gpus_per_run=gpus_per_run, readings=readings)
     runs = spec.expand(data_dir=data_dir)
+    # contradictory options fail before the output folder is made, as in the dry run
+    check_options(workers=workers, backend=backend, address=address, gpus_per_run=gpus_per_run)
     # the report's folder, before the runs: a sweep of hours must not end on a path it
     # cannot write to
     out = make_output_dir(out_dir if out_dir is not None else default_out_dir(spec))

@@ -218,3 +218,15 @@ def test_results_json_names_its_store_from_any_folder(tmp_path, capsys, monkeypa
     monkeypatch.chdir(tmp_path / "b")       # the recorded store, not ./st/runs.sqlite here
     assert main(["report", "../a/out"]) == 0
     assert not (tmp_path / "b" / "st").exists()
+
+
+@pytest.mark.parametrize("bad", [["--workers", "0"], ["--address", "auto"]])
+def test_a_run_refuses_bad_options_before_it_writes(tmp_path, capsys, bad):
+    """As its plan: the options are refused before the output folder is made or the header
+    printed, so a mistyped option leaves nothing behind."""
+    out = tmp_path / "out"
+    assert main(["run", "zhu-escape-2d", "--scale", "smoke", "--store", str(tmp_path / "s"),
+                 "--out", str(out), *bad]) == 2
+    got = capsys.readouterr()
+    assert got.out == "" and ("--workers must be >= 1" in got.err or "--backend ray" in got.err)
+    assert list(tmp_path.iterdir()) == []
