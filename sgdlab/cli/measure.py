@@ -98,7 +98,7 @@ def _locate(target: str, store_path: str | None):
     """(config dict, checkpoint path, run_id or None, run folder or None, store)."""
     from sgdlab.config.io import load_config
     from sgdlab.config.runner import recorded_run
-    from sgdlab.store import RunStore
+    from sgdlab.store import RunStore, default_store_path
     from sgdlab.train.checkpoint import CHECKPOINT_NAME
 
     p = Path(target)
@@ -126,7 +126,11 @@ def _locate(target: str, store_path: str | None):
             store_path = recorded
         store = RunStore(store_path or (cfg.get("store") or {}).get("path"))
         return cfg, ckpt, run_id, folder, store
-    store = RunStore(store_path)
+    path = Path(store_path) if store_path else default_store_path()
+    if not path.is_file():  # a mistyped id or folder must not create an empty store
+        raise UserError(f"{target!r} is no run folder or checkpoint, and there is no run store "
+                        f"at {path} to look it up in (use --store PATH or $SGDLAB_STORE)")
+    store = RunStore(path)
     run = store.get_run(target)   # UserError names the run if missing
     dirs = [a["path"] for a in run["artifacts"] if a["kind"] == "out_dir"]
     ckpts = [a["path"] for a in run["artifacts"] if a["kind"] == "checkpoint"]

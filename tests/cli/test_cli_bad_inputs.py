@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -247,3 +248,18 @@ def test_an_interrupted_sweep_run_completed_by_a_later_one_asks_for_nothing(tmp_
     assert main(["runs", "show", edited, "--store", path]) == 0
     assert ("continue it with: sgdlab run --config /x/my.yaml --scale smoke"
             in capsys.readouterr().out)
+
+
+@pytest.mark.parametrize("given", [True, False])
+def test_measure_of_a_mistyped_run_creates_no_store(tmp_path, monkeypatch, capsys, given):
+    """An id or folder that names nothing, with no store where one is looked for: one line
+    that says so, and no empty store left behind (as `runs show` and `resume`)."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("SGDLAB_STORE", raising=False)
+    store = tmp_path / "given.sqlite" if given else Path("sgdlab-runs/runs.sqlite")
+    argv = ["measure", "2026-no-such-run"] + (["--store", str(store)] if given else [])
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "'2026-no-such-run' is no run folder or checkpoint" in err
+    assert f"no run store at {store} to look it up in" in err
+    assert list(tmp_path.iterdir()) == []
