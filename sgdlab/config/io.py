@@ -102,6 +102,12 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str] | tuple[str, ...])
                 node[k] = value
             else:
                 if isinstance(node, dict) and node.get(k) is None:
+                    nxt = steps[i + 1]
+                    if isinstance(nxt, int) or nxt.isdigit():
+                        raise ConfigError(f"--set {item!r}: the config has no "
+                                          f"{_override_path(steps[:i + 1])} list; [{nxt}] "
+                                          "picks an entry of a list in the config file, so "
+                                          "write the list there")
                     node[k] = {}
                 if not isinstance(node[k], (dict, list)):
                     raise ConfigError(f"--set {item!r}: {_override_path(steps[:i + 1])} is not "

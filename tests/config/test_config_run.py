@@ -133,10 +133,14 @@ def test_yaml_and_toml_and_overrides(tmp_path):
     assert listed["measure"][0]["every"] == 2                      # a copy was changed
     for bad, match in (("measure[2].every=1", "measure has 2 entries, no \\[2\\]"),
                        ("measure.every=1", "measure is a list: pick an entry, measure\\[0\\]"),
-                       ("train[0]=1", "train is not a list"),
+                       ("optimizer[0]=1", "optimizer is not a list"),
                        ("measure[x]=1", "expected KEY.PATH=VALUE")):
         with pytest.raises(ConfigError, match=match):
             apply_overrides(listed, [bad])
+    # a list the config does not have is named as missing, not as something else
+    for bad in ("measure[0].every=5", "measure.0.every=5"):
+        with pytest.raises(ConfigError, match="the config has no measure list; \\[0\\] picks"):
+            apply_overrides(raw, [bad])
 
 
 class _Inner(Section):
