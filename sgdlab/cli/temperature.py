@@ -48,13 +48,21 @@ def register(subparsers) -> None:
                    help="solve for the batch size that keeps the temperature at this new "
                         "learning rate (rounded to an integer; the achieved value is shown)")
     p.add_argument("--keep", choices=list(_HELP), default=None,
-                   help="which temperature to keep (default: every computable one)")
+                   help="with --match-lr or --match-batch-size: which temperature to keep "
+                        "(default: every computable one)")
     p.set_defaults(func=_temperature)
 
 
 def _temperature(args: argparse.Namespace) -> int:
     import sgdlab.measure.temperature as T
 
+    matching = args.match_lr is not None or args.match_batch_size is not None
+    # --keep only steers the solve: refused, not ignored, without one (and before any output)
+    if args.keep and not matching:
+        raise UserError(f"--keep {args.keep} picks the temperature that --match-lr or "
+                        "--match-batch-size keeps: give one of them")
+    if args.keep == "thesis" and args.mean_eig is None:
+        raise UserError("--keep thesis needs --mean-eig")
     kw = dict(momentum=args.momentum, dataset_size=args.dataset_size,
               mean_eigenvalue=args.mean_eig)
     try:
@@ -65,12 +73,10 @@ def _temperature(args: argparse.Namespace) -> int:
           + (f", dataset size {args.dataset_size}" if args.dataset_size else ""))
     for name, value in temps.items():
         print(f"  {name:30s} {value:.6g}")
-    if args.match_lr is None and args.match_batch_size is None:
+    if not matching:
         return 0
     kinds = [args.keep] if args.keep else [k for k in T.KINDS
                                            if k != "thesis" or args.mean_eig is not None]
-    if args.keep == "thesis" and args.mean_eig is None:
-        raise UserError("--keep thesis needs --mean-eig")
     for kind in kinds:
         # β⁻¹ with N given is kept without replacement (the factor 1 − B/N matters there)
         kkw = kw if kind == "beta_inv" else {**kw, "dataset_size": None}

@@ -59,6 +59,13 @@ def test_cli_solves_and_reports(capsys):
     assert "lr 0.05 -> batch size 64" in capsys.readouterr().out
     assert main(["temperature", "--lr", "0.1", "--batch-size", "128", "--momentum", "1.0"]) == 2
     assert "momentum" in capsys.readouterr().err
+    # --keep steers the solve: without one, or without the eigenvalue it needs, it is refused
+    # in one line before any output, never silently ignored
+    for extra, says in ((["--keep", "musso"], "--keep musso picks the temperature that"),
+                        (["--keep", "thesis", "--match-lr", "256"], "--keep thesis needs")):
+        assert main(["temperature", "--lr", "0.1", "--batch-size", "128", *extra]) == 2
+        out, err = capsys.readouterr()
+        assert out == "" and says in err
 
 
 def test_musso_eq19_in_the_papers_terms():
