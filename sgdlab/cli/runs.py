@@ -172,7 +172,13 @@ def _list(args) -> int:
     if not runs:
         wanted = [f"{k} {v!r}" for k, v in (("experiment", args.experiment),
                                             ("status", args.status)) if v]
-        print(f"no runs {'with ' + ' and '.join(wanted) + ' ' if wanted else ''}in {store.path}")
+        hint = ""
+        if args.experiment:   # a mistyped name: the closest experiment the store holds
+            from sgdlab.errors import did_you_mean
+            hint = did_you_mean(args.experiment, {r["experiment"] for r in store.list_runs()
+                                                  if r["experiment"]})
+        print(f"no runs {'with ' + ' and '.join(wanted) + ' ' if wanted else ''}in "
+              f"{store.path}{hint}")
         return 0
     rows = [("RUN_ID", "NAME", "EXPERIMENT", "STATUS", "STEPS", "TEST_ACC", "TEST_LOSS",
              "CREATED")]

@@ -147,6 +147,11 @@ def test_report_of_a_missing_folder_and_an_empty_filter_say_what_is_missing(tmp_
     capsys.readouterr()
     assert main(["runs", "list", "--store", store, "--experiment", "nope"]) == 0
     assert capsys.readouterr().out == f"no runs with experiment 'nope' in {store}\n"
+    # a mistyped experiment name is pointed to the closest one the store holds
+    RunStore(store).create_run({}, name="gd", experiment="zhu-escape-2d", status="finished")
+    assert main(["runs", "list", "--store", store, "--experiment", "zhu-escape2d"]) == 0
+    assert capsys.readouterr().out == (f"no runs with experiment 'zhu-escape2d' in {store} "
+                                       "(did you mean zhu-escape-2d?)\n")
 
 
 def test_a_negative_label_noise_is_named_by_its_own_key(tmp_path, capsys):
