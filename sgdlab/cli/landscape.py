@@ -122,11 +122,17 @@ def _main(args) -> int:
             raise UserError(f"--threads must be >= 1, got {args.threads}")
         torch.set_num_threads(args.threads)
     out = Path(args.out)
+    fresh = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
     runner = {"escape": _escape, "ou": _ou, "double-well": _double_well, "pspin": _pspin,
               "pde": _pde, "perceptron": _perceptron}[args.demo]
     t0 = time.perf_counter()
-    results = runner(args, out)
+    try:
+        results = runner(args, out)
+    except UserError:
+        if fresh and not any(out.iterdir()):
+            out.rmdir()   # a demo that refuses its options leaves no empty folder behind
+        raise
     results.update({"demo": args.demo, "quick": args.quick, "seed": args.seed,
                     "seconds": round(time.perf_counter() - t0, 3), "environment": _env()})
     (out / "results.json").write_text(dumps(results, indent=2, default=float))

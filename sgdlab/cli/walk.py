@@ -121,12 +121,12 @@ def _walk(args: argparse.Namespace) -> int:
             raise UserError(f"--{name.replace('_', '-')} must be > 0, got {v}")
     if args.threads:
         torch.set_num_threads(args.threads)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     data = load_dataset(args.data)
     if data.task != "classification":
         raise UserError(f"sgdlab walk needs a classification dataset; {args.data} is "
                         f"{data.task}")
+    out = Path(args.out)   # made once the data is known good: a typo leaves no empty folder
+    out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(args.seed)
     model_init = build_model("mlp", data.input_shape, data.num_outputs, widths=args.widths)
 

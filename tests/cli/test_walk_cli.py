@@ -22,3 +22,9 @@ def test_walk_command_writes_plots_tables_and_results(tmp_path, capsys):
     assert len(res["interpolation_gd_to_sgd"]["alphas"]) == 31
     assert "barriers in epoch 1" in capsys.readouterr().out
     assert main(["walk", "--steps", "1", "--out", str(out)]) == 2
+
+
+def test_walk_refuses_an_unknown_dataset_before_it_makes_the_folder(tmp_path, capsys):
+    assert main(["walk", "--data", "digitz", "--steps", "2", "--out", str(tmp_path / "w")]) == 2
+    assert "did you mean digits?" in capsys.readouterr().err
+    assert not (tmp_path / "w").exists()

@@ -117,3 +117,12 @@ def test_escape_authors_code_protocol_cli(tmp_path, capsys):
         assert res["landscape"]["sharp_eigenvalues"] == pytest.approx([19.0, 1.0])
     finally:
         torch.set_num_threads(n)
+
+
+def test_a_refused_option_leaves_no_empty_folder(tmp_path, capsys):
+    """A demo that refuses its options has written nothing: the folder it made goes again,
+    a folder that was there stays."""
+    for out in (tmp_path / "new", tmp_path):
+        assert main(["landscape", "escape", "--repetitions", "0", "--out", str(out)]) == 2
+        assert "repetitions must be >= 1" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
