@@ -87,10 +87,12 @@ def register(subparsers) -> None:
                           "with this matrix (one quadratic form per sample)")
     p.add_argument("--train-mode", action="store_true",
                    help="measure with the model in train mode (default: eval mode)")
-    p.add_argument("--seed", type=int, default=0, help="seed of subset, probes and samples")
+    p.add_argument("--seed", type=int, default=0,
+                   help="seed of subset, probes and samples (default 0)")
     p.add_argument("--store", metavar="PATH", help="run store (default: the run's or "
                    "$SGDLAB_STORE or ./sgdlab-runs/runs.sqlite)")
-    p.add_argument("--out", metavar="DIR", help="output folder")
+    p.add_argument("--out", metavar="DIR",
+                   help="output folder (default: <run folder>/measure-step<step>)")
     p.set_defaults(func=_measure)
 
 

@@ -52,7 +52,7 @@ def register(subparsers) -> None:
     p.add_argument("--backend", choices=["auto", "gloo", "nccl"], default="auto",
                    help="distributed backend (default: nccl with CUDA, else gloo)")
     p.add_argument("--timeout", type=float, default=60.0,
-                   help="seconds before a stuck collective fails (distributed)")
+                   help="seconds before a stuck collective fails (distributed; default 60)")
     p.add_argument("--checkpoint-every", type=int, default=None,
                    help="rounds between checkpoints in OUT/checkpoints (default: config or 10)")
     p.add_argument("--resume", action="store_true",

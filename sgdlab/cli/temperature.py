@@ -33,7 +33,7 @@ def register(subparsers) -> None:
                    help="learning rate η; for Musso's random learning rate the maximal l "
                         "(kind musso) or the mean (kind musso-mean-lr)")
     p.add_argument("--batch-size", type=int, required=True, help="batch size B")
-    p.add_argument("--momentum", type=float, default=0.0, help="heavy-ball momentum μ")
+    p.add_argument("--momentum", type=float, default=0.0, help="heavy-ball momentum μ (default 0)")
     p.add_argument("--dataset-size", type=int, default=None, metavar="N",
                    help="N: adds β⁻¹ without replacement (factor 1 − B/N)")
     p.add_argument("--mean-eig", type=float, default=None, metavar="M",

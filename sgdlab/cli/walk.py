@@ -53,7 +53,8 @@ def register(subparsers) -> None:
     p.add_argument("--eval-subset", type=int, default=None,
                    help="interpolate on a fixed subset of this many training examples "
                         "(default: the whole training set)")
-    p.add_argument("--seed", type=int, default=0, help="initialisation and sampling seed")
+    p.add_argument("--seed", type=int, default=0,
+                   help="initialisation and sampling seed (default 0)")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     p.add_argument("--out", required=True, metavar="DIR", help="output directory")
     p.set_defaults(func=_walk)

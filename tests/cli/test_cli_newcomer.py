@@ -51,6 +51,19 @@ def test_every_command_and_option_has_plain_help():
             "sgdlab config schema", "sgdlab runs export"} <= seen
 
 
+def test_every_option_with_a_default_says_it():
+    """An option that takes a value when not given says which in its help (a seed, a
+    timeout, a momentum); switches and options that are simply absent need not."""
+    missing = []
+    for path, parser in _parsers(build_parser()):
+        for a in parser._actions:
+            if (a.option_strings and not isinstance(a, argparse._StoreTrueAction)
+                    and a.default not in (None, [], argparse.SUPPRESS) and a.default is not False
+                    and "default" not in (a.help or "")):
+                missing.append((" ".join(path), a.option_strings[0], a.default))
+    assert missing == []
+
+
 @pytest.mark.parametrize("argv", [["--help"], ["list"], ["train", "--help"]])
 def test_help_and_list_import_no_numerics(argv):
     """What makes `sgdlab --help` and `sgdlab list` fast (the timing itself is the
