@@ -1,4 +1,4 @@
-"""``sgdlab report OUT_DIR_OR_EXPERIMENT [--compare OTHER]``: rebuild an experiment's report
+"""``sgdlab report TARGET [--compare OTHER]``: rebuild an experiment's report
 from the run store (no training), and optionally compare it with another side by side."""
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ def register(subparsers) -> None:
         description="Rebuild results.json, figures, tables and report.html from the runs in the "
                     "store. TARGET is an output directory (its results.json says which "
                     "experiment, scale and store) or an experiment name.")
-    p.add_argument("target", metavar="OUT_DIR_OR_EXPERIMENT",
+    p.add_argument("target", metavar="TARGET",
                    help="an experiment's output directory, or a catalogue name")
     p.add_argument("--compare", metavar="OTHER",
                    help="another output directory or experiment: write a side-by-side page")
@@ -23,7 +23,9 @@ def register(subparsers) -> None:
     add_reading_option(p, " when TARGET/OTHER is an experiment name")
     p.add_argument("--store", metavar="PATH", help="run store path (default: as recorded)")
     p.add_argument("--out", metavar="PATH",
-                   help="output directory for a rebuilt report, or the compare page's path")
+                   help="output directory for a rebuilt report (default: TARGET itself, or "
+                        "sgdlab-out/NAME-SCALE for a name), or the compare page's path "
+                        "(default: compare-<OTHER's folder name>.html in TARGET's folder)")
     p.add_argument("--data-dir", metavar="DIR",
                    help="directory with the paper's dataset files, for an experiment run at "
                         "scale paper (default: as recorded in results.json)")

@@ -64,6 +64,15 @@ def test_every_option_with_a_default_says_it():
     assert missing == []
 
 
+def test_report_help_names_its_argument_as_its_text_does():
+    """The description and options speak of TARGET (and OTHER): the usage line names the
+    positional argument so, and --out says where a report goes when not given."""
+    parser = dict(_parsers(build_parser()))[("sgdlab", "report")]
+    usage, text = parser.format_usage(), parser.format_help()
+    assert usage.split()[-1] == "TARGET" and "--compare OTHER" in usage
+    assert "TARGET is an output directory" in text and "sgdlab-out/NAME-SCALE" in text
+
+
 @pytest.mark.parametrize("argv", [["--help"], ["list"], ["train", "--help"]])
 def test_help_and_list_import_no_numerics(argv):
     """What makes `sgdlab --help` and `sgdlab list` fast (the timing itself is the
