@@ -63,6 +63,11 @@ def _temperature(args: argparse.Namespace) -> int:
                         "--match-batch-size keeps: give one of them")
     if args.keep == "thesis" and args.mean_eig is None:
         raise UserError("--keep thesis needs --mean-eig")
+    if args.match_lr is not None and args.match_lr < 1:
+        raise UserError(f"--match-lr takes the new batch size, >= 1; got {args.match_lr}")
+    if args.match_batch_size is not None and not args.match_batch_size > 0:
+        raise UserError(f"--match-batch-size takes the new learning rate, > 0; got "
+                        f"{args.match_batch_size:g}")
     kw = dict(momentum=args.momentum, dataset_size=args.dataset_size,
               mean_eigenvalue=args.mean_eig)
     try:

@@ -60,9 +60,11 @@ def test_cli_solves_and_reports(capsys):
     assert main(["temperature", "--lr", "0.1", "--batch-size", "128", "--momentum", "1.0"]) == 2
     assert "momentum" in capsys.readouterr().err
     # --keep steers the solve: without one, or without the eigenvalue it needs, it is refused
-    # in one line before any output, never silently ignored
+    # in one line before any output, never silently ignored; so is a new value out of range
     for extra, says in ((["--keep", "musso"], "--keep musso picks the temperature that"),
-                        (["--keep", "thesis", "--match-lr", "256"], "--keep thesis needs")):
+                        (["--keep", "thesis", "--match-lr", "256"], "--keep thesis needs"),
+                        (["--match-lr", "0"], "--match-lr takes the new batch size, >= 1"),
+                        (["--match-batch-size", "-1"], "--match-batch-size takes the new")):
         assert main(["temperature", "--lr", "0.1", "--batch-size", "128", *extra]) == 2
         out, err = capsys.readouterr()
         assert out == "" and says in err
