@@ -37,7 +37,7 @@ def register(subparsers) -> None:
 def _train(args: argparse.Namespace) -> int:
     from sgdlab.config import apply_overrides, dump_yaml, load_config, validate_config
     from sgdlab.config.runner import run_config
-    from sgdlab.store import RunStore
+    from sgdlab.store import default_store_path
 
     raw = apply_overrides(load_config(args.config), args.overrides)
     if args.tensorboard:
@@ -52,11 +52,16 @@ def _train(args: argparse.Namespace) -> int:
         build_from_config({**cfg, "train": {**cfg["train"], "device": "cpu"}}, validated=True)
         print(dump_yaml(cfg), end="")
         return 0
-    store = RunStore(args.store or cfg["store"]["path"])
-    print(f"sgdlab: training {cfg['name'] or args.config} (store {store.path})", flush=True)
+    # the store is opened (or made) by run_config once the run is built: a config that fails
+    # there (a missing data file, no CUDA) leaves no empty store behind
+    store = Path(args.store or cfg["store"]["path"] or default_store_path())
+
+    def started(run_id: str) -> None:
+        print(f"sgdlab: training {cfg['name'] or args.config} (store {store})", flush=True)
+        announce(run_id, store)
+
     outcome = run_config(cfg, out_dir=args.out, store=store,
-                         progress=False if args.no_progress else None,
-                         announce=lambda rid: announce(rid, store.path))
+                         progress=False if args.no_progress else None, announce=started)
     print_outcome(outcome)
     return 0
 

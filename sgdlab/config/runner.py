@@ -67,8 +67,8 @@ class RunOutcome:
 def run_config(cfg: dict[str, Any], *, out_dir: str | os.PathLike | None = None,
                store: Any = None, progress: bool | None = None,
                announce: Any = None) -> RunOutcome:
-    """Validate ``cfg``, create a run in ``store`` (default: ``cfg['store']['path']`` or the
-    default store), train it and write its folder. ``announce(run_id)`` is called once the
+    """Validate ``cfg``, create a run in ``store`` (a ``RunStore`` or its path; default:
+    ``cfg['store']['path']`` or the default store), train it and write its folder. ``announce(run_id)`` is called once the
     run exists (the CLI prints the id and the resume command)."""
     from ..store import RunStore, environment, new_run_id
 
@@ -79,8 +79,8 @@ def run_config(cfg: dict[str, Any], *, out_dir: str | os.PathLike | None = None,
     if out_dir is not None:
         _refuse_held(out_dir)   # before a store is opened (or made) for a run that cannot start
         make_output_dir(out_dir)    # before the run is recorded: a folder it cannot write to
-    if store is None:
-        store = RunStore(cfg["store"]["path"])
+    if store is None or isinstance(store, (str, os.PathLike)):
+        store = RunStore(store if store is not None else cfg["store"]["path"])
     env = environment(seed=cfg["train"]["seed"], device=resolve_device(cfg["train"]["device"]))
     if out_dir is None:     # a folder of the run's own id: no other run can want it
         run_id = store.create_run(cfg, name=cfg["name"], experiment=cfg["experiment"], env=env)

@@ -160,6 +160,20 @@ def test_bad_config_exits_2_naming_the_key(tmp_path, capsys):
     assert not (tmp_path / "s.sqlite").exists()
 
 
+def test_a_config_that_fails_when_built_leaves_no_store(tmp_path, capsys, monkeypatch):
+    """Valid keys, but a run that cannot start here (a data file it does not have, no CUDA):
+    one line, nothing printed as if training had begun and no empty store made."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("SGDLAB_STORE", raising=False)
+    for bad in ("data.name=mnist", "train.device=cuda"):
+        if bad.endswith("cuda") and torch.cuda.is_available():
+            continue
+        assert main(["train", "digits-mlp", "--set", bad, "--no-progress"]) == 2
+        out, err = capsys.readouterr()
+        assert out == "" and err.count("\n") == 1 and ("data_dir" in err or "CUDA" in err)
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_packaged_default_runs(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert main(["train", "digits-mlp", "--set", "train.epochs=1", "--no-progress"]) == 0
