@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from sgdlab.errors import UserError
-from sgdlab.experiments.runner import default_out_dir, prepare
+from sgdlab.experiments.runner import default_out_dir, foreign_out_dir, prepare
 from sgdlab.experiments.spec import ExperimentSpec, RunSpec, get_dotted
 from sgdlab.experiments.sweep import (check_options, dependency_layers, finished_runs,
                                      run_device, run_threads)
@@ -178,7 +178,7 @@ def plan_experiment(name_or_path: str | Path, *, scale: str = "cpu",
         "store": str(store), "store_exists": store.is_file(), "out": str(out),
         "data_dir": data_dir}, datasets=[])
     _check_files(plan)
-    blocked = _blocked(out)
+    blocked = _blocked(out) or foreign_out_dir(out, spec)
     if blocked:
         plan.problems.append(blocked)
     if plan.to_run and not store.is_file():

@@ -109,6 +109,27 @@ def prepare(name_or_path: str | Path, *, scale: str, device: str, data_dir: str 
     return spec, backend, cpus_per_run, gpus_per_run
 
 
+def foreign_out_dir(out: Path, spec: ExperimentSpec) -> str | None:
+    """Why ``out`` must not take ``spec``'s report, or None: it holds a training run (its
+    results.json and checkpoints are that run's) or another experiment's report, which this
+    one would overwrite in part (results.json, report.html) and mix with (figures, tables).
+    The same experiment's folder is simply rewritten."""
+    if (out / "run.json").is_file():
+        return (f"--out {out} holds a training run (sgdlab train): this report would overwrite "
+                "its results.json; choose another folder")
+    try:
+        old = json.loads((out / "results.json").read_text())
+    except (OSError, ValueError):
+        return None     # no results.json, or an unreadable one: rewritten as before
+    exp = old.get("experiment") if isinstance(old, dict) else None
+    name = exp.get("name") if isinstance(exp, dict) else None
+    if name == spec.name and "scale" in old:
+        return None
+    what = f"the report of {name}" if isinstance(name, str) else "another results.json"
+    return (f"--out {out} holds {what}: this report would overwrite and mix with it; choose "
+            "another folder")
+
+
 def run_experiment(name_or_path: str | Path, *, scale: str = "cpu", out_dir: str | Path | None = None,
                    store_path: str | None = None, workers: int | None = None,
                    device: str = "cpu", data_dir: str | None = None, progress=print,
@@ -133,7 +154,11 @@ def run_experiment(name_or_path: str | Path, *, scale: str = "cpu", out_dir: str
     check_options(workers=workers, backend=backend, address=address, gpus_per_run=gpus_per_run)
     # the report's folder, before the runs: a sweep of hours must not end on a path it
     # cannot write to
-    out = make_output_dir(out_dir if out_dir is not None else default_out_dir(spec))
+    out = Path(out_dir) if out_dir is not None else default_out_dir(spec)
+    foreign = foreign_out_dir(out, spec)
+    if foreign:
+        raise UserError(foreign)
+    out = make_output_dir(out)
     say = progress or (lambda s: None)
     tag = "".join(f", {k}={c}" for k, c in spec.changed_readings().items())
     say(f"{spec.name} v{spec.version} [{scale}{tag}]: {len(runs)} runs — {spec.title}")

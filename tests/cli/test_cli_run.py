@@ -230,3 +230,25 @@ def test_a_run_refuses_bad_options_before_it_writes(tmp_path, capsys, bad):
     got = capsys.readouterr()
     assert got.out == "" and ("--workers must be >= 1" in got.err or "--backend ray" in got.err)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_run_refuses_a_folder_of_a_training_run_or_another_experiment(tmp_path, capsys):
+    """--out naming a `sgdlab train` run folder, or another experiment's report, is refused
+    by the run and its plan alike, before anything is written there; the same experiment's
+    folder is rewritten."""
+    store = ["--store", str(tmp_path / "s.sqlite")]
+    trained, zhu = tmp_path / "trained", tmp_path / "zhu"
+    assert main(["train", "digits-mlp", "--set", "train.epochs=1", "--no-progress",
+                 "--out", str(trained), *store]) == 0
+    assert main(["run", "zhu-escape-2d", "--scale", "smoke", "--out", str(zhu), *store]) == 0
+    capsys.readouterr()
+    before = files_under(tmp_path)
+    for name, out, says in (("zhu-escape-2d", trained, "holds a training run (sgdlab train)"),
+                            (GRID, zhu, "holds the report of zhu-escape-2d")):
+        for dry in ([], ["--dry-run"]):
+            argv = ["run", name, "--scale", "smoke", "--out", str(out), *store, *dry]
+            assert main(argv) == 2
+            assert says in capsys.readouterr().err
+    after = {k: v for k, v in files_under(tmp_path).items() if not k.endswith(("-wal", "-shm"))}
+    assert after == {k: v for k, v in before.items() if not k.endswith(("-wal", "-shm"))}
+    assert main(["run", "zhu-escape-2d", "--scale", "smoke", "--out", str(zhu), *store]) == 0
