@@ -155,7 +155,8 @@ def _write_run_file(out: Path, run_id: str, store: Any) -> None:
 
 
 def _refuse_held(out_dir: str | os.PathLike) -> None:
-    """A :class:`UserError` when folder ``out_dir`` holds a run (its run.json)."""
+    """A :class:`UserError` when folder ``out_dir`` holds a run (its run.json) or another
+    command's results.json."""
     if (Path(out_dir) / RUN_FILE).is_file():
         try:
             held = json.loads((Path(out_dir) / RUN_FILE).read_text()).get("run_id", "?")
@@ -163,6 +164,9 @@ def _refuse_held(out_dir: str | os.PathLike) -> None:
             held = "?"
         raise UserError(f"{out_dir} already holds run {held} (its results and checkpoint would "
                         "be overwritten): choose another folder, or remove that one first")
+    if (Path(out_dir) / "results.json").is_file():   # an experiment's report, a demo's output
+        raise UserError(f"{out_dir} holds a results.json (of `sgdlab run`, `walk` or "
+                        "`landscape`) that this run would overwrite: choose another folder")
 
 
 def _claim_folder(out: Path, out_dir: str | os.PathLike, run_id: str, store: Any) -> None:

@@ -174,6 +174,21 @@ def test_a_config_that_fails_when_built_leaves_no_store(tmp_path, capsys, monkey
     assert list(tmp_path.iterdir()) == []
 
 
+def test_train_refuses_a_folder_with_another_commands_results(tmp_path, capsys):
+    """The output of `sgdlab walk` (as of `sgdlab run` or `landscape`) is not overwritten by
+    a training run's results.json: refused before anything is recorded or written."""
+    out = tmp_path / "walk"
+    assert main(["walk", "--steps", "2", "--widths", "8", "--eval-subset", "50",
+                 "--out", str(out)]) == 0
+    capsys.readouterr()
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    assert main(["train", "digits-mlp", "--set", "train.epochs=1", "--no-progress",
+                 "--store", str(tmp_path / "s.sqlite"), "--out", str(out)]) == 2
+    assert "holds a results.json" in capsys.readouterr().err
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
+    assert not (tmp_path / "s.sqlite").exists()
+
+
 def test_packaged_default_runs(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert main(["train", "digits-mlp", "--set", "train.epochs=1", "--no-progress"]) == 0
