@@ -46,6 +46,28 @@ def read_config_text(path: str | Path) -> str:
         raise ConfigError(f"{path}: cannot read the config: {e.strerror or e}") from None
 
 
+def refuse_results_of_others(out: str | Path, command: str) -> None:
+    """A :class:`UserError` when folder ``out`` holds a `sgdlab train` run (its run.json) or
+    an experiment's report: the results.json ``command`` writes there would replace theirs."""
+    import json
+
+    out = Path(out)
+    held = None
+    if (out / "run.json").is_file():
+        held = "a training run (sgdlab train)"
+    else:
+        try:
+            old = json.loads((out / "results.json").read_text())
+        except (OSError, ValueError):
+            old = None
+        if isinstance(old, dict) and isinstance(old.get("experiment"), dict) \
+                and "scale" in old:
+            held = f"the report of {old['experiment'].get('name')} (sgdlab run)"
+    if held:
+        raise UserError(f"--out {out} holds {held}: {command} would overwrite its "
+                        "results.json; choose another folder")
+
+
 def make_output_dir(path: str | Path, what: str = "--out") -> Path:
     """Create the output folder ``path`` (and its parents), or raise a :class:`UserError`
     naming it when that is impossible (a file in the way, no permission, a read-only disk).

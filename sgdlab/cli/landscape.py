@@ -105,7 +105,7 @@ def _save(out: Path, name: str, fig) -> str:
 def _main(args) -> int:
     import torch
 
-    from sgdlab.errors import UserError
+    from sgdlab.errors import UserError, refuse_results_of_others
 
     given = [flag for dest, flag in _ESCAPE_FLAGS.items()
              if getattr(args, dest) not in (None, "paper" if dest == "protocol" else None)]
@@ -122,6 +122,7 @@ def _main(args) -> int:
             raise UserError(f"--threads must be >= 1, got {args.threads}")
         torch.set_num_threads(args.threads)
     out = Path(args.out)
+    refuse_results_of_others(out, "sgdlab landscape")
     fresh = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
     runner = {"escape": _escape, "ou": _ou, "double-well": _double_well, "pspin": _pspin,

@@ -96,7 +96,7 @@ def _walk(args: argparse.Namespace) -> int:
     import torch
 
     from sgdlab.data import load_dataset
-    from sgdlab.errors import UserError
+    from sgdlab.errors import UserError, refuse_results_of_others
     from sgdlab.measure.interpolation import interpolate_models
     from sgdlab.measure.trajectory import (
         increment_autocorrelation,
@@ -127,6 +127,7 @@ def _walk(args: argparse.Namespace) -> int:
         raise UserError(f"sgdlab walk needs a classification dataset; {args.data} is "
                         f"{data.task}")
     out = Path(args.out)   # made once the data is known good: a typo leaves no empty folder
+    refuse_results_of_others(out, "sgdlab walk")
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(args.seed)
     model_init = build_model("mlp", data.input_shape, data.num_outputs, widths=args.widths)

@@ -28,3 +28,14 @@ def test_walk_refuses_an_unknown_dataset_before_it_makes_the_folder(tmp_path, ca
     assert main(["walk", "--data", "digitz", "--steps", "2", "--out", str(tmp_path / "w")]) == 2
     assert "did you mean digits?" in capsys.readouterr().err
     assert not (tmp_path / "w").exists()
+
+
+def test_walk_and_landscape_leave_a_training_runs_folder_alone(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["train", "digits-mlp", "--set", "train.epochs=1", "--no-progress",
+                 "--store", str(tmp_path / "s.sqlite"), "--out", str(run)]) == 0
+    before = (run / "results.json").read_bytes()
+    for argv in (["walk", "--steps", "2"], ["landscape", "pde", "--quick"]):
+        assert main([*argv, "--out", str(run)]) == 2
+        assert "holds a training run (sgdlab train)" in capsys.readouterr().err
+    assert (run / "results.json").read_bytes() == before
