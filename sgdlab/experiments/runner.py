@@ -337,6 +337,9 @@ def rebuild(target: str | Path, *, scale: str = "cpu", store_path: str | None = 
         store_path = str(store_file(open_store(None)))
     if not Path(store_path).is_file():
         raise UserError(f"run store {store_path!r} does not exist")
+    foreign = foreign_out_dir(out, spec)
+    if foreign:
+        raise UserError(foreign)
     results = build_report(spec, out, store_path=store_path, data_dir=data_dir,
                            require_runs=True)
     return out, results

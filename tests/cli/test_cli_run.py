@@ -249,6 +249,12 @@ def test_a_run_refuses_a_folder_of_a_training_run_or_another_experiment(tmp_path
             argv = ["run", name, "--scale", "smoke", "--out", str(out), *store, *dry]
             assert main(argv) == 2
             assert says in capsys.readouterr().err
+    # a rebuilt report is refused the same folders
+    assert main(["report", "zhu-escape-2d", "--scale", "smoke", "--out", str(trained),
+                 *store]) == 2
+    assert "holds a training run (sgdlab train)" in capsys.readouterr().err
+    assert main(["report", GRID, "--scale", "smoke", "--out", str(zhu), *store]) == 2
+    assert "holds the report of zhu-escape-2d" in capsys.readouterr().err
     after = {k: v for k, v in files_under(tmp_path).items() if not k.endswith(("-wal", "-shm"))}
     assert after == {k: v for k, v in before.items() if not k.endswith(("-wal", "-shm"))}
     assert main(["run", "zhu-escape-2d", "--scale", "smoke", "--out", str(zhu), *store]) == 0
