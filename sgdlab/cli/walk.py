@@ -126,11 +126,12 @@ def _walk(args: argparse.Namespace) -> int:
     if data.task != "classification":
         raise UserError(f"sgdlab walk needs a classification dataset; {args.data} is "
                         f"{data.task}")
-    out = Path(args.out)   # made once the data is known good: a typo leaves no empty folder
-    refuse_results_of_others(out, "sgdlab walk")
-    out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(args.seed)
     model_init = build_model("mlp", data.input_shape, data.num_outputs, widths=args.widths)
+    # made once the data and model are known good: a typo leaves no empty folder
+    out = Path(args.out)
+    refuse_results_of_others(out, "sgdlab walk")
+    out.mkdir(parents=True, exist_ok=True)
 
     runs, models, summary = {}, {}, {}
     for opt in dict.fromkeys(args.optimizer):
