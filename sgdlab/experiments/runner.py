@@ -152,6 +152,10 @@ def run_experiment(name_or_path: str | Path, *, scale: str = "cpu", out_dir: str
     runs = spec.expand(data_dir=data_dir)
     # contradictory options fail before the output folder is made, as in the dry run
     check_options(workers=workers, backend=backend, address=address, gpus_per_run=gpus_per_run)
+    from sgdlab.store import default_store_path
+
+    if Path(store_path or default_store_path()).is_file():
+        open_store(store_path)   # an unreadable store, too, fails before the folder is made
     # the report's folder, before the runs: a sweep of hours must not end on a path it
     # cannot write to
     out = Path(out_dir) if out_dir is not None else default_out_dir(spec)

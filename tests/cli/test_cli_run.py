@@ -220,16 +220,20 @@ def test_results_json_names_its_store_from_any_folder(tmp_path, capsys, monkeypa
     assert not (tmp_path / "b" / "st").exists()
 
 
-@pytest.mark.parametrize("bad", [["--workers", "0"], ["--address", "auto"]])
-def test_a_run_refuses_bad_options_before_it_writes(tmp_path, capsys, bad):
-    """As its plan: the options are refused before the output folder is made or the header
-    printed, so a mistyped option leaves nothing behind."""
-    out = tmp_path / "out"
-    assert main(["run", "zhu-escape-2d", "--scale", "smoke", "--store", str(tmp_path / "s"),
+@pytest.mark.parametrize("bad, says", [(["--workers", "0"], "--workers must be >= 1"),
+                                       (["--address", "auto"], "options of --backend ray"),
+                                       ([], "file is not a database")])
+def test_a_run_refuses_bad_options_before_it_writes(tmp_path, capsys, bad, says):
+    """As its plan: the options (and a store that is no store) are refused before the output
+    folder is made or the header printed, so a mistyped option leaves nothing behind."""
+    out, store = tmp_path / "out", tmp_path / "s"
+    if not bad:
+        store.write_text("not a database")
+    assert main(["run", "zhu-escape-2d", "--scale", "smoke", "--store", str(store),
                  "--out", str(out), *bad]) == 2
     got = capsys.readouterr()
-    assert got.out == "" and ("--workers must be >= 1" in got.err or "--backend ray" in got.err)
-    assert list(tmp_path.iterdir()) == []
+    assert got.out == "" and says in got.err
+    assert not out.exists()
 
 
 def test_a_run_refuses_a_folder_of_a_training_run_or_another_experiment(tmp_path, capsys):
