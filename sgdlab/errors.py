@@ -46,26 +46,36 @@ def read_config_text(path: str | Path) -> str:
         raise ConfigError(f"{path}: cannot read the config: {e.strerror or e}") from None
 
 
-def refuse_results_of_others(out: str | Path, command: str) -> None:
-    """A :class:`UserError` when folder ``out`` holds a `sgdlab train` run (its run.json) or
-    an experiment's report: the results.json ``command`` writes there would replace theirs."""
+def results_holder(out: str | Path) -> tuple[str, str | None] | None:
+    """Whose results.json folder ``out`` holds: ``("train", None)`` for a `sgdlab train` run
+    (its run.json), ``("experiment", NAME)`` for an experiment's report, ``("other", None)``
+    for another readable results.json (a walk's, a landscape's); None when there is none or
+    it cannot be read (such a folder is rewritten)."""
     import json
 
     out = Path(out)
-    held = None
     if (out / "run.json").is_file():
-        held = "a training run (sgdlab train)"
-    else:
-        try:
-            old = json.loads((out / "results.json").read_text())
-        except (OSError, ValueError):
-            old = None
-        if isinstance(old, dict) and isinstance(old.get("experiment"), dict) \
-                and "scale" in old:
-            held = f"the report of {old['experiment'].get('name')} (sgdlab run)"
-    if held:
-        raise UserError(f"--out {out} holds {held}: {command} would overwrite its "
-                        "results.json; choose another folder")
+        return "train", None
+    try:
+        old = json.loads((out / "results.json").read_text())
+    except (OSError, ValueError):
+        return None
+    exp = old.get("experiment") if isinstance(old, dict) else None
+    if isinstance(exp, dict) and "scale" in old and isinstance(exp.get("name"), str):
+        return "experiment", exp["name"]
+    return "other", None
+
+
+def refuse_results_of_others(out: str | Path, command: str) -> None:
+    """A :class:`UserError` when folder ``out`` holds a `sgdlab train` run (its run.json) or
+    an experiment's report: the results.json ``command`` writes there would replace theirs."""
+    holder = results_holder(out)
+    if holder is None or holder[0] == "other":
+        return
+    held = ("a training run (sgdlab train)" if holder[0] == "train"
+            else f"the report of {holder[1]} (sgdlab run)")
+    raise UserError(f"--out {out} holds {held}: {command} would overwrite its "
+                    "results.json; choose another folder")
 
 
 def make_output_dir(path: str | Path, what: str = "--out") -> Path:

@@ -111,21 +111,18 @@ def prepare(name_or_path: str | Path, *, scale: str, device: str, data_dir: str 
 
 def foreign_out_dir(out: Path, spec: ExperimentSpec) -> str | None:
     """Why ``out`` must not take ``spec``'s report, or None: it holds a training run (its
-    results.json and checkpoints are that run's) or another experiment's report, which this
+    results.json and checkpoints are that run's) or another command's results.json, which this
     one would overwrite in part (results.json, report.html) and mix with (figures, tables).
     The same experiment's folder is simply rewritten."""
-    if (out / "run.json").is_file():
+    from sgdlab.errors import results_holder
+
+    holder = results_holder(out)
+    if holder is None or holder == ("experiment", spec.name):
+        return None
+    if holder[0] == "train":
         return (f"--out {out} holds a training run (sgdlab train): this report would overwrite "
                 "its results.json; choose another folder")
-    try:
-        old = json.loads((out / "results.json").read_text())
-    except (OSError, ValueError):
-        return None     # no results.json, or an unreadable one: rewritten as before
-    exp = old.get("experiment") if isinstance(old, dict) else None
-    name = exp.get("name") if isinstance(exp, dict) else None
-    if name == spec.name and "scale" in old:
-        return None
-    what = f"the report of {name}" if isinstance(name, str) else "another results.json"
+    what = f"the report of {holder[1]}" if holder[0] == "experiment" else "another results.json"
     return (f"--out {out} holds {what}: this report would overwrite and mix with it; choose "
             "another folder")
 
