@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import math
+import random
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -189,6 +191,31 @@ def test_resume_after_max_steps_is_bit_for_bit(tmp_path, device):
     assert opt.param_groups[0]["lr"] == o_ref.param_groups[0]["lr"]
     assert r2.history["running_sum"] == r_ref.history["running_sum"]
     assert r2.history["batch_loss"] == r_ref.history["batch_loss"]
+
+
+class GlobalDraws(Callback):
+    """Draws from numpy's and Python's global generators at every step (as augmentations or
+    user callbacks do); the normal draws also exercise each generator's cached second value."""
+
+    def on_step_end(self, ctx):
+        ctx.log("np_draw", float(np.random.randn()))
+        ctx.log("py_draw", random.gauss(0.0, 1.0))
+
+
+def test_resume_restores_numpy_and_python_global_generators(tmp_path):
+    def go(**kw):
+        np.random.seed(7)
+        random.seed(7)
+        return run(callbacks=[GlobalDraws()], **kw)[1]
+
+    ref = go()
+    go(checkpoint_dir=tmp_path, max_steps=11)
+    np.random.seed(999)  # resuming restores both generators from the checkpoint
+    random.seed(999)
+    res = run(callbacks=[GlobalDraws()], checkpoint_dir=tmp_path, resume=True)[1]
+    assert res.steps == ref.steps == 24
+    assert res.history["np_draw"] == ref.history["np_draw"]
+    assert res.history["py_draw"] == ref.history["py_draw"]
 
 
 def test_checkpoint_every_and_weights_only_load(tmp_path):
