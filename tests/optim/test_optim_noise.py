@@ -101,6 +101,18 @@ def test_dense_baseline_matches():
     assert_cov(eps, cov)
 
 
+def test_psd_sqrt_is_exact_and_clips_negative_round_off():
+    """V diag(λ) Vᵀ with λ = (4, 1, −1e-3) (a round-off negative) has the clipped root
+    V diag(2, 1, 0) Vᵀ; batched matrices are rooted one by one."""
+    q, _ = torch.linalg.qr(torch.randn(3, 3, generator=_gen(3), dtype=torch.float64))
+    cov = q @ torch.diag(torch.tensor([4.0, 1.0, -1e-3], dtype=torch.float64)) @ q.T
+    root = q @ torch.diag(torch.tensor([2.0, 1.0, 0.0], dtype=torch.float64)) @ q.T
+    torch.testing.assert_close(N.psd_sqrt(cov), root, atol=1e-12, rtol=0)
+    got = N.psd_sqrt(torch.stack([cov, 9 * torch.eye(3, dtype=torch.float64)]))
+    torch.testing.assert_close(got, torch.stack([root, 3 * torch.eye(3, dtype=torch.float64)]),
+                               atol=1e-12, rtol=0)
+
+
 def test_the_check_can_fail():
     f, cov = _spd(8, 8, seed=9)
     eps = N.diagonal_noise(torch.diagonal(cov).clone(), sample_shape=(S,), generator=_gen())
