@@ -55,6 +55,24 @@ def test_epsilon_sharpness_reaches_the_box_corner():
     assert mean_loss(model, _loss, DATA) == 0.0          # parameters restored
 
 
+def test_epsilon_sharpness_away_from_the_minimum():
+    """At θ with |θ_i| > ε(|θ_i| + 1) the ascent climbs to the corner ζ_i = sign(θ_i) r_i,
+    r_i = ε(|θ_i| + 1) (the box scales with |θ_i|): max = ½ Σ h_i (|θ_i| + r_i)², reported
+    relative to 1 + L(θ)."""
+    theta = torch.tensor([0.3, -0.2, 0.8, -1.5, 0.5], dtype=torch.float64)
+    model = Quadratic(H, theta)
+    eps = 1e-2
+    res = epsilon_sharpness(model, _loss, DATA, eps, num_steps=10,
+                            generator=torch.Generator().manual_seed(0))
+    h = torch.diagonal(H)
+    base = float(0.5 * (h * theta ** 2).sum())
+    exact_max = float(0.5 * (h * (theta.abs() + eps * (theta.abs() + 1)) ** 2).sum())
+    assert res.loss == pytest.approx(base, rel=1e-12)
+    assert res.max_loss == pytest.approx(exact_max, rel=1e-9)
+    assert res.sharpness == pytest.approx(100 * (exact_max - base) / (1 + base), rel=1e-9)
+    torch.testing.assert_close(params_vector(model), theta, atol=0, rtol=0)
+
+
 def test_local_entropy_of_quadratic_at_minimum():
     model = Quadratic(H, torch.zeros(5, dtype=torch.float64))
     gamma, beta = 0.05, 2.0
@@ -68,6 +86,18 @@ def test_local_entropy_of_quadratic_at_minimum():
     assert le.width == -le.f_gamma
     with pytest.raises(ValueError, match="beta"):
         local_entropy(model, _loss, DATA, gamma, beta=0.0)
+
+
+def test_local_entropy_stderr_is_the_spread_of_repeated_estimates():
+    """The delta-method standard error matches the standard deviation of f_γ over independent
+    estimates (β = 4: an error in the 1/β factor would be off by 4)."""
+    model = Quadratic(H, torch.tensor([0.3, -0.2, 0.1, 0.0, 0.5], dtype=torch.float64))
+    runs = [local_entropy(model, _loss, DATA, 0.05, beta=4.0, num_samples=200,
+                          generator=torch.Generator().manual_seed(s)) for s in range(40)]
+    spread = torch.tensor([r.f_gamma for r in runs], dtype=torch.float64).std()
+    stderr = sum(r.stderr for r in runs) / len(runs)
+    # the sample sd of 40 estimates is within ~11% (1 sd) of the true one
+    assert 0.65 < float(spread) / stderr < 1.45
 
 
 def test_expected_sharpness_of_a_train_mode_batch_norm_model():
