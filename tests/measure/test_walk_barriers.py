@@ -184,6 +184,16 @@ def test_analyze_segment_tolerance_and_validation():
     flat = torch.tensor([1.0, 1.0 + 1e-9, 1.0 - 1e-9, 1.0 + 2e-9, 1.0], dtype=torch.float64)
     assert not analyze_segment(a, flat).barrier            # round-off is not a barrier
     assert analyze_segment(a, flat, rtol=0.0).barrier
+    assert not analyze_segment(a, flat, rtol=0.0, atol=3e-9).barrier
+    # rtol is relative to the larger end loss: a bump of 5e-5 of it is round-off at any scale,
+    # one of 2e-4 of it is a barrier at any scale
+    for scale in (1e-3, 1.0, 1e3):
+        bump = torch.tensor([1.0, 1.0, 1.0, 1.0, 0.9], dtype=torch.float64) * scale
+        bump[2] += 5e-5 * scale
+        assert not analyze_segment(a, bump).barrier
+        bump[2] += 1.5e-4 * scale
+        r = analyze_segment(a, bump)
+        assert r.barrier and r.barrier_height == pytest.approx(2e-4 * scale)
     assert analyze_segment(a, [1.0, 1.2, 0.5, 0.9, 0.8]).barrier_height == pytest.approx(0.2)
     r = analyze_segment(a, [1.0, 0.5, 0.2, 0.4, 0.8])
     assert (r.valley_alpha, r.valley_loss) == (0.5, 0.2)
