@@ -130,6 +130,12 @@ def test_noiseless_flow_rests_moves_or_spirals_with_lambda():
     assert r5["speed_end"].max() < 1e-6
     assert all(min(np.hypot(*(f - np.asarray(q))) for q in z) < 1e-5 for f in r5["final"])
     big = noiseless_orbits(DoubleWell(1.5), starts, t_end=100.0)
-    assert (big["turns"] > 5).all()
+    # near the origin b ≈ (x₁ − λ′x₂, −x₂ + λ′x₁), λ′ = λe^{β/4}: θ' = λ′ − sin 2θ turns once
+    # every 2π/√(λ′² − 1), so the second half (50 time units) holds 50√(λ′² − 1)/(2π) turns
+    for beta, orbits in ((1.0, big),
+                         (0.5, noiseless_orbits(DoubleWell(1.5, beta=0.5), starts, t_end=100.0))):
+        lam1 = 1.5 * math.exp(beta / 4)
+        turns = 50 * math.sqrt(lam1 ** 2 - 1) / (2 * math.pi)
+        assert np.allclose(orbits["turns"], turns, rtol=0.02), beta
     ratio = big["radius_end"] / big["radius_half"]
     assert (ratio < 0.85).all() and (ratio > 0.6).all()     # ≈ 2^(-1/2) for r ∝ t^(-1/2)
