@@ -82,6 +82,9 @@ def test_filter_layer_model_normalisations():
     for d, w in zip(parts(bias_bn="weights"), params):
         if w.dim() <= 1:
             assert torch.equal(d, w)
+    for d, w in zip(parts(bias_bn="normalize"), params):       # a 1-dim tensor is one filter
+        if w.dim() <= 1:
+            torch.testing.assert_close(d.norm(), w.norm())
     for d, w in zip(parts(normalization="layer", bias_bn="normalize"), params):
         torch.testing.assert_close(d.norm(), w.norm())
     dm = random_direction(model, normalization="model", bias_bn="normalize")
