@@ -152,6 +152,10 @@ def test_hopf_lax_newton_and_convexity_interval():
     i = int(f[200:].argmin()) + 200                      # the minimum at +1/√2
     lo, hi = convexity_interval(f, x, i)
     assert lo == pytest.approx(1 / math.sqrt(6), abs=0.011) and hi == pytest.approx(2.0, abs=0.011)
+    # the mirror image around the minimum at −1/√2 reaches the grid's left end the same way
+    j = int(f[:200].argmin())
+    assert convexity_interval(f, x, j) == (pytest.approx(-hi, abs=1e-12),
+                                           pytest.approx(-lo, abs=1e-12))
     t_star = 1 / 2.0                                      # max(−f'') = 2 at x = 0
     u, _ = hopf_lax_newton(fn, x, 0.5 * t_star, y=y)
     lo_u, hi_u = convexity_interval(u, x, i)
