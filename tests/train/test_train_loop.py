@@ -218,6 +218,31 @@ def test_resume_restores_numpy_and_python_global_generators(tmp_path):
     assert res.history["py_draw"] == ref.history["py_draw"]
 
 
+def test_resume_of_a_checkpoint_without_a_row_count_keeps_the_rows_up_to_its_step(tmp_path):
+    """A checkpoint that records no row count (written before they were recorded): the resume
+    drops the rows logged after its step (they are redone) and keeps the earlier ones, so the
+    store ends with the rows of a resume from a checkpoint that has the count."""
+    from sgdlab.train.checkpoint import checkpoint_path, load_checkpoint, save_checkpoint
+
+    ref_store = RunStore(tmp_path / "ref.sqlite")
+    _, ref = run(store=ref_store, checkpoint_dir=tmp_path / "ref", max_steps=11)
+    run(store=ref_store, checkpoint_dir=tmp_path / "ref", resume=True, max_steps=18)
+    run(store=ref_store, checkpoint_dir=tmp_path / "ref", resume=True)
+    store, ck = RunStore(tmp_path / "runs.sqlite"), tmp_path / "ck"
+    _, r1 = run(store=store, checkpoint_dir=ck, max_steps=11)
+    state = load_checkpoint(checkpoint_path(ck))
+    assert state["loop"]["step"] == 11
+    del state["loop"]["stored_rows"]
+    save_checkpoint(checkpoint_path(ck), state)
+    # a row a killed process logged after the checkpoint
+    store.log_metrics(r1.run_id, 13, {"batch_loss": 99.0})
+    # the resumed run's own checkpoints count the rows kept: a second resume loses none
+    run(store=store, checkpoint_dir=ck, resume=True, max_steps=18)
+    _, r2 = run(store=store, checkpoint_dir=ck, resume=True)
+    assert r2.run_id == r1.run_id and r2.steps == 24
+    assert store.metrics(r2.run_id) == ref_store.metrics(ref.run_id)
+
+
 def test_checkpoint_every_and_weights_only_load(tmp_path):
     _, res = run(checkpoint_dir=tmp_path, checkpoint_every=5)
     state = torch.load(res.checkpoint, weights_only=True)
