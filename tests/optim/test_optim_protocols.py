@@ -79,6 +79,10 @@ def test_step_and_trapezoid_formulas():
     assert tr[20] == pytest.approx(0.01)
     tr = lr_trace("step", 12, lr=1.0, steps_per_epoch=2, every=2, gamma=0.5)
     assert tr[3] == 1.0 and tr[4] == 0.5 and tr[8] == 0.25
+    # fractional periods: step 7 of 10-step epochs is epoch 0.7, the end of the 7th period of
+    # 0.1 epochs (though 0.7 / 0.1 = 6.999... in floating point)
+    tr = lr_trace("step", 12, lr=1.0, steps_per_epoch=10, every=0.1, gamma=0.5)
+    assert tr[6] == 0.5 ** 6 and tr[7] == 0.5 ** 7
     # Xing: warm-up 2 epochs from 0.1η, hold 3, anneal 2 to 0.01η (steps_per_epoch = 10)
     tr = lr_trace("trapezoid", 90, lr=1.0, steps_per_epoch=10, warmup=2, hold=3, anneal=2,
                   start_factor=0.1, end_factor=0.01)
