@@ -139,7 +139,13 @@ def test_hessian_operator_float32_and_factory_and_algebra():
     a = torch.randn(5, 5, dtype=torch.float64)
     a = a + a.T
     comb = 2.0 * as_operator(a) - torch.eye(5, dtype=torch.float64)
-    torch.testing.assert_close(comb.to_dense(), 2 * a - torch.eye(5, dtype=torch.float64))
+    dense = 2 * a - torch.eye(5, dtype=torch.float64)
+    torch.testing.assert_close(comb.to_dense(), dense)
+    # the quadratic forms (Hutchinson's samples) of scaled and summed operators as well
+    v = torch.randn(5, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(comb.quadratic_forms(v), (v * (dense @ v)).sum(0))
+    torch.testing.assert_close((as_operator(a) + as_operator(a)).quadratic_forms(v),
+                               2 * (v * (a @ v)).sum(0))
     with pytest.raises(ValueError, match="Unknown curvature operator"):
         curvature_operator("fisher_true", model, loss_fn, (x, y))
 
