@@ -110,7 +110,9 @@ def test_writer_reader_round_trip_subset_and_partial_row(tmp_path):
     w2 = TrajectoryWriter(tmp_path / "tr", 100, num_coords=10, seed=3)
     assert w2.rows == 5
     w2.append(rows[0], 50, 3)
-    assert len(open_trajectory(tmp_path / "tr")) == 6
+    rd = open_trajectory(tmp_path / "tr")
+    assert len(rd) == 6 and (rd.steps[-1], rd.epochs[-1]) == (50, 3)
+    np.testing.assert_array_equal(rd.snapshots[-1], rows[0, rd.coords].astype(np.float32))
     with pytest.raises(Exception, match="num_coords"):
         TrajectoryWriter(tmp_path / "tr", 100, num_coords=20, seed=3)
     # float16, all coordinates
@@ -142,6 +144,10 @@ def test_recorder_in_training_resumes_without_duplicates(tmp_path):
     np.testing.assert_allclose(full.snapshots[-1], flat[full.coords], rtol=1e-6)
     run(tmp_path / "part", tmp_path / "c2", max_steps=7)
     assert list(open_trajectory(tmp_path / "part").steps) == [0, 3, 5, 6]
+    # a row a killed process recorded after the checkpoint: the resume drops it (redone)
+    TrajectoryWriter(tmp_path / "part", len(flat), num_coords=7).append(
+        torch.zeros(len(flat)), 9, 1)
+    assert len(open_trajectory(tmp_path / "part")) == 5
     run(tmp_path / "part", tmp_path / "c2", resume=True)
     part = open_trajectory(tmp_path / "part")
     assert list(part.steps) == list(full.steps)
