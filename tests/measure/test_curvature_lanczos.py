@@ -68,6 +68,22 @@ def test_power_iteration_top_eigenvalue():
     assert its > 1
 
 
+def test_power_iteration_runs_num_iter_products_and_refuses_none():
+    """tol = 0 never stops early: after k products the estimate is the Rayleigh quotient of
+    the (k − 1)-th iterate from the generator's Gaussian start; no products is refused."""
+    a = torch.diag(torch.tensor([3.0, 1.0, -0.5], dtype=torch.float64))
+    v = torch.randn(3, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    v = v / v.norm()
+    for k in (1, 2, 5):
+        lam, _, its = power_iteration(a, num_iter=k, tol=0.0,
+                                      generator=torch.Generator().manual_seed(0))
+        assert its == k and lam == pytest.approx(float(v @ a @ v), rel=1e-12)
+        for _ in range(1 if k == 1 else 3):
+            v = a @ v / (a @ v).norm()
+    with pytest.raises(ValueError, match="num_iter"):
+        power_iteration(a, num_iter=0)
+
+
 def test_hessian_eigenpairs_vs_dense_hessian():
     model = tiny_mlp(3, 5, 3)
     data = tiny_classification(16, 3, 3)

@@ -338,6 +338,8 @@ def power_iteration(
     Stops when the Rayleigh quotient changes by less than ``tol`` relative to its magnitude
     (PyHessian's criterion). Returns ``(eigenvalue, eigenvector, num_matvecs)``.
     """
+    if num_iter < 1:
+        raise ValueError(f"Invalid num_iter={num_iter} (must be >= 1)")
     op = as_operator(A)
     v = random_vector(op, generator)
     v = v / torch.linalg.vector_norm(v)
