@@ -152,7 +152,9 @@ def run_experiment(name_or_path: str | Path, *, scale: str = "cpu", out_dir: str
     from sgdlab.store import default_store_path
 
     if Path(store_path or default_store_path()).is_file():
-        open_store(store_path)   # an unreadable store, too, fails before the folder is made
+        # an unreadable store, too, fails before the folder is made; closed at once, so its
+        # WAL is not folded into the file later by whichever reader comes next
+        open_store(store_path).close()
     # the report's folder, before the runs: a sweep of hours must not end on a path it
     # cannot write to
     out = Path(out_dir) if out_dir is not None else default_out_dir(spec)
@@ -168,7 +170,9 @@ def run_experiment(name_or_path: str | Path, *, scale: str = "cpu", out_dir: str
                     address=address, cpus_per_run=cpus_per_run, gpus_per_run=gpus_per_run,
                     source=spec.source)
     store = open_store(store_path)
-    results = build_report(spec, out, store_path=str(store_file(store)), device=device,
+    path = str(store_file(store))
+    store.close()
+    results = build_report(spec, out, store_path=path, device=device,
                            workers=workers or 1, data_dir=data_dir, sweep=rep)
     return ExperimentResult(out, results, rep)
 

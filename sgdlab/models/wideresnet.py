@@ -48,8 +48,12 @@ class _Block(nn.Module):
             return self.body(x) + self.shortcut(x)
         # "preact": the projection takes the block's pre-activated input BN-ReLU(x), as in
         # Zagoruyko & Komodakis' code (Lua and PyTorch)
-        pre = self.body[1](self.body[0](x))
-        return self.body[2:](pre) + self.shortcut(pre)
+        # (each submodule called by its index: a slice would be a new module, unknown to
+        # the graph R-op's trace)
+        pre = h = self.body[1](self.body[0](x))
+        for i in range(2, len(self.body)):
+            h = self.body[i](h)
+        return h + self.shortcut(pre)
 
 
 class WideResNet(nn.Module):
