@@ -41,9 +41,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     from sgdlab.errors import FILE_SYSTEM_ERRNOS, UserError, file_problem
 
-    from sgdlab.store.runstore import opened_stores
+    from sgdlab.store.runstore import opened_stores, store_connections
 
-    opened_before = len(opened_stores())
+    opened_before = store_connections()
     previous = _sigterm_as_interrupt()
     try:
         return int(args.func(args) or 0)

@@ -116,9 +116,15 @@ _CORE_COLUMNS = {
 _OPENED: list[str] = []
 
 
+def store_connections() -> int:
+    """How many connections to run stores this process has made (the ``since`` of
+    :func:`opened_stores`)."""
+    return len(_OPENED)
+
+
 def opened_stores(since: int = 0) -> list[str]:
     """The paths of the run stores this process connected to after its first ``since``
-    connections (``len(opened_stores())`` taken earlier), each once."""
+    connections (:func:`store_connections` taken earlier), each once."""
     return list(dict.fromkeys(_OPENED[since:]))
 
 

@@ -128,11 +128,14 @@ def test_a_damaged_page_is_named_with_its_store_not_a_traceback(tmp_path, capsys
     with open(path, "r+b") as f:           # the metrics table's first page: garbage
         f.seek((root - 1) * size)
         f.write(b"\xff" * size)
+    for _ in range(2):            # earlier connections of this process, one store twice:
+        RunStore(tmp_path / "other.sqlite").close()        # not named for this command
     assert main(["runs", "list", "--store", str(path)]) == 0   # the runs table still reads
     capsys.readouterr()
     assert main(["runs", "export", str(tmp_path / "out.json"), "--store", str(path)]) == 2
     err = capsys.readouterr().err
     assert f"sgdlab: error: {path} is damaged (database disk image is malformed)" in err
+    assert "other.sqlite" not in err
 
 
 WRITER = textwrap.dedent("""
