@@ -100,15 +100,20 @@ def test_local_entropy_stderr_is_the_spread_of_repeated_estimates():
     assert 0.65 < float(spread) / stderr < 1.45
 
 
-def test_expected_sharpness_of_a_train_mode_batch_norm_model():
-    # vmap cannot run a train-mode batch norm (it updates its running statistics in place):
-    # the points are evaluated one by one instead, each batch normalised by its own statistics
+def _train_mode_batchnorm_model():
+    """A small float64 MLP with batch norm in train mode, and a batch of 8 for it."""
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4), nn.Tanh(),
                           nn.Linear(4, 2)).double().train()
     g = torch.Generator().manual_seed(1)
-    data = (torch.randn(8, 3, generator=g, dtype=torch.float64),
-            torch.randint(2, (8,), generator=g))
+    return model, (torch.randn(8, 3, generator=g, dtype=torch.float64),
+                   torch.randint(2, (8,), generator=g))
+
+
+def test_expected_sharpness_of_a_train_mode_batch_norm_model():
+    # vmap cannot run a train-mode batch norm (it updates its running statistics in place):
+    # the points are evaluated one by one instead, each batch normalised by its own statistics
+    model, data = _train_mode_batchnorm_model()
     loss_fn = nn.CrossEntropyLoss()
     theta = params_vector(model)
     xi = 0.1 * torch.randn(5, theta.numel(), generator=torch.Generator().manual_seed(2),
@@ -133,12 +138,7 @@ def test_expected_sharpness_of_a_train_mode_batch_norm_model():
 def test_sharpness_leaves_a_train_mode_model_running_statistics_alone(measure):
     """Each perturbed forward pass in train mode updates batch norm's running statistics; a
     measurement must not leave them moved (the model's eval-mode loss would change)."""
-    torch.manual_seed(0)
-    model = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4), nn.Tanh(),
-                          nn.Linear(4, 2)).double().train()
-    g = torch.Generator().manual_seed(1)
-    data = (torch.randn(8, 3, generator=g, dtype=torch.float64),
-            torch.randint(2, (8,), generator=g))
+    model, data = _train_mode_batchnorm_model()
     loss_fn = nn.CrossEntropyLoss()
     before = copy.deepcopy(model.state_dict())
     gen = torch.Generator().manual_seed(2)
