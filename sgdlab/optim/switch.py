@@ -5,10 +5,17 @@ second_hyper={...})`` runs ``first`` for steps 0 .. k−1 and ``second`` from st
 same parameters. ``param_groups`` and ``state`` are those of the active optimizer, so LR
 schedules and ``zero_grad`` act on it (the protocols of :mod:`sgdlab.optim.protocols` keep each
 group's own ``initial_lr``, so after the switch they scale the second optimizer's lr).
-torch's chainable schedulers (``StepLR``, ``ExponentialLR``, ``MultiStepLR``) multiply the
-active group's lr and work too; those that write ``base_lr · factor`` from base rates they
-stored when built (``LambdaLR``, ``CosineAnnealingLR``, ``OneCycleLR``) keep writing the first
-optimizer's rates after the switch: use the registry's schedules with ``switch``.
+torch's chainable schedulers (``StepLR``, ``ExponentialLR``, ``MultiStepLR``,
+``CosineAnnealingLR``, ``LinearLR``) multiply the active group's lr: after the switch the second
+optimizer's own rate, without the factor f they reached before it (a decay before the switch is
+not applied to the second, and a ``LinearLR`` warm-up still under way takes it to its rate / f).
+Those that write ``base_lr · factor`` from the rates they stored when built (``LambdaLR``,
+``OneCycleLR``) keep writing the first optimizer's rates after the switch: use the registry's
+schedules with ``switch``. At the switch the second optimizer's groups take over the keys of the
+first's that are no hyper-parameter of either (a group's own keys, ``OneCycleLR``'s phase rates
+and momenta), so such a scheduler goes on past it; one that cycles momentum cycles the first's
+key for it (Adam's ``betas``), which the second must have too (``cycle_momentum=False``
+otherwise).
 ``state_dict()`` holds both optimizers' states and the step count.
 """
 from __future__ import annotations
@@ -84,8 +91,22 @@ class SwitchOptimizer(Optimizer):
         return self._t >= self.switch_step
 
     def _link(self) -> None:
+        if self.switched:
+            self._carry_group_keys()
         self.param_groups, self.state = self.active.param_groups, self.active.state
         self.defaults = self.active.defaults
+
+    def _carry_group_keys(self) -> None:
+        """Give the second optimizer's groups the keys of the first's that are no
+        hyper-parameter of either and that the second lacks (OneCycleLR reads its phase rates
+        from the groups at every step). ``initial_lr`` goes only with OneCycleLR's ``max_lr``:
+        the registry's schedules scale each optimizer's own rate from it."""
+        hyper = set(self.first.defaults) | set(self.second.defaults) | {"params"}
+        for g1, g2 in zip(self.first.param_groups, self.second.param_groups):
+            for key, value in g1.items():
+                if key in hyper or key in g2 or (key == "initial_lr" and "max_lr" not in g1):
+                    continue
+                g2[key] = value
 
     @torch.no_grad()
     def step(self, closure: Callable[[], Tensor] | None = None):

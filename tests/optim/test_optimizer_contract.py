@@ -311,6 +311,26 @@ def test_switch_lambda_lr_keeps_the_first_optimizers_base_rates():
     assert opt.param_groups[0]["lr"] == HYPER["switch"]["first_hyper"]["lr"]
 
 
+def test_switch_one_cycle_lr_goes_on_past_the_switch():
+    # OneCycleLR reads its phase rates and momenta from the groups at every step: the second
+    # optimizer's groups take them over, and the schedule writes the same rates and momenta as
+    # on the first optimizer alone
+    hyper = HYPER["switch"]
+    rates = []
+    for name, kw in (("switch", hyper), (hyper["first"], hyper["first_hyper"])):
+        model, data = _model(), _data()
+        opt = build_optimizer(name, model.parameters(), **kw)
+        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=0.05, total_steps=6)
+        seen = []
+        for _ in range(5):
+            _steps(opt, model, data, 1)
+            sched.step()
+            seen.append((opt.param_groups[0]["lr"], opt.param_groups[0]["momentum"]))
+        rates.append(seen)
+    assert opt.param_groups[0]["momentum"] != 0.0      # cycled
+    assert rates[0] == rates[1]
+
+
 @pytest.mark.parametrize("name", CASES)
 def test_scheduler_state_round_trips_with_the_optimizer(name):
     def fresh():
