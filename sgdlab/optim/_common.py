@@ -23,6 +23,15 @@ def seeded_generator(seed: int | None) -> torch.Generator:
     return torch.Generator().manual_seed(int(torch.initial_seed() if seed is None else seed))
 
 
+def is_whole(value) -> bool:
+    """``value`` is a whole number (``3``, or ``3.0`` as a config may write it): False for
+    nan, inf, 2.5, a string or None, so the caller's ValueError names the argument."""
+    try:
+        return int(value) == value
+    except (TypeError, ValueError, OverflowError):
+        return False
+
+
 def check_plain_optimizer(role: str, name: str, exclude: tuple[str, ...]) -> None:
     """``name`` must be registered, not in ``exclude`` and a plain optimizer (no model, no
     closure), as the inner optimizer of a wrapper; ValueError naming ``role`` otherwise."""

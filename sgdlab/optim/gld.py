@@ -80,7 +80,7 @@ from sgdlab.operators.batches import concat_batches
 from sgdlab.operators.params import trainable_named_params
 
 from . import noise as N
-from ._common import closure_loss, seeded_generator
+from ._common import closure_loss, is_whole, seeded_generator
 from .registry import register_optimizer
 
 __all__ = [
@@ -180,7 +180,7 @@ class StructuredNoiseGD(Optimizer):
             raise ValueError(f"Invalid weight_decay value: {weight_decay}")
         if nesterov and (momentum <= 0 or dampening != 0):
             raise ValueError("Nesterov momentum requires a momentum and zero dampening")
-        if int(refresh_every) != refresh_every or refresh_every < 1:
+        if not is_whole(refresh_every) or refresh_every < 1:
             raise ValueError(f"Invalid refresh_every: {refresh_every} (an int >= 1)")
         if variance_bn not in ("running", "data"):
             raise ValueError(f"Invalid variance_bn: {variance_bn!r} (running | data)")
@@ -200,7 +200,7 @@ class StructuredNoiseGD(Optimizer):
         if minibatch_partition == "fixed" and estimation_size is not None:
             raise ValueError("minibatch_partition='fixed' partitions the whole data once: it "
                              "takes no estimation_size (a subset redrawn at every refresh)")
-        if int(trace_probes) != trace_probes or trace_probes < 1:
+        if not is_whole(trace_probes) or trace_probes < 1:
             raise ValueError(f"Invalid trace_probes: {trace_probes} (an int >= 1)")
         if eig_solver not in ("auto", "dense", "lanczos"):
             raise ValueError(f"Invalid eig_solver: {eig_solver!r} (auto | dense | lanczos)")
@@ -215,16 +215,14 @@ class StructuredNoiseGD(Optimizer):
             if variance_factor is None or not variance_factor > 0:
                 raise ValueError(f"Invalid variance_factor: {variance_factor} (must be > 0)")
         if kind in _NEEDS_SIGMA or (kind == "hessian" and sigma_h2 is None):
-            if noise_batch_size is None or int(noise_batch_size) != noise_batch_size \
-                    or noise_batch_size < 1:
+            if not is_whole(noise_batch_size) or noise_batch_size < 1:
                 raise ValueError(f"Invalid noise_batch_size: {noise_batch_size} (the SGD batch "
                                  f"size m whose noise gld {kind!r} mimics, an int >= 1)")
-        if kind in ("leading", "hessian") and (k is None or int(k) != k or k < 1):
+        if kind in ("leading", "hessian") and (not is_whole(k) or k < 1):
             raise ValueError(f"Invalid k: {k} (number of eigenpairs, an int >= 1)")
         if sigma_h2 is not None and not sigma_h2 >= 0:
             raise ValueError(f"Invalid sigma_h2: {sigma_h2} (must be >= 0)")
-        if estimation_size is not None and (int(estimation_size) != estimation_size
-                                            or estimation_size < 2):
+        if estimation_size is not None and (not is_whole(estimation_size) or estimation_size < 2):
             raise ValueError(f"Invalid estimation_size: {estimation_size} (an int >= 2)")
         defaults = dict(lr=lr, momentum=momentum, dampening=dampening, nesterov=nesterov,
                         weight_decay=weight_decay)

@@ -27,7 +27,7 @@ import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
-from ._common import check_plain_optimizer, closure_loss
+from ._common import check_plain_optimizer, closure_loss, is_whole
 from .registry import build_optimizer, register_optimizer
 
 __all__ = ["SwitchOptimizer"]
@@ -60,7 +60,7 @@ class SwitchOptimizer(Optimizer):
                  second_hyper: dict[str, Any] | None = None):
         for role, name in (("first", first), ("second", second)):
             check_plain_optimizer(role, name, exclude=("switch",))
-        if int(switch_step) != switch_step or switch_step < 0:
+        if not is_whole(switch_step) or switch_step < 0:
             raise ValueError(f"Invalid switch_step: {switch_step} (an int >= 0)")
         params = _copy_params(params)
         self.first = build_optimizer(first, _copy_params(params), **(first_hyper or {}))

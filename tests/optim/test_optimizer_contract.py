@@ -427,6 +427,24 @@ def test_float32_parameters_and_state_stay_float32(name):
             assert t.dtype == dtype, (name, t.shape, t.dtype)
 
 
+
+COUNTS = [("switch", "switch_step"), ("gld-const", "refresh_every"),
+          ("gld-const", "trace_probes"), ("gld-dynamic", "noise_batch_size"), ("gld-leading", "k"),
+          ("gld-dynamic", "estimation_size")]
+
+
+@pytest.mark.parametrize("name,key,value", [
+    (name, key, value) for name, key in COUNTS for value in (float("inf"), float("nan"), None, 2.5)
+    if not (value is None and key == "estimation_size")])     # None: all the data (valid)
+def test_a_count_that_is_no_whole_number_is_a_value_error_naming_it(name, key, value):
+    # as a config may give it (.inf, .nan, null): not an OverflowError or TypeError of int()
+    model, data = _model(), _data()
+    kw = dict(model=model, loss_fn=F.cross_entropy, data=data) \
+        if needs_model(OPTIMIZERS[name]) else {}
+    with pytest.raises(ValueError, match=key):
+        build_optimizer(name, model.parameters(), **kw, **{**HYPER[name], key: value})
+
+
 # --- the sequence models in use today, and a parameter used twice -----------------------------
 
 
