@@ -65,7 +65,8 @@ and Lanczos start vectors; its state, the step count and the current statistics 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -101,7 +102,8 @@ class StructuredNoiseGD(Optimizer):
     """GD + structured Gaussian noise; ``noise`` selects C (see the module table).
 
     Args:
-        params: parameters (the model's trainable parameters, in any grouping).
+        params: parameters (the model's trainable parameters, in any grouping, or some of
+            them: the statistics cover the parameters given, as SGD's noise on them).
         lr: step size η (>= 0; at 0 nothing moves, as with ``torch.optim.SGD``).
         noise: one of :data:`NOISE_KINDS` (the registered subclasses fix it).
         model, loss_fn, data: the model, its mean-reduced loss and the estimation data (a
@@ -261,10 +263,13 @@ class StructuredNoiseGD(Optimizer):
     # --- flat layout --------------------------------------------------------------------------
     def _build_layout(self, model: nn.Module | None) -> dict[int, tuple[int, int]]:
         """Slice of each parameter in the flat vector (the model's ``named_parameters`` order,
-        the order of every statistic in sgdlab)."""
+        the order of every statistic in sgdlab). Only the optimizer's parameters have one: the
+        model's other trainable parameters, which it does not move, are outside the statistics
+        (as SGD's noise on the parameters it trains is that of their gradients alone)."""
         group_params = [p for g in self.param_groups for p in g["params"]]
-        order = list(trainable_named_params(model).values()) if model is not None \
-            else group_params
+        held = {id(p) for p in group_params}
+        order = [p for p in trainable_named_params(model).values() if id(p) in held] \
+            if model is not None else group_params
         self._layout, self._dim = {}, 0
         self._lay_out(order, check=False)
         self._lay_out(group_params, check=model is not None)
@@ -277,9 +282,11 @@ class StructuredNoiseGD(Optimizer):
         in torch.optim.SGD, a step only where they still hold a ``.grad`` (:meth:`step` lays
         the vector out again when the trainable set changes)."""
         new = [p for p in params if p.requires_grad and id(p) not in self._layout]
-        if check and new:
-            raise ValueError("the optimizer's parameters must be trainable parameters of model "
-                             f"({len(new)} are not)")
+        if check:
+            ours = {id(q) for q in trainable_named_params(self.model).values()}
+            if any(id(p) not in ours for p in new):
+                raise ValueError("the optimizer's parameters must be trainable parameters of "
+                                 f"model ({sum(id(p) not in ours for p in new)} are not)")
         for p in new:
             self._layout[id(p)] = (self._dim, self._dim + p.numel())
             self._dim += p.numel()
@@ -295,6 +302,8 @@ class StructuredNoiseGD(Optimizer):
             raise
         if self.model is None:
             self._stats = None        # the flat vector grew: recompute (const's dense square root)
+        else:                         # in the model's order, and statistics that cover the group
+            self._relayout()
 
     @property
     def dim(self) -> int:
@@ -370,7 +379,7 @@ class StructuredNoiseGD(Optimizer):
                 from sgdlab.measure.interpolation import recompute_bn_statistics
 
                 recompute_bn_statistics(self.model, est)     # one batch: the data's statistics
-            with eval_mode(self.model, bn):
+            with eval_mode(self.model, bn), self._held_only():
                 stats = self._refresh_from(est, kind, h, m, dense)
         finally:
             if saved is not None:       # the model's own statistics back, even after an error
@@ -379,6 +388,20 @@ class StructuredNoiseGD(Optimizer):
                         b.copy_(saved[k])
         self._stats = stats
         return stats
+
+    @contextmanager
+    def _held_only(self) -> Iterator[None]:
+        """The model's trainable parameters that the optimizer does not hold frozen while the
+        statistics are measured: they cover the optimizer's coordinates alone."""
+        others = [p for p in trainable_named_params(self.model).values()
+                  if id(p) not in self._layout]
+        try:
+            for p in others:
+                p.requires_grad_(False)
+            yield
+        finally:
+            for p in others:
+                p.requires_grad_(True)
 
     def _refresh_from(self, est, kind: str, h: dict[str, Any], m: int | None,
                       dense: bool) -> dict[str, Any]:
@@ -492,13 +515,14 @@ class StructuredNoiseGD(Optimizer):
 
     def _follow_trainable(self) -> None:
         """Lay the flat vector out again when parameters were frozen or unfrozen since it was
-        laid out (a layer frozen mid-training, progressive unfreezing); statistics other than
-        a scalar variance have the old dimension and are made again."""
+        laid out (a layer frozen mid-training, progressive unfreezing)."""
         trainable = {id(p) for p in self._layout_params() if p.requires_grad}
-        if self.model is not None:
-            trainable |= {id(p) for p in trainable_named_params(self.model).values()}
-        if trainable == self._layout.keys():
-            return
+        if trainable != self._layout.keys():
+            self._relayout()
+
+    def _relayout(self) -> None:
+        """Lay the flat vector out again; statistics other than a scalar variance have the old
+        dimension and are made again."""
         self._build_layout(self.model)
         if self._stats is not None and set(self._stats) != {"sigma2"}:
             self._stats = None

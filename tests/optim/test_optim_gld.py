@@ -328,6 +328,31 @@ def test_freezing_and_unfreezing_mid_training_lays_the_noise_out_again(problem, 
     assert torch.equal(model[0].bias, bias)
 
 
+@pytest.mark.parametrize("name", [n for n in VARIANTS if n not in ("gd", "gld-const")])
+def test_an_optimizer_over_part_of_a_model_measures_its_own_parameters(problem, name):
+    """Built over the last layer only, the rest of the model still trainable (as a torch
+    optimizer is given the parameters it trains): the statistics are those of that layer's
+    gradients, as with the rest frozen, and the rest stays trainable."""
+    model0, data, sigma, _ = problem
+    covs = []
+    for freeze in (False, True):
+        model = copy.deepcopy(model0)
+        body, head = list(model[0].parameters()), list(model[2].parameters())
+        for p in body:
+            p.requires_grad_(not freeze)
+        opt = build_optimizer(name, head, lr=0.1, seed=0, model=model, loss_fn=LOSS, data=data,
+                              **VARIANTS[name])
+        opt.refresh_statistics()
+        assert opt.dim == 10 and opt.sample_noise().shape == (10,)
+        assert all(p.requires_grad is not freeze for p in body)
+        covs.append(opt.covariance())
+    torch.testing.assert_close(covs[0], covs[1], rtol=1e-10, atol=1e-14)
+    if name == "gld-dynamic":            # Tr Σ/(m d) of the layer's own coordinates
+        head_sigma = sigma[16:, 16:]
+        torch.testing.assert_close(covs[0], float(torch.trace(head_sigma)) / (M * 10)
+                                   * torch.eye(10, dtype=torch.float64))
+
+
 @pytest.mark.parametrize("name,kw", [("gd", {}), ("gld-const", dict(sigma=0.2))])
 def test_add_param_group_without_model(problem, name, kw):
     """Without a model the flat vector is the groups' parameters: a group added later gets the
