@@ -133,7 +133,7 @@ class StructuredNoiseGD(Optimizer):
             the refresh). No effect on models without batch norm.
         estimation_size: if set, statistics use a random subset of that many examples
             (without replacement, redrawn at each refresh) instead of all of ``data``.
-        momentum, dampening, nesterov, weight_decay: as ``torch.optim.SGD``.
+        momentum, dampening, nesterov, weight_decay: as ``torch.optim.SGD`` (finite, >= 0).
         sampling: ``"factor"`` (Gram trick / low rank, default) or ``"dense"`` (d x d).
         hessian_which: ``"magnitude"`` (top-k |λ|, the H₊ of the paper; default) or
             ``"largest"`` (algebraic top-k).
@@ -176,9 +176,12 @@ class StructuredNoiseGD(Optimizer):
             raise ValueError(f"Invalid noise={kind!r}; known: {', '.join(NOISE_KINDS)}")
         if not lr >= 0:
             raise ValueError(f"Invalid learning rate: {lr}")
-        if momentum < 0:
+        # finite: torch.optim.SGD lets nan/inf through, to NaN parameters a few steps later
+        if not 0 <= momentum < math.inf:
             raise ValueError(f"Invalid momentum value: {momentum}")
-        if weight_decay < 0:
+        if not 0 <= dampening < math.inf:
+            raise ValueError(f"Invalid dampening value: {dampening}")
+        if not 0 <= weight_decay < math.inf:
             raise ValueError(f"Invalid weight_decay value: {weight_decay}")
         if nesterov and (momentum <= 0 or dampening != 0):
             raise ValueError("Nesterov momentum requires a momentum and zero dampening")

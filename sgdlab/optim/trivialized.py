@@ -101,8 +101,8 @@ class TrivializedSGD(Optimizer):
                  model: nn.Module | None = None, loss_fn: Any = None, data: Any = None,
                  **base_hyper: Any):
         check_plain_optimizer("base", base, exclude=("trivialized", "annealed-noise"))
-        if not coupling > 0:
-            raise ValueError(f"Invalid coupling J: {coupling} (must be > 0)")
+        if not 0 < coupling < math.inf:
+            raise ValueError(f"Invalid coupling J: {coupling} (must be finite > 0)")
         if not tau0 > 0:
             raise ValueError(f"Invalid tau0: {tau0} (steps, must be > 0)")
         self.base = build_optimizer(base, params, **base_hyper)

@@ -250,6 +250,12 @@ def test_float32_model_and_dataset_argument():
     ("gd", dict(momentum=-0.5), "momentum"),
     ("gd", dict(nesterov=True), "Nesterov"),
     ("gd", dict(weight_decay=-1.0), "weight_decay"),
+    # non-finite: NaN parameters a few steps later otherwise
+    ("gd", dict(momentum=math.nan), "momentum"),
+    ("gd", dict(momentum=math.inf), "momentum"),
+    ("gd", dict(weight_decay=math.nan), "weight_decay"),
+    ("gd", dict(momentum=0.9, dampening=math.nan), "dampening"),
+    ("gd", dict(momentum=0.9, dampening=-1.0), "dampening"),
 ])
 def test_invalid_hyper_parameters(problem, name, kw, match):
     model, data, _, _ = problem

@@ -195,6 +195,7 @@ def test_switch_under_a_schedule_runs_each_optimizer_at_its_own_rate(schedule, h
 
 @pytest.mark.parametrize("name,kw,match", [
     ("trivialized", dict(lr=0.1, coupling=0.0), "coupling"),
+    ("trivialized", dict(lr=0.1, coupling=math.inf), "coupling"),     # an infinite field
     ("trivialized", dict(lr=0.1, tau0=-1.0), "tau0"),
     ("trivialized", dict(lr=0.1, p=2), "p"),
     ("trivialized", dict(lr=0.1, n=1e9), "n"),
