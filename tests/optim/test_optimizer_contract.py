@@ -4,12 +4,13 @@ this machine has (CPU always; CUDA when present): it trains a model that is not 
 ``state_dict()`` / ``load_state_dict()`` round-trip into a fresh optimizer continues the
 trajectory exactly (noise generators included). On CPU, with HYPER and the VARIANTS that take
 other code paths: frozen, unused and newly frozen parameters stay put, a group at lr 0 does
-not move, LR schedulers (LambdaLR, StepLR) scale the step and round-trip their state with the
-optimizer's, ``step(closure)`` returns the closure's loss, ``step()`` works or asks for a
-closure, ``zero_grad()`` sets gradients to None, ``add_param_group`` trains the new group, and
-float32 models keep float32 parameters and state. Every optimizer also trains and round-trips
-on a Transformer encoder, a GRU and an embedding tied to the output projection, holding the
-tied matrix once and moving it by both uses' gradient."""
+not move, a group steps with its own hyper-parameters, LR schedulers (LambdaLR, StepLR) scale
+the step and round-trip their state with the optimizer's, ``step(closure)`` returns the
+closure's loss, ``step()`` works or asks for a closure, ``zero_grad()`` sets gradients to None,
+``add_param_group`` trains the new group, and float32 models keep float32 parameters and state.
+Every optimizer also trains and round-trips on a Transformer encoder, a GRU and an embedding
+tied to the output projection, holding the tied matrix once and moving it by both uses'
+gradient."""
 from __future__ import annotations
 
 import copy
@@ -237,6 +238,85 @@ def test_a_param_group_with_lr_zero_does_not_move(name):
     for k in before:
         moved = not torch.equal(before[k], after[k])
         assert moved == (not k.startswith("out.") or name in MOVES_AT_LR_ZERO), (name, k)
+
+
+# a second group's own hyper-parameters, each of which changes the first steps
+_SGD_LIKE = dict(lr=0.05, momentum=0.5, weight_decay=0.01)
+_GLD = dict(_SGD_LIKE, dampening=0.1)
+GROUP_HYPER = {
+    "sgd": dict(_SGD_LIKE, nesterov=True), "random-lr-sgd": dict(_SGD_LIKE, multiply="step"),
+    "adam": dict(lr=0.005, betas=(0.8, 0.99), eps=1e-6, weight_decay=0.01),
+    "rmsprop": dict(lr=0.005, alpha=0.9, momentum=0.5, weight_decay=0.01),
+    "entropy_sgd": dict(_SGD_LIKE, inner_lr=0.05, gamma=50.0, alpha=0.5, inner_momentum=0.5),
+    "entropy_adam": dict(lr=0.005, inner_lr=0.05, gamma=50.0, alpha=0.5, betas=(0.8, 0.99),
+                         weight_decay=0.01),
+    "parle": dict(_SGD_LIKE, inner_lr=0.1, gamma=50.0, alpha=0.5),   # inner_lr: default lr
+    "hj": dict(_SGD_LIKE, inner_lr=0.05, gamma=0.05), "heat": dict(_SGD_LIKE, gamma=0.005),
+    "switch": dict(lr=0.05, weight_decay=0.01), "trivialized": _SGD_LIKE,
+    "annealed-noise": _SGD_LIKE,
+    **{name: _GLD for name in HYPER if name.startswith(("gld", "gd"))},
+}
+GROUP_HYPER["adamw"] = GROUP_HYPER["adam"]
+
+
+class TwoNets(nn.Module):
+    """Two independent SkipNets whose losses add up: each one's steps do not depend on the
+    other's parameters (Σ aside, which GLD refreshes only once here)."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = SkipNet(), SkipNet()
+
+    def forward(self, x):
+        return torch.stack([self.a(x), self.b(x)])
+
+
+def _two_losses(out, y):
+    return F.cross_entropy(out[0], y) + F.cross_entropy(out[1], y)
+
+
+def test_every_optimizer_has_group_hyper_parameters():
+    assert set(GROUP_HYPER) == set(HYPER)
+
+
+@pytest.mark.parametrize("name", sorted(HYPER))
+def test_a_param_group_steps_with_its_own_hyper_parameters(name):
+    # the second group given GROUP_HYPER moves as the optimizer built with those values (the
+    # hand computation of each group is the single-group optimizer's), the first as without
+    group = GROUP_HYPER[name]
+    gld = name.startswith(("gld", "gd"))       # Σ measured once: the nets stay independent
+    base = dict(HYPER[name], **({"refresh_every": 100} if gld else {}))
+    built = dict(base, first_hyper={**base["first_hyper"], **group},
+                 second_hyper={**base["second_hyper"], **group}) if name == "switch" \
+        else dict(base, **group)
+
+    def run(hyper, groups):
+        torch.manual_seed(0)
+        model, (x, y) = TwoNets().double(), _data()
+        a, b = list(model.a.parameters()), list(model.b.parameters())
+        kw = dict(model=model, loss_fn=_two_losses, data=(x, y)) \
+            if needs_model(OPTIMIZERS[name]) else {}
+        params = [{"params": a}, {"params": b, **group}] if groups else a + b
+        opt = build_optimizer(name, params, **kw, **hyper)
+        for _ in range(_n_warmup(name) + 2):        # switch: both optimizers
+            opt.step(lambda: _closure(opt, model, x, y))
+        return [p.detach() for p in a], [p.detach() for p in b]
+
+    a2, b2 = run(base, True)
+    a_plain, b_plain = run(base, False)
+    a_group, b_group = run(built, False)
+    for p, q in zip(a2, a_plain):
+        torch.testing.assert_close(p, q, rtol=1e-10, atol=1e-13)
+    for p, q, r in zip(b2, b_group, b_plain):
+        torch.testing.assert_close(p, q, rtol=1e-10, atol=1e-13)
+    assert any(not torch.equal(q, r) for q, r in zip(b_group, b_plain))
+
+
+def _closure(opt, model, x, y):
+    opt.zero_grad()
+    loss = _two_losses(model(x), y)
+    loss.backward()
+    return loss
 
 
 def test_parle_authors_code_at_lr_zero_moves_to_the_last_inner_iterate():
