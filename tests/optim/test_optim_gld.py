@@ -359,6 +359,25 @@ def test_an_optimizer_over_part_of_a_model_measures_its_own_parameters(problem, 
                                    * torch.eye(10, dtype=torch.float64))
 
 
+@pytest.mark.parametrize("name", ["gld-dynamic", "gld-leading", "gld-sgd-like"])
+def test_add_param_group_with_model_between_refreshes(problem, name):
+    """The last layer first, the first one added after a step, the next step not a refresh:
+    the flat vector grows to the new group (statistics of the old dimension remade) and the
+    group trains."""
+    model0, data, _, _ = problem
+    model = copy.deepcopy(model0)
+    opt = build_optimizer(name, list(model[2].parameters()), lr=0.1, seed=0, model=model,
+                          loss_fn=LOSS, data=data, refresh_every=3, **VARIANTS[name])
+    _run(model, opt, data, 1)
+    assert opt.dim == 10
+    body = list(model[0].parameters())
+    before = [p.detach().clone() for p in body]
+    opt.add_param_group({"params": body})
+    _run(model, opt, data, 1)
+    assert opt.dim == 26 and opt.sample_noise().shape == (26,)
+    assert all(not torch.equal(b, p) for b, p in zip(before, body))
+
+
 @pytest.mark.parametrize("name,kw", [("gd", {}), ("gld-const", dict(sigma=0.2))])
 def test_add_param_group_without_model(problem, name, kw):
     """Without a model the flat vector is the groups' parameters: a group added later gets the
