@@ -157,9 +157,9 @@ def test_values_by_group_and_mean_curve_by_hand():
                             run("a", 2, summary={"m": float("nan")})],
                          b=[run("b", 0, summary={"m": 5.0})])
     v = values_by_group(groups, ["m"])
-    # the NaN seed is left out of the mean, the std and the count
+    # the NaN seed is left out of the mean, the std and the count, and counted as missing
     assert v["a"] == {"m": 2.0, "m__n": 2, "m__std": pytest.approx(math.sqrt(2.0)),
-                      "m__by_seed": {0: 1.0, 1: 3.0}}
+                      "m__by_seed": {0: 1.0, 1: 3.0}, "m__missing": 1}
     assert v["b"] == {"m": 5.0, "m__n": 1, "m__by_seed": {0: 5.0}}     # one seed: no std
     rs = [run("a", 0, metrics={"acc": [(0, 0.1), (10, 0.5), (20, 0.9)]}),
           run("a", 1, metrics={"acc": [(0, 0.3), (10, 0.7)]}),
@@ -756,3 +756,24 @@ def test_an_equal_ratio_claim_stays_when_one_setting_diverged():
     assert [c.agrees_with_paper for c in same] == [None]
     assert "cannot be checked" in same[0].text
     assert any(c.text.startswith("diverged: lr=0.1, B=50") for c in concl)
+
+
+def test_a_verdict_on_part_of_the_seeds_says_which_seeds_it_leaves_out():
+    nan = float("nan")
+    groups = OrderedDict(a=[run("a", s, summary={"m": v}) for s, v in enumerate([0.5, nan, 0.52])],
+                         b=[run("b", s, summary={"m": v}) for s, v in enumerate([0.9, 0.91, 0.92])],
+                         c=[run("c", s, summary={"m": 0.9 + 0.01 * s}) for s in range(3)])
+    v = values_by_group(groups, ["m"])
+    less, eq = check_claims([{"less": ["a", "b"], "metric": "m"},
+                             {"equivalent": ["b", "a"], "metric": "m", "margin": 0.5}], v)
+    # the mean of a is over seeds 0 and 2 only (0.51): the verdict stands, said to be partial
+    assert less.agrees_with_paper is True and "(0.51)" in less.text
+    assert eq.agrees_with_paper is True
+    for c in (less, eq):
+        assert c.text.endswith("partial data: 1 of 3 seeds of a without a finite value, "
+                               "left out of the means")
+    full, = check_claims([{"less": ["c", "b"], "metric": "m", "margin": -0.1}], v)
+    assert "partial" not in full.text
+    # over three groups the seeds left out are said once
+    three, = check_claims([{"equivalent": ["b", "a", "c"], "metric": "m", "margin": 0.5}], v)
+    assert three.text.count("partial data") == 1 and three.text.endswith("left out of the means")

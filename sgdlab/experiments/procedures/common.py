@@ -49,6 +49,10 @@ differences instead (for ``above``, of min over A − max over B), for groups wh
 each seed's start (the same initialisation, or a continuation of the same seed's run): the
 seeds' common variation then cancels.
 
+A group's mean is over the seeds with a finite value; where some seed has none (a diverged
+run, a measurement that failed), the conclusion's text says how many of the group's seeds
+its mean leaves out ("partial data: ..."), whatever the verdict.
+
 A value may be *censored*: ``values[group][metric + "__censored"]`` true says that some seed
 measured only a lower bound (e.g. a basin that does not close inside the range scanned), so
 the group's mean is a lower bound of the true mean. A bound can only move the compared
@@ -154,9 +158,10 @@ def summary_table(name: str, groups: "OrderedDict[str, list[StoredRun]]",
 def values_by_group(groups: "OrderedDict[str, list[StoredRun]]", metrics: list[str]
                     ) -> dict[str, dict[str, Any]]:
     """``{group: {metric: mean, metric + "__std": std over seeds, metric + "__by_seed":
-    {seed: value}}}`` (the last for claims with ``paired: true``), and ``metric +
-    "__censored": True`` where some run's summary flags its value as only a lower bound (its
-    own ``metric + "__censored"``; :func:`check_claims` reads it)."""
+    {seed: value}}}`` (the last for claims with ``paired: true``), ``metric + "__missing"``:
+    the number of seeds left out of the mean (no finite value), where there are any, and
+    ``metric + "__censored": True`` where some run's summary flags its value as only a lower
+    bound (its own ``metric + "__censored"``; :func:`check_claims` reads both)."""
     out: dict[str, dict[str, Any]] = {}
     for g, rs in groups.items():
         out[g] = {}
@@ -168,6 +173,8 @@ def values_by_group(groups: "OrderedDict[str, list[StoredRun]]", metrics: list[s
                 out[g][m + "__std"] = std
             out[g][m + "__by_seed"] = {r.seed: float(r.summary[m]) for r in rs
                                        if finite(r.summary.get(m))}
+            if n < len(rs):     # seeds whose value is missing or not finite (a diverged run)
+                out[g][m + "__missing"] = len(rs) - n
             if any(r.summary.get(m + "__censored") for r in rs):
                 out[g][m + "__censored"] = True
     return out
@@ -477,10 +484,33 @@ def check_claims(claims: list[dict[str, Any]], values: dict[str, dict[str, float
                      f"{' (' + c['requires_why'] + ')' if c.get('requires_why') else ''}, "
                      "so inconclusive")
             ok = None
+        # last, so that a claim over many pairs can state it once for all of them
+        text += _partial_note(values, [(g, metric) for g in groups[:-1]]
+                              + [(groups[-1], c.get("metric_b", metric) if kind != "above"
+                                  else metric)], names)
         out.append(Conclusion(text, agrees_with_paper=None if ok is None else bool(ok),
                               claim=c.get("claim"),
                               evidence=ev))
     return out
+
+
+_PARTIAL = " — partial data: "
+
+
+def _partial_note(values: dict[str, dict[str, Any]], keys: list[tuple[str, str]],
+                  names: dict[str, str]) -> str:
+    """Words for the seeds a mean leaves out (``metric + "__missing"``) among the (group,
+    metric) ``keys``: a verdict on the other seeds' mean says it rests on part of the runs."""
+    parts = []
+    for g, m in dict.fromkeys(keys):
+        k = values.get(g, {}).get(m + "__missing", 0)
+        if k:
+            n = int(values[g].get(m + "__n", 0))
+            parts.append(f"{k} of {k + n} seeds of {names.get(g, g)}")
+    if not parts:
+        return ""
+    return (f"{_PARTIAL}{', '.join(parts)} without a finite value, left out of the "
+            "means")
 
 
 def _all_equivalent(c: dict[str, Any], values: dict[str, dict[str, float]],
@@ -492,6 +522,8 @@ def _all_equivalent(c: dict[str, Any], values: dict[str, dict[str, float]],
     pairs = list(combinations(groups, 2))
     each = check_claims([{**c, "equivalent": list(p)} for p in pairs], values, names)
     verdicts = [r.agrees_with_paper for r in each]
+    for r in each:      # the seeds left out are stated once, for all the groups
+        r.text = r.text.split(_PARTIAL)[0]
     ok = False if False in verdicts else (True if all(verdicts) else None)
     mname, m = c.get("metric_name", c["metric"]), c["metric"]
     listed = ", ".join(names.get(g, g) for g in groups)
@@ -505,6 +537,7 @@ def _all_equivalent(c: dict[str, Any], values: dict[str, dict[str, float]],
         more = f"; and {len(shown) - 2} more" if len(shown) > 3 else ""
         text = (f"{mname}, {len(shown)} of the {len(pairs)} pairs of {{{listed}}} {what}: "
                 + "; ".join(shown[:2] if more else shown) + more)
+    text += _partial_note(values, [(g, m) for g in groups], names)
     ev = {f"{a} vs {b}": r.evidence for (a, b), r in zip(pairs, each)}
     return Conclusion(text, agrees_with_paper=ok, claim=c.get("claim"), evidence=ev)
 
