@@ -777,3 +777,24 @@ def test_a_verdict_on_part_of_the_seeds_says_which_seeds_it_leaves_out():
     # over three groups the seeds left out are said once
     three, = check_claims([{"equivalent": ["b", "a", "c"], "metric": "m", "margin": 0.5}], v)
     assert three.text.count("partial data") == 1 and three.text.endswith("left out of the means")
+
+
+def test_zhu_noise_magnitude_of_a_seed_whose_late_norms_are_nan_is_inconclusive():
+    """A diverged seed has no late ratio: its "last third" is not taken from its early log
+    points, and the verdict does not rest on the other seeds alone."""
+    from sgdlab.experiments.procedures.zhu import zhu_noise_magnitude
+
+    nan = float("nan")
+
+    def r(seed, late):
+        return run("g", seed, metrics={
+            "noise/grad_norm": [(t, 1.0) for t in range(6)],
+            "noise/noise_norm": [(t, 0.5 if t < 3 else late) for t in range(6)]})
+    res = zhu_noise_magnitude(SimpleNamespace(paper=PAPER, options={}),
+                              [r(0, 2.0), r(1, nan), r(2, 3.0)])
+    c, = res.conclusions
+    # seed 1's last third (steps 4-5) has no finite ratio: not 0.5 from steps 0-2
+    assert res.table("noise_magnitude").rows[0][2:4] == pytest.approx([0.5, 2.5])
+    assert c.agrees_with_paper is None and "1 of 3 seeds have no finite ratio" in c.text
+    res = zhu_noise_magnitude(SimpleNamespace(paper=PAPER, options={}), [r(0, 2.0), r(2, 3.0)])
+    assert res.conclusions[0].agrees_with_paper is True

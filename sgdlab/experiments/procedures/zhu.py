@@ -186,20 +186,25 @@ def _residual_checks(o: dict, k: int, d: int | None, steps: list[float],
 
 def _ratio_thirds(r: StoredRun) -> tuple[float, float, list[float], list[float]]:
     """Median noise/gradient norm ratio over the first and over the last third of the run's
-    log points (those with both norms finite and ‖g₀‖ > 0), and the steps of each third."""
+    log points (those with both norms logged), and the steps of each third. The thirds are
+    of the points logged, the medians of those in them with both norms finite and ‖g₀‖ > 0:
+    a run whose late norms are NaN (diverged) has no late ratio, rather than a "last third"
+    drawn from its early points. NaN for a third without such a point."""
     import statistics
 
     gn = dict(r.metrics.get("noise/grad_norm", []))
     nn = dict(r.metrics.get("noise/noise_norm", []))
-    pts = [(t, nn[t] / gn[t]) for t in sorted(set(gn) & set(nn))
-           if finite(gn[t]) and gn[t] > 0 and finite(nn[t])]
+    pts = [(t, nn[t] / gn[t] if finite(gn[t]) and gn[t] > 0 and finite(nn[t])
+            else float("nan")) for t in sorted(set(gn) & set(nn))]
     if not pts:
         return float("nan"), float("nan"), [], []
     n = _third(len(pts))
     first, last = pts[:n], pts[-n:]
-    return (float(statistics.median(v for _, v in first)),
-            float(statistics.median(v for _, v in last)),
-            [t for t, _ in first], [t for t, _ in last])
+
+    def median(window: list[tuple[float, float]]) -> float:
+        vals = [v for _, v in window if finite(v)]
+        return float(statistics.median(vals)) if vals else float("nan")
+    return median(first), median(last), [t for t, _ in first], [t for t, _ in last]
 
 
 @register_analysis("zhu_noise_magnitude")
@@ -222,6 +227,8 @@ def zhu_noise_magnitude(spec, runs: list[StoredRun]) -> Analysis:
         thirds = [_ratio_thirds(r) for r in rs]
         r_start = mean_std([t[0] for t in thirds])[0]
         r_end = mean_std([t[1] for t in thirds])[0]
+        # a seed without a ratio in one of the thirds would leave the mean to the others
+        lost = sum(1 for t in thirds if not (finite(t[0]) and finite(t[1])))
         early, late = thirds[0][2], thirds[0][3]
         gn_end = mean_std([_last(r, "noise/grad_norm") for r in rs])[0]
         nn_end = mean_std([_last(r, "noise/noise_norm") for r in rs])[0]
@@ -231,9 +238,11 @@ def zhu_noise_magnitude(spec, runs: list[StoredRun]) -> Analysis:
         concl.append(Conclusion(
             f"{g}: median noise/gradient norm ratio {r_start:.3g} over the first third of the "
             f"log points ({_steps(early)}), {r_end:.3g} over the last third ({_steps(late)}); "
-            f"dominance read as a ratio {'above 1' if dom == 1 else f'of at least {dom:g}'}",
+            f"dominance read as a ratio {'above 1' if dom == 1 else f'of at least {dom:g}'}"
+            + (f"; {lost} of {len(rs)} seeds have no finite ratio in a third, so inconclusive"
+               if lost else ""),
             # a missing norm is no evidence either way, not a disagreement
-            agrees_with_paper=(None if not (finite(r_start) and finite(r_end))
+            agrees_with_paper=(None if lost or not (finite(r_start) and finite(r_end))
                                else (r_end > 1 if dom == 1 else r_end >= dom)
                                and r_end > r_start),
             claim="late in training the noise magnitude dominates the gradient norm"
