@@ -798,3 +798,27 @@ def test_zhu_noise_magnitude_of_a_seed_whose_late_norms_are_nan_is_inconclusive(
     assert c.agrees_with_paper is None and "1 of 3 seeds have no finite ratio" in c.text
     res = zhu_noise_magnitude(SimpleNamespace(paper=PAPER, options={}), [r(0, 2.0), r(2, 3.0)])
     assert res.conclusions[0].agrees_with_paper is True
+
+
+def test_zhu_alignment_with_a_seed_without_values_is_inconclusive():
+    """The means over seeds skip NaN: a seed that measured nothing at the end (diverged)
+    must not leave every verdict to the other seeds without a word."""
+    from sgdlab.experiments.procedures.zhu import zhu_alignment
+
+    nan = float("nan")
+    good = _alignment_run("g", (0.5, 0.2), (0.5, 0.2), [1.8, 1.5, 1.0, 0.4, 0.4, 0.4])
+    bad = _alignment_run("g", (nan, nan), (nan, nan), [1.8, 1.5, nan, nan, nan, nan])
+    bad.seed = 1
+    for i in (1, 2):
+        bad.metrics[f"align/cos_{i}"] = [(10, nan)]
+    spec = SimpleNamespace(paper=PAPER, options={"tests": ["cosine", "eigenvalues",
+                                                           "residual"]})
+    assert [c.agrees_with_paper for c in zhu_alignment(spec, [good]).conclusions] == [True] * 4
+    cs = zhu_alignment(spec, [good, bad]).conclusions
+    assert [c.agrees_with_paper for c in cs] == [None] * 4
+    assert all("1 of 2 seeds have no finite value there" in c.text for c in cs)
+    # a seed with a late residual but no eigenvalues: only the eigenvalue test is undecided
+    bad = _alignment_run("g", (0.5, nan), (0.5, 0.2), [1.8, 1.5, 1.0, 0.4, 0.4, 0.4])
+    bad.seed = 1
+    cs = zhu_alignment(spec, [good, bad]).conclusions
+    assert [c.agrees_with_paper for c in cs] == [True, None, True, True]

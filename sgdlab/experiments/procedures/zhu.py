@@ -61,6 +61,9 @@ def zhu_alignment(spec, runs: list[StoredRun]) -> Analysis:
       there leave stability undecided ("the projection residual becomes small and stable in
       the later stage of optimization"). The residual of random k-subspaces of R^d,
       k − k²/d, is stated for reference.
+
+    The values are means over seeds; a seed without a finite value where a test reads them
+    (a diverged run) makes that test inconclusive rather than leave it to the other seeds.
     """
     from sgdlab.report.figures.curvature import alignment_figure
 
@@ -88,6 +91,16 @@ def zhu_alignment(spec, runs: list[StoredRun]) -> Analysis:
             residual=_last(r0, "align/residual"),
             title=f"{g}: Σ–H alignment at the end of training")))
         checks = []          # (finding, agrees, claim, evidence) per requested test
+
+        def lost(names: list[str], steps: list[float] | None = None) -> int:
+            """Seeds without a finite value of every series in ``names`` at the end (at
+            each of ``steps``): the means over seeds leave them out."""
+            def ok(r: StoredRun, n: str) -> bool:
+                if steps is None:
+                    return finite(_last(r, n))
+                got = dict(r.metrics.get(n, []))
+                return all(finite(got.get(t)) for t in steps)
+            return sum(1 for r in rs if not all(ok(r, n) for n in names))
         if "cosine" in tests:
             thr = float(o.get("cosine_above", 0.9))
             # every pair must be finite: min() skips a NaN that is not first
@@ -102,6 +115,17 @@ def zhu_alignment(spec, runs: list[StoredRun]) -> Analysis:
             checks.append(_eigenvalue_check(o, pairs))
         if "residual" in tests:
             checks += _residual_checks(o, k, d, res_steps, res_mean)
+        # a verdict on the mean of the other seeds would hide a seed that has no value
+        missing = {"cosine": lost([f"align/cos_{i}" for i in range(1, k + 1)]),
+                   "eigenvalues": lost([f"align/{w}_norm_eig_{i}" for w in ("hess", "sigma")
+                                        for i in range(1, k + 1)])}
+        if "residual" in tests:
+            missing["residual"] = lost(["align/residual"], checks[-2][3]["late_steps"])
+        which = [t for t in ("cosine", "eigenvalues") if t in tests] + (
+            ["residual", "residual"] if "residual" in tests else [])
+        checks = [(text + f"; {missing[t]} of {len(rs)} seeds have no finite value there, so "
+                   "inconclusive", None, claim, ev) if missing[t] else (text, ok, claim, ev)
+                  for t, (text, ok, claim, ev) in zip(which, checks)]
         concl += [Conclusion(f"{g}: {text}", agrees_with_paper=ok, claim=claim, evidence=ev)
                   for text, ok, claim, ev in checks]
     table = Table("alignment", ["run", "i", "|cos(u_i, v_i)|", "std", "λ_i(H)/‖H‖_F",
