@@ -822,3 +822,32 @@ def test_zhu_alignment_with_a_seed_without_values_is_inconclusive():
     bad.seed = 1
     cs = zhu_alignment(spec, [good, bad]).conclusions
     assert [c.agrees_with_paper for c in cs] == [True, None, True, True]
+
+
+def test_a_rank_correlation_says_over_how_many_points_it_is_taken():
+    """Spearman ρ drops settings without a finite value: the text counts the ones ranked, not
+    every setting of the grid."""
+    from sgdlab.experiments.procedures.jastrzebski import ratio_grid
+    from sgdlab.experiments.procedures.xing import xing_cosine_grid
+
+    nan = float("nan")
+    settings = [(0.05, 100), (0.1, 100), (0.1, 50), (0.2, 100), (0.4, 100)]
+    runs = [_grid_run(lr, b, 0, top, 0.5) for (lr, b), top in zip(settings, [5, 4, 3, 2, nan])]
+    spec = SimpleNamespace(paper=PAPER, options={"metrics": ["hessian_top"],
+                                                 "expect": {"hessian_top": "negative"}})
+    trend = ratio_grid(spec, runs).conclusions[0]
+    assert "over 4 of the 5 (η, B) settings (1 without a finite value)" in trend.text
+    runs[-1].summary["hessian_top"] = 1.0
+    assert "over 5 (η, B) settings" in ratio_grid(spec, runs).conclusions[0].text
+
+    def r(b, cos, lr=0.1):
+        return run(f"B{b}-lr{lr}", 0, params={"optimizer": {"lr": lr}, "batch_size": b},
+                   metrics={"grad_cosine": [(1, cos)], "dist_from_init": [(1, 1.0 / b)]})
+    spec = SimpleNamespace(paper=PAPER, options={"fixed_lr": 0.1, "fixed_batch": 50})
+    cos, dist = xing_cosine_grid(spec, [r(25, 0.3), r(50, 0.2), r(100, 0.1),
+                                        r(200, nan)]).conclusions[:2]
+    assert "over 3 of the 4 batch sizes (1 without a finite value)" in cos.text
+    assert "over 4 batch sizes" in dist.text
+    *_, by_lr = xing_cosine_grid(spec, [r(50, 0.2), r(50, 0.25, 0.2), r(50, nan, 0.4),
+                                        r(50, 0.3, 0.8)]).conclusions
+    assert "over 3 of the 4 learning rates (1 without a finite value)" in by_lr.text

@@ -34,6 +34,14 @@ def _spearman(x: list[float], y: list[float]) -> float:
     return float(r)
 
 
+def ranked_over(x: list[float], y: list[float], what: str) -> str:
+    """"N <what>" for the points a :func:`_spearman` of ``x``, ``y`` ranks, or "N of M
+    <what> (K without a finite value)" when it drops some: ρ is over the finite ones."""
+    n = sum(1 for a, b in zip(x, y) if finite(a) and finite(b))
+    m = len(list(zip(x, y)))
+    return f"{n} {what}" if n == m else f"{n} of the {m} {what} ({m - n} without a finite value)"
+
+
 # A claimed monotone trend counts as reproduced only if the rank correlation is clear, not
 # merely of the right sign (a grid of 6 settings gives |ρ| ≈ 0.1 by chance easily).
 CLEAR_TREND = 0.5
@@ -134,8 +142,9 @@ def ratio_grid(spec, runs: list[StoredRun]) -> Analysis:
                      else "no clear trend" if abs(rho) < CLEAR_TREND
                      else "decreases" if rho < 0 else "increases")
             conclusions.append(Conclusion(
-                f"{LABELS.get(m, m)} vs η/B: Spearman ρ = {rho:.2f} over {len(rows)} (η, B) "
-                f"settings ({trend} with η/B; a clear trend needs |ρ| ≥ {CLEAR_TREND})",
+                f"{LABELS.get(m, m)} vs η/B: Spearman ρ = {rho:.2f} over "
+                f"{ranked_over([r[2] for r in rows], [r[3 + i] for r in rows], '(η, B) settings')}"
+                f" ({trend} with η/B; a clear trend needs |ρ| ≥ {CLEAR_TREND})",
                 agrees_with_paper=ok,
                 claim=f"{LABELS.get(m, m)} {'decreases' if sign == 'negative' else 'increases'} "
                       "as η/B grows", evidence={"spearman": rho}))

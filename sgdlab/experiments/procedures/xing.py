@@ -22,7 +22,7 @@ from sgdlab.experiments.procedures.common import (add_references, by_group, chec
                                                   finite, mean_curve, summary_table,
                                                   values_by_group, x_axis)
 from sgdlab.experiments.procedures.jastrzebski import (CLEAR_TREND, _spearman, clear_trend,
-                                                       epoch_curves)
+                                                       epoch_curves, ranked_over)
 from sgdlab.measure.walk import VALLEY_FLOORS, has_valley_floor
 from sgdlab.report.figures.axes import log_scale
 from sgdlab.report.tables import Table
@@ -306,8 +306,9 @@ def xing_cosine_grid(spec, runs: list[StoredRun]) -> Analysis:
                               ("distance", 4, "final distance from the initialisation")):
         rho = _spearman([p[1] for p in by_b], [p[col] for p in by_b])
         concl.append(Conclusion(
-            f"{what} vs batch size at lr = {lr0:g}: Spearman ρ = {rho:.2f} over {len(by_b)} "
-            f"batch sizes (a clear trend needs |ρ| ≥ {CLEAR_TREND})",
+            f"{what} vs batch size at lr = {lr0:g}: Spearman ρ = {rho:.2f} over "
+            f"{ranked_over([p[1] for p in by_b], [p[col] for p in by_b], 'batch sizes')} "
+            f"(a clear trend needs |ρ| ≥ {CLEAR_TREND})",
             agrees_with_paper=clear_trend(rho, "negative") if finite(rho) else None,
             claim=f"the {what} falls as the batch size grows", evidence={"spearman": rho}))
     if len(by_lr) >= 2:
@@ -319,8 +320,9 @@ def xing_cosine_grid(spec, runs: list[StoredRun]) -> Analysis:
             "claim": "changing the learning rate (at a fixed batch size) does not change the "
                      "cosine of consecutive gradients"}], vals)
         rho = _spearman([p[0] for p in by_lr], [p[2] for p in by_lr])
+        over = ranked_over([p[0] for p in by_lr], [p[2] for p in by_lr], "learning rates")
         concl.append(Conclusion(f"gradient cosine vs learning rate at B = {b0:g}: Spearman ρ "
-                                f"= {rho:.2f} over {len(by_lr)} learning rates",
+                                f"= {rho:.2f} over {over}",
                                 evidence={"spearman": rho}))
     return Analysis(tables=[table], figures=[("cosine_grid", fig)], conclusions=concl)
 
