@@ -540,3 +540,25 @@ def test_interpolation_paper_scale_evaluates_the_whole_training_set():
     assert len(interp) == 2
     assert all("samples" not in r["params"] and r["params"]["eval_batch_size"] > 0
                for r in interp)
+
+
+def test_a_curve_that_stops_early_or_misses_a_value_has_no_gap():
+    """A diverged run's curve stops early: over the evaluations both reached it would
+    "match" the other; a missing value would shift the rest by one evaluation."""
+    def curve(label, seed, acc):
+        return run(label, seed, params={"optimizer": {"lr": 0.01}, "batch_size": 50},
+                   metrics={"test_acc": [(0, 0.1)] + [(10 * e, a) for e, a in enumerate(acc, 1)]})
+    full = curve("a", 0, [0.5, 0.6, 0.7])
+    assert np.isnan(curve_gap(full, curve("b", 0, [0.5]), "test_acc"))
+    assert np.isnan(curve_gap(full, curve("b", 0, [0.5, float("nan"), 0.6]), "test_acc"))
+    assert curve_gap(full, curve("b", 0, [0.5, 0.65, 0.6]), "test_acc") == pytest.approx(0.05)
+    # seed 1 of b diverged after one evaluation: the gap is seed 0's, and the claim says so
+    runs = [curve("a", 0, [0.5, 0.6, 0.7]), curve("a", 1, [0.5, 0.6, 0.7]),
+            curve("b", 0, [0.5, 0.6, 0.71]), curve("b", 1, [0.5])]
+    spec = SimpleNamespace(paper=PAPER, options={
+        "curves": [], "pairs": [{"name": "p", "a": "a", "b": "b"}],
+        "references": {"one point": {"gap": 0.01}},
+        "claims": [{"less": ["gap-p", "one point"], "metric": "gap"}]})
+    c, = equal_ratio(spec, runs).conclusions
+    assert c.evidence["gap-p"] == pytest.approx(0.01 / 3)
+    assert c.agrees_with_paper is True and "1 of 2 seeds of gap-p without a finite value" in c.text

@@ -199,10 +199,13 @@ def _eval_series(r: StoredRun, metric: str) -> list[float]:
 
 def curve_gap(a: StoredRun, b: StoredRun, metric: str) -> float:
     """Mean over evaluations of |a(e) − b(e)|: how far two learning curves (evaluated at the
-    same epochs) lie apart."""
-    x, y = _eval_series(a, metric), _eval_series(b, metric)
-    n = min(len(x), len(y))
-    return float(np.mean(np.abs(np.subtract(x[:n], y[:n])))) if n else float("nan")
+    same epochs) lie apart. NaN unless both have a finite value at every evaluation after
+    the initial one, as many of them: a curve that stops early (a diverged run) or misses a
+    value does not match the other over a part of it, nor over evaluations shifted by one."""
+    x, y = ([v for s, v in r.metrics.get(metric, []) if s > 0] for r in (a, b))
+    if not x or len(x) != len(y) or not all(map(finite, x + y)):
+        return float("nan")
+    return float(np.mean(np.abs(np.subtract(x, y))))
 
 
 @register_analysis("jastrzebski_equal_ratio")
@@ -236,9 +239,11 @@ def equal_ratio(spec, runs: list[StoredRun]) -> Analysis:
     def gap_group(a: str, b: str) -> dict[str, Any]:
         """Mean (and std) over the seeds both groups ran of the gap between their curves."""
         ra, rb = seeds.get(a, {}), seeds.get(b, {})
-        gaps = [g for g in (curve_gap(ra[s], rb[s], metric) for s in ra if s in rb)
-                if finite(g)]
+        both = [curve_gap(ra[s], rb[s], metric) for s in ra if s in rb]
+        gaps = [g for g in both if finite(g)]
         out = {"gap": float(np.mean(gaps)) if gaps else float("nan"), "gap__n": len(gaps)}
+        if len(gaps) < len(both):       # the claims say that the mean leaves them out
+            out["gap__missing"] = len(both) - len(gaps)
         if len(gaps) > 1:
             out["gap__std"] = float(np.std(gaps, ddof=1))
         return out
@@ -462,9 +467,11 @@ def breakdown(spec, runs: list[StoredRun]) -> Analysis:
             "metric_name": f"best {LABELS.get(metric, metric)} ({n} examples)",
             "claim": "multiplying η and S by a small β keeps the final performance"}], vals)
         ref1 = {r.seed: r for r in groups[g1]}
-        gaps = [g for g in (curve_gap(r, ref1[r.seed], metric) for r in groups[small]
-                            if r.seed in ref1) if finite(g)]
+        both = [curve_gap(r, ref1[r.seed], metric) for r in groups[small] if r.seed in ref1]
+        gaps = [g for g in both if finite(g)]
         gv = {"gap": float(np.mean(gaps)) if gaps else float("nan"), "gap__n": len(gaps)}
+        if len(gaps) < len(both):
+            gv["gap__missing"] = len(both) - len(gaps)
         if len(gaps) > 1:
             gv["gap__std"] = float(np.std(gaps, ddof=1))
         concl += check_claims([{
