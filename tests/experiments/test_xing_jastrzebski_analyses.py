@@ -562,3 +562,21 @@ def test_a_curve_that_stops_early_or_misses_a_value_has_no_gap():
     c, = equal_ratio(spec, runs).conclusions
     assert c.evidence["gap-p"] == pytest.approx(0.01 / 3)
     assert c.agrees_with_paper is True and "1 of 2 seeds of gap-p without a finite value" in c.text
+
+
+def test_breakdown_departure_says_which_seeds_it_leaves_out():
+    def r(n, beta, seed, best):
+        acc = [(0, 0.1), (10, best)] if best is not None else []
+        return run(f"beta{beta}|n_train={n}", seed, metrics={"test_acc": acc},
+                   params={"optimizer": {"lr": 0.1 * beta}, "batch_size": 50 * beta,
+                           "dataset": {"n_train": n}})
+    runs = []
+    for seed in (0, 1):
+        runs += [r(4000, 1, seed, 0.95), r(4000, 2, seed, 0.95), r(4000, 16, seed, 0.90),
+                 r(800, 1, seed, 0.90), r(800, 2, seed, 0.90),
+                 r(800, 16, seed, 0.70 if seed == 0 else None)]   # seed 1 measured nothing
+    spec = SimpleNamespace(paper=PAPER, options={"metric": "test_acc", "margin": 0.01})
+    dep = breakdown(spec, runs).conclusions[-1]
+    assert dep.evidence == pytest.approx({"800 examples": 0.2, "4000 examples": 0.05})
+    assert dep.agrees_with_paper is True
+    assert "1 of 2 seeds of 800 examples without a finite value" in dep.text

@@ -494,15 +494,18 @@ def breakdown(spec, runs: list[StoredRun]) -> Analysis:
                                 claim="for a large β the η/S scaling breaks down: the final "
                                       "performance departs from β = 1", evidence=tost.evidence))
         ref = {r.seed: r.summary["best_acc"] for r in groups[g1]}
+        # per seed both ran; NaN where either has no value (counted as left out)
         departure[n] = [abs(r.summary["best_acc"] - ref[r.seed]) for r in groups[big]
-                        if r.seed in ref and finite(r.summary["best_acc"])
-                        and finite(ref[r.seed])]
+                        if r.seed in ref]
     if len(departure) >= 2:
         lo_n, hi_n = min(departure), max(departure)
         dv = {}
-        for n, d in departure.items():
+        for n, both in departure.items():
+            d = [x for x in both if finite(x)]
             dv[f"{n} examples"] = {"departure": float(np.mean(d)) if d else float("nan"),
                                    "departure__n": len(d)}
+            if len(d) < len(both):      # the claim says that the mean leaves them out
+                dv[f"{n} examples"]["departure__missing"] = len(both) - len(d)
             if len(d) > 1:
                 dv[f"{n} examples"]["departure__std"] = float(np.std(d, ddof=1))
         concl += check_claims([{
