@@ -774,6 +774,12 @@ def test_a_verdict_on_part_of_the_seeds_says_which_seeds_it_leaves_out():
                                "left out of the means")
     full, = check_claims([{"less": ["c", "b"], "metric": "m", "margin": -0.1}], v)
     assert "partial" not in full.text
+    # no seed left: no mean, said as a missing value, not as partial data
+    v["d"] = values_by_group(OrderedDict(d=[run("d", 0, summary={"m": nan})]), ["m"])["d"]
+    none, = check_claims([{"less": ["a", "d"], "metric": "m"}], v)
+    assert none.agrees_with_paper is None and "non-finite" in none.text
+    assert none.text.endswith("partial data: 1 of 3 seeds of a without a finite value, "
+                              "left out of the means")
     # over three groups the seeds left out are said once
     three, = check_claims([{"equivalent": ["b", "a", "c"], "metric": "m", "margin": 0.5}], v)
     assert three.text.count("partial data") == 1 and three.text.endswith("left out of the means")

@@ -500,12 +500,13 @@ _PARTIAL = " — partial data: "
 def _partial_note(values: dict[str, dict[str, Any]], keys: list[tuple[str, str]],
                   names: dict[str, str]) -> str:
     """Words for the seeds a mean leaves out (``metric + "__missing"``) among the (group,
-    metric) ``keys``: a verdict on the other seeds' mean says it rests on part of the runs."""
+    metric) ``keys``: a verdict on the other seeds' mean says it rests on part of the runs
+    (a group with no seed left has no mean, which the claim's text already says)."""
     parts = []
     for g, m in dict.fromkeys(keys):
         k = values.get(g, {}).get(m + "__missing", 0)
-        if k:
-            n = int(values[g].get(m + "__n", 0))
+        n = int(values.get(g, {}).get(m + "__n", 0))
+        if k and n:
             parts.append(f"{k} of {k + n} seeds of {names.get(g, g)}")
     if not parts:
         return ""
