@@ -857,3 +857,19 @@ def test_a_rank_correlation_says_over_how_many_points_it_is_taken():
     *_, by_lr = xing_cosine_grid(spec, [r(50, 0.2), r(50, 0.25, 0.2), r(50, nan, 0.4),
                                         r(50, 0.3, 0.8)]).conclusions
     assert "over 3 of the 4 learning rates (1 without a finite value)" in by_lr.text
+
+
+def test_a_verdict_resting_on_diverged_runs_says_so():
+    """A diverged run keeps the values it reached before it stopped: they are in the mean,
+    and the claim says that they are."""
+    groups = OrderedDict(a=[run("a", 0, summary={"m": 0.5}),
+                            run("a", 1, summary={"m": 0.4}, status="diverged"),
+                            run("a", 2, summary={"m": float("nan")}, status="diverged")],
+                         b=[run("b", s, summary={"m": 0.9}) for s in range(3)])
+    v = values_by_group(groups, ["m"])
+    assert (v["a"]["m__diverged"], v["a"]["m__missing"]) == (1, 1) and "m__diverged" not in v["b"]
+    c, = check_claims([{"less": ["a", "b"], "metric": "m"}], v)
+    assert c.agrees_with_paper is True
+    assert c.text.endswith("partial data: 1 of 3 seeds of a without a finite value, left out of "
+                           "the means; 1 of 3 seeds of a diverged, their values from before it "
+                           "in the means")

@@ -51,7 +51,8 @@ seeds' common variation then cancels.
 
 A group's mean is over the seeds with a finite value; where some seed has none (a diverged
 run, a measurement that failed), the conclusion's text says how many of the group's seeds
-its mean leaves out ("partial data: ..."), whatever the verdict.
+its mean leaves out ("partial data: ..."), whatever the verdict, and so it does for the
+diverged runs whose values, from before they stopped, the mean keeps.
 
 A value may be *censored*: ``values[group][metric + "__censored"]`` true says that some seed
 measured only a lower bound (e.g. a basin that does not close inside the range scanned), so
@@ -159,7 +160,9 @@ def values_by_group(groups: "OrderedDict[str, list[StoredRun]]", metrics: list[s
                     ) -> dict[str, dict[str, Any]]:
     """``{group: {metric: mean, metric + "__std": std over seeds, metric + "__by_seed":
     {seed: value}}}`` (the last for claims with ``paired: true``), ``metric + "__missing"``:
-    the number of seeds left out of the mean (no finite value), where there are any, and
+    the number of seeds left out of the mean (no finite value), ``metric + "__diverged"``:
+    the number of diverged runs whose value (from before they stopped) is in it, where there
+    are any, and
     ``metric + "__censored": True`` where some run's summary flags its value as only a lower
     bound (its own ``metric + "__censored"``; :func:`check_claims` reads both)."""
     out: dict[str, dict[str, Any]] = {}
@@ -175,6 +178,10 @@ def values_by_group(groups: "OrderedDict[str, list[StoredRun]]", metrics: list[s
                                        if finite(r.summary.get(m))}
             if n < len(rs):     # seeds whose value is missing or not finite (a diverged run)
                 out[g][m + "__missing"] = len(rs) - n
+            # diverged runs whose value, from before they stopped, is in the mean
+            div = sum(1 for r in rs if r.status == "diverged" and finite(r.summary.get(m)))
+            if div:
+                out[g][m + "__diverged"] = div
             if any(r.summary.get(m + "__censored") for r in rs):
                 out[g][m + "__censored"] = True
     return out
@@ -499,19 +506,22 @@ _PARTIAL = " — partial data: "
 
 def _partial_note(values: dict[str, dict[str, Any]], keys: list[tuple[str, str]],
                   names: dict[str, str]) -> str:
-    """Words for the seeds a mean leaves out (``metric + "__missing"``) among the (group,
-    metric) ``keys``: a verdict on the other seeds' mean says it rests on part of the runs
-    (a group with no seed left has no mean, which the claim's text already says)."""
-    parts = []
+    """Words for the seeds a mean leaves out (``metric + "__missing"``) and for the diverged
+    runs it keeps (``metric + "__diverged"``) among the (group, metric) ``keys``: a verdict on
+    such a mean says it rests on part of the runs, or on runs cut short (a group with no seed
+    left has no mean, which the claim's text already says)."""
+    left, cut = [], []
     for g, m in dict.fromkeys(keys):
-        k = values.get(g, {}).get(m + "__missing", 0)
-        n = int(values.get(g, {}).get(m + "__n", 0))
+        v = values.get(g, {})
+        k, n, d = v.get(m + "__missing", 0), int(v.get(m + "__n", 0)), v.get(m + "__diverged", 0)
         if k and n:
-            parts.append(f"{k} of {k + n} seeds of {names.get(g, g)}")
-    if not parts:
-        return ""
-    return (f"{_PARTIAL}{', '.join(parts)} without a finite value, left out of the "
-            "means")
+            left.append(f"{k} of {k + n} seeds of {names.get(g, g)}")
+        if d:
+            cut.append(f"{d} of {k + n} seeds of {names.get(g, g)}")
+    words = ([f"{', '.join(left)} without a finite value, left out of the means"] if left
+             else []) + ([f"{', '.join(cut)} diverged, their values from before it in the "
+                          "means"] if cut else [])
+    return _PARTIAL + "; ".join(words) if words else ""
 
 
 def _all_equivalent(c: dict[str, Any], values: dict[str, dict[str, float]],
