@@ -873,3 +873,20 @@ def test_a_verdict_resting_on_diverged_runs_says_so():
     assert c.text.endswith("partial data: 1 of 3 seeds of a without a finite value, left out of "
                            "the means; 1 of 3 seeds of a diverged, their values from before it "
                            "in the means")
+
+
+def test_zhu_alignment_reads_k_from_every_seed():
+    """The first seed measured nothing (it diverged before the first measurement): k is the
+    other seeds', and the checks say a seed is missing instead of testing zero pairs."""
+    from sgdlab.experiments.procedures.zhu import zhu_alignment
+
+    empty = run("g", 0, summary={"num_params": 10}, metrics={}, status="diverged")
+    good = _alignment_run("g", (0.5, 0.2), (0.5, 0.2))
+    good.seed = 1
+    spec = SimpleNamespace(paper=PAPER, options={"tests": ["cosine", "eigenvalues"]})
+    res = zhu_alignment(spec, [empty, good])
+    cos, eig = res.conclusions
+    assert "of the 2 leading eigenvector pairs" in cos.text
+    assert all(c.agrees_with_paper is None and "1 of 2 seeds have no finite value" in c.text
+               for c in (cos, eig))
+    assert [r[1] for r in res.table("alignment").rows] == [1, 2]

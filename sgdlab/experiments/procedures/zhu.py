@@ -72,7 +72,7 @@ def zhu_alignment(spec, runs: list[StoredRun]) -> Analysis:
     groups = by_group(runs, key=lambda r: r.group)
     rows, concl, figs = [], [], []
     for g, rs in groups.items():
-        k = _k(rs[0])
+        k = max(_k(r) for r in rs)      # a seed that measured nothing has no k
         d = int(rs[0].summary.get("num_params", 0)) or None
         cos_end, pairs = [], []
         for i in range(1, k + 1):
