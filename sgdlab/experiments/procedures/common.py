@@ -162,9 +162,8 @@ def values_by_group(groups: "OrderedDict[str, list[StoredRun]]", metrics: list[s
     {seed: value}}}`` (the last for claims with ``paired: true``), ``metric + "__missing"``:
     the number of seeds left out of the mean (no finite value), ``metric + "__diverged"``:
     the number of diverged runs whose value (from before they stopped) is in it, where there
-    are any, and
-    ``metric + "__censored": True`` where some run's summary flags its value as only a lower
-    bound (its own ``metric + "__censored"``; :func:`check_claims` reads both)."""
+    are any, and ``metric + "__censored": True`` where some run's summary flags its value as
+    only a lower bound (its own ``metric + "__censored"``); :func:`check_claims` reads them."""
     out: dict[str, dict[str, Any]] = {}
     for g, rs in groups.items():
         out[g] = {}
