@@ -2,6 +2,7 @@
 compute from the series and which verdicts the claims get."""
 from __future__ import annotations
 
+import math
 from types import SimpleNamespace
 
 import matplotlib
@@ -272,6 +273,21 @@ def _width_claims(group):
             {"equivalent": [group, group], "metric": "log_width_A", "metric_b": "log_width_B",
              "margin": 0.223}]
 
+
+
+def test_interpolation_with_a_diverged_end_has_no_width_there():
+    # a model whose loss is not finite has no basin: its width is NaN (not a lower bound) and
+    # the claims on it inconclusive; the other end is still measured
+    runs = [_basins("pair", s, 4.0, 25.0) for s in (0, 1)]
+    for r in runs:
+        loss = r.data["train_loss"]
+        i = min(range(len(loss)), key=lambda k: abs(r.data["alphas"][k] - 1.0))
+        loss[i] = float("nan")
+    spec = SimpleNamespace(paper=PAPER, options={"rise": 0.5, "claims": _width_claims("pair")})
+    res = interpolation(spec, runs)
+    assert math.isnan(runs[0].summary["width_B"]) and not runs[0].summary["width_B__censored"]
+    assert runs[0].summary["width_A"] == pytest.approx(0.5, abs=0.01)
+    assert [c.agrees_with_paper for c in res.conclusions] == [None, None, None]
 
 @pytest.mark.parametrize("c_a, c_b, start, verdict, equal", [
     (0.5, 25.0, -1.0, True, False),     # A unclosed: width ≥ 1 (the α range) > B's 0.2

@@ -352,6 +352,18 @@ class InterpolateProcedure(Procedure):
 
 
 @register_analysis("jastrzebski_interpolation")
+def _end_basin(alphas, losses, center: float, rise: float, side: str):
+    """``basin_width`` of one end; a NaN width (not closed) where the end's loss is not finite
+    (a diverged model: no basin to measure, and the claims on it inconclusive)."""
+    from sgdlab.measure.interpolation import BasinWidth, basin_width
+
+    i = min(range(len(alphas)), key=lambda k: abs(float(alphas[k]) - center))
+    if not math.isfinite(float(losses[i])):
+        nan = float("nan")
+        return BasinWidth(center, nan, nan, nan, nan, False)
+    return basin_width(alphas, losses, center, rise, side=side)
+
+
 def interpolation(spec, runs: list[StoredRun]) -> Analysis:
     """Basin widths at both ends of each interpolation (Fig. 4): per interpolation run,
     ``width_A`` / ``width_B`` — the α-length of the basin on the outward side of α = 0 (α < 0)
@@ -364,7 +376,6 @@ def interpolation(spec, runs: list[StoredRun]) -> Analysis:
     so a wider/narrower claim is decided when the bound already settles it (unclosed ≥ 1
     against a closed 0.5) and is inconclusive otherwise. ``options.claims`` compare them: the
     end trained with the higher η/S has the wider basin, equal η/S equal widths."""
-    from sgdlab.measure.interpolation import basin_width
     from sgdlab.report.figures.interpolation import interpolation_figure
 
     o = spec.options
@@ -373,15 +384,16 @@ def interpolation(spec, runs: list[StoredRun]) -> Analysis:
     rows, figs = [], []
     for r in interp:
         a_lab, b_lab = r.params["between"]
-        wa = basin_width(r.data["alphas"], r.data["train_loss"], 0.0, rise, side="left")
-        wb = basin_width(r.data["alphas"], r.data["train_loss"], 1.0, rise, side="right")
+        wa, wb = (_end_basin(r.data["alphas"], r.data["train_loss"], c, rise, side)
+                  for c, side in ((0.0, "left"), (1.0, "right")))
         for end, w in (("A", wa), ("B", wb)):
             ok = w.width > 0
             r.summary[f"width_{end}"] = w.width if ok else float("nan")
             r.summary[f"log_width_{end}"] = math.log(w.width) if ok else float("nan")
-            # unclosed: the width is only a lower bound, which the claims take as such
-            r.summary[f"width_{end}__censored"] = not w.closed
-            r.summary[f"log_width_{end}__censored"] = not w.closed
+            # unclosed: the width is only a lower bound, which the claims take as such (a
+            # NaN width, of an end whose loss is not finite, is no bound)
+            r.summary[f"width_{end}__censored"] = ok and not w.closed
+            r.summary[f"log_width_{end}__censored"] = ok and not w.closed
         rows.append([r.group, r.seed, a_lab, b_lab, r.summary.get("loss_at_A"),
                      r.summary.get("loss_at_B"), wa.width, wb.width,
                      wa.width * r.summary.get("distance", float("nan")),
