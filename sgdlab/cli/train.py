@@ -80,7 +80,9 @@ def print_outcome(outcome) -> None:
     fin = r.final
     metrics = "  ".join(f"{k} {fin[k]:.4g}" for k in ("train_loss", "train_acc", "test_loss",
                                                       "test_acc") if k in fin)
-    head = f"run {outcome.run_id}: {r.status} after {r.steps} steps ({r.epochs_completed} epochs"
+    n = r.epochs_completed
+    head = (f"run {outcome.run_id}: {r.status} after {r.steps} step{'s' * (r.steps != 1)} "
+            f"({n} epoch{'s' * (n != 1)}")
     head += f", {r.wall_time:.1f} s)"
     if outcome.resumed_from_step is not None:
         head += f", resumed from step {outcome.resumed_from_step}"

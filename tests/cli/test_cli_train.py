@@ -299,7 +299,7 @@ def test_runs_compare_prints_the_config_name_once(tmp_path, capsys):
     for name in ("tiny-a", "tiny-b"):
         assert main(["train", str(cfg), "--store", store, "--out", str(tmp_path / name),
                      "--set", f"name={name}", "--set", "train.epochs=1"]) == 0
-    capsys.readouterr()
+    assert " steps (1 epoch, " in capsys.readouterr().out
     assert main(["runs", "compare", str(tmp_path / "tiny-a"), str(tmp_path / "tiny-b")]) == 0
     lines = capsys.readouterr().out.splitlines()
     (row,) = [ln for ln in lines if ln.startswith("name ")]
