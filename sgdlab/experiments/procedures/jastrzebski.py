@@ -351,7 +351,6 @@ class InterpolateProcedure(Procedure):
                                   "loss_at_B": c["train_loss"][inner[-1]]}, data=c)
 
 
-@register_analysis("jastrzebski_interpolation")
 def _end_basin(alphas, losses, center: float, rise: float, side: str):
     """``basin_width`` of one end; a NaN width (not closed) where the end's loss is not finite
     (a diverged model: no basin to measure, and the claims on it inconclusive)."""
@@ -364,6 +363,7 @@ def _end_basin(alphas, losses, center: float, rise: float, side: str):
     return basin_width(alphas, losses, center, rise, side=side)
 
 
+@register_analysis("jastrzebski_interpolation")
 def interpolation(spec, runs: list[StoredRun]) -> Analysis:
     """Basin widths at both ends of each interpolation (Fig. 4): per interpolation run,
     ``width_A`` / ``width_B`` — the α-length of the basin on the outward side of α = 0 (α < 0)
