@@ -1,12 +1,14 @@
 """Cost of the walk-with-SGD instruments (Xing et al. 2018).
 
-``step_interpolation_cost_vs_10_evals``: one step interpolation with K = 10 points on the whole
+``step_interpolation_cost_vs_10_evals``: one step interpolation at 10 points on the whole
 digits training set (1,437 images; :func:`sgdlab.measure.walk.segment_losses` +
 :func:`~sgdlab.measure.walk.analyze_segment`, what :class:`StepInterpolationCallback` does per
 measured step, θ_{t+1} snapshot included) over 10 plain full-set loss evaluations
-(``loss_fn(model(x), y)`` under ``no_grad`` in eval mode). MLP 64-100-100-10, float32, CPU.
-Both the default path (on CPU: one ``functional_call`` per point) and the vmap-batched path
-are timed; the figure is the default path.
+(``loss_fn(model(x), y)`` under ``no_grad`` in eval mode): the same number of forward passes,
+so the points are ``spacing="inclusive"`` (the two iterates among the 10; the callback's
+default, 10 points between the iterates plus the two, evaluates 12). MLP 64-100-100-10,
+float32, CPU. Both the default path (on CPU: the parameters written in place, one forward per
+point) and the vmap-batched path are timed; the figure is the default path.
 
 ``dynamics_callbacks_overhead``: ``train()`` with a :class:`DynamicsCallback` logging the
 consecutive-gradient cosine, distance from init, parameter and update norms at *every* step,
@@ -34,6 +36,7 @@ GOALS = {
 }
 
 REPEATS = 21
+POINTS = 10
 
 
 def _timed(fn) -> float:
@@ -42,9 +45,31 @@ def _timed(fn) -> float:
     return time.thread_time() - t
 
 
+def interpolation_tasks(model, loss_fn, x, y, theta_t, points: int = POINTS):
+    """(10 plain evaluations, ``interp(vectorize)`` -> one step interpolation at 10 points):
+    both sides run ``points`` forward passes over (x, y)."""
+    from sgdlab.measure.walk import analyze_segment, segment_alphas, segment_losses
+    from sgdlab.operators.params import params_vector
+
+    alphas = segment_alphas(points, spacing="inclusive")   # the iterates among the points
+
+    @torch.no_grad()
+    def plain():
+        for _ in range(points):
+            float(loss_fn(model(x), y))
+
+    def interp(vectorize):
+        def f():
+            losses = segment_losses(model, loss_fn, (x, y), theta_t, params_vector(model),
+                                    alphas, vectorize=vectorize)
+            analyze_segment(alphas, losses)
+        return f
+
+    return plain, interp
+
+
 def step_interpolation_ratio(repeats: int = REPEATS) -> float:
     from sgdlab.data import load_dataset
-    from sgdlab.measure.walk import analyze_segment, segment_alphas, segment_losses
     from sgdlab.models import build_model
     from sgdlab.operators.params import params_vector
 
@@ -58,20 +83,7 @@ def step_interpolation_ratio(repeats: int = REPEATS) -> float:
     with torch.no_grad():  # θ_{t+1}: a plausible SGD step away
         for p in model.parameters():
             p.add_(0.01 * torch.randn_like(p))
-    alphas = segment_alphas(10)
-
-    @torch.no_grad()
-    def plain():
-        for _ in range(10):
-            float(loss_fn(model(x), y))
-
-    def interp(vectorize):
-        def f():
-            losses = segment_losses(model, loss_fn, (x, y), theta_t, params_vector(model),
-                                    alphas, vectorize=vectorize)
-            analyze_segment(alphas, losses)
-        return f
-
+    plain, interp = interpolation_tasks(model, loss_fn, x, y, theta_t)
     for f in (plain, interp(None), interp(True)):  # warm-up
         f()
     tp, ti, tv = [], [], []
@@ -83,7 +95,7 @@ def step_interpolation_ratio(repeats: int = REPEATS) -> float:
     ratio = statistics.median(i / p for i, p in zip(ti, tp))
     print(f"  step interpolation: MLP 64-100-100-10 ({sum(p.numel() for p in model.parameters())}"
           f" params), {len(x)} examples, float32, cpu, {torch.get_num_threads()} thread(s), "
-          f"K=10, {repeats} repeats")
+          f"{POINTS} points (iterates included), {repeats} repeats")
     print(f"    10 plain evals {1e3 * mp:.1f} ms; interpolation (default, loop) {1e3 * mi:.1f} ms"
           f"; vmap-batched {1e3 * mv:.1f} ms; median paired ratios: loop {ratio:.3f}x, vmap "
           f"{statistics.median(v / p for v, p in zip(tv, tp)):.3f}x")

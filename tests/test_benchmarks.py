@@ -1,0 +1,44 @@
+"""The benchmarks time the same work on both sides of each figure (benchmarks/bench_*.py)."""
+import importlib.util
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def _bench(name: str):
+    """benchmarks/<name>.py loaded as run.py loads it (benchmarks/ on sys.path meanwhile)."""
+    spec = importlib.util.spec_from_file_location("sgdlab_bench_run", BENCH / "run.py")
+    run = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(run)
+    return run.load(BENCH / f"{name}.py")
+
+
+def _forwards(model: nn.Module, fn) -> int:
+    """How many forward passes of ``model`` one call ``fn()`` makes."""
+    count = [0]
+    handle = model.register_forward_hook(lambda *_: count.__setitem__(0, count[0] + 1))
+    try:
+        fn()
+    finally:
+        handle.remove()
+    return count[0]
+
+
+def test_step_interpolation_figure_times_as_many_forwards_as_the_plain_evaluations():
+    bench = _bench("bench_trajectory")
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 3)).eval()
+    x, y = torch.randn(20, 6), torch.randint(0, 3, (20,))
+    theta_t = torch.cat([p.detach().reshape(-1) for p in model.parameters()])
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.01)
+    plain, interp = bench.interpolation_tasks(model, nn.CrossEntropyLoss(), x, y, theta_t)
+    assert _forwards(model, plain) == 10                      # "vs_10_evals"
+    assert _forwards(model, interp(False)) == 10
