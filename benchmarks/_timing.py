@@ -39,12 +39,23 @@ def alternating_medians(tasks: dict[str, Callable[[], Any]], repeats: int) -> di
     return {k: statistics.median(t) for k, t in times.items()}
 
 
+def relative_difference(got: torch.Tensor, ref: torch.Tensor, what: str,
+                        rtol: float = 1e-4) -> float:
+    """max |got - ref| / max |ref|; raises if above ``rtol`` (or not finite): a figure is only
+    worth timing when both sides computed the same thing."""
+    err = float((got.reshape(-1) - ref.reshape(-1)).abs().max() / ref.abs().max())
+    if not err <= rtol:
+        raise RuntimeError(f"{what}: relative maximum difference {err:.1e} from the reference "
+                           f"(tolerance {rtol:g}): not timed")
+    return err
+
+
 def against_reference(tasks: dict[str, Callable[[], Any]], ours: str, ref: torch.Tensor,
-                      repeats: int, head: str) -> dict[str, float]:
+                      repeats: int, head: str, rtol: float = 1e-4) -> dict[str, float]:
     """:func:`alternating_medians` of ``tasks`` after checking ``tasks[ours]()`` against
-    ``ref`` (a flat tensor); prints ``head``, each task's median and the relative maximum
-    difference."""
-    err = float((tasks[ours]() - ref).abs().max() / ref.abs().max())
+    ``ref`` (a flat tensor; :func:`relative_difference` raises beyond ``rtol``); prints
+    ``head``, each task's median and the relative maximum difference."""
+    err = relative_difference(tasks[ours](), ref, f"{head}, {ours}", rtol)
     med = alternating_medians(tasks, repeats)
     times = ", ".join(f"{k} {1e3 * v:.0f} ms" for k, v in med.items())
     print(f"  {head}: {times} (rel. max difference {err:.1e})", flush=True)

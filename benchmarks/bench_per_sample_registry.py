@@ -6,10 +6,11 @@
 
 For each model, 128 Gaussian inputs of its reference shape, float32, eval mode, one thread;
 the two contenders alternate in one process (median of 5, calling thread's CPU time; the
-maximum difference is checked first). ``per_sample_<model>_speedup_vs_vmap`` = vmap's time over
-sgdlab's. sgdlab returns the (N, d) matrix, vmap per-parameter tensors. On conv nets both run
-the same oneDNN kernels (the per-sample weight gradients as one grouped convolution), so the
-figure sits near 1 there; on MLPs the factored rows (outer products straight into G) lead.
+maximum difference is checked first, to a relative 1e-4). ``per_sample_<model>_speedup_vs_vmap``
+= vmap's time over sgdlab's. sgdlab returns the (N, d) matrix, vmap per-parameter tensors.
+On conv nets both run the same oneDNN kernels (the per-sample weight gradients as one grouped
+convolution), so the figure sits near 1 there; on MLPs the factored rows (outer products
+straight into G) lead.
 """
 from __future__ import annotations
 

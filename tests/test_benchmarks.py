@@ -42,3 +42,18 @@ def test_step_interpolation_figure_times_as_many_forwards_as_the_plain_evaluatio
     plain, interp = bench.interpolation_tasks(model, nn.CrossEntropyLoss(), x, y, theta_t)
     assert _forwards(model, plain) == 10                      # "vs_10_evals"
     assert _forwards(model, interp(False)) == 10
+
+
+def test_against_reference_refuses_to_time_a_result_that_differs_from_the_reference():
+    timing = _bench("_timing")
+    ref = torch.arange(1.0, 7.0)
+    calls = []
+    tasks = {"sgdlab": lambda: calls.append("sgdlab") or ref * (1 + 1e-3), "peer": lambda: ref}
+    with pytest.raises(RuntimeError, match="difference"):
+        timing.against_reference(tasks, "sgdlab", ref, 1, "problem")
+    assert calls == ["sgdlab"]                        # checked once, nothing timed
+    nan = {"sgdlab": lambda: ref * float("nan"), "peer": lambda: ref}
+    with pytest.raises(RuntimeError, match="difference"):
+        timing.against_reference(nan, "sgdlab", ref, 1, "problem")
+    same = {"sgdlab": lambda: ref * (1 + 1e-6), "peer": lambda: ref}
+    assert set(timing.against_reference(same, "sgdlab", ref, 2, "problem")) == {"sgdlab", "peer"}
