@@ -4,7 +4,7 @@ backward, on models of the lab's registry that are not a plain ``nn.Sequential``
     python benchmarks/run.py --only graph_rop          # about 2 minutes, one thread
 
 For each model, in one process, alternating the contenders (median of 5, calling thread's CPU
-time, float32, eval mode):
+time, float32, eval mode; each pair's results are checked to agree to a relative 1e-3 first):
 
 - ``graph_rop_<model>_hessian_speedup_vs_autograd``: autograd's Hessian-vector product
   (``HessianOperator(..., rop=False)``: double backward through a cached gradient graph) over
@@ -26,8 +26,9 @@ import torch
 from torch import nn
 
 from _registry import registry_problem
-from _timing import alternating_medians, one_thread
+from _timing import alternating_medians, one_thread, relative_difference
 
+RTOL = 1e-3    # float32 round-off reaches 1.5e-5 on small-allcnn (1.8e-15 in float64)
 MODELS = {"lenet": 256, "zhu-lenet": 256, "small-allcnn": 128, "wide-resnet": 64,
           "resnet-20": 64}
 GOALS = {}
@@ -59,11 +60,16 @@ def measure(name: str, repeats: int = 5) -> dict[str, float]:
         "ggn_autograd": lambda op=GGNOperator(model, loss_fn, data, rop=False): op.matmat(v),
         "forms": lambda: forms.quadratic_forms(v),
     }
-    for fn in tasks.values():          # warm-up: caches, first-call costs
-        fn()
+    out = {k: fn() for k, fn in tasks.items()}          # warm-up: caches, first-call costs
+    # each pair of contenders computes the same thing (float32: agree to round-off)
+    errs = [relative_difference(out["hessian"], out["hessian_autograd"], f"{name} Hessian", RTOL),
+            relative_difference(out["ggn"], out["ggn_autograd"], f"{name} GGN", RTOL),
+            relative_difference(out["forms"], (v * out["hessian"]).sum(0), f"{name} forms",
+                                RTOL)]
     med = alternating_medians(tasks, repeats)
     print(f"  {name} (N = {len(x)}, d = {num_params(model):,}): "
-          + ", ".join(f"{k} {1e3 * t:.0f} ms" for k, t in med.items()), flush=True)
+          + ", ".join(f"{k} {1e3 * t:.0f} ms" for k, t in med.items())
+          + f" (rel. max differences {', '.join(f'{e:.1e}' for e in errs)})", flush=True)
     return {
         f"graph_rop_{name}_hessian_speedup_vs_autograd": med["hessian_autograd"] / med["hessian"],
         f"graph_rop_{name}_ggn_speedup_vs_autograd": med["ggn_autograd"] / med["ggn"],

@@ -57,3 +57,27 @@ def test_against_reference_refuses_to_time_a_result_that_differs_from_the_refere
         timing.against_reference(nan, "sgdlab", ref, 1, "problem")
     same = {"sgdlab": lambda: ref * (1 + 1e-6), "peer": lambda: ref}
     assert set(timing.against_reference(same, "sgdlab", ref, 2, "problem")) == {"sgdlab", "peer"}
+
+
+def test_graph_rop_figures_check_each_pair_of_contenders_first(monkeypatch):
+    import sgdlab.operators as operators
+
+    bench = _bench("bench_graph_rop")
+    monkeypatch.setitem(bench.MODELS, "zhu-lenet", 8)
+    figures = bench.measure("zhu-lenet", repeats=1)
+    assert len(figures) == 4 and all(v > 0 for v in figures.values())
+
+    class OffGGN(operators.GGNOperator):
+        """The R-op side's products 1% off: a figure of two different computations."""
+
+        def __init__(self, *args, rop=True, **kwargs):
+            super().__init__(*args, rop=rop, **kwargs)
+            self.off = rop
+
+        def matmat(self, v):
+            out = super().matmat(v)
+            return 1.01 * out if self.off else out
+
+    monkeypatch.setattr(operators, "GGNOperator", OffGGN)
+    with pytest.raises(RuntimeError, match="zhu-lenet GGN"):
+        bench.measure("zhu-lenet", repeats=1)
