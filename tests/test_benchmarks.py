@@ -81,3 +81,17 @@ def test_graph_rop_figures_check_each_pair_of_contenders_first(monkeypatch):
     monkeypatch.setattr(operators, "GGNOperator", OffGGN)
     with pytest.raises(RuntimeError, match="zhu-lenet GGN"):
         bench.measure("zhu-lenet", repeats=1)
+
+
+def test_per_sample_figure_fails_when_the_rows_differ_from_the_loop(monkeypatch):
+    import sgdlab.operators as operators
+
+    bench = _bench("bench_curvature")
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(5, 4), nn.ReLU(), nn.Linear(4, 3))
+    x, y = torch.randn(200, 5), torch.randint(0, 3, (200,))
+    assert bench.per_sample_figure(model, nn.CrossEntropyLoss(), x, y) > 0
+    right = operators.per_sample_gradients
+    monkeypatch.setattr(operators, "per_sample_gradients", lambda *a, **k: 1.01 * right(*a, **k))
+    with pytest.raises(RuntimeError, match="per-sample gradients"):
+        bench.per_sample_figure(model, nn.CrossEntropyLoss(), x, y)
