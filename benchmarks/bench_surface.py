@@ -1,5 +1,6 @@
 """Loss planes: sgdlab's ``loss_surface`` (loss only, ``accuracy=False``) against
-loss-landscapes 3.0.6's ``random_plane`` on the same filter-normalised plane, and a bare loop
+loss-landscapes 3.0.6's ``random_plane`` (a filter-normalised plane of the same size, each
+library drawing its own; sgdlab's is drawn outside the timed region: 0.2 ms), and a bare loop
 of forward passes (the floor: one evaluation of the training loss per point).
 
     python benchmarks/run.py --only bench_surface      # about a minute, one thread
@@ -7,8 +8,8 @@ of forward passes (the floor: one evaluation of the training loss per point).
 Problems: the digits MLP 64-64-32-10 on its 1,437 training images, 21 x 21 points; the CNN of
 ``bench_peers.py`` on 512 MNIST images, 9 x 9 points. Medians of 5 of the calling thread's CPU
 time, the three alternating in one process. ``loss_surface_<problem>_speedup_vs_loss_landscapes``
-= loss-landscapes' time over sgdlab's; ``..._overhead_vs_bare_loop`` = sgdlab's time over the
-bare loop's. Skipped without loss-landscapes (the ``[bench]`` extra).
+= loss-landscapes' time over sgdlab's (skipped without loss-landscapes, the ``[bench]``
+extra); ``..._overhead_vs_bare_loop`` = sgdlab's time over the bare loop's.
 """
 from __future__ import annotations
 
@@ -37,13 +38,7 @@ def _problem(name: str):
     return model.eval(), x, y, 9
 
 
-def measure(name: str, repeats: int = 5) -> dict[str, float]:
-    try:
-        import loss_landscapes
-        import loss_landscapes.metrics as metrics
-    except ImportError:
-        print("  loss-landscapes not installed: skipped")
-        return {}
+def measure(name: str, repeats: int = 5) -> dict[str, float | None]:
     from sgdlab.measure import loss_surface, random_direction
 
     model, x, y, steps = _problem(name)
@@ -54,21 +49,30 @@ def measure(name: str, repeats: int = 5) -> dict[str, float]:
     def ours():
         return loss_surface(model, loss_fn, (x, y), plane, steps=steps, accuracy=False)
 
-    def theirs():
-        return loss_landscapes.random_plane(model, metrics.Loss(loss_fn, x, y), distance=1,
-                                            steps=steps, normalization="filter",
-                                            deepcopy_model=True)
-
     @torch.no_grad()
     def bare():
         return [float(loss_fn(model(x), y)) for _ in range(steps * steps)]
 
-    med = alternating_medians({"sgdlab": ours, "loss-landscapes": theirs, "bare loop": bare},
-                              repeats)
+    tasks = {"sgdlab": ours}
+    try:
+        import loss_landscapes
+        import loss_landscapes.metrics as metrics
+
+        def theirs():
+            return loss_landscapes.random_plane(model, metrics.Loss(loss_fn, x, y), distance=1,
+                                                steps=steps, normalization="filter",
+                                                deepcopy_model=True)
+
+        tasks["loss-landscapes"] = theirs
+    except ImportError:
+        print("  loss-landscapes not installed: its figure skipped")
+    tasks["bare loop"] = bare
+    med = alternating_medians(tasks, repeats)
     print(f"  {name} ({steps} x {steps} points, N = {len(x)}): "
           + ", ".join(f"{k} {v:.2f} s" for k, v in med.items()), flush=True)
+    peer = med.get("loss-landscapes")
     return {f"loss_surface_{name}_speedup_vs_loss_landscapes":
-            med["loss-landscapes"] / med["sgdlab"],
+            None if peer is None else peer / med["sgdlab"],
             f"loss_surface_{name}_overhead_vs_bare_loop": med["sgdlab"] / med["bare loop"]}
 
 

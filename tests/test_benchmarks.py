@@ -95,3 +95,19 @@ def test_per_sample_figure_fails_when_the_rows_differ_from_the_loop(monkeypatch)
     monkeypatch.setattr(operators, "per_sample_gradients", lambda *a, **k: 1.01 * right(*a, **k))
     with pytest.raises(RuntimeError, match="per-sample gradients"):
         bench.per_sample_figure(model, nn.CrossEntropyLoss(), x, y)
+
+
+def test_a_missing_peer_library_reads_as_a_skipped_figure_not_a_missing_one(monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "backpack", None)          # import raises ImportError
+    monkeypatch.setitem(sys.modules, "loss_landscapes", None)
+    stats = _bench("bench_batch_statistics").measure("digits_mlp", repeats=1)
+    assert stats["batch_statistics_digits_mlp_speedup_vs_backpack"] is None
+    assert stats["batch_statistics_digits_mlp_speedup_vs_vmap"] > 0
+    surface = _bench("bench_surface")
+    problem = surface._problem
+    monkeypatch.setattr(surface, "_problem", lambda name: (*problem(name)[:3], 3))  # 3 x 3
+    figures = surface.measure("digits_mlp", repeats=1)
+    assert figures["loss_surface_digits_mlp_speedup_vs_loss_landscapes"] is None
+    assert figures["loss_surface_digits_mlp_overhead_vs_bare_loop"] > 0    # needs no peer
