@@ -111,3 +111,16 @@ def test_a_missing_peer_library_reads_as_a_skipped_figure_not_a_missing_one(monk
     figures = surface.measure("digits_mlp", repeats=1)
     assert figures["loss_surface_digits_mlp_speedup_vs_loss_landscapes"] is None
     assert figures["loss_surface_digits_mlp_overhead_vs_bare_loop"] > 0    # needs no peer
+
+
+def test_gld_cost_counts_a_refresh_every_f_steps_only_where_the_optimizer_refreshes(
+        monkeypatch):
+    bench = _bench("bench_gld")
+    monkeypatch.setattr(bench, "N", 16)
+    monkeypatch.setattr(bench, "VARIANTS", {k: bench.VARIANTS[k]
+                                            for k in ("gld_leading", "gd_isotropic")})
+    monkeypatch.setattr(bench, "_median", lambda fn, repeats: 1.0)   # every term: one unit
+    costs = bench.run()
+    assert costs["gld_leading_cost_in_gradients"] == pytest.approx(2 + 1 / bench.F)
+    # Xing et al.'s isotropic variance is set once, at initialisation: no refresh per step
+    assert costs["gd_isotropic_cost_in_gradients"] == pytest.approx(2.0)
