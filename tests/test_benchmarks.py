@@ -124,3 +124,18 @@ def test_gld_cost_counts_a_refresh_every_f_steps_only_where_the_optimizer_refres
     assert costs["gld_leading_cost_in_gradients"] == pytest.approx(2 + 1 / bench.F)
     # Xing et al.'s isotropic variance is set once, at initialisation: no refresh per step
     assert costs["gd_isotropic_cost_in_gradients"] == pytest.approx(2.0)
+
+
+def test_scale_reports_no_sample_count_when_no_model_met_the_budget(monkeypatch):
+    bench = _bench("bench_scale")
+    monkeypatch.setenv("SGDLAB_BENCH_LARGEST", "1")
+    monkeypatch.setattr(bench, "_data", lambda: (torch.zeros(4, 1, 28, 28),
+                                                  torch.zeros(4, dtype=torch.long)))
+    monkeypatch.setattr(bench, "_resnet_estimate", lambda: None)
+    wall = {"s": bench.BUDGET_S + 1}
+    monkeypatch.setattr(bench, "_attempt", lambda model, x, y: (wall["s"], ""))
+    assert bench.run() == dict.fromkeys(bench.GOALS)           # every attempt over 60 s
+    wall["s"] = bench.BUDGET_S - 1
+    met = bench.run()
+    assert met["largest_model_samples_within_60s"] == bench.N
+    assert met["largest_model_params_within_60s"] > 1e6
