@@ -7,7 +7,7 @@ and against ``torch.func.vmap(grad)`` + the same formulas.
     python benchmarks/run.py --only bench_batch_statistics      # about a minute, one thread
 
 Problems as in ``bench_peers.py`` (digits MLP, the large MLP, the CNN with and without batch
-norm in eval mode) on their first B = 128 samples, float32, cross-entropy, one thread; the
+norm in eval mode) on their first B = 128 samples, float32, CPU, cross-entropy, one thread; the
 three alternate in one process (median of 5 of the calling thread's CPU time). Every route
 includes its forward pass; GSNR and EB use Cockpit's ε = 1e-5 in all three, so the six values
 are the same quantities (sgdlab's against vmap's checked first, to a relative 1e-4, and printed).

@@ -5,9 +5,9 @@ BackPACK's ``DiagGGNExact`` (the same factors backpropagated through its extende
     python benchmarks/run.py --only bench_diagonal      # a few minutes, one thread
 
 Problems as in ``bench_peers.py`` (digits MLP, the large MLP, the CNN with and without batch
-norm in eval mode), float32, cross-entropy, one thread; the two alternate in one process (median
-of 5 of the calling thread's CPU time; the maximum relative difference is checked first:
-above 1e-4 nothing is timed and the module fails).
+norm in eval mode), float32, CPU, cross-entropy, one thread; the two alternate in one process
+(median of 5 of the calling thread's CPU time; the maximum relative difference is checked
+first: above 1e-4 nothing is timed and the module fails).
 ``ggn_diagonal_<problem>_speedup_vs_backpack`` = BackPACK's time over sgdlab's; skipped when
 BackPACK is not installed (the ``[bench]`` extra).
 """

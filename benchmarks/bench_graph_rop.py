@@ -3,8 +3,9 @@ backward, on models of the lab's registry that are not a plain ``nn.Sequential``
 
     python benchmarks/run.py --only graph_rop          # about 2 minutes, one thread
 
-For each model, in one process, alternating the contenders (median of 5, calling thread's CPU
-time, float32, eval mode; each pair's results are checked to agree to a relative 1e-3 first):
+For each model (N Gaussian inputs of its reference shape, random labels of 10 classes, N in
+``MODELS``), in one process, alternating the contenders (median of 5, calling thread's CPU
+time, float32, CPU, eval mode; each pair's results are checked to agree to a relative 1e-3 first):
 
 - ``graph_rop_<model>_hessian_speedup_vs_autograd``: autograd's Hessian-vector product
   (``HessianOperator(..., rop=False)``: double backward through a cached gradient graph) over

@@ -4,7 +4,7 @@
 
     python benchmarks/run.py --only per_sample_registry     # about 2 minutes, one thread
 
-For each model, 128 Gaussian inputs of its reference shape, float32, eval mode, one thread;
+For each model, 128 Gaussian inputs of its reference shape, float32, CPU, eval mode, one thread;
 the two contenders alternate in one process (median of 5, calling thread's CPU time; the
 maximum difference is checked first, to a relative 1e-4). ``per_sample_<model>_speedup_vs_vmap``
 = vmap's time over sgdlab's. sgdlab returns the (N, d) matrix, vmap per-parameter tensors.

@@ -6,10 +6,11 @@ of forward passes (the floor: one evaluation of the training loss per point).
     python benchmarks/run.py --only bench_surface      # about a minute, one thread
 
 Problems: the digits MLP 64-64-32-10 on its 1,437 training images, 21 x 21 points; the CNN of
-``bench_peers.py`` on 512 MNIST images, 9 x 9 points. Medians of 5 of the calling thread's CPU
-time, the three alternating in one process. ``loss_surface_<problem>_speedup_vs_loss_landscapes``
-= loss-landscapes' time over sgdlab's (skipped without loss-landscapes, the ``[bench]``
-extra); ``..._overhead_vs_bare_loop`` = sgdlab's time over the bare loop's.
+``bench_peers.py`` on 512 MNIST images, 9 x 9 points; float32, CPU, one thread. Medians of 5 of
+the calling thread's CPU time, the three alternating in one process.
+``loss_surface_<problem>_speedup_vs_loss_landscapes`` = loss-landscapes' time over sgdlab's
+(skipped without loss-landscapes, the ``[bench]`` extra); ``..._overhead_vs_bare_loop`` =
+sgdlab's time over the bare loop's.
 """
 from __future__ import annotations
 

@@ -139,3 +139,16 @@ def test_scale_reports_no_sample_count_when_no_model_met_the_budget(monkeypatch)
     met = bench.run()
     assert met["largest_model_samples_within_60s"] == bench.N
     assert met["largest_model_params_within_60s"] > 1e6
+
+
+# bench_cli times child processes' start-up: no tensors
+@pytest.mark.parametrize("path", [p for p in sorted(BENCH.glob("bench_*.py"))
+                                  if p.stem != "bench_cli"], ids=lambda p: p.stem)
+def test_every_benchmark_states_its_dtype_device_and_threads(path):
+    import ast
+    import re
+
+    doc = ast.get_docstring(ast.parse(path.read_text())) or ""
+    assert re.search(r"float(32|64)", doc), "dtype"
+    assert re.search(r"\b(CPU|cpu)\b(?!\s+time)|GPU|cuda", doc), "device (not 'CPU time')"
+    assert re.search(r"\bthreads?\b", doc), "thread count"
