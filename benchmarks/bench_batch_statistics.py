@@ -10,7 +10,8 @@ Problems as in ``bench_peers.py`` (digits MLP, the large MLP, the CNN with and w
 norm in eval mode) on their first B = 128 samples, float32, CPU, cross-entropy, one thread; the
 three alternate in one process (median of 5 of the calling thread's CPU time). Every route
 includes its forward pass; GSNR and EB use Cockpit's ε = 1e-5 in all three, so the six values
-are the same quantities (sgdlab's against vmap's checked first, to a relative 1e-4, and printed).
+are the same quantities (sgdlab's and BackPACK's checked against vmap's first, to a relative
+1e-4; sgdlab's difference printed).
 ``batch_statistics_<problem>_speedup_vs_backpack`` = the BackPACK route's time over sgdlab's,
 ``..._vs_vmap`` likewise. Cockpit itself (cockpit-for-pytorch 1.0.2) is not run: it imports
 ``pkg_resources``, gone from setuptools ≥ 81; its quantities are these formulas on BackPACK's
@@ -24,7 +25,7 @@ import warnings
 import torch
 from torch import nn
 
-from _timing import against_reference, one_thread
+from _timing import against_reference, one_thread, relative_difference
 from bench_peers import PROBLEMS, problem
 
 BATCH = 128
@@ -97,8 +98,10 @@ def measure(name: str, repeats: int = 5) -> dict[str, float | None]:
         tasks["BackPACK"] = backpacked
     except ImportError:
         print("  BackPACK not installed: its route skipped")
-    med = against_reference(tasks, "sgdlab", vmapped(), repeats,
-                            f"{name} ({desc}, B = {len(x)})")
+    ref = vmapped()
+    if "BackPACK" in tasks:      # the peer's route computes the same six values too
+        relative_difference(tasks["BackPACK"](), ref, f"{name}, BackPACK")
+    med = against_reference(tasks, "sgdlab", ref, repeats, f"{name} ({desc}, B = {len(x)})")
     out: dict[str, float | None] = {
         f"batch_statistics_{name}_speedup_vs_vmap": med["vmap"] / med["sgdlab"]}
     # without BackPACK its figure reads skipped (None), not missing

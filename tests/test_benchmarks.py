@@ -152,3 +152,22 @@ def test_every_benchmark_states_its_dtype_device_and_threads(path):
     assert re.search(r"float(32|64)", doc), "dtype"
     assert re.search(r"\b(CPU|cpu)\b(?!\s+time)|GPU|cuda", doc), "device (not 'CPU time')"
     assert re.search(r"\bthreads?\b", doc), "thread count"
+
+
+def test_batch_statistics_checks_the_backpack_route_before_timing(monkeypatch):
+    import copy
+    import types
+
+    pytest.importorskip("backpack")
+    bench = _bench("bench_batch_statistics")
+
+    def perturbed(model):
+        """BackPACK's copy of the model with its first weight 10% off: other statistics."""
+        other = copy.deepcopy(model)
+        with torch.no_grad():
+            next(other.parameters()).mul_(1.1)
+        return other
+
+    monkeypatch.setattr(bench, "copy", types.SimpleNamespace(deepcopy=perturbed))
+    with pytest.raises(RuntimeError, match="BackPACK"):
+        bench.measure("digits_mlp", repeats=1)
