@@ -7,7 +7,8 @@ of forward passes (the floor: one evaluation of the training loss per point).
 
 Problems: the digits MLP 64-64-32-10 on its 1,437 training images, 21 x 21 points; the CNN of
 ``bench_peers.py`` on 512 MNIST images, 9 x 9 points; float32, CPU, one thread. Medians of 5 of
-the calling thread's CPU time, the three alternating in one process.
+the calling thread's CPU time, the three alternating in one process, after a check that
+sgdlab's loss at the plane's centre is the bare loop's (to a relative 1e-4).
 ``loss_surface_<problem>_speedup_vs_loss_landscapes`` = loss-landscapes' time over sgdlab's
 (skipped without loss-landscapes, the ``[bench]`` extra); ``..._overhead_vs_bare_loop`` =
 sgdlab's time over the bare loop's.
@@ -17,7 +18,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from _timing import alternating_medians, one_thread
+from _timing import alternating_medians, one_thread, relative_difference
 
 # both libraries are a loop of forward passes: parity is what there is to reach
 GOALS = {f"loss_surface_{p}_{k}": "report" for p in ("digits_mlp", "cnn")
@@ -68,9 +69,14 @@ def measure(name: str, repeats: int = 5) -> dict[str, float | None]:
     except ImportError:
         print("  loss-landscapes not installed: its figure skipped")
     tasks["bare loop"] = bare
+    # the same loss evaluation: sgdlab's grid centre (steps odd: coordinate 0) is θ itself
+    mid = steps // 2
+    err = relative_difference(torch.tensor(ours().train_loss[mid][mid]), torch.tensor(bare()[0]),
+                              f"{name}, sgdlab's loss at the plane's centre")
     med = alternating_medians(tasks, repeats)
     print(f"  {name} ({steps} x {steps} points, N = {len(x)}): "
-          + ", ".join(f"{k} {v:.2f} s" for k, v in med.items()), flush=True)
+          + ", ".join(f"{k} {v:.2f} s" for k, v in med.items())
+          + f" (centre loss vs the bare loop's: rel. difference {err:.1e})", flush=True)
     peer = med.get("loss-landscapes")
     return {f"loss_surface_{name}_speedup_vs_loss_landscapes":
             None if peer is None else peer / med["sgdlab"],

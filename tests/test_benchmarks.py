@@ -171,3 +171,21 @@ def test_batch_statistics_checks_the_backpack_route_before_timing(monkeypatch):
     monkeypatch.setattr(bench, "copy", types.SimpleNamespace(deepcopy=perturbed))
     with pytest.raises(RuntimeError, match="BackPACK"):
         bench.measure("digits_mlp", repeats=1)
+
+
+def test_surface_figures_check_the_loss_against_the_bare_loop_first(monkeypatch):
+    import sgdlab.measure as measure
+
+    bench = _bench("bench_surface")
+    problem = bench._problem
+    monkeypatch.setattr(bench, "_problem", lambda name: (*problem(name)[:3], 3))  # 3 x 3
+    assert bench.measure("digits_mlp", repeats=1)["loss_surface_digits_mlp_overhead_vs_bare_loop"]
+    right = measure.loss_surface
+
+    def half_the_data(model, loss_fn, data, *args, **kwargs):
+        x, y = data
+        return right(model, loss_fn, (x[: len(x) // 2], y[: len(y) // 2]), *args, **kwargs)
+
+    monkeypatch.setattr(measure, "loss_surface", half_the_data)
+    with pytest.raises(RuntimeError, match="centre"):
+        bench.measure("digits_mlp", repeats=1)
