@@ -189,3 +189,19 @@ def test_surface_figures_check_the_loss_against_the_bare_loop_first(monkeypatch)
     monkeypatch.setattr(measure, "loss_surface", half_the_data)
     with pytest.raises(RuntimeError, match="centre"):
         bench.measure("digits_mlp", repeats=1)
+
+
+def test_step_interpolation_figure_checks_the_losses_against_the_plain_ones(monkeypatch):
+    import sgdlab.measure.walk as walk
+
+    bench = _bench("bench_trajectory")
+    assert bench.step_interpolation_ratio(repeats=1) > 0
+    right = walk.segment_losses
+
+    def half_the_data(model, loss_fn, data, *args, **kwargs):
+        x, y = data
+        return right(model, loss_fn, (x[: len(x) // 2], y[: len(y) // 2]), *args, **kwargs)
+
+    monkeypatch.setattr(walk, "segment_losses", half_the_data)
+    with pytest.raises(RuntimeError, match="α = 1"):
+        bench.step_interpolation_ratio(repeats=1)
