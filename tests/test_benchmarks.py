@@ -205,3 +205,19 @@ def test_step_interpolation_figure_checks_the_losses_against_the_plain_ones(monk
     monkeypatch.setattr(walk, "segment_losses", half_the_data)
     with pytest.raises(RuntimeError, match="α = 1"):
         bench.step_interpolation_ratio(repeats=1)
+
+
+def test_benchmark_output_quoted_in_the_docs_carries_the_modules_goals():
+    import re
+
+    goals = {}
+    for path in BENCH.glob("bench_*.py"):
+        goals.update(_bench(path.stem).GOALS)
+    root = BENCH.parent
+    quoted = [m for doc in [root / "README.md", *sorted((root / "docs").rglob("*.md"))]
+              for m in re.finditer(r"^([a-z0-9_-]+): \S+ \(goal (.*?)\)(?:  \[\w+\])?$",
+                                   doc.read_text(), re.M)]
+    assert quoted
+    for m in quoted:
+        assert m.group(1) in goals, m.group(0)
+        assert m.group(2) == goals[m.group(1)], m.group(0)
