@@ -221,3 +221,18 @@ def test_benchmark_output_quoted_in_the_docs_carries_the_modules_goals():
     for m in quoted:
         assert m.group(1) in goals, m.group(0)
         assert m.group(2) == goals[m.group(1)], m.group(0)
+
+
+def test_parle_figures_are_medians_over_repeated_runs(monkeypatch):
+    bench = _bench("bench_parle")
+    monkeypatch.setattr(bench, "_cost_ratio", lambda noise: 1.0)
+    results = {"cnn": iter([(0.5, 2.0), (0.01, 1.1), (0.02, 1.2)]), "mlp": iter([(0.9, 9.0)])}
+    monkeypatch.setattr(bench, "_distributed", lambda kind: next(results[kind]))
+    out = bench.run()
+    assert out["parle_comm_fraction_L25_4proc"] == 0.02              # not the first run's 0.5
+    assert out["parle_wallclock_distributed_over_inprocess_4rep"] == 1.2
+    results["cnn"] = iter([(0.01, 1.1), (None, None), (0.02, 1.2)])
+    results["mlp"] = iter([(0.9, 9.0)])
+    out = bench.run()                                    # one distributed run failed
+    assert out["parle_comm_fraction_L25_4proc"] is None
+    assert out["parle_wallclock_distributed_over_inprocess_4rep"] is None
