@@ -236,3 +236,21 @@ def test_parle_figures_are_medians_over_repeated_runs(monkeypatch):
     out = bench.run()                                    # one distributed run failed
     assert out["parle_comm_fraction_L25_4proc"] is None
     assert out["parle_wallclock_distributed_over_inprocess_4rep"] is None
+
+
+def test_hvp_cost_figure_checks_the_product_against_autograd_first(monkeypatch):
+    import sgdlab.operators as operators
+
+    bench = _bench("bench_curvature")
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(5, 4), nn.Tanh(), nn.Linear(4, 3))
+    x, y = torch.randn(32, 5), torch.randint(0, 3, (32,))
+    assert bench.hvp_cost_figure(model, nn.CrossEntropyLoss(), x, y) > 0
+
+    class OffHessian(operators.HessianOperator):
+        def matvec(self, v):
+            return 1.01 * super().matvec(v)
+
+    monkeypatch.setattr(operators, "HessianOperator", OffHessian)
+    with pytest.raises(RuntimeError, match="Hessian-vector product"):
+        bench.hvp_cost_figure(model, nn.CrossEntropyLoss(), x, y)
