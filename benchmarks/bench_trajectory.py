@@ -16,7 +16,8 @@ consecutive-gradient cosine, distance from init, parameter and update norms at *
 over ``train()`` without callbacks: MLP 64-128-10, SGD + momentum, batch 32, 5 epochs
 (225 steps), evaluation only at the start and the end. The callback's cost is O(d) per step
 (two flat copies, a few reductions, one read-back), so this small step is the worst case; the
-same ratio at batch 128 is printed for context.
+same ratio at batch 128 is printed for context. The callback only observes: both runs must
+end at the same parameters, bit for bit, before anything is timed.
 
 Timed regions alternate between the two sides; figures are medians of the paired ratios
 (robust to the load drifting on a shared machine) of the calling thread's CPU time (``time.thread_time``; one torch thread, so all the work runs on it: on a
@@ -109,6 +110,7 @@ def step_interpolation_ratio(repeats: int = REPEATS) -> float:
 def dynamics_overhead_ratio(repeats: int = REPEATS, batch: int = 32) -> float:
     from sgdlab.data import load_dataset
     from sgdlab.models import build_model
+    from sgdlab.operators.params import params_vector
     from sgdlab.train.callbacks import Schedule
     from sgdlab.train.instruments.dynamics import DynamicsCallback
     from sgdlab.train.loop import train
@@ -125,9 +127,12 @@ def dynamics_overhead_ratio(repeats: int = REPEATS, batch: int = 32) -> float:
             cbs = [DynamicsCallback(Schedule.every(1))] if instrumented else []
             train(model, loss_fn, data, opt, epochs=5, batch_size=batch, callbacks=cbs,
                   eval_every=0, progress=False)
+            return model
         return f
 
-    run(False)(), run(True)()  # warm-up
+    bare, instrumented = run(False)(), run(True)()  # warm-up, and the check: the same training
+    relative_difference(params_vector(instrumented), params_vector(bare),
+                        "the instrumented run's final parameters", rtol=0.0)
     tb, ti = [], []
     for _ in range(repeats):
         tb.append(_timed(run(False)))

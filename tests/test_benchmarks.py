@@ -254,3 +254,22 @@ def test_hvp_cost_figure_checks_the_product_against_autograd_first(monkeypatch):
     monkeypatch.setattr(operators, "HessianOperator", OffHessian)
     with pytest.raises(RuntimeError, match="Hessian-vector product"):
         bench.hvp_cost_figure(model, nn.CrossEntropyLoss(), x, y)
+
+
+def test_dynamics_overhead_figure_checks_the_callback_leaves_training_unchanged(monkeypatch):
+    import sgdlab.train.instruments.dynamics as dynamics
+
+    bench = _bench("bench_trajectory")
+    assert bench.dynamics_overhead_ratio(repeats=1, batch=256) > 0
+
+    class Nudging(dynamics.DynamicsCallback):
+        """Moves a weight at every step: a different training, not an observer."""
+
+        def on_step_end(self, ctx):
+            super().on_step_end(ctx)
+            with torch.no_grad():
+                next(ctx.model.parameters()).add_(1e-6)
+
+    monkeypatch.setattr(dynamics, "DynamicsCallback", Nudging)
+    with pytest.raises(RuntimeError, match="final parameters"):
+        bench.dynamics_overhead_ratio(repeats=1, batch=256)
