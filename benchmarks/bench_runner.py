@@ -4,8 +4,9 @@ Both loops train the same MLP (64-128-10, ReLU, float32, CPU, one thread) with S
 on the embedded digits data (1,437 training images, batch 32, without replacement, 5 epochs =
 225 steps) and evaluate train and test loss/accuracy once before and once after training.
 ``train()`` runs without store, checkpoints or progress bar; the bare loop has no divergence
-check, no loss read-back and no callbacks. Timed regions alternate between the two loops and
-the figure is the ratio of their medians.
+check, no loss read-back and no callbacks. Both draw the same batches: after the first
+(untimed) round the two models must hold the same parameters, bit for bit. Timed regions
+alternate between the two loops and the figure is the ratio of their medians.
 
 Time is the calling thread's CPU time (``time.thread_time``; with one torch thread all the
 work, backward included, runs on it): on a shared machine wall time mostly measures the other
@@ -19,7 +20,7 @@ import statistics
 import torch
 from torch import nn
 
-from _timing import one_thread, timed
+from _timing import one_thread, relative_difference, timed
 
 GOALS = {"runner_overhead_vs_bare_loop": "<= 1.05"}
 
@@ -73,6 +74,8 @@ def sgdlab_loop(model, opt, loss_fn, data, seed=0) -> None:
 
 
 def run() -> dict[str, float | None]:
+    from sgdlab.operators.params import params_vector
+
     with one_thread():
         data, model0 = _setup()
         loss_fn = nn.CrossEntropyLoss()
@@ -82,6 +85,7 @@ def run() -> dict[str, float | None]:
         cpu = {"bare": [], "sgdlab": []}
         wall = {"bare": [], "sgdlab": []}
         fns = {"bare": bare_loop, "sgdlab": sgdlab_loop}
+        final = {}
         for r in range(REPEATS + 1):
             for name in (("bare", "sgdlab") if r % 2 else ("sgdlab", "bare")):
                 model, opt = _fresh(model0)
@@ -89,6 +93,11 @@ def run() -> dict[str, float | None]:
                 if r > 0:  # the first round warms up both
                     cpu[name].append(t)
                     wall[name].append(w)
+                else:
+                    final[name] = params_vector(model)
+            if r == 0:  # the same training: the same batches, steps and final parameters
+                relative_difference(final["sgdlab"], final["bare"],
+                                    "train()'s final parameters", rtol=0.0)
         med = {k: statistics.median(v) for k, v in cpu.items()}
         medw = {k: statistics.median(v) for k, v in wall.items()}
         print(f"median CPU time: bare {med['bare'] * 1e3:.1f} ms, train() "

@@ -273,3 +273,16 @@ def test_dynamics_overhead_figure_checks_the_callback_leaves_training_unchanged(
     monkeypatch.setattr(dynamics, "DynamicsCallback", Nudging)
     with pytest.raises(RuntimeError, match="final parameters"):
         bench.dynamics_overhead_ratio(repeats=1, batch=256)
+
+
+def test_runner_overhead_figure_checks_both_loops_train_the_same_way(monkeypatch):
+    import sgdlab.train
+
+    bench = _bench("bench_runner")
+    monkeypatch.setattr(bench, "REPEATS", 1)
+    assert bench.run()["runner_overhead_vs_bare_loop"] > 0
+    right = sgdlab.train.train
+    # train() leaving out each epoch's short last batch: other steps than the bare loop's
+    monkeypatch.setattr(sgdlab.train, "train", lambda *a, **k: right(*a, drop_last=True, **k))
+    with pytest.raises(RuntimeError, match="final parameters"):
+        bench.run()
