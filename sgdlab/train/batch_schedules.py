@@ -2,7 +2,10 @@
 
 Jastrzebski et al. (2017, "Three factors influencing minima in SGD") compare a cyclic
 learning rate with a **cyclic batch size** at fixed η (e.g. B cycling between 128 and 640): the
-ratio η/B, which sets the SGD temperature, follows the same cycle either way.
+ratio η/B sets the SGD temperature. A cyclic learning rate moves η/S linearly; a batch size
+moving linearly (``shape="triangular"``) moves η/B as 1/B, below the straight line between the
+same ends (128 → 640 at η = 0.005: η/B is 0.56 times the linear cycle's value a quarter period
+in). ``shape="harmonic"`` moves 1/B linearly, so η/B follows the cyclic learning rate's triangle.
 
 A schedule is stateless (a pure function of the 0-based epoch index, so resuming needs no
 state); ``state_dict()`` returns its spec and :func:`build_batch_schedule` rebuilds it from
@@ -14,7 +17,9 @@ import math
 from typing import Any
 
 __all__ = ["BatchSchedule", "ConstantBatchSize", "CyclicBatchSize", "build_batch_schedule",
-           "batch_size_trace"]
+           "batch_size_trace", "SHAPES"]
+
+SHAPES = ("triangular", "harmonic", "square")
 
 
 class BatchSchedule:
@@ -79,10 +84,17 @@ class CyclicBatchSize(BatchSchedule):
       to low over the second, like Smith's triangular CLR; the value at epoch e is
       low + (high − low)·(1 − |2 (e mod P)/P − 1|), rounded to an int. ``start="low"`` begins
       at low; ``start="high"`` shifts by half a period.
+    - ``shape="harmonic"``: the same cycle in 1/B,
+      1/B = 1/low + (1/high − 1/low)·(1 − |2 (e mod P)/P − 1|), B rounded to an int: η/B is
+      then triangular between η/high and η/low, the η/S of a triangular cyclic learning rate
+      between the same ends (in phase with ``start="high"`` against a learning rate starting
+      at its low end).
     - ``shape="square"``: ``low`` for the first half of each period, ``high`` for the second
       (reversed with ``start="high"``).
 
-    Jastrzebski et al.'s cyclic batch size is ``CyclicBatchSize(128, 640, period=...)``.
+    Jastrzebski et al.'s cyclic batch size is ``CyclicBatchSize(128, 640, period=...)``; the
+    paper does not give its shape, and only ``"harmonic"`` sweeps η/B as their cyclic learning
+    rate (0.001 → 0.005 at S = 128) sweeps η/S.
     """
 
     kind = "cyclic"
@@ -96,8 +108,8 @@ class CyclicBatchSize(BatchSchedule):
             raise ValueError(f"Invalid batch sizes: high={high} < low={low}")
         if int(period) != period or int(period) < 2:
             raise ValueError(f"Invalid period={period} (epochs, an int >= 2)")
-        if shape not in ("triangular", "square"):
-            raise ValueError(f"Invalid shape={shape!r} (triangular | square)")
+        if shape not in SHAPES:
+            raise ValueError(f"Invalid shape={shape!r} ({' | '.join(SHAPES)})")
         if start not in ("low", "high"):
             raise ValueError(f"Invalid start={start!r} (low | high)")
         self.low, self.high, self.period = int(low), int(high), int(period)
@@ -109,6 +121,9 @@ class CyclicBatchSize(BatchSchedule):
         if self.shape == "square":
             return self.low if e < p / 2 else self.high
         frac = 1.0 - abs(2.0 * e / p - 1.0)            # 0 at e = 0, 1 at e = P/2
+        if self.shape == "harmonic":
+            inv = 1.0 / self.low + (1.0 / self.high - 1.0 / self.low) * frac
+            return int(math.floor(1.0 / inv + 0.5))
         return int(math.floor(self.low + (self.high - self.low) * frac + 0.5))
 
     def _spec(self) -> dict[str, Any]:

@@ -20,6 +20,25 @@ def test_triangular_cycle_128_640():
     assert [odd(e) for e in range(4)] == [100, 300, 300, 100]
 
 
+def test_harmonic_cycle_sweeps_eta_over_b_as_the_cyclic_learning_rate_sweeps_eta_over_s():
+    # Jastrzebski et al. Fig. 1: B in [128, 640] at η = 0.005 against η in [0.001, 0.005] at
+    # S = 128; the cyclic learning rate's η/S is linear in time between the same ends
+    from sgdlab.optim.protocols import lr_trace
+
+    period = 10
+    clr = lr_trace("triangular", 2 * period, lr=0.001, max_factor=5.0,
+                   step_size_epochs=period / 2)
+    cbs = build_batch_schedule({"kind": "cyclic", "low": 128, "high": 640, "period": period,
+                                "shape": "harmonic", "start": "high"})
+    for e in range(2 * period):
+        # B is rounded to an int: η/B within half a batch of the exact 1/B
+        assert 0.005 / cbs(e) == pytest.approx(clr[e] / 128, rel=0.5 / 128)
+    assert [cbs(e) for e in (0, 5, 10)] == [640, 128, 640]
+    # a batch size linear in time gives η/B well below the straight line mid-cycle
+    lin = CyclicBatchSize(128, 640, period=period, start="high")
+    assert 0.005 / lin(2) < 0.6 * clr[2] / 128
+
+
 def test_square_cycle():
     s = CyclicBatchSize(128, 640, period=4, shape="square")
     assert [s(e) for e in range(8)] == [128, 128, 640, 640] * 2
