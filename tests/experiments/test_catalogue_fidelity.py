@@ -212,9 +212,23 @@ def test_equal_ratio_pairs_share_their_ratio_at_every_scale(scale):
             return lr / b, lr * s["max_factor"] / b
         return lr / b, lr / b
 
+    def ratio_trace(p, epochs):       # η/S at the start of each epoch
+        from sgdlab.optim.protocols import lr_trace
+        from sgdlab.train.batch_schedules import build_batch_schedule
+
+        lr, b, s = p["optimizer"]["lr"], p["batch_size"], p.get("schedule") or {}
+        if isinstance(b, dict):
+            return [lr / build_batch_schedule(b)(e) for e in range(epochs)]
+        hyper = {k: v for k, v in s.items() if k != "name"}
+        return [v / b for v in lr_trace(s.get("name", "constant"), epochs, lr=lr, **hyper)]
+
     for pair in spec.options["pairs"]:
         a, b = ratios(runs[pair["a"]]), ratios(runs[pair["b"]])
         assert a == pytest.approx(b, rel=1e-12), (scale, pair["name"], a, b)
+        # and in between the ends: the same η/S all along the cycle (B rounded to an int)
+        epochs = runs[pair["a"]]["epochs"]
+        a, b = ratio_trace(runs[pair["a"]], epochs), ratio_trace(runs[pair["b"]], epochs)
+        assert a == pytest.approx(b, rel=0.01), (scale, pair["name"], a, b)
     resc = spec.options["rescaling"]
     for r in resc if isinstance(resc, list) else [resc]:       # one per network
         ref, lin, sq = (runs[r[k]] for k in ("reference", "linear", "sqrt"))
