@@ -670,6 +670,15 @@ def build_from_config(cfg: dict[str, Any], *, validated: bool = False) -> BuiltR
     s = dict(cfg["schedule"])
     sname = s.pop("name")
     schedule = None
+    if callable(batch_size):
+        counts = {steps_per_epoch(n, batch_size(e), t["drop_last"]) for e in range(t["epochs"])}
+        from ..optim.protocols import counts_epochs
+
+        if len(counts) > 1 and counts_epochs(sname, s):
+            raise ConfigError(
+                f"schedule: {sname!r} counts epochs as a fixed number of steps, but the batch-size "
+                f"schedule gives {min(counts)} to {max(counts)} steps per epoch (its epochs "
+                "would be miscounted); use a schedule in steps, or a constant batch size")
     if sname != "constant" or s:
         try:
             schedule = build_schedule(sname, optimizer,

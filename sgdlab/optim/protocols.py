@@ -5,7 +5,9 @@ Every schedule here is stepped **once per optimizer step** by the training loop 
 rate when the schedule first sees it (kept in ``group["initial_lr"]``, torch's convention, so a
 schedule keeps working when :class:`~sgdlab.optim.switch.SwitchOptimizer` swaps its groups).
 The value for step 0 is written at construction. Time is counted in optimizer steps ``t``;
-epoch-based rules use completed epochs ``τ = ⌊t / steps_per_epoch⌋``.
+epoch-based rules use completed epochs ``τ = ⌊t / steps_per_epoch⌋``, so they need the same
+number of steps in every epoch: the run builders refuse them (:func:`counts_epochs`) next to a
+batch-size schedule whose epochs differ in steps.
 
 Registered names (``build_schedule(name, optimizer, steps_per_epoch=, total_steps=, **hyper)``):
 
@@ -46,6 +48,7 @@ __all__ = [
     "StepLR",
     "TriangularLR",
     "TrapezoidLR",
+    "counts_epochs",
     "lr_trace",
 ]
 
@@ -367,6 +370,16 @@ def _trapezoid(optimizer, *, steps_per_epoch: int = 1, total_steps: int = 1, war
     return TrapezoidLR(optimizer, warmup=warmup, hold=hold, anneal=anneal,
                        start_factor=start_factor, end_factor=end_factor,
                        steps_per_epoch=steps_per_epoch, total_steps=total_steps)
+
+
+def counts_epochs(name: str, hyper: dict[str, Any]) -> bool:
+    """Whether schedule ``name`` with ``hyper`` reads epochs as a fixed ``steps_per_epoch``
+    steps (``cosine-cyclic``, ``step``, ``trapezoid``, ``triangular`` with
+    ``step_size_epochs``): with a batch-size schedule that changes the steps per epoch it would
+    count epochs wrongly, so the builders refuse that pairing."""
+    if name in ("cosine-cyclic", "step", "trapezoid"):
+        return True
+    return name == "triangular" and hyper.get("step_size_epochs") is not None
 
 
 def lr_trace(name: str, num_steps: int, *, lr: float = 1.0, steps_per_epoch: int = 1,

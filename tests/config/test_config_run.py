@@ -435,3 +435,23 @@ def test_of_two_starts_into_one_free_folder_at_once_exactly_one_proceeds(tmp_pat
     assert [r["id"] for r in RunStore(tmp_path / "runs.sqlite").list_runs()] == started
     assert json.loads((out / "run.json").read_text())["run_id"] == started[0]
     assert sorted(p.name for p in out.iterdir()) == ["config.yaml", "run.json"]
+
+
+def test_an_epoch_schedule_with_a_batch_size_schedule_of_varying_steps_is_refused():
+    # cubic has 20 examples: B = 5 then 20 gives 4 then 1 steps per epoch, so a schedule that
+    # reads epochs as a fixed number of steps would put eq. (20)'s epoch 2 at epoch 1's value
+    cyc = {"kind": "cyclic", "low": 5, "high": 20, "period": 2, "shape": "square"}
+    raw = {**TINY, "train": {"epochs": 4, "batch_size": cyc}}
+    for sched in ({"name": "cosine-cyclic", "period": 2}, {"name": "step", "every": 1},
+                  {"name": "triangular", "max_factor": 2.0, "step_size_epochs": 1},
+                  {"name": "trapezoid", "warmup": 1, "hold": 1}):
+        with pytest.raises(ConfigError, match="miscounted"):
+            build_from_config({**raw, "schedule": sched})
+    # schedules in steps do not count epochs
+    b = build_from_config({**raw, "schedule": {"name": "triangular", "max_factor": 2.0,
+                                               "step_size": 3}})
+    assert b.schedule.step_size == 3
+    assert build_from_config({**raw, "schedule": {"name": "random"}}).schedule is not None
+    # the same schedule with a constant batch size is built as before
+    const = build_from_config({**TINY, "schedule": {"name": "cosine-cyclic", "period": 2}})
+    assert const.schedule.steps_per_epoch == 4

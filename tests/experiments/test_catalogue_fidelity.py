@@ -235,3 +235,32 @@ def test_equal_ratio_pairs_share_their_ratio_at_every_scale(scale):
         assert ratios(lin) == pytest.approx(ratios(ref), rel=1e-12)
         k = sq["batch_size"] / ref["batch_size"]
         assert sq["optimizer"]["lr"] == pytest.approx(ref["optimizer"]["lr"] * math.sqrt(k))
+
+
+def test_an_epoch_schedule_with_a_batch_size_schedule_of_varying_steps_fails_its_run(tmp_path):
+    # cubic has 20 examples: B = 5 then 20 gives 4 then 1 steps per epoch, which an epoch
+    # schedule built with the first epoch's 4 steps would miscount from epoch 2 on
+    import yaml
+
+    from sgdlab.experiments.runner import run_experiment
+
+    cyc = {"kind": "cyclic", "low": 5, "high": 20, "period": 2, "shape": "square"}
+    raw = {"name": "t-cyc", "version": 1, "description": "epochs of varying length",
+           "analysis": "compare_groups", "procedure": "train",
+           "paper": {"author": "Nobody", "year": 2020, "figure": "Fig. 0"},
+           "base": {"dataset": {"name": "cubic"}, "model": {"name": "zhu-mlp-1-6-6-6-1"},
+                    "optimizer": {"name": "sgd", "lr": 0.01}, "batch_size": cyc, "epochs": 4},
+           "runs": [{"label": "cos", "params": {"schedule": {"name": "cosine-cyclic",
+                                                             "period": 2}}},
+                    {"label": "clr", "params": {"schedule": {"name": "triangular",
+                                                             "max_factor": 2.0,
+                                                             "step_size": 3}}}],
+           "seeds": [0], "options": {"table": [["train_loss", "final train loss"]]}}
+    cfg = tmp_path / "exp.yaml"
+    cfg.write_text(yaml.safe_dump(raw))
+    res = run_experiment(str(cfg), scale="cpu", out_dir=tmp_path / "o",
+                         store_path=str(tmp_path / "s.sqlite"), progress=None)
+    failed = {f["run"]: f["message"] for f in res.results["sweep"]["failed"]}
+    assert list(failed) == ["cos|seed=0"] and "miscounted" in failed["cos|seed=0"]
+    steps = {r["label"]: r["summary"]["steps"] for r in res.results["runs"]}
+    assert steps == {"clr": 4 + 1 + 4 + 1}

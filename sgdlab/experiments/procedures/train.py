@@ -210,10 +210,20 @@ class TrainProcedure(Procedure):
         opt = build_optimizer_for(oname, model, loss_fn=loss_fn, data=ds.train, **hyper)
         drop_last = bool(p.get("drop_last", False))
         spe = steps_per_epoch(n, bs(0) if callable(bs) else bs, drop_last)
-        total = spe * p["epochs"] if p.get("max_steps") is None else int(p["max_steps"])
+        # a batch-size schedule changes the steps of each epoch: count them as the loop does
+        counts = [steps_per_epoch(n, bs(e), drop_last) if callable(bs) else spe
+                  for e in range(p["epochs"])]
+        total = sum(counts) if p.get("max_steps") is None else int(p["max_steps"])
         sched = None
         if p.get("schedule"):
+            from sgdlab.optim.protocols import counts_epochs
+
             sh = dict(p["schedule"])
+            if len(set(counts)) > 1 and counts_epochs(sh["name"], sh):
+                raise ValueError(
+                    f"schedule {sh['name']!r} counts epochs as a fixed number of steps, but "
+                    f"the batch-size schedule gives {min(counts)} to {max(counts)} steps per "
+                    "epoch (its epochs would be miscounted): use a schedule in steps")
             sched = build_schedule(sh.pop("name"), opt, steps_per_epoch=spe, total_steps=total,
                                    **sh)
         # a trajectory without a path records into the run's artifact directory
