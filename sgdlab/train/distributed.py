@@ -41,11 +41,14 @@ and the process exits with status 1; ``torchrun`` then stops the other workers (
 fail-fast behaviour, no restarts unless ``--max-restarts`` is given). With NCCL,
 ``TORCH_NCCL_ASYNC_ERROR_HANDLING=1`` is set so a timed-out collective aborts the process
 instead of hanging. Start-up uses a monitored barrier (gloo), which names ranks that never
-arrived.
+arrived. A replica dies with the process that started it (torchrun; on Linux the kernel
+sends it SIGKILL, :func:`die_with_parent`): a killed launcher leaves no replica training on
+its own into ``OUT``, holding its lock against the ``--resume``.
 """
 from __future__ import annotations
 
 import argparse
+import ctypes
 import datetime
 import json
 import math
@@ -72,6 +75,18 @@ __all__ = ["ReplicaCommunicationError", "TorchDistributedCommunicator", "init_di
 
 CLAIM_FILE = "parle.json"
 LOCK_FILE = "parle.lock"
+
+
+def die_with_parent() -> None:
+    """Have the kernel SIGKILL this process when its parent ends (Linux ``PR_SET_PDEATHSIG``;
+    nothing elsewhere). Also safe between fork and exec (``preexec_fn``): the signal is kept
+    across exec, so torchrun started with it dies with ``sgdlab parle``."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, 9)     # PR_SET_PDEATHSIG, SIGKILL
+    except (OSError, AttributeError):
+        pass
 
 
 def init_distributed(backend: str = "auto", timeout: float = 60.0) -> str:
@@ -403,6 +418,7 @@ def main(argv: list[str] | None = None) -> int:
                    help=f"OUT/{CLAIM_FILE} was created for this run by its launcher (sgdlab "
                         "parle): rank 0 does not take the folder again")
     args = p.parse_args(argv)
+    die_with_parent()
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     rank = os.environ.get("RANK", "?")
     try:

@@ -148,3 +148,41 @@ def test_a_failed_replica_ends_with_one_line_saying_how_to_go_on(tmp_path, capsy
     again = (f"sgdlab parle {cfg} --mode distributed --replicas 2 --out {out} --timeout 5 "
              "--checkpoint-every 3 --resume")
     assert f"continue with: {again}" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+def test_a_sigkilled_launcher_leaves_no_torchrun_or_replica_training(tmp_path):
+    """``sgdlab parle --mode distributed`` SIGKILLed while its replicas train: torchrun and the
+    replicas end with it (they used to train on, orphaned, holding OUT's lock against the
+    ``--resume`` that continues the run)."""
+    cfg = tmp_path / "c.json"
+    cfg.write_text(json.dumps({**CONFIG, "rounds": 10**6, "checkpoint_every": 10**6}))
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    launcher = subprocess.Popen([sys.executable, "-m", "sgdlab.cli", "parle", str(cfg),
+                                 "--mode", "distributed", "--out", str(tmp_path / "out")],
+                                env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                start_new_session=True)
+    started: list[int] = []
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:        # torchrun, then its two replicas
+            torchrun = _children(launcher.pid) or []
+            replicas = [r for t in torchrun for r in _children(t)]
+            started = torchrun + replicas
+            if len(replicas) == 2 and (tmp_path / "out" / "parle.lock").exists():
+                break
+            assert launcher.poll() is None, "the launcher ended early"
+            time.sleep(0.2)
+        assert len(started) == 3
+        launcher.kill()
+        launcher.wait()
+        deadline = time.monotonic() + 20
+        while any(_alive(p) for p in started) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not [p for p in started if _alive(p)]
+    finally:
+        for pid in [launcher.pid] + started:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
