@@ -84,8 +84,9 @@ def torchrun_command(config: str, replicas: int, *, out: str | None = None,
 
 def _run(args) -> int:
     from sgdlab.errors import ConfigError
-    from sgdlab.train.distributed import (claim_out, die_with_parent, load_config, lock_out,
-                                          release_out, report, run_from_config)
+    from sgdlab.train.distributed import (LAUNCHER_ENV, claim_out, die_with_parent,
+                                          load_config, lock_out, release_out, report,
+                                          run_from_config)
     from sgdlab.train.replicas import check_checkpoint_dir
 
     cfg = load_config(args.config)
@@ -132,7 +133,8 @@ def _run(args) -> int:
     try:
         # torchrun dies with this process (and its replicas with it, they do the same): a
         # SIGKILLed launcher leaves nothing training, so the same command with --resume goes on
-        proc = subprocess.Popen(cmd, env={**os.environ, "OMP_NUM_THREADS": threads},
+        env = {**os.environ, "OMP_NUM_THREADS": threads, LAUNCHER_ENV: str(os.getpid())}
+        proc = subprocess.Popen(cmd, env=env,
                                 start_new_session=hasattr(os, "setsid"),
                                 preexec_fn=die_with_parent)
         try:

@@ -89,6 +89,25 @@ def die_with_parent() -> None:
         pass
 
 
+LAUNCHER_ENV = "SGDLAB_PARLE_LAUNCHER"     # the pid of the ``sgdlab parle`` that started torchrun
+
+
+def launcher_gone() -> bool:
+    """Whether the ``sgdlab parle`` that started this replica's torchrun (its pid in
+    ``$SGDLAB_PARLE_LAUNCHER``) has ended: this process's parent is no longer a torchrun
+    whose parent is that launcher. :func:`die_with_parent` only covers deaths after it is
+    called; a launcher killed while the replica was still starting (importing torch) left it
+    waiting, orphaned, for a rendezvous that never comes. Linux (/proc) only."""
+    launcher = os.environ.get(LAUNCHER_ENV)
+    if not launcher or not Path("/proc/self/stat").exists():
+        return False
+    try:
+        stat = Path(f"/proc/{os.getppid()}/stat").read_text()
+        return int(stat.rsplit(")", 1)[1].split()[1]) != int(launcher)
+    except (OSError, ValueError, IndexError):
+        return True                   # the parent is gone meanwhile
+
+
 def init_distributed(backend: str = "auto", timeout: float = 60.0) -> str:
     """Initialise the default process group from torchrun's environment (``env://``).
 
@@ -419,6 +438,10 @@ def main(argv: list[str] | None = None) -> int:
                         "parle): rank 0 does not take the folder again")
     args = p.parse_args(argv)
     die_with_parent()
+    if launcher_gone():       # it died before we asked for its death to end us too
+        print(f"sgdlab.train.distributed: rank {os.environ.get('RANK', '?')}: error: the "
+              "sgdlab parle that launched this replica has ended", file=sys.stderr, flush=True)
+        return 1
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     rank = os.environ.get("RANK", "?")
     try:

@@ -186,3 +186,32 @@ def test_a_sigkilled_launcher_leaves_no_torchrun_or_replica_training(tmp_path):
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc")
+def test_a_replica_whose_launcher_died_while_it_started_ends_at_once(tmp_path, monkeypatch):
+    """A launcher SIGKILLed while its replicas still import torch: their parent death signal
+    is not set yet, so they check that their torchrun still has the launcher as its parent
+    (they used to wait, orphaned, for a rendezvous that never comes, then print a traceback)."""
+    cfg = tmp_path / "c.json"
+    cfg.write_text(json.dumps(CONFIG))
+    # started by this process, not by a torchrun that this process started
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2]),
+           "SGDLAB_PARLE_LAUNCHER": str(os.getpid()), "RANK": "1", "WORLD_SIZE": "2",
+           "LOCAL_RANK": "1", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "1"}
+    t0 = time.monotonic()
+    done = subprocess.run([sys.executable, "-m", "sgdlab.train.distributed", str(cfg),
+                           "--timeout", "30"], env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 1
+    assert "rank 1: error: the sgdlab parle that launched this replica has ended" in done.stderr
+    assert time.monotonic() - t0 < 25           # not after the rendezvous timed out
+
+    from sgdlab.train.distributed import LAUNCHER_ENV, launcher_gone
+
+    grandparent = int(Path(f"/proc/{os.getppid()}/stat").read_text().rsplit(")", 1)[1]
+                      .split()[1])
+    monkeypatch.setenv(LAUNCHER_ENV, str(grandparent))
+    assert not launcher_gone()
+    monkeypatch.setenv(LAUNCHER_ENV, str(os.getpid()))
+    assert launcher_gone()
