@@ -179,7 +179,8 @@ def _stop(proc: subprocess.Popen, grace: float = 20.0) -> None:
     """Stop torchrun and the replicas it started (each in a session of its own, so no
     process group holds them all): SIGKILL to torchrun (on SIGTERM it prints a traceback of
     its own), SIGTERM to the replicas (they stop at once, without a traceback; checkpoint
-    files are written atomically), SIGKILL to those left after ``grace`` seconds. Without
+    files are written atomically), SIGKILL to those left after ``grace`` seconds (on Linux
+    the kernel has already SIGKILLed those past their start with torchrun). Without
     /proc to find the replicas: SIGTERM to torchrun, which passes it on."""
     replicas = _children(proc.pid)
     if replicas is None:
