@@ -86,7 +86,7 @@ def _run(args) -> int:
     from sgdlab.errors import ConfigError
     from sgdlab.train.distributed import (LAUNCHER_ENV, claim_out, die_with_parent,
                                           load_config, lock_out, release_out, report,
-                                          run_from_config)
+                                          run_from_config, timeout_delta)
     from sgdlab.train.replicas import check_checkpoint_dir
 
     cfg = load_config(args.config)
@@ -102,8 +102,7 @@ def _run(args) -> int:
     n = int((cfg.get("parle") or {}).get("replicas", 3))
     if args.resume and not args.out:
         raise ConfigError("--resume needs --out DIR (checkpoints are in DIR/checkpoints)")
-    if not args.timeout > 0:
-        raise ConfigError(f"--timeout must be > 0 seconds, got {args.timeout:g}")
+    timeout_delta(args.timeout, "--timeout")
     if args.out and not args.print_command:       # here, before n processes start
         check_checkpoint_dir(Path(args.out) / "checkpoints", args.resume)
         if args.resume:      # a run still trained there refuses it (its rank 0 holds the lock)

@@ -108,6 +108,18 @@ def launcher_gone() -> bool:
         return True                   # the parent is gone meanwhile
 
 
+def timeout_delta(timeout: float, name: str = "timeout") -> datetime.timedelta:
+    """``timeout`` seconds as the process group's timedelta; a ConfigError unless it is > 0 and
+    finite (``inf`` or 1e15 overflowed in every replica, after all of them had started)."""
+    try:
+        td = datetime.timedelta(seconds=timeout) if timeout > 0 else None
+    except (OverflowError, ValueError):
+        td = None
+    if td is None:
+        raise ConfigError(f"{name} must be a finite number of seconds > 0, got {timeout:g}")
+    return td
+
+
 def init_distributed(backend: str = "auto", timeout: float = 60.0) -> str:
     """Initialise the default process group from torchrun's environment (``env://``).
 
@@ -122,12 +134,10 @@ def init_distributed(backend: str = "auto", timeout: float = 60.0) -> str:
         backend = "nccl" if torch.cuda.is_available() else "gloo"
     if backend not in ("gloo", "nccl"):
         raise ConfigError(f"backend must be auto, gloo or nccl, got {backend!r}")
-    if not timeout > 0:
-        raise ConfigError(f"timeout must be > 0 seconds, got {timeout}")
+    td = timeout_delta(timeout)
     if backend == "nccl":
         os.environ.setdefault("TORCH_NCCL_ASYNC_ERROR_HANDLING", "1")
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
-    td = datetime.timedelta(seconds=timeout)
     dist.init_process_group(backend, timeout=td)
     if backend == "gloo":
         try:

@@ -25,8 +25,10 @@ def test_bad_launches_are_refused_before_any_process_starts(tmp_path, capsys):
     cfg.write_text(json.dumps(CONFIG))
     out = tmp_path / "out"
     base = ["parle", str(cfg), "--mode", "distributed", "--out", str(out)]
-    assert main(base + ["--timeout", "0"]) == 2
-    assert "--timeout must be > 0" in capsys.readouterr().err
+    # inf and 1e15 started the replicas, which all failed on an OverflowError traceback
+    for bad in ("0", "nan", "inf", "1e15"):
+        assert main(base + ["--timeout", bad]) == 2
+        assert "--timeout must be a finite number of seconds > 0" in capsys.readouterr().err
     assert main(base + ["--resume"]) == 2
     assert "nothing to resume" in capsys.readouterr().err
     (out / "checkpoints").mkdir(parents=True)
