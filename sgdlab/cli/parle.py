@@ -135,7 +135,7 @@ def _run(args) -> int:
         env = {**os.environ, "OMP_NUM_THREADS": threads, LAUNCHER_ENV: str(os.getpid())}
         proc = subprocess.Popen(cmd, env=env,
                                 start_new_session=hasattr(os, "setsid"),
-                                preexec_fn=die_with_parent)
+                                preexec_fn=die_with_parent if os.name == "posix" else None)
         try:
             code = proc.wait()
         except KeyboardInterrupt as e:
