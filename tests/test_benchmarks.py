@@ -83,13 +83,18 @@ def test_graph_rop_figures_check_each_pair_of_contenders_first(monkeypatch):
         bench.measure("zhu-lenet", repeats=1)
 
 
+
+def _tiny_mlp(act: nn.Module, n: int):
+    """A 5-4-3 MLP with activation ``act`` and n random samples of 3 classes (seeded)."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(5, 4), act, nn.Linear(4, 3))
+    return model, torch.randn(n, 5), torch.randint(0, 3, (n,))
+
 def test_per_sample_figure_fails_when_the_rows_differ_from_the_loop(monkeypatch):
     import sgdlab.operators as operators
 
     bench = _bench("bench_curvature")
-    torch.manual_seed(0)
-    model = nn.Sequential(nn.Linear(5, 4), nn.ReLU(), nn.Linear(4, 3))
-    x, y = torch.randn(200, 5), torch.randint(0, 3, (200,))
+    model, x, y = _tiny_mlp(nn.ReLU(), 200)
     assert bench.per_sample_figure(model, nn.CrossEntropyLoss(), x, y) > 0
     right = operators.per_sample_gradients
     monkeypatch.setattr(operators, "per_sample_gradients", lambda *a, **k: 1.01 * right(*a, **k))
@@ -173,6 +178,15 @@ def test_batch_statistics_checks_the_backpack_route_before_timing(monkeypatch):
         bench.measure("digits_mlp", repeats=1)
 
 
+
+def _on_half_the_data(right):
+    """``right`` (a measurement of (model, loss_fn, data, ...)) given half of the batch: a
+    result that differs from the baseline's."""
+    def half(model, loss_fn, data, *args, **kwargs):
+        x, y = data
+        return right(model, loss_fn, (x[: len(x) // 2], y[: len(y) // 2]), *args, **kwargs)
+    return half
+
 def test_surface_figures_check_the_loss_against_the_bare_loop_first(monkeypatch):
     import sgdlab.measure as measure
 
@@ -180,13 +194,7 @@ def test_surface_figures_check_the_loss_against_the_bare_loop_first(monkeypatch)
     problem = bench._problem
     monkeypatch.setattr(bench, "_problem", lambda name: (*problem(name)[:3], 3))  # 3 x 3
     assert bench.measure("digits_mlp", repeats=1)["loss_surface_digits_mlp_overhead_vs_bare_loop"]
-    right = measure.loss_surface
-
-    def half_the_data(model, loss_fn, data, *args, **kwargs):
-        x, y = data
-        return right(model, loss_fn, (x[: len(x) // 2], y[: len(y) // 2]), *args, **kwargs)
-
-    monkeypatch.setattr(measure, "loss_surface", half_the_data)
+    monkeypatch.setattr(measure, "loss_surface", _on_half_the_data(measure.loss_surface))
     with pytest.raises(RuntimeError, match="centre"):
         bench.measure("digits_mlp", repeats=1)
 
@@ -196,13 +204,7 @@ def test_step_interpolation_figure_checks_the_losses_against_the_plain_ones(monk
 
     bench = _bench("bench_trajectory")
     assert bench.step_interpolation_ratio(repeats=1) > 0
-    right = walk.segment_losses
-
-    def half_the_data(model, loss_fn, data, *args, **kwargs):
-        x, y = data
-        return right(model, loss_fn, (x[: len(x) // 2], y[: len(y) // 2]), *args, **kwargs)
-
-    monkeypatch.setattr(walk, "segment_losses", half_the_data)
+    monkeypatch.setattr(walk, "segment_losses", _on_half_the_data(walk.segment_losses))
     with pytest.raises(RuntimeError, match="α = 1"):
         bench.step_interpolation_ratio(repeats=1)
 
@@ -242,9 +244,7 @@ def test_hvp_cost_figure_checks_the_product_against_autograd_first(monkeypatch):
     import sgdlab.operators as operators
 
     bench = _bench("bench_curvature")
-    torch.manual_seed(0)
-    model = nn.Sequential(nn.Linear(5, 4), nn.Tanh(), nn.Linear(4, 3))
-    x, y = torch.randn(32, 5), torch.randint(0, 3, (32,))
+    model, x, y = _tiny_mlp(nn.Tanh(), 32)
     assert bench.hvp_cost_figure(model, nn.CrossEntropyLoss(), x, y) > 0
 
     class OffHessian(operators.HessianOperator):

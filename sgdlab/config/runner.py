@@ -68,8 +68,9 @@ def run_config(cfg: dict[str, Any], *, out_dir: str | os.PathLike | None = None,
                store: Any = None, progress: bool | None = None,
                announce: Any = None) -> RunOutcome:
     """Validate ``cfg``, create a run in ``store`` (a ``RunStore`` or its path; default:
-    ``cfg['store']['path']`` or the default store), train it and write its folder. ``announce(run_id)`` is called once the
-    run exists (the CLI prints the id and the resume command)."""
+    ``cfg['store']['path']`` or the default store), train it and write its folder.
+    ``announce(run_id)`` is called once the run exists (the CLI prints the id and the resume
+    command)."""
     from ..store import RunStore, environment, new_run_id
 
     cfg = validate_config(cfg)

@@ -262,8 +262,9 @@ def equal_ratio(spec, runs: list[StoredRun]) -> Analysis:
     rows = []
     for g, rs in groups.items():
         v = vals[g]
-        rows.append([g, lr_text(rs[0].params), batch_size_text(rs[0].params["batch_size"]), v["curve_mean"], v.get("curve_mean__std", 0.0),
-                     v["late"], len(rs)])
+        p = rs[0].params
+        rows.append([g, lr_text(p), batch_size_text(p["batch_size"]), v["curve_mean"],
+                     v.get("curve_mean__std", 0.0), v["late"], len(rs)])
     table = Table("equal_ratio", ["run", "lr", "batch size", f"mean {metric} over the curve",
                                   "std", f"{metric} (last {k})", "seeds"], rows)
     figs = epoch_curves(spec, groups, o.get("curves", [metric, "train_loss"]))
