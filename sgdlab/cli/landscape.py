@@ -170,6 +170,13 @@ def _escape(args, out: Path) -> dict:
                 "success_rule"):
         if getattr(args, opt, None) is not None:
             setattr(cfg, opt, getattr(args, opt))
+    try:
+        cfg.validate()
+    except UserError as e:     # named by the flag the user typed, not by the config field
+        field = str(e).split(" ", 1)[0]
+        if field in _ESCAPE_FLAGS:
+            raise UserError(_ESCAPE_FLAGS[field] + str(e)[len(field):]) from None
+        raise
     shape = {}
     if getattr(args, "sharp_eigs", None) is not None:
         shape["sharp_eigs"] = tuple(args.sharp_eigs)

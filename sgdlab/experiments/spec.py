@@ -325,7 +325,8 @@ def _check_keys(where: str, d: Any, allowed: set[str]) -> None:
         raise ConfigError(f"{where}: expected a mapping, got {type(d).__name__}")
     for k in d:
         if k not in allowed:
-            raise ConfigError(f"{where}: unknown key {k!r}; allowed: {', '.join(sorted(allowed))}")
+            raise ConfigError(f"{where}: unknown key {k!r}{did_you_mean(k, allowed)}; allowed: "
+                              f"{', '.join(sorted(allowed))}")
 
 
 def _check_runs(where: str, runs: Any) -> None:

@@ -194,7 +194,8 @@ TWO = "readings/m/choices/two"
     (_set(f"{MV}/choices", {"one": {"description": "d"}}), "readings.m.choices: expected a "
                                                            "mapping of at least two"),
     (_set(f"{MV}/choices/Two!", {"description": "d"}), "choice name 'Two!' must be"),
-    (_set(f"{TWO}/parms", {}), "x.yaml.readings.m.choices.two: unknown key 'parms'"),
+    (_set(f"{TWO}/parms", {}), "x.yaml.readings.m.choices.two: unknown key 'parms' (did you "
+                               "mean params?)"),
     (_set(f"{TWO}/description", KeyError), "readings.m.choices.two: missing one-line string "
                                            "key 'description'"),
     (_set(f"{TWO}/description", "two\nlines"), "choices.two: missing one-line"),
