@@ -90,7 +90,9 @@ def zhu_alignment(spec, runs: list[StoredRun]) -> Analysis:
             [_last(r0, f"align/sigma_norm_eig_{i}") for i in range(1, k + 1)],
             residual=_last(r0, "align/residual"),
             title=f"{g}: Σ–H alignment at the end of training")))
-        checks = []          # (finding, agrees, claim, evidence) per requested test
+        # (finding, agrees, claim, evidence) per requested test, with the seeds that have no
+        # finite value where it reads: a verdict on the mean of the others would hide them
+        checks: list[tuple[tuple, int]] = []
 
         def lost(names: list[str], steps: list[float] | None = None) -> int:
             """Seeds without a finite value of every series in ``names`` at the end (at
@@ -105,29 +107,26 @@ def zhu_alignment(spec, runs: list[StoredRun]) -> Analysis:
             thr = float(o.get("cosine_above", 0.9))
             # every pair must be finite: min() skips a NaN that is not first
             lo = min(cos_end) if cos_end and all(map(finite, cos_end)) else float("nan")
-            checks.append((
+            checks.append(((
                 f"|cos(u_i, v_i)| of the {k} leading eigenvector pairs at the end = "
                 f"{', '.join(f'{c:.3f}' for c in cos_end)} (smallest {lo:.3f}, threshold {thr})",
                 None if not finite(lo) else lo > thr,
                 f"the cosines of the {k} leading eigenvector pairs of H and Σ approach 1",
-                {"cosines": cos_end, "threshold": thr}))
+                {"cosines": cos_end, "threshold": thr}),
+                lost([f"align/cos_{i}" for i in range(1, k + 1)])))
         if "eigenvalues" in tests:
-            checks.append(_eigenvalue_check(o, pairs))
+            checks.append((_eigenvalue_check(o, pairs),
+                           lost([f"align/{w}_norm_eig_{i}" for w in ("hess", "sigma")
+                                 for i in range(1, k + 1)])))
         if "residual" in tests:
-            checks += _residual_checks(o, k, d, res_steps, res_mean)
-        # a verdict on the mean of the other seeds would hide a seed that has no value
-        missing = {"cosine": lost([f"align/cos_{i}" for i in range(1, k + 1)]),
-                   "eigenvalues": lost([f"align/{w}_norm_eig_{i}" for w in ("hess", "sigma")
-                                        for i in range(1, k + 1)])}
-        if "residual" in tests:
-            missing["residual"] = lost(["align/residual"], checks[-2][3]["late_steps"])
-        which = [t for t in ("cosine", "eigenvalues") if t in tests] + (
-            ["residual", "residual"] if "residual" in tests else [])
-        checks = [(text + f"; {missing[t]} of {len(rs)} seeds have no finite value there, so "
-                   "inconclusive", None, claim, ev) if missing[t] else (text, ok, claim, ev)
-                  for t, (text, ok, claim, ev) in zip(which, checks)]
+            res = _residual_checks(o, k, d, res_steps, res_mean)
+            gone = lost(["align/residual"], res[0][3]["late_steps"])
+            checks += [(c, gone) for c in res]
+        found = [((text + f"; {gone} of {len(rs)} seeds have no finite value there, so "
+                    "inconclusive", None, claim, ev) if gone else (text, ok, claim, ev))
+                  for (text, ok, claim, ev), gone in checks]
         concl += [Conclusion(f"{g}: {text}", agrees_with_paper=ok, claim=claim, evidence=ev)
-                  for text, ok, claim, ev in checks]
+                  for text, ok, claim, ev in found]
     table = Table("alignment", ["run", "i", "|cos(u_i, v_i)|", "std", "λ_i(H)/‖H‖_F",
                                 "λ_i(Σ)/‖Σ‖_F"], rows, caption="at the last measurement; "
                   "cosine mean and std over seeds, eigenvalues mean over seeds")
