@@ -34,6 +34,7 @@ from torch import Tensor
 from sgdlab.errors import UserError
 
 from .base import Landscape
+from .sde.base import psd_sqrt
 
 
 def _sym_power(mat: Tensor, power: float) -> Tensor:
@@ -82,7 +83,9 @@ class Quadratic(Landscape):
         emp = z.T @ z / num_samples
         h_inv = torch.linalg.inv(h)
         target = h_inv @ c @ h_inv                            # Cov(x) = H⁻¹ C H⁻¹
-        self.samples = z @ _sym_power(emp, -0.5) @ _sym_power(target, 0.5)
+        # psd_sqrt clips round-off below 0: a rank-deficient C (low-rank, like a network's Σ)
+        # has zero eigenvalues that eigh returns as ±1e−17, and a negative one's root is NaN
+        self.samples = z @ _sym_power(emp, -0.5) @ psd_sqrt(target)
         self._offset = 0.5 * ((self.samples @ h) * self.samples).sum(-1).mean()
 
     def per_sample_loss(self, theta: Tensor) -> Tensor:

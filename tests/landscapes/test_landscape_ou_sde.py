@@ -37,6 +37,19 @@ def test_quadratic_structure_exact():
     assert q.stationary_excess_loss(0.1, 2) == pytest.approx(0.1 / 8 * float(torch.trace(q.H)))
 
 
+def test_quadratic_takes_a_rank_deficient_noise_covariance():
+    # Σ of a real network is low-rank (Zhu et al. §3): C = v vᵀ is PSD and accepted, but
+    # H⁻¹CH⁻¹ then has a zero eigenvalue that eigh returns as −5e−18, whose square root was NaN
+    h = torch.tensor([[2.0, 0.3], [0.3, 0.5]], dtype=f64)
+    v = torch.tensor([0.3, 0.7], dtype=f64)
+    q = Quadratic(h, num_samples=20, noise_cov=torch.outer(v, v), seed=1)
+    assert torch.isfinite(q.samples).all()
+    theta = torch.tensor([[0.2, -0.4]], dtype=f64)
+    torch.testing.assert_close(q.gradient_covariance(theta)[0], torch.outer(v, v),
+                               atol=1e-12, rtol=0)
+    torch.testing.assert_close(q.grad(theta), (theta - q.minimum) @ h)
+
+
 def _stationary_sgd_stats(q, lr, batch, chains, gen):
     """SGD chains started from the exact discrete stationary law, sampled at unit times."""
     cov = q.sgd_stationary_covariance(lr, batch)
