@@ -207,7 +207,7 @@ def _escape(args, out: Path) -> dict:
     loss = land.loss(pts).numpy()
     trajs = {m: t[:, 0].numpy() for m, t in res.trajectory.items()}
     fig = escape_figure(gx, gy, loss, trajs, res.success_rate, res.sharpness_steps,
-                        res.sharpness, LABELS)
+                        res.sharpness, LABELS, success_rule=rule)
     data = res.to_dict()
     data["figures"] = [_save(out, "escape.png", fig)]
     data["landscape"] = land.describe()
