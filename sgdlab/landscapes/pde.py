@@ -48,22 +48,49 @@ def _check_t(t: float) -> None:
         raise UserError(f"t must be > 0, got {t}")
 
 
-def viscous_hj(f: Tensor, x: Tensor, t: float, *, beta: float = 1.0) -> Tensor:
-    """Cole–Hopf solution of u_t + ½u_x² = (1/2β) u_xx at time t (quadrature over the grid;
-    accurate where the Gaussian of variance t/β around x stays inside the grid)."""
+def _quadrature_grid(f: Tensor, x: Tensor, y: Tensor | None, fy: Tensor | None
+                     ) -> tuple[Tensor, Tensor, float]:
+    """(y, f(y), dy): the grid a convolution integrates over, ``x`` itself by default."""
     dx = _check_grid(f, x)
+    if y is None:
+        return x, f, dx
+    if fy is None:
+        raise UserError("pass fy = f(y) together with y")
+    return y, fy, _check_grid(fy, y)
+
+
+def padded_grid(x: Tensor, width: float) -> tuple[Tensor, slice]:
+    """(y, where): ``x``'s uniform grid extended by at least ``width`` on each side at the same
+    spacing, with y[where] == x: a quadrature grid for :func:`viscous_hj` and
+    :func:`heat_smoothing` whose Gaussian (variance t/β; ``width`` = 8√(t/β) is ample) does
+    not run off the ends at the points of ``x``."""
+    dx = _check_grid(x, x)
+    k = math.ceil(width / dx)
+    y = x[0] + dx * torch.arange(-k, x.numel() + k, dtype=x.dtype)
+    return y, slice(k, k + x.numel())
+
+
+def viscous_hj(f: Tensor, x: Tensor, t: float, *, beta: float = 1.0,
+               y: Tensor | None = None, fy: Tensor | None = None) -> Tensor:
+    """Cole–Hopf solution of u_t + ½u_x² = (1/2β) u_xx at time t, at the points ``x``, by
+    quadrature over the uniform grid ``y`` (default: ``x``) with values ``fy`` = f(y).
+    Accurate where the Gaussian of variance t/β around x stays inside y: within a few √(t/β)
+    of the ends of a grid that is not extended (:func:`padded_grid`) the integral is cut off."""
+    y, fy, dy = _quadrature_grid(f, x, y, fy)
     _check_t(t)
     if beta <= 0:
         raise UserError(f"beta must be > 0, got {beta}")
     var = t / beta
-    logk = -(x[:, None] - x[None, :]) ** 2 / (2 * var) - 0.5 * math.log(2 * math.pi * var)
-    return -torch.logsumexp(logk - beta * f[None, :], dim=1) / beta - math.log(dx) / beta
+    logk = -(x[:, None] - y[None, :]) ** 2 / (2 * var) - 0.5 * math.log(2 * math.pi * var)
+    return -torch.logsumexp(logk - beta * fy[None, :], dim=1) / beta - math.log(dy) / beta
 
 
-def local_entropy(f: Tensor, x: Tensor, gamma: float, *, beta: float = 1.0) -> Tensor:
+def local_entropy(f: Tensor, x: Tensor, gamma: float, *, beta: float = 1.0,
+                  y: Tensor | None = None, fy: Tensor | None = None) -> Tensor:
     """f_γ(x) = −β⁻¹ log ∫ exp(−βf(y) − β|x − y|²/(2γ)) dy: equals ``viscous_hj(f, x, γ)``
     minus the constant β⁻¹ log √(2πγ/β)."""
-    return viscous_hj(f, x, gamma, beta=beta) - 0.5 * math.log(2 * math.pi * gamma / beta) / beta
+    return (viscous_hj(f, x, gamma, beta=beta, y=y, fy=fy)
+            - 0.5 * math.log(2 * math.pi * gamma / beta) / beta)
 
 
 def hopf_lax(f: Tensor, x: Tensor, t: float, *, y: Tensor | None = None,
@@ -127,14 +154,17 @@ def proximal_point(f: Tensor, x: Tensor, t: float) -> Tensor:
     return x[(f[None, :] + (x[:, None] - x[None, :]) ** 2 / (2 * t)).argmin(dim=1)]
 
 
-def heat_smoothing(f: Tensor, x: Tensor, t: float, *, beta: float = 1.0) -> Tensor:
-    """u = G_{t/β} * f, normalised over the grid (so constants stay constants near edges)."""
-    _check_grid(f, x)
+def heat_smoothing(f: Tensor, x: Tensor, t: float, *, beta: float = 1.0,
+                   y: Tensor | None = None, fy: Tensor | None = None) -> Tensor:
+    """u = G_{t/β} * f at the points ``x``, integrated over the grid ``y`` (default ``x``;
+    values ``fy``) and normalised over it, so constants stay constants; any other f is cut off
+    within a few √(t/β) of the ends of a grid that is not extended (:func:`padded_grid`)."""
+    y, fy, _ = _quadrature_grid(f, x, y, fy)
     _check_t(t)
     if beta <= 0:
         raise UserError(f"beta must be > 0, got {beta}")
-    k = torch.exp(-(x[:, None] - x[None, :]) ** 2 / (2 * t / beta))
-    return (k @ f) / k.sum(1)
+    k = torch.exp(-(x[:, None] - y[None, :]) ** 2 / (2 * t / beta))
+    return (k @ fy) / k.sum(1)
 
 
 def second_difference(u: Tensor, dx: float) -> Tensor:
@@ -220,7 +250,7 @@ def finite_difference_viscous_hj(f: Tensor, period: float, t: float, *, beta: fl
     return u
 
 
-__all__ = ["viscous_hj", "local_entropy", "hopf_lax", "hopf_lax_newton", "convexity_interval",
+__all__ = ["viscous_hj", "local_entropy", "padded_grid", "hopf_lax", "hopf_lax_newton", "convexity_interval",
            "proximal_point", "heat_smoothing",
            "second_difference", "semiconcavity_bound", "periodic_cole_hopf",
            "finite_difference_viscous_hj", "wide_and_narrow_minima"]

@@ -62,6 +62,26 @@ def test_the_heat_equation_of_the_comparison_diffuses_with_the_runs_beta():
     assert hot["beta"] == 1.0 and cold["beta"] == 5.0
 
 
+def test_the_stored_curvatures_are_those_of_the_solutions_not_of_the_grid_ends():
+    """max u_xx of the viscous HJ and heat solutions on [−4, 4] equals that of the same
+    solutions computed on a grid three times as wide: at β = 1 and t = 0.5 (variance 0.5) a
+    quadrature over [−4, 4] alone cut the Gaussian off near the ends, and the viscous
+    solution's stored max u_xx, 0.72, was there instead of at its true maximum, 0.63."""
+    import sgdlab.landscapes.pde as pde
+    import torch
+
+    s = _pde_run(1.0).summary
+    x = torch.linspace(-4, 4, 121, dtype=torch.float64)
+    dx, margin = float(x[1] - x[0]), 121 // 20
+    wide = torch.linspace(-12, 12, 361, dtype=torch.float64)       # same spacing, x = 120:241
+    fw = pde.wide_and_narrow_minima(wide)
+    for name, smooth in ((_VISCOUS, pde.viscous_hj), (_HEAT, pde.heat_smoothing)):
+        for tag, t in (("", 0.5), ("_w", s["t_w"])):
+            u = smooth(fw, wide, t, beta=1.0)[120:241]
+            top = float(pde.second_difference(u, dx)[margin:-margin].max())
+            assert s[f"{name}: max u_xx{tag}"] == pytest.approx(top, rel=1e-9, abs=1e-9)
+
+
 # --- thesis §6.3.3, Remark 6.42 -------------------------------------------------------------
 def _trajectory_params(burnin=100, every_epochs=1, every_steps=None):
     return {"measure": [{"name": "trajectory", "every_steps": every_steps,

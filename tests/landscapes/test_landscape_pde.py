@@ -132,6 +132,32 @@ def test_example_4_12_and_local_entropy_of_a_quadratic_in_closed_form(beta):
     assert (hl - x ** 2 / (2 * (t + 1 / c)))[inner].abs().max() <= 1.001 * (c + 1 / t) * dx ** 2 / 8
 
 
+@pytest.mark.parametrize("beta", [1.0, 5.0])
+def test_smoothing_is_exact_up_to_the_ends_of_the_grid_on_a_padded_quadrature(beta):
+    """f = c x²/2 on x ∈ [−2, 2] at t = 0.5: the Gaussian of variance t/β around the end
+    points runs off [−2, 2], so a quadrature over x itself cuts it off there; over the padded
+    grid both solutions are the closed forms at every point of x (Example 4.12; heat: f + ct/2β),
+    so their second differences are c/(1 + ct) and c."""
+    import sgdlab.landscapes.pde as pde
+
+    c, t = 3.0, 0.5
+    x = torch.linspace(-2, 2, 201, dtype=f64)
+    y, where = pde.padded_grid(x, 8 * math.sqrt(t / beta))
+    torch.testing.assert_close(y[where], x, atol=1e-12, rtol=0)
+    f, fy = c * x ** 2 / 2, c * y ** 2 / 2
+    u = viscous_hj(f, x, t, beta=beta, y=y, fy=fy)
+    ex = c * x ** 2 / (2 * (1 + c * t)) + math.log(1 + c * t) / (2 * beta)
+    assert (u - ex).abs().max() < 1e-9
+    heat = heat_smoothing(f, x, t, beta=beta, y=y, fy=fy)
+    assert (heat - (f + c * t / (2 * beta))).abs().max() < 1e-9
+    dx = float(x[1] - x[0])
+    assert second_difference(u, dx).sub(c / (1 + c * t)).abs().max() < 1e-6
+    # over x alone the heat kernel's mass beyond the ends is lost: the error padding removes
+    assert (heat_smoothing(f, x, t, beta=beta) - (f + c * t / (2 * beta))).abs().max() > 1
+    with pytest.raises(UserError, match="fy"):
+        viscous_hj(f, x, t, y=y)
+
+
 def test_hopf_lax_newton_and_convexity_interval():
     """Newton-refined Hopf–Lax equals the grid formula up to the grid's error and is smooth
     enough for second differences; the convexity interval I(x, t) of Example 4.15 is found
