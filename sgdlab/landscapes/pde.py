@@ -250,7 +250,7 @@ def finite_difference_viscous_hj(f: Tensor, period: float, t: float, *, beta: fl
     return u
 
 
-__all__ = ["viscous_hj", "local_entropy", "padded_grid", "hopf_lax", "hopf_lax_newton", "convexity_interval",
-           "proximal_point", "heat_smoothing",
+__all__ = ["viscous_hj", "local_entropy", "padded_grid", "hopf_lax", "hopf_lax_newton",
+           "convexity_interval", "proximal_point", "heat_smoothing",
            "second_difference", "semiconcavity_bound", "periodic_cole_hopf",
            "finite_difference_viscous_hj", "wide_and_narrow_minima"]
