@@ -35,7 +35,8 @@ def register(subparsers) -> None:
     p.add_argument("--batch-size", type=int, required=True, help="batch size B")
     p.add_argument("--momentum", type=float, default=0.0, help="heavy-ball momentum μ (default 0)")
     p.add_argument("--dataset-size", type=int, default=None, metavar="N",
-                   help="N: adds β⁻¹ without replacement (factor 1 − B/N)")
+                   help="N: adds β⁻¹ without replacement (factor 1 − B/N); no batch size "
+                        "matched or given may exceed it")
     p.add_argument("--mean-eig", type=float, default=None, metavar="M",
                    help="measured mean eigenvalue Tr D / d of the diffusion matrix (thesis)")
     g = p.add_mutually_exclusive_group()
@@ -65,6 +66,10 @@ def _temperature(args: argparse.Namespace) -> int:
         raise UserError("--keep thesis needs --mean-eig")
     if args.match_lr is not None and args.match_lr < 1:
         raise UserError(f"--match-lr takes the new batch size, >= 1; got {args.match_lr}")
+    if args.match_lr is not None and args.dataset_size is not None \
+            and args.match_lr > args.dataset_size:
+        raise UserError(f"--match-lr {args.match_lr}: a batch size beyond --dataset-size "
+                        f"{args.dataset_size}")
     if args.match_batch_size is not None and not args.match_batch_size > 0:
         raise UserError(f"--match-batch-size takes the new learning rate, > 0; got "
                         f"{args.match_batch_size:g}")
@@ -91,7 +96,9 @@ def _temperature(args: argparse.Namespace) -> int:
                 lr = T.solve_lr(kind, target, args.match_lr, **kkw)
                 print(f"keep {kind}: batch size {args.match_lr} -> lr {lr:.6g}")
             else:
-                b = T.solve_batch_size(kind, target, args.match_batch_size, **kkw)
+                # N bounds every kind's batch size, whether or not its formula has N in it
+                b = T.solve_batch_size(kind, target, args.match_batch_size,
+                                       **{**kkw, "dataset_size": args.dataset_size})
                 bi = T.round_batch_size(b)
                 got = T.temperature(kind, args.match_batch_size, bi, **kkw)
                 print(f"keep {kind}: lr {args.match_batch_size:g} -> batch size {bi} "

@@ -70,6 +70,25 @@ def test_cli_solves_and_reports(capsys):
         assert out == "" and says in err
 
 
+def test_cli_never_answers_a_batch_size_beyond_the_dataset(capsys):
+    """With --dataset-size N, every kept temperature's matched batch size is at most N, as the
+    solver's own check says (it answered 1280 of 1000 samples for every kind but β⁻¹, whose
+    formula alone saw N); a new batch size beyond N is refused before any output."""
+    from sgdlab.cli.main import main
+
+    base = ["temperature", "--lr", "0.1", "--batch-size", "128", "--dataset-size", "1000"]
+    for kind in ("eta_over_b", "musso", "musso-mean-lr"):
+        assert main([*base, "--match-batch-size", "1.0", "--keep", kind]) == 2
+        out, err = capsys.readouterr()
+        assert "1280" in err and "dataset size 1000" in err and "-> batch size" not in out
+    assert main([*base, "--match-batch-size", "0.5", "--keep", "eta_over_b"]) == 0
+    assert "lr 0.5 -> batch size 640" in capsys.readouterr().out
+    for kind in ("eta_over_b", "beta_inv"):
+        assert main([*base, "--match-lr", "2000", "--keep", kind]) == 2
+        out, err = capsys.readouterr()
+        assert out == "" and "--match-lr 2000" in err and "1000" in err
+
+
 def test_musso_eq19_in_the_papers_terms():
     # eq. (19): T = l D / (6 C (1 − μ)), l the maximal learning rate, D of eq. (8)
     assert musso_temperature(0.1, 128, 0.9, diffusion=2.0) == pytest.approx(
