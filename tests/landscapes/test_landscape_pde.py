@@ -156,6 +156,8 @@ def test_smoothing_is_exact_up_to_the_ends_of_the_grid_on_a_padded_quadrature(be
     assert (heat_smoothing(f, x, t, beta=beta) - (f + c * t / (2 * beta))).abs().max() > 1
     with pytest.raises(UserError, match="fy"):
         viscous_hj(f, x, t, y=y)
+    with pytest.raises(UserError, match="width"):
+        pde.padded_grid(x, -1.0)
 
 
 def test_hopf_lax_newton_and_convexity_interval():
