@@ -1,6 +1,7 @@
 """The dataset record every loader and generator returns."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,6 +17,9 @@ class Dataset:
     classification or float (N, out_dim) targets for regression.
     ``meta`` holds at least: ``name``, ``task`` ("classification" | "regression"),
     ``input_shape`` (tuple), ``num_outputs`` (classes or regression outputs), ``seed``.
+    A record built from one's own tensors may leave ``meta`` empty: the task then follows the
+    targets' dtype (integer: class labels; floating point: regression), ``num_outputs`` the
+    largest label (plus one) or the targets' width, ``input_shape`` the inputs.
     """
 
     x_train: Tensor
@@ -30,7 +34,9 @@ class Dataset:
 
     @property
     def task(self) -> str:
-        return self.meta.get("task", "classification")
+        if "task" in self.meta:
+            return self.meta["task"]
+        return "regression" if self.y_train.is_floating_point() else "classification"
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -38,7 +44,12 @@ class Dataset:
 
     @property
     def num_outputs(self) -> int:
-        return int(self.meta["num_outputs"])
+        if "num_outputs" in self.meta:
+            return int(self.meta["num_outputs"])
+        if self.task == "classification":
+            return max((int(y.max()) for y in (self.y_train, self.y_test) if y.numel()),
+                       default=-1) + 1
+        return int(math.prod(self.y_train.shape[1:]))
 
     @property
     def train(self) -> tuple[Tensor, Tensor]:

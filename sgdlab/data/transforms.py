@@ -21,11 +21,7 @@ from .base import Dataset
 
 
 def _num_classes(ds: Dataset, num_classes: int | None) -> int:
-    if num_classes is not None:
-        return int(num_classes)
-    if "num_outputs" in ds.meta:
-        return int(ds.meta["num_outputs"])
-    return int(ds.y_train.max()) + 1
+    return int(num_classes) if num_classes is not None else ds.num_outputs
 
 
 def with_label_noise(ds: Dataset, num_noisy: int, seed: int = 0, *,

@@ -141,6 +141,19 @@ def test_master_is_mean_of_replicas_and_training_reduces_loss():
     assert res.status == "finished" and res.rounds == 12 and res.grad_evals == 60
 
 
+
+def test_own_regression_tensors_get_no_accuracy():
+    # a Dataset of one's own real-valued targets, no meta: its task is regression
+    g = torch.Generator().manual_seed(0)
+    X, Xt = (torch.randn(n, 4, generator=g, dtype=torch.float64) for n in (24, 8))
+    data = Dataset(X, X[:, :1] * 2, Xt, Xt[:, :1] * 2)
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 5), nn.Tanh(), nn.Linear(5, 1)).double()
+    cfg = ParleConfig(replicas=2, L=2, lr=0.1, batch_size=8, seed=0)
+    res = train_replicas(model, nn.MSELoss(), data, cfg, rounds=2)
+    assert "train_loss" in res.final and "test_loss" in res.final
+    assert "train_acc" not in res.final and "test_acc" not in res.final
+
 def test_disjoint_shards():
     shards = replica_shards(10, 3, seed=0)
     allidx = torch.cat(shards).sort().values

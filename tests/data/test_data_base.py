@@ -1,0 +1,37 @@
+"""The Dataset record built from a user's own tensors, without the loaders' metadata."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from sgdlab.data import Dataset, with_label_noise
+from sgdlab.errors import UserError
+
+
+def own(y_train, y_test) -> Dataset:
+    g = torch.Generator().manual_seed(0)
+    return Dataset(torch.randn(len(y_train), 3, generator=g), y_train,
+                   torch.randn(len(y_test), 3, generator=g), y_test)
+
+
+def test_task_and_outputs_follow_the_targets_when_meta_is_empty():
+    # integer targets are class labels, floating-point ones regression targets (GUIDE)
+    labels = own(torch.tensor([0, 2, 1, 0]), torch.tensor([3, 1]))
+    assert labels.task == "classification" and labels.num_outputs == 4   # label 3 is in test
+    scalar = own(torch.randn(4), torch.randn(2))
+    assert scalar.task == "regression" and scalar.num_outputs == 1
+    vector = own(torch.randn(4, 5), torch.randn(2, 5))
+    assert vector.task == "regression" and vector.num_outputs == 5
+    assert "task=regression" in repr(vector)
+
+
+def test_meta_still_decides_when_it_names_the_task():
+    ds = own(torch.tensor([0, 1, 0, 1]), torch.tensor([0, 1]))
+    ds.meta.update(task="classification", num_outputs=10)
+    assert ds.task == "classification" and ds.num_outputs == 10
+
+
+def test_label_noise_refuses_real_valued_targets_of_an_own_dataset():
+    # it used to shift the real-valued targets by random integers and report "label noise"
+    with pytest.raises(UserError, match="classification"):
+        with_label_noise(own(torch.randn(20), torch.randn(5)), 3)
