@@ -73,3 +73,26 @@ def test_ci_runs_the_readme_test_command():
     ci = (README.parent / ".ci" / "run").read_text()
     assert readme_cmd in ci.splitlines()
     assert '".[test,tensorboard,ray]"' in readme_cmd
+
+
+def test_the_tables_measurements_import_from_where_the_column_says():
+    # column "measurements (`sgdlab.measure`, instruments)": every name in it is a function or
+    # class of sgdlab.measure (or of the landscapes it pairs them with), an instrument, or an
+    # instrument's option
+    import sgdlab.landscapes
+    import sgdlab.landscapes.sde
+    import sgdlab.measure
+    from sgdlab.train.instruments import instrument_params, instruments
+
+    header, _, *rows = [line for line in README.read_text().splitlines()
+                        if line.startswith("|")]
+    column = header.split(" | ").index("measurements (`sgdlab.measure`, instruments)")
+    options = {p for name in instruments() for p in (instrument_params(name) or {})}
+    missing = []
+    for row in rows:
+        for name in re.findall(r"`([A-Za-z_]\w*)`", row.split(" | ")[column]):
+            if not (name in instruments() or name in options
+                    or any(hasattr(m, name) for m in (sgdlab.measure, sgdlab.landscapes,
+                                                      sgdlab.landscapes.sde))):
+                missing.append(name)
+    assert missing == []

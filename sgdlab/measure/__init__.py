@@ -43,7 +43,7 @@ from .alignment import (
 )
 from .sharpness import epsilon_sharpness, expected_sharpness, local_entropy, mean_loss
 # not the function `temperature`: re-exporting it would shadow the module sgdlab.measure.temperature
-from .temperature import solve_batch_size, solve_lr, temperatures
+from .temperature import musso_temperature, solve_batch_size, solve_lr, temperatures
 from .step_length import StepLength, normalized_step_length
 from .walk import (
     StepInterpolation,
@@ -96,8 +96,9 @@ __all__ = [
     "hessian_top_eigenvalue", "hessian_trace", "hutchinson_trace", "hutchpp_trace",
     "increment_autocorrelation", "increment_spectrum", "interpolate_models",
     "iterate_autocorrelation", "lanczos", "local_entropy", "loss_surface",
-    "low_frequency_test", "mean_loss", "minibatch_noise_factor", "noise_magnitude",
-    "normalised_eigenvalues", "parameter_norm", "periodicity_test", "power_iteration",
+    "low_frequency_test", "mean_loss", "minibatch_noise_factor", "musso_temperature",
+    "noise_magnitude", "normalised_eigenvalues", "parameter_norm", "periodicity_test",
+    "power_iteration",
     "projection_residual", "random_direction", "recompute_bn_statistics", "segment_alphas",
     "segment_losses", "sigma_hessian_alignment", "solve_batch_size", "solve_lr",
     "spectral_density", "step_interpolation", "summarize_epochs", "temperatures",
