@@ -64,12 +64,23 @@ def is_single_batch(data: Data) -> bool:
             and all(isinstance(t, Tensor) for t in data))
 
 
+def check_loss_reduction(loss_fn: object) -> None:
+    """A ``UserError`` for a loss that returns one value per sample (``reduction="none"``):
+    measurements differentiate and average the loss of a batch, a scalar."""
+    if getattr(loss_fn, "reduction", None) == "none":
+        raise UserError(
+            f"loss_fn {type(loss_fn).__name__}(reduction='none') returns one loss per sample; "
+            "measurements differentiate the batch's loss: use reduction='mean'")
+
+
 def check_batch_loss(loss_fn: object, data: Data) -> None:
     """A ``UserError`` for a loss summed over its batch (``reduction="sum"``) on data in
     several batches. A measurement takes ``loss_fn``'s value on a batch as that batch's loss
     and weights batches by their size, which is the mean over samples for a mean-reduced loss;
     a summed one would be counted again, so the result would depend on how the samples are
-    batched. On one ``(x, y)`` batch the summed loss is measured as it is (N times the mean)."""
+    batched. On one ``(x, y)`` batch the summed loss is measured as it is (N times the mean).
+    A loss per sample (``reduction="none"``) is refused by :func:`check_loss_reduction`."""
+    check_loss_reduction(loss_fn)
     if getattr(loss_fn, "reduction", None) == "sum" and not is_single_batch(data):
         raise UserError(
             f"loss_fn {type(loss_fn).__name__}(reduction='sum') on data in batches: the "

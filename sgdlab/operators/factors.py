@@ -40,7 +40,7 @@ from torch import Tensor, nn
 from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_flatten
 
-from .batches import Data, fixed_randomness, iterate_batches
+from .batches import Data, check_loss_reduction, fixed_randomness, iterate_batches
 from .params import trainable_named_params
 from .taylor import _CONV, conv_padding, flat_layers
 
@@ -398,6 +398,7 @@ def per_sample_factors(
     ``loss_fn`` must be mean-reduced over samples (the sgdlab convention): per-sample
     ∂ℓ_i/∂z_i is recovered as (batch size) × ∂L/∂z_i.
     """
+    check_loss_reduction(loss_fn)
     layers = _supported(model)
     if not layers:
         return None

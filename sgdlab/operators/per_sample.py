@@ -31,7 +31,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from sgdlab.errors import UserError
 
-from .batches import Data, concat_batches, fixed_randomness
+from .batches import Data, check_loss_reduction, concat_batches, fixed_randomness
 from .params import (UNUSED_ZERO, flatten, functional_call, require_trainable,
                      trainable_named_params)
 
@@ -95,6 +95,7 @@ def per_sample_gradients(
     if method not in ("auto", "factored", "vmap"):
         raise ValueError(f"Invalid method={method!r}: expected 'auto', 'factored' or 'vmap'")
     check_per_sample_model(model)
+    check_loss_reduction(loss_fn)
     # dropout in train mode: one fixed draw of masks, not the global generator's next one
     with fixed_randomness(model, next(model.parameters()).device):
         return _per_sample_gradients(model, loss_fn, data, chunk_size, method)

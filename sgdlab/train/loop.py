@@ -282,6 +282,7 @@ class _Training:
         self.t_start = time.perf_counter()
         _check_args(epochs, batch_size, eval_every, eval_subset, checkpoint_every, max_steps)
         check_dataset(data)
+        check_loss(loss_fn)
         _check_optimizer_updates(model, optimizer)
         if resume and checkpoint_dir is None:
             raise UserError("resume=True needs checkpoint_dir")
@@ -744,6 +745,18 @@ def check_dataset(data: Any) -> None:
         x, y = getattr(data, f"x_{part}"), getattr(data, f"y_{part}")
         if x is not None and y is not None and len(x) != len(y):
             raise UserError(f"data: x_{part} has {len(x)} examples but y_{part} has {len(y)}")
+
+
+def check_loss(loss_fn: Any) -> None:
+    """Training, its evaluations and its budgets take ``loss_fn``'s value on a batch as the mean
+    over the batch (chunks of an evaluation are weighted by their size): refuse a torch loss
+    summed over the batch or returned per sample, naming the remedy."""
+    reduction = getattr(loss_fn, "reduction", None)
+    if reduction in ("sum", "none"):
+        raise UserError(
+            f"loss_fn {type(loss_fn).__name__}(reduction='{reduction}'): training and its "
+            "reported losses need the mean over each batch; use reduction='mean' (a summed "
+            "loss's steps are those of the mean with the learning rate times the batch size)")
 
 
 def _check_args(epochs, batch_size, eval_every, eval_subset, checkpoint_every, max_steps) -> None:

@@ -70,7 +70,7 @@ from ..data.augment import batch_augmentation
 from ..errors import ConfigError, UserError
 from ..optim.elastic import Parle, master_average
 from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from .loop import (BatchStream, check_dataset, evaluation_metrics, evaluation_sets,
+from .loop import (BatchStream, check_dataset, check_loss, evaluation_metrics, evaluation_sets,
                    open_writer, record_abort, record_completion, steps_per_epoch)
 
 __all__ = ["ParleConfig", "ReplicaResult", "ReplicaWorker", "train_replicas", "replica_shards",
@@ -441,6 +441,7 @@ class _ReplicaTraining:
         if (resume or checkpoint_every is not None) and checkpoint_dir is None:
             raise UserError("resume / checkpoint_every need checkpoint_dir")
         check_dataset(data)
+        check_loss(loss_fn)
         self.cfg, self.mode, self.loss_fn = cfg, mode, loss_fn
         self.eval_every, self.checkpoint_every, self.resume = eval_every, checkpoint_every, resume
         self.dev = dev = torch.device(device) if device is not None else data.x_train.device

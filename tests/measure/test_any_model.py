@@ -388,3 +388,25 @@ def test_summed_loss_is_measured_on_one_batch_and_refused_on_several():
         with pytest.raises(UserError, match=r"reduction='sum'.*reduction='mean', or pass "
                                             r"the samples as one \(x, y\) batch"):
             fn(model, summed, two_batches(data))
+
+
+def test_a_loss_per_sample_is_refused_with_its_remedy():
+    # reduction='none' gives a vector, not the batch's loss: each measurement failed inside
+    # autograd or a float() ("grad can be implicitly created only for scalar outputs", ...)
+    model, _, data = make("residual")
+    per_sample = nn.CrossEntropyLoss(reduction="none")
+    theta = params_vector(model)
+    for fn in (M.dense_hessian, M.mean_loss, M.full_batch_grad_norm, M.ggn_diagonal,
+               M.hessian_top_eigenvalue, M.gradient_covariance, M.batch_statistics,
+               lambda *a: M.hessian_trace(*a, 2),
+               lambda *a: M.noise_magnitude(*a, 0.1, 2),
+               lambda *a: M.sigma_hessian_alignment(*a, 1),
+               lambda *a: M.expected_sharpness(*a, 0.01, 2),
+               lambda *a: M.epsilon_sharpness(*a, num_steps=1),
+               lambda *a: M.local_entropy(*a, 0.01, num_samples=2),
+               lambda *a: M.segment_losses(*a, theta, theta + 0.01, 2),
+               lambda m, lf, d: M.interpolate_models(m, m, lf, d, alphas=[0.0]),
+               lambda m, lf, d: M.loss_surface(m, lf, d, [theta], steps=2)):
+        for d in (data, two_batches(data)):
+            with pytest.raises(UserError, match=r"reduction='none'.*reduction='mean'"):
+                fn(model, per_sample, d)

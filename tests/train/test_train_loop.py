@@ -364,6 +364,20 @@ def test_training_on_a_batch_tuple_names_the_dataset_it_needs():
         train_replicas(model, nn.CrossEntropyLoss(), batch, ParleConfig(replicas=1), epochs=1)
 
 
+
+@pytest.mark.parametrize("reduction", ["sum", "none"])
+def test_a_loss_that_is_not_the_batch_mean_is_refused(reduction):
+    # a summed loss trained, then reported train_loss and test_loss as each evaluation
+    # chunk's sum: 60x and 20x the mean on these splits, not comparable with each other
+    from sgdlab.train.replicas import ParleConfig, train_replicas
+    data, model = toy_data(), make_model()
+    loss_fn = nn.CrossEntropyLoss(reduction=reduction)
+    with pytest.raises(UserError, match=f"reduction='{reduction}'.*reduction='mean'"):
+        train(model, loss_fn, data, torch.optim.SGD(model.parameters(), lr=0.1), epochs=1,
+              progress=False)
+    with pytest.raises(UserError, match=f"reduction='{reduction}'.*reduction='mean'"):
+        train_replicas(model, loss_fn, data, ParleConfig(replicas=1), epochs=1)
+
 def test_mismatched_labels_or_an_optimizer_of_another_model_is_named():
     data, loss_fn = toy_data(), nn.CrossEntropyLoss()
     model = make_model()
