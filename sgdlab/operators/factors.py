@@ -362,16 +362,19 @@ class PerSampleFactors:
         return out
 
 
-_MEAN_LOSSES = (nn.CrossEntropyLoss, nn.NLLLoss, nn.MSELoss, nn.L1Loss, nn.SmoothL1Loss,
-                nn.HuberLoss, nn.BCEWithLogitsLoss, nn.BCELoss)
+_ELEMENTWISE_LOSSES = (nn.MSELoss, nn.L1Loss, nn.SmoothL1Loss, nn.HuberLoss,
+                      nn.BCEWithLogitsLoss, nn.BCELoss)
+_MEAN_LOSSES = (nn.CrossEntropyLoss, nn.NLLLoss) + _ELEMENTWISE_LOSSES
 
 
 def _mean_of_samples(loss_fn, out: Tensor, y: Tensor, m: int = 8) -> bool:
     """Whether the batch loss is the mean of the samples' losses, the assumption behind
     recovering δ_i from one batch backward: known for torch's unweighted mean-reduced losses
-    (with no ignored target), else checked on ``m`` samples."""
+    (with no ignored target, and for element-wise ones targets of the outputs' shape: (N, 1)
+    against (N,) broadcasts to every pair of samples), else checked on ``m`` samples."""
     if (type(loss_fn) in _MEAN_LOSSES and loss_fn.reduction == "mean"
-            and getattr(loss_fn, "weight", None) is None):
+            and getattr(loss_fn, "weight", None) is None
+            and not (isinstance(loss_fn, _ELEMENTWISE_LOSSES) and out.shape != y.shape)):
         ignore = getattr(loss_fn, "ignore_index", None)
         if ignore is None or y.is_floating_point() or not (y == ignore).any():
             return True
