@@ -40,8 +40,8 @@ from torch import Tensor, nn
 from torch.func import vmap
 
 from sgdlab.operators.batches import Data, concat_batches, fixed_randomness
-from sgdlab.operators.params import (functional_call, set_params_vector, trainable_named_params,
-                                     unflatten_like)
+from sgdlab.operators.params import (check_params_vector, functional_call, set_params_vector,
+                                     trainable_named_params, unflatten_like)
 
 __all__ = ["StepLength", "normalized_step_length", "per_sample_losses_and_slopes"]
 
@@ -108,6 +108,9 @@ def normalized_step_length(model: nn.Module, loss_fn: LossFn, theta_start: Tenso
     parameters are not changed. ``weights``: ``"noise"`` or ``"equal"`` (module docstring)."""
     if weights not in WEIGHTS:
         raise ValueError(f"Invalid weights={weights!r}: expected one of {WEIGHTS}")
+    for name, theta in (("theta_start", theta_start), ("theta_end", theta_end)):
+        check_params_vector(model, theta, name,
+                            "(model, loss_fn, theta_start, theta_end, data, ...)")
     d = (theta_end - theta_start).detach()
     t = float(torch.linalg.vector_norm(d.double()))
     if not math.isfinite(t):

@@ -42,7 +42,8 @@ from torch.func import vmap
 
 from sgdlab.models.modes import eval_mode
 from sgdlab.operators.batches import Data, check_batch_loss, is_single_batch, iterate_batches
-from sgdlab.operators.params import functional_call, params_vector, trainable_named_params
+from sgdlab.operators.params import (check_params_vector, functional_call, params_vector,
+                                     trainable_named_params)
 
 __all__ = [
     "StepInterpolation",
@@ -220,12 +221,9 @@ def segment_losses(
     alphas = torch.as_tensor(alphas, dtype=torch.float64).reshape(-1)
     if alpha_chunk is not None and alpha_chunk < 1:
         raise ValueError(f"Invalid alpha_chunk={alpha_chunk} (must be >= 1 or None)")
-    like = trainable_named_params(model)
-    d = sum(t.numel() for t in like.values())
     for name, th in (("theta_a", theta_a), ("theta_b", theta_b)):
-        if th.dim() != 1 or th.numel() != d:
-            raise ValueError(f"{name} has shape {tuple(th.shape)}; the model has {d} "
-                             "trainable parameters (pass a flat vector)")
+        check_params_vector(model, th, name, "(model, loss_fn, data, theta_a, theta_b, ...)")
+    like = trainable_named_params(model)
     frozen = {n: p.detach() for n, p in model.named_parameters() if not p.requires_grad}
     buffers = {n: b.detach() for n, b in model.named_buffers()}
     if not is_single_batch(data) and (iter(data) is data or bn_mode == "train"):

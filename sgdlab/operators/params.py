@@ -84,6 +84,20 @@ def params_vector(model: nn.Module) -> Tensor:
     return flatten(p.detach() for p in trainable_named_params(model).values()).clone()
 
 
+def check_params_vector(model: nn.Module, vec: object, name: str, call: str) -> None:
+    """Refuse anything but a flat vector of ``model``'s trainable parameters for argument
+    ``name``, quoting the signature ``call`` (functions that take both data and parameter
+    vectors do not all take them in the same order)."""
+    d = num_params(model)
+    if not isinstance(vec, Tensor):
+        raise TypeError(f"{name} must be a flat vector of the model's {d} trainable parameters "
+                        f"(params_vector(model)), got {type(vec).__name__}; the arguments are "
+                        f"{call}")
+    if vec.dim() != 1 or vec.numel() != d:
+        raise ValueError(f"{name} has shape {tuple(vec.shape)}; the model has {d} trainable "
+                         "parameters (pass a flat vector)")
+
+
 @torch.no_grad()
 def set_params_vector(model: nn.Module, vec: Tensor) -> None:
     """Write a flat vector into the model's trainable parameters in place."""

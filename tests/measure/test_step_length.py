@@ -8,6 +8,7 @@ import pytest
 import torch
 from torch import nn
 
+from sgdlab.measure import step_interpolation
 from sgdlab.measure.step_length import normalized_step_length, per_sample_losses_and_slopes
 from sgdlab.operators.params import params_vector
 from sgdlab.testing import (dense_hessian_reference, per_sample_gradients_loop,
@@ -96,6 +97,24 @@ def test_forward_mode_slopes_equal_per_sample_gradients_and_bad_input():
     with pytest.raises(FloatingPointError):
         normalized_step_length(model, loss_fn, theta, theta + math.inf, data)
 
+
+
+def test_data_given_where_a_parameter_vector_goes_is_named():
+    # step_interpolation takes (data, theta_a, theta_b), normalized_step_length
+    # (theta_start, theta_end, data): swapped, they failed on "unsupported operand type(s) for
+    # -: 'Tensor' and 'tuple'" and "'tuple' object has no attribute 'dim'"
+    model, loss_fn = tiny_mlp(3, 4, 2), nn.CrossEntropyLoss()
+    data = tiny_classification(n=7, in_dim=3)
+    theta = params_vector(model).detach()
+    with pytest.raises(TypeError, match=r"theta_start must be a flat vector of the model's 26 "
+                                        r".*got tuple; the arguments are \(model, loss_fn, "
+                                        r"theta_start, theta_end, data"):
+        normalized_step_length(model, loss_fn, data, theta, theta + 1)
+    with pytest.raises(TypeError, match=r"theta_a must be .*got tuple; the arguments are "
+                                        r"\(model, loss_fn, data, theta_a, theta_b"):
+        step_interpolation(model, loss_fn, theta, data)
+    with pytest.raises(ValueError, match=r"theta_end has shape \(25,\); the model has 26"):
+        normalized_step_length(model, loss_fn, theta, theta[:-1], data)
 
 class _SquareNoForwardMode(torch.autograd.Function):
     """x² with a backward (and a vmap rule) but no forward-mode rule: jvp raises."""
