@@ -147,7 +147,9 @@ class MeasurementCallback(Callback):
 
     Example::
 
-        MeasurementCallback(lambda ctx: {"hess_top": top_eigenvalue(...)}, Schedule.every(100))
+        from sgdlab.measure import hessian_top_eigenvalue
+        MeasurementCallback(lambda ctx: {"hess_top": hessian_top_eigenvalue(
+            ctx.model, ctx.loss_fn, ctx.data.train)}, Schedule.every(100))
     """
 
     def __init__(self, fn: Callable[[TrainContext], dict[str, float]], schedule: Schedule,

@@ -557,3 +557,25 @@ def test_augmented_run_resumes_bit_for_bit(tmp_path):
     assert r2.steps == r_ref.steps == 12
     assert torch.equal(flat(model), flat(m_ref))
     assert r2.history["batch_loss"] == r_ref.history["batch_loss"]
+
+
+def test_the_measurement_callbacks_docstring_example_runs_in_train():
+    import inspect
+
+    from sgdlab.measure import hessian_top_eigenvalue
+    from sgdlab.train import MeasurementCallback
+
+    example = inspect.getdoc(MeasurementCallback).split("Example::", 1)[1].strip()
+    lines = example.splitlines()
+    imports = [line for line in lines if line.startswith(("from ", "import "))]
+    call = " ".join(line.strip() for line in lines if line not in imports)
+    namespace = {"MeasurementCallback": MeasurementCallback, "Schedule": Schedule}
+    exec("\n".join(imports), namespace)
+    callback = eval(call.replace("Schedule.every(100)", "Schedule.every(1)"), namespace)
+    data, model = toy_data(), make_model()
+    res = train(model, nn.CrossEntropyLoss(), data, torch.optim.SGD(model.parameters(), lr=0.1),
+                epochs=1, batch_size=30, callbacks=[callback], progress=False)
+    assert [s for s, _ in res.history["hess_top"]] == [0, 1, 2]
+    model.eval()
+    assert res.history["hess_top"][-1][1] == pytest.approx(
+        hessian_top_eigenvalue(model, nn.CrossEntropyLoss(), data.train), rel=1e-4)
