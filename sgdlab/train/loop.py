@@ -160,11 +160,14 @@ class BatchStream:
 
 @torch.no_grad()
 def evaluate(model: nn.Module, loss_fn: Callable[[Tensor, Tensor], Tensor], x: Tensor,
-             y: Tensor, *, classification: bool = True,
+             y: Tensor, *, classification: bool | None = None,
              batch_size: int = EVAL_BATCH) -> dict[str, float]:
     """Mean loss (and accuracy, the fraction of argmax hits, for classification) of ``model``
     on ``(x, y)`` in eval mode; chunks are weighted by size. Restores every submodule's
-    train/eval mode."""
+    train/eval mode. ``classification`` defaults to whether ``y`` holds class labels (not
+    floating point)."""
+    if classification is None:
+        classification = not y.is_floating_point()
     with eval_mode(model):
         n = len(x)
         total = torch.zeros((), dtype=torch.float64, device=x.device)

@@ -327,6 +327,22 @@ def test_callable_batch_size_and_eval_schedule():
     assert [s for s, _ in res.history["train_loss"]] == [0, 4, 8, 12, 16]
 
 
+
+def test_evaluate_gives_accuracy_for_class_labels_only():
+    # on real-valued targets it reported {'acc': 0.0} unless told classification=False
+    g = torch.Generator().manual_seed(0)
+    x, w = torch.randn(20, 3, generator=g), torch.randn(3, 1, generator=g)
+    model = nn.Linear(3, 1)
+    with torch.no_grad():
+        model.weight.copy_(w.T)
+        model.bias.zero_()
+    res = evaluate(model, nn.MSELoss(), x, x @ w + 0.5)
+    assert res == {"loss": pytest.approx(0.25)}
+    data, model = toy_data(), make_model()
+    assert set(evaluate(model, nn.CrossEntropyLoss(), data.x_test, data.y_test)) == {"loss", "acc"}
+    assert set(evaluate(model, nn.CrossEntropyLoss(), data.x_test, data.y_test,
+                        classification=False)) == {"loss"}
+
 def test_evaluate_uses_eval_mode_and_restores_train_mode():
     data = toy_data()
     model = make_model(0, dropout=0.5)
