@@ -73,6 +73,22 @@ def check_loss_reduction(loss_fn: object) -> None:
             "measurements differentiate the batch's loss: use reduction='mean'")
 
 
+# torch losses that compare outputs and targets entry by entry (and broadcast mismatched shapes)
+ELEMENTWISE_LOSSES = (nn.MSELoss, nn.L1Loss, nn.SmoothL1Loss, nn.HuberLoss,
+                      nn.BCEWithLogitsLoss, nn.BCELoss)
+
+
+def check_target_shape(loss_fn: object, outputs: Tensor, targets: Tensor) -> None:
+    """A ``UserError`` for an element-wise loss given targets of another shape than the
+    outputs: (N, 1) against (N,) broadcasts to (N, N), every output against every target."""
+    if isinstance(loss_fn, ELEMENTWISE_LOSSES) and outputs.shape != targets.shape:
+        raise UserError(
+            f"loss_fn {type(loss_fn).__name__} compares outputs of shape "
+            f"{tuple(outputs.shape)} with targets of shape {tuple(targets.shape)}: torch "
+            "broadcasts them, every output against every target; give the targets the "
+            "outputs' shape (y[:, None] for one output)")
+
+
 def check_batch_loss(loss_fn: object, data: Data) -> None:
     """A ``UserError`` for a loss summed over its batch (``reduction="sum"``) on data in
     several batches. A measurement takes ``loss_fn``'s value on a batch as that batch's loss

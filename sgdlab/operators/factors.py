@@ -40,7 +40,8 @@ from torch import Tensor, nn
 from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_flatten
 
-from .batches import Data, check_loss_reduction, fixed_randomness, iterate_batches
+from .batches import (ELEMENTWISE_LOSSES, Data, check_loss_reduction, fixed_randomness,
+                      iterate_batches)
 from .params import trainable_named_params
 from .taylor import _CONV, conv_padding, flat_layers
 
@@ -362,9 +363,7 @@ class PerSampleFactors:
         return out
 
 
-_ELEMENTWISE_LOSSES = (nn.MSELoss, nn.L1Loss, nn.SmoothL1Loss, nn.HuberLoss,
-                      nn.BCEWithLogitsLoss, nn.BCELoss)
-_MEAN_LOSSES = (nn.CrossEntropyLoss, nn.NLLLoss) + _ELEMENTWISE_LOSSES
+_MEAN_LOSSES = (nn.CrossEntropyLoss, nn.NLLLoss) + ELEMENTWISE_LOSSES
 
 
 def _mean_of_samples(loss_fn, out: Tensor, y: Tensor, m: int = 8) -> bool:
@@ -374,7 +373,7 @@ def _mean_of_samples(loss_fn, out: Tensor, y: Tensor, m: int = 8) -> bool:
     against (N,) broadcasts to every pair of samples), else checked on ``m`` samples."""
     if (type(loss_fn) in _MEAN_LOSSES and loss_fn.reduction == "mean"
             and getattr(loss_fn, "weight", None) is None
-            and not (isinstance(loss_fn, _ELEMENTWISE_LOSSES) and out.shape != y.shape)):
+            and not (isinstance(loss_fn, ELEMENTWISE_LOSSES) and out.shape != y.shape)):
         ignore = getattr(loss_fn, "ignore_index", None)
         if ignore is None or y.is_floating_point() or not (y == ignore).any():
             return True

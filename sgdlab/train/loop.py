@@ -61,6 +61,7 @@ from torch import Tensor, nn
 from ..data.augment import batch_augmentation
 from ..errors import UserError
 from ..models.modes import eval_mode
+from ..operators.batches import check_target_shape
 from .callbacks import Callback, Schedule, TrainContext
 from .checkpoint import (checkpoint_path, load_checkpoint, load_state, rng_state,
                          save_checkpoint, set_rng_state)
@@ -175,6 +176,8 @@ def evaluate(model: nn.Module, loss_fn: Callable[[Tensor, Tensor], Tensor], x: T
         for i in range(0, n, batch_size):
             xb, yb = x[i:i + batch_size], y[i:i + batch_size]
             out = model(xb)
+            if i == 0:
+                check_target_shape(loss_fn, out, yb)
             total += loss_fn(out, yb).double() * len(xb)
             if classification:
                 correct += (out.argmax(dim=1) == yb).sum()

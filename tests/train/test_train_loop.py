@@ -343,6 +343,22 @@ def test_evaluate_gives_accuracy_for_class_labels_only():
     assert set(evaluate(model, nn.CrossEntropyLoss(), data.x_test, data.y_test,
                         classification=False)) == {"loss"}
 
+
+def test_regression_targets_that_broadcast_against_the_outputs_are_refused():
+    # outputs (N, 1) against targets (N,): MSELoss compares every output with every target
+    # (torch only warns), so train() trained and reported that loss
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(30, 3, generator=g)
+    data = Dataset(x[:20], x[:20, 0], x[20:], x[20:, 0])
+    model = nn.Linear(3, 1)
+    with pytest.raises(UserError, match=r"outputs of shape \(20, 1\) with targets of shape "
+                                        r"\(20,\).*y\[:, None\]"):
+        train(model, nn.MSELoss(), data, torch.optim.SGD(model.parameters(), lr=0.1), epochs=1,
+              progress=False)
+    with pytest.raises(UserError, match=r"\(10, 1\) with targets of shape \(10,\)"):
+        evaluate(model, nn.L1Loss(), data.x_test, data.y_test)
+    assert set(evaluate(model, nn.MSELoss(), data.x_test, data.y_test[:, None])) == {"loss"}
+
 def test_evaluate_uses_eval_mode_and_restores_train_mode():
     data = toy_data()
     model = make_model(0, dropout=0.5)
