@@ -96,3 +96,20 @@ def test_the_tables_measurements_import_from_where_the_column_says():
                                                       sgdlab.landscapes.sde))):
                 missing.append(name)
     assert missing == []
+
+
+def test_the_readmes_load_dataset_signature_is_the_functions():
+    # it showed seed as positional: load_dataset("digits", 1) is a TypeError
+    import inspect
+
+    from sgdlab.data import load_dataset
+
+    shown = re.search(r"`load_dataset\((.*?)\)` returns", README.read_text(), re.S).group(1)
+    shown = [p.strip() for p in shown.split(",")]
+    params = []
+    for p in inspect.signature(load_dataset).parameters.values():
+        if p.kind is p.KEYWORD_ONLY and params[-1:] == ["name"]:
+            params.append("*")
+        params.append(f"**{p.name}" if p.kind is p.VAR_KEYWORD else
+                      p.name if p.default is p.empty else f"{p.name}={p.default!r}")
+    assert shown == params

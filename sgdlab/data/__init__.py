@@ -1,6 +1,6 @@
 """Datasets: generated, bundled, or read from files the user has.
 
-``load_dataset(name, seed=0, data_dir=None, **options) -> Dataset``; ``sorted(DATASETS)`` lists
+``load_dataset(name, *, seed=0, data_dir=None, **options) -> Dataset``; ``sorted(DATASETS)`` lists
 the names (cifar10, cifar100, cubic, digits, fashion_mnist, mnist, mnist1d, mnist_small).
 Transforms (:func:`with_label_noise`, :func:`subset`, :func:`standardize`) return new
 :class:`Dataset` records and note what they did in ``meta``. Image preprocessing (pixels in
