@@ -57,10 +57,25 @@ def register_model(name: str, *, paper: str, description: str,
     def deco(fn: Builder) -> Builder:
         if name in MODELS and MODELS[name].builder is not fn:
             raise ValueError(f"model name {name!r} registered twice")
+        _check_builder(name, fn)
         MODELS[name] = ModelInfo(name, paper, description, tuple(reference_input),
                                  reference_outputs, stated_params, notes, fn)
         return fn
     return deco
+
+
+def _check_builder(name: str, fn: Builder) -> None:
+    """The options of a builder are its keyword-only parameters (what run configs accept):
+    refuse another parameter after ``input_shape, num_outputs``, showing the signature."""
+    params = list(inspect.signature(fn).parameters.values())
+    positional = [p for p in params[2:] if p.kind in (inspect.Parameter.POSITIONAL_ONLY,
+                                                      inspect.Parameter.POSITIONAL_OR_KEYWORD)]
+    if positional:
+        options = [str(p.replace(kind=inspect.Parameter.KEYWORD_ONLY)) for p in params[2:]
+                   if p.kind is not inspect.Parameter.VAR_POSITIONAL]
+        fixed = ", ".join([p.name for p in params[:2]] + ["*"] + options)
+        raise ValueError(f"option {positional[0].name!r} of model {name!r} must be "
+                         f"keyword-only: def {fn.__name__}({fixed})")
 
 
 def _lookup(name: str) -> ModelInfo:

@@ -165,3 +165,19 @@ def test_mlp_options_and_seeded_init():
     assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
     assert any(isinstance(x, nn.ReLU) for x in a.modules())        # Suppl. A: ReLU
     assert describe("zhu-mlp-1-10-10-10-1").options == {"activation": "relu"}
+
+
+def test_a_builder_whose_options_are_not_keyword_only_is_refused_at_registration():
+    # its options are its keyword-only parameters: a positional `hidden` worked in
+    # build_model but a run config's model.options refused it ("accepts: nothing")
+    from sgdlab.models import register_model
+
+    def positional(input_shape, num_outputs, hidden=8):
+        return nn.Linear(input_shape[0], num_outputs)
+
+    with pytest.raises(ValueError, match=r"option 'hidden' of model 'mine-positional' must be "
+                                         r"keyword-only: def positional\(input_shape, "
+                                         r"num_outputs, \*, hidden=8\)"):
+        register_model("mine-positional", paper="-", description="-",
+                       reference_input=(4,))(positional)
+    assert "mine-positional" not in MODELS
