@@ -37,7 +37,7 @@ from torch import Tensor, nn
 from torch.func import vmap
 
 from sgdlab.models.modes import buffers_kept
-from sgdlab.operators.batches import (Data, check_batch_loss, fixed_randomness,
+from sgdlab.operators.batches import (Data, check_batch_loss, check_data, fixed_randomness,
                                       is_single_batch, iterate_batches)
 from sgdlab.operators.params import (UNUSED_ZERO, params_vector, set_params_vector,
                                      trainable_named_params)
@@ -53,6 +53,7 @@ def _same_batches(model: nn.Module, data: Data) -> Data:
     """``data`` drawn once when the loss depends on how its samples are batched (modules in
     train mode: batch statistics, dropout masks per batch), so that θ and every perturbed point
     see the same batches (a shuffling DataLoader deals new ones on every pass)."""
+    check_data(data)
     if is_single_batch(data) or not any(m.training for m in model.modules()):
         return data
     return list(data)

@@ -95,7 +95,9 @@ def check_batch_loss(loss_fn: object, data: Data) -> None:
     and weights batches by their size, which is the mean over samples for a mean-reduced loss;
     a summed one would be counted again, so the result would depend on how the samples are
     batched. On one ``(x, y)`` batch the summed loss is measured as it is (N times the mean).
-    A loss per sample (``reduction="none"``) is refused by :func:`check_loss_reduction`."""
+    A loss per sample (``reduction="none"``) is refused by :func:`check_loss_reduction`, data
+    that is no batch by :func:`check_data`."""
+    check_data(data)
     check_loss_reduction(loss_fn)
     if getattr(loss_fn, "reduction", None) == "sum" and not is_single_batch(data):
         raise UserError(
@@ -104,9 +106,23 @@ def check_batch_loss(loss_fn: object, data: Data) -> None:
             "the batch; use reduction='mean', or pass the samples as one (x, y) batch")
 
 
+def check_data(data: object) -> None:
+    """A ``UserError`` for what is often passed where a batch or batches go: the training
+    loop's :class:`~sgdlab.data.Dataset` record, or a tuple of more tensors than (x, y)."""
+    if all(hasattr(data, a) for a in ("x_train", "y_train")):
+        raise UserError("data is a sgdlab.data.Dataset: measurements take a batch (x, y) or "
+                        "an iterable of batches; pass data.train (its training examples) or "
+                        "data.test")
+    if (isinstance(data, tuple) and len(data) != 2 and data
+            and all(isinstance(t, Tensor) for t in data)):
+        raise UserError(f"data is a tuple of {len(data)} tensors: a batch is one (inputs, "
+                        "targets) pair")
+
+
 def iterate_batches(data: Data, device: torch.device | None = None) -> Iterator[Batch]:
     """Yield the non-empty ``(x, y)`` batches, moved to ``device`` when given; data without a
     sample, or an item that is not an ``(x, y)`` pair of tensors, is a ``UserError``."""
+    check_data(data)
     batches = [data] if is_single_batch(data) else data
     seen = 0
     for i, batch in enumerate(batches):

@@ -410,3 +410,21 @@ def test_a_loss_per_sample_is_refused_with_its_remedy():
         for d in (data, two_batches(data)):
             with pytest.raises(UserError, match=r"reduction='none'.*reduction='mean'"):
                 fn(model, per_sample, d)
+
+
+def test_a_dataset_record_or_a_longer_tuple_given_as_data_is_named():
+    # a sgdlab Dataset (what train() takes) failed on "'Dataset' object is not iterable"; an
+    # (x, y, w) tuple on "batch 0 is not an (inputs, targets) pair of tensors (got Tensor)"
+    from sgdlab.data import Dataset
+
+    model, loss_fn, (x, y) = make("residual")
+    record = Dataset(x, y, x, y)
+    for fn in (M.hessian_top_eigenvalue, M.gradient_covariance, M.mean_loss,
+               M.full_batch_grad_norm, M.batch_statistics,
+               lambda *a: M.expected_sharpness(*a, 0.01, 2)):
+        with pytest.raises(UserError, match=r"data is a sgdlab.data.Dataset: measurements take "
+                                            r"a batch \(x, y\) .* data.train"):
+            fn(model, loss_fn, record)
+        with pytest.raises(UserError, match=r"data is a tuple of 3 tensors: a batch is one "
+                                            r"\(inputs, targets\) pair"):
+            fn(model, loss_fn, (x, y, y))
