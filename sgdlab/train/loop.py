@@ -228,7 +228,7 @@ def train(model: nn.Module, loss_fn: Callable[[Tensor, Tensor], Tensor], data: A
         replacement: sample mini-batches i.i.d. with replacement instead of by permutation.
         seed: seeds the loop's sampling generator (and the eval subset). Model initialisation
             and global RNGs are the caller's.
-        callbacks: :class:`sgdlab.train.callbacks.Callback` objects.
+        callbacks: :class:`sgdlab.train.callbacks.Callback` objects (or one of them).
         eval_every: evaluate every this many epochs (default 1; 0: only at step 0 and the end),
             or a :class:`Schedule` on steps.
         eval_subset: evaluate on a fixed random subset of this many train (and test) examples.
@@ -322,7 +322,7 @@ class _Training:
         # (a fixed subset's own generator, so it does not shift the batch stream)
         self.eval_sets = evaluation_sets(data, eval_subset, int(seed) + 0x5EED)
         self.needs_closure = bool(getattr(optimizer, "needs_closure", False))
-        self.callbacks = list(callbacks)
+        self.callbacks = as_callbacks(callbacks)
         self.hooks = {h: [cb for cb in self.callbacks if _overrides(cb, h)] for h in
                       ("on_train_begin", "on_step_begin", "on_after_backward", "on_step_end",
                        "on_epoch_end", "on_train_end")}
@@ -751,6 +751,19 @@ def check_dataset(data: Any) -> None:
         x, y = getattr(data, f"x_{part}"), getattr(data, f"y_{part}")
         if x is not None and y is not None and len(x) != len(y):
             raise UserError(f"data: x_{part} has {len(x)} examples but y_{part} has {len(y)}")
+
+
+def as_callbacks(callbacks: Any) -> list[Callback]:
+    """One :class:`Callback` or an iterable of them, as a list; anything else (a measurement
+    function, ...) is a ``UserError`` naming its position and the wrapper to use."""
+    items = [callbacks] if isinstance(callbacks, Callback) else list(callbacks)
+    for i, cb in enumerate(items):
+        if not isinstance(cb, Callback):
+            kind = "a function" if callable(cb) else f"a {type(cb).__name__}"
+            raise UserError(f"callbacks[{i}] is {kind}, not a sgdlab.train.Callback: wrap a "
+                            "measurement as MeasurementCallback(lambda ctx: {name: value}, "
+                            "Schedule.every(k))")
+    return items
 
 
 def check_loss(loss_fn: Any) -> None:

@@ -611,3 +611,26 @@ def test_the_measurement_callbacks_docstring_example_runs_in_train():
     model.eval()
     assert res.history["hess_top"][-1][1] == pytest.approx(
         hessian_top_eigenvalue(model, nn.CrossEntropyLoss(), data.train), rel=1e-4)
+
+
+
+def test_callbacks_that_are_not_callbacks_are_named_and_a_single_one_is_taken():
+    # a measurement function failed at the first hook ("'function' object has no attribute
+    # 'on_train_begin'"); a single callback failed on "'...' object is not iterable"
+    data, model = toy_data(), make_model()
+
+    def run(callbacks):
+        return train(model, nn.CrossEntropyLoss(), data,
+                     torch.optim.SGD(model.parameters(), lr=0.1), epochs=1, batch_size=30,
+                     callbacks=callbacks, progress=False)
+
+    with pytest.raises(UserError, match=r"callbacks\[1\] is a function, not a "
+                                        r"sgdlab.train.Callback: .*MeasurementCallback"):
+        run([Callback(), lambda ctx: {"x": 1.0}])
+    seen = []
+
+    class Counter(Callback):
+        def on_step_end(self, ctx):
+            seen.append(ctx.step)
+
+    assert run(Counter()).status == "finished" and seen == [1, 2]
