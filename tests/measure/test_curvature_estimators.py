@@ -134,6 +134,17 @@ def test_eigenvalue_conveniences_take_every_curvature_operator():
     assert float(low[0]) == pytest.approx(float(ggn[0]), abs=1e-8)
 
 
+def test_top_eigenvalue_points_to_eigenpairs_when_asked_for_several():
+    """``hessian_top_eigenvalue(..., k=3)`` names the function that gives several, instead of
+    Python's "got multiple values for argument 'k'" from inside the call."""
+    from sgdlab.measure.curvature import hessian_top_eigenvalue
+
+    model, data = tiny_mlp(3, 4, 2), tiny_classification(9, 3, 2)
+    for kw in ({"k": 3}, {"which": "smallest"}):
+        with pytest.raises(TypeError, match=r"takes no \w+=.*hessian_eigenpairs\(model"):
+            hessian_top_eigenvalue(model, nn.CrossEntropyLoss(), data, **kw)
+
+
 def test_standard_errors_equal_the_exact_probe_variances():
     """The reported standard errors are those of the probes' distributions, not merely some
     positive number (a wrong stderr would make every "within k standard errors" check

@@ -36,6 +36,11 @@ def hessian_eigenpairs(
 def hessian_top_eigenvalue(model: nn.Module, loss_fn: LossFn, data: Data, **kw) -> float:
     """λ_max of the Hessian (or ``operator=``) of the mean loss over ``data`` (Lanczos,
     ``tol`` relative)."""
+    for name in ("k", "which"):
+        if name in kw:
+            raise TypeError(f"hessian_top_eigenvalue() gives the largest eigenvalue only and "
+                            f"takes no {name}=; for several use hessian_eigenpairs(model, "
+                            f"loss_fn, data, k, which)")
     vals, _ = hessian_eigenpairs(model, loss_fn, data, 1, "largest", **kw)
     return float(vals[0])
 
