@@ -209,7 +209,7 @@ def train(model: nn.Module, loss_fn: Callable[[Tensor, Tensor], Tensor], data: A
           batch_size: int | Callable[[int], int] = 128, schedule: Any = None,
           replacement: bool = False, seed: int = 0, callbacks: Sequence[Callback] = (),
           eval_every: int | Schedule | None = None, eval_subset: int | None = None,
-          store: Any = None, run_id: str | None = None,
+          store: Any = None, run_id: str | None = None, name: str | None = None,
           checkpoint_dir: str | os.PathLike | None = None, checkpoint_every: int | None = None,
           progress: bool = True, device: str | torch.device | None = None,
           max_steps: int | None = None, drop_last: bool = False,
@@ -232,8 +232,8 @@ def train(model: nn.Module, loss_fn: Callable[[Tensor, Tensor], Tensor], data: A
         eval_every: evaluate every this many epochs (default 1; 0: only at step 0 and the end),
             or a :class:`Schedule` on steps.
         eval_subset: evaluate on a fixed random subset of this many train (and test) examples.
-        store, run_id: a :class:`sgdlab.store.RunStore`; a run is created when ``run_id`` is
-            None. Metrics are written in batches (every 2 s, each epoch end, before every
+        store, run_id, name: a :class:`sgdlab.store.RunStore`; a run (called ``name`` in
+            ``sgdlab runs list``) is created when ``run_id`` is None. Metrics are written in batches (every 2 s, each epoch end, before every
             checkpoint, and at the end).
         checkpoint_dir, checkpoint_every: where and how often (steps) to checkpoint.
         progress: show a tqdm bar (only when stderr is a terminal).
@@ -253,7 +253,7 @@ def train(model: nn.Module, loss_fn: Callable[[Tensor, Tensor], Tensor], data: A
                     checkpoint_dir=checkpoint_dir, checkpoint_every=checkpoint_every,
                     device=device, max_steps=max_steps, drop_last=drop_last, resume=resume,
                     progress=progress)
-    run.open_record(store, run_id)
+    run.open_record(store, run_id, name)
     try:
         run.fit()
     except _Diverged as d:
@@ -367,7 +367,7 @@ class _Training:
         self.ctx.history = {k: [tuple(p) for p in v] for k, v in state["history"].items()}
         self.run_id = state.get("run_id")
 
-    def open_record(self, store: Any, run_id: str | None) -> None:
+    def open_record(self, store: Any, run_id: str | None, name: str | None = None) -> None:
         """The run's record in the store: created here, or the caller's (``run_id``); on a
         resume the rows logged after the checkpoint are dropped (they are redone)."""
         run_id = run_id or self.run_id
@@ -376,7 +376,8 @@ class _Training:
             run_id, self.writer = open_writer(
                 store, run_id, resumed=resumed, stored_rows=self.loop.get("stored_rows"),
                 step=self.loop["step"], new_run=lambda: store.create_run(
-                    _call_config(self.model, self.optimizer, self.schedule, *self.call)))
+                    _call_config(self.model, self.optimizer, self.schedule, *self.call),
+                    name=name))
             self.store = store
             self.ctx.logger = self.writer.log
         self.run_id = run_id

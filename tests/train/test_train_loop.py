@@ -468,6 +468,14 @@ def test_crash_and_interrupt_are_recorded_and_reraised(tmp_path, exc, status):
     assert store.metrics(row["id"])["seen"][-1] == (9, 9.0)  # flushed on the way out
 
 
+def test_a_run_started_from_python_carries_its_name_into_the_store(tmp_path):
+    """``train(..., name=)`` names the new run, as ``train_replicas`` does (a run started
+    from Python was listed nameless)."""
+    store = RunStore(tmp_path / "runs.sqlite")
+    _, res = run(store=store, name="my-probe")
+    assert store.get_run(res.run_id)["name"] == "my-probe"
+
+
 def test_non_finite_measurement_ends_the_run_as_diverged(tmp_path):
     # the loss is still finite when a measurement meets the non-finite weights (a hessian
     # instrument raised FloatingPointError and the run ended as a traceback, status failed)
