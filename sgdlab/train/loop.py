@@ -233,8 +233,8 @@ def train(model: nn.Module, loss_fn: Callable[[Tensor, Tensor], Tensor], data: A
             or a :class:`Schedule` on steps.
         eval_subset: evaluate on a fixed random subset of this many train (and test) examples.
         store, run_id, name: a :class:`sgdlab.store.RunStore`; a run (called ``name`` in
-            ``sgdlab runs list``) is created when ``run_id`` is None. Metrics are written in batches (every 2 s, each epoch end, before every
-            checkpoint, and at the end).
+            ``sgdlab runs list``) is created when ``run_id`` is None. Metrics are written in
+            batches (every 2 s, each epoch end, before every checkpoint, and at the end).
         checkpoint_dir, checkpoint_every: where and how often (steps) to checkpoint.
         progress: show a tqdm bar (only when stderr is a terminal).
         device: moves model and data there (default: the model's device).
