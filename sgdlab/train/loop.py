@@ -304,7 +304,8 @@ class _Training:
         self.n = n = len(self.x_train)
         if n == 0:
             raise UserError("the training set is empty")
-        self.model, self.loss_fn, self.optimizer, self.schedule = model, loss_fn, optimizer, schedule
+        self.model, self.loss_fn = model, loss_fn
+        self.optimizer, self.schedule = optimizer, schedule
         self.epochs, self.max_steps, self.drop_last = epochs, max_steps, drop_last
         self.progress, self.call = progress, (epochs, batch_size, replacement, seed)
         self.checkpoint_every, self.eval_every = checkpoint_every, eval_every
