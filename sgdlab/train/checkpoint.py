@@ -7,7 +7,9 @@ optimizer, schedule and callbacks' state dicts, every random number generator th
 generators) and the loop's position (step, epoch, the epoch's permutation and the position in
 it). It is written to a temporary file, synced to disk and moved over the old one with
 ``os.replace``, so a process killed (or a disk filling up) while saving leaves the previous
-checkpoint intact. Unreadable, foreign or mismatched checkpoints raise one
+checkpoint intact. A file changed after it was written (a bad disk, a broken copy) still
+unpickles when only tensor bytes changed, so each archive entry's CRC-32 is checked before
+loading. Unreadable, foreign, damaged or mismatched checkpoints raise one
 :class:`~sgdlab.errors.UserError` line naming the file and what is wrong with it.
 """
 from __future__ import annotations
@@ -17,6 +19,7 @@ import os
 import pickle
 import random
 import re
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -107,6 +110,10 @@ def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu",
         path = checkpoint_path(path)
     if not path.exists():
         raise UserError(f"no checkpoint at {str(path)!r}")
+    damaged = _failed_checksum(path)
+    if damaged is not None:
+        raise UserError(f"cannot read checkpoint {str(path)!r}: the file is corrupt (its entry "
+                        f"{damaged!r} fails its CRC-32 check: changed on disk since written)")
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # noqa: BLE001 - each failure is named below, one line each
@@ -119,6 +126,29 @@ def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu",
         raise UserError(f"checkpoint {str(path)!r} has no {', '.join(map(repr, missing))} entry "
                         f"(it holds: {', '.join(sorted(map(str, state))) or 'nothing'})")
     return state
+
+
+def _failed_checksum(path: Path) -> str | None:
+    """The first entry of torch's zip archive ``path`` whose bytes do not match the CRC-32
+    recorded for it, or None (also for a file that is not a readable zip archive: torch.load
+    names what is wrong with that). Entries written without a checksum (CRC 0) are skipped."""
+    try:
+        archive = zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError):
+        return None
+    with archive:
+        for entry in archive.infolist():
+            if entry.CRC == 0:
+                continue
+            try:
+                with archive.open(entry) as f:    # reading to the end checks the CRC-32
+                    while f.read(1 << 20):
+                        pass
+            except zipfile.BadZipFile:
+                return entry.filename.split("/", 1)[-1]
+            except (OSError, EOFError, ValueError, NotImplementedError):
+                return None
+    return None
 
 
 def _load_failure(path: Path, e: Exception) -> str:

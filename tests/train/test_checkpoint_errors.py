@@ -64,6 +64,26 @@ def test_unreadable_checkpoints_are_named_in_one_line(tmp_path):
     assert "has no 'model' entry (it holds: format, loop)" in one_line(e)
 
 
+def test_a_checkpoint_whose_bytes_changed_on_disk_is_refused_not_loaded(tmp_path):
+    """One flipped bit in the stored weights (a bad disk, a broken copy) still unpickles:
+    the archive's CRC-32 of each entry is what tells. Resuming from it would continue from
+    other weights than the run reached, silently."""
+    fit(checkpoint_dir=tmp_path / "ok", max_steps=3)
+    good = tmp_path / "ok" / "last.pt"
+    weights = load_checkpoint(good)["model"]["0.weight"].numpy().tobytes()
+    blob = bytearray(good.read_bytes())
+    blob[blob.find(weights) + 5] ^= 0x01
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "last.pt").write_bytes(blob)
+    with pytest.raises(UserError) as e:
+        load_checkpoint(bad / "last.pt")
+    msg = one_line(e)
+    assert "last.pt" in msg and "corrupt" in msg and "data/0" in msg, msg
+    with pytest.raises(UserError, match="corrupt"):
+        fit(checkpoint_dir=bad, resume=True)
+
+
 def test_resume_with_a_checkpoint_of_another_model_names_the_mismatch(tmp_path):
     fit(checkpoint_dir=tmp_path, max_steps=3)
     with pytest.raises(UserError) as e:
