@@ -37,7 +37,10 @@ Conventions (see docs/ARCHITECTURE.md):
   may end up to 15 steps later.)
 - **Checkpoints** (``checkpoint_dir``) are written every ``checkpoint_every`` steps (each epoch
   end when None) and at the end; ``resume=True`` continues from the last one bit for bit (same
-  batches, same noise, same final weights as an uninterrupted run on the same machine).
+  batches, same noise, same final weights as an uninterrupted run on the same machine). A
+  resume with another training-set size, batch size, seed, ``replacement`` or ``drop_last``
+  is refused (a :class:`UserError` naming each difference); ``epochs`` and ``max_steps`` may
+  change.
 - **The run store** (``store``) receives every logged metric: the loop flushes its buffer
   before each checkpoint and records in it how many rows the store holds, so a resumed run
   has exactly the rows of an uninterrupted one, whatever the checkpoint cadence. The run is
@@ -352,6 +355,7 @@ class _Training:
         f = self.ckpt_file
         state = load_checkpoint(f, map_location="cpu",  # RNG states must be CPU
                                 require=("model", "optimizer", "loop", "stream", "rng"))
+        self._check_sampling(state.get("sampling"))
         load_state(self.model, state["model"], f, "model")
         load_state(self.optimizer, state["optimizer"], f, "optimizer")
         if self.schedule is not None and state.get("schedule") is not None:
@@ -367,6 +371,36 @@ class _Training:
         set_rng_state(state["rng"], self.gen)
         self.ctx.history = {k: [tuple(p) for p in v] for k, v in state["history"].items()}
         self.run_id = state.get("run_id")
+
+    def _sampling(self) -> dict[str, Any]:
+        """What the checkpoint's batch order (permutation, position, generator) belongs to:
+        the training set's size and the sampling settings, with the batch size of each epoch
+        begun."""
+        epochs, _, replacement, seed = self.call
+        return {"examples": self.n, "replacement": replacement, "drop_last": self.drop_last,
+                "seed": int(seed), "batch_sizes": [self.bs_of(e) for e in
+                                                   range(min(self.loop["epoch"] + 1, epochs))]}
+
+    def _check_sampling(self, saved: dict[str, Any] | None) -> None:
+        """A :class:`UserError` naming each sampling setting of this call that differs from the
+        checkpoint's run (continued with them, it is neither run: a larger training set drew
+        empty batches). The number of epochs and ``max_steps`` may change."""
+        if saved is None:        # a checkpoint from before they were recorded
+            return
+        now = self._sampling()
+        changed = [f"{k} ({saved[k]} -> {now[k]})" for k in ("seed", "replacement", "drop_last")
+                   if saved[k] != now[k]]
+        for e, b in enumerate(saved["batch_sizes"][:self.epochs]):
+            if self.bs_of(e) != b:
+                changed.append(f"batch_size (epoch {e}: {b} -> {self.bs_of(e)})")
+                break
+        if saved["examples"] != now["examples"]:
+            changed.append(f"the training set ({saved['examples']} -> {now['examples']} "
+                           "examples)")
+        if changed:
+            raise UserError(f"cannot resume from {str(self.ckpt_file)!r}: the run it saved "
+                            f"differs from this one in {', '.join(changed)}; resume with the "
+                            "same settings")
 
     def open_record(self, store: Any, run_id: str | None, name: str | None = None) -> None:
         """The run's record in the store: created here, or the caller's (``run_id``); on a
@@ -532,6 +566,7 @@ class _Training:
             "callbacks": [cb.state_dict() for cb in self.callbacks],
             "rng": rng_state(self.gen),
             "stream": self.stream.state_dict(),
+            "sampling": self._sampling(),
             "loop": dict(self.loop),
             "history": self.ctx.history,
         })

@@ -17,18 +17,19 @@ from sgdlab.train import load_checkpoint, train
 torch.set_num_threads(1)
 
 
-def data() -> Dataset:
-    x = torch.randn(40, 3, generator=torch.Generator().manual_seed(0))
+def data(n: int = 32) -> Dataset:
+    x = torch.randn(n + 8, 3, generator=torch.Generator().manual_seed(0))
     y = (x[:, 0] > 0).long()
-    return Dataset(x[:32], y[:32], x[32:], y[32:], {"name": "t", "task": "classification",
-                                                   "num_outputs": 2})
+    return Dataset(x[:n], y[:n], x[n:], y[n:], {"name": "t", "task": "classification",
+                                               "num_outputs": 2})
 
 
-def fit(width: int = 4, **kw):
+def fit(width: int = 4, examples: int = 32, **kw):
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(3, width), nn.Tanh(), nn.Linear(width, 2))
-    return train(model, nn.CrossEntropyLoss(), data(), torch.optim.SGD(model.parameters(), lr=0.1),
-                 epochs=2, batch_size=8, progress=False, **kw)
+    kw = {"epochs": 2, "batch_size": 8, **kw}
+    return train(model, nn.CrossEntropyLoss(), data(examples),
+                 torch.optim.SGD(model.parameters(), lr=0.1), progress=False, **kw)
 
 
 def one_line(e: pytest.ExceptionInfo) -> str:
@@ -91,6 +92,32 @@ def test_resume_with_a_checkpoint_of_another_model_names_the_mismatch(tmp_path):
     msg = one_line(e)
     assert "last.pt' does not fit this model" in msg and "size mismatch for 0.weight" in msg
     assert "[4, 3]" in msg and "[5, 3]" in msg
+
+
+def test_resume_with_other_sampling_settings_is_refused_naming_each_difference(tmp_path):
+    """The checkpoint's batch order (permutation, position in it) belongs to its training set
+    and batch size: continued with others, a larger training set drew an empty batch (the
+    run was recorded diverged on a NaN loss), a smaller or a new batch size went on without a
+    word. The number of epochs may change (a run extended)."""
+    fit(checkpoint_dir=tmp_path, max_steps=3)
+    for change, needle in [({"examples": 40}, "the training set (32 -> 40 examples)"),
+                           ({"examples": 20}, "the training set (32 -> 20 examples)"),
+                           ({"batch_size": 5}, "batch_size (epoch 0: 8 -> 5)"),
+                           ({"seed": 3}, "seed (0 -> 3)"),
+                           ({"replacement": True}, "replacement (False -> True)"),
+                           ({"drop_last": True}, "drop_last (False -> True)")]:
+        with pytest.raises(UserError) as e:
+            fit(checkpoint_dir=tmp_path, resume=True, **change)
+        msg = one_line(e)
+        assert "last.pt" in msg and needle in msg, (change, msg)
+    with pytest.raises(UserError) as e:
+        fit(checkpoint_dir=tmp_path, resume=True, examples=40, seed=3)
+    assert "seed (0 -> 3), the training set (32 -> 40 examples)" in one_line(e)
+    assert fit(checkpoint_dir=tmp_path, resume=True, epochs=3).steps == 12
+    fit(checkpoint_dir=tmp_path / "later", max_steps=6)        # in epoch 1: both compared
+    with pytest.raises(UserError) as e:
+        fit(checkpoint_dir=tmp_path / "later", resume=True, batch_size=lambda e: 8 + 2 * e)
+    assert "batch_size (epoch 1: 8 -> 10)" in one_line(e)
 
 
 @pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs Linux's /dev/full")
