@@ -56,6 +56,14 @@ def normalised_eigenvalues(eigvals: Tensor, frobenius: float) -> Tensor:
     return eigvals / frobenius
 
 
+def _normalised_or_nan(eigvals: Tensor, frobenius: float) -> Tensor:
+    """λ_i / ‖M‖_F, NaN for M = 0 (0/0: Σ vanishes where every example has the same gradient),
+    which a training run's instrument then leaves out instead of failing the run."""
+    if frobenius == 0:
+        return torch.full_like(eigvals, float("nan"))
+    return normalised_eigenvalues(eigvals, frobenius)
+
+
 @dataclass
 class Alignment:
     """Σ–H alignment at one point (all eigen-quantities descending)."""
@@ -72,11 +80,11 @@ class Alignment:
 
     @property
     def hessian_normalised(self) -> Tensor:
-        return normalised_eigenvalues(self.hessian_eigvals, self.hessian_frobenius)
+        return _normalised_or_nan(self.hessian_eigvals, self.hessian_frobenius)
 
     @property
     def sigma_normalised(self) -> Tensor:
-        return normalised_eigenvalues(self.sigma_eigvals, self.sigma_frobenius)
+        return _normalised_or_nan(self.sigma_eigvals, self.sigma_frobenius)
 
     @property
     def trace_ratio(self) -> float | None:

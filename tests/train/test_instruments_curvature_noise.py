@@ -98,6 +98,26 @@ def test_noise_magnitude_at_a_zero_learning_rate_is_zero_noise():
                         -0.1, 8)
 
 
+def test_alignment_where_every_example_has_the_same_gradient_logs_no_normalised_sigma():
+    """Σ = 0 (every per-sample gradient the same: identical examples here; a diverging ReLU
+    net whose dead units leave one output far from every target, in float32) has no
+    normalised eigenvalues λ_i/‖Σ‖_F = 0/0: the instrument logs the rest instead of ending a
+    finite run with a ValueError (the run was recorded failed, its resume failed again)."""
+    torch.manual_seed(0)
+    x, y = torch.ones(12, 2), torch.zeros(12, 1)
+    data = Dataset(x, y, x[:4], y[:4], meta={"name": "same", "task": "regression",
+                                              "input_shape": (2,), "num_outputs": 1})
+    model = nn.Linear(2, 1)
+    res = train(model, nn.MSELoss(), data, torch.optim.SGD(model.parameters(), lr=0.1),
+                epochs=1, batch_size=4, progress=False,
+                callbacks=[build_instrument("alignment", schedule=Schedule.every(1), k=1,
+                                            num_probes=2)])
+    assert res.status == "finished" and res.steps == 3, res.message
+    h = res.history
+    assert [s for s, _ in h["align/hess_norm_eig_1"]] == [0, 1, 2, 3]
+    assert "align/sigma_norm_eig_1" not in h
+
+
 def test_hessian_instrument_blocks_do_not_depend_on_timing(monkeypatch):
     """The trace and Frobenius estimates go through a fixed block (the operator's memory bound,
     or ``block_size``), never the timing tuner: a run's stored series then do not depend on
