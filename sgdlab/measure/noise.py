@@ -148,11 +148,16 @@ class GradientCovariance:
                 # centre: C K C with C = I − 11ᵀ/N, then scale/N
                 r = k.mean(0, keepdim=True)
                 k = k - r - r.T + k.mean()
-                self._gram = k * (self._scale / n)
+                gram = k * (self._scale / n)
             else:
                 f = self._factor
                 # products in the factor's dtype (the cost is N²d), accumulated result in float64
-                self._gram = (f @ f.T).double()
+                gram = (f @ f.T).double()
+            if not bool(torch.isfinite(gram).all()):
+                # finite gradients whose products overflow the dtype (~1e19 in float32)
+                raise FloatingPointError("per-sample gradients too large for their products "
+                                         f"in {self.dtype} (diverged model?)")
+            self._gram = gram
         return self._gram
 
     def _uncentred_gram(self) -> Tensor:

@@ -186,3 +186,22 @@ def test_factored_eigenpairs_beyond_a_dense_gram():
     torch.testing.assert_close(vals, ref_vals.flip(0)[:2], rtol=1e-8, atol=1e-12)
     torch.testing.assert_close((vecs * ref_vecs.flip(1)[:, :2]).sum(0).abs(),
                                torch.ones(2, dtype=torch.float64), rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("factored", [True, False])
+def test_gradients_whose_products_overflow_are_reported_as_a_diverged_model(factored):
+    """Finite float32 per-sample gradients of a diverging model (~1e20 here) whose Gram
+    products overflow: FloatingPointError, which a training run records as its divergence
+    (scipy's "array must not contain infs or NaNs" ValueError failed the run instead, and
+    its resume failed again at the same step)."""
+    torch.manual_seed(0)
+    model = nn.Linear(6, 1)                   # d = 7 > N = 4: through the Gram matrix
+    with torch.no_grad():
+        model.weight.fill_(1e19)
+    x, y = torch.randn(4, 6), torch.zeros(4, 1)
+    cov = gradient_covariance(model, nn.MSELoss(), (x, y),
+                              method="factored" if factored else "vmap")
+    assert bool(torch.isfinite(cov.mean).all())
+    for quantity in (lambda: cov.eigenpairs(1), cov.frobenius_norm, cov.spectrum):
+        with pytest.raises(FloatingPointError, match="diverged"):
+            quantity()
