@@ -208,8 +208,7 @@ def _execute(cfg: dict[str, Any], store: Any, run_id: str, out: Path, env: dict[
                        run_id=run_id, checkpoint_dir=ckpt_dir, resume=resume, complete=False,
                        **kwargs)
     except KeyboardInterrupt as e:
-        _record_end(store, run_id, "interrupted", f"{type(e).__name__}: {e}".rstrip(": "))
-        raise RunInterrupted(f"run {run_id} interrupted; continue it with: {hint}") from None
+        _interrupted(store, run_id, hint, e)
     except UserError as e:
         _record_end(store, run_id, "failed", str(e))
         raise UserError(f"{e}\nrun {run_id} failed; once that is fixed, continue it with: "
@@ -217,7 +216,21 @@ def _execute(cfg: dict[str, Any], store: Any, run_id: str, out: Path, env: dict[
     except BaseException as e:
         _record_end(store, run_id, "failed", f"{type(e).__name__}: {e}")
         raise
+    try:
+        return _finish(cfg, store, run_id, out, env, result, resumed_from)
+    except KeyboardInterrupt as e:    # trained, not finished: the resume writes what it owes
+        _interrupted(store, run_id, hint, e)
 
+
+def _interrupted(store: Any, run_id: str, hint: str, e: KeyboardInterrupt) -> None:
+    _record_end(store, run_id, "interrupted", f"{type(e).__name__}: {e}".rstrip(": "))
+    raise RunInterrupted(f"run {run_id} interrupted; continue it with: {hint}") from None
+
+
+def _finish(cfg: dict[str, Any], store: Any, run_id: str, out: Path, env: dict[str, Any],
+            result: Any, resumed_from: int | None) -> RunOutcome:
+    """The run's figures and results.json, then its end, summary and files in one
+    transaction."""
     figure_path = instruments_path = None
     try:
         from ..report.figures.training import learning_curves

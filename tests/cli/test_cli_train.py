@@ -332,6 +332,32 @@ def test_resume_and_show_take_the_run_folder(tmp_path, capsys, monkeypatch):
     assert "is a folder but not a run's" in capsys.readouterr().err
 
 
+def test_ctrl_c_after_training_names_the_resume_command_and_records_interrupted(
+        tmp_path, capsys, monkeypatch):
+    """Ctrl-C while the run's figures or results.json are written (training done, the run
+    not yet finished): the same line and status as an interrupt during training (it printed
+    a bare "interrupted" and left the run recorded running), and the resume completes it."""
+    import sgdlab.report.figures.training as figures
+
+    cfg = tmp_path / "tiny.yaml"
+    cfg.write_text(TINY)
+    store_path, out = tmp_path / "runs.sqlite", tmp_path / "run"
+    drawn = figures.learning_curves
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(figures, "learning_curves", interrupted)
+    assert main(["train", str(cfg), "--store", str(store_path), "--out", str(out)]) == 130
+    (run,) = RunStore(store_path).list_runs()
+    assert (f"run {run['id']} interrupted; continue it with: sgdlab resume {run['id']} "
+            f"--store {store_path}") in capsys.readouterr().err
+    assert run["status"] == "interrupted" and not (out / "results.json").exists()
+    monkeypatch.setattr(figures, "learning_curves", drawn)
+    assert main(["resume", run["id"], "--store", str(store_path)]) == 0
+    assert "finished after 30 steps" in capsys.readouterr().out
+
+
 def test_resume_of_a_run_whose_folder_was_removed_says_so_and_rebuilds_it(tmp_path, capsys):
     cfg = tmp_path / "tiny.yaml"
     cfg.write_text(TINY + "measure: [{name: _test_kill, every: 1}]\n")
