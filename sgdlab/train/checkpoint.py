@@ -81,11 +81,13 @@ def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> Path:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except (OSError, RuntimeError) as e:
+    except BaseException as e:
         try:
-            os.unlink(tmp)
+            os.unlink(tmp)    # also after an interrupt: its name is this process's alone
         except OSError:
             pass
+        if not isinstance(e, (OSError, RuntimeError)):
+            raise
         # torch's archive writer turns a failed write of the file object (a full disk) into
         # a RuntimeError ("unexpected pos ..."); the OSError is its context
         cause = e if isinstance(e, OSError) else e.__cause__ or e.__context__

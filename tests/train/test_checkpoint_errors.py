@@ -138,6 +138,27 @@ def test_a_full_disk_fails_the_run_and_keeps_the_previous_checkpoint(tmp_path):
     assert run["status"] == "failed" and "no space left on device" in run["message"]
 
 
+def test_an_interrupt_while_saving_leaves_no_partial_file_behind(tmp_path, monkeypatch):
+    """Ctrl-C (or SIGTERM, made an interrupt by the CLI) in the middle of a checkpoint write:
+    the previous checkpoint stays, and the partial temporary file (named by the process id,
+    so no later save reuses it: a checkpoint's size left per interrupt) is removed."""
+    import sgdlab.train.checkpoint as checkpoint
+
+    ckpt_dir = tmp_path / "ckpt"
+    fit(checkpoint_dir=ckpt_dir, max_steps=3)
+
+    def interrupted_save(obj, f):
+        f.write(b"PK\x03\x04 the first bytes")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(checkpoint.torch, "save", interrupted_save)
+    with pytest.raises(KeyboardInterrupt):
+        fit(checkpoint_dir=ckpt_dir, resume=True)
+    monkeypatch.undo()
+    assert [p.name for p in ckpt_dir.iterdir()] == ["last.pt"]
+    assert load_checkpoint(ckpt_dir)["loop"]["step"] == 3
+
+
 def test_a_disk_that_fills_during_the_write_is_named_as_full(tmp_path, monkeypatch):
     """A real full disk accepts the first bytes and then fails the write with ENOSPC, which
     torch's archive writer reports as a RuntimeError ("unexpected pos ..."), not as the
