@@ -28,6 +28,14 @@ def test_version_is_the_package_version(capsys):
     assert capsys.readouterr().out.strip() == f"sgdlab {version}" == f"sgdlab {sgdlab.__version__}"
 
 
+def test_python_dash_m_sgdlab_is_the_command():
+    """`python -m sgdlab ...` where the console script is not on PATH (a checkout, a batch
+    job's bare interpreter): it said "No module named sgdlab.__main__"."""
+    p = subprocess.run([sys.executable, "-m", "sgdlab", "--version"], capture_output=True,
+                       text=True, cwd=ROOT, timeout=60)
+    assert p.returncode == 0 and p.stdout.strip() == f"sgdlab {sgdlab.__version__}", p.stderr
+
+
 def _parsers(parser, path=("sgdlab",)):
     yield path, parser
     for action in parser._actions:

@@ -1,0 +1,6 @@
+"""``python -m sgdlab ...``: the ``sgdlab`` command (:mod:`sgdlab.cli.main`)."""
+import sys
+
+from .cli.main import main
+
+sys.exit(main())
