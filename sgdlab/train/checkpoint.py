@@ -15,6 +15,7 @@ loading. Unreadable, foreign, damaged or mismatched checkpoints raise one
 from __future__ import annotations
 
 import errno
+import glob
 import os
 import pickle
 import random
@@ -96,6 +97,13 @@ def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> Path:
                   else str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__)
         raise UserError(f"cannot write checkpoint {str(path)!r}: {reason}"
                         + ("; the previous checkpoint is kept" if path.exists() else "")) from None
+    # a save SIGKILLed mid-write left its temporary file (nothing ran to remove it); only this
+    # process writes this checkpoint now (the run's claim), so any other is such a leftover
+    for stale in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+        try:
+            stale.unlink()
+        except OSError:
+            pass
     return path
 
 

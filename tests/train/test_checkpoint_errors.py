@@ -159,6 +159,19 @@ def test_an_interrupt_while_saving_leaves_no_partial_file_behind(tmp_path, monke
     assert load_checkpoint(ckpt_dir)["loop"]["step"] == 3
 
 
+def test_the_partial_file_of_a_killed_save_goes_with_the_next_checkpoint(tmp_path):
+    """SIGKILL while saving leaves ``.last.pt.<pid>.tmp`` (nothing runs to remove it; a
+    checkpoint's size, per kill): the resumed run's next checkpoint removes it. Another
+    checkpoint's partial file in the folder (Parle's rank files) is not touched."""
+    ckpt_dir = tmp_path / "ckpt"
+    fit(checkpoint_dir=ckpt_dir, max_steps=3)
+    killed, other = ckpt_dir / ".last.pt.999999999.tmp", ckpt_dir / ".rank1.pt.999999999.tmp"
+    killed.write_bytes(b"PK\x03\x04 a save killed here")
+    other.write_bytes(b"PK\x03\x04 another file's")
+    fit(checkpoint_dir=ckpt_dir, resume=True)
+    assert sorted(p.name for p in ckpt_dir.iterdir()) == [other.name, "last.pt"]
+
+
 def test_a_disk_that_fills_during_the_write_is_named_as_full(tmp_path, monkeypatch):
     """A real full disk accepts the first bytes and then fails the write with ENOSPC, which
     torch's archive writer reports as a RuntimeError ("unexpected pos ..."), not as the
