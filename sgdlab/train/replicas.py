@@ -39,7 +39,9 @@ Conventions:
   (eval mode, no grad). Floating buffers (e.g. BatchNorm statistics) are averaged into the
   master only at the end.
 - **Divergence.** A non-finite mean replica loss ends the run with status ``"diverged"``
-  (all processes see the same all-reduced value, so they stop together).
+  (all processes see the same all-reduced value, so they stop together). A replica whose
+  loss was not finite at any inner step reports NaN for the round, so the round takes no
+  outer step and the run keeps the weights of the round before.
 - **Checkpoints** (``checkpoint_dir``): every ``checkpoint_every`` rounds and at the end of a
   finished run, each process writes ``rank{r}.pt`` (its replicas' weights, optimizer states
   — Parle state incl. scoping counters and noise generator —, batch-stream positions and
@@ -303,6 +305,7 @@ class ReplicaWorker:
         loss.backward()
         self.grad_evals += 1
         self.samples += len(yb)
+        self.finite &= torch.isfinite(loss.detach())    # on the device: no sync per step
         return loss.detach()
 
     def set_lr(self, scale: float) -> None:
@@ -313,9 +316,21 @@ class ReplicaWorker:
                 g["inner_lr"] = self.inner_lr0 * scale
 
     def inner(self) -> Tensor:
-        """L inner steps; returns the loss at x^a (first closure call) as a 0-d tensor."""
+        """L inner steps; returns the loss at x^a (first closure call) as a 0-d tensor, or
+        NaN when any inner step's loss was not finite: its gradient reached y and z, so the
+        round must diverge before the outer step (every process sees the all-reduced NaN)."""
         self.model.train()
-        return self.optimizer.inner_loop(self.closure)
+        self.finite = torch.ones((), dtype=torch.bool, device=self.x.device)
+        loss = self.optimizer.inner_loop(self.closure)
+        return torch.where(self.finite, loss, torch.full_like(loss, math.nan))
+
+    @torch.no_grad()
+    def restore_anchors(self) -> None:
+        """The parameters back to x^a (they hold the inner loop's last y) when the round
+        diverged and took no outer step."""
+        opt = self.optimizer
+        for p in (p for g in opt.param_groups for p in g["params"] if "x" in opt.state[p]):
+            p.copy_(opt.state[p]["x"])
 
     @property
     def effective_epochs(self) -> float:
@@ -596,6 +611,8 @@ class _ReplicaTraining:
         anchors = [w.optimizer.anchors() for w in workers]
         master, mean_loss = self._reduce(anchors, losses)
         if not math.isfinite(mean_loss):
+            for w in workers:
+                w.restore_anchors()
             self.diverged(r, mean_loss)
             return None
         for w in workers:

@@ -196,6 +196,35 @@ def test_divergence_is_reported_not_raised():
     assert res.status == "diverged" and "non-finite" in res.message
 
 
+def test_a_non_finite_loss_inside_the_inner_loop_keeps_the_previous_round():
+    """A NaN mini-batch loss at a later inner step of round 3 (not at x^a, the loss the round
+    reports): its NaN gradient reached the Langevin average z and the outer step, so the
+    master of round 3 was NaN, the run stopped a round later "with the weights of round 3"
+    and returned a NaN master. The round reports the non-finite loss, takes no outer step, and
+    the run ends with the weights (master and replicas) of round 2."""
+    data = toy_data()
+    cfg = ParleConfig(replicas=2, L=3, lr=0.05, gamma=0.5, rho=0.5, noise=1e-3, batch_size=7,
+                      seed=4)
+    ref = train_replicas(dropout_model(), LOSS, data, cfg, rounds=2)
+    calls = [0]
+
+    def nan_at_round_3_replica_1_step_2(out, y):
+        calls[0] += out.requires_grad           # training calls: L per replica per round
+        loss = LOSS(out, y)
+        return loss * float("nan") if calls[0] == 2 * 2 * 3 + 3 + 2 else loss
+
+    res = train_replicas(dropout_model(), nan_at_round_3_replica_1_step_2, data, cfg,
+                         rounds=6)
+    assert res.status == "diverged" and res.rounds == 2
+    assert "in round 3; stopped with the weights of round 2" in res.message
+    for a, b in zip(params(res.master), params(ref.master)):
+        assert torch.equal(a, b)
+    for m, mr in zip(res.replicas, ref.replicas):
+        for a, b in zip(params(m), params(mr)):
+            assert torch.equal(a, b)
+    assert all(math.isfinite(v) for _, v in res.history["train_loss"])
+
+
 @pytest.mark.parametrize("kw", [dict(replicas=0), dict(L=0), dict(gamma=-1), dict(rho="x"),
                                 dict(alpha=1.5), dict(batch_size=0), dict(gamma_decay="1/3B"),
                                 dict(lr_milestones=[-1]), dict(lr_factor=0),
