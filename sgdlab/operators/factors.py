@@ -540,15 +540,21 @@ def _hooks_split_samples(model, layers: list[nn.Module], x: Tensor) -> bool:
       forward pass of sample 0 alone);
     - samples do not interact (a batch statistic in ``forward``): sample 0 alone against
       sample 0 beside sample 1, whose batch backward would not split into per-sample
-      gradients (each sample's loss on its own, as ``vmap`` computes them).
+      gradients (each sample's loss on its own, as ``vmap`` computes them);
+    - each layer's input has one row per sample: 1 row for sample 0 alone, 2 beside sample
+      1. A layer on a time-first (T, N, in) sequence has T rows, which the row count of a
+      whole batch cannot tell from the samples when T = N.
 
     Two tiny forwards per call, 3-6% of one on the registry's smallest MLP; not cached: outputs
     that coincide by accident (a zero-initialised layer) must not hide an interaction once the
     weights have moved. False when a forward fails (vmap then reports it)."""
     uses = _ParameterUses(layers)
+    rows: list[int] = []        # each layer call's input rows, both forwards
 
     def enter(m, args) -> None:
         uses.running.append(m)
+        rows.append(len(args[0]) if args and isinstance(args[0], Tensor) and args[0].dim()
+                    else -1)
 
     def leave(m, args, out) -> None:       # returns None: the output stays the layer's
         uses.running.pop()
@@ -562,13 +568,15 @@ def _hooks_split_samples(model, layers: list[nn.Module], x: Tensor) -> bool:
                                                     device_type="cuda"):
             with uses:
                 alone = model(x[:1])
+            calls_alone = len(rows)
             pair = model(x[:2]) if len(x) >= 2 else None
     except Exception:
         return False
     finally:
         for h in handles:
             h.remove()
-    if uses.outside:
+    if uses.outside or any(r != 1 for r in rows[:calls_alone]) \
+            or any(r != 2 for r in rows[calls_alone:]):
         return False
     if pair is None:
         return True

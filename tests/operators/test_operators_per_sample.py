@@ -314,3 +314,38 @@ def test_dropout_rows_average_to_the_batch_gradient_of_the_same_draw(method):
     model.eval()
     assert not torch.allclose(g.mean(0), flatten(torch.autograd.grad(
         loss_fn(model(x), y), list(model.parameters()))))
+
+
+class _TimeMajor(nn.Module):
+    """A linear layer applied to a (T, N, in) sequence, time first (the layout of ``nn.GRU``
+    and ``nn.Transformer`` without ``batch_first``): its input's rows are positions, not the
+    samples."""
+
+    def __init__(self):
+        super().__init__()
+        self.lin, self.out = nn.Linear(3, 4), nn.Linear(4, 2)
+
+    def forward(self, x):
+        return self.out(torch.tanh(self.lin(x.transpose(0, 1))).mean(0))
+
+
+def test_a_layer_whose_rows_are_not_the_samples_is_not_factored():
+    """With as many positions as samples (T = N = 5) the time-first input passed for a batch
+    of samples: its rows were taken for the samples' (G 0.40 off the loop's, the GGN
+    diagonal's linear path 0.02 off). The engine and that path decline; both come out
+    exact."""
+    from sgdlab.measure import ggn_diagonal
+    from sgdlab.testing import ggn_reference
+
+    torch.manual_seed(0)
+    model, loss_fn = _TimeMajor().double(), nn.CrossEntropyLoss()
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(5, 5, 3, generator=g, dtype=torch.float64), torch.randint(
+        0, 2, (5,), generator=g)
+    assert per_sample_factors(model, loss_fn, (x, y)) is None
+    ref = per_sample_gradients_loop(model, loss_fn, (x, y))
+    torch.testing.assert_close(per_sample_gradients(model, loss_fn, (x, y)), ref)
+    torch.testing.assert_close(gradient_covariance(model, loss_fn, (x, y)).dense(),
+                               covariance_reference(ref))
+    torch.testing.assert_close(ggn_diagonal(model, loss_fn, (x, y)),
+                               ggn_reference(model, loss_fn, (x, y)).diagonal())
