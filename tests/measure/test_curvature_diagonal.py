@@ -169,6 +169,22 @@ def test_ggn_diagonal_of_tied_layers_and_rows_that_are_not_samples(kind):
                                rtol=1e-9, atol=1e-12)
 
 
+def test_ggn_diagonal_through_an_activation_in_place():
+    """``nn.ReLU(inplace=True)`` overwrites the first layer's output: differentiated w.r.t.
+    that tensor, the one-backward-per-column path took the gradient w.r.t. the ReLU's output
+    for δ, unmasked by its derivative (0.14 off here). That path declines; the per-sample
+    one keeps δ from before the ReLU."""
+    from sgdlab.measure.curvature import ggn_diagonal
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 4), nn.ReLU(inplace=True), nn.Linear(4, 3)).double()
+    x, y = tiny_classification(8, 3, 3)
+    loss_fn = nn.CrossEntropyLoss()
+    torch.testing.assert_close(ggn_diagonal(model, loss_fn, (x, y)),
+                               torch.diagonal(ggn_reference(model, loss_fn, (x, y))),
+                               rtol=1e-9, atol=1e-12)
+
+
 @pytest.mark.parametrize("loss_fn", [
     nn.CrossEntropyLoss(weight=torch.tensor([1.0, 2.0, 3.0], dtype=torch.float64)),
     nn.CrossEntropyLoss(ignore_index=2),

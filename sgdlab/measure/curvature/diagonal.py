@@ -207,7 +207,7 @@ def _hooked_linear_forward(model: nn.Module, x: Tensor):
     seen: dict[nn.Module, list[tuple[Tensor, Tensor]]] = {m: [] for m in layers}
 
     def hook(m, inp, out):
-        seen[m].append((inp[0].detach(), out))
+        seen[m].append((inp[0].detach(), out, out._version))
 
     handles = [m.register_forward_hook(hook) for m in layers]
     try:
@@ -216,11 +216,14 @@ def _hooked_linear_forward(model: nn.Module, x: Tensor):
     finally:
         for h in handles:
             h.remove()
-    # a layer's input rows must be the samples (not, e.g., a sequence folded into the batch)
+    # a layer's input rows must be the samples (not, e.g., a sequence folded into the batch);
+    # an output changed in place afterwards (nn.ReLU(inplace=True)) names the changed tensor,
+    # whose gradient is not δ
     if any(len(v) != 1 or v[0][0].dim() != 2 or len(v[0][0]) != len(x)
-           or not v[0][1].requires_grad for v in seen.values()):
+           or not v[0][1].requires_grad or v[0][1]._version != v[0][2]
+           for v in seen.values()):
         return None
-    return out, {m: v[0] for m, v in seen.items()}
+    return out, {m: v[0][:2] for m, v in seen.items()}
 
 
 def _linear_squares(model: nn.Module, out: Tensor, layers: dict[nn.Module, tuple[Tensor, Tensor]],
