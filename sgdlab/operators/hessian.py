@@ -21,6 +21,7 @@ the second derivative of L(θ + t v) in t, propagated forward in Taylor mode
 from __future__ import annotations
 
 import contextlib
+import warnings
 from collections.abc import Callable, Iterator
 
 import torch
@@ -123,11 +124,29 @@ class HessianOperator(ModelOperator):
                                  retain_graph=retain, is_grads_batched=True, **UNUSED_ZERO)
         return batched_columns(hv, self.params.values(), m.shape[1])
 
+    # False once a batched backward has failed on this model: blocks go column by column
+    _batched_backward = True
+
     def _matmat(self, m: Tensor) -> Tensor:
         if self._rop is not None:
             return rop_products(self, m, gauss_newton=False)
-        if m.shape[1] == 1:
-            return self._matvec(m[:, 0])[:, None]
+        if m.shape[1] > 1 and self._batched_backward:
+            try:
+                return self._batched_matmat(m)
+            except RuntimeError as e:
+                # autograd's batched double backward has no working rule for some ops
+                # (nn.GroupNorm: a shape mismatch); the columns below redo the whole block.
+                # Not from inside this handler: its traceback would keep a batch's fixed
+                # draw of randomness open
+                reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+            self._batched_backward = False
+            warnings.warn(f"HessianOperator: a block product by one batched backward failed "
+                          f"({reason}); products one column at a time", RuntimeWarning,
+                          stacklevel=3)
+        return torch.stack([self._matvec(c) for c in m.T], dim=1)
+
+    def _batched_matmat(self, m: Tensor) -> Tensor:
+        """H M by one vmapped backward per batch."""
         if self._cached_grad is not None:
             return self._batch_hmm(self._cached_grad, m, retain=True)
         total, n = torch.zeros_like(m), 0

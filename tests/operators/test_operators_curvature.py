@@ -207,6 +207,32 @@ def test_hessian_batched_matmat_and_quadratic_forms_match_dense(multi_batch, act
                                (w * (hs @ w)).sum(0))
 
 
+@pytest.mark.parametrize("multi_batch", [False, True])
+def test_hessian_products_through_group_norm(multi_batch):
+    """autograd's batched double backward (``is_grads_batched``) through ``nn.GroupNorm``
+    fails on a shape mismatch (torch 2.13), so every block product, and with them the dense
+    Hessian and its exact diagonal, raised that RuntimeError. Blocks then go one column at a
+    time, with a warning, and equal the dense H."""
+    from sgdlab.measure import dense_hessian, hessian_diagonal
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 4), nn.GroupNorm(2, 4), nn.Tanh(),
+                          nn.Linear(4, 2)).double()
+    data, loss_fn = tiny_classification(5, 3, 2), nn.CrossEntropyLoss()
+    h = dense_hessian_reference(model, loss_fn, data)
+    v = torch.randn(len(h), 3, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    src = _loader(data) if multi_batch else data
+    op = HessianOperator(model, loss_fn, src)
+    with pytest.warns(RuntimeWarning, match="one column at a time"):
+        torch.testing.assert_close(op.matmat(v), h @ v)
+    torch.testing.assert_close(op.quadratic_forms(v), (v * (h @ v)).sum(0))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        torch.testing.assert_close(dense_hessian(model, loss_fn, src), h)
+        torch.testing.assert_close(hessian_diagonal(model, loss_fn, src, exact=True).value,
+                                   h.diagonal())
+
+
 def test_hutchinson_blocks_do_not_change_the_samples():
     from sgdlab.measure.curvature import hutchinson_trace
     from sgdlab.operators import HessianOperator
