@@ -547,7 +547,10 @@ def activation_derivatives(act: nn.Module, z: Tensor) -> tuple[Tensor, Tensor | 
         return torch.gt(z, 0, out=torch.empty_like(z)), None
     with torch.enable_grad():
         zz = z.detach().requires_grad_(True)
-        s1 = torch.autograd.grad(act(zz).sum(), zz, create_graph=True)[0]
+        # an activation in place (nn.LeakyReLU(inplace=True)) may not write into a leaf
+        # that requires grad: it gets a copy
+        s1 = torch.autograd.grad(act(zz.clone() if getattr(act, "inplace", False) else zz)
+                                 .sum(), zz, create_graph=True)[0]
         s2 = (torch.autograd.grad(s1.sum(), zz, allow_unused=True)[0]
               if s1.requires_grad else None)
     return s1.detach(), (None if s2 is None else s2.detach())

@@ -71,6 +71,12 @@ def _nets():
         nn.Linear(4, 5), nn.Tanh(), nn.Sequential(nn.Linear(5, 5), nn.Sigmoid()),
         nn.Linear(5, 3)), (torch.randn(7, 4, generator=g, dtype=torch.float64),
                            torch.randint(0, 3, (7,), generator=g))
+    # activations in place other than ReLU: σ', σ'' taken on a copy of their input
+    yield "mlp-in-place-activations", nn.Sequential(
+        nn.Linear(4, 5), nn.LeakyReLU(0.2, inplace=True), nn.Linear(5, 5),
+        nn.ELU(0.5, inplace=True), nn.Linear(5, 5), nn.Hardtanh(-0.5, 0.5, inplace=True),
+        nn.Linear(5, 3)), (torch.randn(7, 4, generator=g, dtype=torch.float64),
+                           torch.randint(0, 3, (7,), generator=g))
 
 
 @pytest.mark.parametrize("name,model,data", list(_nets()), ids=[n for n, *_ in _nets()])
