@@ -578,8 +578,11 @@ def _hooks_split_samples(model, layers: list[nn.Module], x: Tensor) -> bool:
     if uses.outside or any(r != 1 for r in rows[:calls_alone]) \
             or any(r != 2 for r in rows[calls_alone:]):
         return False
-    if pair is None:
-        return True
+    return pair is None or _first_output_agrees(alone, pair)
+
+
+def _first_output_agrees(alone, pair) -> bool:
+    """Whether the model's output for sample 0 alone equals its first row beside sample 1."""
     if not (isinstance(pair, Tensor) and isinstance(alone, Tensor)) \
             or pair.shape[1:] != alone.shape[1:]:
         return False
@@ -587,6 +590,21 @@ def _hooks_split_samples(model, layers: list[nn.Module], x: Tensor) -> bool:
     if not math.isfinite(scale):
         return True          # non-finite outputs: the caller's finiteness checks report them
     return torch.allclose(pair[:1], alone, rtol=1e-4, atol=1e-5 * scale + 1e-30)
+
+
+@torch.no_grad()
+def samples_interact(model: nn.Module, x: Tensor) -> bool:
+    """Whether a sample's output depends on the other samples of its batch (a batch statistic
+    in ``forward``, batch norm without running statistics): sample 0 alone against sample 0
+    beside sample 1, or a model that cannot evaluate one sample alone. For a deterministic
+    forward pass (no dropout in train mode)."""
+    if len(x) < 2:
+        return False
+    try:
+        alone, pair = model(x[:1]), model(x[:2])
+    except Exception:
+        return True
+    return not _first_output_agrees(alone, pair)
 
 
 def _hooked_passes(model, loss_fn, batches, layers):

@@ -185,6 +185,39 @@ def test_ggn_diagonal_through_an_activation_in_place():
                                rtol=1e-9, atol=1e-12)
 
 
+class _BatchCentred(nn.Module):     # each sample's output depends on the batch's mean
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Linear(3, 4), nn.Linear(4, 3)
+
+    def forward(self, x):
+        h = torch.tanh(self.a(x))
+        return self.b(h - h.mean(0))
+
+
+@pytest.mark.parametrize("kind", ["batch_mean", "batchnorm_no_running_stats"])
+def test_ggn_diagonal_of_a_model_whose_samples_interact(kind):
+    """With a batch statistic in the forward pass J_n is the Jacobian of sample n's output
+    within the batch, and per-sample passes (each sample alone) gave another matrix's
+    diagonal (0.15-0.18 off the dense Jᵀ H J). ggn_diagonal refuses such a model and names
+    the way out; hessian_diagonal(exact=True, operator="ggn") takes it: d GGN products."""
+    from sgdlab.measure.curvature import ggn_diagonal
+
+    torch.manual_seed(0)
+    if kind == "batch_mean":
+        model, (x, y) = _BatchCentred().double(), tiny_classification(6, 3, 3)
+    else:
+        model = nn.Sequential(nn.Conv1d(1, 2, 3), nn.BatchNorm1d(2, track_running_stats=False),
+                              nn.Tanh(), nn.Flatten(), nn.Linear(8, 3)).double().eval()
+        x, y = torch.randn(6, 1, 6, dtype=torch.float64), torch.randint(0, 3, (6,))
+    loss_fn = nn.CrossEntropyLoss()
+    with pytest.raises(UserError, match=r"samples interact.*exact=True, operator='ggn'"):
+        ggn_diagonal(model, loss_fn, (x, y))
+    torch.testing.assert_close(
+        hessian_diagonal(model, loss_fn, (x, y), exact=True, operator="ggn").value,
+        torch.diagonal(ggn_reference(model, loss_fn, (x, y))), rtol=1e-9, atol=1e-12)
+
+
 @pytest.mark.parametrize("loss_fn", [
     nn.CrossEntropyLoss(weight=torch.tensor([1.0, 2.0, 3.0], dtype=torch.float64)),
     nn.CrossEntropyLoss(ignore_index=2),

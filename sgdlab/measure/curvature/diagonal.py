@@ -19,7 +19,7 @@ from torch import Tensor, nn
 from sgdlab.errors import UserError
 from sgdlab.operators.batches import (Data, check_batch_loss, iterate_batches,
                                       stochastic_modules)
-from sgdlab.operators.factors import per_sample_factors
+from sgdlab.operators.factors import per_sample_factors, samples_interact
 from sgdlab.operators.params import num_params, require_trainable
 from sgdlab.operators.per_sample import check_per_sample_model, per_sample_gradients
 
@@ -82,6 +82,10 @@ def diagonal(
     else:
         se = torch.full_like(mean, float("nan"))
     return DiagonalEstimate(mean, se, num_probes, False)
+
+
+class SamplesInteract(UserError):
+    """A sample's output depends on the rest of its batch: no per-sample factors."""
 
 
 def _check_finite(t: Tensor) -> None:
@@ -152,7 +156,9 @@ def ggn_diagonal(model: nn.Module, loss_fn: Callable[[Tensor, Tensor], Tensor],
     are summed (on factored layers without forming the (N, d) matrix). Columns that vanish for
     every sample are skipped. Needs a loss convex in the outputs (cross-entropy, MSE, BCE,
     ...) that is a sum of per-sample terms, and the model as per-sample gradients need it
-    (eval-mode batch norm). H_n is the block of the batch loss's Hessian, so class weights,
+    (eval-mode batch norm), with samples that do not interact in its forward pass (a batch
+    statistic makes J_n the Jacobian within the batch, which per-sample passes do not see: a
+    ``UserError`` then points to :func:`hessian_diagonal`'s d products). H_n is the block of the batch loss's Hessian, so class weights,
     ignored targets and ``reduction="sum"`` count as in the batch loss; several batches are
     weighted by size, as in :class:`~sgdlab.operators.GGNOperator` (a summed loss only on one
     batch: :func:`~sgdlab.operators.batches.check_batch_loss`).
@@ -176,6 +182,13 @@ def ggn_diagonal(model: nn.Module, loss_fn: Callable[[Tensor, Tensor], Tensor],
             total += _linear_squares(model, out, layers, factors)
             n += len(x)
             continue
+        if samples_interact(model, x):
+            raise SamplesInteract(
+                "ggn_diagonal: the model's samples interact in its forward pass (sample 0's "
+                "output changes when sample 1 is beside it: a batch statistic, such as batch "
+                "norm without running statistics), so its GGN does not split into per-sample "
+                "factors; hessian_diagonal(model, loss_fn, data, exact=True, operator='ggn') "
+                "computes the diagonal from d GGN products")
         with torch.no_grad():
             out = model(x)
         factors = _output_hessian_factors(loss_fn, out, y).to(out.dtype)

@@ -14,7 +14,7 @@ from sgdlab.operators import curvature_operator
 from sgdlab.operators.batches import Data
 
 from ._common import Estimate
-from .diagonal import DiagonalEstimate, diagonal, ggn_diagonal
+from .diagonal import DiagonalEstimate, SamplesInteract, diagonal, ggn_diagonal
 from .frobenius import frobenius_norm
 from .hutchinson import hutchinson_trace
 from .lanczos import lanczos
@@ -109,10 +109,14 @@ def hessian_diagonal(
     ``num_probes`` Rademacher probes with per-entry standard errors (see
     :func:`~sgdlab.measure.curvature.diagonal.diagonal`). The exact GGN diagonal comes from
     backpropagated loss-Hessian factors instead (:func:`ggn_diagonal`: C per-sample gradient
-    passes, not d products) unless another ``dtype`` is asked for."""
+    passes, not d products) unless another ``dtype`` is asked for, or the model's samples
+    interact in its forward pass (a batch statistic: no per-sample factors)."""
     if exact and operator == "ggn" and dtype in (None, next(model.parameters()).dtype):
-        value = ggn_diagonal(model, loss_fn, data)
-        return DiagonalEstimate(value, torch.zeros_like(value), value.numel(), True)
+        try:
+            value = ggn_diagonal(model, loss_fn, data)
+            return DiagonalEstimate(value, torch.zeros_like(value), value.numel(), True)
+        except SamplesInteract:
+            pass                  # d products of the GGN operator below
     return diagonal(curvature_operator(operator, model, loss_fn, data), num_probes,
                     exact=exact, generator=generator, dtype=dtype)
 
