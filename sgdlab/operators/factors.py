@@ -298,7 +298,10 @@ def _supported(model: nn.Module) -> list[nn.Module] | None:
         direct = [p for p in m.parameters(recurse=False) if p.requires_grad]
         if not direct:
             continue
-        if not _layer_supported(m):
+        # its parameters must be its weight and bias (not, e.g., the hook-based weight norm's
+        # weight_g and weight_v, from which the weight is computed before each forward)
+        if not _layer_supported(m) or any(p is not m.weight and p is not m.bias
+                                          for p in direct):
             return None
         layers.append(m)
         owned += direct

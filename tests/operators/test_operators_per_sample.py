@@ -349,3 +349,15 @@ def test_a_layer_whose_rows_are_not_the_samples_is_not_factored():
                                covariance_reference(ref))
     torch.testing.assert_close(ggn_diagonal(model, loss_fn, (x, y)),
                                ggn_reference(model, loss_fn, (x, y)).diagonal())
+
+
+def test_a_layer_whose_weight_is_computed_from_other_parameters_is_not_factored():
+    """The hook-based ``nn.utils.weight_norm`` replaces a layer's weight parameter by weight_g
+    and weight_v and recomputes ``weight`` before each forward: the layer's parameters are not
+    its weight and bias, which the factored engine indexed by (a KeyError). It declines; G
+    comes out exact."""
+    torch.manual_seed(0)
+    with pytest.warns(FutureWarning):          # deprecated in favour of parametrizations
+        normed = nn.utils.weight_norm(nn.Linear(3, 4))
+    model = nn.Sequential(normed, nn.Tanh(), nn.Linear(4, 2)).double()
+    _declined_yet_exact(model, classes=2)
