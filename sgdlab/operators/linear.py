@@ -11,10 +11,29 @@ import warnings
 from collections.abc import Iterator
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from .batches import check_batch_loss, fixed_randomness, iterate_batches, stochastic_modules
 from .blocking import BlockTuner
+
+
+@contextlib.contextmanager
+def kept_running_statistics(model) -> Iterator[None]:
+    """The model's buffers restored on exit when a batch norm in it is in train mode (whose
+    forward passes update its running mean, variance and batch count)."""
+    if not any(isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training
+               and m.track_running_stats for m in model.modules()):
+        yield
+        return
+    saved = [(b, b.detach().clone()) for b in model.buffers()]
+    try:
+        yield
+    finally:
+        # through .data, as batch norm's own update: a version bump would invalidate the
+        # kept gradient graph that saved them (train-mode batch norm's backward does not
+        # read them)
+        for b, value in saved:
+            b.data.copy_(value)
 
 
 class LinearOperator:
@@ -156,10 +175,15 @@ class ModelOperator(LinearOperator):
                 "draw of the dropout masks per batch; call model.eval() for the network "
                 "without dropout", UserWarning, stacklevel=3)
 
-    def fixed_randomness(self, batch: int) -> contextlib.AbstractContextManager:
+    @contextlib.contextmanager
+    def fixed_randomness(self, batch: int) -> Iterator[None]:
         """Within: the model's randomness fixed for batch ``batch``
-        (:func:`~sgdlab.operators.batches.fixed_randomness`)."""
-        return fixed_randomness(self.model, self.device, batch)
+        (:func:`~sgdlab.operators.batches.fixed_randomness`), and the running statistics
+        that train-mode batch norm moves at each forward pass restored on exit: measuring
+        the model must not change it (every product over a loader runs the forward again)."""
+        with fixed_randomness(self.model, self.device, batch), kept_running_statistics(
+                self.model):
+            yield
 
     def batches(self) -> Iterator[tuple[Tensor, Tensor]]:
         """The data's ``(x, y)`` batches on the operator's device; the loop's body runs

@@ -277,6 +277,31 @@ def test_hessian_products_through_weight_norm(style):
     torch.testing.assert_close(model[0].weight, v * (g / torch.norm_except_dim(v, 2, 0)))
 
 
+def test_operators_leave_train_mode_batch_norm_statistics_as_they_were():
+    """A batch norm in train mode normalises by each batch's statistics, and each of its
+    forward passes also moves the running statistics: building an operator and every product
+    over a loader moved them (a Lanczos run of k products, k momentum steps towards the
+    measured data), so measuring a model changed its eval-mode outputs afterwards. The
+    operators restore them, as the sharpness measures and hessian_spectral_norm do."""
+    from sgdlab.measure import dense_hessian, hessian_trace
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4), nn.Tanh(),
+                          nn.Linear(4, 2)).double().train()
+    data, loss_fn = tiny_classification(8, 3, 2), nn.CrossEntropyLoss()
+    before = {n: b.clone() for n, b in model.named_buffers()}
+    v = torch.randn(sum(p.numel() for p in model.parameters()), 2, dtype=torch.float64)
+    for src in (data, _loader(data)):
+        for kind in ("hessian", "ggn"):
+            op = curvature_operator(kind, model, loss_fn, src)
+            op.matvec(v[:, 0])
+            op.matmat(v)
+        dense_hessian(model, loss_fn, src)
+        hessian_trace(model, loss_fn, src, 2)
+    for n, b in model.named_buffers():
+        torch.testing.assert_close(b, before[n], rtol=0, atol=0, msg=n)
+
+
 def test_hutchinson_blocks_do_not_change_the_samples():
     from sgdlab.measure.curvature import hutchinson_trace
     from sgdlab.operators import HessianOperator
