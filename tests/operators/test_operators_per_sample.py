@@ -361,3 +361,26 @@ def test_a_layer_whose_weight_is_computed_from_other_parameters_is_not_factored(
         normed = nn.utils.weight_norm(nn.Linear(3, 4))
     model = nn.Sequential(normed, nn.Tanh(), nn.Linear(4, 2)).double()
     _declined_yet_exact(model, classes=2)
+
+
+def test_a_sample_whose_targets_are_all_ignored_gets_its_undefined_row():
+    """Cross-entropy over positions with ``ignore_index``: a sample whose targets are all
+    ignored has no loss of its own (0/0), and the check whether the batch loss is the mean of
+    the samples' losses crashed on its NaN ("atol must be greater than or equal to zero").
+    The engine declines; the rows are the loop's (autograd's zero for that sample)."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 2)).double()
+    loss_fn = nn.CrossEntropyLoss(ignore_index=1)
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(4, 5, 3, generator=g, dtype=torch.float64), torch.randint(
+        0, 2, (4, 5), generator=g)
+    y[2] = 1                           # sample 2: every position ignored
+
+    def per_position(out, t):
+        return loss_fn(out.transpose(1, 2), t)
+
+    assert per_sample_factors(model, per_position, (x, y)) is None
+    ref = per_sample_gradients_loop(model, per_position, (x, y))
+    assert not bool(ref[2].any()) and bool(ref[[0, 1, 3]].isfinite().all())
+    torch.testing.assert_close(per_sample_gradients(model, per_position, (x, y)), ref,
+                               equal_nan=True)
