@@ -425,8 +425,11 @@ def per_sample_factors(
         batches += [(x[j : j + step], y[j : j + step]) for j in range(0, len(x), step)]
     with fixed_randomness(model, device):       # dropout in train mode: one fixed draw
         found = _sequential_passes(model, loss_fn, batches, layers)
+        # checked on a batch of two samples or more where there is one: beside sample 0
+        # alone there is nothing to interact with
+        probe = next((x for x, _ in batches if len(x) >= 2), batches[0][0])
         if found is None and (_row_wise_sequential(model)
-                              or _hooks_split_samples(model, layers, batches[0][0])):
+                              or _hooks_split_samples(model, layers, probe)):
             found = _hooked_passes(model, loss_fn, batches, layers)
     if found is None:
         return None
@@ -477,13 +480,15 @@ def _sequential_passes(model, loss_fn, batches, layers, *, pooled_only: bool = T
     acts: list[list[Tensor]] = [[] for _ in layers]
     deltas: list[list[Tensor]] = [[] for _ in layers]
     patches: list[Tensor] | None = []      # the first convolution's, kept up to PATCH_BUDGET
-    n = 0
+    n, checked = 0, False
     for x, y in batches:
         # the loss times the batch size: its gradients are the per-sample δ_i (mean loss)
         a_in, cache, out, _, grads = rop.prepare(
             x, y, lambda o, t, b=len(x): loss_fn(o, t) * b)
-        if n == 0 and not _mean_of_samples(loss_fn, out.detach(), y):
-            return None
+        if not checked and len(x) >= 2:         # one sample alone says nothing
+            if not _mean_of_samples(loss_fn, out.detach(), y):
+                return None
+            checked = True
         for i, j in enumerate(where):
             a = a_in[j]
             if isinstance(layers[i], _BN):
@@ -624,6 +629,7 @@ def _hooked_passes(model, loss_fn, batches, layers):
     ok = True
     handles = []
     batch_len = [0]
+    checked = False          # whether the loss was seen to be a mean over samples
 
     def fwd_hook(i):
         def hook(mod, inputs, output):
@@ -654,9 +660,12 @@ def _hooked_passes(model, loss_fn, batches, layers):
             outputs.clear()
             with torch.enable_grad():
                 out = model(x)
-                if not ok or 0 in calls or (
-                        n == 0 and not _mean_of_samples(loss_fn, out.detach(), y)):
+                if not ok or 0 in calls:
                     return None      # a layer the forward skips: vmap (zero rows for it)
+                if not checked and len(x) >= 2:     # one sample alone says nothing
+                    if not _mean_of_samples(loss_fn, out.detach(), y):
+                        return None
+                    checked = True
                 # δ only: differentiate w.r.t. the layers' outputs, so no weight gradient (and
                 # no input gradient of the first layer) is computed; an output changed in place
                 # afterwards (inplace activation) no longer names it: then w.r.t. the weights

@@ -384,3 +384,34 @@ def test_a_sample_whose_targets_are_all_ignored_gets_its_undefined_row():
     assert not bool(ref[2].any()) and bool(ref[[0, 1, 3]].isfinite().all())
     torch.testing.assert_close(per_sample_gradients(model, per_position, (x, y)), ref,
                                equal_nan=True)
+
+
+@pytest.mark.parametrize("kind", ["batch_statistic", "class_weights", "pooled_weights"])
+def test_a_first_batch_of_one_sample_does_not_vouch_for_the_others(kind):
+    """Whether samples interact and whether the loss is a mean over samples were read off the
+    first batch: one of a single sample passes both (nothing beside it, its mean is itself),
+    and the later batches were split by the hooks anyway (0.11 off the loop for a batch mean
+    in the forward, 0.39 for a class-weighted cross-entropy). The first batch of two samples
+    or more decides."""
+    torch.manual_seed(0)
+    loss_fn = nn.CrossEntropyLoss()
+    if kind == "batch_statistic":
+        model = _BatchStatistic().double()
+    else:
+        # pooled: the hand-written passes of a max-pooled nn.Sequential
+        model = (nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 2)) if kind ==
+                 "class_weights" else nn.Sequential(nn.Conv1d(1, 2, 2), nn.ReLU(),
+                                                    nn.MaxPool1d(2), nn.Flatten(),
+                                                    nn.Linear(2, 2))).double()
+        loss_fn = nn.CrossEntropyLoss(weight=torch.tensor([1.0, 3.0], dtype=torch.float64))
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(7, 3, generator=g, dtype=torch.float64), torch.randint(0, 2, (7,),
+                                                                             generator=g)
+    if kind == "pooled_weights":
+        x = x[:, None]
+    data = [(x[:1], y[:1]), (x[1:], y[1:])]
+    assert per_sample_factors(model, loss_fn, data) is None
+    ref = per_sample_gradients_loop(model, loss_fn, (x, y))
+    torch.testing.assert_close(per_sample_gradients(model, loss_fn, data), ref)
+    torch.testing.assert_close(gradient_covariance(model, loss_fn, data).dense(),
+                               covariance_reference(ref))
