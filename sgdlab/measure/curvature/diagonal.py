@@ -185,8 +185,9 @@ def ggn_diagonal(model: nn.Module, loss_fn: Callable[[Tensor, Tensor], Tensor],
         if samples_interact(model, x):
             raise SamplesInteract(
                 "ggn_diagonal: the model's samples interact in its forward pass (sample 0's "
-                "output changes when sample 1 is beside it: a batch statistic, such as batch "
-                "norm without running statistics), so its GGN does not split into per-sample "
+                "output alone is not the first row of its output beside sample 1: a batch "
+                "statistic, such as batch norm without running statistics, or output rows "
+                "that are not the samples), so its GGN does not split into per-sample "
                 "factors; hessian_diagonal(model, loss_fn, data, exact=True, operator='ggn') "
                 "computes the diagonal from d GGN products")
         with torch.no_grad():
