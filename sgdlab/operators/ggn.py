@@ -21,9 +21,9 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
-from .batches import Data, is_single_batch, iterate_batches
+from .batches import Data, is_single_batch
 from .hessian import _probe_bytes, _taylor_and_rop, _unflatten_cols, second_order_forward
-from .taylor import taylor_quadratic_forms
+from .taylor import single_batch_preparation, taylor_quadratic_forms
 from .linear import ModelOperator
 from .rop import rop_products
 from .params import UNUSED_ZERO, batched_columns, flatten, unflatten_like
@@ -44,16 +44,22 @@ class GGNOperator(ModelOperator):
     ):
         super().__init__(model, loss_fn, data)
         self._kw = dict(cache_graph=cache_graph, taylor=taylor, rop=rop)
-        self._cache = None
+        self._cache = None      # (parameter versions, the single batch's output graph)
         # Taylor-mode quadratic forms and products by the hand-written forward tangent +
         # reverse pass (operators/rop.py, or graph_rop.py over a traced graph), over one
         # forward pass
         self._taylor, self._rop = _taylor_and_rop(model, self.params, taylor, rop)
         self._taylor_cache = self._rop_cache = None
         if cache_graph and is_single_batch(data) and self._rop is None:
-            x, y = next(iterate_batches(data, self.device))
+            self._output_graph()
+
+    def _output_graph(self) -> tuple:
+        """(x, y) and :meth:`_prepare`'s graphs for the single batch, kept, and made again
+        when a parameter changed in place (as :meth:`HessianOperator._gradient_graph`)."""
+        def build(x: Tensor, y: Tensor) -> tuple:
             with self.fixed_randomness(0):
-                self._cache = (x, y) + self._prepare(x, y)
+                return (x, y) + self._prepare(x, y)
+        return single_batch_preparation(self, "_cache", build)
 
     def _probe_bytes(self) -> int:
         return _probe_bytes(self)
@@ -100,7 +106,7 @@ class GGNOperator(ModelOperator):
         if self._rop is not None:
             return rop_products(self, v[:, None], gauss_newton=True)[:, 0]
         if self._cache is not None:
-            return self._batch_ggn(*self._cache, v, retain=True).detach()
+            return self._batch_ggn(*self._output_graph(), v, retain=True).detach()
         total, n = torch.zeros_like(v), 0
         for x, y in self.batches():
             total += self._batch_ggn(x, y, *self._prepare(x, y), v, retain=False).detach() * len(x)
@@ -113,7 +119,7 @@ class GGNOperator(ModelOperator):
         if m.shape[1] == 1:
             return self._matvec(m[:, 0])[:, None]
         if self._cache is not None:
-            return self._batch_ggn_cols(*self._cache, m, retain=True)
+            return self._batch_ggn_cols(*self._output_graph(), m, retain=True)
         total, n = torch.zeros_like(m), 0
         for x, y in self.batches():
             total += self._batch_ggn_cols(x, y, *self._prepare(x, y), m, retain=False) * len(x)

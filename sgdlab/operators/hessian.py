@@ -28,13 +28,13 @@ import torch
 from torch import Tensor, nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from .batches import Data, is_single_batch, iterate_batches
+from .batches import Data, is_single_batch
 from .linear import ModelOperator
 from .params import UNUSED_ZERO, batched_columns, flatten, unflatten_like
 from .graph_rop import GraphHVP, GraphTaylor
 from .rop import SequentialHVP, rop_products
 from .taylor import (SequentialTaylor, forward_preparation, global_forward_hooks,
-                     taylor_quadratic_forms)
+                     single_batch_preparation, taylor_quadratic_forms)
 
 
 
@@ -135,18 +135,27 @@ class HessianOperator(ModelOperator):
     ):
         super().__init__(model, loss_fn, data)
         self._kw = dict(cache_graph=cache_graph, taylor=taylor, rop=rop)
-        self._cached_grad: tuple[Tensor, ...] | None = None
+        # (parameter versions, the single batch's gradient graph), when kept
+        self._cached_grad: tuple | None = None
         # Taylor-mode quadratic forms and R-op products (None when the model is neither a
         # supported Sequential nor a supported traced graph), over one forward pass
         self._taylor, self._rop = _taylor_and_rop(model, self.params, taylor, rop)
         self._taylor_cache = self._rop_cache = None
         if cache_graph and is_single_batch(data) and self._rop is None:
-            x, y = next(iterate_batches(data, self.device))
-            with self.fixed_randomness(0), second_order_forward(model):
-                loss = loss_fn(model(x), y)
-            self._cached_grad = torch.autograd.grad(
-                loss, list(self.params.values()), create_graph=True, **UNUSED_ZERO
-            )
+            self._gradient_graph()
+
+    def _gradient_graph(self) -> tuple[Tensor, ...]:
+        """The single batch's gradient graph (created with ``create_graph``), kept, and made
+        again when a parameter changed in place (an optimizer step): the kept one holds the
+        old parameters' activations, and products through it were silently the old
+        Hessian's where it saved none of the changed tensors (biases)."""
+        def build(x: Tensor, y: Tensor) -> tuple[Tensor, ...]:
+            with torch.enable_grad(), self.fixed_randomness(0), \
+                    second_order_forward(self.model):
+                loss = self.loss_fn(self.model(x), y)
+                return torch.autograd.grad(loss, list(self.params.values()), create_graph=True,
+                                           **UNUSED_ZERO)
+        return single_batch_preparation(self, "_cached_grad", build)
 
     def _options(self) -> dict:
         return dict(self._kw)
@@ -188,7 +197,7 @@ class HessianOperator(ModelOperator):
     def _batched_matmat(self, m: Tensor) -> Tensor:
         """H M by one vmapped backward per batch."""
         if self._cached_grad is not None:
-            return self._batch_hmm(self._cached_grad, m, retain=True)
+            return self._batch_hmm(self._gradient_graph(), m, retain=True)
         total, n = torch.zeros_like(m), 0
         for x, y in self.batches():
             with torch.enable_grad():
@@ -204,7 +213,7 @@ class HessianOperator(ModelOperator):
         if self._rop is not None:
             return rop_products(self, v[:, None], gauss_newton=False)[:, 0]
         if self._cached_grad is not None:
-            return self._batch_hvp(self._cached_grad, v, retain=True).detach()
+            return self._batch_hvp(self._gradient_graph(), v, retain=True).detach()
         total, n = torch.zeros_like(v), 0
         for x, y in self.batches():
             with torch.enable_grad():
