@@ -158,10 +158,11 @@ def ggn_diagonal(model: nn.Module, loss_fn: Callable[[Tensor, Tensor], Tensor],
     ...) that is a sum of per-sample terms, and the model as per-sample gradients need it
     (eval-mode batch norm), with samples that do not interact in its forward pass (a batch
     statistic makes J_n the Jacobian within the batch, which per-sample passes do not see: a
-    ``UserError`` then points to :func:`hessian_diagonal`'s d products). H_n is the block of the batch loss's Hessian, so class weights,
-    ignored targets and ``reduction="sum"`` count as in the batch loss; several batches are
-    weighted by size, as in :class:`~sgdlab.operators.GGNOperator` (a summed loss only on one
-    batch: :func:`~sgdlab.operators.batches.check_batch_loss`).
+    ``UserError`` then points to :func:`hessian_diagonal`'s d products). H_n is the block of
+    the batch loss's Hessian, so class weights, ignored targets and ``reduction="sum"`` count
+    as in the batch loss; several batches are weighted by size, as in
+    :class:`~sgdlab.operators.GGNOperator` (a summed loss only on one batch:
+    :func:`~sgdlab.operators.batches.check_batch_loss`).
     """
     require_trainable(model)
     check_per_sample_model(model)
