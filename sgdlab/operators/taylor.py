@@ -558,13 +558,20 @@ def activation_derivatives(act: nn.Module, z: Tensor) -> tuple[Tensor, Tensor | 
 
 def single_batch_preparation(op, attr: str, prepare) -> tuple:
     """``prepare(x, y)`` on ``op``'s single batch, kept in ``op.<attr>`` with the parameters'
-    version counters: a parameter changed in place since (an optimizer step) makes a new one
-    instead of mixing activations at the old parameters with the new weights."""
-    versions = tuple(p._version for p in op.model.parameters())
+    and buffers' version counters: a parameter changed in place since (an optimizer step)
+    makes a new one instead of mixing activations at the old parameters with the new weights,
+    and so do batch norm's running statistics changed since (a train-mode forward,
+    :func:`~sgdlab.measure.interpolation.recompute_bn_statistics`), which an eval-mode batch
+    norm's kept activations read. Counted after ``prepare``: a train-mode batch norm's own
+    forward moves them (the operators put the values back, not the counters)."""
+    def versions() -> tuple[int, ...]:
+        return tuple(t._version for t in (*op.model.parameters(), *op.model.buffers()))
+
     held = getattr(op, attr)
-    if held is None or held[0] != versions:
+    if held is None or held[0] != versions():
         x, y = next(iterate_batches(op.data, op.device))
-        held = (versions, prepare(x, y))
+        value = prepare(x, y)
+        held = (versions(), value)
         setattr(op, attr, held)
     return held[1]
 

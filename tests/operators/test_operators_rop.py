@@ -153,6 +153,34 @@ def test_products_follow_an_optimizer_step():
         torch.testing.assert_close(op.quadratic_forms(v), (v * (ref @ v)).sum(0))
 
 
+@pytest.mark.parametrize("rop", [True, False])
+def test_products_follow_new_running_statistics(rop):
+    """An eval-mode batch norm's kept activations read its running statistics: after they
+    were recomputed (no parameter changed) the products were still the old statistics'
+    (0.54 off the new Hessian here, by the R-op and by the kept gradient graph). The
+    buffers' version counters now count with the parameters'."""
+    from sgdlab.measure import recompute_bn_statistics
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 4), random_eval_batchnorm(nn.BatchNorm1d(4), 3),
+                          nn.Tanh(), nn.Linear(4, 2)).double().eval()
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(6, 3, generator=g, dtype=torch.float64), torch.randint(0, 2, (6,),
+                                                                             generator=g)
+    loss_fn = nn.CrossEntropyLoss()
+    ops = (HessianOperator(model, loss_fn, (x, y), rop=rop, taylor=rop),
+           GGNOperator(model, loss_fn, (x, y), rop=rop, taylor=rop))
+    v = torch.randn(ops[0].shape[0], 2, dtype=torch.float64, generator=g)
+    for op in ops:
+        op.matmat(v), op.quadratic_forms(v)
+    recompute_bn_statistics(model, (3 * torch.randn(20, 3, generator=g, dtype=torch.float64),
+                                    torch.zeros(20)))
+    for op, ref in zip(ops, (dense_hessian_reference, ggn_reference)):
+        a = ref(model, loss_fn, (x, y))
+        torch.testing.assert_close(op.matmat(v), a @ v)
+        torch.testing.assert_close(op.quadratic_forms(v), (v * (a @ v)).sum(0))
+
+
 @pytest.mark.filterwarnings("ignore:Using padding=.same. with even kernel")
 def test_declined_models_keep_autograd_products():
     params = lambda m: dict(m.named_parameters())  # noqa: E731
