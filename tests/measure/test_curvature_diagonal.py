@@ -249,6 +249,20 @@ def test_ggn_diagonal_is_the_batch_loss_ggn_not_the_single_sample_ones(loss_fn):
                                atol=1e-12)
 
 
+def test_ggn_diagonal_under_no_grad():
+    """Called inside ``torch.no_grad()`` (an evaluation loop) the all-linear path reshaped
+    the network's output without a graph and failed ("element 0 of tensors does not require
+    grad"); the other paths and the other curvature measures took it."""
+    from sgdlab.measure.curvature import ggn_diagonal
+
+    model = tiny_mlp(3, 4, 3)
+    data, loss_fn = tiny_classification(8, 3, 3), nn.CrossEntropyLoss()
+    with torch.no_grad():
+        got = ggn_diagonal(model, loss_fn, data)
+    torch.testing.assert_close(got, torch.diagonal(ggn_reference(model, loss_fn, data)),
+                               rtol=1e-9, atol=1e-12)
+
+
 def test_ggn_diagonal_refuses_dropout_in_train_mode():
     """Its forward pass and its per-class per-sample passes would each draw other masks."""
     from sgdlab.measure import ggn_diagonal

@@ -252,7 +252,8 @@ def _linear_squares(model: nn.Module, out: Tensor, layers: dict[nn.Module, tuple
     # sums of squares: no cancellation, so the model's precision suffices (float64 here
     # doubled the first layer's GEMM on the large MLP)
     sq = [torch.zeros_like(z) for z in zs]
-    flat_out = out.reshape(len(out), -1)
+    with torch.enable_grad():            # a caller's no_grad would cut the reshape's graph
+        flat_out = out.reshape(len(out), -1)
     for c in range(factors.shape[2]):
         s = factors[:, :, c]
         if not bool(s.any()):
