@@ -200,8 +200,6 @@ def build_run(cfg: dict[str, Any]):
     ``store`` (run store path), ``name``, ``checkpoint_every`` (rounds between checkpoints
     under ``OUT/checkpoints`` when an output directory is given; default 10).
     """
-    from ..data.base import Dataset
-
     check_config_kind(cfg, "replica")
     unknown = sorted(set(cfg) - RUN_KEYS)
     if unknown:
@@ -210,6 +208,21 @@ def build_run(cfg: dict[str, Any]):
     for k in ("data", "model", "parle"):
         if not isinstance(cfg.get(k), dict):
             raise ConfigError(f"replica run config needs a mapping {k!r}")
+    model, loss_fn, data = build_model_and_data(cfg)
+    parle = ParleConfig.from_dict(dict(cfg["parle"]))
+    if sum(k in cfg for k in ("rounds", "epochs", "grad_evals")) != 1:
+        raise ConfigError("give exactly one of 'rounds', 'epochs' or 'grad_evals'")
+    kw = {k: cfg[k] for k in ("rounds", "epochs", "grad_evals", "eval_every", "eval_subset",
+                              "name") if k in cfg}
+    return model, loss_fn, data, parle, kw
+
+
+def build_model_and_data(cfg: dict[str, Any]):
+    """(model with its initial weights, loss_fn, data) from a replica run config's ``data``,
+    ``model``, ``loss``, ``seed`` and ``dtype`` (:func:`build_run`): also what rebuilds a
+    stored run's model and data to measure its master (``sgdlab measure``)."""
+    from ..data.base import Dataset
+
     dspec = dict(cfg["data"])
     if "file" in dspec:
         f = Path(dspec.pop("file"))
@@ -219,7 +232,8 @@ def build_run(cfg: dict[str, Any]):
             from ..errors import DataError
             raise DataError(f"data file not found: {f}")
         d = torch.load(f, weights_only=True)
-        data = Dataset(d["x_train"], d["y_train"], d["x_test"], d["y_test"], dict(d.get("meta", {})))
+        data = Dataset(d["x_train"], d["y_train"], d["x_test"], d["y_test"],
+                       dict(d.get("meta", {})))
     else:
         from ..data import load_dataset
         if "name" not in dspec:
@@ -236,12 +250,7 @@ def build_run(cfg: dict[str, Any]):
     torch.manual_seed(int(cfg.get("seed", 0)))
     model = build_model(mspec.pop("name"), data.input_shape, data.num_outputs, **mspec).to(dtype)
     loss_fn = build_loss(cfg.get("loss"), data)
-    parle = ParleConfig.from_dict(dict(cfg["parle"]))
-    if sum(k in cfg for k in ("rounds", "epochs", "grad_evals")) != 1:
-        raise ConfigError("give exactly one of 'rounds', 'epochs' or 'grad_evals'")
-    kw = {k: cfg[k] for k in ("rounds", "epochs", "grad_evals", "eval_every", "eval_subset",
-                              "name") if k in cfg}
-    return model, loss_fn, data, parle, kw
+    return model, loss_fn, data
 
 
 def _process_note(when: str, **extra: Any) -> str:
@@ -380,8 +389,10 @@ def run_from_config(cfg: dict[str, Any], *, mode: str, out: str | Path | None = 
     if out is not None:
         claim, lock = _take_for_all(out, comm, model, claim=not resume and not claimed)
     try:
+        # the whole config but the store's path: what built the data and model too
         res = train_replicas(model, loss_fn, data, parle, mode=mode, communicator=comm,
-                             store=store if is_main else None, complete=out is None, **kw)
+                             store=store if is_main else None, complete=out is None,
+                             run_config={k: v for k, v in cfg.items() if k != "store"}, **kw)
         if out is not None and is_main:
             _write_outputs(res, Path(out), mode, parle, store)
     except BaseException:

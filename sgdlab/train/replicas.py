@@ -373,7 +373,8 @@ def train_replicas(model: nn.Module, loss_fn: Callable[[Tensor, Tensor], Tensor]
                    device: str | torch.device | None = None,
                    communicator: Any = None, checkpoint_dir: str | os.PathLike | None = None,
                    checkpoint_every: int | None = None,
-                   resume: bool = False, complete: bool = True) -> ReplicaResult:
+                   resume: bool = False, complete: bool = True,
+                   run_config: dict[str, Any] | None = None) -> ReplicaResult:
     """Train ``config.replicas`` replicas of ``model`` with Parle; return the master.
 
     Args:
@@ -403,13 +404,17 @@ def train_replicas(model: nn.Module, loss_fn: Callable[[Tensor, Tensor], Tensor]
         complete: record the run's end (last metric rows, summary, status) in one
             transaction; ``False`` leaves the run ``running`` for a caller that still owes it
             files (it ends it with :meth:`sgdlab.store.RunStore.complete_run`).
+        run_config: what else a new run's record in ``store`` holds in its config besides
+            the method, mode, rounds and ``config`` (the data, model, loss, seed and dtype
+            specs that built ``model`` and ``data``: :func:`sgdlab.train.distributed.build_run`),
+            so that ``sgdlab runs compare`` sees them and ``sgdlab measure`` rebuilds the model.
     """
     run = _ReplicaTraining(model, loss_fn, data, config, rounds=rounds, epochs=epochs,
                            grad_evals=grad_evals, mode=mode, eval_every=eval_every,
                            eval_subset=eval_subset, device=device, communicator=communicator,
                            checkpoint_dir=checkpoint_dir, checkpoint_every=checkpoint_every,
                            resume=resume)
-    run.open_record(store, run_id, name)
+    run.open_record(store, run_id, name, run_config)
     try:
         run.fit()
     except BaseException as e:
@@ -563,15 +568,16 @@ class _ReplicaTraining:
         self.comm_time = float(mine_state.get("comm_time", 0.0))
         self.saved_run_id = head.get("run_id")
 
-    def open_record(self, store: Any, run_id: str | None, name: str | None) -> None:
+    def open_record(self, store: Any, run_id: str | None, name: str | None,
+                    run_config: dict[str, Any] | None = None) -> None:
         """The run's record (rank 0 only): created here, the caller's (``run_id``) or the
         resumed one's; on a resume the rows logged after the checkpoint are dropped (those
         rounds are redone)."""
         if self.resume and self.is_main:
             run_id = run_id or self.saved_run_id
         if store is not None and self.is_main:
-            config = {"method": "parle", "mode": self.mode, "rounds": self.rounds,
-                      "parle": self.cfg.to_dict()}
+            config = {**(run_config or {}), "method": "parle", "mode": self.mode,
+                      "rounds": self.rounds, "parle": self.cfg.to_dict()}
             run_id, self.writer = open_writer(
                 store, run_id, resumed=self.resume, stored_rows=self.stored_rows,
                 step=self.start * self.cfg.L,

@@ -234,6 +234,29 @@ def test_a_diverged_run_prints_and_writes_strict_json(tmp_path, capsys):
     assert result["parle"]["gamma"] == "inf"
 
 
+def test_the_stored_run_records_the_data_model_and_seed_so_compare_tells_runs_apart(
+        tmp_path, capsys):
+    """A replica run's record holds the whole config but the store's path: two runs that
+    differ only in the model's width are not "identical" to ``sgdlab runs compare``."""
+    from sgdlab.cli.main import main
+    from sgdlab.store import RunStore
+
+    cfg, _ = write_problem(tmp_path, replicas=2, rounds=1)
+    store = tmp_path / "runs.sqlite"
+    ids = []
+    for width in (6, 7):
+        run = {**cfg, "model": {**cfg["model"], "widths": [width]}, "store": str(store)}
+        ids.append(run_from_config(run, mode="inprocess").run_id)
+    recorded = RunStore(store).get_run(ids[0])["config"]
+    assert {k: recorded[k] for k in ("data", "model", "dtype", "seed")} == {
+        k: cfg[k] for k in ("data", "model", "dtype", "seed")}
+    assert "store" not in recorded and recorded["method"] == "parle"
+    capsys.readouterr()
+    assert main(["runs", "compare", *ids, "--store", str(store)]) == 0
+    out = capsys.readouterr().out
+    assert "identical" not in out and "model.widths" in out
+
+
 @pytest.mark.parametrize("hard_links", [True, False])
 def test_of_two_starts_into_one_free_folder_at_once_exactly_one_proceeds(tmp_path, monkeypatch,
                                                                        hard_links):
