@@ -2,8 +2,11 @@
 
 Loads a stored model — a run id (or unique prefix) in the run store, a run folder, or a
 checkpoint file/folder written by the training loop (its run folder must hold the
-``config.yaml`` that ``sgdlab train`` writes, so the model can be rebuilt) — measures it on a
-fixed subset of its training (or test) data with :mod:`sgdlab.measure`, and writes
+``config.yaml`` that ``sgdlab train`` writes, so the model can be rebuilt); of a run of
+``sgdlab parle`` (Parle, Elastic-SGD, Entropy-SGD replicas), the master x̄ it ended with
+(``master.pt``), by run id or ``--out`` folder, rebuilt from the config the run store holds —
+measures it on a fixed subset of its training (or test) data with :mod:`sgdlab.measure`, and
+writes
 
 - the scalars to the run's store (the one its folder records, or ``--store``) at the
   checkpoint's step, named ``measure/`` + the instrument
@@ -104,6 +107,11 @@ def _locate(target: str, store_path: str | None):
     from sgdlab.train.checkpoint import CHECKPOINT_NAME
 
     p = Path(target)
+    replica_folder = p if p.is_dir() else p.parent
+    if p.exists() and (replica_folder / REPLICA_RESULT).is_file() and (
+            replica_folder / REPLICA_MASTER).is_file() and p.name in (
+            replica_folder.name, REPLICA_MASTER, REPLICA_RESULT):
+        return _locate_replica_run(replica_folder, store_path)
     if p.exists():
         if p.is_file():
             ckpt, folder = p, p.parent.parent if p.parent.name == "checkpoints" else p.parent
@@ -115,6 +123,12 @@ def _locate(target: str, store_path: str | None):
             raise UserError(f"no checkpoint in {target!r} (expected {CHECKPOINT_NAME} or "
                             f"checkpoints/{CHECKPOINT_NAME})")
         cfg_file = folder / "config.yaml"
+        if not cfg_file.exists() and (folder / "parle.json").is_file():
+            raise UserError(f"{str(ckpt)!r} is a checkpoint of a replica run (`sgdlab "
+                            "parle`): measure the master it ends with, by the run's id or "
+                            f"its folder {str(folder)!r}, once it has finished (an "
+                            "interrupted one goes on with `sgdlab parle CONFIG --out DIR "
+                            "--resume`)")
         if not cfg_file.exists():
             raise UserError(f"cannot rebuild the model of {str(ckpt)!r}: no config.yaml in its "
                             f"run folder {str(folder)!r} (runs started by `sgdlab train` "
@@ -134,6 +148,8 @@ def _locate(target: str, store_path: str | None):
                         f"at {path} to look it up in (use --store PATH or $SGDLAB_STORE)")
     store = RunStore(path)
     run = store.get_run(target)   # UserError names the run if missing
+    if run["config"].get("method") == "parle":
+        return _replica_master(run, store)
     dirs = [a["path"] for a in run["artifacts"] if a["kind"] == "out_dir"]
     ckpts = [a["path"] for a in run["artifacts"] if a["kind"] == "checkpoint"]
     folder = Path(dirs[-1]) if dirs else None
@@ -145,15 +161,77 @@ def _locate(target: str, store_path: str | None):
     return run["config"], ckpt, run["id"], folder, store
 
 
+# what `sgdlab parle --out DIR` writes in DIR
+REPLICA_RESULT, REPLICA_MASTER = "result.json", "master.pt"
+
+
+def _locate_replica_run(folder: Path, store_path: str | None):
+    """:func:`_locate` for the ``--out`` folder of ``sgdlab parle`` (or a file in it): its run,
+    named in ``result.json``, looked up in the run store, which holds the config."""
+    import json
+
+    from sgdlab.store import RunStore, default_store_path
+
+    run_id = json.loads((folder / REPLICA_RESULT).read_text()).get("run_id")
+    path = Path(store_path) if store_path else default_store_path()
+    if run_id is None or not path.is_file():
+        raise UserError(f"cannot rebuild the model of the replica run in {str(folder)!r}: "
+                        + ("it was not recorded in a run store (its config had no 'store')"
+                           if run_id is None else f"no run store at {path} holds its run "
+                           f"{run_id} (give it with --store PATH)"))
+    store = RunStore(path)
+    return _replica_master(store.get_run(run_id), store)
+
+
+def _replica_master(run: dict, store):
+    """:func:`_locate` for a run of ``sgdlab parle``: the master's weights, ``master.pt``."""
+    cfg = run["config"]
+    if not all(isinstance(cfg.get(k), dict) for k in ("data", "model")):
+        raise UserError(f"cannot rebuild the model of replica run {run['id']}: its record "
+                        "holds no data and model specs (recorded by an older sgdlab)")
+    models = [Path(a["path"]) for a in run["artifacts"] if a["kind"] == "model"]
+    if not models or not models[-1].is_file():
+        raise UserError(f"replica run {run['id']} has no master weights on disk ("
+                        + (f"{models[-1]} is gone" if models else
+                           "it was not finished, or ran without --out") + ")")
+    return cfg, models[-1], run["id"], models[-1].parent, store
+
+
+def _rebuild(cfg: dict, ckpt: Path):
+    """(model with the checkpoint's weights, loss_fn, data, step, checkpoint state) of a
+    stored run: a training-loop checkpoint of a run config, or a replica run's master."""
+    import torch
+
+    from sgdlab.config.run import build_from_config
+    from sgdlab.train.checkpoint import load_checkpoint, load_state
+
+    if cfg.get("method") == "parle":
+        from sgdlab.train.distributed import build_model_and_data
+
+        model, loss_fn, data = build_model_and_data(cfg)
+        try:
+            weights = torch.load(ckpt, map_location="cpu", weights_only=True)
+        except Exception as e:  # noqa: BLE001 - one line naming the file
+            raise UserError(f"cannot read the master weights {str(ckpt)!r}: {e}") from None
+        load_state(model, weights, ckpt, "model")
+        # the master after the last round, logged at step rounds · L
+        step = int(cfg["rounds"]) * int(cfg["parle"]["L"])
+        return model, loss_fn, data, step, {}
+    built = build_from_config(cfg)
+    model = built.model
+    state = load_checkpoint(ckpt, map_location=next(model.parameters()).device,
+                            require=("model",))
+    load_state(model, state["model"], ckpt, "model")
+    step = int(state.get("loop", {}).get("step", 0))
+    return model, built.loss_fn, built.data, step, state
+
+
 def _tolist(t) -> list[float]:
     return [float(v) for v in t.reshape(-1).tolist()]
 
 
 def _measure(args: argparse.Namespace) -> int:
     import torch
-
-    from sgdlab.config.run import build_from_config
-    from sgdlab.train.checkpoint import load_checkpoint, load_state
 
     what = [w.strip() for w in args.what.split(",") if w.strip()]
     bad = [w for w in what if w not in WHAT]
@@ -170,12 +248,7 @@ def _measure(args: argparse.Namespace) -> int:
                         f"and {args.steps}")
 
     cfg, ckpt, run_id, folder, store = _locate(args.target, args.store)
-    built = build_from_config(cfg)
-    model, loss_fn, data = built.model, built.loss_fn, built.data
-    state = load_checkpoint(ckpt, map_location=next(model.parameters()).device,
-                            require=("model",))
-    load_state(model, state["model"], ckpt, "model")
-    step = int(state.get("loop", {}).get("step", 0))
+    model, loss_fn, data, step, state = _rebuild(cfg, ckpt)
     run_id = run_id or state.get("run_id")
     model.train(args.train_mode)
 
@@ -210,7 +283,7 @@ def _measure(args: argparse.Namespace) -> int:
     if "sharpness" in what:
         _sharpness(m)
     if "batch" in what:
-        _batch(m, batch_size, _checkpoint_lr(state, cfg))
+        _batch(m, batch_size, _checkpoint_lr(state, cfg, store, run_id))
     if "surface" in what:
         _surface(m)
     result["wall_time_s"] = time.perf_counter() - t0
@@ -399,20 +472,26 @@ def _surface(m: _Measuring) -> None:
 def _batch_size(args, cfg: dict, n: int) -> int:
     """``--batch-size`` (default: the run's ``train.batch_size``), checked against the ``n``
     examples measured, and ``--batches``."""
-    b = args.batch_size if args.batch_size is not None else (cfg.get("train") or {}).get(
-        "batch_size")
+    b = args.batch_size if args.batch_size is not None else (
+        cfg.get("parle") or cfg.get("train") or {}).get("batch_size")
     if not isinstance(b, int) or isinstance(b, bool):
+        key = "parle" if "parle" in cfg else "train"
         raise UserError(f"--what batch: give --batch-size B, 2 <= B <= {n} (the examples "
-                        f"measured; the run's train.batch_size is {b!r}, not one number)")
+                        f"measured; the run's {key}.batch_size is {b!r}, not one number)")
     if not 2 <= b <= n or args.batches < 1:
         raise UserError(f"--batch-size must be in [2, {n}] (the examples measured) and "
                         f"--batches >= 1, got {b} and {args.batches}")
     return b
 
 
-def _checkpoint_lr(state: dict, cfg: dict) -> float | None:
+def _checkpoint_lr(state: dict, cfg: dict, store, run_id: str | None) -> float | None:
     """The learning rate of the checkpoint's next step (its optimizer's, which a schedule has
-    moved), else the config's; None when there is none > 0."""
+    moved), else the config's; a replica run's: the last one it recorded (after its
+    milestones); None when there is none > 0."""
+    if cfg.get("method") == "parle":
+        recorded = store.metrics(run_id).get("lr") if run_id is not None else None
+        lr = recorded[-1][1] if recorded else None
+        return float(lr) if isinstance(lr, (int, float)) and lr > 0 else None
     groups = (state.get("optimizer") or {}).get("param_groups") or [{}]
     lr = groups[0].get("lr", (cfg.get("optimizer") or {}).get("lr"))
     return float(lr) if isinstance(lr, (int, float)) and lr > 0 else None

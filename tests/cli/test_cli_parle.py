@@ -217,3 +217,47 @@ def test_a_replica_whose_launcher_died_while_it_started_ends_at_once(tmp_path, m
     assert not launcher_gone()
     monkeypatch.setenv(LAUNCHER_ENV, str(os.getpid()))
     assert launcher_gone()
+
+
+def test_measure_rebuilds_the_master_of_a_replica_run_from_its_record(tmp_path, capsys):
+    """`sgdlab measure` of a `sgdlab parle` run (by run id, by its --out folder, by its
+    master.pt) measures the master x̄: its top Hessian eigenvalue on all the training examples
+    is the dense Hessian's, computed here on master.pt with the data and model built directly;
+    --what batch takes the replicas' batch size."""
+    import torch
+    from torch.func import functional_call
+
+    from sgdlab.cli.measure import _locate
+    from sgdlab.data import load_dataset
+    from sgdlab.models import build_model
+
+    store, out = tmp_path / "runs.sqlite", tmp_path / "out"
+    cfg = tmp_path / "c.json"
+    cfg.write_text(json.dumps({**CONFIG, "parle": {**CONFIG["parle"], "batch_size": 16},
+                               "dtype": "float64", "seed": 3, "store": str(store)}))
+    assert main(["parle", str(cfg), "--out", str(out)]) == 0
+    run_id = json.loads((out / "result.json").read_text())["run_id"]
+    for target in (run_id[:12], str(out / "master.pt")):       # what the folder finds
+        assert _locate(target, str(store))[1:3] == (out / "master.pt", run_id)
+    assert main(["measure", str(out), "--store", str(store), "--what", "hessian,batch",
+                 "--subset", "0", "--k", "1", "--probes", "2", "--batches", "2",
+                 "--out", str(tmp_path / "m")]) == 0, capsys.readouterr().err
+    res = json.loads((tmp_path / "m" / "measurements.json").read_text())
+    assert res["run_id"] == run_id and res["step"] == 2 * 2     # rounds · L
+    assert res["scalars"]["batch/batch_size"] == 16
+
+    data = load_dataset("digits", flatten=True, n_train=64).to(dtype=torch.float64)
+    model = build_model("mlp", data.input_shape, data.num_outputs, widths=[8]).double()
+    model.load_state_dict(torch.load(out / "master.pt", weights_only=True))
+    x, y = data.train
+    shapes = {n: p.shape for n, p in model.named_parameters()}
+
+    def loss(flat):
+        params, i = {}, 0
+        for n, s in shapes.items():
+            params[n], i = flat[i:i + s.numel()].reshape(s), i + s.numel()
+        return torch.nn.functional.cross_entropy(functional_call(model, params, (x,)), y)
+
+    flat = torch.cat([p.detach().reshape(-1) for p in model.parameters()])
+    top = float(torch.linalg.eigvalsh(torch.autograd.functional.hessian(loss, flat))[-1])
+    assert res["scalars"]["hess/top_1"] == pytest.approx(top, rel=1e-6)
