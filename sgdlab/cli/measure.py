@@ -233,6 +233,8 @@ def _tolist(t) -> list[float]:
 def _measure(args: argparse.Namespace) -> int:
     import torch
 
+    from sgdlab.store.runstore import MEASURED
+
     what = [w.strip() for w in args.what.split(",") if w.strip()]
     bad = [w for w in what if w not in WHAT]
     if bad or not what:
@@ -302,7 +304,7 @@ def _measure(args: argparse.Namespace) -> int:
                                   status="finished")
         print(f"  (no run for this checkpoint in {store.path}: recorded as run {run_id})")
     # prefixed: a measurement (its own subset and options) is not the training-time series
-    store.log_metrics(run_id, step, {f"measure/{k}": v for k, v in scalars.items()})
+    store.log_metrics(run_id, step, {f"{MEASURED}{k}": v for k, v in scalars.items()})
     store.add_artifact(run_id, "measurements", path.resolve())
     # the run's curvature/noise series recorded during training by the instruments, if any
     recorded = store.metrics(run_id)

@@ -137,7 +137,8 @@ def resume_run(run_id: str, *, store: Any = None, progress: bool | None = None,
         _write_run_file(out, run_id, store)
     store.claim(run_id)          # refuses a run whose process is alive
     if not resume:
-        if store.count_metrics(run_id):     # it had made progress: say why it is redone
+        # it had made progress: say why it is redone
+        if store.count_metrics(run_id, measured=False):
             print(f"sgdlab: note: no checkpoint at {checkpoint_path(out / 'checkpoints')} "
                   f"(killed before its first one, or removed): run {run_id} "
                   "restarts from step 0", file=sys.stderr, flush=True)

@@ -53,6 +53,10 @@ DEFAULT_PATH = Path("sgdlab-runs") / "runs.sqlite"
 ENV_VAR = "SGDLAB_STORE"
 HEARTBEAT_EVERY = 5.0    # seconds between heartbeats of a process that owns running runs
 STALE_AFTER = 30.0       # a run on another host without a heartbeat for this long is stale
+# the prefix of the rows `sgdlab measure` adds to a run: they belong to no training step, so a
+# resume, which drops the rows logged after its checkpoint, keeps them
+MEASURED = "measure/"
+_TRAINING_ROW = f"substr(name, 1, {len(MEASURED)}) != '{MEASURED}'"
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -682,19 +686,23 @@ class RunStore:
 
     def delete_metrics_after(self, run_id: str, step: int) -> int:
         """Drop metrics logged after ``step`` (resume from checkpoints that do not record how
-        many rows they had stored; see :meth:`truncate_metrics`)."""
+        many rows they had stored; see :meth:`truncate_metrics`), but not the rows of
+        ``sgdlab measure`` (``measure/...``)."""
         with _transaction(self._conn) as c:
-            return c.execute("DELETE FROM metrics WHERE run_id = ? AND step > ?",
-                             (run_id, int(step))).rowcount
+            return c.execute("DELETE FROM metrics WHERE run_id = ? AND step > ? AND "
+                             + _TRAINING_ROW, (run_id, int(step))).rowcount
 
     def truncate_metrics(self, run_id: str, keep: int) -> int:
         """Keep the first ``keep`` metric rows of ``run_id`` (in insertion order), drop the
         rest; returns how many were dropped. A resumed run keeps exactly the rows its
-        checkpoint had stored, whatever their steps, so nothing is lost or doubled."""
+        checkpoint had stored, whatever their steps, so nothing is lost or doubled. The rows
+        of ``sgdlab measure`` (``measure/...``), which its training did not log, are neither
+        counted nor dropped."""
         with _transaction(self._conn) as c:
             return c.execute(
-                "DELETE FROM metrics WHERE run_id = ? AND rowid NOT IN (SELECT rowid FROM "
-                "metrics WHERE run_id = ? ORDER BY rowid LIMIT ?)",
+                f"DELETE FROM metrics WHERE run_id = ? AND {_TRAINING_ROW} AND rowid NOT IN "
+                f"(SELECT rowid FROM metrics WHERE run_id = ? AND {_TRAINING_ROW} "
+                "ORDER BY rowid LIMIT ?)",
                 (run_id, run_id, max(0, int(keep)))).rowcount
 
     def metrics(self, run_id: str, name: str | None = None) -> dict[str, list[tuple[int, float]]]:
@@ -710,10 +718,14 @@ class RunStore:
             out.setdefault(n, []).append((int(s), _float_or_nan(v)))
         return out
 
-    def count_metrics(self, run_id: str | None = None) -> int:
+    def count_metrics(self, run_id: str | None = None, *, measured: bool = True) -> int:
+        """The metric rows (of ``run_id``); ``measured=False``: those its training logged,
+        without the rows of ``sgdlab measure`` (what :meth:`truncate_metrics` counts)."""
+        where = "" if measured else f" AND {_TRAINING_ROW}"
         if run_id is None:
-            return self._conn.execute("SELECT COUNT(*) FROM metrics").fetchone()[0]
-        return self._conn.execute("SELECT COUNT(*) FROM metrics WHERE run_id = ?",
+            return self._conn.execute("SELECT COUNT(*) FROM metrics WHERE 1" + where
+                                      ).fetchone()[0]
+        return self._conn.execute("SELECT COUNT(*) FROM metrics WHERE run_id = ?" + where,
                                   (run_id,)).fetchone()[0]
 
     def writer(self, run_id: str, *, flush_every: float = 2.0, max_buffer: int = 2000,

@@ -738,7 +738,7 @@ def open_writer(store: Any, run_id: str | None, *, resumed: bool, stored_rows: i
     elif resumed:
         if stored_rows is None:
             store.delete_metrics_after(run_id, step)
-            stored = store.count_metrics(run_id)
+            stored = store.count_metrics(run_id, measured=False)
         else:
             stored = int(stored_rows)
             store.truncate_metrics(run_id, stored)

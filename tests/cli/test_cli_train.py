@@ -358,6 +358,26 @@ def test_ctrl_c_after_training_names_the_resume_command_and_records_interrupted(
     assert "finished after 30 steps" in capsys.readouterr().out
 
 
+def test_a_measurement_of_a_stopped_run_outlives_its_resume(tmp_path, capsys):
+    """`sgdlab measure` of the checkpoint a stopped run left, then `sgdlab resume`: the resume
+    keeps the rows its checkpoint had stored, and the measurement, logged after them."""
+    cfg = tmp_path / "tiny.yaml"
+    cfg.write_text(TINY)
+    store_path, out = tmp_path / "runs.sqlite", tmp_path / "run"
+    assert main(["train", str(cfg), "--store", str(store_path), "--out", str(out)]) == 0
+    assert main(["measure", str(out), "--what", "sharpness", "--samples", "2", "--subset",
+                 "20", "--out", str(tmp_path / "m")]) == 0
+    store = RunStore(store_path)
+    (run,) = store.list_runs()
+    before = store.metrics(run["id"])
+    assert [k for k in before if k.startswith("measure/")]
+    store.set_status(run["id"], "interrupted", "stopped after its last checkpoint")
+    capsys.readouterr()
+    assert main(["resume", str(out)]) == 0
+    assert "finished after 30 steps" in capsys.readouterr().out
+    assert RunStore(store_path).metrics(run["id"]) == before
+
+
 def test_resume_of_a_run_whose_folder_was_removed_says_so_and_rebuilds_it(tmp_path, capsys):
     cfg = tmp_path / "tiny.yaml"
     cfg.write_text(TINY + "measure: [{name: _test_kill, every: 1}]\n")

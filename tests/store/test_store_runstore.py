@@ -51,6 +51,25 @@ def test_round_trip(tmp_path):
         store.get_run("nope")
 
 
+def test_a_resume_drops_the_rows_logged_after_its_checkpoint_but_not_measurements(tmp_path):
+    """The rows of `sgdlab measure` (measure/...) are not part of the training's series: the
+    truncations of a resume neither count nor drop them."""
+    store = RunStore(tmp_path / "runs.sqlite")
+    rid = store.create_run({})
+    store.log_many(rid, [("loss", 0, 2.0), ("loss", 10, 1.0)])        # checkpoint: 2 rows
+    store.log_metrics(rid, 10, {"measure/hess/top_1": 3.0})           # measured there
+    store.log_many(rid, [("loss", 20, 0.5), ("loss", 30, 0.4)])       # lost to a kill
+    store.log_metrics(rid, 30, {"measure/hess/top_1": 4.0})
+    assert store.truncate_metrics(rid, 2) == 2
+    assert store.metrics(rid) == {"loss": [(0, 2.0), (10, 1.0)],
+                                  "measure/hess/top_1": [(10, 3.0), (30, 4.0)]}
+    store.log_many(rid, [("loss", 20, 0.6)])
+    assert store.delete_metrics_after(rid, 10) == 1
+    assert store.count_metrics(rid) == 4 and store.count_metrics(rid, measured=False) == 2
+    assert store.truncate_metrics(rid, 0) == 2
+    assert store.metrics(rid) == {"measure/hess/top_1": [(10, 3.0), (30, 4.0)]}
+
+
 def test_ids_sort_by_creation_and_default_path(tmp_path, monkeypatch):
     ids = [new_run_id() for _ in range(3)]
     assert ids[0][:15] <= ids[-1][:15]
