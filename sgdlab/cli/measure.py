@@ -194,7 +194,9 @@ def _replica_master(run: dict, store):
         raise UserError(f"replica run {run['id']} has no master weights on disk ("
                         + (f"{models[-1]} is gone" if models else
                            "it was not finished, or ran without --out") + ")")
-    return cfg, models[-1], run["id"], models[-1].parent, store
+    # the rounds it ended with: a --resume with more rounds extends the run, not its record
+    rounds = (run["summary"] or {}).get("rounds", cfg.get("rounds"))
+    return {**cfg, "rounds": rounds}, models[-1], run["id"], models[-1].parent, store
 
 
 def _rebuild(cfg: dict, ckpt: Path):

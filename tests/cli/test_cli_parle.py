@@ -227,7 +227,7 @@ def test_measure_rebuilds_the_master_of_a_replica_run_from_its_record(tmp_path, 
     import torch
     from torch.func import functional_call
 
-    from sgdlab.cli.measure import _locate
+    from sgdlab.cli.measure import _locate, _rebuild
     from sgdlab.data import load_dataset
     from sgdlab.models import build_model
 
@@ -261,3 +261,7 @@ def test_measure_rebuilds_the_master_of_a_replica_run_from_its_record(tmp_path, 
     flat = torch.cat([p.detach().reshape(-1) for p in model.parameters()])
     top = float(torch.linalg.eigvalsh(torch.autograd.functional.hessian(loss, flat))[-1])
     assert res["scalars"]["hess/top_1"] == pytest.approx(top, rel=1e-6)
+    # a finished run extended by a --resume with more rounds is measured at its new end
+    cfg.write_text(json.dumps({**json.loads(cfg.read_text()), "rounds": 3}))
+    assert main(["parle", str(cfg), "--out", str(out), "--resume"]) == 0
+    assert _rebuild(*_locate(run_id, str(store))[:2])[3] == 3 * 2
