@@ -155,9 +155,13 @@ def _locate(target: str, store_path: str | None):
     folder = Path(dirs[-1]) if dirs else None
     ckpt = Path(ckpts[-1]) if ckpts else (folder / "checkpoints" / CHECKPOINT_NAME
                                            if folder else None)
-    if ckpt is None or not ckpt.exists():
-        raise UserError(f"run {run['id']} has no checkpoint on disk "
-                        f"({ckpt if ckpt else 'none recorded'})")
+    if ckpt is None:
+        raise UserError(f"run {run['id']} keeps no model to measure: the runs of `sgdlab "
+                        "train` (a checkpoint) and of `sgdlab parle` (the master) do; "
+                        f"{'its experiment' if run['experiment'] else 'this run'} "
+                        "recorded metrics only")
+    if not ckpt.exists():
+        raise UserError(f"run {run['id']} has no checkpoint on disk ({ckpt} is gone)")
     return run["config"], ckpt, run["id"], folder, store
 
 

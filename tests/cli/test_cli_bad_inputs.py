@@ -73,6 +73,11 @@ def test_measure_finds_the_runs_store_and_names_a_checkpoint_without_weights(
     assert main(["measure", str(run_dir), "--what", "hessian"]) == 2
     assert "has no 'model' entry" in one_error_line(capsys)
 
+    # an experiment's run (of `sgdlab run`) records metrics, no weights
+    sweep_run = RunStore(store).create_run({"lr": 0.1}, name="lr=0.1", experiment="sweep")
+    assert main(["measure", sweep_run, "--store", str(store)]) == 2
+    assert "keeps no model to measure" in one_error_line(capsys)
+
 
 def test_print_config_checks_option_values_as_training_does(tmp_path, capsys):
     # --print-config checked option names only: a negative width or a one-point data grid
