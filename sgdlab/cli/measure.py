@@ -171,13 +171,13 @@ REPLICA_RESULT, REPLICA_MASTER = "result.json", "master.pt"
 
 def _locate_replica_run(folder: Path, store_path: str | None):
     """:func:`_locate` for the ``--out`` folder of ``sgdlab parle`` (or a file in it): its run,
-    named in ``result.json``, looked up in the run store, which holds the config."""
-    import json
-
+    named in ``result.json``, looked up in the run store (the one named there, or
+    ``store_path``), which holds the config."""
+    from sgdlab.config.runner import recorded_run
     from sgdlab.store import RunStore, default_store_path
 
-    run_id = json.loads((folder / REPLICA_RESULT).read_text()).get("run_id")
-    path = Path(store_path) if store_path else default_store_path()
+    run_id, recorded = recorded_run(folder)
+    path = Path(store_path or recorded or default_store_path())
     if run_id is None or not path.is_file():
         raise UserError(f"cannot rebuild the model of the replica run in {str(folder)!r}: "
                         + ("it was not recorded in a run store (its config had no 'store')"

@@ -34,8 +34,9 @@ RUN_FILE = "run.json"
 
 
 def recorded_run(folder: Path) -> tuple[str | None, str | None]:
-    """(run id, store path) a run folder records (``run.json``, or ``results.json``)."""
-    for name in (RUN_FILE, "results.json"):
+    """(run id, store path) a run folder records (``run.json``, or ``results.json``; of
+    ``sgdlab parle --out``: ``result.json``)."""
+    for name in (RUN_FILE, "results.json", "result.json"):
         f = Path(folder) / name
         if f.is_file():
             try:

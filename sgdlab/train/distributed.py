@@ -412,6 +412,8 @@ def _write_outputs(res, o: Path, mode: str, parle: ParleConfig, store: Any) -> N
     tmp = o / ".result.json.tmp"
     tmp.write_text(strict_dumps(
         {"status": res.status, "message": res.message, "mode": mode, "run_id": res.run_id,
+         # the store that holds the run: the folder stands for it (sgdlab runs, measure)
+         "store": str(Path(store.path).resolve()) if store is not None else None,
          "final": res.final, "parle": parle.to_json(),
          "history": {k: v for k, v in res.history.items()}}, indent=1))
     os.replace(tmp, o / "result.json")

@@ -220,8 +220,9 @@ def test_a_replica_whose_launcher_died_while_it_started_ends_at_once(tmp_path, m
 
 
 def test_measure_rebuilds_the_master_of_a_replica_run_from_its_record(tmp_path, capsys):
-    """`sgdlab measure` of a `sgdlab parle` run (by run id, by its --out folder, by its
-    master.pt) measures the master x̄: its top Hessian eigenvalue on all the training examples
+    """`sgdlab measure` of a `sgdlab parle` run (by run id, by its --out folder, which names
+    the run and its store as a run folder of `sgdlab train` does, by its master.pt) measures
+    the master x̄: its top Hessian eigenvalue on all the training examples
     is the dense Hessian's, computed here on master.pt with the data and model built directly;
     --what batch takes the replicas' batch size."""
     import torch
@@ -239,7 +240,10 @@ def test_measure_rebuilds_the_master_of_a_replica_run_from_its_record(tmp_path, 
     run_id = json.loads((out / "result.json").read_text())["run_id"]
     for target in (run_id[:12], str(out / "master.pt")):       # what the folder finds
         assert _locate(target, str(store))[1:3] == (out / "master.pt", run_id)
-    assert main(["measure", str(out), "--store", str(store), "--what", "hessian,batch",
+    capsys.readouterr()
+    assert main(["runs", "show", str(out)]) == 0          # the folder names run and store
+    assert capsys.readouterr().out.startswith(f"run {run_id}")
+    assert main(["measure", str(out), "--what", "hessian,batch",
                  "--subset", "0", "--k", "1", "--probes", "2", "--batches", "2",
                  "--out", str(tmp_path / "m")]) == 0, capsys.readouterr().err
     res = json.loads((tmp_path / "m" / "measurements.json").read_text())
