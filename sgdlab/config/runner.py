@@ -123,6 +123,10 @@ def resume_run(run_id: str, *, store: Any = None, progress: bool | None = None,
         raise UserError(f"run {run_id} is {run['status']}; only interrupted, stale, failed "
                         "(or killed) runs can be resumed")
     dirs = [a["path"] for a in run["artifacts"] if a["kind"] == "out_dir"]
+    if not dirs and (run["config"] or {}).get("method") == "parle":
+        raise UserError(f"run {run_id} is a run of `sgdlab parle`: continue it with `sgdlab "
+                        "parle CONFIG --out DIR --resume`, DIR the folder that holds its "
+                        "checkpoints")
     if not dirs:
         raise UserError(f"run {run_id} has no run folder recorded (was it started by "
                         "`sgdlab train`?)")

@@ -269,3 +269,13 @@ def test_measure_rebuilds_the_master_of_a_replica_run_from_its_record(tmp_path, 
     cfg.write_text(json.dumps({**json.loads(cfg.read_text()), "rounds": 3}))
     assert main(["parle", str(cfg), "--out", str(out), "--resume"]) == 0
     assert _rebuild(*_locate(run_id, str(store))[:2])[3] == 3 * 2
+
+
+def test_resume_of_a_replica_run_says_how_it_continues(tmp_path, capsys):
+    from sgdlab.store import RunStore
+
+    store = RunStore(tmp_path / "runs.sqlite")
+    run_id = store.create_run({"method": "parle", "rounds": 2})
+    store.set_status(run_id, "interrupted")
+    assert main(["resume", run_id, "--store", str(store.path)]) == 2
+    assert "sgdlab parle CONFIG --out DIR --resume" in capsys.readouterr().err
