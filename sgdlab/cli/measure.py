@@ -42,7 +42,8 @@ def register(subparsers) -> None:
         description=plain(__doc__.split("\n\n", 1)[1]),
         formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("target", metavar="CHECKPOINT_OR_RUN",
-                   help="a run id (or unique prefix), a run folder, or a checkpoint")
+                   help="a run id (or unique prefix), a run folder, or a checkpoint (of "
+                        "`sgdlab train`; of `sgdlab parle`: its --out folder or master.pt)")
     p.add_argument("--what", default=DEFAULT_WHAT,
                    help=f"comma-separated subset of {','.join(WHAT)} (default: {DEFAULT_WHAT}; "
                         "surface: the loss on a plane through the model, steps² evaluations; "

@@ -8,7 +8,9 @@ machines, ``--print-command`` prints that command for you to run on each node wi
 
 With ``--out DIR`` checkpoints are written to ``DIR/checkpoints`` every ``--checkpoint-every``
 rounds (default: the config's ``checkpoint_every``, else 10) and at the end; ``--resume``
-continues an interrupted run from them bit for bit (same config and replica count). A new
+continues an interrupted run from them bit for bit (same config and replica count); with a
+``store`` in the config, ``sgdlab measure DIR`` (or the run's id) measures the final master
+``DIR/master.pt`` and ``sgdlab runs show DIR`` shows the run. A new
 run takes DIR first (``DIR/parle.json``): a second start into it is refused, also while the
 first has no checkpoint yet; a run that fails before its first checkpoint frees it again.
 
