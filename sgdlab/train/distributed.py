@@ -389,10 +389,9 @@ def run_from_config(cfg: dict[str, Any], *, mode: str, out: str | Path | None = 
     if out is not None:
         claim, lock = _take_for_all(out, comm, model, claim=not resume and not claimed)
     try:
-        # the whole config but the store's path: what built the data and model too
         res = train_replicas(model, loss_fn, data, parle, mode=mode, communicator=comm,
                              store=store if is_main else None, complete=out is None,
-                             run_config={k: v for k, v in cfg.items() if k != "store"}, **kw)
+                             run_config=_recorded_config(cfg), **kw)
         if out is not None and is_main:
             _write_outputs(res, Path(out), mode, parle, store)
     except BaseException:
@@ -403,6 +402,16 @@ def run_from_config(cfg: dict[str, Any], *, mode: str, out: str | Path | None = 
         if lock is not None:
             os.close(lock)
     return res
+
+
+def _recorded_config(cfg: dict[str, Any]) -> dict[str, Any]:
+    """What a run's record holds of its config: all of it but the store's path (what built
+    the data and model too), with a data file's path made absolute, so that the run is
+    rebuilt from any folder (``sgdlab measure``)."""
+    rec = {k: v for k, v in cfg.items() if k != "store"}
+    if "file" in rec["data"]:
+        rec["data"] = {**rec["data"], "file": str(Path(rec["data"]["file"]).resolve())}
+    return rec
 
 
 def _write_outputs(res, o: Path, mode: str, parle: ParleConfig, store: Any) -> None:

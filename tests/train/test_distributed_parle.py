@@ -257,6 +257,19 @@ def test_the_stored_run_records_the_data_model_and_seed_so_compare_tells_runs_ap
     assert "identical" not in out and "model.widths" in out
 
 
+def test_the_stored_run_records_its_data_file_by_an_absolute_path(tmp_path, monkeypatch):
+    """A data file named relative to the folder the run started in is recorded absolute:
+    the run's record rebuilds its data from any folder."""
+    from sgdlab.store import RunStore
+
+    cfg, _ = write_problem(tmp_path, replicas=1, rounds=1)
+    monkeypatch.chdir(tmp_path)
+    run = {**cfg, "data": {"file": "toy.pt"}, "store": "runs.sqlite"}
+    run_id = run_from_config(run, mode="inprocess").run_id
+    recorded = RunStore(tmp_path / "runs.sqlite").get_run(run_id)["config"]["data"]
+    assert recorded == {"file": str((tmp_path / "toy.pt").resolve())}
+
+
 @pytest.mark.parametrize("hard_links", [True, False])
 def test_of_two_starts_into_one_free_folder_at_once_exactly_one_proceeds(tmp_path, monkeypatch,
                                                                        hard_links):
