@@ -226,11 +226,11 @@ def test_measure_rebuilds_the_master_of_a_replica_run_from_its_record(tmp_path, 
     is the dense Hessian's, computed here on master.pt with the data and model built directly;
     --what batch takes the replicas' batch size."""
     import torch
-    from torch.func import functional_call
 
     from sgdlab.cli.measure import _locate, _rebuild
     from sgdlab.data import load_dataset
     from sgdlab.models import build_model
+    from sgdlab.testing import dense_hessian_reference
 
     store, out = tmp_path / "runs.sqlite", tmp_path / "out"
     cfg = tmp_path / "c.json"
@@ -253,17 +253,8 @@ def test_measure_rebuilds_the_master_of_a_replica_run_from_its_record(tmp_path, 
     data = load_dataset("digits", flatten=True, n_train=64).to(dtype=torch.float64)
     model = build_model("mlp", data.input_shape, data.num_outputs, widths=[8]).double()
     model.load_state_dict(torch.load(out / "master.pt", weights_only=True))
-    x, y = data.train
-    shapes = {n: p.shape for n, p in model.named_parameters()}
-
-    def loss(flat):
-        params, i = {}, 0
-        for n, s in shapes.items():
-            params[n], i = flat[i:i + s.numel()].reshape(s), i + s.numel()
-        return torch.nn.functional.cross_entropy(functional_call(model, params, (x,)), y)
-
-    flat = torch.cat([p.detach().reshape(-1) for p in model.parameters()])
-    top = float(torch.linalg.eigvalsh(torch.autograd.functional.hessian(loss, flat))[-1])
+    hessian = dense_hessian_reference(model, torch.nn.functional.cross_entropy, data.train)
+    top = float(torch.linalg.eigvalsh(hessian)[-1])
     assert res["scalars"]["hess/top_1"] == pytest.approx(top, rel=1e-6)
     # a finished run extended by a --resume with more rounds is measured at its new end
     cfg.write_text(json.dumps({**json.loads(cfg.read_text()), "rounds": 3}))
