@@ -78,6 +78,11 @@ def run_config(cfg: dict[str, Any], *, out_dir: str | os.PathLike | None = None,
     # Build before recording: input that only fails when built (a bad data option value, a
     # missing file) is reported without leaving a failed run behind.
     built = build_from_config(cfg, validated=True)
+    if cfg["data"]["data_dir"] is not None:
+        # recorded absolute, as the run's folder is: `sgdlab resume` and `sgdlab measure` from
+        # another folder read the same files
+        data_dir = str(Path(cfg["data"]["data_dir"]).expanduser().resolve())
+        cfg = {**cfg, "data": {**cfg["data"], "data_dir": data_dir}}
     if out_dir is not None:
         _refuse_held(out_dir)   # before a store is opened (or made) for a run that cannot start
         make_output_dir(out_dir)    # before the run is recorded: a folder it cannot write to

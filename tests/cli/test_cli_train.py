@@ -378,6 +378,26 @@ def test_a_measurement_of_a_stopped_run_outlives_its_resume(tmp_path, capsys):
     assert RunStore(store_path).metrics(run["id"]) == before
 
 
+def test_a_run_reading_a_relative_data_dir_is_measured_from_another_folder(tmp_path, capsys,
+                                                                          monkeypatch):
+    """data_dir is recorded absolute: `sgdlab measure` (and `resume`) of the run from another
+    folder read the files the run was trained on."""
+    from sgdlab.testing import make_idx_dir
+
+    make_idx_dir(tmp_path / "data", n_train=20, n_test=10)
+    monkeypatch.chdir(tmp_path)
+    assert main(["train", "digits-mlp", "--store", "runs.sqlite", "--out", "run",
+                 "--no-progress", "--set", "data.name=mnist", "--set", "data.data_dir=data",
+                 "--set", "train.epochs=1"]) == 0
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    capsys.readouterr()
+    assert main(["measure", str(tmp_path / "run"), "--what", "sharpness", "--samples",
+                 "2"]) == 0, capsys.readouterr().err
+    (run,) = RunStore(tmp_path / "runs.sqlite").list_runs()
+    assert run["config"]["data"]["data_dir"] == str((tmp_path / "data").resolve())
+
+
 def test_resume_of_a_run_whose_folder_was_removed_says_so_and_rebuilds_it(tmp_path, capsys):
     cfg = tmp_path / "tiny.yaml"
     cfg.write_text(TINY + "measure: [{name: _test_kill, every: 1}]\n")
