@@ -509,6 +509,11 @@ class RunStore:
         _check_status(status)
         self._update(run_id, "status = ?, message = ?", (status, message))
 
+    def set_config(self, run_id: str, config: dict[str, Any]) -> None:
+        """Replace the run's config (a resumed run that goes on longer than it was started
+        for: its length)."""
+        self._update(run_id, "config = ?", (_to_json(config),))
+
     def set_summary(self, run_id: str, summary: dict[str, Any]) -> None:
         self._update(run_id, "summary = ?", (_to_json(summary),))
 

@@ -582,6 +582,11 @@ class _ReplicaTraining:
                 store, run_id, resumed=self.resume, stored_rows=self.stored_rows,
                 step=self.start * self.cfg.L,
                 new_run=lambda: store.create_run(config, name=name))
+            recorded = store.get_run(run_id)["config"] if self.resume else None
+            if (isinstance(recorded, dict) and recorded.get("method") == "parle"
+                    and recorded.get("rounds") != self.rounds):
+                # a resume with more rounds extends the run: its record says how far it goes
+                store.set_config(run_id, {**recorded, **config})
             self.store = store
         self.run_id = run_id
 

@@ -270,6 +270,17 @@ def test_the_stored_run_records_its_data_file_by_an_absolute_path(tmp_path, monk
     assert recorded == {"file": str((tmp_path / "toy.pt").resolve())}
 
 
+def test_a_run_extended_by_a_resume_records_its_new_length(tmp_path):
+    from sgdlab.store import RunStore
+
+    cfg, _ = write_problem(tmp_path, replicas=1, rounds=1)
+    cfg["store"] = str(tmp_path / "runs.sqlite")
+    run_id = run_from_config(cfg, mode="inprocess", out=tmp_path / "out").run_id
+    run_from_config({**cfg, "rounds": 2}, mode="inprocess", out=tmp_path / "out", resume=True)
+    recorded = RunStore(tmp_path / "runs.sqlite").get_run(run_id)
+    assert recorded["summary"]["rounds"] == recorded["config"]["rounds"] == 2
+
+
 @pytest.mark.parametrize("hard_links", [True, False])
 def test_of_two_starts_into_one_free_folder_at_once_exactly_one_proceeds(tmp_path, monkeypatch,
                                                                        hard_links):
