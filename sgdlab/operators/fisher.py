@@ -14,6 +14,7 @@ from torch import Tensor, nn
 
 from .batches import Data
 from .linear import ModelOperator
+from .params import state_versions
 from .per_sample import per_sample_gradients
 
 
@@ -21,9 +22,11 @@ class EmpiricalFisherOperator(ModelOperator):
     """F v = (1/N) Gᵀ (G v) with G the (N, d) per-sample gradients.
 
     ``store_gradients=True`` (default) computes G once (N·d memory, two thin matmuls per
-    product); ``False`` recomputes per-sample gradients batch by batch at every product (memory
-    of one batch's gradients), for data that does not fit. ``gradients`` may pass a precomputed
-    G (e.g. from a :class:`~sgdlab.measure.noise.GradientCovariance`).
+    product) and again after the model's parameters or buffers changed in place (an optimizer
+    step), as the Hessian and GGN operators remake their kept graphs; ``False`` recomputes
+    per-sample gradients batch by batch at every product (memory of one batch's gradients),
+    for data that does not fit. ``gradients`` may pass a precomputed G (e.g. from a
+    :class:`~sgdlab.measure.noise.GradientCovariance`), used as given.
     """
 
     def __init__(
@@ -39,6 +42,7 @@ class EmpiricalFisherOperator(ModelOperator):
         super().__init__(model, loss_fn, data)
         self.chunk_size = chunk_size
         self._store = store_gradients
+        self._versions: tuple[int, ...] | None = None    # of the model G was computed at
         if gradients is not None:
             if gradients.shape[1] != self.shape[0]:
                 raise ValueError(f"gradients have {gradients.shape[1]} columns, model has "
@@ -47,10 +51,20 @@ class EmpiricalFisherOperator(ModelOperator):
         elif data is None:
             raise ValueError("EmpiricalFisherOperator needs data or precomputed gradients")
         elif store_gradients:
-            self.gradients = per_sample_gradients(model, loss_fn, data,
-                                                  chunk_size=chunk_size).detach()
+            self._compute_gradients()
         else:
             self.gradients = None
+
+    def _compute_gradients(self) -> None:
+        self.gradients = per_sample_gradients(self.model, self.loss_fn, self.data,
+                                              chunk_size=self.chunk_size).detach()
+        self._versions = state_versions(self.model)
+
+    def _current_gradients(self) -> Tensor | None:
+        """G, computed again when the model changed in place since (G from data only)."""
+        if self._versions is not None and self._versions != state_versions(self.model):
+            self._compute_gradients()
+        return self.gradients
 
     def _options(self) -> dict:
         return dict(store_gradients=self._store, chunk_size=self.chunk_size)
@@ -65,8 +79,8 @@ class EmpiricalFisherOperator(ModelOperator):
 
     def _matvec(self, v: Tensor) -> Tensor:
         """F v for a flat v, or F M for a (d, k) M (the same two thin matmuls)."""
-        if self.gradients is not None:
-            g = self.gradients
+        g = self._current_gradients()
+        if g is not None:
             return g.T @ (g @ v) / len(g)
         total, n = torch.zeros_like(v), 0
         for x, y in self.batches():
@@ -81,8 +95,9 @@ class EmpiricalFisherOperator(ModelOperator):
 
     def _quadratic_forms(self, m: Tensor) -> Tensor:
         """vᵀ F v = ‖G v‖² / N (one thin matmul instead of two)."""
-        if self.gradients is not None:
-            return (self.gradients @ m).square().sum(0) / len(self.gradients)
+        g = self._current_gradients()
+        if g is not None:
+            return (g @ m).square().sum(0) / len(g)
         total, n = m.new_zeros(m.shape[1]), 0
         for x, y in self.batches():
             g = per_sample_gradients(self.model, self.loss_fn, (x, y), chunk_size=self.chunk_size)

@@ -57,6 +57,13 @@ def require_trainable(model: nn.Module) -> dict[str, Tensor]:
     return params
 
 
+def state_versions(model: nn.Module) -> tuple[int, ...]:
+    """The version counters of ``model``'s parameters and buffers. Every in-place change moves
+    them (an optimizer step, new batch-norm running statistics), so a result kept with them
+    is known to be stale once they differ."""
+    return tuple(t._version for t in (*model.parameters(), *model.buffers()))
+
+
 def num_params(model: nn.Module) -> int:
     """Number of trainable scalars d."""
     return sum(p.numel() for p in trainable_named_params(model).values())

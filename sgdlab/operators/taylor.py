@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .batches import is_single_batch, iterate_batches
-from .params import param_rows, param_slices
+from .params import param_rows, param_slices, state_versions
 
 # elementwise activations whose first and second derivatives are taken by autograd at z
 ELEMENTWISE = (nn.ReLU, nn.LeakyReLU, nn.Tanh, nn.Sigmoid, nn.ELU, nn.GELU, nn.SiLU,
@@ -564,14 +564,11 @@ def single_batch_preparation(op, attr: str, prepare) -> tuple:
     :func:`~sgdlab.measure.interpolation.recompute_bn_statistics`), which an eval-mode batch
     norm's kept activations read. Counted after ``prepare``: a train-mode batch norm's own
     forward moves them (the operators put the values back, not the counters)."""
-    def versions() -> tuple[int, ...]:
-        return tuple(t._version for t in (*op.model.parameters(), *op.model.buffers()))
-
     held = getattr(op, attr)
-    if held is None or held[0] != versions():
+    if held is None or held[0] != state_versions(op.model):
         x, y = next(iterate_batches(op.data, op.device))
         value = prepare(x, y)
-        held = (versions(), value)
+        held = (state_versions(op.model), value)
         setattr(op, attr, held)
     return held[1]
 

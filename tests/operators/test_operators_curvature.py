@@ -327,6 +327,32 @@ def test_cached_gradient_graphs_follow_a_parameter_change(changed):
         torch.testing.assert_close(op.matmat(v), a @ v)
 
 
+def test_stored_fisher_gradients_follow_a_parameter_change():
+    """The empirical Fisher keeps G from construction: after an optimizer step its products
+    were the old parameters' Fisher, where the Hessian and GGN operators beside it follow the
+    change. G is computed again; a G passed in by the caller is used as given."""
+    from sgdlab.operators import EmpiricalFisherOperator, per_sample_gradients
+    from sgdlab.testing import empirical_fisher_reference
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 2)).double()
+    data, loss_fn = tiny_classification(6, 3, 2), nn.CrossEntropyLoss()
+    op = EmpiricalFisherOperator(model, loss_fn, data)
+    given = EmpiricalFisherOperator(model, loss_fn,
+                                    gradients=per_sample_gradients(model, loss_fn, data))
+    v = torch.randn(op.shape[0], 2, dtype=torch.float64)
+    before = op.matmat(v)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.3)
+    f = empirical_fisher_reference(per_sample_gradients(model, loss_fn, data))
+    assert (f @ v - before).abs().max() > 1e-3            # the step changed the Fisher
+    torch.testing.assert_close(op.matvec(v[:, 0]), f @ v[:, 0])
+    torch.testing.assert_close(op.matmat(v), f @ v)
+    torch.testing.assert_close(op.quadratic_forms(v), ((f @ v) * v).sum(0))
+    torch.testing.assert_close(given.matmat(v), before)
+
+
 def test_hutchinson_blocks_do_not_change_the_samples():
     from sgdlab.measure.curvature import hutchinson_trace
     from sgdlab.operators import HessianOperator
