@@ -38,3 +38,21 @@ def test_expected_sharpness_of_quadratic_is_half_sigma2_trace():
     assert torch.equal(q.grad(torch.zeros(3, dtype=f64)), torch.zeros(3, dtype=f64))
     assert abs(est.value - exact) < 4 * se and exact > 10 * se
     assert est.stderr == pytest.approx(se, rel=0.25)       # the reported error is the real one
+
+
+@pytest.mark.parametrize("land", [Quadratic(torch.diag(torch.tensor([2.0, 0.5, 0.1], dtype=f64)),
+                                            num_samples=30), TwoBasin(num_samples=40)],
+                         ids=["quadratic", "two_basin"])
+def test_a_float32_start_on_a_float64_landscape_gives_a_float64_parameter(land):
+    # torch.zeros(d) / torch.tensor([...]) are float32: θ was a float32 parameter whose
+    # gradients agreed with the closed form only to float32 rounding
+    theta = torch.linspace(-0.3, 0.7, land.dim)
+    model, loss_fn, data = as_problem(land, theta)
+    assert model.theta.dtype == f64 and data[1].dtype == f64
+    torch.testing.assert_close(full_gradient(model, loss_fn, data), land.grad(theta.double()),
+                               rtol=1e-13, atol=1e-15)
+
+
+def test_a_float32_landscape_keeps_a_float32_parameter():
+    model, _, _ = as_problem(TwoBasin(num_samples=40, dtype=torch.float32), torch.zeros(2))
+    assert model.theta.dtype == torch.float32
