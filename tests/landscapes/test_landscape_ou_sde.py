@@ -182,6 +182,19 @@ def test_scalar_diffusion_factor_is_exact_in_float64():
                                atol=1e-15)
 
 
+@pytest.mark.parametrize("diffusion", [torch.tensor([0.5, 2.0, 0.3]),
+                                       torch.tensor([[0.5, 0.1, 0.0], [0.1, 2.0, 0.2],
+                                                     [0.0, 0.2, 0.3]])], ids=["diag", "dense"])
+def test_float32_diffusion_tensor_factor_is_exact_in_float64(diffusion):
+    # torch.tensor([...]) is float32: its root taken in float32 put ~1e-7 errors into G Gᵀ
+    sde = SDE.langevin(lambda x: x, 3, diffusion=diffusion)
+    g = sde.factor(torch.zeros(2, 3, dtype=f64))[0]
+    d = diffusion.double()
+    d = torch.diag(d) if d.ndim == 1 else d
+    assert g.dtype == f64
+    torch.testing.assert_close(g @ g.T, 2 * d, rtol=0, atol=1e-14)
+
+
 def test_sgd_sde_refuses_a_fractional_batch_size():
     q = Quadratic(torch.eye(2, dtype=f64), num_samples=10)
     with pytest.raises(UserError, match="integer batch_size"):

@@ -81,12 +81,14 @@ class SDE:
         elif isinstance(diffusion, Tensor) and diffusion.ndim == 1:
             if diffusion.shape[0] != dim or (diffusion < 0).any():
                 raise UserError(f"diagonal diffusion must be ({dim},) and >= 0")
-            root = torch.diag(diffusion.sqrt())
+            # roots in float64 whatever D's dtype (torch.tensor([...]) is float32): a float32
+            # root made G Gᵀ of a float64 simulation miss 2 β⁻¹ D by ~1e-7
+            root = torch.diag(diffusion.double().sqrt())
         elif isinstance(diffusion, Tensor):
             if diffusion.shape != (dim, dim):
                 raise UserError(f"diffusion matrix must be ({dim}, {dim}), "
                                 f"got {tuple(diffusion.shape)}")
-            root = psd_sqrt(diffusion)
+            root = psd_sqrt(diffusion.double())
         else:
             if diffusion < 0:
                 raise UserError(f"diffusion must be >= 0, got {diffusion}")
