@@ -60,7 +60,9 @@ class TorchDistributedCommunicator:
         """(x̄, mean replica loss) from this process' single replica, in one all-reduce."""
         (mine,), (loss,) = anchors, losses
         flat = torch.cat([t.detach().reshape(-1) for t in mine]
-                         + [loss.detach().reshape(1).to(mine[0].dtype)])
+                         # the loss on the anchors' device too: the final round passes
+                         # CPU zeros, which torch.cat refuses beside CUDA anchors
+                         + [loss.detach().reshape(1).to(mine[0])])
         flat = self._all_reduce_mean(flat)
         return _split(flat[:-1], mine), float(flat[-1])
 
