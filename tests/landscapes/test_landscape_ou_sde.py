@@ -195,6 +195,18 @@ def test_float32_diffusion_tensor_factor_is_exact_in_float64(diffusion):
     torch.testing.assert_close(g @ g.T, 2 * d, rtol=0, atol=1e-14)
 
 
+@pytest.mark.parametrize("integrator", [EulerMaruyama(), LeimkuhlerMatthews()],
+                         ids=["em", "lm"])
+@pytest.mark.parametrize("seeded", [False, True])
+def test_simulate_draws_the_increments_on_the_chains_device(integrator, seeded):
+    # the "meta" device stands in for CUDA: a draw left on the CPU is refused beside it
+    gen = torch.Generator().manual_seed(0) if seeded else None
+    x0 = torch.zeros(3, 2, dtype=f64, device="meta")
+    path = simulate(SDE.langevin(lambda x: x, 2), x0, dt=0.1, steps=2, integrator=integrator,
+                    generator=gen)
+    assert path.final.device.type == "meta" and path.final.dtype == f64
+
+
 def test_sgd_sde_refuses_a_fractional_batch_size():
     q = Quadratic(torch.eye(2, dtype=f64), num_samples=10)
     with pytest.raises(UserError, match="integer batch_size"):

@@ -9,6 +9,7 @@ import torch
 from torch import Tensor
 
 from sgdlab.errors import UserError
+from sgdlab.optim.noise import standard_normal
 
 from .base import SDE, Integrator
 from .euler_maruyama import EulerMaruyama
@@ -69,8 +70,10 @@ def simulate(
     def draw(n: int) -> Tensor:
         if increments is not None:
             return increments[n]
-        return torch.randn((*x.shape[:-1], sde.noise_dim), generator=generator,
-                           dtype=x.dtype) * sq
+        # drawn on the generator's device (the CPU one by default) and moved to the chains':
+        # a CPU draw beside CUDA chains failed in the integrator's first step
+        return standard_normal((*x.shape[:-1], sde.noise_dim), generator=generator,
+                               dtype=x.dtype, device=x.device) * sq
     if look:
         integ.start(sde, x, draw(0))
     obs = observe or (lambda s: s.clone())
