@@ -293,8 +293,9 @@ class GradientCovariance:
         if not bool(null.any()):
             return vecs
         keep = vecs[:, ~null]
-        fill = torch.randn(vecs.shape[0], int(null.sum()), dtype=vecs.dtype,
-                           device=vecs.device, generator=generator)
+        gdev = generator.device if generator is not None else vecs.device
+        fill = torch.randn(vecs.shape[0], int(null.sum()), dtype=vecs.dtype, device=gdev,
+                           generator=generator).to(vecs.device)
         for _ in range(2):      # twice is enough (Kahan-Parlett)
             fill = fill - keep @ (keep.T @ fill)
         fill = torch.linalg.qr(fill).Q

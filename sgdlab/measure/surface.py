@@ -82,8 +82,12 @@ def random_direction(model: nn.Module, *, normalization: str = "filter", bias_bn
     if not params:
         raise ValueError("random_direction: the model has no trainable parameters")
     parts = []
+    # drawn on the generator's device, then moved (as the probes of sgdlab.measure.curvature):
+    # a CPU generator gives the same direction on any device instead of failing on CUDA
+    gdev = generator.device if generator is not None else None
     for w in params:
-        d = torch.randn(w.shape, dtype=w.dtype, device=w.device, generator=generator)
+        d = torch.randn(w.shape, dtype=w.dtype, device=gdev or w.device,
+                        generator=generator).to(w.device)
         if w.dim() <= 1 and bias_bn != "normalize":
             d = torch.zeros_like(w) if bias_bn == "zero" else w.detach().clone()
         elif normalization == "filter" and w.dim() >= 2:

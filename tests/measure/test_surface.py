@@ -240,3 +240,17 @@ def test_loss_only_surface_matches_the_full_one():
     assert lean.train_loss == full.train_loss
     assert all(math.isnan(a) for row in lean.train_acc for a in row)
     assert all(0 <= a <= 1 for row in full.train_acc for a in row)
+
+
+def test_random_direction_draws_from_the_generator_in_the_parameters_dtype_and_device():
+    # the draw is the generator's stream, on its device (CPU here), in each parameter's dtype;
+    # the direction lives with the parameters ("meta" stands in for an accelerator)
+    model = nn.Sequential(nn.Linear(3, 2), nn.Linear(2, 1)).double()
+    d = random_direction(model, normalization="none", bias_bn="normalize",
+                         generator=torch.Generator().manual_seed(3))
+    g = torch.Generator().manual_seed(3)
+    expected = torch.cat([torch.randn(p.shape, dtype=torch.float64, generator=g).reshape(-1)
+                          for p in model.parameters()])
+    assert d.dtype == torch.float64 and torch.equal(d, expected)
+    on_meta = random_direction(model.to("meta"), generator=torch.Generator().manual_seed(3))
+    assert on_meta.device.type == "meta" and on_meta.dtype == torch.float64
