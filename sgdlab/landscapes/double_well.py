@@ -32,6 +32,7 @@ import torch
 from torch import Tensor
 
 from sgdlab.errors import UserError
+from sgdlab.optim.noise import standard_normal
 
 from .base import Landscape
 from .sde.base import SDE
@@ -141,11 +142,11 @@ def winding_rate(dw: DoubleWell, x0: Tensor, *, dt: float, steps: int,
 
     sde, integ = dw.sde(), EulerMaruyama()
     x = x0.clone()
-    total = torch.zeros(x.shape[:-1], dtype=x.dtype)
+    total = x.new_zeros(x.shape[:-1])      # on the chains' device, as the draws below
     ang = torch.atan2(x[..., 1], x[..., 0])
     sq = math.sqrt(dt)
     for n in range(steps):
-        dwn = torch.randn(x.shape, generator=generator, dtype=x.dtype) * sq
+        dwn = standard_normal(x.shape, generator=generator, dtype=x.dtype, device=x.device) * sq
         x = integ.step(sde, x, n * dt, dt, dwn)
         new = torch.atan2(x[..., 1], x[..., 0])
         total += (new - ang + math.pi) % (2 * math.pi) - math.pi

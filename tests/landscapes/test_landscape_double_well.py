@@ -7,7 +7,7 @@ import scipy.integrate
 import scipy.stats
 import torch
 
-from sgdlab.landscapes.double_well import DoubleWell
+from sgdlab.landscapes.double_well import DoubleWell, winding_rate
 from sgdlab.landscapes.sde import simulate
 
 f64 = torch.float64
@@ -139,3 +139,24 @@ def test_noiseless_flow_rests_moves_or_spirals_with_lambda():
         assert np.allclose(orbits["turns"], turns, rtol=0.02), beta
     ratio = big["radius_end"] / big["radius_half"]
     assert (ratio < 0.85).all() and (ratio > 0.6).all()     # ≈ 2^(-1/2) for r ∝ t^(-1/2)
+
+
+def test_winding_rate_sums_the_wrapped_angle_increments_of_the_euler_maruyama_path():
+    dw = DoubleWell(lam=1.0)
+    x0 = torch.tensor([[1.0, 0.0], [-0.5, 0.5], [0.2, -1.0]], dtype=torch.float64)
+    final, rate = winding_rate(dw, x0, dt=0.01, steps=50,
+                               generator=torch.Generator().manual_seed(4))
+    path = simulate(dw.sde(), x0, dt=0.01, steps=50, record_every=1,
+                    generator=torch.Generator().manual_seed(4))
+    ang = torch.atan2(path.states[..., 1], path.states[..., 0])
+    turns = ((ang.diff(dim=0) + math.pi) % (2 * math.pi) - math.pi).sum(0)
+    torch.testing.assert_close(final, path.final, rtol=0, atol=1e-14)
+    torch.testing.assert_close(rate, turns / 0.5, rtol=1e-12, atol=1e-12)
+
+
+def test_winding_rate_keeps_its_chains_on_their_device():
+    # "meta" stands in for CUDA: the running total and the draws were made on the CPU
+    x0 = torch.zeros(3, 2, dtype=torch.float64, device="meta")
+    final, rate = winding_rate(DoubleWell(lam=1.0), x0, dt=0.01, steps=2,
+                               generator=torch.Generator().manual_seed(0))
+    assert final.device.type == rate.device.type == "meta" and rate.dtype == torch.float64
