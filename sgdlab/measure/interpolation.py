@@ -159,6 +159,11 @@ def interpolate_models(
     if theta_a.shape != theta_b.shape:
         raise ValueError(f"models differ in size: {theta_a.numel()} vs {theta_b.numel()} "
                          "trainable parameters")
+    if (theta_a.dtype, theta_a.device) != (theta_b.dtype, theta_b.device):
+        # torch.lerp's own error names neither model ("expected dtype float for `end`")
+        raise ValueError(f"models differ in dtype or device: {theta_a.dtype} on "
+                         f"{theta_a.device} vs {theta_b.dtype} on {theta_b.device}; move one "
+                         "to the other's (e.g. model_b.to(dtype=..., device=...))")
     if alphas is None:
         alphas = torch.linspace(-1.0, 2.0, 31, dtype=torch.float64)
     alphas = [float(a) for a in torch.as_tensor(alphas, dtype=torch.float64).reshape(-1)]

@@ -135,3 +135,9 @@ def test_frozen_parameters_are_interpolated_too():
     c[1].requires_grad_(False)                    # as many trainable ones, other frozen names
     with pytest.raises(ValueError, match="frozen"):
         interpolate_models(a, c, loss_fn, train, alphas=[0.0])
+
+
+def test_models_of_different_dtypes_are_a_value_error_naming_both():
+    a, b = _pair(bn=False)
+    with pytest.raises(ValueError, match="float64 on cpu vs torch.float32 on cpu"):
+        interpolate_models(a, b.float(), nn.functional.cross_entropy, _data(8, 1), alphas=[0.5])
