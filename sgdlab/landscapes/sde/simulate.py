@@ -70,7 +70,7 @@ def simulate(
     def draw(n: int) -> Tensor:
         if increments is not None:
             return increments[n]
-        # drawn on the generator's device (the CPU one by default) and moved to the chains':
+        # drawn on the generator's device (the chains' without one), moved to the chains':
         # a CPU draw beside CUDA chains failed in the integrator's first step
         return standard_normal((*x.shape[:-1], sde.noise_dim), generator=generator,
                                dtype=x.dtype, device=x.device) * sq
