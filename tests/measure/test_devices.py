@@ -105,3 +105,27 @@ def test_step_length_and_loss_surface_match_the_cpu(device):
     with torch.no_grad():
         origin = float(LOSS(model(data[0]), data[1]))
     assert float(surf_cpu[2]) == pytest.approx(origin, rel=1e-12)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_a_cpu_generator_gives_the_cpu_direction_and_covariance_eigenvectors_on_any_device(
+        device):
+    # draws are made on the generator's device and moved: the same numbers on every device
+    # (drawing on the parameters' device with a CPU generator is refused on CUDA)
+    from sgdlab.measure.surface import random_direction
+
+    out = {}
+    for dev in dict.fromkeys(("cpu", device)):
+        model, data = _problem(dev)
+        d = random_direction(model, generator=torch.Generator().manual_seed(2))
+        assert d.device.type == dev and d.dtype == torch.float64
+        # N = 8 examples: Σ has rank <= 7, so k = 8 takes a zero eigenvalue, whose eigenvector
+        # is completed with a random draw
+        vals, vecs = gradient_covariance(model, LOSS, data).eigenpairs(
+            8, generator=torch.Generator().manual_seed(3))
+        out[dev] = (d.cpu(), vals.cpu(), vecs.cpu())
+    (d_cpu, vals_cpu, vecs_cpu), (d_dev, vals_dev, vecs_dev) = out["cpu"], out[device]
+    torch.testing.assert_close(d_dev, d_cpu, rtol=1e-9, atol=1e-12)
+    torch.testing.assert_close(vals_dev, vals_cpu, rtol=1e-9, atol=1e-12)
+    signs = torch.sign((vecs_dev * vecs_cpu).sum(0))      # eigh's sign per column is free
+    torch.testing.assert_close(vecs_dev * signs, vecs_cpu, rtol=1e-7, atol=1e-9)
