@@ -25,16 +25,19 @@ from .base import Landscape
 
 class LandscapeModel(nn.Module):
     """θ as an ``nn.Parameter``; ``forward(idx) -> ℓ_idx(θ)`` of shape (B,). θ takes θ0's
-    dtype promoted with the landscape's (float64 for the float64 landscapes)."""
+    dtype promoted with that of the landscape's tensors (float64 for the float64 landscapes)."""
 
     def __init__(self, landscape: Landscape, theta0: Tensor) -> None:
         super().__init__()
         self.landscape = landscape
         theta = torch.as_tensor(theta0).detach().reshape(landscape.dim)
-        # θ in the dtype the landscape computes in (its loss at θ0): a float32 θ0 such as
-        # torch.zeros(d) on a float64 landscape made a float32 parameter, so its gradients and
-        # steps were rounded to float32 while every closed form stays float64
-        dtype = torch.promote_types(theta.dtype, landscape.loss(theta).dtype)
+        # θ in the dtype the landscape holds its tensors in: a float32 θ0 such as torch.zeros(d)
+        # on a float64 landscape made a float32 parameter, so its gradients and steps were
+        # rounded to float32 while every closed form stays float64 (p-spin's matmuls refused it)
+        dtype = theta.dtype
+        for v in vars(landscape).values():
+            if isinstance(v, Tensor) and v.is_floating_point():
+                dtype = torch.promote_types(dtype, v.dtype)
         self.theta = nn.Parameter(theta.to(dtype).clone())
 
     def forward(self, idx: Tensor) -> Tensor:
