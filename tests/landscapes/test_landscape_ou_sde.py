@@ -207,6 +207,23 @@ def test_simulate_draws_the_increments_on_the_chains_device(integrator, seeded):
     assert path.final.device.type == "meta" and path.final.dtype == f64
 
 
+@pytest.mark.parametrize("case", ["sgd_sde-em", "ou-em", "ou-lm"])
+def test_a_float32_start_of_a_float64_sde_runs_in_float64(case):
+    # sgd_sde of a float64 landscape: its factor is float64 whatever x's dtype (a matmul
+    # refused float32 increments); OU with a float64 H: the first increment was float32
+    if case.startswith("sgd_sde"):
+        sde = sgd_sde(Quadratic(H3, num_samples=10), lr=0.1, batch_size=2)
+    else:
+        sde = SDE.langevin(lambda x: x * H3.diagonal(), 3, beta=2.0)
+    integrator = LeimkuhlerMatthews() if case.endswith("lm") else EulerMaruyama()
+    x0 = torch.tensor([[1.0, -0.5, 0.25], [0.1, 0.2, 0.3]])
+    kw = dict(dt=0.1, steps=3, integrator=integrator, record_every=1)
+    path = simulate(sde, x0, generator=torch.Generator().manual_seed(0), **kw)
+    ref = simulate(sde, x0.double(), generator=torch.Generator().manual_seed(0), **kw)
+    assert path.final.dtype == path.states.dtype == f64
+    assert torch.equal(path.states, ref.states)
+
+
 def test_sgd_sde_refuses_a_fractional_batch_size():
     q = Quadratic(torch.eye(2, dtype=f64), num_samples=10)
     with pytest.raises(UserError, match="integer batch_size"):

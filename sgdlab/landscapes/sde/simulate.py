@@ -64,7 +64,9 @@ def simulate(
     look = integ.lookahead if sde.factor is not None else 0
     if increments is not None and increments.shape[0] != steps + look:
         raise UserError(f"increments has {increments.shape[0]} steps, expected {steps + look}")
-    x = x0.clone()
+    # the chains in the SDE's dtype (its drift's at x0), as sgd_chains' iterates take the
+    # landscape's: a float32 x0 (torch.zeros(C, d)) met a float64 noise factor in a matmul
+    x = x0.to(torch.promote_types(x0.dtype, sde.drift(x0).dtype), copy=True)
     sq = math.sqrt(dt)
 
     def draw(n: int) -> Tensor:
