@@ -85,7 +85,8 @@ def register(subparsers) -> None:
                      help="mini-batch size (default: the run's train.batch_size)")
     bat.add_argument("--batches", type=int, default=20, metavar="R",
                      help="mini-batches averaged (default 20); CABS takes the learning rate "
-                          "the checkpoint's optimizer holds")
+                          "the checkpoint's optimizer holds (Entropy-SGD's, HJ's and heat's "
+                          "inner one, the step along mini-batch gradients)")
     bat.add_argument("--batch-curvature", choices=("hessian", "ggn"),
                      help="also McCandlish et al.'s curvature-weighted noise scale B_noise "
                           "with this matrix (one quadratic form per sample)")
@@ -494,15 +495,19 @@ def _batch_size(args, cfg: dict, n: int) -> int:
 
 
 def _checkpoint_lr(state: dict, cfg: dict, store, run_id: str | None) -> float | None:
-    """The learning rate of the checkpoint's next step (its optimizer's, which a schedule has
-    moved), else the config's; a replica run's: the last one it recorded (after its
+    """The step size that multiplies mini-batch gradients at the checkpoint's next step (the
+    optimizer's, which a schedule has moved), else the config's: for Entropy-SGD and the
+    HJ / heat smoothers the inner step η_y (``inner_lr``), not the outer η′ that moves x
+    towards the inner loop's average; a replica run's: the last one it recorded (after its
     milestones); None when there is none > 0."""
     if cfg.get("method") == "parle":
         recorded = store.metrics(run_id).get("lr") if run_id is not None else None
         lr = recorded[-1][1] if recorded else None
         return float(lr) if isinstance(lr, (int, float)) and lr > 0 else None
     groups = (state.get("optimizer") or {}).get("param_groups") or [{}]
-    lr = groups[0].get("lr", (cfg.get("optimizer") or {}).get("lr"))
+    configured = cfg.get("optimizer") or {}
+    key = "inner_lr" if "inner_lr" in groups[0] or "inner_lr" in configured else "lr"
+    lr = groups[0].get(key, configured.get(key))
     return float(lr) if isinstance(lr, (int, float)) and lr > 0 else None
 
 

@@ -186,3 +186,22 @@ def test_measure_batch_statistics_of_a_checkpoint(tmp_path, monkeypatch):
         assert main(["measure", str(run_dir), "--store", store, "--what", "hessian,batch",
                      "--subset", "48", *bad]) == 2
     assert lanczos_calls == []
+
+
+def test_cabs_takes_the_step_along_mini_batch_gradients():
+    """CABS (η Tr Σ / L) scales with the step taken along mini-batch gradients. Entropy-SGD,
+    HJ and heat take those in their inner loop at ``inner_lr``; their ``lr`` is the outer η′
+    (1.0 by default), which read 10x the CABS batch size of Entropy-SGD's η_y = 0.1."""
+    import torch
+
+    from sgdlab.cli.measure import _checkpoint_lr
+    from sgdlab.optim.entropy_sgd import EntropySGD
+
+    opt = EntropySGD([torch.nn.Parameter(torch.zeros(2))], lr=1.0, inner_lr=0.1)
+    state = {"optimizer": opt.state_dict()}
+    assert _checkpoint_lr(state, {}, None, None) == pytest.approx(0.1)
+    sgd = torch.optim.SGD([torch.nn.Parameter(torch.zeros(2))], lr=0.05)
+    assert _checkpoint_lr({"optimizer": sgd.state_dict()}, {}, None, None) == 0.05
+    # no state: the config's value under the same key
+    assert _checkpoint_lr({}, {"optimizer": {"name": "entropy-sgd", "inner_lr": 0.2,
+                                             "lr": 1.0}}, None, None) == pytest.approx(0.2)
