@@ -504,11 +504,15 @@ def _checkpoint_lr(state: dict, cfg: dict, store, run_id: str | None) -> float |
         recorded = store.metrics(run_id).get("lr") if run_id is not None else None
         lr = recorded[-1][1] if recorded else None
         return float(lr) if isinstance(lr, (int, float)) and lr > 0 else None
+    from sgdlab.optim import gradient_step_size
+
     groups = (state.get("optimizer") or {}).get("param_groups") or [{}]
-    configured = cfg.get("optimizer") or {}
-    key = "inner_lr" if "inner_lr" in groups[0] or "inner_lr" in configured else "lr"
-    lr = groups[0].get(key, configured.get(key))
-    return float(lr) if isinstance(lr, (int, float)) and lr > 0 else None
+    group = groups[0] if "lr" in groups[0] else (cfg.get("optimizer") or {})
+    try:
+        lr = gradient_step_size(group)
+    except (KeyError, TypeError, ValueError):
+        return None
+    return lr if lr > 0 else None
 
 
 def _batch_scalars(args, b: int, lr: float | None, model, loss_fn, data,

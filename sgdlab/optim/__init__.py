@@ -2,6 +2,7 @@
 import importlib as _importlib
 import pkgutil as _pkgutil
 
+from ._common import gradient_step_size
 from .registry import (
     OPTIMIZERS,
     SCHEDULES,
@@ -18,4 +19,4 @@ for _m in _pkgutil.iter_modules(__path__):
         _importlib.import_module(f"{__name__}.{_m.name}")
 
 __all__ = ["OPTIMIZERS", "SCHEDULES", "build_optimizer", "build_optimizer_for",
-           "build_schedule", "register_optimizer", "register_schedule"]
+           "build_schedule", "gradient_step_size", "register_optimizer", "register_schedule"]

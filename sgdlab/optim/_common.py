@@ -55,3 +55,12 @@ def momentum_direction(state: dict, g: Tensor, group: dict) -> Tensor:
             buf.mul_(mu).add_(g)
         g = g.add(buf, alpha=mu) if group["nesterov"] else buf
     return g
+
+
+def gradient_step_size(group: dict) -> float:
+    """The step size along mini-batch gradients of an optimizer's parameter group: ``lr``,
+    except for the optimizers that take those steps in an inner loop (Entropy-SGD, the HJ and
+    heat smoothers: ``inner_lr``, η_y), whose ``lr`` is the outer step η′ towards the inner
+    average. SGD-noise measurements that scale with the step (CABS, the noise magnitude) take
+    this one."""
+    return float(group["inner_lr"] if "inner_lr" in group else group["lr"])

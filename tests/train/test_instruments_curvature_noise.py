@@ -189,6 +189,32 @@ def test_batch_statistics_instrument_draws_its_own_batch():
             build_instrument("batch_statistics", schedule=Schedule.every(1), **bad)
 
 
+def test_step_scaled_noise_measures_take_the_inner_step_of_entropy_sgd():
+    """CABS (η Tr Σ / L) and the noise magnitude scale with the step along mini-batch
+    gradients: Entropy-SGD's inner η_y, not its outer η′ = 1 (10x the values at η_y = 0.1)."""
+    from sgdlab.measure import batch_statistics
+    from sgdlab.measure.noise import noise_magnitude
+    from sgdlab.optim.entropy_sgd import EntropySGD
+
+    data = _data()
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 6), nn.Tanh(), nn.Linear(6, 3))
+    init = copy.deepcopy(model).eval()
+    batch = build_instrument("batch_statistics", schedule=Schedule.at([0]), batch_size=12,
+                             seed=3)
+    noise = build_instrument("noise_magnitude", schedule=Schedule.at([0]), batch_size=8)
+    res = train(model, nn.CrossEntropyLoss(), data,
+                EntropySGD(model.parameters(), lr=1.0, inner_lr=0.1, L=2), epochs=1,
+                batch_size=8, callbacks=[batch, noise], progress=False, max_steps=1)
+    idx = torch.randperm(40, generator=torch.Generator().manual_seed(3))[:12]
+    ref = batch_statistics(init, nn.CrossEntropyLoss(), (data.x_train[idx], data.y_train[idx]),
+                           lr=0.1)
+    h = res.history
+    assert h["batch/cabs_batch_size"][0][1] == pytest.approx(ref.cabs_batch_size, rel=1e-6)
+    nm = noise_magnitude(init, nn.CrossEntropyLoss(), data.train, 0.1, 8)
+    assert h["noise/noise_norm"][0][1] == pytest.approx(nm.noise_norm, rel=1e-6)
+
+
 def test_batch_statistics_instrument_skips_a_last_batch_of_one_sample():
     """40 examples in batches of 13: the epoch's last step sees a single sample, whose batch
     statistics are undefined; the run goes on (it ended with a ValueError) and logs the steps

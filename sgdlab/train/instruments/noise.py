@@ -34,6 +34,7 @@ import torch
 from sgdlab.measure.alignment import sigma_hessian_alignment
 from sgdlab.measure.batch_statistics import batch_statistics, takeuchi_information
 from sgdlab.measure.noise import gradient_covariance, noise_magnitude
+from sgdlab.optim import gradient_step_size
 
 from ..callbacks import Schedule
 from . import register_instrument
@@ -88,7 +89,7 @@ class NoiseMagnitudeCallback(MeasuredCallback):
         self.batch_size = batch_size
 
     def compute(self, ctx, data, generator):
-        lr = float(ctx.optimizer.param_groups[0]["lr"])
+        lr = gradient_step_size(ctx.optimizer.param_groups[0])
         m = self.batch_size or (len(ctx.batch[0]) if ctx.batch is not None else None)
         if m is None:
             return {}   # before the first step the batch size is unknown
@@ -135,7 +136,7 @@ class BatchStatisticsCallback(MeasuredCallback):
             batch = (x[idx.to(x.device)], y[idx.to(y.device)])
         if len(batch[0]) < 2:
             return {}   # one sample (an epoch's last batch): no variance, nothing to test
-        lr = float(ctx.optimizer.param_groups[0]["lr"])
+        lr = gradient_step_size(ctx.optimizer.param_groups[0])
         out = batch_statistics(ctx.model, ctx.loss_fn, batch, lr=lr if lr > 0 else None,
                                epsilon=self.epsilon,
                                curvature=self.curvature).as_metrics(self.prefix)
