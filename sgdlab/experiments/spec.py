@@ -71,7 +71,7 @@ import hashlib
 import itertools
 import json
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -115,11 +115,14 @@ class RunSpec:
     seed: int
     procedure: str
     depends: tuple[str, ...] = ()
+    # the keys of the runs named in ``depends``: a run computed from other runs' files is
+    # another run when one of them changes, though its own params do not
+    dependency_keys: tuple[str, ...] = ()
 
     @property
     def key(self) -> str:
         return run_key(self.experiment, self.version, self.scale, self.label, self.params,
-                       self.seed, self.procedure)
+                       self.seed, self.procedure, self.dependency_keys)
 
     @property
     def run_name(self) -> str:
@@ -133,10 +136,43 @@ class RunSpec:
 
 
 def run_key(experiment: str, version: int, scale: str, label: str, params: dict[str, Any],
-            seed: int, procedure: str) -> str:
-    blob = json.dumps({"e": experiment, "v": version, "s": scale, "l": label, "p": params,
-                       "seed": seed, "proc": procedure}, sort_keys=True, default=str)
+            seed: int, procedure: str, dependency_keys: tuple[str, ...] = ()) -> str:
+    fields = {"e": experiment, "v": version, "s": scale, "l": label, "p": params,
+              "seed": seed, "proc": procedure}
+    if dependency_keys:          # absent otherwise: a run without dependencies keeps its key
+        fields["deps"] = list(dependency_keys)
+    blob = json.dumps(fields, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:20]
+
+
+def dependency_run(by_label: dict[str, list[RunSpec]], label: str, seed: int) -> RunSpec:
+    """The run labelled ``label`` that a run of ``seed`` depends on: the one of the same seed;
+    a dependency run with a single seed serves every seed."""
+    cands = by_label[label]
+    for c in cands:
+        if c.seed == seed:
+            return c
+    return cands[0]
+
+
+def _with_dependency_keys(runs: list[RunSpec], experiment: str) -> list[RunSpec]:
+    """``runs`` with each one's ``dependency_keys`` (dependencies first, so theirs are known)."""
+    by_label: dict[str, list[RunSpec]] = {}
+    for r in runs:
+        by_label.setdefault(r.label, []).append(r)
+    done: dict[tuple[str, int], RunSpec] = {}
+
+    def keyed(r: RunSpec, stack: tuple[str, ...] = ()) -> RunSpec:
+        if (r.label, r.seed) in done:
+            return done[(r.label, r.seed)]
+        if r.label in stack:
+            raise ConfigError(f"{experiment}: dependency cycle through {r.label!r}")
+        deps = tuple(keyed(dependency_run(by_label, d, r.seed), stack + (r.label,)).key
+                     for d in r.depends)
+        done[(r.label, r.seed)] = out = replace(r, dependency_keys=deps)
+        return out
+
+    return [keyed(r) for r in runs]
 
 
 @dataclass
@@ -201,7 +237,7 @@ class ExperimentSpec:
                 if d not in labels:
                     raise ConfigError(f"{self.name}: run {r.label!r} depends on unknown run "
                                       f"label {d!r}; known: {', '.join(sorted(labels))}")
-        return out
+        return _with_dependency_keys(out, self.name)
 
     def describe(self) -> dict[str, Any]:
         table = self.raw.get("readings") or {}

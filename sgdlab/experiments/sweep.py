@@ -42,7 +42,7 @@ from typing import Any
 
 from sgdlab.errors import ConfigError, UserError
 from sgdlab.experiments.procedures import StoredRun, get_procedure
-from sgdlab.experiments.spec import CATALOGUE_DIR, RunSpec
+from sgdlab.experiments.spec import CATALOGUE_DIR, RunSpec, dependency_run
 from sgdlab.experiments.worker import RunContext, RunRecord, task_for, write_files
 from sgdlab.strict_json import nan_in_arrays
 
@@ -123,7 +123,7 @@ def dependency_layers(runs: list[RunSpec]) -> list[list[RunSpec]]:
             raise ConfigError(f"{r.experiment}: dependency cycle through {r.label!r}")
         best = 0
         for dep in r.depends:
-            best = max(best, 1 + d(_dep_run(by_label, dep, r.seed), stack + (r.label,)))
+            best = max(best, 1 + d(dependency_run(by_label, dep, r.seed), stack + (r.label,)))
         depth[k] = best
         return best
 
@@ -131,14 +131,6 @@ def dependency_layers(runs: list[RunSpec]) -> list[list[RunSpec]]:
     for r in runs:
         layers.setdefault(d(r), []).append(r)
     return [layers[i] for i in sorted(layers)]
-
-
-def _dep_run(by_label: dict[str, list[RunSpec]], label: str, seed: int) -> RunSpec:
-    cands = by_label[label]
-    for c in cands:
-        if c.seed == seed:
-            return c
-    return cands[0]          # a dependency run with a single seed serves every seed
 
 
 def threads_per_worker(workers: int) -> int:
@@ -307,7 +299,7 @@ class _Driver:
 
     def _start(self, r: RunSpec, attempt: int) -> bool:
         """Claim ``r``'s key and submit it; False if another live sweep holds the key."""
-        deps = {d: _dep_run(self.by_label, d, r.seed) for d in r.depends}
+        deps = {d: dependency_run(self.by_label, d, r.seed) for d in r.depends}
         bad = [d for d, dr in deps.items() if dr.key in self.failed_keys]
         if bad:
             self.rep.failed.append((r.run_name, f"dependency {bad[0]!r} failed"))

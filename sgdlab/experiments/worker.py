@@ -66,7 +66,8 @@ class RunTask:
 
     @property
     def spec(self) -> RunSpec:
-        return RunSpec(**{k: (tuple(v) if k == "depends" else v) for k, v in self.run.items()})
+        return RunSpec(**{k: (tuple(v) if k in ("depends", "dependency_keys") else v)
+                          for k, v in self.run.items()})
 
 
 @dataclass
@@ -91,7 +92,8 @@ def task_for(run: RunSpec, procedure: Any, run_id: str, *, device: str, artifact
              ship: bool = False) -> RunTask:
     cfg = {"experiment": run.experiment, "version": run.version, "scale": run.scale,
            "label": run.label, "params": run.params, "seed": run.seed,
-           "procedure": run.procedure, "depends": list(run.depends)}
+           "procedure": run.procedure, "depends": list(run.depends),
+           "dependency_keys": list(run.dependency_keys)}
     task = RunTask(cfg, procedure, run_id, device, str(artifact_dir),
                    {k: str(v) for k, v in dependencies.items()}, threads, progress, ship)
     if ship:

@@ -270,6 +270,45 @@ def test_dependencies_get_artifact_dirs(tmp_path):
     assert seen == {"parent": {}, "child": {"parent": "1"}}
 
 
+def test_a_run_is_redone_when_a_run_it_depends_on_changed(tmp_path):
+    # the child's own params are unchanged, but it was computed from the old parent's files:
+    # reusing it would pair the new parent with a child of the old one
+    seen = {}
+
+    @register_procedure("_test_dep_changed")
+    class _Dep(Procedure):
+        allowed = {"v"}
+
+        def run(self, run, ctx):
+            (ctx.artifact_dir / "v.txt").write_text(str(run.params.get("v", 0)))
+            seen[run.label] = {k: (p / "v.txt").read_text() for k, p in ctx.dependencies.items()}
+            return RunOutput(summary={})
+
+    def runs(parent_v):
+        return resolve(_raw(procedure="_test_dep_changed", base={}, grid={},
+                            runs=[{"label": "parent", "params": {"v": parent_v}},
+                                  {"label": "child", "depends": ["parent"]},
+                                  {"label": "grandchild", "depends": ["child"]}]),
+                       "smoke").expand()
+
+    store = str(tmp_path / "s.sqlite")
+    run_sweep(runs(1), store_path=store, progress=None)
+    seen.clear()
+    run_sweep(runs(5), store_path=store, progress=None)
+    assert seen == {"parent": {}, "child": {"parent": "5"}, "grandchild": {"child": "0"}}
+    stored, missing = load_runs(runs(5), store_path=store)
+    assert not missing and len({r.key for r in stored}) == 3
+    seen.clear()
+    # each setting keeps its own children: going back to the first runs nothing
+    rep = run_sweep(runs(1), store_path=store, progress=None)
+    assert seen == {} and len(rep.skipped) == 3
+    # a run without dependencies keeps the key it had
+    from sgdlab.experiments.spec import run_key
+    parent = runs(1)[0]
+    assert parent.key == run_key(parent.experiment, parent.version, parent.scale, "parent",
+                                 {"v": 1}, 0, "_test_dep_changed")
+
+
 def test_bad_input_stops_the_sweep_with_its_message(tmp_path):
     from sgdlab.errors import DataError, UserError
 
