@@ -220,6 +220,7 @@ def build_report(spec: ExperimentSpec, out: Path, *, store_path: str, device: st
     out.mkdir(parents=True, exist_ok=True)
     (out / "figures").mkdir(exist_ok=True)
     (out / "tables").mkdir(exist_ok=True)
+    replaced = _output_files(out)
     fig_records = []
     import matplotlib
 
@@ -238,6 +239,9 @@ def build_report(spec: ExperimentSpec, out: Path, *, store_path: str, device: st
     for t in analysis.tables:
         (out / "tables" / f"{t.name}.csv").write_text(t.to_csv())
         (out / "tables" / f"{t.name}.md").write_text(t.to_markdown())
+    written = _output_files(out, analysis.tables, [n for n, _ in analysis.figures])
+    for stale in replaced - written:
+        stale.unlink(missing_ok=True)
     declared_missing = []
     for kind, produced in (("tables", {t.name for t in analysis.tables}),
                            ("figures", {n for n, _ in analysis.figures})):
@@ -276,6 +280,27 @@ def build_report(spec: ExperimentSpec, out: Path, *, store_path: str, device: st
 
     write_html(results, out)
     return results
+
+
+def _output_files(out: Path, tables: list[Table] | None = None,
+                  figures: list[str] | None = None) -> set[Path]:
+    """The files of a report's tables and figures; without ``tables`` and ``figures``, those
+    the report now in ``out`` wrote (by its results.json): a report rewritten with fewer
+    outputs removes these, not files of the folder it did not write."""
+    if tables is None:
+        try:
+            old = json.loads((out / RESULTS).read_text())
+            tables = [t["name"] for t in old["tables"]]
+            figures = [f["name"] for f in old["figures"]]
+        except (OSError, ValueError, KeyError, TypeError):
+            return set()
+    else:
+        tables = [t.name for t in tables]
+    names = [("tables", n, ext) for n in tables for ext in ("csv", "md")]
+    names += [("figures", n, ext) for n in figures or [] for ext in ("png", "svg")]
+    # names are read from a file: one with a path in it is not a file this report wrote
+    return {out / kind / f"{n}.{ext}" for kind, n, ext in names
+            if isinstance(n, str) and n and Path(n).name == n and n not in (".", "..")}
 
 
 def _file_yaml(raw: dict[str, Any]) -> dict[str, str]:

@@ -225,6 +225,38 @@ def test_run_writes_contract_and_report_rebuilds(tmp_path):
     assert diff.rows == [[f"sq|x={x}", 0, 0, 0] for x in (1, 2, 3)]
 
 
+@register_analysis("_test_output_per_run")
+def _output_per_run(spec, runs):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    tables, figures = [], []
+    for r in runs:
+        name = f"x{r.params['x']}"
+        tables.append(Table(name, ["y"], [[r.summary["y"]]]))
+        fig, ax = plt.subplots(figsize=(1, 1))
+        ax.plot([r.summary["y"]])
+        figures.append((name, fig))
+    return Analysis(tables=tables, figures=figures)
+
+
+def test_a_rewritten_report_leaves_no_outputs_of_the_report_it_replaces(tmp_path):
+    # the same experiment's folder is rewritten; files the old report wrote and the new one
+    # does not (a grid point dropped, runs missing) would sit beside it as if they were its own
+    out, store = tmp_path / "out", str(tmp_path / "runs.sqlite")
+    first = _write(tmp_path, _raw(analysis="_test_output_per_run", outputs={}), "a.yaml")
+    run_experiment(str(first), scale="smoke", out_dir=out, store_path=store, progress=None)
+    assert (out / "tables/x3.csv").is_file() and (out / "figures/x3.svg").is_file()
+    (out / "tables/notes.txt").write_text("mine")
+    second = _write(tmp_path, _raw(analysis="_test_output_per_run", outputs={},
+                                   grid={"x": [1, 2]}), "b.yaml")
+    run_experiment(str(second), scale="smoke", out_dir=out, store_path=store, progress=None)
+    assert sorted(p.name for p in (out / "tables").iterdir()) == [
+        "notes.txt", "x1.csv", "x1.md", "x2.csv", "x2.md"]
+    assert sorted(p.name for p in (out / "figures").iterdir()) == [
+        "x1.png", "x1.svg", "x2.png", "x2.svg"]
+
+
 def test_environment_records_the_threads_the_runs_used(tmp_path):
     import torch
 
