@@ -37,15 +37,30 @@ def _report(args: argparse.Namespace) -> int:
     from sgdlab.report.compare import write_compare
 
     readings = readings_of(args)
-    out_a, _ = rebuild(args.target, scale=args.scale, store_path=args.store,
-                       out_dir=None if args.compare else args.out, data_dir=args.data_dir,
-                       readings=readings)
+    out_a, results_a = rebuild(args.target, scale=args.scale, store_path=args.store,
+                               out_dir=None if args.compare else args.out,
+                               data_dir=args.data_dir, readings=readings)
+    _say_if_partial(out_a, results_a)
     if not args.compare:
         print(f"report: {out_a / 'report.html'}")
         return 0
-    out_b, _ = rebuild(args.compare, scale=args.scale, store_path=args.store,
-                       data_dir=args.data_dir, readings=readings)
+    out_b, results_b = rebuild(args.compare, scale=args.scale, store_path=args.store,
+                               data_dir=args.data_dir, readings=readings)
+    _say_if_partial(out_b, results_b)
     page = write_compare(out_a, out_b, Path(args.out) if args.out else None)
     print(f"report A: {out_a / 'report.html'}\nreport B: {out_b / 'report.html'}")
     print(f"comparison: {page}")
     return 0
+
+
+def _say_if_partial(out: Path, results: dict) -> None:
+    """A report over part of the runs says so here too, not only on its page: its tables and
+    conclusions cover the stored runs alone."""
+    if not results.get("incomplete"):
+        return
+    missing = results.get("missing_runs", [])
+    total = len(missing) + len(results.get("runs", []))
+    shown = ", ".join(missing[:5]) + (", ..." if len(missing) > 5 else "")
+    print(f"{out}: incomplete: {len(missing)} of {total} runs missing ({shown}); its tables "
+          "and conclusions cover the stored runs only. `sgdlab run` of the experiment (same "
+          "scale, readings and store) runs the missing ones.")

@@ -257,6 +257,24 @@ def test_a_rewritten_report_leaves_no_outputs_of_the_report_it_replaces(tmp_path
         "x1.png", "x1.svg", "x2.png", "x2.svg"]
 
 
+def test_report_of_an_unfinished_experiment_says_it_is_partial(tmp_path, capsys):
+    marker = tmp_path / "crash"
+    marker.touch()
+    cfg = _write(tmp_path, _raw(base={"x": 1, "fail_if": str(marker)}))
+    out, store = tmp_path / "out", str(tmp_path / "runs.sqlite")
+    res = run_experiment(str(cfg), scale="smoke", out_dir=out, store_path=store, progress=None)
+    assert not res.ok
+    capsys.readouterr()
+    assert cli(["report", str(out)]) == 0
+    said = capsys.readouterr().out
+    assert "incomplete: 1 of 3 runs missing (sq|x=2|seed=0)" in said and "sgdlab run" in said
+    marker.unlink()
+    run_experiment(str(cfg), scale="smoke", out_dir=out, store_path=store, progress=None)
+    capsys.readouterr()
+    assert cli(["report", str(out)]) == 0
+    assert "incomplete" not in capsys.readouterr().out
+
+
 def test_environment_records_the_threads_the_runs_used(tmp_path):
     import torch
 
