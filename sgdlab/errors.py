@@ -23,6 +23,11 @@ class RunInterrupted(KeyboardInterrupt):
     that continues it. (A KeyboardInterrupt, so code that stops on interrupts still does.)"""
 
 
+class ReportInterrupted(KeyboardInterrupt):
+    """Ctrl-C or SIGTERM stopped an experiment's report after its sweep had ended: no run was
+    in progress, and the same command writes the report without running anything."""
+
+
 def did_you_mean(name: object, choices) -> str:
     """`` (did you mean X?)`` for the closest of ``choices`` to a misspelled ``name``, else
     ``""``: the hint every "unknown ..." message ends with."""

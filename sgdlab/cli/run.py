@@ -98,11 +98,17 @@ def _run(args: argparse.Namespace) -> int:
                              cpus_per_run=args.cpus_per_run, gpus_per_run=args.gpus_per_run,
                              readings=readings_of(args))
     except KeyboardInterrupt as e:
-        from sgdlab.errors import RunInterrupted
+        from sgdlab.errors import ReportInterrupted, RunInterrupted
 
-        raise RunInterrupted(f"the sweep was {'terminated' if str(e) else 'interrupted'}; its "
-                             "runs in progress are recorded as interrupted, finished runs are "
-                             f"kept; continue with: {_same_command(args)}") from None
+        how = "terminated" if str(e) else "interrupted"
+        if isinstance(e, ReportInterrupted):
+            raise RunInterrupted(f"the report was {how} while it was written, after the "
+                                 "sweep had ended (its runs are stored); write it with: "
+                                 f"{_same_command(args)} (finished runs are not run again)"
+                                 ) from None
+        raise RunInterrupted(f"the sweep was {how}; its runs in progress are recorded as "
+                             "interrupted, finished runs are kept; continue with: "
+                             f"{_same_command(args)}") from None
     from sgdlab.report.verdicts import SMOKE, verdict
 
     smoke = res.results.get("scale") == "smoke"

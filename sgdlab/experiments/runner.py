@@ -20,7 +20,7 @@ from typing import Any
 
 import yaml
 
-from sgdlab.errors import ConfigError, UserError, make_output_dir
+from sgdlab.errors import ConfigError, ReportInterrupted, UserError, make_output_dir
 from sgdlab.experiments.analysis import Analysis, Conclusion
 from sgdlab.experiments.procedures import get_analysis
 from sgdlab.experiments.spec import (ExperimentSpec, load_experiment, load_yaml,
@@ -172,8 +172,11 @@ def run_experiment(name_or_path: str | Path, *, scale: str = "cpu", out_dir: str
     store = open_store(store_path)
     path = str(store_file(store))
     store.close()
-    results = build_report(spec, out, store_path=path, device=device,
-                           workers=workers or 1, data_dir=data_dir, sweep=rep)
+    try:
+        results = build_report(spec, out, store_path=path, device=device,
+                               workers=workers or 1, data_dir=data_dir, sweep=rep)
+    except KeyboardInterrupt as e:
+        raise ReportInterrupted(*e.args) from None
     return ExperimentResult(out, results, rep)
 
 

@@ -275,6 +275,24 @@ def test_report_of_an_unfinished_experiment_says_it_is_partial(tmp_path, capsys)
     assert "incomplete" not in capsys.readouterr().out
 
 
+def test_an_interrupt_while_the_report_is_written_says_the_runs_are_stored(
+        tmp_path, capsys, monkeypatch):
+    import sgdlab.experiments.runner as runner
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(runner, "build_report", interrupted)
+    cfg = _write(tmp_path, _raw())
+    store = str(tmp_path / "runs.sqlite")
+    assert cli(["run", "--config", str(cfg), "--scale", "smoke", "--out", str(tmp_path / "o"),
+                "--store", store]) == 130
+    said = capsys.readouterr().err
+    # not "its runs in progress are recorded as interrupted": every run had ended
+    assert "the report was interrupted" in said and "in progress" not in said
+    assert f"--store {store}" in said
+    assert not load_runs(resolve(_raw(), "smoke").expand(), store_path=store)[1]
+
+
 def test_environment_records_the_threads_the_runs_used(tmp_path):
     import torch
 
