@@ -392,10 +392,21 @@ def _export(args) -> int:
 
 
 def _resume(args) -> int:
-    from sgdlab.config.runner import resume_run
+    from sgdlab.config.runner import RESUMABLE, resume_run
+    from sgdlab.errors import UserError
     from .train import announce, print_outcome
     ref = _run_ref(args, args.run_id)
     store = _open(args, readonly=False)
+    run = store.get_run(ref)
+    if (run["status"] in RESUMABLE and run["status"] != "running"
+            and (run.get("config") or {}).get("run_key")
+            and not any(a["kind"] == "out_dir" for a in run.get("artifacts", []))):
+        # a sweep's run keeps no checkpoints to resume: its sweep reruns what the store lacks
+        hint = continue_hint(run, store)
+        raise UserError(f"run {run['id']} is a run of the sweep of {run['experiment']}, "
+                        "which `sgdlab resume` does not continue; " + (
+                            f"continue it with: {hint}" if hint else
+                            f"its sweep entry finished since as run {finished_since(run, store)}"))
     outcome = resume_run(ref, store=store, progress=False if args.no_progress else None,
                          announce=lambda rid: announce(rid, store.path))
     print_outcome(outcome)

@@ -269,3 +269,15 @@ def test_a_run_refuses_a_folder_of_a_training_run_or_another_experiment(tmp_path
     after = {k: v for k, v in files_under(tmp_path).items() if not k.endswith(("-wal", "-shm"))}
     assert after == {k: v for k, v in before.items() if not k.endswith(("-wal", "-shm"))}
     assert main(["run", "zhu-escape-2d", "--scale", "smoke", "--out", str(zhu), *store]) == 0
+
+
+def test_resume_of_a_sweep_run_says_how_it_continues(tmp_path, capsys):
+    # an experiment's runs keep no checkpoints: their sweep, run again, redoes what it lacks
+    store = RunStore(tmp_path / "runs.sqlite")
+    run_id = store.create_run({"run_key": "k1", "experiment": GRID, "scale": "smoke"},
+                              experiment=GRID)
+    store.set_status(run_id, "interrupted")
+    assert main(["resume", run_id, "--store", str(store.path)]) == 2
+    said = capsys.readouterr().err
+    assert f"a run of the sweep of {GRID}" in said
+    assert f"sgdlab run {GRID} --scale smoke --store {store.path}" in said
