@@ -358,6 +358,12 @@ def rebuild(target: str | Path, *, scale: str = "cpu", store_path: str | None = 
         store_path = store_path or old.get("store")
         data_dir = data_dir or old.get("data_dir")
         out = Path(out_dir) if out_dir else t
+    elif t.is_dir() and not any(t.iterdir()):
+        # `sgdlab run` makes its folder before the sweep: one stopped there left it empty
+        raise UserError(f"{str(t)!r} holds no report yet (a `sgdlab run` stopped before "
+                        "writing it?): run the experiment again, which runs only what the "
+                        "store lacks, or report the runs stored so far with `sgdlab report "
+                        f"NAME --scale SCALE --store PATH --out {t}`")
     elif t.is_dir():
         raise UserError(f"{str(t)!r} has no {RESULTS}: not an experiment output directory")
     elif not t.exists() and (os.sep in str(target) or "/" in str(target)):

@@ -293,6 +293,16 @@ def test_an_interrupt_while_the_report_is_written_says_the_runs_are_stored(
     assert not load_runs(resolve(_raw(), "smoke").expand(), store_path=store)[1]
 
 
+def test_report_of_the_empty_folder_of_a_stopped_run_says_how_to_report(tmp_path):
+    # `sgdlab run` makes its --out folder before the sweep; stopped there, it holds nothing
+    (tmp_path / "out").mkdir()
+    with pytest.raises(UserError, match=r"holds no report yet.*sgdlab report NAME --scale"):
+        rebuild(tmp_path / "out")
+    (tmp_path / "out" / "notes.txt").write_text("mine")
+    with pytest.raises(UserError, match="not an experiment output directory"):
+        rebuild(tmp_path / "out")
+
+
 def test_environment_records_the_threads_the_runs_used(tmp_path):
     import torch
 
