@@ -70,6 +70,7 @@ import copy
 import hashlib
 import itertools
 import json
+import os
 import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -348,7 +349,9 @@ def _substitute(obj: Any, data_dir: str | None) -> Any:
         if data_dir is None:
             raise ConfigError("this experiment reads real data: pass --data-dir DIR "
                               "(the directory holding the dataset files)")
-        return obj.replace("${data_dir}", str(data_dir))
+        # absolute: the runs' keys hold it, so `--data-dir data` from one folder and the same
+        # folder named from another (or the absolute path results.json records) are one run
+        return obj.replace("${data_dir}", os.path.abspath(data_dir))
     if isinstance(obj, dict):
         return {k: _substitute(v, data_dir) for k, v in obj.items()}
     if isinstance(obj, list):

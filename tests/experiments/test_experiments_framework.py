@@ -303,6 +303,24 @@ def test_report_of_the_empty_folder_of_a_stopped_run_says_how_to_report(tmp_path
         rebuild(tmp_path / "out")
 
 
+def test_a_data_dir_given_relative_names_the_same_runs_from_anywhere(tmp_path, monkeypatch):
+    # the runs' keys hold the data folder: spelled relative, they were other runs for the
+    # report (which records it absolute) and for a sweep continued from another folder
+    (tmp_path / "work" / "data").mkdir(parents=True)
+    cfg = _write(tmp_path, _raw(base={"x": 1, "fail_if": "${data_dir}/no-such-marker"}))
+    store, out = str(tmp_path / "runs.sqlite"), tmp_path / "out"
+    monkeypatch.chdir(tmp_path / "work")
+    run_experiment(str(cfg), scale="smoke", out_dir=out, store_path=store, data_dir="data",
+                   progress=None)
+    monkeypatch.chdir(tmp_path)
+    _, results = rebuild(out)
+    assert not results["incomplete"] and len(results["runs"]) == 3
+    CALLS.clear()
+    rep = run_experiment(str(cfg), scale="smoke", out_dir=out, store_path=store,
+                         data_dir="work/data", progress=None).sweep
+    assert CALLS == [] and len(rep.skipped) == 3
+
+
 def test_environment_records_the_threads_the_runs_used(tmp_path):
     import torch
 
