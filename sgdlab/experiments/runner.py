@@ -278,7 +278,11 @@ def build_report(spec: ExperimentSpec, out: Path, *, store_path: str, device: st
         "environment": {**environment(device, workers),
                         "torch_threads": _run_threads(store_path, stored, workers)},
     }
-    (out / RESULTS).write_text(strict_dumps(results, indent=1, default=str))
+    # whole or not at all: a process killed while writing it would leave a truncated file in
+    # place of the previous report's, which `sgdlab report DIR` cannot read
+    tmp = out / f"{RESULTS}.tmp"
+    tmp.write_text(strict_dumps(results, indent=1, default=str))
+    os.replace(tmp, out / RESULTS)
     from sgdlab.report.html import write_html
 
     write_html(results, out)

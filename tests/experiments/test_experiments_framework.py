@@ -321,6 +321,25 @@ def test_a_data_dir_given_relative_names_the_same_runs_from_anywhere(tmp_path, m
     assert CALLS == [] and len(rep.skipped) == 3
 
 
+def test_a_report_stopped_while_its_results_are_written_keeps_the_previous_ones(
+        tmp_path, monkeypatch):
+    cfg = _write(tmp_path, _raw())
+    out, store = tmp_path / "out", str(tmp_path / "runs.sqlite")
+    run_experiment(str(cfg), scale="smoke", out_dir=out, store_path=store, progress=None)
+    before = (out / "results.json").read_bytes()
+    write_text = Path.write_text
+
+    def killed_halfway(self, text, *args, **kwargs):
+        if self.name.startswith("results.json"):
+            write_text(self, text[:len(text) // 2], *args, **kwargs)
+            raise KeyboardInterrupt
+        return write_text(self, text, *args, **kwargs)
+    monkeypatch.setattr(Path, "write_text", killed_halfway)
+    with pytest.raises(KeyboardInterrupt):
+        rebuild(out)
+    assert (out / "results.json").read_bytes() == before
+
+
 def test_environment_records_the_threads_the_runs_used(tmp_path):
     import torch
 
