@@ -365,10 +365,10 @@ def test_cli_run_errors_are_clear(tmp_path, capsys):
     assert "--workers" in capsys.readouterr().err
 
 
-def test_dependencies_get_artifact_dirs(tmp_path):
-    seen = {}
-
-    @register_procedure("_test_dep")
+def register_dependency_recorder(name: str, seen: dict) -> None:
+    """A procedure ``name`` that writes its ``v`` to a file and records in ``seen[label]`` the
+    ``v`` files of the runs it depends on."""
+    @register_procedure(name)
     class _Dep(Procedure):
         allowed = {"v"}
 
@@ -377,6 +377,10 @@ def test_dependencies_get_artifact_dirs(tmp_path):
             seen[run.label] = {k: (p / "v.txt").read_text() for k, p in ctx.dependencies.items()}
             return RunOutput(summary={})
 
+
+def test_dependencies_get_artifact_dirs(tmp_path):
+    seen = {}
+    register_dependency_recorder("_test_dep", seen)
     raw = _raw(procedure="_test_dep", base={}, grid={},
                runs=[{"label": "child", "depends": ["parent"], "params": {"v": 2}},
                      {"label": "parent", "params": {"v": 1}}])
@@ -389,16 +393,7 @@ def test_a_run_is_redone_when_a_run_it_depends_on_changed(tmp_path):
     # the child's own params are unchanged, but it was computed from the old parent's files:
     # reusing it would pair the new parent with a child of the old one
     seen = {}
-
-    @register_procedure("_test_dep_changed")
-    class _Dep(Procedure):
-        allowed = {"v"}
-
-        def run(self, run, ctx):
-            (ctx.artifact_dir / "v.txt").write_text(str(run.params.get("v", 0)))
-            seen[run.label] = {k: (p / "v.txt").read_text() for k, p in ctx.dependencies.items()}
-            return RunOutput(summary={})
-
+    register_dependency_recorder("_test_dep_changed", seen)
     def runs(parent_v):
         return resolve(_raw(procedure="_test_dep_changed", base={}, grid={},
                             runs=[{"label": "parent", "params": {"v": parent_v}},

@@ -368,6 +368,19 @@ def test_sharpness_is_finite_and_does_not_depend_on_batching(name):
 # ---- a loss summed over its batch -----------------------------------------------------------
 
 
+def loss_reading_measurements(theta):
+    """Measurements that read ``loss_fn``'s value as the batch's loss, as ``fn(model,
+    loss_fn, data)``."""
+    return [M.dense_hessian, M.mean_loss, M.full_batch_grad_norm, M.ggn_diagonal,
+            lambda *a: M.hessian_trace(*a, 2),
+            lambda *a: M.expected_sharpness(*a, 0.01, 2),
+            lambda *a: M.epsilon_sharpness(*a, num_steps=1),
+            lambda *a: M.local_entropy(*a, 0.01, num_samples=2),
+            lambda *a: M.segment_losses(*a, theta, theta + 0.01, 2),
+            lambda m, lf, d: M.interpolate_models(m, m, lf, d, alphas=[0.0]),
+            lambda m, lf, d: M.loss_surface(m, lf, d, [theta], steps=2)]
+
+
 def test_summed_loss_is_measured_on_one_batch_and_refused_on_several():
     model, _, data = make("residual")
     summed, mean = nn.CrossEntropyLoss(reduction="sum"), nn.CrossEntropyLoss()
@@ -376,15 +389,7 @@ def test_summed_loss_is_measured_on_one_batch_and_refused_on_several():
     # per-sample gradients are those of one sample's loss: the same for either reduction
     close(M.gradient_covariance(model, summed, data).dense(),
           M.gradient_covariance(model, mean, data).dense())
-    theta = params_vector(model)
-    for fn in (M.dense_hessian, M.mean_loss, M.full_batch_grad_norm, M.ggn_diagonal,
-               lambda *a: M.hessian_trace(*a, 2),
-               lambda *a: M.expected_sharpness(*a, 0.01, 2),
-               lambda *a: M.epsilon_sharpness(*a, num_steps=1),
-               lambda *a: M.local_entropy(*a, 0.01, num_samples=2),
-               lambda *a: M.segment_losses(*a, theta, theta + 0.01, 2),
-               lambda m, lf, d: M.interpolate_models(m, m, lf, d, alphas=[0.0]),
-               lambda m, lf, d: M.loss_surface(m, lf, d, [theta], steps=2)):
+    for fn in loss_reading_measurements(params_vector(model)):
         with pytest.raises(UserError, match=r"reduction='sum'.*reduction='mean', or pass "
                                             r"the samples as one \(x, y\) batch"):
             fn(model, summed, two_batches(data))
@@ -395,18 +400,10 @@ def test_a_loss_per_sample_is_refused_with_its_remedy():
     # autograd or a float() ("grad can be implicitly created only for scalar outputs", ...)
     model, _, data = make("residual")
     per_sample = nn.CrossEntropyLoss(reduction="none")
-    theta = params_vector(model)
-    for fn in (M.dense_hessian, M.mean_loss, M.full_batch_grad_norm, M.ggn_diagonal,
-               M.hessian_top_eigenvalue, M.gradient_covariance, M.batch_statistics,
-               lambda *a: M.hessian_trace(*a, 2),
-               lambda *a: M.noise_magnitude(*a, 0.1, 2),
-               lambda *a: M.sigma_hessian_alignment(*a, 1),
-               lambda *a: M.expected_sharpness(*a, 0.01, 2),
-               lambda *a: M.epsilon_sharpness(*a, num_steps=1),
-               lambda *a: M.local_entropy(*a, 0.01, num_samples=2),
-               lambda *a: M.segment_losses(*a, theta, theta + 0.01, 2),
-               lambda m, lf, d: M.interpolate_models(m, m, lf, d, alphas=[0.0]),
-               lambda m, lf, d: M.loss_surface(m, lf, d, [theta], steps=2)):
+    for fn in loss_reading_measurements(params_vector(model)) + [
+            M.hessian_top_eigenvalue, M.gradient_covariance, M.batch_statistics,
+            lambda *a: M.noise_magnitude(*a, 0.1, 2),
+            lambda *a: M.sigma_hessian_alignment(*a, 1)]:
         for d in (data, two_batches(data)):
             with pytest.raises(UserError, match=r"reduction='none'.*reduction='mean'"):
                 fn(model, per_sample, d)
