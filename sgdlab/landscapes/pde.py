@@ -68,7 +68,7 @@ def padded_grid(x: Tensor, width: float) -> tuple[Tensor, slice]:
     if not 0 <= width < float("inf"):
         raise UserError(f"width must be a finite number >= 0, got {width}")
     k = math.ceil(width / dx)
-    y = x[0] + dx * torch.arange(-k, x.numel() + k, dtype=x.dtype)
+    y = x[0] + dx * torch.arange(-k, x.numel() + k, dtype=x.dtype, device=x.device)
     return y, slice(k, k + x.numel())
 
 
