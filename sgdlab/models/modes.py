@@ -35,13 +35,15 @@ def eval_mode(model: nn.Module, enabled: bool = True) -> Iterator[None]:
 
 
 @contextmanager
-def buffers_kept(model: nn.Module) -> Iterator[None]:
+def buffers_kept(model: nn.Module, *, keep_versions: bool = False) -> Iterator[None]:
     """Every buffer as it was on exit: forward passes in train mode inside the block (batch
-    norm's running statistics) leave no trace in the model."""
+    norm's running statistics) leave no trace in the model. ``keep_versions``: restored
+    through ``.data``, as batch norm's own update, so the version counters do not move (an
+    autograd graph kept over the block that saved the buffers stays usable)."""
     saved = [(b, b.detach().clone()) for b in model.buffers()]
     try:
         yield
     finally:
         with torch.no_grad():
             for b, value in saved:
-                b.copy_(value)
+                (b.data if keep_versions else b).copy_(value)

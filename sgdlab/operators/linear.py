@@ -13,27 +13,21 @@ from collections.abc import Iterator
 import torch
 from torch import Tensor, nn
 
+from sgdlab.models.modes import buffers_kept
+
 from .batches import check_batch_loss, fixed_randomness, iterate_batches, stochastic_modules
 from .blocking import BlockTuner
 
 
-@contextlib.contextmanager
-def kept_running_statistics(model) -> Iterator[None]:
+def kept_running_statistics(model) -> contextlib.AbstractContextManager:
     """The model's buffers restored on exit when a batch norm in it is in train mode (whose
-    forward passes update its running mean, variance and batch count)."""
+    forward passes update its running mean, variance and batch count), without moving their
+    version counters: a bump would invalidate the kept gradient graph that saved them
+    (train-mode batch norm's backward does not read them)."""
     if not any(isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training
                and m.track_running_stats for m in model.modules()):
-        yield
-        return
-    saved = [(b, b.detach().clone()) for b in model.buffers()]
-    try:
-        yield
-    finally:
-        # through .data, as batch norm's own update: a version bump would invalidate the
-        # kept gradient graph that saved them (train-mode batch norm's backward does not
-        # read them)
-        for b, value in saved:
-            b.data.copy_(value)
+        return contextlib.nullcontext()
+    return buffers_kept(model, keep_versions=True)
 
 
 class LinearOperator:
