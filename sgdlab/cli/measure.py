@@ -104,7 +104,7 @@ def register(subparsers) -> None:
 def _locate(target: str, store_path: str | None):
     """(config dict, checkpoint path, run_id or None, run folder or None, store)."""
     from sgdlab.config.io import load_config
-    from sgdlab.config.runner import recorded_run
+    from sgdlab.config.runner import REPLICA_MASTER, REPLICA_RESULT, recorded_run
     from sgdlab.store import RunStore, default_store_path
     from sgdlab.train.checkpoint import CHECKPOINT_NAME
 
@@ -165,10 +165,6 @@ def _locate(target: str, store_path: str | None):
     if not ckpt.exists():
         raise UserError(f"run {run['id']} has no checkpoint on disk ({ckpt} is gone)")
     return run["config"], ckpt, run["id"], folder, store
-
-
-# what `sgdlab parle --out DIR` writes in DIR
-REPLICA_RESULT, REPLICA_MASTER = "result.json", "master.pt"
 
 
 def _locate_replica_run(folder: Path, store_path: str | None):

@@ -31,12 +31,14 @@ from .run import build_from_config, resolve_device, validate_config
 # a run whose owner is alive is refused by RunStore.claim.
 RESUMABLE = ("running", "interrupted", "stale", "failed")
 RUN_FILE = "run.json"
+# what `sgdlab parle --out DIR` writes in DIR: its result (with its run id) and the master
+REPLICA_RESULT, REPLICA_MASTER = "result.json", "master.pt"
 
 
 def recorded_run(folder: Path) -> tuple[str | None, str | None]:
     """(run id, store path) a run folder records (``run.json``, or ``results.json``; of
     ``sgdlab parle --out``: ``result.json``)."""
-    for name in (RUN_FILE, "results.json", "result.json"):
+    for name in (RUN_FILE, "results.json", REPLICA_RESULT):
         f = Path(folder) / name
         if f.is_file():
             try:

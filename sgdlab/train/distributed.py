@@ -62,6 +62,7 @@ import torch
 import torch.distributed as dist
 
 from ..claims import FolderBusy, claim_file, hold_lock
+from ..config.runner import REPLICA_MASTER, REPLICA_RESULT
 from ..errors import (ConfigError, UserError, check_config_kind, file_problem, make_output_dir,
                       read_config_text)
 from ..losses import build_loss
@@ -417,7 +418,7 @@ def _recorded_config(cfg: dict[str, Any]) -> dict[str, Any]:
 def _write_outputs(res, o: Path, mode: str, parle: ParleConfig, store: Any) -> None:
     """``master.pt`` and ``result.json`` in ``o``; then the run is complete in ``store``."""
     o.mkdir(parents=True, exist_ok=True)
-    torch.save(res.master.state_dict(), o / "master.pt")
+    torch.save(res.master.state_dict(), o / REPLICA_MASTER)
     tmp = o / ".result.json.tmp"
     tmp.write_text(strict_dumps(
         {"status": res.status, "message": res.message, "mode": mode, "run_id": res.run_id,
@@ -425,12 +426,12 @@ def _write_outputs(res, o: Path, mode: str, parle: ParleConfig, store: Any) -> N
          "store": str(Path(store.path).resolve()) if store is not None else None,
          "final": res.final, "parle": parle.to_json(),
          "history": {k: v for k, v in res.history.items()}}, indent=1))
-    os.replace(tmp, o / "result.json")
+    os.replace(tmp, o / REPLICA_RESULT)
     if store is not None:   # the run is finished once its files are written
         store.complete_run(res.run_id, res.status, summary={**res.final, "status": res.status},
                            message=res.message,
-                           artifacts=[("model", (o / "master.pt").resolve()),
-                                      ("results", (o / "result.json").resolve())])
+                           artifacts=[("model", (o / REPLICA_MASTER).resolve()),
+                                      ("results", (o / REPLICA_RESULT).resolve())])
 
 
 def report(res, *, out: str | Path | None, processes: int | None = None) -> str:
