@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+from pathlib import Path
 from typing import Any, Callable
 
 __all__ = ["dumps", "finite_or_none", "nan_in_arrays"]
@@ -34,6 +36,17 @@ def dumps(obj: Any, *, default: Callable[[Any], Any] | None = None, **kwargs: An
     ``default`` makes of an object (a numpy float32 through ``float``) is converted alike."""
     hook = None if default is None else (lambda o: finite_or_none(default(o)))
     return json.dumps(finite_or_none(obj), default=hook, allow_nan=False, **kwargs)
+
+
+def write_atomic(path: str | os.PathLike, obj: Any, **kwargs: Any) -> Path:
+    """``dumps(obj, **kwargs)`` written to ``path`` whole or not at all (a temporary file in
+    the same folder, then ``os.replace``): a process killed while writing leaves the previous
+    file, not a truncated one its readers cannot parse."""
+    path = Path(path)
+    tmp = path.with_name(f"{path.name}.tmp")
+    tmp.write_text(dumps(obj, **kwargs))
+    os.replace(tmp, path)
+    return path
 
 
 def nan_in_arrays(obj: Any) -> Any:

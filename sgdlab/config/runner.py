@@ -23,7 +23,7 @@ from typing import Any
 
 from ..claims import claim_file
 from ..errors import RunInterrupted, UserError, file_problem, make_output_dir
-from ..strict_json import dumps as strict_dumps
+from ..strict_json import dumps as strict_dumps, write_atomic
 from .io import dump_yaml
 from .run import build_from_config, resolve_device, validate_config
 
@@ -269,10 +269,7 @@ def _finish(cfg: dict[str, Any], store: Any, run_id: str, out: Path, env: dict[s
         "environment": env, "store": str(Path(store.path).resolve()),
         "history": {k: [list(p) for p in v] for k, v in result.history.items()},
     }
-    results_path = out / "results.json"
-    tmp = results_path.with_suffix(".json.tmp")
-    tmp.write_text(strict_dumps(results, indent=1, default=str))
-    os.replace(tmp, results_path)
+    results_path = write_atomic(out / "results.json", results, indent=1, default=str)
     artifacts = [("results", results_path.resolve())]
     for path in (figure_path, instruments_path):
         if path is not None:

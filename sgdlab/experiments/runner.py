@@ -28,7 +28,7 @@ from sgdlab.experiments.spec import (ExperimentSpec, load_experiment, load_yaml,
 from sgdlab.experiments.sweep import (SweepReport, check_options, load_runs, open_store, run_sweep,
                                      store_file, threads_per_worker)
 from sgdlab.report.tables import Table
-from sgdlab.strict_json import dumps as strict_dumps, finite_or_none
+from sgdlab.strict_json import finite_or_none, write_atomic
 
 RESULTS = "results.json"
 REPORT = "report.html"
@@ -278,11 +278,9 @@ def build_report(spec: ExperimentSpec, out: Path, *, store_path: str, device: st
         "environment": {**environment(device, workers),
                         "torch_threads": _run_threads(store_path, stored, workers)},
     }
-    # whole or not at all: a process killed while writing it would leave a truncated file in
-    # place of the previous report's, which `sgdlab report DIR` cannot read
-    tmp = out / f"{RESULTS}.tmp"
-    tmp.write_text(strict_dumps(results, indent=1, default=str))
-    os.replace(tmp, out / RESULTS)
+    # whole or not at all: a truncated file in place of the previous report's could not be
+    # read by `sgdlab report DIR`
+    write_atomic(out / RESULTS, results, indent=1, default=str)
     from sgdlab.report.html import write_html
 
     write_html(results, out)

@@ -66,7 +66,7 @@ from ..config.runner import REPLICA_MASTER, REPLICA_RESULT
 from ..errors import (ConfigError, UserError, check_config_kind, file_problem, make_output_dir,
                       read_config_text)
 from ..losses import build_loss
-from ..strict_json import dumps as strict_dumps
+from ..strict_json import dumps as strict_dumps, write_atomic
 from .communicator import ReplicaCommunicationError, TorchDistributedCommunicator
 from .replicas import (MASTER_CHECKPOINT, ParleConfig, check_checkpoint_dir,
                        train_replicas)
@@ -419,14 +419,12 @@ def _write_outputs(res, o: Path, mode: str, parle: ParleConfig, store: Any) -> N
     """``master.pt`` and ``result.json`` in ``o``; then the run is complete in ``store``."""
     o.mkdir(parents=True, exist_ok=True)
     torch.save(res.master.state_dict(), o / REPLICA_MASTER)
-    tmp = o / ".result.json.tmp"
-    tmp.write_text(strict_dumps(
-        {"status": res.status, "message": res.message, "mode": mode, "run_id": res.run_id,
-         # the store that holds the run: the folder stands for it (sgdlab runs, measure)
-         "store": str(Path(store.path).resolve()) if store is not None else None,
-         "final": res.final, "parle": parle.to_json(),
-         "history": {k: v for k, v in res.history.items()}}, indent=1))
-    os.replace(tmp, o / REPLICA_RESULT)
+    write_atomic(o / REPLICA_RESULT, {
+        "status": res.status, "message": res.message, "mode": mode, "run_id": res.run_id,
+        # the store that holds the run: the folder stands for it (sgdlab runs, measure)
+        "store": str(Path(store.path).resolve()) if store is not None else None,
+        "final": res.final, "parle": parle.to_json(),
+        "history": {k: v for k, v in res.history.items()}}, indent=1)
     if store is not None:   # the run is finished once its files are written
         store.complete_run(res.run_id, res.status, summary={**res.final, "status": res.status},
                            message=res.message,
