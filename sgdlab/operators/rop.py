@@ -110,6 +110,7 @@ class SequentialHVP:
         if d1 is None:
             return out
         gd = output_hessian_products(g_out, o, d1, cache).detach()
+        pooled_at = self.taylor.pooled_data_conv(cache)     # its scatter is not needed
         for j in range(len(self.layers) - 1, self.first - 1, -1):
             layer, a, g, at = self.layers[j], acts[j], grads[j], tangents[j]
             need_input = j > self.first
@@ -126,21 +127,29 @@ class SequentialHVP:
                 if isinstance(layer, ELEMENTWISE) and c[1] is not None and at is not None:
                     s1, s2 = c
                     gd = s1 * gd + s2 * at * g
-                else:
+                elif j != pooled_at:
                     gd = layer_transpose(layer, gd, a, c)
-            if j == q and need_input:     # leaving the chain: back to the full size
+            if j == q and need_input and p != pooled_at:   # leaving the chain: full size
                 gd = _scatter_pool(gd, cache[p], a.shape)
         return out
 
 
 def weighted_reverse(layer: nn.Module, a, at, g, gd, slices, m: Tensor, out: Tensor,
                      need_input: bool, c, gauss_newton: bool, patches: Tensor | None = None,
-                     columns: tuple | None = None):
+                     columns: tuple | None = None, pooled: Tensor | None = None):
     """One weighted layer's step of the reverse pass: its rows of H M (or G M) added to
     ``out``; returns the adjoint ġ of its input (None when not needed). a, a': its input and
     input tangent (None: zero or Gauss–Newton); g, ġ: its output's primal gradient and
-    adjoint; c: batch norm's cached (x̂, r)."""
+    adjoint; c: batch norm's cached (x̂, r); ``pooled``: a first convolution's patches at
+    the next max pooling's argmax, ġ then at the pooled size."""
     vw = None if gauss_newton else param_rows(slices, layer.weight, m)
+    if pooled is not None:
+        hw = _pooled_weight_terms(gd, pooled) if layer.weight.requires_grad else None
+        hb = _channel_sum(gd) if layer.bias is not None else None
+        add_param_rows(out, slices, layer.weight, None if hw is None else hw.view(
+            len(gd), *layer.weight.shape))
+        add_param_rows(out, slices, layer.bias, hb)
+        return None
     if isinstance(layer, nn.Linear):
         hw, hb, gin = _linear_reverse(layer, a, at, g, gd, vw, need_input, columns)
     elif isinstance(layer, _CONV):
@@ -323,6 +332,14 @@ def _patch_weight_terms(gd: Tensor, patches: Tensor, budget: int = 64 * 2**20) -
         part = torch.bmm(g[lo:lo + step], patches[lo:lo + step].transpose(1, 2)).sum(0)
         out = part if out is None else out.add_(part)
     return out
+
+
+def _pooled_weight_terms(gd: Tensor, pooled: Tensor) -> Tensor:
+    """Σ_n ġ_n P_nᵀ for (k, N, C_out, *out) ġ at the pooled size and (C_out, W, N, *out)
+    pooled patches: (k, C_out, W), one batched GEMM over the channels."""
+    k, c_out, width = gd.shape[0], pooled.shape[0], pooled.shape[1]
+    g = gd.movedim(2, 0).reshape(c_out, k, -1)                        # (C_out, k, N·out)
+    return torch.bmm(g, pooled.view(c_out, width, -1).transpose(1, 2)).transpose(0, 1)
 
 
 def _bn_reverse(layer, cache, at, g, gd, vw, need_input):

@@ -233,3 +233,69 @@ def test_patch_weight_terms_in_sample_chunks():
     for budget in (64 * 2**20, 1):
         torch.testing.assert_close(_patch_weight_terms(gd, p, budget).reshape(ref.shape), ref)
     torch.testing.assert_close(p, F.unfold(x, *[opts[0], opts[3], opts[2], opts[1]]))
+
+
+def test_pooled_patches_are_the_patches_at_the_argmax():
+    """pooled_patches[c, :, n, i, j] is the patch column of the data at the position that the
+    max pooling picked for sample n, channel c and output (i, j)."""
+    from sgdlab.operators.taylor import conv_patches, pooled_patches
+
+    x, _ = tiny_images(n=3, channels=2, size=8)
+    opts = ((3, 3), (1, 1), (1, 1), (1, 1))
+    p = conv_patches(x, *opts)                                         # (N, 18, 64)
+    z = torch.randn(3, 4, 8, 8, dtype=torch.float64)
+    _, idx = F.max_pool2d(z, 3, stride=2, padding=1, return_indices=True)   # overlapping
+    got = pooled_patches(p, idx)
+    assert got.shape == (4, 18, 3, 4, 4)
+    for n in range(3):
+        for c in range(4):
+            for i in range(4):
+                for j in range(4):
+                    torch.testing.assert_close(got[c, :, n, i, j], p[n, :, idx[n, c, i, j]],
+                                               rtol=0, atol=0)
+
+
+def _first_conv_then_pooling():
+    torch.manual_seed(5)
+    yield "relu-chain", nn.Sequential(
+        nn.Conv2d(1, 3, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(3, 2, 3),
+        nn.Flatten(), nn.Linear(8, 3)), tiny_images(channels=1, size=8)
+    # a chain through batch norm and tanh (σ'' ≠ 0) into overlapping windows
+    yield "bn-tanh-overlapping", nn.Sequential(
+        nn.Conv2d(1, 3, 3, padding=1), random_eval_batchnorm(nn.BatchNorm2d(3), 5), nn.Tanh(),
+        nn.MaxPool2d(3, stride=2, padding=1), nn.Flatten(), nn.Linear(27, 3)), \
+        tiny_images(channels=1)
+    # a strided convolution on two channels straight into the pooling, the ReLU after it
+    yield "strided-bare-pooling", nn.Sequential(
+        nn.Conv2d(2, 3, 3, stride=2, padding=1), nn.MaxPool2d(2), nn.ReLU(), nn.Flatten(),
+        nn.Linear(12, 3)), tiny_images(size=8)
+    model = nn.Sequential(nn.Conv2d(1, 3, 2), nn.ELU(), nn.MaxPool2d(2), nn.Flatten(),
+                          nn.Linear(27, 3))
+    model[0].weight.requires_grad_(False)             # only its bias moves
+    yield "frozen-weight-bias-moves", model, tiny_images(channels=1, size=7)
+
+
+@pytest.mark.parametrize("name,model,data", list(_first_conv_then_pooling()),
+                         ids=[n for n, *_ in _first_conv_then_pooling()])
+@pytest.mark.parametrize("budget", ["default", "none"])
+def test_first_convolution_at_the_pooled_argmax(name, model, data, budget, monkeypatch):
+    """An operator's kept batch makes the first convolution's tangents and adjoints at its max
+    pooling's argmax from the data's patches there (no full-size tangent, gather or scatter):
+    the Hessian and GGN products, blocks and quadratic forms equal the dense matrices, and so
+    they do with the pooled patches over budget (the full-size path)."""
+    from sgdlab.operators import taylor
+
+    if budget == "none":
+        monkeypatch.setattr(taylor, "POOLED_PATCH_BUDGET", 0)
+    model, loss_fn = model.double(), nn.CrossEntropyLoss()
+    for operator, reference in ((HessianOperator, dense_hessian_reference),
+                                (GGNOperator, ggn_reference)):
+        a = reference(model, loss_fn, data)
+        op = operator(model, loss_fn, data)
+        v = torch.randn(op.shape[0], 4, dtype=torch.float64,
+                        generator=torch.Generator().manual_seed(1))
+        torch.testing.assert_close(op.matvec(v[:, 0]), a @ v[:, 0])
+        kept = op._taylor_cache[1][1]["pooled_patches"][1]
+        assert (kept is not None) == (budget == "default")
+        torch.testing.assert_close(op.matmat(v), a @ v)
+        torch.testing.assert_close(op.quadratic_forms(v), (v * (a @ v)).sum(0))
