@@ -32,39 +32,81 @@ def _number(v: Any) -> Any:
     return v if isinstance(v, (int, float)) and not isinstance(v, bool) else None
 
 
+def _row_keys(ta: dict[str, Any], tb: dict[str, Any]) -> list[int] | None:
+    """The indices of the columns a row is matched on: the tables' declared key columns
+    (:attr:`Table.keys`; a results.json written before them declares none), else None (the
+    first column and the text cells)."""
+    keys = ta.get("keys") or tb.get("keys") or []
+    if keys and all(k in ta["columns"] for k in keys):
+        return [ta["columns"].index(k) for k in keys]
+    return None
+
+
+def _settings(row: list[Any], keys: list[int] | None) -> list[int]:
+    """The indices of ``row``'s settings: ``keys``, else the first column and the text cells."""
+    if keys is not None:
+        return keys
+    return [0] + [i for i, v in enumerate(row)
+                  if i and isinstance(v, str) and v not in INFINITIES]
+
+
+def _same(v: Any) -> Any:
+    """A setting as a dict key: a number as a float (a batch size written 128 by one report
+    and 128.0 by another is one setting), a list as a tuple."""
+    if isinstance(v, (list, tuple)):
+        return tuple(_same(x) for x in v)
+    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else v
+
+
 def table_differences(a: dict[str, Any], b: dict[str, Any]) -> list[Table]:
     """For tables with the same name and columns: B − A for numeric cells of rows matched on
-    their text cells (the row labels); rows sharing a label (one per seed, say) are matched
-    in order, the k-th of A with the k-th of B. A missing value (null) differs by NaN."""
+    their settings: the tables' key columns (:attr:`Table.keys`), or where none are declared
+    the first column and the text cells (the row labels). Rows sharing their settings (one per
+    seed, say) are matched in order, the k-th of A with the k-th of B. A missing value (null)
+    differs by NaN. The rows only one report has are named in the table's notes."""
     tb = {t["name"]: t for t in b.get("tables", [])}
     out = []
     for ta in a.get("tables", []):
         t2 = tb.get(ta["name"])
         if t2 is None or t2["columns"] != ta["columns"]:
             continue
+        keys = _row_keys(ta, t2)
+        kept = set(keys) if keys is not None else {0}     # settings: shown, not subtracted
+        fmt = Table(ta["name"], ta["columns"], [])
+
         def keyed(rows: list[list[Any]]) -> list[tuple[tuple, list[Any]]]:
             seen: dict[tuple, int] = {}
             out = []
             for r in rows:
-                label = tuple(v for v in r if isinstance(v, str) and v not in INFINITIES)
+                label = tuple(_same(r[i]) for i in _settings(r, keys))
                 seen[label] = seen.get(label, -1) + 1
                 out.append(((label, seen[label]), r))
             return out
-        rows_b = dict(keyed(t2["rows"]))
+        rows_a, rows_b = keyed(ta["rows"]), dict(keyed(t2["rows"]))
         rows = []
-        for k, r in keyed(ta["rows"]):
+        for k, r in rows_a:
             rb = rows_b.get(k)
             if rb is None:
                 continue
-            diff = [r[0]]
-            for va, vb in zip(r[1:], rb[1:]):
+            diff = []
+            for i, (va, vb) in enumerate(zip(r, rb)):
+                if i in kept:
+                    diff.append(va)
+                    continue
                 na, nb = _number(va), _number(vb)
                 num = na is not None and nb is not None
                 diff.append(nb - na if num else (None if va == vb else f"{va} → {vb}"))
             rows.append(diff)
-        if rows:
-            out.append(Table(f"{ta['name']}_diff", ta["columns"], rows,
-                             caption=f"{ta['name']}: B − A (rows matched on their labels)"))
+        matched = {k for k, _ in rows_a} & set(rows_b)
+        notes = [] if rows else ["no row of A has a row of B with the same settings"]
+        for tag, side in (("A", rows_a), ("B", list(rows_b.items()))):
+            only = [", ".join(f"{ta['columns'][i]}={fmt._fmt(r[i])}" for i in _settings(r, keys))
+                    for k, r in side if k not in matched]
+            if only:
+                notes.append(f"rows only in {tag}: " + "; ".join(only))
+        if rows or notes:
+            out.append(Table(f"{ta['name']}_diff", ta["columns"], rows, notes=notes,
+                             caption=f"{ta['name']}: B − A (rows matched on their settings)"))
     return out
 
 

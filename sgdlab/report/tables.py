@@ -30,8 +30,15 @@ class Table:
     caption: str = ""
     float_fmt: str = ".4g"
     notes: list[str] = field(default_factory=list)
+    # the columns whose values name a row (its settings: lr, batch size, seed, ...): what a
+    # comparison of two reports matches rows on (empty: the text cells and the first column)
+    keys: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
+        unknown = [k for k in self.keys if k not in self.columns]
+        if unknown:
+            raise ValueError(f"table {self.name!r}: key column(s) {', '.join(unknown)} "
+                             "are not among its columns")
         for i, r in enumerate(self.rows):
             if len(r) != len(self.columns):
                 raise ValueError(f"table {self.name!r}: row {i} has {len(r)} cells, "
@@ -92,13 +99,14 @@ class Table:
                 return [clean(x) for x in v]
             return v
         return {"name": self.name, "caption": self.caption, "columns": list(self.columns),
-                "rows": [[clean(v) for v in r] for r in self.rows], "notes": list(self.notes)}
+                "rows": [[clean(v) for v in r] for r in self.rows], "notes": list(self.notes),
+                "keys": list(self.keys)}
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> "Table":
         return cls(name=d["name"], columns=list(d["columns"]),
                    rows=[list(r) for r in d["rows"]], caption=d.get("caption", ""),
-                   notes=list(d.get("notes", [])))
+                   notes=list(d.get("notes", [])), keys=list(d.get("keys", [])))
 
     def column(self, name: str) -> list[Any]:
         i = self.columns.index(name)

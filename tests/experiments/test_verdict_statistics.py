@@ -175,6 +175,28 @@ def _grid_run(lr, b, seed, top, acc, status="finished"):
                summary={"hessian_top": top, "test_acc": acc}, status=status)
 
 
+def test_two_ratio_grids_are_compared_setting_by_setting():
+    """Reports over different η grids: the comparison subtracts the settings both ran, not
+    the k-th row of one table from the k-th of the other (both sorted by η/B), and names
+    the rest."""
+    from sgdlab.experiments.procedures.jastrzebski import ratio_grid
+    from sgdlab.report.compare import table_differences
+
+    spec = SimpleNamespace(paper=PAPER, options={"metrics": ["hessian_top"],
+                                                 "expect": {"hessian_top": "negative"}})
+
+    def report(lrs):
+        runs = [_grid_run(lr, b, 0, top=lr * 1000 / b, acc=0.5) for lr in lrs
+                for b in (128, 512)]
+        return {"tables": [t.to_json() for t in ratio_grid(spec, runs).tables]}
+
+    (d,) = table_differences(report([0.05, 0.2]), report([0.1, 0.2]))
+    assert [r[:2] for r in d.rows] == [[0.2, 512], [0.2, 128]]
+    assert [r[3] for r in d.rows] == [0.0, 0.0]           # the same λ_max at the same setting
+    assert d.notes == ["rows only in A: lr=0.05, batch size=512; lr=0.05, batch size=128",
+                       "rows only in B: lr=0.1, batch size=512; lr=0.1, batch size=128"]
+
+
 def test_ratio_grid_spearman_and_equal_ratio_equivalence_by_hand():
     from sgdlab.experiments.procedures.jastrzebski import ratio_grid
 

@@ -93,3 +93,41 @@ def test_a_list_cells_infinity_reads_back_as_in_the_markdown():
     assert j["rows"] == [["x", [1.0, "inf", None]]]
     assert "<td>[1, inf, —]</td>" in Table.from_json(j).to_html()
     assert "| x | [1, inf, —] |" in t.to_markdown()
+
+
+def test_table_differences_match_grid_rows_on_their_settings_and_name_the_unmatched():
+    # two grids sharing one learning rate: rows of different (lr, batch size) are not
+    # subtracted from each other (in the tables' order they would be, row by row), and the
+    # settings only one report ran are named
+    cols = ["lr", "batch size", "lr / B", "acc"]
+    a = Table("g", cols, [[0.05, 512, 0.05 / 512, 1.0], [0.05, 128, 0.05 / 128, 2.0],
+                          [0.2, 512, 0.2 / 512, 3.0], [0.2, 128, 0.2 / 128, 4.0]],
+              keys=["lr", "batch size"]).to_json()
+    b = Table("g", cols, [[0.1, 512, 0.1 / 512, 10.0], [0.2, 512, 0.2 / 512, 30.0],
+                          [0.1, 128, 0.1 / 128, 20.0], [0.2, 128, 0.2 / 128, 40.0]],
+              keys=["lr", "batch size"]).to_json()
+    (d,) = table_differences({"tables": [a]}, {"tables": [b]})
+    assert d.rows == [[0.2, 512, 0.0, 27.0], [0.2, 128, 0.0, 36.0]]
+    assert d.notes == ["rows only in A: lr=0.05, batch size=512; lr=0.05, batch size=128",
+                       "rows only in B: lr=0.1, batch size=512; lr=0.1, batch size=128"]
+
+
+def test_table_differences_without_declared_keys_match_on_the_first_column_too():
+    # a results.json written before tables named their key columns: a numeric first column
+    # (the row's name, kept as it is in the differences) is part of what a row is matched on
+    a = {"tables": [{"name": "w", "columns": ["λ", "tv"], "rows": [[0.5, 1.0], [1.0, 2.0]]}]}
+    b = {"tables": [{"name": "w", "columns": ["λ", "tv"], "rows": [[1.0, 2.5], [2.0, 9.0]]}]}
+    (d,) = table_differences(a, b)
+    assert d.rows == [[1.0, 0.5]]
+    assert d.notes == ["rows only in A: λ=0.5", "rows only in B: λ=2"]
+    # no row in common: said, not an empty section
+    b["tables"][0]["rows"] = [[3.0, 1.0]]
+    (d,) = table_differences(a, b)
+    assert d.rows == [] and d.notes[0] == "no row of A has a row of B with the same settings"
+
+
+def test_table_keys_are_columns_and_round_trip():
+    with pytest.raises(ValueError, match="key column.*seed"):
+        Table("t", ["run", "acc"], [], keys=["seed"])
+    t = Table("t", ["run", "seed", "acc"], [["x", 0, 1.0]], keys=["run", "seed"])
+    assert Table.from_json(t.to_json()).keys == ["run", "seed"]

@@ -114,7 +114,8 @@ def ratio_grid(spec, runs: list[StoredRun]) -> Analysis:
     cols = ["lr", "batch size", "lr / B"] + [LABELS.get(m, m) for m in metrics] + [
         "diverged", "seeds"]
     rows.sort(key=lambda r: (r[2], r[0]))
-    table = Table("ratio_grid", cols, rows, caption="final values, mean over seeds "
+    table = Table("ratio_grid", cols, rows, keys=["lr", "batch size"],
+                  caption="final values, mean over seeds "
                   "(diverged runs excluded from the means)")
     fig, axes = panels(len(metrics))
     conclusions = []
@@ -407,6 +408,7 @@ def interpolation(spec, runs: list[StoredRun]) -> Analysis:
                                     "train loss at B", "basin width at A (α)",
                                     "basin width at B (α)", "width at A (‖Δθ‖ units)",
                                     "width at B (‖Δθ‖ units)", "both ends closed"], rows,
+                  keys=["pair", "seed"],
                   caption=f"basin: the α-interval on the outward side of the end (α < 0 for "
                           f"A, α > 1 for B) on which the training loss stays below its value "
                           f"there + {rise:g}; 'closed' means the loss reached that level inside "
@@ -456,6 +458,7 @@ def breakdown(spec, runs: list[StoredRun]) -> Analysis:
     table = Table("breakdown", ["training examples", "β", "lr", "batch size",
                                 f"best {LABELS.get(metric, metric)}", "std", "diverged",
                                 "seeds"], rows,
+                  keys=["training examples", "β", "lr", "batch size"],
                   caption="η = β η₀, S = β S₀: the ratio η/S is the same in every row")
     sizes = sorted({r[0] for r in rows}, reverse=True)
     fig = curves({f"{n} training examples": ([r[1] for r in rows if r[0] == n],

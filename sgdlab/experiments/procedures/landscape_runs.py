@@ -494,10 +494,10 @@ def zhu_escape_sweep_analysis(spec, runs) -> Analysis:
     n_reps = sorted({n for (_, _, n) in est.values()})
     table = Table("escape_lr_sweep", ["η", "η·λ_max", "method", "runs", "success rate",
                                       f"Wilson low (z = {z:g})", f"Wilson high (z = {z:g})",
-                                      "reached flat basin"], long_rows,
+                                      "reached flat basin"], long_rows, keys=["η", "method"],
                   caption="success rate pooled over seeds with its Wilson score interval")
     wide_t = Table("escape_lr_sweep_wide", ["η", "η·λ_max"] + [LABELS.get(m, m) for m in methods]
-                   + ["paper's ordering (described)"], wide_rows,
+                   + ["paper's ordering (described)"], wide_rows, keys=["η"],
                    caption=f"success % [Wilson interval at z = {z:g}] "
                            f"({', '.join(map(str, n_reps))} runs per cell); GD is stable at the "
                            "sharp minimum only where η·λ_max < 2")

@@ -286,6 +286,7 @@ def xing_cosine_grid(spec, runs: list[StoredRun]) -> Analysis:
     rows.sort(key=lambda r: (r[0], r[1]))
     table = Table("cosine_grid", ["lr", "batch size", "mean cos(g_t-1, g_t)", "std",
                                   "final ‖θ − θ₀‖", "seeds"], [r[:-1] for r in rows],
+                  keys=["lr", "batch size"],
                   caption=f"cosine: mean over steps ≥ {after}, then over seeds")
     by_b = [r for r in rows if math.isclose(r[0], lr0)]
     by_lr = [r for r in rows if math.isclose(r[1], b0)]

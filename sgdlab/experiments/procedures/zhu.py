@@ -128,7 +128,8 @@ def zhu_alignment(spec, runs: list[StoredRun]) -> Analysis:
         concl += [Conclusion(f"{g}: {text}", agrees_with_paper=ok, claim=claim, evidence=ev)
                   for text, ok, claim, ev in found]
     table = Table("alignment", ["run", "i", "|cos(u_i, v_i)|", "std", "λ_i(H)/‖H‖_F",
-                                "λ_i(Σ)/‖Σ‖_F"], rows, caption="at the last measurement; "
+                                "λ_i(Σ)/‖Σ‖_F"], rows, keys=["run", "i"],
+                  caption="at the last measurement; "
                   "cosine mean and std over seeds, eigenvalues mean over seeds")
     # two panels: the residual (in [0, k]) and a cosine (in [0, 1]) are different quantities
     fig, axes = panels(2)
