@@ -7,9 +7,7 @@ it ran on another host and its heartbeat stopped), with the command that continu
 from __future__ import annotations
 
 import argparse
-import json
 import math
-import re
 from pathlib import Path
 
 from sgdlab.strict_json import dumps
@@ -244,45 +242,6 @@ def _show(args) -> int:
     return 0
 
 
-def _flat(cfg: object, prefix: str = "") -> dict[str, str]:
-    """A config as ``{dotted.key: value}`` (lists of sections by index, ``measure[1].every``),
-    other values as compact JSON, cut at 40 characters."""
-    if isinstance(cfg, dict) and cfg:
-        out: dict[str, str] = {}
-        for k, v in cfg.items():
-            out.update(_flat(v, f"{prefix}.{k}" if prefix else str(k)))
-        return out
-    if isinstance(cfg, list) and cfg and all(isinstance(v, dict) for v in cfg):
-        out = {prefix: f"{len(cfg)} items"}
-        for i, v in enumerate(cfg):
-            out.update(_flat(v, f"{prefix}[{i}]"))
-        return out
-    text = cfg if isinstance(cfg, str) else json.dumps(cfg, default=str, separators=(", ", ": "))
-    return {prefix: text if len(text) <= 40 else text[:39] + "…"}
-
-
-def _key_order(key: str) -> list:
-    """Sort key reading list indices as numbers: ``measure[2]`` before ``measure[10]``."""
-    return [int(p) if p.isdigit() else p for p in re.split(r"(\d+)", key)]
-
-
-def _config_diff(flats: list[dict[str, str]]) -> list[str]:
-    """The keys whose values differ between flattened configs (``_flat``), sorted; a list item
-    (``measure[3]``) that some config lacks is one key, set in ``flats`` to the item's
-    ``name`` where it is present, instead of one key per option."""
-    differ = [k for k in sorted(set().union(*flats), key=_key_order)
-              if len({f.get(k, "—") for f in flats}) > 1]
-    for root in dict.fromkeys(k.split("]")[0] + "]" for k in differ if "]" in k):
-        if all(any(k.startswith(root + ".") for k in f) for f in flats):
-            continue   # in every config: its differing options stay rows of their own
-        for f in flats:
-            if any(k.startswith(root + ".") for k in f):
-                f[root] = f.get(root + ".name", "(set)")
-        differ = sorted([k for k in differ if not k.startswith(root + ".")] + [root],
-                        key=_key_order)
-    return differ
-
-
 def _compare(args) -> int:
     from sgdlab.errors import UserError, did_you_mean
 
@@ -313,22 +272,25 @@ def _compare(args) -> int:
         metrics = [m for m in ("train_loss", "test_loss", "test_acc") if m in common]
         groups = recorded_groups({m: [(0, 0.0)] for m in common if m != "lr"})
         metrics += [m for g, names in groups.items() for m in headline_series(g, names)]
-    flats = [_flat(r["config"] or {}) for r in runs]
-    differ = _config_diff(flats)
+    from sgdlab.report.settings import differing_keys, flat_config, shown
+
+    flats = [flat_config(r["config"] or {}) for r in runs]
+    differ = differing_keys(flats)
+    cut = {k: shown([f.get(k, "—") for f in flats]) for k in differ}
     # a curve is named by its run and the config values that set it apart (runs of one
     # config file share their name); what is measured is named last
     named = sorted(differ, key=lambda k: k.startswith("measure"))
     labels = []
-    for r, f in zip(runs, flats):
-        own = [f"{k}={f[k]}" for k in named if k in f]   # a key another run lacks: not "—"
+    for i, (r, f) in enumerate(zip(runs, flats)):
+        own = [f"{k}={cut[k][i]}" for k in named if k in f]   # a key this run lacks: not "—"
         labels.append(r["id"] + (f" ({', '.join(own[:3])}{', …' if len(own) > 3 else ''})"
                                  if own else f" ({r['name']})" if r["name"] else ""))
     rows = [["", *(r["id"] for r in runs)], ["name", *(r["name"] or "" for r in runs)],
             ["status", *(r["status"] for r in runs)]]
     # the config's own name is the run's name: one "name" row, not two
-    shown = [k for k in differ if not (k == "name" and all(
+    differing = [k for k in differ if not (k == "name" and all(
         f.get("name") == (r["name"] or "") for f, r in zip(flats, runs)))]
-    rows += [[k, *(f.get(k, "—") for f in flats)] for k in shown]
+    rows += [[k, *cut[k]] for k in differing]
     rows += [[f"final {m}", *(_fmt(h[m][-1][1]) if h.get(m) else "—" for h in histories)]
              for m in metrics]
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]

@@ -271,25 +271,38 @@ def test_runs_compare_plot_path_is_checked_first_and_printed_as_written(tmp_path
     assert f"{tmp_path / 'file'} is a file, not a folder" in capsys.readouterr().err
 
 
-def test_runs_compare_names_a_list_item_one_config_lacks_in_one_row():
-    from sgdlab.cli.runs import _config_diff, _flat
+def test_runs_compare_tells_configs_apart_past_the_shown_width(tmp_path, capsys):
+    # the values are shown cut at 40 characters; they are compared whole
+    store = RunStore(tmp_path / "runs.sqlite")
+    ids = [store.create_run({"model": {"widths": [16] * 11 + [last]}}, name="r", env={},
+                            status="finished") for last in (16, 32)]
+    assert main(["runs", "compare", *ids, "--store", str(store.path)]) == 0
+    out = capsys.readouterr().out
+    assert "identical" not in out
+    (row,) = [ln for ln in out.splitlines() if ln.startswith("model.widths ")]
+    assert row.split("  ")[1:] == ["…16, 16, 16, 16, 16, 16, 16, 16, 16, 16]",
+                                   "…16, 16, 16, 16, 16, 16, 16, 16, 16, 32]"]
 
-    flats = [_flat({"train": {"epochs": 2}, "measure": [{"name": "hessian", "k": 2},
+
+def test_runs_compare_names_a_list_item_one_config_lacks_in_one_row():
+    from sgdlab.report.settings import differing_keys, flat_config
+
+    flats = [flat_config({"train": {"epochs": 2}, "measure": [{"name": "hessian", "k": 2},
                                                         {"name": "noise", "k": 5}]}),
-             _flat({"train": {"epochs": 3}, "measure": [{"name": "hessian", "k": 3}]})]
-    assert _config_diff(flats) == ["measure", "measure[0].k", "measure[1]", "train.epochs"]
+             flat_config({"train": {"epochs": 3}, "measure": [{"name": "hessian", "k": 3}]})]
+    assert differing_keys(flats) == ["measure", "measure[0].k", "measure[1]", "train.epochs"]
     assert [f.get("measure[1]", "—") for f in flats] == ["noise", "—"]
     assert [f["measure"] for f in flats] == ["2 items", "1 items"]
 
 
 def test_config_diff_orders_list_items_by_number():
-    from sgdlab.cli.runs import _config_diff, _flat
+    from sgdlab.report.settings import differing_keys, flat_config
 
     items = [{"name": "dynamics", "every": i} for i in range(12)]
-    a = _flat({"measure": items, "optimizer": {"lr": 0.1}})
-    b = _flat({"measure": [dict(m, every=m["every"] + 1) for m in items],
+    a = flat_config({"measure": items, "optimizer": {"lr": 0.1}})
+    b = flat_config({"measure": [dict(m, every=m["every"] + 1) for m in items],
                "optimizer": {"lr": 0.1}})
-    assert _config_diff([a, b]) == [f"measure[{i}].every" for i in range(12)]
+    assert differing_keys([a, b]) == [f"measure[{i}].every" for i in range(12)]
 
 
 def test_runs_compare_prints_the_config_name_once(tmp_path, capsys):
