@@ -1,5 +1,6 @@
-"""Two experiment outputs side by side: conclusions, same-named tables and figures in columns,
-plus a table of numeric differences for tables that share a name and shape."""
+"""Two experiment outputs side by side: what their settings change, conclusions, same-named
+tables and figures in columns, plus a table of numeric differences for tables that share a name
+and columns (rows matched on their settings; the rows only one report has are named)."""
 from __future__ import annotations
 
 import html
@@ -11,6 +12,7 @@ from typing import Any
 from sgdlab.errors import UserError
 from sgdlab.report.html import (conclusions_html, figures_html, header_html, page,
                                 status_html)
+from sgdlab.report.settings import differing_keys, flat_config, shown
 from sgdlab.report.tables import INFINITIES, Table
 
 
@@ -110,6 +112,30 @@ def table_differences(a: dict[str, Any], b: dict[str, Any]) -> list[Table]:
     return out
 
 
+def settings_differences(a: dict[str, Any], b: dict[str, Any]) -> Table | None:
+    """What differs between the settings of two reports (experiment, version, scale,
+    readings, the resolved base config, runs, grid, seeds and options) and between the
+    stored runs they read; None when nothing does."""
+    def settings(res: dict[str, Any]) -> dict[str, str]:
+        e = res.get("experiment") or {}
+        readings = {k: r.get("choice") for k, r in (e.get("readings") or {}).items()}
+        return flat_config({"experiment": e.get("name"), "version": e.get("version"),
+                            "scale": res.get("scale"), "readings": readings,
+                            **((res.get("config") or {}).get("resolved") or {})})
+
+    flats = [settings(a), settings(b)]
+    rows = [[k, *shown([f.get(k, "—") for f in flats])] for k in differing_keys(flats)]
+    ids_a, ids_b = ({r["run_id"] for r in res.get("runs", [])} for res in (a, b))
+    if ids_a != ids_b:
+        rows.append(["stored runs", f"{len(ids_a)} ({len(ids_a & ids_b)} also in B)",
+                     f"{len(ids_b)} ({len(ids_a & ids_b)} also in A)"])
+    if not rows:
+        return None
+    return Table("settings", ["setting", "A", "B"], rows,
+                 caption="what the two reports ran differently (a run is in both when both "
+                         "read it from the store)")
+
+
 def compare_html(dir_a: str | Path, dir_b: str | Path) -> str:
     a, b = load_results(dir_a), load_results(dir_b)
     da, db = Path(dir_a), Path(dir_b)
@@ -119,6 +145,9 @@ def compare_html(dir_a: str | Path, dir_b: str | Path) -> str:
                 + status_html(res) + "<h3>Conclusions</h3>" + conclusions_html(res) + "</div>")
 
     body = ("<h1>Comparison</h1><div class='cols'>" + col(a, da, "A") + col(b, db, "B") + "</div>")
+    settings = settings_differences(a, b)
+    body += "<h2>Settings</h2>" + (settings.to_html() if settings is not None else
+                                   "<p>The two reports have the same settings and runs.</p>")
     tb = {t["name"]: t for t in b.get("tables", [])}
     names = [t["name"] for t in a.get("tables", [])] + [
         n for n in tb if n not in {t["name"] for t in a.get("tables", [])}]
@@ -127,10 +156,16 @@ def compare_html(dir_a: str | Path, dir_b: str | Path) -> str:
     for n in names:
         left = Table.from_json(ta[n]).to_html() if n in ta else "<p>—</p>"
         right = Table.from_json(tb[n]).to_html() if n in tb else "<p>—</p>"
-        body += f"<h3>{html.escape(n)}</h3><div class='cols'><div>{left}</div><div>{right}</div></div>"
-    diffs = table_differences(a, b)
+        body += (f"<h3>{html.escape(n)}</h3><div class='cols'><div>{left}</div>"
+                 f"<div>{right}</div></div>")
+    diffs = "".join(t.to_html() for t in table_differences(a, b))
+    diffs += "".join(
+        f"<p class='note'>{html.escape(n)}: not subtracted, its columns differ (A: "
+        f"{html.escape(', '.join(ta[n]['columns']))}; B: "
+        f"{html.escape(', '.join(tb[n]['columns']))})</p>"
+        for n in names if n in ta and n in tb and ta[n]["columns"] != tb[n]["columns"])
     if diffs:
-        body += "<h2>Differences</h2>" + "".join(t.to_html() for t in diffs)
+        body += "<h2>Differences</h2>" + diffs
     fa = {f["name"]: f for f in a.get("figures", [])}
     fb = {f["name"]: f for f in b.get("figures", [])}
     body += "<h2>Figures</h2>"
@@ -143,7 +178,8 @@ def compare_html(dir_a: str | Path, dir_b: str | Path) -> str:
 
 def write_compare(dir_a: str | Path, dir_b: str | Path, out: str | Path | None = None) -> Path:
     """Write the side-by-side page; default ``<dir_a>/compare-<name of dir_b>.html``."""
-    out = Path(out) if out is not None else Path(dir_a) / f"compare-{Path(dir_b).resolve().name}.html"
+    out = (Path(out) if out is not None
+           else Path(dir_a) / f"compare-{Path(dir_b).resolve().name}.html")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(compare_html(dir_a, dir_b))
     return out

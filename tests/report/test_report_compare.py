@@ -1,0 +1,50 @@
+"""The side-by-side page of two experiment reports says how their settings differ."""
+from __future__ import annotations
+
+import html
+import json
+import re
+
+from sgdlab.report.compare import compare_html
+
+
+def _results(tmp_path, name, *, scale="cpu", grid, seeds, run_ids, columns=("lr", "acc")):
+    out = tmp_path / name
+    out.mkdir()
+    results = {
+        "experiment": {"name": "grid", "version": 1}, "scale": scale,
+        "config": {"resolved": {"base": {"epochs": 2}, "grid": grid, "seeds": seeds}},
+        "tables": [{"name": "t", "columns": list(columns), "rows": []}],
+        "runs": [{"key": r, "run_id": r, "label": r, "seed": 0, "status": "finished"}
+                 for r in run_ids]}
+    (out / "results.json").write_text(json.dumps(results))
+    return out
+
+
+def _text(page: str, start: str, end: str) -> str:
+    part = page[page.index(start):page.index(end)]
+    return html.unescape(re.sub(r"<[^>]+>", " ", part))
+
+
+def test_compare_page_lists_the_settings_and_runs_that_differ(tmp_path):
+    a = _results(tmp_path, "a", grid={"optimizer.lr": [0.05, 0.2]}, seeds=[0],
+                 run_ids=["r1", "r2"])
+    b = _results(tmp_path, "b", scale="paper", grid={"optimizer.lr": [0.1, 0.2]},
+                 seeds=[0, 1], run_ids=["r2", "r3", "r4"], columns=("lr", "loss"))
+    page = compare_html(a, b)
+    settings = " ".join(_text(page, "<h2>Settings", "<h2>Tables").split())
+    assert "scale cpu paper" in settings
+    assert "grid.optimizer.lr [0.05, 0.2] [0.1, 0.2]" in settings
+    assert "seeds [0] [0, 1]" in settings
+    assert "epochs" not in settings                          # the same in both
+    assert "stored runs 2 (1 also in B) 3 (1 also in A)" in settings
+    # same-named tables whose columns differ: said, not silently left out of the differences
+    diffs = " ".join(_text(page, "<h2>Differences", "<h2>Figures").split())
+    assert "t: not subtracted, its columns differ (A: lr, acc; B: lr, loss)" in diffs
+
+
+def test_compare_page_of_reports_with_the_same_settings_says_so(tmp_path):
+    a = _results(tmp_path, "a", grid={"optimizer.lr": [0.1]}, seeds=[0], run_ids=["r1"])
+    b = _results(tmp_path, "b", grid={"optimizer.lr": [0.1]}, seeds=[0], run_ids=["r1"])
+    settings = " ".join(_text(compare_html(a, b), "<h2>Settings", "<h2>Tables").split())
+    assert "the same settings" in settings and "stored runs" not in settings
