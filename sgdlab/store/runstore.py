@@ -760,14 +760,16 @@ class RunStore:
         ``run_id, run_name, experiment, status, metric, step, value, wall``.
         ``json``: a list of runs, each with config, env, status, summary, artifacts and
         ``metrics: {name: [[step, value], ...]}``; strict JSON (a non-finite value is null).
+        ``path`` may not be this store or another SQLite database (a :class:`UserError`).
         """
         fmt = fmt.lower()
         if fmt not in ("csv", "json"):
             raise UserError(f"unknown export format {fmt!r}; use 'csv' or 'json'")
+        path = Path(path)
+        self._check_export_target(path)
         # a run named twice (by its id and a prefix, say) is written once
         ids = list(dict.fromkeys(self.resolve(r) for r in run_ids)) if run_ids else [
             r["id"] for r in self.list_runs()]
-        path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + ".tmp")
         if fmt == "json":
@@ -792,6 +794,23 @@ class RunStore:
                                     run["status"], n, s, repr(_float_or_nan(v)), t])
         os.replace(tmp, path)
         return path
+
+    def _check_export_target(self, path: Path) -> None:
+        """Refuse to write an export over this store (or its -wal / -shm file) or over any
+        other SQLite database: ``sgdlab runs export runs.sqlite``, the store taken for the
+        file to write, would replace every run by its CSV."""
+        store = self.path.resolve()
+        if path.resolve() in (store, Path(f"{store}-wal"), Path(f"{store}-shm")):
+            raise UserError(f"export path {str(path)!r} is the run store itself; give the "
+                            "CSV or JSON file to write (e.g. runs.csv)")
+        try:
+            with open(path, "rb") as f:
+                header = f.read(16)
+        except OSError:
+            return          # nothing there (or unreadable: writing says why)
+        if header == b"SQLite format 3\x00":
+            raise UserError(f"export path {str(path)!r} is an SQLite database (a run store?), "
+                            "which the export would replace; give a CSV or JSON file to write")
 
 
 class MetricWriter:

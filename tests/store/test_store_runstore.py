@@ -246,3 +246,25 @@ def test_export_csv_and_json(tmp_path):
     assert [r["id"] for r in json.loads((tmp_path / "twice.json").read_text())] == [b]
     with pytest.raises(UserError, match="unknown export format"):
         store.export(tmp_path / "x.xml", fmt="xml")
+
+
+def test_export_refuses_to_write_over_a_store(tmp_path, capsys):
+    """`sgdlab runs export runs.sqlite` (the store taken for the file to write) would replace
+    the store, every run in it, by their CSV; another database would be lost alike."""
+    from sgdlab.cli.main import main
+
+    path = tmp_path / "runs.sqlite"
+    store = RunStore(path)
+    rid = store.create_run({"k": 1}, name="a", env={}, status="finished")
+    store.log_metrics(rid, 1, {"loss": 0.5})
+    with pytest.raises(UserError, match="is the run store itself"):
+        store.export(tmp_path / "." / "runs.sqlite")
+    other = RunStore(tmp_path / "other.sqlite")
+    other.close()
+    with pytest.raises(UserError, match="is an SQLite database"):
+        store.export(tmp_path / "other.sqlite", fmt="json")
+    assert main(["runs", "export", str(path), "--store", str(path)]) == 2
+    assert "is the run store itself" in capsys.readouterr().err
+    store.close()
+    assert [r["id"] for r in RunStore(path).list_runs()] == [rid]
+    assert not (tmp_path / "runs.sqlite.tmp").exists()
