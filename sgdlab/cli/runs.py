@@ -104,8 +104,14 @@ def _run_ref(args, ref: str) -> str:
     if rid is None:
         raise UserError(f"{ref} is a folder but not a run's (no readable run.json or "
                         "results.json naming its run)")
-    if args.store is None and recorded is not None:
-        args.store = recorded
+    if recorded is None:
+        return rid
+    first = getattr(args, "store_from", None)     # the folder an earlier ref took it from
+    if args.store is None:
+        args.store, args.store_from = recorded, ref
+    elif first is not None and Path(recorded).resolve() != Path(args.store).resolve():
+        raise UserError(f"{ref} records its run in {recorded}, {first} in {args.store}: "
+                        "runs are compared within one store")
     return rid
 
 

@@ -284,6 +284,24 @@ def test_runs_compare_tells_configs_apart_past_the_shown_width(tmp_path, capsys)
                                    "…16, 16, 16, 16, 16, 16, 16, 16, 16, 32]"]
 
 
+def test_runs_compare_of_folders_whose_runs_are_in_two_stores_says_so(tmp_path, capsys):
+    folders = []
+    for name in ("a", "b"):
+        store = RunStore(tmp_path / f"{name}.sqlite")
+        rid = store.create_run({"k": name}, name=name, env={}, status="finished")
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "run.json").write_text(
+            json.dumps({"run_id": rid, "store": str(store.path)}))
+        folders.append(str(tmp_path / name))
+    assert main(["runs", "compare", *folders]) == 2
+    err = capsys.readouterr().err
+    assert (f"{folders[1]} records its run in {tmp_path / 'b.sqlite'}, {folders[0]} in "
+            f"{tmp_path / 'a.sqlite'}") in err
+    # with --store, the folders name runs of that store
+    assert main(["runs", "compare", *folders, "--store", str(tmp_path / "a.sqlite")]) == 2
+    assert "no run" in capsys.readouterr().err
+
+
 def test_runs_compare_names_a_list_item_one_config_lacks_in_one_row():
     from sgdlab.report.settings import differing_keys, flat_config
 
