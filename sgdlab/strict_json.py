@@ -10,13 +10,16 @@ stack.
 """
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import os
 from pathlib import Path
 from typing import Any, Callable
 
-__all__ = ["dumps", "finite_or_none", "nan_in_arrays"]
+__all__ = ["dumps", "finite_or_none", "nan_in_arrays", "write_atomic"]
+
+_WRITES = itertools.count()     # numbers this process' temporary files apart
 
 
 def finite_or_none(obj: Any) -> Any:
@@ -43,9 +46,16 @@ def write_atomic(path: str | os.PathLike, obj: Any, **kwargs: Any) -> Path:
     the same folder, then ``os.replace``): a process killed while writing leaves the previous
     file, not a truncated one its readers cannot parse."""
     path = Path(path)
-    tmp = path.with_name(f"{path.name}.tmp")
-    tmp.write_text(dumps(obj, **kwargs))
-    os.replace(tmp, path)
+    text = dumps(obj, **kwargs)
+    # a temporary file of this write's own: two writers of one file (two sweeps sharing a
+    # store end with the same report) must neither write into nor rename each other's
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.{next(_WRITES)}.tmp")
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     return path
 
 

@@ -52,3 +52,43 @@ def test_arrays_read_back_with_nan_where_a_non_finite_number_was():
     # None outside an array of numbers was not a number: kept
     assert back["label"] is None and back["runs"][1:] == ["text", None]
     assert back["flags"] == [True, None]
+
+
+def test_two_writers_of_one_file_each_write_it_whole(tmp_path, monkeypatch):
+    """Two sweeps sharing a store end with the same report: another writer's whole write of
+    results.json between this one's write and rename neither takes this one's temporary
+    file nor moves away a half-written one."""
+    import os
+
+    import sgdlab.strict_json as strict_json
+
+    path = tmp_path / "results.json"
+    rename = os.replace
+
+    def the_other_writer_first(src, dst):
+        monkeypatch.setattr(strict_json.os, "replace", rename)
+        strict_json.write_atomic(path, {"by": "other"})
+        rename(src, dst)
+
+    monkeypatch.setattr(strict_json.os, "replace", the_other_writer_first)
+    strict_json.write_atomic(path, {"by": "this", "x": [1.0] * 100})
+    assert json.loads(path.read_text()) == {"by": "this", "x": [1.0] * 100}
+    assert list(tmp_path.iterdir()) == [path]            # no temporary file left
+
+
+def test_a_failed_write_leaves_the_previous_file_and_no_temporary(tmp_path, monkeypatch):
+    import os
+
+    import sgdlab.strict_json as strict_json
+
+    path = tmp_path / "results.json"
+    strict_json.write_atomic(path, {"v": 1})
+
+    def full_disk(src, dst):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(strict_json.os, "replace", full_disk)
+    with pytest.raises(OSError):
+        strict_json.write_atomic(path, {"v": 2})
+    monkeypatch.setattr(strict_json.os, "replace", os.replace)
+    assert json.loads(path.read_text()) == {"v": 1} and list(tmp_path.iterdir()) == [path]
