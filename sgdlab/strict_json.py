@@ -10,7 +10,6 @@ stack.
 """
 from __future__ import annotations
 
-import itertools
 import json
 import math
 import os
@@ -19,7 +18,6 @@ from typing import Any, Callable
 
 __all__ = ["dumps", "finite_or_none", "nan_in_arrays", "write_atomic"]
 
-_WRITES = itertools.count()     # numbers this process' temporary files apart
 
 
 def finite_or_none(obj: Any) -> Any:
@@ -45,17 +43,12 @@ def write_atomic(path: str | os.PathLike, obj: Any, **kwargs: Any) -> Path:
     """``dumps(obj, **kwargs)`` written to ``path`` whole or not at all (a temporary file in
     the same folder, then ``os.replace``): a process killed while writing leaves the previous
     file, not a truncated one its readers cannot parse."""
+    from .atomic import replaced_whole
+
     path = Path(path)
     text = dumps(obj, **kwargs)
-    # a temporary file of this write's own: two writers of one file (two sweeps sharing a
-    # store end with the same report) must neither write into nor rename each other's
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.{next(_WRITES)}.tmp")
-    try:
+    with replaced_whole(path) as tmp:
         tmp.write_text(text)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
     return path
 
 

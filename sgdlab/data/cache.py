@@ -10,13 +10,14 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from ..atomic import replaced_whole
 
 
 def cache_dir() -> Path:
@@ -46,14 +47,8 @@ def cached_arrays(key: str, build: Callable[[], dict[str, np.ndarray]], *,
     arrays = build()
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{key}.", suffix=".tmp.npz")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.savez(f, **arrays)
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        with replaced_whole(path) as tmp, open(tmp, "wb") as f:
+            np.savez(f, **arrays)
     except OSError:
         pass
     return arrays

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from sgdlab.atomic import replaced_whole
 from sgdlab.errors import DataError, UserError
 from sgdlab.strict_json import dumps as strict_dumps
 
@@ -150,9 +151,8 @@ class TrajectoryWriter:
         else:
             if coords is not None:
                 np.save(self.path / "coords.npy", coords, allow_pickle=False)
-            tmp = meta_file.with_suffix(".tmp")
-            tmp.write_text(strict_dumps(meta, indent=1))
-            tmp.replace(meta_file)
+            with replaced_whole(meta_file) as tmp:
+                tmp.write_text(strict_dumps(meta, indent=1))
         self.meta = meta
         self.coords = coords
         self.dtype = _DTYPES[dtype]

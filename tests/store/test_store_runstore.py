@@ -248,6 +248,26 @@ def test_export_csv_and_json(tmp_path):
         store.export(tmp_path / "x.xml", fmt="xml")
 
 
+def test_a_failed_export_keeps_the_previous_file_and_leaves_no_temporary(tmp_path, monkeypatch):
+    """An export stopped half-way (a full disk, an interrupt) leaves the previous export whole
+    and no temporary file beside it."""
+    store = RunStore(tmp_path / "runs.sqlite")
+    rid = store.create_run({"k": 1}, name="a", env={})
+    store.log_metrics(rid, 1, {"loss": 0.5})
+    out = tmp_path / "out" / "runs.csv"
+    store.export(out)
+    before = out.read_text()
+
+    def interrupted(run_id):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(store, "get_run", interrupted)
+    for fmt in ("csv", "json"):
+        with pytest.raises(KeyboardInterrupt):
+            store.export(out, fmt=fmt)
+        assert out.read_text() == before and sorted(out.parent.iterdir()) == [out]
+
+
 def test_export_refuses_to_write_over_a_store(tmp_path, capsys):
     """`sgdlab runs export runs.sqlite` (the store taken for the file to write) would replace
     the store, every run in it, by their CSV; another database would be lost alike."""

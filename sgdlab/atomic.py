@@ -1,0 +1,28 @@
+"""Files written whole or not at all: through a temporary file of the write's own in the same
+folder, then ``os.replace``. A reader finds the previous file or the new one, never a
+truncated one; a write that fails (a full disk, an interrupt) leaves no temporary file; two
+writers of one file (two sweeps sharing a store end with the same report) neither write into
+nor rename each other's temporary files."""
+from __future__ import annotations
+
+import itertools
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+_WRITES = itertools.count()     # numbers this process' temporary files apart
+
+
+@contextmanager
+def replaced_whole(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside ``path`` to write; it replaces ``path`` when the block
+    ends normally and is removed when the block raises."""
+    path = Path(path)
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.{next(_WRITES)}.tmp")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
