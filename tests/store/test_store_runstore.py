@@ -287,4 +287,4 @@ def test_export_refuses_to_write_over_a_store(tmp_path, capsys):
     assert "is the run store itself" in capsys.readouterr().err
     store.close()
     assert [r["id"] for r in RunStore(path).list_runs()] == [rid]
-    assert not (tmp_path / "runs.sqlite.tmp").exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
