@@ -21,8 +21,8 @@ from sgdlab.experiments.procedures import StoredRun, register_analysis
 from sgdlab.experiments.procedures.common import (add_references, by_group, check_claims,
                                                   finite, mean_curve, summary_table,
                                                   values_by_group, x_axis)
-from sgdlab.experiments.procedures.jastrzebski import (CLEAR_TREND, _spearman, clear_trend,
-                                                       epoch_curves, ranked_over)
+from sgdlab.experiments.procedures.jastrzebski import (CLEAR_TREND, _spearman, epoch_curves,
+                                                       ranked_over, trend_verdict)
 from sgdlab.measure.walk import VALLEY_FLOORS, has_valley_floor
 from sgdlab.report.figures.axes import log_scale
 from sgdlab.report.tables import Table
@@ -310,7 +310,7 @@ def xing_cosine_grid(spec, runs: list[StoredRun]) -> Analysis:
             f"{what} vs batch size at lr = {lr0:g}: Spearman ρ = {rho:.2f} over "
             f"{ranked_over([p[1] for p in by_b], [p[col] for p in by_b], 'batch sizes')} "
             f"(a clear trend needs |ρ| ≥ {CLEAR_TREND})",
-            agrees_with_paper=clear_trend(rho, "negative") if finite(rho) else None,
+            agrees_with_paper=trend_verdict(rho, "negative"),
             claim=f"the {what} falls as the batch size grows", evidence={"spearman": rho}))
     if len(by_lr) >= 2:
         lo, hi = by_lr[0][-1], by_lr[-1][-1]
