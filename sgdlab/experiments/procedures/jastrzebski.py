@@ -174,7 +174,8 @@ def ratio_grid(spec, runs: list[StoredRun]) -> Analysis:
     ratio = {g: (lambda lb: lb[0] / lb[1])(lr_and_batch(settings[g][0])) for g in keys}
     pairs = [{"equivalent": [a, b], "metric": eq_metric, "margin": margin,
               "metric_name": LABELS.get(eq_metric, eq_metric),
-              "claim": f"settings with the same η/B reach the same {LABELS.get(eq_metric, eq_metric)}"}
+              "claim": "settings with the same η/B reach the same "
+                       f"{LABELS.get(eq_metric, eq_metric)}"}
              for i, a in enumerate(keys) for b in keys[i + 1:]
              if math.isclose(ratio[a], ratio[b], rel_tol=1e-9)]
     conclusions += check_claims(pairs, vals)
