@@ -113,3 +113,15 @@ def test_the_readmes_load_dataset_signature_is_the_functions():
         params.append(f"**{p.name}" if p.kind is p.VAR_KEYWORD else
                       p.name if p.default is p.empty else f"{p.name}={p.default!r}")
     assert shown == params
+
+
+def test_the_tables_catalogue_column_lists_every_entry():
+    # column "catalogue entries (`sgdlab run NAME`)": every entry of `sgdlab list`, and no other
+    from sgdlab.experiments.spec import catalogue_files
+
+    header, _, *rows = [line for line in README.read_text().splitlines()
+                        if line.startswith("|")]
+    column = header.split(" | ").index("catalogue entries (`sgdlab run NAME`) |")
+    shown = {name for row in rows
+             for name in re.findall(r"`([a-z0-9-]+)`", row.split(" | ")[column])}
+    assert shown == set(catalogue_files())
