@@ -146,8 +146,8 @@ def continue_hint(run: dict, store) -> str | None:
 
 def _stopped_note(run: dict) -> str:
     if run["status"] == "stale":
-        return (f"process {run['pid']} on {run['host']} has not reported for over a "
-                "minute" if run.get("heartbeat") is None else
+        return (f"process {run['pid']} on {run['host']} has never reported (no heartbeat "
+                "recorded)" if run.get("heartbeat") is None else
                 f"process {run['pid']} on {run['host']} last reported "
                 f"{_ago(run['heartbeat'])} ago")
     return f"its process ({run['pid']} on {run['host']}) ended before the run did"

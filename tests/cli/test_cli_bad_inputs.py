@@ -273,3 +273,31 @@ def test_measure_of_a_mistyped_run_creates_no_store(tmp_path, monkeypatch, capsy
     assert "'2026-no-such-run' is no run folder or checkpoint" in err
     assert f"no run store at {store} to look it up in" in err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_remote_run_that_never_reported_is_not_said_to_be_silent_for_a_minute(tmp_path,
+                                                                                 capsys):
+    """A running run recorded on another host without any heartbeat shows as stale at once;
+    `runs show` says it never reported, and one silent past the threshold says since when."""
+    import re
+    import sqlite3
+    import time
+
+    from sgdlab.store import runstore
+
+    store = RunStore(tmp_path / "s.sqlite")
+    rid = store.create_run({}, name="far", env={})
+    path = str(store.path)
+    store.close()
+    conn = sqlite3.connect(path)
+    with conn:
+        conn.execute("UPDATE runs SET host = 'node-7', heartbeat = NULL WHERE id = ?", (rid,))
+    assert main(["runs", "show", rid, "--store", path]) == 0
+    out = capsys.readouterr().out
+    assert "has never reported" in out and "over a minute" not in out
+    with conn:
+        conn.execute("UPDATE runs SET heartbeat = ? WHERE id = ?",
+                     (time.time() - 3 * runstore.STALE_AFTER, rid))
+    conn.close()
+    assert main(["runs", "show", rid, "--store", path]) == 0
+    assert re.search(r"last reported 9\d s ago", capsys.readouterr().out)
