@@ -16,8 +16,9 @@ import os
 from pathlib import Path
 from typing import Any, Callable
 
-__all__ = ["dumps", "finite_or_none", "nan_in_arrays", "write_atomic"]
+from .atomic import replaced_whole
 
+__all__ = ["dumps", "finite_or_none", "nan_in_arrays", "write_atomic"]
 
 
 def finite_or_none(obj: Any) -> Any:
@@ -43,8 +44,6 @@ def write_atomic(path: str | os.PathLike, obj: Any, **kwargs: Any) -> Path:
     """``dumps(obj, **kwargs)`` written to ``path`` whole or not at all (a temporary file in
     the same folder, then ``os.replace``): a process killed while writing leaves the previous
     file, not a truncated one its readers cannot parse."""
-    from .atomic import replaced_whole
-
     path = Path(path)
     text = dumps(obj, **kwargs)
     with replaced_whole(path) as tmp:

@@ -46,7 +46,7 @@ from typing import Any
 
 from ..atomic import replaced_whole
 from ..errors import UserError, file_problem
-from ..strict_json import dumps as strict_dumps
+from ..strict_json import write_atomic
 
 STATUSES = ("running", "finished", "diverged", "failed", "interrupted")
 SHOWN_STATUSES = STATUSES + ("stale",)   # "stale": running on another host, heartbeat too old
@@ -772,27 +772,24 @@ class RunStore:
         ids = list(dict.fromkeys(self.resolve(r) for r in run_ids)) if run_ids else [
             r["id"] for r in self.list_runs()]
         path.parent.mkdir(parents=True, exist_ok=True)
-        with replaced_whole(path) as tmp:
-            if fmt == "json":
-                runs = []
-                for rid in ids:
-                    run = self.get_run(rid)
-                    run["metrics"] = {k: [list(p) for p in v]
-                                      for k, v in self.metrics(rid).items()}
-                    runs.append(run)
-                tmp.write_text(strict_dumps(runs, indent=1, default=str))
-            else:
-                with open(tmp, "w", newline="") as f:
-                    w = csv.writer(f)
-                    w.writerow(["run_id", "run_name", "experiment", "status", "metric",
-                                "step", "value", "wall"])
-                    for rid in ids:
-                        run = self.get_run(rid)
-                        for n, s, v, t in self._conn.execute(
-                                "SELECT name, step, value, wall FROM metrics WHERE run_id = ? "
-                                "ORDER BY name, step, rowid", (rid,)):
-                            w.writerow([rid, run["name"] or "", run["experiment"] or "",
-                                        run["status"], n, s, repr(_float_or_nan(v)), t])
+        if fmt == "json":
+            runs = []
+            for rid in ids:
+                run = self.get_run(rid)
+                run["metrics"] = {k: [list(p) for p in v] for k, v in self.metrics(rid).items()}
+                runs.append(run)
+            return write_atomic(path, runs, indent=1, default=str)
+        with replaced_whole(path) as tmp, open(tmp, "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["run_id", "run_name", "experiment", "status", "metric", "step",
+                        "value", "wall"])
+            for rid in ids:
+                run = self.get_run(rid)
+                for n, s, v, t in self._conn.execute(
+                        "SELECT name, step, value, wall FROM metrics WHERE run_id = ? "
+                        "ORDER BY name, step, rowid", (rid,)):
+                    w.writerow([rid, run["name"] or "", run["experiment"] or "",
+                                run["status"], n, s, repr(_float_or_nan(v)), t])
         return path
 
     def _check_export_target(self, path: Path) -> None:

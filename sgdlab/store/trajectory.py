@@ -25,9 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
-from sgdlab.atomic import replaced_whole
 from sgdlab.errors import DataError, UserError
-from sgdlab.strict_json import dumps as strict_dumps
+from sgdlab.strict_json import write_atomic
 
 __all__ = ["TrajectoryReader", "TrajectoryWriter", "choose_coordinates", "open_trajectory"]
 
@@ -151,8 +150,7 @@ class TrajectoryWriter:
         else:
             if coords is not None:
                 np.save(self.path / "coords.npy", coords, allow_pickle=False)
-            with replaced_whole(meta_file) as tmp:
-                tmp.write_text(strict_dumps(meta, indent=1))
+            write_atomic(meta_file, meta, indent=1)
         self.meta = meta
         self.coords = coords
         self.dtype = _DTYPES[dtype]
