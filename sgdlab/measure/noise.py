@@ -293,9 +293,10 @@ class GradientCovariance:
         if not bool(null.any()):
             return vecs
         keep = vecs[:, ~null]
-        gdev = generator.device if generator is not None else vecs.device
-        fill = torch.randn(vecs.shape[0], int(null.sum()), dtype=vecs.dtype, device=gdev,
-                           generator=generator).to(vecs.device)
+        from sgdlab.optim.noise import standard_normal     # (sgdlab.optim imports this module)
+
+        fill = standard_normal((vecs.shape[0], int(null.sum())), generator=generator,
+                               dtype=vecs.dtype, device=vecs.device)
         for _ in range(2):      # twice is enough (Kahan-Parlett)
             fill = fill - keep @ (keep.T @ fill)
         fill = torch.linalg.qr(fill).Q
@@ -333,9 +334,10 @@ class GradientCovariance:
         z ~ N(0, I_N), whose covariance is Fᵀ F = Σ exactly (O(num · N · d), no d x d)."""
         if scale < 0:
             raise ValueError(f"Invalid scale={scale} (must be >= 0)")
-        gdev = generator.device if generator is not None else self.device
-        z = torch.randn(self.num_samples, num, generator=generator, device=gdev,
-                        dtype=self.dtype).to(self.device)
+        from sgdlab.optim.noise import standard_normal     # (sgdlab.optim imports this module)
+
+        z = standard_normal((self.num_samples, num), generator=generator, dtype=self.dtype,
+                            device=self.device)
         return math.sqrt(scale) * self.rmatmul(z).T
 
     def scaled(self, c: float) -> "GradientCovariance":

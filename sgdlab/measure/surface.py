@@ -81,13 +81,13 @@ def random_direction(model: nn.Module, *, normalization: str = "filter", bias_bn
     params = list(trainable_named_params(model).values())
     if not params:
         raise ValueError("random_direction: the model has no trainable parameters")
+    from sgdlab.optim.noise import standard_normal
+
     parts = []
-    # drawn on the generator's device, then moved (as the probes of sgdlab.measure.curvature):
-    # a CPU generator gives the same direction on any device instead of failing on CUDA
-    gdev = generator.device if generator is not None else None
     for w in params:
-        d = torch.randn(w.shape, dtype=w.dtype, device=gdev or w.device,
-                        generator=generator).to(w.device)
+        # on the generator's device, then moved: a CPU generator gives the same direction on
+        # any device instead of failing on CUDA
+        d = standard_normal(w.shape, generator=generator, dtype=w.dtype, device=w.device)
         if w.dim() <= 1 and bias_bn != "normalize":
             d = torch.zeros_like(w) if bias_bn == "zero" else w.detach().clone()
         elif normalization == "filter" and w.dim() >= 2:
