@@ -26,3 +26,12 @@ def replaced_whole(path: str | os.PathLike) -> Iterator[Path]:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def write_whole(path: str | os.PathLike, text: str) -> Path:
+    """``text`` written to ``path`` through :func:`replaced_whole`: a result file that an
+    interrupt or a full disk leaves as it was, never truncated."""
+    path = Path(path)
+    with replaced_whole(path) as tmp:
+        tmp.write_text(text)
+    return path

@@ -16,7 +16,7 @@ import os
 from pathlib import Path
 from typing import Any, Callable
 
-from .atomic import replaced_whole
+from .atomic import write_whole
 
 __all__ = ["dumps", "finite_or_none", "nan_in_arrays", "write_atomic"]
 
@@ -44,11 +44,7 @@ def write_atomic(path: str | os.PathLike, obj: Any, **kwargs: Any) -> Path:
     """``dumps(obj, **kwargs)`` written to ``path`` whole or not at all (a temporary file in
     the same folder, then ``os.replace``): a process killed while writing leaves the previous
     file, not a truncated one its readers cannot parse."""
-    path = Path(path)
-    text = dumps(obj, **kwargs)
-    with replaced_whole(path) as tmp:
-        tmp.write_text(text)
-    return path
+    return write_whole(path, dumps(obj, **kwargs))
 
 
 def nan_in_arrays(obj: Any) -> Any:

@@ -25,7 +25,7 @@ import platform
 import time
 from pathlib import Path
 
-from sgdlab.strict_json import dumps
+from sgdlab.strict_json import write_atomic
 
 DEMOS = ("escape", "ou", "double-well", "pspin", "pde", "perceptron")
 
@@ -136,7 +136,7 @@ def _main(args) -> int:
         raise
     results.update({"demo": args.demo, "quick": args.quick, "seed": args.seed,
                     "seconds": round(time.perf_counter() - t0, 3), "environment": _env()})
-    (out / "results.json").write_text(dumps(results, indent=2, default=float))
+    write_atomic(out / "results.json", results, indent=2, default=float)
     print(f"wrote {out / 'results.json'}")
     return 0
 

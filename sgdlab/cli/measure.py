@@ -30,7 +30,7 @@ from typing import Any
 
 from sgdlab.cli._help import plain
 from sgdlab.errors import UserError, did_you_mean
-from sgdlab.strict_json import dumps
+from sgdlab.strict_json import write_atomic
 
 WHAT = ("hessian", "noise", "alignment", "sharpness", "surface", "batch")
 DEFAULT_WHAT = "hessian,noise,alignment,sharpness"
@@ -296,7 +296,7 @@ def _measure(args: argparse.Namespace) -> int:
     scalars, notes, figures = m.scalars, m.notes, m.figures
 
     path = out_dir / "measurements.json"
-    path.write_text(dumps(result, indent=1))
+    write_atomic(path, result, indent=1)
     if run_id is not None:
         try:
             store.resolve(run_id)

@@ -22,7 +22,8 @@ import math
 import time
 from pathlib import Path
 
-from sgdlab.strict_json import dumps
+from sgdlab.atomic import write_whole
+from sgdlab.strict_json import write_atomic
 
 
 def register(subparsers) -> None:
@@ -171,13 +172,14 @@ def _walk(args: argparse.Namespace) -> int:
               f"; interpolation took {walk.seconds:.2f}s of {wall:.2f}s")
 
     # the recorded metrics, so the figures can be redrawn without training again
-    (out / "history.json").write_text(dumps(
-        {label: {k: [list(p) for p in v] for k, v in h.items()} for label, h in runs.items()}))
+    write_atomic(out / "history.json",
+                 {label: {k: [list(p) for p in v] for k, v in h.items()}
+                  for label, h in runs.items()})
     fig = walk_figure(runs, title=f"walk with SGD on {args.data}: MLP {args.widths}")
     fig.savefig(out / "walk.png", dpi=130)
     table = walk_epoch_table(runs)
-    (out / "walk_barriers.csv").write_text(table.to_csv())
-    (out / "walk_barriers.md").write_text(table.to_markdown())
+    write_whole(out / "walk_barriers.csv", table.to_csv())
+    write_whole(out / "walk_barriers.md", table.to_markdown())
     results = {"config": vars(args) | {"func": None}, "runs": summary,
                "tables": [table.to_json()], "figures": ["walk.png"]}
 
@@ -209,7 +211,7 @@ def _walk(args: argparse.Namespace) -> int:
     except Exception as e:  # the environment record is informative only
         results["environment"] = {"error": str(e)}
     results["config"].pop("func", None)
-    (out / "results.json").write_text(dumps(results, indent=1, default=str))
+    write_atomic(out / "results.json", results, indent=1, default=str)
     print(f"wrote {out}/walk.png, walk_barriers.md/.csv, results.json"
           + (", interpolation.png" if "interpolation_gd_to_sgd" in results else "")
           + (", trajectory.png" if "trajectory_sgd" in results else ""))

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..atomic import write_whole
 from ..claims import claim_file
 from ..errors import RunInterrupted, UserError, file_problem, make_output_dir
 from ..strict_json import dumps as strict_dumps, write_atomic
@@ -109,7 +110,7 @@ def run_config(cfg: dict[str, Any], *, out_dir: str | os.PathLike | None = None,
             (out / RUN_FILE).unlink(missing_ok=True)    # ours: the folder is free again
             raise
     store.add_artifact(run_id, "out_dir", out.resolve())
-    (out / "config.yaml").write_text(dump_yaml(cfg))
+    write_whole(out / "config.yaml", dump_yaml(cfg))
     if announce is not None:
         announce(run_id)
     return _execute(cfg, store, run_id, out, env, resume=False, progress=progress, built=built)
@@ -144,7 +145,7 @@ def resume_run(run_id: str, *, store: Any = None, progress: bool | None = None,
     # a removed folder is made again with the files that say which run it holds
     make_output_dir(out, "the run folder")
     if not (out / "config.yaml").is_file():
-        (out / "config.yaml").write_text(dump_yaml(cfg))
+        write_whole(out / "config.yaml", dump_yaml(cfg))
     if not (out / RUN_FILE).is_file():
         _write_run_file(out, run_id, store)
     store.claim(run_id)          # refuses a run whose process is alive
@@ -165,7 +166,7 @@ def _run_file_text(run_id: str, store: Any) -> str:
 
 
 def _write_run_file(out: Path, run_id: str, store: Any) -> None:
-    (out / RUN_FILE).write_text(_run_file_text(run_id, store))
+    write_whole(out / RUN_FILE, _run_file_text(run_id, store))
 
 
 def _refuse_held(out_dir: str | os.PathLike) -> None:

@@ -20,6 +20,7 @@ from typing import Any
 
 import yaml
 
+from sgdlab.atomic import write_whole
 from sgdlab.errors import ConfigError, ReportInterrupted, UserError, make_output_dir
 from sgdlab.experiments.analysis import Analysis, Conclusion
 from sgdlab.experiments.procedures import get_analysis
@@ -240,8 +241,8 @@ def build_report(spec: ExperimentSpec, out: Path, *, store_path: str, device: st
         fig_records.append({"name": name, "png": f"figures/{name}.png",
                             "svg": f"figures/{name}.svg"})
     for t in analysis.tables:
-        (out / "tables" / f"{t.name}.csv").write_text(t.to_csv())
-        (out / "tables" / f"{t.name}.md").write_text(t.to_markdown())
+        write_whole(out / "tables" / f"{t.name}.csv", t.to_csv())
+        write_whole(out / "tables" / f"{t.name}.md", t.to_markdown())
     written = _output_files(out, analysis.tables, [n for n, _ in analysis.figures])
     for stale in replaced - written:
         stale.unlink(missing_ok=True)

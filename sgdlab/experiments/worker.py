@@ -25,7 +25,7 @@ from typing import Any
 from sgdlab.errors import UserError
 from sgdlab.experiments.procedures import RunOutput
 from sgdlab.experiments.spec import RunSpec
-from sgdlab.strict_json import dumps as strict_dumps
+from sgdlab.strict_json import write_atomic
 
 DATA_FILE = "data.json"
 
@@ -217,7 +217,7 @@ def _execute(task: RunTask, send, local: Path | None, t0: float) -> RunRecord:
         if out.data:
             path = art / DATA_FILE
             # strict: a non-finite value is null, read back as NaN (sweep.load_runs)
-            path.write_text(strict_dumps(jsonable(out.data)))
+            write_atomic(path, jsonable(out.data))
             rec.add_artifact(task.run_id, "data", str(path))
         record = RunRecord(out.status, out.message, jsonable(out.summary), rec.take_rows(),
                            rec.artifacts)

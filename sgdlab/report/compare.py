@@ -9,6 +9,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+from sgdlab.atomic import write_whole
 from sgdlab.errors import UserError
 from sgdlab.report.html import (conclusions_html, figures_html, header_html, page,
                                 status_html)
@@ -181,5 +182,4 @@ def write_compare(dir_a: str | Path, dir_b: str | Path, out: str | Path | None =
     out = (Path(out) if out is not None
            else Path(dir_a) / f"compare-{Path(dir_b).resolve().name}.html")
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(compare_html(dir_a, dir_b))
-    return out
+    return write_whole(out, compare_html(dir_a, dir_b))

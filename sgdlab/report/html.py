@@ -13,6 +13,7 @@ from typing import Any
 
 import yaml
 
+from sgdlab.atomic import write_whole
 from sgdlab.report.tables import Table
 from sgdlab.report.verdicts import verdict
 
@@ -191,5 +192,4 @@ def render(results: dict[str, Any], base_dir: Path) -> str:
 def write_html(results: dict[str, Any], out_dir: str | Path, filename: str = "report.html") -> Path:
     out_dir = Path(out_dir)
     path = out_dir / filename
-    path.write_text(render(results, out_dir))
-    return path
+    return write_whole(path, render(results, out_dir))

@@ -61,6 +61,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from ..atomic import replaced_whole
 from ..claims import FolderBusy, claim_file, hold_lock
 from ..config.runner import REPLICA_MASTER, REPLICA_RESULT
 from ..errors import (ConfigError, UserError, check_config_kind, file_problem, make_output_dir,
@@ -418,7 +419,8 @@ def _recorded_config(cfg: dict[str, Any]) -> dict[str, Any]:
 def _write_outputs(res, o: Path, mode: str, parle: ParleConfig, store: Any) -> None:
     """``master.pt`` and ``result.json`` in ``o``; then the run is complete in ``store``."""
     o.mkdir(parents=True, exist_ok=True)
-    torch.save(res.master.state_dict(), o / REPLICA_MASTER)
+    with replaced_whole(o / REPLICA_MASTER) as tmp:
+        torch.save(res.master.state_dict(), tmp)
     write_atomic(o / REPLICA_RESULT, {
         "status": res.status, "message": res.message, "mode": mode, "run_id": res.run_id,
         # the store that holds the run: the folder stands for it (sgdlab runs, measure)

@@ -321,23 +321,34 @@ def test_a_data_dir_given_relative_names_the_same_runs_from_anywhere(tmp_path, m
     assert CALLS == [] and len(rep.skipped) == 3
 
 
-def test_a_report_stopped_while_its_results_are_written_keeps_the_previous_ones(
-        tmp_path, monkeypatch):
-    cfg = _write(tmp_path, _raw())
-    out, store = tmp_path / "out", str(tmp_path / "runs.sqlite")
-    run_experiment(str(cfg), scale="smoke", out_dir=out, store_path=store, progress=None)
-    before = (out / "results.json").read_bytes()
+def _killed_halfway_writing(monkeypatch, name):
+    """Every write of a file named ``name`` (or of a temporary file of its own, named
+    ``name.…``) writes half its text, then is interrupted."""
     write_text = Path.write_text
 
     def killed_halfway(self, text, *args, **kwargs):
-        if self.name.startswith("results.json"):
+        if self.name == name or self.name.startswith(name + "."):
             write_text(self, text[:len(text) // 2], *args, **kwargs)
             raise KeyboardInterrupt
         return write_text(self, text, *args, **kwargs)
     monkeypatch.setattr(Path, "write_text", killed_halfway)
+
+
+@pytest.mark.parametrize("name", ["results.json", "squares.csv", "squares.md", "report.html"])
+def test_a_report_stopped_while_a_file_is_written_keeps_the_previous_one(
+        tmp_path, monkeypatch, name):
+    cfg = _write(tmp_path, _raw())
+    out, store = tmp_path / "out", str(tmp_path / "runs.sqlite")
+    run_experiment(str(cfg), scale="smoke", out_dir=out, store_path=store, progress=None)
+    files = sorted(p for p in out.rglob("*") if p.is_file())
+    (stopped,) = [p for p in files if p.name == name]
+    before = stopped.read_bytes()
+    _killed_halfway_writing(monkeypatch, name)
     with pytest.raises(KeyboardInterrupt):
         rebuild(out)
-    assert (out / "results.json").read_bytes() == before
+    # the previous file, whole, and no temporary file left beside it
+    assert stopped.read_bytes() == before
+    assert sorted(p for p in out.rglob("*") if p.is_file()) == files
 
 
 def test_environment_records_the_threads_the_runs_used(tmp_path):

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from sgdlab.atomic import replaced_whole
 from sgdlab.errors import ConfigError
 from sgdlab.experiments.procedures import Procedure, RunOutput, register_procedure
 from sgdlab.experiments.procedures.measures import (compute_final, measurement_data,
@@ -265,6 +266,7 @@ class TrainProcedure(Procedure):
                 summary.update(s)
                 data.update(d)
         if p.get("save_model"):
-            torch.save(model.state_dict(), ctx.artifact_dir / MODEL_FILE)
+            with replaced_whole(ctx.artifact_dir / MODEL_FILE) as tmp:
+                torch.save(model.state_dict(), tmp)
             ctx.store.add_artifact(ctx.run_id, "model", str(ctx.artifact_dir / MODEL_FILE))
         return RunOutput(summary=summary, data=data, status=status)
