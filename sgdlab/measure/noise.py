@@ -153,12 +153,18 @@ class GradientCovariance:
                 f = self._factor
                 # products in the factor's dtype (the cost is N²d), accumulated result in float64
                 gram = (f @ f.T).double()
-            if not bool(torch.isfinite(gram).all()):
-                # finite gradients whose products overflow the dtype (~1e19 in float32)
-                raise FloatingPointError("per-sample gradients too large for their products "
-                                         f"in {self.dtype} (diverged model?)")
-            self._gram = gram
+            self._gram = self._in_range(gram, "the Gram matrix of the per-sample gradients")
         return self._gram
+
+    def _in_range(self, t: Tensor, quantity: str) -> Tensor:
+        """``t``, or a ``FloatingPointError`` (a measurement's word for a diverged model) when
+        it holds a non-finite number: the gradients are finite (checked when Σ is built), so
+        their products overflowed the dtype (~1e19 per entry in float32)."""
+        if not bool(torch.isfinite(t).all()):
+            raise FloatingPointError(
+                f"{quantity} overflows {self.dtype}: per-sample gradients too large for their "
+                "products (diverged model?); in float64 (train.dtype: float64) they fit")
+        return t
 
     def _uncentred_gram(self) -> Tensor:
         """G Gᵀ (N x N, float64) of the factored per-sample gradients; cached."""
@@ -185,8 +191,10 @@ class GradientCovariance:
         """diag Σ, shape (d,)."""
         if self._factored():
             n = self.num_samples
-            return (self._ps.sq_sum() / n - self.mean ** 2) * self._scale
-        return (self._factor ** 2).sum(0)
+            diag = (self._ps.sq_sum() / n - self.mean ** 2) * self._scale
+        else:
+            diag = (self._factor ** 2).sum(0)
+        return self._in_range(diag, "the diagonal of the gradient covariance")
 
     def rmatmul(self, u: Tensor) -> Tensor:
         """Fᵀ U for U of shape (N, k) or (N,)."""
@@ -205,7 +213,7 @@ class GradientCovariance:
     def dense(self) -> Tensor:
         """Σ as a dense (d, d) matrix (small d and tests only)."""
         f = self.factor
-        return f.T @ f
+        return self._in_range(f.T @ f, "the gradient covariance")
 
     def frobenius_norm(self) -> float:
         """‖Σ‖_F = ‖F Fᵀ‖_F (same nonzero spectrum), without forming d x d when d > N."""
@@ -279,7 +287,9 @@ class GradientCovariance:
             v = self.rmatmul(vecs.to(dtype)).double()
             vecs = v / torch.linalg.vector_norm(v, dim=0).clamp_min(1e-300)
             vecs = self._complete_null_columns(vals.double(), vecs, generator)
-        return vals.to(dtype=dtype, device=dev), vecs.to(dtype=dtype, device=dev)
+        vals = self._in_range(vals.to(dtype=dtype, device=dev),
+                              "an eigenvalue of the gradient covariance")
+        return vals, vecs.to(dtype=dtype, device=dev)
 
     def _complete_null_columns(self, vals: Tensor, vecs: Tensor,
                                generator: torch.Generator | None) -> Tensor:

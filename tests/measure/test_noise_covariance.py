@@ -205,3 +205,39 @@ def test_gradients_whose_products_overflow_are_reported_as_a_diverged_model(fact
     for quantity in (lambda: cov.eigenpairs(1), cov.frobenius_norm, cov.spectrum):
         with pytest.raises(FloatingPointError, match="diverged"):
             quantity()
+
+
+class _Weighted(nn.Module):
+    """x ↦ x w + b without nn.Linear: per-sample gradients through torch.func (no factors)."""
+
+    def __init__(self, d_in: int):
+        super().__init__()
+        self.w = nn.Parameter(torch.ones(d_in, 1))
+        self.b = nn.Parameter(torch.zeros(1))
+
+    def forward(self, x):
+        return x @ self.w + self.b
+
+
+@pytest.mark.parametrize("method", ["auto", "vmap"])
+def test_a_covariance_whose_values_overflow_float32_is_reported_not_returned_as_inf(method):
+    """N = 8 > d = 3 (Σ itself, not the Gram matrix) with inputs ~1e10: finite float32
+    gradients ~1e20, loss ~1e20, but Σ's entries and eigenvalues ~1e40 exceed float32's range.
+    They were returned as inf or nan (logged as such); a FloatingPointError names what
+    overflowed and float64, in which the same model gives Σ's exact values."""
+    torch.manual_seed(0)
+    model = nn.Linear(2, 1) if method == "auto" else _Weighted(2)
+    x, y = torch.randn(8, 2) * 1e10, torch.zeros(8, 1)
+    cov = gradient_covariance(model, nn.MSELoss(), (x, y), method=method)
+    assert cov.num_samples > cov.dim and bool(torch.isfinite(cov.mean).all())
+    for quantity in (lambda: cov.eigenpairs(1), cov.frobenius_norm, cov.diagonal):
+        with pytest.raises(FloatingPointError, match=r"overflows torch.float32.*float64"):
+            quantity()
+    # the same model and data in float64: finite and exact
+    model, x, y = model.double(), x.double(), y.double()
+    cov = gradient_covariance(model, nn.MSELoss(), (x, y), method=method)
+    ref = covariance_reference(per_sample_gradients_loop(model, nn.MSELoss(), (x, y)))
+    assert float(ref.abs().max()) > 1e39
+    torch.testing.assert_close(cov.eigenpairs(1)[0], torch.linalg.eigvalsh(ref)[-1:])
+    torch.testing.assert_close(cov.diagonal(), torch.diagonal(ref))
+    assert math.isclose(cov.frobenius_norm(), float(torch.linalg.matrix_norm(ref)), rel_tol=1e-9)

@@ -118,6 +118,34 @@ def test_alignment_where_every_example_has_the_same_gradient_logs_no_normalised_
     assert "align/sigma_norm_eig_1" not in h
 
 
+class _Weighted(nn.Module):
+    """x ↦ x w without nn.Linear: the noise instrument's covariance is Σ itself (N > d)."""
+
+    def __init__(self):
+        super().__init__()
+        self.w = nn.Parameter(torch.ones(2, 1))
+
+    def forward(self, x):
+        return x @ self.w
+
+
+def test_noise_eigenvalues_that_overflow_float32_end_the_run_as_diverged():
+    """A float32 model far out (inputs ~1e10: gradients ~1e20, loss ~1e20, finite) whose
+    covariance eigenvalues (~1e40) exceed float32's range: the run ends diverged at that
+    measurement, saying what overflowed, instead of logging ``noise/top_1`` = inf."""
+    x, y = torch.randn(12, 2, generator=torch.Generator().manual_seed(0)) * 1e10, torch.zeros(12, 1)
+    data = Dataset(x, y, x[:4], y[:4], meta={"name": "far", "task": "regression",
+                                              "input_shape": (2,), "num_outputs": 1})
+    model = _Weighted()
+    res = train(model, nn.MSELoss(), data, torch.optim.SGD(model.parameters(), lr=1e-30),
+                epochs=1, batch_size=4, progress=False, eval_subset=None,
+                callbacks=[build_instrument("noise", schedule=Schedule.every(1), k=1,
+                                            eval_subset=None)])
+    assert res.status == "diverged" and res.steps == 0, res.message
+    assert "eigenvalue of the gradient covariance overflows torch.float32" in res.message
+    assert "noise/top_1" not in res.history
+
+
 def test_hessian_instrument_blocks_do_not_depend_on_timing(monkeypatch):
     """The trace and Frobenius estimates go through a fixed block (the operator's memory bound,
     or ``block_size``), never the timing tuner: a run's stored series then do not depend on
