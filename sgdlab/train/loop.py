@@ -46,6 +46,10 @@ Conventions (see docs/ARCHITECTURE.md):
   has exactly the rows of an uninterrupted one, whatever the checkpoint cadence. The run is
   ``finished`` only when its last rows, summary and status are committed together (or, with
   ``complete=False``, when the caller commits them with what else the run owes).
+- **Dtypes.** The loop casts nothing: a model whose floating parameters are of another dtype
+  than the data's inputs fails at its first forward pass, which is then reported as a
+  :class:`UserError` naming both dtypes (torch's error chained); a model that casts its own
+  inputs trains. A run config casts model and data to its ``train.dtype``.
 """
 from __future__ import annotations
 
@@ -264,9 +268,34 @@ def train(model: nn.Module, loss_fn: Callable[[Tensor, Tensor], Tensor], data: A
     except FloatingPointError as e:  # how measurements report a non-finite model
         run.diverged_in_measurement(e)
     except BaseException as e:
-        run.abort(e)
+        refusal = dtype_refusal(e, run.model, run.x_train)
+        run.abort(refusal or e)
+        if refusal is not None:
+            raise refusal from e
         raise
     return run.complete(record_end=complete)
+
+
+def dtype_refusal(e: BaseException, model: nn.Module, x: Tensor) -> UserError | None:
+    """The :class:`UserError` for a failure ``e`` (torch's "mat1 and mat2 must have the same
+    dtype") of a model whose parameters are of another floating dtype than its inputs ``x``,
+    when a forward pass of one example fails too; None for any other failure. Not checked
+    before: a model that casts its own inputs runs on them."""
+    dtypes = {p.dtype for p in model.parameters() if p.is_floating_point()}
+    if not (isinstance(e, RuntimeError) and x.is_floating_point() and len(dtypes) == 1
+            and x.dtype not in dtypes):
+        return None
+    try:
+        with torch.no_grad(), eval_mode(model):
+            model(x[:1])
+    except RuntimeError:
+        (dtype,) = dtypes
+        return UserError(
+            f"the model's parameters are {dtype} but the data's inputs are {x.dtype}, and "
+            f"its forward pass refuses them ({str(e).splitlines()[0]}): cast one to the "
+            f"other, model.to({x.dtype}) or data.to(dtype={dtype}) (a sgdlab Dataset); a run "
+            "config casts both to its train.dtype")
+    return None
 
 
 class _Training:

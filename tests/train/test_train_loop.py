@@ -359,6 +359,39 @@ def test_regression_targets_that_broadcast_against_the_outputs_are_refused():
         evaluate(model, nn.L1Loss(), data.x_test, data.y_test)
     assert set(evaluate(model, nn.MSELoss(), data.x_test, data.y_test[:, None])) == {"loss"}
 
+class _CastsItsInputs(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(5, 3).double()
+
+    def forward(self, x):
+        return self.lin(x.double())
+
+
+@pytest.mark.parametrize("model_dtype, data_dtype", [(torch.float64, torch.float32),
+                                                     (torch.float32, torch.float64)])
+def test_a_model_of_another_dtype_than_its_data_is_refused_saying_both(tmp_path, model_dtype,
+                                                                       data_dtype):
+    """torch's bare "mat1 and mat2 must have the same dtype" became a UserError naming the
+    model's and the data's dtypes and the casts, with torch's error chained; the run is
+    recorded failed with that message; a model that casts its own inputs still trains."""
+    data, model = toy_data().to(dtype=data_dtype), make_model().to(model_dtype)
+    store = RunStore(tmp_path / "runs.sqlite")
+    with pytest.raises(UserError, match=rf"model's parameters are {model_dtype} but the "
+                                        rf"data's inputs are {data_dtype}.*model.to\("
+                                        rf"{data_dtype}\).*data.to\(dtype={model_dtype}\)"
+                       ) as refused:
+        train(model, nn.CrossEntropyLoss(), data, torch.optim.SGD(model.parameters(), lr=0.1),
+              epochs=1, progress=False, store=store)
+    assert isinstance(refused.value.__cause__, RuntimeError)
+    (rec,) = store.list_runs()
+    assert rec["status"] == "failed" and "model's parameters are" in rec["message"]
+    model = _CastsItsInputs()
+    res = train(model, nn.CrossEntropyLoss(), toy_data(), torch.optim.SGD(model.parameters(),
+                lr=0.1), epochs=1, progress=False)
+    assert res.status == "finished"
+
+
 def test_evaluate_uses_eval_mode_and_restores_train_mode():
     data = toy_data()
     model = make_model(0, dropout=0.5)
