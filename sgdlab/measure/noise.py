@@ -459,5 +459,6 @@ def noise_magnitude(
         raise ValueError(f"Invalid lr={lr} / batch_size={batch_size}")
     cov = covariance or gradient_covariance(model, loss_fn, data, chunk_size=chunk_size)
     tr = cov.trace()
-    return NoiseMagnitude(float(torch.linalg.vector_norm(cov.mean)),
+    # in float64, as Tr Σ: ‖ḡ‖ of a finite float32 ḡ may exceed float32's range (~3.4e38)
+    return NoiseMagnitude(float(torch.linalg.vector_norm(cov.mean.double())),
                           math.sqrt(lr * tr / batch_size), tr)

@@ -5,7 +5,8 @@ import pytest
 import torch
 from torch import nn
 
-from sgdlab.measure.noise import diffusion_matrix, gradient_covariance, minibatch_noise_factor
+from sgdlab.measure.noise import (diffusion_matrix, gradient_covariance, minibatch_noise_factor,
+                                  noise_magnitude)
 from sgdlab.testing import (
     covariance_reference, minibatch_covariance_enumerated, per_sample_gradients_loop,
     tiny_classification, tiny_mlp,
@@ -241,3 +242,17 @@ def test_a_covariance_whose_values_overflow_float32_is_reported_not_returned_as_
     torch.testing.assert_close(cov.eigenpairs(1)[0], torch.linalg.eigvalsh(ref)[-1:])
     torch.testing.assert_close(cov.diagonal(), torch.diagonal(ref))
     assert math.isclose(cov.frobenius_norm(), float(torch.linalg.matrix_norm(ref)), rel_tol=1e-9)
+
+
+def test_a_gradient_norm_beyond_float32s_range_is_measured_in_float64():
+    """‖ḡ‖ of a finite float32 mean gradient (~1e20 per entry) was inf (its square overflows
+    float32); like Tr Σ it is a Python float, so it is computed in float64: the float64
+    model's value."""
+    torch.manual_seed(0)
+    model = _Weighted(2)
+    x, y = torch.randn(8, 2) * 1e10, torch.zeros(8, 1)
+    got = noise_magnitude(model, nn.MSELoss(), (x, y), 0.1, 4)
+    model, x, y = model.double(), x.double(), y.double()
+    ref = per_sample_gradients_loop(model, nn.MSELoss(), (x, y)).mean(0)
+    assert float(ref.abs().max()) > 1e19
+    assert math.isclose(got.grad_norm, float(torch.linalg.vector_norm(ref)), rel_tol=1e-6)
