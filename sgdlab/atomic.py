@@ -23,8 +23,13 @@ def replaced_whole(path: str | os.PathLike) -> Iterator[Path]:
     try:
         yield tmp
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         tmp.unlink(missing_ok=True)
+        if (isinstance(e, OSError) and e.errno is not None and e.filename is not None
+                and os.fsdecode(e.filename) == str(tmp)):
+            # the temporary file is gone and was never the caller's: name the file written
+            # ("cannot write out.json: Is a directory", not "out.json.4127.0.tmp")
+            raise OSError(e.errno, e.strerror, str(path)) from e
         raise
 
 

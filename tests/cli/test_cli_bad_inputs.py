@@ -127,6 +127,11 @@ def test_an_output_path_with_a_file_in_the_way_is_named_before_any_work(tmp_path
     capsys.readouterr()
     assert main(["runs", "export", str(blocker / "runs.csv"), "--store", str(store)]) == 2
     assert f"cannot write {blocker}: {blocker} is a file, not a folder" in one_error_line(capsys)
+    # a folder where the file goes: that path, not the temporary file written beside it
+    (tmp_path / "runs.csv").mkdir()
+    assert main(["runs", "export", str(tmp_path / "runs.csv"), "--store", str(store)]) == 2
+    said = one_error_line(capsys)
+    assert said.endswith(f"cannot write {tmp_path / 'runs.csv'}: Is a directory\n"), said
 
 
 def test_report_names_a_results_file_that_is_not_an_experiments(tmp_path, capsys):
