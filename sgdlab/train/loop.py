@@ -268,7 +268,7 @@ def train(model: nn.Module, loss_fn: Callable[[Tensor, Tensor], Tensor], data: A
     except FloatingPointError as e:  # how measurements report a non-finite model
         run.diverged_in_measurement(e)
     except BaseException as e:
-        refusal = dtype_refusal(e, run.model, run.x_train)
+        refusal = _dtype_refusal(e, run.model, run.x_train)
         run.abort(refusal or e)
         if refusal is not None:
             raise refusal from e
@@ -276,7 +276,7 @@ def train(model: nn.Module, loss_fn: Callable[[Tensor, Tensor], Tensor], data: A
     return run.complete(record_end=complete)
 
 
-def dtype_refusal(e: BaseException, model: nn.Module, x: Tensor) -> UserError | None:
+def _dtype_refusal(e: BaseException, model: nn.Module, x: Tensor) -> UserError | None:
     """The :class:`UserError` for a failure ``e`` (torch's "mat1 and mat2 must have the same
     dtype") of a model whose parameters are of another floating dtype than its inputs ``x``,
     when a forward pass of one example fails too; None for any other failure. Not checked
