@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import errno
 import glob
+import math
 import os
 import pickle
 import random
@@ -189,3 +190,85 @@ def load_state(target: Any, state: Any, source: str | os.PathLike, what: str = "
         detail = re.sub(r"torch\.Size\((\[[^\]]*\])\)", r"\1", detail).rstrip(".")
         raise UserError(f"checkpoint {str(source)!r} does not fit this {what} ({detail}); was "
                         "it written with another config?") from None
+
+
+# --- what a resume may not change -----------------------------------------------------------
+def snapshot(value: Any) -> Any:
+    """``value`` as it is now, apart from the object it came from (a schedule later moves a
+    group's tensor lr in place): tensors detached, cloned and on the CPU, containers copied."""
+    if isinstance(value, torch.Tensor):
+        return value.detach().to("cpu", copy=True)
+    if isinstance(value, dict):
+        return {k: snapshot(v) for k, v in value.items()}
+    if isinstance(value, tuple):
+        return tuple(snapshot(v) for v in value)
+    if isinstance(value, list):
+        return [snapshot(v) for v in value]
+    return value
+
+
+def _comparable(value: Any) -> Any:
+    """Tensors as numbers or nested lists, tuples as lists, recursively: a setting compares
+    equal to itself read back from a checkpoint, whatever holds it (Adam's betas tuple, a
+    tensor lr)."""
+    if isinstance(value, torch.Tensor):
+        return value.tolist()
+    if isinstance(value, dict):
+        return {k: _comparable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_comparable(v) for v in value]
+    return value
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Equal settings; a NaN equals a NaN (``==`` would call every NaN setting changed)."""
+    if isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b):
+        return True
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    return a == b
+
+
+def _shown(value: Any, limit: int = 40) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def changed_settings(saved: dict[str, Any], now: dict[str, Any], *,
+                     of: str = "") -> list[str]:
+    """``"key (saved -> now)"`` (``of`` after the key) for each key of both mappings whose
+    values differ; a key only one of them has is not compared (a newer torch adds keys to an
+    optimizer's groups). Mappings within are compared key by key (``"model.activation ('tanh'
+    -> 'relu')"``), there a key only one has included."""
+    return _changes(saved, now, of=of, prefix="", both_only=True)
+
+
+def _changes(saved: dict[str, Any], now: dict[str, Any], *, of: str, prefix: str,
+             both_only: bool) -> list[str]:
+    changed = []
+    keys = [k for k in now if k in saved] if both_only else (
+        list(now) + [k for k in saved if k not in now])
+    for k in keys:
+        a, b = _comparable(saved.get(k, _UNSET)), _comparable(now.get(k, _UNSET))
+        if isinstance(a, dict) and isinstance(b, dict):
+            changed += _changes(a, b, of=of, prefix=f"{prefix}{k}.", both_only=False)
+        elif _dicts(a) and _dicts(b) and len(a) == len(b):   # (SequentialLR's schedulers)
+            changed += _changes(dict(enumerate(a)), dict(enumerate(b)), of=of,
+                                prefix=f"{prefix}{k}.", both_only=False)
+        elif not _same(a, b):
+            changed.append(f"{prefix}{k}{of} ({_shown(a)} -> {_shown(b)})")
+    return changed
+
+
+def _dicts(value: Any) -> bool:
+    return isinstance(value, list) and bool(value) and all(isinstance(v, dict) for v in value)
+
+
+class _Unset:
+    def __repr__(self) -> str:
+        return "not set"
+
+
+_UNSET = _Unset()

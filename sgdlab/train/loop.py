@@ -38,9 +38,17 @@ Conventions (see docs/ARCHITECTURE.md):
 - **Checkpoints** (``checkpoint_dir``) are written every ``checkpoint_every`` steps (each epoch
   end when None) and at the end; ``resume=True`` continues from the last one bit for bit (same
   batches, same noise, same final weights as an uninterrupted run on the same machine). A
-  resume with another training-set size, batch size, seed, ``replacement`` or ``drop_last``
-  is refused (a :class:`UserError` naming each difference); ``epochs`` and ``max_steps`` may
-  change.
+  resume with another training-set size, batch size, seed, ``replacement`` or ``drop_last``,
+  another optimizer hyper-parameter (any key of a parameter group but its parameters, as the
+  optimizer and schedule were built: ``lr``, ``momentum``, ``betas``, an Entropy-SGD's
+  ``gamma``, ...), another schedule (its class or settings), another
+  torch loss class, parameter dtype or ``eval_subset`` is refused (one :class:`UserError`
+  naming each difference, ``lr (0.1 -> 0.05)``): the optimizer's and scheduler's
+  ``load_state_dict`` put the checkpoint's values back, so the new ones would be ignored
+  without a word. ``epochs``, ``max_steps``, ``eval_every``, ``checkpoint_every``, the
+  callbacks' cadences, ``device`` and ``progress`` may change (they change what is logged or
+  saved when, not the run). A checkpoint from before a setting was recorded is not checked
+  for it.
 - **The run store** (``store``) receives every logged metric: the loop flushes its buffer
   before each checkpoint and records in it how many rows the store holds, so a resumed run
   has exactly the rows of an uninterrupted one, whatever the checkpoint cadence. The run is
@@ -70,8 +78,8 @@ from ..errors import UserError
 from ..models.modes import eval_mode
 from ..operators.batches import check_target_shape
 from .callbacks import Callback, Schedule, TrainContext
-from .checkpoint import (checkpoint_path, load_checkpoint, load_state, rng_state,
-                         save_checkpoint, set_rng_state)
+from .checkpoint import (changed_settings, checkpoint_path, load_checkpoint, load_state,
+                         rng_state, save_checkpoint, set_rng_state, snapshot)
 
 __all__ = ["RunResult", "BatchStream", "evaluate", "steps_per_epoch", "train"]
 
@@ -370,6 +378,8 @@ class _Training:
         self.run_id: str | None = None
         self.store = self.writer = self.pbar = None
         self.status, self.message = "finished", None
+        self.settings = {**_run_settings(optimizer, schedule),     # as built, before any step
+                         **model_settings(model, loss_fn, eval_subset)}
         if resume:
             self._resume()
 
@@ -384,7 +394,7 @@ class _Training:
         f = self.ckpt_file
         state = load_checkpoint(f, map_location="cpu",  # RNG states must be CPU
                                 require=("model", "optimizer", "loop", "stream", "rng"))
-        self._check_sampling(state.get("sampling"))
+        self._check_resumable(state)
         load_state(self.model, state["model"], f, "model")
         load_state(self.optimizer, state["optimizer"], f, "optimizer")
         if self.schedule is not None and state.get("schedule") is not None:
@@ -410,12 +420,23 @@ class _Training:
                 "seed": int(seed), "batch_sizes": [self.bs_of(e) for e in
                                                    range(min(self.loop["epoch"] + 1, epochs))]}
 
-    def _check_sampling(self, saved: dict[str, Any] | None) -> None:
-        """A :class:`UserError` naming each sampling setting of this call that differs from the
-        checkpoint's run (continued with them, it is neither run: a larger training set drew
-        empty batches). The number of epochs and ``max_steps`` may change."""
+    def _check_resumable(self, state: dict[str, Any]) -> None:
+        """A :class:`UserError` naming each setting of this call that differs from the
+        checkpoint's run: continued with it, the run would be neither (a larger training set
+        drew empty batches), or the checkpoint's value would replace it without a word (the
+        optimizer's and a torch scheduler's ``load_state_dict`` put theirs back). The number of
+        epochs, ``max_steps``, ``eval_every`` and ``checkpoint_every`` may change."""
+        changed = (self._sampling_changes(state.get("sampling"))
+                   + self._setting_changes(state.get("settings")))
+        if changed:
+            raise UserError(f"cannot resume from {str(self.ckpt_file)!r}: the run it saved "
+                            f"differs from this one in {', '.join(changed)}; resume with the "
+                            "same settings")
+
+    def _sampling_changes(self, saved: dict[str, Any] | None) -> list[str]:
+        """Each sampling setting of this call that differs from the checkpoint's run."""
         if saved is None:        # a checkpoint from before they were recorded
-            return
+            return []
         now = self._sampling()
         changed = [f"{k} ({saved[k]} -> {now[k]})" for k in ("seed", "replacement", "drop_last")
                    if saved[k] != now[k]]
@@ -426,10 +447,29 @@ class _Training:
         if saved["examples"] != now["examples"]:
             changed.append(f"the training set ({saved['examples']} -> {now['examples']} "
                            "examples)")
-        if changed:
-            raise UserError(f"cannot resume from {str(self.ckpt_file)!r}: the run it saved "
-                            f"differs from this one in {', '.join(changed)}; resume with the "
-                            "same settings")
+        return changed
+
+    def _setting_changes(self, saved: dict[str, Any] | None) -> list[str]:
+        """Each optimizer, schedule or evaluation setting of this call (as built, before any
+        step: :func:`_run_settings`) that differs from the checkpoint's run's."""
+        if saved is None:        # a checkpoint from before they were recorded
+            return []
+        now = self.settings
+        groups = list(zip(saved["param_groups"], now["param_groups"]))
+        changed = []
+        for i, (was, is_) in enumerate(groups):
+            if "initial_lr" in was and "initial_lr" in is_:
+                # lr as built is the schedule's first rate (RandomLR's a draw): compared
+                # through initial_lr and the schedule's settings
+                was, is_ = ({k: v for k, v in g.items() if k != "lr"} for g in (was, is_))
+            changed += changed_settings(was, is_, of=f" of parameter group {i}"
+                                        if len(groups) > 1 else "")
+        if saved["schedule"] != now["schedule"]:
+            changed.append(f"the schedule ({saved['schedule']} -> {now['schedule']})")
+        elif saved["schedule_state"] is not None and now["schedule_state"] is not None:
+            changed += changed_settings(saved["schedule_state"], now["schedule_state"],
+                                        of=" of the schedule")
+        return changed + model_setting_changes(saved, now)
 
     def open_record(self, store: Any, run_id: str | None, name: str | None = None) -> None:
         """The run's record in the store: created here, or the caller's (``run_id``); on a
@@ -596,6 +636,7 @@ class _Training:
             "rng": rng_state(self.gen),
             "stream": self.stream.state_dict(),
             "sampling": self._sampling(),
+            "settings": self.settings,
             "loop": dict(self.loop),
             "history": self.ctx.history,
         })
@@ -842,6 +883,76 @@ def check_loss(loss_fn: Any) -> None:
             f"loss_fn {type(loss_fn).__name__}(reduction='{reduction}'): training and its "
             "reported losses need the mean over each batch; use reduction='mean' (a summed "
             "loss's steps are those of the mean with the learning rate times the batch size)")
+
+
+def _run_settings(optimizer, schedule) -> dict[str, Any]:
+    """The optimizer's and schedule's settings a resume may not change, as the run was built
+    (before any step; a torch scheduler has already moved ``lr`` and added ``initial_lr`` at
+    construction, the same on every build): each parameter group's hyper-parameters (every
+    key but the parameters), the schedule's class and, for a torch scheduler, its own settings
+    (its state at construction, less what derives from the groups' rates, which the groups
+    name: ``base_lrs``, ``_last_lr``, and its position) or one of
+    :mod:`sgdlab.optim.protocols` (its plain-data attributes: milestones, width, ...)."""
+    from ..optim.protocols import ProtocolSchedule
+
+    sched_state = None
+    if isinstance(schedule, torch.optim.lr_scheduler.LRScheduler):
+        sched_state = _without(snapshot(schedule.state_dict()), _SCHEDULER_DERIVED)
+    elif isinstance(schedule, ProtocolSchedule):
+        # its settings are attributes (its state_dict holds its position and generator)
+        sched_state = {k: snapshot(v) for k, v in vars(schedule).items()
+                       if k not in _PROTOCOL_DERIVED and _plain_data(v)}
+    return {"param_groups": [{k: snapshot(v) for k, v in g.items()
+                              if k not in ("params", "param_names")}
+                             for g in optimizer.param_groups],
+            "schedule": type(schedule).__name__ if schedule is not None else None,
+            "schedule_state": sched_state}
+
+
+_SCHEDULER_DERIVED = frozenset({"base_lrs", "_last_lr", "last_epoch", "_step_count",
+                                "_is_initial", "_get_lr_called_within_step"})
+
+
+_PROTOCOL_DERIVED = frozenset({"t", "_last_lr", "_loaded_lr"})
+
+
+def _plain_data(value: Any) -> bool:
+    if isinstance(value, (list, tuple)):
+        return all(_plain_data(v) for v in value)
+    return value is None or isinstance(value, (bool, int, float, str))
+
+
+def _without(value: Any, keys: frozenset[str]) -> Any:
+    """``value`` with ``keys`` left out of every mapping in it (SequentialLR holds the
+    states of its schedulers)."""
+    if isinstance(value, dict):
+        return {k: _without(v, keys) for k, v in value.items() if k not in keys}
+    if isinstance(value, list):
+        return [_without(v, keys) for v in value]
+    return value
+
+
+MODEL_SETTINGS = ("loss", "dtype", "eval_subset")
+
+
+def model_settings(model: nn.Module, loss_fn: Any, eval_subset: int | None) -> dict[str, Any]:
+    """What a resume may not change of what is trained and measured (:data:`MODEL_SETTINGS`):
+    a torch loss module's class (another loss trains another objective; a plain function,
+    maybe a wrapper of the same loss, is not named), the parameters' dtype (a checkpoint
+    loads into float32 parameters by casting) and ``eval_subset`` (another subset makes the
+    resumed evaluations measure another quantity). Shared with the replica trainer."""
+    return {"loss": type(loss_fn).__name__ if isinstance(loss_fn, nn.Module) else None,
+            "dtype": ", ".join(sorted({str(p.dtype).removeprefix("torch.")
+                                       for p in model.parameters()})),
+            "eval_subset": eval_subset}
+
+
+def model_setting_changes(saved: dict[str, Any], now: dict[str, Any]) -> list[str]:
+    """Each :func:`model_settings` entry that differs (a loss compared only when both runs'
+    are named)."""
+    keys = [k for k in MODEL_SETTINGS if k in saved and k in now
+            and not (k == "loss" and None in (saved[k], now[k]))]
+    return changed_settings({k: saved[k] for k in keys}, {k: now[k] for k in keys})
 
 
 def _check_args(epochs, batch_size, eval_every, eval_subset, checkpoint_every, max_steps) -> None:

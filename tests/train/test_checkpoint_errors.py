@@ -12,7 +12,7 @@ from torch import nn
 from sgdlab.data import Dataset
 from sgdlab.errors import UserError
 from sgdlab.store import RunStore
-from sgdlab.train import load_checkpoint, train
+from sgdlab.train import load_checkpoint, save_checkpoint, train
 
 torch.set_num_threads(1)
 
@@ -118,6 +118,144 @@ def test_resume_with_other_sampling_settings_is_refused_naming_each_difference(t
     with pytest.raises(UserError) as e:
         fit(checkpoint_dir=tmp_path / "later", resume=True, batch_size=lambda e: 8 + 2 * e)
     assert "batch_size (epoch 1: 8 -> 10)" in one_line(e)
+
+
+def fit_with(optimizer=lambda p: torch.optim.SGD(p, lr=0.1), schedule=None,
+             loss=nn.CrossEntropyLoss(), dtype=torch.float64, **kw):
+    """``fit`` in float64 with the optimizer ``optimizer(params)``, the schedule
+    ``schedule(optimizer)`` and ``loss``; returns (model, optimizer, result)."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 2)).to(dtype)
+    opt = optimizer(model.parameters())
+    kw = {"epochs": 2, "batch_size": 8, **kw}
+    res = train(model, loss, data().to(dtype=dtype), opt, progress=False,
+                schedule=None if schedule is None else schedule(opt), **kw)
+    return model, opt, res
+
+
+def refusal(tmp_path, **change) -> str:
+    """The one-line error of resuming ``tmp_path``'s checkpoint with ``change``."""
+    with pytest.raises(UserError) as e:
+        fit_with(checkpoint_dir=tmp_path, resume=True, **change)
+    msg = one_line(e)
+    assert "cannot resume from" in msg and "last.pt" in msg, msg
+    return msg
+
+
+def test_resume_with_other_optimizer_settings_is_refused_naming_each_difference(tmp_path):
+    """The optimizer's load_state_dict puts the checkpoint's parameter groups back: a new lr,
+    momentum or weight decay was ignored without a word (the run went on with the old ones).
+    Tuples (Adam's betas) and tensor rates compare by value."""
+    fit_with(checkpoint_dir=tmp_path / "sgd", max_steps=3)
+    msg = refusal(tmp_path / "sgd", optimizer=lambda p: torch.optim.SGD(
+        p, lr=0.05, momentum=0.9, weight_decay=1e-3))
+    assert "lr (0.1 -> 0.05), momentum (0 -> 0.9), weight_decay (0 -> 0.001)" in msg, msg
+
+    def adam(lr=torch.tensor(0.01, dtype=torch.float64), betas=(0.9, 0.999)):
+        return lambda p: torch.optim.Adam(p, lr=lr, betas=betas)
+
+    fit_with(optimizer=adam(), checkpoint_dir=tmp_path / "adam", max_steps=3)
+    assert "betas ([0.9, 0.999] -> [0.5, 0.999])" in refusal(
+        tmp_path / "adam", optimizer=adam(betas=(0.5, 0.999)))
+    assert "lr (0.01 -> 0.02)" in refusal(
+        tmp_path / "adam", optimizer=adam(lr=torch.tensor(0.02, dtype=torch.float64)))
+    assert fit_with(optimizer=adam(), checkpoint_dir=tmp_path / "adam", resume=True
+                    )[2].steps == 8
+
+    def two_groups(lr1):
+        return lambda p: torch.optim.SGD([{"params": list(p)[:2]},
+                                          {"params": list(p)[2:], "lr": lr1}], lr=0.1)
+
+    fit_with(optimizer=two_groups(0.2), checkpoint_dir=tmp_path / "groups", max_steps=3)
+    assert "lr of parameter group 1 (0.2 -> 0.3)" in refusal(
+        tmp_path / "groups", optimizer=two_groups(0.3))
+
+
+def test_resume_with_another_schedule_is_refused(tmp_path):
+    """A torch scheduler's load_state_dict puts its own settings back too (a new StepLR gamma
+    was ignored); a schedule left out kept the checkpoint's lr for the rest of the run."""
+    def step_lr(gamma):
+        return lambda opt: torch.optim.lr_scheduler.StepLR(opt, step_size=2, gamma=gamma)
+
+    fit_with(schedule=step_lr(0.5), checkpoint_dir=tmp_path, max_steps=3)
+    assert "gamma of the schedule (0.5 -> 0.9)" in refusal(tmp_path, schedule=step_lr(0.9))
+    assert "the schedule (StepLR -> None)" in refusal(tmp_path)
+    assert "initial_lr (0.1 -> 0.2)" in refusal(            # lr as built is the schedule's
+        tmp_path, schedule=step_lr(0.5), optimizer=lambda p: torch.optim.SGD(p, lr=0.2))
+
+    def sequential(gamma):
+        return lambda opt: torch.optim.lr_scheduler.SequentialLR(opt, [
+            torch.optim.lr_scheduler.LinearLR(opt, start_factor=0.5, total_iters=2),
+            step_lr(gamma)(opt)], milestones=[2])
+
+    fit_with(schedule=sequential(0.5), checkpoint_dir=tmp_path / "seq", max_steps=3)
+    assert "_schedulers.1.gamma of the schedule (0.5 -> 0.9)" in refusal(
+        tmp_path / "seq", schedule=sequential(0.9))
+    # sgdlab's schedules keep their settings as attributes; RandomLR's width was restored
+    from sgdlab.optim.protocols import RandomLR
+
+    def random_lr(width):
+        return lambda opt: RandomLR(opt, width=width)
+
+    fit_with(schedule=random_lr(0.5), checkpoint_dir=tmp_path / "random", max_steps=3)
+    msg = refusal(tmp_path / "random", schedule=random_lr(0.9))
+    assert "width of the schedule (0.5 -> 0.9)" in msg
+    assert "lr (" not in msg       # the rate drawn at construction is no setting
+    assert fit_with(schedule=random_lr(0.5), checkpoint_dir=tmp_path / "random",
+                    resume=True)[2].steps == 8
+
+
+def test_a_resume_with_the_same_settings_is_bit_for_bit_after_the_schedule_moved_lr(
+        tmp_path):
+    """The groups are compared as built, not as the schedule left them: a LinearLR changes
+    lr at construction and a StepLR moved it before the checkpoint; the resume is accepted
+    and ends where the uninterrupted run ends. A checkpoint written before the settings were
+    recorded resumes too."""
+    def schedule(opt):
+        return torch.optim.lr_scheduler.SequentialLR(opt, [
+            torch.optim.lr_scheduler.LinearLR(opt, start_factor=0.5, total_iters=2),
+            torch.optim.lr_scheduler.StepLR(opt, step_size=2, gamma=0.5)], milestones=[2])
+
+    def sgd(p):
+        return torch.optim.SGD(p, lr=0.1, momentum=0.9, weight_decay=1e-4)
+
+    ref_model, ref_opt, _ = fit_with(sgd, schedule, epochs=3)
+    fit_with(sgd, schedule, epochs=3, checkpoint_dir=tmp_path / "a", max_steps=7)
+    saved = load_checkpoint(tmp_path / "a")
+    assert saved["optimizer"]["param_groups"][0]["lr"] != 0.1     # moved before the save
+    model, opt, res = fit_with(sgd, schedule, epochs=3, checkpoint_dir=tmp_path / "a",
+                               resume=True)
+    assert res.steps == 12
+    for p, q in zip(model.parameters(), ref_model.parameters()):
+        assert torch.equal(p, q)
+    assert opt.param_groups[0]["lr"] == ref_opt.param_groups[0]["lr"]
+
+    fit_with(sgd, schedule, epochs=3, checkpoint_dir=tmp_path / "old", max_steps=7)
+    old = load_checkpoint(tmp_path / "old")
+    old.pop("settings", None)                  # as written before the settings were recorded
+    save_checkpoint(tmp_path / "old" / "last.pt", old)
+    model, _, _ = fit_with(sgd, schedule, epochs=3, checkpoint_dir=tmp_path / "old",
+                           resume=True)
+    for p, q in zip(model.parameters(), ref_model.parameters()):
+        assert torch.equal(p, q)
+
+
+def test_resume_with_another_loss_dtype_or_evaluation_subset_is_refused(tmp_path):
+    """Another torch loss trained another objective, float32 parameters took the float64
+    checkpoint by casting, and another eval_subset logged the resumed evaluations on other
+    examples, all without a word. eval_every and a loss given as a plain function (a wrapper
+    of the same loss) may change."""
+    fit_with(checkpoint_dir=tmp_path, max_steps=3, eval_subset=10)
+    assert "eval_subset (10 -> 20)" in refusal(tmp_path, eval_subset=20)
+    assert "eval_subset (10 -> None)" in refusal(tmp_path)
+    assert "loss ('CrossEntropyLoss' -> 'MSELoss')" in refusal(
+        tmp_path, eval_subset=10, loss=nn.MSELoss())
+    assert "dtype ('float64' -> 'float32')" in refusal(tmp_path, eval_subset=10,
+                                                       dtype=torch.float32)
+    ce = nn.CrossEntropyLoss()
+    res = fit_with(checkpoint_dir=tmp_path, resume=True, eval_subset=10, eval_every=2,
+                   loss=lambda out, y: ce(out, y))[2]
+    assert res.steps == 8
 
 
 @pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs Linux's /dev/full")
