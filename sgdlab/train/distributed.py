@@ -20,8 +20,11 @@ evaluates the master, logs to the run store and writes ``OUT/master.pt`` (the ma
 ``OUT/checkpoints/rank{r}.pt`` and rank 0 the master to ``OUT/checkpoints/master.pt`` every
 ``checkpoint_every`` rounds (config key or ``--checkpoint-every``; default 10) and at the end.
 ``--resume`` continues an interrupted run bit for bit from there (same config and number of
-processes; a different world size is refused). ``OUT`` must be visible to every rank (a
-shared filesystem across machines).
+processes; a different world size is refused, and so is a config whose ``parle``, ``data``,
+``model``, ``loss``, ``dtype``, ``seed`` or ``eval_subset`` differs from the run's, each
+difference named; ``rounds``/``epochs``/``grad_evals``, ``eval_every``, ``checkpoint_every``,
+``name`` and ``store`` may change). ``OUT`` must be visible to every rank (a shared
+filesystem across machines).
 
 **The output folder.** A new run takes ``OUT`` before it writes anything: rank 0 (or
 ``sgdlab parle``, which passes ``--claimed``) creates ``OUT/parle.json`` where none is

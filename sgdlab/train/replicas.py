@@ -52,7 +52,10 @@ Conventions:
   Each process keeps its previous rank file (``rank{r}.prev.pt``) until the new ``master.pt``
   is written, so a kill while saving leaves the previous set whole. ``resume=True`` continues
   bit for bit from the set ``master.pt`` names; it refuses a set whose world size / replica
-  count differs, or where no rank file of ``master.pt``'s round is left.
+  count differs, or where no rank file of ``master.pt``'s round is left, and a run with
+  another Parle config, training-set size, torch loss class, dtype, ``eval_subset`` or (for a
+  config's run, ``run_config``) data, model or seed spec, naming each difference with both
+  values; the length, ``eval_every`` and ``checkpoint_every`` may change.
 """
 from __future__ import annotations
 
@@ -71,9 +74,11 @@ from torch import Tensor, nn
 from ..data.augment import batch_augmentation
 from ..errors import ConfigError, UserError
 from ..optim.elastic import Parle, master_average
-from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from .checkpoint import (changed_settings, load_checkpoint, rng_state, save_checkpoint,
+                         set_rng_state)
 from .loop import (BatchStream, check_dataset, check_loss, evaluation_metrics, evaluation_sets,
-                   open_writer, record_abort, record_completion, steps_per_epoch)
+                   model_setting_changes, model_settings, open_writer, record_abort,
+                   record_completion, steps_per_epoch)
 
 __all__ = ["ParleConfig", "ReplicaResult", "ReplicaWorker", "train_replicas", "replica_shards",
            "replica_seeds"]
@@ -413,7 +418,7 @@ def train_replicas(model: nn.Module, loss_fn: Callable[[Tensor, Tensor], Tensor]
                            grad_evals=grad_evals, mode=mode, eval_every=eval_every,
                            eval_subset=eval_subset, device=device, communicator=communicator,
                            checkpoint_dir=checkpoint_dir, checkpoint_every=checkpoint_every,
-                           resume=resume)
+                           resume=resume, run_config=run_config)
     run.open_record(store, run_id, name, run_config)
     try:
         run.fit()
@@ -446,7 +451,7 @@ class _ReplicaTraining:
 
     def __init__(self, model, loss_fn, data, config, *, rounds, epochs, grad_evals, mode,
                  eval_every, eval_subset, device, communicator, checkpoint_dir,
-                 checkpoint_every, resume):
+                 checkpoint_every, resume, run_config=None):
         cfg = config if isinstance(config, ParleConfig) else ParleConfig.from_dict(dict(config))
         if mode not in ("inprocess", "distributed"):
             raise ConfigError(f"mode must be 'inprocess' or 'distributed', got {mode!r}")
@@ -467,6 +472,7 @@ class _ReplicaTraining:
         self.dev = dev = torch.device(device) if device is not None else data.x_train.device
         x_all, y_all = data.x_train.to(dev), data.y_train.to(dev)
         self.examples = len(x_all)
+        self.settings = _run_settings(model, loss_fn, eval_subset, run_config)
         self.classification = getattr(data, "task", "classification") == "classification"
         self._processes(mode, communicator)
         self._build_workers(model, data, x_all, y_all)
@@ -550,7 +556,8 @@ class _ReplicaTraining:
 
     def _resume(self) -> None:
         head, mine_state = _load_replica_checkpoint(self.ckpt, self.rank, self.world, self.cfg,
-                                                    self.mode, examples=self.examples)
+                                                    self.mode, examples=self.examples,
+                                                    settings=self.settings)
         ok = torch.tensor([1.0 if head is not None else 0.0], device=self.dev)
         if self.comm is not None:  # every rank must have found a consistent set, or none starts
             ok = self.comm.average([ok])[0]
@@ -679,7 +686,7 @@ class _ReplicaTraining:
             save_checkpoint(self.ckpt / MASTER_CHECKPOINT, {
                 "round": r, "world_size": self.world, "replicas": self.cfg.replicas,
                 "mode": self.mode, "parle": self.cfg.to_dict(), "run_id": self.run_id,
-                "examples": self.examples,
+                "examples": self.examples, "settings": self.settings,
                 "stored_rows": self.writer.stored if self.writer is not None else None,
                 "master": None if master is None else [t.detach().cpu().clone() for t in master],
                 "history": {k: [[s, v] for s, v in pts] for k, pts in self.history.items()}})
@@ -748,12 +755,13 @@ def check_checkpoint_dir(ckpt: str | os.PathLike, resume: bool) -> None:
 
 
 def _load_replica_checkpoint(ckpt: Path, rank: int, world: int, cfg: ParleConfig,
-                             mode: str, *, examples: int
+                             mode: str, *, examples: int, settings: dict[str, Any] | None = None
                              ) -> tuple[dict[str, Any] | None, Any]:
     """(master.pt's content, this rank's file) or (None, why not). A mismatched world size,
-    replica count, Parle config or training set raises :class:`ConfigError` at once (every
-    rank sees the same master.pt): the continuation would not be the run it saved. The
-    length may differ (a finished run extended)."""
+    replica count, Parle config, training set or other :func:`_run_settings` raises
+    :class:`ConfigError` at once, naming each difference (every rank sees the same
+    master.pt): the continuation would not be the run it saved. The length, ``eval_every``
+    and ``checkpoint_every`` may differ (a finished run extended)."""
     try:
         head = load_checkpoint(ckpt / MASTER_CHECKPOINT)
     except UserError as e:
@@ -763,10 +771,11 @@ def _load_replica_checkpoint(ckpt: Path, rank: int, world: int, cfg: ParleConfig
             f"cannot resume from {str(ckpt)!r}: it was written by {head['world_size']} "
             f"process(es) ({head['mode']}) with {head['replicas']} replicas; this run has "
             f"{world} process(es) ({mode}) with {cfg.replicas} replicas")
-    saved = _plain(head.get("parle") or {})
-    changed = sorted(k for k, v in _plain(cfg.to_dict()).items() if k in saved and saved[k] != v)
+    changed = changed_settings(head.get("parle") or {}, cfg.to_dict())
     if "examples" in head and int(head["examples"]) != examples:   # the length may change
         changed.append(f"the training set ({head['examples']} -> {examples} examples)")
+    if head.get("settings") is not None and settings is not None:   # (recorded since)
+        changed += _setting_changes(head["settings"], settings)
     if changed:
         raise ConfigError(f"cannot resume from {str(ckpt)!r}: the config differs from the "
                           f"saved run's in {', '.join(changed)}; resume with the same config")
@@ -790,11 +799,26 @@ def _load_replica_checkpoint(ckpt: Path, rank: int, world: int, cfg: ParleConfig
                   "killed while saving)")
 
 
-def _plain(v: Any) -> Any:
-    """Tuples as lists, recursively (a config read back from a checkpoint compares equal)."""
-    if isinstance(v, dict):
-        return {k: _plain(x) for k, x in v.items()}
-    return [_plain(x) for x in v] if isinstance(v, (list, tuple)) else v
+def _run_settings(model: nn.Module, loss_fn: Any, eval_subset: int | None,
+                  run_config: dict[str, Any] | None) -> dict[str, Any]:
+    """What a resume may not change besides the Parle config and the training set's size:
+    the loss, dtype and ``eval_subset`` (:func:`sgdlab.train.loop.model_settings`) and, for a
+    run built from a config (``run_config``), the specs of its data, model and initial
+    weights (another dataset of the same size, another activation, another seed)."""
+    built = None
+    if run_config is not None:      # (what build_model_and_data reads; seed 0 when not given)
+        built = {"data": run_config.get("data"), "model": run_config.get("model"),
+                 "seed": int(run_config.get("seed", 0))}
+    return {**model_settings(model, loss_fn, eval_subset), "built": built}
+
+
+def _setting_changes(saved: dict[str, Any], now: dict[str, Any]) -> list[str]:
+    """Each :func:`_run_settings` entry that differs (the specs only when both runs have
+    them)."""
+    changed = model_setting_changes(saved, now)
+    if saved.get("built") is not None and now.get("built") is not None:
+        changed += changed_settings(saved["built"], now["built"])
+    return changed
 
 
 @torch.no_grad()

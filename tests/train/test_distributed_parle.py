@@ -15,6 +15,7 @@ import torch
 
 import sgdlab.data  # noqa: F401  (imported before forking: the workers start warm)
 import sgdlab.models  # noqa: F401
+from sgdlab.errors import ConfigError
 from sgdlab.train.distributed import run_from_config
 
 torch.set_num_threads(1)
@@ -279,6 +280,29 @@ def test_a_run_extended_by_a_resume_records_its_new_length(tmp_path):
     run_from_config({**cfg, "rounds": 2}, mode="inprocess", out=tmp_path / "out", resume=True)
     recorded = RunStore(tmp_path / "runs.sqlite").get_run(run_id)
     assert recorded["summary"]["rounds"] == recorded["config"]["rounds"] == 2
+
+
+def test_a_resume_with_another_data_model_or_seed_in_its_config_is_refused(tmp_path):
+    """`sgdlab parle CONFIG --resume` takes the config again: a model of the same shapes with
+    another activation, another data spec of the same size or another initial-weight seed
+    went on from the checkpoint without a word (and the run's record said the new config).
+    Now each is named; the length and eval_every may change."""
+    cfg, _ = write_problem(tmp_path, replicas=1, rounds=1)
+    out = tmp_path / "out"
+    run_from_config(cfg, mode="inprocess", out=out)
+    other = tmp_path / "other.pt"
+    other.write_bytes((tmp_path / "toy.pt").read_bytes())
+    for change, needle in [({"model": {**cfg["model"], "activation": "relu"}},
+                            "model.activation ('tanh' -> 'relu')"),
+                           ({"data": {"file": str(other)}}, "data.file ("),
+                           ({"seed": 3}, "seed (1 -> 3)")]:
+        with pytest.raises(ConfigError) as e:
+            run_from_config({**cfg, "rounds": 2, **change}, mode="inprocess", out=out,
+                            resume=True)
+        assert "differs from the saved run's in " + needle in str(e.value), (needle, e.value)
+    res = run_from_config({**cfg, "rounds": 2, "eval_every": 1}, mode="inprocess", out=out,
+                          resume=True)
+    assert res.rounds == 2
 
 
 @pytest.mark.parametrize("hard_links", [True, False])

@@ -447,6 +447,31 @@ def test_a_run_killed_while_saving_resumes_from_the_previous_set(tmp_path, monke
     assert sorted(p.name for p in ck.iterdir()) == ["master.pt", "rank0.pt"]
 
 
+def test_resume_with_another_loss_dtype_or_evaluation_subset_is_refused(tmp_path):
+    """Besides the Parle config (now named with both values) and the training set's size: a
+    resume with another torch loss trained another objective, float32 replicas took the
+    float64 checkpoint by casting, another eval_subset evaluated the master on other
+    examples, all without a word. The length and eval_every may change."""
+    data, cfg = toy_data(), ParleConfig(replicas=1, L=2, batch_size=8, seed=1)
+    train_replicas(toy_model(), LOSS, data, cfg, rounds=1, eval_subset=10,
+                   checkpoint_dir=tmp_path)
+    for change, needle in [({"eval_subset": 12}, "eval_subset (10 -> 12)"),
+                           ({"loss_fn": nn.MultiMarginLoss()},
+                            "loss ('CrossEntropyLoss' -> 'MultiMarginLoss')"),
+                           ({"model": toy_model().float(), "data": data.to(dtype=torch.float32)},
+                            "dtype ('float64' -> 'float32')"),
+                           ({"config": ParleConfig(**{**cfg.to_dict(), "lr": 0.05})},
+                            "lr (0.1 -> 0.05)")]:
+        kw = {"model": toy_model(), "loss_fn": LOSS, "data": data, "config": cfg,
+              "eval_subset": 10, **change}
+        with pytest.raises(ConfigError) as e:
+            train_replicas(rounds=2, checkpoint_dir=tmp_path, resume=True, **kw)
+        assert "differs from the saved run's in " + needle in str(e.value), (needle, e.value)
+    res = train_replicas(toy_model(), LOSS, data, cfg, rounds=2, eval_subset=10, eval_every=1,
+                         checkpoint_dir=tmp_path, resume=True)
+    assert res.rounds == 2
+
+
 def test_epochs_count_the_short_last_batch():
     """An epoch of n examples in batches of B is ⌈n/B⌉ steps: epochs=E runs ⌈E⌈n/B⌉/L⌉
     rounds, and the reported effective epochs reach E."""
