@@ -553,18 +553,26 @@ def _hooks_split_samples(model, layers: list[nn.Module], x: Tensor) -> bool:
       gradients (each sample's loss on its own, as ``vmap`` computes them);
     - each layer's input has one row per sample: 1 row for sample 0 alone, 2 beside sample
       1. A layer on a time-first (T, N, in) sequence has T rows, which the row count of a
-      whole batch cannot tell from the samples when T = N.
+      whole batch cannot tell from the samples when T = N;
+    - row i of each layer's input is sample i's, in the batch order: sample 0's input alone
+      is row 0 of the pair (0, 1) and row 1 of the pair (1, 0). A forward that reorders the
+      samples before a layer and restores the order after it (sorting them by a key, as
+      length bucketing does) has outputs in order but a layer whose rows are other samples':
+      the rows of G built from its hooks would be those samples' blocks (0.87 off in Frobenius
+      norm on such a model). Two orders, as a reordering by a key of the data leaves one of
+      them as it is.
 
-    Two tiny forwards per call, 3-6% of one on the registry's smallest MLP; not cached: outputs
-    that coincide by accident (a zero-initialised layer) must not hide an interaction once the
-    weights have moved. False when a forward fails (vmap then reports it)."""
+    Three tiny forwards per call (two were 3-6% of one on the registry's smallest MLP); not
+    cached: outputs that coincide by accident (a zero-initialised layer) must not hide an
+    interaction once the weights have moved. False when a forward fails (vmap then reports
+    it)."""
     uses = _ParameterUses(layers)
-    rows: list[int] = []        # each layer call's input rows, both forwards
+    inputs: list[Tensor | None] = []       # each layer call's input, every forward
 
     def enter(m, args) -> None:
         uses.running.append(m)
-        rows.append(len(args[0]) if args and isinstance(args[0], Tensor) and args[0].dim()
-                    else -1)
+        inputs.append(args[0].detach() if args and isinstance(args[0], Tensor)
+                      and args[0].dim() else None)
 
     def leave(m, args, out) -> None:       # returns None: the output stays the layer's
         uses.running.pop()
@@ -578,28 +586,36 @@ def _hooks_split_samples(model, layers: list[nn.Module], x: Tensor) -> bool:
                                                     device_type="cuda"):
             with uses:
                 alone = model(x[:1])
-            calls_alone = len(rows)
-            pair = model(x[:2]) if len(x) >= 2 else None
+            calls = len(inputs)
+            # sample 0 first, then second
+            batches = [model(x[:2]), model(x[:2].flip(0))] if len(x) >= 2 else []
     except Exception:
         return False
     finally:
         for h in handles:
             h.remove()
-    if uses.outside or any(r != 1 for r in rows[:calls_alone]) \
-            or any(r != 2 for r in rows[calls_alone:]):
+    if uses.outside or len(inputs) != calls * (1 + len(batches)) \
+            or any(a is None or len(a) != 1 for a in inputs[:calls]) \
+            or any(a is None or len(a) != 2 for a in inputs[calls:]):
         return False
-    return pair is None or _first_output_agrees(alone, pair)
+    for k, batch in enumerate(batches):
+        row = k                                   # where sample 0 sits in this batch
+        if not _row_agrees(alone, batch, row) or not all(
+                _row_agrees(inputs[j], inputs[(k + 1) * calls + j], row) for j in range(calls)):
+            return False
+    return True
 
 
-def _first_output_agrees(alone, pair) -> bool:
-    """Whether the model's output for sample 0 alone equals its first row beside sample 1."""
-    if not (isinstance(pair, Tensor) and isinstance(alone, Tensor)) \
-            or pair.shape[1:] != alone.shape[1:]:
+def _row_agrees(alone, batch, row: int = 0) -> bool:
+    """Whether ``alone`` (a model's output, or a layer's input, for sample 0 alone) equals row
+    ``row`` of ``batch`` (the same for a batch where sample 0 sits at ``row``)."""
+    if not (isinstance(batch, Tensor) and isinstance(alone, Tensor)) \
+            or batch.shape[1:] != alone.shape[1:]:
         return False
-    scale = float(pair.abs().max()) if pair.numel() else 0.0
+    scale = float(batch.abs().max()) if batch.numel() else 0.0
     if not math.isfinite(scale):
         return True          # non-finite outputs: the caller's finiteness checks report them
-    return torch.allclose(pair[:1], alone, rtol=1e-4, atol=1e-5 * scale + 1e-30)
+    return torch.allclose(batch[row:row + 1], alone, rtol=1e-4, atol=1e-5 * scale + 1e-30)
 
 
 @torch.no_grad()
@@ -614,7 +630,7 @@ def samples_interact(model: nn.Module, x: Tensor) -> bool:
         alone, pair = model(x[:1]), model(x[:2])
     except Exception:
         return True
-    return not _first_output_agrees(alone, pair)
+    return not _row_agrees(alone, pair)
 
 
 def _hooked_passes(model, loss_fn, batches, layers):
