@@ -357,3 +357,20 @@ class TiedByHand(nn.Module):
 
     def forward(self, x):
         return torch.tanh(self.mid(torch.tanh(self.inp(x)))) @ self.inp.weight
+
+
+class DictOutput(nn.Module):
+    """A tiny MLP whose forward returns its logits in a dict (as many library models do), for
+    a loss that unpacks them: :func:`dict_logits_loss`."""
+
+    def __init__(self, in_dim: int = 3, classes: int = 2):
+        super().__init__()
+        self.inp, self.out = nn.Linear(in_dim, 4), nn.Linear(4, classes)
+
+    def forward(self, x):
+        return {"logits": self.out(torch.tanh(self.inp(x)))}
+
+
+def dict_logits_loss(out: dict[str, Tensor], y: Tensor) -> Tensor:
+    """Mean cross-entropy of a :class:`DictOutput`'s logits."""
+    return nn.functional.cross_entropy(out["logits"], y)

@@ -119,7 +119,8 @@ def _perturbed_evaluations(model: nn.Module, loss_fn: LossFn, data: Data, pertur
 
     def scores(out: Tensor, y: Tensor) -> tuple[Tensor, Tensor | None]:
         nonlocal classify       # set while vmap runs this once per call (logical shapes)
-        classify = classify and out.dim() == 2 and not y.is_floating_point()
+        classify = (classify and isinstance(out, Tensor) and out.dim() == 2
+                    and not y.is_floating_point())
         hits = (out.argmax(-1) == y).sum() if classify else None
         return loss_fn(out, y), hits
 

@@ -21,12 +21,26 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
+from sgdlab.errors import UserError
+
 from .batches import Data, is_single_batch
 from .hessian import _probe_bytes, _taylor_and_rop, _unflatten_cols, second_order_forward
 from .taylor import single_batch_preparation, taylor_quadratic_forms
 from .linear import ModelOperator
 from .rop import rop_products
 from .params import UNUSED_ZERO, batched_columns, flatten, unflatten_like
+
+
+def check_tensor_output(out: object, who: str) -> None:
+    """A ``UserError`` for a model output that is not one tensor (a tuple, a dict): the
+    Gauss-Newton matrix Jᵀ ∇²_f L J needs the outputs f the loss is differentiated in, and the
+    Jacobian J of them."""
+    if not isinstance(out, Tensor):
+        raise UserError(
+            f"{who} needs the model's output as one tensor (the outputs f of G = Jᵀ ∇²_f L J); "
+            f"the model returned a {type(out).__name__}. Measure a module whose forward "
+            "returns the tensor loss_fn takes, or the Hessian (operator='hessian'), which "
+            "takes any output loss_fn accepts")
 
 
 class GGNOperator(ModelOperator):
@@ -71,6 +85,7 @@ class GGNOperator(ModelOperator):
         with torch.enable_grad():
             with second_order_forward(self.model):
                 out = self.model(x)
+            check_tensor_output(out, "GGNOperator")
             o = out.detach().requires_grad_(True)
             g_out = torch.autograd.grad(self.loss_fn(o, y), o, create_graph=True)[0]
         return out, o, g_out

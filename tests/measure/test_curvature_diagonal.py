@@ -275,3 +275,23 @@ def test_ggn_diagonal_refuses_dropout_in_train_mode():
         ggn_diagonal(model, torch.nn.CrossEntropyLoss(), (x, y))
     model.eval()
     assert torch.isfinite(ggn_diagonal(model, torch.nn.CrossEntropyLoss(), (x, y))).all()
+
+
+def test_ggn_diagonal_of_a_model_output_that_is_no_tensor_is_named():
+    """Logits returned in a dict: no GGN factors (its outputs are no tensor). The message said
+    that the samples interact (the probe could not compare dicts), sending the user to the
+    GGN products, which failed on ``'dict' object has no attribute 'detach'``."""
+    from sgdlab.measure.curvature import ggn_diagonal
+    from sgdlab.testing import DictOutput, dict_logits_loss
+
+    torch.manual_seed(0)
+    model, data = DictOutput().double(), tiny_classification()
+    for diag in (lambda: ggn_diagonal(model, dict_logits_loss, data),
+                 lambda: hessian_diagonal(model, dict_logits_loss, data, exact=True,
+                                          operator="ggn")):
+        with pytest.raises(UserError, match="needs the model's output as one tensor.*"
+                                            "returned a dict"):
+            diag()
+    torch.testing.assert_close(
+        hessian_diagonal(model, dict_logits_loss, data, exact=True).value,
+        dense_hessian_reference(model, dict_logits_loss, data).diagonal())

@@ -254,3 +254,25 @@ def test_random_direction_draws_from_the_generator_in_the_parameters_dtype_and_d
     assert d.dtype == torch.float64 and torch.equal(d, expected)
     on_meta = random_direction(model.to("meta"), generator=torch.Generator().manual_seed(3))
     assert on_meta.device.type == "meta" and on_meta.dtype == torch.float64
+
+
+def test_a_model_output_that_is_no_tensor_has_a_surface_without_accuracy():
+    """Logits returned in a dict, a loss that unpacks them: the losses are the model's at
+    each point (in place and vmapped), the accuracy NaN as for any output that is not one
+    (N, C) tensor (it failed on ``'dict' object has no attribute 'dim'``)."""
+    from sgdlab.testing import DictOutput, dict_logits_loss
+
+    torch.manual_seed(0)
+    model, (x, y) = DictOutput().double(), tiny_classification()
+    d = random_direction(model, generator=torch.Generator().manual_seed(1))
+    theta = params_vector(model)
+    ref = []
+    for c in (-1.0, 0.0, 1.0):
+        moved = copy.deepcopy(model)
+        torch.nn.utils.vector_to_parameters(theta + c * d, moved.parameters())
+        ref.append(float(dict_logits_loss(moved(x), y)))
+    for vectorize in (False, True):
+        surf = loss_surface(model, dict_logits_loss, (x, y), [d], steps=3, vectorize=vectorize)
+        torch.testing.assert_close(torch.tensor(surf.train_loss), torch.tensor(ref))
+        assert all(a != a for a in surf.train_acc)
+    assert evaluate(model, dict_logits_loss, (x, y))[0] == pytest.approx(ref[1], rel=1e-12)

@@ -470,3 +470,20 @@ def test_dropout_in_train_mode_gives_one_operator_under_one_draw_of_masks_per_ba
         warnings.simplefilter("error")
         evaluated = curvature_operator(kind, model, loss_fn, loader, **kw).to_dense()
     torch.testing.assert_close(evaluated, reference(model, loss_fn, (x, y)))
+
+
+def test_a_model_output_that_is_no_tensor_is_named_for_the_ggn_only():
+    """A model returning its logits in a dict, with a loss that unpacks them: the Hessian is
+    the loss's as it is; the GGN needs the outputs f as one tensor, and says so (it failed on
+    ``'dict' object has no attribute 'detach'``)."""
+    from sgdlab.errors import UserError
+    from sgdlab.testing import DictOutput, dict_logits_loss
+
+    torch.manual_seed(0)
+    model = DictOutput().double()
+    data = tiny_classification()
+    torch.testing.assert_close(HessianOperator(model, dict_logits_loss, data).to_dense(),
+                               dense_hessian_reference(model, dict_logits_loss, data))
+    with pytest.raises(UserError, match="GGNOperator needs the model's output as one tensor.*"
+                                        "returned a dict.*operator='hessian'"):
+        GGNOperator(model, dict_logits_loss, data).to_dense()

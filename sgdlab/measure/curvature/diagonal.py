@@ -20,6 +20,7 @@ from sgdlab.errors import UserError
 from sgdlab.operators.batches import (Data, check_batch_loss, iterate_batches,
                                       stochastic_modules)
 from sgdlab.operators.factors import per_sample_factors, samples_interact
+from sgdlab.operators.ggn import check_tensor_output
 from sgdlab.operators.params import num_params, require_trainable
 from sgdlab.operators.per_sample import check_per_sample_model, per_sample_gradients
 
@@ -183,6 +184,10 @@ def ggn_diagonal(model: nn.Module, loss_fn: Callable[[Tensor, Tensor], Tensor],
             total += _linear_squares(model, out, layers, factors)
             n += len(x)
             continue
+        with torch.no_grad():
+            out = model(x)
+        # before the interaction probe, which cannot compare outputs that are no tensor
+        check_tensor_output(out, "ggn_diagonal")
         if samples_interact(model, x):
             raise SamplesInteract(
                 "ggn_diagonal: the model's samples interact in its forward pass (sample 0's "
@@ -191,8 +196,6 @@ def ggn_diagonal(model: nn.Module, loss_fn: Callable[[Tensor, Tensor], Tensor],
                 "that are not the samples), so its GGN does not split into per-sample "
                 "factors; hessian_diagonal(model, loss_fn, data, exact=True, operator='ggn') "
                 "computes the diagonal from d GGN products")
-        with torch.no_grad():
-            out = model(x)
         factors = _output_hessian_factors(loss_fn, out, y).to(out.dtype)
         for c in range(factors.shape[2]):
             s = factors[:, :, c]
