@@ -169,3 +169,19 @@ def test_curvature_weighted_noise_scale_against_dense_matrices(curvature, refere
     assert math.isnan(plain.noise_scale_curvature) and plain.norm_test == st.norm_test
     with pytest.raises(ValueError, match="curvature"):
         batch_statistics(model, loss_fn, data, curvature="fisher")
+
+
+def test_a_loss_summed_over_the_batch_is_refused():
+    """Per-sample gradients are one sample's loss's whatever the reduction, the batch's loss
+    and Hessian a summed loss's, N times the mean's: the Takeuchi information came out 1/N
+    of the mean loss's (8.7 against 208.6 on 24 samples of a residual tanh network), and
+    the CABS batch size too."""
+    from sgdlab.errors import UserError
+
+    model, data = tiny_mlp(), tiny_classification()
+    summed = nn.CrossEntropyLoss(reduction="sum")
+    with pytest.raises(UserError, match=r"takeuchi_information .*reduction='sum'.*"
+                                        r"reduction='mean'"):
+        takeuchi_information(model, summed, data, curvature="hessian")
+    with pytest.raises(UserError, match=r"batch_statistics .*reduction='sum'"):
+        batch_statistics(model, summed, data, lr=0.1)
