@@ -219,7 +219,10 @@ def lanczos(
             (an invariant subspace was found) and for k ≥ 2, the new block's extreme Ritz
             value must converge as well: a repeated eigenvalue's copies show up one per
             restart, and an exact smaller value from an earlier block must not be taken
-            for the k-th.
+            for the k-th. Restarts happen at a breakdown only: without one, a start vector's
+            Krylov space holds one direction of each eigenspace, so an exactly repeated
+            eigenvalue among the k can come out once, the next distinct eigenvalue in its
+            place (5, 4, 4, 3.9, ... read as 5, 4, 3.9).
         criterion: ``"residual"`` (above; a residual r bounds the eigenvalue error by r²/gap)
             or ``"error_bound"``: stop once that bound on the eigenvalue error,
             min(r, r²/gap) with gap the distance from θ to the nearest other Ritz value (the
