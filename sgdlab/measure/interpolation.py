@@ -126,6 +126,11 @@ def _float_buffers(model: nn.Module) -> dict[str, Tensor]:
     return {n: b.detach().clone() for n, b in model.named_buffers() if b.is_floating_point()}
 
 
+def _batchnorm_buffer_names(model: nn.Module) -> set[str]:
+    return {f"{prefix}.{n}" if prefix else n for prefix, m in model.named_modules()
+            if isinstance(m, _BN_TYPES) for n, _ in m.named_buffers(recurse=False)}
+
+
 def _frozen_params(model: nn.Module) -> dict[str, Tensor]:
     return {n: p.detach().clone() for n, p in model.named_parameters() if not p.requires_grad}
 
@@ -145,7 +150,9 @@ def interpolate_models(
 
     Args:
         model_a, model_b: two models of the same architecture (not modified); frozen
-            parameters are interpolated like the trainable ones.
+            parameters are interpolated like the trainable ones, and so are floating-point
+            buffers outside batch norm (spectral norm's power-iteration vectors, a running
+            statistic of one's own), so that α = 1 is model B.
         loss_fn: mean-reduced loss.
         train_data, test_data: batches ``(x, y)`` or iterables of batches.
         alphas: default ``linspace(-1, 2, 31)`` (α = 0 is θ_A, α = 1 is θ_B).
@@ -181,6 +188,16 @@ def interpolate_models(
     frozen = dict(model.named_parameters())
     bn = has_batchnorm(model)
     bufs_a, bufs_b = _float_buffers(model_a), _float_buffers(model_b)
+    if bufs_a.keys() != bufs_b.keys() or any(bufs_a[n].shape != bufs_b[n].shape
+                                             for n in bufs_a):
+        raise ValueError("models differ in their floating-point buffers: "
+                         f"{sorted(bufs_a)} vs {sorted(bufs_b)}")
+    # buffers outside batch norm move with θ like frozen parameters (A's at every α would end
+    # the line at another model than B); batch norm's follow ``bn_stats``
+    bn_buffers = _batchnorm_buffer_names(model)
+    moving_buffers = {n: (bufs_a[n], bufs_b[n]) for n in bufs_a
+                      if n not in bn_buffers and not torch.equal(bufs_a[n], bufs_b[n])}
+    buffers = dict(model.named_buffers())
     curve = InterpolationCurve(alphas, [], [], [], [], bn_stats if bn else "none")
     undefined = []
     for a in alphas:
@@ -188,6 +205,8 @@ def interpolate_models(
         with torch.no_grad():
             for n, (pa, pb) in moving.items():
                 frozen[n].copy_(torch.lerp(pa, pb, a))
+            for n, (ba, bb) in moving_buffers.items():
+                buffers[n].copy_(torch.lerp(ba, bb, a))
         if bn and bn_stats == "interpolate":
             with torch.no_grad():
                 for n, b in model.named_buffers():

@@ -137,6 +137,48 @@ def test_frozen_parameters_are_interpolated_too():
         interpolate_models(a, c, loss_fn, train, alphas=[0.0])
 
 
+class _RunningCentre(nn.Module):
+    """A running mean of its hidden units, subtracted in eval mode: a floating-point buffer
+    outside batch norm, as spectral norm's power-iteration vectors are."""
+
+    def __init__(self):
+        super().__init__()
+        self.inp, self.out = nn.Linear(4, 6), nn.Linear(6, 3)
+        self.register_buffer("centre", torch.zeros(6))
+
+    def forward(self, x):
+        h = self.inp(x)
+        if self.training:
+            with torch.no_grad():
+                self.centre.lerp_(h.mean(0), 0.5)
+        return self.out(torch.tanh(h - self.centre))
+
+
+def test_buffers_outside_batch_norm_are_interpolated_too():
+    """Model A's buffers at every α ended the line at another model than B (its loss at α = 1
+    off B's by 0.008 with a spectral-normed layer, by 0.04 with a running mean like this
+    one's); they move with θ, as frozen parameters do, and α = 0.5 is the midpoint of every
+    parameter and buffer."""
+    def make(seed):
+        torch.manual_seed(seed)
+        m = _RunningCentre().double()
+        m(torch.randn(16, 4, dtype=torch.float64) + seed)
+        return m.eval()
+
+    a, b = make(0), make(1)
+    train = _data(40, 0)
+    loss_fn = nn.CrossEntropyLoss()
+    curve = interpolate_models(a, b, loss_fn, train, alphas=[0.0, 0.5, 1.0])
+    mid = copy.deepcopy(a)
+    with torch.no_grad():
+        for tm, ta, tb in zip([*mid.parameters(), mid.centre], [*a.parameters(), a.centre],
+                              [*b.parameters(), b.centre]):
+            tm.copy_((ta + tb) / 2)
+    for got, model in zip(curve.train_loss, (a, mid, b)):
+        assert got == pytest.approx(evaluate(model, loss_fn, train)[0], rel=1e-12)
+    assert not torch.equal(a.centre, b.centre)
+
+
 def test_models_of_different_dtypes_are_a_value_error_naming_both():
     a, b = _pair(bn=False)
     with pytest.raises(ValueError, match="float64 on cpu vs torch.float32 on cpu"):
