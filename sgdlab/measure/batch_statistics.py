@@ -52,8 +52,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import Tensor, nn
 
-from sgdlab.errors import UserError
-from sgdlab.operators.batches import Data
+from sgdlab.operators.batches import Data, check_mean_of_samples
 
 from .noise import GradientCovariance, gradient_covariance
 from .sharpness import mean_loss
@@ -110,7 +109,7 @@ def batch_statistics(
     model) raises ``FloatingPointError``."""
     if epsilon < 0:
         raise ValueError(f"Invalid epsilon={epsilon} (must be >= 0)")
-    _check_mean_loss(loss_fn, "batch_statistics")
+    check_mean_of_samples(loss_fn, batch, "batch_statistics")
     if lr is not None and not lr > 0:
         raise ValueError(f"Invalid lr={lr} (must be > 0)")
     if curvature not in (None, "hessian", "ggn"):
@@ -178,7 +177,7 @@ def takeuchi_information(
         raise ValueError(f"Invalid curvature={curvature!r}: expected 'ggn' or 'hessian'")
     if epsilon < 0:
         raise ValueError(f"Invalid epsilon={epsilon} (must be >= 0)")
-    _check_mean_loss(loss_fn, "takeuchi_information")
+    check_mean_of_samples(loss_fn, data, "takeuchi_information")
     if covariance is not None and covariance._scale != 1.0:
         raise ValueError("covariance: Takeuchi's C needs Σ itself, not a scaled covariance "
                          "(minibatch() / scaled())")
@@ -190,19 +189,6 @@ def takeuchi_information(
     return TakeuchiInformation(diagonal=float(ratios.sum()) if len(ratios) else math.nan,
                                trace=_ratio(float(second.sum()), float(h.sum()) + epsilon),
                                curvature=curvature)
-
-
-def _check_mean_loss(loss_fn: object, who: str) -> None:
-    """A ``UserError`` for a loss summed over its batch (``reduction="sum"``): these
-    statistics set per-sample gradients (each one sample's loss, the same for either
-    reduction) against the batch's loss and curvature, which a sum makes N times the mean's,
-    so the result would be off by N (the Takeuchi information 1/N of the mean loss's)."""
-    if getattr(loss_fn, "reduction", None) == "sum":
-        raise UserError(
-            f"{who} sets per-sample gradients against the batch's loss and curvature, those "
-            f"of the mean loss: loss_fn {type(loss_fn).__name__}(reduction='sum') makes them "
-            "N times larger (the Takeuchi information and the CABS batch size N times "
-            "smaller); use reduction='mean'")
 
 
 def _curvature_noise_scale(kind: str, model: nn.Module, loss_fn, batch: Data,

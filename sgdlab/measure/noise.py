@@ -33,7 +33,7 @@ from torch import Tensor, nn
 
 from sgdlab.operators import LinearOperator, per_sample_gradients
 from sgdlab.operators.factors import PerSampleFactors, per_sample_factors
-from sgdlab.operators.batches import Data
+from sgdlab.operators.batches import Data, check_mean_of_samples
 
 # Above this size the Gram/d x d eigendecomposition is replaced by Lanczos on the implicit Gram.
 DENSE_EIG_LIMIT = 6000
@@ -457,6 +457,7 @@ def noise_magnitude(
     η = 0 (a schedule's zero, as cosine-cyclic's at τ = P) gives no noise."""
     if lr < 0 or batch_size < 1:
         raise ValueError(f"Invalid lr={lr} / batch_size={batch_size}")
+    check_mean_of_samples(loss_fn, data, "noise_magnitude")
     cov = covariance or gradient_covariance(model, loss_fn, data, chunk_size=chunk_size)
     tr = cov.trace()
     # in float64, as Tr Σ: ‖ḡ‖ of a finite float32 ḡ may exceed float32's range (~3.4e38)

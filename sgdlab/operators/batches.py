@@ -106,6 +106,37 @@ def check_batch_loss(loss_fn: object, data: Data) -> None:
             "the batch; use reduction='mean', or pass the samples as one (x, y) batch")
 
 
+def check_mean_of_samples(loss_fn: object, data: Data, who: str) -> None:
+    """A ``UserError`` for a loss whose batch value is not the mean of its samples' losses,
+    where ``who`` sets per-sample gradients (each one sample's loss alone) against the batch's
+    loss, gradient or curvature: a sum (``reduction="sum"``, N times the mean), class weights
+    (``weight=``: a weighted mean, while they cancel in one sample's loss) and ignored targets
+    (``ignore_index`` present in the targets: the mean over the others, while an ignored
+    sample's own loss has zero gradient). Targets are looked at for one batch or a list of
+    batches (an iterator is not consumed). A plain callable is taken to be a mean."""
+    reduction = getattr(loss_fn, "reduction", None)
+    name = type(loss_fn).__name__
+    what = None
+    if reduction == "sum":
+        what = f"loss_fn {name}(reduction='sum') is N times the mean"
+    elif isinstance(loss_fn, (nn.CrossEntropyLoss, nn.NLLLoss)):
+        batches = [data] if is_single_batch(data) else data if isinstance(
+            data, (list, tuple)) else []
+        if loss_fn.weight is not None:
+            what = (f"loss_fn {name}(weight=...) is a mean weighted by the class weights, "
+                    "which cancel in one sample's loss")
+        elif any(isinstance(b, (list, tuple)) and len(b) == 2 and isinstance(b[1], Tensor)
+                 and not b[1].is_floating_point() and bool((b[1] == loss_fn.ignore_index).any())
+                 for b in batches):
+            what = (f"loss_fn {name}(ignore_index={loss_fn.ignore_index}) averages over the "
+                    "targets not ignored, and the data has ignored ones")
+    if what is not None:
+        raise UserError(
+            f"{who} sets per-sample gradients (each one sample's loss alone) against the "
+            f"batch's loss, gradient or curvature, which assumes the batch loss is the mean of "
+            f"the samples' losses: {what}; use a plain mean-reduced loss")
+
+
 def check_data(data: object) -> None:
     """A ``UserError`` for what is often passed where a batch or batches go: the training
     loop's :class:`~sgdlab.data.Dataset` record, or a tuple of more tensors than (x, y)."""

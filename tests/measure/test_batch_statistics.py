@@ -171,17 +171,25 @@ def test_curvature_weighted_noise_scale_against_dense_matrices(curvature, refere
         batch_statistics(model, loss_fn, data, curvature="fisher")
 
 
-def test_a_loss_summed_over_the_batch_is_refused():
-    """Per-sample gradients are one sample's loss's whatever the reduction, the batch's loss
-    and Hessian a summed loss's, N times the mean's: the Takeuchi information came out 1/N
-    of the mean loss's (8.7 against 208.6 on 24 samples of a residual tanh network), and
-    the CABS batch size too."""
+@pytest.mark.parametrize("loss_fn,refused", [
+    (nn.CrossEntropyLoss(reduction="sum"), r"reduction='sum'"),
+    (nn.CrossEntropyLoss(weight=torch.tensor([0.5, 3.0], dtype=torch.float64)),
+     r"weight=\.\.\..*cancel in one sample's loss"),
+    (nn.CrossEntropyLoss(ignore_index=1), r"ignore_index=1.*ignored ones"),
+], ids=["sum", "class_weights", "ignore_index"])
+def test_a_batch_loss_that_is_not_the_mean_of_the_samples_is_refused(loss_fn, refused):
+    """Per-sample gradients are one sample's loss's (a sum is the mean on one sample, class
+    weights cancel, an ignored sample has none); the batch's loss, gradient and Hessian are
+    the batch loss's. Set against each other they were off: the Takeuchi information of a
+    summed loss 1/N of the mean loss's (8.7 against 208.6 on 24 samples of a residual tanh
+    network), ‖ḡ‖² with class weights 0.08 against the batch gradient's 0.78."""
     from sgdlab.errors import UserError
 
     model, data = tiny_mlp(), tiny_classification()
-    summed = nn.CrossEntropyLoss(reduction="sum")
-    with pytest.raises(UserError, match=r"takeuchi_information .*reduction='sum'.*"
-                                        r"reduction='mean'"):
-        takeuchi_information(model, summed, data, curvature="hessian")
-    with pytest.raises(UserError, match=r"batch_statistics .*reduction='sum'"):
-        batch_statistics(model, summed, data, lr=0.1)
+    assert bool((data[1] == 1).any())
+    with pytest.raises(UserError, match=r"takeuchi_information .*" + refused):
+        takeuchi_information(model, loss_fn, data, curvature="hessian")
+    with pytest.raises(UserError, match=r"batch_statistics .*" + refused):
+        batch_statistics(model, loss_fn, data, lr=0.1)
+    # the same on a mean-reduced loss: measured
+    assert math.isfinite(takeuchi_information(model, nn.CrossEntropyLoss(), data).trace)

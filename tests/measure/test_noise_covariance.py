@@ -256,3 +256,20 @@ def test_a_gradient_norm_beyond_float32s_range_is_measured_in_float64():
     ref = per_sample_gradients_loop(model, nn.MSELoss(), (x, y)).mean(0)
     assert float(ref.abs().max()) > 1e19
     assert math.isclose(got.grad_norm, float(torch.linalg.vector_norm(ref)), rel_tol=1e-6)
+
+
+def test_noise_magnitude_refuses_a_batch_loss_that_is_not_the_mean_of_the_samples():
+    """Its ‖∇L‖ is the norm of the per-sample gradients' mean, one sample's loss each: with
+    class weights (which cancel in one sample's loss) it read 0.28 for a batch gradient of
+    norm 0.88 (a residual tanh network, 24 samples)."""
+    from sgdlab.errors import UserError
+    from sgdlab.measure.noise import noise_magnitude
+    from sgdlab.operators import full_gradient
+
+    model, data = tiny_mlp(), tiny_classification()
+    weighted = nn.CrossEntropyLoss(weight=torch.tensor([0.5, 3.0], dtype=torch.float64))
+    with pytest.raises(UserError, match=r"noise_magnitude .*weight=\.\.\."):
+        noise_magnitude(model, weighted, data, 0.1, 4)
+    plain = noise_magnitude(model, nn.CrossEntropyLoss(), data, 0.1, 4)
+    assert plain.grad_norm == pytest.approx(
+        float(full_gradient(model, nn.CrossEntropyLoss(), data).norm()), rel=1e-12)
