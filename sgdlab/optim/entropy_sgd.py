@@ -87,6 +87,11 @@ class SeededNoise:
     def _counters(self) -> dict[str, int]:
         return {}
 
+    def settings(self) -> dict[str, Any]:
+        """Its generator's seed (:mod:`sgdlab.optim.settings`): loading a state restores the
+        seed and the generator, so another seed would be ignored."""
+        return {"seed": self._seed}
+
     def _load_counters(self, c: dict[str, Any]) -> None: ...
 
     def state_dict(self) -> dict[str, Any]:

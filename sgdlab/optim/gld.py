@@ -312,6 +312,15 @@ class StructuredNoiseGD(Optimizer):
     def dim(self) -> int:
         return self._dim
 
+    def settings(self) -> dict[str, Any]:
+        """Its noise and the settings of its statistics, with its generator's seed
+        (:mod:`sgdlab.optim.settings`): they are no keys of the parameter groups, and a
+        loaded state keeps the saved statistics and generator. ``chunk_size`` is left out: it
+        bounds the memory of a refresh, not what it computes."""
+        return {"noise": self.noise,
+                **{k: v for k, v in self.hyper.items() if k not in ("chunk_size", "seed")},
+                "seed": self.generator.initial_seed()}
+
     # --- statistics --------------------------------------------------------------------------
     def _estimation_data(self) -> tuple[Tensor, Tensor]:
         n = self.hyper["estimation_size"]

@@ -40,6 +40,7 @@ import torch
 
 from ._common import seeded_generator
 from .registry import register_schedule
+from .settings import plain_attributes
 
 __all__ = [
     "ProtocolSchedule",
@@ -104,6 +105,14 @@ class ProtocolSchedule:
 
     def get_last_lr(self) -> list[float]:
         return list(self._last_lr)
+
+    # what a step moves, not a setting (the last rates derive from the groups')
+    _POSITION = frozenset({"t", "_last_lr", "_loaded_lr"})
+
+    def settings(self) -> dict[str, Any]:
+        """What it was built with (:mod:`sgdlab.optim.settings`): its plain-data attributes
+        (milestones, width, steps_per_epoch, ...), less its position."""
+        return plain_attributes(self, self._POSITION)
 
     def lr_at(self, t: int) -> float:
         """Learning rate of the first group at step t (deterministic schedules only)."""
@@ -180,6 +189,10 @@ class RandomLR(ProtocolSchedule):
 
     def lr_at(self, t: int) -> float:
         raise TypeError("the random protocol has no deterministic lr_at(t); use get_last_lr()")
+
+    def settings(self) -> dict[str, Any]:
+        # the seed too: loading a state restores the generator, so another would be ignored
+        return {**super().settings(), "seed": self.generator.initial_seed()}
 
     def _extra_state(self) -> dict[str, Any]:
         return {"width": self.width, "generator": self.generator.get_state(),

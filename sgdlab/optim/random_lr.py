@@ -130,6 +130,11 @@ class RandomLRSGD(Optimizer):
         self.steps += 1
         return loss
 
+    def settings(self) -> dict[str, Any]:
+        """Its generator's seed (:mod:`sgdlab.optim.settings`): loading a state restores the
+        generator, so another seed would be ignored."""
+        return {"seed": self.generator.initial_seed()}
+
     def state_dict(self) -> dict[str, Any]:
         sd = super().state_dict()
         sd["random_lr"] = {"generator": self.generator.get_state(), "steps": self.steps,

@@ -232,6 +232,11 @@ class ScopingSchedule:
     def get_value(self) -> float:
         return self.scope(self.t)
 
+    def settings(self) -> dict[str, Any]:
+        """What it was built with (:mod:`sgdlab.optim.settings`): the key and the scope's spec
+        (loading a state puts the saved ones back, so others would be ignored)."""
+        return {"key": self.key, "scope": self.scope.state_dict()}
+
     def state_dict(self) -> dict[str, Any]:
         return {"t": self.t, "key": self.key, "scope": self.scope.state_dict()}
 

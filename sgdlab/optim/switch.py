@@ -29,6 +29,7 @@ from torch.optim import Optimizer
 
 from ._common import check_plain_optimizer, closure_loss, is_whole
 from .registry import build_optimizer, register_optimizer
+from .settings import inner_settings
 
 __all__ = ["SwitchOptimizer"]
 
@@ -107,6 +108,17 @@ class SwitchOptimizer(Optimizer):
                 if key in hyper or key in g2 or (key == "initial_lr" and "max_lr" not in g1):
                     continue
                 g2[key] = value
+
+    def settings(self) -> dict[str, Any]:
+        """Both optimizers' names, ``switch_step``, each one's own settings and the groups of
+        the one not active at construction (the parameter groups are the other's):
+        :mod:`sgdlab.optim.settings`. A loaded state puts the saved ``switch_step`` and both
+        optimizers' groups back."""
+        idle = self.second if self.active is self.first else self.first
+        return {"first": self.names[0], "second": self.names[1],
+                "switch_step": self.switch_step,
+                **inner_settings("first", self.first, groups=self.first is idle),
+                **inner_settings("second", self.second, groups=self.second is idle)}
 
     @torch.no_grad()
     def step(self, closure: Callable[[], Tensor] | None = None):

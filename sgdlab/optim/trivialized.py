@@ -45,6 +45,7 @@ from torch.optim import Optimizer
 
 from ._common import check_plain_optimizer, closure_loss, seeded_generator
 from .registry import build_optimizer, register_optimizer
+from .settings import inner_settings
 
 __all__ = ["TrivializedSGD", "AnnealedNoiseSGD", "trivialization_heuristics", "field_strength"]
 
@@ -183,6 +184,15 @@ class TrivializedSGD(Optimizer):
     def _link(self) -> None:
         self.param_groups, self.state = self.base.param_groups, self.base.state
         self.defaults = self.base.defaults
+
+    def settings(self) -> dict[str, Any]:
+        """The field's settings and its generator's seed, with the base's own settings (its
+        groups are this optimizer's): :mod:`sgdlab.optim.settings`. A loaded state keeps the
+        saved field and generator."""
+        return {"base": self.base_name, "p": self.p, "num_spins": self.num_spins, "n": self.n,
+                "coupling": self.coupling, "tau0": self.tau0, "resample": self.resample,
+                "seed": self.generator.initial_seed(),
+                **inner_settings("base", self.base, groups=False)}
 
     def state_dict(self) -> dict[str, Any]:
         sd = self.base.state_dict()

@@ -39,14 +39,17 @@ Conventions (see docs/ARCHITECTURE.md):
   end when None) and at the end; ``resume=True`` continues from the last one bit for bit (same
   batches, same noise, same final weights as an uninterrupted run on the same machine). A
   resume with another training-set size, batch size, seed, ``replacement`` or ``drop_last``,
-  another optimizer hyper-parameter (any key of a parameter group but its parameters, as the
-  optimizer and schedule were built: ``lr``, ``momentum``, ``betas``, an Entropy-SGD's
-  ``gamma``, ...), another schedule (its class or settings), another
+  another optimizer class or hyper-parameter (any key of a parameter group but its
+  parameters, as the optimizer and schedule were built: ``lr``, ``momentum``, ``betas``, an
+  Entropy-SGD's ``gamma``, ...; or one it keeps outside its groups, named by its
+  ``settings()``: a generator's seed, GLD's ``sigma``, a SwitchOptimizer's ``switch_step``,
+  ...), another schedule (its class or settings, its seed included), another
   torch loss class, parameter dtype or ``eval_subset`` is refused (one :class:`UserError`
   naming each difference, ``lr (0.1 -> 0.05)``): the optimizer's and scheduler's
   ``load_state_dict`` put the checkpoint's values back, so the new ones would be ignored
-  without a word. ``epochs``, ``max_steps``, ``eval_every``, ``checkpoint_every``, the
-  callbacks' cadences, ``device`` and ``progress`` may change (they change what is logged or
+  without a word (or, for statistics drawn with the old value, mixed with it). ``epochs``,
+  ``max_steps``, ``eval_every``, ``checkpoint_every``, the callbacks' cadences, ``device``
+  and ``progress`` may change (they change what is logged or
   saved when, not the run). A checkpoint from before a setting was recorded is not checked
   for it.
 - **The run store** (``store``) receives every logged metric: the loop flushes its buffer
@@ -456,7 +459,11 @@ class _Training:
             return []
         now = self.settings
         groups = list(zip(saved["param_groups"], now["param_groups"]))
-        changed = []
+        # (a checkpoint from before the optimizer's class and own settings were recorded
+        # has neither)
+        other_optimizer = saved.get("optimizer") not in (None, now["optimizer"])
+        changed = ([f"the optimizer ({saved['optimizer']} -> {now['optimizer']})"]
+                   if other_optimizer else [])
         for i, (was, is_) in enumerate(groups):
             if "initial_lr" in was and "initial_lr" in is_:
                 # lr as built is the schedule's first rate (RandomLR's a draw): compared
@@ -464,6 +471,10 @@ class _Training:
                 was, is_ = ({k: v for k, v in g.items() if k != "lr"} for g in (was, is_))
             changed += changed_settings(was, is_, of=f" of parameter group {i}"
                                         if len(groups) > 1 else "")
+        if not other_optimizer and saved.get("optimizer_settings") is not None and (
+                now["optimizer_settings"] is not None):
+            changed += changed_settings(saved["optimizer_settings"], now["optimizer_settings"],
+                                        of=" of the optimizer")
         if saved["schedule"] != now["schedule"]:
             changed.append(f"the schedule ({saved['schedule']} -> {now['schedule']})")
         elif saved["schedule_state"] is not None and now["schedule_state"] is not None:
@@ -888,38 +899,27 @@ def check_loss(loss_fn: Any) -> None:
 def _run_settings(optimizer, schedule) -> dict[str, Any]:
     """The optimizer's and schedule's settings a resume may not change, as the run was built
     (before any step; a torch scheduler has already moved ``lr`` and added ``initial_lr`` at
-    construction, the same on every build): each parameter group's hyper-parameters (every
-    key but the parameters), the schedule's class and, for a torch scheduler, its own settings
-    (its state at construction, less what derives from the groups' rates, which the groups
-    name: ``base_lrs``, ``_last_lr``, and its position) or one of
-    :mod:`sgdlab.optim.protocols` (its plain-data attributes: milestones, width, ...)."""
-    from ..optim.protocols import ProtocolSchedule
+    construction, the same on every build): the optimizer's class, each parameter group's
+    hyper-parameters (every key but the parameters) and what the optimizer keeps outside
+    them (its ``settings()``: a generator's seed, GLD's noise settings, ...), the schedule's
+    class and its settings: a torch scheduler's (its state at construction, less what derives
+    from the groups' rates, which the groups name: ``base_lrs``, ``_last_lr``, and its
+    position), or the schedule's ``settings()`` (:mod:`sgdlab.optim.settings`)."""
+    from ..optim.settings import group_settings, own_settings
 
-    sched_state = None
     if isinstance(schedule, torch.optim.lr_scheduler.LRScheduler):
         sched_state = _without(snapshot(schedule.state_dict()), _SCHEDULER_DERIVED)
-    elif isinstance(schedule, ProtocolSchedule):
-        # its settings are attributes (its state_dict holds its position and generator)
-        sched_state = {k: snapshot(v) for k, v in vars(schedule).items()
-                       if k not in _PROTOCOL_DERIVED and _plain_data(v)}
-    return {"param_groups": [{k: snapshot(v) for k, v in g.items()
-                              if k not in ("params", "param_names")}
-                             for g in optimizer.param_groups],
+    else:
+        sched_state = snapshot(own_settings(schedule))
+    return {"optimizer": type(optimizer).__name__,
+            "optimizer_settings": snapshot(own_settings(optimizer)),
+            "param_groups": snapshot(group_settings(optimizer)),
             "schedule": type(schedule).__name__ if schedule is not None else None,
             "schedule_state": sched_state}
 
 
 _SCHEDULER_DERIVED = frozenset({"base_lrs", "_last_lr", "last_epoch", "_step_count",
                                 "_is_initial", "_get_lr_called_within_step"})
-
-
-_PROTOCOL_DERIVED = frozenset({"t", "_last_lr", "_loaded_lr"})
-
-
-def _plain_data(value: Any) -> bool:
-    if isinstance(value, (list, tuple)):
-        return all(_plain_data(v) for v in value)
-    return value is None or isinstance(value, (bool, int, float, str))
 
 
 def _without(value: Any, keys: frozenset[str]) -> Any:

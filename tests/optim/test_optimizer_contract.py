@@ -441,6 +441,35 @@ def test_scheduler_state_round_trips_with_the_optimizer(name):
 
 
 @pytest.mark.parametrize("name", CASES)
+def test_a_training_run_resumed_with_the_same_settings_is_accepted_and_bit_for_bit(
+        name, tmp_path):
+    """The training loop refuses a resume whose optimizer differs from the checkpoint's run
+    (its class, its groups, the settings it keeps outside them: ``settings()``, seeds
+    included): built again the same way, with its default seed, every optimizer passes that
+    check, its settings load back from the checkpoint, and the resumed run ends where the
+    uninterrupted one does."""
+    from sgdlab.data import Dataset
+    from sgdlab.train import train
+
+    x, y = _data()
+    data = Dataset(x, y, x[:4], y[:4], {"name": "t", "task": "classification",
+                                        "num_outputs": 2})
+
+    def run(**kw):
+        model = _model()
+        opt = _build_on(name, list(model.parameters()), model, (x, y))
+        train(model, F.cross_entropy, data, opt, epochs=3, batch_size=8, progress=False,
+              **kw)
+        return model
+
+    reference = run()
+    run(checkpoint_dir=tmp_path, max_steps=3)
+    resumed = run(checkpoint_dir=tmp_path, resume=True)
+    for p, q in zip(resumed.parameters(), reference.parameters()):
+        assert torch.equal(p, q), name
+
+
+@pytest.mark.parametrize("name", CASES)
 def test_step_closure_loss_step_without_closure_and_zero_grad(name):
     model, data = _model(), _data()
     opt = _build_on(name, model.parameters(), model, data)

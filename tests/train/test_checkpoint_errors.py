@@ -11,6 +11,8 @@ from torch import nn
 
 from sgdlab.data import Dataset
 from sgdlab.errors import UserError
+from sgdlab.optim import build_optimizer_for, build_schedule
+from sgdlab.optim.protocols import RandomLR
 from sgdlab.store import RunStore
 from sgdlab.train import load_checkpoint, save_checkpoint, train
 
@@ -122,15 +124,23 @@ def test_resume_with_other_sampling_settings_is_refused_naming_each_difference(t
 
 def fit_with(optimizer=lambda p: torch.optim.SGD(p, lr=0.1), schedule=None,
              loss=nn.CrossEntropyLoss(), dtype=torch.float64, **kw):
-    """``fit`` in float64 with the optimizer ``optimizer(params)``, the schedule
-    ``schedule(optimizer)`` and ``loss``; returns (model, optimizer, result)."""
+    """``fit`` in float64 with the optimizer ``optimizer(params)`` (or ``named(...)``), the
+    schedule ``schedule(optimizer)`` and ``loss``; returns (model, optimizer, result)."""
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 2)).to(dtype)
-    opt = optimizer(model.parameters())
+    ds = data().to(dtype=dtype)
+    opt = (build_optimizer_for(optimizer[0], model, loss_fn=loss, data=ds.train, **optimizer[1])
+           if isinstance(optimizer, tuple) else optimizer(model.parameters()))
     kw = {"epochs": 2, "batch_size": 8, **kw}
-    res = train(model, loss, data().to(dtype=dtype), opt, progress=False,
+    res = train(model, loss, ds, opt, progress=False,
                 schedule=None if schedule is None else schedule(opt), **kw)
     return model, opt, res
+
+
+def named(name: str, **hyper) -> tuple[str, dict]:
+    """The registry's optimizer ``name`` for ``fit_with`` (built over the model: GLD's
+    statistics and the trivialized field read it)."""
+    return name, hyper
 
 
 def refusal(tmp_path, **change) -> str:
@@ -237,6 +247,78 @@ def test_a_resume_with_the_same_settings_is_bit_for_bit_after_the_schedule_moved
     model, _, _ = fit_with(sgd, schedule, epochs=3, checkpoint_dir=tmp_path / "old",
                            resume=True)
     for p, q in zip(model.parameters(), ref_model.parameters()):
+        assert torch.equal(p, q)
+
+
+@pytest.mark.parametrize("name, hyper", [
+    ("random-lr-sgd", dict(lr=0.1)), ("entropy_sgd", dict(L=2, noise=1e-3)),
+    ("heat", dict(L=2)), ("gld-const", dict(sigma=0.1)), ("trivialized", dict(lr=0.1, p=3))])
+def test_resume_with_another_seed_of_the_optimizers_generator_is_refused(tmp_path, name,
+                                                                         hyper):
+    """The optimizer's load_state_dict restores its generator: a new seed was ignored without
+    a word (the resumed run drew the saved run's noise). Refused, as the sampling seed is."""
+    fit_with(named(name, seed=1, **hyper), checkpoint_dir=tmp_path, max_steps=3)
+    assert "seed of the optimizer (1 -> 7)" in refusal(
+        tmp_path, optimizer=named(name, seed=7, **hyper))
+
+
+SWITCH = dict(first="sgd", second="sgd", switch_step=5, first_hyper={"lr": 0.1},
+              second_hyper={"lr": 0.05})
+
+
+@pytest.mark.parametrize("name, hyper, change, needle", [
+    ("gld-const", dict(sigma=0.1, refresh_every=5), dict(sigma=0.2),
+     "sigma of the optimizer (0.1 -> 0.2)"),
+    ("gld-leading", dict(k=1, noise_batch_size=8), dict(k=2), "k of the optimizer (1 -> 2)"),
+    ("trivialized", dict(lr=0.1, p=3, tau0=100.0), dict(p=4, tau0=10.0),
+     "p of the optimizer (3.0 -> 4.0), tau0 of the optimizer (100.0 -> 10.0)"),
+    ("switch", SWITCH, dict(switch_step=4), "switch_step of the optimizer (5 -> 4)"),
+    ("switch", SWITCH, dict(second_hyper={"lr": 0.01}),
+     "second.lr of the optimizer (0.05 -> 0.01)")])
+def test_resume_with_another_optimizer_setting_kept_outside_its_groups_is_refused(
+        tmp_path, name, hyper, change, needle):
+    """Settings an optimizer keeps as attributes were compared nowhere: GLD's and the
+    trivialized field's took effect from the resumed step on (a run of neither setting),
+    and a SwitchOptimizer's load_state_dict put the saved switch_step and second optimizer's
+    groups back (the new ones ignored)."""
+    fit_with(named(name, **hyper), checkpoint_dir=tmp_path, max_steps=3)
+    assert needle in refusal(tmp_path, optimizer=named(name, **{**hyper, **change}))
+
+
+def test_resume_with_another_optimizer_class_is_refused(tmp_path):
+    """An Adam given SGD's checkpoint took SGD's groups and failed at its first step with
+    KeyError 'betas'; an AnnealedNoiseSGD resumed a TrivializedSGD's run and redrew its
+    field every step."""
+    fit_with(checkpoint_dir=tmp_path / "sgd", max_steps=3)
+    assert "the optimizer (SGD -> Adam)" in refusal(
+        tmp_path / "sgd", optimizer=lambda p: torch.optim.Adam(p, lr=0.1))
+    fit_with(named("trivialized", lr=0.1, p=3), checkpoint_dir=tmp_path / "t", max_steps=3)
+    assert "the optimizer (TrivializedSGD -> AnnealedNoiseSGD)" in refusal(
+        tmp_path / "t", optimizer=named("annealed-noise", lr=0.1, p=3))
+
+
+def test_resume_with_another_seed_or_scope_of_the_schedule_is_refused(tmp_path):
+    """The schedule's load_state_dict restores RandomLR's generator and a scoping schedule's
+    scope: a new seed or decay rate was ignored without a word."""
+    def random_lr(seed):
+        return lambda opt: RandomLR(opt, width=0.5, seed=seed)
+
+    fit_with(schedule=random_lr(1), checkpoint_dir=tmp_path / "random", max_steps=3)
+    assert "seed of the schedule (1 -> 7)" in refusal(tmp_path / "random",
+                                                      schedule=random_lr(7))
+
+    def scoping(rate):
+        return lambda opt: build_schedule("scoping", opt, steps_per_epoch=4, total_steps=8,
+                                          key="gamma", kind="exponential", initial=1.0,
+                                          rate=rate)
+
+    entropy = named("entropy_sgd", L=2, gamma=1.0, seed=1)
+    fit_with(entropy, scoping(0.1), checkpoint_dir=tmp_path / "scope", max_steps=3)
+    assert "scope.rate of the schedule (0.1 -> 0.5)" in refusal(
+        tmp_path / "scope", optimizer=entropy, schedule=scoping(0.5))
+    ref = fit_with(entropy, scoping(0.1))[0]
+    model = fit_with(entropy, scoping(0.1), checkpoint_dir=tmp_path / "scope", resume=True)[0]
+    for p, q in zip(model.parameters(), ref.parameters()):
         assert torch.equal(p, q)
 
 
