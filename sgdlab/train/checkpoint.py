@@ -1,7 +1,8 @@
 """Checkpoints that resume a run bit for bit.
 
 A checkpoint is one ``torch.save`` file holding only tensors and plain containers, so it loads
-with ``torch.load(..., weights_only=True)`` (no pickled code runs). It holds the model,
+with ``torch.load(..., weights_only=True)`` (no pickled code runs; a numpy scalar, such as an
+lr taken from ``np.logspace``, is saved as the Python number it holds). It holds the model,
 optimizer, schedule and callbacks' state dicts, every random number generator the run touches
 (torch CPU and CUDA, the loop's own sampling generator, numpy's and Python's global
 generators) and the loop's position (step, epoch, the epoch's permutation and the position in
@@ -79,7 +80,9 @@ def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> Path:
         path.parent.mkdir(parents=True, exist_ok=True)
         # through a Python file object, so a full disk surfaces as ENOSPC, not a zip-writer error
         with open(tmp, "wb") as f:
-            torch.save({"format": FORMAT_VERSION, **state}, f)
+            # (a history holds floats by construction, and may hold a million of them)
+            torch.save({"format": FORMAT_VERSION, **{
+                k: v if k == "history" else _python_numbers(v) for k, v in state.items()}}, f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -106,6 +109,24 @@ def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> Path:
         except OSError:
             pass
     return path
+
+
+def _python_numbers(value: Any) -> Any:
+    """``value`` with each numpy scalar as the Python number it holds (an lr taken from
+    ``np.logspace``, in the optimizer's groups and the run's settings): ``torch.load(...,
+    weights_only=True)`` refuses numpy objects, so no resume could read the checkpoint. Only
+    the containers that hold one are copied (a model's state dict keeps its metadata)."""
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, dict):
+        new = {k: _python_numbers(v) for k, v in value.items()}
+        return value if all(new[k] is v for k, v in value.items()) else new
+    if isinstance(value, (list, tuple)):
+        items = [_python_numbers(v) for v in value]
+        if all(a is b for a, b in zip(items, value)):
+            return value
+        return items if isinstance(value, list) else tuple(items)
+    return value
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -320,6 +321,26 @@ def test_resume_with_another_seed_or_scope_of_the_schedule_is_refused(tmp_path):
     model = fit_with(entropy, scoping(0.1), checkpoint_dir=tmp_path / "scope", resume=True)[0]
     for p, q in zip(model.parameters(), ref.parameters()):
         assert torch.equal(p, q)
+
+
+def test_a_run_with_numpy_numbers_in_its_settings_resumes_bit_for_bit(tmp_path):
+    """An lr taken from np.logspace (in the optimizer's groups) or a GLD sigma given as a
+    numpy float (in the run's settings) was saved as a numpy object, which
+    torch.load(weights_only=True) refuses: no resume could read the run's checkpoints. They
+    are saved as the Python numbers they hold."""
+    lr = np.logspace(-2, -1, 3)[1]
+
+    def sgd(p):
+        return torch.optim.SGD(p, lr=lr, momentum=0.9)
+
+    reference = fit_with(sgd)[0]
+    fit_with(sgd, checkpoint_dir=tmp_path / "sgd", max_steps=3)
+    model = fit_with(sgd, checkpoint_dir=tmp_path / "sgd", resume=True)[0]
+    for p, q in zip(model.parameters(), reference.parameters()):
+        assert torch.equal(p, q)
+    gld = named("gld-const", lr=0.1, sigma=np.float64(0.1), seed=1)
+    fit_with(gld, checkpoint_dir=tmp_path / "gld", max_steps=3)
+    assert fit_with(gld, checkpoint_dir=tmp_path / "gld", resume=True)[2].steps == 8
 
 
 def test_resume_with_another_loss_dtype_or_evaluation_subset_is_refused(tmp_path):
