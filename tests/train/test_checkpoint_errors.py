@@ -275,7 +275,9 @@ SWITCH = dict(first="sgd", second="sgd", switch_step=5, first_hyper={"lr": 0.1},
      "p of the optimizer (3.0 -> 4.0), tau0 of the optimizer (100.0 -> 10.0)"),
     ("switch", SWITCH, dict(switch_step=4), "switch_step of the optimizer (5 -> 4)"),
     ("switch", SWITCH, dict(second_hyper={"lr": 0.01}),
-     "second.lr of the optimizer (0.05 -> 0.01)")])
+     "second.lr of the optimizer (0.05 -> 0.01)"),
+    ("switch", {**SWITCH, "second": "random-lr-sgd", "second_hyper": {"lr": 0.05, "seed": 1}},
+     dict(second_hyper={"lr": 0.05, "seed": 7}), "second.seed of the optimizer (1 -> 7)")])
 def test_resume_with_another_optimizer_setting_kept_outside_its_groups_is_refused(
         tmp_path, name, hyper, change, needle):
     """Settings an optimizer keeps as attributes were compared nowhere: GLD's and the
