@@ -69,6 +69,7 @@ class SeededNoise:
     _pending_rng: Tensor | None
 
     def _init_rng(self, seed: int | None) -> None:
+        self._given_seed = None if seed is None else int(seed)
         if seed is None:  # reproducible under torch.manual_seed
             seed = int(torch.randint(0, 2**62, (1,)).item())
         self._seed = int(seed)
@@ -88,9 +89,10 @@ class SeededNoise:
         return {}
 
     def settings(self) -> dict[str, Any]:
-        """Its generator's seed (:mod:`sgdlab.optim.settings`): loading a state restores the
-        seed and the generator, so another seed would be ignored."""
-        return {"seed": self._seed}
+        """Its generator's seed as given, None for the default (:mod:`sgdlab.optim.settings`):
+        loading a state restores the seed and the generator, so another seed would be
+        ignored."""
+        return {"seed": self._given_seed}
 
     def _load_counters(self, c: dict[str, Any]) -> None: ...
 

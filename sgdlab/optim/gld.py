@@ -318,8 +318,7 @@ class StructuredNoiseGD(Optimizer):
         loaded state keeps the saved statistics and generator. ``chunk_size`` is left out: it
         bounds the memory of a refresh, not what it computes."""
         return {"noise": self.noise,
-                **{k: v for k, v in self.hyper.items() if k not in ("chunk_size", "seed")},
-                "seed": self.generator.initial_seed()}
+                **{k: v for k, v in self.hyper.items() if k != "chunk_size"}}
 
     # --- statistics --------------------------------------------------------------------------
     def _estimation_data(self) -> tuple[Tensor, Tensor]:

@@ -178,6 +178,8 @@ class RandomLR(ProtocolSchedule):
         if not 0.0 <= width <= 1.0:
             raise ValueError(f"Invalid width={width} (must be in [0, 1]; 1 is U[0, 2η])")
         self.width = float(width)
+        # as given (None: the default), a setting a resume compares (settings())
+        self.seed = None if seed is None else int(seed)
         # default: the run's seed (torch.initial_seed()), so seeds give different draws
         self.generator = seeded_generator(seed)
         super().__init__(optimizer, steps_per_epoch=steps_per_epoch)
@@ -189,10 +191,6 @@ class RandomLR(ProtocolSchedule):
 
     def lr_at(self, t: int) -> float:
         raise TypeError("the random protocol has no deterministic lr_at(t); use get_last_lr()")
-
-    def settings(self) -> dict[str, Any]:
-        # the seed too: loading a state restores the generator, so another would be ignored
-        return {**super().settings(), "seed": self.generator.initial_seed()}
 
     def _extra_state(self) -> dict[str, Any]:
         return {"width": self.width, "generator": self.generator.get_state(),

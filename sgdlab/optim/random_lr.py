@@ -114,6 +114,7 @@ class RandomLRSGD(Optimizer):
                         convention=convention, multiply=multiply)
         super().__init__(params, defaults)
         self.generator = seeded_generator(seed)
+        self._given_seed = None if seed is None else int(seed)
         self.steps = 0
         self.last_alpha: float | None = None
 
@@ -131,9 +132,9 @@ class RandomLRSGD(Optimizer):
         return loss
 
     def settings(self) -> dict[str, Any]:
-        """Its generator's seed (:mod:`sgdlab.optim.settings`): loading a state restores the
-        generator, so another seed would be ignored."""
-        return {"seed": self.generator.initial_seed()}
+        """Its generator's seed as given, None for the default (:mod:`sgdlab.optim.settings`):
+        loading a state restores the generator, so another seed would be ignored."""
+        return {"seed": self._given_seed}
 
     def state_dict(self) -> dict[str, Any]:
         sd = super().state_dict()

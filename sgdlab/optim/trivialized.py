@@ -131,6 +131,7 @@ class TrivializedSGD(Optimizer):
         self.resample = self.resample_default if resample is None else bool(resample)
         self.field_scale = self.coupling * math.sqrt(self.p * (self.p - 2))
         self.generator = seeded_generator(seed)
+        self._given_seed = None if seed is None else int(seed)
         self._dim = d
         self._i = 0
         self.field = self._draw_field()
@@ -191,7 +192,7 @@ class TrivializedSGD(Optimizer):
         saved field and generator."""
         return {"base": self.base_name, "p": self.p, "num_spins": self.num_spins, "n": self.n,
                 "coupling": self.coupling, "tau0": self.tau0, "resample": self.resample,
-                "seed": self.generator.initial_seed(),
+                "seed": self._given_seed,
                 **inner_settings("base", self.base, groups=False)}
 
     def state_dict(self) -> dict[str, Any]:

@@ -124,10 +124,11 @@ def test_resume_with_other_sampling_settings_is_refused_naming_each_difference(t
 
 
 def fit_with(optimizer=lambda p: torch.optim.SGD(p, lr=0.1), schedule=None,
-             loss=nn.CrossEntropyLoss(), dtype=torch.float64, **kw):
+             loss=nn.CrossEntropyLoss(), dtype=torch.float64, torch_seed=0, **kw):
     """``fit`` in float64 with the optimizer ``optimizer(params)`` (or ``named(...)``), the
-    schedule ``schedule(optimizer)`` and ``loss``; returns (model, optimizer, result)."""
-    torch.manual_seed(0)
+    schedule ``schedule(optimizer)`` and ``loss``, torch seeded with ``torch_seed`` before
+    anything is built; returns (model, optimizer, result)."""
+    torch.manual_seed(torch_seed)
     model = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 2)).to(dtype)
     ds = data().to(dtype=dtype)
     opt = (build_optimizer_for(optimizer[0], model, loss_fn=loss, data=ds.train, **optimizer[1])
@@ -260,6 +261,24 @@ def test_resume_with_another_seed_of_the_optimizers_generator_is_refused(tmp_pat
     a word (the resumed run drew the saved run's noise). Refused, as the sampling seed is."""
     fit_with(named(name, seed=1, **hyper), checkpoint_dir=tmp_path, max_steps=3)
     assert "seed of the optimizer (1 -> 7)" in refusal(
+        tmp_path, optimizer=named(name, seed=7, **hyper))
+
+
+@pytest.mark.parametrize("name, hyper", [
+    ("random-lr-sgd", dict(lr=0.1)), ("entropy_sgd", dict(L=2, noise=1e-3)),
+    ("heat", dict(L=2)), ("gld-const", dict(sigma=0.1)), ("trivialized", dict(lr=0.1, p=3))])
+def test_a_default_seed_is_compared_as_given_not_as_drawn(tmp_path, name, hyper):
+    """A script that resumes without seeding torch as its first run did builds the optimizer
+    with another default seed (torch's initial seed, or a draw of its generator); the
+    checkpoint restores the generator, so the resumed run is the uninterrupted one and must
+    not be refused for it. A seed given on one side only is a change."""
+    ref, _, _ = fit_with(named(name, **hyper), max_steps=6)
+    fit_with(named(name, **hyper), checkpoint_dir=tmp_path, max_steps=3)
+    model, _, _ = fit_with(named(name, **hyper), checkpoint_dir=tmp_path, resume=True,
+                           max_steps=6, torch_seed=123)
+    for p, q in zip(model.parameters(), ref.parameters()):
+        assert torch.equal(p, q)
+    assert "seed of the optimizer (None -> 7)" in refusal(
         tmp_path, optimizer=named(name, seed=7, **hyper))
 
 
