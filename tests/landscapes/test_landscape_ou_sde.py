@@ -228,3 +228,31 @@ def test_sgd_sde_refuses_a_fractional_batch_size():
     q = Quadratic(torch.eye(2, dtype=f64), num_samples=10)
     with pytest.raises(UserError, match="integer batch_size"):
         sgd_sde(q, lr=0.1, batch_size=1.5)
+
+
+@pytest.mark.parametrize("diffusion, match", [
+    (torch.tensor([[1.0, 0.0], [0.0, -1.0]], dtype=f64), "positive semi-definite"),
+    (torch.tensor([[1.0, 2.0], [0.0, 1.0]], dtype=f64), "symmetric"),
+    (torch.tensor([[float("nan"), 0.0], [0.0, 1.0]], dtype=f64), "non-finite"),
+    (torch.tensor([float("inf"), 1.0], dtype=f64), "non-finite"),
+    (float("nan"), "finite number"),
+    (float("inf"), "finite number"),
+], ids=["indefinite", "non-symmetric", "nan-matrix", "inf-diagonal", "nan", "inf"])
+def test_langevin_refuses_a_diffusion_it_cannot_simulate(diffusion, match):
+    # the square root read the lower triangle only and clipped negative eigenvalues: D = I
+    # was simulated for [[1, 2], [0, 1]] and diag(1, 0) for diag(1, −1), without a word
+    with pytest.raises(UserError, match=match):
+        SDE.langevin(lambda x: x, 2, diffusion=diffusion)
+
+
+def test_langevin_takes_a_rank_deficient_diffusion_with_round_off():
+    v = torch.tensor([0.6, 0.8])
+    d = torch.outer(v, v) * 3.0                       # float32, one zero eigenvalue
+    sde = SDE.langevin(lambda x: x, 2, diffusion=d)
+    g = sde.factor(torch.zeros(1, 2, dtype=f64))[0]
+    torch.testing.assert_close(g @ g.T, 2 * d.double(), rtol=0, atol=1e-6)
+
+
+def test_langevin_refuses_a_nan_beta():
+    with pytest.raises(UserError, match="beta"):
+        SDE.langevin(lambda x: x, 2, beta=float("nan"))

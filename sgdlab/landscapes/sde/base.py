@@ -58,7 +58,7 @@ class SDE:
         (d, d) (constant PSD), or a callable X -> (..., d, d) PSD matrix (state-dependent; its
         symmetric square root is taken each step).
         """
-        if beta <= 0:
+        if not beta > 0:                     # NaN fails this too; β = inf is zero noise
             raise UserError(f"beta must be > 0, got {beta}")
         scale = math.sqrt(2.0 / beta)
         if extra_drift is None:
@@ -71,32 +71,47 @@ class SDE:
             def factor(x: Tensor) -> Tensor:
                 return scale * psd_sqrt(diffusion(x))
             return cls(drift, factor, dim, dim, additive=False)
-        if diffusion is None or (not isinstance(diffusion, Tensor) and diffusion >= 0):
-            c = scale * math.sqrt(1.0 if diffusion is None else float(diffusion))
+        if diffusion is None or not isinstance(diffusion, Tensor):
+            value = 1.0 if diffusion is None else float(diffusion)
+            if not 0 <= value < math.inf:
+                raise UserError(f"diffusion must be a finite number >= 0, got {diffusion}")
+            c = scale * math.sqrt(value)
             # the identity in float64: a float32 one put 2e-8 errors into float64 factors
             return cls(drift, lambda x: (c * torch.eye(dim, dtype=torch.float64)).to(x).expand(
                 *x.shape[:-1], dim, dim), dim, dim, additive=True, scalar_noise=c)
-        if diffusion is None:
-            root = torch.eye(dim, dtype=torch.float64)
-        elif isinstance(diffusion, Tensor) and diffusion.ndim == 1:
+        if not bool(torch.isfinite(diffusion).all()):
+            raise UserError("diffusion has non-finite entries")
+        # roots in float64 whatever D's dtype (torch.tensor([...]) is float32): a float32
+        # root made G Gᵀ of a float64 simulation miss 2 β⁻¹ D by ~1e-7
+        if diffusion.ndim == 1:
             if diffusion.shape[0] != dim or (diffusion < 0).any():
                 raise UserError(f"diagonal diffusion must be ({dim},) and >= 0")
-            # roots in float64 whatever D's dtype (torch.tensor([...]) is float32): a float32
-            # root made G Gᵀ of a float64 simulation miss 2 β⁻¹ D by ~1e-7
             root = torch.diag(diffusion.double().sqrt())
-        elif isinstance(diffusion, Tensor):
+        else:
             if diffusion.shape != (dim, dim):
                 raise UserError(f"diffusion matrix must be ({dim}, {dim}), "
                                 f"got {tuple(diffusion.shape)}")
-            root = psd_sqrt(diffusion.double())
-        else:
-            if diffusion < 0:
-                raise UserError(f"diffusion must be >= 0, got {diffusion}")
-            root = math.sqrt(float(diffusion)) * torch.eye(dim, dtype=torch.float64)
+            root = psd_sqrt(_check_psd(diffusion))
 
         def const_factor(x: Tensor) -> Tensor:
             return (scale * root).to(x).expand(*x.shape[:-1], dim, dim)
         return cls(drift, const_factor, dim, dim, additive=True)
+
+
+def _check_psd(mat: Tensor) -> Tensor:
+    """``mat`` in float64 if it is symmetric positive semi-definite (up to its dtype's
+    round-off), else a ``UserError``: a square root would silently read only its lower
+    triangle (``eigh``) and clip its negative eigenvalues, simulating another D."""
+    d = mat.double()
+    if not torch.allclose(d, d.T):
+        raise UserError("diffusion matrix must be symmetric")
+    evals = torch.linalg.eigvalsh(d)
+    eps = torch.finfo(mat.dtype if mat.is_floating_point() else torch.float64).eps
+    tol = 64 * d.shape[0] * eps * float(evals.abs().max())
+    if float(evals.min()) < -tol:
+        raise UserError(f"diffusion matrix must be positive semi-definite; its smallest "
+                        f"eigenvalue is {float(evals.min()):.3g}")
+    return d
 
 
 class Integrator(ABC):
