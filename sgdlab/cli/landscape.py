@@ -115,8 +115,8 @@ def _main(args) -> int:
     if args.demo != "pde" and args.beta is not None:
         raise UserError(f"--beta: a pde option, but the demo is {args.demo!r} (it applies to "
                         "`sgdlab landscape pde` only)")
-    if args.beta is not None and not args.beta > 0:
-        raise UserError(f"--beta must be > 0, got {args.beta:g}")
+    if args.beta is not None and not 0 < args.beta < math.inf:
+        raise UserError(f"--beta must be > 0 and finite, got {args.beta:g}")
     if args.threads is not None:
         if args.threads < 1:
             raise UserError(f"--threads must be >= 1, got {args.threads}")
@@ -188,7 +188,12 @@ def _escape(args, out: Path) -> dict:
         if which == "authors-code":
             raise UserError("--data-var applies to --landscape paper or rescaled")
         shape["data_var"] = args.data_var
-    land = two_basin(which, seed=args.seed, dtype=torch.float32, **shape)
+    try:
+        land = two_basin(which, seed=args.seed, dtype=torch.float32, **shape)
+    except UserError as e:     # named by the flag, as the config's fields above
+        if str(e).startswith("data_var "):
+            raise UserError("--data-var" + str(e)[len("data_var"):]) from None
+        raise
     res = escape_experiment(land, cfg)
     start = land.sharp_center if cfg.start == "sharp_center" else land.sharp_minimum
     extra = (f", protocol authors-code (Tr Cov(eps) = {cfg.noise_trace}, added after the step)"

@@ -13,6 +13,7 @@ Conventions (shared by every landscape in this package):
 """
 from __future__ import annotations
 
+import numbers
 from abc import ABC
 
 import torch
@@ -127,6 +128,36 @@ class AnalyticLoss(Landscape):
         if idx is not None:
             raise UserError("AnalyticLoss has no samples; idx must be None")
         return self._fn(theta)
+
+
+def check_positive(name: str, value: float) -> float:
+    """``value`` as a float if it is a finite number > 0, else a ``UserError`` naming it (a NaN
+    or infinite step, time or temperature gives NaN states, not an error, downstream)."""
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise UserError(f"{name} must be > 0 and finite, got {value!r}") from None
+    if not 0 < v < float("inf"):
+        raise UserError(f"{name} must be > 0 and finite, got {value}")
+    return v
+
+
+def check_count(name: str, value: int, minimum: int = 0) -> int:
+    """``value`` as an int if it is a whole number >= ``minimum``, else a ``UserError``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) \
+            or not float(value).is_integer() or value < minimum:
+        raise UserError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def check_states(name: str, x: Tensor, dim: int) -> None:
+    """A ``UserError`` unless ``x`` is a finite tensor of shape (..., dim)."""
+    if not isinstance(x, Tensor):
+        raise UserError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    if x.ndim == 0 or x.shape[-1] != dim:
+        raise UserError(f"{name} must have shape (..., {dim}), got {tuple(x.shape)}")
+    if x.device.type != "meta" and not bool(torch.isfinite(x).all()):   # meta: no values
+        raise UserError(f"{name} has non-finite entries")
 
 
 def _take(per: Tensor, idx: Tensor) -> Tensor:

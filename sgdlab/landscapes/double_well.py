@@ -34,7 +34,7 @@ from torch import Tensor
 from sgdlab.errors import UserError
 from sgdlab.optim.noise import standard_normal
 
-from .base import Landscape
+from .base import Landscape, check_positive
 from .sde.base import SDE
 
 
@@ -49,8 +49,10 @@ class DoubleWell(Landscape):
     dim = 2
 
     def __init__(self, lam: float = 0.0, *, beta: float = 1.0) -> None:
-        if beta <= 0:
-            raise UserError(f"beta must be > 0, got {beta}")
+        # β = inf (no noise) is refused too: j = λ e^{βΦ} J_ss and Z are then not finite
+        check_positive("beta", beta)
+        if not math.isfinite(lam):
+            raise UserError(f"lam must be a finite number, got {lam}")
         self.lam, self.beta = float(lam), float(beta)
 
     @staticmethod

@@ -109,8 +109,10 @@ class EscapeConfig:
                      "sharpness_samples"):
             if getattr(self, name) < 1:
                 raise UserError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.const_sigma < 0 or self.hessian_scale < 0 or self.sharpness_sigma < 0:
-            raise UserError("const_sigma, hessian_scale and sharpness_sigma must be >= 0")
+        for name in ("const_sigma", "hessian_scale", "sharpness_sigma", "noise_trace"):
+            if not 0 <= getattr(self, name) < float("inf"):     # NaN fails this too
+                raise UserError(f"{name} must be a finite number >= 0, "
+                                f"got {getattr(self, name)}")
         if self.sharpness_every < 0:
             raise UserError(f"sharpness_every must be >= 0, got {self.sharpness_every}")
         for name, allowed in (("protocol", PROTOCOLS), ("success_rule", SUCCESS_RULES),
@@ -118,8 +120,6 @@ class EscapeConfig:
             if getattr(self, name) not in allowed:
                 raise UserError(f"{name} must be one of {', '.join(allowed)}, "
                                 f"got {getattr(self, name)!r}")
-        if self.noise_trace < 0:
-            raise UserError(f"noise_trace must be >= 0, got {self.noise_trace}")
 
 
 def binomial_se(rate: float, n: int) -> float:

@@ -31,10 +31,14 @@ from torch import Tensor
 
 from sgdlab.errors import UserError
 
+from .base import check_positive
+
 
 def _check_grid(f: Tensor, x: Tensor) -> float:
     if f.ndim != 1 or x.ndim != 1 or f.shape != x.shape or x.numel() < 3:
         raise UserError("f and x must be 1-D tensors of the same length (>= 3)")
+    if bool(torch.isnan(f).any()):         # +inf is allowed: a constraint, e^{−βf} = 0
+        raise UserError("f has NaN values")
     dx = x[1:] - x[:-1]
     if (dx <= 0).any() or not torch.allclose(dx, dx[0].expand_as(dx), rtol=1e-6, atol=1e-12):
         hint = (f" (a {x.dtype} grid's spacing is uneven by rounding: build it in float64)"
@@ -44,8 +48,14 @@ def _check_grid(f: Tensor, x: Tensor) -> float:
 
 
 def _check_t(t: float) -> None:
-    if t <= 0:
-        raise UserError(f"t must be > 0, got {t}")
+    check_positive("t", t)
+
+
+def _check_beta(beta: float) -> None:
+    if beta == float("inf"):
+        raise UserError("beta must be finite (beta = inf is no diffusion; the viscous HJ "
+                        "solution then tends to hopf_lax)")
+    check_positive("beta", beta)
 
 
 def _quadrature_grid(f: Tensor, x: Tensor, y: Tensor | None, fy: Tensor | None
@@ -80,8 +90,7 @@ def viscous_hj(f: Tensor, x: Tensor, t: float, *, beta: float = 1.0,
     of the ends of a grid that is not extended (:func:`padded_grid`) the integral is cut off."""
     y, fy, dy = _quadrature_grid(f, x, y, fy)
     _check_t(t)
-    if beta <= 0:
-        raise UserError(f"beta must be > 0, got {beta}")
+    _check_beta(beta)
     var = t / beta
     logk = -(x[:, None] - y[None, :]) ** 2 / (2 * var) - 0.5 * math.log(2 * math.pi * var)
     return -torch.logsumexp(logk - beta * fy[None, :], dim=1) / beta - math.log(dy) / beta
@@ -163,8 +172,7 @@ def heat_smoothing(f: Tensor, x: Tensor, t: float, *, beta: float = 1.0,
     within a few √(t/β) of the ends of a grid that is not extended (:func:`padded_grid`)."""
     y, fy, _ = _quadrature_grid(f, x, y, fy)
     _check_t(t)
-    if beta <= 0:
-        raise UserError(f"beta must be > 0, got {beta}")
+    _check_beta(beta)
     k = torch.exp(-(x[:, None] - y[None, :]) ** 2 / (2 * t / beta))
     return (k @ fy) / k.sum(1)
 
@@ -176,8 +184,7 @@ def second_difference(u: Tensor, dx: float) -> Tensor:
 
 def semiconcavity_bound(c: float, t: float) -> float:
     """1/(C⁻¹ + t) = C/(1 + Ct): the bound on u_xx at time t if f_xx ≤ C (C > 0)."""
-    if c <= 0:
-        raise UserError(f"C must be > 0, got {c}")
+    check_positive("C", c)
     return c / (1 + c * t)
 
 
@@ -204,8 +211,7 @@ def _check_periodic(f: Tensor, period: float, t: float, beta: float) -> None:
     if not period > 0:
         raise UserError(f"period must be > 0, got {period}")
     _check_t(t)
-    if not beta > 0:
-        raise UserError(f"beta must be > 0, got {beta}")
+    _check_beta(beta)
 
 
 def periodic_cole_hopf(f: Tensor, period: float, t: float, *, beta: float = 1.0) -> Tensor:

@@ -30,7 +30,7 @@ from torch import Tensor
 
 from sgdlab.errors import UserError
 
-from .base import Landscape
+from .base import Landscape, check_count, check_positive, check_states
 
 REGIMES = ("glassy", "critical", "trivial")
 
@@ -75,8 +75,8 @@ class PSpinGlass(Landscape):
         if (nu is None) == (regime is None):
             raise UserError("give exactly one of nu or regime")
         self.nu = regime_field(regime, n) if regime is not None else float(nu)
-        if self.nu < 0:
-            raise UserError(f"nu must be >= 0, got {self.nu}")
+        if not 0 <= self.nu < math.inf:
+            raise UserError(f"nu must be a finite number >= 0, got {self.nu}")
         self.dim = self.n = n
         gen = torch.Generator().manual_seed(seed)
         j = torch.randn(n, n, n, generator=gen, dtype=torch.float64)
@@ -87,9 +87,14 @@ class PSpinGlass(Landscape):
         self.h = (self.nu * torch.randn(n, generator=gen, dtype=torch.float64)).to(dtype)
 
     # ---------------------------------------------------------------- values
+    def _common_dtype(self, sigma: Tensor) -> Tensor:
+        """σ in its dtype promoted with the couplings' (a float32 σ on the float64 glass is
+        evaluated in float64, as the other landscapes do, not refused by the matmul)."""
+        return sigma.to(torch.promote_types(sigma.dtype, self.h.dtype))
+
     def _contract(self, sigma: Tensor) -> Tensor:
         """T(σ)_a = Σ_jk J^s_ajk σ_j σ_k, batched: shape (..., N)."""
-        flat = sigma.reshape(-1, self.n)
+        flat = sigma.reshape(-1, self.n).to(self._j_flat.dtype)
         y = (self._j_flat @ flat.T).reshape(self.n, self.n, -1)   # (a, j, B)
         t = torch.einsum("ajb,bj->ba", y, flat)
         return t.reshape(sigma.shape)
@@ -99,14 +104,17 @@ class PSpinGlass(Landscape):
         self._check(theta)
         if idx is not None:
             raise UserError("PSpinGlass has no samples; idx must be None")
-        return -(theta * self._contract(theta)).sum(-1) / self.n - theta @ self.h
+        theta = self._common_dtype(theta)
+        return -(theta * self._contract(theta)).sum(-1) / self.n - theta @ self.h.to(theta)
 
     def energy_and_grad(self, sigma: Tensor) -> tuple[Tensor, Tensor]:
         """(H(σ), Euclidean ∇H(σ)) from one contraction."""
         self._check(sigma)
-        t = self._contract(sigma)
-        energy = -(sigma * t).sum(-1) / self.n - sigma @ self.h
-        return energy, -3.0 * t / self.n - self.h
+        sigma = self._common_dtype(sigma)
+        h = self.h.to(sigma)
+        t = self._contract(sigma).to(sigma)
+        energy = -(sigma * t).sum(-1) / self.n - sigma @ h
+        return energy, -3.0 * t / self.n - h
 
     def grad(self, theta: Tensor, idx: Tensor | None = None) -> Tensor:
         """Euclidean gradient ∇H (use :meth:`riemannian_grad` on the sphere)."""
@@ -134,10 +142,12 @@ class PSpinGlass(Landscape):
                 max_steps: int = 5000) -> DescentResult:
         """Projected GD from every start at once; converged chains are frozen (their steps
         stop counting) and the loop ends when all have ‖∇_S H‖ ≤ tol or at ``max_steps``."""
-        if lr <= 0 or tol <= 0 or max_steps < 0:
-            raise UserError("need lr > 0, tol > 0 and max_steps >= 0")
+        check_positive("lr", lr)
+        check_positive("tol", tol)
+        max_steps = check_count("max_steps", max_steps)
         if starts.ndim != 2 or starts.shape[1] != self.n:
             raise UserError(f"starts must have shape (B, {self.n}), got {tuple(starts.shape)}")
+        check_states("starts", starts, self.n)
         if not bool((starts.norm(dim=-1) > 0).all()):
             raise UserError("a start is the zero vector: it has no projection onto the sphere")
         sigma = self.project(starts.to(self.h.dtype))

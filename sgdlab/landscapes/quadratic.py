@@ -33,7 +33,7 @@ from torch import Tensor
 
 from sgdlab.errors import UserError
 
-from .base import Landscape
+from .base import Landscape, check_count, check_positive
 from .sde.base import psd_sqrt
 
 
@@ -60,6 +60,8 @@ class Quadratic(Landscape):
         h = torch.as_tensor(hessian, dtype=dtype)
         if h.ndim != 2 or h.shape[0] != h.shape[1]:
             raise UserError(f"hessian must be square (d, d), got {tuple(h.shape)}")
+        if not bool(torch.isfinite(h).all()):
+            raise UserError("hessian has non-finite entries")
         if not torch.allclose(h, h.T):
             raise UserError("hessian must be symmetric")
         if torch.linalg.eigvalsh(h).min() <= 0:
@@ -68,7 +70,7 @@ class Quadratic(Landscape):
         if num_samples <= d:
             raise UserError(f"num_samples must exceed the dimension {d}, got {num_samples}")
         c = h.clone() if noise_cov is None else torch.as_tensor(noise_cov, dtype=dtype)
-        if c.shape != (d, d) or not torch.allclose(c, c.T) \
+        if c.shape != (d, d) or not bool(torch.isfinite(c).all()) or not torch.allclose(c, c.T) \
                 or torch.linalg.eigvalsh(c).min() < -1e-12:
             raise UserError(f"noise_cov must be a symmetric PSD ({d}, {d}) matrix")
         self.dim, self.num_samples = d, num_samples
@@ -77,6 +79,8 @@ class Quadratic(Landscape):
             torch.as_tensor(minimum, dtype=dtype)
         if self.minimum.shape != (d,):
             raise UserError(f"minimum must have shape ({d},), got {tuple(self.minimum.shape)}")
+        if not bool(torch.isfinite(self.minimum).all()):
+            raise UserError(f"minimum has non-finite entries: {self.minimum.tolist()}")
         gen = torch.Generator().manual_seed(seed)
         z = torch.randn(num_samples, d, generator=gen, dtype=dtype)
         z = z - z.mean(0)
@@ -150,7 +154,5 @@ __all__ = ["Quadratic"]
 
 
 def _check_lr_batch(lr: float, batch_size: int) -> None:
-    if not lr > 0:
-        raise UserError(f"lr must be > 0, got {lr}")
-    if int(batch_size) != batch_size or batch_size < 1:
-        raise UserError(f"batch_size must be an integer >= 1, got {batch_size}")
+    check_positive("lr", lr)
+    check_count("batch_size", batch_size, 1)

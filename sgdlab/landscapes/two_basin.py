@@ -104,8 +104,8 @@ class TwoBasin(Landscape):
     ) -> None:
         if num_samples < 1:
             raise UserError(f"num_samples must be >= 1, got {num_samples}")
-        if data_var < 0:
-            raise UserError(f"data_var must be >= 0, got {data_var}")
+        if not 0 <= data_var < math.inf:
+            raise UserError(f"data_var must be a finite number >= 0, got {data_var}")
         if sharp_hessian is None:
             if min(sharp_weights) <= 0:
                 raise UserError(f"sharp_weights must be positive, got {sharp_weights}")
@@ -126,6 +126,8 @@ class TwoBasin(Landscape):
         data = torch.as_tensor(data, dtype=dtype)
         if data.ndim != 2 or data.shape[1] != 2:
             raise UserError(f"data must have shape (N, 2), got {tuple(data.shape)}")
+        if not bool(torch.isfinite(data).all()):
+            raise UserError("data has non-finite entries")
         self.name = name
         self.data = data
         self.num_samples = data.shape[0]

@@ -160,3 +160,13 @@ def test_winding_rate_keeps_its_chains_on_their_device():
     final, rate = winding_rate(DoubleWell(lam=1.0), x0, dt=0.01, steps=2,
                                generator=torch.Generator().manual_seed(0))
     assert final.device.type == rate.device.type == "meta" and rate.dtype == torch.float64
+
+
+@pytest.mark.parametrize("kw", [dict(beta=float("nan")), dict(beta=float("inf")),
+                                dict(lam=float("nan"))], ids=["beta-nan", "beta-inf", "lam-nan"])
+def test_non_finite_constants_are_named_errors(kw):
+    # they built a well whose Z, ω and drift were NaN (β = inf: j = λ e^{βΦ} J_ss infinite)
+    from sgdlab.errors import UserError
+
+    with pytest.raises(UserError, match=next(iter(kw))):
+        DoubleWell(**{"lam": 0.5, **kw})

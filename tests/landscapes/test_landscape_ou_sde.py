@@ -256,3 +256,38 @@ def test_langevin_takes_a_rank_deficient_diffusion_with_round_off():
 def test_langevin_refuses_a_nan_beta():
     with pytest.raises(UserError, match="beta"):
         SDE.langevin(lambda x: x, 2, beta=float("nan"))
+
+
+NAN, INF = float("nan"), float("inf")
+_Q2 = Quadratic(torch.eye(2, dtype=f64), num_samples=10)
+_OU2 = SDE.langevin(lambda x: x, 2)
+_X0 = torch.zeros(3, 2, dtype=f64)
+
+
+@pytest.mark.parametrize("call, match", [
+    (lambda: simulate(_OU2, _X0, dt=NAN, steps=3), "dt"),
+    (lambda: simulate(_OU2, _X0, dt=INF, steps=3), "dt"),
+    (lambda: simulate(_OU2, _X0 + NAN, dt=0.1, steps=3), "x0 has non-finite"),
+    (lambda: simulate(_OU2, torch.tensor(0.0), dt=0.1, steps=3), "x0 must have shape"),
+    (lambda: simulate(_OU2, _X0, dt=0.1, steps=2.5), "steps must be an integer"),
+    (lambda: simulate(_OU2, _X0, dt=0.1, steps=2, increments=torch.zeros(2, 3, 5, dtype=f64)),
+     "increments must have shape"),
+    (lambda: sgd_chains(_Q2, _X0, lr=NAN, batch_size=1, steps=3), "lr"),
+    (lambda: sgd_chains(_Q2, _X0, lr=INF, batch_size=1, steps=3), "lr"),
+    (lambda: sgd_chains(_Q2, _X0 + INF, lr=0.1, batch_size=1, steps=3), "theta0 has non-finite"),
+    (lambda: sgd_chains(_Q2, _X0, lr=0.1, batch_size=1, steps=2.5), "steps must be an integer"),
+    (lambda: sgd_sde(_Q2, lr=NAN, batch_size=1), "lr"),
+    (lambda: sgd_sde(_Q2, lr=0.1, batch_size=NAN), "integer batch_size"),
+    (lambda: _Q2.sde_stationary_covariance(0.1, NAN), "batch_size"),
+    (lambda: _Q2.sgd_stationary_covariance(INF, 1), "lr"),
+    (lambda: Quadratic(torch.tensor([[INF, 0.0], [0.0, 1.0]], dtype=f64)), "non-finite"),
+    (lambda: Quadratic(torch.eye(2, dtype=f64), minimum=torch.tensor([NAN, 0.0], dtype=f64)),
+     "minimum has non-finite"),
+], ids=["dt-nan", "dt-inf", "x0-nan", "x0-0d", "steps-frac", "increments-shape",
+        "sgd-lr-nan", "sgd-lr-inf", "theta0-inf", "sgd-steps-frac", "sde-lr-nan",
+        "sde-batch-nan", "sde-cov-batch-nan", "sgd-cov-lr-inf", "hessian-inf", "minimum-nan"])
+def test_bad_steps_and_states_are_named_errors(call, match):
+    # these ran to NaN paths (a NaN/inf step, a NaN start), or failed deep inside with a
+    # TypeError / ValueError / RuntimeError (a fractional step count, int(nan), a matmul)
+    with pytest.raises(UserError, match=match):
+        call()

@@ -208,3 +208,21 @@ def test_periodic_solvers_refuse_bad_input_and_lost_precision():
     # e^(-beta (f - min f)) at beta = 10 reaches FFT round-off: an error, not NaN or wrong values
     with pytest.raises(UserError, match="precision"):
         periodic_cole_hopf(f, period, 0.1, beta=10.0)
+
+
+@pytest.mark.parametrize("call, match", [
+    (lambda x, f: viscous_hj(f, x, float("nan")), "t must be > 0"),
+    (lambda x, f: hopf_lax(f, x, float("inf")), "t must be > 0"),
+    (lambda x, f: viscous_hj(f, x, 0.5, beta=float("nan")), "beta must be > 0"),
+    (lambda x, f: viscous_hj(f, x, 0.5, beta=float("inf")), "beta must be finite"),
+    (lambda x, f: heat_smoothing(f, x, 0.5, beta=float("inf")), "beta must be finite"),
+    (lambda x, f: local_entropy(f, x, 0.5, beta=float("nan")), "beta must be > 0"),
+    (lambda x, f: viscous_hj(f * float("nan"), x, 0.5), "f has NaN"),
+    (lambda x, f: semiconcavity_bound(float("nan"), 0.5), "C must be > 0"),
+], ids=["t-nan", "t-inf", "beta-nan", "beta-inf", "heat-beta-inf", "entropy-beta-nan",
+        "f-nan", "c-nan"])
+def test_non_finite_times_temperatures_and_losses_are_named_errors(call, match):
+    # NaN t / β / f gave NaN curves, β = inf a bare "math domain error"
+    x = torch.linspace(-2, 2, 41, dtype=f64)
+    with pytest.raises(UserError, match=match):
+        call(x, x ** 2)

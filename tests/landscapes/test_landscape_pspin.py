@@ -94,3 +94,27 @@ def test_regimes_and_bad_input():
         PSpinGlass(10, nu=1.0).loss(torch.zeros(3, dtype=f64))
     with pytest.raises(UserError, match="zero vector"):
         PSpinGlass(10, nu=1.0).descend(torch.zeros(2, 10, dtype=f64))
+
+
+def test_a_float32_configuration_is_evaluated_in_float64():
+    # the contraction's matmul refused float32 σ on the float64 glass (a RuntimeError about
+    # mat1 and mat2 dtypes); the other landscapes promote, and so does the glass now
+    p = PSpinGlass(6, nu=0.5, seed=2)
+    s = p.random_starts(3, generator=torch.Generator().manual_seed(1))
+    s32 = s.float()
+    assert p.loss(s32).dtype == f64
+    torch.testing.assert_close(p.loss(s32), p.loss(s32.double()), rtol=0, atol=1e-12)
+    e, g = p.energy_and_grad(s32)
+    torch.testing.assert_close(g, p.grad(s32.double()), rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("call, match", [
+    (lambda: PSpinGlass(5, nu=float("nan")), "nu must be"),
+    (lambda: PSpinGlass(5, nu=1.0).descend(torch.ones(2, 5, dtype=f64), lr=float("nan")), "lr"),
+    (lambda: PSpinGlass(5, nu=1.0).descend(torch.full((2, 5), float("nan"), dtype=f64)),
+     "starts has non-finite"),
+], ids=["nu-nan", "lr-nan", "starts-nan"])
+def test_non_finite_field_step_and_starts_are_named_errors(call, match):
+    # ν = NaN and η = NaN descended to NaN energies; a NaN start was called "the zero vector"
+    with pytest.raises(UserError, match=match):
+        call()

@@ -409,3 +409,17 @@ def test_rate_difference_interval_matches_newcombe(counts, lo, hi):
 
     got = rate_difference_interval(*counts, z=Z95)
     assert got == (pytest.approx(lo, abs=5e-5), pytest.approx(hi, abs=5e-5))
+
+
+@pytest.mark.parametrize("call, match", [
+    (lambda: TwoBasin(data_var=float("nan")), "data_var"),
+    (lambda: TwoBasin(data=torch.full((4, 2), float("inf"), dtype=f64)), "data has non-finite"),
+    (lambda: EscapeConfig(const_sigma=float("nan")).validate(), "const_sigma"),
+    (lambda: EscapeConfig(hessian_scale=float("inf")).validate(), "hessian_scale"),
+    (lambda: EscapeConfig(noise_trace=float("nan")).validate(), "noise_trace"),
+], ids=["data-var-nan", "data-inf", "const-sigma-nan", "hessian-scale-inf", "trace-nan"])
+def test_non_finite_constants_are_named_errors(call, match):
+    # a NaN data variance gave a NaN loss; a NaN noise scale passed validation and every
+    # chain of that method diverged
+    with pytest.raises(UserError, match=match):
+        call()

@@ -23,7 +23,7 @@ from torch import Tensor
 
 from sgdlab.errors import UserError
 
-from ..base import Landscape
+from ..base import Landscape, check_count, check_positive, check_states
 from .base import SDE
 from .simulate import Path
 
@@ -37,8 +37,9 @@ def sgd_chains(
 
     ``times`` in the returned path are in SDE time t = k·lr.
     """
-    if lr <= 0 or steps < 0:
-        raise UserError(f"need lr > 0 and steps >= 0, got lr={lr}, steps={steps}")
+    lr = check_positive("lr", lr)
+    steps = check_count("steps", steps)
+    check_states("theta0", theta0, landscape.dim)
     theta = theta0.clone()
     batch_shape = tuple(theta.shape[:-1])
     times, states = [], []
@@ -64,8 +65,11 @@ def sgd_sde(landscape: Landscape, *, lr: float, batch_size: int,
     n = landscape.num_samples
     if n is None:
         raise UserError("sgd_sde needs a landscape with per-sample structure")
-    if lr <= 0 or batch_size < 1 or int(batch_size) != batch_size:
-        raise UserError(f"need lr > 0 and an integer batch_size >= 1, got {lr}, {batch_size}")
+    try:
+        check_positive("lr", lr)
+        batch_size = check_count("batch_size", batch_size, 1)
+    except UserError as e:
+        raise UserError(f"sgd_sde needs lr > 0 and an integer batch_size >= 1: {e}") from None
     try:
         c = minibatch_noise_factor(batch_size, n, replacement=replacement)
     except ValueError as e:

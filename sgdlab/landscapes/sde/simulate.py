@@ -11,6 +11,7 @@ from torch import Tensor
 from sgdlab.errors import UserError
 from sgdlab.optim.noise import standard_normal
 
+from ..base import check_count, check_positive, check_states
 from .base import SDE, Integrator
 from .euler_maruyama import EulerMaruyama
 
@@ -56,14 +57,16 @@ def simulate(
             (memory O(chains), not O(steps · chains)).
         record_every: keep the state (or ``observe(state)``) every k steps (and at step 0).
     """
-    if dt <= 0 or steps < 0:
-        raise UserError(f"need dt > 0 and steps >= 0, got dt={dt}, steps={steps}")
-    if x0.shape[-1] != sde.dim:
-        raise UserError(f"x0 must have shape (..., {sde.dim}), got {tuple(x0.shape)}")
+    dt = check_positive("dt", dt)
+    steps = check_count("steps", steps)
+    check_states("x0", x0, sde.dim)
     integ = integrator or EulerMaruyama()
     look = integ.lookahead if sde.factor is not None else 0
-    if increments is not None and increments.shape[0] != steps + look:
-        raise UserError(f"increments has {increments.shape[0]} steps, expected {steps + look}")
+    if increments is not None:
+        want = (steps + look, *x0.shape[:-1], sde.noise_dim)
+        if tuple(increments.shape) != want:
+            raise UserError(f"increments must have shape {want} (steps + lookahead, chains, "
+                            f"noise dimension), got {tuple(increments.shape)}")
     # the chains in the SDE's dtype (its drift's at x0), as sgd_chains' iterates take the
     # landscape's: a float32 x0 (torch.zeros(C, d)) met a float64 noise factor in a matmul
     x = x0.to(torch.promote_types(x0.dtype, sde.drift(x0).dtype), copy=True)
