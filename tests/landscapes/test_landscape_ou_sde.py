@@ -291,3 +291,27 @@ def test_bad_steps_and_states_are_named_errors(call, match):
     # TypeError / ValueError / RuntimeError (a fractional step count, int(nan), a matmul)
     with pytest.raises(UserError, match=match):
         call()
+
+
+def test_leimkuhler_matthews_stationary_covariance_under_anisotropic_noise_is_order_one():
+    # OU dX = −HX dt + √(2D) dB with Σ not commuting with H: LM's stationary covariance is
+    # X = Y + cξ, Y ← AY + (I + A)cξ (A = I − hH, c = √(2D h)/2), off the Lyapunov Σ by O(h)
+    import scipy.linalg
+
+    h_mat = torch.tensor([[2.0, 0.6], [0.6, 0.5]], dtype=f64)
+    d_mat = torch.tensor([[1.0, 0.0], [0.0, 0.05]], dtype=f64)
+    h, chains = 0.2, 100_000
+    a = np.eye(2) - h * h_mat.numpy()
+    c = np.sqrt(2 * h * d_mat.numpy()) / 2                  # D diagonal: its root entrywise
+    lm = scipy.linalg.solve_discrete_lyapunov(a, (np.eye(2) + a) @ c @ c.T @ (np.eye(2) + a).T)
+    lm = lm + c @ c.T
+    cont = scipy.linalg.solve_continuous_lyapunov(h_mat.numpy(), 2 * d_mat.numpy())
+    assert np.abs(lm - cont).max() > 0.02 * np.abs(cont).max()     # not second order here
+    gen = torch.Generator().manual_seed(5)
+    x0 = torch.randn(chains, 2, generator=gen, dtype=f64) @ torch.linalg.cholesky(
+        torch.from_numpy(cont)).T
+    sde = SDE.langevin(lambda x: x @ h_mat, 2, diffusion=d_mat)
+    x = simulate(sde, x0, dt=h, steps=60, generator=gen, integrator=LeimkuhlerMatthews()).final
+    emp = torch.cov(x.T).numpy()
+    se = np.sqrt((np.outer(np.diag(lm), np.diag(lm)) + lm ** 2) / chains)   # Gaussian MC s.e.
+    assert np.abs((emp - lm) / se).max() < 4

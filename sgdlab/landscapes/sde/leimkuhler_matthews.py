@@ -1,9 +1,13 @@
 """Leimkuhler–Matthews: X_{n+1} = X_n + b(X_n) h + G (ΔB_n + ΔB_{n+1}) / 2.
 
 The non-Markovian averaging of consecutive increments (the high-friction limit of BAOAB) makes
-the *invariant measure* of overdamped Langevin dynamics with additive noise second-order
-accurate in h (exact for Gaussian targets), at the cost of one increment of lookahead; on
-finite-time expectations it is weak order 1 like Euler–Maruyama. Only for additive noise.
+the *invariant measure* of overdamped Langevin dynamics dX = −∇f dt + √(2β⁻¹) dB (isotropic
+noise, G = cI) second-order accurate in h (exact for Gaussian targets), at the cost of one
+increment of lookahead; on finite-time expectations it is weak order 1 like Euler–Maruyama.
+Only for additive noise. With a constant *anisotropic* D the dynamics are not reversible and
+the gain is lost: on OU dX = −HX dt + G dB the stationary covariance is off by O(h) unless
+Σ commutes with H (X = Y + cξ_n, Y_{n+1} = AY_n + (I + A)cξ_n, A = I − hH, c = G√h/2, leaves
+a residual h²[H, [H, Σ]]/4 in the Lyapunov equation: 2% at h = 0.2 in the test).
 """
 from __future__ import annotations
 
@@ -15,7 +19,8 @@ from .base import SDE, Integrator
 
 
 class LeimkuhlerMatthews(Integrator):
-    """Weak order 1 on [0, T], order 2 for stationary averages; strong order 1/2."""
+    """Weak order 1 on [0, T], order 2 for stationary averages under isotropic noise (order
+    1 under anisotropic D, module docstring); strong order 1/2."""
 
     weak_order = 1.0
     strong_order = 0.5
