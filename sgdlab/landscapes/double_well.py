@@ -34,7 +34,7 @@ from torch import Tensor
 from sgdlab.errors import UserError
 from sgdlab.optim.noise import standard_normal
 
-from .base import Landscape, check_positive
+from .base import Landscape, check_count, check_positive, check_states
 from .sde.base import SDE
 
 
@@ -142,6 +142,8 @@ def winding_rate(dw: DoubleWell, x0: Tensor, *, dt: float, steps: int,
     (final states (C, 2), per-chain mean angular velocity (C,))."""
     from .sde.euler_maruyama import EulerMaruyama
 
+    dt, steps = check_positive("dt", dt), check_count("steps", steps, 1)
+    check_states("x0", x0, 2)
     sde, integ = dw.sde(), EulerMaruyama()
     x = x0.clone()
     total = x.new_zeros(x.shape[:-1])      # on the chains' device, as the draws below
@@ -171,8 +173,9 @@ def noiseless_orbits(dw: DoubleWell, starts, *, t_end: float = 400.0, rtol: floa
     from scipy.integrate import solve_ivp
 
     starts = np.atleast_2d(np.asarray(starts, dtype=np.float64))
-    if starts.shape[-1] != 2 or t_end <= 0:
-        raise UserError("starts must be (S, 2) points and t_end > 0")
+    if starts.shape[-1] != 2 or not np.isfinite(starts).all():
+        raise UserError("starts must be finite (S, 2) points")
+    check_positive("t_end", t_end)
     lam, beta = dw.lam, dw.beta
 
     def rhs(_t, y):   # the drift of DoubleWell.drift in numpy: the solver calls it ~10⁵ times

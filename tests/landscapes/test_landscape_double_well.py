@@ -7,7 +7,7 @@ import scipy.integrate
 import scipy.stats
 import torch
 
-from sgdlab.landscapes.double_well import DoubleWell, winding_rate
+from sgdlab.landscapes.double_well import DoubleWell, noiseless_orbits, winding_rate
 from sgdlab.landscapes.sde import simulate
 
 f64 = torch.float64
@@ -170,3 +170,19 @@ def test_non_finite_constants_are_named_errors(kw):
 
     with pytest.raises(UserError, match=next(iter(kw))):
         DoubleWell(**{"lam": 0.5, **kw})
+
+
+@pytest.mark.parametrize("call, match", [
+    (lambda dw: winding_rate(dw, torch.zeros(2, 2, dtype=f64), dt=float("nan"), steps=3), "dt"),
+    (lambda dw: winding_rate(dw, torch.zeros(2, 2, dtype=f64), dt=0.01, steps=0), "steps"),
+    (lambda dw: winding_rate(dw, torch.full((2, 2), float("nan"), dtype=f64), dt=0.01,
+                             steps=3), "x0 has non-finite"),
+    (lambda dw: noiseless_orbits(dw, [(1.0, 0.0)], t_end=float("nan")), "t_end"),
+], ids=["dt-nan", "steps-0", "x0-nan", "t-end-nan"])
+def test_bad_simulation_arguments_are_named_errors(call, match):
+    # a NaN dt or start wound at a NaN rate; steps = 0 divided by zero; t_end = NaN went to
+    # the ODE solver
+    from sgdlab.errors import UserError
+
+    with pytest.raises(UserError, match=match):
+        call(DoubleWell(0.5))
