@@ -107,12 +107,12 @@ class TwoBasin(Landscape):
         if not 0 <= data_var < math.inf:
             raise UserError(f"data_var must be a finite number >= 0, got {data_var}")
         if sharp_hessian is None:
-            if min(sharp_weights) <= 0:
-                raise UserError(f"sharp_weights must be positive, got {sharp_weights}")
+            if not all(0 < w < math.inf for w in sharp_weights):   # min() passes a NaN
+                raise UserError(f"sharp_weights must be positive and finite, got {sharp_weights}")
             sharp_hessian = printed_sharp_hessian(theta, sharp_weights)
         if flat_hessian is None:
-            if flat_weight <= 0:
-                raise UserError(f"flat_weight must be positive, got {flat_weight}")
+            if not 0 < flat_weight < math.inf:
+                raise UserError(f"flat_weight must be positive and finite, got {flat_weight}")
             flat_hessian = 2 * flat_weight * torch.eye(2, dtype=torch.float64)
         for what, h in (("sharp_hessian", sharp_hessian), ("flat_hessian", flat_hessian)):
             h = torch.as_tensor(h, dtype=torch.float64)
@@ -167,8 +167,9 @@ class TwoBasin(Landscape):
         """Orthogonal sharp axes: H_s = R(θ) diag(a₁, a₂) R(θ)ᵀ (stiff axis (cos θ, sin θ)),
         H_f = b I, defaults (10, 1) and 0.1 — the authors' code's curvatures divided by 20, so
         that η λ_max = 1 at η = 0.1. Not the printed loss: a named variant kept for comparison."""
-        if min(sharp_eigs) <= 0 or flat_curvature <= 0:
-            raise UserError("curvatures (sharp_eigs, flat_curvature) must be positive")
+        if not all(0 < v < math.inf for v in (*sharp_eigs, flat_curvature)):
+            raise UserError(f"curvatures (sharp_eigs, flat_curvature) must be positive and "
+                            f"finite, got {tuple(sharp_eigs)}, {flat_curvature}")
         c, s = math.cos(theta), math.sin(theta)
         rot = torch.tensor([[c, -s], [s, c]], dtype=torch.float64)
         hs = rot @ torch.diag(torch.tensor(sharp_eigs, dtype=torch.float64)) @ rot.T

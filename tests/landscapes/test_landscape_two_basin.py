@@ -417,7 +417,11 @@ def test_rate_difference_interval_matches_newcombe(counts, lo, hi):
     (lambda: EscapeConfig(const_sigma=float("nan")).validate(), "const_sigma"),
     (lambda: EscapeConfig(hessian_scale=float("inf")).validate(), "hessian_scale"),
     (lambda: EscapeConfig(noise_trace=float("nan")).validate(), "noise_trace"),
-], ids=["data-var-nan", "data-inf", "const-sigma-nan", "hessian-scale-inf", "trace-nan"])
+    (lambda: TwoBasin(sharp_weights=(float("nan"), 100.0)), "sharp_weights"),
+    (lambda: TwoBasin(flat_weight=float("inf")), "flat_weight"),
+    (lambda: TwoBasin.rescaled(sharp_eigs=(float("nan"), 1.0)), "sharp_eigs"),
+], ids=["data-var-nan", "data-inf", "const-sigma-nan", "hessian-scale-inf", "trace-nan",
+        "sharp-weights-nan", "flat-weight-inf", "sharp-eigs-nan"])
 def test_non_finite_constants_are_named_errors(call, match):
     # a NaN data variance gave a NaN loss; a NaN noise scale passed validation and every
     # chain of that method diverged
