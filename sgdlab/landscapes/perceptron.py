@@ -33,6 +33,8 @@ from torch import Tensor
 
 from sgdlab.errors import UserError
 
+from .base import check_count, check_positive
+
 
 def generalization_error(x: Tensor, teacher: Tensor) -> Tensor:
     """ε = arccos(x·x*/d)/π for ±1 vectors, batched over leading dims."""
@@ -54,8 +56,7 @@ class PerceptronInstances:
                generator: torch.Generator | None = None) -> PerceptronInstances:
         if d % 2 == 0 or d < 3:
             raise UserError(f"d must be odd and >= 3 (no ties in sign), got {d}")
-        if alpha <= 0:
-            raise UserError(f"alpha must be > 0, got {alpha}")
+        check_positive("alpha", alpha)
         n = max(1, int(round(alpha * d)))
         teacher = torch.randint(0, 2, (batch, d), generator=generator).float() * 2 - 1
         patterns = torch.randint(0, 2, (batch, n, d), generator=generator).float() * 2 - 1
@@ -90,8 +91,13 @@ def anneal(
     β (inverse temperature on the total energy) rises geometrically over ``sweeps`` sweeps of
     d proposals; the coupling γ rises linearly from 0 to ``gamma_max`` (0 = plain search).
     """
-    if replicas < 1 or sweeps < 1:
-        raise UserError("replicas and sweeps must be >= 1")
+    replicas, sweeps = check_count("replicas", replicas, 1), check_count("sweeps", sweeps, 1)
+    if len(beta) != 2:
+        raise UserError(f"beta must be a (start, end) pair, got {beta}")
+    for b in beta:        # β rises geometrically: a zero or negative end has no such schedule
+        check_positive("beta", b)
+    if not math.isfinite(gamma_max):
+        raise UserError(f"gamma_max must be a finite number, got {gamma_max}")
     b, n, d = inst.patterns.shape
     x = torch.randint(0, 2, (b, replicas, d), generator=generator).float() * 2 - 1
     # stabilities Δ^μ = σ^μ x·ξ^μ, updated incrementally per flip

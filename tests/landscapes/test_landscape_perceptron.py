@@ -62,3 +62,17 @@ def test_the_coupling_of_a_flip_is_the_change_of_the_documented_energy():
             change = coupling_energy(flipped, gamma) - coupling_energy(x, gamma)
             assert float(coupling_flip_change(gamma, y, x[a, i], c[i])) == pytest.approx(
                 float(change), abs=1e-12)
+
+
+@pytest.mark.parametrize("kw, match", [
+    (dict(beta=(0.0, 6.0)), "beta"), (dict(beta=(-1.0, 6.0)), "beta"),
+    (dict(gamma_max=float("nan")), "gamma_max"), (dict(sweeps=2.5), "sweeps"),
+], ids=["beta-zero", "beta-negative", "gamma-nan", "sweeps-frac"])
+def test_bad_annealing_schedules_are_named_errors(kw, match):
+    # β₀ = 0 divided by zero, β₀ < 0 failed on a complex power, γ = NaN rejected every flip
+    # (the replicas stayed at their random start), a fractional sweep count was a TypeError
+    inst = PerceptronInstances.sample(2, 11, 0.5, generator=torch.Generator().manual_seed(0))
+    with pytest.raises(UserError, match=match):
+        anneal(inst, **kw)
+    with pytest.raises(UserError, match="alpha"):
+        PerceptronInstances.sample(2, 11, float("nan"))
