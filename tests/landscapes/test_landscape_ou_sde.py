@@ -283,9 +283,13 @@ _X0 = torch.zeros(3, 2, dtype=f64)
     (lambda: Quadratic(torch.tensor([[INF, 0.0], [0.0, 1.0]], dtype=f64)), "non-finite"),
     (lambda: Quadratic(torch.eye(2, dtype=f64), minimum=torch.tensor([NAN, 0.0], dtype=f64)),
      "minimum has non-finite"),
+    (lambda: simulate(_OU2, _X0, dt=0.1, steps=4, record_every=-1), "record_every"),
+    (lambda: sgd_chains(_Q2, _X0, lr=0.1, batch_size=1, steps=4, record_every=1.5),
+     "record_every"),
 ], ids=["dt-nan", "dt-inf", "x0-nan", "x0-0d", "steps-frac", "increments-shape",
         "sgd-lr-nan", "sgd-lr-inf", "theta0-inf", "sgd-steps-frac", "sde-lr-nan",
-        "sde-batch-nan", "sde-cov-batch-nan", "sgd-cov-lr-inf", "hessian-inf", "minimum-nan"])
+        "sde-batch-nan", "sde-cov-batch-nan", "sgd-cov-lr-inf", "hessian-inf", "minimum-nan",
+        "record-negative", "record-frac"])
 def test_bad_steps_and_states_are_named_errors(call, match):
     # these ran to NaN paths (a NaN/inf step, a NaN start), or failed deep inside with a
     # TypeError / ValueError / RuntimeError (a fractional step count, int(nan), a matmul)

@@ -40,6 +40,8 @@ def sgd_chains(
     lr = check_positive("lr", lr)
     steps = check_count("steps", steps)
     check_states("theta0", theta0, landscape.dim)
+    if record_every:                       # None or 0: nothing recorded
+        record_every = check_count("record_every", record_every, 1)
     theta = theta0.clone()
     batch_shape = tuple(theta.shape[:-1])
     times, states = [], []

@@ -60,6 +60,8 @@ def simulate(
     dt = check_positive("dt", dt)
     steps = check_count("steps", steps)
     check_states("x0", x0, sde.dim)
+    if record_every:                       # None or 0: nothing recorded
+        record_every = check_count("record_every", record_every, 1)
     integ = integrator or EulerMaruyama()
     look = integ.lookahead if sde.factor is not None else 0
     if increments is not None:
