@@ -14,6 +14,7 @@ Conventions (shared by every landscape in this package):
 from __future__ import annotations
 
 import numbers
+import operator
 from abc import ABC
 
 import torch
@@ -143,11 +144,16 @@ def check_positive(name: str, value: float) -> float:
 
 
 def check_count(name: str, value: int, minimum: int = 0) -> int:
-    """``value`` as an int if it is a whole number >= ``minimum``, else a ``UserError``."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) \
-            or not float(value).is_integer() or value < minimum:
+    """``value`` as an int if it is a whole number >= ``minimum`` (an int, a 0-d integer
+    tensor, or a float such as 4.0), else a ``UserError`` naming it."""
+    try:
+        v = operator.index(value)
+    except TypeError:
+        real = isinstance(value, numbers.Real) and float(value).is_integer()
+        v = int(value) if real else None
+    if isinstance(value, bool) or v is None or v < minimum:
         raise UserError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
+    return v
 
 
 def check_states(name: str, x: Tensor, dim: int) -> None:
