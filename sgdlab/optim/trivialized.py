@@ -44,6 +44,7 @@ from torch import Tensor, nn
 from torch.optim import Optimizer
 
 from ._common import check_plain_optimizer, closure_loss, seeded_generator
+from .noise import standard_normal
 from .registry import build_optimizer, register_optimizer
 from .settings import inner_settings
 
@@ -133,13 +134,19 @@ class TrivializedSGD(Optimizer):
         self.generator = seeded_generator(seed)
         self._given_seed = None if seed is None else int(seed)
         self._dim = d
+        self._device = next((q.device for g in self.param_groups for q in g["params"]), None)
         self._i = 0
         self.field = self._draw_field()
 
     def _draw_field(self) -> Tensor:
-        """h = J√(p(p−2)) ξ, ξ ~ N(0, I_d), flat in parameter-group order (float64 on CPU so
-        the draw is the same on any device/dtype)."""
-        xi = torch.randn(self._dim, generator=self.generator, dtype=torch.float64)
+        """h = J√(p(p−2)) ξ, ξ ~ N(0, I_d), flat in parameter-group order: drawn in float64 on
+        the CPU generator (the same numbers on any device and dtype) and kept, in float64, on
+        the parameters' device (one copy at the draw, not one per step)."""
+        return self._scaled_draw(self._dim)
+
+    def _scaled_draw(self, n: int) -> Tensor:
+        xi = standard_normal((n,), generator=self.generator, dtype=torch.float64,
+                             device=self._device)
         return self.field_scale * xi
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
@@ -152,8 +159,7 @@ class TrivializedSGD(Optimizer):
         self._link()
         n = sum(q.numel() for q in self.param_groups[-1]["params"])
         if not self.resample:
-            extra = torch.randn(n, generator=self.generator, dtype=torch.float64)
-            self.field = torch.cat([self.field, self.field_scale * extra])
+            self.field = torch.cat([self.field, self._scaled_draw(n)])
         self._dim += n
 
     def strength(self, i: int | None = None) -> float:
@@ -211,7 +217,7 @@ class TrivializedSGD(Optimizer):
         self.base.load_state_dict(state_dict)
         self._link()
         self._i = int(extra["i"])
-        self.field = extra["field"].to(torch.float64).clone()
+        self.field = extra["field"].to(device=self._device, dtype=torch.float64).clone()
         self.generator.set_state(extra["generator"])
 
 
