@@ -68,18 +68,33 @@ class LinearOperator:
         self.num_matvecs += m.shape[1]
         return self._quadratic_forms(m.to(self.dtype))
 
-    # bytes of scratch memory one probe may take inside a batched product (see probe_block_size)
-    probe_memory_budget: int = 256 * 2**20
+    # bytes of scratch memory the probes of one batched product may take (probe_block_size);
+    # None: the device's default (memory_budget)
+    probe_memory_budget: int | None = None
 
     def _probe_bytes(self) -> int:
         """Working memory of one column of a batched product (subclasses refine it)."""
         return 4 * self.shape[0] * torch.finfo(self.dtype).bits // 8
 
-    def probe_block_size(self, max_block: int = 16) -> int:
+    def memory_budget(self) -> int:
+        """Bytes of scratch memory one batched product may take: ``probe_memory_budget`` when
+        set; else 256 MiB on CPU and a quarter of the device's free memory on CUDA (where a
+        fixed 256 MiB held the benchmark CNNs to blocks of 1-3 probes, 6-9x dearer per probe
+        than blocks of 64: docs/design/curvature.md, "On a GPU")."""
+        if self.probe_memory_budget is not None:
+            return int(self.probe_memory_budget)
+        if self.device.type == "cuda":
+            return int(torch.cuda.mem_get_info(self.device)[0] // 4)
+        return 256 * 2**20
+
+    def probe_block_size(self, max_block: int | None = None) -> int:
         """How many probes to push through one ``matmat`` / ``quadratic_forms`` call: as many as
-        fit in ``probe_memory_budget`` bytes of scratch memory, at most ``max_block`` (more does
-        not pay on CPU: blocks of 8-16 were fastest on the d = 79,510 MLP benchmark)."""
-        return int(max(1, min(max_block, self.probe_memory_budget // max(1, self._probe_bytes()))))
+        fit in :meth:`memory_budget`, at most ``max_block`` (default 16 on CPU, where more does
+        not pay: blocks of 8-16 were fastest on the d = 79,510 MLP benchmark; 64 on CUDA, still
+        cheaper per probe than 32 on every benchmark problem)."""
+        if max_block is None:
+            max_block = 64 if self.device.type == "cuda" else 16
+        return int(max(1, min(max_block, self.memory_budget() // max(1, self._probe_bytes()))))
 
     # whether batched products may cost more per column than single ones (model operators):
     # then the block size is measured (BlockTuner) instead of taken from the memory bound
@@ -94,7 +109,9 @@ class LinearOperator:
         if block_size is not None:
             return BlockTuner(block_size, device=self.device, fixed=block_size)
         cap = self.probe_block_size() if cap is None else max(1, min(cap, self.probe_block_size()))
-        if not self.tune_blocks:
+        # on CUDA a larger block was cheaper per column on every problem measured, and a first
+        # block of a new size pays one-off set-up that would stop the measurement early
+        if not self.tune_blocks or self.device.type == "cuda":
             return BlockTuner(cap, device=self.device, fixed=cap)
         tuners = self.__dict__.setdefault("_block_tuners", {})
         if (kind, cap) not in tuners:

@@ -8,7 +8,7 @@ from torch import nn
 from sgdlab.measure.curvature import (
     frobenius_norm, hutchinson_trace, lanczos, spectral_density,
 )
-from sgdlab.operators import GGNOperator, HessianOperator
+from sgdlab.operators import GGNOperator, HessianOperator, LinearOperator
 from sgdlab.operators.blocking import BlockTuner
 from sgdlab.testing import dense_hessian_reference, tiny_classification, tiny_mlp
 
@@ -103,3 +103,33 @@ def test_samples_do_not_depend_on_the_blocks():
     hutchinson_trace(op, 40, generator=torch.Generator().manual_seed(0))
     tuner = op.block_tuner("quadratic_forms")
     assert tuner.settled is not None and tuner.per_column      # measured, kept on the operator
+
+
+class _Unused(LinearOperator):
+    """An operator that is only asked for its block sizes (never multiplied), so it can claim a
+    CUDA device on a machine without one."""
+
+    tune_blocks = True
+
+    def _probe_bytes(self) -> int:
+        return 2**20
+
+
+def test_block_sizes_follow_the_device(monkeypatch):
+    """CPU: 256 MiB of scratch and blocks measured up to 16. CUDA: a quarter of the free
+    device memory, the largest block that fits (at most 64) and no measurement (a fixed
+    256 MiB held the benchmark CNNs to 1-3 probes per block there, each 6-9x dearer)."""
+    cpu = _Unused(10, torch.float32, "cpu")
+    assert cpu.memory_budget() == 256 * 2**20 and cpu.probe_block_size() == 16
+    assert cpu.block_tuner("quadratic_forms").settled is None           # measured
+    free = {"bytes": 40 * 2**20}
+    monkeypatch.setattr(torch.cuda, "mem_get_info",
+                        lambda device=None: (free["bytes"], 80 * 2**30))
+    gpu = _Unused(10, torch.float32, "cuda")
+    assert gpu.memory_budget() == 10 * 2**20 and gpu.probe_block_size() == 10
+    free["bytes"] = 40 * 2**30
+    assert gpu.probe_block_size() == 64
+    tuner = gpu.block_tuner("quadratic_forms")
+    assert tuner.settled == 64 and [b for _, b in tuner.blocks(150)] == [64, 64, 22]
+    gpu.probe_memory_budget = 3 * 2**20                   # an explicit budget wins everywhere
+    assert gpu.probe_block_size() == 3 and cpu.probe_block_size() == 16

@@ -95,7 +95,7 @@ def spectral_density(
     vᵀ f(A) v ≈ Σ_j S[0,j]² f(θ_j) with f a Gaussian kernel of width ``sigma`` gives the
     density φ(t) = (1/d) Tr N(t; A, σ²) averaged over probes. The probes' runs go in lockstep,
     ``block_size`` of them sharing one ``matmat`` per step (default: the group size measured
-    cheapest per product, bounded by the operator's ``probe_memory_budget`` for their bases);
+    cheapest per product, bounded by the operator's ``memory_budget()`` for their bases);
     the nodes and weights equal one run per probe up to round-off.
 
     Args:
@@ -113,7 +113,9 @@ def spectral_density(
     starts = [random_vector(op, generator) for _ in range(num_probes)]   # the sequential draws
     m = max(1, min(int(num_iter), op.shape[0]))
     basis_bytes = m * op.shape[0] * torch.finfo(op.dtype).bits // 8
-    cap = max(1, op.probe_memory_budget // max(1, basis_bytes))
+    if op.device.type == "cuda":       # blocks are not measured there (the memory cap is the
+        basis_bytes += op._probe_bytes()  # block), so the products' scratch counts too
+    cap = max(1, op.memory_budget() // max(1, basis_bytes))
     tuner = op.block_tuner("lanczos_lockstep", block_size=block_size, cap=cap)
     for i, b in tuner.blocks(num_probes):
         for res in lanczos_lockstep(op, torch.stack(starts[i:i + b], dim=1), m):
