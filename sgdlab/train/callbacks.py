@@ -131,6 +131,20 @@ class Callback:
     def load_state_dict(self, state: dict[str, Any]) -> None: ...
 
 
+def callback_keys(callbacks: Iterable[Callback]) -> list[str]:
+    """Each callback's key in a checkpoint: its kind (the instrument's name, else its class)
+    and its position among the callbacks of that kind, ``"dynamics#0"``. A resume hands the
+    saved states back by key, so reordering the callbacks (or adding one) moves no state onto
+    another callback."""
+    seen: dict[str, int] = {}
+    keys = []
+    for cb in callbacks:
+        kind = getattr(cb, "instrument", None) or type(cb).__qualname__
+        keys.append(f"{kind}#{seen.get(kind, 0)}")
+        seen[kind] = seen.get(kind, 0) + 1
+    return keys
+
+
 @contextmanager
 def naming_divergence(cb: Callback) -> Iterator[None]:
     """Re-raise a ``FloatingPointError`` (how measurements report a non-finite model) with the

@@ -80,7 +80,7 @@ from ..data.augment import batch_augmentation
 from ..errors import UserError
 from ..models.modes import eval_mode
 from ..operators.batches import check_target_shape
-from .callbacks import Callback, Schedule, TrainContext
+from .callbacks import Callback, Schedule, TrainContext, callback_keys
 from .checkpoint import (changed_settings, checkpoint_path, load_checkpoint, load_state,
                          rng_state, save_checkpoint, set_rng_state, snapshot)
 
@@ -367,6 +367,7 @@ class _Training:
         self.eval_sets = evaluation_sets(data, eval_subset, int(seed) + 0x5EED)
         self.needs_closure = bool(getattr(optimizer, "needs_closure", False))
         self.callbacks = as_callbacks(callbacks)
+        self.callback_keys = callback_keys(self.callbacks)
         self.hooks = {h: [cb for cb in self.callbacks if _overrides(cb, h)] for h in
                       ("on_train_begin", "on_step_begin", "on_after_backward", "on_step_end",
                        "on_epoch_end", "on_train_end")}
@@ -402,17 +403,34 @@ class _Training:
         load_state(self.optimizer, state["optimizer"], f, "optimizer")
         if self.schedule is not None and state.get("schedule") is not None:
             load_state(self.schedule, state["schedule"], f, "schedule")
-        cb_states = state.get("callbacks", [])
-        if len(cb_states) != len(self.callbacks):
-            raise UserError(f"checkpoint {str(f)!r} has {len(cb_states)} callback states but "
-                            f"{len(self.callbacks)} callbacks were given")
-        for cb, s in zip(self.callbacks, cb_states):
-            cb.load_state_dict(s)
+        self._load_callback_states(state.get("callbacks", []))
         self.loop.update(state["loop"])
         self.stream.load_state_dict(state["stream"])
         set_rng_state(state["rng"], self.gen)
         self.ctx.history = {k: [tuple(p) for p in v] for k, v in state["history"].items()}
         self.run_id = state.get("run_id")
+
+    def _load_callback_states(self, saved: list | dict) -> None:
+        """The saved states back on the callbacks of the same key (:func:`callback_keys`):
+        by position, states landed on another instrument when the list was reordered. A
+        non-empty state no callback of this run takes is refused (its instrument's memory
+        would be lost); a callback without a saved state (one added) starts afresh."""
+        f = self.ckpt_file
+        if isinstance(saved, list):   # a checkpoint from before the keys: by position
+            if len(saved) != len(self.callbacks):
+                raise UserError(f"checkpoint {str(f)!r} has {len(saved)} callback states but "
+                                f"{len(self.callbacks)} callbacks were given")
+            saved = dict(zip(self.callback_keys, saved))
+        orphans = [k for k, s in saved.items() if s and k not in self.callback_keys]
+        if orphans:
+            raise UserError(
+                f"checkpoint {str(f)!r} holds the state of {', '.join(orphans)}, which no "
+                "callback of this run matches (a state goes to the callback of the same kind "
+                "and position among those of its kind; this run has "
+                f"{', '.join(self.callback_keys) or 'none'}); resume with the run's instruments")
+        for key, cb in zip(self.callback_keys, self.callbacks):
+            if key in saved:
+                cb.load_state_dict(saved[key])
 
     def _sampling(self) -> dict[str, Any]:
         """What the checkpoint's batch order (permutation, position, generator) belongs to:
@@ -643,7 +661,8 @@ class _Training:
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "schedule": self.schedule.state_dict() if self.schedule is not None else None,
-            "callbacks": [cb.state_dict() for cb in self.callbacks],
+            "callbacks": {k: cb.state_dict() for k, cb in zip(self.callback_keys,
+                                                               self.callbacks)},
             "rng": rng_state(self.gen),
             "stream": self.stream.state_dict(),
             "sampling": self._sampling(),

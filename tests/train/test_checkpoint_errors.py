@@ -475,3 +475,55 @@ def test_a_disk_that_fills_during_the_write_is_named_as_full(tmp_path, monkeypat
     assert "the previous checkpoint is kept" in msg
     assert not list(ckpt_dir.glob(".*.tmp"))
     assert load_checkpoint(ckpt_dir)["loop"]["step"] == 3
+
+
+def _instrumented(order, ckpt, extra=(), **kw):
+    """``fit`` with a dynamics and a step-interpolation instrument (both keep state in the
+    checkpoint) in ``order``, then the ``extra`` callbacks; the instruments by name."""
+    from sgdlab.train.callbacks import Schedule
+    from sgdlab.train.instruments import build_instrument
+
+    cbs = {"dynamics": build_instrument("dynamics", schedule=Schedule.every(1)),
+           "walk": build_instrument("step_interpolation", schedule=Schedule.every(1),
+                                    eval_subset=8)}
+    res = fit(callbacks=[cbs[k] for k in order] + list(extra), checkpoint_dir=ckpt,
+              checkpoint_every=5, **kw)
+    return res, cbs
+
+
+def test_resume_hands_callback_states_back_by_instrument_not_by_position(tmp_path):
+    """Reordered instruments: by position the dynamics instrument took the interpolation's
+    state (θ_0 lost: distances from the resumed model) and the interpolation the dynamics'
+    (its records of the first steps lost)."""
+    whole, whole_cbs = _instrumented(["dynamics", "walk"], tmp_path / "whole")
+    _instrumented(["dynamics", "walk"], tmp_path / "cut", max_steps=5)
+    res, cbs = _instrumented(["walk", "dynamics"], tmp_path / "cut", resume=True)
+    assert res.history["dist_from_init"] == whole.history["dist_from_init"]
+    assert len(cbs["walk"].records) == len(whole_cbs["walk"].records) == 8
+
+
+def test_resume_refuses_a_saved_state_no_instrument_takes(tmp_path):
+    _instrumented(["dynamics", "walk"], tmp_path, max_steps=5)
+    with pytest.raises(UserError) as e:
+        _instrumented(["walk"], tmp_path, resume=True)
+    assert "dynamics#0" in one_line(e) and "step_interpolation#0" in str(e.value)
+    # an instrument added at the resume (a second of a kind) starts afresh
+    from sgdlab.train.callbacks import Schedule
+    from sgdlab.train.instruments import build_instrument
+
+    added = build_instrument("step_interpolation", schedule=Schedule.every(1), eval_subset=8)
+    res, cbs = _instrumented(["dynamics", "walk"], tmp_path, extra=[added], resume=True)
+    assert res.status == "finished"
+    assert len(cbs["walk"].records) == 8 and len(added.records) == 3   # steps 5, 6, 7
+
+
+def test_a_checkpoint_with_states_by_position_still_resumes(tmp_path):
+    """Checkpoints written before the keys hold a list: handed back by position, as then."""
+    whole, _ = _instrumented(["dynamics", "walk"], tmp_path / "whole")
+    cut, _ = _instrumented(["dynamics", "walk"], tmp_path / "cut", max_steps=5)
+    state = load_checkpoint(cut.checkpoint)
+    state["callbacks"] = list(state["callbacks"].values())
+    save_checkpoint(cut.checkpoint, state)
+    res, cbs = _instrumented(["dynamics", "walk"], tmp_path / "cut", resume=True)
+    assert res.history["dist_from_init"] == whole.history["dist_from_init"]
+    assert len(cbs["walk"].records) == 8
