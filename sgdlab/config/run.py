@@ -390,9 +390,18 @@ def _check_measure_item(path: str, item: dict[str, Any], errors: list[str]) -> N
     params = instrument_params(name)
     _check_args(path, given, params or {}, params is None, f"instrument {name!r}", errors,
                 nullable=_nullable(registry[name]))
-    n_sched = sum(item.get(k) is not None for k in ("every", "at", "log_points"))
-    if n_sched > 1:
+    chosen = [k for k in ("every", "at", "log_points") if item.get(k) is not None]
+    if len(chosen) > 1:
         errors.append(f"{path}: give at most one of every, at, log_points")
+    starts = bool(item.get("start"))    # 0, the default, moves nothing
+    if getattr(registry[name], "own_cadence", False):
+        for key in chosen + ["start"] * starts:
+            errors.append(f"{path}.{key}: instrument {name!r} keeps its own cadence "
+                          f"({registry[name].own_cadence}); {key} would be ignored")
+    elif starts and set(chosen) & {"at", "log_points"}:
+        other = "at" if "at" in chosen else "log_points"
+        errors.append(f"{path}.start: start is the first step of `every`; {other} names its "
+                      "own steps (give start with every, or the steps in at)")
 
 
 def _unknown_name(path: str, name: str, registry, what: str) -> str:

@@ -455,3 +455,21 @@ def test_an_epoch_schedule_with_a_batch_size_schedule_of_varying_steps_is_refuse
     # the same schedule with a constant batch size is built as before
     const = build_from_config({**TINY, "schedule": {"name": "cosine-cyclic", "period": 2}})
     assert const.schedule.steps_per_epoch == 4
+
+
+def test_schedule_keys_the_instrument_would_ignore_are_refused(tmp_path):
+    """A trajectory records by its own every_steps / every_epochs: ``every: 5`` recorded at
+    every epoch end instead, without a word. ``start`` with ``at`` / ``log_points``: those
+    named the steps and ``start`` was dropped."""
+    traj = {"name": "trajectory", "path": str(tmp_path / "t")}
+    for key, value in (("every", 5), ("at", [0, 4]), ("log_points", 3), ("start", 2)):
+        msg = errors_of({**TINY, "measure": [{**traj, key: value}]})
+        assert (f"measure[0].{key}: instrument 'trajectory' keeps its own cadence "
+                "(every_steps / every_epochs)") in msg
+    for key, value in (("at", [0, 4]), ("log_points", 3)):
+        msg = errors_of({**TINY, "measure": [{"name": "hessian", key: value, "start": 2}]})
+        assert f"measure[0].start: start is the first step of `every`; {key} names" in msg
+    b = build_from_config({**TINY, "measure": [{"name": "hessian", "every": 3, "start": 2},
+                                               {**traj, "every_steps": 3}]})
+    assert [s for s in range(9) if b.callbacks[0].schedule(s)] == [2, 5, 8]
+    assert b.callbacks[1].every_steps == 3

@@ -80,6 +80,11 @@ class TrajectoryRecorder(Callback):
 def trajectory_instrument(*, schedule: Schedule, path: str, every_steps: int | None = None,
                           every_epochs: int | None = 1, num_coords: int | None = None,
                           seed: int = 0, dtype: str = "float32") -> Callback:
-    """Weight snapshots to ``path`` (``schedule`` is unused: the recorder has its own cadence)."""
+    """Weight snapshots to ``path`` (``schedule`` is unused: the recorder has its own cadence,
+    so a run config refuses ``every`` / ``at`` / ``log_points`` / ``start`` for it)."""
     return TrajectoryRecorder(path, every_steps=every_steps, every_epochs=every_epochs,
                               num_coords=num_coords, seed=seed, dtype=dtype)
+
+
+# what a run config's schedule keys would be ignored for (``_check_measure_item``)
+trajectory_instrument.own_cadence = "every_steps / every_epochs"
