@@ -578,8 +578,19 @@ def measure_schedule(item: dict[str, Any], total_steps: int):
     return Schedule.every(item.get("every") or 1, item.get("start") or 0)
 
 
-def build_measure(items: list[dict[str, Any]], total_steps: int) -> list:
-    """Callbacks for validated ``measure`` items (see :class:`MeasureItem`)."""
+def _option_error(i: int, item: dict[str, Any], e: Exception) -> str:
+    """An instrument's error for ``measure[i]``: its "Invalid KEY=..." names the option, and
+    is reported under the option's key path."""
+    key = re.match(r"Invalid (\w+)=", str(e))
+    return f"measure[{i}]" + (f".{key[1]}" if key and key[1] in item else "") + f": {e}"
+
+
+def build_measure(items: list[dict[str, Any]], total_steps: int, model: Any = None,
+                  data: Any = None) -> list:
+    """Callbacks for validated ``measure`` items (see :class:`MeasureItem`); with the run's
+    ``model`` and ``data``, each one's :meth:`~sgdlab.train.callbacks.Callback.check` on them
+    too (more eigenpairs than parameters, ``eval_mode: false`` on a batch norm in train mode,
+    ...), so that every bad option is reported at once, before the run is recorded."""
     from ..train.instruments import build_instrument
 
     callbacks, prefixes, errors = [], {}, []
@@ -589,11 +600,10 @@ def build_measure(items: list[dict[str, Any]], total_steps: int) -> list:
             callbacks.append(build_instrument(item["name"],
                                               schedule=measure_schedule(item, total_steps),
                                               **params))
-        except (ValueError, TypeError) as e:
-            # an instrument's "Invalid KEY=..." names the option: report it under its key path
-            key = re.match(r"Invalid (\w+)=", str(e))
-            path = f"measure[{i}]" + (f".{key[1]}" if key and key[1] in params else "")
-            errors.append(f"{path}: {e}")
+            if model is not None:
+                callbacks[-1].check(model, data)
+        except (ValueError, TypeError, UserError) as e:
+            errors.append(_option_error(i, item, e))
             continue
         prefix = getattr(callbacks[-1], "prefix", None)
         if prefix is not None and prefix in prefixes:
@@ -697,7 +707,7 @@ def build_from_config(cfg: dict[str, Any], *, validated: bool = False) -> BuiltR
         except (ValueError, TypeError) as e:
             raise ConfigError(f"schedule: {e}") from None
 
-    callbacks = build_measure(cfg["measure"], total)
+    callbacks = build_measure(cfg["measure"], total, model, data)
     if t["tensorboard"]:  # last, so it sees what the instruments log in the same step
         from ..train.tensorboard import TensorBoardLogger
 

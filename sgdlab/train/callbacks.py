@@ -124,6 +124,11 @@ class Callback:
     def on_epoch_end(self, ctx: TrainContext) -> None: ...
     def on_train_end(self, ctx: TrainContext) -> None: ...
 
+    def check(self, model: nn.Module, data: Any) -> None:
+        """Raise a ValueError ("Invalid OPTION=value (why)") for an option this model or data
+        cannot take (more eigenpairs than parameters, ...). The loop calls it before step 0 and
+        a run config before the run is recorded, not at the first measurement."""
+
     # Callbacks with memory (e.g. the previous gradient) save it here so resume is exact.
     def state_dict(self) -> dict[str, Any]:
         return {}

@@ -368,6 +368,7 @@ class _Training:
         self.needs_closure = bool(getattr(optimizer, "needs_closure", False))
         self.callbacks = as_callbacks(callbacks)
         self.callback_keys = callback_keys(self.callbacks)
+        check_callbacks(self.callbacks, model, data)
         self.hooks = {h: [cb for cb in self.callbacks if _overrides(cb, h)] for h in
                       ("on_train_begin", "on_step_begin", "on_after_backward", "on_step_end",
                        "on_epoch_end", "on_train_end")}
@@ -901,6 +902,17 @@ def as_callbacks(callbacks: Any) -> list[Callback]:
                             "measurement as MeasurementCallback(lambda ctx: {name: value}, "
                             "Schedule.every(k))")
     return items
+
+
+def check_callbacks(callbacks: Sequence[Callback], model: nn.Module, data: Any) -> None:
+    """Each callback's :meth:`~sgdlab.train.callbacks.Callback.check` on this model and data,
+    before step 0: a ``UserError`` naming the callback (its instrument) and the option."""
+    for i, cb in enumerate(callbacks):
+        try:
+            cb.check(model, data)
+        except (ValueError, UserError) as e:
+            name = getattr(cb, "instrument", None) or type(cb).__name__
+            raise UserError(f"callbacks[{i}] ({name}): {e}") from None
 
 
 def check_loss(loss_fn: Any) -> None:

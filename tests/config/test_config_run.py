@@ -473,3 +473,27 @@ def test_schedule_keys_the_instrument_would_ignore_are_refused(tmp_path):
                                                {**traj, "every_steps": 3}]})
     assert [s for s in range(9) if b.callbacks[0].schedule(s)] == [2, 5, 8]
     assert b.callbacks[1].every_steps == 3
+
+
+def test_instrument_options_are_checked_when_the_run_is_built(tmp_path):
+    """Option values an instrument took until its first measurement, possibly hours into the
+    run: every one reported at once under its key path when the run is built."""
+    items = [{"name": "hessian", "operator": "hesian", "every": 50},
+             {"name": "hessian", "k": 104, "prefix": "h2", "start": 40, "every": 50},
+             {"name": "alignment", "k": 21, "every": 50},
+             {"name": "dynamics", "hessian_every": 50, "hessian_tol": -1.0},
+             {"name": "dynamics", "hessian_every": 50, "hessian_iter": 0},
+             {"name": "trajectory", "path": str(tmp_path / "t"), "dtype": "int8"}]
+    with pytest.raises(ConfigError) as e:
+        build_from_config({**TINY, "measure": items})
+    msg = str(e.value)
+    for needle in ("measure[0].operator: Invalid operator='hesian' (one of empirical_fisher, "
+                   "ggn, hessian)",
+                   "measure[1].k: Invalid k=104 (more eigenvalues than the model's 103 "
+                   "parameters)",
+                   "measure[2].k: Invalid k=21 (at most min(N, d) = 20",
+                   "measure[3].hessian_tol: Invalid hessian_tol=-1.0",
+                   "measure[4].hessian_iter: Invalid hessian_iter=0",
+                   "measure[5].dtype: Invalid dtype='int8'"):
+        assert needle in msg, msg
+    assert not (tmp_path / "t").exists()

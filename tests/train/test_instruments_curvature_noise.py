@@ -8,6 +8,7 @@ from torch import nn
 from sgdlab.data.base import Dataset
 from sgdlab.measure.noise import noise_magnitude
 from sgdlab.testing import covariance_reference, dense_hessian_reference, per_sample_gradients_loop
+from sgdlab.errors import UserError
 from sgdlab.train.callbacks import Schedule
 from sgdlab.train.instruments import build_instrument, instruments
 from sgdlab.train.loop import train
@@ -329,3 +330,24 @@ def test_instruments_in_train_mode_leave_the_run_as_it_was(name, options):
               epochs=1, batch_size=10, callbacks=cbs, progress=False)
         ends.append(copy.deepcopy(model.state_dict()))
     assert all(torch.equal(ends[0][k], ends[1][k]) for k in ends[0])
+
+
+def test_eigenpair_counts_the_model_cannot_give_are_refused_before_step_0():
+    """k > d (Lanczos) or k > min(N, d) (alignment's Σ) failed the run at the instrument's
+    first measurement, after the steps before it."""
+    model = nn.Sequential(nn.Linear(4, 2), nn.Tanh(), nn.Linear(2, 3))      # d = 19
+    cases = [("hessian", {"k": 20}, "Invalid k=20 (more eigenvalues than the model's 19 "),
+             ("hessian", {"bottom": 20}, "Invalid bottom=20 (more eigenvalues"),
+             ("alignment", {"k": 12, "eval_subset": 11}, "Invalid k=12 (at most min(N, d) = 11"),
+             ("alignment", {"k": 19}, "Invalid k=19 (at most min(N, d) = 19")]
+    for name, options, needle in cases[:3]:
+        cb = build_instrument(name, schedule=Schedule.every(5), **options)
+        with pytest.raises(UserError) as e:
+            train(model, nn.CrossEntropyLoss(), _data(), torch.optim.SGD(model.parameters(),
+                  lr=0.1), epochs=1, batch_size=8, callbacks=[cb], progress=False)
+        assert needle in str(e.value), str(e.value)
+    name, options, _ = cases[3]                  # k = min(N, d) is measured
+    cb = build_instrument(name, schedule=Schedule.at([5]), **options)
+    res = train(model, nn.CrossEntropyLoss(), _data(), torch.optim.SGD(model.parameters(),
+                lr=0.1), epochs=1, batch_size=8, callbacks=[cb], progress=False)
+    assert "align/cos_19" in res.history

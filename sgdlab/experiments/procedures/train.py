@@ -231,7 +231,7 @@ class TrainProcedure(Procedure):
         items = [dict(m, path=str(ctx.artifact_dir / TRAJECTORY_FILE))
                  if m["name"] == "trajectory" and "path" not in m else m
                  for m in p.get("measure", []) or []]
-        callbacks = build_measure(items, total)
+        callbacks = build_measure(items, total, model, ds)
         if p.get("switch"):
             from sgdlab.optim.switch import SwitchCallback   # Zhu et al.: RMSProp-then-SGD
 

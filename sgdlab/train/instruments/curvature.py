@@ -25,6 +25,8 @@ from sgdlab.measure.curvature import frobenius_norm, hutchinson_trace, lanczos
 from sgdlab.measure.sharpness import epsilon_sharpness, expected_sharpness, local_entropy
 from sgdlab.models.modes import buffers_kept, eval_mode
 from sgdlab.operators import curvature_operator
+from sgdlab.operators.factory import OPERATORS
+from sgdlab.operators.params import num_params
 
 from ..callbacks import (MeasurementCallback, Schedule, TrainContext, step_generator,
                          train_subset)
@@ -44,6 +46,13 @@ def check_options(**rules: tuple[Any, bool, str]) -> None:
 
 def int_at_least(v: Any, low: int) -> bool:
     return isinstance(v, int) and not isinstance(v, bool) and v >= low
+
+
+def eval_set_size(data: Any, eval_subset: int | None) -> int:
+    """The number of examples a measurement on ``eval_subset`` of ``data``'s training set
+    sees (:func:`~sgdlab.train.callbacks.train_subset`)."""
+    n = len(data.x_train)
+    return n if eval_subset is None else min(n, eval_subset)
 
 
 class MeasuredCallback(MeasurementCallback):
@@ -100,11 +109,18 @@ class HessianCallback(MeasuredCallback):
             ("frobenius_probes", frobenius_probes))},
             tol=(tol, tol > 0, "must be > 0"),
             block_size=(block_size, block_size is None or int_at_least(block_size, 1),
-                        "an int >= 1"))
+                        "an int >= 1"),
+            operator=(operator, operator in OPERATORS, f"one of {', '.join(sorted(OPERATORS))}"))
         self.k, self.bottom, self.tol, self.operator = k, bottom, tol, operator
         self.trace_probes, self.frobenius_probes, self.prefix = (trace_probes, frobenius_probes,
                                                                  prefix)
         self.block_size = block_size
+
+    def check(self, model, data) -> None:
+        super().check(model, data)
+        d = num_params(model)
+        check_options(**{key: (v, v <= d, f"more eigenvalues than the model's {d} parameters")
+                         for key, v in (("k", self.k), ("bottom", self.bottom))})
 
     def compute(self, ctx, data, generator):
         op = curvature_operator(self.operator, ctx.model, ctx.loss_fn, data)

@@ -237,6 +237,12 @@ def dynamics_instrument(*, schedule: Schedule, full_grad_every: int | None = Non
     """Gradient cosine, distances and norms every scheduled step; full-gradient and Hessian
     norms every ``full_grad_every`` / ``hessian_every`` steps (None: never), the latter by
     Lanczos with relative tolerance ``hessian_tol`` and at most ``hessian_iter`` iterations."""
+    from .curvature import check_options, int_at_least
+
+    check_options(hessian_tol=(hessian_tol, hessian_tol is None or hessian_tol >= 0,
+                               "must be >= 0"),
+                  hessian_iter=(hessian_iter, hessian_iter is None
+                                or int_at_least(hessian_iter, 1), "an int >= 1"))
     kw = {k: v for k, v in (("tol", hessian_tol), ("num_iter", hessian_iter)) if v is not None}
     return DynamicsCallback(
         schedule,

@@ -38,7 +38,9 @@ from sgdlab.optim import gradient_step_size
 
 from ..callbacks import Schedule
 from . import register_instrument
-from .curvature import MeasuredCallback, _common, check_options, int_at_least
+from sgdlab.operators.params import num_params
+
+from .curvature import MeasuredCallback, _common, check_options, eval_set_size, int_at_least
 
 __all__ = ["AlignmentCallback", "BatchStatisticsCallback", "NoiseCallback",
            "NoiseMagnitudeCallback"]
@@ -73,6 +75,13 @@ class AlignmentCallback(MeasuredCallback):
                       tol=(tol, tol > 0, "must be > 0"))
         self.k, self.num_probes, self.tol, self.trace_alignment = (k, num_probes, tol,
                                                                    trace_alignment)
+
+    def check(self, model, data) -> None:
+        super().check(model, data)
+        n, d = eval_set_size(data, self.eval_subset), num_params(model)
+        check_options(k=(self.k, self.k <= min(n, d), f"at most min(N, d) = {min(n, d)}: Σ of "
+                         f"N = {n} examples and d = {d} parameters has at most that many "
+                         "eigenpairs"))
 
     def compute(self, ctx, data, generator):
         res = sigma_hessian_alignment(ctx.model, ctx.loss_fn, data, self.k,

@@ -14,7 +14,7 @@ import os
 from typing import Any
 
 from sgdlab.operators.params import num_params, params_vector
-from sgdlab.store.trajectory import TrajectoryWriter
+from sgdlab.store.trajectory import _DTYPES, TrajectoryWriter
 
 from ..callbacks import Callback, Schedule, TrainContext
 from . import register_instrument
@@ -41,6 +41,11 @@ class TrajectoryRecorder(Callback):
         for name, v in (("every_steps", every_steps), ("every_epochs", every_epochs)):
             if v is not None and v < 1:
                 raise ValueError(f"Invalid {name}={v} (must be >= 1)")
+        if dtype not in _DTYPES:
+            raise ValueError(f"Invalid dtype={dtype!r} (one of {', '.join(_DTYPES)})")
+        if num_coords is not None and (not isinstance(num_coords, int)
+                                       or isinstance(num_coords, bool) or num_coords < 1):
+            raise ValueError(f"Invalid num_coords={num_coords!r} (an int >= 1, or None: all)")
         self.path, self.every_steps, self.every_epochs = path, every_steps, every_epochs
         self.num_coords, self.seed, self.dtype = num_coords, seed, dtype
         self.schedule = Schedule.every(every_steps) if every_steps else Schedule.never()
