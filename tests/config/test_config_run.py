@@ -497,3 +497,14 @@ def test_instrument_options_are_checked_when_the_run_is_built(tmp_path):
                    "measure[5].dtype: Invalid dtype='int8'"):
         assert needle in msg, msg
     assert not (tmp_path / "t").exists()
+
+
+def test_eval_mode_false_on_a_training_batch_norm_is_a_config_error():
+    raw = {**TINY, "model": {"name": "mlp", "options": {"widths": [4], "batchnorm": True}},
+           "measure": [{"name": "noise", "every": 3}, {"name": "noise", "eval_mode": False}]}
+    with pytest.raises(ConfigError) as e:
+        build_from_config(raw)
+    assert str(e.value).startswith("measure[1].eval_mode: Invalid eval_mode=False (the model's "
+                                   "net.2 (BatchNorm1d) is in train mode"), str(e.value)
+    raw["model"]["options"]["batchnorm"] = False             # nothing mixes the examples
+    assert len(build_from_config(raw).callbacks) == 2

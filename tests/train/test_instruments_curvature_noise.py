@@ -9,7 +9,7 @@ from sgdlab.data.base import Dataset
 from sgdlab.measure.noise import noise_magnitude
 from sgdlab.testing import covariance_reference, dense_hessian_reference, per_sample_gradients_loop
 from sgdlab.errors import UserError
-from sgdlab.train.callbacks import Schedule
+from sgdlab.train.callbacks import MeasurementCallback, Schedule
 from sgdlab.train.instruments import build_instrument, instruments
 from sgdlab.train.loop import train
 
@@ -318,18 +318,42 @@ def test_build_instrument_names_a_misspelled_instrument_or_option():
     ("sharpness", {"num_samples": 3, "epsilon": 1e-3, "gamma": 1e-3}),
     ("hessian", {"k": 1, "trace_probes": 2})])
 def test_instruments_in_train_mode_leave_the_run_as_it_was(name, options):
-    """eval_mode=False measures the model as it trains (dropout and batch norm in train mode):
-    the run's weights and running statistics must end as they would without the instrument."""
+    """eval_mode=False measures the model as it trains (dropout in train mode; a batch norm
+    in train mode is refused, a frozen one stays frozen): the run's weights and buffers must
+    end as they would without the instrument."""
     ends = []
     for cbs in ([], [build_instrument(name, schedule=Schedule.every(1), eval_mode=False,
                                       **options)]):
         torch.manual_seed(0)
         model = nn.Sequential(nn.Linear(4, 6), nn.BatchNorm1d(6), nn.Tanh(), nn.Dropout(0.5),
                               nn.Linear(6, 3))
+        model[1].eval()                      # frozen: its running statistics are fixed
         train(model, nn.CrossEntropyLoss(), _data(), torch.optim.SGD(model.parameters(), lr=0.1),
               epochs=1, batch_size=10, callbacks=cbs, progress=False)
         ends.append(copy.deepcopy(model.state_dict()))
     assert all(torch.equal(ends[0][k], ends[1][k]) for k in ends[0])
+
+
+@pytest.mark.parametrize("name", ["hessian", "sharpness", "noise", "alignment",
+                                  "noise_magnitude", "batch_statistics"])
+def test_eval_mode_false_on_a_training_batch_norm_is_refused_before_step_0(name):
+    """Measured in train mode, a batch norm normalises by the evaluation batch (the values
+    depend on which examples share it; per-sample gradients are undefined): noise failed the
+    run at its first measurement, the Hessian logged such values without a word."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 6), nn.BatchNorm1d(6), nn.Tanh(), nn.Linear(6, 3))
+    cb = build_instrument(name, schedule=Schedule.every(5), eval_mode=False)
+    steps = []
+    probe = MeasurementCallback(lambda ctx: steps.append(ctx.step) or {}, Schedule.every(1))
+    with pytest.raises(UserError, match=r"callbacks\[1\] \(" + name + r"\): Invalid "
+                       r"eval_mode=False \(the model's 1 \(BatchNorm1d\) is in train mode"):
+        train(model, nn.CrossEntropyLoss(), _data(), torch.optim.SGD(model.parameters(),
+              lr=0.1), epochs=1, batch_size=8, callbacks=[probe, cb], progress=False)
+    assert steps == []                       # refused before step 0
+    model[1].eval()                          # a frozen batch norm is measured as it is
+    res = train(model, nn.CrossEntropyLoss(), _data(), torch.optim.SGD(model.parameters(),
+                lr=0.1), epochs=1, batch_size=8, callbacks=[cb], progress=False)
+    assert res.status == "finished"
 
 
 def test_eigenpair_counts_the_model_cannot_give_are_refused_before_step_0():

@@ -48,6 +48,15 @@ def int_at_least(v: Any, low: int) -> bool:
     return isinstance(v, int) and not isinstance(v, bool) and v >= low
 
 
+def train_mode_batch_norm(model: torch.nn.Module) -> str | None:
+    """``"name (BatchNorm1d)"`` of the first batch-norm layer of ``model`` in train mode;
+    None when there is none."""
+    for name, m in model.named_modules():
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and m.training:
+            return f"{name or 'the model'} ({type(m).__name__})"
+    return None
+
+
 def eval_set_size(data: Any, eval_subset: int | None) -> int:
     """The number of examples a measurement on ``eval_subset`` of ``data``'s training set
     sees (:func:`~sgdlab.train.callbacks.train_subset`)."""
@@ -67,6 +76,14 @@ class MeasuredCallback(MeasurementCallback):
         super().__init__(self._measure, schedule, at_train_begin=begin)
         self.eval_subset, self.eval_mode, self.seed = eval_subset, eval_mode, seed
         self._data: Any = None
+
+    def check(self, model, data) -> None:
+        bn = None if self.eval_mode else train_mode_batch_norm(model)
+        if bn is not None:
+            raise ValueError(
+                f"Invalid eval_mode=False (the model's {bn} is in train mode: measured so, its "
+                "output would depend on which examples share the evaluation batch, and "
+                "per-sample quantities are undefined; measure in eval mode, the default)")
 
     def eval_data(self, ctx: TrainContext):
         if self._data is None:
