@@ -201,9 +201,11 @@ def _replica_master(run: dict, store):
     return {**cfg, "rounds": rounds}, models[-1], run["id"], models[-1].parent, store
 
 
-def _rebuild(cfg: dict, ckpt: Path):
+def _rebuild(cfg: dict, ckpt: Path, train_mode: bool = False):
     """(model with the checkpoint's weights, loss_fn, data, step, checkpoint state) of a
-    stored run: a training-loop checkpoint of a run config, or a replica run's master."""
+    stored run: a training-loop checkpoint of a run config, or a replica run's master. The
+    run's instruments are not built (nothing here runs them). ``train_mode``: a model with
+    batch norm is refused before its weights are read."""
     import torch
 
     from sgdlab.config.run import build_from_config
@@ -213,6 +215,7 @@ def _rebuild(cfg: dict, ckpt: Path):
         from sgdlab.train.distributed import build_model_and_data
 
         model, loss_fn, data = build_model_and_data(cfg)
+        _refuse_train_mode_batch_norm(model, train_mode)
         try:
             weights = torch.load(ckpt, map_location="cpu", weights_only=True)
         except Exception as e:  # noqa: BLE001 - one line naming the file
@@ -221,13 +224,31 @@ def _rebuild(cfg: dict, ckpt: Path):
         # the master after the last round, logged at step rounds · L
         step = int(cfg["rounds"]) * int(cfg["parle"]["L"])
         return model, loss_fn, data, step, {}
-    built = build_from_config(cfg)
+    # without its instruments (and TensorBoard logger): an option a newer sgdlab refuses, or
+    # an instrument registered only where the run trained, must not stop its model's rebuild
+    built = build_from_config({**cfg, "measure": [],
+                               "train": {**(cfg.get("train") or {}), "tensorboard": None}})
     model = built.model
+    _refuse_train_mode_batch_norm(model, train_mode)
     state = load_checkpoint(ckpt, map_location=next(model.parameters()).device,
                             require=("model",))
     load_state(model, state["model"], ckpt, "model")
     step = int(state.get("loop", {}).get("step", 0))
     return model, built.loss_fn, built.data, step, state
+
+
+def _refuse_train_mode_batch_norm(model, train_mode: bool) -> None:
+    """``--train-mode`` on a model with batch norm: a UserError, before any work."""
+    from torch import nn
+
+    bn = next((f"{name} ({type(m).__name__})" for name, m in model.named_modules()
+               if isinstance(m, nn.modules.batchnorm._BatchNorm)), None)
+    if train_mode and bn is not None:
+        raise UserError(f"--train-mode: the model's {bn} would normalise by the statistics "
+                        "of the measured examples, so every value would depend on which "
+                        "examples share the batch (and per-sample gradients, for noise, "
+                        "alignment and batch, are undefined); measure in eval mode (leave "
+                        "out --train-mode)")
 
 
 def _tolist(t) -> list[float]:
@@ -254,7 +275,7 @@ def _measure(args: argparse.Namespace) -> int:
                         f"and {args.steps}")
 
     cfg, ckpt, run_id, folder, store = _locate(args.target, args.store)
-    model, loss_fn, data, step, state = _rebuild(cfg, ckpt)
+    model, loss_fn, data, step, state = _rebuild(cfg, ckpt, args.train_mode)
     run_id = run_id or state.get("run_id")
     model.train(args.train_mode)
 
@@ -266,12 +287,19 @@ def _measure(args: argparse.Namespace) -> int:
         idx = torch.randperm(len(x), generator=g)[: args.subset].to(x.device)
         x, y = x[idx], y[idx]
     batch = (x, y)
-    # bad batch options are refused before anything is measured
+    # bad batch options and an alignment k Σ cannot give are refused before anything is
+    # measured
     batch_size = _batch_size(args, cfg, len(x)) if "batch" in what else None
+    d = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    if "alignment" in what and args.k > min(len(x), d):
+        raise UserError(f"--k {args.k}: alignment takes the top-k eigenpairs of Σ, which has "
+                        f"at most min(N, d) = {min(len(x), d)} (N = {len(x)} examples "
+                        f"measured, d = {d} parameters); give --k <= {min(len(x), d)}"
+                        + (" or more examples with --subset" if len(x) < d else ""))
     out_dir = Path(args.out) if args.out else ((folder or Path(".")) / f"measure-step{step}")
     out_dir.mkdir(parents=True, exist_ok=True)
     print(f"sgdlab: measuring {ckpt} (step {step}) on {len(x)} {args.data} examples, "
-          f"{sum(p.numel() for p in model.parameters() if p.requires_grad)} parameters, "
+          f"{d} parameters, "
           f"{'train' if args.train_mode else 'eval'} mode", flush=True)
 
     result: dict[str, Any] = {"checkpoint": str(ckpt), "run_id": run_id, "step": step,

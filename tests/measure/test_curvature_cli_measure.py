@@ -205,3 +205,50 @@ def test_cabs_takes_the_step_along_mini_batch_gradients():
     # no state: the config's value under the same key
     assert _checkpoint_lr({}, {"optimizer": {"name": "entropy-sgd", "inner_lr": 0.2,
                                              "lr": 1.0}}, None, None) == pytest.approx(0.2)
+
+
+
+@pytest.fixture(scope="module")
+def bn_run(tmp_path_factory):
+    """(store, run folder) of a 3-step digits-mlp run with batch norm, whose config.yaml names
+    an instrument registered only in the script that trained it."""
+    import yaml
+
+    tmp = tmp_path_factory.mktemp("bn")
+    store, run_dir = str(tmp / "runs.sqlite"), tmp / "run"
+    assert main(["train", "digits-mlp", "--store", store, "--out", str(run_dir),
+                 "--set", "train.max_steps=3", "--set", "train.epochs=1",
+                 "--set", "model.options.batchnorm=true", "--no-progress"]) == 0
+    cfg = yaml.safe_load((run_dir / "config.yaml").read_text())
+    cfg["measure"] = [{"name": "an_instrument_of_the_training_script", "every": 5}]
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg))
+    return store, run_dir
+
+
+def test_measure_rebuilds_the_model_without_the_instruments(bn_run, tmp_path):
+    """Nothing here runs them: an instrument the training script registered had made the
+    run's model unmeasurable ("unknown instrument")."""
+    store, run_dir = bn_run
+    out = tmp_path / "m"
+    assert main(["measure", str(run_dir), "--store", store, "--what", "hessian",
+                 "--subset", "20", "--k", "2", "--probes", "2", "--out", str(out)]) == 0
+    assert "hess/top_2" in json.loads((out / "measurements.json").read_text())["scalars"]
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--what", "hessian,alignment", "--subset", "3", "--k", "5"],
+     "--k 5: alignment takes the top-k eigenpairs of Σ, which has at most min(N, d) = 3 (N = 3 "
+     "examples measured, d = "),
+    (["--what", "hessian", "--train-mode"],
+     "--train-mode: the model's net.2 (BatchNorm1d) would normalise by the statistics of the "
+     "measured examples")])
+def test_measure_refuses_before_measuring(bn_run, tmp_path, capsys, args, needle):
+    """An alignment k above min(N, d) was a ValueError traceback after the Hessian had run;
+    --train-mode on a model with batch norm measured values that depend on which examples
+    share the batch. Both are refused before anything is measured or written."""
+    store, run_dir = bn_run
+    capsys.readouterr()
+    assert main(["measure", str(run_dir), "--store", store, "--out", str(tmp_path / "m"),
+                 *args]) == 2
+    assert needle in capsys.readouterr().err
+    assert not (tmp_path / "m").exists()
