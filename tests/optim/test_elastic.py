@@ -129,7 +129,8 @@ def test_parle_rounds_equal_eq_5_8_by_hand(normalization, master):
     want = _by_hand(Qs, ms, x0, **hyper)
     got = _with_parle(Qs, ms, x0, **hyper)
     for a, b in zip(got, want):
-        assert torch.allclose(a, b, atol=1e-13, rtol=0)
+        # a few ulps of the values: the authors-code coupling L·n/ρ drives them to ~340
+        assert torch.allclose(a, b, atol=1e-13, rtol=1e-14)
     # the readings differ: the test can tell them apart
     other = _by_hand(Qs, ms, x0, **{**hyper, "master": "lagged" if master == "current"
                                     else "current"})
