@@ -20,10 +20,13 @@ to the underlying implementation of SGD": the field is added to the gradient the
 **N and p for a real network** (§2.4.2): "N := (# weights / p)^{1/2} where p is taken to be the
 number of layers", a convolution (with its batch normalization and max-pooling) counting as one
 layer. :func:`trivialization_heuristics` counts the weight layers (``nn.Linear`` / ``nn.Conv*``)
-as p and sets N = (d / p)^{1/2}, d the number of trainable parameters. N only matters when ``n``
-is given explicitly (n ≤ N keeps the square root real). The thesis' formula gives a zero field
-for p ≤ 2 (√(p(p−2)) = 0); sgdlab raises p to 3 for networks with fewer than three weight
-layers (a departure, for small test networks; the thesis' networks have p ≥ 4).
+as p and sets N = (d / p)^{1/2}, d the number of trainable parameters. The same paragraph calls
+p "the number of hidden layers" (as §2.1 and §2.4.1 do: the 3-spin glass is "three hidden
+layers [...] and a fourth loss layer"), one fewer: ``p_count="hidden-layers"`` counts the weight
+layers but the output one. N only matters when ``n`` is given explicitly (n ≤ N keeps the
+square root real). The thesis' formula gives a zero field for p ≤ 2 (√(p(p−2)) = 0); sgdlab
+raises p to 3 for networks with fewer than three layers so counted (a departure, for small test
+networks; the thesis' networks have p ≥ 3).
 
 ``resample=True`` (registered as ``annealed-noise``) draws a fresh ξ every step with the same
 annealed strength: Gaussian noise of the same magnitude but no fixed direction — the thesis'
@@ -48,20 +51,28 @@ from .noise import standard_normal
 from .registry import build_optimizer, register_optimizer
 from .settings import inner_settings
 
-__all__ = ["TrivializedSGD", "AnnealedNoiseSGD", "trivialization_heuristics", "field_strength"]
+__all__ = ["TrivializedSGD", "AnnealedNoiseSGD", "trivialization_heuristics", "field_strength",
+           "P_COUNTS"]
 
 _WEIGHT_LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
+# what §2.4.2's p counts: "the number of layers" or "the number of hidden layers" (line 682-686)
+P_COUNTS = ("weight-layers", "hidden-layers")
 
 
-def trivialization_heuristics(model: nn.Module) -> dict[str, float]:
-    """Thesis §2.4.2 for a model: ``{"p": max(3, L), "num_spins": (d / L)^{1/2}, "layers": L}``
-    with L the number of weight layers (``nn.Linear`` / ``nn.Conv*``) and d the number of
-    trainable parameters (module docstring)."""
+def trivialization_heuristics(model: nn.Module, *, p_count: str = "weight-layers"
+                              ) -> dict[str, float]:
+    """Thesis §2.4.2 for a model: ``{"p": max(3, P), "num_spins": (d / P)^{1/2}, "layers": L}``
+    with L the number of weight layers (``nn.Linear`` / ``nn.Conv*``), P = L
+    (``p_count="weight-layers"``) or L − 1, the output layer left out (``"hidden-layers"``),
+    and d the number of trainable parameters (module docstring)."""
+    if p_count not in P_COUNTS:
+        raise ValueError(f"Invalid p_count {p_count!r}; choose one of {', '.join(P_COUNTS)}")
     layers = sum(1 for m in model.modules()
                  if isinstance(m, _WEIGHT_LAYERS) and getattr(m, "weight", None) is not None
                  and m.weight.requires_grad)
     d = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    return {"p": max(3, layers), "num_spins": math.sqrt(d / max(1, layers)),
+    counted = layers if p_count == "weight-layers" else max(0, layers - 1)
+    return {"p": max(3, counted), "num_spins": math.sqrt(d / max(1, counted)),
             "layers": layers}
 
 
@@ -84,6 +95,8 @@ class TrivializedSGD(Optimizer):
         coupling: J, the scale of the spin-glass couplings (> 0); the field is
             h = J√(p(p−2)) ξ. In gradient units: ‖h‖ ≈ J√(p(p−2) d).
         p: spin-glass order (> 2); default from ``model`` (:func:`trivialization_heuristics`).
+        p_count: what the default p counts, ``"weight-layers"`` (default) or
+            ``"hidden-layers"`` (one fewer; module docstring).
         num_spins: N; default (d / p)^{1/2} from ``model`` (thesis §2.4.2), else d.
         n: annealing range, 0 < n <= N (default N, as in Algorithm 1).
         tau0: annealing time constant τ₀ in optimizer steps (> 0).
@@ -98,8 +111,9 @@ class TrivializedSGD(Optimizer):
     resample_default = False
 
     def __init__(self, params, base: str = "sgd", *, coupling: float = 1e-3,
-                 p: int | None = None, num_spins: int | None = None, n: float | None = None,
-                 tau0: float = 1000.0, resample: bool | None = None, seed: int | None = None,
+                 p: int | None = None, p_count: str = "weight-layers",
+                 num_spins: int | None = None, n: float | None = None, tau0: float = 1000.0,
+                 resample: bool | None = None, seed: int | None = None,
                  model: nn.Module | None = None, loss_fn: Any = None, data: Any = None,
                  **base_hyper: Any):
         check_plain_optimizer("base", base, exclude=("trivialized", "annealed-noise"))
@@ -107,11 +121,13 @@ class TrivializedSGD(Optimizer):
             raise ValueError(f"Invalid coupling J: {coupling} (must be finite > 0)")
         if not tau0 > 0:
             raise ValueError(f"Invalid tau0: {tau0} (steps, must be > 0)")
+        if p_count not in P_COUNTS:
+            raise ValueError(f"Invalid p_count {p_count!r}; choose one of {', '.join(P_COUNTS)}")
         self.base = build_optimizer(base, params, **base_hyper)
         super().__init__(self.base.param_groups, self.base.defaults)
         self._link()
 
-        heur = trivialization_heuristics(model) if model is not None else {}
+        heur = trivialization_heuristics(model, p_count=p_count) if model is not None else {}
         d = sum(q.numel() for g in self.param_groups for q in g["params"])
         p = p if p is not None else heur.get("p")
         if p is None:

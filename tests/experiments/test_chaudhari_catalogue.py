@@ -356,3 +356,33 @@ def paper_text() -> list[str]:
         if f and f.is_file():
             return f.read_text(errors="ignore").split("\n")
     pytest.skip("the thesis' text is not at hand (set SGDLAB_PAPERS)")
+
+
+SPIN_ORDER = {  # entry -> (labels with the field, p by weight layers, p by hidden layers)
+    "chaudhari-trivialized": (("trivialized",), 17, 16),
+    "chaudhari-trivialized-lenet": (("trivialized",), 4, 3),
+    "chaudhari-trivialized-allcnn": (("annealed-noise", "trivialized"), 9, 8),
+}
+_INPUTS = {"mnist": ((1, 28, 28), 10), "mnist_small": ((1, 28, 28), 10),
+           "digits": ((1, 8, 8), 10), "cifar10": ((3, 32, 32), 10)}
+
+
+@pytest.mark.parametrize("scale", ["smoke", "cpu", "paper"])
+@pytest.mark.parametrize("name", sorted(SPIN_ORDER))
+def test_spin_order_reading_counts_the_hidden_layers_of_each_network(name, scale):
+    """§2.4.2's p: the weight layers by default ("the number of layers", line 686), one fewer
+    under ``spin-order=hidden-layers`` ("the number of hidden layers", line 682)."""
+    from sgdlab.models import build_model
+    from sgdlab.optim import build_optimizer_for
+
+    labels, p_weight, p_hidden = SPIN_ORDER[name]
+    for choice, want in (("weight-layers", p_weight), ("hidden-layers", p_hidden)):
+        spec = load_experiment(name, scale, readings={"spin-order": choice})
+        runs = {r.label: r.params for r in spec.expand(data_dir="/d")}
+        for label in labels:
+            p = runs[label]
+            shape, classes = _INPUTS[p["dataset"]["name"]]
+            model = build_model(**{"input_shape": shape, "num_outputs": classes, **p["model"]})
+            hyper = {k: v for k, v in p["optimizer"].items() if k != "name"}
+            opt = build_optimizer_for(p["optimizer"]["name"], model, seed=0, **hyper)
+            assert opt.p == want, (name, scale, choice, label)

@@ -323,3 +323,27 @@ def test_trivialized_over_switch_exposes_the_stepping_optimizers_groups():
     before = _flat(m)
     _run(m, opt, 1)
     assert torch.equal(_flat(m), before)
+
+
+def test_p_count_hidden_layers_leaves_out_the_output_layer():
+    """§2.4.2 calls p both "the number of hidden layers" (line 682) and "the number of layers"
+    (line 686): ``p_count="hidden-layers"`` gives the 16-hidden-layer mnistfc p = 16, so the
+    field is J√(16·14) N(0, I) and N = (d / 16)^{1/2}; the default stays p = 17."""
+    from sgdlab.models import build_model
+
+    torch.manual_seed(0)
+    model = build_model("deep-mnistfc", (1, 28, 28), 10)
+    d = sum(p.numel() for p in model.parameters())
+    h = trivialization_heuristics(model, p_count="hidden-layers")
+    assert h == {"p": 16, "num_spins": pytest.approx(math.sqrt(d / 16)), "layers": 17}
+    assert trivialization_heuristics(model)["p"] == 17
+    opt = build_optimizer_for("trivialized", model, base="adam", lr=1e-3, coupling=1e-3,
+                              tau0=500.0, seed=0, p_count="hidden-layers")
+    assert opt.p == 16 and opt.field_scale == pytest.approx(1e-3 * math.sqrt(16 * 14))
+    assert float(opt.field.std()) == pytest.approx(1e-3 * math.sqrt(16 * 14), rel=0.01)
+    # a small network still gets p >= 3 (a zero field otherwise)
+    assert trivialization_heuristics(tiny_mlp(), p_count="hidden-layers")["p"] == 3
+    with pytest.raises(ValueError, match="p_count 'output-layers'"):
+        trivialization_heuristics(model, p_count="output-layers")
+    with pytest.raises(ValueError, match="p_count"):
+        build_optimizer_for("trivialized", model, base="adam", p_count="layers")
