@@ -58,6 +58,7 @@ def default_out_dir(spec: ExperimentSpec) -> Path:
 
 
 def environment(device: str = "cpu", workers: int = 1) -> dict[str, Any]:
+    """This process: versions, host, device and threads, for a report with no stored run."""
     import numpy
     import torch
 
@@ -74,16 +75,46 @@ def environment(device: str = "cpu", workers: int = 1) -> dict[str, Any]:
     return env
 
 
-def _run_threads(store_path: str, stored: list, workers: int) -> int | list[int]:
-    """The torch threads the runs used, as each recorded it (one number when they agree);
-    the sweep's setting when no run is stored. Not this process' count: workers set their own."""
-    store = open_store(store_path)
-    used = sorted({t for r in stored
-                   if isinstance(t := (store.get_run(r.run_id).get("env") or {})
-                                 .get("torch_threads"), int)})
-    if not used:
-        return threads_per_worker(workers)
-    return used[0] if len(used) == 1 else used
+# what each run records of where it ran (sgdlab.store.env.environment), in a report's order
+RUN_ENVIRONMENT = ("python", "platform", "torch", "numpy", "sgdlab", "git_commit", "device",
+                   "gpu", "cuda", "cpu_count", "torch_threads", "hostname")
+
+
+def _report_environment(store_path: str, stored: list, device: str, workers: int
+                        ) -> dict[str, Any]:
+    """Where the report's runs ran, as each run recorded it (a sweep's run records the
+    environment of the worker that ran it: another machine's, a GPU's): one value where the
+    runs agree, the sorted distinct values where they differ. Not this process': it may be a
+    driver without the runs' GPU, or a later ``sgdlab report``. A GPU is named for runs that
+    used one. With no stored run, the sweep's settings and this process (``from_runs`` 0)."""
+    envs = []
+    if stored:
+        store = open_store(store_path)
+        try:
+            envs = [store.get_run(r.run_id).get("env") or {} for r in stored]
+        finally:
+            store.close()
+        envs = [e for e in envs if isinstance(e, dict)]
+    if not envs:
+        return {**environment(device, workers), "torch_threads": threads_per_worker(workers),
+                "from_runs": 0}
+    out: dict[str, Any] = {}
+    for key in RUN_ENVIRONMENT:
+        on_gpu = key in ("gpu", "cuda")
+        seen = {json.dumps(e[key], sort_keys=True): e[key] for e in envs
+                if e.get(key) is not None
+                and not (on_gpu and not str(e.get("device", "")).startswith("cuda"))}
+        if seen:
+            values = sorted(seen.values(), key=_in_order)
+            out[key] = values[0] if len(values) == 1 else values
+    return {**out, "workers": workers, "from_runs": len(envs)}
+
+
+def _in_order(value: Any) -> tuple:
+    """Numbers by size, then anything else by its text."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return 0, value, ""
+    return 1, 0, json.dumps(value, sort_keys=True)
 
 
 def prepare(name_or_path: str | Path, *, scale: str, device: str, data_dir: str | None,
@@ -276,8 +307,7 @@ def build_report(spec: ExperimentSpec, out: Path, *, store_path: str, device: st
                    "resolved": {"base": spec.base, "runs": spec.runs, "grid": spec.grid,
                                 "seeds": spec.seeds, "options": spec.options},
                    **_file_yaml(spec.raw)},
-        "environment": {**environment(device, workers),
-                        "torch_threads": _run_threads(store_path, stored, workers)},
+        "environment": _report_environment(store_path, stored, device, workers),
     }
     # whole or not at all: a truncated file in place of the previous report's could not be
     # read by `sgdlab report DIR`

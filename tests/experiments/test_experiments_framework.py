@@ -365,6 +365,33 @@ def test_environment_records_the_threads_the_runs_used(tmp_path):
         "environment"]["torch_threads"] == 1
 
 
+def test_environment_is_where_the_runs_ran_not_the_process_that_writes_the_report(
+        tmp_path, monkeypatch):
+    import itertools
+
+    import sgdlab.store as store_pkg
+
+    real, hosts = store_pkg.environment, itertools.cycle(["node-b", "node-a"])
+
+    def on_gpu_nodes(seed=None, device=None):
+        # the runs' workers: GPU nodes of a cluster, 4 threads each (this process: cpu)
+        return {**real(seed=seed, device=device), "device": "cuda", "gpu": "Fake GPU 80GB",
+                "hostname": next(hosts), "torch_threads": 4}
+
+    monkeypatch.setattr(store_pkg, "environment", on_gpu_nodes)
+    out = tmp_path / "o"
+    r = run_experiment(str(_write(tmp_path, _raw())), scale="smoke", out_dir=out,
+                       store_path=str(tmp_path / "s.sqlite"), progress=None, device="cpu")
+    monkeypatch.undo()
+    env = r.results["environment"]
+    assert (env["device"], env["gpu"], env["torch_threads"]) == ("cuda", "Fake GPU 80GB", 4)
+    assert env["hostname"] == ["node-a", "node-b"] and env["from_runs"] == 3
+    assert env["torch"] == real()["torch"]
+    # a rebuild elsewhere reads the same from the store
+    assert {k: v for k, v in rebuild(out)[1]["environment"].items() if k != "workers"} == {
+        k: v for k, v in env.items() if k != "workers"}
+
+
 def test_cli_run_errors_are_clear(tmp_path, capsys):
     assert cli(["run", "no-such-exp", "--scale", "smoke"]) == 2
     assert "unknown experiment" in capsys.readouterr().err
