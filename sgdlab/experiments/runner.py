@@ -26,8 +26,8 @@ from sgdlab.experiments.analysis import Analysis, Conclusion
 from sgdlab.experiments.procedures import get_analysis
 from sgdlab.experiments.spec import (ExperimentSpec, load_experiment, load_yaml,
                                     needs_data_dir, resolve)
-from sgdlab.experiments.sweep import (SweepReport, check_options, load_runs, open_store, run_sweep,
-                                     store_file, threads_per_worker)
+from sgdlab.experiments.sweep import (SweepReport, check_backend, check_options, load_runs,
+                                     open_store, run_sweep, store_file, threads_per_worker)
 from sgdlab.report.tables import Table
 from sgdlab.strict_json import finite_or_none, write_atomic
 
@@ -187,6 +187,8 @@ def run_experiment(name_or_path: str | Path, *, scale: str = "cpu", out_dir: str
         # an unreadable store, too, fails before the folder is made; closed at once, so its
         # WAL is not folded into the file later by whichever reader comes next
         open_store(store_path).close()
+    # Ray missing, too, before the store and the folder are made (it starts with the first run)
+    check_backend(backend, runs, store_path)
     # the report's folder, before the runs: a sweep of hours must not end on a path it
     # cannot write to
     out = Path(out_dir) if out_dir is not None else default_out_dir(spec)

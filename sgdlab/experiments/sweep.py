@@ -46,7 +46,7 @@ from sgdlab.experiments.spec import CATALOGUE_DIR, RunSpec, dependency_run
 from sgdlab.experiments.worker import RunContext, RunRecord, task_for, write_files
 from sgdlab.strict_json import nan_in_arrays
 
-__all__ = ["BACKENDS", "DONE", "RunContext", "SweepReport", "check_options",
+__all__ = ["BACKENDS", "DONE", "RunContext", "SweepReport", "check_backend", "check_options",
            "dependency_layers", "finished_runs", "load_runs", "make_backend", "open_store",
            "run_device", "run_sweep", "threads_per_worker"]
 
@@ -156,6 +156,7 @@ def run_sweep(runs: list[RunSpec], *, store_path: str | None = None, workers: in
     (so the command that continues a stopped run can name it)."""
     check_options(workers=workers, backend=backend, address=address,
                   gpus_per_run=gpus_per_run)
+    check_backend(backend, runs, store_path)
     t0 = time.perf_counter()
     store = open_store(store_path)
     rep = SweepReport()
@@ -187,6 +188,28 @@ def check_options(*, workers: int | None, backend: str, address: str | None,
         raise UserError(f"--backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
     if backend == "local" and (address is not None or gpus_per_run):
         raise UserError("--address and --gpus-per-run are options of --backend ray")
+
+
+def check_backend(backend: str, runs: list[RunSpec], store_path: str | None) -> None:
+    """A backend the sweep will start (some run is not done in the store) that cannot start
+    here (Ray not installed) is a ``UserError`` before the store or an output folder is made:
+    the backend itself starts only with the first run."""
+    if backend != "ray" or not runs:
+        return
+    from sgdlab.store import default_store_path
+
+    path = Path(store_path or default_store_path())
+    if path.is_file():
+        store = open_store(path)
+        try:
+            done = finished_runs(store, runs[0].experiment)
+        finally:
+            store.close()
+        if all(r.key in done for r in runs):
+            return
+    from sgdlab.experiments.ray_backend import import_ray
+
+    import_ray()
 
 
 def run_device(backend: str, device: str, gpus_per_run: float | None) -> str:

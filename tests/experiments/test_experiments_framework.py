@@ -392,6 +392,30 @@ def test_environment_is_where_the_runs_ran_not_the_process_that_writes_the_repor
         k: v for k, v in env.items() if k != "workers"}
 
 
+def test_the_ray_backend_without_ray_is_refused_before_the_folder_and_the_store_are_made(
+        tmp_path, monkeypatch, capsys):
+    import sys
+
+    cfg = _write(tmp_path, _raw())
+    out, store = tmp_path / "o", tmp_path / "st" / "runs.sqlite"
+    argv = ["run", "--config", str(cfg), "--scale", "smoke", "--backend", "ray",
+            "--out", str(out), "--store", str(store)]
+    with monkeypatch.context() as m:
+        m.setitem(sys.modules, "ray", None)          # `import ray` raises ImportError
+        assert cli(argv) == 2
+        assert "the Ray backend needs Ray" in capsys.readouterr().err
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["exp.yaml"]
+        with pytest.raises(UserError, match="needs Ray"):
+            run_sweep(resolve(_raw(), "smoke").expand(), store_path=str(store),
+                      backend="ray", progress=None)
+        assert not store.parent.exists()
+    # with every run stored nothing starts Ray: the report is written (as the dry run says)
+    run_experiment(str(cfg), scale="smoke", out_dir=out, store_path=str(store), progress=None)
+    with monkeypatch.context() as m:
+        m.setitem(sys.modules, "ray", None)
+        assert cli(argv) == 0
+
+
 def test_cli_run_errors_are_clear(tmp_path, capsys):
     assert cli(["run", "no-such-exp", "--scale", "smoke"]) == 2
     assert "unknown experiment" in capsys.readouterr().err
