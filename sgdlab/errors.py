@@ -24,8 +24,9 @@ class RunInterrupted(KeyboardInterrupt):
 
 
 class ReportInterrupted(KeyboardInterrupt):
-    """Ctrl-C or SIGTERM stopped an experiment's report after its sweep had ended: no run was
-    in progress, and the same command writes the report without running anything."""
+    """Ctrl-C or SIGTERM stopped an experiment's report after its sweep had ended (while its
+    workers or Ray were being stopped, or while the report was written): no run was in
+    progress, and the same command writes the report without running anything."""
 
 
 def did_you_mean(name: object, choices) -> str:

@@ -102,8 +102,8 @@ def _run(args: argparse.Namespace) -> int:
 
         how = "terminated" if str(e) else "interrupted"
         if isinstance(e, ReportInterrupted):
-            raise RunInterrupted(f"the report was {how} while it was written, after the "
-                                 "sweep had ended (its runs are stored); write it with: "
+            raise RunInterrupted(f"the report was {how} after the sweep had ended (its "
+                                 "runs are stored); write it with: "
                                  f"{_same_command(args)} (finished runs are not run again)"
                                  ) from None
         raise RunInterrupted(f"the sweep was {how}; its runs in progress are recorded as "

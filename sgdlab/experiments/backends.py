@@ -167,10 +167,16 @@ class ProcessPoolBackend:
                 self.slots[i] = None
 
     def close(self) -> None:
-        for i, w in enumerate(self.slots):
-            if w is not None:
-                w.stop(kill=w.handle is not None)
-                self.slots[i] = None
+        try:
+            for i, w in enumerate(self.slots):
+                if w is not None:
+                    w.stop(kill=w.handle is not None)
+                    self.slots[i] = None
+        except BaseException:
+            # an interrupt while one is joined: kill the rest, or the exit would wait forever
+            # on the workers not yet told to end (multiprocessing joins its children)
+            self.cancel_all()
+            raise
 
 
 def exit_reason(code: int | None) -> str:

@@ -203,10 +203,10 @@ def run_experiment(name_or_path: str | Path, *, scale: str = "cpu", out_dir: str
                     progress=progress, train_progress=train_progress, backend=backend,
                     address=address, cpus_per_run=cpus_per_run, gpus_per_run=gpus_per_run,
                     source=spec.source)
-    store = open_store(store_path)
-    path = str(store_file(store))
-    store.close()
     try:
+        store = open_store(store_path)
+        path = str(store_file(store))
+        store.close()
         results = build_report(spec, out, store_path=path, device=device,
                                workers=workers or 1, data_dir=data_dir, sweep=rep)
     except KeyboardInterrupt as e:

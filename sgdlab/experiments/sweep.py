@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sgdlab.errors import ConfigError, UserError
+from sgdlab.errors import ConfigError, ReportInterrupted, UserError
 from sgdlab.experiments.procedures import StoredRun, get_procedure
 from sgdlab.experiments.spec import CATALOGUE_DIR, RunSpec, dependency_run
 from sgdlab.experiments.worker import RunContext, RunRecord, task_for, write_files
@@ -166,15 +166,23 @@ def run_sweep(runs: list[RunSpec], *, store_path: str | None = None, workers: in
                      workers=workers, train_progress=train_progress, retries=retries,
                      backend=backend, address=address, cpus_per_run=cpus_per_run,
                      gpus_per_run=gpus_per_run, source=source)
+    ended = False
     try:
         for layer in driver.layers:
             driver.run_layer(layer)
+        ended = True
     except BaseException as e:
         driver.stop(e)
         raise
     finally:
-        if driver._backend is not None:
-            driver._backend.close()
+        try:
+            if driver._backend is not None:
+                driver._backend.close()
+        except KeyboardInterrupt as e:
+            if not ended:
+                raise
+            # every run has ended and is stored: only its workers (or Ray) were being stopped
+            raise ReportInterrupted(*e.args) from None
     rep.seconds = time.perf_counter() - t0
     return rep
 
