@@ -139,7 +139,21 @@ class RayBackend:
         if self.refs:
             self.cancel_all()
         if self.started and self.ray.is_initialized():
-            self.ray.shutdown()
+            try:
+                self.ray.shutdown()
+            finally:
+                _keep_sigterm_handler()
+
+
+def _keep_sigterm_handler() -> None:
+    """Install the SIGTERM handler Python holds again: ``ray.shutdown`` resets the signal to
+    its default action beneath Python, which still reports sgdlab's handler, so a ``kill``
+    while the report was written ended the driver at once (exit 143, not a word said)."""
+    if not _main_thread():
+        return
+    handler = signal.getsignal(signal.SIGTERM)
+    if handler is not None:
+        signal.signal(signal.SIGTERM, handler)
 
 
 def check_reachable(address: str | None, timeout: float = 5.0) -> None:

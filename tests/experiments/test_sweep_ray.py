@@ -2,6 +2,7 @@
 backend is finished by the other (a local Ray instance: ``ray.init(num_cpus=2)``)."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -23,6 +24,35 @@ def ray_local():
         pytest.skip(f"Ray cannot start here: {e}")
     yield ray
     ray.shutdown()
+
+
+# before the tests that use `ray_local`: the sweep below starts (and stops) its own Ray
+def test_a_sigterm_while_the_report_of_a_ray_sweep_is_written_says_the_runs_are_stored(
+        tmp_path):
+    """ray.shutdown resets SIGTERM to its default action beneath Python: a `kill` while the
+    report was written ended the driver (exit 143) with nothing said."""
+    pytest.importorskip("ray")
+    import subprocess
+    import sys
+
+    import sgdlab
+
+    code = ("import os, signal, sys, time; sys.path.insert(0, sys.argv[1])\n"
+            "import sgdlab.experiments.runner as runner\n"
+            "from sgdlab.cli.main import main\n"
+            "def build_report(*a, **k):\n"
+            "    os.kill(os.getpid(), signal.SIGTERM); time.sleep(30)\n"
+            "runner.build_report = build_report\n"
+            "sys.exit(main(sys.argv[2:]))")
+    root = str(Path(sgdlab.__file__).resolve().parents[1])
+    p = subprocess.run([sys.executable, "-c", code, root, "run", "chaudhari-pde-smoothing",
+                        "--scale", "smoke", "--backend", "ray", "--workers", "1",
+                        "--out", "o", "--store", "s.sqlite"], cwd=tmp_path,
+                       capture_output=True, text=True, timeout=300,
+                       env={**os.environ, "SGDLAB_THREADS": "1"})
+    assert p.returncode == 130, p.stderr[-2000:]
+    assert "the report was terminated after the sweep had ended (its runs are stored)" in p.stderr
+    assert [r["status"] for r in RunStore(tmp_path / "s.sqlite").list_runs()] == ["finished"]
 
 
 def stored(runs, store) -> dict[str, tuple]:
