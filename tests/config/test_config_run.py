@@ -483,7 +483,9 @@ def test_instrument_options_are_checked_when_the_run_is_built(tmp_path):
              {"name": "alignment", "k": 21, "every": 50},
              {"name": "dynamics", "hessian_every": 50, "hessian_tol": -1.0},
              {"name": "dynamics", "hessian_every": 50, "hessian_iter": 0},
-             {"name": "trajectory", "path": str(tmp_path / "t"), "dtype": "int8"}]
+             {"name": "trajectory", "path": str(tmp_path / "t"), "dtype": "int8"},
+             {"name": "dynamics", "full_grad_every": 0},          # 0 was read as "never"
+             {"name": "dynamics", "hessian_every": 2.5}]
     with pytest.raises(ConfigError) as e:
         build_from_config({**TINY, "measure": items})
     msg = str(e.value)
@@ -494,7 +496,10 @@ def test_instrument_options_are_checked_when_the_run_is_built(tmp_path):
                    "measure[2].k: Invalid k=21 (at most min(N, d) = 20",
                    "measure[3].hessian_tol: Invalid hessian_tol=-1.0",
                    "measure[4].hessian_iter: Invalid hessian_iter=0",
-                   "measure[5].dtype: Invalid dtype='int8'"):
+                   "measure[5].dtype: Invalid dtype='int8'",
+                   "measure[6].full_grad_every: Invalid full_grad_every=0 (an int >= 1, or "
+                   "leave it out for never)",
+                   "measure[7].hessian_every: Invalid hessian_every=2.5"):
         assert needle in msg, msg
     assert not (tmp_path / "t").exists()
 

@@ -239,14 +239,23 @@ def dynamics_instrument(*, schedule: Schedule, full_grad_every: int | None = Non
     Lanczos with relative tolerance ``hessian_tol`` and at most ``hessian_iter`` iterations."""
     from .curvature import check_options, int_at_least
 
-    check_options(hessian_tol=(hessian_tol, hessian_tol is None or hessian_tol >= 0,
+    # 0 read as "never" (the falsy test below) while the docs say None does: refused, like
+    # every other period
+    check_options(full_grad_every=(full_grad_every, full_grad_every is None
+                                   or int_at_least(full_grad_every, 1),
+                                   "an int >= 1, or leave it out for never"),
+                  hessian_every=(hessian_every, hessian_every is None
+                                 or int_at_least(hessian_every, 1),
+                                 "an int >= 1, or leave it out for never"),
+                  hessian_tol=(hessian_tol, hessian_tol is None or hessian_tol >= 0,
                                "must be >= 0"),
                   hessian_iter=(hessian_iter, hessian_iter is None
                                 or int_at_least(hessian_iter, 1), "an int >= 1"))
     kw = {k: v for k, v in (("tol", hessian_tol), ("num_iter", hessian_iter)) if v is not None}
     return DynamicsCallback(
         schedule,
-        full_grad_schedule=Schedule.every(full_grad_every) if full_grad_every else None,
-        hessian_schedule=Schedule.every(hessian_every) if hessian_every else None,
+        full_grad_schedule=(Schedule.every(full_grad_every) if full_grad_every is not None
+                            else None),
+        hessian_schedule=Schedule.every(hessian_every) if hessian_every is not None else None,
         hessian_bn_mode=hessian_bn_mode, eval_subset=eval_subset,
         eval_batch_size=eval_batch_size, hessian_kw=kw, seed=seed)
