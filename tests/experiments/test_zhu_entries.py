@@ -111,6 +111,33 @@ def test_escape_procedure_stores_the_passages_and_their_restricted_mean():
     assert out.summary["first_passage_mean"] == 20 and out.summary["never_reached"] == 6
 
 
+@pytest.mark.parametrize("landscape", ["paper", {"name": "paper", "data_var": 1e-4},
+                                       "authors-code"])
+def test_escape_procedure_draws_the_data_shifts_of_its_seed(landscape):
+    """The seeds of an escape entry are data draws: the run's seed draws the x_k (it seeded
+    only the noise, every seed sharing seed 0's shifts), unless the landscape names one."""
+    from sgdlab.experiments.procedures.landscape_runs import EscapeProcedure
+    from sgdlab.landscapes.two_basin import two_basin
+
+    ctx = SimpleNamespace(run_id="r", store=SimpleNamespace(log_many=lambda rid, rows: None))
+    params = {"method": "gd", "landscape": landscape, "iterations": 2, "repetitions": 2,
+              "sharpness_every": 0, "trajectories": 0}
+    minima = []
+    for seed in (0, 1):
+        out = EscapeProcedure().run(SimpleNamespace(params=dict(params), seed=seed), ctx)
+        opts = dict(landscape) if isinstance(landscape, dict) else {"name": landscape}
+        land = two_basin(opts.pop("name"), seed=seed, **opts)
+        assert out.data["landscape"]["sharp_minimum"] == land.sharp_minimum.tolist()
+        minima.append(out.data["landscape"]["sharp_minimum"])
+    assert minima[0] != minima[1]
+    # a seed given with the landscape is kept (one data draw shared by every run)
+    fixed = {"name": "paper", "seed": 5}
+    out = EscapeProcedure().run(SimpleNamespace(params={**params, "landscape": fixed},
+                                                seed=1), ctx)
+    assert out.data["landscape"]["sharp_minimum"] == \
+        two_basin("paper", seed=5).sharp_minimum.tolist()
+
+
 def _escape_runs(passages: dict[str, list[list[int]]], iterations: int = 600):
     return [run(m, s, params={"method": m, "lr": 0.1, "iterations": iterations},
                 summary={"success_rate": 1.0, "successes": len(ts), "repetitions": len(ts),

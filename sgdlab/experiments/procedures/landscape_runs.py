@@ -21,7 +21,8 @@ class EscapeProcedure(Procedure):
     ``sgdlab.landscapes.escape.escape_experiment``. Params: ``method`` plus any
     ``EscapeConfig`` field; ``landscape``: a name of ``sgdlab.landscapes.two_basin.LANDSCAPES``
     or a mapping ``{name: ..., <keyword arguments of that variant>}`` (default: the printed
-    Suppl. B loss)."""
+    Suppl. B loss). The run's seed seeds both the data shifts x_k of the landscape (unless
+    the mapping gives a ``seed``) and the methods' noise."""
 
     allowed = {"method", "landscape", "lr", "iterations", "repetitions", "batch_size",
                "const_sigma", "leading_k", "hessian_k", "hessian_scale", "sharpness_sigma",
@@ -86,6 +87,9 @@ class EscapeProcedure(Procedure):
         method = p.pop("method")
         land_opts = p.pop("landscape", "paper")
         land_opts = dict(land_opts) if isinstance(land_opts, dict) else {"name": land_opts}
+        # the run's seed draws the data shifts x_k (one draw per seed, shared by its
+        # repetitions) unless the landscape names its own
+        land_opts.setdefault("seed", run.seed)
         land = two_basin(land_opts.pop("name", "paper"), **land_opts)
         keep = int(p.pop("trajectories", 5))
         cfg = EscapeConfig(seed=run.seed, record_trajectory=keep > 0, **p)
