@@ -8,10 +8,12 @@ Metrics on leading eigenpairs (U_k: top-k eigenvectors of H, V_k: of Σ, orthono
   own Frobenius norm (how dominant the top directions are);
 - ``projection_residual``: e(U_k, V_k) = ‖U_k − V_k V_kᵀ U_k‖²_F = k − ‖V_kᵀ U_k‖²_F ∈ [0, k];
   0 when span U_k = span V_k, k when they are orthogonal;
-- ``trace_alignment``: Zhu's indicator Tr(HΣ) compared with its isotropic baseline
-  Tr(H)·Tr(Σ)/d (ratio > 1: noise concentrated in sharp directions). Tr(HΣ) = Σ_i f_iᵀ H f_i
-  over the N rows of Σ's factor (N Hessian-vector products); Tr H exact from the d unit columns
-  on small models (as ‖H‖_F), else by Hutchinson probes.
+- ``trace_alignment``: the indicator Tr(HΣ) of the paper's ICML 2019 version (arXiv
+  1803.00195 v5; the earlier text docs/FIDELITY.md#zhu reads has none) compared with the
+  isotropic noise of the same trace, Tr(H)·Tr(Σ)/d (ratio > 1: noise concentrated in sharp
+  directions). Tr(HΣ) = Σ_i f_iᵀ H f_i over the N rows of Σ's factor (N Hessian-vector
+  products); Tr H exact from the d unit columns on small models (as ‖H‖_F), else by
+  Hutchinson probes.
 """
 from __future__ import annotations
 
