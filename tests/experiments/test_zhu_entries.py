@@ -394,3 +394,62 @@ def test_escape_runs_refuse_a_bad_value_when_planned(params, match):
 
     with pytest.raises(ConfigError, match=match):
         get_procedure("zhu_escape").validate({"method": "gd", **params}, "run 'gd'")
+
+
+# --- paper scale: the constants the text states ----------------------------------------------
+def _paper_runs(name: str) -> dict[str, dict]:
+    return {r.label: r.params for r in load_experiment(name, "paper").expand(data_dir="/d")}
+
+
+def test_paper_scale_escape_uses_the_constants_of_fig3_and_suppl_b():
+    # Fig. 3 caption (line 172) and Suppl. B (lines 388-398)
+    for p in _paper_runs("zhu-escape-2d").values():
+        assert {k: p[k] for k in ("landscape", "protocol", "lr", "iterations", "repetitions",
+                                  "batch_size", "const_sigma", "leading_k", "hessian_scale",
+                                  "sharpness_sigma", "sharpness_samples", "start")} == {
+            "landscape": "paper", "protocol": "paper", "lr": 0.1, "iterations": 600,
+            "repetitions": 100, "batch_size": 1, "const_sigma": 2.0, "leading_k": 2,
+            "hessian_scale": 1.0, "sharpness_sigma": 0.1, "sharpness_samples": 100,
+            "start": "sharp_center"}
+
+
+def test_paper_scale_noisy_label_uses_the_constants_of_sec_5_1_and_suppl_c():
+    runs = _paper_runs("zhu-noisy-label")
+    start = runs.pop("gd-start")
+    # 1,200 FashionMNIST images, 200 wrongly labelled, the 11,330-parameter LeNet (line 405)
+    assert start["dataset"]["name"] == "fashion_mnist"
+    assert (start["dataset"]["train_size"], start["dataset"]["label_noise"]) == (1200, 200)
+    assert start["model"]["name"] == "zhu-lenet"
+    assert (start["optimizer"]["name"], start["batch_size"], start["epochs"]) == \
+        ("gd", "full", 3000)                                    # 3000 GD iterations, line 227
+    for label, p in runs.items():
+        opt = p["optimizer"]
+        assert opt["lr"] == 0.07, label                         # line 227, Fig. 5 caption
+        assert p["final"] == [{"kind": "expected_sharpness", "sigma": 0.01,
+                               "num_samples": 1000}], label     # Suppl. C, line 450
+        if label == "sgd":
+            assert p["batch_size"] == 20                        # m = 20, line 444
+        else:
+            assert p["batch_size"] == "full", label
+        if label.startswith("gld-") and label != "gld-const":
+            assert opt["noise_batch_size"] == 20, label
+    assert runs["gld-const"]["optimizer"]["sigma"] == 1e-3      # line 437
+    assert runs["gld-leading"]["optimizer"]["k"] == 20          # line 440
+    hess = runs["gld-hessian"]["optimizer"]
+    assert (hess["k"], hess["refresh_every"]) == (20, 10)       # line 442
+
+
+def test_paper_scale_large_network_and_rmsprop_use_the_stated_constants():
+    for label, p in _paper_runs("zhu-large-network").items():
+        assert p["dataset"]["name"] == "cifar10" and p["model"]["name"] == "vgg-11"
+        assert p["optimizer"]["lr"] == 0.1, label               # Fig. 6 caption, line 260
+        if label == "sgd":
+            assert p["batch_size"] == 100                       # Suppl. D, line 479
+        if label == "gld-const":
+            assert p["optimizer"]["sigma"] == 1e-3              # line 479
+    runs = _paper_runs("zhu-rmsprop-sgd")                        # Suppl. F, lines 502-503
+    assert runs["rmsprop"]["optimizer"] == {"name": "rmsprop", "lr": 1e-3, "alpha": 0.99,
+                                            "eps": 1e-8}
+    sw = runs["rmsprop-then-sgd"]["optimizer"]
+    assert (sw["switch_step"], sw["second"], sw["second_hyper"]["lr"]) == (12000, "sgd", 0.1)
+    assert all(p["batch_size"] == 20 for p in runs.values())
