@@ -71,7 +71,7 @@ def environment(device: str = "cpu", workers: int = 1) -> dict[str, Any]:
            "torch_threads": torch.get_num_threads(),
            "hostname": platform.node()}
     if device.startswith("cuda") and torch.cuda.is_available():
-        env["gpu"] = torch.cuda.get_device_name(0)
+        env["gpu"] = torch.cuda.get_device_name(torch.device(device))     # cuda:1's, not 0's
     return env
 
 

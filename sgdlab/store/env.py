@@ -51,5 +51,10 @@ def environment(seed: int | None = None, device: str | None = None) -> dict[str,
     }
     if torch.cuda.is_available():
         env["cuda"] = torch.version.cuda
-        env["gpu"] = torch.cuda.get_device_name(0)
+        try:
+            dev = torch.device(str(device))
+        except (RuntimeError, ValueError):
+            dev = None
+        if dev is not None and dev.type == "cuda":    # a CPU run on a GPU machine used none
+            env["gpu"] = torch.cuda.get_device_name(dev)
     return env

@@ -288,3 +288,18 @@ def test_export_refuses_to_write_over_a_store(tmp_path, capsys):
     store.close()
     assert [r["id"] for r in RunStore(path).list_runs()] == [rid]
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_environment_names_the_gpu_a_run_used_and_none_for_a_cpu_run(monkeypatch):
+    """A CPU run on a machine with GPUs used none (reports listed one), and a run on cuda:1
+    used the second (device 0 was named)."""
+    import torch
+
+    from sgdlab.store.env import environment
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_name",
+                        lambda d=None: f"GPU {torch.device(d).index or 0}")
+    assert "gpu" not in environment(device="cpu")
+    assert environment(device="cuda:1")["gpu"] == "GPU 1"
+    assert environment(device="cuda")["gpu"] == "GPU 0"
