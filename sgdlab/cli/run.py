@@ -106,7 +106,7 @@ def _run(args: argparse.Namespace) -> int:
                                  "runs are stored); write it with: "
                                  f"{_same_command(args)} (finished runs are not run again)"
                                  ) from None
-        raise RunInterrupted(f"the sweep was {how}; its runs in progress are recorded as "
+        raise RunInterrupted(f"the sweep was {how}; any runs in progress are recorded as "
                              "interrupted, finished runs are kept; continue with: "
                              f"{_same_command(args)}") from None
     from sgdlab.report.verdicts import SMOKE, verdict

@@ -287,7 +287,7 @@ def test_an_interrupt_while_the_report_is_written_says_the_runs_are_stored(
     assert cli(["run", "--config", str(cfg), "--scale", "smoke", "--out", str(tmp_path / "o"),
                 "--store", store]) == 130
     said = capsys.readouterr().err
-    # not "its runs in progress are recorded as interrupted": every run had ended
+    # not "any runs in progress are recorded as interrupted": every run had ended
     assert "the report was interrupted" in said and "in progress" not in said
     assert f"--store {store}" in said
     assert not load_runs(resolve(_raw(), "smoke").expand(), store_path=store)[1]
