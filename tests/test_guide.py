@@ -238,3 +238,22 @@ def test_guide_metric_names_are_recorded(tmp_path, monkeypatch, one_thread):
                      "--out", "measured"]) == 0
     stored = set(RunStore().metrics(run_id))
     assert {f"measure/{n}" for n in named if n.startswith(("batch/tic", "surface/"))} <= stored
+
+
+def test_readings_the_docs_name_exist():
+    # `--reading KEY=CHOICE` in the docs is a command a reader types: a choice that no entry
+    # offers is refused by `sgdlab run`
+    import yaml
+
+    offered = set()
+    for path in catalogue_files().values():
+        for key, reading in (yaml.safe_load(Path(path).read_text()).get("readings") or {}).items():
+            offered |= {(key, str(c)) for c in reading["choices"]}
+    root = GUIDE.parent.parent
+    pattern = r"--reading ([a-z][a-z0-9-]*)=([a-z0-9][\w-]*(?:\.\d+)?)"   # not KEY=CHOICE
+    named = [(doc.name, key, choice)
+             for doc in (GUIDE, root / "docs" / "FIDELITY.md", root / "README.md")
+             for key, choice in re.findall(pattern, doc.read_text())]
+    assert len(named) >= 20
+    missing = [n for n in named if n[1:] not in offered]
+    assert not missing, f"readings no catalogue entry offers: {missing}"
