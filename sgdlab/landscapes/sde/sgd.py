@@ -3,7 +3,7 @@
 SGD with step η and size-S mini-batches drawn with replacement,
 θ_{k+1} = θ_k − η ∇L_B(θ_k), has E[∇L_B] = ∇L and Cov[∇L_B] = Σ(θ)/S (Σ with the 1/N
 normalisation). Matching the first two moments of one step gives the Itô SDE (Li, Tai & E;
-thesis §6.1; Jastrzebski et al. eq. 3)::
+thesis §6.1; Jastrzebski et al. eq. (5))::
 
     dX = −∇L(X) dt + √(η/S) Σ(X)^{1/2} dB,   i.e. 2β⁻¹D(X) = (η/S) Σ(X),
 
