@@ -138,21 +138,27 @@ def test_a_run_capped_by_max_steps_has_epochs_enough_to_reach_it(name):
 PAPER_TRAIN_SIZES = {"cifar10": 50000, "fashion_mnist": 60000}
 
 
+@pytest.mark.parametrize("scale", ["cpu", "paper"])
 @pytest.mark.parametrize("name", sorted(n for n in FILES if n.startswith(("xing-",
                                                                            "jastrzebski-"))))
-def test_paper_scale_epochs_end_in_full_batches(name):
+def test_epochs_end_in_full_batches(name, scale):
     # an epoch's last, short batch is another batch size: where the size under test is
-    # η/S or the batch size itself, it must be dropped or never arise
+    # η/S or the batch size itself, it must be dropped or never arise — for a batch-size
+    # schedule, at the size of every epoch, not only at the ends of its cycle
     from sgdlab.experiments.spec import load_experiment
+    from sgdlab.train.batch_schedules import build_batch_schedule
 
-    for r in load_experiment(name, "paper").expand(data_dir="/d"):
+    for r in load_experiment(name, scale).expand(data_dir="/d"):
         p = r.params
         b, ds = p.get("batch_size"), p.get("dataset") or {}
         if "between" in p or b == "full" or p.get("drop_last"):
             continue
-        n = ds.get("n_train") or PAPER_TRAIN_SIZES[ds["name"]]
-        sizes = [b] if isinstance(b, int) else [b["low"], b["high"]]
-        assert all(n % s == 0 for s in sizes), f"{name} {r.label}: {n} images, batch {b}"
+        n = ds.get("n_train") or {**TRAIN_SIZES, **PAPER_TRAIN_SIZES}[ds["name"]]
+        sizes = ({b} if isinstance(b, int) else
+                 {build_batch_schedule(b)(e) for e in range(p["epochs"])})
+        short = sorted(s for s in sizes if s < n and n % s)
+        assert not short, (f"{name} [{scale}] {r.label}: {n} images leave a short last "
+                           f"batch at batch size {short}")
 
 
 def test_drop_last_reaches_the_training_loop_and_its_step_count():
