@@ -14,7 +14,10 @@ losses they read off
   "the 10 points sampled", which with interior points only could exceed both iterates);
 - whether a *barrier is crossed*: some interior point has a loss above both end points;
 - the *barrier height*: max over interior points − max(L(θ_t), L(θ_{t+1}));
-- the *height above the valley floor*: (L(θ_t) + L(θ_{t+1}) − 2 L(θ_t^min)) / 2 (their Table 2);
+- the *height above the valley floor*: (L(θ_t) + L(θ_{t+1}) − 2 L(θ_t^min)) / 2 (their Table 2),
+  with θ_t^min the valley floor above (``height_floor="segment"``, default) or, as line 128
+  defines it, the lowest of the points sampled between the iterates only
+  (``height_floor="interior"``: the height may then be negative);
 
 and per epoch, the number of barriers crossed and the mean height (their Tables 1 and 2).
 
@@ -52,7 +55,9 @@ __all__ = [
     "evaluation_mode",
     "SPACINGS",
     "VALLEY_FLOORS",
+    "HEIGHT_FLOORS",
     "has_valley_floor",
+    "height_floor_of",
     "segment_alphas",
     "segment_losses",
     "step_interpolation",
@@ -71,12 +76,27 @@ SPACINGS = ("interior", "inclusive")
 # which segments have a valley floor (Xing et al.): those whose lowest point lies between the
 # iterates (the text, line 81), or every segment (Fig. 1's caption, line 70)
 VALLEY_FLOORS = ("interior", "segment")
+# the θ_t^min of Table 2's height: the lowest evaluated point, iterates included, or the lowest
+# of the points between the iterates (line 128: "from the 10 points sampled uniformly between")
+HEIGHT_FLOORS = ("segment", "interior")
 
 
 def has_valley_floor(valley_alpha: float, reading: str = "interior") -> bool:
     """Whether a segment whose lowest point is at ``valley_alpha`` has a valley floor under
     ``reading`` (one of :data:`VALLEY_FLOORS`)."""
     return reading == "segment" or 0.0 < valley_alpha < 1.0
+
+
+def height_floor_of(reading: str, spacing: str) -> str:
+    """The ``height_floor`` of :func:`analyze_segment` for a reading of Xing et al.'s θ_t^min:
+    "segment" (the lowest evaluated point, iterates included) or "sampled" (the lowest of "the
+    10 points sampled", line 128: the points between the iterates with ``spacing="interior"``,
+    all of them, iterates included, with "inclusive")."""
+    if reading not in ("segment", "sampled"):
+        raise ValueError(f"Invalid height_floor={reading!r}: expected 'segment' or 'sampled'")
+    if spacing not in SPACINGS:
+        raise ValueError(f"Invalid spacing={spacing!r}: expected 'interior' or 'inclusive'")
+    return "interior" if reading == "sampled" and spacing == "interior" else "segment"
 
 
 def segment_alphas(num_points: int = 10, *, spacing: str = "interior",
@@ -265,7 +285,9 @@ class StepInterpolation:
     """One step's interpolation (Xing et al. §3). Losses are mean losses; α ∈ [0, 1].
 
     ``barrier_height`` is max(interior) − max(end points) when a barrier is crossed, else 0.
-    ``height_above_floor`` is (L(θ_t) + L(θ_{t+1}) − 2 L(θ_t^min)) / 2 (≥ 0).
+    ``height_above_floor`` is (L(θ_t) + L(θ_{t+1}) − 2 L(θ_t^min)) / 2: ≥ 0 with θ_t^min the
+    valley floor (``height_floor="segment"``), of either sign with the lowest point between the
+    iterates (``"interior"``).
     """
 
     alphas: list[float]
@@ -304,6 +326,7 @@ def analyze_segment(
     rtol: float = 1e-4,
     atol: float = 0.0,
     refine: bool = False,
+    height_floor: str = "segment",
     step: int | None = None,
     epoch: int | None = None,
 ) -> StepInterpolation:
@@ -315,8 +338,15 @@ def analyze_segment(
     counting as barriers). The valley floor is the evaluated point with the lowest loss (Xing et
     al.); ``refine=True`` moves it to the vertex of the parabola through that point and its two
     neighbours (if the vertex lies between those neighbours), which is exact when the loss is
-    quadratic along the segment.
+    quadratic along the segment. The height above the floor (Table 2) measures from that floor
+    (``height_floor="segment"``) or from the lowest point strictly between the iterates
+    (``"interior"``: Xing et al.'s θ_t^min "from the 10 points sampled uniformly between θ_t and
+    θ_{t+1}", line 128, read with the iterates outside those points; it may lie above both
+    iterates, and the height is then negative).
     """
+    if height_floor not in HEIGHT_FLOORS:
+        raise ValueError(f"Invalid height_floor={height_floor!r}: expected one of "
+                         f"{', '.join(HEIGHT_FLOORS)}")
     a = [float(v) for v in torch.as_tensor(alphas, dtype=torch.float64).reshape(-1)]
     l = [float(v) for v in torch.as_tensor(losses, dtype=torch.float64).reshape(-1)]
     if len(a) != len(l) or len(a) < 2:
@@ -341,10 +371,16 @@ def analyze_segment(
         lo, hi = a[max(i - 1, 0)], a[min(i + 1, len(a) - 1)]
         if vertex is not None and lo <= vertex[0] <= hi and vertex[1] <= vl:
             va, vl = vertex
+    if height_floor == "segment":
+        height = max(0.0, (l0 + l1 - 2 * vl) / 2)
+    elif interior:
+        height = (l0 + l1 - 2 * min(interior)) / 2
+    else:
+        raise ValueError("height_floor='interior' needs a point between the iterates")
     return StepInterpolation(
         alphas=a, losses=l, loss_start=l0, loss_end=l1, valley_alpha=va, valley_loss=vl,
         barrier=barrier, barrier_height=(peak - top) if barrier else 0.0,
-        height_above_floor=max(0.0, (l0 + l1 - 2 * vl) / 2), step=step, epoch=epoch,
+        height_above_floor=height, step=step, epoch=epoch,
     )
 
 
@@ -362,20 +398,23 @@ def step_interpolation(
     rtol: float = 1e-4,
     atol: float = 0.0,
     refine: bool = False,
+    height_floor: str = "segment",
     step: int | None = None,
     epoch: int | None = None,
 ) -> StepInterpolation:
     """Interpolate the mean loss over ``data`` between θ_t = ``theta_a`` and θ_{t+1} =
     ``theta_b`` (default: the model's current parameters) at the points of
     :func:`segment_alphas` (``num_points``, ``spacing``; default Xing et al.'s 10 points between
-    the iterates) and analyse the segment (:func:`segment_losses` then :func:`analyze_segment`)."""
+    the iterates) and analyse the segment (:func:`segment_losses` then :func:`analyze_segment`).
+    ``height_floor``: "segment" or "sampled" (:func:`height_floor_of`)."""
+    floor = height_floor_of(height_floor, spacing)
     if theta_b is None:
         theta_b = params_vector(model)
     alphas = segment_alphas(num_points, spacing=spacing)
     losses = segment_losses(model, loss_fn, data, theta_a, theta_b, alphas,
                             bn_mode=bn_mode, alpha_chunk=alpha_chunk)
     return analyze_segment(alphas, losses, rtol=rtol, atol=atol, refine=refine,
-                           step=step, epoch=epoch)
+                           height_floor=floor, step=step, epoch=epoch)
 
 
 # --------------------------------------------------------------------------------------------

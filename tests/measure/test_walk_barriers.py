@@ -105,6 +105,42 @@ def test_gd_bouncing_in_a_1d_valley_closed_form():
     assert [v for _, v in res.history["walk_epoch_barriers"]] == [0.0] * 6
 
 
+def test_table_2_height_from_the_segment_floor_or_the_sampled_points():
+    # L = λθ²/2, GD with lr 0.1 and λ = 2: θ_{t+1} = 0.8 θ_t, a plain descent whose lowest
+    # evaluated point is θ_{t+1}. From that floor the height is (L_t − L_{t+1})/2; from the
+    # lowest of the 10 points between the iterates (α = 10/11, θ = θ_t (1 − 0.2·10/11) =
+    # (9/11) θ_t), Xing et al.'s θ_t^min of line 128, it is (L_t + L_{t+1} − 2 L(9θ_t/11))/2.
+    lam, lr, theta0 = 2.0, 0.1, 1.5
+    heights = {}
+    for reading, spacing in (("segment", "interior"), ("sampled", "interior"),
+                             ("sampled", "inclusive")):
+        model = Landscape(quad(torch.tensor([[lam]], dtype=torch.float64)), [theta0])
+        walk = StepInterpolationCallback(Schedule.every(1), spacing=spacing,
+                                         height_floor=reading)
+        data = dummy_data()
+        train(model, mean_out, data, torch.optim.SGD(model.parameters(), lr=lr), epochs=3,
+              batch_size=len(data.x_train), callbacks=[walk], progress=False)
+        heights[reading, spacing] = [r.height_above_floor for r in walk.records]
+        assert all(r.valley_alpha == 1.0 for r in walk.records)     # the floor is unchanged
+    for t in range(3):
+        th = theta0 * 0.8**t
+        big = lam * th**2 / 2
+        assert heights["segment", "interior"][t] == pytest.approx(big * (1 - 0.64) / 2, rel=1e-12)
+        assert heights["sampled", "interior"][t] == pytest.approx(
+            big * (1 + 0.64 - 2 * (9 / 11) ** 2) / 2, rel=1e-12)
+        # inclusive spacing: the 10 sampled points include the iterates, so the floor is θ_{t+1}
+        assert heights["sampled", "inclusive"][t] == pytest.approx(big * (1 - 0.64) / 2,
+                                                                   rel=1e-12)
+    # the sampled floor may lie above both iterates: a negative height, kept as measured
+    r = analyze_segment([0.0, 0.5, 1.0], [1.0, 1.5, 0.5], height_floor="interior")
+    assert r.height_above_floor == pytest.approx(-0.75) and r.valley_alpha == 1.0
+    assert analyze_segment([0.0, 0.5, 1.0], [1.0, 1.5, 0.5]).height_above_floor == 0.25
+    with pytest.raises(ValueError, match="height_floor"):
+        analyze_segment([0.0, 1.0], [1.0, 0.5], height_floor="interior")
+    with pytest.raises(ValueError, match="height_floor"):
+        StepInterpolationCallback(Schedule.every(1), height_floor="lowest")
+
+
 def test_gd_in_a_2d_valley_floor_height_and_cosine_to_minus_one():
     # H = diag(λ1, λ2); lr λ1 = 1.99 bounces across the sharp direction while the flat one
     # decays by 0.9 per step, so the gradient cosine tends to −1. Along a segment the loss is

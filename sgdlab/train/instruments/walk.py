@@ -39,6 +39,7 @@ from sgdlab.measure.walk import (
     StepInterpolation,
     analyze_segment,
     evaluation_mode,
+    height_floor_of,
     segment_alphas,
     segment_losses,
     summarize_epochs,
@@ -67,6 +68,9 @@ class StepInterpolationCallback(Callback):
         eval_data: None: the whole training set; an int n: a fixed random subset of n training
             examples (drawn once with ``seed``); or explicit data (a batch or batches).
         eval_batch_size: split the evaluation set into batches of this size (bounds memory).
+        height_floor: θ_t^min of the height above the valley floor (Table 2): "segment" (the
+            lowest evaluated point, default) or "sampled" (the lowest of the K points, line
+            128; :func:`sgdlab.measure.walk.height_floor_of`).
         bn_mode, alpha_chunk, vectorize, rtol, atol, refine: see
             :func:`sgdlab.measure.walk.segment_losses` and
             :func:`~sgdlab.measure.walk.analyze_segment`.
@@ -77,7 +81,8 @@ class StepInterpolationCallback(Callback):
                  spacing: str = "interior", epochs: list[int] | None = None,
                  eval_data: Any = None, eval_batch_size: int | None = None, bn_mode: str = "eval",
                  alpha_chunk: int | None = None, vectorize: bool | None = None,
-                 rtol: float = 1e-4, atol: float = 0.0, refine: bool = False, seed: int = 0):
+                 rtol: float = 1e-4, atol: float = 0.0, refine: bool = False,
+                 height_floor: str = "segment", seed: int = 0):
         self.alphas = segment_alphas(num_points, spacing=spacing)   # validates both
         if len(self.alphas) < 3:
             raise ValueError(f"Invalid num_points={num_points}: a barrier needs a point between "
@@ -96,7 +101,7 @@ class StepInterpolationCallback(Callback):
         self.num_points, self.eval_data = num_points, eval_data
         self.eval_batch_size = eval_batch_size
         self.kw = dict(bn_mode=bn_mode, alpha_chunk=alpha_chunk, rtol=rtol, atol=atol,
-                       refine=refine)
+                       refine=refine, height_floor=height_floor_of(height_floor, spacing))
         self.vectorize, self.seed = vectorize, seed
         self.records: list[StepInterpolation] = []
         self.seconds = 0.0
@@ -188,12 +193,14 @@ def step_interpolation_instrument(*, schedule: Schedule, num_points: int = 10,
                                   eval_subset: int | None = None,
                                   eval_batch_size: int | None = None, bn_mode: str = "eval",
                                   rtol: float = 1e-4, refine: bool = False,
+                                  height_floor: str = "segment",
                                   seed: int = 0) -> Callback:
     """Xing et al.'s step interpolation (K points between θ_t and θ_{t+1}) by name."""
     return StepInterpolationCallback(schedule, num_points=num_points, spacing=spacing,
                                      epochs=epochs, eval_data=eval_subset,
                                      eval_batch_size=eval_batch_size, bn_mode=bn_mode,
-                                     rtol=rtol, refine=refine, seed=seed)
+                                     rtol=rtol, refine=refine, height_floor=height_floor,
+                                     seed=seed)
 
 
 class StepLengthCallback(Callback):
