@@ -270,3 +270,30 @@ def test_an_epoch_schedule_with_a_batch_size_schedule_of_varying_steps_fails_its
     assert list(failed) == ["cos|seed=0"] and "miscounted" in failed["cos|seed=0"]
     steps = {r["label"]: r["summary"]["steps"] for r in res.results["runs"]}
     assert steps == {"clr": 4 + 1 + 4 + 1}
+
+
+@pytest.mark.parametrize("scale", ["cpu", "paper"])
+def test_breakdown_sampling_reading_gives_eq_4s_noise_at_every_beta(scale):
+    # Fig. 5 holds η/S fixed while S grows towards the training set's size: drawn without
+    # replacement (the default), the batch gradient's covariance is (N − S)/(S (N − 1)) C and
+    # not eq. (4)'s C/S; the reading sampling=with-replacement keeps C/S at every β with
+    # S < N. A batch of the whole set is full-batch GD either way (the loop's convention):
+    # the cpu scale's β = 16 on 800 images
+    from sgdlab.experiments.spec import load_experiment
+    from sgdlab.measure.noise import minibatch_noise_factor
+
+    def noise(readings):              # {(n, S): S · the covariance factor}
+        out = {}
+        for r in load_experiment("jastrzebski-breakdown", scale, readings).expand(data_dir="/d"):
+            p = r.params
+            n = p["dataset"].get("n_train") or PAPER_TRAIN_SIZES[p["dataset"]["name"]]
+            b = p["batch_size"]
+            out[n, b] = 0.0 if b >= n else b * minibatch_noise_factor(
+                b, n, replacement=p.get("replacement", False))
+        return out
+
+    default, wr = noise(None), noise({"sampling": "with-replacement"})
+    gd = {k for k, v in default.items() if k[1] >= k[0]}
+    assert gd == ({(800, 800)} if scale == "cpu" else set())
+    assert all(v == 1.0 for k, v in wr.items() if k not in gd)
+    assert all(default[k] < 1.0 for k in default if k not in gd)
