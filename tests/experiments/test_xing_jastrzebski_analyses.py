@@ -596,3 +596,25 @@ def test_breakdown_departure_says_which_seeds_it_leaves_out():
     assert dep.evidence == pytest.approx({"800 examples": 0.2, "4000 examples": 0.05})
     assert dep.agrees_with_paper is True
     assert "1 of 2 seeds of 800 examples without a finite value" in dep.text
+
+
+def test_interpolation_reads_the_ends_at_alpha_0_and_1_whatever_the_rounding():
+    """``linspace(-1, 2, 10)`` puts α = 0 at -5.6e-17: the test ``0 <= α`` skipped it, so "the
+    loss at A" and the barrier were read from α = 1/3 on. A grid without 0 or 1 (num 8) has no
+    point at a model: refused when the entry is loaded, not answered from the nearest point."""
+    import torch
+
+    from sgdlab.experiments.procedures import get_procedure
+    from sgdlab.experiments.procedures.jastrzebski import segment_ends
+
+    grid = torch.linspace(-1.0, 2.0, 10, dtype=torch.float64)
+    assert float(grid[3]) < 0                             # the rounding this guards against
+    assert segment_ends(grid) == (3, 6)
+    assert segment_ends(torch.linspace(-1.0, 2.0, 121, dtype=torch.float64)) == (40, 80)
+    proc = get_procedure("interpolate")
+    base = {"dataset": "digits", "model": "mlp", "between": ["a", "b"]}
+    proc.validate({**base, "alphas": {"start": -1.0, "stop": 2.0, "num": 10}}, "runs[0]")
+    with pytest.raises(ConfigError, match=r"runs\[0\]: alphas .* must include 0 and 1"):
+        proc.validate({**base, "alphas": {"start": -1.0, "stop": 2.0, "num": 8}}, "runs[0]")
+    with pytest.raises(ConfigError, match="alphas must be a mapping"):
+        proc.validate({**base, "alphas": [0, 1]}, "runs[0]")

@@ -314,6 +314,20 @@ class InterpolateProcedure(Procedure):
                "samples", "bn_stats", "eval_batch_size"}
     required = {"dataset", "model", "between"}
 
+    def validate(self, params, where):
+        super().validate(params, where)
+        al = params.get("alphas", DEFAULT_ALPHAS)
+        if not (isinstance(al, dict) and set(al) == {"start", "stop", "num"}):
+            raise ConfigError(f"{where}: alphas must be a mapping {{start, stop, num}}, got "
+                              f"{al!r}")
+        try:
+            ends = segment_ends(_alpha_grid(al))
+        except (TypeError, ValueError, RuntimeError) as e:
+            raise ConfigError(f"{where}: alphas {al!r}: {e}") from None
+        if ends is None:
+            raise ConfigError(f"{where}: alphas {al!r} must include 0 and 1 (the two models' "
+                              "own points, where the barrier and the end losses are read)")
+
     def run(self, run, ctx) -> RunOutput:
         import torch
 
@@ -330,7 +344,7 @@ class InterpolateProcedure(Procedure):
             m.load_state_dict(torch.load(ctx.dependencies[lab] / MODEL_FILE, weights_only=True))
         from sgdlab.measure.interpolation import interpolate_models
 
-        al = p.get("alphas", {"start": -1.0, "stop": 2.0, "num": 31})
+        al = p.get("alphas", DEFAULT_ALPHAS)
         n = p.get("samples")
         g = torch.Generator().manual_seed(int(p.get("data_seed", 0)))
 
@@ -346,18 +360,36 @@ class InterpolateProcedure(Procedure):
 
         curve = interpolate_models(model_a, model_b, loss_fn, subset(ds.x_train, ds.y_train),
                                    subset(ds.x_test, ds.y_test),
-                                   torch.linspace(al["start"], al["stop"], al["num"],
-                                                  dtype=torch.float64),
-                                   bn_stats=p.get("bn_stats", "recompute"))
+                                   _alpha_grid(al), bn_stats=p.get("bn_stats", "recompute"))
         c = curve.to_dict()
-        a = c["alphas"]
-        inner = [i for i, x in enumerate(a) if 0 <= x <= 1]
+        first, last = segment_ends(c["alphas"])
+        inner = list(range(first, last + 1))
         ends = max(c["train_loss"][inner[0]], c["train_loss"][inner[-1]])
         barrier = max(c["train_loss"][i] for i in inner) - ends
         dist = float(torch.linalg.vector_norm(params_vector(model_b) - params_vector(model_a)))
         return RunOutput(summary={"barrier_on_segment": barrier, "distance": dist,
                                   "loss_at_A": c["train_loss"][inner[0]],
                                   "loss_at_B": c["train_loss"][inner[-1]]}, data=c)
+
+
+DEFAULT_ALPHAS = {"start": -1.0, "stop": 2.0, "num": 31}
+
+
+def _alpha_grid(al: dict):
+    import torch
+
+    return torch.linspace(float(al["start"]), float(al["stop"]), int(al["num"]),
+                          dtype=torch.float64)
+
+
+def segment_ends(alphas, tol: float = 1e-9) -> tuple[int, int] | None:
+    """The indices of α = 0 and α = 1 in an increasing grid, within ``tol`` (a linspace may
+    put 0 at -5.6e-17: ``linspace(-1, 2, 10)``, which a test ``0 <= α`` skipped, reading
+    "the loss at A" at α = 1/3); None when the grid lacks either point."""
+    a = [float(x) for x in alphas]
+    zero = [i for i, x in enumerate(a) if abs(x) <= tol]
+    one = [i for i, x in enumerate(a) if abs(x - 1) <= tol]
+    return (zero[0], one[0]) if zero and one else None
 
 
 def _end_basin(alphas, losses, center: float, rise: float, side: str):
