@@ -41,21 +41,45 @@ def _quotes(raw: dict) -> list[tuple[str, str]]:
 
 
 @pytest.fixture(scope="module")
-def paper_texts() -> list[str]:
+def paper_texts() -> dict[str, str]:
     d = _papers_dir()
     if d is None:
         pytest.skip("paper texts not at hand (set SGDLAB_PAPERS to the folder of .txt files)")
-    return [_norm(p.read_text(errors="ignore")) for p in sorted(d.glob("*.txt"))]
+    return {p.stem: p.read_text(errors="ignore") for p in sorted(d.glob("*.txt"))}
+
+
+def _own_paper(raw: dict, texts: dict[str, str]) -> str:
+    """The text of the entry's paper: the file named after its first author
+    (``xing-2018-walk-with-sgd.txt`` for "Xing, Arpit, ...")."""
+    surname = raw["paper"]["author"].split(",")[0].split()[0].lower()
+    found = [t for stem, t in texts.items() if stem.startswith(surname + "-")]
+    assert len(found) == 1, f"no single paper text for author {surname!r}: {sorted(texts)}"
+    return found[0]
+
+
+def _cited_lines(where: str) -> list[tuple[int, int]]:
+    """``line 81`` / ``lines 97-99`` in a location, as (first, last) line numbers."""
+    return [(int(a), int(b or a)) for a, b in re.findall(r"lines? (\d+)(?:\s*[-–]\s*(\d+))?",
+                                                            where)]
 
 
 @pytest.mark.parametrize("name", list(FILES))
 def test_quotes_are_passages_of_the_papers(name, paper_texts):
+    """Each quote is a passage of the entry's own paper (not of any of the five), and where
+    its location cites a line, the passage starts there (within 3 lines: PDF-to-text wraps)."""
     raw = read_file(FILES[name])
+    text = _own_paper(raw, paper_texts)
+    lines = text.splitlines()
     for quote, where in _quotes(raw):
         assert len(_norm(quote)) >= 30, f"{name}: quote too short to identify a passage"
         assert where.strip(), f"{name}: quote without a location"
-        assert any(_norm(quote) in t for t in paper_texts), \
-            f"{name}: quote not found in the paper texts: {quote[:80]!r}"
+        assert _norm(quote) in _norm(text), \
+            f"{name}: quote not found in its paper's text: {quote[:80]!r}"
+        cited = _cited_lines(where)
+        assert cited, f"{name}: location {where!r} cites no line of the paper's text"
+        near = [_norm(" ".join(lines[max(0, a - 4):b + 3])) for a, b in cited]
+        assert any(_norm(quote)[:40] in w for w in near), \
+            f"{name}: quote not at {where!r}: {quote[:60]!r}"
 
 
 def test_quote_and_location_go_together():
