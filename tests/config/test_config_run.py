@@ -485,7 +485,8 @@ def test_instrument_options_are_checked_when_the_run_is_built(tmp_path):
              {"name": "dynamics", "hessian_every": 50, "hessian_iter": 0},
              {"name": "trajectory", "path": str(tmp_path / "t"), "dtype": "int8"},
              {"name": "dynamics", "full_grad_every": 0},          # 0 was read as "never"
-             {"name": "dynamics", "hessian_every": 2.5}]
+             {"name": "dynamics", "hessian_every": 2.5},
+             {"name": "batch_statistics", "batch_size": 16, "eval_subset": 10}]   # was cut to 10
     with pytest.raises(ConfigError) as e:
         build_from_config({**TINY, "measure": items})
     msg = str(e.value)
@@ -499,7 +500,9 @@ def test_instrument_options_are_checked_when_the_run_is_built(tmp_path):
                    "measure[5].dtype: Invalid dtype='int8'",
                    "measure[6].full_grad_every: Invalid full_grad_every=0 (an int >= 1, or "
                    "leave it out for never)",
-                   "measure[7].hessian_every: Invalid hessian_every=2.5"):
+                   "measure[7].hessian_every: Invalid hessian_every=2.5",
+                   "measure[8].batch_size: Invalid batch_size=16 (fresh batches are drawn from "
+                   "N = 10 examples"):
         assert needle in msg, msg
     assert not (tmp_path / "t").exists()
 

@@ -132,6 +132,14 @@ class BatchStatisticsCallback(MeasuredCallback):
         self.batch_size, self.source, self.epsilon, self.tic = batch_size, source, epsilon, tic
         self.prefix = prefix
 
+    def check(self, model, data) -> None:
+        super().check(model, data)
+        if self.batch_size is not None:        # min() below would cut it to the pool silently
+            n = eval_set_size(data, self.eval_subset)
+            check_options(batch_size=(self.batch_size, self.batch_size <= n,
+                                      f"fresh batches are drawn from N = {n} examples "
+                                      "(eval_subset of the training set): at most N"))
+
     def compute(self, ctx, data, generator):
         if self.source == "step" or self.batch_size is None:
             if ctx.batch is None:
