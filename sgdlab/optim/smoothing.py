@@ -33,7 +33,10 @@ of the PDE, the thesis' scope):
 
   an unbiased Monte-Carlo estimate of ∇(f * G_γ); for a quadratic f it is ∇f(x) in
   expectation, for f = Σ x⁴/4 it is x³ + 3γx. (4.28) gives the homogenised heat dynamics the
-  variance β⁻¹γ; (4.43), implemented here, writes γ.
+  variance β⁻¹γ; (4.43), implemented here, writes γ. The fast variable of (4.27) that (4.28)
+  homogenises, dY = −(εγ)⁻¹Y ds + (εβ)^−½ dB, is an Ornstein–Uhlenbeck process whose
+  stationary variance is γ/(2β), half of β⁻¹γ: ``variance_convention="eq-4.28"`` (default)
+  perturbs with variance ``gamma`` (β⁻¹γ), ``"ou-4.27"`` with ``gamma``/2 (γ/(2β)).
 
 Every inner gradient comes from the closure, which draws a new mini-batch, so one outer
 step costs L gradient evaluations (the training loop's ``grad_evals``).
@@ -53,7 +56,10 @@ from .entropy_sgd import EntropySGD, SeededNoise, _check, _check_shared_L
 from .registry import register_optimizer
 from .scoping import ExponentialScope
 
-__all__ = ["HJ", "HEAT"]
+__all__ = ["HJ", "HEAT", "HEAT_VARIANCE_CONVENTIONS"]
+
+# the perturbation variance per unit of ``gamma`` (= β⁻¹γ): (4.28)'s text, (4.27)'s OU process
+HEAT_VARIANCE_CONVENTIONS = {"eq-4.28": 1.0, "ou-4.27": 0.5}
 
 
 class HJ(EntropySGD):
@@ -126,7 +132,11 @@ class HEAT(SeededNoise, Optimizer):
 
     Args:
         lr: step size η.
-        gamma: variance of the perturbations ε_i ~ N(0, γI) (the time of the heat equation).
+        gamma: the time of the heat equation, β⁻¹γ of (4.28) (γ of (4.43)): the variance of
+            the perturbations ε_i ~ N(0, γI) under the default ``variance_convention``.
+        variance_convention: ``"eq-4.28"`` (default): ε_i ~ N(0, gamma·I), the variance
+            β⁻¹γ of (4.28) and (4.43); ``"ou-4.27"``: ε_i ~ N(0, gamma/2·I), the stationary
+            variance γ/(2β) of (4.27)'s Ornstein–Uhlenbeck fast variable.
         L: perturbations (gradient evaluations, each on a new mini-batch) per step (thesis: 20).
         momentum, nesterov, weight_decay: as torch.optim.SGD (weight decay at x).
         gamma_decay, gamma_min, gamma_max: scoping γ(t) = γ₀(1 − γ₁)^t per step, clipped
@@ -139,9 +149,13 @@ class HEAT(SeededNoise, Optimizer):
     def __init__(self, params, lr: float = 0.1, *, gamma: float = 0.01, L: int = 20,
                  momentum: float = 0.0, nesterov: bool = False, weight_decay: float = 0.0,
                  gamma_decay: float = 0.0, gamma_min: float | None = None,
-                 gamma_max: float | None = None, seed: int | None = None):
+                 gamma_max: float | None = None, variance_convention: str = "eq-4.28",
+                 seed: int | None = None):
         _check(lr >= 0, f"Invalid learning rate: {lr}")
         _check(0 <= gamma < math.inf, f"Invalid gamma: {gamma} (variance, must be finite >= 0)")
+        _check(variance_convention in HEAT_VARIANCE_CONVENTIONS,
+               f"Invalid variance_convention: {variance_convention!r} (choose "
+               f"{' or '.join(map(repr, HEAT_VARIANCE_CONVENTIONS))})")
         _check(isinstance(L, int) and L >= 1, f"Invalid number of samples L: {L} (int >= 1)")
         _check(0 <= momentum < 1, f"Invalid momentum value: {momentum}")
         _check(not nesterov or momentum > 0, "Nesterov momentum requires a momentum")
@@ -150,9 +164,22 @@ class HEAT(SeededNoise, Optimizer):
         super().__init__(params, dict(lr=lr, gamma=gamma, L=L, momentum=momentum,
                                       nesterov=nesterov, weight_decay=weight_decay,
                                       gamma_decay=gamma_decay, gamma_min=gamma_min,
-                                      gamma_max=gamma_max))
+                                      gamma_max=gamma_max,
+                                      variance_convention=variance_convention))
         self._init_rng(seed)
         self.steps = 0
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        built = [g["variance_convention"] for g in self.param_groups]
+        super().load_state_dict(state_dict)
+        for g, now in zip(self.param_groups, built):
+            if "variance_convention" not in g:
+                # saved before the option existed, so drawn with (4.28)'s variance
+                if now != "eq-4.28":
+                    raise ValueError("HEAT state saved before variance_convention existed "
+                                     f"(its perturbations had (4.28)'s variance); this "
+                                     f"optimizer was built with {now!r}")
+                g["variance_convention"] = now
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         super().add_param_group(param_group)
@@ -165,6 +192,12 @@ class HEAT(SeededNoise, Optimizer):
             return 0.0
         return ExponentialScope(g["gamma"], g["gamma_decay"], lower=g["gamma_min"],
                                 upper=g["gamma_max"])(self.steps)
+
+    def current_variance(self, group: dict | None = None) -> float:
+        """The variance of the next step's perturbations: γ(t) under ``"eq-4.28"``, γ(t)/2
+        under ``"ou-4.27"``."""
+        g = self.param_groups[0] if group is None else group
+        return HEAT_VARIANCE_CONVENTIONS[g["variance_convention"]] * self.current_gamma(g)
 
     def _counters(self) -> dict[str, int]:
         return {"steps": self.steps}
@@ -186,7 +219,7 @@ class HEAT(SeededNoise, Optimizer):
             for _ in range(L):
                 i = 0
                 for group in self.param_groups:
-                    s = math.sqrt(self.current_gamma(group))
+                    s = math.sqrt(self.current_variance(group))
                     for p in group["params"]:
                         if p.requires_grad:   # frozen parameters are constants of f
                             eps = torch.randn(p.shape, generator=self._rng(p.device),
