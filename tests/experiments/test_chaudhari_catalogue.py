@@ -201,6 +201,32 @@ def test_hj_drops_its_learning_rate_in_effective_epochs_as_entropy_sgd(scale):
     assert {r.params["schedule"]["every"] for r in literal if r.label.startswith("hj")} == {3}
 
 
+@pytest.mark.parametrize("scale", ["smoke", "cpu", "paper"])
+def test_heat_variance_reading_halves_the_perturbations_of_every_heat_run(scale):
+    """β⁻¹γ of (4.28) by default (10⁻⁴ on MNIST, 3·10⁻⁷ on CIFAR-10); heat-variance=ou-4.27
+    gives every HEAT optimizer (4.27)'s stationary γ/(2β) and leaves the other runs alone."""
+    def built(readings):
+        runs = load_experiment("chaudhari-smoothing", scale, readings=readings).expand(
+            data_dir="/d")
+        return {r.label: r for r in runs}, {
+            r.label: build_optimizer("heat", [torch.nn.Parameter(torch.zeros(2))], seed=0,
+                                     **{k: v for k, v in r.params["optimizer"].items()
+                                        if k != "name"})
+            for r in runs if r.params["optimizer"]["name"] == "heat"}
+
+    (runs, text), (other, ou) = built(None), built({"heat-variance": "ou-4.27"})
+    want = {"smoke": {"heat"}, "cpu": {"heat"},
+            "paper": {"heat", "heat-mnistfc", "heat-allcnn"}}[scale]
+    assert set(text) == set(ou) == want
+    for label, opt in text.items():
+        gamma = {"heat-allcnn": 3e-7}.get(label, 1e-4)
+        assert opt.current_variance() == pytest.approx(gamma, rel=1e-12), label
+        assert ou[label].current_variance() == pytest.approx(gamma / 2, rel=1e-12), label
+        assert other[label].key != runs[label].key
+    assert {k: r.key for k, r in other.items() if k not in want} == {
+        k: r.key for k, r in runs.items() if k not in want}
+
+
 def test_section_3_3_2s_mnistfc_has_batch_norm_by_the_code_and_none_by_the_text():
     """"a fully-connected network with two hidden layers of 1024 units each" (line 1050) names
     batch normalisation for lenet only: mnistfc-bn=text drops it; the default keeps the code's."""
