@@ -412,3 +412,30 @@ def test_spin_order_reading_counts_the_hidden_layers_of_each_network(name, scale
             hyper = {k: v for k, v in p["optimizer"].items() if k != "name"}
             opt = build_optimizer_for(p["optimizer"]["name"], model, seed=0, **hyper)
             assert opt.p == want, (name, scale, choice, label)
+
+
+@pytest.mark.parametrize("scale,batches", [("cpu", 32), ("paper", 469)])
+def test_elastic_sgds_rho_reaches_its_floor_l_times_sooner_than_parles(scale, batches):
+    """(5.10) at L = 1 scopes Elastic-SGD's ρ every step: 0.1 after 2B ln 10 steps, 4.6
+    epochs; Parle's (L = 25) after as many rounds, 25 times the gradient evaluations
+    (docs/FIDELITY.md, "Elastic-SGD's scoping"). B: mnist_small's 4,000 and MNIST's 60,000
+    images in batches of 128."""
+    import math
+
+    from sgdlab.train.replicas import ParleConfig
+
+    runs = {r.label: r.params for r in
+            load_experiment("chaudhari-parle", scale).expand(data_dir="/d")}
+    floors = {}
+    for label in ("parle", "elastic-sgd"):
+        cfg = ParleConfig.from_dict(runs[label]["parle"])
+        opt = cfg.optimizer([torch.nn.Parameter(torch.zeros(1))], seed=0, batches=batches)
+        k = 0
+        while opt.current_rho() > cfg.rho_min:
+            k += 1
+            opt.outer_steps = k
+        floors[label] = (k, k * cfg.L / batches)       # rounds, effective epochs
+    assert floors["parle"][0] == floors["elastic-sgd"][0] == pytest.approx(
+        2 * batches * math.log(10), rel=0.01)
+    assert floors["elastic-sgd"][1] == pytest.approx(4.6, abs=0.05)
+    assert floors["parle"][1] == pytest.approx(25 * floors["elastic-sgd"][1])
