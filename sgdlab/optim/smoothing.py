@@ -127,6 +127,12 @@ class HJ(EntropySGD):
 register_optimizer("hj")(HJ)
 
 
+def _check_variance_convention(value: Any) -> None:
+    _check(value in HEAT_VARIANCE_CONVENTIONS,
+           f"Invalid variance_convention: {value!r} (choose "
+           f"{' or '.join(map(repr, HEAT_VARIANCE_CONVENTIONS))})")
+
+
 class HEAT(SeededNoise, Optimizer):
     """Gaussian (heat-equation) smoothing, eq. 4.43: x ← x − η (1/L) Σ_i ∇f_{B_i}(x + ε_i).
 
@@ -153,9 +159,7 @@ class HEAT(SeededNoise, Optimizer):
                  seed: int | None = None):
         _check(lr >= 0, f"Invalid learning rate: {lr}")
         _check(0 <= gamma < math.inf, f"Invalid gamma: {gamma} (variance, must be finite >= 0)")
-        _check(variance_convention in HEAT_VARIANCE_CONVENTIONS,
-               f"Invalid variance_convention: {variance_convention!r} (choose "
-               f"{' or '.join(map(repr, HEAT_VARIANCE_CONVENTIONS))})")
+        _check_variance_convention(variance_convention)
         _check(isinstance(L, int) and L >= 1, f"Invalid number of samples L: {L} (int >= 1)")
         _check(0 <= momentum < 1, f"Invalid momentum value: {momentum}")
         _check(not nesterov or momentum > 0, "Nesterov momentum requires a momentum")
@@ -182,6 +186,9 @@ class HEAT(SeededNoise, Optimizer):
                 g["variance_convention"] = now
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
+        # a group added later with a misspelt convention: a KeyError at its next step
+        _check_variance_convention(param_group.get("variance_convention",
+                                                   self.defaults["variance_convention"]))
         super().add_param_group(param_group)
         _check_shared_L(self)
 

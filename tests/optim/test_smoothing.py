@@ -274,3 +274,10 @@ def test_heat_variance_convention_is_checked_and_survives_a_checkpoint():
     assert old.param_groups[0]["variance_convention"] == "eq-4.28"
     with pytest.raises(ValueError, match="saved before variance_convention.*'ou-4.27'"):
         HEAT([y], gamma=0.2, L=2, variance_convention="ou-4.27").load_state_dict(sd)
+    # a group added later is checked too (a misspelt value was a KeyError at its next step)
+    z = nn.Parameter(torch.zeros(2, dtype=torch.float64))
+    with pytest.raises(ValueError, match=r"variance_convention: 'OU'"):
+        old.add_param_group({"params": [z], "variance_convention": "OU"})
+    assert len(old.param_groups) == 1
+    old.add_param_group({"params": [z], "variance_convention": "ou-4.27"})
+    assert old.current_variance(old.param_groups[1]) == pytest.approx(0.1)
