@@ -54,6 +54,7 @@ from torch import Tensor
 from sgdlab.errors import UserError
 from sgdlab.optim import noise
 
+from .base import check_count
 from .two_basin import TwoBasin
 
 METHODS: tuple[str, ...] = (
@@ -103,18 +104,19 @@ class EscapeConfig:
         return cls(**base)
 
     def validate(self) -> None:
+        """A ``UserError`` naming the first bad field; whole-number floats (600.0) of the counts
+        are stored as ints. A fractional count (100.5) or a bool was a TypeError deep in the
+        run, or ran: ``True`` iterations as 1, a 1.5 ``batch_size`` divided Σ by 1.5."""
         if not 0 < self.lr < float("inf"):                  # NaN fails this too
             raise UserError(f"lr must be a finite number > 0, got {self.lr}")
-        for name in ("iterations", "repetitions", "batch_size", "leading_k", "hessian_k",
-                     "sharpness_samples"):
-            if getattr(self, name) < 1:
-                raise UserError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name, least in (("iterations", 1), ("repetitions", 1), ("batch_size", 1),
+                            ("leading_k", 1), ("hessian_k", 1), ("sharpness_samples", 1),
+                            ("sharpness_every", 0)):
+            setattr(self, name, check_count(name, getattr(self, name), least))
         for name in ("const_sigma", "hessian_scale", "sharpness_sigma", "noise_trace"):
             if not 0 <= getattr(self, name) < float("inf"):     # NaN fails this too
                 raise UserError(f"{name} must be a finite number >= 0, "
                                 f"got {getattr(self, name)}")
-        if self.sharpness_every < 0:
-            raise UserError(f"sharpness_every must be >= 0, got {self.sharpness_every}")
         for name, allowed in (("protocol", PROTOCOLS), ("success_rule", SUCCESS_RULES),
                               ("start", ("sharp_minimum", "sharp_center"))):
             if getattr(self, name) not in allowed:
@@ -376,6 +378,7 @@ def run_methods(
     passage (K, R): the first iteration 0..T at which the iterate lay in the flat basin, −1
     where none did).
     """
+    cfg.validate()
     bad = [m for m in methods if m not in METHODS]
     if bad:
         raise UserError(f"unknown escape method(s) {bad}; choose from {', '.join(METHODS)}")

@@ -141,5 +141,5 @@ def test_a_refused_option_leaves_no_empty_folder(tmp_path, capsys):
     a folder that was there stays."""
     for out in (tmp_path / "new", tmp_path):
         assert main(["landscape", "escape", "--repetitions", "0", "--out", str(out)]) == 2
-        assert "error: --repetitions must be >= 1, got 0" in capsys.readouterr().err
+        assert "error: --repetitions must be an integer >= 1, got 0" in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []

@@ -427,3 +427,33 @@ def test_non_finite_constants_are_named_errors(call, match):
     # chain of that method diverged
     with pytest.raises(UserError, match=match):
         call()
+
+
+@pytest.mark.parametrize("field, value, least", [
+    ("iterations", 100.5, 1), ("repetitions", 10.5, 1), ("batch_size", 1.5, 1),
+    ("leading_k", 1.5, 1), ("hessian_k", 1.5, 1), ("sharpness_samples", 10.5, 1),
+    ("sharpness_every", 2.5, 0), ("iterations", True, 1), ("iterations", float("nan"), 1),
+    ("iterations", "5", 1),
+])
+def test_escape_config_refuses_a_non_integer_count_by_name(field, value, least):
+    # these were a TypeError deep in the run ('float' object cannot be interpreted as an
+    # integer), or ran: True iterations as 1
+    with pytest.raises(UserError, match=f"{field} must be an integer >= {least}"):
+        EscapeConfig(**{field: value}).validate()
+
+
+def test_a_fractional_batch_size_does_not_rescale_gld_dynamic():
+    # without SGD among the methods no mini-batch is drawn: batch_size = 1.5 ran and divided
+    # Σ by 1.5, a GLD dynamic noise no batch size gives
+    cfg = EscapeConfig(iterations=3, repetitions=4, batch_size=1.5, sharpness_every=0,
+                       record_trajectory=False)
+    with pytest.raises(UserError, match="batch_size must be an integer"):
+        escape_experiment(TwoBasin(dtype=f64), cfg, methods=["gld_dynamic"])
+
+
+def test_escape_config_takes_whole_float_counts_as_ints():
+    cfg = EscapeConfig(iterations=6.0, repetitions=4.0, sharpness_every=3.0,
+                       sharpness_samples=5.0, record_trajectory=False)
+    res = escape_experiment(TwoBasin(dtype=f64), cfg, methods=["gd", "gld_leading"])
+    assert cfg.iterations == 6 and type(cfg.iterations) is int
+    assert res.sharpness_steps == [0, 3, 6] and res.final["gd"].shape == (4, 2)
