@@ -166,6 +166,46 @@ def check_states(name: str, x: Tensor, dim: int) -> None:
         raise UserError(f"{name} has non-finite entries")
 
 
+def psd_tolerances(dtype: torch.dtype, dim: int) -> tuple[float, float]:
+    """(asymmetry, eigenvalue) tolerances of a symmetric PSD check, both *relative*: a matrix
+    passes when max|M − Mᵀ| ≤ √eps · max|M| and λ_min ≥ −64 d eps · max|λ| (eps of ``dtype``;
+    the round-off of a symmetric product grows with its summation length, a genuine asymmetry
+    is a sizeable fraction of the entries). Absolute tolerances refused a rank-deficient
+    matrix of scale 10⁶ (λ_min = −1.4e−10 from round-off) and accepted an indefinite or
+    non-symmetric one of scale 10⁻¹³."""
+    eps = torch.finfo(dtype if dtype.is_floating_point else torch.float64).eps
+    return eps ** 0.5, 64 * dim * eps
+
+
+def check_psd_matrix(name: str, mat: Tensor, dim: int, *, definite: bool = False,
+                     round_off: torch.dtype | None = None) -> Tensor:
+    """``mat`` in float64 if it is a finite, symmetric, positive semi-definite (``definite``:
+    positive definite, λ_min above the round-off level) (dim, dim) matrix up to the round-off
+    of ``round_off`` (default its own dtype; :func:`psd_tolerances`), else a ``UserError``
+    naming it and the failed property."""
+    mat = torch.as_tensor(mat)
+    if mat.shape != (dim, dim):
+        raise UserError(f"{name} must be a ({dim}, {dim}) matrix, got {tuple(mat.shape)}")
+    if not bool(torch.isfinite(mat).all()):
+        raise UserError(f"{name} has non-finite entries")
+    sym_tol, eig_tol = psd_tolerances(round_off or mat.dtype, dim)
+    d = mat.double()
+    scale = float(d.abs().max())
+    asym = float((d - d.T).abs().max())
+    if asym > sym_tol * scale:
+        raise UserError(f"{name} must be symmetric: max|M − Mᵀ| = {asym:.3g} with entries "
+                        f"up to {scale:.3g}")
+    evals = torch.linalg.eigvalsh(d)
+    lo, top = float(evals.min()), float(evals.abs().max())
+    if definite and not lo > eig_tol * top:
+        raise UserError(f"{name} must be positive definite: its eigenvalues run from {lo:.3g} "
+                        f"to {top:.3g} (numerically singular below {eig_tol * top:.3g})")
+    if lo < -eig_tol * top:
+        raise UserError(f"{name} must be positive semi-definite; its smallest eigenvalue is "
+                        f"{lo:.3g} (largest |λ| {top:.3g})")
+    return d
+
+
 def _take(per: Tensor, idx: Tensor) -> Tensor:
     """per[..., idx] with idx either (m,) or (..., m) matching per's leading dims."""
     if idx.ndim == 1:

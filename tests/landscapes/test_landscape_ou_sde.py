@@ -319,3 +319,46 @@ def test_leimkuhler_matthews_stationary_covariance_under_anisotropic_noise_is_or
     emp = torch.cov(x.T).numpy()
     se = np.sqrt((np.outer(np.diag(lm), np.diag(lm)) + lm ** 2) / chains)   # Gaussian MC s.e.
     assert np.abs((emp - lm) / se).max() < 4
+
+
+def _sign_flip(x):   # D(x) = diag(sign(x₁), 1): indefinite where x₁ < 0
+    return torch.diag_embed(torch.stack([torch.sign(x[..., 0]), torch.ones_like(x[..., 0])], -1))
+
+
+@pytest.mark.parametrize("diffusion, match", [
+    (_sign_flip, r"not positive semi-definite \(smallest eigenvalue -1.*x = \[-1.0, 0.5\]"),
+    (lambda x: torch.tensor([[1.0, 2.0], [0.0, 1.0]], dtype=f64).expand(*x.shape[:-1], 2, 2),
+     r"not symmetric \(max\|D − Dᵀ\| = 2"),
+    (lambda x: torch.tensor([[1.0, 2.0], [0.0, 1.0]], dtype=f64), "not symmetric"),
+    (lambda x: torch.where(x[..., :1, None] < 0, float("nan"), 1.0) * torch.eye(2, dtype=f64),
+     r"non-finite entries at x = \[-1.0, 0.5\] \(chain \[1\]\)"),
+    (lambda x: 1e-9 * torch.tensor([[1.0, 2.0], [0.0, 1.0]], dtype=f64), "not symmetric"),
+    (lambda x: torch.ones(*x.shape[:-1], 2, 3, dtype=f64), r"must return \(\.\.\., 2, 2\)"),
+], ids=["indefinite-at-one-state", "non-symmetric", "non-symmetric-unbatched", "nan-at-one-state",
+        "non-symmetric-tiny-scale", "wrong-shape"])
+def test_a_state_dependent_diffusion_is_checked_at_every_state(diffusion, match):
+    # unchecked, the root read the lower triangle (D = I simulated for [[1, 2], [0, 1]]),
+    # clipped negative eigenvalues (diag(0, 1) for diag(−1, 1)) and gave NaN chains for NaN D
+    sde = SDE.langevin(lambda x: x, 2, diffusion=diffusion)
+    x0 = torch.tensor([[1.0, 0.5], [-1.0, 0.5]], dtype=f64)
+    with pytest.raises(UserError, match=match):
+        simulate(sde, x0, dt=0.1, steps=2, generator=torch.Generator().manual_seed(0))
+
+
+@pytest.mark.parametrize("scale", [1e-12, 1.0, 1e8])
+@pytest.mark.parametrize("dtype", [torch.float32, f64], ids=["f32", "f64"])
+def test_a_rank_deficient_state_dependent_diffusion_passes_at_any_scale(scale, dtype):
+    # D(x) = s v vᵀ: one zero eigenvalue that round-off makes ±1e−16 s (relative tolerance);
+    # a float32 D beside float64 chains failed in the integrator's matmul
+    def diffusion(x):
+        v = torch.stack([x[..., 0].cos(), x[..., 0].sin(), x[..., 1]], -1).to(dtype)
+        return scale * v[..., :, None] * v[..., None, :]
+    sde = SDE.langevin(lambda x: x, 3, diffusion=diffusion, beta=2.0)
+    x = torch.randn(500, 3, generator=torch.Generator().manual_seed(1), dtype=f64)
+    g = sde.factor(x)
+    assert g.dtype == f64
+    want = diffusion(x).double()                      # G Gᵀ = 2β⁻¹ D = D at β = 2
+    tol = (1e-6 if dtype == torch.float32 else 1e-13) * scale * float(want.abs().max() / scale)
+    torch.testing.assert_close(g @ g.transpose(-1, -2), want, rtol=0, atol=tol)
+    assert torch.isfinite(simulate(sde, x, dt=0.01, steps=3).final).all()
+

@@ -22,6 +22,8 @@ from torch import Tensor
 from sgdlab.errors import UserError
 from sgdlab.optim.noise import psd_sqrt  # symmetric square root, negatives clipped (batched)
 
+from ..base import check_psd_matrix, psd_tolerances
+
 Drift = Callable[[Tensor], Tensor]
 Factor = Callable[[Tensor], Tensor]
 
@@ -69,7 +71,7 @@ class SDE:
                 return -grad(x) + extra_drift(x)
         if callable(diffusion):
             def factor(x: Tensor) -> Tensor:
-                return scale * psd_sqrt(diffusion(x))
+                return scale * _checked_root(diffusion(x), x, dim)
             return cls(drift, factor, dim, dim, additive=False)
         if diffusion is None or not isinstance(diffusion, Tensor):
             value = 1.0 if diffusion is None else float(diffusion)
@@ -88,30 +90,52 @@ class SDE:
                 raise UserError(f"diagonal diffusion must be ({dim},) and >= 0")
             root = torch.diag(diffusion.double().sqrt())
         else:
-            if diffusion.shape != (dim, dim):
-                raise UserError(f"diffusion matrix must be ({dim}, {dim}), "
-                                f"got {tuple(diffusion.shape)}")
-            root = psd_sqrt(_check_psd(diffusion))
+            root = psd_sqrt(check_psd_matrix("diffusion matrix", diffusion, dim))
 
         def const_factor(x: Tensor) -> Tensor:
             return (scale * root).to(x).expand(*x.shape[:-1], dim, dim)
         return cls(drift, const_factor, dim, dim, additive=True)
 
 
-def _check_psd(mat: Tensor) -> Tensor:
-    """``mat`` in float64 if it is symmetric positive semi-definite (up to its dtype's
-    round-off), else a ``UserError``: a square root would silently read only its lower
-    triangle (``eigh``) and clip its negative eigenvalues, simulating another D."""
-    d = mat.double()
-    if not torch.allclose(d, d.T):
-        raise UserError("diffusion matrix must be symmetric")
-    evals = torch.linalg.eigvalsh(d)
-    eps = torch.finfo(mat.dtype if mat.is_floating_point() else torch.float64).eps
-    tol = 64 * d.shape[0] * eps * float(evals.abs().max())
-    if float(evals.min()) < -tol:
-        raise UserError(f"diffusion matrix must be positive semi-definite; its smallest "
-                        f"eigenvalue is {float(evals.min()):.3g}")
-    return d
+def _checked_root(mat: Tensor, x: Tensor, dim: int) -> Tensor:
+    """The symmetric square root of a state-dependent D(x) (..., d, d), each matrix checked
+    first: finite, symmetric and PSD up to its dtype's round-off, with the tolerances of
+    :func:`~sgdlab.landscapes.base.psd_tolerances` (relative to each matrix's scale); else a
+    ``UserError`` naming the first failing state. Unchecked, the root read only the lower
+    triangle and clipped negative eigenvalues (D = diag(−1, 1) was simulated as diag(0, 1))
+    and a NaN D made that chain NaN without a word. The checks reuse the root's ``eigh`` and
+    add one host synchronisation per step."""
+    if not isinstance(mat, Tensor) or mat.ndim < 2 or tuple(mat.shape[-2:]) != (dim, dim):
+        got = tuple(mat.shape) if isinstance(mat, Tensor) else type(mat).__name__
+        raise UserError(f"diffusion(x) must return (..., {dim}, {dim}) matrices, got {got}")
+    sym_tol, eig_tol = psd_tolerances(mat.dtype, dim)
+    # the root in the chains' dtype if wider (a float32 D beside float64 chains failed in the
+    # integrator's matmul), the tolerances at D's own round-off
+    mat = mat.to(torch.promote_types(mat.dtype, x.dtype))
+    finite = torch.isfinite(mat).all(-1).all(-1)
+    m = torch.where(finite[..., None, None], mat, torch.zeros((), dtype=mat.dtype,
+                                                              device=mat.device))
+    scale = m.abs().amax((-2, -1))
+    asym = (m - m.transpose(-1, -2)).abs().amax((-2, -1))
+    vals, vecs = torch.linalg.eigh(m)
+    top = vals.abs().amax(-1)
+    ok = finite & (asym <= sym_tol * scale) & (vals[..., 0] >= -eig_tol * top)
+    if not bool(ok.all()):
+        shape = torch.broadcast_shapes(ok.shape, x.shape[:-1])
+        ok_b = ok.expand(shape)
+        first = tuple(int(i) for i in (~ok_b).nonzero()[0])
+        at = x.expand(*shape, x.shape[-1])[first].tolist()
+        k = first[len(shape) - ok.ndim:]          # the index into D's own batch dimensions
+        if not bool(finite[k]):
+            why = "has non-finite entries"
+        elif not bool(asym[k] <= sym_tol * scale[k]):
+            why = (f"is not symmetric (max|D − Dᵀ| = {float(asym[k]):.3g}, entries up to "
+                   f"{float(scale[k]):.3g})")
+        else:
+            why = (f"is not positive semi-definite (smallest eigenvalue {float(vals[k][0]):.3g}"
+                   f", largest |λ| {float(top[k]):.3g})")
+        raise UserError(f"diffusion(x) {why} at x = {at} (chain {list(first)})")
+    return (vecs * vals.clamp_min(0).sqrt().unsqueeze(-2)) @ vecs.transpose(-1, -2)
 
 
 class Integrator(ABC):
