@@ -33,7 +33,7 @@ from torch import Tensor
 
 from sgdlab.errors import UserError
 
-from .base import Landscape, check_count, check_positive
+from .base import Landscape, check_count, check_positive, check_psd_matrix
 from .sde.base import psd_sqrt
 
 
@@ -60,19 +60,15 @@ class Quadratic(Landscape):
         h = torch.as_tensor(hessian, dtype=dtype)
         if h.ndim != 2 or h.shape[0] != h.shape[1]:
             raise UserError(f"hessian must be square (d, d), got {tuple(h.shape)}")
-        if not bool(torch.isfinite(h).all()):
-            raise UserError("hessian has non-finite entries")
-        if not torch.allclose(h, h.T):
-            raise UserError("hessian must be symmetric")
-        if torch.linalg.eigvalsh(h).min() <= 0:
-            raise UserError("hessian must be positive definite")
         d = h.shape[0]
+        # tolerances relative to the matrix's scale, at the round-off of the dtype it came in
+        # (base.psd_tolerances): the absolute ones refused C = 10⁶ v vᵀ for a −1e−10 round-off
+        # eigenvalue and took a non-symmetric H or an indefinite C of scale 10⁻⁹
+        check_psd_matrix("hessian", h, d, definite=True, round_off=_given_dtype(hessian, dtype))
         if num_samples <= d:
             raise UserError(f"num_samples must exceed the dimension {d}, got {num_samples}")
         c = h.clone() if noise_cov is None else torch.as_tensor(noise_cov, dtype=dtype)
-        if c.shape != (d, d) or not bool(torch.isfinite(c).all()) or not torch.allclose(c, c.T) \
-                or torch.linalg.eigvalsh(c).min() < -1e-12:
-            raise UserError(f"noise_cov must be a symmetric PSD ({d}, {d}) matrix")
+        check_psd_matrix("noise_cov", c, d, round_off=_given_dtype(noise_cov, dtype))
         self.dim, self.num_samples = d, num_samples
         self.H, self.C = h, c
         self.minimum = torch.zeros(d, dtype=dtype) if minimum is None else \
@@ -151,6 +147,11 @@ class Quadratic(Landscape):
 
 
 __all__ = ["Quadratic"]
+
+
+def _given_dtype(value, default: torch.dtype) -> torch.dtype:
+    """The dtype a matrix was given in (its round-off), ``default`` for non-tensors."""
+    return value.dtype if isinstance(value, Tensor) and value.is_floating_point() else default
 
 
 def _check_lr_batch(lr: float, batch_size: int) -> None:

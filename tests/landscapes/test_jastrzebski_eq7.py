@@ -24,7 +24,7 @@ def test_bad_quadratics_and_arguments_are_named_errors():
     from sgdlab.errors import UserError
 
     h = torch.diag(torch.tensor([2.0, 1.0], dtype=torch.float64))
-    with pytest.raises(UserError, match="symmetric PSD"):
+    with pytest.raises(UserError, match="noise_cov must be symmetric"):
         Quadratic(h, noise_cov=torch.tensor([[1.0, 1.0], [0.0, 1.0]], dtype=torch.float64))
     with pytest.raises(UserError, match=r"minimum must have shape \(2,\)"):
         Quadratic(h, minimum=torch.zeros(3, dtype=torch.float64))

@@ -362,3 +362,32 @@ def test_a_rank_deficient_state_dependent_diffusion_passes_at_any_scale(scale, d
     torch.testing.assert_close(g @ g.transpose(-1, -2), want, rtol=0, atol=tol)
     assert torch.isfinite(simulate(sde, x, dt=0.01, steps=3).final).all()
 
+
+def test_quadratic_psd_checks_are_relative_to_the_matrix_scale():
+    q, _ = torch.linalg.qr(torch.randn(3, 3, generator=torch.Generator().manual_seed(0),
+                                       dtype=f64))
+    # C = 10⁶-scale rank 2: eigvalsh returns −1.4e−10 for its zero eigenvalue, under the old
+    # absolute −1e−12 floor, and C was refused
+    c_big = q @ torch.diag(torch.tensor([3e6, 1e6, 0.0], dtype=f64)) @ q.T
+    assert float(torch.linalg.eigvalsh(c_big).min()) < -1e-12
+    quad = Quadratic(torch.eye(3, dtype=f64), num_samples=20, noise_cov=c_big)
+    torch.testing.assert_close(quad.gradient_covariance(torch.zeros(1, 3, dtype=f64))[0], c_big,
+                               rtol=0, atol=1e-12 * 3e6)
+    # an indefinite C or a non-symmetric H / C of scale 1e−9..1e−13 passed the absolute checks
+    with pytest.raises(UserError, match="noise_cov must be positive semi-definite"):
+        Quadratic(torch.eye(3, dtype=f64), noise_cov=1e-13 * torch.diag(
+            torch.tensor([1.0, -1.0, 1.0], dtype=f64)))
+    tiny = 1e-9 * torch.tensor([[1.0, 2.0], [0.0, 1.0]], dtype=f64)
+    with pytest.raises(UserError, match="hessian must be symmetric"):
+        Quadratic(tiny)
+    with pytest.raises(UserError, match="noise_cov must be symmetric"):
+        Quadratic(torch.eye(2, dtype=f64), noise_cov=tiny)
+    # H numerically singular at its scale (λ 10⁶, 10⁶, 10⁻⁹: below 64 d eps λ_max) is refused
+    with pytest.raises(UserError, match="hessian must be positive definite"):
+        Quadratic(q @ torch.diag(torch.tensor([1e6, 1e6, 1e-9], dtype=f64)) @ q.T)
+    # a well-conditioned H of scale 10⁶ or 10⁻⁶ is taken, with C = H exact relative to scale
+    for s in (1e6, 1e-6):
+        h = s * (H3 + 0.1)
+        quad = Quadratic(h, num_samples=20)
+        torch.testing.assert_close(quad.gradient_covariance(torch.zeros(1, 3, dtype=f64))[0],
+                                   h, rtol=0, atol=1e-12 * s)
