@@ -224,7 +224,7 @@ def _ou(args, out: Path) -> dict:
     import torch
 
     from sgdlab.landscapes.quadratic import Quadratic
-    from sgdlab.landscapes.sde import sgd_chains
+    from sgdlab.landscapes.sde import path_mean_se, sgd_chains
     from sgdlab.report.figures.landscapes import ou_figure
 
     d = 10 if not args.quick else 4
@@ -241,10 +241,10 @@ def _ou(args, out: Path) -> dict:
         relax = 1.0 / float(h.diagonal().min())  # slowest relaxation time of the OU process
         path = sgd_chains(q, th0, lr=lr, batch_size=s, steps=int(round(4 * relax / lr)),
                           generator=gen, record_every=max(1, int(round(relax / lr))))
-        exc = q.loss(path.states[1:]) - q.min_loss
+        # s.e. from per-chain averages: records along a path are correlated (path_mean_se)
+        measured, stderr = path_mean_se(q.loss(path.states[1:]) - q.min_loss)
         rows.append({"lr": lr, "batch_size": s, "eta_over_s": lr / s,
-                     "measured": float(exc.mean()),
-                     "stderr": float(exc.std() / math.sqrt(exc.numel())),
+                     "measured": measured, "stderr": stderr,
                      "sde_prediction": q.stationary_excess_loss(lr, s),
                      "discrete_prediction": q.stationary_excess_loss(lr, s, discrete=True)})
     print(f"{'eta':>6} {'S':>3} {'eta/S':>7} {'E[L]-L*':>10} {'(eta/4S)TrH':>12} "

@@ -8,8 +8,8 @@ import torch
 from sgdlab.errors import UserError
 from sgdlab.landscapes.quadratic import Quadratic
 from sgdlab.landscapes.sde import (
-    SDE, EulerMaruyama, LeimkuhlerMatthews, brownian_increments, coarsen, sgd_chains, sgd_sde,
-    simulate,
+    SDE, EulerMaruyama, LeimkuhlerMatthews, brownian_increments, coarsen, path_mean_se,
+    sgd_chains, sgd_sde, simulate,
 )
 
 f64 = torch.float64
@@ -57,9 +57,11 @@ def _stationary_sgd_stats(q, lr, batch, chains, gen):
     steps = int(round(8 / lr))
     path = sgd_chains(q, th0, lr=lr, batch_size=batch, steps=steps, generator=gen,
                       record_every=int(round(2 / lr)))
-    states = path.states  # (5, chains, 3), 2 time units apart (> relaxation time 1/(2·0.25))
-    excess = (q.loss(states) - q.min_loss)
-    return states, excess.mean(), excess.std() / math.sqrt(excess.numel())
+    # (5, chains, 3), 2 time units apart: the slowest mode's z² still correlates by e^{−1}
+    # there, so the s.e. comes from per-chain averages (std / √(5·chains) was 4–5% small)
+    states = path.states
+    mean, se = path_mean_se(q.loss(states) - q.min_loss)
+    return states, mean, se
 
 
 def test_ou_stationary_moments_and_eta_over_s_scaling():
@@ -391,3 +393,27 @@ def test_quadratic_psd_checks_are_relative_to_the_matrix_scale():
         quad = Quadratic(h, num_samples=20)
         torch.testing.assert_close(quad.gradient_covariance(torch.zeros(1, 3, dtype=f64))[0],
                                    h, rtol=0, atol=1e-12 * s)
+
+
+def test_path_mean_se_is_the_standard_error_of_correlated_records():
+    # exact stationary OU x (λ = 1, unit variance) recorded every τ = 0.1: corr(x_j², x_k²) =
+    # e^{−2τ|j−k|}, Var x² = 2, so Var(mean of S records) = (2/S²) Σ_jk e^{−2τ|j−k|} exactly
+    tau, records, chains = 0.1, 20, 8000
+    rho = math.exp(-tau)
+    gen = torch.Generator().manual_seed(11)
+    x = torch.randn(chains, generator=gen, dtype=f64)
+    rows = [x]
+    for _ in range(records - 1):
+        x = rho * x + math.sqrt(1 - rho ** 2) * torch.randn(chains, generator=gen, dtype=f64)
+        rows.append(x)
+    values = torch.stack(rows) ** 2                                   # (S, C), E = 1
+    lag = torch.arange(records, dtype=f64)
+    corr = torch.exp(-2 * tau * (lag[:, None] - lag[None, :]).abs())
+    exact_se = math.sqrt(2 * float(corr.sum()) / records ** 2 / chains)
+    mean, se = path_mean_se(values)
+    assert se == pytest.approx(exact_se, rel=0.05)       # std of a std: ~1/√(2C) = 0.8%
+    assert abs(mean - 1.0) < 4 * exact_se
+    naive = float(values.std() / math.sqrt(values.numel()))
+    assert naive < 0.5 * exact_se                        # records as if independent: too small
+    with pytest.raises(UserError, match="records, chains"):
+        path_mean_se(values[:, :1])
