@@ -58,7 +58,9 @@ class SDE:
 
         ``diffusion`` D is None (identity), a float (c I), a tensor of shape (d,) (diagonal) or
         (d, d) (constant PSD), or a callable X -> (..., d, d) PSD matrix (state-dependent; its
-        symmetric square root is taken each step).
+        symmetric square root is taken each step, after checking that every returned matrix
+        is finite, symmetric and PSD up to round-off: a ``UserError`` names the first state
+        where it is not. A D that may dip below zero must be clipped by the callable itself).
         """
         if not beta > 0:                     # NaN fails this too; β = inf is zero noise
             raise UserError(f"beta must be > 0, got {beta}")
