@@ -78,7 +78,9 @@ def load_mnist1d(*, seed: int = 0, num_samples: int = 5000, train_split: float =
     """MNIST-1D (Greydanus 2020), generated locally with the ``mnist1d`` package.
 
     Defaults give 4,000 train / 1,000 test sequences of length 40, 10 classes, inputs shaped
-    (1, 40) (or (40,) with ``flatten``), standardised by the generator (global mean 0, std 1).
+    (1, 40) (or (40,) with ``flatten``), standardised by the generator (global mean 0, std 1,
+    over train and test together, as the published set). ``num_samples`` must be a multiple of
+    10 (the generator makes ``num_samples // 10`` sequences per class).
     ``seed`` is the generator's seed (the published frozen dataset uses 42; sgdlab's default
     seed is 0, so pass ``seed=42`` to reproduce it). Generated arrays are cached on disk keyed
     by every argument and the package version (see :mod:`sgdlab.data.cache`).
@@ -86,8 +88,16 @@ def load_mnist1d(*, seed: int = 0, num_samples: int = 5000, train_split: float =
     import mnist1d
 
     check_int("num_samples", num_samples, minimum=20)
+    if num_samples % 10:
+        # the generator makes num_samples // 10 sequences of each digit: 25 gave 20
+        raise UserError(f"option 'num_samples' must be a multiple of 10 (mnist1d makes "
+                        f"num_samples // 10 sequences per class), got {num_samples}")
     if not 0.0 < float(train_split) < 1.0:
         raise UserError(f"option 'train_split' must be in (0, 1), got {train_split!r}")
+    if int(num_samples * float(train_split)) == 0:  # the generator's split (train_split < 1
+        # always leaves a test sequence)
+        raise UserError(f"option 'train_split'={train_split!r} of {num_samples} sequences "
+                        f"leaves no training sequences")
     version = getattr(mnist1d, "__version__", "?")
     key = cache_key("mnist1d", {"num_samples": num_samples, "train_split": float(train_split),
                                 "seed": seed, "shuffle_seq": bool(shuffle_seq),

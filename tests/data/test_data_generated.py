@@ -151,3 +151,13 @@ def test_generic_subset_and_label_noise_options():
     # a fraction is the natural mistake: the message names the option and what it counts
     with pytest.raises(UserError, match="'label_noise' is a number of training examples"):
         load_dataset("digits", label_noise=0.2)
+
+
+def test_mnist1d_refuses_sizes_the_generator_would_change():
+    # the generator makes num_samples // 10 per class: 25 was read as 16 / 4 sequences
+    with pytest.raises(UserError, match="multiple of 10.*got 25"):
+        load_dataset("mnist1d", num_samples=25, cache=False)
+    with pytest.raises(UserError, match="leaves no training"):
+        load_dataset("mnist1d", num_samples=20, train_split=0.01, cache=False)
+    ds = load_dataset("mnist1d", num_samples=30, train_split=0.5, cache=False)
+    assert (len(ds.y_train), len(ds.y_test)) == (15, 15)
