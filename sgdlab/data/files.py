@@ -43,7 +43,8 @@ def read_idx(path: str | Path, *, expect_ndim: int | None = None,
     path = Path(path)
     try:
         raw = path.read_bytes()
-        if raw[:2] == b"\x1f\x8b":
+        gzipped = raw[:2] == b"\x1f\x8b"
+        if gzipped:
             raw = gzip.decompress(raw)
     except FileNotFoundError:
         raise DataError(f"IDX file not found: {path}") from None
@@ -55,7 +56,8 @@ def read_idx(path: str | Path, *, expect_ndim: int | None = None,
     zero, code, ndim = raw[0:2], raw[2], raw[3]
     if zero != b"\x00\x00" or code not in _IDX_DTYPES or ndim == 0:
         raise DataError(f"malformed IDX file {path}: bad magic number {magic} (0x{magic:08x}); "
-                        f"expected 2051 for images or 2049 for labels")
+                        f"expected 2051 for images or 2049 for labels"
+                        f"{_idx_hint(path, raw, gzipped)}")
     if expect_ndim is not None and ndim != expect_ndim:
         want = {3: 2051, 1: 2049}.get(expect_ndim, "?")
         raise DataError(f"malformed IDX file {path}: magic number {magic} says {ndim}-D data, "
@@ -74,6 +76,16 @@ def read_idx(path: str | Path, *, expect_ndim: int | None = None,
         raise DataError(f"malformed IDX file {path}: header says shape {shape} "
                         f"({expected} data bytes) but the file has {len(raw) - header}")
     return np.frombuffer(raw, dtype=dtype, offset=header).reshape(shape).astype(dtype.newbyteorder("="))
+
+
+def _idx_hint(path: Path, raw: bytes, gzipped: bool) -> str:
+    """What a bad IDX magic number most likely means, for the error message."""
+    if raw[:2] == b"\x1f\x8b":
+        return " (the decompressed data is gzip-compressed again: the file was compressed twice)"
+    notes = ["named .gz but not gzip-compressed"] if path.suffix == ".gz" and not gzipped else []
+    if raw.lstrip()[:1] == b"<":
+        notes.append("it starts like an HTML page: a failed download?")
+    return f" ({'; '.join(notes)})" if notes else ""
 
 
 _IDX_FILES = {"train_images": "train-images-idx3-ubyte", "train_labels": "train-labels-idx1-ubyte",

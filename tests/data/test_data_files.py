@@ -338,3 +338,20 @@ def test_cifar100_binary_fine_and_coarse_labels(tmp_path):
     np.testing.assert_array_equal(ds.x_train.numpy(), x.astype(np.float32) / 255)
     dc = load_dataset("cifar100", data_dir=tmp_path, labels="coarse")
     assert dc.num_outputs == 20 and dc.y_test.tolist() == coarse
+
+
+def test_idx_named_gz_that_is_not_gzip_or_is_gzipped_twice(tmp_path):
+    make_idx_dir(tmp_path, gz=True)
+    p = tmp_path / (IDX_NAMES["train_images"] + ".gz")
+    good = p.read_bytes()
+    # a mirror's error page saved under the file's name
+    p.write_bytes(b"<!DOCTYPE html><html><body>404 Not Found</body></html>")
+    with pytest.raises(DataError, match=f"{p}.*bad magic.*named .gz but not gzip-compressed; "
+                                        f"it starts like an HTML page"):
+        load_dataset("mnist", data_dir=tmp_path)
+    p.write_bytes(gzip.compress(good))
+    with pytest.raises(DataError, match=f"{p}.*bad magic.*compressed twice"):
+        load_dataset("mnist", data_dir=tmp_path)
+    # a plain IDX file named .gz is read by its content
+    p.write_bytes(gzip.decompress(good))
+    assert load_dataset("mnist", data_dir=tmp_path).x_train.shape == (40, 1, 28, 28)
