@@ -92,7 +92,9 @@ _IDX_FILES = {"train_images": "train-images-idx3-ubyte", "train_labels": "train-
               "test_images": "t10k-images-idx3-ubyte", "test_labels": "t10k-labels-idx1-ubyte"}
 _IDX_SUBDIRS = {"mnist": ("mnist", "MNIST", "MNIST/raw", "mnist/raw"),
                 "fashion_mnist": ("fashion_mnist", "fashion-mnist", "FashionMNIST",
-                                  "FashionMNIST/raw", "fashion-mnist/raw", "fashion_mnist/raw")}
+                                  "FashionMNIST/raw", "fashion-mnist/raw", "fashion_mnist/raw",
+                                  # the layout of zalandoresearch/fashion-mnist (data/fashion)
+                                  "fashion", "data/fashion")}
 _IDX_URLS = {"mnist": "https://yann.lecun.com/exdb/mnist/ (or a mirror, e.g. "
                       "https://ossci-datasets.s3.amazonaws.com/mnist/)",
              "fashion_mnist": "https://github.com/zalandoresearch/fashion-mnist "

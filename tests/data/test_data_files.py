@@ -355,3 +355,19 @@ def test_idx_named_gz_that_is_not_gzip_or_is_gzipped_twice(tmp_path):
     # a plain IDX file named .gz is read by its content
     p.write_bytes(gzip.decompress(good))
     assert load_dataset("mnist", data_dir=tmp_path).x_train.shape == (40, 1, 28, 28)
+
+
+def test_fashion_mnist_in_the_official_repositorys_folder_not_the_mnist_beside_it(tmp_path):
+    # zalandoresearch/fashion-mnist keeps its files in data/fashion; MNIST lying in data_dir
+    # itself was read as Fashion-MNIST
+    mnist = make_idx_dir(tmp_path, seed=1)
+    fashion = make_idx_dir(tmp_path / "fashion", seed=2, gz=True)
+    ds = load_dataset("fashion_mnist", data_dir=tmp_path, normalize="none")
+    np.testing.assert_array_equal(ds.x_train[:, 0].numpy(), fashion["train_images"])
+    assert str(tmp_path / "fashion") in ds.meta["source"]
+    ds = load_dataset("mnist", data_dir=tmp_path, normalize="none")
+    np.testing.assert_array_equal(ds.x_train[:, 0].numpy(), mnist["train_images"])
+    repo = tmp_path / "fashion-mnist-repo"
+    make_idx_dir(repo / "data" / "fashion", seed=2, gz=True)
+    ds = load_dataset("fashion_mnist", data_dir=repo, normalize="none")
+    np.testing.assert_array_equal(ds.x_train[:, 0].numpy(), fashion["train_images"])
