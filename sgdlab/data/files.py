@@ -95,6 +95,14 @@ _IDX_SUBDIRS = {"mnist": ("mnist", "MNIST", "MNIST/raw", "mnist/raw"),
                                   "FashionMNIST/raw", "fashion-mnist/raw", "fashion_mnist/raw",
                                   # the layout of zalandoresearch/fashion-mnist (data/fashion)
                                   "fashion", "data/fashion")}
+# (dataset, split) -> (number of labels, the first ten) of the published label files: a file of
+# the other dataset or split is recognised by them (no chance file has both)
+_IDX_LABEL_PRINTS = {
+    ("mnist", "train"): (60000, (5, 0, 4, 1, 9, 2, 1, 3, 1, 4)),
+    ("mnist", "test"): (10000, (7, 2, 1, 0, 4, 1, 4, 9, 5, 9)),
+    ("fashion_mnist", "train"): (60000, (9, 0, 0, 3, 0, 2, 7, 2, 5, 5)),
+    ("fashion_mnist", "test"): (10000, (9, 2, 1, 1, 6, 1, 4, 6, 5, 7)),
+}
 _IDX_URLS = {"mnist": "https://yann.lecun.com/exdb/mnist/ (or a mirror, e.g. "
                       "https://ossci-datasets.s3.amazonaws.com/mnist/)",
              "fashion_mnist": "https://github.com/zalandoresearch/fashion-mnist "
@@ -158,6 +166,14 @@ def _load_idx_dataset(dataset: str, data_dir, *, seed: int, train_size, test_siz
                             f"{paths[split + '_labels']} has {len(yi)} labels")
         if yi.size and (yi.min() < 0 or yi.max() > 9):
             raise DataError(f"{dataset}: labels in {paths[split + '_labels']} outside 0..9")
+        held = next((k for k, (n, first) in _IDX_LABEL_PRINTS.items()
+                     if len(yi) == n and tuple(yi[:10].tolist()) == first), None)
+        if held is not None and held != (dataset, split):
+            fix = ("train and test files swapped?" if held[0] == dataset else
+                   f"point data_dir at {dataset}'s files ({_IDX_URLS[dataset]})")
+            raise DataError(f"{dataset}: {paths[split + '_labels']} holds the {held[1]} labels of "
+                            f"{held[0]} (its length and first ten labels are theirs), not the "
+                            f"{split} labels of {dataset}: {fix}")
     if arrays["train_images"].shape[1:] != arrays["test_images"].shape[1:]:
         raise DataError(f"{dataset}: {paths['train_images']} holds images of "
                         f"{arrays['train_images'].shape[1:]} pixels but "

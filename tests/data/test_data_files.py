@@ -371,3 +371,40 @@ def test_fashion_mnist_in_the_official_repositorys_folder_not_the_mnist_beside_i
     make_idx_dir(repo / "data" / "fashion", seed=2, gz=True)
     ds = load_dataset("fashion_mnist", data_dir=repo, normalize="none")
     np.testing.assert_array_equal(ds.x_train[:, 0].numpy(), fashion["train_images"])
+
+
+# length and first ten labels of the published label files (as torchvision's and Keras' loaders
+# of the real files return them)
+_PUBLISHED_LABELS = {("mnist", "train"): (60000, [5, 0, 4, 1, 9, 2, 1, 3, 1, 4]),
+                     ("mnist", "test"): (10000, [7, 2, 1, 0, 4, 1, 4, 9, 5, 9]),
+                     ("fashion_mnist", "train"): (60000, [9, 0, 0, 3, 0, 2, 7, 2, 5, 5]),
+                     ("fashion_mnist", "test"): (10000, [9, 2, 1, 1, 6, 1, 4, 6, 5, 7])}
+
+
+def _published_like(root, dataset, *, swap=False):
+    """IDX files of the published sizes whose labels start as the real ones (2x2 images)."""
+    root.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for split, other in (("train", "test"), ("test", "train")):
+        n, first = _PUBLISHED_LABELS[(dataset, other if swap else split)]
+        y = rng.integers(0, 10, n).astype(np.uint8)
+        y[:10] = first
+        write_idx(root / IDX_NAMES[f"{split}_labels"], y)
+        write_idx(root / IDX_NAMES[f"{split}_images"], np.zeros((n, 2, 2), np.uint8))
+
+
+def test_idx_files_of_the_other_dataset_or_split_are_recognised(tmp_path):
+    # Fashion-MNIST's files were read as MNIST (and the other way round) without a word
+    _published_like(tmp_path / "f", "fashion_mnist")
+    _published_like(tmp_path / "m", "mnist")
+    _published_like(tmp_path / "s", "mnist", swap=True)
+    f_labels = tmp_path / "f" / IDX_NAMES["train_labels"]
+    with pytest.raises(DataError, match=f"{f_labels} holds the train labels of fashion_mnist"):
+        load_dataset("mnist", data_dir=tmp_path / "f")
+    with pytest.raises(DataError, match="holds the train labels of mnist.*point data_dir"):
+        load_dataset("fashion_mnist", data_dir=tmp_path / "m")
+    with pytest.raises(DataError, match="holds the test labels of mnist.*swapped"):
+        load_dataset("mnist", data_dir=tmp_path / "s")
+    assert load_dataset("mnist", data_dir=tmp_path / "m").y_train[:10].tolist() == \
+        _PUBLISHED_LABELS[("mnist", "train")][1]
+    assert len(load_dataset("fashion_mnist", data_dir=tmp_path / "f").y_test) == 10000
