@@ -3,6 +3,7 @@ from the run store (no training), and optionally compare it with another side by
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 from sgdlab.cli.run import add_reading_option, readings_of
@@ -26,7 +27,7 @@ def register(subparsers) -> None:
                    help="output directory for a rebuilt report (default: TARGET itself, or "
                         "sgdlab-out/NAME-SCALE for a name), or the compare page's path "
                         "(default: compare-<OTHER's folder name>.html in TARGET's folder)")
-    p.add_argument("--data-dir", metavar="DIR",
+    p.add_argument("--data-dir", metavar="DIR", type=os.path.expanduser,
                    help="directory with the paper's dataset files, for an experiment run at "
                         "scale paper (default: as recorded in results.json)")
     p.set_defaults(func=_report)

@@ -6,6 +6,7 @@ shows each entry's readings). ``--dry-run`` shows what the run would do, running
 from __future__ import annotations
 
 import argparse
+import os
 
 
 def add_reading_option(p: argparse.ArgumentParser, when: str = "") -> None:
@@ -46,7 +47,9 @@ def register(subparsers) -> None:
     p.add_argument("--scale", default="cpu", choices=["smoke", "cpu", "paper"],
                    help="smoke: seconds; cpu: minutes on 2 cores, embedded data (default); "
                         "paper: the paper's model, data (--data-dir) and grid")
-    p.add_argument("--data-dir", metavar="DIR", help="directory with the paper's dataset files")
+    # the shell leaves ~ in --data-dir=~/data alone; configs and the loaders expand it
+    p.add_argument("--data-dir", metavar="DIR", type=os.path.expanduser,
+                   help="directory with the paper's dataset files")
     p.add_argument("--workers", type=int, default=None, metavar="K",
                    help="runs at a time: worker processes of the local backend (default 1); "
                         "with --backend ray, at most K runs in flight (default: as many as "

@@ -281,3 +281,15 @@ def test_resume_of_a_sweep_run_says_how_it_continues(tmp_path, capsys):
     said = capsys.readouterr().err
     assert f"a run of the sweep of {GRID}" in said
     assert f"sgdlab run {GRID} --scale smoke --store {store.path}" in said
+
+
+def test_data_dir_given_with_a_tilde_is_the_home_folder(tmp_path, capsys, monkeypatch):
+    # the shell does not expand --data-dir=~/data: it was refused as "not a directory"
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / "data").mkdir()
+    main(["run", GRID, "--scale", "paper", "--data-dir=~/data", "--store",
+          str(tmp_path / "s.sqlite"), "--out", str(tmp_path / "out"), "--dry-run", "--json"])
+    out, err = capsys.readouterr()
+    assert "not a directory" not in err
+    problem = json.loads(out)["problems"][0]
+    assert f"missing file {tmp_path / 'data' / 'train-images-idx3-ubyte'}" in problem
