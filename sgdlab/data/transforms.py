@@ -86,8 +86,8 @@ def select_classes(ds: Dataset, classes) -> Dataset:
     new[torch.tensor(keep)] = torch.arange(len(keep))
 
     def pick(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        m = new[y] >= 0
-        return x[m], new[y[m]]
+        m = new[y.long()] >= 0  # uint8 labels (an IDX file's) would index as a mask
+        return x[m], new[y[m].long()]
 
     xt, yt = pick(ds.x_train, ds.y_train)
     xv, yv = pick(ds.x_test, ds.y_test)

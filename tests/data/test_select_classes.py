@@ -27,3 +27,19 @@ def test_bad_classes_are_user_errors(bad):
         select_classes(load_dataset("digits"), bad)
     with pytest.raises(UserError, match="classification"):
         load_dataset("cubic", classes=[0])
+
+
+def test_classes_of_a_dataset_with_uint8_labels():
+    # labels as an IDX file holds them (uint8) indexed the relabelling table as a boolean mask
+    # (an IndexError)
+    from sgdlab.data import Dataset
+
+    x = torch.arange(3.0)[:, None]
+    y = torch.tensor([2, 1, 2], dtype=torch.uint8)
+    ds = select_classes(Dataset(x, y, x, y), [2])
+    assert ds.x_train.flatten().tolist() == [0.0, 2.0] and ds.y_train.tolist() == [0, 0]
+    x = torch.arange(6.0)[:, None]
+    y = torch.tensor([0, 1, 2, 0, 1, 2], dtype=torch.uint8)
+    ds = select_classes(Dataset(x, y, x, y), [2, 0])
+    assert ds.x_test.flatten().tolist() == [0.0, 2.0, 3.0, 5.0]
+    assert ds.y_test.tolist() == [1, 0, 1, 0]
