@@ -101,8 +101,9 @@ def load_dataset(name: str, *, seed: int = 0, data_dir: str | Path | None = None
         from .augment import augmentation_spec
 
         augmentation_spec(augment)  # a bad value fails before the (maybe long) loading
-    if not isinstance(seed, numbers.Integral) or isinstance(seed, bool):
-        raise UserError(f"dataset seed must be an integer, got {seed!r}")
+    # 2**32: the bound of numpy's legacy seeding (mnist1d) and of scikit-learn's random_state
+    if not isinstance(seed, numbers.Integral) or isinstance(seed, bool) or not 0 <= seed < 2**32:
+        raise UserError(f"dataset seed must be an integer in 0..2**32 - 1, got {seed!r}")
     seed = int(seed)
     kwargs: dict[str, Any] = dict(options, seed=seed)
     if "data_dir" in params:

@@ -161,3 +161,14 @@ def test_mnist1d_refuses_sizes_the_generator_would_change():
         load_dataset("mnist1d", num_samples=20, train_split=0.01, cache=False)
     ds = load_dataset("mnist1d", num_samples=30, train_split=0.5, cache=False)
     assert (len(ds.y_train), len(ds.y_test)) == (15, 15)
+
+
+@pytest.mark.parametrize("seed", [-1, 2**32])
+def test_a_seed_the_generators_cannot_take_is_named(seed):
+    # mnist1d raised numpy's ValueError; digits blamed test_size ("cannot split with
+    # test_size=360: ... random_state ...")
+    for name, options in (("mnist1d", {"num_samples": 20, "cache": False}), ("digits", {})):
+        with pytest.raises(UserError, match=rf"dataset seed must be an integer in 0..2\*\*32 - 1, "
+                                            rf"got {seed}"):
+            load_dataset(name, seed=seed, **options)
+    assert load_dataset("digits", seed=2**32 - 1).meta["seed"] == 2**32 - 1
