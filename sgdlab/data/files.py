@@ -434,6 +434,15 @@ def _load_cifar(dataset: str, data_dir, *, seed: int, train_size, test_size, bal
 
     def read(names: list[str]) -> tuple[np.ndarray, np.ndarray]:
         parts = [part(n + (".bin" if binary else "")) for n in names]
+        # CIFAR-10's five training batches hold 10,000 images each; a binary batch cut at a
+        # record boundary reads as fewer without any other sign
+        counts = [len(a) for a, _ in parts]
+        if len(set(counts)) > 1:
+            short = names[counts.index(min(counts))] + (".bin" if binary else "")
+            where = f"{loc}:{short}" if blobs is not None else str(loc / short)
+            raise DataError(f"{dataset}: {where} holds {min(counts)} images, "
+                            f"{names[counts.index(max(counts))]} {max(counts)}: the training "
+                            f"batches hold equally many (a file cut short?)")
         x = np.concatenate([a for a, _ in parts])
         y = np.concatenate([b for _, b in parts])
         if y.size and (y.min() < 0 or y.max() >= num_classes):

@@ -408,3 +408,26 @@ def test_idx_files_of_the_other_dataset_or_split_are_recognised(tmp_path):
     assert load_dataset("mnist", data_dir=tmp_path / "m").y_train[:10].tolist() == \
         _PUBLISHED_LABELS[("mnist", "train")][1]
     assert len(load_dataset("fashion_mnist", data_dir=tmp_path / "f").y_test) == 10000
+
+
+@pytest.mark.parametrize("kind", ["binary", "python"])
+def test_cifar10_training_batch_cut_at_a_record_boundary(tmp_path, kind):
+    # a binary batch cut after 6 of its 10 records read as a 46-image training set
+    x, y, xt = make_cifar10(tmp_path / "py")
+    if kind == "binary":
+        root = tmp_path / "bin"
+        d = root / "cifar-10-batches-bin"
+        d.mkdir(parents=True)
+        for i in range(5):
+            n = 6 if i == 1 else 10
+            (d / f"data_batch_{i + 1}.bin").write_bytes(
+                _binary_records(x[10 * i:10 * i + n], y[10 * i:10 * i + n]))
+        (d / "test_batch.bin").write_bytes(_binary_records(xt, np.arange(10) % 10))
+        short = d / "data_batch_2.bin"
+    else:
+        root = tmp_path / "py"
+        short = root / "cifar-10-batches-py" / "data_batch_2"
+        write_cifar_batch(short, x[10:16], y[10:16])
+    with pytest.raises(DataError, match=rf"{short} holds 6 images, data_batch_1 10: the "
+                                        rf"training batches hold equally many"):
+        load_dataset("cifar10", data_dir=root)
