@@ -2,9 +2,12 @@
 (the python pickle batches or the binary version, extracted or still in the downloaded
 ``.tar.gz``).
 
-Files are looked up in ``data_dir`` and then in the subdirectories the datasets are usually
-unpacked to (``data_dir/mnist``, ``data_dir/MNIST/raw`` as torchvision writes them,
-``data_dir/cifar-10-batches-py``, ...). IDX files may be gzip-compressed (``.gz``).
+Files are looked up in the subdirectories the datasets are usually unpacked to
+(``data_dir/mnist``, ``data_dir/MNIST/raw`` as torchvision writes them, ``data_dir/fashion`` as
+the Fashion-MNIST repository has it, ``data_dir/cifar-10-batches-py``, ...) and then in
+``data_dir`` itself. IDX files may be gzip-compressed (``.gz``). MNIST and Fashion-MNIST label
+files of the published sizes are recognised by their first labels, so one dataset's (or split's)
+files are not read as the other's.
 
 Trust assumption for CIFAR: the batches are pickles. They are read with a *restricted*
 unpickler that only reconstructs numpy arrays, numpy dtypes and plain builtins (dict, list,
