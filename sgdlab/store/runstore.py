@@ -631,6 +631,8 @@ class RunStore:
 
     def resolve(self, run_id: str) -> str:
         """The full id of the run whose id is or starts with ``run_id`` (must be unique)."""
+        if not run_id.strip():   # every id starts with "": a store of one run would answer it
+            raise UserError(f"empty run id; give a run id or a unique prefix ({self.path})")
         # a plain prefix test: LIKE would read "_" and "%" as wildcards and ignore case
         rows = self._conn.execute("SELECT id FROM runs WHERE substr(id, 1, ?) = ? ORDER BY id",
                                   (len(run_id), run_id)).fetchall()

@@ -99,6 +99,21 @@ def test_ambiguous_prefix_and_bad_file(tmp_path):
 
 
 
+def test_an_empty_run_id_names_no_run(tmp_path, capsys):
+    # every id starts with "": with one run in the store it was taken for that run's prefix
+    from sgdlab.cli.main import main
+
+    path = tmp_path / "runs.sqlite"
+    store = RunStore(path)
+    store.create_run({}, env={}, status="finished")
+    for empty in ("", " "):
+        with pytest.raises(UserError, match="empty run id"):
+            store.resolve(empty)
+    out = tmp_path / "one.csv"
+    assert main(["runs", "export", str(out), "--store", str(path), "--run", ""]) == 2
+    assert "empty run id" in capsys.readouterr().err and not out.exists()
+
+
 def test_foreign_database_is_refused_untouched(tmp_path):
     import sqlite3
 
