@@ -66,6 +66,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"sgdlab: error: cannot write {os.fsdecode(e.filename)}: {file_problem(e)}",
               file=sys.stderr)
         return 2
+    except sqlite3.OperationalError as e:
+        # another process held the store's write lock past its busy timeout (met after the
+        # store opened; at the opening, RunStore says so itself)
+        from sgdlab.store.runstore import is_locked, locked_message
+        if not is_locked(e):
+            raise
+        where = " or ".join(opened_stores(opened_before)) or "the run store"
+        print(f"sgdlab: error: {locked_message(where)}", file=sys.stderr)
+        return 2
     except sqlite3.DatabaseError as e:
         # a damaged page of a run store ("database disk image is malformed"), met by a query
         # after the store opened: name the store, not a traceback; SQLite's other errors

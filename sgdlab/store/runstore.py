@@ -156,6 +156,21 @@ def _not_a_store(conn: sqlite3.Connection, empty_ok: bool) -> str | None:
     return None
 
 
+def is_locked(e: BaseException) -> bool:
+    """Whether ``e`` is SQLite's "database is locked": another connection held the write lock
+    longer than the busy timeout."""
+    return isinstance(e, sqlite3.OperationalError) and "database is locked" in str(e)
+
+
+def locked_message(where: str, timeout: float | None = None) -> str:
+    """What to say of a run store another process kept locked (:func:`is_locked`)."""
+    waited = f" for {timeout:.0f} s" if timeout is not None else ""
+    return (f"run store {where} is locked by another process (waited{waited} for its write "
+            "lock): a program with a write transaction open on it (an sqlite3 shell, a "
+            "database browser with unsaved changes) holds it; end that transaction and run "
+            "the command again")
+
+
 def _now_iso() -> str:
     return _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
@@ -349,6 +364,8 @@ class RunStore:
             raise
         except sqlite3.OperationalError as e:
             conn.close()
+            if is_locked(e):
+                raise UserError(locked_message(str(self.path), self.timeout)) from None
             if "readonly" in str(e) or "read-only" in str(e) or "unable to open" in str(e):
                 raise UserError(f"run store {str(self.path)!r} is read-only ({e}); it can "
                                 "be listed and exported (`sgdlab runs list|show|export`), "

@@ -306,3 +306,38 @@ def test_a_remote_run_that_never_reported_is_not_said_to_be_silent_for_a_minute(
     conn.close()
     assert main(["runs", "show", rid, "--store", path]) == 0
     assert re.search(r"last reported 9\d s ago", capsys.readouterr().out)
+
+
+def test_a_store_another_process_keeps_locked_is_named_as_locked(tmp_path, monkeypatch,
+                                                                  capsys):
+    """A write transaction held open on the store (an sqlite3 shell, a database browser)
+    longer than the busy timeout: at the opening it was called "not a usable sgdlab run
+    store", met later (here by the run's creation) it was a traceback."""
+    import sqlite3
+
+    path = tmp_path / "runs.sqlite"
+    RunStore(path).close()
+    monkeypatch.setitem(RunStore.__init__.__kwdefaults__, "timeout", 0.2)
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")
+    with pytest.raises(Exception, match="is locked by another process") as opened:
+        RunStore(path)
+    assert "not a usable" not in str(opened.value)
+    holder.execute("ROLLBACK")
+
+    create = RunStore.create_run
+
+    def create_while_locked(self, *args, **kwargs):
+        holder.execute("BEGIN EXCLUSIVE")      # taken after the command opened the store
+        return create(self, *args, **kwargs)
+
+    monkeypatch.setattr(RunStore, "create_run", create_while_locked)
+    cfg = tmp_path / "tiny.yaml"
+    cfg.write_text(TINY)
+    try:
+        assert main(["train", str(cfg), "--store", str(path), "--out",
+                     str(tmp_path / "run"), "--no-progress"]) == 2
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert f"run store {path} is locked by another process" in one_error_line(capsys)
