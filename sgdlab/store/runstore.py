@@ -106,6 +106,10 @@ _OWNER_COLUMNS = (("host", "TEXT"), ("pid", "INTEGER"), ("pid_start", "TEXT"),
                   ("heartbeat", "REAL"))
 _RUN_COLUMNS = ("id, name, experiment, config, env, status, message, summary, created, "
                 "updated, host, pid, pid_start, heartbeat")
+# the store's layout, kept in SQLite's user_version: a store a later sgdlab changed in a way
+# this one cannot read or write correctly carries a higher number and is refused (0: a store
+# from before the number, the layout of 1, stamped when opened for writing)
+SCHEMA_VERSION = 1
 # the tables and columns every sgdlab store has had since the first release: a database
 # without them is another program's, which the store must neither write into nor misread
 _CORE_COLUMNS = {
@@ -154,6 +158,15 @@ def _not_a_store(conn: sqlite3.Connection, empty_ok: bool) -> str | None:
         if missing:
             return f"its {table} table lacks the column(s) {', '.join(missing)}"
     return None
+
+
+def _newer_schema(conn: sqlite3.Connection, path: Path) -> None:
+    """A :class:`UserError` for a store whose layout is newer than :data:`SCHEMA_VERSION`."""
+    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    if version > SCHEMA_VERSION:
+        raise UserError(f"run store {str(path)!r} has layout version {version}, written by a "
+                        f"newer sgdlab; this one reads up to version {SCHEMA_VERSION}: "
+                        "upgrade sgdlab to read or write it")
 
 
 def is_locked(e: BaseException) -> bool:
@@ -388,6 +401,7 @@ class RunStore:
                 problem = _not_a_store(conn, empty_ok=True)
                 if problem is not None:
                     raise UserError(f"{str(self.path)!r} is not an sgdlab run store: {problem}")
+                _newer_schema(conn, self.path)
                 conn.execute("PRAGMA journal_mode = WAL")
                 conn.execute("PRAGMA synchronous = NORMAL")
                 with _transaction(conn):
@@ -398,6 +412,9 @@ class RunStore:
                     for col, kind in _OWNER_COLUMNS:
                         if col not in have:
                             conn.execute(f"ALTER TABLE runs ADD COLUMN {col} {kind}")
+                    _newer_schema(conn, self.path)     # stamped by another process meanwhile
+                    if conn.execute("PRAGMA user_version").fetchone()[0] != SCHEMA_VERSION:
+                        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
                 return
             except sqlite3.OperationalError as e:
                 if "locked" not in str(e) and "busy" not in str(e) \
@@ -424,6 +441,11 @@ class RunStore:
             if problem is not None:
                 conn.close()
                 raise UserError(f"{str(self.path)!r} is not an sgdlab run store: {problem}")
+            try:
+                _newer_schema(conn, self.path)
+            except UserError:
+                conn.close()
+                raise
             return conn
         raise UserError(f"cannot read run store {str(self.path)!r}: {last}")
 

@@ -114,6 +114,44 @@ def test_an_empty_run_id_names_no_run(tmp_path, capsys):
     assert "empty run id" in capsys.readouterr().err and not out.exists()
 
 
+def test_a_store_of_a_newer_layout_is_refused_an_older_one_stamped(tmp_path):
+    # the layout version lives in SQLite's user_version; before it, a store a later sgdlab
+    # changed could only be read and written as if it had this version's layout
+    import sqlite3
+
+    from sgdlab.store.runstore import SCHEMA_VERSION
+
+    def version(path):
+        conn = sqlite3.connect(path)
+        try:
+            return conn.execute("PRAGMA user_version").fetchone()[0]
+        finally:
+            conn.close()
+
+    def stamp(path, v):
+        conn = sqlite3.connect(path)
+        conn.execute(f"PRAGMA user_version = {v}")
+        conn.commit()
+        conn.close()
+
+    path = tmp_path / "runs.sqlite"
+    store = RunStore(path)
+    rid = store.create_run({}, env={}, status="finished")
+    store.close()
+    assert version(path) == SCHEMA_VERSION
+    stamp(path, 0)                                # a store from before the number: same layout
+    assert [r["id"] for r in RunStore(path, readonly=True).list_runs()] == [rid]
+    assert version(path) == 0                     # reading writes nothing
+    RunStore(path).close()
+    assert version(path) == SCHEMA_VERSION        # opened for writing: stamped
+    stamp(path, SCHEMA_VERSION + 1)
+    for readonly in (False, True):
+        with pytest.raises(UserError, match=f"layout version {SCHEMA_VERSION + 1}, written by "
+                                            "a newer sgdlab"):
+            RunStore(path, readonly=readonly)
+    assert version(path) == SCHEMA_VERSION + 1
+
+
 def test_foreign_database_is_refused_untouched(tmp_path):
     import sqlite3
 
