@@ -431,6 +431,8 @@ class RunStore:
         # mode=ro reads a WAL store when its -wal/-shm files exist or can be created; on a
         # read-only file system they cannot, and immutable=1 reads the file as it stands.
         for query in ("mode=ro", "mode=ro&immutable=1"):
+            if "immutable" in query:
+                self._check_no_log()
             try:
                 conn = sqlite3.connect(f"{uri}?{query}", uri=True, timeout=self.timeout,
                                        isolation_level=None)
@@ -448,6 +450,23 @@ class RunStore:
                 raise
             return conn
         raise UserError(f"cannot read run store {str(self.path)!r}: {last}")
+
+    def _check_no_log(self) -> None:
+        """Before the store is read as an immutable file (``mode=ro`` failed: its ``-shm``
+        index can neither be read nor made): a :class:`UserError` when a write-ahead log lies
+        beside it, whose transactions such a read would leave out (the runs a killed writer
+        committed last; SQLite cannot read a log without its index on a read-only disk)."""
+        log = Path(f"{self.path}-wal")
+        try:
+            size = log.stat().st_size
+        except OSError:
+            return
+        if size:
+            raise UserError(
+                f"cannot read run store {str(self.path)!r} here: its write-ahead log {log.name} "
+                f"({size} bytes, transactions that may not be in the store file yet) cannot be "
+                f"read without {self.path.name}-shm on this read-only file system; copy the "
+                "store with its -wal file to a writable folder and read it there")
 
     @property
     def _conn(self) -> sqlite3.Connection:

@@ -170,6 +170,42 @@ def test_a_store_from_before_liveness_is_read_and_upgraded(tmp_path):
     assert store.get_run(run["id"])["pid"] == os.getpid()
 
 
+# a writer killed after committing: its last runs are in the store's -wal file only
+KILLED_WRITER = textwrap.dedent("""
+    import os, signal, sys
+    from sgdlab.store import RunStore
+    store = RunStore(sys.argv[1])
+    for i in range(2):
+        rid = store.create_run({"i": i}, env={}, status="finished")
+        store.log_many(rid, [("loss", k, 1.0) for k in range(5)])
+    os.kill(os.getpid(), signal.SIGKILL)
+""")
+
+
+def test_a_read_only_store_whose_log_cannot_be_read_is_refused_not_read_in_part(tmp_path):
+    # without its -shm index, SQLite cannot read the -wal file on a read-only file system;
+    # the store, read as an immutable file, listed 1 of its 3 runs and exported 0 of 10 rows
+    src = tmp_path / "src"
+    store = RunStore(src / "runs.sqlite")
+    store.create_run({}, env={}, status="finished")
+    store.close()
+    subprocess.run([sys.executable, "-c", KILLED_WRITER, str(src / "runs.sqlite")])
+    (src / "runs.sqlite-shm").unlink()
+    assert (src / "runs.sqlite-wal").stat().st_size > 0
+    sgdlab = f"{sys.executable} -m sgdlab.cli.main"
+    p = _read_only(src, tmp_path / "ro",
+                   f'{sgdlab} runs list --store "$M/runs.sqlite"; echo "rc=$?"; '
+                   f'{sgdlab} runs export {tmp_path}/e.csv --store "$M/runs.sqlite"; echo "rc=$?"')
+    if p is None:
+        pytest.skip("no way to make a read-only file system here (not root, no unshare)")
+    assert p.stdout.split() == ["rc=2", "rc=2"], p.stdout
+    assert "its write-ahead log runs.sqlite-wal" in p.stderr and "Traceback" not in p.stderr
+    assert not (tmp_path / "e.csv").exists()
+    # where the -shm index can be made, every run is read
+    readable = RunStore(src / "runs.sqlite", readonly=True)
+    assert len(readable.list_runs()) == 3 and readable.count_metrics() == 10
+
+
 def _read_only(store_dir, mount, command: str) -> subprocess.CompletedProcess | None:
     """Run ``command`` with ``store_dir`` seen read-only at ``mount`` (a read-only bind
     mount in a private mount namespace as root; file modes otherwise). None if impossible."""
