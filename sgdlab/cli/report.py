@@ -38,6 +38,9 @@ def _report(args: argparse.Namespace) -> int:
     from sgdlab.report.compare import write_compare
 
     readings = readings_of(args)
+    if args.compare and args.out:      # checked before the reports are rebuilt
+        from sgdlab.report.compare import check_page_path
+        check_page_path(args.out)
     out_a, results_a = rebuild(args.target, scale=args.scale, store_path=args.store,
                                out_dir=None if args.compare else args.out,
                                data_dir=args.data_dir, readings=readings)

@@ -177,9 +177,25 @@ def compare_html(dir_a: str | Path, dir_b: str | Path) -> str:
     return page(f"{a['experiment']['name']} vs {b['experiment']['name']}", body)
 
 
+def check_page_path(out: str | Path) -> Path:
+    """``out`` as the comparison page's path: an ``.html`` (``.htm``) file, so that a path
+    meant for something else (a report's results.json, a folder not yet made) is not
+    replaced by the page."""
+    out = Path(out)
+    if out.suffix.lower() not in (".html", ".htm"):
+        raise UserError(f"--out {out}: the comparison is one HTML page; give its path, ending "
+                        "in .html (a rebuilt report's folder is --out without --compare)")
+    return out
+
+
 def write_compare(dir_a: str | Path, dir_b: str | Path, out: str | Path | None = None) -> Path:
-    """Write the side-by-side page; default ``<dir_a>/compare-<name of dir_b>.html``."""
-    out = (Path(out) if out is not None
+    """Write the side-by-side page; default ``<dir_a>/compare-<name of dir_b>.html``. Neither
+    report's own page is replaced by it."""
+    out = (check_page_path(out) if out is not None
            else Path(dir_a) / f"compare-{Path(dir_b).resolve().name}.html")
+    for tag, d in (("A", dir_a), ("B", dir_b)):
+        if out.resolve() == (Path(d) / "report.html").resolve():
+            raise UserError(f"--out {out} is the report page of {tag}; give the comparison "
+                            "another path")
     out.parent.mkdir(parents=True, exist_ok=True)
     return write_whole(out, compare_html(dir_a, dir_b))

@@ -48,3 +48,24 @@ def test_compare_page_of_reports_with_the_same_settings_says_so(tmp_path):
     b = _results(tmp_path, "b", grid={"optimizer.lr": [0.1]}, seeds=[0], run_ids=["r1"])
     settings = " ".join(_text(compare_html(a, b), "<h2>Settings", "<h2>Tables").split())
     assert "the same settings" in settings and "stored runs" not in settings
+
+
+def test_the_page_replaces_neither_a_report_file_nor_a_report_page(tmp_path):
+    # `--out B/results.json` wrote the page over B's results.json, and the next
+    # `sgdlab report B` could not read it
+    import pytest
+
+    from sgdlab.errors import UserError
+    from sgdlab.report.compare import write_compare
+
+    a = _results(tmp_path, "a", grid={}, seeds=[0], run_ids=["r1"])
+    b = _results(tmp_path, "b", grid={}, seeds=[0], run_ids=["r1"])
+    (b / "report.html").write_text("B's page")
+    before = (b / "results.json").read_text()
+    for wrong, says in ((b / "results.json", "ending in .html"), (tmp_path / "cmp", ".html"),
+                        (b / "report.html", "is the report page of B")):
+        with pytest.raises(UserError, match=says):
+            write_compare(a, b, wrong)
+    assert (b / "results.json").read_text() == before
+    assert (b / "report.html").read_text() == "B's page" and not (tmp_path / "cmp").exists()
+    assert write_compare(a, b, tmp_path / "cmp.HTML").read_text().startswith("<!DOCTYPE html>")
