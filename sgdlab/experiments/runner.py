@@ -381,6 +381,7 @@ def rebuild(target: str | Path, *, scale: str = "cpu", store_path: str | None = 
     results.json (its recorded config, scale, readings and store are reused) or an experiment
     name (at ``scale`` under ``readings``)."""
     t = Path(target)
+    recorded = False        # the store is the one TARGET's results.json names
     if (t / RESULTS).is_file():
         old = _experiment_results(t / RESULTS)
         if readings:
@@ -390,6 +391,7 @@ def rebuild(target: str | Path, *, scale: str = "cpu", store_path: str | None = 
                  for k, r in ((old.get("experiment") or {}).get("readings") or {}).items()}
         spec = resolve(_recorded_file(old["config"]), old["scale"],
                        source=old["config"].get("source", str(t)), readings=taken)
+        recorded = store_path is None and old.get("store") is not None
         store_path = store_path or old.get("store")
         data_dir = data_dir or old.get("data_dir")
         out = Path(out_dir) if out_dir else t
@@ -407,10 +409,13 @@ def rebuild(target: str | Path, *, scale: str = "cpu", store_path: str | None = 
     else:
         spec = load_experiment(str(target), scale, readings)
         out = Path(out_dir) if out_dir else default_out_dir(spec)
-    if store_path is None:
-        store_path = str(store_file(open_store(None)))
+    if store_path is None:      # not opened: that would make an empty store to look into
+        from sgdlab.store import default_store_path
+        store_path = str(default_store_path())
     if not Path(store_path).is_file():
-        raise UserError(f"run store {store_path!r} does not exist")
+        where = f" (the store {t / RESULTS} records)" if recorded else ""
+        raise UserError(f"no run store at {store_path}{where}: a report reads its runs from "
+                        "the store they were run into; give that with --store PATH")
     foreign = foreign_out_dir(out, spec)
     if foreign:
         raise UserError(foreign)

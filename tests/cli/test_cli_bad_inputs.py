@@ -341,3 +341,13 @@ def test_a_store_another_process_keeps_locked_is_named_as_locked(tmp_path, monke
         holder.execute("ROLLBACK")
         holder.close()
     assert f"run store {path} is locked by another process" in one_error_line(capsys)
+
+
+def test_report_of_a_name_without_a_store_makes_none(tmp_path, monkeypatch, capsys):
+    # it opened the default store to find its path, which made an empty ./sgdlab-runs/
+    # runs.sqlite, then said that none of the experiment's runs was in it
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("SGDLAB_STORE", raising=False)
+    assert main(["report", "xing-cosine-grid", "--scale", "smoke"]) == 2
+    assert "no run store at sgdlab-runs/runs.sqlite" in one_error_line(capsys)
+    assert list(tmp_path.iterdir()) == []
