@@ -239,11 +239,10 @@ def _rebuild(cfg: dict, ckpt: Path, train_mode: bool = False):
 
 def _refuse_train_mode_batch_norm(model, train_mode: bool) -> None:
     """``--train-mode`` on a model with batch norm: a UserError, before any work."""
-    from torch import nn
+    from sgdlab.models.modes import first_batch_norm
 
-    bn = next((f"{name} ({type(m).__name__})" for name, m in model.named_modules()
-               if isinstance(m, nn.modules.batchnorm._BatchNorm)), None)
-    if train_mode and bn is not None:
+    bn = first_batch_norm(model) if train_mode else None
+    if bn is not None:
         raise UserError(f"--train-mode: the model's {bn} would normalise by the statistics "
                         "of the measured examples, so every value would depend on which "
                         "examples share the batch (and per-sample gradients, for noise, "
@@ -258,6 +257,7 @@ def _tolist(t) -> list[float]:
 def _measure(args: argparse.Namespace) -> int:
     import torch
 
+    from sgdlab.operators.params import num_params
     from sgdlab.store.runstore import MEASURED
 
     what = [w.strip() for w in args.what.split(",") if w.strip()]
@@ -290,7 +290,7 @@ def _measure(args: argparse.Namespace) -> int:
     # bad batch options and an alignment k Σ cannot give are refused before anything is
     # measured
     batch_size = _batch_size(args, cfg, len(x)) if "batch" in what else None
-    d = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    d = num_params(model)
     if "alignment" in what and args.k > min(len(x), d):
         raise UserError(f"--k {args.k}: alignment takes the top-k eigenpairs of Σ, which has "
                         f"at most min(N, d) = {min(len(x), d)} (N = {len(x)} examples "

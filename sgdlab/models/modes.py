@@ -47,3 +47,12 @@ def buffers_kept(model: nn.Module, *, keep_versions: bool = False) -> Iterator[N
         with torch.no_grad():
             for b, value in saved:
                 (b.data if keep_versions else b).copy_(value)
+
+
+def first_batch_norm(model: nn.Module, *, training: bool = False) -> str | None:
+    """``"name (BatchNorm2d)"`` of ``model``'s first batch-norm layer (with ``training``, the
+    first in train mode); None when there is none."""
+    for name, m in model.named_modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm) and (m.training or not training):
+            return f"{name or 'the model'} ({type(m).__name__})"
+    return None

@@ -199,8 +199,8 @@ def dense_noise(sqrt_cov: Tensor, *, sample_shape: Shape = (),
     return (sqrt_cov @ z.unsqueeze(-1)).squeeze(-1)
 
 
-def psd_sqrt(cov: Tensor) -> Tensor:
+def psd_sqrt(cov: Tensor, eig: tuple[Tensor, Tensor] | None = None) -> Tensor:
     """Symmetric square root of a PSD matrix (eigh, negative round-off clipped), for
-    :func:`dense_noise`."""
-    vals, vecs = torch.linalg.eigh(cov)
+    :func:`dense_noise`; ``eig``: ``torch.linalg.eigh(cov)`` when the caller has it already."""
+    vals, vecs = torch.linalg.eigh(cov) if eig is None else eig
     return (vecs * vals.clamp_min(0).sqrt().unsqueeze(-2)) @ vecs.transpose(-1, -2)

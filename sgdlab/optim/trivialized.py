@@ -59,14 +59,18 @@ _WEIGHT_LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 P_COUNTS = ("weight-layers", "hidden-layers")
 
 
+def _check_p_count(p_count: str) -> None:
+    if p_count not in P_COUNTS:
+        raise ValueError(f"Invalid p_count {p_count!r}; choose one of {', '.join(P_COUNTS)}")
+
+
 def trivialization_heuristics(model: nn.Module, *, p_count: str = "weight-layers"
                               ) -> dict[str, float]:
     """Thesis §2.4.2 for a model: ``{"p": max(3, P), "num_spins": (d / P)^{1/2}, "layers": L}``
     with L the number of weight layers (``nn.Linear`` / ``nn.Conv*``), P = L
     (``p_count="weight-layers"``) or L − 1, the output layer left out (``"hidden-layers"``),
     and d the number of trainable parameters (module docstring)."""
-    if p_count not in P_COUNTS:
-        raise ValueError(f"Invalid p_count {p_count!r}; choose one of {', '.join(P_COUNTS)}")
+    _check_p_count(p_count)
     layers = sum(1 for m in model.modules()
                  if isinstance(m, _WEIGHT_LAYERS) and getattr(m, "weight", None) is not None
                  and m.weight.requires_grad)
@@ -121,8 +125,7 @@ class TrivializedSGD(Optimizer):
             raise ValueError(f"Invalid coupling J: {coupling} (must be finite > 0)")
         if not tau0 > 0:
             raise ValueError(f"Invalid tau0: {tau0} (steps, must be > 0)")
-        if p_count not in P_COUNTS:
-            raise ValueError(f"Invalid p_count {p_count!r}; choose one of {', '.join(P_COUNTS)}")
+        _check_p_count(p_count)        # here too: the heuristics run only with a model
         self.base = build_optimizer(base, params, **base_hyper)
         super().__init__(self.base.param_groups, self.base.defaults)
         self._link()
@@ -154,15 +157,13 @@ class TrivializedSGD(Optimizer):
         self._i = 0
         self.field = self._draw_field()
 
-    def _draw_field(self) -> Tensor:
-        """h = J√(p(p−2)) ξ, ξ ~ N(0, I_d), flat in parameter-group order: drawn in float64 on
-        the CPU generator (the same numbers on any device and dtype) and kept, in float64, on
-        the parameters' device (one copy at the draw, not one per step)."""
-        return self._scaled_draw(self._dim)
-
-    def _scaled_draw(self, n: int) -> Tensor:
-        xi = standard_normal((n,), generator=self.generator, dtype=torch.float64,
-                             device=self._device)
+    def _draw_field(self, n: int | None = None) -> Tensor:
+        """h = J√(p(p−2)) ξ, ξ ~ N(0, I_n) (n: all d coordinates, flat in parameter-group
+        order): drawn in float64 on the CPU generator (the same numbers on any device and
+        dtype) and kept, in float64, on the parameters' device (one copy at the draw, not one
+        per step)."""
+        xi = standard_normal((self._dim if n is None else n,), generator=self.generator,
+                             dtype=torch.float64, device=self._device)
         return self.field_scale * xi
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
@@ -175,7 +176,7 @@ class TrivializedSGD(Optimizer):
         self._link()
         n = sum(q.numel() for q in self.param_groups[-1]["params"])
         if not self.resample:
-            self.field = torch.cat([self.field, self._scaled_draw(n)])
+            self.field = torch.cat([self.field, self._draw_field(n)])
         self._dim += n
 
     def strength(self, i: int | None = None) -> float:

@@ -137,7 +137,7 @@ def _checked_root(mat: Tensor, x: Tensor, dim: int) -> Tensor:
             why = (f"is not positive semi-definite (smallest eigenvalue {float(vals[k][0]):.3g}"
                    f", largest |λ| {float(top[k]):.3g})")
         raise UserError(f"diffusion(x) {why} at x = {at} (chain {list(first)})")
-    return (vecs * vals.clamp_min(0).sqrt().unsqueeze(-2)) @ vecs.transpose(-1, -2)
+    return psd_sqrt(m, eig=(vals, vecs))
 
 
 class Integrator(ABC):

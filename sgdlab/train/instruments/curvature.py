@@ -23,7 +23,7 @@ import torch
 
 from sgdlab.measure.curvature import frobenius_norm, hutchinson_trace, lanczos
 from sgdlab.measure.sharpness import epsilon_sharpness, expected_sharpness, local_entropy
-from sgdlab.models.modes import buffers_kept, eval_mode
+from sgdlab.models.modes import buffers_kept, eval_mode, first_batch_norm
 from sgdlab.operators import curvature_operator
 from sgdlab.operators.factory import OPERATORS
 from sgdlab.operators.params import num_params
@@ -48,15 +48,6 @@ def int_at_least(v: Any, low: int) -> bool:
     return isinstance(v, int) and not isinstance(v, bool) and v >= low
 
 
-def train_mode_batch_norm(model: torch.nn.Module) -> str | None:
-    """``"name (BatchNorm1d)"`` of the first batch-norm layer of ``model`` in train mode;
-    None when there is none."""
-    for name, m in model.named_modules():
-        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and m.training:
-            return f"{name or 'the model'} ({type(m).__name__})"
-    return None
-
-
 def eval_set_size(data: Any, eval_subset: int | None) -> int:
     """The number of examples a measurement on ``eval_subset`` of ``data``'s training set
     sees (:func:`~sgdlab.train.callbacks.train_subset`)."""
@@ -78,7 +69,7 @@ class MeasuredCallback(MeasurementCallback):
         self._data: Any = None
 
     def check(self, model, data) -> None:
-        bn = None if self.eval_mode else train_mode_batch_norm(model)
+        bn = None if self.eval_mode else first_batch_norm(model, training=True)
         if bn is not None:
             raise ValueError(
                 f"Invalid eval_mode=False (the model's {bn} is in train mode: measured so, its "
