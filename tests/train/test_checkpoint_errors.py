@@ -527,3 +527,20 @@ def test_a_checkpoint_with_states_by_position_still_resumes(tmp_path):
     res, cbs = _instrumented(["dynamics", "walk"], tmp_path / "cut", resume=True)
     assert res.history["dist_from_init"] == whole.history["dist_from_init"]
     assert len(cbs["walk"].records) == 8
+
+
+def test_a_dynamics_instrument_added_at_resume_logs_no_distance_from_a_resumed_origin(tmp_path):
+    """Added at the resume, the instrument had no θ_0: it measured ‖θ_s − θ_5‖ as
+    ``dist_from_init``. It now logs the other quantities only (and says so), also after a
+    second resume from its own checkpointed state."""
+    whole, _ = _instrumented(["dynamics"], tmp_path / "whole")
+    _instrumented(["walk"], tmp_path / "cut", max_steps=5)
+    with pytest.warns(UserWarning, match="no dist_from_init"):
+        res, _ = _instrumented(["walk", "dynamics"], tmp_path / "cut", max_steps=7,
+                               resume=True)
+    assert "dist_from_init" not in res.history
+    assert [s for s, _ in res.history["param_norm"]] == [6, 7]
+    assert res.history["param_norm"] == whole.history["param_norm"][6:8]
+    res, _ = _instrumented(["walk", "dynamics"], tmp_path / "cut", resume=True)
+    assert "dist_from_init" not in res.history
+    assert res.history["param_norm"] == whole.history["param_norm"][6:]

@@ -22,10 +22,13 @@ and on their own (sparser) schedules, on the training set or a fixed subset of i
   step), so dropout masks and optimizer noise, which read torch's global RNG, are unchanged.
 
 θ_0 is the model at ``on_train_begin`` of a fresh run (restored from ``state_dict`` on resume).
+An instrument added when a run is resumed has no θ_0 to restore: it logs everything but
+``dist_from_init`` (which would otherwise be the distance from the resumed model), and says so.
 """
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Any
 
 import torch
@@ -74,6 +77,7 @@ class DynamicsCallback(Callback):
         self.bn_modes = ("eval", "train") if hessian_bn_mode == "both" else (hessian_bn_mode,)
         self.eval_subset, self.hessian_kw, self.seed = eval_subset, dict(hessian_kw or {}), seed
         self.theta0: Tensor | None = None
+        self.knows_start = True     # θ_0 is the run's step-0 model (not a resumed one)
         # Hot-path buffers (see the comment above on_step_begin).
         self._refs: list[Tensor] = []           # two (3, d) buffers: rows θ_0, θ_s, 0; θ_s is
         self._theta_step = -1                   # in _refs[s % 2], valid for s = _theta_step
@@ -101,6 +105,12 @@ class DynamicsCallback(Callback):
     def on_train_begin(self, ctx: TrainContext) -> None:
         if self.theta0 is None:
             self.theta0 = params_vector(ctx.model)
+            self.knows_start = ctx.step == 0
+            if not self.knows_start:
+                warnings.warn(
+                    f"the dynamics instrument starts at step {ctx.step} of a resumed run, "
+                    "without the run's step-0 parameters: it logs no dist_from_init (add it "
+                    "before the first step to have it)", stacklevel=2)
         if ctx.step == 0:
             if self.should_run(0):
                 ctx.log_dict({"dist_from_init": 0.0,
@@ -188,6 +198,8 @@ class DynamicsCallback(Callback):
             parts = [dist] if self._cos_parts is None else [dist, *self._cos_parts[:2]]
             vals = torch.cat(parts).tolist()
             out = {"dist_from_init": vals[0], "param_norm": vals[2]}
+            if not self.knows_start:
+                del out["dist_from_init"]
             if self._have_theta_t:
                 out["update_norm"] = vals[1]
             if self._cos_parts is not None:
@@ -214,11 +226,12 @@ class DynamicsCallback(Callback):
         prev = None
         if self._prev_grad_step >= 0 and self._grads is not None:
             prev = self._grads[self._prev_grad_step % 2].clone()
-        return {"theta0": self.theta0, "prev_grad": prev, "prev_grad_step": self._prev_grad_step,
+        return {"theta0": self.theta0, "knows_start": self.knows_start, "prev_grad": prev, "prev_grad_step": self._prev_grad_step,
                 "prev_sq": None if prev is None or self._prev_sq is None else self._prev_sq.clone()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.theta0 = state.get("theta0")
+        self.knows_start = bool(state.get("knows_start", True))
         self._param_cache = self._orig_cache = None  # buffers rebuilt around the new θ_0
         self._prev_sq = state.get("prev_sq")
         if self._prev_sq is not None:
