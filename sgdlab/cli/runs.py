@@ -65,8 +65,9 @@ def register(subparsers) -> None:
                          "DIR/<name>-<run id> (needs the tensorboard package)")
     ex.add_argument("--format", choices=("csv", "json"),
                     help="default: from PATH's suffix, else csv")
-    ex.add_argument("--run", action="append", dest="runs", metavar="RUN_ID",
-                    help="only these runs (repeatable; default all)")
+    ex.add_argument("--run", action="append", dest="runs", metavar="RUN",
+                    help="only this run: a run id, a unique prefix or the run's folder "
+                         "(repeatable; default all)")
     ex.set_defaults(func=_export)
 
     res = subparsers.add_parser("resume", help="continue a killed or interrupted run",
@@ -91,14 +92,19 @@ def _open(args, readonly: bool = True):
     return RunStore(path, readonly=readonly)
 
 
-def _run_ref(args, ref: str) -> str:
+def _run_ref(args, ref: str, doing: str = "compared") -> str:
     """A run id, unique prefix or run folder: the id or prefix to look up. A folder stands for
     the run (and the store) its run.json or results.json records; without ``--store`` that
-    store is used."""
+    store is used. ``doing``: what is done to several runs, which must share one store."""
+    import os
+
     from sgdlab.config.runner import recorded_run
     from sgdlab.errors import UserError
 
     if not Path(ref).is_dir():
+        if os.sep in ref or (os.altsep and os.altsep in ref):   # no run id holds one
+            raise UserError(f"{ref}: no such folder (give a run id, a unique prefix or the "
+                            "folder a run wrote, e.g. what `sgdlab train --out` made)")
         return ref
     rid, recorded = recorded_run(Path(ref))
     if rid is None:
@@ -111,7 +117,7 @@ def _run_ref(args, ref: str) -> str:
         args.store, args.store_from = recorded, ref
     elif first is not None and Path(recorded).resolve() != Path(args.store).resolve():
         raise UserError(f"{ref} records its run in {recorded}, {first} in {args.store}: "
-                        "runs are compared within one store")
+                        f"runs are {doing} within one store")
     return rid
 
 
@@ -339,6 +345,8 @@ def _plot_path(given: str) -> Path:
 
 
 def _export(args) -> int:
+    if args.runs:   # run folders stand for their runs (and, without --store, their store)
+        args.runs = [_run_ref(args, r, "exported") for r in args.runs]
     store = _open(args)
     if args.runs:   # a run named twice (by its id and a prefix, say) is written once
         args.runs = list(dict.fromkeys(store.resolve(r) for r in args.runs))

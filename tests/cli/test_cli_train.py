@@ -1,6 +1,7 @@
 """``sgdlab train / runs / resume`` end to end, including a run killed by SIGKILL and resumed."""
 from __future__ import annotations
 
+import csv
 import json
 import os
 import signal
@@ -300,6 +301,35 @@ def test_runs_compare_of_folders_whose_runs_are_in_two_stores_says_so(tmp_path, 
     # with --store, the folders name runs of that store
     assert main(["runs", "compare", *folders, "--store", str(tmp_path / "a.sqlite")]) == 2
     assert "no run" in capsys.readouterr().err
+
+
+def test_runs_export_takes_run_folders_as_show_and_compare_do(tmp_path, capsys, monkeypatch):
+    """`runs export --run FOLDER` looked FOLDER up as a run id ("no run 'results/run1'");
+    a folder stands for its run and, without --store, its store, as for `runs show`."""
+    store = RunStore(tmp_path / "lab" / "runs.sqlite")
+    ids = {}
+    for name in ("a", "b", "c"):
+        ids[name] = store.create_run({"k": name}, name=name, env={}, status="finished")
+        store.log_metrics(ids[name], 1, {"loss": 0.5})
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "run.json").write_text(
+            json.dumps({"run_id": ids[name], "store": str(store.path)}))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("SGDLAB_STORE", raising=False)
+    assert main(["runs", "export", "e.csv", "--run", "a", "--run", ids["c"][:-1]]) == 0
+    rows = list(csv.DictReader(open(tmp_path / "e.csv")))
+    assert [r["run_id"] for r in rows] == [ids["a"], ids["c"]]
+    assert not (tmp_path / "sgdlab-runs").exists()
+    capsys.readouterr()
+    assert main(["runs", "export", "e.csv", "--run", "results/run1"]) == 2
+    assert "results/run1: no such folder (give a run id" in capsys.readouterr().err
+    other = RunStore(tmp_path / "other.sqlite")
+    rid = other.create_run({"k": "d"}, name="d", env={}, status="finished")
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "run.json").write_text(json.dumps({"run_id": rid,
+                                                         "store": str(other.path)}))
+    assert main(["runs", "export", "e.json", "--run", "a", "--run", "d"]) == 2
+    assert "runs are exported within one store" in capsys.readouterr().err
 
 
 def test_runs_compare_names_a_list_item_one_config_lacks_in_one_row():
