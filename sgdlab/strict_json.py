@@ -5,8 +5,14 @@ strict readers (``jq``, ``JSON.parse``, SQLite's ``json_extract``) refuse the wh
 A diverged run has such values (its last losses, say); :func:`dumps` writes them as ``null``
 and keeps ``allow_nan=False``, so a value that slips past the conversion raises instead of
 being written. A reader that needs numbers back (an experiment's data files, read by its
-analysis) takes :func:`nan_in_arrays`. Light on purpose: it imports nothing of the numerical
-stack.
+analysis) takes :func:`nan_in_arrays`.
+
+Where a reader must tell a non-finite number from a value that is missing (the run records of
+``sgdlab runs export`` and ``sgdlab runs list|show --json``: a diverged loss of ``inf`` is not
+a loss never measured), ``dumps(..., nonfinite="string")`` writes them as the strings
+``"nan"``, ``"inf"`` and ``"-inf"`` instead (:data:`NONFINITE`), still strict JSON, and
+:func:`nonfinite_from_strings` reads them back as floats. Light on purpose: it imports nothing
+of the numerical stack.
 """
 from __future__ import annotations
 
@@ -18,7 +24,11 @@ from typing import Any, Callable
 
 from .atomic import write_whole
 
-__all__ = ["dumps", "finite_or_none", "nan_in_arrays", "write_atomic"]
+__all__ = ["NONFINITE", "dumps", "finite_or_none", "nan_in_arrays", "nonfinite_as_strings",
+           "nonfinite_from_strings", "write_atomic"]
+
+# the strings ``dumps(..., nonfinite="string")`` writes for the floats JSON has no number for
+NONFINITE = {"nan": math.nan, "inf": math.inf, "-inf": -math.inf}
 
 
 def finite_or_none(obj: Any) -> Any:
@@ -33,11 +43,43 @@ def finite_or_none(obj: Any) -> Any:
     return obj
 
 
-def dumps(obj: Any, *, default: Callable[[Any], Any] | None = None, **kwargs: Any) -> str:
-    """``json.dumps(obj, **kwargs)`` with non-finite floats written as ``null``; what
-    ``default`` makes of an object (a numpy float32 through ``float``) is converted alike."""
-    hook = None if default is None else (lambda o: finite_or_none(default(o)))
-    return json.dumps(finite_or_none(obj), default=hook, allow_nan=False, **kwargs)
+def nonfinite_as_strings(obj: Any) -> Any:
+    """``obj`` with every non-finite float in it, through dicts, lists and tuples, replaced
+    by ``"nan"``, ``"inf"`` or ``"-inf"`` (:data:`NONFINITE`; tuples become lists)."""
+    if isinstance(obj, float):
+        if math.isfinite(obj):
+            return obj
+        return "nan" if math.isnan(obj) else "inf" if obj > 0 else "-inf"
+    if isinstance(obj, dict):
+        return {k: nonfinite_as_strings(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [nonfinite_as_strings(v) for v in obj]
+    return obj
+
+
+def nonfinite_from_strings(obj: Any) -> Any:
+    """``obj`` as read back from ``dumps(..., nonfinite="string")``: every string ``"nan"``,
+    ``"inf"`` or ``"-inf"`` in it, through dicts and lists, is that float again. Apply it
+    to the parts that hold numbers (a string setting spelled ``"inf"`` would become one)."""
+    if isinstance(obj, str):
+        return NONFINITE.get(obj, obj)
+    if isinstance(obj, dict):
+        return {k: nonfinite_from_strings(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [nonfinite_from_strings(v) for v in obj]
+    return obj
+
+
+def dumps(obj: Any, *, default: Callable[[Any], Any] | None = None, nonfinite: str = "null",
+          **kwargs: Any) -> str:
+    """``json.dumps(obj, **kwargs)`` with non-finite floats written as ``null``
+    (``nonfinite="string"``: as ``"nan"``, ``"inf"``, ``"-inf"``); what ``default`` makes of
+    an object (a numpy float32 through ``float``) is converted alike."""
+    convert = {"null": finite_or_none, "string": nonfinite_as_strings}.get(nonfinite)
+    if convert is None:
+        raise ValueError(f"nonfinite={nonfinite!r}; use 'null' or 'string'")
+    hook = None if default is None else (lambda o: convert(default(o)))
+    return json.dumps(convert(obj), default=hook, allow_nan=False, **kwargs)
 
 
 def write_atomic(path: str | os.PathLike, obj: Any, **kwargs: Any) -> Path:

@@ -1,4 +1,5 @@
-"""Strict JSON: non-finite floats are written as null, nothing a strict reader refuses."""
+"""Strict JSON: non-finite floats are written as null (or as strings), nothing a strict reader
+refuses."""
 from __future__ import annotations
 
 import json
@@ -92,3 +93,20 @@ def test_a_failed_write_leaves_the_previous_file_and_no_temporary(tmp_path, monk
         strict_json.write_atomic(path, {"v": 2})
     monkeypatch.setattr(strict_json.os, "replace", os.replace)
     assert json.loads(path.read_text()) == {"v": 1} and list(tmp_path.iterdir()) == [path]
+
+
+def test_non_finite_floats_as_strings_and_back():
+    from sgdlab.strict_json import nonfinite_from_strings
+
+    obj = {"loss": math.inf, "hist": [(0, 1.5), (1, -math.inf)], "acc": np.float64("nan"),
+           "missing": None, "n": 3}
+    text = dumps(obj, nonfinite="string")
+    assert strict_loads(text) == {"loss": "inf", "hist": [[0, 1.5], [1, "-inf"]],
+                                  "acc": "nan", "missing": None, "n": 3}
+    back = nonfinite_from_strings(strict_loads(text))
+    assert back["loss"] == math.inf and back["hist"] == [[0, 1.5], [1, -math.inf]]
+    assert math.isnan(back["acc"]) and back["missing"] is None
+    assert strict_loads(dumps({"a": np.float32("inf")}, default=float,
+                              nonfinite="string")) == {"a": "inf"}
+    with pytest.raises(ValueError, match="nonfinite='zero'"):
+        dumps(obj, nonfinite="zero")

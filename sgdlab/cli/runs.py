@@ -177,7 +177,7 @@ def _list(args) -> int:
     if args.json:
         keys = ("id", "name", "experiment", "status", "recorded_status", "host", "pid",
                 "created", "summary")
-        print(dumps([{k: r[k] for k in keys} for r in runs], indent=1))
+        print(dumps([{k: r[k] for k in keys} for r in runs], indent=1, nonfinite="string"))
         return 0
     if not runs:
         wanted = [f"{k} {v!r}" for k, v in (("experiment", args.experiment),
@@ -218,7 +218,7 @@ def _show(args) -> int:
     metrics = store.metrics(run["id"])
     if args.json:
         print(dumps({**run, "metrics": {k: v for k, v in metrics.items()}}, indent=1,
-                    default=str))
+                    default=str, nonfinite="string"))
         return 0
     print("  ".join([f"run {run['id']}"] + [f"{k} {run[k]}" for k in ("name", "experiment")
                                              if run[k]]))

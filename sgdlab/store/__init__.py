@@ -12,8 +12,10 @@ from .runstore import (
     default_store_path,
     new_run_id,
     owner_alive,
+    read_export,
     shown_status,
 )
 
 __all__ = ["SHOWN_STATUSES", "STATUSES", "MetricWriter", "RunStore", "default_store_path",
-           "environment", "git_commit", "new_run_id", "owner_alive", "shown_status"]
+           "environment", "git_commit", "new_run_id", "owner_alive", "read_export",
+           "shown_status"]

@@ -46,7 +46,7 @@ from typing import Any
 
 from ..atomic import replaced_whole
 from ..errors import UserError, file_problem
-from ..strict_json import write_atomic
+from ..strict_json import nonfinite_from_strings, write_atomic
 
 STATUSES = ("running", "finished", "diverged", "failed", "interrupted")
 SHOWN_STATUSES = STATUSES + ("stale",)   # "stale": running on another host, heartbeat too old
@@ -818,9 +818,13 @@ class RunStore:
         """Write runs and metrics to ``path``.
 
         ``csv``: one long table, a row per metric record, with columns
-        ``run_id, run_name, experiment, status, metric, step, value, wall``.
+        ``run_id, run_name, experiment, status, metric, step, value, wall`` (a non-finite
+        value as ``nan``, ``inf``, ``-inf``); a run without metric rows (one that stopped
+        before its first) has one row with its status and empty ``metric, step, value, wall``.
         ``json``: a list of runs, each with config, env, status, summary, artifacts and
-        ``metrics: {name: [[step, value], ...]}``; strict JSON (a non-finite value is null).
+        ``metrics: {name: [[step, value], ...]}``; strict JSON, a non-finite number written as
+        the string ``"nan"``, ``"inf"`` or ``"-inf"`` (``null`` stays "no value"), read back
+        as floats by :func:`read_export`.
         ``path`` may not be this store or another SQLite database (a :class:`UserError`).
         """
         fmt = fmt.lower()
@@ -838,18 +842,21 @@ class RunStore:
                 run = self.get_run(rid)
                 run["metrics"] = {k: [list(p) for p in v] for k, v in self.metrics(rid).items()}
                 runs.append(run)
-            return write_atomic(path, runs, indent=1, default=str)
+            return write_atomic(path, runs, indent=1, default=str, nonfinite="string")
         with replaced_whole(path) as tmp, open(tmp, "w", newline="") as f:
             w = csv.writer(f)
             w.writerow(["run_id", "run_name", "experiment", "status", "metric", "step",
                         "value", "wall"])
             for rid in ids:
                 run = self.get_run(rid)
-                for n, s, v, t in self._conn.execute(
-                        "SELECT name, step, value, wall FROM metrics WHERE run_id = ? "
-                        "ORDER BY name, step, rowid", (rid,)):
-                    w.writerow([rid, run["name"] or "", run["experiment"] or "",
-                                run["status"], n, s, repr(_float_or_nan(v)), t])
+                head = [rid, run["name"] or "", run["experiment"] or "", run["status"]]
+                rows = self._conn.execute(
+                    "SELECT name, step, value, wall FROM metrics WHERE run_id = ? "
+                    "ORDER BY name, step, rowid", (rid,)).fetchall()
+                for n, s, v, t in rows:
+                    w.writerow([*head, n, s, repr(_float_or_nan(v)), t])
+                if not rows:    # a run that stopped before its first record is still listed
+                    w.writerow([*head, "", "", "", ""])
         return path
 
     def _check_export_target(self, path: Path) -> None:
@@ -868,6 +875,24 @@ class RunStore:
         if header == b"SQLite format 3\x00":
             raise UserError(f"export path {str(path)!r} is an SQLite database (a run store?), "
                             "which the export would replace; give a CSV or JSON file to write")
+
+
+def read_export(path: str | os.PathLike) -> list[dict[str, Any]]:
+    """The runs of a JSON export (:meth:`RunStore.export`), with the non-finite numbers of
+    their ``metrics`` and ``summary`` (written as ``"nan"``, ``"inf"``, ``"-inf"``) as
+    floats again; config and env as written."""
+    path = Path(path)
+    try:
+        runs = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise UserError(f"cannot read export {str(path)!r}: {e}") from None
+    if not isinstance(runs, list) or not all(isinstance(r, dict) for r in runs):
+        raise UserError(f"{str(path)!r} is not a JSON export of runs (a list of run records)")
+    for run in runs:
+        for key in ("metrics", "summary"):
+            if key in run:
+                run[key] = nonfinite_from_strings(run[key])
+    return runs
 
 
 class MetricWriter:

@@ -494,7 +494,8 @@ def strict_loads(text: str):
 
 def test_runs_json_of_a_diverged_run_is_strict_and_its_table_unchanged(tmp_path, capsys):
     """`runs list --json` and `runs show --json` write the non-finite values of a diverged
-    run as null; the store keeps them, so the tables still say nan."""
+    run as the strings "nan" / "inf" (strict JSON; null would read as a value not there);
+    the store keeps them, so the tables still say nan."""
     store_path = tmp_path / "runs.sqlite"
     store = RunStore(store_path)
     rid = store.create_run({"optimizer": {"lr": 1e6}}, name="big-lr", env={})
@@ -505,12 +506,12 @@ def test_runs_json_of_a_diverged_run_is_strict_and_its_table_unchanged(tmp_path,
     capsys.readouterr()
     assert main(["runs", "list", "--json", "--store", str(store_path)]) == 0
     (listed,) = strict_loads(capsys.readouterr().out)
-    assert listed["summary"] == {"steps": 1, "test_loss": None}
+    assert listed["summary"] == {"steps": 1, "test_loss": "nan"}
     assert main(["runs", "show", rid, "--json", "--store", str(store_path)]) == 0
     shown = strict_loads(capsys.readouterr().out)
     assert shown["summary"] == listed["summary"]
-    assert shown["metrics"] == {"param_norm": [[0, 3.0], [1, None]],
-                                "train_loss": [[0, 0.5], [1, None]]}
+    assert shown["metrics"] == {"param_norm": [[0, 3.0], [1, "inf"]],
+                                "train_loss": [[0, 0.5], [1, "nan"]]}
     assert main(["runs", "show", rid, "--store", str(store_path)]) == 0
     out = capsys.readouterr().out
     assert "summary: steps 1  test_loss nan" in out

@@ -292,13 +292,58 @@ def test_export_csv_and_json(tmp_path):
     data = json.loads((tmp_path / "b.json").read_text(), parse_constant=refuse)
     assert [r["id"] for r in data] == [b]
     assert data[0]["config"] == {"k": 2} and data[0]["metrics"]["acc"] == [[2, 1.0]]
-    assert data[0]["metrics"]["loss"] == [[2, None]]
+    assert data[0]["metrics"]["loss"] == [[2, "nan"]]      # a NaN, not a missing value
     store.export(tmp_path / "twice.csv", run_ids=[b, b[:-2]])   # one run, named twice
     assert len(list(csv.DictReader(open(tmp_path / "twice.csv")))) == 2
     store.export(tmp_path / "twice.json", run_ids=[b, b[:-2]], fmt="json")
     assert [r["id"] for r in json.loads((tmp_path / "twice.json").read_text())] == [b]
     with pytest.raises(UserError, match="unknown export format"):
         store.export(tmp_path / "x.xml", fmt="xml")
+
+
+def test_a_run_without_metric_rows_is_a_row_of_the_csv_export(tmp_path):
+    """A run that diverged (or was killed) before its first record had no row in the CSV:
+    it vanished from the export. It has one now, with its status and no metric."""
+    store = RunStore(tmp_path / "runs.sqlite")
+    a = store.create_run({"lr": 0.1}, name="ok", env={})
+    store.log_metrics(a, 1, {"loss": 0.5})
+    b = store.create_run({"lr": 1e6}, name="blew-up", experiment="x", env={})
+    store.complete_run(b, "diverged", message="non-finite loss at step 0")
+    store.export(tmp_path / "all.csv")
+    rows = list(csv.DictReader(open(tmp_path / "all.csv")))
+    assert [(r["run_id"], r["metric"]) for r in rows] == [(a, "loss"), (b, "")]
+    assert rows[1] == {"run_id": b, "run_name": "blew-up", "experiment": "x",
+                       "status": "diverged", "metric": "", "step": "", "value": "", "wall": ""}
+    store.export(tmp_path / "b.csv", run_ids=[b])
+    assert [r["run_id"] for r in csv.DictReader(open(tmp_path / "b.csv"))] == [b]
+
+
+def test_json_export_tells_infinities_and_nan_from_missing_values(tmp_path):
+    """±inf and NaN were written as null, the same as a value that is not there: a
+    diverged loss of inf read as missing. They are strings now, read back as floats."""
+    from sgdlab.store import read_export
+
+    store = RunStore(tmp_path / "runs.sqlite")
+    rid = store.create_run({"lr": 1e6}, name="d", env={})
+    store.log_many(rid, [("loss", 0, 0.5), ("loss", 1, math.inf), ("grad", 1, -math.inf),
+                         ("acc", 1, math.nan)])
+    store.complete_run(rid, "diverged", summary={"loss": math.inf, "acc": math.nan,
+                                                 "steps": 1, "note": None})
+    out = store.export(tmp_path / "e.json", fmt="json")
+    def refuse(name):   # as jq or JSON.parse read: NaN / Infinity are not JSON
+        raise ValueError(f"not JSON: {name}")
+    (run,) = json.loads(out.read_text(), parse_constant=refuse)
+    assert run["metrics"] == {"acc": [[1, "nan"]], "grad": [[1, "-inf"]],
+                              "loss": [[0, 0.5], [1, "inf"]]}
+    assert run["summary"] == {"acc": "nan", "loss": "inf", "note": None, "steps": 1}
+    (back,) = read_export(out)
+    assert back["metrics"]["loss"] == [[0, 0.5], [1, math.inf]]
+    assert back["metrics"]["grad"] == [[1, -math.inf]]
+    assert math.isnan(back["metrics"]["acc"][0][1]) and math.isnan(back["summary"]["acc"])
+    assert back["summary"]["loss"] == math.inf and back["summary"]["note"] is None
+    (tmp_path / "list.json").write_text('{"a": 1}')
+    with pytest.raises(UserError, match="not a JSON export of runs"):
+        read_export(tmp_path / "list.json")
 
 
 def test_a_failed_export_keeps_the_previous_file_and_leaves_no_temporary(tmp_path, monkeypatch):
