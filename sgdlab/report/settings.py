@@ -2,7 +2,8 @@
 two experiment reports (their resolved grids, seeds and base configs).
 
 Values are compared whole and cut to :data:`WIDTH` characters only to be shown (two lists that
-differ in their last item are different settings, however long)."""
+differ in their last item are different settings, however long), and cut where they differ
+(:func:`shown`), so that two different values never read the same."""
 from __future__ import annotations
 
 import json
@@ -51,9 +52,36 @@ def differing_keys(flats: list[dict[str, str]]) -> list[str]:
 
 
 def shown(values: list[str], width: int = WIDTH) -> list[str]:
-    """``values`` (one setting in several configs) cut to ``width`` characters for a table:
-    their starts, or their ends where different values start alike."""
-    heads = [v if len(v) <= width else v[:width - 1] + "…" for v in values]
-    if len(set(heads)) == len(set(values)):
-        return heads
-    return [v if len(v) <= width else "…" + v[1 - width:] for v in values]
+    """``values`` (one setting in several configs) cut to ``width`` characters for a table,
+    so that different values still read differently: their starts, else their ends, else
+    each from where it departs from the value closest to it (two paths that differ only in a
+    middle folder); values that no cut tells apart are shown whole."""
+    if all(len(v) <= width for v in values):
+        return list(values)
+    distinct = len(set(values))
+    tails = [v if len(v) <= width else "…" + v[1 - width:] for v in values]
+    # where each value departs from the one sharing the longest start with it
+    departs = {v: max((_first_difference(v, w) for w in set(values) if w != v), default=0)
+               for v in set(values)}
+    # a little of what comes before the difference, then the difference
+    windows = [_window(v, departs[v] - width // 4, width) for v in values]
+    tries = [[_window(v, 0, width) for v in values], tails, windows]
+    for cut in tries:
+        if len(set(cut)) == distinct:
+            return cut
+    return list(values)
+
+
+def _first_difference(a: str, b: str) -> int:
+    return next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
+
+
+def _window(v: str, start: int, width: int) -> str:
+    """``width`` characters of ``v`` from about ``start``, "…" marking what is cut."""
+    if len(v) <= width:
+        return v
+    if start <= 0:
+        return v[:width - 1] + "…"
+    if start + width - 1 >= len(v):
+        return "…" + v[1 - width:]
+    return "…" + v[start:start + width - 2] + "…"
