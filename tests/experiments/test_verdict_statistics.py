@@ -306,19 +306,40 @@ def test_compare_groups_table_and_claims_by_hand():
                    {"less": ["A", "B"], "metric": "train_loss", "margin": 0.5}]})
     res = compare_groups(spec, runs)
     t = res.table("summary")
-    assert t.columns == ["run", "seeds", "acc", "acc std", "loss", "loss std", "diverged"]
+    # B's accuracy is a mean of two of its three seeds: a column says so (the table said
+    # "seeds 3" beside a mean over 2); every loss is finite, so the loss has no such column
+    assert t.columns == ["run", "seeds", "acc", "acc std", "acc: seeds in the mean", "loss",
+                         "loss std", "diverged"]
     a_row, b_row = t.rows
-    assert a_row[:2] == ["A", 3] and a_row[2:] == pytest.approx([0.92, 0.02, 0.2, 0.1, 0])
+    assert a_row[:2] == ["A", 3] and a_row[2:] == pytest.approx([0.92, 0.02, 3, 0.2, 0.1, 0])
     # B: the NaN accuracy is skipped (mean of two); the diverged run's loss 9 counts:
     # deviations (−2.9, −2.7, 5.6) from 3.4, Σ² = 47.06
     assert b_row[:2] == ["B", 3]
-    assert b_row[2:] == pytest.approx([0.82, math.sqrt(2) * 0.02, 3.4, math.sqrt(47.06 / 2),
-                                       1])
+    assert b_row[2:] == pytest.approx([0.82, math.sqrt(2) * 0.02, 2, 3.4,
+                                       math.sqrt(47.06 / 2), 1])
     greater, less, div = res.conclusions
     assert greater.agrees_with_paper is True                      # 0.1 apart, spread 0.028
     # 0.2 + 0.5 < 3.4 holds, but by 2.7, inside B's spread (std 4.85): inconclusive
     assert less.agrees_with_paper is None and "spread" in less.text
     assert div.text == "runs diverged in: B"
+
+
+def test_summary_table_counts_the_seeds_each_mean_is_over():
+    """A diverged seed's inf is left out of the mean, but "seeds" counted it: 4 seeds beside
+    a mean over 3. The seeds in the mean have a column where some group leaves one out."""
+    from sgdlab.experiments.procedures.common import summary_table
+
+    groups = OrderedDict(
+        a=[run("a", s, summary={"loss": v, "acc": 0.5}) for s, v in
+           enumerate([1.0, 2.0, 3.0, math.inf])],
+        b=[run("b", s, summary={"loss": 1.0, "acc": 0.5}) for s in range(2)])
+    t = summary_table("t", groups, [("loss", "loss"), ("acc", "acc")])
+    assert t.columns == ["run", "seeds", "loss", "loss std", "loss: seeds in the mean", "acc",
+                         "acc std", "diverged"]
+    assert t.rows[0][:5] == ["a", 4, 2.0, 1.0, 3] and t.rows[1][:5] == ["b", 2, 1.0, 0.0, 2]
+    full = OrderedDict(b=groups["b"])       # nothing left out: no count column
+    assert summary_table("t", full, [("loss", "loss")]).columns == [
+        "run", "seeds", "loss", "loss std", "diverged"]
 
 
 def test_zhu_alignment_checks_by_hand():

@@ -133,22 +133,29 @@ def mean_curve(runs: list[StoredRun], metric: str) -> tuple[list[float], list[fl
 def summary_table(name: str, groups: "OrderedDict[str, list[StoredRun]]",
                   metrics: list[tuple[str, str]], caption: str = "",
                   first: str = "run") -> Table:
-    """Rows = groups; per metric a mean and a std column (over seeds), and where some run's
-    value is only a lower bound (``metric + "__censored"``) a column counting those seeds, so
-    that a bound is not read as a measurement; plus n and status."""
+    """Rows = groups; "seeds" (the group's runs); per metric a mean and a std column (over
+    the seeds with a finite value), where some group's mean leaves seeds out (a diverged run's
+    inf, a value not measured) a column counting the seeds in it, and where some run's value
+    is only a lower bound (``metric + "__censored"``) a column counting those seeds, so that a
+    bound is not read as a measurement; plus the diverged runs."""
     censored = {key for key, _ in metrics
                 if any(r.summary.get(key + "__censored") for rs in groups.values() for r in rs)}
+    partial = {key for key, _ in metrics
+               if any(stat(rs, key)[2] < len(rs) for rs in groups.values())}
     cols = [first, "seeds"]
     for key, lab in metrics:
-        cols += [lab, f"{lab} std"] + ([f"{lab}: seeds at a lower bound"]
-                                       if key in censored else [])
+        cols += [lab, f"{lab} std"]
+        cols += [f"{lab}: seeds in the mean"] if key in partial else []
+        cols += [f"{lab}: seeds at a lower bound"] if key in censored else []
     cols.append("diverged")
     rows = []
     for g, rs in groups.items():
         row: list[Any] = [g, len(rs)]
         for key, _ in metrics:
-            m, s, _n = stat(rs, key)
+            m, s, n = stat(rs, key)
             row += [m, s]
+            if key in partial:
+                row.append(n)
             if key in censored:
                 row.append(sum(1 for r in rs if r.summary.get(key + "__censored")))
         row.append(sum(1 for r in rs if r.status == "diverged"))
