@@ -164,10 +164,28 @@ def test_values_by_group_and_mean_curve_by_hand():
     rs = [run("a", 0, metrics={"acc": [(0, 0.1), (10, 0.5), (20, 0.9)]}),
           run("a", 1, metrics={"acc": [(0, 0.3), (10, 0.7)]}),
           run("a", 2, metrics={})]
-    steps, mean, std = mean_curve(rs, "acc")
-    assert steps == [0.0, 10.0]                     # the steps every run recorded
-    assert mean == pytest.approx([0.2, 0.6])
-    assert std == pytest.approx([math.sqrt(0.02)] * 2)   # sample std of {x, x + 0.2}
+    steps, mean, std, n = mean_curve(rs, "acc", counts=True)
+    assert steps == [0.0, 10.0, 20.0]               # the steps any run recorded
+    assert mean == pytest.approx([0.2, 0.6, 0.9]) and n == [2, 2, 1]
+    assert std[:2] == pytest.approx([math.sqrt(0.02)] * 2)   # sample std of {x, x + 0.2}
+    assert math.isnan(std[2])                       # one run: no spread to show
+    assert mean_curve(rs[:1], "acc")[2] == [0.0] * 3     # a single run: std 0, as before
+
+
+def test_mean_curve_keeps_the_healthy_seeds_after_one_diverged():
+    """A seed that diverged at step 2 cut every seed's curve to steps 0-2 (the steps all
+    runs recorded) and ended it at inf; the mean goes on over the seeds still finite."""
+    def r(seed, pts, status="finished"):
+        return run("a", seed, metrics={"loss": pts}, status=status)
+    rs = [r(0, [(t, 1.0 / (t + 1)) for t in range(10)]),
+          r(1, [(t, 2.0 / (t + 1)) for t in range(10)]),
+          r(2, [(0, 1.0), (1, 5.0), (2, math.inf)], "diverged")]
+    steps, mean, std, n = mean_curve(rs, "loss", counts=True)
+    assert steps == [float(t) for t in range(10)]
+    assert n == [3, 3] + [2] * 8
+    assert mean[:2] == pytest.approx([4.0 / 3, 13.0 / 6])
+    assert mean[2:] == pytest.approx([1.5 / (t + 1) for t in range(2, 10)])
+    assert std[2:] == pytest.approx([math.sqrt(0.5) / (t + 1) for t in range(2, 10)])
 
 
 def _grid_run(lr, b, seed, top, acc, status="finished"):

@@ -115,19 +115,27 @@ def stat(runs: list[StoredRun], key: str) -> tuple[float, float, int]:
     return m, s, len(vals)
 
 
-def mean_curve(runs: list[StoredRun], metric: str) -> tuple[list[float], list[float], list[float]]:
-    """Mean and std over runs of a metric series, on the steps all runs recorded."""
+def mean_curve(runs: list[StoredRun], metric: str, *, counts: bool = False) -> tuple:
+    """Mean and sample std over runs of a metric series, at every step some run recorded,
+    each over the runs with a finite value at that step: a run that diverged (its inf or
+    NaN) or stopped early drops out of the steps after it, and the others' curves go on.
+    Where fewer than two runs are in a mean its std is NaN (a single run: 0). Returns
+    ``(steps, mean, std)``; ``counts=True`` adds the number of runs in each mean."""
     series = [dict(r.metrics.get(metric, [])) for r in runs]
     series = [s for s in series if s]
     if not series:
-        return [], [], []
-    steps = sorted(set.intersection(*[set(s) for s in series]))
-    arr = np.array([[s[t] for t in steps] for s in series], dtype=float)
-    with warnings.catch_warnings():     # a step where every run is NaN: NaN, said by the value
+        return ([], [], [], []) if counts else ([], [], [])
+    steps = sorted(set().union(*series))
+    arr = np.array([[s.get(t, np.nan) for t in steps] for s in series], dtype=float)
+    arr[~np.isfinite(arr)] = np.nan
+    n = np.isfinite(arr).sum(axis=0)
+    with warnings.catch_warnings():     # a step where no run is finite: NaN, said by the value
         warnings.simplefilter("ignore", RuntimeWarning)
-        mean = np.nanmean(arr, axis=0) if len(arr) else arr
-        std = np.nanstd(arr, axis=0, ddof=1) if len(arr) > 1 else np.zeros(len(steps))
-    return [float(t) for t in steps], mean.tolist(), std.tolist()
+        mean = np.nanmean(arr, axis=0)
+        std = (np.where(n > 1, np.nanstd(arr, axis=0, ddof=1), np.nan) if len(arr) > 1
+               else np.zeros(len(steps)))
+    out = ([float(t) for t in steps], mean.tolist(), std.tolist())
+    return out + ([int(k) for k in n],) if counts else out
 
 
 def summary_table(name: str, groups: "OrderedDict[str, list[StoredRun]]",

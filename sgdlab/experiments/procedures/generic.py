@@ -132,10 +132,14 @@ def compare_groups(spec, runs: list[StoredRun]) -> Analysis:
         for g, rs in groups.items():
             # the learning rate of every step where the schedule gives it, not epoch samples
             exact = schedule_lr(rs) if metric == "lr" else None
-            steps, mean, std = exact + (None,) if exact else mean_curve(rs, metric)
+            steps, mean, std, n = (exact + (None, None) if exact
+                                   else mean_curve(rs, metric, counts=True))
             if steps:
-                series[g] = (x_axis(rs[0], steps, o.get("curve_x", "step")), mean,
-                             std if len(rs) > 1 and std is not None else None)
+                # seeds that diverged or stopped early leave the mean: the legend says so
+                label = g if n is None or min(n) == len(rs) else (
+                    f"{g} (mean of {min(n)}-{max(n)} of {len(rs)} seeds)")
+                series[label] = (x_axis(rs[0], steps, o.get("curve_x", "step")), mean,
+                                 std if len(rs) > 1 and std is not None else None)
         fig = curves(series, xlabel=o.get("curve_x", "step"), ylabel=curve_label(metric, o),
                      logy=metric in logy, steps=metric == "lr",
                      title=f"{spec.paper['figure']}: {metric}",
