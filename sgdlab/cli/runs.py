@@ -101,7 +101,7 @@ def _run_ref(args, ref: str, doing: str = "compared") -> str:
     from sgdlab.config.runner import recorded_run
     from sgdlab.errors import UserError
 
-    if not Path(ref).is_dir():
+    if not ref.strip() or not Path(ref).is_dir():     # Path("") is the current folder
         if os.sep in ref or (os.altsep and os.altsep in ref):   # no run id holds one
             raise UserError(f"{ref}: no such folder (give a run id, a unique prefix or the "
                             "folder a run wrote, e.g. what `sgdlab train --out` made)")
