@@ -1,4 +1,4 @@
-"""Files written whole or not at all: through a temporary file of the write's own in the same
+"""Files written whole or not at all (results, tables, pages and figures): through a temporary file of the write's own in the same
 folder, then ``os.replace``. A reader finds the previous file or the new one, never a
 truncated one; a write that fails (a full disk, an interrupt) leaves no temporary file; two
 writers of one file (two sweeps sharing a store end with the same report) neither write into
@@ -39,4 +39,18 @@ def write_whole(path: str | os.PathLike, text: str) -> Path:
     path = Path(path)
     with replaced_whole(path) as tmp:
         tmp.write_text(text)
+    return path
+
+
+def save_figure(fig, path: str | os.PathLike, **kwargs) -> Path:
+    """``fig.savefig(path, **kwargs)`` through :func:`replaced_whole`: a process killed while
+    a figure is drawn leaves the previous PNG / SVG (or none), never a truncated one. The
+    format is ``format=`` or ``path``'s suffix, as matplotlib would read it (the temporary
+    file's name has no suffix matplotlib knows)."""
+    path = Path(path)
+    fmt = kwargs.pop("format", None) or path.suffix.lstrip(".").lower()
+    if not fmt:
+        raise ValueError(f"{path}: no suffix that names the figure's format; give format=")
+    with replaced_whole(path) as tmp:
+        fig.savefig(tmp, format=fmt, **kwargs)
     return path

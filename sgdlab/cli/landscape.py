@@ -25,6 +25,7 @@ import platform
 import time
 from pathlib import Path
 
+from sgdlab.atomic import save_figure
 from sgdlab.strict_json import write_atomic
 
 DEMOS = ("escape", "ou", "double-well", "pspin", "pde", "perceptron")
@@ -97,7 +98,7 @@ def _save(out: Path, name: str, fig) -> str:
     import matplotlib.pyplot as plt
 
     path = out / name
-    fig.savefig(path, dpi=120)
+    save_figure(fig, path, dpi=120)
     plt.close(fig)
     return name
 

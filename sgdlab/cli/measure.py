@@ -30,6 +30,7 @@ from typing import Any
 
 from sgdlab.cli._help import plain
 from sgdlab.errors import UserError, did_you_mean
+from sgdlab.atomic import save_figure
 from sgdlab.strict_json import write_atomic
 
 WHAT = ("hessian", "noise", "alignment", "sharpness", "surface", "batch")
@@ -573,6 +574,6 @@ def _batch_scalars(args, b: int, lr: float | None, model, loss_fn, data,
 def _save(fig, path: Path) -> Path:
     import matplotlib.pyplot as plt
 
-    fig.savefig(path, dpi=110)
+    save_figure(fig, path, dpi=110)
     plt.close(fig)
     return path

@@ -313,12 +313,13 @@ def _compare(args) -> int:
     if plot is not None:
         import matplotlib.pyplot as plt
 
+        from sgdlab.atomic import save_figure
         from sgdlab.report.figures.training import compare_runs_figure
 
         if not metrics:
             raise UserError("no series recorded by every run to plot; name them with --metric")
         fig = compare_runs_figure(dict(zip(labels, histories)), metrics)
-        fig.savefig(plot, dpi=110)
+        save_figure(fig, plot, dpi=110)
         plt.close(fig)
         print(f"wrote {plot}")
     return 0

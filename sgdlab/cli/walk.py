@@ -22,7 +22,7 @@ import math
 import time
 from pathlib import Path
 
-from sgdlab.atomic import write_whole
+from sgdlab.atomic import save_figure, write_whole
 from sgdlab.strict_json import write_atomic
 
 
@@ -176,7 +176,7 @@ def _walk(args: argparse.Namespace) -> int:
                  {label: {k: [list(p) for p in v] for k, v in h.items()}
                   for label, h in runs.items()})
     fig = walk_figure(runs, title=f"walk with SGD on {args.data}: MLP {args.widths}")
-    fig.savefig(out / "walk.png", dpi=130)
+    save_figure(fig, out / "walk.png", dpi=130)
     table = walk_epoch_table(runs)
     write_whole(out / "walk_barriers.csv", table.to_csv())
     write_whole(out / "walk_barriers.md", table.to_markdown())
@@ -186,8 +186,8 @@ def _walk(args: argparse.Namespace) -> int:
     if "GD" in models and "SGD" in models:
         curve = interpolate_models(models["GD"], models["SGD"], torch.nn.CrossEntropyLoss(),
                                    data.train, data.test, torch.linspace(-1, 2, 31))
-        interpolation_figure(curve, labels=("GD", "SGD")).savefig(out / "interpolation.png",
-                                                                  dpi=130)
+        save_figure(interpolation_figure(curve, labels=("GD", "SGD")),
+                    out / "interpolation.png", dpi=130)
         results["interpolation_gd_to_sgd"] = curve.to_dict()
         results["figures"].append("interpolation.png")
     if "SGD" in models:
@@ -196,8 +196,8 @@ def _walk(args: argparse.Namespace) -> int:
         if len(snaps) >= 6:
             spec, acf = increment_spectrum(snaps), increment_autocorrelation(snaps)
             test = periodicity_test(snaps)
-            trajectory_figure(spec, acf, test=test, title="SGD").savefig(
-                out / "trajectory.png", dpi=130)
+            save_figure(trajectory_figure(spec, acf, test=test, title="SGD"),
+                        out / "trajectory.png", dpi=130)
             results["trajectory_sgd"] = {
                 "snapshots": len(snaps), "coords": int(snaps.shape[1]),
                 "fraction_significant": test.fraction_significant,

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..atomic import write_whole
+from ..atomic import save_figure, write_whole
 from ..claims import claim_file
 from ..errors import RunInterrupted, UserError, file_problem, make_output_dir
 from ..strict_json import dumps as strict_dumps, write_atomic
@@ -252,14 +252,14 @@ def _finish(cfg: dict[str, Any], store: Any, run_id: str, out: Path, env: dict[s
         fig = learning_curves(result.history, title=f"{cfg['name'] or 'run'} ({run_id}, "
                                                     f"{result.status})")
         figure_path = out / "learning_curves.png"
-        fig.savefig(figure_path, dpi=120)
+        save_figure(fig, figure_path, dpi=120)
         plt.close(fig)
         from ..report.figures.training import instrument_panels
         fig = instrument_panels(result.history, title=f"{cfg['name'] or 'run'} ({run_id}): "
                                                       "instruments")
         if fig is not None:
             instruments_path = out / "instruments.png"
-            fig.savefig(instruments_path, dpi=110)
+            save_figure(fig, instruments_path, dpi=110)
             plt.close(fig)
     except Exception as e:  # a plot must not lose a finished run
         print(f"sgdlab: warning: could not draw the run's figures: {e}")

@@ -20,7 +20,7 @@ from typing import Any
 
 import yaml
 
-from sgdlab.atomic import write_whole
+from sgdlab.atomic import save_figure, write_whole
 from sgdlab.errors import ConfigError, ReportInterrupted, UserError, make_output_dir
 from sgdlab.experiments.analysis import Analysis, Conclusion
 from sgdlab.experiments.procedures import get_analysis
@@ -268,8 +268,8 @@ def build_report(spec: ExperimentSpec, out: Path, *, store_path: str, device: st
         png, svg = out / "figures" / f"{name}.png", out / "figures" / f"{name}.svg"
         # figures are laid out by their makers (tight_layout / constrained): a "tight" bbox
         # would cost one more full draw per file
-        fig.savefig(png, dpi=100)
-        fig.savefig(svg)
+        save_figure(fig, png, dpi=100)
+        save_figure(fig, svg)
         plt.close(fig)
         fig_records.append({"name": name, "png": f"figures/{name}.png",
                             "svg": f"figures/{name}.svg"})
