@@ -8,15 +8,21 @@ A folder whose run continues (a resume) is guarded while a process works in it b
 :func:`hold_lock`: an advisory ``flock`` the kernel drops when the process ends however it
 ends, so a killed holder never leaves a stale lock behind. Light on purpose: it imports
 nothing of the numerical stack.
+
+Two writers of one folder that may both go on, one after the other (two reports rebuilt into
+one ``--out``), are ordered by :func:`folder_lock`: a blocking ``flock`` on the folder itself,
+which leaves no file behind.
 """
 from __future__ import annotations
 
 import errno
 import os
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
-__all__ = ["FolderBusy", "claim_file", "hold_lock"]
+__all__ = ["FolderBusy", "claim_file", "folder_lock", "hold_lock"]
 
 # what link(2) says on a file system without hard links (FAT, some network file systems)
 _NO_HARD_LINKS = frozenset({errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENOSYS})
@@ -87,3 +93,25 @@ def hold_lock(path: str | os.PathLike, text: str) -> int | None:
     os.ftruncate(fd, 0)
     os.write(fd, text.encode())
     return fd
+
+
+@contextmanager
+def folder_lock(folder: str | os.PathLike) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``folder`` (which must exist) for the block, waiting
+    while another process holds it: the writers of one folder take turns, and a killed holder
+    releases it. Nothing is held where the platform or the file system has no locks."""
+    try:
+        import fcntl
+    except ImportError:      # not POSIX
+        yield
+        return
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except OSError as e:
+            if e.errno not in _NO_LOCKS:
+                raise
+        yield
+    finally:
+        os.close(fd)        # releases the lock

@@ -21,6 +21,7 @@ from typing import Any
 import yaml
 
 from sgdlab.atomic import save_figure, write_whole
+from sgdlab.claims import folder_lock
 from sgdlab.errors import ConfigError, ReportInterrupted, UserError, make_output_dir
 from sgdlab.experiments.analysis import Analysis, Conclusion
 from sgdlab.experiments.procedures import get_analysis
@@ -255,6 +256,17 @@ def build_report(spec: ExperimentSpec, out: Path, *, store_path: str, device: st
             f"run store {store_path!r}: nothing to report (a report reads stored runs; run "
             f"the experiment with `sgdlab run`, or give --store the store it used)")
     out.mkdir(parents=True, exist_ok=True)
+    # two reports written into one folder at once take turns: one's files are not mixed
+    # with, or removed as stale by, the other's
+    with folder_lock(out):
+        return _write_report(spec, out, analysis, stored, missing, store_path=store_path,
+                             device=device, workers=workers, data_dir=data_dir, sweep=sweep)
+
+
+def _write_report(spec: ExperimentSpec, out: Path, analysis, stored: list, missing: list, *,
+                  store_path: str, device: str, workers: int, data_dir: str | None,
+                  sweep: SweepReport | None) -> dict[str, Any]:
+    """Write the report of ``analysis`` into ``out`` (under :func:`folder_lock`)."""
     (out / "figures").mkdir(exist_ok=True)
     (out / "tables").mkdir(exist_ok=True)
     replaced = _output_files(out)

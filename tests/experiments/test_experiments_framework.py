@@ -787,3 +787,28 @@ def test_a_non_finite_number_in_the_experiment_file_survives_the_rebuild(tmp_pat
     again = _strict_loads((out / "results.json").read_text())
     assert CALLS == [] and not again["incomplete"] and again["missing_runs"] == []
     assert (again["tables"], again["conclusions"]) == (r["tables"], r["conclusions"])
+
+
+def test_two_reports_into_one_folder_take_turns(tmp_path):
+    """A report rebuilt into a folder another report is being written into waits for it:
+    nothing ordered them, so one's stale-file removal could take the other's figures, and
+    its results.json could name figures of the other's analysis."""
+    import threading
+    import time
+
+    from sgdlab.claims import folder_lock
+
+    out = tmp_path / "o"
+    run_experiment(str(_write(tmp_path, _raw())), scale="smoke", out_dir=out,
+                   store_path=str(tmp_path / "s.sqlite"), progress=None)
+    before = (out / "results.json").stat().st_mtime_ns
+    done = threading.Event()
+    thread = threading.Thread(target=lambda: (rebuild(out), done.set()))
+    with folder_lock(out):          # another report is writing the folder
+        thread.start()
+        time.sleep(1.5)
+        assert not done.is_set() and (out / "results.json").stat().st_mtime_ns == before
+    thread.join(60)
+    assert done.is_set() and (out / "results.json").stat().st_mtime_ns > before
+    assert sorted(p.name for p in out.iterdir()) == ["figures", "report.html", "results.json",
+                                                     "tables"]
