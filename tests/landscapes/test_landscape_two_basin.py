@@ -430,6 +430,7 @@ def test_non_finite_constants_are_named_errors(call, match):
 
 
 @pytest.mark.parametrize("field, value, least", [
+    ("seed", 1.5, 0), ("seed", -1, 0), ("seed", float("nan"), 0), ("seed", True, 0),
     ("iterations", 100.5, 1), ("repetitions", 10.5, 1), ("batch_size", 1.5, 1),
     ("leading_k", 1.5, 1), ("hessian_k", 1.5, 1), ("sharpness_samples", 10.5, 1),
     ("sharpness_every", 2.5, 0), ("iterations", True, 1), ("iterations", float("nan"), 1),
@@ -437,7 +438,7 @@ def test_non_finite_constants_are_named_errors(call, match):
 ])
 def test_escape_config_refuses_a_non_integer_count_by_name(field, value, least):
     # these were a TypeError deep in the run ('float' object cannot be interpreted as an
-    # integer), or ran: True iterations as 1
+    # integer; seed=1.5: torch's "manual_seed expected a long"), or ran: True iterations as 1
     with pytest.raises(UserError, match=f"{field} must be an integer >= {least}"):
         EscapeConfig(**{field: value}).validate()
 
@@ -457,3 +458,17 @@ def test_escape_config_takes_whole_float_counts_as_ints():
     res = escape_experiment(TwoBasin(dtype=f64), cfg, methods=["gd", "gld_leading"])
     assert cfg.iterations == 6 and type(cfg.iterations) is int
     assert res.sharpness_steps == [0, 3, 6] and res.final["gd"].shape == (4, 2)
+
+
+@pytest.mark.parametrize("field, value, match", [
+    ("lr", "0.1", "lr must be a number"), ("lr", True, "lr must be a number"),
+    ("const_sigma", "2", "const_sigma must be a number"),
+    ("sharpness_sigma", None, "sharpness_sigma must be a number"),
+    ("noise_trace", False, "noise_trace must be a number"),
+    ("record_trajectory", "no", "record_trajectory must be true or false"),
+])
+def test_escape_config_refuses_a_non_number_by_name(field, value, match):
+    # a str was a TypeError from '<' in validate; True ran as lr = 1; "no" recorded trajectories
+    with pytest.raises(UserError, match=match):
+        EscapeConfig(**{field: value}).validate()
+
