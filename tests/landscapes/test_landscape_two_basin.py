@@ -7,8 +7,8 @@ import torch
 
 from sgdlab.errors import UserError
 from sgdlab.landscapes.escape import (
-    EscapeConfig, escape_experiment, expected_sharpness_batched, method_noise_covariance,
-    sample_method_noise, top_eigenpairs,
+    METHODS, EscapeConfig, escape_experiment, expected_sharpness_batched, method_noise_covariance,
+    method_seed, sample_method_noise, top_eigenpairs,
 )
 from sgdlab.landscapes.two_basin import LANDSCAPES, TwoBasin, printed_sharp_hessian, two_basin
 
@@ -472,3 +472,31 @@ def test_escape_config_refuses_a_non_number_by_name(field, value, match):
     with pytest.raises(UserError, match=match):
         EscapeConfig(**{field: value}).validate()
 
+
+def test_gd_sharpness_probe_is_not_the_data_draw_at_seed_0():
+    # GD's generator was seeded seed * 1000 + 0: at seed 0 its sharpness probe drew the very
+    # normals the landscape's data shifts were drawn from (TwoBasin(seed=0))
+    land = TwoBasin(num_samples=50, seed=0, dtype=f64)
+    cfg = EscapeConfig(seed=0, iterations=1, repetitions=1, sharpness_samples=50,
+                       sharpness_every=1, record_trajectory=False)
+    res = escape_experiment(land, cfg, methods=["gd"])
+    unit = land.data / math.sqrt(0.01)                        # the draw's standard normals
+    same = expected_sharpness_batched(land, land.sharp_center[None],
+                                      xi=(unit * cfg.sharpness_sigma)[None])
+    assert res.sharpness["gd"][0] != pytest.approx(float(same[0]), rel=1e-9)
+
+
+def test_method_streams_differ_from_every_data_draw_and_each_other():
+    # seed * 1000 + index also gave GLD const at seed 0 the data stream of seed 1
+    firsts = {s: torch.randn(4, generator=torch.Generator().manual_seed(s), dtype=f64)
+              for s in range(3000)}
+    seeds = [method_seed(s, m) for s in range(4) for m in METHODS]
+    assert len(set(seeds)) == len(seeds) and min(seeds) >= 2 ** 62
+    for seed in seeds:
+        draw = torch.randn(4, generator=torch.Generator().manual_seed(seed), dtype=f64)
+        assert not any(torch.equal(draw, d) for d in firsts.values())
+    # reproducible: the same (seed, method), the same chains
+    cfg = EscapeConfig(iterations=5, repetitions=3, sharpness_every=0, record_trajectory=False)
+    a = escape_experiment(TwoBasin(dtype=f64), cfg, methods=["sgd", "gld_const"])
+    b = escape_experiment(TwoBasin(dtype=f64), cfg, methods=["gld_const"])
+    assert torch.equal(a.final["gld_const"], b.final["gld_const"])
