@@ -340,11 +340,13 @@ _CIFAR = {
     "cifar10": {"subdir": "cifar-10-batches-py", "bin_subdir": "cifar-10-batches-bin",
                 "classes": 10, "key": b"labels", "label_bytes": 1,
                 "train": [f"data_batch_{i}" for i in range(1, 6)], "test": ["test_batch"],
+                "published": {"train": 10000, "test": 10000},   # images per file
                 "archives": ("cifar-10-python.tar.gz", "cifar-10-binary.tar.gz"),
                 "url": "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"},
     "cifar100": {"subdir": "cifar-100-python", "bin_subdir": "cifar-100-binary",
                  "classes": 100, "key": b"fine_labels", "label_bytes": 2,
                  "train": ["train"], "test": ["test"],
+                 "published": {"train": 50000, "test": 10000},
                  "archives": ("cifar-100-python.tar.gz", "cifar-100-binary.tar.gz"),
                  "url": "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz"},
 }
@@ -423,6 +425,7 @@ def _load_cifar(dataset: str, data_dir, *, seed: int, train_size, test_size, bal
     # binary records: CIFAR-100's label bytes are (coarse, fine)
     label_index = 1 if dataset == "cifar100" and labels == "fine" else 0
     blobs = _archive_members(loc, names) if kind.endswith("archive") else None
+    held: dict[str, int] = {}   # images per file, by the file's name in the spec
 
     def part(name: str) -> tuple[np.ndarray, np.ndarray]:
         where = f"{loc}:{name}" if blobs is not None else str(loc / name)
@@ -437,6 +440,7 @@ def _load_cifar(dataset: str, data_dir, *, seed: int, train_size, test_size, bal
 
     def read(names: list[str]) -> tuple[np.ndarray, np.ndarray]:
         parts = [part(n + (".bin" if binary else "")) for n in names]
+        held.update((n, len(a)) for n, (a, _) in zip(names, parts))
         # CIFAR-10's five training batches hold 10,000 images each; a binary batch cut at a
         # record boundary reads as fewer without any other sign
         counts = [len(a) for a, _ in parts]
@@ -454,10 +458,28 @@ def _load_cifar(dataset: str, data_dir, *, seed: int, train_size, test_size, bal
 
     x_tr, y_tr = read(spec["train"])
     x_te, y_te = read(spec["test"])
+    _check_published_counts(dataset, held, lambda n: f"{loc}:{n}" if blobs is not None
+                            else str(loc / n), ".bin" if binary else "")
     return _finish_files(dataset, x_tr, y_tr, x_te, y_te, num_classes=num_classes, seed=seed,
                          train_size=train_size, test_size=test_size, balanced=balanced,
                          normalize=normalize, flatten=flatten,
                          source=f"CIFAR {kind.replace('-', ' ')} batches in {loc}")
+
+
+def _check_published_counts(dataset: str, held: dict[str, int], where, ext: str) -> None:
+    """A :class:`DataError` when one file of ``dataset`` holds its published number of images
+    and another does not: the set is the published one, and the other file was cut short (a
+    binary file cut at a record boundary reads as fewer images with no other sign). A set of
+    smaller files of one's own, none at the published count, is not checked."""
+    spec = _CIFAR[dataset]
+    expected = {n: spec["published"][split] for split in ("train", "test") for n in spec[split]}
+    full = next((n for n in held if held[n] == expected[n]), None)
+    short = next((n for n in held if held[n] != expected[n]), None)
+    if full is not None and short is not None:
+        raise DataError(f"{dataset}: {where(short + ext)} holds {held[short]:,} images, expected "
+                        f"{expected[short]:,} (the published file; {full + ext} holds its "
+                        f"published {expected[full]:,}): a file cut short? Extract it again from "
+                        f"the downloaded archive ({spec['url']}, or its binary version)")
 
 
 @register_dataset("cifar10")

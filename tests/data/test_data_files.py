@@ -431,3 +431,47 @@ def test_cifar10_training_batch_cut_at_a_record_boundary(tmp_path, kind):
     with pytest.raises(DataError, match=rf"{short} holds 6 images, data_batch_1 10: the "
                                         rf"training batches hold equally many"):
         load_dataset("cifar10", data_dir=root)
+
+
+@pytest.mark.parametrize("kind", ["binary", "python"])
+def test_cifar10_test_batch_cut_short_of_the_published_count(tmp_path, kind, monkeypatch):
+    # the training batches were compared with each other only: a test batch cut at a record
+    # boundary read as a smaller test set. Published count shrunk to the files written here.
+    import sgdlab.data.files as files
+
+    monkeypatch.setitem(files._CIFAR["cifar10"], "published", {"train": 10, "test": 10})
+    x, y, xt = make_cifar10(tmp_path / "py")
+    assert len(load_dataset("cifar10", data_dir=tmp_path / "py").y_test) == 10
+    if kind == "binary":
+        root = tmp_path / "bin"
+        d = root / "cifar-10-batches-bin"
+        d.mkdir(parents=True)
+        for i in range(5):
+            (d / f"data_batch_{i + 1}.bin").write_bytes(
+                _binary_records(x[10 * i:10 * i + 10], y[10 * i:10 * i + 10]))
+        short = d / "test_batch.bin"
+        short.write_bytes(_binary_records(xt[:6], np.arange(6)))
+    else:
+        root = tmp_path / "py"
+        short = root / "cifar-10-batches-py" / "test_batch"
+        write_cifar_batch(short, xt[:6], np.arange(6))
+    with pytest.raises(DataError, match=rf"{short} holds 6 images, expected 10 \(the published "
+                                        rf"file; data_batch_1.* holds its published 10\)"):
+        load_dataset("cifar10", data_dir=root)
+
+
+def test_cifar100_file_cut_short_of_the_published_count(tmp_path):
+    # a full-size test.bin (10,000 records) beside a train.bin cut at a record boundary; small
+    # files of one's own, none at the published count, still load
+    d = tmp_path / "cifar-100-binary"
+    d.mkdir()
+    x, fine, coarse = _cifar100_samples()
+    (d / "train.bin").write_bytes(_binary_records(x, coarse, fine))
+    (d / "test.bin").write_bytes(_binary_records(x, coarse, fine))
+    assert len(load_dataset("cifar100", data_dir=tmp_path).y_train) == len(x)
+    (d / "test.bin").write_bytes(bytes(10000 * 3074))
+    with pytest.raises(DataError, match=rf"{d / 'train.bin'} holds {len(x)} images, expected "
+                                        r"50,000 \(the published file; test.bin holds its "
+                                        r"published 10,000\)"):
+        load_dataset("cifar100", data_dir=tmp_path)
+
