@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import DataError, UserError
+from ..errors import DataError, UserError, file_problem
 from ._common import check_int, make_classification, normalize_images, seeded_indices
 from .base import Dataset
 from .registry import register_dataset
@@ -51,7 +51,10 @@ def read_idx(path: str | Path, *, expect_ndim: int | None = None,
             raw = gzip.decompress(raw)
     except FileNotFoundError:
         raise DataError(f"IDX file not found: {path}") from None
-    except (OSError, EOFError, zlib.error) as e:  # zlib.error: a corrupt deflate stream
+    except OSError as e:   # no permission, a folder, an I/O error; gzip's BadGzipFile too
+        problem = file_problem(e) if e.errno is not None else str(e)
+        raise DataError(f"cannot read IDX file {path}: {problem}") from None
+    except (EOFError, zlib.error) as e:  # zlib.error: a corrupt deflate stream
         raise DataError(f"cannot read IDX file {path}: {e}") from None
     if len(raw) < 4:
         raise DataError(f"malformed IDX file {path}: only {len(raw)} bytes, no header")
@@ -275,16 +278,24 @@ def read_cifar_batch(path: str | Path, label_key: bytes = b"labels"
     try:
         with open(path, "rb") as f:
             return _parse_cifar_pickle(f, str(path), label_key)
-    except FileNotFoundError as e:
-        if isinstance(e, DataError):   # DataError is a FileNotFoundError: from the parser
-            raise
-        raise DataError(f"CIFAR batch not found: {path}") from None
+    except OSError as e:
+        raise _cifar_read_error(e, path) from None
+
+
+def _cifar_read_error(e: OSError, path: Path) -> DataError:
+    """The :class:`DataError` for an ``OSError`` met reading CIFAR file ``path``: not found, or
+    cannot be read (no permission, an I/O error) with the reason."""
+    if isinstance(e, DataError):   # DataError is a FileNotFoundError: from the parser
+        return e
+    if isinstance(e, FileNotFoundError):
+        return DataError(f"CIFAR batch not found: {path}")
+    return DataError(f"cannot read CIFAR batch {path}: {file_problem(e)}")
 
 
 def _parse_cifar_pickle(f, where: str, label_key: bytes) -> tuple[np.ndarray, np.ndarray]:
     try:
         obj = _RestrictedUnpickler(f, where).load()
-    except DataError:  # from find_class
+    except (DataError, OSError):  # from find_class; or reading the file failed
         raise
     except Exception as e:  # pickle raises many types on corrupt input
         raise DataError(f"malformed CIFAR batch {where}: cannot unpickle ({type(e).__name__}: "
@@ -324,8 +335,8 @@ def read_cifar_binary(data: bytes | str | Path, *, label_bytes: int = 1, label_i
         where = where or str(data)
         try:
             data = Path(data).read_bytes()
-        except FileNotFoundError:
-            raise DataError(f"CIFAR batch not found: {where}") from None
+        except OSError as e:
+            raise _cifar_read_error(e, Path(where)) from None
     where = where or "CIFAR binary batch"
     rec = label_bytes + 3072
     if len(data) == 0 or len(data) % rec:

@@ -475,3 +475,35 @@ def test_cifar100_file_cut_short_of_the_published_count(tmp_path):
                                         r"published 10,000\)"):
         load_dataset("cifar100", data_dir=tmp_path)
 
+
+def test_an_unreadable_dataset_file_is_a_data_error_naming_it(tmp_path, monkeypatch):
+    # a CIFAR batch without read permission was a raw PermissionError traceback (root reads
+    # every file, so the refusal is simulated)
+    import errno
+    import pathlib
+
+    import sgdlab.data.files as files
+
+    def refuse(path):
+        if pathlib.Path(path).name.startswith(("test_batch", "t10k-images")):
+            raise PermissionError(errno.EACCES, "Permission denied", str(path))
+
+    read_bytes = pathlib.Path.read_bytes
+    monkeypatch.setattr(files, "open", lambda p, *a, **k: (refuse(p), open(p, *a, **k))[1],
+                        raising=False)
+    monkeypatch.setattr(pathlib.Path, "read_bytes", lambda p: (refuse(p), read_bytes(p))[1])
+    make_cifar10(tmp_path / "py")
+    p = tmp_path / "py" / "cifar-10-batches-py" / "test_batch"
+    with pytest.raises(DataError, match=rf"^cannot read CIFAR batch {p}: Permission denied$"):
+        load_dataset("cifar10", data_dir=tmp_path / "py")
+    b = tmp_path / "bin" / "cifar-10-batches-bin"
+    b.mkdir(parents=True)
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        (b / f"{name}.bin").write_bytes(_binary_records(np.zeros((2, 3, 32, 32), np.uint8), [0, 1]))
+    with pytest.raises(DataError, match=rf"^cannot read CIFAR batch {b / 'test_batch.bin'}: "
+                                        r"Permission denied$"):
+        load_dataset("cifar10", data_dir=tmp_path / "bin")
+    make_idx_dir(tmp_path / "m")
+    with pytest.raises(DataError, match=rf"^cannot read IDX file {tmp_path / 'm'}/t10k-images"
+                                        r"-idx3-ubyte: Permission denied$"):
+        load_dataset("mnist", data_dir=tmp_path / "m")
