@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import inspect
 import numbers
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -64,16 +65,21 @@ def _lookup(name: str) -> Loader:
         ) from None
 
 
+def _file_datasets() -> list[str]:
+    return sorted(k for k, fn in DATASETS.items() if "data_dir" in inspect.signature(fn).parameters)
+
+
 def load_dataset(name: str, *, seed: int = 0, data_dir: str | Path | None = None,
                  n_train: int | None = None, n_test: int | None = None, label_noise: int = 0,
                  classes: list[int] | None = None, augment: str | None = None,
                  **options: Any) -> Dataset:
     """Load or generate dataset ``name``; deterministic given ``seed`` (and the files).
 
-    ``data_dir`` is used by the file loaders (mnist, fashion_mnist, cifar10, cifar100) and ignored
-    by generated/bundled datasets. Every dataset also accepts, applied in this order after
-    loading: ``classes`` (classification only: the examples of these classes, relabelled
-    0..k−1: :func:`~sgdlab.data.transforms.select_classes`), ``n_train`` / ``n_test`` (a
+    ``data_dir`` is used by the file loaders (mnist, fashion_mnist, cifar10, cifar100); a
+    generated/bundled dataset ignores it, with a ``UserWarning`` naming the dataset. Every
+    dataset also accepts, applied in this order after loading: ``classes`` (classification
+    only: the examples of these classes, relabelled 0..k−1:
+    :func:`~sgdlab.data.transforms.select_classes`), ``n_train`` / ``n_test`` (a
     seeded subset, class-balanced for classification:
     :func:`~sgdlab.data.transforms.subset`) and ``label_noise=k`` (classification only: ``k``
     training examples get random wrong labels, :func:`~sgdlab.data.transforms.with_label_noise`),
@@ -108,6 +114,11 @@ def load_dataset(name: str, *, seed: int = 0, data_dir: str | Path | None = None
     kwargs: dict[str, Any] = dict(options, seed=seed)
     if "data_dir" in params:
         kwargs["data_dir"] = data_dir
+    elif data_dir is not None:
+        # mnist_small with data_dir=~/mnist is 4,000 bundled images, not the files there
+        warnings.warn(f"dataset {_canonical(name)!r} reads no files: data_dir {str(data_dir)!r} "
+                      f"is ignored (the datasets read from files: {', '.join(_file_datasets())})",
+                      UserWarning, stacklevel=2)
     # a loader that defines n_train / n_test itself (cubic: grid sizes) gets them directly
     for key, value in (("n_train", n_train), ("n_test", n_test)):
         if key in params and value is not None:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import random
+import warnings
 from collections import Counter
 
 import numpy as np
@@ -172,3 +173,14 @@ def test_a_seed_the_generators_cannot_take_is_named(seed):
                                             rf"got {seed}"):
             load_dataset(name, seed=seed, **options)
     assert load_dataset("digits", seed=2**32 - 1).meta["seed"] == 2**32 - 1
+
+
+def test_a_data_dir_given_to_a_dataset_that_reads_no_files_is_named_in_a_warning(tmp_path):
+    # mnist_small with data_dir= looked as if it read the folder's files: silently ignored
+    with pytest.warns(UserWarning, match=r"dataset 'digits' reads no files: data_dir "
+                                         rf"'{tmp_path}' is ignored \(the datasets read from "
+                                         r"files: cifar10, cifar100, fashion_mnist, mnist\)"):
+        ds = load_dataset("digits", data_dir=tmp_path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert torch.equal(load_dataset("digits").x_train, ds.x_train)
