@@ -21,7 +21,7 @@ from typing import Any
 
 from sgdlab.errors import UserError
 from sgdlab.experiments.runner import default_out_dir, foreign_out_dir, prepare
-from sgdlab.experiments.spec import ExperimentSpec, RunSpec, get_dotted
+from sgdlab.experiments.spec import ExperimentSpec, RunSpec, expand_data_dir, get_dotted
 from sgdlab.experiments.sweep import (check_options, dependency_layers, finished_runs,
                                      run_device, run_threads)
 
@@ -153,6 +153,7 @@ def plan_experiment(name_or_path: str | Path, *, scale: str = "cpu",
     """The plan of :func:`sgdlab.experiments.runner.run_experiment` with the same arguments
     (see the module docstring). Errors that stop a real run before its sweep (an invalid
     file, no ``--data-dir``, contradictory options) are raised as they are there."""
+    data_dir = expand_data_dir(data_dir)
     spec, backend, cpus_per_run, gpus_per_run = prepare(
         name_or_path, scale=scale, device=device, data_dir=data_dir, backend=backend,
         cpus_per_run=cpus_per_run, gpus_per_run=gpus_per_run, readings=readings)

@@ -25,8 +25,8 @@ from sgdlab.claims import folder_lock
 from sgdlab.errors import ConfigError, ReportInterrupted, UserError, make_output_dir
 from sgdlab.experiments.analysis import Analysis, Conclusion
 from sgdlab.experiments.procedures import get_analysis
-from sgdlab.experiments.spec import (ExperimentSpec, load_experiment, load_yaml,
-                                    needs_data_dir, resolve)
+from sgdlab.experiments.spec import (ExperimentSpec, expand_data_dir, load_experiment,
+                                    load_yaml, needs_data_dir, resolve)
 from sgdlab.experiments.sweep import (SweepReport, check_backend, check_options, load_runs,
                                      open_store, run_sweep, store_file, threads_per_worker)
 from sgdlab.report.tables import Table
@@ -137,7 +137,7 @@ def prepare(name_or_path: str | Path, *, scale: str, device: str, data_dir: str 
     if needs_data_dir(spec) and data_dir is None:
         raise ConfigError(f"{spec.name} at scale {scale!r} reads the paper's dataset: pass "
                           "--data-dir DIR")
-    if data_dir is not None and not Path(data_dir).is_dir():
+    if data_dir is not None and not Path(expand_data_dir(data_dir)).is_dir():
         raise UserError(f"--data-dir {data_dir!r} is not a directory")
     return spec, backend, cpus_per_run, gpus_per_run
 
@@ -176,6 +176,7 @@ def run_experiment(name_or_path: str | Path, *, scale: str = "cpu", out_dir: str
     ``gpus_per_run`` choose where the runs execute (:func:`sgdlab.experiments.sweep.run_sweep`);
     the resources default to ``$SGDLAB_CPUS_PER_RUN`` / ``$SGDLAB_GPUS_PER_RUN``, then to the
     experiment file's ``resources``."""
+    data_dir = expand_data_dir(data_dir)
     spec, backend, cpus_per_run, gpus_per_run = prepare(
         name_or_path, scale=scale, device=device, data_dir=data_dir, backend=backend,
         cpus_per_run=cpus_per_run, gpus_per_run=gpus_per_run, readings=readings)
@@ -316,7 +317,7 @@ def _write_report(spec: ExperimentSpec, out: Path, analysis, stored: list, missi
             "seconds": round(sweep.seconds, 2)},
         # absolute: `sgdlab report DIR` reads them from wherever it is started
         "store": os.path.abspath(store_path),
-        "data_dir": None if data_dir is None else os.path.abspath(data_dir),
+        "data_dir": None if data_dir is None else os.path.abspath(expand_data_dir(data_dir)),
         "config": {"file": spec.raw, "source": spec.source,
                    "resolved": {"base": spec.base, "runs": spec.runs, "grid": spec.grid,
                                 "seeds": spec.seeds, "options": spec.options},
@@ -405,7 +406,7 @@ def rebuild(target: str | Path, *, scale: str = "cpu", store_path: str | None = 
                        source=old["config"].get("source", str(t)), readings=taken)
         recorded = store_path is None and old.get("store") is not None
         store_path = store_path or old.get("store")
-        data_dir = data_dir or old.get("data_dir")
+        data_dir = expand_data_dir(data_dir) or old.get("data_dir")
         out = Path(out_dir) if out_dir else t
     elif t.is_dir() and not any(t.iterdir()):
         # `sgdlab run` makes its folder before the sweep: one stopped there left it empty

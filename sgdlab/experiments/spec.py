@@ -344,6 +344,12 @@ def get_dotted(d: dict[str, Any], path: str, default: Any = None) -> Any:
     return d
 
 
+def expand_data_dir(data_dir: str | os.PathLike | None) -> str | None:
+    """``data_dir`` with a leading ``~`` expanded, as the CLI's ``--data-dir`` is (a path
+    given from Python, ``run_experiment(data_dir="~/data")``, meant the same folder)."""
+    return None if data_dir is None else os.path.expanduser(os.fspath(data_dir))
+
+
 def _substitute(obj: Any, data_dir: str | None) -> Any:
     if isinstance(obj, str) and "${data_dir}" in obj:
         if data_dir is None:
@@ -351,7 +357,7 @@ def _substitute(obj: Any, data_dir: str | None) -> Any:
                               "(the directory holding the dataset files)")
         # absolute: the runs' keys hold it, so `--data-dir data` from one folder and the same
         # folder named from another (or the absolute path results.json records) are one run
-        return obj.replace("${data_dir}", os.path.abspath(data_dir))
+        return obj.replace("${data_dir}", os.path.abspath(expand_data_dir(data_dir)))
     if isinstance(obj, dict):
         return {k: _substitute(v, data_dir) for k, v in obj.items()}
     if isinstance(obj, list):

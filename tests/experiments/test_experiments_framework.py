@@ -321,6 +321,26 @@ def test_a_data_dir_given_relative_names_the_same_runs_from_anywhere(tmp_path, m
     assert CALLS == [] and len(rep.skipped) == 3
 
 
+def test_a_data_dir_given_from_python_with_a_tilde_is_the_home_folder(tmp_path, monkeypatch):
+    # the CLI expanded ~ in --data-dir; run_experiment(data_dir="~/data") refused it as "not a
+    # directory", and the runs' keys would have held CWD/~/data
+    from sgdlab.experiments.plan import plan_experiment
+
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    (tmp_path / "home" / "data").mkdir(parents=True)
+    cfg = _write(tmp_path, _raw(base={"x": 1, "fail_if": "${data_dir}/no-such-marker"}))
+    store, out = str(tmp_path / "runs.sqlite"), tmp_path / "out"
+    assert plan_experiment(str(cfg), scale="smoke", out_dir=out, store_path=store,
+                           data_dir="~/data").runs
+    res = run_experiment(str(cfg), scale="smoke", out_dir=out, store_path=store,
+                         data_dir="~/data", progress=None)
+    assert res.results["data_dir"] == str(tmp_path / "home" / "data")
+    CALLS.clear()
+    rep = run_experiment(str(cfg), scale="smoke", out_dir=out, store_path=store,
+                         data_dir=tmp_path / "home" / "data", progress=None).sweep
+    assert CALLS == [] and len(rep.skipped) == 3
+
+
 def _killed_halfway_writing(monkeypatch, name):
     """Every write of a file named ``name`` (or of a temporary file of its own, named
     ``name.…``) writes half its text, then is interrupted."""
