@@ -334,6 +334,32 @@ def test_noise_dominance_readings_by_hand():
     assert c.agrees_with_paper is True
 
 
+# --- Suppl. A's grid, "sampled equidifferently from ... x in [-1, 1]": a named reading --------
+@pytest.mark.parametrize("name,cubic", [("zhu-alignment-cubic", ["mlp-251", "mlp-141", "mlp-103"]),
+                                        ("zhu-noise-vs-gradient", ["cubic-sgd"])])
+@pytest.mark.parametrize("scale", SCALES)
+def test_cubic_grid_is_a_reading_of_the_entries_that_fit_the_cubic(name, cubic, scale):
+    from sgdlab.data import load_dataset
+
+    default = load_experiment(name, scale).expand(data_dir="/d")
+    half = load_experiment(name, scale, readings={"grid": "half-open"}).expand(data_dir="/d")
+    # the default leaves the runs as they were: the loader's closed grid, both end points
+    assert all("grid" not in r.params["dataset"] for r in default)
+    for a, b in zip(default, half):
+        assert a.label == b.label and a.seed == b.seed
+        changed = a.label in cubic
+        assert (a.key != b.key) == changed, a.label
+        if not changed:             # the noisy-label run has no grid
+            assert a.params == b.params
+            continue
+        assert b.params["dataset"] == {**a.params["dataset"], "grid": "half-open"}
+        closed, open_ = (load_dataset(**r.params["dataset"]) for r in (a, b))
+        assert len(open_.x_train) == len(closed.x_train) == 20
+        assert float(closed.x_train.max()) == 1.0
+        assert float(open_.x_train.max()) == pytest.approx(0.9)
+        assert float(open_.x_train[1] - open_.x_train[0]) == pytest.approx(0.1)
+
+
 # --- zhu-large-network: the sharpness half of "not better than GD" ----------------------------
 @pytest.mark.parametrize("scale", SCALES)
 def test_large_network_judges_both_halves_of_no_better_than_gd(scale):
