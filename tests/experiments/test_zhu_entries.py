@@ -334,6 +334,32 @@ def test_noise_dominance_readings_by_hand():
     assert c.agrees_with_paper is True
 
 
+def test_noise_scale_reading_compares_one_steps_noise_with_its_drift():
+    """Fig. 2's sqrt(η Tr Σ/m) against ‖g₀‖ (default) or, eq. (4), (η/√m)‖ε‖ against η‖g₀‖:
+    the same records, the ratio over √η."""
+    from sgdlab.experiments.procedures.zhu import zhu_noise_magnitude
+
+    # the figure's ratio: 0.5 over the first third, 0.8 over the last (no dominance); at
+    # η = 0.04 one step's noise is 1/√0.04 = 5 times that: 2.5 and 4
+    grad = [(t, 2.0) for t in range(9)]
+    noise = [(t, 1.0 if t < 3 else 1.6) for t in range(9)]
+    runs = [run("r", params={"optimizer": {"name": "sgd", "lr": 0.04}},
+                metrics={"noise/grad_norm": grad, "noise/noise_norm": noise})]
+    figure = load_experiment("zhu-noise-vs-gradient", "cpu")
+    step = load_experiment("zhu-noise-vs-gradient", "cpu", readings={"noise-scale": "step"})
+    assert [r.key for r in figure.expand()] == [r.key for r in step.expand()]
+    (c,) = zhu_noise_magnitude(figure, runs).conclusions
+    assert c.agrees_with_paper is False
+    assert c.evidence["ratio_last_third"] == pytest.approx(0.8)
+    (c,) = zhu_noise_magnitude(step, runs).conclusions
+    assert c.agrees_with_paper is True and "drift" in c.text
+    assert c.evidence["ratio_first_third"] == pytest.approx(2.5)
+    assert c.evidence["ratio_last_third"] == pytest.approx(4.0)
+    # without a step size in the run's parameters the step ratio is unknown: inconclusive
+    (c,) = zhu_noise_magnitude(step, [run("r", metrics=runs[0].metrics)]).conclusions
+    assert c.agrees_with_paper is None
+
+
 # --- Suppl. A's grid, "sampled equidifferently from ... x in [-1, 1]": a named reading --------
 @pytest.mark.parametrize("name,cubic", [("zhu-alignment-cubic", ["mlp-251", "mlp-141", "mlp-103"]),
                                         ("zhu-noise-vs-gradient", ["cubic-sgd"])])

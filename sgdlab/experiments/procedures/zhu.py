@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 
+from sgdlab.errors import ConfigError
 from sgdlab.experiments.analysis import Analysis, Conclusion
 from sgdlab.experiments.plots import curves, panels
 from sgdlab.experiments.procedures import StoredRun, register_analysis
@@ -208,17 +209,36 @@ def _residual_checks(o: dict, k: int, d: int | None, steps: list[float],
     return [small, stable]
 
 
-def _ratio_thirds(r: StoredRun) -> tuple[float, float, list[float], list[float]]:
+NOISE_SCALES = ("figure", "step")
+
+
+def _step_factor(r: StoredRun) -> float:
+    """1/sqrt(η) of the run's constant step size (``params.optimizer.lr``): the factor from
+    the figure's noise magnitude sqrt(η Tr Σ/m) to the noise of one step relative to its
+    drift, (η/√m)‖ε‖ / (η‖g₀‖) = sqrt(Tr Σ/m)/‖g₀‖ (eq. (4)). NaN without a positive lr."""
+    lr = (r.params.get("optimizer") or {}).get("lr")
+    ok = isinstance(lr, (int, float)) and not isinstance(lr, bool) and finite(lr) and lr > 0
+    return lr ** -0.5 if ok else float("nan")
+
+
+def _ratio_thirds(r: StoredRun, scale: str = "figure"
+                  ) -> tuple[float, float, list[float], list[float]]:
     """Median noise/gradient norm ratio over the first and over the last third of the run's
     log points (those with both norms logged), and the steps of each third. The thirds are
     of the points logged, the medians of those in them with both norms finite and ‖g₀‖ > 0:
     a run whose late norms are NaN (diverged) has no late ratio, rather than a "last third"
-    drawn from its early points. NaN for a third without such a point."""
+    drawn from its early points. NaN for a third without such a point. ``scale``: the ratio
+    of the figure's sqrt(η Tr Σ/m) to ‖g₀‖ (``"figure"``), or of one step's noise to its
+    drift, sqrt(Tr Σ/m)/‖g₀‖ (``"step"``, :func:`_step_factor`)."""
     import statistics
 
+    if scale not in NOISE_SCALES:
+        raise ConfigError(f"options.noise_scale must be one of {', '.join(NOISE_SCALES)}, "
+                          f"got {scale!r}")
+    f = 1.0 if scale == "figure" else _step_factor(r)
     gn = dict(r.metrics.get("noise/grad_norm", []))
     nn = dict(r.metrics.get("noise/noise_norm", []))
-    pts = [(t, nn[t] / gn[t] if finite(gn[t]) and gn[t] > 0 and finite(nn[t])
+    pts = [(t, f * nn[t] / gn[t] if finite(gn[t]) and gn[t] > 0 and finite(nn[t])
             else float("nan")) for t in sorted(set(gn) & set(nn))]
     if not pts:
         return float("nan"), float("nan"), [], []
@@ -235,7 +255,9 @@ def _ratio_thirds(r: StoredRun) -> tuple[float, float, list[float], list[float]]
 def zhu_noise_magnitude(spec, runs: list[StoredRun]) -> Analysis:
     """‖∇L‖ vs the noise magnitude sqrt(η Tr Σ / m) over training (Fig. 2).
 
-    The ratio sqrt(η Tr Σ / m)/‖∇L‖ is read, per run, as its median over the first and over
+    The ratio sqrt(η Tr Σ / m)/‖∇L‖ (``options.noise_scale="figure"``, the default; ``"step"``:
+    one step's noise against its drift, sqrt(Tr Σ / m)/‖∇L‖, the figure's ratio over √η) is
+    read, per run, as its median over the first and over
     the last third of the log points (⌈n/3⌉ each; the mean over seeds): ‖∇L‖ of a late
     mini-batch-trained iterate swings several-fold from one log point to the next, so a
     single end point would decide the verdict. The paper's "the noise dominates, especially
@@ -246,9 +268,12 @@ def zhu_noise_magnitude(spec, runs: list[StoredRun]) -> Analysis:
 
     groups = by_group(runs, key=lambda r: r.group)
     dom = float(spec.options.get("dominance_ratio", 1.0))
+    scale = spec.options.get("noise_scale", "figure")
+    what = ("noise/gradient norm ratio" if scale == "figure" else
+            "ratio of one step's noise to its drift, sqrt(Tr Σ/m)/‖g₀‖,")
     rows, concl, figs = [], [], []
     for g, rs in groups.items():
-        thirds = [_ratio_thirds(r) for r in rs]
+        thirds = [_ratio_thirds(r, scale) for r in rs]
         r_start = mean_std([t[0] for t in thirds])[0]
         r_end = mean_std([t[1] for t in thirds])[0]
         # a seed without a ratio in one of the thirds would leave the mean to the others
@@ -260,7 +285,7 @@ def zhu_noise_magnitude(spec, runs: list[StoredRun]) -> Analysis:
         figs.append((f"noise_magnitude_{g}", noise_magnitude_figure(
             rs[0].metrics, title=f"{g}: ‖∇L‖ vs sqrt(η Tr Σ / m)")))
         concl.append(Conclusion(
-            f"{g}: median noise/gradient norm ratio {r_start:.3g} over the first third of the "
+            f"{g}: median {what} {r_start:.3g} over the first third of the "
             f"log points ({_steps(early)}), {r_end:.3g} over the last third ({_steps(late)}); "
             f"dominance read as a ratio {'above 1' if dom == 1 else f'of at least {dom:g}'}"
             + (f"; {lost} of {len(rs)} seeds have no finite ratio in a third, so inconclusive"
@@ -272,12 +297,15 @@ def zhu_noise_magnitude(spec, runs: list[StoredRun]) -> Analysis:
             claim="late in training the noise magnitude dominates the gradient norm"
                   + ("" if dom == 1 else f" overwhelmingly (by a factor of at least {dom:g})"),
             evidence={"ratio_first_third": r_start, "ratio_last_third": r_end,
-                      "dominance_ratio": dom}))
+                      "dominance_ratio": dom,
+                      **({} if scale == "figure" else {"step_ratio": True})}))
     table = Table("noise_magnitude", ["run", "seeds", "median noise/grad, first third",
                                       "median noise/grad, last third", "‖∇L‖ at end",
                                       "sqrt(η Tr Σ/m) at end"], rows,
                   caption="medians over the first and the last third of the log points, "
-                          "mean over seeds")
+                          "mean over seeds" + ("" if scale == "figure" else
+                                               "; noise/grad: sqrt(Tr Σ/m)/‖∇L‖, one "
+                                               "step's noise over its drift"))
     return Analysis(tables=[table], figures=figs, conclusions=concl)
 
 
