@@ -65,6 +65,7 @@ and Lanczos start vectors; its state, the step count and the current statistics 
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -470,7 +471,19 @@ class StructuredNoiseGD(Optimizer):
         if rule == "appendix":
             return float(trace_h) / (m * tr_sigma) if tr_sigma > 0 and trace_h > 0 else 0.0
         denom = trace_h if rule == "paper" else trace_hk
-        return float(N.hessian_noise_variance(tr_sigma, denom, m)) if denom > 0 else 0.0
+        if denom > 0:
+            return float(N.hessian_noise_variance(tr_sigma, denom, m))
+        if tr_sigma > 0 and not getattr(self, "_warned_no_noise", False):
+            # SGD has noise here but the rule's trace is not positive: no noise would be
+            # injected, and the run would be plain GD without a word
+            self._warned_no_noise = True
+            warnings.warn(
+                f"gld-hessian: sigma_h2_rule={rule!r} divides by "
+                f"{'the Hessian trace Tr H' if rule == 'paper' else 'Tr H₊'} = {denom:.3g}, "
+                "not positive, so sigma_h2 is 0 and no noise is injected (plain GD) at this "
+                "refresh; the 'top-k' rule divides by the top-k |λ|, or give sigma_h2",
+                RuntimeWarning, stacklevel=2)
+        return 0.0
 
     def _dense_covariance(self, stats: dict[str, Any], cov: GradientCovariance | None) -> Tensor:
         if "sigma2" in stats:
