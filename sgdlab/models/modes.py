@@ -49,6 +49,26 @@ def buffers_kept(model: nn.Module, *, keep_versions: bool = False) -> Iterator[N
                 (b.data if keep_versions else b).copy_(value)
 
 
+def writes_buffers(model: nn.Module) -> bool:
+    """Whether a forward pass of ``model`` writes into its buffers: a batch norm in train mode
+    tracking running statistics, or a spectral norm in train mode (its power iteration moves
+    the vectors u and v, ``nn.utils.parametrizations.spectral_norm`` and the older hook-based
+    ``nn.utils.spectral_norm``)."""
+    from torch.nn.utils.parametrizations import _SpectralNorm
+    from torch.nn.utils.spectral_norm import SpectralNorm
+
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training \
+                and m.track_running_stats:
+            return True
+        if isinstance(m, _SpectralNorm) and m.training:
+            return True
+        if m.training and any(isinstance(h, SpectralNorm)
+                              for h in m._forward_pre_hooks.values()):
+            return True
+    return False
+
+
 def first_batch_norm(model: nn.Module, *, training: bool = False) -> str | None:
     """``"name (BatchNorm2d)"`` of ``model``'s first batch-norm layer (with ``training``, the
     first in train mode); None when there is none."""

@@ -11,21 +11,23 @@ import warnings
 from collections.abc import Iterator
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
-from sgdlab.models.modes import buffers_kept
+from sgdlab.models.modes import buffers_kept, writes_buffers
 
 from .batches import check_batch_loss, fixed_randomness, iterate_batches, stochastic_modules
 from .blocking import BlockTuner
 
 
 def kept_running_statistics(model) -> contextlib.AbstractContextManager:
-    """The model's buffers restored on exit when a batch norm in it is in train mode (whose
-    forward passes update its running mean, variance and batch count), without moving their
-    version counters: a bump would invalidate the kept gradient graph that saved them
-    (train-mode batch norm's backward does not read them)."""
-    if not any(isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training
-               and m.track_running_stats for m in model.modules()):
+    """The model's buffers restored on exit when its forward passes write into them
+    (:func:`~sgdlab.models.modes.writes_buffers`: train-mode batch norm's running statistics,
+    train-mode spectral norm's power-iteration vectors), without moving their version
+    counters: a bump would invalidate the kept gradient graph that saved them (neither
+    backward reads them). Every forward pass of a measurement then starts from the model's
+    buffers as they are, so every batch and every product sees the same function, and the
+    model is left as it was."""
+    if not writes_buffers(model):
         return contextlib.nullcontext()
     return buffers_kept(model, keep_versions=True)
 

@@ -32,6 +32,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from sgdlab.errors import UserError
 
 from .batches import Data, check_loss_reduction, concat_batches, fixed_randomness
+from .linear import kept_running_statistics
 from .params import (UNUSED_ZERO, flatten, functional_call, require_trainable,
                      trainable_named_params)
 
@@ -97,7 +98,10 @@ def per_sample_gradients(
     check_per_sample_model(model)
     check_loss_reduction(loss_fn)
     # dropout in train mode: one fixed draw of masks, not the global generator's next one
-    with fixed_randomness(model, next(model.parameters()).device):
+    # and a train-mode spectral norm's power iteration run from the model's vectors for every
+    # chunk and put back after: one function for all samples, the model left as it was
+    with fixed_randomness(model, next(model.parameters()).device), \
+            kept_running_statistics(model):
         return _per_sample_gradients(model, loss_fn, data, chunk_size, method)
 
 
@@ -165,7 +169,8 @@ def full_gradient(
     device = params[0].device
     total, n = None, 0
     for x, y in iterate_batches(data, device):
-        g = torch.autograd.grad(loss_fn(model(x), y), params, **UNUSED_ZERO)
+        with kept_running_statistics(model):     # each batch from the model's own buffers
+            g = torch.autograd.grad(loss_fn(model(x), y), params, **UNUSED_ZERO)
         g = flatten(g) * len(x)
         total = g if total is None else total + g
         n += len(x)

@@ -487,3 +487,38 @@ def test_a_model_output_that_is_no_tensor_is_named_for_the_ggn_only():
     with pytest.raises(UserError, match="GGNOperator needs the model's output as one tensor.*"
                                         "returned a dict.*operator='hessian'"):
         GGNOperator(model, dict_logits_loss, data).to_dense()
+
+
+def _spectral_normed(hook_based: bool) -> nn.Module:
+    """A float64 MLP whose first layer is spectrally normalised in train mode, its power-
+    iteration vector u far from converged (so one more iteration moves it visibly)."""
+    torch.manual_seed(3)
+    lin = nn.Linear(3, 4)
+    if hook_based:
+        lin = nn.utils.spectral_norm(lin)
+    else:
+        lin = nn.utils.parametrizations.spectral_norm(lin)
+    model = nn.Sequential(lin, nn.Tanh(), nn.Linear(4, 2)).double()
+    u = lin.weight_u if hook_based else lin.parametrizations.weight[0]._u
+    with torch.no_grad():
+        u.copy_(torch.nn.functional.normalize(torch.randn_like(u), dim=0))
+    return model
+
+
+@pytest.mark.parametrize("hook_based", [False, True])
+def test_hessian_of_train_mode_spectral_norm_leaves_its_vectors(hook_based):
+    """Each forward pass of a train-mode spectral norm runs a power iteration that moves its
+    vectors: every batch and every product starts from the model's vectors (the Hessian of the
+    loss a training step's forward pass computes next), and the model is left as it was."""
+    model = _spectral_normed(hook_based)
+    x, y = tiny_classification(8, 3, 2)
+    x = x.double()
+    ref = dense_hessian_reference(copy.deepcopy(model), nn.CrossEntropyLoss(), (x, y))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    loader = [(x[:4], y[:4]), (x[4:], y[4:])]
+    for data in [(x, y), loader]:
+        op = HessianOperator(model, nn.CrossEntropyLoss(), data)
+        torch.testing.assert_close(op.to_dense(), ref, atol=1e-12, rtol=1e-10)
+        torch.testing.assert_close(op.to_dense(), ref, atol=1e-12, rtol=1e-10)
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, before[k]), k

@@ -439,3 +439,30 @@ def test_a_first_batch_of_one_sample_does_not_vouch_for_the_others(kind):
     torch.testing.assert_close(per_sample_gradients(model, loss_fn, data), ref)
     torch.testing.assert_close(gradient_covariance(model, loss_fn, data).dense(),
                                covariance_reference(ref))
+
+
+def test_per_sample_gradients_of_train_mode_spectral_norm_leave_its_vectors():
+    """A train-mode spectral norm's power iteration runs from the model's vectors for the
+    samples' gradients (each sample's reference starts from them too) and the full gradient,
+    and leaves them as they were."""
+    from sgdlab.models.modes import buffers_kept
+    from sgdlab.operators import full_gradient
+    torch.manual_seed(3)
+    lin = nn.utils.parametrizations.spectral_norm(nn.Linear(3, 4))
+    model = nn.Sequential(lin, nn.Tanh(), nn.Linear(4, 2)).double()
+    u = lin.parametrizations.weight[0]._u
+    with torch.no_grad():
+        u.copy_(torch.nn.functional.normalize(torch.randn_like(u), dim=0))
+    x, y = torch.randn(6, 3, dtype=torch.float64), torch.arange(6) % 2
+    rows = []
+    for i in range(6):
+        with buffers_kept(model):
+            rows.append(per_sample_gradients_loop(model, nn.CrossEntropyLoss(),
+                                                  (x[i : i + 1], y[i : i + 1]))[0])
+    before = u.clone()
+    g = per_sample_gradients(model, nn.CrossEntropyLoss(), (x, y))
+    assert torch.equal(u, before)
+    torch.testing.assert_close(g, torch.stack(rows), atol=1e-12, rtol=1e-10)
+    full = full_gradient(model, nn.CrossEntropyLoss(), [(x[:3], y[:3]), (x[3:], y[3:])])
+    assert torch.equal(u, before)
+    torch.testing.assert_close(full, torch.stack(rows).mean(0), atol=1e-12, rtol=1e-10)
