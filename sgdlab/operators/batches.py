@@ -90,20 +90,52 @@ def check_target_shape(loss_fn: object, outputs: Tensor, targets: Tensor) -> Non
 
 
 def check_batch_loss(loss_fn: object, data: Data) -> None:
-    """A ``UserError`` for a loss summed over its batch (``reduction="sum"``) on data in
-    several batches. A measurement takes ``loss_fn``'s value on a batch as that batch's loss
-    and weights batches by their size, which is the mean over samples for a mean-reduced loss;
-    a summed one would be counted again, so the result would depend on how the samples are
-    batched. On one ``(x, y)`` batch the summed loss is measured as it is (N times the mean).
-    A loss per sample (``reduction="none"``) is refused by :func:`check_loss_reduction`, data
-    that is no batch by :func:`check_data`."""
+    """A ``UserError`` for a loss whose batch values do not average to the loss over all the
+    samples, on data in several batches. A measurement takes ``loss_fn``'s value on a batch as
+    that batch's loss and weights batches by their size, which is the mean over samples for a
+    mean-reduced loss; a summed one (``reduction="sum"``) would be counted again, and a
+    weighted mean (cross-entropy / NLL with class ``weight=``, or with targets equal to its
+    ``ignore_index``) is normalised per batch by that batch's sum of weights, so the size-
+    weighted mean of the batches is not the weighted mean over the whole set (the result
+    would depend on how the samples are batched). On one ``(x, y)`` batch the loss is
+    measured as it is. Ignored targets are looked for in one batch or a list of batches (an
+    iterator or loader is not read here). A loss per sample (``reduction="none"``) is refused
+    by :func:`check_loss_reduction`, data that is no batch by :func:`check_data`."""
     check_data(data)
     check_loss_reduction(loss_fn)
-    if getattr(loss_fn, "reduction", None) == "sum" and not is_single_batch(data):
+    if is_single_batch(data):
+        return
+    name = type(loss_fn).__name__
+    if getattr(loss_fn, "reduction", None) == "sum":
         raise UserError(
-            f"loss_fn {type(loss_fn).__name__}(reduction='sum') on data in batches: the "
+            f"loss_fn {name}(reduction='sum') on data in batches: the "
             "measurement weights each batch's loss by its size, which assumes the mean over "
             "the batch; use reduction='mean', or pass the samples as one (x, y) batch")
+    what = _weighted_mean(loss_fn, data)
+    if what is not None:
+        raise UserError(
+            f"{what}, normalised per batch by the batch's own sum of weights, on data in "
+            "batches: the batches' losses weighted by their sizes are not the weighted mean "
+            "over all samples; pass the samples as one (x, y) batch")
+
+
+def _weighted_mean(loss_fn: object, data: Data) -> str | None:
+    """What makes a cross-entropy / NLL loss's batch value a weighted mean of its samples'
+    losses (class weights, ignored targets in ``data``), or None: a plain mean. Targets are
+    looked at for one batch or a list of batches (an iterator is not consumed)."""
+    if not isinstance(loss_fn, (nn.CrossEntropyLoss, nn.NLLLoss)) \
+            or getattr(loss_fn, "reduction", None) != "mean":
+        return None
+    name = type(loss_fn).__name__
+    if loss_fn.weight is not None and bool((loss_fn.weight != loss_fn.weight.flatten()[0]).any()):
+        return f"loss_fn {name}(weight=...) is a mean weighted by the class weights"
+    batches = [data] if is_single_batch(data) else data if isinstance(data, (list, tuple)) else []
+    if any(isinstance(b, (list, tuple)) and len(b) == 2 and isinstance(b[1], Tensor)
+           and not b[1].is_floating_point() and bool((b[1] == loss_fn.ignore_index).any())
+           for b in batches):
+        return (f"loss_fn {name}(ignore_index={loss_fn.ignore_index}) averages over the "
+                "targets not ignored, and the data has ignored ones")
+    return None
 
 
 def check_mean_of_samples(loss_fn: object, data: Data, who: str) -> None:
@@ -114,22 +146,12 @@ def check_mean_of_samples(loss_fn: object, data: Data, who: str) -> None:
     (``ignore_index`` present in the targets: the mean over the others, while an ignored
     sample's own loss has zero gradient). Targets are looked at for one batch or a list of
     batches (an iterator is not consumed). A plain callable is taken to be a mean."""
-    reduction = getattr(loss_fn, "reduction", None)
-    name = type(loss_fn).__name__
-    what = None
-    if reduction == "sum":
-        what = f"loss_fn {name}(reduction='sum') is N times the mean"
-    elif isinstance(loss_fn, (nn.CrossEntropyLoss, nn.NLLLoss)):
-        batches = [data] if is_single_batch(data) else data if isinstance(
-            data, (list, tuple)) else []
-        if loss_fn.weight is not None:
-            what = (f"loss_fn {name}(weight=...) is a mean weighted by the class weights, "
-                    "which cancel in one sample's loss")
-        elif any(isinstance(b, (list, tuple)) and len(b) == 2 and isinstance(b[1], Tensor)
-                 and not b[1].is_floating_point() and bool((b[1] == loss_fn.ignore_index).any())
-                 for b in batches):
-            what = (f"loss_fn {name}(ignore_index={loss_fn.ignore_index}) averages over the "
-                    "targets not ignored, and the data has ignored ones")
+    what = _weighted_mean(loss_fn, data)
+    if getattr(loss_fn, "reduction", None) == "sum":
+        what = f"loss_fn {type(loss_fn).__name__}(reduction='sum') is N times the mean"
+    elif what is not None:
+        what += ", while they cancel in one sample's loss" if "weight=" in what else \
+            ", while an ignored sample's own loss has zero gradient"
     if what is not None:
         raise UserError(
             f"{who} sets per-sample gradients (each one sample's loss alone) against the "
