@@ -32,7 +32,8 @@ import torch
 from torch import Tensor, nn
 
 from sgdlab.models.modes import eval_mode
-from sgdlab.operators.batches import Data, check_batch_loss, iterate_batches
+from sgdlab.operators.batches import (Data, check_batch_loss, check_input_dtype,
+                                      iterate_batches)
 from sgdlab.operators.params import params_vector, set_params_vector
 
 __all__ = [
@@ -62,6 +63,7 @@ def evaluate(model: nn.Module, loss_fn: LossFn, data: Data) -> tuple[float, floa
     or dict that ``loss_fn`` unpacks).
     """
     check_batch_loss(loss_fn, data)
+    check_input_dtype(model, data)
     device = next(model.parameters()).device
     loss = correct = 0.0
     n = 0

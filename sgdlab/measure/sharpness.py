@@ -37,8 +37,8 @@ from torch import Tensor, nn
 from torch.func import vmap
 
 from sgdlab.models.modes import buffers_kept
-from sgdlab.operators.batches import (Data, check_batch_loss, check_data, fixed_randomness,
-                                      is_single_batch, iterate_batches)
+from sgdlab.operators.batches import (Data, check_batch_loss, check_data, check_input_dtype,
+                                      fixed_randomness, is_single_batch, iterate_batches)
 from sgdlab.operators.params import (UNUSED_ZERO, params_vector, set_params_vector,
                                      trainable_named_params)
 from sgdlab.operators.params import functional_call, unflatten_like
@@ -74,6 +74,7 @@ def _batches(model: nn.Module, data: Data, device: torch.device,
 def mean_loss(model: nn.Module, loss_fn: LossFn, data: Data) -> float:
     """L(θ): mean loss over all samples of ``data`` (batches weighted by size)."""
     check_batch_loss(loss_fn, data)
+    check_input_dtype(model, data)
     device = next(model.parameters()).device
     total, n = 0.0, 0
     with buffers_kept(model):
@@ -98,6 +99,7 @@ def perturbed_evaluations(
     (M,) float64; the accuracy (argmax equal to integer targets) is None unless asked for,
     NaN for floating-point targets or outputs that are not (N, C)."""
     check_batch_loss(loss_fn, data)
+    check_input_dtype(model, data)
     data = _same_batches(model, data)
     with buffers_kept(model):
         return _perturbed_evaluations(model, loss_fn, data, perturbations,

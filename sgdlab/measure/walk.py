@@ -44,7 +44,8 @@ from torch import Tensor, nn
 from torch.func import vmap
 
 from sgdlab.models.modes import eval_mode
-from sgdlab.operators.batches import Data, check_batch_loss, is_single_batch, iterate_batches
+from sgdlab.operators.batches import (Data, check_batch_loss, check_input_dtype, is_single_batch,
+                                      iterate_batches)
 from sgdlab.operators.params import (check_params_vector, functional_call, params_vector,
                                      trainable_named_params)
 
@@ -236,6 +237,7 @@ def segment_losses(
             the reference for the batched path); None: batched except on CPU.
     """
     check_batch_loss(loss_fn, data)
+    check_input_dtype(model, data)
     if isinstance(alphas, int):
         alphas = segment_alphas(alphas)
     alphas = torch.as_tensor(alphas, dtype=torch.float64).reshape(-1)

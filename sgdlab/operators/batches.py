@@ -172,6 +172,49 @@ def check_data(data: object) -> None:
                         "targets) pair")
 
 
+def dtype_refusal(model: nn.Module, x: Tensor, reason: str = "") -> UserError | None:
+    """The :class:`UserError` for inputs ``x`` of another floating dtype than ``model``'s
+    parameters (all of one dtype) when a no-grad, eval-mode forward pass of one example
+    refuses them; None otherwise (a model that casts its own inputs runs on them). ``reason``:
+    the first line of torch's error, when one was raised already."""
+    dtypes = {p.dtype for p in model.parameters() if p.is_floating_point()}
+    if not (x.is_floating_point() and len(x) and len(dtypes) == 1 and x.dtype not in dtypes):
+        return None
+    from sgdlab.models.modes import eval_mode
+
+    try:
+        with torch.no_grad(), eval_mode(model):
+            model(x[:1])
+    except RuntimeError as e:
+        (dtype,) = dtypes
+        return UserError(
+            f"the model's parameters are {dtype} but the data's inputs are {x.dtype}, and "
+            f"its forward pass refuses them ({reason or str(e).splitlines()[0]}): cast one "
+            f"to the other, model.to({x.dtype}) or data.to(dtype={dtype}) (a sgdlab "
+            "Dataset); a run config casts both to its train.dtype")
+    return None
+
+
+def check_input_dtype(model: nn.Module, data: Data) -> None:
+    """A ``UserError`` naming both dtypes when the data's inputs are of another floating dtype
+    than the model's parameters and the model refuses them (:func:`dtype_refusal`), where
+    torch would fail mid-measurement ("mat1 and mat2 must have the same dtype"). The first
+    batch is looked at in one batch, a list of batches or a ``DataLoader``; an iterator is
+    not consumed."""
+    if is_single_batch(data):
+        first = data
+    elif isinstance(data, (list, tuple)):
+        first = next((b for b in data if isinstance(b, (list, tuple)) and len(b) == 2), None)
+    elif isinstance(data, torch.utils.data.DataLoader):
+        first = next(iter(data), None)
+    else:
+        return
+    if isinstance(first, (list, tuple)) and len(first) == 2 and isinstance(first[0], Tensor):
+        refusal = dtype_refusal(model, first[0].to(next(model.parameters()).device))
+        if refusal is not None:
+            raise refusal
+
+
 def iterate_batches(data: Data, device: torch.device | None = None) -> Iterator[Batch]:
     """Yield the non-empty ``(x, y)`` batches, moved to ``device`` when given; data without a
     sample, or an item that is not an ``(x, y)`` pair of tensors, is a ``UserError``."""

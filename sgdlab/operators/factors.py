@@ -40,8 +40,8 @@ from torch import Tensor, nn
 from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_flatten
 
-from .batches import (ELEMENTWISE_LOSSES, Data, check_loss_reduction, fixed_randomness,
-                      iterate_batches)
+from .batches import (ELEMENTWISE_LOSSES, Data, check_input_dtype, check_loss_reduction,
+                      fixed_randomness, iterate_batches)
 from .params import trainable_named_params
 from .taylor import _CONV, conv_padding, flat_layers
 
@@ -406,6 +406,7 @@ def per_sample_factors(
     ∂ℓ_i/∂z_i is recovered as (batch size) × ∂L/∂z_i.
     """
     check_loss_reduction(loss_fn)
+    check_input_dtype(model, data)
     layers = _supported(model)
     if not layers:
         return None

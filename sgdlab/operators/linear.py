@@ -15,7 +15,8 @@ from torch import Tensor
 
 from sgdlab.models.modes import buffers_kept, writes_buffers
 
-from .batches import check_batch_loss, fixed_randomness, iterate_batches, stochastic_modules
+from .batches import (check_batch_loss, check_input_dtype, fixed_randomness, iterate_batches,
+                      stochastic_modules)
 from .blocking import BlockTuner
 
 
@@ -176,6 +177,7 @@ class ModelOperator(LinearOperator):
         from .params import num_params, require_trainable
 
         check_batch_loss(loss_fn, data)
+        check_input_dtype(model, data)
         self.params = require_trainable(model)
         first = next(iter(self.params.values()))
         super().__init__(num_params(model), first.dtype, first.device)

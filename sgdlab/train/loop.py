@@ -79,7 +79,7 @@ from torch import Tensor, nn
 from ..data.augment import batch_augmentation
 from ..errors import UserError
 from ..models.modes import eval_mode
-from ..operators.batches import check_target_shape
+from ..operators.batches import check_target_shape, dtype_refusal
 from .callbacks import Callback, Schedule, TrainContext, callback_keys
 from .checkpoint import (changed_settings, checkpoint_path, load_checkpoint, load_state,
                          rng_state, save_checkpoint, set_rng_state, snapshot)
@@ -290,23 +290,12 @@ def train(model: nn.Module, loss_fn: Callable[[Tensor, Tensor], Tensor], data: A
 def _dtype_refusal(e: BaseException, model: nn.Module, x: Tensor) -> UserError | None:
     """The :class:`UserError` for a failure ``e`` (torch's "mat1 and mat2 must have the same
     dtype") of a model whose parameters are of another floating dtype than its inputs ``x``,
-    when a forward pass of one example fails too; None for any other failure. Not checked
+    when a forward pass of one example fails too (:func:`~sgdlab.operators.batches.
+    dtype_refusal`, shared with the measurements); None for any other failure. Not checked
     before: a model that casts its own inputs runs on them."""
-    dtypes = {p.dtype for p in model.parameters() if p.is_floating_point()}
-    if not (isinstance(e, RuntimeError) and x.is_floating_point() and len(dtypes) == 1
-            and x.dtype not in dtypes):
+    if not isinstance(e, RuntimeError):
         return None
-    try:
-        with torch.no_grad(), eval_mode(model):
-            model(x[:1])
-    except RuntimeError:
-        (dtype,) = dtypes
-        return UserError(
-            f"the model's parameters are {dtype} but the data's inputs are {x.dtype}, and "
-            f"its forward pass refuses them ({str(e).splitlines()[0]}): cast one to the "
-            f"other, model.to({x.dtype}) or data.to(dtype={dtype}) (a sgdlab Dataset); a run "
-            "config casts both to its train.dtype")
-    return None
+    return dtype_refusal(model, x, str(e).splitlines()[0] if str(e) else "")
 
 
 class _Training:

@@ -548,3 +548,41 @@ def test_weighted_mean_losses_are_refused_on_batches(loss_fn):
         full_gradient(model, loss_fn, loader)
     ref = dense_hessian_reference(model, loss_fn, (x, y))
     torch.testing.assert_close(HessianOperator(model, loss_fn, (x, y)).to_dense(), ref)
+
+
+def test_measurements_name_mismatched_model_and_data_dtypes():
+    """A float32 model on float64 inputs failed inside each measurement with torch's "mat1
+    and mat2 must have the same dtype"; one shared check names both dtypes, as train() does,
+    and a model that casts its own inputs is measured."""
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from sgdlab import measure
+    from sgdlab.errors import UserError
+    from sgdlab.operators import full_gradient
+
+    model = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 2))
+    x, y = tiny_classification(8, 3, 2)
+    x = x.double()
+    loss_fn = nn.CrossEntropyLoss()
+    loader = DataLoader(TensorDataset(x, y), batch_size=4)
+    calls = [lambda d: HessianOperator(model, loss_fn, d),
+             lambda d: per_sample_gradients(model, loss_fn, d),
+             lambda d: full_gradient(model, loss_fn, d),
+             lambda d: measure.hessian_trace(model, loss_fn, d, 2),
+             lambda d: measure.gradient_covariance(model, loss_fn, d),
+             lambda d: measure.ggn_diagonal(model, loss_fn, d)]
+    for call in calls:
+        for data in ((x, y), [(x[:4], y[:4]), (x[4:], y[4:])], loader):
+            with pytest.raises(UserError, match="parameters are torch.float32 but the data's "
+                                                "inputs are torch.float64"):
+                call(data)
+
+    class Casting(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.inner = model
+
+        def forward(self, t):
+            return self.inner(t.float())
+
+    assert HessianOperator(Casting(), loss_fn, (x, y)).to_dense().shape == (26, 26)
