@@ -38,7 +38,8 @@ from torch.func import vmap
 
 from sgdlab.models.modes import buffers_kept
 from sgdlab.operators.batches import (Data, check_batch_loss, check_data, check_input_dtype,
-                                      fixed_randomness, is_single_batch, iterate_batches)
+                                      fixed_randomness, is_single_batch, iterate_batches,
+                                      plain_checkpoints)
 from sgdlab.operators.params import (UNUSED_ZERO, params_vector, set_params_vector,
                                      trainable_named_params)
 from sgdlab.operators.params import functional_call, unflatten_like
@@ -66,7 +67,7 @@ def _batches(model: nn.Module, data: Data, device: torch.device,
     mode draws the same masks at every point, so a difference of losses is not dropout noise,
     and the global RNG is left as it was."""
     for i, (x, y) in enumerate(moved if moved is not None else iterate_batches(data, device)):
-        with fixed_randomness(model, device, i):
+        with fixed_randomness(model, device, i), plain_checkpoints():
             yield x, y
 
 

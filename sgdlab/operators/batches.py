@@ -59,6 +59,37 @@ def fixed_randomness(model: nn.Module, device: torch.device, index: int = 0) -> 
             _fixing = False
 
 
+class _Uncheckpointed:
+    """``torch.utils.checkpoint.CheckpointFunction`` run plainly: the function's forward pass
+    with its graph, as if the model had not checkpointed it."""
+
+    @staticmethod
+    def apply(function, preserve_rng_state, *args):
+        return function(*args)
+
+
+@contextlib.contextmanager
+def plain_checkpoints() -> Iterator[None]:
+    """Within: ``torch.utils.checkpoint.checkpoint(..., use_reentrant=True)`` runs its function
+    plainly instead of under ``no_grad`` (the values are the same; only the activations are
+    kept). The reentrant form supports ``.backward()`` alone: under ``torch.autograd.grad`` it
+    fails when an input needs a gradient, and when none does, the parameters inside get no
+    gradient at all, so gradients and Hessian blocks of those layers were silently zero
+    (``UNUSED_ZERO``) and vmapped per-sample gradients failed. The non-reentrant form needs
+    nothing: autograd differentiates through it, twice as well."""
+    import torch.utils.checkpoint as checkpoint
+
+    saved = getattr(checkpoint, "CheckpointFunction", None)
+    if saved is None:
+        yield
+        return
+    checkpoint.CheckpointFunction = _Uncheckpointed
+    try:
+        yield
+    finally:
+        checkpoint.CheckpointFunction = saved
+
+
 def is_single_batch(data: Data) -> bool:
     return (isinstance(data, (tuple, list)) and len(data) == 2
             and all(isinstance(t, Tensor) for t in data))

@@ -41,7 +41,7 @@ from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_flatten
 
 from .batches import (ELEMENTWISE_LOSSES, Data, check_input_dtype, check_loss_reduction,
-                      fixed_randomness, iterate_batches)
+                      fixed_randomness, iterate_batches, plain_checkpoints)
 from .params import trainable_named_params
 from .taylor import _CONV, conv_padding, flat_layers
 
@@ -424,7 +424,8 @@ def per_sample_factors(
     for x, y in iterate_batches(data, device):
         step = len(x) if not chunk_size else chunk_size
         batches += [(x[j : j + step], y[j : j + step]) for j in range(0, len(x), step)]
-    with fixed_randomness(model, device):       # dropout in train mode: one fixed draw
+    # dropout in train mode: one fixed draw; reentrant checkpoints differentiable
+    with fixed_randomness(model, device), plain_checkpoints():
         found = _sequential_passes(model, loss_fn, batches, layers)
         # checked on a batch of two samples or more where there is one: beside sample 0
         # alone there is nothing to interact with

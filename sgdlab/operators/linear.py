@@ -16,7 +16,7 @@ from torch import Tensor
 from sgdlab.models.modes import buffers_kept, writes_buffers
 
 from .batches import (check_batch_loss, check_input_dtype, fixed_randomness, iterate_batches,
-                      stochastic_modules)
+                      plain_checkpoints, stochastic_modules)
 from .blocking import BlockTuner
 
 
@@ -195,9 +195,11 @@ class ModelOperator(LinearOperator):
         """Within: the model's randomness fixed for batch ``batch``
         (:func:`~sgdlab.operators.batches.fixed_randomness`), and the running statistics
         that train-mode batch norm moves at each forward pass restored on exit: measuring
-        the model must not change it (every product over a loader runs the forward again)."""
+        the model must not change it (every product over a loader runs the forward again);
+        reentrant activation checkpoints run plainly, so they can be differentiated
+        (:func:`~sgdlab.operators.batches.plain_checkpoints`)."""
         with fixed_randomness(self.model, self.device, batch), kept_running_statistics(
-                self.model):
+                self.model), plain_checkpoints():
             yield
 
     def batches(self) -> Iterator[tuple[Tensor, Tensor]]:

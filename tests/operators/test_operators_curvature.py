@@ -586,3 +586,55 @@ def test_measurements_name_mismatched_model_and_data_dtypes():
             return self.inner(t.float())
 
     assert HessianOperator(Casting(), loss_fn, (x, y)).to_dense().shape == (26, 26)
+
+
+class _Checkpointed(nn.Module):
+    """A float64 MLP whose middle layer runs under ``torch.utils.checkpoint`` (``reentrant``;
+    None: not checkpointed), on the raw inputs or on a first layer's outputs (``after``)."""
+
+    def __init__(self, reentrant, after: bool):
+        super().__init__()
+        torch.manual_seed(0)
+        self.first, self.mid, self.head = nn.Linear(3, 3), nn.Linear(3, 4), nn.Linear(4, 2)
+        self.double()
+        self.reentrant, self.after = reentrant, after
+
+    def forward(self, x):
+        h = self.first(x) if self.after else x
+
+        def mid(t):
+            return torch.tanh(self.mid(t))
+
+        if self.reentrant is None:
+            return self.head(mid(h))
+        from torch.utils.checkpoint import checkpoint
+        return self.head(checkpoint(mid, h, use_reentrant=self.reentrant))
+
+
+@pytest.mark.filterwarnings("ignore:None of the inputs have requires_grad")
+@pytest.mark.filterwarnings("ignore:per_sample_gradients. vmap failed")
+@pytest.mark.parametrize("after", [False, True], ids=["on_inputs", "after_a_layer"])
+@pytest.mark.parametrize("reentrant", [True, False])
+def test_measurements_through_activation_checkpoints(reentrant, after):
+    """The reentrant checkpoint supports ``.backward()`` alone: on the inputs its layer got no
+    gradient, so the Hessian through autograd's double backward (0.14 off here) and the full
+    gradient were silently wrong; after a layer ``autograd.grad`` failed, and so did
+    per-sample gradients. Measurements run it plainly (same values); the non-reentrant one
+    needs nothing."""
+    from sgdlab.operators import full_gradient
+
+    x, y = tiny_classification(8, 3, 2)
+    x = x.double()
+    plain, model = _Checkpointed(None, after), _Checkpointed(reentrant, after)
+    loss_fn = nn.CrossEntropyLoss()
+    h, ggn = (dense_hessian_reference(plain, loss_fn, (x, y)),
+              ggn_reference(plain, loss_fn, (x, y)))
+    rows = per_sample_gradients_loop(plain, loss_fn, (x, y))
+    loader = [(x[:4], y[:4]), (x[4:], y[4:])]
+    for data in ((x, y), loader):
+        torch.testing.assert_close(HessianOperator(model, loss_fn, data, rop=False,
+                                                   taylor=False).to_dense(), h)
+        torch.testing.assert_close(GGNOperator(model, loss_fn, data, rop=False,
+                                               taylor=False).to_dense(), ggn)
+        torch.testing.assert_close(full_gradient(model, loss_fn, data), rows.mean(0))
+    torch.testing.assert_close(per_sample_gradients(model, loss_fn, (x, y)), rows)
