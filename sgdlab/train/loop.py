@@ -231,7 +231,8 @@ def train(model: nn.Module, loss_fn: Callable[[Tensor, Tensor], Tensor], data: A
           checkpoint_dir: str | os.PathLike | None = None, checkpoint_every: int | None = None,
           progress: bool = True, device: str | torch.device | None = None,
           max_steps: int | None = None, drop_last: bool = False,
-          resume: bool = False, complete: bool = True) -> RunResult:
+          resume: bool = False, complete: bool = True,
+          schedule_every: str = "step") -> RunResult:
     """Train ``model`` on ``data.train`` with ``optimizer``; see the module docstring.
 
     Args:
@@ -242,7 +243,11 @@ def train(model: nn.Module, loss_fn: Callable[[Tensor, Tensor], Tensor], data: A
         epochs: number of epochs (see ``max_steps`` to stop earlier).
         batch_size: int, or ``epoch -> int``; ``>= N`` means full-batch GD.
         schedule: anything with ``step()`` (and ``state_dict``/``load_state_dict`` for
-            checkpoints), stepped once per optimizer step.
+            checkpoints), stepped once per optimizer step (``schedule_every``).
+        schedule_every: ``"step"`` (default: sgdlab's schedules, which count epochs through
+            their ``steps_per_epoch``) or ``"epoch"``: ``schedule.step()`` once at each
+            epoch's end, as torch's epoch-based schedulers expect (``StepLR(step_size=30)``
+            is 30 epochs then; stepped per optimizer step it is 30 steps).
         replacement: sample mini-batches i.i.d. with replacement instead of by permutation.
         seed: seeds the loop's sampling generator (and the eval subset). Model initialisation
             and global RNGs are the caller's.
@@ -270,7 +275,7 @@ def train(model: nn.Module, loss_fn: Callable[[Tensor, Tensor], Tensor], data: A
                     eval_every=eval_every, eval_subset=eval_subset,
                     checkpoint_dir=checkpoint_dir, checkpoint_every=checkpoint_every,
                     device=device, max_steps=max_steps, drop_last=drop_last, resume=resume,
-                    progress=progress)
+                    progress=progress, schedule_every=schedule_every)
     run.open_record(store, run_id, name)
     try:
         run.fit()
@@ -316,9 +321,13 @@ class _Training:
 
     def __init__(self, model, loss_fn, data, optimizer, *, epochs, batch_size, schedule,
                  replacement, seed, callbacks, eval_every, eval_subset, checkpoint_dir,
-                 checkpoint_every, device, max_steps, drop_last, resume, progress):
+                 checkpoint_every, device, max_steps, drop_last, resume, progress,
+                 schedule_every="step"):
         self.t_start = time.perf_counter()
         _check_args(epochs, batch_size, eval_every, eval_subset, checkpoint_every, max_steps)
+        if schedule_every not in ("step", "epoch"):
+            raise UserError(f"schedule_every must be 'step' or 'epoch', got {schedule_every!r}")
+        self.schedule_per_step = schedule_every == "step"
         check_dataset(data)
         check_loss(loss_fn)
         _check_optimizer_updates(model, optimizer)
@@ -373,7 +382,8 @@ class _Training:
         self.store = self.writer = self.pbar = None
         self.status, self.message = "finished", None
         self.settings = {**_run_settings(optimizer, schedule),     # as built, before any step
-                         **model_settings(model, loss_fn, eval_subset)}
+                         **model_settings(model, loss_fn, eval_subset),
+                         "schedule_every": schedule_every}
         if resume:
             self._resume()
 
@@ -485,6 +495,9 @@ class _Training:
                                         of=" of the optimizer")
         if saved["schedule"] != now["schedule"]:
             changed.append(f"the schedule ({saved['schedule']} -> {now['schedule']})")
+        elif saved.get("schedule_every", "step") != now["schedule_every"]:
+            changed.append(f"schedule_every ({saved.get('schedule_every', 'step')!r} -> "
+                           f"{now['schedule_every']!r})")
         elif saved["schedule_state"] is not None and now["schedule_state"] is not None:
             changed += changed_settings(saved["schedule_state"], now["schedule_state"],
                                         of=" of the schedule")
@@ -529,7 +542,8 @@ class _Training:
         """The steps of the current epoch; False if ``max_steps`` stopped it."""
         loop, ctx, stream = self.loop, self.ctx, self.stream
         x_train, y_train, model, loss_fn = self.x_train, self.y_train, self.model, self.loss_fn
-        optimizer, schedule, pending = self.optimizer, self.schedule, self.pending
+        optimizer, pending = self.optimizer, self.pending
+        schedule = self.schedule if self.schedule_per_step else None
         cb_step_begin = self.hooks["on_step_begin"]
         cb_after_backward = self.hooks["on_after_backward"]
         cb_step_end = self.hooks["on_step_end"]
@@ -601,6 +615,8 @@ class _Training:
             self.evaluate()
         for cb in self.hooks["on_epoch_end"]:
             cb.on_epoch_end(ctx)
+        if self.schedule is not None and not self.schedule_per_step:
+            self.schedule.step()         # after the epoch's metrics, as torch's examples do
         loop.update(epoch=done, step_in_epoch=0, loss_sum=0.0, loss_count=0)
         if self.pbar is not None:
             self.pbar.set_postfix(_postfix(ctx.history), refresh=False)

@@ -675,3 +675,34 @@ def test_callbacks_that_are_not_callbacks_are_named_and_a_single_one_is_taken():
             seen.append(ctx.step)
 
     assert run(Counter()).status == "finished" and seen == [1, 2]
+
+def test_a_torch_epoch_scheduler_steps_per_epoch_with_schedule_every_epoch(tmp_path):
+    """torch's StepLR(step_size=2) counts the calls of its step(): stepped per optimizer step
+    (the default, for sgdlab's schedules) it decays every 2 steps; ``schedule_every="epoch"``
+    steps it at each epoch's end, so step_size counts epochs. A resume may not switch."""
+    data = toy_data(n=60)                     # 3 steps per epoch at batch size 20
+
+    def run(every, epochs=4, **kw):
+        torch.manual_seed(0)
+        model = nn.Linear(5, 3)
+        opt = torch.optim.SGD(model.parameters(), lr=1.0)
+        sched = torch.optim.lr_scheduler.StepLR(opt, step_size=2, gamma=0.5)
+        lrs = []
+
+        class Lr(Callback):
+            def on_step_begin(self, ctx):
+                lrs.append(opt.param_groups[0]["lr"])
+
+        train(model, nn.CrossEntropyLoss(), data, opt, epochs=epochs, batch_size=20,
+              schedule=sched, progress=False, schedule_every=every, callbacks=[Lr()], **kw)
+        return lrs
+
+    assert run("step") == [0.5 ** (i // 2) for i in range(12)]
+    assert run("epoch") == [0.5 ** (i // 6) for i in range(12)]
+    with pytest.raises(UserError, match="schedule_every must be 'step' or 'epoch'"):
+        run("epochs")
+    run("epoch", epochs=1, checkpoint_dir=tmp_path)
+    with pytest.raises(UserError, match="schedule_every \\('epoch' -> 'step'\\)"):
+        run("step", epochs=2, checkpoint_dir=tmp_path, resume=True)
+    assert run("epoch", epochs=4, checkpoint_dir=tmp_path, resume=True) == [
+        0.5 ** ((i + 3) // 6) for i in range(9)]
