@@ -209,7 +209,8 @@ def dtype_refusal(model: nn.Module, x: Tensor, reason: str = "") -> UserError | 
     refuses them; None otherwise (a model that casts its own inputs runs on them). ``reason``:
     the first line of torch's error, when one was raised already."""
     dtypes = {p.dtype for p in model.parameters() if p.is_floating_point()}
-    if not (x.is_floating_point() and len(x) and len(dtypes) == 1 and x.dtype not in dtypes):
+    if not (x.is_floating_point() and x.dim() and len(x) and len(dtypes) == 1
+            and x.dtype not in dtypes):
         return None
     from sgdlab.models.modes import eval_mode
 
@@ -230,18 +231,20 @@ def check_input_dtype(model: nn.Module, data: Data) -> None:
     """A ``UserError`` naming both dtypes when the data's inputs are of another floating dtype
     than the model's parameters and the model refuses them (:func:`dtype_refusal`), where
     torch would fail mid-measurement ("mat1 and mat2 must have the same dtype"). The first
-    batch is looked at in one batch, a list of batches or a ``DataLoader``; an iterator is
-    not consumed."""
+    batch is looked at in one batch or a list of batches, and the first sample of a
+    ``DataLoader`` over a ``TensorDataset``; other loaders and iterators are not read here (a
+    shuffling loader's first batch would draw from the global generator)."""
+    x = None
     if is_single_batch(data):
-        first = data
+        x = data[0]
     elif isinstance(data, (list, tuple)):
         first = next((b for b in data if isinstance(b, (list, tuple)) and len(b) == 2), None)
-    elif isinstance(data, torch.utils.data.DataLoader):
-        first = next(iter(data), None)
-    else:
-        return
-    if isinstance(first, (list, tuple)) and len(first) == 2 and isinstance(first[0], Tensor):
-        refusal = dtype_refusal(model, first[0].to(next(model.parameters()).device))
+        x = first[0] if first is not None else None
+    elif isinstance(data, torch.utils.data.DataLoader) and isinstance(
+            data.dataset, torch.utils.data.TensorDataset) and data.dataset.tensors:
+        x = data.dataset.tensors[0][:1]
+    if isinstance(x, Tensor):
+        refusal = dtype_refusal(model, x.to(next(model.parameters()).device))
         if refusal is not None:
             raise refusal
 
