@@ -31,30 +31,27 @@ __all__ = ["NONFINITE", "dumps", "finite_or_none", "nan_in_arrays", "nonfinite_a
 NONFINITE = {"nan": math.nan, "inf": math.inf, "-inf": -math.inf}
 
 
+def _replace_nonfinite(obj: Any, replace: Callable[[float], Any]) -> Any:
+    if isinstance(obj, float):       # numpy's float64 too (a float subclass)
+        return obj if math.isfinite(obj) else replace(obj)
+    if isinstance(obj, dict):
+        return {k: _replace_nonfinite(v, replace) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_replace_nonfinite(v, replace) for v in obj]
+    return obj
+
+
 def finite_or_none(obj: Any) -> Any:
     """``obj`` with every non-finite float (NaN, ±inf) in it, through dicts, lists and
     tuples, replaced by None (tuples become lists, as JSON writes them)."""
-    if isinstance(obj, float):       # numpy's float64 too (a float subclass)
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {k: finite_or_none(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [finite_or_none(v) for v in obj]
-    return obj
+    return _replace_nonfinite(obj, lambda v: None)
 
 
 def nonfinite_as_strings(obj: Any) -> Any:
     """``obj`` with every non-finite float in it, through dicts, lists and tuples, replaced
     by ``"nan"``, ``"inf"`` or ``"-inf"`` (:data:`NONFINITE`; tuples become lists)."""
-    if isinstance(obj, float):
-        if math.isfinite(obj):
-            return obj
-        return "nan" if math.isnan(obj) else "inf" if obj > 0 else "-inf"
-    if isinstance(obj, dict):
-        return {k: nonfinite_as_strings(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [nonfinite_as_strings(v) for v in obj]
-    return obj
+    return _replace_nonfinite(obj, lambda v: "nan" if math.isnan(v) else
+                              "inf" if v > 0 else "-inf")
 
 
 def nonfinite_from_strings(obj: Any) -> Any:
