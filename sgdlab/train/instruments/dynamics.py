@@ -226,7 +226,8 @@ class DynamicsCallback(Callback):
         prev = None
         if self._prev_grad_step >= 0 and self._grads is not None:
             prev = self._grads[self._prev_grad_step % 2].clone()
-        return {"theta0": self.theta0, "knows_start": self.knows_start, "prev_grad": prev, "prev_grad_step": self._prev_grad_step,
+        return {"theta0": self.theta0, "knows_start": self.knows_start, "prev_grad": prev,
+                "prev_grad_step": self._prev_grad_step,
                 "prev_sq": None if prev is None or self._prev_sq is None else self._prev_sq.clone()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
