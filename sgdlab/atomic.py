@@ -1,8 +1,8 @@
 """Files written whole or not at all (results, tables, pages and figures): through a
-temporary file of the write's own in the same folder, then ``os.replace``. A reader finds the previous file or the new one, never a
-truncated one; a write that fails (a full disk, an interrupt) leaves no temporary file; two
-writers of one file (two sweeps sharing a store end with the same report) neither write into
-nor rename each other's temporary files."""
+temporary file of the write's own in the same folder, then ``os.replace``. A reader finds the
+previous file or the new one, never a truncated one; a write that fails (a full disk, an
+interrupt) leaves no temporary file; two writers of one file (two sweeps sharing a store end
+with the same report) neither write into nor rename each other's temporary files."""
 from __future__ import annotations
 
 import itertools
