@@ -201,8 +201,8 @@ def expected_sharpness(
 ) -> Estimate:
     """E_ξ[L(θ+ξ)] − L(θ), ξ ~ N(0, σ² I) over all trainable parameters, from M samples;
     returns the mean and its standard error (std over samples / √M)."""
-    if sigma < 0:
-        raise ValueError(f"Invalid sigma={sigma} (must be >= 0)")
+    if not 0 <= sigma < math.inf:       # NaN fails this too: it measured NaN
+        raise ValueError(f"Invalid sigma={sigma} (must be finite and >= 0)")
     if num_samples < 1:
         raise ValueError(f"Invalid num_samples={num_samples} (must be >= 1)")
     theta = params_vector(model)
@@ -239,8 +239,8 @@ def epsilon_sharpness(
     """Keskar et al. (2017) sharpness in the full parameter space (A = I): maximise
     L(θ + ζ) over |ζ_i| ≤ ε(|θ_i| + 1) by projected sign-gradient ascent from a random start in
     the box. The model's parameters are restored afterwards."""
-    if epsilon <= 0:
-        raise ValueError(f"Invalid epsilon={epsilon} (must be > 0)")
+    if not 0 < epsilon < math.inf:
+        raise ValueError(f"Invalid epsilon={epsilon} (must be finite and > 0)")
     if num_steps < 1:
         raise ValueError(f"Invalid num_steps={num_steps} (must be >= 1)")
     theta = params_vector(model)
@@ -310,8 +310,9 @@ def local_entropy(
     −f_γ (Def. 4.20). A log-mean-exp over M samples: biased upwards by Jensen for small M; the
     standard error is the delta-method one, se(mean w) / (β · mean w) with
     w = exp(−β (L − min L))."""
-    if gamma < 0 or beta <= 0:
-        raise ValueError(f"Invalid gamma={gamma} / beta={beta} (need gamma >= 0, beta > 0)")
+    if not (0 <= gamma < math.inf and 0 < beta < math.inf):
+        raise ValueError(f"Invalid gamma={gamma} / beta={beta} (need finite gamma >= 0, "
+                         "beta > 0)")
     theta = params_vector(model)
     data = _same_batches(model, data)
     xi = _gaussian(num_samples, theta.numel(), math.sqrt(gamma / beta), theta, generator)

@@ -197,3 +197,15 @@ def test_train_mode_batch_norm_sees_the_same_batches_at_every_point(vectorize):
         est = expected_sharpness(model, nn.CrossEntropyLoss(), loader, 0.0, 5,
                                  vectorize=vectorize)
     assert est.value == 0.0 and est.stderr == 0.0
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -0.1])
+def test_sharpness_refuses_a_non_finite_or_negative_scale(bad):
+    # a NaN or infinite σ, ε or γ measured NaN (or -inf) instead of being refused
+    model = Quadratic(H, torch.zeros(5, dtype=torch.float64))
+    with pytest.raises(ValueError, match="sigma"):
+        expected_sharpness(model, _loss, DATA, bad, 2)
+    with pytest.raises(ValueError, match="epsilon"):
+        epsilon_sharpness(model, _loss, DATA, bad)
+    with pytest.raises(ValueError, match="gamma"):
+        local_entropy(model, _loss, DATA, bad, num_samples=2)
