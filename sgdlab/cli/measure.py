@@ -269,11 +269,20 @@ def _measure(args: argparse.Namespace) -> int:
                         f"{', '.join(WHAT)}")
     if args.data not in ("train", "test"):
         raise UserError(f"--data must be train or test, got {args.data!r}")
-    if args.subset < 0 or args.k < 1 or args.probes < 1 or args.samples < 1:
-        raise UserError("--subset must be >= 0 and --k, --probes, --samples >= 1")
-    if not 0 < args.extent < math.inf or args.steps < 2:
-        raise UserError(f"--extent must be finite and > 0 and --steps >= 2, got {args.extent} "
-                        f"and {args.steps}")
+    # every option checked before the checkpoint is read: a bad --sigma was a traceback
+    # from expected_sharpness after the Hessian had been measured
+    bad = [f"{flag} must be {rule}, got {value:g}" for flag, value, ok, rule in (
+        ("--subset", args.subset, args.subset >= 0, ">= 0"),
+        ("--k", args.k, args.k >= 1, ">= 1"),
+        ("--probes", args.probes, args.probes >= 1, ">= 1"),
+        ("--samples", args.samples, args.samples >= 1, ">= 1"),
+        ("--sigma", args.sigma, 0 <= args.sigma < math.inf, "finite and >= 0"),
+        ("--epsilon", args.epsilon, 0 < args.epsilon < math.inf, "finite and > 0"),
+        ("--gamma", args.gamma, 0 <= args.gamma < math.inf, "finite and >= 0"),
+        ("--extent", args.extent, 0 < args.extent < math.inf, "finite and > 0"),
+        ("--steps", args.steps, args.steps >= 2, ">= 2")) if not ok]
+    if bad:
+        raise UserError("; ".join(bad))
 
     cfg, ckpt, run_id, folder, store = _locate(args.target, args.store)
     model, loss_fn, data, step, state = _rebuild(cfg, ckpt, args.train_mode)

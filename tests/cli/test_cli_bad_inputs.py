@@ -351,3 +351,31 @@ def test_report_of_a_name_without_a_store_makes_none(tmp_path, monkeypatch, caps
     assert main(["report", "xing-cosine-grid", "--scale", "smoke"]) == 2
     assert "no run store at sgdlab-runs/runs.sqlite" in one_error_line(capsys)
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("flag, value", [("--sigma", "-1"), ("--sigma", "nan"),
+                                         ("--epsilon", "0"), ("--epsilon", "inf"),
+                                         ("--gamma", "-0.5")])
+def test_measure_refuses_a_bad_sharpness_option_before_measuring(tmp_path, capsys, flag,
+                                                                 value):
+    # it was a ValueError traceback from the sharpness function after the Hessian had been
+    # measured (NaN and inf ran, and stored NaN)
+    cfg = tmp_path / "tiny.yaml"
+    cfg.write_text(TINY)
+    store, run_dir = tmp_path / "runs.sqlite", tmp_path / "run"
+    assert main(["train", str(cfg), "--store", str(store), "--out", str(run_dir)]) == 0
+    capsys.readouterr()
+    out = tmp_path / "measured"
+    assert main(["measure", str(run_dir), "--what", "hessian,sharpness", "--k", "1",
+                 "--probes", "2", "--samples", "2", flag, value, "--out", str(out)]) == 2
+    assert f"{flag} must be finite and" in one_error_line(capsys)
+    assert not out.exists()
+    assert not any(m.startswith("measure/") for m in RunStore(store).metrics(
+        RunStore(store).list_runs()[0]["id"]))
+
+
+def test_measure_names_each_bad_count_option(tmp_path, capsys):
+    # checked before the checkpoint is read: the target need not exist
+    assert main(["measure", str(tmp_path), "--k", "0", "--subset", "-3"]) == 2
+    err = one_error_line(capsys)
+    assert "--subset must be >= 0, got -3" in err and "--k must be >= 1, got 0" in err
