@@ -154,6 +154,11 @@ def _escape(args, out: Path) -> dict:
 
     protocol = getattr(args, "protocol", None) or "paper"
     protocol = "authors-code" if protocol == "equal-trace" else protocol
+    if getattr(args, "noise_trace", None) is not None and protocol != "authors-code":
+        # the paper's protocol scales each GLD variant's noise by its own constants
+        raise UserError("--noise-trace applies to --protocol authors-code only (the paper's "
+                        "protocol sets each GLD variant's noise by --const-sigma, "
+                        "--hessian-scale and the gradient covariance)")
     rescaled_only = getattr(args, "sharp_eigs", None) is not None or \
         getattr(args, "flat_curvature", None) is not None
     which = getattr(args, "escape_landscape", None) or \

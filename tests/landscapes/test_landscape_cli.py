@@ -143,3 +143,12 @@ def test_a_refused_option_leaves_no_empty_folder(tmp_path, capsys):
         assert main(["landscape", "escape", "--repetitions", "0", "--out", str(out)]) == 2
         assert "error: --repetitions must be an integer >= 1, got 0" in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_noise_trace_is_refused_outside_the_authors_protocol(tmp_path, capsys):
+    # the paper's protocol never reads it: the run was the default one, whatever the value
+    assert main(["landscape", "escape", "--noise-trace", "0.5", "--quick",
+                 "--out", str(tmp_path / "p")]) == 2
+    assert ("--noise-trace applies to --protocol authors-code only"
+            in capsys.readouterr().err)
+    assert not (tmp_path / "p").exists()
