@@ -27,8 +27,9 @@ from sgdlab.experiments.analysis import Analysis, Conclusion
 from sgdlab.experiments.procedures import get_analysis
 from sgdlab.experiments.spec import (ExperimentSpec, expand_data_dir, load_experiment,
                                     load_yaml, needs_data_dir, resolve)
-from sgdlab.experiments.sweep import (SweepReport, check_backend, check_options, load_runs,
-                                     open_store, run_sweep, store_file, threads_per_worker)
+from sgdlab.experiments.sweep import (DONE, SweepReport, check_backend, check_options,
+                                     load_runs, open_store, run_sweep, store_file,
+                                     threads_per_worker)
 from sgdlab.report.tables import Table
 from sgdlab.strict_json import finite_or_none, write_atomic
 
@@ -244,6 +245,19 @@ def analyze(spec: ExperimentSpec, *, store_path: str, data_dir: str | None = Non
     return analysis, stored, missing
 
 
+def _other_scales(spec: ExperimentSpec, store_path: str) -> list[str]:
+    """The scales other than ``spec``'s at which the store holds finished runs of its
+    experiment (``sgdlab report NAME`` reads the ``cpu`` scale unless told otherwise)."""
+    scales = set()
+    for row in open_store(store_path).list_runs(experiment=spec.name):
+        cfg = row.get("config") or {}
+        if isinstance(cfg, str):
+            cfg = json.loads(cfg)
+        if row.get("status") in DONE and isinstance(cfg, dict) and cfg.get("scale"):
+            scales.add(str(cfg["scale"]))
+    return sorted(scales - {spec.scale})
+
+
 def build_report(spec: ExperimentSpec, out: Path, *, store_path: str, device: str = "cpu",
                  workers: int = 1, data_dir: str | None = None,
                  sweep: SweepReport | None = None, require_runs: bool = False) -> dict[str, Any]:
@@ -252,10 +266,13 @@ def build_report(spec: ExperimentSpec, out: Path, *, store_path: str, device: st
     (nothing written: an existing report stays as it was)."""
     analysis, stored, missing = analyze(spec, store_path=store_path, data_dir=data_dir)
     if require_runs and missing and not stored:
+        others = _other_scales(spec, store_path)
         raise UserError(
             f"none of the {len(missing)} runs of {spec.name!r} at scale {spec.scale} is in the "
-            f"run store {store_path!r}: nothing to report (a report reads stored runs; run "
-            f"the experiment with `sgdlab run`, or give --store the store it used)")
+            f"run store {store_path!r}: nothing to report (a report reads stored runs; " + (
+                f"the store holds runs of it at scale {', '.join(others)}: give --scale "
+                f"{others[0]})" if others else
+                "run the experiment with `sgdlab run`, or give --store the store it used)"))
     out.mkdir(parents=True, exist_ok=True)
     # two reports written into one folder at once take turns: one's files are not mixed
     # with, or removed as stale by, the other's

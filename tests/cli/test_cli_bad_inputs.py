@@ -379,3 +379,17 @@ def test_measure_names_each_bad_count_option(tmp_path, capsys):
     assert main(["measure", str(tmp_path), "--k", "0", "--subset", "-3"]) == 2
     err = one_error_line(capsys)
     assert "--subset must be >= 0, got -3" in err and "--k must be >= 1, got 0" in err
+
+
+def test_report_of_a_name_at_a_scale_not_run_names_the_scale_that_was(tmp_path, capsys):
+    # `sgdlab report NAME` reads the cpu scale: after a smoke run it said only that none of
+    # the runs was in the store
+    store = str(tmp_path / "runs.sqlite")
+    assert main(["run", "zhu-escape-2d", "--scale", "smoke", "--store", store,
+                 "--out", str(tmp_path / "smoke")]) == 0
+    capsys.readouterr()
+    assert main(["report", "zhu-escape-2d", "--store", store,
+                 "--out", str(tmp_path / "cpu")]) == 2
+    err = one_error_line(capsys)
+    assert "at scale cpu" in err and "holds runs of it at scale smoke: give --scale smoke" in err
+    assert not (tmp_path / "cpu").exists()
