@@ -19,12 +19,16 @@ def _store_arg(p: argparse.ArgumentParser) -> None:
 
 
 def register(subparsers) -> None:
-    runs = subparsers.add_parser("runs", help="list, show and export recorded runs",
+    runs = subparsers.add_parser("runs", help="list, show, compare and export recorded runs",
                                  description="Inspect the run store.")
     sub = runs.add_subparsers(dest="runs_command", metavar="ACTION")
     runs.set_defaults(func=lambda a: (runs.print_help(), 2)[1])
 
-    ls = sub.add_parser("list", help="one line per run")
+    ls = sub.add_parser("list", help="one line per run",
+                        description="One line per run of the store, oldest first: id, name, "
+                                    "experiment, status, steps, final test accuracy and loss. "
+                                    "A run whose process died shows as interrupted (stale: on "
+                                    "another host), with the command that continues it.")
     _store_arg(ls)
     ls.add_argument("--experiment", help="only runs of this experiment")
     ls.add_argument("--status", choices=("running", "finished", "diverged", "failed",
@@ -34,7 +38,10 @@ def register(subparsers) -> None:
     ls.add_argument("--json", action="store_true", help="print JSON instead of a table")
     ls.set_defaults(func=_list)
 
-    show = sub.add_parser("show", help="config, environment, status, final metrics, files")
+    show = sub.add_parser("show", help="config, environment, status, final metrics, files",
+                          description="One run: its status (with the command that continues "
+                                      "a stopped run), environment, summary, each metric "
+                                      "series' length and last value, files and config.")
     _store_arg(show)
     show.add_argument("run_id", metavar="RUN_ID",
                       help="a run id, a unique prefix or the run's folder")
@@ -56,7 +63,11 @@ def register(subparsers) -> None:
     cmp.add_argument("--plot", metavar="FILE.png", help="draw the metrics' curves there")
     cmp.set_defaults(func=_compare)
 
-    ex = sub.add_parser("export", help="write runs and metrics to CSV, JSON or TensorBoard")
+    ex = sub.add_parser("export", help="write runs and metrics to CSV, JSON or TensorBoard",
+                        description="Write the runs' metric series to PATH: CSV with one row "
+                                    "per run, metric and step, or JSON with each run's record "
+                                    "and series; with --tensorboard DIR, TensorBoard event "
+                                    "files.")
     _store_arg(ex)
     ex.add_argument("path", metavar="PATH", nargs="?",
                     help="the CSV or JSON file to write")

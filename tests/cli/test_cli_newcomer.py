@@ -59,6 +59,25 @@ def test_every_command_and_option_has_plain_help():
             "sgdlab config schema", "sgdlab runs export"} <= seen
 
 
+
+def test_every_command_says_what_it_does_and_names_its_actions():
+    """`sgdlab runs list --help` opened on its usage alone, and `sgdlab --help` listed `runs` as
+    "list, show and export", without compare: each command's own help has a description, and
+    the one-line help of a command with actions names each of them."""
+    quiet, unnamed = [], []
+    for path, parser in _parsers(build_parser()):
+        if not parser.description:
+            quiet.append(" ".join(path))
+        for action in parser._actions:
+            if not isinstance(action, argparse._SubParsersAction):
+                continue
+            helps = {a.dest: a.help or "" for a in action._choices_actions}
+            for name, sub in action.choices.items():
+                actions = next((a.choices for a in sub._actions
+                                if isinstance(a, argparse._SubParsersAction)), {})
+                unnamed += [(name, a) for a in actions if a not in helps[name].lower()]
+    assert quiet == [] and unnamed == []
+
 def test_every_option_with_a_default_says_it():
     """An option that takes a value when not given says which in its help (a seed, a
     timeout, a momentum); switches and options that are simply absent need not."""
