@@ -125,3 +125,41 @@ def test_the_tables_catalogue_column_lists_every_entry():
     shown = {name for row in rows
              for name in re.findall(r"`([a-z0-9-]+)`", row.split(" | ")[column])}
     assert shown == set(catalogue_files())
+
+
+def test_readme_commands_parse_as_written(tmp_path):
+    """Every `sgdlab` command of the README's bash blocks parses with the current options; a
+    synopsis (`[--status S]`, `RUN_ID`) uses only options its command has; `sgdlab run`
+    names a catalogue entry."""
+    import argparse
+    import shlex
+
+    from sgdlab.cli.main import build_parser
+    from sgdlab.experiments.spec import catalogue_files
+
+    def command(words: list[str]) -> argparse.ArgumentParser:
+        parser = build_parser()
+        for w in words:
+            sub = next((a.choices for a in parser._actions
+                        if isinstance(a, argparse._SubParsersAction)), {})
+            if w not in sub:
+                break
+            parser = sub[w]
+        return parser
+
+    lines = [ln for lang, text in blocks() if lang == "bash"
+             for ln in text.replace("\\\n", " ").splitlines() if ln.startswith("sgdlab ")]
+    assert len(lines) >= 30
+    for line in lines:
+        argv = [w.replace("~", str(tmp_path)) for w in shlex.split(line, comments=True)[1:]]
+        options = {s for a in command(argv)._actions for s in a.option_strings}
+        assert {w for w in re.findall(r"--[a-z][\w-]*", " ".join(argv))} <= options, line
+        if "[" in line:
+            continue
+        try:
+            args = build_parser().parse_args(argv)
+        except SystemExit as e:          # --version exits 0 once it has printed
+            assert e.code == 0, f"README command does not parse: {line}"
+            continue
+        if args.command == "run":
+            assert args.name in catalogue_files(), line
