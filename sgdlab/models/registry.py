@@ -115,8 +115,9 @@ def build_model(name: str, input_shape: Sequence[int] | int, num_outputs: int,
     unknown = sorted(set(options) - set(allowed))
     if unknown:
         raise UserError(
-            f"model {info.name!r} has no option(s) {', '.join(map(repr, unknown))}; "
-            f"valid options: {', '.join(sorted(allowed)) or '(none)'}")
+            f"model {info.name!r} has no option(s) {', '.join(map(repr, unknown))}"
+            f"{did_you_mean(unknown[0], allowed)}; valid options: "
+            f"{', '.join(sorted(allowed)) or '(none)'}")
     assert info.builder is not None
     model = info.builder(shape, num_outputs, **options)
     if len(shape) == 2 and any(isinstance(m, nn.Conv2d) for m in model.modules()):

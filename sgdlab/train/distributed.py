@@ -67,8 +67,8 @@ import torch.distributed as dist
 from ..atomic import replaced_whole
 from ..claims import FolderBusy, claim_file, hold_lock
 from ..config.runner import REPLICA_MASTER, REPLICA_RESULT
-from ..errors import (ConfigError, UserError, check_config_kind, file_problem, make_output_dir,
-                      read_config_text)
+from ..errors import (ConfigError, UserError, check_config_kind, did_you_mean, file_problem,
+                      make_output_dir, read_config_text)
 from ..losses import build_loss
 from ..strict_json import dumps as strict_dumps, write_atomic
 from .communicator import ReplicaCommunicationError, TorchDistributedCommunicator
@@ -208,8 +208,9 @@ def build_run(cfg: dict[str, Any]):
     check_config_kind(cfg, "replica")
     unknown = sorted(set(cfg) - RUN_KEYS)
     if unknown:
-        raise ConfigError(f"unknown key(s) {unknown} in replica run config; known: "
-                          f"{sorted(RUN_KEYS)}")
+        raise ConfigError(f"unknown key(s) {', '.join(unknown)} in replica run config"
+                          f"{did_you_mean(unknown[0], RUN_KEYS)}; known: "
+                          f"{', '.join(sorted(RUN_KEYS))}")
     for k in ("data", "model", "parle"):
         if not isinstance(cfg.get(k), dict):
             raise ConfigError(f"replica run config needs a mapping {k!r}")

@@ -72,7 +72,7 @@ import torch
 from torch import Tensor, nn
 
 from ..data.augment import batch_augmentation
-from ..errors import ConfigError, UserError
+from ..errors import ConfigError, UserError, did_you_mean
 from ..optim.elastic import Parle, master_average
 from .checkpoint import (changed_settings, load_checkpoint, rng_state, save_checkpoint,
                          set_rng_state)
@@ -197,7 +197,9 @@ class ParleConfig:
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:
-            raise ConfigError(f"unknown Parle config key(s) {unknown}; known: {sorted(known)}")
+            raise ConfigError(f"unknown Parle config key(s) {', '.join(unknown)}"
+                              f"{did_you_mean(unknown[0], known)}; known: "
+                              f"{', '.join(sorted(known))}")
         return cls(**d)
 
     def to_dict(self) -> dict[str, Any]:

@@ -136,7 +136,8 @@ def test_bad_shapes_and_options_are_user_errors():
         build_model("alexnet", (3, 32, 32), 10)
     with pytest.raises(UserError, match=r"Unknown model 'mlpp' \(did you mean mlp\?\)"):
         build_model("mlpp", (4,), 2)
-    with pytest.raises(UserError, match="'widht'.*valid options: .*widths"):
+    with pytest.raises(UserError, match=r"'widht' \(did you mean widths\?\); valid options: "
+                                        r".*widths"):
         build_model("mlp", (4,), 2, widht=[3])
     with pytest.raises(UserError, match="activation"):
         build_model("mlp", (4,), 2, activation="swishy")

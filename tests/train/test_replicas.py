@@ -545,3 +545,17 @@ def test_augmented_replicas_resume_bit_exact(tmp_path):
     res = train_replicas(model(), LOSS, aug, cfg, rounds=6, checkpoint_dir=ck, resume=True)
     for a, b in zip(params(res.master), params(ref.master)):
         assert torch.equal(a, b)
+
+
+def test_a_mistyped_key_of_a_replica_run_config_is_named_with_the_closest_one():
+    # they listed the known keys as Python lists, without pointing at the one meant
+    from sgdlab.train.distributed import build_run
+
+    with pytest.raises(ConfigError, match=r"unknown Parle config key\(s\) LL \(did you mean "
+                                          r"L\?\); known: L, alpha, "):
+        ParleConfig.from_dict({"LL": 5})
+    cfg = {"data": {"name": "cubic"}, "model": {"name": "zhu-mlp-1-6-6-6-1"},
+           "parle": {"replicas": 2}, "epoch": 1}
+    with pytest.raises(ConfigError, match=r"unknown key\(s\) epoch in replica run config "
+                                          r"\(did you mean epochs\?\); known: checkpoint_"):
+        build_run(cfg)
