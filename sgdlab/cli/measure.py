@@ -318,18 +318,21 @@ def _measure(args: argparse.Namespace) -> int:
     m = _Measuring(args, model, loss_fn, batch, out_dir, result)
     t0 = time.perf_counter()
     # a fixed order, not --what's: with --train-mode dropout draws on the global RNG in turn
-    if "hessian" in what:
-        _hessian(m)
-    if "noise" in what:
-        _noise(m)
-    if "alignment" in what:
-        _alignment(m)
-    if "sharpness" in what:
-        _sharpness(m)
-    if "batch" in what:
-        _batch(m, batch_size, _checkpoint_lr(state, cfg, store, run_id))
-    if "surface" in what:
-        _surface(m)
+    steps = {"hessian": lambda: _hessian(m), "noise": lambda: _noise(m),
+             "alignment": lambda: _alignment(m), "sharpness": lambda: _sharpness(m),
+             "batch": lambda: _batch(m, batch_size, _checkpoint_lr(state, cfg, store, run_id)),
+             "surface": lambda: _surface(m)}
+    for name, measure in steps.items():
+        if name not in what:
+            continue
+        # each measurement says when it starts and prints its values when done: on a CNN
+        # they take minutes, which passed without a line
+        print(f"  {name} ...", flush=True)
+        before = set(m.scalars)
+        measure()
+        for key, v in m.scalars.items():
+            if key not in before:
+                print(f"  {key:28s} {v:.6g}", flush=True)
     result["wall_time_s"] = time.perf_counter() - t0
     scalars, notes, figures = m.scalars, m.notes, m.figures
 
@@ -366,8 +369,6 @@ def _measure(args: argparse.Namespace) -> int:
                                  out_dir / "noise_magnitude.png"))
     for f in figures:
         store.add_artifact(run_id, "figure", f.resolve())
-    for name, v in scalars.items():
-        print(f"  {name:28s} {v:.6g}")
     for note in notes:
         print(f"  ({note})")
     print(f"  wrote {path} and {len(figures)} plot(s); {len(scalars)} scalars to run "

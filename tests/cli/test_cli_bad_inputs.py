@@ -393,3 +393,26 @@ def test_report_of_a_name_at_a_scale_not_run_names_the_scale_that_was(tmp_path, 
     err = one_error_line(capsys)
     assert "at scale cpu" in err and "holds runs of it at scale smoke: give --scale smoke" in err
     assert not (tmp_path / "cpu").exists()
+
+
+def test_measure_prints_each_measurement_as_it_ends(tmp_path, capsys, monkeypatch):
+    # every value was printed at the very end: minutes on a CNN without a line after the
+    # first, and nothing at all of what was measured when a later measurement failed
+    import sgdlab.cli.measure as measure_cli
+
+    cfg = tmp_path / "tiny.yaml"
+    cfg.write_text(TINY)
+    run_dir = tmp_path / "run"
+    assert main(["train", str(cfg), "--store", str(tmp_path / "runs.sqlite"),
+                 "--out", str(run_dir)]) == 0
+    capsys.readouterr()
+
+    def stop(m):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(measure_cli, "_noise", stop)
+    assert main(["measure", str(run_dir), "--what", "hessian,noise", "--k", "1",
+                 "--probes", "2"]) == 130
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1:3] == ["  hessian ...", f"  {'hess/top_1':28s} " + lines[2].split()[-1]]
+    assert lines[-1] == "  noise ..."
