@@ -50,7 +50,7 @@ def register(subparsers) -> None:
                         "surface: the loss on a plane through the model, steps² evaluations; "
                         "batch: mini-batch gradient tests, GSNR, noise scale, Takeuchi's "
                         "criterion)")
-    p.add_argument("--data", default="train", metavar="NAME",
+    p.add_argument("--data", default="train", choices=("train", "test"),
                    help="which split to measure on: train (default) or test")
     p.add_argument("--subset", type=int, default=1000, metavar="N",
                    help="fixed random subset of N examples (0: all; default 1000)")
@@ -267,8 +267,6 @@ def _measure(args: argparse.Namespace) -> int:
         hint = did_you_mean(bad[0], WHAT) if len(bad) == 1 else ""
         raise UserError(f"--what: unknown {', '.join(bad) or '(empty)'}{hint}; choose from "
                         f"{', '.join(WHAT)}")
-    if args.data not in ("train", "test"):
-        raise UserError(f"--data must be train or test, got {args.data!r}")
     # every option checked before the checkpoint is read: a bad --sigma was a traceback
     # from expected_sharpness after the Hessian had been measured
     bad = [f"{flag} must be {rule}, got {value:g}" for flag, value, ok, rule in (

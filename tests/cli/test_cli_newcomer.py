@@ -160,3 +160,9 @@ def test_parle_launches_torchrun_with_one_thread_per_process(tmp_path, monkeypat
                                                            "--nproc-per-node"]
     assert main(["parle", str(cfg), "--mode", "distributed", "--print-command"]) == 0
     assert capsys.readouterr().out.startswith("OMP_NUM_THREADS=1 ")
+
+
+def test_measure_data_shows_its_splits():
+    # `--data NAME` read as a dataset's name, as `sgdlab walk --data` takes; it is a split
+    measure = dict(_parsers(build_parser()))[("sgdlab", "measure")]
+    assert "[--data {train,test}]" in " ".join(measure.format_usage().split())
