@@ -138,7 +138,9 @@ def _main(args) -> int:
     results.update({"demo": args.demo, "quick": args.quick, "seed": args.seed,
                     "seconds": round(time.perf_counter() - t0, 3), "environment": _env()})
     write_atomic(out / "results.json", results, indent=2, default=float)
-    print(f"wrote {out / 'results.json'}")
+    # the plots too: only results.json was named, the figure was left to be found
+    print(f"wrote {out / 'results.json'}" + "".join(
+        f", {out / name}" for name in results.get("figures", [])))
     return 0
 
 

@@ -20,8 +20,13 @@ def test_escape_and_pde_demos_write_results(tmp_path, capsys):
         assert set(res["success_rate"]) == {"gd", "gld_const", "gld_dynamic", "gld_diag",
                                             "gld_leading", "gld_hessian", "sgd"}
         assert (tmp_path / "e" / "escape.png").stat().st_size > 0
+        # the last line names every file written: it named results.json only
+        assert printed.splitlines()[-1] == (f"wrote {tmp_path / 'e' / 'results.json'}, "
+                                            f"{tmp_path / 'e' / 'escape.png'}")
         assert main(["landscape", "pde", "--out", str(tmp_path / "p"), "--quick"]) == 0
         assert (tmp_path / "p" / "pde_smoothing.png").exists()
+        printed = capsys.readouterr().out.rstrip()
+        assert printed.endswith(f", {tmp_path / 'p' / 'pde_smoothing.png'}")
         assert main(["landscape", "escape", "--out", str(tmp_path / "x"),
                      "--threads", "0"]) == 2  # user error, no traceback
     finally:
