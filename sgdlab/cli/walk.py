@@ -117,11 +117,16 @@ def _walk(args: argparse.Namespace) -> int:
                         f"barrier needs a point between the iterates), got {args.points}")
     if args.batch_size < 1:
         raise UserError(f"--batch-size must be >= 1, got {args.batch_size}")
+    # as sgdlab landscape: --eval-subset 0 was a traceback from the instrument after the
+    # output folder was made, --threads -1 one from torch, --threads 0 ran on torch's default
+    for flag, value in (("--eval-subset", args.eval_subset), ("--threads", args.threads)):
+        if value is not None and value < 1:
+            raise UserError(f"{flag} must be >= 1, got {value}")
     for name in ("lr", "lr_gd", "lr_sgd"):
         v = getattr(args, name)
         if v is not None and not v > 0:
             raise UserError(f"--{name.replace('_', '-')} must be > 0, got {v}")
-    if args.threads:
+    if args.threads is not None:
         torch.set_num_threads(args.threads)
     data = load_dataset(args.data)
     if data.task != "classification":

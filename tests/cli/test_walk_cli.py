@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from sgdlab.cli.main import main
 
 
@@ -31,6 +33,18 @@ def test_walk_refuses_an_unknown_dataset_before_it_makes_the_folder(tmp_path, ca
     assert "must be a positive integer, got 0" in capsys.readouterr().err
     assert not (tmp_path / "w").exists()
 
+
+
+@pytest.mark.parametrize("flag, value", [("--eval-subset", "0"), ("--threads", "-1"),
+                                         ("--threads", "0")])
+def test_walk_refuses_a_count_below_one_before_it_makes_the_folder(tmp_path, capsys, flag,
+                                                                   value):
+    # --eval-subset 0 was a traceback after the folder was made, --threads -1 torch's, and
+    # --threads 0 ran on torch's default threads
+    assert main(["walk", flag, value, "--steps", "2", "--out", str(tmp_path / "w")]) == 2
+    err = capsys.readouterr().err
+    assert f"{flag} must be >= 1, got {value}" in err and "Traceback" not in err
+    assert not (tmp_path / "w").exists()
 
 def test_walk_and_landscape_leave_a_training_runs_folder_alone(tmp_path, capsys):
     run = tmp_path / "run"
