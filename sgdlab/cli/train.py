@@ -102,6 +102,9 @@ def print_outcome(outcome) -> None:
         print(f"  instruments: {_rel(outcome.instruments_path)}")
     if r.checkpoint is not None:
         print(f"  checkpoint: {_rel(r.checkpoint)}")
+    if outcome.tensorboard_path is not None:   # the folder's name has the run id in it
+        print(f"  tensorboard: {_rel(outcome.tensorboard_path)}  (tensorboard --logdir "
+              f"{_rel(outcome.tensorboard_path.parent)})")
     print(f"  store:   {_rel(outcome.store_path)}  (sgdlab runs show {outcome.run_id}"
           + (f" --store {_rel(outcome.store_path)}" if _rel(outcome.store_path) !=
              "sgdlab-runs/runs.sqlite" else "") + ")")

@@ -66,6 +66,7 @@ class RunOutcome:
     store_path: Path
     resumed_from_step: int | None = None
     instruments_path: Path | None = None       # instruments.png, when instruments recorded
+    tensorboard_path: Path | None = None       # DIR/<name>-<run id>, with train.tensorboard
 
 
 def run_config(cfg: dict[str, Any], *, out_dir: str | os.PathLike | None = None,
@@ -280,8 +281,12 @@ def _finish(cfg: dict[str, Any], store: Any, run_id: str, out: Path, env: dict[s
     # everything the run owes is on disk: its end, summary and files in one transaction
     store.complete_run(run_id, result.status, summary=result.summary(), message=result.message,
                        artifacts=artifacts)
+    from ..train.tensorboard import run_folder
+
+    tensorboard = (cfg.get("train") or {}).get("tensorboard")
     return RunOutcome(run_id, result, out, results_path, figure_path, store.path, resumed_from,
-                      instruments_path)
+                      instruments_path,
+                      run_folder(tensorboard, run_id, cfg["name"]) if tensorboard else None)
 
 
 def _record_end(store: Any, run_id: str, status: str, message: str) -> None:

@@ -519,3 +519,16 @@ def test_runs_json_of_a_diverged_run_is_strict_and_its_table_unchanged(tmp_path,
     assert main(["runs", "list", "--store", str(store_path)]) == 0
     (row,) = [ln.split() for ln in capsys.readouterr().out.splitlines() if ln.startswith(rid)]
     assert row[1:5] == ["big-lr", "diverged", "1", "nan"]     # name, status, steps, test_loss
+
+
+def test_train_names_its_tensorboard_folder(tmp_path, capsys, monkeypatch):
+    # the summary named results, plots, checkpoint and store, not the event files'
+    # DIR/<name>-<run id> folder, whose name only the run id tells
+    monkeypatch.chdir(tmp_path)
+    assert main(["train", "digits-mlp", "--store", "runs.sqlite", "--out", "run",
+                 "--set", "train.max_steps=2", "--set", "train.epochs=1", "--no-progress",
+                 "--tensorboard", "tb"]) == 0
+    (line,) = [ln for ln in capsys.readouterr().out.splitlines() if "tensorboard:" in ln]
+    folder, hint = line.split("tensorboard: ")[1].split("  ")
+    assert (tmp_path / folder).is_dir() and any((tmp_path / folder).iterdir())
+    assert (tmp_path / folder).parent == tmp_path / "tb" and hint == "(tensorboard --logdir tb)"
