@@ -147,8 +147,10 @@ def _locate(target: str, store_path: str | None):
         return cfg, ckpt, run_id, folder, store
     path = Path(store_path) if store_path else default_store_path()
     if not path.is_file():  # a mistyped id or folder must not create an empty store
+        from sgdlab.store import folder_hint
         raise UserError(f"{target!r} is no run folder or checkpoint, and there is no run store "
-                        f"at {path} to look it up in (use --store PATH or $SGDLAB_STORE)")
+                        f"at {path} to look it up in (use --store PATH or $SGDLAB_STORE"
+                        f"{folder_hint(path)})")
     store = RunStore(path)
     run = store.get_run(target)   # UserError names the run if missing
     if run["config"].get("method") == "parle":

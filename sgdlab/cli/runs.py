@@ -96,10 +96,11 @@ def register(subparsers) -> None:
 
 def _open(args, readonly: bool = True):
     from sgdlab.errors import UserError
-    from sgdlab.store import RunStore, default_store_path
+    from sgdlab.store import RunStore, default_store_path, folder_hint
     path = Path(args.store) if args.store else default_store_path()
     if not path.is_file():  # do not create an empty store just to look into it
-        raise UserError(f"no run store at {path} (use --store PATH or $SGDLAB_STORE)")
+        raise UserError(f"no run store at {path} (use --store PATH or $SGDLAB_STORE"
+                        f"{folder_hint(path)})")
     return RunStore(path, readonly=readonly)
 
 

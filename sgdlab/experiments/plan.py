@@ -221,7 +221,9 @@ def _stored(store_path: str | None, experiment: str) -> tuple[Path, dict[str, di
 
     path = Path(store_path) if store_path is not None else default_store_path()
     if path.is_dir():
-        raise UserError(f"run store path {str(path)!r} is a directory, expected a file")
+        from sgdlab.store import folder_hint
+        raise UserError(f"run store path {str(path)!r} is a directory, expected a file"
+                        f"{folder_hint(path, said=True)}")
     if not path.is_file():
         return path, {}
     store = RunStore(path, readonly=True)

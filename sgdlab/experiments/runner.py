@@ -444,8 +444,10 @@ def rebuild(target: str | Path, *, scale: str = "cpu", store_path: str | None = 
         store_path = str(default_store_path())
     if not Path(store_path).is_file():
         where = f" (the store {t / RESULTS} records)" if recorded else ""
+        from sgdlab.store import folder_hint
         raise UserError(f"no run store at {store_path}{where}: a report reads its runs from "
-                        "the store they were run into; give that with --store PATH")
+                        "the store they were run into; give that with --store PATH"
+                        f"{folder_hint(store_path)}")
     foreign = foreign_out_dir(out, spec)
     if foreign:
         raise UserError(foreign)

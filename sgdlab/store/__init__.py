@@ -10,6 +10,7 @@ from .runstore import (
     MetricWriter,
     RunStore,
     default_store_path,
+    folder_hint,
     new_run_id,
     owner_alive,
     read_export,
@@ -17,5 +18,6 @@ from .runstore import (
 )
 
 __all__ = ["SHOWN_STATUSES", "STATUSES", "MetricWriter", "RunStore", "default_store_path",
-           "environment", "git_commit", "new_run_id", "owner_alive", "read_export",
+           "environment", "folder_hint", "git_commit", "new_run_id", "owner_alive",
+           "read_export",
            "shown_status"]

@@ -137,6 +137,19 @@ def opened_stores(since: int = 0) -> list[str]:
     return list(dict.fromkeys(_OPENED[since:]))
 
 
+def folder_hint(path: str | os.PathLike, *, said: bool = False) -> str:
+    """What to append to a message refusing the store path ``path`` when it is a directory
+    (``--store sgdlab-runs``, the folder rather than the store's file in it): the store file
+    in it, if any, else that it is a folder (unless the message ``said`` so); else ``""``."""
+    path = Path(path)
+    if not path.is_dir():
+        return ""
+    inside = path / DEFAULT_PATH.name
+    if inside.is_file():
+        return f"; the store in that folder is {inside}"
+    return "" if said else "; it is a folder, not a store's file"
+
+
 def default_store_path() -> Path:
     """``$SGDLAB_STORE`` if set, else ``./sgdlab-runs/runs.sqlite`` (relative to the cwd)."""
     env = os.environ.get(ENV_VAR)
@@ -351,7 +364,8 @@ class RunStore:
         if self._conn_obj is not None and self._pid == os.getpid():
             return self._conn_obj
         if self.path.exists() and self.path.is_dir():
-            raise UserError(f"run store path {str(self.path)!r} is a directory, expected a file")
+            raise UserError(f"run store path {str(self.path)!r} is a directory, expected a "
+                            f"file{folder_hint(self.path, said=True)}")
         conn = self._open_readonly() if self.readonly else self._open_writable()
         cols = {r[1] for r in conn.execute("PRAGMA table_info(runs)")}
         self._columns = ", ".join(c if c in cols else f"NULL AS {c}"
@@ -425,7 +439,7 @@ class RunStore:
 
     def _open_readonly(self) -> sqlite3.Connection:
         if not self.path.is_file():
-            raise UserError(f"no run store at {self.path}")
+            raise UserError(f"no run store at {self.path}{folder_hint(self.path)}")
         uri = Path(os.path.abspath(self.path)).as_uri()
         last: Exception | None = None
         # mode=ro reads a WAL store when its -wal/-shm files exist or can be created; on a

@@ -416,3 +416,22 @@ def test_measure_prints_each_measurement_as_it_ends(tmp_path, capsys, monkeypatc
     lines = capsys.readouterr().out.splitlines()
     assert lines[1:3] == ["  hessian ...", f"  {'hess/top_1':28s} " + lines[2].split()[-1]]
     assert lines[-1] == "  noise ..."
+
+
+def test_a_store_folder_given_as_the_store_names_the_store_in_it(tmp_path, capsys):
+    # `--store sgdlab-runs` (the folder, not its runs.sqlite) said only that there was no
+    # store there, or that the path was a directory
+    folder = tmp_path / "sgdlab-runs"
+    cfg = tmp_path / "tiny.yaml"
+    cfg.write_text(TINY)
+    assert main(["train", str(cfg), "--store", str(folder / "runs.sqlite"),
+                 "--out", str(tmp_path / "run")]) == 0
+    capsys.readouterr()
+    hint = f"the store in that folder is {folder / 'runs.sqlite'}"
+    for argv in (["runs", "list"], ["resume", "x"], ["measure", "x"],
+                 ["report", "zhu-escape-2d"], ["train", str(cfg)],
+                 ["run", "zhu-escape-2d", "--scale", "smoke", "--dry-run"]):
+        assert main([*argv, "--store", str(folder)]) == 2, argv
+        assert hint in one_error_line(capsys), argv
+    assert main(["runs", "list", "--store", str(tmp_path / "run")]) == 2
+    assert "it is a folder, not a store's file" in one_error_line(capsys)
