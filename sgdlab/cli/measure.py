@@ -12,7 +12,7 @@ writes
   checkpoint's step, named ``measure/`` + the instrument
   names (``measure/hess/top_1``, ``measure/noise/trace``, ``measure/align/cos_1``,
   ``measure/sharpness/expected``, ``measure/batch/norm_test``, ...), kept apart from the series
-  recorded during training,
+  recorded during training (measured again at that step, a value replaces the last one),
 - ``measurements.json`` (scalars and arrays: eigenvalues, spectra, SLQ density, the loss
   surface; a non-finite value is null) and plots (``hessian_density.png``, ``spectra.png``,
   ``alignment.png``, ``loss_surface.png``; ``curvature_history.png``, ``noise_magnitude.png`` and
@@ -349,7 +349,9 @@ def _measure(args: argparse.Namespace) -> int:
                                   status="finished")
         print(f"  (no run for this checkpoint in {store.path}: recorded as run {run_id})")
     # prefixed: a measurement (its own subset and options) is not the training-time series
-    store.log_metrics(run_id, step, {f"{MEASURED}{k}": v for k, v in scalars.items()})
+    # measured again at the same step: the new values replace the last ones, not beside them
+    store.log_metrics(run_id, step, {f"{MEASURED}{k}": v for k, v in scalars.items()},
+                      replace=True)
     store.add_artifact(run_id, "measurements", path.resolve())
     # the run's curvature/noise series recorded during training by the instruments, if any
     recorded = store.metrics(run_id)

@@ -747,10 +747,20 @@ class RunStore:
         return runs if status is None else [r for r in runs if r["status"] == status]
 
     # --- metrics --------------------------------------------------------------------------
-    def log_metrics(self, run_id: str, step: int, values: dict[str, float]) -> None:
-        """Record several scalars at one step (one transaction)."""
+    def log_metrics(self, run_id: str, step: int, values: dict[str, float], *,
+                    replace: bool = False) -> None:
+        """Record several scalars at one step (one transaction); ``replace``: the rows these
+        names already have at that step go (a measurement taken again supersedes the last)."""
         wall = time.time()
-        self.log_many(run_id, [(name, step, value, wall) for name, value in values.items()])
+        rows = [(name, step, value, wall) for name, value in values.items()]
+        if not replace:
+            self.log_many(run_id, rows)
+            return
+        with _transaction(self._conn) as c:
+            c.executemany("DELETE FROM metrics WHERE run_id = ? AND step = ? AND name = ?",
+                          [(run_id, int(step), str(name)) for name in values])
+            c.executemany("INSERT INTO metrics (run_id, name, step, value, wall) "
+                          "VALUES (?, ?, ?, ?, ?)", _metric_rows(run_id, rows))
 
     def log_metric(self, run_id: str, name: str, step: int, value: float) -> None:
         self.log_many(run_id, [(name, step, value, time.time())])

@@ -37,6 +37,14 @@ def test_measure_checkpoint_writes_store_json_and_plots(tmp_path, capsys):
     run_id = res["run_id"]
     rec = s.metrics(run_id, "measure/hess/top_1")["measure/hess/top_1"]
     assert rec == [(3, pytest.approx(res["scalars"]["hess/top_1"]))]
+    # measured again (other probes): the new value replaces the last, not a second row
+    assert main(["measure", str(run_dir / "checkpoints" / "last.pt"), "--store", store,
+                 "--subset", "30", "--k", "2", "--probes", "4", "--samples", "3",
+                 "--what", "hessian", "--out", str(tmp_path / "m2")]) == 0
+    again = json.loads((tmp_path / "m2" / "measurements.json").read_text())
+    rec = s.metrics(run_id, "measure/hess/top_1")["measure/hess/top_1"]
+    assert rec == [(3, pytest.approx(again["scalars"]["hess/top_1"]))]
+    assert len(s.metrics(run_id, "measure/noise/trace")["measure/noise/trace"]) == 1
     capsys.readouterr()
     assert main(["measure", str(run_dir), "--store", store, "--what", "bogus"]) == 2
     assert "--what" in capsys.readouterr().err
