@@ -92,6 +92,9 @@ def _run(args) -> int:
     from sgdlab.train.replicas import check_checkpoint_dir
 
     cfg = load_config(args.config)
+    if args.checkpoint_every is not None and args.checkpoint_every < 1:
+        # the flag, not the config key it stands for, and before any folder is made
+        raise ConfigError(f"--checkpoint-every must be >= 1, got {args.checkpoint_every}")
     if args.replicas is not None:
         if args.replicas < 1:
             raise ConfigError(f"--replicas must be >= 1, got {args.replicas}")

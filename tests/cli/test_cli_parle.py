@@ -37,6 +37,21 @@ def test_bad_launches_are_refused_before_any_process_starts(tmp_path, capsys):
     assert "already holds a run's checkpoints" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("mode", ["inprocess", "distributed"])
+def test_checkpoint_every_below_one_is_refused_by_its_flag_before_a_folder_is_made(
+        tmp_path, capsys, mode):
+    """It was refused as the config key ``checkpoint_every``, after the output folder and its
+    lock file were made."""
+    cfg = tmp_path / "c.json"
+    cfg.write_text(json.dumps(CONFIG))
+    out = tmp_path / "out"
+    for bad in ("0", "-3"):
+        assert main(["parle", str(cfg), "--mode", mode, "--out", str(out),
+                     "--checkpoint-every", bad]) == 2
+        assert f"--checkpoint-every must be >= 1, got {bad}" in capsys.readouterr().err
+    assert not out.exists()
+
+
 def test_a_folder_another_start_took_is_refused_before_any_process_starts(tmp_path, capsys,
                                                                           monkeypatch):
     """A start that has written no checkpoint yet holds its folder (OUT/parle.json): a
