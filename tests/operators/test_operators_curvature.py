@@ -550,6 +550,24 @@ def test_weighted_mean_losses_are_refused_on_batches(loss_fn):
     torch.testing.assert_close(HessianOperator(model, loss_fn, (x, y)).to_dense(), ref)
 
 
+@pytest.mark.parametrize("loss_fn", [
+    nn.CrossEntropyLoss(weight=torch.tensor([1.0, 5.0], dtype=torch.float64)),
+    nn.CrossEntropyLoss(ignore_index=1), nn.CrossEntropyLoss(reduction="sum")],
+    ids=["weight", "ignore_index", "sum"])
+def test_a_list_of_one_batch_is_measured_as_that_batch(loss_fn):
+    """A list holding one (x, y) batch is that batch: its size weight cancels, so a weighted
+    or summed loss on it is measured as on the batch itself, not refused as data in batches."""
+    from sgdlab.operators import full_gradient
+
+    model = tiny_mlp(3, 4, 2)
+    x, y = tiny_classification(8, 3, 2)
+    y = torch.tensor([0, 0, 0, 1, 1, 1, 1, 0])
+    torch.testing.assert_close(HessianOperator(model, loss_fn, [(x, y)]).to_dense(),
+                               HessianOperator(model, loss_fn, (x, y)).to_dense())
+    torch.testing.assert_close(full_gradient(model, loss_fn, [(x, y)]),
+                               full_gradient(model, loss_fn, (x, y)))
+
+
 def test_measurements_name_mismatched_model_and_data_dtypes():
     """A float32 model on float64 inputs failed inside each measurement with torch's "mat1
     and mat2 must have the same dtype"; one shared check names both dtypes, as train() does,
