@@ -656,3 +656,54 @@ def test_measurements_through_activation_checkpoints(reentrant, after):
                                                taylor=False).to_dense(), ggn)
         torch.testing.assert_close(full_gradient(model, loss_fn, data), rows.mean(0))
     torch.testing.assert_close(per_sample_gradients(model, loss_fn, (x, y)), rows)
+
+
+def test_plain_checkpoints_is_the_calling_threads_and_put_back_in_any_order():
+    """Two threads' measurements that end in the order they began left torch's reentrant
+    checkpoint swapped for good (every later training forward kept its activations), and a
+    thread training meanwhile had its checkpoints run plainly; now only the measuring thread's
+    run plainly, and torch's class is back after the last one."""
+    import threading
+
+    import torch.utils.checkpoint as ck
+
+    from sgdlab.operators.batches import plain_checkpoints
+
+    torch_class = ck.CheckpointFunction
+    lin = nn.Linear(3, 3)
+    x = torch.randn(2, 3, requires_grad=True)
+    a_in, b_in, a_out, other_out = (threading.Event() for _ in range(4))
+    seen = {}
+
+    def a():
+        with plain_checkpoints():
+            a_in.set()
+            b_in.wait(10)
+            seen["inside"] = type(ck.checkpoint(lin, x, use_reentrant=True).grad_fn).__name__
+        a_out.set()
+
+    def b():
+        a_in.wait(10)
+        with plain_checkpoints():
+            b_in.set()
+            a_out.wait(10)
+            other_out.wait(10)      # the other thread trains while a block is open
+
+    def other():       # training in a third thread while a measures
+        a_in.wait(10)
+        seen["other"] = type(ck.checkpoint(lin, x, use_reentrant=True).grad_fn).__name__
+        other_out.set()
+
+    threads = [threading.Thread(target=f) for f in (a, b, other)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(20)
+    assert ck.CheckpointFunction is torch_class
+    assert seen == {"inside": "AddmmBackward0", "other": "CheckpointFunctionBackward"}
+    # a thread that looked the swapped class up just before the last block ended still has
+    # torch's checkpoint run by it
+    with plain_checkpoints():
+        looked_up = ck.CheckpointFunction
+    out = looked_up.apply(lin, True, x)
+    assert type(out.grad_fn).__name__ == "CheckpointFunctionBackward"
