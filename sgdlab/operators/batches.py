@@ -264,8 +264,9 @@ def check_input_dtype(model: nn.Module, data: Data) -> None:
     than the model's parameters and the model refuses them (:func:`dtype_refusal`), where
     torch would fail mid-measurement ("mat1 and mat2 must have the same dtype"). The first
     batch is looked at in one batch or a list of batches, and the first sample of a
-    ``DataLoader`` over a ``TensorDataset``; other loaders and iterators are not read here (a
-    shuffling loader's first batch would draw from the global generator)."""
+    ``DataLoader`` over a ``TensorDataset`` that collates with torch's default (a
+    ``collate_fn`` of one's own may cast the inputs); other loaders and iterators are not read
+    here (a shuffling loader's first batch would draw from the global generator)."""
     x = None
     if is_single_batch(data):
         x = data[0]
@@ -273,7 +274,9 @@ def check_input_dtype(model: nn.Module, data: Data) -> None:
         first = next((b for b in data if isinstance(b, (list, tuple)) and len(b) == 2), None)
         x = first[0] if first is not None else None
     elif isinstance(data, torch.utils.data.DataLoader) and isinstance(
-            data.dataset, torch.utils.data.TensorDataset) and data.dataset.tensors:
+            data.dataset, torch.utils.data.TensorDataset) and data.dataset.tensors \
+            and data.collate_fn in (torch.utils.data.default_collate,
+                                    torch.utils.data.default_convert):
         x = data.dataset.tensors[0][:1]
     if isinstance(x, Tensor):
         refusal = dtype_refusal(model, x.to(next(model.parameters()).device))

@@ -606,6 +606,31 @@ def test_measurements_name_mismatched_model_and_data_dtypes():
     assert HessianOperator(Casting(), loss_fn, (x, y)).to_dense().shape == (26, 26)
 
 
+def test_a_loader_whose_collate_fn_casts_the_inputs_is_measured():
+    """The dtype check read a TensorDataset loader's first sample as its first batch: float64
+    samples a collate_fn casts to float32 were refused for a float32 model the loader feeds
+    float32. Measured on the batches the loader yields, as on the same data cast beforehand."""
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from sgdlab import measure
+    from sgdlab.operators import full_gradient
+
+    model = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 2))
+    x, y = tiny_classification(8, 3, 2)
+    loss_fn = nn.CrossEntropyLoss()
+
+    def cast(items):
+        xs, ys = zip(*items)
+        return torch.stack(xs).float(), torch.stack(ys)
+
+    loader = DataLoader(TensorDataset(x.double(), y), batch_size=4, collate_fn=cast)
+    cast_first = [(x[:4].float(), y[:4]), (x[4:].float(), y[4:])]
+    torch.testing.assert_close(full_gradient(model, loss_fn, loader),
+                               full_gradient(model, loss_fn, cast_first))
+    assert measure.mean_loss(model, loss_fn, loader) == pytest.approx(
+        measure.mean_loss(model, loss_fn, cast_first))
+
+
 class _Checkpointed(nn.Module):
     """A float64 MLP whose middle layer runs under ``torch.utils.checkpoint`` (``reentrant``;
     None: not checkpointed), on the raw inputs or on a first layer's outputs (``after``)."""
