@@ -468,18 +468,21 @@ class StructuredNoiseGD(Optimizer):
         if h["sigma_h2"] is not None:
             return float(h["sigma_h2"])
         rule, tr_sigma = h["sigma_h2_rule"], float(cov.trace())
-        if rule == "appendix":
-            return float(trace_h) / (m * tr_sigma) if tr_sigma > 0 and trace_h > 0 else 0.0
-        denom = trace_h if rule == "paper" else trace_hk
-        if denom > 0:
-            return float(N.hessian_noise_variance(tr_sigma, denom, m))
+        if rule == "appendix":      # Tr H / (m Tr Σ): Tr H ≤ 0 leaves no noise either
+            if tr_sigma > 0 and trace_h > 0:
+                return float(trace_h) / (m * tr_sigma)
+            trace, what = trace_h, "multiplies by the Hessian trace Tr H"
+        else:
+            trace = trace_h if rule == "paper" else trace_hk
+            if trace > 0:
+                return float(N.hessian_noise_variance(tr_sigma, trace, m))
+            what = f"divides by {'the Hessian trace Tr H' if rule == 'paper' else 'Tr H₊'}"
         if tr_sigma > 0 and not getattr(self, "_warned_no_noise", False):
             # SGD has noise here but the rule's trace is not positive: no noise would be
             # injected, and the run would be plain GD without a word
             self._warned_no_noise = True
             warnings.warn(
-                f"gld-hessian: sigma_h2_rule={rule!r} divides by "
-                f"{'the Hessian trace Tr H' if rule == 'paper' else 'Tr H₊'} = {denom:.3g}, "
+                f"gld-hessian: sigma_h2_rule={rule!r} {what} = {trace:.3g}, "
                 "not positive, so sigma_h2 is 0 and no noise is injected (plain GD) at this "
                 "refresh; the 'top-k' rule divides by the top-k |λ|, or give sigma_h2",
                 RuntimeWarning, stacklevel=2)

@@ -508,9 +508,11 @@ def test_a_fixed_minibatch_partition_is_drawn_once_and_kept_through_a_resume(pro
               minibatch_partition="fixed", estimation_size=8)
 
 
-def test_the_paper_rule_warns_when_a_non_positive_trace_leaves_no_noise():
-    """σ_H² = Tr Σ / (m Tr H) is set to 0 where Tr H ≤ 0 (a concave loss here, Tr H < 0
-    exactly): the run is then plain GD although SGD has noise, which was not said."""
+@pytest.mark.parametrize("rule", ["paper", "appendix"])
+def test_the_paper_rule_warns_when_a_non_positive_trace_leaves_no_noise(rule):
+    """σ_H² = Tr Σ / (m Tr H) (the appendix's Tr H / (m Tr Σ)) is set to 0 where Tr H ≤ 0 (a
+    concave loss here, Tr H < 0 exactly): the run is then plain GD although SGD has noise,
+    which was not said."""
     torch.manual_seed(0)
     model = torch.nn.Linear(3, 1).double()
     x = torch.randn(12, 3, dtype=torch.float64)
@@ -520,8 +522,9 @@ def test_the_paper_rule_warns_when_a_non_positive_trace_leaves_no_noise():
         return -((out - y) ** 2).mean()
 
     opt = build_optimizer_for("gld-hessian", model, loss_fn=concave, data=data, lr=0.1,
-                              noise_batch_size=4, k=2, sigma_h2_rule="paper", trace_probes=8)
-    with pytest.warns(RuntimeWarning, match="no noise is injected"):
+                              noise_batch_size=4, k=2, sigma_h2_rule=rule, trace_probes=8)
+    with pytest.warns(RuntimeWarning, match=f"sigma_h2_rule='{rule}' .* Tr H = -.*no noise is "
+                                            "injected"):
         stats = opt.refresh_statistics()
     assert stats["sigma_h2"] == 0.0
     import warnings
