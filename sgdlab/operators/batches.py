@@ -160,9 +160,10 @@ def check_batch_loss(loss_fn: object, data: Data) -> None:
     ``ignore_index``) is normalised per batch by that batch's sum of weights, so the size-
     weighted mean of the batches is not the weighted mean over the whole set (the result
     would depend on how the samples are batched). On one ``(x, y)`` batch, or a list holding
-    one, the loss is measured as it is (one batch's weight cancels). Ignored targets are looked for in one batch or a list of batches (an
-    iterator or loader is not read here). A loss per sample (``reduction="none"``) is refused
-    by :func:`check_loss_reduction`, data that is no batch by :func:`check_data`."""
+    one, the loss is measured as it is (one batch's weight cancels). Ignored targets are
+    looked for in one batch or a list of batches (an iterator or loader is not read here). A
+    loss per sample (``reduction="none"``) is refused by :func:`check_loss_reduction`, data
+    that is no batch by :func:`check_data`."""
     check_data(data)
     check_loss_reduction(loss_fn)
     if is_single_batch(data) or (isinstance(data, (list, tuple)) and len(data) == 1
