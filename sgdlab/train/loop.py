@@ -495,7 +495,8 @@ class _Training:
                                         of=" of the optimizer")
         if saved["schedule"] != now["schedule"]:
             changed.append(f"the schedule ({saved['schedule']} -> {now['schedule']})")
-        elif saved.get("schedule_every", "step") != now["schedule_every"]:
+        elif now["schedule"] is not None and (   # without a schedule it changes nothing
+                saved.get("schedule_every", "step") != now["schedule_every"]):
             changed.append(f"schedule_every ({saved.get('schedule_every', 'step')!r} -> "
                            f"{now['schedule_every']!r})")
         elif saved["schedule_state"] is not None and now["schedule_state"] is not None:

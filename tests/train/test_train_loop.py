@@ -676,6 +676,7 @@ def test_callbacks_that_are_not_callbacks_are_named_and_a_single_one_is_taken():
 
     assert run(Counter()).status == "finished" and seen == [1, 2]
 
+
 def test_a_torch_epoch_scheduler_steps_per_epoch_with_schedule_every_epoch(tmp_path):
     """torch's StepLR(step_size=2) counts the calls of its step(): stepped per optimizer step
     (the default, for sgdlab's schedules) it decays every 2 steps; ``schedule_every="epoch"``
@@ -706,3 +707,21 @@ def test_a_torch_epoch_scheduler_steps_per_epoch_with_schedule_every_epoch(tmp_p
         run("step", epochs=2, checkpoint_dir=tmp_path, resume=True)
     assert run("epoch", epochs=4, checkpoint_dir=tmp_path, resume=True) == [
         0.5 ** ((i + 3) // 6) for i in range(9)]
+
+
+def test_schedule_every_without_a_schedule_does_not_stop_a_resume(tmp_path):
+    """schedule_every steps a schedule; a run without one resumed with the other value was
+    refused as a changed setting, though nothing it does differs."""
+    def run(every, epochs, **kw):
+        torch.manual_seed(0)
+        model = nn.Linear(5, 3)
+        opt = torch.optim.SGD(model.parameters(), lr=0.1)
+        return train(model, nn.CrossEntropyLoss(), toy_data(), opt, epochs=epochs,
+                     batch_size=20, progress=False, schedule_every=every,
+                     checkpoint_dir=kw.pop("ckpt"), **kw)
+
+    whole = run("step", 2, ckpt=tmp_path / "whole")
+    run("step", 1, ckpt=tmp_path / "cut")
+    resumed = run("epoch", 2, ckpt=tmp_path / "cut", resume=True)
+    assert resumed.status == "finished"
+    assert resumed.history["train_loss"] == whole.history["train_loss"]
