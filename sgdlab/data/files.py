@@ -469,8 +469,9 @@ def _load_cifar(dataset: str, data_dir, *, seed: int, train_size, test_size, bal
 
     x_tr, y_tr = read(spec["train"])
     x_te, y_te = read(spec["test"])
-    _check_published_counts(dataset, held, lambda n: f"{loc}:{n}" if blobs is not None
-                            else str(loc / n), ".bin" if binary else "")
+    if binary:      # a pickle cut short does not unpickle: a smaller one is whole, one's own
+        _check_published_counts(dataset, held, lambda n: f"{loc}:{n}" if blobs is not None
+                                else str(loc / n), ".bin")
     return _finish_files(dataset, x_tr, y_tr, x_te, y_te, num_classes=num_classes, seed=seed,
                          train_size=train_size, test_size=test_size, balanced=balanced,
                          normalize=normalize, flatten=flatten,
@@ -478,10 +479,11 @@ def _load_cifar(dataset: str, data_dir, *, seed: int, train_size, test_size, bal
 
 
 def _check_published_counts(dataset: str, held: dict[str, int], where, ext: str) -> None:
-    """A :class:`DataError` when one file of ``dataset`` holds its published number of images
-    and another does not: the set is the published one, and the other file was cut short (a
-    binary file cut at a record boundary reads as fewer images with no other sign). A set of
-    smaller files of one's own, none at the published count, is not checked."""
+    """A :class:`DataError` when one binary file of ``dataset`` holds its published number of
+    images and another does not: the set is the published one, and the other file was cut
+    short (a binary file cut at a record boundary reads as fewer images with no other sign). A
+    set of smaller files of one's own, none at the published count, is not checked, nor are
+    pickled batches (one cut short fails to unpickle; a smaller whole one is one's own)."""
     spec = _CIFAR[dataset]
     expected = {n: spec["published"][split] for split in ("train", "test") for n in spec[split]}
     full = next((n for n in held if held[n] == expected[n]), None)

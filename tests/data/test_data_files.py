@@ -437,6 +437,8 @@ def test_cifar10_training_batch_cut_at_a_record_boundary(tmp_path, kind):
 def test_cifar10_test_batch_cut_short_of_the_published_count(tmp_path, kind, monkeypatch):
     # the training batches were compared with each other only: a test batch cut at a record
     # boundary read as a smaller test set. Published count shrunk to the files written here.
+    # A pickled batch cut short does not unpickle: a smaller whole one is the user's own test
+    # set beside the published training batches, and loads.
     import sgdlab.data.files as files
 
     monkeypatch.setitem(files._CIFAR["cifar10"], "published", {"train": 10, "test": 10})
@@ -455,6 +457,12 @@ def test_cifar10_test_batch_cut_short_of_the_published_count(tmp_path, kind, mon
         root = tmp_path / "py"
         short = root / "cifar-10-batches-py" / "test_batch"
         write_cifar_batch(short, xt[:6], np.arange(6))
+        assert len(load_dataset("cifar10", data_dir=root).y_test) == 6
+        cut = short.read_bytes()
+        short.write_bytes(cut[:len(cut) // 2])
+        with pytest.raises(DataError, match=rf"malformed CIFAR batch {short}: cannot unpickle"):
+            load_dataset("cifar10", data_dir=root)
+        return
     with pytest.raises(DataError, match=rf"{short} holds 6 images, expected 10 \(the published "
                                         rf"file; data_batch_1.* holds its published 10\)"):
         load_dataset("cifar10", data_dir=root)
