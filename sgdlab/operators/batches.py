@@ -60,26 +60,20 @@ def fixed_randomness(model: nn.Module, device: torch.device, index: int = 0) -> 
             _fixing = False
 
 
-# plain_checkpoints' state: the thread's own depth, and the number of blocks open in any thread
-# (torch's CheckpointFunction is swapped while it is not zero, and put back with the last)
-_plain = threading.local()
+# plain_checkpoints' state: the blocks open in any thread (torch's CheckpointFunction is
+# swapped while it is not zero, and put back with the last) and torch's class while swapped
 _plain_lock = threading.Lock()
 _plain_open = 0
-# torch's, from the first swap on (kept after: a thread that looked up the swapped class just
-# before it was put back still calls it)
 _checkpoint_function = None
 
 
 class _Uncheckpointed:
-    """``torch.utils.checkpoint.CheckpointFunction`` run plainly in a thread inside
-    :func:`plain_checkpoints`: the function's forward pass with its graph, as if the model had
-    not checkpointed it; torch's own elsewhere (another thread training meanwhile)."""
+    """``torch.utils.checkpoint.CheckpointFunction`` run plainly: the function's forward pass
+    with its graph, as if the model had not checkpointed it."""
 
     @staticmethod
     def apply(function, preserve_rng_state, *args):
-        if getattr(_plain, "depth", 0):
-            return function(*args)
-        return _checkpoint_function.apply(function, preserve_rng_state, *args)
+        return function(*args)
 
 
 @contextlib.contextmanager
@@ -90,35 +84,33 @@ def plain_checkpoints() -> Iterator[None]:
     fails when an input needs a gradient, and when none does, the parameters inside get no
     gradient at all, so gradients and Hessian blocks of those layers were silently zero
     (``UNUSED_ZERO``) and vmapped per-sample gradients failed. The non-reentrant form needs
-    nothing: autograd differentiates through it, twice as well. Only the calling thread's
-    checkpoints run plainly, and torch's class is back once the last block in any thread
-    ends, whatever order the threads leave in."""
+    nothing: autograd differentiates through it, twice as well. The swap is process-wide, so
+    the worker threads of a forward pass (``nn.DataParallel``'s replicas) run plainly too
+    (another thread training meanwhile only keeps its activations: the same values); torch's
+    class is back once the last block in any thread ends, whatever order the threads leave
+    in."""
     global _plain_open, _checkpoint_function
     import torch.utils.checkpoint as checkpoint
 
     with _plain_lock:
         if _plain_open == 0:
-            if getattr(checkpoint, "CheckpointFunction", _Uncheckpointed) is _Uncheckpointed:
-                swapped = False         # none to swap (another torch), or swapped already
+            found = getattr(checkpoint, "CheckpointFunction", _Uncheckpointed)
+            if found is _Uncheckpointed:    # none to swap (another torch), or swapped already
+                swapped = False
             else:
-                _checkpoint_function = checkpoint.CheckpointFunction
-                checkpoint.CheckpointFunction = _Uncheckpointed
+                _checkpoint_function, checkpoint.CheckpointFunction = found, _Uncheckpointed
                 swapped = True
         else:
             swapped = True
         _plain_open += swapped
-    if not swapped:
-        yield
-        return
-    _plain.depth = getattr(_plain, "depth", 0) + 1
     try:
         yield
     finally:
-        _plain.depth -= 1
-        with _plain_lock:
-            _plain_open -= 1
-            if _plain_open == 0:
-                checkpoint.CheckpointFunction = _checkpoint_function
+        if swapped:
+            with _plain_lock:
+                _plain_open -= 1
+                if _plain_open == 0:
+                    checkpoint.CheckpointFunction = _checkpoint_function
 
 
 def is_single_batch(data: Data) -> bool:
