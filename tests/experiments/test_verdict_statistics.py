@@ -952,3 +952,14 @@ def test_zhu_alignment_reads_k_from_every_seed():
     assert all(c.agrees_with_paper is None and "1 of 2 seeds have no finite value" in c.text
                for c in (cos, eig))
     assert [r[1] for r in res.table("alignment").rows] == [1, 2]
+
+
+def test_mean_curve_leaves_out_a_step_only_one_of_the_running_seeds_recorded():
+    """A record of one seed between the others' steps (13 here) was a point of the mean
+    curve over that seed alone: a spike (5.0 among values below 1)."""
+    rs = [run("a", 0, metrics={"acc": [(0, 1.0), (10, 0.8), (13, 5.0), (20, 0.6)]}),
+          run("a", 1, metrics={"acc": [(0, 1.0), (10, 0.9), (20, 0.6)]}),
+          run("a", 2, metrics={"acc": [(0, 1.0), (10, 0.8)]})]      # stopped after 10
+    steps, mean, _, n = mean_curve(rs, "acc", counts=True)
+    assert steps == [0.0, 10.0, 20.0] and n == [3, 3, 2]
+    assert mean == pytest.approx([1.0, 2.5 / 3, 0.6])

@@ -116,11 +116,13 @@ def stat(runs: list[StoredRun], key: str) -> tuple[float, float, int]:
 
 
 def mean_curve(runs: list[StoredRun], metric: str, *, counts: bool = False) -> tuple:
-    """Mean and sample std over runs of a metric series, at every step some run recorded,
-    each over the runs with a finite value at that step: a run that diverged (its inf or
-    NaN) or stopped early drops out of the steps after it, and the others' curves go on.
-    Where fewer than two runs are in a mean its std is NaN (a single run: 0). Returns
-    ``(steps, mean, std)``; ``counts=True`` adds the number of runs in each mean."""
+    """Mean and sample std over runs of a metric series, each over the runs with a finite
+    value at that step: a run that diverged (its inf or NaN) or stopped early drops out of
+    the steps after its last finite value, and the others' curves go on. A step is kept
+    where every run still going (not past its last finite value) recorded it: a record of
+    one seed between the others' steps would be a mean over that seed alone. Where fewer
+    than two runs are in a mean its std is NaN (a single run: 0). Returns ``(steps, mean,
+    std)``; ``counts=True`` adds the number of runs in each mean."""
     series = [dict(r.metrics.get(metric, [])) for r in runs]
     series = [s for s in series if s]
     if not series:
@@ -128,7 +130,12 @@ def mean_curve(runs: list[StoredRun], metric: str, *, counts: bool = False) -> t
     steps = sorted(set().union(*series))
     arr = np.array([[s.get(t, np.nan) for t in steps] for s in series], dtype=float)
     arr[~np.isfinite(arr)] = np.nan
-    n = np.isfinite(arr).sum(axis=0)
+    finite = np.isfinite(arr)
+    last = np.array([row.nonzero()[0].max() if row.any() else -1 for row in finite])
+    going = np.arange(len(steps))[None, :] <= last[:, None]
+    keep = (finite | ~going).all(axis=0)
+    steps, arr, finite = [t for t, k in zip(steps, keep) if k], arr[:, keep], finite[:, keep]
+    n = finite.sum(axis=0)
     with warnings.catch_warnings():     # a step where no run is finite: NaN, said by the value
         warnings.simplefilter("ignore", RuntimeWarning)
         mean = np.nanmean(arr, axis=0)
