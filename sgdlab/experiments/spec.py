@@ -36,7 +36,8 @@ and edits, run with ``sgdlab run --config FILE``) is *data*: it is parsed with
           suppl-d:
             description: "Suppl. D: eta = 0.05, tuned for GD"   # required, one line
             params: {optimizer.lr: 0.05}    # set (dotted paths) on every expanded run ...
-            labels: [gd]                    # ... or on the run groups whose label starts so
+            labels: [gld]                   # ... or on the run groups whose label starts so
+            exact_labels: [gd]              # ... or is exactly so (not gd-start)
             options: {...}                  # deep-merged into the analysis options
             deviations: ["..."]             # appended to the scale's deviations
     options: {claims: [{less: [a, b], ..., reading: {lr: suppl-d}}]}   # only under that choice
@@ -56,10 +57,13 @@ inconsistently; each ambiguity is a named option with a default. The chosen choi
 are set on each run after the group and grid merge, at every scale (and so enter the run keys:
 runs of two readings never mix, runs that no reading changes are shared), its ``options`` and
 ``deviations`` join the scale's. A default choice without ``params`` leaves the runs and their
-keys as they were before the file had readings. A choice's ``labels`` need not name a run group
-at every scale: a scale without such groups is left as it is. Where the paper's readings make
-different claims, a claim of ``options.claims`` may carry ``reading: {KEY: CHOICE}`` (or a list
-of choices): it is tested only when that reading is taken. Reports name every reading taken.
+keys as they were before the file had readings. ``labels`` reach the groups whose label begins
+with one of them, ``exact_labels`` those whose label is one of them (a prefix ``gd`` reaches
+``gd-start`` too); given both, a choice reaches the groups either names. A choice's labels need
+not name a run group at every scale: a scale without such groups is left as it is. Where the
+paper's readings make different claims, a claim of ``options.claims`` may carry ``reading: {KEY:
+CHOICE}`` (or a list of choices): it is tested only when that reading is taken. Reports name
+every reading taken.
 
 Each expanded run has a deterministic **run key**: the SHA-256 of (experiment, version, scale,
 label, parameters, seed), so a re-run finds finished runs in the store and skips them.
@@ -99,7 +103,7 @@ _RUN_KEYS = {"label", "params", "depends"}
 _OUTPUT_KEYS = {"tables", "figures"}
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]*$")
 _READING_KEYS = {"default", "choices"}
-_CHOICE_KEYS = {"description", "params", "labels", "options", "deviations"}
+_CHOICE_KEYS = {"description", "params", "labels", "exact_labels", "options", "deviations"}
 # a reading and its choice are typed on the command line and name the output folder
 _READING_RE = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
 
@@ -200,9 +204,10 @@ class ExperimentSpec:
     resources: dict[str, float] = field(default_factory=dict)   # per run, for --backend ray
     raw: dict[str, Any] = field(repr=False, default_factory=dict)   # the file, as data
     readings: dict[str, str] = field(default_factory=dict)   # reading -> choice, every reading
-    # the chosen readings' run overrides: (label prefixes or None for every run, params)
-    reading_params: list[tuple[tuple[str, ...] | None, dict[str, Any]]] = field(
-        repr=False, default_factory=list)
+    # the chosen readings' run overrides: (label prefixes, exact labels, params); both None
+    # for every run
+    reading_params: list[tuple[tuple[str, ...] | None, tuple[str, ...] | None,
+                               dict[str, Any]]] = field(repr=False, default_factory=list)
 
     def expand(self, data_dir: str | None = None) -> list[RunSpec]:
         """All runs: run groups x grid x seeds, in a deterministic order."""
@@ -220,8 +225,8 @@ class ExperimentSpec:
                         set_dotted(params, k, v)
                         parts.append(f"{k.split('.')[-1]}={v}")
                     label = f"{label}|{','.join(parts)}" if label else ",".join(parts)
-                for labels, over in self.reading_params:
-                    if labels is None or group["label"].startswith(labels):
+                for prefixes, exact, over in self.reading_params:
+                    if _reaches(group["label"], prefixes, exact):
                         for k, v in over.items():
                             set_dotted(params, k, copy.deepcopy(v))
                 params = _substitute(params, data_dir)
@@ -254,6 +259,16 @@ class ExperimentSpec:
         """The readings not at their default choice, in the file's order."""
         table = self.raw.get("readings") or {}
         return {k: c for k, c in self.readings.items() if c != table[k]["default"]}
+
+
+def _reaches(label: str, prefixes: tuple[str, ...] | None,
+             exact: tuple[str, ...] | None) -> bool:
+    """Whether a reading's params reach the run group ``label``: every group when the choice
+    names none, else a group whose label begins with one of ``prefixes`` or is one of
+    ``exact``."""
+    if prefixes is None and exact is None:
+        return True
+    return bool(prefixes and label.startswith(prefixes)) or bool(exact and label in exact)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -448,8 +463,8 @@ def _check_sentences(where: str, devs: Any) -> None:
 
 
 def _check_readings(where: str, readings: Any) -> None:
-    """``{KEY: {default, choices: {CHOICE: {description, params, labels, options,
-    deviations}}}}``, names fit for a command line and a folder name."""
+    """``{KEY: {default, choices: {CHOICE: {description, params, labels, exact_labels,
+    options, deviations}}}}``, names fit for a command line and a folder name."""
     if not isinstance(readings, dict) or not readings:
         raise ConfigError(f"{where}: expected a mapping reading -> {{default, choices}}")
 
@@ -479,11 +494,13 @@ def _check_readings(where: str, readings: Any) -> None:
                 v = c.get(k, {})
                 if not isinstance(v, dict) or not all(isinstance(p, str) for p in v):
                     raise ConfigError(f"{cat}.{k}: expected a mapping")
-            labels = c.get("labels", [])
-            if not isinstance(labels, list) or not all(isinstance(s, str) and s for s in labels):
-                raise ConfigError(f"{cat}.labels: expected a list of run group labels")
-            if labels and not c.get("params"):
-                raise ConfigError(f"{cat}.labels: limits 'params', which the choice lacks")
+            for k in ("labels", "exact_labels"):
+                labels = c.get(k, [])
+                if not isinstance(labels, list) or not all(isinstance(s, str) and s
+                                                           for s in labels):
+                    raise ConfigError(f"{cat}.{k}: expected a list of run group labels")
+                if labels and not c.get("params"):
+                    raise ConfigError(f"{cat}.{k}: limits 'params', which the choice lacks")
             _check_sentences(f"{cat}.deviations", c.get("deviations", []))
 
 
@@ -589,8 +606,9 @@ def resolve(raw: dict[str, Any], scale: str, source: str = "<config>",
         source=source, raw=raw,
         resources={**(raw.get("resources") or {}), **(ov.get("resources") or {})},
         readings=chosen,
-        reading_params=[(tuple(c["labels"]) if "labels" in c else None, dict(c["params"]))
-                        for c in picked if c.get("params")])
+        reading_params=[(tuple(c["labels"]) if "labels" in c else None,
+                         tuple(c["exact_labels"]) if "exact_labels" in c else None,
+                         dict(c["params"])) for c in picked if c.get("params")])
     from sgdlab.experiments.procedures import get_analysis, get_procedure
 
     proc = get_procedure(spec.procedure)      # raises ConfigError on unknown names
@@ -604,9 +622,10 @@ def resolve(raw: dict[str, Any], scale: str, source: str = "<config>",
 
 def _check_reading_targets(where: str, readings: dict[str, Any], raw: dict[str, Any],
                            grid: dict[str, Any], scale: str) -> None:
-    """Every choice's ``labels`` start some run group's label at some scale of the file (a
-    scale without such groups is left as it is: a passage about a run the scale does not
-    make), and no choice sets a grid axis (the run labels name the grid's values)."""
+    """Every choice's ``labels`` start, and its ``exact_labels`` are, some run group's label
+    at some scale of the file (a scale without such groups is left as it is: a passage about
+    a run the scale does not make), and no choice sets a grid axis (the run labels name the
+    grid's values)."""
     groups = list(dict.fromkeys(
         g["label"] for runs in [raw.get("runs", [])] + [
             (ov or {}).get("runs", []) for ov in (raw.get("scales") or {}).values()]
@@ -618,6 +637,11 @@ def _check_reading_targets(where: str, readings: dict[str, Any], raw: dict[str, 
                 if not any(g.startswith(lab) for g in groups):
                     raise ConfigError(f"{at}.labels: {lab!r} begins no run group's label at "
                                       f"any scale ({', '.join(groups)})")
+            for lab in c.get("exact_labels", []):
+                if lab not in groups:
+                    raise ConfigError(f"{at}.exact_labels: {lab!r} is no run group's label at "
+                                      f"any scale{did_you_mean(lab, groups)} "
+                                      f"({', '.join(groups)})")
             clash = sorted(set(c.get("params", {})) & set(grid))
             if clash:
                 raise ConfigError(f"{at}.params: {clash[0]!r} is a grid axis at scale "

@@ -88,6 +88,60 @@ def test_a_choice_sets_its_params_on_every_run_or_on_the_groups_it_names():
     assert changed == {"b-one|x=1", "b-one|x=2", "b-two|x=1", "b-two|x=2"}
 
 
+def _with_start_group() -> dict:
+    """The toy file with a first stage ``b`` whose ``cfg.items`` list is empty, as Zhu's
+    ``gd-start`` has no final measurements: a prefix ``b`` reaches it and ``b-one``."""
+    raw = _raw()
+    raw["base"]["cfg"]["items"] = [{"kind": "s", "n": 1}]
+    raw["runs"].insert(0, {"label": "b", "params": {"cfg": {"items": []}}})
+    raw["readings"]["n"] = {"default": "one", "choices": {
+        "one": {"description": "n is one"},
+        "five": {"description": "n is five", "params": {"cfg.items[kind=s].n": 5},
+                 "exact_labels": ["b-one"]}}}
+    return raw
+
+
+def test_exact_labels_reach_only_the_groups_so_named():
+    raw = _with_start_group()
+    default = resolve(raw, "smoke")
+    five = resolve(raw, "smoke", readings={"n": "five"})
+    n = {r.label: [it["n"] for it in r.params["cfg"]["items"]] for r in five.expand()}
+    assert n == {"b|x=1": [], "b|x=2": [], "a|x=1": [1], "a|x=2": [1], "b-one|x=1": [5],
+                 "b-one|x=2": [5], "b-two|x=1": [1], "b-two|x=2": [1]}
+    changed = {lab for lab, k in _keys(default).items() if _keys(five)[lab] != k}
+    assert changed == {"b-one|x=1", "b-one|x=2"}
+    # exact and prefix labels together: the groups either names
+    raw["readings"]["n"]["choices"]["five"]["labels"] = ["b-t"]
+    n = {r.label: [it["n"] for it in r.params["cfg"]["items"]]
+         for r in resolve(raw, "smoke", readings={"n": "five"}).expand()}
+    assert [lab for lab, v in n.items() if v == [5]] == [
+        "b-one|x=1", "b-one|x=2", "b-two|x=1", "b-two|x=2"]
+    # a prefix reaches the first stage too, which has no item to set
+    raw["readings"]["n"]["choices"]["five"] = {
+        "description": "n is five", "params": {"cfg.items[kind=s].n": 5}, "labels": ["b"]}
+    with pytest.raises(ConfigError, match="no item of 'items' has kind = s"):
+        resolve(raw, "smoke", readings={"n": "five"})
+
+
+@pytest.mark.parametrize("exact, message", [
+    ("b-one", "readings.n.choices.five.exact_labels: expected a list of run group labels"),
+    ([""], "readings.n.choices.five.exact_labels: expected a list of run group labels"),
+    (["b-on"], "readings.n.choices.five.exact_labels: 'b-on' is no run group's label at any "
+               "scale (did you mean b-one?) (b, a, b-one, b-two)"),
+])
+def test_bad_exact_labels_name_the_path(exact, message):
+    raw = _with_start_group()
+    raw["readings"]["n"]["choices"]["five"]["exact_labels"] = exact
+    with pytest.raises(ConfigError) as e:
+        resolve(raw, "smoke", "x.yaml", readings={"n": "five"})
+    assert message in str(e.value)
+    raw = _with_start_group()
+    del raw["readings"]["n"]["choices"]["five"]["params"]
+    with pytest.raises(ConfigError, match=r"choices.five.exact_labels: limits 'params', which "
+                                          r"the choice lacks"):
+        resolve(raw, "smoke", "x.yaml")
+
+
 def test_a_path_part_list_key_value_reaches_the_matching_list_items():
     from sgdlab.experiments.spec import get_dotted, set_dotted
 
