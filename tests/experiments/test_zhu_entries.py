@@ -3,6 +3,7 @@ quotes that carry them (at their lines of the text), and the analyses that judge
 hand-made runs."""
 from __future__ import annotations
 
+import copy
 import os
 import re
 from pathlib import Path
@@ -505,3 +506,52 @@ def test_paper_scale_large_network_and_rmsprop_use_the_stated_constants():
     sw = runs["rmsprop-then-sgd"]["optimizer"]
     assert (sw["switch_step"], sw["second"], sw["second_hyper"]["lr"]) == (12000, "sgd", 0.1)
     assert all(p["batch_size"] == 20 for p in runs.values())
+
+
+# --- zhu-large-network: Suppl. D's "M = 1,00" (line 485), read as 1,000 or as 100 -------------
+CONTINUATIONS = ["gd", "gld-const", "gld-dynamic", "gld-diagonal", "sgd"]
+
+
+@pytest.mark.parametrize("scale", SCALES)
+def test_sharpness_samples_100_sets_only_the_final_sharpness_of_the_continuations(scale):
+    default = load_experiment("zhu-large-network", scale).expand(data_dir="/d")
+    hundred = load_experiment("zhu-large-network", scale,
+                              readings={"sharpness-samples": "100"}).expand(data_dir="/d")
+    assert [r.label for r in hundred] == [r.label for r in default]
+    for a, b in zip(default, hundred):
+        if a.label == "gd-start":           # measures no final value: its run and key stay
+            assert (b.params, b.key) == (a.params, a.key)
+            continue
+        assert a.label in CONTINUATIONS and b.key != a.key
+        assert [m["num_samples"] for m in b.params["final"]] == [100], a.label
+        # everything else as in the default reading, the curve over iterations included
+        rest = copy.deepcopy(b.params)          # the seeds of a group share one params dict
+        rest["final"][0]["num_samples"] = a.params["final"][0]["num_samples"]
+        assert rest == a.params, a.label
+
+
+def test_sharpness_samples_default_keeps_the_stored_runs_keys():
+    path = catalogue_files()["zhu-large-network"]
+    before = read_file(path)
+    del before["readings"]["sharpness-samples"]       # the file as it was without the reading
+    from sgdlab.experiments.spec import resolve
+
+    for scale in SCALES:
+        old = [r.key for r in resolve(before, scale, str(path)).expand(data_dir="/d")]
+        for readings in (None, {"sharpness-samples": "1000"}):
+            spec = load_experiment("zhu-large-network", scale, readings=readings)
+            assert [r.key for r in spec.expand(data_dir="/d")] == old
+    paper = {r.label: r.params for r in load_experiment("zhu-large-network", "paper").expand(
+        data_dir="/d")}
+    assert {lab: [m["num_samples"] for m in p["final"]] for lab, p in paper.items()} == {
+        "gd-start": [], **{lab: [1000] for lab in CONTINUATIONS}}
+
+
+def test_sharpness_samples_choices_quote_the_paper_at_their_lines(paper_lines):
+    choices = read_file(catalogue_files()["zhu-large-network"])["readings"][
+        "sharpness-samples"]["choices"]
+    for name, c in choices.items():
+        cited = re.findall(r"'([^']+)'[^']*?\bline (\d+)\)", c["description"])
+        assert [int(n) for _, n in cited][0] == 485, name           # Suppl. D's "M = 1,00"
+        for passage, line in cited:
+            assert _norm(passage) in _norm(paper_lines[int(line) - 1]), (name, passage, line)
