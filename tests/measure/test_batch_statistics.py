@@ -143,8 +143,11 @@ def test_takeuchi_information_against_dense_matrices(curvature, reference):
     from sgdlab.measure.noise import gradient_covariance
 
     cov = gradient_covariance(model, loss_fn, data)
-    assert takeuchi_information(model, loss_fn, data, curvature=curvature,
-                                covariance=cov) == tic
+    given = takeuchi_information(model, loss_fn, data, curvature=curvature, covariance=cov)
+    # the same numbers up to round-off: the Hessian diagonal's products are blocked by a
+    # timed choice, which may differ between the two calls
+    assert given.curvature == curvature
+    assert (given.diagonal, given.trace) == pytest.approx((tic.diagonal, tic.trace), rel=1e-12)
     with pytest.raises(ValueError, match="scaled"):
         takeuchi_information(model, loss_fn, data, curvature=curvature,
                              covariance=cov.minibatch(4))
