@@ -115,7 +115,8 @@ def _run_ref(args, ref: str, doing: str = "compared") -> str:
 
     if not ref.strip() or not Path(ref).is_dir():     # Path("") is the current folder
         if os.sep in ref or (os.altsep and os.altsep in ref):   # no run id holds one
-            raise UserError(f"{ref}: no such folder (give a run id, a unique prefix or the "
+            what = "is a file, not a folder" if Path(ref).exists() else "no such folder"
+            raise UserError(f"{ref}: {what} (give a run id, a unique prefix or the "
                             "folder a run wrote, e.g. what `sgdlab train --out` made)")
         return ref
     rid, recorded = recorded_run(Path(ref))

@@ -323,6 +323,9 @@ def test_runs_export_takes_run_folders_as_show_and_compare_do(tmp_path, capsys, 
     capsys.readouterr()
     assert main(["runs", "export", "e.csv", "--run", "results/run1"]) == 2
     assert "results/run1: no such folder (give a run id" in capsys.readouterr().err
+    (tmp_path / "a" / "metrics.csv").write_text("")     # a file in a run folder, not a run
+    assert main(["runs", "export", "e.csv", "--run", "a/metrics.csv"]) == 2
+    assert "a/metrics.csv: is a file, not a folder (give a run id" in capsys.readouterr().err
     other = RunStore(tmp_path / "other.sqlite")
     rid = other.create_run({"k": "d"}, name="d", env={}, status="finished")
     (tmp_path / "d").mkdir()
