@@ -82,7 +82,7 @@ RUN_ENVIRONMENT = ("python", "platform", "torch", "numpy", "sgdlab", "git_commit
                    "gpu", "cuda", "cpu_count", "torch_threads", "hostname")
 
 
-def _report_environment(store_path: str, stored: list, device: str, workers: int
+def _report_environment(store_path: str, stored: list, device: str, workers: int | None
                         ) -> dict[str, Any]:
     """Where the report's runs ran, as each run recorded it (a sweep's run records the
     environment of the worker that ran it: another machine's, a GPU's): one value where the
@@ -98,7 +98,8 @@ def _report_environment(store_path: str, stored: list, device: str, workers: int
             store.close()
         envs = [e for e in envs if isinstance(e, dict)]
     if not envs:
-        return {**environment(device, workers), "torch_threads": threads_per_worker(workers),
+        w = workers or 1
+        return {**environment(device, w), "torch_threads": threads_per_worker(w),
                 "from_runs": 0}
     out: dict[str, Any] = {}
     for key in RUN_ENVIRONMENT:
@@ -259,10 +260,10 @@ def _other_scales(spec: ExperimentSpec, store_path: str) -> list[str]:
 
 
 def build_report(spec: ExperimentSpec, out: Path, *, store_path: str, device: str = "cpu",
-                 workers: int = 1, data_dir: str | None = None,
+                 workers: int | None = 1, data_dir: str | None = None,
                  sweep: SweepReport | None = None, require_runs: bool = False) -> dict[str, Any]:
-    """Analyse the stored runs of ``spec`` and write results.json, figures, tables, HTML;
-    with ``require_runs``, a ``UserError`` instead when none of its runs is in the store
+    """Analyse the stored runs of ``spec`` and write results.json, figures, tables, HTML
+    (``workers``: how many ran the runs, None where that is not known); with ``require_runs``, a ``UserError`` instead when none of its runs is in the store
     (nothing written: an existing report stays as it was)."""
     analysis, stored, missing = analyze(spec, store_path=store_path, data_dir=data_dir)
     if require_runs and missing and not stored:
@@ -282,7 +283,7 @@ def build_report(spec: ExperimentSpec, out: Path, *, store_path: str, device: st
 
 
 def _write_report(spec: ExperimentSpec, out: Path, analysis, stored: list, missing: list, *,
-                  store_path: str, device: str, workers: int, data_dir: str | None,
+                  store_path: str, device: str, workers: int | None, data_dir: str | None,
                   sweep: SweepReport | None) -> dict[str, Any]:
     """Write the report of ``analysis`` into ``out`` (under :func:`folder_lock`)."""
     (out / "figures").mkdir(exist_ok=True)
@@ -412,8 +413,10 @@ def rebuild(target: str | Path, *, scale: str = "cpu", store_path: str | None = 
     name (at ``scale`` under ``readings``)."""
     t = Path(target)
     recorded = False        # the store is the one TARGET's results.json names
+    workers = None          # how many ran the runs: known from an earlier report only
     if (t / RESULTS).is_file():
         old = _experiment_results(t / RESULTS)
+        workers = (old.get("environment") or {}).get("workers")
         if readings:
             raise UserError(f"--reading chooses for an experiment name; {t} holds a report "
                             "whose readings are recorded (run the other reading to compare)")
@@ -452,7 +455,7 @@ def rebuild(target: str | Path, *, scale: str = "cpu", store_path: str | None = 
     if foreign:
         raise UserError(foreign)
     results = build_report(spec, out, store_path=store_path, data_dir=data_dir,
-                           require_runs=True)
+                           require_runs=True, workers=workers)
     return out, results
 
 

@@ -407,9 +407,15 @@ def test_environment_is_where_the_runs_ran_not_the_process_that_writes_the_repor
     assert (env["device"], env["gpu"], env["torch_threads"]) == ("cuda", "Fake GPU 80GB", 4)
     assert env["hostname"] == ["node-a", "node-b"] and env["from_runs"] == 3
     assert env["torch"] == real()["torch"]
-    # a rebuild elsewhere reads the same from the store
-    assert {k: v for k, v in rebuild(out)[1]["environment"].items() if k != "workers"} == {
-        k: v for k, v in env.items() if k != "workers"}
+    # a rebuild elsewhere reads the same from the store, and keeps how many workers ran the
+    # runs (it recorded its own 1); rebuilt from the name alone, that is not known
+    results = json.loads((out / "results.json").read_text())
+    results["environment"]["workers"] = 2
+    (out / "results.json").write_text(json.dumps(results))
+    assert rebuild(out)[1]["environment"] == {**env, "workers": 2}
+    by_name = rebuild(str(_write(tmp_path, _raw())), scale="smoke",
+                      store_path=str(tmp_path / "s.sqlite"), out_dir=tmp_path / "again")[1]
+    assert by_name["environment"] == {**env, "workers": None}
 
 
 def test_the_ray_backend_without_ray_is_refused_before_the_folder_and_the_store_are_made(
