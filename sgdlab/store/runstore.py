@@ -752,25 +752,23 @@ class RunStore:
         """Record several scalars at one step (one transaction); ``replace``: the rows these
         names already have at that step go (a measurement taken again supersedes the last)."""
         wall = time.time()
-        rows = [(name, step, value, wall) for name, value in values.items()]
-        if not replace:
-            self.log_many(run_id, rows)
-            return
-        with _transaction(self._conn) as c:
-            c.executemany("DELETE FROM metrics WHERE run_id = ? AND step = ? AND name = ?",
-                          [(run_id, int(step), str(name)) for name in values])
-            c.executemany("INSERT INTO metrics (run_id, name, step, value, wall) "
-                          "VALUES (?, ?, ?, ?, ?)", _metric_rows(run_id, rows))
+        self.log_many(run_id, [(name, step, value, wall) for name, value in values.items()],
+                      replace=replace)
 
     def log_metric(self, run_id: str, name: str, step: int, value: float) -> None:
         self.log_many(run_id, [(name, step, value, time.time())])
 
-    def log_many(self, run_id: str, rows: Iterable[Sequence[Any]]) -> None:
-        """Insert ``(name, step, value[, wall])`` rows in one transaction (durable on return)."""
+    def log_many(self, run_id: str, rows: Iterable[Sequence[Any]], *,
+                 replace: bool = False) -> None:
+        """Insert ``(name, step, value[, wall])`` rows in one transaction (durable on return);
+        ``replace``: first drop the rows already stored under the same name and step."""
         data = _metric_rows(run_id, rows)
         if not data:
             return
         with _transaction(self._conn) as c:
+            if replace:
+                c.executemany("DELETE FROM metrics WHERE run_id = ? AND name = ? AND step = ?",
+                              [row[:3] for row in data])
             c.executemany("INSERT INTO metrics (run_id, name, step, value, wall) "
                           "VALUES (?, ?, ?, ?, ?)", data)
 
