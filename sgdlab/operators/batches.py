@@ -167,30 +167,33 @@ def check_batch_loss(loss_fn: object, data: Data) -> None:
             f"loss_fn {name}(reduction='sum') on data in batches: the "
             "measurement weights each batch's loss by its size, which assumes the mean over "
             "the batch; use reduction='mean', or pass the samples as one (x, y) batch")
-    what = _weighted_mean(loss_fn, data)
-    if what is not None:
+    weighted = _weighted_mean(loss_fn, data)
+    if weighted is not None:
         raise UserError(
-            f"{what}, normalised per batch by the batch's own sum of weights, on data in "
+            f"{weighted[0]}, normalised per batch by the batch's own sum of weights, on data in "
             "batches: the batches' losses weighted by their sizes are not the weighted mean "
             "over all samples; pass the samples as one (x, y) batch")
 
 
-def _weighted_mean(loss_fn: object, data: Data) -> str | None:
+def _weighted_mean(loss_fn: object, data: Data) -> tuple[str, str] | None:
     """What makes a cross-entropy / NLL loss's batch value a weighted mean of its samples'
-    losses (class weights, ignored targets in ``data``), or None: a plain mean. Targets are
-    looked at for one batch or a list of batches (an iterator is not consumed)."""
+    losses (class weights, ignored targets in ``data``), and how one sample's loss differs
+    from its share of it; None: a plain mean. Targets are looked at for one batch or a list
+    of batches (an iterator is not consumed)."""
     if not isinstance(loss_fn, (nn.CrossEntropyLoss, nn.NLLLoss)) \
             or getattr(loss_fn, "reduction", None) != "mean":
         return None
     name = type(loss_fn).__name__
     if loss_fn.weight is not None and bool((loss_fn.weight != loss_fn.weight.flatten()[0]).any()):
-        return f"loss_fn {name}(weight=...) is a mean weighted by the class weights"
+        return (f"loss_fn {name}(weight=...) is a mean weighted by the class weights",
+                "they cancel in one sample's loss")
     batches = [data] if is_single_batch(data) else data if isinstance(data, (list, tuple)) else []
     if any(isinstance(b, (list, tuple)) and len(b) == 2 and isinstance(b[1], Tensor)
            and not b[1].is_floating_point() and bool((b[1] == loss_fn.ignore_index).any())
            for b in batches):
         return (f"loss_fn {name}(ignore_index={loss_fn.ignore_index}) averages over the "
-                "targets not ignored, and the data has ignored ones")
+                "targets not ignored, and the data has ignored ones",
+                "an ignored sample's own loss has zero gradient")
     return None
 
 
@@ -202,12 +205,11 @@ def check_mean_of_samples(loss_fn: object, data: Data, who: str) -> None:
     (``ignore_index`` present in the targets: the mean over the others, while an ignored
     sample's own loss has zero gradient). Targets are looked at for one batch or a list of
     batches (an iterator is not consumed). A plain callable is taken to be a mean."""
-    what = _weighted_mean(loss_fn, data)
     if getattr(loss_fn, "reduction", None) == "sum":
         what = f"loss_fn {type(loss_fn).__name__}(reduction='sum') is N times the mean"
-    elif what is not None:
-        what += ", while they cancel in one sample's loss" if "weight=" in what else \
-            ", while an ignored sample's own loss has zero gradient"
+    else:
+        weighted = _weighted_mean(loss_fn, data)
+        what = None if weighted is None else f"{weighted[0]}, while {weighted[1]}"
     if what is not None:
         raise UserError(
             f"{who} sets per-sample gradients (each one sample's loss alone) against the "
@@ -271,8 +273,9 @@ def check_input_dtype(model: nn.Module, data: Data) -> None:
             and data.collate_fn in (torch.utils.data.default_collate,
                                     torch.utils.data.default_convert):
         x = data.dataset.tensors[0][:1]
-    if isinstance(x, Tensor):
-        refusal = dtype_refusal(model, x.to(next(model.parameters()).device))
+    param = next(model.parameters(), None)
+    if isinstance(x, Tensor) and param is not None:
+        refusal = dtype_refusal(model, x[:1].to(param.device))
         if refusal is not None:
             raise refusal
 
