@@ -471,14 +471,14 @@ def _load_cifar(dataset: str, data_dir, *, seed: int, train_size, test_size, bal
     x_te, y_te = read(spec["test"])
     if binary:      # a pickle cut short does not unpickle: a smaller one is whole, one's own
         _check_published_counts(dataset, held, lambda n: f"{loc}:{n}" if blobs is not None
-                                else str(loc / n), ".bin")
+                                else str(loc / n))
     return _finish_files(dataset, x_tr, y_tr, x_te, y_te, num_classes=num_classes, seed=seed,
                          train_size=train_size, test_size=test_size, balanced=balanced,
                          normalize=normalize, flatten=flatten,
                          source=f"CIFAR {kind.replace('-', ' ')} batches in {loc}")
 
 
-def _check_published_counts(dataset: str, held: dict[str, int], where, ext: str) -> None:
+def _check_published_counts(dataset: str, held: dict[str, int], where) -> None:
     """A :class:`DataError` when one binary file of ``dataset`` holds its published number of
     images and another does not: the set is the published one, and the other file was cut
     short (a binary file cut at a record boundary reads as fewer images with no other sign). A
@@ -489,8 +489,8 @@ def _check_published_counts(dataset: str, held: dict[str, int], where, ext: str)
     full = next((n for n in held if held[n] == expected[n]), None)
     short = next((n for n in held if held[n] != expected[n]), None)
     if full is not None and short is not None:
-        raise DataError(f"{dataset}: {where(short + ext)} holds {held[short]:,} images, expected "
-                        f"{expected[short]:,} (the published file; {full + ext} holds its "
+        raise DataError(f"{dataset}: {where(short + '.bin')} holds {held[short]:,} images, "
+                        f"expected {expected[short]:,} (the published file; {full}.bin holds its "
                         f"published {expected[full]:,}): a file cut short? Extract it again from "
                         f"the downloaded archive ({spec['url']}, or its binary version)")
 
