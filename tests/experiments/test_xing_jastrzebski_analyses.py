@@ -218,6 +218,33 @@ def test_breakdown_equivalence_departure_and_dataset_size():
     assert c[6].agrees_with_paper is True                                  # 0.2 > 0.05
 
 
+def test_breakdown_counts_a_diverged_seed_at_the_largest_beta_as_the_breakdown():
+    """Footnote 10 marks with * a β at which "at least one seed diverged": the scaling broke
+    down there even when the seeds' best accuracies before diverging match β = 1's."""
+    def r(beta, seed, best, status="finished"):
+        return run(f"beta{beta}|n_train=800", seed, status=status,
+                   params={"optimizer": {"lr": 0.1 * beta}, "batch_size": 50 * beta,
+                           "dataset": {"n_train": 800}},
+                   metrics={"test_acc": [(0, 0.1), (10, best - 0.05), (20, best)]})
+
+    def verdict(diverged_at_1: bool):
+        runs = []
+        for seed, e in ((0, 0.0), (1, 0.001), (2, -0.001)):
+            runs += [r(1, seed, 0.90 + e,
+                       status="diverged" if diverged_at_1 and seed == 1 else "finished"),
+                     r(2, seed, 0.90 + e),
+                     r(16, seed, 0.90 + e, status="diverged" if seed == 0 else "finished")]
+        spec = SimpleNamespace(paper=PAPER, options={"metric": "test_acc", "margin": 0.01})
+        c, = [x for x in breakdown(spec, runs).conclusions if "breaks down" in (x.claim or "")]
+        return c
+    c = verdict(False)
+    assert "equivalent" in c.text and "1 seed(s) diverged at β = 16" in c.text
+    assert c.agrees_with_paper is True
+    # β = 1 diverged as often: no departure from it, the best accuracies decide (equivalent)
+    c = verdict(True)
+    assert "(and 1 at β = 1)" in c.text and c.agrees_with_paper is False
+
+
 def test_interpolation_outward_basin_widths():
     a = np.linspace(-1, 2, 301)
 
