@@ -26,6 +26,8 @@ Registered names (``build_schedule(name, optimizer, steps_per_epoch=, total_step
 - ``step`` (Xing et al.: step annealing): η · γ^k after the k-th milestone (epochs).
 - ``triangular`` (Smith 2017, CLR): linear up from η to η_max over ``step_size`` steps, then down,
   repeated: cycle = ⌊1 + t/(2s)⌋, x = |t/s − 2 cycle + 1|, η_t = η + (η_max − η) max(0, 1 − x).
+  ``per="epoch"`` holds each epoch at the value of its first step (t = τ · steps_per_epoch), the
+  way a batch-size schedule moves (Jastrzebski et al.'s cyclic batch size).
 - ``trapezoid`` (Xing et al.): linear warm-up from ``start_factor``·η to η, hold at η, linear
   anneal to ``end_factor``·η, then flat.
 
@@ -267,13 +269,23 @@ class StepLR(ProtocolSchedule):
 
 
 class TriangularLR(ProtocolSchedule):
-    """Smith's triangular cyclical learning rate (CLR), between η (the base) and η_max."""
+    """Smith's triangular cyclical learning rate (CLR), between η (the base) and η_max.
+
+    ``per="step"`` (default) moves the rate at every step; ``per="epoch"`` holds it over each
+    epoch at the value of the epoch's first step, as a batch-size schedule moves the batch
+    size (:mod:`sgdlab.train.batch_schedules`): a cyclic learning rate and a cyclic batch size
+    then share η/S at every step, not only at each epoch's start."""
 
     name = "triangular"
 
     def __init__(self, optimizer: torch.optim.Optimizer, *, max_lr: float | None = None,
                  max_factor: float | None = None, step_size: int | None = None,
-                 step_size_epochs: float | None = None, steps_per_epoch: int = 1):
+                 step_size_epochs: float | None = None, per: str = "step",
+                 steps_per_epoch: int = 1):
+        if per not in ("step", "epoch"):
+            raise ValueError(f"Invalid per={per!r} (step | epoch: the learning rate changes at "
+                             "every step, or once per epoch)")
+        self.per = per
         if (max_lr is None) == (max_factor is None):
             raise ValueError("triangular schedule: give exactly one of max_lr or max_factor")
         if (step_size is None) == (step_size_epochs is None):
@@ -295,6 +307,8 @@ class TriangularLR(ProtocolSchedule):
         super().__init__(optimizer, steps_per_epoch=steps_per_epoch)
 
     def factor(self, t: int) -> float:
+        if self.per == "epoch":             # held over the epoch at its first step's value
+            t = self.epoch(t) * self.steps_per_epoch
         cycle = math.floor(1 + t / (2 * self.step_size))
         x = abs(t / self.step_size - 2 * cycle + 1)
         return 1.0 + (self._ratio - 1.0) * max(0.0, 1.0 - x)
@@ -369,9 +383,10 @@ def _step(optimizer, *, steps_per_epoch: int = 1, total_steps: int = 1,
 def _triangular(optimizer, *, steps_per_epoch: int = 1, total_steps: int = 1,
                 max_lr: float | None = None, max_factor: float | None = None,
                 step_size: int | None = None,
-                step_size_epochs: float | None = None) -> TriangularLR:
+                step_size_epochs: float | None = None, per: str = "step") -> TriangularLR:
     return TriangularLR(optimizer, max_lr=max_lr, max_factor=max_factor, step_size=step_size,
-                        step_size_epochs=step_size_epochs, steps_per_epoch=steps_per_epoch)
+                        step_size_epochs=step_size_epochs, per=per,
+                        steps_per_epoch=steps_per_epoch)
 
 
 @register_schedule("trapezoid")
@@ -386,11 +401,12 @@ def _trapezoid(optimizer, *, steps_per_epoch: int = 1, total_steps: int = 1, war
 def counts_epochs(name: str, hyper: dict[str, Any]) -> bool:
     """Whether schedule ``name`` with ``hyper`` reads epochs as a fixed ``steps_per_epoch``
     steps (``cosine-cyclic``, ``step``, ``trapezoid``, ``triangular`` with
-    ``step_size_epochs``): with a batch-size schedule that changes the steps per epoch it would
-    count epochs wrongly, so the builders refuse that pairing."""
+    ``step_size_epochs`` or ``per: epoch``): with a batch-size schedule that changes the steps
+    per epoch it would count epochs wrongly, so the builders refuse that pairing."""
     if name in ("cosine-cyclic", "step", "trapezoid"):
         return True
-    return name == "triangular" and hyper.get("step_size_epochs") is not None
+    return name == "triangular" and (hyper.get("step_size_epochs") is not None
+                                     or hyper.get("per", "step") == "epoch")
 
 
 def lr_trace(name: str, num_steps: int, *, lr: float = 1.0, steps_per_epoch: int = 1,

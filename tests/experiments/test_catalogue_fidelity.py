@@ -267,6 +267,40 @@ def test_equal_ratio_pairs_share_their_ratio_at_every_scale(scale):
         assert sq["optimizer"]["lr"] == pytest.approx(ref["optimizer"]["lr"] * math.sqrt(k))
 
 
+@pytest.mark.parametrize("scale", ["cpu", "paper"])
+def test_equal_ratio_clr_steps_reading_gives_the_cyclic_pair_one_ratio_at_every_step(scale):
+    # the cyclic batch size moves once per epoch; the cyclic learning rate by default at every
+    # step, so within an epoch the pair's η/S differ; --reading clr-steps=every-epoch holds
+    # the learning rate over each epoch and the pair shares η/S at every step
+    from sgdlab.experiments.spec import load_experiment
+    from sgdlab.optim.protocols import lr_trace
+    from sgdlab.train.batch_schedules import build_batch_schedule
+    from sgdlab.train.loop import steps_per_epoch
+
+    n = {"cpu": 3200, "paper": 50000}[scale]
+
+    def worst(readings):
+        spec = load_experiment("jastrzebski-equal-ratio", scale, readings=readings)
+        runs = {r.label: r.params for r in spec.expand(data_dir="/d")}
+        cbs, clr = runs["cbs"], runs["clr"]
+        assert cbs["drop_last"]
+        sizes = build_batch_schedule(cbs["batch_size"])
+        spe = steps_per_epoch(n, clr["batch_size"], clr.get("drop_last", False))
+        hyper = {k: v for k, v in clr["schedule"].items() if k != "name"}
+        epochs = 2 * hyper["step_size_epochs"]          # one cycle
+        rates = lr_trace("triangular", epochs * spe, lr=clr["optimizer"]["lr"],
+                         steps_per_epoch=spe, **hyper)
+        out = 0.0
+        for e in range(epochs):
+            target = cbs["optimizer"]["lr"] / sizes(e)   # the cyclic batch size's, all epoch
+            out = max(out, max(abs(v / clr["batch_size"] / target - 1)
+                               for v in rates[e * spe:(e + 1) * spe]))
+        return out
+    # up to 1.8x (cpu: 5-epoch half-cycles) and 1.4x (paper: 10) at the first epoch's end
+    assert worst(None) > {"cpu": 0.7, "paper": 0.35}[scale]
+    assert worst({"clr-steps": "every-epoch"}) < 0.01     # S rounded to an int only
+
+
 def test_an_epoch_schedule_with_a_batch_size_schedule_of_varying_steps_fails_its_run(tmp_path):
     # cubic has 20 examples: B = 5 then 20 gives 4 then 1 steps per epoch, which an epoch
     # schedule built with the first epoch's 4 steps would miscount from epoch 2 on

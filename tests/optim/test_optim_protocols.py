@@ -73,6 +73,23 @@ def test_triangular_clr_formula():
     assert t2[4] == pytest.approx(0.5) and t2[8] == pytest.approx(0.1)
 
 
+def test_triangular_per_epoch_holds_each_epoch_at_its_first_step():
+    # 4 steps an epoch, half-cycle 2 epochs: per step 0.1 -> 0.5 in 8 steps; per epoch the
+    # rate of step 4 tau for all of epoch tau (0.1, 0.3, 0.5, 0.3, 0.1)
+    step = lr_trace("triangular", 20, lr=0.1, max_factor=5, step_size_epochs=2,
+                    steps_per_epoch=4)
+    epoch = lr_trace("triangular", 20, lr=0.1, max_factor=5, step_size_epochs=2,
+                     steps_per_epoch=4, per="epoch")
+    assert step[1] == pytest.approx(0.15) and step[7] == pytest.approx(0.45)
+    assert epoch == pytest.approx([v for v in (0.1, 0.3, 0.5, 0.3, 0.1) for _ in range(4)])
+    assert epoch[::4] == pytest.approx(step[::4])
+    with pytest.raises(ValueError, match="per='batch'"):
+        lr_trace("triangular", 4, lr=0.1, max_factor=5, step_size=2, per="batch")
+    from sgdlab.optim.protocols import counts_epochs
+    assert counts_epochs("triangular", {"step_size": 8, "per": "epoch"})
+    assert not counts_epochs("triangular", {"step_size": 8})
+
+
 def test_step_and_trapezoid_formulas():
     tr = lr_trace("step", 40, lr=1.0, steps_per_epoch=4, milestones=[2, 5], gamma=0.1)
     assert tr[7] == 1.0 and tr[8] == pytest.approx(0.1) and tr[19] == pytest.approx(0.1)
