@@ -71,3 +71,47 @@ def test_interpolation_and_trajectory_figures():
     assert "white noise" in fig._suptitle.get_text()
     with pytest.raises(ValueError):
         increment_spectrum(x[:1])
+
+
+def test_walk_figure_draws_the_cosine_of_the_turn_at_theta_t_at_iteration_t():
+    """Xing et al. plot cos(g_{t-1}, g_t) (line 61; θ_{t+1} = θ_t − η g_t, eq. (1)) at
+    iteration t, under the loss at θ_t. A full-batch GD run of a logistic regression with the
+    dynamics instrument: the cosine the figure draws at x = t is that of the gradients at
+    θ_{t-1} and θ_t, recomputed here from the recorded iterates."""
+    import torch
+    from torch import nn
+
+    from sgdlab.data.base import Dataset
+    from sgdlab.operators.params import params_vector
+    from sgdlab.testing import flat_loss
+    from sgdlab.train.callbacks import Callback, Schedule
+    from sgdlab.train.instruments.dynamics import DynamicsCallback
+    from sgdlab.train.loop import train
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(16, 3, generator=g, dtype=torch.float64)
+    y = torch.randint(0, 2, (16,), generator=g)
+    data = Dataset(x, y, x[:4].clone(), y[:4].clone(),
+                   {"name": "tiny", "task": "classification", "num_outputs": 2})
+
+    class Iterates(Callback):
+        def __init__(self):
+            self.thetas = []
+
+        def on_step_begin(self, ctx):
+            self.thetas.append(params_vector(ctx.model))   # θ_t before update t
+
+    torch.manual_seed(0)
+    model = nn.Linear(3, 2).double()
+    it = Iterates()
+    res = train(model, nn.CrossEntropyLoss(), data, torch.optim.SGD(model.parameters(), lr=5.0),
+                epochs=6, batch_size=16, callbacks=[DynamicsCallback(Schedule.every(1)), it],
+                progress=False)
+    f = flat_loss(model, nn.CrossEntropyLoss(), (x, y))
+    grads = [torch.func.grad(f)(th) for th in it.thetas]
+    cosines = [float(torch.dot(a, b) / (a.norm() * b.norm())) for a, b in zip(grads, grads[1:])]
+    xs, ys = walk_figure(res.history).axes[1].lines[0].get_data()
+    assert list(xs) == [1, 2, 3, 4, 5]           # turns at θ_1 … θ_5 (six updates)
+    assert ys == pytest.approx(cosines, abs=1e-12)   # cosines[t - 1] = cos(g_{t-1}, g_t)
+    # consecutive cosines differ, so a drawing one iteration off would not pass
+    assert min(abs(a - b) for a, b in zip(cosines, cosines[1:])) > 1e-3

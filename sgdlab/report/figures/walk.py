@@ -72,7 +72,9 @@ def walk_figure(runs: History | Mapping[str, History], *, max_steps: int | None 
     """Xing et al. Fig. 1: per run (column) the interpolated training loss between consecutive
     iterates concatenated along the iteration axis (segment t spans [t, t+1]) with the
     valley-floor line (barrier-crossing steps shaded red), the cosine of consecutive
-    mini-batch gradients, and the distance from initialisation.
+    mini-batch gradients cos(g_{t-1}, g_t) at iteration t (the turn at θ_t; ``grad_cosine``
+    logs it at step t + 1, after the second of the two updates), and the distance from
+    initialisation ‖θ_t − θ_0‖.
 
     ``runs`` is one history or ``{label: history}``; ``max_steps`` crops the walk panel.
     ``floor="interior"`` draws the floor through the segments whose lowest point lies between
@@ -93,13 +95,16 @@ def walk_figure(runs: History | Mapping[str, History], *, max_steps: int | None 
         s, c = _series(h, "grad_cosine")
         ax = axes[1, j]
         if len(s):
-            ax.plot(s, c, lw=0.8, color="tab:green")
+            # logged at step s, after the update θ_{s-1} → θ_s: the cosine of the gradients
+            # of the updates into and out of θ_{s-1}, cos(g_{t-1}, g_t) for t = s − 1 (eq.
+            # (1)'s indices), drawn at iteration t as Fig. 1 does, under the loss at θ_t
+            ax.plot(s - 1, c, lw=0.8, color="tab:green")
             ax.axhline(0, color="k", lw=0.5)
             ax.axhline(-1, color="k", lw=0.5, ls=":")
             ax.set_ylim(-1.05, 1.05)
         else:
             ax.text(0.5, 0.5, "grad_cosine not recorded", ha="center", transform=ax.transAxes)
-        ax.set_ylabel(r"$\cos(g_t, g_{t+1})$")
+        ax.set_ylabel(r"$\cos(g_{t-1}, g_t)$")
         s, dist = _series(h, "dist_from_init")
         ax = axes[2, j]
         if len(s):
