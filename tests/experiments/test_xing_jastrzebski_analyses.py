@@ -105,6 +105,27 @@ def test_walk_claims_on_cosines_distance_and_floor():
     assert runs[0].summary["valley_floors"] == 40
 
 
+def test_walk_barrier_fraction_covers_the_walks_updates_not_gds_first_epoch():
+    """Figs. 1-2 call the 40 updates "Epoch 1" for GD and SGD alike, but full-batch GD's epoch
+    in the loop is one update: the walk's barrier fraction is over every interpolated update
+    (here GD crosses a barrier at update 5 of 40 and SGD at updates 0 and 3 of 40)."""
+    def walk(label, crossing):
+        r = walk_run(label, 0, -0.5, list(np.linspace(2.0, 1.0, 40)), 1.0)
+        r.metrics["walk_barrier"] = [(t, float(t in crossing)) for t in range(40)]
+        # the instrument's per-epoch rows: GD has 40 epochs of one update, SGD one of 40
+        per = 1 if label == "gd" else 40
+        r.metrics["walk_epoch"] = [(t, float(t // per + 1)) for t in range(per - 1, 40, per)]
+        r.metrics["walk_epoch_steps"] = [(t, float(per)) for t in range(per - 1, 40, per)]
+        r.metrics["walk_epoch_barriers"] = [
+            (t, float(sum(t - per < c <= t for c in crossing))) for t in range(per - 1, 40, per)]
+        return r
+
+    runs = [walk("gd", {5}), walk("sgd", {0, 3})]
+    xing_walk(SimpleNamespace(paper=PAPER, options={"claims": []}), runs)
+    assert runs[0].summary["barrier_fraction"] == pytest.approx(1 / 40)
+    assert runs[1].summary["barrier_fraction"] == pytest.approx(2 / 40)
+
+
 def test_the_valley_floor_is_read_as_the_text_or_as_fig_1s_caption_defines_it():
     # every segment of both runs has its lowest loss at the later iterate (alpha = 1): no
     # valley, so the text's floor (interior minima only) does not exist and the claim on it
