@@ -318,12 +318,13 @@ def _double_well(args, out: Path) -> dict:
 def _pspin(args, out: Path) -> dict:
     import torch
 
-    from sgdlab.landscapes.pspin import REGIMES, PSpinGlass, cluster_minima, embed_tsne
+    from sgdlab.landscapes.pspin import (REGIMES, PSpinGlass, cluster_minima, embed_tsne,
+                                         starts_seed)
     from sgdlab.report.figures.landscapes import pspin_figure
 
     n = 100 if not args.quick else 40
     starts = 96 if not args.quick else 32
-    gen = torch.Generator().manual_seed(args.seed)
+    gen = torch.Generator().manual_seed(starts_seed(args.seed))
     embeds, energies, counts, sizes, rows = {}, {}, {}, {}, []
     for regime in REGIMES:
         p = PSpinGlass(n, regime=regime, seed=args.seed)

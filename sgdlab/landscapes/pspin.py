@@ -35,6 +35,18 @@ from .base import Landscape, check_count, check_positive, check_states
 REGIMES = ("glassy", "critical", "trivial")
 
 
+def starts_seed(seed: int) -> int:
+    """The seed of the generator that draws the random starts of a run of seed ``seed``: 62
+    bits hashed from ``seed`` by numpy's ``SeedSequence``, with bit 62 set, so it differs from
+    every seed a disorder (J, h) is drawn with (``PSpinGlass(seed=...)`` as given). A starts
+    generator seeded with the glass' own seed replays the disorder's first draws: its k-th
+    start is the direction of the couplings J_0k· (§2.4.1 samples the starts "uniformly on
+    S^{N−1}(√N)", independently of J)."""
+    seed = check_count("seed", seed, 0)
+    state = np.random.SeedSequence(seed, spawn_key=(1,)).generate_state(1, np.uint64)[0]
+    return (1 << 62) | (int(state) >> 2)
+
+
 def regime_field(regime: str, n: int) -> float:
     """ν for a named regime at size N (module docstring)."""
     if regime == "glassy":
@@ -133,7 +145,8 @@ class PSpinGlass(Landscape):
         return math.sqrt(self.n) * sigma / sigma.norm(dim=-1, keepdim=True)
 
     def random_starts(self, count: int, *, generator: torch.Generator | None = None) -> Tensor:
-        """Uniform points on the sphere, shape (count, N)."""
+        """Uniform points on the sphere, shape (count, N). Seed ``generator`` apart from the
+        glass (:func:`starts_seed`): one seeded like the glass draws the couplings' values."""
         z = torch.randn(count, self.n, generator=generator, dtype=self.h.dtype)
         return self.project(z)
 
@@ -231,5 +244,5 @@ def embed_tsne(sigma: Tensor, *, seed: int = 0, perplexity: float = 30.0) -> np.
     return TSNE(n_components=2, perplexity=perp, init="pca", random_state=seed).fit_transform(x)
 
 
-__all__ = ["PSpinGlass", "DescentResult", "REGIMES", "regime_field", "overlaps",
+__all__ = ["PSpinGlass", "DescentResult", "REGIMES", "regime_field", "starts_seed", "overlaps",
            "cluster_minima", "embed_tsne", "mean_cosine_distance"]

@@ -118,3 +118,32 @@ def test_non_finite_field_step_and_starts_are_named_errors(call, match):
     # ν = NaN and η = NaN descended to NaN energies; a NaN start was called "the zero vector"
     with pytest.raises(UserError, match=match):
         call()
+
+
+def test_the_spin_glass_entry_draws_its_starts_apart_from_the_disorder(monkeypatch):
+    # §2.4.1 samples σ¹ "uniformly on S^{N−1}(√N)", independently of J. A starts generator
+    # seeded with the glass' seed replayed the disorder's draws: start k was J_0k· rescaled
+    from types import SimpleNamespace
+
+    from sgdlab.experiments.procedures.landscape_runs import PSpinProcedure
+    from sgdlab.landscapes.pspin import starts_seed
+
+    seen = {}
+    descend = PSpinGlass.descend
+
+    def spy(self, starts, **kw):
+        seen["glass"], seen["starts"] = self, starts.clone()
+        return descend(self, starts, **kw)
+
+    monkeypatch.setattr(PSpinGlass, "descend", spy)
+    PSpinProcedure().run(SimpleNamespace(params={"regime": "glassy", "n": 8, "starts": 6,
+                                                 "max_steps": 5}, seed=3), None)
+    glass, starts = seen["glass"], seen["starts"]
+    rows = glass.project(glass.J.reshape(-1, 8)[:6])
+    q = (starts * rows).sum(-1) / 8              # overlap of each start with its J row
+    assert float(q.abs().max()) < 0.99
+    # the starts' seed is the run seed's own stream, never a seed a glass is drawn with
+    assert starts_seed(3) == starts_seed(3) != starts_seed(4)
+    assert all(starts_seed(s) >= 2 ** 62 for s in range(50))
+    with pytest.raises(UserError, match="seed"):
+        starts_seed(-1)

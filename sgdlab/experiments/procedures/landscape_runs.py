@@ -701,11 +701,12 @@ class PSpinProcedure(Procedure):
         import torch
 
         from sgdlab.landscapes.pspin import (PSpinGlass, cluster_minima, embed_tsne,
-                                             mean_cosine_distance)
+                                             mean_cosine_distance, starts_seed)
 
         p = run.params
         ps = PSpinGlass(int(p.get("n", 100)), regime=p["regime"], seed=run.seed)
-        gen = torch.Generator().manual_seed(run.seed)
+        # the starts' own stream: seeded like the glass, they were the couplings J_0k·
+        gen = torch.Generator().manual_seed(starts_seed(run.seed))
         res = ps.descend(ps.random_starts(int(p.get("starts", 96)), generator=gen),
                          lr=float(p.get("lr", 0.1)), tol=float(p.get("tol", 1e-4)),
                          max_steps=int(p.get("max_steps", 5000)))
