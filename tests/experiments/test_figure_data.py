@@ -225,7 +225,7 @@ def _error_bar_half_lengths(fig) -> list[float]:
 
 
 def test_a_propagated_error_bar_combines_the_stds_of_what_the_difference_is_made_of():
-    """Musso et al. Fig. 4 right: "The error bars descend from propagation of the standard
+    """Musso (2020) Fig. 4 right: "The error bars descend from propagation of the standard
     deviations of the original data": the train - test gap's bar is √(std_train² + std_test²),
     not the std of the seeds' gaps (here 0: every seed's gap is the same)."""
     from sgdlab.experiments.procedures.generic import _bar_figure

@@ -91,9 +91,9 @@ def group_key(spec, r: StoredRun) -> str:
 def _bar_figure(spec, groups, b: dict[str, Any]):
     """``options.bars`` entry ``{name, metrics: [[key, label], ...], ylabel, zoom,
     propagate}``: per group the mean over seeds of each summary ``key`` as a bar, the seeds'
-    std as its error bar (as Musso et al. Figs. 3-4 plot them). ``propagate: {key: [k1, k2,
+    std as its error bar (as Musso (2020) Figs. 3-4 plot them). ``propagate: {key: [k1, k2,
     ...]}`` takes a difference's error bar from the seeds' stds of the values it is computed
-    from, √(Σ std_i²), as Musso et al. Fig. 4 right does ("The error bars descend from
+    from, √(Σ std_i²), as Musso (2020) Fig. 4 right does ("The error bars descend from
     propagation of the standard deviations of the original data")."""
     if not isinstance(b, dict) or "name" not in b or not b.get("metrics"):
         raise ConfigError(f"options.bars: each entry needs a name and metrics, got {b!r}")
