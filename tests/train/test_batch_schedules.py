@@ -106,3 +106,37 @@ def test_drives_the_training_loop():
     assert ratio == pytest.approx([lr / b for lr, b in zip(lrs, sizes)]) and len(ratio) == 10
     fig = protocol_curves({"random lr + cyclic B": res.history})
     assert len(fig.axes) == 3
+
+
+def test_random_lr_sgd_logs_the_step_it_takes():
+    # Musso's random learning rate: random-lr-sgd draws α inside step(); lr_step was the
+    # group's constant l, while a `random` schedule on SGD logs α·l
+    from sgdlab.data.base import Dataset
+    from sgdlab.optim import build_optimizer
+    from sgdlab.testing import tiny_classification, tiny_mlp
+    from sgdlab.train.callbacks import Callback
+    from sgdlab.train.instruments.noise_protocols import ProtocolCallback
+    from sgdlab.train.loop import train
+
+    class Alphas(Callback):
+        def __init__(self):
+            self.seen = []
+
+        def on_step_end(self, ctx):
+            self.seen.append((ctx.step - 1, ctx.optimizer.last_alpha))
+
+    x, y = tiny_classification(n=12, dtype=torch.float32)
+    ds = Dataset(x, y, x, y, {"name": "tiny", "task": "classification", "num_outputs": 2})
+    model = tiny_mlp(dtype=torch.float32)
+    opt = build_optimizer("random-lr-sgd", model.parameters(), lr=0.1, momentum=0.9, seed=3)
+    spy = Alphas()
+    res = train(model, torch.nn.CrossEntropyLoss(), ds, opt, epochs=3, batch_size=4,
+                progress=False, eval_every=0, callbacks=[ProtocolCallback(), spy])
+    assert res.steps == 9 and len(spy.seen) == 9
+    lrs = res.history["lr_step"]
+    assert [s for s, _ in lrs] == [s for s, _ in spy.seen] == list(range(9))
+    assert [v for _, v in lrs] == pytest.approx([0.1 * a for _, a in spy.seen])
+    assert len({v for _, v in lrs}) == 9
+    assert [s for s, _ in res.history["batch_size"]] == list(range(9))
+    assert [v for _, v in res.history["lr_over_batch"]] == pytest.approx(
+        [0.1 * a / 4 for _, a in spy.seen])
