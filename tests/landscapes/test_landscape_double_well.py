@@ -205,3 +205,24 @@ def test_normaliser_and_bin_probabilities_are_exact_at_any_temperature(beta):
     x2 = [scipy.stats.norm.cdf(0) - scipy.stats.norm.cdf(-1),
           scipy.stats.norm.cdf(2) - scipy.stats.norm.cdf(0)]
     np.testing.assert_allclose(p, 0.5 * np.array([x2, x2]), rtol=1e-9)
+
+
+def test_the_double_well_entry_counts_every_steps_turn():
+    # chaudhari-double-well read the angular velocity off states recorded 0.05 apart, whose
+    # wrapped increments drop the turns of chains passing near the origin: 1.050 ± 0.006 for
+    # λπ^{3/2}/Z = 1.096 at λ = 1.5 (cpu scale). It is the winding of every step now
+    from types import SimpleNamespace
+
+    from sgdlab.experiments.procedures.landscape_runs import DoubleWellProcedure
+
+    p = {"lam": 1.5, "chains": 40, "burn_time": 0.2, "time": 0.4, "orbit_time": 1.0}
+    out = DoubleWellProcedure().run(SimpleNamespace(params=p, seed=2), None)
+    dw, dt = DoubleWell(1.5), 0.002
+    gen = torch.Generator().manual_seed(2)
+    x0 = torch.zeros(40, 2, dtype=f64)
+    x0[:, 0] = torch.where(torch.arange(40) % 2 == 0, 1.0, -1.0)
+    burn = simulate(dw.sde(), x0, dt=dt, steps=100, generator=gen).final
+    _, rate = winding_rate(dw, burn, dt=dt, steps=200, generator=gen)
+    assert out.summary["angular_velocity"] == pytest.approx(float(rate.mean()), abs=1e-12)
+    assert out.summary["angular_velocity_se"] == pytest.approx(
+        float(rate.std()) / math.sqrt(40), abs=1e-12)
