@@ -267,3 +267,27 @@ def test_trajectory_spectra_refuse_snapshots_of_two_cadences(tmp_path, every_epo
     else:
         with pytest.raises(ValueError, match="no coordinate moves"):
             trajectory_spectrum(path)
+
+
+def test_the_hessian_measures_harmonic_mean_leaves_out_the_round_off_of_the_models_dtype():
+    # §4.5.3's harmonic mean of the positive spectrum: the eigenvalues were cast to float64
+    # before harmonic_mean_eigenvalue, whose rank threshold then took float64's eps and kept
+    # a float32 Hessian's round-off eigenvalues (here 1.2e-8 from 15 values instead of 0.039
+    # from 12)
+    import torch
+
+    from sgdlab.experiments.procedures.measures import compute_final
+    from sgdlab.measure.curvature import harmonic_mean_eigenvalue, hessian_spectrum
+    from sgdlab.testing import tiny_classification, tiny_mlp
+
+    torch.manual_seed(0)
+    x, y = tiny_classification(n=40, dtype=torch.float32)
+    model, loss_fn = tiny_mlp(dtype=torch.float32), torch.nn.CrossEntropyLoss()
+    summary, data = compute_final({"kind": "hessian_spectrum"}, model, loss_fn, (x, y))
+    ev = hessian_spectrum(model, loss_fn, (x, y))
+    hm, used = harmonic_mean_eigenvalue(ev)
+    tol = float(ev.max()) * len(ev) * float(torch.finfo(torch.float32).eps)
+    assert used == int((ev > tol).sum()) < len(ev)
+    assert summary["hessian_harmonic_mean"] == hm
+    assert summary["hessian_harmonic_mean"] >= float(ev[ev > tol].min())
+    assert data["hessian_eigenvalues"] == ev.double().tolist()

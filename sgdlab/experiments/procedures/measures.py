@@ -171,8 +171,11 @@ def _expected_sharpness(model, loss_fn, data, sigma: float = 0.01, num_samples: 
 def _hessian_spectrum(model, loss_fn, data, max_params: int = 60_000):
     from sgdlab.measure.curvature import harmonic_mean_eigenvalue, hessian_spectrum
 
-    ev = hessian_spectrum(model, loss_fn, data, max_params=max_params).double()
-    hm, used = harmonic_mean_eigenvalue(ev)
+    raw = hessian_spectrum(model, loss_fn, data, max_params=max_params)
+    # the positive part above the round-off of the model's dtype: cast to float64 first, the
+    # threshold took float64's eps and kept float32 round-off, which the mean then reads
+    hm, used = harmonic_mean_eigenvalue(raw)
+    ev = raw.double()
     lam_max = float(ev.abs().max())
     small = float((ev.abs() <= 1e-3 * lam_max).double().mean())
     return ({"hessian_lambda_max": float(ev[-1]), "hessian_lambda_min": float(ev[0]),
