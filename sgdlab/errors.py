@@ -123,6 +123,24 @@ _KIND_COMMANDS = {"run": "sgdlab train FILE", "experiment": "sgdlab run --config
                   "replica": "sgdlab parle FILE"}
 
 
+# what each kind of config needs at least, named when a file holds nothing
+_KIND_NEEDS = {"run": "data, model and optimizer sections (`sgdlab train digits-mlp "
+                      "--print-config` prints a complete one)",
+               "experiment": "name, version, description, paper, analysis, runs and scales (the "
+                             "catalogue's files, sgdlab/experiments/catalogue/, are examples)",
+               "replica": "data, model and parle sections and a length (rounds, epochs or "
+                          "grad_evals)"}
+
+
+def check_not_empty(raw: object, kind: str, source: str | Path) -> None:
+    """A :class:`ConfigError` when a config file holds nothing (no text, only comments, or
+    an empty mapping): one line saying so, instead of each required section reported
+    missing as if the file had been read with some settings."""
+    if raw is None or raw == {}:
+        raise ConfigError(f"{source}: the file is empty (no settings in it); {_a(kind)} "
+                          f"config needs {_KIND_NEEDS[kind]}")
+
+
 def check_config_kind(raw: object, expected: str, source: str | Path | None = None) -> None:
     """A :class:`ConfigError` when ``raw`` (read from file ``source``) has keys only another
     kind of config has (an experiment given to ``sgdlab train``, a run config to ``sgdlab

@@ -11,7 +11,7 @@ from typing import Any
 
 import yaml
 
-from ..errors import ConfigError, check_config_kind, read_config_text
+from ..errors import ConfigError, check_config_kind, check_not_empty, read_config_text
 from ..yaml_loaders import config_loader
 
 CONFIG_SUFFIXES = (".yaml", ".yml", ".toml")
@@ -61,8 +61,7 @@ def load_config(name_or_path: str | Path) -> dict[str, Any]:
         raw = parse_yaml(text, str(path))
     else:
         raise ConfigError(f"{path}: unknown config format {path.suffix!r}; use .yaml or .toml")
-    if raw is None:
-        raw = {}
+    check_not_empty(raw, "run", path)
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: the config must be a mapping at top level")
     check_config_kind(raw, "run", path)

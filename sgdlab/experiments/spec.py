@@ -82,7 +82,8 @@ from typing import Any
 
 import yaml
 
-from sgdlab.errors import ConfigError, check_config_kind, did_you_mean, read_config_text
+from sgdlab.errors import (ConfigError, check_config_kind, check_not_empty, did_you_mean,
+                           read_config_text)
 from sgdlab.yaml_loaders import exponent_floats, strict_yaml_loader
 
 SCALES = ("smoke", "cpu", "paper")
@@ -714,6 +715,7 @@ def read_file(path: str | Path) -> dict[str, Any]:
             raw = load_yaml(read_config_text(path))
         except yaml.YAMLError as e:
             raise ConfigError(f"{path}: not valid YAML: {e}") from None
+        check_not_empty(raw, "experiment", path)
         if not isinstance(raw, dict):
             raise ConfigError(f"{path}: expected a mapping at the top level")
         _CACHE[key] = raw

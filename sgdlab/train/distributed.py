@@ -67,8 +67,8 @@ import torch.distributed as dist
 from ..atomic import replaced_whole
 from ..claims import FolderBusy, claim_file, hold_lock
 from ..config.runner import REPLICA_MASTER, REPLICA_RESULT
-from ..errors import (ConfigError, UserError, check_config_kind, did_you_mean, file_problem,
-                      make_output_dir, read_config_text)
+from ..errors import (ConfigError, UserError, check_config_kind, check_not_empty, did_you_mean,
+                      file_problem, make_output_dir, read_config_text)
 from ..losses import build_loss
 from ..strict_json import dumps as strict_dumps, write_atomic
 from .communicator import ReplicaCommunicationError, TorchDistributedCommunicator
@@ -171,6 +171,7 @@ def load_config(path: str | Path) -> dict[str, Any]:
             cfg = json.loads(text)
         except json.JSONDecodeError as e:
             raise ConfigError(f"{p}: not valid JSON: {e}") from None
+    check_not_empty(cfg, "replica", p)
     if not isinstance(cfg, dict):
         raise ConfigError(f"{p}: a replica run config must be a mapping")
     check_config_kind(cfg, "replica", p)

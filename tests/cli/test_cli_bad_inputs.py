@@ -435,3 +435,19 @@ def test_a_store_folder_given_as_the_store_names_the_store_in_it(tmp_path, capsy
         assert hint in one_error_line(capsys), argv
     assert main(["runs", "list", "--store", str(tmp_path / "run")]) == 2
     assert "it is a folder, not a store's file" in one_error_line(capsys)
+
+
+def test_an_empty_config_file_is_named_as_empty_by_every_config_reader(tmp_path, capsys):
+    # an empty run config was reported as three missing sections, as if it had been read
+    cases = [(["train"], "empty.yaml", "a run config needs data, model and optimizer"),
+             (["train"], "empty.toml", "a run config needs data, model and optimizer"),
+             (["run", "--config"], "empty.yaml", "an experiment config needs name"),
+             (["parle"], "empty.yaml", "a replica config needs data, model and parle")]
+    for command, name, needs in cases:
+        for text in ("", "# only a comment\n", "{}\n" if name.endswith(".yaml") else ""):
+            cfg = tmp_path / name
+            cfg.write_text(text)
+            assert main([*command, str(cfg)]) == 2, (command, text)
+            err = capsys.readouterr().err
+            assert f"{cfg}: the file is empty" in err and needs in err, (command, text, err)
+            assert "required section is missing" not in err and err.count("\n") == 1
