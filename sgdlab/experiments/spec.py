@@ -235,8 +235,9 @@ class ExperimentSpec:
                     if (label, seed) in seen:
                         raise ConfigError(f"{self.name}: duplicate run label {label!r}")
                     seen.add((label, seed))
-                    out.append(RunSpec(self.name, self.version, self.scale, label, params,
-                                       int(seed), self.procedure,
+                    # each seed its own copy: one run's params are no other's
+                    out.append(RunSpec(self.name, self.version, self.scale, label,
+                                       copy.deepcopy(params), int(seed), self.procedure,
                                        tuple(group.get("depends", ()))))
         labels = {r.label for r in out}
         for r in out:

@@ -12,6 +12,7 @@ half-written: the driver records the run as failed or interrupted and the run is
 """
 from __future__ import annotations
 
+import copy
 import os
 import shutil
 import tempfile
@@ -90,8 +91,11 @@ class RunRecord:
 def task_for(run: RunSpec, procedure: Any, run_id: str, *, device: str, artifact_dir: Path,
              dependencies: dict[str, Path], threads: int | None, progress: bool = False,
              ship: bool = False) -> RunTask:
+    # a copy of the params, as a worker process gets them: a procedure run in this process
+    # that changes its params changes neither the driver's run (its key, its files' folder)
+    # nor any other
     cfg = {"experiment": run.experiment, "version": run.version, "scale": run.scale,
-           "label": run.label, "params": run.params, "seed": run.seed,
+           "label": run.label, "params": copy.deepcopy(run.params), "seed": run.seed,
            "procedure": run.procedure, "depends": list(run.depends),
            "dependency_keys": list(run.dependency_keys)}
     task = RunTask(cfg, procedure, run_id, device, str(artifact_dir),

@@ -14,7 +14,8 @@ from sgdlab.experiments.procedures import (Procedure, RunOutput, register_analys
                                            register_procedure)
 from sgdlab.experiments.runner import rebuild, run_experiment
 from sgdlab.experiments.spec import load_experiment, resolve
-from sgdlab.experiments.sweep import load_runs, run_sweep
+from sgdlab.experiments.sweep import artifacts_root, load_runs, run_sweep
+from sgdlab.store import RunStore
 from sgdlab.report.tables import Table
 
 CALLS: list[str] = []
@@ -838,3 +839,37 @@ def test_two_reports_into_one_folder_take_turns(tmp_path):
     assert done.is_set() and (out / "results.json").stat().st_mtime_ns > before
     assert sorted(p.name for p in out.iterdir()) == ["figures", "report.html", "results.json",
                                                      "tables"]
+
+
+def test_a_procedure_that_changes_its_params_changes_no_other_run(tmp_path):
+    # the seeds of a run group shared one params dict, and a run in this process got the
+    # driver's own: a procedure that popped a key changed the next seed's params and the key
+    # of its own run (its files went to another folder, the sweep redid it on every rerun)
+    seen = []
+
+    @register_procedure("_test_mutating")
+    class _Mutating(Procedure):
+        allowed = {"x", "opts"}
+
+        def run(self, run, ctx):
+            seen.append((run.seed, run.params.pop("x", None), dict(run.params["opts"])))
+            run.params["opts"]["extra"] = run.seed      # a nested change, too
+            (ctx.artifact_dir / "out.txt").write_text("done")
+            return RunOutput(summary={"y": 1})
+
+    raw = _raw(procedure="_test_mutating", base={"x": 1, "opts": {"a": 1}}, grid={},
+               seeds=[0, 1, 2], scales={"smoke": {}})
+    runs = resolve(raw, "smoke").expand()
+    keys = [r.key for r in runs]
+    store = str(tmp_path / "s.sqlite")
+    run_sweep(runs, store_path=store, workers=1, progress=None)
+    assert seen == [(0, 1, {"a": 1}), (1, 1, {"a": 1}), (2, 1, {"a": 1})]
+    assert [r.key for r in runs] == keys and all(r.params == {"x": 1, "opts": {"a": 1}}
+                                                 for r in runs)
+    assert sorted(p.name for p in artifacts_root(RunStore(store)).iterdir()) == sorted(keys)
+    stored, missing = load_runs(resolve(raw, "smoke").expand(), store_path=store)
+    assert missing == [] and len(stored) == 3
+    # the expanded runs hold their own params, too
+    fresh = resolve(raw, "smoke").expand()
+    fresh[0].params["opts"]["a"] = 2
+    assert [r.key for r in fresh[1:]] == keys[1:] and fresh[0].key != keys[0]
