@@ -163,6 +163,38 @@ def continue_hint(run: dict, store) -> str | None:
     return None
 
 
+def checkpoint_step(run: dict) -> int | None:
+    """The step of the last checkpoint of a run of ``sgdlab train`` (``run`` as
+    :meth:`RunStore.get_run` gives it, with its artifacts): where ``sgdlab resume`` continues
+    it. None when its folder holds no checkpoint or it cannot be read (``sgdlab resume``
+    names why); -1 for a run of an experiment (a sweep reruns it from step 0)."""
+    dirs = [a["path"] for a in run.get("artifacts", []) if a["kind"] == "out_dir"]
+    if not dirs:
+        cfg = run.get("config") or {}
+        return -1 if isinstance(cfg, dict) and cfg.get("run_key") else None
+    import torch
+
+    from sgdlab.train.checkpoint import checkpoint_path
+
+    path = checkpoint_path(Path(dirs[-1]) / "checkpoints")
+    if not path.is_file():
+        return None
+    try:   # mapped, not read: the weights are not needed for the step
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        return int(state["loop"]["step"])
+    except Exception:  # noqa: BLE001 - a damaged checkpoint: resume says what is wrong
+        return None
+
+
+def _resume_point(run: dict, step: int | None) -> str:
+    """Where continuing a stopped run starts, in words."""
+    if step == -1:
+        return "its sweep reruns it from step 0"
+    if step is None:
+        return "no readable checkpoint: resume restarts it from step 0"
+    return f"resume continues from its last checkpoint, step {step}"
+
+
 def _stopped_note(run: dict) -> str:
     if run["status"] == "stale":
         return (f"process {run['pid']} on {run['host']} has never reported (no heartbeat "
@@ -187,10 +219,16 @@ def _fmt(v) -> str:
 def _list(args) -> int:
     store = _open(args)
     runs = store.list_runs(experiment=args.experiment, status=args.status)
+    # how far each stopped run got: its last checkpoint is where a resume continues
+    stopped = {r["id"]: store.get_run(r["id"]) for r in runs
+               if r["status"] in ("interrupted", "stale")}
+    ckpt = {rid: checkpoint_step(run) for rid, run in stopped.items()}
     if args.json:
         keys = ("id", "name", "experiment", "status", "recorded_status", "host", "pid",
                 "created", "summary")
-        print(dumps([{k: r[k] for k in keys} for r in runs], indent=1, nonfinite="string"))
+        print(dumps([{**{k: r[k] for k in keys},
+                      "checkpoint_step": ckpt[r["id"]] if ckpt.get(r["id"], -1) != -1 else None}
+                     for r in runs], indent=1, nonfinite="string"))
         return 0
     if not runs:
         wanted = [f"{k} {v!r}" for k, v in (("experiment", args.experiment),
@@ -207,20 +245,25 @@ def _list(args) -> int:
              "CREATED")]
     for r in runs:
         s = r["summary"]
+        steps = _fmt(s.get("steps"))
+        if not steps and ckpt.get(r["id"]) not in (None, -1):
+            steps = f"{ckpt[r['id']]} (ckpt)"     # a stopped run: its last checkpoint
         rows.append((r["id"], r["name"] or "", r["experiment"] or "", r["status"],
-                     _fmt(s.get("steps")), _fmt(s.get("test_acc")), _fmt(s.get("test_loss")),
+                     steps, _fmt(s.get("test_acc")), _fmt(s.get("test_loss")),
                      r["created"][:19].replace("T", " ")))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
         print("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip())
-    stopped = [r for r in runs if r["status"] in ("interrupted", "stale")
-               and r["recorded_status"] == "running"]
-    hints = [(r["id"], continue_hint(store.get_run(r["id"]), store)) for r in stopped]
-    commands = list(dict.fromkeys(h for _, h in hints if h))
-    if commands:
-        print(f"\n{len(stopped)} run(s) stopped before they ended (killed?); continue with:")
-        for h in commands:
-            print(f"  {h}")
+    # the command that continues each (one per sweep entry) and where it starts
+    hints: dict[str, str] = {}
+    for rid, run in stopped.items():
+        hint = continue_hint(run, store)
+        if hint and hint not in hints:
+            hints[hint] = _resume_point(run, ckpt[rid])
+    if hints:
+        print(f"\n{len(stopped)} run(s) stopped before they ended; continue with:")
+        for h, where in hints.items():
+            print(f"  {h}\n    ({where})")
     return 0
 
 
@@ -242,6 +285,7 @@ def _show(args) -> int:
         hint, since = continue_hint(run, store), finished_since(run, store)
         if hint:
             print(f"  continue it with: {hint}")
+            print(f"  ({_resume_point(run, checkpoint_step(run))})")
         elif since is not None:
             print(f"  nothing to continue: run {since} of the same sweep entry finished since")
     print(f"created {run['created']}  updated {run['updated']}")

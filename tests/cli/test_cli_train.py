@@ -535,3 +535,30 @@ def test_train_names_its_tensorboard_folder(tmp_path, capsys, monkeypatch):
     folder, hint = line.split("tensorboard: ")[1].split("  ")
     assert (tmp_path / folder).is_dir() and any((tmp_path / folder).iterdir())
     assert (tmp_path / folder).parent == tmp_path / "tb" and hint == "(tensorboard --logdir tb)"
+
+
+def test_runs_list_and_show_say_where_a_stopped_run_continues(tmp_path, capsys):
+    """An interrupted run showed no steps and, once recorded interrupted (Ctrl-C, SIGTERM),
+    no command: the listing now shows its last checkpoint's step and where resume starts."""
+    cfg = tmp_path / "tiny.yaml"
+    cfg.write_text(TINY + "measure: [{name: _test_kill, every: 1}]\n")
+    store_path = tmp_path / "runs.sqlite"
+    for at, out in (("17", "a"), ("4", "b")):       # checkpoints every 7 steps: 14, none
+        p = _cli(["train", str(cfg), "--store", str(store_path), "--out", str(tmp_path / out)],
+                 {"SGDLAB_TEST_TERM_AT": at})
+        assert p.returncode == 130, p.stderr
+    a, b = RunStore(store_path).list_runs()
+    assert main(["runs", "list", "--store", str(store_path)]) == 0
+    listing = capsys.readouterr().out
+    (line,) = [ln for ln in listing.splitlines() if ln.startswith(a["id"])]
+    assert line.split()[2:5] == ["interrupted", "14", "(ckpt)"]
+    assert (f"sgdlab resume {a['id']} --store {store_path}\n"
+            "    (resume continues from its last checkpoint, step 14)") in listing
+    assert (f"sgdlab resume {b['id']} --store {store_path}\n"
+            "    (no readable checkpoint: resume restarts it from step 0)") in listing
+    assert main(["runs", "list", "--json", "--store", str(store_path)]) == 0
+    assert [r["checkpoint_step"] for r in json.loads(capsys.readouterr().out)] == [14, None]
+    assert main(["runs", "show", a["id"], "--store", str(store_path)]) == 0
+    assert "(resume continues from its last checkpoint, step 14)" in capsys.readouterr().out
+    assert main(["resume", a["id"], "--store", str(store_path)]) == 0
+    assert "resumed from step 14" in capsys.readouterr().out
