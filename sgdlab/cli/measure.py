@@ -4,7 +4,9 @@ Loads a stored model — a run id (or unique prefix) in the run store, a run fol
 checkpoint file/folder written by the training loop (its run folder must hold the
 ``config.yaml`` that ``sgdlab train`` writes, so the model can be rebuilt); of a run of
 ``sgdlab parle`` (Parle, Elastic-SGD, Entropy-SGD replicas), the master x̄ it ended with
-(``master.pt``), by run id or ``--out`` folder, rebuilt from the config the run store holds —
+(``master.pt``), by run id or ``--out`` folder (of an interrupted one, the master of its last
+checkpoint, by the same or its ``checkpoints`` folder), rebuilt from the config the run store
+holds —
 measures it on a fixed subset of its training (or test) data with :mod:`sgdlab.measure`, and
 writes
 
@@ -110,6 +112,9 @@ def _locate(target: str, store_path: str | None):
     from sgdlab.train.checkpoint import CHECKPOINT_NAME
 
     p = Path(target)
+    ckpt_dir = _replica_checkpoints(p)
+    if ckpt_dir is not None:
+        return _locate_replica_checkpoint(ckpt_dir, store_path)
     replica_folder = p if p.is_dir() else p.parent
     if p.exists() and (replica_folder / REPLICA_RESULT).is_file() and (
             replica_folder / REPLICA_MASTER).is_file() and p.name in (
@@ -128,10 +133,9 @@ def _locate(target: str, store_path: str | None):
         cfg_file = folder / "config.yaml"
         if not cfg_file.exists() and (folder / "parle.json").is_file():
             raise UserError(f"{str(ckpt)!r} is a checkpoint of a replica run (`sgdlab "
-                            "parle`): measure the master it ends with, by the run's id or "
-                            f"its folder {str(folder)!r}, once it has finished (an "
-                            "interrupted one goes on with `sgdlab parle CONFIG --out DIR "
-                            "--resume`)")
+                            "parle`): measure its master by the run's id or its folder "
+                            f"{str(folder)!r} (of an interrupted run, the master of its last "
+                            "checkpoint)")
         if not cfg_file.exists():
             raise UserError(f"cannot rebuild the model of {str(ckpt)!r}: no config.yaml in its "
                             f"run folder {str(folder)!r} (runs started by `sgdlab train` "
@@ -188,17 +192,86 @@ def _locate_replica_run(folder: Path, store_path: str | None):
     return _replica_master(store.get_run(run_id), store)
 
 
-def _replica_master(run: dict, store):
-    """:func:`_locate` for a run of ``sgdlab parle``: the master's weights, ``master.pt``."""
-    cfg = run["config"]
-    if not all(isinstance(cfg.get(k), dict) for k in ("data", "model")):
+def _replica_checkpoints(p: Path) -> Path | None:
+    """The checkpoints folder of a run of ``sgdlab parle`` that ``p`` names, when the master
+    is to come from its last checkpoint: the ``--out`` folder of a run that has not finished
+    (no ``result.json``), its ``checkpoints`` folder or the ``master.pt`` in it."""
+    from sgdlab.config.runner import REPLICA_RESULT
+    from sgdlab.train.replicas import MASTER_CHECKPOINT
+
+    if p.is_dir() and (p / "checkpoints" / MASTER_CHECKPOINT).is_file() and not (
+            p / REPLICA_RESULT).is_file():
+        return p / "checkpoints"
+    if p.name == "checkpoints" and (p / MASTER_CHECKPOINT).is_file():
+        return p
+    if p.is_file() and p.name == MASTER_CHECKPOINT and p.parent.name == "checkpoints" and (
+            not (p.parent / "last.pt").exists()):
+        return p.parent
+    return None
+
+
+def _locate_replica_checkpoint(ckpt_dir: Path, store_path: str | None, run: dict | None = None,
+                               store=None):
+    """:func:`_locate` for the last checkpoint of a run of ``sgdlab parle`` (an interrupted
+    one): the master of the round ``master.pt`` names, rebuilt from the config the run store
+    holds for the run it records (``run``/``store`` when already looked up)."""
+    from sgdlab.store import RunStore, default_store_path
+    from sgdlab.train.checkpoint import load_checkpoint
+    from sgdlab.train.replicas import MASTER_CHECKPOINT
+
+    head = load_checkpoint(ckpt_dir / MASTER_CHECKPOINT, require=("round",))
+    if run is None:
+        run_id = head.get("run_id")
+        path = Path(store_path or head.get("store") or default_store_path())
+        if run_id is None:
+            raise UserError(f"cannot rebuild the model of the replica run checkpointed in "
+                            f"{str(ckpt_dir)!r}: it was not recorded in a run store (its "
+                            "config had no 'store'), which would hold its data and model")
+        store = RunStore(path) if path.is_file() else None
+        try:
+            run = store.get_run(run_id) if store is not None else None
+        except UserError:
+            run = None
+        if run is None:
+            raise UserError(f"the replica run checkpointed in {str(ckpt_dir)!r} ({run_id}) is "
+                            f"not in the run store {path}: give the store its config names "
+                            "with --store PATH")
+    _check_replica_record(run)
+    note = (f"run {run['id']} is {run['status']}" if run["status"] != "finished"
+            else f"run {run['id']}")
+    print(f"sgdlab: {note}: measuring the master of its last checkpoint (round "
+          f"{head['round']})", flush=True)
+    cfg = {**run["config"], "rounds": int(head["round"])}
+    return cfg, ckpt_dir / MASTER_CHECKPOINT, run["id"], ckpt_dir.parent, store
+
+
+def _check_replica_record(run: dict) -> None:
+    if not all(isinstance(run["config"].get(k), dict) for k in ("data", "model")):
         raise UserError(f"cannot rebuild the model of replica run {run['id']}: its record "
                         "holds no data and model specs (recorded by an older sgdlab)")
+
+
+def _replica_master(run: dict, store):
+    """:func:`_locate` for a run of ``sgdlab parle``: the master's weights, ``master.pt``;
+    of a run that did not finish, the master of its last checkpoint."""
+    from sgdlab.train.replicas import MASTER_CHECKPOINT
+
+    cfg = run["config"]
+    _check_replica_record(run)
     models = [Path(a["path"]) for a in run["artifacts"] if a["kind"] == "model"]
     if not models or not models[-1].is_file():
-        raise UserError(f"replica run {run['id']} has no master weights on disk ("
-                        + (f"{models[-1]} is gone" if models else
-                           "it was not finished, or ran without --out") + ")")
+        ckpts = [Path(a["path"]) for a in run["artifacts"] if a["kind"] == "checkpoints"]
+        if ckpts and (ckpts[-1] / MASTER_CHECKPOINT).is_file():
+            return _locate_replica_checkpoint(ckpts[-1], None, run, store)
+        if models:
+            why = f"{models[-1]} is gone"
+        elif ckpts:
+            why = (f"it is {run['status']} and {ckpts[-1]} holds no checkpoint (removed, "
+                   "or stopped before the first one)")
+        else:
+            why = (f"it is {run['status']} and no checkpoint folder is recorded for it (it "
+                   "ran without --out, or with an older sgdlab: give its --out folder)")
+        raise UserError(f"replica run {run['id']} has no master weights on disk: {why}")
     # the rounds it ended with: a --resume with more rounds extends the run, not its record
     rounds = (run["summary"] or {}).get("rounds", cfg.get("rounds"))
     return {**cfg, "rounds": rounds}, models[-1], run["id"], models[-1].parent, store
@@ -219,13 +292,19 @@ def _rebuild(cfg: dict, ckpt: Path, train_mode: bool = False):
 
         model, loss_fn, data = build_model_and_data(cfg)
         _refuse_train_mode_batch_norm(model, train_mode)
+        # the master after the last round (of the run, or of its last checkpoint), logged at
+        # step rounds · L
+        step = int(cfg["rounds"]) * int(cfg["parle"]["L"])
+        if any(ckpt.parent.glob("rank*.pt")):     # a checkpoint set: the master of its round
+            from sgdlab.train.replicas import load_master_checkpoint
+
+            load_master_checkpoint(ckpt.parent, model)
+            return model, loss_fn, data, step, {}
         try:
             weights = torch.load(ckpt, map_location="cpu", weights_only=True)
         except Exception as e:  # noqa: BLE001 - one line naming the file
             raise UserError(f"cannot read the master weights {str(ckpt)!r}: {e}") from None
         load_state(model, weights, ckpt, "model")
-        # the master after the last round, logged at step rounds · L
-        step = int(cfg["rounds"]) * int(cfg["parle"]["L"])
         return model, loss_fn, data, step, {}
     # without its instruments (and TensorBoard logger): an option a newer sgdlab refuses, or
     # an instrument registered only where the run trained, must not stop its model's rebuild

@@ -10,7 +10,8 @@ With ``--out DIR`` checkpoints are written to ``DIR/checkpoints`` every ``--chec
 rounds (default: the config's ``checkpoint_every``, else 10) and at the end; ``--resume``
 continues an interrupted run from them bit for bit (same config and replica count); with a
 ``store`` in the config, ``sgdlab measure DIR`` (or the run's id) measures the final master
-``DIR/master.pt`` and ``sgdlab runs show DIR`` shows the run. A new
+``DIR/master.pt`` (of an interrupted run, the master of its last checkpoint) and ``sgdlab runs
+show DIR`` shows the run. A new
 run takes DIR first (``DIR/parle.json``): a second start into it is refused, also while the
 first has no checkpoint yet; a run that fails before its first checkpoint frees it again.
 
@@ -100,8 +101,12 @@ def _run(args) -> int:
             raise ConfigError(f"--replicas must be >= 1, got {args.replicas}")
         cfg.setdefault("parle", {})["replicas"] = args.replicas
     if args.mode == "inprocess":
-        res = run_from_config(cfg, mode="inprocess", out=args.out, resume=args.resume,
-                              checkpoint_every=args.checkpoint_every)
+        try:
+            res = run_from_config(cfg, mode="inprocess", out=args.out, resume=args.resume,
+                                  checkpoint_every=args.checkpoint_every)
+        except KeyboardInterrupt as e:   # the command that goes on from its checkpoint
+            raise KeyboardInterrupt(f"{str(e) or 'interrupted'}{_continue(args, None)}"
+                                    ) from None
         print(report(res, out=args.out))
         return 0 if res.status == "finished" else 1
     n = int((cfg.get("parle") or {}).get("replicas", 3))
@@ -159,13 +164,17 @@ def _run(args) -> int:
     return code
 
 
-def _continue(args, n: int) -> str:
-    """How to go on after a stopped or failed distributed run: ``--resume`` from its
-    checkpoints when it wrote any, else the same command again."""
+def _continue(args, n: int | None) -> str:
+    """How to go on after a stopped or failed run (distributed: of ``n`` processes):
+    ``--resume`` from its checkpoints when it wrote any, else the same command again."""
     if not args.out:
         return ""
-    command = (f"sgdlab parle {shlex.quote(args.config)} --mode distributed --replicas {n} "
-               f"--out {shlex.quote(args.out)}")
+    command = f"sgdlab parle {shlex.quote(args.config)}"
+    if n is not None:
+        command += f" --mode distributed --replicas {n}"
+    elif args.replicas is not None:
+        command += f" --replicas {args.replicas}"
+    command += f" --out {shlex.quote(args.out)}"
     # the options the run was started with, so that it goes on as it ran
     for flag, value, default in (("--backend", args.backend, "auto"),
                                  ("--timeout", args.timeout, 60.0),

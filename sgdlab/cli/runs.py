@@ -153,6 +153,15 @@ def continue_hint(run: dict, store) -> str | None:
     if any(a["kind"] == "out_dir" for a in run.get("artifacts", [])):
         return resume_command(run["id"], store.path)
     cfg = run.get("config") or {}
+    ckpts = [a["path"] for a in run.get("artifacts", []) if a["kind"] == "checkpoints"]
+    if isinstance(cfg, dict) and cfg.get("method") == "parle" and ckpts:
+        import shlex
+
+        mode = " --mode distributed" if cfg.get("mode") == "distributed" else ""
+        n = (cfg.get("parle") or {}).get("replicas")
+        return (f"sgdlab parle CONFIG{mode}{f' --replicas {n}' if n else ''} --out "
+                f"{shlex.quote(str(Path(ckpts[-1]).parent))} --resume  (CONFIG: the replica "
+                "config it ran with)")
     if isinstance(cfg, dict) and cfg.get("run_key") and run.get("experiment"):
         if finished_since(run, store) is not None:
             return None
@@ -164,24 +173,30 @@ def continue_hint(run: dict, store) -> str | None:
 
 
 def checkpoint_step(run: dict) -> int | None:
-    """The step of the last checkpoint of a run of ``sgdlab train`` (``run`` as
-    :meth:`RunStore.get_run` gives it, with its artifacts): where ``sgdlab resume`` continues
-    it. None when its folder holds no checkpoint or it cannot be read (``sgdlab resume``
+    """The step of the last checkpoint of a run of ``sgdlab train`` or ``sgdlab parle``
+    (``run`` as :meth:`RunStore.get_run` gives it, with its artifacts): where its resume
+    continues it. None when its folder holds no checkpoint or it cannot be read (``sgdlab resume``
     names why); -1 for a run of an experiment (a sweep reruns it from step 0)."""
     dirs = [a["path"] for a in run.get("artifacts", []) if a["kind"] == "out_dir"]
-    if not dirs:
-        cfg = run.get("config") or {}
+    ckpts = [a["path"] for a in run.get("artifacts", []) if a["kind"] == "checkpoints"]
+    cfg = run.get("config") or {}
+    if not dirs and not ckpts:
         return -1 if isinstance(cfg, dict) and cfg.get("run_key") else None
     import torch
 
     from sgdlab.train.checkpoint import checkpoint_path
+    from sgdlab.train.replicas import MASTER_CHECKPOINT
 
-    path = checkpoint_path(Path(dirs[-1]) / "checkpoints")
+    # of `sgdlab parle`: master.pt, whose round r ends at step r·L
+    path = (checkpoint_path(Path(dirs[-1]) / "checkpoints") if dirs
+            else Path(ckpts[-1]) / MASTER_CHECKPOINT)
     if not path.is_file():
         return None
     try:   # mapped, not read: the weights are not needed for the step
         state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-        return int(state["loop"]["step"])
+        if dirs:
+            return int(state["loop"]["step"])
+        return int(state["round"]) * int(state["parle"]["L"])
     except Exception:  # noqa: BLE001 - a damaged checkpoint: resume says what is wrong
         return None
 

@@ -591,6 +591,8 @@ class _ReplicaTraining:
                 store, run_id, resumed=self.resume, stored_rows=self.stored_rows,
                 step=self.start * self.cfg.L,
                 new_run=lambda: store.create_run(config, name=name))
+            if self.ckpt is not None:   # where the run's checkpoints are (sgdlab runs, measure)
+                store.add_artifact(run_id, "checkpoints", self.ckpt.resolve())
             recorded = store.get_run(run_id)["config"] if self.resume else None
             if (isinstance(recorded, dict) and recorded.get("method") == "parle"
                     and recorded.get("rounds") != self.rounds):
@@ -688,6 +690,9 @@ class _ReplicaTraining:
             save_checkpoint(self.ckpt / MASTER_CHECKPOINT, {
                 "round": r, "world_size": self.world, "replicas": self.cfg.replicas,
                 "mode": self.mode, "parle": self.cfg.to_dict(), "run_id": self.run_id,
+                # the store that holds the run: its folder stands for it (sgdlab measure)
+                "store": (str(Path(self.store.path).resolve())
+                          if getattr(self.store, "path", None) is not None else None),
                 "examples": self.examples, "settings": self.settings,
                 "stored_rows": self.writer.stored if self.writer is not None else None,
                 "master": None if master is None else [t.detach().cpu().clone() for t in master],
@@ -821,6 +826,36 @@ def _setting_changes(saved: dict[str, Any], now: dict[str, Any]) -> list[str]:
     if saved.get("built") is not None and now.get("built") is not None:
         changed += changed_settings(saved["built"], now["built"])
     return changed
+
+
+def load_master_checkpoint(ckpt: str | os.PathLike, model: nn.Module) -> dict[str, Any]:
+    """Put the master of the last checkpoint set in ``ckpt`` (a run's ``checkpoints``
+    folder) into ``model``: x̄ of the round ``master.pt`` names (the master that round
+    evaluated) and, for a model with floating buffers (batch norm), the mean of the
+    replicas' buffers in that round's rank files, as the end of a run averages them. Returns
+    ``master.pt``'s content (``round``, ``run_id``, ...); a :class:`UserError` naming the
+    file when the set cannot give the master."""
+    ckpt = Path(ckpt)
+    head = load_checkpoint(ckpt / MASTER_CHECKPOINT, require=("round",))
+    if head.get("master") is None:
+        raise UserError(f"{str(ckpt / MASTER_CHECKPOINT)!r} holds no master weights (saved "
+                        "before the first round)")
+    _load_params(model, head["master"])
+    buffers = _float_buffers(model)
+    if buffers:
+        states = []
+        for rank in range(int(head["world_size"])):
+            _, mine = _load_replica_checkpoint(
+                ckpt, rank, int(head["world_size"]), ParleConfig.from_dict(head["parle"]),
+                str(head["mode"]), examples=int(head.get("examples", 0)))
+            if isinstance(mine, str):      # why the round's rank file is not there
+                raise UserError(f"cannot rebuild the master's buffers: {mine}")
+            states += [w["model"] for w in mine["workers"].values()]
+        names = [n for n, b in model.named_buffers() if b.is_floating_point()]
+        with torch.no_grad():
+            for n, b in zip(names, buffers):
+                b.copy_(torch.stack([st[n].to(b.dtype) for st in states]).mean(0))
+    return head
 
 
 @torch.no_grad()

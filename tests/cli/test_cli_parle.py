@@ -285,3 +285,70 @@ def test_resume_of_a_replica_run_says_how_it_continues(tmp_path, capsys):
     store.set_status(run_id, "interrupted")
     assert main(["resume", run_id, "--store", str(store.path)]) == 2
     assert "sgdlab parle CONFIG --out DIR --resume" in capsys.readouterr().err
+
+
+def test_an_interrupted_replica_run_is_measured_from_its_last_checkpoint(
+        tmp_path, capsys, monkeypatch):
+    """An interrupted `sgdlab parle` run had no master.pt, and `sgdlab measure` of its folder
+    said there was no checkpoint: it now measures the master of the last checkpoint set (x̄
+    of that round, the replicas' mean batch-norm statistics), by folder, checkpoints folder,
+    master.pt or run id; the interrupt and `sgdlab runs list` say how it continues."""
+    import torch
+
+    from sgdlab.cli.measure import _locate, _rebuild
+    from sgdlab.store import RunStore
+    from sgdlab.train import replicas
+
+    store, out = tmp_path / "runs.sqlite", tmp_path / "out"
+    cfg = tmp_path / "c.json"
+    cfg.write_text(json.dumps({**CONFIG, "parle": {**CONFIG["parle"], "shard": True},
+                               "model": {"name": "mlp", "widths": [8],
+                                                   "batchnorm": True},
+                               "rounds": 5, "checkpoint_every": 2, "dtype": "float64",
+                               "store": str(store)}))
+    original = replicas._ReplicaTraining._round
+
+    def stop_in_round_3(self, r):
+        if r == 3:
+            raise KeyboardInterrupt
+        return original(self, r)
+
+    monkeypatch.setattr(replicas._ReplicaTraining, "_round", stop_in_round_3)
+    assert main(["parle", str(cfg), "--out", str(out)]) == 130
+    assert f"continue with: sgdlab parle {cfg} --out {out} --resume" in capsys.readouterr().err
+    monkeypatch.undo()
+    (run,) = RunStore(store).list_runs()
+    assert run["status"] == "interrupted" and not (out / "master.pt").exists()
+    assert main(["runs", "list", "--store", str(store)]) == 0
+    listing = capsys.readouterr().out
+    assert "interrupted  4 (ckpt)" in listing                  # round 2 · L
+    assert f"--replicas 2 --out {out} --resume" in listing
+
+    ckpt = out / "checkpoints" / "master.pt"
+    for target in (str(out), str(out / "checkpoints"), str(ckpt), run["id"]):
+        found = _locate(target, str(store))
+        assert found[1:4] == (ckpt, run["id"], out), target
+    model, _, _, step, _ = _rebuild(found[0], found[1])
+    assert step == 2 * 2
+    head = torch.load(ckpt, weights_only=True)
+    for p, v in zip(model.parameters(), head["master"]):
+        assert torch.equal(p, v)
+    states = [w["model"] for w in torch.load(out / "checkpoints" / "rank0.pt",
+                                             weights_only=True)["workers"].values()]
+    assert len(states) == 2
+    for name, b in model.named_buffers():
+        if b.is_floating_point():
+            assert torch.allclose(b, (states[0][name] + states[1][name]) / 2), name
+            assert not torch.equal(states[0][name], states[1][name])
+    assert main(["measure", str(out), "--what", "hessian", "--k", "1", "--probes", "2",
+                 "--out", str(tmp_path / "m")]) == 0, capsys.readouterr().err
+    res = json.loads((tmp_path / "m" / "measurements.json").read_text())
+    assert res["run_id"] == run["id"] and res["step"] == 4
+    assert "interrupted: measuring the master of its last checkpoint (round 2)" in (
+        capsys.readouterr().out)
+    # without the checkpoints, by run id: what is missing, in one line
+    import shutil
+    shutil.rmtree(out / "checkpoints")
+    assert main(["measure", run["id"], "--store", str(store)]) == 2
+    err = capsys.readouterr().err
+    assert f"has no master weights on disk: it is interrupted and {out / 'checkpoints'}" in err
