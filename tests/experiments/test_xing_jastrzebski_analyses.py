@@ -666,3 +666,22 @@ def test_interpolation_reads_the_ends_at_alpha_0_and_1_whatever_the_rounding():
         proc.validate({**base, "alphas": {"start": -1.0, "stop": 2.0, "num": 8}}, "runs[0]")
     with pytest.raises(ConfigError, match="alphas must be a mapping"):
         proc.validate({**base, "alphas": [0, 1]}, "runs[0]")
+
+
+def test_a_mean_curve_that_loses_seeds_says_how_many_it_holds():
+    # a seed that stopped at step 20 left the mean of the others from there on: the curve
+    # stepped (0.9 -> 0.5) with nothing in the figure saying that it held fewer seeds
+    from sgdlab.experiments.procedures.jastrzebski import epoch_curves
+
+    loss = {0: [(10, 1.0), (20, 0.9), (30, 0.8), (40, 0.7)],
+            1: [(10, 0.2), (20, 0.1)],
+            2: [(10, 0.5), (20, 0.5), (30, 0.5), (40, 0.5)]}
+    groups = {"short": [run("short", s, metrics={"loss": pts}) for s, pts in loss.items()],
+              "whole": [run("whole", s, metrics={"loss": [(10, 1.0), (40, 0.5)]})
+                        for s in range(3)]}
+    spec = SimpleNamespace(paper=PAPER)
+    ((_, fig),) = epoch_curves(spec, groups, ["loss"])
+    labels = [line.get_label() for line in fig.axes[0].get_lines()]
+    assert labels == ["short (mean of 2-3 of 3 seeds)", "whole"]
+    (line,) = [ln for ln in fig.axes[0].get_lines() if ln.get_label().startswith("short")]
+    assert line.get_ydata().tolist() == pytest.approx([1.7 / 3, 1.5 / 3, 0.65, 0.6])

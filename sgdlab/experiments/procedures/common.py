@@ -145,6 +145,17 @@ def mean_curve(runs: list[StoredRun], metric: str, *, counts: bool = False) -> t
     return out + ([int(k) for k in n],) if counts else out
 
 
+def seeds_label(label: str, counts: list[int] | None, seeds: int) -> str:
+    """A curve's legend ``label``, saying how many of the group's ``seeds`` runs its mean
+    holds where that is not all of them (``counts``: :func:`mean_curve`'s, per point): a
+    mean over fewer seeds past where a run diverged or stopped can step, which must not be
+    read as the runs' own change."""
+    if not counts or min(counts) == seeds:
+        return label
+    lo, hi = min(counts), max(counts)
+    return f"{label} (mean of {lo}{f'-{hi}' if hi != lo else ''} of {seeds} seeds)"
+
+
 def summary_table(name: str, groups: "OrderedDict[str, list[StoredRun]]",
                   metrics: list[tuple[str, str]], caption: str = "",
                   first: str = "run") -> Table:

@@ -17,8 +17,8 @@ from sgdlab.experiments.plots import curves, panels
 from sgdlab.errors import ConfigError
 from sgdlab.experiments.procedures import StoredRun, register_analysis
 from sgdlab.experiments.procedures.common import (add_references, by_group, check_claims,
-                                                  curve_name, finite, mean_curve, stat,
-                                                  values_by_group, x_axis)
+                                                  curve_name, finite, mean_curve, seeds_label,
+                                                  stat, values_by_group, x_axis)
 from sgdlab.experiments.spec import get_dotted
 from sgdlab.report.figures.axes import log_scale
 from sgdlab.report.tables import Table
@@ -188,9 +188,10 @@ def ratio_grid(spec, runs: list[StoredRun]) -> Analysis:
             groups = by_group(runs, key=lambda r: "η={:g}, B={:g}".format(*lr_and_batch(r)))
             series = {}
             for g, rs in groups.items():
-                steps, mean, std = mean_curve(rs, metric)
+                steps, mean, std, n = mean_curve(rs, metric, counts=True)
                 if steps:
-                    series[g] = (x_axis(rs[0], steps, "epoch"), mean, None)
+                    series[seeds_label(g, n, len(rs))] = (x_axis(rs[0], steps, "epoch"),
+                                                          mean, None)
             figs.append((curve_name(metric), curves(series, xlabel="epoch", ylabel=metric,
                                                     title=f"{metric} per (η, B)")))
     return Analysis(tables=[table], figures=figs, conclusions=conclusions)
@@ -285,9 +286,10 @@ def epoch_curves(spec, groups, names: list[str]) -> list[tuple[str, Any]]:
     for name in names:
         series = {}
         for g, rs in groups.items():
-            steps, mean, std = mean_curve(rs, name)
+            steps, mean, std, n = mean_curve(rs, name, counts=True)
             if steps:
-                series[g] = (x_axis(rs[0], steps, "epoch"), mean, std if len(rs) > 1 else None)
+                series[seeds_label(g, n, len(rs))] = (x_axis(rs[0], steps, "epoch"), mean,
+                                                      std if len(rs) > 1 else None)
         figs.append((curve_name(name), curves(series, xlabel="epoch", ylabel=name,
                                              title=f"{spec.paper['figure']}: {name}")))
     return figs

@@ -19,7 +19,7 @@ from sgdlab.experiments.analysis import Analysis, Conclusion
 from sgdlab.experiments.plots import curves, panels
 from sgdlab.experiments.procedures import StoredRun, register_analysis
 from sgdlab.experiments.procedures.common import (add_references, by_group, check_claims,
-                                                  finite, mean_curve, summary_table,
+                                                  finite, mean_curve, seeds_label, summary_table,
                                                   values_by_group, x_axis)
 from sgdlab.experiments.procedures.jastrzebski import (CLEAR_TREND, _spearman, epoch_curves,
                                                        ranked_over, trend_verdict)
@@ -237,14 +237,14 @@ def _hessian_norm_figure(spec, groups, modes: list[str]):
     series = {}
     for g, rs in groups.items():
         for m in modes:
-            steps, mean, std = mean_curve(rs, f"hess_norm_{m}")
+            steps, mean, std, n = mean_curve(rs, f"hess_norm_{m}", counts=True)
             if steps:
-                series[f"{g}, {m}-mode BN"] = (x_axis(rs[0], steps, "epoch"), mean,
-                                               std if len(rs) > 1 else None)
+                series[seeds_label(f"{g}, {m}-mode BN", n, len(rs))] = (
+                    x_axis(rs[0], steps, "epoch"), mean, std if len(rs) > 1 else None)
     fig = curves(series, xlabel="epoch", ylabel="Hessian spectral norm ‖H‖", logy=True,
                  title=f"{spec.paper['figure']}: ‖H‖, batch norm in train and eval mode")
     for line in fig.axes[0].get_lines():
-        if line.get_label().endswith("eval-mode BN"):
+        if "eval-mode BN" in line.get_label():
             line.set_linestyle("--")
     fig.axes[0].legend(fontsize=7)
     return fig

@@ -10,7 +10,7 @@ from sgdlab.errors import ConfigError
 from sgdlab.experiments.analysis import Analysis, Conclusion
 from sgdlab.experiments.plots import curves, panels
 from sgdlab.experiments.procedures import StoredRun, register_analysis
-from sgdlab.experiments.procedures.common import by_group, finite, mean_curve
+from sgdlab.experiments.procedures.common import by_group, finite, mean_curve, seeds_label
 from sgdlab.report.tables import Table, mean_std
 
 _COS = re.compile(r"^align/cos_(\d+)$")
@@ -138,9 +138,9 @@ def zhu_alignment(spec, runs: list[StoredRun]) -> Analysis:
                              (axes[1], "align/cos_1", "|cos(u_1(H), v_1(Σ))|")):
         series = {}
         for g, rs in groups.items():
-            st, m, sd = mean_curve(rs, name)
+            st, m, sd, n = mean_curve(rs, name, counts=True)
             if st:
-                series[g] = (st, m, sd if len(rs) > 1 else None)
+                series[seeds_label(g, n, len(rs))] = (st, m, sd if len(rs) > 1 else None)
         curves(series, xlabel="step", ylabel=ylabel, ax=ax)
     fig.suptitle("projection residual and leading cosine over training", fontsize=10)
     fig.tight_layout()
@@ -335,9 +335,10 @@ def zhu_noisy_label(spec, runs: list[StoredRun]) -> Analysis:
     for m in o.get("curves", ["test_acc", "sharpness/expected"]):
         series = {}
         for g, rs in groups.items():
-            st, mean, sd = mean_curve(rs, m)
+            st, mean, sd, n = mean_curve(rs, m, counts=True)
             if st:
-                series[g] = ([s + offsets[g] for s in st], mean, sd if len(rs) > 1 else None)
+                series[seeds_label(g, n, len(rs))] = ([s + offsets[g] for s in st], mean,
+                                                      sd if len(rs) > 1 else None)
         fig = curves(series, xlabel="iteration (from the start of training)",
                      ylabel=curve_label(m, o), title=f"{spec.paper['figure']}: {m}",
                      marks=starts)
