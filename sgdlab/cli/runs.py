@@ -271,14 +271,21 @@ def _list(args) -> int:
         print("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip())
     # the command that continues each (one per sweep entry) and where it starts
     hints: dict[str, str] = {}
+    covered = redone = 0
     for rid, run in stopped.items():
         hint = continue_hint(run, store)
-        if hint and hint not in hints:
-            hints[hint] = _resume_point(run, ckpt[rid])
+        if hint:
+            covered += 1
+            hints.setdefault(hint, _resume_point(run, ckpt[rid]))
+        elif finished_since(run, store) is not None:
+            redone += 1
     if hints:
-        print(f"\n{len(stopped)} run(s) stopped before they ended; continue with:")
+        print(f"\n{covered} run(s) stopped before they ended; continue with:")
         for h, where in hints.items():
             print(f"  {h}\n    ({where})")
+    if redone:
+        print(f"{'' if hints else chr(10)}{redone} other stopped run(s) need nothing: a later "
+              "run of the same sweep entry finished")
     return 0
 
 

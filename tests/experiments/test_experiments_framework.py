@@ -873,3 +873,39 @@ def test_a_procedure_that_changes_its_params_changes_no_other_run(tmp_path):
     fresh = resolve(raw, "smoke").expand()
     fresh[0].params["opts"]["a"] = 2
     assert [r.key for r in fresh[1:]] == keys[1:] and fresh[0].key != keys[0]
+
+
+def test_runs_list_says_how_a_stopped_sweep_run_continues_and_when_it_needs_nothing(
+        tmp_path, capsys):
+    # the footer counted a stopped run whose sweep entry had finished since among the runs
+    # to continue, with no command for it
+    marker = tmp_path / "stop"
+
+    @register_procedure("_test_stopped_once")
+    class _StoppedOnce(Procedure):
+        allowed = {"x"}
+
+        def run(self, run, ctx):
+            if marker.exists():
+                raise KeyboardInterrupt
+            return RunOutput(summary={"y": 1}, data={"curve": [1, 2]})
+
+    cfg = _write(tmp_path, _raw(procedure="_test_stopped_once", grid={}, seeds=[0],
+                                scales={"smoke": {}}))
+    store = str(tmp_path / "runs.sqlite")
+    command = ["run", "--config", str(cfg), "--scale", "smoke", "--store", store,
+               "--out", str(tmp_path / "o")]
+    marker.touch()
+    assert cli(command) == 130
+    capsys.readouterr()
+    assert cli(["runs", "list", "--store", store]) == 0
+    listing = capsys.readouterr().out
+    assert "1 run(s) stopped before they ended" in listing
+    assert "(its sweep reruns it from step 0)" in listing
+    marker.unlink()
+    assert cli(command) == 0
+    capsys.readouterr()
+    assert cli(["runs", "list", "--store", store]) == 0
+    listing = capsys.readouterr().out
+    assert "stopped before they ended" not in listing
+    assert "1 other stopped run(s) need nothing: a later run of the same sweep entry" in listing
