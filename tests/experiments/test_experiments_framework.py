@@ -909,3 +909,31 @@ def test_runs_list_says_how_a_stopped_sweep_run_continues_and_when_it_needs_noth
     listing = capsys.readouterr().out
     assert "stopped before they ended" not in listing
     assert "1 other stopped run(s) need nothing: a later run of the same sweep entry" in listing
+
+
+def test_a_final_measurement_of_a_model_that_diverged_in_its_last_step_records_diverged(
+        tmp_path):
+    # one full-batch step at lr 1e30 leaves weights no finite loss was computed from: the
+    # final Hessian met non-finite numbers and the run was recorded failed, which every
+    # rerun of the sweep redid, to fail again
+    raw = {"name": "t-late-diverge", "version": 1, "description": "diverges in its last step",
+           "analysis": "compare_groups", "procedure": "train",
+           "paper": {"author": "Nobody", "year": 2020, "figure": "Fig. 0"},
+           "base": {"dataset": {"name": "cubic"}, "model": {"name": "zhu-mlp-1-6-6-6-1"},
+                    "optimizer": {"name": "sgd", "lr": 0.01}, "batch_size": "full",
+                    "epochs": 1, "final": [{"kind": "hessian_top", "num_iter": 40}]},
+           "runs": [{"label": "calm"}, {"label": "wild", "params": {"optimizer": {"lr": 1e30}}}],
+           "seeds": [0], "options": {"table": [["train_loss", "final train loss"]],
+                                     "curves": ["train_loss"]}}
+    cfg, store = _write(tmp_path, raw), str(tmp_path / "runs.sqlite")
+    res = run_experiment(str(cfg), scale="cpu", out_dir=tmp_path / "o", store_path=store,
+                         progress=None)
+    calm, wild = res.results["runs"]
+    assert (calm["status"], wild["status"]) == ("finished", "diverged")
+    (row,) = [r for r in RunStore(store).list_runs() if r["status"] == "diverged"]
+    message = RunStore(store).get_run(row["id"])["message"]
+    assert message.startswith("the final measurement 'hessian_top' met non-finite numbers")
+    assert "lambda_max" not in wild["summary"] and wild["summary"]["steps"] == 1
+    rerun = run_experiment(str(cfg), scale="cpu", out_dir=tmp_path / "o", store_path=store,
+                           progress=None)
+    assert rerun.sweep.executed == []                # nothing redone

@@ -252,21 +252,31 @@ class TrainProcedure(Procedure):
         summary.update({"steps": int(getattr(res, "steps", 0)),
                         "num_params": sum(q.numel() for q in model.parameters() if q.requires_grad)})
         data: dict[str, Any] = {}
-        status = getattr(res, "status", "finished")
+        status, message = getattr(res, "status", "finished"), None
         if status == "finished":
             model.eval()
             for m in p.get("final", []) or []:
-                if m["kind"] == "trajectory_spectrum":
-                    from sgdlab.experiments.procedures.measures import trajectory_spectrum
+                try:
+                    if m["kind"] == "trajectory_spectrum":
+                        from sgdlab.experiments.procedures.measures import trajectory_spectrum
 
-                    opts = {k: v for k, v in m.items() if k != "kind"}
-                    s, d = trajectory_spectrum(ctx.artifact_dir / TRAJECTORY_FILE, **opts)
-                else:
-                    s, d = compute_final(m, model, loss_fn, measurement_data(ds, m, ctx.device))
+                        opts = {k: v for k, v in m.items() if k != "kind"}
+                        s, d = trajectory_spectrum(ctx.artifact_dir / TRAJECTORY_FILE, **opts)
+                    else:
+                        s, d = compute_final(m, model, loss_fn,
+                                             measurement_data(ds, m, ctx.device))
+                except FloatingPointError as e:
+                    # how the measurements report a non-finite model: it diverged after its
+                    # last finite loss (in its last steps), as the training loop records a
+                    # callback's; a failure would be redone, and fail again, by every rerun
+                    status = "diverged"
+                    message = (f"the final measurement {m['kind']!r} met non-finite numbers "
+                               f"({e}): the model diverged after its last finite loss")
+                    break
                 summary.update(s)
                 data.update(d)
         if p.get("save_model"):
             with replaced_whole(ctx.artifact_dir / MODEL_FILE) as tmp:
                 torch.save(model.state_dict(), tmp)
             ctx.store.add_artifact(ctx.run_id, "model", str(ctx.artifact_dir / MODEL_FILE))
-        return RunOutput(summary=summary, data=data, status=status)
+        return RunOutput(summary=summary, data=data, status=status, message=message)
