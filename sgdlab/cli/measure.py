@@ -20,6 +20,10 @@ writes
   ``alignment.png``, ``loss_surface.png``; ``curvature_history.png``, ``noise_magnitude.png`` and
   ``batch_statistics.png`` when the run recorded such series during training) to ``--out``
   (default: ``<run folder>/measure-step<step>``).
+
+A Ctrl-C keeps the measurements finished before it: they are written as above
+(``measurements.json`` names them in ``what`` and the one stopped in ``interrupted_during``),
+and the message says which ``--what`` measures the rest.
 """
 from __future__ import annotations
 
@@ -401,18 +405,33 @@ def _measure(args: argparse.Namespace) -> int:
              "alignment": lambda: _alignment(m), "sharpness": lambda: _sharpness(m),
              "batch": lambda: _batch(m, batch_size, _checkpoint_lr(state, cfg, store, run_id)),
              "surface": lambda: _surface(m)}
+    done: list[str] = []
+    stopped = None
     for name, measure in steps.items():
         if name not in what:
             continue
         # each measurement says when it starts and prints its values when done: on a CNN
         # they take minutes, which passed without a line
         print(f"  {name} ...", flush=True)
-        before = set(m.scalars)
-        measure()
+        before = (dict(m.scalars), dict(m.arrays), list(m.figures), list(m.notes))
+        try:
+            measure()
+        except KeyboardInterrupt:
+            # the measurements done are kept (written below); this one's partial values not
+            stopped = name
+            m.scalars.clear(), m.arrays.clear()
+            m.scalars.update(before[0]), m.arrays.update(before[1])
+            m.figures[:], m.notes[:] = before[2], before[3]
+            if not done:
+                raise
+            break
+        done.append(name)
         for key, v in m.scalars.items():
-            if key not in before:
+            if key not in before[0]:
                 print(f"  {key:28s} {v:.6g}", flush=True)
     result["wall_time_s"] = time.perf_counter() - t0
+    if stopped is not None:
+        result["what"], result["interrupted_during"] = done, stopped
     scalars, notes, figures = m.scalars, m.notes, m.figures
 
     path = out_dir / "measurements.json"
@@ -454,6 +473,11 @@ def _measure(args: argparse.Namespace) -> int:
         print(f"  ({note})")
     print(f"  wrote {path} and {len(figures)} plot(s); {len(scalars)} scalars to run "
           f"{run_id} at step {step} in {store.path}")
+    if stopped is not None:
+        rest = [w for w in what if w not in done]
+        raise KeyboardInterrupt(f"interrupted during {stopped}; what was measured before it "
+                                f"({', '.join(done)}) is written above; measure the rest with "
+                                f"--what {','.join(rest)}")
     return 0
 
 

@@ -264,3 +264,42 @@ def test_measure_refuses_before_measuring(bn_run, tmp_path, capsys, args, needle
                  *args]) == 2
     assert needle in capsys.readouterr().err
     assert not (tmp_path / "m").exists()
+
+
+def test_an_interrupted_measure_keeps_the_measurements_done_before(tmp_path, capsys,
+                                                                   monkeypatch):
+    # Ctrl-C during one measurement lost every one done before it: no measurements.json,
+    # nothing in the store, a bare "interrupted"
+    import sgdlab.cli.measure as measure
+    from sgdlab.store import RunStore
+
+    store = str(tmp_path / "runs.sqlite")
+    run_dir = tmp_path / "run"
+    assert main(["train", "digits-mlp", "--store", store, "--out", str(run_dir),
+                 "--set", "train.max_steps=3", "--set", "train.epochs=1", "--no-progress"]) == 0
+    def interrupted_halfway(step):
+        def stopped(m):
+            step(m)                          # its values are in, then the interrupt
+            raise KeyboardInterrupt
+        return stopped
+
+    monkeypatch.setattr(measure, "_noise", interrupted_halfway(measure._noise))
+    out = tmp_path / "m"
+    assert main(["measure", str(run_dir), "--store", store, "--subset", "40", "--k", "2",
+                 "--probes", "4", "--samples", "3", "--what", "hessian,noise,sharpness",
+                 "--out", str(out)]) == 130
+    err = capsys.readouterr().err
+    assert ("interrupted during noise; what was measured before it (hessian) is written above; "
+            "measure the rest with --what noise,sharpness") in err
+    res = json.loads((out / "measurements.json").read_text())
+    assert res["what"] == ["hessian"] and res["interrupted_during"] == "noise"
+    assert "hess/top_1" in res["scalars"]
+    assert not any(k.startswith(("noise/", "sharpness/")) for k in res["scalars"])
+    assert not any(k.startswith("noise/") for k in res["arrays"])
+    stored = RunStore(store).metrics(res["run_id"])
+    assert "measure/hess/top_1" in stored and "measure/noise/trace" not in stored
+    # interrupted in the first measurement: nothing to keep, nothing written
+    monkeypatch.setattr(measure, "_hessian", interrupted_halfway(measure._hessian))
+    assert main(["measure", str(run_dir), "--store", store, "--what", "hessian",
+                 "--out", str(tmp_path / "m2")]) == 130
+    assert not (tmp_path / "m2" / "measurements.json").exists()
