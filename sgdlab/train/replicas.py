@@ -715,7 +715,7 @@ class _ReplicaTraining:
 
     def abort(self, e: BaseException) -> None:
         """An exception or interrupt ends the run: keep what was logged, record why."""
-        record_abort(self.store, self.writer, self.run_id, e)
+        record_abort(self.store, self.writer, self.run_id, e, where=f"in round {self.round + 1}")
 
     def complete(self, *, record_end: bool) -> ReplicaResult:
         """The final master — the average of the replicas' x^a and of their floating buffers —

@@ -319,6 +319,8 @@ def test_an_interrupted_replica_run_is_measured_from_its_last_checkpoint(
     monkeypatch.undo()
     (run,) = RunStore(store).list_runs()
     assert run["status"] == "interrupted" and not (out / "master.pt").exists()
+    # (it read "KeyboardInterrupt: ", an empty message)
+    assert RunStore(store).get_run(run["id"])["message"] == "KeyboardInterrupt in round 3"
     assert main(["runs", "list", "--store", str(store)]) == 0
     listing = capsys.readouterr().out
     assert "interrupted  4 (ckpt)" in listing                  # round 2 · L
