@@ -25,8 +25,9 @@ Conventions (see docs/ARCHITECTURE.md):
   current weights).
 - **Evaluation** runs in ``model.eval()`` mode under ``torch.no_grad()`` and restores the
   previous mode. It logs ``train_loss``, ``test_loss`` (mean loss over the set) and, for
-  classification, ``train_acc``, ``test_acc`` (fraction correct), at step 0, on the
-  ``eval_every`` schedule and at the end. At each epoch end the loop also logs ``batch_loss``
+  classification, ``train_acc``, ``test_acc`` (fraction of the labels hit by the argmax:
+  one per sample, or one per position of (N, C, *d) outputs; none for outputs ``loss_fn``
+  unpacks), at step 0, on the ``eval_every`` schedule and at the end. At each epoch end the loop also logs ``batch_loss``
   (mean of that epoch's mini-batch losses, in train mode), ``lr`` (first parameter group),
   ``epoch`` (epochs completed), ``grad_evals`` and ``effective_epochs``.
 - **Divergence.** A non-finite mini-batch loss stops the run before the step that would use it;
@@ -177,6 +178,20 @@ class BatchStream:
         self.perm, self.pos, self._perm_dev = state["perm"], int(state["pos"]), None
 
 
+def argmax_hits(outputs: Any, targets: Tensor) -> tuple[Tensor, Tensor] | None:
+    """``(hits, labels)``: how many argmax predictions over the class dimension equal their
+    class label, and how many labels there are, where cross-entropy reads ``outputs`` as
+    (N, C, *d) scores against (N, *d) targets (one label per sample, or per position of a
+    sequence or image); negative targets (cross-entropy's ``ignore_index``, -100 by default)
+    are no labels. None for outputs of any other shape, or a tuple or dict that ``loss_fn``
+    unpacks: there is no accuracy to read from them."""
+    if (not isinstance(outputs, Tensor) or outputs.dim() < 2
+            or outputs.shape[:1] + outputs.shape[2:] != targets.shape):
+        return None
+    labelled = targets >= 0
+    return (outputs.argmax(dim=1) == targets).logical_and(labelled).sum(), labelled.sum()
+
+
 @torch.no_grad()
 def evaluate(model: nn.Module, loss_fn: Callable[[Tensor, Tensor], Tensor], x: Tensor,
              y: Tensor, *, classification: bool | None = None,
@@ -184,24 +199,30 @@ def evaluate(model: nn.Module, loss_fn: Callable[[Tensor, Tensor], Tensor], x: T
     """Mean loss (and accuracy, the fraction of argmax hits, for classification) of ``model``
     on ``(x, y)`` in eval mode; chunks are weighted by size. Restores every submodule's
     train/eval mode. ``classification`` defaults to whether ``y`` holds class labels (not
-    floating point)."""
+    floating point). The accuracy counts every label (:func:`argmax_hits`: per sample, or per
+    position of (N, C, *d) outputs) and is left out for outputs that hold no class scores."""
     if classification is None:
         classification = not y.is_floating_point()
     with eval_mode(model):
         n = len(x)
         total = torch.zeros((), dtype=torch.float64, device=x.device)
         correct = torch.zeros((), dtype=torch.int64, device=x.device)
+        labels = torch.zeros((), dtype=torch.int64, device=x.device)
         for i in range(0, n, batch_size):
             xb, yb = x[i:i + batch_size], y[i:i + batch_size]
             out = model(xb)
             if i == 0:
                 check_target_shape(loss_fn, out, yb)
             total += loss_fn(out, yb).double() * len(xb)
-            if classification:
-                correct += (out.argmax(dim=1) == yb).sum()
+            hits = argmax_hits(out, yb) if classification else None
+            if hits is None:
+                classification = False
+            else:
+                correct += hits[0]
+                labels += hits[1]
         res = {"loss": (total / max(n, 1)).item()}
         if classification:
-            res["acc"] = correct.item() / max(n, 1)
+            res["acc"] = correct.item() / labels.item() if labels.item() else float("nan")
         return res
 
 

@@ -344,6 +344,59 @@ def test_evaluate_gives_accuracy_for_class_labels_only():
                         classification=False)) == {"loss"}
 
 
+class TokenTagger(nn.Module):
+    """A label per position: (N, C, L) scores for (N, L) targets, as cross-entropy reads them."""
+
+    def __init__(self, vocab: int = 5):
+        super().__init__()
+        self.emb, self.head = nn.Embedding(vocab, 8), nn.Linear(8, vocab)
+
+    def forward(self, x):
+        return self.head(self.emb(x)).transpose(1, 2)
+
+
+def test_accuracy_of_labels_per_position_is_the_fraction_of_positions_hit():
+    # it counted every hit of the L positions and divided by N samples: 6.0 for L = 6
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(0, 5, (40, 6), generator=g)
+    y = torch.where(torch.rand(40, 6, generator=g) < 0.3, torch.randint(0, 5, (40, 6), generator=g),
+                    (x + 1) % 5)              # a rule with exceptions: some positions missed
+    y[:, -1] = -100                           # cross-entropy's ignored positions: no labels
+    torch.manual_seed(0)
+    model = TokenTagger()
+    r = train(model, nn.CrossEntropyLoss(), Dataset(x, y, x[:10], y[:10]),
+              torch.optim.SGD(model.parameters(), lr=0.5), epochs=2, batch_size=8,
+              progress=False)
+    with torch.no_grad():
+        pred = model(x).argmax(1)
+    hits = (pred == y)[:, :-1].double().mean()
+    assert 0.5 < hits < 1
+    assert r.final["train_acc"] == pytest.approx(float(hits))
+    test_hits = (pred[:10] == y[:10])[:, :-1].double().mean()
+    assert r.final["test_acc"] == pytest.approx(float(test_hits))
+    # chunks of the evaluation are counted by their labels
+    res = evaluate(model, nn.CrossEntropyLoss(), x, y, batch_size=7)
+    assert res["acc"] == pytest.approx(float(hits))
+
+
+def test_a_model_whose_outputs_loss_fn_unpacks_trains_without_an_accuracy():
+    # a tuple of outputs failed in the evaluation: 'tuple' object has no attribute 'argmax'
+    class Pair(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = nn.Linear(5, 2)
+
+        def forward(self, x):
+            return self.lin(x), x
+
+    data, model = toy_data(), Pair()
+    r = train(model, lambda out, y: nn.functional.cross_entropy(out[0], y), data,
+              torch.optim.SGD(model.parameters(), lr=0.1), epochs=1, batch_size=16,
+              progress=False)
+    assert r.status == "finished" and math.isfinite(r.final["test_loss"])
+    assert "train_acc" not in r.history and "test_acc" not in r.final
+
+
 def test_regression_targets_that_broadcast_against_the_outputs_are_refused():
     # outputs (N, 1) against targets (N,): MSELoss compares every output with every target
     # (torch only warns), so train() trained and reported that loss
