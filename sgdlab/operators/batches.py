@@ -113,6 +113,25 @@ def plain_checkpoints() -> Iterator[None]:
                     checkpoint.CheckpointFunction = _checkpoint_function
 
 
+@contextlib.contextmanager
+def dense_embedding_gradients(model: nn.Module) -> Iterator[None]:
+    """Within: the model's embeddings built with ``sparse=True`` (``nn.Embedding``,
+    ``nn.EmbeddingBag``) give their weights dense gradients. The forward pass and the
+    gradient's values are the same; autograd's sparse gradient is only another layout of
+    them, one that the measurements' flat vectors, per-sample gradients and second
+    derivatives cannot take (every measurement failed on it: "reshape is not implemented for
+    sparse tensors"). The flags are put back on exit."""
+    sparse = [m for m in model.modules()
+              if isinstance(m, (nn.Embedding, nn.EmbeddingBag)) and m.sparse]
+    for m in sparse:
+        m.sparse = False
+    try:
+        yield
+    finally:
+        for m in sparse:
+            m.sparse = True
+
+
 def is_single_batch(data: Data) -> bool:
     return (isinstance(data, (tuple, list)) and len(data) == 2
             and all(isinstance(t, Tensor) for t in data))

@@ -41,7 +41,8 @@ from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_flatten
 
 from .batches import (ELEMENTWISE_LOSSES, Data, check_input_dtype, check_loss_reduction,
-                      fixed_randomness, iterate_batches, plain_checkpoints)
+                      dense_embedding_gradients, fixed_randomness, iterate_batches,
+                      plain_checkpoints)
 from .params import trainable_named_params
 from .taylor import _CONV, conv_padding, flat_layers
 
@@ -425,7 +426,7 @@ def per_sample_factors(
         step = len(x) if not chunk_size else chunk_size
         batches += [(x[j : j + step], y[j : j + step]) for j in range(0, len(x), step)]
     # dropout in train mode: one fixed draw; reentrant checkpoints differentiable
-    with fixed_randomness(model, device), plain_checkpoints():
+    with fixed_randomness(model, device), plain_checkpoints(), dense_embedding_gradients(model):
         found = _sequential_passes(model, loss_fn, batches, layers)
         # checked on a batch of two samples or more where there is one: beside sample 0
         # alone there is nothing to interact with

@@ -15,8 +15,8 @@ from torch import Tensor
 
 from sgdlab.models.modes import buffers_kept, writes_buffers
 
-from .batches import (check_batch_loss, check_input_dtype, fixed_randomness, iterate_batches,
-                      plain_checkpoints, stochastic_modules)
+from .batches import (check_batch_loss, check_input_dtype, dense_embedding_gradients,
+                      fixed_randomness, iterate_batches, plain_checkpoints, stochastic_modules)
 from .blocking import BlockTuner
 
 
@@ -199,7 +199,7 @@ class ModelOperator(LinearOperator):
         reentrant activation checkpoints run plainly, so they can be differentiated
         (:func:`~sgdlab.operators.batches.plain_checkpoints`)."""
         with fixed_randomness(self.model, self.device, batch), kept_running_statistics(
-                self.model), plain_checkpoints():
+                self.model), plain_checkpoints(), dense_embedding_gradients(self.model):
             yield
 
     def batches(self) -> Iterator[tuple[Tensor, Tensor]]:

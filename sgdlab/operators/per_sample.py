@@ -32,7 +32,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from sgdlab.errors import UserError
 
 from .batches import (Data, check_input_dtype, check_loss_reduction, concat_batches,
-                      fixed_randomness, plain_checkpoints)
+                      dense_embedding_gradients, fixed_randomness, plain_checkpoints)
 from .linear import kept_running_statistics
 from .params import (UNUSED_ZERO, flatten, functional_call, require_trainable,
                      trainable_named_params)
@@ -103,7 +103,7 @@ def per_sample_gradients(
     # and a train-mode spectral norm's power iteration run from the model's vectors for every
     # chunk and put back after: one function for all samples, the model left as it was
     with fixed_randomness(model, next(model.parameters()).device), \
-            kept_running_statistics(model), plain_checkpoints():
+            kept_running_statistics(model), plain_checkpoints(), dense_embedding_gradients(model):
         return _per_sample_gradients(model, loss_fn, data, chunk_size, method)
 
 
@@ -173,7 +173,8 @@ def full_gradient(
     total, n = None, 0
     for x, y in iterate_batches(data, device):
         # each batch from the model's own buffers; reentrant checkpoints differentiable
-        with kept_running_statistics(model), plain_checkpoints():
+        with kept_running_statistics(model), plain_checkpoints(), \
+                dense_embedding_gradients(model):
             g = torch.autograd.grad(loss_fn(model(x), y), params, **UNUSED_ZERO)
         g = flatten(g) * len(x)
         total = g if total is None else total + g

@@ -725,3 +725,43 @@ def test_plain_checkpoints_is_put_back_in_any_order_and_reaches_worker_threads()
         grads = torch.autograd.grad(out.sum(), list(lin.parameters()), allow_unused=True)
     assert all(g is not None for g in grads)
     assert ck.CheckpointFunction is torch_class
+
+
+class BagOfTokens(nn.Module):
+    def __init__(self, sparse: bool):
+        super().__init__()
+        self.emb, self.head = nn.Embedding(6, 3, sparse=sparse), nn.Linear(3, 2)
+
+    def forward(self, x):
+        return self.head(torch.tanh(self.emb(x)).mean(1))
+
+
+def test_an_embedding_with_sparse_gradients_is_measured_as_a_dense_one():
+    # every measurement failed on nn.Embedding(sparse=True): "reshape is not implemented for
+    # sparse tensors" (flattening autograd's sparse gradient of the embedding's weight)
+    from sgdlab.operators import full_gradient
+
+    g = torch.Generator().manual_seed(0)
+    data = torch.randint(0, 6, (9, 4), generator=g), torch.randint(0, 2, (9,), generator=g)
+    batches = [(data[0][:4], data[1][:4]), (data[0][4:], data[1][4:])]
+    loss_fn = nn.CrossEntropyLoss()
+    torch.manual_seed(0)
+    dense = BagOfTokens(sparse=False).double()
+    sparse = BagOfTokens(sparse=True).double()
+    sparse.load_state_dict(dense.state_dict())
+    ref = dense_hessian_reference(dense, loss_fn, data)
+    grads = per_sample_gradients_loop(dense, loss_fn, data)
+    assert bool(ref[:18, :18].any())                 # the embedding's block is not empty
+    for d in (data, batches):
+        torch.testing.assert_close(HessianOperator(sparse, loss_fn, d).to_dense(), ref)
+        torch.testing.assert_close(GGNOperator(sparse, loss_fn, d).to_dense(),
+                                   ggn_reference(dense, loss_fn, data))
+        torch.testing.assert_close(EmpiricalFisherOperator(sparse, loss_fn, d).to_dense(),
+                                   empirical_fisher_reference(grads))
+        torch.testing.assert_close(full_gradient(sparse, loss_fn, d), grads.mean(0))
+        for method in ("auto", "vmap"):
+            torch.testing.assert_close(per_sample_gradients(sparse, loss_fn, d, method=method),
+                                       grads)
+    assert sparse.emb.sparse                         # the model's flag as it was
+    loss_fn(sparse(data[0]), data[1]).backward()
+    assert sparse.emb.weight.grad.is_sparse         # and its own backward still sparse
