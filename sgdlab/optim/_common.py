@@ -43,6 +43,22 @@ def check_plain_optimizer(role: str, name: str, exclude: tuple[str, ...]) -> Non
         raise ValueError(f"Invalid {role} optimizer {name!r}: must be a plain optimizer")
 
 
+def check_real_parameters(optimizer, why: str) -> None:
+    """After ``add_param_group``: a ValueError naming a complex parameter of the group just
+    added, which is removed again. ``why``: what of the optimizer is defined on real
+    coordinates (its noise, its statistics). torch.optim's optimizers read a complex
+    parameter as the pairs of its real and imaginary parts; a noise drawn in its complex
+    dtype has half the variance in each, and the statistics of sgdlab's per-sample gradients
+    and curvature are real."""
+    for p in optimizer.param_groups[-1]["params"]:
+        if p.is_complex():
+            optimizer.param_groups.pop()
+            raise ValueError(
+                f"{type(optimizer).__name__} takes real parameters: one of shape "
+                f"{tuple(p.shape)} is {p.dtype} ({why}); hold its real and imaginary parts as "
+                "one real parameter (torch.view_as_real)")
+
+
 def momentum_direction(state: dict, g: Tensor, group: dict) -> Tensor:
     """``g`` through heavy-ball / Nesterov momentum (torch.optim.SGD's convention, no
     dampening; the buffer ``state["momentum_buffer"]`` starts at g); ``g`` if momentum is 0."""

@@ -53,7 +53,7 @@ import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
-from ._common import momentum_direction
+from ._common import check_real_parameters, momentum_direction
 from .registry import register_optimizer
 from .scoping import ExponentialScope
 
@@ -87,6 +87,10 @@ class SeededNoise:
 
     def _counters(self) -> dict[str, int]:
         return {}
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        super().add_param_group(param_group)  # type: ignore[misc]
+        check_real_parameters(self, "its noise is drawn on real coordinates")
 
     def settings(self) -> dict[str, Any]:
         """Its generator's seed as given, None for the default (:mod:`sgdlab.optim.settings`):

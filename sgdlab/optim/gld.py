@@ -82,7 +82,7 @@ from sgdlab.operators.batches import concat_batches
 from sgdlab.operators.params import trainable_named_params
 
 from . import noise as N
-from ._common import closure_loss, is_whole, seeded_generator
+from ._common import check_real_parameters, closure_loss, is_whole, seeded_generator
 from .registry import register_optimizer
 
 __all__ = [
@@ -232,9 +232,9 @@ class StructuredNoiseGD(Optimizer):
             raise ValueError(f"Invalid estimation_size: {estimation_size} (an int >= 2)")
         defaults = dict(lr=lr, momentum=momentum, dampening=dampening, nesterov=nesterov,
                         weight_decay=weight_decay)
+        self.noise = kind                # read by add_param_group within Optimizer.__init__
         super().__init__(params, defaults)
 
-        self.noise = kind
         self.hyper = dict(sigma=sigma, noise_batch_size=noise_batch_size, k=k, sigma_h2=sigma_h2,
                           sigma_h2_rule=sigma_h2_rule, trace_probes=int(trace_probes),
                           covariance_estimate=covariance_estimate,
@@ -297,6 +297,8 @@ class StructuredNoiseGD(Optimizer):
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         super().add_param_group(param_group)
+        if self.noise != "none":
+            check_real_parameters(self, "its noise and the statistics it is shaped by are real")
         if "_layout" not in self.__dict__:     # Optimizer.__init__: laid out by _build_layout
             return
         try:

@@ -46,7 +46,8 @@ import torch
 from torch import Tensor, nn
 from torch.optim import Optimizer
 
-from ._common import check_plain_optimizer, closure_loss, seeded_generator
+from ._common import (check_plain_optimizer, check_real_parameters, closure_loss,
+                      seeded_generator)
 from .noise import standard_normal
 from .registry import build_optimizer, register_optimizer
 from .settings import inner_settings
@@ -87,6 +88,9 @@ def field_strength(i: int | Tensor, *, n: float, num_spins: float, tau0: float) 
         return (1 + 2 * tau / num_spins).clamp_min(0).sqrt()
     tau = n * (math.exp(-i / tau0) - 0.5)
     return math.sqrt(max(0.0, 1 + 2 * tau / num_spins))
+
+
+_REAL_FIELD = "its random field is drawn on real coordinates"
 
 
 class TrivializedSGD(Optimizer):
@@ -171,9 +175,11 @@ class TrivializedSGD(Optimizer):
         coordinates (a resampled field is drawn over all of them from the next step)."""
         if "field" not in self.__dict__:      # Optimizer.__init__ adding the base's groups
             super().add_param_group(param_group)
+            check_real_parameters(self, _REAL_FIELD)
             return
         self.base.add_param_group(param_group)
         self._link()
+        check_real_parameters(self, _REAL_FIELD)
         n = sum(q.numel() for q in self.param_groups[-1]["params"])
         if not self.resample:
             self.field = torch.cat([self.field, self._draw_field(n)])
