@@ -577,7 +577,8 @@ class StructuredNoiseGD(Optimizer):
             for p in group["params"]:
                 if p.grad is None:
                     continue
-                d_p = p.grad
+                # a sparse gradient (nn.Embedding(sparse=True)) meets dense noise and decay
+                d_p = p.grad.to_dense() if p.grad.is_sparse else p.grad
                 if wd != 0:
                     d_p = d_p.add(p, alpha=wd)
                 if eps is not None and id(p) in self._layout:   # frozen: a stale .grad, no noise

@@ -201,12 +201,19 @@ class TrivializedSGD(Optimizer):
             for q in g["params"]:
                 b = a + q.numel()
                 if q.grad is not None:
-                    saved.append((q, q.grad.clone()))
+                    if q.grad.is_sparse:     # nn.Embedding(sparse=True): plus a dense field
+                        saved.append((q, q.grad))
+                        q.grad = q.grad.to_dense()
+                    else:
+                        saved.append((q, q.grad.clone()))
                     q.grad.add_(h[a:b].view_as(q).to(device=q.device, dtype=q.dtype), alpha=s)
                 a = b
         self.base.step()
         for q, grad in saved:
-            q.grad.copy_(grad)
+            if grad.is_sparse:
+                q.grad = grad
+            else:
+                q.grad.copy_(grad)
         self._i += 1
         self._link()              # a base that swaps its groups (``switch``) is followed
         return loss
