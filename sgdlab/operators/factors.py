@@ -409,8 +409,8 @@ def per_sample_factors(
     check_loss_reduction(loss_fn)
     check_input_dtype(model, data)
     layers = _supported(model)
-    if not layers:
-        return None
+    if not layers or len({p.dtype for p in trainable_named_params(model).values()}) > 1:
+        return None       # parameters of several dtypes: one backward per chunk (vmap)
     order = {id(p): i for i, p in enumerate(trainable_named_params(model).values())}
     # flat-vector order must be layer by layer, weight before bias (registration order)
     flat = []

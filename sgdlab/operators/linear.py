@@ -174,13 +174,14 @@ class ModelOperator(LinearOperator):
     gives other batches, and so other masks per sample, on every pass."""
 
     def __init__(self, model, loss_fn, data):
-        from .params import num_params, require_trainable
+        from .params import flat_dtype, num_params, require_trainable
 
         check_batch_loss(loss_fn, data)
         check_input_dtype(model, data)
         self.params = require_trainable(model)
         first = next(iter(self.params.values()))
-        super().__init__(num_params(model), first.dtype, first.device)
+        # parameters of several dtypes: products in the widest, as their flat vectors are
+        super().__init__(num_params(model), flat_dtype(self.params.values()), first.device)
         self.model, self.loss_fn, self.data = model, loss_fn, data
         stochastic = stochastic_modules(model)
         if stochastic:

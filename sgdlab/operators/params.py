@@ -5,6 +5,7 @@ The flat vector concatenates ``p.reshape(-1)`` for the trainable parameters in
 """
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Mapping
 
 import torch
@@ -64,6 +65,12 @@ def state_versions(model: nn.Module) -> tuple[int, ...]:
     return tuple(t._version for t in (*model.parameters(), *model.buffers()))
 
 
+def flat_dtype(params: Iterable[Tensor]) -> torch.dtype:
+    """The dtype of the flat vectors of ``params``: theirs, or the widest where they are of
+    several dtypes (what ``torch.cat`` makes of them); each is computed in its own."""
+    return functools.reduce(torch.promote_types, (p.dtype for p in params))
+
+
 def num_params(model: nn.Module) -> int:
     """Number of trainable scalars d."""
     return sum(p.numel() for p in trainable_named_params(model).values())
@@ -79,7 +86,9 @@ def unflatten_like(vec: Tensor, like: Mapping[str, Tensor]) -> dict[str, Tensor]
     out, i = {}, 0
     for name, t in like.items():
         n = t.numel()
-        out[name] = vec[i : i + n].view_as(t)
+        # a model with parameters of several dtypes: each in its own (the flat vector is
+        # of the widest)
+        out[name] = vec[i : i + n].view_as(t).to(t.dtype)
         i += n
     if i != vec.numel():
         raise ValueError(f"vector has {vec.numel()} entries, parameters have {i}")

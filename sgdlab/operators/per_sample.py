@@ -34,7 +34,7 @@ from sgdlab.errors import UserError
 from .batches import (Data, check_input_dtype, check_loss_reduction, concat_batches,
                       dense_embedding_gradients, fixed_randomness, plain_checkpoints)
 from .linear import kept_running_statistics
-from .params import (UNUSED_ZERO, flatten, functional_call, require_trainable,
+from .params import (UNUSED_ZERO, flat_dtype, flatten, functional_call, require_trainable,
                      trainable_named_params)
 
 # CPU buffers at least this large are backed by transparent huge pages when the kernel allows
@@ -130,7 +130,8 @@ def _per_sample_gradients(model, loss_fn, data, chunk_size, method) -> Tensor:
     per_sample = vmap(grad(sample_loss), in_dims=(None, 0, 0), randomness="different")
     step = len(x) if not chunk_size else chunk_size
     first = next(iter(params.values()))
-    out = empty_rows(len(x), sum(p.numel() for p in params.values()), first.dtype, first.device)
+    out = empty_rows(len(x), sum(p.numel() for p in params.values()),
+                     flat_dtype(params.values()), first.device)
     for i in range(0, len(x), step):
         try:
             # attention on the math kernel: vmap has no rule for the fused CPU kernel's

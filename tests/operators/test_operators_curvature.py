@@ -765,3 +765,46 @@ def test_an_embedding_with_sparse_gradients_is_measured_as_a_dense_one():
     assert sparse.emb.sparse                         # the model's flag as it was
     loss_fn(sparse(data[0]), data[1]).backward()
     assert sparse.emb.weight.grad.is_sparse         # and its own backward still sparse
+
+
+class MixedPrecision(nn.Module):
+    """A float32 body and a float64 head: trainable parameters of two dtypes."""
+
+    def __init__(self):
+        super().__init__()
+        self.body, self.head = nn.Linear(3, 4), nn.Linear(4, 2).double()
+
+    def forward(self, x):
+        return self.head(torch.tanh(self.body(x)).double())
+
+
+def test_a_model_with_parameters_of_two_dtypes_is_measured_in_the_widest():
+    # Lanczos failed on "dot: expected both vectors to have same dtype" (the operator's
+    # vectors in the first parameter's float32, its products in float64), the gradient
+    # covariance on "expected m1 and m2 to have the same dtype"
+    from sgdlab.measure import gradient_covariance, hessian_diagonal, hessian_top_eigenvalue
+
+    torch.manual_seed(0)
+    model = MixedPrecision()
+    x, y = tiny_classification(9, 3, 2, dtype=torch.float32)
+    wide = copy.deepcopy(model).double()             # the reference: all of it in float64
+    ref = dense_hessian_reference(wide, nn.CrossEntropyLoss(), (x.double(), y))
+    grads = per_sample_gradients_loop(wide, nn.CrossEntropyLoss(), (x.double(), y))
+    loss_fn, tol = nn.CrossEntropyLoss(), dict(rtol=1e-5, atol=1e-6)
+    for d in ((x, y), [(x[:4], y[:4]), (x[4:], y[4:])]):
+        op = HessianOperator(model, loss_fn, d)
+        assert op.dtype == torch.float64
+        torch.testing.assert_close(op.to_dense(), ref, **tol)
+        top = hessian_top_eigenvalue(model, loss_fn, d, generator=torch.Generator().manual_seed(0))
+        assert top == pytest.approx(float(torch.linalg.eigvalsh(ref)[-1]), rel=1e-5)
+        for method in ("auto", "vmap"):
+            g = per_sample_gradients(model, loss_fn, d, method=method)
+            assert g.dtype == torch.float64
+            torch.testing.assert_close(g, grads, **tol)
+        cov = gradient_covariance(model, loss_fn, d)
+        centred = grads - grads.mean(0)
+        torch.testing.assert_close(cov.dense(), centred.T @ centred / len(grads), **tol)
+        torch.testing.assert_close(
+            hessian_diagonal(model, loss_fn, d, exact=True, operator="empirical_fisher").value,
+            grads.square().mean(0), **tol)
+    assert model.body.weight.dtype == torch.float32 and model.head.weight.dtype == torch.float64
