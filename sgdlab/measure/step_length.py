@@ -38,6 +38,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 from torch.func import vmap
+from torch.utils._pytree import tree_map_only
 
 from sgdlab.operators.batches import Data, concat_batches, fixed_randomness
 from sgdlab.operators.params import (check_params_vector, functional_call, set_params_vector,
@@ -78,8 +79,10 @@ def per_sample_losses_and_slopes(model: nn.Module, loss_fn: LossFn, theta: Tenso
     x, y = concat_batches(data)
     like = {k: p.detach() for k, p in trainable_named_params(model).items()}
 
-    def sample_losses(out: Tensor) -> Tensor:
-        return vmap(lambda o, yi: loss_fn(o[None], yi[None]))(out, y)
+    def sample_losses(out) -> Tensor:
+        # outputs a tuple or dict of tensors (that loss_fn unpacks): each one sample at a time
+        return vmap(lambda o, yi: loss_fn(tree_map_only(Tensor, lambda t: t[None], o),
+                                          yi[None]))(out, y)
 
     def losses(t: Tensor) -> Tensor:
         return sample_losses(functional_call(model, unflatten_like(t, like), (x,)))

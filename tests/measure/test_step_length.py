@@ -182,3 +182,38 @@ def test_dropout_in_train_mode_sees_the_same_masks_at_both_ends():
     assert torch.equal(torch.get_rng_state(), state)
     (f0, f1), (s0, s1) = st.losses, st.slopes
     assert f1 - f0 == pytest.approx(st.length * (s0 + s1) / 2, abs=1e-7)
+
+
+class Outputs(nn.Module):
+    """The logits alone, or in a dict or a tuple beside the inputs (for ``loss_fn`` to pick)."""
+
+    def __init__(self, kind: str):
+        super().__init__()
+        self.kind, self.a, self.head = kind, nn.Linear(3, 4), nn.Linear(4, 2)
+
+    def forward(self, x):
+        out = self.head(torch.tanh(self.a(x)))
+        return {"logits": out, "x": x} if self.kind == "dict" else \
+            (out, x) if self.kind == "tuple" else out
+
+
+@pytest.mark.parametrize("kind", ["dict", "tuple"])
+def test_outputs_that_loss_fn_unpacks_give_the_step_length_of_the_logits(kind):
+    # the per-sample losses indexed the outputs as one tensor: KeyError: None for a dict
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(10, 3, generator=g, dtype=torch.float64)
+    y = torch.randint(0, 2, (10,), generator=g)
+    torch.manual_seed(0)
+    plain = Outputs("plain").double()
+    model = Outputs(kind).double()
+    model.load_state_dict(plain.state_dict())
+    theta = params_vector(plain)
+    end = theta + 0.05 * torch.randn(theta.shape, generator=g, dtype=theta.dtype)
+    pick = (lambda o, t: nn.functional.cross_entropy(o["logits"], t)) if kind == "dict" else \
+        (lambda o, t: nn.functional.cross_entropy(o[0], t))
+    got = normalized_step_length(model, pick, theta, end, (x, y))
+    ref = normalized_step_length(plain, nn.CrossEntropyLoss(), theta, end, (x, y))
+    assert math.isfinite(ref.alpha)
+    assert got.alpha == pytest.approx(ref.alpha, rel=1e-12)
+    assert got.losses == pytest.approx(ref.losses, rel=1e-12)
+    assert got.slopes == pytest.approx(ref.slopes, rel=1e-12)
