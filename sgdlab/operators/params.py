@@ -122,9 +122,11 @@ def set_params_vector(model: nn.Module, vec: Tensor) -> None:
 
 
 def grads_vector(model: nn.Module) -> Tensor:
-    """The current ``.grad`` of the trainable parameters as a flat vector (zeros where None)."""
+    """The current ``.grad`` of the trainable parameters as a flat vector (zeros where None;
+    a sparse gradient, as ``nn.Embedding(sparse=True)`` leaves, by its dense values)."""
     return flatten(
-        p.grad.detach() if p.grad is not None else torch.zeros_like(p)
+        (p.grad.detach().to_dense() if p.grad.is_sparse else p.grad.detach())
+        if p.grad is not None else torch.zeros_like(p)
         for p in trainable_named_params(model).values()
     )
 

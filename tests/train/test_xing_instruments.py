@@ -192,3 +192,39 @@ def test_step_length_instrument_names_itself_when_a_step_leaves_finite_numbers()
     assert res.status == "diverged" and res.steps == 3
     assert "step_length: non-finite step" in res.message
     assert [s for s, _ in res.history["step/alpha"]] == [0, 1]
+
+
+class TokenBag(nn.Module):
+    def __init__(self, sparse: bool):
+        super().__init__()
+        self.emb, self.head = nn.Embedding(10, 4, sparse=sparse), nn.Linear(4, 3)
+
+    def forward(self, x):
+        return self.head(torch.tanh(self.emb(x)).mean(1))
+
+
+def test_dynamics_of_an_embedding_with_sparse_gradients_are_those_of_a_dense_one():
+    # the gradient cosine copied each step's p.grad into its buffer, and a sparse one failed
+    # the run: "copy_() between dense and sparse Tensors is not implemented"
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randint(0, 10, (40, 5), generator=g), torch.randint(0, 3, (40,), generator=g)
+    data = Dataset(x, y, x[:10], y[:10])
+
+    def run(sparse: bool):
+        torch.manual_seed(0)
+        model = TokenBag(sparse).double()
+        cb = build_instrument("dynamics", schedule=Schedule.every(1), full_grad_every=3,
+                              hessian_every=3)
+        r = train(model, nn.CrossEntropyLoss(), data,
+                  torch.optim.SGD(model.parameters(), lr=0.1), epochs=2, batch_size=8,
+                  callbacks=[cb], progress=False)
+        assert r.status == "finished", r.message
+        return r.history
+
+    dense, sparse = run(False), run(True)
+    assert len(dense["grad_cosine"]) > 5
+    assert set(sparse) == set(dense)
+    for name, series in dense.items():
+        assert [s for s, _ in sparse[name]] == [s for s, _ in series], name
+        assert [v for _, v in sparse[name]] == pytest.approx([v for _, v in series],
+                                                             rel=1e-9, abs=1e-12), name

@@ -169,7 +169,7 @@ class DynamicsCallback(Callback):
         self._setup(ctx)
         new, old = t % 2, 1 - t % 2  # rows by step parity: a resumed run is bit for bit equal
         grads = [p.grad for p in self._orig_params(ctx)]
-        if any(g is None for g in grads):
+        if any(g is None or g.is_sparse for g in grads):
             self._grads[new] = grads_vector(ctx.model)
         else:
             torch._foreach_copy_(self._grad_views[new], grads)
