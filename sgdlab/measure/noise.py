@@ -45,6 +45,13 @@ def minibatch_noise_factor(batch_size: int, num_samples: int, *, replacement: bo
     With replacement: c = 1/b (thesis eq. 6.4). Without replacement: c = (N − b)/(b (N − 1))
     (thesis eq. 6.5; = 0 for the full batch b = N).
     """
+    for value, what in ((batch_size, "batch size"), (num_samples, "number of samples")):
+        try:
+            whole = int(value) == value
+        except (TypeError, ValueError, OverflowError):
+            whole = False
+        if not whole:       # int() would truncate: 1/2 for a batch of 2.5
+            raise ValueError(f"Invalid {what} {value!r} (a whole number of samples)")
     b, n = int(batch_size), int(num_samples)
     if b < 1:
         raise ValueError(f"Invalid batch size {batch_size} (must be >= 1)")

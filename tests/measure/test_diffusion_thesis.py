@@ -81,3 +81,14 @@ def test_sgd_sde_without_replacement_is_eqs_6_5_and_6_7():
         f = sgd_sde(q, lr=0.1, batch_size=b, replacement=False).factor(x)[0]
         exact = minibatch_covariance_enumerated(g, b, replacement=False)
         torch.testing.assert_close(f @ f.T, 0.1 * exact)
+
+
+@pytest.mark.parametrize("replacement", [True, False])
+def test_a_batch_size_that_is_no_whole_number_is_refused(replacement):
+    # int() truncated it: a batch of 2.5 had the noise factor of a batch of 2 (0.5, not 0.4)
+    assert minibatch_noise_factor(4.0, 10, replacement=replacement) == \
+        minibatch_noise_factor(4, 10, replacement=replacement)
+    for b, n in ((2.5, 10), (2, 10.5), ("2", 10)):
+        with pytest.raises(ValueError, match=r"Invalid (batch size|number of samples) .* "
+                                             r"\(a whole number of samples\)"):
+            minibatch_noise_factor(b, n, replacement=replacement)
