@@ -72,6 +72,14 @@ def step_generator(ctx: "TrainContext", seed: int) -> torch.Generator:
     return torch.Generator(device=dev).manual_seed(seed + ctx.step)
 
 
+def _whole(value: Any) -> bool:
+    """``value`` is a whole number (``3`` or ``3.0``; not 2.5, nan, a string or a bool)."""
+    try:
+        return not isinstance(value, bool) and int(value) == value
+    except (TypeError, ValueError, OverflowError):
+        return False
+
+
 class Schedule:
     """When to measure: a predicate on the step count (and/or completed epochs)."""
 
@@ -87,12 +95,19 @@ class Schedule:
 
     @classmethod
     def every(cls, k: int, start: int = 0) -> "Schedule":
-        if k < 1:
-            raise ValueError(f"Invalid schedule period: {k} (must be >= 1)")
+        if not _whole(k) or k < 1:
+            raise ValueError(f"Invalid schedule period: {k} (a whole number of steps >= 1)")
+        if not _whole(start) or start < 0:
+            raise ValueError(f"Invalid schedule start: {start} (a step, a whole number >= 0)")
+        k, start = int(k), int(start)
         return cls(lambda s: s >= start and (s - start) % k == 0, f"every {k} from {start}")
 
     @classmethod
     def at(cls, steps: Iterable[int]) -> "Schedule":
+        steps = list(steps)
+        bad = [s for s in steps if not _whole(s) or s < 0]
+        if bad:     # int() truncated 2.5 to step 2; a negative step never came
+            raise ValueError(f"Invalid schedule steps: {bad} (steps are whole numbers >= 0)")
         chosen = frozenset(int(s) for s in steps)
         return cls(lambda s: s in chosen, f"at {sorted(chosen)}")
 

@@ -778,3 +778,16 @@ def test_schedule_every_without_a_schedule_does_not_stop_a_resume(tmp_path):
     resumed = run("epoch", 2, ckpt=tmp_path / "cut", resume=True)
     assert resumed.status == "finished"
     assert resumed.history["train_loss"] == whole.history["train_loss"]
+
+
+def test_a_schedule_of_steps_that_are_no_whole_numbers_is_refused():
+    # every(2.5) measured at steps 0, 5, 10 and at([2.5]) at step 2; a negative step never came
+    for make, what in ((lambda: Schedule.every(2.5), "period: 2.5"),
+                       (lambda: Schedule.every(3, start=1.5), "start: 1.5"),
+                       (lambda: Schedule.every(True), "period: True"),
+                       (lambda: Schedule.at([4, 2.5]), r"steps: \[2.5\]"),
+                       (lambda: Schedule.at([3, -1]), r"steps: \[-1\]")):
+        with pytest.raises(ValueError, match=f"Invalid schedule {what} .*whole number"):
+            make()
+    assert [s for s in range(10) if Schedule.every(4.0, start=1)(s)] == [1, 5, 9]
+    assert [s for s in range(10) if Schedule.at(np.array([2, 7]))(s)] == [2, 7]
