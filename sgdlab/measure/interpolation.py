@@ -59,8 +59,9 @@ def evaluate(model: nn.Module, loss_fn: LossFn, data: Data) -> tuple[float, floa
     """(mean loss, accuracy) over ``data`` in eval mode (batches weighted by size).
 
     Accuracy is the fraction of argmax predictions equal to integer targets; NaN for
-    regression targets (floating point) and outputs that are not one (N, C) tensor (a tuple
-    or dict that ``loss_fn`` unpacks).
+    regression targets (floating point) and outputs that are not one (N, C) tensor with
+    C >= 2 (a tuple or dict that ``loss_fn`` unpacks; a binary classifier's one logit, whose
+    argmax is always class 0).
     """
     check_batch_loss(loss_fn, data)
     check_input_dtype(model, data)
@@ -72,7 +73,8 @@ def evaluate(model: nn.Module, loss_fn: LossFn, data: Data) -> tuple[float, floa
         for x, y in iterate_batches(data, device):
             out = model(x)
             loss += float(loss_fn(out, y)) * len(x)
-            if y.is_floating_point() or not isinstance(out, Tensor) or out.dim() != 2:
+            if (y.is_floating_point() or not isinstance(out, Tensor) or out.dim() != 2
+                    or out.shape[1] < 2):
                 classify = False
             else:
                 correct += float((out.argmax(1) == y).sum())

@@ -98,7 +98,7 @@ def perturbed_evaluations(
 ) -> tuple[Tensor, Tensor | None]:
     """(L(θ + ξ_m), accuracy at θ + ξ_m) for each row ξ_m of ``perturbations`` (M, d), both
     (M,) float64; the accuracy (argmax equal to integer targets) is None unless asked for,
-    NaN for floating-point targets or outputs that are not (N, C)."""
+    NaN for floating-point targets or outputs that are not (N, C) with C >= 2."""
     check_batch_loss(loss_fn, data)
     check_input_dtype(model, data)
     data = _same_batches(model, data)
@@ -123,7 +123,7 @@ def _perturbed_evaluations(model: nn.Module, loss_fn: LossFn, data: Data, pertur
     def scores(out: Tensor, y: Tensor) -> tuple[Tensor, Tensor | None]:
         nonlocal classify       # set while vmap runs this once per call (logical shapes)
         classify = (classify and isinstance(out, Tensor) and out.dim() == 2
-                    and not y.is_floating_point())
+                    and out.shape[-1] > 1 and not y.is_floating_point())
         hits = (out.argmax(-1) == y).sum() if classify else None
         return loss_fn(out, y), hits
 

@@ -183,9 +183,10 @@ def argmax_hits(outputs: Any, targets: Tensor) -> tuple[Tensor, Tensor] | None:
     class label, and how many labels there are, where cross-entropy reads ``outputs`` as
     (N, C, *d) scores against (N, *d) targets (one label per sample, or per position of a
     sequence or image); negative targets (cross-entropy's ``ignore_index``, -100 by default)
-    are no labels. None for outputs of any other shape, or a tuple or dict that ``loss_fn``
-    unpacks: there is no accuracy to read from them."""
-    if (not isinstance(outputs, Tensor) or outputs.dim() < 2
+    are no labels. None for outputs of any other shape, a single score per label (a binary
+    classifier's one logit, whose argmax is always class 0), or a tuple or dict that
+    ``loss_fn`` unpacks: there is no accuracy to read from them."""
+    if (not isinstance(outputs, Tensor) or outputs.dim() < 2 or outputs.shape[1] < 2
             or outputs.shape[:1] + outputs.shape[2:] != targets.shape):
         return None
     labelled = targets >= 0

@@ -379,6 +379,30 @@ def test_accuracy_of_labels_per_position_is_the_fraction_of_positions_hit():
     assert res["acc"] == pytest.approx(float(hits))
 
 
+def test_a_binary_classifier_with_one_logit_gets_no_argmax_accuracy():
+    # the argmax over one score is class 0: train_acc 0.5 (the share of label 0) for a model
+    # that separated the classes
+    from sgdlab.measure import interpolate_models, loss_surface
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(60, 3, generator=g)
+    y = (x[:, 0] > 0).long()
+    torch.manual_seed(0)
+    model = nn.Linear(3, 1)
+    loss_fn = lambda out, t: nn.functional.binary_cross_entropy_with_logits(  # noqa: E731
+        out.squeeze(1), t.float())
+    r = train(model, loss_fn, Dataset(x, y, x, y), torch.optim.SGD(model.parameters(), lr=0.5),
+              epochs=20, batch_size=10, progress=False)
+    with torch.no_grad():
+        assert bool(((model(x).squeeze(1) > 0).long() == y).all())    # it separates them
+    assert "train_acc" not in r.final and "test_acc" not in r.history
+    assert "acc" not in evaluate(model, loss_fn, x, y)
+    assert all(math.isnan(a) for a in interpolate_models(model, model, loss_fn, (x, y),
+                                                         alphas=[0.0, 1.0]).train_acc)
+    surf = loss_surface(model, loss_fn, (x, y), [torch.ones(4)], steps=3)
+    assert all(math.isnan(a) for a in surf.train_acc)
+
+
 def test_a_model_whose_outputs_loss_fn_unpacks_trains_without_an_accuracy():
     # a tuple of outputs failed in the evaluation: 'tuple' object has no attribute 'argmax'
     class Pair(nn.Module):
