@@ -40,7 +40,8 @@ from torch import Tensor, nn
 from torch.func import vmap
 from torch.utils._pytree import tree_map_only
 
-from sgdlab.operators.batches import Data, concat_batches, fixed_randomness
+from sgdlab.operators.batches import (Data, check_mean_of_samples, concat_batches,
+                                      fixed_randomness)
 from sgdlab.operators.params import (check_params_vector, functional_call, set_params_vector,
                                      trainable_named_params, unflatten_like)
 
@@ -114,6 +115,10 @@ def normalized_step_length(model: nn.Module, loss_fn: LossFn, theta_start: Tenso
     for name, theta in (("theta_start", theta_start), ("theta_end", theta_end)):
         check_params_vector(model, theta, name,
                             "(model, loss_fn, theta_start, theta_end, data, ...)")
+    # the losses and slopes are the means of the samples' own: the loss of the data only
+    # where that is what loss_fn makes of a batch (not class weights or ignored targets)
+    for batch in (data,) if data_end is None else (data, data_end):
+        check_mean_of_samples(loss_fn, batch, "normalized_step_length")
     d = (theta_end - theta_start).detach()
     t = float(torch.linalg.vector_norm(d.double()))
     if not math.isfinite(t):

@@ -217,3 +217,29 @@ def test_outputs_that_loss_fn_unpacks_give_the_step_length_of_the_logits(kind):
     assert got.alpha == pytest.approx(ref.alpha, rel=1e-12)
     assert got.losses == pytest.approx(ref.losses, rel=1e-12)
     assert got.slopes == pytest.approx(ref.slopes, rel=1e-12)
+
+
+def test_a_loss_that_is_no_mean_of_the_samples_losses_is_refused():
+    # class weights cancel in one sample's loss: f(0) was the unweighted mean (not the loss);
+    # a sample whose targets are all ignored has no loss (0/0), which raised a
+    # FloatingPointError and a training run with the step_length instrument ended "diverged"
+    from sgdlab.errors import UserError
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(10, 3, generator=g, dtype=torch.float64)
+    y = torch.randint(0, 2, (10,), generator=g)
+    torch.manual_seed(0)
+    model = Outputs("plain").double()
+    theta = params_vector(model)
+    end = theta + 0.05 * torch.randn(theta.shape, generator=g, dtype=theta.dtype)
+    weighted = nn.CrossEntropyLoss(weight=torch.tensor([1.0, 3.0], dtype=torch.float64))
+    plain = normalized_step_length(model, nn.CrossEntropyLoss(), theta, end, (x, y))
+    with torch.no_grad():
+        assert plain.losses[0] != pytest.approx(float(weighted(model(x), y)))
+    with pytest.raises(UserError, match=r"normalized_step_length .*weight=.*class weights"):
+        normalized_step_length(model, weighted, theta, end, (x, y))
+    ignored = y.clone()
+    ignored[3] = -100
+    with pytest.raises(UserError, match=r"normalized_step_length .*ignore_index=-100"):
+        normalized_step_length(model, nn.CrossEntropyLoss(), theta, end, (x, y),
+                               data_end=(x, ignored))
