@@ -25,7 +25,7 @@ import torch
 from torch import Tensor, nn
 
 from sgdlab.operators import HessianOperator
-from sgdlab.operators.batches import Data
+from sgdlab.operators.batches import Data, check_mean_of_samples
 
 from .curvature import frobenius_norm, hutchinson_trace, lanczos
 from .curvature._common import unit_column_blocks
@@ -140,7 +140,12 @@ def sigma_hessian_alignment(
     exact from the d unit columns with ``exact_frobenius`` (``num_probes`` Rademacher probes of
     an indefinite H, whose trace is small next to ‖H‖_F, were off by more than Tr H itself),
     else by Hutchinson.
+    Σ of the samples' own gradients is set against H of the batch's loss: a loss that is
+    no mean of the samples' losses (class weights, ignored targets) is refused; a sum, on one
+    batch, only scales H.
     """
+    if getattr(loss_fn, "reduction", None) != "sum":
+        check_mean_of_samples(loss_fn, data, "sigma_hessian_alignment")
     cov = gradient_covariance(model, loss_fn, data, chunk_size=chunk_size)
     s_vals, s_vecs = cov.eigenpairs(k)
     op = HessianOperator(model, loss_fn, data)

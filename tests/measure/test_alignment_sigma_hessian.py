@@ -114,3 +114,28 @@ def test_small_models_get_the_exact_hessian_trace():
     d = h.shape[0]
     exact = float(torch.trace(h @ s)) / (float(torch.trace(h)) * float(torch.trace(s)) / d)
     assert res.trace_ratio == pytest.approx(exact, rel=1e-8)
+
+
+def test_a_loss_that_is_no_mean_of_the_samples_losses_is_refused():
+    # class weights cancel in one sample's loss: Σ was that of the unweighted losses (its mean
+    # gradient is not the loss's), set against H of the weighted loss
+    from sgdlab.errors import UserError
+    from sgdlab.measure import full_batch_grad_norm, gradient_covariance
+
+    model = tiny_mlp(3, 4, 2)
+    x, y = tiny_classification(10, 3, 2)
+    weighted = nn.CrossEntropyLoss(weight=torch.tensor([1.0, 3.0], dtype=torch.float64))
+    assert float(gradient_covariance(model, weighted, (x, y)).mean.norm()) != pytest.approx(
+        full_batch_grad_norm(model, weighted, (x, y)), rel=0.05)
+    with pytest.raises(UserError, match=r"sigma_hessian_alignment .*class weights"):
+        sigma_hessian_alignment(model, weighted, (x, y), 1)
+    ignored = y.clone()
+    ignored[0] = -100
+    with pytest.raises(UserError, match=r"sigma_hessian_alignment .*ignore_index=-100"):
+        sigma_hessian_alignment(model, nn.CrossEntropyLoss(), (x, ignored), 1)
+    # a sum on one batch scales H alone: the directions are the mean loss's
+    summed = sigma_hessian_alignment(model, nn.CrossEntropyLoss(reduction="sum"), (x, y), 1,
+                                     generator=torch.Generator().manual_seed(0))
+    mean = sigma_hessian_alignment(model, nn.CrossEntropyLoss(), (x, y), 1,
+                                   generator=torch.Generator().manual_seed(0))
+    assert summed.residual == pytest.approx(mean.residual, abs=1e-6)
