@@ -27,9 +27,10 @@ Conventions (see docs/ARCHITECTURE.md):
   previous mode. It logs ``train_loss``, ``test_loss`` (mean loss over the set) and, for
   classification, ``train_acc``, ``test_acc`` (fraction of the labels hit by the argmax:
   one per sample, or one per position of (N, C, *d) outputs; none for outputs ``loss_fn``
-  unpacks), at step 0, on the ``eval_every`` schedule and at the end. At each epoch end the loop also logs ``batch_loss``
-  (mean of that epoch's mini-batch losses, in train mode), ``lr`` (first parameter group),
-  ``epoch`` (epochs completed), ``grad_evals`` and ``effective_epochs``.
+  unpacks or one score per label), at step 0, on the ``eval_every`` schedule and at the
+  end. At each epoch end the loop also logs ``batch_loss`` (mean of that epoch's mini-batch
+  losses, in train mode), ``lr`` (first parameter group), ``epoch`` (epochs completed),
+  ``grad_evals`` and ``effective_epochs``.
 - **Divergence.** A non-finite mini-batch loss stops the run before the step that would use it;
   the result has status ``"diverged"``, the weights of the last finite step and the metrics
   recorded so far. It is not an exception. A callback's ``FloatingPointError`` (how the
