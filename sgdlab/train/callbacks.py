@@ -177,7 +177,8 @@ def naming_divergence(cb: Callback) -> Iterator[None]:
 
 
 class MeasurementCallback(Callback):
-    """Call ``fn(ctx) -> dict[str, float]`` on a step schedule and log every entry.
+    """Call ``fn(ctx) -> dict[str, float]`` on a step schedule and log every entry. ``fn``
+    runs on a fork of torch's global generators: its random draws do not change the run's.
 
     Example::
 
@@ -199,7 +200,12 @@ class MeasurementCallback(Callback):
             self._record(ctx)
 
     def _record(self, ctx: TrainContext) -> None:
-        with naming_divergence(self):
+        # what ``fn`` draws from torch's global generators (a Lanczos start vector or probes
+        # without ``generator=``) comes from a fork of them: the run's dropout masks and
+        # noise go on as without the callback, as for the instruments
+        dev = next(ctx.model.parameters()).device
+        with naming_divergence(self), torch.random.fork_rng(
+                devices=[dev] if dev.type == "cuda" else [], device_type="cuda"):
             values = self.fn(ctx)
         for k, v in values.items():
             if v is not None and not (isinstance(v, float) and math.isnan(v)):

@@ -732,6 +732,29 @@ def test_the_measurement_callbacks_docstring_example_runs_in_train():
 
 
 
+@pytest.mark.filterwarnings("ignore:.*dropout in train mode")
+def test_a_measurement_callback_leaves_the_runs_random_draws_to_dropout():
+    # the docstring's example drew its Lanczos start vector from the global generator: with
+    # dropout the later masks, and so the final weights, differed from a run without it
+    from sgdlab.measure import hessian_top_eigenvalue
+    from sgdlab.train import MeasurementCallback
+
+    data = toy_data()
+
+    def run(callbacks):
+        model = make_model(dropout=0.3)
+        r = train(model, nn.CrossEntropyLoss(), data,
+                  torch.optim.SGD(model.parameters(), lr=0.1), epochs=2, batch_size=10,
+                  callbacks=callbacks, progress=False)
+        return model, r
+
+    plain, _ = run([])
+    measured, r = run([MeasurementCallback(lambda ctx: {"hess_top": hessian_top_eigenvalue(
+        ctx.model, ctx.loss_fn, ctx.data.train)}, Schedule.every(3))])
+    assert len(r.history["hess_top"]) > 3
+    assert torch.equal(flat(measured), flat(plain))
+
+
 def test_callbacks_that_are_not_callbacks_are_named_and_a_single_one_is_taken():
     # a measurement function failed at the first hook ("'function' object has no attribute
     # 'on_train_begin'"); a single callback failed on "'...' object is not iterable"
