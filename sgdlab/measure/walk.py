@@ -25,11 +25,15 @@ Conventions: L is the *mean* loss over the evaluation data (the whole training s
 subset, batches weighted by size). The model is evaluated with dropout off; batch-norm layers use
 their running statistics (``bn_mode="eval"``, the default) or the statistics of each evaluation
 batch (``bn_mode="train"``; the model's running statistics are left untouched either way).
-The K points are evaluated either batched over α (``torch.func.functional_call`` under ``vmap``;
-chunks of ``alpha_chunk`` points bound the memory) or one point after another, each point
-written into the model's parameters (restored bit for bit afterwards). Batched is the default on accelerators; on CPU the pointwise
-path is the default because batched matmuls over stacked weights measured ~2× slower than K
-separate ones (benchmarks/bench_trajectory.py: the pointwise path costs ≈ K plain evaluations).
+The K points are evaluated either batched over α (``torch.func.functional_call`` under ``vmap``)
+or one point after another, each point written into the model's parameters (restored bit for
+bit afterwards). Batched is the default on accelerators; on CPU the pointwise path is the
+default because batched matmuls over stacked weights measured ~2× slower than K separate ones
+(benchmarks/bench_trajectory.py: the pointwise path costs ≈ K plain evaluations). A batch whose
+activations exceed a memory budget is evaluated in chunks of samples (and of points under vmap),
+which changes the mean only by round-off; in train mode batch norm keeps the statistics of the
+whole batch (:func:`batch_norm_statistics`). Xing et al.'s paper scale (VGG-11, the 45,000
+training images as one batch, 12 points) would need 280 GiB vmapped in one pass.
 """
 from __future__ import annotations
 
@@ -40,6 +44,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import vmap
 
@@ -52,7 +57,10 @@ from sgdlab.operators.params import (check_params_vector, functional_call, param
 __all__ = [
     "StepInterpolation",
     "EpochWalkSummary",
+    "activation_bytes_per_sample",
     "analyze_segment",
+    "batch_norm_statistics",
+    "evaluation_memory_budget",
     "evaluation_mode",
     "SPACINGS",
     "VALLEY_FLOORS",
@@ -174,10 +182,198 @@ def _batched_losses(model: nn.Module, loss_fn: LossFn, params: dict[str, Tensor]
     return vmap(one, in_dims=(0, 0), randomness="same")(params, bufs)
 
 
+# --------------------------------------------------------------------------------------------
+# Memory: passes over chunks of samples (and of points)
+# --------------------------------------------------------------------------------------------
+
+_OOM = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
+# below this many samples a pass gets slow per sample: fewer points per vmap call come first
+_MIN_CHUNK = 256
+
+
+def evaluation_memory_budget(device: torch.device | str) -> int:
+    """Bytes of activations one forward pass of :func:`segment_losses` may take: half of the
+    device's free memory on CUDA (the data and the parameters are already resident), 1 GiB
+    elsewhere (:meth:`sgdlab.operators.linear.LinearOperator.memory_budget` keeps a quarter
+    and 256 MiB for scratch beside its operator's own passes)."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[0] // 2)
+    return 2**30
+
+
+def activation_bytes_per_sample(model: nn.Module, x: Tensor) -> int:
+    """An upper bound on one sample's activation memory in a forward pass without autograd:
+    its input plus the outputs of all leaf modules, measured on (at most) 2 samples of ``x``
+    in eval mode. A pass frees most of them as it goes, so this overestimates (CIFAR-10,
+    float32: VGG-11 1.87 MiB against a measured peak of 0.50 MiB, ResNet-56 4.14 MiB against
+    0.31; docs/design/walk-and-eta-ratio.md)."""
+    probe = x[: min(2, len(x))]
+    total = [probe.nbytes]
+
+    def add(_m: nn.Module, _args: tuple, out: object) -> None:
+        if isinstance(out, Tensor):
+            total[0] += out.nbytes
+
+    hooks = [m.register_forward_hook(add) for m in model.modules()
+             if next(m.children(), None) is None]
+    try:
+        with torch.no_grad(), eval_mode(model):
+            model(probe)
+    finally:
+        for h in hooks:
+            h.remove()
+    return max(1, -(-total[0] // len(probe)))
+
+
+def _chunk_sizes(per_sample: int, n: int, points: int, budget: int,
+                 vectorize: bool) -> tuple[int, int]:
+    """(points per vmap call, samples per pass) whose activations fit in ``budget`` bytes:
+    a vmap call over k points holds about k + 1 copies of one point's activations."""
+    if not vectorize:
+        return 1, max(1, min(n, budget // per_sample))
+    k = points
+    c = budget // ((k + 1) * per_sample)
+    if c < min(n, _MIN_CHUNK) and k > 1:
+        k = max(1, min(k, budget // (per_sample * min(n, _MIN_CHUNK)) - 1))
+        c = budget // ((k + 1) * per_sample)
+    return k, max(1, min(n, c))
+
+
+def _is_out_of_memory(e: BaseException) -> bool:
+    """torch's out-of-memory error, or a library's allocation failure (cuDNN, cuBLAS) that
+    reaches Python as a plain RuntimeError."""
+    msg = str(e)
+    return isinstance(e, _OOM) or "out of memory" in msg.lower() or "ALLOC_FAILED" in msg
+
+
+def _smaller(k: int, c: int) -> tuple[int, int] | None:
+    """The next (points, samples) to try after running out of memory (None: nothing smaller)."""
+    if c > _MIN_CHUNK:
+        return k, (c + 1) // 2
+    if k > 1:
+        return k // 2, c
+    if c > 1:
+        return k, (c + 1) // 2
+    return None
+
+
+def _chunks(x: Tensor, y: Tensor, size: int) -> list[tuple[Tensor, Tensor]]:
+    if size >= len(x):
+        return [(x, y)]          # the batch itself: one pass, as without chunking
+    return [(x[i : i + size], y[i : i + size]) for i in range(0, len(x), size)]
+
+
+def _free_cached(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
+# --------------------------------------------------------------------------------------------
+# Batch statistics of a whole batch evaluated in chunks
+# --------------------------------------------------------------------------------------------
+
+class _StopForward(Exception):
+    """Ends a statistics pass at the batch-norm layer it measures."""
+
+
+def _bn_call_order(model: nn.Module, x: Tensor) -> list[nn.Module]:
+    """The batch-norm modules in the order a forward pass calls them (measured on 2 samples)."""
+    order: list[nn.Module] = []
+    hooks = [m.register_forward_pre_hook(lambda mod, _a: order.append(mod))
+             for m in model.modules() if isinstance(m, _BN_TYPES)]
+    try:
+        model(x[: min(2, len(x))])
+    finally:
+        for h in hooks:
+            h.remove()
+    if len({id(m) for m in order}) != len(order):
+        raise ValueError("segment_losses: a batch-norm module is called more than once per "
+                         "forward pass, so its statistics over a batch evaluated in chunks are "
+                         "not defined; pass smaller batches as data (bn_mode='train' "
+                         "normalises over each of them) or a larger memory_budget")
+    return order
+
+
+@contextlib.contextmanager
+def _bn_forwards(forwards: dict[nn.Module, Callable[[Tensor], Tensor]]) -> Iterator[None]:
+    """Batch-norm modules whose ``forward`` is replaced for the duration of the block."""
+    try:
+        for m, f in forwards.items():
+            m.forward = f
+        yield
+    finally:
+        for m in forwards:
+            del m.forward
+
+
+def _normalise_with(m: nn.Module, mean: Tensor, var: Tensor) -> Callable[[Tensor], Tensor]:
+    def forward(inp: Tensor) -> Tensor:
+        return F.batch_norm(inp, mean.to(inp.dtype), var.to(inp.dtype), m.weight, m.bias,
+                            False, 0.0, m.eps)
+    return forward
+
+
+def batch_norm_statistics(model: nn.Module, chunks: Sequence[tuple[Tensor, Tensor]]
+                          ) -> dict[nn.Module, tuple[Tensor, Tensor]]:
+    """{batch-norm module: (mean, biased variance)} per channel (float64) of its input when
+    the samples of all ``chunks`` pass through the model as one batch in train mode, which is
+    what batch norm normalises with there; computed a chunk at a time. Layer l's input
+    depends on the statistics of the layers before it, so there is one pass over the chunks
+    per batch-norm layer, each stopped at that layer (VGG-11: 8 passes, together about 4.3
+    forward passes of compute; ResNet-56: 55, about 27)."""
+    order = _bn_call_order(model, chunks[0][0])
+    stats: dict[nn.Module, tuple[Tensor, Tensor]] = {}
+    for layer in order:
+        acc: dict[str, Tensor | int] = {"n": 0}
+
+        def measure(inp: Tensor) -> Tensor:
+            dims = [d for d in range(inp.dim()) if d != 1]
+            xd = inp.detach().to(torch.float64)
+            nb = inp.numel() // inp.shape[1]
+            mu = xd.mean(dims)
+            shape = [1] * inp.dim()
+            shape[1] = -1
+            q = ((xd - mu.view(shape)) ** 2).sum(dims)
+            n0 = int(acc["n"])
+            if n0 == 0:
+                acc.update(n=nb, mean=mu, m2=q)
+            else:     # Chan et al.'s pairwise update: no cancellation of large sums
+                delta, tot = mu - acc["mean"], n0 + nb
+                acc.update(n=tot, mean=acc["mean"] + delta * (nb / tot),
+                           m2=acc["m2"] + q + delta**2 * (n0 * nb / tot))
+            raise _StopForward
+
+        forwards = {m: _normalise_with(m, *stats[m]) for m in stats}
+        forwards[layer] = measure
+        with _bn_forwards(forwards):
+            for xc, _ in chunks:
+                try:
+                    model(xc)
+                except _StopForward:
+                    pass
+        stats[layer] = (acc["mean"], acc["m2"] / int(acc["n"]))
+    return stats
+
+
+def _chunked_losses(model: nn.Module, loss_fn: LossFn, x: Tensor, y: Tensor, size: int,
+                    whole_batch_bn: bool) -> list[tuple[Tensor, int]]:
+    """(loss, samples) of each chunk of the batch ``(x, y)``; with ``whole_batch_bn`` and more
+    than one chunk, batch norm normalises with the statistics of the whole batch."""
+    chunks = _chunks(x, y, size)
+    if len(chunks) == 1 or not whole_batch_bn:
+        return [(loss_fn(model(xc), yc), len(xc)) for xc, yc in chunks]
+    stats = batch_norm_statistics(model, chunks)
+    with _bn_forwards({m: _normalise_with(m, *st) for m, st in stats.items()}):
+        return [(loss_fn(model(xc), yc), len(xc)) for xc, yc in chunks]
+
+
 def _pointwise_losses(model: nn.Module, loss_fn: LossFn, data: Data, theta_a: Tensor,
-                      theta_b: Tensor, alphas: Tensor) -> tuple[Tensor, int]:
+                      theta_b: Tensor, alphas: Tensor, size: int,
+                      whole_batch_bn: bool) -> tuple[Tensor, int]:
     """Sum over batches of size × loss at each point, writing each point into the model's own
-    parameters (cheaper than ``functional_call``); the parameters are restored bit for bit."""
+    parameters (cheaper than ``functional_call``); the parameters are restored bit for bit.
+    Each batch is evaluated in chunks of at most ``size`` samples."""
     params = [p.detach() for p in trainable_named_params(model).values()]
     sizes = [p.numel() for p in params]
     saved = [p.clone() for p in params]
@@ -192,9 +388,10 @@ def _pointwise_losses(model: nn.Module, loss_fn: LossFn, data: Data, theta_a: Te
             torch.lerp(theta_a, theta_b, al, out=point)
             torch._foreach_copy_(params, point_views)
             for x, y in iterate_batches(data, device):
-                losses.append(loss_fn(model(x), y))
-                if j == 0:
-                    counts.append(len(x))
+                for loss, m in _chunked_losses(model, loss_fn, x, y, size, whole_batch_bn):
+                    losses.append(loss)
+                    if j == 0:
+                        counts.append(m)
     finally:
         torch._foreach_copy_(params, saved)
     if not counts:
@@ -202,6 +399,33 @@ def _pointwise_losses(model: nn.Module, loss_fn: LossFn, data: Data, theta_a: Te
     w = torch.tensor(counts, dtype=torch.float64, device=device)
     total = torch.stack(losses).to(torch.float64).view(len(alphas), len(counts)) @ w
     return total, sum(counts)
+
+
+class _NeedsPointwise(Exception):
+    """A vmapped pass would split a batch whose batch-norm statistics it must keep whole."""
+
+
+def _vectorized_losses(model: nn.Module, loss_fn: LossFn, data: Data, theta_a: Tensor,
+                       theta_b: Tensor, alphas: Tensor, k: int, size: int,
+                       whole_batch_bn: bool) -> tuple[Tensor, int]:
+    """Sum over batches of size × loss at each point, ``k`` points per vmap call and at most
+    ``size`` samples per pass."""
+    like = trainable_named_params(model)
+    frozen = {n: p.detach() for n, p in model.named_parameters() if not p.requires_grad}
+    buffers = {n: b.detach() for n, b in model.named_buffers()}
+    total = torch.zeros(len(alphas), dtype=torch.float64, device=theta_a.device)
+    n = 0
+    for x, y in iterate_batches(data, theta_a.device):
+        chunks = _chunks(x, y, size)
+        if whole_batch_bn and len(chunks) > 1:
+            raise _NeedsPointwise
+        for s in range(0, len(alphas), k):
+            params = _stacked_params(theta_a, theta_b, alphas[s : s + k], like)
+            for xc, yc in chunks:
+                vals = _batched_losses(model, loss_fn, params, frozen, buffers, xc, yc)
+                total[s : s + k] += vals.to(torch.float64) * len(xc)
+        n += len(x)
+    return total, n
 
 
 @torch.no_grad()
@@ -216,6 +440,7 @@ def segment_losses(
     bn_mode: str = "eval",
     alpha_chunk: int | None = None,
     vectorize: bool | None = None,
+    memory_budget: int | None = None,
 ) -> Tensor:
     """Mean loss over ``data`` at (1 − α) θ_a + α θ_b for each α (float64 tensor, shape (K,)).
 
@@ -229,12 +454,20 @@ def segment_losses(
         theta_a, theta_b: flat parameter vectors (θ_t and θ_{t+1}).
         alphas: the interpolation coefficients, or K for :func:`segment_alphas` (K points
             between the iterates, plus the iterates).
-        bn_mode: "eval" (running statistics) or "train" (statistics of each batch); dropout
-            is off in both.
-        alpha_chunk: points per vmap call (None: all K at once); memory grows as
-            ``alpha_chunk`` × (activations of one batch). The pointwise path holds one point.
+        bn_mode: "eval" (running statistics) or "train" (statistics of each batch of
+            ``data``, however it is chunked); dropout is off in both.
+        alpha_chunk: at most this many points per vmap call (None: all K when they fit).
         vectorize: True: batched over α with ``vmap``; False: one point after another (also
             the reference for the batched path); None: batched except on CPU.
+        memory_budget: bytes of activations one forward pass may take (None:
+            :func:`evaluation_memory_budget`). A batch whose activations
+            (:func:`activation_bytes_per_sample` × samples, × (points + 1) under vmap) exceed it
+            is evaluated in chunks of samples, and the points in chunks of fewer: the mean
+            is the same up to round-off (chunks weighted by size). With ``bn_mode="train"``
+            batch norm then normalises with the statistics of the whole batch, computed over
+            the chunks first (:func:`batch_norm_statistics`; one pass per batch-norm layer,
+            one point after another). Running out of memory all the same halves the chunks
+            and starts again, with a warning that says so.
     """
     check_batch_loss(loss_fn, data)
     check_input_dtype(model, data)
@@ -243,11 +476,10 @@ def segment_losses(
     alphas = torch.as_tensor(alphas, dtype=torch.float64).reshape(-1)
     if alpha_chunk is not None and alpha_chunk < 1:
         raise ValueError(f"Invalid alpha_chunk={alpha_chunk} (must be >= 1 or None)")
+    if memory_budget is not None and memory_budget < 1:
+        raise ValueError(f"Invalid memory_budget={memory_budget} (bytes, >= 1, or None)")
     for name, th in (("theta_a", theta_a), ("theta_b", theta_b)):
         check_params_vector(model, th, name, "(model, loss_fn, data, theta_a, theta_b, ...)")
-    like = trainable_named_params(model)
-    frozen = {n: p.detach() for n, p in model.named_parameters() if not p.requires_grad}
-    buffers = {n: b.detach() for n, b in model.named_buffers()}
     if not is_single_batch(data) and (iter(data) is data or bn_mode == "train"):
         # a one-shot iterator: every point needs another pass; batch statistics: every point
         # must see the same batches (a shuffling DataLoader deals new ones on every pass)
@@ -255,27 +487,63 @@ def segment_losses(
     device = theta_a.device
     if vectorize is None:
         vectorize = device.type != "cpu"
-    chunk = len(alphas) if alpha_chunk is None else alpha_chunk
-    n = 0
+    whole_batch_bn = bn_mode == "train" and any(isinstance(m, _BN_TYPES)
+                                                for m in model.modules())
+    first = next(iterate_batches(data))[0]
+    x0 = first[:2].to(device)        # sizes the passes (activation_bytes_per_sample)
+    # a loader's batches are of one size
+    largest = len(first)
+    if isinstance(data, (list, tuple)) and not is_single_batch(data):
+        largest = max(len(b[0]) for b in data)
+    budget = evaluation_memory_budget(device) if memory_budget is None else memory_budget
+    points = len(alphas) if alpha_chunk is None else min(alpha_chunk, len(alphas))
+    total: Tensor | None = None
     with evaluation_mode(model, bn_mode):
-        if vectorize:
+        per_sample = activation_bytes_per_sample(model, x0)
+        k, size = _chunk_sizes(per_sample, largest, points, budget, vectorize)
+        while vectorize and total is None:
             try:
-                total = torch.zeros(len(alphas), dtype=torch.float64, device=device)
-                for x, y in iterate_batches(data, device):
-                    for s in range(0, len(alphas), chunk):
-                        params = _stacked_params(theta_a, theta_b, alphas[s : s + chunk], like)
-                        vals = _batched_losses(model, loss_fn, params, frozen, buffers, x, y)
-                        total[s : s + chunk] += vals.to(torch.float64) * len(x)
-                    n += len(x)
-            except RuntimeError as e:  # an op without a batching rule: stay correct
+                total, n = _vectorized_losses(model, loss_fn, data, theta_a, theta_b, alphas,
+                                              k, size, whole_batch_bn)
+            except _NeedsPointwise:
+                vectorize = False
+            except RuntimeError as e:
+                if _is_out_of_memory(e):
+                    k, size = _retry_smaller(e, k, size, device, vectorized=True)
+                    continue
+                # an op without a batching rule: stay correct
                 warnings.warn(f"segment_losses: vmap failed ({e}); evaluating the points one "
                               "by one", RuntimeWarning, stacklevel=2)
                 vectorize = False
-        if not vectorize:
-            total, n = _pointwise_losses(model, loss_fn, data, theta_a, theta_b, alphas)
+        if total is None:
+            size = _chunk_sizes(per_sample, largest, 1, budget, False)[1]
+        while total is None:
+            try:
+                total, n = _pointwise_losses(model, loss_fn, data, theta_a, theta_b, alphas,
+                                             size, whole_batch_bn)
+            except RuntimeError as e:
+                if not _is_out_of_memory(e):
+                    raise
+                size = _retry_smaller(e, 1, size, device, vectorized=False)[1]
     if n == 0:
         raise ValueError("segment_losses: data has no samples")
     return total / n
+
+
+def _retry_smaller(e: BaseException, k: int, size: int, device: torch.device, *,
+                   vectorized: bool) -> tuple[int, int]:
+    """The next (points, samples) after running out of memory, with a warning; re-raises
+    ``e`` when a single sample at a single point does not fit."""
+    nxt = _smaller(k, size)
+    if nxt is None:
+        raise e
+    _free_cached(device)
+    what = f"{k} points under vmap" if vectorized else "one point"
+    first = str(e).splitlines()[0] if str(e) else type(e).__name__
+    warnings.warn(f"segment_losses: out of memory evaluating {what} x {size} samples per "
+                  f"pass ({first}); retrying with {nxt[0]} points x {nxt[1]} samples",
+                  RuntimeWarning, stacklevel=3)
+    return nxt
 
 
 # --------------------------------------------------------------------------------------------

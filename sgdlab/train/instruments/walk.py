@@ -71,7 +71,7 @@ class StepInterpolationCallback(Callback):
         height_floor: θ_t^min of the height above the valley floor (Table 2): "segment" (the
             lowest evaluated point, default) or "sampled" (the lowest of the K points, line
             128; :func:`sgdlab.measure.walk.height_floor_of`).
-        bn_mode, alpha_chunk, vectorize, rtol, atol, refine: see
+        bn_mode, alpha_chunk, vectorize, memory_budget, rtol, atol, refine: see
             :func:`sgdlab.measure.walk.segment_losses` and
             :func:`~sgdlab.measure.walk.analyze_segment`.
         seed: for the evaluation subset.
@@ -81,8 +81,8 @@ class StepInterpolationCallback(Callback):
                  spacing: str = "interior", epochs: list[int] | None = None,
                  eval_data: Any = None, eval_batch_size: int | None = None, bn_mode: str = "eval",
                  alpha_chunk: int | None = None, vectorize: bool | None = None,
-                 rtol: float = 1e-4, atol: float = 0.0, refine: bool = False,
-                 height_floor: str = "segment", seed: int = 0):
+                 memory_budget: int | None = None, rtol: float = 1e-4, atol: float = 0.0,
+                 refine: bool = False, height_floor: str = "segment", seed: int = 0):
         self.alphas = segment_alphas(num_points, spacing=spacing)   # validates both
         if len(self.alphas) < 3:
             raise ValueError(f"Invalid num_points={num_points}: a barrier needs a point between "
@@ -102,7 +102,7 @@ class StepInterpolationCallback(Callback):
         self.eval_batch_size = eval_batch_size
         self.kw = dict(bn_mode=bn_mode, alpha_chunk=alpha_chunk, rtol=rtol, atol=atol,
                        refine=refine, height_floor=height_floor_of(height_floor, spacing))
-        self.vectorize, self.seed = vectorize, seed
+        self.vectorize, self.memory_budget, self.seed = vectorize, memory_budget, seed
         self.records: list[StepInterpolation] = []
         self.seconds = 0.0
         self._theta_t: Tensor | None = None
@@ -136,7 +136,8 @@ class StepInterpolationCallback(Callback):
         kw = dict(self.kw)
         losses = segment_losses(ctx.model, ctx.loss_fn, self._data, self._theta_t,
                                 params_vector(ctx.model), alphas, bn_mode=kw.pop("bn_mode"),
-                                alpha_chunk=kw.pop("alpha_chunk"), vectorize=self.vectorize)
+                                alpha_chunk=kw.pop("alpha_chunk"), vectorize=self.vectorize,
+                                memory_budget=self.memory_budget)
         rec = analyze_segment(alphas, losses, **kw, step=ctx.step - 1, epoch=ctx.epoch + 1)
         self._theta_t = None
         self.records.append(rec)

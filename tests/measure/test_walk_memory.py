@@ -1,0 +1,216 @@
+"""Step interpolation on data too large for one pass: chunks of samples and of points give the
+mean loss of one pass (batch norm's statistics of the whole batch in train mode), and running
+out of memory is reported as such and retried in smaller chunks."""
+from __future__ import annotations
+
+import copy
+import warnings
+
+import pytest
+import torch
+from torch import nn
+
+import sgdlab.measure.walk as walk
+from sgdlab.measure.walk import (activation_bytes_per_sample, batch_norm_statistics,
+                                 segment_alphas, segment_losses)
+from sgdlab.operators.params import params_vector, set_params_vector
+
+N = 50
+
+
+def _conv_bn_net(batchnorm: bool = True) -> nn.Module:
+    torch.manual_seed(0)
+    bn2 = [nn.BatchNorm2d(3)] if batchnorm else []
+    bn1 = [nn.BatchNorm1d(8)] if batchnorm else []
+    return nn.Sequential(nn.Conv2d(1, 3, 3), *bn2, nn.ReLU(), nn.Flatten(),
+                         nn.Linear(3 * 4 * 4, 8), *bn1, nn.ReLU(), nn.Dropout(0.3),
+                         nn.Linear(8, 3)).double()
+
+
+def _problem(batchnorm: bool = True):
+    model = _conv_bn_net(batchnorm)
+    model.train()
+    with torch.no_grad():  # running statistics away from (0, 1)
+        model(torch.randn(64, 1, 6, 6, dtype=torch.float64) * 2 + 1)
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(N, 1, 6, 6, dtype=torch.float64, generator=g) * 1.5 + 0.5
+    y = torch.randint(0, 3, (N,), generator=g)
+    a = params_vector(model)
+    b = a + 0.3 * torch.randn(a.shape, dtype=a.dtype, generator=g)
+    return model, nn.CrossEntropyLoss(), (x, y), a, b
+
+
+def _naive(model, loss_fn, data, a, b, alphas, bn_mode):
+    """Each point written into a copy of the model, the whole batch in one pass."""
+    x, y = data
+    out = []
+    for al in alphas:
+        m = copy.deepcopy(model)
+        set_params_vector(m, (1 - al) * a + al * b)
+        m.eval()
+        if bn_mode == "train":
+            for mod in m.modules():
+                if isinstance(mod, nn.modules.batchnorm._BatchNorm):
+                    mod.train()
+        with torch.no_grad():
+            out.append(float(loss_fn(m(x), y)))
+    return torch.tensor(out, dtype=torch.float64)
+
+
+def _budget_for(model, data, samples: int) -> int:
+    """A memory budget that holds ``samples`` samples of one point per pass."""
+    return activation_bytes_per_sample(model, data[0]) * samples
+
+
+class _PassSizes:
+    """Records the number of samples of each forward pass of ``model``."""
+
+    def __init__(self, model):
+        self.sizes: list[int] = []
+        self.hook = model.register_forward_pre_hook(
+            lambda _m, args: self.sizes.append(len(args[0])))
+
+
+@pytest.mark.parametrize("batchnorm", [False, True])
+@pytest.mark.parametrize("vectorize", [False, True])
+def test_chunked_equals_one_pass_in_eval_mode(batchnorm, vectorize):
+    model, loss_fn, data, a, b = _problem(batchnorm)
+    alphas = segment_alphas(5)
+    whole = segment_losses(model, loss_fn, data, a, b, alphas, vectorize=vectorize)
+    spy = _PassSizes(model)
+    chunked = segment_losses(model, loss_fn, data, a, b, alphas, vectorize=vectorize,
+                             memory_budget=_budget_for(model, data, 7))
+    spy.hook.remove()
+    passes = [s for s in spy.sizes if s > 2]          # not the 2-sample probes
+    assert passes and max(passes) <= 7 < N            # it did evaluate in chunks
+    torch.testing.assert_close(chunked, whole, rtol=1e-13, atol=0)
+    torch.testing.assert_close(whole, _naive(model, loss_fn, data, a, b, alphas, "eval"),
+                               rtol=1e-13, atol=0)
+
+
+@pytest.mark.parametrize("vectorize", [False, True])
+def test_train_mode_batch_norm_keeps_the_whole_batch_statistics(vectorize):
+    """Chunks normalised each with its own statistics give another loss (checked below); the
+    statistics of the whole batch, computed over the chunks first, give the one-pass loss."""
+    model, loss_fn, data, a, b = _problem()
+    alphas = segment_alphas(4)
+    state = copy.deepcopy(model.state_dict())
+    whole = segment_losses(model, loss_fn, data, a, b, alphas, bn_mode="train",
+                           vectorize=vectorize)
+    spy = _PassSizes(model)
+    chunked = segment_losses(model, loss_fn, data, a, b, alphas, bn_mode="train",
+                             vectorize=vectorize, memory_budget=_budget_for(model, data, 8))
+    spy.hook.remove()
+    assert max(s for s in spy.sizes if s > 2) <= 8
+    reference = _naive(model, loss_fn, data, a, b, alphas, "train")
+    torch.testing.assert_close(whole, reference, rtol=1e-12, atol=0)
+    torch.testing.assert_close(chunked, reference, rtol=1e-12, atol=0)
+    # the batches of 8 the chunks are, each with its own statistics: not the same losses
+    x, y = data
+    per_chunk = segment_losses(model, loss_fn, [(x[i:i + 8], y[i:i + 8]) for i in range(0, N, 8)],
+                               a, b, alphas, bn_mode="train", vectorize=False)
+    assert (per_chunk - reference).abs().max() > 1e-3
+    for k, v in model.state_dict().items():            # running statistics untouched
+        torch.testing.assert_close(v, state[k], rtol=0, atol=0)
+    assert model.training
+
+
+def test_batch_norm_statistics_of_the_whole_batch():
+    model, _, (x, _y), _, _ = _problem()
+    model.train()
+    chunks = [(x[i:i + 9], None) for i in range(0, N, 9)]
+    with torch.no_grad():
+        stats = batch_norm_statistics(model, chunks)
+        h = model[0](x)                                # the first layer's input: conv output
+        mean, var = h.mean((0, 2, 3)), h.var((0, 2, 3), unbiased=False)
+    assert list(stats) == [model[1], model[5]]
+    torch.testing.assert_close(stats[model[1]][0], mean, rtol=1e-13, atol=1e-15)
+    torch.testing.assert_close(stats[model[1]][1], var, rtol=1e-13, atol=1e-15)
+
+
+def test_a_batch_norm_called_twice_is_refused_when_chunked():
+    torch.manual_seed(0)
+    bn = nn.BatchNorm1d(4)
+    model = nn.Sequential(nn.Linear(4, 4), bn, nn.Linear(4, 4), bn, nn.Linear(4, 2)).double()
+    x, y = torch.randn(20, 4, dtype=torch.float64), torch.randint(0, 2, (20,))
+    a = params_vector(model)
+    with pytest.raises(ValueError, match="more than once per forward pass"):
+        segment_losses(model, nn.CrossEntropyLoss(), (x, y), a, a + 0.1, 3, bn_mode="train",
+                       vectorize=False, memory_budget=_budget_for(model, (x, y), 5))
+
+
+def _oom_above(limit: int, fn, error):
+    """``fn`` raising ``error`` when a pass holds more than ``limit`` samples x points (as a
+    GPU runs out of memory)."""
+    def wrapped(model, loss_fn, params, frozen, buffers, x, y):
+        k = next(iter(params.values())).shape[0]
+        if k * len(x) > limit:
+            raise error
+        return fn(model, loss_fn, params, frozen, buffers, x, y)
+    return wrapped
+
+
+@pytest.mark.parametrize("error", [
+    torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"),
+    RuntimeError("CUDA error: CUBLAS_STATUS_ALLOC_FAILED when calling `cublasCreate(handle)`"),
+])
+def test_out_of_memory_under_vmap_is_reported_as_memory_and_retried(monkeypatch, error):
+    model, loss_fn, data, a, b = _problem()
+    alphas = segment_alphas(10)
+    reference = segment_losses(model, loss_fn, data, a, b, alphas, vectorize=False)
+    monkeypatch.setattr(walk, "_batched_losses", _oom_above(100, walk._batched_losses, error))
+    calls = []
+    monkeypatch.setattr(walk, "_pointwise_losses",
+                        lambda *args, **kw: calls.append(1) or pytest.fail("pointwise"))
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter("always")
+        out = segment_losses(model, loss_fn, data, a, b, alphas, vectorize=True)
+    messages = [str(m.message) for m in w]
+    assert any("out of memory" in m for m in messages), messages
+    assert not any("vmap failed" in m for m in messages), messages
+    torch.testing.assert_close(out, reference, rtol=1e-13, atol=0)
+
+
+def test_out_of_memory_one_point_at_a_time_is_retried(monkeypatch):
+    model, loss_fn, data, a, b = _problem()
+    alphas = segment_alphas(3)
+    reference = segment_losses(model, loss_fn, data, a, b, alphas, vectorize=False)
+
+    def forward_pre(_m, args):
+        if len(args[0]) > 20:
+            raise torch.OutOfMemoryError("CUDA out of memory.")
+    h = model.register_forward_pre_hook(forward_pre)
+    with pytest.warns(RuntimeWarning, match="out of memory") as w:
+        out = segment_losses(model, loss_fn, data, a, b, alphas, vectorize=False)
+    assert [str(m.message).split(" (")[0] for m in w] == [
+        "segment_losses: out of memory evaluating one point x 50 samples per pass",
+        "segment_losses: out of memory evaluating one point x 25 samples per pass"]
+    torch.testing.assert_close(out, reference, rtol=1e-13, atol=0)
+    # with batch statistics, the retried chunks keep the whole batch's
+    h.remove()
+    ref_train = segment_losses(model, loss_fn, data, a, b, alphas, bn_mode="train",
+                               vectorize=False)
+    h = model.register_forward_pre_hook(forward_pre)
+    with pytest.warns(RuntimeWarning, match="out of memory"):
+        out = segment_losses(model, loss_fn, data, a, b, alphas, bn_mode="train",
+                             vectorize=False)
+    h.remove()
+    torch.testing.assert_close(out, ref_train, rtol=1e-12, atol=0)
+
+
+def test_out_of_memory_at_one_sample_is_raised(monkeypatch):
+    model, loss_fn, data, a, b = _problem()
+    monkeypatch.setattr(walk, "activation_bytes_per_sample", lambda *_: 8)
+
+    def forward_pre(_m, args):
+        raise torch.OutOfMemoryError("CUDA out of memory.")
+    model.register_forward_pre_hook(forward_pre)
+    with pytest.raises(torch.OutOfMemoryError), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        segment_losses(model, loss_fn, (data[0][:3], data[1][:3]), a, b, 3, vectorize=False)
+
+
+def test_memory_budget_is_validated():
+    model, loss_fn, data, a, b = _problem()
+    with pytest.raises(ValueError, match="memory_budget"):
+        segment_losses(model, loss_fn, data, a, b, 3, memory_budget=0)
