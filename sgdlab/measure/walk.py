@@ -321,7 +321,7 @@ def batch_norm_statistics(model: nn.Module, chunks: Sequence[tuple[Tensor, Tenso
     what batch norm normalises with there; computed a chunk at a time. Layer l's input
     depends on the statistics of the layers before it, so there is one pass over the chunks
     per batch-norm layer, each stopped at that layer (VGG-11: 8 passes, together about 4.3
-    forward passes of compute; ResNet-56: 55, about 27)."""
+    forward passes of compute; ResNet-56: 55, about 28)."""
     order = _bn_call_order(model, chunks[0][0])
     stats: dict[nn.Module, tuple[Tensor, Tensor]] = {}
     for layer in order:
