@@ -19,15 +19,16 @@ def _bench(name: str):
     return run.load(BENCH / f"{name}.py")
 
 
-def _forwards(model: nn.Module, fn) -> int:
-    """How many forward passes of ``model`` one call ``fn()`` makes."""
-    count = [0]
-    handle = model.register_forward_hook(lambda *_: count.__setitem__(0, count[0] + 1))
+def _forwards(model: nn.Module, fn, samples: int | None = None) -> int:
+    """How many forward passes of ``model`` one call ``fn()`` makes (of ``samples`` samples
+    when given)."""
+    sizes = []
+    handle = model.register_forward_hook(lambda _m, args, _o: sizes.append(len(args[0])))
     try:
         fn()
     finally:
         handle.remove()
-    return count[0]
+    return len(sizes) if samples is None else sizes.count(samples)
 
 
 def test_step_interpolation_figure_times_as_many_forwards_as_the_plain_evaluations():
@@ -41,7 +42,9 @@ def test_step_interpolation_figure_times_as_many_forwards_as_the_plain_evaluatio
             p.add_(0.01)
     plain, interp = bench.interpolation_tasks(model, nn.CrossEntropyLoss(), x, y, theta_t)
     assert _forwards(model, plain) == 10                      # "vs_10_evals"
-    assert _forwards(model, interp(False)) == 10
+    assert _forwards(model, interp(False), samples=20) == 10
+    # and a pass of 2 samples that sizes the chunks to the memory budget
+    assert _forwards(model, interp(False)) - _forwards(model, interp(False), samples=20) == 1
 
 
 def test_against_reference_refuses_to_time_a_result_that_differs_from_the_reference():
