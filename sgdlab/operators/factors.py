@@ -36,6 +36,7 @@ import math
 from collections.abc import Callable
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_flatten
@@ -196,24 +197,30 @@ class _Conv(_Layer):
 
     - few input channels (``nn.Conv2d``, C_in ≤ 4, groups 1; typically the first layer, on
       the data): the patches (one strided copy, :func:`~sgdlab.operators.taylor.conv_patches`),
-      then one batched GEMM per chunk (512 MNIST images, 1 → 8 channels 3x3: 11 vs 22 ms;
-      256 CIFAR images, 3 → 32: 34 vs 41 ms; F.unfold's patches were slower than both);
+      then one batched GEMM, a few samples at a time, their patches and δ made into buffers
+      reused, where they stay in cache (512 MNIST images, 1 → 8 channels 3x3, δ given at the
+      size of the 2x2 max pooling after the layer: 3.6 vs 7.7 ms for the patches, δ and GEMM
+      of all samples at once; 11 vs 22 ms for the vmapped route below; 256 CIFAR images,
+      3 → 32: 34 vs 41 ms; F.unfold's patches were slower than both);
     - otherwise the weight half of ``convolution_backward`` vmapped over the samples (functorch
       turns it into one grouped convolution: 12 vs 22 ms for the patches on an 8 → 16-channel
-      layer, 28 vs 52 ms on 16 → 32)."""
+      layer, 28 vs 52 ms on 16 → 32; in chunks of 32-128 samples 5.8-8.1 vs 5.0 ms)."""
 
-    patch_budget = 64 * 2**20      # bytes of patches at a time
+    chunk_budget = 2 * 2**20       # bytes of one chunk's patches and δ
 
     def __init__(self, a: Tensor, delta: Tensor, m: nn.Module, has_weight: bool,
-                 has_bias: bool, patches: Tensor | None = None):
+                 has_bias: bool, pooled: tuple[Tensor, torch.Size] | None = None):
         super().__init__(delta, has_weight, has_bias, m.weight.numel(), delta.shape[1])
         self.a = a                          # (N, C, *in); delta (N, O, *out)
-        self.patches = patches              # (N, C·k_h·k_w, L) when already made
+        # (argmax, output shape) when delta is at the size of the max pooling after the
+        # layer: its transpose is made chunk by chunk (the sum over positions, the bias' rows,
+        # is the same at either size)
+        self.pooled = pooled
+        self.out_size = math.prod((pooled[1] if pooled else delta.shape)[2:])
         nd = a.dim() - 2
         pad = conv_padding(m)
         self.opts = (tuple(m.kernel_size), tuple(m.stride), pad, tuple(m.dilation))
-        self.by_patches = patches is not None or (
-            type(m) is nn.Conv2d and m.groups == 1 and m.in_channels <= 4)
+        self.by_patches = type(m) is nn.Conv2d and m.groups == 1 and m.in_channels <= 4
         shape = a.new_empty(1).expand(m.weight.shape)   # only its shape is read
 
         def one(ai: Tensor, di: Tensor) -> Tensor:
@@ -223,33 +230,48 @@ class _Conv(_Layer):
 
         self._weight_grads = torch.vmap(one)
 
-    def _patch_weight_grads(self, a: Tensor, d: Tensor, patches: Tensor | None) -> Tensor:
-        """Σ_p δ_ip a_ipᵀ by patches (``patches``: a's, when already made): (n, O, C·k_h·k_w)."""
+    def _full_delta(self, lo: int, hi: int, out: Tensor | None = None) -> Tensor:
+        """δ of samples lo..hi-1 at the layer's output size, (hi - lo, O, L), into ``out`` if
+        given (when δ is kept at the pooled size)."""
+        if self.pooled is None:
+            return self.delta[lo:hi].flatten(2)
+        idx = self.pooled[0][lo:hi].flatten(2)
+        if out is None:
+            out = self.delta.new_empty(hi - lo, self.delta.shape[1], self.out_size)
+        return out.zero_().scatter_add_(2, idx, self.delta[lo:hi].flatten(2))
+
+    def _patch_weight_grads(self, lo: int, hi: int) -> Tensor:
+        """Σ_p δ_ip a_ipᵀ by patches for samples lo..hi-1: (hi - lo, O, C·k_h·k_w)."""
         from .taylor import conv_patches
 
-        (kh, kw), _, _, _ = self.opts
-        n, c = a.shape[:2]
-        per_sample = c * kh * kw * d[0, 0].numel() * a.element_size()
-        step = max(1, self.patch_budget // per_sample)
-        out = d.new_empty(n, d.shape[1], c * kh * kw)
-        for lo in range(0, n, step):
-            p = (conv_patches(a[lo:lo + step], *self.opts) if patches is None
-                 else patches[lo:lo + step])
-            torch.bmm(d[lo:lo + step].flatten(2), p.transpose(1, 2), out=out[lo:lo + step])
+        (kh, kw), stride, (ph, pw), dil = self.opts
+        a = self.a[lo:hi]
+        a = F.pad(a, (pw, pw, ph, ph)) if ph or pw else a         # padded once
+        n, o, width = len(a), self.delta.shape[1], a.shape[1] * kh * kw
+        out = self.delta.new_empty(n, o, width)
+        step = min(n, max(1, self.chunk_budget // (
+            (width + o) * self.out_size * a.element_size())))
+        patches = a.new_empty(step, width, self.out_size)
+        delta = a.new_empty(step, o, self.out_size) if self.pooled is not None else None
+        for s in range(0, n, step):
+            e = min(s + step, n)
+            p = conv_patches(a[s:e], (kh, kw), stride, (0, 0), dil, out=patches[:e - s])
+            d = self._full_delta(lo + s, lo + e, None if delta is None else delta[:e - s])
+            torch.bmm(d, p.transpose(1, 2), out=out[s:e])
         return out
 
     def _parts(self, lo: int, hi: int) -> list[Tensor]:
-        d = self.delta[lo:hi]
         parts = []
         if self.has_weight:
             if self.by_patches:
-                w = self._patch_weight_grads(
-                    self.a[lo:hi], d, None if self.patches is None else self.patches[lo:hi])
+                w = self._patch_weight_grads(lo, hi)
             else:
-                w = self._weight_grads(self.a[lo:hi], d)
-            parts.append(w.reshape(len(d), -1))
+                shape = (self.pooled[1] if self.pooled else self.delta.shape)[2:]
+                w = self._weight_grads(self.a[lo:hi],
+                                       self._full_delta(lo, hi).view(hi - lo, -1, *shape))
+            parts.append(w.reshape(hi - lo, -1))
         if self.has_bias:
-            parts.append(d.flatten(2).sum(-1))
+            parts.append(self.delta[lo:hi].flatten(2).sum(-1))
         return parts
 
 
@@ -436,7 +458,7 @@ def per_sample_factors(
             found = _hooked_passes(model, loss_fn, batches, layers)
     if found is None:
         return None
-    acts, deltas, n, patches = found
+    acts, deltas, n, pooled = found
 
     def cat(ts: list[Tensor]) -> Tensor:
         return ts[0] if len(ts) == 1 else torch.cat(ts)     # one pass: no copy
@@ -453,7 +475,7 @@ def per_sample_factors(
         elif type(m) in _BN:                 # a: x̂ (both passes record it)
             layer = _BatchNormEval(a, delta, m, has_w, has_b)
         else:
-            layer = _Conv(a, delta, m, has_w, has_b, patches.get(i))
+            layer = _Conv(a, delta, m, has_w, has_b, pooled=pooled.get(i))
         out.append(layer)
         dim += layer.numel
     return PerSampleFactors(out, n, dim)
@@ -466,11 +488,12 @@ def _sequential_passes(model, loss_fn, batches, layers, *, pooled_only: bool = T
     before a max pooling differentiated at the pooled size, where δ is non-zero (batch norm's
     x̂ and δ kept there). Only for networks with max pooling unless ``pooled_only=False``:
     elsewhere autograd's fused activation backward was as fast or faster (MLP 784-512-512-10:
-    71 vs 65 ms). Returns (inputs, δ, samples, {0: the first convolution's patches of the
-    data} when the passes made them, within ``PATCH_BUDGET``), or None when the network is not
-    one of those, or uses a layer twice."""
+    71 vs 65 ms). A first convolution followed by max pooling keeps its δ at the pooled size
+    (the pooling's transpose is made by its rows, chunk by chunk). Returns (inputs, δ,
+    samples, {0: (that pooling's argmax, the convolution's output shape)} when it does), or
+    None when the network is not one of those, or uses a layer twice."""
     from .rop import SequentialHVP
-    from .taylor import _MAXPOOL, PATCH_BUDGET, batchnorm_primal
+    from .taylor import _MAXPOOL, batchnorm_primal
 
     if pooled_only and not any(isinstance(m, _MAXPOOL) for m in model.modules()):
         return None
@@ -482,12 +505,12 @@ def _sequential_passes(model, loss_fn, batches, layers, *, pooled_only: bool = T
         return None                      # a layer used twice, or not in registration order
     acts: list[list[Tensor]] = [[] for _ in layers]
     deltas: list[list[Tensor]] = [[] for _ in layers]
-    patches: list[Tensor] | None = []      # the first convolution's, kept up to PATCH_BUDGET
+    pooled: list[tuple[Tensor, torch.Size]] = []   # the first layer's argmax, output shape
     n, checked = 0, False
     for x, y in batches:
         # the loss times the batch size: its gradients are the per-sample δ_i (mean loss)
         a_in, cache, out, _, grads = rop.prepare(
-            x, y, lambda o, t, b=len(x): loss_fn(o, t) * b)
+            x, y, lambda o, t, b=len(x): loss_fn(o, t) * b, per_sample=True)
         if not checked and len(x) >= 2:         # one sample alone says nothing
             if not _mean_of_samples(loss_fn, out.detach(), y):
                 return None
@@ -499,16 +522,13 @@ def _sequential_passes(model, loss_fn, batches, layers, *, pooled_only: bool = T
                     layers[i], a)[0]
             acts[i].append(a)
             deltas[i].append(grads[j])
-        first, p = cache["patches"]
-        if patches is not None and p is not None and first == where[0] and (
-                sum(t.nbytes for t in patches) + p.nbytes <= PATCH_BUDGET):
-            patches.append(p)
-        else:
-            patches = None
+        if "first_pooled" in cache:      # the first layer's δ at its max pooling's size
+            pooled.append((cache[cache["first_pooled"]], a_in[where[0] + 1].shape))
         n += len(x)
-    if not patches:
+    if not pooled:
         return acts, deltas, n, {}
-    return acts, deltas, n, {0: patches[0] if len(patches) == 1 else torch.cat(patches)}
+    idx = pooled[0][0] if len(pooled) == 1 else torch.cat([t for t, _ in pooled])
+    return acts, deltas, n, {0: (idx, torch.Size((n, *pooled[0][1][1:])))}
 
 
 class _ParameterUses(TorchFunctionMode):

@@ -7,7 +7,7 @@ from torch import nn
 from sgdlab.errors import UserError
 from sgdlab.measure.noise import gradient_covariance
 from sgdlab.operators import per_sample_gradients
-from sgdlab.operators.factors import _Layer, per_sample_factors
+from sgdlab.operators.factors import _Conv, _Layer, per_sample_factors
 from sgdlab.testing import (GRUClassifier, TiedByHand, covariance_reference,
                             per_sample_gradients_loop, random_eval_batchnorm,
                             relu_chains_with_ties)
@@ -46,6 +46,14 @@ def _models():
         random_eval_batchnorm(nn.BatchNorm2d(4), 6), nn.Tanh(),
         nn.MaxPool2d(3, stride=1, padding=1), nn.Flatten(), nn.Linear(16, 3)), (2, 4, 4)
     yield "relu-chains-ties", relu_chains_with_ties(2, 8), (2, 8, 8)
+    # a first convolution's δ kept at the size of the max pooling after it and put back
+    # chunk by chunk: overlapping windows (their sums), on patches and on the vmapped route (5)
+    yield "pooled-first-overlap", nn.Sequential(
+        nn.Conv2d(1, 3, 3, padding=1), nn.Tanh(), nn.MaxPool2d(3, stride=1, padding=1),
+        nn.Flatten(), nn.Linear(48, 3)), (1, 4, 4)
+    yield "pooled-first-vmapped", nn.Sequential(
+        nn.Conv2d(5, 3, 3, padding=1), nn.ReLU(), nn.MaxPool2d(3, stride=2, padding=1),
+        nn.Flatten(), nn.Linear(12, 3)), (5, 4, 4)
     # patches (≤ 4 input channels) with stride and dilation, 1x1; the vmapped route (5)
     yield "strided-patches", nn.Sequential(
         nn.Conv2d(2, 3, 3, stride=2, padding=1, dilation=2), nn.ReLU(), nn.Conv2d(3, 5, 1),
@@ -86,7 +94,8 @@ def test_factored_per_sample_gradients_equal_vmap(name, model, shape, route, mon
     assert ps is not None
     if route != "hooks":     # a custom module: hooks
         assert (seen[0] is not None) == (
-            name in ("conv2d", "bn-pooled-chains", "relu-chains-ties") or (route == "sequential"
+            name in ("conv2d", "bn-pooled-chains", "relu-chains-ties", "pooled-first-overlap",
+                     "pooled-first-vmapped") or (route == "sequential"
                                                        and name != "sequence"))
     ref = per_sample_gradients(model, loss_fn, (x, y), method="vmap", chunk_size=3)
     torch.testing.assert_close(ref, per_sample_gradients_loop(model, loss_fn, (x, y)))
@@ -94,11 +103,13 @@ def test_factored_per_sample_gradients_equal_vmap(name, model, shape, route, mon
     torch.testing.assert_close(per_sample_gradients(model, loss_fn, (x, y)), ref,
                                rtol=1e-12, atol=1e-14)
     # the Gram-trick pieces without G; again with every layer's block built in sample chunks
-    # (pairs of chunks for the Gram) and nothing kept
+    # (pairs of chunks for the Gram; a convolution's patches and δ one sample at a time) and
+    # nothing kept
     u = torch.randn(7, 2, generator=g, dtype=torch.float64)
-    for budget, keep in ((_Layer.block_budget, _Layer.keep_budget), (200, 0)):
-        old = _Layer.block_budget, _Layer.keep_budget
-        _Layer.block_budget, _Layer.keep_budget = budget, keep
+    for budget, keep, chunk in ((_Layer.block_budget, _Layer.keep_budget, _Conv.chunk_budget),
+                                (200, 0, 1)):
+        old = _Layer.block_budget, _Layer.keep_budget, _Conv.chunk_budget
+        _Layer.block_budget, _Layer.keep_budget, _Conv.chunk_budget = budget, keep, chunk
         try:
             fresh = per_sample_factors(model, loss_fn, (x, y))
             for f in (fresh, fresh):          # twice: kept blocks are reused
@@ -107,7 +118,7 @@ def test_factored_per_sample_gradients_equal_vmap(name, model, shape, route, mon
                 torch.testing.assert_close(f.sq_sum(), (ref ** 2).sum(0))
                 torch.testing.assert_close(f.materialize(), ref)
         finally:
-            _Layer.block_budget, _Layer.keep_budget = old
+            _Layer.block_budget, _Layer.keep_budget, _Conv.chunk_budget = old
     cov = gradient_covariance(model, loss_fn, (x, y))
     assert cov._factored()
     f = (ref - ref.mean(0)) / 7 ** 0.5

@@ -219,6 +219,23 @@ def test_conv_patches_equal_unfold(opts, layout):
                                rtol=0, atol=0)
 
 
+@pytest.mark.parametrize("layer", [
+    nn.Conv2d(4, 6, 3, padding=1), nn.Conv2d(4, 6, (3, 1), padding="same", groups=2),
+    nn.Conv2d(4, 6, 3, padding=2, dilation=2), nn.Conv2d(4, 6, 3), nn.Conv1d(4, 2, 5, padding=1),
+    nn.Conv3d(2, 3, 2, padding=1)], ids=["same", "groups", "dilation", "valid", "1d", "3d"])
+def test_conv_input_gradient_as_forward_convolution(layer):
+    """The transpose of a stride-1 convolution as a forward convolution with flipped filters
+    equals torch's input gradient; padding beyond dilation·(k − 1) declines."""
+    from sgdlab.operators.rop import _CONV_INPUT, _conv_options, conv_input_by_forward
+
+    layer = layer.double()
+    x = torch.randn(3, layer.in_channels, *[6] * (layer.weight.dim() - 2), dtype=torch.float64)
+    t = torch.randn_like(layer(x))
+    ref = _CONV_INPUT[type(layer)](x.shape, layer.weight, t, *_conv_options(layer))
+    torch.testing.assert_close(conv_input_by_forward(layer, t), ref)
+    assert conv_input_by_forward(nn.Conv2d(2, 2, 1, padding=1), t[:, :2]) is None
+
+
 def test_patch_weight_terms_in_sample_chunks():
     """Σ_n ġ_n P_nᵀ is the convolution weight gradient, also when summed in sample chunks."""
     from sgdlab.operators.rop import _patch_weight_terms
