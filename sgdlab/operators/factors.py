@@ -249,8 +249,8 @@ class _Conv(_Layer):
         a = F.pad(a, (pw, pw, ph, ph)) if ph or pw else a         # padded once
         n, o, width = len(a), self.delta.shape[1], a.shape[1] * kh * kw
         out = self.delta.new_empty(n, o, width)
-        step = min(n, max(1, self.chunk_budget // (
-            (width + o) * self.out_size * a.element_size())))
+        step = n if a.device.type != "cpu" else min(n, max(1, self.chunk_budget // (
+            (width + o) * self.out_size * a.element_size())))      # for CPU caches
         patches = a.new_empty(step, width, self.out_size)
         delta = a.new_empty(step, o, self.out_size) if self.pooled is not None else None
         for s in range(0, n, step):
