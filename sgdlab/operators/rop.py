@@ -79,7 +79,7 @@ class SequentialHVP:
         its output gradient at the pooled size (its max pooling's transpose left to the
         caller: ``cache["first_pooled"]`` is that pooling's layer p, ``cache[p]`` its
         argmax)."""
-        prep = (self.taylor.prepare(x, y, loss_fn, patches=not per_sample) if forward is None
+        prep = (self.taylor.prepare(x, y, loss_fn, per_sample=per_sample) if forward is None
                 else forward)
         acts, cache, o, g_out = prep
         grads: list[Tensor | None] = [None] * len(self.layers)

@@ -131,10 +131,15 @@ class SequentialTaylor:
         return cls(layers, offsets)
 
     @torch.no_grad()
-    def prepare(self, x: Tensor, y: Tensor, loss_fn, *, patches: bool = True) -> tuple:
-        """Primal quantities at every layer and the loss' output gradient graph (without the
-        first convolution's patches of the data when ``patches`` is False)."""
+    def prepare(self, x: Tensor, y: Tensor, loss_fn, *, per_sample: bool = False) -> tuple:
+        """Primal quantities at every layer and the loss' output gradient graph. With
+        ``per_sample`` (for the per-sample gradients' passes, which read neither) no patches of
+        the data, and the argmax of a ReLU chain's max pooling right after the first layer is
+        left in the layout the pooling gives it (channels-last on CPU: turning the 512 x 8 x
+        14 x 14 int64 argmax of the benchmark CNN NCHW cost 1.05 ms; the chunked scatter of
+        the first convolution's rows reads it in place, 1.73 vs 1.94 ms)."""
         acts, cache, a = [], {}, x
+        first = next(j for j, m in enumerate(self.layers) if isinstance(m, _WEIGHTED))
         width = 0
         pooled = None         # a max pooling's output, maybe channels-last
         for j, m in enumerate(self.layers):
@@ -148,7 +153,9 @@ class SequentialTaylor:
                 # max z <= 0, whose coefficient relu' is 0: pool z, then the ReLUs at the
                 # pooled size. The chain's recorded inputs are z (their shape is what is read)
                 if j == p:
-                    a, cache[j] = max_pool_with_indices(m, a, contiguous=False)
+                    a, cache[j] = max_pool_with_indices(
+                        m, a, contiguous=False,
+                        contiguous_indices=not (per_sample and q == first + 1))
                     for i in range(q, p):      # relu'(z) = [relu(z) > 0]: from the output
                         a = self.layers[i](a)
                         cache["pooled", i] = activation_derivatives(self.layers[i], a)
@@ -175,9 +182,8 @@ class SequentialTaylor:
             o = a.detach().requires_grad_(True)
             g_out = torch.autograd.grad(loss_fn(o, y), o, create_graph=True)[0]
         cache["softmax"] = cross_entropy_probabilities(loss_fn, o, y)
-        first = next(j for j, m in enumerate(self.layers) if isinstance(m, _WEIGHTED))
-        cache["patches"] = (first, input_patches(self.layers[first], acts[first])
-                            if patches else None)
+        cache["patches"] = (first, None if per_sample else
+                            input_patches(self.layers[first], acts[first]))
         cache["pooled_patches"] = (first, None)     # made by ``keep``
         cache["columns"] = (first, data_columns(self.layers[first], acts[first]))
         for start, pool in self.chains.items():       # the chains' coefficients at the argmax
@@ -550,10 +556,11 @@ def data_columns(layer: nn.Module, a: Tensor) -> tuple[Tensor, Tensor] | None:
     return kept, a.index_select(1, kept)
 
 
-def max_pool_with_indices(m: nn.Module, a: Tensor, *,
-                          contiguous: bool = True) -> tuple[Tensor, Tensor]:
+def max_pool_with_indices(m: nn.Module, a: Tensor, *, contiguous: bool = True,
+                          contiguous_indices: bool = True) -> tuple[Tensor, Tensor]:
     """``m(a)`` and its argmax indices, as ``F.max_pool*d(..., return_indices=True)`` gives
-    them (``contiguous=False``: the values may be left channels-last). Why not plainly: on CPU
+    them (``contiguous=False``: the values may be left channels-last; ``contiguous_indices=
+    False``: the indices too). Why not plainly: on CPU
     torch's NCHW max pooling is 2x slower than its channels-last kernel (512x8x28x28, 2x2: 26
     vs 15 ms with both conversions; 512x16x14x14: 14 vs 7 ms), which gives the same values and
     indices (both keep a window's first maximum in row-major order, NaN counting as the
@@ -563,7 +570,8 @@ def max_pool_with_indices(m: nn.Module, a: Tensor, *,
     if a.dim() == 4 and a.device.type == "cpu":
         out, idx = fn(a.contiguous(memory_format=torch.channels_last), *opts,
                       ceil_mode=m.ceil_mode, return_indices=True)
-        return (out.contiguous() if contiguous else out), idx.contiguous()
+        return ((out.contiguous() if contiguous else out),
+                (idx.contiguous() if contiguous_indices else idx))
     return fn(a, *opts, ceil_mode=m.ceil_mode, return_indices=True)
 
 
