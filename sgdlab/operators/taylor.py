@@ -133,11 +133,11 @@ class SequentialTaylor:
     @torch.no_grad()
     def prepare(self, x: Tensor, y: Tensor, loss_fn, *, per_sample: bool = False) -> tuple:
         """Primal quantities at every layer and the loss' output gradient graph. With
-        ``per_sample`` (for the per-sample gradients' passes, which read neither) no patches of
-        the data, and the argmax of a ReLU chain's max pooling right after the first layer is
-        left in the layout the pooling gives it (channels-last on CPU: turning the 512 x 8 x
-        14 x 14 int64 argmax of the benchmark CNN NCHW cost 1.05 ms; the chunked scatter of
-        the first convolution's rows reads it in place, 1.73 vs 1.94 ms)."""
+        ``per_sample`` (for the per-sample gradients' passes) no patches of the data, which
+        they do not read, and the argmax of a ReLU chain's max pooling left in the layout the
+        pooling gives it (channels-last on CPU: turning the benchmark CNN's 512 x 8 x 14 x 14
+        int64 argmax NCHW cost 1.05 ms; the scatters read it in place, its last two
+        dimensions merging into one stride: 1.73 vs 1.94 ms for the first convolution's)."""
         acts, cache, a = [], {}, x
         first = next(j for j, m in enumerate(self.layers) if isinstance(m, _WEIGHTED))
         width = 0
@@ -153,9 +153,8 @@ class SequentialTaylor:
                 # max z <= 0, whose coefficient relu' is 0: pool z, then the ReLUs at the
                 # pooled size. The chain's recorded inputs are z (their shape is what is read)
                 if j == p:
-                    a, cache[j] = max_pool_with_indices(
-                        m, a, contiguous=False,
-                        contiguous_indices=not (per_sample and q == first + 1))
+                    a, cache[j] = max_pool_with_indices(m, a, contiguous=False,
+                                                        contiguous_indices=not per_sample)
                     for i in range(q, p):      # relu'(z) = [relu(z) > 0]: from the output
                         a = self.layers[i](a)
                         cache["pooled", i] = activation_derivatives(self.layers[i], a)
