@@ -36,7 +36,6 @@ import math
 from collections.abc import Callable
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_flatten
@@ -246,16 +245,22 @@ class _Conv(_Layer):
 
         (kh, kw), stride, (ph, pw), dil = self.opts
         a = self.a[lo:hi]
-        a = F.pad(a, (pw, pw, ph, ph)) if ph or pw else a         # padded once
-        n, o, width = len(a), self.delta.shape[1], a.shape[1] * kh * kw
+        (n, c, h, w), o = a.shape, self.delta.shape[1]
+        width = c * kh * kw
         out = self.delta.new_empty(n, o, width)
         step = n if a.device.type != "cpu" else min(n, max(1, self.chunk_budget // (
             (width + o) * self.out_size * a.element_size())))      # for CPU caches
         patches = a.new_empty(step, width, self.out_size)
         delta = a.new_empty(step, o, self.out_size) if self.pooled is not None else None
+        # the chunk's inputs copied into the inside of a zero-bordered buffer
+        padded = a.new_zeros(step, c, h + 2 * ph, w + 2 * pw) if ph or pw else None
         for s in range(0, n, step):
             e = min(s + step, n)
-            p = conv_patches(a[s:e], (kh, kw), stride, (0, 0), dil, out=patches[:e - s])
+            x = a[s:e]
+            if padded is not None:
+                x = padded[:e - s]
+                x[:, :, ph:ph + h, pw:pw + w] = a[s:e]
+            p = conv_patches(x, (kh, kw), stride, (0, 0), dil, out=patches[:e - s])
             d = self._full_delta(lo + s, lo + e, None if delta is None else delta[:e - s])
             torch.bmm(d, p.transpose(1, 2), out=out[s:e])
         return out
