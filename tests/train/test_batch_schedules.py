@@ -140,3 +140,44 @@ def test_random_lr_sgd_logs_the_step_it_takes():
     assert [s for s, _ in res.history["batch_size"]] == list(range(9))
     assert [v for _, v in res.history["lr_over_batch"]] == pytest.approx(
         [0.1 * a / 4 for _, a in spy.seen])
+
+
+@pytest.mark.parametrize("wrapper", ["switch", "trivialized"])
+def test_random_lr_sgd_inside_a_wrapper_logs_the_step_it_takes(wrapper):
+    # random-lr-sgd as the optimizer that switch (after its switch step) or trivialized steps
+    # with draws α inside the wrapper's step as well: lr_step was the group's constant l
+    from sgdlab.data.base import Dataset
+    from sgdlab.optim import build_optimizer
+    from sgdlab.testing import tiny_classification, tiny_mlp
+    from sgdlab.train.callbacks import Callback
+    from sgdlab.train.instruments.noise_protocols import ProtocolCallback
+    from sgdlab.train.loop import train
+
+    x, y = tiny_classification(n=12, dtype=torch.float32)
+    ds = Dataset(x, y, x, y, {"name": "tiny", "task": "classification", "num_outputs": 2})
+    model = tiny_mlp(dtype=torch.float32)
+    if wrapper == "switch":
+        opt = build_optimizer("switch", model.parameters(), first="sgd", second="random-lr-sgd",
+                              switch_step=3, first_hyper={"lr": 0.2},
+                              second_hyper={"lr": 0.1, "seed": 3})
+        inner, first_steps = opt.second, 3
+    else:
+        opt = build_optimizer("trivialized", list(model.parameters()), base="random-lr-sgd",
+                              lr=0.1, coupling=1e-3, p=3)
+        inner, first_steps = opt.base, 0
+
+    class Alphas(Callback):
+        def __init__(self):
+            self.seen = []
+
+        def on_step_end(self, ctx):
+            self.seen.append(inner.last_alpha)
+
+    spy = Alphas()
+    res = train(model, torch.nn.CrossEntropyLoss(), ds, opt, epochs=3, batch_size=4,
+                progress=False, eval_every=0, callbacks=[ProtocolCallback(), spy])
+    lrs = res.history["lr_step"]
+    assert [s for s, _ in lrs] == list(range(9))
+    want = [0.2] * first_steps + [0.1 * a for a in spy.seen[first_steps:]]
+    assert [v for _, v in lrs] == pytest.approx(want)
+    assert len({v for _, v in lrs[first_steps:]}) == 9 - first_steps
