@@ -17,6 +17,7 @@ import numbers
 import operator
 from abc import ABC
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -154,6 +155,16 @@ def check_count(name: str, value: int, minimum: int = 0) -> int:
     if isinstance(value, bool) or v is None or v < minimum:
         raise UserError(f"{name} must be an integer >= {minimum}, got {value!r}")
     return v
+
+
+def apart_seed(seed: int, key: int) -> int:
+    """The seed of stream ``key`` of a run of seed ``seed``, apart from the landscape's own
+    draws: 62 bits hashed from (seed, key) by numpy's ``SeedSequence``, with bit 62 set. It
+    lies in [2⁶², 2⁶³), so it differs from every smaller seed (a landscape's data or disorder
+    is drawn with its seed as given), and the hash keeps the (seed, key) streams apart."""
+    seed = check_count("seed", seed, 0)
+    state = np.random.SeedSequence(seed, spawn_key=(int(key),)).generate_state(1, np.uint64)[0]
+    return (1 << 62) | (int(state) >> 2)
 
 
 def check_states(name: str, x: Tensor, dim: int) -> None:

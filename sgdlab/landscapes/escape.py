@@ -56,7 +56,7 @@ from torch import Tensor
 from sgdlab.errors import UserError
 from sgdlab.optim import noise
 
-from .base import check_count
+from .base import apart_seed, check_count
 from .two_basin import TwoBasin
 
 METHODS: tuple[str, ...] = (
@@ -143,9 +143,7 @@ def method_seed(seed: int, method: str) -> int:
     seed = check_count("seed", seed, 0)
     if method not in METHODS:
         raise UserError(f"unknown escape method {method!r}; choose from {', '.join(METHODS)}")
-    state = np.random.SeedSequence(seed, spawn_key=(METHODS.index(method),)).generate_state(
-        1, np.uint64)[0]
-    return (1 << 62) | (int(state) >> 2)
+    return apart_seed(seed, METHODS.index(method))
 
 
 def binomial_se(rate: float, n: int) -> float:

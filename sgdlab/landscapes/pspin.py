@@ -30,21 +30,20 @@ from torch import Tensor
 
 from sgdlab.errors import UserError
 
-from .base import Landscape, check_count, check_positive, check_states
+from .base import Landscape, apart_seed, check_count, check_positive, check_states
 
 REGIMES = ("glassy", "critical", "trivial")
 
 
 def starts_seed(seed: int) -> int:
-    """The seed of the generator that draws the random starts of a run of seed ``seed``: 62
-    bits hashed from ``seed`` by numpy's ``SeedSequence``, with bit 62 set, so it differs from
-    every seed a disorder (J, h) is drawn with (``PSpinGlass(seed=...)`` as given). A starts
+    """The seed of the generator that draws the random starts of a run of seed ``seed``
+    (:func:`~sgdlab.landscapes.base.apart_seed`, stream 1: 62 bits hashed from ``seed``, with
+    bit 62 set), so it differs from every seed a disorder (J, h) is drawn with
+    (``PSpinGlass(seed=...)`` as given). A starts
     generator seeded with the glass' own seed replays the disorder's first draws: its k-th
     start is the direction of the couplings J_0k· (§2.4.1 samples the starts "uniformly on
     S^{N−1}(√N)", independently of J)."""
-    seed = check_count("seed", seed, 0)
-    state = np.random.SeedSequence(seed, spawn_key=(1,)).generate_state(1, np.uint64)[0]
-    return (1 << 62) | (int(state) >> 2)
+    return apart_seed(seed, 1)
 
 
 def regime_field(regime: str, n: int) -> float:
