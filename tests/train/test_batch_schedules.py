@@ -1,4 +1,4 @@
-"""Cyclic batch size (Jastrzebski et al. 2017): values per epoch, config round trip, and use as
+"""Cyclic batch size (Jastrzebski et al. 2018): values per epoch, config round trip, and use as
 ``train(batch_size=...)``."""
 import pytest
 import torch
