@@ -13,9 +13,10 @@ measures only the outward side (α < 0 for θ_A, α > 1 for θ_B), which the oth
 cannot reach.
 
 Batch norm: the running statistics of θ_A and θ_B do not describe the interpolated network, so by
-default (``bn_stats="recompute"``) they are recomputed at every α from the training data: reset,
-``momentum=None`` (a cumulative average, so the result does not depend on an EMA horizon), one
-pass over ``bn_data`` (default: the training data) in train mode without gradients. The
+default (``bn_stats="recompute"``) they are recomputed at every α from the training data: one
+pass over ``bn_data`` (default: the training data) in train mode without gradients, each
+layer's mean and unbiased variance pooled over all the samples (:func:`recompute_bn_statistics`:
+the statistics of the whole set, whatever the batching; no EMA horizon). The
 alternative ``bn_stats="interpolate"`` interpolates the running statistics like the weights (so
 α = 0 and α = 1 reproduce the two models exactly; where an extrapolated running variance
 reaches 0 or below, the point is NaN, with a warning), and ``"keep"`` uses model A's buffers.
@@ -86,15 +87,44 @@ def evaluate(model: nn.Module, loss_fn: LossFn, data: Data) -> tuple[float, floa
 
 @torch.no_grad()
 def recompute_bn_statistics(model: nn.Module, data: Data) -> None:
-    """Replace every batch-norm layer's running mean/var by their cumulative average over
-    ``data`` (train-mode forward passes, ``momentum=None``); layers' momentum and the model's
-    train/eval flags are restored. A no-op for models without batch norm."""
+    """Replace every batch-norm layer's running mean and variance by those of all the samples
+    of ``data``, however they are batched: per channel, the mean and the unbiased variance over
+    every sample (and spatial position) that reaches the layer in one pass in train mode
+    (each batch normalised by its own statistics, dropout off), pooled in float64 (Chan et
+    al.'s parallel combination). ``num_batches_tracked`` counts the non-empty batches. For a
+    layer whose input passes through no other batch norm this is exactly what one batch of
+    the whole set gives torch's train mode with ``momentum=1``; a deeper layer sees its input
+    as each batch's normalisation shaped it. Layers with ``track_running_stats=False`` and
+    models without batch norm are left alone; the layers' momentum and the modules'
+    train/eval flags are restored."""
     bns = [m for m in model.modules() if isinstance(m, _BN_TYPES) and m.track_running_stats]
     if not bns:
         return
     flags = {m: m.training for m in model.modules()}
     moms = {m: m.momentum for m in bns}
-    device = next(model.parameters()).device
+    device = bns[0].running_mean.device     # a model without parameters has its buffers
+    # per layer: [samples, mean, sum of squared deviations], float64 per channel
+    pooled: dict[nn.Module, list] = {m: [0, None, None] for m in bns}
+
+    def collect(m: nn.Module, inputs: tuple) -> None:
+        x = inputs[0]
+        z = x.detach().transpose(0, 1).reshape(x.shape[1], -1).double()
+        nb = z.shape[1]
+        if nb == 0:
+            return
+        mean_b = z.mean(1)
+        m2_b = (z - mean_b[:, None]).square().sum(1)
+        acc = pooled[m]
+        na = acc[0]
+        if na == 0:
+            acc[:] = [nb, mean_b, m2_b]
+            return
+        n = na + nb
+        delta = mean_b - acc[1]
+        acc[:] = [n, acc[1] + delta * (nb / n), acc[2] + m2_b + delta.square() * (na * nb / n)]
+
+    hooks = [m.register_forward_pre_hook(collect) for m in bns]
+    batches = 0
     try:
         model.eval()  # dropout off while the statistics are collected
         for m in bns:
@@ -103,11 +133,22 @@ def recompute_bn_statistics(model: nn.Module, data: Data) -> None:
             m.train()
         for x, _ in iterate_batches(data, device):
             model(x)
+            batches += 1
     finally:
+        for h in hooks:
+            h.remove()
         for m, mom in moms.items():
             m.momentum = mom
         for m, f in flags.items():
             m.training = f
+    for m in bns:
+        n, mean, m2 = pooled[m]
+        m.reset_running_stats()
+        if n == 0:       # a layer the forward pass does not reach keeps reset statistics
+            continue
+        m.running_mean.copy_(mean)
+        m.running_var.copy_(m2 / (n - 1) if n > 1 else torch.full_like(m2, math.nan))
+        m.num_batches_tracked.fill_(batches)
 
 
 @dataclass

@@ -81,20 +81,55 @@ def test_endpoints_with_batchnorm_interpolated_and_recomputed_stats():
         interpolate_models(a, b, loss_fn, batches, bn_stats="ema")
 
 
-def test_recompute_bn_statistics_is_the_exact_average():
-    torch.manual_seed(0)
-    m = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4)).double()
-    m[1].momentum = 0.1
-    x = torch.randn(30, 3, dtype=torch.float64) * 2 + 1
-    batches = [(x[:15], x[:15, 0]), (x[15:], x[15:, 0])]  # targets unused
+def _whole_set_statistics(bn: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """What torch's train mode stores from one batch of the whole set with momentum=1."""
+    ref = copy.deepcopy(bn).train()
+    ref.reset_running_stats()
+    ref.momentum = 1.0
+    with torch.no_grad():
+        ref(x)
+    return ref.running_mean, ref.running_var
+
+
+@pytest.mark.parametrize("bn_type,shape", [
+    (nn.BatchNorm1d, (3,)), (nn.BatchNorm1d, (3, 5)), (nn.BatchNorm2d, (3, 4, 2)),
+    (nn.BatchNorm3d, (3, 2, 3, 2))])
+@pytest.mark.parametrize("affine", [True, False])
+def test_recompute_bn_statistics_are_the_whole_sets_for_any_batching(bn_type, shape, affine):
+    # each batch's statistics were averaged with equal weights (momentum=None): batches of
+    # 10 and 22 put the running mean 0.097 and the variance 0.47 off the data's (BatchNorm1d)
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(32, *shape, generator=g, dtype=torch.float64) * 2 + 1
+    x[:10] += 0.7                                       # the two batches differ in mean
+    m = nn.Sequential(nn.Identity(), bn_type(3, affine=affine, momentum=0.1)).double()
+    m.eval()
+    y = torch.zeros(32)                                 # targets unused
+    batches = [(x[:10], y[:10]), (x[:0], y[:0]), (x[10:], y[10:])]   # an empty one ignored
     recompute_bn_statistics(m, batches)
+    mean, var = _whole_set_statistics(m[1], x)
+    torch.testing.assert_close(m[1].running_mean, mean, rtol=1e-13, atol=1e-13)
+    torch.testing.assert_close(m[1].running_var, var, rtol=1e-13, atol=1e-13)
+    dims = [0] + list(range(2, x.dim()))
+    torch.testing.assert_close(mean, x.mean(dims), rtol=1e-13, atol=1e-13)
+    torch.testing.assert_close(var, x.var(dims, unbiased=True), rtol=1e-13, atol=1e-13)
+    assert int(m[1].num_batches_tracked) == 2           # the non-empty batches
+    assert m[1].momentum == 0.1 and not m.training and not m[1].training
+
+
+def test_recompute_bn_statistics_restores_flags_and_leaves_untracked_layers_alone():
+    torch.manual_seed(0)
+    m = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4), nn.Dropout(0.5),
+                      nn.BatchNorm1d(4, track_running_stats=False)).double()
+    m.train()
+    m[2].eval()
+    x = torch.randn(30, 3, dtype=torch.float64)
+    recompute_bn_statistics(m, [(x[:7], x[:7, 0]), (x[7:], x[7:, 0])])
     with torch.no_grad():
         z = m[0](x)
-    # momentum=None averages the per-batch statistics (equal batch sizes: the batch means)
-    torch.testing.assert_close(m[1].running_mean, z.mean(0))
-    v = (z[:15].var(0, unbiased=True) + z[15:].var(0, unbiased=True)) / 2
-    torch.testing.assert_close(m[1].running_var, v)
-    assert m[1].momentum == 0.1 and m.training
+    torch.testing.assert_close(m[1].running_mean, z.mean(0), rtol=1e-13, atol=1e-13)
+    torch.testing.assert_close(m[1].running_var, z.var(0), rtol=1e-13, atol=1e-13)
+    assert m[3].running_mean is None
+    assert m.training and m[1].training and not m[2].training and m[3].training
 
 
 def test_interpolated_statistics_without_a_variance_are_nan_with_a_warning():

@@ -309,7 +309,7 @@ class InterpolateProcedure(Procedure):
     ``data_seed``) of the training and of the test set, on which the batch-norm statistics are
     recomputed and the losses evaluated (a random subset, not the first examples: some
     datasets are stored sorted by class); ``eval_batch_size``: evaluate (and recompute the
-    batch-norm statistics, as a cumulative average over the batches) in batches of this size
+    batch-norm statistics, pooled over the batches) in batches of this size
     instead of in one, so that a whole training set fits in memory."""
 
     allowed = {"dataset", "data_seed", "model", "loss", "dtype", "between", "alphas",
