@@ -32,6 +32,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import Tensor, nn
 
+from sgdlab.accuracy import argmax_hits
 from sgdlab.models.modes import eval_mode
 from sgdlab.operators.batches import (Data, check_batch_loss, check_input_dtype,
                                       iterate_batches)
@@ -59,30 +60,32 @@ def has_batchnorm(model: nn.Module) -> bool:
 def evaluate(model: nn.Module, loss_fn: LossFn, data: Data) -> tuple[float, float]:
     """(mean loss, accuracy) over ``data`` in eval mode (batches weighted by size).
 
-    Accuracy is the fraction of argmax predictions equal to integer targets; NaN for
-    regression targets (floating point) and outputs that are not one (N, C) tensor with
-    C >= 2 (a tuple or dict that ``loss_fn`` unpacks; a binary classifier's one logit, whose
-    argmax is always class 0).
+    The accuracy is training's (:func:`sgdlab.accuracy.argmax_hits`): the fraction of class
+    labels hit by the argmax over the class dimension, for (N, C) scores or a label per
+    position of (N, C, *d) ones, ignored (negative) targets left out; NaN for regression
+    targets (floating point), outputs that hold no class scores (a tuple or dict that
+    ``loss_fn`` unpacks; a binary classifier's one logit) and data without a label.
     """
     check_batch_loss(loss_fn, data)
     check_input_dtype(model, data)
     device = next(model.parameters()).device
-    loss = correct = 0.0
-    n = 0
+    loss = 0.0
+    n = correct = labels = 0
     classify = True
     with eval_mode(model):
         for x, y in iterate_batches(data, device):
             out = model(x)
             loss += float(loss_fn(out, y)) * len(x)
-            if (y.is_floating_point() or not isinstance(out, Tensor) or out.dim() != 2
-                    or out.shape[1] < 2):
+            hits = argmax_hits(out, y) if classify else None
+            if hits is None:
                 classify = False
             else:
-                correct += float((out.argmax(1) == y).sum())
+                correct += int(hits[0])
+                labels += int(hits[1])
             n += len(x)
     if n == 0:
         raise ValueError("evaluate: data has no samples")
-    return loss / n, (correct / n if classify else float("nan"))
+    return loss / n, (correct / labels if classify and labels else float("nan"))
 
 
 @torch.no_grad()

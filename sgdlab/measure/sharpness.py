@@ -36,6 +36,7 @@ import torch
 from torch import Tensor, nn
 from torch.func import vmap
 
+from sgdlab.accuracy import argmax_hits
 from sgdlab.models.modes import buffers_kept
 from sgdlab.operators.batches import (Data, check_batch_loss, check_data, check_input_dtype,
                                       fixed_randomness, is_single_batch, iterate_batches,
@@ -97,8 +98,10 @@ def perturbed_evaluations(
     accuracy: bool = False,
 ) -> tuple[Tensor, Tensor | None]:
     """(L(θ + ξ_m), accuracy at θ + ξ_m) for each row ξ_m of ``perturbations`` (M, d), both
-    (M,) float64; the accuracy (argmax equal to integer targets) is None unless asked for,
-    NaN for floating-point targets or outputs that are not (N, C) with C >= 2."""
+    (M,) float64; the accuracy (training's: :func:`sgdlab.accuracy.argmax_hits`, the fraction
+    of class labels hit, per sample or per position of (N, C, *d) outputs, ignored targets left
+    out) is None unless asked for, NaN for floating-point targets, outputs that hold no class
+    scores and data without a label."""
     check_batch_loss(loss_fn, data)
     check_input_dtype(model, data)
     data = _same_batches(model, data)
@@ -118,20 +121,24 @@ def _perturbed_evaluations(model: nn.Module, loss_fn: LossFn, data: Data, pertur
     device = theta.device
     m = perturbations.shape[0]
     classify = accuracy
-    n = 0
+    n = labels = 0
 
-    def scores(out: Tensor, y: Tensor) -> tuple[Tensor, Tensor | None]:
+    def scores(out: Tensor, y: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """(loss, hits, labels), training's accuracy rule (``argmax_hits``); zeros once any
+        batch's outputs hold no class scores (``classify`` is then False)."""
         nonlocal classify       # set while vmap runs this once per call (logical shapes)
-        classify = (classify and isinstance(out, Tensor) and out.dim() == 2
-                    and out.shape[-1] > 1 and not y.is_floating_point())
-        hits = (out.argmax(-1) == y).sum() if classify else None
-        return loss_fn(out, y), hits
+        counts = argmax_hits(out, y) if classify else None
+        loss = loss_fn(out, y)
+        if counts is None:
+            classify = False
+            zero = loss.new_zeros((), dtype=torch.float64)
+            return loss, zero, zero
+        return loss, counts[0].double(), counts[1].double()      # counts exact past 2^24
 
     if vectorize:
-        def loss_at(flat: Tensor, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+        def loss_at(flat: Tensor, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor, Tensor]:
             out = functional_call(model, (unflatten_like(flat, like), frozen, buffers), (x,))
-            loss, hits = scores(out, y)
-            return loss, (hits if hits is not None else loss.new_zeros(()))
+            return scores(out, y)
 
         batched = vmap(loss_at, in_dims=(0, None, None))
         totals = torch.zeros(m, dtype=torch.float64, device=device)
@@ -140,16 +147,17 @@ def _perturbed_evaluations(model: nn.Module, loss_fn: LossFn, data: Data, pertur
             for x, y in _batches(model, data, device):
                 for i in range(0, m, chunk_size):
                     thetas = theta + perturbations[i : i + chunk_size].to(device, theta.dtype)
-                    loss, hits = batched(thetas, x, y)
+                    loss, hits, lab = batched(thetas, x, y)
                     totals[i : i + chunk_size] += loss.double() * len(x)
                     correct[i : i + chunk_size] += hits.double()
                 n += len(x)
+                labels += int(lab[0]) if classify and len(lab) else 0
         except RuntimeError as e:
             # train-mode batch norm (an in-place update of its running statistics), dropout
             # in train mode (random ops) or an op without a batching rule: stay correct
             warnings.warn(f"perturbed_evaluations: vmap failed ({str(e).splitlines()[0]}); "
                           "evaluating the points one by one", RuntimeWarning, stacklevel=3)
-            vectorize, n = False, 0
+            vectorize, n, labels = False, 0, 0
     if not vectorize:
         # a single batch is moved and checked once, not once per point
         batches = list(iterate_batches(data, device)) if is_single_batch(data) else None
@@ -165,10 +173,12 @@ def _perturbed_evaluations(model: nn.Module, loss_fn: LossFn, data: Data, pertur
                 torch._foreach_copy_(plist, views)
                 total = hits_total = 0.0
                 for x, y in _batches(model, data, device, batches):
-                    loss, hits = scores(model(x), y)
+                    loss, hits, lab = scores(model(x), y)
                     total += float(loss) * len(x)
                     hits_total += float(hits) if classify else 0.0
-                    n += len(x) if j == 0 else 0
+                    if j == 0:
+                        n += len(x)
+                        labels += int(lab) if classify else 0
                 sums.append(total)
                 hit_sums.append(hits_total)
         finally:
@@ -176,7 +186,7 @@ def _perturbed_evaluations(model: nn.Module, loss_fn: LossFn, data: Data, pertur
             torch._foreach_copy_(plist, views)
         totals = torch.tensor(sums, dtype=torch.float64, device=device)
         correct = torch.tensor(hit_sums, dtype=torch.float64, device=device)
-    acc = (correct / n if classify else torch.full_like(correct, float("nan"))) \
+    acc = (correct / labels if classify and labels else torch.full_like(correct, float("nan"))) \
         if accuracy else None
     return totals / n, acc
 

@@ -78,6 +78,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from ..accuracy import argmax_hits
 from ..data.augment import batch_augmentation
 from ..errors import UserError
 from ..models.modes import eval_mode
@@ -179,21 +180,6 @@ class BatchStream:
         self.perm, self.pos, self._perm_dev = state["perm"], int(state["pos"]), None
 
 
-def argmax_hits(outputs: Any, targets: Tensor) -> tuple[Tensor, Tensor] | None:
-    """``(hits, labels)``: how many argmax predictions over the class dimension equal their
-    class label, and how many labels there are, where cross-entropy reads ``outputs`` as
-    (N, C, *d) scores against (N, *d) targets (one label per sample, or per position of a
-    sequence or image); negative targets (cross-entropy's ``ignore_index``, -100 by default)
-    are no labels. None for outputs of any other shape, a single score per label (a binary
-    classifier's one logit, whose argmax is always class 0), or a tuple or dict that
-    ``loss_fn`` unpacks: there is no accuracy to read from them."""
-    if (not isinstance(outputs, Tensor) or outputs.dim() < 2 or outputs.shape[1] < 2
-            or outputs.shape[:1] + outputs.shape[2:] != targets.shape):
-        return None
-    labelled = targets >= 0
-    return (outputs.argmax(dim=1) == targets).logical_and(labelled).sum(), labelled.sum()
-
-
 @torch.no_grad()
 def evaluate(model: nn.Module, loss_fn: Callable[[Tensor, Tensor], Tensor], x: Tensor,
              y: Tensor, *, classification: bool | None = None,
@@ -201,7 +187,8 @@ def evaluate(model: nn.Module, loss_fn: Callable[[Tensor, Tensor], Tensor], x: T
     """Mean loss (and accuracy, the fraction of argmax hits, for classification) of ``model``
     on ``(x, y)`` in eval mode; chunks are weighted by size. Restores every submodule's
     train/eval mode. ``classification`` defaults to whether ``y`` holds class labels (not
-    floating point). The accuracy counts every label (:func:`argmax_hits`: per sample, or per
+    floating point). The accuracy counts every label (:func:`sgdlab.accuracy.argmax_hits`, the
+    measurements' rule too: per sample, or per
     position of (N, C, *d) outputs) and is left out for outputs that hold no class scores."""
     if classification is None:
         classification = not y.is_floating_point()

@@ -1,0 +1,27 @@
+"""Accuracy of class scores against class labels: one rule for training's evaluations
+(:func:`sgdlab.train.loop.evaluate`) and the measurements (interpolation, loss surfaces,
+perturbed evaluations), so that they report the same number for any output shape."""
+from __future__ import annotations
+
+from typing import Any
+
+from torch import Tensor
+
+__all__ = ["argmax_hits"]
+
+
+def argmax_hits(outputs: Any, targets: Tensor) -> tuple[Tensor, Tensor] | None:
+    """``(hits, labels)``: how many argmax predictions over the class dimension equal their
+    class label, and how many labels there are, where cross-entropy reads ``outputs`` as
+    (N, C, *d) scores against (N, *d) integer targets (one label per sample, or per position
+    of a sequence or image); negative targets (cross-entropy's ``ignore_index``, -100 by
+    default) are no labels. The accuracy is ``hits / labels`` summed over batches. None for
+    targets that are not class labels (floating point), outputs of any other shape, a single
+    score per label (a binary classifier's one logit, whose argmax is always class 0), or a
+    tuple or dict that ``loss_fn`` unpacks: there is no accuracy to read from them. Works
+    under ``torch.func.vmap`` (the checks read logical shapes only)."""
+    if (not isinstance(outputs, Tensor) or targets.is_floating_point() or outputs.dim() < 2
+            or outputs.shape[1] < 2 or outputs.shape[:1] + outputs.shape[2:] != targets.shape):
+        return None
+    labelled = targets >= 0
+    return (outputs.argmax(dim=1) == targets).logical_and(labelled).sum(), labelled.sum()
