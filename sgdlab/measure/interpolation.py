@@ -88,13 +88,39 @@ def evaluate(model: nn.Module, loss_fn: LossFn, data: Data) -> tuple[float, floa
     return loss / n, (correct / labels if classify and labels else float("nan"))
 
 
+class ChannelMoments:
+    """Per-channel sample count, mean and sum of squared deviations (float64) of the inputs of
+    a batch-norm layer, pooled over the batches passed to :meth:`add` by Chan et al.'s
+    pairwise combination (no cancellation of large sums of squares)."""
+
+    def __init__(self) -> None:
+        self.n, self.mean, self.m2 = 0, None, None
+
+    def add(self, x: Tensor) -> None:
+        """Pool in ``x`` (channels at dimension 1; every other dimension is samples)."""
+        z = x.detach().transpose(0, 1).reshape(x.shape[1], -1).double()
+        nb = z.shape[1]
+        if nb == 0:
+            return
+        mean_b = z.mean(1)
+        m2_b = (z - mean_b[:, None]).square().sum(1)
+        if self.n == 0:
+            self.n, self.mean, self.m2 = nb, mean_b, m2_b
+            return
+        n = self.n + nb
+        delta = mean_b - self.mean
+        self.m2 = self.m2 + m2_b + delta.square() * (self.n * nb / n)
+        self.mean = self.mean + delta * (nb / n)
+        self.n = n
+
+
 @torch.no_grad()
 def recompute_bn_statistics(model: nn.Module, data: Data) -> None:
     """Replace every batch-norm layer's running mean and variance by those of all the samples
     of ``data``, however they are batched: per channel, the mean and the unbiased variance over
     every sample (and spatial position) that reaches the layer in one pass in train mode
-    (each batch normalised by its own statistics, dropout off), pooled in float64 (Chan et
-    al.'s parallel combination). ``num_batches_tracked`` counts the non-empty batches. For a
+    (each batch normalised by its own statistics, dropout off), pooled in float64
+    (:class:`ChannelMoments`). ``num_batches_tracked`` counts the non-empty batches. For a
     layer whose input passes through no other batch norm this is exactly what one batch of
     the whole set gives torch's train mode with ``momentum=1``; a deeper layer sees its input
     as each batch's normalisation shaped it. Layers with ``track_running_stats=False`` and
@@ -106,25 +132,10 @@ def recompute_bn_statistics(model: nn.Module, data: Data) -> None:
     flags = {m: m.training for m in model.modules()}
     moms = {m: m.momentum for m in bns}
     device = bns[0].running_mean.device     # a model without parameters has its buffers
-    # per layer: [samples, mean, sum of squared deviations], float64 per channel
-    pooled: dict[nn.Module, list] = {m: [0, None, None] for m in bns}
+    pooled = {m: ChannelMoments() for m in bns}
 
     def collect(m: nn.Module, inputs: tuple) -> None:
-        x = inputs[0]
-        z = x.detach().transpose(0, 1).reshape(x.shape[1], -1).double()
-        nb = z.shape[1]
-        if nb == 0:
-            return
-        mean_b = z.mean(1)
-        m2_b = (z - mean_b[:, None]).square().sum(1)
-        acc = pooled[m]
-        na = acc[0]
-        if na == 0:
-            acc[:] = [nb, mean_b, m2_b]
-            return
-        n = na + nb
-        delta = mean_b - acc[1]
-        acc[:] = [n, acc[1] + delta * (nb / n), acc[2] + m2_b + delta.square() * (na * nb / n)]
+        pooled[m].add(inputs[0])
 
     hooks = [m.register_forward_pre_hook(collect) for m in bns]
     batches = 0
@@ -145,7 +156,7 @@ def recompute_bn_statistics(model: nn.Module, data: Data) -> None:
         for m, f in flags.items():
             m.training = f
     for m in bns:
-        n, mean, m2 = pooled[m]
+        n, mean, m2 = pooled[m].n, pooled[m].mean, pooled[m].m2
         m.reset_running_stats()
         if n == 0:       # a layer the forward pass does not reach keeps reset statistics
             continue

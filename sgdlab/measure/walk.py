@@ -48,6 +48,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import vmap
 
+from sgdlab.measure.interpolation import ChannelMoments
 from sgdlab.models.modes import eval_mode
 from sgdlab.operators.batches import (Data, check_batch_loss, check_input_dtype, is_single_batch,
                                       iterate_batches)
@@ -325,23 +326,10 @@ def batch_norm_statistics(model: nn.Module, chunks: Sequence[tuple[Tensor, Tenso
     order = _bn_call_order(model, chunks[0][0])
     stats: dict[nn.Module, tuple[Tensor, Tensor]] = {}
     for layer in order:
-        acc: dict[str, Tensor | int] = {"n": 0}
+        acc = ChannelMoments()
 
         def measure(inp: Tensor) -> Tensor:
-            dims = [d for d in range(inp.dim()) if d != 1]
-            xd = inp.detach().to(torch.float64)
-            nb = inp.numel() // inp.shape[1]
-            mu = xd.mean(dims)
-            shape = [1] * inp.dim()
-            shape[1] = -1
-            q = ((xd - mu.view(shape)) ** 2).sum(dims)
-            n0 = int(acc["n"])
-            if n0 == 0:
-                acc.update(n=nb, mean=mu, m2=q)
-            else:     # Chan et al.'s pairwise update: no cancellation of large sums
-                delta, tot = mu - acc["mean"], n0 + nb
-                acc.update(n=tot, mean=acc["mean"] + delta * (nb / tot),
-                           m2=acc["m2"] + q + delta**2 * (n0 * nb / tot))
+            acc.add(inp)
             raise _StopForward
 
         forwards = {m: _normalise_with(m, *stats[m]) for m in stats}
@@ -352,7 +340,7 @@ def batch_norm_statistics(model: nn.Module, chunks: Sequence[tuple[Tensor, Tenso
                     model(xc)
                 except _StopForward:
                     pass
-        stats[layer] = (acc["mean"], acc["m2"] / int(acc["n"]))
+        stats[layer] = (acc.mean, acc.m2 / acc.n)
     return stats
 
 
