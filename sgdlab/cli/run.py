@@ -99,7 +99,8 @@ def _run(args: argparse.Namespace) -> int:
                              data_dir=args.data_dir, train_progress=args.progress,
                              backend=args.backend, address=args.address,
                              cpus_per_run=args.cpus_per_run, gpus_per_run=args.gpus_per_run,
-                             readings=readings_of(args))
+                             readings=readings_of(args),
+                             command=_same_command(args, store=False))
     except KeyboardInterrupt as e:
         from sgdlab.errors import ReportInterrupted, RunInterrupted
 
@@ -151,16 +152,24 @@ def _dry_run(args: argparse.Namespace) -> int:
     return 0 if plan.ok else 2
 
 
-def _same_command(args: argparse.Namespace) -> str:
+def _same_command(args: argparse.Namespace, *, store: bool = True) -> str:
+    """The ``sgdlab run`` command line ``args`` came from, its paths absolute (the command that
+    continues the sweep, shown when it is interrupted and recorded with each of its runs for
+    ``sgdlab runs list``); ``store=False`` leaves out ``--store``: the store a run is read from
+    is the one it is in."""
     import shlex
 
-    parts = ["sgdlab", "run"] + ([args.name] if args.name else ["--config", args.config])
-    for flag, value in (("--scale", args.scale), ("--data-dir", args.data_dir),
+    def path(p):
+        return None if p is None else os.path.abspath(p)
+
+    parts = ["sgdlab", "run"] + ([args.name] if args.name else ["--config", path(args.config)])
+    for flag, value in (("--scale", args.scale), ("--data-dir", path(args.data_dir)),
                         ("--workers", args.workers), ("--backend", args.backend),
                         ("--address", args.address), ("--cpus-per-run", args.cpus_per_run),
                         ("--gpus-per-run", args.gpus_per_run),
                         ("--device", args.device if args.device != "cpu" else None),
-                        ("--out", args.out), ("--store", args.store)):
+                        ("--out", path(args.out)),
+                        ("--store", path(args.store) if store else None)):
         if value is not None:
             parts += [flag, str(value)]
     for key, choice in args.reading:

@@ -146,8 +146,9 @@ def finished_since(run: dict, store) -> str | None:
 
 def continue_hint(run: dict, store) -> str | None:
     """The command that continues a stopped run: ``sgdlab resume`` for a run of ``sgdlab
-    train``; re-running its sweep for a run of an experiment (None once a later run of its
-    sweep entry finished: :func:`finished_since`)."""
+    train``; re-running its sweep for a run of an experiment, with the options of the
+    ``sgdlab run`` that recorded it (None once a later run of its sweep entry finished:
+    :func:`finished_since`)."""
     from sgdlab.config.runner import resume_command
 
     if any(a["kind"] == "out_dir" for a in run.get("artifacts", [])):
@@ -165,6 +166,11 @@ def continue_hint(run: dict, store) -> str | None:
     if isinstance(cfg, dict) and cfg.get("run_key") and run.get("experiment"):
         if finished_since(run, store) is not None:
             return None
+        if cfg.get("command"):   # the sweep's own command line, as its interrupt gives it
+            import shlex
+
+            return (f"{cfg['command']} --store {shlex.quote(str(store.path))}  (a sweep reruns "
+                    "what the store lacks)")
         what = f"--config {cfg['source']}" if cfg.get("source") else run["experiment"]
         return (f"sgdlab run {what} --scale {cfg.get('scale', 'cpu')} "
                 f"--store {store.path}  (or the same `sgdlab run` command that started it: a "

@@ -168,7 +168,8 @@ def run_experiment(name_or_path: str | Path, *, scale: str = "cpu", out_dir: str
                    train_progress: bool = False, backend: str | None = None,
                    address: str | None = None, cpus_per_run: float | None = None,
                    gpus_per_run: float | None = None,
-                   readings: dict[str, str] | None = None) -> ExperimentResult:
+                   readings: dict[str, str] | None = None,
+                   command: str | None = None) -> ExperimentResult:
     """Execute (the missing runs of) an experiment and write its report. See module docstring.
 
     ``readings`` (``{reading: choice}``) picks how the paper's ambiguous passages are read;
@@ -177,7 +178,8 @@ def run_experiment(name_or_path: str | Path, *, scale: str = "cpu", out_dir: str
     ``backend`` (default ``$SGDLAB_BACKEND`` or ``local``), ``address``, ``cpus_per_run`` and
     ``gpus_per_run`` choose where the runs execute (:func:`sgdlab.experiments.sweep.run_sweep`);
     the resources default to ``$SGDLAB_CPUS_PER_RUN`` / ``$SGDLAB_GPUS_PER_RUN``, then to the
-    experiment file's ``resources``."""
+    experiment file's ``resources``. ``command``: the command line that continues the sweep,
+    recorded with each run (``sgdlab runs list`` shows it for a stopped run)."""
     data_dir = expand_data_dir(data_dir)
     spec, backend, cpus_per_run, gpus_per_run = prepare(
         name_or_path, scale=scale, device=device, data_dir=data_dir, backend=backend,
@@ -206,7 +208,7 @@ def run_experiment(name_or_path: str | Path, *, scale: str = "cpu", out_dir: str
     rep = run_sweep(runs, store_path=store_path, workers=workers, device=device,
                     progress=progress, train_progress=train_progress, backend=backend,
                     address=address, cpus_per_run=cpus_per_run, gpus_per_run=gpus_per_run,
-                    source=spec.source)
+                    source=spec.source, command=command)
     try:
         store = open_store(store_path)
         path = str(store_file(store))

@@ -149,11 +149,13 @@ def run_sweep(runs: list[RunSpec], *, store_path: str | None = None, workers: in
               device: str = "cpu", progress: Callable[[str], None] | None = print,
               train_progress: bool = False, retries: int = 1, backend: str = "local",
               address: str | None = None, cpus_per_run: float | None = None,
-              gpus_per_run: float | None = None, source: str | None = None) -> SweepReport:
+              gpus_per_run: float | None = None, source: str | None = None,
+              command: str | None = None) -> SweepReport:
     """Execute the runs that the store does not hold yet. See the module docstring.
     ``retries``: how many times a run whose worker (or Ray task) was lost is tried again.
     ``source``: the experiment file, recorded with each run unless it is a catalogue entry
-    (so the command that continues a stopped run can name it)."""
+    (so the command that continues a stopped run can name it); ``command``: the command line
+    that continues the sweep (``sgdlab run ...`` as it was given), recorded with each run."""
     check_options(workers=workers, backend=backend, address=address,
                   gpus_per_run=gpus_per_run)
     check_backend(backend, runs, store_path)
@@ -165,7 +167,7 @@ def run_sweep(runs: list[RunSpec], *, store_path: str | None = None, workers: in
     driver = _Driver(store, runs, rep, say=progress or (lambda s: None), device=device,
                      workers=workers, train_progress=train_progress, retries=retries,
                      backend=backend, address=address, cpus_per_run=cpus_per_run,
-                     gpus_per_run=gpus_per_run, source=source)
+                     gpus_per_run=gpus_per_run, source=source, command=command)
     ended = False
     try:
         for layer in driver.layers:
@@ -261,11 +263,12 @@ class _Driver:
     def __init__(self, store, runs: list[RunSpec], rep: SweepReport, *, say, device: str,
                  workers: int | None, train_progress: bool, retries: int, backend: str,
                  address: str | None, cpus_per_run: float | None, gpus_per_run: float | None,
-                 source: str | None = None):
+                 source: str | None = None, command: str | None = None):
         self.store, self.rep, self.say, self.device = store, rep, say, device
         # an experiment file outside the catalogue, recorded with each run
         self.source = (str(Path(source).resolve()) if source is not None
                        and Path(source).resolve().parent != CATALOGUE_DIR.resolve() else None)
+        self.command = command
         self.train_progress, self.retries = train_progress, retries
         self.experiment = runs[0].experiment
         self.art_root = artifacts_root(store)
@@ -339,6 +342,8 @@ class _Driver:
         # the worker reports where it ran at the end; until then, the driver's view of it
         env = {**self.env, "seed": r.seed, "torch_threads": self.threads}
         cfg = r.config() if self.source is None else {**r.config(), "source": self.source}
+        if self.command is not None:
+            cfg["command"] = self.command
         run_id, holder = self.store.claim_key(r.key, cfg, name=r.run_name,
                                               experiment=r.experiment, env=env, unless=DONE)
         if run_id is None and "status" in holder:

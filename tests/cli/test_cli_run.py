@@ -293,3 +293,37 @@ def test_data_dir_given_with_a_tilde_is_the_home_folder(tmp_path, capsys, monkey
     assert "not a directory" not in err
     problem = json.loads(out)["problems"][0]
     assert f"missing file {tmp_path / 'data' / 'train-images-idx3-ubyte'}" in problem
+
+
+def test_a_stopped_sweep_run_continues_with_the_options_its_sweep_ran_with(
+        tmp_path, capsys, monkeypatch):
+    """`runs list` and `runs show` gave `sgdlab run NAME --scale S --store PATH` for a stopped
+    run of a sweep, without the --out, --workers, ... it ran with; they give the sweep's own
+    command line, the one its interrupt prints, with relative paths made absolute."""
+    import sgdlab.experiments.runner as runner
+
+    monkeypatch.chdir(tmp_path)
+    argv = ["run", GRID, "--scale", "smoke", "--workers", "1", "--out", "o", "--store",
+            "s.sqlite"]
+    assert main(argv) == 0
+    store = RunStore(tmp_path / "s.sqlite")
+    stopped = store.list_runs()[0]["id"]
+    store.set_status(stopped, "interrupted")
+    store.close()
+    capsys.readouterr()
+    same = (f"sgdlab run {GRID} --scale smoke --workers 1 --out {tmp_path / 'o'} "
+            f"--store {tmp_path / 's.sqlite'}")
+    monkeypatch.chdir(tmp_path.parent)
+    assert main(["runs", "list", "--store", str(tmp_path / "s.sqlite")]) == 0
+    assert f"1 run(s) stopped before they ended; continue with:\n  {same}  (" in (
+        capsys.readouterr().out)
+    assert main(["runs", "show", stopped, "--store", str(tmp_path / "s.sqlite")]) == 0
+    assert f"continue it with: {same}  (" in capsys.readouterr().out
+
+    def interrupted(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(runner, "run_experiment", interrupted)
+    assert main(argv) == 130
+    assert capsys.readouterr().err.rstrip().endswith(f"continue with: {same}")
