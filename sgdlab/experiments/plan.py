@@ -236,6 +236,15 @@ def _stored(store_path: str | None, experiment: str) -> tuple[Path, dict[str, di
 def _check_files(plan: Plan) -> None:
     """Look up the files each run reads; a missing one needed by a run to execute is a
     problem (a stored run is not run again, so what it read may be gone)."""
+    plan.datasets, plan.files = data_needs([p.run for p in plan.runs],
+                                           {p.run.key for p in plan.runs if p.stored})
+    plan.problems += missing_files(plan.files)
+
+
+def data_needs(runs: list[RunSpec], stored: set[str]) -> tuple[list[str], list[DataNeed]]:
+    """The dataset names ``runs`` load, and the files they read (datasets in their
+    ``data_dir``, weights), looked up as their loaders look them up without reading them.
+    ``stored``: the keys of the runs the store holds finished, which do not execute."""
     import inspect
 
     from sgdlab.data import DATASETS
@@ -254,16 +263,16 @@ def _check_files(plan: Plan) -> None:
         return needs[kind, where]
 
     names: list[str] = []
-    for p in plan.runs:
+    for r in runs:
         hits = []
-        ds = p.run.params.get("dataset")
+        ds = r.params.get("dataset")
         if isinstance(ds, dict) and "name" in ds:
             name, where = str(ds["name"]), ds.get("data_dir")
             names += [name] if name not in names else []
             loader = DATASETS.get(name.strip().lower().replace("-", "_"))
             if loader is not None and "data_dir" in inspect.signature(loader).parameters:
                 hits.append(need(name, str(where), lambda n=name, d=where: find_files(n, d)))
-        model = p.run.params.get("model")
+        model = r.params.get("model")
         if isinstance(model, dict) and model.get("name") == "musso-vgg16" \
                 and isinstance(model.get("weights"), str):
             from sgdlab.models.musso import weights_file
@@ -272,10 +281,22 @@ def _check_files(plan: Plan) -> None:
                              lambda w=model["weights"]: str(weights_file(w))))
         for h in hits:
             h.runs += 1
-            h.to_run += p.stored is None
-    plan.datasets = names
-    plan.files = list(needs.values())
-    plan.problems += [f.problem for f in plan.files if f.problem is not None and f.to_run]
+            h.to_run += r.key not in stored
+    return names, list(needs.values())
+
+
+def missing_files(needs: list[DataNeed]) -> list[str]:
+    """The messages of the files missing for a run that would execute."""
+    return [f.problem for f in needs if f.problem is not None and f.to_run]
+
+
+def check_data(runs: list[RunSpec], store_path: str | None, experiment: str) -> None:
+    """Raise a :class:`UserError` naming every file missing for a run of ``runs`` that the
+    store does not hold finished: each such run would fail on it (what the plan lists)."""
+    _, done = _stored(store_path, experiment)
+    problems = missing_files(data_needs(runs, set(done))[1])
+    if problems:
+        raise UserError("\n".join(problems))
 
 
 def _blocked(out: Path) -> str | None:
