@@ -1,6 +1,6 @@
 """``python -m sgdlab ...``: the ``sgdlab`` command (:mod:`sgdlab.cli.main`)."""
 import sys
 
-from .cli.main import main
+from .cli.main import entry
 
-sys.exit(main())
+sys.exit(entry())

@@ -103,5 +103,54 @@ def _sigterm_as_interrupt():
     return signal.signal(signal.SIGTERM, handler)
 
 
+def entry() -> int:
+    """The ``sgdlab`` program (its console script and ``python -m sgdlab``): :func:`main` on
+    ``sys.argv``, then an exit that a late Ctrl-C or SIGTERM does not break.
+
+    Once the command has ended, the interpreter still runs its exit hooks (torch's, the worker
+    pools') and frees its modules (~0.4 s after a torch command): a SIGINT in a hook raised
+    KeyboardInterrupt there ("Exception ignored in atexit callback" and a traceback), one
+    after them met the default action (killed by SIGINT: exit status -2 to a caller). Now a
+    signal after the command does not change its outcome, whose exit status stands: in the
+    hooks the first one is said in one line and the hooks finish, a second one exits at once
+    (status 130); after the hooks, with only memory left to free, they are ignored."""
+    import atexit
+
+    atexit.register(_leave)          # registered first: runs after every other exit hook
+    code: int | str | None = None
+    try:
+        code = main()
+        return code
+    except SystemExit as e:          # --help, --version, a usage error
+        code = e.code
+        raise
+    finally:
+        _LATE["code"] = code
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGINT, _late_signal)
+            signal.signal(signal.SIGTERM, _late_signal)
+
+
+_LATE: dict = {"code": None, "signalled": False}
+
+
+def _late_signal(signum, frame) -> None:
+    if _LATE["signalled"]:
+        os._exit(130)
+    _LATE["signalled"] = True
+    code = _LATE["code"]
+    what = "interrupted" if signum == signal.SIGINT else "terminated (SIGTERM)"
+    status = "" if code is None else f" (exit status {code if isinstance(code, int) else 1})"
+    # os.write: print() is not safe in a handler that may run inside another print
+    os.write(2, f"sgdlab: {what} after the command had ended{status}; finishing its exit "
+                "(again to stop at once)\n".encode())
+
+
+def _leave() -> None:
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(entry())

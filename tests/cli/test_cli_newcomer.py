@@ -166,3 +166,54 @@ def test_measure_data_shows_its_splits():
     # `--data NAME` read as a dataset's name, as `sgdlab walk --data` takes; it is a split
     measure = dict(_parsers(build_parser()))[("sgdlab", "measure")]
     assert "[--data {train,test}]" in " ".join(measure.format_usage().split())
+
+
+# `python -m sgdlab ARGV` whose command, once ended, leaves an exit hook or an object freed at
+# the interpreter's teardown that sends the process SIGINT (a Ctrl-C as it exits)
+LATE_SIGINT = """
+import atexit, os, runpy, signal, sys, time
+when, times, sys.argv = sys.argv[1], int(sys.argv[2]), ["sgdlab", *sys.argv[3:]]
+
+def interrupt():
+    for _ in range(times):
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.2)
+
+class FreedLast:
+    def __del__(self):
+        interrupt()
+
+import sgdlab.cli.main as cli
+command = cli.main
+
+def main(argv=None):
+    code = command(argv)
+    if when == "hook":
+        atexit.register(interrupt)     # as torch's hooks, registered by the command
+    else:
+        cli.held = FreedLast()
+    return code
+
+cli.main = main
+runpy.run_module("sgdlab", run_name="__main__")
+"""
+
+
+@pytest.mark.parametrize("when,times,argv,status", [
+    ("hook", 1, ["list"], 0), ("teardown", 1, ["list"], 0), ("hook", 2, ["list"], 130),
+    ("hook", 1, ["runs", "show", "x", "--store", "/no/such/s.sqlite"], 2)])
+def test_a_ctrl_c_as_the_program_exits_leaves_its_exit_status(when, times, argv, status):
+    """A SIGINT in an exit hook raised KeyboardInterrupt inside it (a traceback, 'Exception
+    ignored in atexit callback'); one at the teardown after them killed the process (status
+    -2). The command's status stands, the first in a hook is said in one line, a second one
+    exits at once with 130."""
+    p = subprocess.run([sys.executable, "-c", LATE_SIGINT, when, str(times), *argv],
+                       capture_output=True, text=True, cwd=ROOT, timeout=60,
+                       env={"PYTHONPATH": str(ROOT), "PATH": ""})
+    assert p.returncode == status, p.stderr
+    assert "Traceback" not in p.stderr and "Exception ignored" not in p.stderr
+    late = [line for line in p.stderr.splitlines() if "after the command had ended" in line]
+    ended = status if times == 1 else 0
+    assert late == ([] if when == "teardown" else [
+        f"sgdlab: interrupted after the command had ended (exit status {ended}); finishing its "
+        "exit (again to stop at once)"])
