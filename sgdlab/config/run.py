@@ -127,7 +127,8 @@ class ScheduleSection(OpenSection):
 class TrainSection(Section):
     """The training loop's settings (the arguments of sgdlab.train.train)."""
 
-    epochs: int = Field(10, ge=0, description="passes over the training set")
+    epochs: int = Field(10, ge=0, description="passes over the training set; 0: none, the "
+                        "initial weights are evaluated and checkpointed (for sgdlab measure)")
     batch_size: BatchSize = 128
     replacement: bool = Field(False, description="draw mini-batches i.i.d. with replacement")
     drop_last: bool = Field(False, description="drop each pass's last partial batch")

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import os
 import signal
 import subprocess
@@ -562,3 +563,19 @@ def test_runs_list_and_show_say_where_a_stopped_run_continues(tmp_path, capsys):
     assert "(resume continues from its last checkpoint, step 14)" in capsys.readouterr().out
     assert main(["resume", a["id"], "--store", str(store_path)]) == 0
     assert "resumed from step 14" in capsys.readouterr().out
+
+
+def test_zero_epochs_checkpoint_the_initial_weights_for_measure(tmp_path, capsys):
+    """train.epochs=0 is no mistake to refuse (its description says so): the run trains
+    nothing, evaluates the initial weights and checkpoints them, which measure reads."""
+    from sgdlab.config.run import TrainSection
+
+    assert "0: none" in TrainSection.model_fields["epochs"].description
+    store, out = str(tmp_path / "s.sqlite"), tmp_path / "init"
+    assert main(["train", "digits-mlp", "--set", "train.epochs=0", "--no-progress", "--out",
+                 str(out), "--store", store]) == 0
+    assert "finished after 0 steps (0 epochs" in capsys.readouterr().out
+    [run] = RunStore(store).list_runs()
+    assert run["summary"]["steps"] == 0 and math.isfinite(run["summary"]["test_loss"])
+    assert main(["measure", str(out), "--what", "sharpness", "--store", store]) == 0
+    assert "at step 0" in capsys.readouterr().out
