@@ -196,10 +196,12 @@ def run_experiment(name_or_path: str | Path, *, scale: str = "cpu", out_dir: str
     # Ray missing, too, before the store and the folder are made (it starts with the first run)
     check_backend(backend, runs, store_path)
     # a data file missing for the runs to execute: said once (as the dry run says it), before
-    # the store records a failed run and the folder is made, not by the first run's failure
-    from sgdlab.experiments.plan import check_data
+    # the store records a failed run and the folder is made, not by the first run's failure;
+    # on Ray the runs read the data of the nodes, which this machine need not hold
+    if backend == "local":
+        from sgdlab.experiments.plan import check_data
 
-    check_data(runs, store_path, spec.name)
+        check_data(runs, store_path, spec.name)
     # the report's folder, before the runs: a sweep of hours must not end on a path it
     # cannot write to
     out = Path(out_dir) if out_dir is not None else default_out_dir(spec)

@@ -330,3 +330,26 @@ def test_a_stopped_sweep_run_continues_with_the_options_its_sweep_ran_with(
     monkeypatch.setattr(runner, "run_experiment", interrupted)
     assert main(argv) == 130
     assert capsys.readouterr().err.rstrip().endswith(f"continue with: {same}")
+
+
+def test_on_ray_the_data_files_are_not_looked_up_on_the_driver(tmp_path, monkeypatch):
+    """The runs of --backend ray read the data of the Ray nodes, which the driver's machine
+    need not hold: missing there, the sweep still starts (its runs say what they lack)."""
+    pytest.importorskip("ray")
+    import sgdlab.experiments.runner as runner
+    from sgdlab.errors import UserError
+
+    class Started(Exception):
+        pass
+
+    def run_sweep(*a, **k):
+        raise Started
+
+    monkeypatch.setattr(runner, "run_sweep", run_sweep)
+    (tmp_path / "data").mkdir()
+    args = dict(scale="paper", data_dir=str(tmp_path / "data"), out_dir=tmp_path / "out",
+                store_path=str(tmp_path / "s.sqlite"), progress=None)
+    with pytest.raises(Started):
+        runner.run_experiment(GRID, backend="ray", **args)
+    with pytest.raises(UserError, match="fashion_mnist: missing file"):
+        runner.run_experiment(GRID, backend="local", **args)
