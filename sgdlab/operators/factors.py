@@ -380,8 +380,10 @@ class PerSampleFactors:
 
     def materialize(self) -> Tensor:
         """G as a dense (N, d) matrix, each layer's block written in place (one pass over
-        the output's memory)."""
-        out = torch.empty(self.num_samples, self.dim, dtype=self.dtype, device=self.device)
+        the output's memory; see :func:`~sgdlab.operators.per_sample.empty_rows`)."""
+        from .per_sample import empty_rows
+
+        out = empty_rows(self.num_samples, self.dim, self.dtype, self.device)
         col = 0
         for l in self.layers:
             c = l._chunk()

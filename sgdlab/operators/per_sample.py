@@ -13,15 +13,14 @@ mean-reduced loss the full-batch gradient is ``G.mean(0)``. Two engines give the
   (an op without a batching rule that writes in place: ``nn.GRU``, ``nn.LSTM``), one
   backward pass per sample, with a warning.
 
-G is written into one buffer allocated once: for large G the cost is memory traffic, not
-arithmetic (G of a 669,706-parameter MLP on 1,024 samples is 2.7 GB). The buffer has ordinary
-pages: huge pages (``MADV_HUGEPAGE``) wrote a 2.7 GB G 2.2x faster once the kernel had some to
-reuse, but the first one a process maps cost 4-7 s against 1 s (docs/design/curvature.md).
+G is written into one buffer allocated once (:func:`empty_rows`): for large G the cost is
+memory traffic, not arithmetic (G of a 669,706-parameter MLP on 1,024 samples is 2.7 GB).
 The model is evaluated in its current train/eval mode; batch norm in train mode mixes the
 samples of a batch, so per-sample gradients are refused for it (call ``model.eval()``).
 """
 from __future__ import annotations
 
+import mmap
 import warnings
 from collections.abc import Callable
 
@@ -37,6 +36,29 @@ from .batches import (Data, check_input_dtype, check_loss_reduction, concat_batc
 from .linear import kept_running_statistics
 from .params import (UNUSED_ZERO, flat_dtype, flatten, functional_call, require_trainable,
                      trainable_named_params)
+
+# CPU buffers at least this large are backed by transparent huge pages when the kernel allows
+# it: first-touch page faults otherwise dominate writing G (first write of a 2.7 GB G 2.4x
+# faster, of 35 MB 8 vs 17 ms). glibc serves smaller blocks from memory freed earlier, which
+# was faster still (18 MB: 2.5 ms vs 4 ms huge-page backed); from 32 MB (its largest
+# dynamic mmap threshold) every block is freshly mapped. On a virtual machine whose memory the
+# host backs lazily the first huge pages of a process cost more (2.6 GB: 4-7 s vs 1 s);
+# later calls gain 2.2x (docs/design/curvature.md, "Huge pages for a large G")
+_HUGE_PAGE_MIN_BYTES = 32 * 2**20
+
+
+def empty_rows(n: int, d: int, dtype: torch.dtype, device: torch.device) -> Tensor:
+    """An uninitialised (n, d) tensor; on CPU, large ones are mapped with ``MADV_HUGEPAGE``."""
+    nbytes = n * d * torch.empty((), dtype=dtype).element_size()
+    if torch.device(device).type != "cpu" or nbytes < _HUGE_PAGE_MIN_BYTES \
+            or not hasattr(mmap, "MADV_HUGEPAGE"):
+        return torch.empty(n, d, dtype=dtype, device=device)
+    buf = mmap.mmap(-1, nbytes, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    try:
+        buf.madvise(mmap.MADV_HUGEPAGE)
+    except OSError:          # not supported here: ordinary pages
+        pass
+    return torch.frombuffer(buf, dtype=dtype).view(n, d)     # the tensor keeps buf alive
 
 
 def check_per_sample_model(model: nn.Module) -> None:
@@ -110,8 +132,8 @@ def _per_sample_gradients(model, loss_fn, data, chunk_size, method) -> Tensor:
     per_sample = vmap(grad(sample_loss), in_dims=(None, 0, 0), randomness="different")
     step = len(x) if not chunk_size else chunk_size
     first = next(iter(params.values()))
-    out = torch.empty(len(x), sum(p.numel() for p in params.values()),
-                      dtype=flat_dtype(params.values()), device=first.device)
+    out = empty_rows(len(x), sum(p.numel() for p in params.values()),
+                     flat_dtype(params.values()), first.device)
     for i in range(0, len(x), step):
         try:
             # attention on the math kernel: vmap has no rule for the fused CPU kernel's
