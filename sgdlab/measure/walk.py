@@ -49,7 +49,7 @@ from torch import Tensor, nn
 from torch.func import vmap
 
 from sgdlab.measure.interpolation import ChannelMoments
-from sgdlab.models.modes import eval_mode
+from sgdlab.models.modes import buffers_kept, eval_mode
 from sgdlab.operators.batches import (Data, check_batch_loss, check_input_dtype, is_single_batch,
                                       iterate_batches)
 from sgdlab.operators.params import (check_params_vector, functional_call, params_vector,
@@ -279,12 +279,14 @@ class _StopForward(Exception):
 
 
 def _bn_call_order(model: nn.Module, x: Tensor) -> list[nn.Module]:
-    """The batch-norm modules in the order a forward pass calls them (measured on 2 samples)."""
+    """The batch-norm modules in the order a forward pass calls them (measured on 2 samples;
+    the running statistics that the pass moves in train mode are put back)."""
     order: list[nn.Module] = []
     hooks = [m.register_forward_pre_hook(lambda mod, _a: order.append(mod))
              for m in model.modules() if isinstance(m, _BN_TYPES)]
     try:
-        model(x[: min(2, len(x))])
+        with buffers_kept(model):
+            model(x[: min(2, len(x))])
     finally:
         for h in hooks:
             h.remove()
@@ -298,14 +300,19 @@ def _bn_call_order(model: nn.Module, x: Tensor) -> list[nn.Module]:
 
 @contextlib.contextmanager
 def _bn_forwards(forwards: dict[nn.Module, Callable[[Tensor], Tensor]]) -> Iterator[None]:
-    """Batch-norm modules whose ``forward`` is replaced for the duration of the block."""
+    """Batch-norm modules whose ``forward`` is replaced for the duration of the block; a
+    ``forward`` the instance had set itself is put back on exit."""
+    own = {m: m.__dict__["forward"] for m in forwards if "forward" in m.__dict__}
     try:
         for m, f in forwards.items():
             m.forward = f
         yield
     finally:
         for m in forwards:
-            del m.forward
+            if m in own:
+                m.forward = own[m]
+            else:
+                m.__dict__.pop("forward", None)
 
 
 def _normalise_with(m: nn.Module, mean: Tensor, var: Tensor) -> Callable[[Tensor], Tensor]:
@@ -315,6 +322,7 @@ def _normalise_with(m: nn.Module, mean: Tensor, var: Tensor) -> Callable[[Tensor
     return forward
 
 
+@torch.no_grad()
 def batch_norm_statistics(model: nn.Module, chunks: Sequence[tuple[Tensor, Tensor]]
                           ) -> dict[nn.Module, tuple[Tensor, Tensor]]:
     """{batch-norm module: (mean, biased variance)} per channel (float64) of its input when
@@ -322,7 +330,8 @@ def batch_norm_statistics(model: nn.Module, chunks: Sequence[tuple[Tensor, Tenso
     what batch norm normalises with there; computed a chunk at a time. Layer l's input
     depends on the statistics of the layers before it, so there is one pass over the chunks
     per batch-norm layer, each stopped at that layer (VGG-11: 8 passes, together about 4.3
-    forward passes of compute; ResNet-56: 55, about 28)."""
+    forward passes of compute; ResNet-56: 55, about 28). The model's buffers (running
+    statistics) and its modules' ``forward`` are as they were on return."""
     order = _bn_call_order(model, chunks[0][0])
     stats: dict[nn.Module, tuple[Tensor, Tensor]] = {}
     for layer in order:

@@ -214,3 +214,24 @@ def test_memory_budget_is_validated():
     model, loss_fn, data, a, b = _problem()
     with pytest.raises(ValueError, match="memory_budget"):
         segment_losses(model, loss_fn, data, a, b, 3, memory_budget=0)
+
+
+def test_batch_norm_statistics_leave_the_model_as_it_was():
+    model, _, (x, _y), _, _ = _problem()
+    model.train()
+    bn = model[1]
+    calls = []
+
+    def own_forward(inp):
+        calls.append(len(inp))
+        return nn.BatchNorm2d.forward(bn, inp)
+
+    bn.forward = own_forward                     # an instance's own forward (a wrapper)
+    state = copy.deepcopy(model.state_dict())
+    batch_norm_statistics(model, [(x[i:i + 9], None) for i in range(0, N, 9)])
+    assert bn.forward is own_forward
+    for k, v in model.state_dict().items():      # the probe pass in train mode moved none
+        torch.testing.assert_close(v, state[k], rtol=0, atol=0)
+    calls.clear()
+    model(x[:4])
+    assert calls == [4]
