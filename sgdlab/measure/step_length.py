@@ -38,8 +38,9 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 from torch.func import vmap
-from torch.utils._pytree import tree_map_only
+from torch.utils._pytree import tree_leaves, tree_map, tree_map_only
 
+from sgdlab.errors import UserError
 from sgdlab.operators.batches import (Data, check_mean_of_samples, concat_batches,
                                       fixed_randomness)
 from sgdlab.operators.params import (check_params_vector, functional_call, set_params_vector,
@@ -81,9 +82,17 @@ def per_sample_losses_and_slopes(model: nn.Module, loss_fn: LossFn, theta: Tenso
     like = {k: p.detach() for k, p in trainable_named_params(model).items()}
 
     def sample_losses(out) -> Tensor:
-        # outputs a tuple or dict of tensors (that loss_fn unpacks): each one sample at a time
+        # outputs a tuple or dict of tensors (that loss_fn unpacks): each one sample at a time;
+        # what is no tensor (a name, a count) goes to every sample as it is
+        dims = tree_map(lambda o: 0 if isinstance(o, Tensor) else None, out)
+        for o in tree_leaves(out):
+            if isinstance(o, Tensor) and (o.dim() == 0 or len(o) != len(y)):
+                raise UserError(
+                    f"normalized_step_length takes each sample's loss from its slice of the "
+                    f"batch's outputs: the model returns a tensor of shape {tuple(o.shape)} "
+                    f"among them, with no dimension of the {len(y)} samples first")
         return vmap(lambda o, yi: loss_fn(tree_map_only(Tensor, lambda t: t[None], o),
-                                          yi[None]))(out, y)
+                                          yi[None]), in_dims=(dims, 0))(out, y)
 
     def losses(t: Tensor) -> Tensor:
         return sample_losses(functional_call(model, unflatten_like(t, like), (x,)))

@@ -219,6 +219,49 @@ def test_outputs_that_loss_fn_unpacks_give_the_step_length_of_the_logits(kind):
     assert got.slopes == pytest.approx(ref.slopes, rel=1e-12)
 
 
+class Tagged(Outputs):
+    """The logits in a dict beside a number that is no tensor, or a batch-level tensor."""
+
+    def __init__(self, extra: str):
+        super().__init__("dict")
+        self.extra = extra
+
+    def forward(self, x):
+        out = super().forward(x)
+        out["extra"] = 3 if self.extra == "number" else out["logits"].square().mean()
+        return out
+
+
+def test_outputs_beside_a_number_give_the_step_length_of_the_logits():
+    # vmap sliced every leaf of the outputs: "Got in_dim=0 for an input but the input is of
+    # type <class 'int'>"
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(10, 3, generator=g, dtype=torch.float64)
+    y = torch.randint(0, 2, (10,), generator=g)
+    torch.manual_seed(0)
+    plain = Outputs("plain").double()
+    model = Tagged("number").double()
+    model.load_state_dict(plain.state_dict())
+    theta = params_vector(plain)
+    end = theta + 0.05 * torch.randn(theta.shape, generator=g, dtype=theta.dtype)
+    got = normalized_step_length(model, lambda o, t: nn.functional.cross_entropy(
+        o["logits"], t), theta, end, (x, y))
+    ref = normalized_step_length(plain, nn.CrossEntropyLoss(), theta, end, (x, y))
+    assert got.alpha == pytest.approx(ref.alpha, rel=1e-12)
+    assert got.slopes == pytest.approx(ref.slopes, rel=1e-12)
+
+
+def test_an_output_without_the_samples_dimension_is_refused_by_its_shape():
+    from sgdlab.errors import UserError
+
+    x, y = torch.randn(10, 3, dtype=torch.float64), torch.randint(0, 2, (10,))
+    model = Tagged("batch").double()
+    theta = params_vector(model)
+    with pytest.raises(UserError, match=r"shape \(\) among them, with no dimension of the 10"):
+        normalized_step_length(model, lambda o, t: nn.functional.cross_entropy(
+            o["logits"], t), theta, theta + 0.01, (x, y))
+
+
 def test_a_loss_that_is_no_mean_of_the_samples_losses_is_refused():
     # class weights cancel in one sample's loss: f(0) was the unweighted mean (not the loss);
     # a sample whose targets are all ignored has no loss (0/0), which raised a
