@@ -242,10 +242,12 @@ def _chunk_sizes(per_sample: int, n: int, points: int, budget: int,
 
 
 def _is_out_of_memory(e: BaseException) -> bool:
-    """torch's out-of-memory error, or a library's allocation failure (cuDNN, cuBLAS) that
-    reaches Python as a plain RuntimeError."""
+    """torch's out-of-memory error, or an allocation failure that reaches Python as a plain
+    RuntimeError: a library's (cuDNN, cuBLAS) or the CPU allocator's ("DefaultCPUAllocator:
+    can't allocate memory", "not enough memory" in older torch)."""
     msg = str(e)
-    return isinstance(e, _OOM) or "out of memory" in msg.lower() or "ALLOC_FAILED" in msg
+    return (isinstance(e, _OOM) or "out of memory" in msg.lower() or "ALLOC_FAILED" in msg
+            or "DefaultCPUAllocator" in msg)
 
 
 def _smaller(k: int, c: int) -> tuple[int, int] | None:

@@ -198,6 +198,28 @@ def test_out_of_memory_one_point_at_a_time_is_retried(monkeypatch):
     torch.testing.assert_close(out, ref_train, rtol=1e-12, atol=0)
 
 
+def test_the_cpu_allocators_failure_is_out_of_memory_too():
+    # "DefaultCPUAllocator: can't allocate memory" was no memory error: under vmap it was
+    # taken for an op without a batching rule ("vmap failed"), one point at a time raised
+    model, loss_fn, data, a, b = _problem()
+    alphas = segment_alphas(3)
+    reference = segment_losses(model, loss_fn, data, a, b, alphas, vectorize=False)
+
+    def forward_pre(_m, args):
+        if len(args[0]) > 20:
+            torch.empty(1 << 50, dtype=torch.uint8)     # more than any address space holds
+    h = model.register_forward_pre_hook(forward_pre)
+    for vectorize in (False, True):
+        with warnings.catch_warnings(record=True) as w:
+            warnings.simplefilter("always")
+            out = segment_losses(model, loss_fn, data, a, b, alphas, vectorize=vectorize)
+        messages = [str(m.message) for m in w]
+        assert any("out of memory" in m for m in messages), messages
+        assert not any("vmap failed" in m for m in messages), messages
+        torch.testing.assert_close(out, reference, rtol=1e-12, atol=0)
+    h.remove()
+
+
 def test_out_of_memory_at_one_sample_is_raised(monkeypatch):
     model, loss_fn, data, a, b = _problem()
     monkeypatch.setattr(walk, "activation_bytes_per_sample", lambda *_: 8)
