@@ -125,7 +125,7 @@ def recompute_bn_statistics(model: nn.Module, data: Data) -> None:
     the whole set gives torch's train mode with ``momentum=1``; a deeper layer sees its input
     as each batch's normalisation shaped it. Layers with ``track_running_stats=False`` and
     models without batch norm are left alone; the layers' momentum and the modules'
-    train/eval flags are restored."""
+    train/eval flags are restored, and the statistics too when a forward pass fails."""
     bns = [m for m in model.modules() if isinstance(m, _BN_TYPES) and m.track_running_stats]
     if not bns:
         return
@@ -139,6 +139,8 @@ def recompute_bn_statistics(model: nn.Module, data: Data) -> None:
 
     hooks = [m.register_forward_pre_hook(collect) for m in bns]
     batches = 0
+    # a pass that fails leaves the statistics as they were, not reset
+    saved = [(b, b.clone()) for m in bns for b in m.buffers(recurse=False)]
     try:
         model.eval()  # dropout off while the statistics are collected
         for m in bns:
@@ -148,6 +150,10 @@ def recompute_bn_statistics(model: nn.Module, data: Data) -> None:
         for x, _ in iterate_batches(data, device):
             model(x)
             batches += 1
+    except BaseException:
+        for b, value in saved:
+            b.copy_(value)
+        raise
     finally:
         for h in hooks:
             h.remove()

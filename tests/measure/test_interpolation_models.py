@@ -132,6 +132,23 @@ def test_recompute_bn_statistics_restores_flags_and_leaves_untracked_layers_alon
     assert m.training and m[1].training and not m[2].training and m[3].training
 
 
+def test_recompute_bn_statistics_that_fail_leave_the_statistics_as_they_were():
+    # the layers' statistics were reset before the passes: a batch that failed left the model
+    # normalising with mean 0 and variance 1
+    torch.manual_seed(0)
+    m = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4)).double()
+    with torch.no_grad():
+        m.train()(3 * torch.randn(20, 3, dtype=torch.float64) + 1)
+    m.eval()
+    before = copy.deepcopy(m.state_dict())
+    x = torch.randn(30, 3, dtype=torch.float64)
+    with pytest.raises(RuntimeError):     # the second batch has 2 features, not 3
+        recompute_bn_statistics(m, [(x[:10], x[:10, 0]), (x[10:, :2], x[10:, 0])])
+    for k, v in m.state_dict().items():
+        torch.testing.assert_close(v, before[k], rtol=0, atol=0)
+    assert not m.training and m[1].momentum == 0.1
+
+
 def test_interpolated_statistics_without_a_variance_are_nan_with_a_warning():
     """Running variances 1 and 3 extrapolated to α = −1 give −1 and at α = −0.5 give 0: no
     network to evaluate there (NaN, with a warning), the others as the weights say."""
