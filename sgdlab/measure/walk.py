@@ -334,7 +334,8 @@ def batch_norm_statistics(model: nn.Module, chunks: Sequence[tuple[Tensor, Tenso
     per batch-norm layer, each stopped at that layer (VGG-11: 8 passes, together about 4.3
     forward passes of compute; ResNet-56: 55, about 28). The model's buffers (running
     statistics) and its modules' ``forward`` are as they were on return."""
-    order = _bn_call_order(model, chunks[0][0])
+    # two samples, from two chunks of one: batch norm in train mode refuses a single one
+    order = _bn_call_order(model, torch.cat([xc[:2] for xc, _ in chunks[:2]]))
     stats: dict[nn.Module, tuple[Tensor, Tensor]] = {}
     for layer in order:
         acc = ChannelMoments()

@@ -128,6 +128,20 @@ def test_batch_norm_statistics_of_the_whole_batch():
     torch.testing.assert_close(stats[model[1]][1], var, rtol=1e-13, atol=1e-15)
 
 
+def test_chunks_of_one_sample_keep_the_whole_batchs_statistics():
+    # the batch-norm layers' call order was measured on the first chunk in train mode, which
+    # refuses one sample: "Expected more than 1 value per channel when training"
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4), nn.ReLU(), nn.Linear(4, 2)).double()
+    x, y = torch.randn(6, 3, dtype=torch.float64), torch.randint(0, 2, (6,))
+    a = params_vector(model)
+    ref = segment_losses(model, nn.CrossEntropyLoss(), (x, y), a, a + 0.1, 3, bn_mode="train",
+                         vectorize=False)
+    got = segment_losses(model, nn.CrossEntropyLoss(), (x, y), a, a + 0.1, 3, bn_mode="train",
+                         vectorize=False, memory_budget=_budget_for(model, (x, y), 1))
+    torch.testing.assert_close(got, ref, rtol=1e-12, atol=0)
+
+
 def test_a_batch_norm_called_twice_is_refused_when_chunked():
     torch.manual_seed(0)
     bn = nn.BatchNorm1d(4)
