@@ -136,8 +136,9 @@ def compare_groups(spec, runs: list[StoredRun]) -> Analysis:
                                    else mean_curve(rs, metric, counts=True))
             if steps:
                 # seeds that diverged or stopped early leave the mean: the legend says so
-                series[seeds_label(g, n, len(rs))] = (x_axis(rs[0], steps, o.get("curve_x", "step")), mean,
-                                 std if len(rs) > 1 and std is not None else None)
+                xs = x_axis(rs[0], steps, o.get("curve_x", "step"))
+                series[seeds_label(g, n, len(rs))] = (
+                    xs, mean, std if len(rs) > 1 and std is not None else None)
         fig = curves(series, xlabel=o.get("curve_x", "step"), ylabel=curve_label(metric, o),
                      logy=metric in logy, steps=metric == "lr",
                      title=f"{spec.paper['figure']}: {metric}",
