@@ -3,19 +3,34 @@
 perturbed evaluations), so that they report the same number for any output shape."""
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from torch import Tensor
 
-__all__ = ["argmax_hits"]
+__all__ = ["argmax_hits", "ignored_target"]
 
 
-def argmax_hits(outputs: Any, targets: Tensor) -> tuple[Tensor, Tensor] | None:
+def ignored_target(loss_fn: Any) -> int | None:
+    """The target value ``loss_fn`` leaves out of its loss: the ``ignore_index`` of a
+    cross-entropy or NLL loss (``nn.CrossEntropyLoss(ignore_index=255)``, or a
+    ``functools.partial`` of ``F.cross_entropy`` given one); None for a loss without one."""
+    while isinstance(loss_fn, functools.partial):
+        if "ignore_index" in loss_fn.keywords:
+            return int(loss_fn.keywords["ignore_index"])
+        loss_fn = loss_fn.func
+    ignore = getattr(loss_fn, "ignore_index", None)
+    return ignore if isinstance(ignore, int) else None
+
+
+def argmax_hits(outputs: Any, targets: Tensor,
+                loss_fn: Any = None) -> tuple[Tensor, Tensor] | None:
     """``(hits, labels)``: how many argmax predictions over the class dimension equal their
     class label, and how many labels there are, where cross-entropy reads ``outputs`` as
     (N, C, *d) scores against (N, *d) integer targets (one label per sample, or per position
     of a sequence or image); negative targets (cross-entropy's ``ignore_index``, -100 by
-    default) are no labels. The accuracy is ``hits / labels`` summed over batches. None for
+    default) and the target ``loss_fn`` ignores (:func:`ignored_target`: 255 for
+    ``nn.CrossEntropyLoss(ignore_index=255)``, as in segmentation) are no labels. The accuracy is ``hits / labels`` summed over batches. None for
     targets that are not class labels (floating point), outputs of any other shape, a single
     score per label (a binary classifier's one logit, whose argmax is always class 0), or a
     tuple or dict that ``loss_fn`` unpacks: there is no accuracy to read from them. Works
@@ -24,4 +39,7 @@ def argmax_hits(outputs: Any, targets: Tensor) -> tuple[Tensor, Tensor] | None:
             or outputs.shape[1] < 2 or outputs.shape[:1] + outputs.shape[2:] != targets.shape):
         return None
     labelled = targets >= 0
+    ignore = ignored_target(loss_fn)
+    if ignore is not None and ignore >= 0:
+        labelled = labelled.logical_and(targets != ignore)
     return (outputs.argmax(dim=1) == targets).logical_and(labelled).sum(), labelled.sum()

@@ -62,9 +62,10 @@ def evaluate(model: nn.Module, loss_fn: LossFn, data: Data) -> tuple[float, floa
 
     The accuracy is training's (:func:`sgdlab.accuracy.argmax_hits`): the fraction of class
     labels hit by the argmax over the class dimension, for (N, C) scores or a label per
-    position of (N, C, *d) ones, ignored (negative) targets left out; NaN for regression
-    targets (floating point), outputs that hold no class scores (a tuple or dict that
-    ``loss_fn`` unpacks; a binary classifier's one logit) and data without a label.
+    position of (N, C, *d) ones, ignored targets (negative, or the loss's ``ignore_index``)
+    left out; NaN for regression targets (floating point), outputs that hold no class scores
+    (a tuple or dict that ``loss_fn`` unpacks; a binary classifier's one logit) and data
+    without a label.
     """
     check_batch_loss(loss_fn, data)
     check_input_dtype(model, data)
@@ -76,7 +77,7 @@ def evaluate(model: nn.Module, loss_fn: LossFn, data: Data) -> tuple[float, floa
         for x, y in iterate_batches(data, device):
             out = model(x)
             loss += float(loss_fn(out, y)) * len(x)
-            hits = argmax_hits(out, y) if classify else None
+            hits = argmax_hits(out, y, loss_fn) if classify else None
             if hits is None:
                 classify = False
             else:

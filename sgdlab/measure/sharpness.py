@@ -127,7 +127,7 @@ def _perturbed_evaluations(model: nn.Module, loss_fn: LossFn, data: Data, pertur
         """(loss, hits, labels), training's accuracy rule (``argmax_hits``); zeros once any
         batch's outputs hold no class scores (``classify`` is then False)."""
         nonlocal classify       # set while vmap runs this once per call (logical shapes)
-        counts = argmax_hits(out, y) if classify else None
+        counts = argmax_hits(out, y, loss_fn) if classify else None
         loss = loss_fn(out, y)
         if counts is None:
             classify = False

@@ -203,7 +203,7 @@ def evaluate(model: nn.Module, loss_fn: Callable[[Tensor, Tensor], Tensor], x: T
             if i == 0:
                 check_target_shape(loss_fn, out, yb)
             total += loss_fn(out, yb).double() * len(xb)
-            hits = argmax_hits(out, yb) if classification else None
+            hits = argmax_hits(out, yb, loss_fn) if classification else None
             if hits is None:
                 classification = False
             else:

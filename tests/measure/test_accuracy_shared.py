@@ -2,13 +2,14 @@
 evaluations) read the same accuracy off any output shape: one rule, sgdlab.accuracy."""
 from __future__ import annotations
 
+import functools
 import math
 
 import pytest
 import torch
 from torch import nn
 
-from sgdlab.accuracy import argmax_hits
+from sgdlab.accuracy import argmax_hits, ignored_target
 from sgdlab.measure.interpolation import evaluate as measure_evaluate
 from sgdlab.measure.interpolation import interpolate_models
 from sgdlab.measure.sharpness import perturbed_evaluations
@@ -99,3 +100,38 @@ def test_outputs_without_class_scores_have_no_accuracy_anywhere():
 
 def test_one_accuracy_rule():
     assert loop.argmax_hits is argmax_hits
+
+
+@pytest.mark.parametrize("loss_fn", [
+    nn.CrossEntropyLoss(ignore_index=255),
+    functools.partial(nn.functional.cross_entropy, ignore_index=255),
+], ids=["module", "partial"])
+def test_the_loss_s_ignore_index_is_no_label(loss_fn):
+    # ignore_index=255 (segmentation's "void") counted as a miss: 0.667 where every label
+    # the loss reads is hit
+    torch.manual_seed(0)
+    model = nn.Linear(4, 3).double()
+    x = torch.randn(30, 4, dtype=torch.float64)
+    with torch.no_grad():
+        pred = model(x).argmax(1)
+    y = torch.where(torch.arange(30) % 3 == 0, pred, (pred + 1) % 3)
+    y[:12] = 255
+    labelled = y != 255
+    ref = float((pred == y)[labelled].double().mean())
+    assert 0 < ref < 1
+    assert train_evaluate(model, loss_fn, x, y, batch_size=7)["acc"] == pytest.approx(ref)
+    assert measure_evaluate(model, loss_fn, (x, y))[1] == pytest.approx(ref)
+    zero = torch.zeros(1, params_vector(model).numel(), dtype=torch.float64)
+    for vectorize in (True, False):
+        _, acc = perturbed_evaluations(model, loss_fn, (x, y), zero, accuracy=True,
+                                       vectorize=vectorize)
+        assert float(acc[0]) == pytest.approx(ref)
+    assert ignored_target(loss_fn) == 255
+    assert ignored_target(nn.MSELoss()) is None
+
+
+def test_a_target_equal_to_a_negative_ignore_index_is_still_no_label():
+    out = torch.tensor([[0.0, 1.0], [1.0, 0.0], [1.0, 0.0]])
+    y = torch.tensor([1, -5, 0])
+    hits, labels = argmax_hits(out, y, nn.CrossEntropyLoss(ignore_index=-5))
+    assert (int(hits), int(labels)) == (2, 2)
