@@ -34,7 +34,8 @@ annealed strength: Gaussian noise of the same magnitude but no fixed direction â
 inside the loop (the thesis gives the control no separate schedule).
 
 The field is added to ``p.grad`` just for the base optimizer's step and the original gradients
-are restored afterwards, so callbacks and logs see the true gradient.
+are restored afterwards (also when that step raises), so callbacks and logs see the true
+gradient.
 """
 from __future__ import annotations
 
@@ -196,24 +197,27 @@ class TrivializedSGD(Optimizer):
         h = self._draw_field() if self.resample else self.field
         s = self.strength()
         saved: list[tuple[Tensor, Tensor]] = []
-        a = 0
-        for g in self.param_groups:
-            for q in g["params"]:
-                b = a + q.numel()
-                if q.grad is not None:
-                    if q.grad.is_sparse:     # nn.Embedding(sparse=True): plus a dense field
-                        saved.append((q, q.grad))
-                        q.grad = q.grad.to_dense()
-                    else:
-                        saved.append((q, q.grad.clone()))
-                    q.grad.add_(h[a:b].view_as(q).to(device=q.device, dtype=q.dtype), alpha=s)
-                a = b
-        self.base.step()
-        for q, grad in saved:
-            if grad.is_sparse:
-                q.grad = grad
-            else:
-                q.grad.copy_(grad)
+        try:
+            a = 0
+            for g in self.param_groups:
+                for q in g["params"]:
+                    b = a + q.numel()
+                    if q.grad is not None:
+                        if q.grad.is_sparse:     # nn.Embedding(sparse=True): plus a dense field
+                            saved.append((q, q.grad))
+                            q.grad = q.grad.to_dense()
+                        else:
+                            saved.append((q, q.grad.clone()))
+                        q.grad.add_(h[a:b].view_as(q).to(device=q.device, dtype=q.dtype),
+                                    alpha=s)
+                    a = b
+            self.base.step()
+        finally:                         # a base step that raises leaves the true gradients too
+            for q, grad in saved:
+                if grad.is_sparse or q.grad is None:
+                    q.grad = grad
+                else:
+                    q.grad.copy_(grad)
         self._i += 1
         self._link()              # a base that swaps its groups (``switch``) is followed
         return loss

@@ -347,3 +347,26 @@ def test_p_count_hidden_layers_leaves_out_the_output_layer():
         trivialization_heuristics(model, p_count="output-layers")
     with pytest.raises(ValueError, match="p_count"):
         build_optimizer_for("trivialized", model, base="adam", p_count="layers")
+
+
+@pytest.mark.parametrize("sparse", [False, True], ids=["dense", "sparse"])
+def test_a_base_step_that_raises_leaves_the_true_gradients(sparse):
+    # the field stayed in p.grad (and a sparse gradient stayed densified) when the base
+    # optimizer's step raised
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.EmbeddingBag(10, 3, mode="mean", sparse=sparse), nn.Linear(3, 2))
+    opt = build_optimizer_for("trivialized", model, lr=0.1, coupling=0.5, seed=0)
+    x = torch.randint(0, 10, (8, 4))
+    LOSS(model(x), torch.randint(0, 2, (8,))).backward()
+    before = [p.grad.clone() for p in model.parameters()]
+
+    def failing_step(*args, **kwargs):
+        assert not model[0].weight.grad.is_sparse        # the field is in the gradient now
+        raise RuntimeError("base step failed")
+
+    opt.base.step = failing_step
+    with pytest.raises(RuntimeError, match="base step failed"):
+        opt.step()
+    assert model[0].weight.grad.is_sparse == sparse
+    for p, g in zip(model.parameters(), before):
+        torch.testing.assert_close(p.grad.to_dense(), g.to_dense(), rtol=0, atol=0)
