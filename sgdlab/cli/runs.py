@@ -178,30 +178,40 @@ def continue_hint(run: dict, store) -> str | None:
     return None
 
 
+def _checkpoint_file(run: dict) -> Path | None:
+    """The checkpoint a resume of ``run`` reads: its folder's checkpoints/last.pt for a run of
+    ``sgdlab train``, master.pt for one of ``sgdlab parle``; None when neither is recorded."""
+    dirs = [a["path"] for a in run.get("artifacts", []) if a["kind"] == "out_dir"]
+    ckpts = [a["path"] for a in run.get("artifacts", []) if a["kind"] == "checkpoints"]
+    if dirs:
+        from sgdlab.train.checkpoint import checkpoint_path
+        return checkpoint_path(Path(dirs[-1]) / "checkpoints")
+    if ckpts:
+        from sgdlab.train.replicas import MASTER_CHECKPOINT
+        return Path(ckpts[-1]) / MASTER_CHECKPOINT
+    return None
+
+
 def checkpoint_step(run: dict) -> int | None:
     """The step of the last checkpoint of a run of ``sgdlab train`` or ``sgdlab parle``
     (``run`` as :meth:`RunStore.get_run` gives it, with its artifacts): where its resume
     continues it. None when its folder holds no checkpoint or it cannot be read (``sgdlab resume``
     names why); -1 for a run of an experiment (a sweep reruns it from step 0)."""
-    dirs = [a["path"] for a in run.get("artifacts", []) if a["kind"] == "out_dir"]
-    ckpts = [a["path"] for a in run.get("artifacts", []) if a["kind"] == "checkpoints"]
+    path = _checkpoint_file(run)
     cfg = run.get("config") or {}
-    if not dirs and not ckpts:
+    if path is None:
         return -1 if isinstance(cfg, dict) and cfg.get("run_key") else None
-    import torch
-
-    from sgdlab.train.checkpoint import checkpoint_path
-    from sgdlab.train.replicas import MASTER_CHECKPOINT
-
-    # of `sgdlab parle`: master.pt, whose round r ends at step r·L
-    path = (checkpoint_path(Path(dirs[-1]) / "checkpoints") if dirs
-            else Path(ckpts[-1]) / MASTER_CHECKPOINT)
     if not path.is_file():
         return None
+    import torch
+
+    from sgdlab.train.replicas import MASTER_CHECKPOINT
+
     try:   # mapped, not read: the weights are not needed for the step
         state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-        if dirs:
+        if path.name != MASTER_CHECKPOINT:
             return int(state["loop"]["step"])
+        # of `sgdlab parle`: master.pt, whose round r ends at step r·L
         return int(state["round"]) * int(state["parle"]["L"])
     except Exception:  # noqa: BLE001 - a damaged checkpoint: resume says what is wrong
         return None
@@ -211,9 +221,18 @@ def _resume_point(run: dict, step: int | None) -> str:
     """Where continuing a stopped run starts, in words."""
     if step == -1:
         return "its sweep reruns it from step 0"
-    if step is None:
-        return "no readable checkpoint: resume restarts it from step 0"
-    return f"resume continues from its last checkpoint, step {step}"
+    if step is not None:
+        return f"resume continues from its last checkpoint, step {step}"
+    path = _checkpoint_file(run)
+    if path is not None and path.exists():   # resume refuses it rather than lose its steps
+        return (f"its checkpoint {path} cannot be read: resume stops and says why; remove "
+                "the file to restart the run from step 0")
+    from sgdlab.train.replicas import MASTER_CHECKPOINT
+
+    if path is not None and path.name == MASTER_CHECKPOINT:
+        return ("no checkpoint yet: --resume finds nothing to continue; the same command "
+                "without --resume restarts it from step 0")
+    return "no checkpoint yet: resume restarts it from step 0"
 
 
 def _stopped_note(run: dict) -> str:

@@ -217,7 +217,11 @@ def _execute(cfg: dict[str, Any], store: Any, run_id: str, out: Path, env: dict[
         if progress is not None:
             kwargs["progress"] = progress
         ckpt_dir = out / "checkpoints"
-        resumed_from = int(load_checkpoint(ckpt_dir)["loop"]["step"]) if resume else None
+        try:
+            resumed_from = int(load_checkpoint(ckpt_dir)["loop"]["step"]) if resume else None
+        except UserError as e:     # not restarted: that would silently lose its trained steps
+            raise UserError(f"{e}; to restart the run from step 0 instead, remove that "
+                            "file") from None
         result = train(built.model, built.loss_fn, built.data, built.optimizer,
                        schedule=built.schedule, callbacks=built.callbacks, store=store,
                        run_id=run_id, checkpoint_dir=ckpt_dir, resume=resume, complete=False,

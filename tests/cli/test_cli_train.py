@@ -556,13 +556,45 @@ def test_runs_list_and_show_say_where_a_stopped_run_continues(tmp_path, capsys):
     assert (f"sgdlab resume {a['id']} --store {store_path}\n"
             "    (resume continues from its last checkpoint, step 14)") in listing
     assert (f"sgdlab resume {b['id']} --store {store_path}\n"
-            "    (no readable checkpoint: resume restarts it from step 0)") in listing
+            "    (no checkpoint yet: resume restarts it from step 0)") in listing
     assert main(["runs", "list", "--json", "--store", str(store_path)]) == 0
     assert [r["checkpoint_step"] for r in json.loads(capsys.readouterr().out)] == [14, None]
     assert main(["runs", "show", a["id"], "--store", str(store_path)]) == 0
     assert "(resume continues from its last checkpoint, step 14)" in capsys.readouterr().out
     assert main(["resume", a["id"], "--store", str(store_path)]) == 0
     assert "resumed from step 14" in capsys.readouterr().out
+
+
+def test_a_damaged_checkpoint_is_named_not_silently_restarted_from_step_0(tmp_path, capsys):
+    """A truncated checkpoint was listed as "no readable checkpoint: resume restarts it from
+    step 0", while resume refuses it (restarting would lose the steps it trained)."""
+    cfg = tmp_path / "tiny.yaml"
+    cfg.write_text(TINY + "measure: [{name: _test_kill, every: 1}]\n")
+    store_path, out = tmp_path / "runs.sqlite", tmp_path / "a"
+    p = _cli(["train", str(cfg), "--store", str(store_path), "--out", str(out)],
+             {"SGDLAB_TEST_TERM_AT": "17"})
+    assert p.returncode == 130, p.stderr
+    ckpt = out / "checkpoints" / "last.pt"
+    data = ckpt.read_bytes()
+    ckpt.write_bytes(data[:len(data) // 2])
+    (run,) = RunStore(store_path).list_runs()
+    rows = RunStore(store_path).count_metrics(run["id"], measured=False)
+    assert rows > 0
+    assert main(["runs", "list", "--store", str(store_path)]) == 0
+    note = (f"(its checkpoint {ckpt} cannot be read: resume stops and says why; remove the "
+            "file to restart the run from step 0)")
+    assert note in capsys.readouterr().out
+    assert main(["runs", "show", run["id"], "--store", str(store_path)]) == 0
+    assert note in capsys.readouterr().out
+    assert main(["resume", run["id"], "--store", str(store_path)]) == 2
+    err = capsys.readouterr().err
+    assert f"cannot read checkpoint {str(ckpt)!r}: the file is truncated" in err
+    assert "to restart the run from step 0 instead, remove that file" in err
+    assert ckpt.read_bytes() == data[:len(data) // 2]              # left as it was
+    assert RunStore(store_path).count_metrics(run["id"], measured=False) == rows
+    ckpt.unlink()            # as the note says: the run restarts from step 0 and finishes
+    assert main(["resume", run["id"], "--store", str(store_path)]) == 0
+    assert RunStore(store_path).get_run(run["id"])["status"] == "finished"
 
 
 def test_zero_epochs_checkpoint_the_initial_weights_for_measure(tmp_path, capsys):
