@@ -419,10 +419,12 @@ class _Driver:
         else:
             self.failed_keys.add(r.key)
             self.rep.failed.append((r.run_name, record.message or "failed"))
-        if record.status == "failed-input" and self.bad_input is None:
-            self.bad_input = (r, record.message or "")
         extra = (f": {record.message.splitlines()[0]}" if record.message and status != "finished"
                  else "")
+        if record.status == "failed-input" and self.bad_input is None:
+            self.bad_input = (r, record.message or "")
+            # its message is the error that ends the sweep: said there, not twice
+            extra = ": bad input (the error that stops the sweep says what)"
         self.say(f"[{self.count}/{self.todo_total}] {r.run_name} {status} ({sec:.1f} s){extra}")
 
     def _commit(self, f: _Flight, record: RunRecord) -> None:

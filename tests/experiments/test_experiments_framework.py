@@ -523,9 +523,14 @@ def test_bad_input_stops_the_sweep_with_its_message(tmp_path):
 
     raw = _raw(procedure="_test_missing_data")
     runs = resolve(raw, "smoke").expand()
-    with pytest.raises(UserError, match=r"(?s)missing file .*The sweep stopped"):
-        run_sweep(runs, store_path=str(tmp_path / "s.sqlite"), progress=None)
+    lines: list[str] = []
+    with pytest.raises(UserError, match=r"(?s)missing file .*The sweep stopped") as e:
+        run_sweep(runs, store_path=str(tmp_path / "s.sqlite"), progress=lines.append)
     assert calls == ["sq|x=1"]                      # the other two runs were not attempted
+    # the (long) message once, in the error, not also in the run's progress line
+    assert str(e.value).count("missing file") == 1
+    assert not any("missing file" in ln for ln in lines)
+    assert any(ln.startswith("[1/3] sq|x=1|seed=0 failed") and "bad input" in ln for ln in lines)
     stored, missing = load_runs(runs, store_path=str(tmp_path / "s.sqlite"))
     assert not stored and len(missing) == 3
 
