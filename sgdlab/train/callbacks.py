@@ -64,11 +64,22 @@ def train_subset(data: Any, size: int | None, seed: int = 0) -> tuple[Tensor, Te
     return x, y
 
 
+def model_device(ctx: "TrainContext") -> torch.device:
+    """The device the run computes on: its model's parameters', or, for a model without any
+    (the loop trains one: an optimizer over tensors the model closes over), its training
+    data's, where the loop runs such a model."""
+    p = next(ctx.model.parameters(), None)
+    if p is not None:
+        return p.device
+    x = getattr(ctx.data, "x_train", None)
+    return x.device if isinstance(x, Tensor) else torch.device("cpu")
+
+
 def step_generator(ctx: "TrainContext", seed: int) -> torch.Generator:
     """A generator on the model's device seeded with ``seed + step``: a measurement's random
     draws (probes, start vectors) are reproducible and leave torch's global RNG, which dropout
     and the optimizers' noise read, untouched."""
-    dev = next(ctx.model.parameters()).device
+    dev = model_device(ctx)
     return torch.Generator(device=dev).manual_seed(seed + ctx.step)
 
 
@@ -203,7 +214,7 @@ class MeasurementCallback(Callback):
         # what ``fn`` draws from torch's global generators (a Lanczos start vector or probes
         # without ``generator=``) comes from a fork of them: the run's dropout masks and
         # noise go on as without the callback, as for the instruments
-        dev = next(ctx.model.parameters()).device
+        dev = model_device(ctx)
         with naming_divergence(self), torch.random.fork_rng(
                 devices=[dev] if dev.type == "cuda" else [], device_type="cuda"):
             values = self.fn(ctx)

@@ -755,6 +755,26 @@ def test_a_measurement_callback_leaves_the_runs_random_draws_to_dropout():
     assert torch.equal(flat(measured), flat(plain))
 
 
+def test_a_measurement_callback_measures_a_model_without_parameters():
+    # StopIteration (next(model.parameters())) for a model the loop trains: its weights a
+    # tensor it closes over, which the optimizer updates
+    from sgdlab.train import MeasurementCallback
+
+    w = torch.zeros(5, 2, requires_grad=True)
+
+    class Closed(nn.Module):
+        def forward(self, x):
+            return x @ w
+
+    r = train(Closed(), nn.CrossEntropyLoss(), toy_data(),
+              torch.optim.SGD([w], lr=0.1), epochs=1, batch_size=20, progress=False,
+              callbacks=[MeasurementCallback(lambda ctx: {"w_norm": float(w.detach().norm())},
+                                             Schedule.every(1))])
+    norms = [v for _, v in r.history["w_norm"]]
+    assert [s for s, _ in r.history["w_norm"]] == [0, 1, 2, 3]
+    assert norms[0] == 0 and norms[-1] > norms[1] > 0
+
+
 def test_callbacks_that_are_not_callbacks_are_named_and_a_single_one_is_taken():
     # a measurement function failed at the first hook ("'function' object has no attribute
     # 'on_train_begin'"); a single callback failed on "'...' object is not iterable"
