@@ -142,10 +142,13 @@ class SequentialTaylor:
         first = next(j for j, m in enumerate(self.layers) if isinstance(m, _WEIGHTED))
         width = 0
         pooled = None         # a max pooling's output, maybe channels-last
+        masks = ()            # a ReLU chain's layers whose masks wait for the NCHW copy
         for j, m in enumerate(self.layers):
             cl = None
             if a is pooled and not a.is_contiguous():    # recorded NCHW; kept channels-last as
                 cl, a = a, a.contiguous()                 # the input of a pooled convolution
+            self._relu_masks(cache, masks, a)
+            masks = ()
             acts.append(a)
             q, p = self.chain_of.get(j, (None, None))
             if q in self.relu_chains:
@@ -155,9 +158,15 @@ class SequentialTaylor:
                 if j == p:
                     a, cache[j] = max_pool_with_indices(m, a, contiguous=False,
                                                         contiguous_indices=not per_sample)
-                    for i in range(q, p):      # relu'(z) = [relu(z) > 0]: from the output
+                    for i in range(q, p):
                         a = self.layers[i](a)
-                        cache["pooled", i] = activation_derivatives(self.layers[i], a)
+                    # relu'(z) = [relu(z) > 0] = [chain's output > 0]: with ``per_sample``
+                    # made from the output as the next layer records it (NCHW), the layout of
+                    # the output gradients it multiplies there
+                    masks = range(q, p)
+                    if not per_sample:
+                        self._relu_masks(cache, masks, a)
+                        masks = ()
                     pooled = a
                 continue
             # a pooled chain's coefficients are taken at the pooled size once the argmax is
@@ -176,6 +185,7 @@ class SequentialTaylor:
                 a = m(a)
             if isinstance(m, _WEIGHTED):
                 width += a[0].numel() if a.dim() > 1 else 1
+        self._relu_masks(cache, masks, a)
         self.width = max(width, 1)
         with torch.enable_grad():
             o = a.detach().requires_grad_(True)
@@ -206,6 +216,13 @@ class SequentialTaylor:
                     cache["pooled", j] = tuple(None if t is None else _gather_one(t, cache[pool])
                                                for t in cache[j])
         return acts, cache, o, g_out
+
+    def _relu_masks(self, cache: dict, chain, out: Tensor) -> None:
+        """relu' of the ReLU layers ``chain`` at the pooled size from the chain's output: one
+        mask for all of them (a ReLU of a ReLU has the same positive entries)."""
+        for i in chain:
+            cache["pooled", i] = cache["pooled", chain[0]] if i > chain[0] else \
+                activation_derivatives(self.layers[i], out)
 
     def keep(self, prep: tuple) -> tuple:
         """``prep`` with what pays only when a preparation serves many products (an operator's

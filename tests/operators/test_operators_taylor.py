@@ -87,3 +87,25 @@ def test_max_pool_with_indices_matches_torch(opts):
     assert out.is_contiguous() and idx.is_contiguous()
     torch.testing.assert_close(out, ref, equal_nan=True, rtol=0, atol=0)
     assert torch.equal(idx, ref_idx)
+
+
+def test_per_sample_relu_masks_are_made_in_the_layout_the_next_layer_records():
+    """In the per-sample passes a pooled ReLU chain's masks come from the chain's output as the
+    next layer records it (NCHW on CPU, the layout of the output gradients they multiply
+    there; from the channels-last pooling they were channels-last), with the same values."""
+    from sgdlab.operators.params import trainable_named_params
+
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv2d(1, 3, 3, padding=1), nn.ReLU(), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
+        nn.Linear(16, 3))
+    x, y = torch.randn(6, 1, 8, 8), torch.randint(0, 3, (6,))
+    taylor = SequentialTaylor.build(model, trainable_named_params(model))
+    loss = nn.CrossEntropyLoss()
+    ops = taylor.prepare(x, y, loss)[1]
+    per_sample = taylor.prepare(x, y, loss, per_sample=True)[1]
+    for i in (1, 2, 5):
+        mask = per_sample["pooled", i][0]
+        assert mask.is_contiguous()
+        assert torch.equal(mask, ops["pooled", i][0])
