@@ -164,6 +164,17 @@ def _oom_above(limit: int, fn, error):
     return wrapped
 
 
+def _said_out_of_memory(fn, *args, **kwargs):
+    """fn's result, asserting that its warnings said "out of memory" and never "vmap failed"."""
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter("always")
+        out = fn(*args, **kwargs)
+    messages = [str(m.message) for m in w]
+    assert any("out of memory" in m for m in messages), messages
+    assert not any("vmap failed" in m for m in messages), messages
+    return out
+
+
 @pytest.mark.parametrize("error", [
     torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"),
     RuntimeError("CUDA error: CUBLAS_STATUS_ALLOC_FAILED when calling `cublasCreate(handle)`"),
@@ -176,12 +187,8 @@ def test_out_of_memory_under_vmap_is_reported_as_memory_and_retried(monkeypatch,
     calls = []
     monkeypatch.setattr(walk, "_pointwise_losses",
                         lambda *args, **kw: calls.append(1) or pytest.fail("pointwise"))
-    with warnings.catch_warnings(record=True) as w:
-        warnings.simplefilter("always")
-        out = segment_losses(model, loss_fn, data, a, b, alphas, vectorize=True)
-    messages = [str(m.message) for m in w]
-    assert any("out of memory" in m for m in messages), messages
-    assert not any("vmap failed" in m for m in messages), messages
+    out = _said_out_of_memory(segment_losses, model, loss_fn, data, a, b, alphas,
+                              vectorize=True)
     torch.testing.assert_close(out, reference, rtol=1e-13, atol=0)
 
 
@@ -224,12 +231,8 @@ def test_the_cpu_allocators_failure_is_out_of_memory_too():
             torch.empty(1 << 50, dtype=torch.uint8)     # more than any address space holds
     h = model.register_forward_pre_hook(forward_pre)
     for vectorize in (False, True):
-        with warnings.catch_warnings(record=True) as w:
-            warnings.simplefilter("always")
-            out = segment_losses(model, loss_fn, data, a, b, alphas, vectorize=vectorize)
-        messages = [str(m.message) for m in w]
-        assert any("out of memory" in m for m in messages), messages
-        assert not any("vmap failed" in m for m in messages), messages
+        out = _said_out_of_memory(segment_losses, model, loss_fn, data, a, b, alphas,
+                                  vectorize=vectorize)
         torch.testing.assert_close(out, reference, rtol=1e-12, atol=0)
     h.remove()
 
