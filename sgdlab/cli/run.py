@@ -93,6 +93,14 @@ def _run(args: argparse.Namespace) -> int:
         raise UserError("--json prints the plan of --dry-run: give both")
     if args.dry_run:
         return _dry_run(args)
+    if args.out is None:
+        # the default folder, named: the command that continues the sweep (recorded with its
+        # runs, printed on an interrupt) then writes the report there from any folder
+        from sgdlab.experiments.runner import default_out_dir
+        from sgdlab.experiments.spec import load_experiment
+
+        spec = load_experiment(args.config or args.name, args.scale, readings_of(args))
+        args.out = str(default_out_dir(spec))
     try:
         res = run_experiment(args.config or args.name, scale=args.scale, out_dir=args.out,
                              store_path=args.store, workers=args.workers, device=args.device,

@@ -332,6 +332,36 @@ def test_a_stopped_sweep_run_continues_with_the_options_its_sweep_ran_with(
     assert capsys.readouterr().err.rstrip().endswith(f"continue with: {same}")
 
 
+def test_a_sweep_without_out_continues_into_the_folder_it_wrote(tmp_path, capsys, monkeypatch):
+    """A sweep given no --out writes to sgdlab-out/NAME-SCALE under the folder it ran in; the
+    command recorded to continue it had no --out, so run from elsewhere it wrote the report
+    there. The command names the folder, absolute, as it does a given --out."""
+    import sgdlab.experiments.runner as runner
+
+    monkeypatch.chdir(tmp_path)
+    argv = ["run", GRID, "--scale", "smoke", "--store", "s.sqlite"]
+    assert main(argv) == 0
+    out = tmp_path / "sgdlab-out" / f"{GRID}-smoke"
+    assert (out / "results.json").is_file()
+    store = RunStore(tmp_path / "s.sqlite")
+    stopped = store.list_runs()[0]["id"]
+    store.set_status(stopped, "interrupted")
+    store.close()
+    capsys.readouterr()
+    same = f"sgdlab run {GRID} --scale smoke --out {out} --store {tmp_path / 's.sqlite'}"
+    monkeypatch.chdir(tmp_path.parent)
+    assert main(["runs", "list", "--store", str(tmp_path / "s.sqlite")]) == 0
+    assert f"continue with:\n  {same}  (" in capsys.readouterr().out
+
+    def interrupted(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(runner, "run_experiment", interrupted)
+    assert main(argv) == 130
+    assert capsys.readouterr().err.rstrip().endswith(f"continue with: {same}")
+
+
 def test_on_ray_the_data_files_are_not_looked_up_on_the_driver(tmp_path, monkeypatch):
     """The runs of --backend ray read the data of the Ray nodes, which the driver's machine
     need not hold: missing there, the sweep still starts (its runs say what they lack)."""
