@@ -144,6 +144,16 @@ def finished_since(run: dict, store) -> str | None:
     return None
 
 
+def _sweep_entry(run: dict) -> tuple[str, str] | None:
+    """``(experiment, run key)`` of a run of a sweep, which its sweep reruns; None for a run
+    of ``sgdlab train`` or ``sgdlab parle``, which is continued by itself."""
+    cfg = run.get("config") or {}
+    if (isinstance(cfg, dict) and cfg.get("run_key") and run.get("experiment")
+            and not any(a["kind"] == "out_dir" for a in run.get("artifacts", []))):
+        return run["experiment"], cfg["run_key"]
+    return None
+
+
 def continue_hint(run: dict, store) -> str | None:
     """The command that continues a stopped run: ``sgdlab resume`` for a run of ``sgdlab
     train``; re-running its sweep for a run of an experiment, with the options of the
@@ -294,16 +304,21 @@ def _list(args) -> int:
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
         print("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip())
-    # the command that continues each (one per sweep entry) and where it starts
-    hints: dict[str, str] = {}
+    # the command that continues each and where it starts: one per sweep entry, that of its
+    # latest stopped run (runs come oldest first). Either invocation that stopped an entry
+    # reruns it, and once one has, the other's run needs nothing (finished_since)
+    latest: dict = {}
     covered = redone = 0
     for rid, run in stopped.items():
         hint = continue_hint(run, store)
         if hint:
             covered += 1
-            hints.setdefault(hint, _resume_point(run, ckpt[rid]))
+            latest[_sweep_entry(run) or rid] = hint, _resume_point(run, ckpt[rid])
         elif finished_since(run, store) is not None:
             redone += 1
+    hints: dict[str, str] = {}
+    for hint, where in latest.values():
+        hints.setdefault(hint, where)
     if hints:
         print(f"\n{covered} run(s) stopped before they ended; continue with:")
         for h, where in hints.items():

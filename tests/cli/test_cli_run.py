@@ -362,6 +362,27 @@ def test_a_sweep_without_out_continues_into_the_folder_it_wrote(tmp_path, capsys
     assert capsys.readouterr().err.rstrip().endswith(f"continue with: {same}")
 
 
+def test_a_sweep_entry_stopped_twice_gives_one_command(tmp_path, capsys):
+    """An entry stopped by two invocations of its sweep (here with different --workers) gave
+    both command lines, as if each were needed; either reruns it, and once one has, the other
+    run needs nothing. The listing gives the latest invocation's command, once per entry."""
+    store = RunStore(tmp_path / "runs.sqlite")
+    first, second = (f"sgdlab run {GRID} --scale smoke{w} --out {tmp_path / 'o'}"
+                     for w in ("", " --workers 2"))
+    for key, command in (("k1", first), ("k1", second), ("k2", first)):
+        rid = store.create_run({"run_key": key, "experiment": GRID, "scale": "smoke",
+                                "command": command}, experiment=GRID)
+        store.set_status(rid, "interrupted")
+        if key == "k1" and command == second:
+            assert main(["runs", "list", "--store", str(store.path)]) == 0
+            footer = capsys.readouterr().out.split("\n\n")[1]
+            assert footer.count("sgdlab run") == 1 and f"{second} --store" in footer
+            assert footer.startswith("2 run(s) stopped before they ended")
+    assert main(["runs", "list", "--store", str(store.path)]) == 0
+    footer = capsys.readouterr().out.split("\n\n")[1]     # another entry, stopped by the first
+    assert footer.count("sgdlab run") == 2 and f"{first} --store" in footer
+
+
 def test_on_ray_the_data_files_are_not_looked_up_on_the_driver(tmp_path, monkeypatch):
     """The runs of --backend ray read the data of the Ray nodes, which the driver's machine
     need not hold: missing there, the sweep still starts (its runs say what they lack)."""
