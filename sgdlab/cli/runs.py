@@ -227,6 +227,16 @@ def checkpoint_step(run: dict) -> int | None:
         return None
 
 
+def checkpoint_state(run: dict, step: int | None) -> str:
+    """What continuing a stopped run finds, given its :func:`checkpoint_step`: ``"ok"``, its
+    last checkpoint (at ``step``); ``"unreadable"``, a checkpoint file resume refuses to read;
+    ``"none"``, no checkpoint (a run of a sweep keeps none): it restarts from step 0."""
+    if step is not None and step != -1:
+        return "ok"
+    path = _checkpoint_file(run)
+    return "unreadable" if path is not None and path.exists() else "none"
+
+
 def _resume_point(run: dict, step: int | None) -> str:
     """Where continuing a stopped run starts, in words."""
     if step == -1:
@@ -234,7 +244,7 @@ def _resume_point(run: dict, step: int | None) -> str:
     if step is not None:
         return f"resume continues from its last checkpoint, step {step}"
     path = _checkpoint_file(run)
-    if path is not None and path.exists():   # resume refuses it rather than lose its steps
+    if checkpoint_state(run, step) == "unreadable":   # resume refuses it, not to lose its steps
         return (f"its checkpoint {path} cannot be read: resume stops and says why; remove "
                 "the file to restart the run from step 0")
     from sgdlab.train.replicas import MASTER_CHECKPOINT
@@ -277,7 +287,9 @@ def _list(args) -> int:
         keys = ("id", "name", "experiment", "status", "recorded_status", "host", "pid",
                 "created", "summary")
         print(dumps([{**{k: r[k] for k in keys},
-                      "checkpoint_step": ckpt[r["id"]] if ckpt.get(r["id"], -1) != -1 else None}
+                      "checkpoint_step": ckpt[r["id"]] if ckpt.get(r["id"], -1) != -1 else None,
+                      "checkpoint": (checkpoint_state(stopped[r["id"]], ckpt[r["id"]])
+                                     if r["id"] in stopped else None)}
                      for r in runs], indent=1, nonfinite="string"))
         return 0
     if not runs:

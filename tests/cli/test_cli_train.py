@@ -525,6 +525,37 @@ def test_runs_json_of_a_diverged_run_is_strict_and_its_table_unchanged(tmp_path,
     assert row[1:5] == ["big-lr", "diverged", "1", "nan"]     # name, status, steps, test_loss
 
 
+def test_runs_list_json_tells_a_damaged_checkpoint_from_none(tmp_path, capsys, monkeypatch):
+    """`--json` gave checkpoint_step null both for a stopped run without a checkpoint (resume
+    restarts it) and for one whose checkpoint cannot be read (resume stops), which the text
+    listing tells apart; its "checkpoint" field says which, as the text does."""
+    monkeypatch.chdir(tmp_path)
+    assert main(["train", "digits-mlp", "--store", "runs.sqlite", "--out", "run",
+                 "--set", "train.max_steps=2", "--set", "train.epochs=1", "--no-progress"]) == 0
+    store = RunStore(tmp_path / "runs.sqlite")
+    rid = store.list_runs()[0]["id"]
+    store.set_status(rid, "interrupted")
+    store.close()
+    last = tmp_path / "run" / "checkpoints" / "last.pt"
+    step = torch.load(last, weights_only=True)["loop"]["step"]
+    capsys.readouterr()
+
+    def listed():
+        assert main(["runs", "list", "--json", "--store", "runs.sqlite"]) == 0
+        (row,) = json.loads(capsys.readouterr().out)
+        assert main(["runs", "list", "--store", "runs.sqlite"]) == 0
+        return row["checkpoint"], row["checkpoint_step"], capsys.readouterr().out
+
+    state, at, text = listed()
+    assert (state, at) == ("ok", step) and f"from its last checkpoint, step {step}" in text
+    last.write_bytes(b"not a checkpoint")
+    state, at, text = listed()
+    assert (state, at) == ("unreadable", None) and f"checkpoint {last} cannot be read" in text
+    last.unlink()
+    state, at, text = listed()
+    assert (state, at) == ("none", None) and "no checkpoint yet" in text
+
+
 def test_train_names_its_tensorboard_folder(tmp_path, capsys, monkeypatch):
     # the summary named results, plots, checkpoint and store, not the event files'
     # DIR/<name>-<run id> folder, whose name only the run id tells
