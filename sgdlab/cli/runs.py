@@ -213,12 +213,11 @@ def checkpoint_step(run: dict) -> int | None:
         return -1 if isinstance(cfg, dict) and cfg.get("run_key") else None
     if not path.is_file():
         return None
-    import torch
-
+    from sgdlab.train.checkpoint import load_checkpoint
     from sgdlab.train.replicas import MASTER_CHECKPOINT
 
-    try:   # mapped, not read: the weights are not needed for the step
-        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    try:   # resume's checks (CRC-32, format); mapped, not read: the weights are not needed
+        state = load_checkpoint(path, mmap=True)
         if path.name != MASTER_CHECKPOINT:
             return int(state["loop"]["step"])
         # of `sgdlab parle`: master.pt, whose round r ends at step r·L

@@ -130,8 +130,9 @@ def _python_numbers(value: Any) -> Any:
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu",
-                    require: tuple[str, ...] = ()) -> dict[str, Any]:
-    """Read a checkpoint written by :func:`save_checkpoint` (``weights_only=True``).
+                    require: tuple[str, ...] = (), *, mmap: bool = False) -> dict[str, Any]:
+    """Read a checkpoint written by :func:`save_checkpoint` (``weights_only=True``; with
+    ``mmap`` its tensors mapped, not read, for a caller that needs only its plain entries).
 
     ``require`` names entries that must be present (e.g. ``("model",)``). Every way a file
     can be unusable — missing, empty, truncated, not a checkpoint, holding pickled objects
@@ -147,7 +148,7 @@ def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu",
         raise UserError(f"cannot read checkpoint {str(path)!r}: the file is corrupt (its entry "
                         f"{damaged!r} fails its CRC-32 check: changed on disk since written)")
     try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
+        state = torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
     except Exception as e:  # noqa: BLE001 - each failure is named below, one line each
         raise UserError(f"cannot read checkpoint {str(path)!r}: {_load_failure(path, e)}") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT_VERSION:

@@ -628,6 +628,30 @@ def test_a_damaged_checkpoint_is_named_not_silently_restarted_from_step_0(tmp_pa
     assert RunStore(store_path).get_run(run["id"])["status"] == "finished"
 
 
+def test_a_checkpoint_failing_its_crc_is_not_listed_as_resumable(tmp_path):
+    """The listing mapped the checkpoint without resume's checks: a flipped byte in its
+    weights (resume refuses the file: CRC-32) read as 'resume continues from ... step 7'."""
+    import zipfile
+
+    from sgdlab.cli.runs import _resume_point, checkpoint_step
+    from sgdlab.train.checkpoint import FORMAT_VERSION, save_checkpoint
+
+    ckpt = tmp_path / "checkpoints" / "last.pt"
+    ckpt.parent.mkdir()
+    save_checkpoint(ckpt, {"format": FORMAT_VERSION, "loop": {"step": 7},
+                           "model": {"w": torch.arange(1000.0)}})
+    run = {"artifacts": [{"kind": "out_dir", "path": str(tmp_path)}], "config": {}}
+    assert checkpoint_step(run) == 7
+    with zipfile.ZipFile(ckpt) as z:
+        (e,) = [i for i in z.infolist() if i.filename.endswith("/data/0")]
+    at = e.header_offset + 30 + len(e.filename) + len(e.extra) + 100   # inside the weights
+    data = bytearray(ckpt.read_bytes())
+    data[at] ^= 0xFF
+    ckpt.write_bytes(bytes(data))
+    assert checkpoint_step(run) is None
+    assert _resume_point(run, None).startswith(f"its checkpoint {ckpt} cannot be read")
+
+
 def test_zero_epochs_checkpoint_the_initial_weights_for_measure(tmp_path, capsys):
     """train.epochs=0 is no mistake to refuse (its description says so): the run trains
     nothing, evaluates the initial weights and checkpoints them, which measure reads."""
