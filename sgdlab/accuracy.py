@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 from typing import Any
 
+import torch.nn.functional as F
 from torch import Tensor
 
 __all__ = ["argmax_hits", "ignored_target"]
@@ -14,11 +15,14 @@ __all__ = ["argmax_hits", "ignored_target"]
 def ignored_target(loss_fn: Any) -> int | None:
     """The target value ``loss_fn`` leaves out of its loss: the ``ignore_index`` of a
     cross-entropy or NLL loss (``nn.CrossEntropyLoss(ignore_index=255)``, or a
-    ``functools.partial`` of ``F.cross_entropy`` given one); None for a loss without one."""
+    ``functools.partial`` of ``F.cross_entropy`` given one; -100, their default, for
+    ``F.cross_entropy`` and ``F.nll_loss`` themselves); None for a loss without one."""
     while isinstance(loss_fn, functools.partial):
         if "ignore_index" in loss_fn.keywords:
             return int(loss_fn.keywords["ignore_index"])
         loss_fn = loss_fn.func
+    if loss_fn is F.cross_entropy or loss_fn is F.nll_loss:
+        return -100
     ignore = getattr(loss_fn, "ignore_index", None)
     return ignore if isinstance(ignore, int) else None
 
@@ -30,7 +34,8 @@ def argmax_hits(outputs: Any, targets: Tensor,
     (N, C, *d) scores against (N, *d) integer targets (one label per sample, or per position
     of a sequence or image); negative targets (cross-entropy's ``ignore_index``, -100 by
     default) and the target ``loss_fn`` ignores (:func:`ignored_target`: 255 for
-    ``nn.CrossEntropyLoss(ignore_index=255)``, as in segmentation) are no labels. The accuracy is ``hits / labels`` summed over batches. None for
+    ``nn.CrossEntropyLoss(ignore_index=255)``, as in segmentation) are no labels. The
+    accuracy is ``hits / labels`` summed over batches. None for
     targets that are not class labels (floating point), outputs of any other shape, a single
     score per label (a binary classifier's one logit, whose argmax is always class 0), or a
     tuple or dict that ``loss_fn`` unpacks: there is no accuracy to read from them. Works

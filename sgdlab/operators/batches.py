@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import threading
 from collections.abc import Iterable, Iterator
 from typing import Union
@@ -13,6 +14,7 @@ from typing import Union
 import torch
 from torch import Tensor, nn
 
+from sgdlab.accuracy import ignored_target
 from sgdlab.errors import UserError
 
 Batch = tuple[Tensor, Tensor]
@@ -199,21 +201,33 @@ def _weighted_mean(loss_fn: object, data: Data) -> tuple[str, str] | None:
     losses (class weights, ignored targets in ``data``), and how one sample's loss differs
     from its share of it; None: a plain mean. Targets are looked at for one batch or a list
     of batches (an iterator is not consumed)."""
-    if not isinstance(loss_fn, (nn.CrossEntropyLoss, nn.NLLLoss)) \
-            or getattr(loss_fn, "reduction", None) != "mean":
-        return None
     name = type(loss_fn).__name__
-    if loss_fn.weight is not None and bool((loss_fn.weight != loss_fn.weight.flatten()[0]).any()):
-        return (f"loss_fn {name}(weight=...) is a mean weighted by the class weights",
-                "they cancel in one sample's loss")
+    if isinstance(loss_fn, (nn.CrossEntropyLoss, nn.NLLLoss)):
+        if loss_fn.reduction != "mean":
+            return None
+        if loss_fn.weight is not None \
+                and bool((loss_fn.weight != loss_fn.weight.flatten()[0]).any()):
+            return (f"loss_fn {name}(weight=...) is a mean weighted by the class weights",
+                    "they cancel in one sample's loss")
+    else:      # F.cross_entropy (ignores -100), or a functools.partial given ignore_index
+        name = getattr(_partial_base(loss_fn), "__name__", name)
+    ignore = ignored_target(loss_fn)     # accuracy's rule: the target the loss leaves out
+    if ignore is None:
+        return None
     batches = [data] if is_single_batch(data) else data if isinstance(data, (list, tuple)) else []
     if any(isinstance(b, (list, tuple)) and len(b) == 2 and isinstance(b[1], Tensor)
-           and not b[1].is_floating_point() and bool((b[1] == loss_fn.ignore_index).any())
+           and not b[1].is_floating_point() and bool((b[1] == ignore).any())
            for b in batches):
-        return (f"loss_fn {name}(ignore_index={loss_fn.ignore_index}) averages over the "
+        return (f"loss_fn {name}(ignore_index={ignore}) averages over the "
                 "targets not ignored, and the data has ignored ones",
                 "an ignored sample's own loss has zero gradient")
     return None
+
+
+def _partial_base(loss_fn: object) -> object:
+    while isinstance(loss_fn, functools.partial):
+        loss_fn = loss_fn.func
+    return loss_fn
 
 
 def check_mean_of_samples(loss_fn: object, data: Data, who: str) -> None:
