@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..accuracy import ignored_target
 from .batches import is_single_batch, iterate_batches
 from .params import param_rows, param_slices, state_versions
 
@@ -436,14 +437,12 @@ def cross_entropy_probabilities(loss_fn, o: Tensor, y: Tensor) -> Tensor | None:
     """softmax(o) when ``loss_fn`` is the plain mean cross-entropy of (N, C) logits against
     class indices, else None. Its Hessian in the logits is then (diag p_i − p_i p_iᵀ) / N per
     sample (label smoothing does not change it: the smoothed targets still sum to 1)."""
-    if loss_fn is F.cross_entropy:
-        ignore = -100
-    elif (type(loss_fn) is nn.CrossEntropyLoss and loss_fn.weight is None
-            and loss_fn.reduction == "mean"):
-        ignore = loss_fn.ignore_index
-    else:
+    if not (loss_fn is F.cross_entropy or (type(loss_fn) is nn.CrossEntropyLoss
+                                           and loss_fn.weight is None
+                                           and loss_fn.reduction == "mean")):
         return None
-    if o.dim() != 2 or y.dim() != 1 or y.is_floating_point() or bool((y == ignore).any()):
+    if (o.dim() != 2 or y.dim() != 1 or y.is_floating_point()
+            or bool((y == ignored_target(loss_fn)).any())):    # accuracy's rule
         return None
     return torch.softmax(o.detach(), dim=-1)
 
