@@ -40,6 +40,7 @@ from torch import Tensor, nn
 from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_flatten
 
+from ..accuracy import ignored_target
 from .batches import (ELEMENTWISE_LOSSES, Data, check_input_dtype, check_loss_reduction,
                       dense_embedding_gradients, fixed_randomness, iterate_batches,
                       plain_checkpoints)
@@ -397,17 +398,25 @@ class PerSampleFactors:
 _MEAN_LOSSES = (nn.CrossEntropyLoss, nn.NLLLoss) + ELEMENTWISE_LOSSES
 
 
+def ignores_targets(loss_fn, y: Tensor) -> bool:
+    """Whether ``y`` holds a target ``loss_fn`` leaves out (accuracy's rule,
+    :func:`~sgdlab.accuracy.ignored_target`): its batch loss is then the mean over the others,
+    not of the samples' losses, in any batch (the first one's check does not vouch for it)."""
+    ignore = ignored_target(loss_fn)
+    return ignore is not None and not y.is_floating_point() and bool((y == ignore).any())
+
+
 def _mean_of_samples(loss_fn, out: Tensor, y: Tensor, m: int = 8) -> bool:
     """Whether the batch loss is the mean of the samples' losses, the assumption behind
     recovering δ_i from one batch backward: known for torch's unweighted mean-reduced losses
     (with no ignored target, and for element-wise ones targets of the outputs' shape: (N, 1)
     against (N,) broadcasts to every pair of samples), else checked on ``m`` samples."""
+    if ignores_targets(loss_fn, y):
+        return False         # the mean over the targets not ignored
     if (type(loss_fn) in _MEAN_LOSSES and loss_fn.reduction == "mean"
             and getattr(loss_fn, "weight", None) is None
             and not (isinstance(loss_fn, ELEMENTWISE_LOSSES) and out.shape != y.shape)):
-        ignore = getattr(loss_fn, "ignore_index", None)
-        if ignore is None or y.is_floating_point() or not (y == ignore).any():
-            return True
+        return True
     m = min(m, len(out))
     if m < 2:
         return True
@@ -520,6 +529,8 @@ def _sequential_passes(model, loss_fn, batches, layers, *, pooled_only: bool = T
             if not _mean_of_samples(loss_fn, out.detach(), y):
                 return None
             checked = True
+        elif ignores_targets(loss_fn, y):
+            return None
         for i, j in enumerate(where):
             a = a_in[j]
             if isinstance(layers[i], _BN):
@@ -710,6 +721,8 @@ def _hooked_passes(model, loss_fn, batches, layers):
                     if not _mean_of_samples(loss_fn, out.detach(), y):
                         return None
                     checked = True
+                elif ignores_targets(loss_fn, y):
+                    return None
                 # δ only: differentiate w.r.t. the layers' outputs, so no weight gradient (and
                 # no input gradient of the first layer) is computed; an output changed in place
                 # afterwards (inplace activation) no longer names it: then w.r.t. the weights

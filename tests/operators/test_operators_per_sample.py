@@ -1,7 +1,10 @@
 """Factored per-sample gradients (linear and convolution layers) against torch.func vmap and
 explicit per-sample loops, float64; the Gram-trick products against the dense (N, d) matrix."""
+import functools
+
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from sgdlab.errors import UserError
@@ -419,6 +422,30 @@ def test_a_sample_whose_targets_are_all_ignored_gets_its_undefined_row():
     assert not bool(ref[2].any()) and bool(ref[[0, 1, 3]].isfinite().all())
     torch.testing.assert_close(per_sample_gradients(model, per_position, (x, y)), ref,
                                equal_nan=True)
+
+
+@pytest.mark.parametrize("where", ["first_batch", "later_batch"])
+@pytest.mark.parametrize("loss", ["module", "partial", "F"])
+@pytest.mark.parametrize("kind", ["mlp", "pooled"])
+def test_an_ignored_target_in_any_batch_is_no_mean_of_the_samples(kind, loss, where):
+    """A batch with an ignored target averages over the others, so its δ_i (the batch loss's
+    output gradient times N) are not the samples' own: rows 0.17 off the loop, one target of
+    12 ignored. It was seen for the loss modules only in the first 8 samples of the first
+    batch; F.cross_entropy (-100) and a functools.partial given ignore_index not at all."""
+    torch.manual_seed(0)
+    model = (nn.Sequential(nn.Linear(6, 5), nn.Tanh(), nn.Linear(5, 3)) if kind == "mlp" else
+             nn.Sequential(nn.Conv1d(1, 2, 3), nn.ReLU(), nn.MaxPool1d(2), nn.Flatten(),
+                           nn.Linear(8, 3))).double()
+    ignore = -100 if loss == "F" else 255
+    loss_fn = {"module": nn.CrossEntropyLoss(ignore_index=255), "F": F.cross_entropy,
+               "partial": functools.partial(F.cross_entropy, ignore_index=255)}[loss]
+    x = torch.randn(24, *((6,) if kind == "mlp" else (1, 10)), dtype=torch.float64)
+    y = torch.randint(0, 3, (24,))
+    y[10 if where == "first_batch" else 20] = ignore
+    data = [(x[:12], y[:12]), (x[12:], y[12:])]
+    ref = per_sample_gradients_loop(model, loss_fn, data)
+    assert not bool(ref[10 if where == "first_batch" else 20].any())
+    torch.testing.assert_close(per_sample_gradients(model, loss_fn, data), ref)
 
 
 @pytest.mark.parametrize("kind", ["batch_statistic", "class_weights", "pooled_weights"])
