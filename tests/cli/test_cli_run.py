@@ -303,8 +303,6 @@ def test_a_stopped_sweep_run_continues_with_the_options_its_sweep_ran_with(
     """`runs list` and `runs show` gave `sgdlab run NAME --scale S --store PATH` for a stopped
     run of a sweep, without the --out, --workers, ... it ran with; they give the sweep's own
     command line, the one its interrupt prints, with relative paths made absolute."""
-    import sgdlab.experiments.runner as runner
-
     monkeypatch.chdir(tmp_path)
     argv = ["run", GRID, "--scale", "smoke", "--workers", "1", "--out", "o", "--store",
             "s.sqlite"]
@@ -323,10 +321,17 @@ def test_a_stopped_sweep_run_continues_with_the_options_its_sweep_ran_with(
     assert main(["runs", "show", stopped, "--store", str(tmp_path / "s.sqlite")]) == 0
     assert f"continue it with: {same}  (" in capsys.readouterr().out
 
+    _interrupted_rerun_says(argv, same, tmp_path, capsys, monkeypatch)
+
+
+def _interrupted_rerun_says(argv, same, folder, capsys, monkeypatch):
+    """The sweep ``argv`` run again in ``folder`` and interrupted ends saying ``same``."""
+    import sgdlab.experiments.runner as runner
+
     def interrupted(*a, **k):
         raise KeyboardInterrupt
 
-    monkeypatch.chdir(tmp_path)
+    monkeypatch.chdir(folder)
     monkeypatch.setattr(runner, "run_experiment", interrupted)
     assert main(argv) == 130
     assert capsys.readouterr().err.rstrip().endswith(f"continue with: {same}")
@@ -336,8 +341,6 @@ def test_a_sweep_without_out_continues_into_the_folder_it_wrote(tmp_path, capsys
     """A sweep given no --out writes to sgdlab-out/NAME-SCALE under the folder it ran in; the
     command recorded to continue it had no --out, so run from elsewhere it wrote the report
     there. The command names the folder, absolute, as it does a given --out."""
-    import sgdlab.experiments.runner as runner
-
     monkeypatch.chdir(tmp_path)
     argv = ["run", GRID, "--scale", "smoke", "--store", "s.sqlite"]
     assert main(argv) == 0
@@ -353,13 +356,7 @@ def test_a_sweep_without_out_continues_into_the_folder_it_wrote(tmp_path, capsys
     assert main(["runs", "list", "--store", str(tmp_path / "s.sqlite")]) == 0
     assert f"continue with:\n  {same}  (" in capsys.readouterr().out
 
-    def interrupted(*a, **k):
-        raise KeyboardInterrupt
-
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(runner, "run_experiment", interrupted)
-    assert main(argv) == 130
-    assert capsys.readouterr().err.rstrip().endswith(f"continue with: {same}")
+    _interrupted_rerun_says(argv, same, tmp_path, capsys, monkeypatch)
 
 
 def test_a_sweep_entry_stopped_twice_gives_one_command(tmp_path, capsys):
