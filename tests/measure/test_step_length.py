@@ -197,18 +197,25 @@ class Outputs(nn.Module):
             (out, x) if self.kind == "tuple" else out
 
 
-@pytest.mark.parametrize("kind", ["dict", "tuple"])
-def test_outputs_that_loss_fn_unpacks_give_the_step_length_of_the_logits(kind):
-    # the per-sample losses indexed the outputs as one tensor: KeyError: None for a dict
+def _segment(cls=None, kind="plain"):
+    """10 float64 samples, a plain ``Outputs`` model, a copy of it as ``cls(kind)``, its
+    parameters theta and an end point near them."""
     g = torch.Generator().manual_seed(0)
     x = torch.randn(10, 3, generator=g, dtype=torch.float64)
     y = torch.randint(0, 2, (10,), generator=g)
     torch.manual_seed(0)
     plain = Outputs("plain").double()
-    model = Outputs(kind).double()
+    model = (cls or Outputs)(kind).double()
     model.load_state_dict(plain.state_dict())
     theta = params_vector(plain)
     end = theta + 0.05 * torch.randn(theta.shape, generator=g, dtype=theta.dtype)
+    return x, y, plain, model, theta, end
+
+
+@pytest.mark.parametrize("kind", ["dict", "tuple"])
+def test_outputs_that_loss_fn_unpacks_give_the_step_length_of_the_logits(kind):
+    # the per-sample losses indexed the outputs as one tensor: KeyError: None for a dict
+    x, y, plain, model, theta, end = _segment(Outputs, kind)
     pick = (lambda o, t: nn.functional.cross_entropy(o["logits"], t)) if kind == "dict" else \
         (lambda o, t: nn.functional.cross_entropy(o[0], t))
     got = normalized_step_length(model, pick, theta, end, (x, y))
@@ -235,15 +242,7 @@ class Tagged(Outputs):
 def test_outputs_beside_a_number_give_the_step_length_of_the_logits():
     # vmap sliced every leaf of the outputs: "Got in_dim=0 for an input but the input is of
     # type <class 'int'>"
-    g = torch.Generator().manual_seed(0)
-    x = torch.randn(10, 3, generator=g, dtype=torch.float64)
-    y = torch.randint(0, 2, (10,), generator=g)
-    torch.manual_seed(0)
-    plain = Outputs("plain").double()
-    model = Tagged("number").double()
-    model.load_state_dict(plain.state_dict())
-    theta = params_vector(plain)
-    end = theta + 0.05 * torch.randn(theta.shape, generator=g, dtype=theta.dtype)
+    x, y, plain, model, theta, end = _segment(Tagged, "number")
     got = normalized_step_length(model, lambda o, t: nn.functional.cross_entropy(
         o["logits"], t), theta, end, (x, y))
     ref = normalized_step_length(plain, nn.CrossEntropyLoss(), theta, end, (x, y))
@@ -268,13 +267,7 @@ def test_a_loss_that_is_no_mean_of_the_samples_losses_is_refused():
     # FloatingPointError and a training run with the step_length instrument ended "diverged"
     from sgdlab.errors import UserError
 
-    g = torch.Generator().manual_seed(0)
-    x = torch.randn(10, 3, generator=g, dtype=torch.float64)
-    y = torch.randint(0, 2, (10,), generator=g)
-    torch.manual_seed(0)
-    model = Outputs("plain").double()
-    theta = params_vector(model)
-    end = theta + 0.05 * torch.randn(theta.shape, generator=g, dtype=theta.dtype)
+    x, y, model, _, theta, end = _segment()
     weighted = nn.CrossEntropyLoss(weight=torch.tensor([1.0, 3.0], dtype=torch.float64))
     plain = normalized_step_length(model, nn.CrossEntropyLoss(), theta, end, (x, y))
     with torch.no_grad():
