@@ -190,6 +190,7 @@ def _batched_losses(model: nn.Module, loss_fn: LossFn, params: dict[str, Tensor]
 _OOM = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
 # below this many samples a pass gets slow per sample: fewer points per vmap call come first
 _MIN_CHUNK = 256
+_VMAP_MAX_ELEMENTS = 2**31 - 1      # cuDNN's 32-bit indexing (_vmap_budget)
 
 
 def evaluation_memory_budget(device: torch.device | str) -> int:
@@ -209,12 +210,20 @@ def activation_bytes_per_sample(model: nn.Module, x: Tensor) -> int:
     in eval mode. A pass frees most of them as it goes, so this overestimates (CIFAR-10,
     float32: VGG-11 1.87 MiB against a measured peak of 0.50 MiB, ResNet-56 4.14 MiB against
     0.31; docs/design/walk-and-eta-ratio.md)."""
+    return _activation_sizes(model, x)[0]
+
+
+def _activation_sizes(model: nn.Module, x: Tensor) -> tuple[int, int]:
+    """(:func:`activation_bytes_per_sample`, elements per sample of the largest of those
+    tensors)."""
     probe = x[: min(2, len(x))]
     total = [probe.nbytes]
+    widest = [probe.numel()]
 
     def add(_m: nn.Module, _args: tuple, out: object) -> None:
         if isinstance(out, Tensor):
             total[0] += out.nbytes
+            widest[0] = max(widest[0], out.numel())
 
     hooks = [m.register_forward_hook(add) for m in model.modules()
              if next(m.children(), None) is None]
@@ -224,7 +233,16 @@ def activation_bytes_per_sample(model: nn.Module, x: Tensor) -> int:
     finally:
         for h in hooks:
             h.remove()
-    return max(1, -(-total[0] // len(probe)))
+    return max(1, -(-total[0] // len(probe))), max(1, -(-widest[0] // len(probe)))
+
+
+def _vmap_budget(budget: int, per_sample: int, widest: int) -> int:
+    """``budget`` capped so that no activation of a vmapped pass reaches 2³¹ elements: vmap
+    folds the points into one tensor (points × samples × one sample's elements), and cuDNN
+    indexes with 32 bits (an H200 evaluating 12 points x 2,000 samples of a 64-channel
+    64 x 64 map, 6.3e9 elements, raised CUDNN_STATUS_NOT_SUPPORTED, and the points went one
+    by one). Without vmap, torch splits such a convolution itself."""
+    return min(budget, max(1, _VMAP_MAX_ELEMENTS // widest) * per_sample)
 
 
 def _chunk_sizes(per_sample: int, n: int, points: int, budget: int,
@@ -499,8 +517,9 @@ def segment_losses(
     points = len(alphas) if alpha_chunk is None else min(alpha_chunk, len(alphas))
     total: Tensor | None = None
     with evaluation_mode(model, bn_mode):
-        per_sample = activation_bytes_per_sample(model, x0)
-        k, size = _chunk_sizes(per_sample, largest, points, budget, vectorize)
+        per_sample, widest = _activation_sizes(model, x0)
+        k, size = _chunk_sizes(per_sample, largest, points,
+                               _vmap_budget(budget, per_sample, widest), vectorize)
         while vectorize and total is None:
             try:
                 total, n = _vectorized_losses(model, loss_fn, data, theta_a, theta_b, alphas,

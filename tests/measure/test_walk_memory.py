@@ -274,3 +274,26 @@ def test_batch_norm_statistics_leave_the_model_as_it_was():
     calls.clear()
     model(x[:4])
     assert calls == [4]
+
+
+def test_no_vmapped_activation_reaches_the_element_limit(monkeypatch):
+    # vmap folds the points into one tensor: points x samples x a sample's elements must stay
+    # below cuDNN's 32-bit limit whatever the memory budget (here the limit is scaled down)
+    model, loss_fn, data, a, b = _problem(batchnorm=False)
+    model.eval()
+    widest = 3 * 4 * 4          # the convolution's output, per sample (48 elements)
+    limit = 5 * 10 * widest     # e.g. 5 points x 10 samples
+    monkeypatch.setattr(walk, "_VMAP_MAX_ELEMENTS", limit)
+    seen = []
+    batched = walk._batched_losses
+
+    def record(model, loss_fn, params, frozen, buffers, x, y):
+        seen.append(next(iter(params.values())).shape[0] * len(x) * widest)
+        return batched(model, loss_fn, params, frozen, buffers, x, y)
+    monkeypatch.setattr(walk, "_batched_losses", record)
+    alphas = segment_alphas(10)
+    out = segment_losses(model, loss_fn, data, a, b, alphas, vectorize=True,
+                         memory_budget=2**40)
+    assert seen and max(seen) <= limit, seen
+    torch.testing.assert_close(out, _naive(model, loss_fn, data, a, b, alphas, "eval"),
+                               rtol=1e-12, atol=0)
