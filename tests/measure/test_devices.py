@@ -12,6 +12,7 @@ from torch import nn
 from sgdlab.measure import (batch_statistics, gradient_covariance, hessian_eigenpairs,
                             hessian_spectral_density, hessian_trace, normalized_step_length)
 from sgdlab.measure.surface import loss_surface
+from sgdlab.measure.walk import activation_bytes_per_sample, segment_losses
 from sgdlab.operators import HessianOperator, params_vector, per_sample_gradients
 from sgdlab.testing import (covariance_reference, dense_hessian_reference,
                             per_sample_gradients_loop, random_eval_batchnorm, tiny_images)
@@ -129,3 +130,28 @@ def test_a_cpu_generator_gives_the_cpu_direction_and_covariance_eigenvectors_on_
     torch.testing.assert_close(vals_dev, vals_cpu, rtol=1e-9, atol=1e-12)
     signs = torch.sign((vecs_dev * vecs_cpu).sum(0))      # eigh's sign per column is free
     torch.testing.assert_close(vecs_dev * signs, vecs_cpu, rtol=1e-7, atol=1e-9)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("bn_mode", ["eval", "train"])
+def test_segment_losses_batched_over_alpha_match_the_cpu_point_by_point(device, bn_mode):
+    # Xing et al.'s interpolation between iterates: vmap over the points on the device, whole
+    # and in chunks of samples (train mode: the whole batch's statistics, computed over the
+    # chunks first), against the CPU evaluating one point after another
+    model, data = _problem("cpu")
+    theta_a = params_vector(model)
+    theta_b = theta_a + 0.1 * torch.randn(len(theta_a), dtype=torch.float64,
+                                          generator=torch.Generator().manual_seed(5))
+    ref = segment_losses(model, LOSS, data, theta_a, theta_b, 6, bn_mode=bn_mode,
+                         vectorize=False)
+    model, data = _problem(device)
+    a, b = theta_a.to(device), theta_b.to(device)
+    whole = segment_losses(model, LOSS, data, a, b, 6, bn_mode=bn_mode, vectorize=True)
+    # a budget of 2 x 3 samples' activations: one point per vmap call, the 8 samples in
+    # chunks of 3, 3 and 2 (walk._chunk_sizes)
+    per_sample = activation_bytes_per_sample(model, data[0][:2])
+    chunked = segment_losses(model, LOSS, data, a, b, 6, bn_mode=bn_mode, vectorize=True,
+                             memory_budget=2 * 3 * per_sample)
+    for out in (whole, chunked):
+        assert out.device.type == "cpu" or out.device.type == device
+        torch.testing.assert_close(out.cpu(), ref, rtol=1e-10, atol=1e-12)
