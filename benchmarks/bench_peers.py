@@ -55,7 +55,9 @@ power iteration failing to reach 1e-3 on the CNNs).
 library alike (steadier figures on machines with costly page faults).
 ``SGDLAB_BENCH_DEVICE=cuda`` runs every library on the GPU (model, data, probes and
 generators there; PyHessian with ``cuda=True``) and times by the wall clock between
-``torch.cuda.synchronize`` calls instead of the thread's CPU time.
+``torch.cuda.synchronize`` calls instead of the thread's CPU time, with TF32 convolutions
+off (cuDNN's default is on: every library's per-sample gradients were then ~1e-4 apart, at the
+"exact" task's tolerance), so that every library computes in float32.
 """
 from __future__ import annotations
 
@@ -124,6 +126,9 @@ def _repeats() -> int:
 # ``SGDLAB_BENCH_DEVICE=cuda``: every library's model, data and probes on the GPU, timed by
 # the wall clock between synchronisations (the thread's CPU time misses the device's work)
 DEVICE = torch.device(os.environ.get("SGDLAB_BENCH_DEVICE", "cpu"))
+if DEVICE.type == "cuda":        # float32 for every library (TF32 convolutions: ~1e-4 off)
+    torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cuda.matmul.allow_tf32 = False
 
 
 def _gen(seed: int) -> torch.Generator:
