@@ -386,16 +386,27 @@ def _claims_of(name, scale):
     return load_experiment(name, scale)
 
 
-def _barrier_run(label, seed, table):
-    """A run whose walk instrument recorded ``table``: {epoch: (steps, barriers, height)}."""
+def _barrier_run(label, seed, table, rise=None):
+    """A run whose walk instrument recorded ``table``: {epoch: (steps, barriers, height)};
+    with ``rise`` ({epoch: r}), each barrier's segment is recorded too: iterates at losses
+    0.5 and 0.4, the middle point r · 0.5 above the higher one."""
     metrics = {k: [] for k in ("walk_epoch", "walk_epoch_steps", "walk_epoch_barriers",
-                               "walk_epoch_mean_height")}
+                               "walk_epoch_mean_height", "walk_loss_k00", "walk_loss_k01",
+                               "walk_loss_k02", "walk_barrier", "walk_barrier_height",
+                               "walk_height")}
     for e, (steps, barriers, height) in table.items():
         s = 1000 * e
         metrics["walk_epoch"].append((s, float(e)))
         metrics["walk_epoch_steps"].append((s, float(steps)))
         metrics["walk_epoch_barriers"].append((s, float(barriers)))
         metrics["walk_epoch_mean_height"].append((s, height * (1 + 0.01 * seed)))
+        for t in range(s - barriers, s) if rise else ():
+            peak = 0.5 * (1 + rise[e] * (1 + 0.01 * seed))
+            for k, v in enumerate((0.5, peak, 0.4)):
+                metrics[f"walk_loss_k{k:02d}"].append((t, v))
+            metrics["walk_barrier"].append((t, 1.0))
+            metrics["walk_barrier_height"].append((t, peak - 0.5))
+            metrics["walk_height"].append((t, (0.5 + 0.4 - 2 * 0.4) / 2))
     return run(label, seed, metrics=metrics)
 
 
@@ -405,15 +416,17 @@ TABLE_2_VGG = {"lr0.1": {1: 0.0625, 10: 0.0199, 25: 0.0104, 100: 0.0025},
                "lr0.05": {1: 0.0102, 10: 0.0050, 25: 0.0035, 100: 0.0011}}
 
 
-def _barrier_verdicts(scale, barriers=None, heights=None):
+def _barrier_verdicts(scale, barriers=None, heights=None, rise=None):
     from sgdlab.experiments.procedures.xing import xing_barriers
 
     spec = _claims_of("xing-barriers", scale)
     epochs = spec.options["epochs"]
     barriers = barriers or TABLE_1_VGG
     heights = heights or TABLE_2_VGG
+    rise = rise or {e: 0.02 for e in epochs}
     runs = [_barrier_run(g, s, {e: (450, barriers.get(e, 0) if g == "lr0.1" else 0,
-                                    heights[g].get(e, heights[g][1] / e)) for e in epochs})
+                                    heights[g].get(e, heights[g][1] / e)) for e in epochs},
+                         rise)
             for g in ("lr0.1", "lr0.05") for s in (0, 1)]
     spec = SimpleNamespace(paper=PAPER, options=spec.options)
     return [c.agrees_with_paper for c in xing_barriers(spec, runs).conclusions]
@@ -440,8 +453,9 @@ def test_barriers_paper_scale_tests_epoch_100():
 
 
 def test_barrier_claims_follow_table_1s_counts_and_table_2s_heights():
-    # the paper's own VGG-11 numbers agree with every claim at paper scale
-    assert _barrier_verdicts("paper") == [True] * 14
+    # the paper's own VGG-11 numbers agree with every claim at paper scale (with barriers
+    # rising 2% above the loss)
+    assert _barrier_verdicts("paper") == [True] * 15
     # ResNet-56's 23 of 450 in epoch 100 (Table 1's largest count, line 89) passes as well
     assert all(_barrier_verdicts("paper", barriers={1: 0, 10: 0, 25: 2, 100: 23}))
     # a barrier count Table 1 does not have fails: 2 updates in epoch 1, 24 of 450 in epoch 100
@@ -452,6 +466,45 @@ def test_barrier_claims_follow_table_1s_counts_and_table_2s_heights():
     flat["lr0.05"][25] = 0.0060
     v = _barrier_verdicts("cpu", heights=flat)
     assert v.count(False) == 1
+
+
+def test_barrier_height_ratios_read_the_crossed_segments_of_the_chosen_epochs():
+    from sgdlab.experiments.procedures.xing import barrier_height_ratios
+
+    r = _barrier_run("lr0.1", 0, {1: (450, 0, 0.01), 25: (450, 2, 0.01), 100: (450, 1, 0.01)},
+                     rise={25: 0.04, 100: 0.3})
+    # a segment that crosses no barrier is not read, whatever its losses
+    r.metrics["walk_loss_k00"].append((10, 9.0))
+    r.metrics["walk_loss_k01"].append((10, 1.0))
+    r.metrics["walk_loss_k02"].append((10, 9.0))
+    r.metrics["walk_barrier"].append((10, 0.0))
+    out = barrier_height_ratios(r)
+    assert out["barriers_crossed"] == 3
+    assert out["barrier_rise_ratio"] == pytest.approx(0.3)        # epoch 100's
+    # Fig. 8's formula: (0.5 + 0.4 − 2 · 0.4) / 2 over the higher iterate's 0.5
+    assert out["barrier_fig8_ratio"] == pytest.approx(0.1)
+    out = barrier_height_ratios(r, [1, 10, 25])
+    assert out["barriers_crossed"] == 2
+    assert out["barrier_rise_ratio"] == pytest.approx(0.04)
+    out = barrier_height_ratios(r, [1, 10])
+    assert out["barriers_crossed"] == 0 and math.isnan(out["barrier_rise_ratio"])
+
+
+def test_barrier_heights_are_tested_against_the_loss_at_paper_scale_only():
+    claims = _claims_of("xing-barriers", "paper").options
+    assert claims["barrier_epochs"] == [1, 10, 25]         # Fig. 8: the first 40 epochs
+    rise = {e: 0.02 for e in (1, 10, 25, 100)}
+    assert _barrier_verdicts("paper", rise=rise)[-1] is True
+    # a barrier a fifth above the loss in epoch 25 is significant: the claim fails
+    assert _barrier_verdicts("paper", rise={**rise, 25: 0.2})[-1] is False
+    # one in epoch 100 lies outside Fig. 8's 40 epochs
+    assert _barrier_verdicts("paper", rise={**rise, 100: 0.2})[-1] is True
+    # no barrier crossed in epochs 1-25: nothing to measure, no verdict
+    assert _barrier_verdicts("paper", barriers={100: 13})[-1] is None
+    # smoke and cpu scale cross no barrier (docs/design/walk-and-eta-ratio.md): not tested
+    for scale in ("smoke", "cpu"):
+        metrics = {c["metric"] for c in _claims_of("xing-barriers", scale).options["claims"]}
+        assert not metrics & {"barrier_rise_ratio", "barrier_fig8_ratio"}, scale
 
 
 def test_hessian_norm_validation_accuracy_rises_then_drops():

@@ -80,6 +80,39 @@ def _epoch_row(r: StoredRun, epoch: int) -> dict[str, float]:
     return {"steps": float("nan"), "barriers": float("nan"), "mean_height": float("nan")}
 
 
+def barrier_height_ratios(r: StoredRun, epochs: list[int] | None = None) -> dict[str, float]:
+    """The barriers run ``r`` crossed in the interpolated epochs ``epochs`` (1-based; None: all)
+    and their largest height relative to the loss at the segment's higher iterate, max(L(θ_t),
+    L(θ_{t+1})), which Xing et al. find "substantially smaller compared with the loss value at
+    the corresponding point during training" (line 101), under two readings of a height:
+
+    - ``barrier_rise_ratio``: the highest loss between the iterates minus that iterate's
+      (the instrument's ``walk_barrier_height``): how far the barrier rises above the path;
+    - ``barrier_fig8_ratio``: the formula Fig. 8's caption prints (line 311), Table 2's
+      (L(θ_t) + L(θ_{t+1}) − 2 L(θ_t^min)) / 2 (``walk_height``), which does not involve the
+      barrier's peak.
+
+    Both NaN when no barrier was crossed; ``barriers_crossed`` counts the crossings."""
+    from sgdlab.report.figures.walk import walk_segments
+
+    steps, _, losses = walk_segments(r.metrics)
+    # the epoch-end rows are logged after the epoch's last update (step t + 1)
+    ends = sorted((s, int(e)) for s, e in r.metrics.get("walk_epoch", []))
+    crossed = dict(_points(r, "walk_barrier"))
+    rise, fig8 = dict(r.metrics.get("walk_barrier_height", [])), dict(r.metrics.get(
+        "walk_height", []))
+    ratios: list[tuple[float, float]] = []
+    for t, row in zip(steps.tolist(), losses):
+        epoch = next((e for s, e in ends if s > t), None)
+        if crossed.get(t, 0.0) <= 0.5 or (epochs is not None and epoch not in epochs):
+            continue
+        top = max(row[0], row[-1])
+        ratios.append((rise.get(t, math.nan) / top, fig8.get(t, math.nan) / top))
+    worst = np.max(ratios, axis=0) if ratios else [math.nan, math.nan]
+    return {"barriers_crossed": float(len(ratios)), "barrier_rise_ratio": float(worst[0]),
+            "barrier_fig8_ratio": float(worst[1])}
+
+
 def _claims(spec, runs: list[StoredRun], metrics: list[str], key=None):
     """Group, average the per-run ``metrics`` over seeds and check ``options.claims``."""
     o = spec.options
@@ -141,17 +174,30 @@ def xing_walk(spec, runs: list[StoredRun]) -> Analysis:
 def xing_barriers(spec, runs: list[StoredRun]) -> Analysis:
     """Per run and per epoch of ``options.epochs`` (1-based, the epochs the step interpolation
     covered): ``barrier_fraction_epochE`` (barriers crossed / steps interpolated, Table 1) and
-    ``height_epochE`` (mean height above the valley floor, Table 2)."""
+    ``height_epochE`` (mean height above the valley floor, Table 2); over the epochs of
+    ``options.barrier_epochs`` (default: all interpolated), the barriers crossed and their
+    largest height relative to the loss (:func:`barrier_height_ratios`, line 101)."""
     from sgdlab.report.figures.walk import walk_epoch_table
 
     o = spec.options
     epochs = [int(e) for e in o.get("epochs", [1])]
+    barrier_epochs = o.get("barrier_epochs")
+    if barrier_epochs is not None and (not isinstance(barrier_epochs, list) or any(
+            not isinstance(e, int) or isinstance(e, bool) or e < 1 for e in barrier_epochs)):
+        raise ConfigError(f"options.barrier_epochs: {barrier_epochs!r} is not a list of "
+                          "1-based epoch numbers")
     metrics: list[tuple[str, str]] = []
     for e in epochs:
         metrics += [(f"barriers_epoch{e}", f"barriers, epoch {e}"),
                     (f"barrier_fraction_epoch{e}", f"barriers / steps, epoch {e}"),
                     (f"height_epoch{e}", f"height above floor, epoch {e}")]
+    over = ("epochs " + ", ".join(map(str, barrier_epochs)) if barrier_epochs is not None
+            else "interpolated epochs")
+    metrics += [("barriers_crossed", f"barriers crossed, {over}"),
+                ("barrier_rise_ratio", "largest barrier rise above the higher iterate / its loss"),
+                ("barrier_fig8_ratio", "largest Fig. 8 height of a barrier / loss")]
     for r in runs:
+        r.summary.update(barrier_height_ratios(r, barrier_epochs))
         for e in epochs:
             row = _epoch_row(r, e)
             r.summary[f"barriers_epoch{e}"] = row["barriers"]
