@@ -3,11 +3,12 @@
 perturbed evaluations), so that they report the same number for any output shape."""
 from __future__ import annotations
 
-import functools
+import operator
 from typing import Any
 
-import torch.nn.functional as F
 from torch import Tensor
+
+from sgdlab.loss_settings import loss_setting
 
 __all__ = ["argmax_hits", "ignored_target"]
 
@@ -17,14 +18,10 @@ def ignored_target(loss_fn: Any) -> int | None:
     cross-entropy or NLL loss (``nn.CrossEntropyLoss(ignore_index=255)``, or a
     ``functools.partial`` of ``F.cross_entropy`` given one; -100, their default, for
     ``F.cross_entropy`` and ``F.nll_loss`` themselves); None for a loss without one."""
-    while isinstance(loss_fn, functools.partial):
-        if "ignore_index" in loss_fn.keywords:
-            return int(loss_fn.keywords["ignore_index"])
-        loss_fn = loss_fn.func
-    if loss_fn is F.cross_entropy or loss_fn is F.nll_loss:
-        return -100
-    ignore = getattr(loss_fn, "ignore_index", None)
-    return ignore if isinstance(ignore, int) else None
+    try:
+        return operator.index(loss_setting(loss_fn, "ignore_index"))
+    except TypeError:       # None, or no integer
+        return None
 
 
 def argmax_hits(outputs: Any, targets: Tensor,

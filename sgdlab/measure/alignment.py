@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from sgdlab.loss_settings import loss_reduction
 from sgdlab.operators import HessianOperator
 from sgdlab.operators.batches import Data, check_mean_of_samples
 
@@ -144,7 +145,7 @@ def sigma_hessian_alignment(
     no mean of the samples' losses (class weights, ignored targets) is refused; a sum, on one
     batch, only scales H.
     """
-    if getattr(loss_fn, "reduction", None) != "sum":
+    if loss_reduction(loss_fn) != "sum":
         check_mean_of_samples(loss_fn, data, "sigma_hessian_alignment")
     cov = gradient_covariance(model, loss_fn, data, chunk_size=chunk_size)
     s_vals, s_vecs = cov.eigenpairs(k)

@@ -6,7 +6,6 @@
 from __future__ import annotations
 
 import contextlib
-import functools
 import threading
 from collections.abc import Iterable, Iterator
 from typing import Union
@@ -16,6 +15,7 @@ from torch import Tensor, nn
 
 from sgdlab.accuracy import ignored_target
 from sgdlab.errors import UserError
+from sgdlab.loss_settings import class_weights, loss_name, loss_reduction
 
 Batch = tuple[Tensor, Tensor]
 Data = Union[Batch, Iterable[Batch]]
@@ -142,9 +142,9 @@ def is_single_batch(data: Data) -> bool:
 def check_loss_reduction(loss_fn: object) -> None:
     """A ``UserError`` for a loss that returns one value per sample (``reduction="none"``):
     measurements differentiate and average the loss of a batch, a scalar."""
-    if getattr(loss_fn, "reduction", None) == "none":
+    if loss_reduction(loss_fn) == "none":
         raise UserError(
-            f"loss_fn {type(loss_fn).__name__}(reduction='none') returns one loss per sample; "
+            f"loss_fn {loss_name(loss_fn)}(reduction='none') returns one loss per sample; "
             "measurements differentiate the batch's loss: use reduction='mean'")
 
 
@@ -182,10 +182,9 @@ def check_batch_loss(loss_fn: object, data: Data) -> None:
     if is_single_batch(data) or (isinstance(data, (list, tuple)) and len(data) == 1
                                  and is_single_batch(data[0])):
         return
-    name = type(loss_fn).__name__
-    if getattr(loss_fn, "reduction", None) == "sum":
+    if loss_reduction(loss_fn) == "sum":
         raise UserError(
-            f"loss_fn {name}(reduction='sum') on data in batches: the "
+            f"loss_fn {loss_name(loss_fn)}(reduction='sum') on data in batches: the "
             "measurement weights each batch's loss by its size, which assumes the mean over "
             "the batch; use reduction='mean', or pass the samples as one (x, y) batch")
     weighted = _weighted_mean(loss_fn, data)
@@ -201,16 +200,13 @@ def _weighted_mean(loss_fn: object, data: Data) -> tuple[str, str] | None:
     losses (class weights, ignored targets in ``data``), and how one sample's loss differs
     from its share of it; None: a plain mean. Targets are looked at for one batch or a list
     of batches (an iterator is not consumed)."""
-    name = type(loss_fn).__name__
-    if isinstance(loss_fn, (nn.CrossEntropyLoss, nn.NLLLoss)):
-        if loss_fn.reduction != "mean":
-            return None
-        if loss_fn.weight is not None \
-                and bool((loss_fn.weight != loss_fn.weight.flatten()[0]).any()):
-            return (f"loss_fn {name}(weight=...) is a mean weighted by the class weights",
-                    "they cancel in one sample's loss")
-    else:      # F.cross_entropy (ignores -100), or a functools.partial given ignore_index
-        name = getattr(_partial_base(loss_fn), "__name__", name)
+    if loss_reduction(loss_fn) in ("sum", "none"):
+        return None
+    name = loss_name(loss_fn)
+    weight = class_weights(loss_fn)
+    if isinstance(weight, Tensor) and bool((weight != weight.flatten()[0]).any()):
+        return (f"loss_fn {name}(weight=...) is a mean weighted by the class weights",
+                "they cancel in one sample's loss")
     ignore = ignored_target(loss_fn)     # accuracy's rule: the target the loss leaves out
     if ignore is None:
         return None
@@ -224,12 +220,6 @@ def _weighted_mean(loss_fn: object, data: Data) -> tuple[str, str] | None:
     return None
 
 
-def _partial_base(loss_fn: object) -> object:
-    while isinstance(loss_fn, functools.partial):
-        loss_fn = loss_fn.func
-    return loss_fn
-
-
 def check_mean_of_samples(loss_fn: object, data: Data, who: str) -> None:
     """A ``UserError`` for a loss whose batch value is not the mean of its samples' losses,
     where ``who`` sets per-sample gradients (each one sample's loss alone) against the batch's
@@ -238,8 +228,8 @@ def check_mean_of_samples(loss_fn: object, data: Data, who: str) -> None:
     (``ignore_index`` present in the targets: the mean over the others, while an ignored
     sample's own loss has zero gradient). Targets are looked at for one batch or a list of
     batches (an iterator is not consumed). A plain callable is taken to be a mean."""
-    if getattr(loss_fn, "reduction", None) == "sum":
-        what = f"loss_fn {type(loss_fn).__name__}(reduction='sum') is N times the mean"
+    if loss_reduction(loss_fn) == "sum":
+        what = f"loss_fn {loss_name(loss_fn)}(reduction='sum') is N times the mean"
     else:
         weighted = _weighted_mean(loss_fn, data)
         what = None if weighted is None else f"{weighted[0]}, while {weighted[1]}"

@@ -81,6 +81,7 @@ from torch import Tensor, nn
 from ..accuracy import argmax_hits
 from ..data.augment import batch_augmentation
 from ..errors import UserError
+from ..loss_settings import loss_name, loss_reduction
 from ..models.modes import eval_mode
 from ..operators.batches import check_target_shape, dtype_refusal
 from .callbacks import Callback, Schedule, TrainContext, callback_keys
@@ -935,10 +936,10 @@ def check_loss(loss_fn: Any) -> None:
     """Training, its evaluations and its budgets take ``loss_fn``'s value on a batch as the mean
     over the batch (chunks of an evaluation are weighted by their size): refuse a torch loss
     summed over the batch or returned per sample, naming the remedy."""
-    reduction = getattr(loss_fn, "reduction", None)
+    reduction = loss_reduction(loss_fn)
     if reduction in ("sum", "none"):
         raise UserError(
-            f"loss_fn {type(loss_fn).__name__}(reduction='{reduction}'): training and its "
+            f"loss_fn {loss_name(loss_fn)}(reduction='{reduction}'): training and its "
             "reported losses need the mean over each batch; use reduction='mean' (a summed "
             "loss's steps are those of the mean with the learning rate times the batch size)")
 

@@ -1,8 +1,10 @@
 """Σ–H alignment metrics on constructed matrices with known answers, and on a tiny model."""
+import functools
 import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from sgdlab.measure.alignment import (
@@ -129,6 +131,9 @@ def test_a_loss_that_is_no_mean_of_the_samples_losses_is_refused():
         full_batch_grad_norm(model, weighted, (x, y)), rel=0.05)
     with pytest.raises(UserError, match=r"sigma_hessian_alignment .*class weights"):
         sigma_hessian_alignment(model, weighted, (x, y), 1)
+    with pytest.raises(UserError, match=r"sigma_hessian_alignment .*cross_entropy\(weight="):
+        sigma_hessian_alignment(model, functools.partial(F.cross_entropy, weight=weighted.weight),
+                                (x, y), 1)
     ignored = y.clone()
     ignored[0] = -100
     with pytest.raises(UserError, match=r"sigma_hessian_alignment .*ignore_index=-100"):
@@ -139,3 +144,8 @@ def test_a_loss_that_is_no_mean_of_the_samples_losses_is_refused():
     mean = sigma_hessian_alignment(model, nn.CrossEntropyLoss(), (x, y), 1,
                                    generator=torch.Generator().manual_seed(0))
     assert summed.residual == pytest.approx(mean.residual, abs=1e-6)
+    # and so does a partial of F.cross_entropy summed: the module's numbers
+    partial = sigma_hessian_alignment(model, functools.partial(F.cross_entropy, reduction="sum"),
+                                      (x, y), 1, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(partial.hessian_eigvals, summed.hessian_eigvals)
+    assert partial.residual == pytest.approx(summed.residual, abs=1e-12)

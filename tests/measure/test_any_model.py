@@ -15,11 +15,13 @@ module registered twice: every measurement must leave its parameters registered 
 from __future__ import annotations
 
 import copy
+import functools
 import math
 import warnings
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 import sgdlab.measure as M
@@ -381,9 +383,18 @@ def loss_reading_measurements(theta):
             lambda m, lf, d: M.loss_surface(m, lf, d, [theta], steps=2)]
 
 
-def test_summed_loss_is_measured_on_one_batch_and_refused_on_several():
+# a loss summed over the batch, as a module and as partials of F.cross_entropy (given
+# reduction, or torch's legacy size_average); the partials were measured on several batches
+SUMMED = {"module": nn.CrossEntropyLoss(reduction="sum"),
+          "partial": functools.partial(F.cross_entropy, reduction="sum"),
+          "legacy_partial": functools.partial(F.cross_entropy, size_average=False)}
+
+
+@pytest.mark.filterwarnings("ignore:size_average and reduce args")
+@pytest.mark.parametrize("form", list(SUMMED))
+def test_summed_loss_is_measured_on_one_batch_and_refused_on_several(form):
     model, _, data = make("residual")
-    summed, mean = nn.CrossEntropyLoss(reduction="sum"), nn.CrossEntropyLoss()
+    summed, mean = SUMMED[form], nn.CrossEntropyLoss()
     close(M.dense_hessian(model, summed, data), N * M.dense_hessian(model, mean, data))
     close(M.mean_loss(model, summed, data), N * M.mean_loss(model, mean, data))
     # per-sample gradients are those of one sample's loss: the same for either reduction
@@ -395,11 +406,13 @@ def test_summed_loss_is_measured_on_one_batch_and_refused_on_several():
             fn(model, summed, two_batches(data))
 
 
-def test_a_loss_per_sample_is_refused_with_its_remedy():
+@pytest.mark.parametrize("form", ["module", "partial"])
+def test_a_loss_per_sample_is_refused_with_its_remedy(form):
     # reduction='none' gives a vector, not the batch's loss: each measurement failed inside
     # autograd or a float() ("grad can be implicitly created only for scalar outputs", ...)
     model, _, data = make("residual")
-    per_sample = nn.CrossEntropyLoss(reduction="none")
+    per_sample = {"module": nn.CrossEntropyLoss(reduction="none"),
+                  "partial": functools.partial(F.cross_entropy, reduction="none")}[form]
     for fn in loss_reading_measurements(params_vector(model)) + [
             M.hessian_top_eigenvalue, M.gradient_covariance, M.batch_statistics,
             lambda *a: M.noise_magnitude(*a, 0.1, 2),

@@ -183,7 +183,11 @@ def test_curvature_weighted_noise_scale_against_dense_matrices(curvature, refere
     (nn.CrossEntropyLoss(ignore_index=1), r"ignore_index=1.*ignored ones"),
     (functools.partial(F.cross_entropy, ignore_index=1),
      r"cross_entropy\(ignore_index=1\).*ignored ones"),
-], ids=["sum", "class_weights", "ignore_index", "partial_ignore_index"])
+    (functools.partial(F.cross_entropy, reduction="sum"), r"cross_entropy\(reduction='sum'\)"),
+    (functools.partial(F.cross_entropy, weight=torch.tensor([0.5, 3.0], dtype=torch.float64)),
+     r"cross_entropy\(weight=\.\.\.\).*cancel in one sample's loss"),
+], ids=["sum", "class_weights", "ignore_index", "partial_ignore_index", "partial_sum",
+        "partial_class_weights"])
 def test_a_batch_loss_that_is_not_the_mean_of_the_samples_is_refused(loss_fn, refused):
     """Per-sample gradients are one sample's loss's (a sum is the mean on one sample, class
     weights cancel, an ignored sample has none); the batch's loss, gradient and Hessian are

@@ -528,10 +528,23 @@ def test_hessian_of_train_mode_spectral_norm_leaves_its_vectors(hook_based):
         assert torch.equal(v, before[k]), k
 
 
+class _Partial(functools.partial):
+    """A partial that a partial over it keeps nested (functools flattens plain ones)."""
+
+    def __call__(self, *args, **kwargs):
+        return super().__call__(*args, **kwargs)
+
+
+_WEIGHTS = torch.tensor([1.0, 5.0], dtype=torch.float64)
+
+
 @pytest.mark.parametrize("loss_fn", [
-    nn.CrossEntropyLoss(weight=torch.tensor([1.0, 5.0], dtype=torch.float64)),
+    nn.CrossEntropyLoss(weight=_WEIGHTS), functools.partial(F.cross_entropy, weight=_WEIGHTS),
+    _Partial(_Partial(F.cross_entropy, weight=_WEIGHTS), label_smoothing=0.0),
+    functools.partial(F.nll_loss, weight=_WEIGHTS),
     nn.CrossEntropyLoss(ignore_index=1), functools.partial(F.cross_entropy, ignore_index=1)],
-    ids=["weight", "ignore_index", "partial_ignore_index"])
+    ids=["weight", "partial_weight", "nested_partial_weight", "partial_nll_weight",
+         "ignore_index", "partial_ignore_index"])
 def test_weighted_mean_losses_are_refused_on_batches(loss_fn):
     """Cross-entropy with class weights or ignored targets is a weighted mean normalised per
     batch; the batches' values weighted by their sizes are not the weighted mean over the set
@@ -551,6 +564,29 @@ def test_weighted_mean_losses_are_refused_on_batches(loss_fn):
         full_gradient(model, loss_fn, loader)
     ref = dense_hessian_reference(model, loss_fn, (x, y))
     torch.testing.assert_close(HessianOperator(model, loss_fn, (x, y)).to_dense(), ref)
+
+
+def test_partials_of_torch_losses_are_measured_on_batches_as_their_modules():
+    """Where the module form is measured on batches, so is the partial of its function, with
+    the same numbers: uniform class weights (a plain mean), a mean reduction given by name,
+    and binary cross-entropy's element weights (entries of a plain mean, not a weighted one)."""
+    model = tiny_mlp(3, 4, 2)
+    x, y = tiny_classification(8, 3, 2)
+    loader = [(x[:4], y[:4]), (x[4:], y[4:])]
+    same = torch.tensor([2.0, 2.0], dtype=torch.float64)
+    for module, partial in [
+            (nn.CrossEntropyLoss(weight=same), functools.partial(F.cross_entropy, weight=same)),
+            (nn.CrossEntropyLoss(), functools.partial(F.cross_entropy, reduction="mean"))]:
+        torch.testing.assert_close(HessianOperator(model, partial, loader).to_dense(),
+                                   HessianOperator(model, module, loader).to_dense())
+    model = tiny_mlp(3, 4, 1)
+    t = y[:, None].double()
+    loader = [(x[:4], t[:4]), (x[4:], t[4:])]
+    w = torch.linspace(0.5, 2.0, 8, dtype=torch.float64)[:4, None]
+    torch.testing.assert_close(
+        HessianOperator(model, functools.partial(F.binary_cross_entropy_with_logits, weight=w),
+                        loader).to_dense(),
+        HessianOperator(model, nn.BCEWithLogitsLoss(weight=w), loader).to_dense())
 
 
 def test_f_cross_entropy_with_targets_minus_100_is_refused_on_batches():

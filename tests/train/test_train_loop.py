@@ -1,12 +1,14 @@
 """The training loop: determinism, sampling, resume bit for bit, divergence, closures, eval."""
 from __future__ import annotations
 
+import functools
 import math
 import random
 
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from sgdlab.data import Dataset
@@ -508,12 +510,15 @@ def test_training_on_a_batch_tuple_names_the_dataset_it_needs():
 
 
 @pytest.mark.parametrize("reduction", ["sum", "none"])
-def test_a_loss_that_is_not_the_batch_mean_is_refused(reduction):
+@pytest.mark.parametrize("form", ["module", "partial"])
+def test_a_loss_that_is_not_the_batch_mean_is_refused(reduction, form):
     # a summed loss trained, then reported train_loss and test_loss as each evaluation
-    # chunk's sum: 60x and 20x the mean on these splits, not comparable with each other
+    # chunk's sum: 60x and 20x the mean on these splits, not comparable with each other;
+    # a partial of F.cross_entropy given the reduction was trained so
     from sgdlab.train.replicas import ParleConfig, train_replicas
     data, model = toy_data(), make_model()
-    loss_fn = nn.CrossEntropyLoss(reduction=reduction)
+    loss_fn = {"module": nn.CrossEntropyLoss(reduction=reduction),
+               "partial": functools.partial(F.cross_entropy, reduction=reduction)}[form]
     with pytest.raises(UserError, match=f"reduction='{reduction}'.*reduction='mean'"):
         train(model, loss_fn, data, torch.optim.SGD(model.parameters(), lr=0.1), epochs=1,
               progress=False)

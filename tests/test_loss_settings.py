@@ -1,0 +1,61 @@
+"""What a loss is set to compute, read alike from modules and partials of torch's functions."""
+import functools
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from sgdlab.accuracy import ignored_target
+from sgdlab.loss_settings import class_weights, loss_name, loss_reduction, loss_setting
+
+
+class _Nested(functools.partial):
+    """A partial that a partial over it keeps nested (functools flattens plain ones)."""
+
+    def __call__(self, *args, **kwargs):
+        return super().__call__(*args, **kwargs)
+
+
+@pytest.mark.filterwarnings("ignore:size_average and reduce args")
+@pytest.mark.parametrize("kwargs", [
+    {}, {"reduction": "sum"}, {"reduction": "none"}, {"size_average": False},
+    {"reduce": False}, {"size_average": True, "reduce": True}, {"ignore_index": 3}])
+def test_a_partial_reads_as_the_module_built_with_the_same_keywords(kwargs):
+    module = nn.CrossEntropyLoss(**kwargs)
+    partial = functools.partial(F.cross_entropy, **kwargs)
+    assert loss_reduction(partial) == loss_reduction(module) == module.reduction
+    assert ignored_target(partial) == ignored_target(module) == module.ignore_index
+    assert loss_name(partial) == "cross_entropy" and loss_name(module) == "CrossEntropyLoss"
+
+
+def test_an_outer_partial_s_keyword_overrides_an_inner_one_s_as_in_the_call():
+    nested = _Nested(_Nested(F.cross_entropy, reduction="sum", ignore_index=2),
+                     reduction="mean")
+    assert isinstance(nested.func, functools.partial)      # really nested
+    assert loss_reduction(nested) == "mean" and ignored_target(nested) == 2
+    o, y = torch.randn(4, 3), torch.tensor([0, 1, 2, 2])
+    torch.testing.assert_close(nested(o, y), F.cross_entropy(o, y, ignore_index=2))
+
+
+def test_class_weights_are_those_of_cross_entropy_and_nll_only():
+    w = torch.tensor([1.0, 2.0])
+    for loss_fn in (nn.CrossEntropyLoss(weight=w), nn.NLLLoss(weight=w),
+                    functools.partial(F.cross_entropy, weight=w),
+                    _Nested(_Nested(F.nll_loss, weight=w))):
+        assert class_weights(loss_fn) is not None and torch.equal(class_weights(loss_fn), w)
+    # element weights of a plain mean, and losses without weights
+    for loss_fn in (nn.BCEWithLogitsLoss(weight=w), functools.partial(F.mse_loss),
+                    functools.partial(F.binary_cross_entropy, weight=w), F.cross_entropy,
+                    nn.CrossEntropyLoss(), lambda o, y: o.sum()):
+        assert class_weights(loss_fn) is None
+
+
+def test_losses_that_do_not_say_have_no_setting():
+    def plain(o, y):
+        return (o - y).pow(2).mean()
+
+    assert loss_reduction(plain) is None and loss_name(plain) == "plain"
+    assert loss_setting(functools.partial(plain), "ignore_index", 7) == 7
+    assert loss_reduction(F.mse_loss) == "mean" and ignored_target(F.mse_loss) is None
+    assert ignored_target(F.nll_loss) == -100
