@@ -169,12 +169,14 @@ def _continue(args, n: int | None) -> str:
     ``--resume`` from its checkpoints when it wrote any, else the same command again."""
     if not args.out:
         return ""
-    command = f"sgdlab parle {shlex.quote(args.config)}"
+    # paths absolute: the command works from any folder (a packaged config stays a name)
+    config = os.path.abspath(args.config) if Path(args.config).exists() else args.config
+    command = f"sgdlab parle {shlex.quote(config)}"
     if n is not None:
         command += f" --mode distributed --replicas {n}"
     elif args.replicas is not None:
         command += f" --replicas {args.replicas}"
-    command += f" --out {shlex.quote(args.out)}"
+    command += f" --out {shlex.quote(os.path.abspath(args.out))}"
     # the options the run was started with, so that it goes on as it ran
     for flag, value, default in (("--backend", args.backend, "auto"),
                                  ("--timeout", args.timeout, 60.0),

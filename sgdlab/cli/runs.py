@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import shlex
 from pathlib import Path
 
 from sgdlab.strict_json import dumps
@@ -159,15 +160,13 @@ def continue_hint(run: dict, store) -> str | None:
     train``; re-running its sweep for a run of an experiment, with the options of the
     ``sgdlab run`` that recorded it (None once a later run of its sweep entry finished:
     :func:`finished_since`)."""
-    from sgdlab.config.runner import resume_command
+    from sgdlab.config.runner import resume_command, store_option
 
     if any(a["kind"] == "out_dir" for a in run.get("artifacts", [])):
         return resume_command(run["id"], store.path)
     cfg = run.get("config") or {}
     ckpts = [a["path"] for a in run.get("artifacts", []) if a["kind"] == "checkpoints"]
     if isinstance(cfg, dict) and cfg.get("method") == "parle" and ckpts:
-        import shlex
-
         mode = " --mode distributed" if cfg.get("mode") == "distributed" else ""
         n = (cfg.get("parle") or {}).get("replicas")
         return (f"sgdlab parle CONFIG{mode}{f' --replicas {n}' if n else ''} --out "
@@ -177,14 +176,13 @@ def continue_hint(run: dict, store) -> str | None:
         if finished_since(run, store) is not None:
             return None
         if cfg.get("command"):   # the sweep's own command line, as its interrupt gives it
-            import shlex
-
-            return (f"{cfg['command']} --store {shlex.quote(str(store.path))}  (a sweep reruns "
-                    "what the store lacks)")
-        what = f"--config {cfg['source']}" if cfg.get("source") else run["experiment"]
+            return (f"{cfg['command']} {store_option(store.path)}  (a sweep reruns what the "
+                    "store lacks)")
+        what = (f"--config {shlex.quote(cfg['source'])}" if cfg.get("source")
+                else run["experiment"])
         return (f"sgdlab run {what} --scale {cfg.get('scale', 'cpu')} "
-                f"--store {store.path}  (or the same `sgdlab run` command that started it: a "
-                "sweep reruns what the store lacks)")
+                f"{store_option(store.path)}  (or the same `sgdlab run` command that started "
+                "it: a sweep reruns what the store lacks)")
     return None
 
 

@@ -76,6 +76,8 @@ def announce(run_id: str, store_path) -> None:
 
 
 def print_outcome(outcome) -> None:
+    from sgdlab.config.runner import store_option
+
     r = outcome.result
     fin = r.final
     metrics = "  ".join(f"{k} {fin[k]:.4g}" for k in ("train_loss", "train_acc", "test_loss",
@@ -105,9 +107,8 @@ def print_outcome(outcome) -> None:
     if outcome.tensorboard_path is not None:   # the folder's name has the run id in it
         print(f"  tensorboard: {_rel(outcome.tensorboard_path)}  (tensorboard --logdir "
               f"{_rel(outcome.tensorboard_path.parent)})")
-    print(f"  store:   {_rel(outcome.store_path)}  (sgdlab runs show {outcome.run_id}"
-          + (f" --store {_rel(outcome.store_path)}" if _rel(outcome.store_path) !=
-             "sgdlab-runs/runs.sqlite" else "") + ")")
+    print(f"  store:   {_rel(outcome.store_path)}  (sgdlab runs show {outcome.run_id} "
+          f"{store_option(outcome.store_path)})")
 
 
 def _rel(p) -> str:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,9 +52,15 @@ def recorded_run(folder: Path) -> tuple[str | None, str | None]:
     return None, None
 
 
+def store_option(store_path: str | os.PathLike) -> str:
+    """``--store PATH`` for a printed command, the path absolute and quoted for the shell: the
+    command works from any folder, not only from the one a relative ``--store`` was given in."""
+    return f"--store {shlex.quote(os.path.abspath(store_path))}"
+
+
 def resume_command(run_id: str, store_path: str | os.PathLike) -> str:
-    """The exact command that continues ``run_id``."""
-    return f"sgdlab resume {run_id} --store {store_path}"
+    """The exact command that continues ``run_id``, from any folder."""
+    return f"sgdlab resume {run_id} {store_option(store_path)}"
 
 
 @dataclass

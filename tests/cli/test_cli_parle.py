@@ -277,6 +277,25 @@ def test_measure_rebuilds_the_master_of_a_replica_run_from_its_record(tmp_path, 
     assert _rebuild(*_locate(run_id, str(store))[:2])[3] == 3 * 2
 
 
+def test_the_command_after_a_failed_run_names_its_paths_absolute(tmp_path, capsys, monkeypatch):
+    """The config and --out given relative were printed as given: the command to go on worked
+    only from the folder they were given in. Both are absolute (and quoted for the shell)."""
+    import shlex
+
+    import sgdlab.cli.parle as parle
+
+    here = tmp_path / "my runs"
+    here.mkdir()
+    monkeypatch.chdir(here)
+    (here / "c.json").write_text(json.dumps(CONFIG))
+    monkeypatch.setattr(parle, "torchrun_command",
+                        lambda *a, **k: [sys.executable, "-c", "raise SystemExit(1)"])
+    assert main(["parle", "c.json", "--mode", "distributed", "--out", "out"]) == 1
+    again = (f"sgdlab parle {shlex.quote(str(here / 'c.json'))} --mode distributed "
+             f"--replicas 2 --out {shlex.quote(str(here / 'out'))}")
+    assert f"start it again with {again}\n" in capsys.readouterr().err
+
+
 def test_resume_of_a_replica_run_says_how_it_continues(tmp_path, capsys):
     from sgdlab.store import RunStore
 

@@ -525,6 +525,49 @@ def test_runs_json_of_a_diverged_run_is_strict_and_its_table_unchanged(tmp_path,
     assert row[1:5] == ["big-lr", "diverged", "1", "nan"]     # name, status, steps, test_loss
 
 
+def test_printed_commands_name_the_store_by_its_absolute_path(tmp_path, capsys, monkeypatch):
+    """`--store runs.sqlite` was printed as given in the commands that continue or show a run
+    (`sgdlab train`'s announcement and summary, `runs list`'s footer, `runs show`): they
+    worked only from the folder it was given in. The store's path is absolute (and quoted
+    for the shell: this folder's name holds a space), and the commands work from elsewhere."""
+    import shlex
+
+    here = tmp_path / "my runs"
+    here.mkdir()
+    monkeypatch.chdir(here)
+    store_path = here / "runs.sqlite"
+    option = f"--store {shlex.quote(str(store_path))}"
+    assert main(["train", "digits-mlp", "--store", "runs.sqlite", "--out", "run",
+                 "--set", "train.max_steps=2", "--set", "train.epochs=1", "--no-progress"]) == 0
+    store = RunStore("runs.sqlite")
+    rid = store.list_runs()[0]["id"]
+    out = capsys.readouterr().out
+    assert f"continue it with: sgdlab resume {rid} {option})" in out          # announced
+    assert f"(sgdlab runs show {rid} {option})" in out                         # summary
+    store.set_status(rid, "interrupted")
+    # runs of a sweep: its own command line, or the experiment's `sgdlab run`
+    store.create_run({"run_key": "a", "scale": "smoke"}, experiment="grid",
+                     status="interrupted")
+    store.create_run({"run_key": "b", "command": "sgdlab run grid2 --out /o"},
+                     experiment="grid2", status="interrupted")
+    store.close()
+    assert main(["runs", "list", "--store", "runs.sqlite"]) == 0
+    footer = capsys.readouterr().out.split("continue with:\n")[1]
+    hints = [ln.strip() for ln in footer.splitlines() if ln.startswith("  sgdlab")]
+    assert hints == [f"sgdlab resume {rid} {option}",
+                     f"sgdlab run grid --scale smoke {option}  (or the same `sgdlab run` "
+                     "command that started it: a sweep reruns what the store lacks)",
+                     f"sgdlab run grid2 --out /o {option}  (a sweep reruns what the store "
+                     "lacks)"]
+    assert main(["runs", "show", rid, "--store", "runs.sqlite"]) == 0
+    assert f"continue it with: sgdlab resume {rid} {option}\n" in capsys.readouterr().out
+    # the resume command's store, read from another folder, is the run's
+    monkeypatch.chdir(tmp_path)
+    argv = shlex.split(hints[0])
+    assert main(["runs", "show", rid] + argv[argv.index("--store"):]) == 0
+    assert f"run {rid}" in capsys.readouterr().out
+
+
 def test_runs_list_json_tells_a_damaged_checkpoint_from_none(tmp_path, capsys, monkeypatch):
     """`--json` gave checkpoint_step null both for a stopped run without a checkpoint (resume
     restarts it) and for one whose checkpoint cannot be read (resume stops), which the text
