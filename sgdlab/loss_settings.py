@@ -10,7 +10,14 @@ from typing import Any
 
 from torch import nn
 
-__all__ = ["class_weights", "loss_name", "loss_reduction", "loss_setting"]
+__all__ = ["ELEMENTWISE_LOSSES", "class_weights", "is_elementwise", "loss_name",
+           "loss_reduction", "loss_setting"]
+
+# torch losses that compare outputs and targets entry by entry (and broadcast mismatched shapes)
+ELEMENTWISE_LOSSES = (nn.MSELoss, nn.L1Loss, nn.SmoothL1Loss, nn.HuberLoss,
+                      nn.BCEWithLogitsLoss, nn.BCELoss)
+_ELEMENTWISE_FUNCTIONS = ("mse_loss", "l1_loss", "smooth_l1_loss", "huber_loss",
+                          "binary_cross_entropy_with_logits", "binary_cross_entropy")
 
 
 def _unwrap(loss_fn: Any) -> tuple[Any, dict[str, Any]]:
@@ -73,6 +80,14 @@ def class_weights(loss_fn: Any) -> Any:
             or (_is_functional(base) and base.__name__ in ("cross_entropy", "nll_loss"))):
         return None
     return loss_setting(loss_fn, "weight")
+
+
+def is_elementwise(loss_fn: Any) -> bool:
+    """Whether ``loss_fn`` is one of torch's element-wise losses (:data:`ELEMENTWISE_LOSSES`,
+    or their ``torch.nn.functional`` function, ``F.mse_loss``, or a partial of one)."""
+    base, _ = _unwrap(loss_fn)
+    return isinstance(base, ELEMENTWISE_LOSSES) or (
+        _is_functional(base) and base.__name__ in _ELEMENTWISE_FUNCTIONS)
 
 
 def loss_name(loss_fn: Any) -> str:

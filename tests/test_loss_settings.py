@@ -7,7 +7,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from sgdlab.accuracy import ignored_target
-from sgdlab.loss_settings import class_weights, loss_name, loss_reduction, loss_setting
+from sgdlab.loss_settings import (class_weights, is_elementwise, loss_name, loss_reduction,
+                                  loss_setting)
 
 
 class _Nested(functools.partial):
@@ -59,3 +60,13 @@ def test_losses_that_do_not_say_have_no_setting():
     assert loss_setting(functools.partial(plain), "ignore_index", 7) == 7
     assert loss_reduction(F.mse_loss) == "mean" and ignored_target(F.mse_loss) is None
     assert ignored_target(F.nll_loss) == -100
+
+
+def test_element_wise_losses_are_known_in_either_form():
+    for loss_fn in (nn.MSELoss(), nn.BCEWithLogitsLoss(), F.mse_loss, F.l1_loss,
+                    functools.partial(F.huber_loss, delta=0.5),
+                    _Nested(_Nested(F.binary_cross_entropy_with_logits))):
+        assert is_elementwise(loss_fn), loss_fn
+    for loss_fn in (nn.CrossEntropyLoss(), F.cross_entropy, functools.partial(F.nll_loss),
+                    lambda o, y: (o - y).pow(2).mean()):
+        assert not is_elementwise(loss_fn), loss_fn

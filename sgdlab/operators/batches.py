@@ -15,7 +15,7 @@ from torch import Tensor, nn
 
 from sgdlab.accuracy import ignored_target
 from sgdlab.errors import UserError
-from sgdlab.loss_settings import class_weights, loss_name, loss_reduction
+from sgdlab.loss_settings import class_weights, is_elementwise, loss_name, loss_reduction
 
 Batch = tuple[Tensor, Tensor]
 Data = Union[Batch, Iterable[Batch]]
@@ -148,17 +148,12 @@ def check_loss_reduction(loss_fn: object) -> None:
             "measurements differentiate the batch's loss: use reduction='mean'")
 
 
-# torch losses that compare outputs and targets entry by entry (and broadcast mismatched shapes)
-ELEMENTWISE_LOSSES = (nn.MSELoss, nn.L1Loss, nn.SmoothL1Loss, nn.HuberLoss,
-                      nn.BCEWithLogitsLoss, nn.BCELoss)
-
-
 def check_target_shape(loss_fn: object, outputs: Tensor, targets: Tensor) -> None:
     """A ``UserError`` for an element-wise loss given targets of another shape than the
     outputs: (N, 1) against (N,) broadcasts to (N, N), every output against every target."""
-    if isinstance(loss_fn, ELEMENTWISE_LOSSES) and outputs.shape != targets.shape:
+    if is_elementwise(loss_fn) and outputs.shape != targets.shape:
         raise UserError(
-            f"loss_fn {type(loss_fn).__name__} compares outputs of shape "
+            f"loss_fn {loss_name(loss_fn)} compares outputs of shape "
             f"{tuple(outputs.shape)} with targets of shape {tuple(targets.shape)}: torch "
             "broadcasts them, every output against every target; give the targets the "
             "outputs' shape (y[:, None] for one output)")

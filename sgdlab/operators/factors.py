@@ -41,9 +41,9 @@ from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_flatten
 
 from ..accuracy import ignored_target
-from .batches import (ELEMENTWISE_LOSSES, Data, check_input_dtype, check_loss_reduction,
-                      dense_embedding_gradients, fixed_randomness, iterate_batches,
-                      plain_checkpoints)
+from ..loss_settings import ELEMENTWISE_LOSSES
+from .batches import (Data, check_input_dtype, check_loss_reduction, dense_embedding_gradients,
+                      fixed_randomness, iterate_batches, plain_checkpoints)
 from .params import trainable_named_params
 from .taylor import _CONV, conv_padding, flat_layers
 

@@ -423,16 +423,20 @@ def test_a_model_whose_outputs_loss_fn_unpacks_trains_without_an_accuracy():
     assert "train_acc" not in r.history and "test_acc" not in r.final
 
 
-def test_regression_targets_that_broadcast_against_the_outputs_are_refused():
+@pytest.mark.parametrize("loss_fn", [nn.MSELoss(), F.mse_loss,
+                                     functools.partial(F.huber_loss, delta=0.5)],
+                         ids=["module", "function", "partial"])
+def test_regression_targets_that_broadcast_against_the_outputs_are_refused(loss_fn):
     # outputs (N, 1) against targets (N,): MSELoss compares every output with every target
-    # (torch only warns), so train() trained and reported that loss
+    # (torch only warns), so train() trained and reported that loss; F.mse_loss and partials
+    # of torch's element-wise losses were trained so until they were checked as the modules
     g = torch.Generator().manual_seed(0)
     x = torch.randn(30, 3, generator=g)
     data = Dataset(x[:20], x[:20, 0], x[20:], x[20:, 0])
     model = nn.Linear(3, 1)
     with pytest.raises(UserError, match=r"outputs of shape \(20, 1\) with targets of shape "
                                         r"\(20,\).*y\[:, None\]"):
-        train(model, nn.MSELoss(), data, torch.optim.SGD(model.parameters(), lr=0.1), epochs=1,
+        train(model, loss_fn, data, torch.optim.SGD(model.parameters(), lr=0.1), epochs=1,
               progress=False)
     with pytest.raises(UserError, match=r"\(10, 1\) with targets of shape \(10,\)"):
         evaluate(model, nn.L1Loss(), data.x_test, data.y_test)
