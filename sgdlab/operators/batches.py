@@ -168,14 +168,15 @@ def check_batch_loss(loss_fn: object, data: Data) -> None:
     ``ignore_index``) is normalised per batch by that batch's sum of weights, so the size-
     weighted mean of the batches is not the weighted mean over the whole set (the result
     would depend on how the samples are batched). On one ``(x, y)`` batch, or a list holding
-    one, the loss is measured as it is (one batch's weight cancels). Ignored targets are
-    looked for in one batch or a list of batches (an iterator or loader is not read here). A
+    one (or a ``DataLoader`` of one batch), the loss is measured as it is (one batch's weight
+    cancels). Ignored targets are looked for where they can be read without a pass over the
+    data (:func:`_readable_targets`: batches, a ``DataLoader`` over a ``TensorDataset``). A
     loss per sample (``reduction="none"``) is refused by :func:`check_loss_reduction`, data
     that is no batch by :func:`check_data`."""
     check_data(data)
     check_loss_reduction(loss_fn)
     if is_single_batch(data) or (isinstance(data, (list, tuple)) and len(data) == 1
-                                 and is_single_batch(data[0])):
+                                 and is_single_batch(data[0])) or _one_loader_batch(data):
         return
     if loss_reduction(loss_fn) == "sum":
         raise UserError(
@@ -192,9 +193,8 @@ def check_batch_loss(loss_fn: object, data: Data) -> None:
 
 def _weighted_mean(loss_fn: object, data: Data) -> tuple[str, str] | None:
     """What makes a cross-entropy / NLL loss's batch value a weighted mean of its samples'
-    losses (class weights, ignored targets in ``data``), and how one sample's loss differs
-    from its share of it; None: a plain mean. Targets are looked at for one batch or a list
-    of batches (an iterator is not consumed)."""
+    losses (class weights, ignored targets in ``data``: :func:`_readable_targets`), and how
+    one sample's loss differs from its share of it; None: a plain mean."""
     if loss_reduction(loss_fn) in ("sum", "none"):
         return None
     name = loss_name(loss_fn)
@@ -205,14 +205,48 @@ def _weighted_mean(loss_fn: object, data: Data) -> tuple[str, str] | None:
     ignore = ignored_target(loss_fn)     # accuracy's rule: the target the loss leaves out
     if ignore is None:
         return None
-    batches = [data] if is_single_batch(data) else data if isinstance(data, (list, tuple)) else []
-    if any(isinstance(b, (list, tuple)) and len(b) == 2 and isinstance(b[1], Tensor)
-           and not b[1].is_floating_point() and bool((b[1] == ignore).any())
-           for b in batches):
+    if any(not y.is_floating_point() and bool((y == ignore).any())
+           for y in _readable_targets(data)):
         return (f"loss_fn {name}(ignore_index={ignore}) averages over the "
                 "targets not ignored, and the data has ignored ones",
                 "an ignored sample's own loss has zero gradient")
     return None
+
+
+def _one_loader_batch(data: Data) -> bool:
+    """Whether ``data`` is a ``DataLoader`` that gives all its samples in one batch."""
+    from torch.utils.data import DataLoader
+
+    try:
+        return isinstance(data, DataLoader) and data.batch_sampler is not None and len(data) == 1
+    except TypeError:       # an iterable dataset without a length
+        return False
+
+
+def _readable_targets(data: Data) -> list[Tensor]:
+    """The targets of ``data`` that can be looked at without a pass over it: those of one
+    batch or a list of batches, and the targets tensor of a ``DataLoader`` that reads each
+    sample of a ``TensorDataset(x, y)`` once per pass (sequential or shuffled without
+    replacement, default collation, no batch dropped); none of an iterator (read once) or of
+    any other loader (a pass may cost as much as the measurement)."""
+    if is_single_batch(data):
+        return [data[1]]
+    if isinstance(data, (list, tuple)):
+        return [b[1] for b in data
+                if isinstance(b, (list, tuple)) and len(b) == 2 and isinstance(b[1], Tensor)]
+    from torch.utils.data import (BatchSampler, DataLoader, RandomSampler, SequentialSampler,
+                                  TensorDataset, default_collate)
+
+    if not (isinstance(data, DataLoader) and isinstance(data.dataset, TensorDataset)
+            and len(data.dataset.tensors) == 2 and type(data.batch_sampler) is BatchSampler
+            and not data.drop_last and data.collate_fn is default_collate):
+        return []
+    sampler = data.batch_sampler.sampler
+    if type(sampler) is SequentialSampler or (
+            type(sampler) is RandomSampler and not sampler.replacement
+            and sampler.num_samples == len(data.dataset)):
+        return [data.dataset.tensors[1]]
+    return []
 
 
 def check_mean_of_samples(loss_fn: object, data: Data, who: str) -> None:
@@ -221,8 +255,8 @@ def check_mean_of_samples(loss_fn: object, data: Data, who: str) -> None:
     loss, gradient or curvature: a sum (``reduction="sum"``, N times the mean), class weights
     (``weight=``: a weighted mean, while they cancel in one sample's loss) and ignored targets
     (``ignore_index`` present in the targets: the mean over the others, while an ignored
-    sample's own loss has zero gradient). Targets are looked at for one batch or a list of
-    batches (an iterator is not consumed). A plain callable is taken to be a mean."""
+    sample's own loss has zero gradient). Targets are looked at as by
+    :func:`_readable_targets`. A plain callable is taken to be a mean."""
     if loss_reduction(loss_fn) == "sum":
         what = f"loss_fn {loss_name(loss_fn)}(reduction='sum') is N times the mean"
     else:

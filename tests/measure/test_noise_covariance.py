@@ -273,3 +273,12 @@ def test_noise_magnitude_refuses_a_batch_loss_that_is_not_the_mean_of_the_sample
     plain = noise_magnitude(model, nn.CrossEntropyLoss(), data, 0.1, 4)
     assert plain.grad_norm == pytest.approx(
         float(full_gradient(model, nn.CrossEntropyLoss(), data).norm()), rel=1e-12)
+    # ignored targets in a DataLoader over a TensorDataset: its targets tensor is read
+    from torch.utils.data import DataLoader, TensorDataset
+
+    x, y = data
+    y = y.clone()
+    y[0] = -100
+    with pytest.raises(UserError, match=r"noise_magnitude .*ignore_index=-100"):
+        noise_magnitude(model, nn.CrossEntropyLoss(), DataLoader(TensorDataset(x, y),
+                                                                 batch_size=len(x)), 0.1, 4)

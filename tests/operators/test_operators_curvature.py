@@ -589,6 +589,34 @@ def test_partials_of_torch_losses_are_measured_on_batches_as_their_modules():
         HessianOperator(model, nn.BCEWithLogitsLoss(weight=w), loader).to_dense())
 
 
+@pytest.mark.parametrize("shuffle", [False, True])
+def test_ignored_targets_in_a_loader_over_a_tensor_dataset_are_refused(shuffle):
+    """A DataLoader's targets were not looked at: F.cross_entropy over batches of 4 from a
+    TensorDataset with 3 targets -100 in 12 was measured, its Hessian off the set's. The
+    loader's targets tensor is read (no pass over the data); a loader of one batch, exact,
+    is measured."""
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from sgdlab.errors import UserError
+
+    model = tiny_mlp(3, 4, 3)
+    x, _ = tiny_classification(12, 3, 3)
+    y = torch.tensor([0, -100, -100, -100, 1, 2, 0, 1, 2, 0, 1, 2])
+    dataset = TensorDataset(x, y)
+    with pytest.raises(UserError, match=r"cross_entropy\(ignore_index=-100\)"):
+        HessianOperator(model, F.cross_entropy, DataLoader(dataset, batch_size=4,
+                                                           shuffle=shuffle))
+    whole = DataLoader(dataset, batch_size=12, shuffle=shuffle)
+    torch.testing.assert_close(HessianOperator(model, F.cross_entropy, whole).to_dense(),
+                               dense_hessian_reference(model, F.cross_entropy, (x, y)))
+    # without ignored targets the loader is measured as the set
+    y = y.clamp_min(0)
+    torch.testing.assert_close(
+        HessianOperator(model, F.cross_entropy,
+                        DataLoader(TensorDataset(x, y), batch_size=4)).to_dense(),
+        dense_hessian_reference(model, F.cross_entropy, (x, y)))
+
+
 def test_f_cross_entropy_with_targets_minus_100_is_refused_on_batches():
     """F.cross_entropy ignores targets -100 (its default ignore_index) as the module does, but
     was measured on batches: the Hessian over two batches of 6 with 3 targets -100 was 0.090
