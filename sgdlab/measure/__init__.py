@@ -61,7 +61,8 @@ from .dynamics import (
     parameter_norm,
     update_norm,
 )
-from .interpolation import InterpolationCurve, interpolate_models, recompute_bn_statistics
+from .batch_norm import recompute_bn_statistics
+from .interpolation import InterpolationCurve, interpolate_models
 from .interpolation import BasinWidth, basin_width
 from .surface import (
     LossSurface,

@@ -13,10 +13,11 @@ measures only the outward side (α < 0 for θ_A, α > 1 for θ_B), which the oth
 cannot reach.
 
 Batch norm: the running statistics of θ_A and θ_B do not describe the interpolated network, so by
-default (``bn_stats="recompute"``) they are recomputed at every α from the training data: one
-pass over ``bn_data`` (default: the training data) in train mode without gradients, each
-layer's mean and unbiased variance pooled over all the samples (:func:`recompute_bn_statistics`:
-the statistics of the whole set, whatever the batching; no EMA horizon). The
+default (``bn_stats="recompute"``) they are recomputed at every α from ``bn_data`` (default:
+the training data), without gradients: each layer's mean and unbiased variance over all the
+samples as one batch in train mode would give them, whatever the batching, at every layer
+(:func:`~sgdlab.measure.batch_norm.recompute_bn_statistics`: one pass per layer with several
+batches; no EMA horizon). The
 alternative ``bn_stats="interpolate"`` interpolates the running statistics like the weights (so
 α = 0 and α = 1 reproduce the two models exactly; where an extrapolated running variance
 reaches 0 or below, the point is NaN, with a warning), and ``"keep"`` uses model A's buffers.
@@ -33,6 +34,7 @@ import torch
 from torch import Tensor, nn
 
 from sgdlab.accuracy import argmax_hits
+from sgdlab.measure.batch_norm import BN_TYPES, has_batchnorm, recompute_bn_statistics
 from sgdlab.models.modes import eval_mode
 from sgdlab.operators.batches import (Data, check_batch_loss, check_input_dtype,
                                       iterate_batches)
@@ -49,11 +51,6 @@ __all__ = [
 ]
 
 LossFn = Callable[[Tensor, Tensor], Tensor]
-_BN_TYPES = (nn.modules.batchnorm._BatchNorm,)
-
-
-def has_batchnorm(model: nn.Module) -> bool:
-    return any(isinstance(m, _BN_TYPES) for m in model.modules())
 
 
 @torch.no_grad()
@@ -89,89 +86,6 @@ def evaluate(model: nn.Module, loss_fn: LossFn, data: Data) -> tuple[float, floa
     return loss / n, (correct / labels if classify and labels else float("nan"))
 
 
-class ChannelMoments:
-    """Per-channel sample count, mean and sum of squared deviations (float64) of the inputs of
-    a batch-norm layer, pooled over the batches passed to :meth:`add` by Chan et al.'s
-    pairwise combination (no cancellation of large sums of squares)."""
-
-    def __init__(self) -> None:
-        self.n, self.mean, self.m2 = 0, None, None
-
-    def add(self, x: Tensor) -> None:
-        """Pool in ``x`` (channels at dimension 1; every other dimension is samples)."""
-        z = x.detach().transpose(0, 1).reshape(x.shape[1], -1).double()
-        nb = z.shape[1]
-        if nb == 0:
-            return
-        mean_b = z.mean(1)
-        m2_b = (z - mean_b[:, None]).square().sum(1)
-        if self.n == 0:
-            self.n, self.mean, self.m2 = nb, mean_b, m2_b
-            return
-        n = self.n + nb
-        delta = mean_b - self.mean
-        self.m2 = self.m2 + m2_b + delta.square() * (self.n * nb / n)
-        self.mean = self.mean + delta * (nb / n)
-        self.n = n
-
-
-@torch.no_grad()
-def recompute_bn_statistics(model: nn.Module, data: Data) -> None:
-    """Replace every batch-norm layer's running mean and variance by those of all the samples
-    of ``data``, however they are batched: per channel, the mean and the unbiased variance over
-    every sample (and spatial position) that reaches the layer in one pass in train mode
-    (each batch normalised by its own statistics, dropout off), pooled in float64
-    (:class:`ChannelMoments`). ``num_batches_tracked`` counts the non-empty batches. For a
-    layer whose input passes through no other batch norm this is exactly what one batch of
-    the whole set gives torch's train mode with ``momentum=1``; a deeper layer sees its input
-    as each batch's normalisation shaped it. Layers with ``track_running_stats=False`` and
-    models without batch norm are left alone; the layers' momentum and the modules'
-    train/eval flags are restored, and the statistics too when a forward pass fails."""
-    bns = [m for m in model.modules() if isinstance(m, _BN_TYPES) and m.track_running_stats]
-    if not bns:
-        return
-    flags = {m: m.training for m in model.modules()}
-    moms = {m: m.momentum for m in bns}
-    device = bns[0].running_mean.device     # a model without parameters has its buffers
-    pooled = {m: ChannelMoments() for m in bns}
-
-    def collect(m: nn.Module, inputs: tuple) -> None:
-        pooled[m].add(inputs[0])
-
-    hooks = [m.register_forward_pre_hook(collect) for m in bns]
-    batches = 0
-    # a pass that fails leaves the statistics as they were, not reset
-    saved = [(b, b.clone()) for m in bns for b in m.buffers(recurse=False)]
-    try:
-        model.eval()  # dropout off while the statistics are collected
-        for m in bns:
-            m.reset_running_stats()
-            m.momentum = None
-            m.train()
-        for x, _ in iterate_batches(data, device):
-            model(x)
-            batches += 1
-    except BaseException:
-        for b, value in saved:
-            b.copy_(value)
-        raise
-    finally:
-        for h in hooks:
-            h.remove()
-        for m, mom in moms.items():
-            m.momentum = mom
-        for m, f in flags.items():
-            m.training = f
-    for m in bns:
-        n, mean, m2 = pooled[m].n, pooled[m].mean, pooled[m].m2
-        m.reset_running_stats()
-        if n == 0:       # a layer the forward pass does not reach keeps reset statistics
-            continue
-        m.running_mean.copy_(mean)
-        m.running_var.copy_(m2 / (n - 1) if n > 1 else torch.full_like(m2, math.nan))
-        m.num_batches_tracked.fill_(batches)
-
-
 @dataclass
 class InterpolationCurve:
     """Loss / accuracy along (1 − α) θ_A + α θ_B. Test entries are empty without test data;
@@ -194,7 +108,7 @@ def _float_buffers(model: nn.Module) -> dict[str, Tensor]:
 
 def _batchnorm_buffer_names(model: nn.Module) -> set[str]:
     return {f"{prefix}.{n}" if prefix else n for prefix, m in model.named_modules()
-            if isinstance(m, _BN_TYPES) for n, _ in m.named_buffers(recurse=False)}
+            if isinstance(m, BN_TYPES) for n, _ in m.named_buffers(recurse=False)}
 
 
 def _frozen_params(model: nn.Module) -> dict[str, Tensor]:

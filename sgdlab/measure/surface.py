@@ -40,7 +40,8 @@ from torch import Tensor, nn
 from sgdlab.operators.batches import Data
 from sgdlab.operators.params import params_vector, set_params_vector, trainable_named_params
 
-from .interpolation import evaluate, has_batchnorm, recompute_bn_statistics
+from .batch_norm import has_batchnorm, recompute_bn_statistics
+from .interpolation import evaluate
 from .sharpness import perturbed_evaluations
 
 __all__ = [

@@ -44,12 +44,12 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import vmap
 
-from sgdlab.measure.interpolation import ChannelMoments
-from sgdlab.models.modes import buffers_kept, eval_mode
+from sgdlab.measure.batch_norm import (BN_TYPES, batch_norm_statistics, has_batchnorm,
+                                       normalise_with, replaced_forwards)
+from sgdlab.models.modes import eval_mode
 from sgdlab.operators.batches import (Data, check_batch_loss, check_input_dtype, is_single_batch,
                                       iterate_batches)
 from sgdlab.operators.params import (check_params_vector, functional_call, params_vector,
@@ -75,7 +75,6 @@ __all__ = [
 ]
 
 LossFn = Callable[[Tensor, Tensor], Tensor]
-_BN_TYPES = (nn.modules.batchnorm._BatchNorm,)
 
 
 # --------------------------------------------------------------------------------------------
@@ -143,7 +142,7 @@ def evaluation_mode(model: nn.Module, bn_mode: str = "eval") -> Iterator[None]:
         with eval_mode(model):
             if bn_mode == "train":
                 for m in model.modules():
-                    if isinstance(m, _BN_TYPES):
+                    if isinstance(m, BN_TYPES):
                         m.train()
                 saved = {n: b.detach().clone() for n, b in model.named_buffers()}
             yield
@@ -290,90 +289,6 @@ def _free_cached(device: torch.device) -> None:
         torch.cuda.empty_cache()
 
 
-# --------------------------------------------------------------------------------------------
-# Batch statistics of a whole batch evaluated in chunks
-# --------------------------------------------------------------------------------------------
-
-class _StopForward(Exception):
-    """Ends a statistics pass at the batch-norm layer it measures."""
-
-
-def _bn_call_order(model: nn.Module, x: Tensor) -> list[nn.Module]:
-    """The batch-norm modules in the order a forward pass calls them (measured on 2 samples;
-    the running statistics that the pass moves in train mode are put back)."""
-    order: list[nn.Module] = []
-    hooks = [m.register_forward_pre_hook(lambda mod, _a: order.append(mod))
-             for m in model.modules() if isinstance(m, _BN_TYPES)]
-    try:
-        with buffers_kept(model):
-            model(x[: min(2, len(x))])
-    finally:
-        for h in hooks:
-            h.remove()
-    if len({id(m) for m in order}) != len(order):
-        raise ValueError("segment_losses: a batch-norm module is called more than once per "
-                         "forward pass, so its statistics over a batch evaluated in chunks are "
-                         "not defined; pass smaller batches as data (bn_mode='train' "
-                         "normalises over each of them) or a larger memory_budget")
-    return order
-
-
-@contextlib.contextmanager
-def _bn_forwards(forwards: dict[nn.Module, Callable[[Tensor], Tensor]]) -> Iterator[None]:
-    """Batch-norm modules whose ``forward`` is replaced for the duration of the block; a
-    ``forward`` the instance had set itself is put back on exit."""
-    own = {m: m.__dict__["forward"] for m in forwards if "forward" in m.__dict__}
-    try:
-        for m, f in forwards.items():
-            m.forward = f
-        yield
-    finally:
-        for m in forwards:
-            if m in own:
-                m.forward = own[m]
-            else:
-                m.__dict__.pop("forward", None)
-
-
-def _normalise_with(m: nn.Module, mean: Tensor, var: Tensor) -> Callable[[Tensor], Tensor]:
-    def forward(inp: Tensor) -> Tensor:
-        return F.batch_norm(inp, mean.to(inp.dtype), var.to(inp.dtype), m.weight, m.bias,
-                            False, 0.0, m.eps)
-    return forward
-
-
-@torch.no_grad()
-def batch_norm_statistics(model: nn.Module, chunks: Sequence[tuple[Tensor, Tensor]]
-                          ) -> dict[nn.Module, tuple[Tensor, Tensor]]:
-    """{batch-norm module: (mean, biased variance)} per channel (float64) of its input when
-    the samples of all ``chunks`` pass through the model as one batch in train mode, which is
-    what batch norm normalises with there; computed a chunk at a time. Layer l's input
-    depends on the statistics of the layers before it, so there is one pass over the chunks
-    per batch-norm layer, each stopped at that layer (VGG-11: 8 passes, together about 4.3
-    forward passes of compute; ResNet-56: 55, about 28). The model's buffers (running
-    statistics) and its modules' ``forward`` are as they were on return."""
-    # two samples, from two chunks of one: batch norm in train mode refuses a single one
-    order = _bn_call_order(model, torch.cat([xc[:2] for xc, _ in chunks[:2]]))
-    stats: dict[nn.Module, tuple[Tensor, Tensor]] = {}
-    for layer in order:
-        acc = ChannelMoments()
-
-        def measure(inp: Tensor) -> Tensor:
-            acc.add(inp)
-            raise _StopForward
-
-        forwards = {m: _normalise_with(m, *stats[m]) for m in stats}
-        forwards[layer] = measure
-        with _bn_forwards(forwards):
-            for xc, _ in chunks:
-                try:
-                    model(xc)
-                except _StopForward:
-                    pass
-        stats[layer] = (acc.mean, acc.m2 / acc.n)
-    return stats
-
-
 def _chunked_losses(model: nn.Module, loss_fn: LossFn, x: Tensor, y: Tensor, size: int,
                     whole_batch_bn: bool) -> list[tuple[Tensor, int]]:
     """(loss, samples) of each chunk of the batch ``(x, y)``; with ``whole_batch_bn`` and more
@@ -382,7 +297,7 @@ def _chunked_losses(model: nn.Module, loss_fn: LossFn, x: Tensor, y: Tensor, siz
     if len(chunks) == 1 or not whole_batch_bn:
         return [(loss_fn(model(xc), yc), len(xc)) for xc, yc in chunks]
     stats = batch_norm_statistics(model, chunks)
-    with _bn_forwards({m: _normalise_with(m, *st) for m, st in stats.items()}):
+    with replaced_forwards({m: normalise_with(m, *st) for m, st in stats.items()}):
         return [(loss_fn(model(xc), yc), len(xc)) for xc, yc in chunks]
 
 
@@ -505,8 +420,7 @@ def segment_losses(
     device = theta_a.device
     if vectorize is None:
         vectorize = device.type != "cpu"
-    whole_batch_bn = bn_mode == "train" and any(isinstance(m, _BN_TYPES)
-                                                for m in model.modules())
+    whole_batch_bn = bn_mode == "train" and has_batchnorm(model)
     first = next(iterate_batches(data))[0]
     x0 = first[:2].to(device)        # sizes the passes (activation_bytes_per_sample)
     # a loader's batches are of one size

@@ -654,7 +654,7 @@ def single_batch_preparation(op, attr: str, prepare) -> tuple:
     and buffers' version counters: a parameter changed in place since (an optimizer step)
     makes a new one instead of mixing activations at the old parameters with the new weights,
     and so do batch norm's running statistics changed since (a train-mode forward,
-    :func:`~sgdlab.measure.interpolation.recompute_bn_statistics`), which an eval-mode batch
+    :func:`~sgdlab.measure.batch_norm.recompute_bn_statistics`), which an eval-mode batch
     norm's kept activations read. Counted after ``prepare``: a train-mode batch norm's own
     forward moves them (the operators put the values back, not the counters)."""
     held = getattr(op, attr)

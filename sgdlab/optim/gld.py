@@ -390,7 +390,7 @@ class StructuredNoiseGD(Optimizer):
                  if bn and h["variance_bn"] == "data" else None)
         try:
             if saved is not None:
-                from sgdlab.measure.interpolation import recompute_bn_statistics
+                from sgdlab.measure.batch_norm import recompute_bn_statistics
 
                 recompute_bn_statistics(self.model, est)     # one batch: the data's statistics
             with eval_mode(self.model, bn), self._held_only():
