@@ -17,7 +17,7 @@ default (``bn_stats="recompute"``) they are recomputed at every α from ``bn_dat
 the training data), without gradients: each layer's mean and unbiased variance over all the
 samples as one batch in train mode would give them, whatever the batching, at every layer
 (:func:`~sgdlab.measure.batch_norm.recompute_bn_statistics`: one pass per layer with several
-batches; no EMA horizon). The
+batches, or one pass in all with ``bn_layerwise=False``; no EMA horizon). The
 alternative ``bn_stats="interpolate"`` interpolates the running statistics like the weights (so
 α = 0 and α = 1 reproduce the two models exactly; where an extrapolated running variance
 reaches 0 or below, the point is NaN, with a warning), and ``"keep"`` uses model A's buffers.
@@ -125,6 +125,7 @@ def interpolate_models(
     *,
     bn_stats: str = "recompute",
     bn_data: Data | None = None,
+    bn_layerwise: bool = True,
 ) -> InterpolationCurve:
     """Mean loss and accuracy at θ(α) = (1 − α) θ_A + α θ_B for each α.
 
@@ -139,6 +140,9 @@ def interpolate_models(
         bn_stats: "recompute" (default), "interpolate" or "keep"; see the module docstring.
             Ignored for models without batch norm.
         bn_data: data for the recomputation (default ``train_data``).
+        bn_layerwise: the recomputation's ``layerwise`` (:func:`recompute_bn_statistics`):
+            exact at every layer (default), or ``False``: one pass, each batch of ``bn_data``
+            normalised by its own statistics.
     """
     if bn_stats not in ("recompute", "interpolate", "keep"):
         raise ValueError(f"Invalid bn_stats={bn_stats!r}: expected 'recompute', "
@@ -202,7 +206,8 @@ def interpolate_models(
                     series.append(float("nan"))
                 continue
         elif bn and bn_stats == "recompute":
-            recompute_bn_statistics(model, train_data if bn_data is None else bn_data)
+            recompute_bn_statistics(model, train_data if bn_data is None else bn_data,
+                                    layerwise=bn_layerwise)
         lo, ac = evaluate(model, loss_fn, train_data)
         curve.train_loss.append(lo)
         curve.train_acc.append(ac)

@@ -186,7 +186,8 @@ def loss_surface(
     model: nn.Module, loss_fn: LossFn, train_data: Data, directions: Sequence[Tensor] | Tensor,
     *, extent: float | tuple[float, float] = 1.0, steps: int = 21,
     test_data: Data | None = None, bn_stats: str = "keep", bn_data: Data | None = None,
-    chunk_size: int = 16, vectorize: bool = False, accuracy: bool = True,
+    bn_layerwise: bool = True, chunk_size: int = 16, vectorize: bool = False,
+    accuracy: bool = True,
 ) -> LossSurface:
     """The loss on the line (one direction) or plane (two) through the model's parameters θ.
 
@@ -201,7 +202,9 @@ def loss_surface(
         extent: the coordinates run over [-extent, extent] (or the given (lo, hi)) in
             ``steps`` points per direction (``steps²`` evaluations for a plane).
         bn_stats: ``"keep"`` (the model's running statistics everywhere) or ``"recompute"``
-            (recomputed at every point from ``bn_data``, default ``train_data``).
+            (recomputed at every point from ``bn_data``, default ``train_data``;
+            ``bn_layerwise`` is :func:`~sgdlab.measure.batch_norm.recompute_bn_statistics`'s
+            ``layerwise``).
         vectorize, chunk_size: one point at a time, parameters written in place (default),
             or ``chunk_size`` points per ``vmap``-ed forward pass as in
             :func:`~sgdlab.measure.sharpness.expected_sharpness` (no faster on the MLPs and
@@ -243,7 +246,8 @@ def loss_surface(
             out = []
             for off in offsets:
                 set_params_vector(work, theta + off)
-                recompute_bn_statistics(work, train_data if bn_data is None else bn_data)
+                recompute_bn_statistics(work, train_data if bn_data is None else bn_data,
+                                        layerwise=bn_layerwise)
                 out.append(evaluate(work, loss_fn, data))
             set_params_vector(work, theta)
             return [o[0] for o in out], [o[1] if accuracy else math.nan for o in out]

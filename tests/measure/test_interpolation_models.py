@@ -81,6 +81,26 @@ def test_endpoints_with_batchnorm_interpolated_and_recomputed_stats():
         interpolate_models(a, b, loss_fn, batches, bn_stats="ema")
 
 
+@pytest.mark.parametrize("layerwise", [True, False])
+def test_recomputed_statistics_follow_bn_layerwise(layerwise):
+    # two stacked batch norms and two batches: one pass per layer and one pass in all differ
+    def make(seed):
+        torch.manual_seed(seed)
+        return nn.Sequential(nn.Linear(4, 6), nn.BatchNorm1d(6), nn.Tanh(), nn.Linear(6, 5),
+                             nn.BatchNorm1d(5), nn.Linear(5, 3)).double()
+    a, b = make(0), make(1)
+    train = _data(40, 5)
+    batches = [(train[0][:12], train[1][:12]), (train[0][12:], train[1][12:])]
+    loss_fn = nn.CrossEntropyLoss()
+    c = interpolate_models(a, b, loss_fn, batches, alphas=[0.0, 1.0], bn_layerwise=layerwise)
+    for got, m in zip(c.train_loss, (a, b)):
+        own, other = copy.deepcopy(m), copy.deepcopy(m)
+        recompute_bn_statistics(own, batches, layerwise=layerwise)
+        recompute_bn_statistics(other, batches, layerwise=not layerwise)
+        assert got == pytest.approx(evaluate(own, loss_fn, batches)[0], rel=1e-12)
+        assert got != pytest.approx(evaluate(other, loss_fn, batches)[0], rel=1e-6)
+
+
 def _whole_set_statistics(bn: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """What torch's train mode stores from one batch of the whole set with momentum=1."""
     ref = copy.deepcopy(bn).train()

@@ -131,6 +131,24 @@ def test_batch_norm_keep_and_recompute():
     assert all(torch.equal(b, bufs[n]) for n, b in model.named_buffers())
 
 
+def test_recomputed_statistics_follow_bn_layerwise():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 5), nn.BatchNorm1d(5), nn.Tanh(), nn.Linear(5, 4),
+                          nn.BatchNorm1d(4), nn.Linear(4, 2)).double().eval()
+    x, y = tiny_classification(24, 3, 2)
+    batches = [(x[:7], y[:7]), (x[7:], y[7:])]
+    d = random_direction(model, generator=torch.Generator().manual_seed(0))
+    loss_fn = nn.CrossEntropyLoss()
+    for layerwise in (True, False):
+        s = loss_surface(model, loss_fn, batches, [d], extent=1.0, steps=3, bn_stats="recompute",
+                         bn_layerwise=layerwise)
+        own, other = copy.deepcopy(model), copy.deepcopy(model)
+        recompute_bn_statistics(own, batches, layerwise=layerwise)
+        recompute_bn_statistics(other, batches, layerwise=not layerwise)
+        assert s.train_loss[1] == pytest.approx(evaluate(own, loss_fn, batches)[0], rel=1e-12)
+        assert s.train_loss[1] != pytest.approx(evaluate(other, loss_fn, batches)[0], rel=1e-6)
+
+
 def test_trajectory_pca_recovers_the_plane_of_a_planar_path():
     g = torch.Generator().manual_seed(0)
     basis, _ = torch.linalg.qr(torch.randn(10, 2, dtype=torch.float64, generator=g))
