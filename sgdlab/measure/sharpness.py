@@ -17,8 +17,10 @@
 All losses are means over ``data`` (batches weighted by size), evaluated in the model's current
 train/eval mode with gradients off (except the ascent in ``epsilon_sharpness``); the buffers
 (batch norm's running statistics, which forward passes in train mode update) are restored.
-Perturbed losses are batched with ``torch.func.vmap`` over ``functional_call``
-(``vectorize=False``: a loop that writes the parameters in place and restores them). A model
+Perturbed losses are batched with ``torch.func.vmap`` over ``functional_call``, ``chunk_size``
+points a call or fewer where a folded activation would reach 2³¹ elements
+(:func:`sgdlab.measure.walk.vmap_points`) (``vectorize=False``: a loop that writes the
+parameters in place and restores them). A model
 vmap cannot batch — batch norm or dropout in train mode — falls back to the loop with a
 ``RuntimeWarning``. Dropout in train mode draws the same masks at θ and at every perturbed
 point (one fixed draw per batch, as the curvature operators do), and with modules in train mode
@@ -47,6 +49,7 @@ from sgdlab.operators.params import functional_call, unflatten_like
 
 from .curvature import Estimate
 from .curvature import mc_estimate as _mc
+from .walk import activation_sizes, vmap_points
 
 LossFn = Callable[[Tensor, Tensor], Tensor]
 
@@ -143,13 +146,18 @@ def _perturbed_evaluations(model: nn.Module, loss_fn: LossFn, data: Data, pertur
         batched = vmap(loss_at, in_dims=(0, None, None))
         totals = torch.zeros(m, dtype=torch.float64, device=device)
         correct = torch.zeros(m, dtype=torch.float64, device=device)
+        widest = None
         try:
             for x, y in _batches(model, data, device):
-                for i in range(0, m, chunk_size):
-                    thetas = theta + perturbations[i : i + chunk_size].to(device, theta.dtype)
+                if widest is None:
+                    widest = activation_sizes(model, x)[1]
+                # fewer points per call where a folded activation would reach cuDNN's limit
+                step = vmap_points(chunk_size, len(x), widest)
+                for i in range(0, m, step):
+                    thetas = theta + perturbations[i : i + step].to(device, theta.dtype)
                     loss, hits, lab = batched(thetas, x, y)
-                    totals[i : i + chunk_size] += loss.double() * len(x)
-                    correct[i : i + chunk_size] += hits.double()
+                    totals[i : i + step] += loss.double() * len(x)
+                    correct[i : i + step] += hits.double()
                 n += len(x)
                 labels += int(lab[0]) if classify and len(lab) else 0
         except RuntimeError as e:

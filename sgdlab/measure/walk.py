@@ -59,6 +59,7 @@ __all__ = [
     "StepInterpolation",
     "EpochWalkSummary",
     "activation_bytes_per_sample",
+    "activation_sizes",
     "analyze_segment",
     "batch_norm_statistics",
     "evaluation_memory_budget",
@@ -72,6 +73,8 @@ __all__ = [
     "segment_losses",
     "step_interpolation",
     "summarize_epochs",
+    "vmap_points",
+    "VMAP_MAX_ELEMENTS",
 ]
 
 LossFn = Callable[[Tensor, Tensor], Tensor]
@@ -189,7 +192,8 @@ def _batched_losses(model: nn.Module, loss_fn: LossFn, params: dict[str, Tensor]
 _OOM = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
 # below this many samples a pass gets slow per sample: fewer points per vmap call come first
 _MIN_CHUNK = 256
-_VMAP_MAX_ELEMENTS = 2**31 - 1      # cuDNN's 32-bit indexing (_vmap_budget)
+# vmap folds the points into one tensor, and cuDNN indexes with 32 bits (_vmap_budget)
+VMAP_MAX_ELEMENTS = 2**31 - 1
 
 
 def evaluation_memory_budget(device: torch.device | str) -> int:
@@ -209,12 +213,12 @@ def activation_bytes_per_sample(model: nn.Module, x: Tensor) -> int:
     in eval mode. A pass frees most of them as it goes, so this overestimates (CIFAR-10,
     float32: VGG-11 1.87 MiB against a measured peak of 0.50 MiB, ResNet-56 4.14 MiB against
     0.31; docs/design/walk-and-eta-ratio.md)."""
-    return _activation_sizes(model, x)[0]
+    return activation_sizes(model, x)[0]
 
 
-def _activation_sizes(model: nn.Module, x: Tensor) -> tuple[int, int]:
+def activation_sizes(model: nn.Module, x: Tensor) -> tuple[int, int]:
     """(:func:`activation_bytes_per_sample`, elements per sample of the largest of those
-    tensors)."""
+    tensors, which sizes vmapped passes: :func:`vmap_points`)."""
     probe = x[: min(2, len(x))]
     total = [probe.nbytes]
     widest = [probe.numel()]
@@ -235,13 +239,20 @@ def _activation_sizes(model: nn.Module, x: Tensor) -> tuple[int, int]:
     return max(1, -(-total[0] // len(probe))), max(1, -(-widest[0] // len(probe)))
 
 
+def vmap_points(points: int, samples: int, widest: int) -> int:
+    """At most ``points`` points per vmapped pass over ``samples`` samples, and at least one,
+    so that points x samples x ``widest`` (elements of a sample's largest activation) stays
+    below :data:`VMAP_MAX_ELEMENTS` (see :func:`_vmap_budget`)."""
+    return max(1, min(points, VMAP_MAX_ELEMENTS // max(1, samples * widest)))
+
+
 def _vmap_budget(budget: int, per_sample: int, widest: int) -> int:
     """``budget`` capped so that no activation of a vmapped pass reaches 2³¹ elements: vmap
     folds the points into one tensor (points × samples × one sample's elements), and cuDNN
     indexes with 32 bits (an H200 evaluating 12 points x 2,000 samples of a 64-channel
     64 x 64 map, 6.3e9 elements, raised CUDNN_STATUS_NOT_SUPPORTED, and the points went one
     by one). Without vmap, torch splits such a convolution itself."""
-    return min(budget, max(1, _VMAP_MAX_ELEMENTS // widest) * per_sample)
+    return min(budget, max(1, VMAP_MAX_ELEMENTS // widest) * per_sample)
 
 
 def _chunk_sizes(per_sample: int, n: int, points: int, budget: int,
@@ -431,7 +442,7 @@ def segment_losses(
     points = len(alphas) if alpha_chunk is None else min(alpha_chunk, len(alphas))
     total: Tensor | None = None
     with evaluation_mode(model, bn_mode):
-        per_sample, widest = _activation_sizes(model, x0)
+        per_sample, widest = activation_sizes(model, x0)
         k, size = _chunk_sizes(per_sample, largest, points,
                                _vmap_budget(budget, per_sample, widest), vectorize)
         while vectorize and total is None:

@@ -209,3 +209,33 @@ def test_sharpness_refuses_a_non_finite_or_negative_scale(bad):
         epsilon_sharpness(model, _loss, DATA, bad)
     with pytest.raises(ValueError, match="gamma"):
         local_entropy(model, _loss, DATA, bad, num_samples=2)
+
+
+def test_vmapped_points_stay_below_the_element_limit(monkeypatch):
+    # vmap folds the points into one tensor: points x samples x the widest activation of one
+    # sample must stay below cuDNN's 32-bit limit (here scaled down), in fewer points per call
+    import sgdlab.measure.sharpness as sharpness
+    import sgdlab.measure.walk as walk
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 6), nn.Tanh(), nn.Linear(6, 2)).double()
+    x = torch.randn(10, 4, dtype=torch.float64)
+    data = (x, torch.randint(0, 2, (10,)))
+    loss_fn = nn.CrossEntropyLoss()
+    pert = 0.1 * torch.randn(20, 6 * 4 + 6 + 2 * 6 + 2, dtype=torch.float64)
+    widest = 6                        # the hidden layer's outputs, per sample
+    monkeypatch.setattr(walk, "VMAP_MAX_ELEMENTS", 3 * 10 * widest)
+    seen, real_vmap = [], sharpness.vmap
+
+    def spy(f, *args, **kwargs):
+        g = real_vmap(f, *args, **kwargs)
+
+        def call(thetas, xb, yb):
+            seen.append(len(thetas) * len(xb) * widest)
+            return g(thetas, xb, yb)
+        return call
+    monkeypatch.setattr(sharpness, "vmap", spy)
+    out, _ = sharpness.perturbed_evaluations(model, loss_fn, data, pert, chunk_size=16)
+    assert seen and max(seen) <= 3 * 10 * widest, seen
+    loop, _ = sharpness.perturbed_evaluations(model, loss_fn, data, pert, vectorize=False)
+    torch.testing.assert_close(out, loop, rtol=1e-12, atol=0)

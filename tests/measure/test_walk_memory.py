@@ -283,7 +283,7 @@ def test_no_vmapped_activation_reaches_the_element_limit(monkeypatch):
     model.eval()
     widest = 3 * 4 * 4          # the convolution's output, per sample (48 elements)
     limit = 5 * 10 * widest     # e.g. 5 points x 10 samples
-    monkeypatch.setattr(walk, "_VMAP_MAX_ELEMENTS", limit)
+    monkeypatch.setattr(walk, "VMAP_MAX_ELEMENTS", limit)
     seen = []
     batched = walk._batched_losses
 
