@@ -86,3 +86,22 @@ def config_loader() -> type:
     import yaml
 
     return strict_yaml_loader(exponent_floats(yaml.SafeLoader))
+
+
+def yaml_problem(e: Exception) -> str:
+    """One line for a YAML error of a config: where, and what (a tag is named as such; a
+    parse error names the construct it was reading and where that starts)."""
+    from yaml.constructor import ConstructorError     # its problems say all (a key twice, ...)
+
+    mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)
+    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+    problem = (getattr(e, "problem", None) or str(e)).strip().splitlines()[0]
+    if "constructor for the tag" in problem:
+        tag = problem.split("tag", 1)[1].strip().strip("'\"")
+        return (f"{where}YAML tag {tag!r} is not allowed: a config is plain data (mappings, "
+                "lists, numbers, strings)")
+    context, start = getattr(e, "context", None), getattr(e, "context_mark", None)
+    if context and start is not None and start is not mark \
+            and not isinstance(e, ConstructorError):
+        problem += f" ({context}, from line {start.line + 1}, column {start.column + 1})"
+    return f"{where}not valid YAML: {problem}"

@@ -12,7 +12,7 @@ from typing import Any
 import yaml
 
 from ..errors import ConfigError, check_config_kind, check_not_empty, read_config_text
-from ..yaml_loaders import config_loader
+from ..yaml_loaders import config_loader, yaml_problem
 
 CONFIG_SUFFIXES = (".yaml", ".yml", ".toml")
 
@@ -21,7 +21,7 @@ def parse_yaml(text: str, source: str = "<string>") -> Any:
     try:
         return yaml.load(text, Loader=config_loader())  # noqa: S506 (a SafeLoader)
     except yaml.YAMLError as e:
-        raise ConfigError(f"{source}: not valid YAML: {e}") from None
+        raise ConfigError(f"{source}: {yaml_problem(e)}") from None
 
 
 def packaged_configs() -> dict[str, Path]:

@@ -84,7 +84,7 @@ import yaml
 
 from sgdlab.errors import (ConfigError, check_config_kind, check_not_empty, did_you_mean,
                            read_config_text)
-from sgdlab.yaml_loaders import exponent_floats, strict_yaml_loader
+from sgdlab.yaml_loaders import exponent_floats, strict_yaml_loader, yaml_problem
 
 SCALES = ("smoke", "cpu", "paper")
 CATALOGUE_DIR = Path(__file__).parent / "catalogue"
@@ -715,7 +715,7 @@ def read_file(path: str | Path) -> dict[str, Any]:
         try:
             raw = load_yaml(read_config_text(path))
         except yaml.YAMLError as e:
-            raise ConfigError(f"{path}: not valid YAML: {e}") from None
+            raise ConfigError(f"{path}: {yaml_problem(e)}") from None
         check_not_empty(raw, "experiment", path)
         if not isinstance(raw, dict):
             raise ConfigError(f"{path}: expected a mapping at the top level")

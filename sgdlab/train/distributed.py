@@ -161,11 +161,11 @@ def load_config(path: str | Path) -> dict[str, Any]:
     if p.suffix in (".yaml", ".yml"):
         import yaml
 
-        from ..yaml_loaders import config_loader      # as run configs: 1e-3 is a number
+        from ..yaml_loaders import config_loader, yaml_problem   # as run configs: 1e-3 a number
         try:
             cfg = yaml.load(text, Loader=config_loader())  # noqa: S506 (a SafeLoader)
         except yaml.YAMLError as e:
-            raise ConfigError(f"{p}: {_yaml_problem(e)}") from None
+            raise ConfigError(f"{p}: {yaml_problem(e)}") from None
     else:
         try:
             cfg = json.loads(text)
@@ -176,18 +176,6 @@ def load_config(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"{p}: a replica run config must be a mapping")
     check_config_kind(cfg, "replica", p)
     return cfg
-
-
-def _yaml_problem(e: Exception) -> str:
-    """One line for a YAML error: where, and what (a tag is named as such)."""
-    mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)
-    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
-    problem = (getattr(e, "problem", None) or str(e)).strip().splitlines()[0]
-    if "constructor for the tag" in problem:
-        tag = problem.split("tag", 1)[1].strip().strip("'\"")
-        return (f"{where}YAML tag {tag!r} is not allowed: a config is plain data (mappings, "
-                "lists, numbers, strings)")
-    return f"{where}not valid YAML: {problem}"
 
 
 RUN_KEYS = {"data", "model", "loss", "parle", "rounds", "epochs", "grad_evals", "eval_every",

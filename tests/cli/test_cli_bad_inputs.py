@@ -51,6 +51,31 @@ def test_a_yaml_tag_in_a_parle_config_is_one_line(tmp_path, capsys):
     assert not (tmp_path / "pwned").exists()
 
 
+def test_a_yaml_error_is_one_line_naming_the_file_and_line_in_every_config_reader(
+        tmp_path, capsys):
+    # run and experiment configs printed PyYAML's message: several lines, the place given as
+    # `in "<unicode string>", line 2`, a tag by its full URI
+    unclosed = tmp_path / "unclosed.yaml"
+    unclosed.write_text("name: x\ndata: {name: digits\n")
+    tagged = tmp_path / "tagged.yaml"
+    tagged.write_text("name: x\ndata: !!python/object/apply:os.system ['true']\n")
+    for command in (["train"], ["run", "--config"], ["parle"]):
+        assert main([*command, str(unclosed)]) == 2, command
+        err = one_error_line(capsys)
+        assert f"{unclosed}: line 3, column 1: not valid YAML: " in err
+        assert "expected ',' or '}'" in err
+        assert "(while parsing a flow mapping, from line 2, column 7)" in err
+        assert "<unicode string>" not in err
+        assert main([*command, str(tagged)]) == 2, command
+        assert (f"{tagged}: line 2, column 7: YAML tag 'tag:yaml.org,2002:python/object/apply:"
+                "os.system' is not allowed" in one_error_line(capsys))
+    valid = tmp_path / "tiny.yaml"
+    valid.write_text(TINY)
+    assert main(["train", str(valid), "--set", "optimizer.lr=[1"]) == 2
+    assert ("--set optimizer.lr: line 1, column 3: not valid YAML: expected ',' or ']'"
+            in one_error_line(capsys))
+
+
 def test_measure_finds_the_runs_store_and_names_a_checkpoint_without_weights(
         tmp_path, capsys, monkeypatch):
     cfg = tmp_path / "tiny.yaml"
