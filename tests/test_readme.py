@@ -163,3 +163,19 @@ def test_readme_commands_parse_as_written(tmp_path):
             continue
         if args.command == "run":
             assert args.name in catalogue_files(), line
+
+
+def test_the_optimizer_paragraph_names_those_built_with_the_model_and_every_registered_one():
+    # `annealed-noise` needs the model (its spin-glass order p) as `trivialized` does, but was
+    # missing from the names for which the README says to use build_optimizer_for
+    from sgdlab.optim.gld import StructuredNoiseGD
+    from sgdlab.optim.registry import OPTIMIZERS, needs_model
+
+    text = re.sub(r"\s+", " ", README.read_text())
+    with_model = re.search(r"for those that need the model \((.*?)\)\. Registered: (.*?)\. ",
+                           text)
+    named = set(re.findall(r"`([a-z][\w-]*)`", with_model.group(1)))
+    assert "the GLD family" in with_model.group(1)
+    assert named == {name for name, cls in OPTIMIZERS.items()
+                     if needs_model(cls) and not issubclass(cls, StructuredNoiseGD)}
+    assert set(re.findall(r"`([a-z][\w-]*)`", with_model.group(2))) == set(OPTIMIZERS)
