@@ -33,9 +33,39 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _command_parser(parser: argparse.ArgumentParser,
+                    argv: list[str]) -> argparse.ArgumentParser:
+    """The parser of the (sub)command ``argv`` names: ``sgdlab runs list``'s for
+    ``["runs", "list", ...]``."""
+    for word in argv:
+        sub = next((a.choices for a in parser._actions
+                    if isinstance(a, argparse._SubParsersAction)), None)
+        if sub is None:
+            break
+        if word in sub:
+            parser = sub[word]
+    return parser
+
+
+def _parse(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
+    """``parser.parse_args(argv)``, but an unknown argument is reported by the command it was
+    given to, with its usage and the closest of its options (argparse's own message shows
+    the top-level usage: none of the command's options)."""
+    from sgdlab.errors import did_you_mean
+
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        command = _command_parser(parser, sys.argv[1:] if argv is None else argv)
+        options = [s for a in command._actions for s in a.option_strings]
+        flag = next((w.split("=", 1)[0] for w in unknown if w.startswith("--")), None)
+        hint = did_you_mean(flag, options) if flag else ""
+        command.error(f"unrecognized arguments: {' '.join(unknown)}{hint}")
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = _parse(parser, argv)
     if not getattr(args, "func", None):
         parser.print_help()
         return 2

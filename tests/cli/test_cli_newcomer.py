@@ -78,6 +78,25 @@ def test_every_command_says_what_it_does_and_names_its_actions():
                 unnamed += [(name, a) for a in actions if a not in helps[name].lower()]
     assert quiet == [] and unnamed == []
 
+@pytest.mark.parametrize("argv, prog, hint", [
+    (["train", "digits-mlp", "--sett", "train.epochs=1"], "sgdlab train", " (did you mean --set?)"),
+    (["runs", "list", "--satus", "finished"], "sgdlab runs list", " (did you mean --status?)"),
+    (["run", "zhu-escape-2d", "--wrokers=2"], "sgdlab run", " (did you mean --workers?)"),
+    (["list", "extra"], "sgdlab list", ""),
+])
+def test_a_mistyped_option_is_named_by_its_command_with_the_closest_option(
+        argv, prog, hint, capsys):
+    # argparse answered with `usage: sgdlab [-h] [--version] COMMAND ...`, the top-level
+    # usage that shows none of the command's options, and no suggestion
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"usage: {prog} ")
+    unknown = " ".join(argv[2:] if argv[0] != "list" else argv[1:])
+    assert err.splitlines()[-1] == f"{prog}: error: unrecognized arguments: {unknown}{hint}"
+
+
 def test_every_option_with_a_default_says_it():
     """An option that takes a value when not given says which in its help (a seed, a
     timeout, a momentum); switches and options that are simply absent need not."""
