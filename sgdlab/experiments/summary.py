@@ -100,12 +100,18 @@ def results_markdown(results: list[dict[str, Any]], *, command: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(prog="python -m sgdlab.experiments.summary",
+                                 description=__doc__.splitlines()[0].replace("``", ""))
     ap.add_argument("root", help="directory holding one output directory per experiment")
-    ap.add_argument("--command", default="sgdlab run NAME --scale cpu --workers 2")
+    ap.add_argument("--command", default="sgdlab run NAME --scale cpu --workers 2",
+                    help="the command the page says regenerates the outputs (default: "
+                         "%(default)s)")
     args = ap.parse_args(argv)
     try:
         results = load_all(args.root)
+        if not results:      # a mistyped folder: an empty table would look like a summary
+            raise UserError(f"no experiment output in {args.root}: it holds the output "
+                            "folders of `sgdlab run` (each with its results.json)")
     except UserError as e:
         print(f"summary: error: {e}", file=sys.stderr)
         return 2

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from sgdlab.experiments.summary import load_all, results_markdown
 
 
@@ -84,3 +86,23 @@ def test_markdown_names_the_readings_taken(tmp_path):
     del r["experiment"]["readings"]
     (tmp_path / "e1" / "results.json").write_text(json.dumps(r))
     assert "Readings" not in results_markdown(load_all(tmp_path), command="cmd")
+
+
+def test_a_folder_without_experiment_outputs_is_an_error_and_the_help_is_complete(
+        tmp_path, capsys):
+    # a mistyped folder printed an empty table ("0 experiments") with exit status 0, and
+    # --help showed `usage: summary.py` and an --command without a word of help
+    from sgdlab.experiments import summary
+
+    (tmp_path / "run1").mkdir()                     # a training run's results.json only
+    (tmp_path / "run1" / "results.json").write_text(json.dumps({"run_id": "x"}))
+    for root in (tmp_path, tmp_path / "sgdlab-ot"):
+        assert summary.main([str(root)]) == 2
+        err = capsys.readouterr().err
+        assert err == (f"summary: error: no experiment output in {root}: it holds the "
+                       "output folders of `sgdlab run` (each with its results.json)\n")
+    with pytest.raises(SystemExit):
+        summary.main(["--help"])
+    text = capsys.readouterr().out
+    assert text.startswith("usage: python -m sgdlab.experiments.summary ") and "``" not in text
+    assert "--command COMMAND  the command the page says regenerates the outputs" in text
