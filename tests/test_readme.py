@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import re
 from pathlib import Path
 
@@ -66,6 +67,33 @@ def test_readme_python_snippets_run_in_order(tmp_path, monkeypatch):
     # the store snippet found the training run although newer runs have no test accuracy
     assert ran[3].startswith("digits-mlp [(") and ran[3].rstrip().endswith("{}")
     assert "measure/hess/top_1" in store.metrics(train_id)
+    # the keys the README lists for an experiment's results.json are those it holds
+    results = json.loads((tmp_path / "zhu-escape" / "results.json").read_text())
+    listed = experiment_results_keys()
+    assert set(listed) == set(results)
+    for key, record in (("conclusions", results["conclusions"][0]),
+                        ("tables", results["tables"][0]), ("figures", results["figures"][0]),
+                        ("runs", results["runs"][0])):
+        assert set(listed[key]) == set(record), key
+
+
+def experiment_results_keys() -> dict[str, list[str]]:
+    """The README's `results.json` keys of an experiment: each key, with the fields it lists
+    for the records of the lists (`tables` (a list of `{name, ...}`), `runs` (`key`, ...))."""
+    text = re.sub(r"\s+", " ", README.read_text())
+    text = text.split("`results.json` keys: ", 1)[1].split(". `python -m", 1)[0]
+    keys, depth, start = {}, 0, 0
+    for i, ch in enumerate(text + ","):
+        depth += (ch == "(") - (ch == ")")
+        if ch == "," and depth == 0:
+            item = text[start:i].strip()
+            name = re.match(r"`(\w+)`", item).group(1)
+            inner = item[len(name) + 2:]
+            fields = re.search(r"\{([^}]*)\}", inner)
+            keys[name] = (fields.group(1).replace(" ", "").split(",") if fields
+                          else re.findall(r"`(\w+)`", inner.split(";")[0]))
+            start = i + 1
+    return keys
 
 
 def test_ci_runs_the_readme_test_command():
