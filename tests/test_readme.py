@@ -67,6 +67,11 @@ def test_readme_python_snippets_run_in_order(tmp_path, monkeypatch):
     # the store snippet found the training run although newer runs have no test accuracy
     assert ran[3].startswith("digits-mlp [(") and ran[3].rstrip().endswith("{}")
     assert "measure/hess/top_1" in store.metrics(train_id)
+    # what the README lists in a training run's folder and its results.json is there
+    files, results_keys = train_folder_contents()
+    folder = tmp_path / train_id
+    assert {str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file()} <= files
+    assert set(results_keys) == set(json.loads((folder / "results.json").read_text()))
     # the keys the README lists for an experiment's results.json are those it holds
     results = json.loads((tmp_path / "zhu-escape" / "results.json").read_text())
     listed = experiment_results_keys()
@@ -75,6 +80,17 @@ def test_readme_python_snippets_run_in_order(tmp_path, monkeypatch):
                         ("tables", results["tables"][0]), ("figures", results["figures"][0]),
                         ("runs", results["runs"][0])):
         assert set(listed[key]) == set(record), key
+
+
+def train_folder_contents() -> tuple[set[str], list[str]]:
+    """The files the README lists in the folder of a `sgdlab train` run, and the keys it lists
+    for their `results.json`."""
+    text = re.sub(r"\s+", " ", README.read_text())
+    listed = re.search(r"Each run gets a folder \(.*?\) with (.*?)\. `results\.json` is strict",
+                       text).group(1)
+    top = re.sub(r"\([^()]*\)", "", listed)
+    results = re.search(r"`results\.json` \((.*?) — ", listed).group(1)
+    return set(re.findall(r"`([\w/.]+)`", top)), re.findall(r"`(\w+)`", results)
 
 
 def experiment_results_keys() -> dict[str, list[str]]:
