@@ -114,6 +114,7 @@ def _locate(target: str, store_path: str | None):
     from sgdlab.config.runner import REPLICA_MASTER, REPLICA_RESULT, recorded_run
     from sgdlab.store import RunStore, default_store_path
     from sgdlab.train.checkpoint import CHECKPOINT_NAME
+    from sgdlab.train.loop import python_trained
 
     p = Path(target)
     ckpt_dir = _replica_checkpoints(p)
@@ -168,6 +169,9 @@ def _locate(target: str, store_path: str | None):
     folder = Path(dirs[-1]) if dirs else None
     ckpt = Path(ckpts[-1]) if ckpts else (folder / "checkpoints" / CHECKPOINT_NAME
                                            if folder else None)
+    if ckpt is None and python_trained(run["config"]):
+        raise UserError(f"run {run['id']} was {python_trained(run['config'])}: measure the "
+                        "model from Python with the functions of sgdlab.measure")
     if ckpt is None:
         raise UserError(f"run {run['id']} keeps no model to measure: the runs of `sgdlab "
                         "train` (a checkpoint) and of `sgdlab parle` (the master) do; "

@@ -131,6 +131,7 @@ def resume_run(run_id: str, *, store: Any = None, progress: bool | None = None,
     whose process is still alive is refused."""
     from ..store import RunStore, environment
     from ..train.checkpoint import checkpoint_path
+    from ..train.loop import python_trained
 
     store = store if store is not None else RunStore()
     run = store.get_run(run_id)
@@ -143,6 +144,11 @@ def resume_run(run_id: str, *, store: Any = None, progress: bool | None = None,
         raise UserError(f"run {run_id} is a run of `sgdlab parle`: continue it with `sgdlab "
                         "parle CONFIG --out DIR --resume`, DIR the folder that holds its "
                         "checkpoints")
+    if not dirs and python_trained(run["config"]):
+        raise UserError(f"run {run_id} was {python_trained(run['config'])}: continue it from "
+                        f"Python with train(..., store=RunStore({str(store.path)!r}), "
+                        f"run_id={run_id!r}, checkpoint_dir=<its checkpoint folder>, "
+                        "resume=True)")
     if not dirs:
         raise UserError(f"run {run_id} has no run folder recorded (was it started by "
                         "`sgdlab train`?)")

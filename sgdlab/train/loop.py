@@ -1035,6 +1035,17 @@ def _check_optimizer_updates(model, optimizer) -> None:
                         "another instance of the model?): build it from model.parameters()")
 
 
+def python_trained(config: Any) -> str | None:
+    """For the stored config of a run of a direct ``train()`` call (:func:`_call_config`), the
+    start of what says so: "trained by train() from Python (a <model class> the store cannot
+    rebuild)"; None for any other run. Such a run is resumed and measured from Python."""
+    model = config.get("model") if isinstance(config, dict) else None
+    if not (isinstance(model, dict) and "class" in model):
+        return None
+    return (f"trained by train() from Python (a {model['class']} the store cannot "
+            "rebuild)")
+
+
 def _call_config(model, optimizer, schedule, epochs, batch_size, replacement, seed) -> dict:
     """A description of a direct ``train()`` call, for runs created without a config file."""
     return {

@@ -709,3 +709,33 @@ def test_zero_epochs_checkpoint_the_initial_weights_for_measure(tmp_path, capsys
     assert run["summary"]["steps"] == 0 and math.isfinite(run["summary"]["test_loss"])
     assert main(["measure", str(out), "--what", "sharpness", "--store", store]) == 0
     assert "at step 0" in capsys.readouterr().out
+
+
+def test_resume_and_measure_of_a_run_of_train_from_python_say_how_to_go_on_from_python(
+        tmp_path, capsys):
+    # they said "has no run folder recorded (was it started by `sgdlab train`?)" and "this run
+    # recorded metrics only", although train() had written checkpoints and can resume them
+    from torch import nn
+
+    from sgdlab.data import Dataset
+    from sgdlab.train import train
+
+    torch.manual_seed(0)
+    x, y = torch.randn(16, 3), torch.randint(0, 2, (16,))
+    model = nn.Sequential(nn.Linear(3, 2))
+    store = RunStore(tmp_path / "runs.sqlite")
+    result = train(model, nn.CrossEntropyLoss(), Dataset(x, y, x, y),
+                   torch.optim.SGD(model.parameters(), lr=0.1), epochs=1, batch_size=8,
+                   store=store, checkpoint_dir=tmp_path / "ck", progress=False)
+    store.set_status(result.run_id, "interrupted")
+    assert main(["resume", result.run_id, "--store", str(store.path)]) == 2
+    err = capsys.readouterr().err
+    assert (f"run {result.run_id} was trained by train() from Python (a Sequential the store "
+            "cannot rebuild): continue it from Python with train(..., store=RunStore("
+            f"{str(store.path)!r}), run_id={result.run_id!r}, checkpoint_dir=<its checkpoint "
+            "folder>, resume=True)") in err
+    assert main(["measure", result.run_id, "--store", str(store.path)]) == 2
+    err = capsys.readouterr().err
+    assert (f"run {result.run_id} was trained by train() from Python (a Sequential the store "
+            "cannot rebuild): measure the model from Python with the functions of "
+            "sgdlab.measure") in err
