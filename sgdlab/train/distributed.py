@@ -450,7 +450,8 @@ def main(argv: list[str] | None = None) -> int:
         description="One Parle replica per process (launch with torchrun).")
     p.add_argument("config", help="replica run config (YAML or JSON)")
     p.add_argument("--out", default=None, help="directory for master.pt and result.json")
-    p.add_argument("--backend", default="auto", choices=["auto", "gloo", "nccl"])
+    p.add_argument("--backend", default="auto", choices=["auto", "gloo", "nccl"],
+                   help="distributed backend (default: nccl with CUDA, else gloo)")
     p.add_argument("--timeout", type=float, default=60.0,
                    help="seconds before a stuck collective fails (default 60)")
     p.add_argument("--replicas", type=int, default=None,

@@ -413,3 +413,16 @@ def test_replica_processes_started_into_a_taken_folder_all_stop_with_its_reason(
             "2026-01-01T00:00:00+00:00 (pid 1 on elsewhere)") in read(logs[0])
     assert f"rank 1: error: rank 0 could not take {out} for this run" in read(logs[1])
     assert sorted(p.name for p in out.iterdir()) == ["parle.json"]
+
+
+def test_the_torchrun_entry_point_helps_with_every_option(capsys):
+    # `python -m sgdlab.train.distributed --help`, the command the README's torchrun line
+    # runs, listed --backend without a word on what it chooses
+    from sgdlab.train.distributed import main
+
+    with pytest.raises(SystemExit) as e:
+        main(["--help"])
+    assert e.value.code == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "--backend {auto,gloo,nccl} distributed backend (default: nccl with CUDA, else gloo)" \
+        in out
