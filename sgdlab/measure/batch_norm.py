@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from sgdlab.models.modes import buffers_kept, eval_mode
+from sgdlab.models.modes import BN_TYPES, buffers_kept, eval_mode, has_batchnorm
 from sgdlab.operators.batches import Data, is_single_batch, iterate_batches
 
 __all__ = [
@@ -39,12 +39,6 @@ __all__ = [
     "replaced_forwards",
     "whole_set_moments",
 ]
-
-BN_TYPES = (nn.modules.batchnorm._BatchNorm,)
-
-
-def has_batchnorm(model: nn.Module) -> bool:
-    return any(isinstance(m, BN_TYPES) for m in model.modules())
 
 
 class ChannelMoments:

@@ -1,4 +1,5 @@
-"""The train/eval flags and buffers of a model's submodules, kept across a measurement.
+"""The train/eval flags and buffers of a model's submodules, kept across a measurement, and
+what counts as a batch-norm layer (:data:`BN_TYPES`).
 
 ``model.train(was)`` after ``model.eval()`` would put *every* submodule into the model's old
 mode: a batch-norm layer frozen in eval mode inside a training model (fine-tuning) would come
@@ -11,6 +12,17 @@ from contextlib import contextmanager
 
 import torch
 from torch import nn
+
+# batch norm of every kind: BatchNorm1d/2d/3d, their lazy forms, SyncBatchNorm and subclasses
+BN_TYPES = (nn.modules.batchnorm._BatchNorm,)
+# the kinds whose forward is F.batch_norm with channels at dimension 1 and no process group:
+# the hand-written passes of sgdlab.operators take these (SyncBatchNorm and lazy forms excluded)
+PLAIN_BN_TYPES = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+
+
+def has_batchnorm(model: nn.Module) -> bool:
+    """Whether any submodule of ``model`` (itself included) is a batch-norm layer."""
+    return any(isinstance(m, BN_TYPES) for m in model.modules())
 
 
 @contextmanager
@@ -58,8 +70,7 @@ def writes_buffers(model: nn.Module) -> bool:
     from torch.nn.utils.spectral_norm import SpectralNorm
 
     for m in model.modules():
-        if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training \
-                and m.track_running_stats:
+        if isinstance(m, BN_TYPES) and m.training and m.track_running_stats:
             return True
         if isinstance(m, _SpectralNorm) and m.training:
             return True
@@ -73,6 +84,6 @@ def first_batch_norm(model: nn.Module, *, training: bool = False) -> str | None:
     """``"name (BatchNorm2d)"`` of ``model``'s first batch-norm layer (with ``training``, the
     first in train mode); None when there is none."""
     for name, m in model.named_modules():
-        if isinstance(m, nn.modules.batchnorm._BatchNorm) and (m.training or not training):
+        if isinstance(m, BN_TYPES) and (m.training or not training):
             return f"{name or 'the model'} ({type(m).__name__})"
     return None

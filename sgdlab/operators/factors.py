@@ -42,6 +42,7 @@ from torch.utils._pytree import tree_flatten
 
 from ..accuracy import ignored_target
 from ..loss_settings import ELEMENTWISE_LOSSES
+from ..models.modes import BN_TYPES, PLAIN_BN_TYPES
 from .batches import (Data, check_input_dtype, check_loss_reduction, dense_embedding_gradients,
                       fixed_randomness, iterate_batches, plain_checkpoints)
 from .params import trainable_named_params
@@ -308,7 +309,6 @@ def _conv_supported(m: nn.Module) -> bool:
 
 
 _LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
-_BN = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 
 
 def _layer_supported(m: nn.Module) -> bool:
@@ -316,7 +316,7 @@ def _layer_supported(m: nn.Module) -> bool:
         return True
     if type(m) in _LAYERS:
         return _conv_supported(m)
-    return type(m) in _BN and not m.training and m.running_mean is not None
+    return type(m) in PLAIN_BN_TYPES and not m.training and m.running_mean is not None
 
 
 def _supported(model: nn.Module) -> list[nn.Module] | None:
@@ -338,7 +338,7 @@ def _supported(model: nn.Module) -> list[nn.Module] | None:
         return None
     # batch norm in train mode mixes samples: per-sample gradients are not separable
     for m in model.modules():
-        if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training:
+        if isinstance(m, BN_TYPES) and m.training:
             return None
     return layers
 
@@ -486,7 +486,7 @@ def per_sample_factors(
             layer = _Dense(a, delta, has_w, has_b)
         elif isinstance(m, nn.Linear):       # positions: (N, *, in) -> (N, P, in)
             layer = _Positions(a.flatten(1, -2), delta.flatten(1, -2), has_w, has_b)
-        elif type(m) in _BN:                 # a: x̂ (both passes record it)
+        elif type(m) in PLAIN_BN_TYPES:      # a: x̂ (both passes record it)
             layer = _BatchNormEval(a, delta, m, has_w, has_b)
         else:
             layer = _Conv(a, delta, m, has_w, has_b, pooled=pooled.get(i))
@@ -533,7 +533,7 @@ def _sequential_passes(model, loss_fn, batches, layers, *, pooled_only: bool = T
             return None
         for i, j in enumerate(where):
             a = a_in[j]
-            if isinstance(layers[i], _BN):
+            if isinstance(layers[i], PLAIN_BN_TYPES):
                 a = cache["pooled", j][0] if ("pooled", j) in cache else batchnorm_primal(
                     layers[i], a)[0]
             acts[i].append(a)
@@ -698,7 +698,7 @@ def _hooked_passes(model, loss_fn, batches, layers):
                     or len(x) != batch_len[0]:
                 ok = False
                 return
-            acts[i].append(batchnorm_primal(mod, x.detach())[0] if type(mod) in _BN
+            acts[i].append(batchnorm_primal(mod, x.detach())[0] if type(mod) in PLAIN_BN_TYPES
                            else x.detach())
             outputs.append((output, output._version))
             output.register_hook(lambda g: deltas[i].append(g.detach()))

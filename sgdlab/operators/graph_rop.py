@@ -30,9 +30,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.fx import Node
 
+from ..models.modes import PLAIN_BN_TYPES
 from .params import param_slices
 from .rop import layer_transpose, weighted_reverse
-from .taylor import (_BN, _CONV, _MAXPOOL, _WEIGHTED, ELEMENTWISE, SequentialTaylor,
+from .taylor import (_CONV, _MAXPOOL, _WEIGHTED, ELEMENTWISE, SequentialTaylor,
                      _gather_pool, _supported_layer, activation_derivatives, batchnorm_primal,
                      conv_padding, cross_entropy_probabilities, data_columns,
                      elementwise_tangents, global_forward_hooks, max_pool_with_indices,
@@ -209,7 +210,7 @@ class GraphHVP:
             ins = [a for a in node.all_input_nodes if isinstance(env[a], Tensor)]
             if node.op == "call_module" and isinstance(m, _WEIGHTED):
                 kind[node] = "weighted"
-                if isinstance(m, _BN):
+                if isinstance(m, PLAIN_BN_TYPES):
                     cache[node] = batchnorm_primal(m, env[node.args[0]])
             elif isinstance(m, ELEMENTWISE) or _function(node) in _ELEMENTWISE_FN:
                 kind[node] = "elementwise"      # σ', σ'' before it runs: it may act in place

@@ -28,6 +28,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
+from ..models.modes import BN_TYPES
 from .batches import Data, is_single_batch
 from .linear import ModelOperator
 from .params import UNUSED_ZERO, batched_columns, flatten, unflatten_like
@@ -60,7 +61,7 @@ def affine_batchnorm(model: nn.Module) -> Iterator[None]:
     handles = []
     if not global_forward_hooks():
         for m in model.modules():
-            if (isinstance(m, nn.modules.batchnorm._BatchNorm) and not m.training
+            if (isinstance(m, BN_TYPES) and not m.training
                     and m.running_mean is not None and not m._forward_hooks
                     and not m._forward_pre_hooks):
                 handles.append(m.register_forward_hook(_affine))

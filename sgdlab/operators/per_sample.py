@@ -30,6 +30,7 @@ from torch.func import grad, vmap
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from sgdlab.errors import UserError
+from sgdlab.models.modes import BN_TYPES
 
 from .batches import (Data, check_input_dtype, check_loss_reduction, concat_batches,
                       dense_embedding_gradients, fixed_randomness, plain_checkpoints)
@@ -66,7 +67,7 @@ def check_per_sample_model(model: nn.Module) -> None:
     undefined (batch norm in train mode)."""
     require_trainable(model)
     for name, m in model.named_modules():
-        if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training:
+        if isinstance(m, BN_TYPES) and m.training:
             raise UserError(
                 f"per-sample gradients need the model in eval mode: {name or 'the model'} "
                 f"({type(m).__name__}) is in train mode, where batch statistics mix the samples "

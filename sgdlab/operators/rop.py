@@ -31,9 +31,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..models.modes import PLAIN_BN_TYPES
 from .batches import is_single_batch, iterate_batches
 from .params import add_param_rows, param_rows
-from .taylor import (_BN, _CONV, _CONV_FN, _LINEAR_POOL, _MAXPOOL, _WEIGHTED, ELEMENTWISE,
+from .taylor import (_CONV, _CONV_FN, _LINEAR_POOL, _MAXPOOL, _WEIGHTED, ELEMENTWISE,
                      SequentialTaylor, conv_padding, data_forms, forward_preparation,
                      output_hessian_products, single_batch_preparation)
 
@@ -184,7 +185,7 @@ def layer_transpose(layer: nn.Module, t: Tensor, a: Tensor, c) -> Tensor:
         u = _CONV_INPUT[type(layer)]((k * a.shape[0], *a.shape[1:]), layer.weight.detach(),
                                      t.flatten(0, 1), *_conv_options(layer))
         return u.unflatten(0, (k, a.shape[0]))
-    if isinstance(layer, _BN):
+    if isinstance(layer, PLAIN_BN_TYPES):
         return t * _bn_scale(layer, c)
     if isinstance(layer, ELEMENTWISE):
         return c[0] * t

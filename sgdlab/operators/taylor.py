@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..accuracy import ignored_target
+from ..models.modes import PLAIN_BN_TYPES
 from .batches import is_single_batch, iterate_batches
 from .params import param_rows, param_slices, state_versions
 
@@ -42,8 +43,7 @@ _MAXPOOL_FN = {nn.MaxPool1d: F.max_pool1d, nn.MaxPool2d: F.max_pool2d,
                nn.MaxPool3d: F.max_pool3d}
 _LINEAR_POOL = (nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d, nn.AdaptiveAvgPool1d,
                 nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d)
-_BN = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
-_WEIGHTED = (nn.Linear, *_CONV, *_BN)
+_WEIGHTED = (nn.Linear, *_CONV, *PLAIN_BN_TYPES)
 
 
 def _supported_layer(m: nn.Module) -> bool:
@@ -54,7 +54,7 @@ def _supported_layer(m: nn.Module) -> bool:
         return m.padding_mode == "zeros"
     if t in _MAXPOOL:
         return not m.return_indices
-    if t in _BN:       # eval mode with running statistics: an affine map per channel
+    if t in PLAIN_BN_TYPES:   # eval mode with running statistics: an affine map per channel
         return not m.training and m.running_mean is not None
     return isinstance(m, nn.Dropout) and (m.p == 0 or not m.training)
 
@@ -175,7 +175,7 @@ class SequentialTaylor:
             pooled_later = q is not None and j < p and not getattr(m, "inplace", False)
             if isinstance(m, ELEMENTWISE) and not pooled_later:
                 cache[j] = activation_derivatives(m, a)    # before m runs: it may act in place
-            elif isinstance(m, _BN) and not pooled_later:
+            elif isinstance(m, PLAIN_BN_TYPES) and not pooled_later:
                 cache[j] = batchnorm_primal(m, a)
             if isinstance(m, _MAXPOOL):
                 a, cache[j] = max_pool_with_indices(m, a, contiguous=False)
@@ -206,12 +206,12 @@ class SequentialTaylor:
                     # one gather per chain: the layers act elementwise, so each next input at
                     # the argmax is this layer applied to its input there (pooled size)
                     z = _gather_one(acts[j], cache[pool]) if z is None else z
-                    cache["pooled", j] = (batchnorm_primal(m, z) if isinstance(m, _BN)
+                    cache["pooled", j] = (batchnorm_primal(m, z) if isinstance(m, PLAIN_BN_TYPES)
                                           else activation_derivatives(m, z))
                     z = m(z) if j + 1 < pool else None
                     continue
                 z = None      # made before an inplace layer ran: gather those coefficients
-                if isinstance(m, _BN):
+                if isinstance(m, PLAIN_BN_TYPES):
                     cache["pooled", j] = (_gather_one(cache[j][0], cache[pool]), cache[j][1])
                 else:
                     cache["pooled", j] = tuple(None if t is None else _gather_one(t, cache[pool])
@@ -608,7 +608,7 @@ def pooled_chains(layers: list[nn.Module]) -> dict[int, int]:
     for p, m in enumerate(layers):
         if isinstance(m, _MAXPOOL):
             q = p
-            while q > 0 and isinstance(layers[q - 1], (*ELEMENTWISE, *_BN)):
+            while q > 0 and isinstance(layers[q - 1], (*ELEMENTWISE, *PLAIN_BN_TYPES)):
                 q -= 1
             if q < p:
                 chains[q] = p

@@ -76,7 +76,7 @@ from torch.optim import Optimizer
 
 from sgdlab.measure.curvature import hessian_eigenpairs, hutchinson_trace, lanczos
 from sgdlab.measure.noise import GradientCovariance, gradient_covariance
-from sgdlab.models.modes import eval_mode
+from sgdlab.models.modes import eval_mode, has_batchnorm
 from sgdlab.operators import HessianOperator
 from sgdlab.operators.batches import concat_batches
 from sgdlab.operators.params import trainable_named_params
@@ -384,8 +384,7 @@ class StructuredNoiseGD(Optimizer):
         # batch norm in train mode would see batches of one in the per-sample gradients:
         # such models are measured in eval mode (running statistics, or ``variance_bn="data"``
         # the estimation data's), then restored
-        bn = any(isinstance(mod, nn.modules.batchnorm._BatchNorm)
-                 for mod in self.model.modules())
+        bn = has_batchnorm(self.model)
         saved = ({k: b.clone() for k, b in self.model.named_buffers()}
                  if bn and h["variance_bn"] == "data" else None)
         try:

@@ -56,3 +56,30 @@ def test_every_measurement_leaves_a_frozen_batch_norm_in_eval_mode():
     assert res.status == "finished" and len(res.history["hess/top_1"]) == 3
     assert model.training and not model[1].training
     torch.testing.assert_close(model[1].running_mean, stats, rtol=0, atol=0)
+
+
+def test_one_definition_of_a_batch_norm_layer():
+    """Every batch-norm kind counts (SyncBatchNorm, the lazy forms, subclasses); the
+    hand-written passes' kinds are the three plain ones; sgdlab.measure re-exports the same
+    objects, and no other module of sgdlab writes its own tuple of batch-norm classes."""
+    import pathlib
+    import re
+
+    import sgdlab
+    from sgdlab.measure import batch_norm
+    from sgdlab.models.modes import BN_TYPES, PLAIN_BN_TYPES, has_batchnorm
+
+    class Mine(nn.BatchNorm2d):
+        pass
+
+    for m in (nn.BatchNorm1d(2), nn.BatchNorm3d(2), nn.SyncBatchNorm(2), nn.LazyBatchNorm1d(),
+              Mine(2)):
+        assert isinstance(m, BN_TYPES) and has_batchnorm(nn.Sequential(nn.Linear(2, 2), m))
+    assert not has_batchnorm(nn.Sequential(nn.Linear(2, 2), nn.LayerNorm(2), nn.GroupNorm(1, 2)))
+    assert not isinstance(nn.SyncBatchNorm(2), PLAIN_BN_TYPES)
+    assert batch_norm.BN_TYPES is BN_TYPES and batch_norm.has_batchnorm is has_batchnorm
+    written = re.compile(r"batchnorm\._BatchNorm|\(nn\.BatchNorm1d, nn\.BatchNorm2d")
+    root = pathlib.Path(sgdlab.__file__).parent
+    others = [str(p.relative_to(root)) for p in root.rglob("*.py")
+              if p.name != "modes.py" and written.search(p.read_text())]
+    assert others == []
