@@ -85,7 +85,8 @@ def register(subparsers) -> None:
                       help="grid points per direction (default 21)")
     surf.add_argument("--bn-stats", choices=("keep", "recompute"), default="keep",
                       help="batch-norm running statistics at every point: the model's "
-                           "(default) or recomputed from the measured data")
+                           "(default) or recomputed from the measured examples (one batch: "
+                           "exact at every layer in one pass)")
     bat = p.add_argument_group("batch options (statistics of mini-batches drawn from the "
                                "measured examples)")
     bat.add_argument("--batch-size", type=int, metavar="B",

@@ -738,3 +738,133 @@ def test_a_mean_curve_that_loses_seeds_says_how_many_it_holds():
     assert labels == ["short (mean of 2-3 of 3 seeds)", "whole"]
     (line,) = [ln for ln in fig.axes[0].get_lines() if ln.get_label().startswith("short")]
     assert line.get_ydata().tolist() == pytest.approx([1.7 / 3, 1.5 / 3, 0.65, 0.6])
+
+
+# --- the interpolate procedure's batch-norm passes -------------------------------------------
+
+def _interpolation_params(**extra) -> dict:
+    """A float64 pair of batch-normalised MLPs (three stacked batch-norm layers) between two
+    random initialisations, the 60 training images in 3 batches of 20."""
+    return {"dataset": {"name": "digits", "n_train": 60, "n_test": 20},
+            "model": {"name": "jastrzebski-mlp", "width": 6, "depth": 3}, "dtype": "float64",
+            "between": ["A", "B"], "alphas": {"start": 0.0, "stop": 1.0, "num": 3},
+            "eval_batch_size": 20, **extra}
+
+
+def _pair(tmp_path):
+    """{label: folder with its model file}, and the two models (A from seed 10, B from 11)."""
+    import torch
+
+    from sgdlab.experiments.procedures.train import MODEL_FILE, build
+
+    folders, models = {}, []
+    for seed, lab in ((10, "A"), (11, "B")):
+        _, model, _, _ = build(_interpolation_params(), seed)
+        folders[lab] = tmp_path / lab
+        folders[lab].mkdir(exist_ok=True)
+        torch.save(model.state_dict(), folders[lab] / MODEL_FILE)
+        models.append(model)
+    return folders, models
+
+
+def _interpolation_curve(folders, **extra) -> dict:
+    from sgdlab.experiments.procedures import get_procedure
+
+    proc = get_procedure("interpolate")
+    params = _interpolation_params(**extra)
+    proc.validate(params, "run")
+    out = proc.run(SimpleNamespace(params=params, seed=0),
+                   SimpleNamespace(dependencies=folders))
+    return out.data
+
+
+def _whole_set_losses(models, alphas) -> list[float]:
+    """The float64 reference: at each α, the interpolated network's batch norms given the
+    statistics of all 60 images in one train-mode batch (momentum 1), then the mean loss."""
+    import copy
+
+    import torch
+
+    from sgdlab.experiments.procedures.train import build
+
+    ds, _, loss_fn, _ = build(_interpolation_params(), 0)
+    a, b = models
+    losses = []
+    with torch.no_grad():
+        for al in alphas:
+            net = copy.deepcopy(a)
+            for p, pa, pb in zip(net.parameters(), a.parameters(), b.parameters()):
+                p.copy_((1 - al) * pa + al * pb)
+            for m in net.modules():
+                if isinstance(m, torch.nn.BatchNorm1d):
+                    m.momentum = 1.0
+            net.train()(ds.x_train)
+            losses.append(float(loss_fn(net.eval()(ds.x_train), ds.y_train)))
+    return losses
+
+
+def test_bn_stats_passes_chooses_the_recomputations_passes(tmp_path):
+    """``bn_stats_passes`` reaches ``recompute_bn_statistics``: the default (absent, or
+    ``layerwise``) gives at every α the loss of the whole set's statistics at every layer;
+    ``one-pass``, each of the 3 batches normalised by its own statistics, another one."""
+    folders, models = _pair(tmp_path)
+    default = _interpolation_curve(folders)
+    layerwise = _interpolation_curve(folders, bn_stats_passes="layerwise")
+    one_pass = _interpolation_curve(folders, bn_stats_passes="one-pass")
+    reference = _whole_set_losses(models, default["alphas"])
+    assert default["train_loss"] == layerwise["train_loss"]
+    assert layerwise["train_loss"] == pytest.approx(reference, rel=1e-10, abs=0)
+    gaps = [abs(o - r) / r for o, r in zip(one_pass["train_loss"], reference)]
+    assert min(gaps) > 1e-6, gaps
+
+
+def test_a_bad_bn_stats_passes_is_refused_by_name():
+    from sgdlab.experiments.procedures import get_procedure
+
+    proc = get_procedure("interpolate")
+    for value, problem in (("one_pass", "must be one of layerwise, one-pass, got 'one_pass' "
+                                        "(did you mean one-pass?)"),
+                           (True, "must be one of layerwise, one-pass, got True")):
+        with pytest.raises(ConfigError) as e:
+            proc.validate(_interpolation_params(bn_stats_passes=value), "pair")
+        assert str(e.value) == f"pair: bn_stats_passes: {problem}"
+    with pytest.raises(ConfigError, match="pair: bn_stats: must be one of recompute, "
+                                          "interpolate, keep, got 'ema'"):
+        proc.validate(_interpolation_params(bn_stats="ema"), "pair")
+    # the passes of statistics that are not recomputed: a key that would change nothing
+    with pytest.raises(ConfigError, match=r"pair: bn_stats_passes applies to recomputed "
+                                          r"statistics only \(bn_stats: recompute\), not to "
+                                          r"bn_stats: keep"):
+        proc.validate(_interpolation_params(bn_stats="keep", bn_stats_passes="layerwise"),
+                      "pair")
+
+
+@pytest.mark.parametrize("scale", ["smoke", "cpu", "paper"])
+def test_the_one_pass_reading_keeps_the_default_run_keys(scale):
+    """``--reading interp-bn=recompute-one-pass`` sets ``bn_stats_passes`` on the two
+    interpolation runs only; the default runs hold no such key and keep the keys they had
+    before the choice existed."""
+    import copy
+
+    from sgdlab.experiments.spec import catalogue_files, load_experiment, read_file, resolve
+
+    path = catalogue_files()["jastrzebski-interpolation"]
+    raw = read_file(path)
+    before = copy.deepcopy(raw)
+    del before["readings"]["interp-bn"]["choices"]["recompute-one-pass"]
+
+    def keys(spec):
+        return {(r.label, r.seed): r.key for r in spec.expand(data_dir="/d")}
+
+    default = load_experiment("jastrzebski-interpolation", scale)
+    assert keys(default) == keys(resolve(before, scale, str(path)))
+    assert not any("bn_stats_passes" in r.params for r in default.expand(data_dir="/d"))
+    one = load_experiment("jastrzebski-interpolation", scale,
+                          readings={"interp-bn": "recompute-one-pass"})
+    passes = {r.label: r.params.get("bn_stats_passes") for r in one.expand(data_dir="/d")}
+    assert {lab for lab, v in passes.items() if v == "one-pass"} == {"equal-ratio",
+                                                                     "different-ratio"}
+    assert {lab for lab, v in passes.items() if v is None} == {
+        lab for lab in passes if lab not in ("equal-ratio", "different-ratio")}
+    changed = {k[0] for k, v in keys(one).items() if keys(default)[k] != v}
+    assert changed == {"equal-ratio", "different-ratio"}
