@@ -36,7 +36,7 @@ from torch import Tensor, nn
 from sgdlab.accuracy import argmax_hits
 from sgdlab.measure.batch_norm import BN_TYPES, has_batchnorm, recompute_bn_statistics
 from sgdlab.models.modes import eval_mode
-from sgdlab.operators.batches import (Data, check_batch_loss, check_input_dtype,
+from sgdlab.operators.batches import (Data, check_batch_loss, check_model_data,
                                       iterate_batches)
 from sgdlab.operators.params import params_vector, set_params_vector
 
@@ -65,7 +65,7 @@ def evaluate(model: nn.Module, loss_fn: LossFn, data: Data) -> tuple[float, floa
     without a label.
     """
     check_batch_loss(loss_fn, data)
-    check_input_dtype(model, data)
+    check_model_data(model, loss_fn, data)
     device = next(model.parameters()).device
     loss = 0.0
     n = correct = labels = 0

@@ -40,7 +40,7 @@ from torch.func import vmap
 
 from sgdlab.accuracy import argmax_hits
 from sgdlab.models.modes import buffers_kept
-from sgdlab.operators.batches import (Data, check_batch_loss, check_data, check_input_dtype,
+from sgdlab.operators.batches import (Data, check_batch_loss, check_data, check_model_data,
                                       fixed_randomness, is_single_batch, iterate_batches,
                                       plain_checkpoints)
 from sgdlab.operators.params import (UNUSED_ZERO, params_vector, set_params_vector,
@@ -79,7 +79,7 @@ def _batches(model: nn.Module, data: Data, device: torch.device,
 def mean_loss(model: nn.Module, loss_fn: LossFn, data: Data) -> float:
     """L(θ): mean loss over all samples of ``data`` (batches weighted by size)."""
     check_batch_loss(loss_fn, data)
-    check_input_dtype(model, data)
+    check_model_data(model, loss_fn, data)
     device = next(model.parameters()).device
     total, n = 0.0, 0
     with buffers_kept(model):
@@ -106,7 +106,7 @@ def perturbed_evaluations(
     out) is None unless asked for, NaN for floating-point targets, outputs that hold no class
     scores and data without a label."""
     check_batch_loss(loss_fn, data)
-    check_input_dtype(model, data)
+    check_model_data(model, loss_fn, data)
     data = _same_batches(model, data)
     with buffers_kept(model):
         return _perturbed_evaluations(model, loss_fn, data, perturbations,

@@ -50,7 +50,7 @@ from torch.func import vmap
 from sgdlab.measure.batch_norm import (BN_TYPES, batch_norm_statistics, has_batchnorm,
                                        normalise_with, replaced_forwards)
 from sgdlab.models.modes import eval_mode
-from sgdlab.operators.batches import (Data, check_batch_loss, check_input_dtype, is_single_batch,
+from sgdlab.operators.batches import (Data, check_batch_loss, check_model_data, is_single_batch,
                                       iterate_batches)
 from sgdlab.operators.params import (check_params_vector, functional_call, params_vector,
                                      trainable_named_params)
@@ -414,7 +414,7 @@ def segment_losses(
             and starts again, with a warning that says so.
     """
     check_batch_loss(loss_fn, data)
-    check_input_dtype(model, data)
+    check_model_data(model, loss_fn, data)
     if isinstance(alphas, int):
         alphas = segment_alphas(alphas)
     alphas = torch.as_tensor(alphas, dtype=torch.float64).reshape(-1)

@@ -148,12 +148,14 @@ def check_loss_reduction(loss_fn: object) -> None:
             "measurements differentiate the batch's loss: use reduction='mean'")
 
 
-def check_target_shape(loss_fn: object, outputs: Tensor, targets: Tensor) -> None:
+def check_target_shape(loss_fn: object, outputs: Tensor, targets: Tensor, *,
+                       where: str = "") -> None:
     """A ``UserError`` for an element-wise loss given targets of another shape than the
-    outputs: (N, 1) against (N,) broadcasts to (N, N), every output against every target."""
+    outputs: (N, 1) against (N,) broadcasts to (N, N), every output against every target.
+    ``where``: the samples looked at, in the message (" on the data's first 2 samples")."""
     if is_elementwise(loss_fn) and outputs.shape != targets.shape:
         raise UserError(
-            f"loss_fn {loss_name(loss_fn)} compares outputs of shape "
+            f"loss_fn {loss_name(loss_fn)} compares{where} outputs of shape "
             f"{tuple(outputs.shape)} with targets of shape {tuple(targets.shape)}: torch "
             "broadcasts them, every output against every target; give the targets the "
             "outputs' shape (y[:, None] for one output)")
@@ -282,54 +284,104 @@ def check_data(data: object) -> None:
                         "targets) pair")
 
 
+def _other_dtype(model: nn.Module, x: Tensor) -> torch.dtype | None:
+    """The dtype of ``model``'s floating parameters (all of one) when the inputs ``x`` are of
+    another floating dtype; None otherwise."""
+    dtypes = {p.dtype for p in model.parameters() if p.is_floating_point()}
+    if not (x.is_floating_point() and x.dim() and len(x) and len(dtypes) == 1
+            and x.dtype not in dtypes):
+        return None
+    (dtype,) = dtypes
+    return dtype
+
+
+def _probe_forward(model: nn.Module, x: Tensor) -> object:
+    """``model``'s outputs on ``x`` in a no-grad, eval-mode forward pass (dropout off, running
+    statistics read, none moved: no random draw and no state changed)."""
+    from sgdlab.models.modes import eval_mode
+
+    with torch.no_grad(), eval_mode(model):
+        return model(x)
+
+
+def _dtype_error(dtype: torch.dtype, x: Tensor, reason: str) -> UserError:
+    return UserError(
+        f"the model's parameters are {dtype} but the data's inputs are {x.dtype}, and "
+        f"its forward pass refuses them ({reason}): cast one to the other, "
+        f"model.to({x.dtype}) or data.to(dtype={dtype}) (a sgdlab Dataset); a run config "
+        "casts both to its train.dtype")
+
+
 def dtype_refusal(model: nn.Module, x: Tensor, reason: str = "") -> UserError | None:
     """The :class:`UserError` for inputs ``x`` of another floating dtype than ``model``'s
     parameters (all of one dtype) when a no-grad, eval-mode forward pass of one example
     refuses them; None otherwise (a model that casts its own inputs runs on them). ``reason``:
     the first line of torch's error, when one was raised already."""
-    dtypes = {p.dtype for p in model.parameters() if p.is_floating_point()}
-    if not (x.is_floating_point() and x.dim() and len(x) and len(dtypes) == 1
-            and x.dtype not in dtypes):
+    dtype = _other_dtype(model, x)
+    if dtype is None:
         return None
-    from sgdlab.models.modes import eval_mode
-
     try:
-        with torch.no_grad(), eval_mode(model):
-            model(x[:1])
+        _probe_forward(model, x[:1])
     except RuntimeError as e:
-        (dtype,) = dtypes
-        return UserError(
-            f"the model's parameters are {dtype} but the data's inputs are {x.dtype}, and "
-            f"its forward pass refuses them ({reason or str(e).splitlines()[0]}): cast one "
-            f"to the other, model.to({x.dtype}) or data.to(dtype={dtype}) (a sgdlab "
-            "Dataset); a run config casts both to its train.dtype")
+        return _dtype_error(dtype, x, reason or str(e).splitlines()[0])
     return None
 
 
-def check_input_dtype(model: nn.Module, data: Data) -> None:
-    """A ``UserError`` naming both dtypes when the data's inputs are of another floating dtype
-    than the model's parameters and the model refuses them (:func:`dtype_refusal`), where
-    torch would fail mid-measurement ("mat1 and mat2 must have the same dtype"). The first
-    batch is looked at in one batch or a list of batches, and the first sample of a
-    ``DataLoader`` over a ``TensorDataset`` that collates with torch's default (a
-    ``collate_fn`` of one's own may cast the inputs); other loaders and iterators are not read
-    here (a shuffling loader's first batch would draw from the global generator)."""
-    x = None
+# samples of the first batch a measurement's entry runs the model on (a couple: a model that
+# squeezes its outputs drops the sample axis of one)
+_PROBE = 2
+
+
+def _first_samples(data: Data) -> Batch | None:
+    """The first :data:`_PROBE` samples ``(x, y)`` of ``data`` where they can be read without
+    drawing a batch: one batch or a list of batches, and a ``DataLoader`` over a
+    ``TensorDataset`` that collates with torch's default (a ``collate_fn`` of one's own may
+    cast or reshape the samples); None for other loaders and iterators (a shuffling loader's
+    first batch would draw from the global generator)."""
+    from torch.utils.data import DataLoader, TensorDataset, default_collate, default_convert
+
+    batch = None
     if is_single_batch(data):
-        x = data[0]
+        batch = data
     elif isinstance(data, (list, tuple)):
-        first = next((b for b in data if isinstance(b, (list, tuple)) and len(b) == 2), None)
-        x = first[0] if first is not None else None
-    elif isinstance(data, torch.utils.data.DataLoader) and isinstance(
-            data.dataset, torch.utils.data.TensorDataset) and data.dataset.tensors \
-            and data.collate_fn in (torch.utils.data.default_collate,
-                                    torch.utils.data.default_convert):
-        x = data.dataset.tensors[0][:1]
+        batch = next((b for b in data if isinstance(b, (list, tuple)) and len(b) == 2), None)
+    elif (isinstance(data, DataLoader) and isinstance(data.dataset, TensorDataset)
+          and len(data.dataset.tensors) == 2
+          and data.collate_fn in (default_collate, default_convert)):
+        batch = data.dataset.tensors
+    if batch is None or not all(isinstance(t, Tensor) and t.dim() for t in batch):
+        return None
+    return batch[0][:_PROBE], batch[1][:_PROBE]
+
+
+def check_model_data(model: nn.Module, loss_fn: object, data: Data) -> None:
+    """A ``UserError`` for data the model and the loss take without failing but not as meant,
+    found on the first samples (:func:`_first_samples`) before a measurement computes anything:
+    inputs of another floating dtype than the model's parameters that the model refuses
+    (as :func:`dtype_refusal`, where torch would fail mid-measurement: "mat1 and mat2 must
+    have the same dtype"), and targets of another shape than the outputs of an element-wise
+    loss (:func:`check_target_shape`, training's check: torch only warns, and the loss,
+    gradients and curvature would be those of every output against every target). One no-grad,
+    eval-mode forward pass of those samples at most, run for an element-wise loss or inputs
+    of another dtype only, and shared by both checks."""
+    first = _first_samples(data)
     param = next(model.parameters(), None)
-    if isinstance(x, Tensor) and param is not None:
-        refusal = dtype_refusal(model, x[:1].to(param.device))
-        if refusal is not None:
-            raise refusal
+    if first is None or param is None or not len(first[0]):
+        return
+    x, y = first[0].to(param.device), first[1]
+    dtype = _other_dtype(model, x)
+    # a loader with batch_size=None gives its samples one by one, without a batch axis
+    shapes = is_elementwise(loss_fn) and getattr(data, "batch_sampler", True) is not None
+    if dtype is None and not shapes:
+        return
+    try:
+        out = _probe_forward(model, x)
+    except Exception as e:
+        if dtype is not None and isinstance(e, RuntimeError):
+            raise _dtype_error(dtype, x, str(e).splitlines()[0]) from e
+        return      # a model that cannot run on two samples: the measurement reports it
+    if shapes and isinstance(out, Tensor):
+        check_target_shape(loss_fn, out, y, where=f" on the data's first {len(x)} samples")
 
 
 def iterate_batches(data: Data, device: torch.device | None = None) -> Iterator[Batch]:

@@ -43,7 +43,7 @@ from torch.utils._pytree import tree_flatten
 from ..accuracy import ignored_target
 from ..loss_settings import ELEMENTWISE_LOSSES
 from ..models.modes import BN_TYPES, PLAIN_BN_TYPES
-from .batches import (Data, check_input_dtype, check_loss_reduction, dense_embedding_gradients,
+from .batches import (Data, check_loss_reduction, check_model_data, dense_embedding_gradients,
                       fixed_randomness, iterate_batches, plain_checkpoints)
 from .params import trainable_named_params
 from .taylor import _CONV, conv_padding, flat_layers
@@ -443,7 +443,7 @@ def per_sample_factors(
     ∂ℓ_i/∂z_i is recovered as (batch size) × ∂L/∂z_i.
     """
     check_loss_reduction(loss_fn)
-    check_input_dtype(model, data)
+    check_model_data(model, loss_fn, data)
     layers = _supported(model)
     if not layers or len({p.dtype for p in trainable_named_params(model).values()}) > 1:
         return None       # parameters of several dtypes: one backward per chunk (vmap)

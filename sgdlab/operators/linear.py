@@ -15,7 +15,7 @@ from torch import Tensor
 
 from sgdlab.models.modes import buffers_kept, writes_buffers
 
-from .batches import (check_batch_loss, check_input_dtype, dense_embedding_gradients,
+from .batches import (check_batch_loss, check_model_data, dense_embedding_gradients,
                       fixed_randomness, iterate_batches, plain_checkpoints, stochastic_modules)
 from .blocking import BlockTuner
 
@@ -177,7 +177,7 @@ class ModelOperator(LinearOperator):
         from .params import flat_dtype, num_params, require_trainable
 
         check_batch_loss(loss_fn, data)
-        check_input_dtype(model, data)
+        check_model_data(model, loss_fn, data)
         self.params = require_trainable(model)
         first = next(iter(self.params.values()))
         # parameters of several dtypes: products in the widest, as their flat vectors are

@@ -32,7 +32,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from sgdlab.errors import UserError
 from sgdlab.models.modes import BN_TYPES
 
-from .batches import (Data, check_input_dtype, check_loss_reduction, concat_batches,
+from .batches import (Data, check_loss_reduction, check_model_data, concat_batches,
                       dense_embedding_gradients, fixed_randomness, plain_checkpoints)
 from .linear import kept_running_statistics
 from .params import (UNUSED_ZERO, flat_dtype, flatten, functional_call, require_trainable,
@@ -101,7 +101,7 @@ def per_sample_gradients(
         raise ValueError(f"Invalid method={method!r}: expected 'auto', 'factored' or 'vmap'")
     check_per_sample_model(model)
     check_loss_reduction(loss_fn)
-    check_input_dtype(model, data)
+    check_model_data(model, loss_fn, data)
     # dropout in train mode: one fixed draw of masks, not the global generator's next one
     # and a train-mode spectral norm's power iteration run from the model's vectors for every
     # chunk and put back after: one function for all samples, the model left as it was
@@ -171,7 +171,7 @@ def full_gradient(
     from .batches import check_batch_loss, iterate_batches
 
     check_batch_loss(loss_fn, data)
-    check_input_dtype(model, data)
+    check_model_data(model, loss_fn, data)
     params = list(trainable_named_params(model).values())
     device = params[0].device
     total, n = None, 0

@@ -688,6 +688,80 @@ def test_measurements_name_mismatched_model_and_data_dtypes():
     assert HessianOperator(Casting(), loss_fn, (x, y)).to_dense().shape == (26, 26)
 
 
+@pytest.mark.filterwarnings("ignore:Using a target size")
+@pytest.mark.parametrize("loss_fn", [nn.MSELoss(), F.mse_loss,
+                                     functools.partial(F.huber_loss, delta=0.5)],
+                         ids=["module", "function", "partial"])
+def test_measurements_refuse_targets_that_broadcast_against_the_outputs(loss_fn):
+    """MSE on outputs (N, 1) against targets (N,) compares every output with every target
+    (torch only warns): the Hessian, gradients and losses measured were those of that (N, N)
+    loss, as training refuses to train on. Each measurement's entry refuses it, naming both
+    shapes, for a batch, a list of batches and a loader; targets of the outputs' shape are
+    measured as the dense float64 reference has them."""
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from sgdlab import measure
+    from sgdlab.errors import UserError
+    from sgdlab.operators import full_gradient
+
+    model = tiny_mlp(3, 4, 1)
+    x, y = _regression(9)
+    y = y[:, 0]
+    theta = torch.cat([p.detach().flatten() for p in model.parameters()])
+    calls = [lambda d: HessianOperator(model, loss_fn, d),
+             lambda d: GGNOperator(model, loss_fn, d),
+             lambda d: measure.hessian_trace(model, loss_fn, d, 2),
+             lambda d: measure.hessian_eigenpairs(model, loss_fn, d, 1),
+             lambda d: per_sample_gradients(model, loss_fn, d),
+             lambda d: full_gradient(model, loss_fn, d),
+             lambda d: measure.gradient_covariance(model, loss_fn, d),
+             lambda d: measure.batch_statistics(model, loss_fn, d),
+             lambda d: measure.ggn_diagonal(model, loss_fn, d),
+             lambda d: measure.mean_loss(model, loss_fn, d),
+             lambda d: measure.expected_sharpness(model, loss_fn, d, 0.1, 2),
+             lambda d: measure.segment_losses(model, loss_fn, d, theta, 1.1 * theta, 3)]
+    for targets, shape in ((y, r"\(2,\)"), (y[:, None, None], r"\(2, 1, 1\)")):
+        batches = [(x[:4], targets[:4]), (x[4:], targets[4:])]
+        loader = DataLoader(TensorDataset(x, targets), batch_size=4)
+        for call in calls:
+            for data in ((x, targets), batches, loader):
+                with pytest.raises(UserError, match=r"compares on the data's first 2 samples "
+                                   rf"outputs of shape \(2, 1\) with targets of shape {shape}"):
+                    call(data)
+    data = (x, y[:, None])
+    torch.testing.assert_close(HessianOperator(model, loss_fn, data).to_dense(),
+                               dense_hessian_reference(model, loss_fn, data))
+    torch.testing.assert_close(per_sample_gradients(model, loss_fn, data),
+                               per_sample_gradients_loop(model, loss_fn, data))
+    assert measure.mean_loss(model, loss_fn, data) == pytest.approx(
+        float(loss_fn(model(x), y[:, None]).detach()))
+
+
+def test_the_entry_check_runs_one_forward_pass_of_two_samples_at_most():
+    """The target-shape check shares the dtype check's probe: an element-wise loss on a model
+    that casts its inputs of another dtype is checked in one forward pass of two samples; a
+    cross-entropy on inputs of the parameters' dtype costs none."""
+    from sgdlab.operators.batches import check_model_data
+
+    class Casting(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.inner = tiny_mlp(3, 4, 1)
+
+        def forward(self, x):
+            return self.inner(x.to(torch.float64))
+
+    model = Casting()
+    seen = []
+    model.register_forward_hook(lambda m, args, out: seen.append(len(args[0])))
+    x, y = _regression(9)
+    check_model_data(model, nn.MSELoss(), (x.float(), y[:, :1]))
+    assert seen == [2]
+    seen.clear()
+    check_model_data(model, nn.CrossEntropyLoss(), tiny_classification(9, 3, 2))
+    assert seen == []
+
+
 def test_a_loader_whose_collate_fn_casts_the_inputs_is_measured():
     """The dtype check read a TensorDataset loader's first sample as its first batch: float64
     samples a collate_fn casts to float32 were refused for a float32 model the loader feeds

@@ -160,21 +160,23 @@ def test_losses_that_are_not_sample_means_use_vmap():
 
 
 
-@pytest.mark.filterwarnings("ignore:Using a target size")
-def test_a_target_broadcast_against_the_outputs_uses_vmap():
+def test_a_target_broadcast_against_the_outputs_is_refused():
     """MSE on outputs (N, 1) and targets (N,) broadcasts the batch to (N, N) pairs (torch warns):
     its batch loss is no mean of the samples' losses, so the factored engine, which read δ_i
-    off that backward, gave another Σ than vmap (trace 1.3 against 21.9 here). It declines;
-    each sample's loss, (1, 1) against (1,), is that sample's squared error either way."""
+    off that backward, gave another Σ than vmap (trace 1.3 against 21.9 here), and the batch
+    statistics beside Σ read that batch loss. Refused at the entry, as training refuses it,
+    naming both shapes; the targets of the outputs' shape are factored."""
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(3, 6), nn.Tanh(), nn.Linear(6, 1)).double()
     g = torch.Generator().manual_seed(0)
     x = torch.randn(40, 3, generator=g, dtype=torch.float64)
     loss_fn = nn.MSELoss()
-    assert per_sample_factors(model, loss_fn, (x, x[:, 0])) is None
-    torch.testing.assert_close(gradient_covariance(model, loss_fn, (x, x[:, 0])).dense(),
-                               gradient_covariance(model, loss_fn, (x, x[:, :1])).dense())
+    for call in (per_sample_factors, per_sample_gradients, gradient_covariance):
+        with pytest.raises(UserError, match=r"outputs of shape \(2, 1\) with targets of shape "
+                                            r"\(2,\)"):
+            call(model, loss_fn, (x, x[:, 0]))
     assert per_sample_factors(model, loss_fn, (x, x[:, :1])) is not None
+
 
 class _BatchStatistic(nn.Module):
     """A forward that subtracts a batch mean: a sample's output depends on its batch."""

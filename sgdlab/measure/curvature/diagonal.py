@@ -17,7 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from sgdlab.errors import UserError
-from sgdlab.operators.batches import (Data, check_batch_loss, check_input_dtype, iterate_batches,
+from sgdlab.operators.batches import (Data, check_batch_loss, check_model_data, iterate_batches,
                                       stochastic_modules)
 from sgdlab.operators.factors import per_sample_factors, samples_interact
 from sgdlab.operators.ggn import check_tensor_output
@@ -168,7 +168,7 @@ def ggn_diagonal(model: nn.Module, loss_fn: Callable[[Tensor, Tensor], Tensor],
     require_trainable(model)
     check_per_sample_model(model)
     check_batch_loss(loss_fn, data)
-    check_input_dtype(model, data)
+    check_model_data(model, loss_fn, data)
     if stochastic := stochastic_modules(model):
         # its forward pass and its C per-sample passes would each draw other masks
         raise UserError(f"ggn_diagonal needs a deterministic forward pass: "
