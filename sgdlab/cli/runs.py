@@ -13,6 +13,8 @@ from pathlib import Path
 
 from sgdlab.strict_json import dumps
 
+from .train import EXIT_STATUSES
+
 
 def _store_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--store", metavar="PATH",
@@ -85,7 +87,8 @@ def register(subparsers) -> None:
     res = subparsers.add_parser("resume", help="continue a killed or interrupted run",
                                 description="Continue RUN_ID from its last checkpoint with the "
                                             "config stored for it; the result is bit-for-bit "
-                                            "that of an uninterrupted run.")
+                                            "that of an uninterrupted run.",
+                                epilog=EXIT_STATUSES)
     _store_arg(res)
     res.add_argument("run_id", metavar="RUN_ID",
                      help="a run id, a unique prefix or the run's folder")
@@ -514,5 +517,4 @@ def _resume(args) -> int:
                             f"its sweep entry finished since as run {finished_since(run, store)}"))
     outcome = resume_run(ref, store=store, progress=False if args.no_progress else None,
                          announce=lambda rid: announce(rid, store.path))
-    print_outcome(outcome)
-    return 0
+    return print_outcome(outcome)

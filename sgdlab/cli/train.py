@@ -5,6 +5,14 @@ import argparse
 import math
 from pathlib import Path
 
+# the exit status of a run that ended diverged (a non-finite loss or measurement): its
+# results are stored, as a finished run's, but a script must not take it for one; 1 stays
+# what a failure (a traceback) exits with, 2 a refused input, 130 an interrupt
+EXIT_DIVERGED = 3
+EXIT_STATUSES = (f"exit status: 0 the run finished, {EXIT_DIVERGED} it diverged (its results "
+                 "and the step it diverged at are stored and printed), 2 bad input (a config, "
+                 "an option), 130 interrupted (continue with the command printed)")
+
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
@@ -12,7 +20,8 @@ def register(subparsers) -> None:
         description="Train from a run config. CONFIG is a .yaml/.toml file or the name of a "
                     "packaged config (e.g. digits-mlp). The run is recorded in the run store; "
                     "results.json, the learning-curve plot and checkpoints go to --out "
-                    "(default: a folder named after the run id next to the store).")
+                    "(default: a folder named after the run id next to the store).",
+        epilog=EXIT_STATUSES)
     p.add_argument("config", metavar="CONFIG",
                    help="a .yaml/.toml run config or a packaged config's name")
     p.add_argument("--out", metavar="DIR", help="run folder (default: <store folder>/<run id>)")
@@ -62,8 +71,7 @@ def _train(args: argparse.Namespace) -> int:
 
     outcome = run_config(cfg, out_dir=args.out, store=store,
                          progress=False if args.no_progress else None, announce=started)
-    print_outcome(outcome)
-    return 0
+    return print_outcome(outcome)
 
 
 def announce(run_id: str, store_path) -> None:
@@ -75,7 +83,9 @@ def announce(run_id: str, store_path) -> None:
           f"{resume_command(run_id, store_path)})", flush=True)
 
 
-def print_outcome(outcome) -> None:
+def print_outcome(outcome) -> int:
+    """Print how the run ended, its numbers and where they are; return the command's exit
+    status (:data:`EXIT_DIVERGED` for a diverged run, else 0)."""
     from sgdlab.config.runner import store_option
 
     r = outcome.result
@@ -109,6 +119,7 @@ def print_outcome(outcome) -> None:
               f"{_rel(outcome.tensorboard_path.parent)})")
     print(f"  store:   {_rel(outcome.store_path)}  (sgdlab runs show {outcome.run_id} "
           f"{store_option(outcome.store_path)})")
+    return EXIT_DIVERGED if r.status == "diverged" else 0
 
 
 def _rel(p) -> str:

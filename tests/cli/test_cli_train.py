@@ -5,15 +5,18 @@ import csv
 import json
 import math
 import os
+import re
 import signal
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 import torch
 
 from sgdlab.cli.main import main
+from sgdlab.cli.train import EXIT_DIVERGED
 from sgdlab.store import RunStore
 
 # An instrument that stops its own process at a step: SIGKILL at $SGDLAB_TEST_KILL_AT, SIGTERM
@@ -129,21 +132,54 @@ def test_train_killed_at_several_points_resumes_to_the_uninterrupted_run(tmp_pat
     assert "is finished" in capsys.readouterr().err
 
 
-def test_diverging_config_is_recorded_as_diverged(tmp_path, capsys):
+def test_diverging_config_is_recorded_as_diverged_and_exits_3(tmp_path, capsys):
+    """`sgdlab train` exited 0 for a run that diverged, as for one that finished: a script
+    took its NaN results for a result. The console command (`python -m sgdlab`, the entry a
+    shell runs) now exits EXIT_DIVERGED, with the run's results kept and the step it diverged
+    at printed and stored; `--help` lists the exit statuses."""
     cfg = tmp_path / "nan.yaml"
     cfg.write_text(TINY)
     store_path = tmp_path / "runs.sqlite"
-    assert main(["train", str(cfg), "--store", str(store_path), "--out", str(tmp_path / "o"),
-                 "--set", "optimizer.lr=1e6"]) == 0
-    out = capsys.readouterr().out
-    assert "diverged" in out
+    root = Path(__file__).resolve().parents[2]
+    p = subprocess.run([sys.executable, "-m", "sgdlab", "train", str(cfg), "--store",
+                        str(store_path), "--out", str(tmp_path / "o"), "--set",
+                        "optimizer.lr=1e6"], capture_output=True, text=True, cwd=tmp_path,
+                       env={**os.environ, "PYTHONPATH": str(root)}, timeout=300)
+    assert p.returncode == EXIT_DIVERGED == 3 and "Traceback" not in p.stderr, p.stderr
+    out = p.stdout
+    assert re.search(r"diverged after \d+ steps? .*\n  non-finite mini-batch loss \S+ at step "
+                     r"\d+ \(epoch 0\)", out), out
     # its numbers are the initial evaluation's, and say so (not "final")
     assert "last finite evaluation (step 0): train_loss" in out and "final:" not in out
     (run,) = RunStore(store_path).list_runs()
     assert run["status"] == "diverged" and "non-finite" in run["message"]
+    assert run["message"] in out
     assert run["config"]["optimizer"]["lr"] == 1e6
     results = json.loads((tmp_path / "o" / "results.json").read_text())
     assert results["status"] == "diverged"
+    for command in ("train", "resume"):
+        with pytest.raises(SystemExit):
+            main([command, "--help"])
+        assert f"{EXIT_DIVERGED} it diverged" in capsys.readouterr().out
+
+
+def test_a_resumed_run_that_diverges_exits_3(tmp_path, capsys):
+    """`sgdlab resume` trains as `sgdlab train` does and ends the same way: a run stopped
+    before it diverged (lr 100: at step 9) and resumed from its checkpoint diverges and exits
+    EXIT_DIVERGED, recorded diverged."""
+    cfg = tmp_path / "nan.yaml"
+    cfg.write_text(TINY + "measure: [{name: _test_kill, every: 1}]\n")
+    store_path = tmp_path / "runs.sqlite"
+    p = _cli(["train", str(cfg), "--store", str(store_path), "--out", str(tmp_path / "o"),
+              "--set", "optimizer.lr=100", "--set", "train.checkpoint_every=2"],
+             {"SGDLAB_TEST_TERM_AT": "5"})
+    assert p.returncode == 130, p.stderr
+    (run,) = RunStore(store_path).list_runs()
+    assert main(["resume", run["id"], "--store", str(store_path)]) == EXIT_DIVERGED
+    out = capsys.readouterr().out
+    assert re.search(r"diverged after \d+ steps .*, resumed from step [1-9]", out), out
+    run = RunStore(store_path).get_run(run["id"])
+    assert run["status"] == "diverged" and run["message"] in out
 
 
 def test_bad_config_exits_2_naming_the_key(tmp_path, capsys):
