@@ -12,6 +12,7 @@ import gzip
 import itertools
 import pickle
 import struct
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -377,3 +378,39 @@ class DictOutput(nn.Module):
 def dict_logits_loss(out: dict[str, Tensor], y: Tensor) -> Tensor:
     """Mean cross-entropy of a :class:`DictOutput`'s logits."""
     return nn.functional.cross_entropy(out["logits"], y)
+
+
+# --------------------------------------------------------------------------------------------
+# Evaluations in chunks of samples (sgdlab.measure.passes)
+# --------------------------------------------------------------------------------------------
+
+def memory_budget_for(model: nn.Module, x: Tensor, samples: int) -> int:
+    """A memory budget that holds ``samples`` samples of one point per pass."""
+    from sgdlab.measure.passes import activation_bytes_per_sample
+
+    return activation_bytes_per_sample(model, x) * samples
+
+
+class PassSizes:
+    """Records the number of samples of each forward pass of ``model`` until :meth:`passes`."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self.sizes: list[int] = []
+        self.hook = model.register_forward_pre_hook(
+            lambda _m, args: self.sizes.append(len(args[0])))
+
+    def passes(self) -> list[int]:
+        """The sizes recorded, without the 2-sample probes that size the passes."""
+        self.hook.remove()
+        return [s for s in self.sizes if s > 2]
+
+
+def said_out_of_memory(fn: Callable, *args, **kwargs):
+    """fn's result, asserting that its warnings said "out of memory" and never "vmap failed"."""
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter("always")
+        out = fn(*args, **kwargs)
+    messages = [str(m.message) for m in w]
+    assert any("out of memory" in m for m in messages), messages
+    assert not any("vmap failed" in m for m in messages), messages
+    return out

@@ -52,13 +52,13 @@ def main(n: int, device: str) -> int:
         print(f"  whole device, {'vmap' if vectorize else 'pointwise'}: {took:.2f} s, "
               f"{'ok' if not said else 'FAILED: ' + said[0][:200]}")
     if device == "cuda":   # the limit itself: above 2^31 elements under vmap (shown, not judged)
-        import sgdlab.measure.walk as walk
+        import sgdlab.measure.passes as passes
 
-        limit, walk.VMAP_MAX_ELEMENTS = walk.VMAP_MAX_ELEMENTS, 4 * 2**31
+        limit, passes.VMAP_MAX_ELEMENTS = passes.VMAP_MAX_ELEMENTS, 4 * 2**31
         try:
             said = _losses(model, F.cross_entropy, (x, y), a, b, 10, vectorize=True)[1]
         finally:
-            walk.VMAP_MAX_ELEMENTS = limit
+            passes.VMAP_MAX_ELEMENTS = limit
         print(f"  without the element cap (up to 2^33): {said[0][:200] if said else 'no warning'}")
     filler = None
     if device == "cuda":      # blocks cached by the passes above would hold a pass's needs

@@ -12,8 +12,8 @@ passes of compute; ResNet-56: 55, about 28).
 
 Two users: :func:`recompute_bn_statistics` writes the statistics into the running buffers (an
 interpolated or perturbed network's, ``sgdlab.measure.interpolation``, ``.surface``), and
-``sgdlab.measure.walk.segment_losses`` normalises a batch split into chunks with them
-(:func:`batch_norm_statistics`).
+the evaluations of ``sgdlab.measure.passes`` (a walk's segment, perturbed points) normalise a
+batch split into chunks with them (:func:`batch_norm_statistics`).
 """
 from __future__ import annotations
 
@@ -25,7 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from sgdlab.models.modes import BN_TYPES, buffers_kept, eval_mode, has_batchnorm
+from sgdlab.models.modes import (BN_TYPES, buffers_kept, eval_mode, has_batchnorm,
+                                 uses_batch_statistics)
 from sgdlab.operators.batches import Data, is_single_batch, iterate_batches
 
 __all__ = [
@@ -37,6 +38,7 @@ __all__ = [
     "normalise_with",
     "recompute_bn_statistics",
     "replaced_forwards",
+    "uses_batch_statistics",
     "whole_set_moments",
 ]
 
@@ -164,18 +166,19 @@ def whole_set_moments(model: nn.Module, inputs: Callable[[], Iterable[Tensor]],
 
 
 @torch.no_grad()
-def batch_norm_statistics(model: nn.Module, chunks: Sequence[tuple[Tensor, object]]
+def batch_norm_statistics(model: nn.Module, chunks: Sequence[tuple[Tensor, object]], *,
+                          caller: str = "batch_norm_statistics"
                           ) -> dict[nn.Module, tuple[Tensor, Tensor]]:
     """{batch-norm module: (mean, biased variance)} per channel (float64) of its input when
     the samples of all ``chunks`` pass through the model as one batch in train mode, which is
     what batch norm normalises with there; computed a chunk at a time, one pass per layer
     (:func:`whole_set_moments`). The model's buffers (running statistics) and its modules'
-    ``forward`` are as they were on return."""
+    ``forward`` are as they were on return; ``caller`` names the evaluation in errors."""
     order = batch_norm_call_order(model, chunks[0][0][:2])
     moments = whole_set_moments(
-        model, lambda: (xc for xc, _ in chunks), order, caller="segment_losses",
-        remedy="; pass smaller batches as data (bn_mode='train' normalises over each of them) "
-               "or a larger memory_budget")
+        model, lambda: (xc for xc, _ in chunks), order, caller=caller,
+        remedy="; pass smaller batches as data (batch statistics are then each batch's) or a "
+               "larger memory_budget")
     return {m: (mom.mean, mom.biased_variance()) for m, mom in moments.items()}
 
 

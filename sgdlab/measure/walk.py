@@ -32,14 +32,16 @@ default because batched matmuls over stacked weights measured ~2× slower than K
 (benchmarks/bench_trajectory.py: the pointwise path costs ≈ K plain evaluations). A batch whose
 activations exceed a memory budget is evaluated in chunks of samples (and of points under vmap),
 which changes the mean only by round-off; in train mode batch norm keeps the statistics of the
-whole batch (:func:`batch_norm_statistics`). Xing et al.'s paper scale (VGG-11, the 45,000
-training images as one batch, 12 points) would need 280 GiB vmapped in one pass.
+whole batch (:func:`batch_norm_statistics`). The passes are sized, and retried smaller after
+running out of memory, by :mod:`sgdlab.measure.passes`, shared with the perturbed losses of
+sharpness and loss surfaces (its names are importable from here as before). Xing et al.'s
+paper scale (VGG-11, the 45,000 training images as one batch, 12 points) would need 280 GiB
+vmapped in one pass.
 """
 from __future__ import annotations
 
 import contextlib
 import math
-import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 
@@ -47,8 +49,11 @@ import torch
 from torch import Tensor, nn
 from torch.func import vmap
 
-from sgdlab.measure.batch_norm import (BN_TYPES, batch_norm_statistics, has_batchnorm,
-                                       normalise_with, replaced_forwards)
+from sgdlab.measure.batch_norm import BN_TYPES, batch_norm_statistics
+from sgdlab.measure.passes import (VMAP_MAX_ELEMENTS, PassPlan, activation_bytes_per_sample,
+                                   activation_sizes, evaluation_memory_budget,
+                                   resolved_budget, run_within_memory, vmap_points,
+                                   vmapped_or_none)
 from sgdlab.models.modes import eval_mode
 from sgdlab.operators.batches import (Data, check_batch_loss, check_model_data, is_single_batch,
                                       iterate_batches)
@@ -186,138 +191,14 @@ def _batched_losses(model: nn.Module, loss_fn: LossFn, params: dict[str, Tensor]
 
 
 # --------------------------------------------------------------------------------------------
-# Memory: passes over chunks of samples (and of points)
+# Memory: passes over chunks of samples (and of points), sgdlab.measure.passes
 # --------------------------------------------------------------------------------------------
 
-_OOM = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
-# below this many samples a pass gets slow per sample: fewer points per vmap call come first
-_MIN_CHUNK = 256
-# vmap folds the points into one tensor, and cuDNN indexes with 32 bits (_vmap_budget)
-VMAP_MAX_ELEMENTS = 2**31 - 1
-
-
-def evaluation_memory_budget(device: torch.device | str) -> int:
-    """Bytes of activations one forward pass of :func:`segment_losses` may take: half of the
-    device's free memory on CUDA (the data and the parameters are already resident), 1 GiB
-    elsewhere (:meth:`sgdlab.operators.linear.LinearOperator.memory_budget` keeps a quarter
-    and 256 MiB for scratch beside its operator's own passes)."""
-    device = torch.device(device)
-    if device.type == "cuda":
-        return int(torch.cuda.mem_get_info(device)[0] // 2)
-    return 2**30
-
-
-def activation_bytes_per_sample(model: nn.Module, x: Tensor) -> int:
-    """An upper bound on one sample's activation memory in a forward pass without autograd:
-    its input plus the outputs of all leaf modules, measured on (at most) 2 samples of ``x``
-    in eval mode. A pass frees most of them as it goes, so this overestimates (CIFAR-10,
-    float32: VGG-11 1.87 MiB against a measured peak of 0.50 MiB, ResNet-56 4.14 MiB against
-    0.31; docs/design/walk-and-eta-ratio.md)."""
-    return activation_sizes(model, x)[0]
-
-
-def activation_sizes(model: nn.Module, x: Tensor) -> tuple[int, int]:
-    """(:func:`activation_bytes_per_sample`, elements per sample of the largest of those
-    tensors, which sizes vmapped passes: :func:`vmap_points`)."""
-    probe = x[: min(2, len(x))]
-    total = [probe.nbytes]
-    widest = [probe.numel()]
-
-    def add(_m: nn.Module, _args: tuple, out: object) -> None:
-        if isinstance(out, Tensor):
-            total[0] += out.nbytes
-            widest[0] = max(widest[0], out.numel())
-
-    hooks = [m.register_forward_hook(add) for m in model.modules()
-             if next(m.children(), None) is None]
-    try:
-        with torch.no_grad(), eval_mode(model):
-            model(probe)
-    finally:
-        for h in hooks:
-            h.remove()
-    return max(1, -(-total[0] // len(probe))), max(1, -(-widest[0] // len(probe)))
-
-
-def vmap_points(points: int, samples: int, widest: int) -> int:
-    """At most ``points`` points per vmapped pass over ``samples`` samples, and at least one,
-    so that points x samples x ``widest`` (elements of a sample's largest activation) stays
-    below :data:`VMAP_MAX_ELEMENTS` (see :func:`_vmap_budget`)."""
-    return max(1, min(points, VMAP_MAX_ELEMENTS // max(1, samples * widest)))
-
-
-def _vmap_budget(budget: int, per_sample: int, widest: int) -> int:
-    """``budget`` capped so that no activation of a vmapped pass reaches 2³¹ elements: vmap
-    folds the points into one tensor (points × samples × one sample's elements), and cuDNN
-    indexes with 32 bits (an H200 evaluating 12 points x 2,000 samples of a 64-channel
-    64 x 64 map, 6.3e9 elements, raised CUDNN_STATUS_NOT_SUPPORTED, and the points went one
-    by one). Without vmap, torch splits such a convolution itself."""
-    return min(budget, max(1, VMAP_MAX_ELEMENTS // widest) * per_sample)
-
-
-def _chunk_sizes(per_sample: int, n: int, points: int, budget: int,
-                 vectorize: bool) -> tuple[int, int]:
-    """(points per vmap call, samples per pass) whose activations fit in ``budget`` bytes:
-    a vmap call over k points holds about k + 1 copies of one point's activations."""
-    if not vectorize:
-        return 1, max(1, min(n, budget // per_sample))
-    k = points
-    c = budget // ((k + 1) * per_sample)
-    if c < min(n, _MIN_CHUNK) and k > 1:
-        k = max(1, min(k, budget // (per_sample * min(n, _MIN_CHUNK)) - 1))
-        c = budget // ((k + 1) * per_sample)
-    return k, max(1, min(n, c))
-
-
-def _is_out_of_memory(e: BaseException) -> bool:
-    """torch's out-of-memory error, or an allocation failure that reaches Python as a plain
-    RuntimeError: a library's (cuDNN, cuBLAS) or the CPU allocator's ("DefaultCPUAllocator:
-    can't allocate memory", "not enough memory" in older torch)."""
-    msg = str(e)
-    return (isinstance(e, _OOM) or "out of memory" in msg.lower() or "ALLOC_FAILED" in msg
-            or "DefaultCPUAllocator" in msg)
-
-
-def _smaller(k: int, c: int) -> tuple[int, int] | None:
-    """The next (points, samples) to try after running out of memory (None: nothing smaller)."""
-    if c > _MIN_CHUNK:
-        return k, (c + 1) // 2
-    if k > 1:
-        return k // 2, c
-    if c > 1:
-        return k, (c + 1) // 2
-    return None
-
-
-def _chunks(x: Tensor, y: Tensor, size: int) -> list[tuple[Tensor, Tensor]]:
-    if size >= len(x):
-        return [(x, y)]          # the batch itself: one pass, as without chunking
-    return [(x[i : i + size], y[i : i + size]) for i in range(0, len(x), size)]
-
-
-def _free_cached(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
-
-
-def _chunked_losses(model: nn.Module, loss_fn: LossFn, x: Tensor, y: Tensor, size: int,
-                    whole_batch_bn: bool) -> list[tuple[Tensor, int]]:
-    """(loss, samples) of each chunk of the batch ``(x, y)``; with ``whole_batch_bn`` and more
-    than one chunk, batch norm normalises with the statistics of the whole batch."""
-    chunks = _chunks(x, y, size)
-    if len(chunks) == 1 or not whole_batch_bn:
-        return [(loss_fn(model(xc), yc), len(xc)) for xc, yc in chunks]
-    stats = batch_norm_statistics(model, chunks)
-    with replaced_forwards({m: normalise_with(m, *st) for m, st in stats.items()}):
-        return [(loss_fn(model(xc), yc), len(xc)) for xc, yc in chunks]
-
-
 def _pointwise_losses(model: nn.Module, loss_fn: LossFn, data: Data, theta_a: Tensor,
-                      theta_b: Tensor, alphas: Tensor, size: int,
-                      whole_batch_bn: bool) -> tuple[Tensor, int]:
+                      theta_b: Tensor, alphas: Tensor, plan: PassPlan) -> tuple[Tensor, int]:
     """Sum over batches of size × loss at each point, writing each point into the model's own
     parameters (cheaper than ``functional_call``); the parameters are restored bit for bit.
-    Each batch is evaluated in chunks of at most ``size`` samples."""
+    Each batch is evaluated in the chunks of ``plan``."""
     params = [p.detach() for p in trainable_named_params(model).values()]
     sizes = [p.numel() for p in params]
     saved = [p.clone() for p in params]
@@ -332,7 +213,7 @@ def _pointwise_losses(model: nn.Module, loss_fn: LossFn, data: Data, theta_a: Te
             torch.lerp(theta_a, theta_b, al, out=point)
             torch._foreach_copy_(params, point_views)
             for x, y in iterate_batches(data, device):
-                for loss, m in _chunked_losses(model, loss_fn, x, y, size, whole_batch_bn):
+                for loss, m in plan.passes(loss_fn, x, y):
                     losses.append(loss)
                     if j == 0:
                         counts.append(m)
@@ -345,24 +226,17 @@ def _pointwise_losses(model: nn.Module, loss_fn: LossFn, data: Data, theta_a: Te
     return total, sum(counts)
 
 
-class _NeedsPointwise(Exception):
-    """A vmapped pass would split a batch whose batch-norm statistics it must keep whole."""
-
-
 def _vectorized_losses(model: nn.Module, loss_fn: LossFn, data: Data, theta_a: Tensor,
-                       theta_b: Tensor, alphas: Tensor, k: int, size: int,
-                       whole_batch_bn: bool) -> tuple[Tensor, int]:
-    """Sum over batches of size × loss at each point, ``k`` points per vmap call and at most
-    ``size`` samples per pass."""
+                       theta_b: Tensor, alphas: Tensor, plan: PassPlan) -> tuple[Tensor, int]:
+    """Sum over batches of size × loss at each point, in the points and chunks of samples of
+    ``plan`` per vmap call."""
     like = trainable_named_params(model)
     frozen = {n: p.detach() for n, p in model.named_parameters() if not p.requires_grad}
     buffers = {n: b.detach() for n, b in model.named_buffers()}
     total = torch.zeros(len(alphas), dtype=torch.float64, device=theta_a.device)
     n = 0
     for x, y in iterate_batches(data, theta_a.device):
-        chunks = _chunks(x, y, size)
-        if whole_batch_bn and len(chunks) > 1:
-            raise _NeedsPointwise
+        k, chunks = plan.split(x, y)
         for s in range(0, len(alphas), k):
             params = _stacked_params(theta_a, theta_b, alphas[s : s + k], like)
             for xc, yc in chunks:
@@ -407,10 +281,11 @@ def segment_losses(
             :func:`evaluation_memory_budget`). A batch whose activations
             (:func:`activation_bytes_per_sample` × samples, × (points + 1) under vmap) exceed it
             is evaluated in chunks of samples, and the points in chunks of fewer: the mean
-            is the same up to round-off (chunks weighted by size). With ``bn_mode="train"``
-            batch norm then normalises with the statistics of the whole batch, computed over
-            the chunks first (:func:`batch_norm_statistics`; one pass per batch-norm layer,
-            one point after another). Running out of memory all the same halves the chunks
+            is the same up to round-off (chunks weighted by size). Batch norm normalising
+            with batch statistics (``bn_mode="train"``, or a layer without running
+            statistics) then uses those of the whole batch, computed over the chunks first
+            (:func:`batch_norm_statistics`; one pass per batch-norm layer, one point after
+            another). Running out of memory all the same halves the chunks
             and starts again, with a warning that says so.
     """
     check_batch_loss(loss_fn, data)
@@ -420,10 +295,9 @@ def segment_losses(
     alphas = torch.as_tensor(alphas, dtype=torch.float64).reshape(-1)
     if alpha_chunk is not None and alpha_chunk < 1:
         raise ValueError(f"Invalid alpha_chunk={alpha_chunk} (must be >= 1 or None)")
-    if memory_budget is not None and memory_budget < 1:
-        raise ValueError(f"Invalid memory_budget={memory_budget} (bytes, >= 1, or None)")
     for name, th in (("theta_a", theta_a), ("theta_b", theta_b)):
         check_params_vector(model, th, name, "(model, loss_fn, data, theta_a, theta_b, ...)")
+    budget = resolved_budget(memory_budget, theta_a.device)
     if not is_single_batch(data) and (iter(data) is data or bn_mode == "train"):
         # a one-shot iterator: every point needs another pass; batch statistics: every point
         # must see the same batches (a shuffling DataLoader deals new ones on every pass)
@@ -431,63 +305,23 @@ def segment_losses(
     device = theta_a.device
     if vectorize is None:
         vectorize = device.type != "cpu"
-    whole_batch_bn = bn_mode == "train" and has_batchnorm(model)
-    first = next(iterate_batches(data))[0]
-    x0 = first[:2].to(device)        # sizes the passes (activation_bytes_per_sample)
-    # a loader's batches are of one size
-    largest = len(first)
-    if isinstance(data, (list, tuple)) and not is_single_batch(data):
-        largest = max(len(b[0]) for b in data)
-    budget = evaluation_memory_budget(device) if memory_budget is None else memory_budget
     points = len(alphas) if alpha_chunk is None else min(alpha_chunk, len(alphas))
     total: Tensor | None = None
     with evaluation_mode(model, bn_mode):
-        per_sample, widest = activation_sizes(model, x0)
-        k, size = _chunk_sizes(per_sample, largest, points,
-                               _vmap_budget(budget, per_sample, widest), vectorize)
-        while vectorize and total is None:
-            try:
-                total, n = _vectorized_losses(model, loss_fn, data, theta_a, theta_b, alphas,
-                                              k, size, whole_batch_bn)
-            except _NeedsPointwise:
-                vectorize = False
-            except RuntimeError as e:
-                if _is_out_of_memory(e):
-                    k, size = _retry_smaller(e, k, size, device, vectorized=True)
-                    continue
-                # an op without a batching rule: stay correct
-                warnings.warn(f"segment_losses: vmap failed ({e}); evaluating the points one "
-                              "by one", RuntimeWarning, stacklevel=2)
-                vectorize = False
+        plan = PassPlan(model, budget, points, vectorized=vectorize, caller="segment_losses")
+        if vectorize:
+            sums = vmapped_or_none(
+                lambda: _vectorized_losses(model, loss_fn, data, theta_a, theta_b, alphas,
+                                           plan), plan, device, stacklevel=2)
+            total, n = sums if sums is not None else (None, 0)
         if total is None:
-            size = _chunk_sizes(per_sample, largest, 1, budget, False)[1]
-        while total is None:
-            try:
-                total, n = _pointwise_losses(model, loss_fn, data, theta_a, theta_b, alphas,
-                                             size, whole_batch_bn)
-            except RuntimeError as e:
-                if not _is_out_of_memory(e):
-                    raise
-                size = _retry_smaller(e, 1, size, device, vectorized=False)[1]
+            plan = plan.one_point()
+            total, n = run_within_memory(
+                lambda: _pointwise_losses(model, loss_fn, data, theta_a, theta_b, alphas, plan),
+                plan, device, stacklevel=2)
     if n == 0:
         raise ValueError("segment_losses: data has no samples")
     return total / n
-
-
-def _retry_smaller(e: BaseException, k: int, size: int, device: torch.device, *,
-                   vectorized: bool) -> tuple[int, int]:
-    """The next (points, samples) after running out of memory, with a warning; re-raises
-    ``e`` when a single sample at a single point does not fit."""
-    nxt = _smaller(k, size)
-    if nxt is None:
-        raise e
-    _free_cached(device)
-    what = f"{k} points under vmap" if vectorized else "one point"
-    first = str(e).splitlines()[0] if str(e) else type(e).__name__
-    warnings.warn(f"segment_losses: out of memory evaluating {what} x {size} samples per "
-                  f"pass ({first}); retrying with {nxt[0]} points x {nxt[1]} samples",
-                  RuntimeWarning, stacklevel=3)
-    return nxt
 
 
 # --------------------------------------------------------------------------------------------

@@ -25,6 +25,13 @@ def has_batchnorm(model: nn.Module) -> bool:
     return any(isinstance(m, BN_TYPES) for m in model.modules())
 
 
+def uses_batch_statistics(model: nn.Module) -> bool:
+    """Whether a batch-norm layer of ``model`` normalises with the statistics of its batch as
+    the modules are now: in train mode, or without running statistics in either mode."""
+    return any(isinstance(m, BN_TYPES) and (m.training or m.running_mean is None)
+               for m in model.modules())
+
+
 @contextmanager
 def modes_kept(model: nn.Module) -> Iterator[None]:
     """Every submodule's ``training`` flag as it was on exit, whatever the block set."""

@@ -214,8 +214,8 @@ def test_sharpness_refuses_a_non_finite_or_negative_scale(bad):
 def test_vmapped_points_stay_below_the_element_limit(monkeypatch):
     # vmap folds the points into one tensor: points x samples x the widest activation of one
     # sample must stay below cuDNN's 32-bit limit (here scaled down), in fewer points per call
+    import sgdlab.measure.passes as passes
     import sgdlab.measure.sharpness as sharpness
-    import sgdlab.measure.walk as walk
 
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(4, 6), nn.Tanh(), nn.Linear(6, 2)).double()
@@ -224,7 +224,7 @@ def test_vmapped_points_stay_below_the_element_limit(monkeypatch):
     loss_fn = nn.CrossEntropyLoss()
     pert = 0.1 * torch.randn(20, 6 * 4 + 6 + 2 * 6 + 2, dtype=torch.float64)
     widest = 6                        # the hidden layer's outputs, per sample
-    monkeypatch.setattr(walk, "VMAP_MAX_ELEMENTS", 3 * 10 * widest)
+    monkeypatch.setattr(passes, "VMAP_MAX_ELEMENTS", 3 * 10 * widest)
     seen, real_vmap = [], sharpness.vmap
 
     def spy(f, *args, **kwargs):

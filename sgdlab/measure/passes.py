@@ -1,0 +1,281 @@
+"""Forward passes that fit in memory: a batch in chunks of samples, and the points of a
+vmapped evaluation in chunks of fewer.
+
+Evaluating a loss at many parameter points over one large batch (a walk's segment,
+:func:`sgdlab.measure.walk.segment_losses`; the perturbed points of sharpness and of a loss
+surface, :func:`sgdlab.measure.sharpness.perturbed_evaluations`) holds a forward pass's
+activations once per point under ``vmap``, once without. A :class:`PassPlan` sizes the passes
+to a memory budget (:func:`evaluation_memory_budget`) from an upper bound on one sample's
+activations (:func:`activation_sizes`), keeps every vmapped tensor below cuDNN's 2³¹
+elements (:func:`vmap_budget`), and after running out of memory all the same halves them
+(:meth:`PassPlan.shrink`, with a warning that says so). Chunks are weighted by size, so the
+mean over a batch is the one pass's up to round-off; where a chunk would not see what the
+whole batch sees, the plan keeps the batch's loss exact (batch norm normalising with batch
+statistics: those of the whole batch, :func:`sgdlab.measure.batch_norm.batch_norm_statistics`)
+or refuses (dropout in train mode, whose masks are drawn once per batch). The numbers behind
+the rules: docs/design/walk-and-eta-ratio.md, "Memory at paper scale".
+"""
+from __future__ import annotations
+
+import copy
+import warnings
+from collections.abc import Callable
+from typing import TypeVar
+
+import torch
+from torch import Tensor, nn
+
+from sgdlab.errors import UserError
+from sgdlab.models.modes import eval_mode, uses_batch_statistics
+from sgdlab.operators.batches import stochastic_modules
+
+from .batch_norm import batch_norm_statistics, normalise_with, replaced_forwards
+
+__all__ = [
+    "NeedsPointwise",
+    "PassPlan",
+    "VMAP_MAX_ELEMENTS",
+    "activation_bytes_per_sample",
+    "activation_sizes",
+    "evaluation_memory_budget",
+    "is_out_of_memory",
+    "resolved_budget",
+    "run_within_memory",
+    "vmapped_or_none",
+    "vmap_budget",
+    "vmap_points",
+]
+
+T = TypeVar("T")
+
+_OOM = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
+# below this many samples a pass gets slow per sample: fewer points per vmap call come first
+_MIN_CHUNK = 256
+# vmap folds the points into one tensor, and cuDNN indexes with 32 bits (vmap_budget)
+VMAP_MAX_ELEMENTS = 2**31 - 1
+
+
+def evaluation_memory_budget(device: torch.device | str) -> int:
+    """Bytes of activations one forward pass of an evaluation may take: half of the device's
+    free memory on CUDA (the data and the parameters are already resident), 1 GiB elsewhere
+    (:meth:`sgdlab.operators.linear.LinearOperator.memory_budget` keeps a quarter and 256 MiB
+    for scratch beside its operator's own passes)."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[0] // 2)
+    return 2**30
+
+
+def resolved_budget(memory_budget: int | None, device: torch.device | str) -> int:
+    """``memory_budget`` (bytes, >= 1), or :func:`evaluation_memory_budget` for None."""
+    if memory_budget is None:
+        return evaluation_memory_budget(device)
+    if memory_budget < 1:
+        raise ValueError(f"Invalid memory_budget={memory_budget} (bytes, >= 1, or None)")
+    return memory_budget
+
+
+def activation_bytes_per_sample(model: nn.Module, x: Tensor) -> int:
+    """An upper bound on one sample's activation memory in a forward pass without autograd:
+    its input plus the outputs of all leaf modules, measured on (at most) 2 samples of ``x``
+    in eval mode. A pass frees most of them as it goes, so this overestimates (CIFAR-10,
+    float32: VGG-11 1.87 MiB against a measured peak of 0.50 MiB, ResNet-56 4.14 MiB against
+    0.31; docs/design/walk-and-eta-ratio.md)."""
+    return activation_sizes(model, x)[0]
+
+
+def activation_sizes(model: nn.Module, x: Tensor) -> tuple[int, int]:
+    """(:func:`activation_bytes_per_sample`, elements per sample of the largest of those
+    tensors, which sizes vmapped passes: :func:`vmap_budget`)."""
+    probe = x[: min(2, len(x))]
+    total = [probe.nbytes]
+    widest = [probe.numel()]
+
+    def add(_m: nn.Module, _args: tuple, out: object) -> None:
+        if isinstance(out, Tensor):
+            total[0] += out.nbytes
+            widest[0] = max(widest[0], out.numel())
+
+    hooks = [m.register_forward_hook(add) for m in model.modules()
+             if next(m.children(), None) is None]
+    try:
+        with torch.no_grad(), eval_mode(model):
+            model(probe)
+    finally:
+        for h in hooks:
+            h.remove()
+    return max(1, -(-total[0] // len(probe))), max(1, -(-widest[0] // len(probe)))
+
+
+def vmap_points(points: int, samples: int, widest: int) -> int:
+    """At most ``points`` points per vmapped pass over ``samples`` samples, and at least one,
+    so that points x samples x ``widest`` (elements of a sample's largest activation) stays
+    below :data:`VMAP_MAX_ELEMENTS` (see :func:`vmap_budget`)."""
+    return max(1, min(points, VMAP_MAX_ELEMENTS // max(1, samples * widest)))
+
+
+def vmap_budget(budget: int, per_sample: int, widest: int) -> int:
+    """``budget`` capped so that no activation of a vmapped pass reaches 2³¹ elements: vmap
+    folds the points into one tensor (points × samples × one sample's elements), and cuDNN
+    indexes with 32 bits (an H200 evaluating 12 points x 2,000 samples of a 64-channel
+    64 x 64 map, 6.3e9 elements, raised CUDNN_STATUS_NOT_SUPPORTED, and the points went one
+    by one). Without vmap, torch splits such a convolution itself."""
+    return min(budget, max(1, VMAP_MAX_ELEMENTS // widest) * per_sample)
+
+
+def _chunk_sizes(per_sample: int, n: int, points: int, budget: int,
+                 vectorize: bool) -> tuple[int, int]:
+    """(points per vmap call, samples per pass) whose activations fit in ``budget`` bytes:
+    a vmap call over k points holds about k + 1 copies of one point's activations."""
+    if not vectorize:
+        return 1, max(1, min(n, budget // per_sample))
+    k = points
+    c = budget // ((k + 1) * per_sample)
+    if c < min(n, _MIN_CHUNK) and k > 1:
+        k = max(1, min(k, budget // (per_sample * min(n, _MIN_CHUNK)) - 1))
+        c = budget // ((k + 1) * per_sample)
+    return k, max(1, min(n, c))
+
+
+def is_out_of_memory(e: BaseException) -> bool:
+    """torch's out-of-memory error, or an allocation failure that reaches Python as a plain
+    RuntimeError: a library's (cuDNN, cuBLAS) or the CPU allocator's ("DefaultCPUAllocator:
+    can't allocate memory", "not enough memory" in older torch)."""
+    msg = str(e)
+    return (isinstance(e, _OOM) or "out of memory" in msg.lower() or "ALLOC_FAILED" in msg
+            or "DefaultCPUAllocator" in msg)
+
+
+def _smaller(k: int, c: int) -> tuple[int, int] | None:
+    """The next (points, samples) to try after running out of memory (None: nothing smaller)."""
+    if c > _MIN_CHUNK:
+        return k, (c + 1) // 2
+    if k > 1:
+        return k // 2, c
+    if c > 1:
+        return k, (c + 1) // 2
+    return None
+
+
+def _chunks(x: Tensor, y: Tensor, size: int) -> list[tuple[Tensor, Tensor]]:
+    if size >= len(x):
+        return [(x, y)]          # the batch itself: one pass, as without chunking
+    return [(x[i : i + size], y[i : i + size]) for i in range(0, len(x), size)]
+
+
+class NeedsPointwise(Exception):
+    """A vmapped pass would split a batch whose loss depends on all its samples at once."""
+
+
+class PassPlan:
+    """Points per vmapped call and samples per pass for each batch of an evaluation whose
+    activations fit in ``budget`` bytes, at most ``points`` points a call (``vectorized``)
+    or one point at a time; smaller after running out of memory (:meth:`shrink`). One
+    sample's activations are measured on the first batch (:func:`activation_sizes`). The
+    model's modes when the plan is made decide what a chunk must keep of its batch.
+    ``caller`` names the evaluation in warnings and errors."""
+
+    def __init__(self, model: nn.Module, budget: int, points: int, *, vectorized: bool,
+                 caller: str) -> None:
+        self.model, self.budget, self.points = model, budget, points
+        self.vectorized, self.caller = vectorized, caller
+        self.batch_statistics = uses_batch_statistics(model)
+        self.random = stochastic_modules(model)
+        self._sizes: tuple[int, int] | None = None
+        self._cap: int | None = None          # samples per pass after running out of memory
+        self._last = (points, 1)
+
+    def one_point(self) -> PassPlan:
+        """The plan for evaluating one point at a time (the same measured sizes)."""
+        plan = copy.copy(self)
+        plan.points, plan.vectorized, plan._cap, plan._last = 1, False, None, (1, 1)
+        return plan
+
+    def split(self, x: Tensor, y: Tensor) -> tuple[int, list[tuple[Tensor, Tensor]]]:
+        """(points per vmapped call, chunks of the batch ``(x, y)``); under vmap a batch whose
+        loss depends on all its samples at once is not split (:class:`NeedsPointwise`)."""
+        if self._sizes is None:
+            self._sizes = activation_sizes(self.model, x)
+        per_sample, widest = self._sizes
+        budget = vmap_budget(self.budget, per_sample, widest) if self.vectorized \
+            else self.budget
+        k, size = _chunk_sizes(per_sample, len(x), self.points, budget, self.vectorized)
+        size = size if self._cap is None else min(size, self._cap)
+        self._last = (k, size)
+        chunks = _chunks(x, y, size)
+        if len(chunks) > 1 and self.vectorized and (self.batch_statistics or self.random):
+            raise NeedsPointwise
+        return k, chunks
+
+    def passes(self, fn: Callable[[Tensor, Tensor], T], x: Tensor, y: Tensor
+               ) -> list[tuple[T, int]]:
+        """(``fn(outputs, targets)``, samples) of each chunk of the batch ``(x, y)`` at the
+        model's parameters. With batch statistics the chunks are normalised by the whole
+        batch's; a model that draws random numbers (dropout in train mode: one draw of masks
+        per batch) is refused where the batch must be split."""
+        chunks = self.split(x, y)[1]
+        if len(chunks) == 1:
+            return [(fn(self.model(x), y), len(x))]
+        if self.random:
+            size = len(chunks[0][0])
+            raise UserError(
+                f"{self.caller}: a batch of {len(x)} samples must be evaluated in chunks of "
+                f"{size} to fit in memory, but {', '.join(self.random)} draw(s) random numbers "
+                "once per batch (train mode), which chunks would change: pass the data in "
+                f"batches of at most {size} samples, put those modules in eval mode, or give "
+                "a larger memory_budget")
+        if not self.batch_statistics:
+            return [(fn(self.model(xc), yc), len(xc)) for xc, yc in chunks]
+        stats = batch_norm_statistics(self.model, chunks, caller=self.caller)
+        with replaced_forwards({m: normalise_with(m, *st) for m, st in stats.items()}):
+            return [(fn(self.model(xc), yc), len(xc)) for xc, yc in chunks]
+
+    def shrink(self, e: BaseException, device: torch.device, stacklevel: int = 2) -> None:
+        """Smaller passes than the last batch's after running out of memory (``e``), with a
+        warning (``warnings.warn``'s ``stacklevel`` from here); re-raises ``e`` when a single
+        sample at a single point does not fit."""
+        k, size = self._last
+        nxt = _smaller(k, size)
+        if nxt is None:
+            raise e
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+        what = f"{k} points under vmap" if self.vectorized else "one point"
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        warnings.warn(f"{self.caller}: out of memory evaluating {what} x {size} samples per "
+                      f"pass ({first}); retrying with {nxt[0]} points x {nxt[1]} samples",
+                      RuntimeWarning, stacklevel=stacklevel)
+        self.points, self._cap = nxt
+        self._last = nxt          # a failure before the next split shrinks from here
+
+
+def run_within_memory(evaluate: Callable[[], T], plan: PassPlan, device: torch.device, *,
+                      stacklevel: int = 1) -> T:
+    """``evaluate()``, again from the start with smaller passes (``plan.shrink``) each time it
+    runs out of memory; ``stacklevel``: the retry warnings', as the caller's own."""
+    while True:
+        try:
+            return evaluate()
+        except RuntimeError as e:
+            if not is_out_of_memory(e):
+                raise
+            plan.shrink(e, device, stacklevel + 2)
+
+
+def vmapped_or_none(evaluate: Callable[[], T], plan: PassPlan, device: torch.device, *,
+                    stacklevel: int = 1) -> T | None:
+    """``evaluate()`` (a vmapped evaluation, :func:`run_within_memory`), or None where the
+    points must go one at a time: a batch that must stay whole (:class:`NeedsPointwise`), or
+    an error that is not out of memory (an op without a batching rule, train-mode batch norm
+    updating unbatched buffers, random ops), which is warned about. Running out of memory
+    at one sample and one point is raised."""
+    try:
+        return run_within_memory(evaluate, plan, device, stacklevel=stacklevel + 1)
+    except NeedsPointwise:
+        return None
+    except RuntimeError as e:
+        if is_out_of_memory(e):
+            raise
+        warnings.warn(f"{plan.caller}: vmap failed ({str(e).splitlines()[0]}); evaluating "
+                      "the points one by one", RuntimeWarning, stacklevel=stacklevel + 1)
+        return None
