@@ -18,11 +18,12 @@ All losses are means over ``data`` (batches weighted by size), evaluated in the 
 train/eval mode with gradients off (except the ascent in ``epsilon_sharpness``); the buffers
 (batch norm's running statistics, which forward passes in train mode update) are restored.
 Perturbed losses are batched with ``torch.func.vmap`` over ``functional_call``, ``chunk_size``
-points a call or fewer where a folded activation would reach 2³¹ elements
-(:func:`sgdlab.measure.walk.vmap_points`) (``vectorize=False``: a loop that writes the
-parameters in place and restores them). A model
-vmap cannot batch — batch norm or dropout in train mode — falls back to the loop with a
-``RuntimeWarning``. Dropout in train mode draws the same masks at θ and at every perturbed
+points a call (``vectorize=False``: a loop that writes the parameters in place and restores
+them). A model vmap cannot batch — batch norm or dropout in train mode — falls back to the
+loop with a ``RuntimeWarning``. A batch whose activations exceed ``memory_budget`` goes in
+chunks of samples, and fewer points a call, also where a folded activation would reach 2³¹
+elements (:class:`sgdlab.measure.passes.PassPlan`, as a walk's segments); L(θ) goes in the
+same chunks as one point. Dropout in train mode draws the same masks at θ and at every perturbed
 point (one fixed draw per batch, as the curvature operators do), and with modules in train mode
 the batches of ``data`` are drawn once (a shuffling DataLoader would deal others at every
 point), so σ = 0 reads 0; the global random generators are untouched.
@@ -30,7 +31,6 @@ point), so σ = 0 reads 0; the global random generators are untouched.
 from __future__ import annotations
 
 import math
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -49,7 +49,7 @@ from sgdlab.operators.params import functional_call, unflatten_like
 
 from .curvature import Estimate
 from .curvature import mc_estimate as _mc
-from .walk import activation_sizes, vmap_points
+from .passes import PassPlan, resolved_budget, run_within_memory, vmapped_or_none
 
 LossFn = Callable[[Tensor, Tensor], Tensor]
 
@@ -75,18 +75,65 @@ def _batches(model: nn.Module, data: Data, device: torch.device,
             yield x, y
 
 
+class _Scores:
+    """(loss, hits, labels) of a pass's outputs: training's accuracy rule
+    (:func:`sgdlab.accuracy.argmax_hits`) while ``classify``, which turns False (zeros from
+    then on) once a batch's outputs hold no class scores."""
+
+    def __init__(self, loss_fn: LossFn, classify: bool) -> None:
+        self.loss_fn, self.classify = loss_fn, classify
+
+    def __call__(self, out: Tensor, y: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        # under vmap this runs once per call, on the logical shapes
+        counts = argmax_hits(out, y, self.loss_fn) if self.classify else None
+        loss = self.loss_fn(out, y)
+        if counts is None:
+            self.classify = False
+            zero = loss.new_zeros((), dtype=torch.float64)
+            return loss, zero, zero
+        return loss, counts[0].double(), counts[1].double()      # counts exact past 2^24
+
+
+def _pointwise_sums(model: nn.Module, scores: _Scores, data: Data, plan: PassPlan,
+                    device: torch.device, num_points: int, set_point: Callable[[int], None],
+                    moved: list[tuple[Tensor, Tensor]] | None = None
+                    ) -> tuple[list[float], list[float], int, int]:
+    """(size-weighted loss sums, hit sums) per point over ``data``, then (samples, labels):
+    ``set_point(j)`` writes point j into the model, and each batch is evaluated in the
+    chunks of ``plan``; Python floats, no tensor indexing per point."""
+    sums, hit_sums = [], []
+    n = labels = 0
+    for j in range(num_points):
+        set_point(j)
+        total = hits_total = 0.0
+        for x, y in _batches(model, data, device, moved):
+            for (loss, hits, lab), size in plan.passes(scores, x, y):
+                total += float(loss) * size
+                hits_total += float(hits) if scores.classify else 0.0
+                if j == 0:
+                    n += size
+                    labels += int(lab) if scores.classify else 0
+        sums.append(total)
+        hit_sums.append(hits_total)
+    return sums, hit_sums, n, labels
+
+
 @torch.no_grad()
-def mean_loss(model: nn.Module, loss_fn: LossFn, data: Data) -> float:
-    """L(θ): mean loss over all samples of ``data`` (batches weighted by size)."""
+def mean_loss(model: nn.Module, loss_fn: LossFn, data: Data, *,
+              memory_budget: int | None = None) -> float:
+    """L(θ): mean loss over all samples of ``data`` (batches weighted by size), a batch in
+    chunks of samples where its activations exceed ``memory_budget`` (as
+    :func:`perturbed_evaluations`, one point)."""
     check_batch_loss(loss_fn, data)
     check_model_data(model, loss_fn, data)
     device = next(model.parameters()).device
-    total, n = 0.0, 0
+    plan = PassPlan(model, resolved_budget(memory_budget, device), 1, vectorized=False,
+                    caller="mean_loss")
     with buffers_kept(model):
-        for x, y in _batches(model, data, device):
-            total += float(loss_fn(model(x), y)) * len(x)
-            n += len(x)
-    return total / n
+        sums, _, n, _ = run_within_memory(
+            lambda: _pointwise_sums(model, _Scores(loss_fn, False), data, plan, device, 1,
+                                    lambda _j: None), plan, device, stacklevel=2)
+    return sums[0] / n
 
 
 @torch.no_grad()
@@ -99,74 +146,81 @@ def perturbed_evaluations(
     chunk_size: int = 16,
     vectorize: bool = True,
     accuracy: bool = False,
+    memory_budget: int | None = None,
 ) -> tuple[Tensor, Tensor | None]:
     """(L(θ + ξ_m), accuracy at θ + ξ_m) for each row ξ_m of ``perturbations`` (M, d), both
     (M,) float64; the accuracy (training's: :func:`sgdlab.accuracy.argmax_hits`, the fraction
     of class labels hit, per sample or per position of (N, C, *d) outputs, ignored targets left
     out) is None unless asked for, NaN for floating-point targets, outputs that hold no class
-    scores and data without a label."""
+    scores and data without a label.
+
+    ``memory_budget``: bytes of activations one forward pass may take (None:
+    :func:`sgdlab.measure.passes.evaluation_memory_budget`, half the free memory on CUDA,
+    1 GiB elsewhere). A batch whose activations (an upper bound per sample times its samples,
+    times ``chunk_size`` + 1 under vmap) exceed it is evaluated in chunks of samples, and the
+    points in fewer per vmap call (:class:`sgdlab.measure.passes.PassPlan`): the means are
+    the same up to round-off. With batch norm normalising over the batch (train mode) the
+    chunks use the statistics of the whole batch, computed over them first, one point at a
+    time; dropout in train mode (one draw of masks per batch) is refused where a batch must
+    be split. Running out of memory all the same halves the chunks and starts again, with a
+    warning that says so."""
     check_batch_loss(loss_fn, data)
     check_model_data(model, loss_fn, data)
     data = _same_batches(model, data)
     with buffers_kept(model):
         return _perturbed_evaluations(model, loss_fn, data, perturbations,
                                       chunk_size=chunk_size, vectorize=vectorize,
-                                      accuracy=accuracy)
+                                      accuracy=accuracy, memory_budget=memory_budget)
+
+
+def _vmapped_sums(model: nn.Module, scores: _Scores, data: Data, theta: Tensor,
+                  perturbations: Tensor, plan: PassPlan) -> tuple[Tensor, Tensor, int, int]:
+    """(size-weighted loss sums, hit sums) per point as (M,) float64, then (samples, labels):
+    the points and chunks of samples of ``plan`` per vmap call over ``functional_call``."""
+    like = {k: v.detach() for k, v in trainable_named_params(model).items()}
+    frozen = {n: p.detach() for n, p in model.named_parameters() if not p.requires_grad}
+    buffers = dict(model.named_buffers())
+    device, m = theta.device, perturbations.shape[0]
+
+    def loss_at(flat: Tensor, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        out = functional_call(model, (unflatten_like(flat, like), frozen, buffers), (x,))
+        return scores(out, y)
+
+    batched = vmap(loss_at, in_dims=(0, None, None))
+    totals = torch.zeros(m, dtype=torch.float64, device=device)
+    correct = torch.zeros(m, dtype=torch.float64, device=device)
+    n = labels = 0
+    for x, y in _batches(model, data, device):
+        k, chunks = plan.split(x, y)
+        for i in range(0, m, k):
+            thetas = theta + perturbations[i : i + k].to(device, theta.dtype)
+            for xc, yc in chunks:
+                loss, hits, lab = batched(thetas, xc, yc)
+                totals[i : i + k] += loss.double() * len(xc)
+                correct[i : i + k] += hits.double()
+                if i == 0:
+                    labels += int(lab[0]) if scores.classify and len(lab) else 0
+        n += len(x)
+    return totals, correct, n, labels
 
 
 def _perturbed_evaluations(model: nn.Module, loss_fn: LossFn, data: Data, perturbations: Tensor,
                            *, chunk_size: int, vectorize: bool, accuracy: bool,
-                           ) -> tuple[Tensor, Tensor | None]:
+                           memory_budget: int | None) -> tuple[Tensor, Tensor | None]:
     theta = params_vector(model)
-    like = {k: v.detach() for k, v in trainable_named_params(model).items()}
-    frozen = {n: p.detach() for n, p in model.named_parameters() if not p.requires_grad}
-    buffers = dict(model.named_buffers())
     device = theta.device
-    m = perturbations.shape[0]
-    classify = accuracy
-    n = labels = 0
-
-    def scores(out: Tensor, y: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """(loss, hits, labels), training's accuracy rule (``argmax_hits``); zeros once any
-        batch's outputs hold no class scores (``classify`` is then False)."""
-        nonlocal classify       # set while vmap runs this once per call (logical shapes)
-        counts = argmax_hits(out, y, loss_fn) if classify else None
-        loss = loss_fn(out, y)
-        if counts is None:
-            classify = False
-            zero = loss.new_zeros((), dtype=torch.float64)
-            return loss, zero, zero
-        return loss, counts[0].double(), counts[1].double()      # counts exact past 2^24
-
-    if vectorize:
-        def loss_at(flat: Tensor, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-            out = functional_call(model, (unflatten_like(flat, like), frozen, buffers), (x,))
-            return scores(out, y)
-
-        batched = vmap(loss_at, in_dims=(0, None, None))
-        totals = torch.zeros(m, dtype=torch.float64, device=device)
-        correct = torch.zeros(m, dtype=torch.float64, device=device)
-        widest = None
-        try:
-            for x, y in _batches(model, data, device):
-                if widest is None:
-                    widest = activation_sizes(model, x)[1]
-                # fewer points per call where a folded activation would reach cuDNN's limit
-                step = vmap_points(chunk_size, len(x), widest)
-                for i in range(0, m, step):
-                    thetas = theta + perturbations[i : i + step].to(device, theta.dtype)
-                    loss, hits, lab = batched(thetas, x, y)
-                    totals[i : i + step] += loss.double() * len(x)
-                    correct[i : i + step] += hits.double()
-                n += len(x)
-                labels += int(lab[0]) if classify and len(lab) else 0
-        except RuntimeError as e:
-            # train-mode batch norm (an in-place update of its running statistics), dropout
-            # in train mode (random ops) or an op without a batching rule: stay correct
-            warnings.warn(f"perturbed_evaluations: vmap failed ({str(e).splitlines()[0]}); "
-                          "evaluating the points one by one", RuntimeWarning, stacklevel=3)
-            vectorize, n, labels = False, 0, 0
-    if not vectorize:
+    scores = _Scores(loss_fn, accuracy)
+    plan = PassPlan(model, resolved_budget(memory_budget, device), chunk_size,
+                    vectorized=vectorize, caller="perturbed_evaluations")
+    # train-mode batch norm (an in-place update of its running statistics), dropout in
+    # train mode (random ops) or an op without a batching rule: one point at a time
+    sums = vmapped_or_none(
+        lambda: _vmapped_sums(model, scores, data, theta, perturbations, plan),
+        plan, device, stacklevel=3) if vectorize else None
+    if sums is not None:
+        totals, correct, n, labels = sums
+    else:
+        plan = plan.one_point()
         # a single batch is moved and checked once, not once per point
         batches = list(iterate_batches(data, device)) if is_single_batch(data) else None
         # per point only an add and one foreach copy: parameters, views and buffer made once
@@ -174,26 +228,21 @@ def _perturbed_evaluations(model: nn.Module, loss_fn: LossFn, data: Data, pertur
         plist, point = list(params.values()), torch.empty_like(theta)
         views = list(unflatten_like(point, params).values())
         pert = perturbations.to(device, theta.dtype)
-        sums, hit_sums = [], []                     # Python floats: no tensor indexing per point
+
+        def set_point(j: int) -> None:
+            torch.add(theta, pert[j], out=point)
+            torch._foreach_copy_(plist, views)
+
         try:
-            for j in range(m):
-                torch.add(theta, pert[j], out=point)
-                torch._foreach_copy_(plist, views)
-                total = hits_total = 0.0
-                for x, y in _batches(model, data, device, batches):
-                    loss, hits, lab = scores(model(x), y)
-                    total += float(loss) * len(x)
-                    hits_total += float(hits) if classify else 0.0
-                    if j == 0:
-                        n += len(x)
-                        labels += int(lab) if classify else 0
-                sums.append(total)
-                hit_sums.append(hits_total)
+            loss_sums, hit_sums, n, labels = run_within_memory(
+                lambda: _pointwise_sums(model, scores, data, plan, device, len(pert),
+                                        set_point, batches), plan, device, stacklevel=3)
         finally:
             point.copy_(theta)
             torch._foreach_copy_(plist, views)
-        totals = torch.tensor(sums, dtype=torch.float64, device=device)
+        totals = torch.tensor(loss_sums, dtype=torch.float64, device=device)
         correct = torch.tensor(hit_sums, dtype=torch.float64, device=device)
+    classify = scores.classify
     acc = (correct / labels if classify and labels else torch.full_like(correct, float("nan"))) \
         if accuracy else None
     return totals / n, acc
@@ -216,21 +265,23 @@ def expected_sharpness(
     generator: torch.Generator | None = None,
     chunk_size: int = 16,
     vectorize: bool = True,
+    memory_budget: int | None = None,
 ) -> Estimate:
     """E_ξ[L(θ+ξ)] − L(θ), ξ ~ N(0, σ² I) over all trainable parameters, from M samples;
-    returns the mean and its standard error (std over samples / √M)."""
+    returns the mean and its standard error (std over samples / √M). ``memory_budget``: as
+    in :func:`perturbed_evaluations` (L(θ) is evaluated in the same chunks of samples)."""
     if not 0 <= sigma < math.inf:       # NaN fails this too: it measured NaN
         raise ValueError(f"Invalid sigma={sigma} (must be finite and >= 0)")
     if num_samples < 1:
         raise ValueError(f"Invalid num_samples={num_samples} (must be >= 1)")
     theta = params_vector(model)
     data = _same_batches(model, data)
-    base = mean_loss(model, loss_fn, data)
+    base = mean_loss(model, loss_fn, data, memory_budget=memory_budget)
     if not math.isfinite(base):      # a perturbed loss may overflow; the model's own may not
         raise FloatingPointError(f"non-finite loss {base} (diverged model or bad data?)")
     xi = _gaussian(num_samples, theta.numel(), sigma, theta, generator)
     losses, _ = perturbed_evaluations(model, loss_fn, data, xi, chunk_size=chunk_size,
-                                      vectorize=vectorize)
+                                      vectorize=vectorize, memory_budget=memory_budget)
     return _mc((losses - base).tolist())
 
 
@@ -320,6 +371,7 @@ def local_entropy(
     generator: torch.Generator | None = None,
     chunk_size: int = 16,
     vectorize: bool = True,
+    memory_budget: int | None = None,
 ) -> LocalEntropy:
     """Monte-Carlo local entropy f_γ(x) = −(1/β) log E_ξ exp(−β L(x + ξ)), ξ ~ N(0, (γ/β) I):
     the log-partition of the thesis' modified Gibbs distribution (3.8), whose coupling
@@ -327,7 +379,7 @@ def local_entropy(
     ``landscapes.pde.local_entropy`` and ``EntropySGD``), without its constant; the width is
     −f_γ (Def. 4.20). A log-mean-exp over M samples: biased upwards by Jensen for small M; the
     standard error is the delta-method one, se(mean w) / (β · mean w) with
-    w = exp(−β (L − min L))."""
+    w = exp(−β (L − min L)). ``memory_budget``: as in :func:`perturbed_evaluations`."""
     if not (0 <= gamma < math.inf and 0 < beta < math.inf):
         raise ValueError(f"Invalid gamma={gamma} / beta={beta} (need finite gamma >= 0, "
                          "beta > 0)")
@@ -335,7 +387,7 @@ def local_entropy(
     data = _same_batches(model, data)
     xi = _gaussian(num_samples, theta.numel(), math.sqrt(gamma / beta), theta, generator)
     losses, _ = perturbed_evaluations(model, loss_fn, data, xi, chunk_size=chunk_size,
-                                      vectorize=vectorize)
+                                      vectorize=vectorize, memory_budget=memory_budget)
     a = -beta * losses
     amax = a.max()
     w = torch.exp(a - amax)

@@ -187,7 +187,7 @@ def loss_surface(
     *, extent: float | tuple[float, float] = 1.0, steps: int = 21,
     test_data: Data | None = None, bn_stats: str = "keep", bn_data: Data | None = None,
     bn_layerwise: bool = True, chunk_size: int = 16, vectorize: bool = False,
-    accuracy: bool = True,
+    accuracy: bool = True, memory_budget: int | None = None,
 ) -> LossSurface:
     """The loss on the line (one direction) or plane (two) through the model's parameters θ.
 
@@ -212,6 +212,10 @@ def loss_surface(
             ones). Recomputed batch-norm statistics are always one point at a time.
         accuracy: also the accuracy at every point (``False``: the loss only, the ``*_acc``
             grids NaN).
+        memory_budget: bytes of activations one forward pass may take (None: the device's
+            default); a larger batch is evaluated in chunks of samples (and of points under
+            vmap), as in :func:`~sgdlab.measure.sharpness.perturbed_evaluations`. Recomputed
+            batch-norm statistics and their evaluation pass over each batch whole.
     """
     if bn_stats not in ("keep", "recompute"):
         raise ValueError(f"Invalid bn_stats={bn_stats!r}: expected 'keep' or 'recompute'")
@@ -252,7 +256,8 @@ def loss_surface(
             set_params_vector(work, theta)
             return [o[0] for o in out], [o[1] if accuracy else math.nan for o in out]
         loss, acc = perturbed_evaluations(work, loss_fn, data, offsets, chunk_size=chunk_size,
-                                          vectorize=vectorize, accuracy=accuracy)
+                                          vectorize=vectorize, accuracy=accuracy,
+                                          memory_budget=memory_budget)
         return loss.tolist(), (acc.tolist() if acc is not None else [math.nan] * len(loss))
 
     # one row of the grid at a time: never more than steps x d offsets in memory
