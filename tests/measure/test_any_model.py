@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import itertools
 import math
 import warnings
 
@@ -302,11 +303,29 @@ def test_per_sample_measurements_refuse_train_mode_batch_norm():
             fn(model, loss_fn, data)
 
 
-def test_per_sample_gradients_in_train_mode_dropout_are_finite():
-    # one independent mask per sample: the noise of dropout is part of Σ
+def test_per_sample_gradients_in_train_mode_dropout_use_one_mask_per_sample():
+    """One independent mask per sample: the noise of dropout is part of Σ. Each row of Σ's
+    factor, √N F_i + ḡ, is the gradient of sample i's loss under one of the 2⁴ masks of the
+    4 hidden units (all enumerated, scaled by 1/(1 − p)), and the samples' masks differ."""
     model, loss_fn, data = make("dropout_train")
     cov = M.gradient_covariance(model, loss_fn, data)
-    assert math.isfinite(cov.trace()) and cov.trace() > 0
+    rows = cov.factor * math.sqrt(N) + cov.mean
+    close(cov.factor.sum(0), torch.zeros_like(cov.mean))          # centred: ḡ is the mean
+    params = {k: v.detach() for k, v in model.named_parameters()}
+    keep = 1 - model[2].p
+    masks = torch.tensor(list(itertools.product((0.0, 1.0), repeat=4)), dtype=torch.float64)
+
+    def sample_loss(theta, mask, x, y):         # the network with this mask for its dropout
+        h = torch.tanh(F.linear(x, theta["0.weight"], theta["0.bias"])) * mask / keep
+        return loss_fn(F.linear(h, theta["3.weight"], theta["3.bias"])[None], y[None])
+
+    grads = torch.func.vmap(torch.func.vmap(torch.func.grad(sample_loss), (None, None, 0, 0)),
+                            (None, 0, None, None))(params, masks, *data)   # (masks, N, ...)
+    cands = torch.cat([grads[k].flatten(2) for k in params], -1)            # (16, N, d)
+    err = (cands - rows).abs().amax(-1)
+    assert float(err.amin(0).max()) < 1e-12, err.amin(0)
+    matched = err.argmin(0).tolist()
+    assert len(set(matched)) > 1, matched
 
 
 # ---- losses along lines, sharpness, gradients -----------------------------------------------
