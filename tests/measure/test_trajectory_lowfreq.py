@@ -83,3 +83,31 @@ def test_brownian_reference_is_seeded():
     lag1 = (inc[1:] * inc[:-1]).mean()
     cross = (inc[:, 1:] * inc[:, :-1]).mean()
     assert abs(lag1) < 5 / np.sqrt(n) and abs(cross) < 5 / np.sqrt(n)
+
+
+def test_p_values_are_the_exact_f_and_binomial_tails_of_the_periodogram():
+    """Against the definitions written out: the periodogram by explicit cosine and sine sums of
+    the increments at f_j = j/n, 0 < j ≤ m = ⌊(n − 1)/2⌋; R = mean of the lowest K ordinates
+    over the mean of the other m − K, p = P(F(2K, 2(m − K)) ≥ R), and the combined p-value
+    P(Bin(d, level) ≥ #{p < level}). Half the coordinates are red noise, so that number is
+    neither 0 nor d."""
+    from scipy import stats
+
+    rng = np.random.default_rng(4)
+    e = rng.standard_normal((100, 24))
+    for k in range(1, len(e)):
+        e[k, :12] += 0.6 * e[k - 1, :12]
+    x = np.vstack([np.zeros((1, 24)), np.cumsum(e, 0)])
+    fraction, level = 0.15, 0.05                   # K = round(7.35) = 7
+    t = low_frequency_test(x, fraction=fraction, level=level)
+    n, m = len(e), (len(e) - 1) // 2
+    k = max(1, round(fraction * m))
+    arg = 2 * np.pi * np.outer(np.arange(1, m + 1), np.arange(n)) / n      # (m, n)
+    per = (np.cos(arg) @ e) ** 2 + (np.sin(arg) @ e) ** 2
+    r = per[:k].mean(0) / per[k:].mean(0)
+    p = stats.f.sf(r, 2 * k, 2 * (m - k))
+    np.testing.assert_allclose(t.ratios, r, rtol=1e-10)
+    np.testing.assert_allclose(t.p_values, p, rtol=1e-8, atol=1e-300)
+    sig = int((p < level).sum())
+    assert 0 < sig < 24 and t.num_low == k
+    assert t.combined_p_value == pytest.approx(stats.binom.sf(sig - 1, 24, level), rel=1e-10)
