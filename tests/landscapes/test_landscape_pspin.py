@@ -30,6 +30,21 @@ def test_energy_and_gradient_match_definition_and_autograd():
     assert torch.allclose(e, p.loss(s)) and torch.allclose(g, p.grad(s))
 
 
+def test_disorder_is_standard_normal_couplings_and_a_field_of_variance_nu_squared():
+    """J_ijk ~ N(0, 1) i.i.d. and h ~ N(0, ν² I), the normalisation that puts ν_c at √3: over
+    200 glasses of N = 10 (200,000 couplings, 2,000 field entries) the sample means and
+    variances are within 5 standard errors (the variance of a coupling or field drawn at half
+    the scale, or of ν² h for ν h, is 0.25: 47 and 4.7 times the tolerance)."""
+    nu = 0.5
+    glasses = [PSpinGlass(10, nu=nu, seed=s) for s in range(200)]
+    j = torch.stack([g.J for g in glasses]).reshape(-1)
+    h = torch.stack([g.h for g in glasses]).reshape(-1) / nu
+    for x in (j, h):
+        n = len(x)
+        assert abs(float(x.mean())) < 5 / math.sqrt(n)
+        assert abs(float(x.var()) - 1) < 5 * math.sqrt(2 / n)
+
+
 def test_riemannian_gradient_is_tangent_and_is_the_sphere_derivative():
     p = PSpinGlass(12, regime="critical", seed=2)
     gen = torch.Generator().manual_seed(1)
