@@ -39,6 +39,29 @@ def test_instances_and_plain_search_solve_easy_training_sets():
     assert inst.train_errors(x).float().mean() <= 0.5
 
 
+def test_plain_search_at_a_fixed_temperature_samples_the_gibbs_law_of_the_errors():
+    """With β fixed (β = (1, 1)) and no coupling, the Metropolis chain's stationary law is
+    P(x) ∝ exp(−β E(x)), E = number of misclassified patterns: on one d = 3 instance (all 8
+    configurations, E from 0 to 3) copied 3,000 times, the frequencies of the final replicas
+    are each within 5 standard errors of the exact law (at 2β, P(E = 0) moves by 46 of them)."""
+    import itertools
+
+    teacher = torch.ones(3)
+    patterns = torch.tensor([[1.0, 1.0, -1.0], [1.0, -1.0, 1.0], [-1.0, 1.0, 1.0]])
+    b = 3000
+    inst = PerceptronInstances(teacher.expand(b, 3), patterns.expand(b, 3, 3),
+                               torch.sign(patterns @ teacher).expand(b, 3))
+    x = anneal(inst, replicas=2, sweeps=30, beta=(1.0, 1.0),
+               generator=torch.Generator().manual_seed(0)).reshape(-1, 3)
+    configs = torch.tensor(list(itertools.product((-1.0, 1.0), repeat=3)))
+    energy = ((configs @ patterns.T) < 0).sum(-1).double()          # labels are all +1
+    assert sorted(set(energy.tolist())) == [0.0, 1.0, 2.0, 3.0]
+    law = torch.softmax(-energy, 0)
+    freq = (x[:, None, :] == configs[None]).all(-1).double().mean(0)
+    se = (law * (1 - law) / len(x)).sqrt()
+    assert bool(((freq - law).abs() < 5 * se).all()), (freq, law)
+
+
 def test_bad_input():
     with pytest.raises(UserError):
         PerceptronInstances.sample(2, 50, 0.5)
