@@ -307,6 +307,25 @@ def test_authors_landscape_minima_and_formula():
     assert torch.allclose(land.sharp_minimum, torch.ones(2, dtype=f64), atol=0.02)
 
 
+def test_authors_data_spread_lies_along_the_soft_sharp_axis():
+    """X = (randn(N, 2) · [√10, 1]) K · 10⁻²: Cov X = 10⁻⁴ (10 u uᵀ + v vᵀ), u = (1, −1)/√2 the
+    sharp Hessian's soft (eigenvalue 20) axis, v = (1, 1)/√2 its stiff one; at N = 20,000 each
+    entry is within 5 Gaussian standard errors of it (the spread put on the stiff axis turns
+    the off-diagonal −4.5·10⁻⁴ into +4.5·10⁻⁴)."""
+    n = 20000
+    x = TwoBasin.authors_code(num_samples=n, seed=1).data
+    u = torch.tensor([1.0, -1.0], dtype=f64) / math.sqrt(2)
+    v = torch.tensor([1.0, 1.0], dtype=f64) / math.sqrt(2)
+    target = 1e-4 * (10 * torch.outer(u, u) + torch.outer(v, v))
+    h = TwoBasin.authors_code(data_scale=0.0).sharp_hessian
+    torch.testing.assert_close(h @ u, 20 * u)
+    emp = torch.cov(x.T, correction=0)
+    d = torch.diagonal(target)
+    sd = ((torch.outer(d, d) + target ** 2) / n).sqrt()
+    assert bool(((emp - target).abs() < 5 * sd).all()), (emp, target)
+    assert float(x.mean(0).abs().max()) < 5 * math.sqrt(float(d.max()) / n)
+
+
 @pytest.mark.parametrize("which", ["authors-code", "rescaled", "paper"])
 def test_equal_trace_noise_has_the_target_trace(which):
     if which == "authors-code":
