@@ -45,6 +45,21 @@ def test_disorder_is_standard_normal_couplings_and_a_field_of_variance_nu_square
         assert abs(float(x.var()) - 1) < 5 * math.sqrt(2 / n)
 
 
+def test_random_starts_are_uniform_on_the_sphere_of_radius_root_n():
+    """|σ| = √N exactly, and uniform on that sphere: E σ = 0 and E σσᵀ = I (isotropy with
+    |σ|² = N); over 4,000 starts in N = 5 each entry is within 5 standard errors (Var σ_i = 1,
+    Var σ_i² = 2(N − 1)/(N + 2), Var σ_iσ_j = N/(N + 2)). Starts in the positive orthant, or
+    uniform in the cube, have E σ_i > 0."""
+    n, m = 5, 4000
+    s = PSpinGlass(n, nu=0.5).random_starts(m, generator=torch.Generator().manual_seed(3))
+    torch.testing.assert_close(s.norm(dim=-1), torch.full((m,), math.sqrt(n), dtype=f64))
+    assert float(s.mean(0).abs().max()) < 5 / math.sqrt(m)
+    second = s.T @ s / m
+    sd = torch.full((n, n), math.sqrt(n / (n + 2) / m), dtype=f64)
+    sd.diagonal().fill_(math.sqrt(2 * (n - 1) / (n + 2) / m))
+    assert bool(((second - torch.eye(n, dtype=f64)).abs() < 5 * sd).all()), second
+
+
 def test_riemannian_gradient_is_tangent_and_is_the_sphere_derivative():
     p = PSpinGlass(12, regime="critical", seed=2)
     gen = torch.Generator().manual_seed(1)
