@@ -103,6 +103,28 @@ def test_injected_noise_has_claimed_covariance(problem, name, sampling):
     assert_cov(eps, target)
 
 
+def test_estimation_size_draws_a_fresh_subset_without_replacement_at_each_refresh(problem):
+    """estimation_size = 5 of the 16 examples: after each refresh the covariance is Σ/m of
+    one subset of 5 distinct examples (Σ by outer products over it, matched against all
+    C(16, 5) = 4,368 subsets to 1e-12), and four refreshes at the same parameters do not all
+    draw the same subset."""
+    import itertools
+
+    model, data, _, _ = problem
+    g = per_sample_gradients_loop(model, LOSS, data)
+    subsets = torch.tensor(list(itertools.combinations(range(len(g)), 5)))
+    c = g[subsets] - g[subsets].mean(1, keepdim=True)                 # (4368, 5, d)
+    covs = c.transpose(1, 2) @ c / 5 / M
+    opt = build("gld-sgd-like", model, data, estimation_size=5, seed=2)
+    drawn = []
+    for _ in range(4):
+        opt.refresh_statistics()
+        err = (covs - opt.covariance()).abs().amax((1, 2))
+        assert float(err.min()) < 1e-12, float(err.min())
+        drawn.append(int(err.argmin()))
+    assert len(set(drawn)) > 1, drawn
+
+
 def test_dynamic_noise_norm_equals_sgd(problem):
     """E‖ε‖² of GLD dynamic = Tr Σ / m = E‖g_B − ḡ‖² of SGD with batches of m drawn with
     replacement (checked by Monte Carlo over real mini-batches)."""
