@@ -454,6 +454,21 @@ def test_problem_has_negative_curvature_among_the_top_abs_eigenvalues(problem):
     assert (vals < 0).any()
 
 
+def test_hessian_which_largest_takes_the_algebraic_top_k(problem):
+    """``hessian_which="largest"``: the top-k eigenpairs by value, not by |λ| (on this problem
+    the two differ), carried as H₊ = Σ |λ_i| u_i u_iᵀ with σ_H² = Tr Σ / (m Tr H₊) (rule
+    "top-k"): the covariance equals that of the dense Hessian's top-k by value."""
+    model, data, sigma, hess = problem
+    opt = build("gld-hessian", model, data, hessian_which="largest")
+    opt.refresh_statistics()
+    vals, vecs = torch.linalg.eigh(hess)
+    vals, vecs = vals.flip(0)[:K], vecs.flip(1)[:, :K]
+    hp = (vecs * vals.abs()) @ vecs.T
+    target = float(torch.trace(sigma)) / (M * float(vals.abs().sum())) * hp
+    torch.testing.assert_close(opt.covariance(), target, atol=1e-9, rtol=1e-6)
+    assert not torch.allclose(target, target_covariance("gld-hessian", sigma, hess), atol=1e-6)
+
+
 @pytest.mark.parametrize("rule", ["paper", "appendix"])
 def test_sigma_h2_rules_use_the_full_hessian_trace(problem, rule):
     """σ_H² = Tr Σ / (m Tr H) (§5.1, "paper") or Tr H / (m Tr Σ) (Suppl. C, "appendix"), Tr H
