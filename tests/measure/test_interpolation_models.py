@@ -74,6 +74,15 @@ def test_endpoints_with_batchnorm_interpolated_and_recomputed_stats():
         assert c.train_loss[i] == pytest.approx(evaluate(ref, loss_fn, batches)[0], rel=1e-12)
         assert c.test_acc[i] == pytest.approx(evaluate(ref, loss_fn, test)[1])
         assert c.train_loss[i] != pytest.approx(evaluate(m, loss_fn, batches)[0], rel=1e-6)
+    # bn_data: the statistics come from other samples than the losses
+    other = _data(30, 7)
+    c = interpolate_models(a, b, loss_fn, batches, test, [0.0, 1.0], bn_data=other)
+    for i, m in ((0, a), (1, b)):
+        ref, own = copy.deepcopy(m), copy.deepcopy(m)
+        recompute_bn_statistics(ref, other)
+        recompute_bn_statistics(own, batches)
+        assert c.train_loss[i] == pytest.approx(evaluate(ref, loss_fn, batches)[0], rel=1e-12)
+        assert c.train_loss[i] != pytest.approx(evaluate(own, loss_fn, batches)[0], rel=1e-6)
     for m, s in ((a, sa), (b, sb)):  # inputs unchanged
         for k, v in m.state_dict().items():
             torch.testing.assert_close(v, s[k])

@@ -128,6 +128,14 @@ def test_batch_norm_keep_and_recompute():
     recompute_bn_statistics(ref, data)
     assert redo.train_loss[1] == pytest.approx(evaluate(ref, loss_fn, data)[0], rel=1e-12)
     assert redo.train_loss[1] != pytest.approx(keep.train_loss[1], rel=1e-6)
+    # bn_data: the statistics come from other samples than the losses
+    other = tiny_classification(12, 3, 2, seed=7)
+    own = loss_surface(model, loss_fn, data, [d], extent=1.0, steps=3, bn_stats="recompute",
+                       bn_data=other)
+    ref = copy.deepcopy(model)
+    recompute_bn_statistics(ref, other)
+    assert own.train_loss[1] == pytest.approx(evaluate(ref, loss_fn, data)[0], rel=1e-12)
+    assert own.train_loss[1] != pytest.approx(redo.train_loss[1], rel=1e-6)
     assert all(torch.equal(b, bufs[n]) for n, b in model.named_buffers())
 
 
