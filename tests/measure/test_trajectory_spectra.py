@@ -53,6 +53,27 @@ def test_brownian_increments_look_white():
     assert not t.periodic and t.combined_p_value > 0.01
 
 
+def test_increment_spectrum_is_the_dft_of_the_centred_and_scaled_increments():
+    """Against the definition written out: per coordinate |Σ_k c_k e^{−2πi j k/n}| / √n at
+    j = 0..⌊n/2⌋ for the centred increments c (divided by their standard deviation with
+    ``standardize``, as given without), then mean and std over coordinates of scales 1, 3
+    and 0.5."""
+    rng = np.random.default_rng(5)
+    x = np.cumsum(rng.standard_normal((34, 3)) * [1.0, 3.0, 0.5] + [0.2, 0.0, -1.0], axis=0)
+    d = np.diff(x, axis=0)
+    n = len(d)
+    arg = 2 * np.pi * np.outer(np.arange(n // 2 + 1), np.arange(n)) / n
+    for standardize in (True, False):
+        c = d - d.mean(0)
+        if standardize:
+            c = c / c.std(0)
+        amp = np.hypot(np.cos(arg) @ c, np.sin(arg) @ c) / math.sqrt(n)
+        s = increment_spectrum(x, standardize=standardize)
+        np.testing.assert_allclose(s.freqs, np.arange(n // 2 + 1) / n)
+        np.testing.assert_allclose(s.mean, amp.mean(1), rtol=1e-10, atol=1e-12)
+        np.testing.assert_allclose(s.std, amp.std(1), rtol=1e-10, atol=1e-12)
+
+
 def test_periodic_drift_is_detected_at_its_frequency():
     x = _periodic()
     s = increment_spectrum(x)
