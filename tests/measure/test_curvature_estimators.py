@@ -87,6 +87,8 @@ def test_harmonic_mean_of_positive_part():
     hm, used = harmonic_mean_eigenvalue(lam)
     assert used == 3
     assert hm == pytest.approx(3 / (1 + 0.5 + 0.25))
+    # an explicit threshold replaces the rank threshold: only 2 and 4 are above 1.5
+    assert harmonic_mean_eigenvalue(lam, threshold=1.5) == (pytest.approx(2 / 0.75), 2)
     assert harmonic_mean_eigenvalue(torch.tensor([-1.0, 0.0]))[1] == 0
     assert math.isnan(harmonic_mean_eigenvalue(torch.tensor([-1.0, 0.0]))[0])
 
