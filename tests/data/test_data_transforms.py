@@ -86,6 +86,11 @@ def test_standardize_uses_train_statistics_per_channel():
     expect = ((ds.x_test.double()[:, 1] - m) / s).float()
     torch.testing.assert_close(st.x_test[:, 1], expect)
     assert len(st.meta["standardize"]["mean"]) == 2
+    # per_channel=False: one mean and one std over every entry of the training inputs
+    one = standardize(ds, per_channel=False)
+    m, s = ds.x_train.double().mean(), ds.x_train.double().std(unbiased=False)
+    torch.testing.assert_close(one.x_test, ((ds.x_test.double() - m) / s).float())
+    assert one.meta["standardize"]["mean"] == pytest.approx([float(m)])
 
 
 def test_subset_refuses_an_empty_split():
