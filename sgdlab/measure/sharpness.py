@@ -23,10 +23,11 @@ them). A model vmap cannot batch — batch norm or dropout in train mode — fal
 loop with a ``RuntimeWarning``. A batch whose activations exceed ``memory_budget`` goes in
 chunks of samples, and fewer points a call, also where a folded activation would reach 2³¹
 elements (:class:`sgdlab.measure.passes.PassPlan`, as a walk's segments); L(θ) goes in the
-same chunks as one point. Dropout in train mode draws the same masks at θ and at every perturbed
-point (one fixed draw per batch, as the curvature operators do), and with modules in train mode
-the batches of ``data`` are drawn once (a shuffling DataLoader would deal others at every
-point), so σ = 0 reads 0; the global random generators are untouched.
+same chunks as one point, and ε-sharpness's gradient passes in chunks of half the budget.
+Dropout in train mode draws the same masks at θ and at every perturbed point (one fixed draw
+per batch, as the curvature operators do), and with modules in train mode the batches of
+``data`` are drawn once (a shuffling DataLoader would deal others at every point), so σ = 0
+reads 0; the global random generators are untouched.
 """
 from __future__ import annotations
 
@@ -285,6 +286,27 @@ def expected_sharpness(
     return _mc((losses - base).tolist())
 
 
+def _gradient_sums(model: nn.Module, loss_fn: LossFn, data: Data, plan: PassPlan,
+                   params: list[Tensor], device: torch.device
+                   ) -> tuple[float, int, list[Tensor]]:
+    """(size-weighted loss sum, samples, size-weighted gradient sums) over ``data`` at the
+    model's parameters, each batch in the chunks of samples of ``plan``; whole where its loss
+    depends on all its samples at once (batch statistics, dropout masks drawn per batch)."""
+    total, n = 0.0, 0
+    grads = [torch.zeros_like(p) for p in params]
+    whole = plan.batch_statistics or bool(plan.random)
+    for x, y in _batches(model, data, device):
+        for xc, yc in [(x, y)] if whole else plan.split(x, y)[1]:
+            with torch.enable_grad():
+                loss = loss_fn(model(xc), yc)
+                g = torch.autograd.grad(loss, params, **UNUSED_ZERO)
+            for acc, gi in zip(grads, g):
+                acc += gi * len(xc)
+            total += float(loss.detach()) * len(xc)
+            n += len(xc)
+    return total, n, grads
+
+
 @dataclass
 class EpsilonSharpness:
     """Keskar's ε-sharpness: ``sharpness`` = 100 · (max_loss − loss) / (1 + loss)."""
@@ -304,39 +326,44 @@ def epsilon_sharpness(
     num_steps: int = 20,
     step_fraction: float = 0.25,
     generator: torch.Generator | None = None,
+    memory_budget: int | None = None,
 ) -> EpsilonSharpness:
     """Keskar et al. (2017) sharpness in the full parameter space (A = I): maximise
     L(θ + ζ) over |ζ_i| ≤ ε(|θ_i| + 1) by projected sign-gradient ascent from a random start in
-    the box. The model's parameters are restored afterwards."""
+    the box. The model's parameters are restored afterwards.
+
+    ``memory_budget``: as in :func:`perturbed_evaluations`. A gradient pass keeps the forward
+    pass's activations for the backward one, so it is sized at half the budget; a larger batch
+    goes in chunks of samples whose gradients, weighted by size, add up to the batch's (exact
+    up to round-off for a mean loss). Batch norm normalising with batch statistics (train
+    mode) keeps each batch whole: a chunk would normalise with, and differentiate through,
+    its own statistics. Dropout in train mode is refused where a batch must be split, as in
+    :func:`perturbed_evaluations` (L(θ) is evaluated first, by :func:`mean_loss`)."""
     if not 0 < epsilon < math.inf:
         raise ValueError(f"Invalid epsilon={epsilon} (must be finite and > 0)")
     if num_steps < 1:
         raise ValueError(f"Invalid num_steps={num_steps} (must be >= 1)")
     theta = params_vector(model)
     data = _same_batches(model, data)
-    base = mean_loss(model, loss_fn, data)
+    base = mean_loss(model, loss_fn, data, memory_budget=memory_budget)
     radius = epsilon * (theta.abs() + 1)
     gdev = generator.device if generator is not None else theta.device
     u = torch.rand(theta.numel(), generator=generator, device=gdev, dtype=theta.dtype)
     zeta = (2 * u.to(theta.device) - 1) * radius
     params = list(trainable_named_params(model).values())
     device = theta.device
+    # a gradient pass holds the activations for the backward pass besides the forward's
+    plan = PassPlan(model, max(1, resolved_budget(memory_budget, device) // 2), 1,
+                    vectorized=False, caller="epsilon_sharpness")
     best = -math.inf
     # forward passes in train mode would move batch norm's running statistics
     with buffers_kept(model):
         try:
             for _ in range(num_steps + 1):
                 set_params_vector(model, theta + zeta)
-                total, n = 0.0, 0
-                grads = [torch.zeros_like(p) for p in params]
-                for x, y in _batches(model, data, device):
-                    with torch.enable_grad():
-                        loss = loss_fn(model(x), y)
-                        g = torch.autograd.grad(loss, params, **UNUSED_ZERO)
-                    for acc, gi in zip(grads, g):
-                        acc += gi * len(x)
-                    total += float(loss.detach()) * len(x)
-                    n += len(x)
+                total, n, grads = run_within_memory(
+                    lambda: _gradient_sums(model, loss_fn, data, plan, params, device),
+                    plan, device, stacklevel=2)
                 best = max(best, total / n)
                 step = torch.cat([gi.reshape(-1) for gi in grads]).sign()
                 zeta = torch.clamp(zeta + step_fraction * radius * step, -radius, radius)

@@ -30,18 +30,18 @@ from __future__ import annotations
 import copy
 import math
 import numbers
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
-from sgdlab.operators.batches import Data
+from sgdlab.operators.batches import Data, is_single_batch, iterate_batches
 from sgdlab.operators.params import params_vector, set_params_vector, trainable_named_params
 
 from .batch_norm import has_batchnorm, recompute_bn_statistics
-from .interpolation import evaluate
+from .passes import PassPlan, resolved_budget, run_within_memory
 from .sharpness import perturbed_evaluations
 
 __all__ = [
@@ -182,6 +182,47 @@ def _grid(extent: float | tuple[float, float], steps: int) -> list[float]:
     return [float(v) for v in torch.linspace(lo, hi, steps, dtype=torch.float64)]
 
 
+class _Chunked:
+    """The batches of ``data`` on ``device`` in ``plan``'s chunks of samples, read afresh at
+    every pass (a recomputation passes over its data once per batch-norm layer)."""
+
+    def __init__(self, data: Data, plan: PassPlan, device: torch.device) -> None:
+        self.data, self.plan, self.device = data, plan, device
+
+    def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
+        for x, y in iterate_batches(self.data, self.device):
+            yield from self.plan.split(x, y)[1]
+
+
+def _recompute_in_chunks(model: nn.Module, data: Data, layerwise: bool,
+                         memory_budget: int | None) -> None:
+    """:func:`~sgdlab.measure.batch_norm.recompute_bn_statistics` over ``data``, its batches in
+    chunks of samples whose activations fit in ``memory_budget`` (as in
+    :func:`~sgdlab.measure.sharpness.perturbed_evaluations`). The per-layer passes pool the
+    whole set's statistics however it is batched, so chunks change them by round-off only;
+    the one pass (``layerwise=False``) normalises each batch by its own statistics, which
+    chunks would change, and keeps the batches whole. A single batch that fits is passed as it
+    is (one pass, exact)."""
+    device = next(model.parameters()).device
+    plan = PassPlan(model, resolved_budget(memory_budget, device), 1, vectorized=False,
+                    caller="loss_surface")
+    if not layerwise:
+        recompute_bn_statistics(model, data, layerwise=False)
+        return
+    if not is_single_batch(data) and iter(data) is data:
+        data = list(data)              # every pass reads the same batches
+
+    def recompute() -> None:
+        if is_single_batch(data):
+            x, y = next(iterate_batches(data, device))
+            if len(plan.split(x, y)[1]) == 1:
+                recompute_bn_statistics(model, data, layerwise=True)
+                return
+        recompute_bn_statistics(model, _Chunked(data, plan, device), layerwise=True)
+
+    run_within_memory(recompute, plan, device, stacklevel=3)
+
+
 def loss_surface(
     model: nn.Module, loss_fn: LossFn, train_data: Data, directions: Sequence[Tensor] | Tensor,
     *, extent: float | tuple[float, float] = 1.0, steps: int = 21,
@@ -214,8 +255,11 @@ def loss_surface(
             grids NaN).
         memory_budget: bytes of activations one forward pass may take (None: the device's
             default); a larger batch is evaluated in chunks of samples (and of points under
-            vmap), as in :func:`~sgdlab.measure.sharpness.perturbed_evaluations`. Recomputed
-            batch-norm statistics and their evaluation pass over each batch whole.
+            vmap), as in :func:`~sgdlab.measure.sharpness.perturbed_evaluations`; so do
+            recomputed batch-norm statistics with ``bn_layerwise`` (the per-layer passes
+            pool the whole set's statistics however it is batched) and their evaluation (eval
+            mode). The one pass (``bn_layerwise=False``) normalises each batch by its own
+            statistics and keeps it whole.
     """
     if bn_stats not in ("keep", "recompute"):
         raise ValueError(f"Invalid bn_stats={bn_stats!r}: expected 'keep' or 'recompute'")
@@ -247,14 +291,19 @@ def loss_surface(
     def row(offsets: Tensor, data: Data) -> tuple[list[float], list[float]]:
         """(losses, accuracies) at θ + each row of ``offsets``."""
         if bn and bn_stats == "recompute":
-            out = []
+            losses, accs = [], []
+            here = torch.zeros_like(theta)[None]
             for off in offsets:
                 set_params_vector(work, theta + off)
-                recompute_bn_statistics(work, train_data if bn_data is None else bn_data,
-                                        layerwise=bn_layerwise)
-                out.append(evaluate(work, loss_fn, data))
+                _recompute_in_chunks(work, train_data if bn_data is None else bn_data,
+                                     bn_layerwise, memory_budget)
+                # eval mode, the statistics fixed: chunks of samples are exact
+                loss, acc = perturbed_evaluations(work, loss_fn, data, here, vectorize=False,
+                                                  accuracy=accuracy, memory_budget=memory_budget)
+                losses.append(float(loss[0]))
+                accs.append(float(acc[0]) if acc is not None else math.nan)
             set_params_vector(work, theta)
-            return [o[0] for o in out], [o[1] if accuracy else math.nan for o in out]
+            return losses, accs
         loss, acc = perturbed_evaluations(work, loss_fn, data, offsets, chunk_size=chunk_size,
                                           vectorize=vectorize, accuracy=accuracy,
                                           memory_budget=memory_budget)

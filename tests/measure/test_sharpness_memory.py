@@ -11,8 +11,8 @@ import torch
 from torch import nn
 
 from sgdlab.errors import UserError
-from sgdlab.measure.sharpness import (expected_sharpness, local_entropy, mean_loss,
-                                      perturbed_evaluations)
+from sgdlab.measure.sharpness import (epsilon_sharpness, expected_sharpness, local_entropy,
+                                      mean_loss, perturbed_evaluations)
 from sgdlab.measure.surface import loss_surface, random_direction
 from sgdlab.operators.params import params_vector
 from sgdlab.testing import PassSizes, memory_budget_for, said_out_of_memory
@@ -174,3 +174,87 @@ def test_a_loss_surface_in_chunks_is_the_one_pass_surface(vectorize):
     torch.testing.assert_close(torch.tensor(chunked.train_loss), torch.tensor(whole.train_loss),
                                rtol=1e-13, atol=0)
     assert chunked.train_acc == whole.train_acc
+
+
+def _grad_passes(model: nn.Module) -> tuple[list[int], object]:
+    """The sizes of the forward passes ``model`` runs with autograd on, and the hook's handle."""
+    sizes: list[int] = []
+    hook = model.register_forward_pre_hook(
+        lambda _m, args: sizes.append(len(args[0])) if torch.is_grad_enabled() else None)
+    return sizes, hook
+
+
+def test_epsilon_sharpness_in_chunks_is_the_one_pass_ascent():
+    # eval mode: the gradients of the chunks, weighted by size, are the batch's
+    model, loss_fn, data, _ = _problem(batchnorm=True)
+    kw = dict(num_steps=5, generator=None)
+    whole = epsilon_sharpness(model, loss_fn, data, 0.05,
+                              **{**kw, "generator": torch.Generator().manual_seed(4)})
+    sizes, hook = _grad_passes(model)
+    chunked = epsilon_sharpness(model, loss_fn, data, 0.05, memory_budget=memory_budget_for(
+        model, data[0], 16), **{**kw, "generator": torch.Generator().manual_seed(4)})
+    hook.remove()
+    # a gradient pass takes half the budget: 8 samples
+    assert sizes and max(sizes) == 8 < N
+    assert chunked.max_loss == pytest.approx(whole.max_loss, rel=1e-13, abs=0)
+    assert chunked.loss == pytest.approx(whole.loss, rel=1e-13, abs=0)
+    assert chunked.sharpness == pytest.approx(whole.sharpness, rel=1e-11, abs=0)
+
+
+def test_epsilon_sharpness_keeps_a_train_mode_batch_norm_batch_whole():
+    # a chunk's gradient would run through its own batch statistics, not the batch's
+    model, loss_fn, data, _ = _problem(batchnorm=True, train=True)
+    gen = lambda: torch.Generator().manual_seed(4)       # noqa: E731
+    whole = epsilon_sharpness(model, loss_fn, data, 0.05, num_steps=3, generator=gen())
+    sizes, hook = _grad_passes(model)
+    kept = _quiet(epsilon_sharpness, model, loss_fn, data, 0.05, num_steps=3, generator=gen(),
+                  memory_budget=memory_budget_for(model, data[0], 16))
+    hook.remove()
+    assert set(sizes) == {N}
+    assert kept.max_loss == pytest.approx(whole.max_loss, rel=1e-12, abs=0)
+    # dropout in train mode (one draw of masks per batch) is refused, as for L(θ)
+    model, loss_fn, data, _ = _problem(dropout=True, train=True)
+    with pytest.raises(UserError, match=r"random numbers once per batch"):
+        epsilon_sharpness(model, loss_fn, data, 0.05, num_steps=3, generator=gen(),
+                          memory_budget=memory_budget_for(model, data[0], 16))
+
+
+def test_epsilon_sharpness_out_of_memory_is_retried_smaller():
+    model, loss_fn, data, _ = _problem()
+    ref = epsilon_sharpness(model, loss_fn, data, 0.05, num_steps=3,
+                            generator=torch.Generator().manual_seed(4))
+    h = model.register_forward_pre_hook(_oom_above(20))
+    out = said_out_of_memory(epsilon_sharpness, model, loss_fn, data, 0.05, num_steps=3,
+                             generator=torch.Generator().manual_seed(4))
+    h.remove()
+    assert out.max_loss == pytest.approx(ref.max_loss, rel=1e-13, abs=0)
+
+
+@pytest.mark.parametrize("data_in", ["one batch", "two batches"])
+def test_a_recomputed_loss_surface_in_chunks_is_the_one_pass_surface(data_in):
+    # the batch-norm statistics recomputed at every point: the per-layer passes over the
+    # chunks pool the statistics of the whole set, and the evaluation is in eval mode
+    model, loss_fn, (x, y), _ = _problem(batchnorm=True)
+    data = (x, y) if data_in == "one batch" else [(x[:30], y[:30]), (x[30:], y[30:])]
+    d = random_direction(model, generator=torch.Generator().manual_seed(2))
+    kw = dict(steps=3, bn_stats="recompute", test_data=(x[:20], y[:20]))
+    whole = loss_surface(model, loss_fn, data, d, **kw)
+    spy = PassSizes(model)
+    chunked = loss_surface(model, loss_fn, data, d, memory_budget=memory_budget_for(
+        model, x, 8), **kw)
+    passes = spy.passes()
+    assert passes and max(passes) <= 8
+    for split in ("train", "test"):
+        torch.testing.assert_close(torch.tensor(getattr(chunked, f"{split}_loss")),
+                                   torch.tensor(getattr(whole, f"{split}_loss")),
+                                   rtol=1e-12, atol=0)
+        assert getattr(chunked, f"{split}_acc") == getattr(whole, f"{split}_acc")
+    # the one pass normalises each batch by its own statistics: its batches stay whole
+    spy = PassSizes(model)
+    one = loss_surface(model, loss_fn, data, d, bn_layerwise=False,
+                       memory_budget=memory_budget_for(model, x, 8), **kw)
+    assert max(spy.passes()) == (N if data_in == "one batch" else 30)
+    torch.testing.assert_close(
+        torch.tensor(one.train_loss),
+        torch.tensor(loss_surface(model, loss_fn, data, d, bn_layerwise=False, **kw).train_loss),
+        rtol=1e-13, atol=0)
