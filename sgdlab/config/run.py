@@ -202,6 +202,15 @@ def _required_numbers(fn: Callable) -> frozenset[str]:
                      if p.default is p.empty and p.annotation in ("float", "int", float, int))
 
 
+def _optional_numbers(fn: Callable) -> frozenset[str]:
+    """Names of ``fn``'s parameters annotated as a number or None with default None
+    (``memory_budget: int | None = None``), whose config value must be a number or null (a
+    string there passed the config and failed at the first measurement)."""
+    return frozenset(p.name for p in inspect.signature(fn).parameters.values()
+                     if p.default is None and str(p.annotation).replace(" ", "") in
+                     ("int|None", "float|None", "Optional[int]", "Optional[float]"))
+
+
 def _nullable(fn: Callable) -> frozenset[str]:
     """Names of ``fn``'s parameters that accept None (annotated ``int | None``, or default
     None), so a config may give them as null."""
@@ -229,7 +238,7 @@ def _check_args(path: str, given: dict[str, Any], params: dict[str, Any], var_kw
             out[k] = v
             continue
         d = params.get(k, REQUIRED)
-        if d is REQUIRED and k in numbers:
+        if (d is REQUIRED or d is None) and k in numbers:
             d = 0.0                       # checked as a number with a finite default
         if isinstance(d, bool):
             if not isinstance(v, bool):
@@ -390,7 +399,7 @@ def _check_measure_item(path: str, item: dict[str, Any], errors: list[str]) -> N
     given = {k: v for k, v in item.items() if k not in ("name",) + _SCHEDULE_KEYS}
     params = instrument_params(name)
     _check_args(path, given, params or {}, params is None, f"instrument {name!r}", errors,
-                nullable=_nullable(registry[name]))
+                nullable=_nullable(registry[name]), numbers=_optional_numbers(registry[name]))
     chosen = [k for k in ("every", "at", "log_points") if item.get(k) is not None]
     if len(chosen) > 1:
         errors.append(f"{path}: give at most one of every, at, log_points")

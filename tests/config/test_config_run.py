@@ -516,3 +516,23 @@ def test_eval_mode_false_on_a_training_batch_norm_is_a_config_error():
                                    "net.2 (BatchNorm1d) is in train mode"), str(e.value)
     raw["model"]["options"]["batchnorm"] = False             # nothing mixes the examples
     assert len(build_from_config(raw).callbacks) == 2
+
+
+def test_memory_budget_of_the_measuring_instruments_is_an_optional_checked_key():
+    """The sharpness and step-interpolation instruments take ``memory_budget`` (bytes, or null
+    for the device's default) from a config; a value that is no number is refused when the
+    config is read, one that is no int >= 1 when the run is built, under its key."""
+    items = [{"name": "sharpness", "every": 2, "memory_budget": 2 ** 20},
+             {"name": "step_interpolation", "every": 2, "memory_budget": None}]
+    cfg = validate_config({**TINY, "measure": items})
+    assert [m["memory_budget"] for m in cfg["measure"]] == [2 ** 20, None]
+    assert "memory_budget" not in validate_config(
+        {**TINY, "measure": [{"name": "sharpness", "every": 2}]})["measure"][0]
+    b = build_from_config({**TINY, "measure": items})
+    assert [cb.memory_budget for cb in b.callbacks] == [2 ** 20, None]
+    assert "measure[0].memory_budget: must be a number, got '1GiB'" in errors_of(
+        {**TINY, "measure": [{"name": "sharpness", "every": 2, "memory_budget": "1GiB"}]})
+    with pytest.raises(ConfigError, match=r"measure\[0\]\.memory_budget: Invalid "
+                                          r"memory_budget=0 \(bytes: an int >= 1"):
+        build_from_config({**TINY, "measure": [
+            {"name": "step_interpolation", "every": 2, "memory_budget": 0}]})

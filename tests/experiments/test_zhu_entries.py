@@ -555,3 +555,32 @@ def test_sharpness_samples_choices_quote_the_paper_at_their_lines(paper_lines):
         assert [int(n) for _, n in cited][0] == 485, name           # Suppl. D's "M = 1,00"
         for passage, line in cited:
             assert _norm(passage) in _norm(paper_lines[int(line) - 1]), (name, passage, line)
+
+
+def test_the_final_expected_sharpness_takes_a_memory_budget(monkeypatch):
+    """``{kind: expected_sharpness, memory_budget: B}``: B reaches the measurement (absent:
+    None, the device's default, as before); a value that is no int >= 1 is refused when the
+    entry is loaded."""
+    import sgdlab.measure.sharpness as sharpness
+    from sgdlab.experiments.procedures.measures import compute_final, validate_measure
+
+    budgets = []
+    real = sharpness.expected_sharpness
+
+    def spy(*args, **kwargs):
+        budgets.append(kwargs.get("memory_budget"))
+        return real(*args, **kwargs)
+    monkeypatch.setattr(sharpness, "expected_sharpness", spy)
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Tanh(), torch.nn.Linear(4, 2))
+    data = (torch.randn(20, 3), torch.randint(0, 2, (20,)))
+    for m in ({"kind": "expected_sharpness", "num_samples": 2, "memory_budget": 4096},
+              {"kind": "expected_sharpness", "num_samples": 2}):
+        validate_measure(m, "final[0]", final=True)
+        summary, _ = compute_final(m, model, torch.nn.CrossEntropyLoss(), data)
+        assert "expected_sharpness" in summary
+    assert budgets == [4096, None]
+    for bad in (0, "1GiB", 1.5):
+        with pytest.raises(ConfigError, match="final.0.: memory_budget must be an int >= 1"):
+            validate_measure({"kind": "expected_sharpness", "memory_budget": bad}, "final[0]",
+                             final=True)

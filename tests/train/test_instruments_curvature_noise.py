@@ -375,3 +375,32 @@ def test_eigenpair_counts_the_model_cannot_give_are_refused_before_step_0():
     res = train(model, nn.CrossEntropyLoss(), _data(), torch.optim.SGD(model.parameters(),
                 lr=0.1), epochs=1, batch_size=8, callbacks=[cb], progress=False)
     assert "align/cos_19" in res.history
+
+
+def test_sharpness_instrument_passes_its_memory_budget_to_every_measurement(monkeypatch):
+    import sgdlab.train.instruments.curvature as inst
+
+    seen: dict[str, object] = {}
+
+    def spy(name):
+        real = getattr(inst, name)
+
+        def call(*args, **kwargs):
+            seen[name] = kwargs.get("memory_budget", "not passed")
+            return real(*args, **kwargs)
+        monkeypatch.setattr(inst, name, call)
+
+    for name in ("expected_sharpness", "epsilon_sharpness", "local_entropy"):
+        spy(name)
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 6), nn.Tanh(), nn.Linear(6, 3))
+    cb = build_instrument("sharpness", schedule=Schedule.at([1]), num_samples=3, epsilon=1e-3,
+                          gamma=1e-3, eval_subset=None, memory_budget=4096)
+    res = train(model, nn.CrossEntropyLoss(), _data(), torch.optim.SGD(model.parameters(),
+                lr=0.1), epochs=1, batch_size=8, callbacks=[cb], progress=False)
+    assert "sharpness/epsilon" in res.history
+    assert seen == {"expected_sharpness": 4096, "epsilon_sharpness": 4096,
+                    "local_entropy": 4096}
+    for bad in (0, 1.5, "1GiB", True):
+        with pytest.raises(ValueError, match=r"Invalid memory_budget=.*int >= 1, or null"):
+            build_instrument("sharpness", schedule=Schedule.at([1]), memory_budget=bad)

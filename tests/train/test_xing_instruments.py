@@ -228,3 +228,23 @@ def test_dynamics_of_an_embedding_with_sparse_gradients_are_those_of_a_dense_one
         assert [s for s, _ in sparse[name]] == [s for s, _ in series], name
         assert [v for _, v in sparse[name]] == pytest.approx([v for _, v in series],
                                                              rel=1e-9, abs=1e-12), name
+
+
+def test_step_interpolation_instrument_passes_its_memory_budget_to_the_segments(monkeypatch):
+    import sgdlab.train.instruments.walk as inst
+
+    budgets = []
+    real = inst.segment_losses
+
+    def spy(*args, **kwargs):
+        budgets.append(kwargs.get("memory_budget", "not passed"))
+        return real(*args, **kwargs)
+    monkeypatch.setattr(inst, "segment_losses", spy)
+    model = _bn_model()
+    walk = build_instrument("step_interpolation", schedule=Schedule.at([1]), num_points=3,
+                            memory_budget=2048)
+    train(model, nn.CrossEntropyLoss(), _data(), torch.optim.SGD(model.parameters(), lr=0.1),
+          epochs=1, batch_size=4, callbacks=[walk], progress=False)
+    assert budgets == [2048]
+    with pytest.raises(ValueError, match=r"Invalid memory_budget=0 "):
+        build_instrument("step_interpolation", schedule=Schedule.at([1]), memory_budget=0)

@@ -62,6 +62,11 @@ def validate_measure(m: Any, where: str, *, final: bool) -> None:
         if k not in allowed:
             raise ConfigError(f"{where}: measurement {kind!r} has no option {k!r}; allowed: "
                               f"{', '.join(sorted(allowed))}")
+    budget = m.get("memory_budget")
+    if budget is not None and (not isinstance(budget, int) or isinstance(budget, bool)
+                               or budget < 1):
+        raise ConfigError(f"{where}: memory_budget must be an int >= 1 (bytes) or null, got "
+                          f"{budget!r}")
     if not final and "every" not in m:
         raise ConfigError(f"{where}: measurement {kind!r} during training needs 'every' (steps)")
 
@@ -158,11 +163,15 @@ def _noise_trace(model, loss_fn, data):
     return {"noise_trace": gradient_covariance(model, loss_fn, data).trace()}
 
 
-@scalar("expected_sharpness", {"sigma", "num_samples"})
-def _expected_sharpness(model, loss_fn, data, sigma: float = 0.01, num_samples: int = 20):
+@scalar("expected_sharpness", {"sigma", "num_samples", "memory_budget"})
+def _expected_sharpness(model, loss_fn, data, sigma: float = 0.01, num_samples: int = 20,
+                        memory_budget: int | None = None):
+    """``memory_budget``: bytes of activations one forward pass may take (absent or null: the
+    device's default), :func:`sgdlab.measure.sharpness.perturbed_evaluations`."""
     from sgdlab.measure.sharpness import expected_sharpness
 
-    est = expected_sharpness(model, loss_fn, data, sigma, num_samples, generator=_gen(3))
+    est = expected_sharpness(model, loss_fn, data, sigma, num_samples, generator=_gen(3),
+                             memory_budget=memory_budget)
     return {"expected_sharpness": est.value, "expected_sharpness_se": est.stderr}
 
 

@@ -48,6 +48,14 @@ def int_at_least(v: Any, low: int) -> bool:
     return isinstance(v, int) and not isinstance(v, bool) and v >= low
 
 
+def memory_budget_rule(memory_budget: Any) -> tuple[Any, bool, str]:
+    """:func:`check_options`' rule for a ``memory_budget`` option: bytes of activations one
+    forward pass of the measurement may take (:class:`sgdlab.measure.passes.PassPlan`), or
+    None for the device's default."""
+    return (memory_budget, memory_budget is None or int_at_least(memory_budget, 1),
+            "bytes: an int >= 1, or null for the device's default")
+
+
 def eval_set_size(data: Any, eval_subset: int | None) -> int:
     """The number of examples a measurement on ``eval_subset`` of ``data``'s training set
     sees (:func:`~sgdlab.train.callbacks.train_subset`)."""
@@ -152,31 +160,37 @@ class HessianCallback(MeasuredCallback):
 
 class SharpnessCallback(MeasuredCallback):
     """Expected sharpness (σ, M samples); ε-sharpness and local entropy when their parameter
-    is given."""
+    is given. ``memory_budget``: bytes of activations one forward pass may take, passed to
+    each measurement (None: the device's default; a batch larger than it goes in chunks of
+    samples, :func:`sgdlab.measure.sharpness.perturbed_evaluations`)."""
 
     def __init__(self, schedule: Schedule, *, sigma: float = 0.01, num_samples: int = 20,
                  epsilon: float | None = None, gamma: float | None = None, beta: float = 1.0,
-                 **kw):
+                 memory_budget: int | None = None, **kw):
         super().__init__(schedule, **kw)
-        check_options(sigma=(sigma, sigma >= 0, "must be >= 0"),
+        check_options(memory_budget=memory_budget_rule(memory_budget),
+                      sigma=(sigma, sigma >= 0, "must be >= 0"),
                       num_samples=(num_samples, int_at_least(num_samples, 1), "an int >= 1"),
                       epsilon=(epsilon, epsilon is None or epsilon > 0, "must be > 0"),
                       gamma=(gamma, gamma is None or gamma >= 0, "must be >= 0"),
                       beta=(beta, beta > 0, "must be > 0"))
         self.sigma, self.num_samples = sigma, num_samples
         self.epsilon, self.gamma, self.beta = epsilon, gamma, beta
+        self.memory_budget = memory_budget
 
     def compute(self, ctx, data, generator):
+        budget = self.memory_budget
         est = expected_sharpness(ctx.model, ctx.loss_fn, data, self.sigma, self.num_samples,
-                                 generator=generator)
+                                 generator=generator, memory_budget=budget)
         out = {"sharpness/expected": est.value, "sharpness/expected_se": est.stderr}
         if self.epsilon is not None:
             out["sharpness/epsilon"] = epsilon_sharpness(
-                ctx.model, ctx.loss_fn, data, self.epsilon, generator=generator).sharpness
+                ctx.model, ctx.loss_fn, data, self.epsilon, generator=generator,
+                memory_budget=budget).sharpness
         if self.gamma is not None:
             out["sharpness/local_entropy"] = local_entropy(
                 ctx.model, ctx.loss_fn, data, self.gamma, beta=self.beta,
-                num_samples=self.num_samples, generator=generator).width
+                num_samples=self.num_samples, generator=generator, memory_budget=budget).width
         return out
 
 
@@ -204,8 +218,11 @@ def hessian_instrument(*, schedule: Schedule, k: int = 1, bottom: int = 0,
 def sharpness_instrument(*, schedule: Schedule, sigma: float = 0.01, num_samples: int = 20,
                          epsilon: float | None = None, gamma: float | None = None,
                          beta: float = 1.0, eval_subset: int | None = 1000,
-                         eval_mode: bool = True, seed: int = 0) -> SharpnessCallback:
-    """Expected sharpness; Keskar ε-sharpness with ``epsilon``; local entropy with ``gamma``."""
+                         eval_mode: bool = True, seed: int = 0,
+                         memory_budget: int | None = None) -> SharpnessCallback:
+    """Expected sharpness; Keskar ε-sharpness with ``epsilon``; local entropy with ``gamma``;
+    ``memory_budget``: :class:`SharpnessCallback`'s (absent or null: the device's default)."""
     return SharpnessCallback(schedule, sigma=sigma, num_samples=num_samples, epsilon=epsilon,
-                             gamma=gamma, beta=beta, **_common(eval_subset, eval_mode, seed))
+                             gamma=gamma, beta=beta, memory_budget=memory_budget,
+                             **_common(eval_subset, eval_mode, seed))
 

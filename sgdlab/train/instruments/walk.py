@@ -48,6 +48,7 @@ from sgdlab.operators.params import params_vector
 
 from ..callbacks import Callback, Schedule, TrainContext, naming_divergence, train_subset
 from . import register_instrument
+from .curvature import check_options, memory_budget_rule
 
 __all__ = ["StepInterpolationCallback", "StepLengthCallback", "WALK_PREFIX",
            "step_interpolation_instrument", "step_length_instrument"]
@@ -97,6 +98,7 @@ class StepInterpolationCallback(Callback):
             raise ValueError(f"Invalid eval subset size {eval_data} (must be >= 1)")
         if eval_batch_size is not None and eval_batch_size < 1:
             raise ValueError(f"Invalid eval_batch_size={eval_batch_size}")
+        check_options(memory_budget=memory_budget_rule(memory_budget))
         self.schedule = schedule if schedule is not None else Schedule.every(1)
         self.num_points, self.eval_data = num_points, eval_data
         self.eval_batch_size = eval_batch_size
@@ -194,14 +196,16 @@ def step_interpolation_instrument(*, schedule: Schedule, num_points: int = 10,
                                   eval_subset: int | None = None,
                                   eval_batch_size: int | None = None, bn_mode: str = "eval",
                                   rtol: float = 1e-4, refine: bool = False,
-                                  height_floor: str = "segment",
-                                  seed: int = 0) -> Callback:
-    """Xing et al.'s step interpolation (K points between θ_t and θ_{t+1}) by name."""
+                                  height_floor: str = "segment", seed: int = 0,
+                                  memory_budget: int | None = None) -> Callback:
+    """Xing et al.'s step interpolation (K points between θ_t and θ_{t+1}) by name;
+    ``memory_budget``: :class:`StepInterpolationCallback`'s (absent or null: the device's
+    default)."""
     return StepInterpolationCallback(schedule, num_points=num_points, spacing=spacing,
                                      epochs=epochs, eval_data=eval_subset,
                                      eval_batch_size=eval_batch_size, bn_mode=bn_mode,
                                      rtol=rtol, refine=refine, height_floor=height_floor,
-                                     seed=seed)
+                                     seed=seed, memory_budget=memory_budget)
 
 
 class StepLengthCallback(Callback):
