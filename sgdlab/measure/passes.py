@@ -12,7 +12,8 @@ elements (:func:`vmap_budget`), and after running out of memory all the same hal
 mean over a batch is the one pass's up to round-off; where a chunk would not see what the
 whole batch sees, the plan keeps the batch's loss exact (batch norm normalising with batch
 statistics: those of the whole batch, :func:`sgdlab.measure.batch_norm.batch_norm_statistics`)
-or refuses (dropout in train mode, whose masks are drawn once per batch). The numbers behind
+or refuses (dropout in train mode, whose masks are drawn once per batch; a summed or weighted
+mean loss, whose chunks weighted by size do not give the batch's). The numbers behind
 the rules: docs/design/walk-and-eta-ratio.md, "Memory at paper scale".
 """
 from __future__ import annotations
@@ -27,7 +28,7 @@ from torch import Tensor, nn
 
 from sgdlab.errors import UserError
 from sgdlab.models.modes import eval_mode, uses_batch_statistics
-from sgdlab.operators.batches import stochastic_modules
+from sgdlab.operators.batches import chunk_loss_problem, stochastic_modules
 
 from .batch_norm import batch_norm_statistics, normalise_with, replaced_forwards
 
@@ -173,12 +174,14 @@ class PassPlan:
     or one point at a time; smaller after running out of memory (:meth:`shrink`). One
     sample's activations are measured on the first batch (:func:`activation_sizes`). The
     model's modes when the plan is made decide what a chunk must keep of its batch.
-    ``caller`` names the evaluation in warnings and errors."""
+    ``caller`` names the evaluation in warnings and errors; with ``loss_fn``, a batch whose
+    loss its chunks' losses weighted by size do not give (a summed or weighted mean loss:
+    :func:`sgdlab.operators.batches.chunk_loss_problem`) is refused where it must be split."""
 
     def __init__(self, model: nn.Module, budget: int, points: int, *, vectorized: bool,
-                 caller: str) -> None:
+                 caller: str, loss_fn: object = None) -> None:
         self.model, self.budget, self.points = model, budget, points
-        self.vectorized, self.caller = vectorized, caller
+        self.vectorized, self.caller, self.loss_fn = vectorized, caller, loss_fn
         self.batch_statistics = uses_batch_statistics(model)
         self.random = stochastic_modules(model)
         self._sizes: tuple[int, int] | None = None
@@ -203,6 +206,14 @@ class PassPlan:
         size = size if self._cap is None else min(size, self._cap)
         self._last = (k, size)
         chunks = _chunks(x, y, size)
+        problem = None if len(chunks) == 1 or self.loss_fn is None \
+            else chunk_loss_problem(self.loss_fn, y)
+        if problem is not None:
+            raise UserError(
+                f"{self.caller}: a batch of {len(x)} samples must be evaluated in chunks of "
+                f"{size} to fit in memory, but {problem}, so the chunks' losses weighted by "
+                "their sizes are not the batch's: use a plain mean loss, or give a larger "
+                "memory_budget")
         if len(chunks) > 1 and self.vectorized and (self.batch_statistics or self.random):
             raise NeedsPointwise
         return k, chunks

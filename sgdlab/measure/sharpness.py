@@ -129,7 +129,7 @@ def mean_loss(model: nn.Module, loss_fn: LossFn, data: Data, *,
     check_model_data(model, loss_fn, data)
     device = next(model.parameters()).device
     plan = PassPlan(model, resolved_budget(memory_budget, device), 1, vectorized=False,
-                    caller="mean_loss")
+                    caller="mean_loss", loss_fn=loss_fn)
     with buffers_kept(model):
         sums, _, n, _ = run_within_memory(
             lambda: _pointwise_sums(model, _Scores(loss_fn, False), data, plan, device, 1,
@@ -212,7 +212,7 @@ def _perturbed_evaluations(model: nn.Module, loss_fn: LossFn, data: Data, pertur
     device = theta.device
     scores = _Scores(loss_fn, accuracy)
     plan = PassPlan(model, resolved_budget(memory_budget, device), chunk_size,
-                    vectorized=vectorize, caller="perturbed_evaluations")
+                    vectorized=vectorize, caller="perturbed_evaluations", loss_fn=loss_fn)
     # train-mode batch norm (an in-place update of its running statistics), dropout in
     # train mode (random ops) or an op without a batching rule: one point at a time
     sums = vmapped_or_none(
@@ -354,7 +354,7 @@ def epsilon_sharpness(
     device = theta.device
     # a gradient pass holds the activations for the backward pass besides the forward's
     plan = PassPlan(model, max(1, resolved_budget(memory_budget, device) // 2), 1,
-                    vectorized=False, caller="epsilon_sharpness")
+                    vectorized=False, caller="epsilon_sharpness", loss_fn=loss_fn)
     best = -math.inf
     # forward passes in train mode would move batch norm's running statistics
     with buffers_kept(model):

@@ -308,7 +308,8 @@ def segment_losses(
     points = len(alphas) if alpha_chunk is None else min(alpha_chunk, len(alphas))
     total: Tensor | None = None
     with evaluation_mode(model, bn_mode):
-        plan = PassPlan(model, budget, points, vectorized=vectorize, caller="segment_losses")
+        plan = PassPlan(model, budget, points, vectorized=vectorize, caller="segment_losses",
+                        loss_fn=loss_fn)
         if vectorize:
             sums = vmapped_or_none(
                 lambda: _vectorized_losses(model, loss_fn, data, theta_a, theta_b, alphas,

@@ -193,6 +193,16 @@ def check_batch_loss(loss_fn: object, data: Data) -> None:
             "over all samples; pass the samples as one (x, y) batch")
 
 
+def chunk_loss_problem(loss_fn: object, y: Tensor) -> str | None:
+    """Why the losses of chunks of one batch with targets ``y``, weighted by their sizes, do
+    not average to the batch's loss, as :func:`check_batch_loss` finds for batches: a summed
+    loss, or a weighted mean (class weights, ignored targets among ``y``); None: they do."""
+    if loss_reduction(loss_fn) == "sum":
+        return f"loss_fn {loss_name(loss_fn)}(reduction='sum') sums over the batch"
+    weighted = _weighted_mean(loss_fn, (y, y))      # read as one batch with targets y
+    return None if weighted is None else weighted[0]
+
+
 def _weighted_mean(loss_fn: object, data: Data) -> tuple[str, str] | None:
     """What makes a cross-entropy / NLL loss's batch value a weighted mean of its samples'
     losses (class weights, ignored targets in ``data``: :func:`_readable_targets`), and how

@@ -258,3 +258,34 @@ def test_a_recomputed_loss_surface_in_chunks_is_the_one_pass_surface(data_in):
         torch.tensor(one.train_loss),
         torch.tensor(loss_surface(model, loss_fn, data, d, bn_layerwise=False, **kw).train_loss),
         rtol=1e-13, atol=0)
+
+
+@pytest.mark.parametrize("loss", ["sum", "class weights", "ignored targets"])
+def test_a_batch_whose_loss_is_no_plain_mean_is_refused_where_it_must_be_split(loss):
+    # chunks weighted by their sizes gave a sum loss divided by the batch size (5.5 for 110.2)
+    # and class-weighted or ignore_index means off by the weights
+    from sgdlab.measure.walk import segment_losses
+
+    model, _, (x, y), xi = _problem()
+    if loss == "sum":
+        loss_fn = nn.CrossEntropyLoss(reduction="sum")
+    elif loss == "class weights":
+        loss_fn = nn.CrossEntropyLoss(weight=torch.tensor([1.0, 2.0, 3.0], dtype=torch.float64))
+    else:
+        loss_fn, y = nn.CrossEntropyLoss(), torch.where(torch.arange(N) < 5, -100, y)
+    data, budget = (x, y), memory_budget_for(model, x, 8)
+    assert mean_loss(model, loss_fn, data) == pytest.approx(float(loss_fn(model(x).detach(), y)),
+                                                            rel=1e-15)
+    theta = params_vector(model)
+    calls = [lambda: mean_loss(model, loss_fn, data, memory_budget=budget),
+             lambda: perturbed_evaluations(model, loss_fn, data, xi, memory_budget=budget),
+             lambda: perturbed_evaluations(model, loss_fn, data, xi, vectorize=False,
+                                           memory_budget=budget),
+             lambda: epsilon_sharpness(model, loss_fn, data, 0.05, num_steps=1,
+                                       memory_budget=2 * budget),
+             lambda: segment_losses(model, loss_fn, data, theta, theta + xi[0], [0.0, 0.5, 1.0],
+                                    vectorize=True, memory_budget=budget)]
+    for call in calls:
+        with pytest.raises(UserError, match=r"chunks of \d+ to fit in memory, but loss_fn "
+                                            r"CrossEntropyLoss\(.*not the batch's"):
+            call()
