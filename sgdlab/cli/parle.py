@@ -36,16 +36,28 @@ import shlex
 import signal
 import subprocess
 import sys
+import tempfile
+import textwrap
 import time
+import uuid
 from pathlib import Path
 
 from sgdlab.cli._help import plain
+from sgdlab.cli.train import EXIT_DIVERGED
+
+# those of sgdlab train, and 1 for a run that failed (a traceback, a dead replica process)
+EXIT_STATUSES = (f"exit status: 0 the run finished, {EXIT_DIVERGED} it diverged (a non-finite "
+                 "replica loss; its report and, with --out, master.pt and result.json are "
+                 "written as a finished run's), 1 it failed (a replica process died, a "
+                 "collective timed out), 2 bad input (a config, an option), 130 interrupted "
+                 "(continue with the command printed)")
 
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
         "parle", help="train coupled replicas (Parle, Elastic-SGD, Entropy-SGD)",
-        description=plain(__doc__), formatter_class=argparse.RawDescriptionHelpFormatter)
+        description=plain(__doc__), formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=textwrap.fill(EXIT_STATUSES, 79))   # the raw formatter keeps lines as given
     p.add_argument("config", help="replica run config (YAML or JSON)")
     p.add_argument("--mode", choices=["inprocess", "distributed"], default="inprocess",
                    help="inprocess: the replicas in turn in this process (default); "
@@ -87,7 +99,7 @@ def torchrun_command(config: str, replicas: int, *, out: str | None = None,
 
 def _run(args) -> int:
     from sgdlab.errors import ConfigError
-    from sgdlab.train.distributed import (LAUNCHER_ENV, claim_out, die_with_parent,
+    from sgdlab.train.distributed import (LAUNCHER_ENV, STATUS_ENV, claim_out, die_with_parent,
                                           load_config, lock_out, release_out, report,
                                           run_from_config, timeout_delta)
     from sgdlab.train.replicas import check_checkpoint_dir
@@ -108,7 +120,7 @@ def _run(args) -> int:
             raise KeyboardInterrupt(f"{str(e) or 'interrupted'}{_continue(args, None)}"
                                     ) from None
         print(report(res, out=args.out))
-        return 0 if res.status == "finished" else 1
+        return _exit_status(res.status)
     n = int((cfg.get("parle") or {}).get("replicas", 3))
     if args.resume and not args.out:
         raise ConfigError("--resume needs --out DIR (checkpoints are in DIR/checkpoints)")
@@ -139,10 +151,14 @@ def _run(args) -> int:
     # its own, so a terminal's Ctrl-C reaches this process alone (torchrun's own handling
     # prints a traceback per replica)
     code = None
+    # rank 0 writes the run's status here at its end: created by it, not here, so that a
+    # SIGKILLed launcher (whose replicas die with it) leaves no file behind
+    status_file = Path(tempfile.gettempdir()) / f"sgdlab-parle-status-{uuid.uuid4().hex}"
     try:
         # torchrun dies with this process (and its replicas with it, they do the same): a
         # SIGKILLed launcher leaves nothing training, so the same command with --resume goes on
-        env = {**os.environ, "OMP_NUM_THREADS": threads, LAUNCHER_ENV: str(os.getpid())}
+        env = {**os.environ, "OMP_NUM_THREADS": threads, LAUNCHER_ENV: str(os.getpid()),
+               STATUS_ENV: str(status_file)}
         proc = subprocess.Popen(cmd, env=env,
                                 start_new_session=hasattr(os, "setsid"),
                                 preexec_fn=die_with_parent if os.name == "posix" else None)
@@ -152,7 +168,9 @@ def _run(args) -> int:
             _stop(proc)
             raise KeyboardInterrupt(f"{str(e) or 'interrupted'}: the replicas were stopped"
                                     f"{_continue(args, n)}") from None
+        status = status_file.read_text() if status_file.exists() else None
     finally:
+        status_file.unlink(missing_ok=True)
         if claim is not None and code != 0:   # failed or stopped: free again unless a
             release_out(args.out, claim)      # checkpoint was written
     if code != 0:
@@ -161,7 +179,16 @@ def _run(args) -> int:
         print(f"sgdlab: error: the distributed run failed (torchrun exit code {code}): a "
               f"replica process died or failed, see the messages above{_continue(args, n)}",
               file=sys.stderr)
-    return code
+        return code
+    return _exit_status(status)
+
+
+def _exit_status(status: str | None) -> int:
+    """The exit status of a run that ended with ``status`` (None: torchrun exited 0 and no
+    rank 0 wrote a status, taken as finished)."""
+    if status in ("finished", None):
+        return 0
+    return EXIT_DIVERGED if status == "diverged" else 1
 
 
 def _continue(args, n: int | None) -> str:

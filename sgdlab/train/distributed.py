@@ -94,6 +94,10 @@ def die_with_parent() -> None:
         pass
 
 
+# a file rank 0 writes the run's status to ("finished", "diverged"): torchrun turns a worker's
+# exit status other than 0 into a failure of its own, so a diverged run exits 0 and its
+# launcher (sgdlab parle) reads how it ended from here
+STATUS_ENV = "SGDLAB_PARLE_STATUS"
 LAUNCHER_ENV = "SGDLAB_PARLE_LAUNCHER"     # the pid of the ``sgdlab parle`` that started torchrun
 
 
@@ -483,6 +487,8 @@ def main(argv: list[str] | None = None) -> int:
                               checkpoint_every=args.checkpoint_every, claimed=args.claimed)
         if dist.get_rank() == 0:
             print(report(res, out=args.out, processes=dist.get_world_size()), flush=True)
+            if os.environ.get(STATUS_ENV):
+                Path(os.environ[STATUS_ENV]).write_text(res.status)
         try:  # a clean shutdown; a peer that already left must not turn success into failure
             dist.destroy_process_group()
         except Exception:

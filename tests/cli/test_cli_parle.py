@@ -373,3 +373,26 @@ def test_an_interrupted_replica_run_is_measured_from_its_last_checkpoint(
     assert main(["measure", run["id"], "--store", str(store)]) == 2
     err = capsys.readouterr().err
     assert f"has no master weights on disk: it is interrupted and {out / 'checkpoints'}" in err
+
+
+def test_a_diverged_run_exits_as_sgdlab_train_s_does(tmp_path, capsys, monkeypatch):
+    """A run whose replica loss becomes non-finite (a huge step size) exits EXIT_DIVERGED, as
+    `sgdlab train` does, not 1, a failure's status; in-process, and distributed where rank 0
+    writes the status to the file the launcher names (torchrun makes a worker's exit status
+    other than 0 its own failure). A finished distributed run exits 0."""
+    import sgdlab.cli.parle as parle
+    from sgdlab.cli.train import EXIT_DIVERGED
+    from sgdlab.train.distributed import STATUS_ENV
+
+    cfg = tmp_path / "c.json"
+    cfg.write_text(json.dumps({**CONFIG, "parle": {**CONFIG["parle"], "lr": 1e30}}))
+    assert main(["parle", str(cfg)]) == EXIT_DIVERGED == 3
+    assert "): diverged (non-finite replica loss" in capsys.readouterr().out
+    assert str(EXIT_DIVERGED) + " it diverged" in parle.EXIT_STATUSES
+    # stands for torchrun whose rank 0 wrote the run's status
+    for status, code in (("diverged", EXIT_DIVERGED), ("finished", 0)):
+        write = (f"import os, pathlib; "
+                 f"pathlib.Path(os.environ['{STATUS_ENV}']).write_text('{status}')")
+        monkeypatch.setattr(parle, "torchrun_command",
+                            lambda *a, **k: [sys.executable, "-c", write])
+        assert main(["parle", str(cfg), "--mode", "distributed"]) == code

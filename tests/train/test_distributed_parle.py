@@ -211,6 +211,7 @@ def test_a_diverged_run_prints_and_writes_strict_json(tmp_path, capsys):
     metrics and result.json hold null there (and the text says which values are not finite);
     an infinite gamma (Elastic-SGD's coupling) is written as "inf", which reads back."""
     from sgdlab.cli.main import main
+    from sgdlab.cli.train import EXIT_DIVERGED
     from sgdlab.train.replicas import ParleConfig
 
     cfg, path = write_problem(tmp_path, replicas=2, rounds=3)
@@ -220,7 +221,7 @@ def test_a_diverged_run_prints_and_writes_strict_json(tmp_path, capsys):
     cfg["parle"]["gamma"] = "inf"
     path.write_text(json.dumps(cfg))
     out = tmp_path / "out"
-    assert main(["parle", str(path), "--out", str(out)]) == 1
+    assert main(["parle", str(path), "--out", str(out)]) == EXIT_DIVERGED
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].endswith("diverged (non-finite replica loss (nan) in round 1; stopped "
                              "with the weights of round 0)")
@@ -426,3 +427,26 @@ def test_the_torchrun_entry_point_helps_with_every_option(capsys):
     out = " ".join(capsys.readouterr().out.split())
     assert "--backend {auto,gloo,nccl} distributed backend (default: nccl with CUDA, else gloo)" \
         in out
+
+
+def test_rank_0_writes_a_diverged_run_s_status_for_its_launcher(tmp_path, monkeypatch):
+    """Under torchrun a worker exits 0 after a diverged run (torchrun turns any other status
+    into a failure of its own) and rank 0 writes "diverged" to $SGDLAB_PARLE_STATUS, from which
+    `sgdlab parle` takes its exit status."""
+    from sgdlab.train.distributed import STATUS_ENV
+
+    write_problem(tmp_path, replicas=2, rounds=3)
+    d = torch.load(tmp_path / "toy.pt", weights_only=True)
+    d["x_train"][0, 0] = float("nan")      # a NaN training loss in round 1
+    torch.save(d, tmp_path / "toy.pt")
+    status = tmp_path / "status"        # rank 0 creates it
+    monkeypatch.setenv(STATUS_ENV, str(status))
+    procs, logs = launch(tmp_path, 2, [str(tmp_path / "cfg.json"), "--backend", "gloo"])
+    try:
+        for p in procs:
+            p.join(60)
+        assert [p.exitcode for p in procs] == [0, 0], [read(log) for log in logs]
+    finally:
+        reap(procs)
+    assert status.read_text() == "diverged"
+    assert "diverged (non-finite replica loss" in read(logs[0])
