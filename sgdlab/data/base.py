@@ -69,5 +69,7 @@ class Dataset:
                        cast(self.x_test, False), cast(self.y_test, True), dict(self.meta))
 
     def __repr__(self) -> str:
-        return (f"Dataset({self.name}: train {tuple(self.x_train.shape)}, "
+        # a record built from one's own tensors has no name: say so rather than print "?"
+        name = self.meta.get("name") or "unnamed"
+        return (f"Dataset({name}: train {tuple(self.x_train.shape)}, "
                 f"test {tuple(self.x_test.shape)}, task={self.task})")

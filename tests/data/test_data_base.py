@@ -25,6 +25,13 @@ def test_task_and_outputs_follow_the_targets_when_meta_is_empty():
     assert "task=regression" in repr(vector)
 
 
+def test_the_repr_of_a_record_without_a_name_says_it_is_unnamed():
+    ds = own(torch.tensor([0, 1, 0, 1]), torch.tensor([0, 1]))
+    assert repr(ds) == "Dataset(unnamed: train (4, 3), test (2, 3), task=classification)"
+    ds.meta["name"] = "mine"
+    assert repr(ds).startswith("Dataset(mine: train (4, 3)")
+
+
 def test_meta_still_decides_when_it_names_the_task():
     ds = own(torch.tensor([0, 1, 0, 1]), torch.tensor([0, 1]))
     ds.meta.update(task="classification", num_outputs=10)
