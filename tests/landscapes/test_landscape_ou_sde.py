@@ -176,6 +176,20 @@ def test_leimkuhler_matthews_without_noise_is_euler():
     torch.testing.assert_close(path.final, x, rtol=0, atol=0)
 
 
+def test_simulate_records_what_observe_returns_at_each_record():
+    """dX = −X dt by Euler steps is X₀ (1 − dt)ⁿ; observe = |X|² is recorded (S, chains) at
+    steps 0, 2, 4: |X₀|² (1 − dt)²ⁿ, and the final state stays the state."""
+    ode = SDE(lambda x: -x, None, 2, 0)
+    x0 = torch.tensor([[3.0, 4.0], [1.0, -2.0]], dtype=f64)
+    path = simulate(ode, x0, dt=0.1, steps=4, record_every=2,
+                    observe=lambda x: (x * x).sum(-1))
+    want = torch.tensor([[25.0, 5.0]], dtype=f64) * torch.tensor(
+        [[1.0], [0.9 ** 4], [0.9 ** 8]], dtype=f64)
+    assert path.times == pytest.approx([0.0, 0.2, 0.4], rel=1e-15)
+    torch.testing.assert_close(path.states, want, rtol=1e-14, atol=0)
+    torch.testing.assert_close(path.final, x0 * 0.9 ** 4, rtol=1e-14, atol=0)
+
+
 def test_scalar_diffusion_factor_is_exact_in_float64():
     sde = SDE.langevin(lambda x: x, 3, diffusion=0.7)
     g = sde.factor(torch.zeros(2, 3, dtype=f64))
