@@ -158,6 +158,32 @@ def test_one_paper_step_in_numbers():
     assert ps[1].item() == pytest.approx(1.05, abs=1e-15)
 
 
+def test_rho_max_clips_a_growing_rho_in_the_steps():
+    """With zero loss the inner loop stays at x (z = x) and only the elastic pull acts:
+    x^a − x̄ shrinks by (1 − η/ρ_k) per round, x̄ = 1 fixed by symmetry. ρ_k = 0.25·2^k
+    (rho_decay = −1) clipped at rho_max = 0.5 is 0.25, 0.5, 0.5: the factor after three
+    rounds is 0.6·0.8·0.8 = 0.384 (unclipped, ρ₂ = 1: 0.432)."""
+    ps = [nn.Parameter(torch.tensor([x], dtype=F64)) for x in (0.0, 2.0)]
+    opts = [Parle([p], lr=0.1, inner_lr=0.5, L=1, gamma=1.0, rho=0.25, rho_decay=-1.0,
+                  rho_max=0.5, alpha=0.0, momentum=0.0) for p in ps]
+    rhos = []
+    for _ in range(3):
+        for p, o in zip(ps, opts):
+            def cl(p=p):
+                p.grad = None
+                loss = (0.0 * p).sum()
+                loss.backward()
+                return loss
+            o.inner_loop(cl)
+        rhos.append(opts[0].current_rho())
+        xbar = master_average([o.anchors() for o in opts])
+        for o in opts:
+            o.outer_step(xbar)
+    assert rhos == [0.25, 0.5, 0.5]
+    assert ps[0].item() == pytest.approx(1 - 0.384, abs=1e-15)
+    assert ps[1].item() == pytest.approx(1 + 0.384, abs=1e-15)
+
+
 def test_parle_without_communicator_is_entropy_sgd():
     g = torch.Generator().manual_seed(0)
     X, Y = torch.randn(30, 3, generator=g), torch.randint(0, 2, (30,), generator=g)

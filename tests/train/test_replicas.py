@@ -559,3 +559,19 @@ def test_a_mistyped_key_of_a_replica_run_config_is_named_with_the_closest_one():
     with pytest.raises(ConfigError, match=r"unknown key\(s\) epoch in replica run config "
                                           r"\(did you mean epochs\?\); known: checkpoint_"):
         build_run(cfg)
+
+
+def test_parle_config_passes_rho_max_to_each_replica_s_optimizer():
+    """ρ₀ = 4 above rho_max = 0.5 is clipped from the first round, and ρ growing by 2 per
+    round (rho_decay = −1) from 0.125 reaches the clip in the third."""
+    p = [nn.Parameter(torch.zeros(1))]
+    cfg = ParleConfig.from_dict({"rho": 4.0, "rho_decay": 0.0, "rho_max": 0.5})
+    assert cfg.optimizer(p, seed=0, batches=1).current_rho() == 0.5
+    cfg = ParleConfig.from_dict({"rho": 0.125, "rho_decay": -1.0, "rho_max": 0.5,
+                                 "rho_min": None})
+    opt = cfg.optimizer(p, seed=0, batches=1)
+    got = []
+    for k in range(4):
+        opt.outer_steps = k
+        got.append(opt.current_rho())
+    assert got == [0.125, 0.25, 0.5, 0.5]
