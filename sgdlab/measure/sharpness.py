@@ -343,6 +343,8 @@ def epsilon_sharpness(
         raise ValueError(f"Invalid epsilon={epsilon} (must be finite and > 0)")
     if num_steps < 1:
         raise ValueError(f"Invalid num_steps={num_steps} (must be >= 1)")
+    if not 0 < step_fraction < math.inf:     # 0 never moves, < 0 descends, NaN fills ζ with NaN
+        raise ValueError(f"Invalid step_fraction={step_fraction} (must be finite and > 0)")
     theta = params_vector(model)
     data = _same_batches(model, data)
     base = mean_loss(model, loss_fn, data, memory_budget=memory_budget)

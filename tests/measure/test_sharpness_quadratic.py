@@ -32,6 +32,44 @@ DATA = (torch.zeros(4, 1, dtype=torch.float64), torch.zeros(4, dtype=torch.float
 H = torch.diag(torch.tensor([3.0, 1.0, 0.5, 0.2, 0.1], dtype=torch.float64))
 
 
+class Linear(nn.Module):
+    """L(θ) = cᵀθ for every sample: the sign of the gradient is sign(c) everywhere."""
+
+    def __init__(self, c, theta):
+        super().__init__()
+        self.register_buffer("c", c)
+        self.theta = nn.Parameter(theta.clone())
+
+    def forward(self, x):
+        return (self.c @ self.theta).expand(len(x))
+
+
+@pytest.mark.parametrize("fraction", [0.1, 0.3])
+def test_epsilon_sharpness_steps_step_fraction_of_the_box(fraction):
+    """On L = cᵀθ each ascent step moves ζ_i by fraction · r_i towards sign(c_i) r_i, clipped
+    at the box: after k steps from the random start ζ⁰ = (2u − 1) r (u uniform from the
+    generator) the loss is cᵀ(θ + ζᵏ), the largest along the way. Two steps leave some
+    coordinates inside the box, so the step size shows."""
+    c = torch.tensor([1.0, -2.0, 0.5, 3.0], dtype=torch.float64)
+    theta = torch.tensor([0.2, -1.0, 0.0, 0.5], dtype=torch.float64)
+    eps, k = 1e-2, 2
+    res = epsilon_sharpness(Linear(c, theta), _loss, DATA, eps, num_steps=k,
+                            step_fraction=fraction, generator=torch.Generator().manual_seed(0))
+    r = eps * (theta.abs() + 1)
+    u = torch.rand(4, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    zeta = ((2 * u - 1) * r + k * fraction * r * c.sign()).clamp(-r, r)
+    assert bool((zeta.abs() < r).any())                   # not every coordinate at the box
+    assert res.loss == pytest.approx(float(c @ theta), rel=1e-15)
+    assert res.max_loss == pytest.approx(float(c @ (theta + zeta)), rel=1e-13)
+
+
+@pytest.mark.parametrize("fraction", [0.0, -0.25, float("nan"), float("inf")])
+def test_epsilon_sharpness_refuses_a_step_fraction_that_does_not_climb(fraction):
+    model = Linear(torch.ones(2, dtype=torch.float64), torch.zeros(2, dtype=torch.float64))
+    with pytest.raises(ValueError, match="Invalid step_fraction"):
+        epsilon_sharpness(model, _loss, DATA, 1e-2, step_fraction=fraction)
+
+
 @pytest.mark.parametrize("vectorize", [True, False])
 def test_expected_sharpness_of_quadratic(vectorize):
     model = Quadratic(H, torch.tensor([0.3, -0.2, 0.1, 0.0, 0.5], dtype=torch.float64))
