@@ -119,6 +119,41 @@ def test_gradients_and_hessian_match_autograd():
     assert torch.allclose(land.grad(w, idx), batch_auto, atol=1e-10)
 
 
+def test_explicit_hessians_and_centres_define_the_loss():
+    """Given H_s, H_f, c_s, c_f (none of the printed ones) and three samples, the loss, its
+    gradient and Hessian are those of min{½(u − c_s)ᵀH_s(u − c_s), ½(u − c_f)ᵀH_f(u − c_f)},
+    u = w − x_k, written out here from the given constants (not the landscape's attributes);
+    the minima are c + x̄, each with its basin's Hessian."""
+    hs = torch.tensor([[4.0, 1.0], [1.0, 3.0]], dtype=f64)
+    hf = torch.tensor([[0.5, 0.1], [0.1, 0.2]], dtype=f64)
+    cs, cf = torch.tensor([2.0, 0.5], dtype=f64), torch.tensor([-1.0, 1.5], dtype=f64)
+    x = torch.tensor([[0.1, -0.2], [0.0, 0.3], [-0.1, -0.1]], dtype=f64)
+    land = TwoBasin(sharp_hessian=hs, flat_hessian=hf, sharp_center=(2.0, 0.5),
+                    flat_center=(-1.0, 1.5), data=x)
+    # all three samples in the sharp branch, one, two, none
+    points = torch.tensor([[1.9, 0.4], [1.2, 0.5], [1.3, 1.0], [-0.8, 1.2]], dtype=f64)
+    assert land.sharp_fraction(points).tolist() == [1.0, 1 / 3, 2 / 3, 0.0]
+    for w in points:
+        vs = torch.stack([0.5 * (w - xk - cs) @ hs @ (w - xk - cs) for xk in x])
+        vf = torch.stack([0.5 * (w - xk - cf) @ hf @ (w - xk - cf) for xk in x])
+        sharp = vs <= vf
+        grads = torch.stack([hs @ (w - xk - cs) if s else hf @ (w - xk - cf)
+                             for xk, s in zip(x, sharp)])
+        torch.testing.assert_close(land.per_sample_loss(w), torch.minimum(vs, vf),
+                                   rtol=1e-14, atol=1e-15)
+        torch.testing.assert_close(land.loss(w), torch.minimum(vs, vf).mean(),
+                                   rtol=1e-14, atol=1e-15)
+        torch.testing.assert_close(land.grad(w), grads.mean(0), rtol=1e-14, atol=1e-15)
+        p = sharp.to(f64).mean()
+        torch.testing.assert_close(land.hessian(w), p * hs + (1 - p) * hf, rtol=1e-15, atol=0)
+    xbar = x.mean(0)
+    torch.testing.assert_close(land.sharp_minimum, cs + xbar, rtol=0, atol=1e-16)
+    torch.testing.assert_close(land.flat_minimum, cf + xbar, rtol=0, atol=1e-16)
+    for m, h in ((cs + xbar, hs), (cf + xbar, hf)):
+        torch.testing.assert_close(land.grad(m), torch.zeros(2, dtype=f64), rtol=0, atol=1e-15)
+        torch.testing.assert_close(land.hessian(m), h, rtol=0, atol=0)
+
+
 @pytest.mark.parametrize("name", ["paper", "rescaled"])
 def test_minima_where_stated(name):
     land = two_basin(name)
