@@ -32,16 +32,11 @@ DATA = (torch.zeros(4, 1, dtype=torch.float64), torch.zeros(4, dtype=torch.float
 H = torch.diag(torch.tensor([3.0, 1.0, 0.5, 0.2, 0.1], dtype=torch.float64))
 
 
-class Linear(nn.Module):
-    """L(θ) = cᵀθ for every sample: the sign of the gradient is sign(c) everywhere."""
-
-    def __init__(self, c, theta):
-        super().__init__()
-        self.register_buffer("c", c)
-        self.theta = nn.Parameter(theta.clone())
+class Linear(Quadratic):
+    """L(θ) = cᵀθ for every sample, c held as ``h``: the gradient's sign is sign(c) everywhere."""
 
     def forward(self, x):
-        return (self.c @ self.theta).expand(len(x))
+        return (self.h @ self.theta).expand(len(x))
 
 
 @pytest.mark.parametrize("fraction", [0.1, 0.3])
