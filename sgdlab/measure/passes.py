@@ -44,7 +44,6 @@ __all__ = [
     "run_within_memory",
     "vmapped_or_none",
     "vmap_budget",
-    "vmap_points",
 ]
 
 T = TypeVar("T")
@@ -106,13 +105,6 @@ def activation_sizes(model: nn.Module, x: Tensor) -> tuple[int, int]:
         for h in hooks:
             h.remove()
     return max(1, -(-total[0] // len(probe))), max(1, -(-widest[0] // len(probe)))
-
-
-def vmap_points(points: int, samples: int, widest: int) -> int:
-    """At most ``points`` points per vmapped pass over ``samples`` samples, and at least one,
-    so that points x samples x ``widest`` (elements of a sample's largest activation) stays
-    below :data:`VMAP_MAX_ELEMENTS` (see :func:`vmap_budget`)."""
-    return max(1, min(points, VMAP_MAX_ELEMENTS // max(1, samples * widest)))
 
 
 def vmap_budget(budget: int, per_sample: int, widest: int) -> int:

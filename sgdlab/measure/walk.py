@@ -52,7 +52,7 @@ from torch.func import vmap
 from sgdlab.measure.batch_norm import BN_TYPES, batch_norm_statistics
 from sgdlab.measure.passes import (VMAP_MAX_ELEMENTS, PassPlan, activation_bytes_per_sample,
                                    activation_sizes, evaluation_memory_budget,
-                                   resolved_budget, run_within_memory, vmap_points,
+                                   resolved_budget, run_within_memory,
                                    vmapped_or_none)
 from sgdlab.models.modes import eval_mode
 from sgdlab.operators.batches import (Data, check_batch_loss, check_model_data, is_single_batch,
@@ -78,7 +78,6 @@ __all__ = [
     "segment_losses",
     "step_interpolation",
     "summarize_epochs",
-    "vmap_points",
     "VMAP_MAX_ELEMENTS",
 ]
 
