@@ -8,6 +8,7 @@ it.
 """
 from __future__ import annotations
 
+import copy
 import gzip
 import itertools
 import pickle
@@ -127,6 +128,30 @@ def per_sample_gradients_loop(model: nn.Module, loss_fn: LossFn, data: Data) -> 
         loss = loss_fn(model(x[i : i + 1]), y[i : i + 1])
         rows.append(flatten(torch.autograd.grad(loss, params, **UNUSED_ZERO)).detach())
     return torch.stack(rows)
+
+
+def naive_segment_losses(model: nn.Module, loss_fn: LossFn, batches, theta_a: Tensor,
+                         theta_b: Tensor, alphas, bn_mode: str = "eval") -> Tensor:
+    """Mean loss at (1 − α) θ_a + α θ_b for each α, each point written into a copy of the
+    model in eval mode (batch norm in train mode with ``bn_mode="train"``) and evaluated on
+    each batch of ``batches`` (a batch or a list of them) in one pass, weighted by size."""
+    from sgdlab.models.modes import BN_TYPES
+    from sgdlab.operators.params import set_params_vector
+
+    batches = [batches] if isinstance(batches, tuple) else list(batches)
+    out = []
+    for al in alphas:
+        m = copy.deepcopy(model)
+        set_params_vector(m, (1 - al) * theta_a + al * theta_b)
+        m.eval()
+        if bn_mode == "train":
+            for mod in m.modules():
+                if isinstance(mod, BN_TYPES):
+                    mod.train()
+        with torch.no_grad():
+            total = sum(float(loss_fn(m(x), y)) * len(x) for x, y in batches)
+        out.append(total / sum(len(x) for x, _ in batches))
+    return torch.tensor(out, dtype=torch.float64)
 
 
 def covariance_reference(grads: Tensor) -> Tensor:
@@ -311,6 +336,30 @@ def without_hard_links(monkeypatch) -> None:
 
 
 # --- models of the any-model tests: sequence models and a parameter used twice ---------------
+
+
+class TokenTagger(nn.Module):
+    """A label per position: (N, C, L) scores for (N, L) targets, as cross-entropy reads them."""
+
+    def __init__(self, vocab: int = 5):
+        super().__init__()
+        self.emb, self.head = nn.Embedding(vocab, 8), nn.Linear(8, vocab)
+
+    def forward(self, x):
+        return self.head(self.emb(x)).transpose(1, 2)
+
+
+class TokenBag(nn.Module):
+    """Tokens -> an embedding (``sparse``: sparse gradients) -> tanh, mean over positions ->
+    a linear head."""
+
+    def __init__(self, sparse: bool, vocab: int = 6, dim: int = 3, classes: int = 2):
+        super().__init__()
+        self.emb = nn.Embedding(vocab, dim, sparse=sparse)
+        self.head = nn.Linear(dim, classes)
+
+    def forward(self, x):
+        return self.head(torch.tanh(self.emb(x)).mean(1))
 
 
 class TinyTransformer(nn.Module):

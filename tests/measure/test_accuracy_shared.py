@@ -15,19 +15,9 @@ from sgdlab.measure.interpolation import interpolate_models
 from sgdlab.measure.sharpness import perturbed_evaluations
 from sgdlab.measure.surface import loss_surface
 from sgdlab.operators.params import params_vector
+from sgdlab.testing import TokenTagger
 from sgdlab.train import loop
 from sgdlab.train.loop import evaluate as train_evaluate
-
-
-class Tagger(nn.Module):
-    """A label per position: (N, C, L) scores for (N, L) targets, as cross-entropy reads them."""
-
-    def __init__(self, vocab: int = 5):
-        super().__init__()
-        self.emb, self.head = nn.Embedding(vocab, 8), nn.Linear(8, vocab)
-
-    def forward(self, x):
-        return self.head(self.emb(x)).transpose(1, 2)
 
 
 def _tagger_case():
@@ -37,7 +27,7 @@ def _tagger_case():
     y[:, -1] = -100                                   # ignored positions: no labels
     y[:3] = -100                                      # three samples without any label
     torch.manual_seed(0)
-    return Tagger().double(), x, y
+    return TokenTagger().double(), x, y
 
 
 def _linear_case():

@@ -2,7 +2,6 @@
 answers, and the batched-over-α evaluation against a naive loop."""
 from __future__ import annotations
 
-import copy
 import math
 
 import pytest
@@ -18,7 +17,8 @@ from sgdlab.measure.walk import (
     step_interpolation,
     summarize_epochs,
 )
-from sgdlab.operators.params import params_vector, set_params_vector
+from sgdlab.operators.params import params_vector
+from sgdlab.testing import naive_segment_losses
 from sgdlab.train.callbacks import Schedule
 from sgdlab.train.instruments.dynamics import DynamicsCallback
 from sgdlab.train.instruments.walk import StepInterpolationCallback
@@ -272,16 +272,8 @@ def test_batched_alpha_equals_naive_loop(bn_mode):
     looped = segment_losses(model, loss_fn, batches, a, b, alphas, bn_mode=bn_mode,
                             vectorize=False)
     # naive reference: write the point into a copy of the model and evaluate it batch by batch
-    naive = []
-    for al in alphas:
-        m = copy.deepcopy(model)
-        set_params_vector(m, (1 - al) * a + al * b)
-        m.eval()
-        if bn_mode == "train":
-            m[1].train()
-        with torch.no_grad():
-            naive.append(sum(float(loss_fn(m(xb), yb)) * len(xb) for xb, yb in batches) / 30)
-    torch.testing.assert_close(batched, torch.tensor(naive, dtype=torch.float64))
+    naive = naive_segment_losses(model, loss_fn, batches, a, b, alphas, bn_mode)
+    torch.testing.assert_close(batched, naive)
     torch.testing.assert_close(looped, batched)
     # the model itself is untouched: parameters, running statistics, train/eval flags
     for k, v in model.state_dict().items():

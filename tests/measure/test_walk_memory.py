@@ -13,8 +13,9 @@ from torch import nn
 import sgdlab.measure.passes as passes
 import sgdlab.measure.walk as walk
 from sgdlab.measure.walk import batch_norm_statistics, segment_alphas, segment_losses
-from sgdlab.operators.params import params_vector, set_params_vector
-from sgdlab.testing import PassSizes, memory_budget_for, said_out_of_memory
+from sgdlab.operators.params import params_vector
+from sgdlab.testing import (PassSizes, memory_budget_for, naive_segment_losses,
+                            said_out_of_memory)
 
 N = 50
 
@@ -41,23 +42,6 @@ def _problem(batchnorm: bool = True):
     return model, nn.CrossEntropyLoss(), (x, y), a, b
 
 
-def _naive(model, loss_fn, data, a, b, alphas, bn_mode):
-    """Each point written into a copy of the model, the whole batch in one pass."""
-    x, y = data
-    out = []
-    for al in alphas:
-        m = copy.deepcopy(model)
-        set_params_vector(m, (1 - al) * a + al * b)
-        m.eval()
-        if bn_mode == "train":
-            for mod in m.modules():
-                if isinstance(mod, nn.modules.batchnorm._BatchNorm):
-                    mod.train()
-        with torch.no_grad():
-            out.append(float(loss_fn(m(x), y)))
-    return torch.tensor(out, dtype=torch.float64)
-
-
 @pytest.mark.parametrize("batchnorm", [False, True])
 @pytest.mark.parametrize("vectorize", [False, True])
 def test_chunked_equals_one_pass_in_eval_mode(batchnorm, vectorize):
@@ -70,7 +54,7 @@ def test_chunked_equals_one_pass_in_eval_mode(batchnorm, vectorize):
     passes = spy.passes()
     assert passes and max(passes) <= 7 < N            # it did evaluate in chunks
     torch.testing.assert_close(chunked, whole, rtol=1e-13, atol=0)
-    torch.testing.assert_close(whole, _naive(model, loss_fn, data, a, b, alphas, "eval"),
+    torch.testing.assert_close(whole, naive_segment_losses(model, loss_fn, data, a, b, alphas, "eval"),
                                rtol=1e-13, atol=0)
 
 
@@ -88,7 +72,7 @@ def test_train_mode_batch_norm_keeps_the_whole_batch_statistics(vectorize):
                              vectorize=vectorize,
                              memory_budget=memory_budget_for(model, data[0], 8))
     assert max(spy.passes()) <= 8
-    reference = _naive(model, loss_fn, data, a, b, alphas, "train")
+    reference = naive_segment_losses(model, loss_fn, data, a, b, alphas, "train")
     torch.testing.assert_close(whole, reference, rtol=1e-12, atol=0)
     torch.testing.assert_close(chunked, reference, rtol=1e-12, atol=0)
     # the batches of 8 the chunks are, each with its own statistics: not the same losses
@@ -270,7 +254,7 @@ def test_no_vmapped_activation_reaches_the_element_limit(monkeypatch):
     out = segment_losses(model, loss_fn, data, a, b, alphas, vectorize=True,
                          memory_budget=2**40)
     assert seen and max(seen) <= limit, seen
-    torch.testing.assert_close(out, _naive(model, loss_fn, data, a, b, alphas, "eval"),
+    torch.testing.assert_close(out, naive_segment_losses(model, loss_fn, data, a, b, alphas, "eval"),
                                rtol=1e-12, atol=0)
 
 

@@ -14,7 +14,7 @@ from sgdlab.operators import (
 )
 from sgdlab.testing import (
     dense_hessian_reference, empirical_fisher_reference, ggn_reference,
-    per_sample_gradients_loop, tiny_classification, tiny_mlp,
+    per_sample_gradients_loop, tiny_classification, tiny_mlp, TokenBag,
 )
 
 
@@ -883,15 +883,6 @@ def test_plain_checkpoints_is_put_back_in_any_order_and_reaches_worker_threads()
     assert ck.CheckpointFunction is torch_class
 
 
-class BagOfTokens(nn.Module):
-    def __init__(self, sparse: bool):
-        super().__init__()
-        self.emb, self.head = nn.Embedding(6, 3, sparse=sparse), nn.Linear(3, 2)
-
-    def forward(self, x):
-        return self.head(torch.tanh(self.emb(x)).mean(1))
-
-
 def test_an_embedding_with_sparse_gradients_is_measured_as_a_dense_one():
     # every measurement failed on nn.Embedding(sparse=True): "reshape is not implemented for
     # sparse tensors" (flattening autograd's sparse gradient of the embedding's weight)
@@ -902,8 +893,8 @@ def test_an_embedding_with_sparse_gradients_is_measured_as_a_dense_one():
     batches = [(data[0][:4], data[1][:4]), (data[0][4:], data[1][4:])]
     loss_fn = nn.CrossEntropyLoss()
     torch.manual_seed(0)
-    dense = BagOfTokens(sparse=False).double()
-    sparse = BagOfTokens(sparse=True).double()
+    dense = TokenBag(sparse=False).double()
+    sparse = TokenBag(sparse=True).double()
     sparse.load_state_dict(dense.state_dict())
     ref = dense_hessian_reference(dense, loss_fn, data)
     grads = per_sample_gradients_loop(dense, loss_fn, data)

@@ -14,6 +14,7 @@ from torch import nn
 from sgdlab.data import Dataset
 from sgdlab.errors import UserError
 from sgdlab.store import RunStore
+from sgdlab.testing import TokenTagger
 from sgdlab.train import Callback, Schedule, evaluate, train
 from sgdlab.train.loop import BatchStream, steps_per_epoch
 
@@ -344,17 +345,6 @@ def test_evaluate_gives_accuracy_for_class_labels_only():
     assert set(evaluate(model, nn.CrossEntropyLoss(), data.x_test, data.y_test)) == {"loss", "acc"}
     assert set(evaluate(model, nn.CrossEntropyLoss(), data.x_test, data.y_test,
                         classification=False)) == {"loss"}
-
-
-class TokenTagger(nn.Module):
-    """A label per position: (N, C, L) scores for (N, L) targets, as cross-entropy reads them."""
-
-    def __init__(self, vocab: int = 5):
-        super().__init__()
-        self.emb, self.head = nn.Embedding(vocab, 8), nn.Linear(8, vocab)
-
-    def forward(self, x):
-        return self.head(self.emb(x)).transpose(1, 2)
 
 
 def test_accuracy_of_labels_per_position_is_the_fraction_of_positions_hit():

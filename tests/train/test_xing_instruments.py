@@ -11,7 +11,7 @@ from torch import nn
 
 from sgdlab.data.base import Dataset
 from sgdlab.operators.params import params_vector
-from sgdlab.testing import flat_loss
+from sgdlab.testing import TokenBag, flat_loss
 from sgdlab.train.callbacks import Callback, Schedule
 from sgdlab.train.instruments import build_instrument
 from sgdlab.train.instruments.dynamics import DynamicsCallback
@@ -194,15 +194,6 @@ def test_step_length_instrument_names_itself_when_a_step_leaves_finite_numbers()
     assert [s for s, _ in res.history["step/alpha"]] == [0, 1]
 
 
-class TokenBag(nn.Module):
-    def __init__(self, sparse: bool):
-        super().__init__()
-        self.emb, self.head = nn.Embedding(10, 4, sparse=sparse), nn.Linear(4, 3)
-
-    def forward(self, x):
-        return self.head(torch.tanh(self.emb(x)).mean(1))
-
-
 def test_dynamics_of_an_embedding_with_sparse_gradients_are_those_of_a_dense_one():
     # the gradient cosine copied each step's p.grad into its buffer, and a sparse one failed
     # the run: "copy_() between dense and sparse Tensors is not implemented"
@@ -212,7 +203,7 @@ def test_dynamics_of_an_embedding_with_sparse_gradients_are_those_of_a_dense_one
 
     def run(sparse: bool):
         torch.manual_seed(0)
-        model = TokenBag(sparse).double()
+        model = TokenBag(sparse, vocab=10, dim=4, classes=3).double()
         cb = build_instrument("dynamics", schedule=Schedule.every(1), full_grad_every=3,
                               hessian_every=3)
         r = train(model, nn.CrossEntropyLoss(), data,
