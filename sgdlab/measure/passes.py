@@ -39,6 +39,7 @@ __all__ = [
     "activation_bytes_per_sample",
     "activation_sizes",
     "evaluation_memory_budget",
+    "is_memory_budget",
     "is_out_of_memory",
     "resolved_budget",
     "run_within_memory",
@@ -64,6 +65,12 @@ def evaluation_memory_budget(device: torch.device | str) -> int:
     if device.type == "cuda":
         return int(torch.cuda.mem_get_info(device)[0] // 2)
     return 2**30
+
+
+def is_memory_budget(value: object) -> bool:
+    """A valid ``memory_budget`` option: None (the device's default) or an int >= 1 (bytes)."""
+    return value is None or (isinstance(value, int) and not isinstance(value, bool)
+                             and value >= 1)
 
 
 def resolved_budget(memory_budget: int | None, device: torch.device | str) -> int:

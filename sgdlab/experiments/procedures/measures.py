@@ -62,9 +62,10 @@ def validate_measure(m: Any, where: str, *, final: bool) -> None:
         if k not in allowed:
             raise ConfigError(f"{where}: measurement {kind!r} has no option {k!r}; allowed: "
                               f"{', '.join(sorted(allowed))}")
+    from sgdlab.measure.passes import is_memory_budget
+
     budget = m.get("memory_budget")
-    if budget is not None and (not isinstance(budget, int) or isinstance(budget, bool)
-                               or budget < 1):
+    if not is_memory_budget(budget):
         raise ConfigError(f"{where}: memory_budget must be an int >= 1 (bytes) or null, got "
                           f"{budget!r}")
     if not final and "every" not in m:

@@ -22,6 +22,7 @@ from typing import Any
 import torch
 
 from sgdlab.measure.curvature import frobenius_norm, hutchinson_trace, lanczos
+from sgdlab.measure.passes import is_memory_budget
 from sgdlab.measure.sharpness import epsilon_sharpness, expected_sharpness, local_entropy
 from sgdlab.models.modes import buffers_kept, eval_mode, first_batch_norm
 from sgdlab.operators import curvature_operator
@@ -52,7 +53,7 @@ def memory_budget_rule(memory_budget: Any) -> tuple[Any, bool, str]:
     """:func:`check_options`' rule for a ``memory_budget`` option: bytes of activations one
     forward pass of the measurement may take (:class:`sgdlab.measure.passes.PassPlan`), or
     None for the device's default."""
-    return (memory_budget, memory_budget is None or int_at_least(memory_budget, 1),
+    return (memory_budget, is_memory_budget(memory_budget),
             "bytes: an int >= 1, or null for the device's default")
 
 
