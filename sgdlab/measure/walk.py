@@ -50,10 +50,9 @@ from torch import Tensor, nn
 from torch.func import vmap
 
 from sgdlab.measure.batch_norm import BN_TYPES, batch_norm_statistics
-from sgdlab.measure.passes import (VMAP_MAX_ELEMENTS, PassPlan, activation_bytes_per_sample,
-                                   activation_sizes, evaluation_memory_budget,
-                                   resolved_budget, run_within_memory,
-                                   vmapped_or_none)
+from sgdlab.measure.passes import (PassPlan, activation_bytes_per_sample,
+                                   evaluation_memory_budget, resolved_budget,
+                                   run_within_memory, vmapped_or_none)
 from sgdlab.models.modes import eval_mode
 from sgdlab.operators.batches import (Data, check_batch_loss, check_model_data, is_single_batch,
                                       iterate_batches)
@@ -64,7 +63,6 @@ __all__ = [
     "StepInterpolation",
     "EpochWalkSummary",
     "activation_bytes_per_sample",
-    "activation_sizes",
     "analyze_segment",
     "batch_norm_statistics",
     "evaluation_memory_budget",
@@ -78,7 +76,6 @@ __all__ = [
     "segment_losses",
     "step_interpolation",
     "summarize_epochs",
-    "VMAP_MAX_ELEMENTS",
 ]
 
 LossFn = Callable[[Tensor, Tensor], Tensor]
