@@ -400,6 +400,15 @@ def _check_measure_item(path: str, item: dict[str, Any], errors: list[str]) -> N
     params = instrument_params(name)
     _check_args(path, given, params or {}, params is None, f"instrument {name!r}", errors,
                 nullable=_nullable(registry[name]), numbers=_optional_numbers(registry[name]))
+    if "memory_budget" in given and "memory_budget" in (params or {}):
+        from ..measure.passes import memory_budget_bytes
+
+        # checked when the config is read: an experiment builds each run's instruments only
+        # when that run starts
+        try:
+            memory_budget_bytes(given["memory_budget"])
+        except ValueError as e:
+            errors.append(f"{join(path, 'memory_budget')}: {e}")
     chosen = [k for k in ("every", "at", "log_points") if item.get(k) is not None]
     if len(chosen) > 1:
         errors.append(f"{path}: give at most one of every, at, log_points")

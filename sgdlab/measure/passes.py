@@ -19,8 +19,12 @@ the rules: docs/design/walk-and-eta-ratio.md, "Memory at paper scale".
 from __future__ import annotations
 
 import copy
+import math
+import numbers
+import re
 import warnings
 from collections.abc import Callable
+from fractions import Fraction
 from typing import TypeVar
 
 import torch
@@ -39,8 +43,8 @@ __all__ = [
     "activation_bytes_per_sample",
     "activation_sizes",
     "evaluation_memory_budget",
-    "is_memory_budget",
     "is_out_of_memory",
+    "memory_budget_bytes",
     "resolved_budget",
     "run_within_memory",
     "vmapped_or_none",
@@ -67,19 +71,56 @@ def evaluation_memory_budget(device: torch.device | str) -> int:
     return 2**30
 
 
-def is_memory_budget(value: object) -> bool:
-    """A valid ``memory_budget`` option: None (the device's default) or an int >= 1 (bytes)."""
-    return value is None or (isinstance(value, int) and not isinstance(value, bool)
-                             and value >= 1)
+_BYTE_UNITS = {"b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
+               "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
+_SIZE = re.compile(r"\s*([-+]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][-+]?[0-9]{1,3})?)\s*"
+                   r"([A-Za-z]*)\s*")
+_BUDGET_RULE = ("bytes: a whole number >= 1 such as 2000000000 or 2e9, or a size in B, kB, MB, "
+                "GB, TB, KiB, MiB, GiB or TiB such as 512MiB or 1.5GB")
 
 
-def resolved_budget(memory_budget: int | None, device: torch.device | str) -> int:
-    """``memory_budget`` (bytes, >= 1), or :func:`evaluation_memory_budget` for None."""
-    if memory_budget is None:
-        return evaluation_memory_budget(device)
-    if memory_budget < 1:
-        raise ValueError(f"Invalid memory_budget={memory_budget} (bytes, >= 1, or None)")
-    return memory_budget
+def memory_budget_bytes(value: object, name: str = "memory_budget") -> int | None:
+    """A ``memory_budget`` option in bytes, as every place that takes one reads it (a config,
+    an experiment file, ``sgdlab measure --memory-budget``): None (the device's default) as
+    it is; an int >= 1; a float that is a whole number >= 1 (YAML reads ``2e9`` as one); or
+    a string of either, optionally followed by a unit, case ignored: B, kB, MB, GB, TB
+    (powers of 1000) or KiB, MiB, GiB, TiB (powers of 1024), ``"512MiB"``, ``"1.5 GB"``.
+
+    Raises:
+        ValueError: "Invalid NAME=VALUE (...)" saying what is wrong: a bool or another type,
+            an unknown unit, not a whole number of bytes, below 1, not finite."""
+    if value is None:
+        return None
+
+    def bad(problem: str) -> ValueError:
+        return ValueError(f"Invalid {name}={value!r} ({problem}; {_BUDGET_RULE})")
+
+    if isinstance(value, bool) or not isinstance(value, (numbers.Real, str)):
+        raise bad(f"a {type(value).__name__} is no size")
+    if isinstance(value, str):
+        m = _SIZE.fullmatch(value)
+        if m is None:
+            raise bad("not a number of bytes")
+        unit = _BYTE_UNITS.get(m[2].lower() or "b")
+        if unit is None:
+            raise bad(f"unknown unit {m[2]!r}")
+        amount = Fraction(m[1]) * unit   # exact: 1.005kB is 1005 bytes, in floats 1004.99...
+    else:
+        if not math.isfinite(value):
+            raise bad("not finite")
+        amount = Fraction(value)
+    if amount.denominator != 1:
+        raise bad("not a whole number of bytes")
+    if amount < 1:
+        raise bad("must be >= 1")
+    return int(amount)
+
+
+def resolved_budget(memory_budget: int | str | None, device: torch.device | str) -> int:
+    """``memory_budget`` in bytes (:func:`memory_budget_bytes`), or
+    :func:`evaluation_memory_budget` for None."""
+    budget = memory_budget_bytes(memory_budget)
+    return evaluation_memory_budget(device) if budget is None else budget
 
 
 def activation_bytes_per_sample(model: nn.Module, x: Tensor) -> int:

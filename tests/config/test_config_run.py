@@ -520,8 +520,8 @@ def test_eval_mode_false_on_a_training_batch_norm_is_a_config_error():
 
 def test_memory_budget_of_the_measuring_instruments_is_an_optional_checked_key():
     """The sharpness and step-interpolation instruments take ``memory_budget`` (bytes, or null
-    for the device's default) from a config; a value that is no number is refused when the
-    config is read, one that is no int >= 1 when the run is built, under its key."""
+    for the device's default) from a config, as ``memory_budget_bytes`` reads it; a value it
+    refuses is refused when the config is read, under its key."""
     items = [{"name": "sharpness", "every": 2, "memory_budget": 2 ** 20},
              {"name": "step_interpolation", "every": 2, "memory_budget": None}]
     cfg = validate_config({**TINY, "measure": items})
@@ -530,9 +530,34 @@ def test_memory_budget_of_the_measuring_instruments_is_an_optional_checked_key()
         {**TINY, "measure": [{"name": "sharpness", "every": 2}]})["measure"][0]
     b = build_from_config({**TINY, "measure": items})
     assert [cb.memory_budget for cb in b.callbacks] == [2 ** 20, None]
-    assert "measure[0].memory_budget: must be a number, got '1GiB'" in errors_of(
-        {**TINY, "measure": [{"name": "sharpness", "every": 2, "memory_budget": "1GiB"}]})
-    with pytest.raises(ConfigError, match=r"measure\[0\]\.memory_budget: Invalid "
-                                          r"memory_budget=0 \(bytes: an int >= 1"):
-        build_from_config({**TINY, "measure": [
-            {"name": "step_interpolation", "every": 2, "memory_budget": 0}]})
+    b = build_from_config({**TINY, "measure": [
+        {"name": "step_interpolation", "every": 2, "memory_budget": "1GiB"}]})
+    assert [cb.memory_budget for cb in b.callbacks] == [2 ** 30]
+    for bad, problem in ((0, "must be >= 1"), ("1XB", "unknown unit 'XB'"),
+                         (1.5, "not a whole number of bytes"), (True, "a bool is no size")):
+        errors = errors_of({**TINY, "measure": [
+            {"name": "step_interpolation", "every": 2, "memory_budget": bad}]})
+        assert errors.startswith(f"measure[0].memory_budget: Invalid memory_budget={bad!r} "
+                                 f"({problem}; bytes: "), errors
+
+
+def test_a_memory_budget_written_as_a_float_or_a_size_in_yaml():
+    """YAML reads ``2e9`` and ``1.5e9`` as floats, which a budget in bytes refused ("no int >=
+    1") when the run was built; they, and sizes such as ``512MiB``, are whole numbers of
+    bytes."""
+    from sgdlab.config.io import parse_yaml
+
+    raw = parse_yaml("""
+measure:
+  - {name: sharpness, every: 2, memory_budget: 2e9}
+  - {name: sharpness, every: 3, memory_budget: 1.5e9}
+  - {name: step_interpolation, every: 2, memory_budget: 512MiB}
+""")
+    assert [m["memory_budget"] for m in raw["measure"]] == [2e9, 1.5e9, "512MiB"]
+    b = build_from_config({**TINY, **raw})
+    assert [cb.memory_budget for cb in b.callbacks] == [2_000_000_000, 1_500_000_000,
+                                                        512 * 2**20]
+    assert all(type(cb.memory_budget) is int for cb in b.callbacks)
+    bad = parse_yaml("measure: [{name: sharpness, every: 2, memory_budget: 2.5e-1}]")
+    assert errors_of({**TINY, **bad}).startswith(
+        "measure[0].memory_budget: Invalid memory_budget=0.25 (not a whole number of bytes")

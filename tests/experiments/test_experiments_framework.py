@@ -539,6 +539,9 @@ def test_bad_input_stops_the_sweep_with_its_message(tmp_path):
     ({"measure": [{"name": "dynamics", "every": 0}]}, "measure[0].every: must be >= 1"),
     ({"measure": [{"name": "dynamcs", "every": 1}]}, "unknown instrument 'dynamcs'"),
     ({"measure": [{"name": "dynamics", "every": 1, "at": [3]}]}, "at most one of"),
+    # refused when the experiment is read, not when its run builds the instrument
+    ({"measure": [{"name": "sharpness", "every": 1, "memory_budget": 0}]},
+     "x: measure[0].memory_budget: Invalid memory_budget=0 (must be >= 1; bytes: "),
     ({"optimizer": {"name": "sgd", "lr": -1}}, "x: optimizer.lr: must be >= 0, got -1"),
     ({"optimizer": {"name": "sgd", "lr": 0.1, "momentun": 0.9}}, "optimizer.momentun"),
 ])

@@ -558,9 +558,9 @@ def test_sharpness_samples_choices_quote_the_paper_at_their_lines(paper_lines):
 
 
 def test_the_final_expected_sharpness_takes_a_memory_budget(monkeypatch):
-    """``{kind: expected_sharpness, memory_budget: B}``: B reaches the measurement (absent:
-    None, the device's default, as before); a value that is no int >= 1 is refused when the
-    entry is loaded."""
+    """``{kind: expected_sharpness, memory_budget: B}``: B reaches the measurement in bytes,
+    as ``memory_budget_bytes`` reads it (``2e9``, ``"4KiB"``; absent: None, the device's
+    default, as before); a value it refuses is refused when the entry is loaded."""
     import sgdlab.measure.sharpness as sharpness
     from sgdlab.experiments.procedures.measures import compute_final, validate_measure
 
@@ -575,12 +575,15 @@ def test_the_final_expected_sharpness_takes_a_memory_budget(monkeypatch):
     model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Tanh(), torch.nn.Linear(4, 2))
     data = (torch.randn(20, 3), torch.randint(0, 2, (20,)))
     for m in ({"kind": "expected_sharpness", "num_samples": 2, "memory_budget": 4096},
-              {"kind": "expected_sharpness", "num_samples": 2}):
+              {"kind": "expected_sharpness", "num_samples": 2},
+              {"kind": "expected_sharpness", "num_samples": 2, "memory_budget": 2e9},
+              {"kind": "expected_sharpness", "num_samples": 2, "memory_budget": "4KiB"}):
         validate_measure(m, "final[0]", final=True)
         summary, _ = compute_final(m, model, torch.nn.CrossEntropyLoss(), data)
         assert "expected_sharpness" in summary
-    assert budgets == [4096, None]
-    for bad in (0, "1GiB", 1.5):
-        with pytest.raises(ConfigError, match="final.0.: memory_budget must be an int >= 1"):
+    assert budgets == [4096, None, 2_000_000_000, 4096]
+    assert all(type(b) is int for b in budgets[2:])
+    for bad in (0, "1XB", 1.5, True):
+        with pytest.raises(ConfigError, match=r"final.0.: Invalid memory_budget=.*; bytes: "):
             validate_measure({"kind": "expected_sharpness", "memory_budget": bad}, "final[0]",
                              final=True)

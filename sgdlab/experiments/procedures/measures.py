@@ -62,12 +62,12 @@ def validate_measure(m: Any, where: str, *, final: bool) -> None:
         if k not in allowed:
             raise ConfigError(f"{where}: measurement {kind!r} has no option {k!r}; allowed: "
                               f"{', '.join(sorted(allowed))}")
-    from sgdlab.measure.passes import is_memory_budget
+    from sgdlab.measure.passes import memory_budget_bytes
 
-    budget = m.get("memory_budget")
-    if not is_memory_budget(budget):
-        raise ConfigError(f"{where}: memory_budget must be an int >= 1 (bytes) or null, got "
-                          f"{budget!r}")
+    try:
+        memory_budget_bytes(m.get("memory_budget"))
+    except ValueError as e:
+        raise ConfigError(f"{where}: {e}") from None
     if not final and "every" not in m:
         raise ConfigError(f"{where}: measurement {kind!r} during training needs 'every' (steps)")
 
@@ -166,13 +166,15 @@ def _noise_trace(model, loss_fn, data):
 
 @scalar("expected_sharpness", {"sigma", "num_samples", "memory_budget"})
 def _expected_sharpness(model, loss_fn, data, sigma: float = 0.01, num_samples: int = 20,
-                        memory_budget: int | None = None):
+                        memory_budget: int | str | None = None):
     """``memory_budget``: bytes of activations one forward pass may take (absent or null: the
-    device's default), :func:`sgdlab.measure.sharpness.perturbed_evaluations`."""
+    device's default), :func:`sgdlab.measure.sharpness.perturbed_evaluations`, as
+    :func:`sgdlab.measure.passes.memory_budget_bytes` reads it (``2e9``, ``"2GiB"``)."""
+    from sgdlab.measure.passes import memory_budget_bytes
     from sgdlab.measure.sharpness import expected_sharpness
 
     est = expected_sharpness(model, loss_fn, data, sigma, num_samples, generator=_gen(3),
-                             memory_budget=memory_budget)
+                             memory_budget=memory_budget_bytes(memory_budget))
     return {"expected_sharpness": est.value, "expected_sharpness_se": est.stderr}
 
 

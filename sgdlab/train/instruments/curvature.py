@@ -22,7 +22,7 @@ from typing import Any
 import torch
 
 from sgdlab.measure.curvature import frobenius_norm, hutchinson_trace, lanczos
-from sgdlab.measure.passes import is_memory_budget
+from sgdlab.measure.passes import memory_budget_bytes
 from sgdlab.measure.sharpness import epsilon_sharpness, expected_sharpness, local_entropy
 from sgdlab.models.modes import buffers_kept, eval_mode, first_batch_norm
 from sgdlab.operators import curvature_operator
@@ -47,14 +47,6 @@ def check_options(**rules: tuple[Any, bool, str]) -> None:
 
 def int_at_least(v: Any, low: int) -> bool:
     return isinstance(v, int) and not isinstance(v, bool) and v >= low
-
-
-def memory_budget_rule(memory_budget: Any) -> tuple[Any, bool, str]:
-    """:func:`check_options`' rule for a ``memory_budget`` option: bytes of activations one
-    forward pass of the measurement may take (:class:`sgdlab.measure.passes.PassPlan`), or
-    None for the device's default."""
-    return (memory_budget, is_memory_budget(memory_budget),
-            "bytes: an int >= 1, or null for the device's default")
 
 
 def eval_set_size(data: Any, eval_subset: int | None) -> int:
@@ -163,21 +155,21 @@ class SharpnessCallback(MeasuredCallback):
     """Expected sharpness (σ, M samples); ε-sharpness and local entropy when their parameter
     is given. ``memory_budget``: bytes of activations one forward pass may take, passed to
     each measurement (None: the device's default; a batch larger than it goes in chunks of
-    samples, :func:`sgdlab.measure.sharpness.perturbed_evaluations`)."""
+    samples, :func:`sgdlab.measure.sharpness.perturbed_evaluations`), as
+    :func:`~sgdlab.measure.passes.memory_budget_bytes` reads it (``2e9``, ``"2GiB"``)."""
 
     def __init__(self, schedule: Schedule, *, sigma: float = 0.01, num_samples: int = 20,
                  epsilon: float | None = None, gamma: float | None = None, beta: float = 1.0,
-                 memory_budget: int | None = None, **kw):
+                 memory_budget: int | str | None = None, **kw):
         super().__init__(schedule, **kw)
-        check_options(memory_budget=memory_budget_rule(memory_budget),
-                      sigma=(sigma, sigma >= 0, "must be >= 0"),
+        self.memory_budget = memory_budget_bytes(memory_budget)
+        check_options(sigma=(sigma, sigma >= 0, "must be >= 0"),
                       num_samples=(num_samples, int_at_least(num_samples, 1), "an int >= 1"),
                       epsilon=(epsilon, epsilon is None or epsilon > 0, "must be > 0"),
                       gamma=(gamma, gamma is None or gamma >= 0, "must be >= 0"),
                       beta=(beta, beta > 0, "must be > 0"))
         self.sigma, self.num_samples = sigma, num_samples
         self.epsilon, self.gamma, self.beta = epsilon, gamma, beta
-        self.memory_budget = memory_budget
 
     def compute(self, ctx, data, generator):
         budget = self.memory_budget
@@ -220,7 +212,7 @@ def sharpness_instrument(*, schedule: Schedule, sigma: float = 0.01, num_samples
                          epsilon: float | None = None, gamma: float | None = None,
                          beta: float = 1.0, eval_subset: int | None = 1000,
                          eval_mode: bool = True, seed: int = 0,
-                         memory_budget: int | None = None) -> SharpnessCallback:
+                         memory_budget: int | str | None = None) -> SharpnessCallback:
     """Expected sharpness; Keskar ε-sharpness with ``epsilon``; local entropy with ``gamma``;
     ``memory_budget``: :class:`SharpnessCallback`'s (absent or null: the device's default)."""
     return SharpnessCallback(schedule, sigma=sigma, num_samples=num_samples, epsilon=epsilon,

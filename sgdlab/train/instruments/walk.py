@@ -34,6 +34,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from sgdlab.measure.passes import memory_budget_bytes
 from sgdlab.measure.step_length import WEIGHTS, normalized_step_length
 from sgdlab.measure.walk import (
     StepInterpolation,
@@ -48,7 +49,6 @@ from sgdlab.operators.params import params_vector
 
 from ..callbacks import Callback, Schedule, TrainContext, naming_divergence, train_subset
 from . import register_instrument
-from .curvature import check_options, memory_budget_rule
 
 __all__ = ["StepInterpolationCallback", "StepLengthCallback", "WALK_PREFIX",
            "step_interpolation_instrument", "step_length_instrument"]
@@ -82,7 +82,7 @@ class StepInterpolationCallback(Callback):
                  spacing: str = "interior", epochs: list[int] | None = None,
                  eval_data: Any = None, eval_batch_size: int | None = None, bn_mode: str = "eval",
                  alpha_chunk: int | None = None, vectorize: bool | None = None,
-                 memory_budget: int | None = None, rtol: float = 1e-4, atol: float = 0.0,
+                 memory_budget: int | str | None = None, rtol: float = 1e-4, atol: float = 0.0,
                  refine: bool = False, height_floor: str = "segment", seed: int = 0):
         self.alphas = segment_alphas(num_points, spacing=spacing)   # validates both
         if len(self.alphas) < 3:
@@ -98,13 +98,13 @@ class StepInterpolationCallback(Callback):
             raise ValueError(f"Invalid eval subset size {eval_data} (must be >= 1)")
         if eval_batch_size is not None and eval_batch_size < 1:
             raise ValueError(f"Invalid eval_batch_size={eval_batch_size}")
-        check_options(memory_budget=memory_budget_rule(memory_budget))
         self.schedule = schedule if schedule is not None else Schedule.every(1)
         self.num_points, self.eval_data = num_points, eval_data
         self.eval_batch_size = eval_batch_size
         self.kw = dict(bn_mode=bn_mode, alpha_chunk=alpha_chunk, rtol=rtol, atol=atol,
                        refine=refine, height_floor=height_floor_of(height_floor, spacing))
-        self.vectorize, self.memory_budget, self.seed = vectorize, memory_budget, seed
+        self.vectorize, self.seed = vectorize, seed
+        self.memory_budget = memory_budget_bytes(memory_budget)
         self.records: list[StepInterpolation] = []
         self.seconds = 0.0
         self._theta_t: Tensor | None = None
@@ -197,7 +197,7 @@ def step_interpolation_instrument(*, schedule: Schedule, num_points: int = 10,
                                   eval_batch_size: int | None = None, bn_mode: str = "eval",
                                   rtol: float = 1e-4, refine: bool = False,
                                   height_floor: str = "segment", seed: int = 0,
-                                  memory_budget: int | None = None) -> Callback:
+                                  memory_budget: int | str | None = None) -> Callback:
     """Xing et al.'s step interpolation (K points between θ_t and θ_{t+1}) by name;
     ``memory_budget``: :class:`StepInterpolationCallback`'s (absent or null: the device's
     default)."""
