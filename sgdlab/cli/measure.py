@@ -69,6 +69,11 @@ def register(subparsers) -> None:
     p.add_argument("--gamma", type=float, default=1e-4,
                    help="local-entropy variance γ (default 1e-4)")
     p.add_argument("--samples", type=int, default=20, help="perturbation samples (default 20)")
+    p.add_argument("--memory-budget", metavar="BYTES",
+                   help="bytes of activations one forward pass of sharpness and surface may "
+                        "take, e.g. 2000000000, 2e9, 512MiB, 1.5GB (default: half the free "
+                        "memory on CUDA, 1 GiB on CPU); a subset that exceeds it goes in "
+                        "chunks")
     surf = p.add_argument_group("surface options (Li et al. 2018 loss plots; eval mode)")
     surf.add_argument("--directions", choices=("random", "hessian"), default="random",
                       help="the plane: two random directions normalised to the weights "
@@ -348,6 +353,7 @@ def _tolist(t) -> list[float]:
 def _measure(args: argparse.Namespace) -> int:
     import torch
 
+    from sgdlab.measure.passes import memory_budget_bytes
     from sgdlab.operators.params import num_params
     from sgdlab.store.runstore import MEASURED
 
@@ -371,6 +377,10 @@ def _measure(args: argparse.Namespace) -> int:
         ("--steps", args.steps, args.steps >= 2, ">= 2")) if not ok]
     if bad:
         raise UserError("; ".join(bad))
+    try:
+        args.memory_budget = memory_budget_bytes(args.memory_budget, "--memory-budget")
+    except ValueError as e:
+        raise UserError(str(e)) from None
 
     cfg, ckpt, run_id, folder, store = _locate(args.target, args.store)
     model, loss_fn, data, step, state = _rebuild(cfg, ckpt, args.train_mode)
@@ -579,11 +589,13 @@ def _sharpness(m: _Measuring) -> None:
     from sgdlab.measure.sharpness import epsilon_sharpness, expected_sharpness, local_entropy
 
     args = m.args
+    budget = args.memory_budget
     es = expected_sharpness(m.model, m.loss_fn, m.batch, args.sigma, args.samples,
-                            generator=m.gen())
-    ke = epsilon_sharpness(m.model, m.loss_fn, m.batch, args.epsilon, generator=m.gen())
+                            generator=m.gen(), memory_budget=budget)
+    ke = epsilon_sharpness(m.model, m.loss_fn, m.batch, args.epsilon, generator=m.gen(),
+                           memory_budget=budget)
     le = local_entropy(m.model, m.loss_fn, m.batch, args.gamma, num_samples=args.samples,
-                       generator=m.gen())
+                       generator=m.gen(), memory_budget=budget)
     m.scalars.update({"sharpness/expected": es.value, "sharpness/expected_se": es.stderr,
                       "sharpness/epsilon": ke.sharpness, "sharpness/local_entropy": le.width})
     m.result["sharpness_params"] = {"sigma": args.sigma, "epsilon": args.epsilon,
@@ -611,7 +623,8 @@ def _surface(m: _Measuring) -> None:
         dirs = [random_direction(m.model, normalization=args.normalization,
                                  bias_bn=args.bias_bn, generator=g) for _ in range(2)]
     surf = loss_surface(m.model, m.loss_fn, m.batch, dirs, extent=args.extent,
-                        steps=args.steps, bn_stats=args.bn_stats)
+                        steps=args.steps, bn_stats=args.bn_stats,
+                        memory_budget=args.memory_budget)
     grid = surf.train_loss
     mid = args.steps // 2
     m.scalars.update({"surface/mean_loss": sum(map(sum, grid)) / args.steps ** 2})

@@ -143,6 +143,41 @@ def test_measure_surface_refuses_an_infinite_extent(tmp_path, capsys):
     assert "--extent must be finite" in capsys.readouterr().err
 
 
+def test_measure_passes_its_memory_budget_to_every_measurement_that_takes_one(tmp_path,
+                                                                              monkeypatch):
+    """``--memory-budget 1MiB`` reaches the sharpness measurements and the loss surface as
+    2**20 bytes (``sgdlab measure`` had no way to set the budget of their passes)."""
+    import sgdlab.measure.sharpness as sharpness
+    import sgdlab.measure.surface as surface
+
+    seen: dict[str, object] = {}
+    for module, name in ((sharpness, "expected_sharpness"), (sharpness, "epsilon_sharpness"),
+                         (sharpness, "local_entropy"), (surface, "loss_surface")):
+        def spy(*args, _real=getattr(module, name), _name=name, **kwargs):
+            seen[_name] = kwargs.get("memory_budget", "not passed")
+            return _real(*args, **kwargs)
+        monkeypatch.setattr(module, name, spy)
+    store = str(tmp_path / "runs.sqlite")
+    run_dir = tmp_path / "run"
+    assert main(["train", "digits-mlp", "--store", store, "--out", str(run_dir),
+                 "--set", "train.max_steps=3", "--set", "train.epochs=1", "--no-progress"]) == 0
+    assert main(["measure", str(run_dir), "--store", store, "--what", "sharpness,surface",
+                 "--subset", "40", "--samples", "2", "--steps", "3", "--memory-budget", "1MiB",
+                 "--out", str(tmp_path / "m")]) == 0
+    assert seen == dict.fromkeys(("expected_sharpness", "epsilon_sharpness", "local_entropy",
+                                  "loss_surface"), 2**20)
+
+
+@pytest.mark.parametrize("budget,problem", [("0", "must be >= 1"), ("1.5", "not a whole "
+                         "number of bytes"), ("2GB3", "not a number of bytes"),
+                         ("2G", "unknown unit 'G'")])
+def test_measure_refuses_a_bad_memory_budget_before_reading_the_checkpoint(tmp_path, capsys,
+                                                                           budget, problem):
+    # the target need not exist: the option is checked first
+    assert main(["measure", str(tmp_path), "--memory-budget", budget]) == 2
+    assert f"Invalid --memory-budget={budget!r} ({problem}; bytes: " in capsys.readouterr().err
+
+
 def test_measure_batch_statistics_of_a_checkpoint(tmp_path, monkeypatch):
     import torch
 
