@@ -227,7 +227,10 @@ def _perturbed_evaluations(model: nn.Module, loss_fn: LossFn, data: Data, pertur
         # per point only an add and one foreach copy: parameters, views and buffer made once
         params = trainable_named_params(model)
         plist, point = list(params.values()), torch.empty_like(theta)
-        views = list(unflatten_like(point, params).values())
+        # views of the point in its own dtype (the copy converts: unflatten_like would copy
+        # a parameter of a narrower dtype once, and every later point would miss it)
+        views = [v.view_as(p) for v, p in zip(torch.split(point, [p.numel() for p in plist]),
+                                               plist)]
         pert = perturbations.to(device, theta.dtype)
 
         def set_point(j: int) -> None:

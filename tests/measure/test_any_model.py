@@ -27,7 +27,8 @@ from torch import nn
 
 import sgdlab.measure as M
 from sgdlab.errors import UserError
-from sgdlab.operators.params import params_vector
+from sgdlab.measure.sharpness import perturbed_evaluations
+from sgdlab.operators.params import params_vector, set_params_vector
 from sgdlab.testing import (GRUClassifier, TiedByHand, TiedEmbedding, TinyTransformer,
                             covariance_reference, dense_hessian_reference,
                             empirical_fisher_reference, flat_loss, ggn_reference,
@@ -366,6 +367,40 @@ def test_loss_evaluations_match_the_mean_loss(name):
         close(params_vector(model), theta, 0)                  # parameters restored
         assert model.training == mode
     assert_parameters_kept(model, before)
+
+
+class TwoDtypes(nn.Module):
+    """A float64 body and a float32 head: trainable parameters of two dtypes."""
+
+    def __init__(self):
+        super().__init__()
+        self.body, self.head = nn.Linear(3, 4).double(), nn.Linear(4, 2)
+
+    def forward(self, x):
+        return self.head(torch.tanh(self.body(x.double())).float())
+
+
+@pytest.mark.parametrize("vectorize", [True, False])
+def test_perturbed_points_of_a_model_with_two_dtypes(vectorize):
+    # one point at a time, the float32 head was read from a copy made once (unflatten_like
+    # converts a slice of the float64 point): every point was evaluated with an unwritten
+    # head, and the head was "restored" from that copy, left holding whatever memory it held
+    torch.manual_seed(0)
+    model, loss_fn = TwoDtypes(), nn.CrossEntropyLoss()
+    x, y = _data("vector", 1)
+    theta = params_vector(model)
+    xi = 0.3 * torch.randn(3, len(theta), generator=gen(), dtype=theta.dtype)
+    ref = []
+    for row in xi:
+        moved = copy.deepcopy(model)
+        set_params_vector(moved, theta + row)
+        ref.append(float(loss_fn(moved(x), y).detach()))
+    loss, _ = perturbed_evaluations(model, loss_fn, (x, y), xi, vectorize=vectorize)
+    close(loss, ref, 1e-6)
+    close(params_vector(model), theta, 0)
+    surf = M.loss_surface(model, loss_fn, (x, y), [xi[0]], extent=(0.0, 1.0), steps=2,
+                          vectorize=vectorize)
+    close(surf.train_loss, [_eval_loss(model, loss_fn, (x, y)), ref[0]], 1e-6)
 
 
 @pytest.mark.parametrize("name", list(ZOO))
