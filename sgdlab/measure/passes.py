@@ -15,6 +15,11 @@ statistics: those of the whole batch, :func:`sgdlab.measure.batch_norm.batch_nor
 or refuses (dropout in train mode, whose masks are drawn once per batch; a summed or weighted
 mean loss, whose chunks weighted by size do not give the batch's). The numbers behind
 the rules: docs/design/walk-and-eta-ratio.md, "Memory at paper scale".
+
+Both evaluations run their points through the same loops: :func:`pointwise_passes` (one point
+at a time, written into the model's parameters), :func:`vmapped_passes` (the plan's points a
+call), and :func:`evaluate_points`, which tries the second and falls back to the first; each
+caller keeps only how its points are made and how it adds up what the passes return.
 """
 from __future__ import annotations
 
@@ -23,7 +28,7 @@ import math
 import numbers
 import re
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from fractions import Fraction
 from typing import TypeVar
 
@@ -33,6 +38,7 @@ from torch import Tensor, nn
 from sgdlab.errors import UserError
 from sgdlab.models.modes import eval_mode, uses_batch_statistics
 from sgdlab.operators.batches import chunk_loss_problem, stochastic_modules
+from sgdlab.operators.params import trainable_named_params
 
 from .batch_norm import batch_norm_statistics, normalise_with, replaced_forwards
 
@@ -42,16 +48,22 @@ __all__ = [
     "VMAP_MAX_ELEMENTS",
     "activation_bytes_per_sample",
     "activation_sizes",
+    "evaluate_points",
     "evaluation_memory_budget",
     "is_out_of_memory",
     "memory_budget_bytes",
+    "pointwise_passes",
     "resolved_budget",
     "run_within_memory",
     "vmapped_or_none",
+    "vmapped_passes",
     "vmap_budget",
 ]
 
 T = TypeVar("T")
+P = TypeVar("P")
+# the batches of an evaluation, read afresh at every point
+Batches = Callable[[], Iterable[tuple[Tensor, Tensor]]]
 
 _OOM = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
 # below this many samples a pass gets slow per sample: fewer points per vmap call come first
@@ -330,3 +342,79 @@ def vmapped_or_none(evaluate: Callable[[], T], plan: PassPlan, device: torch.dev
         warnings.warn(f"{plan.caller}: vmap failed ({str(e).splitlines()[0]}); evaluating "
                       "the points one by one", RuntimeWarning, stacklevel=stacklevel + 1)
         return None
+
+
+def pointwise_passes(plan: PassPlan, batches: Batches, fn: Callable[[Tensor, Tensor], T], *,
+                     num_points: int = 1,
+                     write_point: Callable[[int, Tensor], object] | None = None,
+                     like: Tensor | None = None) -> tuple[list[list[T]], list[int]]:
+    """``fn(outputs, targets)`` of each pass of ``plan.passes`` over ``batches()`` at each
+    point, one point at a time: a row per point, a column per pass; and the samples of each
+    pass. ``write_point(j, out)`` writes point j into ``out``, a flat vector of the trainable
+    parameters like ``like`` (its dtype and device), which is copied into the model's own
+    parameters (cheaper than ``functional_call``; restored bit for bit afterwards); without
+    it the one point is the model's parameters as they are."""
+    sizes: list[int] = []
+
+    def row(j: int) -> list[T]:
+        values = []
+        for x, y in batches():
+            for value, m in plan.passes(fn, x, y):
+                values.append(value)
+                if j == 0:
+                    sizes.append(m)
+        return values
+
+    if write_point is None:
+        return [row(0)], sizes
+    if like is None:
+        raise ValueError("pointwise_passes: write_point needs like (a flat vector of the "
+                         "points' dtype and device)")
+    params = [p.detach() for p in trainable_named_params(plan.model).values()]
+    saved = [p.clone() for p in params]
+    point = torch.empty_like(like)
+    # plain views of the point: the foreach copy converts each to its parameter's dtype
+    views = [v.view_as(p) for v, p in zip(torch.split(point, [p.numel() for p in params]),
+                                          params)]
+    rows = []
+    try:
+        for j in range(num_points):
+            write_point(j, point)
+            torch._foreach_copy_(params, views)
+            rows.append(row(j))
+    finally:
+        torch._foreach_copy_(params, saved)
+    return rows, sizes
+
+
+def vmapped_passes(plan: PassPlan, batches: Batches, num_points: int,
+                   stacked: Callable[[slice], P], evaluate: Callable[[P, Tensor, Tensor], T]
+                   ) -> tuple[list[tuple[slice, T, int]], int]:
+    """(slice of the points, ``evaluate(stacked(points), x, y)``, samples) of each vmapped
+    call over ``batches()``: the points ``plan.split`` gives a call, on each chunk of samples
+    of the batch; then the samples of all batches. ``stacked(points)``: the parameters of
+    those points, stacked along a first dimension (made once per batch and slice)."""
+    calls = []
+    n = 0
+    for x, y in batches():
+        k, chunks = plan.split(x, y)
+        for s in range(0, num_points, k):
+            points = slice(s, s + k)
+            params = stacked(points)
+            for xc, yc in chunks:
+                calls.append((points, evaluate(params, xc, yc), len(xc)))
+        n += len(x)
+    return calls, n
+
+
+def evaluate_points(plan: PassPlan, device: torch.device, vmapped: Callable[[], T],
+                    pointwise: Callable[[PassPlan], T], *, stacklevel: int = 1) -> T:
+    """``vmapped()`` where ``plan`` is vectorized and vmap can (:func:`vmapped_or_none`),
+    else ``pointwise(plan.one_point())``, again with smaller passes each time it runs out of
+    memory (:func:`run_within_memory`); ``stacklevel``: the warnings', as the caller's own."""
+    if plan.vectorized:
+        out = vmapped_or_none(vmapped, plan, device, stacklevel=stacklevel + 1)
+        if out is not None:
+            return out
+    one = plan.one_point()
+    return run_within_memory(lambda: pointwise(one), one, device, stacklevel=stacklevel + 1)

@@ -50,7 +50,8 @@ from sgdlab.operators.params import functional_call, unflatten_like
 
 from .curvature import Estimate
 from .curvature import mc_estimate as _mc
-from .passes import PassPlan, resolved_budget, run_within_memory, vmapped_or_none
+from .passes import (PassPlan, evaluate_points, pointwise_passes, resolved_budget,
+                     run_within_memory, vmapped_passes)
 
 LossFn = Callable[[Tensor, Tensor], Tensor]
 
@@ -95,28 +96,20 @@ class _Scores:
         return loss, counts[0].double(), counts[1].double()      # counts exact past 2^24
 
 
-def _pointwise_sums(model: nn.Module, scores: _Scores, data: Data, plan: PassPlan,
-                    device: torch.device, num_points: int, set_point: Callable[[int], None],
-                    moved: list[tuple[Tensor, Tensor]] | None = None
-                    ) -> tuple[list[float], list[float], int, int]:
-    """(size-weighted loss sums, hit sums) per point over ``data``, then (samples, labels):
-    ``set_point(j)`` writes point j into the model, and each batch is evaluated in the
-    chunks of ``plan``; Python floats, no tensor indexing per point."""
+def _row_sums(rows: list[list[tuple[Tensor, Tensor, Tensor]]], sizes: list[int],
+              classify: bool) -> tuple[list[float], list[float], int, int]:
+    """(size-weighted loss sums, hit sums) per point of :func:`pointwise_passes`' rows of
+    ``_Scores``, then (samples, labels); Python floats, no tensor indexing per point."""
     sums, hit_sums = [], []
-    n = labels = 0
-    for j in range(num_points):
-        set_point(j)
+    for row in rows:
         total = hits_total = 0.0
-        for x, y in _batches(model, data, device, moved):
-            for (loss, hits, lab), size in plan.passes(scores, x, y):
-                total += float(loss) * size
-                hits_total += float(hits) if scores.classify else 0.0
-                if j == 0:
-                    n += size
-                    labels += int(lab) if scores.classify else 0
+        for (loss, hits, _), size in zip(row, sizes):
+            total += float(loss) * size
+            hits_total += float(hits) if classify else 0.0
         sums.append(total)
         hit_sums.append(hits_total)
-    return sums, hit_sums, n, labels
+    labels = sum(int(lab) for _, _, lab in rows[0]) if classify and rows else 0
+    return sums, hit_sums, sum(sizes), labels
 
 
 @torch.no_grad()
@@ -131,10 +124,10 @@ def mean_loss(model: nn.Module, loss_fn: LossFn, data: Data, *,
     plan = PassPlan(model, resolved_budget(memory_budget, device), 1, vectorized=False,
                     caller="mean_loss", loss_fn=loss_fn)
     with buffers_kept(model):
-        sums, _, n, _ = run_within_memory(
-            lambda: _pointwise_sums(model, _Scores(loss_fn, False), data, plan, device, 1,
-                                    lambda _j: None), plan, device, stacklevel=2)
-    return sums[0] / n
+        rows, sizes = run_within_memory(
+            lambda: pointwise_passes(plan, lambda: _batches(model, data, device),
+                                     _Scores(loss_fn, False)), plan, device, stacklevel=2)
+    return _row_sums(rows, sizes, False)[0][0] / sum(sizes)
 
 
 @torch.no_grad()
@@ -177,7 +170,8 @@ def perturbed_evaluations(
 def _vmapped_sums(model: nn.Module, scores: _Scores, data: Data, theta: Tensor,
                   perturbations: Tensor, plan: PassPlan) -> tuple[Tensor, Tensor, int, int]:
     """(size-weighted loss sums, hit sums) per point as (M,) float64, then (samples, labels):
-    the points and chunks of samples of ``plan`` per vmap call over ``functional_call``."""
+    the points and chunks of samples of ``plan`` per vmap call over ``functional_call``
+    (:func:`vmapped_passes`)."""
     like = {k: v.detach() for k, v in trainable_named_params(model).items()}
     frozen = {n: p.detach() for n, p in model.named_parameters() if not p.requires_grad}
     buffers = dict(model.named_buffers())
@@ -187,21 +181,18 @@ def _vmapped_sums(model: nn.Module, scores: _Scores, data: Data, theta: Tensor,
         out = functional_call(model, (unflatten_like(flat, like), frozen, buffers), (x,))
         return scores(out, y)
 
-    batched = vmap(loss_at, in_dims=(0, None, None))
+    calls, n = vmapped_passes(
+        plan, lambda: _batches(model, data, device), m,
+        lambda points: theta + perturbations[points].to(device, theta.dtype),
+        vmap(loss_at, in_dims=(0, None, None)))
     totals = torch.zeros(m, dtype=torch.float64, device=device)
     correct = torch.zeros(m, dtype=torch.float64, device=device)
-    n = labels = 0
-    for x, y in _batches(model, data, device):
-        k, chunks = plan.split(x, y)
-        for i in range(0, m, k):
-            thetas = theta + perturbations[i : i + k].to(device, theta.dtype)
-            for xc, yc in chunks:
-                loss, hits, lab = batched(thetas, xc, yc)
-                totals[i : i + k] += loss.double() * len(xc)
-                correct[i : i + k] += hits.double()
-                if i == 0:
-                    labels += int(lab[0]) if scores.classify and len(lab) else 0
-        n += len(x)
+    labels = 0
+    for points, (loss, hits, lab), size in calls:
+        totals[points] += loss.double() * size
+        correct[points] += hits.double()
+        if points.start == 0 and scores.classify:
+            labels += int(lab[0])
     return totals, correct, n, labels
 
 
@@ -213,39 +204,25 @@ def _perturbed_evaluations(model: nn.Module, loss_fn: LossFn, data: Data, pertur
     scores = _Scores(loss_fn, accuracy)
     plan = PassPlan(model, resolved_budget(memory_budget, device), chunk_size,
                     vectorized=vectorize, caller="perturbed_evaluations", loss_fn=loss_fn)
+
+    def pointwise(one: PassPlan) -> tuple[Tensor, Tensor, int, int]:
+        # a single batch is moved and checked once, not once per point
+        moved = list(iterate_batches(data, device)) if is_single_batch(data) else None
+        rows, sizes = pointwise_passes(
+            one, lambda: _batches(model, data, device, moved), scores,
+            num_points=len(perturbations), like=theta,
+            write_point=lambda j, out: torch.add(theta, perturbations[j].to(device, theta.dtype),
+                                                 out=out))
+        loss_sums, hit_sums, n, labels = _row_sums(rows, sizes, scores.classify)
+        return (torch.tensor(loss_sums, dtype=torch.float64, device=device),
+                torch.tensor(hit_sums, dtype=torch.float64, device=device), n, labels)
+
     # train-mode batch norm (an in-place update of its running statistics), dropout in
     # train mode (random ops) or an op without a batching rule: one point at a time
-    sums = vmapped_or_none(
-        lambda: _vmapped_sums(model, scores, data, theta, perturbations, plan),
-        plan, device, stacklevel=3) if vectorize else None
-    if sums is not None:
-        totals, correct, n, labels = sums
-    else:
-        plan = plan.one_point()
-        # a single batch is moved and checked once, not once per point
-        batches = list(iterate_batches(data, device)) if is_single_batch(data) else None
-        # per point only an add and one foreach copy: parameters, views and buffer made once
-        params = trainable_named_params(model)
-        plist, point = list(params.values()), torch.empty_like(theta)
-        # views of the point in its own dtype (the copy converts: unflatten_like would copy
-        # a parameter of a narrower dtype once, and every later point would miss it)
-        views = [v.view_as(p) for v, p in zip(torch.split(point, [p.numel() for p in plist]),
-                                               plist)]
-        pert = perturbations.to(device, theta.dtype)
-
-        def set_point(j: int) -> None:
-            torch.add(theta, pert[j], out=point)
-            torch._foreach_copy_(plist, views)
-
-        try:
-            loss_sums, hit_sums, n, labels = run_within_memory(
-                lambda: _pointwise_sums(model, scores, data, plan, device, len(pert),
-                                        set_point, batches), plan, device, stacklevel=3)
-        finally:
-            point.copy_(theta)
-            torch._foreach_copy_(plist, views)
-        totals = torch.tensor(loss_sums, dtype=torch.float64, device=device)
-        correct = torch.tensor(hit_sums, dtype=torch.float64, device=device)
+    totals, correct, n, labels = evaluate_points(
+        plan, device,
+        lambda: _vmapped_sums(model, scores, data, theta, perturbations, plan), pointwise,
+        stacklevel=3)
     classify = scores.classify
     acc = (correct / labels if classify and labels else torch.full_like(correct, float("nan"))) \
         if accuracy else None

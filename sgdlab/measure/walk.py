@@ -50,9 +50,9 @@ from torch import Tensor, nn
 from torch.func import vmap
 
 from sgdlab.measure.batch_norm import BN_TYPES, batch_norm_statistics
-from sgdlab.measure.passes import (PassPlan, activation_bytes_per_sample,
-                                   evaluation_memory_budget, resolved_budget,
-                                   run_within_memory, vmapped_or_none)
+from sgdlab.measure.passes import (PassPlan, activation_bytes_per_sample, evaluate_points,
+                                   evaluation_memory_budget, pointwise_passes,
+                                   resolved_budget, vmapped_passes)
 from sgdlab.models.modes import eval_mode
 from sgdlab.operators.batches import (Data, check_batch_loss, check_model_data, is_single_batch,
                                       iterate_batches)
@@ -190,55 +190,36 @@ def _batched_losses(model: nn.Module, loss_fn: LossFn, params: dict[str, Tensor]
 # Memory: passes over chunks of samples (and of points), sgdlab.measure.passes
 # --------------------------------------------------------------------------------------------
 
-def _pointwise_losses(model: nn.Module, loss_fn: LossFn, data: Data, theta_a: Tensor,
-                      theta_b: Tensor, alphas: Tensor, plan: PassPlan) -> tuple[Tensor, int]:
-    """Sum over batches of size × loss at each point, writing each point into the model's own
-    parameters (cheaper than ``functional_call``); the parameters are restored bit for bit.
-    Each batch is evaluated in the chunks of ``plan``."""
-    params = [p.detach() for p in trainable_named_params(model).values()]
-    sizes = [p.numel() for p in params]
-    saved = [p.clone() for p in params]
+def _pointwise_losses(loss_fn: LossFn, data: Data, theta_a: Tensor, theta_b: Tensor,
+                      alphas: Tensor, plan: PassPlan) -> tuple[Tensor, int]:
+    """Sum over batches of size × loss at each point, each point written into the parameters
+    of ``plan.model`` (:func:`pointwise_passes`, in the chunks of ``plan``)."""
     device = theta_a.device
-    losses: list[Tensor] = []
-    counts: list[int] = []
-    point = torch.empty_like(theta_a)
-    point_views = [v.view_as(p) for v, p in zip(torch.split(point, sizes), params)]
     a = alphas.to(dtype=theta_a.dtype).tolist()
-    try:
-        for j, al in enumerate(a):
-            torch.lerp(theta_a, theta_b, al, out=point)
-            torch._foreach_copy_(params, point_views)
-            for x, y in iterate_batches(data, device):
-                for loss, m in plan.passes(loss_fn, x, y):
-                    losses.append(loss)
-                    if j == 0:
-                        counts.append(m)
-    finally:
-        torch._foreach_copy_(params, saved)
+    rows, counts = pointwise_passes(
+        plan, lambda: iterate_batches(data, device), loss_fn, num_points=len(a),
+        write_point=lambda j, out: torch.lerp(theta_a, theta_b, a[j], out=out), like=theta_a)
     if not counts:
         return torch.zeros(len(alphas), dtype=torch.float64, device=device), 0
     w = torch.tensor(counts, dtype=torch.float64, device=device)
-    total = torch.stack(losses).to(torch.float64).view(len(alphas), len(counts)) @ w
-    return total, sum(counts)
+    losses = torch.stack([loss for row in rows for loss in row])
+    return losses.to(torch.float64).view(len(alphas), len(counts)) @ w, sum(counts)
 
 
 def _vectorized_losses(model: nn.Module, loss_fn: LossFn, data: Data, theta_a: Tensor,
                        theta_b: Tensor, alphas: Tensor, plan: PassPlan) -> tuple[Tensor, int]:
     """Sum over batches of size × loss at each point, in the points and chunks of samples of
-    ``plan`` per vmap call."""
+    ``plan`` per vmap call (:func:`vmapped_passes`)."""
     like = trainable_named_params(model)
     frozen = {n: p.detach() for n, p in model.named_parameters() if not p.requires_grad}
     buffers = {n: b.detach() for n, b in model.named_buffers()}
+    calls, n = vmapped_passes(
+        plan, lambda: iterate_batches(data, theta_a.device), len(alphas),
+        lambda points: _stacked_params(theta_a, theta_b, alphas[points], like),
+        lambda params, x, y: _batched_losses(model, loss_fn, params, frozen, buffers, x, y))
     total = torch.zeros(len(alphas), dtype=torch.float64, device=theta_a.device)
-    n = 0
-    for x, y in iterate_batches(data, theta_a.device):
-        k, chunks = plan.split(x, y)
-        for s in range(0, len(alphas), k):
-            params = _stacked_params(theta_a, theta_b, alphas[s : s + k], like)
-            for xc, yc in chunks:
-                vals = _batched_losses(model, loss_fn, params, frozen, buffers, xc, yc)
-                total[s : s + k] += vals.to(torch.float64) * len(xc)
-        n += len(x)
+    for points, vals, m in calls:
+        total[points] += vals.to(torch.float64) * m
     return total, n
 
 
@@ -302,20 +283,14 @@ def segment_losses(
     if vectorize is None:
         vectorize = device.type != "cpu"
     points = len(alphas) if alpha_chunk is None else min(alpha_chunk, len(alphas))
-    total: Tensor | None = None
     with evaluation_mode(model, bn_mode):
         plan = PassPlan(model, budget, points, vectorized=vectorize, caller="segment_losses",
                         loss_fn=loss_fn)
-        if vectorize:
-            sums = vmapped_or_none(
-                lambda: _vectorized_losses(model, loss_fn, data, theta_a, theta_b, alphas,
-                                           plan), plan, device, stacklevel=2)
-            total, n = sums if sums is not None else (None, 0)
-        if total is None:
-            plan = plan.one_point()
-            total, n = run_within_memory(
-                lambda: _pointwise_losses(model, loss_fn, data, theta_a, theta_b, alphas, plan),
-                plan, device, stacklevel=2)
+        total, n = evaluate_points(
+            plan, device,
+            lambda: _vectorized_losses(model, loss_fn, data, theta_a, theta_b, alphas, plan),
+            lambda one: _pointwise_losses(loss_fn, data, theta_a, theta_b, alphas, one),
+            stacklevel=2)
     if n == 0:
         raise ValueError("segment_losses: data has no samples")
     return total / n

@@ -275,3 +275,27 @@ def test_batch_norm_without_running_statistics_keeps_the_whole_batch_in_eval_mod
     chunked = segment_losses(model, loss_fn, (x, y), a, b, 4, vectorize=vectorize,
                              memory_budget=memory_budget_for(model, x, 8))
     torch.testing.assert_close(chunked, whole, rtol=1e-12, atol=0)
+
+
+def test_points_written_one_at_a_time_are_undone_when_a_pass_fails():
+    # the walk's segments and the perturbed losses write their points into the model through
+    # one loop: a pass that raises at a later point leaves the parameters as they were
+    model, loss_fn, data, a, b = _problem(batchnorm=False)
+    model.eval()
+    plan = passes.PassPlan(model, 2**30, 1, vectorized=False, caller="test")
+    seen = []
+
+    def fn(out, y):
+        seen.append(params_vector(model))
+        if len(seen) == 2:
+            raise RuntimeError("a failing pass")
+        return loss_fn(out, y)
+
+    with pytest.raises(RuntimeError, match="a failing pass"):
+        passes.pointwise_passes(plan, lambda: [data], fn, num_points=3, like=a,
+                                write_point=lambda j, out: torch.lerp(a, b, j / 2, out=out))
+    torch.testing.assert_close(seen[1], torch.lerp(a, b, 0.5), rtol=0, atol=0)   # point 1
+    torch.testing.assert_close(params_vector(model), a, rtol=0, atol=0)
+    with pytest.raises(ValueError, match="write_point needs like"):
+        passes.pointwise_passes(plan, lambda: [data], loss_fn, num_points=2,
+                                write_point=lambda j, out: None)
