@@ -86,6 +86,7 @@ class LinearOperator:
         than blocks of 64: docs/design/curvature.md, "On a GPU")."""
         if self.probe_memory_budget is not None:
             return int(self.probe_memory_budget)
+        # a quarter, not evaluation_memory_budget's half: scratch beside the operator's own passes
         if self.device.type == "cuda":
             return int(torch.cuda.mem_get_info(self.device)[0] // 4)
         return 256 * 2**20
