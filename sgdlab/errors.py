@@ -1,8 +1,11 @@
-"""Errors a user can fix: the CLI prints their message without a traceback."""
+"""Errors a user can fix (the CLI prints their message without a traceback), and warnings
+attributed to the user's own call."""
 from __future__ import annotations
 
 import errno
 import os
+import sys
+import warnings
 from pathlib import Path
 
 
@@ -27,6 +30,28 @@ class ReportInterrupted(KeyboardInterrupt):
     """Ctrl-C or SIGTERM stopped an experiment's report after its sweep had ended (while its
     workers or Ray were being stopped, or while the report was written): no run was in
     progress, and the same command writes the report without running anything."""
+
+
+_PACKAGE = os.path.dirname(os.path.abspath(__file__)) + os.sep
+
+
+def _internal(filename: str) -> bool:
+    """A frame of sgdlab, torch (``torch.no_grad()`` as a decorator is a frame of its own) or
+    contextlib: not where a user called from."""
+    torch = sys.modules.get("torch")
+    torch_dir = os.path.dirname(torch.__file__) + os.sep if torch is not None else _PACKAGE
+    return (filename.startswith((_PACKAGE, torch_dir))
+            or os.path.basename(filename) == "contextlib.py")
+
+
+def warn(message: str, category: type[Warning] = UserWarning) -> None:
+    """``warnings.warn`` attributed to the line that called into sgdlab (the first frame
+    outside sgdlab, torch and contextlib), however many helpers and decorators lie between:
+    a fixed ``stacklevel`` pointed into torch's ``no_grad`` wrapper."""
+    frame, level = sys._getframe(1), 1
+    while frame.f_back is not None and _internal(frame.f_code.co_filename):
+        frame, level = frame.f_back, level + 1
+    warnings.warn(message, category, stacklevel=level + 1)
 
 
 def did_you_mean(name: object, choices) -> str:

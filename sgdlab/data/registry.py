@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import inspect
 import numbers
-import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ..errors import UserError, did_you_mean
+from ..errors import UserError, did_you_mean, warn
 from .base import Dataset
 
 Loader = Callable[..., Dataset]
@@ -116,9 +115,9 @@ def load_dataset(name: str, *, seed: int = 0, data_dir: str | Path | None = None
         kwargs["data_dir"] = data_dir
     elif data_dir is not None:
         # mnist_small with data_dir=~/mnist is 4,000 bundled images, not the files there
-        warnings.warn(f"dataset {_canonical(name)!r} reads no files: data_dir {str(data_dir)!r} "
+        warn(f"dataset {_canonical(name)!r} reads no files: data_dir {str(data_dir)!r} "
                       f"is ignored (the datasets read from files: {', '.join(_file_datasets())})",
-                      UserWarning, stacklevel=2)
+                      UserWarning)
     # a loader that defines n_train / n_test itself (cubic: grid sizes) gets them directly
     for key, value in (("n_train", n_train), ("n_test", n_test)):
         if key in params and value is not None:

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import copy
 import math
-import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 
@@ -34,6 +33,7 @@ import torch
 from torch import Tensor, nn
 
 from sgdlab.accuracy import argmax_hits
+from sgdlab.errors import warn
 from sgdlab.measure.batch_norm import BN_TYPES, has_batchnorm, recompute_bn_statistics
 from sgdlab.models.modes import eval_mode
 from sgdlab.operators.batches import (Data, check_batch_loss, check_model_data,
@@ -216,10 +216,10 @@ def interpolate_models(
             curve.test_loss.append(lo)
             curve.test_acc.append(ac)
     if undefined:
-        warnings.warn(f"interpolate_models(bn_stats='interpolate'): at alpha = "
+        warn(f"interpolate_models(bn_stats='interpolate'): at alpha = "
                       f"{', '.join(f'{a:g}' for a in undefined)} an interpolated running "
                       "variance is <= 0; those points are NaN (use bn_stats='recompute')",
-                      RuntimeWarning, stacklevel=2)
+                      RuntimeWarning)
     return curve
 
 

@@ -27,7 +27,6 @@ import copy
 import math
 import numbers
 import re
-import warnings
 from collections.abc import Callable, Iterable
 from fractions import Fraction
 from typing import TypeVar
@@ -35,7 +34,7 @@ from typing import TypeVar
 import torch
 from torch import Tensor, nn
 
-from sgdlab.errors import UserError
+from sgdlab.errors import UserError, warn
 from sgdlab.models.modes import eval_mode, uses_batch_statistics
 from sgdlab.operators.batches import chunk_loss_problem, stochastic_modules
 from sgdlab.operators.params import trainable_named_params
@@ -293,10 +292,9 @@ class PassPlan:
         with replaced_forwards({m: normalise_with(m, *st) for m, st in stats.items()}):
             return [(fn(self.model(xc), yc), len(xc)) for xc, yc in chunks]
 
-    def shrink(self, e: BaseException, device: torch.device, stacklevel: int = 2) -> None:
+    def shrink(self, e: BaseException, device: torch.device) -> None:
         """Smaller passes than the last batch's after running out of memory (``e``), with a
-        warning (``warnings.warn``'s ``stacklevel`` from here); re-raises ``e`` when a single
-        sample at a single point does not fit."""
+        warning; re-raises ``e`` when a single sample at a single point does not fit."""
         k, size = self._last
         nxt = _smaller(k, size)
         if nxt is None:
@@ -305,42 +303,40 @@ class PassPlan:
             torch.cuda.empty_cache()
         what = f"{k} points under vmap" if self.vectorized else "one point"
         first = str(e).splitlines()[0] if str(e) else type(e).__name__
-        warnings.warn(f"{self.caller}: out of memory evaluating {what} x {size} samples per "
-                      f"pass ({first}); retrying with {nxt[0]} points x {nxt[1]} samples",
-                      RuntimeWarning, stacklevel=stacklevel)
+        warn(f"{self.caller}: out of memory evaluating {what} x {size} samples per pass "
+             f"({first}); retrying with {nxt[0]} points x {nxt[1]} samples", RuntimeWarning)
         self.points, self._cap = nxt
         self._last = nxt          # a failure before the next split shrinks from here
 
 
-def run_within_memory(evaluate: Callable[[], T], plan: PassPlan, device: torch.device, *,
-                      stacklevel: int = 1) -> T:
+def run_within_memory(evaluate: Callable[[], T], plan: PassPlan, device: torch.device) -> T:
     """``evaluate()``, again from the start with smaller passes (``plan.shrink``) each time it
-    runs out of memory; ``stacklevel``: the retry warnings', as the caller's own."""
+    runs out of memory."""
     while True:
         try:
             return evaluate()
         except RuntimeError as e:
             if not is_out_of_memory(e):
                 raise
-            plan.shrink(e, device, stacklevel + 2)
+            plan.shrink(e, device)
 
 
-def vmapped_or_none(evaluate: Callable[[], T], plan: PassPlan, device: torch.device, *,
-                    stacklevel: int = 1) -> T | None:
+def vmapped_or_none(evaluate: Callable[[], T], plan: PassPlan,
+                    device: torch.device) -> T | None:
     """``evaluate()`` (a vmapped evaluation, :func:`run_within_memory`), or None where the
     points must go one at a time: a batch that must stay whole (:class:`NeedsPointwise`), or
     an error that is not out of memory (an op without a batching rule, train-mode batch norm
     updating unbatched buffers, random ops), which is warned about. Running out of memory
     at one sample and one point is raised."""
     try:
-        return run_within_memory(evaluate, plan, device, stacklevel=stacklevel + 1)
+        return run_within_memory(evaluate, plan, device)
     except NeedsPointwise:
         return None
     except RuntimeError as e:
         if is_out_of_memory(e):
             raise
-        warnings.warn(f"{plan.caller}: vmap failed ({str(e).splitlines()[0]}); evaluating "
-                      "the points one by one", RuntimeWarning, stacklevel=stacklevel + 1)
+        warn(f"{plan.caller}: vmap failed ({str(e).splitlines()[0]}); evaluating the points "
+             "one by one", RuntimeWarning)
         return None
 
 
@@ -408,13 +404,13 @@ def vmapped_passes(plan: PassPlan, batches: Batches, num_points: int,
 
 
 def evaluate_points(plan: PassPlan, device: torch.device, vmapped: Callable[[], T],
-                    pointwise: Callable[[PassPlan], T], *, stacklevel: int = 1) -> T:
+                    pointwise: Callable[[PassPlan], T]) -> T:
     """``vmapped()`` where ``plan`` is vectorized and vmap can (:func:`vmapped_or_none`),
     else ``pointwise(plan.one_point())``, again with smaller passes each time it runs out of
-    memory (:func:`run_within_memory`); ``stacklevel``: the warnings', as the caller's own."""
+    memory (:func:`run_within_memory`)."""
     if plan.vectorized:
-        out = vmapped_or_none(vmapped, plan, device, stacklevel=stacklevel + 1)
+        out = vmapped_or_none(vmapped, plan, device)
         if out is not None:
             return out
     one = plan.one_point()
-    return run_within_memory(lambda: pointwise(one), one, device, stacklevel=stacklevel + 1)
+    return run_within_memory(lambda: pointwise(one), one, device)

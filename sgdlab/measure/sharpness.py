@@ -126,7 +126,7 @@ def mean_loss(model: nn.Module, loss_fn: LossFn, data: Data, *,
     with buffers_kept(model):
         rows, sizes = run_within_memory(
             lambda: pointwise_passes(plan, lambda: _batches(model, data, device),
-                                     _Scores(loss_fn, False)), plan, device, stacklevel=2)
+                                     _Scores(loss_fn, False)), plan, device)
     return _row_sums(rows, sizes, False)[0][0] / sum(sizes)
 
 
@@ -221,8 +221,7 @@ def _perturbed_evaluations(model: nn.Module, loss_fn: LossFn, data: Data, pertur
     # train mode (random ops) or an op without a batching rule: one point at a time
     totals, correct, n, labels = evaluate_points(
         plan, device,
-        lambda: _vmapped_sums(model, scores, data, theta, perturbations, plan), pointwise,
-        stacklevel=3)
+        lambda: _vmapped_sums(model, scores, data, theta, perturbations, plan), pointwise)
     classify = scores.classify
     acc = (correct / labels if classify and labels else torch.full_like(correct, float("nan"))) \
         if accuracy else None
@@ -345,7 +344,7 @@ def epsilon_sharpness(
                 set_params_vector(model, theta + zeta)
                 total, n, grads = run_within_memory(
                     lambda: _gradient_sums(model, loss_fn, data, plan, params, device),
-                    plan, device, stacklevel=2)
+                    plan, device)
                 best = max(best, total / n)
                 step = torch.cat([gi.reshape(-1) for gi in grads]).sign()
                 zeta = torch.clamp(zeta + step_fraction * radius * step, -radius, radius)

@@ -220,7 +220,7 @@ def _recompute_in_chunks(model: nn.Module, data: Data, layerwise: bool,
                 return
         recompute_bn_statistics(model, _Chunked(data, plan, device), layerwise=True)
 
-    run_within_memory(recompute, plan, device, stacklevel=3)
+    run_within_memory(recompute, plan, device)
 
 
 def loss_surface(

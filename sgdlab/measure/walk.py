@@ -34,7 +34,7 @@ activations exceed a memory budget is evaluated in chunks of samples (and of poi
 which changes the mean only by round-off; in train mode batch norm keeps the statistics of the
 whole batch (:func:`batch_norm_statistics`). The passes are sized, and retried smaller after
 running out of memory, by :mod:`sgdlab.measure.passes`, shared with the perturbed losses of
-sharpness and loss surfaces (its names are importable from here as before). Xing et al.'s
+sharpness and loss surfaces. Xing et al.'s
 paper scale (VGG-11, the 45,000 training images as one batch, 12 points) would need 280 GiB
 vmapped in one pass.
 """
@@ -289,8 +289,7 @@ def segment_losses(
         total, n = evaluate_points(
             plan, device,
             lambda: _vectorized_losses(model, loss_fn, data, theta_a, theta_b, alphas, plan),
-            lambda one: _pointwise_losses(loss_fn, data, theta_a, theta_b, alphas, one),
-            stacklevel=2)
+            lambda one: _pointwise_losses(loss_fn, data, theta_a, theta_b, alphas, one))
     if n == 0:
         raise ValueError("segment_losses: data has no samples")
     return total / n

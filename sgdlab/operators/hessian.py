@@ -21,13 +21,13 @@ the second derivative of L(θ + t v) in t, propagated forward in Taylor mode
 from __future__ import annotations
 
 import contextlib
-import warnings
 from collections.abc import Callable, Iterator
 
 import torch
 from torch import Tensor, nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
+from ..errors import warn
 from ..models.modes import BN_TYPES
 from .batches import Data, is_single_batch
 from .linear import ModelOperator
@@ -190,9 +190,8 @@ class HessianOperator(ModelOperator):
                 # draw of randomness open
                 reason = str(e).splitlines()[0] if str(e) else type(e).__name__
             self._batched_backward = False
-            warnings.warn(f"HessianOperator: a block product by one batched backward failed "
-                          f"({reason}); products one column at a time", RuntimeWarning,
-                          stacklevel=3)
+            warn(f"HessianOperator: a block product by one batched backward failed "
+                          f"({reason}); products one column at a time", RuntimeWarning)
         return torch.stack([self._matvec(c) for c in m.T], dim=1)
 
     def _batched_matmat(self, m: Tensor) -> Tensor:

@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import warnings
 from collections.abc import Iterator
 
 import torch
 from torch import Tensor
 
+from sgdlab.errors import warn
 from sgdlab.models.modes import buffers_kept, writes_buffers
 
 from .batches import (check_batch_loss, check_model_data, dense_embedding_gradients,
@@ -186,11 +186,11 @@ class ModelOperator(LinearOperator):
         self.model, self.loss_fn, self.data = model, loss_fn, data
         stochastic = stochastic_modules(model)
         if stochastic:
-            warnings.warn(
+            warn(
                 f"{', '.join(stochastic[:3])}{' ...' if len(stochastic) > 3 else ''}: "
                 "dropout in train mode, so the curvature is that of the loss under one fixed "
                 "draw of the dropout masks per batch; call model.eval() for the network "
-                "without dropout", UserWarning, stacklevel=3)
+                "without dropout", UserWarning)
 
     @contextlib.contextmanager
     def fixed_randomness(self, batch: int) -> Iterator[None]:

@@ -21,7 +21,6 @@ samples of a batch, so per-sample gradients are refused for it (call ``model.eva
 from __future__ import annotations
 
 import mmap
-import warnings
 from collections.abc import Callable
 
 import torch
@@ -29,7 +28,7 @@ from torch import Tensor, nn
 from torch.func import grad, vmap
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from sgdlab.errors import UserError
+from sgdlab.errors import UserError, warn
 from sgdlab.models.modes import BN_TYPES
 
 from .batches import (Data, check_loss_reduction, check_model_data, concat_batches,
@@ -144,8 +143,8 @@ def _per_sample_gradients(model, loss_fn, data, chunk_size, method) -> Tensor:
         except (RuntimeError, NotImplementedError) as e:
             # an op vmap cannot batch (nn.GRU / nn.LSTM write into an unbatched hidden
             # state): stay correct, one backward pass per sample
-            warnings.warn(f"per_sample_gradients: vmap failed ({str(e).splitlines()[0]}); "
-                          "one backward pass per sample", RuntimeWarning, stacklevel=3)
+            warn(f"per_sample_gradients: vmap failed ({str(e).splitlines()[0]}); "
+                          "one backward pass per sample", RuntimeWarning)
             _sample_by_sample(model, loss_fn, x, y, out, i)
             return out
         col = 0

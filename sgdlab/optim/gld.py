@@ -65,7 +65,6 @@ and Lanczos start vectors; its state, the step count and the current statistics 
 from __future__ import annotations
 
 import math
-import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -74,6 +73,7 @@ import torch
 from torch import Tensor, nn
 from torch.optim import Optimizer
 
+from sgdlab.errors import warn
 from sgdlab.measure.curvature import hessian_eigenpairs, hutchinson_trace, lanczos
 from sgdlab.measure.noise import GradientCovariance, gradient_covariance
 from sgdlab.models.modes import eval_mode, has_batchnorm
@@ -482,11 +482,11 @@ class StructuredNoiseGD(Optimizer):
             # SGD has noise here but the rule's trace is not positive: no noise would be
             # injected, and the run would be plain GD without a word
             self._warned_no_noise = True
-            warnings.warn(
+            warn(
                 f"gld-hessian: sigma_h2_rule={rule!r} {what} = {trace:.3g}, "
                 "not positive, so sigma_h2 is 0 and no noise is injected (plain GD) at this "
                 "refresh; the 'top-k' rule divides by the top-k |λ|, or give sigma_h2",
-                RuntimeWarning, stacklevel=2)
+                RuntimeWarning)
         return 0.0
 
     def _dense_covariance(self, stats: dict[str, Any], cov: GradientCovariance | None) -> Tensor:

@@ -11,7 +11,6 @@ basis usually suffices (two reads of it per step instead of four: 80 steps on a
 from __future__ import annotations
 
 import math
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -19,6 +18,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from sgdlab.errors import warn
 from sgdlab.operators import as_operator
 
 from ._common import Operand, check_which, random_vector, working_operator
@@ -306,9 +306,9 @@ def lanczos(
         worst = float(relative(theta, idx, np.abs(res.residual * s[-1, idx])).max())
         if worst > tol:
             what = "error bound" if criterion == "error_bound" else "residual"
-            warnings.warn(f"lanczos: {want} eigenpair(s) not converged after {len(res.alpha)} "
+            warn(f"lanczos: {want} eigenpair(s) not converged after {len(res.alpha)} "
                           f"iterations (relative {what} {worst:.1e} > tol {tol:g}); "
-                          "raise num_iter", RuntimeWarning, stacklevel=2)
+                          "raise num_iter", RuntimeWarning)
     vals = torch.from_numpy(theta[idx]).to(device=op.device, dtype=op.dtype)
     vecs = res.basis.T @ torch.from_numpy(s[:, idx]).to(device=op.device, dtype=op.dtype)
     return vals, vecs

@@ -28,12 +28,12 @@ An instrument added when a run is resumed has no θ_0 to restore: it logs everyt
 from __future__ import annotations
 
 import math
-import warnings
 from typing import Any
 
 import torch
 from torch import Tensor
 
+from sgdlab.errors import warn
 from sgdlab.measure.dynamics import full_batch_grad_norm, hessian_spectral_norm
 from sgdlab.operators.params import grads_vector, params_vector, trainable_named_params
 
@@ -107,10 +107,10 @@ class DynamicsCallback(Callback):
             self.theta0 = params_vector(ctx.model)
             self.knows_start = ctx.step == 0
             if not self.knows_start:
-                warnings.warn(
+                warn(
                     f"the dynamics instrument starts at step {ctx.step} of a resumed run, "
                     "without the run's step-0 parameters: it logs no dist_from_init (add it "
-                    "before the first step to have it)", stacklevel=2)
+                    "before the first step to have it)")
         if ctx.step == 0:
             if self.should_run(0):
                 ctx.log_dict({"dist_from_init": 0.0,

@@ -1,0 +1,78 @@
+"""Warnings name the user's line: ``sgdlab.errors.warn`` attributes them to the first frame
+outside sgdlab and torch, through ``torch.no_grad()`` decorators and internal helpers."""
+import warnings
+
+import pytest
+import torch
+from torch import nn
+
+from sgdlab.data.registry import load_dataset
+from sgdlab.errors import warn
+from sgdlab.measure.curvature import hessian_eigenpairs
+from sgdlab.measure.sharpness import (expected_sharpness, local_entropy, mean_loss,
+                                      perturbed_evaluations)
+from sgdlab.measure.walk import segment_losses
+from sgdlab.operators.params import params_vector
+
+
+def _origins(call) -> set[str]:
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter("always")
+        call()
+    assert w, "the call warned nothing"
+    return {m.filename for m in w}
+
+
+def _problem():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 8), nn.BatchNorm1d(8), nn.ReLU(),
+                          nn.Linear(8, 3)).double().eval()
+    data = (torch.randn(50, 4, dtype=torch.float64), torch.randint(0, 3, (50,)))
+
+    def out_of_memory_above_20(_m, args):        # as a GPU does: the passes retry smaller
+        if len(args[0]) > 20:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    model.register_forward_pre_hook(out_of_memory_above_20)
+    theta = params_vector(model)
+    xi = 0.01 * torch.randn(3, theta.numel(), dtype=torch.float64)
+    return model, nn.CrossEntropyLoss(), data, theta, xi
+
+
+MEASUREMENTS = {
+    "mean_loss": lambda m, f, d, t, xi: mean_loss(m, f, d),
+    "perturbed_vmapped": lambda m, f, d, t, xi: perturbed_evaluations(m, f, d, xi),
+    "perturbed_pointwise": lambda m, f, d, t, xi: perturbed_evaluations(m, f, d, xi,
+                                                                         vectorize=False),
+    "expected_sharpness": lambda m, f, d, t, xi: expected_sharpness(m, f, d, 0.01, 3),
+    "local_entropy": lambda m, f, d, t, xi: local_entropy(m, f, d, gamma=0.01, num_samples=3),
+    "segment_losses": lambda m, f, d, t, xi: segment_losses(m, f, d, t, t + xi[0], 3),
+}
+
+
+@pytest.mark.parametrize("name", sorted(MEASUREMENTS))
+def test_out_of_memory_retries_are_warned_at_the_callers_line(name):
+    # these measurements are torch.no_grad()-decorated: a fixed stacklevel named torch's
+    # _contextlib.py as the origin of every retry warning
+    model, loss_fn, data, theta, xi = _problem()
+    assert _origins(lambda: MEASUREMENTS[name](model, loss_fn, data, theta, xi)) == {__file__}
+
+
+def test_unconverged_lanczos_is_warned_at_the_callers_line():
+    torch.manual_seed(1)
+    model = nn.Sequential(nn.Linear(6, 5), nn.Tanh(), nn.Linear(5, 3)).double()
+    data = (torch.randn(20, 6, dtype=torch.float64), torch.randint(0, 3, (20,)))
+    assert _origins(lambda: hessian_eigenpairs(model, nn.CrossEntropyLoss(), data, k=3,
+                                               num_iter=4, tol=1e-14)) == {__file__}
+
+
+def test_ignored_data_dir_is_warned_at_the_callers_line(tmp_path):
+    assert _origins(lambda: load_dataset("digits", data_dir=tmp_path)) == {__file__}
+
+
+def test_a_direct_warning_names_this_line():
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter("always")
+        warn("a message", RuntimeWarning)
+    assert [(m.filename, m.category, str(m.message)) for m in w] == [
+        (__file__, RuntimeWarning, "a message")]
