@@ -11,6 +11,7 @@ import signal
 import sqlite3
 import sys
 import threading
+import warnings
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -75,6 +76,7 @@ def main(argv: list[str] | None = None) -> int:
 
     opened_before = store_connections()
     previous = _sigterm_as_interrupt()
+    shown_before, warnings.showwarning = warnings.showwarning, _show_warning
     try:
         return int(args.func(args) or 0)
     except UserError as e:
@@ -117,8 +119,16 @@ def main(argv: list[str] | None = None) -> int:
               "a new file", file=sys.stderr)
         return 2
     finally:
+        warnings.showwarning = shown_before
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """A warning as the command's own line: the code location Python prints (a frame of
+    runpy or of the ``sgdlab`` script, where a library call would name the user's line)
+    means nothing on the command line."""
+    print(f"sgdlab: warning: {message}", file=sys.stderr if file is None else file)
 
 
 def _sigterm_as_interrupt():

@@ -477,3 +477,26 @@ def test_an_empty_config_file_is_named_as_empty_by_every_config_reader(tmp_path,
             err = capsys.readouterr().err
             assert f"{cfg}: the file is empty" in err and needs in err, (command, text, err)
             assert "required section is missing" not in err and err.count("\n") == 1
+
+
+def test_a_warning_is_the_commands_own_line_without_a_code_location(tmp_path, capsys):
+    import warnings
+
+    import yaml
+
+    from sgdlab.config.io import load_config
+
+    cfg = load_config("digits-mlp")
+    cfg["data"]["data_dir"] = str(tmp_path)          # digits reads no files: a warning
+    cfg["train"]["epochs"] = 1
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    shown = warnings.showwarning
+    assert main(["train", str(path), "--store", str(tmp_path / "store")]) == 0
+    err = capsys.readouterr().err.splitlines()
+    said = [line for line in err if "reads no files" in line]
+    # Python's own format named "<frozen runpy>:88: UserWarning:" (or an sgdlab source line)
+    assert said == [f"sgdlab: warning: dataset 'digits' reads no files: data_dir "
+                    f"'{tmp_path}' is ignored (the datasets read from files: cifar10, "
+                    "cifar100, fashion_mnist, mnist)"]
+    assert warnings.showwarning is shown
