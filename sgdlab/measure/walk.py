@@ -166,8 +166,9 @@ def _stacked_params(theta_a: Tensor, theta_b: Tensor, alphas: Tensor,
     out, i = {}, 0
     for name, t in like.items():
         n = t.numel()
-        # contiguous per point: batched matmuls on strided weights are ~2x slower on CPU
-        out[name] = pts[:, i : i + n].reshape(len(alphas), *t.shape).contiguous()
+        # contiguous per point: batched matmuls on strided weights are ~2x slower on CPU;
+        # each in its parameter's dtype (a float32 head on a float64 body)
+        out[name] = pts[:, i : i + n].reshape(len(alphas), *t.shape).to(t.dtype).contiguous()
         i += n
     return out
 

@@ -401,6 +401,14 @@ def test_perturbed_points_of_a_model_with_two_dtypes(vectorize):
     surf = M.loss_surface(model, loss_fn, (x, y), [xi[0]], extent=(0.0, 1.0), steps=2,
                           vectorize=vectorize)
     close(surf.train_loss, [_eval_loss(model, loss_fn, (x, y)), ref[0]], 1e-6)
+    # the walk's segment from θ to θ + ξ_0: under vmap each point's parameters were stacked
+    # in the body's float64, the head's matmul failed, and a "vmap failed" warning sent the
+    # points one by one
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        seg = M.segment_losses(model, loss_fn, (x, y), theta, theta + xi[0], [0.0, 1.0],
+                               vectorize=vectorize)
+    close(seg, [_eval_loss(model, loss_fn, (x, y)), ref[0]], 1e-6)
 
 
 @pytest.mark.parametrize("name", list(ZOO))
