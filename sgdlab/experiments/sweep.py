@@ -54,6 +54,7 @@ BACKENDS = ("local", "ray")
 
 DONE = ("finished", "diverged")
 WAIT_POLL = 1.0          # seconds between looks at keys another sweep is running
+HEARTBEAT = 30.0         # seconds of silence after which the sweep says which runs are running
 
 
 @dataclass
@@ -264,7 +265,8 @@ class _Driver:
                  workers: int | None, train_progress: bool, retries: int, backend: str,
                  address: str | None, cpus_per_run: float | None, gpus_per_run: float | None,
                  source: str | None = None, command: str | None = None):
-        self.store, self.rep, self.say, self.device = store, rep, say, device
+        self.store, self.rep, self.device = store, rep, device
+        self._say, self.said_at = say, time.monotonic()
         # an experiment file outside the catalogue, recorded with each run
         self.source = (str(Path(source).resolve()) if source is not None
                        and Path(source).resolve().parent != CATALOGUE_DIR.resolve() else None)
@@ -286,6 +288,7 @@ class _Driver:
 
         self.env = environment(device=self.device)
         self.inflight: dict[int, _Flight] = {}
+        self.steps: dict[str, int] = {}         # run id -> the last step it logged
         self.starting: _Flight | None = None
         self.failed_keys: set[str] = set()
         self.bad_input: tuple[RunSpec, str] | None = None
@@ -296,6 +299,25 @@ class _Driver:
         if skipped:
             say(f"{len(skipped)} of {len(runs)} runs already in the store ({store.path}); "
                 f"running the {self.todo_total} missing")
+
+    def say(self, line: str) -> None:
+        self.said_at = time.monotonic()
+        self._say(line)
+
+    def heartbeat(self) -> None:
+        """After ``HEARTBEAT`` seconds without a line, one saying which runs are running, for
+        how long and at which step (runs last minutes; a line comes only when one ends). Not
+        with ``--progress``, whose bars say it."""
+        now = time.monotonic()
+        if self.train_progress or not self.inflight or now - self.said_at < HEARTBEAT:
+            return
+        running = []
+        for f in list(self.inflight.values()):
+            step = self.steps.get(f.run_id)
+            running.append(f"{f.run.run_name} for {_duration(time.perf_counter() - f.started)}"
+                           + (f" (step {step})" if step is not None else ""))
+        self.say(f"  ... {self.count} of {self.todo_total} done; running: "
+                 + ", ".join(running))
 
     @property
     def backend(self):
@@ -320,6 +342,7 @@ class _Driver:
             if self.inflight:
                 for h, kind, payload in self.backend.wait(timeout=0.5):
                     self._on_event(h, kind, payload, queue)
+                self.heartbeat()
             elif waiting:
                 time.sleep(min(WAIT_POLL, max(0.0, next_look - time.monotonic())))
             if self.bad_input is not None and not self.inflight:
@@ -391,6 +414,11 @@ class _Driver:
         # rows of an attempt already recorded as lost are late: that run is failed, drop them
         if any(f.run_id == run_id for f in self.inflight.values()):
             self.store.log_many(run_id, rows)
+            steps = [int(r[1]) for r in rows if isinstance(r[1], (int, float))]
+            if steps:
+                self.steps[run_id] = max(steps + [self.steps.get(run_id, 0)])
+            # a run in this process (one worker) reports only through its rows until it ends
+            self.heartbeat()
 
     def _on_event(self, h: int, kind: str, payload: Any, queue: deque) -> None:
         # in flight until the store holds its end: a SIGTERM while it is recorded leaves it
@@ -459,6 +487,16 @@ class _Driver:
                 pass
         self.inflight.clear()
         self.starting = None
+
+
+def _duration(seconds: float) -> str:
+    """``42 s``, ``3 min 05 s``, ``1 h 02 min``."""
+    s = int(seconds)
+    if s < 60:
+        return f"{s} s"
+    if s < 3600:
+        return f"{s // 60} min {s % 60:02d} s"
+    return f"{s // 3600} h {s % 3600 // 60:02d} min"
 
 
 def _relocate(path: str, old_root: str | None, new_root: Path) -> str:

@@ -41,6 +41,20 @@ class _Square(Procedure):
         return RunOutput(summary={"y": v}, data={"curve": [v, v + 1]})
 
 
+@register_procedure("_test_slow")
+class _Slow(Procedure):
+    """Six steps of a quarter second each (a module-level class: spawned workers import it)."""
+    allowed = {"x"}
+
+    def run(self, run, ctx):
+        import time
+
+        for step in range(6):
+            ctx.store.log_metric(ctx.run_id, "value", step, float(step))
+            time.sleep(0.25)
+        return RunOutput(summary={"y": 1.0})
+
+
 @register_analysis("_test_square")
 def _analysis(spec, runs):
     rows = [[r.label, r.seed, r.summary["y"], r.data["curve"][1]] for r in runs]
@@ -945,3 +959,21 @@ def test_a_final_measurement_of_a_model_that_diverged_in_its_last_step_records_d
     rerun = run_experiment(str(cfg), scale="cpu", out_dir=tmp_path / "o", store_path=store,
                            progress=None)
     assert rerun.sweep.executed == []                # nothing redone
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_long_run_is_reported_while_it_runs(tmp_path, monkeypatch, workers):
+    # a run lasts minutes and a line comes only when one ends: silence says which run is
+    # running, for how long and at which step; with one worker the run is in this process
+    import sgdlab.experiments.sweep as sweep
+
+    monkeypatch.setattr(sweep, "HEARTBEAT", 0.5, raising=False)
+    raw = _raw(procedure="_test_slow", grid={"x": [1]})
+    lines: list[str] = []
+    run_sweep(resolve(raw, "smoke").expand(), store_path=str(tmp_path / "s.sqlite"),
+              progress=lines.append, workers=workers)
+    beats = [ln for ln in lines if "running:" in ln]
+    assert beats, lines
+    assert all(ln.startswith("  ... 0 of 1 done; running: sq|x=1|seed=0 for ") for ln in beats)
+    assert any("(step " in ln for ln in beats)
+    assert lines[-1].startswith("[1/1] sq|x=1|seed=0 finished")
