@@ -570,6 +570,32 @@ def test_train_procedure_checks_measure_and_optimizer_like_run_configs(change, n
     assert needle in str(e.value)
 
 
+@pytest.mark.parametrize("change,needle", [
+    ({"eval_every": "two"}, "x: eval_every must be an integer >= 0, got 'two'"),
+    ({"eval_every": -2}, "x: eval_every must be an integer >= 0, got -2"),
+    ({"eval_every_steps": 0}, "x: eval_every_steps must be an integer >= 1, got 0"),
+    ({"max_steps": 2.5}, "x: max_steps must be an integer >= 0, got 2.5"),
+    ({"eval_subset": 0}, "x: eval_subset must be an integer >= 1, got 0"),
+    ({"data_seed": True}, "x: data_seed must be an integer >= 0, got True"),
+    ({"replacement": "false"}, "x: replacement must be true or false, got 'false'"),
+    ({"save_model": 1}, "x: save_model must be true or false, got 1"),
+    ({"loss": "ce"}, "x: loss must be one of auto, cross_entropy, mse, got 'ce'"),
+])
+def test_train_procedure_checks_its_own_values_before_any_run(change, needle):
+    # a value the training loop would refuse only when a run reaches it (and a string
+    # "false" that bool() reads as true) is refused by validate, so --dry-run names it
+    from sgdlab.experiments.procedures import get_procedure
+
+    params = {"dataset": {"name": "cubic"}, "model": {"name": "zhu-mlp-1-6-6-6-1"},
+              "optimizer": {"name": "sgd", "lr": 0.1}, "epochs": 1, "batch_size": 5}
+    get_procedure("train").validate({**params, "eval_every": 0, "max_steps": 0,
+                                     "eval_subset": None, "replacement": True,
+                                     "loss": "auto"}, "x")
+    with pytest.raises(ConfigError) as e:
+        get_procedure("train").validate({**params, **change}, "x")
+    assert needle in str(e.value)
+
+
 def test_strict_claims_met_inside_the_seed_spread_are_inconclusive():
     from sgdlab.experiments.procedures.common import check_claims
 

@@ -36,7 +36,7 @@ from sgdlab.errors import ConfigError
 from sgdlab.experiments.procedures import Procedure, RunOutput, register_procedure
 from sgdlab.experiments.procedures.measures import (compute_final, measurement_data,
                                                     validate_measure)
-from sgdlab.losses import build_loss
+from sgdlab.losses import LOSSES, build_loss
 
 MODEL_FILE = "model.pt"
 TRAJECTORY_FILE = "trajectory"
@@ -161,6 +161,18 @@ class TrainProcedure(Procedure):
         e = params["epochs"]
         if not isinstance(e, int) or e < 1:
             raise ConfigError(f"{where}: epochs must be a positive integer, got {e!r}")
+        # checked here, not first when a run reaches the training loop: --dry-run reports them
+        for k, low in (("eval_every", 0), ("eval_every_steps", 1), ("max_steps", 0),
+                       ("eval_subset", 1), ("data_seed", 0)):
+            v = params.get(k)
+            if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < low):
+                raise ConfigError(f"{where}: {k} must be an integer >= {low}, got {v!r}")
+        for k in ("replacement", "save_model"):
+            if not isinstance(params.get(k, False), bool):
+                raise ConfigError(f"{where}: {k} must be true or false, got {params[k]!r}")
+        if params.get("loss") not in (None, *LOSSES):
+            raise ConfigError(f"{where}: loss must be one of {', '.join(LOSSES)}, got "
+                              f"{params['loss']!r}")
         b = params["batch_size"]
         if not (b == "full" or isinstance(b, dict) or (isinstance(b, int) and b >= 1)):
             raise ConfigError(f"{where}: batch_size must be a positive integer, 'full' or a "
