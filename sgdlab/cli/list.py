@@ -1,5 +1,6 @@
-"""``sgdlab list [--json]``: the experiment catalogue with the paper figure each reproduces, and
-the readings (``sgdlab run NAME --reading KEY=CHOICE``) of the passages its paper leaves open."""
+"""``sgdlab list [NAME ...] [--json]``: the experiment catalogue, one line per entry with the
+paper figure it reproduces; with names, those entries' claim, file and the readings
+(``sgdlab run NAME --reading KEY=CHOICE``) of the passages their paper leaves open."""
 from __future__ import annotations
 
 import argparse
@@ -9,8 +10,12 @@ from sgdlab.strict_json import dumps
 
 def register(subparsers) -> None:
     p = subparsers.add_parser("list", help="list the experiment catalogue",
-                              description="List the catalogue: name, description, and the "
-                                          "paper figure/table each experiment reproduces.")
+                              description="List the catalogue: one line per experiment with "
+                                          "the paper figure/table it reproduces. With NAMEs: "
+                                          "their claim, file and readings (the passages the "
+                                          "paper leaves open, for --reading KEY=CHOICE).")
+    p.add_argument("names", nargs="*", metavar="NAME",
+                   help="show these entries in full (default: one line per entry)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=_list)
 
@@ -47,16 +52,37 @@ def _squash(text: str | None) -> str | None:
 
 def _list(args: argparse.Namespace) -> int:
     items = catalogue()
+    if args.names:
+        from sgdlab.experiments.spec import catalogue_name
+
+        wanted = [catalogue_name(n) for n in args.names]
+        items = [next(i for i in items if i["name"] == n) for n in dict.fromkeys(wanted)]
     if args.json:
         print(dumps(items, indent=1))
         return 0
     w = max((len(i["name"]) for i in items), default=10)
     for i in items:
         p = i["paper"]
-        print(f"{i['name']:<{w}}  {p['author']} {p['year']}, {p['figure']}: {i['title']}")
-        for k, r in i["readings"].items():
-            for c, desc in r["choices"].items():
-                tag = " (default)" if c == r["default"] else ""
-                print(f"{'':<{w}}    --reading {k}={c}{tag}: {desc}")
-    print(f"\n{len(items)} experiments. Run one: sgdlab run NAME --scale smoke|cpu|paper")
+        n = sum(len(r["choices"]) > 1 for r in i["readings"].values())
+        many = f"  [{n} reading{'s' if n > 1 else ''}]" if n and not args.names else ""
+        print(f"{i['name']:<{w}}  {p['author']} {p['year']}, {p['figure']}: {i['title']}{many}")
+        if args.names:
+            _details(i, w)
+    if args.names:
+        return 0
+    print(f"\n{len(items)} experiments. Run one: sgdlab run NAME --scale smoke|cpu|paper "
+          "(--dry-run: its runs).\n`sgdlab list NAME` shows an entry's claim, file and "
+          "readings (--reading KEY=CHOICE);\n--json adds the quotes and each scale's "
+          "departures.")
     return 0
+
+
+def _details(item: dict, w: int) -> None:
+    pad = " " * (w + 4)
+    if item["paper"].get("claim"):
+        print(f"{pad}claim: {item['paper']['claim']}")
+    print(f"{pad}file: {item['file']}")
+    for k, r in item["readings"].items():
+        for c, desc in r["choices"].items():
+            tag = " (default)" if c == r["default"] else ""
+            print(f"{pad}--reading {k}={c}{tag}: {desc}")

@@ -1,8 +1,8 @@
 """``sgdlab run NAME [--scale smoke|cpu|paper] [--config FILE] ...``: run a catalogue experiment
 (or a user's experiment file), skipping runs already finished in the store, and write its
 report. ``--backend ray`` runs the sweep on Ray: a local instance, or a cluster (``--address``).
-``--reading KEY=CHOICE`` reads an ambiguous passage of the paper another way (``sgdlab list``
-shows each entry's readings). ``--dry-run`` shows what the run would do, running nothing."""
+``--reading KEY=CHOICE`` reads an ambiguous passage of the paper another way (``sgdlab list
+NAME`` shows the entry's readings). ``--dry-run`` shows what the run would do, running nothing."""
 from __future__ import annotations
 
 import argparse
@@ -13,7 +13,8 @@ def add_reading_option(p: argparse.ArgumentParser, when: str = "") -> None:
     p.add_argument("--reading", action="append", type=_reading, default=[],
                    metavar="KEY=CHOICE",
                    help=f"read an ambiguity of the paper as CHOICE{when} (repeatable; `sgdlab "
-                        "list` shows each entry's readings, the others keep their defaults)")
+                        "list NAME` shows the entry's readings, the others keep their "
+                        "defaults)")
 
 
 def _reading(text: str) -> tuple[str, str]:

@@ -735,6 +735,22 @@ def list_names() -> list[str]:
     return list(catalogue_files())
 
 
+def catalogue_name(name: str) -> str:
+    """The catalogue entry ``name`` spells (``Xing_Walk`` is ``xing-walk``); a ConfigError
+    naming the closest entries for one that is not in the catalogue."""
+    files = catalogue_files()
+    spelled = name.strip().lower().replace("_", "-")  # as for models
+    if name in files or spelled in files:
+        return name if name in files else spelled
+    import difflib
+
+    close = [n for n in files if spelled in n or n in spelled]
+    close += [n for n in difflib.get_close_matches(spelled, list(files), n=3, cutoff=0.75)
+              if n not in close]
+    hint = f" (did you mean {', '.join(close)}?)" if close else ""
+    raise ConfigError(f"unknown experiment {name!r}{hint}; `sgdlab list` shows the catalogue")
+
+
 def load_experiment(name_or_path: str | Path, scale: str = "smoke",
                     readings: dict[str, str] | None = None) -> ExperimentSpec:
     """A catalogue entry by name, or a user's YAML file by path, resolved at ``scale`` under
@@ -747,13 +763,7 @@ def load_experiment(name_or_path: str | Path, scale: str = "smoke",
     elif s.endswith((".yaml", ".yml")) or Path(s).is_file():
         path = Path(s)
     else:
-        import difflib
-
-        close = [n for n in files if spelled in n or n in spelled]
-        close += [n for n in difflib.get_close_matches(spelled, list(files), n=3, cutoff=0.75)
-                  if n not in close]
-        hint = f" (did you mean {', '.join(close)}?)" if close else ""
-        raise ConfigError(f"unknown experiment {s!r}{hint}; `sgdlab list` shows the catalogue")
+        path = files[catalogue_name(s)]
     raw = read_file(path)
     if path.parent == CATALOGUE_DIR and raw.get("name") != path.stem:
         raise ConfigError(f"{path}: name {raw.get('name')!r} differs from the file name")

@@ -82,7 +82,7 @@ def test_every_command_says_what_it_does_and_names_its_actions():
     (["train", "digits-mlp", "--sett", "train.epochs=1"], "sgdlab train", " (did you mean --set?)"),
     (["runs", "list", "--satus", "finished"], "sgdlab runs list", " (did you mean --status?)"),
     (["run", "zhu-escape-2d", "--wrokers=2"], "sgdlab run", " (did you mean --workers?)"),
-    (["list", "extra"], "sgdlab list", ""),
+    (["list", "--jsn"], "sgdlab list", " (did you mean --json?)"),
 ])
 def test_a_mistyped_option_is_named_by_its_command_with_the_closest_option(
         argv, prog, hint, capsys):

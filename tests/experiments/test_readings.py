@@ -418,10 +418,34 @@ def test_list_shows_the_readings(capsys):
     assert xing["default"] == "per-example" and set(xing["choices"]) == {"per-example",
                                                                         "batch-100"}
     assert items["xing-schedules"]["readings"] == {}
-    assert cli(["list"]) == 0
+    assert cli(["list", "xing-isotropic-noise"]) == 0
     out = capsys.readouterr().out
     assert "--reading max-variance=per-example (default): 'maximum gradient variance'" in out
     assert "--reading max-variance=batch-100: " in out
+
+
+def test_list_is_one_line_per_entry_and_list_name_shows_it_in_full(capsys):
+    # `sgdlab list` printed every reading of every entry: 161 lines, the 35 names among them
+    # scrolled off the screen; the readings are now under `sgdlab list NAME`
+    assert cli(["list"]) == 0
+    out = capsys.readouterr().out
+    entries = out.split("\n\n")[0].splitlines()
+    from sgdlab.experiments.spec import list_names
+
+    assert [ln.split()[0] for ln in entries] == list_names()
+    assert "--reading" not in out.split("\n\n")[0]
+    line = next(ln for ln in entries if ln.startswith("xing-isotropic-noise "))
+    assert line.endswith("[2 readings]")
+    assert "`sgdlab list NAME` shows an entry's claim, file and readings" in out
+    assert cli(["list", "Xing_Isotropic_Noise", "xing-schedules"]) == 0
+    out = capsys.readouterr().out
+    assert out.splitlines()[0].startswith("xing-isotropic-noise ")
+    assert "--reading max-variance=batch-100: " in out and "claim: " in out
+    assert "xing-isotropic-noise.yaml" in out and "xing-schedules " in out
+    assert cli(["list", "--json", "xing-schedules"]) == 0
+    assert [i["name"] for i in json.loads(capsys.readouterr().out)] == ["xing-schedules"]
+    assert cli(["list", "xing-wlak"]) == 2
+    assert "unknown experiment 'xing-wlak' (did you mean xing-walk?)" in capsys.readouterr().err
 
 
 def test_xing_batch_100_reading_end_to_end(tmp_path, capsys):
