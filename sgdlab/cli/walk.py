@@ -217,8 +217,9 @@ def _walk(args: argparse.Namespace) -> int:
         results["environment"] = {"error": str(e)}
     results["config"].pop("func", None)
     write_atomic(out / "results.json", results, indent=1, default=str)
+    # the table has a row per GD step: the files are named after it, where the reader looks
+    print(table.to_markdown())
     print(f"wrote {out}/walk.png, walk_barriers.md/.csv, results.json"
           + (", interpolation.png" if "interpolation_gd_to_sgd" in results else "")
           + (", trajectory.png" if "trajectory_sgd" in results else ""))
-    print(table.to_markdown())
     return 0

@@ -22,7 +22,10 @@ def test_walk_command_writes_plots_tables_and_results(tmp_path, capsys):
     assert gd["steps_epoch1"] == 1 and sgd["steps_epoch1"] == 6  # 1437 / 256 -> 6 per epoch
     assert -1 <= gd["grad_cosine_mean"] <= 1
     assert len(res["interpolation_gd_to_sgd"]["alphas"]) == 31
-    assert "barriers in epoch 1" in capsys.readouterr().out
+    text = capsys.readouterr().out
+    assert "barriers in epoch 1" in text
+    # GD's table has a row per step (150 by default): where the files are is said after it
+    assert text.splitlines()[-1].startswith(f"wrote {out}/walk.png, walk_barriers.md/.csv")
     assert main(["walk", "--steps", "1", "--out", str(out)]) == 2
 
 
