@@ -86,8 +86,12 @@ def _run(args: argparse.Namespace) -> int:
     from sgdlab.errors import UserError
     from sgdlab.experiments.runner import run_experiment
 
-    if bool(args.name) == bool(args.config):
-        raise UserError("give exactly one of NAME or --config FILE")
+    if not args.name and not args.config:
+        raise UserError("which experiment? give its NAME (`sgdlab list` shows the catalogue; e.g. "
+                        "sgdlab run zhu-escape-2d --scale smoke) or --config FILE")
+    if args.name and args.config:
+        raise UserError(f"give NAME ({args.name}) or --config FILE ({args.config}), not both: "
+                        "--config runs that file")
     if not (args.device == "cpu" or args.device.startswith("cuda")):
         raise UserError(f"--device must be cpu or cuda, got {args.device!r}")
     if args.json and not args.dry_run:

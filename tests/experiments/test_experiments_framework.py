@@ -466,6 +466,13 @@ def test_cli_run_errors_are_clear(tmp_path, capsys):
     assert cli(["run", "--config", str(_write(tmp_path, _raw(), "ok.yaml")), "--scale", "smoke",
                 "--workers", "0", "--store", str(tmp_path / "s.sqlite")]) == 2
     assert "--workers" in capsys.readouterr().err
+    # `sgdlab run` alone said "give exactly one of NAME or --config FILE", naming neither
+    # where the names are nor what was wrong
+    assert cli(["run"]) == 2
+    assert "which experiment? give its NAME (`sgdlab list` shows the catalogue" in \
+        capsys.readouterr().err
+    assert cli(["run", "xing-walk", "--config", str(bad)]) == 2
+    assert "give NAME (xing-walk) or --config FILE" in capsys.readouterr().err
 
 
 def register_dependency_recorder(name: str, seen: dict) -> None:
