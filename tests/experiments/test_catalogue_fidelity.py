@@ -197,6 +197,25 @@ def test_drop_last_reaches_the_training_loop_and_its_step_count():
         train.validate({**p, "drop_last": "yes"}, "x")
 
 
+@pytest.mark.parametrize("dataset", [
+    {"name": "digits"}, {"name": "digits", "test_size": 300}, {"name": "mnist_small"},
+    {"name": "mnist-small", "test_size": 500, "label_noise": 100}])
+def test_the_plan_counts_the_steps_of_runs_on_embedded_data(dataset):
+    # `sgdlab run NAME --dry-run` said "training steps: not told by the runs' parameters" for
+    # nearly every cpu-scale entry: their data (digits, mnist_small) have a known size
+    from sgdlab.data import load_dataset
+    from sgdlab.experiments.procedures import get_procedure
+
+    opts = {k: v for k, v in dataset.items() if k != "name"}
+    n = len(load_dataset(dataset["name"], **opts).x_train)
+    p = {"dataset": dataset, "model": {"name": "mlp"}, "optimizer": {"name": "sgd", "lr": 0.1},
+         "batch_size": 64, "epochs": 3}
+    assert get_procedure("train").planned_steps(p) == 3 * -(-n // 64)
+    # classes filters the set: its size is the data's
+    assert get_procedure("train").planned_steps(
+        {**p, "dataset": {**dataset, "classes": [0, 1]}}) is None
+
+
 def test_a_run_with_drop_last_takes_only_full_batches(tmp_path):
     import yaml
 

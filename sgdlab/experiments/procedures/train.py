@@ -53,22 +53,34 @@ def load_data(p: dict[str, Any], device: str | None = None, dtype=None):
     return ds
 
 
+# images of the embedded datasets that split them into train and ``test_size`` test examples
+EMBEDDED_IMAGES = {"digits": 1797, "mnist_small": 5000}
+
+
 def train_examples(dataset: dict[str, Any]) -> int | None:
     """The training examples of a ``dataset`` mapping when its options fix them: ``n_train``
-    (a subset taken last), else ``train_size`` of a file dataset unless ``classes`` filters
-    it; None otherwise (the loader's own size; a loader whose ``n_train`` means something
-    else, such as a grid size)."""
+    (a subset taken last), else ``train_size`` of a file dataset or what ``test_size`` leaves
+    of an embedded one (``digits``: 1,437, ``mnist_small``: 4,000 by default), unless
+    ``classes`` filters it; None otherwise (a file dataset's own size; a loader whose
+    ``n_train`` means something else, such as a grid size)."""
     import inspect
 
     from sgdlab.data import DATASETS
 
-    loader = DATASETS[str(dataset["name"]).strip().lower().replace("-", "_")]
-    if "n_train" in inspect.signature(loader).parameters:
+    name = str(dataset["name"]).strip().lower().replace("-", "_")
+    loader = DATASETS[name]
+    signature = inspect.signature(loader).parameters
+    if "n_train" in signature:
         return None
     if dataset.get("n_train") is not None:
         return int(dataset["n_train"])
-    if dataset.get("train_size") is not None and dataset.get("classes") is None:
+    if dataset.get("classes") is not None:
+        return None
+    if dataset.get("train_size") is not None:
         return int(dataset["train_size"])
+    if name in EMBEDDED_IMAGES:
+        return EMBEDDED_IMAGES[name] - int(dataset.get("test_size",
+                                                       signature["test_size"].default))
     return None
 
 
