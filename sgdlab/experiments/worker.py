@@ -226,9 +226,11 @@ def _execute(task: RunTask, send, local: Path | None, t0: float) -> RunRecord:
         record = RunRecord(out.status, out.message, jsonable(out.summary), rec.take_rows(),
                            rec.artifacts)
     except Exception as e:  # noqa: BLE001 - recorded, reported, and the sweep goes on
-        record = RunRecord("failed-input" if isinstance(e, UserError) else "failed",
-                           f"{type(e).__name__}: {e}", {}, rec.take_rows(), rec.artifacts,
-                           detail=traceback.format_exc()[-4000:])
+        # bad input is said in the error's own words; a crash is named by its exception
+        bad = isinstance(e, UserError)
+        record = RunRecord("failed-input" if bad else "failed",
+                           str(e) if bad else f"{type(e).__name__}: {e}", {}, rec.take_rows(),
+                           rec.artifacts, detail=traceback.format_exc()[-4000:])
     if local is not None:
         record.files, record.artifact_dir = read_files(art), str(art)
     from sgdlab.store import environment   # this process: its host, threads, versions

@@ -550,6 +550,8 @@ def test_bad_input_stops_the_sweep_with_its_message(tmp_path):
     assert calls == ["sq|x=1"]                      # the other two runs were not attempted
     # the (long) message once, in the error, not also in the run's progress line
     assert str(e.value).count("missing file") == 1
+    # in its own words: "failed on its input: DataError: mnist: ..." named a class
+    assert "failed on its input: mnist: missing file" in str(e.value)
     assert not any("missing file" in ln for ln in lines)
     assert any(ln.startswith("[1/3] sq|x=1|seed=0 failed") and "bad input" in ln for ln in lines)
     stored, missing = load_runs(runs, store_path=str(tmp_path / "s.sqlite"))
