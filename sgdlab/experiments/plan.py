@@ -248,7 +248,6 @@ def data_needs(runs: list[RunSpec], stored: set[str]) -> tuple[list[str], list[D
     import inspect
 
     from sgdlab.data import DATASETS
-    from sgdlab.data.files import find_files
 
     needs: dict[tuple[str, str], DataNeed] = {}
 
@@ -271,7 +270,7 @@ def data_needs(runs: list[RunSpec], stored: set[str]) -> tuple[list[str], list[D
             names += [name] if name not in names else []
             loader = DATASETS.get(name.strip().lower().replace("-", "_"))
             if loader is not None and "data_dir" in inspect.signature(loader).parameters:
-                hits.append(need(name, str(where), lambda n=name, d=where: find_files(n, d)))
+                hits.append(need(name, str(where), lambda n=name, d=where: _look_up(n, d)))
         model = r.params.get("model")
         if isinstance(model, dict) and model.get("name") == "musso-vgg16" \
                 and isinstance(model.get("weights"), str):
@@ -283,6 +282,21 @@ def data_needs(runs: list[RunSpec], stored: set[str]) -> tuple[list[str], list[D
             h.runs += 1
             h.to_run += r.key not in stored
     return names, list(needs.values())
+
+
+def _look_up(name: str, data_dir: str | None) -> str | None:
+    from sgdlab.data.files import find_files
+
+    try:
+        return find_files(name, data_dir)
+    except UserError:
+        if data_dir is not None:
+            raise
+        # the loader's own message names a run config's data.data_dir, not how an
+        # experiment file passes the folder (`--data-dir` fills in ${data_dir})
+        raise UserError(f"dataset {name!r} reads files and the experiment gives it no folder: "
+                        "write `data_dir: ${data_dir}` in its dataset mapping and pass "
+                        "--data-dir DIR") from None
 
 
 def missing_files(needs: list[DataNeed]) -> list[str]:

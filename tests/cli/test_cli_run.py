@@ -110,6 +110,25 @@ def test_missing_paper_data_fails_the_plan_as_it_fails_the_run(tmp_path, capsys)
     assert got["files"][0]["found"] == f"IDX files in {data}"
 
 
+def test_an_edited_file_that_reads_files_without_a_folder_says_how_to_give_it(tmp_path,
+                                                                            capsys):
+    # a copy of an entry switched to mnist was told "pass data_dir= (config key
+    # data.data_dir)", a run config's key: an experiment file passes ${data_dir}
+    raw = smoke_file()
+    raw["scales"]["smoke"]["base"]["dataset"] = {"name": "mnist"}
+    path = tmp_path / "mine.yaml"
+    path.write_text(yaml.safe_dump(raw, allow_unicode=True))
+    args = ["--config", str(path), "--scale", "smoke", "--store", str(tmp_path / "s.sqlite"),
+            "--out", str(tmp_path / "out")]
+    code, got, err = plan(capsys, *args)
+    says = ("dataset 'mnist' reads files and the experiment gives it no folder: write "
+            "`data_dir: ${data_dir}` in its dataset mapping and pass --data-dir DIR")
+    assert code == 2 and got["problems"] == [says] and f"sgdlab: error: {says}" in err
+    assert main(["run", *args]) == 2
+    assert f"sgdlab: error: {says}" in capsys.readouterr().err
+    assert not (tmp_path / "s.sqlite").exists() and not (tmp_path / "out").exists()
+
+
 def write_mnist(folder: Path, n_train: int, n_test: int) -> None:
     """The four IDX files of an MNIST with random pixels and balanced labels."""
     rng = np.random.default_rng(0)
