@@ -2,9 +2,10 @@
 
 ``--mode inprocess`` steps the replicas in turn in this process; ``--mode distributed``
 launches one process per replica with torchrun on this machine (gloo on CPU, nccl on GPU),
-i.e. ``torchrun --nproc-per-node N -m sgdlab.train.distributed CONFIG``. For several
-machines, ``--print-command`` prints that command for you to run on each node with
-``--nnodes``/``--node-rank``/``--rdzv-endpoint`` added.
+i.e. ``torchrun --nproc-per-node N --standalone -m sgdlab.train.distributed CONFIG`` (its
+rendezvous on a free port: runs started at the same time do not collide). For several
+machines, ``--print-command`` prints that command without ``--standalone``, for you to run
+on each node with ``--nnodes``/``--node-rank``/``--rdzv-endpoint`` added.
 
 With ``--out DIR`` checkpoints are written to ``DIR/checkpoints`` every ``--checkpoint-every``
 rounds (default: the config's ``checkpoint_every``, else 10) and at the end; ``--resume``
@@ -80,12 +81,20 @@ def register(subparsers) -> None:
 
 def torchrun_command(config: str, replicas: int, *, out: str | None = None,
                      backend: str = "auto", timeout: float = 60.0, resume: bool = False,
-                     checkpoint_every: int | None = None, claimed: bool = False) -> list[str]:
+                     checkpoint_every: int | None = None, claimed: bool = False,
+                     standalone: bool = False) -> list[str]:
     """The torchrun command line that runs ``config`` with one process per replica
-    (``claimed``: the caller has taken ``out`` for them)."""
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(replicas),
-           "-m", "sgdlab.train.distributed", str(config), "--replicas", str(replicas),
-           "--backend", backend, "--timeout", f"{timeout:g}"]
+    (``claimed``: the caller has taken ``out`` for them). ``standalone``: this machine only,
+    the rendezvous on a port the system picks free (``--standalone``). Without it torchrun
+    takes a fixed port (``$PET_MASTER_PORT``; 29500 by default before torch 2.11, which
+    picks a free one for a single node), which a second run on the machine at the same time
+    finds in use (EADDRINUSE: that run fails); the nodes of a multi-machine run add their
+    own ``--rdzv-endpoint``, which ``--standalone`` would override."""
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(replicas)]
+    if standalone:
+        cmd += ["--standalone"]
+    cmd += ["-m", "sgdlab.train.distributed", str(config), "--replicas", str(replicas),
+            "--backend", backend, "--timeout", f"{timeout:g}"]
     if out:
         cmd += ["--out", str(out)]
     if checkpoint_every is not None:
@@ -145,7 +154,8 @@ def _run(args) -> int:
     build_run(cfg)
     # a new run's folder, taken here: of two starts into it at once one launches processes
     claim = claim_out(args.out) if args.out and not args.resume else None
-    cmd = torchrun_command(args.config, n, **options, claimed=claim is not None)
+    cmd = torchrun_command(args.config, n, **options, claimed=claim is not None,
+                           standalone=True)
     # an interrupt of this command (Ctrl-C, SIGTERM) stops torchrun and every replica with it
     # (_stop), instead of leaving the replicas training on their own; torchrun in a session of
     # its own, so a terminal's Ctrl-C reaches this process alone (torchrun's own handling

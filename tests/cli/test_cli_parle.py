@@ -205,6 +205,39 @@ def test_a_sigkilled_launcher_leaves_no_torchrun_or_replica_training(tmp_path):
                 pass
 
 
+def test_a_run_started_while_another_holds_torchruns_port_trains(tmp_path):
+    """Two `sgdlab parle --mode distributed` on one machine at once: the first held torchrun's
+    fixed port ($PET_MASTER_PORT, as here; 29500 before torch 2.11), and the second failed at
+    its start ("address already in use", exit 1). The launcher's torchrun takes a free port
+    itself (--standalone)."""
+    import socket
+
+    cfg = tmp_path / "c.json"
+    cfg.write_text(json.dumps(CONFIG))
+    out = tmp_path / "out"
+    with socket.socket() as held:              # stands for the other run's rendezvous
+        held.bind(("", 0))
+        held.listen()
+        env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2]),
+               "PET_MASTER_PORT": str(held.getsockname()[1])}
+        done = subprocess.run([sys.executable, "-m", "sgdlab.cli", "parle", str(cfg),
+                               "--mode", "distributed", "--out", str(out)], env=env,
+                              capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert json.loads((out / "result.json").read_text())["status"] == "finished"
+    assert "--standalone" not in parle_print_command(cfg)    # the nodes name the endpoint
+
+
+def parle_print_command(cfg: Path) -> str:
+    import contextlib
+    import io
+
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        assert main(["parle", str(cfg), "--mode", "distributed", "--print-command"]) == 0
+    return printed.getvalue()
+
+
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc")
 def test_a_replica_whose_launcher_died_while_it_started_ends_at_once(tmp_path, monkeypatch):
     """A launcher SIGKILLed while its replicas still import torch: their parent death signal
