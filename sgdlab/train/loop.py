@@ -38,7 +38,9 @@ Conventions (see docs/ARCHITECTURE.md):
   callbacks the loss is read back every 16 steps to avoid a device sync per step, so the run
   may end up to 15 steps later.)
 - **Checkpoints** (``checkpoint_dir``) are written every ``checkpoint_every`` steps (each epoch
-  end when None) and at the end; ``resume=True`` continues from the last one bit for bit (same
+  end when None), when training ends (before the final evaluation and the ``on_train_end``
+  hooks, so that a resume after an interrupt there trains no step again) and at the end;
+  ``resume=True`` continues from the last one bit for bit (same
   batches, same noise, same final weights as an uninterrupted run on the same machine). A
   resume with another training-set size, batch size, seed, ``replacement`` or ``drop_last``,
   another optimizer class or hyper-parameter (any key of a parameter group but its
@@ -327,6 +329,8 @@ class _Training:
       a resume truncates the run's rows to that count, so no row is lost or doubled whatever
       the checkpoint cadence;
     - the end hooks and the final evaluation run once: the final checkpoint says they ran;
+      the trained steps are saved before them (a resume after an interrupt there only
+      evaluates and runs the hooks);
     - with ``record_end`` the last rows, summary and status are one transaction.
     """
 
@@ -389,6 +393,7 @@ class _Training:
                                      "samples": 0, "loss_sum": 0.0, "loss_count": 0,
                                      "last_eval_step": -1}
         self.ckpt_file = checkpoint_path(checkpoint_dir) if checkpoint_dir is not None else None
+        self.saved_at: int | None = None     # the step of the last checkpoint on disk
         self.run_id: str | None = None
         self.store = self.writer = self.pbar = None
         self.status, self.message = "finished", None
@@ -416,6 +421,7 @@ class _Training:
             load_state(self.schedule, state["schedule"], f, "schedule")
         self._load_callback_states(state.get("callbacks", []))
         self.loop.update(state["loop"])
+        self.saved_at = self.loop["step"]
         self.stream.load_state_dict(state["stream"])
         set_rng_state(state["rng"], self.gen)
         self.ctx.history = {k: [tuple(p) for p in v] for k, v in state["history"].items()}
@@ -688,6 +694,7 @@ class _Training:
             "loop": dict(self.loop),
             "history": self.ctx.history,
         })
+        self.saved_at = self.loop["step"]
 
     # --- completion -------------------------------------------------------------------------
     def diverged(self, d: _Diverged) -> None:
@@ -726,13 +733,19 @@ class _Training:
         loop, ctx = self.loop, self.ctx
         if self.pbar is not None:
             self.pbar.close()
-        if self.status == "finished" and loop["last_eval_step"] != loop["step"]:
-            self.evaluate()
         # once per end of training: not again when a finished run is resumed with nothing
         # left to do, again when a resume trained further (a max_steps stop extended); a
         # checkpoint from before this rule holds only ``ended``, set at its own step
         ended_at = loop.get("ended_at", loop["step"] if loop.get("ended") else None)
-        if ended_at is None or loop["step"] > ended_at:
+        to_end = ended_at is None or loop["step"] > ended_at
+        if (self.status == "finished" and to_end and self.ckpt_file is not None
+                and self.saved_at != loop["step"]):
+            # the trained steps saved before the final evaluation and end hooks (the final
+            # measurements, maybe long): an interrupt there resumes without training again
+            self.checkpoint()
+        if self.status == "finished" and loop["last_eval_step"] != loop["step"]:
+            self.evaluate()
+        if to_end:
             for cb in self.hooks["on_train_end"]:
                 cb.on_train_end(ctx)
             loop["ended"], loop["ended_at"] = True, loop["step"]

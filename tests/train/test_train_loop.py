@@ -577,6 +577,35 @@ def test_crash_and_interrupt_are_recorded_and_reraised(tmp_path, exc, status):
     assert store.metrics(row["id"])["seen"][-1] == (9, 9.0)  # flushed on the way out
 
 
+def test_an_interrupt_in_the_end_hooks_resumes_without_training_again(tmp_path):
+    """Ctrl-C during the final measurements (an ``on_train_end`` hook) of a run whose last
+    periodic checkpoint is before its end (every 7 of 24 steps): the resume trained steps 22 to
+    24 again. The trained steps are now saved before the final evaluation and end hooks; the
+    resume only evaluates and measures, and ends as the uninterrupted run."""
+    class Measure(Callback):
+        def __init__(self, stop=False):
+            self.stop, self.steps = stop, 0
+
+        def on_step_end(self, ctx):
+            self.steps += 1
+
+        def on_train_end(self, ctx):
+            if self.stop:
+                raise KeyboardInterrupt
+            ctx.log("final_norm", float(flat(ctx.model).norm()))
+
+    kw = dict(epochs=3, batch_size=8, checkpoint_every=7)     # 8 steps per epoch
+    ref_model, ref = run(callbacks=[Measure()], **kw)
+    ckpt = tmp_path / "ckpt"
+    with pytest.raises(KeyboardInterrupt):
+        run(callbacks=[Measure(stop=True)], checkpoint_dir=ckpt, **kw)
+    resumed = Measure()
+    model, res = run(callbacks=[resumed], checkpoint_dir=ckpt, resume=True, **kw)
+    assert resumed.steps == 0 and res.steps == 24
+    assert torch.equal(flat(model), flat(ref_model))
+    assert res.history == ref.history and "final_norm" in res.history
+
+
 def test_a_run_started_from_python_carries_its_name_into_the_store(tmp_path):
     """``train(..., name=)`` names the new run, as ``train_replicas`` does (a run started
     from Python was listed nameless)."""
