@@ -85,7 +85,24 @@ def announce(run_id: str, store_path) -> None:
 
 def print_outcome(outcome) -> int:
     """Print how the run ended, its numbers and where they are; return the command's exit
-    status (:data:`EXIT_DIVERGED` for a diverged run, else 0)."""
+    status (:data:`EXIT_DIVERGED` for a diverged run, else 0). An interrupt meanwhile (the
+    run already complete in the store) says so and where its results are, not a bare
+    "interrupted"."""
+    try:
+        return _print_outcome(outcome)
+    except KeyboardInterrupt as e:
+        from sgdlab.config.runner import store_option
+        from sgdlab.errors import RunInterrupted
+
+        how = "terminated" if str(e) else "interrupted"
+        raise RunInterrupted(
+            f"{how} while its outcome was printed: run {outcome.run_id} had ended "
+            f"({outcome.result.status}) and is stored, its results in "
+            f"{Path(outcome.results_path).resolve()}; nothing is left to resume; show it with: "
+            f"sgdlab runs show {outcome.run_id} {store_option(outcome.store_path)}") from None
+
+
+def _print_outcome(outcome) -> int:
     from sgdlab.config.runner import store_option
 
     r = outcome.result

@@ -117,10 +117,13 @@ def run_config(cfg: dict[str, Any], *, out_dir: str | os.PathLike | None = None,
         except BaseException:
             (out / RUN_FILE).unlink(missing_ok=True)    # ours: the folder is free again
             raise
-    store.add_artifact(run_id, "out_dir", out.resolve())
-    write_whole(out / "config.yaml", dump_yaml(cfg))
-    if announce is not None:
-        announce(run_id)
+    try:       # recorded from here on: an interrupt says how it goes on
+        store.add_artifact(run_id, "out_dir", out.resolve())
+        write_whole(out / "config.yaml", dump_yaml(cfg))
+        if announce is not None:
+            announce(run_id)
+    except KeyboardInterrupt as e:
+        _interrupted(store, run_id, resume_command(run_id, store.path), e)
     return _execute(cfg, store, run_id, out, env, resume=False, progress=progress, built=built)
 
 
@@ -163,15 +166,18 @@ def resume_run(run_id: str, *, store: Any = None, progress: bool | None = None,
     if not (out / RUN_FILE).is_file():
         _write_run_file(out, run_id, store)
     store.claim(run_id)          # refuses a run whose process is alive
-    if not resume:
-        # it had made progress: say why it is redone
-        if store.count_metrics(run_id, measured=False):
-            print(f"sgdlab: note: no checkpoint at {checkpoint_path(out / 'checkpoints')} "
-                  f"(killed before its first one, or removed): run {run_id} "
-                  "restarts from step 0", file=sys.stderr, flush=True)
-        store.truncate_metrics(run_id, 0)
-    if announce is not None:
-        announce(run_id)
+    try:       # claimed from here on: an interrupt records it and says how it goes on
+        if not resume:
+            # it had made progress: say why it is redone
+            if store.count_metrics(run_id, measured=False):
+                print(f"sgdlab: note: no checkpoint at {checkpoint_path(out / 'checkpoints')} "
+                      f"(killed before its first one, or removed): run {run_id} "
+                      "restarts from step 0", file=sys.stderr, flush=True)
+            store.truncate_metrics(run_id, 0)
+        if announce is not None:
+            announce(run_id)
+    except KeyboardInterrupt as e:
+        _interrupted(store, run_id, resume_command(run_id, store.path), e)
     return _execute(cfg, store, run_id, out, env, resume=resume, progress=progress)
 
 

@@ -459,6 +459,45 @@ def test_ctrl_c_after_training_names_the_resume_command_and_records_interrupted(
     assert "finished after 30 steps" in capsys.readouterr().out
 
 
+def test_ctrl_c_while_a_run_is_announced_or_its_outcome_printed_says_how_it_stands(
+        tmp_path, capsys, monkeypatch):
+    """Ctrl-C once the run is recorded but before it trains (its id and resume command being
+    printed) left it recorded running with a bare "interrupted"; now it is recorded
+    interrupted, named with its resume command, and the resume finishes it. Ctrl-C while a
+    finished run's outcome is printed said a bare "interrupted" too: now that the run is
+    complete and stored, where its results are, and how to show it."""
+    import sgdlab.cli.train as train_cli
+
+    cfg = tmp_path / "tiny.yaml"
+    cfg.write_text(TINY)
+    store_path = tmp_path / "runs.sqlite"
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(train_cli, "announce", interrupted)
+    argv = ["train", str(cfg), "--store", str(store_path), "--out", str(tmp_path / "a")]
+    assert main(argv) == 130
+    (run,) = RunStore(store_path).list_runs()
+    assert (f"run {run['id']} interrupted; continue it with: sgdlab resume {run['id']} "
+            f"--store {store_path}") in capsys.readouterr().err
+    assert run["status"] == "interrupted"
+    monkeypatch.undo()
+    assert main(["resume", run["id"], "--store", str(store_path)]) == 0
+    assert "finished after 30 steps" in capsys.readouterr().out
+
+    monkeypatch.setattr(train_cli, "_rel", interrupted)      # amid the outcome's lines
+    argv = ["train", str(cfg), "--store", str(store_path), "--out", str(tmp_path / "b")]
+    assert main(argv) == 130
+    (run,) = [r for r in RunStore(store_path).list_runs() if r["id"] != run["id"]]
+    err = capsys.readouterr().err
+    assert (f"sgdlab: interrupted while its outcome was printed: run {run['id']} had ended "
+            f"(finished) and is stored, its results in {tmp_path / 'b' / 'results.json'}; "
+            f"nothing is left to resume; show it with: sgdlab runs show {run['id']} "
+            f"--store {store_path}") in err, err
+    assert run["status"] == "finished"
+
+
 def test_a_measurement_of_a_stopped_run_outlives_its_resume(tmp_path, capsys):
     """`sgdlab measure` of the checkpoint a stopped run left, then `sgdlab resume`: the resume
     keeps the rows its checkpoint had stored, and the measurement, logged after them."""
