@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import os
+from pathlib import Path
 
 
 def add_reading_option(p: argparse.ArgumentParser, when: str = "") -> None:
@@ -126,6 +127,22 @@ def _run(args: argparse.Namespace) -> int:
         raise RunInterrupted(f"the sweep was {how}; any runs in progress are recorded as "
                              "interrupted, finished runs are kept; continue with: "
                              f"{_same_command(args)}") from None
+    try:
+        return _print_results(res)
+    except KeyboardInterrupt as e:
+        from sgdlab.errors import RunInterrupted
+
+        how = "terminated" if str(e) else "interrupted"
+        left = (f"{len(res.sweep.failed)} runs failed: complete them with: "
+                f"{_same_command(args)}" if res.sweep.failed else "nothing is left to run")
+        raise RunInterrupted(f"{how} while the conclusions were printed: the sweep and its "
+                             f"report are complete and written (results: "
+                             f"{(res.out_dir / 'results.json').resolve()}, report: "
+                             f"{Path(res.report_path).resolve()}); {left}") from None
+
+
+def _print_results(res) -> int:
+    """The conclusions with their verdicts, the failed runs and where the report is."""
     from sgdlab.report.verdicts import SMOKE, verdict
 
     smoke = res.results.get("scale") == "smoke"

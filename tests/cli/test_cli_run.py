@@ -356,6 +356,38 @@ def _interrupted_rerun_says(argv, same, folder, capsys, monkeypatch):
     assert capsys.readouterr().err.rstrip().endswith(f"continue with: {same}")
 
 
+@pytest.mark.parametrize("failed", [0, 1])
+def test_ctrl_c_while_the_conclusions_are_printed_says_the_report_is_written(
+        tmp_path, capsys, monkeypatch, failed):
+    """The sweep and its report written, Ctrl-C amid the conclusions' lines said a bare
+    "interrupted": now where the results and report are, and that nothing is left to run
+    (or, with failed runs, the command that completes them)."""
+    from types import SimpleNamespace
+
+    import sgdlab.experiments.runner as runner
+    import sgdlab.report.verdicts as verdicts
+
+    out = tmp_path / "o"
+    res = SimpleNamespace(out_dir=out, report_path=out / "report.html", ok=not failed,
+                          results={"scale": "cpu", "conclusions": [{"text": "a claim"}]},
+                          sweep=SimpleNamespace(failed=[("a-run", "boom")] * failed))
+
+    def interrupted(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(runner, "run_experiment", lambda *a, **k: res)
+    monkeypatch.setattr(verdicts, "verdict", interrupted)
+    argv = ["run", GRID, "--out", str(out), "--store", str(tmp_path / "s.sqlite")]
+    assert main(argv) == 130
+    err = capsys.readouterr().err
+    assert (f"sgdlab: interrupted while the conclusions were printed: the sweep and its report "
+            f"are complete and written (results: {out / 'results.json'}, report: "
+            f"{out / 'report.html'}); ") in err, err
+    same = f"sgdlab run {GRID} --scale cpu --out {out} --store {tmp_path / 's.sqlite'}"
+    assert err.rstrip().endswith(f"1 runs failed: complete them with: {same}" if failed
+                                 else "nothing is left to run"), err
+
+
 def test_a_sweep_without_out_continues_into_the_folder_it_wrote(tmp_path, capsys, monkeypatch):
     """A sweep given no --out writes to sgdlab-out/NAME-SCALE under the folder it ran in; the
     command recorded to continue it had no --out, so run from elsewhere it wrote the report
