@@ -1,8 +1,9 @@
 """Distributed Parle: one replica per process with ``torch.distributed``.
 
-Launch (one machine, 3 replicas)::
+Launch (one machine, 3 replicas; ``--standalone``: the rendezvous on a free port, so runs
+started at the same time do not collide on a fixed one, ``$PET_MASTER_PORT`` or 29500)::
 
-    torchrun --nproc-per-node 3 -m sgdlab.train.distributed run.yaml --out runs/parle
+    torchrun --standalone --nproc-per-node 3 -m sgdlab.train.distributed run.yaml --out runs/parle
 
 or on several machines (same command on each, ``--node-rank`` 0..N-1)::
 
@@ -137,8 +138,8 @@ def init_distributed(backend: str = "auto", timeout: float = 60.0) -> str:
     for var in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
         if var not in os.environ:
             raise UserError(f"environment variable {var} is not set: launch with torchrun, "
-                            "e.g. `torchrun --nproc-per-node 3 -m sgdlab.train.distributed "
-                            "CONFIG`")
+                            "e.g. `torchrun --standalone --nproc-per-node 3 -m "
+                            "sgdlab.train.distributed CONFIG`")
     if backend == "auto":
         backend = "nccl" if torch.cuda.is_available() else "gloo"
     if backend not in ("gloo", "nccl"):
