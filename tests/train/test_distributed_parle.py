@@ -326,11 +326,15 @@ def test_of_two_starts_into_one_free_folder_at_once_exactly_one_proceeds(tmp_pat
                                                                        hard_links):
     """Both starts find OUT without checkpoints, and only then (a barrier holds the first
     until the second has checked too) go on: one trains into OUT, the other is refused
-    naming the folder and writes nothing there. Also on a file system without hard links."""
+    naming the folder and writes nothing there. Also on a file system without hard links.
+    The one that trains waits until the other is refused: a refused start that finds the
+    winner's checkpoints already saved says so instead (a loaded machine, where the other
+    thread waited past the winner's 2 rounds, failed the message check)."""
     import threading
 
     import sgdlab.train.distributed as distributed
     import sgdlab.train.replicas as replicas
+    from sgdlab.errors import UserError
     from sgdlab.testing import start_twice_at_once, without_hard_links
 
     cfg, _ = write_problem(tmp_path, replicas=2, rounds=2)
@@ -346,6 +350,22 @@ def test_of_two_starts_into_one_free_folder_at_once_exactly_one_proceeds(tmp_pat
 
     monkeypatch.setattr(replicas, "check_checkpoint_dir", check_then_wait)
     monkeypatch.setattr(distributed, "check_checkpoint_dir", check_then_wait, raising=False)
+    other_refused = threading.Event()
+    claim, train = distributed.claim_out, distributed.train_replicas
+
+    def claim_or_say_refused(*a, **k):
+        try:
+            return claim(*a, **k)
+        except UserError:
+            other_refused.set()
+            raise
+
+    def train_once_the_other_is_refused(*a, **k):
+        other_refused.wait(60)
+        return train(*a, **k)
+
+    monkeypatch.setattr(distributed, "claim_out", claim_or_say_refused)
+    monkeypatch.setattr(distributed, "train_replicas", train_once_the_other_is_refused)
     if not hard_links:
         without_hard_links(monkeypatch)
     out = tmp_path / "out"
