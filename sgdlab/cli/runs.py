@@ -78,7 +78,7 @@ def register(subparsers) -> None:
                     help="write each run's metrics as TensorBoard event files in "
                          "DIR/<name>-<run id> (needs the tensorboard package)")
     ex.add_argument("--format", choices=("csv", "json"),
-                    help="default: from PATH's suffix, else csv")
+                    help="default: from PATH's suffix (.csv or .json; csv without one)")
     ex.add_argument("--run", action="append", dest="runs", metavar="RUN",
                     help="only this run: a run id, a unique prefix or the run's folder "
                          "(repeatable; default all)")
@@ -493,7 +493,13 @@ def _export(args) -> int:
             from sgdlab.errors import UserError
             raise UserError("give PATH (a .csv or .json file) or --tensorboard DIR")
         return 0
-    fmt = args.format or ("json" if Path(args.path).suffix.lower() == ".json" else "csv")
+    suffix = Path(args.path).suffix.lower()
+    if args.format is None and suffix not in ("", ".csv", ".json"):
+        # x.xlsx or x.parquet received CSV text under a name that promised another format
+        from sgdlab.errors import UserError
+        raise UserError(f"{args.path}: no export format for the suffix {suffix!r}; name a "
+                        ".csv or .json file, or say which with --format csv|json")
+    fmt = args.format or ("json" if suffix == ".json" else "csv")
     path = store.export(args.path, run_ids=args.runs, fmt=fmt)
     print(f"wrote {path} ({fmt})")
     return 0

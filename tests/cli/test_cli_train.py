@@ -372,6 +372,23 @@ def test_runs_export_takes_run_folders_as_show_and_compare_do(tmp_path, capsys, 
     assert "runs are exported within one store" in capsys.readouterr().err
 
 
+def test_runs_export_to_a_name_of_another_format_is_refused_unless_told(tmp_path, capsys):
+    # x.xlsx received CSV text, "wrote x.xlsx (csv)", a file a spreadsheet cannot open
+    store = RunStore(tmp_path / "runs.sqlite")
+    rid = store.create_run({"k": 1}, name="a", env={}, status="finished")
+    store.log_metrics(rid, 1, {"loss": 0.5})
+    base = ["runs", "export", "--store", str(store.path)]
+    assert main(base + [str(tmp_path / "x.xlsx")]) == 2
+    assert ("x.xlsx: no export format for the suffix '.xlsx'; name a .csv or .json file, or "
+            "say which with --format csv|json") in capsys.readouterr().err
+    assert not (tmp_path / "x.xlsx").exists()
+    assert main(base + [str(tmp_path / "x.xlsx"), "--format", "csv"]) == 0
+    assert main(base + [str(tmp_path / "plain")]) == 0          # no suffix: CSV, as before
+    for name in ("x.xlsx", "plain"):
+        rows = list(csv.DictReader(open(tmp_path / name)))
+        assert [(r["run_id"], r["metric"]) for r in rows] == [(rid, "loss")]
+
+
 def test_runs_compare_names_a_list_item_one_config_lacks_in_one_row():
     from sgdlab.report.settings import differing_keys, flat_config
 
