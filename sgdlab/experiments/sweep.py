@@ -289,6 +289,7 @@ class _Driver:
         self.env = environment(device=self.device)
         self.inflight: dict[int, _Flight] = {}
         self.steps: dict[str, int] = {}         # run id -> the last step it logged
+        self._planned: dict[str, int | None] = {}    # run key -> the steps it will take
         self.starting: _Flight | None = None
         self.failed_keys: set[str] = set()
         self.bad_input: tuple[RunSpec, str] | None = None
@@ -314,10 +315,20 @@ class _Driver:
         running = []
         for f in list(self.inflight.values()):
             step = self.steps.get(f.run_id)
-            running.append(f"{f.run.run_name} for {_duration(time.perf_counter() - f.started)}"
-                           + (f" (step {step})" if step is not None else ""))
+            at = ""
+            if step is not None:
+                total = self._planned_steps(f.run)
+                at = f" (step {step}" + (f" of {total})" if total is not None else ")")
+            running.append(f"{f.run.run_name} for "
+                           f"{_duration(time.perf_counter() - f.started)}{at}")
         self.say(f"  ... {self.count} of {self.todo_total} done; running: "
                  + ", ".join(running))
+
+    def _planned_steps(self, run: RunSpec) -> int | None:
+        """The steps ``run`` will take where its parameters tell (as ``--dry-run`` counts)."""
+        if run.key not in self._planned:
+            self._planned[run.key] = get_procedure(run.procedure).planned_steps(run.params)
+        return self._planned[run.key]
 
     @property
     def backend(self):

@@ -46,6 +46,9 @@ class _Slow(Procedure):
     """Six steps of a quarter second each (a module-level class: spawned workers import it)."""
     allowed = {"x"}
 
+    def planned_steps(self, params):
+        return 6
+
     def run(self, run, ctx):
         import time
 
@@ -1010,5 +1013,5 @@ def test_a_long_run_is_reported_while_it_runs(tmp_path, monkeypatch, workers):
     beats = [ln for ln in lines if "running:" in ln]
     assert beats, lines
     assert all(ln.startswith("  ... 0 of 1 done; running: sq|x=1|seed=0 for ") for ln in beats)
-    assert any("(step " in ln for ln in beats)
+    assert any("(step " in ln and ln.endswith(" of 6)") for ln in beats)   # as planned
     assert lines[-1].startswith("[1/1] sq|x=1|seed=0 finished")
