@@ -497,6 +497,7 @@ def _export(args) -> int:
     if args.format is None and suffix not in ("", ".csv", ".json"):
         # x.xlsx or x.parquet received CSV text under a name that promised another format
         from sgdlab.errors import UserError
+        store.check_export_target(Path(args.path))   # the store itself is named as such
         raise UserError(f"{args.path}: no export format for the suffix {suffix!r}; name a "
                         ".csv or .json file, or say which with --format csv|json")
     fmt = args.format or ("json" if suffix == ".json" else "csv")

@@ -853,7 +853,7 @@ class RunStore:
         if fmt not in ("csv", "json"):
             raise UserError(f"unknown export format {fmt!r}; use 'csv' or 'json'")
         path = Path(path)
-        self._check_export_target(path)
+        self.check_export_target(path)
         # a run named twice (by its id and a prefix, say) is written once
         ids = list(dict.fromkeys(self.resolve(r) for r in run_ids)) if run_ids else [
             r["id"] for r in self.list_runs()]
@@ -881,7 +881,7 @@ class RunStore:
                     w.writerow([*head, "", "", "", ""])
         return path
 
-    def _check_export_target(self, path: Path) -> None:
+    def check_export_target(self, path: Path) -> None:
         """Refuse to write an export over this store (or its -wal / -shm file) or over any
         other SQLite database: ``sgdlab runs export runs.sqlite``, the store taken for the
         file to write, would replace every run by its CSV."""
