@@ -38,7 +38,7 @@ from sgdlab.measure.batch_norm import BN_TYPES, has_batchnorm, recompute_bn_stat
 from sgdlab.models.modes import eval_mode
 from sgdlab.operators.batches import (Data, check_batch_loss, check_model_data,
                                       iterate_batches)
-from sgdlab.operators.params import params_vector, set_params_vector
+from sgdlab.operators.params import frozen_named_params, params_vector, set_params_vector
 
 __all__ = [
     "BasinWidth",
@@ -112,7 +112,7 @@ def _batchnorm_buffer_names(model: nn.Module) -> set[str]:
 
 
 def _frozen_params(model: nn.Module) -> dict[str, Tensor]:
-    return {n: p.detach().clone() for n, p in model.named_parameters() if not p.requires_grad}
+    return {n: p.clone() for n, p in frozen_named_params(model).items()}
 
 
 def interpolate_models(

@@ -46,7 +46,7 @@ from sgdlab.operators.batches import (Data, check_batch_loss, check_data, check_
                                       plain_checkpoints)
 from sgdlab.operators.params import (UNUSED_ZERO, params_vector, set_params_vector,
                                      trainable_named_params)
-from sgdlab.operators.params import functional_call, unflatten_like
+from sgdlab.operators.params import frozen_named_params, functional_call, unflatten_like
 
 from .curvature import Estimate
 from .curvature import mc_estimate as _mc
@@ -173,7 +173,7 @@ def _vmapped_sums(model: nn.Module, scores: _Scores, data: Data, theta: Tensor,
     the points and chunks of samples of ``plan`` per vmap call over ``functional_call``
     (:func:`vmapped_passes`)."""
     like = {k: v.detach() for k, v in trainable_named_params(model).items()}
-    frozen = {n: p.detach() for n, p in model.named_parameters() if not p.requires_grad}
+    frozen = frozen_named_params(model)
     buffers = dict(model.named_buffers())
     device, m = theta.device, perturbations.shape[0]
 

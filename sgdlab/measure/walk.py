@@ -56,8 +56,8 @@ from sgdlab.measure.passes import (PassPlan, activation_bytes_per_sample, evalua
 from sgdlab.models.modes import eval_mode
 from sgdlab.operators.batches import (Data, check_batch_loss, check_model_data, is_single_batch,
                                       iterate_batches)
-from sgdlab.operators.params import (check_params_vector, functional_call, params_vector,
-                                     trainable_named_params)
+from sgdlab.operators.params import (check_params_vector, frozen_named_params, functional_call,
+                                     params_vector, trainable_named_params)
 
 __all__ = [
     "StepInterpolation",
@@ -212,7 +212,7 @@ def _vectorized_losses(model: nn.Module, loss_fn: LossFn, data: Data, theta_a: T
     """Sum over batches of size × loss at each point, in the points and chunks of samples of
     ``plan`` per vmap call (:func:`vmapped_passes`)."""
     like = trainable_named_params(model)
-    frozen = {n: p.detach() for n, p in model.named_parameters() if not p.requires_grad}
+    frozen = frozen_named_params(model)
     buffers = {n: b.detach() for n, b in model.named_buffers()}
     calls, n = vmapped_passes(
         plan, lambda: iterate_batches(data, theta_a.device), len(alphas),

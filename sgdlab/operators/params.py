@@ -48,6 +48,12 @@ def trainable_named_params(model: nn.Module) -> dict[str, Tensor]:
     return {n: p for n, p in model.named_parameters() if p.requires_grad}
 
 
+def frozen_named_params(model: nn.Module) -> dict[str, Tensor]:
+    """The parameters that do not require a gradient, detached, by name: the constants a
+    functional call over the trainable ones must be given as well."""
+    return {n: p.detach() for n, p in model.named_parameters() if not p.requires_grad}
+
+
 def require_trainable(model: nn.Module) -> dict[str, Tensor]:
     """:func:`trainable_named_params`, a ``UserError`` when there is none (nothing to
     differentiate: no gradient, no curvature)."""

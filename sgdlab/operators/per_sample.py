@@ -34,8 +34,8 @@ from sgdlab.models.modes import BN_TYPES
 from .batches import (Data, check_loss_reduction, check_model_data, concat_batches,
                       dense_embedding_gradients, fixed_randomness, plain_checkpoints)
 from .linear import kept_running_statistics
-from .params import (UNUSED_ZERO, flat_dtype, flatten, functional_call, require_trainable,
-                     trainable_named_params)
+from .params import (UNUSED_ZERO, flat_dtype, flatten, frozen_named_params, functional_call,
+                     require_trainable, trainable_named_params)
 
 # CPU buffers at least this large are backed by transparent huge pages when the kernel allows
 # it: first-touch page faults otherwise dominate writing G (first write of a 2.7 GB G 2.4x
@@ -122,7 +122,7 @@ def _per_sample_gradients(model, loss_fn, data, chunk_size, method) -> Tensor:
                              "on the batch's samples")
     x, y = concat_batches(data, device=next(model.parameters()).device)
     params = {k: v.detach() for k, v in trainable_named_params(model).items()}
-    frozen = {n: p.detach() for n, p in model.named_parameters() if not p.requires_grad}
+    frozen = frozen_named_params(model)
     buffers = dict(model.named_buffers())
 
     def sample_loss(p, xi, yi):
