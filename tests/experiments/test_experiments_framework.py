@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -997,6 +998,26 @@ def test_a_final_measurement_of_a_model_that_diverged_in_its_last_step_records_d
     rerun = run_experiment(str(cfg), scale="cpu", out_dir=tmp_path / "o", store_path=store,
                            progress=None)
     assert rerun.sweep.executed == []                # nothing redone
+
+
+def test_a_finished_run_is_said_with_its_own_time_not_its_workers_start(tmp_path,
+                                                                         monkeypatch):
+    # the driver's clock ran from the submission: a new worker's first run also waited for
+    # the process to start and import torch (9.8 s said for a 0.9 s run)
+    import sgdlab.experiments.backends as backends
+    from sgdlab.experiments import worker
+
+    def slow_start(task, send=None):
+        time.sleep(0.6)                     # stands for a worker's start-up
+        record = worker.execute_run(task, send)
+        record.seconds = 0.04
+        return record
+
+    monkeypatch.setattr(backends, "execute_run", slow_start)
+    lines: list[str] = []
+    run_sweep(resolve(_raw(grid={"x": [1]}), "smoke").expand(),
+              store_path=str(tmp_path / "s.sqlite"), progress=lines.append, workers=1)
+    assert lines[-1] == "[1/1] sq|x=1|seed=0 finished (0.0 s)"
 
 
 @pytest.mark.parametrize("workers", [1, 2])
