@@ -17,7 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sgdlab.measure.walk import activation_bytes_per_sample, segment_losses
+from sgdlab.measure.passes import activation_bytes_per_sample
+from sgdlab.measure.walk import segment_losses
 from sgdlab.operators import params_vector
 
 LEFT_FREE = 12 * 2**30

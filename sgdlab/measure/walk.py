@@ -32,9 +32,9 @@ default because batched matmuls over stacked weights measured ~2× slower than K
 (benchmarks/bench_trajectory.py: the pointwise path costs ≈ K plain evaluations). A batch whose
 activations exceed a memory budget is evaluated in chunks of samples (and of points under vmap),
 which changes the mean only by round-off; in train mode batch norm keeps the statistics of the
-whole batch (:func:`batch_norm_statistics`). The passes are sized, and retried smaller after
-running out of memory, by :mod:`sgdlab.measure.passes`, shared with the perturbed losses of
-sharpness and loss surfaces. Xing et al.'s
+whole batch (:func:`sgdlab.measure.batch_norm.batch_norm_statistics`). The passes are sized,
+and retried smaller after running out of memory, by :mod:`sgdlab.measure.passes`, shared with
+the perturbed losses of sharpness and loss surfaces. Xing et al.'s
 paper scale (VGG-11, the 45,000 training images as one batch, 12 points) would need 280 GiB
 vmapped in one pass.
 """
@@ -49,10 +49,9 @@ import torch
 from torch import Tensor, nn
 from torch.func import vmap
 
-from sgdlab.measure.batch_norm import BN_TYPES, batch_norm_statistics
-from sgdlab.measure.passes import (PassPlan, activation_bytes_per_sample, evaluate_points,
-                                   evaluation_memory_budget, pointwise_passes,
-                                   resolved_budget, vmapped_passes)
+from sgdlab.measure.batch_norm import BN_TYPES
+from sgdlab.measure.passes import (PassPlan, evaluate_points, pointwise_passes, resolved_budget,
+                                   vmapped_passes)
 from sgdlab.models.modes import eval_mode
 from sgdlab.operators.batches import (Data, check_batch_loss, check_model_data, is_single_batch,
                                       iterate_batches)
@@ -62,10 +61,7 @@ from sgdlab.operators.params import (check_params_vector, frozen_named_params, f
 __all__ = [
     "StepInterpolation",
     "EpochWalkSummary",
-    "activation_bytes_per_sample",
     "analyze_segment",
-    "batch_norm_statistics",
-    "evaluation_memory_budget",
     "evaluation_mode",
     "SPACINGS",
     "VALLEY_FLOORS",
@@ -256,14 +252,14 @@ def segment_losses(
         vectorize: True: batched over α with ``vmap``; False: one point after another (also
             the reference for the batched path); None: batched except on CPU.
         memory_budget: bytes of activations one forward pass may take (None:
-            :func:`evaluation_memory_budget`). A batch whose activations
-            (:func:`activation_bytes_per_sample` × samples, × (points + 1) under vmap) exceed it
-            is evaluated in chunks of samples, and the points in chunks of fewer: the mean
-            is the same up to round-off (chunks weighted by size). Batch norm normalising
+            :func:`sgdlab.measure.passes.evaluation_memory_budget`). A batch whose activations
+            (:func:`sgdlab.measure.passes.activation_bytes_per_sample` × samples,
+            × (points + 1) under vmap) exceed it is evaluated in chunks of samples, and the
+            points in chunks of fewer: the mean is the same up to round-off (chunks weighted by size). Batch norm normalising
             with batch statistics (``bn_mode="train"``, or a layer without running
             statistics) then uses those of the whole batch, computed over the chunks first
-            (:func:`batch_norm_statistics`; one pass per batch-norm layer, one point after
-            another). Running out of memory all the same halves the chunks
+            (:func:`sgdlab.measure.batch_norm.batch_norm_statistics`; one pass per batch-norm
+            layer, one point after another). Running out of memory all the same halves the chunks
             and starts again, with a warning that says so.
     """
     check_batch_loss(loss_fn, data)

@@ -12,7 +12,8 @@ from torch import nn
 from sgdlab.measure import (batch_statistics, gradient_covariance, hessian_eigenpairs,
                             hessian_spectral_density, hessian_trace, normalized_step_length)
 from sgdlab.measure.surface import loss_surface
-from sgdlab.measure.walk import activation_bytes_per_sample, segment_losses
+from sgdlab.measure.passes import activation_bytes_per_sample
+from sgdlab.measure.walk import segment_losses
 from sgdlab.operators import HessianOperator, params_vector, per_sample_gradients
 from sgdlab.testing import (covariance_reference, dense_hessian_reference,
                             per_sample_gradients_loop, random_eval_batchnorm, tiny_images)

@@ -12,7 +12,8 @@ from torch import nn
 
 import sgdlab.measure.passes as passes
 import sgdlab.measure.walk as walk
-from sgdlab.measure.walk import batch_norm_statistics, segment_alphas, segment_losses
+from sgdlab.measure.batch_norm import batch_norm_statistics
+from sgdlab.measure.walk import segment_alphas, segment_losses
 from sgdlab.operators.params import params_vector
 from sgdlab.testing import (PassSizes, memory_budget_for, naive_segment_losses,
                             said_out_of_memory)
@@ -196,9 +197,8 @@ def test_the_cpu_allocators_failure_is_out_of_memory_too():
     h.remove()
 
 
-def test_out_of_memory_at_one_sample_is_raised(monkeypatch):
+def test_out_of_memory_at_one_sample_is_raised():
     model, loss_fn, data, a, b = _problem()
-    monkeypatch.setattr(walk, "activation_bytes_per_sample", lambda *_: 8)
 
     def forward_pre(_m, args):
         raise torch.OutOfMemoryError("CUDA out of memory.")
