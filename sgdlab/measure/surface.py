@@ -203,12 +203,12 @@ def _recompute_in_chunks(model: nn.Module, data: Data, layerwise: bool,
     the one pass (``layerwise=False``) normalises each batch by its own statistics, which
     chunks would change, and keeps the batches whole. A single batch that fits is passed as it
     is (one pass, exact)."""
-    device = next(model.parameters()).device
-    plan = PassPlan(model, resolved_budget(memory_budget, device), 1, vectorized=False,
-                    caller="loss_surface")
     if not layerwise:
         recompute_bn_statistics(model, data, layerwise=False)
         return
+    device = next(model.parameters()).device
+    plan = PassPlan(model, resolved_budget(memory_budget, device), 1, vectorized=False,
+                    caller="loss_surface")
     if not is_single_batch(data) and iter(data) is data:
         data = list(data)              # every pass reads the same batches
 
