@@ -1036,3 +1036,19 @@ def test_a_long_run_is_reported_while_it_runs(tmp_path, monkeypatch, workers):
     assert all(ln.startswith("  ... 0 of 1 done; running: sq|x=1|seed=0 for ") for ln in beats)
     assert any("(step " in ln and ln.endswith(" of 6)") for ln in beats)   # as planned
     assert lines[-1].startswith("[1/1] sq|x=1|seed=0 finished")
+
+
+def test_a_claim_against_a_reference_names_the_value_not_that_of_a_group():
+    from sgdlab.experiments.procedures.common import add_references, check_claims
+
+    values = {"gd": {"cos": -0.95}}
+    add_references(values, {"references": {"cosine −0.9": {"cos": -0.9}}})
+    (c,) = check_claims([{"less": ["gd", "cosine −0.9"], "metric": "cos"}], values)
+    assert c.text == "cos of gd (-0.95) is lower than cosine −0.9 (-0.9)"
+    (c,) = check_claims([{"greater": ["gd", "cosine −0.9"], "metric": "cos",
+                          "margin": -0.1}], values)
+    assert c.text == "cos of gd (-0.95) is not below cosine −0.9 (-0.9) by more than 0.1"
+    # a run group keeps its "that of"
+    values["sgd"] = {"cos": -0.5}
+    (c,) = check_claims([{"less": ["gd", "sgd"], "metric": "cos"}], values)
+    assert c.text == "cos of gd (-0.95) is lower than that of sgd (-0.5)"

@@ -308,6 +308,11 @@ def equivalence(va: float, vb: float, sa: float, sb: float, na: int, nb: int,
     return None, f"{ci} straddles ±{margin:g}, so inconclusive"
 
 
+class Reference(dict):
+    """A constant pseudo-group's values: a claim reads "lower than cosine −0.9 (−0.9)", not
+    "lower than that of cosine −0.9"."""
+
+
 def add_references(values: dict[str, dict[str, float]], options: dict[str, Any]) -> None:
     """Add ``options.references`` ``{name: {metric: value}}`` to ``values`` (in place):
     constant pseudo-groups a claim compares a run group with ("100% training accuracy",
@@ -316,7 +321,7 @@ def add_references(values: dict[str, dict[str, float]], options: dict[str, Any])
         if name in values or not isinstance(ref, dict):
             raise ConfigError(f"options.references: {name!r} must be a new name mapping "
                               f"metrics to values, got {ref!r}")
-        values[name] = {k: float(v) for k, v in ref.items()}
+        values[name] = Reference({k: float(v) for k, v in ref.items()})
 
 
 def claim_metrics(claims: list[dict[str, Any]]) -> list[str]:
@@ -430,17 +435,19 @@ def check_claims(claims: list[dict[str, Any]], values: dict[str, dict[str, float
                 up, down = (cens_a, cens_b) if kind == "greater" else (cens_b, cens_a)
                 keeps = ("up" if ok else "down") if fin else None
                 fa, fb = ("≥ " + fa if cens_a else fa), ("≥ " + fb if cens_b else fb)
+                # a run group's value is "that of" the group; a reference is the value itself
+                of = "" if isinstance(values.get(gb), Reference) else " that of"
                 if margin < 0:      # a tolerance: "not worse by more than |margin|"
                     rel = {"less": "not above", "greater": "not below"}[kind]
-                    rel = (f"{rel} that of" if ok else f"{'above' if kind == 'less' else 'below'}"
-                           " that of") + f" {nm(b)} ({fb}) by more than {-margin:g}"
+                    rel = (rel if ok else "above" if kind == "less" else "below") + (
+                        f"{of} {nm(b)} ({fb}) by more than {-margin:g}")
                     text = f"{mname} of {nm(a)} ({fa}) is {rel}"
                 else:
                     rel = {"less": ("lower than", "not lower than"),
                            "greater": ("higher than", "not higher than")}[kind][0 if ok else 1]
                     if margin > 0:
                         rel += f" (by a margin of {margin:g})"
-                    text = (f"{mname} of {nm(a)} ({fa}) is {rel} that of {nm(b)} ({fb})")
+                    text = (f"{mname} of {nm(a)} ({fa}) is {rel}{of} {nm(b)} ({fb})")
             elif kind == "equivalent":
                 if "margin" not in c and "rtol" not in c:
                     raise ConfigError(f"options.claims[{i}]: 'equivalent' needs a 'margin' or an "
