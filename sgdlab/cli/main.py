@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt as e:
         # a RunInterrupted names the run and the command that continues it
-        print(f"sgdlab: {e}" if str(e) else "interrupted", file=sys.stderr)
+        print(f"sgdlab: {str(e) or 'interrupted'}", file=sys.stderr)
         return 130
     except BrokenPipeError:
         # `sgdlab list | head`: the reader left; point stdout at devnull so the exit flush is quiet

@@ -88,7 +88,13 @@ def run_config(cfg: dict[str, Any], *, out_dir: str | os.PathLike | None = None,
     cfg = validate_config(cfg)
     # Build before recording: input that only fails when built (a bad data option value, a
     # missing file) is reported without leaving a failed run behind.
-    built = build_from_config(cfg, validated=True)
+    try:
+        built = build_from_config(cfg, validated=True)
+    except KeyboardInterrupt as e:     # minutes for a large dataset: say what stands
+        how = "terminated" if str(e) else "interrupted"
+        raise RunInterrupted(f"{how} while the data and model were built, before the run was "
+                             "recorded: nothing was saved; the same command starts it again"
+                             ) from None
     if cfg["data"]["data_dir"] is not None:
         # recorded absolute, as the run's folder is: `sgdlab resume` and `sgdlab measure` from
         # another folder read the same files

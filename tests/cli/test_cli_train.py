@@ -831,3 +831,24 @@ def test_resume_and_measure_of_a_run_of_train_from_python_say_how_to_go_on_from_
     assert (f"run {result.run_id} was trained by train() from Python (a Sequential the store "
             "cannot rebuild): measure the model from Python with the functions of "
             "sgdlab.measure") in err
+
+
+def test_ctrl_c_while_the_data_is_built_says_nothing_was_saved(tmp_path, capsys, monkeypatch):
+    """Ctrl-C while the data and model are built (minutes for a large dataset), before the
+    run is recorded: it said a bare "interrupted"; now that nothing was saved and the same
+    command starts again, and no store is left behind."""
+    import sgdlab.config.runner as runner
+
+    cfg = tmp_path / "tiny.yaml"
+    cfg.write_text(TINY)
+    store_path = tmp_path / "runs.sqlite"
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(runner, "build_from_config", interrupted)
+    assert main(["train", str(cfg), "--store", str(store_path)]) == 130
+    err = capsys.readouterr().err
+    assert err == ("sgdlab: interrupted while the data and model were built, before the run "
+                   "was recorded: nothing was saved; the same command starts it again\n")
+    assert not store_path.exists()
