@@ -16,7 +16,8 @@ writes
   ``measure/sharpness/expected``, ``measure/batch/norm_test``, ...), kept apart from the series
   recorded during training (measured again at that step, a value replaces the last one),
 - ``measurements.json`` (scalars and arrays: eigenvalues, spectra, SLQ density, the loss
-  surface; a non-finite value is null) and plots (``hessian_density.png``, ``spectra.png``,
+  surface; a non-finite value is null; ``memory_budget``: the passes' budget in bytes, null
+  for the device's default) and plots (``hessian_density.png``, ``spectra.png``,
   ``alignment.png``, ``loss_surface.png``; ``curvature_history.png``, ``noise_magnitude.png`` and
   ``batch_statistics.png`` when the run recorded such series during training) to ``--out``
   (default: ``<run folder>/measure-step<step>``).
@@ -412,7 +413,8 @@ def _measure(args: argparse.Namespace) -> int:
 
     result: dict[str, Any] = {"checkpoint": str(ckpt), "run_id": run_id, "step": step,
                               "data": args.data, "num_samples": len(x), "what": what,
-                              "seed": args.seed, "scalars": {}, "arrays": {}}
+                              "seed": args.seed, "memory_budget": args.memory_budget,
+                              "scalars": {}, "arrays": {}}
     m = _Measuring(args, model, loss_fn, batch, out_dir, result)
     t0 = time.perf_counter()
     # a fixed order, not --what's: with --train-mode dropout draws on the global RNG in turn

@@ -71,9 +71,9 @@ class LinearOperator:
         self.num_matvecs += m.shape[1]
         return self._quadratic_forms(m.to(self.dtype))
 
-    # bytes of scratch memory the probes of one batched product may take (probe_block_size);
-    # None: the device's default (memory_budget)
-    probe_memory_budget: int | None = None
+    # bytes of scratch memory the probes of one batched product may take (probe_block_size),
+    # as any memory budget is written (2**28, "256MiB"); None: the device's default
+    probe_memory_budget: int | str | None = None
 
     def _probe_bytes(self) -> int:
         """Working memory of one column of a batched product (subclasses refine it)."""
@@ -85,7 +85,9 @@ class LinearOperator:
         fixed 256 MiB held the benchmark CNNs to blocks of 1-3 probes, 6-9x dearer per probe
         than blocks of 64: docs/design/curvature.md, "On a GPU")."""
         if self.probe_memory_budget is not None:
-            return int(self.probe_memory_budget)
+            from sgdlab.measure.passes import memory_budget_bytes
+
+            return memory_budget_bytes(self.probe_memory_budget, "probe_memory_budget")
         # a quarter, not evaluation_memory_budget's half: scratch beside the operator's own passes
         if self.device.type == "cuda":
             return int(torch.cuda.mem_get_info(self.device)[0] // 4)

@@ -166,6 +166,8 @@ def test_measure_passes_its_memory_budget_to_every_measurement_that_takes_one(tm
                  "--out", str(tmp_path / "m")]) == 0
     assert seen == dict.fromkeys(("expected_sharpness", "epsilon_sharpness", "local_entropy",
                                   "loss_surface"), 2**20)
+    # and measurements.json says which budget its passes had (None: the device's default)
+    assert json.loads((tmp_path / "m" / "measurements.json").read_text())["memory_budget"] == 2**20
 
 
 @pytest.mark.parametrize("budget,problem", [("0", "must be >= 1"), ("1.5", "not a whole "

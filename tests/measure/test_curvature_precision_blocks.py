@@ -133,3 +133,8 @@ def test_block_sizes_follow_the_device(monkeypatch):
     assert tuner.settled == 64 and [b for _, b in tuner.blocks(150)] == [64, 64, 22]
     gpu.probe_memory_budget = 3 * 2**20                   # an explicit budget wins everywhere
     assert gpu.probe_block_size() == 3 and cpu.probe_block_size() == 16
+    gpu.probe_memory_budget = "2MiB"        # written as any memory budget is (int() failed)
+    assert gpu.memory_budget() == 2 * 2**20 and gpu.probe_block_size() == 2
+    gpu.probe_memory_budget = "2G"
+    with pytest.raises(ValueError, match=r"Invalid probe_memory_budget='2G' \(unknown unit"):
+        gpu.memory_budget()
