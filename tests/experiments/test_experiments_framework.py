@@ -786,6 +786,33 @@ def test_a_claim_whose_precondition_fails_is_inconclusive():
         check_claims([dict(claim[0], requires=[{"metric": "train_acc"}])], trained)
 
 
+def test_a_claim_over_many_groups_that_did_not_train_says_so_once():
+    """Five untrained groups: the ten pair texts each repeated the failed precondition (a
+    ~1,000-character conclusion); the claim now says once that it is untestable."""
+    from sgdlab.experiments.procedures.common import check_claims
+
+    claim = [{"equivalent": list("abcde"), "metric": "acc", "margin": 0.01,
+              "metric_name": "best accuracy",
+              "requires": [{"metric": "train_acc", "above": 0.5}],
+              "requires_why": "the nets did not train"}]
+    untrained = {g: {"acc": 0.1, "train_acc": 0.11} for g in "abcde"}
+    (c,) = check_claims(claim, untrained)
+    assert c.agrees_with_paper is None
+    assert c.text == ("best accuracy, the 10 pairs of {a, b, c, d, e}: untestable here: "
+                      "train_acc of every group is not above 0.5 (a 0.11, b 0.11, c 0.11, "
+                      "d 0.11, e 0.11) (the nets did not train), so inconclusive")
+    assert len(c.evidence) == 10          # each pair's values are still kept
+    # two groups trained: their pair is decided, and the undecided pairs are shown as before
+    partly = dict(untrained, a={"acc": 0.9, "train_acc": 0.9}, b={"acc": 0.9, "train_acc": 0.9})
+    (c,) = check_claims(claim, partly)
+    assert c.agrees_with_paper is None and "9 of the 10 pairs" in c.text
+    # all untrained but one: that one trained group leaves every pair untestable still
+    one = dict(untrained, a={"acc": 0.9, "train_acc": 0.9})
+    (c,) = check_claims(claim, one)
+    assert c.text.startswith("best accuracy, the 10 pairs of {a, b, c, d, e}: untestable "
+                             "here: train_acc of b = 0.11 is not above 0.5; train_acc of c")
+
+
 def _strict_loads(text: str):
     """json.loads as jq or JSON.parse read: NaN / Infinity are errors."""
     def refuse(name):

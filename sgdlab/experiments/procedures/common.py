@@ -332,19 +332,27 @@ def claim_metrics(claims: list[dict[str, Any]]) -> list[str]:
 
 
 def unmet_preconditions(c: dict[str, Any], groups: list[str],
-                        values: dict[str, dict[str, float]], where: str) -> list[str]:
-    """The ``requires`` entries of claim ``c`` that some group misses, as sentences."""
+                        values: dict[str, dict[str, float]], where: str, *,
+                        every: bool = False) -> list[str]:
+    """The ``requires`` entries of claim ``c`` that some group misses, as sentences; with
+    ``every``, a requirement that all the groups miss is one sentence for all of them."""
     out = []
     for j, r in enumerate(c.get("requires", [])):
         bounds = [k for k in ("above", "below") if k in r]
         if "metric" not in r or len(bounds) != 1:
             raise ConfigError(f"{where}.requires[{j}]: give a 'metric' and one of above / below")
         bound = float(r[bounds[0]])
+        missed = []
         for g in groups:
             v = values.get(g, {}).get(r["metric"], float("nan"))
-            met = finite(v) and (v > bound if bounds[0] == "above" else v < bound)
-            if not met:
-                out.append(f"{r['metric']} of {g} = {_fmt(v)} is not {bounds[0]} {bound:g}")
+            if not (finite(v) and (v > bound if bounds[0] == "above" else v < bound)):
+                missed.append((g, v))
+        if every and len(missed) == len(groups) > 1:
+            out.append(f"{r['metric']} of every group is not {bounds[0]} {bound:g} ("
+                       + ", ".join(f"{g} {_fmt(v)}" for g, v in missed) + ")")
+            continue
+        out += [f"{r['metric']} of {g} = {_fmt(v)} is not {bounds[0]} {bound:g}"
+                for g, v in missed]
     return out
 
 
@@ -577,7 +585,14 @@ def _all_equivalent(c: dict[str, Any], values: dict[str, dict[str, float]],
     ok = False if False in verdicts else (True if all(verdicts) else None)
     mname, m = c.get("metric_name", c["metric"]), c["metric"]
     listed = ", ".join(names.get(g, g) for g in groups)
-    if ok:
+    unmet = unmet_preconditions(c, groups, values, "options.claims", every=True)
+    if ok is None and unmet and all("the claim is untestable here" in r.text for r in each):
+        # every pair is undecided for the same reason (the nets did not train): said once,
+        # not ten pair texts that each repeat it
+        why = f" ({c['requires_why']})" if c.get("requires_why") else ""
+        text = (f"{mname}, the {len(pairs)} pairs of {{{listed}}}: untestable here: "
+                f"{'; '.join(unmet)}{why}, so inconclusive")
+    elif ok:
         gap = [abs(values[a][m] - values[b][m]) for a, b in pairs]
         text = (f"{mname}, all {len(pairs)} pairs of {{{listed}}} equivalent; the farthest: "
                 + each[gap.index(max(gap))].text)
