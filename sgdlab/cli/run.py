@@ -75,6 +75,10 @@ def register(subparsers) -> None:
     p.add_argument("--store", metavar="PATH",
                    help="run store (SQLite) path; default ./sgdlab-runs/runs.sqlite or $SGDLAB_STORE")
     p.add_argument("--progress", action="store_true", help="show per-run training progress bars")
+    p.add_argument("--tensorboard", metavar="DIR",
+                   help="write every run's metrics live to TensorBoard event files in "
+                        "DIR/<run>-<run id> (tensorboard --logdir DIR; needs the tensorboard "
+                        "package)")
     p.add_argument("--dry-run", action="store_true",
                    help="show what the run would do (its runs, which are already in the store, "
                         "their length, the data files found or missing) without training or "
@@ -114,7 +118,8 @@ def _run(args: argparse.Namespace) -> int:
                              backend=args.backend, address=args.address,
                              cpus_per_run=args.cpus_per_run, gpus_per_run=args.gpus_per_run,
                              readings=readings_of(args),
-                             command=_same_command(args, store=False))
+                             command=_same_command(args, store=False),
+                             tensorboard=args.tensorboard)
     except KeyboardInterrupt as e:
         from sgdlab.errors import ReportInterrupted, RunInterrupted
 
@@ -199,7 +204,8 @@ def _same_command(args: argparse.Namespace, *, store: bool = True) -> str:
                         ("--gpus-per-run", args.gpus_per_run),
                         ("--device", args.device if args.device != "cpu" else None),
                         ("--out", path(args.out)),
-                        ("--store", path(args.store) if store else None)):
+                        ("--store", path(args.store) if store else None),
+                        ("--tensorboard", path(args.tensorboard))):
         if value is not None:
             parts += [flag, str(value)]
     for key, choice in args.reading:

@@ -169,7 +169,8 @@ def run_experiment(name_or_path: str | Path, *, scale: str = "cpu", out_dir: str
                    address: str | None = None, cpus_per_run: float | None = None,
                    gpus_per_run: float | None = None,
                    readings: dict[str, str] | None = None,
-                   command: str | None = None) -> ExperimentResult:
+                   command: str | None = None,
+                   tensorboard: str | os.PathLike | None = None) -> ExperimentResult:
     """Execute (the missing runs of) an experiment and write its report. See module docstring.
 
     ``readings`` (``{reading: choice}``) picks how the paper's ambiguous passages are read;
@@ -179,7 +180,8 @@ def run_experiment(name_or_path: str | Path, *, scale: str = "cpu", out_dir: str
     ``gpus_per_run`` choose where the runs execute (:func:`sgdlab.experiments.sweep.run_sweep`);
     the resources default to ``$SGDLAB_CPUS_PER_RUN`` / ``$SGDLAB_GPUS_PER_RUN``, then to the
     experiment file's ``resources``. ``command``: the command line that continues the sweep,
-    recorded with each run (``sgdlab runs list`` shows it for a stopped run)."""
+    recorded with each run (``sgdlab runs list`` shows it for a stopped run). ``tensorboard``:
+    a folder where every run's metrics are written live as TensorBoard event files."""
     data_dir = expand_data_dir(data_dir)
     spec, backend, cpus_per_run, gpus_per_run = prepare(
         name_or_path, scale=scale, device=device, data_dir=data_dir, backend=backend,
@@ -187,6 +189,10 @@ def run_experiment(name_or_path: str | Path, *, scale: str = "cpu", out_dir: str
     runs = spec.expand(data_dir=data_dir)
     # contradictory options fail before the output folder is made, as in the dry run
     check_options(workers=workers, backend=backend, address=address, gpus_per_run=gpus_per_run)
+    if tensorboard is not None:
+        from sgdlab.train.tensorboard import writer_class
+
+        writer_class()          # the package, before the store and the folder are made
     from sgdlab.store import default_store_path
 
     if Path(store_path or default_store_path()).is_file():
@@ -212,10 +218,12 @@ def run_experiment(name_or_path: str | Path, *, scale: str = "cpu", out_dir: str
     say = progress or (lambda s: None)
     tag = "".join(f", {k}={c}" for k, c in spec.changed_readings().items())
     say(f"{spec.name} v{spec.version} [{scale}{tag}]: {len(runs)} runs — {spec.title}")
+    if tensorboard is not None:
+        say(f"each run's metrics live in TensorBoard: tensorboard --logdir {tensorboard}")
     rep = run_sweep(runs, store_path=store_path, workers=workers, device=device,
                     progress=progress, train_progress=train_progress, backend=backend,
                     address=address, cpus_per_run=cpus_per_run, gpus_per_run=gpus_per_run,
-                    source=spec.source, command=command)
+                    source=spec.source, command=command, tensorboard=tensorboard)
     try:
         store = open_store(store_path)
         path = str(store_file(store))

@@ -151,15 +151,22 @@ def run_sweep(runs: list[RunSpec], *, store_path: str | None = None, workers: in
               train_progress: bool = False, retries: int = 1, backend: str = "local",
               address: str | None = None, cpus_per_run: float | None = None,
               gpus_per_run: float | None = None, source: str | None = None,
-              command: str | None = None) -> SweepReport:
+              command: str | None = None, tensorboard: str | os.PathLike | None = None
+              ) -> SweepReport:
     """Execute the runs that the store does not hold yet. See the module docstring.
     ``retries``: how many times a run whose worker (or Ray task) was lost is tried again.
     ``source``: the experiment file, recorded with each run unless it is a catalogue entry
     (so the command that continues a stopped run can name it); ``command``: the command line
-    that continues the sweep (``sgdlab run ...`` as it was given), recorded with each run."""
+    that continues the sweep (``sgdlab run ...`` as it was given), recorded with each run.
+    ``tensorboard``: a folder where each run's metrics are written live as TensorBoard event
+    files (:class:`sgdlab.train.tensorboard.LiveRuns`)."""
     check_options(workers=workers, backend=backend, address=address,
                   gpus_per_run=gpus_per_run)
     check_backend(backend, runs, store_path)
+    if tensorboard is not None:
+        from sgdlab.train.tensorboard import LiveRuns
+
+        curves = LiveRuns(tensorboard)      # a missing package is said before any run
     t0 = time.perf_counter()
     store = open_store(store_path)
     rep = SweepReport()
@@ -169,6 +176,8 @@ def run_sweep(runs: list[RunSpec], *, store_path: str | None = None, workers: in
                      workers=workers, train_progress=train_progress, retries=retries,
                      backend=backend, address=address, cpus_per_run=cpus_per_run,
                      gpus_per_run=gpus_per_run, source=source, command=command)
+    if tensorboard is not None:
+        driver.curves = curves
     ended = False
     try:
         for layer in driver.layers:
@@ -178,6 +187,8 @@ def run_sweep(runs: list[RunSpec], *, store_path: str | None = None, workers: in
         driver.stop(e)
         raise
     finally:
+        if driver.curves is not None:
+            driver.curves.close_all()
         try:
             if driver._backend is not None:
                 driver._backend.close()
@@ -293,6 +304,7 @@ class _Driver:
         self.starting: _Flight | None = None
         self.failed_keys: set[str] = set()
         self.bad_input: tuple[RunSpec, str] | None = None
+        self.curves = None                      # LiveRuns: live TensorBoard event files
         self.count = 0
         self.todo_total = sum(len(self._missing(layer)) for layer in self.layers)
         skipped = [r.key for r in runs if r.key in self.done]
@@ -423,8 +435,11 @@ class _Driver:
     # --- what the backend reports -----------------------------------------------------------
     def on_rows(self, run_id: str, rows: list[tuple]) -> None:
         # rows of an attempt already recorded as lost are late: that run is failed, drop them
-        if any(f.run_id == run_id for f in self.inflight.values()):
+        f = next((f for f in self.inflight.values() if f.run_id == run_id), None)
+        if f is not None:
             self.store.log_many(run_id, rows)
+            if self.curves is not None:
+                self.curves.write(run_id, f.run.run_name, rows)
             steps = [int(r[1]) for r in rows if isinstance(r[1], (int, float))]
             if steps:
                 self.steps[run_id] = max(steps + [self.steps.get(run_id, 0)])
@@ -439,6 +454,8 @@ class _Driver:
         if kind == "lost":
             again = f.attempt < self.retries
             self.store.complete_run(f.run_id, "failed", message=payload, release=r.key)
+            if self.curves is not None:
+                self.curves.close(f.run_id)
             del self.inflight[h]
             self.say(f"{r.run_name}: {payload}" + ("; trying it again on a fresh worker"
                                                      if again else ""))
@@ -483,6 +500,9 @@ class _Driver:
                                 summary=record.summary if ok else None, message=message,
                                 artifacts=artifacts, rows=record.rows, release=f.run.key,
                                 env=record.env)
+        if self.curves is not None:
+            self.curves.write(f.run_id, f.run.run_name, record.rows)
+            self.curves.close(f.run_id)
 
     def stop(self, why: BaseException) -> None:
         """The sweep ends early (interrupt, error): stop the workers, record their runs."""

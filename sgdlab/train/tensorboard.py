@@ -17,18 +17,24 @@ from typing import Any
 from ..errors import UserError
 from .callbacks import Callback, TrainContext
 
-__all__ = ["TensorBoardLogger", "export_runs", "run_folder", "summary_writer"]
+__all__ = ["LiveRuns", "TensorBoardLogger", "export_runs", "run_folder", "summary_writer",
+           "writer_class"]
 
 
-def summary_writer(log_dir: str | Path, **kwargs: Any):
-    """``torch.utils.tensorboard.SummaryWriter(log_dir)``, or a UserError saying what to install."""
+def writer_class():
+    """``SummaryWriter``, or a UserError saying what to install (checked before work starts)."""
     try:
         from torch.utils.tensorboard import SummaryWriter
     except ImportError:
         raise UserError("TensorBoard logging needs the tensorboard package: "
                         "python -m pip install tensorboard (or the sgdlab[tensorboard] "
                         "extra)") from None
-    return SummaryWriter(str(log_dir), **kwargs)
+    return SummaryWriter
+
+
+def summary_writer(log_dir: str | Path, **kwargs: Any):
+    """``torch.utils.tensorboard.SummaryWriter(log_dir)``, or a UserError saying what to install."""
+    return writer_class()(str(log_dir), **kwargs)
 
 
 def run_folder(root: str | Path, run_id: str, name: str | None = None) -> Path:
@@ -87,6 +93,37 @@ class TensorBoardLogger(Callback):
         self._drain(ctx)
         self._writer.close()
         self._writer = None
+
+
+class LiveRuns:
+    """Event files of runs whose metric rows arrive in batches: an experiment's sweep writes
+    each run's rows to ``root/<name>-<run id>`` as its worker sends them (every ~2 s), at
+    their steps and wall-clock times, so ``tensorboard --logdir root`` shows the sweep's
+    curves live. The package is looked for at once: a sweep without it stops before a run."""
+
+    def __init__(self, root: str | Path, *, flush_secs: int = 10):
+        self.root, self.flush_secs = Path(root), flush_secs
+        self._cls = writer_class()
+        self._writers: dict[str, Any] = {}
+
+    def write(self, run_id: str, name: str, rows: Iterable[Sequence[Any]]) -> None:
+        """``rows``: ``(metric, step, value[, unix time])`` of run ``run_id`` (named ``name``)."""
+        writer = self._writers.get(run_id)
+        if writer is None:
+            folder = run_folder(self.root, run_id, name)
+            writer = self._writers[run_id] = self._cls(str(folder), flush_secs=self.flush_secs)
+        for row in rows:
+            writer.add_scalar(row[0], row[2], global_step=int(row[1]),
+                              walltime=row[3] if len(row) > 3 else None)
+
+    def close(self, run_id: str) -> None:
+        writer = self._writers.pop(run_id, None)
+        if writer is not None:
+            writer.close()
+
+    def close_all(self) -> None:
+        for run_id in list(self._writers):
+            self.close(run_id)
 
 
 def export_runs(store: Any, root: str | Path, run_ids: Iterable[str] | None = None) -> list[Path]:

@@ -80,3 +80,51 @@ def test_missing_tensorboard_is_a_clear_error(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)
     with pytest.raises(UserError, match="needs the tensorboard package"):
         summary_writer(tmp_path)
+
+
+def _tiny_experiment(path) -> None:
+    """jastrzebski-ratio-grid at smoke scale, shrunk to 2 runs of a tiny MLP."""
+    import yaml
+
+    from sgdlab.experiments.spec import catalogue_files
+
+    raw = yaml.safe_load(catalogue_files()["jastrzebski-ratio-grid"].read_text())
+    raw["scales"]["smoke"]["base"].update(
+        dataset={"n_train": 128, "n_test": 64}, epochs=2, model={"width": 8, "depth": 1},
+        final=[{"kind": "hessian_top", "samples": 64, "tol": 0.01, "num_iter": 10}])
+    raw["scales"]["smoke"]["grid"] = {"optimizer.lr": [0.05, 0.2], "batch_size": [32]}
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_an_experiment_writes_every_runs_metrics_live(tmp_path, monkeypatch, workers):
+    """`sgdlab run --tensorboard DIR`: each run's folder holds exactly its stored series, the
+    rows streamed while it ran (in this process or a worker's) and those sent at its end."""
+    monkeypatch.setenv("SGDLAB_THREADS", "1")
+    exp, store_path, tb = tmp_path / "grid.yaml", tmp_path / "s.sqlite", tmp_path / "tb"
+    _tiny_experiment(exp)
+    assert main(["run", "--config", str(exp), "--scale", "smoke", "--store", str(store_path),
+                 "--out", str(tmp_path / "out"), "--workers", str(workers),
+                 "--tensorboard", str(tb)]) == 0
+    store = RunStore(store_path)
+    try:
+        runs = store.list_runs()
+        assert len(runs) == 2 and len(list(tb.iterdir())) == 2
+        for run in runs:
+            stored = store.metrics(run["id"])
+            assert {"train_loss", "test_acc", "lr"} <= set(stored)
+            (folder,) = tb.glob(f"*-{run['id']}")
+            assert_same_series(read_events(folder), stored)
+    finally:
+        store.close()
+
+
+def test_an_experiment_without_tensorboard_stops_before_anything_is_made(tmp_path, monkeypatch,
+                                                                         capsys):
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)
+    exp, store_path = tmp_path / "grid.yaml", tmp_path / "s.sqlite"
+    _tiny_experiment(exp)
+    assert main(["run", "--config", str(exp), "--scale", "smoke", "--store", str(store_path),
+                 "--out", str(tmp_path / "out"), "--tensorboard", str(tmp_path / "tb")]) == 2
+    assert "needs the tensorboard package" in capsys.readouterr().err
+    assert not store_path.exists() and not (tmp_path / "out").exists()
