@@ -492,6 +492,24 @@ def test_paper_scale_noisy_label_uses_the_constants_of_sec_5_1_and_suppl_c():
     assert (hess["k"], hess["refresh_every"]) == (20, 10)       # line 442
 
 
+@pytest.mark.parametrize("name,label,line", [("zhu-projection-residual", "sgd", 223),
+                                               ("zhu-noise-vs-gradient", "noisy-label-sgd", 491)])
+@pytest.mark.parametrize("scale", ["cpu", "paper"])
+def test_sgd_of_figs_4_and_11_takes_sec_5_1s_constants_and_lists_them(name, label, line, scale,
+                                                                      paper_lines):
+    """Fig. 4(b) ("We run SGD", line 223) and Fig. 11 (Suppl. E, line 491: the dataset and model
+    only) state no learning rate, batch size or start: the runs take §5.1's η = 0.07 and m = 20
+    (Fig. 5 caption, line 251) from a fresh initialisation, and the scale says so."""
+    spec = load_experiment(name, scale)
+    p = {r.label: r.params for r in spec.expand(data_dir="/d")}[label]
+    assert (p["optimizer"], p["batch_size"], p.get("init_from")) == (
+        {"name": "sgd", "lr": 0.07}, 20, None)
+    assert "\\eta_t = 0.07$, and batch size m = 20" in paper_lines[250]     # line 251
+    said = [d for d in spec.deviations if "η = 0.07" in d and "m = 20" in d]
+    assert len(said) == 1 and f"line {line}" in said[0] and "line 251" in said[0], said
+    assert "fresh initialisation" in said[0]
+
+
 def test_paper_scale_large_network_and_rmsprop_use_the_stated_constants():
     for label, p in _paper_runs("zhu-large-network").items():
         assert p["dataset"]["name"] == "cifar10" and p["model"]["name"] == "vgg-11"
