@@ -1,0 +1,57 @@
+"""The Xing et al. (2018) entries at paper scale train what the text states and list what it
+leaves open: VGG-11 on CIFAR-10 with batch norm (footnote 5, line 111), batch size 100 and
+learning rate 0.1 unless an experiment says otherwise (line 63), 45,000 training images
+(Table 1's "whole epoch (450 iterations)" at batch 100, line 85)."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from sgdlab.experiments.spec import catalogue_files, load_experiment
+from sgdlab.models import build_model
+
+ROOT = Path(__file__).resolve().parents[2]
+TEXT = "xing-2018-walk-with-sgd.txt"
+XING = sorted(n for n in catalogue_files() if n.startswith("xing-"))
+
+
+@pytest.fixture(scope="module")
+def paper_lines() -> list[str]:
+    for d in (os.environ.get("SGDLAB_PAPERS"), ROOT.parent / "shared" / "papers"):
+        if d and (Path(d) / TEXT).is_file():
+            return (Path(d) / TEXT).read_text(errors="ignore").splitlines()
+    pytest.skip(f"{TEXT} not at hand (set SGDLAB_PAPERS to the folder of the paper texts)")
+
+
+def test_the_lines_cited_below_say_what_they_are_cited_for(paper_lines):
+    assert "we track the spectral norm in the train mode of batchnorm" in paper_lines[110]
+    assert "a whole epoch (450 iterations)" in paper_lines[84]
+    assert "we use a batch size of 100 and a fixed learning rate of 0.1" in paper_lines[62]
+
+
+@pytest.mark.parametrize("name", XING)
+def test_paper_scale_trains_a_batch_normalised_vgg_11_on_45000_cifar_10_images(name):
+    spec = load_experiment(name, "paper")
+    for r in spec.expand(data_dir="/d"):
+        p = r.params
+        assert p["dataset"]["name"] == "cifar10" and p["dataset"]["n_train"] == 45000, r.label
+        assert p["model"]["name"] == "vgg-11" and p["model"].get("batchnorm", True), r.label
+        assert not p["model"].get("classifier_widths"), r.label
+        assert not p["optimizer"].get("weight_decay") and not p["optimizer"].get("momentum")
+        assert not p["dataset"].get("augment"), r.label
+    net = build_model("vgg-11", (3, 32, 32), 10)
+    assert sum(t.numel() for t in net.parameters()) == 9_231_114
+
+
+@pytest.mark.parametrize("name", XING)
+def test_paper_scale_lists_the_vgg_11_details_and_the_split_the_text_leaves_open(name):
+    devs = load_experiment(name, "paper").deviations
+    head = [d for d in devs if d.startswith("VGG-11's head and training details are not stated")]
+    assert len(head) == 1, devs
+    for part in ("batch norm", "line 111", "Linear(512, 10)", "no dropout", "9,231,114",
+                 "no weight decay", "no data augmentation", "default initialisation"):
+        assert part in head[0], part
+    split = [d for d in devs if d.startswith("45,000 of CIFAR-10's 50,000 training images")]
+    assert len(split) == 1 and "450 iterations" in split[0] and "line 85" in split[0], devs
