@@ -510,6 +510,23 @@ def test_sgd_of_figs_4_and_11_takes_sec_5_1s_constants_and_lists_them(name, labe
     assert "fresh initialisation" in said[0]
 
 
+@pytest.mark.parametrize("name", [n for n in ZHU if not n.startswith("zhu-escape")])
+def test_paper_scale_lists_the_initialisation_and_input_scaling_the_text_leaves_open(name):
+    """Suppls. A, C and D state no initialisation, and Suppls. C and D no input scaling (Suppl.
+    A names only TensorFlow 1.5.0, line 376): each network-training entry lists PyTorch's
+    default initialisation, and pixels in [0, 1] where it trains on images."""
+    spec = load_experiment(name, "paper")
+    runs = spec.expand(data_dir="/d")
+    assert all("model" in r.params for r in runs), name
+    said = [d for d in spec.deviations if "initialisation" in d and "not stated" in d]
+    assert len(said) == 1 and "PyTorch's default layer initialisation" in said[0], said
+    if any(r.params["dataset"]["name"] in ("fashion_mnist", "cifar10") for r in runs):
+        assert "pixels in [0, 1]" in said[0] and "input scaling" in said[0], said
+        assert all(r.params["dataset"].get("normalize", "unit") == "unit" for r in runs)
+    if any(r.params["dataset"]["name"] == "cubic" for r in runs):
+        assert "line 376" in said[0], said
+
+
 def test_paper_scale_large_network_and_rmsprop_use_the_stated_constants():
     for label, p in _paper_runs("zhu-large-network").items():
         assert p["dataset"]["name"] == "cifar10" and p["model"]["name"] == "vgg-11"
