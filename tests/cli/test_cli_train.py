@@ -55,6 +55,11 @@ train: {epochs: 6, batch_size: 4, checkpoint_every: 7, threads: 1, progress: fal
 """
 
 
+def interrupted(*args, **kwargs):
+    """A stand-in for a step of the command: Ctrl-C arrives there."""
+    raise KeyboardInterrupt
+
+
 def _cli(args: list[str], env: dict[str, str], before: str = "") -> subprocess.CompletedProcess:
     code = (KILL_INSTRUMENT + before + "\nimport sys\nfrom sgdlab.cli.main import main\n"
             f"sys.exit(main({args!r}))\n")
@@ -462,9 +467,6 @@ def test_ctrl_c_after_training_names_the_resume_command_and_records_interrupted(
     store_path, out = tmp_path / "runs.sqlite", tmp_path / "run"
     drawn = figures.learning_curves
 
-    def interrupted(*args, **kwargs):
-        raise KeyboardInterrupt
-
     monkeypatch.setattr(figures, "learning_curves", interrupted)
     assert main(["train", str(cfg), "--store", str(store_path), "--out", str(out)]) == 130
     (run,) = RunStore(store_path).list_runs()
@@ -488,9 +490,6 @@ def test_ctrl_c_while_a_run_is_announced_or_its_outcome_printed_says_how_it_stan
     cfg = tmp_path / "tiny.yaml"
     cfg.write_text(TINY)
     store_path = tmp_path / "runs.sqlite"
-
-    def interrupted(*args, **kwargs):
-        raise KeyboardInterrupt
 
     monkeypatch.setattr(train_cli, "announce", interrupted)
     argv = ["train", str(cfg), "--store", str(store_path), "--out", str(tmp_path / "a")]
@@ -842,9 +841,6 @@ def test_ctrl_c_while_the_data_is_built_says_nothing_was_saved(tmp_path, capsys,
     cfg = tmp_path / "tiny.yaml"
     cfg.write_text(TINY)
     store_path = tmp_path / "runs.sqlite"
-
-    def interrupted(*args, **kwargs):
-        raise KeyboardInterrupt
 
     monkeypatch.setattr(runner, "build_from_config", interrupted)
     assert main(["train", str(cfg), "--store", str(store_path)]) == 130
