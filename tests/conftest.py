@@ -2,6 +2,9 @@
 
     pytestmark = pytest.mark.usefixtures("one_thread")
 """
+import os
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -30,3 +33,26 @@ def close_figures():
     yield
     import matplotlib.pyplot as plt
     plt.close("all")
+
+
+@pytest.fixture(scope="session")
+def papers_folder() -> Path | None:
+    """The folder of the papers' plain texts: ``$SGDLAB_PAPERS``, else ``../shared/papers``
+    beside the repository; None when neither holds a ``.txt`` file (tests that quote the papers
+    are skipped then)."""
+    for p in (os.environ.get("SGDLAB_PAPERS"),
+              Path(__file__).resolve().parents[1].parent / "shared" / "papers"):
+        if p and Path(p).is_dir() and any(Path(p).glob("*.txt")):
+            return Path(p)
+    return None
+
+
+@pytest.fixture(scope="session")
+def paper_lines_of(papers_folder):
+    """``paper_lines_of(FILE)``: the lines of paper text FILE (line n is item n - 1); the test
+    is skipped when the text is not at hand."""
+    def read(name: str) -> list[str]:
+        if papers_folder is None or not (papers_folder / name).is_file():
+            pytest.skip(f"{name} not at hand (set SGDLAB_PAPERS to the folder of the paper texts)")
+        return (papers_folder / name).read_text(errors="ignore").splitlines()
+    return read

@@ -7,9 +7,7 @@ repository. The structural checks run everywhere.
 from __future__ import annotations
 
 import json
-import os
 import re
-from pathlib import Path
 
 import pytest
 
@@ -17,15 +15,7 @@ from sgdlab.cli.main import main as cli
 from sgdlab.errors import ConfigError
 from sgdlab.experiments.spec import catalogue_files, read_file, resolve, validate_raw
 
-ROOT = Path(__file__).resolve().parents[2]
 FILES = catalogue_files()
-
-
-def _papers_dir() -> Path | None:
-    for p in (os.environ.get("SGDLAB_PAPERS"), ROOT.parent / "shared" / "papers"):
-        if p and Path(p).is_dir() and any(Path(p).glob("*.txt")):
-            return Path(p)
-    return None
 
 
 def _norm(text: str) -> str:
@@ -41,8 +31,8 @@ def _quotes(raw: dict) -> list[tuple[str, str]]:
 
 
 @pytest.fixture(scope="module")
-def paper_texts() -> dict[str, str]:
-    d = _papers_dir()
+def paper_texts(papers_folder) -> dict[str, str]:
+    d = papers_folder
     if d is None:
         pytest.skip("paper texts not at hand (set SGDLAB_PAPERS to the folder of .txt files)")
     return {p.stem: p.read_text(errors="ignore") for p in sorted(d.glob("*.txt"))}

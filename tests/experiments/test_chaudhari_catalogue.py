@@ -372,16 +372,8 @@ def test_chaudhari_quotes_are_on_the_lines_they_cite(paper_text):
 
 
 @pytest.fixture(scope="module")
-def paper_text() -> list[str]:
-    import os
-    from pathlib import Path
-
-    root = Path(__file__).resolve().parents[2]
-    for d in (os.environ.get("SGDLAB_PAPERS"), root.parent / "shared" / "papers"):
-        f = Path(d) / "chaudhari-2018-thesis-energy-landscape.txt" if d else None
-        if f and f.is_file():
-            return f.read_text(errors="ignore").split("\n")
-    pytest.skip("the thesis' text is not at hand (set SGDLAB_PAPERS)")
+def paper_text(paper_lines_of) -> list[str]:
+    return paper_lines_of("chaudhari-2018-thesis-energy-landscape.txt")
 
 
 SPIN_ORDER = {  # entry -> (labels with the field, p by weight layers, p by hidden layers)

@@ -4,25 +4,18 @@ learning rate 0.1 unless an experiment says otherwise (line 63), 45,000 training
 (Table 1's "whole epoch (450 iterations)" at batch 100, line 85)."""
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import pytest
 
 from sgdlab.experiments.spec import catalogue_files, load_experiment
 from sgdlab.models import build_model
 
-ROOT = Path(__file__).resolve().parents[2]
 TEXT = "xing-2018-walk-with-sgd.txt"
 XING = sorted(n for n in catalogue_files() if n.startswith("xing-"))
 
 
 @pytest.fixture(scope="module")
-def paper_lines() -> list[str]:
-    for d in (os.environ.get("SGDLAB_PAPERS"), ROOT.parent / "shared" / "papers"):
-        if d and (Path(d) / TEXT).is_file():
-            return (Path(d) / TEXT).read_text(errors="ignore").splitlines()
-    pytest.skip(f"{TEXT} not at hand (set SGDLAB_PAPERS to the folder of the paper texts)")
+def paper_lines(paper_lines_of) -> list[str]:
+    return paper_lines_of(TEXT)
 
 
 def test_the_lines_cited_below_say_what_they_are_cited_for(paper_lines):

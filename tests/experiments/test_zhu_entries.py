@@ -4,7 +4,6 @@ hand-made runs."""
 from __future__ import annotations
 
 import copy
-import os
 import re
 from pathlib import Path
 from types import SimpleNamespace
@@ -38,11 +37,8 @@ def _norm(text: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def paper_lines() -> list[str]:
-    for d in (os.environ.get("SGDLAB_PAPERS"), ROOT.parent / "shared" / "papers"):
-        if d and (Path(d) / TEXT).is_file():
-            return (Path(d) / TEXT).read_text(errors="ignore").splitlines()
-    pytest.skip(f"{TEXT} not at hand (set SGDLAB_PAPERS to the folder of the paper texts)")
+def paper_lines(paper_lines_of) -> list[str]:
+    return paper_lines_of(TEXT)
 
 
 def _quotes(name: str) -> list[tuple[str, str]]:
