@@ -232,6 +232,41 @@ def test_the_rank_of_d_is_tested_at_both_ends_of_the_thesis_range(fraction, agre
     assert "between 0.3% and 2%" in rank.claim
 
 
+def _spectrum_run(net: str, mean_eig: float, eigenvalues: list[float]) -> StoredRun:
+    d = 1000
+    return stored(f"{net}@100", {"final": [{"kind": "diffusion_spectrum"}]},
+                  {"diffusion_rank": len(eigenvalues), "diffusion_rank_fraction":
+                   len(eigenvalues) / d, "diffusion_trace": mean_eig * d, "diffusion_dim": d},
+                  data={"diffusion_eigenvalues": eigenvalues})
+
+
+def test_remark_6_38_compares_both_cifar_spectra_with_both_mnist_ones():
+    """"The eigenspectra in Figure 6.2 for CIFAR-10 and CIFAR-100 have much larger eigenvalues
+    and standard-deviation than those in Figure 6.1" (line 2935): Fig. 6.1 is small-lenet and
+    small-fc, whose spectrum has "much larger variance" (line 2933) and may have the larger
+    mean. And "both the mean and standard-deviation of the eigenvalues in Figure 6.2b are much
+    higher than those in Figure 6.2a" (line 2935): CIFAR-100 against CIFAR-10 on both."""
+    from sgdlab.experiments.procedures.chaudhari import diffusion_spectrum
+    from sgdlab.experiments.spec import load_experiment
+
+    options = load_experiment("chaudhari-diffusion-spectrum", "paper").options
+    runs = [_spectrum_run("small-lenet", 0.01, [1.0, 1.1]),
+            _spectrum_run("small-fc", 0.5, [1.0, 3.0]),            # mean above CIFAR-10's
+            _spectrum_run("small-allcnn-cifar10", 0.2, [1.0, 9.0]),
+            _spectrum_run("small-allcnn-cifar100", 0.3, [2.0, 8.0, 4.0])]   # less spread
+    concl = diffusion_spectrum(SimpleNamespace(paper=PAPER, options=options), runs).conclusions
+
+    def verdicts(metric: str) -> dict[str, bool | None]:
+        return {c.claim: c.agrees_with_paper for c in concl if c.text.startswith(metric)}
+
+    means = verdicts("mean eigenvalue")
+    (both,) = [v for claim, v in means.items() if "both MNIST" in claim]
+    assert both is False            # small-fc's mean is above CIFAR-10's
+    assert [v for claim, v in means.items() if claim.startswith("CIFAR-100")] == [True]
+    spread = verdicts("variance of the nonzero")
+    assert [v for claim, v in spread.items() if claim.startswith("CIFAR-100")] == [False]
+
+
 # --- thesis §6.3.3: the spectra of a recorded trajectory -------------------------------------
 @pytest.mark.parametrize("every_epochs", [1, None])
 def test_trajectory_spectra_refuse_snapshots_of_two_cadences(tmp_path, every_epochs):
