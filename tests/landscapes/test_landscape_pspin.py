@@ -113,6 +113,29 @@ def test_clustering_and_embedding_on_constructed_points():
     assert math.isnan(mean_cosine_distance(pts[:1]))
 
 
+@pytest.mark.parametrize("b", [2, 7, 8, 50])
+def test_mean_cosine_distance_cannot_exceed_one_plus_one_over_b_minus_one(b):
+    """The bound behind the thesis' "1.16 for Figure 2.2a" (line 678; docs/FIDELITY.md): the
+    mean of 1 − q_ab over pairs of B points on the sphere is at most 1 + 1/(B − 1), reached
+    by points summing to zero (a regular simplex), so 1.16 needs B ≤ 7; against the pairwise
+    mean of the (B, B) overlaps of random points."""
+    n = 10
+    gen = torch.Generator().manual_seed(b)
+    x = torch.randn(b, n, generator=gen, dtype=f64)
+    top = 1 + 1 / (b - 1)
+    rand = math.sqrt(n) * x / x.norm(dim=-1, keepdim=True)
+    q = rand @ rand.T / n
+    pairs = torch.triu_indices(b, b, 1)
+    assert mean_cosine_distance(rand) == pytest.approx(float((1 - q[pairs[0], pairs[1]]).mean()))
+    assert mean_cosine_distance(rand) <= top + 1e-12
+    if b <= n:          # e_a − (1/B) Σ e_c: B points of one norm that sum to zero
+        simplex = torch.zeros(b, n, dtype=f64)
+        simplex[:, :b] = torch.eye(b, dtype=f64) - 1 / b
+        simplex = math.sqrt(n) * simplex / simplex.norm(dim=-1, keepdim=True)
+        assert mean_cosine_distance(simplex) == pytest.approx(top)
+    assert (top > 1.16) is (b <= 7)
+
+
 def test_regimes_and_bad_input():
     assert regime_field("glassy", 100) == 0.01
     assert regime_field("critical", 100) == pytest.approx(math.sqrt(3) * math.sqrt(0.99))
