@@ -232,6 +232,45 @@ def test_the_rank_of_d_is_tested_at_both_ends_of_the_thesis_range(fraction, agre
     assert "between 0.3% and 2%" in rank.claim
 
 
+def test_the_final_diffusion_matrix_is_that_of_the_network_in_evaluation_mode(tmp_path):
+    """"We evaluate D(x) using (6.4) with the network in evaluation mode" (§6.3.1, line 2916):
+    the train procedure's final D(x) of a network with batch norm and dropout is that of the
+    saved model in eval mode, over the first ``samples`` training images."""
+    import torch
+    import yaml
+
+    from sgdlab.data import load_dataset
+    from sgdlab.experiments.runner import run_experiment
+    from sgdlab.measure.noise import diffusion_matrix
+    from sgdlab.models import build_model
+    from sgdlab.store import RunStore
+
+    model_opts = {"name": "small-lenet", "channels": [2, 3], "hidden": 4, "dropout": 0.5}
+    raw = {"name": "t-eval-mode", "version": 1, "description": "D(x) in eval mode",
+           "analysis": "compare_groups", "procedure": "train", "paper": PAPER | {"year": 2018},
+           "base": {"dataset": {"name": "mnist_small", "n_train": 64, "n_test": 32},
+                    "model": model_opts, "optimizer": {"name": "sgd", "lr": 0.1},
+                    "batch_size": 32, "epochs": 1, "save_model": True,
+                    "final": [{"kind": "diffusion_spectrum", "samples": 24}]},
+           "runs": [{"label": "r"}], "seeds": [0],
+           "options": {"table": [["train_loss", "final train loss"]]}}
+    cfg = tmp_path / "exp.yaml"
+    cfg.write_text(yaml.safe_dump(raw))
+    store = str(tmp_path / "runs.sqlite")
+    res = run_experiment(str(cfg), scale="cpu", out_dir=tmp_path / "o", store_path=store,
+                         progress=None)
+    (run,) = res.results["runs"]
+    assert run["status"] == "finished"
+    (path,) = RunStore(store).artifacts(run["run_id"], "model")
+    ds = load_dataset("mnist_small", n_train=64, n_test=32)
+    model = build_model(input_shape=ds.input_shape, num_outputs=ds.num_outputs, **model_opts)
+    model.load_state_dict(torch.load(path))
+    d = diffusion_matrix(model.eval(), torch.nn.CrossEntropyLoss(),
+                         (ds.x_train[:24], ds.y_train[:24]))
+    assert run["summary"]["diffusion_trace"] == pytest.approx(d.trace(), rel=1e-6)
+    assert run["summary"]["diffusion_rank"] == d.rank()
+
+
 def _spectrum_run(net: str, mean_eig: float, eigenvalues: list[float]) -> StoredRun:
     d = 1000
     return stored(f"{net}@100", {"final": [{"kind": "diffusion_spectrum"}]},
