@@ -315,6 +315,15 @@ def test_smallfc_lists_the_authors_codes_summed_loss(scale):
     assert any("sum" in d and f"{0.01 * 128:g}" in d for d in devs), devs
 
 
+@pytest.mark.parametrize("scale", ["cpu", "paper"])
+def test_the_hessian_entry_lists_the_authors_codes_initialisation(scale):
+    """mnist.py and mnistconv.py start every weight and bias at ``scale*rs.randn`` with
+    scale 0.1, where sgdlab's models take PyTorch's defaults; the end point whose Hessian is
+    diagonalised depends on it and the thesis is silent, so the entry lists it."""
+    devs = load_experiment("chaudhari-hessian-spectrum", scale).deviations
+    assert any("initialisation" in d and "N(0, 0.1²)" in d for d in devs), devs
+
+
 def _hessian_runs(scale: str) -> dict[str, dict]:
     spec = load_experiment("chaudhari-hessian-spectrum", scale)
     return {r.label: r.params for r in spec.expand(data_dir="/d")}
