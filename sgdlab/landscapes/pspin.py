@@ -4,8 +4,10 @@
 
 J_ijk ~ N(0, 1) i.i.d. over all ordered triples and h ~ N(0, ν² I). Then
 E[H(σ)H(σ')] = N q³ + ν² N q with q = σ·σ'/N, the normalisation under which the field
-trivialises the landscape at ν_c = √(p(p − 2)) = √3 (Fyodorov & Le Doussal; the finite-N value
-the thesis uses is √3 (1 − 1/N)^{1/2}). The three regimes of the thesis::
+trivialises the landscape at ν_c = J√(p(p − 2)) = √3 (eq. (2.15) with J = 1: B = (3 − ν²)/(9 +
+ν²) vanishes there). The thesis' polynomial regime ν = √3 (1 − 1/N)^{1/2} is eq. (2.19) at
+τ = −1/2, a field just below ν_c with B ≈ 1/(4N), inside the band |B| = O(1/N). The three
+regimes of the thesis::
 
     glassy   ν = 1/N                  exponentially many minima
     critical ν = √3 (1 − 1/N)^{1/2}   few minima

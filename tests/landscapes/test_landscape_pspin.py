@@ -139,6 +139,11 @@ def test_mean_cosine_distance_cannot_exceed_one_plus_one_over_b_minus_one(b):
 def test_regimes_and_bad_input():
     assert regime_field("glassy", 100) == 0.01
     assert regime_field("critical", 100) == pytest.approx(math.sqrt(3) * math.sqrt(0.99))
+    # eq. (2.15) with J = 1, p = 3: B = (3 − ν²)/(9 + ν²), zero at ν_c = √3; the polynomial
+    # regime (eq. (2.19) at τ = −1/2) sits just below it, B = 1/(4N − 1), within O(1/N)
+    for n in (20, 100):
+        nu2 = regime_field("critical", n) ** 2
+        assert (3 - nu2) / (9 + nu2) == pytest.approx(1 / (4 * n - 1))
     with pytest.raises(UserError):
         regime_field("hot", 10)
     with pytest.raises(UserError):
