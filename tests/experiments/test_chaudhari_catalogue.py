@@ -8,6 +8,7 @@ keeps All-CNN-C's other hyper-parameters, whose ℓ2 regularisation 10⁻³ §2.
 """
 from __future__ import annotations
 
+import math
 import pytest
 import torch
 
@@ -295,6 +296,47 @@ def test_parle_is_compared_with_elastic_sgd_on_the_same_subsets(scale):
     for frac in ("50", "25"):
         if f"elastic-sgd-{frac}" in labels:
             assert (f"parle-{frac}", f"elastic-sgd-{frac}") in pairs
+
+
+@pytest.mark.parametrize("name", ["chaudhari-parle", "chaudhari-parle-split"])
+def test_parle_entries_list_the_replicas_shared_start_which_the_thesis_leaves_open(name):
+    """Ch. 5 does not say how the replicas are initialised ("Parle creates multiple replicas of
+    a deep network along with one master", line 1943): the trainer starts every replica from
+    the model's weights (at lr 0 the master stays there; replicas of their own would average
+    elsewhere), a choice the paper scale must list."""
+    from sgdlab.data.base import Dataset
+    from sgdlab.train.replicas import ParleConfig, train_replicas
+
+    devs = load_experiment(name, "paper").deviations
+    assert any("initialisation is not stated" in d and "same weights" in d for d in devs), devs
+    g = torch.Generator().manual_seed(0)
+    X, Xt = torch.randn(16, 4, generator=g), torch.randn(8, 4, generator=g)
+    data = Dataset(X, X[:, 0].gt(0).long(), Xt, Xt[:, 0].gt(0).long(),
+                   {"name": "toy", "task": "classification", "input_shape": (4,),
+                    "num_outputs": 2})
+    torch.manual_seed(0)
+    model = torch.nn.Linear(4, 2)
+    start = [p.detach().clone() for p in model.parameters()]
+    res = train_replicas(model, torch.nn.CrossEntropyLoss(), data,
+                         ParleConfig(replicas=3, L=2, lr=0.0, inner_lr=0.1, batch_size=8),
+                         rounds=1)
+    # (a mean of three equal float32 tensors may round in the last bit)
+    assert all(torch.allclose(a, b.detach(), rtol=0, atol=1e-6)
+               for a, b in zip(start, res.master.parameters()))
+
+
+def test_parle_entry_lists_entropy_sgds_chapter_5_settings_as_parles():
+    """§5.2.2 gives Entropy-SGD only its schedule and "we do not add any external noise"
+    (line 2027); the entry runs it as Parle's special case n = 1, ρ = ∞ (§5.3.1, line 2085)
+    with Parle's L, α and scoping, and lists that."""
+    spec = load_experiment("chaudhari-parle", "paper")
+    runs = {r.label: r.params["parle"] for r in spec.expand(data_dir="/d")}
+    es, parle = runs["entropy-sgd"], runs["parle"]
+    assert es["replicas"] == 1 and float(es["rho"]) == math.inf
+    assert {k: v for k, v in es.items() if k not in ("replicas", "rho")} == \
+        {k: v for k, v in parle.items() if k not in ("replicas", "rho")}
+    assert any(d.startswith("Entropy-SGD's settings in Ch. 5 are not stated")
+               for d in spec.deviations), spec.deviations
 
 
 # --- §3.3.1: the training settings taken from the authors' code (explore-hessian) -----------
