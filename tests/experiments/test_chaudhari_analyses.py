@@ -9,6 +9,7 @@ import pytest
 
 from sgdlab.experiments.procedures import StoredRun
 from sgdlab.experiments.procedures.chaudhari import burnin_end, trajectory
+from sgdlab.landscapes.pde import within_semiconcavity_bound
 from sgdlab.experiments.procedures.landscape_runs import (_HEAT, _HOPF, _VISCOUS, PDEProcedure,
                                                           pde_analysis)
 
@@ -51,6 +52,37 @@ def test_example_4_13_compares_each_hj_solution_with_heat_at_the_same_beta():
     found = _example_4_13(pde_analysis(SimpleNamespace(paper=PAPER, options={}), [r])
                           .conclusions)
     assert [c.agrees_with_paper for c in found] == [True, True]
+
+
+def _widening(concl):
+    return [c for c in concl if c.claim and "high-curvature minimum widens faster" in c.claim]
+
+
+def test_the_quote_on_high_curvature_minima_is_tested_at_the_two_minima_of_f():
+    """"when we evolve f by (4.1) high curvature local minima widen faster than the ones with
+    low curvature" (line 1627; also for (4.15), line 1621): the run records f'' at the narrow
+    minimum (near +1.5) and the wide one (near −1.5) and u_xx at the nearest minimum of each
+    solution at t_w; the verdict compares the two drops (Example 4.12 for f = c x²/2: the
+    curvature c falls to 1/(c⁻¹ + t), by c²t/(1 + ct), more for a larger c)."""
+    r = _pde_run(1.0)
+    s = r.summary
+    assert 1.3 < s["x_narrow"] < 1.7 and -1.7 < s["x_wide"] < -1.1
+    assert s["f_xx_narrow"] > 2 * s["f_xx_wide"] > 0
+    for k in (_VISCOUS, _HOPF):        # both curvatures fall, within Lemma 4.17's bound
+        for m in ("narrow", "wide"):
+            assert 0 < s[f"{k}: u_xx {m}_w"] < s[f"f_xx_{m}"], (k, m)
+            assert within_semiconcavity_bound(s[f"{k}: u_xx {m}_w"], s["bound_w"]), (k, m)
+    found = _widening(pde_analysis(SimpleNamespace(paper=PAPER, options={}), [r]).conclusions)
+    assert [c.agrees_with_paper for c in found] == [True, True]
+    assert "(4.1)" in found[0].claim and "(4.15)" in found[1].claim
+    # a narrow minimum whose curvature falls by less than the wide one's disagrees, per equation
+    s[f"{_HOPF}: u_xx narrow_w"] = s["f_xx_narrow"] - 0.5 * (s["f_xx_wide"]
+                                                             - s[f"{_HOPF}: u_xx wide_w"])
+    found = _widening(pde_analysis(SimpleNamespace(paper=PAPER, options={}), [r]).conclusions)
+    assert [c.agrees_with_paper for c in found] == [True, False]
+    del s[f"{_VISCOUS}: u_xx wide_w"]          # a run stored before: undecided, not a verdict
+    found = _widening(pde_analysis(SimpleNamespace(paper=PAPER, options={}), [r]).conclusions)
+    assert found[0].agrees_with_paper is None
 
 
 def test_the_heat_equation_of_the_comparison_diffuses_with_the_runs_beta():
