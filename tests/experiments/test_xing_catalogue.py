@@ -50,17 +50,6 @@ def test_paper_scale_lists_the_vgg_11_details_and_the_split_the_text_leaves_open
     assert len(split) == 1 and "450 iterations" in split[0] and "line 85" in split[0], devs
 
 
-@pytest.mark.parametrize("scale", ["cpu", "paper"])
-@pytest.mark.parametrize("name", XING)
-def test_a_scale_with_several_seeds_says_the_paper_states_none(name, scale):
-    """The paper plots single runs and states no seeds: a scale that runs several lists how
-    many among its deviations, as reports print them next to the verdicts."""
-    spec = load_experiment(name, scale)
-    seeds = {r.seed for r in spec.expand(data_dir="/d")}
-    said = [d for d in spec.deviations if "seeds" in d and f"{len(seeds)} " in d]
-    assert len(seeds) == 1 or said, (name, scale, sorted(seeds), spec.deviations)
-
-
 def test_cpu_hessian_norm_lists_the_length_fig_3_leaves_open():
     spec = load_experiment("xing-hessian-norm", "cpu")
     assert {r.params["epochs"] for r in spec.expand(data_dir="/d")} == {100}
