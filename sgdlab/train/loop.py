@@ -40,6 +40,9 @@ Conventions (see docs/ARCHITECTURE.md):
 - **Checkpoints** (``checkpoint_dir``) are written every ``checkpoint_every`` steps (each epoch
   end when None), when training ends (before the final evaluation and the ``on_train_end``
   hooks, so that a resume after an interrupt there trains no step again) and at the end;
+  with ``checkpoint_seconds``, each of these only once that many seconds have passed since
+  the last one was written (or the run started), so that the time spent writing them stays
+  small whatever the length of an epoch (a sweep run's cadence);
   ``resume=True`` continues from the last one bit for bit (same
   batches, same noise, same final weights as an uninterrupted run on the same machine). A
   resume with another training-set size, batch size, seed, ``replacement`` or ``drop_last``,
@@ -242,7 +245,8 @@ def train(model: nn.Module, loss_fn: Callable[[Tensor, Tensor], Tensor], data: A
           eval_every: int | Schedule | None = None, eval_subset: int | None = None,
           store: Any = None, run_id: str | None = None, name: str | None = None,
           checkpoint_dir: str | os.PathLike | None = None, checkpoint_every: int | None = None,
-          progress: bool = True, device: str | torch.device | None = None,
+          checkpoint_seconds: float | None = None, progress: bool = True,
+          device: str | torch.device | None = None,
           max_steps: int | None = None, drop_last: bool = False,
           resume: bool = False, complete: bool = True,
           schedule_every: str = "step") -> RunResult:
@@ -272,6 +276,8 @@ def train(model: nn.Module, loss_fn: Callable[[Tensor, Tensor], Tensor], data: A
             ``sgdlab runs list``) is created when ``run_id`` is None. Metrics are written in
             batches (every 2 s, each epoch end, before every checkpoint, and at the end).
         checkpoint_dir, checkpoint_every: where and how often (steps) to checkpoint.
+        checkpoint_seconds: write a checkpoint only when this many seconds have passed since
+            the last one (or the start); the end of training included. None: every one due.
         progress: show a tqdm bar (only when stderr is a terminal).
         device: moves model and data there (default: the model's device).
         max_steps: stop after this many optimizer steps in total (status "finished").
@@ -287,8 +293,9 @@ def train(model: nn.Module, loss_fn: Callable[[Tensor, Tensor], Tensor], data: A
                     schedule=schedule, replacement=replacement, seed=seed, callbacks=callbacks,
                     eval_every=eval_every, eval_subset=eval_subset,
                     checkpoint_dir=checkpoint_dir, checkpoint_every=checkpoint_every,
-                    device=device, max_steps=max_steps, drop_last=drop_last, resume=resume,
-                    progress=progress, schedule_every=schedule_every)
+                    checkpoint_seconds=checkpoint_seconds, device=device, max_steps=max_steps,
+                    drop_last=drop_last, resume=resume, progress=progress,
+                    schedule_every=schedule_every)
     run.open_record(store, run_id, name)
     try:
         run.fit()
@@ -337,9 +344,17 @@ class _Training:
     def __init__(self, model, loss_fn, data, optimizer, *, epochs, batch_size, schedule,
                  replacement, seed, callbacks, eval_every, eval_subset, checkpoint_dir,
                  checkpoint_every, device, max_steps, drop_last, resume, progress,
-                 schedule_every="step"):
+                 schedule_every="step", checkpoint_seconds=None):
         self.t_start = time.perf_counter()
         _check_args(epochs, batch_size, eval_every, eval_subset, checkpoint_every, max_steps)
+        if checkpoint_seconds is not None and (
+                isinstance(checkpoint_seconds, bool)
+                or not isinstance(checkpoint_seconds, (int, float))
+                or not checkpoint_seconds >= 0):
+            raise UserError(f"checkpoint_seconds must be a number >= 0, got "
+                            f"{checkpoint_seconds!r}")
+        self.checkpoint_seconds = checkpoint_seconds
+        self.saved_time = time.monotonic()   # of the last checkpoint written (or the start)
         if schedule_every not in ("step", "epoch"):
             raise UserError(f"schedule_every must be 'step' or 'epoch', got {schedule_every!r}")
         self.schedule_per_step = schedule_every == "step"
@@ -615,7 +630,7 @@ class _Training:
             if pbar is not None:
                 pbar.update(1)
             if (checkpoint_every is not None and loop["step"] % checkpoint_every == 0
-                    and loop["step_in_epoch"] < n_steps):
+                    and loop["step_in_epoch"] < n_steps and self._checkpoint_due()):
                 # (a checkpoint due on an epoch's last step waits for the epoch end work)
                 if pending:
                     self._read_losses()
@@ -638,7 +653,8 @@ class _Training:
         loop.update(epoch=done, step_in_epoch=0, loss_sum=0.0, loss_count=0)
         if self.pbar is not None:
             self.pbar.set_postfix(_postfix(ctx.history), refresh=False)
-        if self.checkpoint_every is None or loop["step"] % self.checkpoint_every == 0:
+        if ((self.checkpoint_every is None or loop["step"] % self.checkpoint_every == 0)
+                and self._checkpoint_due()):
             self.checkpoint()
         elif self.writer is not None:
             self.writer.flush()
@@ -672,6 +688,11 @@ class _Training:
         return k > 0 and epochs_done % k == 0
 
     # --- checkpoint -------------------------------------------------------------------------
+    def _checkpoint_due(self) -> bool:
+        """``checkpoint_seconds`` have passed since the last checkpoint (always without it)."""
+        return (self.checkpoint_seconds is None
+                or time.monotonic() - self.saved_time >= self.checkpoint_seconds)
+
     def checkpoint(self) -> None:
         """Flush the metric rows, then save: the store holds every row of the checkpoint's
         history (``stored_rows`` of them) before the checkpoint exists."""
@@ -695,6 +716,7 @@ class _Training:
             "history": self.ctx.history,
         })
         self.saved_at = self.loop["step"]
+        self.saved_time = time.monotonic()
 
     # --- completion -------------------------------------------------------------------------
     def diverged(self, d: _Diverged) -> None:
@@ -739,7 +761,7 @@ class _Training:
         ended_at = loop.get("ended_at", loop["step"] if loop.get("ended") else None)
         to_end = ended_at is None or loop["step"] > ended_at
         if (self.status == "finished" and to_end and self.ckpt_file is not None
-                and self.saved_at != loop["step"]):
+                and self.saved_at != loop["step"] and self._checkpoint_due()):
             # the trained steps saved before the final evaluation and end hooks (the final
             # measurements, maybe long): an interrupt there resumes without training again
             self.checkpoint()
@@ -749,8 +771,8 @@ class _Training:
             for cb in self.hooks["on_train_end"]:
                 cb.on_train_end(ctx)
             loop["ended"], loop["ended_at"] = True, loop["step"]
-        if (self.status == "finished" or self.ckpt_file is None
-                or not self.ckpt_file.exists()):
+        if self.ckpt_file is None or ((self.status == "finished" or not self.ckpt_file.exists())
+                                      and self._checkpoint_due()):
             self.checkpoint()   # a diverged run keeps its last good periodic checkpoint (if any)
         final = _final(ctx.history, loop, epochs_done=loop["epoch"], n=self.n)
         wall = time.perf_counter() - self.t_start

@@ -257,6 +257,38 @@ def test_checkpoint_every_and_weights_only_load(tmp_path):
         run(checkpoint_dir=tmp_path / "empty", resume=True)
 
 
+def test_checkpoint_seconds_writes_a_checkpoint_only_that_long_after_the_last(
+        tmp_path, monkeypatch):
+    import types
+
+    import sgdlab.train.loop as loop
+
+    class Clock(Callback):            # ten seconds a step
+        now = 0.0
+
+        def on_step_end(self, ctx):
+            Clock.now = 10.0 * ctx.step
+
+    monkeypatch.setattr(loop, "time", types.SimpleNamespace(
+        perf_counter=loop.time.perf_counter, monotonic=lambda: Clock.now))
+    saved: list[int] = []
+    save = loop.save_checkpoint
+    monkeypatch.setattr(loop, "save_checkpoint", lambda path, state: (
+        saved.append(state["loop"]["step"]), save(path, state))[1])
+    # 8 steps an epoch: epoch ends at 80 s, 160 s, 240 s
+    m_every, _ = run(checkpoint_dir=tmp_path / "a", callbacks=[Clock()])
+    assert saved == [8, 16, 24, 24]
+    saved.clear()
+    Clock.now = 0.0
+    m_timed, res = run(checkpoint_dir=tmp_path / "b", callbacks=[Clock()],
+                       checkpoint_seconds=100)
+    assert saved == [16]              # not at 80 s, nor 80 s after the one at 160 s
+    assert res.checkpoint == tmp_path / "b" / "last.pt" and torch.equal(flat(m_every),
+                                                                        flat(m_timed))
+    with pytest.raises(UserError, match="checkpoint_seconds must be a number >= 0, got -1"):
+        run(checkpoint_dir=tmp_path / "c", checkpoint_seconds=-1)
+
+
 def test_divergence_stops_cleanly_and_is_recorded(tmp_path):
     g = torch.Generator().manual_seed(0)
     x = torch.randn(40, 3, generator=g)
