@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import shlex
 from pathlib import Path
 
@@ -189,9 +190,11 @@ def continue_hint(run: dict, store) -> str | None:
     return None
 
 
-def _checkpoint_file(run: dict) -> Path | None:
+def _checkpoint_file(run: dict, store_path: str | Path | None = None) -> Path | None:
     """The checkpoint a resume of ``run`` reads: its folder's checkpoints/last.pt for a run of
-    ``sgdlab train``, master.pt for one of ``sgdlab parle``; None when neither is recorded."""
+    ``sgdlab train``, master.pt for one of ``sgdlab parle``, ``checkpoint/last.pt`` in its run
+    key's artifact folder beside the store at ``store_path`` for one of a sweep; None when
+    neither is recorded (or no store is named)."""
     dirs = [a["path"] for a in run.get("artifacts", []) if a["kind"] == "out_dir"]
     ckpts = [a["path"] for a in run.get("artifacts", []) if a["kind"] == "checkpoints"]
     if dirs:
@@ -200,20 +203,29 @@ def _checkpoint_file(run: dict) -> Path | None:
     if ckpts:
         from sgdlab.train.replicas import MASTER_CHECKPOINT
         return Path(ckpts[-1]) / MASTER_CHECKPOINT
+    entry = _sweep_entry(run)
+    if entry is not None and store_path is not None:
+        from sgdlab.experiments.worker import CHECKPOINT_DIR
+        from sgdlab.train.checkpoint import checkpoint_path
+        folder = Path(os.path.abspath(store_path)).parent / "artifacts" / entry[1]
+        return checkpoint_path(folder / CHECKPOINT_DIR)
     return None
 
 
-def checkpoint_step(run: dict) -> int | None:
+def checkpoint_step(run: dict, store_path: str | Path | None = None) -> int | None:
     """The step of the last checkpoint of a run of ``sgdlab train`` or ``sgdlab parle``
-    (``run`` as :meth:`RunStore.get_run` gives it, with its artifacts): where its resume
-    continues it. None when its folder holds no checkpoint or it cannot be read (``sgdlab resume``
-    names why); -1 for a run of an experiment (a sweep reruns it from step 0)."""
-    path = _checkpoint_file(run)
+    (``run`` as :meth:`RunStore.get_run` gives it, with its artifacts), or of a sweep run (the
+    ``train`` procedure's, in its run key's artifact folder beside the store at
+    ``store_path``): where its resume continues it. None when its folder holds no checkpoint
+    or it cannot be read (``sgdlab resume`` names why); -1 for a run of an experiment without
+    a checkpoint (its sweep reruns it from step 0)."""
+    path = _checkpoint_file(run, store_path)
     cfg = run.get("config") or {}
+    sweep_run = _sweep_entry(run) is not None
     if path is None:
         return -1 if isinstance(cfg, dict) and cfg.get("run_key") else None
     if not path.is_file():
-        return None
+        return -1 if sweep_run else None
     from sgdlab.train.checkpoint import load_checkpoint
     from sgdlab.train.replicas import MASTER_CHECKPOINT
 
@@ -224,13 +236,14 @@ def checkpoint_step(run: dict) -> int | None:
         # of `sgdlab parle`: master.pt, whose round r ends at step r·L
         return int(state["round"]) * int(state["parle"]["L"])
     except Exception:  # noqa: BLE001 - a damaged checkpoint: resume says what is wrong
-        return None
+        return -1 if sweep_run else None     # (a sweep reruns the run from step 0, saying why)
 
 
 def checkpoint_state(run: dict, step: int | None) -> str:
     """What continuing a stopped run finds, given its :func:`checkpoint_step`: ``"ok"``, its
     last checkpoint (at ``step``); ``"unreadable"``, a checkpoint file resume refuses to read;
-    ``"none"``, no checkpoint (a run of a sweep keeps none): it restarts from step 0."""
+    ``"none"``, no checkpoint (or a sweep run's that its sweep cannot use): it restarts from
+    step 0."""
     if step is not None and step != -1:
         return "ok"
     path = _checkpoint_file(run)
@@ -241,6 +254,8 @@ def _resume_point(run: dict, step: int | None) -> str:
     """Where continuing a stopped run starts, in words."""
     if step == -1:
         return "its sweep reruns it from step 0"
+    if step is not None and _sweep_entry(run) is not None:
+        return f"its sweep resumes it from its last checkpoint, step {step}"
     if step is not None:
         return f"resume continues from its last checkpoint, step {step}"
     path = _checkpoint_file(run)
@@ -282,7 +297,7 @@ def _list(args) -> int:
     # how far each stopped run got: its last checkpoint is where a resume continues
     stopped = {r["id"]: store.get_run(r["id"]) for r in runs
                if r["status"] in ("interrupted", "stale")}
-    ckpt = {rid: checkpoint_step(run) for rid, run in stopped.items()}
+    ckpt = {rid: checkpoint_step(run, store.path) for rid, run in stopped.items()}
     if args.json:
         keys = ("id", "name", "experiment", "status", "recorded_status", "host", "pid",
                 "created", "summary")
@@ -359,7 +374,7 @@ def _show(args) -> int:
         hint, since = continue_hint(run, store), finished_since(run, store)
         if hint:
             print(f"  continue it with: {hint}")
-            print(f"  ({_resume_point(run, checkpoint_step(run))})")
+            print(f"  ({_resume_point(run, checkpoint_step(run, store.path))})")
         elif since is not None:
             print(f"  nothing to continue: run {since} of the same sweep entry finished since")
     print(f"created {run['created']}  updated {run['updated']}")

@@ -13,6 +13,13 @@
   Ctrl-C or SIGTERM stops the workers and records their runs ``interrupted``. A SIGKILLed
   driver takes its workers with it; its runs show as ``interrupted`` (their process is gone)
   and its leases are taken over by the next sweep.
+- **Resume.** A procedure that checkpoints (``train``, at each epoch end) keeps its checkpoint
+  in ``checkpoint/`` of the run key's artifact folder. The next attempt of the key (the retry
+  of a lost run, a re-run sweep) keeps that folder, is given the rows the checkpoint counted
+  (copied from the attempt that wrote it) and continues from it: the run ends with the rows,
+  summary and files of an uninterrupted one. The checkpoint is removed once the run is
+  finished or diverged. Not on Ray, whose runs write their files where the driver sees them
+  only at the end: an interrupted Ray run starts again from step 0.
 - **Leases.** Two sweeps on one store never run the same key at once: a key leased by a live
   process is waited for (and counted as done when that process finishes it).
 - **Backends** (``backend=``): ``"local"`` runs in this process (``workers=1``) or in
@@ -43,7 +50,8 @@ from typing import Any
 from sgdlab.errors import ConfigError, ReportInterrupted, UserError
 from sgdlab.experiments.procedures import StoredRun, get_procedure
 from sgdlab.experiments.spec import CATALOGUE_DIR, RunSpec, dependency_run
-from sgdlab.experiments.worker import RunContext, RunRecord, task_for, write_files
+from sgdlab.experiments.worker import (CHECKPOINT_DIR, RunContext, RunRecord, task_for,
+                                       write_files)
 from sgdlab.strict_json import nan_in_arrays
 
 __all__ = ["BACKENDS", "DONE", "RunContext", "SweepReport", "check_backend", "check_options",
@@ -403,18 +411,56 @@ class _Driver:
         # here (a SIGTERM while a worker starts)
         self.starting = _Flight(r, run_id, time.perf_counter(), attempt)
         art = self.art_root / r.key
-        if art.exists():          # an earlier attempt's files: we hold the lease, start afresh
+        ship = self.backend_name == "ray"
+        # an earlier attempt's files: we hold the lease; resumed from its checkpoint, if it
+        # left one, else started afresh
+        rows = None if ship else self._resume(r, run_id, art / CHECKPOINT_DIR)
+        if rows is None and art.exists():
             shutil.rmtree(art)
         art.mkdir(parents=True, exist_ok=True)
         task = task_for(r, get_procedure(r.procedure), run_id, device=self.device,
                         artifact_dir=art,
                         dependencies={d: self.art_root / dr.key for d, dr in deps.items()},
-                        threads=self.threads, progress=self.train_progress,
-                        ship=self.backend_name == "ray")
+                        threads=self.threads, progress=self.train_progress, ship=ship,
+                        stored_rows=rows or 0)
         h = self.backend.submit(task)
         self.inflight[h] = self.starting
         self.starting = None
         return True
+
+    def _resume(self, r: RunSpec, run_id: str, folder: Path) -> int | None:
+        """When an earlier attempt of ``r`` left a checkpoint of the training loop in
+        ``folder``: give the new run ``run_id`` the metric rows that checkpoint counted (the
+        first ones of the attempt that wrote it) and return how many; the run then resumes
+        from it. None when there is none or it cannot be used (unreadable, or its rows are
+        not all in the store: an attempt stopped with rows on their way to the driver): the
+        run starts from step 0."""
+        from sgdlab.train.checkpoint import checkpoint_path, load_checkpoint
+
+        path = checkpoint_path(folder)
+        if not path.is_file():
+            return None
+        why = None
+        try:   # its CRC-32 checked; its tensors mapped, not read
+            state = load_checkpoint(path, require=("loop",), mmap=True)
+            step, rows = int(state["loop"]["step"]), state["loop"].get("stored_rows")
+            source = state.get("run_id")
+        except UserError as e:
+            why = f"its checkpoint cannot be used ({e})"
+        else:
+            if rows is None or source is None or not self.store.copy_metrics(
+                    str(source), run_id, int(rows)):
+                why = (f"the store lacks metric rows its checkpoint (step {step}) counts "
+                       f"(run {source})")
+        if why is not None:
+            self.say(f"{r.run_name}: {why}; starting it from step 0")
+            return None
+        total = self._planned_steps(r)
+        self.say(f"resuming {r.run_name} from step {step}"
+                 + (f" of {total}" if total is not None else "")
+                 + " (its last checkpoint)")
+        self.steps[run_id] = step
+        return int(rows)
 
     def _look_at(self, waiting: dict[str, RunSpec], queue: deque) -> None:
         """Keys another sweep was running: done there, or free to take over."""
@@ -467,6 +513,8 @@ class _Driver:
             record = payload
             self._commit(f, record)
             del self.inflight[h]
+            if record.status in DONE:   # nothing left to resume: no optimizer states kept
+                shutil.rmtree(self.art_root / r.key / CHECKPOINT_DIR, ignore_errors=True)
             # the run's own time: a new worker's first run also waited for the process to
             # start and import torch (9.8 s said for a 0.9 s run)
             sec = record.seconds or sec

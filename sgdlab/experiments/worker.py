@@ -9,6 +9,12 @@ artifacts are listed, and the outcome comes back as a :class:`RunRecord`. The dr
 the record — last rows, artifacts, summary, status — in one transaction, so a run is
 ``finished`` only with everything it owes, and a worker killed at any point leaves nothing
 half-written: the driver records the run as failed or interrupted and the run is redone.
+
+A procedure that can resume (``train``) keeps its checkpoint in ``RunContext.checkpoint_dir``
+(``checkpoint/`` of the run's artifact folder; None where the worker writes to a local folder
+shipped back only at the end, as on Ray). The driver keeps that folder between attempts of the
+run key and gives the next attempt the rows the checkpoint counted (``RunTask.stored_rows``),
+so an interrupted or lost run continues from its last checkpoint.
 """
 from __future__ import annotations
 
@@ -29,6 +35,7 @@ from sgdlab.experiments.spec import RunSpec
 from sgdlab.strict_json import write_atomic
 
 DATA_FILE = "data.json"
+CHECKPOINT_DIR = "checkpoint"           # a resumable procedure's checkpoint, in a run's files
 
 
 @dataclass
@@ -41,6 +48,9 @@ class RunContext:
     artifact_dir: Path                      # this run's files (model weights, arrays)
     dependencies: dict[str, Path]           # depended-on label -> its artifact dir
     progress: bool = False
+    # where a procedure that can resume keeps its checkpoint (None: keep none); one found
+    # there at the start is resumed from (the sweep leaves one only with its rows)
+    checkpoint_dir: Path | None = None
 
 
 @dataclass
@@ -52,6 +62,8 @@ class RunTask:
     worker processes too. With ``ship``, the worker writes the run's files to a local
     temporary folder and returns them (``RunRecord.files``), and ``dependency_files`` carries
     the files of the runs it depends on: no file system shared with the driver is needed.
+    ``stored_rows``: the metric rows the driver gave the run before it started (those of the
+    checkpoint it resumes from).
     """
 
     run: dict[str, Any]                     # RunSpec fields
@@ -64,6 +76,7 @@ class RunTask:
     progress: bool = False
     ship: bool = False
     dependency_files: dict[str, dict[str, bytes]] = field(default_factory=dict)
+    stored_rows: int = 0
 
     @property
     def spec(self) -> RunSpec:
@@ -90,7 +103,7 @@ class RunRecord:
 
 def task_for(run: RunSpec, procedure: Any, run_id: str, *, device: str, artifact_dir: Path,
              dependencies: dict[str, Path], threads: int | None, progress: bool = False,
-             ship: bool = False) -> RunTask:
+             ship: bool = False, stored_rows: int = 0) -> RunTask:
     # a copy of the params, as a worker process gets them: a procedure run in this process
     # that changes its params changes neither the driver's run (its key, its files' folder)
     # nor any other
@@ -99,7 +112,8 @@ def task_for(run: RunSpec, procedure: Any, run_id: str, *, device: str, artifact
            "procedure": run.procedure, "depends": list(run.depends),
            "dependency_keys": list(run.dependency_keys)}
     task = RunTask(cfg, procedure, run_id, device, str(artifact_dir),
-                   {k: str(v) for k, v in dependencies.items()}, threads, progress, ship)
+                   {k: str(v) for k, v in dependencies.items()}, threads, progress, ship,
+                   stored_rows=stored_rows)
     if ship:
         task.dependency_files = {k: read_files(v) for k, v in dependencies.items()}
     return task
@@ -111,14 +125,17 @@ class RunRecorder:
     Metric rows are recorded and handed to ``send(rows)`` (the driver writes them) whenever a
     writer flushes — or kept for the :class:`RunRecord` when there is no ``send``. Artifacts
     are listed. Status, summary and completion belong to the driver: ``set_status``,
-    ``set_summary`` and ``complete_run`` only note what the procedure said.
+    ``set_summary`` and ``complete_run`` only note what the procedure said. ``stored``: the
+    rows the driver gave the run before it started (a resumed run's).
     """
 
-    def __init__(self, run_id: str, send: Callable[[list[tuple]], None] | None = None):
+    def __init__(self, run_id: str, send: Callable[[list[tuple]], None] | None = None, *,
+                 stored: int = 0):
         self.run_id, self.send = run_id, send
         self.rows: list[tuple] = []
         self.artifacts: list[tuple[str, str]] = []
         self.noted: dict[str, Any] = {}
+        self.stored = int(stored)
         self.sent = 0
 
     def _check(self, run_id: str) -> None:
@@ -150,8 +167,17 @@ class RunRecorder:
         return MetricWriter(self, run_id, flush_every=flush_every, max_buffer=max_buffer,
                             stored=stored)
 
-    def count_metrics(self, run_id: str | None = None) -> int:
-        return self.sent + len(self.rows)
+    def count_metrics(self, run_id: str | None = None, *, measured: bool = True) -> int:
+        return self.stored + self.sent + len(self.rows)
+
+    def truncate_metrics(self, run_id: str, keep: int) -> int:
+        """A resumed run keeps the ``keep`` rows its checkpoint counted: the driver gave it
+        exactly those before it started (``stored``); anything else is refused."""
+        self._check(run_id)
+        if keep != self.count_metrics() or self.sent or self.rows:
+            raise UserError(f"the checkpoint this run resumes from counts {keep} metric rows, "
+                            f"but the sweep gave the run {self.stored}")
+        return 0
 
     def add_artifact(self, run_id: str, kind: str, path: str | os.PathLike) -> None:
         self._check(run_id)
@@ -200,7 +226,7 @@ def execute_run(task: RunTask, send: Callable[[list[tuple]], None] | None = None
 
 def _execute(task: RunTask, send, local: Path | None, t0: float) -> RunRecord:
     run = task.spec
-    rec = RunRecorder(task.run_id, send)
+    rec = RunRecorder(task.run_id, send, stored=task.stored_rows)
     if local is not None:
         art = local / "run"
         deps = {}
@@ -212,7 +238,9 @@ def _execute(task: RunTask, send, local: Path | None, t0: float) -> RunRecord:
         deps = {k: Path(v) for k, v in task.dependencies.items()}
     art.mkdir(parents=True, exist_ok=True)
     ctx = RunContext(store=rec, run_id=task.run_id, device=task.device, artifact_dir=art,
-                     dependencies=deps, progress=task.progress)
+                     dependencies=deps, progress=task.progress,
+                     # a shipped run's files come back only at its end: no checkpoint kept
+                     checkpoint_dir=None if local is not None else art / CHECKPOINT_DIR)
     try:
         out = task.procedure.run(run, ctx)
         if not isinstance(out, RunOutput):

@@ -793,6 +793,23 @@ class RunStore:
                 "ORDER BY rowid LIMIT ?)",
                 (run_id, run_id, max(0, int(keep)))).rowcount
 
+    def copy_metrics(self, source: str, target: str, count: int) -> bool:
+        """Give run ``target`` the first ``count`` training rows of run ``source`` (insertion
+        order; ``measure/...`` rows left out, as :meth:`truncate_metrics` counts), in one
+        transaction: the rows an interrupted attempt of a sweep run had stored when its
+        checkpoint was written, which the next attempt resumes from. False, copying nothing,
+        when ``source`` holds fewer."""
+        count = max(0, int(count))
+        with _transaction(self._conn) as c:
+            held = c.execute(f"SELECT COUNT(*) FROM metrics WHERE run_id = ? AND {_TRAINING_ROW}",
+                             (source,)).fetchone()[0]
+            if held < count:
+                return False
+            c.execute(f"INSERT INTO metrics (run_id, name, step, value, wall) SELECT ?, name, "
+                      f"step, value, wall FROM metrics WHERE run_id = ? AND {_TRAINING_ROW} "
+                      "ORDER BY rowid LIMIT ?", (target, source, count))
+        return True
+
     def metrics(self, run_id: str, name: str | None = None) -> dict[str, list[tuple[int, float]]]:
         """``{metric: [(step, value), ...]}`` sorted by step (insertion order within a step)."""
         rid = self.resolve(run_id)

@@ -7,7 +7,8 @@ marker file in ``$SGDLAB_TEST_KILL_DIR`` holding the pid of the process that fir
 the retry of a killed run goes through. Points: ``start`` (before training), ``train``
 (after step 2), ``final`` (training done, before the final measurements), ``end``
 (everything done, before the run is handed back); prefixed ``parent-`` the worker SIGKILLs
-its driver instead, ``term-`` sends the driver SIGTERM.
+its driver instead, ``term-`` sends the driver SIGTERM. The runs checkpoint at every epoch end
+(``CHECKPOINT_SECONDS = 0``), so a killed run resumes from its last epoch.
 """
 from __future__ import annotations
 
@@ -77,11 +78,14 @@ class KillingTrain(TrainProcedure):
             maybe_kill("final", run.label)
             return compute_final(*args, **kw)
 
+        seconds = proc.CHECKPOINT_SECONDS
         loop.train, proc.compute_final = train_with_kill, final_with_kill
+        proc.CHECKPOINT_SECONDS = 0
         try:
             out = super().run(run, ctx)
         finally:
             loop.train, proc.compute_final = train, compute_final
+            proc.CHECKPOINT_SECONDS = seconds
         maybe_kill("end", run.label)
         return out
 

@@ -1,0 +1,160 @@
+"""A sweep run of the ``train`` procedure stopped during training (Ctrl-C, a lost worker)
+continues from its last checkpoint when the sweep is re-run or the run retried, and ends with
+the rows, summary and files of an uninterrupted run."""
+from __future__ import annotations
+
+import os
+import sqlite3
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import sweep_kill_helpers  # noqa: F401  (registers the procedures; workers import it too)
+from sweep_kill_helpers import DIR_ENV, KILL_ENV
+from sgdlab.cli.main import main as cli
+from sgdlab.experiments.spec import resolve
+from sgdlab.experiments.sweep import artifacts_root, load_runs, run_sweep
+from sgdlab.experiments.worker import CHECKPOINT_DIR
+from sgdlab.store import RunStore
+
+pytestmark = pytest.mark.usefixtures("one_thread_runs", "every_epoch")
+SGD_STEP = torch.optim.SGD.step
+
+
+def tiny(procedure: str = "train", batch_size=40, epochs: int = 5) -> dict:
+    """One run of a small MLP on 160 digits: 4 steps an epoch at batch size 40, SGD with
+    momentum (a state to resume), a schedule, an instrument and a final measurement."""
+    return {"name": "t-resume", "version": 1, "description": "resumable", "analysis":
+            "compare_groups", "procedure": procedure,
+            "paper": {"author": "Nobody", "year": 2020, "figure": "Fig. 0"},
+            "base": {"dataset": {"name": "digits", "n_train": 160, "n_test": 64},
+                     "model": {"name": "mlp", "widths": [12]},
+                     "optimizer": {"name": "sgd", "lr": 0.05, "momentum": 0.9},
+                     "schedule": {"name": "step", "milestones": [2.5], "gamma": 0.5},
+                     "batch_size": batch_size,
+                     "epochs": epochs, "save_model": True,
+                     "measure": [{"name": "trajectory", "every_steps": 3}],
+                     "final": [{"kind": "hessian_top", "samples": 64, "num_iter": 20,
+                                "tol": 0.01}]},
+            "runs": [{"label": "a"}], "seeds": [0],
+            "options": {"table": [["train_loss", "final train loss"]]}}
+
+
+def outcome(store: Path, spec) -> tuple:
+    """The run's status, summary, rows (name, step, value in the order stored) and files."""
+    (run,), missing = load_runs(spec.expand(), store_path=str(store))
+    assert not missing
+    with sqlite3.connect(store) as c:
+        rows = c.execute("SELECT name, step, value FROM metrics WHERE run_id = ? ORDER BY rowid",
+                         (run.run_id,)).fetchall()
+    art = artifacts_root(RunStore(store)) / run.key
+    # a .pt archive names the temporary file it was written to: its tensors are compared
+    files = {str(p.relative_to(art)): {k: v.tolist() for k, v in torch.load(p).items()}
+             if p.suffix == ".pt" else p.read_bytes() for p in sorted(art.rglob("*"))
+             if p.is_file()}
+    return run.status, run.summary, rows, files
+
+
+@pytest.fixture
+def every_epoch(monkeypatch):
+    """Checkpoints at each epoch end (in a sweep, at most one a minute)."""
+    import sgdlab.experiments.procedures.train as proc
+
+    monkeypatch.setattr(proc, "CHECKPOINT_SECONDS", 0)
+
+
+def counted_steps(monkeypatch, stop_at: int | None = None) -> list[int]:
+    """Counts SGD steps taken in this process; Ctrl-C at step ``stop_at``."""
+    taken: list[int] = []
+
+    def counting(self, *a, **kw):
+        if stop_at is not None and len(taken) + 1 == stop_at:
+            raise KeyboardInterrupt
+        taken.append(1)
+        return SGD_STEP(self, *a, **kw)
+
+    monkeypatch.setattr(torch.optim.SGD, "step", counting)
+    return taken
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    spec = resolve(tiny(), "cpu")
+    store = tmp_path_factory.mktemp("reference") / "s.sqlite"
+    before = os.environ.get("SGDLAB_THREADS")
+    os.environ["SGDLAB_THREADS"] = "1"
+    try:
+        run_sweep(spec.expand(), store_path=str(store), progress=None)
+    finally:
+        os.environ.pop("SGDLAB_THREADS") if before is None else os.environ.update(
+            SGDLAB_THREADS=before)
+    return outcome(store, spec)
+
+
+def test_an_interrupted_sweep_run_resumes_from_its_last_checkpoint(reference, tmp_path,
+                                                                   monkeypatch, capsys):
+    spec, store = resolve(tiny(), "cpu"), tmp_path / "s.sqlite"
+    counted_steps(monkeypatch, stop_at=11)    # in epoch 3: the last checkpoint is at step 8
+    with pytest.raises(KeyboardInterrupt):
+        run_sweep(spec.expand(), store_path=str(store), progress=None)
+    (stopped,) = RunStore(store).list_runs()
+    assert stopped["status"] == "interrupted"
+    art = artifacts_root(RunStore(store)) / spec.expand()[0].key
+    assert (art / CHECKPOINT_DIR / "last.pt").is_file()
+    capsys.readouterr()
+    assert cli(["runs", "list", "--store", str(store)]) == 0
+    listing = capsys.readouterr().out
+    assert "8 (ckpt)" in listing and "(its sweep resumes it from its last checkpoint, step 8)" \
+        in listing
+
+    said: list[str] = []
+    taken = counted_steps(monkeypatch)
+    rep = run_sweep(spec.expand(), store_path=str(store), progress=said.append)
+    assert not rep.failed
+    assert "resuming a|seed=0 from step 8 of 20 (its last checkpoint)" in said
+    assert len(taken) == 12                   # steps 9 to 20: none before the checkpoint again
+    assert outcome(store, spec) == reference
+    assert {"model.pt", "trajectory/snapshots.bin"} <= set(reference[3])
+    # finished: no optimizer state left behind; the interrupted attempt is kept as it was
+    assert not (art / CHECKPOINT_DIR).exists()
+    assert sorted(r["status"] for r in RunStore(store).list_runs()) == ["finished",
+                                                                        "interrupted"]
+
+
+def test_a_checkpoint_whose_rows_the_store_lacks_is_not_resumed_from(reference, tmp_path,
+                                                                      monkeypatch):
+    spec, store = resolve(tiny(), "cpu"), tmp_path / "s.sqlite"
+    counted_steps(monkeypatch, stop_at=11)
+    with pytest.raises(KeyboardInterrupt):
+        run_sweep(spec.expand(), store_path=str(store), progress=None)
+    with sqlite3.connect(store) as c:      # rows lost on their way to the driver
+        c.execute("DELETE FROM metrics WHERE rowid IN (SELECT max(rowid) - 20 FROM metrics)")
+    said: list[str] = []
+    taken = counted_steps(monkeypatch)
+    run_sweep(spec.expand(), store_path=str(store), progress=said.append)
+    assert any(s.startswith("a|seed=0: the store lacks metric rows its checkpoint (step 8)")
+               and s.endswith("; starting it from step 0") for s in said), said
+    assert len(taken) == 20
+    assert outcome(store, spec) == reference
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="SIGKILL")
+def test_a_lost_worker_retried_resumes_from_its_last_checkpoint(tmp_path, monkeypatch):
+    # full batch: one step an epoch, a checkpoint at each; the worker is SIGKILLed at step 2
+    raw = tiny("_test_killing_train", batch_size="full", epochs=4)
+    spec = resolve(raw, "cpu")
+    ref = tmp_path / "ref.sqlite"
+    run_sweep(spec.expand(), store_path=str(ref), progress=None)
+    kills = tmp_path / "kills"
+    kills.mkdir()
+    monkeypatch.setenv(DIR_ENV, str(kills))
+    monkeypatch.setenv(KILL_ENV, "train@a")
+    store, said = tmp_path / "s.sqlite", []
+    rep = run_sweep(spec.expand(), store_path=str(store), workers=2, progress=said.append)
+    assert list(kills.glob("train@a"))                        # the kill fired
+    assert not rep.failed
+    assert any("killed by SIGKILL" in s and "trying it again" in s for s in said), said
+    assert "resuming a|seed=0 from step 1 of 4 (its last checkpoint)" in said
+    assert outcome(store, spec) == outcome(ref, spec)
