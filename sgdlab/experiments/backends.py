@@ -163,8 +163,25 @@ class ProcessPoolBackend:
     def cancel_all(self) -> None:
         for i, w in enumerate(self.slots):
             if w is not None:
+                if w.handle is not None:
+                    # killed first, then the rows it had sent are read (a resumed run needs
+                    # those its checkpoint counted; they had been lost with the pipe)
+                    if w.process.is_alive():
+                        w.process.kill()
+                    w.process.join(timeout=5)
+                    self._drain(w)
                 w.stop(kill=True)
                 self.slots[i] = None
+
+    def _drain(self, w: _Worker) -> None:
+        """Hand on the rows a stopped worker's pipe still holds (up to a message cut short)."""
+        try:
+            while w.conn.poll():
+                kind, payload = w.conn.recv()
+                if kind == "rows":
+                    self.on_rows(w.run_id, payload)
+        except Exception:  # noqa: BLE001 - the end of the pipe, or a half-written message
+            pass
 
     def close(self) -> None:
         try:

@@ -105,3 +105,18 @@ class SlowSquare(Procedure):
         for step in range(3):
             ctx.store.log_metric(ctx.run_id, "value", step, run.params["x"] * step)
         return RunOutput(summary={"y": run.params["x"] ** 2})
+
+
+@register_procedure("_test_rows_then_wait")
+class RowsThenWait(Procedure):
+    """Logs ``n`` rows, leaves ``marker``, then waits a minute (to be stopped)."""
+
+    allowed = {"n", "marker"}
+    required = {"n", "marker"}
+
+    def run(self, run, ctx) -> RunOutput:
+        for step in range(run.params["n"]):
+            ctx.store.log_metric(ctx.run_id, "value", step, float(step))
+        Path(run.params["marker"]).touch()
+        time.sleep(60)
+        return RunOutput(summary={})

@@ -158,3 +158,32 @@ def test_a_lost_worker_retried_resumes_from_its_last_checkpoint(tmp_path, monkey
     assert any("killed by SIGKILL" in s and "trying it again" in s for s in said), said
     assert "resuming a|seed=0 from step 1 of 4 (its last checkpoint)" in said
     assert outcome(store, spec) == outcome(ref, spec)
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="SIGKILL")
+def test_the_rows_a_worker_sent_before_the_sweep_stopped_it_reach_the_store(tmp_path):
+    # Ctrl-C killed the pool's workers with rows still in their pipes: a checkpoint counting
+    # them could not be resumed from (the rerun started from step 0)
+    import time
+
+    from sgdlab.experiments.backends import ProcessPoolBackend
+    from sgdlab.experiments.procedures import get_procedure
+    from sgdlab.experiments.spec import RunSpec
+    from sgdlab.experiments.worker import task_for
+
+    got: list[tuple] = []
+    marker = tmp_path / "sent"
+    run = RunSpec(experiment="t", version=1, scale="cpu", label="w", seed=0,
+                  procedure="_test_rows_then_wait", params={"n": 5, "marker": str(marker)})
+    pool = ProcessPoolBackend(1, lambda run_id, rows: got.extend(rows))
+    try:
+        pool.submit(task_for(run, get_procedure(run.procedure), "r1", device="cpu",
+                             artifact_dir=tmp_path / "art", dependencies={}, threads=1))
+        end = time.monotonic() + 60
+        while not marker.exists() and time.monotonic() < end:
+            time.sleep(0.05)
+        assert marker.exists()
+        pool.cancel_all()                  # as the driver does on Ctrl-C, before any wait()
+    finally:
+        pool.close()
+    assert [(r[0], r[1], r[2]) for r in got] == [("value", i, float(i)) for i in range(5)]
