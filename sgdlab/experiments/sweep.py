@@ -13,13 +13,14 @@
   Ctrl-C or SIGTERM stops the workers and records their runs ``interrupted``. A SIGKILLed
   driver takes its workers with it; its runs show as ``interrupted`` (their process is gone)
   and its leases are taken over by the next sweep.
-- **Resume.** A procedure that checkpoints (``train``, at each epoch end) keeps its checkpoint
-  in ``checkpoint/`` of the run key's artifact folder. The next attempt of the key (the retry
-  of a lost run, a re-run sweep) keeps that folder, is given the rows the checkpoint counted
-  (copied from the attempt that wrote it) and continues from it: the run ends with the rows,
-  summary and files of an uninterrupted one. The checkpoint is removed once the run is
-  finished or diverged. Not on Ray, whose runs write their files where the driver sees them
-  only at the end: an interrupted Ray run starts again from step 0.
+- **Resume.** A procedure that checkpoints (``train``: at an epoch end, at most once a
+  minute) keeps its checkpoint in ``checkpoint/`` of the run key's artifact folder. The next
+  attempt of the key (the retry of a lost run, a re-run sweep) keeps that folder, is given
+  the rows the checkpoint counted (copied from the attempt that wrote it) and continues from
+  it: the run ends with the rows, summary and files of an uninterrupted one. The checkpoint
+  is removed once the run is finished or diverged. Not on Ray, whose runs write their files
+  where the driver sees them only at the end: an interrupted Ray run starts again from
+  step 0.
 - **Leases.** Two sweeps on one store never run the same key at once: a key leased by a live
   process is waited for (and counted as done when that process finishes it).
 - **Backends** (``backend=``): ``"local"`` runs in this process (``workers=1``) or in
