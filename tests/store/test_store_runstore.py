@@ -70,6 +70,25 @@ def test_a_resume_drops_the_rows_logged_after_its_checkpoint_but_not_measurement
     assert store.metrics(rid) == {"measure/hess/top_1": [(10, 3.0), (30, 4.0)]}
 
 
+def test_copy_metrics_gives_a_run_the_first_training_rows_of_another_or_nothing(tmp_path):
+    """A sweep run resumed from an earlier attempt's checkpoint gets the rows it counted."""
+    store = RunStore(tmp_path / "runs.sqlite")
+    old, new = store.create_run({}), store.create_run({})
+    store.log_many(old, [("loss", 0, 2.0), ("acc", 0, 0.1)])
+    store.log_metrics(old, 0, {"measure/hess/top_1": 3.0})          # not the training's
+    store.log_many(old, [("loss", 5, 1.0), ("loss", 9, 0.5)])        # after the checkpoint
+    assert store.copy_metrics(old, new, 3)
+    import sqlite3
+
+    with sqlite3.connect(tmp_path / "runs.sqlite") as c:
+        rows = c.execute("SELECT name, step, value FROM metrics WHERE run_id = ? ORDER BY "
+                         "rowid", (new,)).fetchall()
+    assert rows == [("loss", 0, 2.0), ("acc", 0, 0.1), ("loss", 5, 1.0)]
+    third = store.create_run({})
+    assert not store.copy_metrics(old, third, 5)                     # it holds 4
+    assert store.count_metrics(third) == 0 and store.count_metrics(old) == 5
+
+
 def test_ids_sort_by_creation_and_default_path(tmp_path, monkeypatch):
     ids = [new_run_id() for _ in range(3)]
     assert ids[0][:15] <= ids[-1][:15]
