@@ -456,6 +456,10 @@ class _Driver:
         if why is not None:
             self.say(f"{r.run_name}: {why}; starting it from step 0")
             return None
+        if self.curves is not None:     # the new run's event files hold them too
+            self.curves.write(run_id, r.run_name, [(m, st, v) for m, points in
+                                                   self.store.metrics(run_id).items()
+                                                   for st, v in points])
         total = self._planned_steps(r)
         self.say(f"resuming {r.run_name} from step {step}"
                  + (f" of {total}" if total is not None else "")

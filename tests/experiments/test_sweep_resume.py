@@ -111,7 +111,8 @@ def test_an_interrupted_sweep_run_resumes_from_its_last_checkpoint(reference, tm
 
     said: list[str] = []
     taken = counted_steps(monkeypatch)
-    rep = run_sweep(spec.expand(), store_path=str(store), progress=said.append)
+    rep = run_sweep(spec.expand(), store_path=str(store), progress=said.append,
+                    tensorboard=tmp_path / "tb")
     assert not rep.failed
     assert "resuming a|seed=0 from step 8 of 20 (its last checkpoint)" in said
     assert len(taken) == 12                   # steps 9 to 20: none before the checkpoint again
@@ -121,6 +122,19 @@ def test_an_interrupted_sweep_run_resumes_from_its_last_checkpoint(reference, tm
     assert not (art / CHECKPOINT_DIR).exists()
     assert sorted(r["status"] for r in RunStore(store).list_runs()) == ["finished",
                                                                         "interrupted"]
+    # its live curves start with the rows copied from the interrupted attempt
+    from tensorboard.backend.event_processing import event_accumulator
+
+    (done,) = [r for r in RunStore(store).list_runs() if r["status"] == "finished"]
+    (folder,) = (tmp_path / "tb").glob(f"*-{done['id']}")
+    events = event_accumulator.EventAccumulator(str(folder), size_guidance={"scalars": 0})
+    events.Reload()
+    stored = RunStore(store).metrics(done["id"])
+    assert set(events.Tags()["scalars"]) == set(stored)
+    for name, points in stored.items():
+        got = events.Scalars(name)          # TensorBoard keeps float32 values
+        assert [e.step for e in got] == [st for st, _ in points], name
+        assert [e.value for e in got] == pytest.approx([v for _, v in points], rel=1e-6), name
 
 
 def test_a_checkpoint_whose_rows_the_store_lacks_is_not_resumed_from(reference, tmp_path,
