@@ -43,8 +43,8 @@ from sgdlab.losses import LOSSES, build_loss
 
 MODEL_FILE = "model.pt"
 TRAJECTORY_FILE = "trajectory"
-# seconds between a sweep run's checkpoints: one took 20-60 ms for the η/S grid's MLP on the
-# shared CPU, 30-50 % of its training time if written at each epoch end (docs/design/sweeps.md)
+# seconds between a sweep run's checkpoints: written at each epoch end they cost a full-batch
+# GD run ~80 % of its training time (docs/design/sweeps.md, "Resume")
 CHECKPOINT_SECONDS = 60.0
 
 
