@@ -189,6 +189,16 @@ def test_hj_on_cifar_is_tested_for_the_lowest_training_loss():
     assert set(lower) <= labels
 
 
+def test_heat_on_cifar_is_tested_against_each_other_method():
+    """§4.6.3 (line 1882): the heat equation "has a much higher validation error than others"
+    — the paper scale tests HEAT's test accuracy below each of SGD's, Entropy-SGD's and HJ's
+    (it was tested against SGD's only); the runs stay the same."""
+    spec = load_experiment("chaudhari-smoothing", "paper")
+    above = [c["less"][1] for c in spec.options["claims"]
+             if c.get("metric") == "test_acc" and c.get("less", [None])[0] == "heat-allcnn"]
+    assert sorted(above) == ["entropy-sgd-allcnn", "hj-allcnn", "sgd-allcnn"]
+
+
 @pytest.mark.parametrize("scale", ["smoke", "cpu", "paper"])
 def test_hj_drops_its_learning_rate_in_effective_epochs_as_entropy_sgd(scale):
     """"we set η = 0.1 and reduce it by a factor of 5 after every 3 epochs" (line 1815) is
