@@ -314,6 +314,7 @@ class _Driver:
         self.failed_keys: set[str] = set()
         self.bad_input: tuple[RunSpec, str] | None = None
         self.curves = None                      # LiveRuns: live TensorBoard event files
+        self.resumed: dict[str, Path] = {}      # run id -> the checkpoint file it resumes
         self.count = 0
         self.todo_total = sum(len(self._missing(layer)) for layer in self.layers)
         skipped = [r.key for r in runs if r.key in self.done]
@@ -418,6 +419,10 @@ class _Driver:
         rows = None if ship else self._resume(r, run_id, art / CHECKPOINT_DIR)
         if rows is None and art.exists():
             shutil.rmtree(art)
+        elif rows is not None:
+            from sgdlab.train.checkpoint import checkpoint_path
+
+            self.resumed[run_id] = checkpoint_path(art / CHECKPOINT_DIR)
         art.mkdir(parents=True, exist_ok=True)
         task = task_for(r, get_procedure(r.procedure), run_id, device=self.device,
                         artifact_dir=art,
@@ -518,6 +523,9 @@ class _Driver:
             record = payload
             self._commit(f, record)
             del self.inflight[h]
+            if self._checkpoint_refused(f, record):
+                queue.appendleft((r, f.attempt))
+                return
             if record.status in DONE:   # nothing left to resume: no optimizer states kept
                 shutil.rmtree(self.art_root / r.key / CHECKPOINT_DIR, ignore_errors=True)
             # the run's own time: a new worker's first run also waited for the process to
@@ -538,6 +546,20 @@ class _Driver:
             # its message is the error that ends the sweep: said there, not twice
             extra = ": bad input (the error that stops the sweep says what)"
         self.say(f"[{self.count}/{self.todo_total}] {r.run_name} {status} ({sec:.1f} s){extra}")
+
+    def _checkpoint_refused(self, f: _Flight, record: RunRecord) -> bool:
+        """Whether ``f``'s attempt resumed a checkpoint that its training refused, naming the
+        file (its settings differ from the run's: a checkpoint of an sgdlab whose defaults
+        have changed since, the run's key the same). The checkpoint is removed, so that the
+        run starts again from step 0, and the sweep goes on."""
+        ckpt = self.resumed.pop(f.run_id, None)
+        if (ckpt is None or record.status != "failed-input"
+                or str(ckpt) not in (record.message or "")):
+            return False
+        shutil.rmtree(ckpt.parent, ignore_errors=True)
+        self.say(f"{f.run.run_name}: its checkpoint cannot be resumed "
+                 f"({record.message.splitlines()[0]}); starting it from step 0")
+        return True
 
     def _commit(self, f: _Flight, record: RunRecord) -> None:
         """A run's end, everything it owes, in one transaction."""

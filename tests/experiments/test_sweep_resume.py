@@ -137,6 +137,35 @@ def test_an_interrupted_sweep_run_resumes_from_its_last_checkpoint(reference, tm
         assert [e.value for e in got] == pytest.approx([v for _, v in points], rel=1e-6), name
 
 
+def test_a_checkpoint_its_training_refuses_is_removed_and_the_run_started_again(
+        reference, tmp_path, monkeypatch):
+    """A checkpoint whose settings differ from the run's (written by an sgdlab whose defaults
+    changed since; the run's key the same): its training refuses it, naming the file. That
+    stopped the whole sweep as bad input (the checkpoint had to be deleted by hand); the run
+    now starts again from step 0 and the sweep goes on."""
+    from sgdlab.train.checkpoint import checkpoint_path, load_checkpoint, save_checkpoint
+
+    spec, store = resolve(tiny(), "cpu"), tmp_path / "s.sqlite"
+    counted_steps(monkeypatch, stop_at=11)
+    with pytest.raises(KeyboardInterrupt):
+        run_sweep(spec.expand(), store_path=str(store), progress=None)
+    ckpt = checkpoint_path(artifacts_root(RunStore(store)) / spec.expand()[0].key
+                           / CHECKPOINT_DIR)
+    state = load_checkpoint(ckpt)
+    state["settings"]["param_groups"][0]["momentum"] = 0.5     # another default then
+    save_checkpoint(ckpt, state)
+    said: list[str] = []
+    taken = counted_steps(monkeypatch)
+    rep = run_sweep(spec.expand(), store_path=str(store), progress=said.append)
+    assert not rep.failed
+    assert "resuming a|seed=0 from step 8 of 20 (its last checkpoint)" in said
+    assert any(x.startswith(f"a|seed=0: its checkpoint cannot be resumed (cannot resume from "
+                            f"{str(ckpt)!r}") and x.endswith("; starting it from step 0")
+               for x in said), said
+    assert len(taken) == 20
+    assert outcome(store, spec) == reference
+
+
 def test_a_checkpoint_whose_rows_the_store_lacks_is_not_resumed_from(reference, tmp_path,
                                                                       monkeypatch):
     spec, store = resolve(tiny(), "cpu"), tmp_path / "s.sqlite"
