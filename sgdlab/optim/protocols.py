@@ -32,6 +32,10 @@ Registered names (``build_schedule(name, optimizer, steps_per_epoch=, total_step
   anneal to ``end_factor``·η, then flat.
 
 - ``constant``: η at every step (each group's own base, as every protocol here).
+- ``polynomial-decay`` (Welling and Teh 2011 §3; Chaudhari's thesis §3.3.6, "η/(1+t)^b"):
+  η / (1 + t)^b with t counted in optimizer steps (``per="step"``, default) or in completed
+  epochs (``per="epoch"``): the thesis does not say which. Welling and Teh's
+  ε_t = a (b + t)^{−γ} with b = 1.
 """
 from __future__ import annotations
 
@@ -51,6 +55,7 @@ __all__ = [
     "StepLR",
     "TriangularLR",
     "TrapezoidLR",
+    "PolynomialDecayLR",
     "counts_epochs",
     "lr_trace",
 ]
@@ -351,6 +356,26 @@ class TrapezoidLR(ProtocolSchedule):
         return self.end_factor
 
 
+class PolynomialDecayLR(ProtocolSchedule):
+    """η / (1 + t)^b (module docstring): t in steps (``per="step"``) or completed epochs
+    (``per="epoch"``), b = ``power`` >= 0."""
+
+    name = "polynomial-decay"
+
+    def __init__(self, optimizer: torch.optim.Optimizer, *, power: float, per: str = "step",
+                 steps_per_epoch: int = 1):
+        if not 0 <= power < math.inf:
+            raise ValueError(f"Invalid power b={power} (finite, >= 0)")
+        if per not in ("step", "epoch"):
+            raise ValueError(f"Invalid per={per!r} (step | epoch)")
+        self.power, self.per = float(power), per
+        super().__init__(optimizer, steps_per_epoch=steps_per_epoch)
+
+    def factor(self, t: int) -> float:
+        n = self.epoch(t) if self.per == "epoch" else t
+        return (1.0 + n) ** -self.power
+
+
 # --- registry ------------------------------------------------------------------------------
 
 @register_schedule("constant")
@@ -398,6 +423,12 @@ def _trapezoid(optimizer, *, steps_per_epoch: int = 1, total_steps: int = 1, war
                        steps_per_epoch=steps_per_epoch, total_steps=total_steps)
 
 
+@register_schedule("polynomial-decay")
+def _polynomial_decay(optimizer, *, steps_per_epoch: int = 1, total_steps: int = 1,
+                      power: float, per: str = "step") -> PolynomialDecayLR:
+    return PolynomialDecayLR(optimizer, power=power, per=per, steps_per_epoch=steps_per_epoch)
+
+
 def counts_epochs(name: str, hyper: dict[str, Any]) -> bool:
     """Whether schedule ``name`` with ``hyper`` reads epochs as a fixed ``steps_per_epoch``
     steps (``cosine-cyclic``, ``step``, ``trapezoid``, ``triangular`` with
@@ -405,6 +436,8 @@ def counts_epochs(name: str, hyper: dict[str, Any]) -> bool:
     per epoch it would count epochs wrongly, so the builders refuse that pairing."""
     if name in ("cosine-cyclic", "step", "trapezoid"):
         return True
+    if name == "polynomial-decay":
+        return hyper.get("per", "step") == "epoch"
     return name == "triangular" and (hyper.get("step_size_epochs") is not None
                                      or hyper.get("per", "step") == "epoch")
 

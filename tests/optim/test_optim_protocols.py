@@ -120,7 +120,24 @@ SCHEDULES = [
     ("triangular", dict(max_factor=4, step_size=3)),
     ("trapezoid", dict(warmup=0.5, hold=1, anneal=1)),
     ("constant", dict()),
+    ("polynomial-decay", dict(power=0.55, per="epoch")),
 ]
+
+
+def test_polynomial_decay_is_eta_over_one_plus_t_to_the_b():
+    """Thesis §3.3.6's η/(1+t)^b, t in steps (default) or completed epochs."""
+    eta, b = 0.3, 0.55
+    tr = lr_trace("polynomial-decay", 12, lr=eta, power=b)
+    assert tr == pytest.approx([eta / (1 + t) ** b for t in range(12)], rel=1e-12)
+    ep = lr_trace("polynomial-decay", 12, lr=eta, power=b, per="epoch", steps_per_epoch=4)
+    assert ep == pytest.approx([eta / (1 + t // 4) ** b for t in range(12)], rel=1e-12)
+    assert lr_trace("polynomial-decay", 3, lr=eta, power=0.0) == [eta] * 3
+    from sgdlab.optim.protocols import counts_epochs
+    assert counts_epochs("polynomial-decay", {"power": b, "per": "epoch"})
+    assert not counts_epochs("polynomial-decay", {"power": b})
+    for bad in (dict(power=-1.0), dict(power=b, per="batch")):
+        with pytest.raises(ValueError, match="power|per"):
+            lr_trace("polynomial-decay", 2, lr=eta, **bad)
 
 
 @pytest.mark.parametrize("name,kw", SCHEDULES, ids=[n for n, _ in SCHEDULES])

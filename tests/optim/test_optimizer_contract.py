@@ -42,6 +42,7 @@ HYPER = {
     "switch": dict(first="rmsprop", second="sgd", switch_step=2,
                    first_hyper=dict(lr=0.01), second_hyper=dict(lr=0.1)),
     "trivialized": dict(lr=0.1), "annealed-noise": dict(lr=0.1),
+    "sgld": dict(lr=0.1),
 }
 
 
@@ -151,6 +152,8 @@ CASES = sorted(HYPER) + sorted(VARIANTS)
 # Parle's authors-code normalisation steps from the last inner iterate, x <- y_L - lr G (its
 # module docstring): lr scales G only, so at lr 0 the parameters still move, to y_L
 MOVES_AT_LR_ZERO = {"parle:authors-code"}
+# SGLD's step is −lr (g + λθ) + √(2 lr T / N) ξ: a drift linear in lr plus noise in √lr
+SQRT_LR_NOISE = {"sgld"}
 
 
 def _case(case: str) -> tuple[str, dict]:
@@ -254,7 +257,7 @@ GROUP_HYPER = {
     "parle": dict(_SGD_LIKE, inner_lr=0.1, gamma=50.0, alpha=0.5),   # inner_lr: default lr
     "hj": dict(_SGD_LIKE, inner_lr=0.05, gamma=0.05), "heat": dict(_SGD_LIKE, gamma=0.005),
     "switch": dict(lr=0.05, weight_decay=0.01), "trivialized": _SGD_LIKE,
-    "annealed-noise": _SGD_LIKE,
+    "annealed-noise": _SGD_LIKE, "sgld": dict(lr=0.05, temperature=0.5, weight_decay=0.01),
     **{name: _GLD for name in HYPER if name.startswith(("gld", "gd"))},
 }
 GROUP_HYPER["adamw"] = GROUP_HYPER["adam"]
@@ -370,7 +373,19 @@ def test_lr_schedulers_change_the_step_taken(name):
     half0 = run(lambda o: torch.optim.lr_scheduler.LambdaLR(o, lambda t: 0.5), 1)[0]
     half1 = run(lambda o: torch.optim.lr_scheduler.StepLR(o, step_size=1, gamma=0.5))[n]
     assert full[0].abs().max() > 0 and not torch.equal(full[n], half1), name
-    if name in MOVES_AT_LR_ZERO:
+    if name in SQRT_LR_NOISE:
+        # d(f) = f a + √f b at lr factor f: a and b from f = 1, 1/2; f = 1/4 and 0 must follow
+        quarter0 = run(lambda o: torch.optim.lr_scheduler.LambdaLR(o, lambda t: 0.25), 1)[0]
+        zero0 = run(lambda o: torch.optim.lr_scheduler.LambdaLR(o, lambda t: 0.0), 1)[0]
+        quarter1 = run(lambda o: torch.optim.lr_scheduler.StepLR(o, step_size=1,
+                                                                 gamma=0.25))[n]
+        for one, half, quarter in ((full[0], half0, quarter0), (full[n], half1, quarter1)):
+            b = (half - one / 2) / (0.5 ** 0.5 - 0.5)
+            a = one - b
+            assert b.abs().max() > 0, name
+            torch.testing.assert_close(quarter, a / 4 + b / 2, **tol, msg=f"{name} sqrt(lr)")
+        assert zero0.abs().max() == 0
+    elif name in MOVES_AT_LR_ZERO:
         zero0 = run(lambda o: torch.optim.lr_scheduler.LambdaLR(o, lambda t: 0.0), 1)[0]
         assert zero0.abs().max() > 0
         torch.testing.assert_close(half0, (full[0] + zero0) / 2, **tol)

@@ -1,0 +1,168 @@
+"""Stochastic gradient Langevin dynamics (Welling and Teh 2011, eq. 4), the baseline of
+Chaudhari's thesis §3.3.6 ("Comparison with SGLD").
+
+Welling and Teh sample the posterior of N data points with a prior p(θ):
+
+    Δθ_t = (ε_t / 2) (∇ log p(θ_t) + (N/n) Σ_{i ∈ batch} ∇ log p(x_i | θ_t)) + η_t,
+    η_t ~ N(0, ε_t I),
+
+i.e. Langevin dynamics at temperature 1 on the full-data energy U(θ) = N f(θ) − log p(θ), f
+the mean loss (the negative mean log-likelihood) that sgdlab trains on. Written as a step of
+size lr = N ε / 2 on f (the step a ``torch.optim.SGD`` of that ``lr`` would take):
+
+    θ ← θ − lr (∇f + λ θ) + √(2 lr T / N) ξ,       ξ ~ N(0, I) drawn fresh every step,
+
+with weight decay λ as the prior: −log p(θ) = (N λ / 2) ‖θ‖², a Gaussian of precision N λ
+(λ = 0: a flat prior). The thesis prints neither the update nor the noise's size, so the
+scale of the noise relative to the step is a named option, ``energy``:
+
+==============  ===================================  ==========================================
+``energy``      noise std per coordinate             reading
+==============  ===================================  ==========================================
+``full-data``   √(2 lr T / N)                        Welling and Teh's posterior at temperature
+                                                     T (T = 1, the default, is their SGLD)
+``mean``        √(2 lr T)                            Langevin dynamics on the mean loss f at
+                                                     temperature T (Entropy-SGD's inner loop's
+                                                     convention, thermal noise T = β⁻¹)
+==============  ===================================  ==========================================
+
+``full-data`` at temperature T equals ``mean`` at temperature T / N. N (``num_data``) defaults
+to the size of the training data ``data`` that :func:`~sgdlab.optim.build_optimizer_for`
+passes. No momentum (Welling and Teh's SGLD has none) and no posterior averaging: the iterate
+is the model.
+
+A step size ε_t decreasing as a (b + t)^{−γ} (Welling and Teh §3; the thesis' η/(1+t)^b) is
+the ``polynomial-decay`` schedule of :mod:`sgdlab.optim.protocols`.
+
+Reproducibility: one CPU ``torch.Generator`` (``seed``) draws the noise, parameter by parameter
+in parameter-group order (the same numbers on any device); its state is part of
+``state_dict()``, so a resumed run continues the same trajectory.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import Tensor
+from torch.optim import Optimizer
+
+from ._common import check_real_parameters, closure_loss, seeded_generator
+from .noise import standard_normal
+from .registry import register_optimizer
+
+__all__ = ["SGLD", "ENERGIES", "sgld_noise_std"]
+
+ENERGIES = ("full-data", "mean")
+
+
+def sgld_noise_std(lr: float, *, temperature: float = 1.0, energy: str = "full-data",
+                   num_data: int | None = None) -> float:
+    """The noise std per coordinate of one SGLD step of size ``lr`` on the mean loss (module
+    table): √(2 lr T / N) for ``energy="full-data"``, √(2 lr T) for ``"mean"``."""
+    if energy not in ENERGIES:
+        raise ValueError(f"Invalid energy {energy!r}; choose one of {', '.join(ENERGIES)}")
+    var = 2.0 * lr * temperature
+    if energy == "full-data":
+        if num_data is None or not num_data >= 1:
+            raise ValueError(f"Invalid num_data: {num_data} (energy='full-data' needs N >= 1, "
+                             "the number of training examples)")
+        var /= num_data
+    return math.sqrt(var)
+
+
+class SGLD(Optimizer):
+    """Stochastic gradient Langevin dynamics (Welling and Teh 2011), on the mean loss.
+
+    Args:
+        params: parameters.
+        lr: step size on the mean loss (>= 0); Welling and Teh's ε is 2 lr / N.
+        temperature: T (>= 0; 0 is plain SGD with weight decay).
+        energy: ``"full-data"`` (default, noise √(2 lr T / N)) or ``"mean"`` (√(2 lr T));
+            see the module table.
+        num_data: N for ``energy="full-data"``; default: the number of examples in ``data``.
+        weight_decay: λ, the Gaussian prior's gradient per example (precision N λ).
+        seed: seed of the noise generator (default ``torch.initial_seed()``, so runs seeded
+            differently draw different noise).
+        model, loss_fn, data: passed by ``build_optimizer_for`` (only ``data``'s size is used).
+    """
+
+    needs_model = True
+
+    def __init__(self, params, lr: float = 1e-2, *, temperature: float = 1.0,
+                 energy: str = "full-data", num_data: int | None = None,
+                 weight_decay: float = 0.0, seed: int | None = None,
+                 model: Any = None, loss_fn: Any = None, data: Any = None):
+        if not 0 <= lr < math.inf:
+            raise ValueError(f"Invalid learning rate: {lr}")
+        if not 0 <= temperature < math.inf:
+            raise ValueError(f"Invalid temperature: {temperature} (finite, >= 0)")
+        if not 0 <= weight_decay < math.inf:
+            raise ValueError(f"Invalid weight_decay value: {weight_decay}")
+        if energy not in ENERGIES:
+            raise ValueError(f"Invalid energy {energy!r}; choose one of {', '.join(ENERGIES)}")
+        if num_data is None and data is not None:
+            num_data = len(data[0]) if isinstance(data, (tuple, list)) else len(data)
+        if energy == "full-data":
+            sgld_noise_std(0.0, energy=energy, num_data=num_data)     # validates N
+        self.energy = energy
+        self.num_data = None if num_data is None else int(num_data)
+        self.generator = seeded_generator(seed)
+        self._given_seed = None if seed is None else int(seed)
+        super().__init__(params, dict(lr=lr, temperature=temperature,
+                                      weight_decay=weight_decay))
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        super().add_param_group(param_group)
+        check_real_parameters(self, "its noise is drawn on real coordinates")
+
+    def noise_std(self, group: dict[str, Any]) -> float:
+        """The noise std per coordinate of the next step of ``group``."""
+        return sgld_noise_std(group["lr"], temperature=group["temperature"],
+                              energy=self.energy, num_data=self.num_data)
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], Tensor] | None = None):
+        loss = closure_loss(closure)
+        for group in self.param_groups:
+            lr, wd = group["lr"], group["weight_decay"]
+            std = self.noise_std(group)
+            for p in group["params"]:
+                if p.grad is None or not p.requires_grad:
+                    continue
+                # a sparse gradient (nn.Embedding(sparse=True)) meets dense noise and decay
+                d_p = p.grad.to_dense() if p.grad.is_sparse else p.grad
+                if wd != 0:
+                    d_p = d_p.add(p, alpha=wd)
+                p.add_(d_p, alpha=-lr)
+                if std > 0:
+                    xi = standard_normal(p.shape, generator=self.generator, dtype=p.dtype,
+                                         device=p.device)
+                    p.add_(xi, alpha=std)
+        return loss
+
+    def settings(self) -> dict[str, Any]:
+        """The noise's reading, N and the generator's seed (:mod:`sgdlab.optim.settings`)."""
+        return {"energy": self.energy, "num_data": self.num_data, "seed": self._given_seed}
+
+    def state_dict(self) -> dict[str, Any]:
+        sd = super().state_dict()
+        sd["sgld"] = {"energy": self.energy, "num_data": self.num_data,
+                      "generator": self.generator.get_state()}
+        return sd
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        state_dict = dict(state_dict)
+        extra = state_dict.pop("sgld", None)
+        if extra is None:
+            raise ValueError("state_dict has no 'sgld' entry (not saved by SGLD)")
+        if extra["energy"] != self.energy:
+            raise ValueError(f"state_dict is for energy {extra['energy']!r}, "
+                             f"not {self.energy!r}")
+        super().load_state_dict(state_dict)
+        self.num_data = extra["num_data"]
+        self.generator.set_state(extra["generator"])
+
+
+register_optimizer("sgld")(SGLD)

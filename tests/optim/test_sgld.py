@@ -1,0 +1,148 @@
+"""SGLD (Welling and Teh 2011, the baseline of Chaudhari's thesis §3.3.6): one step by hand, the
+noise's variance under each reading, resume from state_dict, any nn.Module."""
+import copy
+import io
+import math
+
+import pytest
+import torch
+from scipy import stats
+from torch import nn
+
+from sgdlab.optim import build_optimizer, build_optimizer_for, build_schedule
+from sgdlab.optim.sgld import SGLD, sgld_noise_std
+from sgdlab.testing import tiny_classification, tiny_mlp
+
+LOSS = nn.CrossEntropyLoss()
+X, Y = tiny_classification(n=16, seed=1)
+X = X.double()
+
+
+def _flat(model):
+    return torch.cat([p.detach().reshape(-1) for p in model.parameters()]).clone()
+
+
+def _backward(model):
+    model.zero_grad()
+    LOSS(model(X), Y).backward()
+
+
+@pytest.mark.parametrize("energy,temperature", [("full-data", 1.0), ("full-data", 0.3),
+                                                ("mean", 1e-4)])
+def test_one_step_by_hand(energy, temperature):
+    """θ ← θ − lr(∇f + λθ) + std ξ, std = √(2 lr T / N) or √(2 lr T), ξ from the same seed."""
+    model = tiny_mlp(seed=0).double()
+    lr, wd, n, seed = 0.07, 0.01, 250, 5
+    opt = build_optimizer("sgld", model.parameters(), lr=lr, weight_decay=wd, num_data=n,
+                          temperature=temperature, energy=energy, seed=seed)
+    theta = [p.detach().clone() for p in model.parameters()]
+    _backward(model)
+    grads = [p.grad.clone() for p in model.parameters()]
+    opt.step()
+    std = math.sqrt(2 * lr * temperature / (n if energy == "full-data" else 1))
+    assert opt.noise_std(opt.param_groups[0]) == pytest.approx(std, rel=1e-15)
+    g = torch.Generator().manual_seed(seed)
+    for p, t0, gr in zip(model.parameters(), theta, grads):
+        xi = torch.randn(p.shape, generator=g, dtype=torch.float64)
+        expected = t0 - lr * (gr + wd * t0) + std * xi
+        assert torch.allclose(p.detach(), expected, rtol=0, atol=1e-15)
+
+
+@pytest.mark.parametrize("energy,std", [("full-data", math.sqrt(2 * 0.05 / 40)),
+                                        ("mean", math.sqrt(2 * 0.05))])
+def test_noise_variance_matches_the_reading(energy, std):
+    """With a zero gradient each step adds std ξ: Σ Δ² / std² ~ χ²(n); the other reading's
+    std (a factor √N = √40 off) is rejected."""
+    p = nn.Parameter(torch.zeros(200, dtype=torch.float64))
+    opt = SGLD([p], lr=0.05, num_data=40, energy=energy, seed=11)
+    steps = []
+    for _ in range(50):
+        before = p.detach().clone()
+        p.grad = torch.zeros_like(p)
+        opt.step()
+        steps.append(p.detach() - before)
+    d = torch.stack(steps).reshape(-1)
+    k = d.numel()
+    assert abs(float(d.mean())) < 4 * std / math.sqrt(k)
+    ss = float((d ** 2).sum())
+    cdf = stats.chi2.cdf(ss / std ** 2, k)
+    assert 1e-3 < cdf < 1 - 1e-3
+    other = std * math.sqrt(40) if energy == "full-data" else std / math.sqrt(40)
+    assert not 1e-3 < stats.chi2.cdf(ss / other ** 2, k) < 1 - 1e-3
+
+
+def test_state_dict_round_trip_resumes_bit_for_bit():
+    """k steps with the polynomial-decay schedule, save, fresh objects, load, k more == 2k."""
+    def make(model):
+        opt = build_optimizer_for("sgld", model, loss_fn=LOSS, data=(X, Y), lr=0.1, seed=3,
+                                  weight_decay=1e-3)
+        return opt, build_schedule("polynomial-decay", opt, steps_per_epoch=4, total_steps=20,
+                                   power=0.55)
+
+    def run(model, opt, sched, k):
+        for _ in range(k):
+            _backward(model)
+            opt.step()
+            sched.step()
+
+    straight = tiny_mlp(seed=0).double()
+    opt, sched = make(straight)
+    assert opt.num_data == 16                               # N from the training data
+    run(straight, opt, sched, 10)
+
+    first = tiny_mlp(seed=0).double()
+    opt1, sched1 = make(first)
+    run(first, opt1, sched1, 5)
+    buf = io.BytesIO()
+    torch.save({"opt": opt1.state_dict(), "sched": sched1.state_dict(),
+                "model": first.state_dict()}, buf)
+    buf.seek(0)
+    saved = torch.load(buf, weights_only=False)
+    resumed = tiny_mlp(seed=9).double()
+    resumed.load_state_dict(saved["model"])
+    opt2, sched2 = make(resumed)
+    opt2.generator.manual_seed(123)                          # overwritten by the load
+    opt2.load_state_dict(saved["opt"])
+    sched2.load_state_dict(saved["sched"])
+    run(resumed, opt2, sched2, 5)
+    assert torch.equal(_flat(resumed), _flat(straight))
+
+
+def test_trains_any_module_and_temperature_zero_is_sgd():
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = nn.Linear(3, 4), nn.Linear(4, 2)
+
+        def forward(self, x):
+            return self.b(torch.relu(self.a(x)) + x.sum(1, keepdim=True))
+
+    torch.manual_seed(0)
+    net = Net().double()
+    ref = copy.deepcopy(net)
+    opt = SGLD(net.parameters(), lr=0.1, temperature=0.0, num_data=16, weight_decay=0.01)
+    sgd = torch.optim.SGD(ref.parameters(), lr=0.1, weight_decay=0.01)
+    losses = []
+    for _ in range(30):
+        for m, o in ((net, opt), (ref, sgd)):
+            o.zero_grad()
+            loss = LOSS(m(X), Y)
+            loss.backward()
+            o.step()
+        losses.append(float(loss.detach()))
+    assert torch.equal(_flat(net), _flat(ref))
+    assert losses[-1] < losses[0]
+
+
+def test_bad_arguments_are_named():
+    p = [nn.Parameter(torch.zeros(3))]
+    with pytest.raises(ValueError, match="num_data"):
+        SGLD(p, lr=0.1)                                       # full-data needs N
+    with pytest.raises(ValueError, match="energy"):
+        SGLD(p, lr=0.1, energy="posterior", num_data=3)
+    with pytest.raises(ValueError, match="temperature"):
+        SGLD(p, lr=0.1, temperature=-1.0, num_data=3)
+    with pytest.raises(ValueError, match="learning rate"):
+        SGLD(p, lr=-0.1, num_data=3)
+    assert SGLD(p, lr=0.1, energy="mean").num_data is None   # mean: no N needed
+    assert sgld_noise_std(0.5, energy="mean", temperature=0.25) == pytest.approx(0.5)
