@@ -64,6 +64,8 @@ from .dynamics import (
 from .batch_norm import recompute_bn_statistics
 from .interpolation import InterpolationCurve, interpolate_models
 from .interpolation import BasinWidth, basin_width
+from .permutation import (align_to, average_weights, ensemble_accuracy, overlap_matrix,
+                          weight_overlap)
 from .surface import (
     LossSurface,
     TrajectoryPCA,
@@ -84,6 +86,7 @@ from .trajectory import (
 )
 
 __all__ = [
+    "align_to", "average_weights", "ensemble_accuracy", "overlap_matrix", "weight_overlap",
     "Alignment", "BasinWidth", "BatchStatistics", "TakeuchiInformation", "basin_width",
     "batch_statistics", "takeuchi_information", "StepLength", "normalized_step_length", "DiagonalEstimate", "Estimate",
     "GradientCovariance", "InterpolationCurve", "LossSurface", "SpectralDensity",

@@ -1,0 +1,177 @@
+"""Permutation alignment, weight overlap, ensembles and averaged weights of network copies
+(Chaudhari's thesis §5.0.1, Fig. 5.1), on tiny float64 networks with exact answers."""
+import pytest
+import torch
+from torch import nn
+
+from sgdlab.measure.permutation import (align_to, average_weights, averaged_accuracy,
+                                        ensemble_accuracy, greedy_match, overlap_matrix,
+                                        weight_overlap)
+
+
+def mlp(seed, bn=False):
+    torch.manual_seed(seed)
+    layers = [nn.Flatten(), nn.Linear(6, 5)]
+    layers += [nn.BatchNorm1d(5)] if bn else []
+    layers += [nn.ReLU(), nn.Linear(5, 4), nn.Tanh(), nn.Linear(4, 3)]
+    return nn.Sequential(*layers).double()
+
+
+def cnn(seed):
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Conv2d(2, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(),
+                         nn.Conv2d(4, 3, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                         nn.Flatten(), nn.Linear(3 * 2 * 2, 5), nn.ReLU(),
+                         nn.Linear(5, 3)).double()
+
+
+def randomise_bn(model, seed):
+    g = torch.Generator().manual_seed(seed)
+    for m in model.modules():
+        if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
+            n = m.num_features
+            with torch.no_grad():
+                m.weight.copy_(torch.rand(n, generator=g, dtype=torch.float64) + 0.5)
+                m.bias.copy_(torch.randn(n, generator=g, dtype=torch.float64))
+                m.running_mean.copy_(torch.randn(n, generator=g, dtype=torch.float64))
+                m.running_var.copy_(torch.rand(n, generator=g, dtype=torch.float64) + 0.5)
+    return model
+
+
+@torch.no_grad()
+def permuted(model, perms):
+    """``model`` with the units of its i-th weighted layer reordered by ``perms[i]`` (by hand:
+    rows of that layer, its batch norm, and the inputs of the next weighted layer)."""
+    out = mlp(0, bn=any(isinstance(m, nn.BatchNorm1d) for m in model)) \
+        if isinstance(model[1], nn.Linear) else cnn(0)
+    out.load_state_dict(model.state_dict())
+    mods = list(out)
+    weighted = [k for k, m in enumerate(mods) if isinstance(m, (nn.Linear, nn.Conv2d))]
+    for n, perm in enumerate(perms):
+        k, nxt = weighted[n], weighted[n + 1]
+        mods[k].weight.copy_(mods[k].weight[perm])
+        mods[k].bias.copy_(mods[k].bias[perm])
+        for m in mods[k + 1:nxt]:
+            if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
+                for t in (m.weight, m.bias, m.running_mean, m.running_var):
+                    t.copy_(t[perm])
+        w = mods[nxt].weight
+        block = w.shape[1] // len(perm)
+        idx = (perm[:, None] * block + torch.arange(block)).flatten()
+        w.copy_(w[:, idx])
+    return out
+
+
+def test_greedy_match_takes_the_best_remaining_pair():
+    # best pair (0, 1) = 0.9 first; of rows 1, 2 and columns 0, 2 then (2, 0) = 0.6; (1, 2)
+    # is left, although row 1's best remaining column was 0
+    sim = torch.tensor([[0.1, 0.9, 0.8], [0.5, 0.7, 0.4], [0.6, 0.0, 0.2]])
+    assert greedy_match(sim).tolist() == [1, 2, 0]
+    with pytest.raises(ValueError, match="square"):
+        greedy_match(torch.zeros(2, 3))
+
+
+@pytest.mark.parametrize("make,perms", [
+    (lambda: randomise_bn(mlp(1, bn=True), 5), [torch.tensor([3, 0, 4, 1, 2]),
+                                                 torch.tensor([2, 3, 1, 0])]),
+    (lambda: randomise_bn(cnn(2), 6), [torch.tensor([2, 0, 3, 1]), torch.tensor([1, 2, 0]),
+                                        torch.tensor([4, 3, 0, 2, 1])]),
+])
+def test_a_permuted_copy_is_recovered_exactly(make, perms):
+    ref = make()
+    shuffled = permuted(ref, perms)
+    x = torch.randn(7, 6, dtype=torch.float64) if isinstance(ref[1], nn.Linear) \
+        else torch.randn(7, 2, 4, 4, dtype=torch.float64)
+    ref.eval(), shuffled.eval()
+    assert torch.allclose(ref(x), shuffled(x), atol=1e-12)        # the symmetry itself
+    assert weight_overlap(ref, shuffled) < 0.999
+    aligned = align_to(ref, shuffled, check_input=x)
+    for (k, p), q in zip(ref.state_dict().items(), aligned.state_dict().values()):
+        assert torch.equal(p, q), k
+    assert weight_overlap(ref, aligned) == pytest.approx(1.0, abs=1e-14)
+    assert weight_overlap(ref, aligned, reading="layer-mean") == pytest.approx(1.0, abs=1e-14)
+    aligned.eval()
+    assert torch.allclose(aligned(x), ref(x), atol=1e-12)
+
+
+def test_alignment_keeps_the_function_of_an_independent_copy():
+    ref, other = randomise_bn(cnn(3), 7), randomise_bn(cnn(4), 8)
+    x = torch.randn(9, 2, 4, 4, dtype=torch.float64)
+    aligned = align_to(ref, other, check_input=x, atol=1e-12)
+    other.eval(), aligned.eval()
+    assert torch.allclose(aligned(x), other(x), atol=1e-12)
+    # the greedy matching raises the overlap with the reference (on each layer's units)
+    assert weight_overlap(ref, aligned) > weight_overlap(ref, other)
+    # the read-out keeps its order
+    assert torch.equal(aligned[-1].bias, other[-1].bias)
+
+
+def test_unsupported_layers_and_residual_models_are_refused():
+    class Residual(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = nn.Linear(3, 3), nn.Linear(3, 2)
+
+        def forward(self, x):
+            return self.b(x + torch.relu(self.a(x)))
+
+    torch.manual_seed(0)
+    r1, r2 = Residual().double(), Residual().double()
+    with pytest.raises(ValueError, match="not a plain chain"):
+        align_to(r1, r2, check_input=torch.randn(4, 3, dtype=torch.float64))
+    with pytest.raises(ValueError, match="unsupported layer LSTM"):
+        align_to(nn.Sequential(nn.LSTM(2, 2)), nn.Sequential(nn.LSTM(2, 2)))
+    with pytest.raises(ValueError, match="same architecture"):
+        align_to(mlp(0), mlp(0, bn=True))
+    with pytest.raises(ValueError, match="similarity"):
+        align_to(mlp(0), mlp(1), similarity="l2")
+
+
+@torch.no_grad()
+def test_overlap_is_the_cosine_of_the_weights():
+    a, b = mlp(1), mlp(2)
+    va = torch.cat([p.flatten() for p in a.parameters()])
+    vb = torch.cat([p.flatten() for p in b.parameters()])
+    assert weight_overlap(a, b) == pytest.approx(float(va @ vb / (va.norm() * vb.norm())),
+                                                 rel=1e-12)
+    layers = [(m1.weight.flatten(), m2.weight.flatten()) for m1, m2 in zip(a, b)
+              if isinstance(m1, nn.Linear)]
+    by_layer = sum(float(u @ v / (u.norm() * v.norm())) for u, v in layers) / 3
+    assert weight_overlap(a, b, reading="layer-mean") == pytest.approx(by_layer, rel=1e-12)
+    m = overlap_matrix([a, b, mlp(3)])
+    assert m[0][0] == m[1][1] == 1.0 and m[0][1] == m[1][0] == weight_overlap(a, b)
+    with pytest.raises(ValueError, match="reading"):
+        weight_overlap(a, b, reading="mean")
+
+
+def test_averaged_weights_are_the_mean():
+    models = [randomise_bn(mlp(s, bn=True), s) for s in (1, 2, 3)]
+    avg = average_weights(models)
+    for k, t in avg.state_dict().items():
+        ts = [m.state_dict()[k] for m in models]
+        if t.is_floating_point():
+            assert torch.allclose(t, (ts[0] + ts[1] + ts[2]) / 3, atol=1e-15, rtol=0), k
+        else:
+            assert torch.equal(t, ts[0])
+    assert avg is not models[0] and models[0][1].weight is not avg[1].weight
+
+
+def test_ensemble_accuracy_by_hand():
+    class Fixed(nn.Module):      # returns fixed logits per sample index (x holds the index)
+        def __init__(self, logits):
+            super().__init__()
+            self.logits = nn.Parameter(torch.tensor(logits, dtype=torch.float64))
+
+        def forward(self, x):
+            return self.logits[x.long()]
+
+    # sample 0: model 1 is very sure of class 1, model 2 mildly of class 0 -> ensemble says 1
+    # sample 1: both say 0; sample 2: model 1 says 2 weakly, model 2 says 1 strongly -> 1
+    m1 = Fixed([[0.0, 5.0, 0.0], [2.0, 0.0, 0.0], [0.0, 0.0, 0.5]])
+    m2 = Fixed([[1.0, 0.0, 0.0], [1.0, 0.0, 0.0], [0.0, 4.0, 0.0]])
+    x, y = torch.arange(3), torch.tensor([0, 0, 1])
+    assert ensemble_accuracy([m1], (x, y)) == pytest.approx(1 / 3)        # hits sample 1
+    assert ensemble_accuracy([m2], (x, y)) == pytest.approx(1.0)
+    assert ensemble_accuracy([m1, m2], (x, y)) == pytest.approx(2 / 3)    # samples 1 and 2
+    # averaged weights: logits mean; sample 0 -> [0.5, 2.5, 0] says 1 (wrong)
+    assert averaged_accuracy([m1, m2], [(x[:2], y[:2]), (x[2:], y[2:])]) == pytest.approx(2 / 3)
