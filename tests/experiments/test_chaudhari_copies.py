@@ -1,0 +1,84 @@
+"""The procedure of chaudhari-independent-copies (thesis §5.0.1, Fig. 5.1): copies trained at
+their own seeds, and the comparison run's numbers are the measurement functions' on them."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from sgdlab.data import load_dataset
+from sgdlab.errors import ConfigError
+from sgdlab.experiments.procedures import get_procedure
+from sgdlab.experiments.runner import run_experiment
+from sgdlab.measure.permutation import (align_to, average_weights, ensemble_accuracy,
+                                        overlap_matrix)
+from sgdlab.models import build_model
+from sgdlab.store import RunStore
+
+pytestmark = pytest.mark.usefixtures("close_figures")
+
+MODEL = {"name": "small-mnistfc", "hidden": 6}
+DATA = {"name": "mnist_small", "n_train": 64, "n_test": 48}
+
+
+def test_compare_run_measures_the_copies_it_depends_on(tmp_path):
+    labels = ["copy-1", "copy-2", "copy-3"]
+    raw = {"name": "t-copies", "version": 1, "description": "copies", "procedure":
+           "train_or_compare_copies", "analysis": "chaudhari_copies",
+           "paper": {"author": "Chaudhari", "figure": "Fig. 0", "year": 2018},
+           "base": {"dataset": DATA, "model": MODEL, "optimizer": {"name": "sgd", "lr": 0.0},
+                    "batch_size": 32, "epochs": 1, "save_model": True},
+           "runs": [{"label": lab, "params": {"copy": k}} for k, lab in enumerate(labels, 1)]
+           + [{"label": "compare", "depends": labels, "params": {"copies": labels}}],
+           "seeds": [0], "options": {}}
+    cfg = tmp_path / "exp.yaml"
+    cfg.write_text(yaml.safe_dump(raw))
+    store = str(tmp_path / "runs.sqlite")
+    res = run_experiment(str(cfg), scale="cpu", out_dir=tmp_path / "o", store_path=store,
+                         progress=None)
+    runs = {r["label"]: r for r in res.results["runs"]}
+    assert all(r["status"] == "finished" for r in runs.values())
+    ds = load_dataset("mnist_small", n_train=64, n_test=48)
+    models = []
+    for lab in labels:
+        (path,) = RunStore(store).artifacts(runs[lab]["run_id"], "model")
+        m = build_model(input_shape=ds.input_shape, num_outputs=ds.num_outputs, **MODEL)
+        m.load_state_dict(torch.load(path))
+        models.append(m)
+    # lr 0 keeps the initialisations: copy k of seed 0 starts from seed 1000·0 + k
+    for k, m in enumerate(models, 1):
+        torch.manual_seed(k)
+        init = build_model(input_shape=ds.input_shape, num_outputs=ds.num_outputs, **MODEL)
+        for p, q in zip(init.parameters(), m.parameters()):
+            assert torch.equal(p, q), k
+    s = runs["compare"]["summary"]
+    test = (ds.x_test, ds.y_test)
+    errs = [1 - ensemble_accuracy([m], test) for m in models]
+    assert s["individual_err"] == pytest.approx(np.mean(errs), abs=1e-12)
+    assert s["ensemble_err"] == pytest.approx(1 - ensemble_accuracy(models, test), abs=1e-12)
+    assert s["oneshot_err"] == pytest.approx(
+        1 - ensemble_accuracy([average_weights(models)], test), abs=1e-12)
+    aligned = [models[0]] + [align_to(models[0], m) for m in models[1:]]
+    assert s["aligned_err"] == pytest.approx(
+        1 - ensemble_accuracy([average_weights(aligned)], test), abs=1e-12)
+    mat = np.array(overlap_matrix(aligned))
+    assert s["overlap_aligned"] == pytest.approx(mat[~np.eye(3, dtype=bool)].mean(), abs=1e-9)
+    raw = np.array(overlap_matrix(models))
+    assert s["overlap_raw"] == pytest.approx(raw[~np.eye(3, dtype=bool)].mean(), abs=1e-9)
+
+
+def test_runs_name_a_copy_or_the_copies_to_compare():
+    proc = get_procedure("train_or_compare_copies")
+    base = {"dataset": DATA, "model": MODEL, "optimizer": {"name": "sgd", "lr": 0.1},
+            "batch_size": 32, "epochs": 1}
+    proc.validate(dict(base, copy=2), "r")
+    proc.validate(dict(base, copies=["a", "b"], similarity="inner"), "r")
+    with pytest.raises(ConfigError, match="either copy"):
+        proc.validate(base, "r")
+    with pytest.raises(ConfigError, match="copy must be an integer"):
+        proc.validate(dict(base, copy=-1), "r")
+    with pytest.raises(ConfigError, match="at least two distinct"):
+        proc.validate(dict(base, copies=["a"]), "r")
+    with pytest.raises(ConfigError, match="overlap must be one of"):
+        proc.validate(dict(base, copies=["a", "b"], overlap="mean"), "r")
