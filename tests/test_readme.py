@@ -223,3 +223,18 @@ def test_the_optimizer_paragraph_names_those_built_with_the_model_and_every_regi
     assert named == {name for name, cls in OPTIMIZERS.items()
                      if needs_model(cls) and not issubclass(cls, StructuredNoiseGD)}
     assert set(re.findall(r"`([a-z][\w-]*)`", with_model.group(2))) == set(OPTIMIZERS)
+
+
+def test_the_readmes_count_of_findings_is_results_mds():
+    """The README sums up docs/RESULTS.md (findings over entries, agree / disagree /
+    inconclusive): the sums are RESULTS.md's overview rows' (they had drifted apart, 78 vs 80
+    agreeing findings), and RESULTS.md's own totals line is the same sum."""
+    results = (README.parent / "docs" / "RESULTS.md").read_text()
+    rows = re.findall(r"^\| \[[a-z0-9-]+\]\(#[a-z0-9-]+\) \|.*\| (\d+) / (\d+) / (\d+) \|$",
+                      results, re.M)
+    a, d, o = (sum(int(r[i]) for r in rows) for i in range(3))
+    assert (f"{len(rows)} experiments, {a} findings agree with the paper's claim, {d} disagree, "
+            f"{o} are inconclusive") in results
+    said = " ".join(README.read_text().split())
+    assert (f"of {a + d + o} findings over {len(rows)} entries, {a} agree, {d} disagree and {o} "
+            "are inconclusive") in said

@@ -87,7 +87,10 @@ def test_paper_scale_data_is_preprocessed_as_the_thesis_says():
             where = f"{name}:{label}"
             if d["name"] in ("cifar10", "cifar100"):
                 assert d.get("normalize") == "gcn-zca", where
-                want = "crop-flip" if name == "chaudhari-parle-split" else None
+                # §5.0.1 states no preprocessing for its copies: the entry takes §5.5's,
+                # listed among its deviations
+                want = "crop-flip" if name in ("chaudhari-parle-split",
+                                               "chaudhari-independent-copies") else None
                 assert d.get("augment") == want, where
                 seen.add(d["name"])
             else:
@@ -96,6 +99,10 @@ def test_paper_scale_data_is_preprocessed_as_the_thesis_says():
                 assert "augment" not in d, where
                 seen.add("mnist-symmetric" if chapter_2 else d["name"])
     assert {"cifar10", "cifar100", "mnist-symmetric", "mnist"} <= seen
+    from sgdlab.experiments.spec import load_experiment
+
+    assert any(d.startswith("the preprocessing is not stated") and "mirror flips" in d
+               for d in load_experiment("chaudhari-independent-copies", "paper").deviations)
 
 
 @pytest.mark.parametrize("scale", ["smoke", "cpu", "paper"])
