@@ -40,7 +40,7 @@ from contextlib import ExitStack
 import torch
 from torch import Tensor, nn
 
-from sgdlab.models.modes import eval_mode
+from sgdlab.models.modes import PLAIN_BN_TYPES, eval_mode
 from sgdlab.operators.batches import Data, iterate_batches
 
 __all__ = [
@@ -59,7 +59,7 @@ SIMILARITIES = ("cosine", "inner")
 OVERLAP_READINGS = ("whole", "layer-mean")
 
 _WEIGHTED = (nn.Linear, nn.Conv2d)
-_BN = (nn.BatchNorm1d, nn.BatchNorm2d)
+_BN = PLAIN_BN_TYPES        # F.batch_norm over channels at dimension 1
 # element-wise or per-channel layers that commute with a permutation of the channels
 _PASSIVE = (nn.ReLU, nn.LeakyReLU, nn.Tanh, nn.Sigmoid, nn.ELU, nn.GELU, nn.Softplus,
             nn.Identity, nn.Dropout, nn.Dropout2d, nn.MaxPool2d, nn.AvgPool2d,
