@@ -567,3 +567,19 @@ def test_sgld_entry_runs_entropy_sgd_as_section_3_3_2_and_sgld_under_the_decay(s
             assert p["schedule"]["per"] == "epoch"
         else:
             assert p == mine[label], label
+
+
+@pytest.mark.parametrize("scale", ["cpu", "paper"])
+def test_table_5_2s_full_data_row_runs_with_every_replica_on_the_whole_set(scale):
+    """Table 5.2's first row (line 2192: Parle 5.18%, Elastic-SGD 5.76%) has every replica on
+    the whole dataset; the entry runs it next to the split rows, with the split runs' settings
+    otherwise, and tests Parle against Elastic-SGD there."""
+    spec = load_experiment("chaudhari-parle-split", scale)
+    runs = {r.label: r.params["parle"] for r in spec.expand(data_dir="/d")}
+    for full, split in (("parle-full", "parle-50"), ("elastic-sgd-full", "elastic-sgd-50")):
+        assert full in runs, sorted(runs)
+        assert not runs[full].get("shard", False) and "shard_fraction" not in runs[full]
+        assert {k: v for k, v in runs[full].items() if k not in ("shard", "shard_fraction")} == \
+            {k: v for k, v in runs[split].items() if k not in ("shard", "shard_fraction")}
+    pairs = {tuple(c["greater"]) for c in spec.options["claims"] if "greater" in c}
+    assert ("parle-full", "elastic-sgd-full") in pairs
