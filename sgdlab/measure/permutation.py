@@ -42,6 +42,7 @@ from torch import Tensor, nn
 
 from sgdlab.models.modes import PLAIN_BN_TYPES, eval_mode
 from sgdlab.operators.batches import Data, iterate_batches
+from sgdlab.operators.params import params_vector
 
 __all__ = [
     "SIMILARITIES",
@@ -192,7 +193,7 @@ def align_to(reference: nn.Module, model: nn.Module, *, similarity: str = "cosin
 
 def _weights(model: nn.Module, reading: str) -> list[Tensor]:
     if reading == "whole":
-        return [torch.cat([p.detach().flatten().double() for p in model.parameters()])]
+        return [params_vector(model).double()]
     if reading == "layer-mean":
         return [m.weight.detach().flatten().double() for m in model.modules()
                 if isinstance(m, _WEIGHTED)]
