@@ -172,6 +172,7 @@ def run_sweep(runs: list[RunSpec], *, store_path: str | None = None, workers: in
     check_options(workers=workers, backend=backend, address=address,
                   gpus_per_run=gpus_per_run)
     check_backend(backend, runs, store_path)
+    curves = None
     if tensorboard is not None:
         from sgdlab.train.tensorboard import LiveRuns
 
@@ -184,9 +185,8 @@ def run_sweep(runs: list[RunSpec], *, store_path: str | None = None, workers: in
     driver = _Driver(store, runs, rep, say=progress or (lambda s: None), device=device,
                      workers=workers, train_progress=train_progress, retries=retries,
                      backend=backend, address=address, cpus_per_run=cpus_per_run,
-                     gpus_per_run=gpus_per_run, source=source, command=command)
-    if tensorboard is not None:
-        driver.curves = curves
+                     gpus_per_run=gpus_per_run, source=source, command=command,
+                     curves=curves)
     ended = False
     try:
         for layer in driver.layers:
@@ -284,7 +284,7 @@ class _Driver:
     def __init__(self, store, runs: list[RunSpec], rep: SweepReport, *, say, device: str,
                  workers: int | None, train_progress: bool, retries: int, backend: str,
                  address: str | None, cpus_per_run: float | None, gpus_per_run: float | None,
-                 source: str | None = None, command: str | None = None):
+                 source: str | None = None, command: str | None = None, curves=None):
         self.store, self.rep, self.device = store, rep, device
         self._say, self.said_at = say, time.monotonic()
         # an experiment file outside the catalogue, recorded with each run
@@ -313,7 +313,7 @@ class _Driver:
         self.starting: _Flight | None = None
         self.failed_keys: set[str] = set()
         self.bad_input: tuple[RunSpec, str] | None = None
-        self.curves = None                      # LiveRuns: live TensorBoard event files
+        self.curves = curves                    # LiveRuns: live TensorBoard event files
         self.resumed: dict[str, Path] = {}      # run id -> the checkpoint file it resumes
         self.count = 0
         self.todo_total = sum(len(self._missing(layer)) for layer in self.layers)
