@@ -138,6 +138,9 @@ class TrainSection(Section):
     checkpoint_every: int | None = Field(None, ge=1,
                                          description="steps between checkpoints; null: epochs")
     max_steps: int | None = Field(None, ge=0, description="stop after this many steps")
+    clip_grad_norm: float | None = Field(None, gt=0,
+                                         description="rescale each gradient to at most this "
+                                                     "norm (null: no clipping)")
     device: Device = "cpu"
     dtype: Literal[DTYPES] = Field("float32", description="float32 or float64")
     threads: int | None = Field(None, ge=1, description="torch threads (null: torch's default)")
@@ -735,7 +738,8 @@ def build_from_config(cfg: dict[str, Any], *, validated: bool = False) -> BuiltR
     train_kwargs = dict(epochs=t["epochs"], batch_size=batch_size, replacement=t["replacement"],
                         drop_last=t["drop_last"], seed=seed, eval_every=t["eval_every"],
                         eval_subset=t["eval_subset"], checkpoint_every=t["checkpoint_every"],
-                        max_steps=t["max_steps"], device=device, progress=t["progress"])
+                        max_steps=t["max_steps"], device=device, progress=t["progress"],
+                        clip_grad_norm=t["clip_grad_norm"])
     return BuiltRun(model, loss_fn, data, optimizer, schedule, callbacks, train_kwargs)
 
 

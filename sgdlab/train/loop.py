@@ -249,7 +249,7 @@ def train(model: nn.Module, loss_fn: Callable[[Tensor, Tensor], Tensor], data: A
           device: str | torch.device | None = None,
           max_steps: int | None = None, drop_last: bool = False,
           resume: bool = False, complete: bool = True,
-          schedule_every: str = "step") -> RunResult:
+          schedule_every: str = "step", clip_grad_norm: float | None = None) -> RunResult:
     """Train ``model`` on ``data.train`` with ``optimizer``; see the module docstring.
 
     Args:
@@ -283,6 +283,9 @@ def train(model: nn.Module, loss_fn: Callable[[Tensor, Tensor], Tensor], data: A
         max_steps: stop after this many optimizer steps in total (status "finished").
         drop_last: drop the last partial batch of each pass (without replacement).
         resume: continue from ``checkpoint_dir``'s last checkpoint.
+        clip_grad_norm: rescale each back-propagated gradient (every closure call's too)
+            to at most this Euclidean norm over all parameters, before the callbacks see it
+            and the optimizer steps (Zaremba et al.'s LSTM pipeline clips at 5 or 10).
         complete: record the end of the run in the store (summary and status, with the last
             metric rows, in one transaction). ``False`` when the caller still owes the run
             something (final measurements, files): the run stays ``running`` and the caller
@@ -295,7 +298,7 @@ def train(model: nn.Module, loss_fn: Callable[[Tensor, Tensor], Tensor], data: A
                     checkpoint_dir=checkpoint_dir, checkpoint_every=checkpoint_every,
                     checkpoint_seconds=checkpoint_seconds, device=device, max_steps=max_steps,
                     drop_last=drop_last, resume=resume, progress=progress,
-                    schedule_every=schedule_every)
+                    schedule_every=schedule_every, clip_grad_norm=clip_grad_norm)
     run.open_record(store, run_id, name)
     try:
         run.fit()
@@ -344,7 +347,7 @@ class _Training:
     def __init__(self, model, loss_fn, data, optimizer, *, epochs, batch_size, schedule,
                  replacement, seed, callbacks, eval_every, eval_subset, checkpoint_dir,
                  checkpoint_every, device, max_steps, drop_last, resume, progress,
-                 schedule_every="step", checkpoint_seconds=None):
+                 schedule_every="step", checkpoint_seconds=None, clip_grad_norm=None):
         self.t_start = time.perf_counter()
         _check_args(epochs, batch_size, eval_every, eval_subset, checkpoint_every, max_steps)
         if checkpoint_seconds is not None and (
@@ -355,6 +358,11 @@ class _Training:
                             f"{checkpoint_seconds!r}")
         self.checkpoint_seconds = checkpoint_seconds
         self.saved_time = time.monotonic()   # of the last checkpoint written (or the start)
+        if clip_grad_norm is not None and (
+                isinstance(clip_grad_norm, bool) or not isinstance(clip_grad_norm, (int, float))
+                or not 0 < clip_grad_norm < math.inf):
+            raise UserError(f"clip_grad_norm must be a finite number > 0 (or None), got "
+                            f"{clip_grad_norm!r}")
         if schedule_every not in ("step", "epoch"):
             raise UserError(f"schedule_every must be 'step' or 'epoch', got {schedule_every!r}")
         self.schedule_per_step = schedule_every == "step"
@@ -372,6 +380,8 @@ class _Training:
         if data.x_train.device != device:
             data = data.to(device)
         self.x_train, self.y_train = data.x_train, data.y_train
+        self.clip = (None if clip_grad_norm is None else
+                     ([q for q in model.parameters() if q.requires_grad], float(clip_grad_norm)))
         self.n = n = len(self.x_train)
         if n == 0:
             raise UserError("the training set is empty")
@@ -414,7 +424,8 @@ class _Training:
         self.status, self.message = "finished", None
         self.settings = {**_run_settings(optimizer, schedule),     # as built, before any step
                          **model_settings(model, loss_fn, eval_subset),
-                         "schedule_every": schedule_every}
+                         "schedule_every": schedule_every,
+                         "clip_grad_norm": None if self.clip is None else self.clip[1]}
         if resume:
             self._resume()
 
@@ -534,6 +545,9 @@ class _Training:
         elif saved["schedule_state"] is not None and now["schedule_state"] is not None:
             changed += changed_settings(saved["schedule_state"], now["schedule_state"],
                                         of=" of the schedule")
+        if saved.get("clip_grad_norm") != now["clip_grad_norm"]:
+            changed.append(f"clip_grad_norm ({saved.get('clip_grad_norm')} -> "
+                           f"{now['clip_grad_norm']})")
         return changed + model_setting_changes(saved, now)
 
     def open_record(self, store: Any, run_id: str | None, name: str | None = None) -> None:
@@ -597,7 +611,7 @@ class _Training:
                 cb.on_step_begin(ctx)
             if self.needs_closure:
                 _closure_step(ctx, optimizer, model, loss_fn, stream, x_train, y_train, b,
-                              loop, cb_after_backward)
+                              loop, cb_after_backward, self.clip)
             else:
                 optimizer.zero_grad(set_to_none=True)
                 loss = loss_fn(model(xb), yb)
@@ -611,6 +625,8 @@ class _Training:
                 else:
                     pending.append(loss.detach())
                 loss.backward()
+                if self.clip is not None:
+                    torch.nn.utils.clip_grad_norm_(*self.clip)
                 for cb in cb_after_backward:
                     cb.on_after_backward(ctx)
                 optimizer.step()
@@ -788,7 +804,7 @@ class _Training:
 
 def _closure_step(ctx: TrainContext, optimizer, model, loss_fn, stream: BatchStream,
                   x_train: Tensor, y_train: Tensor, b: int, loop: dict,
-                  after_backward: list[Callback]) -> None:
+                  after_backward: list[Callback], clip: tuple | None = None) -> None:
     calls = 0
 
     def closure() -> Tensor:
@@ -804,6 +820,8 @@ def _closure_step(ctx: TrainContext, optimizer, model, loss_fn, stream: BatchStr
             if not math.isfinite(v):
                 raise _Diverged(loop["step"], v)
             loss.backward()
+        if clip is not None:
+            torch.nn.utils.clip_grad_norm_(*clip)
         loop["grad_evals"] += 1
         loop["samples"] += len(yb)
         if calls == 0:

@@ -69,6 +69,8 @@ def test_packaged_default_validates_with_defaults_filled():
     ("measure=[{name: trajectory, every_steps: 5}]",
      "measure[0].path: required by instrument 'trajectory'"),
     ("store.path=3", "store.path: must be a string, got 3"),
+    ("train.clip_grad_norm=0", "train.clip_grad_norm: must be > 0.0, got 0"),
+    ("train.clip_grad_norm=.nan", "train.clip_grad_norm: must be a number, got nan"),
 ])
 def test_bad_values_name_their_key(override, message):
     assert message in errors_of(apply_overrides(TINY, [override]))
@@ -233,6 +235,12 @@ def test_scoping_schedule_from_a_config():
     assert b.optimizer.param_groups[0]["gamma"] == 0.5
     with pytest.raises(ConfigError, match="schedule: optimizer SGD has no hyper-parameter 'gamma'"):
         build_from_config({**raw, "optimizer": {"name": "sgd", "lr": 0.1}})
+
+
+def test_clip_grad_norm_from_a_config_reaches_the_loop():
+    assert build_from_config(TINY).train_kwargs["clip_grad_norm"] is None
+    assert build_from_config(apply_overrides(TINY, ["train.clip_grad_norm=5"])
+                             ).train_kwargs["clip_grad_norm"] == 5.0
 
 
 def test_full_batch_and_cross_entropy_on_regression():

@@ -206,6 +206,31 @@ def test_the_plan_counts_the_steps_of_runs_on_embedded_data(dataset):
         {**p, "dataset": {**dataset, "classes": [0, 1]}}) is None
 
 
+def test_clip_grad_norm_reaches_the_training_loop(tmp_path):
+    import yaml
+
+    from sgdlab.experiments.procedures import get_procedure
+    from sgdlab.experiments.runner import run_experiment
+
+    base = {"dataset": {"name": "cubic"}, "model": {"name": "zhu-mlp-1-6-6-6-1"},
+            "optimizer": {"name": "sgd", "lr": 0.01}, "batch_size": 6, "epochs": 2}
+    for bad in ("yes", 0, -1.0, True):
+        with pytest.raises(ConfigError, match="clip_grad_norm must be a number > 0"):
+            get_procedure("train").validate({**base, "clip_grad_norm": bad}, "x")
+    raw = {"name": "t-clip", "version": 1, "description": "gradients clipped",
+           "analysis": "compare_groups", "procedure": "train",
+           "paper": {"author": "Nobody", "year": 2020, "figure": "Fig. 0"}, "base": base,
+           "runs": [{"label": "plain"}, {"label": "loose", "params": {"clip_grad_norm": 1e9}},
+                    {"label": "tight", "params": {"clip_grad_norm": 1e-4}}],
+           "seeds": [0], "options": {"table": [["train_loss", "final train loss"]]}}
+    cfg = tmp_path / "exp.yaml"
+    cfg.write_text(yaml.safe_dump(raw))
+    res = run_experiment(str(cfg), scale="cpu", out_dir=tmp_path / "o",
+                         store_path=str(tmp_path / "s.sqlite"), progress=None)
+    loss = {r["label"]: r["summary"]["train_loss"] for r in res.results["runs"]}
+    assert loss["loose"] == loss["plain"] != loss["tight"]
+
+
 def test_a_run_with_drop_last_takes_only_full_batches(tmp_path):
     import yaml
 

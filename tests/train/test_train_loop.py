@@ -918,3 +918,82 @@ def test_a_schedule_of_steps_that_are_no_whole_numbers_is_refused():
             make()
     assert [s for s in range(10) if Schedule.every(4.0, start=1)(s)] == [1, 5, 9]
     assert [s for s in range(10) if Schedule.at(np.array([2, 7]))(s)] == [2, 7]
+
+
+def test_clip_grad_norm_rescales_each_gradient_before_the_step_and_callbacks():
+    """One SGD step with clipping at c moves θ by lr·g·c/|g| when |g| > c (the whole
+    gradient's norm over all parameters, float64, against the gradient computed by hand), by
+    lr·g when |g| <= c; callbacks see the clipped gradient the optimizer uses."""
+    data = toy_data(n=20)
+    for clip in (0.05, 1e6):
+        torch.manual_seed(0)
+        model = nn.Linear(5, 3).double()
+        theta0 = [q.detach().clone() for q in model.parameters()]
+        ref = nn.Linear(5, 3).double()
+        ref.load_state_dict(model.state_dict())
+        F.cross_entropy(ref(data.x_train.double()), data.y_train).backward()
+        g = [q.grad for q in ref.parameters()]
+        norm = torch.sqrt(sum((gi ** 2).sum() for gi in g))
+        scale = min(1.0, clip / (float(norm) + 1e-6))   # torch's clip_grad_norm_ rule
+        seen = []
+
+        class Norm(Callback):
+            def on_after_backward(self, ctx):
+                seen.append(float(torch.sqrt(sum((q.grad ** 2).sum()
+                                                 for q in model.parameters()))))
+
+        train(model, nn.CrossEntropyLoss(), data.to(dtype=torch.float64),
+              torch.optim.SGD(model.parameters(), lr=0.5), epochs=1, batch_size=20,
+              progress=False, clip_grad_norm=clip, callbacks=[Norm()])
+        for q, q0, gi in zip(model.parameters(), theta0, g):
+            torch.testing.assert_close(q.detach(), q0 - 0.5 * scale * gi, rtol=0, atol=1e-12)
+        assert seen == [pytest.approx(scale * float(norm), rel=1e-12)]
+    assert float(norm) > 0.05          # the first clip did rescale
+
+
+def test_clip_grad_norm_clips_every_closure_call():
+    """A closure optimizer's every gradient (Entropy-SGD's Langevin steps) is clipped."""
+    norms = []
+
+    class TwoCalls(torch.optim.Optimizer):
+        needs_closure = True
+
+        def __init__(self, params):
+            super().__init__(params, {"lr": 0.1})
+
+        def step(self, closure):
+            for _ in range(2):
+                closure()
+                norms.append(float(torch.sqrt(sum((q.grad ** 2).sum() for g in
+                                                  self.param_groups for q in g["params"]))))
+                with torch.no_grad():
+                    for g in self.param_groups:
+                        for q in g["params"]:
+                            q.sub_(g["lr"] * q.grad)
+
+    torch.manual_seed(0)
+    model = nn.Linear(5, 3)
+    train(model, nn.CrossEntropyLoss(), toy_data(n=40), TwoCalls(model.parameters()),
+          epochs=1, batch_size=20, progress=False, clip_grad_norm=1e-3)
+    assert len(norms) == 4 and all(n == pytest.approx(1e-3, rel=1e-3) for n in norms)
+
+
+def test_clip_grad_norm_bad_values_are_refused_and_a_resume_may_not_change_it(tmp_path):
+    def run(clip, epochs=1, **kw):
+        torch.manual_seed(0)
+        model = nn.Linear(5, 3)
+        return train(model, nn.CrossEntropyLoss(), toy_data(), torch.optim.SGD(
+            model.parameters(), lr=0.1), epochs=epochs, batch_size=20, progress=False,
+            clip_grad_norm=clip, **kw)
+
+    for bad in (0, -1.0, math.nan, math.inf, True, "5"):
+        with pytest.raises(UserError, match="clip_grad_norm must be a finite number > 0"):
+            run(bad)
+    whole = run(1.0, epochs=2)
+    run(1.0, checkpoint_dir=tmp_path)
+    with pytest.raises(UserError, match=r"clip_grad_norm \(1.0 -> 2.0\)"):
+        run(2.0, epochs=2, checkpoint_dir=tmp_path, resume=True)
+    with pytest.raises(UserError, match=r"clip_grad_norm \(1.0 -> None\)"):
+        run(None, epochs=2, checkpoint_dir=tmp_path, resume=True)
+    resumed = run(1, epochs=2, checkpoint_dir=tmp_path, resume=True)
+    assert resumed.history["train_loss"] == whole.history["train_loss"]

@@ -14,6 +14,7 @@ Run parameters (all data)::
     max_steps: null
     replacement: false                           # mini-batches with replacement
     drop_last: false                             # drop each epoch's last, short batch
+    clip_grad_norm: null                         # rescale each gradient to at most this norm
     eval_every: 1                                # epochs between evaluations (0: start/end only)
     eval_every_steps: null                       # or: steps between evaluations
     eval_subset: null
@@ -159,7 +160,7 @@ def _check_named(params: dict[str, Any], where: str) -> None:
 class TrainProcedure(Procedure):
     allowed = {"dataset", "data_seed", "model", "loss", "dtype", "optimizer", "schedule",
                "batch_size", "epochs", "max_steps", "replacement", "drop_last", "eval_every",
-               "eval_subset", "eval_every_steps",
+               "eval_subset", "clip_grad_norm", "eval_every_steps",
                "measure", "final", "init_from", "save_model", "switch"}
     required = {"dataset", "model", "optimizer", "epochs", "batch_size"}
 
@@ -176,6 +177,10 @@ class TrainProcedure(Procedure):
             raise ConfigError(f"{where}: dtype must be float32 or float64")
         if not isinstance(params.get("drop_last", False), bool):
             raise ConfigError(f"{where}: drop_last must be true or false")
+        c = params.get("clip_grad_norm")
+        if c is not None and (isinstance(c, bool) or not isinstance(c, (int, float))
+                              or not 0 < c < float("inf")):
+            raise ConfigError(f"{where}: clip_grad_norm must be a number > 0, got {c!r}")
         e = params["epochs"]
         if not isinstance(e, int) or e < 1:
             raise ConfigError(f"{where}: epochs must be a positive integer, got {e!r}")
@@ -281,6 +286,7 @@ class TrainProcedure(Procedure):
                     progress=ctx.progress, device=ctx.device, max_steps=p.get("max_steps"),
                     drop_last=drop_last, checkpoint_dir=ckpt,
                     checkpoint_seconds=CHECKPOINT_SECONDS,
+                    clip_grad_norm=p.get("clip_grad_norm"),
                     resume=ckpt is not None and checkpoint_path(ckpt).is_file(),
                     complete=False)   # the sweep completes the run after the final measurements
         summary: dict[str, Any] = dict(getattr(res, "final", None) or {})
