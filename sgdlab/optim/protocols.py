@@ -242,14 +242,22 @@ class CosineCyclicLR(ProtocolSchedule):
 
 
 class StepLR(ProtocolSchedule):
-    """Step annealing: η · γ^k after the k-th milestone (in epochs, or every ``every`` epochs)."""
+    """Step annealing: η · γ^k after the k-th milestone (in epochs), or every ``every`` epochs
+    from epoch ``start`` on (default ``every``: the first drop after ``every`` epochs).
+    ``every=1, start=14, gamma=1/1.15`` is Zaremba et al.'s large LSTM schedule: the rate
+    held for 14 epochs, then divided by 1.15 at each epoch's start."""
 
     name = "step"
 
     def __init__(self, optimizer: torch.optim.Optimizer, *, milestones: list[float] | None = None,
-                 every: float | None = None, gamma: float = 0.1, steps_per_epoch: int = 1):
+                 every: float | None = None, gamma: float = 0.1, start: float | None = None,
+                 steps_per_epoch: int = 1):
         if (milestones is None) == (every is None):
             raise ValueError("step schedule: give exactly one of milestones (epochs) or every")
+        if start is not None and every is None:
+            raise ValueError("step schedule: start (epochs) goes with every, not milestones")
+        if start is not None and not 0 <= start < math.inf:
+            raise ValueError(f"Invalid start={start} (epochs, must be >= 0)")
         if not gamma > 0:
             raise ValueError(f"Invalid gamma={gamma} (must be > 0)")
         if milestones is not None:
@@ -262,14 +270,19 @@ class StepLR(ProtocolSchedule):
         if every is not None and not every > 0:
             raise ValueError(f"Invalid every={every} (epochs, must be > 0)")
         self.every, self.gamma = every, float(gamma)
+        if start is not None:     # (absent otherwise: a checkpoint before it compares equal)
+            self.start = float(start)
         super().__init__(optimizer, steps_per_epoch=steps_per_epoch)
 
     def factor(self, t: int) -> float:
         e = t / self.steps_per_epoch          # fractional epochs: milestones may be mid-epoch
         if self.milestones is not None:
             k = sum(e >= m - 1e-12 for m in self.milestones)
-        else:
+        elif not hasattr(self, "start"):
             k = int(math.floor(e / self.every + 1e-12))
+        else:
+            k = (int(math.floor((e - self.start) / self.every + 1e-12)) + 1
+                 if e >= self.start - 1e-12 else 0)
         return self.gamma ** k
 
 
@@ -399,8 +412,8 @@ def _cosine_cyclic(optimizer, *, steps_per_epoch: int = 1, total_steps: int = 1,
 @register_schedule("step")
 def _step(optimizer, *, steps_per_epoch: int = 1, total_steps: int = 1,
           milestones: list[float] | None = None, every: float | None = None,
-          gamma: float = 0.1) -> StepLR:
-    return StepLR(optimizer, milestones=milestones, every=every, gamma=gamma,
+          gamma: float = 0.1, start: float | None = None) -> StepLR:
+    return StepLR(optimizer, milestones=milestones, every=every, gamma=gamma, start=start,
                   steps_per_epoch=steps_per_epoch)
 
 

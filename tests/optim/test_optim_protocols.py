@@ -100,6 +100,20 @@ def test_step_and_trapezoid_formulas():
     # 0.1 epochs (though 0.7 / 0.1 = 6.999... in floating point)
     tr = lr_trace("step", 12, lr=1.0, steps_per_epoch=10, every=0.1, gamma=0.5)
     assert tr[6] == 0.5 ** 6 and tr[7] == 0.5 ** 7
+    # Zaremba et al.'s large LSTM: held 14 epochs, then / 1.15 at each epoch's start
+    tr = lr_trace("step", 40, lr=1.0, steps_per_epoch=2, every=1, start=14, gamma=1 / 1.15)
+    assert tr[:28] == [1.0] * 28
+    assert tr[28:] == [pytest.approx(1.15 ** -(1 + i // 2)) for i in range(12)]
+    # the thesis' PTB Entropy-SGD: η' / 10 at each epoch after the third
+    tr = lr_trace("step", 10, lr=1.0, steps_per_epoch=2, every=1, start=3, gamma=0.1)
+    assert tr == pytest.approx([1, 1, 1, 1, 1, 1, 0.1, 0.1, 0.01, 0.01])
+    # start defaults to every
+    assert lr_trace("step", 12, lr=1.0, steps_per_epoch=2, every=2, start=2, gamma=0.5) == \
+        lr_trace("step", 12, lr=1.0, steps_per_epoch=2, every=2, gamma=0.5)
+    for bad, msg in ((dict(milestones=[1], start=2), "start \\(epochs\\) goes with every"),
+                     (dict(every=1, start=-1), "Invalid start=-1")):
+        with pytest.raises(ValueError, match=msg):
+            lr_trace("step", 4, lr=1.0, steps_per_epoch=2, **bad)
     # Xing: warm-up 2 epochs from 0.1η, hold 3, anneal 2 to 0.01η (steps_per_epoch = 10)
     tr = lr_trace("trapezoid", 90, lr=1.0, steps_per_epoch=10, warmup=2, hold=3, anneal=2,
                   start_factor=0.1, end_factor=0.01)
