@@ -10,7 +10,8 @@ writes ``DIR/results.json`` (config, numbers, environment) plus its figure(s):
                   ``--protocol authors-code`` the authors' public-code protocol (their
                   landscape and data, every GLD variant at Tr Cov(ε) = 0.01, η = 0.005).
 - ``ou``          SGD on a quadratic with C = H vs Jastrzebski's (η/4S) Tr H, several η/S.
-- ``double-well`` thesis Example 6.43 for λ = 0, 0.5 and a large λ: histogram vs e^{−Φ},
+- ``double-well`` thesis Example 6.43 for λ = 0, 0.5 and 1.5 (Fig. 6.4c's large λ, the
+                  authors' plotting code's): histogram vs e^{−Φ},
                   resting points of the drift, mean angular velocity.
 - ``pspin``       spherical 3-spin glass, three field regimes: distinct minima, energies, t-SNE.
 - ``pde``         1-D viscous HJ (Cole–Hopf), Hopf–Lax and heat smoothing of a nonconvex f.
@@ -280,7 +281,7 @@ def _double_well(args, out: Path) -> dict:
     gen = torch.Generator().manual_seed(args.seed)
     hists, rest, ang, rows = {}, {}, {}, []
     stationary = None
-    for lam in (0.0, 0.5, 5.0):
+    for lam in (0.0, 0.5, 1.5):     # 1.5: the authors' plotting code's "large" λ (Fig. 6.4c)
         dw = DoubleWell(lam)
         dt = 0.01 if lam < 1 else 0.002
         x0 = torch.zeros(chains, 2, dtype=torch.float64)
