@@ -13,8 +13,10 @@ from torch import Tensor
 class Dataset:
     """Train/test tensors plus metadata.
 
-    ``x_*`` are float tensors shaped (N, *input_shape); ``y_*`` are int64 class indices for
-    classification or float (N, out_dim) targets for regression.
+    ``x_*`` are float tensors shaped (N, *input_shape), or int64 token indices (N, T) for the
+    text datasets (:mod:`sgdlab.data.text`); ``y_*`` are int64 class indices for
+    classification (N,), or (N, T) next tokens, one label per position, or float
+    (N, out_dim) targets for regression.
     ``meta`` holds at least: ``name``, ``task`` ("classification" | "regression"),
     ``input_shape`` (tuple), ``num_outputs`` (classes or regression outputs), ``seed``.
     A record built from one's own tensors may leave ``meta`` empty: the task then follows the
@@ -60,7 +62,8 @@ class Dataset:
         return self.x_test, self.y_test
 
     def to(self, device=None, dtype: torch.dtype | None = None) -> "Dataset":
-        """Move tensors; ``dtype`` applies to inputs (and regression targets)."""
+        """Move tensors; ``dtype`` applies to floating-point inputs (and regression targets):
+        class labels and token indices stay int64."""
         def cast(t: Tensor, is_target: bool) -> Tensor:
             if dtype is not None and t.is_floating_point():
                 t = t.to(dtype)

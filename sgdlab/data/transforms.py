@@ -24,6 +24,14 @@ def _num_classes(ds: Dataset, num_classes: int | None) -> int:
     return int(num_classes) if num_classes is not None else ds.num_outputs
 
 
+def _one_label_each(ds: Dataset, what: str) -> None:
+    """A :class:`UserError` for targets with a label per position (the text datasets' (N, T)
+    next tokens): ``what`` works on one class label per example."""
+    if ds.y_train.dim() != 1:
+        raise UserError(f"{what} needs one class label per example; dataset {ds.name!r} has a "
+                        f"label per position (targets shaped {tuple(ds.y_train.shape)})")
+
+
 def with_label_noise(ds: Dataset, num_noisy: int, seed: int = 0, *,
                      num_classes: int | None = None) -> Dataset:
     """Replace the labels of ``num_noisy`` training examples by random *wrong* labels.
@@ -35,6 +43,7 @@ def with_label_noise(ds: Dataset, num_noisy: int, seed: int = 0, *,
     """
     if ds.task != "classification":
         raise UserError(f"label noise needs a classification dataset; {ds.name!r} is {ds.task}")
+    _one_label_each(ds, "label noise")
     check_int("num_noisy", num_noisy)
     n = len(ds.y_train)
     if num_noisy > n:
@@ -73,6 +82,7 @@ def select_classes(ds: Dataset, classes) -> Dataset:
     if ds.task != "classification":
         raise UserError(f"option 'classes' needs a classification dataset; {ds.name!r} is "
                         f"{ds.task}")
+    _one_label_each(ds, "option 'classes'")
     if isinstance(classes, (str, bytes)) or not hasattr(classes, "__iter__"):
         raise UserError(f"option 'classes' must be a list of class labels, got {classes!r}")
     keep = [int(c) for c in classes]
@@ -100,9 +110,11 @@ def subset(ds: Dataset, n_train: int | None, n_test: int | None = None, seed: in
            balanced: bool = True) -> Dataset:
     """A seeded subset: ``n_train`` training and ``n_test`` test examples (None keeps a split
     whole), drawn without replacement and kept in their original order. ``balanced`` (for
-    classification) gives every class ``n // K`` examples, plus one for ``n % K`` classes.
-    Label-noise metadata is carried over with indices renumbered into the subset."""
-    bal = balanced and ds.task == "classification"
+    classification with one label per example) gives every class ``n // K`` examples, plus one
+    for ``n % K`` classes; targets with a label per position (the text datasets' next tokens)
+    give a plain seeded subset of the windows. Label-noise metadata is carried over with
+    indices renumbered into the subset."""
+    bal = balanced and ds.task == "classification" and ds.y_train.dim() == 1
     y_tr = ds.y_train.numpy() if bal else np.zeros(len(ds.y_train))
     y_te = ds.y_test.numpy() if bal else np.zeros(len(ds.y_test))
     i_tr = seeded_indices(y_tr, n_train, seed, balanced=bal, what="n_train")
@@ -130,7 +142,12 @@ def standardize(ds: Dataset, *, per_channel: bool = True, eps: float = 0.0) -> D
     ``per_channel``: statistics per channel (axis 1) for inputs (N, C, ...), per feature for
     flat inputs (N, D); otherwise one scalar. Zero std is replaced by 1; ``eps`` is added to the
     std. Test inputs use the training statistics. ``meta["standardize"]`` records them.
+    Integer inputs (the text datasets' token indices) are refused: they are not values.
     """
+    if not ds.x_train.is_floating_point():
+        raise UserError(f"standardize shifts and scales real-valued inputs; dataset {ds.name!r} "
+                        f"has {ds.x_train.dtype} inputs (token indices, which the model embeds)"
+                        f": leave them as they are")
     x = ds.x_train.double()
     if per_channel and x.ndim >= 2:
         dims = (0,) + tuple(range(2, x.ndim))

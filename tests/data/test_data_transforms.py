@@ -100,3 +100,36 @@ def test_subset_refuses_an_empty_split():
     for kwargs, name in (({"n_train": 0}, "n_train"), ({"n_train": None, "n_test": 0}, "n_test")):
         with pytest.raises(UserError, match=f"option '{name}' must be an integer >= 1, got 0"):
             subset(ds, **kwargs)
+
+
+def token_windows_dataset() -> Dataset:
+    """Int64 windows (N, T) and their next tokens, a label per position (the text datasets')."""
+    g = torch.Generator().manual_seed(0)
+    tokens = torch.randint(0, 5, (40 * 6 + 1,), generator=g)
+    x, y = tokens[:-1].reshape(40, 6), tokens[1:].reshape(40, 6)
+    return Dataset(x, y, x[:10].clone(), y[:10].clone(), {"name": "windows"})
+
+
+def test_subset_of_windows_with_a_label_per_position_is_a_plain_seeded_subset():
+    ds = token_windows_dataset()
+    a = subset(ds, 12, 4, seed=1)
+    assert a.x_train.shape == (12, 6) and a.meta["subsets"][-1]["balanced"] is False
+    idx = [ds.x_train.tolist().index(r) for r in a.x_train.tolist()]
+    assert idx == sorted(idx) and len(set(idx)) == 12
+    assert torch.equal(a.y_train, ds.y_train[idx])
+    assert torch.equal(subset(ds, 12, 4, seed=1).x_train, a.x_train)
+
+
+def test_transforms_for_one_label_per_example_refuse_a_label_per_position():
+    from sgdlab.data import select_classes
+
+    ds = token_windows_dataset()
+    with pytest.raises(UserError, match=r"label noise needs one class label per example; "
+                                        r"dataset 'windows' has a label per position "
+                                        r"\(targets shaped \(40, 6\)\)"):
+        with_label_noise(ds, 3)
+    with pytest.raises(UserError, match="option 'classes' needs one class label per example"):
+        select_classes(ds, [0, 1])
+    with pytest.raises(UserError, match=r"standardize shifts and scales real-valued inputs; "
+                                        r"dataset 'windows' has torch.int64 inputs"):
+        standardize(ds)
