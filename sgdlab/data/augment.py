@@ -41,9 +41,14 @@ def augmentation_spec(name: Any, input_shape: tuple[int, ...] | None = None,
         raise UserError(f"option 'augment' must be one of {', '.join(AUGMENTATIONS)}, got "
                         f"{name!r}{did_you_mean(name, AUGMENTATIONS)}")
     if input_shape is not None and len(input_shape) != 3:
+        from .registry import DATASETS, dataset_options
+
+        # the hint only where the option exists: a text dataset's (T,) tokens have none
+        flattened = (len(input_shape) == 1 and dataset in DATASETS
+                     and "flatten" in dataset_options(dataset))
         raise UserError(f"option 'augment' crops and flips images shaped (C, H, W); dataset "
                         f"{dataset!r} has inputs shaped {tuple(input_shape)}"
-                        + (" (drop flatten=True)" if len(input_shape) == 1 else ""))
+                        + (" (drop flatten=True)" if flattened else ""))
     return {"name": name, **AUGMENTATIONS[name]}
 
 

@@ -521,9 +521,10 @@ def load_cifar100(*, seed: int = 0, data_dir=None, train_size: int | None = None
 
 def find_files(name: str, data_dir) -> str | None:
     """Where the files of dataset ``name`` lie in ``data_dir`` (``"IDX files in DIR"``,
-    ``"CIFAR python batches in DIR"``), looked up as loading it looks them up but without
-    reading them (an archive's members are not checked); a :class:`DataError` with the message
-    loading would give when one is missing. None for a dataset that reads no files."""
+    ``"CIFAR python batches in DIR"``, ``"PTB files in DIR"``), looked up as loading it looks
+    them up but without reading them (an archive's members are not checked); a
+    :class:`DataError` with the message loading would give when one is missing. None for a
+    dataset that reads no files here (the text datasets' file is an option, ``path``)."""
     dataset = name.strip().lower().replace("-", "_")
     if dataset in _IDX_SUBDIRS:
         paths = _find_idx(_require_dir(data_dir, dataset), dataset)
@@ -531,4 +532,8 @@ def find_files(name: str, data_dir) -> str | None:
     if dataset in _CIFAR:
         kind, loc, _ = _cifar_files(dataset, _require_dir(data_dir, dataset))
         return f"CIFAR {kind.replace('-', ' ')} batches in {loc}"
+    if dataset == "ptb":
+        from .text import ptb_files
+
+        return f"PTB files in {ptb_files(data_dir)['train'].parent}"
     return None

@@ -498,5 +498,5 @@ def test_a_warning_is_the_commands_own_line_without_a_code_location(tmp_path, ca
     # Python's own format named "<frozen runpy>:88: UserWarning:" (or an sgdlab source line)
     assert said == [f"sgdlab: warning: dataset 'digits' reads no files: data_dir "
                     f"'{tmp_path}' is ignored (the datasets read from files: cifar10, "
-                    "cifar100, fashion_mnist, mnist)"]
+                    "cifar100, fashion_mnist, mnist, ptb, text_chars, text_lines, text_words)"]
     assert warnings.showwarning is shown

@@ -179,7 +179,8 @@ def test_a_data_dir_given_to_a_dataset_that_reads_no_files_is_named_in_a_warning
     # mnist_small with data_dir= looked as if it read the folder's files: silently ignored
     with pytest.warns(UserWarning, match=r"dataset 'digits' reads no files: data_dir "
                                          rf"'{tmp_path}' is ignored \(the datasets read from "
-                                         r"files: cifar10, cifar100, fashion_mnist, mnist\)"):
+                                         r"files: cifar10, cifar100, fashion_mnist, mnist, ptb, "
+                                         r"text_chars, text_lines, text_words\)"):
         ds = load_dataset("digits", data_dir=tmp_path)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
