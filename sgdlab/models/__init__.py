@@ -6,7 +6,8 @@
 """
 from .registry import (MODELS, ModelInfo, build_model, count_parameters, describe,
                        register_model)
-from . import chaudhari, jastrzebski, mlp, musso, resnet, vgg, wideresnet, zhu  # noqa: F401
+from . import (chaudhari, jastrzebski, mlp, musso, recurrent, resnet, vgg,  # noqa: F401
+               wideresnet, zhu)
 from .mlp import MLP
 
 __all__ = ["MLP", "MODELS", "ModelInfo", "build_model", "count_parameters", "describe",

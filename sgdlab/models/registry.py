@@ -27,7 +27,9 @@ class ModelInfo:
 
     ``stated_params`` is the count the paper states (None where it states none) for the input
     in ``reference_input`` with ``reference_outputs`` outputs; ``notes`` records our reading where
-    the paper leaves the architecture open.
+    the paper leaves the architecture open. ``inputs`` is ``"features"`` (floating point inputs,
+    outputs (N, num_outputs)) or ``"tokens"`` (int64 tokens (N, T), logits (N, num_outputs, T)
+    for the next token at each position: the recurrent networks).
     """
 
     name: str
@@ -38,6 +40,7 @@ class ModelInfo:
     stated_params: int | None = None
     notes: str = ""
     builder: Builder | None = None
+    inputs: str = "features"
 
     @property
     def options(self) -> dict[str, Any]:
@@ -46,20 +49,26 @@ class ModelInfo:
                 if p.kind is inspect.Parameter.KEYWORD_ONLY}
 
 
+#: what a model reads: floating point features, or int64 token sequences (ModelInfo.inputs)
+INPUT_KINDS = ("features", "tokens")
+
 #: name -> ModelInfo (with its builder). ``sorted(MODELS)`` lists the names.
 MODELS: dict[str, ModelInfo] = {}
 
 
 def register_model(name: str, *, paper: str, description: str,
                    reference_input: Sequence[int], reference_outputs: int = 10,
-                   stated_params: int | None = None, notes: str = ""
-                   ) -> Callable[[Builder], Builder]:
+                   stated_params: int | None = None, notes: str = "",
+                   inputs: str = "features") -> Callable[[Builder], Builder]:
+    if inputs not in INPUT_KINDS:
+        raise ValueError(f"inputs of model {name!r} must be one of {INPUT_KINDS}, got {inputs!r}")
+
     def deco(fn: Builder) -> Builder:
         if name in MODELS and MODELS[name].builder is not fn:
             raise ValueError(f"model name {name!r} registered twice")
         _check_builder(name, fn)
         MODELS[name] = ModelInfo(name, paper, description, tuple(reference_input),
-                                 reference_outputs, stated_params, notes, fn)
+                                 reference_outputs, stated_params, notes, fn, inputs)
         return fn
     return deco
 

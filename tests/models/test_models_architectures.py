@@ -98,14 +98,18 @@ def test_forward_and_backward_on_intended_input(name):
     torch.manual_seed(0)
     info = describe(name)
     m = build_model(name, info.reference_input, info.reference_outputs)
-    x = torch.randn(2, *info.reference_input)
+    if info.inputs == "tokens":     # (N, T) tokens -> next-token logits (N, V, T)
+        x = torch.randint(0, info.reference_outputs, (2, *info.reference_input))
+        shape = (2, info.reference_outputs, *info.reference_input)
+    else:
+        x, shape = torch.randn(2, *info.reference_input), (2, info.reference_outputs)
     out = m(x)
-    assert out.shape == (2, info.reference_outputs)
+    assert out.shape == shape
     out.square().sum().backward()
     assert all(p.grad is not None for p in m.parameters())
     m.eval()
     with torch.no_grad():
-        assert m(x).shape == (2, info.reference_outputs)
+        assert m(x).shape == shape
 
 
 def test_models_adapt_to_input_shape_and_classes():
