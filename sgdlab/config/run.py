@@ -656,7 +656,7 @@ def build_from_config(cfg: dict[str, Any], *, validated: bool = False) -> BuiltR
     import torch
 
     from ..data import load_dataset
-    from ..models import build_model
+    from ..models import build_model, check_model_inputs
     from ..optim import build_optimizer_for, build_schedule
     from ..train.loop import steps_per_epoch
 
@@ -681,6 +681,7 @@ def build_from_config(cfg: dict[str, Any], *, validated: bool = False) -> BuiltR
     np.random.seed(seed)
     random.seed(seed)
     m = cfg["model"]
+    check_model_inputs(m["name"], data.x_train, data.meta.get("name"))
     try:
         model = build_model(m["name"], data.input_shape, data.num_outputs, **m["options"])
     except UserError as e:  # a bad option value: say which config key holds it

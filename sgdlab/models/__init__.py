@@ -4,11 +4,11 @@
 ``describe(name)`` gives the paper, the parameter count it states and our reading
 (:class:`ModelInfo`). Weights are initialised from torch's global RNG (seed it first).
 """
-from .registry import (MODELS, ModelInfo, build_model, count_parameters, describe,
-                       register_model)
+from .registry import (MODELS, ModelInfo, build_model, check_model_inputs, count_parameters,
+                       describe, register_model)
 from . import (chaudhari, jastrzebski, mlp, musso, recurrent, resnet, vgg,  # noqa: F401
                wideresnet, zhu)
 from .mlp import MLP
 
-__all__ = ["MLP", "MODELS", "ModelInfo", "build_model", "count_parameters", "describe",
-           "register_model"]
+__all__ = ["MLP", "MODELS", "ModelInfo", "build_model", "check_model_inputs",
+           "count_parameters", "describe", "register_model"]

@@ -136,6 +136,24 @@ def build_model(name: str, input_shape: Sequence[int] | int, num_outputs: int,
     return model
 
 
+def check_model_inputs(name: str, x: torch.Tensor, data_name: str | None = None) -> None:
+    """Refuse inputs ``x`` of the other kind than model ``name`` reads (:attr:`ModelInfo.inputs`):
+    integer tokens for a network of floating point features (whose first layer would fail on
+    them with a dtype error), floating point features for a sequence model."""
+    info = _lookup(name)
+    tokens = not (x.is_floating_point() or x.is_complex())
+    if (info.inputs == "tokens") == tokens:
+        return
+    of = f"dataset {data_name!r}" if data_name else "the data"
+    if tokens:
+        seq = ", ".join(sorted(k for k, v in MODELS.items() if v.inputs == "tokens"))
+        raise UserError(f"model {info.name!r} takes floating point features, but {of} holds "
+                        f"{x.dtype} tokens shaped {tuple(x.shape)}: use a sequence model "
+                        f"({seq})")
+    raise UserError(f"model {info.name!r} reads integer tokens (N, T), but {of} holds "
+                    f"{x.dtype} inputs shaped {tuple(x.shape)}")
+
+
 def _add_channel(module: nn.Module, args: tuple) -> tuple | None:
     if args and isinstance(args[0], torch.Tensor) and args[0].dim() == 3:
         return (args[0].unsqueeze(1), *args[1:])

@@ -246,7 +246,8 @@ def build_model_and_data(cfg: dict[str, Any]):
     mspec = dict(cfg["model"])
     if "name" not in mspec:
         raise ConfigError("model needs 'name'")
-    from ..models import build_model
+    from ..models import build_model, check_model_inputs
+    check_model_inputs(mspec["name"], data.x_train, data.meta.get("name"))
     torch.manual_seed(int(cfg.get("seed", 0)))
     model = build_model(mspec.pop("name"), data.input_shape, data.num_outputs, **mspec).to(dtype)
     loss_fn = build_loss(cfg.get("loss"), data)

@@ -296,3 +296,28 @@ def test_trains_from_a_run_config_and_resumes_to_the_same_weights(
         assert torch.equal(ref["model"][k], res["model"][k]), k
     assert store.metrics(run["id"]) == store.metrics(ref_run["id"])
 
+
+def test_a_run_config_refuses_a_model_of_the_other_input_kind(tmp_path, capsys, token_dataset):
+    """An MLP on token windows failed inside its first layer, with a traceback, after the run
+    was recorded ("mat1 and mat2 must have the same dtype, but got Long and Float"); now the
+    config is refused before, naming the sequence models."""
+    from sgdlab.cli.main import main
+    from sgdlab.models import check_model_inputs
+    from sgdlab.store import RunStore
+
+    cfg = tmp_path / "mlp.yaml"
+    cfg.write_text(f"name: mlp\ndata: {{name: {token_dataset}}}\nmodel: {{name: mlp}}\n"
+                   "optimizer: {name: sgd, lr: 0.1}\n"
+                   "train: {epochs: 1, batch_size: 8, threads: 1, progress: false}\n")
+    store_path = tmp_path / "runs.sqlite"
+    assert main(["train", str(cfg), "--store", str(store_path), "--out",
+                 str(tmp_path / "a")]) == 2
+    err = capsys.readouterr().err
+    assert ("model 'mlp' takes floating point features, but dataset '_test-tokens' holds "
+            "torch.int64 tokens shaped (24, 5): use a sequence model (char-lstm, "
+            "char-lstm-autograd, ptb-lstm)") in err and "Traceback" not in err
+    assert not store_path.exists() or not RunStore(store_path).list_runs()
+    with pytest.raises(UserError, match="model 'char-lstm' reads integer tokens"):
+        check_model_inputs("char-lstm", torch.randn(4, 5))
+    check_model_inputs("char-lstm", torch.zeros(4, 5, dtype=torch.int64))
+    check_model_inputs("mlp", torch.randn(4, 5))

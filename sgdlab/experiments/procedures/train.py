@@ -95,12 +95,13 @@ def build(p: dict[str, Any], seed: int, ctx=None):
     """(dataset, model, loss_fn, dtype) for run parameters ``p``; weights from ``init_from``."""
     import torch
 
-    from sgdlab.models import build_model
+    from sgdlab.models import build_model, check_model_inputs
 
     dtype = {"float32": torch.float32, "float64": torch.float64}[p.get("dtype", "float32")]
     ds = load_data(p, dtype=dtype)
     mopts = dict(p["model"])
     mname = mopts.pop("name")
+    check_model_inputs(mname, ds.x_train, ds.meta.get("name"))
     torch.manual_seed(seed)
     model = build_model(mname, ds.input_shape, ds.num_outputs, **mopts).to(dtype)
     if p.get("init_from"):
