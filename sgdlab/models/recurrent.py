@@ -22,7 +22,9 @@ time steps, one per step for the recurrence), which ``torch.func.vmap`` batches:
 gradients and vmapped perturbed evaluations (sharpness, local entropy) take one vectorised pass,
 where ``nn.LSTM`` makes vmap fail and sgdlab fall back to one pass per sample, with a warning.
 ``char-lstm-autograd`` (one bias per gate, a learnt initial state) is always written out.
-Curvature (Hessian-vector products) is autograd's double backward for both.
+Curvature (Hessian-vector products) is autograd's double backward for both on a CPU; on a GPU
+``nn.LSTM`` runs cuDNN, which has no double backward and no backward in eval mode: curvature and
+eval-mode gradients there need ``impl="cells"``.
 
 =======================  ================================================  ===============
 name                     thesis definition                                 stated

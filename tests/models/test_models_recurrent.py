@@ -17,7 +17,7 @@ from sgdlab.data.registry import DATASETS, register_dataset
 from sgdlab.errors import UserError
 from sgdlab.measure import dense_hessian, hessian_top_eigenvalue
 from sgdlab.models import build_model, count_parameters, describe
-from sgdlab.models.recurrent import ZAREMBA_MEDIUM, LSTMStack
+from sgdlab.models.recurrent import ZAREMBA_LARGE, ZAREMBA_MEDIUM, LSTMStack
 from sgdlab.operators.per_sample import per_sample_gradients
 
 from model_counts import dense  # tests/models is on sys.path
@@ -53,6 +53,7 @@ def test_ptb_lstm_is_about_66_million():  # §3.3.4 "about 66 million weights"
     # embedding 10,000 x 1500, two layers of 1500 (two biases, Zaremba et al.), 1500 -> 10,000
     assert n == 10_000 * 1500 + lstm(1500, 1500) * 2 + dense(1500, 10_000) == 66_034_000
     assert info.stated_params == 66_000_000 and round(n / 1e6) * 1e6 == 66_000_000
+    assert ZAREMBA_LARGE.items() <= info.options.items()      # the default is the large model
     medium = count_parameters(build_model("ptb-lstm", (35,), 10_000, **ZAREMBA_MEDIUM))
     assert medium == 10_000 * 650 + 2 * lstm(650, 650) + dense(650, 10_000) == 19_780_400
 
