@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-from torch import nn
 
 from sgdlab.data import load_dataset, standardize
 from sgdlab.data.files import find_files
@@ -269,31 +268,15 @@ def test_generic_options_on_token_windows(tmp_path):
     assert torch.equal(cast.x_train, full.x_train)
 
 
-class TokenModel(nn.Module):
-    """Tokens (N, T) -> logits (N, V, T), the recurrent models' interface."""
-
-    def __init__(self, vocab: int):
-        super().__init__()
-        self.embed = nn.Embedding(vocab, 8)
-        self.out = nn.Linear(8, vocab)
-
-    def forward(self, x):
-        return self.out(self.embed(x)).transpose(1, 2)
-
-
-def test_a_run_config_trains_on_text_chars(tmp_path, monkeypatch, capsys):
+def test_a_run_config_trains_on_text_chars(tmp_path, capsys):
     from sgdlab.cli.main import main
     from sgdlab.config import json_schema
-    from sgdlab.models.registry import MODELS, ModelInfo
 
-    monkeypatch.setitem(MODELS, "test-tokens", ModelInfo(
-        "test-tokens", "-", "embedding and a linear layer", (20,), 10, None, "",
-        lambda input_shape, num_outputs: TokenModel(num_outputs)))
     cfg = tmp_path / "text.yaml"
     cfg.write_text("name: text\n"
                    "data: {name: text_chars, options: {max_chars: 20000, seq_len: 20, "
                    "n_train: 64, n_test: 32}}\n"
-                   "model: {name: test-tokens}\n"
+                   "model: {name: char-lstm, options: {hidden: 8, layers: 1}}\n"
                    "optimizer: {name: adam, lr: 0.01}\n"
                    "train: {epochs: 2, batch_size: 16, threads: 1, dtype: float64}\n")
     assert main(["train", str(cfg), "--no-progress", "--store", str(tmp_path / "s.sqlite"),
