@@ -209,6 +209,15 @@ def empirical_fisher_reference(grads: Tensor) -> Tensor:
     return g.T @ g / len(g)
 
 
+def quadratic_local_entropy_gradient(A: Tensor, x: Tensor, gamma: float) -> Tensor:
+    """∇f_γ(x) of L(y) = ½ yᵀAy (A SPD) with the coupling exp(−β|x − y|²/(2γ)): the Gibbs
+    measure ∝ exp(−β[½yᵀAy + |x − y|²/(2γ)]) is Gaussian with mean (I + γA)⁻¹x for every β,
+    so γ⁻¹(x − ⟨y⟩) = A(I + γA)⁻¹x (solved densely in float64)."""
+    A, x = A.double(), x.double()
+    eye = torch.eye(len(x), dtype=torch.float64)
+    return A @ torch.linalg.solve(eye + gamma * A, x)
+
+
 def assert_rop_products_match_dense(model: nn.Module, data: tuple[Tensor, Tensor],
                                     products: type, columns: int = 3) -> None:
     """Hessian and GGN products of a float64 classifier with 3 outputs whose operators take

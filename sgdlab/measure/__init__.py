@@ -42,6 +42,8 @@ from .alignment import (
     sigma_hessian_alignment,
 )
 from .sharpness import epsilon_sharpness, expected_sharpness, local_entropy, mean_loss
+from .entropy_gradient import (EntropyGradientAngle, local_entropy_gradient,
+                               local_entropy_gradient_angle)
 # not the function `temperature`: re-exporting it would shadow the module sgdlab.measure.temperature
 from .temperature import musso_temperature, solve_batch_size, solve_lr, temperatures
 from .step_length import StepLength, normalized_step_length
@@ -92,6 +94,7 @@ __all__ = [
     "GradientCovariance", "InterpolationCurve", "LossSurface", "SpectralDensity",
     "StepInterpolation", "analyze_segment", "brownian_reference", "dense_hessian",
     "diffusion_matrix", "discard_burnin", "distance_from_init", "eigenvector_cosines",
+    "EntropyGradientAngle", "local_entropy_gradient", "local_entropy_gradient_angle",
     "epsilon_sharpness", "expected_sharpness", "fisher_g_test", "frobenius_norm",
     "full_batch_grad_norm", "ggn_diagonal", "gradient_cosine", "gradient_covariance",
     "harmonic_mean_eigenvalue", "hessian_bottom_eigenvalues", "hessian_diagonal",

@@ -1,0 +1,248 @@
+"""The local-entropy gradient (thesis (3.10)) and its angle with the SGD gradient, against the
+closed form A(I + γA)⁻¹x of the quadratic L(y) = ½ yᵀAy, in float64."""
+from __future__ import annotations
+
+import contextlib
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from sgdlab.measure.entropy_gradient import (langevin_step_, local_entropy_gradient,
+                                             local_entropy_gradient_angle)
+from sgdlab.operators.params import params_vector
+from sgdlab.optim.entropy_sgd import EntropySGD
+from sgdlab.testing import quadratic_local_entropy_gradient
+
+torch.set_num_threads(1)
+
+
+def quadratic(d: int = 3, seed: int = 0):
+    """A linear model w ↦ Xw (no bias) under MSE against zero targets: L(w) = ½ wᵀAw with
+    A = 2XᵀX/n; X = √(n/2) A^½ (n = d rows) for A SPD with eigenvalues 0.5 .. 2."""
+    g = torch.Generator().manual_seed(seed)
+    U, _ = torch.linalg.qr(torch.randn(d, d, generator=g, dtype=torch.float64))
+    lam = torch.linspace(0.5, 2.0, d, dtype=torch.float64)
+    A = U @ torch.diag(lam) @ U.T
+    X = math.sqrt(d / 2) * U @ torch.diag(lam.sqrt()) @ U.T
+    model = nn.Linear(d, 1, bias=False).double()
+    with torch.no_grad():
+        model.weight.copy_(torch.randn(1, d, generator=g, dtype=torch.float64))
+    return model, nn.MSELoss(), (X, torch.zeros(d, 1, dtype=torch.float64)), A
+
+
+def degrees(a, b) -> float:
+    cos = float(a @ b / (a.norm() * b.norm()))
+    return math.degrees(math.acos(max(-1.0, min(1.0, cos))))
+
+
+def test_the_quadratic_is_what_it_says():
+    model, loss_fn, data, A = quadratic()
+    w = params_vector(model)
+    with torch.no_grad():
+        loss = float(loss_fn(model(data[0]), data[1]))
+    assert loss == pytest.approx(float(0.5 * w @ A @ w), rel=1e-14)
+
+
+def test_noiseless_langevin_converges_to_the_closed_form():
+    """β = inf, α = 0, full-data steps: z = y_L, the fixed point (I + γA)⁻¹x of the chain's
+    contraction (factor ≤ 1 − η_y(0.5 + 1/γ) = 0.75 per step): exact to round-off."""
+    model, loss_fn, data, A = quadratic(d=4, seed=3)
+    x = params_vector(model)
+    gamma = 0.5
+    g = local_entropy_gradient(model, loss_fn, data, gamma, beta=math.inf, steps=200,
+                               inner_lr=0.1, alpha=0.0)
+    exact = quadratic_local_entropy_gradient(A, x, gamma)
+    assert torch.allclose(g, exact, atol=1e-13, rtol=0), (g, exact)
+    assert (exact - A @ x).abs().max() > 0.1           # not the plain gradient
+
+
+@pytest.mark.parametrize("beta", [1.0, 4.0])
+def test_importance_sampling_converges_to_the_closed_form(beta):
+    """γ = 0.5: K = 8 independent estimates of M = 4,096 samples each; their mean is within
+    4.5 standard errors (spread over the K) of A(I + γA)⁻¹x, and the self-normalised bias
+    O(1/M) is below that resolution. β = 4 checks the samples' variance γ/β (with variance γ
+    the estimate would be βA(I + γβA)⁻¹x)."""
+    model, loss_fn, data, A = quadratic()
+    x = params_vector(model)
+    gamma, K = 0.5, 8
+    est = torch.stack([local_entropy_gradient(model, loss_fn, data, gamma, method="importance",
+                                              beta=beta, num_samples=4096,
+                                              generator=torch.Generator().manual_seed(k))
+                       for k in range(K)])
+    exact = quadratic_local_entropy_gradient(A, x, gamma)
+    se = est.std(0) / math.sqrt(K)
+    assert ((est.mean(0) - exact).abs() / se).max() < 4.5, (est.mean(0), exact, se)
+    # resolved well enough to tell ∇f_γ from ∇L, and noisy, not degenerate
+    assert (exact - A @ x).abs().max() > 10 * se.max()
+    assert se.min() > 1e-4
+
+
+def test_langevin_with_a_small_step_and_many_steps_converges_to_the_closed_form():
+    """β = 50 (thermal noise 0.02), full-data drift, η_y = 0.05, L = 3,000, α = 0.995: the
+    chain's stationary mean is exact for a linear drift (ULA on a Gaussian), z₀ = x weighs
+    α^L = 3e-7, and the average spans ~200 steps; K = 8 independent chains, 5 standard errors
+    (the Gibbs mean does not depend on β; β = 1 needs ~50x the steps for this resolution)."""
+    model, loss_fn, data, A = quadratic()
+    x = params_vector(model)
+    gamma, K = 0.5, 8
+    est = torch.stack([local_entropy_gradient(model, loss_fn, data, gamma, beta=50.0,
+                                              steps=3000, inner_lr=0.05, alpha=0.995,
+                                              generator=torch.Generator().manual_seed(k))
+                       for k in range(K)])
+    exact = quadratic_local_entropy_gradient(A, x, gamma)
+    se = est.std(0) / math.sqrt(K)
+    assert ((est.mean(0) - exact).abs() / se).max() < 5, (est.mean(0), exact, se)
+    assert (exact - A @ x).abs().max() > 10 * se.max()
+    assert se.min() > 1e-4
+
+
+def test_langevin_is_entropy_sgds_own_estimate():
+    """The same chain as one step of EntropySGD(lr=0) on the full data, with the optimizer's
+    seed as the measurement's generator: (x − z)/γ bit for bit (one step code, shared)."""
+    model, loss_fn, data, A = quadratic(d=4, seed=1)
+    gamma, beta, L, seed = 0.7, 5.0, 25, 11
+    g = local_entropy_gradient(model, loss_fn, data, gamma, beta=beta, steps=L, inner_lr=0.08,
+                               alpha=0.25, generator=torch.Generator().manual_seed(seed))
+    w = model.weight
+    opt = EntropySGD([w], lr=0.0, inner_lr=0.08, L=L, gamma=gamma, noise=1 / beta,
+                     alpha=0.25, seed=seed)
+
+    def closure():
+        opt.zero_grad()
+        loss = loss_fn(model(data[0]), data[1])
+        loss.backward()
+        return loss
+    opt.step(closure)
+    st = opt.state[w]
+    assert torch.equal(g, ((st["x"] - st["z"]) / gamma).reshape(-1))
+
+
+def test_langevin_step_is_the_documented_update():
+    """y ← y − η γ⁻¹(y − x) − η d + √(2ηT) ε, z ← αz + (1 − α)y, against the formula."""
+    gen = torch.Generator().manual_seed(0)
+    x, y, z, d = (torch.randn(5, generator=gen, dtype=torch.float64) for _ in range(4))
+    ys, zs = [y.clone()], [z.clone()]
+    langevin_step_(ys, [x], zs, [d], lr=0.1, gamma=0.4, alpha=0.3, temperature=0.2,
+                   generator=torch.Generator().manual_seed(5))
+    eps = torch.randn(5, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+    y_new = y - 0.1 / 0.4 * (y - x) - 0.1 * d + math.sqrt(2 * 0.1 * 0.2) * eps
+    assert torch.allclose(ys[0], y_new, atol=1e-15, rtol=0)
+    assert torch.allclose(zs[0], 0.3 * z + 0.7 * y_new, atol=1e-15, rtol=0)
+
+
+def test_angle_is_the_closed_form_angle_and_vanishes_as_gamma_goes_to_zero():
+    """∠(A(I + γA)⁻¹x, Ax) with the full-data SGD gradient, noiseless Langevin (η_y =
+    min(γ/2, 0.4): contraction ≤ 0.76 per step), for γ = 10 .. 0.001: the measured angle
+    equals the closed form, and both fall to 0 with γ (∇f_γ → ∇L; γ → ∞: ∇f_γ → x/γ)."""
+    model, loss_fn, data, A = quadratic(d=4, seed=2)
+    x = params_vector(model)
+    measured, closed = [], []
+    for gamma in (10.0, 1.0, 0.1, 0.01, 0.001):
+        r = local_entropy_gradient_angle(model, loss_fn, data, gamma, sgd_gradient="full",
+                                         beta=math.inf, steps=150, inner_lr=min(gamma / 2, 0.4),
+                                         alpha=0.0)
+        exact = quadratic_local_entropy_gradient(A, x, gamma)
+        closed.append(degrees(exact, A @ x))
+        measured.append(r.degrees)
+        assert r.cosine == pytest.approx(math.cos(math.radians(r.degrees)), abs=1e-12)
+        assert r.sgd_grad_norm == pytest.approx(float((A @ x).norm()), rel=1e-12)
+        assert r.entropy_grad_norm == pytest.approx(float(exact.norm()), rel=1e-10)
+    assert measured == pytest.approx(closed, abs=1e-6)
+    assert closed[0] > 5 and all(a > b for a, b in zip(closed, closed[1:]))
+    assert measured[-1] < 0.05
+
+
+def test_the_sgd_gradient_is_a_minibatch_drawn_first_from_the_generator():
+    """sgd_gradient="batch": the gradient on randperm(N, generator)[:b], the generator's first
+    draw; "full": the gradient over all of the data."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 5), nn.Tanh(), nn.Linear(5, 2)).double()
+    gen = torch.Generator().manual_seed(4)
+    x, y = torch.randn(30, 3, generator=gen, dtype=torch.float64), torch.randint(0, 2, (30,),
+                                                                                   generator=gen)
+    loss_fn = nn.CrossEntropyLoss()
+
+    def grad_norm(xb, yb):
+        g = torch.autograd.grad(loss_fn(model(xb), yb), list(model.parameters()))
+        return float(torch.cat([t.reshape(-1) for t in g]).norm())
+
+    idx = torch.randperm(30, generator=torch.Generator().manual_seed(9))[:8]
+    r = local_entropy_gradient_angle(model, loss_fn, (x, y), 0.1, batch_size=8, beta=1e4,
+                                     steps=3, generator=torch.Generator().manual_seed(9))
+    assert r.sgd_grad_norm == pytest.approx(grad_norm(x[idx], y[idx]), rel=1e-12)
+    full = local_entropy_gradient_angle(model, loss_fn, (x, y), 0.1, sgd_gradient="full",
+                                        batch_size=8, beta=1e4, steps=3,
+                                        generator=torch.Generator().manual_seed(9))
+    assert full.sgd_grad_norm == pytest.approx(grad_norm(x, y), rel=1e-12)
+    assert 0 <= r.degrees <= 180 and 0 <= full.degrees <= 180
+
+
+@pytest.mark.parametrize("method", ["langevin", "importance"])
+def test_the_model_and_the_global_generators_are_left_as_they_were(method):
+    """Batch norm and dropout in train mode, mini-batches: parameters, buffers, .grad and
+    torch's global generator unchanged; the same generator seed gives the same estimate."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 6), nn.BatchNorm1d(6), nn.Tanh(), nn.Dropout(0.3),
+                          nn.Linear(6, 2)).double()
+    gen = torch.Generator().manual_seed(1)
+    data = (torch.randn(40, 3, generator=gen, dtype=torch.float64),
+            torch.randint(0, 2, (40,), generator=gen))
+    loss_fn = nn.CrossEntropyLoss()
+    loss_fn(model(data[0]), data[1]).backward()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    grads = [p.grad.clone() for p in model.parameters()]
+    rng = torch.get_rng_state()
+    kw = dict(method=method, beta=1e3, steps=4, batch_size=10, num_samples=5)
+    # train-mode batch norm updates its running statistics in place: vmap cannot batch it
+    def says():
+        return (pytest.warns(RuntimeWarning, match="vmap failed .* evaluating the points one "
+                             "by one") if method == "importance" else contextlib.nullcontext())
+    with says():
+        runs = [local_entropy_gradient(model, loss_fn, data, 0.05,
+                                       generator=torch.Generator().manual_seed(3), **kw)
+                for _ in range(2)]
+    with says():
+        angle = local_entropy_gradient_angle(model, loss_fn, data, 0.05,
+                                             generator=torch.Generator().manual_seed(3), **kw)
+    assert torch.equal(runs[0], runs[1]) and math.isfinite(angle.degrees)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert all(torch.equal(g, p.grad) for g, p in zip(grads, model.parameters()))
+    assert torch.equal(rng, torch.get_rng_state())
+    assert runs[0].shape == params_vector(model).shape
+
+
+@pytest.mark.parametrize("kw,says", [
+    ({"gamma": 0.0}, "Invalid gamma=0.0"),
+    ({"gamma": -1.0}, "Invalid gamma=-1.0"),
+    ({"gamma": math.inf}, "Invalid gamma=inf"),
+    ({"gamma": math.nan}, "Invalid gamma=nan"),
+    ({"method": "sgld"}, "Invalid method='sgld' \\(one of 'langevin', 'importance'\\)"),
+    ({"beta": 0.0}, "Invalid beta=0.0"),
+    ({"beta": math.inf, "method": "importance"}, "Invalid beta=inf .* langevin method only"),
+    ({"steps": 0}, "Invalid steps=0"),
+    ({"inner_lr": 0.0}, "Invalid inner_lr=0.0"),
+    ({"alpha": 1.0}, "Invalid alpha=1.0"),
+    ({"num_samples": 0, "method": "importance"}, "Invalid num_samples=0"),
+    ({"batch_size": 4}, "Invalid batch_size=4 \\(the data has 3 samples"),
+    ({"batch_size": 0}, "Invalid batch_size=0"),
+])
+def test_bad_input_is_refused_by_name(kw, says):
+    model, loss_fn, data, _ = quadratic()
+    kw = {"gamma": 0.5, **kw}
+    gamma = kw.pop("gamma")
+    with pytest.raises(ValueError, match=says):
+        local_entropy_gradient(model, loss_fn, data, gamma, **kw)
+    with pytest.raises(ValueError, match=says):
+        local_entropy_gradient_angle(model, loss_fn, data, gamma, **kw)
+    with pytest.raises(ValueError, match="Invalid sgd_gradient='mini'"):
+        local_entropy_gradient_angle(model, loss_fn, data, 0.5, sgd_gradient="mini")
+
+
+def test_a_diverging_chain_is_a_floating_point_error():
+    """η_y (λ + 1/γ) > 2: the noiseless chain grows without bound and overflows."""
+    model, loss_fn, data, _ = quadratic()
+    with pytest.raises(FloatingPointError, match="non-finite local-entropy gradient"):
+        local_entropy_gradient(model, loss_fn, data, 0.01, beta=math.inf, steps=2000,
+                               inner_lr=1.0)
