@@ -53,6 +53,8 @@ import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
+from sgdlab.measure.entropy_gradient import langevin_step_
+
 from ._common import check_real_parameters, momentum_direction
 from .registry import register_optimizer
 from .scoping import ExponentialScope
@@ -248,17 +250,6 @@ class EntropySGD(SeededNoise, Optimizer):
                 grads = bufs
         return grads
 
-    def _inner_update(self, group: dict, ys: list[Tensor], direction: list[Tensor]) -> None:
-        torch._foreach_add_(ys, direction, alpha=-group["inner_lr"])
-
-    def _add_noise(self, group: dict, ys: list[Tensor]) -> None:
-        if group["noise"] > 0:
-            scale = math.sqrt(2.0 * group["inner_lr"] * group["noise"])
-            for y in ys:
-                eps = torch.randn(y.shape, generator=self._rng(y.device), device=y.device,
-                                  dtype=y.dtype)
-                y.add_(eps, alpha=scale)
-
     @torch.no_grad()
     def inner_loop(self, closure: Callable[[], Tensor]) -> Tensor:
         """L Langevin steps from y = x; leaves x in ``state[p]["x"]``, z in ``state[p]["z"]``
@@ -294,18 +285,19 @@ class EntropySGD(SeededNoise, Optimizer):
 
     def _inner_group_step(self, group: dict, gamma: float) -> None:
         """One inner step on ``group``'s parameters that have a gradient: the Langevin step of
-        y and the average z (subclasses with another inner rule override this)."""
+        y and the average z (subclasses with another inner rule override this), by
+        :func:`sgdlab.measure.entropy_gradient.langevin_step_`, the step the local-entropy
+        gradient measurement takes."""
         ys = [p for p in self._params(group) if p.grad is not None]
         if not ys:
             return
         grads = [p.grad for p in ys]
         d = self._inner_direction(group, ys, grads)
-        if gamma < math.inf:
-            # y ← y − η_y γ⁻¹(y − x): one fused pass (lerp towards x)
-            torch._foreach_lerp_(ys, [self.state[p]["x"] for p in ys], group["inner_lr"] / gamma)
-        self._inner_update(group, ys, d)
-        self._add_noise(group, ys)
-        torch._foreach_lerp_([self.state[p]["z"] for p in ys], ys, 1.0 - group["alpha"])
+        noise = group["noise"]
+        # the generator is made on first use only: a noiseless run saves no generator state
+        langevin_step_(ys, [self.state[p]["x"] for p in ys], [self.state[p]["z"] for p in ys],
+                       d, lr=group["inner_lr"], gamma=gamma, alpha=group["alpha"],
+                       temperature=noise, generator=self._rng(ys[0].device) if noise > 0 else None)
 
     def _outer_gradient(self, group: dict, p: Tensor, gamma: float,
                         master: Tensor | None) -> Tensor:
@@ -423,13 +415,12 @@ class EntropyAdam(EntropySGD):
         denom = (v / (1 - b2**t)).sqrt_().add_(group["eps"])
         return (m / (1 - b1**t)).div_(denom)
 
-    def _inner_update(self, group: dict, ys: list[Tensor], direction: list[Tensor]) -> None:
+    def _inner_direction(self, group: dict, ys: list[Tensor], grads: list[Tensor]) -> list[Tensor]:
+        d = super()._inner_direction(group, ys, grads)
         if group["adam"] != "inner":
-            super()._inner_update(group, ys, direction)
-            return
+            return d
         t = self.inner_steps + 1
-        for y, d in zip(ys, direction):
-            y.add_(self._adam(self.state[y], d, group, t), alpha=-group["inner_lr"])
+        return [self._adam(self.state[y], di, group, t) for y, di in zip(ys, d)]
 
     def _outer_direction(self, group: dict, p: Tensor, G: Tensor) -> Tensor:
         if group["adam"] != "outer":
