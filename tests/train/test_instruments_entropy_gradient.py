@@ -1,0 +1,172 @@
+"""The ``entropy_angle`` instrument (thesis §3.3.5) inside the training loop: what it logs, that
+it measures its own estimate from the current parameters, that training goes on as without
+it, and its options in a run config."""
+from __future__ import annotations
+
+import copy
+import math
+import re
+
+import jsonschema
+import pytest
+import torch
+from torch import nn
+
+from sgdlab.config import apply_overrides, build_from_config, json_schema, validate_config
+from sgdlab.data.base import Dataset
+from sgdlab.errors import ConfigError
+from sgdlab.measure.entropy_gradient import local_entropy_gradient_angle
+from sgdlab.optim.entropy_sgd import EntropySGD
+from sgdlab.train.callbacks import MeasurementCallback, Schedule
+from sgdlab.train.instruments import build_instrument, instruments
+from sgdlab.train.loop import train
+
+torch.set_num_threads(1)
+
+SERIES = ("entropy_angle/degrees", "entropy_angle/cosine", "entropy_angle/grad_norm",
+          "entropy_angle/sgd_grad_norm")
+
+
+def _data():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(40, 4, generator=g)
+    y = torch.randint(0, 3, (40,), generator=g)
+    return Dataset(x, y, x[:10], y[:10], meta={"name": "toy", "task": "classification",
+                                              "input_shape": (4,), "num_outputs": 3})
+
+
+def _model(dropout: bool = False):
+    torch.manual_seed(0)
+    layers = [nn.Linear(4, 6), nn.Tanh()] + ([nn.Dropout(0.3)] if dropout else [])
+    return nn.Sequential(*layers, nn.Linear(6, 3))
+
+
+def _entropy_sgd(model):
+    return EntropySGD(model.parameters(), lr=1.0, inner_lr=0.1, L=3, gamma=0.5, noise=1e-3,
+                      seed=4)
+
+
+def test_logs_the_measurement_of_the_current_parameters_with_its_own_generator():
+    """Under Entropy-SGD: every logged value is local_entropy_gradient_angle of the model as
+    it is after that step, on the evaluation set, with the generator seed + step, so neither
+    the optimizer's running average z nor its batches enter the measurement."""
+    assert "entropy_angle" in instruments()
+    model, data = _model(), _data()
+    cb = build_instrument("entropy_angle", schedule=Schedule.every(3), gamma=0.05, beta=1e4,
+                          steps=4, eval_subset=None, seed=7)
+    seen = {}
+
+    def keep_model(ctx):
+        seen[ctx.step] = copy.deepcopy(ctx.model)
+        return {}
+    keep = MeasurementCallback(keep_model, Schedule.every(3))
+    res = train(model, nn.CrossEntropyLoss(), data, _entropy_sgd(model), epochs=1,
+                batch_size=8, callbacks=[keep, cb], progress=False)
+    h = res.history
+    assert all(k in h for k in SERIES)
+    # no batch at step 0, so no batch size to draw with: the first value is after step 3
+    assert [s for s, _ in h["entropy_angle/degrees"]] == [3]
+    for step, value in h["entropy_angle/degrees"]:
+        ref = local_entropy_gradient_angle(
+            seen[step].eval(), nn.CrossEntropyLoss(), (data.x_train, data.y_train), 0.05,
+            batch_size=8, beta=1e4, steps=4,
+            generator=torch.Generator().manual_seed(7 + step))
+        assert value == ref.degrees
+        assert dict(h["entropy_angle/cosine"])[step] == ref.cosine
+        assert dict(h["entropy_angle/grad_norm"])[step] == ref.entropy_grad_norm
+        assert 0 < value < 180 and math.cos(math.radians(value)) == pytest.approx(
+            ref.cosine, abs=1e-12)
+
+
+def test_a_given_batch_size_or_the_full_gradient_logs_from_step_0():
+    model, data = _model(), _data()
+    cbs = [build_instrument("entropy_angle", schedule=Schedule.every(2), gamma=0.05,
+                            beta=1e4, steps=2, batch_size=6),
+           build_instrument("entropy_angle", schedule=Schedule.every(2), gamma=0.05,
+                            beta=1e4, method="importance", num_samples=8,
+                            sgd_gradient="full", prefix="ea_is")]
+    res = train(model, nn.CrossEntropyLoss(), data, torch.optim.SGD(model.parameters(), lr=0.1),
+                epochs=1, batch_size=8, callbacks=cbs, progress=False)
+    assert [s for s, _ in res.history["entropy_angle/degrees"]] == [0, 2, 4]
+    assert [s for s, _ in res.history["ea_is/degrees"]] == [0, 2, 4]
+
+
+@pytest.mark.parametrize("optimizer,dropout,eval_mode", [
+    ("entropy_sgd", False, True), ("sgd", True, True), ("sgd", True, False)])
+def test_training_takes_the_same_steps_with_the_instrument(optimizer, dropout, eval_mode):
+    """The Langevin chain runs on copies of the parameters, with its own generator and fixed
+    dropout masks: the run's weights end bit for bit as without the instrument (Entropy-SGD's
+    own Langevin noise, dropout masks from torch's global generator)."""
+    ends = []
+    for with_cb in (False, True):
+        model = _model(dropout)
+        opt = (_entropy_sgd(model) if optimizer == "entropy_sgd"
+               else torch.optim.SGD(model.parameters(), lr=0.1))
+        cbs = [build_instrument("entropy_angle", schedule=Schedule.every(1), gamma=0.05,
+                                beta=1e4, steps=3, eval_mode=eval_mode)] if with_cb else []
+        res = train(model, nn.CrossEntropyLoss(), _data(), opt, epochs=1, batch_size=8,
+                    callbacks=cbs, progress=False)
+        assert ("entropy_angle/degrees" in res.history) == with_cb
+        ends.append(copy.deepcopy(model.state_dict()))
+    assert all(torch.equal(ends[0][k], ends[1][k]) for k in ends[0])
+
+
+@pytest.mark.parametrize("options,says", [
+    ({"gamma": 0}, "Invalid gamma=0 (the scope, finite and > 0)"),
+    ({"gamma": -1.0}, "Invalid gamma=-1.0"),
+    ({"gamma": 0.1, "method": "mcmc"}, "Invalid method='mcmc' (one of langevin, importance)"),
+    ({"gamma": 0.1, "beta": 0}, "Invalid beta=0"),
+    ({"gamma": 0.1, "beta": math.inf, "method": "importance"}, "Invalid beta=inf"),
+    ({"gamma": 0.1, "steps": 0}, "Invalid steps=0 (an int >= 1)"),
+    ({"gamma": 0.1, "alpha": 1}, "Invalid alpha=1 (in [0, 1))"),
+    ({"gamma": 0.1, "batch_size": 0}, "Invalid batch_size=0"),
+    ({"gamma": 0.1, "sgd_gradient": "minibatch"}, "Invalid sgd_gradient='minibatch'"),
+    ({"gamma": 0.1, "num_samples": 0}, "Invalid num_samples=0"),
+])
+def test_bad_options_are_refused_when_built(options, says):
+    with pytest.raises(ValueError, match=re.escape(says)):
+        build_instrument("entropy_angle", schedule=Schedule.every(1), **options)
+
+
+TINY = {
+    "name": "tiny",
+    "data": {"name": "cubic", "seed": 0},
+    "model": {"name": "zhu-mlp-1-6-6-6-1"},
+    "optimizer": {"name": "sgd", "lr": 0.05},
+    "train": {"epochs": 1, "batch_size": 5},
+}
+
+
+def _errors(raw) -> str:
+    with pytest.raises(ConfigError) as e:
+        validate_config(raw)
+    return str(e.value)
+
+
+def test_run_configs_take_it_and_refuse_unknown_or_missing_keys():
+    good = {**TINY, "measure": [{"name": "entropy_angle", "every": 4, "gamma": 0.1,
+                                 "beta": 1e4, "method": "importance", "num_samples": 4,
+                                 "eval_subset": 20}]}
+    built = build_from_config(validate_config(good))
+    res = train(*built[:4], callbacks=built.callbacks,
+                **{**built.train_kwargs, "progress": False})
+    assert res.history["entropy_angle/degrees"]
+    assert "measure[0].gama: unknown key (did you mean gamma?)" in _errors(
+        apply_overrides(TINY, ["measure=[{name: entropy_angle, gama: 0.1}]"]))
+    assert "measure[0].gamma: required by instrument 'entropy_angle'" in _errors(
+        apply_overrides(TINY, ["measure=[{name: entropy_angle, every: 2}]"]))
+    assert "measure[0].steps: must be a number, got 'many'" in _errors(
+        apply_overrides(TINY, ["measure=[{name: entropy_angle, gamma: 0.1, steps: many}]"]))
+    with pytest.raises(ConfigError, match=re.escape("measure[0].gamma: Invalid gamma=-0.1")):
+        build_from_config(apply_overrides(TINY, ["measure=[{name: entropy_angle, "
+                                                 "gamma: -0.1}]"]))
+    with pytest.raises(ConfigError, match=re.escape(
+            "measure[0].batch_size: Invalid batch_size=30 (mini-batches are drawn from N = 20")):
+        build_from_config(apply_overrides(TINY, ["measure=[{name: entropy_angle, gamma: 0.1, "
+                                                 "batch_size: 30, eval_subset: 20}]"]))
+    schema = jsonschema.Draft202012Validator(json_schema())
+    assert list(schema.iter_errors(good)) == []
+    assert list(schema.iter_errors(apply_overrides(
+        good, ["measure=[{name: entropy_angle, gamma: 0.1, gama: 1}]"])))
+    assert list(schema.iter_errors(apply_overrides(
+        good, ["measure=[{name: entropy_angle, every: 2}]"])))
