@@ -35,6 +35,16 @@ def test_a_panel_shows_its_headline_series_and_counts_the_rest():
     plt.close(fig)
 
 
+def test_the_entropy_angle_panel_shows_the_angle_not_the_norms_and_cosine_beside_it():
+    h = {f"entropy_angle/{n}": [(0, v), (5, v)] for n, v in (
+        ("cosine", 0.5), ("degrees", 60.0), ("grad_norm", 3.0), ("sgd_grad_norm", 2.0))}
+    fig = instrument_panels(h)
+    (ax,) = [a for a in fig.axes if a.get_visible()]
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["entropy_angle/degrees"]
+    assert ax.get_title() == "entropy_angle (+3 more)"
+    plt.close(fig)
+
+
 def test_long_series_are_thinned_keeping_both_ends():
     pts = [(i, float(i % 7)) for i in range(10_001)]
     s, v = thinned(pts)

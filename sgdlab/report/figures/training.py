@@ -116,6 +116,7 @@ _HEADLINES = {
     "align": ("residual", "cos_1", "cos_2", "cos_3"),
     "walk": ("walk_height", "walk_barrier_height", "walk_valley_loss"),
     "dynamics": ("grad_cosine",),
+    "entropy_angle": ("degrees",),
 }
 
 
