@@ -148,15 +148,20 @@ def _mean_gradient(model: nn.Module, loss_fn: LossFn, names: list[str], ys: list
     """∇ of the size-weighted mean loss over the next batches of ``draws`` at the parameters
     ``ys`` (by ``names``; the model's own parameters are not touched)."""
     first = draws.passes
-    grads = [torch.zeros_like(y) for y in ys]
+    batches = draws.draw()
+    grads: list[Tensor] = []
     n = 0
-    for i, (x, y) in enumerate(draws.draw()):
+    for i, (x, y) in enumerate(batches):
         leaves = [t.detach().requires_grad_() for t in ys]
         with torch.enable_grad(), fixed_randomness(model, ys[0].device, first + i), \
                 plain_checkpoints(), dense_embedding_gradients(model):
             out = functional_call(model, dict(zip(names, leaves)), (x,))
             g = torch.autograd.grad(loss_fn(out, y), leaves, **UNUSED_ZERO)
-        torch._foreach_add_(grads, [gi.detach() * len(x) for gi in g])
+        if len(batches) == 1:
+            return list(g)          # the batch's own gradient, as the optimizer's closure has it
+        if not grads:
+            grads = [torch.zeros_like(t) for t in ys]
+        torch._foreach_add_(grads, [gi * len(x) for gi in g])
         n += len(x)
     torch._foreach_div_(grads, float(n))
     return grads
