@@ -149,7 +149,7 @@ def test_angle_is_the_closed_form_angle_and_vanishes_as_gamma_goes_to_zero():
         assert r.cosine == pytest.approx(math.cos(math.radians(r.degrees)), abs=1e-12)
         assert r.sgd_grad_norm == pytest.approx(float((A @ x).norm()), rel=1e-12)
         assert r.entropy_grad_norm == pytest.approx(float(exact.norm()), rel=1e-10)
-    assert measured == pytest.approx(closed, abs=1e-6)
+    assert measured == pytest.approx(closed, abs=1e-9)
     assert closed[0] > 5 and all(a > b for a, b in zip(closed, closed[1:]))
     assert measured[-1] < 0.05
 
