@@ -101,8 +101,8 @@ def _check_scope(gamma: float, beta: float, method: str) -> None:
     if method not in METHODS:
         raise ValueError(f"Invalid method={method!r} (one of {', '.join(map(repr, METHODS))})")
     if not 0 < gamma < math.inf:            # NaN fails this too
-        raise ValueError(f"Invalid gamma={gamma} (the scope, the coupling's variance γ/β: "
-                         "finite and > 0)")
+        raise ValueError(f"Invalid gamma={gamma} (the scope, finite and > 0; the coupling's "
+                         "variance is γ/β)")
     beta_ok = 0 < beta < math.inf or (beta == math.inf and method == "langevin")
     if not beta_ok:
         raise ValueError(f"Invalid beta={beta} (> 0; inf, no thermal noise, for the langevin "

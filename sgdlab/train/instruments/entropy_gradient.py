@@ -17,7 +17,9 @@ Gaussian samples of variance γ/β) and g (``sgd_gradient="batch"``: a fresh min
 (default: the size of the step's batch; nothing is logged before the first step then) from
 the evaluation set with the instrument's generator. ``gamma`` is the thesis' scope (the
 coupling's variance γ/β; Entropy-SGD's ``gamma``), fixed: give the optimizer's value to
-measure what it descends. ``prefix`` renames the series (two such instruments in one run).
+measure what it descends. The loss is the run's ``loss_fn`` (an optimizer's weight decay, which
+Entropy-SGD adds to its inner gradients, is not in it). ``prefix`` renames the series (two such
+instruments in one run).
 
 Evaluation set, eval mode and seeding as in :mod:`sgdlab.train.instruments.curvature`: the
 model, its buffers, its ``.grad`` and torch's global generators are left as they were, so a
