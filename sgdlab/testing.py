@@ -80,6 +80,20 @@ def tiny_classification(n: int = 12, in_dim: int = 3, classes: int = 2, *, seed:
             torch.randint(0, classes, (n,), generator=g))
 
 
+def toy_dataset(n: int = 40, in_dim: int = 4, classes: int = 3, *, seed: int = 0,
+                n_test: int = 10):
+    """A float32 Gaussian classification :class:`~sgdlab.data.Dataset` whose test set is the
+    first ``n_test`` training samples: for training-loop and instrument checks."""
+    from sgdlab.data.base import Dataset
+
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, in_dim, generator=g)
+    y = torch.randint(0, classes, (n,), generator=g)
+    return Dataset(x, y, x[:n_test], y[:n_test],
+                   meta={"name": "toy", "task": "classification", "input_shape": (in_dim,),
+                         "num_outputs": classes})
+
+
 def tiny_images(n: int = 6, channels: int = 2, size: int = 6, classes: int = 3, *,
                 seed: int = 0, dtype: torch.dtype = torch.float64) -> tuple[Tensor, Tensor]:
     """(N, C, size, size) Gaussian images with random class labels, for conv-net checks."""

@@ -153,8 +153,17 @@ def text_file(name: str, path: Any, data_dir: str | Path | None) -> Path | None:
                     f"Peace: https://www.gutenberg.org/ebooks/2600, Plain Text UTF-8)")
 
 
-def _corpus(name: str, path: Any, data_dir, gutenberg: bool) -> tuple[str, str, dict[str, Any]]:
-    """(text, where, meta) of the file a text dataset reads, or of the bundled corpus."""
+def _corpus(name: str, path: Any, data_dir, gutenberg: bool,
+            max_chars: int | None = None) -> tuple[str, str, dict[str, Any]]:
+    """(text, where, meta) of the file a text dataset reads, or of the bundled corpus; its
+    first ``max_chars`` characters when given."""
+    check_int("max_chars", max_chars, minimum=1, allow_none=True)
+    text, where, info = _whole_corpus(name, path, data_dir, gutenberg)
+    return (text if max_chars is None else text[:max_chars]), where, info
+
+
+def _whole_corpus(name: str, path: Any, data_dir, gutenberg: bool
+                  ) -> tuple[str, str, dict[str, Any]]:
     f = text_file(name, path, data_dir)
     if f is None:
         return pydoc_corpus(), "the bundled corpus", {"source": _pydoc_source()}
@@ -234,11 +243,8 @@ def load_text_chars(*, seed: int = 0, data_dir=None, path: str | None = None, se
     validation part with ``split="validation"``.
     """
     check_int("seq_len", seq_len, minimum=1)
-    check_int("max_chars", max_chars, minimum=1, allow_none=True)
     split = _check_split(split)
-    text, where, info = _corpus("text_chars", path, data_dir, bool(gutenberg))
-    if max_chars is not None:
-        text = text[:max_chars]
+    text, where, info = _corpus("text_chars", path, data_dir, bool(gutenberg), max_chars)
     codes = np.frombuffer(text.encode("utf-32-le"), dtype="<u4")
     chars, ids = np.unique(codes, return_inverse=True)
     ids = ids.reshape(-1)
@@ -372,11 +378,8 @@ def load_text_words(*, seed: int = 0, data_dir=None, path: str | None = None,
     """
     check_int("seq_len", seq_len, minimum=1)
     check_int("vocab_size", vocab_size, minimum=2)
-    check_int("max_chars", max_chars, minimum=1, allow_none=True)
     split = _check_split(split)
-    text, where, info = _corpus("text_words", path, data_dir, bool(gutenberg))
-    if max_chars is not None:
-        text = text[:max_chars]
+    text, where, info = _corpus("text_words", path, data_dir, bool(gutenberg), max_chars)
     words = text_words(text)
     if not words:
         raise DataError(f"text_words: {where} holds no words")

@@ -248,18 +248,25 @@ def local_entropy_gradient(
     Cost: ``steps`` gradient passes over ``batch_size`` samples (langevin) or ``num_samples``
     forward passes over ``data`` (importance).
     """
+    data = _checked(model, loss_fn, data, gamma, beta, method, steps, inner_lr, alpha,
+                    num_samples, batch_size)
+    with buffers_kept(model):
+        return _estimate(model, loss_fn, data, gamma, beta, method=method, steps=steps,
+                         inner_lr=inner_lr, alpha=alpha, batch_size=batch_size,
+                         num_samples=num_samples, generator=generator, chunk_size=chunk_size,
+                         vectorize=vectorize, memory_budget=memory_budget)
+
+
+def _checked(model: nn.Module, loss_fn: LossFn, data: Data, gamma, beta, method, steps,
+             inner_lr, alpha, num_samples, batch_size) -> Data:
+    """The arguments both measurements share, checked; ``data`` as one fixed set of batches."""
     _check_scope(gamma, beta, method)
     _check_estimate(method, steps, inner_lr, alpha, num_samples)
     if batch_size is not None:
         _check_int("batch_size", batch_size, 1)
     check_batch_loss(loss_fn, data)
     check_model_data(model, loss_fn, data)
-    data = _same_batches(model, data)
-    with buffers_kept(model):
-        return _estimate(model, loss_fn, data, gamma, beta, method=method, steps=steps,
-                         inner_lr=inner_lr, alpha=alpha, batch_size=batch_size,
-                         num_samples=num_samples, generator=generator, chunk_size=chunk_size,
-                         vectorize=vectorize, memory_budget=memory_budget)
+    return _same_batches(model, data)
 
 
 def _estimate(model: nn.Module, loss_fn: LossFn, data: Data, gamma: float, beta: float, *,
@@ -325,13 +332,8 @@ def local_entropy_gradient_angle(
     if sgd_gradient not in SGD_GRADIENTS:
         raise ValueError(f"Invalid sgd_gradient={sgd_gradient!r} (one of "
                          f"{', '.join(map(repr, SGD_GRADIENTS))})")
-    _check_scope(gamma, beta, method)
-    _check_estimate(method, steps, inner_lr, alpha, num_samples)
-    if batch_size is not None:
-        _check_int("batch_size", batch_size, 1)
-    check_batch_loss(loss_fn, data)
-    check_model_data(model, loss_fn, data)
-    data = _same_batches(model, data)
+    data = _checked(model, loss_fn, data, gamma, beta, method, steps, inner_lr, alpha,
+                    num_samples, batch_size)
     params = require_trainable(model)
     names, ys = list(params), [p.detach() for p in params.values()]
     with buffers_kept(model):

@@ -7,19 +7,14 @@ from torch import nn
 
 from sgdlab.data.base import Dataset
 from sgdlab.measure.noise import noise_magnitude
-from sgdlab.testing import covariance_reference, dense_hessian_reference, per_sample_gradients_loop
 from sgdlab.errors import UserError
+from sgdlab.testing import (covariance_reference, dense_hessian_reference,
+                            per_sample_gradients_loop, toy_dataset)
 from sgdlab.train.callbacks import MeasurementCallback, Schedule
 from sgdlab.train.instruments import build_instrument, instruments
 from sgdlab.train.loop import train
 
 
-def _data():
-    g = torch.Generator().manual_seed(0)
-    x = torch.randn(40, 4, generator=g)
-    y = torch.randint(0, 3, (40,), generator=g)
-    return Dataset(x, y, x[:10], y[:10], meta={"name": "toy", "task": "classification",
-                                              "input_shape": (4,), "num_outputs": 3})
 
 
 def test_instruments_registered_and_log():
@@ -28,7 +23,7 @@ def test_instruments_registered_and_log():
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(4, 6), nn.Tanh(), nn.Linear(6, 3))
     init = copy.deepcopy(model).double()          # the model the step-0 measurements see
-    data = _data()
+    data = toy_dataset()
     every = Schedule.every(3)
     cbs = [
         build_instrument("hessian", schedule=every, k=2, bottom=1, trace_probes=5,
@@ -87,7 +82,7 @@ def test_noise_magnitude_at_a_zero_learning_rate_is_zero_noise():
     model = nn.Sequential(nn.Linear(4, 6), nn.Tanh(), nn.Linear(6, 3))
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     sched = build_schedule("cosine-cyclic", opt, steps_per_epoch=5, total_steps=15, period=2)
-    res = train(model, nn.CrossEntropyLoss(), _data(), opt, schedule=sched, epochs=3,
+    res = train(model, nn.CrossEntropyLoss(), toy_dataset(), opt, schedule=sched, epochs=3,
                 batch_size=8, callbacks=[build_instrument("noise_magnitude",
                                                           schedule=Schedule.every(5))],
                 progress=False)
@@ -95,7 +90,7 @@ def test_noise_magnitude_at_a_zero_learning_rate_is_zero_noise():
     noise = dict(res.history["noise/noise_norm"])
     assert noise[10] == 0.0 and noise[5] > 0 and noise[15] > 0       # τ = 2 = P at step 10
     with pytest.raises(ValueError, match="lr=-0.1"):
-        noise_magnitude(model, nn.CrossEntropyLoss(), (_data().x_train, _data().y_train),
+        noise_magnitude(model, nn.CrossEntropyLoss(), (toy_dataset().x_train, toy_dataset().y_train),
                         -0.1, 8)
 
 
@@ -167,7 +162,7 @@ def test_hessian_instrument_blocks_do_not_depend_on_timing(monkeypatch):
         asked.clear()
         cb = build_instrument("hessian", schedule=Schedule.at([0]), k=0, trace_probes=5,
                               frobenius_probes=5, eval_subset=None, block_size=block)
-        res = train(model, nn.CrossEntropyLoss(), _data(),
+        res = train(model, nn.CrossEntropyLoss(), toy_dataset(),
                     torch.optim.SGD(model.parameters(), lr=0.0), epochs=1, batch_size=40,
                     callbacks=[cb], progress=False)
         assert asked == [expect, expect] and "hess/trace" in res.history
@@ -178,7 +173,7 @@ def test_batch_statistics_instrument_draws_its_own_batch():
     those of :func:`batch_statistics` on that batch, and training is not perturbed."""
     from sgdlab.measure import batch_statistics
 
-    data = _data()
+    data = toy_dataset()
 
     def run(cbs):
         torch.manual_seed(0)
@@ -225,7 +220,7 @@ def test_step_scaled_noise_measures_take_the_inner_step_of_entropy_sgd():
     from sgdlab.measure.noise import noise_magnitude
     from sgdlab.optim.entropy_sgd import EntropySGD
 
-    data = _data()
+    data = toy_dataset()
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(4, 6), nn.Tanh(), nn.Linear(6, 3))
     init = copy.deepcopy(model).eval()
@@ -260,7 +255,7 @@ def test_batch_statistics_instrument_skips_a_last_batch_of_one_sample():
 
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(4, 6), nn.Tanh(), nn.Linear(6, 3)).double()
-    data = _data()
+    data = toy_dataset()
     data = Dataset(data.x_train.double(), data.y_train, data.x_test.double(), data.y_test,
                    meta=data.meta)
     rec = Record()
@@ -283,7 +278,7 @@ def test_batch_statistics_instrument_skips_a_last_batch_of_one_sample():
 def test_batch_statistics_and_step_length_log_the_same_values_after_a_resume(tmp_path):
     """Interrupted mid-epoch and resumed from its checkpoint, a run logs exactly the values of
     an uninterrupted one (fresh batches from seed + step, α from the step's own batch)."""
-    data = _data()
+    data = toy_dataset()
 
     def go(**kw):
         torch.manual_seed(0)
@@ -335,7 +330,7 @@ def test_instruments_in_train_mode_leave_the_run_as_it_was(name, options, says):
                               nn.Linear(6, 3))
         model[1].eval()                      # frozen: its running statistics are fixed
         with pytest.warns(says[0], match=says[1]) if cbs else contextlib.nullcontext():
-            train(model, nn.CrossEntropyLoss(), _data(),
+            train(model, nn.CrossEntropyLoss(), toy_dataset(),
                   torch.optim.SGD(model.parameters(), lr=0.1), epochs=1, batch_size=10,
                   callbacks=cbs, progress=False)
         ends.append(copy.deepcopy(model.state_dict()))
@@ -355,11 +350,11 @@ def test_eval_mode_false_on_a_training_batch_norm_is_refused_before_step_0(name)
     probe = MeasurementCallback(lambda ctx: steps.append(ctx.step) or {}, Schedule.every(1))
     with pytest.raises(UserError, match=r"callbacks\[1\] \(" + name + r"\): Invalid "
                        r"eval_mode=False \(the model's 1 \(BatchNorm1d\) is in train mode"):
-        train(model, nn.CrossEntropyLoss(), _data(), torch.optim.SGD(model.parameters(),
+        train(model, nn.CrossEntropyLoss(), toy_dataset(), torch.optim.SGD(model.parameters(),
               lr=0.1), epochs=1, batch_size=8, callbacks=[probe, cb], progress=False)
     assert steps == []                       # refused before step 0
     model[1].eval()                          # a frozen batch norm is measured as it is
-    res = train(model, nn.CrossEntropyLoss(), _data(), torch.optim.SGD(model.parameters(),
+    res = train(model, nn.CrossEntropyLoss(), toy_dataset(), torch.optim.SGD(model.parameters(),
                 lr=0.1), epochs=1, batch_size=8, callbacks=[cb], progress=False)
     assert res.status == "finished"
 
@@ -375,12 +370,12 @@ def test_eigenpair_counts_the_model_cannot_give_are_refused_before_step_0():
     for name, options, needle in cases[:3]:
         cb = build_instrument(name, schedule=Schedule.every(5), **options)
         with pytest.raises(UserError) as e:
-            train(model, nn.CrossEntropyLoss(), _data(), torch.optim.SGD(model.parameters(),
+            train(model, nn.CrossEntropyLoss(), toy_dataset(), torch.optim.SGD(model.parameters(),
                   lr=0.1), epochs=1, batch_size=8, callbacks=[cb], progress=False)
         assert needle in str(e.value), str(e.value)
     name, options, _ = cases[3]                  # k = min(N, d) is measured
     cb = build_instrument(name, schedule=Schedule.at([5]), **options)
-    res = train(model, nn.CrossEntropyLoss(), _data(), torch.optim.SGD(model.parameters(),
+    res = train(model, nn.CrossEntropyLoss(), toy_dataset(), torch.optim.SGD(model.parameters(),
                 lr=0.1), epochs=1, batch_size=8, callbacks=[cb], progress=False)
     assert "align/cos_19" in res.history
 
@@ -404,7 +399,7 @@ def test_sharpness_instrument_passes_its_memory_budget_to_every_measurement(monk
     model = nn.Sequential(nn.Linear(4, 6), nn.Tanh(), nn.Linear(6, 3))
     cb = build_instrument("sharpness", schedule=Schedule.at([1]), num_samples=3, epsilon=1e-3,
                           gamma=1e-3, eval_subset=None, memory_budget="4KiB")
-    res = train(model, nn.CrossEntropyLoss(), _data(), torch.optim.SGD(model.parameters(),
+    res = train(model, nn.CrossEntropyLoss(), toy_dataset(), torch.optim.SGD(model.parameters(),
                 lr=0.1), epochs=1, batch_size=8, callbacks=[cb], progress=False)
     assert "sharpness/epsilon" in res.history
     assert seen == {"expected_sharpness": 4096, "epsilon_sharpness": 4096,

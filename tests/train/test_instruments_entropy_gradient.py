@@ -13,10 +13,10 @@ import torch
 from torch import nn
 
 from sgdlab.config import apply_overrides, build_from_config, json_schema, validate_config
-from sgdlab.data.base import Dataset
 from sgdlab.errors import ConfigError
 from sgdlab.measure.entropy_gradient import local_entropy_gradient_angle
 from sgdlab.optim.entropy_sgd import EntropySGD
+from sgdlab.testing import toy_dataset
 from sgdlab.train.callbacks import MeasurementCallback, Schedule
 from sgdlab.train.instruments import build_instrument, instruments
 from sgdlab.train.loop import train
@@ -27,12 +27,6 @@ SERIES = ("entropy_angle/degrees", "entropy_angle/cosine", "entropy_angle/grad_n
           "entropy_angle/sgd_grad_norm")
 
 
-def _data():
-    g = torch.Generator().manual_seed(0)
-    x = torch.randn(40, 4, generator=g)
-    y = torch.randint(0, 3, (40,), generator=g)
-    return Dataset(x, y, x[:10], y[:10], meta={"name": "toy", "task": "classification",
-                                              "input_shape": (4,), "num_outputs": 3})
 
 
 def _model(dropout: bool = False):
@@ -51,7 +45,7 @@ def test_logs_the_measurement_of_the_current_parameters_with_its_own_generator()
     it is after that step, on the evaluation set, with the generator seed + step, so neither
     the optimizer's running average z nor its batches enter the measurement."""
     assert "entropy_angle" in instruments()
-    model, data = _model(), _data()
+    model, data = _model(), toy_dataset()
     cb = build_instrument("entropy_angle", schedule=Schedule.every(3), gamma=0.05, beta=1e4,
                           steps=4, eval_subset=None, seed=7)
     seen = {}
@@ -79,7 +73,7 @@ def test_logs_the_measurement_of_the_current_parameters_with_its_own_generator()
 
 
 def test_a_given_batch_size_or_the_full_gradient_logs_from_step_0():
-    model, data = _model(), _data()
+    model, data = _model(), toy_dataset()
     cbs = [build_instrument("entropy_angle", schedule=Schedule.every(2), gamma=0.05,
                             beta=1e4, steps=2, batch_size=6),
            build_instrument("entropy_angle", schedule=Schedule.every(2), gamma=0.05,
@@ -104,7 +98,7 @@ def test_training_takes_the_same_steps_with_the_instrument(optimizer, dropout, e
                else torch.optim.SGD(model.parameters(), lr=0.1))
         cbs = [build_instrument("entropy_angle", schedule=Schedule.every(1), gamma=0.05,
                                 beta=1e4, steps=3, eval_mode=eval_mode)] if with_cb else []
-        res = train(model, nn.CrossEntropyLoss(), _data(), opt, epochs=1, batch_size=8,
+        res = train(model, nn.CrossEntropyLoss(), toy_dataset(), opt, epochs=1, batch_size=8,
                     callbacks=cbs, progress=False)
         assert ("entropy_angle/degrees" in res.history) == with_cb
         ends.append(copy.deepcopy(model.state_dict()))
