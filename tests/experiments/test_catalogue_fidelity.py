@@ -206,50 +206,48 @@ def test_the_plan_counts_the_steps_of_runs_on_embedded_data(dataset):
         {**p, "dataset": {**dataset, "classes": [0, 1]}}) is None
 
 
-def test_clip_grad_norm_reaches_the_training_loop(tmp_path):
+CUBIC_RUN = {"dataset": {"name": "cubic"}, "model": {"name": "zhu-mlp-1-6-6-6-1"},
+             "optimizer": {"name": "sgd", "lr": 0.01}, "batch_size": 6, "epochs": 2}
+
+
+def run_summaries(tmp_path, runs: list[dict]) -> dict[str, dict]:
+    """Each run's summary, by label, of a one-seed cpu-scale experiment of ``CUBIC_RUN``
+    runs with ``runs``' parameters."""
     import yaml
 
-    from sgdlab.experiments.procedures import get_procedure
     from sgdlab.experiments.runner import run_experiment
 
-    base = {"dataset": {"name": "cubic"}, "model": {"name": "zhu-mlp-1-6-6-6-1"},
-            "optimizer": {"name": "sgd", "lr": 0.01}, "batch_size": 6, "epochs": 2}
-    for bad in ("yes", 0, -1.0, True):
-        with pytest.raises(ConfigError, match="clip_grad_norm must be a number > 0"):
-            get_procedure("train").validate({**base, "clip_grad_norm": bad}, "x")
-    raw = {"name": "t-clip", "version": 1, "description": "gradients clipped",
+    raw = {"name": "t-runs", "version": 1, "description": "runs of the train procedure",
            "analysis": "compare_groups", "procedure": "train",
-           "paper": {"author": "Nobody", "year": 2020, "figure": "Fig. 0"}, "base": base,
-           "runs": [{"label": "plain"}, {"label": "loose", "params": {"clip_grad_norm": 1e9}},
-                    {"label": "tight", "params": {"clip_grad_norm": 1e-4}}],
-           "seeds": [0], "options": {"table": [["train_loss", "final train loss"]]}}
+           "paper": {"author": "Nobody", "year": 2020, "figure": "Fig. 0"}, "base": CUBIC_RUN,
+           "runs": runs, "seeds": [0],
+           "options": {"table": [["train_loss", "final train loss"]]}}
     cfg = tmp_path / "exp.yaml"
     cfg.write_text(yaml.safe_dump(raw))
     res = run_experiment(str(cfg), scale="cpu", out_dir=tmp_path / "o",
                          store_path=str(tmp_path / "s.sqlite"), progress=None)
-    loss = {r["label"]: r["summary"]["train_loss"] for r in res.results["runs"]}
+    return {r["label"]: r["summary"] for r in res.results["runs"]}
+
+
+def test_clip_grad_norm_reaches_the_training_loop(tmp_path):
+    from sgdlab.experiments.procedures import get_procedure
+
+    for bad in ("yes", 0, -1.0, True):
+        with pytest.raises(ConfigError, match="clip_grad_norm must be a number > 0"):
+            get_procedure("train").validate({**CUBIC_RUN, "clip_grad_norm": bad}, "x")
+    summary = run_summaries(tmp_path, [
+        {"label": "plain"}, {"label": "loose", "params": {"clip_grad_norm": 1e9}},
+        {"label": "tight", "params": {"clip_grad_norm": 1e-4}}])
+    loss = {label: s["train_loss"] for label, s in summary.items()}
     assert loss["loose"] == loss["plain"] != loss["tight"]
 
 
 def test_a_run_with_drop_last_takes_only_full_batches(tmp_path):
-    import yaml
-
-    from sgdlab.experiments.runner import run_experiment
-
-    raw = {"name": "t-drop", "version": 1, "description": "short batches dropped",
-           "analysis": "compare_groups", "procedure": "train",
-           "paper": {"author": "Nobody", "year": 2020, "figure": "Fig. 0"},
-           "base": {"dataset": {"name": "cubic"}, "model": {"name": "zhu-mlp-1-6-6-6-1"},
-                    "optimizer": {"name": "sgd", "lr": 0.01}, "batch_size": 6, "epochs": 2},
-           "runs": [{"label": "keep"}, {"label": "drop", "params": {"drop_last": True}}],
-           "seeds": [0], "options": {"table": [["train_loss", "final train loss"]]}}
-    cfg = tmp_path / "exp.yaml"
-    cfg.write_text(yaml.safe_dump(raw))
-    res = run_experiment(str(cfg), scale="cpu", out_dir=tmp_path / "o",
-                         store_path=str(tmp_path / "s.sqlite"), progress=None)
-    steps = {r["label"]: r["summary"]["steps"] for r in res.results["runs"]}
     from sgdlab.data.registry import load_dataset
 
+    summary = run_summaries(tmp_path, [{"label": "keep"},
+                                       {"label": "drop", "params": {"drop_last": True}}])
+    steps = {label: s["steps"] for label, s in summary.items()}
     n = len(load_dataset("cubic").x_train)
     assert n > 6 and n % 6, "the test needs a training set that is no multiple of the batch"
     assert steps == {"keep": 2 * -(-n // 6), "drop": 2 * (n // 6)}
