@@ -90,8 +90,7 @@ def test_noise_magnitude_at_a_zero_learning_rate_is_zero_noise():
     noise = dict(res.history["noise/noise_norm"])
     assert noise[10] == 0.0 and noise[5] > 0 and noise[15] > 0       # τ = 2 = P at step 10
     with pytest.raises(ValueError, match="lr=-0.1"):
-        noise_magnitude(model, nn.CrossEntropyLoss(), (toy_dataset().x_train, toy_dataset().y_train),
-                        -0.1, 8)
+        noise_magnitude(model, nn.CrossEntropyLoss(), toy_dataset().train, -0.1, 8)
 
 
 def test_alignment_where_every_example_has_the_same_gradient_logs_no_normalised_sigma():
