@@ -243,6 +243,19 @@ def test_clip_grad_norm_from_a_config_reaches_the_loop():
                              ).train_kwargs["clip_grad_norm"] == 5.0
 
 
+def test_packaged_char_lstm_trains_clipped_and_measures_the_entropy_angle():
+    from sgdlab.train import train
+
+    built = build_from_config(validate_config(apply_overrides(load_config("char-lstm"), [
+        "train.max_steps=2", "measure[0].every=1", "data.options.max_chars=20000"])))
+    assert built.train_kwargs["clip_grad_norm"] == 5.0
+    res = train(*built[:4], schedule=built.schedule, callbacks=built.callbacks,
+                **{**built.train_kwargs, "progress": False})
+    assert res.status == "finished" and res.steps == 2
+    angles = [v for _, v in res.history["entropy_angle/degrees"]]
+    assert len(angles) == 3 and all(0 <= a <= 180 for a in angles)
+
+
 def test_full_batch_and_cross_entropy_on_regression():
     b = build_from_config(apply_overrides(TINY, ["train.batch_size=full"]))
     assert b.train_kwargs["batch_size"] == len(b.data.x_train) == 20
