@@ -249,7 +249,8 @@ def train(model: nn.Module, loss_fn: Callable[[Tensor, Tensor], Tensor], data: A
           device: str | torch.device | None = None,
           max_steps: int | None = None, drop_last: bool = False,
           resume: bool = False, complete: bool = True,
-          schedule_every: str = "step", clip_grad_norm: float | None = None) -> RunResult:
+          schedule_every: str = "step", clip_grad_norm: float | None = None,
+          on_checkpoint: Callable[[Path], None] | None = None) -> RunResult:
     """Train ``model`` on ``data.train`` with ``optimizer``; see the module docstring.
 
     Args:
@@ -283,6 +284,8 @@ def train(model: nn.Module, loss_fn: Callable[[Tensor, Tensor], Tensor], data: A
         max_steps: stop after this many optimizer steps in total (status "finished").
         drop_last: drop the last partial batch of each pass (without replacement).
         resume: continue from ``checkpoint_dir``'s last checkpoint.
+        on_checkpoint: called with the checkpoint file after each checkpoint is written (its
+            metric rows handed to the store first); a Ray sweep task ships it to the driver.
         clip_grad_norm: rescale each back-propagated gradient (every closure call's too)
             to at most this Euclidean norm over all parameters, before the callbacks see it
             and the optimizer steps (Zaremba et al.'s LSTM pipeline clips at 5 or 10).
@@ -298,7 +301,8 @@ def train(model: nn.Module, loss_fn: Callable[[Tensor, Tensor], Tensor], data: A
                     checkpoint_dir=checkpoint_dir, checkpoint_every=checkpoint_every,
                     checkpoint_seconds=checkpoint_seconds, device=device, max_steps=max_steps,
                     drop_last=drop_last, resume=resume, progress=progress,
-                    schedule_every=schedule_every, clip_grad_norm=clip_grad_norm)
+                    schedule_every=schedule_every, clip_grad_norm=clip_grad_norm,
+                    on_checkpoint=on_checkpoint)
     run.open_record(store, run_id, name)
     try:
         run.fit()
@@ -347,8 +351,10 @@ class _Training:
     def __init__(self, model, loss_fn, data, optimizer, *, epochs, batch_size, schedule,
                  replacement, seed, callbacks, eval_every, eval_subset, checkpoint_dir,
                  checkpoint_every, device, max_steps, drop_last, resume, progress,
-                 schedule_every="step", checkpoint_seconds=None, clip_grad_norm=None):
+                 schedule_every="step", checkpoint_seconds=None, clip_grad_norm=None,
+                 on_checkpoint=None):
         self.t_start = time.perf_counter()
+        self.on_checkpoint = on_checkpoint
         _check_args(epochs, batch_size, eval_every, eval_subset, checkpoint_every, max_steps)
         if checkpoint_seconds is not None and (
                 isinstance(checkpoint_seconds, bool)
@@ -733,6 +739,8 @@ class _Training:
         })
         self.saved_at = self.loop["step"]
         self.saved_time = time.monotonic()
+        if self.on_checkpoint is not None:
+            self.on_checkpoint(self.ckpt_file)
 
     # --- completion -------------------------------------------------------------------------
     def diverged(self, d: _Diverged) -> None:

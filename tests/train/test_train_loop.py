@@ -246,6 +246,25 @@ def test_resume_of_a_checkpoint_without_a_row_count_keeps_the_rows_up_to_its_ste
     assert store.metrics(r2.run_id) == ref_store.metrics(ref.run_id)
 
 
+def test_on_checkpoint_sees_each_checkpoint_after_the_rows_it_counts_are_stored(tmp_path):
+    """A sweep's Ray task sends each checkpoint on (``on_checkpoint``): it must come once the
+    checkpoint is on disk and the store holds every row it counts."""
+    from sgdlab.train.checkpoint import load_checkpoint
+
+    store, seen = RunStore(tmp_path / "runs.sqlite"), []
+
+    def on_checkpoint(path):
+        state = load_checkpoint(path)
+        rows = sum(len(v) for v in store.metrics(state["run_id"]).values())
+        seen.append((state["loop"]["step"], state["loop"]["stored_rows"], rows))
+
+    _, res = run(store=store, checkpoint_dir=tmp_path / "ck", checkpoint_every=5,
+                 on_checkpoint=on_checkpoint)
+    # every 5 steps, and the two at the end: before and after the final evaluation
+    assert [s for s, _, _ in seen] == [5, 10, 15, 20, 24, 24] and res.steps == 24
+    assert all(0 < counted == stored for _, counted, stored in seen), seen
+
+
 def test_checkpoint_every_and_weights_only_load(tmp_path):
     _, res = run(checkpoint_dir=tmp_path, checkpoint_every=5)
     state = torch.load(res.checkpoint, weights_only=True)

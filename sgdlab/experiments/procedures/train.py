@@ -289,6 +289,8 @@ class TrainProcedure(Procedure):
                     checkpoint_seconds=CHECKPOINT_SECONDS,
                     clip_grad_norm=p.get("clip_grad_norm"),
                     resume=ckpt is not None and checkpoint_path(ckpt).is_file(),
+                    # a Ray task ships each checkpoint to the driver
+                    on_checkpoint=getattr(ctx, "on_checkpoint", None),
                     complete=False)   # the sweep completes the run after the final measurements
         summary: dict[str, Any] = dict(getattr(res, "final", None) or {})
         summary.update({"steps": int(getattr(res, "steps", 0)),
