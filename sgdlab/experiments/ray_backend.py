@@ -7,7 +7,10 @@ driver stays the only writer of the run store: a task streams its metric rows to
 files (model weights, data, trajectories) as bytes — through Ray's object store. The driver
 writes those files under the store's ``artifacts/`` folder and commits the run. So neither
 the store nor the artifacts need a file system shared with the worker nodes, and a sweep
-started on one backend can be finished on the other.
+started on one backend can be finished on the other. A task checkpoints into its local
+folder as a local run does and sends each checkpoint (with the run's files changed since the
+last one) to the same actor after the rows it counts; the driver writes it into the run's
+folder, and the attempt that resumes it gets that folder in its task.
 
 A task lost with its node or worker process comes back as "lost"; the driver records that
 attempt ``failed`` and submits the run again (``retries``). Ctrl-C cancels the tasks.
@@ -43,7 +46,7 @@ class RayBackend:
     name = "ray"
 
     def __init__(self, on_rows, *, address: str | None = None, workers: int | None = None,
-                 cpus_per_run: float = 1.0, gpus_per_run: float = 0.0):
+                 cpus_per_run: float = 1.0, gpus_per_run: float = 0.0, on_checkpoint=None):
         ray = self.ray = import_ray()
         self.refs: dict[Any, tuple[int, str]] = {}     # object ref -> (handle, run id)
         if not cpus_per_run > 0 or gpus_per_run < 0:
@@ -79,6 +82,8 @@ class RayBackend:
         self.capacity = max(1, min(slots, workers) if workers else slots)
         self.cpus, self.gpus = cpus_per_run, gpus_per_run
         self.on_rows = on_rows
+        # (run id, shipped checkpoint) -> None; without it the tasks keep no checkpoint
+        self.on_checkpoint = on_checkpoint
         self.inbox = _inbox_class(ray).remote()
         self.remote = ray.remote(_run_task)
         self._ids = itertools.count()
@@ -90,7 +95,8 @@ class RayBackend:
         task.ship = True              # no file system shared with the driver is assumed
         h = next(self._ids)
         ref = self.remote.options(num_cpus=self.cpus, num_gpus=self.gpus,
-                                  max_retries=0).remote(task, self.inbox)
+                                  max_retries=0).remote(task, self.inbox,
+                                                        self.on_checkpoint is not None)
         self.refs[ref] = (h, task.run_id)
         return h
 
@@ -124,14 +130,24 @@ class RayBackend:
                             f"({type(e).__name__}{': ' + first if first else ''}); the runs "
                             "in flight are lost, the finished ones are in the store: run the "
                             "same command again to complete the sweep") from None
-        for run_id, rows in batches:
-            self.on_rows(run_id, rows)
+        for kind, run_id, payload in batches:
+            if kind == "rows":
+                self.on_rows(run_id, payload)
+            elif self.on_checkpoint is not None:
+                self.on_checkpoint(run_id, payload)
 
     def cancel_all(self) -> None:
         for ref in list(self.refs):
             try:
                 self.ray.cancel(ref, force=True)
             except Exception:  # noqa: BLE001 - already done or gone
+                pass
+        if self.refs:
+            # then what the tasks had sent is taken, as the local pool reads its workers'
+            # pipes: a checkpoint and the rows it counts may still be in the actor
+            try:
+                self._drain()
+            except Exception:  # noqa: BLE001 - the actor gone too: nothing to take
                 pass
         self.refs.clear()
 
@@ -175,18 +191,25 @@ def _main_thread() -> bool:
     return threading.current_thread() is threading.main_thread()
 
 
-def _run_task(task: RunTask, inbox) -> Any:
-    """A Ray task: run ``task``, streaming rows to ``inbox``; every row is in the inbox
-    before the record is returned (actor calls from one caller run in order)."""
+def _run_task(task: RunTask, inbox, checkpoints: bool = True) -> Any:
+    """A Ray task: run ``task``, streaming rows and checkpoints to ``inbox``; every row is
+    in the inbox before the record is returned, and before the checkpoint that counts it
+    (actor calls from one caller run in order). The task waits for each checkpoint to be in
+    the inbox before it trains on: a task lost after that loses nothing it had saved."""
+    import ray
+
     last = []
 
     def send(rows):
         last[:] = [inbox.put.remote(task.run_id, rows)]
 
-    record = execute_run(task, send=send)
-    if last:
-        import ray
+    def send_checkpoint(shipped):
+        last[:] = [inbox.put_checkpoint.remote(task.run_id, shipped)]
+        ray.get(last[0])
 
+    record = execute_run(task, send=send,
+                         send_checkpoint=send_checkpoint if checkpoints else None)
+    if last:
         ray.get(last[0])
     return record
 
@@ -194,13 +217,17 @@ def _run_task(task: RunTask, inbox) -> Any:
 def _inbox_class(ray):
     @ray.remote(num_cpus=0)
     class _Inbox:
-        """Metric rows from the tasks, until the driver takes them."""
+        """Metric rows and checkpoints from the tasks, in the order sent, until the driver
+        takes them."""
 
         def __init__(self):
-            self.rows: list[tuple[str, list]] = []
+            self.rows: list[tuple[str, str, Any]] = []
 
         def put(self, run_id: str, rows: list) -> None:
-            self.rows.append((run_id, rows))
+            self.rows.append(("rows", run_id, rows))
+
+        def put_checkpoint(self, run_id: str, shipped: dict) -> None:
+            self.rows.append(("checkpoint", run_id, shipped))
 
         def take(self) -> list:
             rows, self.rows = self.rows, []

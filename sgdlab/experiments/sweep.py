@@ -18,9 +18,9 @@
   attempt of the key (the retry of a lost run, a re-run sweep) keeps that folder, is given
   the rows the checkpoint counted (copied from the attempt that wrote it) and continues from
   it: the run ends with the rows, summary and files of an uninterrupted one. The checkpoint
-  is removed once the run is finished or diverged. Not on Ray, whose runs write their files
-  where the driver sees them only at the end: an interrupted Ray run starts again from
-  step 0.
+  is removed once the run is finished or diverged. A Ray task sends each checkpoint it
+  writes to the driver (after the rows it counts), which writes it there; a Ray attempt
+  that resumes gets that folder in its task. Either backend resumes the other's checkpoints.
 - **Leases.** Two sweeps on one store never run the same key at once: a key leased by a live
   process is waited for (and counted as done when that process finishes it).
 - **Backends** (``backend=``): ``"local"`` runs in this process (``workers=1``) or in
@@ -51,8 +51,8 @@ from typing import Any
 from sgdlab.errors import ConfigError, ReportInterrupted, UserError
 from sgdlab.experiments.procedures import StoredRun, get_procedure
 from sgdlab.experiments.spec import CATALOGUE_DIR, RunSpec, dependency_run
-from sgdlab.experiments.worker import (CHECKPOINT_DIR, RunContext, RunRecord, task_for,
-                                       write_files)
+from sgdlab.experiments.worker import (CHECKPOINT_DIR, RunContext, RunRecord,
+                                       apply_checkpoint, task_for, write_files)
 from sgdlab.strict_json import nan_in_arrays
 
 __all__ = ["BACKENDS", "DONE", "RunContext", "SweepReport", "check_backend", "check_options",
@@ -249,8 +249,10 @@ def run_device(backend: str, device: str, gpus_per_run: float | None) -> str:
 
 
 def make_backend(backend: str, on_rows, *, workers: int | None, address: str | None = None,
-                 cpus_per_run: float | None = None, gpus_per_run: float | None = None):
-    """The backend ``run_sweep``'s options ask for."""
+                 cpus_per_run: float | None = None, gpus_per_run: float | None = None,
+                 on_checkpoint=None):
+    """The backend ``run_sweep``'s options ask for. ``on_checkpoint(run_id, shipped)``: where
+    the Ray backend hands the checkpoints its tasks send (the local ones write their own)."""
     from sgdlab.experiments.backends import InProcessBackend, ProcessPoolBackend
 
     if backend == "ray":
@@ -258,7 +260,8 @@ def make_backend(backend: str, on_rows, *, workers: int | None, address: str | N
 
         return RayBackend(on_rows, address=address, workers=workers,
                           cpus_per_run=1.0 if cpus_per_run is None else float(cpus_per_run),
-                          gpus_per_run=float(gpus_per_run or 0.0))
+                          gpus_per_run=float(gpus_per_run or 0.0),
+                          on_checkpoint=on_checkpoint)
     workers = workers or 1
     return InProcessBackend(on_rows) if workers == 1 else ProcessPoolBackend(workers, on_rows)
 
@@ -356,7 +359,8 @@ class _Driver:
     def backend(self):
         """Started when the first run is submitted (a sweep with nothing to run starts none)."""
         if self._backend is None:
-            self._backend = make_backend(self.backend_name, self.on_rows, **self.options)
+            self._backend = make_backend(self.backend_name, self.on_rows, **self.options,
+                                         on_checkpoint=self.on_checkpoint)
         return self._backend
 
     def _missing(self, layer: list[RunSpec]) -> list[RunSpec]:
@@ -414,9 +418,9 @@ class _Driver:
         self.starting = _Flight(r, run_id, time.perf_counter(), attempt)
         art = self.art_root / r.key
         ship = self.backend_name == "ray"
-        # an earlier attempt's files: we hold the lease; resumed from its checkpoint, if it
-        # left one, else started afresh
-        rows = None if ship else self._resume(r, run_id, art / CHECKPOINT_DIR)
+        # an earlier attempt's files (of either backend): we hold the lease; resumed from its
+        # checkpoint, if it left one, else started afresh
+        rows = self._resume(r, run_id, art / CHECKPOINT_DIR)
         if rows is None and art.exists():
             shutil.rmtree(art)
         elif rows is not None:
@@ -428,7 +432,7 @@ class _Driver:
                         artifact_dir=art,
                         dependencies={d: self.art_root / dr.key for d, dr in deps.items()},
                         threads=self.threads, progress=self.train_progress, ship=ship,
-                        stored_rows=rows or 0)
+                        stored_rows=rows or 0, resume=rows is not None)
         h = self.backend.submit(task)
         self.inflight[h] = self.starting
         self.starting = None
@@ -502,6 +506,17 @@ class _Driver:
             # a run in this process (one worker) reports only through its rows until it ends
             self.heartbeat()
 
+    def on_checkpoint(self, run_id: str, shipped: dict[str, Any]) -> None:
+        """A checkpoint a Ray task sent, after the rows it counts (written by ``on_rows``
+        already): into the run's ``checkpoint/``, with the files it goes with, as a local
+        run writes it. A lost attempt's late one is dropped with its rows."""
+        f = next((f for f in self.inflight.values() if f.run_id == run_id), None)
+        if f is None:
+            return
+        why = apply_checkpoint(self.art_root / f.run.key, shipped)
+        if why is not None:
+            self.say(f"{f.run.run_name}: a checkpoint it sent was not kept ({why})")
+
     def _on_event(self, h: int, kind: str, payload: Any, queue: deque) -> None:
         # in flight until the store holds its end: a SIGTERM while it is recorded leaves it
         # to stop(), which marks it interrupted unless the record was made
@@ -521,6 +536,12 @@ class _Driver:
             record = RunRecord("failed", payload)
         else:
             record = payload
+            if record.artifact_dir:      # its messages name the files where the driver has them
+                here = str(self.art_root / r.key)
+                if record.message:
+                    record.message = record.message.replace(record.artifact_dir, here)
+                if record.detail:
+                    record.detail = record.detail.replace(record.artifact_dir, here)
             self._commit(f, record)
             del self.inflight[h]
             if self._checkpoint_refused(f, record):

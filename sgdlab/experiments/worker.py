@@ -11,10 +11,14 @@ the record — last rows, artifacts, summary, status — in one transaction, so 
 half-written: the driver records the run as failed or interrupted and the run is redone.
 
 A procedure that can resume (``train``) keeps its checkpoint in ``RunContext.checkpoint_dir``
-(``checkpoint/`` of the run's artifact folder; None where the worker writes to a local folder
-shipped back only at the end, as on Ray). The driver keeps that folder between attempts of the
-run key and gives the next attempt the rows the checkpoint counted (``RunTask.stored_rows``),
-so an interrupted or lost run continues from its last checkpoint.
+(``checkpoint/`` of the run's artifact folder). The driver keeps that folder between attempts
+of the run key and gives the next attempt the rows the checkpoint counted
+(``RunTask.stored_rows``), so an interrupted or lost run continues from its last checkpoint.
+A worker without the driver's disk (a Ray task) checkpoints into its local folder and sends
+each checkpoint, with the run's files changed since the last one, through
+``send_checkpoint`` (:class:`CheckpointShipper`) after the rows it counts; the driver writes
+it into the run's folder (:func:`apply_checkpoint`). An attempt that resumes gets the folder's
+files in its task (``RunTask.resume_files``).
 """
 from __future__ import annotations
 
@@ -24,6 +28,7 @@ import shutil
 import tempfile
 import time
 import traceback
+import zlib
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,6 +56,8 @@ class RunContext:
     # where a procedure that can resume keeps its checkpoint (None: keep none); one found
     # there at the start is resumed from (the sweep leaves one only with its rows)
     checkpoint_dir: Path | None = None
+    # called with the checkpoint file after each one is written (a Ray task ships it)
+    on_checkpoint: Callable[[Path], None] | None = None
 
 
 @dataclass
@@ -63,7 +70,8 @@ class RunTask:
     temporary folder and returns them (``RunRecord.files``), and ``dependency_files`` carries
     the files of the runs it depends on: no file system shared with the driver is needed.
     ``stored_rows``: the metric rows the driver gave the run before it started (those of the
-    checkpoint it resumes from).
+    checkpoint it resumes from); with ``ship``, ``resume_files`` holds the run's folder as the
+    attempt that wrote that checkpoint left it (the checkpoint included).
     """
 
     run: dict[str, Any]                     # RunSpec fields
@@ -77,6 +85,7 @@ class RunTask:
     ship: bool = False
     dependency_files: dict[str, dict[str, bytes]] = field(default_factory=dict)
     stored_rows: int = 0
+    resume_files: dict[str, bytes] = field(default_factory=dict)
 
     @property
     def spec(self) -> RunSpec:
@@ -103,7 +112,9 @@ class RunRecord:
 
 def task_for(run: RunSpec, procedure: Any, run_id: str, *, device: str, artifact_dir: Path,
              dependencies: dict[str, Path], threads: int | None, progress: bool = False,
-             ship: bool = False, stored_rows: int = 0) -> RunTask:
+             ship: bool = False, stored_rows: int = 0, resume: bool = False) -> RunTask:
+    """The task of ``run``; with ``ship`` and ``resume`` (it continues the checkpoint in
+    ``artifact_dir``), the files of ``artifact_dir`` travel in it."""
     # a copy of the params, as a worker process gets them: a procedure run in this process
     # that changes its params changes neither the driver's run (its key, its files' folder)
     # nor any other
@@ -116,6 +127,8 @@ def task_for(run: RunSpec, procedure: Any, run_id: str, *, device: str, artifact
                    stored_rows=stored_rows)
     if ship:
         task.dependency_files = {k: read_files(v) for k, v in dependencies.items()}
+        if resume:
+            task.resume_files = read_files(artifact_dir)
     return task
 
 
@@ -205,9 +218,11 @@ class RunRecorder:
         return rows
 
 
-def execute_run(task: RunTask, send: Callable[[list[tuple]], None] | None = None) -> RunRecord:
+def execute_run(task: RunTask, send: Callable[[list[tuple]], None] | None = None,
+                send_checkpoint: Callable[[dict[str, Any]], None] | None = None) -> RunRecord:
     """Run ``task`` here. Failures become a ``failed`` record (with the traceback's tail) and
-    never propagate; interrupts do."""
+    never propagate; interrupts do. ``send_checkpoint``: where a shipped run (``task.ship``)
+    sends each checkpoint (:class:`CheckpointShipper`); without it, such a run keeps none."""
     import torch
 
     t0 = time.perf_counter()
@@ -216,7 +231,7 @@ def execute_run(task: RunTask, send: Callable[[list[tuple]], None] | None = None
         torch.set_num_threads(max(1, task.threads))
     local = Path(tempfile.mkdtemp(prefix="sgdlab-run-")) if task.ship else None
     try:
-        return _execute(task, send, local, t0)
+        return _execute(task, send, local, t0, send_checkpoint)
     finally:
         if torch.get_num_threads() != prev_threads:
             torch.set_num_threads(prev_threads)   # in-process runs leave the caller's setting
@@ -224,7 +239,8 @@ def execute_run(task: RunTask, send: Callable[[list[tuple]], None] | None = None
             shutil.rmtree(local, ignore_errors=True)
 
 
-def _execute(task: RunTask, send, local: Path | None, t0: float) -> RunRecord:
+def _execute(task: RunTask, send, local: Path | None, t0: float,
+             send_checkpoint=None) -> RunRecord:
     run = task.spec
     rec = RunRecorder(task.run_id, send, stored=task.stored_rows)
     if local is not None:
@@ -237,10 +253,16 @@ def _execute(task: RunTask, send, local: Path | None, t0: float) -> RunRecord:
         art = Path(task.artifact_dir)
         deps = {k: Path(v) for k, v in task.dependencies.items()}
     art.mkdir(parents=True, exist_ok=True)
+    ckpt, shipper = art / CHECKPOINT_DIR, None
+    if local is not None:
+        write_files(art, task.resume_files)     # the folder of the checkpoint it resumes
+        if send_checkpoint is not None:
+            shipper = CheckpointShipper(art, send_checkpoint)
+        elif not task.resume_files:
+            ckpt = None           # a checkpoint nobody would see: none kept
     ctx = RunContext(store=rec, run_id=task.run_id, device=task.device, artifact_dir=art,
-                     dependencies=deps, progress=task.progress,
-                     # a shipped run's files come back only at its end: no checkpoint kept
-                     checkpoint_dir=None if local is not None else art / CHECKPOINT_DIR)
+                     dependencies=deps, progress=task.progress, checkpoint_dir=ckpt,
+                     on_checkpoint=shipper)
     try:
         out = task.procedure.run(run, ctx)
         if not isinstance(out, RunOutput):
@@ -260,7 +282,10 @@ def _execute(task: RunTask, send, local: Path | None, t0: float) -> RunRecord:
                            str(e) if bad else f"{type(e).__name__}: {e}", {}, rec.take_rows(),
                            rec.artifacts, detail=traceback.format_exc()[-4000:])
     if local is not None:
-        record.files, record.artifact_dir = read_files(art), str(art)
+        # its checkpoints came as they were written, after their rows (not with the last rows)
+        record.files = {k: v for k, v in read_files(art).items()
+                        if Path(k).parts[0] != CHECKPOINT_DIR}
+        record.artifact_dir = str(art)
     from sgdlab.store import environment   # this process: its host, threads, versions
 
     record.env = environment(seed=run.seed, device=task.device)
@@ -280,11 +305,104 @@ def read_files(folder: str | os.PathLike) -> dict[str, bytes]:
 def write_files(folder: str | os.PathLike, files: dict[str, bytes]) -> None:
     root = Path(folder)
     for rel, data in files.items():
-        target = root / rel
-        if root.resolve() not in target.resolve().parents:
-            raise UserError(f"refusing to write {rel!r} outside {root}")
+        target = _inside(root, rel)
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_bytes(data)
+
+
+class CheckpointShipper:
+    """A shipped run's ``on_checkpoint``: each checkpoint the run writes into ``folder`` goes
+    to ``send`` as ``{"checkpoint": bytes, "files": {path: bytes}, "tails": {path: (offset,
+    bytes)}, "removed": [path]}`` with the run's other files changed since the last shipment
+    (those of the attempt it resumes from count as shipped): a file that only grew, its
+    shipped bytes unchanged (CRC-32), as its new tail (a trajectory's appended snapshots),
+    any other changed file whole. The folder the driver keeps then matches the checkpoint,
+    which a resume needs (a trajectory continues its file)."""
+
+    def __init__(self, folder: Path, send: Callable[[dict[str, Any]], None]):
+        self.folder, self.send = Path(folder), send
+        self.known: dict[str, tuple[int, int, int]] = {}   # path -> size, mtime, CRC-32
+        for rel, p in self._files():
+            data = p.read_bytes()
+            self.known[rel] = (len(data), p.stat().st_mtime_ns, zlib.crc32(data))
+
+    def _files(self) -> list[tuple[str, Path]]:
+        return [(str(p.relative_to(self.folder)), p) for p in sorted(self.folder.rglob("*"))
+                if p.is_file() and p.relative_to(self.folder).parts[0] != CHECKPOINT_DIR]
+
+    def __call__(self, checkpoint: Path) -> None:
+        files: dict[str, bytes] = {}
+        tails: dict[str, tuple[int, bytes]] = {}
+        seen = set()
+        for rel, p in self._files():
+            seen.add(rel)
+            st, old = p.stat(), self.known.get(rel)
+            if old is not None and old[:2] == (st.st_size, st.st_mtime_ns):
+                continue
+            data = p.read_bytes()
+            view = memoryview(data)
+            if old is not None and len(data) >= old[0] and zlib.crc32(view[:old[0]]) == old[2]:
+                tails[rel] = (old[0], bytes(view[old[0]:]))
+                crc = zlib.crc32(view[old[0]:], old[2])
+            else:
+                files[rel], crc = data, zlib.crc32(data)
+            self.known[rel] = (len(data), st.st_mtime_ns, crc)
+        removed = sorted(set(self.known) - seen)
+        for rel in removed:
+            del self.known[rel]
+        self.send({"checkpoint": Path(checkpoint).read_bytes(), "files": files,
+                   "tails": tails, "removed": removed})
+
+
+def apply_checkpoint(folder: str | os.PathLike, shipped: dict[str, Any]) -> str | None:
+    """Write a checkpoint :class:`CheckpointShipper` sent into a run's ``folder``: its files
+    first (whole ones replaced atomically, tails appended), the checkpoint last, atomically
+    and synced, as the training loop writes it; a driver killed in between leaves the
+    previous checkpoint with files that ran ahead of it, as a local run does (a trajectory
+    truncates itself to its checkpoint's rows). Returns why it was not written, or None: a
+    tail that does not continue the file here (the driver's copy is not the worker's)."""
+    from sgdlab.atomic import replaced_whole
+    from sgdlab.train.checkpoint import checkpoint_path
+
+    root = Path(folder)
+    for rel, (offset, data) in shipped["tails"].items():
+        target = _inside(root, rel)
+        size = target.stat().st_size if target.is_file() else -1
+        if size != offset:
+            return (f"its file {rel} has {max(size, 0)} bytes here, its tail starts at "
+                    f"{offset}")
+    for rel in shipped["removed"]:
+        _inside(root, rel).unlink(missing_ok=True)
+    for rel, data in shipped["files"].items():
+        target = _inside(root, rel)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with replaced_whole(target) as tmp:
+            tmp.write_bytes(data)
+    for rel, (offset, data) in shipped["tails"].items():
+        with open(_inside(root, rel), "ab") as f:
+            f.write(data)
+    path = checkpoint_path(root / CHECKPOINT_DIR)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # named as save_checkpoint names its own: a leftover is removed by the next one written
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(shipped["checkpoint"])
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return None
+
+
+def _inside(root: Path, rel: str) -> Path:
+    """``root / rel``, refused when it would lie outside ``root``."""
+    target = root / rel
+    if root.resolve() not in target.resolve().parents:
+        raise UserError(f"refusing to write {rel!r} outside {root}")
+    return target
 
 
 def jsonable(obj: Any) -> Any:

@@ -120,3 +120,26 @@ class RowsThenWait(Procedure):
         Path(run.params["marker"]).touch()
         time.sleep(60)
         return RunOutput(summary={})
+
+
+@register_procedure("_test_checkpoint_then_wait")
+class CheckpointThenWait(Procedure):
+    """Logs ``n`` rows, writes a checkpoint file (its bytes: ``b"after n rows"``) and hands
+    it to ``ctx.on_checkpoint`` (a Ray task sends it, waiting until it has arrived), leaves
+    ``marker``, then waits a minute (to be stopped)."""
+
+    allowed = {"n", "marker"}
+    required = {"n", "marker"}
+
+    def run(self, run, ctx) -> RunOutput:
+        n = run.params["n"]
+        for step in range(n):
+            ctx.store.log_metric(ctx.run_id, "value", step, float(step))
+        if ctx.checkpoint_dir is not None and ctx.on_checkpoint is not None:
+            path = Path(ctx.checkpoint_dir) / "last.pt"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(f"after {n} rows".encode())
+            ctx.on_checkpoint(path)
+        Path(run.params["marker"]).touch()
+        time.sleep(60)
+        return RunOutput(summary={})

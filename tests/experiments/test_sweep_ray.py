@@ -3,23 +3,45 @@ backend is finished by the other (a local Ray instance: ``ray.init(num_cpus=2)``
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
 
-from sgdlab.experiments.spec import load_experiment
-from sgdlab.experiments.sweep import dependency_layers, load_runs, run_sweep
+# (registers the test procedures; the Ray workers import it too)
+from sweep_kill_helpers import DIR_ENV, KILL_ENV
+from sgdlab.experiments.spec import load_experiment, resolve
+from sgdlab.experiments.sweep import artifacts_root, dependency_layers, load_runs, run_sweep
+from sgdlab.experiments.worker import CHECKPOINT_DIR
 from sgdlab.store import RunStore
+from test_sweep_resume import counted_steps, outcome, tiny
+
+
+# the runs labelled so kill their Ray worker after step 2 (once each: sweep_kill_helpers)
+KILLED_ON_RAY = ("ray-killed", "ray-failed")
 
 
 @pytest.fixture(scope="module")
-def ray_local():
+def ray_kills(tmp_path_factory) -> Path:
+    """Where the Ray workers' kill points leave their markers."""
+    return tmp_path_factory.mktemp("ray-kills")
+
+
+@pytest.fixture(scope="module")
+def ray_local(ray_kills):
     try:
         import ray
     except ImportError:
         pytest.skip("Ray is not installed here (python -m pip install 'sgdlab[ray]')")
+    # the workers import the test procedures (sweep_kill_helpers) and read its kill points;
+    # sgdlab they import from the driver's working folder, as Ray does
+    here = str(Path(__file__).resolve().parent)
+    path = os.pathsep.join(filter(None, [here, os.environ.get("PYTHONPATH")]))
+    env = {"PYTHONPATH": path, DIR_ENV: str(ray_kills), "SGDLAB_THREADS": "1",
+           KILL_ENV: ";".join(f"train@{label}" for label in KILLED_ON_RAY)}
     try:
-        ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR")
+        ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR",
+                 runtime_env={"env_vars": env})
     except Exception as e:  # noqa: BLE001 - whatever keeps Ray from starting on this machine
         pytest.skip(f"Ray cannot start here: {e}")
     yield ray
@@ -33,7 +55,6 @@ def test_a_sigterm_while_the_report_of_a_ray_sweep_is_written_says_the_runs_are_
     report was written ended the driver (exit 143) with nothing said."""
     pytest.importorskip("ray")
     import subprocess
-    import sys
 
     import sgdlab
 
@@ -45,11 +66,13 @@ def test_a_sigterm_while_the_report_of_a_ray_sweep_is_written_says_the_runs_are_
             "runner.build_report = build_report\n"
             "sys.exit(main(sys.argv[2:]))")
     root = str(Path(sgdlab.__file__).resolve().parents[1])
+    # (its Ray workers import this sgdlab too, not one installed elsewhere)
+    path = os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))
     p = subprocess.run([sys.executable, "-c", code, root, "run", "chaudhari-pde-smoothing",
                         "--scale", "smoke", "--backend", "ray", "--workers", "1",
                         "--out", "o", "--store", "s.sqlite"], cwd=tmp_path,
                        capture_output=True, text=True, timeout=300,
-                       env={**os.environ, "SGDLAB_THREADS": "1"})
+                       env={**os.environ, "SGDLAB_THREADS": "1", "PYTHONPATH": path})
     assert p.returncode == 130, p.stderr[-2000:]
     assert "the report was terminated after the sweep had ended (its runs are stored)" in p.stderr
     assert [r["status"] for r in RunStore(tmp_path / "s.sqlite").list_runs()] == ["finished"]
@@ -161,3 +184,208 @@ def test_a_lost_row_collector_is_one_clear_error(ray_local):
             backend._drain()
     finally:
         backend.close()
+
+
+# --- resume: a Ray task sends its checkpoints to the driver -------------------------------
+def killed_on_ray(label: str) -> dict:
+    """A full-batch run (a checkpoint at each step) whose Ray worker SIGKILLs itself after
+    step 2 (once): its checkpoint of step 1 was sent to the driver."""
+    assert label in KILLED_ON_RAY
+    return {**tiny("_test_killing_train", batch_size="full", epochs=4),
+            "runs": [{"label": label}]}
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="SIGKILL")
+def test_a_lost_ray_task_is_retried_from_the_checkpoint_it_sent(ray_local, ray_kills,
+                                                               tmp_path, monkeypatch):
+    """Ray runs kept no checkpoint: a lost task started again from step 0."""
+    monkeypatch.setenv("SGDLAB_THREADS", "1")
+    spec = resolve(killed_on_ray("ray-killed"), "cpu")
+    ref, store, said = tmp_path / "ref.sqlite", tmp_path / "s.sqlite", []
+    run_sweep(spec.expand(), store_path=str(ref), progress=None)
+    rep = run_sweep(spec.expand(), store_path=str(store), backend="ray", progress=said.append)
+    assert list(ray_kills.glob("train@ray-killed"))            # the kill fired
+    assert not rep.failed
+    assert any("its Ray task was lost" in s and "trying it again" in s for s in said), said
+    assert "resuming ray-killed|seed=0 from step 1 of 4 (its last checkpoint)" in said
+    assert outcome(store, spec) == outcome(ref, spec)
+    assert not (artifacts_root(RunStore(store)) / spec.expand()[0].key / CHECKPOINT_DIR
+                ).exists()
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="SIGKILL")
+def test_a_checkpoint_a_ray_task_sent_is_resumed_by_the_local_backend(ray_local, ray_kills,
+                                                                      tmp_path, monkeypatch):
+    monkeypatch.setenv("SGDLAB_THREADS", "1")
+    spec = resolve(killed_on_ray("ray-failed"), "cpu")
+    ref, store, said = tmp_path / "ref.sqlite", tmp_path / "s.sqlite", []
+    run_sweep(spec.expand(), store_path=str(ref), progress=None)
+    rep = run_sweep(spec.expand(), store_path=str(store), backend="ray", retries=0,
+                    progress=None)
+    assert list(ray_kills.glob("train@ray-failed")) and len(rep.failed) == 1
+    run_sweep(spec.expand(), store_path=str(store), progress=said.append)   # in this process
+    assert "resuming ray-failed|seed=0 from step 1 of 4 (its last checkpoint)" in said
+    assert outcome(store, spec) == outcome(ref, spec)
+
+
+def test_a_checkpoint_of_a_local_run_is_resumed_on_ray(ray_local, tmp_path, monkeypatch):
+    """A sweep stopped on the local backend and finished on Ray: Ray took the key over and
+    removed its checkpoint, training from step 0."""
+    import sgdlab.experiments.procedures.train as proc
+
+    monkeypatch.setenv("SGDLAB_THREADS", "1")
+    spec, ref, store = resolve(tiny(), "cpu"), tmp_path / "ref.sqlite", tmp_path / "s.sqlite"
+    run_sweep(spec.expand(), store_path=str(ref), progress=None)
+    monkeypatch.setattr(proc, "CHECKPOINT_SECONDS", 0)      # here: at each epoch end
+    counted_steps(monkeypatch, stop_at=11)    # in epoch 3: the last checkpoint is at step 8
+    with pytest.raises(KeyboardInterrupt):
+        run_sweep(spec.expand(), store_path=str(store), progress=None)
+    said: list[str] = []              # (the Ray workers train with their own SGD)
+    rep = run_sweep(spec.expand(), store_path=str(store), backend="ray", progress=said.append)
+    assert not rep.failed
+    assert "resuming a|seed=0 from step 8 of 20 (its last checkpoint)" in said
+    assert outcome(store, spec) == outcome(ref, spec)     # the trajectory continued, too
+
+
+def test_a_ray_sweep_stopped_by_ctrl_c_resumes_on_ray_when_run_again(ray_local, tmp_path,
+                                                                     monkeypatch):
+    """Ctrl-C in the driver once the task's first checkpoint is written there (the task
+    trains on meanwhile: what it sent before the stop is taken too); the same sweep run
+    again on Ray continues from the last checkpoint the driver holds."""
+    import re
+
+    from sgdlab.experiments.sweep import _Driver
+
+    monkeypatch.setenv("SGDLAB_THREADS", "1")
+    raw = {**tiny("_test_killing_train", batch_size="full", epochs=6),
+           "runs": [{"label": "ray-stopped"}]}             # checkpoints at each step
+    spec, ref, store = resolve(raw, "cpu"), tmp_path / "ref.sqlite", tmp_path / "s.sqlite"
+    run_sweep(spec.expand(), store_path=str(ref), progress=None)
+    written = _Driver.on_checkpoint
+
+    def ctrl_c_after_the_first(self, run_id, shipped):
+        written(self, run_id, shipped)
+        if not getattr(self, "stopped", False):
+            self.stopped = True
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(_Driver, "on_checkpoint", ctrl_c_after_the_first)
+    with pytest.raises(KeyboardInterrupt):
+        run_sweep(spec.expand(), store_path=str(store), backend="ray", progress=None)
+    assert [r["status"] for r in RunStore(store).list_runs()] == ["interrupted"]
+    monkeypatch.setattr(_Driver, "on_checkpoint", written)
+    said: list[str] = []
+    rep = run_sweep(spec.expand(), store_path=str(store), backend="ray", progress=said.append)
+    assert not rep.failed
+    assert any(re.fullmatch(r"resuming ray-stopped\|seed=0 from step [1-6] of 6 \(its last "
+                            r"checkpoint\)", s) for s in said), said
+    assert outcome(store, spec) == outcome(ref, spec)
+
+
+def test_a_checkpoint_a_ray_task_refuses_is_removed_and_the_run_started_again(
+        ray_local, tmp_path, monkeypatch):
+    """Its training names the checkpoint where the task wrote it (a temporary folder): the
+    driver must see it is the one it sent, say so, and start the run again from step 0."""
+    import sgdlab.experiments.procedures.train as proc
+    from sgdlab.train.checkpoint import checkpoint_path, load_checkpoint, save_checkpoint
+
+    monkeypatch.setenv("SGDLAB_THREADS", "1")
+    spec, ref, store = resolve(tiny(), "cpu"), tmp_path / "ref.sqlite", tmp_path / "s.sqlite"
+    run_sweep(spec.expand(), store_path=str(ref), progress=None)
+    monkeypatch.setattr(proc, "CHECKPOINT_SECONDS", 0)
+    counted_steps(monkeypatch, stop_at=11)
+    with pytest.raises(KeyboardInterrupt):
+        run_sweep(spec.expand(), store_path=str(store), progress=None)
+    ckpt = checkpoint_path(artifacts_root(RunStore(store)) / spec.expand()[0].key
+                           / CHECKPOINT_DIR)
+    state = load_checkpoint(ckpt)
+    state["settings"]["param_groups"][0]["momentum"] = 0.5     # another default then
+    save_checkpoint(ckpt, state)
+    said: list[str] = []
+    rep = run_sweep(spec.expand(), store_path=str(store), backend="ray", progress=said.append)
+    assert not rep.failed
+    assert any(x.startswith(f"a|seed=0: its checkpoint cannot be resumed (cannot resume from "
+                            f"{str(ckpt)!r}") and x.endswith("; starting it from step 0")
+               for x in said), said
+    assert outcome(store, spec) == outcome(ref, spec)
+
+
+def test_what_a_ray_task_sent_before_the_sweep_stopped_it_reaches_the_driver(ray_local,
+                                                                            tmp_path):
+    """Ctrl-C cancelled the tasks and left what they had sent in the actor: a checkpoint sent
+    just before the stop (and the rows it counts) was lost."""
+    import time
+
+    from sgdlab.experiments.procedures import get_procedure
+    from sgdlab.experiments.ray_backend import RayBackend
+    from sgdlab.experiments.spec import RunSpec
+    from sgdlab.experiments.worker import task_for
+
+    got: list[tuple] = []
+    checkpoints: list[tuple[str, dict]] = []
+    marker = tmp_path / "sent"
+    run = RunSpec(experiment="t", version=1, scale="cpu", label="w", seed=0,
+                  procedure="_test_checkpoint_then_wait", params={"n": 5, "marker": str(marker)})
+    backend = RayBackend(lambda run_id, rows: got.extend(rows),
+                         on_checkpoint=lambda *a: checkpoints.append(a))
+    try:
+        backend.submit(task_for(run, get_procedure(run.procedure), "r1", device="cpu",
+                                artifact_dir=tmp_path / "art", dependencies={}, threads=1))
+        end = time.monotonic() + 60
+        while not marker.exists() and time.monotonic() < end:
+            time.sleep(0.05)
+        assert marker.exists()           # the checkpoint has reached the actor
+        backend.cancel_all()             # as the driver does on Ctrl-C, before any wait()
+    finally:
+        backend.close()
+    assert [(r[0], r[1], r[2]) for r in got] == [("value", i, float(i)) for i in range(5)]
+    assert [(run_id, c["checkpoint"]) for run_id, c in checkpoints] == [("r1", b"after 5 rows")]
+
+
+def test_a_shipped_checkpoint_brings_the_files_it_goes_with(tmp_path):
+    """What a Ray task sends with each checkpoint: new and rewritten files whole, a grown
+    file's tail only, removed files; the driver's folder then equals the task's."""
+    from sgdlab.experiments.worker import CheckpointShipper, apply_checkpoint, read_files
+
+    task, driver, sent = tmp_path / "task", tmp_path / "driver", []
+    (task / "trajectory").mkdir(parents=True)
+    (task / "trajectory" / "snapshots.bin").write_bytes(b"row0")   # as its task gave it
+    (task / "old.json").write_text("{}")
+    driver.mkdir()
+    for rel, data in read_files(task).items():
+        (driver / rel).parent.mkdir(parents=True, exist_ok=True)
+        (driver / rel).write_bytes(data)
+    ship = CheckpointShipper(task, sent.append)
+    ckpt = task / CHECKPOINT_DIR / "last.pt"
+    ckpt.parent.mkdir()
+
+    def checkpoint(data: bytes) -> dict:
+        ckpt.write_bytes(data)
+        ship(ckpt)
+        assert apply_checkpoint(driver, sent[-1]) is None
+        assert read_files(driver) == read_files(task)
+        return sent[-1]
+
+    with open(task / "trajectory" / "snapshots.bin", "ab") as f:
+        f.write(b"row1")
+    (task / "meta.json").write_text('{"a": 1}')
+    first = checkpoint(b"ckpt-1")
+    assert first["tails"] == {"trajectory/snapshots.bin": (4, b"row1")}
+    assert first["files"] == {"meta.json": b'{"a": 1}'} and first["removed"] == []
+    assert first["checkpoint"] == b"ckpt-1"
+    second = checkpoint(b"ckpt-2")                       # nothing else changed
+    assert (second["files"], second["tails"], second["removed"]) == ({}, {}, [])
+    (task / "trajectory" / "snapshots.bin").write_bytes(b"rowXrow1row2")  # not an append
+    (task / "old.json").unlink()
+    third = checkpoint(b"ckpt-3")
+    assert third["files"] == {"trajectory/snapshots.bin": b"rowXrow1row2"}
+    assert third["tails"] == {} and third["removed"] == ["old.json"]
+    # a tail that does not continue the driver's file: the checkpoint is not written
+    with open(task / "trajectory" / "snapshots.bin", "ab") as f:
+        f.write(b"row3")
+    (driver / "trajectory" / "snapshots.bin").write_bytes(b"short")
+    ckpt.write_bytes(b"ckpt-4")
+    ship(ckpt)
+    why = apply_checkpoint(driver, sent[-1])
+    assert why == "its file trajectory/snapshots.bin has 5 bytes here, its tail starts at 12"
+    assert (driver / CHECKPOINT_DIR / "last.pt").read_bytes() == b"ckpt-3"
