@@ -9,8 +9,10 @@ Options::
     table: [[test_acc, test accuracy], [train_loss, final train loss]]   # summary keys
     derived:                              # new summary values computed from stored series
       - {name: best_test_acc, metric: test_acc, reduce: max}   # max | min | first | last |
+                                          # mean | mean_abs | mean_abs_change |
                                           # mean_first_k | mean_last_k | at_step
       - {name: gap, metric: train_acc, minus: test_acc, reduce: last}   # a difference
+      - {name: perplexity, metric: test_loss, reduce: last, transform: exp}   # exp | log
     curves: [train_loss, test_acc]        # one figure per metric series (mean ± std)
     curve_x: step | effective_epochs | epoch
     curve_labels: {sharpness/expected: expected sharpness}   # y-axis labels (known names: common)
@@ -42,7 +44,25 @@ DEFAULT_TABLE = [["train_loss", "train loss"], ["test_loss", "test loss"],
                  ["test_acc", "test accuracy"]]
 
 
+REDUCES = ("max", "min", "first", "last", "mean", "mean_abs", "mean_abs_change",
+           "mean_first_k", "mean_last_k", "at_step")
+# exp of a loss past ~709 is inf, not an OverflowError; log of a value <= 0 is NaN
+TRANSFORMS = {"exp": lambda v: math.exp(v) if v < 709.0 else math.inf,
+              "log": lambda v: math.log(v) if v > 0 else float("nan")}
+
+
+def mean_abs_change(series: list[tuple[float, float]]) -> float:
+    """How fast a logged series moves: the mean over consecutive finite records (s₁, v₁),
+    (s₂, v₂) of |v₂ − v₁| / (s₂ − s₁), the absolute change per step; NaN with fewer than two
+    finite records. A non-finite record is skipped (the change spans it)."""
+    pts = [(float(s), float(v)) for s, v in series if math.isfinite(v)]
+    rates = [abs(v2 - v1) / (s2 - s1) for (s1, v1), (s2, v2) in zip(pts, pts[1:]) if s2 > s1]
+    return float(np.mean(rates)) if rates else float("nan")
+
+
 def _reduced(run: StoredRun, metric: str, red: str, k: int, step: float | None = None) -> float:
+    if red == "mean_abs_change":
+        return mean_abs_change(run.metrics.get(metric, []))
     if red == "at_step":        # the last record at or before the step (a state mid-run)
         if step is None:
             raise ConfigError("options.derived: reduce at_step needs a 'step'")
@@ -59,25 +79,38 @@ def _reduced(run: StoredRun, metric: str, red: str, k: int, step: float | None =
         return vals[0]
     if red == "last":
         return vals[-1]
+    if red == "mean":
+        return float(np.mean(vals))
+    if red == "mean_abs":
+        return float(np.mean(np.abs(vals)))
     if red == "mean_last_k":
         return float(np.mean(vals[-k:]))
     if red == "mean_first_k":
         return float(np.mean(vals[:k]))
-    raise ConfigError(f"options.derived: unknown reduce {red!r} "
-                      "(max | min | first | last | mean_first_k | mean_last_k | at_step)")
+    raise ConfigError(f"options.derived: unknown reduce {red!r} ({' | '.join(REDUCES)})")
 
 
 def add_derived(runs: list[StoredRun], derived: list[dict[str, Any]]) -> None:
     """Compute ``derived`` summary values from each run's stored series (in place); with
     ``minus: OTHER`` the value is reduce(metric) − reduce(OTHER) (e.g. a train–test gap);
-    ``reduce: at_step`` with ``step: S`` takes the last record at or before step S."""
+    ``reduce: at_step`` with ``step: S`` takes the last record at or before step S;
+    ``transform: exp | log`` applies to the result (a perplexity from a mean per-token loss,
+    the log of a positive rate so that a claim's margin is a ratio); the log of a value that
+    is not positive is NaN."""
     for d in derived or []:
         name, metric, red = d["name"], d["metric"], d.get("reduce", "max")
         k, step = int(d.get("k", 3)), d.get("step")
+        tf = d.get("transform")
+        if tf is not None and tf not in TRANSFORMS:
+            raise ConfigError(f"options.derived[{name}]: unknown transform {tf!r} "
+                              f"({' | '.join(TRANSFORMS)})")
         for r in runs:
-            r.summary[name] = _reduced(r, metric, red, k, step)
+            v = _reduced(r, metric, red, k, step)
             if d.get("minus"):
-                r.summary[name] -= _reduced(r, d["minus"], red, k, step)
+                v -= _reduced(r, d["minus"], red, k, step)
+            if tf is not None:
+                v = TRANSFORMS[tf](v) if math.isfinite(v) else float("nan")
+            r.summary[name] = v
 
 
 def group_key(spec, r: StoredRun) -> str:
