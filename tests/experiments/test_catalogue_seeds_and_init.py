@@ -36,6 +36,7 @@ RUNS_STATED = {
              "runs)",  # Fig. 3.1, small-LeNet
         1050: "for `mnistfc` and `lenet` respectively over 5 independent runs",  # §3.3.2
         1063: "(A) small-mnistfc (2 runs)",  # Fig. 3.4a
+        1101: "over 4 independent runs",  # §3.3.5, char-LSTM
         2112: "We report the mean and standard deviation of the validation error over 3 runs "
               "for each algorithm with random initialization.",  # Ch. 5, every experiment
     },
@@ -56,6 +57,7 @@ SEEDS_STATED: dict[str, tuple[tuple[tuple[str, ...] | None, int | None, int | No
     "chaudhari-hessian-spectrum": ((("small-lenet-hessian",), 2, 746),
                                    (("small-mnistfc",), 2, 1063)),
     "chaudhari-entropy-sgd": ((("mnistfc", "lenet"), 5, 1050), (("allcnn",), None, None)),
+    "chaudhari-entropy-sgd-rnn": ((("char-lstm",), 4, 1101), (("ptb-lstm", "lenet"), None, None)),
     "chaudhari-parle": ((None, 3, 2112),),
     "chaudhari-parle-split": ((None, 3, 2112),),
 }
@@ -113,6 +115,8 @@ def test_a_scale_says_how_many_seeds_it_runs_and_what_the_paper_states(name, sca
 
 # the initialisation each network of the paper scales starts from, as sgdlab's models draw it
 INIT = {"resnet-56": "He et al.'s initialisation",        # sgdlab.models.resnet
+        "char-lstm": "char-rnn's uniform(−0.08, 0.08)",     # sgdlab.models.recurrent
+        "ptb-lstm": "Zaremba et al.'s uniform(−0.04, 0.04)",
         "musso-vgg16": "torchvision's initialisation"}    # sgdlab.models.musso
 
 

@@ -583,3 +583,109 @@ def test_table_5_2s_full_data_row_runs_with_every_replica_on_the_whole_set(scale
             {k: v for k, v in runs[split].items() if k not in ("shard", "shard_fraction")}
     pairs = {tuple(c["greater"]) for c in spec.options["claims"] if "greater" in c}
     assert ("parle-full", "elastic-sgd-full") in pairs
+
+
+# --- the recurrent networks of §3.3.4-3.3.5 ---------------------------------------------------
+RNN = "chaudhari-entropy-sgd-rnn"
+
+
+def _rnn_runs(scale: str, readings=None) -> dict[str, dict]:
+    return {r.label: r.params
+            for r in load_experiment(RNN, scale, readings=readings).expand(data_dir="/d")}
+
+
+def test_rnn_paper_scale_runs_the_stated_settings():
+    """§3.3.5 (lines 1099-1101): Adam, 0.002 halved every 5 epochs, 50 epochs, β₁ = 0.9;
+    Entropy-Adam L = 5, γ = 100, η′ = 0.01 halved at each epoch, 5 epochs, β₁ = 0.5 (line
+    1120). §3.3.4 (lines 1091-1095): SGD without momentum in Zaremba et al.'s pipeline for 55
+    epochs; Entropy-SGD L = 5, γ = 10³, η′ = 1 ÷10 at each epoch after the third, η = 1,
+    β⁻¹ = 10⁻⁸, momentum 0.5 (line 1118), 5 epochs."""
+    p = _rnn_runs("paper")
+    adam, eadam = p["adam-char"], p["entropy-adam-char"]
+    sgd, esgd = p["sgd-ptb"], p["entropy-sgd-ptb"]
+    for q in (adam, eadam):
+        assert q["dataset"] == {"name": "text_chars", "data_dir": "/d"}
+        assert q["model"] == {"name": "char-lstm"}            # 2 layers of 128, windows of 50
+    assert adam["optimizer"] == {"name": "adam", "lr": 0.002, "betas": [0.9, 0.999]}
+    assert adam["schedule"] == {"name": "step", "every": 5, "gamma": 0.5}
+    assert adam["epochs"] == 50
+    o = eadam["optimizer"]
+    assert (o["name"], o["lr"], o["L"], o["gamma"], o["betas"][0]) == \
+        ("entropy_adam", 0.01, 5, 100.0, 0.5)
+    assert o.get("gamma_decay", 0) == 0                          # fixed γ: no scoping
+    assert eadam["schedule"] == {"name": "step", "every": 1, "gamma": 0.5}
+    assert eadam["epochs"] * o["L"] == 25
+    for q in (sgd, esgd):
+        assert q["dataset"] == {"name": "ptb", "data_dir": "/d"}
+        assert q["model"] == {"name": "ptb-lstm"}             # Zaremba et al.'s large LSTM
+        assert q["batch_size"] == 20 and q["clip_grad_norm"] == 10.0
+    assert sgd["optimizer"] == {"name": "sgd", "lr": 1.0}        # no momentum
+    assert sgd["schedule"] == {"name": "step", "every": 1, "start": 14,
+                               "gamma": pytest.approx(1 / 1.15)}
+    assert sgd["epochs"] == 55
+    o = esgd["optimizer"]
+    assert (o["name"], o["lr"], o["L"], o["gamma"], o["inner_lr"], o["noise"]) == \
+        ("entropy_sgd", 1.0, 5, 1000.0, 1.0, 1e-8)
+    assert o["momentum"] == o["inner_momentum"] == 0.5 and o.get("gamma_decay", 0) == 0
+    assert esgd["schedule"] == {"name": "step", "every": 1, "start": 3, "gamma": 0.1}
+    assert esgd["epochs"] * o["L"] == 25
+    for q in p.values():        # every optimizer accepts its settings
+        hyper = {k: v for k, v in q["optimizer"].items() if k != "name"}
+        build_optimizer(q["optimizer"]["name"], [torch.nn.Parameter(torch.zeros(3))], **hyper)
+
+
+@pytest.mark.parametrize("scale", ["cpu", "paper"])
+def test_rnn_budgets_keep_the_thesis_ratio_of_effective_epochs(scale):
+    """25 effective epochs against 50 (Adam) and 55 (SGD). At cpu scale the char-LSTM runs the
+    first 2/5 of the thesis' runs under their schedules as stated, the PTB-LSTM its runs
+    compressed to 2/5 of the epochs with the schedules scaled (the thesis' number of drops)."""
+    p, paper = _rnn_runs(scale), _rnn_runs("paper")
+    k = 1.0 if scale == "paper" else 2 / 5
+    for entropy, base, epochs in (("entropy-adam-char", "adam-char", 50),
+                                  ("entropy-sgd-ptb", "sgd-ptb", 55)):
+        eff = p[entropy]["epochs"] * p[entropy]["optimizer"]["L"]
+        assert p[base]["epochs"] / eff == pytest.approx(epochs / 25), (base, eff)
+        assert p[entropy]["epochs"] == pytest.approx(5 * k)
+    for label in ("adam-char", "entropy-adam-char"):             # truncated
+        assert p[label]["schedule"] == paper[label]["schedule"], label
+    for label in ("sgd-ptb", "entropy-sgd-ptb"):                 # compressed
+        for key in ("every", "start"):
+            assert p[label]["schedule"][key] == pytest.approx(k * paper[label]["schedule"][key])
+        assert p[label]["schedule"]["gamma"] == paper[label]["schedule"]["gamma"]
+
+
+@pytest.mark.parametrize("scale", ["smoke", "cpu", "paper"])
+def test_rnn_angle_is_measured_with_each_optimizers_own_chain(scale):
+    """The angle's local-entropy gradient is the optimizer's: its γ, L, SGLD step and β⁻¹."""
+    p = _rnn_runs(scale)
+    spacing = set()
+    for label in ("entropy-adam-char", "entropy-sgd-lenet"):
+        o, (m,) = p[label]["optimizer"], p[label]["measure"]
+        assert m["name"] == "entropy_angle"
+        assert (m["gamma"], m["steps"], m["beta"]) == (o["gamma"], o["L"], 1 / o["noise"])
+        assert m.get("inner_lr", 0.1) == o["inner_lr"]
+        spacing.add((m["every"], m.get("start", 0)))
+    assert len(spacing) == 1                   # the change per step compares like with like
+
+
+@pytest.mark.parametrize("choice", ["outer", "inner"])
+def test_rnn_momentum_readings_change_entropy_sgds_loops_only(choice):
+    base, other = _rnn_runs("paper"), _rnn_runs("paper", {"momentum": choice})
+    for label, p in other.items():
+        if label != "entropy-sgd-ptb":
+            assert p == base[label], label
+            continue
+        o = p["optimizer"]
+        assert (o["momentum"], o["inner_momentum"]) == ((0.5, 0.0) if choice == "outer"
+                                                        else (0.0, 0.5))
+
+
+@pytest.mark.parametrize("scale", ["cpu", "paper"])
+def test_rnn_claims_name_our_thresholds(scale):
+    spec = load_experiment(RNN, scale)
+    claims = {c["metric"]: c for c in spec.options["claims"]}
+    assert claims["log_angle_change"]["margin"] == pytest.approx(math.log(2))
+    assert spec.options["references"]["|cos| 0.2"] == {"mean_abs_cosine": 0.2}
+    assert claims["test_perplexity"]["less"] == ["entropy-sgd-ptb", "sgd-ptb"]
+    assert claims["test_loss"]["less"] == ["entropy-adam-char", "adam-char"]
+    assert "thresholds are ours" in " ".join(spec.description.split())

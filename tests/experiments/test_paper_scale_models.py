@@ -53,6 +53,15 @@ def data_dir(tmp_path_factory):
         fine = np.arange(20) * 5 % 100
         write_cifar_batch(d / split, rng.integers(0, 256, (20, 3, 32, 32), dtype=np.uint8),
                           fine, key=b"fine_labels", extra={b"coarse_labels": list(fine // 5)})
+    # War and Peace's file name (text_chars) and Mikolov's PTB files, a few windows each
+    words = ("well prince so genoa and lucca are now just family estates of the buonapartes "
+             "but i warn you if you dont tell me that this means war").split()
+    lines = [" ".join(words[i % 7:] + words[:i % 7]) for i in range(40)]
+    (root / "pg2600.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    d = root / "simple-examples" / "data"
+    d.mkdir(parents=True)
+    for split in ("train", "valid", "test"):
+        (d / f"ptb.{split}.txt").write_text("".join(f" {x} \n" for x in lines[:12]))
     return root
 
 
@@ -71,7 +80,8 @@ def test_paper_scale_network_takes_a_step_on_its_data_format(key, data_dir):
     ds, model, loss_fn, dtype = build(p, seed=0)
     x, y = ds.x_train[:2], ds.y_train[:2]
     out = model.train()(x)
-    assert out.shape[0] == 2 and out.shape[-1] == ds.num_outputs, out.shape
+    # scores (N, C) or, per position of a sequence, (N, C, T): the classes on dim 1
+    assert out.shape[0] == 2 and out.shape[1] == ds.num_outputs, out.shape
     loss_fn(out, y).backward()
     grads = [q.grad for q in model.parameters() if q.requires_grad]
     assert grads and all(g is not None and torch.isfinite(g).all() for g in grads)
