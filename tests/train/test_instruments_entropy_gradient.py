@@ -72,6 +72,30 @@ def test_logs_the_measurement_of_the_current_parameters_with_its_own_generator()
             ref.cosine, abs=1e-12)
 
 
+def test_a_diverged_chain_logs_nothing_and_training_goes_on_a_diverged_model_ends_it():
+    """A Langevin chain that blows up on a finite model is the measurement's failure: nothing
+    logged at those steps, a warning, and the same training as without the instrument; a
+    model that diverges still ends the run as diverged."""
+    def run(lr, callbacks):
+        model = _model()
+        return train(model, nn.CrossEntropyLoss(), toy_dataset(),
+                     torch.optim.SGD(model.parameters(), lr=lr), epochs=1, batch_size=8,
+                     callbacks=callbacks, progress=False)
+
+    cb = build_instrument("entropy_angle", schedule=Schedule.every(2), gamma=0.05,
+                          beta=1e4, steps=30, inner_lr=1e6, batch_size=8)
+    with pytest.warns(RuntimeWarning, match="the local-entropy estimate diverged") as seen:
+        res = run(0.1, [cb])
+    assert [re.search(r"at step (\d+)", str(w.message))[1] for w in seen] == ["0", "2", "4"]
+    plain = run(0.1, [])
+    assert res.status == "finished"
+    assert not any(k in res.history for k in SERIES)
+    assert res.history["train_loss"] == plain.history["train_loss"]
+    cb = build_instrument("entropy_angle", schedule=Schedule.every(1), gamma=0.05,
+                          beta=1e4, steps=2, batch_size=8)
+    assert run(math.inf, [cb]).status == "diverged"
+
+
 def test_a_given_batch_size_or_the_full_gradient_logs_from_step_0():
     model, data = _model(), toy_dataset()
     cbs = [build_instrument("entropy_angle", schedule=Schedule.every(2), gamma=0.05,

@@ -23,12 +23,19 @@ instruments in one run).
 
 Evaluation set, eval mode and seeding as in :mod:`sgdlab.train.instruments.curvature`: the
 model, its buffers, its ``.grad`` and torch's global generators are left as they were, so a
-run with the instrument takes the same steps as one without.
+run with the instrument takes the same steps as one without. A Langevin chain that diverges
+while the model is finite (``inner_lr`` too large for the loss's curvature at that point:
+early in training, or eval-mode batch norm on running statistics of a few steps) is the
+measurement's failure, not the training's: nothing is logged at that step (a warning says
+so) and training goes on; a non-finite model still ends the run as diverged.
 """
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Any
+
+import torch
 
 from sgdlab.measure.entropy_gradient import METHODS, SGD_GRADIENTS, local_entropy_gradient_angle
 from sgdlab.measure.passes import memory_budget_bytes
@@ -91,12 +98,22 @@ class EntropyAngleCallback(MeasuredCallback):
             if ctx.batch is None:
                 return {}   # before the first step the batch size is unknown
             b = min(len(ctx.batch[0]), len(data[0]))
-        r = local_entropy_gradient_angle(
-            ctx.model, ctx.loss_fn, data, self.gamma, sgd_gradient=self.sgd_gradient,
-            batch_size=b, beta=self.beta, method=self.method, steps=self.steps,
-            inner_lr=self.inner_lr, alpha=self.alpha, num_samples=self.num_samples,
-            generator=generator, memory_budget=self.memory_budget)
         p = self.prefix
+        try:
+            r = local_entropy_gradient_angle(
+                ctx.model, ctx.loss_fn, data, self.gamma, sgd_gradient=self.sgd_gradient,
+                batch_size=b, beta=self.beta, method=self.method, steps=self.steps,
+                inner_lr=self.inner_lr, alpha=self.alpha, num_samples=self.num_samples,
+                generator=generator, memory_budget=self.memory_budget)
+        except FloatingPointError:
+            if not all(bool(torch.isfinite(q).all()) for q in ctx.model.parameters()):
+                raise                    # the model diverged: the run's end, as elsewhere
+            warnings.warn(f"{p}: the local-entropy estimate diverged at step {ctx.step} "
+                          f"(its Langevin chain: inner_lr={self.inner_lr} too large for the "
+                          "loss's curvature there); nothing logged, training goes on",
+                          RuntimeWarning, stacklevel=2)
+            return dict.fromkeys((f"{p}/degrees", f"{p}/cosine", f"{p}/grad_norm",
+                                  f"{p}/sgd_grad_norm"), math.nan)
         return {f"{p}/degrees": r.degrees, f"{p}/cosine": r.cosine,
                 f"{p}/grad_norm": r.entropy_grad_norm, f"{p}/sgd_grad_norm": r.sgd_grad_norm}
 
