@@ -397,3 +397,48 @@ def test_the_hessian_measures_harmonic_mean_leaves_out_the_round_off_of_the_mode
     assert summary["hessian_harmonic_mean"] == hm
     assert summary["hessian_harmonic_mean"] >= float(ev[ev > tol].min())
     assert data["hessian_eigenvalues"] == ev.double().tolist()
+
+
+def test_the_hessian_spectrum_of_a_char_lstm_on_token_lines_is_torch_funcs_dense_hessians():
+    # Fig. 3.4b: the hessian_spectrum measurement on autograd's example LSTM (int64 tokens,
+    # float64 as the entry runs it) is the spectrum of the whole Hessian of the mean loss,
+    # here torch.func.hessian of the loss as a function of the flat parameters; one column
+    # per product (chunk_size 1, the entry's) and blocks of columns give the same matrix
+    import pytest
+    import torch
+    from torch.func import functional_call
+
+    from sgdlab.data import load_dataset
+    from sgdlab.experiments.procedures.measures import compute_final
+    from sgdlab.models import build_model
+
+    ds = load_dataset("text_lines", n_lines=12, line_length=6, test_lines=2)
+    x, y = ds.x_train, ds.y_train
+    assert x.dtype == torch.int64
+    torch.manual_seed(0)
+    model = build_model("char-lstm-autograd", ds.input_shape, ds.num_outputs, hidden=2,
+                        init_scale=0.3).double().eval()
+    loss_fn = torch.nn.CrossEntropyLoss()
+    names = [n for n, _ in model.named_parameters()]
+    shapes = [p.shape for _, p in model.named_parameters()]
+    flat = torch.cat([p.detach().reshape(-1) for p in model.parameters()])
+
+    def loss(w):
+        parts, i = {}, 0
+        for n, s in zip(names, shapes):
+            k = s.numel()
+            parts[n] = w[i:i + k].reshape(s)
+            i += k
+        return loss_fn(functional_call(model, parts, (x,)), y)
+
+    h = torch.func.hessian(loss)(flat)
+    want = torch.linalg.eigvalsh((h + h.T) / 2)
+    assert h.shape[0] == 4 * (96 + 2 + 1) * 2 + 2 * 2 + 2 * 96 + 96
+    for chunk in (1, 64):
+        summary, data = compute_final({"kind": "hessian_spectrum", "chunk_size": chunk},
+                                      model, loss_fn, (x, y))
+        got = torch.tensor(data["hessian_eigenvalues"], dtype=torch.float64)
+        assert summary["hessian_dim"] == len(want)
+        assert torch.allclose(got, want, rtol=0, atol=1e-12 * float(want.abs().max()))
+    with pytest.raises(ValueError, match="chunk_size must be a positive integer"):
+        compute_final({"kind": "hessian_spectrum", "chunk_size": 0}, model, loss_fn, (x, y))

@@ -179,11 +179,17 @@ def _expected_sharpness(model, loss_fn, data, sigma: float = 0.01, num_samples: 
 
 
 # --- arrays ------------------------------------------------------------------------------
-@array("hessian_spectrum", {"max_params"})
-def _hessian_spectrum(model, loss_fn, data, max_params: int = 60_000):
+@array("hessian_spectrum", {"max_params", "chunk_size"})
+def _hessian_spectrum(model, loss_fn, data, max_params: int = 60_000, chunk_size: int = 256):
+    """``chunk_size``: Hessian columns per product (:func:`sgdlab.measure.curvature.
+    dense_hessian`); 1 for a recurrent network, whose batched double backward costs ~3 times
+    a column's (docs/design/curvature.md, "Dense Hessians of recurrent networks")."""
     from sgdlab.measure.curvature import harmonic_mean_eigenvalue, hessian_spectrum
 
-    raw = hessian_spectrum(model, loss_fn, data, max_params=max_params)
+    if not isinstance(chunk_size, int) or isinstance(chunk_size, bool) or chunk_size < 1:
+        raise ValueError(f"hessian_spectrum: chunk_size must be a positive integer, got "
+                         f"{chunk_size!r}")
+    raw = hessian_spectrum(model, loss_fn, data, max_params=max_params, chunk_size=chunk_size)
     # the positive part above the round-off of the model's dtype: cast to float64 first, the
     # threshold took float64's eps and kept float32 round-off, which the mean then reads
     hm, used = harmonic_mean_eigenvalue(raw)
