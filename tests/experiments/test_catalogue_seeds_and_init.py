@@ -36,6 +36,7 @@ RUNS_STATED = {
              "runs)",  # Fig. 3.1, small-LeNet
         1050: "for `mnistfc` and `lenet` respectively over 5 independent runs",  # §3.3.2
         1063: "(A) small-mnistfc (2 runs)",  # Fig. 3.4a
+        1065: "(B) char-LSTM (5 runs)",  # Fig. 3.4b
         1101: "over 4 independent runs",  # §3.3.5, char-LSTM
         2112: "We report the mean and standard deviation of the validation error over 3 runs "
               "for each algorithm with random initialization.",  # Ch. 5, every experiment
@@ -55,7 +56,8 @@ SEEDS_STATED: dict[str, tuple[tuple[tuple[str, ...] | None, int | None, int | No
     "chaudhari-trivialized-lenet": ((None, 10, 711),),
     "chaudhari-trivialized-allcnn": ((None, 2, 719),),
     "chaudhari-hessian-spectrum": ((("small-lenet-hessian",), 2, 746),
-                                   (("small-mnistfc",), 2, 1063)),
+                                   (("small-mnistfc",), 2, 1063),
+                                   (("char-lstm-autograd",), 5, 1065)),
     "chaudhari-entropy-sgd": ((("mnistfc", "lenet"), 5, 1050), (("allcnn",), None, None)),
     "chaudhari-entropy-sgd-rnn": ((("char-lstm",), 4, 1101), (("ptb-lstm", "lenet"), None, None)),
     "chaudhari-parle": ((None, 3, 2112),),
@@ -117,6 +119,7 @@ def test_a_scale_says_how_many_seeds_it_runs_and_what_the_paper_states(name, sca
 INIT = {"resnet-56": "He et al.'s initialisation",        # sgdlab.models.resnet
         "char-lstm": "char-rnn's uniform(−0.08, 0.08)",     # sgdlab.models.recurrent
         "ptb-lstm": "Zaremba et al.'s uniform(−0.04, 0.04)",
+        "char-lstm-autograd": "N(0, 0.01²)",              # autograd's examples/lstm.py
         "musso-vgg16": "torchvision's initialisation"}    # sgdlab.models.musso
 
 
