@@ -114,7 +114,7 @@ class LSTMStack(nn.Module):
 
     def forward(self, x: Tensor, h0: list[Tensor] | None = None,
                 c0: list[Tensor] | None = None) -> Tensor:
-        n, steps = x.shape[0], x.shape[1]
+        n = x.shape[0]
         for k in range(self.num_layers):
             if k > 0 and self.dropout > 0:
                 x = F.dropout(x, self.dropout, self.training)

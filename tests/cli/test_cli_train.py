@@ -197,7 +197,7 @@ def test_bad_config_exits_2_naming_the_key(tmp_path, capsys):
     assert "optimizer.lrr: unknown key (did you mean lr?)" in err
     assert not (tmp_path / "s.sqlite").exists()  # nothing recorded for an invalid config
     assert main(["train", "no-such-config"]) == 2
-    assert "packaged configs: digits-mlp" in capsys.readouterr().err
+    assert "packaged configs: char-lstm, digits-mlp" in capsys.readouterr().err
     assert main(["runs", "list", "--store", str(tmp_path / "s.sqlite")]) == 2
     assert "no run store at" in capsys.readouterr().err
     assert not (tmp_path / "s.sqlite").exists()

@@ -14,7 +14,7 @@ from sgdlab.experiments.spec import load_experiment, resolve
 from sgdlab.experiments.sweep import artifacts_root, dependency_layers, load_runs, run_sweep
 from sgdlab.experiments.worker import CHECKPOINT_DIR
 from sgdlab.store import RunStore
-from test_sweep_resume import counted_steps, outcome, tiny
+from test_sweep_resume import counted_steps, outcome, stop_with_a_refused_checkpoint, tiny
 
 
 # the runs labelled so kill their Ray worker after step 2 (once each: sweep_kill_helpers)
@@ -287,20 +287,12 @@ def test_a_checkpoint_a_ray_task_refuses_is_removed_and_the_run_started_again(
     """Its training names the checkpoint where the task wrote it (a temporary folder): the
     driver must see it is the one it sent, say so, and start the run again from step 0."""
     import sgdlab.experiments.procedures.train as proc
-    from sgdlab.train.checkpoint import checkpoint_path, load_checkpoint, save_checkpoint
 
     monkeypatch.setenv("SGDLAB_THREADS", "1")
     spec, ref, store = resolve(tiny(), "cpu"), tmp_path / "ref.sqlite", tmp_path / "s.sqlite"
     run_sweep(spec.expand(), store_path=str(ref), progress=None)
     monkeypatch.setattr(proc, "CHECKPOINT_SECONDS", 0)
-    counted_steps(monkeypatch, stop_at=11)
-    with pytest.raises(KeyboardInterrupt):
-        run_sweep(spec.expand(), store_path=str(store), progress=None)
-    ckpt = checkpoint_path(artifacts_root(RunStore(store)) / spec.expand()[0].key
-                           / CHECKPOINT_DIR)
-    state = load_checkpoint(ckpt)
-    state["settings"]["param_groups"][0]["momentum"] = 0.5     # another default then
-    save_checkpoint(ckpt, state)
+    ckpt = stop_with_a_refused_checkpoint(monkeypatch, spec, store)
     said: list[str] = []
     rep = run_sweep(spec.expand(), store_path=str(store), backend="ray", progress=said.append)
     assert not rep.failed

@@ -65,6 +65,23 @@ def every_epoch(monkeypatch):
     monkeypatch.setattr(proc, "CHECKPOINT_SECONDS", 0)
 
 
+def stop_with_a_refused_checkpoint(monkeypatch, spec, store: Path) -> Path:
+    """Stop the sweep of ``spec`` at step 11 (Ctrl-C) and make its first run's checkpoint one
+    its training refuses: its settings say another momentum (an older default, the run key
+    the same). Returns the checkpoint's path."""
+    from sgdlab.train.checkpoint import checkpoint_path, load_checkpoint, save_checkpoint
+
+    counted_steps(monkeypatch, stop_at=11)
+    with pytest.raises(KeyboardInterrupt):
+        run_sweep(spec.expand(), store_path=str(store), progress=None)
+    ckpt = checkpoint_path(artifacts_root(RunStore(store)) / spec.expand()[0].key
+                           / CHECKPOINT_DIR)
+    state = load_checkpoint(ckpt)
+    state["settings"]["param_groups"][0]["momentum"] = 0.5     # another default then
+    save_checkpoint(ckpt, state)
+    return ckpt
+
+
 def counted_steps(monkeypatch, stop_at: int | None = None) -> list[int]:
     """Counts SGD steps taken in this process; Ctrl-C at step ``stop_at``."""
     taken: list[int] = []
@@ -143,17 +160,8 @@ def test_a_checkpoint_its_training_refuses_is_removed_and_the_run_started_again(
     changed since; the run's key the same): its training refuses it, naming the file. That
     stopped the whole sweep as bad input (the checkpoint had to be deleted by hand); the run
     now starts again from step 0 and the sweep goes on."""
-    from sgdlab.train.checkpoint import checkpoint_path, load_checkpoint, save_checkpoint
-
     spec, store = resolve(tiny(), "cpu"), tmp_path / "s.sqlite"
-    counted_steps(monkeypatch, stop_at=11)
-    with pytest.raises(KeyboardInterrupt):
-        run_sweep(spec.expand(), store_path=str(store), progress=None)
-    ckpt = checkpoint_path(artifacts_root(RunStore(store)) / spec.expand()[0].key
-                           / CHECKPOINT_DIR)
-    state = load_checkpoint(ckpt)
-    state["settings"]["param_groups"][0]["momentum"] = 0.5     # another default then
-    save_checkpoint(ckpt, state)
+    ckpt = stop_with_a_refused_checkpoint(monkeypatch, spec, store)
     said: list[str] = []
     taken = counted_steps(monkeypatch)
     rep = run_sweep(spec.expand(), store_path=str(store), progress=said.append)
