@@ -60,6 +60,7 @@ from sgdlab.operators.batches import (Data, check_batch_loss, check_model_data, 
 from sgdlab.operators.params import (UNUSED_ZERO, flatten, functional_call, params_vector,
                                      require_trainable)
 
+from .dynamics import gradient_cosine
 from .sharpness import _gaussian, _same_batches, perturbed_evaluations
 
 __all__ = ["METHODS", "EntropyGradientAngle", "langevin_step_", "local_entropy_gradient",
@@ -345,11 +346,11 @@ def local_entropy_gradient_angle(
                       num_samples=num_samples, generator=generator, chunk_size=chunk_size,
                       vectorize=vectorize, memory_budget=memory_budget,
                       first_pass=draws.passes)
-    a, b = g.double(), sgd.double()
-    na, nb = float(torch.linalg.vector_norm(a)), float(torch.linalg.vector_norm(b))
+    na, nb = (float(torch.linalg.vector_norm(v.double())) for v in (g, sgd))
     if not math.isfinite(nb):
         raise FloatingPointError(f"non-finite SGD gradient (norm {nb}): a diverged model?")
-    if na == 0 or nb == 0:
+    cos = gradient_cosine(g, sgd, eps=0.0)
+    if math.isnan(cos):
         return EntropyGradientAngle(math.nan, math.nan, na, nb)
-    cos = max(-1.0, min(1.0, float(a @ b) / (na * nb)))
+    cos = max(-1.0, min(1.0, cos))
     return EntropyGradientAngle(math.degrees(math.acos(cos)), cos, na, nb)
