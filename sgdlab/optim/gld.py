@@ -84,6 +84,7 @@ from sgdlab.operators.params import trainable_named_params
 from . import noise as N
 from ._common import check_real_parameters, closure_loss, is_whole, seeded_generator
 from .registry import register_optimizer
+from .settings import split_own_state
 
 __all__ = [
     "StructuredNoiseGD", "GD", "GLDConst", "GLDDynamic", "GLDDiagonal", "GLDLeading",
@@ -605,12 +606,8 @@ class StructuredNoiseGD(Optimizer):
         return sd
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        state_dict = dict(state_dict)
-        extra = state_dict.pop("gld", None)
-        if extra is None:
-            raise ValueError("state_dict has no 'gld' entry (not saved by a GLD optimizer)")
-        if extra["noise"] != self.noise:
-            raise ValueError(f"state_dict is for noise {extra['noise']!r}, not {self.noise!r}")
+        state_dict, extra = split_own_state(state_dict, "gld", "a GLD optimizer",
+                                            noise=self.noise)
         super().load_state_dict(state_dict)
         self._t = int(extra["t"])
         self.generator.set_state(extra["generator"])

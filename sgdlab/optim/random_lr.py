@@ -47,6 +47,7 @@ from sgdlab.measure.temperature import MUSSO_CONVENTIONS as CONVENTIONS
 
 from ._common import closure_loss, momentum_direction, seeded_generator
 from .registry import register_optimizer
+from .settings import split_own_state
 
 __all__ = ["RandomLRSGD", "CONVENTIONS", "MULTIPLY", "alpha_high"]
 
@@ -143,10 +144,7 @@ class RandomLRSGD(Optimizer):
         return sd
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        state_dict = dict(state_dict)
-        extra = state_dict.pop("random_lr", None)
-        if extra is None:
-            raise ValueError("state_dict has no 'random_lr' entry (not saved by RandomLRSGD)")
+        state_dict, extra = split_own_state(state_dict, "random_lr", "RandomLRSGD")
         super().load_state_dict(state_dict)
         self.generator.set_state(extra["generator"])
         self.steps = int(extra["steps"])

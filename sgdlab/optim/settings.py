@@ -17,7 +17,8 @@ from typing import Any
 
 import torch
 
-__all__ = ["group_settings", "inner_settings", "own_settings", "plain_attributes"]
+__all__ = ["group_settings", "inner_settings", "own_settings", "plain_attributes",
+           "split_own_state"]
 
 
 def group_settings(optimizer: torch.optim.Optimizer) -> list[dict[str, Any]]:
@@ -63,3 +64,20 @@ def _plain_data(value: Any) -> bool:
     if isinstance(value, (list, tuple)):
         return all(_plain_data(v) for v in value)
     return value is None or isinstance(value, (bool, int, float, str))
+
+
+def split_own_state(state_dict: dict[str, Any], key: str, saved_by: str,
+                    **expected: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``(torch_state, own)``: an optimizer's ``state_dict`` less the entry ``key`` in which
+    it keeps what torch's state does not hold (its generator's state, counters), and that
+    entry. Refused with a ValueError naming ``saved_by`` when the entry is missing, and naming
+    the setting when one of ``expected`` (the reading the state was saved under, e.g.
+    ``noise="dynamic"``) differs from the entry's."""
+    torch_state = dict(state_dict)
+    own = torch_state.pop(key, None)
+    if own is None:
+        raise ValueError(f"state_dict has no {key!r} entry (not saved by {saved_by})")
+    for name, value in expected.items():
+        if own[name] != value:
+            raise ValueError(f"state_dict is for {name} {own[name]!r}, not {value!r}")
+    return torch_state, own

@@ -51,6 +51,7 @@ from torch.optim import Optimizer
 from ._common import check_real_parameters, closure_loss, seeded_generator
 from .noise import standard_normal
 from .registry import register_optimizer
+from .settings import split_own_state
 
 __all__ = ["SGLD", "ENERGIES", "sgld_noise_std"]
 
@@ -153,13 +154,7 @@ class SGLD(Optimizer):
         return sd
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        state_dict = dict(state_dict)
-        extra = state_dict.pop("sgld", None)
-        if extra is None:
-            raise ValueError("state_dict has no 'sgld' entry (not saved by SGLD)")
-        if extra["energy"] != self.energy:
-            raise ValueError(f"state_dict is for energy {extra['energy']!r}, "
-                             f"not {self.energy!r}")
+        state_dict, extra = split_own_state(state_dict, "sgld", "SGLD", energy=self.energy)
         super().load_state_dict(state_dict)
         self.num_data = extra["num_data"]
         self.generator.set_state(extra["generator"])

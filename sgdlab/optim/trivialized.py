@@ -51,7 +51,7 @@ from ._common import (check_plain_optimizer, check_real_parameters, closure_loss
                       seeded_generator)
 from .noise import standard_normal
 from .registry import build_optimizer, register_optimizer
-from .settings import inner_settings
+from .settings import inner_settings, split_own_state
 
 __all__ = ["TrivializedSGD", "AnnealedNoiseSGD", "trivialization_heuristics", "field_strength",
            "P_COUNTS"]
@@ -242,12 +242,8 @@ class TrivializedSGD(Optimizer):
         return sd
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        state_dict = dict(state_dict)
-        extra = state_dict.pop("trivialized", None)
-        if extra is None:
-            raise ValueError("state_dict has no 'trivialized' entry")
-        if extra["base"] != self.base_name:
-            raise ValueError(f"state_dict is for base {extra['base']!r}, not {self.base_name!r}")
+        state_dict, extra = split_own_state(state_dict, "trivialized", "TrivializedSGD",
+                                            base=self.base_name)
         self.base.load_state_dict(state_dict)
         self._link()
         self._i = int(extra["i"])
