@@ -1,17 +1,29 @@
 """Shared pieces of the loaders: seeded splits and subsets, normalisation, the Dataset record."""
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from ..errors import UserError, did_you_mean
+from ..errors import DataError, UserError, did_you_mean
 from .base import Dataset
 
 NORMALIZATIONS = ("unit", "symmetric", "standardize", "imagenet", "gcn", "gcn-zca", "none")
 # the per-channel (R, G, B) statistics torchvision's ImageNet weights were trained on
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+
+def require_data_dir(data_dir: str | Path | None, name: str) -> Path:
+    """``data_dir`` as an existing folder, or a :class:`DataError` naming dataset ``name``."""
+    if data_dir is None:
+        raise DataError(f"dataset {name!r} reads files: pass data_dir= (config key data.data_dir) "
+                        f"pointing to the directory that holds them")
+    d = Path(data_dir).expanduser()
+    if not d.is_dir():
+        raise DataError(f"data_dir for dataset {name!r} does not exist or is not a directory: {d}")
+    return d
 
 
 def check_int(name: str, value: Any, *, minimum: int = 0, allow_none: bool = False) -> None:

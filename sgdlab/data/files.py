@@ -26,7 +26,8 @@ from typing import Any
 import numpy as np
 
 from ..errors import DataError, UserError, file_problem
-from ._common import check_int, make_classification, normalize_images, seeded_indices
+from ._common import (check_int, make_classification, normalize_images, require_data_dir,
+                      seeded_indices)
 from .base import Dataset
 from .registry import register_dataset
 
@@ -115,16 +116,6 @@ _IDX_URLS = {"mnist": "https://yann.lecun.com/exdb/mnist/ (or a mirror, e.g. "
                               "(data/fashion/*.gz)"}
 
 
-def _require_dir(data_dir: str | Path | None, name: str) -> Path:
-    if data_dir is None:
-        raise DataError(f"dataset {name!r} reads files: pass data_dir= (config key data.data_dir) "
-                        f"pointing to the directory that holds them")
-    d = Path(data_dir).expanduser()
-    if not d.is_dir():
-        raise DataError(f"data_dir for dataset {name!r} does not exist or is not a directory: {d}")
-    return d
-
-
 def _idx_names(stem: str) -> list[str]:
     # "train-images.idx3-ubyte" (dot) is how some mirrors name the same files
     dotted = stem.replace("-idx", ".idx")
@@ -159,7 +150,7 @@ def _find_idx(root: Path, dataset: str) -> dict[str, Path]:
 
 def _load_idx_dataset(dataset: str, data_dir, *, seed: int, train_size, test_size, balanced: bool,
                       normalize: str, flatten: bool) -> Dataset:
-    root = _require_dir(data_dir, dataset)
+    root = require_data_dir(data_dir, dataset)
     paths = _find_idx(root, dataset)
     arrays = {k: read_idx(p, expect_ndim=3 if k.endswith("images") else 1, expect_ubyte=True)
               for k, p in paths.items()}
@@ -424,7 +415,7 @@ def _archive_members(path: Path, names: list[str]) -> dict[str, bytes]:
 def _load_cifar(dataset: str, data_dir, *, seed: int, train_size, test_size, balanced: bool,
                 normalize: str, flatten: bool, labels: str = "fine") -> Dataset:
     spec = _CIFAR[dataset]
-    root = _require_dir(data_dir, dataset)
+    root = require_data_dir(data_dir, dataset)
     kind, loc, names = _cifar_files(dataset, root)
     key = spec["key"]
     if dataset == "cifar100":
@@ -527,10 +518,10 @@ def find_files(name: str, data_dir) -> str | None:
     dataset that reads no files here (the text datasets' file is an option, ``path``)."""
     dataset = name.strip().lower().replace("-", "_")
     if dataset in _IDX_SUBDIRS:
-        paths = _find_idx(_require_dir(data_dir, dataset), dataset)
+        paths = _find_idx(require_data_dir(data_dir, dataset), dataset)
         return f"IDX files in {paths['train_images'].parent}"
     if dataset in _CIFAR:
-        kind, loc, _ = _cifar_files(dataset, _require_dir(data_dir, dataset))
+        kind, loc, _ = _cifar_files(dataset, require_data_dir(data_dir, dataset))
         return f"CIFAR {kind.replace('-', ' ')} batches in {loc}"
     if dataset == "ptb":
         from .text import ptb_files

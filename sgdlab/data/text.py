@@ -38,7 +38,7 @@ import numpy as np
 import torch
 
 from ..errors import DataError, UserError, did_you_mean, file_problem
-from ._common import check_int
+from ._common import check_int, require_data_dir
 from .base import Dataset
 from .registry import register_dataset
 
@@ -118,13 +118,6 @@ def _check_split(split: Any) -> str:
     return split
 
 
-def _require_dir(data_dir: str | Path, name: str) -> Path:
-    d = Path(data_dir).expanduser()
-    if not d.is_dir():
-        raise DataError(f"data_dir for dataset {name!r} does not exist or is not a directory: {d}")
-    return d
-
-
 def text_file(name: str, path: Any, data_dir: str | Path | None) -> Path | None:
     """The file dataset ``name`` reads: ``path`` (relative to ``data_dir`` when one is given),
     else in ``data_dir`` one of :data:`TEXT_NAMES` or its only ``.txt`` file; None for neither
@@ -134,11 +127,11 @@ def text_file(name: str, path: Any, data_dir: str | Path | None) -> Path | None:
             raise UserError(f"option 'path' must be the path of a text file, got {path!r}")
         p = Path(path).expanduser()
         if not p.is_absolute() and data_dir is not None:
-            p = _require_dir(data_dir, name) / p
+            p = require_data_dir(data_dir, name) / p
         return p
     if data_dir is None:
         return None
-    root = _require_dir(data_dir, name)
+    root = require_data_dir(data_dir, name)
     for n in TEXT_NAMES:
         if (root / n).is_file():
             return root / n
@@ -264,7 +257,7 @@ def ptb_files(data_dir: str | Path | None) -> dict[str, Path]:
         raise DataError(f"dataset 'ptb' reads files: pass data_dir= (config key data.data_dir) "
                         f"pointing to the folder that holds {', '.join(_PTB_FILES.values())} "
                         f"({_PTB_URL}); text_words is a word-level set that needs no files")
-    root = _require_dir(data_dir, "ptb")
+    root = require_data_dir(data_dir, "ptb")
     for d in [root / s for s in _PTB_SUBDIRS] + [root]:
         paths = {k: d / n for k, n in _PTB_FILES.items()}
         held = [k for k, p in paths.items() if p.is_file()]
