@@ -73,6 +73,28 @@ def relu_chains_with_ties(channels: int, size: int, classes: int = 3) -> nn.Sequ
         nn.Linear(4 * (size // 4) ** 2, classes))
 
 
+# A run config that trains in a blink: Zhu et al.'s cubic regression and its 1-6-6-6-1 MLP.
+TINY_RUN = {
+    "name": "tiny",
+    "data": {"name": "cubic", "seed": 0},
+    "model": {"name": "zhu-mlp-1-6-6-6-1"},
+    "optimizer": {"name": "sgd", "lr": 0.05},
+    "train": {"epochs": 2, "batch_size": 5},
+}
+
+
+def config_errors(raw) -> str:
+    """The message of the ConfigError that validating the run config ``raw`` raises."""
+    from sgdlab.config import validate_config
+    from sgdlab.errors import ConfigError
+
+    try:
+        validate_config(raw)
+    except ConfigError as e:
+        return str(e)
+    raise AssertionError(f"the config was accepted: {raw!r}")
+
+
 def tiny_classification(n: int = 12, in_dim: int = 3, classes: int = 2, *, seed: int = 1,
                         dtype: torch.dtype = torch.float64) -> tuple[Tensor, Tensor]:
     g = torch.Generator().manual_seed(seed)

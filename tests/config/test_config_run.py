@@ -14,22 +14,10 @@ from pydantic import Field
 from sgdlab.config import (Section, apply_overrides, build_from_config, load_config,
                            packaged_configs, validate, validate_config)
 from sgdlab.errors import ConfigError
+from sgdlab.testing import TINY_RUN as TINY, config_errors
 from sgdlab.train.callbacks import Callback
 from sgdlab.train.instruments import INSTRUMENTS, register_instrument
 
-TINY = {
-    "name": "tiny",
-    "data": {"name": "cubic", "seed": 0},
-    "model": {"name": "zhu-mlp-1-6-6-6-1"},
-    "optimizer": {"name": "sgd", "lr": 0.05},
-    "train": {"epochs": 2, "batch_size": 5},
-}
-
-
-def errors_of(raw) -> str:
-    with pytest.raises(ConfigError) as e:
-        validate_config(raw)
-    return str(e.value)
 
 
 def test_packaged_default_validates_with_defaults_filled():
@@ -73,28 +61,28 @@ def test_packaged_default_validates_with_defaults_filled():
     ("train.clip_grad_norm=.nan", "train.clip_grad_norm: must be a number, got nan"),
 ])
 def test_bad_values_name_their_key(override, message):
-    assert message in errors_of(apply_overrides(TINY, [override]))
+    assert message in config_errors(apply_overrides(TINY, [override]))
 
 
 def test_optimizer_rejections_name_the_key():
     adam = {**TINY, "optimizer": {"name": "adam", "lr": 0.1, "betas": [0.9, 1.5]}}
-    assert errors_of(adam) == "optimizer.betas: Invalid beta parameter at index 1: 1.5"
+    assert config_errors(adam) == "optimizer.betas: Invalid beta parameter at index 1: 1.5"
     short = {**TINY, "optimizer": {"name": "adam", "lr": 0.1, "betas": [0.9]}}
-    assert errors_of(short).startswith("optimizer (adam): ")
+    assert config_errors(short).startswith("optimizer (adam): ")
     scalar = {**TINY, "optimizer": {"name": "adam", "lr": 0.1, "betas": 5}}
-    assert errors_of(scalar) == "optimizer.betas: must be a list of numbers, got 5"
-    assert errors_of({**TINY, "optimizer": {"name": "sgd", "lr": 0.1, "betas": [0.9]}}) == (
+    assert config_errors(scalar) == "optimizer.betas: must be a list of numbers, got 5"
+    assert config_errors({**TINY, "optimizer": {"name": "sgd", "lr": 0.1, "betas": [0.9]}}) == (
         "optimizer.betas: unknown key (optimizer 'sgd' accepts: lr, momentum, dampening, "
         "weight_decay, nesterov, maximize, foreach, differentiable, fused)")
 
 
 def test_all_problems_reported_and_required_keys():
-    msg = errors_of({"data": {"seed": -1}, "optimizer": {"name": "sgd", "lr": 0.1}})
+    msg = config_errors({"data": {"seed": -1}, "optimizer": {"name": "sgd", "lr": 0.1}})
     assert "data.name: required key is missing" in msg
     assert "data.seed: must be >= 0, got -1" in msg
     assert "model: required section is missing" in msg and "model.name" not in msg
     assert msg.startswith("3 problems in the config")
-    assert "optimizer.name: required key is missing" in errors_of(
+    assert "optimizer.name: required key is missing" in config_errors(
         {**TINY, "optimizer": {"lr": 0.1}})
 
 
@@ -213,11 +201,11 @@ def test_build_from_config_is_deterministic_and_wires_instruments():
     # the schedule is stepped once per step: halved after each 4-step epoch
     assert b1.optimizer.param_groups[0]["lr"] == pytest.approx(0.05 * 0.5 ** 2)
     assert build_from_config(TINY).schedule is None  # constant: nothing to step
-    assert "schedule (step): step schedule: give exactly one of" in errors_of(
+    assert "schedule (step): step schedule: give exactly one of" in config_errors(
         {**TINY, "schedule": {"name": "step"}})
-    assert "measure[0].scal: unknown key (did you mean scale?)" in errors_of(
+    assert "measure[0].scal: unknown key (did you mean scale?)" in config_errors(
         {**TINY, "measure": [{"name": "_test_probe", "scal": 1}]})
-    assert "measure[0]: give at most one of every, at, log_points" in errors_of(
+    assert "measure[0]: give at most one of every, at, log_points" in config_errors(
         {**TINY, "measure": [{"name": "_test_probe", "every": 1, "at": [3]}]})
 
 
@@ -293,7 +281,7 @@ def test_instrument_parameters_annotated_optional_accept_null():
     cfg = validate_config({**TINY, "measure": [
         {"name": "trajectory", "path": "t", "every_steps": 5, "every_epochs": None}]})
     assert cfg["measure"][0]["every_epochs"] is None
-    assert "measure[0].num_points: must be a number, got None" in errors_of(
+    assert "measure[0].num_points: must be a number, got None" in config_errors(
         {**TINY, "measure": [{"name": "step_interpolation", "every": 1, "num_points": None}]})
 
 
@@ -357,7 +345,7 @@ def test_generic_dataset_options_are_valid_for_every_dataset():
     cfg = validate_config({**TINY, "data": {"name": "digits",
                                             "options": {"n_train": 100, "label_noise": 10}}})
     assert cfg["data"]["options"] == {"n_train": 100, "label_noise": 10}
-    assert "data.options.label_noise: must be a number" in errors_of(
+    assert "data.options.label_noise: must be a number" in config_errors(
         {**TINY, "data": {"name": "digits", "options": {"label_noise": "some"}}})
 
 
@@ -484,11 +472,11 @@ def test_schedule_keys_the_instrument_would_ignore_are_refused(tmp_path):
     named the steps and ``start`` was dropped."""
     traj = {"name": "trajectory", "path": str(tmp_path / "t")}
     for key, value in (("every", 5), ("at", [0, 4]), ("log_points", 3), ("start", 2)):
-        msg = errors_of({**TINY, "measure": [{**traj, key: value}]})
+        msg = config_errors({**TINY, "measure": [{**traj, key: value}]})
         assert (f"measure[0].{key}: instrument 'trajectory' keeps its own cadence "
                 "(every_steps / every_epochs)") in msg
     for key, value in (("at", [0, 4]), ("log_points", 3)):
-        msg = errors_of({**TINY, "measure": [{"name": "hessian", key: value, "start": 2}]})
+        msg = config_errors({**TINY, "measure": [{"name": "hessian", key: value, "start": 2}]})
         assert f"measure[0].start: start is the first step of `every`; {key} names" in msg
     b = build_from_config({**TINY, "measure": [{"name": "hessian", "every": 3, "start": 2},
                                                {**traj, "every_steps": 3}]})
@@ -556,7 +544,7 @@ def test_memory_budget_of_the_measuring_instruments_is_an_optional_checked_key()
     assert [cb.memory_budget for cb in b.callbacks] == [2 ** 30]
     for bad, problem in ((0, "must be >= 1"), ("1XB", "unknown unit 'XB'"),
                          (1.5, "not a whole number of bytes"), (True, "a bool is no size")):
-        errors = errors_of({**TINY, "measure": [
+        errors = config_errors({**TINY, "measure": [
             {"name": "step_interpolation", "every": 2, "memory_budget": bad}]})
         assert errors.startswith(f"measure[0].memory_budget: Invalid memory_budget={bad!r} "
                                  f"({problem}; bytes: "), errors
@@ -580,5 +568,5 @@ measure:
                                                         512 * 2**20]
     assert all(type(cb.memory_budget) is int for cb in b.callbacks)
     bad = parse_yaml("measure: [{name: sharpness, every: 2, memory_budget: 2.5e-1}]")
-    assert errors_of({**TINY, **bad}).startswith(
+    assert config_errors({**TINY, **bad}).startswith(
         "measure[0].memory_budget: Invalid memory_budget=0.25 (not a whole number of bytes")

@@ -16,7 +16,7 @@ from sgdlab.config import apply_overrides, build_from_config, json_schema, valid
 from sgdlab.errors import ConfigError
 from sgdlab.measure.entropy_gradient import local_entropy_gradient_angle
 from sgdlab.optim.entropy_sgd import EntropySGD
-from sgdlab.testing import toy_dataset
+from sgdlab.testing import TINY_RUN, config_errors, toy_dataset
 from sgdlab.train.callbacks import MeasurementCallback, Schedule
 from sgdlab.train.instruments import build_instrument, instruments
 from sgdlab.train.loop import train
@@ -146,19 +146,7 @@ def test_bad_options_are_refused_when_built(options, says):
         build_instrument("entropy_angle", schedule=Schedule.every(1), **options)
 
 
-TINY = {
-    "name": "tiny",
-    "data": {"name": "cubic", "seed": 0},
-    "model": {"name": "zhu-mlp-1-6-6-6-1"},
-    "optimizer": {"name": "sgd", "lr": 0.05},
-    "train": {"epochs": 1, "batch_size": 5},
-}
-
-
-def _errors(raw) -> str:
-    with pytest.raises(ConfigError) as e:
-        validate_config(raw)
-    return str(e.value)
+TINY = {**TINY_RUN, "train": {"epochs": 1, "batch_size": 5}}
 
 
 def test_run_configs_take_it_and_refuse_unknown_or_missing_keys():
@@ -169,11 +157,11 @@ def test_run_configs_take_it_and_refuse_unknown_or_missing_keys():
     res = train(*built[:4], callbacks=built.callbacks,
                 **{**built.train_kwargs, "progress": False})
     assert res.history["entropy_angle/degrees"]
-    assert "measure[0].gama: unknown key (did you mean gamma?)" in _errors(
+    assert "measure[0].gama: unknown key (did you mean gamma?)" in config_errors(
         apply_overrides(TINY, ["measure=[{name: entropy_angle, gama: 0.1}]"]))
-    assert "measure[0].gamma: required by instrument 'entropy_angle'" in _errors(
+    assert "measure[0].gamma: required by instrument 'entropy_angle'" in config_errors(
         apply_overrides(TINY, ["measure=[{name: entropy_angle, every: 2}]"]))
-    assert "measure[0].steps: must be a number, got 'many'" in _errors(
+    assert "measure[0].steps: must be a number, got 'many'" in config_errors(
         apply_overrides(TINY, ["measure=[{name: entropy_angle, gamma: 0.1, steps: many}]"]))
     with pytest.raises(ConfigError, match=re.escape("measure[0].gamma: Invalid gamma=-0.1")):
         build_from_config(apply_overrides(TINY, ["measure=[{name: entropy_angle, "

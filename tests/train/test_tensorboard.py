@@ -12,17 +12,13 @@ from sgdlab.config import build_from_config
 from sgdlab.config.runner import run_config
 from sgdlab.errors import UserError
 from sgdlab.store import RunStore
+from sgdlab.testing import TINY_RUN
 from sgdlab.train import train
 from sgdlab.train.tensorboard import TensorBoardLogger, summary_writer
 
-TINY = {
-    "name": "tiny tb",
-    "data": {"name": "cubic", "seed": 0},
-    "model": {"name": "zhu-mlp-1-6-6-6-1"},
-    "optimizer": {"name": "sgd", "lr": 0.05},
-    "train": {"epochs": 2, "batch_size": 5, "progress": False, "threads": 1},
-    "measure": [{"name": "dynamics", "every": 2}],
-}
+TINY = {**TINY_RUN, "name": "tiny tb",
+        "train": {"epochs": 2, "batch_size": 5, "progress": False, "threads": 1},
+        "measure": [{"name": "dynamics", "every": 2}]}
 
 
 def read_events(folder) -> dict[str, list[tuple[int, float]]]:
