@@ -9,6 +9,7 @@ exist ``per_sample_loss`` / ``per_sample_grad`` / ``gradient_covariance``), eval
 - :class:`DoubleWell` — non-equilibrium double well (thesis Example 6.43).
 - :class:`PSpinGlass` — spherical 3-spin glass in a field (thesis §2.4.1).
 - :mod:`.pde` — viscous/non-viscous HJ and heat smoothing in 1-D (thesis Fig. 4.1).
+- :mod:`.fokker_planck` — 1-D Fokker–Planck densities, monotone upwind (Fig. 4.1's densities).
 - :mod:`.perceptron` — binary perceptron teacher–student (thesis §3.1.1).
 - :mod:`.sde` — Euler–Maruyama, batched simulation, discrete SGD and its SDE.
 - :func:`as_problem` — any landscape as (model, loss_fn, data) for the shared engine.

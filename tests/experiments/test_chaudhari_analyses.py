@@ -10,8 +10,8 @@ import pytest
 from sgdlab.experiments.procedures import StoredRun
 from sgdlab.experiments.procedures.chaudhari import burnin_end, trajectory
 from sgdlab.landscapes.pde import within_semiconcavity_bound
-from sgdlab.experiments.procedures.landscape_runs import (_HEAT, _HOPF, _VISCOUS, PDEProcedure,
-                                                          pde_analysis)
+from sgdlab.experiments.procedures.landscape_runs import (_HEAT, _HOPF, _SGD, _VISCOUS,
+                                                          PDEProcedure, pde_analysis)
 
 PAPER = {"author": "Chaudhari", "figure": "Fig. 0"}
 
@@ -112,6 +112,84 @@ def test_the_stored_curvatures_are_those_of_the_solutions_not_of_the_grid_ends()
             u = smooth(fw, wide, t, beta=1.0)[120:241]
             top = float(pde.second_difference(u, dx)[margin:-margin].max())
             assert s[f"{name}: max u_xx{tag}"] == pytest.approx(top, rel=1e-9, abs=1e-9)
+
+
+# --- thesis Fig. 4.1: the Fokker–Planck densities --------------------------------------------
+def _fp_run(**params) -> StoredRun:
+    params = {"t": 0.5, "beta": 1.0, "points": 121, "horizon": 1.0, **params}
+    out = PDEProcedure().run(SimpleNamespace(params=params, seed=0), None)
+    return stored("pde", params, out.summary, data=out.data)
+
+
+def _fp_verdicts(r):
+    concl = pde_analysis(SimpleNamespace(paper=PAPER, options={}), [r]).conclusions
+    return {c.claim.split(" (Fig. 4.1")[0]: c for c in concl if c.claim and "(Fig. 4.1" in c.claim}
+
+
+def test_the_densities_of_fig_4_1_keep_their_mass_and_flow_downhill():
+    """Each terminal density is a density (mass 1 to 1e-12, ≥ 0); SGD started on f's poor
+    minimum at 2.8 puts mass into f's global basin, and the three drifts give three densities."""
+    r = _fp_run()
+    s, d = r.summary, r.data
+    for k in (_SGD, _VISCOUS, _HOPF):
+        assert abs(s[f"fp: {k}: mass"] - 1) < 1e-12 and s[f"fp: {k}: min"] >= 0
+        assert s[f"fp: {k}: global basin"] > 0.1       # it moved from 2.8 towards 1.53
+    assert s["fp: start_min"] == pytest.approx(2.8, abs=0.07)
+    assert not s["fp: start_is_global"] and not s["fp: start_is_nearly_optimal"]
+    assert s["fp: D"] == 0.5                            # β⁻¹/2 of (4.2) at β = 1
+    assert float(np.abs(np.asarray(d[f"density: {_SGD}"])
+                        - np.asarray(d[f"density: {_HOPF}"])).max()) > 0.01
+    assert _fp_run(fp_diffusion="literal").summary["fp: D"] == 1.0
+
+
+def test_the_density_verdicts_follow_the_mass_in_the_named_basins():
+    r = _fp_run()
+    s = r.summary
+    s[f"fp: {_SGD}: start basin"] = 0.7
+    s[f"fp: {_VISCOUS}: global basin"], s[f"fp: {_HOPF}: global basin"] = 0.8, 0.6
+    s[f"fp: {_HOPF}: nearly optimal"] = 0.4
+    v = _fp_verdicts(r)
+    assert v["the terminal density of SGD remains concentrated in a local minimum"] \
+        .agrees_with_paper is True
+    assert v["the terminal density under u_viscousHJ is concentrated near the minimum of f"] \
+        .agrees_with_paper is True
+    assert v["the non-convexity of u_non-viscousHJ slows down the evolution"] \
+        .agrees_with_paper is True
+    assert v["the terminal density under u_non-viscousHJ is concentrated in a nearly optimal "
+             "local minimum"].agrees_with_paper is False
+    s[f"fp: {_SGD}: start basin"] = 0.3
+    assert _fp_verdicts(r)["the terminal density of SGD remains concentrated in a local "
+                           "minimum"].agrees_with_paper is False
+
+
+def test_a_start_at_a_nearly_optimal_minimum_cannot_decide_the_density_claims():
+    """Started in the wide valley (f = −0.79, within 10% of f's range of min f = −0.85), SGD
+    staying put and the non-viscous density being "nearly optimal" would pass by standing
+    still: inconclusive."""
+    r = _fp_run(rho0_mean=-1.34)
+    assert r.summary["fp: start_is_nearly_optimal"] and not r.summary["fp: start_is_global"]
+    v = _fp_verdicts(r)
+    assert v["the terminal density of SGD remains concentrated in a local minimum"] \
+        .agrees_with_paper is None
+    assert v["the terminal density under u_non-viscousHJ is concentrated in a nearly optimal "
+             "local minimum"].agrees_with_paper is None
+    assert v["the terminal density under u_viscousHJ is concentrated near the minimum of f"] \
+        .agrees_with_paper is not None
+
+
+def test_scoped_drifts_end_on_f_and_bad_settings_are_refused():
+    """u-time=scoped: at the last stage the smoothing time is T/32, so the drifts are close
+    to f's and the scoped densities differ from the frozen ones."""
+    from sgdlab.errors import ConfigError
+
+    frozen, scoped = _fp_run().summary, _fp_run(u_time="scoped").summary
+    assert scoped["fp: u_time"] == "scoped"
+    assert scoped[f"fp: {_SGD}: start basin"] == frozen[f"fp: {_SGD}: start basin"]
+    assert scoped[f"fp: {_HOPF}: global basin"] != frozen[f"fp: {_HOPF}: global basin"]
+    for bad in ({"fp_diffusion": "one"}, {"u_time": "later"}, {"horizon": 0},
+                {"rho0_std": -1.0}):
+        with pytest.raises(ConfigError, match=next(iter(bad))):
+            PDEProcedure().validate({"t": 0.5, **bad}, "pde")
 
 
 # --- thesis §6.3.3, Remark 6.42 -------------------------------------------------------------

@@ -116,6 +116,18 @@ def test_pde_smoothing_is_at_the_thesis_inverse_temperature(scale):
 
 
 @pytest.mark.parametrize("scale", ["smoke", "cpu", "paper"])
+def test_pde_densities_diffuse_as_the_sde_and_see_u_at_t_unless_told(scale):
+    """Fig. 4.1's densities: D = β⁻¹/2 of (4.2) and u frozen at u(·, T) by default; the Δρ of
+    (4.33) as printed (D = 1) and the scoped u(·, T(1 − s/τ)) are readings of their own."""
+    def params(**readings):
+        [run] = load_experiment("chaudhari-pde-smoothing", scale, readings=readings).expand()
+        return run.params
+    assert (params()["fp_diffusion"], params()["u_time"]) == ("sde", "frozen")
+    assert params(diffusion="literal")["fp_diffusion"] == "literal"
+    assert params(**{"u-time": "scoped"})["u_time"] == "scoped"
+
+
+@pytest.mark.parametrize("scale", ["smoke", "cpu", "paper"])
 def test_trajectory_fft_learning_rate_drops_at_the_end_of_the_burn_in(scale):
     """§6.3.3 (line 2958): "We discard the first 10^3 epochs of training ("burnin") [...]. The
     learning rate is fixed to 10^{-3} after this": the one lr drop is where the analysed

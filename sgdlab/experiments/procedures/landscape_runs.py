@@ -779,6 +779,107 @@ def _curvature_at_minimum_near(u, i: int, dx: float, margin: int) -> float:
     return float(pde.second_difference(u, dx)[j - 1])
 
 
+# the densities of Fig. 4.1: the drift of each curve and the diffusion coefficient of (4.33)
+FP_DIFFUSIONS = ("sde", "literal")
+U_TIMES = ("frozen", "scoped")
+_SGD = "SGD (u = f)"
+_SCOPED_STAGES = 16
+
+
+def _basins(f) -> list[tuple[int, int]]:
+    """The basins of attraction of f's grid local minima under gradient descent in 1-D: the
+    index ranges [lo, hi) between consecutive strict local maxima (and the grid's ends)."""
+    n = len(f)
+    tops = [i for i in range(1, n - 1) if f[i] > f[i - 1] and f[i] > f[i + 1]]
+    cuts = [0] + tops + [n]
+    return [(a, b) for a, b in zip(cuts, cuts[1:]) if b > a]
+
+
+def _basin_of(basins, i: int) -> tuple[int, int]:
+    return next(b for b in basins if b[0] <= i < b[1])
+
+
+def _fp_drifts(fn, x, t: float, beta: float, y, pad, fpad, u_time: str, horizon: float):
+    """{curve: (drift at the faces, or a function of the time s, and the stage times)}: −∂ₓu
+    with u = f (SGD), the viscous HJ solution (4.1) and the Hopf–Lax solution (4.15) at time
+    t (``frozen``), or at the smoothing time t(1 − s/τ) of the density's time s, piecewise
+    constant over stages (``scoped``: (4.33)'s u, solved backward from u = f at the end, seen
+    forward)."""
+    from sgdlab.landscapes import pde
+    from sgdlab.landscapes.fokker_planck import downhill_drift
+
+    f = fn(x)
+
+    def smoothed(tt: float):
+        return {_VISCOUS: pde.viscous_hj(f, x, tt, beta=beta, y=pad, fy=fpad),
+                _HOPF: pde.hopf_lax_newton(fn, x, tt, y=y)[0]}
+    out = {_SGD: (downhill_drift(f, x), [])}
+    if u_time == "frozen":
+        for k, u in smoothed(t).items():
+            out[k] = (downhill_drift(u, x), [])
+        return out
+    k_ = _SCOPED_STAGES
+    stages = [smoothed(t * (1 - (j + 0.5) / k_)) for j in range(k_)]
+    times = [horizon * j / k_ for j in range(1, k_)]
+    for name in (_VISCOUS, _HOPF):
+        drifts = [downhill_drift(st[name], x) for st in stages]
+        out[name] = ((lambda s, d=drifts: d[min(int(s / horizon * k_ + 1e-9), k_ - 1)]), times)
+    return out
+
+
+def _densities(p, x, fn, t: float, beta: float, y, pad, fpad) -> tuple[dict, dict]:
+    """Fig. 4.1's densities: ρ₀ = N(rho0_mean, rho0_std²) evolved for the time ``horizon`` by
+    ρ_s = ∂ₓ(∂ₓu ρ) + D ∂ₓₓρ (the density flows downhill on u) for u = f and for the two HJ
+    solutions; the mass each terminal density holds in the basin of f's start minimum, of its
+    global minimum and of its nearly optimal minima. (summary entries, data arrays)."""
+    import torch
+
+    from sgdlab.landscapes.fokker_planck import fokker_planck, gaussian_density
+
+    f = fn(x)
+    dx = float(x[1] - x[0])
+    horizon = float(p.get("horizon", 2.0))
+    mean, std = float(p.get("rho0_mean", 2.8)), float(p.get("rho0_std", 0.1))
+    diffusion = 1 / (2 * beta) if p.get("fp_diffusion", "sde") == "sde" else 1.0
+    u_time = p.get("u_time", "frozen")
+    rho0 = gaussian_density(x, mean, std ** 2)
+    rho0 = rho0 / (float(rho0.sum()) * dx)
+    basins = _basins(f.tolist())
+    i_f = int(f.argmin())
+    start = _basin_of(basins, int(torch.argmin((x - mean).abs())))
+    glob = _basin_of(basins, i_f)
+    # nearly optimal: a local minimum of f within this fraction of f's range above min f
+    frac = float(p.get("nearly_optimal", 0.1))
+    level = float(f.min()) + frac * float(f.max() - f.min())
+    near = [b for b in basins if float(f[b[0]:b[1]].min()) <= level]
+    i_start = start[0] + int(f[start[0]:start[1]].argmin())
+
+    def within(r, b):
+        return float(r[b[0]:b[1]].sum()) * dx
+    summary = {"fp: horizon": horizon, "fp: D": diffusion, "fp: rho0_mean": mean,
+               "fp: rho0_std": std, "fp: u_time": u_time, "fp: nearly_optimal": frac,
+               "fp: nearly_optimal_level": level,
+               "fp: start_min": float(x[i_start]), "fp: f_start_min": float(f[i_start]),
+               "fp: start_is_global": float(start == glob),
+               "fp: start_is_nearly_optimal": float(start in near),
+               "fp: nearly_optimal_minima": [float(x[b[0] + int(f[b[0]:b[1]].argmin())])
+                                             for b in near],
+               "fp: start_basin": [float(x[start[0]]), float(x[start[1] - 1])],
+               "fp: global_basin": [float(x[glob[0]]), float(x[glob[1] - 1])]}
+    data = {"density: initial": rho0}
+    for name, (drift, times) in _fp_drifts(fn, x, t, beta, y, pad, fpad, u_time,
+                                           horizon).items():
+        rho = fokker_planck(rho0, x, drift, diffusion, horizon, times=times or None)
+        rho = rho[0] if times else rho
+        data[f"density: {name}"] = rho
+        summary[f"fp: {name}: mass"] = float(rho.sum()) * dx
+        summary[f"fp: {name}: start basin"] = within(rho, start)
+        summary[f"fp: {name}: global basin"] = within(rho, glob)
+        summary[f"fp: {name}: nearly optimal"] = sum(within(rho, b) for b in near)
+        summary[f"fp: {name}: min"] = float(rho.min())
+    return summary, data
+
+
 @register_procedure("pde_smoothing")
 class PDEProcedure(Procedure):
     """Viscous HJ (Cole–Hopf: local entropy), non-viscous HJ (Hopf–Lax, solved to machine
@@ -792,7 +893,18 @@ class PDEProcedure(Procedure):
     temperature of (4.1) and of the heat equation v_t = β⁻¹/2 Δv (§4.3.4); default 1, the
     thesis' "β⁻¹ = 1" (§3.1.2, Definition 3.3)."""
 
-    allowed = {"t", "beta", "points"}
+    allowed = {"t", "beta", "points", "horizon", "rho0_mean", "rho0_std", "fp_diffusion",
+               "u_time", "nearly_optimal"}
+
+    def validate(self, params, where):
+        super().validate(params, where)
+        for key, choices in (("fp_diffusion", FP_DIFFUSIONS), ("u_time", U_TIMES)):
+            if key in params and params[key] not in choices:
+                raise ConfigError(f"{where}: {key} must be one of {', '.join(choices)}, got "
+                                  f"{params[key]!r}")
+        for key in ("horizon", "rho0_std", "nearly_optimal"):
+            if key in params and not 0 < float(params[key]) < math.inf:
+                raise ConfigError(f"{where}: {key} must be > 0 and finite, got {params[key]}")
 
     def run(self, run, ctx) -> RunOutput:
         import torch
@@ -852,6 +964,14 @@ class PDEProcedure(Procedure):
             summary.update({f"convex_u_lo{tag}": lo, f"convex_u_hi{tag}": hi})
             if tag == "":
                 data.update(us)
+                u_t = us
+        summary["fp: viscous convex"] = float(bool(
+            (pde.second_difference(u_t[_VISCOUS], dx)[margin:-margin] >= -1e-8).all()))
+        summary["fp: hopf convex"] = float(bool(
+            (pde.second_difference(u_t[_HOPF], dx)[margin:-margin] >= -1e-8).all()))
+        fp_summary, fp_data = _densities(p, x, fn, t, beta, y, pad, fpad)
+        summary.update(fp_summary)
+        data.update(fp_data)
         return RunOutput(summary=summary, data=data)
 
 
@@ -862,11 +982,11 @@ def pde_analysis(spec, runs) -> Analysis:
     import numpy as np
 
     from sgdlab.landscapes import pde
-    from sgdlab.report.figures.landscapes import pde_figure
+    from sgdlab.report.figures.landscapes import fokker_planck_figure, pde_figure
 
     r = runs[0]
     s, d = r.summary, r.data
-    names = [k for k in d if k not in ("x", "f")]
+    names = [k for k in (_VISCOUS, _HOPF, _HEAT) if k in d]
     rows = [[k, s[f"{k}: max u_xx"], s["bound"], s[f"{k}: max u_xx_w"], s["bound_w"],
              s[f"{k}: argmin"], s["argmin_f"]] for k in names]
     table = Table("pde_smoothing", ["smoothing", "max u_xx (t)", "bound 1/(1/C + t)",
@@ -936,4 +1056,95 @@ def pde_analysis(spec, runs) -> Analysis:
         claim="for large γ local entropy has its global minimum in the wide valley (Fig. 3.2)"))
     fig = pde_figure(np.asarray(d["x"]), np.asarray(d["f"]),
                      {k: np.asarray(d[k]) for k in names}, s["t"])
-    return Analysis(tables=[table], figures=[("pde_smoothing", fig)], conclusions=concl)
+    tables, figures = [table], [("pde_smoothing", fig)]
+    if "fp: horizon" in s:
+        concl += _density_conclusions(s)
+        tables.append(_density_table(s))
+        figures.append(("pde_densities", fokker_planck_figure(
+            np.asarray(d["x"]), np.asarray(d["f"]),
+            {k: np.asarray(d[k]) for k in (_VISCOUS, _HOPF)},
+            {k.removeprefix("density: "): np.asarray(v) for k, v in d.items()
+             if k.startswith("density: ")},
+            s["t"], s["fp: horizon"])))
+    return Analysis(tables=tables, figures=figures, conclusions=concl)
+
+
+def _density_table(s) -> Table:
+    rows = [[k, s[f"fp: {k}: start basin"], s[f"fp: {k}: global basin"],
+             s[f"fp: {k}: nearly optimal"], s[f"fp: {k}: mass"]] for k in (_SGD, _VISCOUS, _HOPF)]
+    lo, hi = s["fp: start_basin"]
+    glo, ghi = s["fp: global_basin"]
+    return Table("pde_densities", ["drift −∂ₓu", "mass in the start basin",
+                                   "mass in f's global basin", "mass at nearly optimal minima",
+                                   "total mass"], rows,
+                 caption=f"Fokker–Planck (4.33) from N({s['fp: rho0_mean']:g}, "
+                         f"{s['fp: rho0_std']:g}²) for the time τ = {s['fp: horizon']:g}, "
+                         f"D = {s['fp: D']:g}, u at t = {s['t']:g} ({s['fp: u_time']}); "
+                         f"start basin [{lo:.2f}, {hi:.2f}] (f's minimum at "
+                         f"{s['fp: start_min']:.2f}), global basin [{glo:.2f}, {ghi:.2f}]; "
+                         f"nearly optimal: f's minima within {s['fp: nearly_optimal']:g} of "
+                         f"f's range above min f (at x = "
+                         f"{', '.join(f'{m:.2f}' for m in s['fp: nearly_optimal_minima'])})")
+
+
+def _density_conclusions(s) -> list[Conclusion]:
+    """Fig. 4.1's caption on the terminal densities and on the two smoothed losses at t = T.
+    A density "is concentrated" in a set of basins of f when it holds more than half its mass
+    there. The claims about SGD and the non-viscous density need a start that is neither f's
+    global minimum nor nearly optimal (else inconclusive: the test would pass by standing
+    still)."""
+    out = []
+    tau, start = s["fp: horizon"], s["fp: start_min"]
+    poor = not s["fp: start_is_global"] and not s["fp: start_is_nearly_optimal"]
+    where = (f"from N({s['fp: rho0_mean']:g}, {s['fp: rho0_std']:g}²) (f's local minimum at "
+             f"x = {start:.2f}, f = {s['fp: f_start_min']:.3g}), τ = {tau:g}, "
+             f"D = {s['fp: D']:g}")
+    m = s[f"fp: {_SGD}: start basin"]
+    out.append(Conclusion(
+        f"SGD {where}: the terminal density holds {m:.3f} of its mass in the basin of the "
+        f"start minimum",
+        agrees_with_paper=decided(m > 0.5, m) if poor else None,
+        claim="the terminal density of SGD remains concentrated in a local minimum "
+              "(Fig. 4.1; more than half its mass in the basin of a local, not global, "
+              "minimum of f)"))
+    convex, arg, arg_f = s["fp: viscous convex"], s[f"{_VISCOUS}: argmin"], s["argmin_f"]
+    glo, ghi = s["fp: global_basin"]
+    near_min = glo <= arg <= ghi
+    out.append(Conclusion(
+        f"u of (4.1) at t = {s['t']:g} is {'convex' if convex else 'not convex'}; its global "
+        f"minimum is at x = {arg:.2f}, f's at x = {arg_f:.2f} (f's global basin "
+        f"[{glo:.2f}, {ghi:.2f}])",
+        agrees_with_paper=decided(bool(convex) and near_min, arg, arg_f),
+        claim="u_viscousHJ(x, T) is convex, with the global minimum close to that of f "
+              "(Fig. 4.1; close: in the basin of f's global minimum)"))
+    m = s[f"fp: {_VISCOUS}: global basin"]
+    out.append(Conclusion(
+        f"viscous HJ {where}: the terminal density holds {m:.3f} of its mass in the basin of "
+        f"f's global minimum (SGD's: {s[f'fp: {_SGD}: global basin']:.3f})",
+        agrees_with_paper=decided(m > 0.5, m) if not s["fp: start_is_global"] else None,
+        claim="the terminal density under u_viscousHJ is concentrated near the minimum of f "
+              "(Fig. 4.1; more than half its mass in the basin of f's global minimum)"))
+    convex = s["fp: hopf convex"]
+    out.append(Conclusion(
+        f"u of (4.15) at t = {s['t']:g} is {'convex' if convex else 'not convex'}",
+        agrees_with_paper=decided(not convex, convex),
+        claim="u_non-viscousHJ(x, T) is non-convex (Fig. 4.1)"))
+    mh, mv = s[f"fp: {_HOPF}: global basin"], s[f"fp: {_VISCOUS}: global basin"]
+    out.append(Conclusion(
+        f"at τ = {tau:g} the non-viscous density holds {mh:.3f} of its mass in the basin of "
+        f"f's global minimum, the viscous one {mv:.3f}",
+        agrees_with_paper=decided(mh < mv, mh, mv) if poor else None,
+        claim="the non-convexity of u_non-viscousHJ slows down the evolution (Fig. 4.1; "
+              "against the viscous density: less mass in f's global basin at the horizon)"))
+    m = s[f"fp: {_HOPF}: nearly optimal"]
+    out.append(Conclusion(
+        f"non-viscous HJ {where}: the terminal density holds {m:.3f} of its mass at f's "
+        f"nearly optimal minima (x = "
+        f"{', '.join(f'{v:.2f}' for v in s['fp: nearly_optimal_minima'])}: within "
+        f"{s['fp: nearly_optimal']:g} of f's range above min f; SGD's: "
+        f"{s[f'fp: {_SGD}: nearly optimal']:.3f})",
+        agrees_with_paper=decided(m > 0.5, m) if poor else None,
+        claim="the terminal density under u_non-viscousHJ is concentrated in a nearly optimal "
+              "local minimum (Fig. 4.1; more than half its mass in the basins of f's minima "
+              "whose value is within a fraction of f's range of min f)"))
+    return out

@@ -157,6 +157,32 @@ def pde_figure(x: Array, f: Array, curves: Mapping[str, Array], t: float) -> plt
     return fig
 
 
+def fokker_planck_figure(x: Array, f: Array, smoothed: Mapping[str, Array],
+                         densities: Mapping[str, Array], t: float, horizon: float
+                         ) -> plt.Figure:
+    """Thesis Fig. 4.1: f (black) with its viscous (red) and non-viscous (blue) HJ smoothings
+    at t = T (top); the initial density (light gray) and the terminal densities of the
+    Fokker–Planck equation under f (SGD, dark gray) and under each smoothing (bottom)."""
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(7, 6.5), sharex=True)
+    colours = ["tab:red", "tab:blue"]
+    top.plot(x, f, "k", lw=2, label="f")
+    for c, (name, u) in zip(colours, smoothed.items()):
+        top.plot(x, u, color=c, label=f"{name}, t = {t:g}")
+    top.set(ylabel="u(x, T)", title="Fig. 4.1: smoothed losses and Fokker–Planck densities")
+    top.legend(fontsize=8)
+    items = list(densities.items())
+    if items:
+        name, r = items[0]
+        bottom.fill_between(x, r, color="0.85", label=name)
+    shades = ["0.3"] + colours
+    for c, (name, r) in zip(shades, items[1:]):
+        bottom.plot(x, r, color=c, lw=2 if c == "0.3" else 1.5, label=f"{name}, τ = {horizon:g}")
+    bottom.set(xlabel="x", ylabel="density")
+    bottom.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
 def perceptron_figure(alphas: Sequence[float], errors: Mapping[str, Sequence[float]],
                       stderr: Mapping[str, Sequence[float]] | None = None) -> plt.Figure:
     """Generalisation error ε = arccos(R)/π vs α = N/d for each search method."""
