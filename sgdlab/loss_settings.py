@@ -10,8 +10,8 @@ from typing import Any
 
 from torch import nn
 
-__all__ = ["ELEMENTWISE_LOSSES", "class_weights", "is_elementwise", "loss_name",
-           "loss_reduction", "loss_setting"]
+__all__ = ["ELEMENTWISE_LOSSES", "class_weights", "is_cross_entropy", "is_elementwise",
+           "loss_name", "loss_reduction", "loss_setting", "torch_loss_class"]
 
 # torch losses that compare outputs and targets entry by entry (and broadcast mismatched shapes)
 ELEMENTWISE_LOSSES = (nn.MSELoss, nn.L1Loss, nn.SmoothL1Loss, nn.HuberLoss,
@@ -41,6 +41,26 @@ def _defaults(fn: Any) -> dict[str, Any]:
 
 def _is_functional(fn: Any) -> bool:
     return inspect.isfunction(fn) and fn.__module__ == "torch.nn.functional"
+
+
+def torch_loss_class(loss_fn: Any) -> type:
+    """The class of the torch loss ``loss_fn`` computes: its own, or for a loss that computes a
+    torch loss another way (:class:`sgdlab.train.losses.SequenceCrossEntropyLoss`: its
+    ``torch_loss``, ``nn.CrossEntropyLoss``), that loss's. The closed forms that hold for
+    torch's loss (``torch_loss_class(loss_fn) is nn.CrossEntropyLoss``) hold for it, and a
+    resume reads the two as one loss."""
+    cls = type(loss_fn)
+    own = getattr(cls, "torch_loss", None)
+    return own if isinstance(own, type) and issubclass(cls, own) else cls
+
+
+def is_cross_entropy(loss_fn: Any) -> bool:
+    """Whether ``loss_fn`` is a cross-entropy over class scores: ``nn.CrossEntropyLoss`` (or a
+    loss computing it, :func:`torch_loss_class`), ``F.cross_entropy``, or a partial of
+    either; its settings (weights, reduction, ...) are not looked at."""
+    base, _ = _unwrap(loss_fn)
+    return (torch_loss_class(base) is nn.CrossEntropyLoss
+            or (_is_functional(base) and base.__name__ == "cross_entropy"))
 
 
 def loss_setting(loss_fn: Any, name: str, default: Any = None) -> Any:

@@ -10,12 +10,14 @@ def build_loss(name: str | None, data):
     """``cross_entropy`` | ``mse`` | ``auto``/None (by ``data.task``) for a ``Dataset``.
 
     ``mse`` on class labels compares the outputs with one-hot labels
-    (:class:`sgdlab.train.losses.OneHotMSELoss`).
+    (:class:`sgdlab.train.losses.OneHotMSELoss`). ``cross_entropy`` on per-position labels
+    (targets (N, T), token data) is :class:`sgdlab.train.losses.SequenceCrossEntropyLoss`,
+    ``nn.CrossEntropyLoss`` computed on flattened rows where that is faster.
     Raises ConfigError for an unknown name or cross-entropy on real-valued targets.
     """
     from torch import nn  # lazy: configs validate without importing torch
 
-    from sgdlab.train.losses import OneHotMSELoss
+    from sgdlab.train.losses import OneHotMSELoss, SequenceCrossEntropyLoss
 
     if name in (None, "auto"):
         name = "cross_entropy" if data.task == "classification" else "mse"
@@ -23,7 +25,7 @@ def build_loss(name: str | None, data):
         if data.y_train.is_floating_point():
             raise ConfigError("loss: cross_entropy needs class labels, but dataset "
                               f"{data.name!r} has real-valued targets (use mse)")
-        return nn.CrossEntropyLoss()
+        return SequenceCrossEntropyLoss() if data.y_train.dim() > 1 else nn.CrossEntropyLoss()
     if name == "mse":
         if data.y_train.is_floating_point():
             return nn.MSELoss()

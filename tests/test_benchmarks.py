@@ -289,3 +289,20 @@ def test_runner_overhead_figure_checks_both_loops_train_the_same_way(monkeypatch
     monkeypatch.setattr(sgdlab.train, "train", lambda *a, **k: right(*a, drop_last=True, **k))
     with pytest.raises(RuntimeError, match="final parameters"):
         bench.run()
+
+
+def test_sequence_loss_checks_each_form_against_torch_s_loss_before_timing(monkeypatch):
+    from sgdlab.train.losses import SequenceCrossEntropyLoss
+
+    bench = _bench("bench_sequence_loss")
+    monkeypatch.setitem(bench.SHAPES, "tiny", (4, 6, 3))
+    for layout in bench.LAYOUTS:
+        out = bench.measure("tiny", layout, repeats=1)
+        assert set(out) == {f"sequence_loss_tiny_{layout}_flat_speedup",
+                            f"sequence_loss_tiny_{layout}_registry_speedup"}
+        assert all(v > 0 for v in out.values())
+    # a registry loss that computed another number would not be timed
+    monkeypatch.setattr(SequenceCrossEntropyLoss, "forward",
+                        lambda self, x, y: 2 * nn.functional.cross_entropy(x, y))
+    with pytest.raises(RuntimeError, match="tiny registry loss: relative maximum difference"):
+        bench.measure("tiny", "view", repeats=1)

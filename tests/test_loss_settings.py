@@ -7,8 +7,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from sgdlab.accuracy import ignored_target
-from sgdlab.loss_settings import (class_weights, is_elementwise, loss_name, loss_reduction,
-                                  loss_setting)
+from sgdlab.loss_settings import (class_weights, is_cross_entropy, is_elementwise, loss_name,
+                                  loss_reduction, loss_setting, torch_loss_class)
 
 
 class _Nested(functools.partial):
@@ -70,3 +70,24 @@ def test_element_wise_losses_are_known_in_either_form():
     for loss_fn in (nn.CrossEntropyLoss(), F.cross_entropy, functools.partial(F.nll_loss),
                     lambda o, y: (o - y).pow(2).mean()):
         assert not is_elementwise(loss_fn), loss_fn
+
+
+def test_cross_entropy_is_known_in_every_form_and_a_subclass_only_when_it_says_so():
+    class Renamed(nn.CrossEntropyLoss):       # may compute anything: not read as torch's loss
+        def forward(self, input, target):
+            return super().forward(input, target) * 2
+
+    class Declared(nn.CrossEntropyLoss):
+        torch_loss = nn.CrossEntropyLoss
+
+    class Unrelated(nn.Module):               # a claim its class does not back is not taken
+        torch_loss = nn.CrossEntropyLoss
+
+    for loss in (nn.CrossEntropyLoss(), F.cross_entropy, Declared(),
+                 functools.partial(F.cross_entropy, reduction="sum"),
+                 _Nested(functools.partial(F.cross_entropy, ignore_index=3))):
+        assert is_cross_entropy(loss)
+    for loss in (Renamed(), Unrelated(), nn.NLLLoss(), F.nll_loss, nn.MSELoss(), lambda o, t: 0):
+        assert not is_cross_entropy(loss)
+    assert torch_loss_class(Declared()) is nn.CrossEntropyLoss
+    assert torch_loss_class(Renamed()) is Renamed and torch_loss_class(Unrelated()) is Unrelated

@@ -41,3 +41,15 @@ def test_mse_on_class_labels_is_against_one_hot_labels():
     batch = (data.x_train[:6].reshape(6, -1).double(), data.y_train[:6])
     torch.testing.assert_close(per_sample_gradients(model, loss, batch),
                                per_sample_gradients_loop(model, loss, batch))
+
+
+def test_cross_entropy_on_labels_per_position_is_computed_on_flattened_rows():
+    """Token data (targets (N, T)) gets the per-position cross-entropy, which is torch's loss
+    (tests/train/test_train_losses.py); one label per sample keeps torch's module itself."""
+    from sgdlab.train.losses import SequenceCrossEntropyLoss
+
+    assert type(build_loss("cross_entropy", load_dataset("digits"))) is nn.CrossEntropyLoss
+    tokens = load_dataset("text_lines", n_lines=4, test_lines=2)
+    assert tokens.y_train.dim() == 2
+    for name in ("cross_entropy", "auto"):
+        assert type(build_loss(name, tokens)) is SequenceCrossEntropyLoss

@@ -41,7 +41,7 @@ from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_flatten
 
 from ..accuracy import ignored_target
-from ..loss_settings import ELEMENTWISE_LOSSES
+from ..loss_settings import ELEMENTWISE_LOSSES, torch_loss_class
 from ..models.modes import BN_TYPES, PLAIN_BN_TYPES
 from .batches import (Data, check_loss_reduction, check_model_data, dense_embedding_gradients,
                       fixed_randomness, iterate_batches, plain_checkpoints)
@@ -413,7 +413,7 @@ def _mean_of_samples(loss_fn, out: Tensor, y: Tensor, m: int = 8) -> bool:
     against (N,) broadcasts to every pair of samples), else checked on ``m`` samples."""
     if ignores_targets(loss_fn, y):
         return False         # the mean over the targets not ignored
-    if (type(loss_fn) in _MEAN_LOSSES and loss_fn.reduction == "mean"
+    if (torch_loss_class(loss_fn) in _MEAN_LOSSES and loss_fn.reduction == "mean"
             and getattr(loss_fn, "weight", None) is None
             and not (isinstance(loss_fn, ELEMENTWISE_LOSSES) and out.shape != y.shape)):
         return True

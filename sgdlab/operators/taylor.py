@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..accuracy import ignored_target
+from ..loss_settings import torch_loss_class
 from ..models.modes import PLAIN_BN_TYPES
 from .batches import is_single_batch, iterate_batches
 from .params import param_rows, param_slices, state_versions
@@ -437,7 +438,7 @@ def cross_entropy_probabilities(loss_fn, o: Tensor, y: Tensor) -> Tensor | None:
     """softmax(o) when ``loss_fn`` is the plain mean cross-entropy of (N, C) logits against
     class indices, else None. Its Hessian in the logits is then (diag p_i − p_i p_iᵀ) / N per
     sample (label smoothing does not change it: the smoothed targets still sum to 1)."""
-    if not (loss_fn is F.cross_entropy or (type(loss_fn) is nn.CrossEntropyLoss
+    if not (loss_fn is F.cross_entropy or (torch_loss_class(loss_fn) is nn.CrossEntropyLoss
                                            and loss_fn.weight is None
                                            and loss_fn.reduction == "mean")):
         return None

@@ -86,7 +86,7 @@ from torch import Tensor, nn
 from ..accuracy import argmax_hits
 from ..data.augment import batch_augmentation
 from ..errors import UserError
-from ..loss_settings import loss_name, loss_reduction
+from ..loss_settings import loss_name, loss_reduction, torch_loss_class
 from ..models.modes import eval_mode
 from ..operators.batches import check_target_shape, dtype_refusal
 from .callbacks import Callback, Schedule, TrainContext, callback_keys
@@ -1050,7 +1050,7 @@ def model_settings(model: nn.Module, loss_fn: Any, eval_subset: int | None) -> d
     maybe a wrapper of the same loss, is not named), the parameters' dtype (a checkpoint
     loads into float32 parameters by casting) and ``eval_subset`` (another subset makes the
     resumed evaluations measure another quantity). Shared with the replica trainer."""
-    return {"loss": type(loss_fn).__name__ if isinstance(loss_fn, nn.Module) else None,
+    return {"loss": torch_loss_class(loss_fn).__name__ if isinstance(loss_fn, nn.Module) else None,
             "dtype": ", ".join(sorted({str(p.dtype).removeprefix("torch.")
                                        for p in model.parameters()})),
             "eval_subset": eval_subset}

@@ -208,6 +208,37 @@ def test_per_sample_gradients_are_vectorised_for_the_cells_and_equal_nn_lstms():
     torch.testing.assert_close(G[2], torch.cat([g.reshape(-1) for g in row]), rtol=0, atol=1e-12)
 
 
+@pytest.mark.parametrize("opts", [{"impl": "cells"}, {}], ids=["cells", "torch"])
+def test_the_registry_s_loss_gives_the_curvature_and_gradients_of_torch_s(opts):
+    """``loss: cross_entropy`` on token data is SequenceCrossEntropyLoss (flattened rows):
+    Hessian, GGN and empirical-Fisher products, the GGN's diagonal, per-sample gradients and
+    the local-entropy gradient of Entropy-SGD's instrument equal those of torch's loss."""
+    from sgdlab.measure import ggn_diagonal, local_entropy_gradient
+    from sgdlab.operators import EmpiricalFisherOperator, GGNOperator, HessianOperator
+    from sgdlab.train.losses import SequenceCrossEntropyLoss
+
+    torch.manual_seed(0)
+    net = build_model("char-lstm", (4,), 5, hidden=3, layers=1, **opts).double().eval()
+    data = tokens(6, 4, 5)
+    d = count_parameters(net)
+    V = torch.randn(d, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    ours, plain = SequenceCrossEntropyLoss(), nn.CrossEntropyLoss()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)    # nn.LSTM: one pass per sample
+        for op in (HessianOperator, GGNOperator, EmpiricalFisherOperator):
+            torch.testing.assert_close(op(net, ours, data).matmat(V),
+                                       op(net, plain, data).matmat(V), rtol=1e-10, atol=1e-14)
+        torch.testing.assert_close(ggn_diagonal(net, ours, data), ggn_diagonal(net, plain, data),
+                                   rtol=1e-10, atol=1e-14)
+        torch.testing.assert_close(per_sample_gradients(net, ours, data),
+                                   per_sample_gradients(net, plain, data), rtol=1e-10,
+                                   atol=1e-14)
+        le = [local_entropy_gradient(net, loss, data, gamma=100.0, steps=3,
+                                     generator=torch.Generator().manual_seed(2))
+              for loss in (ours, plain)]
+    torch.testing.assert_close(le[0], le[1], rtol=1e-10, atol=1e-14)
+
+
 # --- training from a run config -------------------------------------------------------------
 @pytest.fixture
 def token_dataset():

@@ -382,6 +382,21 @@ def test_resume_with_another_loss_dtype_or_evaluation_subset_is_refused(tmp_path
     assert res.steps == 8
 
 
+def test_a_run_of_torch_s_cross_entropy_resumes_with_the_registry_s_per_position_one(tmp_path):
+    """``loss: cross_entropy`` on token data was ``nn.CrossEntropyLoss`` and is now
+    SequenceCrossEntropyLoss, which computes it: a run checkpointed before resumes to the
+    uninterrupted run."""
+    from sgdlab.train.losses import SequenceCrossEntropyLoss
+
+    whole = fit_with()
+    fit_with(checkpoint_dir=tmp_path, max_steps=3)
+    model, _, res = fit_with(checkpoint_dir=tmp_path, resume=True,
+                             loss=SequenceCrossEntropyLoss())
+    assert res.steps == 8 and res.final == whole[2].final
+    for p, q in zip(model.parameters(), whole[0].parameters()):
+        assert torch.equal(p, q)
+
+
 @pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs Linux's /dev/full")
 def test_a_full_disk_fails_the_run_and_keeps_the_previous_checkpoint(tmp_path):
     store = RunStore(tmp_path / "runs.sqlite")

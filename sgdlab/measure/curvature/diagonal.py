@@ -17,6 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from sgdlab.errors import UserError
+from sgdlab.loss_settings import torch_loss_class
 from sgdlab.operators.batches import (Data, check_batch_loss, check_model_data, iterate_batches,
                                       stochastic_modules)
 from sgdlab.operators.factors import per_sample_factors, samples_interact
@@ -104,7 +105,7 @@ def _output_hessian_factors(loss_fn: Callable[[Tensor, Tensor], Tensor], out: Te
     the batch loss's Hessian in the outputs by eigendecomposition."""
 
     if out.dim() == 2 and getattr(loss_fn, "reduction", None) == "mean":
-        if (type(loss_fn) is nn.CrossEntropyLoss and loss_fn.weight is None
+        if (torch_loss_class(loss_fn) is nn.CrossEntropyLoss and loss_fn.weight is None
                 and loss_fn.label_smoothing == 0 and not y.is_floating_point()
                 and not bool((y == loss_fn.ignore_index).any())):
             # diag(p) − p pᵀ = S Sᵀ with S = diag(√p) − p √pᵀ (since Σ p = 1)
