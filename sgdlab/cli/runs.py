@@ -63,7 +63,8 @@ def register(subparsers) -> None:
                      help="two or more run ids (or unique prefixes) or run folders")
     cmp.add_argument("--metric", action="append", dest="metrics", metavar="NAME",
                      help="a recorded series to compare (repeatable; default: train_loss, "
-                          "test_loss, test_acc and the series every run recorded)")
+                          "test_loss, test_acc, test_perplexity and the series every run "
+                          "recorded)")
     cmp.add_argument("--plot", metavar="FILE.png", help="draw the metrics' curves there")
     cmp.set_defaults(func=_compare)
 
@@ -318,8 +319,10 @@ def _list(args) -> int:
         print(f"no runs {'with ' + ' and '.join(wanted) + ' ' if wanted else ''}in "
               f"{store.path}{hint}")
         return 0
+    # token data's runs: their test perplexity too
+    ppl = any(r["summary"].get("test_perplexity") is not None for r in runs)
     rows = [("RUN_ID", "NAME", "EXPERIMENT", "STATUS", "STEPS", "TEST_ACC", "TEST_LOSS",
-             "CREATED")]
+             *(("TEST_PPL",) if ppl else ()), "CREATED")]
     for r in runs:
         s = r["summary"]
         steps = _fmt(s.get("steps"))
@@ -327,6 +330,7 @@ def _list(args) -> int:
             steps = f"{ckpt[r['id']]} (ckpt)"     # a stopped run: its last checkpoint
         rows.append((r["id"], r["name"] or "", r["experiment"] or "", r["status"],
                      steps, _fmt(s.get("test_acc")), _fmt(s.get("test_loss")),
+                     *((_fmt(s.get("test_perplexity")),) if ppl else ()),
                      r["created"][:19].replace("T", " ")))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
@@ -427,7 +431,8 @@ def _compare(args) -> int:
         from sgdlab.report.figures.training import headline_series, recorded_groups
 
         common = set.intersection(*recorded)
-        metrics = [m for m in ("train_loss", "test_loss", "test_acc") if m in common]
+        metrics = [m for m in ("train_loss", "test_loss", "test_acc", "test_perplexity")
+                   if m in common]
         groups = recorded_groups({m: [(0, 0.0)] for m in common if m != "lr"})
         metrics += [m for g, names in groups.items() for m in headline_series(g, names)]
     from sgdlab.report.settings import differing_keys, flat_config, shown

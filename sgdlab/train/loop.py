@@ -27,10 +27,12 @@ Conventions (see docs/ARCHITECTURE.md):
   previous mode. It logs ``train_loss``, ``test_loss`` (mean loss over the set) and, for
   classification, ``train_acc``, ``test_acc`` (fraction of the labels hit by the argmax:
   one per sample, or one per position of (N, C, *d) outputs; none for outputs ``loss_fn``
-  unpacks or one score per label), at step 0, on the ``eval_every`` schedule and at the
-  end. At each epoch end the loop also logs ``batch_loss`` (mean of that epoch's mini-batch
-  losses, in train mode), ``lr`` (first parameter group), ``epoch`` (epochs completed),
-  ``grad_evals`` and ``effective_epochs``.
+  unpacks or one score per label) and, for a cross-entropy over per-position labels (token
+  data), ``train_perplexity``, ``test_perplexity`` (exp of the mean loss per token over the
+  set), at step 0, on the ``eval_every`` schedule and at the end. At each epoch end the
+  loop also logs ``batch_loss`` (mean of that epoch's mini-batch losses, in train mode),
+  ``lr`` (first parameter group), ``epoch`` (epochs completed), ``grad_evals`` and
+  ``effective_epochs``.
 - **Divergence.** A non-finite mini-batch loss stops the run before the step that would use it;
   the result has status ``"diverged"``, the weights of the last finite step and the metrics
   recorded so far. It is not an exception. A callback's ``FloatingPointError`` (how the
@@ -83,7 +85,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..accuracy import argmax_hits
+from ..accuracy import argmax_hits, perplexity_tokens
 from ..data.augment import batch_augmentation
 from ..errors import UserError
 from ..loss_settings import loss_name, loss_reduction, torch_loss_class
@@ -96,6 +98,9 @@ from .checkpoint import (changed_settings, checkpoint_path, load_checkpoint, loa
 __all__ = ["RunResult", "BatchStream", "evaluate", "steps_per_epoch", "train"]
 
 EVAL_BATCH = 4096
+#: what an evaluation logs (each where it applies), in the order a run's summary lists them
+EVAL_METRICS = ("train_loss", "train_acc", "train_perplexity", "test_loss", "test_acc",
+                "test_perplexity")
 
 
 @dataclass
@@ -195,7 +200,11 @@ def evaluate(model: nn.Module, loss_fn: Callable[[Tensor, Tensor], Tensor], x: T
     train/eval mode. ``classification`` defaults to whether ``y`` holds class labels (not
     floating point). The accuracy counts every label (:func:`sgdlab.accuracy.argmax_hits`, the
     measurements' rule too: per sample, or per
-    position of (N, C, *d) outputs) and is left out for outputs that hold no class scores."""
+    position of (N, C, *d) outputs) and is left out for outputs that hold no class scores.
+    For a cross-entropy over per-position labels (token data,
+    :func:`sgdlab.accuracy.perplexity_tokens`) also ``perplexity``: exp of the mean loss per
+    token over the whole set (chunks weighted by their tokens, a target the loss ignores
+    not counted; without such targets, exp of ``loss``)."""
     if classification is None:
         classification = not y.is_floating_point()
     with eval_mode(model):
@@ -203,12 +212,22 @@ def evaluate(model: nn.Module, loss_fn: Callable[[Tensor, Tensor], Tensor], x: T
         total = torch.zeros((), dtype=torch.float64, device=x.device)
         correct = torch.zeros((), dtype=torch.int64, device=x.device)
         labels = torch.zeros((), dtype=torch.int64, device=x.device)
+        nll = torch.zeros((), dtype=torch.float64, device=x.device)
+        tokens = torch.zeros((), dtype=torch.int64, device=x.device)
+        per_token = False
         for i in range(0, n, batch_size):
             xb, yb = x[i:i + batch_size], y[i:i + batch_size]
             out = model(xb)
             if i == 0:
                 check_target_shape(loss_fn, out, yb)
-            total += loss_fn(out, yb).double() * len(xb)
+            loss = loss_fn(out, yb).double()
+            total += loss * len(xb)
+            chunk_tokens = perplexity_tokens(out, yb, loss_fn)
+            if i == 0:
+                per_token = chunk_tokens is not None
+            if per_token:   # a chunk without tokens has a NaN mean and no weight
+                nll += torch.where(chunk_tokens > 0, loss * chunk_tokens, 0.0)
+                tokens += chunk_tokens
             hits = argmax_hits(out, yb, loss_fn) if classification else None
             if hits is None:
                 classification = False
@@ -218,6 +237,8 @@ def evaluate(model: nn.Module, loss_fn: Callable[[Tensor, Tensor], Tensor], x: T
         res = {"loss": (total / max(n, 1)).item()}
         if classification:
             res["acc"] = correct.item() / labels.item() if labels.item() else float("nan")
+        if per_token and n:
+            res["perplexity"] = (nll / tokens).exp().item()   # no tokens: NaN
         return res
 
 
@@ -858,7 +879,7 @@ def _epoch_metrics(loop: dict, optimizer, epochs_done: int, n: int) -> dict[str,
 
 def _final(history: dict, loop: dict, *, epochs_done: int, n: int) -> dict[str, float]:
     final: dict[str, float] = {}
-    for name in ("train_loss", "train_acc", "test_loss", "test_acc"):
+    for name in EVAL_METRICS:
         finite = [v for _, v in history.get(name, []) if math.isfinite(v)]
         if finite:
             final[name] = finite[-1]
@@ -869,7 +890,7 @@ def _final(history: dict, loop: dict, *, epochs_done: int, n: int) -> dict[str, 
 
 def _postfix(history: dict) -> dict[str, str]:
     out = {}
-    for name in ("batch_loss", "test_acc"):
+    for name in ("batch_loss", "test_acc", "test_perplexity"):
         if history.get(name):
             out[name] = f"{history[name][-1][1]:.4g}"
     return out

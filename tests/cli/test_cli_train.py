@@ -241,6 +241,8 @@ def test_packaged_default_runs(tmp_path, capsys, monkeypatch):
     assert (tmp_path / "sgdlab-runs" / run["id"] / "learning_curves.png").stat().st_size > 0
     assert not (tmp_path / "sgdlab-runs" / run["id"] / "instruments.png").exists()
     assert run["summary"]["test_acc"] > 0.5
+    assert main(["runs", "list"]) == 0          # no token data: no perplexity column
+    assert "TEST_LOSS" in (out := capsys.readouterr().out) and "TEST_PPL" not in out
 
 
 def test_runs_compare_shows_config_differences_final_values_and_curves(tmp_path, capsys,
@@ -291,6 +293,38 @@ def test_runs_compare_shows_config_differences_final_values_and_curves(tmp_path,
     assert any(ln.startswith("optimizer.lr") for ln in capsys.readouterr().out.splitlines())
     assert main(["runs", "compare", str(tmp_path), a, "--store", store]) == 2
     assert "not a run's" in capsys.readouterr().err
+
+
+def test_a_run_on_characters_prints_lists_and_compares_its_perplexities(tmp_path, capsys):
+    cfg = tmp_path / "chars.yaml"
+    cfg.write_text("name: chars\n"
+                   "data: {name: text_chars, options: {max_chars: 6000, seq_len: 20}}\n"
+                   "model: {name: char-lstm, options: {hidden: 8, layers: 1}}\n"
+                   "optimizer: {name: adam, lr: 0.01}\n"
+                   "train: {epochs: 1, batch_size: 50, threads: 1, progress: false}\n")
+    store = str(tmp_path / "runs.sqlite")
+    finals = []
+    for lr in ("0.01", "0.02"):
+        assert main(["train", str(cfg), "--store", store, "--out", str(tmp_path / lr),
+                     "--set", f"optimizer.lr={lr}"]) == 0
+        (final,) = [ln for ln in capsys.readouterr().out.splitlines()
+                    if ln.startswith("  final:")]
+        printed = dict(zip(final.split()[1::2], map(float, final.split()[2::2])))
+        for split in ("train", "test"):
+            assert printed[f"{split}_perplexity"] == pytest.approx(
+                math.exp(printed[f"{split}_loss"]), rel=2e-3)
+        finals.append(json.loads((tmp_path / lr / "results.json").read_text())["final"])
+    assert main(["runs", "list", "--store", store]) == 0
+    head, *rows = capsys.readouterr().out.splitlines()[:3]
+    col = head.index("TEST_PPL")                # columns padded to their header's place
+    assert [float(r[col:].split()[0]) for r in rows] == pytest.approx(
+        [f["test_perplexity"] for f in finals], rel=1e-3)
+    a, b = (r["id"] for r in RunStore(store).list_runs())
+    assert main(["runs", "compare", a, b, "--store", store]) == 0
+    (row,) = [ln for ln in capsys.readouterr().out.splitlines()
+              if ln.startswith("final test_perplexity")]
+    assert [float(v) for v in row.split()[2:]] == pytest.approx(
+        [f["test_perplexity"] for f in finals], rel=1e-3)
 
 
 def test_runs_compare_plot_path_is_checked_first_and_printed_as_written(tmp_path, capsys):

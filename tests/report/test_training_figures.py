@@ -7,6 +7,7 @@ from sgdlab.report.figures.training import (compare_runs_figure, instrument_pane
 
 def test_instrument_series_are_grouped_by_prefix_and_loop_series_left_out():
     h = {"train_loss": [(0, 1.0)], "batch_loss": [(1, 1.0)], "epoch": [(1, 1)],
+         "train_perplexity": [(0, 2.7)], "test_perplexity": [(0, 2.8)],   # token data's
          "lr": [(0, 0.1), (5, 0.1)],                               # constant: no panel
          "hess/top_1": [(0, 2.0), (5, 3.0)], "hess/trace": [(0, 9.0)],
          "walk_loss_k03": [(0, 1.0)], "walk_height": [(0, 0.1)], "walk_seconds": [(0, 2.0)],

@@ -422,6 +422,84 @@ def test_accuracy_of_labels_per_position_is_the_fraction_of_positions_hit():
     assert res["acc"] == pytest.approx(float(hits))
 
 
+def _token_problem(n: int = 23, length: int = 6, vocab: int = 5):
+    """A float64 TokenTagger, (n, length) tokens and next tokens with some positions ignored
+    (-100): the rows hold 6, 4 or 2 labelled positions, so chunks differ in tokens."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(0, vocab, (n, length), generator=g)
+    y = torch.randint(0, vocab, (n, length), generator=g)
+    for i in range(n):
+        y[i, length - 2 * (i % 3):] = -100
+    torch.manual_seed(0)
+    return TokenTagger(vocab).double(), x, y
+
+
+def _perplexity_by_hand(model, x, y) -> float:
+    """exp of the mean negative log-likelihood over every labelled token, in float64."""
+    with torch.no_grad():
+        logp = torch.log_softmax(model(x), dim=1)          # (N, C, L)
+    keep = y != -100
+    nll = -logp.gather(1, y.clamp(min=0).unsqueeze(1)).squeeze(1)[keep]
+    return math.exp(float(nll.sum()) / int(keep.sum()))
+
+
+@pytest.mark.parametrize("loss_fn", [nn.CrossEntropyLoss(), F.cross_entropy,
+                                     functools.partial(F.cross_entropy, ignore_index=-100)],
+                         ids=["module", "function", "partial"])
+def test_perplexity_is_exp_of_the_mean_loss_per_token_over_the_whole_set(loss_fn):
+    from sgdlab.train.losses import SequenceCrossEntropyLoss
+
+    model, x, y = _token_problem()
+    want = _perplexity_by_hand(model, x, y)
+    for batch_size in (7, 4096):                # a last chunk of 2 samples; one chunk
+        res = evaluate(model, loss_fn, x, y, batch_size=batch_size)
+        assert res["perplexity"] == pytest.approx(want, rel=1e-12)
+    # what it is not: the mean of the chunks' perplexities, or exp of the mean loss per sample
+    chunks = [(model(x[i:i + 7]), y[i:i + 7]) for i in range(0, len(x), 7)]
+    with torch.no_grad():
+        per_chunk = [math.exp(float(F.cross_entropy(o, t))) for o, t in chunks]
+    assert abs(sum(per_chunk) / len(per_chunk) / want - 1) > 1e-3
+    assert abs(math.exp(evaluate(model, loss_fn, x, y, batch_size=7)["loss"]) / want - 1) > 1e-3
+    # without ignored targets: exp of the loss, the registry's loss alike
+    y = y.clamp(min=0)
+    res = evaluate(model, SequenceCrossEntropyLoss(), x, y, batch_size=7)
+    assert res["perplexity"] == pytest.approx(math.exp(res["loss"]), rel=1e-12)
+    assert res["perplexity"] == pytest.approx(_perplexity_by_hand(model, x, y), rel=1e-12)
+
+
+def test_no_perplexity_for_labels_per_sample_or_a_loss_whose_mean_is_another():
+    model, x, y = _token_problem()
+    weighted = nn.CrossEntropyLoss(weight=torch.linspace(0.5, 2, 5, dtype=torch.float64))
+    for loss_fn in (weighted, nn.CrossEntropyLoss(label_smoothing=0.1),
+                    functools.partial(F.cross_entropy, label_smoothing=0.1),
+                    lambda out, t: F.nll_loss(torch.log_softmax(out, 1), t)):
+        assert "perplexity" not in evaluate(model, loss_fn, x, y)
+    data, model = toy_data(), make_model()
+    assert "perplexity" not in evaluate(model, nn.CrossEntropyLoss(), data.x_test, data.y_test)
+
+
+def test_a_run_on_tokens_logs_and_sums_up_its_perplexities(tmp_path):
+    model, x, y = _token_problem()
+    model.float()
+    y = y.clamp(min=0)
+    store = RunStore(tmp_path / "store")
+    r = train(model, nn.CrossEntropyLoss(), Dataset(x, y, x[:9], y[:9]),
+              torch.optim.SGD(model.parameters(), lr=0.5), epochs=2, batch_size=8,
+              progress=False, store=store)
+    for split in ("train", "test"):
+        ppl, loss = r.history[f"{split}_perplexity"], r.history[f"{split}_loss"]
+        assert [s for s, _ in ppl] == [s for s, _ in loss] == [0, 3, 6]
+        assert [v for _, v in ppl] == pytest.approx([math.exp(v) for _, v in loss], rel=1e-6)
+        assert r.final[f"{split}_perplexity"] == ppl[-1][1]
+    assert store.metrics(r.run_id)["test_perplexity"] == r.history["test_perplexity"]
+    assert store.get_run(r.run_id)["summary"]["test_perplexity"] == r.final["test_perplexity"]
+    from sgdlab.train.loop import _postfix            # the progress bar's
+    assert float(_postfix(r.history)["test_perplexity"]) == pytest.approx(
+        r.final["test_perplexity"], rel=1e-3)
+    _, plain = run(epochs=1)
+    assert not any("perplexity" in k for k in (*plain.history, *plain.final))
+
+
 def test_a_binary_classifier_with_one_logit_gets_no_argmax_accuracy():
     # the argmax over one score is class 0: train_acc 0.5 (the share of label 0) for a model
     # that separated the classes

@@ -610,6 +610,7 @@ def _all_equivalent(c: dict[str, Any], values: dict[str, dict[str, float]],
 # axis labels of the metrics curves are drawn for; options.curve_labels overrides them
 CURVE_LABELS = {"train_loss": "train loss", "test_loss": "test loss",
                 "train_acc": "train accuracy", "test_acc": "test accuracy",
+                "train_perplexity": "train perplexity", "test_perplexity": "test perplexity",
                 "lr": "learning rate",
                 "sharpness/expected": "expected sharpness E[L(θ+ξ)] − L(θ)"}
 

@@ -101,9 +101,11 @@ def learning_curves(history: History, *, title: str | None = None,
     return fig
 
 
-# the training loop's own series (learning_curves draws the losses and accuracies)
+# the training loop's own series (learning_curves draws the losses and accuracies; a
+# perplexity is the exponential of the loss drawn on a log scale there)
 _LOOP = {"batch_loss", "train_loss", "test_loss", "train_acc", "test_acc", "epoch",
-         "grad_evals", "effective_epochs", "samples", "step"}
+         "grad_evals", "effective_epochs", "samples", "step", "train_perplexity",
+         "test_perplexity"}
 # per-point and bookkeeping series that would crowd a panel
 _SKIP = re.compile(r"(_k\d+|_seconds|_epoch|_epoch_steps|/batch_size)$")
 MAX_SERIES, MAX_PANELS = 6, 12
