@@ -28,6 +28,7 @@ from .noise import (
     minibatch_noise_factor,
     noise_magnitude,
 )
+from .fisher import fisher_diagonal
 from .batch_statistics import (
     BatchStatistics,
     TakeuchiInformation,
@@ -95,7 +96,8 @@ __all__ = [
     "StepInterpolation", "analyze_segment", "brownian_reference", "dense_hessian",
     "diffusion_matrix", "discard_burnin", "distance_from_init", "eigenvector_cosines",
     "EntropyGradientAngle", "local_entropy_gradient", "local_entropy_gradient_angle",
-    "epsilon_sharpness", "expected_sharpness", "fisher_g_test", "frobenius_norm",
+    "epsilon_sharpness", "expected_sharpness", "fisher_diagonal", "fisher_g_test",
+    "frobenius_norm",
     "full_batch_grad_norm", "ggn_diagonal", "gradient_cosine", "gradient_covariance",
     "harmonic_mean_eigenvalue", "hessian_bottom_eigenvalues", "hessian_diagonal",
     "hessian_directions", "hessian_eigenpairs", "hessian_frobenius_norm",

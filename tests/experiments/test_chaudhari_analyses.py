@@ -520,3 +520,123 @@ def test_the_hessian_spectrum_of_a_char_lstm_on_token_lines_is_torch_funcs_dense
         assert torch.allclose(got, want, rtol=0, atol=1e-12 * float(want.abs().max()))
     with pytest.raises(ValueError, match="chunk_size must be a positive integer"):
         compute_final({"kind": "hessian_spectrum", "chunk_size": 0}, model, loss_fn, (x, y))
+
+
+# --- §3.3.1 (iv), Fig. 3.4c: the Fisher diagonal of allcnn ----------------------------------
+def test_the_fisher_measurement_reads_the_optimizer_it_is_given():
+    import torch
+
+    from sgdlab.errors import ConfigError
+    from sgdlab.experiments.procedures.measures import compute_final, validate_measure
+    from sgdlab.measure.fisher import fisher_diagonal
+    from sgdlab.testing import tiny_classification, tiny_mlp
+
+    torch.manual_seed(0)
+    x, y = tiny_classification(n=24, dtype=torch.float64)
+    model, loss_fn = tiny_mlp(dtype=torch.float64), torch.nn.CrossEntropyLoss()
+    opt = torch.optim.Adam(model.parameters(), lr=0.01)
+    for _ in range(3):
+        opt.zero_grad()
+        loss_fn(model(x[:8]), y[:8]).backward()
+        opt.step()
+    m = {"kind": "fisher_diagonal", "reading": "adam-moments"}
+    summary, data = compute_final(m, model, loss_fn, (x, y), optimizer=opt)
+    want = fisher_diagonal(model, reading="adam-moments", optimizer=opt)
+    assert data["fisher_diagonal"] == want.tolist()
+    assert summary["fisher_dim"] == want.numel()
+    assert summary["fisher_negative_fraction"] == float((want < 0).double().mean())
+    _, data = compute_final({"kind": "fisher_diagonal"}, model, loss_fn, (x, y))
+    assert data["fisher_diagonal"] == fisher_diagonal(model, loss_fn, (x, y)).tolist()
+    with pytest.raises(ValueError, match="needs the Adam optimizer"):
+        compute_final(m, model, loss_fn, (x, y))
+    # a misspelt reading is refused when the experiment is checked, before any training
+    for bad, msg in (({"reading": "adam"}, "reading must be one of"),
+                     ({"reading": "adam-moments", "bias_correction": "yes"}, "true or false"),
+                     ({"bias_correction": False}, "belongs to reading 'adam-moments'")):
+        with pytest.raises(ConfigError, match=msg):
+            validate_measure({"kind": "fisher_diagonal", **bad}, "final[0]", final=True)
+
+
+def test_the_train_procedure_gives_its_adam_to_the_fisher_measurement(tmp_path):
+    """One full-batch Adam step: bias-corrected, m̂ = g and v̂ = g², so v̂ − m̂² vanishes;
+    uncorrected, v − m² = (0.001 − 0.01) g² < 0 wherever the first gradient is not zero."""
+    import yaml
+
+    from sgdlab.experiments.runner import run_experiment
+
+    final = {"kind": "fisher_diagonal", "reading": "adam-moments"}
+    raw = {"name": "t-fisher-adam", "version": 1, "description": "Adam's moments",
+           "analysis": "compare_groups", "procedure": "train", "paper": PAPER | {"year": 2018},
+           "base": {"dataset": {"name": "digits", "n_train": 64, "n_test": 32},
+                    "model": {"name": "mlp", "widths": [4]}, "dtype": "float64",
+                    "optimizer": {"name": "adam", "lr": 0.01}, "batch_size": "full",
+                    "epochs": 1, "final": [final]},
+           "runs": [{"label": "corrected"},
+                    {"label": "raw", "params": {"final": [final | {"bias_correction": False}]}}],
+           "seeds": [0], "options": {"table": [["train_loss", "final train loss"]]}}
+    cfg = tmp_path / "exp.yaml"
+    cfg.write_text(yaml.safe_dump(raw))
+    res = run_experiment(str(cfg), scale="cpu", out_dir=tmp_path / "o",
+                         store_path=str(tmp_path / "runs.sqlite"), progress=None)
+    runs = {r["label"]: r for r in res.results["runs"]}
+    assert {r["status"] for r in runs.values()} == {"finished"}
+    corrected, uncorrected = (runs[k]["summary"] for k in ("corrected", "raw"))
+    scale = abs(uncorrected["fisher_min"]) / 0.009          # the largest g²
+    assert scale > 0
+    assert max(abs(corrected["fisher_min"]), corrected["fisher_max"]) <= 1e-14 * scale
+    assert uncorrected["fisher_max"] <= 0 and uncorrected["fisher_negative_fraction"] > 0.5
+
+
+def _fisher_run(label: str, seed: int, diag: list[float], reading: str, **extra) -> StoredRun:
+    final = [{"kind": "fisher_diagonal", "reading": reading, **extra}]
+    return StoredRun(key=f"{label}{seed}", run_id=f"{label}{seed}", label=label, seed=seed,
+                     params={"final": final}, status="finished",
+                     summary={"fisher_dim": len(diag), "test_acc": 0.9}, metrics={},
+                     data={"fisher_diagonal": diag})
+
+
+def test_the_fisher_panel_tests_the_caption_and_reads_a_variance_as_one():
+    """Fig. 3.4c: the share of entries with |λ| ≤ 10⁻⁵ against the caption's 95% (less the
+    allowance), per run and then averaged; Adam's moments are tested on both tails like the
+    Hessians, the per-sample variance (no negative side by definition) only reported there."""
+    from sgdlab.experiments.procedures.chaudhari import hessian_spectrum
+
+    # 10 entries each, 8 near zero; beyond float32 round-off of the largest (1.2e-7 and
+    # 3.6e-7) one negative entry each: −5e-8 of b is round-off
+    a = [1.0, -0.01, 2e-6] + [0.0] * 7
+    b = [3.0, -0.2, -5e-8] + [0.0] * 7
+    opts = {"near_zero": {"allcnn": [1e-5, 0.85]}, "allowance": 0.1}
+    spec = SimpleNamespace(paper=PAPER, options=opts)
+    runs = [_fisher_run("allcnn", 0, a, "adam-moments"),
+            _fisher_run("allcnn", 1, b, "adam-moments")]
+    an = hessian_spectrum(spec, runs)
+    near, tails, negative = an.conclusions
+    assert near.agrees_with_paper is True
+    assert near.evidence["near_zero_fraction"] == pytest.approx(0.8)
+    assert "10 Fisher-diagonal entries (adam-moments; mean over 2 runs)" in near.text
+    # λ_max = mean(1, 3) = 2, λ_min = mean(−0.01, −0.2) = −0.105: 19 times, ≥ 10
+    assert tails.agrees_with_paper is True and "λ_min = -0.105" in tails.text
+    assert negative.agrees_with_paper is True and "10.00%" in negative.text
+    (row,) = an.table("hessian_spectrum").rows
+    assert row[0] == "allcnn (Fisher diagonal, adam-moments)"
+    assert row[3] == pytest.approx(0.8) and row[7] == pytest.approx(0.1)
+    assert [n for n, _ in an.figures] == ["eigenspectrum", "eigen_histogram", "fisher_histogram"]
+    strict = SimpleNamespace(paper=PAPER, options={**opts, "negative_fraction_below": 0.05,
+                                                   "tail_ratio": 20.0})
+    assert [c.agrees_with_paper for c in hessian_spectrum(strict, runs).conclusions] == \
+        [True, False, False]
+    an = hessian_spectrum(SimpleNamespace(paper=PAPER, options={**opts, "allowance": 0.05}),
+                          [_fisher_run("allcnn", 0, a, "adam-moments", bias_correction=False)])
+    near, tails, negative = an.conclusions
+    assert near.agrees_with_paper is True and "adam-moments-uncorrected" in near.text
+    an = hessian_spectrum(SimpleNamespace(paper=PAPER, options={**opts, "allowance": 0.04}),
+                          [_fisher_run("allcnn", 0, a, "adam-moments")])
+    assert an.conclusions[0].agrees_with_paper is False                  # 80% < 81%
+    # a variance: the negative side is reported, not tested
+    var = [abs(v) for v in b]
+    near, tails, negative = hessian_spectrum(spec, [_fisher_run("allcnn", 0, var, "per-sample")]
+                                             ).conclusions
+    assert near.agrees_with_paper is True and "per-sample" in near.text
+    assert (tails.claim, tails.agrees_with_paper) == (None, None)
+    assert (negative.claim, negative.agrees_with_paper) == (None, None)
+    assert "no negative entries" in tails.text and "0.00%" in negative.text

@@ -4,7 +4,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from sgdlab.experiments.plots import curves
-from sgdlab.report.figures.curvature import eigenspectrum_figure
+from sgdlab.report.figures.curvature import eigenspectrum_figure, signed_log_histogram_figure
 from sgdlab.report.figures.training import learning_curves
 from sgdlab.report.tables import Table
 
@@ -64,6 +64,28 @@ def test_spectrum_leaves_exact_zeros_out_of_the_log_axis_and_counts_them():
     texts = [t.get_text() for t in ax.get_legend().get_texts()]
     assert texts == ["H (2 exact zeros not shown)", "H (negative, |λ|)"]
     plt.close(fig)
+
+
+def test_signed_histogram_clips_the_peak_at_zero_and_splits_the_signs():
+    import pytest
+
+    # 7 values: 3 with |λ| ≤ 1e-5 (clipped, counted in the legend), one negative, 3 positive
+    fig = signed_log_histogram_figure({"F": [0.0, 1e-7, -1e-7, 1e-3, 2e-3, -5e-4, 0.1]},
+                                      clip=1e-5)
+    neg, pos = fig.axes
+    assert sum(p.get_height() for p in neg.patches) == 1
+    assert sum(p.get_height() for p in pos.patches) == 3
+    assert neg.get_xscale() == pos.get_xscale() == neg.get_yscale() == "log"
+    assert neg.get_xlim() == pytest.approx(pos.get_xlim()[::-1])    # mirrored about the origin
+    assert pos.get_xlim()[0] == pytest.approx(1e-5)
+    (text,) = [t.get_text() for t in pos.get_legend().get_texts()]
+    assert text == "F (42.9% with |λ| ≤ 1e-05, clipped)"
+    plt.close(fig)
+    fig = signed_log_histogram_figure({"F": [0.0, 1e-7]}, clip=1e-5)
+    assert [t.get_text() for t in fig.axes[0].texts] == ["no value above the clip"]
+    plt.close(fig)
+    with pytest.raises(ValueError, match="clip must be positive"):
+        signed_log_histogram_figure({"F": [1.0]}, clip=0.0)
 
 
 def test_list_cells_are_rounded_like_numbers_in_markdown_and_html():

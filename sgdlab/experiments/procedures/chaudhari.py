@@ -70,14 +70,38 @@ def _hessian_facts(ev: np.ndarray, thr: float) -> dict[str, float]:
             "lambda_min": float(ev.min()), "negative": float(np.mean(ev < -noise))}
 
 
+def _fisher_facts(diag: np.ndarray, thr: float) -> dict[str, float]:
+    """As :func:`_hessian_facts` for the entries of a Fisher diagonal, each computed on its own
+    (no eigensolver): negative beyond float32 round-off of the largest, max |λ|·eps32."""
+    noise = float(np.abs(diag).max()) * float(np.finfo(np.float32).eps)
+    return {"near_zero": float(np.mean(np.abs(diag) <= thr)), "lambda_max": float(diag.max()),
+            "lambda_min": float(diag.min()), "negative": float(np.mean(diag < -noise))}
+
+
+def _fisher_reading(r: StoredRun) -> str:
+    """The ``fisher_diagonal`` measurement's reading in a run's parameters, with
+    ``-uncorrected`` for Adam's moments without bias correction."""
+    for m in r.params.get("final") or []:
+        if m.get("kind") == "fisher_diagonal":
+            reading = m.get("reading", "per-sample")
+            if reading == "adam-moments" and m.get("bias_correction", True) is False:
+                reading += "-uncorrected"
+            return reading
+    return "per-sample"
+
+
 @register_analysis("chaudhari_hessian_spectrum")
 def hessian_spectrum(spec, runs: list[StoredRun]) -> Analysis:
     """Thesis §3.3.1, Figs. 3.1 and 3.4: at the end of training most Hessian eigenvalues are
     near zero (|λ| ≤ the figure's threshold: the fraction the thesis reports, less
     ``allowance``), the right tail is much longer than the left (λ_max ≥ ``tail_ratio``·|λ_min|)
     and a small fraction (≤ ``negative_fraction_below``) of directions has negative curvature
-    beyond round-off. ``near_zero``: {run group: [threshold, fraction the thesis reports]}."""
-    from sgdlab.report.figures.curvature import eigenspectrum_figure
+    beyond round-off. ``near_zero``: {run group: [threshold, fraction the thesis reports]}.
+
+    A group whose runs recorded a ``fisher_diagonal`` (Fig. 3.4c, allcnn) is read the same way
+    with the diagonal's entries for eigenvalues; with the ``per-sample`` reading (a variance:
+    no negative entries) the two claims on the negative side are reported, not tested."""
+    from sgdlab.report.figures.curvature import eigenspectrum_figure, signed_log_histogram_figure
 
     o = spec.options
     near = {g: (float(t), float(f)) for g, (t, f) in (o.get("near_zero") or {}).items()}
@@ -85,7 +109,7 @@ def hessian_spectrum(spec, runs: list[StoredRun]) -> Analysis:
     ratio = float(o.get("tail_ratio", 10.0))
     neg_max = float(o.get("negative_fraction_below", 0.1))
     groups = by_group(runs, key=lambda r: r.group)
-    rows, concl, spectra = [], [], {}
+    rows, concl, spectra, fisher, clips = [], [], {}, {}, []
     claims = (f"a large fraction of the eigenvalues is near zero (at least the thesis' "
               f"fraction less {allow:g})",
               f"the right (positive) tail is much longer than the left (λ_max ≥ {ratio:g} "
@@ -94,43 +118,65 @@ def hessian_spectrum(spec, runs: list[StoredRun]) -> Analysis:
               "directions has negative curvature")
     for g, rs in groups.items():
         thr, paper = near.get(g, (1e-4, float("nan")))
-        spectra_g = [np.asarray(r.data["hessian_eigenvalues"], float)
-                     for r in rs if r.data.get("hessian_eigenvalues")]
-        why = ("no Hessian spectrum was recorded" if not spectra_g else
-               "a recorded Hessian spectrum holds non-finite eigenvalues"
+        is_fisher = any(r.data.get("fisher_diagonal") for r in rs)
+        key = "fisher_diagonal" if is_fisher else "hessian_eigenvalues"
+        what, items = (("Fisher diagonal", "entries") if is_fisher
+                       else ("Hessian spectrum", "eigenvalues"))
+        spectra_g = [np.asarray(r.data[key], float) for r in rs if r.data.get(key)]
+        why = (f"no {what} was recorded" if not spectra_g else
+               f"a recorded {what} holds non-finite {items}"
                if not all(np.isfinite(e).all() for e in spectra_g) else None)
         if why:             # each claim stays, undecided (not dropped, not a disagreement)
             concl += [Conclusion(f"{g}: {why}, so the claim cannot be checked",
                                  agrees_with_paper=None, claim=c) for c in claims]
             continue
-        facts = [_hessian_facts(e, thr) for e in spectra_g]
+        facts = [(_fisher_facts if is_fisher else _hessian_facts)(e, thr) for e in spectra_g]
         f = {k: float(np.mean([x[k] for x in facts])) for k in facts[0]}
-        d = int(rs[0].summary.get("hessian_dim", 0))
-        rows.append([g, d, thr, f["near_zero"], paper, f["lambda_max"], f["lambda_min"],
+        if is_fisher:
+            reading = _fisher_reading(rs[0])
+            d = int(rs[0].summary.get("fisher_dim", 0))
+            name = f"{g} (Fisher diagonal, {reading})"
+            n = len(spectra_g)
+            entries = (f"{d} Fisher-diagonal entries ({reading}; mean over {n} "
+                       f"run{'s' if n > 1 else ''})")
+            fisher[name] = np.concatenate(spectra_g)
+            clips.append(thr)
+        else:
+            reading, d, name = None, int(rs[0].summary.get("hessian_dim", 0)), g
+            entries = f"{d} eigenvalues"
+        rows.append([name, d, thr, f["near_zero"], paper, f["lambda_max"], f["lambda_min"],
                      f["negative"], rs[0].summary.get("test_acc")])
-        spectra[g] = rs[0].data["hessian_eigenvalues"]
+        spectra[name] = rs[0].data[key]
         concl.append(Conclusion(
-            f"{g}: {f['near_zero']:.1%} of the {d} eigenvalues have |λ| ≤ {thr:g} (the thesis: "
+            f"{g}: {f['near_zero']:.1%} of the {entries} have |λ| ≤ {thr:g} (the thesis: "
             f"{paper:.0%})",
             agrees_with_paper=(f["near_zero"] >= paper - allow) if np.isfinite(paper) else None,
             claim=claims[0],
             evidence={"near_zero_fraction": f["near_zero"], "threshold": thr}))
         lmin = abs(min(f["lambda_min"], 0.0))
-        concl.append(Conclusion(
-            f"{g}: λ_max = {f['lambda_max']:.3g}, λ_min = {f['lambda_min']:.3g} "
-            f"(right tail {f['lambda_max'] / lmin if lmin else float('inf'):.3g} times the left)",
-            agrees_with_paper=f["lambda_max"] >= ratio * lmin,
-            claim=claims[1]))
-        concl.append(Conclusion(
-            f"{g}: {f['negative']:.2%} of the eigenvalues are negative beyond round-off",
-            agrees_with_paper=0 < f["negative"] <= neg_max,
-            claim=claims[2]))
+        tails = (f"{g}: λ_max = {f['lambda_max']:.3g}, λ_min = {f['lambda_min']:.3g} "
+                 f"(right tail {f['lambda_max'] / lmin if lmin else float('inf'):.3g} times "
+                 "the left)")
+        negative = f"{g}: {f['negative']:.2%} of the {entries} are negative beyond round-off"
+        if reading == "per-sample":     # a variance: its negative side is empty by definition
+            concl.append(Conclusion(tails + "; a variance has no negative entries"))
+            concl.append(Conclusion(negative))
+            continue
+        concl.append(Conclusion(tails, agrees_with_paper=f["lambda_max"] >= ratio * lmin,
+                                claim=claims[1]))
+        concl.append(Conclusion(negative, agrees_with_paper=0 < f["negative"] <= neg_max,
+                                claim=claims[2]))
     table = Table("hessian_spectrum", ["run", "d", "threshold", "fraction |λ| ≤ threshold",
                                        "thesis' fraction", "λ_max", "λ_min",
                                        "fraction negative", "test accuracy"], rows)
-    f1 = eigenspectrum_figure(spectra, title="Hessian eigenvalues at the end of training")
-    f2 = histogram(spectra, xlabel="eigenvalue λ", title="Hessian eigenspectrum (log counts)")
-    return Analysis(tables=[table], figures=[("eigenspectrum", f1), ("eigen_histogram", f2)],
+    f1 = eigenspectrum_figure(spectra, title="Hessian eigenvalues (and Fisher diagonals) at "
+                                             "the end of training")
+    f2 = histogram({k: v for k, v in spectra.items() if k not in fisher},
+                   xlabel="eigenvalue λ", title="Hessian eigenspectrum (log counts)")
+    f3 = signed_log_histogram_figure(fisher, clip=min(clips, default=1e-5), title="Fisher diagonal at the end of "
+                                     "training, negative and positive entries (runs pooled)")
+    return Analysis(tables=[table], figures=[("eigenspectrum", f1), ("eigen_histogram", f2),
+                                             ("fisher_histogram", f3)],
                     conclusions=concl)
 
 

@@ -31,6 +31,10 @@ ArrayM = Callable[..., tuple[dict[str, Any], dict[str, Any]]]
 
 SCALARS: dict[str, tuple[Scalar, set[str]]] = {}
 ARRAYS: dict[str, tuple[ArrayM, set[str]]] = {}
+# array measurements that read the training optimizer's state (given as ``optimizer=``)
+NEEDS_OPTIMIZER: set[str] = set()
+# option checks run when the experiment is validated, before any training
+CHECKS: dict[str, Callable[[dict[str, Any]], None]] = {}
 _COMMON = {"kind", "every", "samples", "sample_seed", "at_epochs", "split"}
 
 
@@ -41,9 +45,15 @@ def scalar(name: str, options: set[str] = frozenset()):
     return deco
 
 
-def array(name: str, options: set[str] = frozenset()):
+def array(name: str, options: set[str] = frozenset(), *, needs_optimizer: bool = False,
+          check: Callable[[dict[str, Any]], None] | None = None):
+    """``check(m)`` raises a ValueError for option values that would fail after training."""
     def deco(fn):
         ARRAYS[name] = (fn, set(options))
+        if needs_optimizer:
+            NEEDS_OPTIMIZER.add(name)
+        if check is not None:
+            CHECKS[name] = check
         return fn
     return deco
 
@@ -70,6 +80,11 @@ def validate_measure(m: Any, where: str, *, final: bool) -> None:
         raise ConfigError(f"{where}: {e}") from None
     if not final and "every" not in m:
         raise ConfigError(f"{where}: measurement {kind!r} during training needs 'every' (steps)")
+    if kind in CHECKS:
+        try:
+            CHECKS[kind](m)
+        except ValueError as e:
+            raise ConfigError(f"{where}: {e}") from None
 
 
 def _opts(m: dict[str, Any]) -> dict[str, Any]:
@@ -95,11 +110,16 @@ def compute_scalar(m: dict[str, Any], model: nn.Module, loss_fn, data) -> dict[s
     return fn(model, loss_fn, data, **_opts(m))
 
 
-def compute_final(m: dict[str, Any], model: nn.Module, loss_fn, data
+def compute_final(m: dict[str, Any], model: nn.Module, loss_fn, data, *,
+                  optimizer: torch.optim.Optimizer | None = None
                   ) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``optimizer``: the one that trained ``model``, for the measurements that read its
+    state (``fisher_diagonal`` with ``reading: adam-moments``); the others ignore it."""
     if m["kind"] in SCALARS:
         return compute_scalar(m, model, loss_fn, data), {}
     fn, _ = ARRAYS[m["kind"]]
+    if m["kind"] in NEEDS_OPTIMIZER:
+        return fn(model, loss_fn, data, optimizer=optimizer, **_opts(m))
     return fn(model, loss_fn, data, **_opts(m))
 
 
@@ -201,6 +221,39 @@ def _hessian_spectrum(model, loss_fn, data, max_params: int = 60_000, chunk_size
              "hessian_near_zero_fraction": small, "hessian_harmonic_mean": hm,
              "hessian_dim": int(ev.numel())},
             {"hessian_eigenvalues": ev.tolist()})
+
+
+def _check_fisher(m: dict[str, Any]) -> None:
+    from sgdlab.measure.fisher import FISHER_READINGS
+
+    if m.get("reading", "per-sample") not in FISHER_READINGS:
+        raise ValueError(f"fisher_diagonal: reading must be one of "
+                         f"{', '.join(FISHER_READINGS)}, got {m.get('reading')!r}")
+    if not isinstance(m.get("bias_correction", True), bool):
+        raise ValueError(f"fisher_diagonal: bias_correction must be true or false, got "
+                         f"{m['bias_correction']!r}")
+    if "bias_correction" in m and m.get("reading", "per-sample") != "adam-moments":
+        raise ValueError("fisher_diagonal: bias_correction belongs to reading 'adam-moments'")
+
+
+@array("fisher_diagonal", {"reading", "bias_correction"}, needs_optimizer=True,
+       check=_check_fisher)
+def _fisher_diagonal(model, loss_fn, data, optimizer=None, reading: str = "per-sample",
+                     bias_correction: bool = True):
+    """The diagonal of the empirical Fisher, E(g²) − (E g)² (thesis §3.3.1 (iv)):
+    ``reading: per-sample`` over the measurement's examples at the final weights,
+    ``adam-moments`` from the training Adam's state (:func:`sgdlab.measure.fisher.
+    fisher_diagonal`; ``bias_correction`` for the latter)."""
+    from sgdlab.measure.fisher import fisher_diagonal
+
+    diag = fisher_diagonal(model, loss_fn, data, reading=reading, optimizer=optimizer,
+                           bias_correction=bias_correction)
+    if not bool(torch.isfinite(diag).all()):
+        raise FloatingPointError("the Fisher diagonal holds non-finite entries")
+    return ({"fisher_dim": int(diag.numel()), "fisher_max": float(diag.max()),
+             "fisher_min": float(diag.min()),
+             "fisher_negative_fraction": float((diag < 0).double().mean())},
+            {"fisher_diagonal": diag.tolist()})
 
 
 @array("diffusion_spectrum", {"batch_size", "replacement"})

@@ -308,7 +308,7 @@ class TrainProcedure(Procedure):
                         s, d = trajectory_spectrum(ctx.artifact_dir / TRAJECTORY_FILE, **opts)
                     else:
                         s, d = compute_final(m, model, loss_fn,
-                                             measurement_data(ds, m, ctx.device))
+                                             measurement_data(ds, m, ctx.device), optimizer=opt)
                 except FloatingPointError as e:
                     # how the measurements report a non-finite model: it diverged after its
                     # last finite loss (in its last steps), as the training loop records a

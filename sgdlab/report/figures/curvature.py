@@ -8,6 +8,8 @@ with the names the instruments log (:mod:`sgdlab.train.instruments.curvature` / 
   log density axis, optionally with exact eigenvalues as a rug;
 - :func:`eigenspectrum_figure` — sorted eigenvalues (|λ| on a log axis) of several matrices,
   e.g. D(x) = Σ (Gram-trick spectrum) and the Hessian top-k (Chaudhari Ch. 6 style);
+- :func:`signed_log_histogram_figure` — negative and positive values (the diagonal of a
+  Fisher information, Chaudhari Fig. 3.4c) in log-spaced bins of |λ|, the peak at zero clipped;
 - :func:`alignment_figure` — Σ–H alignment: |cos| of the i-th eigenvectors and normalised
   eigenvalues (Zhu et al. Fig. 3 style), from a single measurement;
 - :func:`curvature_history_figure` — ``hess/*``, ``noise/*``, ``align/residual`` against steps;
@@ -29,7 +31,7 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 from sgdlab.report.figures.axes import log_scale  # noqa: E402
 
 __all__ = ["alignment_figure", "batch_statistics_figure", "curvature_history_figure", "eigenspectrum_figure",
-           "noise_magnitude_figure", "spectral_density_figure"]
+           "noise_magnitude_figure", "signed_log_histogram_figure", "spectral_density_figure"]
 
 History = Mapping[str, Sequence[tuple[int, float]]]
 
@@ -94,6 +96,46 @@ def eigenspectrum_figure(spectra: Mapping[str, Sequence[float]], *,
     ax.set_xlabel("rank i")
     ax.set_ylabel("|λ_i|")
     ax.set_title(title or "eigenvalue spectra")
+    return fig
+
+
+def signed_log_histogram_figure(values: Mapping[str, Sequence[float]], *, clip: float,
+                                bins: int = 40, title: str | None = None) -> plt.Figure:
+    """Counts (log axis) of the negative values (left, by |λ|) and the positive ones (right) in
+    log-spaced bins of |λ| above ``clip``; the values with |λ| ≤ ``clip`` — the thesis' clipped
+    peak at the origin — are counted in the legend, not drawn."""
+    if not clip > 0:
+        raise ValueError(f"clip must be positive, got {clip!r}")
+    fig, (neg_ax, pos_ax) = plt.subplots(1, 2, figsize=(8, 3.4), sharey=True,
+                                         constrained_layout=True)
+    arrays = {k: np.asarray(v, float) for k, v in values.items() if len(v)}
+    big = [np.abs(v[np.abs(v) > clip]) for v in arrays.values()]
+    top = max((float(b.max()) for b in big if b.size), default=0.0)
+    if not arrays or top <= clip:
+        for ax in (neg_ax, pos_ax):
+            _empty(ax, "no value above the clip" if arrays else "no values recorded")
+    else:
+        edges = np.geomspace(clip, top * (1 + 1e-9), bins + 1)
+        for i, (name, v) in enumerate(arrays.items()):
+            near = float(np.mean(np.abs(v) <= clip))
+            for ax, part in ((neg_ax, -v[v < -clip]), (pos_ax, v[v > clip])):
+                if part.size:
+                    ax.hist(part, bins=edges, alpha=0.5, color=f"C{i}",
+                            label=f"{name} ({near:.1%} with |λ| ≤ {clip:g}, clipped)")
+        for ax in (neg_ax, pos_ax):
+            ax.set_xscale("log")
+            ax.set_yscale("log")
+        # the same range on both sides; |λ| grows to the left, away from the origin
+        pos_ax.set_xlim(clip, edges[-1])
+        neg_ax.set_xlim(edges[-1], clip)
+        handles = [h for ax in (pos_ax, neg_ax) for h in ax.get_legend_handles_labels()[0]]
+        labels = [lab for ax in (pos_ax, neg_ax) for lab in ax.get_legend_handles_labels()[1]]
+        seen = dict(zip(labels, handles))
+        pos_ax.legend(list(seen.values()), list(seen), fontsize=7)
+    neg_ax.set_xlabel("|λ| of the negative values")
+    pos_ax.set_xlabel("λ (positive values)")
+    neg_ax.set_ylabel("count")
+    fig.suptitle(title or "negative and positive values, log scale")
     return fig
 
 
