@@ -78,7 +78,7 @@ def test_signed_histogram_clips_the_peak_at_zero_and_splits_the_signs():
     assert neg.get_xscale() == pos.get_xscale() == neg.get_yscale() == "log"
     assert neg.get_xlim() == pytest.approx(pos.get_xlim()[::-1])    # mirrored about the origin
     assert pos.get_xlim()[0] == pytest.approx(1e-5)
-    (text,) = [t.get_text() for t in pos.get_legend().get_texts()]
+    (text,) = [t.get_text() for t in fig.legends[0].get_texts()]
     assert text == "F (42.9% with |λ| ≤ 1e-05, clipped)"
     plt.close(fig)
     fig = signed_log_histogram_figure({"F": [0.0, 1e-7]}, clip=1e-5)

@@ -159,7 +159,9 @@ def hessian_spectrum(spec, runs: list[StoredRun]) -> Analysis:
                  "the left)")
         negative = f"{g}: {f['negative']:.2%} of the {entries} are negative beyond round-off"
         if reading == "per-sample":     # a variance: its negative side is empty by definition
-            concl.append(Conclusion(tails + "; a variance has no negative entries"))
+            concl.append(Conclusion(f"{g}: λ_max = {f['lambda_max']:.3g}, λ_min = "
+                                    f"{f['lambda_min']:.3g}: a variance has no negative "
+                                    "entries"))
             concl.append(Conclusion(negative))
             continue
         concl.append(Conclusion(tails, agrees_with_paper=f["lambda_max"] >= ratio * lmin,

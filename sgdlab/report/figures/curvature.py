@@ -106,7 +106,7 @@ def signed_log_histogram_figure(values: Mapping[str, Sequence[float]], *, clip: 
     peak at the origin — are counted in the legend, not drawn."""
     if not clip > 0:
         raise ValueError(f"clip must be positive, got {clip!r}")
-    fig, (neg_ax, pos_ax) = plt.subplots(1, 2, figsize=(8, 3.4), sharey=True,
+    fig, (neg_ax, pos_ax) = plt.subplots(1, 2, figsize=(8, 3.8), sharey=True,
                                          constrained_layout=True)
     arrays = {k: np.asarray(v, float) for k, v in values.items() if len(v)}
     big = [np.abs(v[np.abs(v) > clip]) for v in arrays.values()]
@@ -131,7 +131,8 @@ def signed_log_histogram_figure(values: Mapping[str, Sequence[float]], *, clip: 
         handles = [h for ax in (pos_ax, neg_ax) for h in ax.get_legend_handles_labels()[0]]
         labels = [lab for ax in (pos_ax, neg_ax) for lab in ax.get_legend_handles_labels()[1]]
         seen = dict(zip(labels, handles))
-        pos_ax.legend(list(seen.values()), list(seen), fontsize=7)
+        # below the panels: the bars near the clip reach the top of both
+        fig.legend(list(seen.values()), list(seen), fontsize=7, loc="outside lower center")
     neg_ax.set_xlabel("|λ| of the negative values")
     pos_ax.set_xlabel("λ (positive values)")
     neg_ax.set_ylabel("count")
