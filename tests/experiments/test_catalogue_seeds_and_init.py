@@ -37,6 +37,7 @@ RUNS_STATED = {
         1050: "for `mnistfc` and `lenet` respectively over 5 independent runs",  # §3.3.2
         1063: "(A) small-mnistfc (2 runs)",  # Fig. 3.4a
         1065: "(B) char-LSTM (5 runs)",  # Fig. 3.4b
+        1069: "of allcnn at a local minimum (4 independent runs)",  # Fig. 3.4c
         1101: "over 4 independent runs",  # §3.3.5, char-LSTM
         2112: "We report the mean and standard deviation of the validation error over 3 runs "
               "for each algorithm with random initialization.",  # Ch. 5, every experiment
@@ -57,7 +58,8 @@ SEEDS_STATED: dict[str, tuple[tuple[tuple[str, ...] | None, int | None, int | No
     "chaudhari-trivialized-allcnn": ((None, 2, 719),),
     "chaudhari-hessian-spectrum": ((("small-lenet-hessian",), 2, 746),
                                    (("small-mnistfc",), 2, 1063),
-                                   (("char-lstm-autograd",), 5, 1065)),
+                                   (("char-lstm-autograd",), 5, 1065),
+                                   (("allcnn",), 4, 1069)),
     "chaudhari-entropy-sgd": ((("mnistfc", "lenet"), 5, 1050), (("allcnn",), None, None)),
     "chaudhari-entropy-sgd-rnn": ((("char-lstm",), 4, 1101), (("ptb-lstm", "lenet"), None, None)),
     "chaudhari-parle": ((None, 3, 2112),),

@@ -386,7 +386,7 @@ def test_paper_scale_hessians_average_the_authors_codes_32_batches():
     """Both scripts average the Hessian over ``hessian_num_batches`` = 32 mini-batches of
     their training batch size: 32 x 32 images for small-LeNet, 32 x 128 for smallfc."""
     for label, p in _hessian_runs("paper").items():
-        if label == "char-lstm":
+        if label in ("char-lstm", "allcnn"):       # all 256 lines; allcnn: a Fisher diagonal
             continue
         (final,) = p["final"]
         assert final["kind"] == "hessian_spectrum" and final["samples"] == 32 * p["batch_size"], \
@@ -445,6 +445,48 @@ def test_cpu_scale_char_lstm_lists_its_smaller_network_and_autograds_settings():
                for d in spec.deviations), spec.deviations
     assert any("examples/lstm.py" in d and "0.1" in d and "1,000" in d
                for d in spec.deviations), spec.deviations
+
+
+def test_paper_scale_allcnn_is_the_thesis_network_with_adams_fisher_diagonal():
+    """§3.3.1 (iv): allcnn (≈ 1.6 million weights, cf. §3.3.3: CIFAR-10 contrast-normalised
+    and ZCA-whitened) trained with Adam; the Fisher diagonal from the moments Adam keeps;
+    Fig. 3.4c's claim is ≈ 95% of |λ| ≤ 10⁻⁵."""
+    spec = load_experiment("chaudhari-hessian-spectrum", "paper")
+    p = _hessian_runs("paper")["allcnn"]
+    assert p["dataset"]["name"] == "cifar10" and p["dataset"]["normalize"] == "gcn-zca"
+    assert p["model"] == {"name": "allcnn"} and p["optimizer"]["name"] == "adam"
+    assert p["final"] == [{"kind": "fisher_diagonal", "reading": "adam-moments"}]
+    assert spec.options["near_zero"]["allcnn"] == [1e-5, 0.95]
+    assert "fisher_histogram" in spec.outputs["figures"]
+
+
+@pytest.mark.parametrize("choice,final", [
+    ("adam-moments", {"kind": "fisher_diagonal", "reading": "adam-moments"}),
+    ("adam-moments-uncorrected", {"kind": "fisher_diagonal", "reading": "adam-moments",
+                                  "bias_correction": False}),
+    ("per-sample", {"kind": "fisher_diagonal", "reading": "per-sample"})])
+@pytest.mark.parametrize("scale", ["smoke", "cpu", "paper"])
+def test_the_fisher_reading_reaches_allcnn_alone(scale, choice, final):
+    spec = load_experiment("chaudhari-hessian-spectrum", scale, readings={"fisher": choice})
+    runs = {r.label: r.params for r in spec.expand(data_dir="/d")}
+    assert runs["allcnn"]["final"] == [final]
+    default = _hessian_runs(scale)
+    assert {k: v for k, v in runs.items() if k != "allcnn"} == \
+        {k: v for k, v in default.items() if k != "allcnn"}
+
+
+def test_cpu_scale_allcnn_lists_its_narrower_network_and_data():
+    from sgdlab.experiments.procedures.train import load_data
+    from sgdlab.models import build_model
+
+    spec = load_experiment("chaudhari-hessian-spectrum", "cpu")
+    p = _hessian_runs("cpu")["allcnn"]
+    ds = load_data(p)
+    model = build_model(p["model"]["name"], ds.input_shape, ds.num_outputs,
+                        **{k: v for k, v in p["model"].items() if k != "name"})
+    d = sum(q.numel() for q in model.parameters())
+    assert any(f"{d:,}" in dev and "1,667,166" in dev and "CIFAR-10" in dev
+               for dev in spec.deviations), (d, spec.deviations)
 
 
 def _hessian_runs(scale: str) -> dict[str, dict]:
