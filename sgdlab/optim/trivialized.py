@@ -35,7 +35,8 @@ inside the loop (the thesis gives the control no separate schedule).
 
 The field is added to ``p.grad`` just for the base optimizer's step and the original gradients
 are restored afterwards (also when that step raises), so callbacks and logs see the true
-gradient.
+gradient. :meth:`TrivializedSGD.last_perturbation` gives the (s_i, h) of the latest step, what
+was added (the instruments of :mod:`sgdlab.train.instruments.perturbation` read it).
 """
 from __future__ import annotations
 
@@ -161,6 +162,7 @@ class TrivializedSGD(Optimizer):
         self._device = next((q.device for g in self.param_groups for q in g["params"]), None)
         self._i = 0
         self.field = self._draw_field()
+        self._last: tuple[float, Tensor] | None = None     # (s_i, h) of the latest step
 
     def _draw_field(self, n: int | None = None) -> Tensor:
         """h = J√(p(p−2)) ξ, ξ ~ N(0, I_n) (n: all d coordinates, flat in parameter-group
@@ -219,8 +221,18 @@ class TrivializedSGD(Optimizer):
                 else:
                     q.grad.copy_(grad)
         self._i += 1
+        self._last = (s, h)
         self._link()              # a base that swaps its groups (``switch``) is followed
         return loss
+
+    def last_perturbation(self) -> tuple[float, Tensor] | None:
+        """(s_i, h) of the latest step: s_i h (float64, flat in parameter-group order) was
+        added to the gradients the base optimizer stepped with; h is the fixed field, or the
+        draw of that step when resampling. None before the first step, and after a resume
+        when resampling (a draw is not saved; a fixed field is)."""
+        if self._last is None and not self.resample and self._i > 0:
+            return self.strength(self._i - 1), self.field
+        return self._last
 
     def _link(self) -> None:
         self.param_groups, self.state = self.base.param_groups, self.base.state

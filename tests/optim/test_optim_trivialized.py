@@ -370,3 +370,31 @@ def test_a_base_step_that_raises_leaves_the_true_gradients(sparse):
     assert model[0].weight.grad.is_sparse == sparse
     for p, g in zip(model.parameters(), before):
         torch.testing.assert_close(p.grad.to_dense(), g.to_dense(), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("name", ["trivialized", "annealed-noise"])
+def test_last_perturbation_is_the_term_the_step_added(name):
+    """(s_i, h) of the latest step: with plain SGD at lr 1, θ_before − θ_after − ∇f = s_i h
+    exactly as reported (the draw of that step when resampling); None before any step; after
+    a resume the fixed field's is known (strength of the last step), a resampled draw not."""
+    model = tiny_mlp(seed=0)
+    opt = build_optimizer_for(name, model, lr=1.0, coupling=0.05, tau0=3.0, seed=2)
+    assert opt.last_perturbation() is None
+    seen = []
+    for i in range(3):
+        opt.zero_grad()
+        LOSS(model(X), Y).backward()
+        g, theta = _grads(model), _flat(model)
+        opt.step()
+        s, h = opt.last_perturbation()
+        assert s == opt.strength(i) and h.dtype == torch.float64
+        torch.testing.assert_close(theta - _flat(model) - g, s * h, rtol=1e-12, atol=1e-15)
+        seen.append(h.clone())
+    assert torch.equal(seen[0], seen[2]) == (name == "trivialized")
+    resumed = build_optimizer_for(name, model, lr=1.0, coupling=0.05, tau0=3.0, seed=2)
+    resumed.load_state_dict(opt.state_dict())
+    if name == "trivialized":
+        s, h = resumed.last_perturbation()
+        assert s == opt.strength(2) and torch.equal(h, seen[2])
+    else:
+        assert resumed.last_perturbation() is None
