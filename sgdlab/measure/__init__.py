@@ -65,6 +65,8 @@ from .dynamics import (
     update_norm,
 )
 from .batch_norm import recompute_bn_statistics
+from .perturbation import (min_abs_coordinates, overall_minimum, perturbation_alignment,
+                           zero_fraction)
 from .interpolation import InterpolationCurve, interpolate_models
 from .interpolation import BasinWidth, basin_width
 from .permutation import (align_to, average_weights, ensemble_accuracy, overlap_matrix,
@@ -105,11 +107,11 @@ __all__ = [
     "hessian_top_eigenvalue", "hessian_trace", "hutchinson_trace", "hutchpp_trace",
     "increment_autocorrelation", "increment_spectrum", "interpolate_models",
     "iterate_autocorrelation", "lanczos", "local_entropy", "loss_surface",
-    "low_frequency_test", "mean_loss", "minibatch_noise_factor", "musso_temperature",
-    "noise_magnitude", "normalised_eigenvalues", "parameter_norm", "periodicity_test",
-    "power_iteration",
+    "low_frequency_test", "mean_loss", "min_abs_coordinates", "minibatch_noise_factor",
+    "musso_temperature", "noise_magnitude", "normalised_eigenvalues", "overall_minimum",
+    "parameter_norm", "periodicity_test", "perturbation_alignment", "power_iteration",
     "projection_residual", "random_direction", "recompute_bn_statistics", "segment_alphas",
     "segment_losses", "sigma_hessian_alignment", "solve_batch_size", "solve_lr",
     "spectral_density", "step_interpolation", "summarize_epochs", "temperatures",
-    "trajectory_pca", "TrajectoryPCA", "update_norm",
+    "trajectory_pca", "TrajectoryPCA", "update_norm", "zero_fraction",
 ]

@@ -1,0 +1,107 @@
+"""The two Trivialized-SGD measurements of Chaudhari's thesis §2.4.3 (Figs. 2.3b and 2.4).
+
+Trivialized-SGD (:class:`sgdlab.optim.TrivializedSGD`, thesis Algorithm 1) steps with
+∇f(x) + s_i h: the loss gradient plus an annealed field, h fixed (drawn once) or, for the
+"resampled, annealed noise" control, redrawn every step. Both functions take the tensors
+themselves, not a model: the instruments of :mod:`sgdlab.train.instruments.perturbation` hand
+them the gradients and weights in the optimizer's parameter order, the order in which the field
+is laid out flat.
+
+- :func:`min_abs_coordinates` (Fig. 2.3b, "Minimum absolute value of the back-propagated
+  gradient during training"): min_j |g_j + a_j| within each tensor, g a gradient and a what is
+  added to it (s_i h: the gradient the optimizer steps with; none: the loss gradient alone).
+  The minimum over all weights is the minimum of the tensors' minima. With ``nonzero`` only
+  the coordinates where g itself is not exactly 0 count: a ReLU unit inactive on the whole
+  mini-batch, or an input pixel that is 0 in all its images, gives its weights an exact 0 in
+  the loss gradient, and then the minimum over all weights is 0 in every run.
+- :func:`perturbation_alignment` (Fig. 2.4, "Alignment of the weights with the perturbation
+  term (|hᵀσ|)"): |hᵀx|, or normalised, |hᵀx| / (‖h‖ ‖x‖), the |cosine| of the angle between
+  the weights and the field's direction. The normalised value compares runs whose weights
+  have different norms (weight decay, the field's own pull) and does not scale with the
+  field's strength J√(p(p−2)); a direction independent of x gives |cos| ≈ √(2/(π d)).
+
+All arithmetic is in float64, whatever the tensors' dtype (the field is kept in float64).
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+__all__ = ["min_abs_coordinates", "overall_minimum", "perturbation_alignment", "zero_fraction"]
+
+
+def _flat_sizes(tensors: Sequence[Tensor], flat: Tensor, what: str) -> list[int]:
+    sizes = [t.numel() for t in tensors]
+    if flat.dim() != 1 or flat.numel() != sum(sizes):
+        raise ValueError(f"{what} has shape {tuple(flat.shape)}: expected a flat vector of "
+                         f"{sum(sizes)} entries, one per coordinate of the {len(sizes)} "
+                         "tensors in order")
+    return sizes
+
+
+def min_abs_coordinates(grads: Sequence[Tensor], added: Tensor | None = None, *,
+                        nonzero: bool = False) -> Tensor:
+    """min_j |g_kj + a_kj| for each tensor g_k of ``grads`` (float64, shape (len(grads),)).
+
+    Args:
+        grads: gradients (any shapes; empty tensors are refused: they have no minimum).
+        added: None, or a flat vector with one entry per coordinate of ``grads`` in order
+            (the field term s_i h the optimizer adds), added before the absolute value.
+        nonzero: the minimum over the coordinates j with g_kj != 0 only (NaN for a tensor
+            without any).
+    """
+    if not grads:
+        raise ValueError("no gradients: the minimum |coordinate| of nothing is undefined")
+    if any(g.numel() == 0 for g in grads):
+        raise ValueError("an empty gradient tensor has no minimum |coordinate|")
+    sizes = None if added is None else _flat_sizes(grads, added, "added")
+    parts = (torch.split(added.detach().to(torch.float64), sizes) if sizes is not None
+             else [None] * len(grads))
+    out = []
+    for g, a in zip(grads, parts):
+        v = g.detach().reshape(-1).to(torch.float64)
+        if a is not None:
+            v = v + a.to(v.device)
+        v = v.abs()
+        if nonzero:
+            v = torch.where(g.detach().reshape(-1) != 0, v, torch.full_like(v, math.inf))
+        m = v.min()
+        out.append(m if math.isfinite(m) else torch.full_like(m, math.nan))
+    return torch.stack([o.cpu() for o in out])
+
+
+def overall_minimum(minima: Tensor) -> float:
+    """The minimum over all tensors of :func:`min_abs_coordinates`' per-tensor minima, the
+    tensors without a counted coordinate (NaN) left out; NaN when none has one."""
+    kept = minima[~torch.isnan(minima)]
+    return float(kept.min()) if kept.numel() else math.nan
+
+
+def zero_fraction(grads: Sequence[Tensor]) -> float:
+    """The share of the coordinates of ``grads`` that are exactly 0."""
+    zeros = sum(int((g.detach() == 0).sum()) for g in grads)
+    return zeros / sum(g.numel() for g in grads)
+
+
+def perturbation_alignment(weights: Sequence[Tensor], direction: Tensor, *,
+                           normalise: bool = True) -> float:
+    """|hᵀx| for the weights x (``weights`` flattened and concatenated in order) and the flat
+    ``direction`` h; with ``normalise``, |hᵀx| / (‖h‖ ‖x‖) (NaN when either norm is 0)."""
+    if not weights:
+        raise ValueError("no weights to align with the perturbation")
+    sizes = _flat_sizes(weights, direction, "direction")
+    h = direction.detach().to(torch.float64)
+    dot = torch.zeros((), dtype=torch.float64)
+    xx = torch.zeros((), dtype=torch.float64)
+    for w, hk in zip(weights, torch.split(h, sizes)):
+        x = w.detach().reshape(-1).to(torch.float64)
+        dot = dot + torch.dot(x, hk.to(x.device)).cpu()
+        xx = xx + torch.dot(x, x).cpu()
+    dot_v = abs(float(dot))
+    if not normalise:
+        return dot_v
+    denom = math.sqrt(float(xx)) * float(torch.linalg.vector_norm(h))
+    return dot_v / denom if denom > 0 else float("nan")

@@ -1,0 +1,152 @@
+"""The ``min_abs_grad`` and ``field_alignment`` instruments (thesis Figs. 2.3b, 2.4) inside the
+training loop, in float64 with plain SGD at learning rate 1 as the base: the field term the
+optimizer added is then θ_before − θ_after − ∇f, read off the weights, independently of the
+optimizer's report that the instruments use."""
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from sgdlab.data.base import Dataset
+from sgdlab.errors import UserError
+from sgdlab.optim import build_optimizer_for
+from sgdlab.testing import tiny_classification, tiny_mlp
+from sgdlab.train.callbacks import Callback, Schedule
+from sgdlab.train.instruments import build_instrument, instruments
+from sgdlab.train.loop import train
+
+LOSS = nn.CrossEntropyLoss()
+
+
+def _data():
+    x, y = tiny_classification(n=24, seed=1)
+    return Dataset(x, y, x[:6], y[:6], meta={"name": "tiny", "task": "classification",
+                                             "input_shape": (3,), "num_outputs": 2})
+
+
+class _Spy(Callback):
+    """θ before each step, ∇f after backward, θ after the step, by step count."""
+
+    def __init__(self):
+        self.before, self.grad, self.after = {}, {}, {}
+
+    @staticmethod
+    def _flat(ts):
+        return torch.cat([t.detach().reshape(-1) for t in ts]).clone()
+
+    def on_step_begin(self, ctx):
+        self.before[ctx.step + 1] = self._flat(ctx.model.parameters())
+
+    def on_after_backward(self, ctx):
+        self.grad[ctx.step + 1] = self._flat(p.grad for p in ctx.model.parameters())
+
+    def on_step_end(self, ctx):
+        self.after[ctx.step] = self._flat(ctx.model.parameters())
+
+
+def _run(name, *, layers=None, every=1, **opt_kw):
+    model = tiny_mlp(seed=0)
+    opt = build_optimizer_for(name, model, lr=1.0, **opt_kw)
+    spy = _Spy()
+    cbs = [spy, build_instrument("min_abs_grad", schedule=Schedule.every(every),
+                                 layers=layers)]
+    if name in ("trivialized", "annealed-noise"):
+        cbs.append(build_instrument("field_alignment", schedule=Schedule.every(every)))
+    res = train(model, LOSS, _data(), opt, epochs=2, batch_size=8, callbacks=cbs,
+                progress=False)
+    return res.history, spy, model, opt
+
+
+@pytest.mark.parametrize("name", ["trivialized", "annealed-noise"])
+def test_step_reading_is_the_gradient_the_optimizer_stepped_with(name):
+    """min_abs_grad/step = min |θ_before − θ_after| (lr 1: the step is ∇f + s_i h, the field
+    read off the weights); min_abs_grad/loss = min |∇f|; they differ while the field is on."""
+    assert {"min_abs_grad", "field_alignment"} <= set(instruments())
+    h, spy, _, _ = _run(name, coupling=0.3, tau0=4.0, seed=5)
+    steps = [s for s, _ in h["min_abs_grad/step"]]
+    assert steps == list(range(1, 7))
+    for s, v in h["min_abs_grad/step"]:
+        moved = spy.before[s] - spy.after[s]
+        assert v == pytest.approx(float(moved.abs().min()), rel=1e-12, abs=1e-15)
+    for s, v in h["min_abs_grad/loss"]:
+        assert v == float(spy.grad[s].abs().min())
+    assert all(a != b for (_, a), (_, b) in zip(h["min_abs_grad/step"],
+                                                h["min_abs_grad/loss"]))
+
+
+def test_without_a_field_both_readings_are_the_loss_gradient():
+    h, spy, _, _ = _run("sgd", every=2)
+    assert [s for s, _ in h["min_abs_grad/loss"]] == [2, 4, 6]
+    assert h["min_abs_grad/loss"] == h["min_abs_grad/step"]
+    for s, v in h["min_abs_grad/loss"]:
+        assert v == float(spy.grad[s].abs().min())
+
+
+def test_per_layer_minima_are_each_tensors_and_their_minimum_is_the_overall_one():
+    h, spy, model, _ = _run("trivialized", layers="all", coupling=0.3, tau0=4.0, seed=5)
+    names = [n for n, _ in model.named_parameters()]
+    sizes = [p.numel() for p in model.parameters()]
+    for s, v in h["min_abs_grad/step"]:
+        moved = (spy.before[s] - spy.after[s]).split(sizes)
+        per = [dict(h[f"min_abs_grad/step/{n}"])[s] for n in names]
+        for m, p in zip(moved, per):
+            assert p == pytest.approx(float(m.abs().min()), rel=1e-12, abs=1e-15)
+        assert v == min(per)
+        grads = spy.grad[s].split(sizes)
+        assert [dict(h[f"min_abs_grad/loss/{n}"])[s] for n in names] == [
+            float(g.abs().min()) for g in grads]
+
+
+@pytest.mark.parametrize("name", ["trivialized", "annealed-noise"])
+def test_alignment_is_the_weights_dot_the_steps_field(name):
+    """|hᵀx| with x the weights after the step and h the step's field direction: the fixed
+    field, or (resampled) (θ_before − θ_after − ∇f) / s_i read off the step."""
+    h, spy, _, opt = _run(name, coupling=0.3, tau0=4.0, seed=5)
+    assert [s for s, _ in h["field_alignment"]] == list(range(1, 7))
+    fields = []
+    for s, v in h["field_alignment/raw"]:
+        direction = (spy.before[s] - spy.after[s] - spy.grad[s]) / opt.strength(s - 1)
+        if name == "trivialized":
+            torch.testing.assert_close(direction, opt.field, rtol=1e-9, atol=1e-12)
+        fields.append(direction)
+        x = spy.after[s]
+        dot = abs(float(x @ direction))
+        assert v == pytest.approx(dot, rel=1e-9)
+        cos = dot / float(x.norm() * direction.norm())
+        assert dict(h["field_alignment"])[s] == pytest.approx(cos, rel=1e-9)
+    if name == "annealed-noise":     # a fresh direction each step
+        assert all(not torch.allclose(a, b) for a, b in zip(fields, fields[1:]))
+
+
+def test_named_layers_only_and_the_nonzero_minima():
+    h, spy, model, _ = _run("sgd", layers=["2.weight"])
+    assert "min_abs_grad/loss/2.weight" in h and "min_abs_grad/loss/0.weight" not in h
+    for s, v in h["min_abs_grad/loss_nonzero/2.weight"]:
+        g = spy.grad[s]
+        assert v == float(g[-2 * 4 - 2:-2].abs().min())   # the 2 x 4 output weights
+        nz = g[g != 0].abs().min()
+        assert dict(h["min_abs_grad/loss_nonzero"])[s] == float(nz)
+        assert dict(h["min_abs_grad/zero_fraction"])[s] == float((g == 0).double().mean())
+    with pytest.raises(UserError, match="no parameter '9.weight' in the model"):
+        _run("sgd", layers=["9.weight"])
+    with pytest.raises(ValueError, match="Invalid layers=3"):
+        build_instrument("min_abs_grad", schedule=Schedule.every(1), layers=3)
+
+
+def test_alignment_needs_an_optimizer_with_a_field():
+    model = tiny_mlp(seed=0)
+    cb = build_instrument("field_alignment", schedule=Schedule.every(1))
+    with pytest.raises(ValueError, match="needs an optimizer with a field"):
+        train(model, LOSS, _data(), torch.optim.SGD(model.parameters(), lr=0.1), epochs=1,
+              batch_size=8, callbacks=[cb], progress=False)
+
+
+def test_the_instruments_leave_training_unchanged():
+    h0, _, m0, _ = _run("annealed-noise", coupling=0.3, tau0=4.0, seed=5)
+    model = tiny_mlp(seed=0)
+    opt = build_optimizer_for("annealed-noise", model, lr=1.0, coupling=0.3, tau0=4.0, seed=5)
+    train(model, LOSS, _data(), opt, epochs=2, batch_size=8, progress=False)
+    for a, b in zip(m0.parameters(), model.parameters()):
+        assert torch.equal(a, b)
+    assert math.isfinite(h0["min_abs_grad/step"][-1][1])
