@@ -293,6 +293,8 @@ def test_epochs_to_train_is_the_first_epoch_at_the_level_and_a_bound_where_never
     the epoch at which the training accuracy first reaches ``trained_at``; a run that never
     reaches it has trained no faster than its last epoch, a lower bound that settles the claim
     only when it already loses."""
+    import matplotlib.pyplot as plt
+
     from sgdlab.experiments.procedures.chaudhari import trivialized
     from sgdlab.experiments.spec import load_experiment
 
@@ -310,6 +312,7 @@ def test_epochs_to_train_is_the_first_epoch_at_the_level_and_a_bound_where_never
     col = table.columns.index("epochs until the training accuracy reaches 50%: seeds at a "
                               "lower bound")
     assert [row[col] for row in table.rows] == [0, 2]
+    plt.close("all")    # each analysis draws the entry's 7 curves
     # Adam trained by epoch 2 in both seeds: faster than the field, a disagreement
     fast = [_trivialized_run("adam", s, [0.2, 0.7] + [0.9] * 6) for s in (0, 1)]
     found = [c for c in trivialized(spec, runs[:2] + fast).conclusions if "50%" in c.text]
