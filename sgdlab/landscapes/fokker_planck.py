@@ -77,14 +77,15 @@ def stable_step(drift: Tensor, dx: float, diffusion: float) -> float:
     return 1 / top if top > 0 else math.inf
 
 
-def _check_diffusion(diffusion: float) -> float:
+def _nonnegative(value: float, name: str) -> float:
+    """``value`` as a float, or a UserError naming ``name`` if it is not a finite number >= 0."""
     try:
-        d = float(diffusion)
+        v = float(value)
     except (TypeError, ValueError):
-        raise UserError(f"diffusion must be a finite number >= 0, got {diffusion!r}") from None
-    if not 0 <= d < math.inf:
-        raise UserError(f"diffusion must be a finite number >= 0, got {diffusion}")
-    return d
+        raise UserError(f"{name} must be a finite number >= 0, got {value!r}") from None
+    if not 0 <= v < math.inf:
+        raise UserError(f"{name} must be a finite number >= 0, got {value}")
+    return v
 
 
 def fokker_planck(rho0: Tensor, x: Tensor, drift: Tensor | Callable[[float], Tensor],
@@ -112,13 +113,8 @@ def fokker_planck(rho0: Tensor, x: Tensor, drift: Tensor | Callable[[float], Ten
     if bool((rho0 < 0).any()):
         raise UserError(f"rho0 must be >= 0 (a density), its minimum is {float(rho0.min()):.3g}")
     dx = _check_grid(rho0, x)
-    d = _check_diffusion(diffusion)
-    try:
-        t = float(t)
-    except (TypeError, ValueError):
-        raise UserError(f"t must be a finite number >= 0, got {t!r}") from None
-    if not 0 <= t < math.inf:
-        raise UserError(f"t must be a finite number >= 0, got {t}")
+    d = _nonnegative(diffusion, "diffusion")
+    t = _nonnegative(t, "t")
     if not 0 < cfl <= 1:
         raise UserError(f"cfl must be in (0, 1], got {cfl}")
     if dt is not None and not 0 < dt < math.inf:
