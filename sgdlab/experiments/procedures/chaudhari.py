@@ -175,8 +175,10 @@ def hessian_spectrum(spec, runs: list[StoredRun]) -> Analysis:
                                              "the end of training")
     f2 = histogram({k: v for k, v in spectra.items() if k not in fisher},
                    xlabel="eigenvalue λ", title="Hessian eigenspectrum (log counts)")
-    f3 = signed_log_histogram_figure(fisher, clip=min(clips, default=1e-5), title="Fisher diagonal at the end of "
-                                     "training, negative and positive entries (runs pooled)")
+    f3 = signed_log_histogram_figure(
+        fisher, clip=min(clips, default=1e-5),
+        title="Fisher diagonal at the end of training, negative and positive entries (runs "
+              "pooled)")
     return Analysis(tables=[table], figures=[("eigenspectrum", f1), ("eigen_histogram", f2),
                                              ("fisher_histogram", f3)],
                     conclusions=concl)
