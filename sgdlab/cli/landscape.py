@@ -355,8 +355,9 @@ def _pspin(args, out: Path) -> dict:
 def _pde(args, out: Path) -> dict:
     import torch
 
+    from sgdlab.experiments.procedures.landscape_runs import fokker_planck_densities
     from sgdlab.landscapes import pde
-    from sgdlab.report.figures.landscapes import pde_figure
+    from sgdlab.report.figures.landscapes import fokker_planck_figure, pde_figure
 
     x = torch.linspace(-4, 4, 801 if not args.quick else 401, dtype=torch.float64)
     dx = float(x[1] - x[0])
@@ -388,8 +389,30 @@ def _pde(args, out: Path) -> dict:
         print(f"{name:<40} max u_xx = {top:8.3f} ({note}, C = {c:.2f}); "
               f"argmin {float(x[u.argmin()]):+.3f} (f: {float(x[f.argmin()]):+.3f})")
     fig = pde_figure(x.numpy(), f.numpy(), {k: v.numpy() for k, v in curves.items()}, t)
+    figures = [_save(out, "pde_smoothing.png", fig)]
+    # Fig. 4.1's densities: the entry's defaults (ρ₀ on a poor local minimum of f)
+    fp, dens = fokker_planck_densities({}, x, fn, t, beta, y, pad, fpad)
+    print(f"Fokker–Planck from N({fp['fp: rho0_mean']:g}, {fp['fp: rho0_std']:g}²) for "
+          f"τ = {fp['fp: horizon']:g}, D = {fp['fp: D']:g}: mass in the start basin / f's "
+          "global basin / its nearly optimal basins")
+    names = [k.removeprefix("density: ") for k in dens if k != "density: initial"]
+    for name in names:
+        print(f"  {name:<38} {fp[f'fp: {name}: start basin']:.3f} / "
+              f"{fp[f'fp: {name}: global basin']:.3f} / {fp[f'fp: {name}: nearly optimal']:.3f}")
+    smoothed = {k: v.numpy() for k, v in curves.items() if not k.startswith("heat")}
+    fig = fokker_planck_figure(x.numpy(), f.numpy(), smoothed,
+                               {k.removeprefix("density: "): v.numpy() for k, v in dens.items()},
+                               t, fp["fp: horizon"])
+    figures.append(_save(out, "pde_densities.png", fig))
+    densities = {name: {"start_basin": fp[f"fp: {name}: start basin"],
+                        "global_basin": fp[f"fp: {name}: global basin"],
+                        "nearly_optimal": fp[f"fp: {name}: nearly optimal"]} for name in names}
     return {"t": t, "beta": beta, "C": c, "bound": bound, "curves": rows,
-            "figures": [_save(out, "pde_smoothing.png", fig)]}
+            "fokker_planck": {"horizon": fp["fp: horizon"], "diffusion": fp["fp: D"],
+                              "rho0_mean": fp["fp: rho0_mean"], "rho0_std": fp["fp: rho0_std"],
+                              "start_basin": fp["fp: start_basin"],
+                              "global_basin": fp["fp: global_basin"], "densities": densities},
+            "figures": figures}
 
 
 def _perceptron(args, out: Path) -> dict:

@@ -26,7 +26,8 @@ def test_escape_and_pde_demos_write_results(tmp_path, capsys):
         assert main(["landscape", "pde", "--out", str(tmp_path / "p"), "--quick"]) == 0
         assert (tmp_path / "p" / "pde_smoothing.png").exists()
         printed = capsys.readouterr().out.rstrip()
-        assert printed.endswith(f", {tmp_path / 'p' / 'pde_smoothing.png'}")
+        assert printed.endswith(f", {tmp_path / 'p' / 'pde_smoothing.png'}, "
+                                f"{tmp_path / 'p' / 'pde_densities.png'}")
         assert main(["landscape", "escape", "--out", str(tmp_path / "x"),
                      "--threads", "0"]) == 2  # user error, no traceback
     finally:
@@ -62,7 +63,7 @@ def test_the_pde_demo_takes_the_thesis_beta_unless_told_and_only_it_takes_beta(t
             assert res["curves"][name]["max_u_xx"] == pytest.approx(top, rel=1e-6)
         printed = capsys.readouterr().out
         # Lemma 4.17's verdict, with the catalogue entry's grid allowance, for the HJ rows only
-        hj = [line for line in printed.splitlines() if " HJ " in line]
+        hj = [line for line in printed.splitlines() if " HJ " in line and "u_xx" in line]
         assert len(hj) == 2 and all("the bound 1/(1/C+t)" in line and "1% grid allowance"
                                     in line for line in hj), printed
         assert "allowance" not in next(line for line in printed.splitlines()
@@ -157,3 +158,29 @@ def test_noise_trace_is_refused_outside_the_authors_protocol(tmp_path, capsys):
     assert ("--noise-trace applies to --protocol authors-code only"
             in capsys.readouterr().err)
     assert not (tmp_path / "p").exists()
+
+
+def test_the_pde_demo_evolves_fig_4_1s_densities(tmp_path, capsys):
+    """The demo's Fokker–Planck masses are those of the density under u = f (SGD), evolved
+    here from the same start, and the temperature sets the diffusion D = β⁻¹/2."""
+    from sgdlab.landscapes.fokker_planck import (downhill_drift, fokker_planck,
+                                                 gaussian_density, mass_within)
+
+    for beta, args in ((1.0, []), (5.0, ["--beta", "5"])):
+        out = tmp_path / f"b{beta:g}"
+        assert main(["landscape", "pde", "--out", str(out), "--quick", *args]) == 0
+        assert (out / "pde_densities.png").stat().st_size > 0
+        fp = json.loads((out / "results.json").read_text())["fokker_planck"]
+        assert fp["diffusion"] == pytest.approx(1 / (2 * beta))
+        x = torch.linspace(-4, 4, 401, dtype=torch.float64)
+        rho0 = gaussian_density(x, fp["rho0_mean"], fp["rho0_std"] ** 2)
+        rho0 = rho0 / (float(rho0.sum()) * 0.02)
+        rho = fokker_planck(rho0, x, downhill_drift(pde.wide_and_narrow_minima(x), x),
+                            fp["diffusion"], fp["horizon"])
+        sgd = fp["densities"]["SGD (u = f)"]
+        for key in ("start_basin", "global_basin"):
+            assert sgd[key] == pytest.approx(mass_within(rho, x, *fp[key]), rel=1e-9)
+        assert fp["start_basin"] != fp["global_basin"]   # a fair test: it starts elsewhere
+        for masses in fp["densities"].values():
+            assert 0 <= masses["start_basin"] + masses["global_basin"] <= 1 + 1e-9
+        assert "Fokker–Planck from N(" in capsys.readouterr().out

@@ -827,7 +827,8 @@ def _fp_drifts(fn, x, t: float, beta: float, y, pad, fpad, u_time: str, horizon:
     return out
 
 
-def _densities(p, x, fn, t: float, beta: float, y, pad, fpad) -> tuple[dict, dict]:
+def fokker_planck_densities(p, x, fn, t: float, beta: float, y, pad, fpad
+                            ) -> tuple[dict, dict]:
     """Fig. 4.1's densities: ρ₀ = N(rho0_mean, rho0_std²) evolved for the time ``horizon`` by
     ρ_s = ∂ₓ(∂ₓu ρ) + D ∂ₓₓρ (the density flows downhill on u) for u = f and for the two HJ
     solutions; the mass each terminal density holds in the basin of f's start minimum, of its
@@ -969,7 +970,7 @@ class PDEProcedure(Procedure):
             (pde.second_difference(u_t[_VISCOUS], dx)[margin:-margin] >= -1e-8).all()))
         summary["fp: hopf convex"] = float(bool(
             (pde.second_difference(u_t[_HOPF], dx)[margin:-margin] >= -1e-8).all()))
-        fp_summary, fp_data = _densities(p, x, fn, t, beta, y, pad, fpad)
+        fp_summary, fp_data = fokker_planck_densities(p, x, fn, t, beta, y, pad, fpad)
         summary.update(fp_summary)
         data.update(fp_data)
         return RunOutput(summary=summary, data=data)
