@@ -136,10 +136,13 @@ def test_named_layers_only_and_the_nonzero_minima():
 
 def test_alignment_needs_an_optimizer_with_a_field():
     model = tiny_mlp(seed=0)
-    cb = build_instrument("field_alignment", schedule=Schedule.every(1))
+    before = [p.detach().clone() for p in model.parameters()]
+    # measured every 4 steps: refused before the first step, not at step 4
+    cb = build_instrument("field_alignment", schedule=Schedule.every(4))
     with pytest.raises(ValueError, match="needs an optimizer with a field"):
         train(model, LOSS, _data(), torch.optim.SGD(model.parameters(), lr=0.1), epochs=1,
               batch_size=8, callbacks=[cb], progress=False)
+    assert all(torch.equal(a, p) for a, p in zip(before, model.parameters()))
 
 
 def test_the_instruments_leave_training_unchanged():

@@ -31,7 +31,7 @@ the step and h the field the step added (fixed, or that step's draw):
   (the thesis' |hᵀσ| writes h, Algorithm 1's line 4, not h_curr).
 
 It needs an optimizer with a field (``trivialized``, ``annealed-noise``, or one that ``switch``
-is stepping with); with another it refuses at the first measurement. Neither instrument draws
+is stepping with); with another it refuses to start. Neither instrument draws
 random numbers or changes the model, its gradients or the optimizer.
 """
 from __future__ import annotations
@@ -148,15 +148,18 @@ class FieldAlignmentCallback(Callback):
     def __init__(self, schedule: Schedule, *, prefix: str = "field_alignment"):
         self.schedule, self.prefix = schedule, prefix
 
+    def on_train_begin(self, ctx: TrainContext) -> None:
+        # refused before the first step, not at the first measurement after it
+        if field_optimizer(ctx.optimizer) is None:
+            raise ValueError(f"the instrument field_alignment needs an optimizer with a field "
+                             f"(trivialized, annealed-noise); this run's is "
+                             f"{type(ctx.optimizer).__name__}")
+
     def on_step_end(self, ctx: TrainContext) -> None:
         if not self.should_run(ctx.step):
             return
         opt = field_optimizer(ctx.optimizer)
-        if opt is None:
-            raise ValueError(f"the instrument field_alignment needs an optimizer with a field "
-                             f"(trivialized, annealed-noise); this run's is "
-                             f"{type(ctx.optimizer).__name__}")
-        pert = opt.last_perturbation()
+        pert = opt.last_perturbation() if opt is not None else None
         if pert is None:
             return
         weights = _ordered_params(opt)
