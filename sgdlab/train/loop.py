@@ -24,8 +24,9 @@ Conventions (see docs/ARCHITECTURE.md):
   and the ``on_after_backward`` hook belong to the first closure call (the gradient at the
   current weights).
 - **Evaluation** runs in ``model.eval()`` mode under ``torch.no_grad()`` and restores the
-  previous mode. It logs ``train_loss``, ``test_loss`` (mean loss over the set) and, for
-  classification, ``train_acc``, ``test_acc`` (fraction of the labels hit by the argmax:
+  previous mode. It logs ``train_loss``, ``test_loss`` (mean loss over the set; per token
+  for token data) and, for classification, ``train_acc``, ``test_acc`` (fraction of the
+  labels hit by the argmax:
   one per sample, or one per position of (N, C, *d) outputs; none for outputs ``loss_fn``
   unpacks or one score per label) and, for a cross-entropy over per-position labels (token
   data), ``train_perplexity``, ``test_perplexity`` (exp of the mean loss per token over the
@@ -204,7 +205,7 @@ def evaluate(model: nn.Module, loss_fn: Callable[[Tensor, Tensor], Tensor], x: T
     For a cross-entropy over per-position labels (token data,
     :func:`sgdlab.accuracy.perplexity_tokens`) also ``perplexity``: exp of the mean loss per
     token over the whole set (chunks weighted by their tokens, a target the loss ignores
-    not counted; without such targets, exp of ``loss``)."""
+    not counted), and ``loss`` is that mean per token."""
     if classification is None:
         classification = not y.is_floating_point()
     with eval_mode(model):
@@ -238,7 +239,11 @@ def evaluate(model: nn.Module, loss_fn: Callable[[Tensor, Tensor], Tensor], x: T
         if classification:
             res["acc"] = correct.item() / labels.item() if labels.item() else float("nan")
         if per_token and n:
-            res["perplexity"] = (nll / tokens).exp().item()   # no tokens: NaN
+            # the mean over the set's tokens: with targets the loss ignores, chunks weighted
+            # by their samples would weight a chunk's tokens by how many others it ignores
+            per_token_mean = nll / tokens                     # no tokens: NaN
+            res["loss"] = per_token_mean.item()
+            res["perplexity"] = per_token_mean.exp().item()
         return res
 
 
