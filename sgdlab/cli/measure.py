@@ -116,180 +116,11 @@ def register(subparsers) -> None:
 
 
 def _locate(target: str, store_path: str | None):
-    """(config dict, checkpoint path, run_id or None, run folder or None, store)."""
-    from sgdlab.config.io import load_config
-    from sgdlab.config.runner import REPLICA_MASTER, REPLICA_RESULT, recorded_run
-    from sgdlab.store import RunStore, default_store_path
-    from sgdlab.train.checkpoint import CHECKPOINT_NAME
-    from sgdlab.train.loop import python_trained
+    """(config dict, checkpoint path, run_id or None, run folder or None, store): see
+    :func:`sgdlab.config.locate.locate_run`."""
+    from sgdlab.config.locate import locate_run
 
-    p = Path(target)
-    ckpt_dir = _replica_checkpoints(p)
-    if ckpt_dir is not None:
-        return _locate_replica_checkpoint(ckpt_dir, store_path)
-    replica_folder = p if p.is_dir() else p.parent
-    if p.exists() and (replica_folder / REPLICA_RESULT).is_file() and (
-            replica_folder / REPLICA_MASTER).is_file() and p.name in (
-            replica_folder.name, REPLICA_MASTER, REPLICA_RESULT):
-        return _locate_replica_run(replica_folder, store_path)
-    if p.exists():
-        if p.is_file():
-            ckpt, folder = p, p.parent.parent if p.parent.name == "checkpoints" else p.parent
-        elif (p / CHECKPOINT_NAME).exists():
-            ckpt, folder = p / CHECKPOINT_NAME, p.parent if p.name == "checkpoints" else p
-        elif (p / "checkpoints" / CHECKPOINT_NAME).exists():
-            ckpt, folder = p / "checkpoints" / CHECKPOINT_NAME, p
-        else:
-            raise UserError(f"no checkpoint in {target!r} (expected {CHECKPOINT_NAME} or "
-                            f"checkpoints/{CHECKPOINT_NAME})")
-        cfg_file = folder / "config.yaml"
-        if not cfg_file.exists() and (folder / "parle.json").is_file():
-            raise UserError(f"{str(ckpt)!r} is a checkpoint of a replica run (`sgdlab "
-                            "parle`): measure its master by the run's id or its folder "
-                            f"{str(folder)!r} (of an interrupted run, the master of its last "
-                            "checkpoint)")
-        if not cfg_file.exists():
-            raise UserError(f"cannot rebuild the model of {str(ckpt)!r}: no config.yaml in its "
-                            f"run folder {str(folder)!r} (runs started by `sgdlab train` "
-                            "have one)")
-        cfg = load_config(cfg_file)
-        run_id, recorded = recorded_run(folder)
-        if store_path is None and recorded is not None:
-            if not Path(recorded).is_file():
-                raise UserError(f"the run store of {str(folder)!r} ({recorded}) is gone; "
-                                "give the store that holds its run with --store PATH")
-            store_path = recorded
-        store = RunStore(store_path or (cfg.get("store") or {}).get("path"))
-        return cfg, ckpt, run_id, folder, store
-    path = Path(store_path) if store_path else default_store_path()
-    if not path.is_file():  # a mistyped id or folder must not create an empty store
-        from sgdlab.store import folder_hint
-        raise UserError(f"{target!r} is no run folder or checkpoint, and there is no run store "
-                        f"at {path} to look it up in (use --store PATH or $SGDLAB_STORE"
-                        f"{folder_hint(path)})")
-    store = RunStore(path)
-    run = store.get_run(target)   # UserError names the run if missing
-    if run["config"].get("method") == "parle":
-        return _replica_master(run, store)
-    dirs = [a["path"] for a in run["artifacts"] if a["kind"] == "out_dir"]
-    ckpts = [a["path"] for a in run["artifacts"] if a["kind"] == "checkpoint"]
-    folder = Path(dirs[-1]) if dirs else None
-    ckpt = Path(ckpts[-1]) if ckpts else (folder / "checkpoints" / CHECKPOINT_NAME
-                                           if folder else None)
-    if ckpt is None and python_trained(run["config"]):
-        raise UserError(f"run {run['id']} was {python_trained(run['config'])}: measure the "
-                        "model from Python with the functions of sgdlab.measure")
-    if ckpt is None:
-        raise UserError(f"run {run['id']} keeps no model to measure: the runs of `sgdlab "
-                        "train` (a checkpoint) and of `sgdlab parle` (the master) do; "
-                        f"{'its experiment' if run['experiment'] else 'this run'} "
-                        "recorded metrics only")
-    if not ckpt.exists():
-        raise UserError(f"run {run['id']} has no checkpoint on disk ({ckpt} is gone)")
-    return run["config"], ckpt, run["id"], folder, store
-
-
-def _locate_replica_run(folder: Path, store_path: str | None):
-    """:func:`_locate` for the ``--out`` folder of ``sgdlab parle`` (or a file in it): its run,
-    named in ``result.json``, looked up in the run store (the one named there, or
-    ``store_path``), which holds the config."""
-    from sgdlab.config.runner import recorded_run
-    from sgdlab.store import RunStore, default_store_path
-
-    run_id, recorded = recorded_run(folder)
-    path = Path(store_path or recorded or default_store_path())
-    if run_id is None or not path.is_file():
-        raise UserError(f"cannot rebuild the model of the replica run in {str(folder)!r}: "
-                        + ("it was not recorded in a run store (its config had no 'store')"
-                           if run_id is None else f"no run store at {path} holds its run "
-                           f"{run_id} (give it with --store PATH)"))
-    store = RunStore(path)
-    return _replica_master(store.get_run(run_id), store)
-
-
-def _replica_checkpoints(p: Path) -> Path | None:
-    """The checkpoints folder of a run of ``sgdlab parle`` that ``p`` names, when the master
-    is to come from its last checkpoint: the ``--out`` folder of a run that has not finished
-    (no ``result.json``), its ``checkpoints`` folder or the ``master.pt`` in it."""
-    from sgdlab.config.runner import REPLICA_RESULT
-    from sgdlab.train.replicas import MASTER_CHECKPOINT
-
-    if p.is_dir() and (p / "checkpoints" / MASTER_CHECKPOINT).is_file() and not (
-            p / REPLICA_RESULT).is_file():
-        return p / "checkpoints"
-    if p.name == "checkpoints" and (p / MASTER_CHECKPOINT).is_file():
-        return p
-    if p.is_file() and p.name == MASTER_CHECKPOINT and p.parent.name == "checkpoints" and (
-            not (p.parent / "last.pt").exists()):
-        return p.parent
-    return None
-
-
-def _locate_replica_checkpoint(ckpt_dir: Path, store_path: str | None, run: dict | None = None,
-                               store=None):
-    """:func:`_locate` for the last checkpoint of a run of ``sgdlab parle`` (an interrupted
-    one): the master of the round ``master.pt`` names, rebuilt from the config the run store
-    holds for the run it records (``run``/``store`` when already looked up)."""
-    from sgdlab.store import RunStore, default_store_path
-    from sgdlab.train.checkpoint import load_checkpoint
-    from sgdlab.train.replicas import MASTER_CHECKPOINT
-
-    head = load_checkpoint(ckpt_dir / MASTER_CHECKPOINT, require=("round",))
-    if run is None:
-        run_id = head.get("run_id")
-        path = Path(store_path or head.get("store") or default_store_path())
-        if run_id is None:
-            raise UserError(f"cannot rebuild the model of the replica run checkpointed in "
-                            f"{str(ckpt_dir)!r}: it was not recorded in a run store (its "
-                            "config had no 'store'), which would hold its data and model")
-        store = RunStore(path) if path.is_file() else None
-        try:
-            run = store.get_run(run_id) if store is not None else None
-        except UserError:
-            run = None
-        if run is None:
-            raise UserError(f"the replica run checkpointed in {str(ckpt_dir)!r} ({run_id}) is "
-                            f"not in the run store {path}: give the store its config names "
-                            "with --store PATH")
-    _check_replica_record(run)
-    note = (f"run {run['id']} is {run['status']}" if run["status"] != "finished"
-            else f"run {run['id']}")
-    print(f"sgdlab: {note}: measuring the master of its last checkpoint (round "
-          f"{head['round']})", flush=True)
-    cfg = {**run["config"], "rounds": int(head["round"])}
-    return cfg, ckpt_dir / MASTER_CHECKPOINT, run["id"], ckpt_dir.parent, store
-
-
-def _check_replica_record(run: dict) -> None:
-    if not all(isinstance(run["config"].get(k), dict) for k in ("data", "model")):
-        raise UserError(f"cannot rebuild the model of replica run {run['id']}: its record "
-                        "holds no data and model specs (recorded by an older sgdlab)")
-
-
-def _replica_master(run: dict, store):
-    """:func:`_locate` for a run of ``sgdlab parle``: the master's weights, ``master.pt``;
-    of a run that did not finish, the master of its last checkpoint."""
-    from sgdlab.train.replicas import MASTER_CHECKPOINT
-
-    cfg = run["config"]
-    _check_replica_record(run)
-    models = [Path(a["path"]) for a in run["artifacts"] if a["kind"] == "model"]
-    if not models or not models[-1].is_file():
-        ckpts = [Path(a["path"]) for a in run["artifacts"] if a["kind"] == "checkpoints"]
-        if ckpts and (ckpts[-1] / MASTER_CHECKPOINT).is_file():
-            return _locate_replica_checkpoint(ckpts[-1], None, run, store)
-        if models:
-            why = f"{models[-1]} is gone"
-        elif ckpts:
-            why = (f"it is {run['status']} and {ckpts[-1]} holds no checkpoint (removed, "
-                   "or stopped before the first one)")
-        else:
-            why = (f"it is {run['status']} and no checkpoint folder is recorded for it (it "
-                   "ran without --out, or with an older sgdlab: give its --out folder)")
-        raise UserError(f"replica run {run['id']} has no master weights on disk: {why}")
-    # the rounds it ended with: a --resume with more rounds extends the run, not its record
-    rounds = (run["summary"] or {}).get("rounds", cfg.get("rounds"))
-    return {**cfg, "rounds": rounds}, models[-1], run["id"], models[-1].parent, store
+    return locate_run(target, store_path)
 
 
 def _rebuild(cfg: dict, ckpt: Path, train_mode: bool = False):
@@ -323,8 +154,10 @@ def _rebuild(cfg: dict, ckpt: Path, train_mode: bool = False):
         return model, loss_fn, data, step, {}
     # without its instruments (and TensorBoard logger): an option a newer sgdlab refuses, or
     # an instrument registered only where the run trained, must not stop its model's rebuild
+    # (and not a warm start's source weights: the checkpoint's replace them)
     built = build_from_config({**cfg, "measure": [],
-                               "train": {**(cfg.get("train") or {}), "tensorboard": None}})
+                               "train": {**(cfg.get("train") or {}), "tensorboard": None}},
+                              init=False)
     model = built.model
     _refuse_train_mode_batch_norm(model, train_mode)
     state = load_checkpoint(ckpt, map_location=next(model.parameters()).device,

@@ -389,6 +389,11 @@ def _show(args) -> int:
         print("environment: " + ", ".join(f"{k} {env[k]}" for k in
                                           ("python", "torch", "numpy", "device", "torch_threads",
                                            "git_commit", "hostname", "seed") if k in env))
+    warm = ((run["config"] or {}).get("model") or {}).get("warm_start")
+    if isinstance(warm, dict):
+        source = f"run {warm['run_id']}" if warm.get("run_id") else "checkpoint"
+        print(f"warm start: from {source} at step {warm.get('step')} ({warm.get('checkpoint')}; "
+              f"weights sha256 {str(warm.get('sha256'))[:16]}...; optimizer started afresh)")
     if metrics:
         print("metrics (points, last step: value):")
         width = max(24, *(len(name) for name in metrics))

@@ -32,6 +32,11 @@ def register(subparsers) -> None:
                    help="override a config value, e.g. --set train.epochs=5 --set "
                         "optimizer.lr=0.01 --set 'measure[0].every=5' (repeatable; values "
                         "are YAML)")
+    p.add_argument("--init-from", metavar="RUN_OR_PATH",
+                   help="warm start: the model starts from the weights and buffers of this run "
+                        "id (or unique prefix), run folder (its last checkpoint) or checkpoint "
+                        "file; the optimizer, schedule and step count start afresh (the "
+                        "config's model.init_from)")
     p.add_argument("--tensorboard", metavar="DIR",
                    help="log every metric live to TensorBoard event files in DIR/<name>-<run "
                         "id> (the config's train.tensorboard; needs the tensorboard package)")
@@ -51,6 +56,12 @@ def _train(args: argparse.Namespace) -> int:
     raw = apply_overrides(load_config(args.config), args.overrides)
     if args.tensorboard:
         raw.setdefault("train", {})["tensorboard"] = args.tensorboard
+    if args.init_from is not None:
+        model = raw.setdefault("model", {})
+        if isinstance(model, dict):   # (not a mapping: validate_config names the problem)
+            if model.get("init_from") != args.init_from:
+                model.pop("warm_start", None)    # the record of another source
+            model["init_from"] = args.init_from
     cfg = validate_config(raw)
     if args.print_config:
         from sgdlab.config import build_from_config
@@ -58,7 +69,8 @@ def _train(args: argparse.Namespace) -> int:
         # build the run as training would, so a bad option value (a negative width, a subset
         # larger than the data) or a missing data file is reported here too; on the CPU, as
         # the device may belong to the machine the run is meant for
-        build_from_config({**cfg, "train": {**cfg["train"], "device": "cpu"}}, validated=True)
+        build_from_config({**cfg, "train": {**cfg["train"], "device": "cpu"}}, validated=True,
+                          store=args.store)
         print(dump_yaml(cfg), end="")
         return 0
     # the store is opened (or made) by run_config once the run is built: a config that fails

@@ -104,12 +104,28 @@ class DataSection(Section):
                                     description="the dataset's keyword arguments")
 
 
+class WarmStartRecord(Section):
+    """Where a warm-started run's weights came from, recorded by sgdlab when it starts."""
+
+    init_from: str = Field(description="the source: a full run id or an absolute path")
+    run_id: str | None = Field(None, description="the source run (None: a bare checkpoint)")
+    checkpoint: str = Field(description="the checkpoint file loaded")
+    step: int = Field(ge=0, description="the source's step at that checkpoint")
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$",
+                        description="SHA-256 of the loaded model state (parameters, buffers)")
+
+
 class ModelSection(Section):
     """The model: build_model(name, input_shape, num_outputs, **options)."""
 
     name: str = Field(description="a registered model (mlp, lenet, resnet-56, ...)")
     options: dict[str, Any] = Field(default_factory=dict,
                                     description="the model's keyword arguments")
+    init_from: str | None = Field(None, min_length=1, description=(
+        "warm start: the weights and buffers of this run id (or unique prefix), run folder "
+        "(its last checkpoint) or checkpoint file; the optimizer starts afresh"))
+    warm_start: WarmStartRecord | None = Field(None, description=(
+        "written by sgdlab: the source run, checkpoint, step and weights' SHA-256 loaded"))
 
 
 class OptimizerSection(OpenSection):
@@ -487,8 +503,15 @@ def validate_config(raw: dict[str, Any]) -> dict[str, Any]:
         if sound(("measure", i)) and isinstance(item, dict):
             _check_measure_item(f"measure[{i}]", cfg["measure"][i] if cfg
                                 else checked("measure", item), errors)
+    if not errors and cfg["model"]["warm_start"] is not None and not cfg["model"]["init_from"]:
+        errors.append("model.warm_start: records a warm start, but model.init_from is not set "
+                      "(remove both to start from the seed's weights)")
     if errors:
         raise config_error(errors)
+    # a run without a warm start keeps the config it always had (stored configs compare)
+    for key in ("init_from", "warm_start"):
+        if cfg["model"][key] is None:
+            del cfg["model"][key]
     return cfg
 
 
@@ -585,6 +608,7 @@ class BuiltRun(NamedTuple):
     schedule: Any
     callbacks: list
     train_kwargs: dict[str, Any]
+    warm_start: dict[str, Any] | None = None    # model.warm_start: what the model started from
 
 
 def measure_schedule(item: dict[str, Any], total_steps: int):
@@ -646,11 +670,16 @@ def resolve_device(name: str) -> str:
     return name
 
 
-def build_from_config(cfg: dict[str, Any], *, validated: bool = False) -> BuiltRun:
+def build_from_config(cfg: dict[str, Any], *, validated: bool = False, store: Any = None,
+                      init: bool = True) -> BuiltRun:
     """Build model, loss, data, optimizer, schedule and callbacks from a run config.
 
     Seeds torch, numpy and Python's global RNGs with ``train.seed`` before building the model,
-    so a config fixes the initial weights; ``data.seed`` fixes the data.
+    so a config fixes the initial weights; ``data.seed`` fixes the data. With
+    ``model.init_from`` (and ``init``) the model then takes that checkpoint's weights (run ids
+    looked up in the run store at ``store``, default ``store.path`` or the default store),
+    before the optimizer is built; ``init=False`` leaves them for a resume to replace with the
+    run's own checkpoint.
     """
     import numpy as np
     import torch
@@ -687,6 +716,12 @@ def build_from_config(cfg: dict[str, Any], *, validated: bool = False) -> BuiltR
     except UserError as e:  # a bad option value: say which config key holds it
         raise ConfigError(f"model.options: {e}") from None
     model = model.to(device=device, dtype=dtype)
+    warm_start = None
+    if m.get("init_from") and init:
+        from .warm_start import load_warm_start
+
+        warm_start = load_warm_start(model, m, store if store is not None
+                                     else cfg["store"]["path"])
 
     loss_fn = build_loss(cfg["loss"], data)
 
@@ -741,10 +776,12 @@ def build_from_config(cfg: dict[str, Any], *, validated: bool = False) -> BuiltR
                         eval_subset=t["eval_subset"], checkpoint_every=t["checkpoint_every"],
                         max_steps=t["max_steps"], device=device, progress=t["progress"],
                         clip_grad_norm=t["clip_grad_norm"])
-    return BuiltRun(model, loss_fn, data, optimizer, schedule, callbacks, train_kwargs)
+    return BuiltRun(model, loss_fn, data, optimizer, schedule, callbacks, train_kwargs,
+                    warm_start)
 
 
 __all__ = ["BuiltRun", "DataSection", "MeasureItem", "ModelSection", "OptimizerSection",
-           "RunConfig", "ScheduleSection", "StoreSection", "TrainSection", "build_from_config",
+           "RunConfig", "ScheduleSection", "StoreSection", "TrainSection", "WarmStartRecord",
+           "build_from_config",
            "build_measure", "json_schema", "measure_schedule", "resolve_device",
            "validate_config", "validate_section"]

@@ -89,12 +89,19 @@ def run_config(cfg: dict[str, Any], *, out_dir: str | os.PathLike | None = None,
     # Build before recording: input that only fails when built (a bad data option value, a
     # missing file) is reported without leaving a failed run behind.
     try:
-        built = build_from_config(cfg, validated=True)
+        # a warm start's run id is looked up in the store the run goes to
+        built = build_from_config(cfg, validated=True, store=store)
     except KeyboardInterrupt as e:     # minutes for a large dataset: say what stands
         how = "terminated" if str(e) else "interrupted"
         raise RunInterrupted(f"{how} while the data and model were built, before the run was "
                              "recorded: nothing was saved; the same command starts it again"
                              ) from None
+    if built.warm_start is not None:
+        # recorded with the source as a full run id or an absolute path, as data_dir: a restart
+        # from step 0 loads (and checks) the same weights from any folder
+        record = built.warm_start
+        cfg = {**cfg, "model": {**cfg["model"], "init_from": record["init_from"],
+                                "warm_start": record}}
     if cfg["data"]["data_dir"] is not None:
         # recorded absolute, as the run's folder is: `sgdlab resume` and `sgdlab measure` from
         # another folder read the same files
@@ -232,7 +239,8 @@ def _execute(cfg: dict[str, Any], store: Any, run_id: str, out: Path, env: dict[
     hint = resume_command(run_id, store.path)
     try:
         if built is None:
-            built = build_from_config(cfg, validated=True)
+            # resumed from its own checkpoint, a warm-started run does not read its source
+            built = build_from_config(cfg, validated=True, store=store, init=not resume)
         kwargs = dict(built.train_kwargs)
         from ..train.tensorboard import TensorBoardLogger, run_folder
 

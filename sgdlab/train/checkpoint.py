@@ -189,6 +189,9 @@ def _load_failure(path: Path, e: Exception) -> str:
     text = str(e)
     if size == 0:
         return "the file is empty"
+    if isinstance(e, KeyError) and not zipfile.is_zipfile(path):
+        # the unpickler read a byte of text (or other data) as an opcode it does not know
+        return "not a checkpoint file (neither a torch archive nor a pickle: another format)"
     if isinstance(e, pickle.UnpicklingError) or "Weights only load failed" in text:
         if "GLOBAL" in text or "global" in text:
             return ("it holds pickled Python objects other than tensors and plain data, which "

@@ -1,0 +1,236 @@
+"""Find a stored model: a run id (or prefix) in the run store, a run folder, or a checkpoint.
+
+One resolver for every command that reads a trained model: ``sgdlab measure`` (which rebuilds
+the run's model from its config) and a run config's ``model.init_from`` (a warm start, which
+loads the weights into the model of its own config).
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, NamedTuple
+
+from ..errors import UserError
+
+_NOT_A_TRAINING_CHECKPOINT = (
+    "{what} is a run of `sgdlab parle` (replicas): its master weights are not a training-loop "
+    "checkpoint; a warm start loads the checkpoint of a run of `sgdlab train`")
+
+
+class Located(NamedTuple):
+    """A stored model found by :func:`locate_run`."""
+
+    config: dict[str, Any] | None    # the run's config (None: a bare checkpoint, rebuild=False)
+    checkpoint: Path
+    run_id: str | None
+    folder: Path | None              # the run folder
+    store: Any                       # its RunStore (None: a path, rebuild=False)
+
+
+def locate_run(target: str, store_path: str | os.PathLike | None = None, *,
+               rebuild: bool = True) -> Located:
+    """The model ``target`` names: a run id (or unique prefix) in the run store at
+    ``store_path`` (default ``$SGDLAB_STORE`` or ./sgdlab-runs/runs.sqlite), a run folder, or
+    a checkpoint file or folder written by the training loop; of a run of ``sgdlab parle``,
+    its master (see ``sgdlab measure``).
+
+    ``rebuild``: the caller rebuilds the run's model from its config and records in its store
+    (``sgdlab measure``): a checkpoint's folder must hold its config.yaml, and the store is
+    opened. Without it (a warm start, which builds its own model) a bare checkpoint file will
+    do, no store is opened for a path, and a replica run's master is refused (it is not a
+    training-loop checkpoint). Each failure is one :class:`UserError` naming the problem."""
+    from ..store import RunStore, default_store_path
+    from ..train.checkpoint import CHECKPOINT_NAME
+    from ..train.loop import python_trained
+    from .io import load_config
+    from .runner import REPLICA_MASTER, REPLICA_RESULT, recorded_run
+
+    p = Path(target)
+    ckpt_dir = _replica_checkpoints(p)
+    replica_folder = p if p.is_dir() else p.parent
+    replica_run = p.exists() and (replica_folder / REPLICA_RESULT).is_file() and (
+        replica_folder / REPLICA_MASTER).is_file() and p.name in (
+        replica_folder.name, REPLICA_MASTER, REPLICA_RESULT)
+    if not rebuild and (ckpt_dir is not None or replica_run):
+        raise UserError(_NOT_A_TRAINING_CHECKPOINT.format(what=repr(target)))
+    if ckpt_dir is not None:
+        return _locate_replica_checkpoint(ckpt_dir, store_path)
+    if replica_run:
+        return _locate_replica_run(replica_folder, store_path)
+    if p.exists():
+        if p.is_file():
+            ckpt, folder = p, p.parent.parent if p.parent.name == "checkpoints" else p.parent
+        elif (p / CHECKPOINT_NAME).exists():
+            ckpt, folder = p / CHECKPOINT_NAME, p.parent if p.name == "checkpoints" else p
+        elif (p / "checkpoints" / CHECKPOINT_NAME).exists():
+            ckpt, folder = p / "checkpoints" / CHECKPOINT_NAME, p
+        else:
+            raise UserError(f"no checkpoint in {target!r} (expected {CHECKPOINT_NAME} or "
+                            f"checkpoints/{CHECKPOINT_NAME})")
+        cfg_file = folder / "config.yaml"
+        if not rebuild:
+            run_id, _ = recorded_run(folder)
+            cfg = load_config(cfg_file) if cfg_file.is_file() else None
+            return Located(cfg, ckpt, run_id, folder, None)
+        if not cfg_file.exists() and (folder / "parle.json").is_file():
+            raise UserError(f"{str(ckpt)!r} is a checkpoint of a replica run (`sgdlab "
+                            "parle`): measure its master by the run's id or its folder "
+                            f"{str(folder)!r} (of an interrupted run, the master of its last "
+                            "checkpoint)")
+        if not cfg_file.exists():
+            raise UserError(f"cannot rebuild the model of {str(ckpt)!r}: no config.yaml in its "
+                            f"run folder {str(folder)!r} (runs started by `sgdlab train` "
+                            "have one)")
+        cfg = load_config(cfg_file)
+        run_id, recorded = recorded_run(folder)
+        if store_path is None and recorded is not None:
+            if not Path(recorded).is_file():
+                raise UserError(f"the run store of {str(folder)!r} ({recorded}) is gone; "
+                                "give the store that holds its run with --store PATH")
+            store_path = recorded
+        store = RunStore(store_path or (cfg.get("store") or {}).get("path"))
+        return Located(cfg, ckpt, run_id, folder, store)
+    path = Path(store_path) if store_path else default_store_path()
+    if not path.is_file():  # a mistyped id or folder must not create an empty store
+        from ..store import folder_hint
+        raise UserError(f"{target!r} is no run folder or checkpoint, and there is no run store "
+                        f"at {path} to look it up in (use --store PATH or $SGDLAB_STORE"
+                        f"{folder_hint(path)})")
+    store = RunStore(path)
+    try:
+        run = store.get_run(target)   # UserError names the run if missing
+    except UserError as e:
+        if rebuild or not str(e).startswith("no run "):
+            raise
+        raise UserError(f"{target!r} is no file or folder, and {e}") from None
+    if run["config"].get("method") == "parle":
+        if not rebuild:
+            raise UserError(_NOT_A_TRAINING_CHECKPOINT.format(what=f"run {run['id']}"))
+        return _replica_master(run, store)
+    dirs = [a["path"] for a in run["artifacts"] if a["kind"] == "out_dir"]
+    ckpts = [a["path"] for a in run["artifacts"] if a["kind"] == "checkpoint"]
+    folder = Path(dirs[-1]) if dirs else None
+    ckpt = Path(ckpts[-1]) if ckpts else (folder / "checkpoints" / CHECKPOINT_NAME
+                                           if folder else None)
+    if ckpt is None and python_trained(run["config"]):
+        raise UserError(f"run {run['id']} was {python_trained(run['config'])}: measure the "
+                        "model from Python with the functions of sgdlab.measure")
+    if ckpt is None and not rebuild:
+        raise UserError(f"run {run['id']} has no checkpoint: only the runs of `sgdlab train` "
+                        "keep one")
+    if ckpt is None:
+        raise UserError(f"run {run['id']} keeps no model to measure: the runs of `sgdlab "
+                        "train` (a checkpoint) and of `sgdlab parle` (the master) do; "
+                        f"{'its experiment' if run['experiment'] else 'this run'} "
+                        "recorded metrics only")
+    if not ckpt.exists():
+        why = ("it stopped before its first one, or it was removed" if ckpt.parent.is_dir()
+               else "its folder is gone")
+        raise UserError(f"run {run['id']} has no checkpoint on disk ({ckpt}: {why})")
+    return Located(run["config"], ckpt, run["id"], folder, store)
+
+
+def _locate_replica_run(folder: Path, store_path: str | None):
+    """:func:`locate_run` for the ``--out`` folder of ``sgdlab parle`` (or a file in it): its run,
+    named in ``result.json``, looked up in the run store (the one named there, or
+    ``store_path``), which holds the config."""
+    from .runner import recorded_run
+    from ..store import RunStore, default_store_path
+
+    run_id, recorded = recorded_run(folder)
+    path = Path(store_path or recorded or default_store_path())
+    if run_id is None or not path.is_file():
+        raise UserError(f"cannot rebuild the model of the replica run in {str(folder)!r}: "
+                        + ("it was not recorded in a run store (its config had no 'store')"
+                           if run_id is None else f"no run store at {path} holds its run "
+                           f"{run_id} (give it with --store PATH)"))
+    store = RunStore(path)
+    return _replica_master(store.get_run(run_id), store)
+
+
+def _replica_checkpoints(p: Path) -> Path | None:
+    """The checkpoints folder of a run of ``sgdlab parle`` that ``p`` names, when the master
+    is to come from its last checkpoint: the ``--out`` folder of a run that has not finished
+    (no ``result.json``), its ``checkpoints`` folder or the ``master.pt`` in it."""
+    from .runner import REPLICA_RESULT
+    from ..train.replicas import MASTER_CHECKPOINT
+
+    if p.is_dir() and (p / "checkpoints" / MASTER_CHECKPOINT).is_file() and not (
+            p / REPLICA_RESULT).is_file():
+        return p / "checkpoints"
+    if p.name == "checkpoints" and (p / MASTER_CHECKPOINT).is_file():
+        return p
+    if p.is_file() and p.name == MASTER_CHECKPOINT and p.parent.name == "checkpoints" and (
+            not (p.parent / "last.pt").exists()):
+        return p.parent
+    return None
+
+
+def _locate_replica_checkpoint(ckpt_dir: Path, store_path: str | None, run: dict | None = None,
+                               store=None):
+    """:func:`locate_run` for the last checkpoint of a run of ``sgdlab parle`` (an interrupted
+    one): the master of the round ``master.pt`` names, rebuilt from the config the run store
+    holds for the run it records (``run``/``store`` when already looked up)."""
+    from ..store import RunStore, default_store_path
+    from ..train.checkpoint import load_checkpoint
+    from ..train.replicas import MASTER_CHECKPOINT
+
+    head = load_checkpoint(ckpt_dir / MASTER_CHECKPOINT, require=("round",))
+    if run is None:
+        run_id = head.get("run_id")
+        path = Path(store_path or head.get("store") or default_store_path())
+        if run_id is None:
+            raise UserError(f"cannot rebuild the model of the replica run checkpointed in "
+                            f"{str(ckpt_dir)!r}: it was not recorded in a run store (its "
+                            "config had no 'store'), which would hold its data and model")
+        store = RunStore(path) if path.is_file() else None
+        try:
+            run = store.get_run(run_id) if store is not None else None
+        except UserError:
+            run = None
+        if run is None:
+            raise UserError(f"the replica run checkpointed in {str(ckpt_dir)!r} ({run_id}) is "
+                            f"not in the run store {path}: give the store its config names "
+                            "with --store PATH")
+    _check_replica_record(run)
+    note = (f"run {run['id']} is {run['status']}" if run["status"] != "finished"
+            else f"run {run['id']}")
+    print(f"sgdlab: {note}: measuring the master of its last checkpoint (round "
+          f"{head['round']})", flush=True)
+    cfg = {**run["config"], "rounds": int(head["round"])}
+    return Located(cfg, ckpt_dir / MASTER_CHECKPOINT, run["id"], ckpt_dir.parent, store)
+
+
+def _check_replica_record(run: dict) -> None:
+    if not all(isinstance(run["config"].get(k), dict) for k in ("data", "model")):
+        raise UserError(f"cannot rebuild the model of replica run {run['id']}: its record "
+                        "holds no data and model specs (recorded by an older sgdlab)")
+
+
+def _replica_master(run: dict, store):
+    """:func:`locate_run` for a run of ``sgdlab parle``: the master's weights, ``master.pt``;
+    of a run that did not finish, the master of its last checkpoint."""
+    from ..train.replicas import MASTER_CHECKPOINT
+
+    cfg = run["config"]
+    _check_replica_record(run)
+    models = [Path(a["path"]) for a in run["artifacts"] if a["kind"] == "model"]
+    if not models or not models[-1].is_file():
+        ckpts = [Path(a["path"]) for a in run["artifacts"] if a["kind"] == "checkpoints"]
+        if ckpts and (ckpts[-1] / MASTER_CHECKPOINT).is_file():
+            return _locate_replica_checkpoint(ckpts[-1], None, run, store)
+        if models:
+            why = f"{models[-1]} is gone"
+        elif ckpts:
+            why = (f"it is {run['status']} and {ckpts[-1]} holds no checkpoint (removed, "
+                   "or stopped before the first one)")
+        else:
+            why = (f"it is {run['status']} and no checkpoint folder is recorded for it (it "
+                   "ran without --out, or with an older sgdlab: give its --out folder)")
+        raise UserError(f"replica run {run['id']} has no master weights on disk: {why}")
+    # the rounds it ended with: a --resume with more rounds extends the run, not its record
+    rounds = (run["summary"] or {}).get("rounds", cfg.get("rounds"))
+    return Located({**cfg, "rounds": rounds}, models[-1], run["id"], models[-1].parent, store)
+
+
+__all__ = ["Located", "locate_run"]

@@ -1,0 +1,112 @@
+"""Warm starts: a run whose model starts from the weights of another run's checkpoint.
+
+``model.init_from`` names the checkpoint as ``sgdlab measure`` names a model (a run id or
+unique prefix in the run store, a run folder, a checkpoint file or folder; one resolver,
+:func:`~sgdlab.config.locate.locate_run`). The model of the run's own config is built as
+usual (seeded by ``train.seed``) and then given the checkpoint's parameters and buffers
+(batch-norm statistics); nothing else is carried: the optimizer's state (momentum buffers),
+the schedule's position and the step count start afresh, as the point is to continue under
+other settings (Xing et al. 2018, footnote 6: isotropic noise, then SGD, from where it stuck).
+
+What was loaded is recorded in the run's config as ``model.warm_start``: the source run's id,
+the checkpoint file, its step and a SHA-256 of its model state (:func:`weights_sha256`), so
+two stored runs say whether they started from the same weights, and a restart from step 0
+(a resume before the first checkpoint) checks it loads those same weights again.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+from typing import Any
+
+from ..errors import ConfigError, UserError
+
+KEY = "model.init_from"
+
+
+def weights_sha256(state: dict[str, Any]) -> str:
+    """SHA-256 (hex) of a state dict: each entry's name, dtype, shape and bytes, in order."""
+    import torch
+
+    h = hashlib.sha256()
+    for name, t in state.items():
+        if not isinstance(t, torch.Tensor):
+            continue
+        t = t.detach().to("cpu").contiguous().reshape(-1)
+        h.update(f"{name}|{str(t.dtype).removeprefix('torch.')}|".encode())
+        h.update(str(list(state[name].shape)).encode())
+        h.update(t.view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def mismatch(expected: dict[str, Any], found: dict[str, Any], limit: int = 3) -> str | None:
+    """How state dict ``found`` (a checkpoint's) does not fit ``expected`` (the model's): the
+    first ``limit`` missing, unexpected and mis-shaped entry names, or None when it fits."""
+    def first(names: list[str]) -> str:
+        more = len(names) - limit
+        return ", ".join(names[:limit]) + (f" (and {more} more)" if more > 0 else "")
+
+    missing = [k for k in expected if k not in found]
+    unexpected = [k for k in found if k not in expected]
+    shaped = [f"{k} (checkpoint {list(found[k].shape)}, model {list(v.shape)})"
+              for k, v in expected.items()
+              if k in found and hasattr(found[k], "shape") and found[k].shape != v.shape]
+    parts = [f"{what}: {first(names)}" for what, names in (
+        ("missing", missing), ("unexpected", unexpected), ("mis-shaped", shaped)) if names]
+    return "; ".join(parts) or None
+
+
+def _source(init_from: str, store_path: str | os.PathLike | None):
+    """(checkpoint state, Located) of ``init_from``, each failure a ConfigError under KEY."""
+    from ..train.checkpoint import load_checkpoint
+    from .locate import locate_run
+
+    try:
+        found = locate_run(init_from, getattr(store_path, "path", store_path), rebuild=False)
+        # weights_only=True (load_checkpoint's only way): no pickled code runs
+        state = load_checkpoint(found.checkpoint, require=("model",))
+    except UserError as e:
+        raise ConfigError(f"{KEY}: {e}") from None
+    if not isinstance(state.get("loop"), dict) or "step" not in state["loop"]:
+        raise ConfigError(f"{KEY}: {str(found.checkpoint)!r} holds no training loop's "
+                          "position: it is not a checkpoint of `sgdlab train`")
+    return state, found
+
+
+def load_warm_start(model: Any, model_cfg: dict[str, Any],
+                    store_path: str | os.PathLike | None = None) -> dict[str, Any]:
+    """Give ``model`` the parameters and buffers of the checkpoint ``model_cfg["init_from"]``
+    names (run ids looked up in the store at ``store_path``); return its record (the
+    ``model.warm_start`` of the run's config: ``init_from``, made absolute or the full run id,
+    ``run_id``, ``checkpoint``, ``step``, ``sha256``). A recorded ``warm_start`` whose
+    ``sha256`` differs from the checkpoint's (it changed since) is refused. Every problem is
+    a :class:`ConfigError` under ``model.init_from``, raised before anything is trained."""
+    from ..train.checkpoint import load_state
+
+    init_from = model_cfg["init_from"]
+    state, found = _source(init_from, store_path)
+    weights = state["model"]
+    where = (f"checkpoint {str(found.checkpoint)!r}"
+             + (f" (run {found.run_id}, step {int(state['loop']['step'])})"
+                if found.run_id else ""))
+    problem = mismatch(model.state_dict(), weights)
+    if problem is not None:
+        raise ConfigError(f"{KEY}: {where} does not fit the model of this config "
+                          f"({model_cfg['name']}, {model_cfg.get('options') or {}}): {problem}")
+    digest = weights_sha256(weights)
+    recorded = model_cfg.get("warm_start")
+    if recorded and recorded.get("sha256") and recorded["sha256"] != digest:
+        raise ConfigError(f"{KEY}: the weights of {where} are not those this run started from "
+                          f"(sha256 {digest[:12]}..., recorded {recorded['sha256'][:12]}...): "
+                          "the checkpoint changed since; to start from it as it is now, remove "
+                          "model.warm_start from the config")
+    load_state(model, weights, found.checkpoint, "model")
+    source = (found.run_id if found.run_id and not Path(init_from).exists()
+              else str(Path(init_from).expanduser().resolve()))
+    return {"init_from": source, "run_id": found.run_id,
+            "checkpoint": str(Path(found.checkpoint).resolve()),
+            "step": int(state["loop"]["step"]), "sha256": digest}
+
+
+__all__ = ["load_warm_start", "mismatch", "weights_sha256"]
