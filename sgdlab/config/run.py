@@ -608,7 +608,6 @@ class BuiltRun(NamedTuple):
     schedule: Any
     callbacks: list
     train_kwargs: dict[str, Any]
-    warm_start: dict[str, Any] | None = None    # model.warm_start: what the model started from
 
 
 def measure_schedule(item: dict[str, Any], total_steps: int):
@@ -716,12 +715,10 @@ def build_from_config(cfg: dict[str, Any], *, validated: bool = False, store: An
     except UserError as e:  # a bad option value: say which config key holds it
         raise ConfigError(f"model.options: {e}") from None
     model = model.to(device=device, dtype=dtype)
-    warm_start = None
-    if m.get("init_from") and init:
+    if m.get("init_from") and init:   # before the optimizer, which may copy the weights
         from .warm_start import load_warm_start
 
-        warm_start = load_warm_start(model, m, store if store is not None
-                                     else cfg["store"]["path"])
+        load_warm_start(model, m, store if store is not None else cfg["store"]["path"])
 
     loss_fn = build_loss(cfg["loss"], data)
 
@@ -776,8 +773,7 @@ def build_from_config(cfg: dict[str, Any], *, validated: bool = False, store: An
                         eval_subset=t["eval_subset"], checkpoint_every=t["checkpoint_every"],
                         max_steps=t["max_steps"], device=device, progress=t["progress"],
                         clip_grad_norm=t["clip_grad_norm"])
-    return BuiltRun(model, loss_fn, data, optimizer, schedule, callbacks, train_kwargs,
-                    warm_start)
+    return BuiltRun(model, loss_fn, data, optimizer, schedule, callbacks, train_kwargs)
 
 
 __all__ = ["BuiltRun", "DataSection", "MeasureItem", "ModelSection", "OptimizerSection",

@@ -86,22 +86,25 @@ def run_config(cfg: dict[str, Any], *, out_dir: str | os.PathLike | None = None,
     from ..store import RunStore, environment, new_run_id
 
     cfg = validate_config(cfg)
+    if cfg["model"].get("init_from"):
+        # recorded with the source as a full run id or an absolute path, as data_dir: a
+        # restart from step 0 loads (and checks, by its SHA-256) the same weights from any
+        # folder; run ids are looked up in the store the run goes to
+        from .warm_start import warm_start_record
+
+        record = warm_start_record(cfg["model"], store if store is not None
+                                   else cfg["store"]["path"])
+        cfg = {**cfg, "model": {**cfg["model"], "init_from": record["init_from"],
+                                "warm_start": record}}
     # Build before recording: input that only fails when built (a bad data option value, a
     # missing file) is reported without leaving a failed run behind.
     try:
-        # a warm start's run id is looked up in the store the run goes to
         built = build_from_config(cfg, validated=True, store=store)
     except KeyboardInterrupt as e:     # minutes for a large dataset: say what stands
         how = "terminated" if str(e) else "interrupted"
         raise RunInterrupted(f"{how} while the data and model were built, before the run was "
                              "recorded: nothing was saved; the same command starts it again"
                              ) from None
-    if built.warm_start is not None:
-        # recorded with the source as a full run id or an absolute path, as data_dir: a restart
-        # from step 0 loads (and checks) the same weights from any folder
-        record = built.warm_start
-        cfg = {**cfg, "model": {**cfg["model"], "init_from": record["init_from"],
-                                "warm_start": record}}
     if cfg["data"]["data_dir"] is not None:
         # recorded absolute, as the run's folder is: `sgdlab resume` and `sgdlab measure` from
         # another folder read the same files

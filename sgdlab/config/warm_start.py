@@ -74,34 +74,17 @@ def _source(init_from: str, store_path: str | os.PathLike | None):
     return state, found
 
 
-def load_warm_start(model: Any, model_cfg: dict[str, Any],
-                    store_path: str | os.PathLike | None = None) -> dict[str, Any]:
-    """Give ``model`` the parameters and buffers of the checkpoint ``model_cfg["init_from"]``
-    names (run ids looked up in the store at ``store_path``); return its record (the
-    ``model.warm_start`` of the run's config: ``init_from``, made absolute or the full run id,
-    ``run_id``, ``checkpoint``, ``step``, ``sha256``). A recorded ``warm_start`` whose
-    ``sha256`` differs from the checkpoint's (it changed since) is refused. Every problem is
-    a :class:`ConfigError` under ``model.init_from``, raised before anything is trained."""
-    from ..train.checkpoint import load_state
-
+def _record(model_cfg: dict[str, Any], state: dict[str, Any], found: Any) -> dict[str, Any]:
+    """The ``model.warm_start`` record of a loaded checkpoint, refused when the config
+    records other weights."""
     init_from = model_cfg["init_from"]
-    state, found = _source(init_from, store_path)
-    weights = state["model"]
-    where = (f"checkpoint {str(found.checkpoint)!r}"
-             + (f" (run {found.run_id}, step {int(state['loop']['step'])})"
-                if found.run_id else ""))
-    problem = mismatch(model.state_dict(), weights)
-    if problem is not None:
-        raise ConfigError(f"{KEY}: {where} does not fit the model of this config "
-                          f"({model_cfg['name']}, {model_cfg.get('options') or {}}): {problem}")
-    digest = weights_sha256(weights)
+    digest = weights_sha256(state["model"])
     recorded = model_cfg.get("warm_start")
     if recorded and recorded.get("sha256") and recorded["sha256"] != digest:
-        raise ConfigError(f"{KEY}: the weights of {where} are not those this run started from "
-                          f"(sha256 {digest[:12]}..., recorded {recorded['sha256'][:12]}...): "
-                          "the checkpoint changed since; to start from it as it is now, remove "
-                          "model.warm_start from the config")
-    load_state(model, weights, found.checkpoint, "model")
+        raise ConfigError(f"{KEY}: the weights of {_where(state, found)} are not those this "
+                          f"run started from (sha256 {digest[:12]}..., recorded "
+                          f"{recorded['sha256'][:12]}...): the checkpoint changed since; to "
+                          "start from it as it is now, remove model.warm_start from the config")
     source = (found.run_id if found.run_id and not Path(init_from).exists()
               else str(Path(init_from).expanduser().resolve()))
     return {"init_from": source, "run_id": found.run_id,
@@ -109,4 +92,41 @@ def load_warm_start(model: Any, model_cfg: dict[str, Any],
             "step": int(state["loop"]["step"]), "sha256": digest}
 
 
-__all__ = ["load_warm_start", "mismatch", "weights_sha256"]
+def _where(state: dict[str, Any], found: Any) -> str:
+    return (f"checkpoint {str(found.checkpoint)!r}"
+            + (f" (run {found.run_id}, step {int(state['loop']['step'])})"
+               if found.run_id else ""))
+
+
+def warm_start_record(model_cfg: dict[str, Any],
+                      store_path: str | os.PathLike | None = None) -> dict[str, Any]:
+    """The ``model.warm_start`` record of the checkpoint ``model_cfg["init_from"]`` names (run
+    ids looked up in the store at ``store_path``): ``init_from`` (made absolute, or the full
+    run id), ``run_id``, ``checkpoint``, ``step``, ``sha256``. What ``sgdlab train`` stores
+    in the run's config before the run is built (:func:`load_warm_start` then checks it loads
+    these weights). A :class:`ConfigError` under ``model.init_from`` for every problem."""
+    state, found = _source(model_cfg["init_from"], store_path)
+    return _record(model_cfg, state, found)
+
+
+def load_warm_start(model: Any, model_cfg: dict[str, Any],
+                    store_path: str | os.PathLike | None = None) -> dict[str, Any]:
+    """Give ``model`` the parameters and buffers of the checkpoint ``model_cfg["init_from"]``
+    names (run ids looked up in the store at ``store_path``) and return its
+    :func:`warm_start_record`. A recorded ``model.warm_start`` whose ``sha256`` differs from
+    the checkpoint's (it changed since) is refused, as is a checkpoint of another
+    architecture: a :class:`ConfigError` under ``model.init_from``, before anything trains."""
+    from ..train.checkpoint import load_state
+
+    state, found = _source(model_cfg["init_from"], store_path)
+    problem = mismatch(model.state_dict(), state["model"])
+    if problem is not None:
+        raise ConfigError(f"{KEY}: {_where(state, found)} does not fit the model of this "
+                          f"config ({model_cfg['name']}, {model_cfg.get('options') or {}}): "
+                          f"{problem}")
+    record = _record(model_cfg, state, found)
+    load_state(model, state["model"], found.checkpoint, "model")
+    return record
+
+
+__all__ = ["load_warm_start", "mismatch", "warm_start_record", "weights_sha256"]

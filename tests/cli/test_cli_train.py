@@ -882,3 +882,79 @@ def test_ctrl_c_while_the_data_is_built_says_nothing_was_saved(tmp_path, capsys,
     assert err == ("sgdlab: interrupted while the data and model were built, before the run "
                    "was recorded: nothing was saved; the same command starts it again\n")
     assert not store_path.exists()
+
+
+def test_init_from_warm_starts_and_its_resume_continues_from_its_own_checkpoint(tmp_path,
+                                                                               capsys):
+    """`sgdlab train --init-from RUN`: the run starts from RUN's last checkpoint under other
+    settings; `runs show` says where from. Interrupted (SIGTERM at step 17) and resumed with
+    the source run's folder gone, it continues from its own checkpoint (step 14), not the
+    source, and ends bit for bit where the uninterrupted warm-started run did. One interrupted
+    before its first checkpoint restarts from the source, and only from the weights it
+    recorded."""
+    cfg = tmp_path / "tiny.yaml"
+    cfg.write_text(TINY + "measure: [{name: _test_kill, every: 1}]\n")
+    store_path = tmp_path / "runs.sqlite"
+    src, moved = tmp_path / "src", tmp_path / "src-moved"
+    assert main(["train", str(cfg), "--store", str(store_path), "--out", str(src)]) == 0
+    store = RunStore(store_path)
+    (source,) = store.list_runs()
+    capsys.readouterr()
+    warm = ["--store", str(store_path), "--init-from", source["id"][:-2], "--set",
+            "optimizer.lr=0.01", "--set", "optimizer.momentum=0.5"]
+    assert main(["train", str(cfg), "--out", str(tmp_path / "ref"), *warm]) == 0
+    ref_run = store.list_runs()[-1]
+    assert main(["runs", "show", ref_run["id"], "--store", str(store_path)]) == 0
+    shown = capsys.readouterr().out
+    assert (f"warm start: from run {source['id']} at step 30 "
+            f"({src / 'checkpoints' / 'last.pt'}; weights sha256 ") in shown, shown
+    assert ref_run["config"]["model"]["init_from"] == source["id"]
+
+    p = _cli(["train", str(cfg), "--out", str(tmp_path / "killed"), *warm],
+             {"SGDLAB_TEST_TERM_AT": "17"})
+    assert p.returncode == 130, p.stderr
+    rid = store.list_runs()[-1]["id"]
+    src.rename(moved)                    # the source is not read again: its folder is gone
+    assert main(["resume", rid, "--store", str(store_path)]) == 0
+    assert "resumed from step 14" in capsys.readouterr().out
+    ref = torch.load(tmp_path / "ref" / "checkpoints" / "last.pt", weights_only=True)
+    res = torch.load(tmp_path / "killed" / "checkpoints" / "last.pt", weights_only=True)
+    for k in ref["model"]:
+        assert torch.equal(ref["model"][k], res["model"][k]), k
+    assert store.metrics(rid) == store.metrics(ref_run["id"])
+    first = torch.load(moved / "checkpoints" / "last.pt", weights_only=True)["model"]
+    assert not torch.equal(first["net.1.weight"], res["model"]["net.1.weight"])  # it trained
+
+    # stopped before its first checkpoint (step 7): a resume restarts it from the source
+    moved.rename(src)
+    p = _cli(["train", str(cfg), "--out", str(tmp_path / "early"), *warm],
+             {"SGDLAB_TEST_TERM_AT": "3"})
+    assert p.returncode == 130, p.stderr
+    early = store.list_runs()[-1]["id"]
+    kept = src / "checkpoints" / "kept.pt"
+    (src / "checkpoints" / "last.pt").rename(kept)
+    changed = torch.load(kept, weights_only=True)
+    changed["model"]["net.1.bias"] += 1e-3
+    torch.save(changed, src / "checkpoints" / "last.pt")
+    assert main(["resume", early, "--store", str(store_path)]) == 2
+    err = capsys.readouterr().err
+    assert "model.init_from: the weights of checkpoint" in err and "not those this run " \
+        "started from" in err, err
+    kept.replace(src / "checkpoints" / "last.pt")
+    assert main(["resume", early, "--store", str(store_path)]) == 0
+    res = torch.load(tmp_path / "early" / "checkpoints" / "last.pt", weights_only=True)
+    for k in ref["model"]:
+        assert torch.equal(ref["model"][k], res["model"][k]), k
+
+
+def test_init_from_refuses_a_missing_source_before_recording_a_run(tmp_path, capsys):
+    cfg = tmp_path / "tiny.yaml"
+    cfg.write_text(TINY)
+    store_path = tmp_path / "runs.sqlite"
+    assert main(["train", str(cfg), "--store", str(store_path), "--out", str(tmp_path / "a"),
+                 "--init-from", str(tmp_path / "nowhere")]) == 2
+    err = capsys.readouterr().err
+    assert "model.init_from:" in err and "nowhere" in err and "Traceback" not in err
+    assert not store_path.exists() and not (tmp_path / "a").exists()
+    assert main(["train", str(cfg), "--print-config", "--init-from", "x"]) == 2
+    assert "model.init_from:" in capsys.readouterr().err

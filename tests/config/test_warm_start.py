@@ -1,0 +1,184 @@
+"""Warm starts (``model.init_from``): the model starts from another run's checkpoint."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from sgdlab.config import build_from_config, validate_config
+from sgdlab.config.runner import run_config
+from sgdlab.config.warm_start import warm_start_record, weights_sha256
+from sgdlab.errors import ConfigError
+from sgdlab.store import RunStore
+from sgdlab.train.checkpoint import load_checkpoint
+from sgdlab.train.loop import train
+
+# batch norm: its running statistics (buffers) are carried too
+BN = {"name": "bn", "data": {"name": "cubic", "seed": 0},
+      "model": {"name": "mlp", "options": {"widths": [8], "batchnorm": True}},
+      "optimizer": {"name": "sgd", "lr": 0.05, "momentum": 0.9},
+      "train": {"epochs": 2, "batch_size": 4, "threads": 1, "progress": False}}
+
+
+def _with(cfg: dict, **model) -> dict:
+    return {**cfg, "model": {**cfg["model"], **model}}
+
+
+@pytest.fixture(scope="module")
+def source(tmp_path_factory):
+    """A finished run of BN (seed 0) in its own store: (store path, run id, checkpoint)."""
+    tmp = tmp_path_factory.mktemp("source")
+    store = tmp / "runs.sqlite"
+    outcome = run_config(BN, out_dir=tmp / "src", store=store, progress=False)
+    return store, outcome.run_id, tmp / "src" / "checkpoints" / "last.pt"
+
+
+def test_the_model_starts_at_the_checkpoint_s_weights_and_buffers_exactly(source):
+    store, rid, ckpt = source
+    saved = load_checkpoint(ckpt)["model"]
+    # another seed: its own initial weights differ, the loaded ones replace them
+    cfg = {**_with(BN, init_from=rid[:-1]), "train": {**BN["train"], "seed": 5}}
+    built = build_from_config(cfg, store=store)
+    state = built.model.state_dict()
+    assert state.keys() == saved.keys() and any("running_mean" in k for k in state)
+    for k in saved:
+        assert torch.equal(state[k], saved[k]), k
+    fresh = build_from_config({**BN, "train": cfg["train"]}).model.state_dict()
+    assert not all(torch.equal(fresh[k], saved[k]) for k in saved)
+    assert warm_start_record(cfg["model"], store) == {
+        "init_from": rid, "run_id": rid, "checkpoint": str(ckpt),
+        "step": load_checkpoint(ckpt)["loop"]["step"], "sha256": weights_sha256(saved)}
+
+
+def test_training_from_it_equals_training_a_model_given_the_state_dict_by_hand(source,
+                                                                              tmp_path):
+    """Bit for bit, under other settings (lr, momentum): the optimizer starts afresh."""
+    store, rid, ckpt = source
+    cfg = {**BN, "optimizer": {"name": "sgd", "lr": 0.01, "momentum": 0.5}}
+    warm = run_config(_with(cfg, init_from=str(ckpt.parent.parent)), out_dir=tmp_path / "w",
+                      store=store, progress=False)
+    by_hand = build_from_config(cfg)
+    by_hand.model.load_state_dict(load_checkpoint(ckpt)["model"])
+    result = train(*by_hand[:4], schedule=by_hand.schedule, callbacks=by_hand.callbacks,
+                   **by_hand.train_kwargs)
+    ours = load_checkpoint(tmp_path / "w" / "checkpoints")["model"]
+    theirs = by_hand.model.state_dict()
+    for k in theirs:
+        assert torch.equal(ours[k], theirs[k]), k
+    assert warm.result.steps == result.steps and warm.result.final == result.final
+    # and it did move from the source (a test that cannot fail otherwise)
+    assert not torch.equal(ours["net.1.weight"], load_checkpoint(ckpt)["model"]["net.1.weight"])
+
+
+def test_the_stored_config_records_the_source_run_step_and_weights_hash(source, tmp_path):
+    store, rid, ckpt = source
+    outcome = run_config(_with(BN, init_from=rid[:-1]), out_dir=tmp_path / "w", store=store,
+                         progress=False)
+    model = RunStore(store).get_run(outcome.run_id)["config"]["model"]
+    state = load_checkpoint(ckpt)
+    assert model["init_from"] == rid                # the full id: a prefix may become ambiguous
+    assert model["warm_start"] == {"init_from": rid, "run_id": rid, "checkpoint": str(ckpt),
+                                   "step": int(state["loop"]["step"]),
+                                   "sha256": weights_sha256(state["model"])}
+    assert validate_config(RunStore(store).get_run(outcome.run_id)["config"])  # it re-validates
+    # a run without a warm start keeps the config it had (no new keys)
+    assert set(validate_config(BN)["model"]) == {"name", "options"}
+
+
+def test_weights_sha256_tells_one_changed_value_and_a_renamed_entry():
+    a = {"w": torch.zeros(3), "b": torch.ones(2)}
+    assert weights_sha256(a) == weights_sha256({k: v.clone() for k, v in a.items()})
+    b = {"w": torch.tensor([0.0, 0.0, 1e-30]), "b": torch.ones(2)}
+    assert weights_sha256(a) != weights_sha256(b)
+    assert weights_sha256(a) != weights_sha256({"v": a["w"], "b": a["b"]})
+    assert weights_sha256(a) != weights_sha256({k: v.double() for k, v in a.items()})
+
+
+def _refused(cfg: dict, store, *words: str) -> str:
+    with pytest.raises(ConfigError) as e:
+        build_from_config(cfg, store=store)
+    msg = str(e.value)
+    assert msg.startswith("model.init_from: ") and all(w in msg for w in words), msg
+    return msg
+
+
+def test_no_such_file_or_run_is_refused_naming_it(source, tmp_path):
+    store, _, _ = source
+    _refused(_with(BN, init_from="nope"), store, "'nope' is no file or folder",
+             "no run 'nope'")
+    _refused(_with(BN, init_from=str(tmp_path / "gone.pt")), tmp_path / "no.sqlite",
+             "gone.pt", "no run store")
+    (tmp_path / "empty").mkdir()
+    _refused(_with(BN, init_from=str(tmp_path / "empty")), store, "no checkpoint in")
+
+
+def test_a_run_without_a_checkpoint_is_refused(source, tmp_path):
+    store, _, _ = source
+    other = tmp_path / "runs.sqlite"
+    outcome = run_config(BN, out_dir=tmp_path / "r", store=other, progress=False)
+    (tmp_path / "r" / "checkpoints" / "last.pt").unlink()
+    _refused(_with(BN, init_from=outcome.run_id), other,
+             f"run {outcome.run_id} has no checkpoint on disk")
+    s = RunStore(other)
+    bare = s.create_run({"name": "metrics only"}, name="m")   # a run that keeps no model
+    _refused(_with(BN, init_from=bare), other, f"run {bare} has no checkpoint")
+
+
+def test_another_architecture_is_refused_listing_the_first_names(source):
+    store, rid, _ = source
+    deeper = {**BN, "model": {"name": "mlp", "options": {"widths": [8, 4], "batchnorm": True}}}
+    msg = _refused(_with(deeper, init_from=rid), store, "does not fit the model of this config",
+                   f"run {rid}", "missing: net.5.weight, net.5.bias, net.5.running_mean (and ",
+                   "mis-shaped: net.4.weight (checkpoint [1, 8], model [4, 8]), net.4.bias "
+                   "(checkpoint [1], model [4])")
+    assert "unexpected" not in msg
+    plain = {**BN, "model": {"name": "mlp", "options": {"widths": [8]}}}   # no batch norm
+    _refused(_with(plain, init_from=rid), store, "missing: net.3.weight, net.3.bias;",
+             "unexpected: net.2.weight, net.2.bias, net.2.running_mean (and 4 more)")
+
+
+def test_a_file_that_is_not_an_sgdlab_checkpoint_is_refused(source, tmp_path):
+    store, _, ckpt = source
+    plain = tmp_path / "state_dict.pt"
+    torch.save(load_checkpoint(ckpt)["model"], plain)       # a bare state dict
+    _refused(_with(BN, init_from=str(plain)), store, "is not an sgdlab checkpoint")
+    text = tmp_path / "notes.pt"
+    text.write_text("hello\n")
+    _refused(_with(BN, init_from=str(text)), store, "not a checkpoint file")
+    noloop = tmp_path / "noloop.pt"
+    torch.save({"format": 1, "model": load_checkpoint(ckpt)["model"]}, noloop)
+    _refused(_with(BN, init_from=str(noloop)), store, "not a checkpoint of `sgdlab train`")
+
+
+def test_a_refused_warm_start_records_no_run(source, tmp_path):
+    store = tmp_path / "runs.sqlite"
+    with pytest.raises(ConfigError, match="model.init_from"):
+        run_config(_with(BN, init_from="nope"), out_dir=tmp_path / "o", store=source[0])
+    with pytest.raises(ConfigError, match="model.init_from"):
+        run_config(_with(BN, init_from=str(tmp_path / "x.pt")), store=store)
+    assert not store.exists() and not (tmp_path / "o").exists()
+    assert len(RunStore(source[0]).list_runs()) >= 1     # (the source alone, or others')
+
+
+def test_a_recorded_hash_that_the_checkpoint_no_longer_has_is_refused(source, tmp_path):
+    store, rid, ckpt = source
+    record = warm_start_record({"init_from": rid}, store)
+    wrong = {**record, "sha256": "0" * 64}
+    _refused(_with(BN, init_from=rid, warm_start=wrong), store,
+             "not those this run started from", "remove model.warm_start")
+    with pytest.raises(ConfigError, match="not those this run started from"):
+        run_config(_with(BN, init_from=rid, warm_start=wrong), out_dir=tmp_path / "o",
+                   store=store)
+    built = build_from_config(_with(BN, init_from=rid, warm_start=record), store=store)
+    assert torch.equal(built.model.state_dict()["net.1.weight"],
+                       load_checkpoint(ckpt)["model"]["net.1.weight"])
+    with pytest.raises(ConfigError, match="model.warm_start: records a warm start, but "
+                                          "model.init_from is not set"):
+        validate_config(_with(BN, warm_start=record))
+
+
+def test_init_false_leaves_the_seed_s_weights(source):
+    store, rid, _ = source
+    built = build_from_config(_with(BN, init_from="nope"), store=store, init=False)
+    fresh = build_from_config(BN).model.state_dict()
+    for k, v in built.model.state_dict().items():
+        assert torch.equal(v, fresh[k]), k
