@@ -922,6 +922,9 @@ def test_init_from_warm_starts_and_its_resume_continues_from_its_own_checkpoint(
     for k in ref["model"]:
         assert torch.equal(ref["model"][k], res["model"][k]), k
     assert store.metrics(rid) == store.metrics(ref_run["id"])
+    # measured from its own checkpoint too, the source not read
+    assert main(["measure", rid, "--store", str(store_path), "--what", "hessian", "--subset",
+                 "16", "--probes", "2", "--k", "1"]) == 0
     first = torch.load(moved / "checkpoints" / "last.pt", weights_only=True)["model"]
     assert not torch.equal(first["net.1.weight"], res["model"]["net.1.weight"])  # it trained
 

@@ -559,3 +559,15 @@ def test_a_dynamics_instrument_added_at_resume_logs_no_distance_from_a_resumed_o
     res, _ = _instrumented(["walk", "dynamics"], tmp_path / "cut", resume=True)
     assert "dist_from_init" not in res.history
     assert res.history["param_norm"] == whole.history["param_norm"][6:]
+
+
+def test_a_text_file_is_named_not_a_checkpoint_not_a_key_error(tmp_path):
+    """torch's unpickler read a text file's first byte as an opcode and the message was
+    `KeyError: 105`; now it says the file is no checkpoint."""
+    from sgdlab.train.checkpoint import load_checkpoint
+
+    path = tmp_path / "notes.pt"
+    path.write_text("hi\n")
+    with pytest.raises(UserError, match=r"cannot read checkpoint .*notes\.pt': not a checkpoint "
+                                        r"file \(neither a torch archive nor a pickle"):
+        load_checkpoint(path)
