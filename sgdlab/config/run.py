@@ -5,7 +5,7 @@ A run config (YAML or TOML, data only) has these sections; every key but the nam
     name: digits-mlp                  # run name (default: the file's stem)
     experiment: null                  # experiment the run belongs to
     data:      {name: digits, seed: 0, data_dir: null, options: {}}
-    model:     {name: mlp, options: {widths: [64]}}
+    model:     {name: mlp, options: {widths: [64]}, init_from: null}  # init_from: a warm start
     loss:      auto                   # auto | cross_entropy | mse  (auto: by the data's task)
     optimizer: {name: sgd, lr: 0.1, momentum: 0.9}     # any registered optimizer + its args
     schedule:  {name: constant}       # any registered schedule + its args
@@ -715,7 +715,7 @@ def build_from_config(cfg: dict[str, Any], *, validated: bool = False, store: An
     except UserError as e:  # a bad option value: say which config key holds it
         raise ConfigError(f"model.options: {e}") from None
     model = model.to(device=device, dtype=dtype)
-    if m.get("init_from") and init:   # before the optimizer, which may copy the weights
+    if m.get("init_from") and init:   # before the optimizer, which is given the model
         from .warm_start import load_warm_start
 
         load_warm_start(model, m, store if store is not None else cfg["store"]["path"])
