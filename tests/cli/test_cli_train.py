@@ -961,3 +961,29 @@ def test_init_from_refuses_a_missing_source_before_recording_a_run(tmp_path, cap
     assert not store_path.exists() and not (tmp_path / "a").exists()
     assert main(["train", str(cfg), "--print-config", "--init-from", "x"]) == 2
     assert "model.init_from:" in capsys.readouterr().err
+
+
+def test_a_warm_started_run_s_config_trains_again_and_chains_with_another_source(tmp_path,
+                                                                                capsys):
+    """The config.yaml of a warm-started run holds its source and record: trained again it
+    starts from the same weights (the record checked); with --init-from another run, that
+    one's record replaces it (not refused as the old source's changed weights)."""
+    cfg = tmp_path / "tiny.yaml"
+    cfg.write_text(TINY)
+    store_path = tmp_path / "runs.sqlite"
+    s = ["--store", str(store_path)]
+    assert main(["train", str(cfg), *s, "--out", str(tmp_path / "src")]) == 0
+    assert main(["train", str(cfg), *s, "--out", str(tmp_path / "w"), "--init-from",
+                 str(tmp_path / "src")]) == 0
+    assert main(["train", str(tmp_path / "w" / "config.yaml"), *s, "--out",
+                 str(tmp_path / "again")]) == 0
+    assert main(["train", str(tmp_path / "w" / "config.yaml"), *s, "--out",
+                 str(tmp_path / "chain"), "--init-from", str(tmp_path / "w")]) == 0
+    capsys.readouterr()
+    src, w, again, chain = RunStore(store_path).list_runs()
+    assert again["config"]["model"]["warm_start"] == w["config"]["model"]["warm_start"]
+    assert w["config"]["model"]["warm_start"]["run_id"] == src["id"]
+    record = chain["config"]["model"]["warm_start"]
+    assert (record["run_id"], record["step"]) == (w["id"], 30)
+    assert record["init_from"] == str(tmp_path / "w")
+    assert record["sha256"] != w["config"]["model"]["warm_start"]["sha256"]
