@@ -799,12 +799,13 @@ def _basin_of(basins, i: int) -> tuple[int, int]:
     return next(b for b in basins if b[0] <= i < b[1])
 
 
-def _fp_drifts(fn, x, t: float, beta: float, y, pad, fpad, u_time: str, horizon: float):
+def _fp_drifts(fn, x, t: float, beta: float, y, pad, fpad, u_time: str, horizon: float,
+               u_t: dict | None = None):
     """{curve: (drift at the faces, or a function of the time s, and the stage times)}: −∂ₓu
     with u = f (SGD), the viscous HJ solution (4.1) and the Hopf–Lax solution (4.15) at time
-    t (``frozen``), or at the smoothing time t(1 − s/τ) of the density's time s, piecewise
-    constant over stages (``scoped``: (4.33)'s u, solved backward from u = f at the end, seen
-    forward)."""
+    t (``frozen``; ``u_t``: those two solutions at t when the caller holds them), or at the
+    smoothing time t(1 − s/τ) of the density's time s, piecewise constant over stages
+    (``scoped``: (4.33)'s u, solved backward from u = f at the end, seen forward)."""
     from sgdlab.landscapes import pde
     from sgdlab.landscapes.fokker_planck import downhill_drift
 
@@ -815,7 +816,8 @@ def _fp_drifts(fn, x, t: float, beta: float, y, pad, fpad, u_time: str, horizon:
                 _HOPF: pde.hopf_lax_newton(fn, x, tt, y=y)[0]}
     out = {_SGD: (downhill_drift(f, x), [])}
     if u_time == "frozen":
-        for k, u in smoothed(t).items():
+        us = smoothed(t) if u_t is None else {k: u_t[k] for k in (_VISCOUS, _HOPF)}
+        for k, u in us.items():
             out[k] = (downhill_drift(u, x), [])
         return out
     k_ = _SCOPED_STAGES
@@ -827,12 +829,13 @@ def _fp_drifts(fn, x, t: float, beta: float, y, pad, fpad, u_time: str, horizon:
     return out
 
 
-def fokker_planck_densities(p, x, fn, t: float, beta: float, y, pad, fpad
-                            ) -> tuple[dict, dict]:
+def fokker_planck_densities(p, x, fn, t: float, beta: float, y, pad, fpad,
+                            u_t: dict | None = None) -> tuple[dict, dict]:
     """Fig. 4.1's densities: ρ₀ = N(rho0_mean, rho0_std²) evolved for the time ``horizon`` by
     ρ_s = ∂ₓ(∂ₓu ρ) + D ∂ₓₓρ (the density flows downhill on u) for u = f and for the two HJ
     solutions; the mass each terminal density holds in the basin of f's start minimum, of its
-    global minimum and of its nearly optimal minima. (summary entries, data arrays)."""
+    global minimum and of its nearly optimal minima. (summary entries, data arrays).
+    ``u_t``: the two HJ solutions at t, when the caller holds them (the frozen drift's)."""
     import torch
 
     from sgdlab.landscapes.fokker_planck import fokker_planck, gaussian_density
@@ -869,7 +872,7 @@ def fokker_planck_densities(p, x, fn, t: float, beta: float, y, pad, fpad
                "fp: global_basin": [float(x[glob[0]]), float(x[glob[1] - 1])]}
     data = {"density: initial": rho0}
     for name, (drift, times) in _fp_drifts(fn, x, t, beta, y, pad, fpad, u_time,
-                                           horizon).items():
+                                           horizon, u_t).items():
         rho = fokker_planck(rho0, x, drift, diffusion, horizon, times=times or None)
         rho = rho[0] if times else rho
         data[f"density: {name}"] = rho
@@ -970,7 +973,7 @@ class PDEProcedure(Procedure):
             (pde.second_difference(u_t[_VISCOUS], dx)[margin:-margin] >= -1e-8).all()))
         summary["fp: hopf convex"] = float(bool(
             (pde.second_difference(u_t[_HOPF], dx)[margin:-margin] >= -1e-8).all()))
-        fp_summary, fp_data = fokker_planck_densities(p, x, fn, t, beta, y, pad, fpad)
+        fp_summary, fp_data = fokker_planck_densities(p, x, fn, t, beta, y, pad, fpad, u_t)
         summary.update(fp_summary)
         data.update(fp_data)
         return RunOutput(summary=summary, data=data)
