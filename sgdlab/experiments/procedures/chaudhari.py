@@ -62,20 +62,16 @@ class ReplicasProcedure(Procedure):
 
 
 # --- Hessian eigenspectrum at the end of training (thesis §3.3.1) ---------------------------
-def _hessian_facts(ev: np.ndarray, thr: float) -> dict[str, float]:
-    """Fractions of a spectrum: near zero (|λ| ≤ thr), negative beyond round-off (numpy's rank
-    tolerance λ_max·d·eps32 of the Hessian), and the tail sizes λ_max, |λ_min|."""
-    noise = float(np.abs(ev).max()) * ev.size * float(np.finfo(np.float32).eps)
+def _spectrum_facts(ev: np.ndarray, thr: float, *, eigenvalues: bool = True
+                    ) -> dict[str, float]:
+    """Fractions of a spectrum: near zero (|λ| ≤ thr), negative beyond round-off, and the tail
+    sizes λ_max, |λ_min|. Round-off: numpy's rank tolerance λ_max·d·eps32 for the eigenvalues
+    of a Hessian; max |λ|·eps32 for entries each computed on its own (a Fisher diagonal's,
+    ``eigenvalues=False``: no eigensolver)."""
+    noise = (float(np.abs(ev).max()) * (ev.size if eigenvalues else 1)
+             * float(np.finfo(np.float32).eps))
     return {"near_zero": float(np.mean(np.abs(ev) <= thr)), "lambda_max": float(ev.max()),
             "lambda_min": float(ev.min()), "negative": float(np.mean(ev < -noise))}
-
-
-def _fisher_facts(diag: np.ndarray, thr: float) -> dict[str, float]:
-    """As :func:`_hessian_facts` for the entries of a Fisher diagonal, each computed on its own
-    (no eigensolver): negative beyond float32 round-off of the largest, max |λ|·eps32."""
-    noise = float(np.abs(diag).max()) * float(np.finfo(np.float32).eps)
-    return {"near_zero": float(np.mean(np.abs(diag) <= thr)), "lambda_max": float(diag.max()),
-            "lambda_min": float(diag.min()), "negative": float(np.mean(diag < -noise))}
 
 
 def _fisher_reading(r: StoredRun) -> str:
@@ -130,7 +126,7 @@ def hessian_spectrum(spec, runs: list[StoredRun]) -> Analysis:
             concl += [Conclusion(f"{g}: {why}, so the claim cannot be checked",
                                  agrees_with_paper=None, claim=c) for c in claims]
             continue
-        facts = [(_fisher_facts if is_fisher else _hessian_facts)(e, thr) for e in spectra_g]
+        facts = [_spectrum_facts(e, thr, eigenvalues=not is_fisher) for e in spectra_g]
         f = {k: float(np.mean([x[k] for x in facts])) for k in facts[0]}
         if is_fisher:
             reading = _fisher_reading(rs[0])
