@@ -30,6 +30,8 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
+from sgdlab.operators.params import flatten
+
 __all__ = ["min_abs_coordinates", "overall_minimum", "perturbation_alignment", "zero_fraction"]
 
 
@@ -92,16 +94,11 @@ def perturbation_alignment(weights: Sequence[Tensor], direction: Tensor, *,
     ``direction`` h; with ``normalise``, |hᵀx| / (‖h‖ ‖x‖) (NaN when either norm is 0)."""
     if not weights:
         raise ValueError("no weights to align with the perturbation")
-    sizes = _flat_sizes(weights, direction, "direction")
-    h = direction.detach().to(torch.float64)
-    dot = torch.zeros((), dtype=torch.float64)
-    xx = torch.zeros((), dtype=torch.float64)
-    for w, hk in zip(weights, torch.split(h, sizes)):
-        x = w.detach().reshape(-1).to(torch.float64)
-        dot = dot + torch.dot(x, hk.to(x.device)).cpu()
-        xx = xx + torch.dot(x, x).cpu()
-    dot_v = abs(float(dot))
+    _flat_sizes(weights, direction, "direction")
+    x = flatten(w.detach().to(torch.float64) for w in weights)
+    h = direction.detach().to(x)
+    dot_v = abs(float(torch.dot(x, h)))
     if not normalise:
         return dot_v
-    denom = math.sqrt(float(xx)) * float(torch.linalg.vector_norm(h))
+    denom = float(torch.linalg.vector_norm(x)) * float(torch.linalg.vector_norm(h))
     return dot_v / denom if denom > 0 else float("nan")
