@@ -210,11 +210,13 @@ def evaluate(model: nn.Module, loss_fn: Callable[[Tensor, Tensor], Tensor], x: T
         classification = not y.is_floating_point()
     with eval_mode(model):
         n = len(x)
+        # Σ loss·weight over the chunks: a chunk weighs its samples, or for a per-token mean
+        # (token data) its tokens, a target the loss ignores counting for none (by samples, a
+        # chunk's tokens would weigh more where it ignores more of them)
         total = torch.zeros((), dtype=torch.float64, device=x.device)
+        tokens_seen = torch.zeros((), dtype=torch.int64, device=x.device)
         correct = torch.zeros((), dtype=torch.int64, device=x.device)
         labels = torch.zeros((), dtype=torch.int64, device=x.device)
-        nll = torch.zeros((), dtype=torch.float64, device=x.device)
-        tokens = torch.zeros((), dtype=torch.int64, device=x.device)
         per_token = False
         for i in range(0, n, batch_size):
             xb, yb = x[i:i + batch_size], y[i:i + batch_size]
@@ -222,28 +224,27 @@ def evaluate(model: nn.Module, loss_fn: Callable[[Tensor, Tensor], Tensor], x: T
             if i == 0:
                 check_target_shape(loss_fn, out, yb)
             loss = loss_fn(out, yb).double()
-            total += loss * len(xb)
-            chunk_tokens = perplexity_tokens(out, yb, loss_fn)
+            tokens = perplexity_tokens(out, yb, loss_fn)
             if i == 0:
-                per_token = chunk_tokens is not None
+                per_token = tokens is not None
             if per_token:   # a chunk without tokens has a NaN mean and no weight
-                nll += torch.where(chunk_tokens > 0, loss * chunk_tokens, 0.0)
-                tokens += chunk_tokens
+                total += torch.where(tokens > 0, loss * tokens, 0.0)
+                tokens_seen += tokens
+            else:
+                total += loss * len(xb)
             hits = argmax_hits(out, yb, loss_fn) if classification else None
             if hits is None:
                 classification = False
             else:
                 correct += hits[0]
                 labels += hits[1]
-        res = {"loss": (total / max(n, 1)).item()}
+        # no samples: 0; no tokens: NaN
+        mean = total / tokens_seen if per_token else total / max(n, 1)
+        res = {"loss": mean.item()}
         if classification:
             res["acc"] = correct.item() / labels.item() if labels.item() else float("nan")
         if per_token and n:
-            # the mean over the set's tokens: with targets the loss ignores, chunks weighted
-            # by their samples would weight a chunk's tokens by how many others it ignores
-            per_token_mean = nll / tokens                     # no tokens: NaN
-            res["loss"] = per_token_mean.item()
-            res["perplexity"] = per_token_mean.exp().item()
+            res["perplexity"] = mean.exp().item()
         return res
 
 
