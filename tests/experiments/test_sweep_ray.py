@@ -187,6 +187,14 @@ def test_a_lost_row_collector_is_one_clear_error(ray_local):
 
 
 # --- resume: a Ray task sends its checkpoints to the driver -------------------------------
+def with_reference(raw: dict, tmp_path: Path) -> tuple:
+    """``raw`` at cpu scale, run on the local backend into ``ref.sqlite`` (what the sweeps
+    under test must store); returns it, that store and the path of the one to sweep into."""
+    spec, ref = resolve(raw, "cpu"), tmp_path / "ref.sqlite"
+    run_sweep(spec.expand(), store_path=str(ref), progress=None)
+    return spec, ref, tmp_path / "s.sqlite"
+
+
 def killed_on_ray(label: str) -> dict:
     """A full-batch run (a checkpoint at each step) whose Ray worker SIGKILLs itself after
     step 2 (once): its checkpoint of step 1 was sent to the driver."""
@@ -196,13 +204,12 @@ def killed_on_ray(label: str) -> dict:
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="SIGKILL")
+@pytest.mark.usefixtures("one_thread_runs")
 def test_a_lost_ray_task_is_retried_from_the_checkpoint_it_sent(ray_local, ray_kills,
-                                                               tmp_path, monkeypatch):
+                                                               tmp_path):
     """Ray runs kept no checkpoint: a lost task started again from step 0."""
-    monkeypatch.setenv("SGDLAB_THREADS", "1")
-    spec = resolve(killed_on_ray("ray-killed"), "cpu")
-    ref, store, said = tmp_path / "ref.sqlite", tmp_path / "s.sqlite", []
-    run_sweep(spec.expand(), store_path=str(ref), progress=None)
+    spec, ref, store = with_reference(killed_on_ray("ray-killed"), tmp_path)
+    said: list[str] = []
     rep = run_sweep(spec.expand(), store_path=str(store), backend="ray", progress=said.append)
     assert list(ray_kills.glob("train@ray-killed"))            # the kill fired
     assert not rep.failed
@@ -214,12 +221,11 @@ def test_a_lost_ray_task_is_retried_from_the_checkpoint_it_sent(ray_local, ray_k
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="SIGKILL")
+@pytest.mark.usefixtures("one_thread_runs")
 def test_a_checkpoint_a_ray_task_sent_is_resumed_by_the_local_backend(ray_local, ray_kills,
-                                                                      tmp_path, monkeypatch):
-    monkeypatch.setenv("SGDLAB_THREADS", "1")
-    spec = resolve(killed_on_ray("ray-failed"), "cpu")
-    ref, store, said = tmp_path / "ref.sqlite", tmp_path / "s.sqlite", []
-    run_sweep(spec.expand(), store_path=str(ref), progress=None)
+                                                                      tmp_path):
+    spec, ref, store = with_reference(killed_on_ray("ray-failed"), tmp_path)
+    said: list[str] = []
     rep = run_sweep(spec.expand(), store_path=str(store), backend="ray", retries=0,
                     progress=None)
     assert list(ray_kills.glob("train@ray-failed")) and len(rep.failed) == 1
@@ -228,14 +234,13 @@ def test_a_checkpoint_a_ray_task_sent_is_resumed_by_the_local_backend(ray_local,
     assert outcome(store, spec) == outcome(ref, spec)
 
 
+@pytest.mark.usefixtures("one_thread_runs")
 def test_a_checkpoint_of_a_local_run_is_resumed_on_ray(ray_local, tmp_path, monkeypatch):
     """A sweep stopped on the local backend and finished on Ray: Ray took the key over and
     removed its checkpoint, training from step 0."""
     import sgdlab.experiments.procedures.train as proc
 
-    monkeypatch.setenv("SGDLAB_THREADS", "1")
-    spec, ref, store = resolve(tiny(), "cpu"), tmp_path / "ref.sqlite", tmp_path / "s.sqlite"
-    run_sweep(spec.expand(), store_path=str(ref), progress=None)
+    spec, ref, store = with_reference(tiny(), tmp_path)
     monkeypatch.setattr(proc, "CHECKPOINT_SECONDS", 0)      # here: at each epoch end
     counted_steps(monkeypatch, stop_at=11)    # in epoch 3: the last checkpoint is at step 8
     with pytest.raises(KeyboardInterrupt):
@@ -247,6 +252,7 @@ def test_a_checkpoint_of_a_local_run_is_resumed_on_ray(ray_local, tmp_path, monk
     assert outcome(store, spec) == outcome(ref, spec)     # the trajectory continued, too
 
 
+@pytest.mark.usefixtures("one_thread_runs")
 def test_a_ray_sweep_stopped_by_ctrl_c_resumes_on_ray_when_run_again(ray_local, tmp_path,
                                                                      monkeypatch):
     """Ctrl-C in the driver once the task's first checkpoint is written there (the task
@@ -256,11 +262,9 @@ def test_a_ray_sweep_stopped_by_ctrl_c_resumes_on_ray_when_run_again(ray_local, 
 
     from sgdlab.experiments.sweep import _Driver
 
-    monkeypatch.setenv("SGDLAB_THREADS", "1")
     raw = {**tiny("_test_killing_train", batch_size="full", epochs=6),
            "runs": [{"label": "ray-stopped"}]}             # checkpoints at each step
-    spec, ref, store = resolve(raw, "cpu"), tmp_path / "ref.sqlite", tmp_path / "s.sqlite"
-    run_sweep(spec.expand(), store_path=str(ref), progress=None)
+    spec, ref, store = with_reference(raw, tmp_path)
     written = _Driver.on_checkpoint
 
     def ctrl_c_after_the_first(self, run_id, shipped):
@@ -282,15 +286,14 @@ def test_a_ray_sweep_stopped_by_ctrl_c_resumes_on_ray_when_run_again(ray_local, 
     assert outcome(store, spec) == outcome(ref, spec)
 
 
+@pytest.mark.usefixtures("one_thread_runs")
 def test_a_checkpoint_a_ray_task_refuses_is_removed_and_the_run_started_again(
         ray_local, tmp_path, monkeypatch):
     """Its training names the checkpoint where the task wrote it (a temporary folder): the
     driver must see it is the one it sent, say so, and start the run again from step 0."""
     import sgdlab.experiments.procedures.train as proc
 
-    monkeypatch.setenv("SGDLAB_THREADS", "1")
-    spec, ref, store = resolve(tiny(), "cpu"), tmp_path / "ref.sqlite", tmp_path / "s.sqlite"
-    run_sweep(spec.expand(), store_path=str(ref), progress=None)
+    spec, ref, store = with_reference(tiny(), tmp_path)
     monkeypatch.setattr(proc, "CHECKPOINT_SECONDS", 0)
     ckpt = stop_with_a_refused_checkpoint(monkeypatch, spec, store)
     said: list[str] = []
