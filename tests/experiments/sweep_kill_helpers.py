@@ -143,3 +143,27 @@ class CheckpointThenWait(Procedure):
         Path(run.params["marker"]).touch()
         time.sleep(60)
         return RunOutput(summary={})
+
+
+def cancel_once_sent(backend, procedure: str, folder: Path) -> None:
+    """Submit to ``backend`` run ``r1`` of ``procedure`` (one of the ``*_then_wait`` ones,
+    ``n`` = 5, its marker and files in ``folder``), wait until it has left its marker (what it
+    sent is on its way to the driver), cancel it as the driver does on Ctrl-C, before any
+    ``wait()``, and close ``backend``."""
+    from sgdlab.experiments.procedures import get_procedure
+    from sgdlab.experiments.spec import RunSpec
+    from sgdlab.experiments.worker import task_for
+
+    marker = folder / "sent"
+    run = RunSpec(experiment="t", version=1, scale="cpu", label="w", seed=0,
+                  procedure=procedure, params={"n": 5, "marker": str(marker)})
+    try:
+        backend.submit(task_for(run, get_procedure(run.procedure), "r1", device="cpu",
+                                artifact_dir=folder / "art", dependencies={}, threads=1))
+        end = time.monotonic() + 60
+        while not marker.exists() and time.monotonic() < end:
+            time.sleep(0.05)
+        assert marker.exists()
+        backend.cancel_all()
+    finally:
+        backend.close()

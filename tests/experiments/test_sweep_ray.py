@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 # (registers the test procedures; the Ray workers import it too)
-from sweep_kill_helpers import DIR_ENV, KILL_ENV
+from sweep_kill_helpers import DIR_ENV, KILL_ENV, cancel_once_sent
 from sgdlab.experiments.spec import load_experiment, resolve
 from sgdlab.experiments.sweep import artifacts_root, dependency_layers, load_runs, run_sweep
 from sgdlab.experiments.worker import CHECKPOINT_DIR
@@ -309,30 +309,14 @@ def test_what_a_ray_task_sent_before_the_sweep_stopped_it_reaches_the_driver(ray
                                                                             tmp_path):
     """Ctrl-C cancelled the tasks and left what they had sent in the actor: a checkpoint sent
     just before the stop (and the rows it counts) was lost."""
-    import time
-
-    from sgdlab.experiments.procedures import get_procedure
     from sgdlab.experiments.ray_backend import RayBackend
-    from sgdlab.experiments.spec import RunSpec
-    from sgdlab.experiments.worker import task_for
 
     got: list[tuple] = []
     checkpoints: list[tuple[str, dict]] = []
-    marker = tmp_path / "sent"
-    run = RunSpec(experiment="t", version=1, scale="cpu", label="w", seed=0,
-                  procedure="_test_checkpoint_then_wait", params={"n": 5, "marker": str(marker)})
-    backend = RayBackend(lambda run_id, rows: got.extend(rows),
-                         on_checkpoint=lambda *a: checkpoints.append(a))
-    try:
-        backend.submit(task_for(run, get_procedure(run.procedure), "r1", device="cpu",
-                                artifact_dir=tmp_path / "art", dependencies={}, threads=1))
-        end = time.monotonic() + 60
-        while not marker.exists() and time.monotonic() < end:
-            time.sleep(0.05)
-        assert marker.exists()           # the checkpoint has reached the actor
-        backend.cancel_all()             # as the driver does on Ctrl-C, before any wait()
-    finally:
-        backend.close()
+    # its marker is left once the checkpoint has reached the actor
+    cancel_once_sent(RayBackend(lambda run_id, rows: got.extend(rows),
+                                on_checkpoint=lambda *a: checkpoints.append(a)),
+                     "_test_checkpoint_then_wait", tmp_path)
     assert [(r[0], r[1], r[2]) for r in got] == [("value", i, float(i)) for i in range(5)]
     assert [(run_id, c["checkpoint"]) for run_id, c in checkpoints] == [("r1", b"after 5 rows")]
 

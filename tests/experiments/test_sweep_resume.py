@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import sweep_kill_helpers  # noqa: F401  (registers the procedures; workers import it too)
-from sweep_kill_helpers import DIR_ENV, KILL_ENV
+from sweep_kill_helpers import DIR_ENV, KILL_ENV, cancel_once_sent
 from sgdlab.cli.main import main as cli
 from sgdlab.experiments.spec import resolve
 from sgdlab.experiments.sweep import artifacts_root, load_runs, run_sweep
@@ -215,26 +215,9 @@ def test_a_lost_worker_retried_resumes_from_its_last_checkpoint(tmp_path, monkey
 def test_the_rows_a_worker_sent_before_the_sweep_stopped_it_reach_the_store(tmp_path):
     # Ctrl-C killed the pool's workers with rows still in their pipes: a checkpoint counting
     # them could not be resumed from (the rerun started from step 0)
-    import time
-
     from sgdlab.experiments.backends import ProcessPoolBackend
-    from sgdlab.experiments.procedures import get_procedure
-    from sgdlab.experiments.spec import RunSpec
-    from sgdlab.experiments.worker import task_for
 
     got: list[tuple] = []
-    marker = tmp_path / "sent"
-    run = RunSpec(experiment="t", version=1, scale="cpu", label="w", seed=0,
-                  procedure="_test_rows_then_wait", params={"n": 5, "marker": str(marker)})
-    pool = ProcessPoolBackend(1, lambda run_id, rows: got.extend(rows))
-    try:
-        pool.submit(task_for(run, get_procedure(run.procedure), "r1", device="cpu",
-                             artifact_dir=tmp_path / "art", dependencies={}, threads=1))
-        end = time.monotonic() + 60
-        while not marker.exists() and time.monotonic() < end:
-            time.sleep(0.05)
-        assert marker.exists()
-        pool.cancel_all()                  # as the driver does on Ctrl-C, before any wait()
-    finally:
-        pool.close()
+    cancel_once_sent(ProcessPoolBackend(1, lambda run_id, rows: got.extend(rows)),
+                     "_test_rows_then_wait", tmp_path)
     assert [(r[0], r[1], r[2]) for r in got] == [("value", i, float(i)) for i in range(5)]
