@@ -117,32 +117,27 @@ class RowsThenWait(Procedure):
     def run(self, run, ctx) -> RunOutput:
         for step in range(run.params["n"]):
             ctx.store.log_metric(ctx.run_id, "value", step, float(step))
+        self.after_rows(run, ctx)
         Path(run.params["marker"]).touch()
         time.sleep(60)
         return RunOutput(summary={})
 
+    def after_rows(self, run, ctx) -> None:
+        """What is sent after the rows, before the marker: nothing here."""
+
 
 @register_procedure("_test_checkpoint_then_wait")
-class CheckpointThenWait(Procedure):
+class CheckpointThenWait(RowsThenWait):
     """Logs ``n`` rows, writes a checkpoint file (its bytes: ``b"after n rows"``) and hands
     it to ``ctx.on_checkpoint`` (a Ray task sends it, waiting until it has arrived), leaves
     ``marker``, then waits a minute (to be stopped)."""
 
-    allowed = {"n", "marker"}
-    required = {"n", "marker"}
-
-    def run(self, run, ctx) -> RunOutput:
-        n = run.params["n"]
-        for step in range(n):
-            ctx.store.log_metric(ctx.run_id, "value", step, float(step))
+    def after_rows(self, run, ctx) -> None:
         if ctx.checkpoint_dir is not None and ctx.on_checkpoint is not None:
             path = Path(ctx.checkpoint_dir) / "last.pt"
             path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_bytes(f"after {n} rows".encode())
+            path.write_bytes(f"after {run.params['n']} rows".encode())
             ctx.on_checkpoint(path)
-        Path(run.params["marker"]).touch()
-        time.sleep(60)
-        return RunOutput(summary={})
 
 
 def cancel_once_sent(backend, procedure: str, folder: Path) -> None:
