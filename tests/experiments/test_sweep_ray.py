@@ -291,10 +291,7 @@ def test_a_checkpoint_a_ray_task_refuses_is_removed_and_the_run_started_again(
         ray_local, tmp_path, monkeypatch):
     """Its training names the checkpoint where the task wrote it (a temporary folder): the
     driver must see it is the one it sent, say so, and start the run again from step 0."""
-    import sgdlab.experiments.procedures.train as proc
-
     spec, ref, store = with_reference(tiny(), tmp_path)
-    monkeypatch.setattr(proc, "CHECKPOINT_SECONDS", 0)
     ckpt = stop_with_a_refused_checkpoint(monkeypatch, spec, store)
     said: list[str] = []
     rep = run_sweep(spec.expand(), store_path=str(store), backend="ray", progress=said.append)

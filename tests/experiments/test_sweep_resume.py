@@ -66,11 +66,14 @@ def every_epoch(monkeypatch):
 
 
 def stop_with_a_refused_checkpoint(monkeypatch, spec, store: Path) -> Path:
-    """Stop the sweep of ``spec`` at step 11 (Ctrl-C) and make its first run's checkpoint one
-    its training refuses: its settings say another momentum (an older default, the run key
-    the same). Returns the checkpoint's path."""
+    """Stop the sweep of ``spec`` at step 11 (Ctrl-C; checkpoints at each epoch end, so its
+    last is at step 8) and make its first run's checkpoint one its training refuses: its
+    settings say another momentum (an older default, the run key the same). Returns the
+    checkpoint's path."""
+    import sgdlab.experiments.procedures.train as proc
     from sgdlab.train.checkpoint import checkpoint_path, load_checkpoint, save_checkpoint
 
+    monkeypatch.setattr(proc, "CHECKPOINT_SECONDS", 0)
     counted_steps(monkeypatch, stop_at=11)
     with pytest.raises(KeyboardInterrupt):
         run_sweep(spec.expand(), store_path=str(store), progress=None)
