@@ -116,12 +116,11 @@ def print_outcome(outcome) -> int:
 
 def _print_outcome(outcome) -> int:
     from sgdlab.config.runner import store_option
+    from sgdlab.train.loop import EVAL_METRICS
 
     r = outcome.result
     fin = r.final
-    metrics = "  ".join(f"{k} {fin[k]:.4g}" for k in ("train_loss", "train_acc",
-                                                      "train_perplexity", "test_loss",
-                                                      "test_acc", "test_perplexity") if k in fin)
+    metrics = "  ".join(f"{k} {fin[k]:.4g}" for k in EVAL_METRICS if k in fin)
     n = r.epochs_completed
     head = (f"run {outcome.run_id}: {r.status} after {r.steps} step{'s' * (r.steps != 1)} "
             f"({n} epoch{'s' * (n != 1)}")
