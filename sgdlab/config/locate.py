@@ -20,7 +20,7 @@ _NOT_A_TRAINING_CHECKPOINT = (
 class Located(NamedTuple):
     """A stored model found by :func:`locate_run`."""
 
-    config: dict[str, Any] | None    # the run's config (None: a bare checkpoint, rebuild=False)
+    config: dict[str, Any] | None    # the run's config (None: a path, rebuild=False)
     checkpoint: Path
     run_id: str | None
     folder: Path | None              # the run folder
@@ -67,11 +67,9 @@ def locate_run(target: str, store_path: str | os.PathLike | None = None, *,
         else:
             raise UserError(f"no checkpoint in {target!r} (expected {CHECKPOINT_NAME} or "
                             f"checkpoints/{CHECKPOINT_NAME})")
+        if not rebuild:   # the caller builds its own model: the folder's config is not read
+            return Located(None, ckpt, recorded_run(folder)[0], folder, None)
         cfg_file = folder / "config.yaml"
-        if not rebuild:
-            run_id, _ = recorded_run(folder)
-            cfg = load_config(cfg_file) if cfg_file.is_file() else None
-            return Located(cfg, ckpt, run_id, folder, None)
         if not cfg_file.exists() and (folder / "parle.json").is_file():
             raise UserError(f"{str(ckpt)!r} is a checkpoint of a replica run (`sgdlab "
                             "parle`): measure its master by the run's id or its folder "

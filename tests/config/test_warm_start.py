@@ -176,6 +176,18 @@ def test_a_recorded_hash_that_the_checkpoint_no_longer_has_is_refused(source, tm
         validate_config(_with(BN, warm_start=record))
 
 
+def test_a_damaged_config_beside_the_checkpoint_is_not_read(source, tmp_path):
+    """The model is the config's own: the source folder's config.yaml plays no part."""
+    store, _, ckpt = source
+    (tmp_path / "run" / "checkpoints").mkdir(parents=True)
+    (tmp_path / "run" / "checkpoints" / "last.pt").write_bytes(ckpt.read_bytes())
+    (tmp_path / "run" / "config.yaml").write_text("model: [unclosed\n")
+    built = build_from_config(_with(BN, init_from=str(tmp_path / "run")), store=store)
+    saved = load_checkpoint(ckpt)["model"]
+    for k, v in built.model.state_dict().items():
+        assert torch.equal(v, saved[k]), k
+
+
 def test_init_false_leaves_the_seed_s_weights(source):
     store, rid, _ = source
     built = build_from_config(_with(BN, init_from="nope"), store=store, init=False)
