@@ -392,21 +392,22 @@ def _pde(args, out: Path) -> dict:
     figures = [_save(out, "pde_smoothing.png", fig)]
     # Fig. 4.1's densities: the entry's defaults (ρ₀ on a poor local minimum of f)
     fp, dens = fokker_planck_densities({}, x, fn, t, beta, y, pad, fpad)
+    densities = {name: {"start_basin": fp[f"fp: {name}: start basin"],
+                        "global_basin": fp[f"fp: {name}: global basin"],
+                        "nearly_optimal": fp[f"fp: {name}: nearly optimal"]}
+                 for name in (k.removeprefix("density: ") for k in dens)
+                 if name != "initial"}
     print(f"Fokker–Planck from N({fp['fp: rho0_mean']:g}, {fp['fp: rho0_std']:g}²) for "
           f"τ = {fp['fp: horizon']:g}, D = {fp['fp: D']:g}: mass in the start basin / f's "
           "global basin / its nearly optimal basins")
-    names = [k.removeprefix("density: ") for k in dens if k != "density: initial"]
-    for name in names:
-        print(f"  {name:<38} {fp[f'fp: {name}: start basin']:.3f} / "
-              f"{fp[f'fp: {name}: global basin']:.3f} / {fp[f'fp: {name}: nearly optimal']:.3f}")
+    for name, mass in densities.items():
+        print(f"  {name:<38} {mass['start_basin']:.3f} / {mass['global_basin']:.3f} / "
+              f"{mass['nearly_optimal']:.3f}")
     smoothed = {k: v.numpy() for k, v in curves.items() if not k.startswith("heat")}
     fig = fokker_planck_figure(x.numpy(), f.numpy(), smoothed,
                                {k.removeprefix("density: "): v.numpy() for k, v in dens.items()},
                                t, fp["fp: horizon"])
     figures.append(_save(out, "pde_densities.png", fig))
-    densities = {name: {"start_basin": fp[f"fp: {name}: start basin"],
-                        "global_basin": fp[f"fp: {name}: global basin"],
-                        "nearly_optimal": fp[f"fp: {name}: nearly optimal"]} for name in names}
     return {"t": t, "beta": beta, "C": c, "bound": bound, "curves": rows,
             "fokker_planck": {"horizon": fp["fp: horizon"], "diffusion": fp["fp: D"],
                               "rho0_mean": fp["fp: rho0_mean"], "rho0_std": fp["fp: rho0_std"],
