@@ -60,6 +60,31 @@ def test_nonzero_leaves_out_the_coordinates_where_the_gradient_is_exactly_zero()
     assert nzf[0] == want and math.isnan(nzf[1])
 
 
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32, torch.float64])
+def test_nonzero_minimum_in_every_float_width_subnormals_signed_zeros_and_nan(dtype):
+    """The non-zero minimum is taken on the bit patterns: every float width, the smallest
+    subnormal, −0.0 (a zero), a tensor of zeros only (NaN), one NaN or inf (NaN, as the
+    minimum over all coordinates gives)."""
+    tiny = torch.finfo(dtype).smallest_normal / 4           # a subnormal
+    grads = [torch.tensor([0.0, -0.0, -3.0, 2.0, -tiny, 0.5], dtype=dtype),
+             torch.tensor([-0.0, 0.0], dtype=dtype),
+             torch.tensor([1.5, math.nan, 0.0, 0.25], dtype=dtype),
+             torch.tensor([math.inf, 0.0, 0.75], dtype=dtype),
+             torch.tensor([-math.inf, 0.0], dtype=dtype)]
+    got = min_abs_coordinates(grads, nonzero=True)
+    want = min(abs(v) for v in grads[0].tolist() if v != 0)
+    assert want > 0 and got[0].item() == want
+    assert all(math.isnan(v) for v in got[1:3].tolist())
+    assert got[3].item() == 0.75 and math.isnan(got[4].item())
+    # the same as a masked minimum on random gradients with exact zeros
+    g = torch.Generator().manual_seed(1)
+    rand = [torch.randn(s, generator=g).to(dtype) for s in ((40, 7), (13,), (3, 3, 3))]
+    for r in rand:
+        r[r.abs() < 0.7] = 0
+    want = [float(r[r != 0].abs().min()) for r in rand]
+    assert min_abs_coordinates(rand, nonzero=True).tolist() == want
+
+
 def test_min_abs_refuses_a_field_of_the_wrong_size_and_empty_input():
     with pytest.raises(ValueError, match="expected a flat vector of 22 entries"):
         min_abs_coordinates(_tensors(), torch.zeros(21, dtype=torch.float64))
