@@ -140,6 +140,8 @@ def test_bad_shapes_and_options_are_user_errors():
         build_model("alexnet", (3, 32, 32), 10)
     with pytest.raises(UserError, match=r"Unknown model 'mlpp' \(did you mean mlp\?\)"):
         build_model("mlpp", (4,), 2)
+    with pytest.raises(UserError, match=r"must be a string, got dict .*build_model\(spec"):
+        build_model({"name": "mlp", "widths": [3]}, (4,), 2)   # not "did you mean mlp"
     with pytest.raises(UserError, match=r"'widht' \(did you mean widths\?\); valid options: "
                                         r".*widths"):
         build_model("mlp", (4,), 2, widht=[3])
