@@ -177,6 +177,31 @@ def test_a_start_at_a_nearly_optimal_minimum_cannot_decide_the_density_claims():
         .agrees_with_paper is not None
 
 
+@pytest.mark.parametrize("u_time", ["frozen", "scoped"])
+def test_the_horizon_scan_is_the_terminal_masses_of_runs_at_those_horizons(u_time):
+    """The masses reported at τ/4, τ/2 and 2τ are those of the same run with that horizon (a
+    frozen drift, SGD's always: read off one solve to 2τ that stops at τ/4 and τ/2, equal up
+    to the solver's shortened steps; scoped u: its own stages), at τ the judged ones."""
+    s = _fp_run(horizon=1.0, u_time=u_time).summary
+    assert s["fp: horizon scan"] == [0.25, 0.5, 1.0, 2.0]
+    # (scoped: one of them; each run solves the HJ equations at 16 stage times)
+    others = ((0, 0.25), (3, 2.0)) if u_time == "frozen" else ((0, 0.25),)
+    runs = {i: _fp_run(horizon=h, u_time=u_time).summary for i, h in others}
+    for k in (_SGD, _VISCOUS, _HOPF):
+        tol = 0.0 if u_time == "scoped" and k != _SGD else 1e-6
+        for what in ("start basin", "global basin", "nearly optimal"):
+            by = s[f"fp: {k}: {what} by horizon"]
+            assert by[2] == s[f"fp: {k}: {what}"]
+            for i, other in runs.items():
+                assert by[i] == pytest.approx(other[f"fp: {k}: {what}"], abs=tol)
+        by = s[f"fp: {k}: global basin by horizon"]
+        assert by[3] > by[0]
+    [table] = [t for t in pde_analysis(SimpleNamespace(paper=PAPER, options={}),
+                                       [_fp_run(u_time=u_time)]).tables
+               if t.name == "pde_densities_by_horizon"]
+    assert [r[0] for r in table.rows] == ["0.25", "0.5", "1", "2"] and len(table.columns) == 7
+
+
 def test_scoped_drifts_end_on_f_and_bad_settings_are_refused():
     """u-time=scoped: at the last stage the smoothing time is T/32, so the drifts are close
     to f's and the scoped densities differ from the frozen ones."""
