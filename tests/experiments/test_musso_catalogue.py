@@ -106,8 +106,8 @@ def test_cpu_equal_temperature_runs_keep_the_figures_temperatures():
     # stay at equal T and Fig. 5's counter-check at half of it
     from sgdlab.measure.temperature import musso_temperature
 
-    runs = {r.label: r.params for r in load_experiment("musso-equal-temperature",
-                                                       "cpu").expand()}
+    spec = load_experiment("musso-equal-temperature", "cpu")
+    runs = {r.label: r.params for r in spec.expand()}
     t = {k: musso_temperature(p["optimizer"]["lr"], p["batch_size"],
                               p["optimizer"].get("momentum", 0.0),
                               convention=p["optimizer"]["convention"]) for k, p in runs.items()}
@@ -122,6 +122,22 @@ def test_cpu_equal_temperature_runs_keep_the_figures_temperatures():
                     p["optimizer"].get("momentum", 0.0)) == (lr, c, mu), label
     assert runs["fig5-C60-l2e-4"]["epochs"] == runs["fig5-C30-l1e-4"]["epochs"]
     assert runs["fig6L-C60-mu0.75"]["epochs"] == runs["fig6L-C30-mu0.5"]["epochs"]
+    # Fig. 6 right trains from scratch: both l scaled by one factor, which keeps l / C (and
+    # so T) equal; C, mu, Nesterov and the mean-lr reading stay, and the factor is listed
+    cpu_r, stated_r = ["fig6R-C128-l5e-3", "fig6R-C256-l1e-2"], \
+        ["fig6R-C128-l2.5e-4", "fig6R-C256-l5e-4"]
+    assert t[cpu_r[0]] == pytest.approx(t[cpu_r[1]])
+    factors = set()
+    for label, paper_label in zip(cpu_r, stated_r):
+        p, (_, _, lr, c, mu, nesterov, _) = runs[label], STATED["musso-equal-temperature"][
+            paper_label]
+        opt = p["optimizer"]
+        assert (p["batch_size"], opt["momentum"], opt["nesterov"], opt["convention"]) == \
+            (c, mu, nesterov, "mean-lr"), label
+        factors.add(round(opt["lr"] / lr, 9))
+    assert len(factors) == 1
+    assert f"{factors.pop():g} times the paper's" in " ".join(spec.deviations)
+    assert runs[cpu_r[0]]["epochs"] == runs[cpu_r[1]]["epochs"]
 
 
 @pytest.mark.parametrize("name", ["musso-protocols-model2", "musso-equal-temperature"])
