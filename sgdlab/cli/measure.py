@@ -133,6 +133,8 @@ def _rebuild(cfg: dict, ckpt: Path, train_mode: bool = False):
     from sgdlab.config.run import build_from_config
     from sgdlab.train.checkpoint import load_checkpoint, load_state
 
+    if cfg.get("run_key") and isinstance(cfg.get("params"), dict):
+        return _rebuild_sweep_run(cfg, ckpt, train_mode)
     if cfg.get("method") == "parle":
         from sgdlab.train.distributed import build_model_and_data
 
@@ -165,6 +167,24 @@ def _rebuild(cfg: dict, ckpt: Path, train_mode: bool = False):
     load_state(model, state["model"], ckpt, "model")
     step = int(state.get("loop", {}).get("step", 0))
     return model, built.loss_fn, built.data, step, state
+
+
+def _rebuild_sweep_run(cfg: dict, weights: Path, train_mode: bool):
+    """:func:`_rebuild` for a run of an experiment's sweep (the ``train`` procedure's): its
+    model and data from the run parameters the store holds, its final weights (or the
+    checkpoint) loaded."""
+    from sgdlab.experiments.procedures.train import build
+    from sgdlab.train.checkpoint import load_checkpoint, load_state
+
+    if cfg.get("procedure") not in ("train", "train_or_interpolate"):
+        raise UserError(f"cannot rebuild the model of a run of the {cfg.get('procedure')!r} "
+                        "procedure (the `train` procedure's runs are measured)")
+    # the weights replace the initial ones: a dependency's (init_from) is not read
+    ds, model, loss_fn, _ = build({**cfg["params"], "init_from": None}, int(cfg["seed"]))
+    _refuse_train_mode_batch_norm(model, train_mode)
+    state = load_checkpoint(weights, require=("model",))
+    load_state(model, state["model"], weights, "model")
+    return model, loss_fn, ds, int(state.get("loop", {}).get("step", 0)), state
 
 
 def _refuse_train_mode_batch_norm(model, train_mode: bool) -> None:
@@ -216,8 +236,13 @@ def _measure(args: argparse.Namespace) -> int:
     except ValueError as e:
         raise UserError(str(e)) from None
 
-    cfg, ckpt, run_id, folder, store = _locate(args.target, args.store)
+    found = _locate(args.target, args.store)
+    cfg, ckpt, run_id, folder, store = found[:5]
     model, loss_fn, data, step, state = _rebuild(cfg, ckpt, args.train_mode)
+    if cfg.get("run_key") and isinstance(cfg.get("params"), dict):
+        # a sweep run's settings under the names --what batch reads for a run of sgdlab train
+        cfg = {**cfg, "train": {"batch_size": cfg["params"].get("batch_size")},
+               "optimizer": cfg["params"].get("optimizer")}
     run_id = run_id or state.get("run_id")
     model.train(args.train_mode)
 

@@ -12,35 +12,41 @@ from typing import Any, NamedTuple
 
 from ..errors import UserError
 
-_NOT_A_TRAINING_CHECKPOINT = (
-    "{what} is a run of `sgdlab parle` (replicas): its master weights are not a training-loop "
-    "checkpoint; a warm start loads the checkpoint of a run of `sgdlab train`")
+_MASTER_IN_CHECKPOINTS = (
+    "{what} is a run of `sgdlab parle` that has not finished: its master is only in its last "
+    "checkpoint set, which a warm start does not read (the master's buffers are averaged from "
+    "every replica's file); continue it with `sgdlab parle ... --resume` to its end (its "
+    "master.pt), or measure it with `sgdlab measure`")
 
 
 class Located(NamedTuple):
     """A stored model found by :func:`locate_run`."""
 
     config: dict[str, Any] | None    # the run's config (None: a path, rebuild=False)
-    checkpoint: Path
+    checkpoint: Path                 # a checkpoint, a run's final weights or a parle master
     run_id: str | None
     folder: Path | None              # the run folder
     store: Any                       # its RunStore (None: a path, rebuild=False)
+    # a bare state dict's step (a parle master, which holds no loop); None: the file's own
+    step: int | None = None
 
 
 def locate_run(target: str, store_path: str | os.PathLike | None = None, *,
                rebuild: bool = True) -> Located:
     """The model ``target`` names: a run id (or unique prefix) in the run store at
     ``store_path`` (default ``$SGDLAB_STORE`` or ./sgdlab-runs/runs.sqlite), a run folder, or
-    a checkpoint file or folder written by the training loop; of a run of ``sgdlab parle``,
-    its master (see ``sgdlab measure``).
+    a checkpoint file or folder written by the training loop; of a finished or diverged run
+    of an experiment's sweep, the final weights it keeps (``weights.pt``, by run id or its
+    run key's folder); of a run of ``sgdlab parle``, its master (see ``sgdlab measure``).
 
     ``rebuild``: the caller rebuilds the run's model from its config and records in its store
     (``sgdlab measure``): a checkpoint's folder must hold its config.yaml, and the store is
     opened. Without it (a warm start, which builds its own model) a bare checkpoint file will
-    do, no store is opened for a path, and a replica run's master is refused (it is not a
-    training-loop checkpoint). Each failure is one :class:`UserError` naming the problem."""
+    do, no store is opened for a path (but for a replica run's folder, whose rounds the store
+    holds), and the master of an unfinished replica run, which only its checkpoint set gives,
+    is refused. Each failure is one :class:`UserError` naming the problem."""
     from ..store import RunStore, default_store_path
-    from ..train.checkpoint import CHECKPOINT_NAME
+    from ..train.checkpoint import CHECKPOINT_NAME, WEIGHTS_NAME
     from ..train.loop import python_trained
     from .io import load_config
     from .runner import REPLICA_MASTER, REPLICA_RESULT, recorded_run
@@ -51,12 +57,12 @@ def locate_run(target: str, store_path: str | os.PathLike | None = None, *,
     replica_run = p.exists() and (replica_folder / REPLICA_RESULT).is_file() and (
         replica_folder / REPLICA_MASTER).is_file() and p.name in (
         replica_folder.name, REPLICA_MASTER, REPLICA_RESULT)
-    if not rebuild and (ckpt_dir is not None or replica_run):
-        raise UserError(_NOT_A_TRAINING_CHECKPOINT.format(what=repr(target)))
+    if not rebuild and ckpt_dir is not None:
+        raise UserError(_MASTER_IN_CHECKPOINTS.format(what=repr(target)))
     if ckpt_dir is not None:
         return _locate_replica_checkpoint(ckpt_dir, store_path)
     if replica_run:
-        return _locate_replica_run(replica_folder, store_path)
+        return _locate_replica_run(replica_folder, store_path, rebuild)
     if p.exists():
         if p.is_file():
             ckpt, folder = p, p.parent.parent if p.parent.name == "checkpoints" else p.parent
@@ -64,12 +70,23 @@ def locate_run(target: str, store_path: str | os.PathLike | None = None, *,
             ckpt, folder = p / CHECKPOINT_NAME, p.parent if p.name == "checkpoints" else p
         elif (p / "checkpoints" / CHECKPOINT_NAME).exists():
             ckpt, folder = p / "checkpoints" / CHECKPOINT_NAME, p
+        elif (p / WEIGHTS_NAME).exists():     # a sweep run's folder, its checkpoint removed
+            ckpt, folder = p / WEIGHTS_NAME, p
         else:
-            raise UserError(f"no checkpoint in {target!r} (expected {CHECKPOINT_NAME} or "
-                            f"checkpoints/{CHECKPOINT_NAME})")
+            raise UserError(f"no checkpoint in {target!r} (expected {CHECKPOINT_NAME}, "
+                            f"checkpoints/{CHECKPOINT_NAME} or a finished run's "
+                            f"{WEIGHTS_NAME})")
         if not rebuild:   # the caller builds its own model: the folder's config is not read
             return Located(None, ckpt, recorded_run(folder)[0], folder, None)
         cfg_file = folder / "config.yaml"
+        if not cfg_file.exists() and ckpt.name == WEIGHTS_NAME:
+            from ..train.checkpoint import load_checkpoint
+
+            rid = load_checkpoint(ckpt, mmap=True).get("run_id")
+            raise UserError(f"cannot rebuild the model of {str(ckpt)!r}: no config.yaml in "
+                            f"{str(folder)!r}; the final weights of a sweep run are measured "
+                            f"by its run id{f' ({rid})' if rid else ''}, whose config the "
+                            "run store holds")
         if not cfg_file.exists() and (folder / "parle.json").is_file():
             raise UserError(f"{str(ckpt)!r} is a checkpoint of a replica run (`sgdlab "
                             "parle`): measure its master by the run's id or its folder "
@@ -102,9 +119,10 @@ def locate_run(target: str, store_path: str | os.PathLike | None = None, *,
             raise
         raise UserError(f"{target!r} is no file or folder, and {e}") from None
     if run["config"].get("method") == "parle":
-        if not rebuild:
-            raise UserError(_NOT_A_TRAINING_CHECKPOINT.format(what=f"run {run['id']}"))
-        return _replica_master(run, store)
+        return _replica_master(run, store, rebuild)
+    if run["config"].get("run_key") and run["experiment"] and not any(
+            a["kind"] == "out_dir" for a in run["artifacts"]):
+        return _sweep_run_weights(run, store)
     dirs = [a["path"] for a in run["artifacts"] if a["kind"] == "out_dir"]
     ckpts = [a["path"] for a in run["artifacts"] if a["kind"] == "checkpoint"]
     folder = Path(dirs[-1]) if dirs else None
@@ -128,7 +146,36 @@ def locate_run(target: str, store_path: str | os.PathLike | None = None, *,
     return Located(run["config"], ckpt, run["id"], folder, store)
 
 
-def _locate_replica_run(folder: Path, store_path: str | None):
+def _sweep_run_weights(run: dict, store) -> Located:
+    """:func:`locate_run` for a run of an experiment's sweep: the final weights its ``train``
+    procedure keeps (``weights.pt`` in its run key's artifact folder; the checkpoint, with
+    the optimizer's state, is removed once the run is finished or diverged)."""
+    from ..train.checkpoint import CHECKPOINT_NAME, WEIGHTS_NAME
+
+    weights = [Path(a["path"]) for a in run["artifacts"] if a["kind"] == "weights"]
+    what = f"run {run['id']} (of the sweep of {run['experiment']}, {run['status']})"
+    if weights and weights[-1].is_file():
+        return Located(run["config"], weights[-1], run["id"], weights[-1].parent, store)
+    if weights:
+        raise UserError(f"{what} has no final weights on disk: {weights[-1]} is gone")
+    if run["status"] not in ("finished", "diverged"):
+        # (sgdlab.experiments.worker.CHECKPOINT_DIR, in the run key's artifact folder)
+        ckpt = (Path(os.path.abspath(store.path)).parent / "artifacts"
+                / run["config"]["run_key"] / "checkpoint" / CHECKPOINT_NAME)
+        raise UserError(f"{what} has no final weights: only a finished or diverged run keeps "
+                        "them; its sweep resumes it from its last checkpoint"
+                        + (f", {ckpt}, which a warm start takes as a path" if ckpt.is_file()
+                           else " (it holds none)"))
+    procedure = run["config"].get("procedure")
+    if procedure not in ("train", "train_or_interpolate"):
+        raise UserError(f"{what} keeps no model: its procedure {procedure!r} records results "
+                        "only (the `train` procedure keeps a run's final weights)")
+    raise UserError(f"{what} keeps no final weights ({WEIGHTS_NAME}): it was run by an "
+                    "sgdlab that removed a finished run's checkpoint without keeping them; "
+                    "run it again (a new version or store) to keep them")
+
+
+def _locate_replica_run(folder: Path, store_path: str | None, rebuild: bool = True):
     """:func:`locate_run` for the ``--out`` folder of ``sgdlab parle`` (or a file in it): its run,
     named in ``result.json``, looked up in the run store (the one named there, or
     ``store_path``), which holds the config."""
@@ -143,7 +190,7 @@ def _locate_replica_run(folder: Path, store_path: str | None):
                            if run_id is None else f"no run store at {path} holds its run "
                            f"{run_id} (give it with --store PATH)"))
     store = RunStore(path)
-    return _replica_master(store.get_run(run_id), store)
+    return _replica_master(store.get_run(run_id), store, rebuild)
 
 
 def _replica_checkpoints(p: Path) -> Path | None:
@@ -205,14 +252,20 @@ def _check_replica_record(run: dict) -> None:
                         "holds no data and model specs (recorded by an older sgdlab)")
 
 
-def _replica_master(run: dict, store):
-    """:func:`locate_run` for a run of ``sgdlab parle``: the master's weights, ``master.pt``;
-    of a run that did not finish, the master of its last checkpoint."""
+def _replica_master(run: dict, store, rebuild: bool = True):
+    """:func:`locate_run` for a run of ``sgdlab parle``: the master's weights, ``master.pt``
+    (its state dict: x̄ and the replicas' averaged buffers; ``step`` = rounds · L, the step
+    its last round logged at); of a run that did not finish, the master of its last
+    checkpoint (``rebuild`` only)."""
     from ..train.replicas import MASTER_CHECKPOINT
 
     cfg = run["config"]
     _check_replica_record(run)
     models = [Path(a["path"]) for a in run["artifacts"] if a["kind"] == "model"]
+    if not rebuild and not (models and models[-1].is_file()) and any(
+            a["kind"] == "checkpoints" and (Path(a["path"]) / MASTER_CHECKPOINT).is_file()
+            for a in run["artifacts"]):
+        raise UserError(_MASTER_IN_CHECKPOINTS.format(what=f"run {run['id']}"))
     if not models or not models[-1].is_file():
         ckpts = [Path(a["path"]) for a in run["artifacts"] if a["kind"] == "checkpoints"]
         if ckpts and (ckpts[-1] / MASTER_CHECKPOINT).is_file():
@@ -228,7 +281,8 @@ def _replica_master(run: dict, store):
         raise UserError(f"replica run {run['id']} has no master weights on disk: {why}")
     # the rounds it ended with: a --resume with more rounds extends the run, not its record
     rounds = (run["summary"] or {}).get("rounds", cfg.get("rounds"))
-    return Located({**cfg, "rounds": rounds}, models[-1], run["id"], models[-1].parent, store)
+    return Located({**cfg, "rounds": rounds}, models[-1], run["id"], models[-1].parent, store,
+                   int(rounds) * int(cfg["parle"]["L"]))
 
 
 __all__ = ["Located", "locate_run"]

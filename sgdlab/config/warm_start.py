@@ -2,7 +2,11 @@
 
 ``model.init_from`` names the checkpoint as ``sgdlab measure`` names a model (a run id or
 unique prefix in the run store, a run folder, a checkpoint file or folder; one resolver,
-:func:`~sgdlab.config.locate.locate_run`). The model of the run's own config is built as
+:func:`~sgdlab.config.locate.locate_run`): of a run of ``sgdlab train``, its last checkpoint;
+of a finished or diverged run of an experiment's sweep, the final weights it keeps
+(``weights.pt``: its checkpoint is removed); of a finished run of ``sgdlab parle``, its
+master (``master.pt``: x̄ and the replicas' averaged buffers, at step rounds · L). Weights
+that are not finite are refused. The model of the run's own config is built as
 usual (seeded by ``train.seed``) and then given the checkpoint's parameters and buffers
 (batch-norm statistics); nothing else is carried: the optimizer's state (momentum buffers),
 the schedule's position and the step count start afresh, as the point is to continue under
@@ -65,13 +69,37 @@ def _source(init_from: str, store_path: str | os.PathLike | None):
     try:
         found = locate_run(init_from, getattr(store_path, "path", store_path), rebuild=False)
         # weights_only=True (load_checkpoint's only way): no pickled code runs
-        state = load_checkpoint(found.checkpoint, require=("model",))
+        state = (_master(found) if found.step is not None
+                 else load_checkpoint(found.checkpoint, require=("model",)))
     except UserError as e:
         raise ConfigError(f"{KEY}: {e}") from None
     if not isinstance(state.get("loop"), dict) or "step" not in state["loop"]:
         raise ConfigError(f"{KEY}: {str(found.checkpoint)!r} holds no training loop's "
                           "position: it is not a checkpoint of `sgdlab train`")
+    bad = [k for k, v in state["model"].items() if hasattr(v, "is_floating_point")
+           and v.is_floating_point() and not bool(v.isfinite().all())]
+    if bad:   # training from them would diverge at its first step
+        raise ConfigError(f"{KEY}: {_where(state, found)} holds values that are not finite "
+                          f"(in {', '.join(bad[:3])}{' and more' if len(bad) > 3 else ''}): "
+                          "the run diverged before they were saved; start from an earlier "
+                          "checkpoint of it")
     return state, found
+
+
+def _master(found: Any) -> dict[str, Any]:
+    """The state of a bare state dict file (the master of a run of ``sgdlab parle``,
+    ``master.pt``), read as a checkpoint is: ``model`` and the ``loop`` step it stands at."""
+    import torch
+
+    path = Path(found.checkpoint)
+    try:
+        weights = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - one line naming the file
+        raise UserError(f"cannot read the master weights {str(path)!r}: {e}") from None
+    if not isinstance(weights, dict) or not all(isinstance(v, torch.Tensor)
+                                                for v in weights.values()):
+        raise UserError(f"{str(path)!r} holds no state dict (a name -> tensor mapping)")
+    return {"model": weights, "loop": {"step": int(found.step)}, "run_id": found.run_id}
 
 
 def _record(model_cfg: dict[str, Any], state: dict[str, Any], found: Any) -> dict[str, Any]:
@@ -93,7 +121,9 @@ def _record(model_cfg: dict[str, Any], state: dict[str, Any], found: Any) -> dic
 
 
 def _where(state: dict[str, Any], found: Any) -> str:
-    return (f"checkpoint {str(found.checkpoint)!r}"
+    what = ("master weights" if found.step is not None else "final weights"
+            if state.get("kind") == "weights" else "checkpoint")
+    return (f"{what} {str(found.checkpoint)!r}"
             + (f" (run {found.run_id}, step {int(state['loop']['step'])})"
                if found.run_id else ""))
 

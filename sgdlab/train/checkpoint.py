@@ -33,6 +33,8 @@ from ..errors import UserError
 
 CHECKPOINT_NAME = "last.pt"
 FORMAT_VERSION = 1
+# a finished run's final weights, kept where its checkpoint (optimizer state) is not
+WEIGHTS_NAME = "weights.pt"
 
 
 def checkpoint_path(checkpoint_dir: str | os.PathLike) -> Path:
@@ -109,6 +111,18 @@ def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> Path:
         except OSError:
             pass
     return path
+
+
+def save_weights(path: str | os.PathLike, model: torch.nn.Module, step: int,
+                 run_id: str | None = None) -> Path:
+    """Write ``model``'s final weights — its state dict, parameters and buffers (batch-norm
+    statistics), nothing of the optimizer — as a checkpoint that holds only them and the
+    loop's ``step`` (atomically, as :func:`save_checkpoint`; read by :func:`load_checkpoint`,
+    ``weights_only=True``): what a warm start and ``sgdlab measure`` load from a run whose
+    checkpoint is not kept."""
+    state = {k: v.detach().to("cpu") for k, v in model.state_dict().items()}
+    return save_checkpoint(path, {"kind": "weights", "model": state,
+                                  "loop": {"step": int(step)}, "run_id": run_id})
 
 
 def _python_numbers(value: Any) -> Any:

@@ -1,6 +1,8 @@
 """Warm starts (``model.init_from``): the model starts from another run's checkpoint."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -194,3 +196,160 @@ def test_init_false_leaves_the_seed_s_weights(source):
     fresh = build_from_config(BN).model.state_dict()
     for k, v in built.model.state_dict().items():
         assert torch.equal(v, fresh[k]), k
+
+
+# -- sources whose checkpoint is not kept: a sweep's finished runs, a parle run's master --
+
+def _sweep(epochs: int = 2) -> dict:
+    """TINY_RUN's data, model and optimizer as an experiment of the ``train`` procedure: a run
+    that finishes and one whose learning rate makes it diverge."""
+    from sgdlab.testing import TINY_RUN
+
+    return {"name": "t-weights", "version": 1, "description": "final weights",
+            "analysis": "compare_groups", "procedure": "train",
+            "paper": {"author": "Nobody", "year": 2020, "figure": "Fig. 0"},
+            "base": {"dataset": {"name": TINY_RUN["data"]["name"]},
+                     "data_seed": TINY_RUN["data"]["seed"], "model": TINY_RUN["model"],
+                     "optimizer": TINY_RUN["optimizer"],
+                     "batch_size": TINY_RUN["train"]["batch_size"], "epochs": epochs},
+            "runs": [{"label": "ok"},
+                     {"label": "blowup", "params": {"optimizer": {"name": "sgd", "lr": 1e4}}}],
+            "seeds": [0], "options": {"table": [["train_loss", "final train loss"]]}}
+
+
+@pytest.fixture(scope="module")
+def sweep_runs(tmp_path_factory):
+    """The sweep of :func:`_sweep`, run in this process with a checkpoint at every epoch end;
+    each run's last checkpoint is copied aside before the driver removes it. Returns (store,
+    {label: run}, {label: the model state of its last checkpoint})."""
+    import shutil
+
+    import sgdlab.experiments.procedures.train as proc
+    from sgdlab.experiments.spec import resolve
+    from sgdlab.experiments.sweep import load_runs, run_sweep
+    from sgdlab.experiments.worker import CHECKPOINT_DIR
+
+    tmp = tmp_path_factory.mktemp("sweep")
+    store, kept, remove = tmp / "s.sqlite", {}, shutil.rmtree
+
+    def keeping(path, *a, **kw):
+        if Path(path).name == CHECKPOINT_DIR and (Path(path) / "last.pt").is_file():
+            kept[Path(path).parent.name] = load_checkpoint(Path(path) / "last.pt")
+        return remove(path, *a, **kw)
+
+    spec = resolve(_sweep(), "cpu")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(proc, "CHECKPOINT_SECONDS", 0)
+        mp.setattr(shutil, "rmtree", keeping)
+        mp.setenv("SGDLAB_THREADS", "1")
+        run_sweep(spec.expand(), store_path=str(store), workers=1, progress=None)
+    runs, missing = load_runs(spec.expand(), store_path=str(store))
+    assert not missing
+    by_label = {r.label: r for r in runs}
+    return store, by_label, {lab: kept[r.key] for lab, r in by_label.items()}
+
+
+def _tiny(**model) -> dict:
+    from sgdlab.testing import TINY_RUN
+
+    return {**TINY_RUN, "model": {**TINY_RUN["model"], **model},
+            "train": {**TINY_RUN["train"], "threads": 1, "progress": False}}
+
+
+@pytest.mark.parametrize("label,status", [("ok", "finished"), ("blowup", "diverged")])
+def test_a_finished_or_diverged_sweep_run_starts_a_run_from_its_final_weights(
+        sweep_runs, label, status):
+    """Its checkpoint is removed; the weights it keeps are its last checkpoint's, entry for
+    entry, and finite (a diverged run stops before the step that would have made them
+    non-finite), found by run id, prefix and run folder."""
+    from sgdlab.experiments.sweep import artifacts_root
+
+    store, runs, last = sweep_runs
+    run, final = runs[label], last[label]["model"]
+    assert run.status == status
+    folder = artifacts_root(RunStore(store)) / run.key
+    assert not (folder / "checkpoint").exists() and (folder / "weights.pt").is_file()
+    for init_from in (run.run_id, run.run_id[:-2], str(folder)):
+        built = build_from_config(_tiny(init_from=init_from), store=store)
+        state = built.model.state_dict()
+        assert state.keys() == final.keys()
+        for k in final:
+            assert torch.equal(state[k], final[k]), (init_from, k)
+    step = last[label]["loop"]["step"]
+    # 2 epochs of 4 batches of 5 (of cubic's 20 training points); a divergence stops early
+    assert step == run.summary["steps"] and (step == 8 if status == "finished" else step < 8)
+    assert warm_start_record({"init_from": run.run_id}, store) == {
+        "init_from": run.run_id, "run_id": run.run_id,
+        "checkpoint": str(folder / "weights.pt"), "step": step,
+        "sha256": weights_sha256(final)}
+    # only the model: no optimizer state, a fraction of the checkpoint's size
+    assert set(load_checkpoint(folder / "weights.pt")) == {"format", "kind", "model", "loop",
+                                                            "run_id"}
+
+
+def test_a_run_warm_started_from_a_sweep_run_resumes_from_its_own_checkpoint(
+        sweep_runs, tmp_path, monkeypatch):
+    """Interrupted in its second epoch and resumed with the source's weights file gone: it
+    continues from its own checkpoint (step 4) and ends where the uninterrupted run did."""
+    from sgdlab.config.runner import resume_run
+
+    store, runs, _ = sweep_runs
+    cfg = _tiny(init_from=runs["ok"].run_id)
+    whole = run_config(cfg, out_dir=tmp_path / "whole", store=store, progress=False)
+    step, taken = torch.optim.SGD.step, []
+
+    def stopping(self, *a, **kw):
+        if len(taken) == 6:
+            raise KeyboardInterrupt
+        taken.append(1)
+        return step(self, *a, **kw)
+
+    monkeypatch.setattr(torch.optim.SGD, "step", stopping)
+    with pytest.raises(KeyboardInterrupt):
+        run_config(cfg, out_dir=tmp_path / "cut", store=store, progress=False)
+    monkeypatch.setattr(torch.optim.SGD, "step", step)
+    (cut,) = [r for r in RunStore(store).list_runs() if r["status"] == "interrupted"
+              and r["id"] != whole.run_id]
+    weights = Path(RunStore(store).get_run(runs["ok"].run_id)["artifacts"][-1]["path"])
+    weights.rename(tmp_path / "aside.pt")
+    try:
+        resumed = resume_run(cut["id"], store=RunStore(store), progress=False)
+    finally:
+        (tmp_path / "aside.pt").rename(weights)
+    assert resumed.result.steps == whole.result.steps == 8
+    ours = load_checkpoint(tmp_path / "cut" / "checkpoints")["model"]
+    theirs = load_checkpoint(tmp_path / "whole" / "checkpoints")["model"]
+    for k in theirs:
+        assert torch.equal(ours[k], theirs[k]), k
+
+
+def test_a_sweep_run_without_final_weights_is_refused_naming_why(sweep_runs, tmp_path):
+    store, runs, _ = sweep_runs
+    s = RunStore(store)
+    # a run that stopped before any checkpoint, as its sweep records it
+    config = s.get_run(runs["ok"].run_id)["config"]
+    stopped = s.create_run({**config, "run_key": "0" * 20}, name="ok|seed=0",
+                           experiment="t-weights", status="interrupted")
+    _refused(_tiny(init_from=stopped), store, f"run {stopped}", "interrupted",
+             "only a finished or diverged run keeps them", "(it holds none)")
+    gone = tmp_path / "weights.pt"
+    moved = Path(s.get_run(runs["ok"].run_id)["artifacts"][-1]["path"])
+    assert moved.name == "weights.pt"
+    moved.rename(gone)
+    try:
+        _refused(_tiny(init_from=runs["ok"].run_id), store, "has no final weights on disk",
+                 "is gone")
+    finally:
+        gone.rename(moved)
+
+
+def test_weights_that_are_not_finite_are_refused(tmp_path):
+    from sgdlab.train.checkpoint import save_weights
+
+    model = build_from_config(_tiny()).model
+    with torch.no_grad():
+        next(model.parameters())[0] = float("nan")
+    save_weights(tmp_path / "weights.pt", model, 7)
+    _refused(_tiny(init_from=str(tmp_path)), tmp_path / "no.sqlite",
+             f"final weights {str(tmp_path / 'weights.pt')!r} holds values that are not "
+             "finite (in net.1.weight): the run diverged")

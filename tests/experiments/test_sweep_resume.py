@@ -51,10 +51,18 @@ def outcome(store: Path, spec) -> tuple:
                          (run.run_id,)).fetchall()
     art = artifacts_root(RunStore(store)) / run.key
     # a .pt archive names the temporary file it was written to: its tensors are compared
-    files = {str(p.relative_to(art)): {k: v.tolist() for k, v in torch.load(p).items()}
-             if p.suffix == ".pt" else p.read_bytes() for p in sorted(art.rglob("*"))
-             if p.is_file()}
+    files = {str(p.relative_to(art)): _tensors(p) if p.suffix == ".pt" else p.read_bytes()
+             for p in sorted(art.rglob("*")) if p.is_file()}
     return run.status, run.summary, rows, files
+
+
+def _tensors(path: Path) -> dict:
+    """A .pt file's tensors as lists; of the final weights, their model's and their step (the
+    run id they name is the attempt's own)."""
+    state = torch.load(path)
+    if "model" in state:
+        state = {**state["model"], "step": torch.tensor(state["loop"]["step"])}
+    return {k: v.tolist() for k, v in state.items()}
 
 
 @pytest.fixture
@@ -137,7 +145,7 @@ def test_an_interrupted_sweep_run_resumes_from_its_last_checkpoint(reference, tm
     assert "resuming a|seed=0 from step 8 of 20 (its last checkpoint)" in said
     assert len(taken) == 12                   # steps 9 to 20: none before the checkpoint again
     assert outcome(store, spec) == reference
-    assert {"model.pt", "trajectory/snapshots.bin"} <= set(reference[3])
+    assert {"weights.pt", "trajectory/snapshots.bin"} <= set(reference[3])
     # finished: no optimizer state left behind; the interrupted attempt is kept as it was
     assert not (art / CHECKPOINT_DIR).exists()
     assert sorted(r["status"] for r in RunStore(store).list_runs()) == ["finished",

@@ -66,9 +66,7 @@ class CompareCopies(Procedure):
             raise ConfigError(f"{where}: eval_batch_size must be a positive integer, got {eb!r}")
 
     def run(self, run, ctx) -> RunOutput:
-        import torch
-
-        from sgdlab.experiments.procedures.train import MODEL_FILE, build
+        from sgdlab.experiments.procedures.train import build, final_weights
         from sgdlab.measure.batch_norm import recompute_bn_statistics
         from sgdlab.measure.permutation import (align_to, averaged_accuracy,
                                                 ensemble_accuracy, overlap_matrix)
@@ -80,8 +78,7 @@ class CompareCopies(Procedure):
             if lab not in ctx.dependencies:
                 raise ValueError(f"copy {lab!r} must be listed in depends")
             m = copy.deepcopy(model)
-            m.load_state_dict(torch.load(ctx.dependencies[lab] / MODEL_FILE, map_location="cpu",
-                                         weights_only=True))
+            m.load_state_dict(final_weights(ctx.dependencies[lab]))
             models.append(m.to(ctx.device) if getattr(ctx, "device", None) else m)
         device = next(models[0].parameters()).device
         eb = int(p.get("eval_batch_size") or len(ds.x_test))

@@ -359,7 +359,7 @@ class InterpolateProcedure(Procedure):
     def run(self, run, ctx) -> RunOutput:
         import torch
 
-        from sgdlab.experiments.procedures.train import MODEL_FILE, build
+        from sgdlab.experiments.procedures.train import build, final_weights
         from sgdlab.operators.params import params_vector
 
         p = run.params
@@ -369,7 +369,7 @@ class InterpolateProcedure(Procedure):
         for m, lab in ((model_a, a_lab), (model_b, b_lab)):
             if lab not in ctx.dependencies:
                 raise ValueError(f"interpolation end {lab!r} must be listed in depends")
-            m.load_state_dict(torch.load(ctx.dependencies[lab] / MODEL_FILE, weights_only=True))
+            m.load_state_dict(final_weights(ctx.dependencies[lab]))
         from sgdlab.measure.interpolation import interpolate_models
 
         al = p.get("alphas", DEFAULT_ALPHAS)

@@ -23,7 +23,7 @@ Run parameters (all data)::
                                                  # log_points; default every step)
     final:   [{kind: hessian_spectrum, samples: 256}]         # on the final model
     init_from: gd                                # start from the final weights of run "gd"
-    save_model: true                             # keep final weights for dependent runs
+    save_model: true                             # (every run keeps its final weights now)
 
 The model is initialised with ``torch.manual_seed(seed)``; the loop's own ``seed`` (mini-batch
 order, noise) is the run seed too. In a sweep the loop checkpoints into the run's
@@ -35,14 +35,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from sgdlab.atomic import replaced_whole
 from sgdlab.errors import ConfigError
 from sgdlab.experiments.procedures import Procedure, RunOutput, register_procedure
 from sgdlab.experiments.procedures.measures import (compute_final, measurement_data,
                                                     validate_measure)
 from sgdlab.losses import LOSSES, build_loss
 
-MODEL_FILE = "model.pt"
+MODEL_FILE = "model.pt"       # the final weights as a bare state dict (``save_model``, before)
+WEIGHTS_NAME = "weights.pt"   # sgdlab.train.checkpoint.WEIGHTS_NAME (torch not imported here)
 TRAJECTORY_FILE = "trajectory"
 # seconds between a sweep run's checkpoints: written at each epoch end they cost a full-batch
 # GD run ~80 % of its training time (docs/design/sweeps.md, "Resume")
@@ -91,6 +91,23 @@ def train_examples(dataset: dict[str, Any]) -> int | None:
     return None
 
 
+def final_weights(folder) -> dict[str, Any]:
+    """The state dict a finished ``train`` run left in its artifact folder ``folder``:
+    :data:`~sgdlab.train.checkpoint.WEIGHTS_NAME`, or :data:`MODEL_FILE` (a bare state dict)
+    of a run that kept only that (``save_model`` before every run kept its weights); read
+    with ``weights_only=True``."""
+    from pathlib import Path
+
+    import torch
+
+    from sgdlab.train.checkpoint import load_checkpoint
+
+    folder = Path(folder)
+    if (folder / WEIGHTS_NAME).is_file() or not (folder / MODEL_FILE).is_file():
+        return load_checkpoint(folder / WEIGHTS_NAME, require=("model",))["model"]
+    return torch.load(folder / MODEL_FILE, map_location="cpu", weights_only=True)
+
+
 def build(p: dict[str, Any], seed: int, ctx=None):
     """(dataset, model, loss_fn, dtype) for run parameters ``p``; weights from ``init_from``."""
     import torch
@@ -105,8 +122,7 @@ def build(p: dict[str, Any], seed: int, ctx=None):
     torch.manual_seed(seed)
     model = build_model(mname, ds.input_shape, ds.num_outputs, **mopts).to(dtype)
     if p.get("init_from"):
-        path = ctx.dependencies[p["init_from"]] / MODEL_FILE
-        model.load_state_dict(torch.load(path, weights_only=True))
+        model.load_state_dict(final_weights(ctx.dependencies[p["init_from"]]))
     loss_fn = build_loss(p.get("loss"), ds)
     return ds, model, loss_fn, dtype
 
@@ -231,8 +247,6 @@ class TrainProcedure(Procedure):
         return total if cap is None else min(total, cap)
 
     def run(self, run, ctx) -> RunOutput:
-        import torch
-
         from sgdlab.config.run import build_measure
         from sgdlab.optim.registry import build_optimizer_for, build_schedule
         from sgdlab.train.callbacks import Schedule
@@ -297,6 +311,14 @@ class TrainProcedure(Procedure):
                         "num_params": sum(q.numel() for q in model.parameters() if q.requires_grad)})
         data: dict[str, Any] = {}
         status, message = getattr(res, "status", "finished"), None
+        # the weights training ended with (those of its final checkpoint), before the final
+        # measurements: dependent runs, warm starts and `sgdlab measure` load them once the
+        # driver has removed the checkpoint (optimizer state) of the finished run
+        from sgdlab.train.checkpoint import save_weights
+
+        weights = ctx.artifact_dir / WEIGHTS_NAME
+        save_weights(weights, model, summary["steps"], ctx.run_id)
+        ctx.store.add_artifact(ctx.run_id, "weights", str(weights))
         if status == "finished":
             model.eval()
             for m in p.get("final", []) or []:
@@ -319,8 +341,4 @@ class TrainProcedure(Procedure):
                     break
                 summary.update(s)
                 data.update(d)
-        if p.get("save_model"):
-            with replaced_whole(ctx.artifact_dir / MODEL_FILE) as tmp:
-                torch.save(model.state_dict(), tmp)
-            ctx.store.add_artifact(ctx.run_id, "model", str(ctx.artifact_dir / MODEL_FILE))
         return RunOutput(summary=summary, data=data, status=status, message=message)
