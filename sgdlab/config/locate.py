@@ -13,10 +13,10 @@ from typing import Any, NamedTuple
 from ..errors import UserError
 
 _MASTER_IN_CHECKPOINTS = (
-    "{what} is a run of `sgdlab parle` that has not finished: its master is only in its last "
-    "checkpoint set, which a warm start does not read (the master's buffers are averaged from "
-    "every replica's file); continue it with `sgdlab parle ... --resume` to its end (its "
-    "master.pt), or measure it with `sgdlab measure`")
+    "{what} is a run of `sgdlab parle` without its master.pt (unfinished, or the file "
+    "removed): its master is only in its last checkpoint set, which a warm start does not "
+    "read (the master's buffers are the mean of every replica's file); `sgdlab measure` reads "
+    "it, and a run continued with `sgdlab parle ... --resume` to its end writes master.pt")
 
 
 class Located(NamedTuple):

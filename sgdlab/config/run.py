@@ -123,7 +123,8 @@ class ModelSection(Section):
                                     description="the model's keyword arguments")
     init_from: str | None = Field(None, min_length=1, description=(
         "warm start: the weights and buffers of this run id (or unique prefix), run folder "
-        "(its last checkpoint) or checkpoint file; the optimizer starts afresh"))
+        "(its last checkpoint; a finished sweep run's final weights; a finished parle run's "
+        "master) or checkpoint file; the optimizer starts afresh"))
     warm_start: WarmStartRecord | None = Field(None, description=(
         "written by sgdlab: the source run, checkpoint, step and weights' SHA-256 loaded"))
 

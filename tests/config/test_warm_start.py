@@ -353,3 +353,43 @@ def test_weights_that_are_not_finite_are_refused(tmp_path):
     _refused(_tiny(init_from=str(tmp_path)), tmp_path / "no.sqlite",
              f"final weights {str(tmp_path / 'weights.pt')!r} holds values that are not "
              "finite (in net.1.weight): the run diverged")
+
+
+def test_a_finished_parle_run_starts_a_run_from_its_master(tmp_path, capsys):
+    """By run id or --out folder: its master.pt (x̄, the replicas' averaged buffers), at step
+    rounds · L; an unfinished one, whose master only its checkpoint set gives, is refused."""
+    import json
+    import shutil
+
+    from sgdlab.cli.main import main
+
+    store, out = tmp_path / "runs.sqlite", tmp_path / "out"
+    cfg = tmp_path / "c.json"
+    cfg.write_text(json.dumps({"data": {"name": "digits", "flatten": True, "n_train": 64},
+                               "model": {"name": "mlp", "widths": [8]},
+                               "parle": {"replicas": 2, "L": 2}, "rounds": 2,
+                               "store": str(store)}))
+    assert main(["parle", str(cfg), "--out", str(out)]) == 0, capsys.readouterr().err
+    rid = json.loads((out / "result.json").read_text())["run_id"]
+    master = torch.load(out / "master.pt", weights_only=True)
+    train_cfg = {"name": "from-master",
+                 "data": {"name": "digits", "options": {"flatten": True, "n_train": 64}},
+                 "model": {"name": "mlp", "options": {"widths": [8]}},
+                 "optimizer": {"name": "sgd", "lr": 0.05},
+                 "train": {"epochs": 1, "batch_size": 16, "threads": 1, "progress": False}}
+    for init_from in (rid[:-1], str(out)):
+        state = build_from_config(_with(train_cfg, init_from=init_from),
+                                  store=store).model.state_dict()
+        assert state.keys() == master.keys()
+        for k in master:
+            assert torch.equal(state[k], master[k]), (init_from, k)
+    assert warm_start_record({"init_from": rid}, store) == {
+        "init_from": rid, "run_id": rid, "checkpoint": str(out / "master.pt"),
+        "step": 2 * 2, "sha256": weights_sha256(master)}
+    # its master.pt gone, the master of its last checkpoint set is there for measure only
+    (out / "master.pt").unlink()
+    _refused(_with(train_cfg, init_from=rid), store, f"run {rid} is a run of `sgdlab parle` "
+             "without its master.pt", "only in its last checkpoint set")
+    shutil.rmtree(out / "checkpoints")
+    _refused(_with(train_cfg, init_from=rid), store, f"replica run {rid} has no master "
+             "weights on disk")

@@ -340,3 +340,49 @@ def test_an_interrupted_measure_keeps_the_measurements_done_before(tmp_path, cap
     assert main(["measure", str(run_dir), "--store", store, "--what", "hessian",
                  "--out", str(tmp_path / "m2")]) == 130
     assert not (tmp_path / "m2" / "measurements.json").exists()
+
+
+def test_measure_rebuilds_a_finished_sweep_run_from_its_final_weights(tmp_path, capsys,
+                                                                       one_thread_runs):
+    """A sweep run's checkpoint is removed when it finishes; `sgdlab measure RUN` rebuilds its
+    model from the run parameters the store holds and loads the final weights it keeps: its
+    top Hessian eigenvalue on all the training examples is the dense Hessian's of those
+    weights, at the run's last step, recorded on the run."""
+    import torch
+
+    from sgdlab.experiments.procedures.train import build
+    from sgdlab.experiments.spec import resolve
+    from sgdlab.experiments.sweep import artifacts_root, load_runs, run_sweep
+    from sgdlab.store import RunStore
+    from sgdlab.testing import dense_hessian_reference
+    from sgdlab.train.checkpoint import load_checkpoint
+
+    raw = {"name": "t-measure", "version": 1, "description": "final weights",
+           "analysis": "compare_groups", "procedure": "train",
+           "paper": {"author": "Nobody", "year": 2020, "figure": "Fig. 0"},
+           "base": {"dataset": {"name": "cubic"}, "model": {"name": "zhu-mlp-1-6-6-6-1"},
+                    "dtype": "float64", "optimizer": {"name": "sgd", "lr": 0.05},
+                    "batch_size": 5, "epochs": 2},
+           "runs": [{"label": "a"}], "seeds": [0],
+           "options": {"table": [["train_loss", "final train loss"]]}}
+    runs, store = resolve(raw, "cpu").expand(), tmp_path / "s.sqlite"
+    run_sweep(runs, store_path=str(store), workers=1, progress=None)
+    (run,), _ = load_runs(runs, store_path=str(store))
+    folder = artifacts_root(RunStore(store)) / run.key
+    assert not (folder / "checkpoint").exists()
+    assert main(["measure", run.run_id[:10], "--store", str(store), "--what", "hessian",
+                 "--subset", "0", "--k", "1", "--probes", "2",
+                 "--out", str(tmp_path / "m")]) == 0, capsys.readouterr().err
+    res = json.loads((tmp_path / "m" / "measurements.json").read_text())
+    assert res["run_id"] == run.run_id and res["step"] == run.summary["steps"] == 8
+
+    ds, model, loss_fn, _ = build(runs[0].params, runs[0].seed)
+    model.load_state_dict(load_checkpoint(folder / "weights.pt")["model"])
+    top = float(torch.linalg.eigvalsh(dense_hessian_reference(model, loss_fn, ds.train))[-1])
+    assert res["scalars"]["hess/top_1"] == pytest.approx(top, rel=1e-6)
+    recorded = RunStore(store).metrics(run.run_id, "measure/hess/top_1")
+    assert recorded["measure/hess/top_1"] == [(8, pytest.approx(top, rel=1e-6))]
+    # its folder has no config.yaml: the message names the run id to measure it by
+    capsys.readouterr()
+    assert main(["measure", str(folder), "--store", str(store)]) == 2
+    assert f"measured by its run id ({run.run_id})" in capsys.readouterr().err
