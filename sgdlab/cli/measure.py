@@ -123,9 +123,10 @@ def _locate(target: str, store_path: str | None):
     return locate_run(target, store_path)
 
 
-def _rebuild(cfg: dict, ckpt: Path, train_mode: bool = False):
+def _rebuild(cfg: dict, ckpt: Path, train_mode: bool = False, step: int | None = None):
     """(model with the checkpoint's weights, loss_fn, data, step, checkpoint state) of a
-    stored run: a training-loop checkpoint of a run config, or a replica run's master. The
+    stored run: a training-loop checkpoint of a run config, the final weights of a sweep run
+    (``step``: that of a bare state dict), or a replica run's master. The
     run's instruments are not built (nothing here runs them). ``train_mode``: a model with
     batch norm is refused before its weights are read."""
     import torch
@@ -134,7 +135,7 @@ def _rebuild(cfg: dict, ckpt: Path, train_mode: bool = False):
     from sgdlab.train.checkpoint import load_checkpoint, load_state
 
     if cfg.get("run_key") and isinstance(cfg.get("params"), dict):
-        return _rebuild_sweep_run(cfg, ckpt, train_mode)
+        return _rebuild_sweep_run(cfg, ckpt, train_mode, step)
     if cfg.get("method") == "parle":
         from sgdlab.train.distributed import build_model_and_data
 
@@ -169,10 +170,12 @@ def _rebuild(cfg: dict, ckpt: Path, train_mode: bool = False):
     return model, built.loss_fn, built.data, step, state
 
 
-def _rebuild_sweep_run(cfg: dict, weights: Path, train_mode: bool):
+def _rebuild_sweep_run(cfg: dict, weights: Path, train_mode: bool, step: int | None):
     """:func:`_rebuild` for a run of an experiment's sweep (the ``train`` procedure's): its
-    model and data from the run parameters the store holds, its final weights (or the
-    checkpoint) loaded."""
+    model and data from the run parameters the store holds, its final weights loaded
+    (``weights.pt``; ``model.pt``, a bare state dict at ``step``)."""
+    import torch
+
     from sgdlab.experiments.procedures.train import build
     from sgdlab.train.checkpoint import load_checkpoint, load_state
 
@@ -182,7 +185,14 @@ def _rebuild_sweep_run(cfg: dict, weights: Path, train_mode: bool):
     # the weights replace the initial ones: a dependency's (init_from) is not read
     ds, model, loss_fn, _ = build({**cfg["params"], "init_from": None}, int(cfg["seed"]))
     _refuse_train_mode_batch_norm(model, train_mode)
-    state = load_checkpoint(weights, require=("model",))
+    if step is None:
+        state = load_checkpoint(weights, require=("model",))
+    else:
+        try:
+            state = {"model": torch.load(weights, map_location="cpu", weights_only=True),
+                     "loop": {"step": step}}
+        except Exception as e:  # noqa: BLE001 - one line naming the file
+            raise UserError(f"cannot read the weights {str(weights)!r}: {e}") from None
     load_state(model, state["model"], weights, "model")
     return model, loss_fn, ds, int(state.get("loop", {}).get("step", 0)), state
 
@@ -238,7 +248,7 @@ def _measure(args: argparse.Namespace) -> int:
 
     found = _locate(args.target, args.store)
     cfg, ckpt, run_id, folder, store = found[:5]
-    model, loss_fn, data, step, state = _rebuild(cfg, ckpt, args.train_mode)
+    model, loss_fn, data, step, state = _rebuild(cfg, ckpt, args.train_mode, found.step)
     if cfg.get("run_key") and isinstance(cfg.get("params"), dict):
         # a sweep run's settings under the names --what batch reads for a run of sgdlab train
         cfg = {**cfg, "train": {"batch_size": cfg["params"].get("batch_size")},

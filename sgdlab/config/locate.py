@@ -27,7 +27,8 @@ class Located(NamedTuple):
     run_id: str | None
     folder: Path | None              # the run folder
     store: Any                       # its RunStore (None: a path, rebuild=False)
-    # a bare state dict's step (a parle master, which holds no loop); None: the file's own
+    # a bare state dict's step (a parle master, a sweep run's model.pt): it holds no loop;
+    # None: the file's own
     step: int | None = None
 
 
@@ -152,10 +153,14 @@ def _sweep_run_weights(run: dict, store) -> Located:
     the optimizer's state, is removed once the run is finished or diverged)."""
     from ..train.checkpoint import CHECKPOINT_NAME, WEIGHTS_NAME
 
-    weights = [Path(a["path"]) for a in run["artifacts"] if a["kind"] == "weights"]
+    weights = [Path(a["path"]) for a in run["artifacts"] if a["kind"] == "model"]
     what = f"run {run['id']} (of the sweep of {run['experiment']}, {run['status']})"
     if weights and weights[-1].is_file():
-        return Located(run["config"], weights[-1], run["id"], weights[-1].parent, store)
+        # model.pt, a bare state dict (what `save_model` kept before weights.pt): its step is
+        # the run's
+        step = (None if weights[-1].name == WEIGHTS_NAME
+                else int((run["summary"] or {}).get("steps", 0)))
+        return Located(run["config"], weights[-1], run["id"], weights[-1].parent, store, step)
     if weights:
         raise UserError(f"{what} has no final weights on disk: {weights[-1]} is gone")
     if run["status"] not in ("finished", "diverged"):

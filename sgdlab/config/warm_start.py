@@ -69,7 +69,7 @@ def _source(init_from: str, store_path: str | os.PathLike | None):
     try:
         found = locate_run(init_from, getattr(store_path, "path", store_path), rebuild=False)
         # weights_only=True (load_checkpoint's only way): no pickled code runs
-        state = (_master(found) if found.step is not None
+        state = (_bare_state(found) if found.step is not None
                  else load_checkpoint(found.checkpoint, require=("model",)))
     except UserError as e:
         raise ConfigError(f"{KEY}: {e}") from None
@@ -86,16 +86,17 @@ def _source(init_from: str, store_path: str | os.PathLike | None):
     return state, found
 
 
-def _master(found: Any) -> dict[str, Any]:
+def _bare_state(found: Any) -> dict[str, Any]:
     """The state of a bare state dict file (the master of a run of ``sgdlab parle``,
-    ``master.pt``), read as a checkpoint is: ``model`` and the ``loop`` step it stands at."""
+    ``master.pt``; a sweep run's ``model.pt``), read as a checkpoint is: ``model`` and the
+    ``loop`` step it stands at."""
     import torch
 
     path = Path(found.checkpoint)
     try:
         weights = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - one line naming the file
-        raise UserError(f"cannot read the master weights {str(path)!r}: {e}") from None
+        raise UserError(f"cannot read the weights {str(path)!r}: {e}") from None
     if not isinstance(weights, dict) or not all(isinstance(v, torch.Tensor)
                                                 for v in weights.values()):
         raise UserError(f"{str(path)!r} holds no state dict (a name -> tensor mapping)")
@@ -121,8 +122,8 @@ def _record(model_cfg: dict[str, Any], state: dict[str, Any], found: Any) -> dic
 
 
 def _where(state: dict[str, Any], found: Any) -> str:
-    what = ("master weights" if found.step is not None else "final weights"
-            if state.get("kind") == "weights" else "checkpoint")
+    what = ("final weights" if found.step is not None or state.get("kind") == "weights"
+            else "checkpoint")
     return (f"{what} {str(found.checkpoint)!r}"
             + (f" (run {found.run_id}, step {int(state['loop']['step'])})"
                if found.run_id else ""))

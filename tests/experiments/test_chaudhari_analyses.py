@@ -382,6 +382,7 @@ def test_the_final_diffusion_matrix_is_that_of_the_network_in_evaluation_mode(tm
     from sgdlab.measure.noise import diffusion_matrix
     from sgdlab.models import build_model
     from sgdlab.store import RunStore
+    from sgdlab.train.checkpoint import load_checkpoint
 
     model_opts = {"name": "small-lenet", "channels": [2, 3], "hidden": 4, "dropout": 0.5}
     raw = {"name": "t-eval-mode", "version": 1, "description": "D(x) in eval mode",
@@ -402,7 +403,7 @@ def test_the_final_diffusion_matrix_is_that_of_the_network_in_evaluation_mode(tm
     (path,) = RunStore(store).artifacts(run["run_id"], "model")
     ds = load_dataset("mnist_small", n_train=64, n_test=32)
     model = build_model(input_shape=ds.input_shape, num_outputs=ds.num_outputs, **model_opts)
-    model.load_state_dict(torch.load(path))
+    model.load_state_dict(load_checkpoint(path)["model"])
     d = diffusion_matrix(model.eval(), torch.nn.CrossEntropyLoss(),
                          (ds.x_train[:24], ds.y_train[:24]))
     assert run["summary"]["diffusion_trace"] == pytest.approx(d.trace(), rel=1e-6)

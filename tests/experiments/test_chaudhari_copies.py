@@ -15,6 +15,7 @@ from sgdlab.measure.permutation import (align_to, average_weights, ensemble_accu
                                         overlap_matrix)
 from sgdlab.models import build_model
 from sgdlab.store import RunStore
+from sgdlab.train.checkpoint import load_checkpoint
 
 pytestmark = pytest.mark.usefixtures("close_figures")
 
@@ -44,7 +45,7 @@ def test_compare_run_measures_the_copies_it_depends_on(tmp_path):
     for lab in labels:
         (path,) = RunStore(store).artifacts(runs[lab]["run_id"], "model")
         m = build_model(input_shape=ds.input_shape, num_outputs=ds.num_outputs, **MODEL)
-        m.load_state_dict(torch.load(path))
+        m.load_state_dict(load_checkpoint(path)["model"])
         models.append(m)
     # lr 0 keeps the initialisations: copy k of seed 0 starts from seed 1000·0 + k
     for k, m in enumerate(models, 1):

@@ -318,7 +318,7 @@ class TrainProcedure(Procedure):
 
         weights = ctx.artifact_dir / WEIGHTS_NAME
         save_weights(weights, model, summary["steps"], ctx.run_id)
-        ctx.store.add_artifact(ctx.run_id, "weights", str(weights))
+        ctx.store.add_artifact(ctx.run_id, "model", str(weights))
         if status == "finished":
             model.eval()
             for m in p.get("final", []) or []:
