@@ -2,11 +2,12 @@
 
 Loads a stored model — a run id (or unique prefix) in the run store, a run folder, or a
 checkpoint file/folder written by the training loop (its run folder must hold the
-``config.yaml`` that ``sgdlab train`` writes, so the model can be rebuilt); of a run of
-``sgdlab parle`` (Parle, Elastic-SGD, Entropy-SGD replicas), the master x̄ it ended with
-(``master.pt``), by run id or ``--out`` folder (of an interrupted one, the master of its last
-checkpoint, by the same or its ``checkpoints`` folder), rebuilt from the config the run store
-holds —
+``config.yaml`` that ``sgdlab train`` writes, so the model can be rebuilt); of a finished
+run of an experiment's sweep, by run id, the final weights it keeps (``weights.pt``, its
+model rebuilt from the run parameters the store holds); of a run of ``sgdlab parle``
+(Parle, Elastic-SGD, Entropy-SGD replicas), the master x̄ it ended with (``master.pt``), by
+run id or ``--out`` folder (of an interrupted one, the master of its last checkpoint, by the
+same or its ``checkpoints`` folder), rebuilt from the config the run store holds —
 measures it on a fixed subset of its training (or test) data with :mod:`sgdlab.measure`, and
 writes
 
@@ -51,7 +52,8 @@ def register(subparsers) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("target", metavar="CHECKPOINT_OR_RUN",
                    help="a run id (or unique prefix), a run folder, or a checkpoint (of "
-                        "`sgdlab train`; of `sgdlab parle`: its --out folder or master.pt)")
+                        "`sgdlab train`; of `sgdlab parle`: its --out folder or master.pt; of "
+                        "a sweep run: its id, for its final weights)")
     p.add_argument("--what", default=DEFAULT_WHAT,
                    help=f"comma-separated subset of {','.join(WHAT)} (default: {DEFAULT_WHAT}; "
                         "surface: the loss on a plane through the model, steps² evaluations; "

@@ -18,9 +18,10 @@
   attempt of the key (the retry of a lost run, a re-run sweep) keeps that folder, is given
   the rows the checkpoint counted (copied from the attempt that wrote it) and continues from
   it: the run ends with the rows, summary and files of an uninterrupted one. The checkpoint
-  is removed once the run is finished or diverged. A Ray task sends each checkpoint it
-  writes to the driver (after the rows it counts), which writes it there; a Ray attempt
-  that resumes gets that folder in its task. Either backend resumes the other's checkpoints.
+  is removed once the run is finished or diverged; its final weights stay (``train``'s
+  ``weights.pt``: model only, for dependants, warm starts and ``sgdlab measure``). A Ray
+  task sends each checkpoint it writes to the driver (after the rows it counts), which
+  writes it there; a Ray attempt that resumes gets that folder in its task. Either backend resumes the other's checkpoints.
 - **Leases.** Two sweeps on one store never run the same key at once: a key leased by a live
   process is waited for (and counted as done when that process finishes it).
 - **Backends** (``backend=``): ``"local"`` runs in this process (``workers=1``) or in
@@ -547,7 +548,8 @@ class _Driver:
             if self._checkpoint_refused(f, record):
                 queue.appendleft((r, f.attempt))
                 return
-            if record.status in DONE:   # nothing left to resume: no optimizer states kept
+            # nothing left to resume: no optimizer states kept (the weights.pt beside it stays)
+            if record.status in DONE:
                 shutil.rmtree(self.art_root / r.key / CHECKPOINT_DIR, ignore_errors=True)
             # the run's own time: a new worker's first run also waited for the process to
             # start and import torch (9.8 s said for a 0.9 s run)

@@ -30,6 +30,10 @@ order, noise) is the run seed too. In a sweep the loop checkpoints into the run'
 ``checkpoint/`` folder (``RunContext.checkpoint_dir``) at the first epoch end (or end of
 training) :data:`CHECKPOINT_SECONDS` after the last checkpoint, and resumes from a checkpoint
 found there, bit for bit: an interrupted or lost run continues from its last checkpoint.
+Every run that ends (finished or diverged) writes its final weights, ``weights.pt`` (model
+state dict and step, no optimizer state), in its artifact folder: what dependent runs, warm
+starts (``model.init_from: RUN``) and ``sgdlab measure RUN`` load once the sweep has removed
+the checkpoint.
 """
 from __future__ import annotations
 
