@@ -21,7 +21,8 @@
   is removed once the run is finished or diverged; its final weights stay (``train``'s
   ``weights.pt``: model only, for dependants, warm starts and ``sgdlab measure``). A Ray
   task sends each checkpoint it writes to the driver (after the rows it counts), which
-  writes it there; a Ray attempt that resumes gets that folder in its task. Either backend resumes the other's checkpoints.
+  writes it there; a Ray attempt that resumes gets that folder in its task. Either backend
+  resumes the other's checkpoints.
 - **Leases.** Two sweeps on one store never run the same key at once: a key leased by a live
   process is waited for (and counted as done when that process finishes it).
 - **Backends** (``backend=``): ``"local"`` runs in this process (``workers=1``) or in
