@@ -81,13 +81,10 @@ def locate_run(target: str, store_path: str | os.PathLike | None = None, *,
             return Located(None, ckpt, recorded_run(folder)[0], folder, None)
         cfg_file = folder / "config.yaml"
         if not cfg_file.exists() and ckpt.name == WEIGHTS_NAME:
-            from ..train.checkpoint import load_checkpoint
-
-            rid = load_checkpoint(ckpt, mmap=True).get("run_id")
             raise UserError(f"cannot rebuild the model of {str(ckpt)!r}: no config.yaml in "
                             f"{str(folder)!r}; the final weights of a sweep run are measured "
-                            f"by its run id{f' ({rid})' if rid else ''}, whose config the "
-                            "run store holds")
+                            "by its run id (`sgdlab runs list` names it), whose run "
+                            "parameters the run store holds")
         if not cfg_file.exists() and (folder / "parle.json").is_file():
             raise UserError(f"{str(ckpt)!r} is a checkpoint of a replica run (`sgdlab "
                             "parle`): measure its master by the run's id or its folder "

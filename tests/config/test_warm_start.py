@@ -283,8 +283,7 @@ def test_a_finished_or_diverged_sweep_run_starts_a_run_from_its_final_weights(
         "checkpoint": str(folder / "weights.pt"), "step": step,
         "sha256": weights_sha256(final)}
     # only the model: no optimizer state, a fraction of the checkpoint's size
-    assert set(load_checkpoint(folder / "weights.pt")) == {"format", "kind", "model", "loop",
-                                                            "run_id"}
+    assert set(load_checkpoint(folder / "weights.pt")) == {"format", "kind", "model", "loop"}
 
 
 def test_a_run_warm_started_from_a_sweep_run_resumes_from_its_own_checkpoint(

@@ -57,8 +57,8 @@ def outcome(store: Path, spec) -> tuple:
 
 
 def _tensors(path: Path) -> dict:
-    """A .pt file's tensors as lists; of the final weights, their model's and their step (the
-    run id they name is the attempt's own)."""
+    """A .pt file's tensors as lists; of the final weights (a checkpoint), its model's and its
+    step."""
     state = torch.load(path)
     if "model" in state:
         state = {**state["model"], "step": torch.tensor(state["loop"]["step"])}

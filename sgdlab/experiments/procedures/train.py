@@ -321,7 +321,7 @@ class TrainProcedure(Procedure):
         from sgdlab.train.checkpoint import save_weights
 
         weights = ctx.artifact_dir / WEIGHTS_NAME
-        save_weights(weights, model, summary["steps"], ctx.run_id)
+        save_weights(weights, model, summary["steps"])
         ctx.store.add_artifact(ctx.run_id, "model", str(weights))
         if status == "finished":
             model.eval()
