@@ -181,7 +181,7 @@ def _rebuild_sweep_run(cfg: dict, weights: Path, train_mode: bool, step: int | N
     from sgdlab.experiments.procedures.train import build
     from sgdlab.train.checkpoint import load_checkpoint, load_state
 
-    if cfg.get("procedure") not in ("train", "train_or_interpolate"):
+    if cfg.get("procedure") not in ("train", "train_or_interpolate") or "between" in cfg["params"]:
         raise UserError(f"cannot rebuild the model of a run of the {cfg.get('procedure')!r} "
                         "procedure (the `train` procedure's runs are measured)")
     # the weights replace the initial ones: a dependency's (init_from) is not read

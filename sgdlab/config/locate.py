@@ -165,16 +165,18 @@ def _sweep_run_weights(run: dict, store) -> Located:
         ckpt = (Path(os.path.abspath(store.path)).parent / "artifacts"
                 / run["config"]["run_key"] / "checkpoint" / CHECKPOINT_NAME)
         raise UserError(f"{what} has no final weights: only a finished or diverged run keeps "
-                        "them; its sweep resumes it from its last checkpoint"
-                        + (f", {ckpt}, which a warm start takes as a path" if ckpt.is_file()
-                           else " (it holds none)"))
+                        "them; "
+                        + (f"its sweep resumes it from its last checkpoint, {ckpt} (a warm "
+                           "start takes that file as a path)" if ckpt.is_file()
+                           else "it has no checkpoint either (its sweep runs it again)"))
     procedure = run["config"].get("procedure")
-    if procedure not in ("train", "train_or_interpolate"):
+    if procedure not in ("train", "train_or_interpolate") or "between" in (
+            run["config"].get("params") or {}):       # (an interpolation's run)
         raise UserError(f"{what} keeps no model: its procedure {procedure!r} records results "
                         "only (the `train` procedure keeps a run's final weights)")
     raise UserError(f"{what} keeps no final weights ({WEIGHTS_NAME}): it was run by an "
                     "sgdlab that removed a finished run's checkpoint without keeping them; "
-                    "run it again (a new version or store) to keep them")
+                    "run its sweep again into a new store to keep them")
 
 
 def _locate_replica_run(folder: Path, store_path: str | None, rebuild: bool = True):

@@ -323,14 +323,24 @@ def test_a_run_warm_started_from_a_sweep_run_resumes_from_its_own_checkpoint(
 
 
 def test_a_sweep_run_without_final_weights_is_refused_naming_why(sweep_runs, tmp_path):
-    store, runs, _ = sweep_runs
+    store, runs, last = sweep_runs
     s = RunStore(store)
     # a run that stopped before any checkpoint, as its sweep records it
     config = s.get_run(runs["ok"].run_id)["config"]
     stopped = s.create_run({**config, "run_key": "0" * 20}, name="ok|seed=0",
                            experiment="t-weights", status="interrupted")
     _refused(_tiny(init_from=stopped), store, f"run {stopped}", "interrupted",
-             "only a finished or diverged run keeps them", "(it holds none)")
+             "only a finished or diverged run keeps them", "it has no checkpoint either")
+    # one that left a checkpoint: named, and a warm start takes it as a path
+    from sgdlab.experiments.sweep import artifacts_root
+    from sgdlab.train.checkpoint import save_checkpoint
+
+    ckpt = artifacts_root(s) / ("0" * 20) / "checkpoint" / "last.pt"
+    save_checkpoint(ckpt, {k: v for k, v in last["ok"].items() if k != "format"})
+    _refused(_tiny(init_from=stopped), store, "its sweep resumes it from its last checkpoint, "
+             f"{ckpt} (a warm start takes that file as a path)")
+    built = build_from_config(_tiny(init_from=str(ckpt)), store=store).model.state_dict()
+    assert all(torch.equal(built[k], v) for k, v in last["ok"]["model"].items())
     gone = tmp_path / "weights.pt"
     moved = Path(s.get_run(runs["ok"].run_id)["artifacts"][-1]["path"])
     assert moved.name == "weights.pt"
