@@ -32,7 +32,8 @@ different claims: only the chosen reading's claims reach the analysis (``spec.re
 Any claim may carry ``requires``: preconditions every compared group must meet for the claim
 to be testable at all, e.g. ``requires: [{metric: train_acc, above: 0.5}]`` ("the nets trained").
 A group that misses one makes the conclusion inconclusive, whatever the comparison says: two
-untrained nets are "equivalent" without telling anything about the paper's claim.
+untrained nets are "equivalent" without telling anything about the paper's claim. A reference
+(``options.references``) is a constant, not a run: no precondition applies to it.
 
 ``metric_b`` compares ``metric`` of A with another metric of B (e.g. a value at the end of
 training with the same run's value at the start). ``A``/``B`` are run-group labels (or any
@@ -343,11 +344,13 @@ def unmet_preconditions(c: dict[str, Any], groups: list[str],
             raise ConfigError(f"{where}.requires[{j}]: give a 'metric' and one of above / below")
         bound = float(r[bounds[0]])
         missed = []
-        for g in groups:
+        # a reference is a constant: no precondition applies to it
+        checked = [g for g in groups if not isinstance(values.get(g), Reference)]
+        for g in checked:
             v = values.get(g, {}).get(r["metric"], float("nan"))
             if not (finite(v) and (v > bound if bounds[0] == "above" else v < bound)):
                 missed.append((g, v))
-        if every and len(missed) == len(groups) > 1:
+        if every and len(missed) == len(checked) > 1:
             out.append(f"{r['metric']} of every group is not {bounds[0]} {bound:g} ("
                        + ", ".join(f"{g} {_fmt(v)}" for g, v in missed) + ")")
             continue

@@ -1,7 +1,8 @@
 """Analyses for Xing, Arpit, Tsirigotis & Bengio (2018), "A Walk with SGD": walk plots
 (Figs. 1-2, §3.1), barriers and heights per epoch (Tables 1-2), the Hessian spectral norm in
-batch-norm train mode (Fig. 3) and the consecutive-gradient cosine against batch size and
-learning rate (Fig. 4, §3.2).
+batch-norm train mode (Fig. 3), the consecutive-gradient cosine against batch size and
+learning rate (Fig. 4, §3.2) and the stuck isotropic-noise run continued at a lower learning
+rate, as GD and as SGD (footnote 6, line 161).
 
 Each analysis turns the recorded series into per-run numbers (stored in the run's summary so
 the report shows them), averages them over seeds per run group and checks the claims listed in
@@ -19,6 +20,7 @@ from sgdlab.experiments.analysis import Analysis, Conclusion
 from sgdlab.experiments.plots import curves, panels
 from sgdlab.experiments.procedures import StoredRun, register_analysis
 from sgdlab.experiments.procedures.common import (add_references, by_group, check_claims,
+                                                  continuation_offsets, curve_label, curve_name,
                                                   finite, mean_curve, seeds_label, summary_table,
                                                   values_by_group, x_axis)
 from sgdlab.experiments.procedures.jastrzebski import (CLEAR_TREND, _spearman, epoch_curves,
@@ -371,4 +373,136 @@ def xing_cosine_grid(spec, runs: list[StoredRun]) -> Analysis:
                                 f"= {rho:.2f} over {over}",
                                 evidence={"spearman": rho}))
     return Analysis(tables=[table], figures=[("cosine_grid", fig)], conclusions=concl)
+
+
+
+# --- footnote 6: the stuck isotropic-noise run, continued ----------------------------------------
+def window_mean(points: list[tuple[float, float]], stop: float, window: float) -> float:
+    """Mean of the finite values logged at steps s with ``stop − window < s <= stop``: a noisy
+    run's level over the last ``window`` updates before ``stop``; NaN where none is logged."""
+    v = [x for s, x in points if stop - window < s <= stop and math.isfinite(x)]
+    return float(np.mean(v)) if v else float("nan")
+
+
+def relative_drop(before: float, after: float) -> float:
+    """1 − after / before: the fraction of ``before`` that a positive quantity (a loss) lost
+    by ``after``, negative where it rose; NaN unless both are finite and ``before`` > 0."""
+    if not (math.isfinite(before) and math.isfinite(after) and before > 0):
+        return float("nan")
+    return 1.0 - after / before
+
+
+def stuck_continuation(phase_one: StoredRun, switch: float, run: StoredRun, *, window: float,
+                       lag: float) -> dict[str, float]:
+    """Footnote 6's numbers for ``run``, which continues the noisy run ``phase_one`` from its
+    step ``switch`` (``run`` may be ``phase_one`` itself, continued past ``switch`` in the same
+    run, or a run started from its weights at ``switch``, counting its own steps from 0). Every
+    level is the mean over ``window`` updates (:func:`window_mean`) of the evaluated training
+    loss (accuracy), so that a single noisy evaluation does not decide:
+
+    - ``loss_stuck``, ``acc_stuck``: the level over the ``window`` updates up to ``switch``;
+    - ``stuck_drop``: the relative drop (:func:`relative_drop`) of the loss over the ``lag``
+      updates before ``switch``, from the level ending at ``switch − lag`` to ``loss_stuck``:
+      how much the noisy run was still descending, below a tolerance where it is stuck;
+    - ``loss_end``, ``acc_end``: the level over the last ``window`` updates of ``run``;
+    - ``loss_drop`` = relative_drop(loss_stuck, loss_end) and ``acc_gain`` = acc_end −
+      acc_stuck: what the continuation gained over the stuck state.
+    """
+    loss, acc = phase_one.metrics.get("train_loss", []), phase_one.metrics.get("train_acc", [])
+    stuck = window_mean(loss, switch, window)
+    end_step = max((s for s, _ in run.metrics.get("train_loss", [])), default=float("nan"))
+    end = window_mean(run.metrics.get("train_loss", []), end_step, window)
+    acc_stuck = window_mean(acc, switch, window)
+    acc_end = window_mean(run.metrics.get("train_acc", []), end_step, window)
+    return {"loss_stuck": stuck,
+            "stuck_drop": relative_drop(window_mean(loss, switch - lag, window), stuck),
+            "loss_end": end, "loss_drop": relative_drop(stuck, end),
+            "acc_stuck": acc_stuck, "acc_end": acc_end, "acc_gain": acc_end - acc_stuck}
+
+
+def _last_step(r: StoredRun) -> float:
+    return max((s for s, _ in r.metrics.get("train_loss", [])), default=float("nan"))
+
+
+STUCK_METRICS = {
+    "loss_stuck": "train loss at the switch",
+    "stuck_drop": "loss drop over the lag before it",
+    "loss_end": "final train loss",
+    "loss_drop": "loss drop after the switch",
+    "acc_stuck": "train acc. at the switch",
+    "acc_end": "final train acc.",
+    "acc_gain": "train acc. gained",
+}
+
+
+@register_analysis("xing_stuck")
+def xing_stuck(spec, runs: list[StoredRun]) -> Analysis:
+    """Footnote 6 (line 161): the noisy run of group ``options.stuck_run`` and its
+    continuations. A run with ``init_from: G`` continues G's run of the same seed from G's
+    last step; a run of another group continues itself from step ``options.switch_step``
+    (its first updates repeat G's: same seed, same settings up to the switch, e.g. a
+    learning-rate schedule that falls there); the ``stuck_run`` group is its own phase one,
+    ended. Per run, :func:`stuck_continuation` with ``options.window`` and ``options.lag``
+    (updates); the claims read ``stuck_drop`` (a precondition: the noisy run is stuck) and
+    ``loss_drop``, against ``options.references``. Curves count steps from the start of
+    training, the end of phase one marked."""
+    o = spec.options
+    try:
+        stuck_group = str(o["stuck_run"])
+        window, lag = float(o["window"]), float(o["lag"])
+    except KeyError as e:
+        raise ConfigError(f"options.{e.args[0]}: xing_stuck needs stuck_run, window and lag")
+    if not (window > 0 and lag > 0):
+        raise ConfigError(f"options: window and lag must be > 0 updates, got {window}, {lag}")
+    groups = by_group(runs, key=lambda r: r.group)
+    if stuck_group not in groups:
+        raise ConfigError(f"options.stuck_run: no run group {stuck_group!r}; groups: "
+                          f"{', '.join(groups)}")
+    marks = set()
+    for r in runs:
+        src = r.params.get("init_from") if isinstance(r.params, dict) else None
+        if r.group == stuck_group:
+            phase_one, switch = r, _last_step(r)
+        elif src:
+            phase_one = next((q for q in groups.get(src, []) if q.seed == r.seed), None)
+            switch = _last_step(phase_one) if phase_one is not None else float("nan")
+        elif "switch_step" in o:
+            phase_one, switch = r, float(o["switch_step"])
+        else:
+            raise ConfigError(f"options.switch_step: run group {r.group!r} neither starts from "
+                              f"another (init_from) nor is {stuck_group!r}: give the step "
+                              "where it switches")
+        if phase_one is None:       # its source seed is missing: nothing to continue from
+            r.summary.update({k: float("nan") for k in STUCK_METRICS})
+            continue
+        r.summary.update(stuck_continuation(phase_one, switch, r, window=window, lag=lag))
+        if r.group != stuck_group and math.isfinite(switch):
+            marks.add(switch)
+    metrics = [(k, STUCK_METRICS[k]) for k in STUCK_METRICS]
+    vals = values_by_group(groups, list(STUCK_METRICS))
+    add_references(vals, o)
+    concl = check_claims(o.get("claims", []), vals)
+    div = [g for g, rs in groups.items() if any(r.status == "diverged" for r in rs)]
+    if div:
+        concl.append(Conclusion(f"runs diverged in: {', '.join(div)}"))
+    table = summary_table("stuck_continuation", groups, metrics,
+                          caption=f"levels: means over {window:g} updates; drops: 1 − "
+                                  f"later / earlier level, {lag:g} updates apart before the "
+                                  "switch, then from the switch to the end; mean and std "
+                                  "over seeds")
+    offsets = continuation_offsets(groups)
+    figs = []
+    for m in o.get("curves", ["train_loss", "train_acc"]):
+        series = {}
+        for g, rs in groups.items():
+            st, mean, sd, n = mean_curve(rs, m, counts=True)
+            if st:
+                series[seeds_label(g, n, len(rs))] = ([s + offsets[g] for s in st], mean,
+                                                      sd if len(rs) > 1 else None)
+        fig = curves(series, xlabel="update (from the start of training)",
+                     ylabel=curve_label(m, o), logy=m in set(o.get("logy", [])),
+                     title=f"{spec.paper['figure']}: {m}", marks=sorted(marks))
+        figs.append((curve_name(m), fig))
+    return Analysis(tables=[table], figures=figs, conclusions=concl)
+
 
