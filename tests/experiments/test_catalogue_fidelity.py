@@ -159,6 +159,7 @@ def test_epochs_end_in_full_batches(name, scale):
     # an epoch's last, short batch is another batch size: where the size under test is
     # η/S or the batch size itself, it must be dropped or never arise — for a batch-size
     # schedule, at the size of every epoch, not only at the ends of its cycle
+    from sgdlab.experiments.procedures.train import train_examples
     from sgdlab.experiments.spec import load_experiment
     from sgdlab.train.batch_schedules import build_batch_schedule
 
@@ -167,7 +168,8 @@ def test_epochs_end_in_full_batches(name, scale):
         b, ds = p.get("batch_size"), p.get("dataset") or {}
         if "between" in p or b == "full" or p.get("drop_last"):
             continue
-        n = ds.get("n_train") or {**TRAIN_SIZES, **PAPER_TRAIN_SIZES}[ds["name"]]
+        # an embedded dataset's size follows its test_size too
+        n = train_examples(ds) or {**TRAIN_SIZES, **PAPER_TRAIN_SIZES}[ds["name"]]
         sizes = ({b} if isinstance(b, int) else
                  {build_batch_schedule(b)(e) for e in range(p["epochs"])})
         short = sorted(s for s in sizes if s < n and n % s)

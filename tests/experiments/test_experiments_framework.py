@@ -786,6 +786,23 @@ def test_a_claim_whose_precondition_fails_is_inconclusive():
         check_claims([dict(claim[0], requires=[{"metric": "train_acc"}])], trained)
 
 
+def test_a_precondition_applies_to_run_groups_not_to_a_reference():
+    """A claim against a constant (``options.references``) with a precondition: the
+    constant has no value of the precondition's metric, and none is asked of it."""
+    from sgdlab.experiments.procedures.common import add_references, check_claims
+
+    claim = [{"less": ["gd", "10%"], "metric": "loss_drop",
+              "requires": [{"metric": "stuck_drop", "below": 0.1}]}]
+    values = {"gd": {"loss_drop": 0.02, "stuck_drop": 0.05}}
+    add_references(values, {"references": {"10%": {"loss_drop": 0.1}}})
+    (c,) = check_claims(claim, values)
+    assert c.agrees_with_paper is True and "untestable" not in c.text
+    values["gd"]["stuck_drop"] = 0.3
+    (c,) = check_claims(claim, values)
+    assert c.agrees_with_paper is None
+    assert "stuck_drop of gd = 0.3 is not below 0.1" in c.text and "of 10%" not in c.text
+
+
 def test_a_claim_over_many_groups_that_did_not_train_says_so_once():
     """Five untrained groups: the ten pair texts each repeated the failed precondition (a
     ~1,000-character conclusion); the claim now says once that it is untestable."""
