@@ -481,7 +481,16 @@ def xing_stuck(spec, runs: list[StoredRun]) -> Analysis:
     metrics = [(k, STUCK_METRICS[k]) for k in STUCK_METRICS]
     vals = values_by_group(groups, list(STUCK_METRICS))
     add_references(vals, o)
-    concl = check_claims(o.get("claims", []), vals)
+    # the precondition's number first, whatever the claims require of it
+    seeds = "; ".join(f"seed {r.seed}: {r.summary['stuck_drop']:.4g}"
+                      for r in groups[stuck_group])
+    concl = [Conclusion(
+        f"phase one, {stuck_group}: relative drop of its train loss over its last {lag:g} "
+        f"updates (levels averaged over {window:g} updates) = "
+        f"{vals[stuck_group]['stuck_drop']:.4g} ({seeds}); its train loss at the switch "
+        f"{vals[stuck_group]['loss_stuck']:.4g}",
+        evidence={"stuck_drop": vals[stuck_group]["stuck_drop"]})]
+    concl += check_claims(o.get("claims", []), vals)
     div = [g for g, rs in groups.items() if any(r.status == "diverged" for r in rs)]
     if div:
         concl.append(Conclusion(f"runs diverged in: {', '.join(div)}"))
