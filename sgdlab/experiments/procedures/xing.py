@@ -392,6 +392,10 @@ def relative_drop(before: float, after: float) -> float:
     return 1.0 - after / before
 
 
+def _last_step(r: StoredRun) -> float:
+    return max((s for s, _ in r.metrics.get("train_loss", [])), default=float("nan"))
+
+
 def stuck_continuation(phase_one: StoredRun, switch: float, run: StoredRun, *, window: float,
                        lag: float) -> dict[str, float]:
     """Footnote 6's numbers for ``run``, which continues the noisy run ``phase_one`` from its
@@ -410,7 +414,7 @@ def stuck_continuation(phase_one: StoredRun, switch: float, run: StoredRun, *, w
     """
     loss, acc = phase_one.metrics.get("train_loss", []), phase_one.metrics.get("train_acc", [])
     stuck = window_mean(loss, switch, window)
-    end_step = max((s for s, _ in run.metrics.get("train_loss", [])), default=float("nan"))
+    end_step = _last_step(run)
     end = window_mean(run.metrics.get("train_loss", []), end_step, window)
     acc_stuck = window_mean(acc, switch, window)
     acc_end = window_mean(run.metrics.get("train_acc", []), end_step, window)
@@ -418,10 +422,6 @@ def stuck_continuation(phase_one: StoredRun, switch: float, run: StoredRun, *, w
             "stuck_drop": relative_drop(window_mean(loss, switch - lag, window), stuck),
             "loss_end": end, "loss_drop": relative_drop(stuck, end),
             "acc_stuck": acc_stuck, "acc_end": acc_end, "acc_gain": acc_end - acc_stuck}
-
-
-def _last_step(r: StoredRun) -> float:
-    return max((s for s, _ in r.metrics.get("train_loss", [])), default=float("nan"))
 
 
 STUCK_METRICS = {
@@ -451,7 +451,8 @@ def xing_stuck(spec, runs: list[StoredRun]) -> Analysis:
         stuck_group = str(o["stuck_run"])
         window, lag = float(o["window"]), float(o["lag"])
     except KeyError as e:
-        raise ConfigError(f"options.{e.args[0]}: xing_stuck needs stuck_run, window and lag")
+        raise ConfigError(f"options.{e.args[0]}: xing_stuck needs stuck_run, window and "
+                          "lag") from None
     if not (window > 0 and lag > 0):
         raise ConfigError(f"options: window and lag must be > 0 updates, got {window}, {lag}")
     groups = by_group(runs, key=lambda r: r.group)
