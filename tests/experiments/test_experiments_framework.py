@@ -571,6 +571,8 @@ def test_bad_input_stops_the_sweep_with_its_message(tmp_path):
      "x: measure[0].memory_budget: Invalid memory_budget=0 (must be >= 1; bytes: "),
     ({"optimizer": {"name": "sgd", "lr": -1}}, "x: optimizer.lr: must be >= 0, got -1"),
     ({"optimizer": {"name": "sgd", "lr": 0.1, "momentun": 0.9}}, "optimizer.momentun"),
+    # an optimizer switch is the optimizer `switch`, not a run parameter
+    ({"switch": {"at_step": 5, "optimizer": {"name": "sgd"}}}, "'switch'"),
 ])
 def test_train_procedure_checks_measure_and_optimizer_like_run_configs(change, needle):
     from sgdlab.experiments.procedures import get_procedure

@@ -182,7 +182,7 @@ class TrainProcedure(Procedure):
     allowed = {"dataset", "data_seed", "model", "loss", "dtype", "optimizer", "schedule",
                "batch_size", "epochs", "max_steps", "replacement", "drop_last", "eval_every",
                "eval_subset", "clip_grad_norm", "eval_every_steps",
-               "measure", "final", "init_from", "save_model", "switch"}
+               "measure", "final", "init_from", "save_model"}
     required = {"dataset", "model", "optimizer", "epochs", "batch_size"}
 
     def validate(self, params: dict[str, Any], where: str) -> None:
@@ -229,11 +229,6 @@ class TrainProcedure(Procedure):
             validate_section("measure", m, path=f"{where}: measure[{i}]")
         for i, m in enumerate(params.get("final", []) or []):
             validate_measure(m, f"{where}: final[{i}]", final=True)
-        if "switch" in params:
-            sw = params["switch"]
-            if not isinstance(sw, dict) or set(sw) - {"at_step", "optimizer"} or \
-                    "at_step" not in sw or "optimizer" not in sw:
-                raise ConfigError(f"{where}: switch must be {{at_step: int, optimizer: {{name: ...}}}}")
 
     def planned_steps(self, params: dict[str, Any]) -> int | None:
         """``epochs`` x steps per epoch, capped by ``max_steps`` (as the loop counts them),
@@ -287,12 +282,6 @@ class TrainProcedure(Procedure):
                  if m["name"] == "trajectory" and "path" not in m else m
                  for m in p.get("measure", []) or []]
         callbacks = build_measure(items, total, model, ds)
-        if p.get("switch"):
-            from sgdlab.optim.switch import SwitchCallback   # Zhu et al.: RMSProp-then-SGD
-
-            sw = dict(p["switch"]["optimizer"])
-            callbacks.append(SwitchCallback(at_step=int(p["switch"]["at_step"]),
-                                            optimizer=sw.pop("name"), **sw))
         eval_every = p.get("eval_every")
         if p.get("eval_every_steps"):
             eval_every = Schedule.every(int(p["eval_every_steps"]))
