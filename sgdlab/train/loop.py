@@ -267,7 +267,7 @@ class _Diverged(Exception):
 
 def train(model: nn.Module, loss_fn: Callable[[Tensor, Tensor], Tensor], data: Any,
           optimizer: torch.optim.Optimizer, *, epochs: int,
-          batch_size: int | Callable[[int], int] = 128, schedule: Any = None,
+          batch_size: int | str | Callable[[int], int] = 128, schedule: Any = None,
           replacement: bool = False, seed: int = 0, callbacks: Sequence[Callback] = (),
           eval_every: int | Schedule | None = None, eval_subset: int | None = None,
           store: Any = None, run_id: str | None = None, name: str | None = None,
@@ -286,7 +286,8 @@ def train(model: nn.Module, loss_fn: Callable[[Tensor, Tensor], Tensor], data: A
         optimizer: any ``torch.optim.Optimizer`` (``needs_closure`` ones get a batch-drawing
             closure).
         epochs: number of epochs (see ``max_steps`` to stop earlier).
-        batch_size: int, or ``epoch -> int``; ``>= N`` means full-batch GD.
+        batch_size: int, or ``epoch -> int``; ``>= N`` or ``"full"`` (as in a run config)
+            means full-batch GD.
         schedule: anything with ``step()`` (and ``state_dict``/``load_state_dict`` for
             checkpoints), stepped once per optimizer step (``schedule_every``).
         schedule_every: ``"step"`` (default: sgdlab's schedules, which count epochs through
@@ -425,6 +426,8 @@ class _Training:
         self.checkpoint_every, self.eval_every = checkpoint_every, eval_every
         self.classification = (getattr(data, "task", "classification") == "classification"
                                and not self.y_train.is_floating_point())
+        if batch_size == "full":
+            batch_size = n
         self.bs_of: Callable[[int], int] = (batch_size if callable(batch_size)
                                             else (lambda e: batch_size))
         total = sum(self.epoch_steps(e) for e in range(epochs))
@@ -1097,9 +1100,10 @@ def _check_args(epochs, batch_size, eval_every, eval_subset, checkpoint_every, m
 
     if not is_int(epochs) or epochs < 0:
         raise UserError(f"epochs must be an int >= 0, got {epochs!r}")
-    if not callable(batch_size) and (not is_int(batch_size) or batch_size < 1):
-        raise UserError(f"batch_size must be an int >= 1 or a callable epoch -> int, "
-                        f"got {batch_size!r}")
+    if (not callable(batch_size) and batch_size != "full"
+            and (not is_int(batch_size) or batch_size < 1)):
+        raise UserError(f'batch_size must be an int >= 1, "full" (full-batch GD) or a callable '
+                        f"epoch -> int, got {batch_size!r}")
     if eval_every is not None and not isinstance(eval_every, Schedule) and (
             not is_int(eval_every) or eval_every < 0):
         raise UserError(f"eval_every must be an int >= 0 (epochs) or a Schedule, got "
@@ -1144,5 +1148,6 @@ def _call_config(model, optimizer, schedule, epochs, batch_size, replacement, se
                          if isinstance(v, (int, float, str, bool, type(None)))}},
         "schedule": type(schedule).__name__ if schedule is not None else None,
         "train": {"epochs": epochs, "seed": seed, "replacement": replacement,
-                  "batch_size": batch_size if isinstance(batch_size, int) else repr(batch_size)},
+                  "batch_size": (batch_size if isinstance(batch_size, (int, str))
+                                 else repr(batch_size))},
     }

@@ -382,6 +382,18 @@ def test_callable_batch_size_and_eval_schedule():
 
 
 
+def test_batch_size_full_is_full_batch_gd_as_in_a_run_config(tmp_path):
+    # a run config's `batch_size: full` was refused from Python, where the GUIDE shows it for
+    # Zhu's GD + noise
+    m_full, r_full = run(epochs=2, batch_size="full", store=RunStore(tmp_path / "s.sqlite"))
+    m_n, r_n = run(epochs=2, batch_size=60)
+    assert r_full.steps == 2 and torch.equal(flat(m_full), flat(m_n))
+    stored = RunStore(tmp_path / "s.sqlite").get_run(r_full.run_id)["config"]
+    assert stored["train"]["batch_size"] == "full"
+    with pytest.raises(UserError, match='"full"'):
+        run(batch_size="all")
+
+
 def test_evaluate_gives_accuracy_for_class_labels_only():
     # on real-valued targets it reported {'acc': 0.0} unless told classification=False
     g = torch.Generator().manual_seed(0)
