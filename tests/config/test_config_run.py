@@ -97,6 +97,22 @@ def test_configs_are_data(tmp_path):
         validate_config({**TINY, "optimizer": {"name": "sgd", "lr": object()}})
 
 
+def test_a_misspelt_config_name_suggests_the_file_beside_it_or_the_packaged_one(
+        tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "my-run.yaml").write_text("name: x\n")
+    (tmp_path / "my-run.txt").write_text("")
+    with pytest.raises(ConfigError, match=r"'my-rn.yaml' \(did you mean my-run.yaml\?\)"):
+        load_config("my-rn.yaml")
+    with pytest.raises(ConfigError, match=r"\(did you mean " + str(tmp_path / "my-run.yaml")):
+        load_config(tmp_path / "my-rnu.yaml")
+    with pytest.raises(ConfigError, match=r"'digits-mpl' \(did you mean digits-mlp\?\) and no "
+                                          "packaged config"):
+        load_config("digits-mpl")
+    with pytest.raises(ConfigError, match=r"'nowhere/x.yaml' and no packaged config"):
+        load_config("nowhere/x.yaml")     # a folder that does not exist: no hint, no OSError
+
+
 def test_yaml_and_toml_and_overrides(tmp_path):
     y = tmp_path / "run.yaml"
     y.write_text("data: {name: cubic}\nmodel: {name: zhu-mlp-1-6-6-6-1}\n"
