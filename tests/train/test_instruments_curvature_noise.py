@@ -17,6 +17,22 @@ from sgdlab.train.loop import train
 
 
 
+def test_an_instrument_takes_the_schedule_as_a_run_config_spells_it():
+    # build_instrument("hessian", every=8) was a TypeError (missing 'schedule') although a
+    # config's measure entry reads {name: hessian, every: 8}
+    def steps(**kw) -> list[int]:
+        cb = build_instrument("noise", k=1, **kw)
+        return [s for s in range(12) if cb.should_run(s)]
+
+    assert steps(every=4) == steps(schedule=Schedule.every(4)) == [0, 4, 8]
+    assert steps(every=4, start=2) == [2, 6, 10]
+    assert steps(at=[1, 5]) == [1, 5]
+    for bad, says in (({}, "got none"), ({"every": 2, "at": [1]}, "got every and at"),
+                      ({"schedule": 5}, "schedule must be a Schedule")):
+        with pytest.raises(ValueError, match=says):
+            build_instrument("noise", **bad)
+
+
 def test_instruments_registered_and_log():
     names = {"hessian", "sharpness", "noise", "alignment", "noise_magnitude"}
     assert names <= set(instruments())

@@ -66,9 +66,27 @@ def instrument_params(name: str) -> dict[str, Any] | None:
     return params
 
 
-def build_instrument(name: str, *, schedule: Schedule, **params: Any) -> Callback:
+def build_instrument(name: str, *, schedule: Schedule | None = None, every: int | None = None,
+                     start: int = 0, at: Any = None, **params: Any) -> Callback:
+    """The instrument ``name`` with its options ``params``, run on ``schedule`` or, as a run
+    config's ``measure`` entry spells it, every ``every`` steps from ``start`` or at the steps
+    ``at``: ``build_instrument("hessian", every=8, k=2)``."""
     from sgdlab.errors import did_you_mean
 
+    given = [k for k, v in (("schedule", schedule), ("every", every), ("at", at))
+             if v is not None]
+    if len(given) != 1:
+        raise ValueError(f"instrument {name!r} needs one step schedule: schedule=Schedule..., "
+                         f"every=K (from start=S) or at=[steps], got "
+                         f"{' and '.join(given) or 'none'}")
+    if schedule is not None and not isinstance(schedule, Schedule):
+        raise ValueError(f"instrument {name!r}: schedule must be a Schedule "
+                         f"(Schedule.every(k), Schedule.at(steps), ...), got {schedule!r}; "
+                         "every=K and at=[steps] build one")
+    if every is not None:
+        schedule = Schedule.every(every, start)
+    elif at is not None:
+        schedule = Schedule.at(at)
     registry = instruments()
     if name not in registry:
         raise ValueError(f"Unknown instrument {name!r}{did_you_mean(name, registry)}; known: "
