@@ -547,6 +547,14 @@ def _resume(args) -> int:
                         "which `sgdlab resume` does not continue; " + (
                             f"continue it with: {hint}" if hint else
                             f"its sweep entry finished since as run {finished_since(run, store)}"))
+    step = checkpoint_step(run, store.path)
+
+    def started(run_id: str) -> None:
+        if step is not None and step >= 0:     # (else resume_run says it restarts from 0)
+            print(f"sgdlab: resuming run {run_id} from its last checkpoint, step {step}",
+                  flush=True)
+        announce(run_id, store.path)
+
     outcome = resume_run(ref, store=store, progress=False if args.no_progress else None,
-                         announce=lambda rid: announce(rid, store.path))
+                         announce=started)
     return print_outcome(outcome)

@@ -509,7 +509,11 @@ def test_ctrl_c_after_training_names_the_resume_command_and_records_interrupted(
     assert run["status"] == "interrupted" and not (out / "results.json").exists()
     monkeypatch.setattr(figures, "learning_curves", drawn)
     assert main(["resume", run["id"], "--store", str(store_path)]) == 0
-    assert "finished after 30 steps" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    # where it goes on is said as it starts, not only once it has finished
+    assert out.startswith(f"sgdlab: resuming run {run['id']} from its last checkpoint, step "
+                          "30\n"), out
+    assert "finished after 30 steps" in out
 
 
 def test_ctrl_c_while_a_run_is_announced_or_its_outcome_printed_says_how_it_stands(
@@ -534,7 +538,8 @@ def test_ctrl_c_while_a_run_is_announced_or_its_outcome_printed_says_how_it_stan
     assert run["status"] == "interrupted"
     monkeypatch.undo()
     assert main(["resume", run["id"], "--store", str(store_path)]) == 0
-    assert "finished after 30 steps" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "finished after 30 steps" in out and "resuming" not in out   # no checkpoint: step 0
 
     monkeypatch.setattr(train_cli, "_rel", interrupted)      # amid the outcome's lines
     argv = ["train", str(cfg), "--store", str(store_path), "--out", str(tmp_path / "b")]
