@@ -1,4 +1,4 @@
-"""``sgdlab landscape DEMO --out DIR [--quick]``: the analytic-landscape demonstrations.
+"""``sgdlab landscape DEMO [--out DIR] [--quick]``: the analytic-landscape demonstrations.
 
 Each demo computes on an analytic landscape (``sgdlab.landscapes``), prints its numbers, and
 writes ``DIR/results.json`` (config, numbers, environment) plus its figure(s):
@@ -38,7 +38,9 @@ def register(subparsers) -> None:
         description="Run one analytic-landscape demonstration, print its numbers and save "
                     "results.json and its plots under --out.")
     p.add_argument("demo", choices=DEMOS, help="which demonstration")
-    p.add_argument("--out", required=True, metavar="DIR", help="output directory")
+    p.add_argument("--out", metavar="DIR", default=None,
+                   help="output directory (default sgdlab-out/landscape-DEMO, "
+                        "sgdlab-out/landscape-DEMO-quick with --quick)")
     p.add_argument("--quick", action="store_true", help="small sizes, well under a minute")
     p.add_argument("--seed", type=int, default=0, help="seed (default 0)")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
@@ -123,7 +125,8 @@ def _main(args) -> int:
         if args.threads < 1:
             raise UserError(f"--threads must be >= 1, got {args.threads}")
         torch.set_num_threads(args.threads)
-    out = Path(args.out)
+    out = Path(args.out if args.out is not None else
+               f"sgdlab-out/landscape-{args.demo}{'-quick' if args.quick else ''}")
     refuse_results_of_others(out, "sgdlab landscape")
     fresh = not out.exists()
     out.mkdir(parents=True, exist_ok=True)

@@ -57,7 +57,8 @@ def register(subparsers) -> None:
     p.add_argument("--seed", type=int, default=0,
                    help="initialisation and sampling seed (default 0)")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
-    p.add_argument("--out", required=True, metavar="DIR", help="output directory")
+    p.add_argument("--out", metavar="DIR", default="sgdlab-out/walk",
+                   help="output directory (default sgdlab-out/walk)")
     p.set_defaults(func=_walk)
 
 

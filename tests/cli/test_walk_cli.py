@@ -29,6 +29,15 @@ def test_walk_command_writes_plots_tables_and_results(tmp_path, capsys):
     assert main(["walk", "--steps", "1", "--out", str(out)]) == 2
 
 
+def test_without_out_the_walk_writes_under_sgdlab_out(tmp_path, capsys, monkeypatch):
+    # --out was required, unlike `sgdlab run`'s sgdlab-out/NAME-SCALE
+    monkeypatch.chdir(tmp_path)
+    assert main(["walk", "--optimizer", "gd", "--steps", "2", "--widths", "4", "--points", "1",
+                 "--eval-subset", "50"]) == 0
+    assert (tmp_path / "sgdlab-out" / "walk" / "results.json").is_file()
+    assert capsys.readouterr().out.splitlines()[-1].startswith("wrote sgdlab-out/walk/walk.png")
+
+
 def test_walk_refuses_an_unknown_dataset_before_it_makes_the_folder(tmp_path, capsys):
     assert main(["walk", "--data", "digitz", "--steps", "2", "--out", str(tmp_path / "w")]) == 2
     assert "did you mean digits?" in capsys.readouterr().err

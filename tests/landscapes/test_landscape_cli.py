@@ -184,3 +184,16 @@ def test_the_pde_demo_evolves_fig_4_1s_densities(tmp_path, capsys):
         for masses in fp["densities"].values():
             assert 0 <= masses["start_basin"] + masses["global_basin"] <= 1 + 1e-9
         assert "Fokker–Planck from N(" in capsys.readouterr().out
+
+
+def test_without_out_a_demo_writes_under_sgdlab_out(tmp_path, capsys, monkeypatch):
+    # --out was required, unlike `sgdlab run`'s sgdlab-out/NAME-SCALE
+    monkeypatch.chdir(tmp_path)
+    n = torch.get_num_threads()
+    try:
+        assert main(["landscape", "ou", "--quick", "--threads", "1"]) == 0
+    finally:
+        torch.set_num_threads(n)
+    out = tmp_path / "sgdlab-out" / "landscape-ou-quick"
+    assert json.loads((out / "results.json").read_text())["demo"] == "ou"
+    assert "wrote sgdlab-out/landscape-ou-quick/results.json" in capsys.readouterr().out
