@@ -220,7 +220,10 @@ class StructuredNoiseGD(Optimizer):
         if kind == "isotropic-init":
             noise_batch_size = 1 if noise_batch_size is None else noise_batch_size
             if variance_factor is None or not variance_factor > 0:
-                raise ValueError(f"Invalid variance_factor: {variance_factor} (must be > 0)")
+                raise ValueError(f"Invalid variance_factor: {variance_factor} (gd-isotropic's "
+                                 "noise variance as a multiple of the largest per-coordinate "
+                                 "gradient variance at the first step, > 0; Xing et al. use "
+                                 "0.1 and 0.05)")
         if kind in _NEEDS_SIGMA or (kind == "hessian" and sigma_h2 is None):
             if not is_whole(noise_batch_size) or noise_batch_size < 1:
                 raise ValueError(f"Invalid noise_batch_size: {noise_batch_size} (the SGD batch "
