@@ -234,7 +234,8 @@ def segment_losses(
     vectorize: bool | None = None,
     memory_budget: int | None = None,
 ) -> Tensor:
-    """Mean loss over ``data`` at (1 − α) θ_a + α θ_b for each α (float64 tensor, shape (K,)).
+    """Mean loss over ``data`` at (1 − α) θ_a + α θ_b for each α (float64 tensor, one value
+    per α: K + 2 of them for ``alphas=K``, the iterates included).
 
     Args:
         model: the module whose trainable parameters the flat vectors describe
