@@ -176,6 +176,12 @@ class StructuredNoiseGD(Optimizer):
                              f"(fixed to {self.noise_kind!r})")
         if kind not in NOISE_KINDS:
             raise ValueError(f"Invalid noise={kind!r}; known: {', '.join(NOISE_KINDS)}")
+        # first: built by build_optimizer over bare parameters, the missing model is the cause
+        # of whichever hyper-parameter check would fail next
+        if kind not in ("none", "const") and (model is None or loss_fn is None or data is None):
+            raise ValueError(f"gld noise {kind!r} needs model=, loss_fn= and data= "
+                             "(build it with build_optimizer_for(name, model, loss_fn=, data=, "
+                             "...))")
         if not lr >= 0:
             raise ValueError(f"Invalid learning rate: {lr}")
         # finite: torch.optim.SGD lets nan/inf through, to NaN parameters a few steps later
@@ -252,9 +258,6 @@ class StructuredNoiseGD(Optimizer):
         self.model, self.loss_fn = model, loss_fn
         self._x = self._y = None
         if kind not in ("none", "const"):
-            if model is None or loss_fn is None or data is None:
-                raise ValueError(f"gld noise {kind!r} needs model=, loss_fn= and data= "
-                                 "(build it with build_optimizer_for)")
             if hasattr(data, "x_train"):          # a sgdlab Dataset: its training split
                 data = data.train
             dev = next(iter(trainable_named_params(model).values())).device

@@ -105,6 +105,10 @@ class SGLD(Optimizer):
             raise ValueError(f"Invalid energy {energy!r}; choose one of {', '.join(ENERGIES)}")
         if num_data is None and data is not None:
             num_data = len(data[0]) if isinstance(data, (tuple, list)) else len(data)
+        if energy == "full-data" and num_data is None:
+            raise ValueError("sgld with energy='full-data' needs N, the number of training "
+                             "examples: give num_data=N, or data= (build_optimizer_for(name, "
+                             "model, loss_fn=, data=) passes it)")
         if energy == "full-data":
             sgld_noise_std(0.0, energy=energy, num_data=num_data)     # validates N
         self.energy = energy

@@ -141,7 +141,7 @@ class TrivializedSGD(Optimizer):
         p = p if p is not None else heur.get("p")
         if p is None:
             raise ValueError("Invalid p: None (give p, the spin-glass order, or model= for the "
-                             "heuristic)")
+                             "heuristic, as build_optimizer_for(name, model) does)")
         if not p > 2:
             raise ValueError(f"Invalid p: {p} (spin-glass order, must be > 2)")
         if num_spins is None:

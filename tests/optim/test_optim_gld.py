@@ -297,10 +297,17 @@ def test_zero_learning_rate_is_accepted_and_moves_nothing(problem):
     assert not any(moved)
 
 
-def test_missing_model_is_an_error():
+@pytest.mark.parametrize("name", ["gld-dynamic", "gld-diagonal", "gld-leading", "gld-hessian",
+                                  "gld-sgd-like", "gd-isotropic"])
+def test_missing_model_is_an_error(name):
     with pytest.raises(ValueError, match="model"):
         StructuredNoiseGD([torch.zeros(2, requires_grad=True)], noise="diagonal",
                           noise_batch_size=1)
+    # built over bare parameters, its first complaint was a hyper-parameter of the noise
+    # (noise_batch_size, variance_factor), not the model that build_optimizer_for passes
+    with pytest.raises(ValueError, match=r"needs model=, loss_fn= and data= \(build it with "
+                                         r"build_optimizer_for\(name, model"):
+        build_optimizer(name, [torch.zeros(2, requires_grad=True)], lr=0.1)
     assert set(NOISE_KINDS) >= {"none", "const", "dynamic", "diagonal", "leading", "hessian",
                                 "sgd-like"}
 

@@ -136,7 +136,7 @@ def test_trains_any_module_and_temperature_zero_is_sgd():
 
 def test_bad_arguments_are_named():
     p = [nn.Parameter(torch.zeros(3))]
-    with pytest.raises(ValueError, match="num_data"):
+    with pytest.raises(ValueError, match=r"give num_data=N, or data= \(build_optimizer_for"):
         SGLD(p, lr=0.1)                                       # full-data needs N
     with pytest.raises(ValueError, match="energy"):
         SGLD(p, lr=0.1, energy="posterior", num_data=3)
