@@ -307,7 +307,7 @@ def train(model: nn.Module, loss_fn: Callable[[Tensor, Tensor], Tensor], data: A
         checkpoint_dir, checkpoint_every: where and how often (steps) to checkpoint.
         checkpoint_seconds: write a checkpoint only when this many seconds have passed since
             the last one (or the start); the end of training included. None: every one due.
-        progress: show a tqdm bar (only when stderr is a terminal).
+        progress: show a tqdm bar (only when stderr is a terminal or in a Jupyter notebook).
         device: moves model and data there (default: the model's device).
         max_steps: stop after this many optimizer steps in total (status "finished").
         drop_last: drop the last partial batch of each pass (without replacement).
@@ -600,7 +600,7 @@ class _Training:
             self.store = store
             self.ctx.logger = self.writer.log
         self.run_id = run_id
-        if self.progress and sys.stderr.isatty():
+        if self.progress and _watched():
             from tqdm.auto import tqdm
             self.pbar = tqdm(total=self.total_steps, initial=min(self.loop["step"],
                                                                  self.total_steps),
@@ -1092,6 +1092,12 @@ def model_setting_changes(saved: dict[str, Any], now: dict[str, Any]) -> list[st
     keys = [k for k in MODEL_SETTINGS if k in saved and k in now
             and not (k == "loss" and None in (saved[k], now[k]))]
     return changed_settings({k: saved[k] for k in keys}, {k: now[k] for k in keys})
+
+
+def _watched() -> bool:
+    """Whether someone watches the run's progress: a terminal, or a notebook, whose stderr is
+    no terminal (where tqdm.auto draws its widget)."""
+    return sys.stderr.isatty() or "ipykernel" in sys.modules
 
 
 def _check_args(epochs, batch_size, eval_every, eval_subset, checkpoint_every, max_steps) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import functools
 import math
 import random
+import sys
 
 import numpy as np
 import pytest
@@ -392,6 +393,21 @@ def test_batch_size_full_is_full_batch_gd_as_in_a_run_config(tmp_path):
     assert stored["train"]["batch_size"] == "full"
     with pytest.raises(UserError, match='"full"'):
         run(batch_size="all")
+
+
+def test_progress_bar_in_a_notebook_whose_stderr_is_no_terminal(capsys, monkeypatch):
+    # a Jupyter kernel's stderr is no tty: the bar was never shown there
+    import types
+
+    run(epochs=1)
+    assert "train:" not in capsys.readouterr().err          # progress=False: none anywhere
+    model = make_model()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    train(model, nn.CrossEntropyLoss(), toy_data(), opt, epochs=1, batch_size=8)
+    assert "train:" not in capsys.readouterr().err          # a script's redirected stderr
+    monkeypatch.setitem(sys.modules, "ipykernel", types.ModuleType("ipykernel"))
+    train(model, nn.CrossEntropyLoss(), toy_data(), opt, epochs=1, batch_size=8)
+    assert "train:" in capsys.readouterr().err
 
 
 def test_evaluate_gives_accuracy_for_class_labels_only():
