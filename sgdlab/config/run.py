@@ -170,7 +170,8 @@ class MeasureItem(OpenSection):
     """An instrument, its step schedule (at most one of every, at, log_points) and options."""
 
     name: str = Field(description="a registered instrument (hessian, noise, alignment, ...)")
-    every: int | None = Field(None, ge=1, description="steps between measurements")
+    every: int | None = Field(None, ge=1, description="steps between measurements (without "
+                                                      "every, at or log_points: every step)")
     start: int = Field(0, ge=0, description="first step of `every`")
     at: list[NonNegative] | None = Field(None, description="these steps")
     log_points: int | None = Field(None, ge=1, description="about this many log-spaced steps "
