@@ -403,6 +403,10 @@ class _Training:
         check_dataset(data)
         check_loss(loss_fn)
         _check_optimizer_updates(model, optimizer)
+        if schedule is not None and not callable(getattr(schedule, "step", None)):
+            raise UserError(f"schedule must have a step() (a torch LR scheduler, or "
+                            f"sgdlab.optim.build_schedule(name, optimizer, steps_per_epoch=, "
+                            f"total_steps=, ...)), got {schedule!r}")
         if resume and checkpoint_dir is None:
             raise UserError("resume=True needs checkpoint_dir")
         if device is not None:
@@ -1002,8 +1006,12 @@ def check_dataset(data: Any) -> None:
 def as_callbacks(callbacks: Any) -> list[Callback]:
     """One :class:`Callback` or an iterable of them, as a list; anything else (a measurement
     function, ...) is a ``UserError`` naming its position and the wrapper to use."""
-    items = [callbacks] if isinstance(callbacks, Callback) else list(callbacks)
+    items = [callbacks] if isinstance(callbacks, (Callback, str)) else list(callbacks)
     for i, cb in enumerate(items):
+        if isinstance(cb, str):     # an instrument's name, as a run config's measure entry
+            raise UserError(f"callbacks[{i}] is the name {cb!r}, not a sgdlab.train.Callback: "
+                            "build the instrument with sgdlab.train.instruments."
+                            f"build_instrument({cb!r}, every=K, ...)")
         if not isinstance(cb, Callback):
             kind = "a function" if callable(cb) else f"a {type(cb).__name__}"
             raise UserError(f"callbacks[{i}] is {kind}, not a sgdlab.train.Callback: wrap a "
@@ -1126,6 +1134,11 @@ def _check_args(epochs, batch_size, eval_every, eval_subset, checkpoint_every, m
 def _check_optimizer_updates(model, optimizer) -> None:
     """An optimizer built over another model instance's parameters would "train" without
     changing ``model``."""
+    if not isinstance(getattr(optimizer, "param_groups", None), list):
+        raise UserError(f"optimizer must be a torch.optim.Optimizer, got {optimizer!r}; by "
+                        "name: sgdlab.optim.build_optimizer(name, model.parameters(), lr=...) "
+                        "(build_optimizer_for(name, model, loss_fn=, data=, ...) for those "
+                        "that need the model)")
     own = {id(p) for p in model.parameters()}
     updated = [p for g in optimizer.param_groups for p in g["params"]]
     if own and updated and not any(id(p) in own for p in updated):

@@ -666,6 +666,26 @@ def test_training_on_a_batch_tuple_names_the_dataset_it_needs():
 
 
 
+def test_names_given_for_the_optimizer_schedule_or_a_callback_say_what_builds_them(tmp_path):
+    # an optimizer or schedule by name was an AttributeError ('str' object has no attribute
+    # 'param_groups' / 'step', the latter at the first step), and callbacks="hessian" was
+    # read as the callbacks 'h', 'e', ...
+    model = make_model()
+    sgd = torch.optim.SGD(model.parameters(), lr=0.1)
+    for kw, says in ((dict(optimizer="sgd"), r"optimizer must be a torch.optim.Optimizer, got "
+                                             r"'sgd'; by name: sgdlab.optim.build_optimizer"),
+                     (dict(schedule="cosine-cyclic"), r"schedule must have a step\(\) .*"
+                                                      r"build_schedule\(name, optimizer"),
+                     (dict(callbacks="hessian"), r"callbacks\[0\] is the name 'hessian'.*"
+                                                 r"build_instrument\('hessian', every=K")):
+        kw = {"optimizer": sgd, **kw}
+        store = RunStore(tmp_path / "s.sqlite")
+        with pytest.raises(UserError, match=says):
+            train(model, nn.CrossEntropyLoss(), toy_data(), kw.pop("optimizer"), epochs=1,
+                  store=store, progress=False, **kw)
+        assert store.list_runs() == []              # refused before the run is recorded
+
+
 @pytest.mark.parametrize("reduction", ["sum", "none"])
 @pytest.mark.parametrize("form", ["module", "partial"])
 def test_a_loss_that_is_not_the_batch_mean_is_refused(reduction, form):
