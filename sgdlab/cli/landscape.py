@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import math
 import platform
+import sys
 import time
 from pathlib import Path
 
@@ -132,6 +133,9 @@ def _main(args) -> int:
     out.mkdir(parents=True, exist_ok=True)
     runner = {"escape": _escape, "ou": _ou, "double-well": _double_well, "pspin": _pspin,
               "pde": _pde, "perceptron": _perceptron}[args.demo]
+    # the demos print their numbers only once computed, some after half a minute
+    print(f"sgdlab landscape {args.demo}{' --quick' if args.quick else ''}: computing "
+          f"(output to {out})", file=sys.stderr, flush=True)
     t0 = time.perf_counter()
     try:
         results = runner(args, out)
