@@ -21,14 +21,21 @@ class Dataset:
     ``input_shape`` (tuple), ``num_outputs`` (classes or regression outputs), ``seed``.
     A record built from one's own tensors may leave ``meta`` empty: the task then follows the
     targets' dtype (integer: class labels; floating point: regression), ``num_outputs`` the
-    largest label (plus one) or the targets' width, ``input_shape`` the inputs.
+    largest label (plus one) or the targets' width, ``input_shape`` the inputs. Without
+    ``x_test`` and ``y_test`` the test split is empty: training then logs no test metrics.
     """
 
     x_train: Tensor
     y_train: Tensor
-    x_test: Tensor
-    y_test: Tensor
+    x_test: Tensor = None        # type: ignore[assignment]  (None: an empty split)
+    y_test: Tensor = None        # type: ignore[assignment]
     meta: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if (self.x_test is None) != (self.y_test is None):
+            raise ValueError("Dataset: give both x_test and y_test, or neither (no test split)")
+        if self.x_test is None:
+            self.x_test, self.y_test = self.x_train[:0], self.y_train[:0]
 
     @property
     def name(self) -> str:

@@ -42,3 +42,21 @@ def test_label_noise_refuses_real_valued_targets_of_an_own_dataset():
     # it used to shift the real-valued targets by random integers and report "label noise"
     with pytest.raises(UserError, match="classification"):
         with_label_noise(own(torch.randn(20), torch.randn(5)), 3)
+
+
+def test_a_record_without_a_test_split_trains_without_test_metrics():
+    # Dataset(x, y) was a TypeError: a user with training data alone had to make up a split
+    from torch import nn
+
+    from sgdlab.train import train
+
+    x, y = torch.randn(12, 3, generator=torch.Generator().manual_seed(0)), torch.arange(12) % 2
+    ds = Dataset(x, y)
+    assert ds.x_test.shape == (0, 3) and ds.y_test.dtype == y.dtype
+    assert ds.task == "classification" and ds.num_outputs == 2
+    model = nn.Linear(3, 2)
+    res = train(model, nn.CrossEntropyLoss(), ds, torch.optim.SGD(model.parameters(), lr=0.1),
+                epochs=1, batch_size=4, progress=False)
+    assert "train_acc" in res.final and not any(k.startswith("test_") for k in res.final)
+    with pytest.raises(ValueError, match="give both x_test and y_test, or neither"):
+        Dataset(x, y, x)
