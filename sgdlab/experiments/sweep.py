@@ -146,15 +146,22 @@ def dependency_layers(runs: list[RunSpec]) -> list[list[RunSpec]]:
 
 
 def threads_per_worker(workers: int) -> int:
-    """torch threads per run: ``$SGDLAB_THREADS`` if set, else cores // workers (>= 1)."""
+    """torch threads per run: ``$SGDLAB_THREADS`` if set, else cores // workers (>= 1), at
+    most ``$OMP_NUM_THREADS`` when that is set (a cap the user put on the process: torch
+    reads it at import, and setting the threads here would override it)."""
     env = os.environ.get("SGDLAB_THREADS")
     if env:
-        try:
-            n = int(env)
-        except ValueError:
-            raise UserError(f"SGDLAB_THREADS must be an integer, got {env!r}") from None
-        return max(1, n)
-    return max(1, (os.cpu_count() or 1) // workers)
+        return max(1, _env_int("SGDLAB_THREADS", env))
+    n = max(1, (os.cpu_count() or 1) // workers)
+    omp = os.environ.get("OMP_NUM_THREADS")
+    return min(n, max(1, _env_int("OMP_NUM_THREADS", omp))) if omp else n
+
+
+def _env_int(name: str, value: str) -> int:
+    try:
+        return int(value)
+    except ValueError:
+        raise UserError(f"{name} must be an integer, got {value!r}") from None
 
 
 def run_sweep(runs: list[RunSpec], *, store_path: str | None = None, workers: int | None = None,

@@ -1098,3 +1098,23 @@ def test_a_claim_against_a_reference_names_the_value_not_that_of_a_group():
     values["sgd"] = {"cos": -0.5}
     (c,) = check_claims([{"less": ["gd", "sgd"], "metric": "cos"}], values)
     assert c.text == "cos of gd (-0.95) is lower than that of sgd (-0.5)"
+
+
+def test_threads_per_run_are_capped_by_omp_num_threads_and_set_by_sgdlab_threads(monkeypatch):
+    """A user's OMP_NUM_THREADS caps cores // workers (torch read it at import; setting the
+    threads would override it); SGDLAB_THREADS sets the count outright; both must be ints."""
+    from sgdlab.errors import UserError
+    from sgdlab.experiments.sweep import threads_per_worker
+
+    monkeypatch.setattr("os.cpu_count", lambda: 8)
+    monkeypatch.delenv("SGDLAB_THREADS", raising=False)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    assert [threads_per_worker(w) for w in (1, 2, 3, 16)] == [8, 4, 2, 1]
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    assert [threads_per_worker(w) for w in (1, 2, 3, 16)] == [3, 3, 2, 1]
+    monkeypatch.setenv("SGDLAB_THREADS", "6")
+    assert threads_per_worker(4) == 6
+    monkeypatch.setenv("OMP_NUM_THREADS", "two")
+    monkeypatch.delenv("SGDLAB_THREADS")
+    with pytest.raises(UserError, match="OMP_NUM_THREADS must be an integer, got 'two'"):
+        threads_per_worker(1)
