@@ -1,8 +1,8 @@
-"""``sgdlab runs list|show|compare|export`` and ``sgdlab resume RUN_ID``: the run store from the
-shell.
+"""``sgdlab runs list|show|compare|export|delete`` and ``sgdlab resume RUN_ID``: the run store
+from the shell.
 
 ``list``, ``show`` and ``export`` only read the store (a store on a read-only file system
-works). A ``running`` run whose process is gone is shown as ``interrupted`` (or ``stale`` when
+works); ``delete`` removes runs (:mod:`sgdlab.store.deletion`). A ``running`` run whose process is gone is shown as ``interrupted`` (or ``stale`` when
 it ran on another host and its heartbeat stopped), with the command that continues it."""
 from __future__ import annotations
 
@@ -85,6 +85,32 @@ def register(subparsers) -> None:
                     help="only this run: a run id, a unique prefix or the run's folder "
                          "(repeatable; default all)")
     ex.set_defaults(func=_export)
+
+    rm = sub.add_parser("delete", help="remove runs: their records and the files the store "
+                                       "keeps for them",
+                        description="Delete the runs named (ids, unique prefixes or run "
+                                    "folders) or selected by --experiment and --status (both: "
+                                    "the runs named that match them): their rows in the store "
+                                    "and the folders the store keeps for them (a run folder "
+                                    "beside the store, a sweep run's artifact folder). Lists "
+                                    "what goes, with sizes, and asks first. Files outside the "
+                                    "store's folders stay. A run a live process holds is "
+                                    "refused. Exit status 1 when the answer is no or a folder "
+                                    "could not be removed.")
+    _store_arg(rm)
+    rm.add_argument("run_ids", metavar="RUN", nargs="*",
+                    help="a run id, a unique prefix or the run's folder (any number)")
+    rm.add_argument("--experiment", help="the runs of this experiment")
+    rm.add_argument("--status", choices=("running", "finished", "diverged", "failed",
+                                         "interrupted", "stale"),
+                    help="the runs with this status, as `runs list` shows it")
+    rm.add_argument("--dry-run", action="store_true",
+                    help="list what would be deleted, delete nothing")
+    rm.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
+    rm.add_argument("--force", action="store_true",
+                    help="delete runs that a live process holds (running, or leased by a "
+                         "sweep) too; their process fails when it records their end")
+    rm.set_defaults(func=_delete)
 
     res = subparsers.add_parser("resume", help="continue a killed or interrupted run",
                                 description="Continue RUN_ID from its last checkpoint with the "
@@ -529,6 +555,112 @@ def _export(args) -> int:
     path = store.export(args.path, run_ids=args.runs, fmt=fmt)
     print(f"wrote {path} ({fmt})")
     return 0
+
+
+def _delete(args) -> int:
+    from sgdlab.errors import UserError
+    from sgdlab.store.deletion import delete_planned, human_size, plan_deletion
+
+    if not (args.run_ids or args.experiment or args.status):
+        raise UserError("name the runs to delete: RUN ids (unique prefixes, run folders), "
+                        "--experiment NAME or --status STATUS (`sgdlab runs list` shows them)")
+    wanted = [_run_ref(args, r, "deleted") for r in args.run_ids]
+    store = _open(args, readonly=args.dry_run)
+    ids = list(dict.fromkeys(store.resolve(r) for r in wanted))
+    filters = [f"{k} {v!r}" for k, v in (("experiment", args.experiment),
+                                         ("status", args.status)) if v]
+    if filters:
+        matching = [r["id"] for r in store.list_runs(experiment=args.experiment,
+                                                      status=args.status)]
+        if wanted:
+            left = [i for i in ids if i not in matching]
+            ids = [i for i in ids if i in matching]
+            if left:
+                print(f"not deleted, not of {' and '.join(filters)}: {', '.join(left)}")
+        else:
+            ids = matching
+    if not ids:
+        print(f"no runs {'with ' + ' and '.join(filters) + ' ' if filters else ''}to delete "
+              f"in {store.path}")
+        return 0
+    plan = plan_deletion(store, ids)
+    _print_plan(plan, force=args.force)
+    if plan.live and not args.force:
+        why = (f"{len(plan.live)} of them {'is' if len(plan.live) == 1 else 'are'} held by a "
+               "live process (above): stop it first, leave it out (a RUN list or --status), or "
+               "--force")
+        if args.dry_run:
+            print(f"(dry run: nothing deleted; the delete would be refused: {why})")
+            return 0
+        raise UserError(f"nothing deleted: {why}")
+    if args.dry_run:
+        print("(dry run: nothing deleted)")
+        return 0
+    n = len(plan.runs)
+    if not args.yes and not _confirm(f"Delete {n} run{'s' if n != 1 else ''} and "
+                                     f"{human_size(plan.size)} of files? [y/N] "):
+        print("nothing deleted")
+        return 1
+    result = delete_planned(store, plan, force=args.force)
+    rows = result.rows
+    print(f"deleted {rows['runs']} run{'s' if rows['runs'] != 1 else ''} ({rows['metrics']} "
+          f"metric rows) from {store.path}; removed {len(result.removed)} folder"
+          f"{'s' if len(result.removed) != 1 else ''}, {human_size(result.freed)}")
+    for folder, why in result.kept:
+        print(f"kept {folder}: {why}")
+    for folder, why in result.failed:
+        print(f"could not remove {folder} ({why}); its runs' rows are deleted: remove it by "
+              "hand")
+    return 1 if result.failed else 0
+
+
+def _print_plan(plan, *, force: bool) -> None:
+    """The runs a delete removes, a line each with its size on disk, then under it the
+    folders that go, the files that stay and why, and the warnings for the runs that stay."""
+    from sgdlab.store.deletion import human_size
+
+    n = len(plan.runs)
+    print(f"{n} run{'s' if n != 1 else ''} to delete from {plan.store}, "
+          f"{human_size(plan.size)} of files:")
+    rows = [("RUN_ID", "NAME", "EXPERIMENT", "STATUS", "SIZE")]
+    rows += [(r.run["id"], r.run["name"] or "", r.run["experiment"] or "", r.run["status"],
+              human_size(r.size)) for r in plan.runs]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for i, row in enumerate(rows):
+        print("  " + "  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip())
+        if i == 0:
+            continue
+        r = plan.runs[i - 1]
+        notes = [f"removes {f}" for f in r.folders]
+        notes += [f"keeps {f}: its run key's folder, still used by {', '.join(users)}"
+                  for f, users in r.shared]
+        notes += [f"keeps {p}: outside the store's folders (only its record goes)"
+                  for p in r.outside]
+        if r.live is not None:
+            notes.append(f"{'deleted all the same (--force)' if force else 'refused'}: it "
+                         f"{r.live}")
+        for note in notes:
+            print(f"      {note}")
+    for run, source in plan.dependants:
+        named = f" ({run['name']})" if run["name"] else ""
+        print(f"warning: run {run['id']}{named} stays; it was warm-started from {source}, "
+              "deleted here: it keeps working from its own checkpoint, but a restart from "
+              "step 0 (of a run stopped before its first checkpoint) would need that source")
+    if plan.rerun:
+        k = len(plan.rerun)
+        print(f"note: {k} finished or diverged sweep run{'s' if k != 1 else ''} "
+              f"({', '.join(plan.rerun)}): `sgdlab run` of {'their' if k != 1 else 'its'} "
+              "experiment runs them again (it runs what the store lacks)")
+
+
+def _confirm(prompt: str) -> bool:
+    """Whether the user answers yes to ``prompt`` on stdin (no answer, a closed stdin: no)."""
+    try:
+        answer = input(prompt)
+    except EOFError:
+        print()
+        return False
+    return answer.strip().lower() in ("y", "yes")
 
 
 def _resume(args) -> int:

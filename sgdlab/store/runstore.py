@@ -701,6 +701,53 @@ class RunStore:
             return None
         return {"run_id": row[0], "host": row[1], "pid": row[2]}
 
+    # --- deletion -------------------------------------------------------------------------
+    def live_runs(self, run_ids: Sequence[str]) -> dict[str, str]:
+        """``{run id: why}`` for those of ``run_ids`` that a live process holds: ``running``
+        with an owner that is alive or cannot be judged (a store from before liveness), or
+        leased by a live sweep (:func:`owner_alive`; a dead owner's run or lease is not
+        live)."""
+        return _live_runs(self._conn, run_ids)
+
+    def delete_runs(self, run_ids: Sequence[str], *, force: bool = False) -> dict[str, Any]:
+        """Delete runs and every row keyed by their ids (metrics, artifacts, the leases of
+        dead holders) in one transaction; their files are the caller's
+        (:mod:`sgdlab.store.deletion`). A run a live process holds (:meth:`live_runs`,
+        checked inside the transaction) is refused with a :class:`UserError`, deleting
+        nothing, unless ``force``; a live holder's lease stays even then (its sweep still
+        runs the key).
+
+        Returns ``{"runs", "metrics", "artifacts", "leases"}`` (rows deleted) and
+        ``"keys_in_use"``: the run keys of the deleted runs that a remaining run has, or a
+        live lease holds, as the transaction left them (their artifact folders are in use)."""
+        ids = list(dict.fromkeys(run_ids))
+        counts = {"runs": 0, "metrics": 0, "artifacts": 0, "leases": 0}
+        with _transaction(self._conn) as c:
+            live = _live_runs(c, ids)
+            if live and not force:
+                raise UserError("; ".join(f"run {rid} {why}" for rid, why in live.items())
+                                + ": nothing deleted")
+            keys = set()
+            for rid in ids:
+                row = c.execute("SELECT config FROM runs WHERE id = ?", (rid,)).fetchone()
+                if row is None:
+                    raise UserError(f"no run {rid!r} in {self.path}: nothing deleted")
+                key = _run_key(row[0])
+                if key:
+                    keys.add(key)
+            for rid in ids:
+                for table, column in (("metrics", "run_id"), ("artifacts", "run_id"),
+                                      ("runs", "id")):
+                    counts[table] += c.execute(f"DELETE FROM {table} WHERE {column} = ?",
+                                               (rid,)).rowcount
+                for key, *owner in c.execute("SELECT key, host, pid, pid_start, heartbeat "
+                                             "FROM leases WHERE run_id = ?", (rid,)).fetchall():
+                    if owner_alive(*owner) is False:
+                        counts["leases"] += c.execute("DELETE FROM leases WHERE key = ?",
+                                                      (key,)).rowcount
+            in_use = {k for k in keys if _key_in_use(c, k)}
+        return {**counts, "keys_in_use": in_use}
+
     def resolve(self, run_id: str) -> str:
         """The full id of the run whose id is or starts with ``run_id`` (must be unique)."""
         if not run_id.strip():   # every id starts with "": a store of one run would answer it
@@ -1011,6 +1058,51 @@ def _run_row(row: tuple) -> dict[str, Any]:
            "heartbeat": heartbeat}
     run["status"] = shown_status(run)
     return run
+
+
+def _live_runs(c: sqlite3.Connection, run_ids: Sequence[str]) -> dict[str, str]:
+    now, live = time.time(), {}
+    for rid in dict.fromkeys(run_ids):
+        row = c.execute("SELECT status, host, pid, pid_start, heartbeat FROM runs WHERE id = ?",
+                        (rid,)).fetchone()
+        if row is not None and row[0] == "running":
+            status, host, pid, start, beat = row
+            alive = owner_alive(host, pid, start, beat, now)
+            if alive is None:
+                live[rid] = ("is recorded as running by a process that cannot be checked "
+                             "(no owner recorded: a store from before liveness)")
+            elif alive:
+                live[rid] = (f"is running (process {pid} on {host}"
+                             + (f", heartbeat {now - beat:.0f} s ago" if beat is not None
+                                else "") + ")")
+        if rid in live:
+            continue
+        for key, host, pid, start, beat in c.execute(
+                "SELECT key, host, pid, pid_start, heartbeat FROM leases WHERE run_id = ?",
+                (rid,)):
+            if owner_alive(host, pid, start, beat, now) is not False:
+                live[rid] = f"is leased by a live sweep (process {pid} on {host}, key {key})"
+                break
+    return live
+
+
+def _run_key(config: str) -> str | None:
+    """The ``run_key`` of a stored config (a run of an experiment's sweep), or None."""
+    cfg = json.loads(config)
+    key = cfg.get("run_key") if isinstance(cfg, dict) else None
+    return key if isinstance(key, str) and key else None
+
+
+def _key_in_use(c: sqlite3.Connection, key: str) -> bool:
+    """Whether a run of the store has run key ``key`` or a live process leases it."""
+    # instr() narrows to configs spelling the key; json.loads decides (as _done_run)
+    for (cfg,) in c.execute("SELECT config FROM runs WHERE instr(config, ?) > 0",
+                            (json.dumps(key),)):
+        if _run_key(cfg) == key:
+            return True
+    row = c.execute("SELECT host, pid, pid_start, heartbeat FROM leases WHERE key = ?",
+                    (key,)).fetchone()
+    return row is not None and owner_alive(*row) is not False
 
 
 def _metric_rows(run_id: str, rows: Iterable[Sequence[Any]]) -> list[tuple]:
