@@ -1,0 +1,243 @@
+"""Deleting runs (``RunStore.delete_runs``, ``sgdlab.store.deletion``): every row keyed by the
+runs in one transaction, then the store's own folders of them; live runs refused."""
+from __future__ import annotations
+
+import shutil
+import sqlite3
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from sgdlab.errors import UserError
+from sgdlab.store import RunStore
+from sgdlab.store.deletion import (
+    ARTIFACTS, delete_planned, folder_size, human_size, plan_deletion,
+)
+
+# a process that owns a running run and the lease on its key, and waits to be killed
+OWNER = textwrap.dedent("""
+    import sys, time
+    from sgdlab.store import RunStore
+    store = RunStore(sys.argv[1])
+    rid, _ = store.claim_key("live", {"run_key": "live"}, experiment="e", env={})
+    print(rid, flush=True)
+    time.sleep(120)
+""")
+
+
+@pytest.fixture
+def owner(tmp_path):
+    """(store path, run id, process) of a live process owning run "live" and its lease."""
+    path = tmp_path / "runs.sqlite"
+    RunStore(path).close()
+    proc = subprocess.Popen([sys.executable, "-c", OWNER, str(path)], stdout=subprocess.PIPE,
+                            text=True)
+    rid = proc.stdout.readline().strip()
+    yield path, rid, proc
+    proc.kill()
+    proc.wait()
+
+
+def _rows(path, run_id: str) -> dict[str, int]:
+    """The rows of every table that name ``run_id``."""
+    conn = sqlite3.connect(path)
+    try:
+        return {t: conn.execute(f"SELECT COUNT(*) FROM {t} WHERE {c} = ?", (run_id,)).fetchone()[0]
+                for t, c in (("runs", "id"), ("metrics", "run_id"), ("artifacts", "run_id"),
+                             ("leases", "run_id"))}
+    finally:
+        conn.close()
+
+
+def _train_run(store: RunStore, values: list[float], size: int = 1000) -> str:
+    """A finished run as `sgdlab train` leaves it: rows, and a folder beside the store named
+    by its id holding a checkpoint of ``size`` bytes, recorded as its artifacts."""
+    rid = store.create_run({"name": "t"}, name="t", env={})
+    folder = store.path.parent / rid
+    (folder / "checkpoints").mkdir(parents=True)
+    (folder / "checkpoints" / "last.pt").write_bytes(b"x" * size)
+    store.add_artifact(rid, "out_dir", folder.resolve())
+    store.log_many(rid, [("loss", i, v) for i, v in enumerate(values)])
+    store.complete_run(rid, "finished", artifacts=[
+        ("checkpoint", (folder / "checkpoints" / "last.pt").resolve())])
+    return rid
+
+
+def _sweep_run(store: RunStore, key: str, status: str = "finished", size: int = 100) -> str:
+    """A run of key ``key`` as a sweep leaves it: its lease released, ``weights.pt`` in the
+    key's artifact folder (shared by every attempt of the key)."""
+    rid, _ = store.claim_key(key, {"run_key": key}, name=key, experiment="e", env={})
+    folder = store.path.parent / ARTIFACTS / key
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "weights.pt").write_bytes(b"w" * size)
+    store.log_many(rid, [("loss", 0, 1.0)])
+    store.complete_run(rid, status, artifacts=[("model", folder / "weights.pt")], release=key)
+    return rid
+
+
+def test_every_row_keyed_by_the_runs_goes_in_one_transaction_and_nothing_else(tmp_path):
+    store = RunStore(tmp_path / "runs.sqlite")
+    a, b, c = (_train_run(store, [float(i), 0.5 * i, -i]) for i in range(3))
+    conn = sqlite3.connect(store.path)
+    with conn:         # a lease of a process that is gone, held for b
+        conn.execute("INSERT INTO leases VALUES ('k', ?, 'h', 999999999, NULL, 0, 'now')", (b,))
+    conn.close()
+    kept = store.metrics(c)
+    rows = store.delete_runs([a, b, a])
+    assert {k: rows[k] for k in ("runs", "metrics", "artifacts", "leases")} == {
+        "runs": 2, "metrics": 6, "artifacts": 4, "leases": 1}
+    assert _rows(store.path, a) == _rows(store.path, b) == dict.fromkeys(_rows(store.path, a), 0)
+    assert store.metrics(c) == kept and len(store.artifacts(c)) == 2
+    assert [r["id"] for r in store.list_runs()] == [c]
+    # a run that is not there refuses the whole delete, inside the transaction
+    with pytest.raises(UserError, match="no run 'nope'.*nothing deleted"):
+        store.delete_runs([c, "nope"])
+    assert store.metrics(c) == kept
+
+
+def test_a_running_or_leased_run_is_refused_unless_forced(owner):
+    path, rid, proc = owner
+    store = RunStore(path)
+    other = _train_run(store, [1.0])
+    live = store.live_runs([rid, other])
+    assert list(live) == [rid] and f"is running (process {proc.pid}" in live[rid]
+    with pytest.raises(UserError, match=f"run {rid} is running .*nothing deleted"):
+        store.delete_runs([other, rid])
+    assert _rows(path, other)["runs"] == 1 and _rows(path, rid)["leases"] == 1
+    conn = sqlite3.connect(path)
+    with conn:         # recorded as ended, its key still leased by the live sweep
+        conn.execute("UPDATE runs SET status = 'finished' WHERE id = ?", (rid,))
+    assert "is leased by a live sweep" in store.live_runs([rid])[rid]
+    with conn:         # a running run whose owner was never recorded cannot be judged
+        conn.execute("UPDATE runs SET host = NULL, pid = NULL WHERE id = ?", (other,))
+        conn.execute("UPDATE runs SET status = 'running' WHERE id = ?", (other,))
+    conn.close()
+    assert "cannot be checked" in store.live_runs([other])[other]
+    rows = store.delete_runs([rid, other], force=True)
+    assert rows["runs"] == 2 and rows["leases"] == 0
+    assert _rows(path, rid)["leases"] == 1          # the live sweep still runs its key
+    assert rows["keys_in_use"] == {"live"}
+    proc.kill()
+    proc.wait()
+    # its holder gone, the key is free: its folder may go with the next delete
+    assert RunStore(path).lease_holder("live") is None
+
+
+def test_a_dead_sweep_s_run_is_deleted_with_its_stale_lease(owner):
+    path, rid, proc = owner
+    proc.kill()
+    proc.wait()
+    store = RunStore(path)
+    assert store.get_run(rid)["status"] == "interrupted" and store.live_runs([rid]) == {}
+    rows = store.delete_runs([rid])
+    assert (rows["runs"], rows["leases"], rows["keys_in_use"]) == (1, 1, set())
+    assert _rows(path, rid) == dict.fromkeys(_rows(path, rid), 0)
+
+
+def test_the_folders_go_after_the_rows_and_other_runs_keep_theirs(tmp_path):
+    store = RunStore(tmp_path / "runs.sqlite")
+    a, b = _train_run(store, [1.0], size=1500), _train_run(store, [2.0], size=700)
+    s = _sweep_run(store, "k1", size=300)
+    plan = plan_deletion(store, [a, s])
+    assert [r.folders for r in plan.runs] == [[tmp_path / a], [tmp_path / ARTIFACTS / "k1"]]
+    assert [r.size for r in plan.runs] == [1500, 300] and plan.size == 1800
+    assert [r.outside for r in plan.runs] == [[], []] and plan.rerun == [s]
+    before = store.metrics(b)
+    result = delete_planned(store, plan)
+    assert result.removed == [tmp_path / a, tmp_path / ARTIFACTS / "k1"] and result.freed == 1800
+    assert not (tmp_path / a).exists() and not (tmp_path / ARTIFACTS / "k1").exists()
+    assert (tmp_path / b / "checkpoints" / "last.pt").stat().st_size == 700
+    assert store.metrics(b) == before and [r["id"] for r in store.list_runs()] == [b]
+
+
+def test_a_key_folder_goes_with_the_last_run_of_its_key(tmp_path):
+    store = RunStore(tmp_path / "runs.sqlite")
+    stopped = _sweep_run(store, "k", status="interrupted")
+    done = _sweep_run(store, "k")
+    folder = tmp_path / ARTIFACTS / "k"
+    plan = plan_deletion(store, [stopped])
+    assert plan.runs[0].folders == [] and plan.runs[0].shared == [(folder, [f"run {done}"])]
+    assert plan.runs[0].outside == [] and plan.rerun == []     # a finished run of it stays
+    delete_planned(store, plan)
+    assert (folder / "weights.pt").is_file()
+    plan = plan_deletion(store, [done])
+    assert plan.runs[0].folders == [folder] and plan.rerun == [done]
+    delete_planned(store, plan)
+    assert not folder.exists()
+
+
+def test_a_key_folder_in_use_since_the_plan_is_kept(tmp_path):
+    store = RunStore(tmp_path / "runs.sqlite")
+    old = _sweep_run(store, "k")
+    plan = plan_deletion(store, [old])
+    new, _ = store.claim_key("k", {"run_key": "k"}, experiment="e", env={})   # a sweep reruns it
+    result = delete_planned(store, plan)
+    assert result.removed == [] and result.kept[0][0] == tmp_path / ARTIFACTS / "k"
+    assert (tmp_path / ARTIFACTS / "k" / "weights.pt").is_file()
+    assert [r["id"] for r in store.list_runs()] == [new]
+
+
+def test_files_outside_the_store_s_folders_stay_and_are_named(tmp_path):
+    store = RunStore(tmp_path / "store" / "runs.sqlite")
+    out = tmp_path / "results" / "run1"          # `sgdlab train --out results/run1`
+    (out / "checkpoints").mkdir(parents=True)
+    (out / "checkpoints" / "last.pt").write_bytes(b"c" * 10)
+    rid = store.create_run({"name": "t"}, env={})
+    store.add_artifact(rid, "out_dir", out)
+    store.add_artifact(rid, "checkpoint", out / "checkpoints" / "last.pt")
+    store.add_artifact(rid, "figure", tmp_path / "fig.png")
+    store.add_artifact(rid, "data", "old/relative/data.json")      # its folder is not known
+    # a config naming a key that would reach out of the artifacts folder is no key folder
+    evil = store.create_run({"run_key": "../../results"}, env={}, status="finished")
+    store.set_status(rid, "finished")
+    plan = plan_deletion(store, [rid, evil])
+    assert [r.folders for r in plan.runs] == [[], []] and plan.size == 0
+    assert plan.runs[0].outside == sorted([str(out), str(tmp_path / "fig.png"),
+                                           "old/relative/data.json"])
+    result = delete_planned(store, plan)
+    assert result.removed == [] and store.list_runs() == []
+    assert (out / "checkpoints" / "last.pt").read_bytes() == b"c" * 10
+
+
+def test_a_missing_or_unremovable_folder_does_not_stop_the_delete(tmp_path, monkeypatch):
+    store = RunStore(tmp_path / "runs.sqlite")
+    gone, stuck, fine = (_train_run(store, [1.0]) for _ in range(3))
+    plan = plan_deletion(store, [gone, stuck, fine])
+    shutil.rmtree(tmp_path / gone)                  # removed by hand after the listing
+    remove = shutil.rmtree
+
+    def refusing(path, *a, **kw):
+        if str(path).endswith(stuck):
+            raise PermissionError(13, "Permission denied", str(path))
+        return remove(path, *a, **kw)
+
+    monkeypatch.setattr(shutil, "rmtree", refusing)
+    result = delete_planned(store, plan)
+    assert result.rows["runs"] == 3 and store.list_runs() == []
+    assert result.removed == [tmp_path / fine] and not (tmp_path / fine).exists()
+    assert result.failed == [(tmp_path / stuck, "Permission denied")]
+    # a run whose folder is a file (not a folder sgdlab made): its rows go, the file stays
+    other = _train_run(store, [1.0])
+    remove(tmp_path / other)
+    (tmp_path / other).write_text("not a folder")
+    plan = plan_deletion(RunStore(store.path), [other])
+    assert plan.runs[0].folders == [] and plan.runs[0].outside == [
+        str((tmp_path / other).resolve())]
+    assert delete_planned(store, plan).rows["runs"] == 1
+    assert (tmp_path / other).read_text() == "not a folder"
+
+
+def test_folder_size_counts_each_file_once_and_follows_no_link(tmp_path):
+    (tmp_path / "d" / "e").mkdir(parents=True)
+    (tmp_path / "d" / "a").write_bytes(b"1" * 10)
+    (tmp_path / "d" / "e" / "b").write_bytes(b"2" * 5)
+    (tmp_path / "d" / "e" / "hard").hardlink_to(tmp_path / "d" / "a")
+    (tmp_path / "big").write_bytes(b"3" * 1000)
+    (tmp_path / "d" / "link").symlink_to(tmp_path / "big")
+    link = len(str(tmp_path / "big"))               # a link's own size: its target's name
+    assert folder_size(tmp_path / "d") == 15 + link
+    assert folder_size(tmp_path / "nothing") == 0
+    assert [human_size(n) for n in (0, 999, 3_800, 37_000_000, 537_000_000, 1_070_000_000)] == [
+        "0 B", "999 B", "3.8 KB", "37.0 MB", "537.0 MB", "1.1 GB"]
