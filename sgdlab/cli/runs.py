@@ -2,8 +2,9 @@
 from the shell.
 
 ``list``, ``show`` and ``export`` only read the store (a store on a read-only file system
-works); ``delete`` removes runs (:mod:`sgdlab.store.deletion`). A ``running`` run whose process is gone is shown as ``interrupted`` (or ``stale`` when
-it ran on another host and its heartbeat stopped), with the command that continues it."""
+works); ``delete`` removes runs and the store's folders of them (:mod:`sgdlab.store.deletion`).
+A ``running`` run whose process is gone is shown as ``interrupted`` (or ``stale`` when it ran
+on another host and its heartbeat stopped), with the command that continues it."""
 from __future__ import annotations
 
 import argparse
@@ -23,8 +24,9 @@ def _store_arg(p: argparse.ArgumentParser) -> None:
 
 
 def register(subparsers) -> None:
-    runs = subparsers.add_parser("runs", help="list, show, compare and export recorded runs",
-                                 description="Inspect the run store.")
+    runs = subparsers.add_parser("runs", help="list, show, compare, export and delete recorded "
+                                              "runs",
+                                 description="Inspect the run store, and delete runs from it.")
     sub = runs.add_subparsers(dest="runs_command", metavar="ACTION")
     runs.set_defaults(func=lambda a: (runs.print_help(), 2)[1])
 

@@ -1,0 +1,185 @@
+"""``sgdlab runs delete``: which runs it selects, what it lists, asks and refuses, and what is
+left afterwards (the store's own folders go, other files and runs stay)."""
+from __future__ import annotations
+
+import io
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from sgdlab.cli.main import main
+from sgdlab.config.runner import run_config
+from sgdlab.store import RunStore
+from sgdlab.store.deletion import ARTIFACTS
+from sgdlab.testing import TINY_RUN
+
+TINY = {**TINY_RUN, "train": {**TINY_RUN["train"], "threads": 1, "progress": False}}
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A store of three TINY_RUN runs of `sgdlab train`, copied per test: a run in its folder
+    beside the store, one warm-started from it, one with its folder given by ``--out``
+    outside the store's folder. Returns (folder, {name: run id})."""
+    tmp = tmp_path_factory.mktemp("trained")
+    store = tmp / "runs" / "runs.sqlite"
+    source = run_config(TINY, store=store, progress=False).run_id
+    warm = run_config({**TINY, "model": {**TINY["model"], "init_from": source}}, store=store,
+                      progress=False).run_id
+    out = run_config(TINY, out_dir=tmp / "results" / "run1", store=store,
+                     progress=False).run_id
+    RunStore(store).close()
+    return tmp, {"source": source, "warm": warm, "out": out}
+
+
+@pytest.fixture
+def runs(trained, tmp_path):
+    """A copy of :func:`trained` in ``tmp_path`` (the stored paths are absolute: the copy's
+    own are rewritten): (store path, {name: run id})."""
+    import shutil
+
+    src, ids = trained
+    shutil.copytree(src, tmp_path, dirs_exist_ok=True)
+    store = tmp_path / "runs" / "runs.sqlite"
+    conn = sqlite3.connect(store)
+    with conn:
+        for table, column in (("artifacts", "path"), ("runs", "config")):
+            conn.execute(f"UPDATE {table} SET {column} = replace({column}, ?, ?)",
+                         (str(src), str(tmp_path)))
+    conn.close()
+    return store, ids
+
+
+def _delete(store, *argv: str, answer: str | None = None, monkeypatch=None) -> int:
+    if answer is not None:
+        monkeypatch.setattr("sys.stdin", io.StringIO(answer))
+    return main(["runs", "delete", "--store", str(store), *argv])
+
+
+def _state(store: Path) -> tuple:
+    """Every run's record and rows, and every file under the test's folder (path, bytes)."""
+    s = RunStore(store, readonly=True)
+    records = [(r["id"], r["status"], s.metrics(r["id"]), s.artifacts(r["id"]))
+               for r in s.list_runs()]
+    s.close()
+    root = store.parent.parent
+    files = sorted((str(p), p.read_bytes()) for p in root.rglob("*")
+                   if p.is_file() and not p.name.startswith("runs.sqlite"))
+    return records, files
+
+
+def test_a_run_by_id_goes_with_its_folder_and_the_others_are_untouched(runs, capsys):
+    store, ids = runs
+    before = RunStore(store).metrics(ids["out"])
+    assert _delete(store, ids["source"], "--yes") == 0
+    out = capsys.readouterr().out
+    assert f"removes {store.parent / ids['source']}" in out
+    assert f"deleted 1 run (16 metric rows) from {store}; removed 1 folder" in out
+    assert not (store.parent / ids["source"]).exists()
+    s = RunStore(store)
+    assert [r["id"] for r in s.list_runs()] == [ids["warm"], ids["out"]]
+    assert s.metrics(ids["out"]) == before and (store.parent / ids["warm"]).is_dir()
+    conn = sqlite3.connect(store)
+    assert [conn.execute(f"SELECT COUNT(*) FROM {t} WHERE run_id = ?", (ids["source"],)
+                         ).fetchone()[0] for t in ("metrics", "artifacts", "leases")] == [0, 0, 0]
+    conn.close()
+
+
+def test_a_prefix_a_folder_and_filters_select_runs(runs, capsys):
+    store, ids = runs
+    assert _delete(store, ids["source"][:8], "--dry-run") == 2     # a prefix must be unique
+    assert "ambiguous" in capsys.readouterr().err
+    assert _delete(store, ids["warm"][:-1], str(store.parent.parent / "results" / "run1"),
+                   "--dry-run") == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"2 runs to delete from {store}")
+    assert ids["warm"] in out and ids["out"] in out and ids["source"] + " " not in out
+    # a filter alone selects what `runs list` shows with it; with RUNs it narrows them
+    RunStore(store).set_status(ids["warm"], "diverged")
+    assert _delete(store, "--status", "diverged", "--dry-run") == 0
+    out = capsys.readouterr().out
+    assert out.startswith("1 run to delete") and ids["warm"] in out
+    assert _delete(store, ids["source"], ids["warm"], "--status", "finished", "--yes") == 0
+    out = capsys.readouterr().out
+    assert f"not deleted, not of status 'finished': {ids['warm']}" in out
+    assert [r["id"] for r in RunStore(store).list_runs()] == [ids["warm"], ids["out"]]
+    assert _delete(store, "--experiment", "nope", "--yes") == 0
+    assert "no runs with experiment 'nope' to delete" in capsys.readouterr().out
+    assert _delete(store) == 2                   # nothing named: nothing selected
+    assert "name the runs to delete" in capsys.readouterr().err
+
+
+def test_a_dry_run_or_a_refused_confirmation_deletes_nothing(runs, capsys, monkeypatch):
+    store, ids = runs
+    before = _state(store)
+    assert _delete(store, ids["source"], ids["out"], "--dry-run") == 0
+    assert capsys.readouterr().out.rstrip().endswith("(dry run: nothing deleted)")
+    for answer in ("n\n", "\n", "yes please\n", ""):        # "" : stdin closed, no answer
+        assert _delete(store, ids["source"], answer=answer, monkeypatch=monkeypatch) == 1
+        out = capsys.readouterr().out
+        assert "Delete 1 run and " in out and out.rstrip().endswith("nothing deleted")
+    assert _state(store) == before
+    assert _delete(store, ids["source"], answer="y\n", monkeypatch=monkeypatch) == 0
+    assert [r["id"] for r in RunStore(store).list_runs()] == [ids["warm"], ids["out"]]
+
+
+def test_warm_start_dependants_are_warned_of(runs, capsys):
+    store, ids = runs
+    assert _delete(store, ids["source"], "--dry-run") == 0
+    out = capsys.readouterr().out
+    assert (f"warning: run {ids['warm']} (tiny) stays; it was warm-started from run "
+            f"{ids['source']}, deleted here") in out
+    assert _delete(store, ids["source"], ids["warm"], "--dry-run") == 0   # both go: no warning
+    assert "warning" not in capsys.readouterr().out
+
+
+def test_a_folder_outside_the_store_s_folder_stays(runs, capsys):
+    store, ids = runs
+    out_dir = store.parent.parent / "results" / "run1"
+    files = sorted(p.name for p in out_dir.rglob("*"))
+    assert _delete(store, ids["out"], "--yes") == 0
+    out = capsys.readouterr().out
+    assert f"keeps {out_dir}: outside the store's folders (only its record goes)" in out
+    assert "removed 0 folders, 0 B" in out
+    assert sorted(p.name for p in out_dir.rglob("*")) == files
+    assert ids["out"] not in [r["id"] for r in RunStore(store).list_runs()]
+
+
+def test_a_running_run_is_refused_saying_why_unless_forced(runs, capsys):
+    store, ids = runs
+    s = RunStore(store)
+    running = s.create_run(TINY, name="live", env={})    # owned by this (live) process
+    before = _state(store)
+    assert _delete(store, ids["source"], running, "--yes") == 2
+    captured = capsys.readouterr()
+    assert "refused: it is running (process " in captured.out
+    assert "nothing deleted: 1 of them is held by a live process" in captured.err
+    assert _state(store) == before
+    assert _delete(store, "--status", "running", "--dry-run") == 0
+    assert "the delete would be refused" in capsys.readouterr().out
+    assert _delete(store, running, "--yes", "--force") == 0
+    assert "deleted all the same (--force)" in capsys.readouterr().out
+    assert running not in [r["id"] for r in RunStore(store).list_runs()]
+
+
+def test_a_sweep_run_s_folder_goes_with_the_last_run_of_its_key(tmp_path, capsys):
+    store = RunStore(tmp_path / "runs.sqlite")
+    folder = tmp_path / ARTIFACTS / "k"
+    attempts = []
+    for status in ("interrupted", "finished"):
+        rid, _ = store.claim_key("k", {"run_key": "k"}, name="ok", experiment="e", env={})
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "weights.pt").write_bytes(b"w" * 2000)
+        store.complete_run(rid, status, artifacts=[("model", folder / "weights.pt")],
+                           release="k")
+        attempts.append(rid)
+    assert _delete(store.path, attempts[0], "--yes") == 0
+    out = capsys.readouterr().out
+    assert f"keeps {folder}: its run key's folder, still used by run {attempts[1]}" in out
+    assert (folder / "weights.pt").is_file()
+    assert _delete(store.path, "--experiment", "e", "--yes") == 0
+    out = capsys.readouterr().out
+    assert "2.0 KB" in out and f"removes {folder}" in out
+    assert "`sgdlab run` of its experiment runs them again" in out
+    assert not folder.exists() and RunStore(store.path).list_runs() == []
