@@ -91,8 +91,8 @@ def register(subparsers) -> None:
     rm = sub.add_parser("delete", help="remove runs: their records and the files the store "
                                        "keeps for them",
                         description="Delete the runs named (ids, unique prefixes or run "
-                                    "folders) or selected by --experiment and --status (both: "
-                                    "the runs named that match them): their rows in the store "
+                                    "folders) or selected by --experiment and --status (given "
+                                    "with RUNs, they narrow them): their rows in the store "
                                     "and the folders the store keeps for them (a run folder "
                                     "beside the store, a sweep run's artifact folder). Lists "
                                     "what goes, with sizes, and asks first. Files outside the "
