@@ -98,14 +98,25 @@ def _run_key(run: dict[str, Any]) -> str | None:
     return key if isinstance(key, str) and key else None
 
 
-def _within(path: Path, folder: Path) -> bool:
-    """Whether ``path`` is ``folder`` or lies in it, as written or with links resolved."""
-    if Path(os.path.normpath(path)).is_relative_to(os.path.normpath(folder)):
-        return True
-    try:
-        return path.resolve().is_relative_to(folder.resolve())
-    except (OSError, RuntimeError):
-        return False
+class _Folders:
+    """A set of folders that answers whether a path lies in one of them, as written or with
+    links resolved (each path resolved once, not once per folder)."""
+
+    def __init__(self, folders: list[Path]):
+        self.paths = {Path(os.path.normpath(f)) for f in folders}
+        for f in folders:
+            try:
+                self.paths.add(f.resolve())
+            except (OSError, RuntimeError):
+                pass
+
+    def __contains__(self, path: Path) -> bool:
+        forms = [Path(os.path.normpath(path))]
+        try:
+            forms.append(path.resolve())
+        except (OSError, RuntimeError):
+            pass
+        return any(p in self.paths or not self.paths.isdisjoint(p.parents) for p in forms)
 
 
 def _own_folder(path: Path) -> bool:
@@ -176,14 +187,15 @@ def plan_deletion(store, run_ids: list[str]) -> DeletionPlan:
                 removal.folders.append(folder)
                 taken.add(folder)
         plan.runs.append(removal)
-    removed = [f for r in plan.runs for f in r.folders]
-    kept = [f for r in plan.runs for f, _ in r.shared]
+    removed = _Folders([f for r in plan.runs for f in r.folders])
+    covered = _Folders([f for r in plan.runs for f in r.folders]
+                       + [f for r in plan.runs for f, _ in r.shared])
     for removal in plan.runs:
         removal.size = sum(folder_size(f, seen) for f in removal.folders)
         outside: list[str] = []
         for a in removal.run["artifacts"]:
             path = _recorded_path(a["path"], store_dir)
-            if path is not None and any(_within(path, f) for f in removed + kept):
+            if path is not None and path in covered:
                 continue
             outside.append(a["path"])
         # a file in a recorded folder (results.json in an --out folder) is named by the folder
@@ -198,7 +210,7 @@ def plan_deletion(store, run_ids: list[str]) -> DeletionPlan:
         ckpt = warm.get("checkpoint")
         if warm.get("run_id") in chosen:
             plan.dependants.append((r, f"run {warm['run_id']}"))
-        elif isinstance(ckpt, str) and any(_within(Path(ckpt), f) for f in removed):
+        elif isinstance(ckpt, str) and Path(ckpt) in removed:
             plan.dependants.append((r, ckpt))
     done = {_run_key(r) for r in remaining if r["status"] in ("finished", "diverged")}
     plan.rerun = [r.run["id"] for r in plan.runs
