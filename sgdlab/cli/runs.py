@@ -578,7 +578,7 @@ def _delete(args) -> int:
             left = [i for i in ids if i not in matching]
             ids = [i for i in ids if i in matching]
             if left:
-                print(f"not deleted, not of {' and '.join(filters)}: {', '.join(left)}")
+                print(f"left out (not of {' and '.join(filters)}): {', '.join(left)}")
         else:
             ids = matching
     if not ids:
@@ -652,7 +652,8 @@ def _print_plan(plan, *, force: bool) -> None:
         k = len(plan.rerun)
         print(f"note: {k} finished or diverged sweep run{'s' if k != 1 else ''} "
               f"({', '.join(plan.rerun)}): `sgdlab run` of {'their' if k != 1 else 'its'} "
-              "experiment runs them again (it runs what the store lacks)")
+              f"experiment runs {'them' if k != 1 else 'it'} again (it runs what the store "
+              "lacks)")
 
 
 def _confirm(prompt: str) -> bool:

@@ -102,7 +102,7 @@ def test_a_prefix_a_folder_and_filters_select_runs(runs, capsys):
     assert out.startswith("1 run to delete") and ids["warm"] in out
     assert _delete(store, ids["source"], ids["warm"], "--status", "finished", "--yes") == 0
     out = capsys.readouterr().out
-    assert f"not deleted, not of status 'finished': {ids['warm']}" in out
+    assert f"left out (not of status 'finished'): {ids['warm']}" in out
     assert [r["id"] for r in RunStore(store).list_runs()] == [ids["warm"], ids["out"]]
     assert _delete(store, "--experiment", "nope", "--yes") == 0
     assert "no runs with experiment 'nope' to delete" in capsys.readouterr().out
@@ -181,5 +181,5 @@ def test_a_sweep_run_s_folder_goes_with_the_last_run_of_its_key(tmp_path, capsys
     assert _delete(store.path, "--experiment", "e", "--yes") == 0
     out = capsys.readouterr().out
     assert "2.0 KB" in out and f"removes {folder}" in out
-    assert "`sgdlab run` of its experiment runs them again" in out
+    assert "`sgdlab run` of its experiment runs it again" in out
     assert not folder.exists() and RunStore(store.path).list_runs() == []
