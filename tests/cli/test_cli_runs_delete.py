@@ -183,3 +183,36 @@ def test_a_sweep_run_s_folder_goes_with_the_last_run_of_its_key(tmp_path, capsys
     assert "2.0 KB" in out and f"removes {folder}" in out
     assert "`sgdlab run` of its experiment runs it again" in out
     assert not folder.exists() and RunStore(store.path).list_runs() == []
+
+
+def test_a_catalogue_sweep_s_runs_go_with_their_artifact_folders(tmp_path, capsys, monkeypatch):
+    """TINY_RUN as a sweep of the ``train`` procedure: each run keeps ``weights.pt`` in its
+    key's folder under the store's ``artifacts/``, which deleting the run removes."""
+    from sgdlab.experiments.spec import resolve
+    from sgdlab.experiments.sweep import artifacts_root, load_runs, run_sweep
+
+    spec = resolve({"name": "t-delete", "version": 1, "description": "runs to delete",
+                    "analysis": "compare_groups", "procedure": "train",
+                    "paper": {"author": "Nobody", "year": 2020, "figure": "Fig. 0"},
+                    "base": {"dataset": {"name": TINY["data"]["name"]},
+                             "data_seed": TINY["data"]["seed"], "model": TINY["model"],
+                             "optimizer": TINY["optimizer"],
+                             "batch_size": TINY["train"]["batch_size"], "epochs": 1},
+                    "runs": [{"label": "a"},
+                             {"label": "b", "params": {"optimizer": {"lr": 0.01}}}],
+                    "seeds": [0], "options": {"table": [["train_loss", "final loss"]]}}, "cpu")
+    store = tmp_path / "runs.sqlite"
+    monkeypatch.setenv("SGDLAB_THREADS", "1")
+    run_sweep(spec.expand(), store_path=str(store), workers=1, progress=None)
+    done, _ = load_runs(spec.expand(), store_path=str(store))
+    assert artifacts_root(RunStore(store)) == tmp_path / ARTIFACTS      # the same convention
+    a, b = sorted(done, key=lambda r: r.label)
+    weights = {r.label: tmp_path / ARTIFACTS / r.key / "weights.pt" for r in done}
+    assert all(w.is_file() for w in weights.values())
+    before = RunStore(store).metrics(b.run_id)
+    assert _delete(store, a.run_id, "--yes") == 0
+    out = capsys.readouterr().out
+    assert f"removes {weights['a'].parent}" in out and "runs it again" in out
+    assert not weights["a"].parent.exists() and weights["b"].is_file()
+    assert RunStore(store).metrics(b.run_id) == before
+    assert [r["id"] for r in RunStore(store).list_runs()] == [b.run_id]
