@@ -1,7 +1,8 @@
 """The run store: every run's config, environment, status and metric time series in SQLite.
 
 ``RunStore(path=None)`` (default ``./sgdlab-runs/runs.sqlite`` or ``$SGDLAB_STORE``); see
-:mod:`sgdlab.store.runstore` for the guarantees under concurrent writers and killed processes.
+:mod:`sgdlab.store.runstore` for the guarantees under concurrent writers and killed processes,
+and :mod:`sgdlab.store.deletion` for deleting runs with the folders the store keeps for them.
 """
 from .env import environment, git_commit
 from .runstore import (

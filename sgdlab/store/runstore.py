@@ -23,6 +23,10 @@ that status and keep the stored one as ``recorded_status``.
 sweeps on one store never run the same key at once, and a key whose holder died is taken
 over.
 
+**Deletion.** :meth:`RunStore.delete_runs` deletes runs and every row keyed by them in one
+transaction, refusing (inside it) a run a live process holds; their files are removed after
+the commit (:mod:`sgdlab.store.deletion`).
+
 SQLite's locking needs a local file system: do not put the store on NFS. A store on a
 read-only file system (or a read-only file) opens with ``RunStore(path, readonly=True)`` for
 listing and export.
