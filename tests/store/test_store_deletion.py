@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import shutil
 import sqlite3
-import subprocess
-import sys
-import textwrap
 
 import pytest
 
@@ -15,29 +12,6 @@ from sgdlab.store import RunStore
 from sgdlab.store.deletion import (
     ARTIFACTS, delete_planned, folder_size, human_size, plan_deletion,
 )
-
-# a process that owns a running run and the lease on its key, and waits to be killed
-OWNER = textwrap.dedent("""
-    import sys, time
-    from sgdlab.store import RunStore
-    store = RunStore(sys.argv[1])
-    rid, _ = store.claim_key("live", {"run_key": "live"}, experiment="e", env={})
-    print(rid, flush=True)
-    time.sleep(120)
-""")
-
-
-@pytest.fixture
-def owner(tmp_path):
-    """(store path, run id, process) of a live process owning run "live" and its lease."""
-    path = tmp_path / "runs.sqlite"
-    RunStore(path).close()
-    proc = subprocess.Popen([sys.executable, "-c", OWNER, str(path)], stdout=subprocess.PIPE,
-                            text=True)
-    rid = proc.stdout.readline().strip()
-    yield path, rid, proc
-    proc.kill()
-    proc.wait()
 
 
 def _rows(path, run_id: str) -> dict[str, int]:
@@ -118,11 +92,11 @@ def test_a_running_or_leased_run_is_refused_unless_forced(owner):
     rows = store.delete_runs([rid, other], force=True)
     assert rows["runs"] == 2 and rows["leases"] == 0
     assert _rows(path, rid)["leases"] == 1          # the live sweep still runs its key
-    assert rows["keys_in_use"] == {"live"}
+    assert rows["keys_in_use"] == {"k"}
     proc.kill()
     proc.wait()
     # its holder gone, the key is free: its folder may go with the next delete
-    assert RunStore(path).lease_holder("live") is None
+    assert RunStore(path).lease_holder("k") is None
 
 
 def test_a_dead_sweep_s_run_is_deleted_with_its_stale_lease(owner):

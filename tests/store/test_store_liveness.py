@@ -17,28 +17,6 @@ import sgdlab.store.runstore as rs
 from sgdlab.errors import UserError
 from sgdlab.store import RunStore
 
-# a process that owns a run (and the lease on key "k") and waits to be killed
-OWNER = textwrap.dedent("""
-    import sys, time
-    from sgdlab.store import RunStore
-    store = RunStore(sys.argv[1])
-    rid, _ = store.claim_key("k", {"run_key": "k"}, experiment="e", env={})
-    print(rid, flush=True)
-    time.sleep(120)
-""")
-
-
-@pytest.fixture
-def owner(tmp_path):
-    """(store path, run id, process) of a live process owning run "k"."""
-    path = tmp_path / "runs.sqlite"
-    proc = subprocess.Popen([sys.executable, "-c", OWNER, str(path)], stdout=subprocess.PIPE,
-                            text=True)
-    rid = proc.stdout.readline().strip()
-    yield path, rid, proc
-    proc.kill()
-    proc.wait()
-
 
 def test_complete_run_is_one_transaction(tmp_path):
     store = RunStore(tmp_path / "runs.sqlite")
