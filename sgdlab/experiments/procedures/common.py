@@ -72,6 +72,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections import OrderedDict
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -696,3 +697,27 @@ def continuation_offsets(groups: "OrderedDict[str, list[StoredRun]]") -> dict[st
             return 0.0
         return offset(src, seen + (g,)) + max(_steps_done(r) for r in groups[src])
     return {g: offset(g) for g in groups}
+
+
+def continuation_curves(spec, groups: "OrderedDict[str, list[StoredRun]]",
+                        metrics: Sequence[str], *, xlabel: str, marks: Sequence[float],
+                        logy: Sequence[str] = ()) -> list[tuple[str, Any]]:
+    """One figure per metric: each group's mean curve (± std over seeds) on the step axis of
+    the whole training, a continued group shifted by its :func:`continuation_offsets`; the
+    steps ``marks`` drawn as dashed lines (where the continuations start)."""
+    from sgdlab.experiments.plots import curves
+
+    offsets = continuation_offsets(groups)
+    figs = []
+    for m in metrics:
+        series = {}
+        for g, rs in groups.items():
+            st, mean, sd, n = mean_curve(rs, m, counts=True)
+            if st:
+                series[seeds_label(g, n, len(rs))] = ([s + offsets[g] for s in st], mean,
+                                                      sd if len(rs) > 1 else None)
+        fig = curves(series, xlabel=xlabel, ylabel=curve_label(m, spec.options),
+                     logy=m in set(logy), title=f"{spec.paper['figure']}: {m}",
+                     marks=sorted(marks))
+        figs.append((curve_name(m), fig))
+    return figs

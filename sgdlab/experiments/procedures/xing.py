@@ -20,9 +20,9 @@ from sgdlab.experiments.analysis import Analysis, Conclusion
 from sgdlab.experiments.plots import curves, panels
 from sgdlab.experiments.procedures import StoredRun, register_analysis
 from sgdlab.experiments.procedures.common import (add_references, by_group, check_claims,
-                                                  continuation_offsets, curve_label, curve_name,
-                                                  finite, mean_curve, seeds_label, summary_table,
-                                                  values_by_group, x_axis)
+                                                  continuation_curves, finite, mean_curve,
+                                                  seeds_label, summary_table, values_by_group,
+                                                  x_axis)
 from sgdlab.experiments.procedures.jastrzebski import (CLEAR_TREND, _spearman, epoch_curves,
                                                        ranked_over, trend_verdict)
 from sgdlab.measure.walk import VALLEY_FLOORS, has_valley_floor
@@ -500,19 +500,9 @@ def xing_stuck(spec, runs: list[StoredRun]) -> Analysis:
                                   f"later / earlier level, {lag:g} updates apart before the "
                                   "switch, then from the switch to the end; mean and std "
                                   "over seeds")
-    offsets = continuation_offsets(groups)
-    figs = []
-    for m in o.get("curves", ["train_loss", "train_acc"]):
-        series = {}
-        for g, rs in groups.items():
-            st, mean, sd, n = mean_curve(rs, m, counts=True)
-            if st:
-                series[seeds_label(g, n, len(rs))] = ([s + offsets[g] for s in st], mean,
-                                                      sd if len(rs) > 1 else None)
-        fig = curves(series, xlabel="update (from the start of training)",
-                     ylabel=curve_label(m, o), logy=m in set(o.get("logy", [])),
-                     title=f"{spec.paper['figure']}: {m}", marks=sorted(marks))
-        figs.append((curve_name(m), fig))
+    figs = continuation_curves(spec, groups, o.get("curves", ["train_loss", "train_acc"]),
+                               xlabel="update (from the start of training)", marks=marks,
+                               logy=o.get("logy", []))
     return Analysis(tables=[table], figures=figs, conclusions=concl)
 
 

@@ -317,8 +317,8 @@ def zhu_noisy_label(spec, runs: list[StoredRun]) -> Analysis:
     ``options.references`` ``{name: {metric: value}}`` are reference values the claims may
     compare a group with (e.g. "100% training accuracy")."""
     from sgdlab.experiments.procedures.common import (add_references, check_claims,
-                                                      continuation_offsets,
-                                                      curve_label, curve_name, summary_table,
+                                                      continuation_curves,
+                                                      continuation_offsets, summary_table,
                                                       values_by_group)
 
     o = spec.options
@@ -327,22 +327,11 @@ def zhu_noisy_label(spec, runs: list[StoredRun]) -> Analysis:
                ("train_acc", "train accuracy"), ("train_loss", "train loss")]
     table = summary_table(o.get("table_name", "noisy_label"), groups, metrics,
                           caption="final values, mean and std over seeds")
-    figs = []
     # the dynamics continued from the GD solution start where its run ended: the x axis counts
     # iterations from the start of training, the start marked by a dashed line (as Fig. 5)
-    offsets = continuation_offsets(groups)
-    starts = sorted({v for v in offsets.values() if v > 0})
-    for m in o.get("curves", ["test_acc", "sharpness/expected"]):
-        series = {}
-        for g, rs in groups.items():
-            st, mean, sd, n = mean_curve(rs, m, counts=True)
-            if st:
-                series[seeds_label(g, n, len(rs))] = ([s + offsets[g] for s in st], mean,
-                                                      sd if len(rs) > 1 else None)
-        fig = curves(series, xlabel="iteration (from the start of training)",
-                     ylabel=curve_label(m, o), title=f"{spec.paper['figure']}: {m}",
-                     marks=starts)
-        figs.append((curve_name(m), fig))
+    starts = {v for v in continuation_offsets(groups).values() if v > 0}
+    figs = continuation_curves(spec, groups, o.get("curves", ["test_acc", "sharpness/expected"]),
+                               xlabel="iteration (from the start of training)", marks=starts)
     vals = values_by_group(groups, [k for k, _ in metrics])
     add_references(vals, o)
     return Analysis(tables=[table], figures=figs,
