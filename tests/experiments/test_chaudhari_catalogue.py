@@ -780,3 +780,41 @@ def test_rnn_claims_name_our_thresholds(scale):
     assert claims["test_perplexity"]["less"] == ["entropy-sgd-ptb", "sgd-ptb"]
     assert claims["test_loss"]["less"] == ["entropy-adam-char", "adam-char"]
     assert "thresholds are ours" in " ".join(spec.description.split())
+
+
+@pytest.mark.parametrize("scale", ["cpu", "paper"])
+@pytest.mark.parametrize("name", ["chaudhari-entropy-sgd", "chaudhari-smoothing"])
+def test_speed_claims_read_curves_evaluated_as_often_in_gradient_evaluations(name, scale):
+    """Table 3.1's and 4.1's epochs count effective epochs (line 1054): every run of a network
+    is evaluated every so many gradient evaluations (``eval_every_steps`` × L), the same for
+    every method, so no method's time to a target error is read at a coarser resolution."""
+    runs = load_experiment(name, scale).expand(data_dir="/d")
+    cadence: dict[str, set[int]] = {}
+    for r in runs:
+        net = r.label.rsplit("-", 1)[-1] if r.label.endswith(("mnistfc", "allcnn")) else "lenet"
+        cadence.setdefault(net, set()).add(
+            r.params["eval_every_steps"] * r.params["optimizer"].get("L", 1))
+    assert all(len(v) == 1 for v in cadence.values()), cadence
+    assert cadence["lenet"] == ({40} if scale == "cpu" else {500})
+    if scale == "paper":
+        assert cadence["allcnn"] == {400}
+
+
+@pytest.mark.parametrize("scale", ["cpu", "paper"])
+@pytest.mark.parametrize("name", ["chaudhari-entropy-sgd", "chaudhari-smoothing"])
+def test_speed_target_reading_changes_the_claims_not_the_runs(name, scale):
+    """Both readings of the epochs in Table 3.1 / 4.1 test the same comparisons on the same
+    runs, each on its own derived time (to the baseline's error, to the run's own)."""
+    def speed(readings):
+        spec = load_experiment(name, scale, readings=readings)
+        return [(tuple(c["less"]), c["metric"]) for c in spec.options["claims"]
+                if c["metric"].startswith("epochs_to")]
+
+    base, own = speed({"speed-target": "baseline-error"}), speed({"speed-target": "own-error"})
+    assert base == speed(None) and base
+    assert [p for p, _ in base] == [p for p, _ in own]
+    assert {m for _, m in own} == {"epochs_to_own_error"}
+    assert not any(m == "epochs_to_own_error" for _, m in base)
+    keys = [r.key for r in load_experiment(name, scale).expand(data_dir="/d")]
+    other = load_experiment(name, scale, readings={"speed-target": "own-error"})
+    assert [r.key for r in other.expand(data_dir="/d")] == keys

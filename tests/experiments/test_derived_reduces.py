@@ -55,3 +55,47 @@ def test_transforms_exp_and_log():
         add_derived([r], [{"name": "x", "metric": "rate", "transform": "sqrt"}])
     with pytest.raises(ConfigError, match="unknown reduce 'median'"):
         add_derived([r], [{"name": "x", "metric": "rate", "reduce": "median"}])
+
+
+def _acc_run(label: str, seed: int, acc: list[tuple[int, float]], eff_per_step: float
+             ) -> StoredRun:
+    """A run whose accuracy is recorded at ``acc``'s steps and whose effective epochs grow by
+    ``eff_per_step`` per step, logged at the end (as a run that stops inside its first epoch)."""
+    last = acc[-1][0]
+    return StoredRun(f"{label}{seed}", f"{label}{seed}", label, seed, {}, "finished", {},
+                     {"test_acc": acc, "effective_epochs": [(last, last * eff_per_step)]}, {})
+
+
+def test_time_to_error_reaches_a_group_mean_final_error_within_the_slack():
+    # sgd ends at errors 0.10 and 0.20: mean 0.15, target 0.15 × 1.2 = 0.18 (every record's
+    # error is at least 0.01 from it, far beyond rounding)
+    sgd0 = _acc_run("sgd", 0, [(0, 0.1), (10, 0.85), (20, 0.9)], 0.5)
+    sgd1 = _acc_run("sgd", 1, [(0, 0.1), (10, 0.81), (20, 0.8)], 0.5)
+    # 20 gradient evaluations per step: step 1 is 10 effective epochs
+    ent = _acc_run("ent", 0, [(0, 0.1), (1, 0.7), (2, math.nan), (3, 0.83), (4, 0.95)], 10.0)
+    slow = _acc_run("slow", 0, [(0, 0.1), (4, 0.5), (8, 0.81)], 1.0)
+    runs = [sgd0, sgd1, ent, slow]
+    add_derived(runs, [{"name": "t", "metric": "test_acc", "reduce": "time_to_error",
+                        "error_of": "sgd", "slack": 0.2}])
+    assert sgd0.summary["t"] == 5.0 and sgd0.summary["t__censored"] is False   # 0.15 ≤ 0.18
+    # errors 0.19 and 0.20 both miss 0.18: a baseline seed ending above the target is censored
+    assert sgd1.summary["t"] == 10.0 and sgd1.summary["t__censored"] is True
+    assert ent.summary["t"] == 30.0 and ent.summary["t__censored"] is False    # NaN skipped
+    # never within 0.18 (0.19 at the end): its last time, a lower bound
+    assert slow.summary["t"] == 8.0 and slow.summary["t__censored"] is True
+
+
+def test_time_to_error_to_the_runs_own_final_error():
+    r = _acc_run("a", 0, [(0, 0.1), (2, 0.9), (4, 0.88), (6, 0.9)], 1.0)
+    add_derived([r], [{"name": "own", "metric": "test_acc", "reduce": "time_to_error",
+                       "error_of": "own"},
+                      {"name": "own_step", "metric": "test_acc", "reduce": "time_to_error",
+                       "error_of": "own", "x": "step"}])
+    # the first record at its final 0.9 is step 2, not the end
+    assert r.summary["own"] == 2.0 and r.summary["own__censored"] is False
+    assert r.summary["own_step"] == 2.0
+    with pytest.raises(ConfigError, match="needs 'error_of'"):
+        add_derived([r], [{"name": "x", "metric": "test_acc", "reduce": "time_to_error"}])
+    with pytest.raises(ConfigError, match="error_of 'sgd' is not a run group"):
+        add_derived([r], [{"name": "x", "metric": "test_acc", "reduce": "time_to_error",
+                           "error_of": "sgd"}])

@@ -13,6 +13,8 @@ Options::
                                           # mean_first_k | mean_last_k | at_step
       - {name: gap, metric: train_acc, minus: test_acc, reduce: last}   # a difference
       - {name: perplexity, metric: test_loss, reduce: last, transform: exp}   # exp | log
+      - {name: epochs_to_sgd_error, metric: test_acc, reduce: time_to_error, error_of: sgd,
+         slack: 0.09, x: effective_epochs}   # when the error first comes within 9% of sgd's
     curves: [train_loss, test_acc]        # one figure per metric series (mean ± std)
     curve_x: step | effective_epochs | epoch
     curve_labels: {sharpness/expected: expected sharpness}   # y-axis labels (known names: common)
@@ -45,7 +47,7 @@ DEFAULT_TABLE = [["train_loss", "train loss"], ["test_loss", "test loss"],
 
 
 REDUCES = ("max", "min", "first", "last", "mean", "mean_abs", "mean_abs_change",
-           "mean_first_k", "mean_last_k", "at_step")
+           "mean_first_k", "mean_last_k", "at_step", "time_to_error")
 # exp of a loss past ~709 is inf, not an OverflowError; log of a value <= 0 is NaN
 TRANSFORMS = {"exp": lambda v: math.exp(v) if v < 709.0 else math.inf,
               "log": lambda v: math.log(v) if v > 0 else float("nan")}
@@ -90,15 +92,61 @@ def _reduced(run: StoredRun, metric: str, red: str, k: int, step: float | None =
     raise ConfigError(f"options.derived: unknown reduce {red!r} ({' | '.join(REDUCES)})")
 
 
+def time_to_error(run: StoredRun, metric: str, target: float, x: str) -> tuple[float, bool]:
+    """(``x`` at the first finite record of the accuracy ``metric`` whose error 1 − value is at
+    most ``target``, False), else (``x`` at its last finite record, True): censored, a lower
+    bound (a run that never gets there took at least its whole budget). ``x`` maps steps to
+    the reported time through the run's own series (``common.x_axis``: effective epochs,
+    epochs, or the step itself). NaN without records or with a non-finite ``target``."""
+    pts = [(s, v) for s, v in run.metrics.get(metric, []) if math.isfinite(v)]
+    if not pts or not math.isfinite(target):
+        return float("nan"), False
+    xs = x_axis(run, [float(s) for s, _ in pts], x)
+    hit = next((i for i, (_, v) in enumerate(pts) if 1.0 - v <= target), None)
+    return (float(xs[hit]), False) if hit is not None else (float(xs[-1]), True)
+
+
+def _time_to_error(runs: list[StoredRun], d: dict[str, Any]) -> None:
+    """``reduce: time_to_error`` (see :func:`add_derived`), in place."""
+    name, metric = d["name"], d["metric"]
+    of, slack, x = d.get("error_of"), float(d.get("slack", 0.0)), d.get("x", "effective_epochs")
+    if not of:
+        raise ConfigError(f"options.derived[{name}]: time_to_error needs 'error_of': a run "
+                          "group whose mean final error sets the target, or 'own'")
+    if of != "own":
+        if not any(r.label == of for r in runs):
+            raise ConfigError(f"options.derived[{name}]: error_of {of!r} is not a run group")
+        finals = [_reduced(r, metric, "last", 0) for r in runs if r.label == of]
+        finals = [v for v in finals if math.isfinite(v)]
+        # the group's mean final error; NaN (every run censored at NaN) when none is finite
+        shared = (1.0 - float(np.mean(finals))) * (1.0 + slack) if finals else float("nan")
+    for r in runs:
+        target = ((1.0 - _reduced(r, metric, "last", 0)) * (1.0 + slack) if of == "own"
+                  else shared)
+        r.summary[name], censored = time_to_error(r, metric, target, x)
+        r.summary[name + "__censored"] = censored
+
+
 def add_derived(runs: list[StoredRun], derived: list[dict[str, Any]]) -> None:
     """Compute ``derived`` summary values from each run's stored series (in place); with
     ``minus: OTHER`` the value is reduce(metric) − reduce(OTHER) (e.g. a train–test gap);
     ``reduce: at_step`` with ``step: S`` takes the last record at or before step S;
     ``transform: exp | log`` applies to the result (a perplexity from a mean per-token loss,
     the log of a positive rate so that a claim's margin is a ratio); the log of a value that
-    is not positive is NaN."""
+    is not positive is NaN.
+
+    ``reduce: time_to_error`` reads ``metric`` as an accuracy (error = 1 − value) and gives
+    the time (``x``: effective_epochs, the default, epoch or step) at which a run's error first
+    comes within ``slack`` (a fraction, default 0) of a reference error: with ``error_of:
+    GROUP`` the mean final error of that run group's runs (a common target, the time to reach
+    a baseline's error), with ``error_of: own`` the run's own final error (the time to reach
+    the error it ends with). A run that never reaches it gets its last time, flagged
+    ``NAME__censored`` (a lower bound, which the claims treat as one)."""
     for d in derived or []:
         name, metric, red = d["name"], d["metric"], d.get("reduce", "max")
+        if red == "time_to_error":
+            _time_to_error(runs, d)
+            continue
         k, step = int(d.get("k", 3)), d.get("step")
         tf = d.get("transform")
         if tf is not None and tf not in TRANSFORMS:
