@@ -99,3 +99,13 @@ def test_time_to_error_to_the_runs_own_final_error():
     with pytest.raises(ConfigError, match="error_of 'sgd' is not a run group"):
         add_derived([r], [{"name": "x", "metric": "test_acc", "reduce": "time_to_error",
                            "error_of": "sgd"}])
+
+
+def test_time_to_error_of_a_run_stopped_inside_its_first_epoch_reads_its_summary():
+    # 16 steps of L = 20 on 32 batches an epoch: no epoch end, so no effective_epochs series;
+    # the summary's 10 effective epochs at step 16 give the time (5 at step 8)
+    r = StoredRun("k", "r", "ent", 0, {}, "finished", {"steps": 16, "effective_epochs": 10.0},
+                  {"test_acc": [(0, 0.1), (8, 0.9), (16, 0.9)]}, {})
+    add_derived([r], [{"name": "t", "metric": "test_acc", "reduce": "time_to_error",
+                       "error_of": "own"}])
+    assert r.summary["t"] == 5.0 and r.summary["t__censored"] is False

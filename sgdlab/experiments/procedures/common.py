@@ -630,13 +630,20 @@ def curve_name(metric: str) -> str:
 
 
 def x_axis(run: StoredRun, steps: list[float], kind: str) -> list[float]:
-    """Map step numbers to ``kind`` (effective epochs / epochs) using the run's own series."""
+    """Map step numbers to ``kind`` (effective epochs / epochs) using the run's own series.
+    The series is logged at epoch ends; a run that stops inside an epoch (``max_steps``) has
+    its final ``effective_epochs`` only in its summary, at its last ``steps``, which extends
+    the series (else its steps past the last epoch end, or all of them, would have no time)."""
     if kind == "step":
         return steps
-    ref = run.metrics.get(kind, [])
+    ref = list(run.metrics.get(kind, []))
+    end_s, end_v = run.summary.get("steps"), run.summary.get(kind)
+    if kind == "effective_epochs" and finite(end_s) and finite(end_v) \
+            and end_s > (ref[-1][0] if ref else 0):
+        ref.append((end_s, end_v))
     if not ref:
         return steps
-    s, v = zip(*([(0, 0.0)] + list(ref)))
+    s, v = zip(*([(0, 0.0)] + ref))
     return np.interp(steps, s, v).tolist()
 
 
