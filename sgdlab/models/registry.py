@@ -90,8 +90,8 @@ def _check_builder(name: str, fn: Builder) -> None:
 def _lookup(name: str) -> ModelInfo:
     if not isinstance(name, str):
         # a config's model section, {name: ..., OPTION: ...}, passed whole
-        hint = (f"; for a model section, build_model(spec['name'], input_shape, num_outputs, "
-                f"**options)" if isinstance(name, dict) else "")
+        hint = ("; for a model section, build_model(spec['name'], input_shape, num_outputs, "
+                "**options)" if isinstance(name, dict) else "")
         raise UserError(f"A model name must be a string, got {type(name).__name__} "
                         f"{name!r}{hint}")
     try:
