@@ -351,18 +351,33 @@ def _list(args) -> int:
     ppl = any(r["summary"].get("test_perplexity") is not None for r in runs)
     rows = [("RUN_ID", "NAME", "EXPERIMENT", "STATUS", "STEPS", "TEST_ACC", "TEST_LOSS",
              *(("TEST_PPL",) if ppl else ()), "CREATED")]
+    partial = False
+
+    def latest(r, name: str) -> str:
+        """The summary's value, else (a run not finished) its last evaluation, at its step."""
+        nonlocal partial
+        if r["summary"].get(name) is not None or r["status"] == "finished":
+            return _fmt(r["summary"].get(name))
+        last = store.last_metric(r["id"], name)
+        if last is None:
+            return ""
+        partial = True
+        return f"{_fmt(last[1])} @{last[0]}"
+
     for r in runs:
         s = r["summary"]
         steps = _fmt(s.get("steps"))
         if not steps and ckpt.get(r["id"]) not in (None, -1):
             steps = f"{ckpt[r['id']]} (ckpt)"     # a stopped run: its last checkpoint
         rows.append((r["id"], r["name"] or "", r["experiment"] or "", r["status"],
-                     steps, _fmt(s.get("test_acc")), _fmt(s.get("test_loss")),
-                     *((_fmt(s.get("test_perplexity")),) if ppl else ()),
+                     steps, latest(r, "test_acc"), latest(r, "test_loss"),
+                     *((latest(r, "test_perplexity"),) if ppl else ()),
                      r["created"][:19].replace("T", " ")))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
         print("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip())
+    if partial:
+        print("(VALUE @STEP: the last evaluation of a run that has not finished)")
     # the command that continues each and where it starts: one per sweep entry, that of its
     # latest stopped run (runs come oldest first). Either invocation that stopped an entry
     # reruns it, and once one has, the other's run needs nothing (finished_since)

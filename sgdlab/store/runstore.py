@@ -874,6 +874,14 @@ class RunStore:
             out.setdefault(n, []).append((int(s), _float_or_nan(v)))
         return out
 
+    def last_metric(self, run_id: str, name: str) -> tuple[int, float] | None:
+        """The latest ``(step, value)`` of ``name`` the run logged, or None (one indexed read:
+        what ``sgdlab runs list`` shows for a run that has no summary yet)."""
+        row = self._conn.execute("SELECT step, value FROM metrics WHERE run_id = ? AND name = ? "
+                                 "ORDER BY step DESC, rowid DESC LIMIT 1",
+                                 (self.resolve(run_id), name)).fetchone()
+        return None if row is None else (int(row[0]), _float_or_nan(row[1]))
+
     def count_metrics(self, run_id: str | None = None, *, measured: bool = True) -> int:
         """The metric rows (of ``run_id``); ``measured=False``: those its training logged,
         without the rows of ``sgdlab measure`` (what :meth:`truncate_metrics` counts)."""

@@ -757,6 +757,11 @@ def test_runs_list_and_show_say_where_a_stopped_run_continues(tmp_path, capsys):
     listing = capsys.readouterr().out
     (line,) = [ln for ln in listing.splitlines() if ln.startswith(a["id"])]
     assert line.split()[2:5] == ["interrupted", "14", "(ckpt)"]
+    # no summary yet: the last evaluation (5-step epochs, one each) and its step
+    assert RunStore(store_path).last_metric(a["id"], "test_loss")[0] == 15
+    loss = RunStore(store_path).metrics(a["id"], "test_loss")["test_loss"][-1][1]
+    assert line.split()[5:7] == [f"{loss:.4g}", "@15"]
+    assert "(VALUE @STEP: the last evaluation of a run that has not finished)" in listing
     assert (f"sgdlab resume {a['id']} --store {store_path}\n"
             "    (resume continues from its last checkpoint, step 14)") in listing
     assert (f"sgdlab resume {b['id']} --store {store_path}\n"

@@ -89,6 +89,16 @@ def test_copy_metrics_gives_a_run_the_first_training_rows_of_another_or_nothing(
     assert store.count_metrics(third) == 0 and store.count_metrics(old) == 5
 
 
+def test_last_metric_is_the_latest_step_then_the_latest_row(tmp_path):
+    store = RunStore(tmp_path / "runs.sqlite")
+    rid = store.create_run({})
+    assert store.last_metric(rid, "test_loss") is None
+    store.log_many(rid, [("test_loss", 10, 0.5), ("test_loss", 20, 0.25), ("test_acc", 30, 0.9),
+                         ("test_loss", 5, 2.0), ("test_loss", 20, 0.125)])
+    assert store.last_metric(rid, "test_loss") == (20, 0.125)
+    assert store.last_metric(rid[:8], "test_acc") == (30, 0.9)      # a prefix resolves
+
+
 def test_ids_sort_by_creation_and_default_path(tmp_path, monkeypatch):
     ids = [new_run_id() for _ in range(3)]
     assert ids[0][:15] <= ids[-1][:15]
