@@ -131,10 +131,8 @@ def _rebuild(cfg: dict, ckpt: Path, train_mode: bool = False, step: int | None =
     (``step``: that of a bare state dict), or a replica run's master. The
     run's instruments are not built (nothing here runs them). ``train_mode``: a model with
     batch norm is refused before its weights are read."""
-    import torch
-
     from sgdlab.config.run import build_from_config
-    from sgdlab.train.checkpoint import load_checkpoint, load_state
+    from sgdlab.train.checkpoint import load_state, load_weights
 
     if cfg.get("run_key") and isinstance(cfg.get("params"), dict):
         return _rebuild_sweep_run(cfg, ckpt, train_mode, step)
@@ -151,11 +149,7 @@ def _rebuild(cfg: dict, ckpt: Path, train_mode: bool = False, step: int | None =
 
             load_master_checkpoint(ckpt.parent, model)
             return model, loss_fn, data, step, {}
-        try:
-            weights = torch.load(ckpt, map_location="cpu", weights_only=True)
-        except Exception as e:  # noqa: BLE001 - one line naming the file
-            raise UserError(f"cannot read the master weights {str(ckpt)!r}: {e}") from None
-        load_state(model, weights, ckpt, "model")
+        load_state(model, load_weights(ckpt, step)["model"], ckpt, "model")
         return model, loss_fn, data, step, {}
     # without its instruments (and TensorBoard logger): an option a newer sgdlab refuses, or
     # an instrument registered only where the run trained, must not stop its model's rebuild
@@ -165,8 +159,7 @@ def _rebuild(cfg: dict, ckpt: Path, train_mode: bool = False, step: int | None =
                               init=False)
     model = built.model
     _refuse_train_mode_batch_norm(model, train_mode)
-    state = load_checkpoint(ckpt, map_location=next(model.parameters()).device,
-                            require=("model",))
+    state = load_weights(ckpt, map_location=next(model.parameters()).device)
     load_state(model, state["model"], ckpt, "model")
     step = int(state.get("loop", {}).get("step", 0))
     return model, built.loss_fn, built.data, step, state
@@ -176,10 +169,8 @@ def _rebuild_sweep_run(cfg: dict, weights: Path, train_mode: bool, step: int | N
     """:func:`_rebuild` for a run of an experiment's sweep (the ``train`` procedure's): its
     model and data from the run parameters the store holds, its final weights loaded
     (``weights.pt``; ``model.pt``, a bare state dict at ``step``)."""
-    import torch
-
     from sgdlab.experiments.procedures.train import build
-    from sgdlab.train.checkpoint import load_checkpoint, load_state
+    from sgdlab.train.checkpoint import load_state, load_weights
 
     if cfg.get("procedure") not in ("train", "train_or_interpolate") or "between" in cfg["params"]:
         raise UserError(f"cannot rebuild the model of a run of the {cfg.get('procedure')!r} "
@@ -187,14 +178,7 @@ def _rebuild_sweep_run(cfg: dict, weights: Path, train_mode: bool, step: int | N
     # the weights replace the initial ones: a dependency's (init_from) is not read
     ds, model, loss_fn, _ = build({**cfg["params"], "init_from": None}, int(cfg["seed"]))
     _refuse_train_mode_batch_norm(model, train_mode)
-    if step is None:
-        state = load_checkpoint(weights, require=("model",))
-    else:
-        try:
-            state = {"model": torch.load(weights, map_location="cpu", weights_only=True),
-                     "loop": {"step": step}}
-        except Exception as e:  # noqa: BLE001 - one line naming the file
-            raise UserError(f"cannot read the weights {str(weights)!r}: {e}") from None
+    state = load_weights(weights, step)
     load_state(model, state["model"], weights, "model")
     return model, loss_fn, ds, int(state.get("loop", {}).get("step", 0)), state
 

@@ -63,14 +63,13 @@ def mismatch(expected: dict[str, Any], found: dict[str, Any], limit: int = 3) ->
 
 def _source(init_from: str, store_path: str | os.PathLike | None):
     """(checkpoint state, Located) of ``init_from``, each failure a ConfigError under KEY."""
-    from ..train.checkpoint import load_checkpoint
+    from ..train.checkpoint import load_weights
     from .locate import locate_run
 
     try:
         found = locate_run(init_from, getattr(store_path, "path", store_path), rebuild=False)
-        # weights_only=True (load_checkpoint's only way): no pickled code runs
-        state = (_bare_state(found) if found.step is not None
-                 else load_checkpoint(found.checkpoint, require=("model",)))
+        # weights_only=True (load_weights's only way): no pickled code runs
+        state = load_weights(found.checkpoint, found.step)
     except UserError as e:
         raise ConfigError(f"{KEY}: {e}") from None
     if not isinstance(state.get("loop"), dict) or "step" not in state["loop"]:
@@ -84,23 +83,6 @@ def _source(init_from: str, store_path: str | os.PathLike | None):
                           "the run diverged before they were saved; start from an earlier "
                           "checkpoint of it")
     return state, found
-
-
-def _bare_state(found: Any) -> dict[str, Any]:
-    """The state of a bare state dict file (the master of a run of ``sgdlab parle``,
-    ``master.pt``; a sweep run's ``model.pt``), read as a checkpoint is: ``model`` and the
-    ``loop`` step it stands at."""
-    import torch
-
-    path = Path(found.checkpoint)
-    try:
-        weights = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - one line naming the file
-        raise UserError(f"cannot read the weights {str(path)!r}: {e}") from None
-    if not isinstance(weights, dict) or not all(isinstance(v, torch.Tensor)
-                                                for v in weights.values()):
-        raise UserError(f"{str(path)!r} holds no state dict (a name -> tensor mapping)")
-    return {"model": weights, "loop": {"step": int(found.step)}, "run_id": found.run_id}
 
 
 def _record(model_cfg: dict[str, Any], state: dict[str, Any], found: Any) -> dict[str, Any]:

@@ -116,9 +116,8 @@ def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> Path:
 def save_weights(path: str | os.PathLike, model: torch.nn.Module, step: int) -> Path:
     """Write ``model``'s final weights — its state dict, parameters and buffers (batch-norm
     statistics), nothing of the optimizer — as a checkpoint that holds only them and the
-    loop's ``step`` (atomically, as :func:`save_checkpoint`; read by :func:`load_checkpoint`,
-    ``weights_only=True``): what a warm start and ``sgdlab measure`` load from a run whose
-    checkpoint is not kept. No run id: the same run in two stores writes the same bytes."""
+    loop's ``step`` (atomically, as :func:`save_checkpoint`; read by :func:`load_weights`):
+    what a warm start and ``sgdlab measure`` load from a run whose checkpoint is not kept. No run id: the same run in two stores writes the same bytes."""
     state = {k: v.detach().to("cpu") for k, v in model.state_dict().items()}
     return save_checkpoint(path, {"kind": "weights", "model": state,
                                   "loop": {"step": int(step)}})
@@ -154,16 +153,7 @@ def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu",
     path = Path(path)
     if path.is_dir():
         path = checkpoint_path(path)
-    if not path.exists():
-        raise UserError(f"no checkpoint at {str(path)!r}")
-    damaged = _failed_checksum(path)
-    if damaged is not None:
-        raise UserError(f"cannot read checkpoint {str(path)!r}: the file is corrupt (its entry "
-                        f"{damaged!r} fails its CRC-32 check: changed on disk since written)")
-    try:
-        state = torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
-    except Exception as e:  # noqa: BLE001 - each failure is named below, one line each
-        raise UserError(f"cannot read checkpoint {str(path)!r}: {_load_failure(path, e)}") from None
+    state = _read(path, map_location, mmap=mmap)
     if not isinstance(state, dict) or state.get("format") != FORMAT_VERSION:
         raise UserError(f"{str(path)!r} is not an sgdlab checkpoint (format "
                         f"{state.get('format') if isinstance(state, dict) else '?'})")
@@ -172,6 +162,46 @@ def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu",
         raise UserError(f"checkpoint {str(path)!r} has no {', '.join(map(repr, missing))} entry "
                         f"(it holds: {', '.join(sorted(map(str, state))) or 'nothing'})")
     return state
+
+
+def load_weights(path: str | os.PathLike, step: int | None = None,
+                 map_location: Any = "cpu") -> dict[str, Any]:
+    """The model weights a run left in the file ``path``, as a checkpoint holds them: its
+    ``model`` state dict and, under ``loop``, the ``step`` they stand at. What a warm start,
+    ``sgdlab measure`` and a sweep run's dependants load (``weights_only=True``).
+
+    ``step`` None: ``path`` is a checkpoint — a training loop's (``last.pt``: the model of a
+    run that stopped before its end) or a finished run's final weights (:func:`save_weights`,
+    ``weights.pt``) — read as by :func:`load_checkpoint`, its ``model`` entry required, its
+    own step and other entries kept. ``step`` given: ``path`` is a bare state dict (a run of
+    ``sgdlab parle``'s master, ``master.pt``; a sweep run's ``model.pt`` from before
+    ``weights.pt``), which records no step: ``{"model": it, "loop": {"step": step}}``.
+    A missing or unreadable file, or one that holds no model, is one :class:`UserError`
+    naming it."""
+    if step is None:
+        return load_checkpoint(path, map_location, require=("model",))
+    path = Path(path)
+    weights = _read(path, map_location, what="weights file")
+    if not isinstance(weights, dict) or not all(isinstance(v, torch.Tensor)
+                                                for v in weights.values()):
+        raise UserError(f"{str(path)!r} holds no state dict (a name -> tensor mapping)")
+    return {"model": weights, "loop": {"step": int(step)}}
+
+
+def _read(path: Path, map_location: Any, *, mmap: bool = False,
+          what: str = "checkpoint") -> Any:
+    """``torch.load(path, weights_only=True)``; a missing, damaged or unreadable file is one
+    :class:`UserError` naming it (as ``what``)."""
+    if not path.exists():
+        raise UserError(f"no {what} at {str(path)!r}")
+    damaged = _failed_checksum(path)
+    if damaged is not None:
+        raise UserError(f"cannot read {what} {str(path)!r}: the file is corrupt (its entry "
+                        f"{damaged!r} fails its CRC-32 check: changed on disk since written)")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
+    except Exception as e:  # noqa: BLE001 - each failure is named below, one line each
+        raise UserError(f"cannot read {what} {str(path)!r}: {_load_failure(path, e)}") from None
 
 
 def _failed_checksum(path: Path) -> str | None:

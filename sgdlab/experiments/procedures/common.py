@@ -72,7 +72,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -709,22 +709,37 @@ def continuation_offsets(groups: "OrderedDict[str, list[StoredRun]]") -> dict[st
 def continuation_curves(spec, groups: "OrderedDict[str, list[StoredRun]]",
                         metrics: Sequence[str], *, xlabel: str, marks: Sequence[float],
                         logy: Sequence[str] = ()) -> list[tuple[str, Any]]:
-    """One figure per metric: each group's mean curve (± std over seeds) on the step axis of
-    the whole training, a continued group shifted by its :func:`continuation_offsets`; the
-    steps ``marks`` drawn as dashed lines (where the continuations start)."""
+    """:func:`group_curves` on the step axis of the whole training, a continued group shifted
+    by its :func:`continuation_offsets`; the steps ``marks`` drawn as dashed lines (where the
+    continuations start)."""
+    offsets = continuation_offsets(groups)
+    return group_curves(groups, metrics, lambda g, rs, st: [s + offsets[g] for s in st],
+                        xlabel=xlabel, title=lambda m: f"{spec.paper['figure']}: {m}",
+                        ylabel=lambda m: curve_label(m, spec.options), logy=logy,
+                        marks=sorted(marks))
+
+
+def group_curves(groups: "OrderedDict[str, list[StoredRun]]", metrics: Sequence[str],
+                 x: Callable[[str, list[StoredRun], list[float]], list[float]], *,
+                 xlabel: str, title: Callable[[str], str],
+                 ylabel: Callable[[str], str] | None = None, logy: Sequence[str] = (),
+                 marks: Sequence[float] = (), bands: bool = True) -> list[tuple[str, Any]]:
+    """One figure per metric, named by :func:`curve_name`: each group's mean curve over its
+    seeds (:func:`mean_curve`; its label says when it holds fewer than all of them), ± the
+    std over seeds where ``bands`` and the group has several, against ``x(group, runs,
+    steps)``; ``ylabel(metric)`` (default: the metric's name), ``title(metric)``; a log y axis
+    for the metrics in ``logy``, dashed lines at ``marks``."""
     from sgdlab.experiments.plots import curves
 
-    offsets = continuation_offsets(groups)
     figs = []
     for m in metrics:
         series = {}
         for g, rs in groups.items():
             st, mean, sd, n = mean_curve(rs, m, counts=True)
             if st:
-                series[seeds_label(g, n, len(rs))] = ([s + offsets[g] for s in st], mean,
-                                                      sd if len(rs) > 1 else None)
-        fig = curves(series, xlabel=xlabel, ylabel=curve_label(m, spec.options),
-                     logy=m in set(logy), title=f"{spec.paper['figure']}: {m}",
-                     marks=sorted(marks))
+                series[seeds_label(g, n, len(rs))] = (
+                    x(g, rs, st), mean, sd if bands and len(rs) > 1 else None)
+        fig = curves(series, xlabel=xlabel, ylabel=ylabel(m) if ylabel else m,
+                     logy=m in set(logy), title=title(m), marks=marks)
         figs.append((curve_name(m), fig))
     return figs

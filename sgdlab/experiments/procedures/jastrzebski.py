@@ -20,8 +20,8 @@ from sgdlab.experiments.plots import curves, panels
 from sgdlab.errors import ConfigError
 from sgdlab.experiments.procedures import StoredRun, register_analysis
 from sgdlab.experiments.procedures.common import (add_references, by_group, check_claims,
-                                                  curve_name, finite, mean_curve, seeds_label,
-                                                  stat, values_by_group, x_axis)
+                                                  finite, group_curves, stat, values_by_group,
+                                                  x_axis)
 from sgdlab.experiments.spec import get_dotted
 from sgdlab.report.figures.axes import log_scale
 from sgdlab.report.tables import Table
@@ -187,16 +187,9 @@ def ratio_grid(spec, runs: list[StoredRun]) -> Analysis:
         conclusions.append(Conclusion(f"diverged: {'; '.join(divs)}"))
     figs = [("ratio_grid", fig)]
     if o.get("curves"):
-        for metric in o["curves"]:
-            groups = by_group(runs, key=lambda r: "η={:g}, B={:g}".format(*lr_and_batch(r)))
-            series = {}
-            for g, rs in groups.items():
-                steps, mean, std, n = mean_curve(rs, metric, counts=True)
-                if steps:
-                    series[seeds_label(g, n, len(rs))] = (x_axis(rs[0], steps, "epoch"),
-                                                          mean, None)
-            figs.append((curve_name(metric), curves(series, xlabel="epoch", ylabel=metric,
-                                                    title=f"{metric} per (η, B)")))
+        groups = by_group(runs, key=lambda r: "η={:g}, B={:g}".format(*lr_and_batch(r)))
+        figs += group_curves(groups, o["curves"], _epochs, xlabel="epoch",
+                             title=lambda m: f"{m} per (η, B)", bands=False)
     return Analysis(tables=[table], figures=figs, conclusions=conclusions)
 
 
@@ -285,17 +278,12 @@ def equal_ratio(spec, runs: list[StoredRun]) -> Analysis:
 
 def epoch_curves(spec, groups, names: list[str]) -> list[tuple[str, Any]]:
     """One figure per metric series: the mean over seeds per group against epochs (± std)."""
-    figs = []
-    for name in names:
-        series = {}
-        for g, rs in groups.items():
-            steps, mean, std, n = mean_curve(rs, name, counts=True)
-            if steps:
-                series[seeds_label(g, n, len(rs))] = (x_axis(rs[0], steps, "epoch"), mean,
-                                                      std if len(rs) > 1 else None)
-        figs.append((curve_name(name), curves(series, xlabel="epoch", ylabel=name,
-                                             title=f"{spec.paper['figure']}: {name}")))
-    return figs
+    return group_curves(groups, names, _epochs, xlabel="epoch",
+                        title=lambda m: f"{spec.paper['figure']}: {m}")
+
+
+def _epochs(group: str, runs: list[StoredRun], steps: list[float]) -> list[float]:
+    return x_axis(runs[0], steps, "epoch")
 
 
 # --- model interpolation (Fig. 4) -------------------------------------------------------------

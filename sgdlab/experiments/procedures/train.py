@@ -99,17 +99,15 @@ def final_weights(folder) -> dict[str, Any]:
     """The state dict a finished ``train`` run left in its artifact folder ``folder``:
     :data:`~sgdlab.train.checkpoint.WEIGHTS_NAME`, or :data:`MODEL_FILE` (a bare state dict)
     of a run that kept only that (``save_model`` before every run kept its weights); read
-    with ``weights_only=True``."""
+    by :func:`~sgdlab.train.checkpoint.load_weights`."""
     from pathlib import Path
 
-    import torch
-
-    from sgdlab.train.checkpoint import load_checkpoint
+    from sgdlab.train.checkpoint import load_weights
 
     folder = Path(folder)
     if (folder / WEIGHTS_NAME).is_file() or not (folder / MODEL_FILE).is_file():
-        return load_checkpoint(folder / WEIGHTS_NAME, require=("model",))["model"]
-    return torch.load(folder / MODEL_FILE, map_location="cpu", weights_only=True)
+        return load_weights(folder / WEIGHTS_NAME)["model"]
+    return load_weights(folder / MODEL_FILE, step=0)["model"]    # (its step is not read)
 
 
 def build(p: dict[str, Any], seed: int, ctx=None):
