@@ -17,6 +17,9 @@ _MASTER_IN_CHECKPOINTS = (
     "removed): its master is only in its last checkpoint set, which a warm start does not "
     "read (the master's buffers are the mean of every replica's file); `sgdlab measure` reads "
     "it, and a run continued with `sgdlab parle ... --resume` to its end writes master.pt")
+# a sweep run's checkpoint folder, in its run key's artifact folder (the name
+# sgdlab.experiments.worker.CHECKPOINT_DIR: config sits below experiments)
+_SWEEP_CHECKPOINT = "checkpoint"
 
 
 class Located(NamedTuple):
@@ -38,7 +41,9 @@ def locate_run(target: str, store_path: str | os.PathLike | None = None, *,
     ``store_path`` (default ``$SGDLAB_STORE`` or ./sgdlab-runs/runs.sqlite), a run folder, or
     a checkpoint file or folder written by the training loop; of a finished or diverged run
     of an experiment's sweep, the final weights it keeps (``weights.pt``, by run id or its
-    run key's folder); of a run of ``sgdlab parle``, its master (see ``sgdlab measure``).
+    run key's folder), of one stopped before its end, its last checkpoint (``rebuild`` only,
+    by run id or that file or folder); of a run of ``sgdlab parle``, its master (see
+    ``sgdlab measure``).
 
     ``rebuild``: the caller rebuilds the run's model from its config and records in its store
     (``sgdlab measure``): a checkpoint's folder must hold its config.yaml, and the store is
@@ -80,6 +85,8 @@ def locate_run(target: str, store_path: str | os.PathLike | None = None, *,
         if not rebuild:   # the caller builds its own model: the folder's config is not read
             return Located(None, ckpt, recorded_run(folder)[0], folder, None)
         cfg_file = folder / "config.yaml"
+        if ckpt.parent.name == _SWEEP_CHECKPOINT and not cfg_file.exists():
+            return _sweep_run_checkpoint(ckpt, store_path)
         if not cfg_file.exists() and ckpt.name == WEIGHTS_NAME:
             raise UserError(f"cannot rebuild the model of {str(ckpt)!r}: no config.yaml in "
                             f"{str(folder)!r}; the final weights of a sweep run are measured "
@@ -120,7 +127,7 @@ def locate_run(target: str, store_path: str | os.PathLike | None = None, *,
         return _replica_master(run, store, rebuild)
     if run["config"].get("run_key") and run["experiment"] and not any(
             a["kind"] == "out_dir" for a in run["artifacts"]):
-        return _sweep_run_weights(run, store)
+        return _sweep_run_weights(run, store, rebuild)
     dirs = [a["path"] for a in run["artifacts"] if a["kind"] == "out_dir"]
     ckpts = [a["path"] for a in run["artifacts"] if a["kind"] == "checkpoint"]
     folder = Path(dirs[-1]) if dirs else None
@@ -144,10 +151,12 @@ def locate_run(target: str, store_path: str | os.PathLike | None = None, *,
     return Located(run["config"], ckpt, run["id"], folder, store)
 
 
-def _sweep_run_weights(run: dict, store) -> Located:
+def _sweep_run_weights(run: dict, store, rebuild: bool = True) -> Located:
     """:func:`locate_run` for a run of an experiment's sweep: the final weights its ``train``
     procedure keeps (``weights.pt`` in its run key's artifact folder; the checkpoint, with
-    the optimizer's state, is removed once the run is finished or diverged)."""
+    the optimizer's state, is removed once the run is finished or diverged); of a run
+    stopped before its end, with ``rebuild``, its last checkpoint (a warm start takes that
+    file as a path: the sweep that resumes the run overwrites it)."""
     from ..train.checkpoint import CHECKPOINT_NAME, WEIGHTS_NAME
 
     weights = [Path(a["path"]) for a in run["artifacts"] if a["kind"] == "model"]
@@ -163,7 +172,10 @@ def _sweep_run_weights(run: dict, store) -> Located:
     if run["status"] not in ("finished", "diverged"):
         # (sgdlab.experiments.worker.CHECKPOINT_DIR, in the run key's artifact folder)
         ckpt = (Path(os.path.abspath(store.path)).parent / "artifacts"
-                / run["config"]["run_key"] / "checkpoint" / CHECKPOINT_NAME)
+                / run["config"]["run_key"] / _SWEEP_CHECKPOINT / CHECKPOINT_NAME)
+        if rebuild and ckpt.is_file():
+            print(f"sgdlab: {what}: measuring its last checkpoint, {ckpt}", flush=True)
+            return Located(run["config"], ckpt, run["id"], ckpt.parent.parent, store)
         raise UserError(f"{what} has no final weights: only a finished or diverged run keeps "
                         "them; "
                         + (f"its sweep resumes it from its last checkpoint, {ckpt} (a warm "
@@ -177,6 +189,32 @@ def _sweep_run_weights(run: dict, store) -> Located:
     raise UserError(f"{what} keeps no final weights ({WEIGHTS_NAME}): it was run by an "
                     "sgdlab that removed a finished run's checkpoint without keeping them; "
                     "run its sweep again into a new store to keep them")
+
+
+def _sweep_run_checkpoint(ckpt: Path, store_path: str | os.PathLike | None) -> Located:
+    """:func:`locate_run` for the checkpoint of a run of an experiment's sweep named by path
+    (``artifacts/<run key>/checkpoint/last.pt``, or its folder): the run it records, looked
+    up in the run store at ``store_path`` (default ``$SGDLAB_STORE`` or
+    ./sgdlab-runs/runs.sqlite), whose run parameters rebuild its model."""
+    from ..store import RunStore, default_store_path
+    from ..train.checkpoint import load_checkpoint
+
+    run_id = load_checkpoint(ckpt, require=("loop",), mmap=True).get("run_id")
+    path = Path(store_path) if store_path else default_store_path()
+    run = store = None
+    if run_id is not None and path.is_file():
+        store = RunStore(path)
+        try:
+            run = store.get_run(str(run_id))
+        except UserError:
+            run = None
+    if run is None or (run["config"] or {}).get("run_key") != ckpt.parent.parent.name:
+        raise UserError(f"cannot rebuild the model of {str(ckpt)!r}, the checkpoint of a run "
+                        "of an experiment's sweep: " + (
+                            f"the run store at {path} does not hold its run {run_id} (give "
+                            "its sweep's store with --store PATH)" if run_id is not None
+                            else "it records no run, whose parameters would rebuild it"))
+    return Located(run["config"], ckpt, run["id"], ckpt.parent.parent, store)
 
 
 def _locate_replica_run(folder: Path, store_path: str | None, rebuild: bool = True):

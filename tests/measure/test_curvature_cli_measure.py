@@ -386,3 +386,72 @@ def test_measure_rebuilds_a_finished_sweep_run_from_its_final_weights(tmp_path, 
     capsys.readouterr()
     assert main(["measure", str(folder), "--store", str(store)]) == 2
     assert "no config.yaml" in (err := capsys.readouterr().err) and "by its run id" in err
+
+
+def test_measure_takes_the_last_checkpoint_of_a_stopped_sweep_run(tmp_path, capsys, monkeypatch,
+                                                                   one_thread_runs):
+    """A sweep run interrupted in its second epoch keeps no final weights, only its last
+    checkpoint (step 4, the first epoch's end): `sgdlab measure` takes it by run id, by the
+    checkpoint's path and by its folder; its top Hessian eigenvalue is the dense Hessian's of
+    the checkpoint's model, recorded on the run at step 4. A warm start still takes only
+    the path (the sweep that resumes the run overwrites the file)."""
+    import torch
+
+    import sgdlab.experiments.procedures.train as proc
+    from sgdlab.config.run import build_from_config
+    from sgdlab.errors import ConfigError
+    from sgdlab.experiments.procedures.train import build
+    from sgdlab.experiments.spec import resolve
+    from sgdlab.experiments.sweep import artifacts_root, run_sweep
+    from sgdlab.store import RunStore
+    from sgdlab.testing import TINY_RUN, dense_hessian_reference
+    from sgdlab.train.checkpoint import load_checkpoint
+
+    raw = {"name": "t-stopped", "version": 1, "description": "a stopped run",
+           "analysis": "compare_groups", "procedure": "train",
+           "paper": {"author": "Nobody", "year": 2020, "figure": "Fig. 0"},
+           "base": {"dataset": {"name": "cubic"}, "model": {"name": "zhu-mlp-1-6-6-6-1"},
+                    "dtype": "float64", "optimizer": {"name": "sgd", "lr": 0.05},
+                    "batch_size": 5, "epochs": 2},
+           "runs": [{"label": "a"}], "seeds": [0],
+           "options": {"table": [["train_loss", "final train loss"]]}}
+    (spec,), store = resolve(raw, "cpu").expand(), tmp_path / "s.sqlite"
+    step, taken = torch.optim.SGD.step, []
+
+    def stopping(self, *a, **kw):
+        if len(taken) == 6:
+            raise KeyboardInterrupt
+        taken.append(1)
+        return step(self, *a, **kw)
+
+    with monkeypatch.context() as mp, pytest.raises(KeyboardInterrupt):
+        mp.setattr(proc, "CHECKPOINT_SECONDS", 0)
+        mp.setattr(torch.optim.SGD, "step", stopping)
+        run_sweep([spec], store_path=str(store), workers=1, progress=None)
+    (run,) = RunStore(store).list_runs()
+    assert run["status"] == "interrupted"
+    ckpt = artifacts_root(RunStore(store)) / spec.key / "checkpoint" / "last.pt"
+    state = load_checkpoint(ckpt)
+    assert state["loop"]["step"] == 4 and not (ckpt.parent.parent / "weights.pt").exists()
+    ds, model, loss_fn, _ = build(spec.params, spec.seed)
+    model.load_state_dict(state["model"])
+    top = float(torch.linalg.eigvalsh(dense_hessian_reference(model, loss_fn, ds.train))[-1])
+    for i, target in enumerate((run["id"], str(ckpt), str(ckpt.parent))):
+        out = tmp_path / f"m{i}"
+        assert main(["measure", target, "--store", str(store), "--what", "hessian",
+                     "--subset", "0", "--k", "1", "--probes", "2", "--out", str(out)]) == 0, (
+            target, capsys.readouterr().err)
+        res = json.loads((out / "measurements.json").read_text())
+        assert res["run_id"] == run["id"] and res["step"] == 4
+        assert res["scalars"]["hess/top_1"] == pytest.approx(top, rel=1e-6)
+    assert "measuring its last checkpoint" in capsys.readouterr().out
+    recorded = RunStore(store).metrics(run["id"], "measure/hess/top_1")["measure/hess/top_1"]
+    assert recorded[-1] == (4, pytest.approx(top, rel=1e-6))
+    # another store does not hold the run the checkpoint records: named, with the way out
+    RunStore(tmp_path / "other.sqlite").create_run({"name": "x"}, name="x")
+    assert main(["measure", str(ckpt), "--store", str(tmp_path / "other.sqlite")]) == 2
+    err = capsys.readouterr().err
+    assert f"does not hold its run {run['id']}" in err and "--store PATH" in err
+    tiny = {**TINY_RUN, "model": {**TINY_RUN["model"], "init_from": run["id"]}}
+    with pytest.raises(ConfigError, match="its sweep resumes it from its last checkpoint"):
+        build_from_config(tiny, store=str(store))
