@@ -4,7 +4,8 @@ Loads a stored model — a run id (or unique prefix) in the run store, a run fol
 checkpoint file/folder written by the training loop (its run folder must hold the
 ``config.yaml`` that ``sgdlab train`` writes, so the model can be rebuilt); of a finished
 run of an experiment's sweep, by run id, the final weights it keeps (``weights.pt``, its
-model rebuilt from the run parameters the store holds); of a run of ``sgdlab parle``
+model rebuilt from the run parameters the store holds), of one stopped before its end, by
+run id or path, its last checkpoint (``checkpoint/last.pt``); of a run of ``sgdlab parle``
 (Parle, Elastic-SGD, Entropy-SGD replicas), the master x̄ it ended with (``master.pt``), by
 run id or ``--out`` folder (of an interrupted one, the master of its last checkpoint, by the
 same or its ``checkpoints`` folder), rebuilt from the config the run store holds —
@@ -168,7 +169,8 @@ def _rebuild(cfg: dict, ckpt: Path, train_mode: bool = False, step: int | None =
 def _rebuild_sweep_run(cfg: dict, weights: Path, train_mode: bool, step: int | None):
     """:func:`_rebuild` for a run of an experiment's sweep (the ``train`` procedure's): its
     model and data from the run parameters the store holds, its final weights loaded
-    (``weights.pt``; ``model.pt``, a bare state dict at ``step``)."""
+    (``weights.pt``; ``model.pt``, a bare state dict at ``step``), or the last checkpoint of
+    a run stopped before its end."""
     from sgdlab.experiments.procedures.train import build
     from sgdlab.train.checkpoint import load_state, load_weights
 

@@ -117,7 +117,8 @@ def save_weights(path: str | os.PathLike, model: torch.nn.Module, step: int) -> 
     """Write ``model``'s final weights — its state dict, parameters and buffers (batch-norm
     statistics), nothing of the optimizer — as a checkpoint that holds only them and the
     loop's ``step`` (atomically, as :func:`save_checkpoint`; read by :func:`load_weights`):
-    what a warm start and ``sgdlab measure`` load from a run whose checkpoint is not kept. No run id: the same run in two stores writes the same bytes."""
+    what a warm start and ``sgdlab measure`` load from a run whose checkpoint is not kept.
+    No run id: the same run in two stores writes the same bytes."""
     state = {k: v.detach().to("cpu") for k, v in model.state_dict().items()}
     return save_checkpoint(path, {"kind": "weights", "model": state,
                                   "loop": {"step": int(step)}})

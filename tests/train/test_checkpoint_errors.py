@@ -68,6 +68,37 @@ def test_unreadable_checkpoints_are_named_in_one_line(tmp_path):
     assert "has no 'model' entry (it holds: format, loop)" in one_line(e)
 
 
+def test_load_weights_reads_every_file_a_run_leaves_its_weights_in(tmp_path):
+    """A loop's checkpoint, a finished run's final weights and a bare state dict (a parle
+    master, a sweep run's model.pt: its step given) give the same model and their step; a
+    file that holds none, or is missing or damaged, is one line naming it."""
+    from sgdlab.train.checkpoint import WEIGHTS_NAME, load_weights, save_weights
+
+    run = fit(checkpoint_dir=tmp_path / "ckpt", max_steps=3)
+    model = load_checkpoint(run.checkpoint)["model"]
+    torch.save(model, tmp_path / "bare.pt")
+    net = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 2))
+    net.load_state_dict(model)
+    save_weights(tmp_path / WEIGHTS_NAME, net, step=3)
+    for path, step in ((run.checkpoint, None), (tmp_path / WEIGHTS_NAME, None),
+                       (tmp_path / "bare.pt", 3)):
+        state = load_weights(path, step)
+        assert state["loop"]["step"] == 3, path
+        assert state["model"].keys() == model.keys(), path
+        assert all(torch.equal(state["model"][k], v) for k, v in model.items()), path
+    torch.save({"weights": [1.0]}, tmp_path / "list.pt")
+    blob = bytearray((tmp_path / "bare.pt").read_bytes())
+    blob[blob.find(model["0.weight"].numpy().tobytes()) + 5] ^= 0x01
+    (tmp_path / "flipped.pt").write_bytes(bytes(blob))
+    for name, step, needle in (("list.pt", 0, "holds no state dict (a name -> tensor mapping)"),
+                               ("gone.pt", 0, "no weights file at"),
+                               ("flipped.pt", 0, "cannot read weights file"),
+                               ("bare.pt", None, "is not an sgdlab checkpoint")):
+        with pytest.raises(UserError) as e:
+            load_weights(tmp_path / name, step)
+        assert needle in one_line(e) and str(tmp_path / name) in str(e.value), name
+
+
 def test_a_checkpoint_whose_bytes_changed_on_disk_is_refused_not_loaded(tmp_path):
     """One flipped bit in the stored weights (a bad disk, a broken copy) still unpickles:
     the archive's CRC-32 of each entry is what tells. Resuming from it would continue from
