@@ -369,6 +369,19 @@ def start_twice_at_once(start: Callable[[], object]) -> tuple[list, list[str]]:
     return started, refused
 
 
+def sgd_steps_then_interrupt(steps: int) -> Callable:
+    """A ``torch.optim.SGD.step`` that takes ``steps`` steps, then raises KeyboardInterrupt
+    (a Ctrl-C during the next one): patched in, it stops a run where a user would."""
+    step, taken = torch.optim.SGD.step, []
+
+    def stopping(self, *args, **kwargs):
+        if len(taken) == steps:
+            raise KeyboardInterrupt
+        taken.append(1)
+        return step(self, *args, **kwargs)
+    return stopping
+
+
 def without_hard_links(monkeypatch) -> None:
     """Make ``os.link`` fail as on a file system without hard links (FAT, some network
     file systems), for the rest of the test."""

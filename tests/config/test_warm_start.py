@@ -291,19 +291,13 @@ def test_a_run_warm_started_from_a_sweep_run_resumes_from_its_own_checkpoint(
     """Interrupted in its second epoch and resumed with the source's weights file gone: it
     continues from its own checkpoint (step 4) and ends where the uninterrupted run did."""
     from sgdlab.config.runner import resume_run
+    from sgdlab.testing import sgd_steps_then_interrupt
 
     store, runs, _ = sweep_runs
     cfg = _tiny(init_from=runs["ok"].run_id)
     whole = run_config(cfg, out_dir=tmp_path / "whole", store=store, progress=False)
-    step, taken = torch.optim.SGD.step, []
-
-    def stopping(self, *a, **kw):
-        if len(taken) == 6:
-            raise KeyboardInterrupt
-        taken.append(1)
-        return step(self, *a, **kw)
-
-    monkeypatch.setattr(torch.optim.SGD, "step", stopping)
+    step = torch.optim.SGD.step
+    monkeypatch.setattr(torch.optim.SGD, "step", sgd_steps_then_interrupt(6))
     with pytest.raises(KeyboardInterrupt):
         run_config(cfg, out_dir=tmp_path / "cut", store=store, progress=False)
     monkeypatch.setattr(torch.optim.SGD, "step", step)

@@ -342,6 +342,19 @@ def test_an_interrupted_measure_keeps_the_measurements_done_before(tmp_path, cap
     assert not (tmp_path / "m2" / "measurements.json").exists()
 
 
+def _sweep(name: str, description: str) -> dict:
+    """An experiment of one run of the `train` procedure: 2 epochs of 4 steps of a tiny MLP
+    on cubic's 20 points, float64."""
+    return {"name": name, "version": 1, "description": description,
+            "analysis": "compare_groups", "procedure": "train",
+            "paper": {"author": "Nobody", "year": 2020, "figure": "Fig. 0"},
+            "base": {"dataset": {"name": "cubic"}, "model": {"name": "zhu-mlp-1-6-6-6-1"},
+                     "dtype": "float64", "optimizer": {"name": "sgd", "lr": 0.05},
+                     "batch_size": 5, "epochs": 2},
+            "runs": [{"label": "a"}], "seeds": [0],
+            "options": {"table": [["train_loss", "final train loss"]]}}
+
+
 def test_measure_rebuilds_a_finished_sweep_run_from_its_final_weights(tmp_path, capsys,
                                                                        one_thread_runs):
     """A sweep run's checkpoint is removed when it finishes; `sgdlab measure RUN` rebuilds its
@@ -357,15 +370,8 @@ def test_measure_rebuilds_a_finished_sweep_run_from_its_final_weights(tmp_path, 
     from sgdlab.testing import dense_hessian_reference
     from sgdlab.train.checkpoint import load_checkpoint
 
-    raw = {"name": "t-measure", "version": 1, "description": "final weights",
-           "analysis": "compare_groups", "procedure": "train",
-           "paper": {"author": "Nobody", "year": 2020, "figure": "Fig. 0"},
-           "base": {"dataset": {"name": "cubic"}, "model": {"name": "zhu-mlp-1-6-6-6-1"},
-                    "dtype": "float64", "optimizer": {"name": "sgd", "lr": 0.05},
-                    "batch_size": 5, "epochs": 2},
-           "runs": [{"label": "a"}], "seeds": [0],
-           "options": {"table": [["train_loss", "final train loss"]]}}
-    runs, store = resolve(raw, "cpu").expand(), tmp_path / "s.sqlite"
+    runs = resolve(_sweep("t-measure", "final weights"), "cpu").expand()
+    store = tmp_path / "s.sqlite"
     run_sweep(runs, store_path=str(store), workers=1, progress=None)
     (run,), _ = load_runs(runs, store_path=str(store))
     folder = artifacts_root(RunStore(store)) / run.key
@@ -404,29 +410,14 @@ def test_measure_takes_the_last_checkpoint_of_a_stopped_sweep_run(tmp_path, caps
     from sgdlab.experiments.spec import resolve
     from sgdlab.experiments.sweep import artifacts_root, run_sweep
     from sgdlab.store import RunStore
-    from sgdlab.testing import TINY_RUN, dense_hessian_reference
+    from sgdlab.testing import TINY_RUN, dense_hessian_reference, sgd_steps_then_interrupt
     from sgdlab.train.checkpoint import load_checkpoint
 
-    raw = {"name": "t-stopped", "version": 1, "description": "a stopped run",
-           "analysis": "compare_groups", "procedure": "train",
-           "paper": {"author": "Nobody", "year": 2020, "figure": "Fig. 0"},
-           "base": {"dataset": {"name": "cubic"}, "model": {"name": "zhu-mlp-1-6-6-6-1"},
-                    "dtype": "float64", "optimizer": {"name": "sgd", "lr": 0.05},
-                    "batch_size": 5, "epochs": 2},
-           "runs": [{"label": "a"}], "seeds": [0],
-           "options": {"table": [["train_loss", "final train loss"]]}}
-    (spec,), store = resolve(raw, "cpu").expand(), tmp_path / "s.sqlite"
-    step, taken = torch.optim.SGD.step, []
-
-    def stopping(self, *a, **kw):
-        if len(taken) == 6:
-            raise KeyboardInterrupt
-        taken.append(1)
-        return step(self, *a, **kw)
-
+    (spec,) = resolve(_sweep("t-stopped", "a stopped run"), "cpu").expand()
+    store = tmp_path / "s.sqlite"
     with monkeypatch.context() as mp, pytest.raises(KeyboardInterrupt):
         mp.setattr(proc, "CHECKPOINT_SECONDS", 0)
-        mp.setattr(torch.optim.SGD, "step", stopping)
+        mp.setattr(torch.optim.SGD, "step", sgd_steps_then_interrupt(6))
         run_sweep([spec], store_path=str(store), workers=1, progress=None)
     (run,) = RunStore(store).list_runs()
     assert run["status"] == "interrupted"
