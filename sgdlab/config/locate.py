@@ -85,8 +85,10 @@ def locate_run(target: str, store_path: str | os.PathLike | None = None, *,
         if not rebuild:   # the caller builds its own model: the folder's config is not read
             return Located(None, ckpt, recorded_run(folder)[0], folder, None)
         cfg_file = folder / "config.yaml"
-        if ckpt.parent.name == _SWEEP_CHECKPOINT and not cfg_file.exists():
-            return _sweep_run_checkpoint(ckpt, store_path)
+        parts = Path(os.path.abspath(ckpt)).parts    # .../artifacts/<run key>/checkpoint/
+        if not cfg_file.exists() and len(parts) > 4 and (parts[-4], parts[-2]) == (
+                "artifacts", _SWEEP_CHECKPOINT):
+            return _sweep_run_checkpoint(Path(*parts), store_path)
         if not cfg_file.exists() and ckpt.name == WEIGHTS_NAME:
             raise UserError(f"cannot rebuild the model of {str(ckpt)!r}: no config.yaml in "
                             f"{str(folder)!r}; the final weights of a sweep run are measured "
@@ -170,7 +172,6 @@ def _sweep_run_weights(run: dict, store, rebuild: bool = True) -> Located:
     if weights:
         raise UserError(f"{what} has no final weights on disk: {weights[-1]} is gone")
     if run["status"] not in ("finished", "diverged"):
-        # (sgdlab.experiments.worker.CHECKPOINT_DIR, in the run key's artifact folder)
         ckpt = (Path(os.path.abspath(store.path)).parent / "artifacts"
                 / run["config"]["run_key"] / _SWEEP_CHECKPOINT / CHECKPOINT_NAME)
         if rebuild and ckpt.is_file():

@@ -398,9 +398,9 @@ def test_measure_takes_the_last_checkpoint_of_a_stopped_sweep_run(tmp_path, caps
                                                                    one_thread_runs):
     """A sweep run interrupted in its second epoch keeps no final weights, only its last
     checkpoint (step 4, the first epoch's end): `sgdlab measure` takes it by run id, by the
-    checkpoint's path and by its folder; its top Hessian eigenvalue is the dense Hessian's of
-    the checkpoint's model, recorded on the run at step 4. A warm start still takes only
-    the path (the sweep that resumes the run overwrites the file)."""
+    checkpoint's path (absolute or relative) and by its folder; its top Hessian eigenvalue
+    is the dense Hessian's of the checkpoint's model, recorded on the run at step 4. A warm
+    start still takes only the path (the sweep that resumes the run overwrites the file)."""
     import torch
 
     import sgdlab.experiments.procedures.train as proc
@@ -427,7 +427,10 @@ def test_measure_takes_the_last_checkpoint_of_a_stopped_sweep_run(tmp_path, caps
     ds, model, loss_fn, _ = build(spec.params, spec.seed)
     model.load_state_dict(state["model"])
     top = float(torch.linalg.eigvalsh(dense_hessian_reference(model, loss_fn, ds.train))[-1])
-    for i, target in enumerate((run["id"], str(ckpt), str(ckpt.parent))):
+    for i, (cwd, target) in enumerate(((tmp_path, run["id"]), (tmp_path, str(ckpt)),
+                                       (tmp_path, str(ckpt.parent)),
+                                       (ckpt.parent.parent, "checkpoint/last.pt"))):
+        monkeypatch.chdir(cwd)
         out = tmp_path / f"m{i}"
         assert main(["measure", target, "--store", str(store), "--what", "hessian",
                      "--subset", "0", "--k", "1", "--probes", "2", "--out", str(out)]) == 0, (
