@@ -54,7 +54,8 @@ def register(subparsers) -> None:
     p.add_argument("target", metavar="CHECKPOINT_OR_RUN",
                    help="a run id (or unique prefix), a run folder, or a checkpoint (of "
                         "`sgdlab train`; of `sgdlab parle`: its --out folder or master.pt; of "
-                        "a sweep run: its id, for its final weights)")
+                        "a sweep run: its id, for its final weights, or for the last "
+                        "checkpoint of one that stopped, also that file)")
     p.add_argument("--what", default=DEFAULT_WHAT,
                    help=f"comma-separated subset of {','.join(WHAT)} (default: {DEFAULT_WHAT}; "
                         "surface: the loss on a plane through the model, steps² evaluations; "
