@@ -16,17 +16,13 @@ out layer by layer (:mod:`sgdlab.operators.rop`, ``rop=False`` turns it off).
 """
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from sgdlab.errors import UserError
 
-from .batches import Data, is_single_batch
-from .hessian import _probe_bytes, _taylor_and_rop, _unflatten_cols, second_order_forward
-from .taylor import single_batch_preparation, taylor_quadratic_forms
-from .linear import ModelOperator
+from .hessian import SecondOrderOperator, _unflatten_cols, second_order_forward
+from .taylor import taylor_quadratic_forms
 from .rop import rop_products
 from .params import UNUSED_ZERO, batched_columns, flatten, unflatten_like
 
@@ -43,52 +39,19 @@ def check_tensor_output(out: object, who: str) -> None:
             "takes any output loss_fn accepts")
 
 
-class GGNOperator(ModelOperator):
+class GGNOperator(SecondOrderOperator):
     """G = Jᵀ ∇²_f L J over ``data`` (mean over samples, batches weighted by size)."""
 
-    def __init__(
-        self,
-        model: nn.Module,
-        loss_fn: Callable[[Tensor, Tensor], Tensor],
-        data: Data,
-        *,
-        cache_graph: bool = True,
-        taylor: bool = True,
-        rop: bool = True,
-    ):
-        super().__init__(model, loss_fn, data)
-        self._kw = dict(cache_graph=cache_graph, taylor=taylor, rop=rop)
-        self._cache = None      # (parameter versions, the single batch's output graph)
-        # Taylor-mode quadratic forms and products by the hand-written forward tangent +
-        # reverse pass (operators/rop.py, or graph_rop.py over a traced graph), over one
-        # forward pass
-        self._taylor, self._rop = _taylor_and_rop(model, self.params, taylor, rop)
-        self._taylor_cache = self._rop_cache = None
-        if cache_graph and is_single_batch(data) and self._rop is None:
-            self._output_graph()
-
-    def _output_graph(self) -> tuple:
-        """(x, y) and :meth:`_prepare`'s graphs for the single batch, kept, and made again
-        when a parameter changed in place (as :meth:`HessianOperator._gradient_graph`)."""
-        def build(x: Tensor, y: Tensor) -> tuple:
-            with self.fixed_randomness(0):
-                return (x, y) + self._prepare(x, y)
-        return single_batch_preparation(self, "_cache", build)
-
-    def _probe_bytes(self) -> int:
-        return _probe_bytes(self)
-
-    def _options(self) -> dict:
-        return dict(self._kw)
-
-    def _prepare(self, x: Tensor, y: Tensor):
+    def _graph(self, x: Tensor, y: Tensor) -> tuple:
+        """(x, y, out, o, g_out): the outputs' graph ``out``, and the loss's gradient g_out in
+        the outputs o (detached from it), with its graph, for the output-space Hessian."""
         with torch.enable_grad():
             with second_order_forward(self.model):
                 out = self.model(x)
             check_tensor_output(out, "GGNOperator")
             o = out.detach().requires_grad_(True)
             g_out = torch.autograd.grad(self.loss_fn(o, y), o, create_graph=True)[0]
-        return out, o, g_out
+        return x, y, out, o, g_out
 
     def _batch_ggn(self, x, y, out, o, g_out, v: Tensor, retain: bool) -> Tensor:
         params = list(self.params.values())
@@ -120,11 +83,11 @@ class GGNOperator(ModelOperator):
     def _matvec(self, v: Tensor) -> Tensor:
         if self._rop is not None:
             return rop_products(self, v[:, None], gauss_newton=True)[:, 0]
-        if self._cache is not None:
-            return self._batch_ggn(*self._output_graph(), v, retain=True).detach()
+        if self._cached_graph is not None:
+            return self._batch_ggn(*self._kept_graph(), v, retain=True).detach()
         total, n = torch.zeros_like(v), 0
         for x, y in self.batches():
-            total += self._batch_ggn(x, y, *self._prepare(x, y), v, retain=False).detach() * len(x)
+            total += self._batch_ggn(*self._graph(x, y), v, retain=False).detach() * len(x)
             n += len(x)
         return total / n
 
@@ -133,11 +96,11 @@ class GGNOperator(ModelOperator):
             return rop_products(self, m, gauss_newton=True)
         if m.shape[1] == 1:
             return self._matvec(m[:, 0])[:, None]
-        if self._cache is not None:
-            return self._batch_ggn_cols(*self._output_graph(), m, retain=True)
+        if self._cached_graph is not None:
+            return self._batch_ggn_cols(*self._kept_graph(), m, retain=True)
         total, n = torch.zeros_like(m), 0
         for x, y in self.batches():
-            total += self._batch_ggn_cols(x, y, *self._prepare(x, y), m, retain=False) * len(x)
+            total += self._batch_ggn_cols(*self._graph(x, y), m, retain=False) * len(x)
             n += len(x)
         return total / n
 

@@ -123,7 +123,11 @@ def second_order_forward(model: nn.Module) -> Iterator[None]:
         yield
 
 
-class HessianOperator(ModelOperator):
+class SecondOrderOperator(ModelOperator):
+    """Base of :class:`HessianOperator` and the Gauss-Newton operator: R-op products and
+    Taylor-mode quadratic forms where the model is supported, and otherwise backward passes
+    through :meth:`_graph`, kept for a single batch."""
+
     def __init__(
         self,
         model: nn.Module,
@@ -136,30 +140,43 @@ class HessianOperator(ModelOperator):
     ):
         super().__init__(model, loss_fn, data)
         self._kw = dict(cache_graph=cache_graph, taylor=taylor, rop=rop)
-        # (parameter versions, the single batch's gradient graph), when kept
-        self._cached_grad: tuple | None = None
+        # (parameter versions, the single batch's graph), when kept
+        self._cached_graph: tuple | None = None
         # Taylor-mode quadratic forms and R-op products (None when the model is neither a
         # supported Sequential nor a supported traced graph), over one forward pass
         self._taylor, self._rop = _taylor_and_rop(model, self.params, taylor, rop)
         self._taylor_cache = self._rop_cache = None
         if cache_graph and is_single_batch(data) and self._rop is None:
-            self._gradient_graph()
+            self._kept_graph()
 
-    def _gradient_graph(self) -> tuple[Tensor, ...]:
-        """The single batch's gradient graph (created with ``create_graph``), kept, and made
-        again when a parameter changed in place (an optimizer step): the kept one holds the
-        old parameters' activations, and products through it were silently the old
-        Hessian's where it saved none of the changed tensors (biases)."""
+    def _graph(self, x: Tensor, y: Tensor) -> tuple[Tensor, ...]:
+        """What the products differentiate through, for the batch (x, y)."""
+        raise NotImplementedError
+
+    def _kept_graph(self) -> tuple[Tensor, ...]:
+        """The single batch's :meth:`_graph`, kept, and made again when a parameter changed in
+        place (an optimizer step): the kept one holds the old parameters' activations, and
+        products through it were silently the old operator's where it saved none of the
+        changed tensors (biases)."""
         def build(x: Tensor, y: Tensor) -> tuple[Tensor, ...]:
-            with torch.enable_grad(), self.fixed_randomness(0), \
-                    second_order_forward(self.model):
-                loss = self.loss_fn(self.model(x), y)
-                return torch.autograd.grad(loss, list(self.params.values()), create_graph=True,
-                                           **UNUSED_ZERO)
-        return single_batch_preparation(self, "_cached_grad", build)
+            with self.fixed_randomness(0):
+                return self._graph(x, y)
+        return single_batch_preparation(self, "_cached_graph", build)
 
     def _options(self) -> dict:
         return dict(self._kw)
+
+    def _probe_bytes(self) -> int:
+        return _probe_bytes(self)
+
+
+class HessianOperator(SecondOrderOperator):
+    def _graph(self, x: Tensor, y: Tensor) -> tuple[Tensor, ...]:
+        """The gradient graph (created with ``create_graph``)."""
+        with torch.enable_grad(), second_order_forward(self.model):
+            loss = self.loss_fn(self.model(x), y)
+            return torch.autograd.grad(loss, list(self.params.values()), create_graph=True,
+                                       **UNUSED_ZERO)
 
     def _batch_hvp(self, grads: tuple[Tensor, ...], v: Tensor, retain: bool) -> Tensor:
         vs = list(unflatten_like(v, self.params).values())
@@ -196,32 +213,22 @@ class HessianOperator(ModelOperator):
 
     def _batched_matmat(self, m: Tensor) -> Tensor:
         """H M by one vmapped backward per batch."""
-        if self._cached_grad is not None:
-            return self._batch_hmm(self._gradient_graph(), m, retain=True)
+        if self._cached_graph is not None:
+            return self._batch_hmm(self._kept_graph(), m, retain=True)
         total, n = torch.zeros_like(m), 0
         for x, y in self.batches():
-            with torch.enable_grad():
-                with second_order_forward(self.model):
-                    loss = self.loss_fn(self.model(x), y)
-                grads = torch.autograd.grad(loss, list(self.params.values()), create_graph=True,
-                                            **UNUSED_ZERO)
-                total += self._batch_hmm(grads, m, retain=False) * len(x)
+            total += self._batch_hmm(self._graph(x, y), m, retain=False) * len(x)
             n += len(x)
         return total / n
 
     def _matvec(self, v: Tensor) -> Tensor:
         if self._rop is not None:
             return rop_products(self, v[:, None], gauss_newton=False)[:, 0]
-        if self._cached_grad is not None:
-            return self._batch_hvp(self._gradient_graph(), v, retain=True).detach()
+        if self._cached_graph is not None:
+            return self._batch_hvp(self._kept_graph(), v, retain=True).detach()
         total, n = torch.zeros_like(v), 0
         for x, y in self.batches():
-            with torch.enable_grad():
-                with second_order_forward(self.model):
-                    loss = self.loss_fn(self.model(x), y)
-                grads = torch.autograd.grad(loss, list(self.params.values()), create_graph=True,
-                                            **UNUSED_ZERO)
-                total += self._batch_hvp(grads, v, retain=False).detach() * len(x)
+            total += self._batch_hvp(self._graph(x, y), v, retain=False).detach() * len(x)
             n += len(x)
         return total / n
 
@@ -229,9 +236,6 @@ class HessianOperator(ModelOperator):
         if self._taylor is None:
             return super()._quadratic_forms(m)
         return taylor_quadratic_forms(self, m, hessian=True)
-
-    def _probe_bytes(self) -> int:
-        return _probe_bytes(self)
 
 
 def _unflatten_cols(m: Tensor, like: dict[str, Tensor]) -> list[Tensor]:

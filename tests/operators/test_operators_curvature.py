@@ -37,7 +37,7 @@ def test_ggn_equals_dense_jt_h_j(loss):
     torch.testing.assert_close(GGNOperator(model, loss_fn, loader).to_dense(), ref)
     # the autograd route (no forward tangents) over batches of 4 and 5: weighted by their sizes
     plain = GGNOperator(model, loss_fn, loader, taylor=False, rop=False)
-    assert plain._rop is None and plain._cache is None
+    assert plain._rop is None and plain._cached_graph is None
     v = torch.randn(ref.shape[0], dtype=torch.float64, generator=torch.Generator().manual_seed(0))
     torch.testing.assert_close(plain.matvec(v), ref @ v)
     torch.testing.assert_close(plain.to_dense(), ref)

@@ -193,7 +193,7 @@ def test_declined_models_keep_autograd_products():
                           nn.Linear(144, 3)).double()
     data, loss_fn = tiny_images(), nn.CrossEntropyLoss()
     op = HessianOperator(model, loss_fn, data)
-    assert op._rop is None and op._cached_grad is not None
+    assert op._rop is None and op._cached_graph is not None
     v = torch.randn(op.shape[0], 2, dtype=torch.float64)
     torch.testing.assert_close(op.matmat(v), dense_hessian_reference(model, loss_fn, data) @ v)
     assert HessianOperator(nn.Sequential(nn.Linear(3, 2)).double(), loss_fn,
