@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 from sgdlab.errors import ConfigError
@@ -269,23 +270,40 @@ def _judged_ordering(spec, order: dict, groups, counts: dict[str, tuple[int, int
     """The conclusion of ``options.ordering`` (see :func:`zhu_escape_analysis`) from each
     method's runs (``groups``), its pooled (successes, repetitions) and its seeds' values."""
     faster, slower = list(order.get("faster", [])), list(order.get("slower", []))
-    missing = [m for m in faster + slower if m not in groups]
-    if missing or not (faster and slower):
-        raise ConfigError(f"options.ordering: needs methods in 'faster' and 'slower' that have "
-                          f"runs; no runs of {', '.join(map(repr, missing)) or 'any'} (methods "
-                          f"run: {', '.join(groups)})")
+    _require_runs("ordering: needs methods in 'faster' and 'slower' that have runs",
+                  faster + slower, groups, bool(faster and slower))
     word, ok, text, ev = ordering_finding({m: counts[m] for m in faster},
                                           {m: counts[m] for m in slower}, z)
-    # the ordering's boundary is a gap of 0: the gap is the distance from it, a claim's slack
-    spread = seed_spread(vals, [(m, "success_rate") for m in faster + slower])
-    if ok is not None and within_spread(ev["gap"], spread):
-        text += (f" — but within the seed-to-seed spread of the success rate (std "
-                 f"{100 * spread:.1f} points), so inconclusive")
-        ok = None
+    ok, text, ev = _against_seed_spread(
+        ok, text, ev, vals, [(m, "success_rate") for m in faster + slower],
+        lambda spread: f"success rate (std {100 * spread:.1f} points)")
     n_seeds = max(len(groups[m]) for m in faster + slower)
     return Conclusion(f"escape success rate, repetitions pooled over {n_seeds} seed(s): {text}",
                       agrees_with_paper=ok, claim=order.get("claim") or spec.paper.get("claim"),
-                      evidence={**ev, "seed_spread": spread})
+                      evidence=ev)
+
+
+def _require_runs(needs: str, methods: list[str], groups, well_formed: bool) -> None:
+    """A ``ConfigError`` for an ``options.<needs>`` that names methods without runs, or is
+    not ``well_formed``."""
+    missing = [m for m in methods if m not in groups]
+    if missing or not well_formed:
+        raise ConfigError(f"options.{needs}; no runs of {', '.join(map(repr, missing)) or 'any'}"
+                          f" (methods run: {', '.join(groups)})")
+
+
+def _against_seed_spread(ok: bool | None, text: str, ev: dict, vals: dict,
+                         keys: list[tuple[str, str]], spread_words: Callable[[float], str]
+                         ) -> tuple[bool | None, str, dict]:
+    """(verdict, sentence, evidence) of a finding whose ``ev["gap"]`` is its distance from the
+    boundary, inconclusive where that lies within the seed-to-seed spread of ``keys``
+    (described by ``spread_words(spread)``); the evidence gains ``seed_spread``."""
+    spread = seed_spread(vals, keys)
+    if ok is not None and within_spread(ev["gap"], spread):
+        text += (f" — but within the seed-to-seed spread of the {spread_words(spread)}, so "
+                 "inconclusive")
+        ok = None
+    return ok, text, {**ev, "seed_spread": spread}
 
 
 def _judged_speed(speed: dict, groups, passages: dict[str, list[float] | None],
@@ -297,11 +315,8 @@ def _judged_speed(speed: dict, groups, passages: dict[str, list[float] | None],
     tiers = [list(t) for t in speed.get("tiers", [])]
     claims = list(speed.get("claims", []))
     z = float(speed.get("z", 2.0))
-    missing = [m for t in tiers for m in t if m not in groups]
-    if missing or len(tiers) < 2 or not all(tiers):
-        raise ConfigError(f"options.speed: needs two or more non-empty tiers of methods that "
-                          f"have runs; no runs of {', '.join(map(repr, missing)) or 'any'} "
-                          f"(methods run: {', '.join(groups)})")
+    _require_runs("speed: needs two or more non-empty tiers of methods that have runs",
+                  [m for t in tiers for m in t], groups, len(tiers) >= 2 and all(tiers))
     out = []
     for i, (a, b) in enumerate(zip(tiers, tiers[1:])):
         claim = claims[i] if i < len(claims) else (
@@ -314,15 +329,13 @@ def _judged_speed(speed: dict, groups, passages: dict[str, list[float] | None],
             continue
         ok, text, ev = speed_finding({m: passages[m] for m in a},
                                      {m: passages[m] for m in b}, z)
-        spread = seed_spread(vals, [(m, "first_passage_mean") for m in a + b])
-        if ok is not None and within_spread(ev["gap"], spread):
-            text += (f" — but within the seed-to-seed spread of the mean first passage (std "
-                     f"{spread:.3g} iterations), so inconclusive")
-            ok = None
+        ok, text, ev = _against_seed_spread(
+            ok, text, ev, vals, [(m, "first_passage_mean") for m in a + b],
+            lambda spread: f"mean first passage (std {spread:.3g} iterations)")
         n_seeds = max(len(groups[m]) for m in a + b)
         out.append(Conclusion(f"first passage into the flat basin, repetitions pooled over "
                               f"{n_seeds} seed(s): {text}", agrees_with_paper=ok, claim=claim,
-                              evidence={**ev, "seed_spread": spread}))
+                              evidence=ev))
     return out
 
 
