@@ -22,8 +22,8 @@ from typing import Any
 from sgdlab.errors import UserError
 from sgdlab.experiments.runner import default_out_dir, foreign_out_dir, prepare
 from sgdlab.experiments.spec import ExperimentSpec, RunSpec, expand_data_dir, get_dotted
-from sgdlab.experiments.sweep import (check_options, dependency_layers, finished_runs,
-                                     run_device, run_threads)
+from sgdlab.experiments.sweep import (dependency_layers, finished_runs, run_device,
+                                     run_threads)
 
 # the run parameters that say how long a run is, by procedure: train, replicas (Parle),
 # zhu_escape, double_well, pspin
@@ -154,11 +154,10 @@ def plan_experiment(name_or_path: str | Path, *, scale: str = "cpu",
     (see the module docstring). Errors that stop a real run before its sweep (an invalid
     file, no ``--data-dir``, contradictory options) are raised as they are there."""
     data_dir = expand_data_dir(data_dir)
-    spec, backend, cpus_per_run, gpus_per_run = prepare(
+    spec, runs, backend, cpus_per_run, gpus_per_run = prepare(
         name_or_path, scale=scale, device=device, data_dir=data_dir, backend=backend,
-        cpus_per_run=cpus_per_run, gpus_per_run=gpus_per_run, readings=readings)
-    runs = spec.expand(data_dir=data_dir)
-    check_options(workers=workers, backend=backend, address=address, gpus_per_run=gpus_per_run)
+        cpus_per_run=cpus_per_run, gpus_per_run=gpus_per_run, readings=readings,
+        workers=workers, address=address)
     if runs:
         dependency_layers(runs)           # a dependency cycle fails the run before it starts
     store, done = _stored(store_path, spec.name)

@@ -25,7 +25,7 @@ from sgdlab.claims import folder_lock
 from sgdlab.errors import ConfigError, ReportInterrupted, UserError, make_output_dir
 from sgdlab.experiments.analysis import Analysis, Conclusion
 from sgdlab.experiments.procedures import get_analysis
-from sgdlab.experiments.spec import (ExperimentSpec, expand_data_dir, load_experiment,
+from sgdlab.experiments.spec import (ExperimentSpec, RunSpec, expand_data_dir, load_experiment,
                                     load_yaml, needs_data_dir, resolve)
 from sgdlab.experiments.sweep import (DONE, SweepReport, check_backend, check_options,
                                      load_runs, open_store, run_sweep, store_file,
@@ -122,11 +122,11 @@ def _in_order(value: Any) -> tuple:
 
 def prepare(name_or_path: str | Path, *, scale: str, device: str, data_dir: str | None,
             backend: str | None, cpus_per_run: float | None, gpus_per_run: float | None,
-            readings: dict[str, str] | None
-            ) -> tuple[ExperimentSpec, str, float | None, float | None]:
-    """The experiment resolved at ``scale`` and where its runs would execute: ``(spec,
-    backend, cpus_per_run, gpus_per_run)``; the checks a run makes before its sweep (a real
-    run and a dry run fail alike)."""
+            readings: dict[str, str] | None, workers: int | None, address: str | None
+            ) -> tuple[ExperimentSpec, list[RunSpec], str, float | None, float | None]:
+    """The experiment resolved at ``scale``, its runs, and where they would execute: ``(spec,
+    runs, backend, cpus_per_run, gpus_per_run)``; the checks a run makes before its sweep (a
+    real run and a dry run fail alike)."""
     spec = load_experiment(name_or_path, scale, readings)
     backend = backend or os.environ.get("SGDLAB_BACKEND") or "local"
     cpus_per_run = _resource(cpus_per_run, "SGDLAB_CPUS_PER_RUN", spec, "cpus_per_run")
@@ -141,7 +141,10 @@ def prepare(name_or_path: str | Path, *, scale: str, device: str, data_dir: str 
                           "--data-dir DIR")
     if data_dir is not None and not Path(expand_data_dir(data_dir)).is_dir():
         raise UserError(f"--data-dir {data_dir!r} is not a directory")
-    return spec, backend, cpus_per_run, gpus_per_run
+    runs = spec.expand(data_dir=data_dir)
+    # contradictory options fail before the output folder is made
+    check_options(workers=workers, backend=backend, address=address, gpus_per_run=gpus_per_run)
+    return spec, runs, backend, cpus_per_run, gpus_per_run
 
 
 def foreign_out_dir(out: Path, spec: ExperimentSpec) -> str | None:
@@ -183,12 +186,10 @@ def run_experiment(name_or_path: str | Path, *, scale: str = "cpu", out_dir: str
     recorded with each run (``sgdlab runs list`` shows it for a stopped run). ``tensorboard``:
     a folder where every run's metrics are written live as TensorBoard event files."""
     data_dir = expand_data_dir(data_dir)
-    spec, backend, cpus_per_run, gpus_per_run = prepare(
+    spec, runs, backend, cpus_per_run, gpus_per_run = prepare(
         name_or_path, scale=scale, device=device, data_dir=data_dir, backend=backend,
-        cpus_per_run=cpus_per_run, gpus_per_run=gpus_per_run, readings=readings)
-    runs = spec.expand(data_dir=data_dir)
-    # contradictory options fail before the output folder is made, as in the dry run
-    check_options(workers=workers, backend=backend, address=address, gpus_per_run=gpus_per_run)
+        cpus_per_run=cpus_per_run, gpus_per_run=gpus_per_run, readings=readings,
+        workers=workers, address=address)
     if tensorboard is not None:
         from sgdlab.train.tensorboard import writer_class
 
