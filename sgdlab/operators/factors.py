@@ -428,6 +428,16 @@ def _mean_of_samples(loss_fn, out: Tensor, y: Tensor, m: int = 8) -> bool:
     return bool(torch.isclose(batch, single, rtol=1e-4, atol=1e-6 * float(single.abs()) + 1e-30))
 
 
+def _checked_mean_loss(loss_fn, out: Tensor, y: Tensor, n: int, checked: bool) -> bool | None:
+    """After a batch of ``n`` samples, whether the loss was seen to be a mean over samples
+    (``checked``: before it), or None where it is not one (no per-sample factors). Checked on
+    the first batch of two samples or more (one sample alone says nothing); on every other
+    batch only that no target is ignored."""
+    if not checked and n >= 2:
+        return True if _mean_of_samples(loss_fn, out.detach(), y) else None
+    return None if ignores_targets(loss_fn, y) else checked
+
+
 def per_sample_factors(
     model: nn.Module,
     loss_fn: Callable[[Tensor, Tensor], Tensor],
@@ -525,11 +535,8 @@ def _sequential_passes(model, loss_fn, batches, layers, *, pooled_only: bool = T
         # the loss times the batch size: its gradients are the per-sample δ_i (mean loss)
         a_in, cache, out, _, grads = rop.prepare(
             x, y, lambda o, t, b=len(x): loss_fn(o, t) * b, per_sample=True)
-        if not checked and len(x) >= 2:         # one sample alone says nothing
-            if not _mean_of_samples(loss_fn, out.detach(), y):
-                return None
-            checked = True
-        elif ignores_targets(loss_fn, y):
+        checked = _checked_mean_loss(loss_fn, out, y, len(x), checked)
+        if checked is None:
             return None
         for i, j in enumerate(where):
             a = a_in[j]
@@ -717,11 +724,8 @@ def _hooked_passes(model, loss_fn, batches, layers):
                 out = model(x)
                 if not ok or 0 in calls:
                     return None      # a layer the forward skips: vmap (zero rows for it)
-                if not checked and len(x) >= 2:     # one sample alone says nothing
-                    if not _mean_of_samples(loss_fn, out.detach(), y):
-                        return None
-                    checked = True
-                elif ignores_targets(loss_fn, y):
+                checked = _checked_mean_loss(loss_fn, out, y, len(x), checked)
+                if checked is None:
                     return None
                 # δ only: differentiate w.r.t. the layers' outputs, so no weight gradient (and
                 # no input gradient of the first layer) is computed; an output changed in place
