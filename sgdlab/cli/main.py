@@ -70,9 +70,8 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
-    from sgdlab.errors import FILE_SYSTEM_ERRNOS, UserError, file_problem
-
-    from sgdlab.store.runstore import opened_stores, store_connections
+    from sgdlab.errors import UserError
+    from sgdlab.store.runstore import store_connections
 
     opened_before = store_connections()
     previous = _sigterm_as_interrupt()
@@ -90,38 +89,46 @@ def main(argv: list[str] | None = None) -> int:
         # `sgdlab list | head`: the reader left; point stdout at devnull so the exit flush is quiet
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141
-    except OSError as e:
-        # an output path that cannot be written (a file in the way, no permission, a full
-        # or read-only disk): name the path, not a traceback; other OSErrors stay bugs
-        if e.errno not in FILE_SYSTEM_ERRNOS or e.filename is None:
+    except (OSError, sqlite3.DatabaseError) as e:
+        message = error_message(e, opened_before)
+        if message is None:
             raise
-        print(f"sgdlab: error: cannot write {os.fsdecode(e.filename)}: {file_problem(e)}",
-              file=sys.stderr)
-        return 2
-    except sqlite3.OperationalError as e:
-        # another process held the store's write lock past its busy timeout (met after the
-        # store opened; at the opening, RunStore says so itself)
-        from sgdlab.store.runstore import is_locked, locked_message
-        if not is_locked(e):
-            raise
-        where = " or ".join(opened_stores(opened_before)) or "the run store"
-        print(f"sgdlab: error: {locked_message(where)}", file=sys.stderr)
-        return 2
-    except sqlite3.DatabaseError as e:
-        # a damaged page of a run store ("database disk image is malformed"), met by a query
-        # after the store opened: name the store, not a traceback; SQLite's other errors
-        # (locked, a constraint: subclasses) stay bugs
-        if type(e) is not sqlite3.DatabaseError:
-            raise
-        where = " or ".join(opened_stores(opened_before)) or "the run store"
-        print(f"sgdlab: error: {where} is damaged ({e}): the sqlite3 shell's `PRAGMA "
-              "integrity_check` says where, its `.recover` copies what can still be read into "
-              "a new file", file=sys.stderr)
+        print(f"sgdlab: error: {message}", file=sys.stderr)
         return 2
     finally:
         warnings.showwarning = shown_before
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
+
+
+def error_message(e: BaseException, opened_before) -> str | None:
+    """What ``sgdlab`` says of an error that stops a command for a reason outside the code (a
+    refused input, a path that cannot be written, a locked or damaged store), without a
+    traceback; None for a bug. ``opened_before``: the store connections open before the
+    command (``store_connections()``), to name the store it opened."""
+    from sgdlab.errors import FILE_SYSTEM_ERRNOS, UserError, file_problem
+    from sgdlab.store.runstore import is_locked, locked_message, opened_stores
+
+    if isinstance(e, UserError):
+        return str(e)
+    if isinstance(e, OSError):
+        # an output path that cannot be written (a file in the way, no permission, a full
+        # or read-only disk): name the path, not a traceback; other OSErrors stay bugs
+        if e.errno not in FILE_SYSTEM_ERRNOS or e.filename is None:
+            return None
+        return f"cannot write {os.fsdecode(e.filename)}: {file_problem(e)}"
+    where = " or ".join(opened_stores(opened_before)) or "the run store"
+    if isinstance(e, sqlite3.OperationalError):
+        # another process held the store's write lock past its busy timeout (met after the
+        # store opened; at the opening, RunStore says so itself)
+        return locked_message(where) if is_locked(e) else None
+    if type(e) is sqlite3.DatabaseError:
+        # a damaged page of a run store ("database disk image is malformed"), met by a query
+        # after the store opened: name the store, not a traceback; SQLite's other errors
+        # (locked, a constraint: subclasses) stay bugs
+        return (f"{where} is damaged ({e}): the sqlite3 shell's `PRAGMA integrity_check` "
+                "says where, its `.recover` copies what can still be read into a new file")
+    return None
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:

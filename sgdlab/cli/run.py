@@ -2,7 +2,8 @@
 (or a user's experiment file), skipping runs already finished in the store, and write its
 report. ``--backend ray`` runs the sweep on Ray: a local instance, or a cluster (``--address``).
 ``--reading KEY=CHOICE`` reads an ambiguous passage of the paper another way (``sgdlab list
-NAME`` shows the entry's readings). ``--dry-run`` shows what the run would do, running nothing."""
+NAME`` shows the entry's readings). ``--dry-run`` shows what the run would do, running nothing.
+``--paper PAPER`` runs every entry of one paper (:mod:`sgdlab.cli.run_paper`)."""
 from __future__ import annotations
 
 import argparse
@@ -44,6 +45,11 @@ def register(subparsers) -> None:
         description="Run an experiment: its sweep (only the runs missing from the store), then "
                     "tables, figures, conclusions and an HTML report in --out.")
     p.add_argument("name", nargs="?", help="catalogue name (see `sgdlab list`)")
+    p.add_argument("--paper", metavar="PAPER",
+                   help="instead of NAME: every entry of one paper (chaudhari, jastrzebski, "
+                        "musso, xing, zhu) or of all, one after another, each into "
+                        "OUT/NAME-SCALE (OUT: --out, default sgdlab-out), then one summary "
+                        "page OUT/PAPER-SCALE.md")
     p.add_argument("--config", metavar="FILE",
                    help="an experiment YAML file (e.g. a copy of a catalogue entry) instead of NAME")
     p.add_argument("--scale", default="cpu", choices=["smoke", "cpu", "paper"],
@@ -70,8 +76,10 @@ def register(subparsers) -> None:
                         "$SGDLAB_GPUS_PER_RUN, the experiment's resources, else 0)")
     add_reading_option(p)
     p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
-    p.add_argument("--out", metavar="DIR", help="output directory (default sgdlab-out/NAME-SCALE, "
-                                                "then -KEY=CHOICE for each non-default reading)")
+    p.add_argument("--out", metavar="DIR",
+                   help="output directory (default sgdlab-out/NAME-SCALE, then -KEY=CHOICE for "
+                        "each non-default reading; with --paper: the folder of the entries' "
+                        "folders, default sgdlab-out)")
     p.add_argument("--store", metavar="PATH",
                    help="run store (SQLite) path; default ./sgdlab-runs/runs.sqlite or $SGDLAB_STORE")
     p.add_argument("--progress", action="store_true", help="show per-run training progress bars")
@@ -89,18 +97,21 @@ def register(subparsers) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     from sgdlab.errors import UserError
-    from sgdlab.experiments.runner import run_experiment
 
+    if not (args.device == "cpu" or args.device.startswith("cuda")):
+        raise UserError(f"--device must be cpu or cuda, got {args.device!r}")
+    if args.json and not args.dry_run:
+        raise UserError("--json prints the plan of --dry-run: give both")
+    if args.paper is not None:
+        from sgdlab.cli.run_paper import run_paper
+
+        return run_paper(args)
     if not args.name and not args.config:
         raise UserError("which experiment? give its NAME (`sgdlab list` shows the catalogue; e.g. "
                         "sgdlab run zhu-escape-2d --scale smoke) or --config FILE")
     if args.name and args.config:
         raise UserError(f"give NAME ({args.name}) or --config FILE ({args.config}), not both: "
                         "--config runs that file")
-    if not (args.device == "cpu" or args.device.startswith("cuda")):
-        raise UserError(f"--device must be cpu or cuda, got {args.device!r}")
-    if args.json and not args.dry_run:
-        raise UserError("--json prints the plan of --dry-run: give both")
     if args.dry_run:
         return _dry_run(args)
     if args.out is None:
@@ -112,14 +123,7 @@ def _run(args: argparse.Namespace) -> int:
         spec = load_experiment(args.config or args.name, args.scale, readings_of(args))
         args.out = str(default_out_dir(spec))
     try:
-        res = run_experiment(args.config or args.name, scale=args.scale, out_dir=args.out,
-                             store_path=args.store, workers=args.workers, device=args.device,
-                             data_dir=args.data_dir, train_progress=args.progress,
-                             backend=args.backend, address=args.address,
-                             cpus_per_run=args.cpus_per_run, gpus_per_run=args.gpus_per_run,
-                             readings=readings_of(args),
-                             command=_same_command(args, store=False),
-                             tensorboard=args.tensorboard)
+        res = run_entry(args, args.config or args.name, args.out)
     except KeyboardInterrupt as e:
         from sgdlab.errors import ReportInterrupted, RunInterrupted
 
@@ -127,26 +131,52 @@ def _run(args: argparse.Namespace) -> int:
         if isinstance(e, ReportInterrupted):
             raise RunInterrupted(f"the report was {how} after the sweep had ended (its "
                                  "runs are stored); write it with: "
-                                 f"{_same_command(args)} (finished runs are not run again)"
+                                 f"{same_command(args)} (finished runs are not run again)"
                                  ) from None
         raise RunInterrupted(f"the sweep was {how}; any runs in progress are recorded as "
                              "interrupted, finished runs are kept; continue with: "
-                             f"{_same_command(args)}") from None
+                             f"{same_command(args)}") from None
     try:
-        return _print_results(res)
+        return print_results(res)
     except KeyboardInterrupt as e:
         from sgdlab.errors import RunInterrupted
 
         how = "terminated" if str(e) else "interrupted"
         left = (f"{len(res.sweep.failed)} runs failed: complete them with: "
-                f"{_same_command(args)}" if res.sweep.failed else "nothing is left to run")
+                f"{same_command(args)}" if res.sweep.failed else "nothing is left to run")
         raise RunInterrupted(f"{how} while the conclusions were printed: the sweep and its "
                              f"report are complete and written (results: "
                              f"{(res.out_dir / 'results.json').resolve()}, report: "
                              f"{Path(res.report_path).resolve()}); {left}") from None
 
 
-def _print_results(res) -> int:
+def run_entry(args: argparse.Namespace, target: str, out: str | Path):
+    """:func:`~sgdlab.experiments.runner.run_experiment` of ``target`` (a name or a file) into
+    ``out`` with the options of ``args``."""
+    from sgdlab.experiments.runner import run_experiment
+
+    return run_experiment(target, scale=args.scale, out_dir=out, store_path=args.store,
+                          workers=args.workers, device=args.device, data_dir=args.data_dir,
+                          train_progress=args.progress, backend=args.backend,
+                          address=args.address, cpus_per_run=args.cpus_per_run,
+                          gpus_per_run=args.gpus_per_run, readings=readings_of(args),
+                          command=same_command(args, store=False),
+                          tensorboard=args.tensorboard)
+
+
+def plan_entry(args: argparse.Namespace, target: str, out: str | Path | None):
+    """:func:`~sgdlab.experiments.plan.plan_experiment` of ``target`` into ``out`` with the
+    options of ``args`` (what :func:`run_entry` would do)."""
+    from sgdlab.experiments.plan import plan_experiment
+
+    return plan_experiment(target, scale=args.scale, out_dir=out, store_path=args.store,
+                           workers=args.workers, device=args.device, data_dir=args.data_dir,
+                           backend=args.backend, address=args.address,
+                           cpus_per_run=args.cpus_per_run, gpus_per_run=args.gpus_per_run,
+                           readings=readings_of(args))
+
+
+def print_results(res) -> int:
     """The conclusions with their verdicts, the failed runs and where the report is."""
     from sgdlab.report.verdicts import SMOKE, verdict
 
@@ -169,13 +199,7 @@ def _print_results(res) -> int:
 def _dry_run(args: argparse.Namespace) -> int:
     import sys
 
-    from sgdlab.experiments.plan import plan_experiment
-
-    plan = plan_experiment(args.config or args.name, scale=args.scale, out_dir=args.out,
-                           store_path=args.store, workers=args.workers, device=args.device,
-                           data_dir=args.data_dir, backend=args.backend, address=args.address,
-                           cpus_per_run=args.cpus_per_run, gpus_per_run=args.gpus_per_run,
-                           readings=readings_of(args))
+    plan = plan_entry(args, args.config or args.name, args.out)
     if args.json:
         from sgdlab.strict_json import dumps
 
@@ -187,7 +211,7 @@ def _dry_run(args: argparse.Namespace) -> int:
     return 0 if plan.ok else 2
 
 
-def _same_command(args: argparse.Namespace, *, store: bool = True) -> str:
+def same_command(args: argparse.Namespace, *, store: bool = True) -> str:
     """The ``sgdlab run`` command line ``args`` came from, its paths absolute (the command that
     continues the sweep, shown when it is interrupted and recorded with each of its runs for
     ``sgdlab runs list``); ``store=False`` leaves out ``--store``: the store a run is read from
@@ -197,7 +221,8 @@ def _same_command(args: argparse.Namespace, *, store: bool = True) -> str:
     def path(p):
         return None if p is None else os.path.abspath(p)
 
-    parts = ["sgdlab", "run"] + ([args.name] if args.name else ["--config", path(args.config)])
+    parts = ["sgdlab", "run"] + (["--paper", args.paper] if args.paper else [args.name]
+                                 if args.name else ["--config", path(args.config)])
     for flag, value in (("--scale", args.scale), ("--data-dir", path(args.data_dir)),
                         ("--workers", args.workers), ("--backend", args.backend),
                         ("--address", args.address), ("--cpus-per-run", args.cpus_per_run),

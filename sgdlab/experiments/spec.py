@@ -735,6 +735,21 @@ def list_names() -> list[str]:
     return list(catalogue_files())
 
 
+def catalogue_papers() -> list[str]:
+    """The papers of the catalogue: the first word of its names (``xing`` of ``xing-walk``)."""
+    return sorted({n.split("-")[0] for n in catalogue_files()})
+
+
+def catalogue_entries(paper: str) -> list[str]:
+    """The catalogue names of ``paper`` (one of :func:`catalogue_papers`, or ``all``: every
+    entry), in catalogue order; a ConfigError listing the papers for another word."""
+    papers = catalogue_papers()
+    if paper != "all" and paper not in papers:
+        raise ConfigError(f"unknown paper {paper!r}{did_you_mean(paper, papers + ['all'])}; "
+                          f"one of: {', '.join(papers)}, all")
+    return [n for n in catalogue_files() if paper == "all" or n.split("-")[0] == paper]
+
+
 def catalogue_name(name: str) -> str:
     """The catalogue entry ``name`` spells (``Xing_Walk`` is ``xing-walk``); a ConfigError
     naming the closest entries for one that is not in the catalogue."""

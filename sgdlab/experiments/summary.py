@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -29,8 +30,17 @@ def verdict(agrees: bool | None, conclusion: dict[str, Any], scale: str | None =
 
 
 def load_all(root: str | Path) -> list[dict[str, Any]]:
+    return load_results(p.parent for p in sorted(Path(root).glob("*/results.json")))
+
+
+def load_results(folders: Iterable[str | Path]) -> list[dict[str, Any]]:
+    """The experiments' results.json of ``folders`` (output folders of ``sgdlab run``), in
+    order; a folder without one, or holding another command's, is left out."""
     out = []
-    for p in sorted(Path(root).glob("*/results.json")):
+    for folder in folders:
+        p = Path(folder) / "results.json"
+        if not p.is_file():
+            continue
         try:
             r = json.loads(p.read_text())
         except (OSError, ValueError) as e:   # a summary without it would be silently short
@@ -43,11 +53,24 @@ def load_all(root: str | Path) -> list[dict[str, Any]]:
     return out
 
 
+def write_summary(folders: Iterable[str | Path], path: str | Path, *, command: str) -> Path:
+    """Write :func:`results_markdown` of the experiments in ``folders`` to ``path`` (whole or
+    not at all) and return it."""
+    from sgdlab.atomic import write_whole
+
+    return write_whole(path, results_markdown(load_results(folders), command=command))
+
+
 def _cell(text: Any) -> str:
     return " ".join(str(text).split()).replace("|", "\\|")
 
 
-def _counts(cs: list[dict[str, Any]]) -> tuple[int, int, int]:
+def verdict_counts(result: dict[str, Any]) -> tuple[int, int, int]:
+    """(agree, disagree, inconclusive) over an experiment's conclusions (its results.json);
+    none at smoke scale, whose conclusions decide nothing."""
+    if result.get("scale") == "smoke":
+        return 0, 0, 0
+    cs = result.get("conclusions") or []
     agree = sum(c.get("agrees_with_paper") is True for c in cs)
     dis = sum(c.get("agrees_with_paper") is False for c in cs)
     open_ = sum(c.get("agrees_with_paper") is None and bool(c.get("claim")) for c in cs)
@@ -66,7 +89,7 @@ def results_markdown(results: list[dict[str, Any]], *, command: str) -> str:
         e, p = r["experiment"], r["experiment"]["paper"]
         ref = f"{p['author'].split(',')[0]} {p['year']}, {p['figure']}"
         cs = r.get("conclusions") or []
-        a, d, o = _counts(cs) if r.get("scale") != "smoke" else (0, 0, 0)
+        a, d, o = verdict_counts(r)
         totals = [totals[0] + a, totals[1] + d, totals[2] + o]
         quote = (f"“{_cell(p['quote'])}” ({_cell(p.get('where', ''))})" if p.get("quote")
                  else _cell(p.get("claim", "")))

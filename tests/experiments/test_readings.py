@@ -369,10 +369,10 @@ def test_cli_reading_errors(tmp_path, capsys):
 
 def test_the_continue_command_repeats_the_readings():
     from sgdlab.cli.main import build_parser
-    from sgdlab.cli.run import _same_command
+    from sgdlab.cli.run import same_command
 
     args = build_parser().parse_args(["run", "t", "--reading", "m=two", "--reading", "f=double"])
-    assert _same_command(args) == "sgdlab run t --scale cpu --reading m=two --reading f=double"
+    assert same_command(args) == "sgdlab run t --scale cpu --reading m=two --reading f=double"
 
 
 def test_each_reading_reports_only_its_own_runs(tmp_path, monkeypatch, capsys):
