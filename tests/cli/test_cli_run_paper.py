@@ -1,0 +1,171 @@
+"""`sgdlab run --paper PAPER`: every catalogue entry of a paper, planned first, run one after
+another, then one summary page of their results."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+import sgdlab.cli.run_paper as run_paper
+import sgdlab.experiments.spec as spec
+from sgdlab.cli.main import main
+from sgdlab.errors import UserError
+from sgdlab.experiments.summary import load_results, results_markdown
+
+pytestmark = pytest.mark.usefixtures("one_thread_runs", "close_figures")
+
+# two of zhu's entries whose smoke runs take a second or two each
+QUICK = ["zhu-alignment-cubic", "zhu-escape-2d"]
+
+
+@pytest.fixture
+def quick_zhu(monkeypatch):
+    """``--paper zhu`` selects only :data:`QUICK`."""
+    real = spec.catalogue_entries
+    monkeypatch.setattr(spec, "catalogue_entries",
+                        lambda paper: QUICK if paper == "zhu" else real(paper))
+
+
+def where(tmp_path) -> list[str]:
+    return ["--store", str(tmp_path / "s.sqlite"), "--out", str(tmp_path / "out")]
+
+
+def test_a_paper_selects_its_entries_in_catalogue_order():
+    names = spec.list_names()
+    assert spec.catalogue_papers() == ["chaudhari", "jastrzebski", "musso", "xing", "zhu"]
+    assert spec.catalogue_entries("all") == names
+    for paper in spec.catalogue_papers():
+        assert spec.catalogue_entries(paper) == [n for n in names if n.startswith(paper + "-")]
+    assert sum(len(spec.catalogue_entries(p)) for p in spec.catalogue_papers()) == len(names)
+
+
+@pytest.mark.parametrize("argv, says", [
+    (["--paper", "xng"], "unknown paper 'xng' (did you mean xing?); one of: chaudhari, "
+                         "jastrzebski, musso, xing, zhu, all"),
+    (["xing-walk", "--paper", "xing"], "give --paper xing or xing-walk, not both"),
+    (["--paper", "xing", "--config", "x.yaml"], "give --paper xing or --config x.yaml, not both"),
+    (["--paper", "xing", "--reading", "max-variance=batch-100"],
+     "--reading is refused with --paper: each entry has its own readings"),
+])
+def test_a_wrong_selection_is_refused(tmp_path, capsys, argv, says):
+    assert main(["run", *argv, "--scale", "smoke", *where(tmp_path)]) == 2
+    assert says in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())
+
+
+def test_a_batch_with_an_entry_that_would_fail_runs_nothing(tmp_path, capsys, monkeypatch):
+    ran = []
+    monkeypatch.setattr(run_paper, "run_entry", lambda *a: ran.append(a))
+    # at paper scale without --data-dir: the entries that read a dataset
+    assert main(["run", "--paper", "zhu", "--scale", "paper", *where(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    failing = [n for n in spec.catalogue_entries("zhu")
+               if f"error: {n} at scale 'paper' reads the paper's dataset: pass --data-dir" in err]
+    assert len(failing) == 5 and "zhu-escape-2d" not in failing
+    assert "5 of 8 entries would fail (above): nothing was run" in err
+    # a plan with a problem (here, one put in its list) refuses the batch as well
+    real = run_paper.plan_entry
+
+    def plan_entry(args, name, out):
+        plan = real(args, name, out)
+        if name == QUICK[1]:
+            plan.problems.append("a problem of the plan")
+        return plan
+
+    monkeypatch.setattr(run_paper, "plan_entry", plan_entry)
+    monkeypatch.setattr(spec, "catalogue_entries", lambda paper: QUICK)
+    assert main(["run", "--paper", "zhu", "--scale", "smoke", *where(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert f"sgdlab: error: {QUICK[1]}: a problem of the plan" in err
+    assert "1 of 2 entries would fail" in err
+    assert ran == [] and not any(tmp_path.iterdir())
+
+
+def test_a_batch_runs_each_entry_then_writes_the_summary_of_its_own(tmp_path, capsys,
+                                                                    quick_zhu):
+    out = tmp_path / "out"
+    # another experiment's output in the same folder stays out of the page
+    (out / "other-cpu").mkdir(parents=True)
+    (out / "other-cpu" / "results.json").write_text(json.dumps({"experiment": {}}))
+    assert main(["run", "--paper", "zhu", "--scale", "smoke", *where(tmp_path)]) == 0
+    text = capsys.readouterr().out
+    assert "[1/2] zhu-alignment-cubic\n" in text and "[2/2] zhu-escape-2d\n" in text
+    dirs = [out / f"{n}-smoke" for n in QUICK]
+    table = text[text.index("\nentry "):].splitlines()[2:4]
+    for n, d, line in zip(QUICK, dirs, table):
+        assert line.split() == [n, "done", "0", "/", "0", "/", "0", str(d / "report.html")]
+    page = out / "zhu-smoke.md"
+    assert f"summary: {page}" in text
+    command = (f"sgdlab run --paper zhu --scale smoke --out {out} "
+               f"--store {tmp_path / 's.sqlite'}")
+    md = page.read_text()
+    assert md == results_markdown(load_results(dirs), command=command)
+    assert md.startswith(f"Regenerate: `{command}`\n\n2 experiments, 0 findings agree")
+    rows = [line for line in md.splitlines() if line.startswith("| [")]
+    assert [r.split("]")[0] for r in rows] == [f"| [{n}" for n in QUICK]
+    assert "Zhu 2019, Fig. 3(c)" in rows[1] and rows[1].endswith("| 0 / 0 / 0 |")
+
+
+def test_an_entry_that_fails_does_not_stop_the_next(tmp_path, capsys, monkeypatch, quick_zhu):
+    real = run_paper.run_entry
+
+    def run_entry(args, name, out):
+        if name == QUICK[0]:
+            raise UserError("the data went away\nsecond line")
+        return real(args, name, out)
+
+    monkeypatch.setattr(run_paper, "run_entry", run_entry)
+    assert main(["run", "--paper", "zhu", "--scale", "smoke", *where(tmp_path)]) == 1
+    out, err = capsys.readouterr()
+    assert f"sgdlab: error: {QUICK[0]}: the data went away" in err
+    table = out[out.index("\nentry "):].splitlines()[1:]
+    assert table[1].split()[:5] == [QUICK[0], "failed:", "the", "data", "went"]
+    assert table[1].split()[-2:] == ["-", "-"] and "second line" not in out
+    assert table[2].split()[:2] == [QUICK[1], "done"]
+    # the page holds the entry that ran
+    md = (tmp_path / "out" / "zhu-smoke.md").read_text()
+    assert "\n1 experiments, " in md and f"| [{QUICK[1]}]" in md and QUICK[0] not in md
+
+    # a bug is not an entry's failure: it stops the batch with its traceback
+    def broken(args, name, out):
+        raise ZeroDivisionError
+
+    monkeypatch.setattr(run_paper, "run_entry", broken)
+    with pytest.raises(ZeroDivisionError):
+        main(["run", "--paper", "zhu", "--scale", "smoke", *where(tmp_path)])
+
+
+def test_ctrl_c_stops_the_batch_and_says_how_to_continue(tmp_path, capsys, monkeypatch,
+                                                         quick_zhu):
+    def interrupted(args, name, out):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(run_paper, "run_entry", interrupted)
+    assert main(["run", "--paper", "zhu", "--scale", "smoke", *where(tmp_path)]) == 130
+    out, err = capsys.readouterr()
+    assert "[2/2]" not in out
+    assert (f"the batch was interrupted at {QUICK[0]} (1 of 2)" in err
+            and "continue with: sgdlab run --paper zhu --scale smoke" in err)
+    assert not (tmp_path / "out" / "zhu-smoke.md").exists()
+
+
+def test_the_dry_run_plans_every_entry(tmp_path, capsys):
+    argv = ["run", "--paper", "musso", "--scale", "smoke", *where(tmp_path), "--dry-run"]
+    assert main([*argv, "--json"]) == 0
+    plans = json.loads(capsys.readouterr().out)
+    assert [p["experiment"] for p in plans] == spec.catalogue_entries("musso")
+    assert all(p["ok"] and p["out"] == str(tmp_path / "out" / f"{p['experiment']}-smoke")
+               for p in plans)
+    assert main(argv) == 0
+    text = capsys.readouterr().out
+    assert text.count("dry run: musso-") == 4
+    runs = sum(len(p["runs"]) for p in plans)
+    assert text.rstrip().endswith(f"total: 4 entries, {runs} runs, {runs} to run (0 already "
+                                  "stored); 0 entries would fail")
+    # an entry that cannot be planned: in the list, not ok, and the exit status 2
+    assert main(["run", "--paper", "zhu", "--scale", "paper", *where(tmp_path), "--dry-run",
+                 "--json"]) == 2
+    plans = json.loads(capsys.readouterr().out)
+    assert len(plans) == 8 and sum(not p["ok"] for p in plans) == 5
+    assert {p["experiment"]: p["ok"] for p in plans}["zhu-escape-2d"]
+    assert not any(tmp_path.iterdir())
