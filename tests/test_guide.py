@@ -20,7 +20,7 @@ import pytest
 import torch
 
 from sgdlab.cli.main import build_parser
-from sgdlab.experiments.spec import catalogue_files
+from sgdlab.experiments.spec import catalogue_files, catalogue_papers
 
 GUIDE = Path(__file__).resolve().parents[1] / "docs" / "GUIDE.md"
 BLOCK = re.compile(r"^```(\w+)\n(.*?)^```", re.M | re.S)
@@ -172,7 +172,9 @@ def test_guide_bash_commands_parse(tmp_path):
             args = build_parser().parse_args(argv)
         except SystemExit:
             pytest.fail(f"GUIDE command does not parse: {line}")
-        if args.command == "run":
+        if args.command == "run" and args.paper is not None:
+            assert args.paper in [*catalogue_papers(), "all"], line
+        elif args.command == "run":
             assert args.name in catalogue, line
     # the distributed trainer the GUIDE launches with torchrun
     torchrun = [ln for t in blocks("bash") for ln in t.splitlines() if ln.startswith("torchrun")]

@@ -179,7 +179,7 @@ def test_readme_commands_parse_as_written(tmp_path):
     import shlex
 
     from sgdlab.cli.main import build_parser
-    from sgdlab.experiments.spec import catalogue_files
+    from sgdlab.experiments.spec import catalogue_files, catalogue_papers
 
     def command(words: list[str]) -> argparse.ArgumentParser:
         parser = build_parser()
@@ -205,7 +205,9 @@ def test_readme_commands_parse_as_written(tmp_path):
         except SystemExit as e:          # --version exits 0 once it has printed
             assert e.code == 0, f"README command does not parse: {line}"
             continue
-        if args.command == "run":
+        if args.command == "run" and args.paper is not None:
+            assert args.paper in [*catalogue_papers(), "all"], line
+        elif args.command == "run":
             assert args.name in catalogue_files(), line
 
 
