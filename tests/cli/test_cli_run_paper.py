@@ -112,7 +112,11 @@ def test_an_entry_that_fails_does_not_stop_the_next(tmp_path, capsys, monkeypatc
     def run_entry(args, name, out):
         if name == QUICK[0]:
             raise UserError("the data went away\nsecond line")
-        return real(args, name, out)
+        res = real(args, name, out)
+        # as a sweep with a failed run ends (its report written, without that run)
+        res.sweep.failed.append(("gd|seed=0", "a worker died\nits traceback"))
+        res.results["incomplete"] = True
+        return res
 
     monkeypatch.setattr(run_paper, "run_entry", run_entry)
     assert main(["run", "--paper", "zhu", "--scale", "smoke", *where(tmp_path)]) == 1
@@ -121,7 +125,9 @@ def test_an_entry_that_fails_does_not_stop_the_next(tmp_path, capsys, monkeypatc
     table = out[out.index("\nentry "):].splitlines()[1:]
     assert table[1].split()[:5] == [QUICK[0], "failed:", "the", "data", "went"]
     assert table[1].split()[-2:] == ["-", "-"] and "second line" not in out
-    assert table[2].split()[:2] == [QUICK[1], "done"]
+    report = tmp_path / "out" / f"{QUICK[1]}-smoke" / "report.html"
+    assert " ".join(table[2].split()) == (f"{QUICK[1]} failed: 1 runs failed (first: "
+                                          f"gd|seed=0: a worker died) 0 / 0 / 0 {report}")
     # the page holds the entry that ran
     md = (tmp_path / "out" / "zhu-smoke.md").read_text()
     assert "\n1 experiments, " in md and f"| [{QUICK[1]}]" in md and QUICK[0] not in md
