@@ -10,7 +10,9 @@ folder is created or written.
 
 A problem that makes the real run fail for certain (a file missing for a run that would
 execute, an output folder with a file in the way, Ray not installed) is listed with the
-message the run would give; the plan is then not ``ok``.
+message the run would give; the plan is then not ``ok``. With ``backend="ray"`` a file missing
+on this machine is a note, not a problem: the real run does not look for it here (each Ray
+task reads it at the same path on its own node), so it would not fail for that.
 """
 from __future__ import annotations
 
@@ -47,6 +49,7 @@ class DataNeed:
     what: str                        # "mnist in /data", "weights /data/vgg16.pth"
     found: str | None                # where it was found; None when missing
     problem: str | None              # the message loading it would give
+    at_path: bool = True             # looked for at a path (not a dataset given no folder)
     runs: int = 0                    # runs that read it
     to_run: int = 0                  # ... of them that would execute
 
@@ -59,6 +62,7 @@ class Plan:
     datasets: list[str]              # the dataset names the runs load
     files: list[DataNeed] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)   # the real run would fail on these
+    notes: list[str] = field(default_factory=list)      # worth knowing; the run goes on
 
     @property
     def ok(self) -> bool:
@@ -91,7 +95,7 @@ class Plan:
             "datasets": list(self.datasets),
             "files": [{"what": f.what, "found": f.found, "problem": f.problem, "runs": f.runs,
                        "to_run": f.to_run} for f in self.files],
-            "problems": list(self.problems), "ok": self.ok,
+            "problems": list(self.problems), "notes": list(self.notes), "ok": self.ok,
         }
 
     def lines(self) -> list[str]:
@@ -136,11 +140,22 @@ class Plan:
             used = f"read by {f.runs} runs, {f.to_run} to execute"
             if f.found is not None:
                 out.append(f"  {f.what}: found ({f.found}); {used}")
+            elif f.to_run and self._on_nodes(f):
+                out.append(f"  {f.what}: not found on this machine; {used} ({ON_NODES})")
             elif f.to_run:
                 out.append(f"  {f.what}: MISSING; {used} (the error below)")
             else:
                 out.append(f"  {f.what}: missing, {used}: {f.problem}")
         return out
+
+    def _on_nodes(self, need: DataNeed) -> bool:
+        """Whether ``need``, missing here, is read only where the runs execute: on Ray, each
+        task on its node (a dataset given no folder fails there too)."""
+        return self.settings["backend"] == "ray" and need.at_path
+
+
+# why a file missing here is no problem on Ray
+ON_NODES = "the Ray tasks read it at the same path on their nodes"
 
 
 def plan_experiment(name_or_path: str | Path, *, scale: str = "cpu",
@@ -234,10 +249,16 @@ def _stored(store_path: str | None, experiment: str) -> tuple[Path, dict[str, di
 
 def _check_files(plan: Plan) -> None:
     """Look up the files each run reads; a missing one needed by a run to execute is a
-    problem (a stored run is not run again, so what it read may be gone)."""
+    problem (a stored run is not run again, so what it read may be gone), or on Ray a note:
+    the real run does not look for it on this machine (``run_experiment``)."""
     plan.datasets, plan.files = data_needs([p.run for p in plan.runs],
                                            {p.run.key for p in plan.runs if p.stored})
-    plan.problems += missing_files(plan.files)
+    for f in plan.files:
+        if f.problem is not None and f.to_run:
+            if plan._on_nodes(f):
+                plan.notes.append(f"{f.what}: not found on this machine: {ON_NODES}")
+            else:
+                plan.problems.append(f.problem)
 
 
 def data_needs(runs: list[RunSpec], stored: set[str]) -> tuple[list[str], list[DataNeed]]:
@@ -250,15 +271,15 @@ def data_needs(runs: list[RunSpec], stored: set[str]) -> tuple[list[str], list[D
 
     needs: dict[tuple[str, str], DataNeed] = {}
 
-    def need(kind: str, where: str, look) -> DataNeed:
-        if (kind, where) not in needs:
+    def need(kind: str, where: str | None, look) -> DataNeed:
+        if (kind, str(where)) not in needs:
             try:
                 found, problem = look() or "not looked up", None
             except UserError as e:       # a DataError is one
                 found, problem = None, str(e)
             what = f"weights {where}" if kind == "weights" else f"{kind} in {where}"
-            needs[kind, where] = DataNeed(what, found, problem)
-        return needs[kind, where]
+            needs[kind, str(where)] = DataNeed(what, found, problem, at_path=where is not None)
+        return needs[kind, str(where)]
 
     names: list[str] = []
     for r in runs:
@@ -269,7 +290,7 @@ def data_needs(runs: list[RunSpec], stored: set[str]) -> tuple[list[str], list[D
             names += [name] if name not in names else []
             loader = DATASETS.get(name.strip().lower().replace("-", "_"))
             if loader is not None and "data_dir" in inspect.signature(loader).parameters:
-                hits.append(need(name, str(where), lambda n=name, d=where: _look_up(n, d)))
+                hits.append(need(name, where, lambda n=name, d=where: _look_up(n, d)))
         model = r.params.get("model")
         if isinstance(model, dict) and model.get("name") == "musso-vgg16" \
                 and isinstance(model.get("weights"), str):

@@ -81,6 +81,24 @@ def test_a_batch_with_an_entry_that_would_fail_runs_nothing(tmp_path, capsys, mo
     assert ran == [] and not any(tmp_path.iterdir())
 
 
+def test_a_ray_batch_is_not_refused_for_data_missing_here(tmp_path, capsys, monkeypatch):
+    # its runs read the data on the Ray nodes: missing on this machine, it stops a local
+    # batch only
+    import sgdlab.experiments.ray_backend as ray_backend
+
+    ran = []
+    monkeypatch.setattr(run_paper, "_run_all", lambda args, names, *a: ran.append(names) or 0)
+    monkeypatch.setattr(ray_backend, "import_ray", lambda: None)
+    monkeypatch.setattr(spec, "catalogue_entries", lambda paper: ["jastrzebski-ratio-grid"])
+    (tmp_path / "data").mkdir()
+    argv = ["run", "--paper", "jastrzebski", "--scale", "paper", "--data-dir",
+            str(tmp_path / "data"), *where(tmp_path)]
+    assert main([*argv, "--backend", "local"]) == 2
+    assert "1 of 1 entries would fail" in capsys.readouterr().err and ran == []
+    assert main([*argv, "--backend", "ray"]) == 0
+    assert ran == [["jastrzebski-ratio-grid"]] and capsys.readouterr().err == ""
+
+
 def test_a_batch_runs_each_entry_then_writes_the_summary_of_its_own(tmp_path, capsys,
                                                                     quick_zhu):
     out = tmp_path / "out"

@@ -1,0 +1,118 @@
+"""The plan of a run (`sgdlab run --dry-run`) fails where the real run would: a data file
+missing on this machine stops a local run, not a Ray run (its tasks read the data on their
+own nodes)."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+
+import sgdlab.experiments.ray_backend as ray_backend
+import sgdlab.experiments.runner as runner
+from sgdlab.cli.main import main
+from sgdlab.errors import UserError
+from sgdlab.experiments.plan import ON_NODES, plan_experiment
+from sgdlab.experiments.spec import CATALOGUE_DIR
+
+pytestmark = pytest.mark.usefixtures("one_thread_runs")
+
+GRID = "jastrzebski-ratio-grid"      # smoke: a 2 x 2 grid of 1-epoch runs
+
+
+class NoRay:
+    """Ray as a dry run may see it: imported, never started."""
+
+    def init(self, *args, **kwargs):
+        raise AssertionError("the dry run started Ray")
+
+
+@pytest.fixture
+def no_ray(monkeypatch):
+    """Ray importable (installed or not) and refusing to start."""
+    monkeypatch.setattr(ray_backend, "import_ray", NoRay)
+
+
+def mnist_file(tmp_path, dataset: dict) -> str:
+    """The smoke grid reading ``dataset`` (an MNIST), written to a file of its own."""
+    raw = yaml.safe_load((CATALOGUE_DIR / f"{GRID}.yaml").read_text())
+    raw["scales"]["smoke"]["base"]["dataset"] = dataset
+    path = tmp_path / "mnist.yaml"
+    path.write_text(yaml.safe_dump(raw, sort_keys=False, allow_unicode=True))
+    return str(path)
+
+
+@pytest.fixture
+def empty_data(tmp_path):
+    """(the experiment file, its --data-dir: an empty folder, the options of its runs)."""
+    (tmp_path / "data").mkdir()
+    cfg = mnist_file(tmp_path, {"name": "mnist", "data_dir": "${data_dir}",
+                                "train_size": 256, "test_size": 128})
+    where = {"scale": "smoke", "data_dir": str(tmp_path / "data"),
+             "store_path": str(tmp_path / "s.sqlite"), "out_dir": tmp_path / "out"}
+    return cfg, where
+
+
+def dry_run(capsys, cfg: str, where: dict, backend: str) -> tuple[int, dict, str]:
+    """Exit status, JSON plan and stderr of `sgdlab run --config CFG ... --dry-run --json`."""
+    code = main(["run", "--config", cfg, "--scale", where["scale"], "--data-dir",
+                 where["data_dir"], "--store", where["store_path"], "--out",
+                 str(where["out_dir"]), "--backend", backend, "--dry-run", "--json"])
+    out, err = capsys.readouterr()
+    return code, json.loads(out), err
+
+
+def test_a_data_file_missing_here_stops_a_local_run(tmp_path, capsys, empty_data):
+    cfg, where = empty_data
+    plan = plan_experiment(cfg, backend="local", **where)
+    [need] = plan.files
+    assert need.found is None and need.to_run == 4
+    assert need.problem.startswith(f"mnist: missing file {tmp_path / 'data'}")
+    assert not plan.ok and plan.problems == [need.problem] and plan.notes == []
+    code, got, err = dry_run(capsys, cfg, where, "local")
+    assert code == 2 and got["problems"] == [need.problem] and got["notes"] == []
+    assert f"sgdlab: error: {need.problem}" in err
+    assert not any(p.name in ("s.sqlite", "out") for p in tmp_path.iterdir())
+
+
+def test_a_data_file_missing_here_is_a_note_for_a_ray_run(tmp_path, capsys, empty_data,
+                                                          no_ray):
+    cfg, where = empty_data
+    plan = plan_experiment(cfg, backend="ray", **where)
+    [need] = plan.files
+    assert need.found is None and need.problem.startswith("mnist: missing file")
+    note = f"mnist in {tmp_path / 'data'}: not found on this machine: {ON_NODES}"
+    assert plan.ok and plan.problems == [] and plan.notes == [note]
+    assert (f"  mnist in {tmp_path / 'data'}: not found on this machine; read by 4 runs, 4 to "
+            f"execute ({ON_NODES})") in plan.lines()
+    code, got, err = dry_run(capsys, cfg, where, "ray")
+    assert code == 0 and got["ok"] and got["notes"] == [note] and err == ""
+    assert not any(p.name in ("s.sqlite", "out") for p in tmp_path.iterdir())
+
+
+def test_a_dataset_given_no_folder_stops_a_ray_run_too(tmp_path, no_ray):
+    # no node has a folder to read it from: each task would fail on it
+    cfg = mnist_file(tmp_path, {"name": "mnist"})
+    plan = plan_experiment(cfg, scale="smoke", backend="ray", out_dir=tmp_path / "out",
+                           store_path=str(tmp_path / "s.sqlite"))
+    assert not plan.ok and plan.notes == []
+    assert plan.problems == [plan.files[0].problem]
+    assert "the experiment gives it no folder" in plan.problems[0]
+
+
+class SweepStarted(Exception):
+    pass
+
+
+def test_the_real_run_checks_the_data_here_only_on_the_local_backend(
+        tmp_path, monkeypatch, empty_data, no_ray):
+    """What the plans above follow: the checks a run makes before its sweep."""
+    def started(*args, **kwargs):
+        raise SweepStarted
+    monkeypatch.setattr(runner, "run_sweep", started)
+    cfg, where = empty_data
+    with pytest.raises(UserError, match="mnist: missing file"):
+        runner.run_experiment(cfg, backend="local", progress=None, **where)
+    assert not (tmp_path / "out").exists()
+    with pytest.raises(SweepStarted):
+        runner.run_experiment(cfg, backend="ray", progress=None, **where)
