@@ -1,6 +1,7 @@
 """The plan of a run (`sgdlab run --dry-run`) fails where the real run would: a data file
 missing on this machine stops a local run, not a Ray run (its tasks read the data on their
-own nodes)."""
+own nodes). The real run's side: tests/cli/test_cli_run.py::
+test_on_ray_the_data_files_are_not_looked_up_on_the_driver."""
 from __future__ import annotations
 
 import json
@@ -9,9 +10,7 @@ import pytest
 import yaml
 
 import sgdlab.experiments.ray_backend as ray_backend
-import sgdlab.experiments.runner as runner
 from sgdlab.cli.main import main
-from sgdlab.errors import UserError
 from sgdlab.experiments.plan import ON_NODES, plan_experiment
 from sgdlab.experiments.spec import CATALOGUE_DIR
 
@@ -99,20 +98,3 @@ def test_a_dataset_given_no_folder_stops_a_ray_run_too(tmp_path, no_ray):
     assert plan.problems == [plan.files[0].problem]
     assert "the experiment gives it no folder" in plan.problems[0]
 
-
-class SweepStarted(Exception):
-    pass
-
-
-def test_the_real_run_checks_the_data_here_only_on_the_local_backend(
-        tmp_path, monkeypatch, empty_data, no_ray):
-    """What the plans above follow: the checks a run makes before its sweep."""
-    def started(*args, **kwargs):
-        raise SweepStarted
-    monkeypatch.setattr(runner, "run_sweep", started)
-    cfg, where = empty_data
-    with pytest.raises(UserError, match="mnist: missing file"):
-        runner.run_experiment(cfg, backend="local", progress=None, **where)
-    assert not (tmp_path / "out").exists()
-    with pytest.raises(SweepStarted):
-        runner.run_experiment(cfg, backend="ray", progress=None, **where)
