@@ -4,21 +4,30 @@
 
 prints, from every ``OUT_ROOT/*/results.json``, per experiment, the paper figure it
 reproduces, what it found (its conclusions, computed from the numbers) and whether each
-finding agrees with the paper's qualitative claim. Nothing is recomputed.
+finding agrees with the paper's qualitative claim. Nothing is recomputed. With
+``--compare PAGE`` (an earlier page, e.g. docs/RESULTS.md) it prints instead which entries'
+verdicts moved against that page (:func:`compare_pages`).
 """
 from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
+from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from sgdlab.errors import UserError
+from sgdlab.report.verdicts import SMOKE
 from sgdlab.report.verdicts import verdict as report_verdict
 
 MARKDOWN = {"agree": "agrees", "disagree": "**disagrees**"}
+OVERVIEW_HEAD = ("| experiment | reproduces | the paper says | agree / disagree / inconclusive |",
+                 "|---|---|---|---|")
+FINDINGS_HEAD = ("| finding (computed from the stored runs) | claim tested | vs paper |",
+                 "|---|---|---|")
 
 
 def verdict(agrees: bool | None, conclusion: dict[str, Any], scale: str | None = None) -> str:
@@ -81,8 +90,7 @@ def results_markdown(results: list[dict[str, Any]], *, command: str) -> str:
     """An overview table (one row per experiment, with the paper's quoted claim), then one
     section per experiment: its findings with verdicts and the scale's departures from the
     paper's setting."""
-    overview = ["| experiment | reproduces | the paper says | agree / disagree / inconclusive |",
-                "|---|---|---|---|"]
+    overview = list(OVERVIEW_HEAD)
     sections: list[str] = []
     totals = [0, 0, 0]
     for r in results:
@@ -97,8 +105,7 @@ def results_markdown(results: list[dict[str, Any]], *, command: str) -> str:
         sec = [f"### {e['name']}", "", f"{ref} — {_cell(e.get('title', ''))}", ""]
         for q in ([p] if p.get("quote") else []) + list(p.get("quotes", [])):
             sec += [f"> “{' '.join(str(q['quote']).split())}” — {q.get('where', '')}", ""]
-        sec += ["| finding (computed from the stored runs) | claim tested | vs paper |",
-                "|---|---|---|"]
+        sec += list(FINDINGS_HEAD)
         for c in cs or [{"text": "no conclusion", "agrees_with_paper": None}]:
             sec.append(f"| {_cell(c['text'])} | {_cell(c.get('claim') or '')} | "
                        f"{verdict(c.get('agrees_with_paper'), c, r.get('scale'))} |")
@@ -122,6 +129,116 @@ def results_markdown(results: list[dict[str, Any]], *, command: str) -> str:
     return "\n".join(head + overview + [""]) + "\n" + "\n\n".join(sections) + "\n"
 
 
+class PageEntry(NamedTuple):
+    """One entry of a parsed page: its overview counts (agree, disagree, inconclusive) and its
+    findings table's rows as (finding, claim, verdict), the verdict without its markup."""
+    counts: tuple[int, int, int]
+    findings: list[tuple[str, str, str]]
+
+
+_ROW = re.compile(r"\| \[([a-z0-9][a-z0-9-]*)\]\(#\1\) \| .* \| (\d+) / (\d+) / (\d+) \|")
+_BAR = re.compile(r"(?<!\\)\|")       # a cell boundary: _cell escapes a text's own bars
+_VERDICTS = {"agrees", "**disagrees**", "inconclusive", "descriptive", SMOKE, ""}
+
+
+def parse_page(text: str, source: str) -> dict[str, PageEntry]:
+    """The overview rows and findings tables of a page :func:`results_markdown` wrote (or
+    docs/RESULTS.md, which holds one), by entry name in page order. Strict: a table line it
+    cannot read, an entry without both its row and its findings table, is a
+    :class:`UserError` naming ``source`` and the line."""
+    counts: dict[str, tuple[int, int, int]] = {}
+    found: dict[str, list[tuple[str, str, str]] | None] = {}
+    where: dict[str, tuple[int, str]] = {}          # entry -> its first line, for errors
+    section, table = None, False
+
+    def fail(n: int, line: str, why: str) -> UserError:
+        return UserError(f"cannot parse {source}: line {n} {line[:100]!r}: {why}")
+
+    for n, line in enumerate(text.splitlines(), 1):
+        if line.startswith("#"):
+            section, table = None, False
+            if line.startswith("### "):
+                section = line[4:]
+                if section not in counts or section in found:
+                    raise fail(n, line, "a section without an overview row, or a second one")
+                found[section] = None
+        elif not line.startswith("|"):
+            table = table and line != ""
+        elif section is None and line in OVERVIEW_HEAD:
+            continue
+        elif section is None:
+            m = _ROW.fullmatch(line)
+            if m is None or m[1] in counts:
+                raise fail(n, line, "not an overview row `| [name](#name) | ... | A / D / I |` "
+                           "(nor in a `### name` section)")
+            counts[m[1]] = (int(m[2]), int(m[3]), int(m[4]))
+            where[m[1]] = (n, line)
+        elif line == FINDINGS_HEAD[0] and found[section] is None:
+            found[section], table = [], True
+        elif table and line == FINDINGS_HEAD[1]:
+            continue
+        else:
+            cells = [c.strip().replace("\\|", "|") for c in _BAR.split(line)]
+            if not table or len(cells) != 5 or cells[0] or cells[4] or cells[3] not in _VERDICTS:
+                raise fail(n, line, "not a findings row `| finding | claim | verdict |`")
+            found[section].append((cells[1], cells[2], cells[3].strip("*")))  # type: ignore
+    if not counts:
+        raise UserError(f"cannot parse {source}: no overview row `| [name](#name) | ... | "
+                        "A / D / I |` in it")
+    for name in counts:
+        if found.get(name) is None:
+            raise fail(*where[name], "no section with a findings table for this entry")
+    return {name: PageEntry(counts[name], found[name]) for name in counts}  # type: ignore
+
+
+def _counts(c: Iterable[int]) -> str:
+    return " / ".join(map(str, c))
+
+
+def _by_claim(findings: list[tuple[str, str, str]]) -> dict[tuple[str, int], tuple[str, str]]:
+    # the claim has no numbers, so it survives a rerun; a claim tested twice (two models)
+    # pairs by its order of appearance
+    seen: Counter[str] = Counter()
+    out = {}
+    for text, claim, word in findings:
+        if claim:
+            out[(claim, seen[claim])] = (text, word)
+            seen[claim] += 1
+    return out
+
+
+def compare_pages(old: dict[str, PageEntry], new: dict[str, PageEntry], *,
+                  old_name: str = "old", new_name: str = "new") -> list[str]:
+    """The lines of a report of which verdicts moved from page ``old`` to page ``new`` (both
+    from :func:`parse_page`): per entry whose counts or verdicts changed, ``old -> new``
+    counts, then per finding (matched by its claim) whose verdict changed, the two verdicts
+    (``(none)`` where the finding is on one page only) and the new finding's text; the entries
+    on one page only; the totals."""
+    lines = []
+    for name, entry in new.items():
+        if name not in old:
+            continue
+        was, now = _by_claim(old[name].findings), _by_claim(entry.findings)
+        moved = []
+        for key in list(now) + [k for k in was if k not in now]:
+            before, (text, after) = was.get(key, ("", "(none)"))[1], now.get(key, ("", "(none)"))
+            if before != after:
+                moved += [f"  {before} -> {after}: {key[0]}"] + ([f"    now: {text}"] * (
+                    key in now))
+        if moved or old[name].counts != entry.counts:
+            lines += [f"{name}: {_counts(old[name].counts)} -> {_counts(entry.counts)}"] + moved
+    for page, other, label in ((old, new, old_name), (new, old, new_name)):
+        lines += [f"only in {label}: {name} ({_counts(e.counts)})"
+                  for name, e in page.items() if name not in other]
+
+    def totals(page: dict[str, PageEntry]) -> str:
+        return _counts(sum(e.counts[i] for e in page.values()) for i in range(3))
+
+    return (lines or ["no verdict changed"]) + [
+        f"totals (agree / disagree / inconclusive): {totals(old)} -> {totals(new)}, "
+        f"{len(old)} -> {len(new)} experiments"]
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m sgdlab.experiments.summary",
                                  description=__doc__.splitlines()[0].replace("``", ""))
@@ -129,16 +246,30 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--command", default="sgdlab run NAME --scale cpu --workers 2",
                     help="the command the page says regenerates the outputs (default: "
                          "%(default)s)")
+    ap.add_argument("--compare", metavar="PAGE",
+                    help="instead of the page, print which verdicts moved against PAGE (an "
+                         "earlier page, e.g. docs/RESULTS.md): per entry, old -> new counts and "
+                         "the findings, matched by their claim, whose verdict changed")
     args = ap.parse_args(argv)
     try:
         results = load_all(args.root)
         if not results:      # a mistyped folder: an empty table would look like a summary
             raise UserError(f"no experiment output in {args.root}: it holds the output "
                             "folders of `sgdlab run` (each with its results.json)")
+        out = page = results_markdown(results, command=args.command)
+        if args.compare is not None:
+            try:
+                text = Path(args.compare).read_text()
+            except OSError as e:
+                raise UserError(f"cannot read {args.compare}: {e}") from None
+            lines = compare_pages(parse_page(text, args.compare),
+                                  parse_page(page, f"the page of {args.root}"),
+                                  old_name=args.compare, new_name=args.root)
+            out = "\n".join(lines) + "\n"
     except UserError as e:
         print(f"summary: error: {e}", file=sys.stderr)
         return 2
-    print(results_markdown(results, command=args.command), end="")
+    print(out, end="")
     return 0
 
 

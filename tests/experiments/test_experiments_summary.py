@@ -143,3 +143,97 @@ def test_results_md_quotes_departures_and_readings_are_the_catalogues():
         now = results_markdown([{"experiment": spec.describe(), "scale": "cpu",
                                  "conclusions": []}], command="x")
         assert _without_findings(section) == _without_findings(_sections(now)[name]), name
+
+
+def _write(root, results: dict[str, dict]) -> None:
+    for name, r in results.items():
+        (root / name).mkdir(exist_ok=True)
+        (root / name / "results.json").write_text(json.dumps(r))
+
+
+def test_compare_names_the_verdicts_that_moved(tmp_path, capsys):
+    from sgdlab.experiments import summary
+
+    cs = [{"text": "a 0.91 | b", "agrees_with_paper": True, "claim": "c1 | x"},
+          {"text": "x 0.5", "agrees_with_paper": False, "claim": "c2"},
+          {"text": "x2 0.6", "agrees_with_paper": False, "claim": "c2"},
+          {"text": "y", "agrees_with_paper": None, "claim": "c3"},
+          {"text": "z", "agrees_with_paper": None, "claim": None}]
+    old, new = tmp_path / "old", tmp_path / "new"
+    old.mkdir(), new.mkdir()
+    _write(old, {n: _result(n, cs, []) for n in ("e1", "e2", "e3")})
+    page = results_markdown(load_all(old), command="cmd")
+    parsed = summary.parse_page(page, "p")                          # the round trip
+    assert list(parsed) == ["e1", "e2", "e3"]
+    assert parsed["e1"] == summary.PageEntry((1, 2, 1), [
+        ("a 0.91 | b", "c1 | x", "agrees"), ("x 0.5", "c2", "disagrees"),
+        ("x2 0.6", "c2", "disagrees"), ("y", "c3", "inconclusive"), ("z", "", "descriptive")])
+    (tmp_path / "old.md").write_text(page)
+    moved = [dict(c) for c in cs]
+    moved[2] |= {"text": "x2 0.7", "agrees_with_paper": True}     # the second c2 finding
+    moved[0]["text"] = "a 0.93 | b"                                # numbers only: not listed
+    _write(new, {"e1": _result("e1", moved, []),
+                 "e2": _result("e2", cs[1:] + [{"text": "w", "agrees_with_paper": None,
+                                                "claim": "c4"}], []),
+                 "e4": _result("e4", cs, [])})
+    assert summary.main([str(new), "--compare", str(tmp_path / "old.md")]) == 0
+    assert capsys.readouterr().out.splitlines() == [
+        "e1: 1 / 2 / 1 -> 2 / 1 / 1",
+        "  disagrees -> agrees: c2",
+        "    now: x2 0.7",
+        "e2: 1 / 2 / 1 -> 0 / 2 / 2",
+        "  (none) -> inconclusive: c4",
+        "    now: w",
+        "  agrees -> (none): c1 | x",
+        f"only in {tmp_path / 'old.md'}: e3 (1 / 2 / 1)",
+        f"only in {new}: e4 (1 / 2 / 1)",
+        "totals (agree / disagree / inconclusive): 3 / 6 / 3 -> 3 / 5 / 4, 3 -> 3 experiments"]
+    assert summary.main([str(old), "--compare", str(tmp_path / "old.md")]) == 0
+    assert capsys.readouterr().out.splitlines() == [
+        "no verdict changed",
+        "totals (agree / disagree / inconclusive): 3 / 6 / 3 -> 3 / 6 / 3, 3 -> 3 experiments"]
+
+
+def test_a_page_it_cannot_parse_names_the_file_and_line(tmp_path, capsys):
+    from sgdlab.experiments import summary
+
+    _write(tmp_path, {"e1": _result("e1", [{"text": "x", "agrees_with_paper": True,
+                                           "claim": "c"}], [])})
+    page = results_markdown(load_all(tmp_path), command="cmd")
+    bad = tmp_path / "bad.md"
+    for broken, marker in ((page.replace("| agrees |", "| agreed |"), "| agreed |"),
+                           (page.replace("| 1 / 0 / 0 |", "| 1 / 0 |"), "| 1 / 0 |"),
+                           (page.replace("| finding (computed", "| finding ("), "| finding ("),
+                           (page.replace("### e1", "### e2"), "### e2"),
+                           (page.replace("### e1", "## e1"), "| finding (computed"),
+                           ("# Results\n\nno table\n", None)):
+        bad.write_text(broken)
+        assert summary.main([str(tmp_path), "--compare", str(bad)]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"summary: error: cannot parse {bad}: "), err
+        if marker is None:
+            assert "no overview row" in err
+            continue
+        ((n, line),) = [(n, ln) for n, ln in enumerate(broken.splitlines(), 1) if marker in ln]
+        assert f"line {n} {line[:100]!r}: " in err, err
+
+
+def test_results_md_parses_to_the_counts_of_its_totals_line():
+    """docs/RESULTS.md is read by `--compare`: its rows must parse and add up to its totals
+    line (a drift of the page's format or of the parser fails here)."""
+    import re
+    from pathlib import Path
+
+    from sgdlab.experiments.summary import parse_page
+
+    md = (Path(__file__).resolve().parents[2] / "docs" / "RESULTS.md").read_text()
+    page = parse_page(md, "docs/RESULTS.md")
+    m = re.search(r"^(\d+) experiments, (\d+) findings agree with the paper's claim, (\d+) "
+                  r"disagree, (\d+) are inconclusive", md, re.M)
+    assert m is not None
+    assert (len(page), *(sum(e.counts[i] for e in page.values()) for i in range(3))) == tuple(
+        map(int, m.groups()))
+    for name, entry in page.items():       # each row's counts are its section's verdicts
+        words = [w for _, _, w in entry.findings]
+        assert entry.counts == (words.count("agrees"), words.count("disagrees"),
+                                words.count("inconclusive")), name
