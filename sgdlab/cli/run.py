@@ -50,6 +50,9 @@ def register(subparsers) -> None:
                         "musso, xing, zhu) or of all, one after another, each into "
                         "OUT/NAME-SCALE (OUT: --out, default sgdlab-out), then one summary "
                         "page OUT/PAPER-SCALE.md")
+    p.add_argument("--compare", metavar="PAGE",
+                   help="with --paper: after the summary page, print which verdicts moved "
+                        "against PAGE (an earlier page, e.g. docs/RESULTS.md)")
     p.add_argument("--config", metavar="FILE",
                    help="an experiment YAML file (e.g. a copy of a catalogue entry) instead of NAME")
     p.add_argument("--scale", default="cpu", choices=["smoke", "cpu", "paper"],
@@ -102,6 +105,9 @@ def _run(args: argparse.Namespace) -> int:
         raise UserError(f"--device must be cpu or cuda, got {args.device!r}")
     if args.json and not args.dry_run:
         raise UserError("--json prints the plan of --dry-run: give both")
+    if args.compare is not None and args.paper is None:
+        raise UserError("--compare compares the summary page of --paper: give --paper "
+                        "(or use python -m sgdlab.experiments.summary OUT --compare PAGE)")
     if args.paper is not None:
         from sgdlab.cli.run_paper import run_paper
 

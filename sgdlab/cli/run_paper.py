@@ -12,7 +12,7 @@ from pathlib import Path
 
 from sgdlab.cli.run import plan_entry, print_results, run_entry, same_command
 from sgdlab.errors import UserError
-from sgdlab.experiments.summary import verdict_counts
+from sgdlab.experiments.summary import compare_pages, read_page, verdict_counts
 
 
 def run_paper(args: argparse.Namespace) -> int:
@@ -26,6 +26,8 @@ def run_paper(args: argparse.Namespace) -> int:
         raise UserError("--reading is refused with --paper: each entry has its own readings "
                         "(`sgdlab list NAME`); run the entry by name: sgdlab run NAME "
                         "--reading KEY=CHOICE")
+    if args.compare is not None:
+        read_page(args.compare)              # a page it cannot read fails before any run
     names = catalogue_entries(args.paper)
     root = Path(args.out) if args.out is not None else Path("sgdlab-out")
     outs = {n: root / f"{n}-{args.scale}" for n in names}
@@ -123,6 +125,9 @@ def _run_all(args: argparse.Namespace, names: list[str], outs: dict[str, Path],
         page = write_summary(reported, root / f"{args.paper}-{args.scale}.md",
                              command=same_command(args))
         print(f"summary: {page}")
+        if args.compare is not None:
+            print("\n".join(compare_pages(read_page(args.compare), read_page(page),
+                                           old_name=args.compare, new_name=str(page))))
     else:
         print("summary: none written (no entry produced results)")
     return 0 if all(status == "done" for _, status, _, _ in rows) else 1

@@ -191,6 +191,15 @@ def parse_page(text: str, source: str) -> dict[str, PageEntry]:
     return {name: PageEntry(counts[name], found[name]) for name in counts}  # type: ignore
 
 
+def read_page(path: str | Path) -> dict[str, PageEntry]:
+    """:func:`parse_page` of the file at ``path``."""
+    try:
+        text = Path(path).read_text()
+    except OSError as e:
+        raise UserError(f"cannot read {path}: {e}") from None
+    return parse_page(text, str(path))
+
+
 def _counts(c: Iterable[int]) -> str:
     return " / ".join(map(str, c))
 
@@ -258,11 +267,7 @@ def main(argv: list[str] | None = None) -> int:
                             "folders of `sgdlab run` (each with its results.json)")
         out = page = results_markdown(results, command=args.command)
         if args.compare is not None:
-            try:
-                text = Path(args.compare).read_text()
-            except OSError as e:
-                raise UserError(f"cannot read {args.compare}: {e}") from None
-            lines = compare_pages(parse_page(text, args.compare),
+            lines = compare_pages(read_page(args.compare),
                                   parse_page(page, f"the page of {args.root}"),
                                   old_name=args.compare, new_name=args.root)
             out = "\n".join(lines) + "\n"

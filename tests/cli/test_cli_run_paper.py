@@ -46,6 +46,8 @@ def test_a_paper_selects_its_entries_in_catalogue_order():
     (["--paper", "xing", "--config", "x.yaml"], "give --paper xing or --config x.yaml, not both"),
     (["--paper", "xing", "--reading", "max-variance=batch-100"],
      "--reading is refused with --paper: each entry has its own readings"),
+    (["xing-walk", "--compare", "RESULTS.md"], "--compare compares the summary page of --paper"),
+    (["--paper", "xing", "--compare", "no-such.md"], "cannot read no-such.md: "),
 ])
 def test_a_wrong_selection_is_refused(tmp_path, capsys, argv, says):
     assert main(["run", *argv, "--scale", "smoke", *where(tmp_path)]) == 2
@@ -105,8 +107,27 @@ def test_a_batch_runs_each_entry_then_writes_the_summary_of_its_own(tmp_path, ca
     # another experiment's output in the same folder stays out of the page
     (out / "other-cpu").mkdir(parents=True)
     (out / "other-cpu" / "results.json").write_text(json.dumps({"experiment": {}}))
-    assert main(["run", "--paper", "zhu", "--scale", "smoke", *where(tmp_path)]) == 0
+    earlier = tmp_path / "earlier.md"          # an entry of zhu's no longer run, one still run
+    earlier.write_text("| [gone](#gone) | x | y | 1 / 0 / 0 |\n"
+                       "| [zhu-escape-2d](#zhu-escape-2d) | x | y | 0 / 1 / 0 |\n"
+                       "### gone\n| finding (computed from the stored runs) | claim tested | "
+                       "vs paper |\n|---|---|---|\n| x | c | agrees |\n"
+                       "### zhu-escape-2d\n| finding (computed from the stored runs) | claim "
+                       "tested | vs paper |\n|---|---|---|\n| x | c | **disagrees** |\n")
+    assert main(["run", "--paper", "zhu", "--scale", "smoke", *where(tmp_path),
+                 "--compare", str(earlier)]) == 0
     text = capsys.readouterr().out
+    compared = text[text.index(f"summary: {out / 'zhu-smoke.md'}\n"):].splitlines()[1:]
+    assert compared[0] == "zhu-escape-2d: 0 / 1 / 0 -> 0 / 0 / 0"
+    # the new page's findings (at smoke scale: no verdict), each with its text
+    assert compared[1:-4:2] and all(ln.startswith("  (none) -> smoke scale: checks that it "
+                                                  "runs, not a verdict: ")
+                                    for ln in compared[1:-4:2])
+    assert all(ln.startswith("    now: ") for ln in compared[2:-4:2])
+    assert compared[-4:] == [
+        "  disagrees -> (none): c", f"only in {earlier}: gone (1 / 0 / 0)",
+        f"only in {out / 'zhu-smoke.md'}: zhu-alignment-cubic (0 / 0 / 0)",
+        "totals (agree / disagree / inconclusive): 1 / 1 / 0 -> 0 / 0 / 0, 2 -> 2 experiments"]
     assert "[1/2] zhu-alignment-cubic\n" in text and "[2/2] zhu-escape-2d\n" in text
     dirs = [out / f"{n}-smoke" for n in QUICK]
     table = text[text.index("\nentry "):].splitlines()[2:4]
