@@ -230,10 +230,12 @@ def compare_pages(old: dict[str, PageEntry], new: dict[str, PageEntry], *,
         was, now = _by_claim(old[name].findings), _by_claim(entry.findings)
         moved = []
         for key in list(now) + [k for k in was if k not in now]:
-            before, (text, after) = was.get(key, ("", "(none)"))[1], now.get(key, ("", "(none)"))
+            before = was[key][1] if key in was else "(none)"
+            after = now[key][1] if key in now else "(none)"
             if before != after:
-                moved += [f"  {before} -> {after}: {key[0]}"] + ([f"    now: {text}"] * (
-                    key in now))
+                moved.append(f"  {before} -> {after}: {key[0]}")
+                if key in now:
+                    moved.append(f"    now: {now[key][0]}")
         if moved or old[name].counts != entry.counts:
             lines += [f"{name}: {_counts(old[name].counts)} -> {_counts(entry.counts)}"] + moved
     for page, other, label in ((old, new, old_name), (new, old, new_name)):
