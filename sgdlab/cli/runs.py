@@ -347,8 +347,10 @@ def _list(args) -> int:
         print(f"no runs {'with ' + ' and '.join(wanted) + ' ' if wanted else ''}in "
               f"{store.path}{hint}")
         return 0
-    # token data's runs: their test perplexity too
-    ppl = any(r["summary"].get("test_perplexity") is not None for r in runs)
+    # token data's runs: their test perplexity too (a run not finished: the last it logged)
+    ppl = any(r["summary"].get("test_perplexity") is not None
+              or (r["status"] != "finished" and store.last_metric(r["id"], "test_perplexity"))
+              for r in runs)
     rows = [("RUN_ID", "NAME", "EXPERIMENT", "STATUS", "STEPS", "TEST_ACC", "TEST_LOSS",
              *(("TEST_PPL",) if ppl else ()), "CREATED")]
     partial = False

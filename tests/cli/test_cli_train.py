@@ -997,3 +997,17 @@ def test_a_warm_started_run_s_config_trains_again_and_chains_with_another_source
     assert (record["run_id"], record["step"]) == (w["id"], 30)
     assert record["init_from"] == str(tmp_path / "w")
     assert record["sha256"] != w["config"]["model"]["warm_start"]["sha256"]
+
+
+def test_runs_list_shows_the_last_perplexity_of_a_token_run_not_finished(tmp_path, capsys):
+    """The TEST_PPL column appeared only for a finished token run's summary: a stopped one's
+    last evaluation, shown in the other test columns, lacked its perplexity."""
+    store = RunStore(tmp_path / "runs.sqlite")
+    rid = store.create_run({}, name="tokens")
+    store.log_many(rid, [("test_loss", 30, 2.5), ("test_perplexity", 30, 12.18),
+                         ("test_loss", 60, 2.0), ("test_perplexity", 60, 7.389)])
+    store.set_status(rid, "interrupted")
+    assert main(["runs", "list", "--store", str(tmp_path / "runs.sqlite")]) == 0
+    head, line = capsys.readouterr().out.splitlines()[:2]
+    assert head.split()[5:8] == ["TEST_ACC", "TEST_LOSS", "TEST_PPL"]
+    assert line.split()[1:7] == ["tokens", "interrupted", "2", "@60", "7.389", "@60"]
