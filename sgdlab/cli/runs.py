@@ -320,6 +320,10 @@ def _fmt(v) -> str:
     return "" if v is None else str(v)
 
 
+# what `runs list` shows of each run's evaluation
+_TEST_COLUMNS = ("test_acc", "test_loss", "test_perplexity")
+
+
 def _list(args) -> int:
     store = _open(args)
     runs = store.list_runs(experiment=args.experiment, status=args.status)
@@ -347,38 +351,31 @@ def _list(args) -> int:
         print(f"no runs {'with ' + ' and '.join(wanted) + ' ' if wanted else ''}in "
               f"{store.path}{hint}")
         return 0
-    # token data's runs: their test perplexity too (a run not finished: the last it logged)
-    ppl = any(r["summary"].get("test_perplexity") is not None
-              or (r["status"] != "finished" and store.last_metric(r["id"], "test_perplexity"))
-              for r in runs)
+    # the test columns: the summary's value, else (a run not finished) its last evaluation,
+    # at its step; token data's runs show their test perplexity too
+    cells = {r["id"]: {m: _fmt(r["summary"].get(m)) for m in _TEST_COLUMNS} for r in runs}
+    for r in runs:
+        for m in _TEST_COLUMNS:
+            last = (None if r["summary"].get(m) is not None or r["status"] == "finished"
+                    else store.last_metric(r["id"], m))
+            if last is not None:
+                cells[r["id"]][m] = f"{_fmt(last[1])} @{last[0]}"
+    ppl = any(c["test_perplexity"] for c in cells.values())
+    shown = _TEST_COLUMNS if ppl else _TEST_COLUMNS[:2]
     rows = [("RUN_ID", "NAME", "EXPERIMENT", "STATUS", "STEPS", "TEST_ACC", "TEST_LOSS",
              *(("TEST_PPL",) if ppl else ()), "CREATED")]
-    partial = False
-
-    def latest(r, name: str) -> str:
-        """The summary's value, else (a run not finished) its last evaluation, at its step."""
-        nonlocal partial
-        if r["summary"].get(name) is not None or r["status"] == "finished":
-            return _fmt(r["summary"].get(name))
-        last = store.last_metric(r["id"], name)
-        if last is None:
-            return ""
-        partial = True
-        return f"{_fmt(last[1])} @{last[0]}"
-
     for r in runs:
         s = r["summary"]
         steps = _fmt(s.get("steps"))
         if not steps and ckpt.get(r["id"]) not in (None, -1):
             steps = f"{ckpt[r['id']]} (ckpt)"     # a stopped run: its last checkpoint
         rows.append((r["id"], r["name"] or "", r["experiment"] or "", r["status"],
-                     steps, latest(r, "test_acc"), latest(r, "test_loss"),
-                     *((latest(r, "test_perplexity"),) if ppl else ()),
+                     steps, *(cells[r["id"]][m] for m in shown),
                      r["created"][:19].replace("T", " ")))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
         print("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip())
-    if partial:
+    if any("@" in c for row in rows[1:] for c in row[5:5 + len(shown)]):
         print("(VALUE @STEP: the last evaluation of a run that has not finished)")
     # the command that continues each and where it starts: one per sweep entry, that of its
     # latest stopped run (runs come oldest first). Either invocation that stopped an entry
