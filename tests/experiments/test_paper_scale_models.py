@@ -6,6 +6,7 @@ the paper's configuration reaches fails here, not hours into a cluster job. Size
 ``weights`` files (ImageNet VGG-16) are not at hand and are left out."""
 from __future__ import annotations
 
+import inspect
 import json
 
 import numpy as np
@@ -14,9 +15,20 @@ import torch
 
 from sgdlab.experiments.procedures.train import build
 from sgdlab.experiments.spec import catalogue_files, load_experiment
+from sgdlab.models.registry import describe
 from sgdlab.testing import make_cifar10, make_idx_dir, write_cifar_batch
 
 SIZE_OPTIONS = ("n_train", "n_test", "train_size", "test_size", "label_noise")
+
+
+def _with_defaults(model: dict) -> dict:
+    """The model options with the builder's defaults filled in: two entries that spell the same
+    network differently (one option given at its default value) build it once here."""
+    info = describe(model["name"])
+    sig = inspect.signature(info.builder)
+    return {**{k: q.default for k, q in sig.parameters.items()
+               if q.kind is q.KEYWORD_ONLY and q.default is not q.empty}, **model,
+            "name": info.name}
 
 
 def _paper_networks() -> dict[str, dict]:
@@ -31,8 +43,8 @@ def _paper_networks() -> dict[str, dict]:
             p = {**p, "dataset": {k: v for k, v in p["dataset"].items()
                                   if k not in SIZE_OPTIONS}}
             p["model"] = {k: v for k, v in p["model"].items() if k != "weights"}
-            key = json.dumps({k: p.get(k) for k in ("model", "dataset", "loss", "dtype")},
-                             sort_keys=True, default=str)
+            key = json.dumps({**{k: p.get(k) for k in ("dataset", "loss", "dtype")},
+                              "model": _with_defaults(p["model"])}, sort_keys=True, default=str)
             out.setdefault(key, {**p, "_entry": name})
     return out
 
