@@ -616,11 +616,12 @@ def test_the_train_procedure_gives_its_adam_to_the_fisher_measurement(tmp_path):
     assert uncorrected["fisher_max"] <= 0 and uncorrected["fisher_negative_fraction"] > 0.5
 
 
-def _fisher_run(label: str, seed: int, diag: list[float], reading: str, **extra) -> StoredRun:
+def _fisher_run(label: str, seed: int, diag: list[float], reading: str, test_acc: float = 0.9,
+                **extra) -> StoredRun:
     final = [{"kind": "fisher_diagonal", "reading": reading, **extra}]
     return StoredRun(key=f"{label}{seed}", run_id=f"{label}{seed}", label=label, seed=seed,
                      params={"final": final}, status="finished",
-                     summary={"fisher_dim": len(diag), "test_acc": 0.9}, metrics={},
+                     summary={"fisher_dim": len(diag), "test_acc": test_acc}, metrics={},
                      data={"fisher_diagonal": diag})
 
 
@@ -637,7 +638,7 @@ def test_the_fisher_panel_tests_the_caption_and_reads_a_variance_as_one():
     opts = {"near_zero": {"allcnn": [1e-5, 0.85]}, "allowance": 0.1}
     spec = SimpleNamespace(paper=PAPER, options=opts)
     runs = [_fisher_run("allcnn", 0, a, "adam-moments"),
-            _fisher_run("allcnn", 1, b, "adam-moments")]
+            _fisher_run("allcnn", 1, b, "adam-moments", test_acc=0.8)]
     an = hessian_spectrum(spec, runs)
     near, tails, negative = an.conclusions
     assert near.agrees_with_paper is True
@@ -649,6 +650,7 @@ def test_the_fisher_panel_tests_the_caption_and_reads_a_variance_as_one():
     (row,) = an.table("hessian_spectrum").rows
     assert row[0] == "allcnn (Fisher diagonal, adam-moments)"
     assert row[3] == pytest.approx(0.8) and row[7] == pytest.approx(0.1)
+    assert row[8] == pytest.approx(0.85)        # the test accuracy too is the seeds' mean
     assert [n for n, _ in an.figures] == ["eigenspectrum", "eigen_histogram", "fisher_histogram"]
     strict = SimpleNamespace(paper=PAPER, options={**opts, "negative_fraction_below": 0.05,
                                                    "tail_ratio": 20.0})
