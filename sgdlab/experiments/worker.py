@@ -24,7 +24,9 @@ from __future__ import annotations
 
 import copy
 import os
+import re
 import shutil
+import socket
 import tempfile
 import time
 import traceback
@@ -229,7 +231,7 @@ def execute_run(task: RunTask, send: Callable[[list[tuple]], None] | None = None
     prev_threads = torch.get_num_threads()
     if task.threads:
         torch.set_num_threads(max(1, task.threads))
-    local = Path(tempfile.mkdtemp(prefix="sgdlab-run-")) if task.ship else None
+    local = local_run_folder() if task.ship else None
     try:
         return _execute(task, send, local, t0, send_checkpoint)
     finally:
@@ -237,6 +239,30 @@ def execute_run(task: RunTask, send: Callable[[list[tuple]], None] | None = None
             torch.set_num_threads(prev_threads)   # in-process runs leave the caller's setting
         if local is not None:
             shutil.rmtree(local, ignore_errors=True)
+
+
+def local_run_folder() -> Path:
+    """A new folder in the temporary directory for a shipped run (a Ray task's), named after
+    this host and process. Folders that an earlier worker on this host left behind are removed
+    first, once their process is gone: a worker killed by SIGKILL (the out-of-memory killer,
+    a cluster's scheduler) never reaches its cleanup, and each such folder holds a
+    checkpoint."""
+    from sgdlab.store.runstore import owner_alive
+
+    name = socket.gethostname()
+    host = f"{zlib.crc32(name.encode()):08x}"
+    if os.name == "posix":      # os.kill(pid, 0) asks whether pid lives only there
+        pattern = re.compile(rf"sgdlab-run-{host}-(\d+)-[^-]+")
+        root = Path(tempfile.gettempdir())
+        for folder in root.glob(f"sgdlab-run-{host}-*"):
+            m = pattern.fullmatch(folder.name)
+            try:
+                ours = folder.is_dir() and folder.stat().st_uid == os.getuid()
+            except OSError:     # removed meanwhile by another worker starting
+                continue
+            if m and ours and owner_alive(name, int(m.group(1)), None, None) is False:
+                shutil.rmtree(folder, ignore_errors=True)
+    return Path(tempfile.mkdtemp(prefix=f"sgdlab-run-{host}-{os.getpid()}-"))
 
 
 def _execute(task: RunTask, send, local: Path | None, t0: float,

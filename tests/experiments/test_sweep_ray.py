@@ -365,3 +365,35 @@ def test_a_shipped_checkpoint_brings_the_files_it_goes_with(tmp_path):
     why = apply_checkpoint(driver, sent[-1])
     assert why == "its file trajectory/snapshots.bin has 5 bytes here, its tail starts at 12"
     assert (driver / CHECKPOINT_DIR / "last.pt").read_bytes() == b"ckpt-3"
+
+
+@pytest.mark.skipif(os.name != "posix", reason="a process is looked up by its pid")
+def test_the_folder_a_killed_task_left_goes_when_the_next_task_starts_on_its_host(
+        tmp_path, monkeypatch):
+    """A shipped run works in a local folder its worker removes at the end; a SIGKILLed worker
+    cannot, so the next one on the same host removes it (a checkpoint each), and only that:
+    never a living worker's folder, another host's (a shared temporary directory) or a folder
+    it did not name."""
+    import socket
+    import subprocess
+    import tempfile
+    import zlib
+
+    from sgdlab.experiments.worker import local_run_folder
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    host = f"{zlib.crc32(socket.gethostname().encode()):08x}"
+    other = "0" * 8 if host != "0" * 8 else "1" * 8
+    left = tmp_path / f"sgdlab-run-{host}-{gone.pid}-k1ll3d_"
+    (left / "run" / CHECKPOINT_DIR).mkdir(parents=True)
+    (left / "run" / CHECKPOINT_DIR / "last.pt").write_bytes(b"weights")
+    kept = [tmp_path / f"sgdlab-run-{host}-{os.getpid()}-l1ve", tmp_path / "sgdlab-run-x1y2",
+            tmp_path / f"sgdlab-run-{other}-{gone.pid}-0th3r"]
+    for folder in kept:
+        folder.mkdir()
+    new = local_run_folder()
+    assert not left.exists() and all(f.is_dir() for f in kept)
+    assert new.parent == tmp_path and new.name.startswith(f"sgdlab-run-{host}-{os.getpid()}-")
+    assert local_run_folder() != new and new.is_dir()        # its own process lives on
