@@ -94,7 +94,8 @@ def register(subparsers) -> None:
                                     "folders) or selected by --experiment and --status (given "
                                     "with RUNs, they narrow them): their rows in the store "
                                     "and the folders the store keeps for them (a run folder "
-                                    "beside the store, a sweep run's artifact folder). Lists "
+                                    "beside the store, a sweep run's artifact folder), then "
+                                    "compacts the store's file. Lists "
                                     "what goes, with sizes, and asks first. Files outside the "
                                     "store's folders stay. A run a live process holds is "
                                     "refused. Exit status 1 when the answer is no or a folder "
@@ -622,6 +623,16 @@ def _delete(args) -> int:
     print(f"deleted {rows['runs']} run{'s' if rows['runs'] != 1 else ''} ({rows['metrics']} "
           f"metric rows) from {store.path}; removed {len(result.removed)} folder"
           f"{'s' if len(result.removed) != 1 else ''}, {human_size(result.freed)}")
+    if rows["runs"]:
+        # VACUUM holds the write lock while it rewrites the file (~10 ms per MB): not under a
+        # live run's writes, which would wait on it
+        live = store.live_runs([r["id"] for r in store.list_runs()])
+        sizes = None if live else store.compact()
+        if sizes is not None:
+            print(f"store file {human_size(sizes[0])} -> {human_size(sizes[1])}")
+        else:
+            print("the store file keeps its size for now (a live process writes to it): its "
+                  "freed pages take later rows first, and the next delete compacts it")
     for folder, why in result.kept:
         print(f"kept {folder}: {why}")
     for folder, why in result.failed:

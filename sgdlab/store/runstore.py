@@ -752,6 +752,30 @@ class RunStore:
             in_use = {k for k in keys if _key_in_use(c, k)}
         return {**counts, "keys_in_use": in_use}
 
+    def compact(self, *, timeout: float = 5.0) -> tuple[int, int] | None:
+        """Give the pages of deleted rows back to the file system (``VACUUM``, then a
+        checkpoint that truncates the write-ahead log): SQLite keeps a file's size after a
+        delete and reuses the free pages only for later rows. Returns the file's size before
+        and after (database and log together), or None when another process kept the store
+        busy for ``timeout`` seconds (a sweep writing; nothing is lost, the pages stay free)."""
+        def size() -> int:
+            return sum(p.stat().st_size for p in (self.path, Path(f"{self.path}-wal"))
+                       if p.exists())
+
+        before = size()
+        c = self._conn
+        c.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
+        try:
+            c.execute("VACUUM")
+            c.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        except sqlite3.OperationalError as e:
+            if not is_locked(e):
+                raise
+            return None
+        finally:
+            c.execute(f"PRAGMA busy_timeout = {int(self.timeout * 1000)}")
+        return before, size()
+
     def resolve(self, run_id: str) -> str:
         """The full id of the run whose id is or starts with ``run_id`` (must be unique)."""
         if not run_id.strip():   # every id starts with "": a store of one run would answer it

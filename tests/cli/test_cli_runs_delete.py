@@ -3,6 +3,7 @@ left afterwards (the store's own folders go, other files and runs stay)."""
 from __future__ import annotations
 
 import io
+import re
 import sqlite3
 from pathlib import Path
 
@@ -76,6 +77,7 @@ def test_a_run_by_id_goes_with_its_folder_and_the_others_are_untouched(runs, cap
     out = capsys.readouterr().out
     assert f"removes {store.parent / ids['source']}" in out
     assert f"deleted 1 run (16 metric rows) from {store}; removed 1 folder" in out
+    assert re.search(r"^store file [\d.]+ [KM]?B -> [\d.]+ [KM]?B$", out, re.M), out
     assert not (store.parent / ids["source"]).exists()
     s = RunStore(store)
     assert [r["id"] for r in s.list_runs()] == [ids["warm"], ids["out"]]
@@ -158,8 +160,14 @@ def test_a_running_run_is_refused_saying_why_unless_forced(runs, capsys):
     assert _state(store) == before
     assert _delete(store, "--status", "running", "--dry-run") == 0
     assert "the delete would be refused" in capsys.readouterr().out
+    # another run goes while this one runs: the store is not compacted under its writes
+    assert _delete(store, ids["source"], "--yes") == 0
+    out = capsys.readouterr().out
+    assert "store file keeps its size for now (a live process writes to it)" in out
+    assert "store file " not in out.replace("store file keeps", "")
     assert _delete(store, running, "--yes", "--force") == 0
-    assert "deleted all the same (--force)" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "deleted all the same (--force)" in out and "\nstore file " in out
     assert running not in [r["id"] for r in RunStore(store).list_runs()]
 
 

@@ -215,3 +215,30 @@ def test_folder_size_counts_each_file_once_and_follows_no_link(tmp_path):
     assert folder_size(tmp_path / "nothing") == 0
     assert [human_size(n) for n in (0, 999, 3_800, 37_000_000, 537_000_000, 1_070_000_000)] == [
         "0 B", "999 B", "3.8 KB", "37.0 MB", "537.0 MB", "1.1 GB"]
+
+
+def test_compact_gives_the_deleted_rows_pages_back_and_waits_for_no_busy_writer(tmp_path):
+    """SQLite keeps a file's size after a delete; ``compact`` (VACUUM, then a truncating
+    checkpoint of the log) shrinks it, keeping every row left; a store another process is
+    writing to is left as it is (None), with nothing lost."""
+    import sqlite3
+
+    store = RunStore(tmp_path / "runs.sqlite")
+    gone, kept = store.create_run({}), store.create_run({})
+    for rid in (gone, kept):
+        store.log_many(rid, [("loss", step, step * 0.5) for step in range(20_000)])
+        store.set_status(rid, "finished")
+    before = store.metrics(kept)
+    store.delete_runs([gone])
+    size, small = store.compact()
+    assert small < 0.7 * size, (size, small)
+    assert store.metrics(kept) == before
+    store.delete_runs([kept])
+    other = sqlite3.connect(store.path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")            # a writer holding the store's write lock
+    try:
+        assert store.compact(timeout=0.2) is None
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    assert store.list_runs() == [] and store.compact() is not None
