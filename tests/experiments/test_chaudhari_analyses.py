@@ -445,6 +445,20 @@ def test_remark_6_38_compares_both_cifar_spectra_with_both_mnist_ones():
     assert [v for claim, v in spread.items() if claim.startswith("CIFAR-100")] == [False]
 
 
+def test_the_variance_of_a_diffusion_spectrum_is_the_mean_over_the_seeds():
+    """Each seed's D(x) has its own spectrum: the variance the table shows and the claims
+    compare is the mean of the seeds' variances, as the rank and the trace are means."""
+    from sgdlab.experiments.procedures.chaudhari import diffusion_spectrum
+
+    a = _spectrum_run("small-fc", 0.5, [1.0, 3.0])          # variance 1
+    b = _spectrum_run("small-fc", 0.5, [1.0, 7.0])          # variance 9
+    b.seed, b.key = 1, "small-fc@100-1"
+    an = diffusion_spectrum(SimpleNamespace(paper=PAPER, options={}), [a, b])
+    (row,) = an.tables[0].rows
+    assert row[-1] == pytest.approx(5.0)
+    assert "first seed" in an.tables[0].caption
+
+
 # --- thesis §6.3.3: the spectra of a recorded trajectory -------------------------------------
 @pytest.mark.parametrize("every_epochs", [1, None])
 def test_trajectory_spectra_refuse_snapshots_of_two_cadences(tmp_path, every_epochs):

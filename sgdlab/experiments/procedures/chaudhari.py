@@ -213,9 +213,13 @@ def diffusion_spectrum(spec, runs: list[StoredRun]) -> Analysis:
         ev = np.asarray(r0.data.get("diffusion_eigenvalues", []), float)
         d = int(r0.summary.get("diffusion_dim", 0))
         n = int((r0.params.get("final") or [{}])[0].get("samples") or 0) or None
+        # each seed's spectrum has its own spread: the mean over seeds, as for the rank
+        spreads = [float(np.var(e)) for e in
+                   (np.asarray(r.data.get("diffusion_eigenvalues", []), float) for r in rs)
+                   if e.size]
         v = {"rank": stat(rs, "diffusion_rank")[0], "rank_fraction":
              stat(rs, "diffusion_rank_fraction")[0], "trace": stat(rs, "diffusion_trace")[0],
-             "eig_variance": float(np.var(ev)) if ev.size else float("nan")}
+             "eig_variance": float(np.mean(spreads)) if spreads else float("nan")}
         v["mean_eig"] = v["trace"] / d if d else float("nan")
         by_net.setdefault(net, {})[pct] = v
         if pct == 100.0:
@@ -248,12 +252,16 @@ def diffusion_spectrum(spec, runs: list[StoredRun]) -> Analysis:
                 claim=f"the spectra at 20%, 40% and 100% of training are almost "
                       f"indistinguishable (Tr D and rank within a factor {factor:g})"))
     concl += check_claims(o.get("claims", []), vals)
+    several = any(len(rs) > 1 for rs in groups.values())
     table = Table("diffusion_spectrum", ["network", "training", "d", "samples N",
                                          "numerical rank", "rank / d", "Tr D", "Tr D / d",
-                                         "variance of nonzero λ"], rows)
+                                         "variance of nonzero λ"], rows,
+                  caption="means over each run's seeds" + ("; the figure shows the first "
+                                                            "seed's spectrum" if several else ""))
     fig = curves({g: s for g, s in spectra.items() if s[0]}, xlabel="index i",
                  ylabel="λ_i(D)", logx=True, logy=True,
-                 title="Diffusion-matrix eigenvalues (Chaudhari Figs. 6.1-6.2)")
+                 title="Diffusion-matrix eigenvalues (Chaudhari Figs. 6.1-6.2)"
+                       + (", first seed" if several else ""))
     return Analysis(tables=[table], figures=[("diffusion_spectrum", fig)], conclusions=concl)
 
 
