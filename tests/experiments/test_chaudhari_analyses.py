@@ -289,6 +289,21 @@ def test_the_gradient_norm_ends_are_means_of_records():
     assert drop5 == pytest.approx(start / end, rel=1e-9)
 
 
+def test_the_gradient_norm_drop_of_several_seeds_is_the_mean_of_theirs():
+    """The drop factor in the table and the verdict is the mean of the seeds' factors, as the
+    other columns are means over the seeds; the first seed's alone would pass (3 < 5) where
+    the mean of 3 and 9 does not."""
+    steady, steep = _trajectory_run(0.03), _trajectory_run(0.09)
+    steep.seed, steep.key = 1, "tiny-fc-1"
+    spec = SimpleNamespace(paper=PAPER, options={"grad_norm_drop_below": 5,
+                                                 "grad_norm_mean_of": 1})
+    res = trajectory(spec, [steady, steep])
+    (c,) = [c for c in res.conclusions if "gradient norm" in c.claim]
+    (row,) = res.tables[0].rows
+    assert row[-3:] == pytest.approx([0.06, 0.01, 6.0], rel=1e-9)
+    assert c.agrees_with_paper is False and "means over 2 seeds" in c.text
+
+
 def test_iterate_correlations_no_larger_than_a_brownian_paths_say_so():
     """Correlation at large lags is the thesis' sign that SGD is not Brownian; a fraction no
     larger than the Brownian reference's is said not to separate the two."""

@@ -14,7 +14,7 @@ from sgdlab.experiments.plots import curves, histogram
 from sgdlab.experiments.procedures import (Procedure, RunOutput, StoredRun, register_analysis,
                                            register_procedure)
 from sgdlab.experiments.procedures.common import by_group, check_claims, finite, stat, x_axis
-from sgdlab.report.tables import Table
+from sgdlab.report.tables import Table, mean_std
 
 
 @register_procedure("replicas")
@@ -310,6 +310,14 @@ def _grad_norm_drop(r: StoredRun, start: tuple[str, float] | None, mean_of: int
     return first, last, first / last if last > 0 else float("inf")
 
 
+def _mean_drop(runs: list[StoredRun], start: tuple[str, float] | None, mean_of: int
+               ) -> tuple[float, float, float]:
+    """:func:`_grad_norm_drop`'s (start, end, ratio), each the mean over the ``runs`` that
+    have one (NaN where none has)."""
+    ends = [_grad_norm_drop(r, start, mean_of) for r in runs]
+    return tuple(mean_std([e[i] for e in ends])[0] for i in range(3))
+
+
 @register_analysis("chaudhari_trajectory")
 def trajectory(spec, runs: list[StoredRun]) -> Analysis:
     """Thesis §6.3.3, Fig. 6.3, after the burn-in: (a) the spectrum of the increments is not
@@ -346,7 +354,9 @@ def trajectory(spec, runs: list[StoredRun]) -> Analysis:
                                   n=d["n_increments"])
         ac = SimpleNamespace(lags=d["acf_lags"], mean=d["acf_mean"], std=d["acf_std"],
                              band=d["acf_band"], n=d["n_increments"])
-        figs.append((f"trajectory_{g}", trajectory_figure(spec_ns, ac, title=g)))
+        # the figures draw one trajectory's spectra: the first seed's, where there are several
+        one = f"{g}, first seed" if len(rs) > 1 else g
+        figs.append((f"trajectory_{g}", trajectory_figure(spec_ns, ac, title=one)))
         lags = d.get("iterate_acf_lags", [])
         if lags:
             band = float(d["iterate_acf_band"])
@@ -354,7 +364,7 @@ def trajectory(spec, runs: list[StoredRun]) -> Analysis:
                 {"SGD iterates": (lags, d["iterate_acf_mean"], d["iterate_acf_std"]),
                  "Brownian path (same n)": (lags, d["brownian_acf_mean"], None)},
                 xlabel="lag (snapshots)", ylabel="autocorrelation of x_k",
-                title=f"{g}: autocorrelation of the iterates (Fig. 6.3b)")
+                title=f"{one}: autocorrelation of the iterates (Fig. 6.3b)")
             ax = fig.axes[0]
             # the band is ±: the test counts |ACF| above it (Fig. 6.3b's dotted red lines)
             ax.axhspan(-band, band, color="tab:gray", alpha=0.2, lw=0,
@@ -365,18 +375,20 @@ def trajectory(spec, runs: list[StoredRun]) -> Analysis:
         if gn:
             steps, vals = zip(*gn)
             figs.append((f"grad_norm_{g}", curves(
-                {"‖∇f‖ (full batch)": (steps, vals, None)}, xlabel="step", ylabel="‖∇f(x_k)‖",
-                logx=True, logy=True, title=f"{g}: full gradient norm (Fig. 6.3c)")))
+                {"‖∇f‖ (full batch)": (steps, vals, None)}, xlabel="step",
+                ylabel="‖∇f(x_k)‖", logx=True, logy=True,
+                title=f"{one}: full gradient norm (Fig. 6.3c)")))
         lf_r = stat(rs, "low_frequency_ratio")[0]
         lf_p = stat(rs, "low_frequency_p_value")[0]
         lf = [bool(r.summary.get("low_frequency_excess")) for r in rs]
         it = stat(rs, "iterate_acf_fraction_outside")[0]
         bm = stat(rs, "brownian_iterate_acf_fraction_outside")[0]
+        # each seed's ends and drop, then their means over the seeds (the other columns' rule)
         if window == "whole-run":
-            first, last, drop = _grad_norm_drop(r0, None, mean_of)
+            first, last, drop = _mean_drop(rs, None, mean_of)
             since = "the first record"
         elif (start := burnin_end(r0.params)) is not None:
-            first, last, drop = _grad_norm_drop(r0, start, mean_of)
+            first, last, drop = _mean_drop(rs, start, mean_of)
             since = f"{start[0]} {start[1]:g} (the end of the burn-in)"
         else:
             first = last = drop = float("nan")
@@ -397,7 +409,8 @@ def trajectory(spec, runs: list[StoredRun]) -> Analysis:
             claim="the iterates are significantly correlated even at very large lags"))
         concl.append(Conclusion(
             f"{g}: the full gradient norm goes {first:.3g} → {last:.3g} from {since} to the "
-            f"end, means of {mean_of} records (a factor {drop:.2f})",
+            f"end, means of {mean_of} records (a factor {drop:.2f})"
+            + (f"; means over {len(rs)} seeds" if len(rs) > 1 else ""),
             agrees_with_paper=(drop < drop_max) if finite(drop) else None,
             claim=f"the gradient norm stays large: it drops by less than a factor "
                   f"{drop_max:g} (the thesis: about 3)"))
@@ -405,7 +418,9 @@ def trajectory(spec, runs: list[StoredRun]) -> Analysis:
                                  "low-frequency power ratio", "low-frequency p",
                                  "increment ACF outside band", "iterate ACF outside band",
                                  "same for a Brownian path", "‖∇f‖ start", "‖∇f‖ end",
-                                 "drop factor"], rows)
+                                 "drop factor"], rows,
+                  caption="means over each run's seeds (the drop factor: of the seeds' "
+                          "factors)")
     return Analysis(tables=[table], figures=figs, conclusions=concl)
 
 
