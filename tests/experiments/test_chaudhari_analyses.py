@@ -24,6 +24,33 @@ def stored(label="r", params=None, summary=None, metrics=None, data=None) -> Sto
                      data=data or {})
 
 
+# --- thesis Example 6.43, Fig. 6.4 -----------------------------------------------------------
+def _double_well_run(seed: int, w: float, se: float, histogram: list[list[float]]) -> StoredRun:
+    r = stored("λ=1.5", {"lam": 1.5},
+               {"total_variation": 0.01, "angular_velocity": w, "angular_velocity_exact": 1.0,
+                "angular_velocity_se": se, "drift_zeros": [[0.0, 0.0]]},
+               data={"histogram": histogram, "stationary": [[0.25, 0.25], [0.25, 0.25]],
+                     "edges1": [-1.0, 0.0, 1.0], "edges2": [-1.0, 0.0, 1.0]})
+    r.seed, r.key = seed, f"dw{seed}"
+    return r
+
+
+def test_the_double_well_current_of_several_seeds_weighs_the_error_of_their_mean():
+    """The mean angular velocity over the seeds is judged against the standard error of that
+    mean, sqrt(Σ se²)/n, not against the first seed's own error; the figure's histogram is
+    the seeds' chains pooled."""
+    from sgdlab.experiments.procedures.landscape_runs import double_well_analysis
+
+    runs = [_double_well_run(0, 1.2, 0.04, [[1.0, 0.0], [0.0, 0.0]]),
+            _double_well_run(1, 1.3, 0.03, [[0.0, 0.0], [0.0, 1.0]])]
+    an = double_well_analysis(SimpleNamespace(paper=PAPER, options={}), runs)
+    (c,) = [c for c in an.conclusions if "circulate" in c.claim]
+    # |1.25 − 1| = 0.25 against 5 · 0.025 + 0.1 (the first seed's 0.04 would allow 0.3)
+    assert "1.250 ± 0.025" in c.text and c.agrees_with_paper is False
+    (_, fig), = an.figures
+    assert sorted(fig.axes[0].collections[0].get_array().ravel()) == [0, 0, 0.5, 0.5]
+
+
 # --- thesis §4.5.1, Example 4.13 ------------------------------------------------------------
 def _pde_run(beta: float) -> StoredRun:
     params = {"t": 0.5, "beta": beta, "points": 121}
