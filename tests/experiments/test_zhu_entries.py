@@ -306,6 +306,42 @@ def test_rmsprop_sgd_claims_by_hand():
     assert sharp.agrees_with_paper is True and "0.0021" in sharp.text
 
 
+# --- zhu-alignment-cubic, zhu-noise-vs-gradient: figures of several seeds -------------------
+def _aligned(seed: int, cos: float, h: float, s: float, residual: float) -> StoredRun:
+    return run("g", seed, summary={"num_params": 10},
+               metrics={"align/cos_1": [(10, cos)], "align/hess_norm_eig_1": [(10, h)],
+                        "align/sigma_norm_eig_1": [(10, s)], "align/residual": [(10, residual)]})
+
+
+def test_the_alignment_figure_of_several_seeds_shows_the_tables_means():
+    """The end-of-training alignment bars are the table's means over the seeds, and the
+    figure says so; the first seed's values alone would disagree with the table beside it."""
+    from sgdlab.experiments.procedures.zhu import zhu_alignment
+
+    runs = [_aligned(0, 0.9, 0.8, 0.6, 0.2), _aligned(1, 0.5, 0.4, 0.2, 0.6)]
+    res = zhu_alignment(SimpleNamespace(paper={}, options={}), runs)
+    fig = dict(res.figures)["alignment_g"]
+    (bar,) = fig.axes[0].patches
+    assert bar.get_height() == pytest.approx(0.7)
+    hess, sigma = (line.get_ydata() for line in fig.axes[1].get_lines())
+    assert list(hess) == pytest.approx([0.6]) and list(sigma) == pytest.approx([0.4])
+    assert "mean over 2 seeds" in fig.get_suptitle()
+    assert "e(U_k, V_k) = 0.4 of 1" in fig.get_suptitle()
+
+
+def test_the_noise_magnitude_figure_says_it_shows_the_first_seed():
+    from sgdlab.experiments.procedures.zhu import zhu_noise_magnitude
+
+    pts = {"noise/grad_norm": [(t, 1.0) for t in range(9)],
+           "noise/noise_norm": [(t, 2.0) for t in range(9)]}
+    spec = load_experiment("zhu-noise-vs-gradient", "cpu")
+    (_, one), = zhu_noise_magnitude(spec, [run("r", 0, metrics=pts)]).figures
+    (_, two), = zhu_noise_magnitude(spec, [run("r", s, metrics=pts) for s in (0, 1)]).figures
+    assert "seed" not in one.axes[0].get_title()
+    assert one.axes[0].get_title().startswith("r:")
+    assert two.axes[0].get_title().startswith("r, first seed:")
+
+
 # --- zhu-noise-vs-gradient: "overwhelmingly" as a named reading -------------------------------
 def test_noise_dominance_readings_by_hand():
     from sgdlab.experiments.procedures.zhu import zhu_noise_magnitude
