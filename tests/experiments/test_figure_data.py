@@ -1,6 +1,7 @@
 """What the analyses' figures plot (the data behind the lines and markers, not pixels)."""
 from __future__ import annotations
 
+import copy
 from types import SimpleNamespace
 
 import matplotlib.pyplot as plt
@@ -101,6 +102,12 @@ def test_the_spin_glass_embeds_each_distinct_minimum_once_with_its_multiplicity(
     assert np.allclose(pts.get_sizes() ** 2 / pts.get_sizes()[1] ** 2, [5, 1, 2])
     assert sorted(t.get_text() for t in ax.texts) == ["×2", "×5"]
     assert ax.get_title().endswith("3 distinct minima from 8 starts")
+    plt.close(fig)
+    # with several seeds the figure embeds the first seed's glass, and says so
+    r1 = copy.deepcopy(r)
+    r1.seed, r1.key = 1, "glassy-1"
+    (name, fig), = pspin_analysis(spec, [r, r1]).figures
+    assert fig.axes[0].get_title().startswith("glassy (ν=0.05, seed 0)")
     plt.close(fig)
 
 

@@ -103,6 +103,9 @@ def test_walk_claims_on_cosines_distance_and_floor():
     assert runs[0].summary["floor_rise_fraction"] == 0.0
     assert runs[2].summary["floor_rise_fraction"] == pytest.approx(20 / 39)
     assert runs[0].summary["valley_floors"] == 40
+    # the walk plots draw one run per group, and say which seed it is
+    (_, fig), = res.figures
+    assert [ax.get_title() for ax in fig.axes[:2]] == ["gd (seed 0)", "sgd (seed 0)"]
 
 
 def test_walk_barrier_fraction_covers_the_walks_updates_not_gds_first_epoch():
@@ -287,6 +290,9 @@ def test_interpolation_outward_basin_widths():
     assert runs[0].summary["width_A"] == pytest.approx(0.5, abs=0.01)     # √(2·0.5/4)
     assert runs[0].summary["width_B"] == pytest.approx(0.2, abs=0.01)     # √(2·0.5/25)
     assert [c.agrees_with_paper for c in res.conclusions] == [True, True]
+    # one interpolation per pair is drawn: the title names its seed
+    titles = [fig.axes[0].get_title() for _, fig in res.figures]
+    assert titles == ["A → B (seed 0)", "A → B (seed 0)"]
 
 
 def test_measurement_subset_with_a_seed_is_random_and_fixed():

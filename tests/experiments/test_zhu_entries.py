@@ -342,6 +342,22 @@ def test_the_noise_magnitude_figure_says_it_shows_the_first_seed():
     assert two.axes[0].get_title().startswith("r, first seed:")
 
 
+def test_the_escape_trajectories_of_several_seeds_name_the_seed_they_draw():
+    """Each seed draws its own data shifts (its own minima): the panel of one method draws
+    the chains of one seed, and says which."""
+    from sgdlab.experiments.procedures.landscape_runs import zhu_escape_analysis
+
+    runs = _escape_runs({"sgd": [[5, 6], [7, 8]]})
+    for r in runs:
+        r.data.update({"trajectories": [[[0.0, 0.0], [1.0, 1.0]]],
+                       "sharp_minimum": [0.0, 0.0], "flat_minimum": [1.0, 1.0]})
+    spec = SimpleNamespace(paper={"claim": "x", "figure": "Fig. 3"}, options={})
+    fig = dict(zhu_escape_analysis(spec, runs).figures)["escape_trajectories"]
+    assert fig.axes[0].get_title().endswith(", seed 0")
+    fig = dict(zhu_escape_analysis(spec, runs[:1]).figures)["escape_trajectories"]
+    assert "seed" not in fig.axes[0].get_title()
+
+
 # --- zhu-noise-vs-gradient: "overwhelmingly" as a named reading -------------------------------
 def test_noise_dominance_readings_by_hand():
     from sgdlab.experiments.procedures.zhu import zhu_noise_magnitude

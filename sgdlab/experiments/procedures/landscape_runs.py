@@ -245,13 +245,13 @@ def zhu_escape_analysis(spec, runs) -> Analysis:
     if runs[0].data.get("trajectories"):
         fig, axes = panels(len(groups))
         for ax, (m, rs) in zip(axes, groups.items()):
-            d = rs[0].data
+            d = rs[0].data          # one seed's chains (its own data shifts and minima)
             for tr in d.get("trajectories", []):
                 xs, ys = zip(*tr)
                 ax.plot(xs, ys, lw=0.7)
             ax.plot(*d["sharp_minimum"], "k^", label="sharp min")
             ax.plot(*d["flat_minimum"], "ks", label="flat min")
-            ax.set_title(names[m], fontsize=9)
+            ax.set_title(names[m] + (f", seed {rs[0].seed}" if len(rs) > 1 else ""), fontsize=9)
             ax.set(xlabel="w₁", ylabel="w₂")      # the paper's L(w₁, w₂), App. B
         axes[0].legend(fontsize=7, title="one line per run", title_fontsize=7)
         fig.tight_layout()
@@ -764,7 +764,8 @@ def pspin_analysis(spec, runs) -> Analysis:
                      r0.summary["starts"], stat(rs, "converged")[0],
                      stat(rs, "cosine_distance")[0],
                      stat(rs, "energy_min")[0], stat(rs, "energy_spread")[0]])
-        name = f"{g} (ν={r0.summary['nu']:.3g})"
+        # the figure embeds one glass's minima: the first seed's, where there are several
+        name = f"{g} (ν={r0.summary['nu']:.3g}" + (f", seed {r0.seed})" if len(rs) > 1 else ")")
         emb[name], en[name] = r0.data["embedding"], r0.data["energies"]
         cnt[name], sizes[name] = r0.summary["distinct_minima"], r0.data["basin_sizes"]
     table = Table("pspin", ["regime", "ν", "distinct minima", "starts", "converged",

@@ -164,7 +164,8 @@ def xing_walk(spec, runs: list[StoredRun]) -> Analysis:
     groups, vals, concl = _claims(spec, runs, [m for m, _ in metrics])
     summary = summary_table("walk_summary", groups, metrics,
                             caption="mean and std over seeds")
-    fig = walk_figure({g: rs[0].metrics for g, rs in groups.items()},
+    fig = walk_figure({(f"{g} (seed {rs[0].seed})" if len(rs) > 1 else g): rs[0].metrics
+                       for g, rs in groups.items()},
                       max_steps=o.get("max_steps"), floor=reading,
                       title=f"{spec.paper['author']} {spec.paper['figure']}")
     table = walk_epoch_table({f"{r.group} (seed {r.seed})": r.metrics for r in runs})
