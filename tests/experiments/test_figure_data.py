@@ -195,6 +195,23 @@ def test_a_batch_size_schedule_reads_as_words_in_the_equal_ratio_table():
                                       "640"]
 
 
+def test_a_mean_curve_in_epochs_goes_on_past_a_first_seed_that_stopped_early():
+    """The seeds share the map from steps to epochs, but a seed that diverged holds it only
+    up to its stop: the others' curve after it is drawn at their own epochs, not piled onto
+    the first seed's last one."""
+    def r(seed, last):
+        steps = range(10, last + 1, 10)
+        return run("sgd", seed, {}, {"train_loss": [(s, 1.0 / s) for s in steps],
+                                     "epoch": [(s, s / 10) for s in steps]},
+                   summary={"steps": last})
+    spec = SimpleNamespace(options={"table": [], "curves": ["train_loss"], "curve_x": "epoch"},
+                           paper={"figure": "Fig. 0"})
+    (_, fig), = compare_groups(spec, [r(0, 20), r(1, 40)]).figures
+    (line,) = fig.axes[0].get_lines()
+    assert list(line.get_xdata()) == [1.0, 2.0, 3.0, 4.0]
+    plt.close(fig)
+
+
 def test_compare_groups_bars_are_the_seed_means_with_their_std_as_error_bars():
     def r(label, seed, best, final):
         return run(label, seed, {}, {"test_acc": [(1, final - 0.1), (2, best), (3, final)],

@@ -647,6 +647,14 @@ def x_axis(run: StoredRun, steps: list[float], kind: str) -> list[float]:
     return np.interp(steps, s, v).tolist()
 
 
+def group_x_axis(runs: list[StoredRun], steps: list[float], kind: str) -> list[float]:
+    """:func:`x_axis` of a group's mean curve: the seeds share the map from steps to epochs,
+    but a seed that stopped early (diverged) holds it only up to its stop, past which its
+    ``x_axis`` would pile every later step onto its last epoch; so it is read from the seed
+    that took the most steps (the first of them)."""
+    return x_axis(max(runs, key=_steps_done), steps, kind) if runs else list(steps)
+
+
 def schedule_lr(runs: list[StoredRun]) -> tuple[list[float], list[float]] | None:
     """The learning rate of every optimizer step 0..T of ``train`` runs sharing one schedule
     (the seeds of a group), evaluated from the first run's ``schedule`` parameters

@@ -38,8 +38,9 @@ from sgdlab.experiments.plots import curves, grouped_bars
 from sgdlab.experiments.procedures import StoredRun, register_analysis
 from sgdlab.experiments.procedures.common import (add_references, by_group, check_claims,
                                                   claim_metrics, curve_label, curve_name,
-                                                  mean_curve, schedule_lr, seeds_label, stat,
-                                                  summary_table, values_by_group, x_axis)
+                                                  group_x_axis, mean_curve, schedule_lr,
+                                                  seeds_label, stat, summary_table,
+                                                  values_by_group, x_axis)
 from sgdlab.experiments.spec import get_dotted
 
 DEFAULT_TABLE = [["train_loss", "train loss"], ["test_loss", "test loss"],
@@ -217,7 +218,7 @@ def compare_groups(spec, runs: list[StoredRun]) -> Analysis:
                                    else mean_curve(rs, metric, counts=True))
             if steps:
                 # seeds that diverged or stopped early leave the mean: the legend says so
-                xs = x_axis(rs[0], steps, o.get("curve_x", "step"))
+                xs = group_x_axis(rs, steps, o.get("curve_x", "step"))
                 series[seeds_label(g, n, len(rs))] = (
                     xs, mean, std if len(rs) > 1 and std is not None else None)
         fig = curves(series, xlabel=o.get("curve_x", "step"), ylabel=curve_label(metric, o),

@@ -20,8 +20,8 @@ from sgdlab.experiments.plots import curves, panels
 from sgdlab.errors import ConfigError
 from sgdlab.experiments.procedures import StoredRun, register_analysis
 from sgdlab.experiments.procedures.common import (add_references, by_group, check_claims,
-                                                  finite, group_curves, stat, values_by_group,
-                                                  x_axis)
+                                                  finite, group_curves, group_x_axis, stat,
+                                                  values_by_group)
 from sgdlab.experiments.spec import get_dotted
 from sgdlab.report.figures.axes import log_scale
 from sgdlab.report.tables import Table
@@ -283,7 +283,7 @@ def epoch_curves(spec, groups, names: list[str]) -> list[tuple[str, Any]]:
 
 
 def _epochs(group: str, runs: list[StoredRun], steps: list[float]) -> list[float]:
-    return x_axis(runs[0], steps, "epoch")
+    return group_x_axis(runs, steps, "epoch")
 
 
 # --- model interpolation (Fig. 4) -------------------------------------------------------------

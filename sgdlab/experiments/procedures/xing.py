@@ -20,9 +20,9 @@ from sgdlab.experiments.analysis import Analysis, Conclusion
 from sgdlab.experiments.plots import curves, panels
 from sgdlab.experiments.procedures import StoredRun, register_analysis
 from sgdlab.experiments.procedures.common import (add_references, by_group, check_claims,
-                                                  continuation_curves, finite, mean_curve,
-                                                  seeds_label, summary_table, values_by_group,
-                                                  x_axis)
+                                                  continuation_curves, finite, group_x_axis,
+                                                  mean_curve, seeds_label, summary_table,
+                                                  values_by_group)
 from sgdlab.experiments.procedures.jastrzebski import (CLEAR_TREND, _spearman, epoch_curves,
                                                        ranked_over, trend_verdict)
 from sgdlab.measure.walk import VALLEY_FLOORS, has_valley_floor
@@ -289,7 +289,7 @@ def _hessian_norm_figure(spec, groups, modes: list[str]):
             steps, mean, std, n = mean_curve(rs, f"hess_norm_{m}", counts=True)
             if steps:
                 series[seeds_label(f"{g}, {m}-mode BN", n, len(rs))] = (
-                    x_axis(rs[0], steps, "epoch"), mean, std if len(rs) > 1 else None)
+                    group_x_axis(rs, steps, "epoch"), mean, std if len(rs) > 1 else None)
     fig = curves(series, xlabel="epoch", ylabel="Hessian spectral norm ‖H‖", logy=True,
                  title=f"{spec.paper['figure']}: ‖H‖, batch norm in train and eval mode")
     for line in fig.axes[0].get_lines():
