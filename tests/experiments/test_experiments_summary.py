@@ -112,12 +112,15 @@ def _sections(md: str) -> dict[str, str]:
     """Each entry's section of a RESULTS.md, up to the next section or part."""
     import re
 
+    from sgdlab.experiments.summary import END
+
     heads = list(re.finditer(r"^### ([a-z0-9-]+)$", md, re.M))
     out = {}
     for m, nxt in zip(heads, heads[1:] + [None]):
         end = nxt.start() if nxt is not None else len(md)
-        part = md.find("\n## ", m.start())
-        out[m[1]] = md[m.start():part if 0 <= part < end else end].rstrip("\n")
+        part = min((i for i in (md.find("\n## ", m.start()), md.find(f"\n{END}", m.start()))
+                    if 0 <= i < end), default=end)
+        out[m[1]] = md[m.start():part].rstrip("\n")
     return out
 
 
@@ -237,3 +240,130 @@ def test_results_md_parses_to_the_counts_of_its_totals_line():
         words = [w for _, _, w in entry.findings]
         assert entry.counts == (words.count("agrees"), words.count("disagrees"),
                                 words.count("inconclusive")), name
+
+
+def _page(generated: str) -> str:
+    # prose around the markers with what a rewrite could lose: CRLF, trailing blanks, no
+    # final newline, a marker quoted inside a line
+    from sgdlab.experiments.summary import END, START
+
+    return (f"# Results\r\n\r\nSay `{START}` to start.  \n\n{START}\n{generated}{END}\n\n"
+            "## Reading the disagreements\n\ntail ✓ without newline")
+
+
+def _bytes_outside(text: str) -> tuple[str, str]:
+    from sgdlab.experiments.summary import END, START
+
+    return text.split(f"\n{START}\n")[0], text.split(f"\n{END}\n")[1]
+
+
+def test_update_rewrites_between_the_markers_and_keeps_the_rest(tmp_path, capsys):
+    from sgdlab.experiments import summary
+
+    out = tmp_path / "out"
+    out.mkdir()
+    # folders named as `sgdlab run` names them: the entries still come in name order
+    cs = [{"text": "x 0.5", "agrees_with_paper": True, "claim": "c"}]
+    _write(out, {f"{n}-cpu": _result(n, cs, []) for n in ("e1", "e1-allcnn")})
+    assert [r["experiment"]["name"] for r in load_all(out)] == ["e1", "e1-allcnn"]
+    page = tmp_path / "RESULTS.md"
+    page.write_bytes(_page("1 experiments, 0 findings agree with the paper's claim, 1 "
+                           "disagree, 0 are inconclusive\n\n### e1\nold\n").encode())
+    before = page.read_bytes().decode()
+    assert summary.main([str(out), "--update", str(page)]) == 0
+    printed = capsys.readouterr().out
+    after = page.read_bytes().decode()
+    assert _bytes_outside(after) == _bytes_outside(before)
+    generated = results_markdown(load_all(out), command=None)
+    assert generated.startswith("2 experiments, 2 findings agree") and "Regenerate" not in generated
+    assert after == before.replace("1 experiments, 0 findings agree with the paper's claim, 1 "
+                                   "disagree, 0 are inconclusive\n\n### e1\nold\n", generated)
+    assert printed.splitlines() == [
+        f"summary: wrote the generated part of {page} (2 experiments, 2 agree / 0 disagree / "
+        "0 inconclusive; before: 1 experiments, 0 agree / 1 disagree / 0 inconclusive)",
+        'summary: README.md must now say "of 2 findings over 2 entries, 2 agree, 0 disagree '
+        'and 0 are inconclusive" (tests/test_readme.py checks it; --readme README.md writes it)']
+    assert summary.main([str(out), "--update", str(page)]) == 0          # idempotent
+    assert page.read_bytes().decode() == after
+    assert capsys.readouterr().out == (f"summary: {page} unchanged (2 experiments, 2 agree / 0 "
+                                       "disagree / 0 inconclusive)\n")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["RESULTS.md", "out"]
+
+
+def test_update_with_readme_sets_its_totals_sentence_and_with_compare_prints_the_moves(
+        tmp_path, capsys):
+    from sgdlab.experiments import summary
+
+    _write(tmp_path, {"e1": _result("e1", [{"text": "x", "agrees_with_paper": False,
+                                           "claim": "c"}], [])})
+    page, readme = tmp_path / "RESULTS.md", tmp_path / "README.md"
+    old = results_markdown(load_all(tmp_path), command=None)
+    page.write_bytes(_page(old.replace("| **disagrees** |", "| agrees |").replace(
+        "| 0 / 1 / 0 |", "| 1 / 0 / 0 |")).encode())
+    readme.write_text("Intro.\n\nThe page: of 7 findings over 3\nentries, 4 agree, 2 disagree "
+                      "and 1 are inconclusive; more.\n")
+    assert summary.main([str(tmp_path), "--update", str(page), "--readme", str(readme),
+                         "--compare", str(page)]) == 0
+    assert capsys.readouterr().out.splitlines()[:2] == ["e1: 1 / 0 / 0 -> 0 / 1 / 0",
+                                                        "  agrees -> disagrees: c"]
+    assert readme.read_text() == ("Intro.\n\nThe page: of 1 findings over 1\nentries, 0 "
+                                  "agree, 1 disagree and 0 are inconclusive; more.\n")
+    assert summary.main([str(tmp_path), "--update", str(page), "--readme", str(readme)]) == 0
+    assert capsys.readouterr().out.splitlines()[1] == f"summary: {readme} unchanged"
+
+
+def test_update_errors_leave_the_page_as_it_was(tmp_path, capsys):
+    from sgdlab.experiments import summary
+    from sgdlab.experiments.summary import END, START
+
+    out = tmp_path / "out"
+    out.mkdir()
+    _write(out, {"e1": _result("e1", [], [])})
+    page, readme = tmp_path / "RESULTS.md", tmp_path / "README.md"
+    readme.write_text("no such sentence\n")
+    good = _page("stale\n")
+    cases = [
+        (None, [], f"cannot read {page}: "),
+        ("# Results\n\nno markers\n", [], f"{page} has no line {START!r}: put the lines"),
+        (f"{START}\nx\n", [], f"{page} has no line {END!r}"),
+        (f"{END}\nx\n{START}\n", [], f"{page}: its end marker (line 1) comes before its start "
+                                     "marker (line 3)"),
+        (f"{START}\n{START}\n{END}\n", [], f"has the line {START!r} 2 times (lines 1, 2): keep "
+                                          "one start"),
+        (f"{START}\n{END}\nx\n{END}\n", [], f"has the line {END!r} 2 times (lines 2, 4)"),
+        (good.replace("stale", "### e0\nstale"), [],
+         f"{out} has no output of 1 entries that {page} lists (e0): --update rewrites"),
+        (good, ["--readme", str(readme)], f"{readme} has 0 sentences 'of N findings"),
+        (good, ["--command", "x"], "--command sets the printed page's `Regenerate:` line"),
+    ]
+    for text, more, message in cases:
+        page.unlink(missing_ok=True)
+        if text is not None:
+            page.write_bytes(text.encode())
+        assert summary.main([str(out), "--update", str(page), *more]) == 2, message
+        err = capsys.readouterr().err
+        assert err.startswith("summary: error: ") and message in err, (message, err)
+        assert (page.read_bytes().decode() if page.exists() else None) == text
+        assert readme.read_text() == "no such sentence\n"
+        assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+            ["out", "README.md"] + (["RESULTS.md"] if text is not None else []))
+    _write(out, {"e1-cpu": _result("e1", [], [])})                  # one entry, two folders
+    page.write_bytes(good.encode())
+    assert summary.main([str(out), "--update", str(page)]) == 2
+    assert f"{out} holds 2 outputs of e1 ({out / 'e1'}, {out / 'e1-cpu'})" in (
+        capsys.readouterr().err)
+    assert page.read_bytes().decode() == good
+    assert summary.main([str(out), "--readme", str(readme)]) == 2
+    assert "give --update PAGE" in capsys.readouterr().err
+
+
+def test_results_md_has_its_markers_once_around_the_generated_part():
+    from pathlib import Path
+
+    from sgdlab.experiments.summary import END, START, generated_span
+
+    md = (Path(__file__).resolve().parents[2] / "docs" / "RESULTS.md").read_text()
+    assert md.count(f"\n{START}\n") == 1 and md.count(f"\n{END}\n") == 1
+    start, end = generated_span(md, "docs/RESULTS.md")
+    assert md[start:end].startswith(f"{md.count(chr(10) + '### ')} experiments, ")
+    assert md[end:].startswith(f"{END}\n\n## Reading the disagreements\n")
