@@ -331,6 +331,23 @@ def test_the_gradient_norm_drop_of_several_seeds_is_the_mean_of_theirs():
     assert c.agrees_with_paper is False and "means over 2 seeds" in c.text
 
 
+def test_a_group_whose_first_seed_recorded_no_spectrum_is_read_from_the_next():
+    """A seed that diverged records no spectrum; the group is still analysed, from a seed that
+    did, and the figures name that seed."""
+    import matplotlib.pyplot as plt
+
+    diverged = stored("tiny-fc", _trajectory_params(100, 1), {}, {}, {})
+    kept = _trajectory_run(0.03)
+    kept.seed, kept.key = 1, "tiny-fc-1"
+    res = trajectory(SimpleNamespace(paper=PAPER, options={"grad_norm_drop_below": 5}),
+                     [diverged, kept])
+    (row,) = res.tables[0].rows
+    assert row[0] == "tiny-fc" and row[2] == 200
+    titles = [ax.get_title() for _, fig in res.figures for ax in fig.axes]
+    assert any("tiny-fc, seed 1" in t for t in titles), titles
+    plt.close("all")
+
+
 def test_iterate_correlations_no_larger_than_a_brownian_paths_say_so():
     """Correlation at large lags is the thesis' sign that SGD is not Brownian; a fraction no
     larger than the Brownian reference's is said not to separate the two."""

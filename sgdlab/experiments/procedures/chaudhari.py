@@ -345,17 +345,18 @@ def trajectory(spec, runs: list[StoredRun]) -> Analysis:
     groups = by_group(runs, key=lambda r: r.group)
     rows, figs, concl = [], [], []
     for g, rs in groups.items():
-        r0 = rs[0]
-        d = r0.data
-        if not d.get("spectrum_freqs"):
+        # a seed that diverged recorded no spectrum: the group is drawn from one that did
+        r0 = next((r for r in rs if r.data.get("spectrum_freqs")), None)
+        if r0 is None:
             continue
+        d = r0.data
         spec_ns = SimpleNamespace(freqs=d["spectrum_freqs"], mean=d["spectrum_mean"],
                                   std=d["spectrum_std"], num_coords=d["num_coords"],
                                   n=d["n_increments"])
         ac = SimpleNamespace(lags=d["acf_lags"], mean=d["acf_mean"], std=d["acf_std"],
                              band=d["acf_band"], n=d["n_increments"])
-        # the figures draw one trajectory's spectra: the first seed's, where there are several
-        one = f"{g}, first seed" if len(rs) > 1 else g
+        # the figures draw one trajectory's spectra: that seed is named, where there are several
+        one = f"{g}, seed {r0.seed}" if len(rs) > 1 else g
         figs.append((f"trajectory_{g}", trajectory_figure(spec_ns, ac, title=one)))
         lags = d.get("iterate_acf_lags", [])
         if lags:
