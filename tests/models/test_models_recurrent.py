@@ -4,6 +4,8 @@ from a run config (SGD, Entropy-SGD, Entropy-Adam), resuming, curvature and per-
 gradients."""
 from __future__ import annotations
 
+import copy
+import math
 import warnings
 
 import pytest
@@ -237,6 +239,76 @@ def test_the_registry_s_loss_gives_the_curvature_and_gradients_of_torch_s(opts):
                                      generator=torch.Generator().manual_seed(2))
               for loss in (ours, plain)]
     torch.testing.assert_close(le[0], le[1], rtol=1e-10, atol=1e-14)
+
+
+# --- Zaremba et al.'s step ------------------------------------------------------------------
+def successor_windows(n: int, t: int, vocab: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Windows that start at a random token and then follow the rule ``s ↦ (7 s + 3) mod
+    vocab`` (a permutation for vocab 20): every target is fixed by the token at its position,
+    while the tokens' frequencies are near uniform (the unigram entropy near ln vocab)."""
+    g = torch.Generator().manual_seed(seed)
+    stream = [torch.randint(0, vocab, (n,), generator=g)]
+    for _ in range(t):
+        stream.append((7 * stream[-1] + 3) % vocab)
+    s = torch.stack(stream, 1)
+    return s[:, :-1].contiguous(), s[:, 1:].contiguous()
+
+
+def _fit_successor_rule(lr: float, clip: float, *, t: int = 10, vocab: int = 20,
+                        steps: int = 200, dtype=torch.float32, dropout: float = 0.5) -> tuple:
+    """(model before, model after, dataset, final metrics) of ``steps`` SGD steps of the
+    cpu-scale ptb-lstm (2 × 100, init 0.05) as the ``train`` procedure takes them: sgdlab's
+    loss (the mean per token), batches of 20 (one step: all 200 windows), gradients clipped
+    to ``clip``."""
+    from sgdlab.losses import build_loss
+    from sgdlab.optim.registry import build_optimizer_for
+    from sgdlab.train.loop import train
+
+    xtr, ytr = successor_windows(200, t, vocab, 0)
+    xte, yte = successor_windows(40, t, vocab, 1)
+    ds = Dataset(xtr, ytr, xte, yte, {"name": "_successor", "task": "classification",
+                                      "input_shape": (t,), "num_outputs": vocab})
+    torch.manual_seed(0)
+    net = build_model("ptb-lstm", (t,), vocab, hidden=100, dropout=dropout,
+                      init_scale=0.05).to(dtype)
+    before = copy.deepcopy(net)
+    loss = build_loss(None, ds)
+    opt = build_optimizer_for("sgd", net, loss_fn=loss, data=ds.train, lr=lr)
+    res = train(net, loss, ds, opt, epochs=100, max_steps=steps,
+                batch_size=20 if steps > 1 else len(xtr), seed=0, clip_grad_norm=clip,
+                progress=False, eval_every=0)
+    return before, net, ds, res.final
+
+
+@pytest.mark.parametrize("clip", [0.05, 1000.0], ids=["clipped", "unclipped"])
+def test_zarembas_step_on_the_window_s_summed_loss_is_t_times_the_per_token_step_in_float64(
+        clip):
+    """Zaremba et al.'s Lua code back-propagates each of the T positions' batch-mean losses
+    with weight 1 (their sum) and clips that gradient; sgdlab's loss is the mean over the T
+    positions: their lr η and clip c are lr T η and clip c / T here, the same step."""
+    t, lr = 10, 1.0
+    before, after, ds, _ = _fit_successor_rule(t * lr, clip / t, t=t, steps=1,
+                                               dtype=torch.float64, dropout=0.0)
+    per_position = F.cross_entropy(before(ds.x_train), ds.y_train, reduction="none")
+    grads = torch.autograd.grad(per_position.sum(1).mean(), list(before.parameters()))
+    norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
+    assert (norm > clip) == (clip < 1)      # both sides of the clipping are exercised
+    # torch's clip_grad_norm_ divides by the norm + 1e-6 (of the per-token gradient, norm / T)
+    scale = min(1.0, clip / (norm + t * 1e-6))
+    for p, q, g in zip(before.parameters(), after.parameters(), grads):
+        torch.testing.assert_close(q, p - lr * g * scale, rtol=1e-10, atol=1e-13)
+
+
+def test_ptb_lstm_learns_a_successor_rule_at_zarembas_step_not_at_lr_1_per_token():
+    """At Zaremba et al.'s lr 1 and clip 5 (lr T and clip 5 / T on the per-token mean) 200
+    steps take the loss from the unigram entropy ln 20 = 3.0 to below a quarter of it (the
+    rule's is 0); lr 1 on the per-token mean is a step T times smaller and leaves it at the
+    unigram entropy (on text_words too: docs/design/data-models.md)."""
+    t, unigram = 10, math.log(20)
+    *_, zaremba = _fit_successor_rule(t * 1.0, 5.0 / t, t=t)
+    *_, per_token = _fit_successor_rule(1.0, 5.0, t=t)
+    assert zaremba["train_loss"] < 0.25 * unigram and zaremba["test_loss"] < 0.25 * unigram
+    assert per_token["train_loss"] > 0.9 * unigram
 
 
 # --- training from a run config -------------------------------------------------------------
