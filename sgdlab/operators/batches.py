@@ -369,20 +369,24 @@ def check_model_data(model: nn.Module, loss_fn: object, data: Data) -> None:
     found on the first samples (:func:`_first_samples`) before a measurement computes anything:
     inputs of another floating dtype than the model's parameters that the model refuses
     (as :func:`dtype_refusal`, where torch would fail mid-measurement: "mat1 and mat2 must
-    have the same dtype"), and targets of another shape than the outputs of an element-wise
+    have the same dtype"), targets of another shape than the outputs of an element-wise
     loss (:func:`check_target_shape`, training's check: torch only warns, and the loss,
-    gradients and curvature would be those of every output against every target). One no-grad,
-    eval-mode forward pass of those samples at most, run for an element-wise loss or inputs
-    of another dtype only, and shared by both checks."""
+    gradients and curvature would be those of every output against every target), and a
+    loss of one's own that returns a value per sample (:func:`loss_value_refusal`; a torch
+    loss says its reduction, :func:`check_loss_reduction`). One no-grad, eval-mode forward
+    pass of those samples at most, run for an element-wise loss, a loss of one's own or inputs
+    of another dtype only, and shared by the checks."""
     first = _first_samples(data)
     param = next(model.parameters(), None)
     if first is None or param is None or not len(first[0]):
         return
-    x, y = first[0].to(param.device), first[1]
+    x, y = first[0].to(param.device), first[1].to(param.device)
     dtype = _other_dtype(model, x)
     # a loader with batch_size=None gives its samples one by one, without a batch axis
-    shapes = is_elementwise(loss_fn) and getattr(data, "batch_sampler", True) is not None
-    if dtype is None and not shapes:
+    batched = getattr(data, "batch_sampler", True) is not None
+    shapes = is_elementwise(loss_fn) and batched
+    own = loss_reduction(loss_fn) is None and batched
+    if dtype is None and not shapes and not own:
         return
     try:
         out = _probe_forward(model, x)
@@ -390,8 +394,38 @@ def check_model_data(model: nn.Module, loss_fn: object, data: Data) -> None:
         if dtype is not None and isinstance(e, RuntimeError):
             raise _dtype_error(dtype, x, str(e).splitlines()[0]) from e
         return      # a model that cannot run on two samples: the measurement reports it
+    where = f" on the data's first {len(x)} samples"
     if shapes and isinstance(out, Tensor):
-        check_target_shape(loss_fn, out, y, where=f" on the data's first {len(x)} samples")
+        check_target_shape(loss_fn, out, y, where=where)
+    if own:
+        refusal = loss_value_refusal(loss_fn, out, y, where=where)
+        if refusal is not None:
+            raise refusal
+
+
+def loss_value_refusal(loss_fn: object, outputs: object, targets: Tensor, *,
+                       where: str = "") -> UserError | None:
+    """The :class:`UserError` for a loss whose value on ``outputs`` and ``targets`` is not one
+    number (a value per sample or per position: a function of one's own without its mean),
+    which every consumer takes for the batch's mean loss; None otherwise, and for a loss that
+    fails on them (the caller's own pass reports that)."""
+    try:
+        with torch.no_grad():
+            value = loss_fn(outputs, targets)
+    except Exception:
+        return None
+    if isinstance(value, Tensor) and value.numel() == 1:
+        return None
+    name = loss_name(loss_fn)
+    if not isinstance(value, Tensor):
+        return UserError(
+            f"loss_fn {name} returns a {type(value).__name__}{where}: training and the "
+            "measurements differentiate its value, the batch's mean loss; return a 0-dim "
+            "tensor computed from the outputs")
+    return UserError(
+        f"loss_fn {name} returns a tensor of shape {tuple(value.shape)}{where}, not one "
+        "number: training and the measurements take its value as the batch's mean loss (a "
+        "0-dim tensor); return the mean over the samples (.mean())")
 
 
 def iterate_batches(data: Data, device: torch.device | None = None) -> Iterator[Batch]:

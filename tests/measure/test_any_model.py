@@ -488,6 +488,27 @@ def test_a_loss_per_sample_is_refused_with_its_remedy(form):
                 fn(model, per_sample, d)
 
 
+def test_a_loss_function_of_ones_own_returning_a_loss_per_sample_is_named():
+    # a plain function says no reduction: each measurement failed inside autograd or a
+    # comparison ("grad can be implicitly created only for scalar outputs", "Boolean value of
+    # Tensor with more than one value is ambiguous"); with its mean it is measured
+    model, _, data = make("residual")
+    per_sample = lambda out, y: F.cross_entropy(out, y, reduction="none")  # noqa: E731
+    mean = lambda out, y: F.cross_entropy(out, y, reduction="none").mean()  # noqa: E731
+    for fn in loss_reading_measurements(params_vector(model)) + [
+            M.hessian_top_eigenvalue, M.gradient_covariance, M.batch_statistics,
+            lambda *a: M.noise_magnitude(*a, 0.1, 2),
+            lambda *a: M.sigma_hessian_alignment(*a, 1)]:
+        for d in (data, two_batches(data)):
+            with pytest.raises(UserError, match=r"loss_fn <lambda> returns a tensor of shape "
+                                                r"\(2,\) on the data's first 2 samples, not one "
+                                                r"number.*\.mean\(\)"):
+                fn(model, per_sample, d)
+    close(M.dense_hessian(model, mean, data), M.dense_hessian(model, nn.CrossEntropyLoss(), data))
+    with pytest.raises(UserError, match=r"returns a float .*return a 0-dim tensor"):
+        M.mean_loss(model, lambda out, y: 1.0, data)
+
+
 def test_a_dataset_record_or_a_longer_tuple_given_as_data_is_named():
     # a sgdlab Dataset (what train() takes) failed on "'Dataset' object is not iterable"; an
     # (x, y, w) tuple on "batch 0 is not an (inputs, targets) pair of tensors (got Tensor)"

@@ -702,6 +702,31 @@ def test_a_loss_that_is_not_the_batch_mean_is_refused(reduction, form):
     with pytest.raises(UserError, match=f"reduction='{reduction}'.*reduction='mean'"):
         train_replicas(model, loss_fn, data, ParleConfig(replicas=1), epochs=1)
 
+@pytest.mark.parametrize("opt", ["sgd", "entropy_sgd"])
+def test_a_loss_function_of_ones_own_returning_a_loss_per_sample_is_named(tmp_path, opt):
+    # a plain function has no reduction to read: it failed at the first evaluation or step on
+    # torch's "output with shape [] doesn't match the broadcast shape [60]" or "grad can be
+    # implicitly created only for scalar outputs"
+    from sgdlab.optim import build_optimizer
+    data, model = toy_data(), make_model()
+    per_sample = lambda out, y: F.cross_entropy(out, y, reduction="none")  # noqa: E731
+    store = RunStore(tmp_path / "runs.sqlite")
+    with pytest.raises(UserError, match=r"loss_fn <lambda> returns a tensor of shape \(2,\) on "
+                                        r"the first 2 training examples, not one number.*"
+                                        r"\.mean\(\)") as refused:
+        train(model, per_sample, data, build_optimizer(opt, model.parameters(), lr=0.1),
+              epochs=1, eval_every=1000, progress=False, store=store)
+    assert isinstance(refused.value.__cause__, RuntimeError)
+    (rec,) = store.list_runs()
+    assert rec["status"] == "failed" and "returns a tensor of shape (2,)" in rec["message"]
+    # the same function with its mean trains
+    mean = lambda out, y: F.cross_entropy(out, y, reduction="none").mean()  # noqa: E731
+    model = make_model()
+    res = train(model, mean, data, torch.optim.SGD(model.parameters(), lr=0.1), epochs=1,
+                progress=False)
+    assert res.status == "finished"
+
+
 def test_mismatched_labels_or_an_optimizer_of_another_model_is_named():
     data, loss_fn = toy_data(), nn.CrossEntropyLoss()
     model = make_model()
