@@ -292,6 +292,15 @@ def check_data(data: object) -> None:
             and all(isinstance(t, Tensor) for t in data)):
         raise UserError(f"data is a tuple of {len(data)} tensors: a batch is one (inputs, "
                         "targets) pair")
+    from torch.utils.data import Dataset as TorchDataset, IterableDataset
+
+    # a map-style dataset iterates over single samples, without a batch axis: the model then
+    # ran on unbatched inputs ("mat1 and mat2 shapes cannot be multiplied", "slice() cannot
+    # be applied to a 0-dim tensor") or read features as samples
+    if isinstance(data, TorchDataset) and not isinstance(data, IterableDataset):
+        raise UserError(f"data is a torch Dataset ({type(data).__name__}), whose items are "
+                        "single samples: measurements take a batch (x, y) or an iterable of "
+                        "batches; wrap it in a DataLoader(dataset, batch_size=...)")
 
 
 def _other_dtype(model: nn.Module, x: Tensor) -> torch.dtype | None:

@@ -488,6 +488,24 @@ def test_a_loss_per_sample_is_refused_with_its_remedy(form):
                 fn(model, per_sample, d)
 
 
+def test_a_torch_dataset_given_as_data_is_refused_naming_the_data_loader():
+    # a TensorDataset iterates over single samples: the model ran on unbatched inputs, which
+    # failed ("slice() cannot be applied to a 0-dim tensor", "mat1 and mat2 shapes cannot be
+    # multiplied") or, for an MLP, read each sample's features as a batch of that many
+    from torch.utils.data import DataLoader, Subset, TensorDataset
+
+    model, loss_fn, (x, y) = make("residual")
+    for dataset in (TensorDataset(x, y), Subset(TensorDataset(x, y), range(4))):
+        for fn in (M.hessian_top_eigenvalue, M.gradient_covariance, M.mean_loss,
+                   M.batch_statistics, lambda *a: M.expected_sharpness(*a, 0.01, 2)):
+            with pytest.raises(UserError, match=rf"data is a torch Dataset "
+                                                rf"\({type(dataset).__name__}\).*single samples"
+                                                rf".*DataLoader\(dataset, batch_size=...\)"):
+                fn(model, loss_fn, dataset)
+    loader = DataLoader(TensorDataset(x, y), batch_size=3)
+    close(M.mean_loss(model, loss_fn, loader), M.mean_loss(model, loss_fn, (x, y)))
+
+
 def test_a_loss_function_of_ones_own_returning_a_loss_per_sample_is_named():
     # a plain function says no reduction: each measurement failed inside autograd or a
     # comparison ("grad can be implicitly created only for scalar outputs", "Boolean value of
