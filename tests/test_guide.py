@@ -82,6 +82,12 @@ def _batch(out: list[str]) -> None:
     assert out[3].startswith("B_simple") and _floats(out[3])[0] > 0
 
 
+def _own_loop(out: list[str]) -> None:
+    steps = [int(v) for v in re.findall(r"\((\d+), ", out[0])]
+    assert steps == [0, 4, 8]                               # every=4 over 8 steps
+    assert out[1].endswith("train mode: True")              # the instruments restore it
+
+
 CHECKS = {
     'opt = build_optimizer("random-lr-sgd"': _musso,
     "land = TwoBasin()": _zhu,
@@ -89,6 +95,7 @@ CHECKS = {
     "q = Quadratic(H, num_samples=100)": _quadratic,
     "fig = loss_surface_figure(": _surface,
     "st = batch_statistics(": _batch,
+    "ctx = TrainContext(": _own_loop,
 }
 
 
