@@ -48,6 +48,8 @@ import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
+from sgdlab.operators.batches import num_samples
+
 from ._common import check_real_parameters, closure_loss, seeded_generator
 from .noise import standard_normal
 from .registry import register_optimizer
@@ -71,6 +73,19 @@ def sgld_noise_std(lr: float, *, temperature: float = 1.0, energy: str = "full-d
                              "the number of training examples)")
         var /= num_data
     return math.sqrt(var)
+
+
+def _num_examples(data: Any) -> int:
+    """N of the training data ``data``: a sgdlab ``Dataset`` (its training split), a torch
+    dataset, a batch ``(x, y)`` or batches (a list, a ``DataLoader``: their samples, not their
+    count, nor a list's first batch's two tensors)."""
+    from torch.utils.data import Dataset as TorchDataset
+
+    if hasattr(data, "x_train"):
+        return len(data.x_train)
+    if isinstance(data, TorchDataset) and hasattr(data, "__len__"):
+        return len(data)
+    return num_samples(data)
 
 
 class SGLD(Optimizer):
@@ -104,7 +119,7 @@ class SGLD(Optimizer):
         if energy not in ENERGIES:
             raise ValueError(f"Invalid energy {energy!r}; choose one of {', '.join(ENERGIES)}")
         if num_data is None and data is not None:
-            num_data = len(data[0]) if isinstance(data, (tuple, list)) else len(data)
+            num_data = _num_examples(data)
         if energy == "full-data" and num_data is None:
             raise ValueError("sgld with energy='full-data' needs N, the number of training "
                              "examples: give num_data=N, or data= (build_optimizer_for(name, "

@@ -108,6 +108,22 @@ def test_state_dict_round_trip_resumes_bit_for_bit():
     assert torch.equal(_flat(resumed), _flat(straight))
 
 
+def test_n_is_the_number_of_training_examples_in_every_form_of_data():
+    # N was len(data): a DataLoader's number of batches (3 here, not 16) and a list of batches'
+    # first pair (2), so the noise √(2 lr T / N) came out too large; a sgdlab Dataset failed
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from sgdlab.data import Dataset
+
+    model = tiny_mlp(seed=0).double()
+    for data in [(X, Y), [(X[:10], Y[:10]), (X[10:], Y[10:])], Dataset(X, Y, X[:4], Y[:4]),
+                 DataLoader(TensorDataset(X, Y), batch_size=6), TensorDataset(X, Y)]:
+        opt = build_optimizer_for("sgld", model, loss_fn=LOSS, data=data, lr=0.1)
+        assert opt.num_data == 16, type(data).__name__
+    assert build_optimizer_for("sgld", model, loss_fn=LOSS, data=(X, Y), lr=0.1,
+                               num_data=5).num_data == 5        # given, it wins
+
+
 def test_trains_any_module_and_temperature_zero_is_sgd():
     class Net(nn.Module):
         def __init__(self):
