@@ -165,6 +165,27 @@ def test_bad_input():
         SDE.langevin(lambda x: x, 2, beta=0.0)
 
 
+@pytest.mark.parametrize("integrator", [EulerMaruyama, LeimkuhlerMatthews])
+def test_scalar_noise_without_a_factor_is_the_factor_c_identity(integrator):
+    """SDE(drift, None, d, d, scalar_noise=c) is dX = drift dt + c dB: the same path as
+    Langevin's √2 I on the same increments. Euler–Maruyama added c·ΔB of width 0 (no factor,
+    no noise drawn), broadcasting the chains to shape (chains, 0); Leimkuhler–Matthews ran
+    the ODE."""
+    own = SDE(lambda x: -x, None, 2, 2, scalar_noise=math.sqrt(2))
+    ref = SDE.langevin(lambda x: x, 2)
+    x0 = torch.zeros(5, 2, dtype=f64)
+    a, b = (simulate(sde, x0, dt=0.1, steps=4, integrator=integrator(),
+                     generator=torch.Generator().manual_seed(3)).final for sde in (own, ref))
+    assert a.shape == (5, 2) and own.additive
+    torch.testing.assert_close(a, b, rtol=0, atol=0)
+    torch.testing.assert_close(own.factor(x0)[0], math.sqrt(2) * torch.eye(2, dtype=f64),
+                               rtol=0, atol=1e-15)
+    with pytest.raises(UserError, match=r"noise_dim must be dim = 2, got 3"):
+        SDE(lambda x: -x, None, 2, 3, scalar_noise=1.0)
+    with pytest.raises(UserError, match=r"scalar_noise must be a finite number >= 0, got -1"):
+        SDE(lambda x: -x, None, 2, 2, scalar_noise=-1.0)
+
+
 def test_leimkuhler_matthews_without_noise_is_euler():
     """An SDE without noise (an ODE): no lookahead increment to draw, Euler's explicit steps."""
     ode = SDE(lambda x: -x * x, None, 1, 0)

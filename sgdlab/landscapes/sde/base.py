@@ -38,7 +38,9 @@ class SDE:
         additive: True when G does not depend on X (Euler–Maruyama is then strong order 1).
         dim: d.
         noise_dim: r, the number of Brownian components.
-        scalar_noise: c when G = c I (integrators then skip the batched matmul).
+        scalar_noise: c when G = c I (integrators then skip the batched matmul; r = d). With
+            ``factor=None`` it is the factor: ``SDE(drift, None, d, d, scalar_noise=c)`` is
+            dX = drift dt + c dB.
     """
 
     drift: Drift
@@ -47,6 +49,23 @@ class SDE:
     noise_dim: int
     additive: bool = False
     scalar_noise: float | None = None
+
+    def __post_init__(self) -> None:
+        c = self.scalar_noise
+        if c is None:
+            return
+        if isinstance(c, bool) or not isinstance(c, (int, float)) or not 0 <= c < math.inf:
+            raise UserError(f"scalar_noise must be a finite number >= 0, got {c!r}")
+        if self.noise_dim != self.dim:
+            raise UserError(f"scalar_noise is G = c I, square: noise_dim must be dim = "
+                            f"{self.dim}, got {self.noise_dim}")
+        if self.factor is None:
+            # G = c I in full: without it simulate() drew no noise, and Euler–Maruyama's
+            # c·ΔB of width 0 broadcast the chains to shape (..., 0)
+            dim = self.dim
+            self.factor = lambda x: (c * torch.eye(dim, dtype=torch.float64)).to(x).expand(
+                *x.shape[:-1], dim, dim)
+            self.additive = True
 
     @classmethod
     def langevin(
