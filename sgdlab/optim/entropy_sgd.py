@@ -58,6 +58,7 @@ from sgdlab.measure.entropy_gradient import langevin_step_
 from ._common import check_real_parameters, momentum_direction
 from .registry import register_optimizer
 from .scoping import ExponentialScope
+from .settings import split_own_state
 
 __all__ = ["EntropySGD", "EntropyAdam", "SeededNoise"]
 
@@ -109,15 +110,15 @@ class SeededNoise:
         return sd
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        state_dict = dict(state_dict)
-        extra = state_dict.pop("noise", None)
+        # another optimizer's state (torch.optim.SGD's) was loaded without a word: its groups
+        # replaced these, and the next step failed on a KeyError ('inner_momentum', 'L')
+        state_dict, extra = split_own_state(state_dict, "noise", type(self).__name__)
         super().load_state_dict(state_dict)  # type: ignore[misc]
-        if extra is not None:
-            self._seed = int(extra["seed"])
-            self._load_counters(extra)
-            self._generator = None
-            rng = extra["rng_state"]
-            self._pending_rng = None if rng is None else rng.clone()
+        self._seed = int(extra["seed"])
+        self._load_counters(extra)
+        self._generator = None
+        rng = extra["rng_state"]
+        self._pending_rng = None if rng is None else rng.clone()
 
 
 

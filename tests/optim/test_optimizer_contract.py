@@ -748,3 +748,20 @@ def test_sparse_embedding_gradients_take_the_dense_trajectory(name):
     for a, b in zip(sparse.parameters(), dense.parameters()):
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
     assert sparse.emb.weight.grad.is_sparse      # the model's gradient as backward left it
+
+
+# torch's own optimizers take any state whose groups match, as torch does
+TORCH_OWN = {"sgd", "adam", "adamw", "rmsprop"}
+
+
+@pytest.mark.parametrize("name", sorted(set(HYPER) - TORCH_OWN))
+def test_another_optimizers_state_is_refused_naming_the_one_that_saves_it(name):
+    # Entropy-SGD, Entropy-Adam, HJ, HEAT and Parle took torch.optim.SGD's state without a
+    # word: its groups replaced theirs and the next step failed on KeyError 'inner_momentum'
+    model, data = _setup("cpu")
+    opt = _build(name, model, data)
+    keys = [sorted(g) for g in opt.param_groups]
+    with pytest.raises(ValueError, match=r"state_dict has no '\w+' entry \(not saved by \w+"):
+        opt.load_state_dict(torch.optim.SGD(model.parameters(), lr=0.1).state_dict())
+    assert [sorted(g) for g in opt.param_groups] == keys
+    assert _steps(opt, model, data, 1)                       # and it still steps
