@@ -45,6 +45,7 @@ from ..loss_settings import ELEMENTWISE_LOSSES, torch_loss_class
 from ..models.modes import BN_TYPES, PLAIN_BN_TYPES
 from .batches import (Data, check_loss_reduction, check_model_data, dense_embedding_gradients,
                       fixed_randomness, iterate_batches, plain_checkpoints)
+from .linear import kept_running_statistics
 from .params import trainable_named_params
 from .taylor import _CONV, conv_padding, flat_layers
 
@@ -669,11 +670,15 @@ def samples_interact(model: nn.Module, x: Tensor) -> bool:
     """Whether a sample's output depends on the other samples of its batch (a batch statistic
     in ``forward``, batch norm without running statistics): sample 0 alone against sample 0
     beside sample 1, or a model that cannot evaluate one sample alone. For a deterministic
-    forward pass (no dropout in train mode)."""
+    forward pass (no dropout in train mode). Both passes start from the model's buffers: a
+    train-mode spectral norm's power iteration, moved between them, read as an interaction."""
     if len(x) < 2:
         return False
     try:
-        alone, pair = model(x[:1]), model(x[:2])
+        with kept_running_statistics(model):
+            alone = model(x[:1])
+        with kept_running_statistics(model):
+            pair = model(x[:2])
     except Exception:
         return True
     return not _row_agrees(alone, pair)

@@ -296,3 +296,32 @@ def test_ggn_diagonal_of_a_model_output_that_is_no_tensor_is_named():
     torch.testing.assert_close(
         hessian_diagonal(model, dict_logits_loss, data, exact=True).value,
         dense_hessian_reference(model, dict_logits_loss, data).diagonal())
+
+
+@pytest.mark.parametrize("hook_based", [False, True])
+def test_ggn_diagonal_of_train_mode_spectral_norm_leaves_its_vectors(hook_based):
+    """A train-mode spectral norm's power iteration moves its vectors u, v at every forward
+    pass: ggn_diagonal's own passes (the forward pass, the interaction probe) moved them and
+    left them moved. Each pass now starts from the model's vectors, as the GGN products do,
+    and the diagonal is theirs."""
+    import copy
+
+    from sgdlab.measure.curvature import ggn_diagonal
+
+    torch.manual_seed(3)
+    lin = nn.Linear(3, 4)
+    lin = nn.utils.spectral_norm(lin) if hook_based else \
+        nn.utils.parametrizations.spectral_norm(lin)
+    model = nn.Sequential(lin, nn.Tanh(), nn.Linear(4, 2)).double()
+    u = lin.weight_u if hook_based else lin.parametrizations.weight[0]._u
+    with torch.no_grad():         # far from converged: one more iteration moves it visibly
+        u.copy_(torch.nn.functional.normalize(torch.randn_like(u), dim=0))
+    x, y = tiny_classification(8, 3, 2)
+    data, loss_fn = (x.double(), y), nn.CrossEntropyLoss()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    ref = hessian_diagonal(copy.deepcopy(model), loss_fn, data, exact=True,
+                           operator="ggn").value
+    got = ggn_diagonal(model, loss_fn, data)
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, before[k]), k
+    torch.testing.assert_close(got, ref, rtol=1e-10, atol=1e-12)

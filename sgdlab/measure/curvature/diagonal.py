@@ -22,6 +22,7 @@ from sgdlab.operators.batches import (Data, check_batch_loss, check_model_data, 
                                       stochastic_modules)
 from sgdlab.operators.factors import per_sample_factors, samples_interact
 from sgdlab.operators.ggn import check_tensor_output
+from sgdlab.operators.linear import kept_running_statistics
 from sgdlab.operators.params import num_params, require_trainable
 from sgdlab.operators.per_sample import check_per_sample_model, per_sample_gradients
 
@@ -178,15 +179,18 @@ def ggn_diagonal(model: nn.Module, loss_fn: Callable[[Tensor, Tensor], Tensor],
     device = next(model.parameters()).device
     total = torch.zeros(num_params(model), dtype=torch.float64, device=device)
     n = 0
+    # each pass starts from the model's buffers and leaves them so (a train-mode spectral
+    # norm's power iteration moved its vectors u and v at every pass, and kept them moved)
     for x, y in iterate_batches(data, device):
-        hooked = _hooked_linear_forward(model, x)
+        with kept_running_statistics(model):
+            hooked = _hooked_linear_forward(model, x)
         if hooked is not None:            # its forward pass serves the factors too
             out, layers = hooked
             factors = _output_hessian_factors(loss_fn, out.detach(), y).to(out.dtype)
             total += _linear_squares(model, out, layers, factors)
             n += len(x)
             continue
-        with torch.no_grad():
+        with torch.no_grad(), kept_running_statistics(model):
             out = model(x)
         # before the interaction probe, which cannot compare outputs that are no tensor
         check_tensor_output(out, "ggn_diagonal")
@@ -203,7 +207,8 @@ def ggn_diagonal(model: nn.Module, loss_fn: Callable[[Tensor, Tensor], Tensor],
             s = factors[:, :, c]
             if not bool(s.any()):
                 continue
-            ps = per_sample_factors(model, _pseudo_loss, (x, s))
+            with kept_running_statistics(model):
+                ps = per_sample_factors(model, _pseudo_loss, (x, s))
             if ps is not None:
                 total += ps.sq_sum().double()
             else:
