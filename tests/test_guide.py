@@ -88,6 +88,11 @@ def _own_loop(out: list[str]) -> None:
     assert out[1].endswith("train mode: True")              # the instruments restore it
 
 
+
+def _closure_loop(out: list[str]) -> None:
+    assert out[0].endswith("inner steps 50")                # L = 5 closure calls per step
+
+
 CHECKS = {
     'opt = build_optimizer("random-lr-sgd"': _musso,
     "land = TwoBasin()": _zhu,
@@ -96,6 +101,7 @@ CHECKS = {
     "fig = loss_surface_figure(": _surface,
     "st = batch_statistics(": _batch,
     "ctx = TrainContext(": _own_loop,
+    "stream = batches()": _closure_loop,
 }
 
 
