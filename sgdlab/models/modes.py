@@ -69,10 +69,12 @@ def buffers_kept(model: nn.Module, *, keep_versions: bool = False) -> Iterator[N
 
 
 def writes_buffers(model: nn.Module) -> bool:
-    """Whether a forward pass of ``model`` writes into its buffers: a batch norm in train mode
-    tracking running statistics, or a spectral norm in train mode (its power iteration moves
+    """Whether a forward pass of ``model`` may write into its buffers: a batch norm in train
+    mode tracking running statistics, a spectral norm in train mode (its power iteration moves
     the vectors u and v, ``nn.utils.parametrizations.spectral_norm`` and the older hook-based
-    ``nn.utils.spectral_norm``)."""
+    ``nn.utils.spectral_norm``), or any other module in train mode that holds buffers of its
+    own (a running mean or a counter of one's own, which torch's modules update in train mode
+    only, as batch norm does)."""
     from torch.nn.utils.parametrizations import _SpectralNorm
     from torch.nn.utils.spectral_norm import SpectralNorm
 
@@ -83,6 +85,8 @@ def writes_buffers(model: nn.Module) -> bool:
             return True
         if m.training and any(isinstance(h, SpectralNorm)
                               for h in m._forward_pre_hooks.values()):
+            return True
+        if m.training and next(m.buffers(recurse=False), None) is not None:
             return True
     return False
 

@@ -629,8 +629,10 @@ def _hooks_split_samples(model, layers: list[nn.Module], x: Tensor) -> bool:
     cuda = x.device.type == "cuda"
     try:
         # its own randomness: the passes after it take the caller's fixed draw from its start
+        # and its own buffers: a train-mode module's running mean is left as it was
         with torch.no_grad(), torch.random.fork_rng(devices=[x.device] if cuda else [],
-                                                    device_type="cuda"):
+                                                    device_type="cuda"), \
+                kept_running_statistics(model):
             with uses:
                 alone = model(x[:1])
             calls = len(inputs)

@@ -31,6 +31,7 @@ from torch import Tensor, nn
 from torch.fx import Node
 
 from ..models.modes import PLAIN_BN_TYPES
+from .linear import kept_running_statistics
 from .params import param_slices
 from .rop import layer_transpose, weighted_reverse
 from .taylor import (_CONV, _MAXPOOL, _WEIGHTED, ELEMENTWISE, SequentialTaylor,
@@ -92,7 +93,10 @@ class GraphHVP:
                                          for m in model.modules()):
             return None
         try:
-            gm = torch.fx.symbolic_trace(model)
+            # tracing runs the modules' own code on real buffers: a running mean of one's own
+            # (train mode) was moved by it
+            with kept_running_statistics(model):
+                gm = torch.fx.symbolic_trace(model)
         except Exception:        # control flow on tensors, unsupported constructs: decline
             return None
         modules = dict(gm.named_modules())

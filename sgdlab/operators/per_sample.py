@@ -159,8 +159,11 @@ def _sample_by_sample(model, loss_fn, x: Tensor, y: Tensor, out: Tensor, start: 
     params = list(trainable_named_params(model).values())
     with torch.enable_grad():
         for j in range(start, len(x)):
-            loss = loss_fn(model(x[j : j + 1]), y[j : j + 1])
-            out[j] = flatten(torch.autograd.grad(loss, params, **UNUSED_ZERO))
+            # each sample from the model's buffers: one that a pass writes (a running mean of
+            # one's own in train mode) moved under the later samples
+            with kept_running_statistics(model):
+                loss = loss_fn(model(x[j : j + 1]), y[j : j + 1])
+                out[j] = flatten(torch.autograd.grad(loss, params, **UNUSED_ZERO))
 
 
 def full_gradient(

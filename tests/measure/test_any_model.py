@@ -543,3 +543,42 @@ def test_a_dataset_record_or_a_longer_tuple_given_as_data_is_named():
         with pytest.raises(UserError, match=r"data is a tuple of 3 tensors: a batch is one "
                                             r"\(inputs, targets\) pair"):
             fn(model, loss_fn, (x, y, y))
+
+
+class _RunningScale(nn.Module):
+    """Divides by a running mean of |x| of its own, updated after use in train mode (as batch
+    norm updates its statistics; a clone is used, as spectral norm uses its vectors, so the
+    update leaves the graph intact), with a counter: buffers that torch does not know about."""
+
+    def __init__(self, d: int):
+        super().__init__()
+        self.register_buffer("scale", torch.full((d,), 2.0))
+        self.register_buffer("calls", torch.zeros((), dtype=torch.long))
+
+    def forward(self, x):
+        out = x / self.scale.clone()
+        if self.training:
+            with torch.no_grad():
+                self.scale.mul_(0.5).add_(0.5 * x.abs().mean(0))
+                self.calls += 1
+        return out
+
+
+def test_a_train_mode_module_writing_buffers_of_its_own_is_measured_from_them_and_left_so():
+    # only batch norm and spectral norm were known to write buffers: every product, per-sample
+    # pass, probe and trace of the curvature and noise measurements moved this module's
+    # running mean and counter for good, each product seeing another function
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 4), _RunningScale(4), nn.Tanh(), nn.Linear(4, 2)).double()
+    x, y = _data("vector", 1)
+    data, loss_fn = (x.double(), y), nn.CrossEntropyLoss()
+    frozen = copy.deepcopy(model).eval()        # the same function, no buffer written
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    for fn in (M.dense_hessian, M.ggn_diagonal, lambda *a: M.gradient_covariance(*a).dense(),
+               lambda *a: M.hessian_top_eigenvalue(*a, generator=gen(), tol=1e-12),
+               lambda *a: M.hessian_trace(*a, 3, generator=gen()).value,
+               lambda *a: M.batch_statistics(*a).trace_cov):
+        close(fn(model, loss_fn, data), fn(frozen, loss_fn, data))
+        for k, v in model.state_dict().items():
+            assert torch.equal(v, before[k]), k
+    assert model[1].training
