@@ -44,8 +44,8 @@ from sgdlab.models.modes import buffers_kept
 from sgdlab.operators.batches import (Data, check_batch_loss, check_data, check_model_data,
                                       fixed_randomness, is_single_batch, iterate_batches,
                                       plain_checkpoints)
-from sgdlab.operators.params import (UNUSED_ZERO, params_vector, set_params_vector,
-                                     trainable_named_params)
+from sgdlab.operators.params import (UNUSED_ZERO, check_not_inference_mode, params_vector,
+                                     set_params_vector, trainable_named_params)
 from sgdlab.operators.params import frozen_named_params, functional_call, unflatten_like
 
 from .curvature import Estimate
@@ -324,6 +324,7 @@ def epsilon_sharpness(
         raise ValueError(f"Invalid num_steps={num_steps} (must be >= 1)")
     if not 0 < step_fraction < math.inf:     # 0 never moves, < 0 descends, NaN fills ζ with NaN
         raise ValueError(f"Invalid step_fraction={step_fraction} (must be finite and > 0)")
+    check_not_inference_mode()          # its ascent steps follow gradients
     theta = params_vector(model)
     data = _same_batches(model, data)
     base = mean_loss(model, loss_fn, data, memory_budget=memory_budget)

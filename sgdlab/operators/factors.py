@@ -46,7 +46,7 @@ from ..models.modes import BN_TYPES, PLAIN_BN_TYPES
 from .batches import (Data, check_loss_reduction, check_model_data, dense_embedding_gradients,
                       fixed_randomness, iterate_batches, plain_checkpoints)
 from .linear import kept_running_statistics
-from .params import trainable_named_params
+from .params import check_not_inference_mode, trainable_named_params
 from .taylor import _CONV, conv_padding, flat_layers
 
 
@@ -453,6 +453,7 @@ def per_sample_factors(
     ``loss_fn`` must be mean-reduced over samples (the sgdlab convention): per-sample
     ∂ℓ_i/∂z_i is recovered as (batch size) × ∂L/∂z_i.
     """
+    check_not_inference_mode()
     check_loss_reduction(loss_fn)
     check_model_data(model, loss_fn, data)
     layers = _supported(model)

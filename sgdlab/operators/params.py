@@ -61,7 +61,21 @@ def require_trainable(model: nn.Module) -> dict[str, Tensor]:
     if not params:
         raise UserError("the model has no trainable parameters (none, or all with "
                         "requires_grad=False): there is nothing to differentiate")
+    check_not_inference_mode()
     return params
+
+
+def check_not_inference_mode() -> None:
+    """A ``UserError`` inside ``torch.inference_mode()`` (an evaluation loop's, PyTorch
+    Lightning's validation): no gradient can be taken there, and enabling it again does not
+    help (the tensors made there are inference tensors), so a gradient, curvature or
+    per-sample measurement failed on autograd's "element 0 of tensors does not require grad"
+    or "Inference tensors do not track version counter"."""
+    if torch.is_inference_mode_enabled():
+        raise UserError("this measurement differentiates the loss, which torch cannot do "
+                        "inside torch.inference_mode(): call it outside that block "
+                        "(torch.no_grad() is fine: the measurements enable gradients "
+                        "themselves)")
 
 
 def state_versions(model: nn.Module) -> tuple[int, ...]:

@@ -174,7 +174,7 @@ def full_gradient(
 
     check_batch_loss(loss_fn, data)
     check_model_data(model, loss_fn, data)
-    params = list(trainable_named_params(model).values())
+    params = list(require_trainable(model).values())
     device = params[0].device
     total, n = None, 0
     for x, y in iterate_batches(data, device):

@@ -582,3 +582,24 @@ def test_a_train_mode_module_writing_buffers_of_its_own_is_measured_from_them_an
         for k, v in model.state_dict().items():
             assert torch.equal(v, before[k]), k
     assert model[1].training
+
+
+def test_inside_inference_mode_gradient_measurements_are_refused_by_name():
+    # torch.inference_mode (an evaluation loop's, Lightning's validation) cannot be left for
+    # gradients: each failed on "element 0 of tensors does not require grad" or "Inference
+    # tensors do not track version counter"; losses alone are measured there
+    model, loss_fn, data = make("residual")
+    for fn in (M.dense_hessian, M.hessian_top_eigenvalue, M.gradient_covariance,
+               M.full_batch_grad_norm, M.ggn_diagonal, M.batch_statistics,
+               lambda *a: M.hessian_trace(*a, 2), lambda *a: M.epsilon_sharpness(*a),
+               lambda *a: M.noise_magnitude(*a, 0.1, 2),
+               lambda *a: M.sigma_hessian_alignment(*a, 1),
+               lambda *a: M.local_entropy_gradient(*a, 1.0, steps=2)):
+        with torch.inference_mode(), pytest.raises(
+                UserError, match=r"differentiates the loss, .* inside torch.inference_mode\(\)"):
+            fn(model, loss_fn, data)
+    with torch.inference_mode():
+        inside = M.mean_loss(model, loss_fn, data)
+    close(inside, M.mean_loss(model, loss_fn, data))
+    with torch.no_grad():      # no_grad is fine: the measurements enable gradients
+        close(M.dense_hessian(model, loss_fn, data), M.dense_hessian(model, loss_fn, data))
