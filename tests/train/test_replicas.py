@@ -188,6 +188,26 @@ def test_store_records_run(tmp_path):
     assert m["grad_evals"][-1] == (6, 6.0)
 
 
+def test_a_model_of_another_dtype_or_a_loss_per_sample_is_named_as_train_names_them(tmp_path):
+    # train() named both; train_replicas failed on torch's "mat1 and mat2 must have the same
+    # dtype" and "output with shape [] doesn't match the broadcast shape [48]"
+    from sgdlab.errors import UserError
+    from sgdlab.store import RunStore
+
+    cfg = ParleConfig(replicas=2, L=2, lr=0.1, batch_size=16)
+    per_sample = lambda out, y: nn.functional.cross_entropy(out, y, reduction="none")  # noqa
+    store = RunStore(tmp_path / "runs.sqlite")
+    for model, loss_fn, says in [
+            (toy_model().float(), LOSS, r"model's parameters are torch.float32 but the data's "
+                                        r"inputs are torch.float64.*model.to\(torch.float64\)"),
+            (toy_model(), per_sample, r"loss_fn <lambda> returns a tensor of shape \(2,\) on "
+                                      r"the first 2 training examples.*\.mean\(\)")]:
+        with pytest.raises(UserError, match=says) as refused:
+            train_replicas(model, loss_fn, toy_data(), cfg, rounds=2, store=store)
+        assert isinstance(refused.value.__cause__, RuntimeError)
+    assert [r["status"] for r in store.list_runs()] == ["failed", "failed"]
+
+
 def test_divergence_is_reported_not_raised():
     data = toy_data()
     data.x_train[0, 0] = float("nan")
