@@ -22,6 +22,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from ..errors import UserError
+
 
 @dataclass
 class TrainContext:
@@ -220,4 +222,17 @@ class MeasurementCallback(Callback):
             values = self.fn(ctx)
         for k, v in values.items():
             if v is not None and not (isinstance(v, float) and math.isnan(v)):
-                ctx.log(k, v)
+                ctx.log(k, _scalar(k, v))
+
+
+def _scalar(name: str, value: Any) -> float:
+    """``value`` as the float a series records; a ``UserError`` naming ``name`` for a value
+    that is no number (a ``GradientCovariance``, a vector), where ``float()`` failed bare."""
+    try:
+        return float(value)
+    except (TypeError, ValueError, RuntimeError):
+        shape = f" of shape {tuple(value.shape)}" if isinstance(value, Tensor) else ""
+        raise UserError(f"MeasurementCallback: fn returned {name!r} = a "
+                        f"{type(value).__name__}{shape}; each value must be one number (a "
+                        "float, a 0-dim tensor or an Estimate): log the scalars of a result "
+                        "(cov.trace(), its .value)") from None

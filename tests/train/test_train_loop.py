@@ -991,6 +991,25 @@ def test_a_measurement_callback_leaves_the_runs_random_draws_to_dropout():
     assert torch.equal(flat(measured), flat(plain))
 
 
+def test_a_measurement_callback_value_that_is_no_number_is_named():
+    # a GradientCovariance failed on float()'s bare "float() argument must be a string or a real
+    # number", a vector on "only one element tensors can be converted to Python scalars"
+    from sgdlab.measure import gradient_covariance, hessian_trace
+    from sgdlab.train import MeasurementCallback
+
+    for fn, says in [
+            (lambda ctx: {"cov": gradient_covariance(ctx.model, ctx.loss_fn, ctx.data.train)},
+             r"fn returned 'cov' = a GradientCovariance; each value must be one number"),
+            (lambda ctx: {"vec": torch.ones(3)}, r"'vec' = a Tensor of shape \(3,\); each")]:
+        with pytest.raises(UserError, match=says):
+            run(epochs=1, callbacks=[MeasurementCallback(fn, Schedule.every(2))])
+    # an Estimate and a 0-dim tensor are numbers
+    _, r = run(epochs=1, callbacks=[MeasurementCallback(lambda ctx: {
+        "trace": hessian_trace(ctx.model, ctx.loss_fn, ctx.data.train, 2),
+        "norm": torch.tensor(2.0)}, Schedule.every(2))])
+    assert len(r.history["trace"]) > 1 and r.history["norm"][-1][1] == 2.0
+
+
 def test_a_measurement_callback_measures_a_model_without_parameters():
     # StopIteration (next(model.parameters())) for a model the loop trains: its weights a
     # tensor it closes over, which the optimizer updates
