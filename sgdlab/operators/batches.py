@@ -292,6 +292,14 @@ def check_data(data: object) -> None:
             and all(isinstance(t, Tensor) for t in data)):
         raise UserError(f"data is a tuple of {len(data)} tensors: a batch is one (inputs, "
                         "targets) pair")
+    if (isinstance(data, (tuple, list)) and len(data) == 2 and isinstance(data[1], Tensor)
+            and isinstance(data[0], (tuple, list, dict))):
+        # read as two batches: (x1, x2) as a first batch's inputs and targets, and a shape
+        # error from the model ("mat1 and mat2 shapes cannot be multiplied")
+        raise UserError(f"data is a batch whose inputs are a {type(data[0]).__name__} of "
+                        "several tensors: a batch is (inputs, targets) with the inputs one "
+                        "tensor; wrap the model in a module that takes one tensor (the inputs "
+                        "concatenated) and splits it")
     from torch.utils.data import Dataset as TorchDataset, IterableDataset
 
     # a map-style dataset iterates over single samples, without a batch axis: the model then

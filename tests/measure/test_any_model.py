@@ -506,6 +506,19 @@ def test_a_torch_dataset_given_as_data_is_refused_naming_the_data_loader():
     close(M.mean_loss(model, loss_fn, loader), M.mean_loss(model, loss_fn, (x, y)))
 
 
+def test_a_batch_with_several_input_tensors_is_named():
+    # ((x1, x2), y) was read as two batches, (x1, x2) the first one's inputs and targets: the
+    # model failed on "mat1 and mat2 shapes cannot be multiplied"
+    model, loss_fn, (x, y) = make("residual")
+    for inputs in ((x, x[:, :2]), [x, x[:, :2]], {"a": x, "b": x[:, :2]}):
+        for fn in (M.hessian_top_eigenvalue, M.gradient_covariance, M.mean_loss):
+            with pytest.raises(UserError, match=rf"batch whose inputs are a "
+                                                rf"{type(inputs).__name__} of several tensors"):
+                fn(model, loss_fn, (inputs, y))
+    close(M.mean_loss(model, loss_fn, [(x[:5], y[:5]), (x[5:], y[5:])]),
+          M.mean_loss(model, loss_fn, (x, y)))          # two batches are still two batches
+
+
 def test_a_loss_function_of_ones_own_returning_a_loss_per_sample_is_named():
     # a plain function says no reduction: each measurement failed inside autograd or a
     # comparison ("grad can be implicitly created only for scalar outputs", "Boolean value of
