@@ -175,6 +175,24 @@ def test_recorder_in_training_resumes_without_duplicates(tmp_path):
     np.testing.assert_array_equal(part.snapshots, full.snapshots)
 
 
+def test_the_trajectory_instrument_is_built_by_its_own_cadence_alone(tmp_path):
+    # build_instrument("trajectory", ...) demanded a step schedule (every=, at= or
+    # schedule=) that the recorder then ignored; a run config refuses one
+    from sgdlab.train.instruments import build_instrument
+
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(20, 5, generator=g), torch.randint(0, 2, (20,), generator=g)
+    model = nn.Linear(5, 2)
+    rec = build_instrument("trajectory", path=tmp_path / "t", every_steps=2, every_epochs=None)
+    train(model, nn.CrossEntropyLoss(), Dataset(x, y), torch.optim.SGD(model.parameters(),
+          lr=0.1), epochs=2, batch_size=5, callbacks=[rec], progress=False)
+    assert list(open_trajectory(tmp_path / "t").steps) == [0, 2, 4, 6, 8]
+    for given, key in ((dict(every=2), "every"), (dict(at=[1]), "at")):
+        with pytest.raises(ValueError, match=rf"keeps its own cadence \(every_steps / "
+                                             rf"every_epochs\); {key} would be ignored"):
+            build_instrument("trajectory", path=tmp_path / "u", every_steps=2, **given)
+
+
 def test_which_coordinates_move_does_not_depend_on_their_units():
     """Three random walks at any scale, or at scales 1e7 and 1e-6 side by side, all count; a
     coordinate at rest and one moving by a constant step (a drift, no fluctuation) do not."""

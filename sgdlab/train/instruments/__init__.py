@@ -75,7 +75,15 @@ def build_instrument(name: str, *, schedule: Schedule | None = None, every: int 
 
     given = [k for k, v in (("schedule", schedule), ("every", every), ("at", at))
              if v is not None]
-    if len(given) != 1:
+    cadence = getattr(instruments().get(name), "own_cadence", None)
+    if cadence and (every is not None or at is not None):
+        raise ValueError(f"instrument {name!r} keeps its own cadence ({cadence}); "
+                         f"{'every' if every is not None else 'at'} would be ignored")
+    if cadence and schedule is None:
+        # "trajectory" records by every_steps / every_epochs: a step schedule was demanded
+        # and then ignored
+        schedule = Schedule.never()
+    elif len(given) != 1:
         raise ValueError(f"instrument {name!r} needs one step schedule: schedule=Schedule..., "
                          f"every=K (from start=S) or at=[steps], got "
                          f"{' and '.join(given) or 'none'}")
