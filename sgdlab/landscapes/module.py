@@ -19,6 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from sgdlab.data.base import Dataset
+from sgdlab.errors import UserError
 
 from .base import Landscape
 
@@ -30,7 +31,12 @@ class LandscapeModel(nn.Module):
     def __init__(self, landscape: Landscape, theta0: Tensor) -> None:
         super().__init__()
         self.landscape = landscape
-        theta = torch.as_tensor(theta0).detach().reshape(landscape.dim)
+        theta = torch.as_tensor(theta0).detach()
+        if theta.numel() != landscape.dim:     # a batch of chains failed in reshape
+            raise UserError(f"theta0 must be one point of the landscape, shape "
+                            f"({landscape.dim},), got {tuple(theta.shape)} (a batch of "
+                            "points is for sgd_chains and simulate)")
+        theta = theta.reshape(landscape.dim)
         # θ in the dtype the landscape holds its tensors in: a float32 θ0 such as torch.zeros(d)
         # on a float64 landscape made a float32 parameter, so its gradients and steps were
         # rounded to float32 while every closed form stays float64 (p-spin's matmuls refused it)

@@ -58,3 +58,15 @@ def test_a_float32_start_on_a_float64_landscape_gives_a_float64_parameter(land):
 def test_a_float32_landscape_keeps_a_float32_parameter():
     model, _, _ = as_problem(TwoBasin(num_samples=40, dtype=torch.float32), torch.zeros(2))
     assert model.theta.dtype == torch.float32
+
+
+def test_a_batch_of_points_as_theta0_is_named():
+    # (chains, dim) failed in reshape: "shape '[2]' is invalid for input of size 6"
+    from sgdlab.errors import UserError
+
+    q = Quadratic(2 * torch.eye(2, dtype=torch.float64), num_samples=10)
+    with pytest.raises(UserError, match=r"theta0 must be one point of the landscape, shape "
+                                        r"\(2,\), got \(3, 2\).*sgd_chains and simulate"):
+        as_problem(q, torch.zeros(3, 2, dtype=torch.float64))
+    model, _, _ = as_problem(q, torch.zeros(1, 2, dtype=torch.float64))   # one point: taken
+    assert model.theta.shape == (2,)
