@@ -277,6 +277,7 @@ def train(model: nn.Module, loss_fn: Callable[[Tensor, Tensor], Tensor], data: A
           max_steps: int | None = None, drop_last: bool = False,
           resume: bool = False, complete: bool = True,
           schedule_every: str = "step", clip_grad_norm: float | None = None,
+          sequence_loss: str = "mean",
           on_checkpoint: Callable[[Path], None] | None = None) -> RunResult:
     """Train ``model`` on ``data.train`` with ``optimizer``; see the module docstring.
 
@@ -317,6 +318,12 @@ def train(model: nn.Module, loss_fn: Callable[[Tensor, Tensor], Tensor], data: A
         clip_grad_norm: rescale each back-propagated gradient (every closure call's too)
             to at most this Euclidean norm over all parameters, before the callbacks see it
             and the optimizer steps (Zaremba et al.'s LSTM pipeline clips at 5 or 10).
+        sequence_loss: what the optimizer steps on for token data (targets (N, T), one label
+            per position): ``"mean"`` (default), ``loss_fn``'s per-token mean; or
+            ``"window-sum"``, that mean times T, the loss summed over each window's positions
+            (averaged over the batch), as Zaremba et al.'s code back-propagates it, so that
+            their learning rate and clip act as in their code. Closure optimizers get that
+            loss too. The logged and evaluated losses stay per token.
         complete: record the end of the run in the store (summary and status, with the last
             metric rows, in one transaction). ``False`` when the caller still owes the run
             something (final measurements, files): the run stays ``running`` and the caller
@@ -330,7 +337,7 @@ def train(model: nn.Module, loss_fn: Callable[[Tensor, Tensor], Tensor], data: A
                     checkpoint_seconds=checkpoint_seconds, device=device, max_steps=max_steps,
                     drop_last=drop_last, resume=resume, progress=progress,
                     schedule_every=schedule_every, clip_grad_norm=clip_grad_norm,
-                    on_checkpoint=on_checkpoint)
+                    sequence_loss=sequence_loss, on_checkpoint=on_checkpoint)
     run.open_record(store, run_id, name)
     try:
         run.fit()
@@ -397,7 +404,7 @@ class _Training:
                  replacement, seed, callbacks, eval_every, eval_subset, checkpoint_dir,
                  checkpoint_every, device, max_steps, drop_last, resume, progress,
                  schedule_every="step", checkpoint_seconds=None, clip_grad_norm=None,
-                 on_checkpoint=None):
+                 sequence_loss="mean", on_checkpoint=None):
         self.t_start = time.perf_counter()
         self.on_checkpoint = on_checkpoint
         _check_args(epochs, batch_size, eval_every, eval_subset, checkpoint_every, max_steps)
@@ -440,6 +447,7 @@ class _Training:
         self.n = n = len(self.x_train)
         if n == 0:
             raise UserError("the training set is empty")
+        self.loss_scale = _sequence_loss_scale(sequence_loss, self.y_train)
         self.model, self.loss_fn = model, loss_fn
         self.optimizer, self.schedule = optimizer, schedule
         self.epochs, self.max_steps, self.drop_last = epochs, max_steps, drop_last
@@ -482,7 +490,8 @@ class _Training:
         self.settings = {**_run_settings(optimizer, schedule),     # as built, before any step
                          **model_settings(model, loss_fn, eval_subset),
                          "schedule_every": schedule_every,
-                         "clip_grad_norm": None if self.clip is None else self.clip[1]}
+                         "clip_grad_norm": None if self.clip is None else self.clip[1],
+                         "sequence_loss": sequence_loss}
         if resume:
             self._resume()
 
@@ -605,6 +614,10 @@ class _Training:
         if saved.get("clip_grad_norm") != now["clip_grad_norm"]:
             changed.append(f"clip_grad_norm ({saved.get('clip_grad_norm')} -> "
                            f"{now['clip_grad_norm']})")
+        # (a checkpoint from before the setting was recorded stepped on the mean)
+        if saved.get("sequence_loss", "mean") != now["sequence_loss"]:
+            changed.append(f"sequence_loss ({saved.get('sequence_loss', 'mean')!r} -> "
+                           f"{now['sequence_loss']!r})")
         return changed + model_setting_changes(saved, now)
 
     def open_record(self, store: Any, run_id: str | None, name: str | None = None) -> None:
@@ -668,7 +681,7 @@ class _Training:
                 cb.on_step_begin(ctx)
             if self.needs_closure:
                 _closure_step(ctx, optimizer, model, loss_fn, stream, x_train, y_train, b,
-                              loop, cb_after_backward, self.clip)
+                              loop, cb_after_backward, self.clip, self.loss_scale)
             else:
                 optimizer.zero_grad(set_to_none=True)
                 loss = loss_fn(model(xb), yb)
@@ -681,7 +694,7 @@ class _Training:
                     loop["loss_count"] += 1
                 else:
                     pending.append(loss.detach())
-                loss.backward()
+                (loss if self.loss_scale == 1 else loss * self.loss_scale).backward()
                 if self.clip is not None:
                     torch.nn.utils.clip_grad_norm_(*self.clip)
                 for cb in cb_after_backward:
@@ -863,7 +876,8 @@ class _Training:
 
 def _closure_step(ctx: TrainContext, optimizer, model, loss_fn, stream: BatchStream,
                   x_train: Tensor, y_train: Tensor, b: int, loop: dict,
-                  after_backward: list[Callback], clip: tuple | None = None) -> None:
+                  after_backward: list[Callback], clip: tuple | None = None,
+                  loss_scale: int = 1) -> None:
     calls = 0
 
     def closure() -> Tensor:
@@ -878,6 +892,8 @@ def _closure_step(ctx: TrainContext, optimizer, model, loss_fn, stream: BatchStr
             v = loss.item()
             if not math.isfinite(v):
                 raise _Diverged(loop["step"], v)
+            if loss_scale != 1:      # the optimizer sees the loss it steps on
+                loss = loss * loss_scale
             loss.backward()
         if clip is not None:
             torch.nn.utils.clip_grad_norm_(*clip)
@@ -1003,6 +1019,24 @@ def record_completion(store: Any, writer: Any, run_id: str | None, status: str, 
                            rows=writer.take())
     else:
         writer.flush()
+
+
+SEQUENCE_LOSSES = ("mean", "window-sum")
+
+
+def _sequence_loss_scale(sequence_loss: Any, y_train: Tensor) -> int:
+    """The factor on the loss the optimizer steps on: 1 for ``"mean"``, the window length T
+    of token targets (N, T) for ``"window-sum"``."""
+    if sequence_loss not in SEQUENCE_LOSSES:
+        raise UserError(f"sequence_loss must be one of {', '.join(map(repr, SEQUENCE_LOSSES))}, "
+                        f"got {sequence_loss!r}")
+    if sequence_loss == "mean":
+        return 1
+    if y_train.is_floating_point() or y_train.dim() != 2:
+        raise UserError(f"sequence_loss 'window-sum' needs token data (targets (N, T): a label "
+                        f"per position of each window), got {y_train.dtype} targets of shape "
+                        f"{tuple(y_train.shape)}")
+    return int(y_train.shape[1])
 
 
 def check_dataset(data: Any) -> None:

@@ -244,6 +244,20 @@ def test_clip_grad_norm_reaches_the_training_loop(tmp_path):
     assert loss["loose"] == loss["plain"] != loss["tight"]
 
 
+def test_sequence_loss_reaches_the_training_loop(tmp_path):
+    from sgdlab.errors import UserError
+    from sgdlab.experiments.procedures import get_procedure
+
+    for bad in ("sum", None, 35, True):
+        with pytest.raises(ConfigError, match="sequence_loss must be one of mean, window-sum"):
+            get_procedure("train").validate({**CUBIC_RUN, "sequence_loss": bad}, "x")
+    for good in ("mean", "window-sum"):
+        get_procedure("train").validate({**CUBIC_RUN, "sequence_loss": good}, "x")
+    # the loop refuses it on data without a label per position (cubic's targets are (N, 1))
+    with pytest.raises(UserError, match="'window-sum' needs token data"):
+        run_summaries(tmp_path, [{"label": "sum", "params": {"sequence_loss": "window-sum"}}])
+
+
 def test_a_run_with_drop_last_takes_only_full_batches(tmp_path):
     from sgdlab.data.registry import load_dataset
 

@@ -255,11 +255,12 @@ def successor_windows(n: int, t: int, vocab: int, seed: int) -> tuple[torch.Tens
 
 
 def _fit_successor_rule(lr: float, clip: float, *, t: int = 10, vocab: int = 20,
-                        steps: int = 200, dtype=torch.float32, dropout: float = 0.5) -> tuple:
-    """(model before, model after, dataset, final metrics) of ``steps`` SGD steps of the
-    cpu-scale ptb-lstm (2 × 100, init 0.05) as the ``train`` procedure takes them: sgdlab's
-    loss (the mean per token), batches of 20 (one step: all 200 windows), gradients clipped
-    to ``clip``."""
+                        steps: int = 200, dtype=torch.float32, dropout: float = 0.5,
+                        sequence_loss: str = "mean") -> tuple:
+    """(model before, model after, dataset, final metrics and batch_loss) of ``steps`` SGD
+    steps of the cpu-scale ptb-lstm (2 × 100, init 0.05) as the ``train`` procedure takes
+    them: on sgdlab's loss (the mean per token) or, ``sequence_loss="window-sum"``, on it times T,
+    batches of 20 (one step: all 200 windows), gradients clipped to ``clip``."""
     from sgdlab.losses import build_loss
     from sgdlab.optim.registry import build_optimizer_for
     from sgdlab.train.loop import train
@@ -276,36 +277,46 @@ def _fit_successor_rule(lr: float, clip: float, *, t: int = 10, vocab: int = 20,
     opt = build_optimizer_for("sgd", net, loss_fn=loss, data=ds.train, lr=lr)
     res = train(net, loss, ds, opt, epochs=100, max_steps=steps,
                 batch_size=20 if steps > 1 else len(xtr), seed=0, clip_grad_norm=clip,
-                progress=False, eval_every=0)
-    return before, net, ds, res.final
+                sequence_loss=sequence_loss, progress=False, eval_every=0)
+    # (with the last epoch's mean logged loss)
+    return before, net, ds, {**res.final, "batch_loss": res.history["batch_loss"][-1][1]}
 
 
+@pytest.mark.parametrize("how", ["window-sum", "lr-t-clip-over-t"])
 @pytest.mark.parametrize("clip", [0.05, 1000.0], ids=["clipped", "unclipped"])
 def test_zarembas_step_on_the_window_s_summed_loss_is_t_times_the_per_token_step_in_float64(
-        clip):
+        clip, how):
     """Zaremba et al.'s Lua code back-propagates each of the T positions' batch-mean losses
-    with weight 1 (their sum) and clips that gradient; sgdlab's loss is the mean over the T
-    positions: their lr η and clip c are lr T η and clip c / T here, the same step."""
+    with weight 1 (their sum) and clips that gradient: ``sequence_loss="window-sum"`` steps
+    on that loss with their lr η and clip c; on sgdlab's loss, the mean over the T positions,
+    lr T η and clip c / T are the same step. The logged loss stays the per-token mean."""
     t, lr = 10, 1.0
-    before, after, ds, _ = _fit_successor_rule(t * lr, clip / t, t=t, steps=1,
-                                               dtype=torch.float64, dropout=0.0)
+    before, after, ds, final = (
+        _fit_successor_rule(lr, clip, t=t, steps=1, dtype=torch.float64, dropout=0.0,
+                            sequence_loss="window-sum") if how == "window-sum" else
+        _fit_successor_rule(t * lr, clip / t, t=t, steps=1, dtype=torch.float64, dropout=0.0))
     per_position = F.cross_entropy(before(ds.x_train), ds.y_train, reduction="none")
     grads = torch.autograd.grad(per_position.sum(1).mean(), list(before.parameters()))
     norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
     assert (norm > clip) == (clip < 1)      # both sides of the clipping are exercised
-    # torch's clip_grad_norm_ divides by the norm + 1e-6 (of the per-token gradient, norm / T)
-    scale = min(1.0, clip / (norm + t * 1e-6))
+    # torch's clip_grad_norm_ divides by the norm + 1e-6 (through lr T: of the per-token
+    # gradient, norm / T)
+    scale = min(1.0, clip / (norm + (1 if how == "window-sum" else t) * 1e-6))
     for p, q, g in zip(before.parameters(), after.parameters(), grads):
         torch.testing.assert_close(q, p - lr * g * scale, rtol=1e-10, atol=1e-13)
+    with torch.no_grad():
+        trained = F.cross_entropy(after(ds.x_train), ds.y_train)
+    assert final["train_loss"] == pytest.approx(float(trained), rel=1e-10)
+    assert final["batch_loss"] == pytest.approx(float(per_position.mean()), rel=1e-10)
 
 
 def test_ptb_lstm_learns_a_successor_rule_at_zarembas_step_not_at_lr_1_per_token():
-    """At Zaremba et al.'s lr 1 and clip 5 (lr T and clip 5 / T on the per-token mean) 200
+    """At Zaremba et al.'s lr 1 and clip 5 on the window's summed loss (``window-sum``) 200
     steps take the loss from the unigram entropy ln 20 = 3.0 to below a quarter of it (the
     rule's is 0); lr 1 on the per-token mean is a step T times smaller and leaves it at the
     unigram entropy (on text_words too: docs/design/data-models.md)."""
     t, unigram = 10, math.log(20)
-    *_, zaremba = _fit_successor_rule(t * 1.0, 5.0 / t, t=t)
+    *_, zaremba = _fit_successor_rule(1.0, 5.0, t=t, sequence_loss="window-sum")
     *_, per_token = _fit_successor_rule(1.0, 5.0, t=t)
     assert zaremba["train_loss"] < 0.25 * unigram and zaremba["test_loss"] < 0.25 * unigram
     assert per_token["train_loss"] > 0.9 * unigram

@@ -1192,3 +1192,95 @@ def test_clip_grad_norm_bad_values_are_refused_and_a_resume_may_not_change_it(tm
         run(None, epochs=2, checkpoint_dir=tmp_path, resume=True)
     resumed = run(1, epochs=2, checkpoint_dir=tmp_path, resume=True)
     assert resumed.history["train_loss"] == whole.history["train_loss"]
+
+
+# --- sequence_loss: the step on the window's summed loss ------------------------------------
+def token_windows(n: int = 12, t: int = 4, vocab: int = 5, seed: int = 0) -> Dataset:
+    """Windows of t random tokens and their next tokens: targets (N, t), one per position."""
+    g = torch.Generator().manual_seed(seed)
+    s = torch.randint(0, vocab, (n + 4, t + 1), generator=g)
+    x, y = s[:, :-1].contiguous(), s[:, 1:].contiguous()
+    return Dataset(x[:n], y[:n], x[n:], y[n:], {"name": "tok", "task": "classification",
+                                                "input_shape": (t,), "num_outputs": vocab})
+
+
+def test_a_closure_optimizer_gets_the_window_s_summed_loss_and_its_gradient():
+    """With ``sequence_loss="window-sum"`` every closure call returns the loss summed over the
+    window's T positions (mean over the batch) and leaves its gradient; the logged batch loss
+    stays the per-token mean."""
+    data, seen = token_windows(t=4), []
+
+    class Record(torch.optim.Optimizer):
+        needs_closure = True
+
+        def __init__(self, params):
+            super().__init__(params, {"lr": 0.0})
+
+        def step(self, closure):
+            loss = closure()
+            seen.append((float(loss.detach()),
+                         [q.grad.clone() for q in self.param_groups[0]["params"]]))
+
+    torch.manual_seed(0)
+    model = TokenTagger(5).double()
+    ref = TokenTagger(5).double()
+    ref.load_state_dict(model.state_dict())
+    res = train(model, nn.CrossEntropyLoss(), data, Record(model.parameters()), epochs=1,
+                batch_size=len(data.x_train), progress=False, eval_every=0,
+                sequence_loss="window-sum")
+    per_position = F.cross_entropy(ref(data.x_train), data.y_train, reduction="none")
+    summed = per_position.sum(1).mean()
+    grads = torch.autograd.grad(summed, list(ref.parameters()))
+    (loss, got), = seen
+    assert loss == pytest.approx(float(summed), rel=1e-12)
+    for g, h in zip(got, grads):
+        torch.testing.assert_close(g, h, rtol=1e-12, atol=1e-14)
+    assert res.history["batch_loss"][-1][1] == pytest.approx(float(per_position.mean()),
+                                                            rel=1e-12)
+
+
+def test_entropy_sgd_on_the_window_s_summed_loss_is_entropy_sgd_on_the_mean_rescaled():
+    """Entropy-SGD on F = T f (``window-sum``) is Entropy-SGD on f with its SGLD step η_y T
+    and scope γ T (no thermal noise), the outer step the same (docs/design/data-models.md):
+    two steps in float64."""
+    from sgdlab.optim import build_optimizer
+
+    data, t = token_windows(n=16, t=4), 4
+    after = []
+    for sequence_loss, inner_lr, gamma in (("window-sum", 0.05, 2.0), ("mean", 0.2, 8.0)):
+        torch.manual_seed(0)
+        model = TokenTagger(5).double()
+        opt = build_optimizer("entropy_sgd", model.parameters(), lr=0.5, L=3, inner_lr=inner_lr,
+                              gamma=gamma)
+        train(model, nn.CrossEntropyLoss(), data, opt, epochs=1, batch_size=8, max_steps=2,
+              progress=False, eval_every=0, sequence_loss=sequence_loss)
+        after.append([q.detach().clone() for q in model.parameters()])
+    assert inner_lr == 0.05 * t and gamma == 2.0 * t
+    for p, q in zip(*after):
+        torch.testing.assert_close(p, q, rtol=1e-10, atol=1e-12)
+
+
+def test_sequence_loss_bad_values_non_sequence_data_and_a_resume_changing_it_are_refused(
+        tmp_path):
+    def run(sequence_loss, epochs=1, data=None, **kw):
+        torch.manual_seed(0)
+        model = TokenTagger(5)
+        return train(model, nn.CrossEntropyLoss(), data or token_windows(), torch.optim.SGD(
+            model.parameters(), lr=0.1), epochs=epochs, batch_size=4, progress=False,
+            sequence_loss=sequence_loss, **kw)
+
+    for bad in ("sum", "window_sum", None, True):
+        with pytest.raises(UserError, match="sequence_loss must be one of 'mean', 'window-sum'"):
+            run(bad)
+    with pytest.raises(UserError, match=r"'window-sum' needs token data .*shape \(60,\)"):
+        torch.manual_seed(0)
+        model = nn.Linear(5, 2)
+        train(model, nn.CrossEntropyLoss(), toy_data(), torch.optim.SGD(
+            model.parameters(), lr=0.1), epochs=1, progress=False, sequence_loss="window-sum")
+    whole = run("window-sum", epochs=2)
+    assert whole.history["train_loss"] != run("mean", epochs=2).history["train_loss"]
+    run("window-sum", checkpoint_dir=tmp_path)
+    with pytest.raises(UserError, match=r"sequence_loss \('window-sum' -> 'mean'\)"):
+        run("mean", epochs=2, checkpoint_dir=tmp_path, resume=True)
+    resumed = run("window-sum", epochs=2, checkpoint_dir=tmp_path, resume=True)
+    assert resumed.history["train_loss"] == whole.history["train_loss"]

@@ -15,6 +15,8 @@ Run parameters (all data)::
     replacement: false                           # mini-batches with replacement
     drop_last: false                             # drop each epoch's last, short batch
     clip_grad_norm: null                         # rescale each gradient to at most this norm
+    sequence_loss: mean                          # token data: step on the per-token mean, or
+                                                 # window-sum: on it times the window length
     eval_every: 1                                # epochs between evaluations (0: start/end only)
     eval_every_steps: null                       # or: steps between evaluations
     eval_subset: null
@@ -179,7 +181,7 @@ def _check_named(params: dict[str, Any], where: str) -> None:
 class TrainProcedure(Procedure):
     allowed = {"dataset", "data_seed", "model", "loss", "dtype", "optimizer", "schedule",
                "batch_size", "epochs", "max_steps", "replacement", "drop_last", "eval_every",
-               "eval_subset", "clip_grad_norm", "eval_every_steps",
+               "eval_subset", "clip_grad_norm", "sequence_loss", "eval_every_steps",
                "measure", "final", "init_from", "save_model"}
     required = {"dataset", "model", "optimizer", "epochs", "batch_size"}
 
@@ -200,6 +202,11 @@ class TrainProcedure(Procedure):
         if c is not None and (isinstance(c, bool) or not isinstance(c, (int, float))
                               or not 0 < c < float("inf")):
             raise ConfigError(f"{where}: clip_grad_norm must be a number > 0, got {c!r}")
+        from sgdlab.train.loop import SEQUENCE_LOSSES
+
+        if params.get("sequence_loss", "mean") not in SEQUENCE_LOSSES:
+            raise ConfigError(f"{where}: sequence_loss must be one of "
+                              f"{', '.join(SEQUENCE_LOSSES)}, got {params['sequence_loss']!r}")
         e = params["epochs"]
         if not isinstance(e, int) or e < 1:
             raise ConfigError(f"{where}: epochs must be a positive integer, got {e!r}")
@@ -293,6 +300,7 @@ class TrainProcedure(Procedure):
                     drop_last=drop_last, checkpoint_dir=ckpt,
                     checkpoint_seconds=CHECKPOINT_SECONDS,
                     clip_grad_norm=p.get("clip_grad_norm"),
+                    sequence_loss=p.get("sequence_loss", "mean"),
                     resume=ckpt is not None and checkpoint_path(ckpt).is_file(),
                     # a Ray task ships each checkpoint to the driver
                     on_checkpoint=getattr(ctx, "on_checkpoint", None),
