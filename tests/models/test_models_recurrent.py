@@ -259,8 +259,8 @@ def _fit_successor_rule(lr: float, clip: float, *, t: int = 10, vocab: int = 20,
                         sequence_loss: str = "mean") -> tuple:
     """(model before, model after, dataset, final metrics and batch_loss) of ``steps`` SGD
     steps of the cpu-scale ptb-lstm (2 × 100, init 0.05) as the ``train`` procedure takes
-    them: on sgdlab's loss (the mean per token) or, ``sequence_loss="window-sum"``, on it times T,
-    batches of 20 (one step: all 200 windows), gradients clipped to ``clip``."""
+    them: on sgdlab's loss (the mean per token) or, ``sequence_loss="window-sum"``, on it
+    times T, batches of 20 (one step: all 200 windows), gradients clipped to ``clip``."""
     from sgdlab.losses import build_loss
     from sgdlab.optim.registry import build_optimizer_for
     from sgdlab.train.loop import train
