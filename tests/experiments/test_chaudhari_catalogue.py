@@ -773,6 +773,27 @@ def test_rnn_momentum_readings_change_entropy_sgds_loops_only(choice):
                                                         else (0.0, 0.5))
 
 
+@pytest.mark.parametrize("scale", ["smoke", "cpu", "paper"])
+def test_rnn_ptb_step_reading_steps_the_ptb_runs_on_the_window_s_summed_loss(scale):
+    """§3.3.4 follows Zaremba et al.'s pipeline (line 1091), whose lr 1 and clip act on the
+    loss summed over the window's 35 positions: the PTB runs step on that loss
+    (``window-sum``, the default reading), the reading ``per-token`` on the per-token mean,
+    with the thesis' numbers unchanged. The char-LSTM's Adam and the lenet runs are the same
+    under both (their run keys: their stored runs are kept)."""
+    spec, per_token = load_experiment(RNN, scale), load_experiment(
+        RNN, scale, readings={"ptb-step": "per-token"})
+    by_label = [{r.label: r for r in s.expand(data_dir="/d")} for s in (spec, per_token)]
+    for label, r in by_label[0].items():
+        other = by_label[1][label]
+        if label.endswith("-ptb"):
+            assert r.key != other.key, label
+            assert r.params.pop("sequence_loss") == "window-sum", label
+            assert other.params.pop("sequence_loss") == "mean", label
+            assert r.params == other.params, label
+        else:
+            assert "sequence_loss" not in r.params and r.key == other.key, label
+
+
 @pytest.mark.parametrize("scale", ["cpu", "paper"])
 def test_rnn_claims_name_our_thresholds(scale):
     spec = load_experiment(RNN, scale)
