@@ -158,6 +158,9 @@ class TrainSection(Section):
     clip_grad_norm: float | None = Field(None, gt=0,
                                          description="rescale each gradient to at most this "
                                                      "norm (null: no clipping)")
+    sequence_loss: Literal["mean", "window-sum"] = Field(
+        "mean", description="token data: step on the per-token mean loss, or on the loss summed "
+                            "over each window's positions (window-sum, Zaremba et al.'s)")
     device: Device = "cpu"
     dtype: Literal[DTYPES] = Field("float32", description="float32 or float64")
     threads: int | None = Field(None, ge=1, description="torch threads (null: torch's default)")
@@ -774,7 +777,7 @@ def build_from_config(cfg: dict[str, Any], *, validated: bool = False, store: An
                         drop_last=t["drop_last"], seed=seed, eval_every=t["eval_every"],
                         eval_subset=t["eval_subset"], checkpoint_every=t["checkpoint_every"],
                         max_steps=t["max_steps"], device=device, progress=t["progress"],
-                        clip_grad_norm=t["clip_grad_norm"])
+                        clip_grad_norm=t["clip_grad_norm"], sequence_loss=t["sequence_loss"])
     return BuiltRun(model, loss_fn, data, optimizer, schedule, callbacks, train_kwargs)
 
 

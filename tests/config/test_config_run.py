@@ -247,6 +247,14 @@ def test_clip_grad_norm_from_a_config_reaches_the_loop():
                              ).train_kwargs["clip_grad_norm"] == 5.0
 
 
+def test_sequence_loss_from_a_config_reaches_the_loop():
+    assert build_from_config(TINY).train_kwargs["sequence_loss"] == "mean"
+    assert build_from_config(apply_overrides(TINY, ["train.sequence_loss=window-sum"])
+                             ).train_kwargs["sequence_loss"] == "window-sum"
+    with pytest.raises(ConfigError, match="train.sequence_loss"):
+        validate_config(apply_overrides(TINY, ["train.sequence_loss=sum"]))
+
+
 def test_packaged_char_lstm_trains_clipped_and_measures_the_entropy_angle():
     from sgdlab.train import train
 
