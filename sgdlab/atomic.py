@@ -35,10 +35,11 @@ def replaced_whole(path: str | os.PathLike) -> Iterator[Path]:
 
 def write_whole(path: str | os.PathLike, text: str) -> Path:
     """``text`` written to ``path`` through :func:`replaced_whole`: a result file that an
-    interrupt or a full disk leaves as it was, never truncated."""
+    interrupt or a full disk leaves as it was, never truncated. UTF-8, and the line endings
+    as ``text`` has them (a page's CRLF lines stay CRLF, none are added)."""
     path = Path(path)
     with replaced_whole(path) as tmp:
-        tmp.write_text(text)
+        tmp.write_text(text, encoding="utf-8", newline="")
     return path
 
 

@@ -253,12 +253,11 @@ def _check_files(plan: Plan) -> None:
     the real run does not look for it on this machine (``run_experiment``)."""
     plan.datasets, plan.files = data_needs([p.run for p in plan.runs],
                                            {p.run.key for p in plan.runs if p.stored})
-    for f in plan.files:
-        if f.problem is not None and f.to_run:
-            if plan._on_nodes(f):
-                plan.notes.append(f"{f.what}: not found on this machine: {ON_NODES}")
-            else:
-                plan.problems.append(f.problem)
+    for f in missing_needs(plan.files):
+        if plan._on_nodes(f):
+            plan.notes.append(f"{f.what}: not found on this machine: {ON_NODES}")
+        else:
+            plan.problems.append(f.problem)
 
 
 def data_needs(runs: list[RunSpec], stored: set[str]) -> tuple[list[str], list[DataNeed]]:
@@ -319,9 +318,14 @@ def _look_up(name: str, data_dir: str | None) -> str | None:
                         "--data-dir DIR") from None
 
 
+def missing_needs(needs: list[DataNeed]) -> list[DataNeed]:
+    """The files missing for a run that would execute."""
+    return [f for f in needs if f.problem is not None and f.to_run]
+
+
 def missing_files(needs: list[DataNeed]) -> list[str]:
     """The messages of the files missing for a run that would execute."""
-    return [f.problem for f in needs if f.problem is not None and f.to_run]
+    return [f.problem for f in missing_needs(needs)]
 
 
 def check_data(runs: list[RunSpec], store_path: str | None, experiment: str) -> None:

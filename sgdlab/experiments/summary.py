@@ -23,6 +23,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from sgdlab.atomic import write_whole
 from sgdlab.errors import UserError
 from sgdlab.report.verdicts import SMOKE
 from sgdlab.report.verdicts import verdict as report_verdict
@@ -77,8 +78,6 @@ def load_results(folders: Iterable[str | Path]) -> list[dict[str, Any]]:
 def write_summary(folders: Iterable[str | Path], path: str | Path, *, command: str) -> Path:
     """Write :func:`results_markdown` of the experiments in ``folders`` to ``path`` (whole or
     not at all) and return it."""
-    from sgdlab.atomic import write_whole
-
     return write_whole(path, results_markdown(load_results(folders), command=command))
 
 
@@ -322,13 +321,6 @@ def _read_text(path: Path) -> str:
         raise UserError(f"cannot read {path}: {e}") from None
 
 
-def _write_text(path: Path, text: str) -> None:
-    from sgdlab.atomic import replaced_whole
-
-    with replaced_whole(path) as tmp:
-        tmp.write_bytes(text.encode("utf-8"))
-
-
 def update_page(page: str | Path, results: list[dict[str, Any]], *, root: str,
                 readme: str | Path | None = None) -> list[str]:
     """Rewrite the generated part of the page at ``page`` (:func:`splice`) to that of
@@ -375,14 +367,14 @@ def update_page(page: str | Path, results: list[dict[str, Any]], *, root: str,
     if new_text == text:
         lines.append(f"summary: {page} unchanged ({_said(now)})")
     else:
-        _write_text(page, new_text)
+        write_whole(page, new_text)
         lines.append(f"summary: wrote the generated part of {page} ({_said(now)}"
                      + (f"; before: {_said(was)})" if was != now else ", as before)"))
     if new_readme is not None:
         if new_readme == said:
             lines.append(f"summary: {readme} unchanged")
         else:
-            _write_text(readme, new_readme)  # type: ignore[arg-type]
+            write_whole(readme, new_readme)  # type: ignore[arg-type]
             lines.append(f"summary: wrote {readme}'s totals sentence")
     elif was != now and now is not None:
         n, a, d, o = now
