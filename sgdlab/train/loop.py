@@ -346,13 +346,21 @@ def train(model: nn.Module, loss_fn: Callable[[Tensor, Tensor], Tensor], data: A
     except FloatingPointError as e:  # how measurements report a non-finite model
         run.diverged_in_measurement(e)
     except BaseException as e:
-        refusal = (_dtype_refusal(e, run.model, run.x_train)
-                   or _loss_refusal(e, run.model, run.loss_fn, run.x_train, run.y_train))
+        refusal = input_refusal(e, run.model, run.loss_fn, run.x_train, run.y_train)
         run.abort(refusal or e)
         if refusal is not None:
             raise refusal from e
         raise
     return run.complete(record_end=complete)
+
+
+def input_refusal(e: BaseException, model: nn.Module, loss_fn: Any, x: Tensor,
+                  y: Tensor) -> UserError | None:
+    """The :class:`UserError` that names what made training fail with ``e`` on the training
+    inputs ``x`` and targets ``y``: inputs of another dtype than the model's, or a loss that
+    returns a value per sample; None for any other failure (``train`` and ``train_replicas``
+    alike)."""
+    return _dtype_refusal(e, model, x) or _loss_refusal(e, model, loss_fn, x, y)
 
 
 def _dtype_refusal(e: BaseException, model: nn.Module, x: Tensor) -> UserError | None:

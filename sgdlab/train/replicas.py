@@ -76,9 +76,9 @@ from ..errors import ConfigError, UserError, did_you_mean
 from ..optim.elastic import Parle, master_average
 from .checkpoint import (changed_settings, load_checkpoint, rng_state, save_checkpoint,
                          set_rng_state)
-from .loop import (BatchStream, _dtype_refusal, _loss_refusal, check_dataset, check_loss,
-                   evaluation_metrics, evaluation_sets, model_setting_changes, model_settings,
-                   open_writer, record_abort, record_completion, steps_per_epoch)
+from .loop import (BatchStream, check_dataset, check_loss, evaluation_metrics, evaluation_sets,
+                   input_refusal, model_setting_changes, model_settings, open_writer,
+                   record_abort, record_completion, steps_per_epoch)
 
 __all__ = ["ParleConfig", "ReplicaResult", "ReplicaWorker", "train_replicas", "replica_shards",
            "replica_seeds"]
@@ -427,8 +427,7 @@ def train_replicas(model: nn.Module, loss_fn: Callable[[Tensor, Tensor], Tensor]
     except BaseException as e:
         # as train() names them: inputs of another dtype than the model's, a loss per sample
         x, y = data.x_train.to(run.dev), data.y_train.to(run.dev)
-        refusal = (_dtype_refusal(e, run.master_model, x)
-                   or _loss_refusal(e, run.master_model, loss_fn, x, y))
+        refusal = input_refusal(e, run.master_model, loss_fn, x, y)
         run.abort(refusal or e)
         if refusal is not None:
             raise refusal from e
