@@ -141,10 +141,9 @@ def hessian_spectrum(spec, runs: list[StoredRun]) -> Analysis:
         else:
             reading, d, name = None, int(rs[0].summary.get("hessian_dim", 0)), g
             entries = f"{d} eigenvalues"
-        accs = [float(r.summary["test_acc"]) for r in rs
-                if isinstance(r.summary.get("test_acc"), (int, float))]
+        acc, _, n_acc = stat(rs, "test_acc")
         rows.append([name, d, thr, f["near_zero"], paper, f["lambda_max"], f["lambda_min"],
-                     f["negative"], float(np.mean(accs)) if accs else None])
+                     f["negative"], acc if n_acc else None])
         spectra[name] = rs[0].data[key]
         concl.append(Conclusion(
             f"{g}: {f['near_zero']:.1%} of the {entries} have |λ| ≤ {thr:g} (the thesis: "
