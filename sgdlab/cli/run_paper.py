@@ -10,6 +10,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from sgdlab.cli.columns import aligned
 from sgdlab.cli.run import plan_entry, print_results, run_entry, same_command
 from sgdlab.errors import UserError
 from sgdlab.experiments.summary import compare_pages, read_page, verdict_counts
@@ -146,7 +147,5 @@ def _status(res) -> str:
 
 def _print_table(rows: list[tuple[str, str, str, str]]) -> None:
     head = ("entry", "status", "agree / disagree / inconclusive", "report")
-    widths = [max(len(r[k]) for r in [head, *rows]) for k in range(3)]
     print()
-    for r in [head, *rows]:
-        print("  ".join(c.ljust(w) for c, w in zip(r, widths)) + "  " + r[3])
+    print("\n".join(aligned([head, *rows])))

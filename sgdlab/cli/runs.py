@@ -15,6 +15,7 @@ from pathlib import Path
 
 from sgdlab.strict_json import dumps
 
+from .columns import aligned
 from .train import EXIT_STATUSES
 
 
@@ -373,9 +374,7 @@ def _list(args) -> int:
         rows.append((r["id"], r["name"] or "", r["experiment"] or "", r["status"],
                      steps, *(cells[r["id"]][m] for m in shown),
                      r["created"][:19].replace("T", " ")))
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    for row in rows:
-        print("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip())
+    print("\n".join(aligned(rows)))
     if any("@" in c for row in rows[1:] for c in row[5:5 + len(shown)]):
         print("(VALUE @STEP: the last evaluation of a run that has not finished)")
     # the command that continues each and where it starts: one per sweep entry, that of its
@@ -504,11 +503,9 @@ def _compare(args) -> int:
     rows += [[k, *cut[k]] for k in differing]
     rows += [[f"final {m}", *(_fmt(h[m][-1][1]) if h.get(m) else "—" for h in histories)]
              for m in metrics]
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     if not differ:
         print("(the configs are identical)")
-    for row in rows:
-        print("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip())
+    print("\n".join(aligned(rows)))
     if plot is not None:
         import matplotlib.pyplot as plt
 
@@ -652,9 +649,8 @@ def _print_plan(plan, *, force: bool) -> None:
     rows = [("RUN_ID", "NAME", "EXPERIMENT", "STATUS", "SIZE")]
     rows += [(r.run["id"], r.run["name"] or "", r.run["experiment"] or "", r.run["status"],
               human_size(r.size)) for r in plan.runs]
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    for i, row in enumerate(rows):
-        print("  " + "  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip())
+    for i, line in enumerate(aligned(rows, indent="  ")):
+        print(line)
         if i == 0:
             continue
         r = plan.runs[i - 1]
