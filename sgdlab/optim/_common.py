@@ -1,7 +1,10 @@
 """Small pieces shared by several optimizers of :mod:`sgdlab.optim` (private)."""
 from __future__ import annotations
 
+import functools
+from collections import OrderedDict
 from collections.abc import Callable
+from contextlib import contextmanager
 
 import torch
 from torch import Tensor
@@ -80,3 +83,58 @@ def gradient_step_size(group: dict) -> float:
     average. SGD-noise measurements that scale with the step (CABS, the noise magnitude) take
     this one."""
     return float(group["inner_lr"] if "inner_lr" in group else group["lr"])
+
+
+_HOOK_TABLES = ("_optimizer_state_dict_pre_hooks", "_optimizer_state_dict_post_hooks",
+                "_optimizer_load_state_dict_pre_hooks", "_optimizer_load_state_dict_post_hooks")
+
+
+@contextmanager
+def _hooks_held(optimizer):
+    """The optimizer's four state-dict hook tables emptied for the body: torch's own
+    ``state_dict`` / ``load_state_dict`` that a body calls (and a decorated body of a parent
+    class) would run them a second time."""
+    held = {name: getattr(optimizer, name) for name in _HOOK_TABLES}
+    for name in _HOOK_TABLES:
+        setattr(optimizer, name, OrderedDict())
+    try:
+        yield
+    finally:
+        for name, table in held.items():
+            setattr(optimizer, name, table)
+
+
+def runs_state_dict_hooks(body: Callable) -> Callable:
+    """An optimizer's own ``state_dict`` or ``load_state_dict`` (by the name of ``body``) that
+    runs the hooks registered with ``register_state_dict_pre_hook`` and the other three as
+    ``torch.optim.Optimizer``'s do, around the whole of ``body``: ``state_dict``: the
+    pre-hooks, ``body``, then the post-hooks on its dict (a dict one returns replaces it);
+    ``load_state_dict``: the pre-hooks on a shallow copy of the dict given (a dict one returns
+    is loaded instead), ``body`` on it, then the post-hooks. Inside ``body`` no hook runs, so
+    it may build on torch's methods or on a parent's decorated one."""
+    if body.__name__ == "state_dict":
+        @functools.wraps(body)
+        def state_dict(self):
+            for hook in self._optimizer_state_dict_pre_hooks.values():
+                hook(self)
+            with _hooks_held(self):
+                sd = body(self)
+            for hook in self._optimizer_state_dict_post_hooks.values():
+                out = hook(self, sd)
+                sd = sd if out is None else out
+            return sd
+        return state_dict
+    if body.__name__ == "load_state_dict":
+        @functools.wraps(body)
+        def load_state_dict(self, state_dict):
+            state_dict = state_dict.copy()       # torch's: the hooks may edit it in place
+            for hook in self._optimizer_load_state_dict_pre_hooks.values():
+                out = hook(self, state_dict)
+                state_dict = state_dict if out is None else out
+            with _hooks_held(self):
+                body(self, state_dict)
+            for hook in self._optimizer_load_state_dict_post_hooks.values():
+                hook(self)
+        return load_state_dict
+    raise ValueError(f"runs_state_dict_hooks wraps state_dict or load_state_dict, "
+                     f"not {body.__name__!r}")

@@ -55,7 +55,7 @@ from torch.optim import Optimizer
 
 from sgdlab.measure.entropy_gradient import langevin_step_
 
-from ._common import check_real_parameters, momentum_direction
+from ._common import check_real_parameters, momentum_direction, runs_state_dict_hooks
 from .registry import register_optimizer
 from .scoping import ExponentialScope
 from .settings import split_own_state
@@ -103,12 +103,14 @@ class SeededNoise:
 
     def _load_counters(self, c: dict[str, Any]) -> None: ...
 
+    @runs_state_dict_hooks
     def state_dict(self) -> dict[str, Any]:
         sd = super().state_dict()  # type: ignore[misc]
         rng = self._generator.get_state() if self._generator is not None else self._pending_rng
         sd["noise"] = {"seed": self._seed, "rng_state": rng, **self._counters()}
         return sd
 
+    @runs_state_dict_hooks
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         # another optimizer's state (torch.optim.SGD's) was loaded without a word: its groups
         # replaced these, and the next step failed on a KeyError ('inner_momentum', 'L')

@@ -82,7 +82,8 @@ from sgdlab.operators.batches import concat_batches
 from sgdlab.operators.params import trainable_named_params
 
 from . import noise as N
-from ._common import check_real_parameters, closure_loss, is_whole, seeded_generator
+from ._common import (check_real_parameters, closure_loss, is_whole, runs_state_dict_hooks,
+                      seeded_generator)
 from .registry import register_optimizer
 from .settings import split_own_state
 
@@ -603,6 +604,7 @@ class StructuredNoiseGD(Optimizer):
         return loss
 
     # --- state --------------------------------------------------------------------------------
+    @runs_state_dict_hooks
     def state_dict(self) -> dict[str, Any]:
         sd = super().state_dict()
         sd["gld"] = {"noise": self.noise, "t": self._t,
@@ -611,6 +613,7 @@ class StructuredNoiseGD(Optimizer):
                      "partition": self._partition}
         return sd
 
+    @runs_state_dict_hooks
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         state_dict, extra = split_own_state(state_dict, "gld", "a GLD optimizer",
                                             noise=self.noise)

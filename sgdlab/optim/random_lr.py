@@ -45,7 +45,8 @@ from torch.optim import Optimizer
 
 from sgdlab.measure.temperature import MUSSO_CONVENTIONS as CONVENTIONS
 
-from ._common import closure_loss, momentum_direction, seeded_generator
+from ._common import (closure_loss, momentum_direction, runs_state_dict_hooks,
+                      seeded_generator)
 from .registry import register_optimizer
 from .settings import split_own_state
 
@@ -137,12 +138,14 @@ class RandomLRSGD(Optimizer):
         loading a state restores the generator, so another seed would be ignored."""
         return {"seed": self._given_seed}
 
+    @runs_state_dict_hooks
     def state_dict(self) -> dict[str, Any]:
         sd = super().state_dict()
         sd["random_lr"] = {"generator": self.generator.get_state(), "steps": self.steps,
                            "last_alpha": self.last_alpha}
         return sd
 
+    @runs_state_dict_hooks
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         state_dict, extra = split_own_state(state_dict, "random_lr", "RandomLRSGD")
         super().load_state_dict(state_dict)

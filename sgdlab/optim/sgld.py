@@ -50,7 +50,8 @@ from torch.optim import Optimizer
 
 from sgdlab.operators.batches import num_samples
 
-from ._common import check_real_parameters, closure_loss, seeded_generator
+from ._common import (check_real_parameters, closure_loss, runs_state_dict_hooks,
+                      seeded_generator)
 from .noise import standard_normal
 from .registry import register_optimizer
 from .settings import split_own_state
@@ -166,12 +167,14 @@ class SGLD(Optimizer):
         """The noise's reading, N and the generator's seed (:mod:`sgdlab.optim.settings`)."""
         return {"energy": self.energy, "num_data": self.num_data, "seed": self._given_seed}
 
+    @runs_state_dict_hooks
     def state_dict(self) -> dict[str, Any]:
         sd = super().state_dict()
         sd["sgld"] = {"energy": self.energy, "num_data": self.num_data,
                       "generator": self.generator.get_state()}
         return sd
 
+    @runs_state_dict_hooks
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         state_dict, extra = split_own_state(state_dict, "sgld", "SGLD", energy=self.energy)
         super().load_state_dict(state_dict)

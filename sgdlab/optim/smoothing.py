@@ -51,7 +51,7 @@ import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
-from ._common import momentum_direction
+from ._common import momentum_direction, runs_state_dict_hooks
 from .entropy_sgd import EntropySGD, SeededNoise, _check, _check_shared_L
 from .registry import register_optimizer
 from .scoping import ExponentialScope
@@ -173,6 +173,7 @@ class HEAT(SeededNoise, Optimizer):
         self._init_rng(seed)
         self.steps = 0
 
+    @runs_state_dict_hooks
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         built = [g["variance_convention"] for g in self.param_groups]
         super().load_state_dict(state_dict)

@@ -27,7 +27,7 @@ import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
-from ._common import check_plain_optimizer, closure_loss, is_whole
+from ._common import check_plain_optimizer, closure_loss, is_whole, runs_state_dict_hooks
 from .registry import build_optimizer, register_optimizer
 from .settings import inner_settings
 
@@ -128,11 +128,13 @@ class SwitchOptimizer(Optimizer):
         self._link()
         return loss
 
+    @runs_state_dict_hooks
     def state_dict(self) -> dict[str, Any]:
         return {"switch": {"t": self._t, "switch_step": self.switch_step,
                            "names": list(self.names)},
                 "first": self.first.state_dict(), "second": self.second.state_dict()}
 
+    @runs_state_dict_hooks
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         meta = state_dict.get("switch")
         if meta is None:

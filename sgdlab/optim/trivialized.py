@@ -49,7 +49,7 @@ from torch import Tensor, nn
 from torch.optim import Optimizer
 
 from ._common import (check_plain_optimizer, check_real_parameters, closure_loss,
-                      seeded_generator)
+                      runs_state_dict_hooks, seeded_generator)
 from .noise import standard_normal
 from .registry import build_optimizer, register_optimizer
 from .settings import inner_settings, split_own_state
@@ -247,12 +247,14 @@ class TrivializedSGD(Optimizer):
                 "seed": self._given_seed,
                 **inner_settings("base", self.base, groups=False)}
 
+    @runs_state_dict_hooks
     def state_dict(self) -> dict[str, Any]:
         sd = self.base.state_dict()
         sd["trivialized"] = {"base": self.base_name, "i": self._i, "field": self.field.clone(),
                              "generator": self.generator.get_state()}
         return sd
 
+    @runs_state_dict_hooks
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         state_dict, extra = split_own_state(state_dict, "trivialized", "TrivializedSGD",
                                             base=self.base_name)

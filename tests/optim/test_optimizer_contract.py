@@ -10,7 +10,7 @@ closure's loss, ``step()`` works or asks for a closure, ``zero_grad()`` sets gra
 ``add_param_group`` trains the new group, and float32 models keep float32 parameters and state.
 Every optimizer also trains and round-trips on a Transformer encoder, a GRU and an embedding
 tied to the output projection, holding the tied matrix once and moving it by both uses'
-gradient."""
+gradient, and runs torch's four state-dict hooks as torch.optim.SGD does."""
 from __future__ import annotations
 
 import copy
@@ -765,3 +765,107 @@ def test_another_optimizers_state_is_refused_naming_the_one_that_saves_it(name):
         opt.load_state_dict(torch.optim.SGD(model.parameters(), lr=0.1).state_dict())
     assert [sorted(g) for g in opt.param_groups] == keys
     assert _steps(opt, model, data, 1)                       # and it still steps
+
+
+# --- torch's state-dict hooks -------------------------------------------------------------------
+
+
+def _same(a, b) -> bool:
+    """Equal state dicts: the same keys and structure, tensors of equal dtype and values."""
+    if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor):
+        return (isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor)
+                and a.dtype == b.dtype and torch.equal(a, b))
+    if isinstance(a, dict) or isinstance(b, dict):
+        return (isinstance(a, dict) and isinstance(b, dict) and a.keys() == b.keys()
+                and all(_same(a[k], b[k]) for k in a))
+    if isinstance(a, (list, tuple)) or isinstance(b, (list, tuple)):
+        return (type(a) is type(b) and len(a) == len(b)
+                and all(_same(x, y) for x, y in zip(a, b)))
+    return a == b
+
+
+def _lrs(sd) -> list[float]:
+    """Every ``lr`` of every group in a state dict, however the optimizer nests its own."""
+    if isinstance(sd, dict):
+        return [v for k, v in sd.items() if k == "lr"] + [x for v in sd.values()
+                                                          for x in _lrs(v)]
+    if isinstance(sd, (list, tuple)):
+        return [x for v in sd for x in _lrs(v)]
+    return []
+
+
+LR_PRE, LR_LOADED = 0.0123, 0.0456
+
+
+def _hook_trace(name: str) -> list:
+    """What the four state-dict hooks of optimizer ``name`` see in a ``state_dict()`` /
+    ``load_state_dict()`` round trip: the pre-hook sets every group's lr, the post-hook returns
+    a new dict with an extra key, the load pre-hook drops that key from its copy and returns
+    another state (saved one step later, at lr LR_LOADED), the load post-hook reads the lrs."""
+    model, data = _setup("cpu")
+    torch.manual_seed(1)
+    source = _build(name, model, data)
+    _steps(source, model, data, 1)
+    start = copy.deepcopy(source.state_dict())
+    _steps(source, model, data, 1)
+    for g in source.param_groups:
+        g["lr"] = LR_LOADED
+    other = copy.deepcopy(source.state_dict())
+    assert not _same(start, other), name            # the load pre-hook's state is another
+    torch.manual_seed(1)
+    opt = _build(name, model, data)
+    opt.load_state_dict(start)                      # no hooks yet: a state mid-run
+    trace, seen = [], {}
+
+    def pre(o):
+        trace.append(("state_dict pre", o is opt))
+        for g in o.param_groups:
+            g["lr"] = LR_PRE
+
+    def post(o, sd):
+        seen["post"] = copy.deepcopy(sd)
+        trace.append(("state_dict post", o is opt, isinstance(sd, dict)))
+        seen["returned"] = {**sd, "hooked": True}
+        return seen["returned"]
+
+    def load_pre(o, sd):
+        trace.append(("load pre", o is opt, sd is not seen["passed"],
+                      _same(sd, seen["passed"])))
+        del sd["hooked"]                            # in its shallow copy only
+        return copy.deepcopy(other)
+
+    def load_post(o):
+        trace.append(("load post", o is opt,
+                      all(g["lr"] == LR_LOADED for g in o.param_groups)))
+
+    handles = [opt.register_state_dict_pre_hook(pre), opt.register_state_dict_post_hook(post),
+               opt.register_load_state_dict_pre_hook(load_pre),
+               opt.register_load_state_dict_post_hook(load_post)]
+    sd = seen["passed"] = opt.state_dict()
+    trace.append(("returns the post-hook's dict", sd is seen.get("returned")))
+    # the post-hook saw the whole state: the returned dict less the key it added
+    trace.append(("post-hook saw it all", _same(seen.get("post"), {
+        k: v for k, v in sd.items() if k != "hooked"})))
+    trace.append(("pre-hook's lr saved", LR_PRE in _lrs(sd)))   # (switch: 2nd's lr too)
+    opt.load_state_dict(sd)
+    trace.append(("caller's dict kept", "hooked" in sd))
+    for h in handles:
+        h.remove()
+    trace.append(("loads the load pre-hook's dict", _same(opt.state_dict(), other)))
+    return trace
+
+
+@pytest.mark.parametrize("name", sorted(HYPER))
+def test_state_dict_hooks_run_once_as_torch_runs_them(name):
+    # wrappers that build their own state dict (switch, trivialized) ran none of the four
+    # hooks; those adding an entry after torch's (the noise generators' states) showed the
+    # post-hook a dict without it and loaded that entry from the dict given, not the
+    # load pre-hook's
+    reference = _hook_trace("sgd")              # torch.optim.SGD itself
+    assert reference == [
+        ("state_dict pre", True), ("state_dict post", True, True),
+        ("returns the post-hook's dict", True), ("post-hook saw it all", True),
+        ("pre-hook's lr saved", True), ("load pre", True, True, True),
+        ("load post", True, True), ("caller's dict kept", True),
+        ("loads the load pre-hook's dict", True)]
+    assert _hook_trace(name) == reference, name
