@@ -108,6 +108,7 @@ class Landscape(ABC):
         n = self.num_samples
         if n is None:
             raise UserError(f"{type(self).__name__} has no samples to draw batches from")
+        batch_size = check_count("batch_size", batch_size, 1)   # 2.5 failed inside randint
         if batch_size < 1 or (not replacement and batch_size > n):
             raise UserError(f"batch_size must be in [1, {n}] here, got {batch_size}")
         if replacement:
@@ -119,17 +120,30 @@ class Landscape(ABC):
 
 
 class AnalyticLoss(Landscape):
-    """A landscape defined by a plain batched callable ``f(theta) -> (...)`` (no samples)."""
+    """A landscape defined by a plain batched callable ``f(theta) -> (...)`` (no samples):
+    one loss per chain, ``theta`` of shape (..., dim) giving shape (...)."""
 
     def __init__(self, fn, dim: int) -> None:
+        if not callable(fn):
+            raise UserError(f"fn must be a callable theta -> loss, got {type(fn).__name__}")
         self._fn = fn
-        self.dim = int(dim)
+        self.dim = check_count("dim", dim, 1)
 
     def loss(self, theta: Tensor, idx: Tensor | None = None) -> Tensor:
         self._check(theta)
         if idx is not None:
             raise UserError("AnalyticLoss has no samples; idx must be None")
-        return self._fn(theta)
+        out = self._fn(theta)
+        # an f of shape (..., dim) (per-coordinate terms) made grad the gradient of their sum
+        # and simulate ran on it without a word
+        if not isinstance(out, Tensor):
+            raise UserError(f"AnalyticLoss: fn must return a torch.Tensor, got "
+                            f"{type(out).__name__}")
+        if out.shape != theta.shape[:-1]:
+            raise UserError(f"AnalyticLoss: fn must return one loss per chain, shape "
+                            f"{tuple(theta.shape[:-1])} for theta of shape "
+                            f"{tuple(theta.shape)}, got {tuple(out.shape)}")
+        return out
 
 
 def check_positive(name: str, value: float) -> float:

@@ -65,6 +65,7 @@ class Quadratic(Landscape):
         # (base.psd_tolerances): the absolute ones refused C = 10⁶ v vᵀ for a −1e−10 round-off
         # eigenvalue and took a non-symmetric H or an indefinite C of scale 10⁻⁹
         check_psd_matrix("hessian", h, d, definite=True, round_off=_given_dtype(hessian, dtype))
+        num_samples = check_count("num_samples", num_samples, 1)   # 10.5 failed in randn
         if num_samples <= d:
             raise UserError(f"num_samples must exceed the dimension {d}, got {num_samples}")
         c = h.clone() if noise_cov is None else torch.as_tensor(noise_cov, dtype=dtype)

@@ -61,3 +61,28 @@ def _check_stationary_cov(d, gen):
         x = simulate(sde, torch.zeros(8000, 2, dtype=f64), dt=0.02, steps=250,
                      generator=gen).final
         assert torch.allclose(torch.cov(x.T), d, atol=0.06)
+
+
+def test_analytic_loss_refuses_a_function_that_is_not_one_loss_per_chain():
+    # f returning (..., d) (a vector of per-coordinate terms) made grad the gradient of their
+    # sum and simulate ran on it without a word
+    vec = AnalyticLoss(lambda t: t ** 2, 2)
+    th = torch.ones(3, 2, dtype=f64)
+    for call in (lambda: vec.loss(th), lambda: vec.grad(th), lambda: vec.hessian(th[0])):
+        with pytest.raises(UserError, match=r"must return one loss per chain, shape \(3,\)"
+                           r"|shape \(\)"):
+            call()
+    with pytest.raises(UserError, match="must return a torch.Tensor"):
+        AnalyticLoss(lambda t: 1.0, 2).loss(th)
+    ok = AnalyticLoss(lambda t: (t ** 2).sum(-1), 2)
+    torch.testing.assert_close(ok.hessian(th), 2 * torch.eye(2, dtype=f64).expand(3, 2, 2))
+
+
+@pytest.mark.parametrize("args, match", [
+    ((lambda t: t.sum(-1), 0), "dim must be an integer >= 1"),
+    ((lambda t: t.sum(-1), 2.5), "dim must be an integer >= 1"),
+    ((3.0, 2), "fn must be a callable"),
+])
+def test_analytic_loss_arguments_are_checked(args, match):
+    with pytest.raises(UserError, match=match):
+        AnalyticLoss(*args)

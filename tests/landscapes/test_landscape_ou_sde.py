@@ -452,3 +452,74 @@ def test_path_mean_se_is_the_standard_error_of_correlated_records():
     assert naive < 0.5 * exact_se                        # records as if independent: too small
     with pytest.raises(UserError, match="records, chains"):
         path_mean_se(values[:, :1])
+
+
+@pytest.mark.parametrize("make_sde", [
+    lambda: SDE.langevin(lambda x: x, 2, diffusion=torch.tensor([[1.0, 0.3], [0.3, 0.5]],
+                                                                dtype=f64)),
+    lambda: sgd_sde(Quadratic(torch.diag(torch.tensor([1.0, 0.5], dtype=f64)), num_samples=5),
+                    lr=0.1, batch_size=2),
+])
+def test_given_increments_of_another_dtype_drive_the_chains_in_theirs(make_sde):
+    # torch.randn's float32 increments beside float64 chains failed in the factor's matmul
+    sde = make_sde()
+    x0 = torch.full((3, 2), 0.5, dtype=f64)
+    dw = brownian_increments((3, sde.noise_dim), 0.1, 4, generator=torch.Generator().manual_seed(0))
+    want = simulate(sde, x0, dt=0.1, steps=4, increments=dw.float().double()).final
+    got = simulate(sde, x0, dt=0.1, steps=4, increments=dw.float()).final
+    assert got.dtype == f64
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-15)
+    with pytest.raises(UserError, match="increments must be a floating-point torch.Tensor"):
+        simulate(sde, x0, dt=0.1, steps=4, increments=dw.tolist())
+
+
+@pytest.mark.parametrize("sde, match", [
+    # a drift summed over the coordinates: (C,) against (C, d) broadcast or failed in the step
+    (SDE(lambda x: -x.sum(-1), None, 2, 2), r"drift\(x\) must return shape \(4, 2\)"),
+    (SDE(lambda x: -x, lambda x: torch.ones(*x.shape[:-1], 2, 3, dtype=x.dtype), 2, 2),
+     r"factor\(x\) must return shape \(\.\.\., 2, 2\)"),
+])
+def test_a_drift_or_factor_of_the_wrong_shape_is_named(sde, match):
+    with pytest.raises(UserError, match=match):
+        simulate(sde, torch.zeros(4, 2), dt=0.1, steps=2)
+
+
+def test_a_drift_of_the_chains_shape_by_broadcasting_is_refused():
+    # C = d chains: a drift of shape (d,) (one per chain, summed over coordinates) broadcast
+    # against (C, d) and ran on as a silently different SDE
+    sde = SDE(lambda x: -(x ** 2).sum(-1), None, 2, 2)
+    with pytest.raises(UserError, match=r"drift\(x\) must return shape \(2, 2\)"):
+        simulate(sde, torch.ones(2, 2), dt=0.1, steps=2)
+
+
+def test_a_constant_factor_without_chain_dimensions_still_broadcasts():
+    g = torch.tensor([[1.0, 0.0, 0.5], [0.0, 2.0, 0.0]], dtype=f64)
+    sde = SDE(lambda x: -x, lambda x: g, 2, 3, additive=True)
+    dw = brownian_increments((4, 3), 0.1, 2, generator=torch.Generator().manual_seed(0))
+    x = simulate(sde, torch.zeros(4, 2, dtype=f64), dt=0.1, steps=1, increments=dw[:1]).final
+    torch.testing.assert_close(x, dw[0] @ g.T)
+
+
+@pytest.mark.parametrize("call, match", [
+    (lambda: coarsen(torch.zeros(6, 2), 0), "factor must be an integer >= 1"),
+    (lambda: coarsen(torch.zeros(6, 2), -2), "factor must be an integer >= 1"),
+    (lambda: coarsen(torch.zeros(6, 2), 1.5), "factor must be an integer >= 1"),
+    (lambda: brownian_increments((2,), -0.1, 3), "dt must be > 0"),
+    (lambda: brownian_increments((2,), 0.1, -3), "steps must be an integer >= 0"),
+    (lambda: SDE(lambda x: -x, None, 0, 0), "dim must be an integer >= 1"),
+    (lambda: SDE(lambda x: -x, None, 2.5, 2), "dim must be an integer >= 1"),
+    (lambda: SDE(lambda x: -x, None, 2, -1), "noise_dim must be an integer >= 0"),
+    (lambda: sgd_chains(Quadratic(H3, num_samples=10), torch.zeros(2, 3, dtype=f64), lr=0.1,
+                        batch_size=2.5, steps=2), "batch_size must be an integer >= 1"),
+    (lambda: Quadratic(H3, num_samples=10.5), "num_samples must be an integer"),
+])
+def test_fractional_counts_and_bad_sizes_are_named_errors(call, match):
+    with pytest.raises(UserError, match=match):
+        call()
+
+
+def test_whole_float_counts_are_taken():
+    q = Quadratic(H3, num_samples=10.0)
+    assert q.num_samples == 10 and isinstance(q.num_samples, int)
+    assert q.sample_batches((2,), 3.0).shape == (2, 3)
+    assert coarsen(torch.ones(6, 2), 3.0).shape == (2, 2)

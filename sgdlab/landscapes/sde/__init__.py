@@ -6,5 +6,5 @@ from .leimkuhler_matthews import LeimkuhlerMatthews
 from .sgd import sgd_chains, sgd_sde
 from .simulate import Path, brownian_increments, coarsen, path_mean_se, simulate
 
-__all__ = ["SDE", "Integrator", "EulerMaruyama", "LeimkuhlerMatthews", "Path", "simulate", "brownian_increments",
-           "coarsen", "path_mean_se", "sgd_chains", "sgd_sde", "psd_sqrt"]
+__all__ = ["SDE", "Integrator", "EulerMaruyama", "LeimkuhlerMatthews", "Path", "simulate",
+           "brownian_increments", "coarsen", "path_mean_se", "sgd_chains", "sgd_sde", "psd_sqrt"]

@@ -22,7 +22,7 @@ from torch import Tensor
 from sgdlab.errors import UserError
 from sgdlab.optim.noise import psd_sqrt  # symmetric square root, negatives clipped (batched)
 
-from ..base import check_psd_matrix, psd_tolerances
+from ..base import check_count, check_psd_matrix, psd_tolerances
 
 Drift = Callable[[Tensor], Tensor]
 Factor = Callable[[Tensor], Tensor]
@@ -51,6 +51,8 @@ class SDE:
     scalar_noise: float | None = None
 
     def __post_init__(self) -> None:
+        self.dim = check_count("dim", self.dim, 1)
+        self.noise_dim = check_count("noise_dim", self.noise_dim, 0)
         c = self.scalar_noise
         if c is None:
             return

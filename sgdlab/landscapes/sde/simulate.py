@@ -29,12 +29,15 @@ def brownian_increments(shape: tuple[int, ...], dt: float, steps: int, *,
                         generator: torch.Generator | None = None,
                         dtype: torch.dtype = torch.float64) -> Tensor:
     """ΔB of shape (steps, *shape), i.i.d. N(0, dt) entries."""
+    dt = check_positive("dt", dt)
+    steps = check_count("steps", steps)
     return torch.randn((steps, *shape), generator=generator, dtype=dtype) * math.sqrt(dt)
 
 
 def coarsen(dw: Tensor, factor: int) -> Tensor:
     """Sum consecutive groups of ``factor`` increments: the same Brownian path at step
     ``factor · dt`` (for common-random-number comparisons of step sizes)."""
+    factor = check_count("factor", factor, 1)
     if dw.shape[0] % factor:
         raise UserError(f"{dw.shape[0]} increments do not split into groups of {factor}")
     return dw.reshape(dw.shape[0] // factor, factor, *dw.shape[1:]).sum(1)
@@ -65,13 +68,23 @@ def simulate(
     integ = integrator or EulerMaruyama()
     look = integ.lookahead if sde.factor is not None else 0
     if increments is not None:
+        if not isinstance(increments, Tensor) or not increments.is_floating_point():
+            raise UserError("increments must be a floating-point torch.Tensor, got "
+                            + (str(increments.dtype) if isinstance(increments, Tensor)
+                               else type(increments).__name__))
         want = (steps + look, *x0.shape[:-1], sde.noise_dim)
         if tuple(increments.shape) != want:
             raise UserError(f"increments must have shape {want} (steps + lookahead, chains, "
                             f"noise dimension), got {tuple(increments.shape)}")
     # the chains in the SDE's dtype (its drift's at x0), as sgd_chains' iterates take the
     # landscape's: a float32 x0 (torch.zeros(C, d)) met a float64 noise factor in a matmul
-    x = x0.to(torch.promote_types(x0.dtype, sde.drift(x0).dtype), copy=True)
+    b0 = sde.drift(x0)
+    _check_coefficients(sde, x0, b0)
+    x = x0.to(torch.promote_types(x0.dtype, b0.dtype), copy=True)
+    if increments is not None:
+        # in the chains' dtype and device: torch.randn's float32 increments beside float64
+        # chains failed in the factor's matmul
+        increments = increments.to(dtype=x.dtype, device=x.device)
     sq = math.sqrt(dt)
 
     def draw(n: int) -> Tensor:
@@ -95,6 +108,31 @@ def simulate(
             times.append(t0 + (n + 1) * dt)
             states.append(obs(x))
     return Path(final=x, times=times, states=torch.stack(states) if states else None)
+
+
+def _check_coefficients(sde: SDE, x0: Tensor, b0: Tensor) -> None:
+    """A ``UserError`` unless drift(x0) has x0's shape and factor(x0) is (..., d, r) over
+    x0's chains (or broadcast to them). A drift of shape (C,) for C = d chains broadcast
+    against (C, d) and ran as another SDE, without a word; other shapes failed deep in a
+    step."""
+    if not isinstance(b0, Tensor) or b0.shape != x0.shape:
+        got = tuple(b0.shape) if isinstance(b0, Tensor) else type(b0).__name__
+        raise UserError(f"drift(x) must return shape {tuple(x0.shape)} (the shape of x), got "
+                        f"{got}")
+    if sde.factor is None or sde.scalar_noise is not None:
+        return
+    g0 = sde.factor(x0)
+    want = (sde.dim, sde.noise_dim)
+    ok = isinstance(g0, Tensor) and g0.ndim >= 2 and tuple(g0.shape[-2:]) == want
+    if ok:
+        try:
+            ok = torch.broadcast_shapes(g0.shape[:-2], x0.shape[:-1]) == x0.shape[:-1]
+        except RuntimeError:
+            ok = False
+    if not ok:
+        got = tuple(g0.shape) if isinstance(g0, Tensor) else type(g0).__name__
+        raise UserError(f"factor(x) must return shape (..., {want[0]}, {want[1]}) (dim, "
+                        f"noise_dim) over x's chains {tuple(x0.shape[:-1])}, got {got}")
 
 
 def path_mean_se(values: Tensor) -> tuple[float, float]:
