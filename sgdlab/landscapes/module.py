@@ -37,6 +37,10 @@ class LandscapeModel(nn.Module):
                             f"({landscape.dim},), got {tuple(theta.shape)} (a batch of "
                             "points is for sgd_chains and simulate)")
         theta = theta.reshape(landscape.dim)
+        if not theta.is_floating_point():     # an integer θ0 cannot carry gradients
+            theta = theta.to(torch.get_default_dtype())
+        if not bool(torch.isfinite(theta).all()):
+            raise UserError(f"theta0 has non-finite entries: {theta.tolist()}")
         # θ in the dtype the landscape holds its tensors in: a float32 θ0 such as torch.zeros(d)
         # on a float64 landscape made a float32 parameter, so its gradients and steps were
         # rounded to float32 while every closed form stays float64 (p-spin's matmuls refused it)

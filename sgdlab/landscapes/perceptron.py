@@ -54,8 +54,15 @@ class PerceptronInstances:
     @classmethod
     def sample(cls, batch: int, d: int, alpha: float, *,
                generator: torch.Generator | None = None) -> PerceptronInstances:
-        if d % 2 == 0 or d < 3:
-            raise UserError(f"d must be odd and >= 3 (no ties in sign), got {d}")
+        # fractional sizes failed inside torch.randint; batch 0 gave empty instances
+        batch = check_count("batch", batch, 1)
+        try:
+            d = check_count("d", d, 3)
+            odd = d % 2 == 1
+        except UserError:
+            odd = False
+        if not odd:
+            raise UserError(f"d must be an odd integer >= 3 (no ties in sign), got {d!r}")
         check_positive("alpha", alpha)
         n = max(1, int(round(alpha * d)))
         teacher = torch.randint(0, 2, (batch, d), generator=generator).float() * 2 - 1

@@ -83,8 +83,7 @@ class PSpinGlass(Landscape):
 
     def __init__(self, n: int = 100, *, nu: float | None = None, regime: str | None = None,
                  seed: int = 0, dtype: torch.dtype = torch.float64) -> None:
-        if n < 2:
-            raise UserError(f"n must be >= 2, got {n}")
+        n = check_count("n", n, 2)          # 4.5 failed in randn, a 0-d tensor stayed one
         if (nu is None) == (regime is None):
             raise UserError("give exactly one of nu or regime")
         self.nu = regime_field(regime, n) if regime is not None else float(nu)
@@ -148,6 +147,7 @@ class PSpinGlass(Landscape):
     def random_starts(self, count: int, *, generator: torch.Generator | None = None) -> Tensor:
         """Uniform points on the sphere, shape (count, N). Seed ``generator`` apart from the
         glass (:func:`starts_seed`): one seeded like the glass draws the couplings' values."""
+        count = check_count("count", count, 0)
         z = torch.randn(count, self.n, generator=generator, dtype=self.h.dtype)
         return self.project(z)
 

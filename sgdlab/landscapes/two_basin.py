@@ -48,7 +48,7 @@ from torch import Tensor
 
 from sgdlab.errors import UserError
 
-from .base import Landscape
+from .base import Landscape, check_count
 
 LANDSCAPES: tuple[str, ...] = ("paper", "rescaled", "authors-code")
 PAPER_THETA = 5 * math.pi / 6
@@ -102,8 +102,7 @@ class TwoBasin(Landscape):
         name: str = "paper",
         dtype: torch.dtype = torch.float64,
     ) -> None:
-        if num_samples < 1:
-            raise UserError(f"num_samples must be >= 1, got {num_samples}")
+        num_samples = check_count("num_samples", num_samples, 1)   # 2.5 failed in randn
         if not 0 <= data_var < math.inf:
             raise UserError(f"data_var must be a finite number >= 0, got {data_var}")
         if sharp_hessian is None:
@@ -136,6 +135,10 @@ class TwoBasin(Landscape):
         self.flat_hessian = torch.as_tensor(flat_hessian, dtype=dtype)
         self.sharp_center = torch.tensor(sharp_center, dtype=dtype)
         self.flat_center = torch.tensor(flat_center, dtype=dtype)
+        for what, c in (("sharp_center", self.sharp_center), ("flat_center", self.flat_center)):
+            # a NaN centre made every loss and gradient NaN
+            if c.shape != (2,) or not bool(torch.isfinite(c).all()):
+                raise UserError(f"{what} must be finite (c1, c2), got {c.tolist()}")
         # Sample-only constants of the expanded quadratics (see _quadratics / grad).
         self._x_hs = data @ self.sharp_hessian
         self._x_hf = data @ self.flat_hessian
@@ -192,8 +195,7 @@ class TwoBasin(Landscape):
         so the large data variance lies along the *soft* sharp axis. ``seed`` seeds the draw;
         ``data_scale=0`` gives the data-free landscape (minima exactly at (1, 1) and (−1, −1)).
         """
-        if num_samples < 1:
-            raise UserError(f"num_samples must be >= 1, got {num_samples}")
+        num_samples = check_count("num_samples", num_samples, 1)   # 2.5 failed in randn
         theta = math.pi / 4
         c, s = math.cos(theta), math.sin(theta)
         k = torch.tensor([[c, -s], [s, c]], dtype=torch.float64)

@@ -70,3 +70,23 @@ def test_a_batch_of_points_as_theta0_is_named():
         as_problem(q, torch.zeros(3, 2, dtype=torch.float64))
     model, _, _ = as_problem(q, torch.zeros(1, 2, dtype=torch.float64))   # one point: taken
     assert model.theta.shape == (2,)
+
+
+def test_an_integer_start_gives_a_floating_parameter():
+    # torch.tensor([1, 0]) failed with "Only Tensors of floating point ... can require gradients"
+    from sgdlab.landscapes.base import AnalyticLoss
+    from sgdlab.landscapes.double_well import DoubleWell
+
+    model, _, _ = as_problem(DoubleWell(), torch.tensor([1, 0]))
+    assert model.theta.dtype == torch.get_default_dtype()
+    rb = AnalyticLoss(lambda t: (1 - t[..., 0]) ** 2 + 100 * (t[..., 1] - t[..., 0] ** 2) ** 2, 2)
+    model, loss_fn, data = as_problem(rb, torch.tensor([1, 1]))
+    assert float(loss_fn(model(data[0]), data[1]).detach()) == 0.0
+
+
+def test_a_non_finite_start_is_named():
+    from sgdlab.errors import UserError
+    from sgdlab.landscapes.double_well import DoubleWell
+
+    with pytest.raises(UserError, match="theta0 has non-finite entries"):
+        as_problem(DoubleWell(), torch.tensor([math.nan, 0.0]))

@@ -99,3 +99,19 @@ def test_bad_annealing_schedules_are_named_errors(kw, match):
         anneal(inst, **kw)
     with pytest.raises(UserError, match="alpha"):
         PerceptronInstances.sample(2, 11, float("nan"))
+
+
+@pytest.mark.parametrize("args, match", [
+    ((1.5, 5, 1.0), "batch must be an integer >= 1"),
+    ((0, 5, 1.0), "batch must be an integer >= 1"),
+    ((2, 5.5, 1.0), "d must be an odd integer >= 3"),
+])
+def test_instance_sizes_are_checked_by_name(args, match):
+    # fractional sizes were TypeErrors from torch.randint, batch 0 gave empty instances
+    with pytest.raises(UserError, match=match):
+        PerceptronInstances.sample(*args)
+
+
+def test_a_whole_float_dimension_is_taken():
+    inst = PerceptronInstances.sample(2, 5.0, 1.0, generator=torch.Generator().manual_seed(0))
+    assert inst.teacher.shape == (2, 5) and inst.patterns.shape == (2, 5, 5)

@@ -205,3 +205,20 @@ def test_the_spin_glass_entry_draws_its_starts_apart_from_the_disorder(monkeypat
     assert all(starts_seed(s) >= 2 ** 62 for s in range(50))
     with pytest.raises(UserError, match="seed"):
         starts_seed(-1)
+
+
+@pytest.mark.parametrize("call, match", [
+    (lambda: PSpinGlass(4.5, nu=0.1), "n must be an integer >= 2"),
+    (lambda: PSpinGlass(1, nu=0.1), "n must be an integer >= 2"),
+    (lambda: PSpinGlass(4, nu=0.1).random_starts(2.5), "count must be an integer >= 0"),
+])
+def test_fractional_sizes_are_named_errors(call, match):
+    # each was a TypeError from inside torch.randn
+    with pytest.raises(UserError, match=match):
+        call()
+
+
+def test_a_whole_number_size_is_an_int():
+    p = PSpinGlass(torch.tensor(4), nu=0.1)         # a 0-d tensor was kept as the dimension
+    assert type(p.dim) is int and p.dim == 4
+    assert p.random_starts(3.0).shape == (3, 4)

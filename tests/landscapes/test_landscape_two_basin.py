@@ -554,3 +554,21 @@ def test_method_streams_differ_from_every_data_draw_and_each_other():
     a = escape_experiment(TwoBasin(dtype=f64), cfg, methods=["sgd", "gld_const"])
     b = escape_experiment(TwoBasin(dtype=f64), cfg, methods=["gld_const"])
     assert torch.equal(a.final["gld_const"], b.final["gld_const"])
+
+
+@pytest.mark.parametrize("call", [
+    lambda: TwoBasin(num_samples=2.5),
+    lambda: TwoBasin.authors_code(num_samples=2.5),
+])
+def test_a_fractional_number_of_samples_is_a_named_error(call):
+    # a TypeError from inside torch.randn before
+    with pytest.raises(UserError, match="num_samples must be an integer >= 1"):
+        call()
+
+
+@pytest.mark.parametrize("kw", [{"sharp_center": (math.nan, 1.0)},
+                                {"flat_center": (-1.0, math.inf)}])
+def test_non_finite_centres_are_named_errors(kw):
+    # a NaN centre gave a landscape whose every loss and gradient was NaN
+    with pytest.raises(UserError, match="must be finite"):
+        TwoBasin(**kw)
