@@ -466,7 +466,10 @@ def escape_experiment(
     cfg.validate()
     # float32 by default: values are O(1) and the sharpness probe (K·R·M·N ≈ 7·10⁶ terms per
     # record) is 4–6× faster than in float64; pass a float64 TwoBasin for exact comparisons.
-    land = landscape or TwoBasin(dtype=torch.float32)
+    land = TwoBasin(dtype=torch.float32) if landscape is None else landscape
+    if not isinstance(land, TwoBasin):      # an AttributeError about sharp_center before
+        raise UserError(f"escape_experiment runs on a TwoBasin landscape (its sharp and flat "
+                        f"basins), got {type(land).__name__}")
     methods = list(methods)
     gens = [torch.Generator().manual_seed(method_seed(cfg.seed, m)) if m in METHODS
             else torch.Generator() for m in methods]

@@ -572,3 +572,11 @@ def test_non_finite_centres_are_named_errors(kw):
     # a NaN centre gave a landscape whose every loss and gradient was NaN
     with pytest.raises(UserError, match="must be finite"):
         TwoBasin(**kw)
+
+
+def test_the_escape_experiment_names_a_landscape_without_two_basins():
+    from sgdlab.landscapes.quadratic import Quadratic
+
+    q = Quadratic(torch.eye(2, dtype=torch.float64), num_samples=5)
+    with pytest.raises(UserError, match="runs on a TwoBasin landscape.*got Quadratic"):
+        escape_experiment(q, EscapeConfig(iterations=2, repetitions=2, sharpness_every=0))
