@@ -523,3 +523,16 @@ def test_whole_float_counts_are_taken():
     assert q.num_samples == 10 and isinstance(q.num_samples, int)
     assert q.sample_batches((2,), 3.0).shape == (2, 3)
     assert coarsen(torch.ones(6, 2), 3.0).shape == (2, 2)
+
+
+@pytest.mark.parametrize("given", [[1.0, 0.5], np.array([[1.0, 0.2], [0.2, 0.5]])],
+                         ids=["list-diagonal", "array-matrix"])
+def test_langevin_takes_a_diffusion_given_as_a_list_or_array(given):
+    # float() of a list or an array was a TypeError
+    d = torch.as_tensor(given, dtype=f64)
+    d = torch.diag(d) if d.ndim == 1 else d
+    sde = SDE.langevin(lambda x: x, 2, diffusion=given)
+    g = sde.factor(torch.zeros(1, 2, dtype=f64))[0]
+    torch.testing.assert_close(g @ g.T, 2 * d)
+    with pytest.raises(UserError, match="diffusion must be None, a number"):
+        SDE.langevin(lambda x: x, 2, diffusion="isotropic")

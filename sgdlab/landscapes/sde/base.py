@@ -16,6 +16,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -96,8 +97,15 @@ class SDE:
             def factor(x: Tensor) -> Tensor:
                 return scale * _checked_root(diffusion(x), x, dim)
             return cls(drift, factor, dim, dim, additive=False)
+        if isinstance(diffusion, (list, tuple, np.ndarray)):
+            # a list or array of the diagonal or the matrix (float() of one was a TypeError)
+            diffusion = torch.as_tensor(diffusion, dtype=torch.float64)
         if diffusion is None or not isinstance(diffusion, Tensor):
-            value = 1.0 if diffusion is None else float(diffusion)
+            try:
+                value = 1.0 if diffusion is None else float(diffusion)
+            except (TypeError, ValueError):
+                raise UserError(f"diffusion must be None, a number, a (d,) or (d, d) tensor or "
+                                f"a callable, got {type(diffusion).__name__}") from None
             if not 0 <= value < math.inf:
                 raise UserError(f"diffusion must be a finite number >= 0, got {diffusion}")
             c = scale * math.sqrt(value)
