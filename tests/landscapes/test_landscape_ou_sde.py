@@ -536,3 +536,28 @@ def test_langevin_takes_a_diffusion_given_as_a_list_or_array(given):
     torch.testing.assert_close(g @ g.T, 2 * d)
     with pytest.raises(UserError, match="diffusion must be None, a number"):
         SDE.langevin(lambda x: x, 2, diffusion="isotropic")
+
+
+def test_euler_maruyama_strong_orders_half_and_one_for_additive_noise():
+    # the stated strong orders, on common Brownian paths: geometric BM (X_T exact from B_T)
+    # and a nonlinear drift with additive noise (reference: EM at a step 2⁻¹⁰)
+    gen = torch.Generator().manual_seed(0)
+    chains, fine_h = 4000, 2.0 ** -10
+    fine = brownian_increments((chains, 1), fine_h, 2 ** 10, generator=gen)
+    hs = [2.0 ** -k for k in (3, 4, 5, 6)]
+    x0 = torch.ones(chains, 1, dtype=f64)
+
+    def errors(sde, ref):
+        return [float((simulate(sde, x0, dt=h, steps=round(1 / h),
+                                increments=coarsen(fine, round(h / fine_h))).final - ref)
+                      .abs().mean()) for h in hs]
+
+    mu, s = 0.5, 1.0
+    gbm = SDE(lambda x: mu * x, lambda x: s * x[..., None], 1, 1)
+    exact = torch.exp((mu - s * s / 2) + s * fine.sum(0))
+    additive = SDE(lambda x: -torch.sin(3 * x), None, 1, 1, scalar_noise=1.0)
+    ref = simulate(additive, x0, dt=fine_h, steps=2 ** 10, increments=fine).final
+    em = EulerMaruyama()
+    assert em.strong_order_for(gbm) == 0.5 and em.strong_order_for(additive) == 1.0
+    assert 0.35 < _slope(hs, errors(gbm, exact)) < 0.65
+    assert 0.85 < _slope(hs, errors(additive, ref)) < 1.2
