@@ -10,16 +10,21 @@ Conventions (shared by every landscape in this package):
   samples in ``idx`` only, which is how a mini-batch (genuine SGD noise) is taken.
 - Gradients/Hessians default to autograd (``torch.func``); subclasses override them with
   closed forms where speed matters, and the tests check the overrides against autograd.
+- Device and dtype: a landscape's tensors (Hessians, centres, samples, couplings and every
+  derived constant) live on one device in one floating dtype; :meth:`Landscape.to` moves them
+  all in place, as ``nn.Module.to`` does, and chains must be on :attr:`Landscape.device`
+  (a ``UserError`` names both devices otherwise).
 """
 from __future__ import annotations
 
 import numbers
 import operator
 from abc import ABC
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from sgdlab.errors import UserError
 
@@ -28,11 +33,72 @@ class Landscape(ABC):
     """A loss f: R^dim -> R, batched over leading dimensions of ``theta``.
 
     Subclasses set ``dim`` (and ``num_samples`` when the loss is a mean over samples) and
-    implement either ``per_sample_loss`` (sample-structured) or ``loss`` (no samples).
+    implement either ``per_sample_loss`` (sample-structured) or ``loss`` (no samples). They
+    keep their tensors as instance attributes, directly or in lists, tuples and dicts (or in
+    a nested ``Landscape`` / ``nn.Module``), so that :meth:`to` finds and moves every one.
     """
 
     dim: int
     num_samples: int | None = None
+
+    # ------------------------------------------------------------ device / dtype
+    def to(self, device: torch.device | str | None = None,
+           dtype: torch.dtype | None = None) -> Landscape:
+        """Move every tensor the landscape holds to ``device`` and its floating tensors to
+        ``dtype``, **in place** (as ``nn.Module.to``), and return the landscape itself.
+
+        Integer and boolean tensors (indices, masks) keep their dtype. Derived constants move
+        with the rest, so closed forms stay consistent. Copy first (``copy.deepcopy``) to keep
+        the original. Chains passed to the landscape afterwards must be on its new device.
+        """
+        if dtype is not None and not (isinstance(dtype, torch.dtype)
+                                      and (dtype.is_floating_point or dtype.is_complex)):
+            raise UserError(f"{type(self).__name__}.to: dtype must be a floating torch.dtype, "
+                            f"got {dtype!r}")
+        device = None if device is None else torch.device(device)
+
+        def convert(t: Tensor) -> Tensor:
+            floating = t.is_floating_point() or t.is_complex()
+            return t.to(device=device, dtype=dtype if floating else None)
+        return self._apply(convert)
+
+    def _apply(self, fn: Callable[[Tensor], Tensor]) -> Landscape:
+        """Replace every tensor attribute ``t`` (also inside lists, tuples, dicts, nested
+        landscapes and modules) by ``fn(t)``; the walk ``to`` and ``LandscapeModel`` use."""
+        for name, value in list(vars(self).items()):
+            new = _map_tensors(value, fn)
+            if new is not value:
+                setattr(self, name, new)
+        return self
+
+    def _tensors(self) -> Iterator[Tensor]:
+        """Every tensor the landscape holds, in the order of :meth:`_apply`'s walk."""
+        yield from _iter_tensors(vars(self).values())
+
+    @property
+    def device(self) -> torch.device | None:
+        """The device of the landscape's tensors; None for one that holds none (DoubleWell,
+        AnalyticLoss): those evaluate on whatever device the chains are on."""
+        for t in self._tensors():
+            return t.device
+        return None
+
+    @property
+    def dtype(self) -> torch.dtype | None:
+        """The dtype of the landscape's floating tensors; None for one that holds none."""
+        for t in self._tensors():
+            if t.is_floating_point():
+                return t.dtype
+        return None
+
+    def check_device(self, name: str, x: Tensor) -> None:
+        """A ``UserError`` naming both devices unless tensor ``x`` (chains, an initial point)
+        is on the landscape's device (any device for a landscape that holds no tensors)."""
+        dev = self.device
+        if dev is not None and isinstance(x, Tensor) and x.device != dev:
+            raise UserError(f"{type(self).__name__}: {name} is on {x.device} but the landscape "
+                            f"is on {dev}; move one of them (landscape.to({str(x.device)!r}) or "
+                            f"{name}.to({str(dev)!r}))")
 
     # ----------------------------------------------------------------- values
     def per_sample_loss(self, theta: Tensor) -> Tensor:
@@ -99,29 +165,42 @@ class Landscape(ABC):
                 f"{type(self).__name__}: theta must have shape (..., {self.dim}), "
                 f"got {tuple(theta.shape)}"
             )
+        self.check_device("theta", theta)
 
     def sample_batches(
         self, batch_shape: tuple[int, ...], batch_size: int, *, replacement: bool = True,
         generator: torch.Generator | None = None, device: torch.device | None = None,
     ) -> Tensor:
-        """Draw one mini-batch of indices per chain, shape ``(*batch_shape, batch_size)``."""
+        """Draw one mini-batch of indices per chain, shape ``(*batch_shape, batch_size)``, on
+        ``device`` (default: the landscape's).
+
+        The indices are drawn on the generator's device (``device`` without one) and moved,
+        so a CPU generator gives the same batches whatever device the chains are on.
+        """
         n = self.num_samples
         if n is None:
             raise UserError(f"{type(self).__name__} has no samples to draw batches from")
         batch_size = check_count("batch_size", batch_size, 1)   # 2.5 failed inside randint
         if batch_size < 1 or (not replacement and batch_size > n):
             raise UserError(f"batch_size must be in [1, {n}] here, got {batch_size}")
+        device = self.device if device is None else torch.device(device)
+        gdev = generator.device if generator is not None else device
         if replacement:
-            return torch.randint(n, (*batch_shape, batch_size), generator=generator,
-                                 device=device)
-        # Without replacement: the first m entries of an independent random permutation.
-        keys = torch.rand((*batch_shape, n), generator=generator, device=device)
-        return keys.argsort(-1)[..., :batch_size]
+            idx = torch.randint(n, (*batch_shape, batch_size), generator=generator,
+                                device=gdev)
+        else:
+            # Without replacement: the first m entries of an independent random permutation.
+            keys = torch.rand((*batch_shape, n), generator=generator, device=gdev)
+            idx = keys.argsort(-1)[..., :batch_size]
+        return idx if device is None else idx.to(device)
 
 
 class AnalyticLoss(Landscape):
     """A landscape defined by a plain batched callable ``f(theta) -> (...)`` (no samples):
-    one loss per chain, ``theta`` of shape (..., dim) giving shape (...)."""
+    one loss per chain, ``theta`` of shape (..., dim) giving shape (...).
+
+    ``fn`` is the user's: :meth:`to` cannot see the tensors its closure holds, so it must
+    work on the chains' device and dtype itself (build its constants with ``.to(theta)``)."""
 
     def __init__(self, fn, dim: int) -> None:
         if not callable(fn):
@@ -231,8 +310,49 @@ def check_psd_matrix(name: str, mat: Tensor, dim: int, *, definite: bool = False
     return d
 
 
+def _map_tensors(value, fn: Callable[[Tensor], Tensor]):
+    """``value`` with every tensor inside it replaced by ``fn(tensor)``; containers without
+    tensors come back as the same object (so ``_apply`` leaves them alone)."""
+    if isinstance(value, Tensor):
+        return fn(value)
+    if isinstance(value, Landscape):
+        return value._apply(fn)
+    if isinstance(value, nn.Module):
+        return value._apply(fn)
+    if isinstance(value, (list, tuple)):
+        items = [_map_tensors(v, fn) for v in value]
+        if all(a is b for a, b in zip(items, value)):
+            return value
+        if isinstance(value, list):
+            return items
+        return type(value)(*items) if hasattr(value, "_fields") else type(value)(items)
+    if isinstance(value, dict):
+        items = {k: _map_tensors(v, fn) for k, v in value.items()}
+        if all(items[k] is v for k, v in value.items()):
+            return value
+        return type(value)(items)
+    return value
+
+
+def _iter_tensors(values) -> Iterator[Tensor]:
+    for value in values:
+        if isinstance(value, Tensor):
+            yield value
+        elif isinstance(value, Landscape):
+            yield from value._tensors()
+        elif isinstance(value, nn.Module):
+            yield from value.parameters()
+            yield from value.buffers()
+        elif isinstance(value, (list, tuple)):
+            yield from _iter_tensors(value)
+        elif isinstance(value, dict):
+            yield from _iter_tensors(value.values())
+
+
 def _take(per: Tensor, idx: Tensor) -> Tensor:
-    """per[..., idx] with idx either (m,) or (..., m) matching per's leading dims."""
+    """per[..., idx] with idx either (m,) or (..., m) matching per's leading dims (idx is
+    moved to per's device: indices drawn on the CPU index chains anywhere)."""
+    idx = idx.to(per.device)
     if idx.ndim == 1:
         return per[..., idx]
     return torch.gather(per, -1, idx.expand(*per.shape[:-1], idx.shape[-1]))

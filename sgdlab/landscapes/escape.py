@@ -269,14 +269,15 @@ def method_noise_covariance(
     if cfg.protocol == "authors-code" and method.startswith("gld_"):
         kind, *par = _equal_trace_params(method, landscape, w, cfg)
         if kind == "iso":
-            return (par[0] ** 2 * torch.eye(d, dtype=w.dtype)).expand(*w.shape[:-1], d, d)
+            return (par[0] ** 2 * torch.eye(d, dtype=w.dtype, device=w.device)).expand(
+                *w.shape[:-1], d, d)
         if kind == "diag":
             return torch.diag_embed(par[0])
         vals, vecs, scale = par
         return (vecs * (vals * scale[..., None])[..., None, :]) @ vecs.transpose(-1, -2)
     eye = torch.eye(d, dtype=w.dtype, device=w.device)
     if method == "gd":
-        return torch.zeros(*w.shape[:-1], d, d, dtype=w.dtype)
+        return w.new_zeros(*w.shape[:-1], d, d)
     if method == "gld_const":
         return (cfg.const_sigma ** 2 * eye).expand(*w.shape[:-1], d, d)
     if method == "gld_hessian":
@@ -339,7 +340,7 @@ def sample_method_noise(
         kind, *par = _equal_trace_params(method, landscape, w, cfg, mask=mask, cov=cov)
         if kind == "iso":
             return noise.isotropic_noise(d, par[0], batch_shape=tuple(w.shape[:-1]),
-                                         dtype=w.dtype, **kw)
+                                         dtype=w.dtype, device=w.device, **kw)
         if kind == "diag":
             return noise.diagonal_noise(par[0], **kw)
         vals, vecs, scale = par
@@ -348,7 +349,7 @@ def sample_method_noise(
         return noise.leading_noise(vals, vecs, scale=scale, **kw)
     if method == "gld_const":
         return noise.isotropic_noise(d, cfg.const_sigma, batch_shape=tuple(w.shape[:-1]),
-                                     dtype=w.dtype, **kw)
+                                     dtype=w.dtype, device=w.device, **kw)
     if method == "gld_hessian":
         p = landscape.sharp_mask(w).to(w.dtype).mean(-1) if mask is None \
             else mask.to(w.dtype).mean(-1)
@@ -380,8 +381,8 @@ def expected_sharpness_batched(
     ``nn.Module`` at a time; here 10²–10³ chains are probed at once on an analytic loss.
     """
     if xi is None:
-        xi = torch.randn((*w.shape[:-1], samples, w.shape[-1]), generator=generator,
-                         dtype=w.dtype, device=w.device) * sigma
+        xi = noise.standard_normal((*w.shape[:-1], samples, w.shape[-1]), generator=generator,
+                                   dtype=w.dtype, device=w.device) * sigma
     return landscape.loss(w[..., None, :] + xi).mean(-1) - landscape.loss(w)
 
 
@@ -398,7 +399,9 @@ def run_methods(
 
     Returns (final (K, R, 2), sharpness (K, S) or None, trajectory (T+1, K, R, 2) or None,
     passage (K, R): the first iteration 0..T at which the iterate lay in the flat basin, −1
-    where none did).
+    where none did), on the landscape's device. The generators may be on another device (the
+    CPU's): every draw is made on its generator's device and moved, so a run on CUDA with CPU
+    generators sees the CPU run's draws.
     """
     cfg.validate()
     bad = [m for m in methods if m not in METHODS]
@@ -413,12 +416,13 @@ def run_methods(
     w = start.expand(K, R, 2).clone()
     traj = [w.clone()] if cfg.record_trajectory else None
     sharp: list[Tensor] = []
-    passage = torch.full((K, R), -1, dtype=torch.long)
+    passage = torch.full((K, R), -1, dtype=torch.long, device=w.device)
     cov_rows = [i for i, m in enumerate(methods) if _needs_cov(m)]
     for t in range(cfg.iterations + 1):
         if cfg.sharpness_every and t % cfg.sharpness_every == 0:
-            xi = torch.cat([torch.randn((1, R, cfg.sharpness_samples, 2), generator=g,
-                                        dtype=w.dtype) for g in generators])
+            xi = torch.cat([noise.standard_normal((1, R, cfg.sharpness_samples, 2),
+                                                  generator=g, dtype=w.dtype, device=w.device)
+                            for g in generators])
             sharp.append(expected_sharpness_batched(landscape, w, xi=xi * cfg.sharpness_sigma)
                          .mean(-1))
         mask = landscape.sharp_mask(w)                      # (K, R, N)
@@ -460,7 +464,10 @@ def escape_experiment(
     (or, ``success_rule="corner"``, with both coordinates < −0.5).
 
     Each method uses its own generator seeded with ``method_seed(config.seed, method)``. The default
-    landscape is ``TwoBasin(dtype=torch.float32)``; the state takes the landscape's dtype.
+    landscape is ``TwoBasin(dtype=torch.float32)``; the state takes the landscape's dtype and
+    device (``landscape.to("cuda")`` runs it there). The generators are CPU generators whatever
+    the device, so a seed gives the same draws on every device; the result's tensors are
+    returned on the CPU.
     """
     cfg = config or EscapeConfig()
     cfg.validate()
@@ -490,15 +497,15 @@ def escape_experiment(
     reach = reached.to(torch.float64).mean(-1)
     lost = (~finite).to(torch.float64).mean(-1)
     for i, method in enumerate(methods):
-        result.final[method] = final[i]
+        result.final[method] = final[i].cpu()
         result.success_rate[method] = float(flat[i])
         result.reached_rate[method] = float(reach[i])
-        result.first_passage[method] = passage[i]
+        result.first_passage[method] = passage[i].cpu()
         result.diverged_rate[method] = float(lost[i])
         if sharp is not None:
             result.sharpness[method] = sharp[i].tolist()
         if traj is not None:
-            result.trajectory[method] = traj[:, i]
+            result.trajectory[method] = traj[:, i].cpu()
     return result
 
 

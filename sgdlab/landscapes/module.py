@@ -26,7 +26,12 @@ from .base import Landscape
 
 class LandscapeModel(nn.Module):
     """θ as an ``nn.Parameter``; ``forward(idx) -> ℓ_idx(θ)`` of shape (B,). θ takes θ0's
-    dtype promoted with that of the landscape's tensors (float64 for the float64 landscapes)."""
+    dtype promoted with that of the landscape's tensors (float64 for the float64 landscapes),
+    and the landscape's device (θ0's for a landscape that holds no tensors).
+
+    ``model.to(device)`` / ``.double()`` move the landscape with θ (in place, as a submodule
+    moves with its parent), so the engine's usual ``model.to(device)`` keeps them together.
+    """
 
     def __init__(self, landscape: Landscape, theta0: Tensor) -> None:
         super().__init__()
@@ -45,16 +50,22 @@ class LandscapeModel(nn.Module):
         # on a float64 landscape made a float32 parameter, so its gradients and steps were
         # rounded to float32 while every closed form stays float64 (p-spin's matmuls refused it)
         dtype = theta.dtype
-        for v in vars(landscape).values():
-            if isinstance(v, Tensor) and v.is_floating_point():
+        for v in landscape._tensors():
+            if v.is_floating_point():
                 dtype = torch.promote_types(dtype, v.dtype)
-        self.theta = nn.Parameter(theta.to(dtype).clone())
+        device = landscape.device or theta.device
+        self.theta = nn.Parameter(theta.to(device=device, dtype=dtype).clone())
+
+    def _apply(self, fn, recurse: bool = True):
+        super()._apply(fn, recurse)
+        self.landscape._apply(fn)
+        return self
 
     def forward(self, idx: Tensor) -> Tensor:
         if self.landscape.num_samples is None:
             return self.landscape.loss(self.theta).expand(idx.shape[0])
         per = self.landscape.per_sample_loss(self.theta)            # (N,)
-        return torch.gather(per, 0, idx.reshape(-1).long())
+        return torch.gather(per, 0, idx.reshape(-1).long().to(per.device))
 
 
 def mean_of_outputs(outputs: Tensor, targets: Tensor) -> Tensor:
@@ -64,10 +75,12 @@ def mean_of_outputs(outputs: Tensor, targets: Tensor) -> Tensor:
 
 def as_problem(landscape: Landscape, theta0: Tensor
                ) -> tuple[LandscapeModel, object, tuple[Tensor, Tensor]]:
-    """(model, loss_fn, data) for the shared engine; see the module docstring."""
+    """(model, loss_fn, data) for the shared engine; see the module docstring. The data
+    are on the landscape's device (the model's)."""
     n = landscape.num_samples or 1
     model = LandscapeModel(landscape, theta0)
-    data = (torch.arange(n), torch.zeros(n, dtype=model.theta.dtype))
+    dev = model.theta.device
+    data = (torch.arange(n, device=dev), torch.zeros(n, dtype=model.theta.dtype, device=dev))
     return model, mean_of_outputs, data
 
 

@@ -148,8 +148,10 @@ class PSpinGlass(Landscape):
         """Uniform points on the sphere, shape (count, N). Seed ``generator`` apart from the
         glass (:func:`starts_seed`): one seeded like the glass draws the couplings' values."""
         count = check_count("count", count, 0)
-        z = torch.randn(count, self.n, generator=generator, dtype=self.h.dtype)
-        return self.project(z)
+        # drawn on the generator's device, then moved to the glass's (as sample_batches)
+        gdev = generator.device if generator is not None else self.h.device
+        z = torch.randn(count, self.n, generator=generator, dtype=self.h.dtype, device=gdev)
+        return self.project(z.to(self.h.device))
 
     # ---------------------------------------------------------------- descent
     def descend(self, starts: Tensor, *, lr: float = 0.1, tol: float = 1e-4,
@@ -162,11 +164,12 @@ class PSpinGlass(Landscape):
         if starts.ndim != 2 or starts.shape[1] != self.n:
             raise UserError(f"starts must have shape (B, {self.n}), got {tuple(starts.shape)}")
         check_states("starts", starts, self.n)
+        self.check_device("starts", starts)
         if not bool((starts.norm(dim=-1) > 0).all()):
             raise UserError("a start is the zero vector: it has no projection onto the sphere")
         sigma = self.project(starts.to(self.h.dtype))
-        steps = torch.zeros(sigma.shape[0], dtype=torch.long)
-        active = torch.ones(sigma.shape[0], dtype=torch.bool)
+        steps = torch.zeros(sigma.shape[0], dtype=torch.long, device=sigma.device)
+        active = torch.ones(sigma.shape[0], dtype=torch.bool, device=sigma.device)
         for _ in range(max_steps + 1):
             idx = active.nonzero().squeeze(-1)
             if idx.numel() == 0:

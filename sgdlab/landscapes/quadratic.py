@@ -111,7 +111,7 @@ class Quadratic(Landscape):
         a = theta - self.minimum
         if idx is None:
             return a @ self.H
-        xb = self.samples[idx].mean(-2)  # (m, d) or (..., m, d) -> mean sample of the batch
+        xb = self.samples[idx.to(theta.device)].mean(-2)  # (m, d) or (..., m, d) -> mean sample of the batch
         return (a - xb) @ self.H
 
     def per_sample_grad(self, theta: Tensor) -> Tensor:
@@ -126,18 +126,20 @@ class Quadratic(Landscape):
     def sde_stationary_covariance(self, lr: float, batch_size: int) -> Tensor:
         """Σ_z solving H Σ + Σ H = (η/S) C (the OU limit; (η/2S) I when C = H)."""
         _check_lr_batch(lr, batch_size)
-        q = (lr / batch_size) * self.C.numpy()
-        sol = scipy.linalg.solve_continuous_lyapunov(self.H.numpy(), q)
-        return torch.as_tensor((sol + sol.T) / 2, dtype=self.H.dtype)
+        q = (lr / batch_size) * self.C.cpu().double().numpy()
+        sol = scipy.linalg.solve_continuous_lyapunov(self.H.cpu().double().numpy(), q)
+        return torch.as_tensor((sol + sol.T) / 2).to(self.H)
 
     def sgd_stationary_covariance(self, lr: float, batch_size: int) -> Tensor:
         """The discrete chain's Σ = (I − ηH) Σ (I − ηH) + (η²/S) C (with-replacement batches)."""
         _check_lr_batch(lr, batch_size)
-        a = np.eye(self.dim) - lr * self.H.numpy()
+        # solved in float64 on the CPU (scipy), returned on the landscape's device and dtype
+        a = np.eye(self.dim) - lr * self.H.cpu().double().numpy()
         if np.abs(np.linalg.eigvals(a)).max() >= 1:
             raise UserError(f"SGD is unstable at lr={lr}: need lr < 2 / λ_max(H)")
-        sol = scipy.linalg.solve_discrete_lyapunov(a, (lr ** 2 / batch_size) * self.C.numpy())
-        return torch.as_tensor((sol + sol.T) / 2, dtype=self.H.dtype)
+        q = (lr ** 2 / batch_size) * self.C.cpu().double().numpy()
+        sol = scipy.linalg.solve_discrete_lyapunov(a, q)
+        return torch.as_tensor((sol + sol.T) / 2).to(self.H)
 
     def stationary_excess_loss(self, lr: float, batch_size: int, *,
                                discrete: bool = False) -> float:

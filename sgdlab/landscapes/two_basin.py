@@ -290,6 +290,7 @@ class TwoBasin(Landscape):
             # mean_k [gf0 − H_f x_k + m_k (gs0 − gf0 − (H_s − H_f) x_k)]
             p = m.mean(-1, keepdim=True)
             return gf0 - self._xbar_hf + p * (gs0 - gf0) - m @ self._x_diff / m.shape[-1]
+        idx = idx.to(theta.device)         # CPU-drawn indices index chains anywhere
         if idx.ndim == 1:
             idx = idx.expand(*theta.shape[:-1], idx.shape[0])
         mb = torch.gather(m, -1, idx)  # (..., m)

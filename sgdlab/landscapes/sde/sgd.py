@@ -35,11 +35,17 @@ def sgd_chains(
 ) -> Path:
     """Run independent SGD chains (one mini-batch per chain per step) from ``theta0`` (C, d).
 
-    ``times`` in the returned path are in SDE time t = k·lr.
+    ``times`` in the returned path are in SDE time t = k·lr. The chains run on ``theta0``'s
+    device, which must be the landscape's (a ``UserError`` names both otherwise). Each step's
+    indices are one (C, batch_size) draw from ``generator`` on its own device, moved to the
+    chains': a CPU generator gives the same batches, hence the same path up to round-off, on
+    every device. A chain's path depends on how many chains run beside it (one block per step;
+    docs/design/landscapes.md, "Devices, dtypes and random streams").
     """
     lr = check_positive("lr", lr)
     steps = check_count("steps", steps)
     check_states("theta0", theta0, landscape.dim)
+    landscape.check_device("theta0", theta0)
     if record_every:                       # None or 0: nothing recorded
         record_every = check_count("record_every", record_every, 1)
     theta = theta0.clone()
@@ -50,7 +56,7 @@ def sgd_chains(
         states.append(theta.clone())
     for k in range(steps):
         idx = landscape.sample_batches(batch_shape, batch_size, replacement=replacement,
-                                       generator=generator)
+                                       generator=generator, device=theta.device)
         theta = theta - lr * landscape.grad(theta, idx)
         if record_every and (k + 1) % record_every == 0:
             times.append((k + 1) * lr)
@@ -61,7 +67,8 @@ def sgd_chains(
 def sgd_sde(landscape: Landscape, *, lr: float, batch_size: int,
             replacement: bool = True) -> SDE:
     """The Itô SDE dX = −∇L dt + √(η c) Σ(X)^{1/2} dB approximating SGD, c = 1/S with
-    replacement, (N − S)/(S (N − 1)) without (module docstring)."""
+    replacement, (N − S)/(S (N − 1)) without (module docstring). Simulate it with chains on
+    the landscape's device."""
     from sgdlab.measure.noise import minibatch_noise_factor
 
     n = landscape.num_samples

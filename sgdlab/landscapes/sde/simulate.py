@@ -27,11 +27,14 @@ class Path:
 
 def brownian_increments(shape: tuple[int, ...], dt: float, steps: int, *,
                         generator: torch.Generator | None = None,
-                        dtype: torch.dtype = torch.float64) -> Tensor:
-    """ΔB of shape (steps, *shape), i.i.d. N(0, dt) entries."""
+                        dtype: torch.dtype = torch.float64,
+                        device: torch.device | str | None = None) -> Tensor:
+    """ΔB of shape (steps, *shape), i.i.d. N(0, dt) entries, drawn on the generator's device
+    and moved to ``device`` (as :func:`~sgdlab.optim.noise.standard_normal`)."""
     dt = check_positive("dt", dt)
     steps = check_count("steps", steps)
-    return torch.randn((steps, *shape), generator=generator, dtype=dtype) * math.sqrt(dt)
+    return standard_normal((steps, *shape), generator=generator, dtype=dtype,
+                           device=device) * math.sqrt(dt)
 
 
 def coarsen(dw: Tensor, factor: int) -> Tensor:
@@ -53,6 +56,11 @@ def simulate(
     observe: Callable[[Tensor], Tensor] | None = None,
 ) -> Path:
     """Integrate ``steps`` steps of size ``dt`` from ``x0`` (..., d), all chains at once.
+
+    The chains run on ``x0``'s device (an SDE built on a landscape needs the landscape's: its
+    drift names both devices otherwise). Each step's increments are one (..., r) draw from
+    ``generator`` on its own device, moved to the chains' (a CPU generator gives the same
+    path on every device); a chain's path so depends on how many chains run beside it.
 
     Args:
         increments: optional Brownian increments (steps + lookahead, ..., r), the integrator's
