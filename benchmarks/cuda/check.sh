@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Run THERE, on the GPU machine, from the repository root, with .whl/ carried (wheels.sh):
 #   bash benchmarks/cuda/check.sh [PROBLEM...]     (default: digits_mlp cnn large_mlp)
-# 1. the device tests (the tests parametrized over devices, their CUDA instances only) and
-#    oom_check.py (the walk's interpolation running out of device memory for real);
+# 1. the device tests (the tests parametrized over devices, their CUDA instances only),
+#    oom_check.py (the walk's interpolation running out of device memory for real) and
+#    landscape_check.py (SGD chains and the escape experiment on a moved landscape, against
+#    the CPU with the same seed);
 # 2. bench_peers.py's figures on CUDA, one JSON and one log per problem in $OUT (or out/);
 # 3. catalogue experiments at smoke scale on the device (RUNS, default: xing-walk, then
 #    jastrzebski-ratio-grid as a sweep with two workers), each with its report; RUNS= for none.
@@ -28,9 +30,12 @@ print('torch', torch.__version__, torch.cuda.get_device_name(0) if ok and '$devi
       else 'cpu')" || exit 1
 timeout "${TEST_SECONDS:-150}" python3 -m pytest -q -p no:cacheprovider -k "$device" \
   tests/measure/test_devices.py tests/optim/test_optimizer_contract.py \
-  tests/train/test_train_loop.py 2>&1 | tee "$out/${device}_tests.log" | tail -3
+  tests/train/test_train_loop.py tests/landscapes/test_landscape_devices.py 2>&1 \
+  | tee "$out/${device}_tests.log" | tail -3
 timeout "${OOM_SECONDS:-90}" python3 benchmarks/cuda/oom_check.py 2>&1 \
   | tee "$out/${device}_oom.log"
+DEVICE="$device" timeout "${LANDSCAPE_SECONDS:-60}" python3 benchmarks/cuda/landscape_check.py \
+  2>&1 | tee "$out/${device}_landscape.log"
 for name in "${problems[@]}"; do
   SGDLAB_BENCH_DEVICE="$device" SGDLAB_BENCH_REPEATS="${REPEATS:-3}" \
     timeout "${FIGURE_SECONDS:-150}" python3 -c "

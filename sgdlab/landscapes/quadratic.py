@@ -111,7 +111,8 @@ class Quadratic(Landscape):
         a = theta - self.minimum
         if idx is None:
             return a @ self.H
-        xb = self.samples[idx.to(theta.device)].mean(-2)  # (m, d) or (..., m, d) -> mean sample of the batch
+        # (m, d) or (..., m, d) -> mean sample of the batch
+        xb = self.samples[idx.to(theta.device)].mean(-2)
         return (a - xb) @ self.H
 
     def per_sample_grad(self, theta: Tensor) -> Tensor:
