@@ -70,6 +70,18 @@ class PerceptronInstances:
         labels = torch.sign(torch.einsum("bnd,bd->bn", patterns, teacher))
         return cls(teacher, patterns, labels)
 
+    def to(self, device: torch.device | str | None = None,
+           dtype: torch.dtype | None = None) -> PerceptronInstances:
+        """Move teacher, patterns and labels (all ±1, floating) in place, as
+        ``Landscape.to``; :func:`anneal` then runs on their device."""
+        if dtype is not None and not (isinstance(dtype, torch.dtype)
+                                      and dtype.is_floating_point):
+            raise UserError(f"PerceptronInstances.to: dtype must be a floating torch.dtype, "
+                            f"got {dtype!r}")
+        for name in ("teacher", "patterns", "labels"):
+            setattr(self, name, getattr(self, name).to(device=device, dtype=dtype))
+        return self
+
     def train_errors(self, x: Tensor) -> Tensor:
         """E(x) for x of shape (B, ..., d): number of misclassified training patterns."""
         h = torch.einsum("bnd,b...d->b...n", self.patterns, x)
@@ -97,6 +109,8 @@ def anneal(
 
     β (inverse temperature on the total energy) rises geometrically over ``sweeps`` sweeps of
     d proposals; the coupling γ rises linearly from 0 to ``gamma_max`` (0 = plain search).
+    Runs on the instances' device and dtype; the draws are made on the generator's device and
+    moved there (a CPU generator gives the same replicas on every device).
     """
     replicas, sweeps = check_count("replicas", replicas, 1), check_count("sweeps", sweeps, 1)
     if len(beta) != 2:
@@ -106,26 +120,33 @@ def anneal(
     if not math.isfinite(gamma_max):
         raise UserError(f"gamma_max must be a finite number, got {gamma_max}")
     b, n, d = inst.patterns.shape
-    x = torch.randint(0, 2, (b, replicas, d), generator=generator).float() * 2 - 1
+    dev, dtype = inst.patterns.device, inst.patterns.dtype
+    gdev = generator.device if generator is not None else dev
+
+    def randint(high: int, shape: tuple[int, ...]) -> Tensor:
+        return torch.randint(0, high, shape, generator=generator, device=gdev).to(dev)
+    x = randint(2, (b, replicas, d)).to(dtype) * 2 - 1
     # stabilities Δ^μ = σ^μ x·ξ^μ, updated incrementally per flip
     sxi = inst.patterns * inst.labels[..., None]                   # (B, N, d)
     stab = torch.einsum("bnd,bad->ban", sxi, x)                     # (B, y, N)
     centre = x.sum(1)                                               # (B, d)
     total = sweeps * d
-    bi = torch.arange(b)[:, None].expand(b, replicas)
-    ai = torch.arange(replicas)[None, :].expand(b, replicas)
+    bi = torch.arange(b, device=dev)[:, None].expand(b, replicas)
+    ai = torch.arange(replicas, device=dev)[None, :].expand(b, replicas)
+    cols = torch.arange(n, device=dev)[None, None, :]
     for step in range(total):
         frac = step / max(total - 1, 1)
         beta_t = beta[0] * (beta[1] / beta[0]) ** frac
         gamma_t = gamma_max * frac
-        i = torch.randint(0, d, (b, replicas), generator=generator)
+        i = randint(d, (b, replicas))
         xi = x[bi, ai, i]                                           # (B, y)
-        col = sxi[bi[..., None], torch.arange(n)[None, None, :], i[..., None]]  # (B, y, N)
+        col = sxi[bi[..., None], cols, i[..., None]]                # (B, y, N)
         new_stab = stab - 2 * xi[..., None] * col
-        d_err = ((new_stab < 0).sum(-1) - (stab < 0).sum(-1)).float()
+        d_err = ((new_stab < 0).sum(-1) - (stab < 0).sum(-1)).to(dtype)
         d_coup = coupling_flip_change(gamma_t, replicas, xi, centre[bi, i])
         delta = d_err + d_coup
-        u = torch.rand((b, replicas), generator=generator)
+        # float32 whatever the dtype: the same stream, so the same run, in either dtype
+        u = torch.rand((b, replicas), generator=generator, device=gdev).to(dev, dtype)
         accept = (delta <= 0) | (u < torch.exp(-beta_t * delta))
         if accept.any():
             stab = torch.where(accept[..., None], new_stab, stab)

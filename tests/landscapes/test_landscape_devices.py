@@ -251,3 +251,21 @@ def test_escape_experiment_on_device_matches_cpu(device):
         assert got.final[m].device.type == "cpu"
         torch.testing.assert_close(got.final[m], ref.final[m], rtol=1e-9, atol=1e-9)
         torch.testing.assert_close(got.sharpness[m], ref.sharpness[m], rtol=1e-9, atol=1e-9)
+
+
+def test_perceptron_instances_move_and_anneal_the_same():
+    """±1 arithmetic is exact in either dtype and the draws do not depend on it, so float64
+    instances anneal to the float32 ones' replicas; on meta the instances move, all three."""
+    from sgdlab.landscapes.perceptron import PerceptronInstances, anneal
+    inst = PerceptronInstances.sample(3, 21, 0.6, generator=torch.Generator().manual_seed(0))
+    want = anneal(inst, replicas=3, sweeps=20, gamma_max=1.0,
+                  generator=torch.Generator().manual_seed(1))
+    wide = copy.deepcopy(inst)
+    assert wide.to(dtype=f64) is wide and wide.patterns.dtype == wide.labels.dtype == f64
+    got = anneal(wide, replicas=3, sweeps=20, gamma_max=1.0,
+                 generator=torch.Generator().manual_seed(1))
+    assert got.dtype == f64 and torch.equal(got, want.double())
+    inst.to("meta")
+    assert {t.device.type for t in (inst.teacher, inst.patterns, inst.labels)} == {"meta"}
+    with pytest.raises(UserError, match="floating"):
+        inst.to(dtype=torch.int8)
