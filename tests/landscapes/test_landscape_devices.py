@@ -51,10 +51,15 @@ def _all_tensors(obj, seen=None):
     """Every tensor reachable from obj through attributes and containers (deeper than
     Landscape._apply's walk, so that a tensor it misses is found)."""
     seen = set() if seen is None else seen
-    if id(obj) in seen or isinstance(obj, (type, types.FunctionType, types.ModuleType,
-                                           types.MethodType, str, bytes, int, float)):
+    if id(obj) in seen or isinstance(obj, (type, types.ModuleType, str, bytes, int, float)):
         return
     seen.add(id(obj))
+    if isinstance(obj, types.MethodType):
+        obj = obj.__func__
+    if isinstance(obj, types.FunctionType):         # a tensor a closure captured stays put
+        for cell in obj.__closure__ or ():
+            yield from _all_tensors(cell.cell_contents, seen)
+        return
     if isinstance(obj, torch.Tensor):
         yield obj
         return
@@ -82,6 +87,13 @@ def test_every_landscape_subclass_has_a_factory():
     ours = {c for c in _subclasses(Landscape) if c.__module__.startswith("sgdlab.")}
     missing = sorted(c.__name__ for c in ours - set(FACTORIES))
     assert not missing, f"add an instance of {missing} to FACTORIES"
+
+
+@pytest.mark.parametrize("cls", list(FACTORIES), ids=lambda c: c.__name__)
+def test_no_landscape_keeps_tensors_on_its_class(cls):
+    held = [f"{k.__name__}.{name}" for k in cls.__mro__ for name, v in vars(k).items()
+            if isinstance(v, torch.Tensor)]
+    assert not held, f"class attributes are not moved by .to: {held}"
 
 
 @pytest.mark.parametrize("cls", list(FACTORIES), ids=lambda c: c.__name__)
