@@ -52,14 +52,13 @@ class Landscape(ABC):
         the original. Chains passed to the landscape afterwards must be on its new device.
         """
         if dtype is not None and not (isinstance(dtype, torch.dtype)
-                                      and (dtype.is_floating_point or dtype.is_complex)):
+                                      and dtype.is_floating_point):
             raise UserError(f"{type(self).__name__}.to: dtype must be a floating torch.dtype, "
                             f"got {dtype!r}")
         device = None if device is None else torch.device(device)
 
         def convert(t: Tensor) -> Tensor:
-            floating = t.is_floating_point() or t.is_complex()
-            return t.to(device=device, dtype=dtype if floating else None)
+            return t.to(device=device, dtype=dtype if t.is_floating_point() else None)
         return self._apply(convert)
 
     def _apply(self, fn: Callable[[Tensor], Tensor]) -> Landscape:
@@ -169,7 +168,7 @@ class Landscape(ABC):
 
     def sample_batches(
         self, batch_shape: tuple[int, ...], batch_size: int, *, replacement: bool = True,
-        generator: torch.Generator | None = None, device: torch.device | None = None,
+        generator: torch.Generator | None = None, device: torch.device | str | None = None,
     ) -> Tensor:
         """Draw one mini-batch of indices per chain, shape ``(*batch_shape, batch_size)``, on
         ``device`` (default: the landscape's).
