@@ -12,6 +12,7 @@ Both are looked up by name from experiment files, so configs stay data.
 from __future__ import annotations
 
 import importlib
+import math
 import pkgutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -59,13 +60,33 @@ class StoredRun:
         return self.label.split("|")[0]
 
 
+# what each rule of ``Procedure.numbers`` accepts, as its message says it
+_NUMBER_RULES = {"int>0": "a positive integer", "number": "a finite number",
+                 "number>0": "a finite number > 0", "number>=0": "a finite number >= 0"}
+
+
+def number_problem(value: Any, rule: str) -> str | None:
+    """What ``value`` should be under ``rule`` (a key of ``_NUMBER_RULES``, with ``|null``
+    when None is accepted), or None when it is; a bool is no number."""
+    if value is None and rule.endswith("|null"):
+        return None
+    base = rule.removesuffix("|null")
+    ok = (isinstance(value, (int, float)) and not isinstance(value, bool)
+          and math.isfinite(value) and (isinstance(value, int) or not base.startswith("int"))
+          and not (base.endswith(">0") and value <= 0)
+          and not (base.endswith(">=0") and value < 0))
+    return None if ok else _NUMBER_RULES[base] + (" or null" if base != rule else "")
+
+
 class Procedure:
     """Base class: ``allowed`` lists the top-level parameter keys; ``required`` those that
-    must be present. Subclasses refine ``validate``."""
+    must be present; ``numbers`` the rule (``number_problem``) of each numeric one. Subclasses
+    refine ``validate``."""
 
     name: str = ""
     allowed: set[str] = set()
     required: set[str] = set()
+    numbers: dict[str, str] = {}
 
     def validate(self, params: dict[str, Any], where: str) -> None:
         if not isinstance(params, dict):
@@ -78,6 +99,12 @@ class Procedure:
         for k in self.required:
             if k not in params:
                 raise ConfigError(f"{where}: missing parameter {k!r} for procedure {self.name!r}")
+        # checked here, when the sweep is planned: a value of the wrong type would otherwise
+        # fail every run with Python's own message, which names no parameter
+        for k, rule in self.numbers.items():
+            problem = number_problem(params[k], rule) if k in params else None
+            if problem:
+                raise ConfigError(f"{where}: {k} must be {problem}, got {params[k]!r}")
 
     def planned_steps(self, params: dict[str, Any]) -> int | None:
         """The optimizer steps a run of ``params`` will take, when its parameters alone

@@ -29,6 +29,8 @@ class ReplicasProcedure(Procedure):
     allowed = {"dataset", "data_seed", "model", "loss", "dtype", "parle", "epochs",
                "grad_evals", "eval_every", "eval_subset"}
     required = {"dataset", "model", "parle"}
+    numbers = {"epochs": "number>0", "grad_evals": "int>0", "eval_every": "int>0|null",
+               "eval_subset": "int>0|null"}
 
     def validate(self, params, where):
         super().validate(params, where)

@@ -321,6 +321,7 @@ class InterpolateProcedure(Procedure):
     allowed = {"dataset", "data_seed", "model", "loss", "dtype", "between", "alphas",
                "samples", "bn_stats", "bn_stats_passes", "eval_batch_size"}
     required = {"dataset", "model", "between"}
+    numbers = {"samples": "int>0|null", "eval_batch_size": "int>0|null"}
 
     def validate(self, params, where):
         super().validate(params, where)

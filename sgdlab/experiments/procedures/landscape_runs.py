@@ -5,7 +5,7 @@ import math
 from collections.abc import Callable
 from typing import Any
 
-from sgdlab.errors import ConfigError
+from sgdlab.errors import ConfigError, did_you_mean
 from sgdlab.experiments.analysis import Analysis, Conclusion
 from sgdlab.experiments.plots import bars, curves, panels
 from sgdlab.experiments.procedures import (Procedure, RunOutput, register_analysis,
@@ -550,6 +550,8 @@ class DoubleWellProcedure(Procedure):
 
     allowed = {"lam", "chains", "dt", "burn_time", "time", "orbit_starts", "orbit_time"}
     required = {"lam"}
+    numbers = {"lam": "number", "chains": "int>0", "dt": "number>0", "burn_time": "number>=0",
+               "time": "number>0", "orbit_time": "number>0"}
 
     def run(self, run, ctx) -> RunOutput:
         import numpy as np
@@ -720,6 +722,17 @@ class PSpinProcedure(Procedure):
 
     allowed = {"regime", "n", "starts", "lr", "tol", "max_steps", "overlap_threshold"}
     required = {"regime"}
+    numbers = {"n": "int>0", "starts": "int>0", "lr": "number>0", "tol": "number>0",
+               "max_steps": "int>0", "overlap_threshold": "number"}
+
+    def validate(self, params, where):
+        super().validate(params, where)
+        from sgdlab.landscapes.pspin import REGIMES
+
+        if params["regime"] not in REGIMES:
+            raise ConfigError(f"{where}: unknown p-spin regime {params['regime']!r}"
+                              f"{did_you_mean(params['regime'], REGIMES)}; choose from "
+                              f"{', '.join(REGIMES)}")
 
     def run(self, run, ctx) -> RunOutput:
         import torch
@@ -958,6 +971,8 @@ class PDEProcedure(Procedure):
 
     allowed = {"t", "beta", "points", "horizon", "rho0_mean", "rho0_std", "fp_diffusion",
                "u_time", "nearly_optimal"}
+    numbers = {"t": "number>0", "beta": "number>0", "points": "int>0", "horizon": "number>0",
+               "rho0_mean": "number", "rho0_std": "number>0", "nearly_optimal": "number>0"}
 
     def validate(self, params, where):
         super().validate(params, where)
@@ -965,9 +980,6 @@ class PDEProcedure(Procedure):
             if key in params and params[key] not in choices:
                 raise ConfigError(f"{where}: {key} must be one of {', '.join(choices)}, got "
                                   f"{params[key]!r}")
-        for key in ("horizon", "rho0_std", "nearly_optimal"):
-            if key in params and not 0 < float(params[key]) < math.inf:
-                raise ConfigError(f"{where}: {key} must be > 0 and finite, got {params[key]}")
 
     def run(self, run, ctx) -> RunOutput:
         import torch

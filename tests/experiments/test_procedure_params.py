@@ -1,0 +1,63 @@
+"""A run parameter of the wrong type or range in an experiment file is refused when the sweep
+is planned, naming the run and the parameter, not by every run with Python's own message."""
+from __future__ import annotations
+
+import copy
+
+import pytest
+
+from sgdlab.errors import ConfigError
+from sgdlab.experiments.procedures import number_problem
+from sgdlab.experiments.spec import catalogue_files, read_file, resolve
+
+RAW = {name: read_file(catalogue_files()[name]) for name in (
+    "chaudhari-double-well", "chaudhari-spin-glass", "chaudhari-pde-smoothing",
+    "chaudhari-parle", "jastrzebski-interpolation")}
+
+
+@pytest.mark.parametrize("name, key, value, message", [
+    ("chaudhari-double-well", "chains", "lots", "chains must be a positive integer, got 'lots'"),
+    ("chaudhari-double-well", "chains", 2.5, "chains must be a positive integer, got 2.5"),
+    ("chaudhari-double-well", "dt", 0, "dt must be a finite number > 0, got 0"),
+    ("chaudhari-double-well", "burn_time", -1, "burn_time must be a finite number >= 0"),
+    ("chaudhari-spin-glass", "starts", "many", "starts must be a positive integer"),
+    ("chaudhari-spin-glass", "tol", True, "tol must be a finite number > 0, got True"),
+    ("chaudhari-pde-smoothing", "horizon", "abc", "horizon must be a finite number > 0"),
+    ("chaudhari-pde-smoothing", "points", "lots", "points must be a positive integer"),
+    ("chaudhari-parle", "epochs", "two", "epochs must be a finite number > 0, got 'two'"),
+    ("chaudhari-parle", "eval_every", "x", "eval_every must be a positive integer or null"),
+])
+def test_a_wrong_number_in_the_base_names_the_run_and_the_parameter(name, key, value, message):
+    raw = copy.deepcopy(RAW[name])
+    raw["base"][key] = value
+    for scale in ("smoke", "cpu", "paper"):
+        raw["scales"].get(scale, {}).get("base", {}).pop(key, None)
+    with pytest.raises(ConfigError, match=rf"{name}\[smoke\] run '[^']+': {message}"):
+        resolve(raw, "smoke")
+
+
+def test_an_unknown_p_spin_regime_is_refused_with_the_closest():
+    raw = copy.deepcopy(RAW["chaudhari-spin-glass"])
+    raw["runs"][0]["params"]["regime"] = "glasy"
+    with pytest.raises(ConfigError, match=r"unknown p-spin regime 'glasy' \(did you mean "
+                                          r"glassy\?\); choose from glassy, critical, trivial"):
+        resolve(raw, "smoke")
+
+
+def test_interpolation_samples_are_checked_and_null_is_accepted():
+    raw = copy.deepcopy(RAW["jastrzebski-interpolation"])
+    run = next(r for r in raw["runs"] if "samples" in r.get("params", {}))
+    run["params"]["samples"] = None
+    resolve(raw, "cpu")
+    run["params"]["samples"] = "all"
+    with pytest.raises(ConfigError, match="samples must be a positive integer or null"):
+        resolve(raw, "cpu")
+
+
+@pytest.mark.parametrize("value, rule, ok", [
+    (3, "int>0", True), (0, "int>0", False), (3.0, "int>0", False), (None, "int>0", False),
+    (None, "int>0|null", True), (-2.5, "number", True), (float("inf"), "number", False),
+    (float("nan"), "number>=0", False), (0, "number>=0", True), (0.0, "number>0", False),
+    (False, "number", False), ("1", "number", False)])
+def test_number_rules(value, rule, ok):
+    assert (number_problem(value, rule) is None) == ok
