@@ -464,8 +464,7 @@ class _ReplicaTraining:
             raise ConfigError(f"mode must be 'inprocess' or 'distributed', got {mode!r}")
         if sum(v is not None for v in (rounds, epochs, grad_evals)) != 1:
             raise ConfigError("give exactly one of rounds=, epochs= or grad_evals=")
-        if eval_every is not None and eval_every < 1:
-            raise ConfigError(f"eval_every must be >= 1, got {eval_every}")
+        _check_length_and_evaluation(epochs, eval_every, eval_subset)
         if checkpoint_every is not None and (not isinstance(checkpoint_every, int)
                                              or checkpoint_every < 1):
             raise ConfigError(f"checkpoint_every must be an int >= 1, got "
@@ -553,8 +552,6 @@ class _ReplicaTraining:
                 raise ConfigError(f"grad_evals must be an int > 0, got {grad_evals!r}")
             rounds = math.ceil(grad_evals / cfg.L)
         elif rounds is None:
-            if not epochs > 0:
-                raise ConfigError(f"epochs must be > 0, got {epochs}")
             # a pass over the replica's examples is ⌈n_a/B⌉ steps (the last batch may be short)
             rounds = max(1, math.ceil(epochs * math.ceil(n_a / B) / cfg.L))
         if not isinstance(rounds, int) or rounds < 0:
@@ -809,6 +806,21 @@ def _load_replica_checkpoint(ckpt: Path, rank: int, world: int, cfg: ParleConfig
         return None, f"rank{rank}.pt is missing from {str(ckpt)!r}"
     return None, (f"{'; '.join(found)} but master.pt from round {head['round']} (the run was "
                   "killed while saving)")
+
+
+def _check_length_and_evaluation(epochs: Any, eval_every: Any, eval_subset: Any) -> None:
+    """Refuse, as a :class:`ConfigError`, an ``epochs`` that is no finite number > 0 and an
+    ``eval_every`` / ``eval_subset`` that is no int >= 1: read from a replica config they may
+    be any YAML value, which would otherwise stop the run with a comparison's TypeError."""
+    def is_int(v: Any) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool)
+
+    if epochs is not None and not (isinstance(epochs, (int, float)) and not isinstance(epochs, bool)
+                                   and math.isfinite(epochs) and epochs > 0):
+        raise ConfigError(f"epochs must be a finite number > 0, got {epochs!r}")
+    for name, v in (("eval_every", eval_every), ("eval_subset", eval_subset)):
+        if v is not None and not (is_int(v) and v >= 1):
+            raise ConfigError(f"{name} must be an int >= 1, got {v!r}")
 
 
 def _run_settings(model: nn.Module, loss_fn: Any, eval_subset: int | None,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 
 import pytest
@@ -263,6 +264,18 @@ def test_config_from_dict():
     with pytest.raises(ConfigError, match="exactly one"):
         train_replicas(toy_model(), LOSS, toy_data(), {}, rounds=1, epochs=1)
 
+
+
+@pytest.mark.parametrize("kw, message", [
+    (dict(epochs="two"), "epochs must be a finite number > 0, got 'two'"),
+    (dict(epochs=float("nan")), "epochs must be a finite number > 0, got nan"),
+    (dict(rounds=1, eval_every="x"), "eval_every must be an int >= 1, got 'x'"),
+    (dict(rounds=1, eval_subset="x"), "eval_subset must be an int >= 1, got 'x'"),
+    (dict(rounds=1, eval_subset=0), "eval_subset must be an int >= 1, got 0")])
+def test_a_length_or_evaluation_of_the_wrong_type_is_a_config_error(kw, message):
+    # values read from a replica config's YAML: a TypeError of a comparison before
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        train_replicas(toy_model(), LOSS, toy_data(), {"replicas": 2}, **kw)
 
 def test_thesis_scoping_and_lr_schedule_per_round():
     """Eq. (5.10): γ_k = γ₀(1 − 1/(2B))^⌊k/L⌋, clipped at γ_min, B = ⌈N/b⌉ of the whole set;
