@@ -14,8 +14,27 @@ import threading
 import warnings
 
 
+class _Parser(argparse.ArgumentParser):
+    """An ``ArgumentParser`` whose invalid choice (a misspelt command, ``--scale papr``) also
+    names the closest valid one, as sgdlab's own "unknown ..." messages do. Subcommands'
+    parsers are of the class of their parent, so every level has it."""
+
+    def _check_value(self, action, value):
+        try:
+            super()._check_value(action, value)
+        except argparse.ArgumentError:
+            from sgdlab.errors import did_you_mean
+
+            hint = did_you_mean(value, action.choices or ())
+            if not hint:
+                raise
+            choices = ", ".join(map(str, action.choices))
+            raise argparse.ArgumentError(action, f"invalid choice: {value!r}{hint}; choose "
+                                                 f"from {choices}") from None
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="sgdlab",
         description="A lab for the noise of SGD and the geometry of loss landscapes.",
     )

@@ -97,6 +97,35 @@ def test_a_mistyped_option_is_named_by_its_command_with_the_closest_option(
     assert err.splitlines()[-1] == f"{prog}: error: unrecognized arguments: {unknown}{hint}"
 
 
+
+@pytest.mark.parametrize("argv, prog, message", [
+    (["lst"], "sgdlab", "argument COMMAND: invalid choice: 'lst' (did you mean list?); choose "
+     "from config, landscape, list, measure, parle, report, run, runs, resume, temperature, "
+     "train, walk"),
+    (["runs", "lst"], "sgdlab runs", "argument ACTION: invalid choice: 'lst' (did you mean "
+     "list?); choose from list, show, compare, export, delete"),
+    (["run", "xing-walk", "--scale", "papr"], "sgdlab run", "argument --scale: invalid "
+     "choice: 'papr' (did you mean paper?); choose from smoke, cpu, paper"),
+    (["runs", "list", "--status", "finised"], "sgdlab runs list", "argument --status: invalid "
+     "choice: 'finised' (did you mean finished?); choose from running, finished, diverged, "
+     "failed, interrupted, stale"),
+    (["landscape", "escap"], "sgdlab landscape", "argument demo: invalid choice: 'escap' (did "
+     "you mean escape?); choose from escape, ou, double-well, pspin, pde, perceptron"),
+])
+def test_a_misspelt_command_or_choice_names_the_closest(argv, prog, message, capsys):
+    # argparse listed every choice, quoted, and suggested none of them
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    assert e.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1] == f"{prog}: error: {message}"
+
+
+def test_a_choice_far_from_every_valid_one_keeps_argparse_s_message(capsys):
+    with pytest.raises(SystemExit):
+        main(["xyzzy"])
+    assert capsys.readouterr().err.splitlines()[-1].startswith(
+        "sgdlab: error: argument COMMAND: invalid choice: 'xyzzy' (choose from ")
+
 def test_every_option_with_a_default_says_it():
     """An option that takes a value when not given says which in its help (a seed, a
     timeout, a momentum); switches and options that are simply absent need not."""
