@@ -48,11 +48,27 @@ def register(subparsers) -> None:
     p.set_defaults(func=_train)
 
 
+def _refuse_an_experiment(config: str) -> None:
+    """A catalogue entry's name given to ``sgdlab train`` (not a file, not a packaged config):
+    the command that runs it, rather than "no config file"."""
+    from sgdlab.config import packaged_configs
+    from sgdlab.errors import UserError
+    from sgdlab.experiments.spec import catalogue_files
+
+    if not Path(config).exists() and config not in packaged_configs() \
+            and config in catalogue_files():
+        raise UserError(f"{config!r} is an experiment of the catalogue, not a run config: run "
+                        f"it with `sgdlab run {config} --scale smoke|cpu|paper` (`sgdlab "
+                        "train` takes a run config file or one of the packaged configs: "
+                        f"{', '.join(packaged_configs())})")
+
+
 def _train(args: argparse.Namespace) -> int:
     from sgdlab.config import apply_overrides, dump_yaml, load_config, validate_config
     from sgdlab.config.runner import run_config
     from sgdlab.store import default_store_path
 
+    _refuse_an_experiment(args.config)
     raw = apply_overrides(load_config(args.config), args.overrides)
     if args.tensorboard:
         raw.setdefault("train", {})["tensorboard"] = args.tensorboard

@@ -763,6 +763,11 @@ def catalogue_name(name: str) -> str:
     close += [n for n in difflib.get_close_matches(spelled, list(files), n=3, cutoff=0.75)
               if n not in close]
     hint = f" (did you mean {', '.join(close)}?)" if close else ""
+    from sgdlab.config.io import packaged_configs
+
+    if name in packaged_configs():
+        hint = (f": it is a packaged run config, trained with `sgdlab train {name}`, not an "
+                "experiment of the catalogue")
     raise ConfigError(f"unknown experiment {name!r}{hint}; `sgdlab list` shows the catalogue")
 
 

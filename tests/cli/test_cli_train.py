@@ -203,6 +203,20 @@ def test_bad_config_exits_2_naming_the_key(tmp_path, capsys):
     assert not (tmp_path / "s.sqlite").exists()
 
 
+
+def test_an_experiment_given_to_train_names_the_command_that_runs_it(tmp_path, capsys,
+                                                                      monkeypatch):
+    # "no config file 'xing-walk' and no packaged config of that name" before
+    monkeypatch.chdir(tmp_path)
+    assert main(["train", "xing-walk"]) == 2
+    assert capsys.readouterr().err.startswith(
+        "sgdlab: error: 'xing-walk' is an experiment of the catalogue, not a run config: run "
+        "it with `sgdlab run xing-walk --scale smoke|cpu|paper`")
+    (tmp_path / "xing-walk").mkdir()       # a folder of that name is no config either
+    assert main(["train", "xing-walk"]) == 2
+    assert "no config file 'xing-walk'" in capsys.readouterr().err
+    assert not (tmp_path / "sgdlab-runs").exists()
+
 def test_a_config_that_fails_when_built_leaves_no_store(tmp_path, capsys, monkeypatch):
     """Valid keys, but a run that cannot start here (a data file it does not have, no CUDA):
     one line, nothing printed as if training had begun and no empty store made."""

@@ -90,3 +90,13 @@ def test_experiment_names_spelled_like_model_names_and_typos_suggested():
         load_experiment("xing-wlak")
     with pytest.raises(ConfigError, match=r"unknown experiment 'nope'; `sgdlab list`"):
         load_experiment("nope")
+
+
+
+def test_a_packaged_run_config_given_as_an_experiment_says_how_to_train_it():
+    # `sgdlab run digits-mlp` said only "unknown experiment"
+    from sgdlab.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"unknown experiment 'digits-mlp': it is a packaged "
+                                          r"run config, trained with `sgdlab train digits-mlp`"):
+        load_experiment("digits-mlp")
