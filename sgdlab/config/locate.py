@@ -54,7 +54,7 @@ def locate_run(target: str, store_path: str | os.PathLike | None = None, *,
     from ..store import RunStore, default_store_path
     from ..train.checkpoint import CHECKPOINT_NAME, WEIGHTS_NAME
     from ..train.loop import python_trained
-    from .io import load_config
+    from .io import CONFIG_SUFFIXES, load_config
     from .runner import REPLICA_MASTER, REPLICA_RESULT, recorded_run
 
     p = Path(target)
@@ -99,6 +99,14 @@ def locate_run(target: str, store_path: str | os.PathLike | None = None, *,
                             "parle`): measure its master by the run's id or its folder "
                             f"{str(folder)!r} (of an interrupted run, the master of its last "
                             "checkpoint)")
+        if ckpt.suffix.lower() in (*CONFIG_SUFFIXES, ".json"):
+            # a config or results file, which torch.load would call corrupt
+            run = (f"; this one is in the folder of a run: measure {str(folder)!r}"
+                   if (folder / "run.json").is_file() else "")
+            raise UserError(f"{target!r} is a config or results file, not a trained model: "
+                            "give a run id, a run folder or a checkpoint (`sgdlab train "
+                            "CONFIG` prints its run's id and folder; `sgdlab runs list` names "
+                            f"the runs){run}")
         if not cfg_file.exists():
             raise UserError(f"cannot rebuild the model of {str(ckpt)!r}: no config.yaml in its "
                             f"run folder {str(folder)!r} (runs started by `sgdlab train` "
