@@ -787,4 +787,37 @@ def load_experiment(name_or_path: str | Path, scale: str = "smoke",
     raw = read_file(path)
     if path.parent == CATALOGUE_DIR and raw.get("name") != path.stem:
         raise ConfigError(f"{path}: name {raw.get('name')!r} differs from the file name")
-    return resolve(raw, scale, source=str(path), readings=readings)
+    spec = resolve(raw, scale, source=str(path), readings=readings)
+    if path.parent != CATALOGUE_DIR and raw.get("name") in files:
+        _check_option_numbers(spec, files[raw["name"]], scale, readings, str(path))
+    return spec
+
+
+def _check_option_numbers(spec: ExperimentSpec, packaged: Path, scale: str,
+                          readings: dict[str, str] | None, source: str) -> None:
+    """Refuse an edited copy of a catalogue entry (``sgdlab run --config``) whose analysis
+    options hold something else than a number where the entry holds one: the analyses read
+    them with ``float()`` once every run has trained, and stopped there on a traceback. The
+    entry is read at the same scale and readings; a copy whose readings it lacks is not
+    compared."""
+    try:
+        theirs = resolve(read_file(packaged), scale, source=str(packaged), readings=readings)
+    except ConfigError:
+        return
+    problems: list[str] = []
+
+    def number(v: Any) -> bool:
+        return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+    def compare(mine: dict[str, Any], ref: dict[str, Any], path: str) -> None:
+        for k in mine.keys() & ref.keys():
+            a, b = mine[k], ref[k]
+            if isinstance(a, dict) and isinstance(b, dict):
+                compare(a, b, f"{path}.{k}")
+            elif number(b) and a is not None and not number(a):
+                problems.append(f"{path}.{k} must be a number (the catalogue's {spec.name} "
+                                f"has {b!r} at scale {scale}), got {a!r}")
+
+    compare(spec.options, theirs.options, "options")
+    if problems:
+        raise ConfigError(f"{source}: {'; '.join(problems)}")

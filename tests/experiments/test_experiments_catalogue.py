@@ -100,3 +100,22 @@ def test_a_packaged_run_config_given_as_an_experiment_says_how_to_train_it():
     with pytest.raises(ConfigError, match=r"unknown experiment 'digits-mlp': it is a packaged "
                                           r"run config, trained with `sgdlab train digits-mlp`"):
         load_experiment("digits-mlp")
+
+
+def test_an_edited_copy_with_a_word_for_a_number_option_is_refused_before_the_sweep(tmp_path):
+    # the analysis read it with float() after every run had trained: a ValueError traceback
+    from sgdlab.errors import ConfigError
+    from sgdlab.experiments.spec import catalogue_files
+
+    text = catalogue_files()["chaudhari-double-well"].read_text(encoding="utf-8")
+    copy = tmp_path / "dw.yaml"
+    copy.write_text(text.replace("options: {tv_below: 0.3}",
+                                 "options: {tv_below: high, my_note: x}"), encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"dw.yaml: options.tv_below must be a number \(the "
+                                          r"catalogue's chaudhari-double-well has 0.3 at scale "
+                                          r"smoke\), got 'high'$"):
+        load_experiment(copy, "smoke")
+    assert load_experiment(copy, "cpu").options["tv_below"] == 0.05   # smoke's alone changed
+    copy.write_text(text.replace("options: {tv_below: 0.3}", "options: {tv_below: 0.2}"),
+                    encoding="utf-8")
+    assert load_experiment(copy, "smoke").options["tv_below"] == 0.2
