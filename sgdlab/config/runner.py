@@ -210,14 +210,36 @@ def _refuse_held(out_dir: str | os.PathLike) -> None:
     command's results.json."""
     if (Path(out_dir) / RUN_FILE).is_file():
         try:
-            held = json.loads((Path(out_dir) / RUN_FILE).read_text()).get("run_id", "?")
+            record = json.loads((Path(out_dir) / RUN_FILE).read_text())
+            held, where = record.get("run_id", "?"), record.get("store")
         except (OSError, ValueError, AttributeError):
-            held = "?"
+            held, where = "?", None
         raise UserError(f"{out_dir} already holds run {held} (its results and checkpoint would "
-                        "be overwritten): choose another folder, or remove that one first")
+                        "be overwritten): choose another folder, or remove that one first"
+                        f"{_stopped_run_note(held, where)}")
     if (Path(out_dir) / "results.json").is_file():   # an experiment's report, a demo's output
         raise UserError(f"{out_dir} holds a results.json (of `sgdlab run`, `walk` or "
                         "`landscape`) that this run would overwrite: choose another folder")
+
+
+def _stopped_run_note(run_id: str, store_path: str | None) -> str:
+    """For a folder's run that stopped before its end (the same command given again after a
+    Ctrl-C), the command that continues it; "" for any other, or when its store cannot say."""
+    import sqlite3
+
+    from ..store import RunStore
+    from ..store.runstore import shown_status
+
+    if not (isinstance(store_path, str) and Path(store_path).is_file()):
+        return ""
+    try:
+        with RunStore(store_path, readonly=True) as store:
+            status = shown_status(store.get_run(run_id))
+    except (UserError, OSError, sqlite3.Error):
+        return ""
+    if status not in ("interrupted", "stale", "failed"):
+        return ""
+    return f"; that run is {status}: continue it with {resume_command(run_id, store_path)}"
 
 
 def _claim_folder(out: Path, out_dir: str | os.PathLike, run_id: str, store: Any) -> None:

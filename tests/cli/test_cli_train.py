@@ -217,6 +217,28 @@ def test_an_experiment_given_to_train_names_the_command_that_runs_it(tmp_path, c
     assert "no config file 'xing-walk'" in capsys.readouterr().err
     assert not (tmp_path / "sgdlab-runs").exists()
 
+
+@pytest.mark.parametrize("status, continued", [("interrupted", True), ("failed", True),
+                                               ("finished", False)])
+def test_the_same_command_again_on_a_stopped_run_s_folder_says_how_it_continues(
+        tmp_path, capsys, status, continued):
+    # after a Ctrl-C the same `sgdlab train ... --out DIR` said only "choose another folder"
+    store_path = tmp_path / "runs.sqlite"
+    with RunStore(store_path) as store:
+        run_id = store.create_run({"name": "digits-mlp"}, name="digits-mlp", env={},
+                                  status=status)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "run.json").write_text(json.dumps({"run_id": run_id, "store": str(store_path)}))
+    assert main(["train", "digits-mlp", "--out", str(out), "--store", str(store_path),
+                 "--set", "train.epochs=1"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"sgdlab: error: {out} already holds run {run_id} ")
+    note = (f"; that run is {status}: continue it with sgdlab resume {run_id} --store "
+            f"{store_path}")
+    assert err.endswith(note) == continued
+    assert ("continue it with" in err) == continued
+
 def test_a_config_that_fails_when_built_leaves_no_store(tmp_path, capsys, monkeypatch):
     """Valid keys, but a run that cannot start here (a data file it does not have, no CUDA):
     one line, nothing printed as if training had begun and no empty store made."""
