@@ -90,19 +90,26 @@ def _temperature(args: argparse.Namespace) -> int:
     for kind in kinds:
         # β⁻¹ with N given is kept without replacement (the factor 1 − B/N matters there)
         kkw = kw if kind == "beta_inv" else {**kw, "dataset_size": None}
+        # named as the line above prints the value it keeps: beta_inv's is another one
+        shown = ("beta_inv_without_replacement" if kind == "beta_inv" and args.dataset_size
+                 else kind)
         target = T.temperature(kind, args.lr, args.batch_size, **kkw)
         try:
             if args.match_lr is not None:
                 lr = T.solve_lr(kind, target, args.match_lr, **kkw)
-                print(f"keep {kind}: batch size {args.match_lr} -> lr {lr:.6g}")
+                print(f"keep {shown}: batch size {args.match_lr} -> lr {lr:.6g}")
             else:
                 # N bounds every kind's batch size, whether or not its formula has N in it
                 b = T.solve_batch_size(kind, target, args.match_batch_size,
                                        **{**kkw, "dataset_size": args.dataset_size})
                 bi = T.round_batch_size(b)
                 got = T.temperature(kind, args.match_batch_size, bi, **kkw)
-                print(f"keep {kind}: lr {args.match_batch_size:g} -> batch size {bi} "
+                print(f"keep {shown}: lr {args.match_batch_size:g} -> batch size {bi} "
                       f"(exact {b:.4g}; temperature {got:.6g} vs {target:.6g})")
         except ValueError as e:
-            raise UserError(f"{kind}: {e}") from None
+            if args.keep:
+                raise UserError(f"{shown}: {e}") from None
+            # the default keeps every temperature that can be kept (--keep's help): one that
+            # cannot is said on its line, and the others still answered
+            print(f"keep {shown}: none ({e})")
     return 0
