@@ -133,6 +133,11 @@ def _walk(args: argparse.Namespace) -> int:
     if data.task != "classification":
         raise UserError(f"sgdlab walk needs a classification dataset; {args.data} is "
                         f"{data.task}")
+    if not data.x_train.is_floating_point():   # token windows: the MLP's first layer failed
+        raise UserError(f"sgdlab walk trains an MLP on features, but {args.data} holds "
+                        f"{data.x_train.dtype} token windows shaped {tuple(data.x_train.shape)}"
+                        ": give a dataset of images or features (digits, mnist_small, "
+                        "mnist1d, ...)")
     torch.manual_seed(args.seed)
     model_init = build_model("mlp", data.input_shape, data.num_outputs, widths=args.widths)
     # made once the data and model are known good: a typo leaves no empty folder

@@ -46,6 +46,17 @@ def test_walk_refuses_an_unknown_dataset_before_it_makes_the_folder(tmp_path, ca
     assert not (tmp_path / "w").exists()
 
 
+def test_walk_refuses_token_windows_naming_the_data_it_takes(tmp_path, capsys):
+    # a dtype RuntimeError traceback from the MLP's first layer, after the folder was made
+    assert main(["walk", "--data", "text_lines", "--steps", "2", "--out",
+                 str(tmp_path / "w")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("sgdlab: error: sgdlab walk trains an MLP on features, but "
+                          "text_lines holds torch.int64 token windows shaped (")
+    assert err.rstrip().endswith("give a dataset of images or features (digits, mnist_small, "
+                                 "mnist1d, ...)")
+    assert not (tmp_path / "w").exists()
+
 
 @pytest.mark.parametrize("flag, value", [("--eval-subset", "0"), ("--threads", "-1"),
                                          ("--threads", "0")])
