@@ -21,8 +21,10 @@ def test_a_config_file_given_as_the_model_is_named_as_one(tmp_path, name):
         "folder; `sgdlab runs list` names the runs)")
 
 
-def test_a_file_of_a_run_folder_names_the_folder_to_measure(tmp_path):
-    # the run's own config.yaml was loaded as a checkpoint: "not a checkpoint file (corrupt)"
+def test_a_file_of_a_run_folder_names_the_folder_to_measure(tmp_path, monkeypatch):
+    # the run's own config.yaml was loaded as a checkpoint: "not a checkpoint file (corrupt)",
+    # after the default store (in the working folder) was opened
+    monkeypatch.chdir(tmp_path)
     run = tmp_path / "first"
     run.mkdir()
     (run / "config.yaml").write_text("name: digits-mlp\n")
@@ -30,3 +32,4 @@ def test_a_file_of_a_run_folder_names_the_folder_to_measure(tmp_path):
     with pytest.raises(UserError, match=rf"; this one is in the folder of a run: measure "
                                         rf"'{run}'$"):
         locate_run(str(run / "config.yaml"), rebuild=True)
+    assert not (tmp_path / "sgdlab-runs").exists()
