@@ -475,6 +475,33 @@ def validate_section(key: str, value: Any, *, path: str) -> dict[str, Any]:
     return sec
 
 
+def _named_argument(raw: dict[str, Any], err: dict[str, Any]) -> str | None:
+    """For an unknown key of ``data`` or ``model`` that is an argument of the dataset or model
+    it names (``model: {name: mlp, widths: [64]}``, as replica configs write it), where that
+    argument goes; None otherwise."""
+    from ..data import DATASETS, dataset_options
+    from ..data.registry import _canonical
+    from ..models import MODELS, describe
+
+    loc = err["loc"]
+    if err["type"] != "extra_forbidden" or len(loc) != 2 or loc[0] not in ("data", "model"):
+        return None
+    name = raw[loc[0]].get("name")
+    if not isinstance(name, str):
+        return None
+    if loc[0] == "data":
+        name = _canonical(name)
+        options = dataset_options(name) if name in DATASETS else {}
+    else:
+        name = name.strip().lower()
+        options = describe(name).options if name in MODELS else {}
+    if loc[1] not in options:
+        return None
+    what = "dataset" if loc[0] == "data" else "model"
+    return (f"{loc[0]}.{loc[1]}: unknown key ({loc[1]} is an argument of the {what} {name!r}: "
+            f"it goes under {loc[0]}.options, as {loc[0]}.options.{loc[1]})")
+
+
 def validate_config(raw: dict[str, Any]) -> dict[str, Any]:
     """Validate a run config (as loaded from YAML/TOML) and fill in defaults.
 
@@ -492,7 +519,8 @@ def validate_config(raw: dict[str, Any]) -> dict[str, Any]:
     except ValidationError as e:
         cfg = None
         failed = [tuple(err["loc"]) for err in e.errors()]
-        errors += problems(e, RunConfig)
+        errors += [_named_argument(raw, err) or message
+                   for err, message in zip(e.errors(), problems(e, RunConfig))]
 
     def sound(loc: tuple) -> bool:  # no structural problem in or above loc
         return not any(f[:len(loc)] == loc or loc[:len(f)] == f for f in failed)

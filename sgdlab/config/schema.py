@@ -54,11 +54,17 @@ def path_of(path: str, loc: Sequence[str | int]) -> str:
     return path
 
 
-def unknown_key(path: str, key: str, known: Sequence[str]) -> str:
-    """``path.key: unknown key (did you mean x?)`` or listing the valid keys."""
+def unknown_key(path: str, key: str, known: Sequence[str],
+                nested: dict[str, Sequence[str]] | None = None) -> str:
+    """``path.key: unknown key (did you mean x?)`` or listing the valid keys. ``nested``: the
+    keys of the sections one level down, by section, where a key given a level too high
+    (``--set epochs=5`` for ``train.epochs``) is found."""
     close = difflib.get_close_matches(str(key), list(known), n=1, cutoff=0.6)
-    hint = f"did you mean {close[0]}?" if close else (
-        f"valid keys: {', '.join(sorted(known))}" if known else "no keys allowed here")
+    homes = [join(join(path, section), key) for section, keys in (nested or {}).items()
+             if key in keys]
+    hint = (f"did you mean {close[0]}?" if close
+            else f"did you mean {' or '.join(homes)}?" if homes
+            else f"valid keys: {', '.join(sorted(known))}" if known else "no keys allowed here")
     return f"{join(path, key)}: unknown key ({hint})"
 
 
@@ -119,7 +125,10 @@ def message(err: dict[str, Any], model: type[Section], path: str = "") -> str:
     if kind == "extra_forbidden":
         holder, _ = _locate(model, (*loc[:-1], ""))  # the section holding the unknown key
         known = list(holder.model_fields) if holder is not None else []
-        return unknown_key(path_of(path, loc[:-1]), str(loc[-1]), known)
+        nested = {name: list(sub.model_fields) for name, info in
+                  (holder.model_fields.items() if holder is not None else ())
+                  if (sub := _section_of(info.annotation)) is not None}
+        return unknown_key(path_of(path, loc[:-1]), str(loc[-1]), known, nested)
     if kind in _TYPE_WORDS:
         return f"{where}: must be {_TYPE_WORDS[kind]}, got {describe_value(value)}"
     if kind == "finite_number":
