@@ -75,12 +75,23 @@ def _parse(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.
 
     args, unknown = parser.parse_known_args(argv)
     if unknown:
-        command = _command_parser(parser, sys.argv[1:] if argv is None else argv)
+        words = sys.argv[1:] if argv is None else argv
+        command = _command_parser(parser, words)
         options = [s for a in command._actions for s in a.option_strings]
         flag = next((w.split("=", 1)[0] for w in unknown if w.startswith("--")), None)
-        hint = did_you_mean(flag, options) if flag else ""
+        hint = did_you_mean(flag, options) if flag else _split_pair(words, unknown[0])
         command.error(f"unrecognized arguments: {' '.join(unknown)}{hint}")
     return args
+
+
+def _split_pair(words: list[str], stray: str) -> str:
+    """`` (--set takes KEY=VALUE as one word: --set a.b=2)`` when ``stray`` is the value of a
+    ``--set a.b 2`` written with a space for its ``=``; else ``""``."""
+    for i, w in enumerate(words[:-2]):
+        key, value = words[i + 1], words[i + 2]
+        if w == "--set" and "=" not in key and value == stray:
+            return f" ({w} takes KEY=VALUE as one word: {w} {key}={value})"
+    return ""
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -97,6 +97,14 @@ def test_a_mistyped_option_is_named_by_its_command_with_the_closest_option(
     assert err.splitlines()[-1] == f"{prog}: error: unrecognized arguments: {unknown}{hint}"
 
 
+def test_a_space_for_set_s_equals_sign_is_named(capsys):
+    # argparse named the value alone: "unrecognized arguments: 5"
+    with pytest.raises(SystemExit):
+        main(["train", "digits-mlp", "--set", "train.epochs", "5"])
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        "sgdlab train: error: unrecognized arguments: 5 (--set takes KEY=VALUE as one word: "
+        "--set train.epochs=5)")
+
 
 @pytest.mark.parametrize("argv, prog, message", [
     (["lst"], "sgdlab", "argument COMMAND: invalid choice: 'lst' (did you mean list?); choose "
