@@ -80,6 +80,9 @@ def _parse(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.
         options = [s for a in command._actions for s in a.option_strings]
         flag = next((w.split("=", 1)[0] for w in unknown if w.startswith("--")), None)
         hint = did_you_mean(flag, options) if flag else _split_pair(words, unknown[0])
+        own = getattr(command, "unknown_option_hint", None)
+        if own and flag and (flag == "--set" or not hint):   # --set is no misspelt --store
+            hint = f" ({own})"
         command.error(f"unrecognized arguments: {' '.join(unknown)}{hint}")
     return args
 

@@ -44,6 +44,11 @@ def register(subparsers) -> None:
         "run", help="run an experiment from the catalogue (see `sgdlab list`)",
         description="Run an experiment: its sweep (only the runs missing from the store), then "
                     "tables, figures, conclusions and an HTML report in --out.")
+    # what `sgdlab run X --set ...` (as `sgdlab train` takes) or `--epochs 2` is told
+    p.unknown_option_hint = (
+        "sgdlab run takes no overrides: change an experiment's parameters in a copy of its "
+        "file (`sgdlab list NAME` names it) and run that with --config FILE; --scale smoke "
+        "is its shortest version")
     p.add_argument("name", nargs="?", help="catalogue name (see `sgdlab list`)")
     p.add_argument("--paper", metavar="PAPER",
                    help="instead of NAME: every entry of one paper (chaudhari, jastrzebski, "
