@@ -19,8 +19,9 @@ def register(subparsers) -> None:
                    help="an experiment's output directory, or a catalogue name")
     p.add_argument("--compare", metavar="OTHER",
                    help="another output directory or experiment: write a side-by-side page")
-    p.add_argument("--scale", default="cpu", choices=["smoke", "cpu", "paper"],
-                   help="scale when TARGET/OTHER is an experiment name (default cpu)")
+    p.add_argument("--scale", default=None, choices=["smoke", "cpu", "paper"],
+                   help="scale when TARGET/OTHER is an experiment name (default cpu; an "
+                        "output directory keeps its own)")
     add_reading_option(p, " when TARGET/OTHER is an experiment name")
     p.add_argument("--store", metavar="PATH", help="run store path (default: as recorded)")
     p.add_argument("--out", metavar="PATH",
@@ -38,17 +39,23 @@ def _report(args: argparse.Namespace) -> int:
     from sgdlab.report.compare import write_compare
 
     readings = readings_of(args)
+
+    def scale_for(target: str) -> str | None:
+        # with --compare, --scale may be meant for the other one, an experiment name
+        return None if args.compare and (Path(target) / "results.json").is_file() \
+            else args.scale
+
     if args.compare and args.out:      # checked before the reports are rebuilt
         from sgdlab.report.compare import check_page_path
         check_page_path(args.out)
-    out_a, results_a = rebuild(args.target, scale=args.scale, store_path=args.store,
+    out_a, results_a = rebuild(args.target, scale=scale_for(args.target), store_path=args.store,
                                out_dir=None if args.compare else args.out,
                                data_dir=args.data_dir, readings=readings)
     _say_if_partial(out_a, results_a)
     if not args.compare:
         print(f"report: {out_a / 'report.html'}")
         return 0
-    out_b, results_b = rebuild(args.compare, scale=args.scale, store_path=args.store,
+    out_b, results_b = rebuild(args.compare, scale=scale_for(args.compare), store_path=args.store,
                                data_dir=args.data_dir, readings=readings)
     _say_if_partial(out_b, results_b)
     page = write_compare(out_a, out_b, Path(args.out) if args.out else None)

@@ -423,12 +423,13 @@ def _experiment_results(path: Path) -> dict[str, Any]:
     return old
 
 
-def rebuild(target: str | Path, *, scale: str = "cpu", store_path: str | None = None,
+def rebuild(target: str | Path, *, scale: str | None = None, store_path: str | None = None,
             out_dir: str | Path | None = None, data_dir: str | None = None,
             readings: dict[str, str] | None = None) -> tuple[Path, dict]:
     """Rebuild a report from the store: ``target`` is an output directory holding
-    results.json (its recorded config, scale, readings and store are reused) or an experiment
-    name (at ``scale`` under ``readings``)."""
+    results.json (its recorded config, scale, readings and store are reused; a ``scale``
+    other than the recorded one is refused) or an experiment name (at ``scale``, default
+    ``cpu``, under ``readings``)."""
     t = Path(target)
     recorded = False        # the store is the one TARGET's results.json names
     workers = None          # how many ran the runs: known from an earlier report only
@@ -438,6 +439,12 @@ def rebuild(target: str | Path, *, scale: str = "cpu", store_path: str | None = 
         if readings:
             raise UserError(f"--reading chooses for an experiment name; {t} holds a report "
                             "whose readings are recorded (run the other reading to compare)")
+        if scale is not None and scale != old["scale"]:
+            # was ignored: the folder's own scale was rebuilt, not the one asked for
+            name = (old.get("experiment") or {}).get("name", "NAME")
+            raise UserError(f"--scale {scale} chooses for an experiment name; {t} holds a "
+                            f"report at scale {old['scale']} (`sgdlab report {name} --scale "
+                            f"{scale}` rebuilds the {scale} one)")
         taken = {k: r["choice"]
                  for k, r in ((old.get("experiment") or {}).get("readings") or {}).items()}
         spec = resolve(_recorded_file(old["config"]), old["scale"],
@@ -458,7 +465,7 @@ def rebuild(target: str | Path, *, scale: str = "cpu", store_path: str | None = 
         raise UserError(f"{str(t)!r}: no such directory (a report is rebuilt from an output "
                         "directory or a catalogue name)")
     else:
-        spec = load_experiment(str(target), scale, readings)
+        spec = load_experiment(str(target), scale or "cpu", readings)
         out = Path(out_dir) if out_dir else default_out_dir(spec)
     if store_path is None:      # not opened: that would make an empty store to look into
         from sgdlab.store import default_store_path

@@ -322,6 +322,20 @@ def test_report_of_the_empty_folder_of_a_stopped_run_says_how_to_report(tmp_path
         rebuild(tmp_path / "out")
 
 
+
+def test_report_of_a_folder_refuses_a_scale_other_than_its_own(tmp_path, capsys):
+    # `sgdlab report OUT --scale cpu` of a smoke report rebuilt the smoke one, saying nothing
+    cfg = _write(tmp_path, _raw())
+    store, out = str(tmp_path / "runs.sqlite"), tmp_path / "out"
+    run_experiment(str(cfg), scale="smoke", out_dir=out, store_path=store, progress=None)
+    capsys.readouterr()
+    assert cli(["report", str(out), "--scale", "cpu"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"sgdlab: error: --scale cpu chooses for an experiment name; {out} holds a report at "
+        "scale smoke (`sgdlab report t-square --scale cpu` rebuilds the cpu one)")
+    assert cli(["report", str(out), "--scale", "smoke"]) == 0
+    assert cli(["report", str(out)]) == 0
+
 def test_a_data_dir_given_relative_names_the_same_runs_from_anywhere(tmp_path, monkeypatch):
     # the runs' keys hold the data folder: spelled relative, they were other runs for the
     # report (which records it absolute) and for a sweep continued from another folder
