@@ -226,8 +226,12 @@ def same_command(args: argparse.Namespace, *, store: bool = True) -> str:
     """The ``sgdlab run`` command line ``args`` came from, its paths absolute (the command that
     continues the sweep, shown when it is interrupted and recorded with each of its runs for
     ``sgdlab runs list``); ``store=False`` leaves out ``--store``: the store a run is read from
-    is the one it is in."""
+    is the one it is in. The store is named also when ``$SGDLAB_STORE`` or the default gave
+    it, as ``sgdlab train``'s resume command names it: from another shell or folder the
+    command would otherwise run the sweep again into another store."""
     import shlex
+
+    from sgdlab.store import default_store_path
 
     def path(p):
         return None if p is None else os.path.abspath(p)
@@ -240,7 +244,8 @@ def same_command(args: argparse.Namespace, *, store: bool = True) -> str:
                         ("--gpus-per-run", args.gpus_per_run),
                         ("--device", args.device if args.device != "cpu" else None),
                         ("--out", path(args.out)),
-                        ("--store", path(args.store) if store else None),
+                        ("--store", path(args.store or default_store_path()) if store
+                         else None),
                         ("--tensorboard", path(args.tensorboard))):
         if value is not None:
             parts += [flag, str(value)]

@@ -402,6 +402,25 @@ def test_ctrl_c_while_the_conclusions_are_printed_says_the_report_is_written(
                                  else "nothing is left to run"), err
 
 
+
+def test_the_continue_command_names_a_store_given_by_the_environment(tmp_path, capsys,
+                                                                     monkeypatch):
+    """A sweep into $SGDLAB_STORE printed a continue command without --store: from a shell
+    without the variable it ran the whole sweep again into ./sgdlab-runs. It names the store,
+    as `sgdlab train`'s resume command does."""
+    import sgdlab.experiments.runner as runner
+
+    def interrupted(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(runner, "run_experiment", interrupted)
+    monkeypatch.setenv("SGDLAB_STORE", str(tmp_path / "env.sqlite"))
+    out = tmp_path / "o"
+    assert main(["run", GRID, "--scale", "smoke", "--out", str(out)]) == 130
+    assert capsys.readouterr().err.rstrip().endswith(
+        f"continue with: sgdlab run {GRID} --scale smoke --out {out} --store "
+        f"{tmp_path / 'env.sqlite'}")
+
 def test_a_sweep_without_out_continues_into_the_folder_it_wrote(tmp_path, capsys, monkeypatch):
     """A sweep given no --out writes to sgdlab-out/NAME-SCALE under the folder it ran in; the
     command recorded to continue it had no --out, so run from elsewhere it wrote the report

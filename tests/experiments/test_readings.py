@@ -367,12 +367,15 @@ def test_cli_reading_errors(tmp_path, capsys):
     assert not (tmp_path / "s.sqlite").exists()      # nothing ran
 
 
-def test_the_continue_command_repeats_the_readings():
+def test_the_continue_command_repeats_the_readings(tmp_path, monkeypatch):
     from sgdlab.cli.main import build_parser
     from sgdlab.cli.run import same_command
 
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("SGDLAB_STORE", raising=False)
     args = build_parser().parse_args(["run", "t", "--reading", "m=two", "--reading", "f=double"])
-    assert same_command(args) == "sgdlab run t --scale cpu --reading m=two --reading f=double"
+    assert same_command(args) == (f"sgdlab run t --scale cpu --store {tmp_path}/sgdlab-runs/"
+                                  "runs.sqlite --reading m=two --reading f=double")
 
 
 def test_each_reading_reports_only_its_own_runs(tmp_path, monkeypatch, capsys):
