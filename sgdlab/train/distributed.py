@@ -192,9 +192,10 @@ def build_run(cfg: dict[str, Any]):
     """(model, loss_fn, data, parle_config, run kwargs) from a replica run config (data).
 
     Keys: ``data`` ({name, **options} for :func:`sgdlab.data.load_dataset`, or {file: PATH}
-    a ``torch.save``d dict with x_train, y_train, x_test, y_test, meta), ``model`` ({name,
-    **options} for :func:`sgdlab.models.build_model`), ``loss`` (cross_entropy | mse; default
-    by task), ``parle`` (:class:`ParleConfig` fields), ``rounds``, ``epochs`` or ``grad_evals``,
+    a ``torch.save``d dict with x_train, y_train and optionally x_test, y_test, meta),
+    ``model`` ({name, **options} for :func:`sgdlab.models.build_model`), ``loss``
+    (cross_entropy | mse; default by task), ``parle`` (:class:`ParleConfig` fields), ``rounds``,
+    ``epochs`` or ``grad_evals``,
     ``eval_every``, ``eval_subset``, ``seed`` (weight init), ``dtype`` (float32 | float64),
     ``store`` (run store path), ``name``, ``checkpoint_every`` (rounds between checkpoints
     under ``OUT/checkpoints`` when an output directory is given; default 10).
@@ -228,11 +229,23 @@ def build_model_and_data(cfg: dict[str, Any]):
         f = Path(dspec.pop("file"))
         if dspec:
             raise ConfigError(f"data.file takes no other keys, got {sorted(dspec)}")
+        from ..errors import DataError
+        from .checkpoint import _read
+
         if not f.is_file():
-            from ..errors import DataError
             raise DataError(f"data file not found: {f}")
-        d = torch.load(f, weights_only=True)
-        data = Dataset(d["x_train"], d["y_train"], d["x_test"], d["y_test"],
+        # a file of another format, or a dict without the tensors, was a traceback
+        d = _read(f, "cpu", what="data file")
+        if not isinstance(d, dict):
+            raise DataError(f"data file {str(f)!r} holds a {type(d).__name__}, not a dict of "
+                            "tensors x_train, y_train (x_test, y_test, meta optional)")
+        wrong = [k for k in ("x_train", "y_train", "x_test", "y_test")
+                 if not isinstance(d.get(k), torch.Tensor) and (k in d or "train" in k)]
+        if wrong or ("x_test" in d) != ("y_test" in d):
+            raise DataError(f"data file {str(f)!r} needs the tensors x_train and y_train, and "
+                            "x_test with y_test or neither (meta optional); it holds "
+                            f"{', '.join(f'{k}: {type(v).__name__}' for k, v in d.items())}")
+        data = Dataset(d["x_train"], d["y_train"], d.get("x_test"), d.get("y_test"),
                        dict(d.get("meta", {})))
     else:
         from ..data import load_dataset

@@ -485,3 +485,23 @@ def test_rank_0_writes_a_diverged_run_s_status_for_its_launcher(tmp_path, monkey
         reap(procs)
     assert status.read_text() == "diverged"
     assert "diverged (non-finite replica loss" in read(logs[0])
+
+
+def test_a_data_file_that_is_no_dict_of_tensors_is_named(tmp_path):
+    # another format was an UnpicklingError traceback, a dict without y_train a KeyError
+    from sgdlab.errors import DataError, UserError
+    from sgdlab.train.distributed import build_model_and_data
+
+    cfg = {"data": {"file": str(tmp_path / "d.pt")}, "model": {"name": "mlp", "widths": [4]}}
+    (tmp_path / "d.pt").write_text("x_train,y_train\n1,2\n")
+    with pytest.raises(UserError, match=r"cannot read data file '.*d.pt': not a checkpoint"):
+        build_model_and_data(cfg)
+    torch.save({"x_train": torch.randn(8, 3)}, tmp_path / "d.pt")
+    with pytest.raises(DataError, match=r"d.pt' needs the tensors x_train and y_train, and "
+                                        r"x_test with y_test or neither \(meta optional\); it "
+                                        r"holds x_train: Tensor$"):
+        build_model_and_data(cfg)
+    # the test split may be left out, as for sgdlab.data.Dataset
+    torch.save({"x_train": torch.randn(8, 3), "y_train": torch.arange(8) % 2}, tmp_path / "d.pt")
+    _, _, data = build_model_and_data(cfg)
+    assert len(data.x_train) == 8 and len(data.x_test) == 0
