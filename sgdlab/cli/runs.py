@@ -326,6 +326,17 @@ def _fmt(v) -> str:
 _TEST_COLUMNS = ("test_acc", "test_loss", "test_perplexity")
 
 
+def _experiment_hint(store, experiment: str | None) -> str:
+    """`` (did you mean X?)`` for a mistyped --experiment: the closest experiment the store
+    holds runs of; "" when none is close or no --experiment was given."""
+    if not experiment:
+        return ""
+    from sgdlab.errors import did_you_mean
+
+    return did_you_mean(experiment, {r["experiment"] for r in store.list_runs()
+                                     if r["experiment"]})
+
+
 def _list(args) -> int:
     store = _open(args)
     runs = store.list_runs(experiment=args.experiment, status=args.status)
@@ -345,13 +356,8 @@ def _list(args) -> int:
     if not runs:
         wanted = [f"{k} {v!r}" for k, v in (("experiment", args.experiment),
                                             ("status", args.status)) if v]
-        hint = ""
-        if args.experiment:   # a mistyped name: the closest experiment the store holds
-            from sgdlab.errors import did_you_mean
-            hint = did_you_mean(args.experiment, {r["experiment"] for r in store.list_runs()
-                                                  if r["experiment"]})
         print(f"no runs {'with ' + ' and '.join(wanted) + ' ' if wanted else ''}in "
-              f"{store.path}{hint}")
+              f"{store.path}{_experiment_hint(store, args.experiment)}")
         return 0
     # the test columns: the summary's value, else (a run not finished) its last evaluation,
     # at its step; token data's runs show their test perplexity too
@@ -595,7 +601,7 @@ def _delete(args) -> int:
             ids = matching
     if not ids:
         print(f"no runs {'with ' + ' and '.join(filters) + ' ' if filters else ''}to delete "
-              f"in {store.path}")
+              f"in {store.path}{_experiment_hint(store, args.experiment)}")
         return 0
     plan = plan_deletion(store, ids)
     _print_plan(plan, force=args.force)
