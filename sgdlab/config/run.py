@@ -422,6 +422,14 @@ def _check_measure_item(path: str, item: dict[str, Any], errors: list[str]) -> N
         return
     given = {k: v for k, v in item.items() if k not in ("name",) + _SCHEDULE_KEYS}
     params = instrument_params(name)
+    for k in [k for k in given if params is not None and k not in params]:
+        # a misspelt schedule key (evry) is named as one, and the listing has them too
+        msg = unknown_key(path, k, [*params, *_SCHEDULE_KEYS])
+        errors.append(msg if "did you mean" in msg else
+                      f"{join(path, k)}: unknown key (instrument {name!r} accepts: "
+                      f"{', '.join(params) or 'nothing'}; its schedule: "
+                      f"{', '.join(_SCHEDULE_KEYS)})")
+        del given[k]
     _check_args(path, given, params or {}, params is None, f"instrument {name!r}", errors,
                 nullable=_nullable(registry[name]), numbers=_optional_numbers(registry[name]))
     if "memory_budget" in given and "memory_budget" in (params or {}):

@@ -63,6 +63,11 @@ def test_packaged_default_validates_with_defaults_filled():
                         "'digits': it goes under data.options, as data.options.n_train)"),
     ("data.file=x.pt", "data.file: unknown key (valid keys: data_dir, name, options, seed)"),
     ("measure=[{name: no_such_instrument}]", "measure[0].name: unknown instrument"),
+    # a misspelt schedule key: the instrument's own arguments were listed, without every
+    ("measure=[{name: hessian, evry: 5}]", "measure[0].evry: unknown key (did you mean every?)"),
+    ("measure=[{name: dynamics, foo: 5}]", "measure[0].foo: unknown key (instrument 'dynamics' "
+                                           "accepts: "),
+    ("measure=[{name: dynamics, foo: 5}]", "; its schedule: every, start, at, log_points)"),
     ("measure=[{name: trajectory, every_steps: 5}]",
      "measure[0].path: required by instrument 'trajectory'"),
     ("store.path=3", "store.path: must be a string, got 3"),
