@@ -156,8 +156,13 @@ def resume_run(run_id: str, *, store: Any = None, progress: bool | None = None,
     run = store.get_run(run_id)
     run_id = run["id"]
     if run["status"] not in RESUMABLE:
+        # "train it longer" is what a finished run given to resume most likely asks for
+        further = (f"; to train it further, start a run from its weights: sgdlab train "
+                   f"CONFIG --init-from {run_id} {store_option(store.path)} (a warm start: "
+                   "CONFIG's train.epochs more, the optimizer afresh)"
+                   if run["status"] in ("finished", "diverged") else "")
         raise UserError(f"run {run_id} is {run['status']}; only interrupted, stale, failed "
-                        "(or killed) runs can be resumed")
+                        f"(or killed) runs can be resumed{further}")
     dirs = [a["path"] for a in run["artifacts"] if a["kind"] == "out_dir"]
     if not dirs and (run["config"] or {}).get("method") == "parle":
         raise UserError(f"run {run_id} is a run of `sgdlab parle`: continue it with `sgdlab "

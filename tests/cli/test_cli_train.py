@@ -239,6 +239,20 @@ def test_the_same_command_again_on_a_stopped_run_s_folder_says_how_it_continues(
     assert err.endswith(note) == continued
     assert ("continue it with" in err) == continued
 
+
+@pytest.mark.parametrize("status", ["finished", "diverged"])
+def test_resume_of_an_ended_run_says_how_to_train_it_further(tmp_path, capsys, status):
+    # "only interrupted, stale, failed (or killed) runs can be resumed", and nothing more
+    store_path = tmp_path / "runs.sqlite"
+    with RunStore(store_path) as store:
+        run_id = store.create_run({"name": "x"}, name="x", env={}, status=status)
+    assert main(["resume", run_id, "--store", str(store_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"sgdlab: error: run {run_id} is {status}; only interrupted, ")
+    assert err.endswith(f"; to train it further, start a run from its weights: sgdlab train "
+                        f"CONFIG --init-from {run_id} --store {store_path} (a warm start: "
+                        "CONFIG's train.epochs more, the optimizer afresh)")
+
 def test_a_config_that_fails_when_built_leaves_no_store(tmp_path, capsys, monkeypatch):
     """Valid keys, but a run that cannot start here (a data file it does not have, no CUDA):
     one line, nothing printed as if training had begun and no empty store made."""
