@@ -57,10 +57,12 @@ def test_packaged_default_validates_with_defaults_filled():
     ("epochs=5", "epochs: unknown key (did you mean train.epochs?)"),
     ("seed=1", "seed: unknown key (did you mean data.seed or train.seed?)"),
     # a model's or dataset's argument beside its name, as replica configs write them
-    ("model={name: mlp, widths: [4]}", "model.widths: unknown key (widths is an argument of the model 'mlp': "
-                         "it goes under model.options, as model.options.widths)"),
-    ("data={name: digits, n_train: 50}", "data.n_train: unknown key (n_train is an argument of the dataset "
-                        "'digits': it goes under data.options, as data.options.n_train)"),
+    ("model={name: mlp, widths: [4]}",
+     "model.widths: unknown key (widths is an argument of the model 'mlp': it goes under "
+     "model.options, as model.options.widths)"),
+    ("data={name: digits, n_train: 50}",
+     "data.n_train: unknown key (n_train is an argument of the dataset 'digits': it goes "
+     "under data.options, as data.options.n_train)"),
     ("data.file=x.pt", "data.file: unknown key (valid keys: data_dir, name, options, seed)"),
     ("measure=[{name: no_such_instrument}]", "measure[0].name: unknown instrument"),
     # a misspelt schedule key: the instrument's own arguments were listed, without every
