@@ -18,6 +18,10 @@ writes ``DIR/results.json`` (config, numbers, environment) plus its figure(s):
 - ``perceptron``  binary perceptron teacher–student: plain vs local-entropy-guided search.
 
 ``--quick`` shrinks every demo to well under a minute (smaller sizes / fewer chains).
+``--device cuda`` runs the chains of ``escape``, ``ou``, ``double-well``, ``pspin`` and
+``perceptron`` on the GPU: the landscape is built on the CPU and moved, and the random numbers
+are drawn by CPU generators, so a seed gives the CPU's run to round-off. ``pde`` solves its
+1-D grids on the CPU and takes no ``--device``.
 """
 from __future__ import annotations
 
@@ -28,6 +32,7 @@ import time
 from pathlib import Path
 
 from sgdlab.atomic import save_figure
+from sgdlab.cli.run import add_device_option, check_device
 from sgdlab.strict_json import write_atomic
 
 DEMOS = ("escape", "ou", "double-well", "pspin", "pde", "perceptron")
@@ -45,6 +50,7 @@ def register(subparsers) -> None:
     p.add_argument("--quick", action="store_true", help="small sizes, well under a minute")
     p.add_argument("--seed", type=int, default=0, help="seed (default 0)")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    add_device_option(p)
     g = p.add_argument_group("escape options (defaults: the paper's settings, Suppl. B)")
     g.add_argument("--repetitions", type=int, default=None, help="repetitions (default 100)")
     g.add_argument("--iterations", type=int, default=None, help="iterations (default 600)")
@@ -122,6 +128,11 @@ def _main(args) -> int:
                         "`sgdlab landscape pde` only)")
     if args.beta is not None and not 0 < args.beta < math.inf:
         raise UserError(f"--beta must be > 0 and finite, got {args.beta:g}")
+    if args.demo == "pde" and args.device != "cpu":
+        # its grids hold 10³–10⁴ points and no chains: nothing for a GPU to do
+        raise UserError(f"--device {args.device}: `sgdlab landscape pde` computes on the CPU "
+                        "(--device applies to the demos that run chains)")
+    check_device(args.device)
     if args.threads is not None:
         if args.threads < 1:
             raise UserError(f"--threads must be >= 1, got {args.threads}")
@@ -210,6 +221,7 @@ def _escape(args, out: Path) -> dict:
         if str(e).startswith("data_var "):
             raise UserError("--data-var" + str(e)[len("data_var"):]) from None
         raise
+    land.to(args.device)       # built (its data drawn) on the CPU: the same loss everywhere
     res = escape_experiment(land, cfg)
     start = land.sharp_center if cfg.start == "sharp_center" else land.sharp_minimum
     extra = (f", protocol authors-code (Tr Cov(eps) = {cfg.noise_trace}, added after the step)"
@@ -224,8 +236,8 @@ def _escape(args, out: Path) -> dict:
     print(res.table())
     g = np.linspace(-2.0, 2.0, 161)
     gx, gy = np.meshgrid(g, g)
-    pts = torch.tensor(np.stack([gx, gy], -1), dtype=torch.float32)
-    loss = land.loss(pts).numpy()
+    pts = torch.tensor(np.stack([gx, gy], -1), dtype=torch.float32, device=args.device)
+    loss = land.loss(pts).cpu().numpy()
     trajs = {m: t[:, 0].numpy() for m, t in res.trajectory.items()}
     fig = escape_figure(gx, gy, loss, trajs, res.success_rate, res.sharpness_steps,
                         res.sharpness, LABELS, success_rule=rule)
@@ -245,14 +257,15 @@ def _ou(args, out: Path) -> dict:
 
     d = 10 if not args.quick else 4
     h = torch.diag(torch.logspace(0, -1.5, d, dtype=torch.float64))
-    q = Quadratic(h, num_samples=200, seed=args.seed)
+    q = Quadratic(h, num_samples=200, seed=args.seed).to(args.device)
     chains = 2000 if not args.quick else 500
     gen = torch.Generator().manual_seed(args.seed)
     settings = [(0.05, 1), (0.1, 2), (0.2, 4), (0.1, 1), (0.2, 2), (0.05, 4)]
     rows = []
     for lr, s in settings:
         cov = q.sgd_stationary_covariance(lr, s)
-        th0 = torch.randn(chains, d, generator=gen, dtype=torch.float64) @ \
+        # drawn on the CPU generator and moved: the same starts on any device
+        th0 = torch.randn(chains, d, generator=gen, dtype=torch.float64).to(args.device) @ \
             torch.linalg.cholesky(cov).T
         relax = 1.0 / float(h.diagonal().min())  # slowest relaxation time of the OU process
         path = sgd_chains(q, th0, lr=lr, batch_size=s, steps=int(round(4 * relax / lr)),
@@ -289,13 +302,14 @@ def _double_well(args, out: Path) -> dict:
     hists, rest, ang, rows = {}, {}, {}, []
     stationary = None
     for lam in (0.0, 0.5, 1.5):     # 1.5: the authors' plotting code's "large" λ (Fig. 6.4c)
-        dw = DoubleWell(lam)
+        dw = DoubleWell(lam).to(args.device)    # no tensors of its own: the chains' device
         dt = 0.01 if lam < 1 else 0.002
         x0 = torch.zeros(chains, 2, dtype=torch.float64)
         x0[:, 0] = torch.where(torch.arange(chains) % 2 == 0, 1.0, -1.0)
+        x0 = x0.to(args.device)
         burn = simulate(dw.sde(), x0, dt=dt, steps=int(5 / dt), generator=gen).final
         final, w = winding_rate(dw, burn, dt=dt, steps=int(5 / dt), generator=gen)
-        x = final.numpy()
+        x = final.cpu().numpy()
         rate = drift_angular_rate(dw, final)
         counts, _, _ = np.histogram2d(x[:, 0], x[:, 1], bins=[e1, e2])
         stationary = dw.stationary_bin_probabilities(e1, e2)
@@ -335,15 +349,16 @@ def _pspin(args, out: Path) -> dict:
     gen = torch.Generator().manual_seed(starts_seed(args.seed))
     embeds, energies, counts, sizes, rows = {}, {}, {}, {}, []
     for regime in REGIMES:
-        p = PSpinGlass(n, regime=regime, seed=args.seed)
+        p = PSpinGlass(n, regime=regime, seed=args.seed).to(args.device)
         t0 = time.perf_counter()
         res = p.descend(p.random_starts(starts, generator=gen), lr=0.1, tol=1e-4,
                         max_steps=5000 if not args.quick else 2000)
         secs = time.perf_counter() - t0
-        labels, reps = cluster_minima(res.sigma)
-        e = res.energy_per_spin
+        # clustering compares the minima one by one: on the CPU (no sync per minimum)
+        sigma, e = res.sigma.cpu(), res.energy_per_spin.cpu()
+        labels, reps = cluster_minima(sigma)
         name = f"{regime} (ν={p.nu:.3g})"
-        embeds[name] = embed_tsne(res.sigma[reps], seed=args.seed)
+        embeds[name] = embed_tsne(sigma[reps], seed=args.seed)
         energies[name] = e[reps].numpy()
         counts[name] = len(reps)
         sizes[name] = torch.bincount(labels, minlength=len(reps)).numpy()
@@ -430,7 +445,8 @@ def _perceptron(args, out: Path) -> dict:
     d = 201 if not args.quick else 101
     alphas = [0.3, 0.6, 0.9] if not args.quick else [0.4, 0.8]
     instances = 8 if not args.quick else 4
-    res = compare_searches(d=d, alphas=alphas, instances=instances, seed=args.seed)
+    res = compare_searches(d=d, alphas=alphas, instances=instances, seed=args.seed,
+                           device=args.device)
     print(f"{'alpha':>6} " + " ".join(f"{m:>22}" for m in res["errors"]))
     for i, a in enumerate(alphas):
         print(f"{a:6.2f} " + " ".join(f"{res['errors'][m][i]:14.3f} ± {res['stderr'][m][i]:5.3f}"

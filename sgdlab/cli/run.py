@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 from pathlib import Path
 
 
@@ -17,6 +18,24 @@ def add_reading_option(p: argparse.ArgumentParser, when: str = "") -> None:
                    help=f"read an ambiguity of the paper as CHOICE{when} (repeatable; `sgdlab "
                         "list NAME` shows the entry's readings, the others keep their "
                         "defaults)")
+
+
+def add_device_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+
+
+def check_device(device: str, *, here: bool = True) -> None:
+    """A :class:`~sgdlab.errors.UserError` unless ``--device`` names cpu, cuda or cuda:N; with
+    ``here`` (the command computes in this process), also unless that device is on this
+    machine (:func:`~sgdlab.experiments.runner.require_device`)."""
+    from sgdlab.errors import UserError
+
+    if not re.fullmatch(r"cpu|cuda(:\d+)?", device):
+        raise UserError(f"--device must be cpu or cuda, got {device!r}")
+    if here:
+        from sgdlab.experiments.runner import require_device
+
+        require_device(device)
 
 
 def _reading(text: str) -> tuple[str, str]:
@@ -83,7 +102,7 @@ def register(subparsers) -> None:
                    help="with --backend ray: GPUs per run, fractions share a GPU (default "
                         "$SGDLAB_GPUS_PER_RUN, the experiment's resources, else 0)")
     add_reading_option(p)
-    p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    add_device_option(p)
     p.add_argument("--out", metavar="DIR",
                    help="output directory (default sgdlab-out/NAME-SCALE, then -KEY=CHOICE for "
                         "each non-default reading; with --paper: the folder of the entries' "
@@ -106,8 +125,8 @@ def register(subparsers) -> None:
 def _run(args: argparse.Namespace) -> int:
     from sgdlab.errors import UserError
 
-    if not (args.device == "cpu" or args.device.startswith("cuda")):
-        raise UserError(f"--device must be cpu or cuda, got {args.device!r}")
+    # where the runs execute is checked with the backend (a Ray cluster's GPUs are not here)
+    check_device(args.device, here=False)
     if args.json and not args.dry_run:
         raise UserError("--json prints the plan of --dry-run: give both")
     if args.compare is not None and args.paper is None:

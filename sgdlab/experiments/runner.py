@@ -120,6 +120,21 @@ def _in_order(value: Any) -> tuple:
     return 1, 0, json.dumps(value, sort_keys=True)
 
 
+def require_device(device: str) -> None:
+    """A :class:`UserError` when ``device`` (cpu, cuda or cuda:N, as ``--device`` gives it) is
+    not on this machine: no CUDA, or fewer CUDA devices than its index needs."""
+    if not device.startswith("cuda"):
+        return
+    import torch
+
+    if not torch.cuda.is_available():
+        raise UserError(f"--device {device} requested but CUDA is not available on this machine")
+    index = torch.device(device).index
+    if index is not None and index >= torch.cuda.device_count():
+        raise UserError(f"--device {device} requested but this machine has "
+                        f"{torch.cuda.device_count()} CUDA device(s)")
+
+
 def prepare(name_or_path: str | Path, *, scale: str, device: str, data_dir: str | None,
             backend: str | None, cpus_per_run: float | None, gpus_per_run: float | None,
             readings: dict[str, str] | None, workers: int | None, address: str | None
@@ -131,11 +146,8 @@ def prepare(name_or_path: str | Path, *, scale: str, device: str, data_dir: str 
     backend = backend or os.environ.get("SGDLAB_BACKEND") or "local"
     cpus_per_run = _resource(cpus_per_run, "SGDLAB_CPUS_PER_RUN", spec, "cpus_per_run")
     gpus_per_run = _resource(gpus_per_run, "SGDLAB_GPUS_PER_RUN", spec, "gpus_per_run")
-    if device.startswith("cuda") and backend == "local":
-        import torch
-
-        if not torch.cuda.is_available():
-            raise UserError("--device cuda requested but CUDA is not available on this machine")
+    if backend == "local":
+        require_device(device)
     if needs_data_dir(spec) and data_dir is None:
         raise ConfigError(f"{spec.name} at scale {scale!r} reads the paper's dataset: pass "
                           "--data-dir DIR")
@@ -485,4 +497,4 @@ def rebuild(target: str | Path, *, scale: str | None = None, store_path: str | N
 
 
 __all__ = ["Analysis", "Conclusion", "ExperimentResult", "Table", "build_report", "rebuild",
-           "run_experiment"]
+           "require_device", "run_experiment"]

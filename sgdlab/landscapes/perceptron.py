@@ -158,8 +158,12 @@ def anneal(
 
 def compare_searches(*, d: int = 201, alphas: tuple[float, ...] | list[float] = (0.3, 0.6, 0.9),
                      instances: int = 8, replicas: int = 7, sweeps: int = 200,
-                     gamma_max: float = 1.0, seed: int = 0) -> dict:
+                     gamma_max: float = 1.0, seed: int = 0,
+                     device: torch.device | str = "cpu") -> dict:
     """ε per α for plain search, its replica centre, and local-entropy-guided search.
+
+    The instances are drawn on the CPU and annealed on ``device`` with a CPU generator: the
+    same replicas on every device (:func:`anneal`).
 
     Returns ``{"alphas", "errors": {method: [mean ε per α]}, "stderr": {...},
     "train_errors": {...}}`` with means over instances (and replicas for plain search)."""
@@ -170,7 +174,7 @@ def compare_searches(*, d: int = 201, alphas: tuple[float, ...] | list[float] = 
            "stderr": {"plain": [], "plain centre": [], "local entropy": []},
            "train_errors": {"plain": [], "plain centre": [], "local entropy": []}}
     for alpha in alphas:
-        inst = PerceptronInstances.sample(instances, d, alpha, generator=gen)
+        inst = PerceptronInstances.sample(instances, d, alpha, generator=gen).to(device)
         plain = anneal(inst, replicas=replicas, sweeps=sweeps, generator=gen)
         coupled = anneal(inst, replicas=replicas, sweeps=sweeps, gamma_max=gamma_max,
                          generator=gen)

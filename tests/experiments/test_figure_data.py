@@ -80,7 +80,8 @@ def test_the_spin_glass_embeds_each_distinct_minimum_once_with_its_multiplicity(
 
     out = PSpinProcedure().run(SimpleNamespace(params={"regime": "trivial", "n": 10,
                                                        "starts": 8, "max_steps": 300,
-                                                       "tol": 1e-3}, seed=0), None)
+                                                       "tol": 1e-3}, seed=0),
+                               SimpleNamespace(device="cpu"))
     d = out.data
     assert len(d["embedding"]) == len(d["energies"]) == out.summary["distinct_minima"]
     assert int(sum(d["basin_sizes"])) == out.summary["starts"] == 8

@@ -98,7 +98,7 @@ def test_escape_procedure_stores_the_passages_and_their_restricted_mean():
     from sgdlab.experiments.procedures.landscape_runs import EscapeProcedure
 
     logged = []
-    ctx = SimpleNamespace(run_id="r", store=SimpleNamespace(
+    ctx = SimpleNamespace(run_id="r", device="cpu", store=SimpleNamespace(
         log_many=lambda rid, rows: logged.extend(rows)))
     params = {"method": "gd", "landscape": "rescaled", "iterations": 20, "repetitions": 6,
               "sharpness_every": 10, "sharpness_samples": 4, "trajectories": 0}
@@ -116,7 +116,8 @@ def test_escape_procedure_draws_the_data_shifts_of_its_seed(landscape):
     from sgdlab.experiments.procedures.landscape_runs import EscapeProcedure
     from sgdlab.landscapes.two_basin import two_basin
 
-    ctx = SimpleNamespace(run_id="r", store=SimpleNamespace(log_many=lambda rid, rows: None))
+    ctx = SimpleNamespace(run_id="r", device="cpu",
+                          store=SimpleNamespace(log_many=lambda rid, rows: None))
     params = {"method": "gd", "landscape": landscape, "iterations": 2, "repetitions": 2,
               "sharpness_every": 0, "trajectories": 0}
     minima = []

@@ -216,7 +216,8 @@ def test_the_double_well_entry_counts_every_steps_turn():
     from sgdlab.experiments.procedures.landscape_runs import DoubleWellProcedure
 
     p = {"lam": 1.5, "chains": 40, "burn_time": 0.2, "time": 0.4, "orbit_time": 1.0}
-    out = DoubleWellProcedure().run(SimpleNamespace(params=p, seed=2), None)
+    out = DoubleWellProcedure().run(SimpleNamespace(params=p, seed=2),
+                                   SimpleNamespace(device="cpu"))
     dw, dt = DoubleWell(1.5), 0.002
     gen = torch.Generator().manual_seed(2)
     x0 = torch.zeros(40, 2, dtype=f64)

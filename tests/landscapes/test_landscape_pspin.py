@@ -195,7 +195,8 @@ def test_the_spin_glass_entry_draws_its_starts_apart_from_the_disorder(monkeypat
 
     monkeypatch.setattr(PSpinGlass, "descend", spy)
     PSpinProcedure().run(SimpleNamespace(params={"regime": "glassy", "n": 8, "starts": 6,
-                                                 "max_steps": 5}, seed=3), None)
+                                                 "max_steps": 5}, seed=3),
+                           SimpleNamespace(device="cpu"))
     glass, starts = seen["glass"], seen["starts"]
     rows = glass.project(glass.J.reshape(-1, 8)[:6])
     q = (starts * rows).sum(-1) / 8              # overlap of each start with its J row

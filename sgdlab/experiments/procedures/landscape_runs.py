@@ -23,7 +23,9 @@ class EscapeProcedure(Procedure):
     ``EscapeConfig`` field; ``landscape``: a name of ``sgdlab.landscapes.two_basin.LANDSCAPES``
     or a mapping ``{name: ..., <keyword arguments of that variant>}`` (default: the printed
     Suppl. B loss). The run's seed seeds both the data shifts x_k of the landscape (unless
-    the mapping gives a ``seed``) and the methods' noise."""
+    the mapping gives a ``seed``) and the methods' noise. The landscape is built on the CPU
+    and moved to the run's device, where the chains run; the methods' generators stay on
+    the CPU, so a seed gives the same draws on every device."""
 
     allowed = {"method", "landscape", "lr", "iterations", "repetitions", "batch_size",
                "const_sigma", "leading_k", "hessian_k", "hessian_scale", "sharpness_sigma",
@@ -91,7 +93,8 @@ class EscapeProcedure(Procedure):
         # the run's seed draws the data shifts x_k (one draw per seed, shared by its
         # repetitions) unless the landscape names its own
         land_opts.setdefault("seed", run.seed)
-        land = two_basin(land_opts.pop("name", "paper"), **land_opts)
+        # built on the CPU (its data drawn there) and moved: the same landscape on any device
+        land = two_basin(land_opts.pop("name", "paper"), **land_opts).to(ctx.device)
         keep = int(p.pop("trajectories", 5))
         cfg = EscapeConfig(seed=run.seed, record_trajectory=keep > 0, **p)
         res = escape_experiment(land, cfg, methods=[method])
@@ -546,7 +549,9 @@ class DoubleWellProcedure(Procedure):
     angle increment of every Euler–Maruyama step; increments between records further apart
     lose the turns of chains passing near the origin); zeros of the drift (Newton); and the
     noiseless flow ẋ = −∇Φ + j from ``orbit_starts`` up to ``orbit_time``
-    (``noiseless_orbits``): resting point, limit cycle or spiral."""
+    (``noiseless_orbits``): resting point, limit cycle or spiral. The chains run on the run's
+    device with the Brownian increments drawn by a CPU generator (the same paths on any
+    device, to round-off); the noiseless flow is scipy's, on the CPU."""
 
     allowed = {"lam", "chains", "dt", "burn_time", "time", "orbit_starts", "orbit_time"}
     required = {"lam"}
@@ -563,17 +568,18 @@ class DoubleWellProcedure(Procedure):
         p = run.params
         lam, chains = float(p["lam"]), int(p.get("chains", 20000))
         dt = float(p.get("dt", 0.01 if lam < 1 else 0.002))
-        dw = DoubleWell(lam)
+        dw = DoubleWell(lam).to(ctx.device)     # it holds no tensors: the chains' device
         gen = torch.Generator().manual_seed(run.seed)
         x0 = torch.zeros(chains, 2, dtype=torch.float64)
         x0[:, 0] = torch.where(torch.arange(chains) % 2 == 0, 1.0, -1.0)
+        x0 = x0.to(ctx.device)
         burn = simulate(dw.sde(), x0, dt=dt, steps=int(float(p.get("burn_time", 5)) / dt),
                         generator=gen).final
         # the angle of every step: records 0.05 apart read λ = 1.5's rate 4% low (1.050 ±
         # 0.006 against λπ^{3/2}/Z = 1.096), dropping the turns of chains near the origin
         final, w = winding_rate(dw, burn, dt=dt, steps=int(float(p.get("time", 5)) / dt),
                                 generator=gen)
-        x = final.numpy()
+        x = final.cpu().numpy()
         e1, e2 = np.linspace(-2.2, 2.2, 45), np.linspace(-2.5, 2.5, 51)
         counts, _, _ = np.histogram2d(x[:, 0], x[:, 1], bins=[e1, e2])
         c1, c2 = np.linspace(-2.2, 2.2, 12), np.linspace(-2.4, 2.4, 9)
@@ -718,7 +724,9 @@ class PSpinProcedure(Procedure):
     clustered by overlap, their mean pairwise cosine distance 1 − q_ab is reported (the
     thesis: 0.02 in the trivial regime vs 1.16 in the exponential one), and the distinct
     minima (one per cluster) are embedded with t-SNE, each with the number of starts that
-    reached it (``data["basin_sizes"]``)."""
+    reached it (``data["basin_sizes"]``). The glass (couplings drawn on the CPU) is moved to
+    the run's device, the starts drawn there by a CPU generator, and the descent runs on the
+    device; the minima come back to the CPU for clustering's results and t-SNE."""
 
     allowed = {"regime", "n", "starts", "lr", "tol", "max_steps", "overlap_threshold"}
     required = {"regime"}
@@ -741,15 +749,17 @@ class PSpinProcedure(Procedure):
                                              mean_cosine_distance, starts_seed)
 
         p = run.params
-        ps = PSpinGlass(int(p.get("n", 100)), regime=p["regime"], seed=run.seed)
+        ps = PSpinGlass(int(p.get("n", 100)), regime=p["regime"], seed=run.seed).to(ctx.device)
         # the starts' own stream: seeded like the glass, they were the couplings J_0k·
         gen = torch.Generator().manual_seed(starts_seed(run.seed))
         res = ps.descend(ps.random_starts(int(p.get("starts", 96)), generator=gen),
                          lr=float(p.get("lr", 0.1)), tol=float(p.get("tol", 1e-4)),
                          max_steps=int(p.get("max_steps", 5000)))
-        labels, reps = cluster_minima(res.sigma, threshold=float(p.get("overlap_threshold",
-                                                                       0.999)))
-        e = res.energy_per_spin
+        # the minima on the CPU: clustering compares them one by one (a sync per minimum on a
+        # GPU) and the stored results are CPU numbers as on any device
+        sigma, e = res.sigma.cpu(), res.energy_per_spin.cpu()
+        labels, reps = cluster_minima(sigma, threshold=float(p.get("overlap_threshold",
+                                                                   0.999)))
         # one point per distinct minimum (t-SNE would spread identical ones apart), with the
         # number of starts that ended in it
         return RunOutput(
@@ -757,8 +767,8 @@ class PSpinProcedure(Procedure):
                      "converged": int(res.converged.sum()), "starts": int(e.numel()),
                      "energy_min": float(e.min()), "energy_max": float(e.max()),
                      "energy_spread": float(e.max() - e.min()),
-                     "cosine_distance": mean_cosine_distance(res.sigma)},
-            data={"embedding": embed_tsne(res.sigma[reps], seed=run.seed),
+                     "cosine_distance": mean_cosine_distance(sigma)},
+            data={"embedding": embed_tsne(sigma[reps], seed=run.seed),
                   "energies": e[reps], "basin_sizes": torch.bincount(labels,
                                                                    minlength=len(reps)),
                   "minima_energies": sorted(float(e[r]) for r in reps)})
