@@ -485,3 +485,17 @@ def test_on_ray_the_data_files_are_not_looked_up_on_the_driver(tmp_path, monkeyp
         runner.run_experiment(GRID, backend="ray", **args)
     with pytest.raises(UserError, match="fashion_mnist: missing file"):
         runner.run_experiment(GRID, backend="local", **args)
+
+
+@pytest.mark.parametrize("device,message", [
+    ("gpu", "--device must be cpu or cuda, got 'gpu'"),
+    ("cuda", "--device cuda requested but CUDA is not available on this machine"),
+])
+def test_a_device_not_here_is_refused_before_the_plan(tmp_path, capsys, monkeypatch, device,
+                                                      message):
+    # the option and its checks are the ones `sgdlab landscape --device` shares
+    monkeypatch.setattr("torch.cuda.is_available", lambda: False)
+    assert main(["run", "zhu-escape-2d", "--scale", "smoke", "--device", device,
+                 "--store", str(tmp_path / "s.sqlite"), "--dry-run"]) == 2
+    err = capsys.readouterr().err
+    assert err == f"sgdlab: error: {message}\n"

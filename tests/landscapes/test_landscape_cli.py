@@ -201,3 +201,88 @@ def test_without_out_a_demo_writes_under_sgdlab_out(tmp_path, capsys, monkeypatc
     # said before the numbers, which take up to half a minute in other demos
     assert printed.err.startswith("sgdlab landscape ou --quick: computing (output to "
                                   "sgdlab-out/landscape-ou-quick)")
+
+
+@pytest.mark.parametrize("demo,device,message", [
+    ("escape", "gpu", "--device must be cpu or cuda, got 'gpu'"),
+    ("ou", "cuda", "--device cuda requested but CUDA is not available on this machine"),
+    ("pspin", "cuda:1", "--device cuda:1 requested but this machine has 1 CUDA device(s)"),
+    ("pde", "cuda", "--device cuda: `sgdlab landscape pde` computes on the CPU"),
+])
+def test_a_device_not_here_is_one_line_and_exit_2(tmp_path, capsys, monkeypatch, demo,
+                                                   device, message):
+    # one CUDA device when the case asks for a second, none otherwise
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: device == "cuda:1")
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    assert main(["landscape", demo, "--quick", "--device", device,
+                 "--out", str(tmp_path / "d")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"sgdlab: error: {message}") and err.count("\n") == 1
+    assert not (tmp_path / "d").exists()
+
+
+def test_escape_on_device_cpu_is_the_default_run(tmp_path, capsys):
+    n = torch.get_num_threads()
+    res = {}
+    try:
+        for name, extra in (("default", []), ("cpu", ["--device", "cpu"])):
+            assert main(["landscape", "escape", "--quick", "--threads", "1", "--repetitions",
+                         "10", "--iterations", "60", "--out", str(tmp_path / name),
+                         *extra]) == 0
+            res[name] = json.loads((tmp_path / name / "results.json").read_text())
+            for key in ("seconds", "environment"):
+                res[name].pop(key)
+    finally:
+        torch.set_num_threads(n)
+    assert res["default"] == res["cpu"]
+
+
+class _Reached(Exception):
+    """Raised by a spy once it has recorded the devices (meta tensors hold no values)."""
+
+
+def _spy_landscape(monkeypatch, demo, seen):
+    """Replace where ``demo``'s chains reach the library by a spy recording their device."""
+    import sgdlab.landscapes.escape as escape
+    import sgdlab.landscapes.perceptron as perceptron
+    import sgdlab.landscapes.sde as sde
+    from sgdlab.landscapes.pspin import PSpinGlass
+    from sgdlab.landscapes.quadratic import Quadratic
+
+    def stop(**devices):
+        seen.update(devices)
+        raise _Reached
+
+    if demo == "escape":
+        monkeypatch.setattr(escape, "escape_experiment",
+                            lambda land, cfg: stop(landscape=land.device))
+    elif demo == "ou":
+        # its closed form solves on the CPU from the landscape's values: none on meta
+        monkeypatch.setattr(Quadratic, "sgd_stationary_covariance",
+                            lambda self, lr, s: torch.eye(self.dim, dtype=torch.float64,
+                                                          device=self.device))
+        monkeypatch.setattr(sde, "sgd_chains", lambda q, th0, **kw: stop(
+            landscape=q.device, chains=th0.device, generator=kw["generator"].device))
+    elif demo == "double-well":
+        monkeypatch.setattr(sde, "simulate", lambda eq, x0, **kw: stop(
+            chains=x0.device, generator=kw["generator"].device))
+    elif demo == "pspin":
+        monkeypatch.setattr(PSpinGlass, "descend", lambda self, starts, **kw: stop(
+            landscape=self.device, chains=starts.device))
+    else:
+        monkeypatch.setattr(perceptron, "anneal", lambda inst, **kw: stop(
+            landscape=inst.patterns.device, generator=kw["generator"].device))
+
+
+@pytest.mark.parametrize("demo", ["escape", "ou", "double-well", "pspin", "perceptron"])
+def test_device_puts_the_landscape_and_chains_there(tmp_path, monkeypatch, demo):
+    import sgdlab.cli.landscape as cli
+
+    monkeypatch.setattr(cli, "check_device", lambda device: None)   # meta: no such check
+    seen = {}
+    _spy_landscape(monkeypatch, demo, seen)
+    with pytest.raises(_Reached):
+        main(["landscape", demo, "--quick", "--device", "meta", "--out", str(tmp_path)])
+    meta, cpu = torch.device("meta"), torch.device("cpu")
+    # the landscape and the chains on the device, the random numbers from a CPU generator
+    assert seen and all(v == (cpu if k == "generator" else meta) for k, v in seen.items())
