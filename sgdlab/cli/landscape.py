@@ -155,6 +155,7 @@ def _main(args) -> int:
             out.rmdir()   # a demo that refuses its options leaves no empty folder behind
         raise
     results.update({"demo": args.demo, "quick": args.quick, "seed": args.seed,
+                    "device": args.device,
                     "seconds": round(time.perf_counter() - t0, 3), "environment": _env()})
     write_atomic(out / "results.json", results, indent=2, default=float)
     # the plots too: only results.json was named, the figure was left to be found
