@@ -977,7 +977,8 @@ class PDEProcedure(Procedure):
     minima widen faster than the ones with low curvature"), the top curvature against heat
     smoothing (Example 4.13) and local entropy's minimum. ``beta`` is the inverse
     temperature of (4.1) and of the heat equation v_t = β⁻¹/2 Δv (§4.3.4); default 1, the
-    thesis' "β⁻¹ = 1" (§3.1.2, Definition 3.3)."""
+    thesis' "β⁻¹ = 1" (§3.1.2, Definition 3.3). It computes on the CPU whatever the run's
+    device: 1-D grids of 10³–10⁴ points, no chains."""
 
     allowed = {"t", "beta", "points", "horizon", "rho0_mean", "rho0_std", "fp_diffusion",
                "u_time", "nearly_optimal"}
