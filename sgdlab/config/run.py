@@ -27,7 +27,7 @@ import json
 import math
 import random
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Annotated, Any, Literal, NamedTuple
 
 from pydantic import BeforeValidator, Field, ValidationError, WithJsonSchema
@@ -245,18 +245,24 @@ def _nullable(fn: Callable) -> frozenset[str]:
 def _check_args(path: str, given: dict[str, Any], params: dict[str, Any], var_kw: bool,
                 owner: str, errors: list[str],
                 nullable: frozenset[str] = frozenset(),
-                numbers: frozenset[str] = frozenset()) -> dict[str, Any]:
+                numbers: frozenset[str] = frozenset(),
+                beside: tuple[str, Sequence[str]] | None = None) -> dict[str, Any]:
     """Keys of ``given`` against a signature: unknown keys, missing required ones, and values
     whose type cannot match the default's (a string for a number, ...; null only where the
-    parameter is in ``nullable``); a required parameter in ``numbers`` takes a number."""
+    parameter is in ``nullable``); a required parameter in ``numbers`` takes a number.
+    ``beside``: (what, keys) valid in the same mapping but checked elsewhere (an instrument's
+    schedule), suggested for a misspelt key and listed with the parameters."""
     out = {}
+    others = list(beside[1]) if beside else []
     for k, v in given.items():
         p = join(path, k)
         plain_data(p, v, errors)
         if k not in params and not var_kw:
-            msg = unknown_key(path, k, list(params))
+            msg = unknown_key(path, k, [*params, *others])
+            listed = f"; {beside[0]}: {', '.join(others)}" if beside else ""
             errors.append(msg if "did you mean" in msg else
-                          f"{p}: unknown key ({owner} accepts: {', '.join(params) or 'nothing'})")
+                          f"{p}: unknown key ({owner} accepts: {', '.join(params) or 'nothing'}"
+                          f"{listed})")
             continue
         if v is None and k in nullable:
             out[k] = v
@@ -422,16 +428,10 @@ def _check_measure_item(path: str, item: dict[str, Any], errors: list[str]) -> N
         return
     given = {k: v for k, v in item.items() if k not in ("name",) + _SCHEDULE_KEYS}
     params = instrument_params(name)
-    for k in [k for k in given if params is not None and k not in params]:
-        # a misspelt schedule key (evry) is named as one, and the listing has them too
-        msg = unknown_key(path, k, [*params, *_SCHEDULE_KEYS])
-        errors.append(msg if "did you mean" in msg else
-                      f"{join(path, k)}: unknown key (instrument {name!r} accepts: "
-                      f"{', '.join(params) or 'nothing'}; its schedule: "
-                      f"{', '.join(_SCHEDULE_KEYS)})")
-        del given[k]
+    # a misspelt schedule key (evry) is named as one, and the listing has them too
     _check_args(path, given, params or {}, params is None, f"instrument {name!r}", errors,
-                nullable=_nullable(registry[name]), numbers=_optional_numbers(registry[name]))
+                nullable=_nullable(registry[name]), numbers=_optional_numbers(registry[name]),
+                beside=("its schedule", _SCHEDULE_KEYS))
     if "memory_budget" in given and "memory_budget" in (params or {}):
         from ..measure.passes import memory_budget_bytes
 
