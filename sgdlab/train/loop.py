@@ -91,7 +91,7 @@ from ..data.augment import batch_augmentation
 from ..errors import UserError
 from ..loss_settings import loss_name, loss_reduction, torch_loss_class
 from ..models.modes import eval_mode
-from ..operators.batches import check_target_shape, dtype_refusal, loss_value_refusal
+from ..operators.batches import check_target_shape, dtype_refusal, loss_refusal
 from .callbacks import Callback, Schedule, TrainContext, callback_keys
 from .checkpoint import (changed_settings, checkpoint_path, load_checkpoint, load_state,
                          rng_state, save_checkpoint, set_rng_state, snapshot)
@@ -379,15 +379,10 @@ def _loss_refusal(e: BaseException, model: nn.Module, loss_fn: Any, x: Tensor,
     """The :class:`UserError` for a failure ``e`` (autograd's "grad can be implicitly created
     only for scalar outputs", a broadcast in the evaluation) of a loss that returns a value
     per sample, found on the first two examples (:func:`~sgdlab.operators.batches.
-    loss_value_refusal`, shared with the measurements); None for any other failure."""
-    if not isinstance(e, RuntimeError) or not len(x):
+    loss_refusal`, shared with the measurements); None for any other failure."""
+    if not isinstance(e, RuntimeError):
         return None
-    try:
-        with torch.no_grad(), eval_mode(model):
-            out = model(x[:2])
-    except Exception:
-        return None
-    return loss_value_refusal(loss_fn, out, y[:2], where=" on the first 2 training examples")
+    return loss_refusal(model, loss_fn, x, y, where=" on the first 2 training examples")
 
 
 class _Training:
