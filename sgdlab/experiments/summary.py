@@ -9,7 +9,7 @@ finding agrees with the paper's qualitative claim. Nothing is recomputed. With
 verdicts moved against that page (:func:`compare_pages`). With ``--update PAGE`` it rewrites
 the part of PAGE between the lines :data:`START` and :data:`END` (the overview line, the
 table and the entries' sections) and keeps the rest of PAGE, its own prose, byte for byte
-(:func:`splice`); ``--readme FILE`` then also sets FILE's "of N findings over E entries"
+(:func:`update_page`); ``--readme FILE`` then also sets FILE's "of N findings over E entries"
 sentence to the new totals.
 """
 from __future__ import annotations
@@ -293,13 +293,6 @@ def generated_span(page: str, source: str) -> tuple[int, int]:
     return s_end + 1, e_start
 
 
-def splice(page: str, generated: str, source: str) -> str:
-    """``page`` with its generated part (:func:`generated_span`) replaced by ``generated``,
-    everything else as it was."""
-    start, end = generated_span(page, source)
-    return page[:start] + generated + page[end:]
-
-
 def _totals(part: str) -> tuple[int, ...] | None:
     """(experiments, agree, disagree, inconclusive) of a page's totals line, if it has one."""
     m = _TOTALS.search(part)
@@ -323,7 +316,7 @@ def _read_text(path: Path) -> str:
 
 def update_page(page: str | Path, results: list[dict[str, Any]], *, root: str,
                 readme: str | Path | None = None) -> list[str]:
-    """Rewrite the generated part of the page at ``page`` (:func:`splice`) to that of
+    """Rewrite the generated part of the page at ``page`` (:func:`generated_span`) to that of
     ``results`` (the outputs in folder ``root``), each file whole or not at all, and with
     ``readme`` also its "of N findings over E entries, ..." sentence; the lines saying what
     was written. Everything is checked before anything is written: a page without its
