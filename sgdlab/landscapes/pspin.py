@@ -31,6 +31,7 @@ import torch
 from torch import Tensor
 
 from sgdlab.errors import UserError
+from sgdlab.optim.noise import standard_normal
 
 from .base import Landscape, apart_seed, check_count, check_positive, check_states
 
@@ -149,9 +150,8 @@ class PSpinGlass(Landscape):
         glass (:func:`starts_seed`): one seeded like the glass draws the couplings' values."""
         count = check_count("count", count, 0)
         # drawn on the generator's device, then moved to the glass's (as sample_batches)
-        gdev = generator.device if generator is not None else self.h.device
-        z = torch.randn(count, self.n, generator=generator, dtype=self.h.dtype, device=gdev)
-        return self.project(z.to(self.h.device))
+        return self.project(standard_normal((count, self.n), generator=generator,
+                                            dtype=self.h.dtype, device=self.h.device))
 
     # ---------------------------------------------------------------- descent
     def descend(self, starts: Tensor, *, lr: float = 0.1, tol: float = 1e-4,
