@@ -701,12 +701,27 @@ def build_measure(items: list[dict[str, Any]], total_steps: int, model: Any = No
     return callbacks
 
 
+def missing_device(name: str) -> str | None:
+    """Why the CUDA device ``name`` (cuda or cuda:N) is not on this machine (no CUDA, or
+    fewer devices than its index needs); None when it is, or for any other device."""
+    import torch
+    if not name.startswith("cuda"):
+        return None
+    if not torch.cuda.is_available():
+        return "CUDA is not available on this machine"
+    index = torch.device(name).index
+    if index is not None and index >= torch.cuda.device_count():
+        return f"this machine has {torch.cuda.device_count()} CUDA device(s)"
+    return None
+
+
 def resolve_device(name: str) -> str:
     import torch
     if name == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"train.device: {name!r} requested but CUDA is not available")
+    problem = missing_device(name)
+    if problem is not None:
+        raise ConfigError(f"train.device: {name!r} requested but {problem}")
     return name
 
 

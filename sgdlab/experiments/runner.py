@@ -123,16 +123,11 @@ def _in_order(value: Any) -> tuple:
 def require_device(device: str) -> None:
     """A :class:`UserError` when ``device`` (cpu, cuda or cuda:N, as ``--device`` gives it) is
     not on this machine: no CUDA, or fewer CUDA devices than its index needs."""
-    if not device.startswith("cuda"):
-        return
-    import torch
+    from sgdlab.config.run import missing_device
 
-    if not torch.cuda.is_available():
-        raise UserError(f"--device {device} requested but CUDA is not available on this machine")
-    index = torch.device(device).index
-    if index is not None and index >= torch.cuda.device_count():
-        raise UserError(f"--device {device} requested but this machine has "
-                        f"{torch.cuda.device_count()} CUDA device(s)")
+    problem = missing_device(device)
+    if problem is not None:
+        raise UserError(f"--device {device} requested but {problem}")
 
 
 def prepare(name_or_path: str | Path, *, scale: str, device: str, data_dir: str | None,
