@@ -20,6 +20,38 @@ def closure_loss(closure: Callable[[], Tensor] | None) -> Tensor | None:
         return closure()
 
 
+def inner_closure_loss(closure: Callable[[], Tensor]) -> Tensor:
+    """One of the closure calls of a step that calls it several times (``needs_closure``),
+    with gradients enabled. torch.autocast keeps its low-precision casts of the parameters
+    until its outermost region ends: in a region around ``step`` the forward passes would
+    read the casts of the point where the step began, not the parameters the inner steps
+    have moved in place since, so the cache is emptied before each call."""
+    torch.clear_autocast_cache()
+    with torch.enable_grad():
+        return closure()
+
+
+def require_closure(optimizer, closure: Callable[[], Tensor] | None) -> None:
+    """The check that opens the step of an optimizer that calls its closure several times a
+    step (``needs_closure``): a ValueError naming it and what the closure must do when there
+    is none, or when ``torch.amp.GradScaler.step`` calls it (the scaler marks the optimizer
+    with ``grad_scale`` because such optimizers declare ``_step_supports_amp_scaling``): the
+    scaler unscales the gradients present before the step, not those of the closure's later
+    calls, which would be stepped multiplied by the scale."""
+    name = type(optimizer).__name__
+    if "grad_scale" in vars(optimizer):
+        # the scaler deletes its marks only after a step that returns
+        vars(optimizer).pop("grad_scale")
+        vars(optimizer).pop("found_inf", None)
+        raise ValueError(
+            f"{name} takes no torch.amp.GradScaler: its step calls the closure for new "
+            "gradients, which the scaler cannot unscale; train in float32, or under "
+            "torch.autocast(dtype=torch.bfloat16), which needs no scaler")
+    if closure is None:
+        raise ValueError(f"{name} needs a closure that draws a new mini-batch and recomputes "
+                         "the loss and gradients: step(closure)")
+
+
 def seeded_generator(seed: int | None) -> torch.Generator:
     """A CPU generator seeded with ``seed``, by default with ``torch.initial_seed()`` (the run's
     seed, so runs seeded differently draw differently)."""
@@ -138,3 +170,17 @@ def runs_state_dict_hooks(body: Callable) -> Callable:
         return load_state_dict
     raise ValueError(f"runs_state_dict_hooks wraps state_dict or load_state_dict, "
                      f"not {body.__name__!r}")
+
+
+_ALL_HOOK_TABLES = ("_optimizer_step_pre_hooks", "_optimizer_step_post_hooks", *_HOOK_TABLES)
+
+
+class PicklesWhole:
+    """Mixin (before ``torch.optim.Optimizer`` in the bases) for an optimizer that keeps
+    attributes beside ``defaults``, ``state`` and ``param_groups`` (generators, step counts,
+    an inner optimizer), the three that ``Optimizer.__getstate__`` keeps: ``copy.deepcopy``
+    and ``pickle`` keep them all, and drop the hooks as torch does. A subclass whose
+    attributes hold ``id()``s of its parameters maps them in its own ``__getstate__``."""
+
+    def __getstate__(self) -> dict:
+        return {k: v for k, v in self.__dict__.items() if k not in _ALL_HOOK_TABLES}

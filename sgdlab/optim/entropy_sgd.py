@@ -55,7 +55,8 @@ from torch.optim import Optimizer
 
 from sgdlab.measure.entropy_gradient import langevin_step_
 
-from ._common import check_real_parameters, momentum_direction, runs_state_dict_hooks
+from ._common import (PicklesWhole, check_real_parameters, inner_closure_loss,
+                      momentum_direction, require_closure, runs_state_dict_hooks)
 from .registry import register_optimizer
 from .scoping import ExponentialScope
 from .settings import split_own_state
@@ -63,7 +64,7 @@ from .settings import split_own_state
 __all__ = ["EntropySGD", "EntropyAdam", "SeededNoise"]
 
 
-class SeededNoise:
+class SeededNoise(PicklesWhole):
     """Mixin for optimizers that draw noise: a private ``torch.Generator`` seeded once,
     whose state (and the subclass' step counters, ``_counters()``) ``state_dict()`` saves
     under the key ``"noise"`` so that a resumed run draws the same noise."""
@@ -160,6 +161,7 @@ class EntropySGD(SeededNoise, Optimizer):
     """
 
     needs_closure = True
+    _step_supports_amp_scaling = True   # torch.amp.GradScaler.step marks it: refused
 
     def __init__(self, params, lr: float = 1.0, *, inner_lr: float = 0.1, L: int = 20,
                  gamma: float = 1e4, gamma_decay: float = 0.0, gamma_min: float | None = None,
@@ -191,7 +193,9 @@ class EntropySGD(SeededNoise, Optimizer):
         self._init_rng(seed)
         self.outer_steps = 0
         self.inner_steps = 0
-        self._stepped: set[int] | None = None   # ids of the parameters the inner loop moved
+        # positions (param_groups order) of the parameters the inner loop moved: no id(),
+        # which a deep copy or a pickle would not carry over to its parameters
+        self._stepped: set[int] | None = None
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         super().add_param_group(param_group)
@@ -257,21 +261,18 @@ class EntropySGD(SeededNoise, Optimizer):
     def inner_loop(self, closure: Callable[[], Tensor]) -> Tensor:
         """L Langevin steps from y = x; leaves x in ``state[p]["x"]``, z in ``state[p]["z"]``
         and y in the parameters. Returns the loss of the first closure call (at x)."""
-        if closure is None:
-            raise ValueError(f"{type(self).__name__} needs a closure that draws a new "
-                             "mini-batch and recomputes the loss and gradients")
+        require_closure(self, closure)
         self._begin_outer()
         gammas = [self.current_gamma(g) for g in self.param_groups]
         first = None
         stepped: set[int] = set()
         try:
             for _ in range(self.L):
-                with torch.enable_grad():
-                    loss = closure()
+                loss = inner_closure_loss(closure)
                 if first is None:
                     first = loss
-                stepped.update(id(p) for g in self.param_groups for p in self._params(g)
-                               if p.grad is not None)
+                stepped.update(k for k, p in enumerate(
+                    p for g in self.param_groups for p in self._params(g)) if p.grad is not None)
                 for group, gamma in zip(self.param_groups, gammas):
                     self._inner_group_step(group, gamma)
                 self.inner_steps += 1
@@ -325,7 +326,7 @@ class EntropySGD(SeededNoise, Optimizer):
                 m = None if master is None else master[k]
                 k += 1
                 st = self.state[p]
-                if "x" not in st or (stepped is not None and id(p) not in stepped):
+                if "x" not in st or (stepped is not None and k - 1 not in stepped):
                     continue        # no gradient this step: p still holds x
                 G = self._outer_direction(group, p, self._outer_gradient(group, p, gamma, m))
                 base = self._outer_base(group, p)

@@ -82,8 +82,8 @@ from sgdlab.operators.batches import concat_batches
 from sgdlab.operators.params import trainable_named_params
 
 from . import noise as N
-from ._common import (check_real_parameters, closure_loss, is_whole, runs_state_dict_hooks,
-                      seeded_generator)
+from ._common import (PicklesWhole, check_real_parameters, closure_loss, is_whole,
+                      runs_state_dict_hooks, seeded_generator)
 from .registry import register_optimizer
 from .settings import split_own_state
 
@@ -101,7 +101,7 @@ _DENSE_EIG_MAX = 512
 _NEEDS_SIGMA = ("dynamic", "diagonal", "leading", "sgd-like", "isotropic-init")
 
 
-class StructuredNoiseGD(Optimizer):
+class StructuredNoiseGD(PicklesWhole, Optimizer):
     """GD + structured Gaussian noise; ``noise`` selects C (see the module table).
 
     Args:
@@ -323,6 +323,28 @@ class StructuredNoiseGD(Optimizer):
     def dim(self) -> int:
         return self._dim
 
+    def __getstate__(self) -> dict[str, Any]:
+        state = super().__getstate__()
+        # the layout is keyed by id(): carried as the slices in param_groups order
+        state["_layout"] = [self._layout.get(id(p)) for p in self._layout_params()]
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)
+        if "_layout" in state:     # a copy's (torch's load_state_dict passes groups and state)
+            self._layout = {id(p): s for p, s in zip(self._layout_params(), self._layout)
+                            if s is not None}
+
+    @contextmanager
+    def _full_precision(self) -> Iterator[None]:
+        """torch.autocast off on the parameters' device: the statistics' passes and the
+        noise's products in the parameters' dtype, also when ``step`` is called inside an
+        autocast region (in bfloat16, gld-hessian's Lanczos failed on mixed dtypes and the
+        other statistics were kept in bfloat16, 1e-3 to 1e-2 off)."""
+        device = next(iter(self._layout_params())).device
+        with torch.autocast(device.type, enabled=False):
+            yield
+
     def settings(self) -> dict[str, Any]:
         """Its noise and the settings of its statistics, with its generator's seed
         (:mod:`sgdlab.optim.settings`): they are no keys of the parameter groups, and a
@@ -373,6 +395,10 @@ class StructuredNoiseGD(Optimizer):
     def refresh_statistics(self) -> dict[str, Any]:
         """Recompute the statistics at the current parameters (called every ``refresh_every``
         steps by :meth:`step`; public so experiments can refresh on demand)."""
+        with self._full_precision():
+            return self._refresh_statistics()
+
+    def _refresh_statistics(self) -> dict[str, Any]:
         kind, h = self.noise, self.hyper
         if self.model is not None:
             # the statistics cover the model's trainable parameters as they are now (a layer
@@ -526,6 +552,10 @@ class StructuredNoiseGD(Optimizer):
 
     def sample_noise(self, sample_shape: tuple[int, ...] = ()) -> Tensor | None:
         """Draw ε ~ N(0, C) from the current statistics (shape ``sample_shape + (d,)``)."""
+        with self._full_precision():
+            return self._sample_noise(sample_shape)
+
+    def _sample_noise(self, sample_shape: tuple[int, ...]) -> Tensor | None:
         s, g = self._stats, self.generator
         if s is None or self.noise == "none":
             return None

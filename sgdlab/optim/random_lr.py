@@ -45,8 +45,8 @@ from torch.optim import Optimizer
 
 from sgdlab.measure.temperature import MUSSO_CONVENTIONS as CONVENTIONS
 
-from ._common import (closure_loss, momentum_direction, runs_state_dict_hooks,
-                      seeded_generator)
+from ._common import (PicklesWhole, closure_loss, momentum_direction,
+                      runs_state_dict_hooks, seeded_generator)
 from .registry import register_optimizer
 from .settings import split_own_state
 
@@ -80,7 +80,7 @@ def random_lr_sgd(params: list[Tensor], grads: list[Tensor], states: list[dict[s
 
 
 @register_optimizer("random-lr-sgd")
-class RandomLRSGD(Optimizer):
+class RandomLRSGD(PicklesWhole, Optimizer):
     """Musso 2020, eqs. (1)–(2): SGD whose step multiplies each new gradient by α ~ U[0, 1].
 
     Args:

@@ -50,8 +50,8 @@ from torch.optim import Optimizer
 
 from sgdlab.operators.batches import num_samples
 
-from ._common import (check_real_parameters, closure_loss, runs_state_dict_hooks,
-                      seeded_generator)
+from ._common import (PicklesWhole, check_real_parameters, closure_loss,
+                      runs_state_dict_hooks, seeded_generator)
 from .noise import standard_normal
 from .registry import register_optimizer
 from .settings import split_own_state
@@ -89,7 +89,7 @@ def _num_examples(data: Any) -> int:
     return num_samples(data)
 
 
-class SGLD(Optimizer):
+class SGLD(PicklesWhole, Optimizer):
     """Stochastic gradient Langevin dynamics (Welling and Teh 2011), on the mean loss.
 
     Args:

@@ -51,7 +51,8 @@ import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
-from ._common import momentum_direction, runs_state_dict_hooks
+from ._common import (inner_closure_loss, momentum_direction, require_closure,
+                      runs_state_dict_hooks)
 from .entropy_sgd import EntropySGD, SeededNoise, _check, _check_shared_L
 from .registry import register_optimizer
 from .scoping import ExponentialScope
@@ -151,6 +152,7 @@ class HEAT(SeededNoise, Optimizer):
     """
 
     needs_closure = True
+    _step_supports_amp_scaling = True   # torch.amp.GradScaler.step marks it: refused
 
     def __init__(self, params, lr: float = 0.1, *, gamma: float = 0.01, L: int = 20,
                  momentum: float = 0.0, nesterov: bool = False, weight_decay: float = 0.0,
@@ -215,9 +217,7 @@ class HEAT(SeededNoise, Optimizer):
 
     @torch.no_grad()
     def step(self, closure: Callable[[], Tensor] | None = None) -> Tensor:  # type: ignore[override]
-        if closure is None:
-            raise ValueError("HEAT needs a closure that draws a new mini-batch and recomputes "
-                             "the loss and gradients")
+        require_closure(self, closure)
         params = [p for g in self.param_groups for p in g["params"]]
         x = [p.detach().clone() for p in params]
         acc: list[Tensor | None] = [None] * len(params)
@@ -234,8 +234,7 @@ class HEAT(SeededNoise, Optimizer):
                                               device=p.device, dtype=p.dtype)
                             p.copy_(x[i]).add_(eps, alpha=s)
                         i += 1
-                with torch.enable_grad():
-                    loss = closure()
+                loss = inner_closure_loss(closure)
                 first = loss if first is None else first
                 for i, p in enumerate(params):
                     if p.grad is not None:

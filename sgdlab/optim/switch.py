@@ -27,7 +27,8 @@ import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
-from ._common import check_plain_optimizer, closure_loss, is_whole, runs_state_dict_hooks
+from ._common import (PicklesWhole, check_plain_optimizer, closure_loss, is_whole,
+                      runs_state_dict_hooks)
 from .registry import build_optimizer, register_optimizer
 from .settings import inner_settings
 
@@ -46,7 +47,7 @@ def _copy_params(params) -> list:
     return out
 
 
-class SwitchOptimizer(Optimizer):
+class SwitchOptimizer(PicklesWhole, Optimizer):
     """Optimizer ``first`` for ``switch_step`` steps, then ``second`` (names from the registry).
 
     Args:

@@ -48,8 +48,8 @@ import torch
 from torch import Tensor, nn
 from torch.optim import Optimizer
 
-from ._common import (check_plain_optimizer, check_real_parameters, closure_loss,
-                      runs_state_dict_hooks, seeded_generator)
+from ._common import (PicklesWhole, check_plain_optimizer, check_real_parameters,
+                      closure_loss, runs_state_dict_hooks, seeded_generator)
 from .noise import standard_normal
 from .registry import build_optimizer, register_optimizer
 from .settings import inner_settings, split_own_state
@@ -95,7 +95,7 @@ def field_strength(i: int | Tensor, *, n: float, num_spins: float, tau0: float) 
 _REAL_FIELD = "its random field is drawn on real coordinates"
 
 
-class TrivializedSGD(Optimizer):
+class TrivializedSGD(PicklesWhole, Optimizer):
     """Base optimizer (any registered name: ``sgd`` with momentum/Nesterov, ``adam``, ...) on the
     gradient plus the annealed fixed field (thesis Algorithm 1).
 
