@@ -179,8 +179,11 @@ class PicklesWhole:
     """Mixin (before ``torch.optim.Optimizer`` in the bases) for an optimizer that keeps
     attributes beside ``defaults``, ``state`` and ``param_groups`` (generators, step counts,
     an inner optimizer), the three that ``Optimizer.__getstate__`` keeps: ``copy.deepcopy``
-    and ``pickle`` keep them all, and drop the hooks as torch does. A subclass whose
+    and ``pickle`` keep them all, and drop the hooks as torch does, and the ``step`` that an
+    LR scheduler puts on the instance (it steps the optimizer it was made for, through a
+    weak reference: a copy's step would move the original's parameters). A subclass whose
     attributes hold ``id()``s of its parameters maps them in its own ``__getstate__``."""
 
     def __getstate__(self) -> dict:
-        return {k: v for k, v in self.__dict__.items() if k not in _ALL_HOOK_TABLES}
+        return {k: v for k, v in self.__dict__.items()
+                if k not in _ALL_HOOK_TABLES and k not in ("step", "_opt_called")}
