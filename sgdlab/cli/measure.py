@@ -44,6 +44,26 @@ from sgdlab.strict_json import write_atomic
 
 WHAT = ("hessian", "noise", "alignment", "sharpness", "surface", "batch")
 DEFAULT_WHAT = "hessian,noise,alignment,sharpness"
+# the options that only some measurements read: argparse dest -> (flag, the measurements that
+# read it, its default); parsed as None, so that one given is told from one left out
+OPTIONS = {
+    "k": ("--k", ("hessian", "noise", "alignment"), 5),
+    "probes": ("--probes", ("hessian", "alignment"), 100),
+    "sigma": ("--sigma", ("sharpness",), 0.01),
+    "epsilon": ("--epsilon", ("sharpness",), 1e-3),
+    "gamma": ("--gamma", ("sharpness",), 1e-4),
+    "samples": ("--samples", ("sharpness",), 20),
+    "memory_budget": ("--memory-budget", ("sharpness", "surface"), None),
+    "directions": ("--directions", ("surface",), "random"),
+    "normalization": ("--normalization", ("surface",), "filter"),
+    "bias_bn": ("--bias-bn", ("surface",), "zero"),
+    "extent": ("--extent", ("surface",), 1.0),
+    "steps": ("--steps", ("surface",), 21),
+    "bn_stats": ("--bn-stats", ("surface",), "keep"),
+    "batch_size": ("--batch-size", ("batch",), None),
+    "batches": ("--batches", ("batch",), 20),
+    "batch_curvature": ("--batch-curvature", ("batch",), None),
+}
 
 
 def register(subparsers) -> None:
@@ -65,35 +85,36 @@ def register(subparsers) -> None:
                    help="which split to measure on: train (default) or test")
     p.add_argument("--subset", type=int, default=1000, metavar="N",
                    help="fixed random subset of N examples (0: all; default 1000)")
-    p.add_argument("--k", type=int, default=5, help="top-k eigenpairs (default 5)")
-    p.add_argument("--probes", type=int, default=100,
-                   help="Hutchinson / Frobenius probes (default 100)")
-    p.add_argument("--sigma", type=float, default=0.01,
+    p.add_argument("--k", type=int,
+                   help="top-k eigenpairs of hessian, noise and alignment (default 5)")
+    p.add_argument("--probes", type=int,
+                   help="Hutchinson / Frobenius probes of hessian and alignment (default 100)")
+    p.add_argument("--sigma", type=float,
                    help="σ of the expected-sharpness perturbation (default 0.01)")
-    p.add_argument("--epsilon", type=float, default=1e-3, help="Keskar ε (default 1e-3)")
-    p.add_argument("--gamma", type=float, default=1e-4,
+    p.add_argument("--epsilon", type=float, help="Keskar ε (default 1e-3)")
+    p.add_argument("--gamma", type=float,
                    help="local-entropy variance γ (default 1e-4)")
-    p.add_argument("--samples", type=int, default=20, help="perturbation samples (default 20)")
+    p.add_argument("--samples", type=int, help="perturbation samples (default 20)")
     p.add_argument("--memory-budget", metavar="BYTES",
                    help="bytes of activations one forward pass of sharpness and surface may "
                         "take, e.g. 2000000000, 2e9, 512MiB, 1.5GB (default: half the free "
                         "memory on CUDA, 1 GiB on CPU); a subset that exceeds it goes in "
                         "chunks")
     surf = p.add_argument_group("surface options (Li et al. 2018 loss plots; eval mode)")
-    surf.add_argument("--directions", choices=("random", "hessian"), default="random",
+    surf.add_argument("--directions", choices=("random", "hessian"),
                       help="the plane: two random directions normalised to the weights "
                            "(default) or the top-2 Hessian eigenvectors")
     surf.add_argument("--normalization", choices=("filter", "layer", "model", "none"),
-                      default="filter", help="random directions rescaled to the weights filter "
+                      help="random directions rescaled to the weights filter "
                       "by filter (default, Li et al.), tensor by tensor, as a whole, or not")
-    surf.add_argument("--bias-bn", choices=("zero", "weights", "normalize"), default="zero",
+    surf.add_argument("--bias-bn", choices=("zero", "weights", "normalize"),
                       help="random directions of 1-D parameters (biases, batch norm): zero "
                            "(default), the weights themselves, or normalised like the rest")
-    surf.add_argument("--extent", type=float, default=1.0,
+    surf.add_argument("--extent", type=float,
                       help="coordinates from -EXTENT to EXTENT (default 1)")
-    surf.add_argument("--steps", type=int, default=21,
+    surf.add_argument("--steps", type=int,
                       help="grid points per direction (default 21)")
-    surf.add_argument("--bn-stats", choices=("keep", "recompute"), default="keep",
+    surf.add_argument("--bn-stats", choices=("keep", "recompute"),
                       help="batch-norm running statistics at every point: the model's "
                            "(default) or recomputed from the measured examples (one batch: "
                            "exact at every layer in one pass)")
@@ -101,7 +122,7 @@ def register(subparsers) -> None:
                                "measured examples)")
     bat.add_argument("--batch-size", type=int, metavar="B",
                      help="mini-batch size (default: the run's train.batch_size)")
-    bat.add_argument("--batches", type=int, default=20, metavar="R",
+    bat.add_argument("--batches", type=int, metavar="R",
                      help="mini-batches averaged (default 20); CABS takes the learning rate "
                           "the checkpoint's optimizer holds (Entropy-SGD's, HJ's and heat's "
                           "inner one, the step along mini-batch gradients)")
@@ -199,6 +220,29 @@ def _refuse_train_mode_batch_norm(model, train_mode: bool) -> None:
                         "out --train-mode)")
 
 
+def _refuse_inert_options(args: argparse.Namespace, what: list[str]) -> None:
+    """An option given whose measurement is not in ``what`` (``--batches 0`` without ``--what
+    batch``), or a random-direction option with ``--directions hessian``: a UserError, as
+    ``sgdlab landscape`` refuses another demo's options. They were ignored: a run other than
+    the one asked for, said nowhere."""
+    inert = [f"{flag} applies to --what {', '.join(needs[:-1])}{' or ' if needs[1:] else ''}"
+             f"{needs[-1]}" for dest, (flag, needs, _) in OPTIONS.items()
+             if getattr(args, dest) is not None and not set(needs) & set(what)]
+    if inert:
+        raise UserError(f"{'; '.join(inert)}, not measured with --what {','.join(what)}: "
+                        f"{'they' if len(inert) > 1 else 'it'} would change nothing (add the "
+                        "measurement to --what, or leave the option out)")
+    random_only = [flag for dest, flag in (("normalization", "--normalization"),
+                                           ("bias_bn", "--bias-bn"))
+                   if getattr(args, dest) is not None]
+    if args.directions == "hessian" and random_only:
+        many = len(random_only) > 1
+        raise UserError(f"{', '.join(random_only)}: {'' if many else 'a '}random-direction "
+                        f"option{'s' if many else ''}, but --directions hessian "
+                        f"({'they apply' if many else 'it applies'} to --directions random "
+                        "only)")
+
+
 def _tolist(t) -> list[float]:
     return [float(v) for v in t.reshape(-1).tolist()]
 
@@ -216,6 +260,10 @@ def _measure(args: argparse.Namespace) -> int:
         hint = did_you_mean(bad[0], WHAT) if len(bad) == 1 else ""
         raise UserError(f"--what: unknown {', '.join(bad) or '(empty)'}{hint}; choose from "
                         f"{', '.join(WHAT)}")
+    _refuse_inert_options(args, what)
+    for dest, (_, _, default) in OPTIONS.items():
+        if getattr(args, dest) is None:
+            setattr(args, dest, default)
     # every option checked before the checkpoint is read: a bad --sigma was a traceback
     # from expected_sharpness after the Hessian had been measured
     bad = [f"{flag} must be {rule}, got {value:g}" for flag, value, ok, rule in (

@@ -39,7 +39,7 @@ def test_measure_checkpoint_writes_store_json_and_plots(tmp_path, capsys):
     assert rec == [(3, pytest.approx(res["scalars"]["hess/top_1"]))]
     # measured again (other probes): the new value replaces the last, not a second row
     assert main(["measure", str(run_dir / "checkpoints" / "last.pt"), "--store", store,
-                 "--subset", "30", "--k", "2", "--probes", "4", "--samples", "3",
+                 "--subset", "30", "--k", "2", "--probes", "4",
                  "--what", "hessian", "--out", str(tmp_path / "m2")]) == 0
     again = json.loads((tmp_path / "m2" / "measurements.json").read_text())
     rec = s.metrics(run_id, "measure/hess/top_1")["measure/hess/top_1"]

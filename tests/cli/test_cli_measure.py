@@ -1,0 +1,42 @@
+"""``sgdlab measure``'s options: refused before the checkpoint is read (the target need not
+exist) when they would change nothing."""
+from __future__ import annotations
+
+import pytest
+
+from sgdlab.cli.main import main
+
+
+@pytest.mark.parametrize("argv,needle", [
+    (["--what", "hessian", "--batches", "0"],
+     "--batches applies to --what batch, not measured with --what hessian: it would change "
+     "nothing (add the measurement to --what, or leave the option out)"),
+    (["--what", "batch", "--k", "3", "--sigma", "0.1"],
+     "--k applies to --what hessian, noise or alignment; --sigma applies to --what sharpness, "
+     "not measured with --what batch: they would change nothing"),
+    (["--what", "noise", "--probes", "5"], "--probes applies to --what hessian or alignment,"),
+    (["--what", "hessian,noise", "--memory-budget", "1GB", "--extent", "2"],
+     "--memory-budget applies to --what sharpness or surface; --extent applies to --what "
+     "surface, not measured with --what hessian,noise"),
+    (["--what", "surface", "--batch-curvature", "ggn"], "--batch-curvature applies to --what "
+                                                        "batch, not measured with --what surface"),
+    (["--what", "surface", "--directions", "hessian", "--normalization", "layer"],
+     "--normalization: a random-direction option, but --directions hessian (it applies to "
+     "--directions random only)"),
+])
+def test_an_option_of_a_measurement_not_asked_for_is_refused(tmp_path, capsys, argv, needle):
+    # it was ignored: `--batches 0` without `--what batch` measured the Hessian and said nothing
+    assert main(["measure", str(tmp_path / "no-such-run"), *argv]) == 2
+    err = capsys.readouterr().err
+    assert needle in err and err.count("\n") == 1
+
+
+def test_an_option_of_a_measurement_asked_for_passes_to_the_checks_after(tmp_path, capsys):
+    # the default --what (hessian, noise, alignment, sharpness) reads --k, --probes, --sigma
+    assert main(["measure", str(tmp_path / "no-such-run"), "--k", "2", "--probes", "3",
+                 "--sigma", "0.1", "--memory-budget", "1GB"]) == 2
+    err = capsys.readouterr().err
+    assert "applies to" not in err and "no-such-run" in err
+    assert main(["measure", str(tmp_path), "--what", "surface,batch", "--directions", "hessian",
+                 "--steps", "1", "--batches", "0"]) == 2
+    assert "--steps must be >= 2, got 1" in capsys.readouterr().err
