@@ -42,7 +42,8 @@ def register(subparsers) -> None:
     p.add_argument("--lr-gd", type=float, default=None, help="GD learning rate (default --lr)")
     p.add_argument("--lr-sgd", type=float, default=None, help="SGD learning rate (default --lr)")
     p.add_argument("--batch-size", type=int, default=100,
-                   help="SGD batch size (default 100, as Xing et al.)")
+                   help="SGD batch size (default 100, as Xing et al.; one above the training "
+                        "set's size takes all of it, and the run says so)")
     p.add_argument("--widths", type=int, nargs="+", default=[100, 100],
                    help="MLP hidden widths (default 100 100)")
     p.add_argument("--points", type=int, default=10,
@@ -75,7 +76,8 @@ def _run_one(opt: str, args, data, model_init):
     from sgdlab.train.loop import train
 
     n = len(data.x_train)
-    bs = n if opt == "gd" else args.batch_size
+    # a --batch-size above the training set's size draws all of it: the batch it is
+    bs = n if opt == "gd" else min(args.batch_size, n)
     lr = args.lr_gd if opt == "gd" else args.lr_sgd
     lr = args.lr if lr is None else lr
     spe = math.ceil(n / bs)
@@ -91,7 +93,8 @@ def _run_one(opt: str, args, data, model_init):
     res = train(model, nn.CrossEntropyLoss(), data, torch.optim.SGD(model.parameters(), lr=lr),
                 epochs=math.ceil(args.steps / spe), batch_size=bs, seed=args.seed,
                 callbacks=cbs, max_steps=args.steps, progress=False)
-    return model, res, walk, {"batch_size": bs, "lr": lr, "steps_per_epoch": spe}
+    return model, res, walk, {"batch_size": bs, "full_batch": bs == n, "lr": lr,
+                              "steps_per_epoch": spe}
 
 
 def _walk(args: argparse.Namespace) -> int:
@@ -173,7 +176,8 @@ def _walk(args: argparse.Namespace) -> int:
             "walk_seconds": walk.seconds, "run_seconds": wall,
             "walk_fraction_of_run_time": walk.seconds / wall if wall > 0 else None,
         }
-        print(f"{label}: {res.steps} steps (B={info['batch_size']}, lr={info['lr']}), "
+        full = ", the full training set;" if info["full_batch"] else ","
+        print(f"{label}: {res.steps} steps (B={info['batch_size']}{full} lr={info['lr']}), "
               f"final train loss {summary[label]['final_train_loss']:.4f}, "
               f"grad cosine mean {summary[label]['grad_cosine_mean']:.3f}, median "
               f"{summary[label]['grad_cosine_median']:.3f}, below -0.9 in "

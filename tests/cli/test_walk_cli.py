@@ -78,3 +78,15 @@ def test_walk_and_landscape_leave_a_training_runs_folder_alone(tmp_path, capsys)
         assert main([*argv, "--out", str(run)]) == 2
         assert "holds a training run (sgdlab train)" in capsys.readouterr().err
     assert (run / "results.json").read_bytes() == before
+
+
+def test_a_batch_size_above_the_training_set_is_said_to_be_the_full_set(tmp_path, capsys):
+    # digits has 1437 training examples: B=5000 was printed (and recorded) for a full batch
+    out = tmp_path / "walk"
+    assert main(["walk", "--optimizer", "sgd", "--steps", "2", "--widths", "8",
+                 "--batch-size", "5000", "--points", "1", "--eval-subset", "50",
+                 "--out", str(out)]) == 0
+    (line,) = [s for s in capsys.readouterr().out.splitlines() if s.startswith("SGD: ")]
+    assert line.startswith("SGD: 2 steps (B=1437, the full training set; lr=0.5), ")
+    sgd = json.loads((out / "results.json").read_text())["runs"]["SGD"]
+    assert (sgd["batch_size"], sgd["full_batch"], sgd["steps_per_epoch"]) == (1437, True, 1)
