@@ -137,13 +137,17 @@ def _main(args) -> int:
         if args.threads < 1:
             raise UserError(f"--threads must be >= 1, got {args.threads}")
         torch.set_num_threads(args.threads)
+    # the escape options are checked before the progress line and the output folder: a
+    # refused one came after "computing"
+    escape = _escape_setup(args) if args.demo == "escape" else None
     out = Path(args.out if args.out is not None else
                f"sgdlab-out/landscape-{args.demo}{'-quick' if args.quick else ''}")
     refuse_results_of_others(out, "sgdlab landscape")
     fresh = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
-    runner = {"escape": _escape, "ou": _ou, "double-well": _double_well, "pspin": _pspin,
-              "pde": _pde, "perceptron": _perceptron}[args.demo]
+    runner = {"escape": lambda args, out: _escape(args, out, escape), "ou": _ou,
+              "double-well": _double_well, "pspin": _pspin, "pde": _pde,
+              "perceptron": _perceptron}[args.demo]
     # the demos print their numbers only once computed, some after half a minute
     print(f"sgdlab landscape {args.demo}{' --quick' if args.quick else ''}: computing "
           f"(output to {out})", file=sys.stderr, flush=True)
@@ -165,14 +169,14 @@ def _main(args) -> int:
 
 
 # ------------------------------------------------------------------------ demos
-def _escape(args, out: Path) -> dict:
-    import numpy as np
+def _escape_setup(args) -> tuple:
+    """(EscapeConfig, landscape name, the two-basin landscape on the CPU) of the escape
+    options, each checked (a UserError naming its flag)."""
     import torch
 
     from sgdlab.errors import UserError
-    from sgdlab.landscapes.escape import LABELS, EscapeConfig, escape_experiment
+    from sgdlab.landscapes.escape import EscapeConfig
     from sgdlab.landscapes.two_basin import two_basin
-    from sgdlab.report.figures.landscapes import escape_figure
 
     protocol = getattr(args, "protocol", None) or "paper"
     protocol = "authors-code" if protocol == "equal-trace" else protocol
@@ -222,6 +226,17 @@ def _escape(args, out: Path) -> dict:
         if str(e).startswith("data_var "):
             raise UserError("--data-var" + str(e)[len("data_var"):]) from None
         raise
+    return cfg, which, land
+
+
+def _escape(args, out: Path, setup: tuple) -> dict:
+    import numpy as np
+    import torch
+
+    from sgdlab.landscapes.escape import LABELS, escape_experiment
+    from sgdlab.report.figures.landscapes import escape_figure
+
+    cfg, which, land = setup
     land.to(args.device)       # built (its data drawn) on the CPU: the same loss everywhere
     res = escape_experiment(land, cfg)
     start = land.sharp_center if cfg.start == "sharp_center" else land.sharp_minimum
