@@ -18,6 +18,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from ..errors import did_you_mean
+
 __all__ = ["BatchSchedule", "ConstantBatchSize", "CyclicBatchSize", "build_batch_schedule",
            "batch_size_trace", "SHAPES"]
 
@@ -111,7 +113,8 @@ class CyclicBatchSize(BatchSchedule):
         if int(period) != period or int(period) < 2:
             raise ValueError(f"Invalid period={period} (epochs, an int >= 2)")
         if shape not in SHAPES:
-            raise ValueError(f"Invalid shape={shape!r} ({' | '.join(SHAPES)})")
+            raise ValueError(f"Invalid shape={shape!r}{did_you_mean(shape, SHAPES)} "
+                             f"({' | '.join(SHAPES)})")
         if start not in ("low", "high"):
             raise ValueError(f"Invalid start={start!r} (low | high)")
         self.low, self.high, self.period = int(low), int(high), int(period)
@@ -155,7 +158,8 @@ def build_batch_schedule(spec: int | dict[str, Any] | BatchSchedule) -> BatchSch
     spec = dict(spec)
     kind = spec.pop("kind", None)
     if kind not in _KINDS:
-        raise ValueError(f"Unknown batch-size schedule kind {kind!r}; known: "
+        raise ValueError(f"Unknown batch-size schedule kind {kind!r}"
+                         f"{did_you_mean(kind, _KINDS)}; known: "
                          f"{', '.join(sorted(_KINDS))}")
     import inspect
 
@@ -164,7 +168,8 @@ def build_batch_schedule(spec: int | dict[str, Any] | BatchSchedule) -> BatchSch
     unknown = [k for k in spec if k not in params]
     if missing or unknown:
         what = ([f"missing {', '.join(missing)}"] if missing else []) + (
-            [f"unknown {', '.join(unknown)}"] if unknown else [])
+            [f"unknown {', '.join(k + did_you_mean(k, params) for k in unknown)}"]
+            if unknown else [])
         raise ValueError(f"Invalid batch-size schedule {kind!r}: {'; '.join(what)} (it takes "
                          f"{', '.join(params)})")
     try:

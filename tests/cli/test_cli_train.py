@@ -1061,3 +1061,21 @@ def test_runs_list_shows_the_last_perplexity_of_a_token_run_not_finished(tmp_pat
     head, line = capsys.readouterr().out.splitlines()[:2]
     assert head.split()[5:8] == ["TEST_ACC", "TEST_LOSS", "TEST_PPL"]
     assert line.split()[1:7] == ["tokens", "interrupted", "2", "@60", "7.389", "@60"]
+
+
+@pytest.mark.parametrize("schedule,needle", [
+    ("{kind: cyclc, low: 2, high: 4, period: 2}",
+     "train.batch_size: Unknown batch-size schedule kind 'cyclc' (did you mean cyclic?); "
+     "known: constant, cyclic"),
+    ("{kind: cyclic, low: 2, high: 4, perod: 2}", "unknown perod (did you mean period?)"),
+    ("{kind: cyclic, low: 2, high: 4, period: 2, shape: triangle}",
+     "Invalid shape='triangle' (did you mean triangular?)"),
+])
+def test_a_misspelt_batch_size_schedule_gets_the_did_you_mean_of_other_choices(
+        tmp_path, capsys, schedule, needle):
+    # `kind: cyclc` was told the kinds, not the one meant, unlike `optimizer: {name: sgdd}`
+    cfg = tmp_path / "tiny.yaml"
+    cfg.write_text(TINY.replace("batch_size: 4", f"batch_size: {schedule}"))
+    assert main(["train", str(cfg), "--print-config"]) == 2
+    err = capsys.readouterr().err
+    assert needle in err and err.count("\n") == 1, err

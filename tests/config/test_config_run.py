@@ -312,8 +312,9 @@ def test_unknown_batch_size_schedule_names_the_key():
         validate_config(raw)
     raw["train"]["batch_size"] = {"kind": "cyclic", "low": 32, "shap": "square"}
     with pytest.raises(ConfigError, match=r"train\.batch_size: Invalid batch-size schedule "
-                                          r"'cyclic': missing high, period; unknown shap \(it "
-                                          r"takes low, high, period, shape, start\)"):
+                                          r"'cyclic': missing high, period; unknown shap \(did "
+                                          r"you mean shape\?\) \(it takes low, high, period, "
+                                          r"shape, start\)"):
         validate_config(raw)
 
 
