@@ -18,7 +18,8 @@ def register(subparsers) -> None:
     p.add_argument("target", metavar="TARGET",
                    help="an experiment's output directory, or a catalogue name")
     p.add_argument("--compare", metavar="OTHER",
-                   help="another output directory or experiment: write a side-by-side page")
+                   help="another report of the same experiment (an output directory or the "
+                        "experiment's name): write a side-by-side page")
     p.add_argument("--scale", default=None, choices=["smoke", "cpu", "paper"],
                    help="scale when TARGET/OTHER is an experiment name (default cpu; an "
                         "output directory keeps its own)")
@@ -48,6 +49,11 @@ def _report(args: argparse.Namespace) -> int:
     if args.compare and args.out:      # checked before the reports are rebuilt
         from sgdlab.report.compare import check_page_path
         check_page_path(args.out)
+    if args.compare:                   # so is what they are reports of
+        from sgdlab.report.compare import check_same_experiment
+        check_same_experiment(_experiment_of(args.target, scale_for(args.target), readings),
+                              _experiment_of(args.compare, scale_for(args.compare), readings),
+                              args.target, args.compare)
     out_a, results_a = rebuild(args.target, scale=scale_for(args.target), store_path=args.store,
                                out_dir=None if args.compare else args.out,
                                data_dir=args.data_dir, readings=readings)
@@ -62,6 +68,21 @@ def _report(args: argparse.Namespace) -> int:
     print(f"report A: {out_a / 'report.html'}\nreport B: {out_b / 'report.html'}")
     print(f"comparison: {page}")
     return 0
+
+
+def _experiment_of(target: str, scale: str | None, readings: dict) -> str | None:
+    """The experiment ``target`` holds a report of (an output directory) or names; None when
+    that is not known here (the rebuild then says what is wrong with ``target``)."""
+    from sgdlab.errors import UserError
+    from sgdlab.experiments.spec import load_experiment
+    from sgdlab.report.compare import load_results
+
+    try:
+        if (Path(target) / "results.json").is_file():
+            return (load_results(target).get("experiment") or {}).get("name")
+        return load_experiment(target, scale or "cpu", readings).name
+    except (UserError, ValueError):    # not JSON, not an experiment: the rebuild's to say
+        return None
 
 
 def _say_if_partial(out: Path, results: dict) -> None:

@@ -1,4 +1,4 @@
-"""Two experiment outputs side by side: what their settings change, conclusions, same-named
+"""Two outputs of one experiment side by side: what their settings change, conclusions, same-named
 tables and figures in columns, plus a table of numeric differences for tables that share a name
 and columns (rows matched on their settings; the rows only one report has are named)."""
 from __future__ import annotations
@@ -177,6 +177,22 @@ def compare_html(dir_a: str | Path, dir_b: str | Path) -> str:
     return page(f"{a['experiment']['name']} vs {b['experiment']['name']}", body)
 
 
+def check_same_experiment(name_a: str | None, name_b: str | None, where_a: str | Path,
+                          where_b: str | Path) -> None:
+    """A UserError when the two reports are of two experiments (``name_a`` != ``name_b``; None:
+    not known): the page matches their tables by name and rows by their settings, which in
+    another experiment's tables are other quantities, and subtracts them."""
+    def named(name: str, where: str | Path) -> str:
+        return name if str(where) == name else f"{name} ({where})"
+
+    if name_a and name_b and name_a != name_b:
+        raise UserError(f"--compare: the reports are of two experiments, "
+                        f"{named(name_a, where_a)} and {named(name_b, where_b)}: a comparison "
+                        "puts two reports of one experiment side by side (other scales, "
+                        "readings, grids or seeds) and subtracts their tables; compare "
+                        f"{name_a} with another report of {name_a}")
+
+
 def check_page_path(out: str | Path) -> Path:
     """``out`` as the comparison page's path: an ``.html`` (``.htm``) file, so that a path
     meant for something else (a report's results.json, a folder not yet made) is not
@@ -197,5 +213,7 @@ def write_compare(dir_a: str | Path, dir_b: str | Path, out: str | Path | None =
         if out.resolve() == (Path(d) / "report.html").resolve():
             raise UserError(f"--out {out} is the report page of {tag}; give the comparison "
                             "another path")
+    check_same_experiment(*((load_results(d).get("experiment") or {}).get("name")
+                            for d in (dir_a, dir_b)), dir_a, dir_b)
     out.parent.mkdir(parents=True, exist_ok=True)
     return write_whole(out, compare_html(dir_a, dir_b))

@@ -69,3 +69,19 @@ def test_the_page_replaces_neither_a_report_file_nor_a_report_page(tmp_path):
     assert (b / "results.json").read_text() == before
     assert (b / "report.html").read_text() == "B's page" and not (tmp_path / "cmp").exists()
     assert write_compare(a, b, tmp_path / "cmp.HTML").read_text().startswith("<!DOCTYPE html>")
+
+
+def test_reports_of_two_experiments_are_not_written_side_by_side(tmp_path):
+    import pytest
+
+    from sgdlab.errors import UserError
+    from sgdlab.report.compare import write_compare
+
+    a = _results(tmp_path, "a", grid={}, seeds=[0], run_ids=["r1"])
+    b = _results(tmp_path, "b", grid={}, seeds=[0], run_ids=["r1"])
+    results = json.loads((b / "results.json").read_text())
+    results["experiment"]["name"] = "other"
+    (b / "results.json").write_text(json.dumps(results))
+    with pytest.raises(UserError, match="the reports are of two experiments, grid "):
+        write_compare(a, b, tmp_path / "cmp.html")
+    assert not (tmp_path / "cmp.html").exists()

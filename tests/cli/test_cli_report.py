@@ -1,0 +1,36 @@
+"""``sgdlab report --compare``: two reports of one experiment, checked before either is
+rebuilt."""
+from __future__ import annotations
+
+import json
+
+from sgdlab.cli.main import main
+
+
+def _report(folder, name):
+    """A folder holding what the check reads of a report: its results.json's experiment."""
+    folder.mkdir()
+    (folder / "results.json").write_text(json.dumps({"experiment": {"name": name,
+                                                                    "version": 1}}))
+    return folder
+
+
+def test_reports_of_two_experiments_are_not_compared(tmp_path, capsys, monkeypatch):
+    # zhu-escape-2d's tables were set beside chaudhari-double-well's and the same-named ones
+    # subtracted, rows matched on settings that mean other things in each
+    import sgdlab.experiments.runner as runner
+
+    monkeypatch.setattr(runner, "rebuild", lambda *a, **k: (_ for _ in ()).throw(
+        AssertionError("rebuilt before the check")))
+    a, b = _report(tmp_path / "a", "zhu-escape-2d"), _report(tmp_path / "b", "xing-walk")
+    page = tmp_path / "cmp.html"
+    assert main(["report", str(a), "--compare", str(b), "--out", str(page)]) == 2
+    err = capsys.readouterr().err
+    assert (f"--compare: the reports are of two experiments, zhu-escape-2d ({a}) and xing-walk "
+            f"({b}): a comparison puts two reports of one experiment side by side") in err
+    assert err.count("\n") == 1 and not page.exists()
+    # OTHER as a catalogue name: named once
+    assert main(["report", str(a), "--compare", "chaudhari-double-well", "--scale",
+                 "smoke"]) == 2
+    assert (f"two experiments, zhu-escape-2d ({a}) and chaudhari-double-well: "
+            in capsys.readouterr().err)
