@@ -325,12 +325,14 @@ def _key_named(message: str, keys: list[str]) -> str | None:
 def _check_hyper(path: str, sec: dict[str, Any], name: str, params: dict[str, Any],
                  var_kw: bool, what: str, errors: list[str],
                  build: Callable[[dict[str, Any]], Any] | None,
-                 numbers: frozenset[str] = frozenset()) -> None:
+                 numbers: frozenset[str] = frozenset(),
+                 nullable: frozenset[str] = frozenset()) -> None:
     """The section's keys but ``name`` against the signature; if they pass, ``build(hyper)``
     lets the callable check its own ranges, reported under the key its message names."""
     hyper = {k: v for k, v in sec.items() if k != "name"}
     n_errors = len(errors)
-    _check_args(path, hyper, params, var_kw, f"{what} {name!r}", errors, numbers=numbers)
+    _check_args(path, hyper, params, var_kw, f"{what} {name!r}", errors, numbers=numbers,
+                nullable=nullable)
     if what == "optimizer":
         for k in _NON_NEGATIVE:
             v = hyper.get(k)
@@ -370,9 +372,14 @@ def _check_optimizer(path: str, sec: dict[str, Any], errors: list[str]) -> None:
         return
     cls = OPTIMIZERS[name]
     params, var_kw = _optimizer_params(name)
+    # a number with no default (random-lr-sgd's lr) or a None one (entropy_sgd's gamma_min):
+    # a string there reached the optimizer's range checks ("'>=' not supported between ...")
+    fn = cls.__init__ if inspect.isclass(cls) else cls
+    optional = _optional_numbers(fn)
     _check_hyper(path, sec, name, params, var_kw, "optimizer", errors,
                  None if needs_model(cls)
-                 else lambda hyper: cls([torch.nn.Parameter(torch.zeros(1))], **hyper))
+                 else lambda hyper: cls([torch.nn.Parameter(torch.zeros(1))], **hyper),
+                 numbers=_required_numbers(fn) | optional, nullable=optional)
 
 
 def _check_schedule(path: str, sec: dict[str, Any], errors: list[str]) -> None:

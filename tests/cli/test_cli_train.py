@@ -1079,3 +1079,30 @@ def test_a_misspelt_batch_size_schedule_gets_the_did_you_mean_of_other_choices(
     assert main(["train", str(cfg), "--print-config"]) == 2
     err = capsys.readouterr().err
     assert needle in err and err.count("\n") == 1, err
+
+
+@pytest.mark.parametrize("optimizer,needle", [
+    ('{name: random-lr-sgd, lr: "0.1"}', "optimizer.lr: must be a number, got '0.1'"),
+    ('{name: entropy_sgd, lr: 0.1, gamma_min: "1e-4"}',
+     "optimizer.gamma_min: must be a number, got '1e-4'"),
+    ("{name: parle, lr: 0.1, inner_lr: fast}", "optimizer.inner_lr: must be a number, got "
+                                               "'fast'"),
+])
+def test_an_optimizer_number_given_as_text_is_named_by_its_key(tmp_path, capsys, optimizer,
+                                                               needle):
+    # a number without a default (random-lr-sgd's lr) or with a None one passed the type
+    # check: "optimizer (random-lr-sgd): '>=' not supported between instances of 'str' and
+    # 'float'" from the optimizer's own range check
+    cfg = tmp_path / "tiny.yaml"
+    cfg.write_text(TINY.replace("{name: sgd, lr: 0.05, momentum: 0.9}", optimizer))
+    assert main(["train", str(cfg), "--print-config"]) == 2
+    err = capsys.readouterr().err
+    assert err == f"sgdlab: error: {needle}\n", err
+
+
+def test_an_optimizer_number_that_may_be_none_takes_null(tmp_path, capsys):
+    cfg = tmp_path / "tiny.yaml"
+    cfg.write_text(TINY.replace("{name: sgd, lr: 0.05, momentum: 0.9}",
+                                "{name: entropy_sgd, lr: 0.1, gamma_min: null, seed: null}"))
+    assert main(["train", str(cfg), "--print-config"]) == 0
+    assert "gamma_min: null" in capsys.readouterr().out
