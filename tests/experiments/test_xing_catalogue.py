@@ -22,6 +22,11 @@ def test_the_lines_cited_below_say_what_they_are_cited_for(paper_lines):
     assert "we track the spectral norm in the train mode of batchnorm" in paper_lines[110]
     assert "a whole epoch (450 iterations)" in paper_lines[84]
     assert "we use a batch size of 100 and a fixed learning rate of 0.1" in paper_lines[62]
+    # no line states the inputs' preprocessing; Fig. 8 covers the first 40 epochs, every one
+    assert not any("normaliz" in ln.lower() and "input" in ln.lower() for ln in paper_lines)
+    assert "first 40 epochs for VGG-11 on CIFAR-10 shown in Figure 8" in paper_lines[100]
+    assert "towards the end" in paper_lines[100]
+    assert "using batch size 100 and a fixed learning rate of 0.1" in paper_lines[149]
 
 
 @pytest.mark.parametrize("name", XING)
@@ -44,7 +49,8 @@ def test_paper_scale_lists_the_vgg_11_details_and_the_split_the_text_leaves_open
     head = [d for d in devs if d.startswith("VGG-11's head and training details are not stated")]
     assert len(head) == 1, devs
     for part in ("batch norm", "line 111", "Linear(512, 10)", "no dropout", "9,231,114",
-                 "no weight decay", "no data augmentation", "default initialisation"):
+                 "no weight decay", "no data augmentation", "default initialisation",
+                 "pixels scaled to [0, 1]"):
         assert part in head[0], part
     split = [d for d in devs if d.startswith("45,000 of CIFAR-10's 50,000 training images")]
     assert len(split) == 1 and "450 iterations" in split[0] and "line 85" in split[0], devs
@@ -55,3 +61,54 @@ def test_cpu_hessian_norm_lists_the_length_fig_3_leaves_open():
     assert {r.params["epochs"] for r in spec.expand(data_dir="/d")} == {100}
     assert any(d.startswith("Fig. 3 does not state the length of training: 100 epochs")
                and "line 101" in d for d in spec.deviations), spec.deviations
+
+
+@pytest.mark.parametrize("name", XING)
+@pytest.mark.parametrize("scale", ["cpu", "paper"])
+def test_the_inputs_are_pixels_in_0_1_and_the_unstated_preprocessing_is_listed(name, scale):
+    """The text states no preprocessing of the inputs: both scales scale pixels to [0, 1]
+    (the loaders' default) and list that choice among their deviations."""
+    spec = load_experiment(name, scale)
+    for r in spec.expand(data_dir="/d"):
+        assert r.params["dataset"].get("normalize", "unit") == "unit", r.label
+    assert any("pixels scaled to [0, 1]" in d for d in spec.deviations), spec.deviations
+
+
+def test_barriers_paper_scale_lists_the_epochs_of_fig_8_it_does_not_interpolate():
+    """Line 101's barrier heights are those crossed "towards the end" of Fig. 8's first 40
+    epochs, every one of them counted; the paper scale interpolates epochs 1, 10, 25 and 100
+    only, so it tests the heights on epochs 1, 10 and 25 and says so."""
+    spec = load_experiment("xing-barriers", "paper")
+    (measure,) = [m for m in spec.expand(data_dir="/d")[0].params["measure"]
+                  if m["name"] == "step_interpolation"]
+    assert measure["epochs"] == [1, 10, 25, 100]
+    assert spec.options["barrier_epochs"] == [1, 10, 25]
+    fig8 = [d for d in spec.deviations if "Fig. 8" in d]
+    assert len(fig8) == 1 and "first 40 epochs" in fig8[0] and "line 101" in fig8[0], fig8
+
+
+# the runs that take full-batch GD steps on a batch-normalised network
+FULL_BATCH_BN = [("xing-walk", "paper"), ("xing-isotropic-noise", "paper"),
+                 ("xing-stuck-continuation", "paper"), ("xing-stuck-continuation", "cpu")]
+
+
+@pytest.mark.parametrize("name, scale", FULL_BATCH_BN)
+def test_full_batch_gd_on_batch_norm_lists_how_its_gradient_is_taken(name, scale):
+    """Full-batch GD on a batch-normalised network is one step over the whole training set,
+    batch norm normalising with its statistics; the text does not say how its GD gradient
+    was taken (line 150 names batch size 100 for the experiment): the entry says so."""
+    spec = load_experiment(name, scale)
+    gd = [r for r in spec.expand(data_dir="/d") if r.params["batch_size"] == "full"]
+    assert gd and all(r.params["model"].get("batchnorm", r.params["model"]["name"] == "vgg-11")
+                      for r in gd)
+    found = [d for d in spec.deviations if d.startswith("full-batch GD takes one gradient")]
+    assert len(found) == 1 and "line 150" in found[0] and "batch size 100" in found[0], \
+        spec.deviations
+
+
+@pytest.mark.parametrize("name", XING)
+@pytest.mark.parametrize("scale", ["cpu", "paper"])
+def test_only_batch_normalised_full_batch_gd_needs_that_deviation(name, scale):
+    spec = load_experiment(name, scale)
+    listed = any(d.startswith("full-batch GD takes one gradient") for d in spec.deviations)
+    assert listed == ((name, scale) in FULL_BATCH_BN), (name, scale)
