@@ -589,6 +589,22 @@ def test_walk_gd_cosine_ends_near_minus_one_and_its_floor_barely_rises():
     assert verdicts(-0.6) == [False, True, True, True, True]
 
 
+def test_walk_gd_floor_claim_is_fewer_than_10_percent_of_rises_as_its_text_says():
+    """The claim on GD's floor compares strictly with 0.1: a floor that rises in exactly one
+    of ten steps disagrees, so the entry's texts say "fewer than 10%", not "at most"."""
+    spec = _claims_of("xing-walk", "cpu")
+    o = spec.options
+    (claim,) = [c for c in o["claims"] if c.get("less", [None])[0] == "gd"
+                and c["metric"] == "floor_rise_fraction"]
+    gd_floor = [2.0 - 0.1 * t + (0.25 if t == 5 else 0.0) for t in range(11)]   # 1 rise of 10
+    runs = [walk_run("gd", s, -0.95, gd_floor, 1.0) for s in (0, 1)]
+    res = xing_walk(SimpleNamespace(paper=PAPER, options={**o, "claims": [claim]}), runs)
+    assert runs[0].summary["floor_rise_fraction"] == 0.1
+    assert res.conclusions[0].agrees_with_paper is False
+    for text in (claim["claim"], spec.describe()["description"]):
+        assert "fewer than 10%" in text and "at most 10%" not in text, text
+
+
 def test_equal_ratio_pairs_are_held_to_their_curves_not_their_means():
     spec = _claims_of("jastrzebski-equal-ratio", "cpu")
     o = spec.options
