@@ -474,6 +474,22 @@ def test_barrier_claims_follow_table_1s_counts_and_table_2s_heights():
     assert v.count(False) == 1
 
 
+def test_barriers_read_an_epoch_logged_twice_from_its_complete_row():
+    """An epoch cut short (max_steps) and completed on resume is logged twice by the walk
+    instrument, its steps so far at the stop and all of them at its end: Tables 1-2 are of
+    the whole epoch, so the analysis reads the later, complete row."""
+    from sgdlab.experiments.procedures.xing import xing_barriers
+
+    r = _barrier_run("lr0.1", 0, {1: (450, 3, 0.02)})
+    for k, v in (("walk_epoch", 1.0), ("walk_epoch_steps", 200.0),
+                 ("walk_epoch_barriers", 0.0), ("walk_epoch_mean_height", 0.05)):
+        r.metrics[k].insert(0, (200, v))          # the partial row, logged at the stop
+    xing_barriers(SimpleNamespace(paper=PAPER, options={"epochs": [1], "claims": []}), [r])
+    assert r.summary["barriers_epoch1"] == 3.0
+    assert r.summary["barrier_fraction_epoch1"] == pytest.approx(3 / 450)
+    assert r.summary["height_epoch1"] == pytest.approx(0.02)
+
+
 def test_barrier_height_ratios_read_the_crossed_segments_of_the_chosen_epochs():
     from sgdlab.experiments.procedures.xing import barrier_height_ratios
 

@@ -73,13 +73,15 @@ def valley_floor(r: StoredRun, reading: str = "interior") -> list[float]:
 
 def _epoch_row(r: StoredRun, epoch: int) -> dict[str, float]:
     """The walk instrument's per-epoch numbers for ``epoch`` (1-based): steps, barriers,
-    mean height above the valley floor; NaN where the epoch was not interpolated."""
-    ep = dict(r.metrics.get("walk_epoch", []))
-    for s, e in ep.items():
-        if int(e) == epoch:
-            return {k: dict(r.metrics.get(f"walk_epoch_{k}", [])).get(s, float("nan"))
-                    for k in ("steps", "barriers", "mean_height")}
-    return {"steps": float("nan"), "barriers": float("nan"), "mean_height": float("nan")}
+    mean height above the valley floor; NaN where the epoch was not interpolated. An epoch
+    cut short by ``max_steps`` and completed on resume is logged twice: the later row, the
+    whole epoch's, is the one Tables 1-2 count."""
+    ends = [s for s, e in r.metrics.get("walk_epoch", []) if int(e) == epoch]
+    if not ends:
+        return {"steps": float("nan"), "barriers": float("nan"), "mean_height": float("nan")}
+    s = max(ends)
+    return {k: dict(r.metrics.get(f"walk_epoch_{k}", [])).get(s, float("nan"))
+            for k in ("steps", "barriers", "mean_height")}
 
 
 def barrier_height_ratios(r: StoredRun, epochs: list[int] | None = None) -> dict[str, float]:
