@@ -112,3 +112,17 @@ def test_only_batch_normalised_full_batch_gd_needs_that_deviation(name, scale):
     spec = load_experiment(name, scale)
     listed = any(d.startswith("full-batch GD takes one gradient") for d in spec.deviations)
     assert listed == ((name, scale) in FULL_BATCH_BN), (name, scale)
+
+
+@pytest.mark.parametrize("name", ["xing-walk", "xing-barriers"])
+def test_cpu_mlp_of_section_3_lists_the_learning_rate_and_batch_size_it_borrows(name):
+    """§3 states batch size 100 and learning rate 0.1 for VGG-11 (line 63), and for the MLP
+    on MNIST only in §4 (line 150): the cpu scale's MLP trains with them and says so."""
+    spec = load_experiment(name, "cpu")
+    for r in spec.expand(data_dir="/d"):
+        assert r.params["model"]["name"] == "mlp" and r.params["dataset"]["name"] == "mnist_small"
+        if r.params["batch_size"] != "full":
+            assert r.params["batch_size"] == 100
+    assert 0.1 in {r.params["optimizer"]["lr"] for r in spec.expand(data_dir="/d")}
+    found = [d for d in spec.deviations if d.startswith("§3 states no learning rate")]
+    assert len(found) == 1 and "line 150" in found[0] and "line 63" in found[0], spec.deviations
