@@ -58,6 +58,19 @@ def test_walk_segments_figure_and_table():
     assert "| 1 | 2 | 1 |" in t.to_markdown() and t.to_csv().count("\n") == 3
 
 
+def test_walk_epoch_table_shows_an_epoch_logged_twice_once_from_its_complete_row():
+    """An epoch cut short by max_steps and completed on resume is logged twice (its steps
+    so far at the stop, step 1 here, and all of them at its end): Tables 1-2 count whole
+    epochs, so the table shows the epoch once, from its later row."""
+    h = _history()
+    for k, v in (("walk_epoch", 1.0), ("walk_epoch_steps", 1.0), ("walk_epoch_barriers", 0.0),
+                 ("walk_epoch_mean_height", 0.35)):
+        h[k].insert(0, (1, v))
+    t = walk_epoch_table(h)
+    assert t.column("epoch") == [1, 2] and t.column("steps") == [2, 1]
+    assert t.column("barriers") == [1, 0] and t.column("mean height above floor") == [0.3, 0.2]
+
+
 def test_interpolation_and_trajectory_figures():
     curve = InterpolationCurve([-1.0, 0.0, 1.0, 2.0], [2.0, 0.1, 0.2, 3.0],
                                [0.3, 0.9, 0.95, 0.2], [2.1, 0.2, 0.3, 3.2],

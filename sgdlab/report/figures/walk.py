@@ -126,12 +126,15 @@ def walk_figure(runs: History | Mapping[str, History], *, max_steps: int | None 
 def walk_epoch_table(runs: History | Mapping[str, History], *, name: str = "walk_barriers",
                      caption: str = "") -> Table:
     """Xing et al. Tables 1–2 from the per-epoch metrics: steps interpolated, barriers crossed,
-    mean barrier height (over crossing steps) and mean height above the valley floor."""
+    mean barrier height (over crossing steps) and mean height above the valley floor. An
+    epoch logged twice (cut short by ``max_steps``, completed on resume) is shown once, from
+    its later row: the whole epoch's."""
     if any(k.startswith("walk_") for k in runs):
         runs = {"": runs}
     rows = []
     for label, h in runs.items():
-        ep = dict(h.get("walk_epoch", []))
+        last = {int(e): s for s, e in sorted(h.get("walk_epoch", []))}
+        ep = {s: e for e, s in last.items()}
         cols = {k: dict(h.get(f"walk_epoch_{k}", [])) for k in
                 ("steps", "barriers", "mean_barrier_height", "mean_height")}
         for s in sorted(ep):
