@@ -239,3 +239,55 @@ def test_step_interpolation_instrument_passes_its_memory_budget_to_the_segments(
     assert budgets == [2048]
     with pytest.raises(ValueError, match=r"Invalid memory_budget=0 "):
         build_instrument("step_interpolation", schedule=Schedule.at([1]), memory_budget=0)
+
+
+def test_sgd_walk_interpolates_the_whole_training_sets_loss_not_the_mini_batchs():
+    """Xing et al. line 83: "even though the updates are performed using mini-batches for SGD,
+    the training loss values used in the plot are computed using the full dataset". Least
+    squares in float64, SGD on batches of 4 of 12 samples: every segment's 12 losses are the
+    whole set's mean squared error at θ_t + α (θ_{t+1} − θ_t), α = k/11 (line 61), worked out
+    here from the iterates; floor, height (Table 2) and the absence of barriers (a convex
+    loss has none) follow from them."""
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(12, 3, generator=g, dtype=torch.float64)
+    y = x @ torch.tensor([[1.0], [-2.0], [0.5]], dtype=torch.float64) + 0.3 * torch.randn(
+        12, 1, generator=g, dtype=torch.float64)
+    data = Dataset(x, y, x[:4].clone(), y[:4].clone(),
+                   {"name": "lsq", "task": "regression", "num_outputs": 1})
+
+    class Iterates(Callback):
+        def __init__(self):
+            self.pairs = []
+
+        def on_step_begin(self, ctx):
+            self.start = params_vector(ctx.model)
+
+        def on_step_end(self, ctx):
+            self.pairs.append((self.start, params_vector(ctx.model)))
+
+    torch.manual_seed(0)
+    model = nn.Linear(3, 1).double()
+    its = Iterates()
+    walk = build_instrument("step_interpolation", schedule=Schedule.every(1))
+    train(model, nn.MSELoss(), data, torch.optim.SGD(model.parameters(), lr=0.3), epochs=2,
+          batch_size=4, callbacks=[its, walk], progress=False, seed=0)
+
+    def full_loss(theta):
+        w, b = theta[:3], theta[3]
+        return float(((x @ w + b - y[:, 0]) ** 2).mean())
+
+    alphas = torch.arange(12, dtype=torch.float64) / 11
+    assert len(walk.records) == len(its.pairs) == 6
+    for t, (r, (a, b)) in enumerate(zip(walk.records, its.pairs)):
+        exact = [full_loss(a + al * (b - a)) for al in alphas]
+        assert (r.step, r.epoch) == (t, t // 3 + 1)
+        assert r.losses == pytest.approx(exact, rel=1e-12)
+        i = min(range(12), key=exact.__getitem__)
+        assert (r.valley_alpha, r.valley_loss) == (pytest.approx(float(alphas[i])), exact[i])
+        assert r.height_above_floor == pytest.approx((exact[0] + exact[-1] - 2 * exact[i]) / 2,
+                                                     rel=1e-12)
+        assert not r.barrier
+    # a batch of 4 gives another loss at θ_t: the whole set is what the segments read
+    xb = x[:4]
+    assert any(abs(r.loss_start - float(((xb @ a[:3] + a[3] - y[:4, 0]) ** 2).mean())) > 1e-3
+               for r, (a, _) in zip(walk.records, its.pairs))
