@@ -121,6 +121,23 @@ def test_every_entry_quotes_its_claim_and_lists_its_departures(name):
     assert raw["scales"]["cpu"]["deviations"], f"{name}: cpu scale lists no departure"
 
 
+@pytest.mark.parametrize("name", list(FILES))
+@pytest.mark.parametrize("scale", ["smoke", "cpu", "paper"])
+def test_claims_keep_their_texts_whole(name, scale):
+    """A comma inside an unquoted string of a YAML flow mapping ends the string and makes a
+    key of the rest with no value: "{..., claim: falls (lr 0.1, epoch 1 to 10).}" read as the
+    claim "falls (lr 0.1" and a key "epoch 1 to 10)."; such a claim's text reaches the
+    reports cut."""
+    from sgdlab.experiments.spec import load_experiment
+
+    for c in load_experiment(name, scale).options.get("claims") or []:
+        stray = [k for k, v in c.items() if v is None]
+        assert not stray, f"{name} ({scale}): claim {c.get('claim')!r} lost {stray}"
+        if isinstance(c.get("claim"), str):
+            text = c["claim"]
+            assert text.count("(") == text.count(")"), f"{name} ({scale}): {text!r}"
+
+
 # training-set sizes of the datasets whose runs cap their length with max_steps
 TRAIN_SIZES = {"mnist_small": 4000, "digits": 1437, "cifar10": 50000, "mnist": 60000}
 
