@@ -16,7 +16,9 @@ mean-reduced loss the full-batch gradient is ``G.mean(0)``. Two engines give the
 G is written into one buffer allocated once (:func:`empty_rows`): for large G the cost is
 memory traffic, not arithmetic (G of a 669,706-parameter MLP on 1,024 samples is 2.7 GB).
 The model is evaluated in its current train/eval mode; batch norm in train mode mixes the
-samples of a batch, so per-sample gradients are refused for it (call ``model.eval()``).
+samples of a batch, so per-sample gradients are refused for it (call ``model.eval()``), as for
+batch norm without running statistics (``track_running_stats=False``), which does so in eval
+mode too.
 """
 from __future__ import annotations
 
@@ -73,6 +75,21 @@ def check_per_sample_model(model: nn.Module) -> None:
                 "of a batch; call model.eval() first")
 
 
+def check_running_statistics(model: nn.Module) -> None:
+    """Refuse batch norm built with ``track_running_stats=False``: it normalises by the
+    statistics of its batch in eval mode too, so its per-sample gradients are as undefined as
+    in train mode. Taken one at a time, each sample was normalised by its own statistics:
+    rows of another network, which do not average to the batch's gradient."""
+    for name, m in model.named_modules():
+        if isinstance(m, BN_TYPES) and m.running_mean is None:
+            raise UserError(
+                f"per-sample gradients are undefined for {name or 'the model'} "
+                f"({type(m).__name__}), built with track_running_stats=False: it normalises "
+                "by the statistics of its batch in eval mode too, mixing the samples of a "
+                "batch; build it with track_running_stats=True, or measure curvature only "
+                "(the Hessian and GGN take it)")
+
+
 def per_sample_gradients(
     model: nn.Module,
     loss_fn: Callable[[Tensor, Tensor], Tensor],
@@ -98,6 +115,7 @@ def per_sample_gradients(
     """
     if method not in ("auto", "factored", "vmap"):
         raise ValueError(f"Invalid method={method!r}: expected 'auto', 'factored' or 'vmap'")
+    check_running_statistics(model)
     check_per_sample_model(model)
     check_loss_reduction(loss_fn)
     check_model_data(model, loss_fn, data)

@@ -312,19 +312,38 @@ def test_fixed_draw_on_cpu_reseeds_the_cpu_generator_only(monkeypatch):
     assert touched == []
 
 
-def test_batch_statistics_in_eval_mode_are_not_factored():
-    """Batch norm without running statistics normalises by the batch even in eval mode, so the
-    samples interact: G is each sample's gradient alone (as vmap computes it), not the split
-    of one batch backward."""
+@pytest.mark.parametrize("features", ["channels", "positions"])
+def test_batch_norm_without_running_statistics_is_refused_in_eval_mode_too(features):
+    """Batch norm built with ``track_running_stats=False`` normalises by its batch in eval mode
+    as in train mode: per-sample gradients are as undefined as in train mode. Sample by sample
+    (vmap) each was normalised by its own statistics, on (N, C, L) inputs without an error:
+    rows of another network, whose mean is not the batch gradient (0.76 off here, relative); on (N, C)
+    inputs torch failed ("Expected more than 1 value per channel"). The Hessian is defined
+    and still measured."""
+    from sgdlab.measure import dense_hessian, fisher_diagonal
+    from sgdlab.operators import EmpiricalFisherOperator
+    from sgdlab.testing import dense_hessian_reference
+
     torch.manual_seed(0)
-    model = nn.Sequential(nn.Conv1d(1, 2, 3), nn.BatchNorm1d(2, affine=False,
-                                                             track_running_stats=False),
-                          nn.Tanh(), nn.Flatten(), nn.Linear(8, 2)).double().eval()
-    x, y = torch.randn(5, 1, 6, dtype=torch.float64), torch.randint(0, 2, (5,))
-    loss_fn = nn.CrossEntropyLoss()
-    torch.testing.assert_close(per_sample_gradients(model, loss_fn, (x, y)),
-                               per_sample_gradients(model, loss_fn, (x, y), method="vmap"))
+    if features == "channels":
+        model = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4, track_running_stats=False),
+                              nn.Tanh(), nn.Linear(4, 2))
+        x = torch.randn(5, 3, dtype=torch.float64)
+    else:
+        model = nn.Sequential(nn.Conv1d(1, 2, 3), nn.BatchNorm1d(2, affine=False,
+                                                                 track_running_stats=False),
+                              nn.Tanh(), nn.Flatten(), nn.Linear(8, 2))
+        x = torch.randn(5, 1, 6, dtype=torch.float64)
+    model = model.double().eval()
+    y, loss_fn = torch.randint(0, 2, (5,)), nn.CrossEntropyLoss()
+    for fn in (per_sample_gradients, functools.partial(per_sample_gradients, method="vmap"),
+               gradient_covariance, fisher_diagonal, EmpiricalFisherOperator):
+        with pytest.raises(UserError, match=r"1 \(BatchNorm1d\), built with "
+                                            r"track_running_stats=False"):
+            fn(model, loss_fn, (x, y))
     assert per_sample_factors(model, loss_fn, (x, y)) is None
+    torch.testing.assert_close(dense_hessian(model, loss_fn, (x, y)),
+                               dense_hessian_reference(model, loss_fn, (x, y)))
 
 
 def test_a_convolution_on_unbatched_input_is_not_factored():
