@@ -46,7 +46,8 @@ from sgdlab.operators.batches import (Data, check_batch_loss, check_data, check_
                                       plain_checkpoints)
 from sgdlab.operators.params import (UNUSED_ZERO, check_not_inference_mode, params_vector,
                                      set_params_vector, trainable_named_params)
-from sgdlab.operators.params import frozen_named_params, functional_call, unflatten_like
+from sgdlab.operators.params import (frozen_named_params, functional_call, model_device,
+                                     unflatten_like)
 
 from .curvature import Estimate
 from .curvature import mc_estimate as _mc
@@ -120,7 +121,7 @@ def mean_loss(model: nn.Module, loss_fn: LossFn, data: Data, *,
     :func:`perturbed_evaluations`, one point)."""
     check_batch_loss(loss_fn, data)
     check_model_data(model, loss_fn, data)
-    device = next(model.parameters()).device
+    device = model_device(model)       # a module without parameters has a loss too
     plan = PassPlan(model, resolved_budget(memory_budget, device), 1, vectorized=False,
                     caller="mean_loss", loss_fn=loss_fn)
     with buffers_kept(model):

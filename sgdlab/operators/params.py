@@ -6,6 +6,7 @@ The flat vector concatenates ``p.reshape(-1)`` for the trainable parameters in
 from __future__ import annotations
 
 import functools
+import itertools
 from collections.abc import Iterable, Mapping
 
 import torch
@@ -54,15 +55,26 @@ def frozen_named_params(model: nn.Module) -> dict[str, Tensor]:
     return {n: p.detach() for n, p in model.named_parameters() if not p.requires_grad}
 
 
+def no_trainable_parameters() -> UserError:
+    return UserError("the model has no trainable parameters (none, or all with "
+                     "requires_grad=False): there is nothing to differentiate or perturb")
+
+
 def require_trainable(model: nn.Module) -> dict[str, Tensor]:
     """:func:`trainable_named_params`, a ``UserError`` when there is none (nothing to
     differentiate: no gradient, no curvature)."""
     params = trainable_named_params(model)
     if not params:
-        raise UserError("the model has no trainable parameters (none, or all with "
-                        "requires_grad=False): there is nothing to differentiate")
+        raise no_trainable_parameters()
     check_not_inference_mode()
     return params
+
+
+def model_device(model: nn.Module) -> torch.device:
+    """Where the model computes: its first parameter's or buffer's device (the CPU for a
+    module that holds neither, whose forward pass runs where its inputs are)."""
+    first = next(itertools.chain(model.parameters(), model.buffers()), None)
+    return torch.device("cpu") if first is None else first.device
 
 
 def check_not_inference_mode() -> None:
@@ -116,8 +128,12 @@ def unflatten_like(vec: Tensor, like: Mapping[str, Tensor]) -> dict[str, Tensor]
 
 
 def params_vector(model: nn.Module) -> Tensor:
-    """A detached copy of the trainable parameters as one flat vector."""
-    return flatten(p.detach() for p in trainable_named_params(model).values()).clone()
+    """A detached copy of the trainable parameters as one flat vector (a ``UserError`` when
+    there is none: every measurement that moves θ starts here)."""
+    params = trainable_named_params(model)
+    if not params:
+        raise no_trainable_parameters()
+    return flatten(p.detach() for p in params.values()).clone()
 
 
 def check_params_vector(model: nn.Module, vec: object, name: str, call: str) -> None:
@@ -125,6 +141,8 @@ def check_params_vector(model: nn.Module, vec: object, name: str, call: str) -> 
     ``name``, quoting the signature ``call`` (functions that take both data and parameter
     vectors do not all take them in the same order)."""
     d = num_params(model)
+    if not d:
+        raise no_trainable_parameters()
     if not isinstance(vec, Tensor):
         raise TypeError(f"{name} must be a flat vector of the model's {d} trainable parameters "
                         f"(params_vector(model)), got {type(vec).__name__}; the arguments are "

@@ -616,3 +616,35 @@ def test_inside_inference_mode_gradient_measurements_are_refused_by_name():
     close(inside, M.mean_loss(model, loss_fn, data))
     with torch.no_grad():      # no_grad is fine: the measurements enable gradients
         close(M.dense_hessian(model, loss_fn, data), M.dense_hessian(model, loss_fn, data))
+
+
+@pytest.mark.parametrize("kind", ["no_parameters", "all_frozen"])
+def test_a_model_with_nothing_to_perturb_has_a_loss_and_names_the_problem_elsewhere(kind):
+    """A module without trainable parameters (a fixed feature map, a frozen network) has a
+    mean loss: mean_loss read its device from a first parameter (StopIteration without one).
+    What moves or differentiates θ refuses it by name; it failed inside torch.cat
+    ("expected a non-empty list of Tensors"), or in a segment's passes."""
+    torch.manual_seed(0)
+    if kind == "no_parameters":
+        model = nn.Sequential(nn.Tanh(), nn.Softplus())
+    else:
+        model = _dropout(False).double().requires_grad_(False)
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(N, 3 if kind == "all_frozen" else 2, generator=g, dtype=torch.float64)
+    y = torch.randint(0, 2, (N,), generator=g)
+    loss_fn = nn.CrossEntropyLoss()
+    close(M.mean_loss(model, loss_fn, (x, y)), F.cross_entropy(model(x), y), 1e-15)
+    close(M.mean_loss(model, loss_fn, two_batches((x, y))), F.cross_entropy(model(x), y), 1e-15)
+    empty = torch.zeros(0, dtype=torch.float64)
+    for fn in (params_vector, M.parameter_norm,
+               lambda m: M.expected_sharpness(m, loss_fn, (x, y), 0.1, 2, generator=gen()),
+               lambda m: M.epsilon_sharpness(m, loss_fn, (x, y), generator=gen()),
+               lambda m: M.local_entropy(m, loss_fn, (x, y), 0.1, num_samples=2,
+                                         generator=gen()),
+               lambda m: M.segment_losses(m, loss_fn, (x, y), empty, empty, 3),
+               lambda m: M.step_interpolation(m, loss_fn, (x, y), empty),
+               lambda m: M.normalized_step_length(m, loss_fn, empty, empty, (x, y)),
+               lambda m: M.loss_surface(m, loss_fn, (x, y), [empty, empty], steps=3),
+               lambda m: M.hessian_top_eigenvalue(m, loss_fn, (x, y))):
+        with pytest.raises(UserError, match="no trainable parameters"):
+            fn(model)
