@@ -48,8 +48,11 @@ def eigenvector_cosines(u: Tensor, v: Tensor) -> Tensor:
 def projection_residual(u: Tensor, v: Tensor) -> float:
     """e(U, V) = ‖U − V Vᵀ U‖²_F for orthonormal (d, k) U, V; in [0, k]."""
     _check_bases(u, v)
+    # in float64: the two bases may come in two dtypes (a bfloat16 model's Σ eigenvectors, its
+    # H eigenvectors from a float32 Lanczos basis)
+    u, v = u.double(), v.double()
     r = u - v @ (v.T @ u)
-    return float((r.double() ** 2).sum())
+    return float((r ** 2).sum())
 
 
 def normalised_eigenvalues(eigvals: Tensor, frobenius: float) -> Tensor:

@@ -149,3 +149,23 @@ def test_a_loss_that_is_no_mean_of_the_samples_losses_is_refused():
                                       (x, y), 1, generator=torch.Generator().manual_seed(0))
     torch.testing.assert_close(partial.hessian_eigvals, summed.hessian_eigvals)
     assert partial.residual == pytest.approx(summed.residual, abs=1e-12)
+
+
+def test_a_bfloat16_model_s_alignment_is_that_of_its_float64_copy():
+    """Σ's eigenvectors come in the model's bfloat16, H's from Lanczos' float32 basis: the
+    projection residual takes both (a matmul of the two dtypes failed), and the alignment is
+    the float64 copy's up to bfloat16's rounding."""
+    import copy
+    import warnings
+
+    model, (x, y) = tiny_mlp(3, 4, 2, seed=0), tiny_classification(8, 3, 2, seed=1)
+    loss_fn = nn.CrossEntropyLoss()
+    ref = sigma_hessian_alignment(model, loss_fn, (x, y), k=1, tol=1e-8,
+                                  generator=torch.Generator().manual_seed(0)).as_metrics()
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*parameters are torch.bfloat16")
+        half = sigma_hessian_alignment(copy.deepcopy(model).bfloat16(), loss_fn,
+                                       (x.bfloat16(), y), k=1,
+                                       generator=torch.Generator().manual_seed(0)).as_metrics()
+    for key in ("align/cos_1", "align/residual"):
+        assert abs(half[key] - ref[key]) < 0.02, (key, half[key], ref[key])
