@@ -317,9 +317,9 @@ def test_batch_norm_without_running_statistics_is_refused_in_eval_mode_too(featu
     """Batch norm built with ``track_running_stats=False`` normalises by its batch in eval mode
     as in train mode: per-sample gradients are as undefined as in train mode. Sample by sample
     (vmap) each was normalised by its own statistics, on (N, C, L) inputs without an error:
-    rows of another network, whose mean is not the batch gradient (0.76 off here, relative); on (N, C)
-    inputs torch failed ("Expected more than 1 value per channel"). The Hessian is defined
-    and still measured."""
+    rows of another network, whose mean is not the batch gradient (0.76 off here, relative);
+    on (N, C) inputs torch failed ("Expected more than 1 value per channel"). The Hessian is
+    defined and still measured."""
     from sgdlab.measure import dense_hessian, fisher_diagonal
     from sgdlab.operators import EmpiricalFisherOperator
     from sgdlab.testing import dense_hessian_reference

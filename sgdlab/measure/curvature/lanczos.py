@@ -246,8 +246,8 @@ def lanczos(
 
     Returns:
         ``(eigvals, eigvecs)``: eigvals (k,) (or (2k,) for ``"both"``) in the working dtype
-        (``dtype``, else ``A``'s or float32) on ``A``'s device; eigvecs (d, k) orthonormal columns (signs
-        arbitrary).
+        (``dtype``, else ``A``'s or float32) on ``A``'s device; eigvecs (d, k) orthonormal
+        columns (signs arbitrary).
     """
     check_which(which)
     op = working_operator(A, dtype)
