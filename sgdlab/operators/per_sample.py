@@ -187,7 +187,11 @@ def _sample_by_sample(model, loss_fn, x: Tensor, y: Tensor, out: Tensor, start: 
 def full_gradient(
     model: nn.Module, loss_fn: Callable[[Tensor, Tensor], Tensor], data: Data
 ) -> Tensor:
-    """Flat gradient of the mean loss over all samples of ``data`` (batches weighted by size)."""
+    """Flat gradient of the mean loss over all samples of ``data`` (batches weighted by size).
+    Dropout in train mode: batch i under the operators' fixed draw i
+    (:func:`~sgdlab.operators.batches.fixed_randomness`), so on one batch this is the mean of
+    :func:`per_sample_gradients`' rows, the same on every call, and the global generators are
+    left as they were."""
     from .batches import check_batch_loss, iterate_batches
 
     check_batch_loss(loss_fn, data)
@@ -195,10 +199,10 @@ def full_gradient(
     params = list(require_trainable(model).values())
     device = params[0].device
     total, n = None, 0
-    for x, y in iterate_batches(data, device):
+    for i, (x, y) in enumerate(iterate_batches(data, device)):
         # each batch from the model's own buffers; reentrant checkpoints differentiable
-        with kept_running_statistics(model), plain_checkpoints(), \
-                dense_embedding_gradients(model):
+        with fixed_randomness(model, device, i), kept_running_statistics(model), \
+                plain_checkpoints(), dense_embedding_gradients(model):
             g = torch.autograd.grad(loss_fn(model(x), y), params, **UNUSED_ZERO)
         g = flatten(g) * len(x)
         total = g if total is None else total + g
