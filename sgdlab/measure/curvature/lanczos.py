@@ -240,9 +240,8 @@ def lanczos(
         dtype: working precision of the Krylov basis, re-orthogonalisation and Ritz vectors
             (default ``A``'s, float32 for a float16 or bfloat16 ``A``, whose own precision
             loses the basis' orthogonality at once). ``torch.float64`` on a float32 operator
-            keeps the products in
-            float32 and removes the float32 floor of the recurrence (relative eigenvalue
-            errors ~5e-9 instead of ~5e-7 on a 669,706-parameter MLP).
+            keeps the products in float32 and removes the float32 floor of the recurrence
+            (relative eigenvalue errors ~5e-9 instead of ~5e-7 on a 669,706-parameter MLP).
 
     Returns:
         ``(eigvals, eigvecs)``: eigvals (k,) (or (2k,) for ``"both"``) in the working dtype
