@@ -26,12 +26,27 @@ _FIXED_SEED = 20_181_024
 _fixing = False      # inside a fixed_randomness context (one thread computes at a time)
 
 
+def _draws(m: nn.Module) -> bool:
+    """Whether module ``m`` itself draws random numbers in a train-mode forward pass: dropout
+    and RReLU, and the dropout applied by modules that hold its rate as a number
+    (``m.dropout``) and call ``F.dropout`` themselves, with no dropout module: an
+    ``nn.LSTM`` / ``nn.GRU`` / ``nn.RNN`` between its layers (of several),
+    ``nn.MultiheadAttention`` on its weights, sgdlab's own recurrent models."""
+    if isinstance(m, nn.modules.dropout._DropoutNd):
+        return m.p > 0
+    if isinstance(m, nn.RNNBase):
+        return m.dropout > 0 and m.num_layers > 1
+    rate = getattr(m, "dropout", None)
+    if isinstance(rate, (int, float)) and not isinstance(rate, bool):
+        return rate > 0
+    return isinstance(m, nn.RReLU)
+
+
 def stochastic_modules(model: nn.Module) -> list[str]:
     """The modules of ``model`` that draw random numbers in their forward pass as they are
-    now (dropout with p > 0 and RReLU, in train mode), as "name (Type)"."""
+    now (train mode: :func:`_draws`), as "name (Type)"."""
     return [f"{name or 'model'} ({type(m).__name__})" for name, m in model.named_modules()
-            if m.training and ((isinstance(m, nn.modules.dropout._DropoutNd) and m.p > 0)
-                               or isinstance(m, nn.RReLU))]
+            if m.training and _draws(m)]
 
 
 @contextlib.contextmanager

@@ -34,7 +34,8 @@ from sgdlab.errors import UserError, warn
 from sgdlab.models.modes import BN_TYPES
 
 from .batches import (Data, check_loss_reduction, check_model_data, concat_batches,
-                      dense_embedding_gradients, fixed_randomness, plain_checkpoints)
+                      dense_embedding_gradients, fixed_randomness, plain_checkpoints,
+                      stochastic_modules)
 from .linear import kept_running_statistics
 from .params import (UNUSED_ZERO, flat_dtype, flatten, frozen_named_params, functional_call,
                      require_trainable, trainable_named_params)
@@ -161,8 +162,15 @@ def _per_sample_gradients(model, loss_fn, data, chunk_size, method) -> Tensor:
         except (RuntimeError, NotImplementedError) as e:
             # an op vmap cannot batch (nn.GRU / nn.LSTM write into an unbatched hidden
             # state): stay correct, one backward pass per sample
+            # dropout: each sample then draws its own masks, in another order than the
+            # batch's draw, so the rows no longer average to the operators' batch gradient
+            stochastic = stochastic_modules(model)
             warn(f"per_sample_gradients: vmap failed ({str(e).splitlines()[0]}); "
-                          "one backward pass per sample", RuntimeWarning)
+                 "one backward pass per sample" + (
+                     f"; {stochastic[0]} in train mode draws each sample's dropout masks "
+                     "apart, not the batch's draw that the curvature operators and "
+                     "full_gradient take (model.eval() for the network without dropout)"
+                     if stochastic else ""), RuntimeWarning)
             _sample_by_sample(model, loss_fn, x, y, out, i)
             return out
         col = 0

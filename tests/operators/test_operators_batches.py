@@ -1,0 +1,84 @@
+"""What a measurement reads of a model's randomness (sgdlab.operators.batches): the dropout
+that recurrent layers and attention draw without a dropout module, float64."""
+import warnings
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from sgdlab.errors import UserError
+from sgdlab.measure import ggn_diagonal, mean_loss
+from sgdlab.models.recurrent import LSTMStack
+from sgdlab.operators import HessianOperator
+from sgdlab.operators.batches import fixed_randomness, stochastic_modules
+from sgdlab.testing import memory_budget_for
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+class _Recurrent(nn.Module):
+    """Tokens -> a two-layer LSTM with dropout between its layers -> a linear head."""
+
+    def __init__(self, layers: int = 2):
+        super().__init__()
+        self.emb, self.head = nn.Embedding(6, 3), nn.Linear(3, 2)
+        with warnings.catch_warnings():     # torch warns that one layer has no dropout
+            warnings.simplefilter("ignore")
+            self.rnn = nn.LSTM(3, 3, num_layers=layers, dropout=0.5, batch_first=True)
+
+    def forward(self, x):
+        return self.head(self.rnn(self.emb(x))[1][0][-1])
+
+
+class _Attention(nn.Module):
+    """Tokens -> self-attention with dropout on its weights -> mean over positions -> head."""
+
+    def __init__(self):
+        super().__init__()
+        self.emb, self.head = nn.Embedding(6, 4), nn.Linear(4, 2)
+        self.att = nn.MultiheadAttention(4, 2, dropout=0.5, batch_first=True)
+
+    def forward(self, x):
+        e = self.emb(x)
+        return self.head(self.att(e, e, e, need_weights=False)[0].mean(1))
+
+
+class _Stack(nn.Module):
+    """Tokens -> sgdlab's own two-layer LSTM (``F.dropout`` between its layers) -> head."""
+
+    def __init__(self):
+        super().__init__()
+        self.rnn, self.head = LSTMStack(6, 3, layers=2, dropout=0.5), nn.Linear(3, 2)
+
+    def forward(self, x):
+        return self.head(self.rnn(x)[:, -1])
+
+
+def test_dropout_inside_recurrent_layers_and_attention_is_randomness_too():
+    """nn.LSTM's dropout between layers, nn.MultiheadAttention's and sgdlab's own
+    LSTMStack's draw masks with no dropout module: the operators did not say the curvature is
+    that of one draw, ggn_diagonal blamed a batch statistic, and a mean loss in chunks of
+    samples took other masks than the whole batch (0.6586 for 0.6603 on the LSTM) instead of
+    refusing as for nn.Dropout."""
+    g = torch.Generator().manual_seed(1)
+    x, y = torch.randint(0, 6, (40, 4), generator=g), torch.randint(0, 2, (40,), generator=g)
+    loss_fn = nn.CrossEntropyLoss()
+    for cls, name in ((_Recurrent, r"rnn \(LSTM\)"), (_Attention, r"att \(MultiheadAttention\)"),
+                      (_Stack, r"rnn \(LSTMStack\)")):
+        torch.manual_seed(0)
+        model = cls().double()
+        with pytest.warns(UserWarning, match=name + ": dropout in train mode"):
+            HessianOperator(model, loss_fn, (x, y))
+        with pytest.raises(UserError, match=name + " draws dropout masks in train mode"):
+            ggn_diagonal(model, loss_fn, (x, y))
+        with pytest.raises(UserError, match=name + r" draw\(s\) random numbers once per batch"):
+            mean_loss(model, loss_fn, (x, y), memory_budget=memory_budget_for(model, x, 5))
+        # the whole batch: the loss under the fixed draw of batch 0
+        with torch.no_grad(), fixed_randomness(model, torch.device("cpu"), 0):
+            ref = float(F.cross_entropy(model(x), y))
+        assert mean_loss(model, loss_fn, (x, y)) == pytest.approx(ref, rel=1e-14)
+        model.eval()
+        assert stochastic_modules(model) == []
+    # one layer: torch applies no dropout between layers
+    assert stochastic_modules(_Recurrent(layers=1)) == []
