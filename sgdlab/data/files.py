@@ -432,13 +432,19 @@ def _load_cifar(dataset: str, data_dir, *, seed: int, train_size, test_size, bal
     def part(name: str) -> tuple[np.ndarray, np.ndarray]:
         where = f"{loc}:{name}" if blobs is not None else str(loc / name)
         if binary:
-            return read_cifar_binary(blobs[name] if blobs is not None else loc / name,
+            x, y = read_cifar_binary(blobs[name] if blobs is not None else loc / name,
                                      label_bytes=spec["label_bytes"], label_index=label_index,
                                      where=where)
-        if blobs is not None:
+        elif blobs is not None:
             import io
-            return _parse_cifar_pickle(io.BytesIO(blobs[name]), where, key)
-        return read_cifar_batch(loc / name, key)
+            x, y = _parse_cifar_pickle(io.BytesIO(blobs[name]), where, key)
+        else:
+            x, y = read_cifar_batch(loc / name, key)
+        bad = np.flatnonzero((y < 0) | (y >= num_classes))
+        if bad.size:   # per file, so the message names the file that holds it
+            raise DataError(f"{dataset}: {where} holds label {int(y[bad[0]])} (of image "
+                            f"{int(bad[0])}, {bad.size} such), outside 0..{num_classes - 1}")
+        return x, y
 
     def read(names: list[str]) -> tuple[np.ndarray, np.ndarray]:
         parts = [part(n + (".bin" if binary else "")) for n in names]
@@ -454,8 +460,6 @@ def _load_cifar(dataset: str, data_dir, *, seed: int, train_size, test_size, bal
                             f"batches hold equally many (a file cut short?)")
         x = np.concatenate([a for a, _ in parts])
         y = np.concatenate([b for _, b in parts])
-        if y.size and (y.min() < 0 or y.max() >= num_classes):
-            raise DataError(f"{dataset}: labels in {loc} outside 0..{num_classes - 1}")
         return x, y
 
     x_tr, y_tr = read(spec["train"])

@@ -515,3 +515,13 @@ def test_an_unreadable_dataset_file_is_a_data_error_naming_it(tmp_path, monkeypa
     with pytest.raises(DataError, match=rf"^cannot read IDX file {tmp_path / 'm'}/t10k-images"
                                         r"-idx3-ubyte: Permission denied$"):
         load_dataset("mnist", data_dir=tmp_path / "m")
+
+
+def test_cifar_label_out_of_range_names_the_file_and_the_label(tmp_path):
+    # the message named the folder only ("labels in .../cifar-10-batches-py outside 0..9")
+    make_cifar10(tmp_path)
+    p = tmp_path / "cifar-10-batches-py" / "data_batch_4"
+    write_cifar_batch(p, np.zeros((10, 3, 32, 32), np.uint8), [0, 1, 2, 10, 4, 5, 6, 7, 8, 11])
+    with pytest.raises(DataError, match=rf"^cifar10: {p} holds label 10 \(of image 3, 2 such\), "
+                                        r"outside 0\.\.9$"):
+        load_dataset("cifar10", data_dir=tmp_path)
