@@ -3,9 +3,11 @@
 ``.tar.gz``).
 
 Files are looked up in the subdirectories the datasets are usually unpacked to
-(``data_dir/mnist``, ``data_dir/MNIST/raw`` as torchvision writes them, ``data_dir/fashion`` as
-the Fashion-MNIST repository has it, ``data_dir/cifar-10-batches-py``, ...) and then in
-``data_dir`` itself. IDX files may be gzip-compressed (``.gz``). MNIST and Fashion-MNIST label
+(``data_dir/mnist``, ``data_dir/MNIST/raw`` as torchvision writes them, ``data_dir/raw`` when
+``data_dir`` is torchvision's ``MNIST`` folder, ``data_dir/fashion`` as the Fashion-MNIST
+repository has it, ``data_dir/cifar-10-batches-py``, ...) and then in ``data_dir`` itself. IDX
+files may be gzip-compressed (``.gz``), or each lie in a folder of its own name (a ``.gz``
+unpacked "to a folder"). MNIST and Fashion-MNIST label
 files of the published sizes are recognised by their first labels, so one dataset's (or split's)
 files are not read as the other's.
 
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import gzip
 import math
+import os
 import pickle
 import zlib
 from pathlib import Path
@@ -97,11 +100,12 @@ def _idx_hint(path: Path, raw: bytes, gzipped: bool) -> str:
 
 _IDX_FILES = {"train_images": "train-images-idx3-ubyte", "train_labels": "train-labels-idx1-ubyte",
               "test_images": "t10k-images-idx3-ubyte", "test_labels": "t10k-labels-idx1-ubyte"}
-_IDX_SUBDIRS = {"mnist": ("mnist", "MNIST", "MNIST/raw", "mnist/raw"),
+# "raw": data_dir may be torchvision's own MNIST or FashionMNIST folder
+_IDX_SUBDIRS = {"mnist": ("mnist", "MNIST", "MNIST/raw", "mnist/raw", "raw"),
                 "fashion_mnist": ("fashion_mnist", "fashion-mnist", "FashionMNIST",
                                   "FashionMNIST/raw", "fashion-mnist/raw", "fashion_mnist/raw",
                                   # the layout of zalandoresearch/fashion-mnist (data/fashion)
-                                  "fashion", "data/fashion")}
+                                  "fashion", "data/fashion", "raw")}
 # (dataset, split) -> (number of labels, the first ten) of the published label files: a file of
 # the other dataset or split is recognised by them (no chance file has both)
 _IDX_LABEL_PRINTS = {
@@ -129,23 +133,36 @@ def _find_idx(root: Path, dataset: str) -> dict[str, Path]:
     dirs = [root / s for s in _IDX_SUBDIRS[dataset]] + [root]
 
     def found(d: Path, stem: str) -> Path | None:
-        return next((d / n for n in _idx_names(stem) if (d / n).is_file()), None)
+        names = _idx_names(stem)
+        # a .gz unpacked "to a folder" (7-Zip's default) gives train-images-idx3-ubyte/ holding
+        # the file of the same name
+        return next((p for n in names for p in [d / n] + [d / n / m for m in names]
+                     if p.is_file()), None)
+
+    def missing(d: Path, stem: str) -> str:
+        folder = next((d / n for n in _idx_names(stem) if (d / n).is_dir()), None)
+        return (f"{folder} (a folder, without the file {stem} in it)" if folder else
+                f"{d / stem} (or .gz)")
 
     for d in dirs:
         paths = {k: found(d, stem) for k, stem in _IDX_FILES.items()}
         if all(paths.values()):
             return paths  # type: ignore[return-value]
         if any(paths.values()):
-            missing = [_IDX_FILES[k] for k, v in paths.items() if v is None]
+            gone = [missing(d, _IDX_FILES[k]) for k, v in paths.items() if v is None]
             raise DataError(
                 f"{dataset}: {d} holds only some of the four IDX files: missing "
-                f"{', '.join(str(d / m) for m in missing)} (or .gz); download them from "
-                f"{_IDX_URLS[dataset]}")
+                f"{', '.join(gone)}; download them from {_IDX_URLS[dataset]}")
     stem = _IDX_FILES["train_images"]
     raise DataError(
         f"{dataset}: missing file {root / stem} (or {stem}.gz, also looked in "
         f"{', '.join(str(root / s) for s in _IDX_SUBDIRS[dataset])}); download the four IDX files "
         f"({', '.join(_IDX_FILES.values())}) from {_IDX_URLS[dataset]}")
+
+
+def _idx_folder(paths: dict[str, Path]) -> Path:
+    """The folder the four IDX files were found in (above any folder named like a file)."""
+    return Path(os.path.commonpath([str(p.parent) for p in paths.values()]))
 
 
 def _load_idx_dataset(dataset: str, data_dir, *, seed: int, train_size, test_size, balanced: bool,
@@ -179,7 +196,7 @@ def _load_idx_dataset(dataset: str, data_dir, *, seed: int, train_size, test_siz
                          arrays["test_images"][:, None], arrays["test_labels"], num_classes=10,
                          seed=seed, train_size=train_size, test_size=test_size, balanced=balanced,
                          normalize=normalize, flatten=flatten,
-                         source=f"IDX files in {paths['train_images'].parent}")
+                         source=f"IDX files in {_idx_folder(paths)}")
 
 
 def _finish_files(dataset: str, x_tr, y_tr, x_te, y_te, *, num_classes: int, seed: int,
@@ -523,7 +540,7 @@ def find_files(name: str, data_dir) -> str | None:
     dataset = name.strip().lower().replace("-", "_")
     if dataset in _IDX_SUBDIRS:
         paths = _find_idx(require_data_dir(data_dir, dataset), dataset)
-        return f"IDX files in {paths['train_images'].parent}"
+        return f"IDX files in {_idx_folder(paths)}"
     if dataset in _CIFAR:
         kind, loc, _ = _cifar_files(dataset, require_data_dir(data_dir, dataset))
         return f"CIFAR {kind.replace('-', ' ')} batches in {loc}"

@@ -525,3 +525,27 @@ def test_cifar_label_out_of_range_names_the_file_and_the_label(tmp_path):
     with pytest.raises(DataError, match=rf"^cifar10: {p} holds label 10 \(of image 3, 2 such\), "
                                         r"outside 0\.\.9$"):
         load_dataset("cifar10", data_dir=tmp_path)
+
+
+def test_idx_in_torchvisions_own_folder_and_in_folders_named_like_the_files(tmp_path):
+    # data_dir = torchvision's MNIST folder (the one holding raw/) was "missing file"
+    ref = make_idx_dir(tmp_path / "tv" / "MNIST" / "raw", seed=1)
+    ds = load_dataset("mnist", data_dir=tmp_path / "tv" / "MNIST", normalize="none")
+    np.testing.assert_array_equal(ds.x_train.numpy()[:, 0], ref["train_images"])
+    np.testing.assert_array_equal(ds.y_test.numpy(), ref["test_labels"])
+    # each .gz unpacked to a folder of its name (7-Zip's "extract to"): the file inside it
+    arrays = make_idx_dir(tmp_path / "flat", seed=2)
+    z = tmp_path / "7z"
+    for stem in IDX_NAMES.values():
+        (z / stem).mkdir(parents=True)
+        (tmp_path / "flat" / stem).rename(z / stem / stem)
+    ds = load_dataset("mnist", data_dir=z, normalize="none")
+    np.testing.assert_array_equal(ds.x_test.numpy()[:, 0], arrays["test_images"])
+    np.testing.assert_array_equal(ds.y_train.numpy(), arrays["train_labels"])
+    assert ds.meta["source"] == f"IDX files in {z}"
+    # such a folder without the file in it is named as a folder
+    stem = IDX_NAMES["test_labels"]
+    (z / stem / stem).unlink()
+    with pytest.raises(DataError, match=rf"missing {z / stem} \(a folder, without the file "
+                                        rf"{stem} in it\)"):
+        load_dataset("mnist", data_dir=z)
