@@ -53,6 +53,11 @@ TEXT_NAMES = ("pg2600.txt", "2600-0.txt", "2600.txt", "warpeace_input.txt",
 _PTB_FILES = {"train": "ptb.train.txt", "validation": "ptb.valid.txt", "test": "ptb.test.txt"}
 # Mikolov's simple-examples.tgz unpacks to simple-examples/data/ptb.*.txt
 _PTB_SUBDIRS = ("simple-examples/data", "ptb", "PTB", "data")
+# the same three files copied to penn/{train,valid,test}.txt by pytorch/examples'
+# word_language_model and salesforce/awd-lstm-lm's getdata.sh
+_PENN_FILES = {"train": "train.txt", "validation": "valid.txt", "test": "test.txt"}
+_PENN_SUBDIRS = ("penn", "data/penn")
+_PTB_ARCHIVE = "simple-examples.tgz"
 _PTB_URL = "http://www.fit.vutbr.cz/~imikolov/rnnlm/simple-examples.tgz (simple-examples/data)"
 EOS, UNK = "<eos>", "<unk>"
 
@@ -251,15 +256,21 @@ def load_text_chars(*, seed: int = 0, data_dir=None, path: str | None = None, se
 
 def ptb_files(data_dir: str | Path | None) -> dict[str, Path]:
     """The three PTB files (by split), all from one folder: Mikolov's ``simple-examples/data``
-    and the other usual sub-folders of ``data_dir`` first, then ``data_dir`` itself; a
-    :class:`DataError` naming what is missing where."""
+    and the other usual sub-folders of ``data_dir`` first, then ``data_dir`` itself, then the
+    copies ``penn/{train,valid,test}.txt`` (``data_dir/penn``, ``data_dir/data/penn``, or
+    ``data_dir`` when it is named ``penn``); a :class:`DataError` naming what is missing where
+    (or the unextracted ``simple-examples.tgz`` in ``data_dir``, with the command)."""
     if data_dir is None:
         raise DataError(f"dataset 'ptb' reads files: pass data_dir= (config key data.data_dir) "
                         f"pointing to the folder that holds {', '.join(_PTB_FILES.values())} "
                         f"({_PTB_URL}); text_words is a word-level set that needs no files")
     root = require_data_dir(data_dir, "ptb")
-    for d in [root / s for s in _PTB_SUBDIRS] + [root]:
-        paths = {k: d / n for k, n in _PTB_FILES.items()}
+    # train.txt and co. only in a folder named penn: elsewhere they may be any corpus
+    penn = [root / s for s in _PENN_SUBDIRS] + ([root] if root.name.lower() == "penn" else [])
+    candidates = ([(root / s, _PTB_FILES) for s in _PTB_SUBDIRS] + [(root, _PTB_FILES)]
+                  + [(d, _PENN_FILES) for d in penn])
+    for d, names in candidates:
+        paths = {k: d / n for k, n in names.items()}
         held = [k for k, p in paths.items() if p.is_file()]
         if len(held) == len(paths):
             return paths
@@ -267,9 +278,14 @@ def ptb_files(data_dir: str | Path | None) -> dict[str, Path]:
             missing = [str(p) for k, p in paths.items() if k not in held]
             raise DataError(f"ptb: {d} holds only some of the three files: missing "
                             f"{', '.join(missing)}; they come in {_PTB_URL}")
+    archive = root / _PTB_ARCHIVE
+    if archive.is_file():   # sgdlab reads the three text files, not the 34 MB archive
+        raise DataError(f"ptb: {archive} is not extracted: extract it (tar -xzf {archive} -C "
+                        f"{root}); the files are then read from {root / _PTB_SUBDIRS[0]}")
     raise DataError(f"ptb: missing files {', '.join(_PTB_FILES.values())} in {root} (also "
-                    f"looked in {', '.join(str(root / s) for s in _PTB_SUBDIRS)}); download "
-                    f"and extract {_PTB_URL}")
+                    f"looked in {', '.join(str(root / s) for s in _PTB_SUBDIRS)}; and for "
+                    f"{', '.join(_PENN_FILES.values())} in "
+                    f"{', '.join(str(d) for d in penn)}); download and extract {_PTB_URL}")
 
 
 def ptb_words(text: str) -> list[str]:
@@ -308,7 +324,7 @@ def load_ptb(*, seed: int = 0, data_dir=None, seq_len: int = 35, split: str = "t
              unknown: str = "error") -> Dataset:
     """Word-level Penn Treebank (thesis §3.3.4) from Mikolov's ``ptb.train.txt``,
     ``ptb.valid.txt`` and ``ptb.test.txt`` in ``data_dir`` (or its ``simple-examples/data``
-    or ``ptb`` folder), as Zaremba et al. (2014)'s reader reads them: one sentence per line,
+    or ``ptb`` folder; or as ``penn/train.txt`` etc.: :func:`ptb_files`), as Zaremba et al. (2014)'s reader reads them: one sentence per line,
     ``<unk>`` already in the text, each line's end an ``<eos>`` token. The vocabulary is the
     training file's words, most frequent first, ties alphabetical (10,000 on the real files;
     ``meta["vocabulary"]``); each file's token stream is cut into windows of ``seq_len`` words

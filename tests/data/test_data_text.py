@@ -287,3 +287,35 @@ def test_a_run_config_trains_on_text_chars(tmp_path, capsys):
     assert {"path", "seq_len", "split", "max_chars"} <= set(data["text_chars"]["properties"])
     assert {"seq_len", "split", "unknown"} <= set(data["ptb"]["properties"])
     assert {"n_lines", "line_length"} <= set(data["text_lines"]["properties"])
+
+
+def test_ptb_in_the_penn_folder_of_the_pytorch_examples_and_as_the_archive(tmp_path):
+    # pytorch/examples and awd-lstm-lm keep the three files as penn/{train,valid,test}.txt
+    write_ptb(tmp_path / "ref", PTB_TRAIN, PTB_VALID, PTB_TEST)
+    ref = load_dataset("ptb", data_dir=tmp_path / "ref", seq_len=2)
+    penn = tmp_path / "data" / "penn"
+    penn.mkdir(parents=True)
+    for name, text in (("train", PTB_TRAIN), ("valid", PTB_VALID), ("test", PTB_TEST)):
+        (penn / f"{name}.txt").write_text(text)
+    for root in (tmp_path, penn):
+        ds = load_dataset("ptb", data_dir=root, seq_len=2)
+        assert ds.meta["vocabulary"] == ref.meta["vocabulary"]
+        assert torch.equal(ds.x_train, ref.x_train) and torch.equal(ds.y_test, ref.y_test)
+        assert ds.meta["source"] == f"PTB files in {penn}"
+    # the same names outside a penn folder are not taken for PTB
+    (penn / "test.txt").rename(tmp_path / "other.txt")
+    with pytest.raises(DataError, match=rf"{penn} holds only some of the three files: "
+                                        rf"missing {penn / 'test.txt'}"):
+        load_dataset("ptb", data_dir=tmp_path)
+    for name in ("train", "valid"):
+        (penn / f"{name}.txt").rename(penn.parent / f"{name}.txt")
+    (tmp_path / "other.txt").rename(penn.parent / "test.txt")
+    with pytest.raises(DataError, match=r"missing files ptb.train.txt"):
+        load_dataset("ptb", data_dir=penn.parent)
+    # Mikolov's archive as downloaded: said to be extracted, with the command
+    (tmp_path / "simple-examples.tgz").write_bytes(b"\x1f\x8b")
+    with pytest.raises(DataError, match=rf"^ptb: {tmp_path / 'simple-examples.tgz'} is not "
+                                        rf"extracted: extract it \(tar -xzf .* -C {tmp_path}\); "
+                                        rf"the files are then read from "
+                                        rf"{tmp_path / 'simple-examples' / 'data'}$"):
+        load_dataset("ptb", data_dir=tmp_path)
