@@ -324,8 +324,9 @@ def load_ptb(*, seed: int = 0, data_dir=None, seq_len: int = 35, split: str = "t
              unknown: str = "error") -> Dataset:
     """Word-level Penn Treebank (thesis §3.3.4) from Mikolov's ``ptb.train.txt``,
     ``ptb.valid.txt`` and ``ptb.test.txt`` in ``data_dir`` (or its ``simple-examples/data``
-    or ``ptb`` folder; or as ``penn/train.txt`` etc.: :func:`ptb_files`), as Zaremba et al. (2014)'s reader reads them: one sentence per line,
-    ``<unk>`` already in the text, each line's end an ``<eos>`` token. The vocabulary is the
+    or ``ptb`` folder; or as ``penn/train.txt`` etc.: :func:`ptb_files`), as Zaremba et al.
+    (2014)'s reader reads them: one sentence per line, ``<unk>`` already in the text, each
+    line's end an ``<eos>`` token. The vocabulary is the
     training file's words, most frequent first, ties alphabetical (10,000 on the real files;
     ``meta["vocabulary"]``); each file's token stream is cut into windows of ``seq_len`` words
     (35, Zaremba et al.'s unroll). The Dataset's test tensors hold ``ptb.test.txt``, or
