@@ -361,34 +361,42 @@ _CIFAR = {
                 "train": [f"data_batch_{i}" for i in range(1, 6)], "test": ["test_batch"],
                 "published": {"train": 10000, "test": 10000},   # images per file
                 "archives": ("cifar-10-python.tar.gz", "cifar-10-binary.tar.gz"),
+                # a folder of data_dir named for the dataset, as one keeps several datasets
+                "dirs": ("cifar10", "CIFAR10", "cifar-10", "CIFAR-10"),
                 "url": "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"},
     "cifar100": {"subdir": "cifar-100-python", "bin_subdir": "cifar-100-binary",
                  "classes": 100, "key": b"fine_labels", "label_bytes": 2,
                  "train": ["train"], "test": ["test"],
                  "published": {"train": 50000, "test": 10000},
                  "archives": ("cifar-100-python.tar.gz", "cifar-100-binary.tar.gz"),
+                 "dirs": ("cifar100", "CIFAR100", "cifar-100", "CIFAR-100"),
                  "url": "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz"},
 }
 
 
-def _cifar_source(root: Path, spec: dict) -> tuple[str, Path]:
-    """(kind, location) of the first CIFAR layout found in ``root``: the extracted python
+def _cifar_source(root: Path, spec: dict) -> tuple[str, Path, Path]:
+    """(kind, location, folder) of the first CIFAR layout found in ``root`` or in its folder
+    named for the dataset (``root/cifar10``, ``root/CIFAR-10``, ...): the extracted python
     batches (``"python"``), the extracted binary version (``"binary"``), or one of the two
-    downloaded archives, read without extracting (``"python-archive"``, ``"binary-archive"``)."""
+    downloaded archives, read without extracting (``"python-archive"``, ``"binary-archive"``);
+    ``folder`` is the one of those two that holds it."""
     first = spec["train"][0]
-    for kind, base, name in (("python", root / spec["subdir"], first), ("python", root, first),
-                             ("binary", root / spec["bin_subdir"], first + ".bin"),
-                             ("binary", root, first + ".bin")):
-        if (base / name).is_file():
-            return kind, base
-    py_archive, bin_archive = (root / a for a in spec["archives"])
-    if py_archive.is_file():
-        return "python-archive", py_archive
-    if bin_archive.is_file():
-        return "binary-archive", bin_archive
+    folders = [root] + [root / s for s in spec["dirs"] if (root / s).is_dir()]
+    for base in folders:
+        for kind, loc, name in (("python", base / spec["subdir"], first), ("python", base, first),
+                                ("binary", base / spec["bin_subdir"], first + ".bin"),
+                                ("binary", base, first + ".bin")):
+            if (loc / name).is_file():
+                return kind, loc, base
+    for base in folders:
+        for kind, archive in zip(("python-archive", "binary-archive"), spec["archives"]):
+            if (base / archive).is_file():
+                return kind, base / archive, base
     raise DataError(f"missing file {root / spec['subdir'] / first}: put the CIFAR files in "
-                    f"{root}, extracted or as downloaded ({spec['url']}, "
-                    f"{spec['archives'][0]} or {spec['archives'][1]}, extracted or not)")
+                    f"{root} or in {root / spec['dirs'][0]}, extracted or as downloaded "
+                    f"({spec['url']}, {spec['archives'][0]} or {spec['archives'][1]}, "
+                    f"extracted or not; also looked in the folders "
+                    f"{', '.join(spec['dirs'][1:])} of {root})")
 
 
 def _cifar_files(dataset: str, root: Path) -> tuple[str, Path, list[str]]:
@@ -397,7 +405,7 @@ def _cifar_files(dataset: str, root: Path) -> tuple[str, Path, list[str]]:
     extracted layout, before any is read."""
     spec = _CIFAR[dataset]
     try:
-        kind, loc = _cifar_source(root, spec)
+        kind, loc, base = _cifar_source(root, spec)
     except DataError as e:
         raise DataError(f"{dataset}: {e}") from None
     binary = kind.startswith("binary")
@@ -405,7 +413,7 @@ def _cifar_files(dataset: str, root: Path) -> tuple[str, Path, list[str]]:
     for name in names if not kind.endswith("archive") else []:
         if not (loc / name).is_file():
             raise DataError(f"{dataset}: missing file {loc / name}; download and extract "
-                            f"{spec['url']} into {root}")
+                            f"{spec['url']} into {base}")
     return kind, loc, names
 
 
@@ -512,7 +520,9 @@ def load_cifar10(*, seed: int = 0, data_dir=None, train_size: int | None = None,
                  test_size: int | None = None, balanced: bool = True, normalize: str = "unit",
                  flatten: bool = False) -> Dataset:
     """CIFAR-10 from ``cifar-10-batches-py/data_batch_1..5, test_batch`` in ``data_dir``
-    (or the batches directly in it): 50,000 / 10,000 images, 3x32x32, 10 classes.
+    (or the batches directly in it, or either in ``data_dir/cifar10``; the binary version and
+    the downloaded archives too: :func:`_cifar_source`): 50,000 / 10,000 images, 3x32x32, 10
+    classes.
     Options as :func:`load_mnist`; ``normalize="standardize"`` uses per-channel train statistics,
     ``"imagenet"`` torchvision's ImageNet ones (for pretrained ImageNet weights)."""
     return _load_cifar("cifar10", data_dir, seed=seed, train_size=train_size,

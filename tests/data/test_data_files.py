@@ -549,3 +549,31 @@ def test_idx_in_torchvisions_own_folder_and_in_folders_named_like_the_files(tmp_
     with pytest.raises(DataError, match=rf"missing {z / stem} \(a folder, without the file "
                                         rf"{stem} in it\)"):
         load_dataset("mnist", data_dir=z)
+
+
+def test_cifar_in_a_folder_of_data_dir_named_for_the_dataset(tmp_path):
+    # data_dir/cifar10/cifar-10-batches-py (one data_dir for several datasets) was "missing"
+    import tarfile
+
+    x, y, xt = make_cifar10(tmp_path / "cifar10")
+    ds = load_dataset("cifar10", data_dir=tmp_path, normalize="none")
+    np.testing.assert_array_equal(ds.x_train.numpy(), x)
+    np.testing.assert_array_equal(ds.x_test.numpy(), xt)
+    np.testing.assert_array_equal(ds.y_train.numpy(), y)
+    where = tmp_path / "cifar10" / "cifar-10-batches-py"
+    assert ds.meta["source"] == f"CIFAR python batches in {where}"
+    # the download as it comes, in CIFAR-10/
+    (tmp_path / "CIFAR-10").mkdir()
+    with tarfile.open(tmp_path / "CIFAR-10" / "cifar-10-python.tar.gz", "w:gz") as tf:
+        tf.add(tmp_path / "cifar10" / "cifar-10-batches-py", arcname="cifar-10-batches-py")
+    (tmp_path / "cifar10" / "cifar-10-batches-py" / "data_batch_1").rename(tmp_path / "moved")
+    ds = load_dataset("cifar10", data_dir=tmp_path, normalize="none")
+    np.testing.assert_array_equal(ds.x_train.numpy(), x)
+    assert ds.meta["source"].startswith("CIFAR python archive batches in ")
+    # an extracted set missing a batch names it and its folder
+    (tmp_path / "moved").rename(tmp_path / "cifar10" / "cifar-10-batches-py" / "data_batch_1")
+    (tmp_path / "cifar10" / "cifar-10-batches-py" / "test_batch").unlink()
+    with pytest.raises(DataError, match=rf"^cifar10: missing file {tmp_path}/cifar10/cifar-10-"
+                                        rf"batches-py/test_batch; download and extract .* "
+                                        rf"into {tmp_path / 'cifar10'}$"):
+        load_dataset("cifar10", data_dir=tmp_path)
