@@ -130,7 +130,11 @@ def _find_idx(root: Path, dataset: str) -> dict[str, Path]:
     """The four IDX files, all from one folder: the dataset's own sub-folders first, then
     ``root`` itself (so MNIST files lying in ``root`` are not read as Fashion-MNIST when a
     ``FashionMNIST/raw`` folder is there; and train and test never come from two folders)."""
-    dirs = [root / s for s in _IDX_SUBDIRS[dataset]] + [root]
+    # raw/ of the other dataset's torchvision folder is not this dataset's
+    other = "fashion" if dataset == "mnist" else "mnist"
+    subdirs = [s for s in _IDX_SUBDIRS[dataset]
+               if s != "raw" or not root.name.lower().startswith(other)]
+    dirs = [root / s for s in subdirs] + [root]
 
     def found(d: Path, stem: str) -> Path | None:
         names = _idx_names(stem)
@@ -156,7 +160,7 @@ def _find_idx(root: Path, dataset: str) -> dict[str, Path]:
     stem = _IDX_FILES["train_images"]
     raise DataError(
         f"{dataset}: missing file {root / stem} (or {stem}.gz, also looked in "
-        f"{', '.join(str(root / s) for s in _IDX_SUBDIRS[dataset])}); download the four IDX files "
+        f"{', '.join(str(root / s) for s in subdirs)}); download the four IDX files "
         f"({', '.join(_IDX_FILES.values())}) from {_IDX_URLS[dataset]}")
 
 

@@ -533,6 +533,12 @@ def test_idx_in_torchvisions_own_folder_and_in_folders_named_like_the_files(tmp_
     ds = load_dataset("mnist", data_dir=tmp_path / "tv" / "MNIST", normalize="none")
     np.testing.assert_array_equal(ds.x_train.numpy()[:, 0], ref["train_images"])
     np.testing.assert_array_equal(ds.y_test.numpy(), ref["test_labels"])
+    # the raw/ of the other dataset's folder is not taken
+    make_idx_dir(tmp_path / "tv" / "FashionMNIST" / "raw")
+    with pytest.raises(DataError, match=r"^fashion_mnist: missing file .*MNIST/train-images"):
+        load_dataset("fashion_mnist", data_dir=tmp_path / "tv" / "MNIST")
+    with pytest.raises(DataError, match=r"^mnist: missing file .*FashionMNIST/train-images"):
+        load_dataset("mnist", data_dir=tmp_path / "tv" / "FashionMNIST")
     # each .gz unpacked to a folder of its name (7-Zip's "extract to"): the file inside it
     arrays = make_idx_dir(tmp_path / "flat", seed=2)
     z = tmp_path / "7z"
