@@ -411,7 +411,13 @@ def _cifar_files(dataset: str, root: Path) -> tuple[str, Path, list[str]]:
     try:
         kind, loc, base = _cifar_source(root, spec)
     except DataError as e:
-        raise DataError(f"{dataset}: {e}") from None
+        other = "cifar100" if dataset == "cifar10" else "cifar10"
+        try:   # the other CIFAR's files where these were looked for: name them
+            held = _cifar_source(root, _CIFAR[other])[1]
+        except DataError:
+            raise DataError(f"{dataset}: {e}") from None
+        raise DataError(f"{dataset}: {e}. {held} holds {other}'s files: load the dataset "
+                        f"{other!r}, or put {dataset}'s beside them") from None
     binary = kind.startswith("binary")
     names = [n + (".bin" if binary else "") for n in spec["train"] + spec["test"]]
     for name in names if not kind.endswith("archive") else []:

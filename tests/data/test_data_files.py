@@ -583,3 +583,19 @@ def test_cifar_in_a_folder_of_data_dir_named_for_the_dataset(tmp_path):
                                         rf"batches-py/test_batch; download and extract .* "
                                         rf"into {tmp_path / 'cifar10'}$"):
         load_dataset("cifar10", data_dir=tmp_path)
+
+
+def test_cifar_of_the_other_kind_where_the_files_were_looked_for_is_named(tmp_path):
+    # cifar10 on a folder of CIFAR-100 said only "missing file ...data_batch_1"
+    d = tmp_path / "cifar-100-python"
+    d.mkdir()
+    x, fine, coarse = _cifar100_samples()
+    for name in ("train", "test"):
+        write_cifar_batch(d / name, x, fine, key=b"fine_labels", extra={b"coarse_labels": coarse})
+    with pytest.raises(DataError, match=rf"^cifar10: missing file .*data_batch_1.*\. {d} holds "
+                                        r"cifar100's files: load the dataset 'cifar100'"):
+        load_dataset("cifar10", data_dir=tmp_path)
+    make_cifar10(tmp_path / "ten")
+    with pytest.raises(DataError, match=rf"^cifar100: missing file .*\. {tmp_path}/ten/cifar-10-"
+                                        r"batches-py holds cifar10's files"):
+        load_dataset("cifar100", data_dir=tmp_path / "ten")
