@@ -1,4 +1,5 @@
-"""Loaders for dataset files the user downloaded: MNIST / Fashion-MNIST (IDX) and CIFAR-10/100
+"""Loaders for dataset files the user downloaded: MNIST / Fashion-MNIST (IDX; MNIST also as
+Keras' ``mnist.npz``, read without pickles) and CIFAR-10/100
 (the python pickle batches or the binary version, extracted or still in the downloaded
 ``.tar.gz``).
 
@@ -120,16 +121,24 @@ _IDX_URLS = {"mnist": "https://yann.lecun.com/exdb/mnist/ (or a mirror, e.g. "
                               "(data/fashion/*.gz)"}
 
 
+# Keras' copy (keras.datasets.mnist.load_data keeps ~/.keras/datasets/mnist.npz); its
+# Fashion-MNIST is the four .gz IDX files in fashion-mnist/, found as such
+_KERAS_NPZ = {"mnist": "mnist.npz"}
+_NPZ_KEYS = {"train_images": "x_train", "train_labels": "y_train", "test_images": "x_test",
+             "test_labels": "y_test"}
+
+
 def _idx_names(stem: str) -> list[str]:
     # "train-images.idx3-ubyte" (dot) is how some mirrors name the same files
     dotted = stem.replace("-idx", ".idx")
     return [stem, stem + ".gz", dotted, dotted + ".gz"]
 
 
-def _find_idx(root: Path, dataset: str) -> dict[str, Path]:
+def _find_idx(root: Path, dataset: str) -> dict[str, Path] | Path:
     """The four IDX files, all from one folder: the dataset's own sub-folders first, then
     ``root`` itself (so MNIST files lying in ``root`` are not read as Fashion-MNIST when a
-    ``FashionMNIST/raw`` folder is there; and train and test never come from two folders)."""
+    ``FashionMNIST/raw`` folder is there; and train and test never come from two folders).
+    Without them, the path of Keras' ``mnist.npz`` in ``root`` when there is one."""
     # raw/ of the other dataset's torchvision folder is not this dataset's
     other = "fashion" if dataset == "mnist" else "mnist"
     subdirs = [s for s in _IDX_SUBDIRS[dataset]
@@ -157,11 +166,45 @@ def _find_idx(root: Path, dataset: str) -> dict[str, Path]:
             raise DataError(
                 f"{dataset}: {d} holds only some of the four IDX files: missing "
                 f"{', '.join(gone)}; download them from {_IDX_URLS[dataset]}")
+    npz = root / _KERAS_NPZ[dataset] if dataset in _KERAS_NPZ else None
+    if npz is not None and npz.is_file():
+        return npz
     stem = _IDX_FILES["train_images"]
+    keras = f", or Keras' {npz.name} in {root}" if npz is not None else ""
     raise DataError(
         f"{dataset}: missing file {root / stem} (or {stem}.gz, also looked in "
-        f"{', '.join(str(root / s) for s in subdirs)}); download the four IDX files "
+        f"{', '.join(str(root / s) for s in subdirs)}{keras}); download the four IDX files "
         f"({', '.join(_IDX_FILES.values())}) from {_IDX_URLS[dataset]}")
+
+
+def _read_keras_npz(path: Path) -> dict[str, np.ndarray]:
+    """The four arrays of Keras' ``mnist.npz`` (``x_train`` uint8 (N, 28, 28), ``y_train``
+    (N,), ``x_test``, ``y_test``) by the keys of the IDX files; read without pickles, so an
+    object array in the file is refused. A :class:`DataError` naming the file and the key."""
+    import zipfile
+
+    try:
+        f = np.load(path, allow_pickle=False)
+        if not hasattr(f, "files"):   # a bare .npy saved under the name: an array, no file
+            raise DataError(f"malformed {path}: one array, not the archive of "
+                            f"{', '.join(_NPZ_KEYS.values())}")
+        with f:
+            missing = [k for k in _NPZ_KEYS.values() if k not in f.files]
+            if missing:
+                raise DataError(f"malformed {path}: no array(s) {', '.join(missing)}; has "
+                                f"{', '.join(f.files) or 'none'}")
+            arrays = {k: f[key] for k, key in _NPZ_KEYS.items()}
+    except DataError:
+        raise
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+        problem = file_problem(e) if isinstance(e, OSError) and e.errno is not None else e
+        raise DataError(f"cannot read {path}: {problem}") from None
+    for k, a in arrays.items():
+        ndim = 3 if k.endswith("images") else 1
+        if a.dtype != np.uint8 or a.ndim != ndim:
+            raise DataError(f"malformed {path}: {_NPZ_KEYS[k]} must be uint8 with {ndim} "
+                            f"dimension(s), got {a.dtype} {a.shape}")
+    return arrays
 
 
 def _idx_folder(paths: dict[str, Path]) -> Path:
@@ -172,9 +215,16 @@ def _idx_folder(paths: dict[str, Path]) -> Path:
 def _load_idx_dataset(dataset: str, data_dir, *, seed: int, train_size, test_size, balanced: bool,
                       normalize: str, flatten: bool) -> Dataset:
     root = require_data_dir(data_dir, dataset)
-    paths = _find_idx(root, dataset)
-    arrays = {k: read_idx(p, expect_ndim=3 if k.endswith("images") else 1, expect_ubyte=True)
-              for k, p in paths.items()}
+    found = _find_idx(root, dataset)
+    if isinstance(found, Path):
+        arrays = _read_keras_npz(found)
+        paths = {k: f"{found} ({key})" for k, key in _NPZ_KEYS.items()}  # for the messages
+        source = f"Keras' {found}"
+    else:
+        arrays = {k: read_idx(p, expect_ndim=3 if k.endswith("images") else 1,
+                              expect_ubyte=True) for k, p in found.items()}
+        paths = {k: str(p) for k, p in found.items()}
+        source = f"IDX files in {_idx_folder(found)}"
     for split in ("train", "test"):
         xi, yi = arrays[f"{split}_images"], arrays[f"{split}_labels"]
         if len(xi) == 0:
@@ -199,8 +249,7 @@ def _load_idx_dataset(dataset: str, data_dir, *, seed: int, train_size, test_siz
     return _finish_files(dataset, arrays["train_images"][:, None], arrays["train_labels"],
                          arrays["test_images"][:, None], arrays["test_labels"], num_classes=10,
                          seed=seed, train_size=train_size, test_size=test_size, balanced=balanced,
-                         normalize=normalize, flatten=flatten,
-                         source=f"IDX files in {_idx_folder(paths)}")
+                         normalize=normalize, flatten=flatten, source=source)
 
 
 def _finish_files(dataset: str, x_tr, y_tr, x_te, y_te, *, num_classes: int, seed: int,
@@ -222,7 +271,8 @@ def _finish_files(dataset: str, x_tr, y_tr, x_te, y_te, *, num_classes: int, see
 def load_mnist(*, seed: int = 0, data_dir=None, train_size: int | None = None,
                test_size: int | None = None, balanced: bool = True, normalize: str = "unit",
                flatten: bool = False) -> Dataset:
-    """MNIST from the four IDX files in ``data_dir`` (60,000 / 10,000 images, 1x28x28).
+    """MNIST from the four IDX files in ``data_dir`` (60,000 / 10,000 images, 1x28x28), or
+    without them from Keras' ``mnist.npz`` there (``~/.keras/datasets``).
 
     ``train_size`` / ``test_size`` take a seeded subset (class-balanced unless
     ``balanced=False``); ``None`` keeps all. ``normalize``: ``"unit"`` ([0, 1], default),
@@ -559,8 +609,9 @@ def find_files(name: str, data_dir) -> str | None:
     dataset that reads no files here (the text datasets' file is an option, ``path``)."""
     dataset = name.strip().lower().replace("-", "_")
     if dataset in _IDX_SUBDIRS:
-        paths = _find_idx(require_data_dir(data_dir, dataset), dataset)
-        return f"IDX files in {_idx_folder(paths)}"
+        found = _find_idx(require_data_dir(data_dir, dataset), dataset)
+        return (f"Keras' {found}" if isinstance(found, Path) else
+                f"IDX files in {_idx_folder(found)}")
     if dataset in _CIFAR:
         kind, loc, _ = _cifar_files(dataset, require_data_dir(data_dir, dataset))
         return f"CIFAR {kind.replace('-', ' ')} batches in {loc}"

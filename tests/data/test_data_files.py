@@ -599,3 +599,47 @@ def test_cifar_of_the_other_kind_where_the_files_were_looked_for_is_named(tmp_pa
     with pytest.raises(DataError, match=rf"^cifar100: missing file .*\. {tmp_path}/ten/cifar-10-"
                                         r"batches-py holds cifar10's files"):
         load_dataset("cifar100", data_dir=tmp_path / "ten")
+
+
+def test_mnist_from_keras_npz_when_no_idx_files(tmp_path):
+    # ~/.keras/datasets/mnist.npz (keras.datasets.mnist) was "missing file ...idx3-ubyte"
+    rng = np.random.default_rng(3)
+    a = {"x_train": rng.integers(0, 256, (30, 28, 28), dtype=np.uint8),
+         "y_train": (np.arange(30) % 10).astype(np.uint8),
+         "x_test": rng.integers(0, 256, (10, 28, 28), dtype=np.uint8),
+         "y_test": (np.arange(10)[::-1]).astype(np.uint8)}
+    p = tmp_path / "mnist.npz"
+    np.savez_compressed(p, **a)
+    ds = load_dataset("mnist", data_dir=tmp_path, normalize="none")
+    np.testing.assert_array_equal(ds.x_train.numpy()[:, 0], a["x_train"])
+    np.testing.assert_array_equal(ds.x_test.numpy()[:, 0], a["x_test"])
+    np.testing.assert_array_equal(ds.y_train.numpy(), a["y_train"])
+    np.testing.assert_array_equal(ds.y_test.numpy(), a["y_test"])
+    assert ds.meta["source"] == f"Keras' {p}" and ds.y_train.dtype == torch.int64
+    # IDX files, when there are, come first
+    arrays = make_idx_dir(tmp_path / "MNIST" / "raw")
+    ds = load_dataset("mnist", data_dir=tmp_path, normalize="none")
+    np.testing.assert_array_equal(ds.y_test.numpy(), arrays["test_labels"])
+    (tmp_path / "MNIST").rename(tmp_path / "elsewhere")
+    # malformed: counts, an object array (never unpickled), not an archive, not a zip
+    np.savez(p, **{**a, "y_test": a["y_test"][:-1]})
+    with pytest.raises(DataError, match=rf"{p} \(x_test\) has 10 images but {p} \(y_test\) has "
+                                        r"9 labels"):
+        load_dataset("mnist", data_dir=tmp_path)
+    np.savez(p, **{**a, "y_train": np.array([None] * 30)})
+    with pytest.raises(DataError, match=rf"^cannot read {p}: Object arrays cannot be loaded"):
+        load_dataset("mnist", data_dir=tmp_path)
+    with open(p, "wb") as f:
+        np.save(f, a["x_train"])
+    with pytest.raises(DataError, match=rf"^malformed {p}: one array, not the archive"):
+        load_dataset("mnist", data_dir=tmp_path)
+    p.write_bytes(b"<html>")
+    with pytest.raises(DataError, match=rf"^cannot read {p}"):
+        load_dataset("mnist", data_dir=tmp_path)
+    np.savez(p, **{**a, "x_train": a["x_train"].astype(np.float32)})
+    with pytest.raises(DataError, match=r"x_train must be uint8 with 3 dimension\(s\), got "
+                                        r"float32"):
+        load_dataset("mnist", data_dir=tmp_path)
+    p.unlink()
+    with pytest.raises(DataError, match=rf"or Keras' mnist.npz in {tmp_path}\)"):
+        load_dataset("mnist", data_dir=tmp_path)
