@@ -207,6 +207,19 @@ def _read_keras_npz(path: Path) -> dict[str, np.ndarray]:
     return arrays
 
 
+def _read_idx_beside_gz(path: Path, ndim: int) -> np.ndarray:
+    """:func:`read_idx`; a malformed file that has its ``.gz`` beside it (torchvision keeps
+    both) is said to be a decompression cut short, with the fix."""
+    try:
+        return read_idx(path, expect_ndim=ndim, expect_ubyte=True)
+    except DataError as e:
+        gz = path.with_name(path.name + ".gz")
+        if not gz.is_file() or not str(e).startswith("malformed"):
+            raise
+        raise DataError(f"{e} ({gz} lies beside it: a decompression cut short? Delete "
+                        f"{path.name} to read the .gz, or decompress it again)") from None
+
+
 def _idx_folder(paths: dict[str, Path]) -> Path:
     """The folder the four IDX files were found in (above any folder named like a file)."""
     return Path(os.path.commonpath([str(p.parent) for p in paths.values()]))
@@ -221,8 +234,8 @@ def _load_idx_dataset(dataset: str, data_dir, *, seed: int, train_size, test_siz
         paths = {k: f"{found} ({key})" for k, key in _NPZ_KEYS.items()}  # for the messages
         source = f"Keras' {found}"
     else:
-        arrays = {k: read_idx(p, expect_ndim=3 if k.endswith("images") else 1,
-                              expect_ubyte=True) for k, p in found.items()}
+        arrays = {k: _read_idx_beside_gz(p, 3 if k.endswith("images") else 1)
+                  for k, p in found.items()}
         paths = {k: str(p) for k, p in found.items()}
         source = f"IDX files in {_idx_folder(found)}"
     for split in ("train", "test"):

@@ -643,3 +643,17 @@ def test_mnist_from_keras_npz_when_no_idx_files(tmp_path):
     p.unlink()
     with pytest.raises(DataError, match=rf"or Keras' mnist.npz in {tmp_path}\)"):
         load_dataset("mnist", data_dir=tmp_path)
+
+
+def test_idx_file_cut_short_beside_its_gz_says_so(tmp_path):
+    # torchvision keeps X and X.gz; an interrupted decompression left X short, read first
+    arrays = make_idx_dir(tmp_path, gz=True)
+    raw = tmp_path / IDX_NAMES["train_images"]
+    raw.write_bytes(gzip.decompress((tmp_path / (raw.name + ".gz")).read_bytes())[:-100])
+    with pytest.raises(DataError, match=rf"^malformed IDX file {raw}: header says .* \({raw}.gz "
+                                        rf"lies beside it: a decompression cut short\? Delete "
+                                        rf"{raw.name} to read the .gz"):
+        load_dataset("mnist", data_dir=tmp_path)
+    raw.unlink()
+    ds = load_dataset("mnist", data_dir=tmp_path, normalize="none")
+    np.testing.assert_array_equal(ds.x_train.numpy()[:, 0], arrays["train_images"])
