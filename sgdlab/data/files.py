@@ -614,12 +614,13 @@ def load_cifar100(*, seed: int = 0, data_dir=None, train_size: int | None = None
                        flatten=flatten, labels=labels)
 
 
-def find_files(name: str, data_dir) -> str | None:
+def find_files(name: str, data_dir, path=None) -> str | None:
     """Where the files of dataset ``name`` lie in ``data_dir`` (``"IDX files in DIR"``,
-    ``"CIFAR python batches in DIR"``, ``"PTB files in DIR"``), looked up as loading it looks
-    them up but without reading them (an archive's members are not checked); a
-    :class:`DataError` with the message loading would give when one is missing. None for a
-    dataset that reads no files here (the text datasets' file is an option, ``path``)."""
+    ``"CIFAR python batches in DIR"``, ``"PTB files in DIR"``, ``"text file PATH"``), looked
+    up as loading it looks them up but without reading them (an archive's members are not
+    checked); a :class:`DataError` with the message loading would give when one is missing.
+    ``path``: the text datasets' option of that name. ``"the bundled corpus"`` for a text
+    dataset given neither; None for a dataset that reads no files."""
     dataset = name.strip().lower().replace("-", "_")
     if dataset in _IDX_SUBDIRS:
         found = _find_idx(require_data_dir(data_dir, dataset), dataset)
@@ -628,8 +629,16 @@ def find_files(name: str, data_dir) -> str | None:
     if dataset in _CIFAR:
         kind, loc, _ = _cifar_files(dataset, require_data_dir(data_dir, dataset))
         return f"CIFAR {kind.replace('-', ' ')} batches in {loc}"
-    if dataset == "ptb":
-        from .text import ptb_files
+    from .text import TEXT_DATASETS, ptb_files, text_file
 
+    if dataset == "ptb":
         return f"PTB files in {ptb_files(data_dir)['train'].parent}"
+    if dataset in TEXT_DATASETS:
+        # War and Peace from data_dir at paper scale: a plan said "found" without looking
+        f = text_file(dataset, path, data_dir)
+        if f is None:
+            return "the bundled corpus"
+        if not f.is_file():
+            raise DataError(f"{dataset}: text file not found: {f}")
+        return f"text file {f}"
     return None

@@ -42,6 +42,9 @@ from ._common import check_int, require_data_dir
 from .base import Dataset
 from .registry import register_dataset
 
+#: the datasets that read one text file (``path`` / ``data_dir``) or the bundled corpus
+TEXT_DATASETS = ("text_chars", "text_words", "text_lines")
+
 #: the values of the ``split`` option: which held-out part a Dataset's test tensors hold
 SPLITS = ("test", "validation")
 

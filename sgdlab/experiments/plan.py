@@ -289,7 +289,8 @@ def data_needs(runs: list[RunSpec], stored: set[str]) -> tuple[list[str], list[D
             names += [name] if name not in names else []
             loader = DATASETS.get(name.strip().lower().replace("-", "_"))
             if loader is not None and "data_dir" in inspect.signature(loader).parameters:
-                hits.append(need(name, where, lambda n=name, d=where: _look_up(n, d)))
+                hits.append(need(name, where, lambda n=name, d=where, f=ds.get("path"):
+                                 _look_up(n, d, f)))
         model = r.params.get("model")
         if isinstance(model, dict) and model.get("name") == "musso-vgg16" \
                 and isinstance(model.get("weights"), str):
@@ -303,11 +304,11 @@ def data_needs(runs: list[RunSpec], stored: set[str]) -> tuple[list[str], list[D
     return names, list(needs.values())
 
 
-def _look_up(name: str, data_dir: str | None) -> str | None:
+def _look_up(name: str, data_dir: str | None, path: str | None = None) -> str | None:
     from sgdlab.data.files import find_files
 
     try:
-        return find_files(name, data_dir)
+        return find_files(name, data_dir, path)
     except UserError:
         if data_dir is not None:
             raise

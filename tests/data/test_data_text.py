@@ -319,3 +319,16 @@ def test_ptb_in_the_penn_folder_of_the_pytorch_examples_and_as_the_archive(tmp_p
                                         rf"the files are then read from "
                                         rf"{tmp_path / 'simple-examples' / 'data'}$"):
         load_dataset("ptb", data_dir=tmp_path)
+
+
+def test_find_files_looks_up_the_text_file_as_loading_does(tmp_path):
+    # a plan said "found (not looked up)" for text_chars in a data_dir without War and Peace,
+    # and the run failed later
+    with pytest.raises(DataError, match=rf"^text_chars: no text file in {tmp_path} "):
+        find_files("text_chars", tmp_path)
+    assert find_files("text_words", None) == "the bundled corpus"
+    (tmp_path / "pg2600.txt").write_text("War and Peace\n")
+    assert find_files("text_chars", tmp_path) == f"text file {tmp_path / 'pg2600.txt'}"
+    with pytest.raises(DataError, match=rf"^text_lines: text file not found: "
+                                        rf"{tmp_path / 'other.txt'}$"):
+        find_files("text_lines", str(tmp_path), "other.txt")

@@ -98,3 +98,19 @@ def test_a_dataset_given_no_folder_stops_a_ray_run_too(tmp_path, no_ray):
     assert plan.problems == [plan.files[0].problem]
     assert "the experiment gives it no folder" in plan.problems[0]
 
+
+
+def test_the_plan_looks_up_a_text_datasets_file_with_its_path_option(tmp_path):
+    # text_chars with data_dir was "found (not looked up)"; its path option picks the file
+    from types import SimpleNamespace
+
+    from sgdlab.experiments.plan import data_needs
+
+    (tmp_path / "a.txt").write_text("one\n")
+    (tmp_path / "b.txt").write_text("two\n")
+    ds = {"name": "text_chars", "data_dir": str(tmp_path)}
+    _, (need,) = data_needs([SimpleNamespace(key="k", params={"dataset": ds})], set())
+    assert need.found is None and "several .txt files (a.txt, b.txt)" in need.problem
+    ds = {**ds, "path": "b.txt"}
+    _, (need,) = data_needs([SimpleNamespace(key="k", params={"dataset": ds})], set())
+    assert need.found == f"text file {tmp_path / 'b.txt'}" and need.problem is None
