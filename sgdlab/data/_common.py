@@ -21,6 +21,9 @@ def require_data_dir(data_dir: str | Path | None, name: str) -> Path:
         raise DataError(f"dataset {name!r} reads files: pass data_dir= (config key data.data_dir) "
                         f"pointing to the directory that holds them")
     d = Path(data_dir).expanduser()
+    if d.is_file():   # e.g. the downloaded archive itself
+        raise DataError(f"data_dir for dataset {name!r} is a file, not a folder: {d}; give the "
+                        f"folder that holds it ({d.parent})")
     if not d.is_dir():
         raise DataError(f"data_dir for dataset {name!r} does not exist or is not a directory: {d}")
     return d
@@ -46,7 +49,7 @@ def seeded_indices(labels: np.ndarray, n: int | None, seed: int, *, balanced: bo
         return np.arange(total)
     check_int(what, n, minimum=1)  # an empty split fails only later, in training
     if n > total:
-        raise UserError(f"{what} size {n} is larger than the {total} available examples")
+        raise UserError(f"{what} {n} is larger than the {total} available examples")
     rng = np.random.default_rng(seed)
     if not balanced:
         if n == total:
