@@ -338,7 +338,8 @@ def _double_well(args, out: Path) -> dict:
         name = f"λ={lam:g}"
         hists[name] = counts / chains
         rest[name] = dw.drift_zeros()
-        ang[name] = (float(w.mean()), dw.mean_angular_velocity())
+        ang[name] = (float(w.mean()), dw.mean_angular_velocity(),
+                     float(w.std() / max(1, w.numel()) ** 0.5))
         rows.append({"lambda": lam, "total_variation": tv,
                      "angular_velocity_mean": float(w.mean()),
                      "angular_velocity_drift_estimate": float(rate.mean()),
@@ -349,7 +350,8 @@ def _double_well(args, out: Path) -> dict:
         print(f"λ={lam:<4g} TV(hist, e^-Φ) on 11x8 bins = {tv:.3f}; mean angular velocity: "
               f"winding {float(w.mean()):+.3f}, E[(x×b)/|x|²] {float(rate.mean()):+.3f}, "
               f"exact {dw.mean_angular_velocity():+.3f}; drift zeros {zeros}")
-    fig = double_well_figure(e1, e2, hists, stationary, rest, ang)
+    fig = double_well_figure(e1, e2, hists, stationary, rest, ang,
+                             title=f"{chains} chains, seed {args.seed}")
     return {"rows": rows, "chains": chains, "figures": [_save(out, "double_well.png", fig)]}
 
 

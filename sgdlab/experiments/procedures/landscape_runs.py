@@ -242,8 +242,12 @@ def zhu_escape_analysis(spec, runs) -> Analysis:
 
             arr = np.array([r.data["sharpness"] for r in rs], float)
             series[names[m]] = (r0.data["sharpness_steps"], arr.mean(0).tolist(), None)
-    f2 = curves(series, xlabel="iteration", ylabel="expected sharpness",
-                title="Expected sharpness (σ, M as configured)")
+    reps = sum(int(r.summary.get("repetitions", 0)) for r in runs) // max(1, len(runs))
+    seeds = max(len(rs) for rs in groups.values())
+    f2 = curves(series, xlabel="iteration", ylabel="E[L(w + ν)] − L(w)", logy=True,
+                title=f"expected sharpness, ν ~ N(0, s²I), s = "
+                      f"{runs[0].params.get('sharpness_sigma', 0.1):g}\nmean over "
+                      f"{reps} repetitions × {seeds} seed{'s' if seeds > 1 else ''}")
     figs = [("escape_success", f1), ("escape_sharpness", f2)]
     if runs[0].data.get("trajectories"):
         fig, axes = panels(len(groups))
@@ -256,7 +260,7 @@ def zhu_escape_analysis(spec, runs) -> Analysis:
             ax.plot(*d["flat_minimum"], "ks", label="flat min")
             ax.set_title(names[m] + (f", seed {rs[0].seed}" if len(rs) > 1 else ""), fontsize=9)
             ax.set(xlabel="w₁", ylabel="w₂")      # the paper's L(w₁, w₂), App. B
-        axes[0].legend(fontsize=7, title="one line per run", title_fontsize=7)
+        axes[0].legend(fontsize=7, title="one line per repetition", title_fontsize=7)
         fig.tight_layout()
         figs.append(("escape_trajectories", fig))
     concl = []
@@ -614,6 +618,14 @@ def _se_of_mean(runs) -> float:
     return math.sqrt(sum(x * x for x in se)) / len(se) if se else float("nan")
 
 
+def _chains_of(runs) -> str:
+    """Which seeds' chains a histogram holds, for a figure's title."""
+    seeds = sorted({r.seed for r in runs})
+    many = len(seeds) > 1
+    return (f"histograms of the chains of seed{'s' if many else ''} "
+            f"{', '.join(map(str, seeds))}{' pooled' if many else ''}")
+
+
 def _orbit_kind(s: dict[str, Any], rest_speed: float, cycle_ratio: float) -> str:
     """What the noiseless trajectories of one λ do: "rest" (all end at a zero of the drift),
     "cycle" (all keep turning at a constant, non-zero radius) or "spiral" (they turn while
@@ -657,7 +669,7 @@ def double_well_analysis(spec, runs) -> Analysis:
         hists[g] = np.mean([np.asarray(r.data["histogram"], float) for r in rs], axis=0)
         stationary = r0.data["stationary"]
         rest[g] = zeros
-        ang[g] = (w, w_exact)
+        ang[g] = (w, w_exact, _se_of_mean(rs))
         concl.append(Conclusion(
             f"{g}: total variation between the histogram of X and e^(−Φ) = {tv:.3f}",
             agrees_with_paper=decided(tv < tv_max, tv),
@@ -709,7 +721,8 @@ def double_well_analysis(spec, runs) -> Analysis:
     first = runs[0].data
     fig = double_well_figure(np.asarray(first["edges1"]), np.asarray(first["edges2"]),
                              {k: np.asarray(v) for k, v in hists.items()},
-                             np.asarray(stationary), rest, ang)
+                             np.asarray(stationary), rest, ang,
+                             title=_chains_of(runs))
     table = Table("double_well", ["λ", "TV(histogram, e^-Φ)", "mean angular velocity",
                                   "closed form", "zeros of the drift", "noiseless flow",
                                   "final radius (noiseless)"], rows)

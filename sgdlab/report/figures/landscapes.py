@@ -12,9 +12,10 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.lines import Line2D  # noqa: E402
 
 __all__ = ["escape_figure", "ou_figure", "double_well_figure", "pspin_figure", "pde_figure",
-           "perceptron_figure"]
+           "perceptron_figure", "smoothing_colour"]
 
 Array = np.ndarray
 
@@ -75,12 +76,14 @@ def ou_figure(ratios: Sequence[float], measured: Sequence[float], stderr: Sequen
 def double_well_figure(
     edges1: Array, edges2: Array, histograms: Mapping[str, Array], stationary: Array,
     resting_points: Mapping[str, Sequence[Sequence[float] | None]],
-    angular: Mapping[str, tuple[float, float]],
+    angular: Mapping[str, tuple[float, ...]], *, title: str | None = None,
 ) -> plt.Figure:
     """Histogram of X per λ against e^{−Φ} (contours) with the drift's resting points, and the
-    measured vs exact mean angular velocity."""
+    measured vs exact mean angular velocity (``angular[name]``: (measured, closed form) or
+    (measured, closed form, standard error), the error drawn as ±2 s.e.). ``title``: which
+    seeds' chains the histograms hold."""
     n = len(histograms)
-    fig, axes = plt.subplots(1, n + 1, figsize=(4.2 * (n + 1), 4))
+    fig, axes = plt.subplots(1, n + 1, figsize=(4.2 * (n + 1), 4.3), constrained_layout=True)
     c1 = (edges1[:-1] + edges1[1:]) / 2
     c2 = (edges2[:-1] + edges2[1:]) / 2
     for ax, (name, h) in zip(axes, histograms.items()):
@@ -89,18 +92,26 @@ def double_well_figure(
         for p in resting_points.get(name, []):
             if p is not None:
                 ax.plot(*p, "r*", ms=10)
-        ax.set(title=f"{name}: histogram vs e^(−Φ)", xlabel="x1", ylabel="x2")
+        ax.set(title=f"{name}: histogram of X vs e^(−Φ)", xlabel="$x_1$", ylabel="$x_2$")
     ax = axes[-1]
     names = list(angular)
     meas = [angular[k][0] for k in names]
     exact = [angular[k][1] for k in names]
+    err = [2 * angular[k][2] if len(angular[k]) > 2 else np.nan for k in names]
     xs = np.arange(len(names))
-    ax.bar(xs - 0.2, meas, 0.4, label="measured")
-    ax.bar(xs + 0.2, exact, 0.4, label="closed form λπ^(3/2)/Z")
+    ax.bar(xs - 0.2, meas, 0.4, yerr=None if np.isnan(err).all() else np.nan_to_num(err),
+           capsize=3, label="measured" + ("" if np.isnan(err).all() else " (±2 s.e.)"))
+    ax.bar(xs + 0.2, exact, 0.4, label=r"closed form $\lambda\pi^{3/2}/Z$")
     ax.set_xticks(xs, names, fontsize=8)
-    ax.set(title="mean angular velocity", ylabel="rad / time")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
+    ax.set(title="mean angular velocity", ylabel="rad / unit time")
+    ax.legend(fontsize=8, loc="upper left")
+    # what the maps' marks are, once for all panels (a legend inside a map hides the histogram)
+    handles = [Line2D([], [], color="0.35", lw=0.8, label="contours of e^(−Φ)"),
+               Line2D([], [], color="r", marker="*", ms=10, ls="none",
+                      label="zeros of the drift (∇f = 0)")]
+    fig.legend(handles=handles, loc="outside lower center", ncols=2, fontsize=8, frameon=False)
+    if title:
+        fig.suptitle(title, fontsize=10)
     return fig
 
 
@@ -138,11 +149,24 @@ def pspin_figure(embeddings: Mapping[str, Array], energies: Mapping[str, Array],
                     ax.annotate(f"×{m}", (x, y), xytext=(4, 4), textcoords="offset points",
                                 fontsize=8)
         c = counts[name]
-        ax.set(xticks=[], yticks=[])
+        # t-SNE puts two minima at the view's edges: the margin keeps a large marker whole
+        ax.margins(0.12)
+        ax.set(xticks=[], yticks=[], xlabel="t-SNE 1", ylabel="t-SNE 2")
         ax.set_title(f"{name}\n{c} distinct {'minimum' if c == 1 else 'minima'}{starts}",
                      fontsize=10)
     fig.tight_layout()
     return fig
+
+
+def smoothing_colour(name: str) -> str | None:
+    """The colour of a smoothing PDE, by its name, in every figure: the thesis' Fig. 4.1 draws
+    the viscous HJ equation red and the non-viscous one blue; the heat equation green."""
+    name = name.lower()
+    for key, colour in (("non-viscous", "tab:blue"), ("viscous", "tab:red"),
+                        ("heat", "tab:green")):
+        if key in name:
+            return colour
+    return None
 
 
 def pde_figure(x: Array, f: Array, curves: Mapping[str, Array], t: float) -> plt.Figure:
@@ -150,7 +174,7 @@ def pde_figure(x: Array, f: Array, curves: Mapping[str, Array], t: float) -> plt
     fig, ax = plt.subplots(figsize=(7, 4.5))
     ax.plot(x, f, "k", lw=2, label="f")
     for name, u in curves.items():
-        ax.plot(x, u, label=name)
+        ax.plot(x, u, color=smoothing_colour(name), label=name)
     ax.set(xlabel="x", ylabel="u(x, t)", title=f"PDE smoothing at t = {t}")
     ax.legend(fontsize=8)
     fig.tight_layout()
@@ -164,19 +188,19 @@ def fokker_planck_figure(x: Array, f: Array, smoothed: Mapping[str, Array],
     at t = T (top); the initial density (light gray) and the terminal densities of the
     Fokker–Planck equation under f (SGD, dark gray) and under each smoothing (bottom)."""
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(7, 6.5), sharex=True)
-    colours = ["tab:red", "tab:blue"]
     top.plot(x, f, "k", lw=2, label="f")
-    for c, (name, u) in zip(colours, smoothed.items()):
-        top.plot(x, u, color=c, label=f"{name}, t = {t:g}")
-    top.set(ylabel="u(x, T)", title="Fig. 4.1: smoothed losses and Fokker–Planck densities")
+    for name, u in smoothed.items():
+        top.plot(x, u, color=smoothing_colour(name), label=f"{name}, t = {t:g}")
+    top.set(ylabel="u(x, t)", title="Fig. 4.1: smoothed losses and Fokker–Planck densities")
     top.legend(fontsize=8)
     items = list(densities.items())
     if items:
         name, r = items[0]
         bottom.fill_between(x, r, color="0.85", label=name)
-    shades = ["0.3"] + colours
-    for c, (name, r) in zip(shades, items[1:]):
-        bottom.plot(x, r, color=c, lw=2 if c == "0.3" else 1.5, label=f"{name}, τ = {horizon:g}")
+    for i, (name, r) in enumerate(items[1:]):
+        # the first terminal density is SGD's, under f itself (dark gray, as in the thesis)
+        c = "0.3" if i == 0 else smoothing_colour(name)
+        bottom.plot(x, r, color=c, lw=2 if i == 0 else 1.5, label=f"{name}, τ = {horizon:g}")
     bottom.set(xlabel="x", ylabel="density")
     bottom.legend(fontsize=8)
     fig.tight_layout()
