@@ -14,21 +14,23 @@ import matplotlib.pyplot as plt  # noqa: E402
 matplotlib.rcParams["svg.fonttype"] = "none"
 import numpy as np  # noqa: E402
 
-from sgdlab.report.figures.axes import isolated, log_scale  # noqa: E402
+from sgdlab.report.figures.axes import isolated, log_scale, log_steps  # noqa: E402
 
 Series = dict[str, tuple[Sequence[float], Sequence[float], Sequence[float] | None]]
 
 
 def curves(series: Series, *, xlabel: str, ylabel: str, title: str = "", logx: bool = False,
            logy: bool = False, figsize=(5.2, 3.6), markers: bool = False, ax=None,
-           steps: bool = False, marks: Sequence[float] = ()):
+           steps: bool = False, marks: Sequence[float] = (), log_steps_x: bool = False):
     """One line per label; the optional third element is a ±band (e.g. std over seeds).
     ``marks``: x positions drawn as dashed vertical lines (where a run continues another,
     an optimizer switch).
     ``logx`` / ``logy`` apply only when every finite value on that axis is positive (a log
     axis would drop the others without a word). ``steps``: each value holds until the next x
     (``drawstyle="steps-post"``), for quantities set at x and kept, such as a learning rate
-    sampled once per epoch, which a line would draw as ramps."""
+    sampled once per epoch, which a line would draw as ramps. ``log_steps_x``: x counts
+    steps from 0, drawn on a log axis that keeps the 0 (:func:`~sgdlab.report.figures.axes.
+    log_steps`) when it spans decades, for quantities measured at log-spaced steps."""
     fig = None
     if ax is None:
         fig, ax = plt.subplots(figsize=figsize)
@@ -44,6 +46,8 @@ def curves(series: Series, *, xlabel: str, ylabel: str, title: str = "", logx: b
         ax.axvline(x, color="0.4", ls="--", lw=0.8)
     if logx:
         log_scale(ax, [v for x, _, _ in series.values() for v in x], axis="x")
+    elif log_steps_x:
+        log_steps(ax, [v for x, _, _ in series.values() for v in x])
     if logy:
         log_scale(ax, [v for _, y, _ in series.values() for v in y], axis="y")
     ax.set_xlabel(xlabel)

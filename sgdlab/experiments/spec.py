@@ -344,6 +344,15 @@ def set_dotted(d: dict[str, Any], path: str, value: Any) -> None:
         d[parts[-1]] = value
 
 
+def paper_ref(paper: dict[str, Any]) -> str:
+    """A catalogue entry's ``paper`` block as a short reference, first author, year and
+    figure ("Jastrzebski 2018, Fig. 3"): the form of RESULTS.md and of figure titles, where
+    the full author list would crowd the title out. A field left out is left out."""
+    who = " ".join(str(v) for v in (str(paper.get("author", "")).split(",")[0],
+                                     paper.get("year")) if v)
+    return ", ".join(v for v in (who, str(paper.get("figure") or "")) if v)
+
+
 def get_dotted(d: dict[str, Any], path: str, default: Any = None) -> Any:
     """The value at a dotted ``path`` (``list[key=value]`` picks the first such item)."""
     for p in path.split("."):

@@ -25,6 +25,7 @@ from typing import Any, NamedTuple
 
 from sgdlab.atomic import write_whole
 from sgdlab.errors import UserError
+from sgdlab.experiments.spec import paper_ref
 from sgdlab.report.verdicts import SMOKE
 from sgdlab.report.verdicts import verdict as report_verdict
 
@@ -107,7 +108,7 @@ def results_markdown(results: list[dict[str, Any]], *, command: str | None) -> s
     totals = [0, 0, 0]
     for r in results:
         e, p = r["experiment"], r["experiment"]["paper"]
-        ref = f"{p['author'].split(',')[0]} {p['year']}, {p['figure']}"
+        ref = paper_ref(p)
         cs = r.get("conclusions") or []
         a, d, o = verdict_counts(r)
         totals = [totals[0] + a, totals[1] + d, totals[2] + o]

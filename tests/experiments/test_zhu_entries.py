@@ -330,7 +330,7 @@ def test_the_alignment_figure_of_several_seeds_shows_the_tables_means():
     assert "e(U_k, V_k) = 0.4 of 1" in fig.get_suptitle()
 
 
-def test_the_noise_magnitude_figure_says_it_shows_the_first_seed():
+def test_the_noise_magnitude_figure_names_the_seed_it_shows():
     from sgdlab.experiments.procedures.zhu import zhu_noise_magnitude
 
     pts = {"noise/grad_norm": [(t, 1.0) for t in range(9)],
@@ -340,7 +340,10 @@ def test_the_noise_magnitude_figure_says_it_shows_the_first_seed():
     (_, two), = zhu_noise_magnitude(spec, [run("r", s, metrics=pts) for s in (0, 1)]).figures
     assert "seed" not in one.axes[0].get_title()
     assert one.axes[0].get_title().startswith("r:")
-    assert two.axes[0].get_title().startswith("r, first seed:")
+    assert two.axes[0].get_title().startswith("r, seed 0:")
+    # the legend names the quantities as the paper does, not by their series
+    assert [t.get_text() for t in one.axes[0].get_legend().get_texts()] == [
+        "‖∇L‖ (mean gradient)", "sqrt(η Tr Σ / m) (noise)"]
 
 
 def test_the_escape_trajectories_of_several_seeds_name_the_seed_they_draw():

@@ -158,6 +158,21 @@ def seeds_label(label: str, counts: list[int] | None, seeds: int) -> str:
     return f"{label} (mean of {lo}{f'-{hi}' if hi != lo else ''} of {seeds} seeds)"
 
 
+def seeds_note(groups: "OrderedDict[str, list[StoredRun]]", *, spread: bool = True) -> str:
+    """Which seeds a figure of the ``groups``' curves holds, for its title: "mean ± std over
+    3 seeds" (``spread``: a band of the std over seeds is drawn), "mean over 2-3 seeds" where
+    the groups hold different numbers, or the seed itself where every group holds one run."""
+    counts = [len(rs) for rs in groups.values() if rs]
+    if not counts:
+        return ""
+    lo, hi = min(counts), max(counts)
+    if hi > 1:
+        return (f"mean{' ± std' if spread else ''} over "
+                f"{lo if lo == hi else f'{lo}-{hi}'} seeds")
+    seeds = sorted({r.seed for rs in groups.values() for r in rs})
+    return f"seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))}"
+
+
 def summary_table(name: str, groups: "OrderedDict[str, list[StoredRun]]",
                   metrics: list[tuple[str, str]], caption: str = "",
                   first: str = "run") -> Table:
@@ -722,7 +737,8 @@ def continuation_curves(spec, groups: "OrderedDict[str, list[StoredRun]]",
     continuations start)."""
     offsets = continuation_offsets(groups)
     return group_curves(groups, metrics, lambda g, rs, st: [s + offsets[g] for s in st],
-                        xlabel=xlabel, title=lambda m: f"{spec.paper['figure']}: {m}",
+                        xlabel=xlabel,
+                        title=lambda m: f"{spec.paper['figure']}: {curve_label(m, spec.options)}",
                         ylabel=lambda m: curve_label(m, spec.options), logy=logy,
                         marks=sorted(marks))
 
@@ -735,11 +751,13 @@ def group_curves(groups: "OrderedDict[str, list[StoredRun]]", metrics: Sequence[
     """One figure per metric, named by :func:`curve_name`: each group's mean curve over its
     seeds (:func:`mean_curve`; its label says when it holds fewer than all of them), ± the
     std over seeds where ``bands`` and the group has several, against ``x(group, runs,
-    steps)``; ``ylabel(metric)`` (default: the metric's name), ``title(metric)``; a log y axis
-    for the metrics in ``logy``, dashed lines at ``marks``."""
+    steps)``; ``ylabel(metric)`` (default: its :data:`CURVE_LABELS` name), ``title(metric)``
+    followed by which seeds the curves hold (:func:`seeds_note`); a log y axis for the metrics
+    in ``logy``, dashed lines at ``marks``."""
     from sgdlab.experiments.plots import curves
 
     figs = []
+    note = seeds_note(groups, spread=bands)
     for m in metrics:
         series = {}
         for g, rs in groups.items():
@@ -747,7 +765,9 @@ def group_curves(groups: "OrderedDict[str, list[StoredRun]]", metrics: Sequence[
             if st:
                 series[seeds_label(g, n, len(rs))] = (
                     x(g, rs, st), mean, sd if bands and len(rs) > 1 else None)
-        fig = curves(series, xlabel=xlabel, ylabel=ylabel(m) if ylabel else m,
-                     logy=m in set(logy), title=title(m), marks=marks)
+        fig = curves(series, xlabel=xlabel,
+                     ylabel=ylabel(m) if ylabel else CURVE_LABELS.get(m, m),
+                     logy=m in set(logy), title="\n".join(filter(None, [title(m), note])),
+                     marks=marks)
         figs.append((curve_name(m), fig))
     return figs

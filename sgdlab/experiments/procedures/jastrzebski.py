@@ -20,10 +20,11 @@ from sgdlab.experiments.plots import curves, panels
 from sgdlab.errors import ConfigError
 from sgdlab.experiments.procedures import StoredRun, register_analysis
 from sgdlab.experiments.procedures.common import (add_references, by_group, check_claims,
-                                                  finite, group_curves, group_x_axis, stat,
+                                                  curve_label, finite, group_curves,
+                                                  group_x_axis, seeds_note, stat,
                                                   values_by_group)
-from sgdlab.experiments.spec import get_dotted
-from sgdlab.report.figures.axes import log_scale
+from sgdlab.experiments.spec import get_dotted, paper_ref
+from sgdlab.report.figures.axes import grid_ticks, log_scale
 from sgdlab.report.tables import Table
 
 
@@ -139,6 +140,7 @@ def ratio_grid(spec, runs: list[StoredRun]) -> Analysis:
             for r in bad:
                 ax.axvline(r[2], color="red", ls=":", lw=1)
         log_scale(ax, [r[2] for r in rows], axis="x")
+        grid_ticks(ax, [r[2] for r in rows])
         ax.set_xlabel("η / B")
         ax.set_ylabel(LABELS.get(m, m))
         ax.grid(alpha=0.3)
@@ -158,7 +160,8 @@ def ratio_grid(spec, runs: list[StoredRun]) -> Analysis:
                 agrees_with_paper=ok,
                 claim=f"{LABELS.get(m, m)} {'decreases' if sign == 'negative' else 'increases'} "
                       "as η/B grows", evidence={"spearman": rho}))
-    fig.suptitle(f"{spec.paper['author']} {spec.paper['figure']}: final values vs η/B "
+    fig.suptitle(f"{paper_ref(spec.paper)}: final values vs η/B, "
+                 f"{seeds_note(by_group(runs, key=_setting), spread=False)} "
                  "(red dotted: diverged)", fontsize=9)
     fig.tight_layout()
     # "The validation accuracy is consistent ... as long as the ratio is constant": an
@@ -167,7 +170,7 @@ def ratio_grid(spec, runs: list[StoredRun]) -> Analysis:
     margin = float(o.get("equal_ratio_margin", 0.01))
     # every setting, a wholly diverged one too: its claims stay, undecided (no value), instead
     # of vanishing; the means are of the runs that did not diverge
-    settings = by_group(runs, key=lambda r: "lr={:g},B={:g}".format(*lr_and_batch(r)))
+    settings = by_group(runs, key=_setting)
     fin = OrderedDict((g, [r for r in rs if r.status != "diverged"])
                       for g, rs in settings.items())
     vals = values_by_group(OrderedDict((g, rs) for g, rs in fin.items() if rs), [eq_metric])
@@ -189,8 +192,19 @@ def ratio_grid(spec, runs: list[StoredRun]) -> Analysis:
     if o.get("curves"):
         groups = by_group(runs, key=lambda r: "η={:g}, B={:g}".format(*lr_and_batch(r)))
         figs += group_curves(groups, o["curves"], _epochs, xlabel="epoch",
-                             title=lambda m: f"{m} per (η, B)", bands=False)
+                             title=lambda m: f"{_label(m, o)} per (η, B)",
+                             ylabel=lambda m: _label(m, o), bands=False)
     return Analysis(tables=[table], figures=figs, conclusions=conclusions)
+
+
+def _setting(r: StoredRun) -> str:
+    return "lr={:g},B={:g}".format(*lr_and_batch(r))
+
+
+def _label(metric: str, options: dict[str, Any]) -> str:
+    """A curve's axis label: the paper's name (:data:`LABELS`: validation accuracy), else the
+    catalogue's or a known one."""
+    return LABELS.get(metric) or curve_label(metric, options)
 
 
 def _group_key(r: StoredRun) -> str:
@@ -278,8 +292,10 @@ def equal_ratio(spec, runs: list[StoredRun]) -> Analysis:
 
 def epoch_curves(spec, groups, names: list[str]) -> list[tuple[str, Any]]:
     """One figure per metric series: the mean over seeds per group against epochs (± std)."""
+    o = getattr(spec, "options", None) or {}
     return group_curves(groups, names, _epochs, xlabel="epoch",
-                        title=lambda m: f"{spec.paper['figure']}: {m}")
+                        title=lambda m: f"{paper_ref(spec.paper)}: {_label(m, o)}",
+                        ylabel=lambda m: _label(m, o))
 
 
 def _epochs(group: str, runs: list[StoredRun], steps: list[float]) -> list[float]:

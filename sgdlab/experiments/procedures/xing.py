@@ -21,12 +21,13 @@ from sgdlab.experiments.plots import curves, panels
 from sgdlab.experiments.procedures import StoredRun, register_analysis
 from sgdlab.experiments.procedures.common import (add_references, by_group, check_claims,
                                                   continuation_curves, finite, group_x_axis,
-                                                  mean_curve, seeds_label, summary_table,
-                                                  values_by_group)
+                                                  mean_curve, seeds_label, seeds_note,
+                                                  summary_table, values_by_group)
 from sgdlab.experiments.procedures.jastrzebski import (CLEAR_TREND, _spearman, epoch_curves,
                                                        ranked_over, trend_verdict)
+from sgdlab.experiments.spec import paper_ref
 from sgdlab.measure.walk import VALLEY_FLOORS, has_valley_floor
-from sgdlab.report.figures.axes import log_scale
+from sgdlab.report.figures.axes import grid_ticks, log_scale
 from sgdlab.report.tables import Table
 
 
@@ -169,7 +170,7 @@ def xing_walk(spec, runs: list[StoredRun]) -> Analysis:
     fig = walk_figure({(f"{g} (seed {rs[0].seed})" if len(rs) > 1 else g): rs[0].metrics
                        for g, rs in groups.items()},
                       max_steps=o.get("max_steps"), floor=reading,
-                      title=f"{spec.paper['author']} {spec.paper['figure']}")
+                      title=paper_ref(spec.paper))
     table = walk_epoch_table({f"{r.group} (seed {r.seed})": r.metrics for r in runs})
     return Analysis(tables=[summary, table], figures=[("walk", fig)], conclusions=concl)
 
@@ -216,7 +217,7 @@ def xing_barriers(spec, runs: list[StoredRun]) -> Analysis:
     series = {g: ([float(e) for e in epochs], [vals[g][f"height_epoch{e}"] for e in epochs],
                   None) for g in groups}
     fig = curves(series, xlabel="epoch", ylabel="mean height above the valley floor",
-                 markers=True, logy=True, title=f"{spec.paper['author']} {spec.paper['figure']}")
+                 markers=True, logy=True, title=paper_ref(spec.paper))
     table = walk_epoch_table({f"{r.group} (seed {r.seed})": r.metrics for r in runs})
     return Analysis(tables=[summary, table], figures=[("heights", fig)], conclusions=concl)
 
@@ -345,12 +346,13 @@ def xing_cosine_grid(spec, runs: list[StoredRun]) -> Analysis:
         ax.errorbar([p[col] for p in pts], [p[2] for p in pts], yerr=[p[3] for p in pts],
                     fmt="o-", ms=4)
         log_scale(ax, [p[col] for p in pts], axis="x")
+        grid_ticks(ax, [p[col] for p in pts])
         ax.set_xlabel(name)
-        ax.set_ylabel("mean cos(g_t-1, g_t)")
+        ax.set_ylabel(rf"mean $\cos(g_{{t-1}}, g_t)$ over steps ≥ {after}")
         ax.grid(alpha=0.3)
     ax_b.set_title(f"lr = {lr0:g}", fontsize=9)
     ax_lr.set_title(f"batch size = {b0:g}", fontsize=9)
-    fig.suptitle(f"{spec.paper['author']} {spec.paper['figure']}", fontsize=9)
+    fig.suptitle(f"{paper_ref(spec.paper)}: {seeds_note(groups)}", fontsize=9)
     fig.tight_layout()
     concl = []
     for metric, col, what in (("grad_cosine_mean", 2, "gradient cosine"),

@@ -10,7 +10,8 @@ from sgdlab.errors import ConfigError
 from sgdlab.experiments.analysis import Analysis, Conclusion
 from sgdlab.experiments.plots import curves, panels
 from sgdlab.experiments.procedures import StoredRun, register_analysis
-from sgdlab.experiments.procedures.common import by_group, finite, mean_curve, seeds_label
+from sgdlab.experiments.procedures.common import (by_group, finite, mean_curve, seeds_label,
+                                                  seeds_note)
 from sgdlab.report.tables import Table, mean_std
 
 _COS = re.compile(r"^align/cos_(\d+)$")
@@ -138,10 +139,14 @@ def zhu_alignment(spec, runs: list[StoredRun]) -> Analysis:
         series = {}
         for g, rs in groups.items():
             st, m, sd, n = mean_curve(rs, name, counts=True)
+            # e ranges over [0, k]: the legend gives each group's k
+            k = f", k = {max(_k(r) for r in rs)}" if name == "align/residual" else ""
             if st:
-                series[seeds_label(g, n, len(rs))] = (st, m, sd if len(rs) > 1 else None)
-        curves(series, xlabel="step", ylabel=ylabel, ax=ax)
-    fig.suptitle("projection residual and leading cosine over training", fontsize=10)
+                series[seeds_label(g + k, n, len(rs))] = (st, m, sd if len(rs) > 1 else None)
+        # measured at log-spaced steps: on a linear axis most points sit at its origin
+        curves(series, xlabel="step", ylabel=ylabel, ax=ax, log_steps_x=True)
+    fig.suptitle("projection residual and leading cosine over training, "
+                 + seeds_note(groups), fontsize=10)
     fig.tight_layout()
     figs.append(("alignment_history", fig))
     return Analysis(tables=[table], figures=figs, conclusions=concl)
@@ -282,7 +287,7 @@ def zhu_noise_magnitude(spec, runs: list[StoredRun]) -> Analysis:
         nn_end = mean_std([_last(r, "noise/noise_norm") for r in rs])[0]
         rows.append([g, len(rs), r_start, r_end, gn_end, nn_end])
         # one trajectory of the norms (a mean would smooth the swings the medians are for)
-        one = f"{g}, first seed" if len(rs) > 1 else g
+        one = f"{g}, seed {rs[0].seed}" if len(rs) > 1 else g
         figs.append((f"noise_magnitude_{g}", noise_magnitude_figure(
             rs[0].metrics, title=f"{one}: ‖∇L‖ vs sqrt(η Tr Σ / m)")))
         concl.append(Conclusion(

@@ -4,7 +4,8 @@ A log axis silently drops values ≤ 0 (and NaN/inf): :func:`log_scale` sets one
 the finite values it is given are positive. Over less than two decades matplotlib labels minor
 ticks in the form 2.3 × 10⁰ (under one decade, only those); such an axis gets plain-number
 labels instead. A finite value with no finite neighbour is drawn with a marker
-(:func:`isolated`): a line alone does not show it.
+(:func:`isolated`): a line alone does not show it. A step axis over several decades that
+starts at step 0 is a symmetric log axis (:func:`log_steps`), which keeps the 0.
 """
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from collections.abc import Iterable
 import numpy as np
 from matplotlib import ticker
 
-__all__ = ["isolated", "log_scale"]
+__all__ = ["grid_ticks", "isolated", "log_scale", "log_steps"]
 
 MAX_LABELS = 6
 
@@ -68,3 +69,38 @@ def isolated(values) -> bool:
     after = np.concatenate([ok[1:], [False]])
     return bool((ok & ~before & ~after).any())
 
+
+
+def log_steps(ax, steps: Iterable[float], *, axis: str = "x") -> bool:
+    """A logarithmic step axis that keeps step 0: symmetric log, linear from 0 to the first
+    positive step and logarithmic above it, labelled with plain numbers, when the finite
+    ``steps`` are ≥ 0 and span over two decades above that first step (a log axis would drop
+    step 0, where every curve starts; a linear one squeezes measurements taken at
+    log-spaced steps into its first percent). Whether the scale was set."""
+    v = np.asarray(list(steps), float).ravel()
+    v = v[np.isfinite(v)]
+    pos = v[v > 0]
+    if not len(pos) or v.min() < 0 or pos.max() <= 100 * pos.min():
+        return False
+    (ax.set_xscale if axis == "x" else ax.set_yscale)("symlog", linthresh=float(pos.min()),
+                                                      linscale=0.5)
+    (ax.xaxis if axis == "x" else ax.yaxis).set_major_formatter(ticker.ScalarFormatter())
+    # the default margin would open the axis to negative steps: -1, -10, -100 in view
+    (ax.set_xlim if axis == "x" else ax.set_ylim)(0, None)
+    return True
+
+
+def grid_ticks(ax, values: Iterable[float], *, axis: str = "x", max_ticks: int = 8) -> bool:
+    """Ticks at a sweep's settings themselves (``values``: the positions plotted on ``axis``,
+    at most ``max_ticks`` distinct), labelled as plain numbers, the minor ticks unlabelled: on a
+    log axis the decade ticks may leave a sweep's end points (25 and 400 between 20 and 500)
+    without a label. Whether the ticks were set."""
+    v = np.asarray(list(values), float).ravel()
+    v = np.unique(v[np.isfinite(v)])
+    if not len(v) or len(v) > max_ticks:
+        return False
+    a = ax.xaxis if axis == "x" else ax.yaxis
+    a.set_major_locator(ticker.FixedLocator(v))
+    a.set_major_formatter(ticker.FuncFormatter(lambda x, _: f"{x:.6g}"))
+    a.set_minor_formatter(ticker.NullFormatter())
+    return True
