@@ -9,6 +9,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.lines import Line2D  # noqa: E402
 
 # SVG text stays text (editable, several times smaller than glyphs converted to paths)
 matplotlib.rcParams["svg.fonttype"] = "none"
@@ -34,10 +35,18 @@ def curves(series: Series, *, xlabel: str, ylabel: str, title: str = "", logx: b
     fig = None
     if ax is None:
         fig, ax = plt.subplots(figsize=figsize)
+    ended = False
     for label, (x, y, err) in series.items():
         x, y = np.asarray(x, float), np.asarray(y, float)
-        line, = ax.plot(x, y, label=label, marker="o" if markers or isolated(y) else None, ms=3,
+        ok = np.isfinite(y)
+        line, = ax.plot(x, y, label=label if ok.any() else f"{label} (no finite value)",
+                        marker="o" if markers or isolated(y) else None, ms=3,
                         drawstyle="steps-post" if steps else "default")
+        if ok.any() and not ok[-1]:
+            # a curve that turns NaN / inf (a run that diverged) ends in a cross, not silently
+            last = np.flatnonzero(ok)[-1]
+            ax.plot(x[last], y[last], "x", color=line.get_color(), ms=7, mew=2)
+            ended = True
         if err is not None:
             e = np.asarray(err, float)
             ax.fill_between(x, y - e, y + e, alpha=0.2, color=line.get_color(),
@@ -55,7 +64,11 @@ def curves(series: Series, *, xlabel: str, ylabel: str, title: str = "", logx: b
     if title:
         ax.set_title(title, fontsize=10)
     if series:
-        ax.legend(fontsize=7)
+        handles, labels = ax.get_legend_handles_labels()
+        if ended:
+            handles.append(Line2D([], [], color="0.3", marker="x", ls="none", ms=7, mew=2))
+            labels.append("last finite value (NaN / inf after)")
+        ax.legend(handles, labels, fontsize=7)
     ax.grid(alpha=0.3)
     if fig is not None:
         fig.tight_layout()
@@ -71,6 +84,16 @@ def panels(n: int, *, width: float = 4.2, height: float = 3.2):
     return fig, list(axes.flat[:n])
 
 
+def _mark_missing(ax, positions, means) -> None:
+    """"no value" at the foot of each bar whose mean is NaN or infinite (every seed diverged or
+    was not measured): matplotlib draws no bar for it, which reads as a value of 0."""
+    for x, m in zip(positions, np.asarray(means, float)):
+        if not np.isfinite(m):
+            ax.annotate("no value", (x, 0), xycoords=("data", "axes fraction"),
+                        xytext=(0, 3), textcoords="offset points", ha="center", va="bottom",
+                        rotation=90, fontsize=7, color="tab:red")
+
+
 def bars(labels: Sequence[str], means: Sequence[float], errs: Sequence[float] | None = None, *,
          ylabel: str, title: str = "", figsize=(5.2, 3.6), ax=None):
     fig = None
@@ -79,6 +102,7 @@ def bars(labels: Sequence[str], means: Sequence[float], errs: Sequence[float] | 
     x = np.arange(len(labels))
     ax.bar(x, np.asarray(means, float), yerr=None if errs is None else np.asarray(errs, float),
            capsize=3, color="#4a7fb5")
+    _mark_missing(ax, x, means)
     ax.set_xticks(x)
     ax.set_xticklabels(labels, rotation=30, ha="right", fontsize=8)
     ax.set_ylabel(ylabel)
@@ -109,6 +133,7 @@ def grouped_bars(labels: Sequence[str],
         e = None if errs is None else np.nan_to_num(np.asarray(errs, float))
         ax.bar(x + (i - (len(series) - 1) / 2) * width, m, width, yerr=e, capsize=3,
                label=name)
+        _mark_missing(ax, x + (i - (len(series) - 1) / 2) * width, m)
         tops += list(m - (0 if e is None else e)) + list(m + (0 if e is None else e))
     ax.set_xticks(x)
     ax.set_xticklabels(labels, rotation=30, ha="right", fontsize=8)

@@ -235,6 +235,16 @@ def test_compare_groups_bars_are_the_seed_means_with_their_std_as_error_bars():
     assert spans == pytest.approx([0, 0, np.sqrt(2) * 0.01, np.sqrt(2) * 0.01])
     assert ax.get_ylim()[0] > 0.9                      # zoomed on the bars' tops
     assert [t.get_text() for t in ax.get_xticklabels()] == ["constant", "random"]
+    assert ax.get_title() == "Fig. 4: acc\nmean ± std over 2 seeds"
+    plt.close(fig)
+    # the curves say what they plot, by name, and over which seeds
+    spec.options.update(curves=["test_acc"], bars=[])
+    (_, fig), = compare_groups(spec, runs).figures
+    assert fig.axes[0].get_title() == "Fig. 4: test accuracy\nmean ± std over 2 seeds"
+    assert fig.axes[0].get_ylabel() == "test accuracy"
+    plt.close(fig)
+    (_, fig), = compare_groups(spec, runs[::2]).figures
+    assert fig.axes[0].get_title() == "Fig. 4: test accuracy\nseed 0"
     plt.close(fig)
     with pytest.raises(Exception, match="options.bars"):
         compare_groups(SimpleNamespace(paper={"figure": "F"},

@@ -1,7 +1,9 @@
 """Rules every figure follows: where a log axis goes, how its ticks read, what a spectrum on a
-log axis does with exact zeros, and how list cells of a table are rounded."""
+log axis does with exact zeros, how a curve or bar without a finite value shows, and how list
+cells of a table are rounded."""
 import matplotlib.pyplot as plt
 import numpy as np
+import pytest
 
 from sgdlab.experiments.plots import curves
 from sgdlab.report.figures.curvature import eigenspectrum_figure, signed_log_histogram_figure
@@ -101,4 +103,53 @@ def test_a_value_without_finite_neighbours_is_drawn_with_a_marker():
     markers = {ln.get_label(): ln.get_marker() for ln in fig.axes[0].get_lines()}
     assert markers["one"] == markers["between"] == "o"
     assert markers["line"] in ("None", "", None)
+    plt.close(fig)
+
+
+def test_a_curve_that_turns_non_finite_ends_in_a_cross_and_an_empty_one_says_so():
+    fig = curves({"diverged": ([0, 1, 2, 3], [1.0, 0.5, np.inf, np.nan], None),
+                  "empty": ([0, 1], [np.nan, np.nan], None),
+                  "fine": ([0, 1], [1.0, 0.9], None)}, xlabel="step", ylabel="loss")
+    ax = fig.axes[0]
+    (cross,) = [ln for ln in ax.get_lines() if ln.get_marker() == "x"]
+    assert list(cross.get_xdata()) == [1.0] and list(cross.get_ydata()) == [0.5]
+    diverged = next(ln for ln in ax.get_lines() if ln.get_label() == "diverged")
+    assert cross.get_color() == diverged.get_color()
+    legend = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert legend == ["diverged", "empty (no finite value)", "fine",
+                      "last finite value (NaN / inf after)"]
+    plt.close(fig)
+    fig = curves({"fine": ([0, 1], [1.0, 0.9], None)}, xlabel="step", ylabel="loss")
+    assert [t.get_text() for t in fig.axes[0].get_legend().get_texts()] == ["fine"]
+    plt.close(fig)
+
+
+def test_a_bar_without_a_value_says_so_instead_of_reading_as_zero():
+    from sgdlab.experiments.plots import bars, grouped_bars
+
+    fig = grouped_bars(["g1", "g2"], {"A": ([0.9, np.nan], [0.01, np.nan]),
+                                      "B": ([0.8, 0.7], None)}, ylabel="accuracy")
+    (note,) = [t for t in fig.axes[0].texts if t.get_text() == "no value"]
+    assert note.xy[0] == pytest.approx(1 - 0.2)      # A's bar of g2, left of its centre
+    plt.close(fig)
+    fig = bars(["a", "b"], [0.5, 0.4], ylabel="y")
+    assert not fig.axes[0].texts
+    plt.close(fig)
+
+
+def test_log_steps_keeps_step_0_and_grid_ticks_label_every_setting():
+    from sgdlab.report.figures.axes import grid_ticks, log_steps
+
+    fig, ax = plt.subplots()
+    steps = [0, 1, 2, 5, 12, 28, 66, 152, 351, 811, 1874, 4329, 10000]
+    ax.plot(steps, np.ones(len(steps)))
+    assert log_steps(ax, steps)
+    assert ax.get_xscale() == "symlog" and ax.get_xlim()[0] == 0     # no negative steps
+    assert not log_steps(ax, [0, 10, 20, 600])      # under two decades above the first step
+    ax.set_xscale("log")
+    ax.plot([25, 50, 100, 200, 400], [1] * 5)
+    ax.set_xlim(20, 500)
+    assert grid_ticks(ax, [25, 50, 100, 200, 400])
+    assert _tick_texts(ax, "x") == ["25", "50", "100", "200", "400"]
+    assert not grid_ticks(ax, range(1, 20))          # not a sweep's few settings
     plt.close(fig)

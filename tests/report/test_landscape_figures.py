@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import matplotlib.pyplot as plt
 import numpy as np
+import pytest
+from matplotlib.container import ErrorbarContainer
 
 
 def test_escape_figure_names_the_success_rule_it_was_given():
@@ -18,4 +20,45 @@ def test_escape_figure_names_the_success_rule_it_was_given():
     plt.close(fig)
     fig = escape_figure(*args, success_rule="w1, w2 < -0.5 at the end")
     assert fig.axes[1].get_ylabel() == "w1, w2 < -0.5 at the end (%)"
+    plt.close(fig)
+
+
+def test_the_smoothing_pdes_keep_their_colours_in_both_fig_4_1_figures():
+    """Viscous HJ red and non-viscous HJ blue, as the thesis' Fig. 4.1, whatever the order or
+    the wording of the names (the CLI's and the catalogue entry's differ)."""
+    from sgdlab.report.figures.landscapes import fokker_planck_figure, pde_figure
+
+    x = np.linspace(-1.0, 1.0, 5)
+    names = ["heat equation", "non-viscous HJ (Hopf-Lax)", "viscous HJ (local entropy)"]
+    fig = pde_figure(x, x ** 2, {n: x for n in names}, 0.5)
+    colours = {ln.get_label(): ln.get_color() for ln in fig.axes[0].get_lines()}
+    plt.close(fig)
+    fig = fokker_planck_figure(x, x ** 2, {n: x for n in reversed(names[1:])},
+                               {"initial": x, "SGD (u = f)": x, names[2]: x, names[1]: x},
+                               0.5, 2.0)
+    top, bottom = fig.axes
+    again = {ln.get_label().split(", t = ")[0]: ln.get_color() for ln in top.get_lines()}
+    dens = {ln.get_label().split(", τ = ")[0]: ln.get_color() for ln in bottom.get_lines()}
+    plt.close(fig)
+    assert colours[names[2]] == again[names[2]] == dens[names[2]] == "tab:red"
+    assert colours[names[1]] == again[names[1]] == dens[names[1]] == "tab:blue"
+    assert colours[names[0]] == "tab:green" and dens["SGD (u = f)"] == "0.3"
+
+
+def test_the_double_well_figure_names_its_marks_and_the_error_of_the_velocity():
+    from sgdlab.report.figures.landscapes import double_well_figure
+
+    e = np.linspace(-2.0, 2.0, 5)
+    hist = {"λ=0": np.ones((4, 4)), "λ=1.5": np.ones((4, 4))}
+    fig = double_well_figure(e, e, hist, np.ones((4, 4)), {"λ=0": [(1.0, 0.0)]},
+                             {"λ=0": (0.0, 0.0, 0.01), "λ=1.5": (1.05, 1.1, 0.02)},
+                             title="seeds 0, 1 pooled")
+    (legend,) = fig.legends
+    assert [t.get_text() for t in legend.get_texts()] == [
+        "contours of e^(−Φ)", "zeros of the drift (∇f = 0)"]
+    bars_ax = fig.axes[-1]
+    (bars_err,) = [c for c in bars_ax.containers if isinstance(c, ErrorbarContainer)]
+    (errs,) = bars_err.lines[2]
+    assert [s[1, 1] - s[0, 1] for s in errs.get_segments()] == pytest.approx([0.04, 0.08])
+    assert fig.get_suptitle() == "seeds 0, 1 pooled"
     plt.close(fig)

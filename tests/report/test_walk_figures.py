@@ -77,6 +77,11 @@ def test_interpolation_and_trajectory_figures():
                                [0.3, 0.8, 0.9, 0.2], "none")
     fig = interpolation_figure(curve.to_dict(), labels=("GD", "SGD"))
     assert len(fig.axes[0].lines) >= 2 and len(fig.axes[1].lines) == 2
+    # one legend for both axes, below them: inside, it hid the accuracy curves of the twin axis
+    assert fig.axes[0].get_legend() is None and fig.axes[1].get_legend() is None
+    (legend,) = fig.legends
+    assert [t.get_text() for t in legend.get_texts()] == [
+        "train loss", "test loss", "train accuracy", "test accuracy"]
     rng = np.random.default_rng(0)
     x = np.cumsum(rng.standard_normal((65, 5)), 0)
     fig = trajectory_figure(increment_spectrum(x), increment_autocorrelation(x),

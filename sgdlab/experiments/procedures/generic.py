@@ -39,8 +39,8 @@ from sgdlab.experiments.procedures import StoredRun, register_analysis
 from sgdlab.experiments.procedures.common import (add_references, by_group, check_claims,
                                                   claim_metrics, curve_label, curve_name,
                                                   group_x_axis, mean_curve, schedule_lr,
-                                                  seeds_label, stat, summary_table,
-                                                  values_by_group, x_axis)
+                                                  seeds_label, seeds_note, stat,
+                                                  summary_table, values_by_group, x_axis)
 from sgdlab.experiments.spec import get_dotted
 
 DEFAULT_TABLE = [["train_loss", "train loss"], ["test_loss", "test loss"],
@@ -196,7 +196,8 @@ def _bar_figure(spec, groups, b: dict[str, Any]):
         series[label] = ([m for m, _, _ in st], errs)
     return grouped_bars(list(groups), series, ylabel=b.get("ylabel", ""),
                         zoom=bool(b.get("zoom", False)),
-                        title=f"{spec.paper['figure']}: {b.get('title', b['name'])}")
+                        title=f"{spec.paper['figure']}: {b.get('title', b['name'])}\n"
+                              + seeds_note(groups))
 
 
 @register_analysis("compare_groups")
@@ -223,7 +224,8 @@ def compare_groups(spec, runs: list[StoredRun]) -> Analysis:
                     xs, mean, std if len(rs) > 1 and std is not None else None)
         fig = curves(series, xlabel=o.get("curve_x", "step"), ylabel=curve_label(metric, o),
                      logy=metric in logy, steps=metric == "lr",
-                     title=f"{spec.paper['figure']}: {metric}",
+                     title=f"{spec.paper['figure']}: {curve_label(metric, o)}\n"
+                           + seeds_note(groups),
                      marks=o.get("curve_marks", []))    # e.g. where an optimizer switch is
         figs.append((curve_name(metric), fig))
     for b in o.get("bars", []) or []:

@@ -28,7 +28,7 @@ def interpolation_figure(curve: Any, *, labels: tuple[str, str] = ("A", "B"),
     """Loss (left axis, log scale) and accuracy (right axis) along (1 − α) θ_A + α θ_B;
     solid: train, dashed: test; vertical lines mark the two models (α = 0, 1)."""
     a = np.asarray(_get(curve, "alphas"))
-    fig, ax = plt.subplots(figsize=(6.0, 4.0))
+    fig, ax = plt.subplots(figsize=(6.0, 4.3), layout="constrained")
     ax2 = ax.twinx()
     for split, ls in (("train", "-"), ("test", "--")):
         lo, ac = _get(curve, f"{split}_loss"), _get(curve, f"{split}_acc")
@@ -47,10 +47,12 @@ def interpolation_figure(curve: Any, *, labels: tuple[str, str] = ("A", "B"),
                     va="bottom", fontsize=8)
     h1, l1 = ax.get_legend_handles_labels()
     h2, l2 = ax2.get_legend_handles_labels()
-    ax.legend(h1 + h2, l1 + l2, fontsize=7, loc="best")
+    # below the axes: "best" inside weighs only the loss axis' lines, and the legend would
+    # sit over the accuracy curves drawn on the twin axis
+    fig.legend(h1 + h2, l1 + l2, fontsize=7, loc="outside lower center", ncols=4,
+               frameon=False)
     bn = curve["bn_stats"] if isinstance(curve, Mapping) else getattr(curve, "bn_stats", "none")
     # above the end labels, which sit on the top edge of the axes
     ax.set_title(title or f"linear interpolation (batch-norm statistics: {bn})", fontsize=9,
                  pad=14)
-    fig.tight_layout()
     return fig
