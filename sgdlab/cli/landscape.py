@@ -299,7 +299,7 @@ def _ou(args, out: Path) -> dict:
               f" {r['sde_prediction']:12.5f} {r['discrete_prediction']:10.5f}")
     fig = ou_figure([r["eta_over_s"] for r in rows], [r["measured"] for r in rows],
                     [r["stderr"] for r in rows], [r["sde_prediction"] for r in rows],
-                    [f"η={r['lr']}, S={r['batch_size']}" for r in rows])
+                    [r["batch_size"] for r in rows])
     return {"rows": rows, "dim": d, "chains": chains, "trace_h": float(torch.trace(h)),
             "figures": [_save(out, "ou.png", fig)]}
 

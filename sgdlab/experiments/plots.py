@@ -22,7 +22,8 @@ Series = dict[str, tuple[Sequence[float], Sequence[float], Sequence[float] | Non
 
 def curves(series: Series, *, xlabel: str, ylabel: str, title: str = "", logx: bool = False,
            logy: bool = False, figsize=(5.2, 3.6), markers: bool = False, ax=None,
-           steps: bool = False, marks: Sequence[float] = (), log_steps_x: bool = False):
+           steps: bool = False, marks: Sequence[float] = (), log_steps_x: bool = False,
+           styles: dict[str, dict] | None = None, legend_outside: bool = False):
     """One line per label; the optional third element is a ±band (e.g. std over seeds).
     ``marks``: x positions drawn as dashed vertical lines (where a run continues another,
     an optimizer switch).
@@ -31,7 +32,11 @@ def curves(series: Series, *, xlabel: str, ylabel: str, title: str = "", logx: b
     (``drawstyle="steps-post"``), for quantities set at x and kept, such as a learning rate
     sampled once per epoch, which a line would draw as ramps. ``log_steps_x``: x counts
     steps from 0, drawn on a log axis that keeps the 0 (:func:`~sgdlab.report.figures.axes.
-    log_steps`) when it spans decades, for quantities measured at log-spaced steps."""
+    log_steps`) when it spans decades, for quantities measured at log-spaced steps.
+    ``styles``: matplotlib keywords per label (``{"color": "C0", "ls": ":"}``), so that one
+    method keeps one colour across figures, or one network across the instants it was
+    measured at. ``legend_outside``: the legend right of the axes, for curves that fill every
+    corner of them (a legend inside would hide some)."""
     fig = None
     if ax is None:
         fig, ax = plt.subplots(figsize=figsize)
@@ -40,8 +45,9 @@ def curves(series: Series, *, xlabel: str, ylabel: str, title: str = "", logx: b
         x, y = np.asarray(x, float), np.asarray(y, float)
         ok = np.isfinite(y)
         line, = ax.plot(x, y, label=label if ok.any() else f"{label} (no finite value)",
-                        marker="o" if markers or isolated(y) else None, ms=3,
-                        drawstyle="steps-post" if steps else "default")
+                        **{"marker": "o" if markers or isolated(y) else None, "ms": 3,
+                           "drawstyle": "steps-post" if steps else "default",
+                           **(styles or {}).get(label, {})})
         if ok.any() and not ok[-1]:
             # a curve that turns NaN / inf (a run that diverged) ends in a cross, not silently
             last = np.flatnonzero(ok)[-1]
@@ -68,7 +74,9 @@ def curves(series: Series, *, xlabel: str, ylabel: str, title: str = "", logx: b
         if ended:
             handles.append(Line2D([], [], color="0.3", marker="x", ls="none", ms=7, mew=2))
             labels.append("last finite value (NaN / inf after)")
-        ax.legend(handles, labels, fontsize=7)
+        ax.legend(handles, labels, fontsize=7,
+                  **({"loc": "upper left", "bbox_to_anchor": (1.02, 1)} if legend_outside
+                     else {}))
     ax.grid(alpha=0.3)
     if fig is not None:
         fig.tight_layout()

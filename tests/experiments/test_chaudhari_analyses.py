@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
+import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 
@@ -516,6 +517,30 @@ def test_the_variance_of_a_diffusion_spectrum_is_the_mean_over_the_seeds():
     (row,) = an.tables[0].rows
     assert row[-1] == pytest.approx(5.0)
     assert "first seed" in an.tables[0].caption
+    (_, fig), = an.figures
+    assert fig.axes[0].get_title().endswith("\nfirst seed 0")
+    plt.close(fig)
+
+
+def test_a_network_keeps_its_colour_across_the_instants_of_its_diffusion_spectra():
+    """Remark 6.37 compares the instants of one network: one colour per network, one line
+    style per instant, labelled in words."""
+    from sgdlab.experiments.procedures.chaudhari import diffusion_spectrum
+
+    runs = []
+    for net in ("small-lenet", "small-fc"):
+        for pct in (20, 100):
+            r = _spectrum_run(net, 0.5, [1.0, 3.0])
+            r.label = r.key = f"{net}@{pct}"
+            runs.append(r)
+    (_, fig), = diffusion_spectrum(SimpleNamespace(paper=PAPER, options={}), runs).figures
+    lines = {ln.get_label(): ln for ln in fig.axes[0].get_lines()}
+    lenet20 = lines["small-lenet, 20% of training"]
+    lenet100 = lines["small-lenet, 100% of training"]
+    fc100 = lines["small-fc, 100% of training"]
+    assert lenet20.get_color() == lenet100.get_color() != fc100.get_color()
+    assert lenet20.get_linestyle() != lenet100.get_linestyle() == fc100.get_linestyle()
+    plt.close(fig)
 
 
 # --- thesis §6.3.3: the spectra of a recorded trajectory -------------------------------------

@@ -4,6 +4,7 @@ from __future__ import annotations
 import matplotlib.pyplot as plt
 import numpy as np
 import pytest
+from matplotlib.colors import to_hex
 from matplotlib.container import ErrorbarContainer
 
 
@@ -61,4 +62,36 @@ def test_the_double_well_figure_names_its_marks_and_the_error_of_the_velocity():
     (errs,) = bars_err.lines[2]
     assert [s[1, 1] - s[0, 1] for s in errs.get_segments()] == pytest.approx([0.04, 0.08])
     assert fig.get_suptitle() == "seeds 0, 1 pooled"
+    plt.close(fig)
+
+
+def test_a_method_keeps_its_colour_across_the_escape_panels_and_one_legend_names_it():
+    from sgdlab.report.figures.landscapes import escape_figure
+
+    g = np.linspace(-2.0, 2.0, 5)
+    gx, gy = np.meshgrid(g, g)
+    names = ("gd", "sgd")
+    fig = escape_figure(gx, gy, gx ** 2 + gy ** 2, {n: np.zeros((3, 2)) for n in names},
+                        {n: 0.5 for n in names}, [0, 10], {n: [1.0, 0.5] for n in names},
+                        {"gd": "GD", "sgd": "SGD"})
+    traj, bars, sharp = fig.axes
+    dots = [to_hex(ln.get_color()) for ln in traj.get_lines()]
+    assert [to_hex(ln.get_color()) for ln in sharp.get_lines()] == dots
+    assert [to_hex(p.get_facecolor()) for p in bars.patches] == dots
+    assert len(set(dots)) == 2
+    assert traj.get_legend() is None and sharp.get_legend() is None
+    (legend,) = fig.legends
+    assert [t.get_text() for t in legend.get_texts()] == ["GD", "SGD"]
+    plt.close(fig)
+
+
+def test_settings_of_one_ratio_are_told_apart_by_their_batch_size_not_overlapping_text():
+    from sgdlab.report.figures.landscapes import ou_figure
+
+    fig = ou_figure([0.05, 0.05, 0.1], [0.02, 0.021, 0.04], [1e-3] * 3, [0.02, 0.02, 0.04],
+                    [1, 2, 2])
+    ax = fig.axes[0]
+    assert not ax.texts
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == [
+        "(η/4S) Tr H (eq. 7)", "SGD chains, S = 1 (±2 s.e.)", "SGD chains, S = 2 (±2 s.e.)"]
     plt.close(fig)

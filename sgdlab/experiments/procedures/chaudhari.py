@@ -228,7 +228,8 @@ def diffusion_spectrum(spec, runs: list[StoredRun]) -> Analysis:
         rows.append([net, f"{pct:g}%", d, n, v["rank"], v["rank_fraction"], v["trace"],
                      v["mean_eig"], v["eig_variance"]])
         if ev.size:
-            spectra[g] = (list(range(1, len(ev) + 1)), sorted(ev.tolist(), reverse=True), None)
+            spectra[f"{net}, {pct:g}% of training"] = (
+                list(range(1, len(ev) + 1)), sorted(ev.tolist(), reverse=True), None)
     for net, inst in by_net.items():
         if 100.0 in inst:
             rf = inst[100.0]["rank_fraction"]
@@ -259,10 +260,21 @@ def diffusion_spectrum(spec, runs: list[StoredRun]) -> Analysis:
                                          "variance of nonzero λ"], rows,
                   caption="means over each run's seeds" + ("; the figure shows the first "
                                                             "seed's spectrum" if several else ""))
+    # a colour per network, a line style per instant: the thesis compares the instants of
+    # one network (Remark 6.37) and the networks at one instant (Fig. 6.1 caption)
+    nets = list(by_net)
+    dashes = {p: ls for p, ls in zip(sorted({p for i in by_net.values() for p in i},
+                                            reverse=True), ("-", "--", ":", "-."))}
+    styles = {f"{net}, {p:g}% of training": {"color": f"C{nets.index(net) % 10}",
+                                              "ls": dashes.get(p, "-")}
+              for net, inst in by_net.items() for p in inst}
+    seeds = sorted({rs[0].seed for rs in groups.values()})
     fig = curves({g: s for g, s in spectra.items() if s[0]}, xlabel="index i",
-                 ylabel="λ_i(D)", logx=True, logy=True,
-                 title="Diffusion-matrix eigenvalues (Chaudhari Figs. 6.1-6.2)"
-                       + (", first seed" if several else ""))
+                 ylabel="λ_i(D)", logx=True, logy=True, styles=styles,
+                 figsize=(7.6, 3.8), legend_outside=True,
+                 title="Diffusion-matrix eigenvalues (Chaudhari Figs. 6.1-6.2)\n"
+                       + ("first " if several else "")
+                       + f"seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))}")
     return Analysis(tables=[table], figures=[("diffusion_spectrum", fig)], conclusions=concl)
 
 

@@ -14,6 +14,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 
+from sgdlab.report.figures.axes import log_scale  # noqa: E402
+
 __all__ = ["escape_figure", "ou_figure", "double_well_figure", "pspin_figure", "pde_figure",
            "perceptron_figure", "smoothing_colour"]
 
@@ -30,46 +32,55 @@ def escape_figure(
     (``success_rule`` says what counted as one: the rate is not always that of having reached
     the flat basin); expected sharpness vs iteration (mean over repetitions)."""
     labels = labels or {}
-    fig, axes = plt.subplots(1, 3, figsize=(16, 4.8))
+    # one colour per method in all three panels, and one legend for them below the panels
+    # (inside the trajectories' panel it hid some of the iterates)
+    names = list(dict.fromkeys([*trajectories, *success_rate, *sharpness]))
+    colour = {n: f"C{i % 10}" for i, n in enumerate(names)}
+    fig, axes = plt.subplots(1, 3, figsize=(16, 5.2), layout="constrained")
     ax = axes[0]
     cs = ax.contour(grid_x, grid_y, loss_grid, levels=12, cmap="Greys", linewidths=0.7)
     ax.clabel(cs, inline=True, fontsize=7)
     for name, traj in trajectories.items():
         t = np.asarray(traj)
-        ax.plot(t[:, 0], t[:, 1], ".", ms=2, label=labels.get(name, name), alpha=0.7)
-    ax.set(xlabel="w1", ylabel="w2", title="one repetition per method",
+        ax.plot(t[:, 0], t[:, 1], ".", ms=2, alpha=0.7, color=colour[name])
+    ax.set(xlabel="w₁", ylabel="w₂", title="one repetition per method",
            xlim=(grid_x.min(), grid_x.max()), ylim=(grid_y.min(), grid_y.max()))
-    ax.legend(fontsize=7, markerscale=4, loc="lower right")
     ax = axes[1]
-    names = list(success_rate)
-    ax.bar([labels.get(n, n) for n in names], [100 * success_rate[n] for n in names],
-           color="tab:blue")
+    rates = list(success_rate)
+    ax.bar([labels.get(n, n) for n in rates], [100 * success_rate[n] for n in rates],
+           color=[colour[n] for n in rates])
     ax.set(ylabel=f"{success_rule} (%)", ylim=(0, 105), title="success rate")
     ax.tick_params(axis="x", rotation=35, labelsize=8)
     ax = axes[2]
     for name, vals in sharpness.items():
-        ax.plot(list(sharpness_steps), list(vals), label=labels.get(name, name))
-    ax.set(xlabel="iteration", ylabel="expected sharpness", yscale="log",
+        ax.plot(list(sharpness_steps), list(vals), color=colour[name])
+    log_scale(ax, [v for vals in sharpness.values() for v in vals])
+    ax.set(xlabel="iteration", ylabel="expected sharpness",
            title="E[L(w+ξ)] − L(w), ξ ~ N(0, σ²I)")
-    ax.legend(fontsize=7)
-    fig.tight_layout()
+    handles = [Line2D([], [], color=colour[n], marker="o", ms=5, label=labels.get(n, n))
+               for n in names]
+    fig.legend(handles=handles, loc="outside lower center", ncols=len(names), fontsize=8,
+               frameon=False)
     return fig
 
 
 def ou_figure(ratios: Sequence[float], measured: Sequence[float], stderr: Sequence[float],
-              predicted: Sequence[float], labels: Sequence[str]) -> plt.Figure:
-    """Stationary excess loss of SGD on the quadratic vs η/S with Jastrzebski's (η/4S) Tr H."""
-    fig, ax = plt.subplots(figsize=(6, 4.5))
+              predicted: Sequence[float], batch_sizes: Sequence[int]) -> plt.Figure:
+    """Stationary excess loss of SGD on the quadratic vs η/S with Jastrzebski's (η/4S) Tr H;
+    one marker per batch size S (settings of equal η/S share an abscissa: text labels there
+    overlapped)."""
+    fig, ax = plt.subplots(figsize=(6, 4.5), layout="constrained")
     order = np.argsort(ratios)
     r = np.asarray(ratios)[order]
     ax.plot(r, np.asarray(predicted)[order], "-", color="k", label="(η/4S) Tr H (eq. 7)")
-    ax.errorbar(ratios, measured, yerr=2 * np.asarray(stderr), fmt="o", color="tab:red",
-                label="SGD chains (±2 s.e.)")
-    for x, y, t in zip(ratios, measured, labels):
-        ax.annotate(t, (x, y), textcoords="offset points", xytext=(4, -10), fontsize=7)
+    s_all = np.asarray(batch_sizes)
+    for i, s in enumerate(sorted(set(batch_sizes))):
+        on = s_all == s
+        ax.errorbar(np.asarray(ratios)[on], np.asarray(measured)[on],
+                    yerr=2 * np.asarray(stderr)[on], fmt="osD^v"[i % 5], mfc="none", capsize=3,
+                    color=f"C{i % 10}", label=f"SGD chains, S = {s} (±2 s.e.)")
     ax.set(xlabel="η / S", ylabel="E[L] − L*", title="SGD on a quadratic with C = H")
-    ax.legend()
-    fig.tight_layout()
+    ax.legend(fontsize=8)
     return fig
 
 
