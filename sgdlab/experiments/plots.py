@@ -103,13 +103,16 @@ def _mark_missing(ax, positions, means) -> None:
 
 
 def bars(labels: Sequence[str], means: Sequence[float], errs: Sequence[float] | None = None, *,
-         ylabel: str, title: str = "", figsize=(5.2, 3.6), ax=None):
+         ylabel: str, title: str = "", figsize=(5.2, 3.6), ax=None,
+         colors: Sequence[str] | None = None):
+    """One bar per label; ``colors``: one per bar, where the labels have colours of their own
+    in the report's other figures (a method's curve)."""
     fig = None
     if ax is None:
         fig, ax = plt.subplots(figsize=figsize)
     x = np.arange(len(labels))
     ax.bar(x, np.asarray(means, float), yerr=None if errs is None else np.asarray(errs, float),
-           capsize=3, color="#4a7fb5")
+           capsize=3, color=list(colors) if colors is not None else "#4a7fb5")
     _mark_missing(ax, x, means)
     ax.set_xticks(x)
     ax.set_xticklabels(labels, rotation=30, ha="right", fontsize=8)

@@ -362,6 +362,22 @@ def test_the_escape_trajectories_of_several_seeds_name_the_seed_they_draw():
     assert "seed" not in fig.axes[0].get_title()
 
 
+def test_a_method_has_one_colour_in_the_escape_bars_and_sharpness_curves():
+    from matplotlib.colors import to_hex
+
+    from sgdlab.experiments.procedures.landscape_runs import zhu_escape_analysis
+
+    runs = _escape_runs({"gd": [[5, 6]], "sgd": [[7, 8]]})
+    for r in runs:
+        r.data.update({"sharpness_steps": [0, 10], "sharpness": [1.0, 0.1]})
+    spec = SimpleNamespace(paper={"claim": "x", "figure": "Fig. 3"}, options={})
+    figs = dict(zhu_escape_analysis(spec, runs).figures)
+    bars = [to_hex(p.get_facecolor()) for p in figs["escape_success"].axes[0].patches]
+    lines = [to_hex(ln.get_color()) for ln in figs["escape_sharpness"].axes[0].get_lines()]
+    assert bars == lines and len(set(bars)) == 2
+    assert "2 repetitions × 1 seed pooled" in figs["escape_success"].axes[0].get_title()
+
+
 # --- zhu-noise-vs-gradient: "overwhelmingly" as a named reading -------------------------------
 def test_noise_dominance_readings_by_hand():
     from sgdlab.experiments.procedures.zhu import zhu_noise_magnitude

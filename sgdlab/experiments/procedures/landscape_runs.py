@@ -230,10 +230,15 @@ def zhu_escape_analysis(spec, runs) -> Analysis:
                             " the first iteration in the flat basin, a chain that never got"
                             " there counted at the run length")
     rates = [pooled[m][0] for m in groups]
+    reps = sum(int(r.summary.get("repetitions", 0)) for r in runs) // max(1, len(runs))
+    seeds = max(len(rs) for rs in groups.values())
+    # a method's colour is the same in the success bars and the sharpness curves
+    colour = {m: f"C{i % 10}" for i, m in enumerate(groups)}
     f1 = bars([names[m] for m in groups], rates,
               _error_bars(rates, [pooled[m][1] for m in groups]),
               ylabel=f"success rate (Wilson interval, z = {z:g})",
-              title="Zhu et al. Fig. 3: escape success")
+              title=f"Zhu et al. Fig. 3(c): escape success\n{reps} repetitions × {seeds} "
+                    f"seed{'s' if seeds > 1 else ''} pooled", colors=list(colour.values()))
     series = {}
     for m, rs in groups.items():
         r0 = rs[0]
@@ -242,9 +247,8 @@ def zhu_escape_analysis(spec, runs) -> Analysis:
 
             arr = np.array([r.data["sharpness"] for r in rs], float)
             series[names[m]] = (r0.data["sharpness_steps"], arr.mean(0).tolist(), None)
-    reps = sum(int(r.summary.get("repetitions", 0)) for r in runs) // max(1, len(runs))
-    seeds = max(len(rs) for rs in groups.values())
     f2 = curves(series, xlabel="iteration", ylabel="E[L(w + ν)] − L(w)", logy=True,
+                styles={names[m]: {"color": colour[m]} for m in groups},
                 title=f"expected sharpness, ν ~ N(0, s²I), s = "
                       f"{runs[0].params.get('sharpness_sigma', 0.1):g}\nmean over "
                       f"{reps} repetitions × {seeds} seed{'s' if seeds > 1 else ''}")
