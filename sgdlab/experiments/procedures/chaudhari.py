@@ -390,7 +390,7 @@ def trajectory(spec, runs: list[StoredRun]) -> Analysis:
             steps, vals = zip(*gn)
             figs.append((f"grad_norm_{g}", curves(
                 {"‖∇f‖ (full batch)": (steps, vals, None)}, xlabel="step",
-                ylabel="‖∇f(x_k)‖", logx=True, logy=True,
+                ylabel="‖∇f(x_k)‖", log_steps_x=True, logy=True,
                 title=f"{one}: full gradient norm (Fig. 6.3c)")))
         lf_r = stat(rs, "low_frequency_ratio")[0]
         lf_p = stat(rs, "low_frequency_p_value")[0]

@@ -25,16 +25,19 @@ def trajectory_figure(spectrum: Any, autocorr: Any, *, test: Any = None,
     verdict to the title."""
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(10.0, 3.8))
     f, m, s = (np.asarray(spectrum.freqs), np.asarray(spectrum.mean), np.asarray(spectrum.std))
-    a1.plot(f[1:], m[1:], color="tab:blue", lw=1.0)
-    a1.fill_between(f[1:], (m - s)[1:], (m + s)[1:], color="tab:blue", alpha=0.25, lw=0)
+    a1.plot(f[1:], m[1:], color="tab:blue", lw=1.0, label="mean over coordinates")
+    a1.fill_between(f[1:], (m - s)[1:], (m + s)[1:], color="tab:blue", alpha=0.25, lw=0,
+                    label="± std over coordinates")
+    a1.legend(fontsize=7)
     a1.set_xlabel("frequency (cycles / snapshot)")
     a1.set_ylabel("|FFT(Δx)| / √n")
     a1.set_title(f"increment spectrum ({spectrum.num_coords} coordinates, n = {spectrum.n})",
                  fontsize=9)
     lags, am, asd = (np.asarray(autocorr.lags), np.asarray(autocorr.mean),
                      np.asarray(autocorr.std))
-    a2.bar(lags[1:], am[1:], color="tab:green", width=0.6)
-    a2.errorbar(lags[1:], am[1:], yerr=asd[1:], fmt="none", ecolor="k", lw=0.6)
+    a2.bar(lags[1:], am[1:], color="tab:green", width=0.6, label="mean over coordinates")
+    a2.errorbar(lags[1:], am[1:], yerr=asd[1:], fmt="none", ecolor="k", lw=0.6,
+                label="± std over coordinates")
     a2.axhspan(-autocorr.band, autocorr.band, color="tab:gray", alpha=0.25, lw=0,
                label="99% band")
     a2.axhline(0, color="k", lw=0.5)
