@@ -128,11 +128,12 @@ def bars(labels: Sequence[str], means: Sequence[float], errs: Sequence[float] | 
 def grouped_bars(labels: Sequence[str],
                  series: dict[str, tuple[Sequence[float], Sequence[float] | None]], *,
                  ylabel: str, title: str = "", zoom: bool = False, figsize=(5.2, 3.6),
-                 ax=None):
+                 ax=None, label_colors: Sequence[str] | None = None):
     """Bars per label (x), one bar per series side by side (``{name: (means, errs)}``), errs
     as error bars (e.g. std over seeds). ``zoom``: the y axis spans the bars' tops and error
     bars with a margin instead of starting at 0, so that differences of a fraction of a point
-    between accuracies near 1 can be seen (the axis says where it starts)."""
+    between accuracies near 1 can be seen (the axis says where it starts). ``label_colors``:
+    with a single series, one colour per label (a group's colour in the curves beside)."""
     fig = None
     if ax is None:
         fig, ax = plt.subplots(figsize=figsize)
@@ -142,8 +143,9 @@ def grouped_bars(labels: Sequence[str],
     for i, (name, (means, errs)) in enumerate(series.items()):
         m = np.asarray(means, float)
         e = None if errs is None else np.nan_to_num(np.asarray(errs, float))
+        one = {"color": list(label_colors)} if label_colors and len(series) == 1 else {}
         ax.bar(x + (i - (len(series) - 1) / 2) * width, m, width, yerr=e, capsize=3,
-               label=name)
+               label=name, **one)
         _mark_missing(ax, x + (i - (len(series) - 1) / 2) * width, m)
         tops += list(m - (0 if e is None else e)) + list(m + (0 if e is None else e))
     ax.set_xticks(x)

@@ -246,6 +246,20 @@ def test_compare_groups_bars_are_the_seed_means_with_their_std_as_error_bars():
     (_, fig), = compare_groups(spec, runs[::2]).figures
     assert fig.axes[0].get_title() == "Fig. 4: test accuracy\nseed 0"
     plt.close(fig)
+    # a group has one colour in the curves and the bars, also when an earlier group has no
+    # curve of a metric (the colour cycle would hand its colour on)
+    from matplotlib.colors import to_hex
+
+    spec.options.update(curves=["train_acc"], bars=[{"name": "acc", "ylabel": "accuracy",
+                                                     "metrics": [["test_acc", "final"]]}])
+    runs[0].metrics.pop("train_acc")
+    runs[1].metrics.pop("train_acc")
+    (_, curve), (_, bar) = compare_groups(spec, runs).figures
+    (line,) = curve.axes[0].get_lines()
+    assert line.get_label() == "random"
+    assert [to_hex(p.get_facecolor()) for p in bar.axes[0].patches] == ["#1f77b4", "#ff7f0e"]
+    assert to_hex(line.get_color()) == "#ff7f0e"
+    plt.close("all")
     with pytest.raises(Exception, match="options.bars"):
         compare_groups(SimpleNamespace(paper={"figure": "F"},
                                        options={"table": [], "curves": [], "bars": [{}]}), runs)

@@ -195,9 +195,17 @@ def _bar_figure(spec, groups, b: dict[str, Any]):
                                   for rs in groups.values())]
         series[label] = ([m for m, _, _ in st], errs)
     return grouped_bars(list(groups), series, ylabel=b.get("ylabel", ""),
+                        label_colors=list(group_colours(groups).values()),
                         zoom=bool(b.get("zoom", False)),
                         title=f"{spec.paper['figure']}: {b.get('title', b['name'])}\n"
                               + seeds_note(groups))
+
+
+def group_colours(groups) -> dict[str, str]:
+    """{group: colour}, by the group's place among all of them: the same in every curve and bar
+    figure of a report, also where a group recorded no value of one metric (the colour cycle
+    would give the next group its colour)."""
+    return {g: f"C{i % 10}" for i, g in enumerate(groups)}
 
 
 @register_analysis("compare_groups")
@@ -211,7 +219,7 @@ def compare_groups(spec, runs: list[StoredRun]) -> Analysis:
     figs = []
     logy = set(o.get("logy", []))
     for metric in o.get("curves", ["train_loss", "test_acc"]):
-        series = {}
+        series, labels = {}, {}
         for g, rs in groups.items():
             # the learning rate of every step where the schedule gives it, not epoch samples
             exact = schedule_lr(rs) if metric == "lr" else None
@@ -220,9 +228,12 @@ def compare_groups(spec, runs: list[StoredRun]) -> Analysis:
             if steps:
                 # seeds that diverged or stopped early leave the mean: the legend says so
                 xs = group_x_axis(rs, steps, o.get("curve_x", "step"))
-                series[seeds_label(g, n, len(rs))] = (
+                labels[g] = seeds_label(g, n, len(rs))
+                series[labels[g]] = (
                     xs, mean, std if len(rs) > 1 and std is not None else None)
+        colour = group_colours(groups)
         fig = curves(series, xlabel=o.get("curve_x", "step"), ylabel=curve_label(metric, o),
+                     styles={label: {"color": colour[g]} for g, label in labels.items()},
                      logy=metric in logy, steps=metric == "lr",
                      title=f"{spec.paper['figure']}: {curve_label(metric, o)}\n"
                            + seeds_note(groups),
