@@ -56,7 +56,7 @@ def test_the_double_well_figure_names_its_marks_and_the_error_of_the_velocity():
                              title="seeds 0, 1 pooled")
     (legend,) = fig.legends
     assert [t.get_text() for t in legend.get_texts()] == [
-        "contours of e^(−Φ)", "zeros of the drift (∇f = 0)"]
+        "contours of e^(−Φ)", "zeros of the drift −∇Φ + j"]
     bars_ax = fig.axes[-1]
     (bars_err,) = [c for c in bars_ax.containers if isinstance(c, ErrorbarContainer)]
     (errs,) = bars_err.lines[2]

@@ -119,7 +119,7 @@ def double_well_figure(
     # what the maps' marks are, once for all panels (a legend inside a map hides the histogram)
     handles = [Line2D([], [], color="0.35", lw=0.8, label="contours of e^(−Φ)"),
                Line2D([], [], color="r", marker="*", ms=10, ls="none",
-                      label="zeros of the drift (∇f = 0)")]
+                      label="zeros of the drift −∇Φ + j")]
     fig.legend(handles=handles, loc="outside lower center", ncols=2, fontsize=8, frameon=False)
     if title:
         fig.suptitle(title, fontsize=10)
