@@ -276,7 +276,8 @@ def data_needs(runs: list[RunSpec], stored: set[str]) -> tuple[list[str], list[D
                 found, problem = look() or "not looked up", None
             except UserError as e:       # a DataError is one
                 found, problem = None, str(e)
-            what = f"weights {where}" if kind == "weights" else f"{kind} in {where}"
+            what = (f"weights {where}" if kind == "weights"
+                    else kind if where is None else f"{kind} in {where}")
             needs[kind, str(where)] = DataNeed(what, found, problem, at_path=where is not None)
         return needs[kind, str(where)]
 

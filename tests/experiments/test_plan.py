@@ -114,3 +114,14 @@ def test_the_plan_looks_up_a_text_datasets_file_with_its_path_option(tmp_path):
     ds = {**ds, "path": "b.txt"}
     _, (need,) = data_needs([SimpleNamespace(key="k", params={"dataset": ds})], set())
     assert need.found == f"text file {tmp_path / 'b.txt'}" and need.problem is None
+
+
+def test_a_dataset_without_a_folder_is_named_without_one():
+    # it read "text_chars in None"
+    from types import SimpleNamespace
+
+    from sgdlab.experiments.plan import data_needs
+
+    ds = {"name": "text_chars"}
+    _, (need,) = data_needs([SimpleNamespace(key="k", params={"dataset": ds})], set())
+    assert need.what == "text_chars" and need.found == "the bundled corpus"
