@@ -472,6 +472,33 @@ def test_large_network_judges_both_halves_of_no_better_than_gd(scale):
                    "not provide us solutions better than full batch gradient descent", 275)
 
 
+@pytest.mark.parametrize("scale", SCALES)
+def test_large_network_names_the_reading_of_better_as_generalising_better(scale, paper_lines):
+    """Line 275's "do not provide us solutions better than full batch gradient descent": read
+    with the sentence before it ("more flat and generalizable", the default: both halves), or
+    with §2's naming of solutions, "We call those solutions generalizing well good solutions"
+    (line 37): test accuracy alone, no sharpness claim on the isotropic and diagonal noises.
+    The default keeps the runs (and their keys) of the file without the reading."""
+    def halves(readings=None):
+        spec = load_experiment("zhu-large-network", scale, readings=readings)
+        return spec, sorted(c["metric"] for c in spec.options["claims"]
+                            if ["gd"] in c["above"] and c["above"] != [["sgd"], OTHERS])
+    default, both = halves()
+    general, acc = halves({"no-better": "generalization"})
+    assert both == ["expected_sharpness", "test_acc"] and acc == ["test_acc"]
+    # SGD's two claims (line 275's first sentence) stay under either reading
+    assert sum(c["above"][0] == ["sgd"] or c["above"][1] == ["sgd"]
+               for c in general.options["claims"]) == 2
+    assert [r.key for r in general.expand(data_dir="/d")] == \
+        [r.key for r in default.expand(data_dir="/d")]
+    choices = read_file(catalogue_files()["zhu-large-network"])["readings"]["no-better"][
+        "choices"]
+    for name, c in choices.items():
+        for passage, line in re.findall(r"'([^']+)'[^']*?\bline (\d+)\)", c["description"]):
+            assert _norm(passage) in _norm(paper_lines[int(line) - 1]), (name, passage, line)
+    assert "line 37" in choices["generalization"]["description"]
+
+
 def test_relative_tolerance_of_an_above_claim_by_hand():
     claim = {"above": [["a", "b"], ["g"]], "metric": "s", "rtol": 0.01}
     vals = {"g": {"s": 100.0}, "a": {"s": 99.5}, "b": {"s": 101.0}}
