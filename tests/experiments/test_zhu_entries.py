@@ -587,6 +587,34 @@ def test_paper_scale_noisy_label_uses_the_constants_of_sec_5_1_and_suppl_c():
     assert (hess["k"], hess["refresh_every"]) == (20, 10)       # line 442
 
 
+# Suppl. A (lines 367-374) and the captions of Figs. 1, 8, 9 (lines 90, 425, 434): model, η, k
+SUPPL_A = {"mlp-251": ("zhu-mlp-1-10-10-10-1", 0.05, 4), "mlp-141": ("zhu-mlp-1-10-10-1", 0.05, 3),
+           "mlp-103": ("zhu-mlp-1-6-6-6-1", 0.1, 3), "cubic-sgd": ("zhu-mlp-1-10-10-10-1", 0.05,
+                                                                  None)}
+
+
+@pytest.mark.parametrize("name", ["zhu-alignment-cubic", "zhu-noise-vs-gradient"])
+def test_paper_scale_cubic_runs_use_the_constants_of_suppl_a(name):
+    """20 training and 100 test points of y = (x+0.5)x(x−0.5), ReLU networks trained by SGD
+    with m = 5 at Suppl. A's η; the cosines of the first 4 (Fig. 1) or 3 (Figs. 8-9) leading
+    eigenvector pairs; Fig. 2's noise sqrt(η Tr Σ/m) with the training batch size m = 5, over
+    the whole training set."""
+    cubic = {r: p for r, p in _paper_runs(name).items() if p["dataset"]["name"] == "cubic"}
+    assert cubic and set(cubic) <= set(SUPPL_A)
+    for label, p in cubic.items():
+        model, lr, k = SUPPL_A[label]
+        assert (p["dataset"]["n_train"], p["dataset"]["n_test"]) == (20, 100), label
+        assert p["model"] == {"name": model, "activation": "relu"}, label
+        assert p["optimizer"] == {"name": "sgd", "lr": lr} and p["batch_size"] == 5, label
+        assert p["loss"] == "mse", label                       # "mean squared error", line 35
+        (m,) = p["measure"]
+        assert m["eval_subset"] is None, label                 # Σ over the N training points
+        if k is None:
+            assert (m["name"], m["batch_size"]) == ("noise_magnitude", 5), label
+        else:
+            assert (m["name"], m["k"]) == ("alignment", k), label
+
+
 @pytest.mark.parametrize("name,label,line", [("zhu-projection-residual", "sgd", 223),
                                                ("zhu-noise-vs-gradient", "noisy-label-sgd", 491)])
 @pytest.mark.parametrize("scale", ["cpu", "paper"])
