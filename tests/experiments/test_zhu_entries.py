@@ -55,6 +55,17 @@ def test_every_quote_stands_at_the_line_it_names(name, paper_lines):
         assert _norm(quote) in _norm(paper_lines[int(m.group(1)) - 1]), (name, where)
 
 
+@pytest.mark.parametrize("name", ZHU)
+def test_every_quote_is_the_texts_own_up_to_line_breaks(name, paper_lines):
+    """Verbatim: the quote's characters are the text's, spaces and line breaks aside (the
+    letters-and-digits match above let Suppl. B's "**SGD**" be quoted as "SGD")."""
+    def spaced(text: str) -> str:
+        return " ".join(text.split())
+    text = spaced(" ".join(paper_lines))
+    for quote, where in _quotes(name):
+        assert spaced(quote) in text, (name, where, spaced(quote)[:80])
+
+
 def _quoted(name: str, passage: str, line: int) -> bool:
     return any(_norm(passage) in _norm(q) and re.search(rf"\bline {line}\b", w)
                for q, w in _quotes(name))
