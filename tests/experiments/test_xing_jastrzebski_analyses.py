@@ -232,14 +232,16 @@ def test_breakdown_equivalence_departure_and_dataset_size():
                  r(800, 16, seed, 0.70 + e, status="diverged" if seed == 0 else "finished")]
     spec = SimpleNamespace(paper=PAPER, options={"metric": "test_acc", "margin": 0.01})
     c = breakdown(spec, runs).conclusions
-    assert len(c) == 7
+    assert len(c) == 9
     assert c[0].agrees_with_paper is True and "equivalent" in c[0].text   # n=4000, β=2
     assert c[1].agrees_with_paper is True and "curves" in c[1].text       # its curve too
     assert c[2].agrees_with_paper is True and "not equivalent" in c[2].text  # β=16 departs
-    assert c[3].agrees_with_paper is True                                  # n=800, β=2
-    assert c[4].agrees_with_paper is True and "curves" in c[4].text
-    assert c[5].agrees_with_paper is True and "diverged" in c[5].text
-    assert c[6].agrees_with_paper is True                                  # 0.2 > 0.05
+    assert c[3].agrees_with_paper is True and "curves of β = 16" in c[3].text  # its curve too
+    assert c[4].agrees_with_paper is True                                  # n=800, β=2
+    assert c[5].agrees_with_paper is True and "curves" in c[5].text
+    assert c[6].agrees_with_paper is True and "diverged" in c[6].text
+    assert c[7].agrees_with_paper is True and "diverged" in c[7].text     # a curve stops
+    assert c[8].agrees_with_paper is True                                  # 0.2 > 0.05
 
 
 def test_breakdown_counts_a_diverged_seed_at_the_largest_beta_as_the_breakdown():
@@ -681,12 +683,43 @@ def test_breakdown_checks_the_curves_of_a_small_beta_too():
         runs = []
         for s in (0, 1, 2):
             runs += [r(1, s, up), r(2, s, beta2), r(16, s, [0.2] * 5)]
-        c = [x for x in breakdown(spec, runs).conclusions if "curves" in x.text]
+        c = [x for x in breakdown(spec, runs).conclusions
+             if x.claim == "multiplying η and S by a small β keeps the learning dynamics"]
         assert len(c) == 1
         return c[0].agrees_with_paper
     assert gap_verdict([x + 0.002 for x in up]) is True
     # the same best accuracy (0.9), reached late: final performance alike, dynamics not
     assert gap_verdict([0.2, 0.2, 0.3, 0.5, 0.9]) is False
+
+
+def test_breakdown_checks_that_the_curves_of_the_largest_beta_do_not_match():
+    """Line 219: "The curves don't match when β gets too large": the learning curves of the
+    largest β against β = 1's, not only its best accuracy."""
+    def r(beta, seed, curve, status="finished"):
+        return run(f"beta{beta}|n_train=800", seed, status=status,
+                   params={"optimizer": {"lr": 0.1 * beta}, "batch_size": 50 * beta,
+                           "dataset": {"n_train": 800}},
+                   metrics={"test_acc": [(0, 0.1)] + [(10 * (i + 1), x)
+                                                      for i, x in enumerate(curve)]})
+    up = [0.5, 0.6, 0.7, 0.8, 0.9]
+    spec = SimpleNamespace(paper=PAPER, options={"metric": "test_acc", "margin": 0.01})
+
+    def verdict(big, diverged=()):
+        runs = []
+        for s in (0, 1, 2):
+            runs += [r(1, s, up), r(2, s, up),
+                     r(16, s, big[:2] if s in diverged else big,
+                       status="diverged" if s in diverged else "finished")]
+        c = [x for x in breakdown(spec, runs).conclusions
+             if x.claim == "for a large β the learning curves depart from β = 1's"]
+        assert len(c) == 1 and "curves of β = 16 and β = 1" in c[0].text
+        return c[0]
+    # the same best accuracy (0.9), reached late: the curves do not match
+    assert verdict([0.2, 0.2, 0.3, 0.5, 0.9]).agrees_with_paper is True
+    assert verdict([x + 0.002 for x in up]).agrees_with_paper is False
+    # a seed that diverged stops its curve: a mismatch, whatever the others' gaps
+    c = verdict([x + 0.002 for x in up], diverged=(0,))
+    assert c.agrees_with_paper is True and "1 seed(s) diverged at β = 16" in c.text
 
 
 def test_hessian_top_reads_the_largest_eigenvalue_or_the_largest_magnitude():

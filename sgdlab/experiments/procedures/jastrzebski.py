@@ -494,6 +494,19 @@ def interpolation(spec, runs: list[StoredRun]) -> Analysis:
                     conclusions=check_claims(o.get("claims"), vals))
 
 
+def _gaps_to(runs: list[StoredRun], ref: dict[int, StoredRun], metric: str) -> dict[str, Any]:
+    """Mean (and std) over the seeds of ``runs`` that ``ref`` (seed -> run) also ran of the
+    :func:`curve_gap` between their ``metric`` curves, and how many seeds it leaves out."""
+    both = [curve_gap(r, ref[r.seed], metric) for r in runs if r.seed in ref]
+    gaps = [g for g in both if finite(g)]
+    out = {"gap": float(np.mean(gaps)) if gaps else float("nan"), "gap__n": len(gaps)}
+    if len(gaps) < len(both):       # the claims say that the mean leaves them out
+        out["gap__missing"] = len(both) - len(gaps)
+    if len(gaps) > 1:
+        out["gap__std"] = float(np.std(gaps, ddof=1))
+    return out
+
+
 @register_analysis("jastrzebski_breakdown")
 def breakdown(spec, runs: list[StoredRun]) -> Analysis:
     """η = β η₀, S = β S₀ for growing β at one or more training-set sizes (Fig. 5). Per run:
@@ -505,9 +518,12 @@ def breakdown(spec, runs: list[StoredRun]) -> Analysis:
     within ``options.curve_margin`` (default the margin) of β = 1's — the mean over seeds of
     the per-seed :func:`curve_gap` below it ("similar learning dynamics", line 219); the
     largest β is not equivalent (the TOST interval lies outside the margin) or has more
-    diverged seeds than β = 1 (footnote 10 marks "at least one seed diverged" with a *);
-    and the departure at the largest β — per seed |best_acc(β_max) − best_acc(1)| — is larger
-    for the smaller training set ("magnified for smaller dataset size")."""
+    diverged seeds than β = 1 (footnote 10 marks "at least one seed diverged" with a *),
+    and its learning curve lies farther than ``curve_margin`` from β = 1's ("The curves don't
+    match when β gets too large", line 219; a diverged seed, whose curve stops, counts as a
+    mismatch the same way); and the departure at the largest β — per seed
+    |best_acc(β_max) − best_acc(1)| — is larger for the smaller training set ("magnified for
+    smaller dataset size")."""
     o = spec.options
     metric = o.get("metric", "test_acc")
     margin = float(o.get("margin", 0.01))
@@ -559,13 +575,7 @@ def breakdown(spec, runs: list[StoredRun]) -> Analysis:
             "metric_name": f"best {LABELS.get(metric, metric)} ({n} examples)",
             "claim": "multiplying η and S by a small β keeps the final performance"}], vals)
         ref1 = {r.seed: r for r in groups[g1]}
-        both = [curve_gap(r, ref1[r.seed], metric) for r in groups[small] if r.seed in ref1]
-        gaps = [g for g in both if finite(g)]
-        gv = {"gap": float(np.mean(gaps)) if gaps else float("nan"), "gap__n": len(gaps)}
-        if len(gaps) < len(both):
-            gv["gap__missing"] = len(both) - len(gaps)
-        if len(gaps) > 1:
-            gv["gap__std"] = float(np.std(gaps, ddof=1))
+        gv = _gaps_to(groups[small], ref1, metric)
         concl += check_claims([{
             "less": ["curves", "margin"], "metric": "gap",
             "metric_name": f"mean gap between the {LABELS.get(metric, metric)} curves of "
@@ -591,6 +601,20 @@ def breakdown(spec, runs: list[StoredRun]) -> Analysis:
         concl.append(Conclusion(text, agrees_with_paper=ok,
                                 claim="for a large β the η/S scaling breaks down: the final "
                                       "performance departs from β = 1", evidence=tost.evidence))
+        # "The curves don't match when β gets too large" (line 219): the learning curves, as
+        # the small β's are held to matching ones
+        curves_big, = check_claims([{
+            "greater": ["curves", "margin"], "metric": "gap",
+            "metric_name": f"mean gap between the {LABELS.get(metric, metric)} curves of "
+                           f"β = {betas[-1]:g} and β = 1 ({n} examples)",
+            "claim": "for a large β the learning curves depart from β = 1's"}],
+            {"curves": _gaps_to(groups[big], ref1, metric), "margin": {"gap": curve_margin}},
+            names={"curves": f"β = {betas[-1]:g} vs β = 1", "margin": "the margin"})
+        if div > div1:      # a diverged seed's curve stops: it does not match β = 1's
+            curves_big = Conclusion(
+                curves_big.text + f"; {div} seed(s) diverged at β = {betas[-1]:g}",
+                agrees_with_paper=True, claim=curves_big.claim, evidence=curves_big.evidence)
+        concl.append(curves_big)
         ref = {r.seed: r.summary["best_acc"] for r in groups[g1]}
         # per seed both ran; NaN where either has no value (counted as left out)
         departure[n] = [abs(r.summary["best_acc"] - ref[r.seed]) for r in groups[big]
