@@ -169,3 +169,29 @@ def test_breakdown_runs_fig_5_as_stated():
     assert len({r.params["dataset"]["n_train"] for r in runs}) == 2
     # footnote 10 (line 225): 5 seeds
     assert {r.seed for r in runs} == set(range(5))
+
+
+def _cpu_deviations(name: str) -> str:
+    return " ".join(load_experiment(name, "cpu").deviations)
+
+
+def test_cpu_scale_names_a_batch_of_the_whole_training_set():
+    """§2.1 draws mini-batches of S < N (line 84); a batch of the whole training set is
+    full-batch GD, with no gradient noise at all: a departure the scale must list."""
+    for name in ("jastrzebski-ratio-grid", "jastrzebski-equal-ratio",
+                 "jastrzebski-interpolation", "jastrzebski-breakdown"):
+        runs = load_experiment(name, "cpu").expand(data_dir="/d")
+        whole = [r.label for r in runs if isinstance(r.params.get("batch_size"), int)
+                 and r.params["batch_size"] >= r.params["dataset"].get("n_train", 4000)]
+        if whole:
+            assert "full-batch GD" in _cpu_deviations(name), (name, whole)
+
+
+def test_cpu_scale_states_the_choices_the_text_leaves_open():
+    # Fig. 4: which β the equal-ratio pair uses (line 210) and the different ratio (line 204)
+    assert "β = 4" in _cpu_deviations("jastrzebski-interpolation")
+    assert "four times lower" in _cpu_deviations("jastrzebski-interpolation")
+    # Fig. 2: one network for the two of line 186, with footnote 7's VGG-11 schedule
+    spec = load_experiment("jastrzebski-equal-ratio", "cpu")
+    assert isinstance(spec.options["rescaling"], dict)             # one network
+    assert "footnote 7" in _cpu_deviations("jastrzebski-equal-ratio")
