@@ -20,6 +20,23 @@ def test_eq7_trace_is_the_trace_of_the_loss_hessian():
                                    lr / (2 * s) * torch.eye(2, dtype=torch.float64))
 
 
+def test_eq7_reads_the_loss_above_the_minimum():
+    """Assumption 1 puts the minimum "at zero loss" (line 142), Assumption 2 takes C = H
+    (line 146): with C = H the per-sample gradients do not vanish at θ*, so non-negative
+    per-sample losses cannot all be zero there. With C = H, L(θ*) = ½ Tr(C H⁻¹) = d/2
+    exactly, and eq. (7)'s E(l) is the loss above it."""
+    h = torch.tensor([[2.0, 0.3], [0.3, 0.5]], dtype=torch.float64)
+    q = Quadratic(h, num_samples=30, seed=2)
+    assert bool((q.per_sample_loss(q.minimum) >= 0).all())
+    assert float(q.per_sample_grad(q.minimum).abs().max()) > 0.1
+    assert q.min_loss == pytest.approx(1.0, rel=1e-12)                 # d/2, d = 2
+    assert float(q.loss(q.minimum)) == pytest.approx(q.min_loss, rel=1e-12)
+    # a stationary θ ~ N(θ*, Σ): E[L] = L(θ*) + ½ Tr(HΣ), the second term eq. (7)'s
+    cov = q.sde_stationary_covariance(0.1, 4)
+    assert q.stationary_excess_loss(0.1, 4) == pytest.approx(
+        0.5 * float(torch.trace(h @ cov)), rel=1e-12)
+
+
 def test_bad_quadratics_and_arguments_are_named_errors():
     from sgdlab.errors import UserError
 

@@ -71,11 +71,11 @@ def test_ou_stationary_moments_and_eta_over_s_scaling():
     for lr, s in ((0.05, 1), (0.1, 2), (0.1, 1)):
         states, mean, se = _stationary_sgd_stats(q, lr, s, 3000, gen)
         res[(lr, s)] = float(mean)
-        # eq. 6: E[L] − L* = (η/4S) Tr H, up to the discrete O(η) correction and sampling error
+        # eq. 7: E[L] − L* = (η/4S) Tr H, up to the discrete O(η) correction and sampling error
         exact = q.stationary_excess_loss(lr, s, discrete=True)
         assert abs(mean - exact) < 4 * se
         assert exact == pytest.approx(lr / (4 * s) * float(torch.trace(q.H)), rel=0.07)
-        # eq. 7: cov(θ) = (η/2S) I (the discrete chain's O(η) correction is resolved too)
+        # after eq. 6: cov(θ) = (η/2S) I (the discrete chain's O(η) correction is resolved too)
         emp = torch.cov(states.reshape(-1, 3).T, correction=0)
         assert torch.allclose(emp, q.sgd_stationary_covariance(lr, s), atol=0.1 * lr / (2 * s))
         assert torch.allclose(emp, lr / (2 * s) * torch.eye(3, dtype=f64), atol=0.15 * lr / (2 * s))
