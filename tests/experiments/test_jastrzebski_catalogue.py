@@ -86,7 +86,6 @@ def test_equal_ratio_runs_figs_1_and_2_as_stated():
     for label, (model, lr, s, schedule) in EQUAL_RATIO.items():
         p = by_label[label]
         assert (p["dataset"]["name"], p["model"]["name"]) == ("cifar10", model), label
-        assert p["model"].get("batchnorm", True), label              # line 186
         assert (p["optimizer"]["lr"], p["batch_size"]) == (lr, s), label
         assert _plain_sgd(p), label
         if isinstance(schedule, dict):
@@ -109,6 +108,10 @@ def test_equal_ratio_runs_figs_1_and_2_as_stated():
             big = next(v for k, v in by_label.items() if k.startswith(f"{net}{kind}-"))
             assert big["batch_size"] > small["batch_size"]
             assert keep(big) == pytest.approx(keep(small)), (net, kind)
+    # line 186: both networks "trained with SGD and batch normalization"
+    for name in {p["model"]["name"] for p in by_label.values()}:
+        net = build_model(name, (3, 32, 32), 10)
+        assert any(isinstance(m, nn.BatchNorm2d) for m in net.modules()), name
     # footnote 6 (line 182): 5 random initialisations
     assert {r.seed for r in runs} == set(range(5))
 
