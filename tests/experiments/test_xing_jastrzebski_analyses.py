@@ -232,7 +232,7 @@ def test_breakdown_equivalence_departure_and_dataset_size():
                  r(800, 16, seed, 0.70 + e, status="diverged" if seed == 0 else "finished")]
     spec = SimpleNamespace(paper=PAPER, options={"metric": "test_acc", "margin": 0.01})
     c = breakdown(spec, runs).conclusions
-    assert len(c) == 9
+    assert len(c) == 10
     assert c[0].agrees_with_paper is True and "equivalent" in c[0].text   # n=4000, β=2
     assert c[1].agrees_with_paper is True and "curves" in c[1].text       # its curve too
     assert c[2].agrees_with_paper is True and "not equivalent" in c[2].text  # β=16 departs
@@ -242,6 +242,9 @@ def test_breakdown_equivalence_departure_and_dataset_size():
     assert c[6].agrees_with_paper is True and "diverged" in c[6].text
     assert c[7].agrees_with_paper is True and "diverged" in c[7].text     # a curve stops
     assert c[8].agrees_with_paper is True                                  # 0.2 > 0.05
+    # the curves of the largest β: 800 images' gap to β = 1 (0.2) above 4,000 images' (0.05)
+    assert c[9].agrees_with_paper is True and "curves of the largest β" in c[9].text
+    assert c[9].evidence == pytest.approx({"800 examples": 0.2, "4000 examples": 0.05})
 
 
 def test_breakdown_counts_a_diverged_seed_at_the_largest_beta_as_the_breakdown():
@@ -784,7 +787,7 @@ def test_breakdown_departure_says_which_seeds_it_leaves_out():
                  r(800, 1, seed, 0.90), r(800, 2, seed, 0.90),
                  r(800, 16, seed, 0.70 if seed == 0 else None)]   # seed 1 measured nothing
     spec = SimpleNamespace(paper=PAPER, options={"metric": "test_acc", "margin": 0.01})
-    dep = breakdown(spec, runs).conclusions[-1]
+    dep = breakdown(spec, runs).conclusions[-2]
     assert dep.evidence == pytest.approx({"800 examples": 0.2, "4000 examples": 0.05})
     assert dep.agrees_with_paper is True
     assert "1 of 2 seeds of 800 examples without a finite value" in dep.text

@@ -523,7 +523,9 @@ def breakdown(spec, runs: list[StoredRun]) -> Analysis:
     match when β gets too large", line 219; a diverged seed, whose curve stops, counts as a
     mismatch the same way); and the departure at the largest β — per seed
     |best_acc(β_max) − best_acc(1)| — is larger for the smaller training set ("magnified for
-    smaller dataset size")."""
+    smaller dataset size"), and so is the gap between the largest β's curve and β = 1's
+    ("The curves diverging from the blue ... magnified for smaller dataset size", line
+    215)."""
     o = spec.options
     metric = o.get("metric", "test_acc")
     margin = float(o.get("margin", 0.01))
@@ -564,6 +566,7 @@ def breakdown(spec, runs: list[StoredRun]) -> Analysis:
             fig.axes[0].axvline(r[1], color="red", ls=":", lw=1)
     concl: list[Conclusion] = []
     departure: dict[int, list[float]] = {}
+    curve_departure: dict[int, dict[str, Any]] = {}
     for n in sizes:
         betas = sorted(r[1] for r in rows if r[0] == n)
         if len(betas) < 2 or betas[0] != 1:
@@ -603,12 +606,13 @@ def breakdown(spec, runs: list[StoredRun]) -> Analysis:
                                       "performance departs from β = 1", evidence=tost.evidence))
         # "The curves don't match when β gets too large" (line 219): the learning curves, as
         # the small β's are held to matching ones
+        curve_departure[n] = _gaps_to(groups[big], ref1, metric)
         curves_big, = check_claims([{
             "greater": ["curves", "margin"], "metric": "gap",
             "metric_name": f"mean gap between the {LABELS.get(metric, metric)} curves of "
                            f"β = {betas[-1]:g} and β = 1 ({n} examples)",
             "claim": "for a large β the learning curves depart from β = 1's"}],
-            {"curves": _gaps_to(groups[big], ref1, metric), "margin": {"gap": curve_margin}},
+            {"curves": curve_departure[n], "margin": {"gap": curve_margin}},
             names={"curves": f"β = {betas[-1]:g} vs β = 1", "margin": "the margin"})
         if div > div1:      # a diverged seed's curve stops: it does not match β = 1's
             curves_big = Conclusion(
@@ -634,6 +638,15 @@ def breakdown(spec, runs: list[StoredRun]) -> Analysis:
             "greater": [f"{lo_n} examples", f"{hi_n} examples"], "metric": "departure",
             "metric_name": "|best accuracy at the largest β − at β = 1|",
             "claim": "the breakdown at large β is larger for the smaller training set"}], dv)
+        # the caption's "curves diverging from the blue ... magnified for smaller dataset
+        # size" (line 215): the same comparison on the curves' gap to β = 1's
+        concl += check_claims([{
+            "greater": [f"{lo_n} examples", f"{hi_n} examples"], "metric": "gap",
+            "metric_name": f"mean gap between the {LABELS.get(metric, metric)} curves of the "
+                           "largest β and β = 1",
+            "claim": "the learning curves of a large β depart further from β = 1's on the "
+                     "smaller training set"}],
+            {f"{n} examples": v for n, v in curve_departure.items()})
     return Analysis(tables=[table], figures=[("breakdown", fig)], conclusions=concl)
 
 
