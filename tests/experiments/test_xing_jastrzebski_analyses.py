@@ -745,6 +745,24 @@ def test_hessian_top_reads_the_largest_eigenvalue_or_the_largest_magnitude():
         assert [m.get("which") for m in finals if m["kind"] == "hessian_top"] == ["largest"]
 
 
+def test_hessian_frobenius_reads_the_frobenius_norm_of_the_models_hessian():
+    """Fig. 3's "Frobenius norm of the Hessian" (line 193) as the final measurement computes
+    it from the model: √10 for the Hessian diag(−3, 1) of a tiny float64 model, where the
+    squared eigenvalues, not the eigenvalues, add up (a trace would read −2)."""
+    import torch
+
+    from sgdlab.experiments.procedures.measures import compute_final
+
+    model = torch.nn.Linear(2, 1, bias=False).double()
+    x, y = torch.eye(2, dtype=torch.float64), torch.zeros(2, dtype=torch.float64)
+
+    def loss(out, _y):          # 0.5 (−3 w0² + w1²): Hessian diag(−3, 1)
+        return 0.5 * (-3 * out[0, 0] ** 2 + out[1, 0] ** 2)
+    fro = compute_final({"kind": "hessian_frobenius", "probes": 4000}, model, loss,
+                        (x, y))[0]["hessian_frobenius"]
+    assert fro == pytest.approx(math.sqrt(10.0), rel=0.03)
+
+
 def test_interpolation_paper_scale_evaluates_the_whole_training_set():
     spec = _claims_of("jastrzebski-interpolation", "paper")
     interp = [r for r in spec.runs if "between" in (r.get("params") or {})]
