@@ -841,3 +841,30 @@ def test_speed_target_reading_changes_the_claims_not_the_runs(name, scale):
     keys = [r.key for r in load_experiment(name, scale).expand(data_dir="/d")]
     other = load_experiment(name, scale, readings={"speed-target": "own-error"})
     assert [r.key for r in other.expand(data_dir="/d")] == keys
+
+
+ENTROPY_ENTRIES = ("chaudhari-entropy-sgd", "chaudhari-entropy-sgd-rnn", "chaudhari-sgld",
+                   "chaudhari-smoothing")
+
+
+@pytest.mark.parametrize("name", ENTROPY_ENTRIES)
+@pytest.mark.parametrize("scale", ["smoke", "cpu", "paper"])
+def test_every_entropy_run_takes_the_printed_outer_step_under_its_reading(name, scale):
+    """Algorithm 2's line 6 as printed, x ← x − η′γ⁻¹(x − z) (line 948, again at line 964),
+    against §3.2.3's γ-scaled x ← x − η′(x − z), the only one that gives "x ← z" for η′ = 1
+    (line 966): every entry running Entropy-SGD or Entropy-Adam names the choice, and its
+    ``printed`` reaches each of those runs (at γ = 10³ on PTB the printed step is 1,000 times
+    shorter) and no other run."""
+    runs = {r.label: r for r in load_experiment(name, scale).expand(data_dir="/d")}
+    printed = {r.label: r for r in load_experiment(
+        name, scale, readings={"outer-step": "printed"}).expand(data_dir="/d")}
+    entropy = [lab for lab, r in runs.items()
+               if r.params["optimizer"]["name"] in ("entropy_sgd", "entropy_adam")]
+    assert entropy, name
+    for label, r in runs.items():
+        o = printed[label].params["optimizer"]
+        if label in entropy:
+            assert r.params["optimizer"].get("normalize", True) is True, label
+            assert o["normalize"] is False, label
+        elif o["name"] not in ("hj",):
+            assert printed[label].key == r.key, label
