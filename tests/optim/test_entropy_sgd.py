@@ -216,6 +216,36 @@ def test_entropy_adam_counts_each_parameters_own_steps_as_adam_does():
         assert torch.allclose(a, b, atol=1e-13, rtol=1e-11)
 
 
+@pytest.mark.parametrize("normalize", [True, False])
+def test_algorithm_2_as_printed_by_hand_with_noise_and_scoping(normalize):
+    """Algorithm 2 (lines 942-948) written out in float64, three outer steps of L = 4 with the
+    thermal noise and §3.2.3's scoping γ(t) = γ₀(1 − γ₁)^t: y, z ← x; dy ← ∇f(y) − γ⁻¹(x − y);
+    y ← y − η dy + √(2ηβ⁻¹) N(0, I); z ← αz + (1 − α)y (α = 0.25, the weight of the old
+    average); then x ← x − η′γ⁻¹(x − z) as printed (``normalize=False``) or §3.2.3's
+    x ← x − η′(x − z). The noise is drawn from a generator seeded as the optimizer's."""
+    Q, p, x0 = quadratic(d=3, seed=5)
+    g0, g1, eta, eta_out, L, temp, alpha, seed = 0.8, 0.2, 0.1, 0.6, 4, 1e-2, 0.25, 7
+    gen = torch.Generator().manual_seed(seed)
+    x = x0.clone()
+    for t in range(3):
+        gamma = g0 * (1 - g1) ** t
+        y, z = x.clone(), x.clone()
+        for _ in range(L):
+            dy = (Q @ y + p) - (x - y) / gamma
+            y = y - eta * dy + math.sqrt(2 * eta * temp) * torch.randn(
+                3, generator=gen, dtype=torch.float64)
+            z = alpha * z + (1 - alpha) * y
+        x = x - eta_out * (x - z) / (1.0 if normalize else gamma)
+    w = nn.Parameter(x0.clone())
+    opt = EntropySGD([w], lr=eta_out, inner_lr=eta, L=L, gamma=g0, gamma_decay=g1,
+                     alpha=alpha, noise=temp, normalize=normalize, seed=seed)
+    for _ in range(3):
+        opt.step(quad_closure(w, Q, p))
+    assert opt.outer_steps == 3 and opt.inner_steps == 3 * L
+    assert torch.allclose(w.detach(), x, atol=1e-13, rtol=0), (w.detach(), x)
+    assert (x - x0).abs().max() > 0.05             # the steps moved x: the test can fail
+
+
 def test_thesis_gamma_is_the_inverse_of_the_authors_code_gamma():
     """The thesis' scope γ and the authors' code's coupling g: γ = 1/g. Two outer steps of the
     code's update (python/optim.py: dw = ∇f(w) + g(w − w_c); w ← w − η_y dw;
