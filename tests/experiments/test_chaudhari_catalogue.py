@@ -892,3 +892,15 @@ def test_table_3_1s_mnistfc_epochs_beyond_section_3_3_2s_budget_are_named():
     assert p["epochs"] * p["optimizer"]["L"] == 100 < 120
     devs = " ".join(" ".join(d.split()) for d in spec.deviations)
     assert "120 for Entropy-SGD on mnistfc exceeds the 100 effective epochs" in devs
+
+
+@pytest.mark.parametrize("scale", ["cpu", "paper"])
+def test_rnn_angle_names_the_rnn_it_leaves_out(scale):
+    """Line 1120's "changes much more rapidly for RNNs than for CNNs" covers the PTB-LSTM
+    under Entropy-SGD too; the entry measures the char-LSTM's angle only, and says so."""
+    spec = load_experiment(RNN, scale)
+    measured = {r.label for r in spec.expand(data_dir="/d")
+                if any(m["name"] == "entropy_angle" for m in r.params.get("measure", []))}
+    assert measured == {"entropy-adam-char", "entropy-sgd-lenet"}
+    assert any("speaks of RNNs" in d and "only the char-LSTM's angle is measured" in d
+               for d in spec.deviations)
