@@ -904,3 +904,12 @@ def test_rnn_angle_names_the_rnn_it_leaves_out(scale):
     assert measured == {"entropy-adam-char", "entropy-sgd-lenet"}
     assert any("speaks of RNNs" in d and "only the char-LSTM's angle is measured" in d
                for d in spec.deviations)
+
+
+@pytest.mark.parametrize("scale", ["cpu", "paper"])
+def test_sgld_entry_lists_its_last_iterate_and_test_set_at_every_scale(scale):
+    """§3.3.6 reports SGLD's validation errors (line 1126) and says nothing of a posterior
+    average; every scale tests the last iterate on held-out test images and lists both."""
+    devs = [" ".join(d.split()) for d in load_experiment("chaudhari-sgld", scale).deviations]
+    assert any("last iterate" in d and "posterior average" in d for d in devs), devs
+    assert any("validation error" in d and "test" in d for d in devs), devs
