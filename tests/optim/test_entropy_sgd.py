@@ -397,3 +397,22 @@ def test_add_param_group_must_share_L(name):
         return loss
     opt.step(closure)
     assert not torch.equal(w.detach(), torch.ones(2, dtype=torch.float64))
+
+
+def test_step_schedule_drops_the_outer_rate_and_leaves_the_sgld_step_fixed():
+    """§3.3.2 (line 1052): "The learning rate of the SGLD updates is fixed to η = 0.1 while the
+    outer loop's learning rate is set to η′ = 1 and drops by a factor of 10 after the second
+    epoch": the schedule scales ``lr`` (η′) only, never ``inner_lr``."""
+    from sgdlab.optim.protocols import StepLR
+
+    Q, p, x0 = quadratic()
+    y = nn.Parameter(x0.clone())
+    opt = EntropySGD([y], lr=1.0, inner_lr=0.1, L=2, gamma=10.0)
+    sched = StepLR(opt, milestones=[2], gamma=0.1, steps_per_epoch=3)
+    seen = []
+    for _ in range(9):
+        seen.append((opt.param_groups[0]["lr"], opt.param_groups[0]["inner_lr"]))
+        opt.step(quad_closure(y, Q, p))
+        sched.step()
+    assert [lr for lr, _ in seen] == pytest.approx([1.0] * 6 + [0.1] * 3)
+    assert all(inner == 0.1 for _, inner in seen)
