@@ -913,3 +913,19 @@ def test_sgld_entry_lists_its_last_iterate_and_test_set_at_every_scale(scale):
     devs = [" ".join(d.split()) for d in load_experiment("chaudhari-sgld", scale).deviations]
     assert any("last iterate" in d and "posterior average" in d for d in devs), devs
     assert any("validation error" in d and "test" in d for d in devs), devs
+
+
+@pytest.mark.parametrize("name", ENTROPY_ENTRIES)
+def test_entropy_sgd_with_weight_decay_says_where_the_decay_acts(name):
+    """The thesis does not say where ℓ2 enters Entropy-SGD: ``weight_decay`` is added to the
+    inner loop's gradients only, while the authors' PyTorch code (python/optim.py) adds it to
+    the outer gradient (x − z) as well. A paper scale running Entropy-SGD with weight decay
+    (allcnn on CIFAR-10) lists that choice."""
+    spec = load_experiment(name, "paper")
+    decayed = [r.label for r in spec.expand(data_dir="/d")
+               if r.params["optimizer"]["name"] in ("entropy_sgd", "entropy_adam")
+               and r.params["optimizer"].get("weight_decay", 0) > 0]
+    said = [d for d in spec.deviations
+            if "inner loop's gradients only" in " ".join(d.split())
+            and "outer gradient" in d]
+    assert bool(said) == bool(decayed), (decayed, said)
