@@ -929,3 +929,26 @@ def test_entropy_sgd_with_weight_decay_says_where_the_decay_acts(name):
             if "inner loop's gradients only" in " ".join(d.split())
             and "outer gradient" in d]
     assert bool(said) == bool(decayed), (decayed, said)
+
+
+# entry -> departures its paper scale lists that hold at the cpu scale as well (the same code
+# path or the same unstated setting), by a phrase each scale's sentence contains
+SHARED_DEPARTURES = {
+    "chaudhari-spin-glass": ("projected on the sphere",),        # §2.4.1's ‖∇H̃‖₂ ≤ 10⁻⁴
+    "chaudhari-trivialized": ("batch size 128",),
+    "chaudhari-trivialized-allcnn": ("no separate schedule",),   # Table 2.1's resampled noise
+    "chaudhari-diffusion-spectrum": ("batch size", "bilinear"),  # §6.3.1 states no batch size
+    "chaudhari-trajectory-fft": ("batch size 128", "bilinear"),
+    "chaudhari-double-well": ("1.5 is the authors'",),
+}
+
+
+@pytest.mark.parametrize("name", sorted(SHARED_DEPARTURES))
+def test_cpu_scale_lists_the_departures_it_shares_with_the_paper_scale(name):
+    """A departure of the paper scale that the cpu scale makes too (the spin glass' stopping
+    rule on the projected gradient, the resampled-noise control's schedule, an unstated batch
+    size) is a cpu-scale departure as well: RESULTS.md prints the cpu scale's list alone."""
+    for phrase in SHARED_DEPARTURES[name]:
+        for scale in ("paper", "cpu"):
+            devs = load_experiment(name, scale).deviations
+            assert any(phrase in d for d in devs), (name, scale, phrase)
