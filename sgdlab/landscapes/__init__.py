@@ -18,11 +18,11 @@ from .base import AnalyticLoss, Landscape
 from .double_well import DoubleWell, noiseless_orbits
 from .escape import EscapeConfig, EscapeResult, escape_experiment
 from .module import LandscapeModel, as_dataset, as_problem
-from .pspin import PSpinGlass, cluster_minima, mean_cosine_distance
+from .pspin import PSpinGlass, cluster_minima, mean_angular_distance, mean_cosine_distance
 from .quadratic import Quadratic
 from .two_basin import TwoBasin
 
 __all__ = ["Landscape", "AnalyticLoss", "TwoBasin", "Quadratic", "DoubleWell", "PSpinGlass",
            "EscapeConfig", "EscapeResult", "escape_experiment", "cluster_minima",
-           "mean_cosine_distance", "noiseless_orbits", "LandscapeModel", "as_problem",
-           "as_dataset"]
+           "mean_cosine_distance", "mean_angular_distance", "noiseless_orbits", "LandscapeModel",
+           "as_problem", "as_dataset"]

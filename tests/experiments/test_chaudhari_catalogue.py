@@ -952,3 +952,45 @@ def test_cpu_scale_lists_the_departures_it_shares_with_the_paper_scale(name):
         for scale in ("paper", "cpu"):
             devs = load_experiment(name, scale).deviations
             assert any(phrase in d for d in devs), (name, scale, phrase)
+
+
+def test_spin_glass_cosine_distance_reading_tests_the_mean_angle():
+    """§2.4.1's "average cosine distance" (0.02 vs 1.16, line 678): 1 − q by default, whose mean
+    over many minima cannot reach 1.16; the angle arccos q under cosine-distance=angle. The
+    reading changes the claim, not the runs; the procedure records both, and the analysis
+    judges the chosen one (a run stored without the angle leaves its claim inconclusive)."""
+    from types import SimpleNamespace
+
+    from sgdlab.experiments.procedures import StoredRun
+    from sgdlab.experiments.procedures.landscape_runs import PSpinProcedure, pspin_analysis
+
+    default = load_experiment("chaudhari-spin-glass", "cpu")
+    angle = load_experiment("chaudhari-spin-glass", "cpu", readings={"cosine-distance": "angle"})
+    assert [r.key for r in default.expand()] == [r.key for r in angle.expand()]
+    metrics = [[c["metric"] for c in s.options["claims"]] for s in (default, angle)]
+    assert metrics == [["distinct_minima", "cosine_distance", "distinct_minima"],
+                       ["distinct_minima", "angular_distance", "distinct_minima"]]
+    out = PSpinProcedure().run(SimpleNamespace(params={"regime": "trivial", "n": 10,
+                                                       "starts": 6, "max_steps": 300,
+                                                       "tol": 1e-3}, seed=0),
+                               SimpleNamespace(device="cpu"))
+    assert 0 <= out.summary["angular_distance"] < 0.05
+
+    def stored(regime, **summary):
+        return StoredRun(key=regime, run_id=regime, label=regime, seed=0,
+                         params={"regime": regime}, status="finished", metrics={},
+                         summary={"nu": 1.0, "starts": 6, "converged": 6, "energy_min": -1.0,
+                                  "energy_spread": 0.0, **summary},
+                         data={"embedding": [[0.0, 0.0]], "energies": [-1.0],
+                               "basin_sizes": [6]})
+
+    # 1 − q of 0.9 (gap 0.9 − 0.0 > 0.5) but angles 0.3 vs 0.1 (gap 0.2): the readings part
+    runs = [stored("glassy", distinct_minima=5, cosine_distance=0.9, angular_distance=0.3),
+            stored("critical", distinct_minima=2, cosine_distance=0.5, angular_distance=0.2),
+            stored("trivial", distinct_minima=1, cosine_distance=0.0, angular_distance=0.1)]
+    verdicts = [[c.agrees_with_paper for c in pspin_analysis(s, runs).conclusions]
+                for s in (default, angle)]
+    assert verdicts == [[True, True, True], [True, False, True]]
+    for r in runs:
+        del r.summary["angular_distance"]
+    assert [c.agrees_with_paper for c in pspin_analysis(angle, runs).conclusions][1] is None

@@ -6,7 +6,7 @@ import torch
 
 from sgdlab.errors import UserError
 from sgdlab.landscapes.pspin import (PSpinGlass, cluster_minima, embed_tsne,
-                                    mean_cosine_distance, regime_field)
+                                    mean_angular_distance, mean_cosine_distance, regime_field)
 
 f64 = torch.float64
 
@@ -134,6 +134,27 @@ def test_mean_cosine_distance_cannot_exceed_one_plus_one_over_b_minus_one(b):
         simplex = math.sqrt(n) * simplex / simplex.norm(dim=-1, keepdim=True)
         assert mean_cosine_distance(simplex) == pytest.approx(top)
     assert (top > 1.16) is (b <= 7)
+
+
+@pytest.mark.parametrize("chunk", [1, 3, 1024])
+def test_mean_angle_is_the_pairs_arccos_overlap_by_hand(chunk):
+    """The reading cosine-distance=angle of §2.4.1's "average cosine distance" (line 678):
+    the mean over pairs a < b of arccos q_ab, against a loop over the pairs with math.acos,
+    on points of different norms (only directions count), whatever the chunking."""
+    gen = torch.Generator().manual_seed(3)
+    x = torch.randn(7, 5, generator=gen, dtype=f64) * torch.arange(1, 8, dtype=f64)[:, None]
+    u = x / x.norm(dim=-1, keepdim=True)
+    pairs = [math.acos(float(u[a] @ u[b])) for a in range(7) for b in range(a + 1, 7)]
+    assert mean_angular_distance(x, chunk=chunk) == pytest.approx(sum(pairs) / len(pairs),
+                                                                  rel=1e-12)
+    # B points summing to zero: every angle is arccos(−1/(B − 1)), above 1.16 rad; four
+    # orthogonal points, each with a near copy: 24 of the 28 pairs at π/2, 4 at ≈ 0
+    simplex = torch.eye(4, dtype=f64) - 1 / 4
+    assert mean_angular_distance(simplex, chunk=chunk) == pytest.approx(math.acos(-1 / 3))
+    base = torch.eye(4, dtype=f64) * 2
+    pts = torch.cat([base, base]) * 1.0
+    assert mean_angular_distance(pts, chunk=chunk) == pytest.approx(24 / 28 * math.pi / 2)
+    assert math.isnan(mean_angular_distance(pts[:1]))
 
 
 def test_regimes_and_bad_input():
