@@ -994,3 +994,26 @@ def test_spin_glass_cosine_distance_reading_tests_the_mean_angle():
     for r in runs:
         del r.summary["angular_distance"]
     assert [c.agrees_with_paper for c in pspin_analysis(angle, runs).conclusions][1] is None
+
+
+@pytest.mark.parametrize("scale", ["cpu", "paper"])
+def test_fig_2_4s_alignment_trend_is_tested_only_under_its_reading(scale):
+    """§2.4.3.2 (line 732) and Fig. 2.4's caption (line 737) say the fixed field is a bias in
+    a fixed direction and resampling aligns the weights in uncorrelated ones: the fixed
+    field's alignment is the larger. Neither says the alignment grows over training; that
+    claim is the reading alignment-trend=grows, not the entry's default."""
+    def trends(spec):
+        return [c for c in spec.options["claims"]
+                if c.get("metric_b") and c["less" if "less" in c else "greater"][0]
+                == c["less" if "less" in c else "greater"][1]]
+
+    name = "chaudhari-trivialized-allcnn"
+    default = load_experiment(name, scale)
+    assert trends(default) == []
+    assert [c["metric"] for c in default.options["claims"]].count("alignment_mean") == 1
+    for alignment, metric in (("cosine", "alignment_last"), ("raw", "raw_alignment_last")):
+        grows = load_experiment(name, scale, readings={"alignment-trend": "grows",
+                                                       "alignment": alignment})
+        assert [c["metric"] for c in trends(grows)] == [metric]
+        assert [r.key for r in grows.expand(data_dir="/d")] == \
+            [r.key for r in default.expand(data_dir="/d")]
