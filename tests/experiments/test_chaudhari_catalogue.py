@@ -115,6 +115,18 @@ def test_pde_smoothing_is_at_the_thesis_inverse_temperature(scale):
     assert [r.params["beta"] for r in five.expand()] == [5.0]
 
 
+@pytest.mark.parametrize("scale", ["cpu", "paper"])
+def test_pde_smoothing_lists_the_time_of_fig_4_1_and_the_gamma_of_fig_3_2_it_chose(scale):
+    """Fig. 4.1's caption draws u_viscousHJ(x, T) and u_non-viscousHJ(x, T) with no T (line
+    1155), and Fig. 3.2's "large values of γ" (line 880) gives none either: the entry's t,
+    which is both, is a choice each scale must list with its value."""
+    spec = load_experiment("chaudhari-pde-smoothing", scale)
+    [run] = spec.expand()
+    t = run.params["t"]
+    assert any("time T" in d and f"t = {t:g}" in d and "Fig. 3.2" in d
+               for d in spec.deviations), spec.deviations
+
+
 @pytest.mark.parametrize("scale", ["smoke", "cpu", "paper"])
 def test_pde_densities_diffuse_as_the_sde_and_see_u_at_t_unless_told(scale):
     """Fig. 4.1's densities: D = β⁻¹/2 of (4.2) and u frozen at u(·, T) by default; the Δρ of
@@ -328,6 +340,27 @@ def test_parle_is_compared_with_elastic_sgd_on_the_same_subsets(scale):
     for frac in ("50", "25"):
         if f"elastic-sgd-{frac}" in labels:
             assert (f"parle-{frac}", f"elastic-sgd-{frac}") in pairs
+
+
+@pytest.mark.parametrize("name", ["chaudhari-parle", "chaudhari-parle-split"])
+@pytest.mark.parametrize("scale", ["cpu", "paper"])
+def test_elastic_sgd_runs_list_their_unstated_momentum_and_master(name, scale):
+    """Ch. 5 gives Elastic-SGD's update (5.4a) with no momentum and its master (5.4b) with an
+    unstated η′ (lines 1995-1997); line 2112's Nesterov 0.9 is said of the SGD baseline and
+    Remark 5.3's of Parle. The entries run Elastic-SGD with Nesterov 0.9 on its whole step
+    (gradient and elastic pull: ``outer_momentum``, the inner loop of L = 1 has none) and the
+    master as the replicas' average (η′ = ρ_k/n, §5.3.2's η⁽³⁾): each scale lists both."""
+    from sgdlab.train.replicas import ParleConfig
+
+    spec = load_experiment(name, scale)
+    elastic = [ParleConfig.from_dict(r.params["parle"]) for r in spec.expand(data_dir="/d")
+               if r.label.startswith("elastic-sgd")]
+    assert elastic
+    for cfg in elastic:
+        assert (cfg.L, cfg.momentum, cfg.outer_momentum, cfg.outer_nesterov) == (1, 0.0, 0.9,
+                                                                                 True)
+    assert any(d.startswith("Elastic-SGD's settings are not stated") and "Nesterov" in d
+               and "average" in d for d in spec.deviations), spec.deviations
 
 
 @pytest.mark.parametrize("name", ["chaudhari-parle", "chaudhari-parle-split"])
