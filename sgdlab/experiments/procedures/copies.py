@@ -26,6 +26,7 @@ from sgdlab.report.tables import Table
 COPY_SEED_STRIDE = 1000
 
 METRICS = [("individual_err", "test error of a copy (mean over copies)"),
+           ("best_copy_err", "test error of the best copy"),
            ("ensemble_err", "test error of the softmax ensemble"),
            ("oneshot_err", "test error of the averaged weights (one shot)"),
            ("aligned_err", "test error of the averaged aligned weights"),
@@ -114,6 +115,7 @@ class CompareCopies(Procedure):
         ind = float(np.mean(errs))
         return RunOutput(summary={
             "individual_err": ind, "individual_err_std": float(np.std(errs, ddof=1)),
+            "best_copy_err": float(min(errs)),
             "ensemble_err": ens, "oneshot_err": oneshot, "aligned_err": al_err,
             "overlap_aligned": off(ali), "overlap_raw": off(raw),
             "ensemble_rel_gain": (ind - ens) / ind if ind > 0 else float("nan"),
@@ -188,6 +190,8 @@ def copies_analysis(spec, runs: list[StoredRun]) -> Analysis:
     cmp_runs = [r for r in runs if "overlap_aligned" in r.data]
     if not cmp_runs:
         return Analysis(notes=["no comparison run finished"])
+    for r in cmp_runs:      # runs stored before the summary had it
+        r.summary.setdefault("best_copy_err", float(min(r.data["copy_errors"])))
     rows = [[r.label, r.seed] + [r.summary.get(m) for m, _ in METRICS] for r in cmp_runs]
     table = Table("copies", ["run", "seed"] + [m for m, _ in METRICS], rows, keys=["run", "seed"],
                   caption="test errors (fractions) and weight overlaps of the copies; "
