@@ -61,7 +61,10 @@ from .registry import register_optimizer
 from .scoping import ExponentialScope
 from .settings import split_own_state
 
-__all__ = ["EntropySGD", "EntropyAdam", "SeededNoise"]
+__all__ = ["EntropySGD", "EntropyAdam", "SeededNoise", "INNER_MOMENTUM_ON"]
+
+# what the inner loop's momentum carries: ∇f_B alone (the authors' code) or the whole drift
+INNER_MOMENTUM_ON = ("gradient", "step")
 
 
 class SeededNoise(PicklesWhole):
@@ -155,6 +158,10 @@ class EntropySGD(SeededNoise, Optimizer):
         noise: thermal noise β⁻¹ of the Langevin steps (0 allowed).
         momentum, nesterov: outer-loop (heavy-ball / Nesterov) momentum.
         inner_momentum, inner_nesterov: inner-loop momentum (reset every outer step).
+        inner_momentum_on: what the inner momentum carries: ``"gradient"`` (default, the
+            authors' code) ∇f_B + wd·y only, the coupling pull γ⁻¹(y − x) added
+            unaccelerated; ``"step"`` the whole drift ∇f_B + wd·y + γ⁻¹(y − x) (Remark 5.3's
+            "Nesterov's momentum [...] for updating the variables y_k^a" read literally).
         weight_decay: L2 coefficient added to ∇f in the inner loop.
         normalize: use the γ-scaled outer gradient (x − z) instead of γ⁻¹(x − z).
         seed: seed of the Langevin noise generator (default: drawn from torch's global RNG).
@@ -167,8 +174,8 @@ class EntropySGD(SeededNoise, Optimizer):
                  gamma: float = 1e4, gamma_decay: float = 0.0, gamma_min: float | None = None,
                  gamma_max: float | None = None, alpha: float = 0.25, noise: float = 0.0,
                  momentum: float = 0.0, nesterov: bool = False, inner_momentum: float = 0.0,
-                 inner_nesterov: bool = False, weight_decay: float = 0.0,
-                 normalize: bool = True, seed: int | None = None,
+                 inner_nesterov: bool = False, inner_momentum_on: str = "gradient",
+                 weight_decay: float = 0.0, normalize: bool = True, seed: int | None = None,
                  _extra_defaults: dict[str, Any] | None = None):
         _check(lr >= 0, f"Invalid learning rate: {lr}")
         _check(inner_lr > 0, f"Invalid inner learning rate: {inner_lr}")
@@ -182,12 +189,15 @@ class EntropySGD(SeededNoise, Optimizer):
         _check(not inner_nesterov or inner_momentum > 0,
                "Inner Nesterov momentum requires an inner momentum")
         _check(weight_decay >= 0, f"Invalid weight_decay value: {weight_decay}")
+        _check(inner_momentum_on in INNER_MOMENTUM_ON, f"Invalid inner_momentum_on: "
+               f"{inner_momentum_on!r} (one of {', '.join(map(repr, INNER_MOMENTUM_ON))})")
         # validates the scoping arguments early (raises ValueError)
         ExponentialScope(gamma, gamma_decay, lower=gamma_min, upper=gamma_max)
         defaults = dict(lr=lr, inner_lr=inner_lr, L=L, gamma=gamma, gamma_decay=gamma_decay,
                         gamma_min=gamma_min, gamma_max=gamma_max, alpha=alpha, noise=noise,
                         momentum=momentum, nesterov=nesterov, inner_momentum=inner_momentum,
-                        inner_nesterov=inner_nesterov, weight_decay=weight_decay,
+                        inner_nesterov=inner_nesterov, inner_momentum_on=inner_momentum_on,
+                        weight_decay=weight_decay,
                         normalize=normalize, **(_extra_defaults or {}))
         super().__init__(params, defaults)
         self._init_rng(seed)
@@ -296,10 +306,17 @@ class EntropySGD(SeededNoise, Optimizer):
         if not ys:
             return
         grads = [p.grad for p in ys]
+        xs = [self.state[p]["x"] for p in ys]
+        # a group saved before the option existed carried the gradient alone
+        if (group.get("inner_momentum_on", "gradient") == "step" and group["inner_momentum"] > 0
+                and gamma < math.inf):
+            # the pull γ⁻¹(y − x) joins the drift the momentum carries, so no separate pull
+            torch._foreach_add_(grads, torch._foreach_sub(ys, xs), alpha=1.0 / gamma)
+            gamma = math.inf
         d = self._inner_direction(group, ys, grads)
         noise = group["noise"]
         # the generator is made on first use only: a noiseless run saves no generator state
-        langevin_step_(ys, [self.state[p]["x"] for p in ys], [self.state[p]["z"] for p in ys],
+        langevin_step_(ys, xs, [self.state[p]["z"] for p in ys],
                        d, lr=group["inner_lr"], gamma=gamma, alpha=group["alpha"],
                        temperature=noise, generator=self._rng(ys[0].device) if noise > 0 else None)
 

@@ -118,6 +118,9 @@ class ParleConfig:
     ``epoch_unit`` is the B of those epochs when the replicas hold a subset (``shard``):
     ``"global"`` the mini-batches of the whole training set, ``"local"`` those of a
     replica's subset (the scoping's B stays the global one, as eq. 5.10 says).
+    ``inner_momentum_on``: ``"gradient"`` (default, the authors' code) the inner momentum
+    carries ∇f_B alone; ``"step"`` the whole drift of (5.8a), coupling pull included (Remark
+    5.3 read literally; :class:`sgdlab.optim.entropy_sgd.EntropySGD`).
     inner_lr is η⁽⁰⁾ (default: lr, "the initial learning rate η₀"); it stays fixed unless
     ``anneal_inner`` (the authors' code anneals both). ``shard``: each replica sees only its
     own part of the training set — disjoint 1/n shards, or with ``shard_fraction`` f equal
@@ -145,6 +148,7 @@ class ParleConfig:
     nesterov: bool = True
     outer_momentum: float = 0.9
     outer_nesterov: bool = True
+    inner_momentum_on: str = "gradient"
     weight_decay: float = 0.0
     normalization: str = "paper"
     master: str = "current"
@@ -229,6 +233,7 @@ class ParleConfig:
                      nesterov=self.outer_nesterov and self.outer_momentum > 0,
                      inner_momentum=self.momentum,
                      inner_nesterov=self.nesterov and self.momentum > 0,
+                     inner_momentum_on=self.inner_momentum_on,
                      weight_decay=self.weight_decay, normalization=self.normalization,
                      master=self.master, replicas=self.replicas, seed=seed)
 

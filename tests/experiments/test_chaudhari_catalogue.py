@@ -1072,3 +1072,23 @@ def test_lenet_speed_reading_tests_sgd_against_entropy_sgd_or_against_every_meth
     keys = [r.key for r in load_experiment("chaudhari-smoothing", scale).expand(data_dir="/d")]
     other = load_experiment("chaudhari-smoothing", scale, readings={"lenet-speed": "fastest"})
     assert [r.key for r in other.expand(data_dir="/d")] == keys
+
+
+@pytest.mark.parametrize("name", ["chaudhari-parle", "chaudhari-parle-split"])
+@pytest.mark.parametrize("scale", ["smoke", "cpu", "paper"])
+def test_inner_momentum_reading_reaches_every_run_with_an_inner_loop(name, scale):
+    """Remark 5.3 (line 2106): Nesterov momentum on the y updates of (5.8a); on ∇f alone (the
+    authors' code, default) or on the whole drift (reading inner-momentum=whole-step), for
+    every run whose inner loop has momentum (Parle, Entropy-SGD), and only for those."""
+    from sgdlab.train.replicas import ParleConfig
+
+    def configs(**readings):
+        spec = load_experiment(name, scale, readings=readings)
+        return {r.label: ParleConfig.from_dict(r.params["parle"])
+                for r in spec.expand(data_dir="/d")}
+
+    default, literal = configs(), configs(**{"inner-momentum": "whole-step"})
+    assert {c.inner_momentum_on for c in default.values()} == {"gradient"}
+    for label, c in literal.items():
+        assert c.inner_momentum_on == ("step" if default[label].momentum > 0 else "gradient")
+    assert any(c.inner_momentum_on == "step" for c in literal.values())

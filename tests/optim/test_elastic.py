@@ -59,7 +59,7 @@ def _problem(n=2, d=3):
 
 
 def _by_hand(Qs, ms, x0, *, rounds, L, eta, eta0, gamma0, rho0, B, gmin, rmin, alpha, mu,
-             normalization="paper", master="current"):
+             normalization="paper", master="current", inner_on="gradient"):
     """Eq. (5.8a-d) with the §5.3.2 normalisation, Nesterov momentum μ on y (reset every
     round, as the authors' code) and on x^a (persistent), written out in plain tensors."""
     n = len(Qs)
@@ -74,8 +74,13 @@ def _by_hand(Qs, ms, x0, *, rounds, L, eta, eta0, gamma0, rho0, B, gmin, rmin, a
             y, z, ib = xs[a].clone(), xs[a].clone(), None
             for _ in range(L):
                 g = Qs[a] @ (y - ms[a])
-                ib = g.clone() if ib is None else mu * ib + g
-                y = y - eta0 * ((g + mu * ib) + (y - xs[a]) / gamma)     # (5.8a)
+                if inner_on == "step":      # Remark 5.3 literally: momentum on all of (5.8a)
+                    g = g + (y - xs[a]) / gamma
+                    ib = g.clone() if ib is None else mu * ib + g
+                    y = y - eta0 * (g + mu * ib)                         # (5.8a)
+                else:
+                    ib = g.clone() if ib is None else mu * ib + g
+                    y = y - eta0 * ((g + mu * ib) + (y - xs[a]) / gamma)     # (5.8a)
                 z = alpha * z + (1 - alpha) * y                          # (5.8b)
             zs.append(z)
             ys.append(y)
@@ -93,13 +98,14 @@ def _by_hand(Qs, ms, x0, *, rounds, L, eta, eta0, gamma0, rho0, B, gmin, rmin, a
 
 
 def _with_parle(Qs, ms, x0, *, rounds, L, eta, eta0, gamma0, rho0, B, gmin, rmin, alpha, mu,
-                normalization="paper", master="current"):
+                normalization="paper", master="current", inner_on="gradient"):
     n = len(Qs)
     ps = [nn.Parameter(x0.clone()) for _ in range(n)]
     opts = [Parle([p], lr=eta, inner_lr=eta0, L=L, gamma=gamma0, gamma_decay=1 / (2 * B),
                   gamma_min=gmin, rho=rho0, rho_decay=1 / (2 * B), rho_min=rmin, alpha=alpha,
                   momentum=mu, nesterov=True, inner_momentum=mu, inner_nesterov=True,
-                  normalization=normalization, master=master, replicas=n) for p in ps]
+                  normalization=normalization, master=master, replicas=n,
+                  inner_momentum_on=inner_on) for p in ps]
 
     def closure(p, a):
         def cl():
@@ -135,6 +141,29 @@ def test_parle_rounds_equal_eq_5_8_by_hand(normalization, master):
     other = _by_hand(Qs, ms, x0, **{**hyper, "master": "lagged" if master == "current"
                                     else "current"})
     assert max((a - b).abs().max() for a, b in zip(want, other)) > 1e-3
+
+
+@pytest.mark.parametrize("inner_on", ["gradient", "step"])
+def test_parle_inner_momentum_carries_the_gradient_or_the_whole_step_as_by_hand(inner_on):
+    """Remark 5.3's Nesterov momentum "for updating the variables y_k^a in (5.8a)": on ∇f_B
+    alone, the coupling pull added unaccelerated (the authors' code, default), or on the whole
+    drift ∇f_B + γ_k⁻¹(y − x^a) (``inner_momentum_on="step"``), against (5.8) by hand; the
+    two readings take different steps."""
+    Qs, ms, x0 = _problem()
+    hyper = dict(rounds=3, L=4, eta=0.3, eta0=0.1, gamma0=1.5, rho0=0.8, B=2, gmin=1.0,
+                 rmin=0.5, alpha=0.25, mu=0.9, inner_on=inner_on)
+    want = _by_hand(Qs, ms, x0, **hyper)
+    got = _with_parle(Qs, ms, x0, **hyper)
+    for a, b in zip(got, want):
+        assert torch.allclose(a, b, atol=1e-13, rtol=1e-14)
+    other = _by_hand(Qs, ms, x0, **{**hyper, "inner_on": "step" if inner_on == "gradient"
+                                    else "gradient"})
+    assert max((a - b).abs().max() for a, b in zip(want, other)) > 1e-3
+
+
+def test_inner_momentum_on_is_checked():
+    with pytest.raises(ValueError, match="inner_momentum_on"):
+        Parle([nn.Parameter(torch.zeros(1))], inner_momentum_on="coupling")
 
 
 def test_one_paper_step_in_numbers():
