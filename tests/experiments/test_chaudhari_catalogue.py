@@ -1092,3 +1092,18 @@ def test_inner_momentum_reading_reaches_every_run_with_an_inner_loop(name, scale
     for label, c in literal.items():
         assert c.inner_momentum_on == ("step" if default[label].momentum > 0 else "gradient")
     assert any(c.inner_momentum_on == "step" for c in literal.values())
+
+
+@pytest.mark.parametrize("name", ["chaudhari-parle", "chaudhari-parle-split"])
+def test_cpu_smallfc_is_named_by_its_parameter_count_and_the_texts_other_width(name):
+    """§3.3.1 (line 1033) gives smallfc "50,890 parameters" and "one layer of 32 hidden units",
+    which disagree (784-64-10 has 50,890, 784-32-10 25,450): the cpu scale runs the count's
+    network, small-mnistfc, and says which of the two it follows."""
+    from sgdlab.models import build_model
+
+    spec = load_experiment(name, "cpu")
+    [model] = {r.params["model"]["name"] for r in spec.expand()}
+    net = build_model(name=model, input_shape=(1, 28, 28), num_outputs=10)
+    assert sum(p.numel() for p in net.parameters()) == 50_890
+    assert any("smallfc" in d and "50,890" in d and "32 hidden units" in d
+               for d in spec.deviations), spec.deviations
