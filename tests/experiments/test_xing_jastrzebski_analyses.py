@@ -672,13 +672,17 @@ def test_equal_ratio_pairs_are_held_to_their_curves_not_their_means():
     assert [c.agrees_with_paper for c in res.conclusions] == [False, True, True]
 
 
+def _beta_run(beta, seed, curve, status="finished"):
+    """A breakdown run of β on 800 examples whose test accuracy follows ``curve``."""
+    return run(f"beta{beta}|n_train=800", seed, status=status,
+               params={"optimizer": {"lr": 0.1 * beta}, "batch_size": 50 * beta,
+                       "dataset": {"n_train": 800}},
+               metrics={"test_acc": [(0, 0.1)] + [(10 * (i + 1), x)
+                                                  for i, x in enumerate(curve)]})
+
+
 def test_breakdown_checks_the_curves_of_a_small_beta_too():
-    def r(beta, seed, curve):
-        return run(f"beta{beta}|n_train=800", seed,
-                   params={"optimizer": {"lr": 0.1 * beta}, "batch_size": 50 * beta,
-                           "dataset": {"n_train": 800}},
-                   metrics={"test_acc": [(0, 0.1)] + [(10 * (i + 1), x)
-                                                      for i, x in enumerate(curve)]})
+    r = _beta_run
     up = [0.5, 0.6, 0.7, 0.8, 0.9]
     spec = SimpleNamespace(paper=PAPER, options={"metric": "test_acc", "margin": 0.01})
 
@@ -698,12 +702,7 @@ def test_breakdown_checks_the_curves_of_a_small_beta_too():
 def test_breakdown_checks_that_the_curves_of_the_largest_beta_do_not_match():
     """Line 219: "The curves don't match when β gets too large": the learning curves of the
     largest β against β = 1's, not only its best accuracy."""
-    def r(beta, seed, curve, status="finished"):
-        return run(f"beta{beta}|n_train=800", seed, status=status,
-                   params={"optimizer": {"lr": 0.1 * beta}, "batch_size": 50 * beta,
-                           "dataset": {"n_train": 800}},
-                   metrics={"test_acc": [(0, 0.1)] + [(10 * (i + 1), x)
-                                                      for i, x in enumerate(curve)]})
+    r = _beta_run
     up = [0.5, 0.6, 0.7, 0.8, 0.9]
     spec = SimpleNamespace(paper=PAPER, options={"metric": "test_acc", "margin": 0.01})
 

@@ -257,15 +257,7 @@ def equal_ratio(spec, runs: list[StoredRun]) -> Analysis:
 
     def gap_group(a: str, b: str) -> dict[str, Any]:
         """Mean (and std) over the seeds both groups ran of the gap between their curves."""
-        ra, rb = seeds.get(a, {}), seeds.get(b, {})
-        both = [curve_gap(ra[s], rb[s], metric) for s in ra if s in rb]
-        gaps = [g for g in both if finite(g)]
-        out = {"gap": float(np.mean(gaps)) if gaps else float("nan"), "gap__n": len(gaps)}
-        if len(gaps) < len(both):       # the claims say that the mean leaves them out
-            out["gap__missing"] = len(both) - len(gaps)
-        if len(gaps) > 1:
-            out["gap__std"] = float(np.std(gaps, ddof=1))
-        return out
+        return _gaps_to(list(seeds.get(a, {}).values()), seeds.get(b, {}), metric)
     for i, triple in enumerate([resc] if isinstance(resc, dict) else resc):
         if isinstance(resc, list) and "name" not in triple:
             raise ConfigError(f"options.rescaling[{i}]: a list of rescalings names each one "
