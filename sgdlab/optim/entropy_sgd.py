@@ -311,7 +311,8 @@ class EntropySGD(SeededNoise, Optimizer):
         if (group.get("inner_momentum_on", "gradient") == "step" and group["inner_momentum"] > 0
                 and gamma < math.inf):
             # the pull γ⁻¹(y − x) joins the drift the momentum carries, so no separate pull
-            torch._foreach_add_(grads, torch._foreach_sub(ys, xs), alpha=1.0 / gamma)
+            # (a new list: the closure's .grad stays the mini-batch gradient)
+            grads = torch._foreach_add(grads, torch._foreach_sub(ys, xs), alpha=1.0 / gamma)
             gamma = math.inf
         d = self._inner_direction(group, ys, grads)
         noise = group["noise"]

@@ -416,3 +416,22 @@ def test_step_schedule_drops_the_outer_rate_and_leaves_the_sgld_step_fixed():
         sched.step()
     assert [lr for lr, _ in seen] == pytest.approx([1.0] * 6 + [0.1] * 3)
     assert all(inner == 0.1 for _, inner in seen)
+
+
+def test_inner_momentum_on_the_step_leaves_the_closures_gradient_as_computed():
+    # the whole-drift reading once added the pull γ⁻¹(y − x) into p.grad itself
+    p = torch.nn.Parameter(torch.tensor([1.0, -2.0], dtype=torch.float64))
+    opt = EntropySGD([p], lr=1.0, inner_lr=0.1, L=3, gamma=0.5, inner_momentum=0.9,
+                     inner_momentum_on="step")
+    seen = []
+
+    def closure():
+        opt.zero_grad()
+        loss = 0.5 * (p ** 2).sum()
+        loss.backward()
+        seen.append(p.grad.clone())
+        return loss
+
+    opt.step(closure)
+    assert len(seen) == 3
+    assert torch.equal(p.grad, seen[-1])
