@@ -37,6 +37,13 @@ epochs" (×L) accounting of §3.3.2. Nesterov momentum can be used on the inner 
 only, the coupling pull and the noise are added unaccelerated; the buffer is reset at every
 outer step; both as in the authors' code) and on the outer loop (persistent); the thesis'
 CNN experiments use 0.9 on both loops.
+ℓ2 weight decay λ (``weight_decay``) is added to ∇f_B(y) in the inner loop; the thesis does not
+say where it acts. ``weight_decay_on="inner"`` (default) stops there: λ|y|²/2 is part of the f
+whose local entropy is descended, and reaches x only through x − z. ``"both"`` also adds λx to
+the outer gradient before the outer momentum, G = (x − z) + λx (γ⁻¹(x − z) + λx without
+``normalize``), as the authors' PyTorch code does (python/optim.py: the outer ``dw`` is
+``w.grad = x − μ`` plus ``wd·w``, then Nesterov); their Lua code zeroes that decayed gradient
+before the outer step, i.e. ``"inner"``.
 Scoping (§3.2.3): γ(t) = γ₀ (1 − γ₁)^t clipped to [gamma_min, gamma_max], t = number of outer
 steps (``gamma_decay`` = γ₁; "decreases by a factor of 1 + 10⁻³" is γ₁ = 1 − 1/1.001).
 
@@ -61,10 +68,13 @@ from .registry import register_optimizer
 from .scoping import ExponentialScope
 from .settings import split_own_state
 
-__all__ = ["EntropySGD", "EntropyAdam", "SeededNoise", "INNER_MOMENTUM_ON"]
+__all__ = ["EntropySGD", "EntropyAdam", "SeededNoise", "INNER_MOMENTUM_ON",
+           "WEIGHT_DECAY_ON"]
 
 # what the inner loop's momentum carries: ∇f_B alone (the authors' code) or the whole drift
 INNER_MOMENTUM_ON = ("gradient", "step")
+# where ℓ2 acts: the inner gradients only, or the outer gradient as well (the authors' code)
+WEIGHT_DECAY_ON = ("inner", "both")
 
 
 class SeededNoise(PicklesWhole):
@@ -162,7 +172,9 @@ class EntropySGD(SeededNoise, Optimizer):
             authors' code) ∇f_B + wd·y only, the coupling pull γ⁻¹(y − x) added
             unaccelerated; ``"step"`` the whole drift ∇f_B + wd·y + γ⁻¹(y − x) (Remark 5.3's
             "Nesterov's momentum [...] for updating the variables y_k^a" read literally).
-        weight_decay: L2 coefficient added to ∇f in the inner loop.
+        weight_decay: L2 coefficient λ added to ∇f in the inner loop.
+        weight_decay_on: ``"inner"`` (default) λy in the inner loop only; ``"both"`` also λx
+            in the outer gradient, (x − z) + λx, as the authors' PyTorch code.
         normalize: use the γ-scaled outer gradient (x − z) instead of γ⁻¹(x − z).
         seed: seed of the Langevin noise generator (default: drawn from torch's global RNG).
     """
@@ -175,7 +187,8 @@ class EntropySGD(SeededNoise, Optimizer):
                  gamma_max: float | None = None, alpha: float = 0.25, noise: float = 0.0,
                  momentum: float = 0.0, nesterov: bool = False, inner_momentum: float = 0.0,
                  inner_nesterov: bool = False, inner_momentum_on: str = "gradient",
-                 weight_decay: float = 0.0, normalize: bool = True, seed: int | None = None,
+                 weight_decay: float = 0.0, weight_decay_on: str = "inner",
+                 normalize: bool = True, seed: int | None = None,
                  _extra_defaults: dict[str, Any] | None = None):
         _check(lr >= 0, f"Invalid learning rate: {lr}")
         _check(inner_lr > 0, f"Invalid inner learning rate: {inner_lr}")
@@ -191,13 +204,15 @@ class EntropySGD(SeededNoise, Optimizer):
         _check(weight_decay >= 0, f"Invalid weight_decay value: {weight_decay}")
         _check(inner_momentum_on in INNER_MOMENTUM_ON, f"Invalid inner_momentum_on: "
                f"{inner_momentum_on!r} (one of {', '.join(map(repr, INNER_MOMENTUM_ON))})")
+        _check(weight_decay_on in WEIGHT_DECAY_ON, f"Invalid weight_decay_on: "
+               f"{weight_decay_on!r} (one of {', '.join(map(repr, WEIGHT_DECAY_ON))})")
         # validates the scoping arguments early (raises ValueError)
         ExponentialScope(gamma, gamma_decay, lower=gamma_min, upper=gamma_max)
         defaults = dict(lr=lr, inner_lr=inner_lr, L=L, gamma=gamma, gamma_decay=gamma_decay,
                         gamma_min=gamma_min, gamma_max=gamma_max, alpha=alpha, noise=noise,
                         momentum=momentum, nesterov=nesterov, inner_momentum=inner_momentum,
                         inner_nesterov=inner_nesterov, inner_momentum_on=inner_momentum_on,
-                        weight_decay=weight_decay,
+                        weight_decay=weight_decay, weight_decay_on=weight_decay_on,
                         normalize=normalize, **(_extra_defaults or {}))
         super().__init__(params, defaults)
         self._init_rng(seed)
@@ -208,8 +223,28 @@ class EntropySGD(SeededNoise, Optimizer):
         self._stepped: set[int] | None = None
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
+        # a group added later with a misspelt value: silently "inner" at its next step
+        where = param_group.get("weight_decay_on", self.defaults["weight_decay_on"])
+        _check(where in WEIGHT_DECAY_ON, f"Invalid weight_decay_on: {where!r} (one of "
+               f"{', '.join(map(repr, WEIGHT_DECAY_ON))})")
         super().add_param_group(param_group)
         _check_shared_L(self)
+
+    @runs_state_dict_hooks
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        built = [g["weight_decay_on"] for g in self.param_groups]
+        # checked before loading, which would leave this optimizer holding the refused state
+        # (another optimizer's state is refused by the load, naming it)
+        saved = state_dict.get("param_groups", []) if "noise" in state_dict else []
+        for g, now in zip(saved, built):
+            if "weight_decay_on" not in g and now != "inner":
+                raise ValueError("state saved before weight_decay_on existed (its weight decay "
+                                 f"acted in the inner loop only); this optimizer was built with "
+                                 f"{now!r}")
+        super().load_state_dict(state_dict)
+        for g in self.param_groups:
+            # saved before the option existed, so decayed in the inner loop only
+            g.setdefault("weight_decay_on", "inner")
 
     # --- bookkeeping -------------------------------------------------------------------
     @property
@@ -346,7 +381,10 @@ class EntropySGD(SeededNoise, Optimizer):
                 st = self.state[p]
                 if "x" not in st or (stepped is not None and k - 1 not in stepped):
                     continue        # no gradient this step: p still holds x
-                G = self._outer_direction(group, p, self._outer_gradient(group, p, gamma, m))
+                G = self._outer_gradient(group, p, gamma, m)
+                if group.get("weight_decay_on", "inner") == "both" and group["weight_decay"] > 0:
+                    G.add_(st["x"], alpha=group["weight_decay"])    # λx, before the momentum
+                G = self._outer_direction(group, p, G)
                 base = self._outer_base(group, p)
                 if base is not st["x"]:
                     st["x"].copy_(base)

@@ -77,6 +77,8 @@ class HJ(EntropySGD):
             γ⁻¹(x − y_L).
         momentum, nesterov: outer momentum; inner_momentum, inner_nesterov: inner momentum on
             ∇f_B (prox form); weight_decay: L2 added to ∇f.
+        weight_decay_on: prox form only — ``"inner"`` (default) the L2 term in the inner
+            steps only, ``"both"`` also λx in the outer gradient (as Entropy-SGD's).
         gamma_decay, gamma_min, gamma_max: scoping of γ as in Entropy-SGD.
     """
 
@@ -84,7 +86,7 @@ class HJ(EntropySGD):
                  inner_lr: float = 0.1, form: str = "prox", normalize: bool | None = None,
                  momentum: float = 0.0, nesterov: bool = False, inner_momentum: float = 0.0,
                  inner_nesterov: bool = False, weight_decay: float = 0.0,
-                 gamma_decay: float = 0.0, gamma_min: float | None = None,
+                 weight_decay_on: str = "inner", gamma_decay: float = 0.0, gamma_min: float | None = None,
                  gamma_max: float | None = None):
         _check(form in ("prox", "implicit"), f"Invalid HJ form: {form!r} ('prox' or 'implicit')")
         _check(0 < gamma < math.inf, f"Invalid gamma: {gamma} (HJ needs a finite gamma > 0)")
@@ -92,11 +94,15 @@ class HJ(EntropySGD):
                "HJ form 'implicit' (4.42) has no γ⁻¹ to normalise: leave normalize unset")
         _check(form == "prox" or not inner_momentum,
                "HJ form 'implicit' (4.42) has no inner momentum")
+        # (4.42)'s x step is the last inner gradient, already decayed at its point x − y
+        _check(form == "prox" or weight_decay_on == "inner",
+               "HJ form 'implicit' (4.42) has no outer gradient to decay: weight_decay_on "
+               "must be 'inner'")
         super().__init__(params, lr, inner_lr=inner_lr, L=L, gamma=gamma,
                          gamma_decay=gamma_decay, gamma_min=gamma_min, gamma_max=gamma_max,
                          alpha=0.0, noise=0.0, momentum=momentum, nesterov=nesterov,
                          inner_momentum=inner_momentum, inner_nesterov=inner_nesterov,
-                         weight_decay=weight_decay,
+                         weight_decay=weight_decay, weight_decay_on=weight_decay_on,
                          normalize=(form == "prox") if normalize is None else bool(normalize),
                          seed=0, _extra_defaults={"form": form})
 

@@ -121,6 +121,8 @@ class ParleConfig:
     ``inner_momentum_on``: ``"gradient"`` (default, the authors' code) the inner momentum
     carries ∇f_B alone; ``"step"`` the whole drift of (5.8a), coupling pull included (Remark
     5.3 read literally; :class:`sgdlab.optim.entropy_sgd.EntropySGD`).
+    ``weight_decay_on``: ``"inner"`` (default; the authors' ``parle_mpi.py`` adds its ℓ2 to
+    the inner gradients only) or ``"both"``, λx^a in the replica's outer gradient as well.
     inner_lr is η⁽⁰⁾ (default: lr, "the initial learning rate η₀"); it stays fixed unless
     ``anneal_inner`` (the authors' code anneals both). ``shard``: each replica sees only its
     own part of the training set — disjoint 1/n shards, or with ``shard_fraction`` f equal
@@ -150,6 +152,7 @@ class ParleConfig:
     outer_nesterov: bool = True
     inner_momentum_on: str = "gradient"
     weight_decay: float = 0.0
+    weight_decay_on: str = "inner"
     normalization: str = "paper"
     master: str = "current"
     shard: bool = False
@@ -234,7 +237,8 @@ class ParleConfig:
                      inner_momentum=self.momentum,
                      inner_nesterov=self.nesterov and self.momentum > 0,
                      inner_momentum_on=self.inner_momentum_on,
-                     weight_decay=self.weight_decay, normalization=self.normalization,
+                     weight_decay=self.weight_decay, weight_decay_on=self.weight_decay_on,
+                     normalization=self.normalization,
                      master=self.master, replicas=self.replicas, seed=seed)
 
 

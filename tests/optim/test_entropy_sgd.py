@@ -286,6 +286,8 @@ def test_mnist_scoping_of_section_3_3_2():
     ("entropy_sgd", dict(lr=0.5, inner_lr=0.05, L=3, gamma=0.1, gamma_decay=0.1, noise=1e-3,
                          momentum=0.9, nesterov=True, inner_momentum=0.5, inner_nesterov=True,
                          weight_decay=1e-3)),
+    ("entropy_sgd", dict(lr=0.5, inner_lr=0.05, L=3, gamma=0.1, noise=1e-3, momentum=0.9,
+                         nesterov=True, weight_decay=1e-3, weight_decay_on="both")),
     ("entropy_adam", dict(lr=0.5, inner_lr=0.01, L=3, gamma=0.1, noise=1e-4)),
     ("entropy_adam", dict(lr=0.5, adam="inner", inner_lr=0.01, L=3, gamma=0.1, noise=1e-4)),
 ])
@@ -435,3 +437,192 @@ def test_inner_momentum_on_the_step_leaves_the_closures_gradient_as_computed():
     opt.step(closure)
     assert len(seen) == 3
     assert torch.equal(p.grad, seen[-1])
+
+
+def _algorithm_2_with_decay(Q, p, x0, *, where, steps, lr, inner_lr, L, g0, g1, alpha, temp,
+                            mom, inner_mom, wd, normalize, seed):
+    """Algorithm 2 in float64 with ℓ2 λ: dy = ∇f(y) + λy through inner Nesterov momentum (reset
+    every outer step), plus γ⁻¹(y − x) unaccelerated, the noise √(2ηβ⁻¹)ε; then
+    G = (x − z) or γ⁻¹(x − z), plus λx when ``where == "both"`` (the authors' python/optim.py:
+    ``dw.add_(wd, w.data)`` on the outer gradient), through outer Nesterov momentum."""
+    gen = torch.Generator().manual_seed(seed)
+    x, buf = x0.clone(), None
+    for t in range(steps):
+        gamma = g0 * (1 - g1) ** t
+        y, z, ibuf = x.clone(), x.clone(), torch.zeros_like(x)
+        for _ in range(L):
+            g = Q @ y + p + wd * y
+            ibuf = inner_mom * ibuf + g
+            g = g + inner_mom * ibuf
+            y = y - inner_lr * (g + (y - x) / gamma) + math.sqrt(2 * inner_lr * temp) * torch.randn(
+                x.shape, generator=gen, dtype=torch.float64)
+            z = alpha * z + (1 - alpha) * y
+        G = (x - z) / (1.0 if normalize else gamma)
+        if where == "both":
+            G = G + wd * x
+        buf = G.clone() if buf is None else mom * buf + G
+        x = x - lr * (G + mom * buf)
+    return x
+
+
+@pytest.mark.parametrize("normalize", [True, False])
+@pytest.mark.parametrize("where", ["inner", "both"])
+def test_weight_decay_on_inner_or_both_as_algorithm_2_by_hand(where, normalize):
+    """Four outer steps of Algorithm 2 with weight decay, Nesterov momentum on both loops,
+    noise and scoping, by hand in float64: ``weight_decay_on="inner"`` (the default) decays the
+    inner gradients only; ``"both"`` adds λx to the outer gradient before the outer momentum,
+    as the authors' PyTorch code does."""
+    Q, p, x0 = quadratic(d=3, seed=6)
+    hyper = dict(lr=0.7, inner_lr=0.1, L=3, alpha=0.25, normalize=normalize)
+    g0, g1, temp, mom, inner_mom, wd, seed = 0.8, 0.1, 1e-3, 0.9, 0.5, 0.3, 11
+    want = _algorithm_2_with_decay(Q, p, x0, where=where, steps=4, g0=g0, g1=g1, temp=temp,
+                                   mom=mom, inner_mom=inner_mom, wd=wd, seed=seed, **hyper)
+    w = nn.Parameter(x0.clone())
+    opt = EntropySGD([w], gamma=g0, gamma_decay=g1, noise=temp, momentum=mom, nesterov=True,
+                     inner_momentum=inner_mom, inner_nesterov=True, weight_decay=wd,
+                     weight_decay_on=where, seed=seed, **hyper)
+    for _ in range(4):
+        opt.step(quad_closure(w, Q, p))
+    assert torch.allclose(w.detach(), want, atol=1e-13, rtol=0), (w.detach(), want)
+    other = _algorithm_2_with_decay(Q, p, x0, where={"inner": "both", "both": "inner"}[where],
+                                    steps=4, g0=g0, g1=g1, temp=temp, mom=mom,
+                                    inner_mom=inner_mom, wd=wd, seed=seed, **hyper)
+    assert (other - want).abs().max() > 1e-3           # the two readings differ here
+
+
+def test_entropy_adam_decays_the_outer_gradient_before_adam():
+    """Entropy-Adam with ``weight_decay_on="both"``: Adam's moments are of (x − z) + λx."""
+    Q, p, x0 = quadratic(d=3, seed=2)
+    lr, eta, L, gamma, wd, b1, b2, eps = 0.05, 0.1, 3, 0.5, 0.2, 0.9, 0.999, 1e-8
+    x, m, v = x0.clone(), torch.zeros(3, dtype=torch.float64), torch.zeros(3, dtype=torch.float64)
+    for t in range(1, 4):
+        y, z = x.clone(), x.clone()
+        for _ in range(L):
+            y = y - eta * (Q @ y + p + wd * y + (y - x) / gamma)
+            z = 0.25 * z + 0.75 * y
+        G = (x - z) + wd * x
+        m, v = b1 * m + (1 - b1) * G, b2 * v + (1 - b2) * G * G
+        x = x - lr * (m / (1 - b1 ** t)) / ((v / (1 - b2 ** t)).sqrt() + eps)
+    w = nn.Parameter(x0.clone())
+    opt = EntropyAdam([w], lr=lr, inner_lr=eta, L=L, gamma=gamma, weight_decay=wd,
+                      weight_decay_on="both")
+    for _ in range(3):
+        opt.step(quad_closure(w, Q, p))
+    assert torch.allclose(w.detach(), x, atol=1e-13, rtol=0), (w.detach(), x)
+
+
+def _trajectory(**kw):
+    model, X, Y = _mlp_problem(3)
+    opt = EntropySGD(model.parameters(), lr=0.5, inner_lr=0.05, L=3, gamma=0.5, noise=1e-4,
+                     momentum=0.9, nesterov=True, inner_momentum=0.9, inner_nesterov=True,
+                     seed=4, **kw)
+    cl = _batch_closure(model, X, Y, torch.Generator().manual_seed(8))
+    for _ in range(4):
+        opt.step(cl)
+    return [p.detach().clone() for p in model.parameters()]
+
+
+def test_weight_decay_on_defaults_to_the_inner_loop_bit_for_bit():
+    """The default is ``"inner"``, and ``"both"`` without weight decay is the same trajectory
+    bit for bit; with weight decay ``"both"`` moves elsewhere."""
+    default = _trajectory(weight_decay=1e-2)
+    assert all(torch.equal(a, b) for a, b in
+               zip(default, _trajectory(weight_decay=1e-2, weight_decay_on="inner")))
+    assert all(torch.equal(a, b) for a, b in
+               zip(_trajectory(), _trajectory(weight_decay_on="both")))
+    both = _trajectory(weight_decay=1e-2, weight_decay_on="both")
+    assert max((a - b).abs().max() for a, b in zip(default, both)) > 1e-6
+    assert EntropySGD([nn.Parameter(torch.zeros(1))]).defaults["weight_decay_on"] == "inner"
+
+
+@pytest.mark.parametrize("name,kw", [
+    ("entropy_sgd", dict(weight_decay_on="outer")),
+    ("entropy_sgd", dict(weight_decay_on=None)),
+    ("entropy_adam", dict(weight_decay_on="Both")),
+    ("parle", dict(weight_decay_on="x")),
+    ("hj", dict(weight_decay_on="inner-only")),
+    ("hj", dict(form="implicit", weight_decay_on="both")),
+])
+def test_weight_decay_on_is_checked(name, kw):
+    with pytest.raises(ValueError, match="weight_decay_on"):
+        build_optimizer(name, [nn.Parameter(torch.zeros(2))], **kw)
+
+
+def test_a_group_added_with_an_unknown_weight_decay_on_is_refused():
+    opt = EntropySGD([nn.Parameter(torch.zeros(2))], weight_decay=0.1)
+    with pytest.raises(ValueError, match="weight_decay_on: 'outer'"):
+        opt.add_param_group({"params": [nn.Parameter(torch.zeros(2))],
+                             "weight_decay_on": "outer"})
+    assert len(opt.param_groups) == 1
+    opt.add_param_group({"params": [nn.Parameter(torch.zeros(2))], "weight_decay_on": "both"})
+    assert [g["weight_decay_on"] for g in opt.param_groups] == ["inner", "both"]
+
+
+def test_hj_prox_form_with_weight_decay_on_both_is_entropy_sgds_outer_decay():
+    """HJ's prox form is Entropy-SGD's loop without noise and average (α = 0): with
+    ``weight_decay_on="both"`` both take the same steps."""
+    Q, p, x0 = quadratic(d=3, seed=1)
+    kw = dict(lr=0.5, inner_lr=0.1, L=4, gamma=0.7, momentum=0.9, nesterov=True,
+              weight_decay=0.2, weight_decay_on="both")
+    a, b = nn.Parameter(x0.clone()), nn.Parameter(x0.clone())
+    hj = build_optimizer("hj", [a], **kw)
+    esgd = EntropySGD([b], alpha=0.0, noise=0.0, **kw)
+    for _ in range(3):
+        hj.step(quad_closure(a, Q, p))
+        esgd.step(quad_closure(b, Q, p))
+    assert hj.param_groups[0]["weight_decay_on"] == "both"
+    assert torch.equal(a.detach(), b.detach())
+    plain = nn.Parameter(x0.clone())
+    hj_inner = build_optimizer("hj", [plain], **{**kw, "weight_decay_on": "inner"})
+    for _ in range(3):
+        hj_inner.step(quad_closure(plain, Q, p))
+    assert (plain.detach() - a.detach()).abs().max() > 1e-3
+
+
+def _saved_before_the_option(opt) -> dict:
+    sd = opt.state_dict()
+    sd["param_groups"] = [{k: v for k, v in g.items() if k != "weight_decay_on"}
+                          for g in sd["param_groups"]]
+    return sd
+
+
+def test_weight_decay_on_round_trips_and_an_older_state_loads_as_inner():
+    """The option is a group hyper-parameter: it round-trips with the state (a resumed run
+    continues bit for bit). A state saved before it existed decayed the inner loop only: it
+    loads as ``"inner"`` and continues that run, and an optimizer built with ``"both"`` refuses
+    it, unchanged."""
+    kw = dict(lr=0.5, inner_lr=0.05, L=3, gamma=0.5, momentum=0.9, nesterov=True,
+              weight_decay=1e-2, noise=1e-4, seed=3)
+    for where in ("inner", "both"):
+        model, X, Y = _mlp_problem(4)
+        opt = EntropySGD(model.parameters(), weight_decay_on=where, **kw)
+        gen = torch.Generator().manual_seed(1)
+        cl = _batch_closure(model, X, Y, gen)
+        opt.step(cl)
+        buf = io.BytesIO()
+        sd = opt.state_dict() if where == "both" else _saved_before_the_option(opt)
+        torch.save({"opt": sd, "model": model.state_dict(), "gen": gen.get_state()}, buf)
+        for _ in range(2):
+            opt.step(cl)
+        want = [p.detach().clone() for p in model.parameters()]
+        buf.seek(0)
+        saved = torch.load(buf, weights_only=True)
+        model2, _, _ = _mlp_problem(4)
+        model2.load_state_dict(saved["model"])
+        opt2 = EntropySGD(model2.parameters(), **kw)
+        if where == "inner":
+            refused = EntropySGD(model2.parameters(), weight_decay_on="both", **kw)
+            with pytest.raises(ValueError, match="before weight_decay_on existed"):
+                refused.load_state_dict(saved["opt"])
+            assert refused.param_groups[0]["weight_decay_on"] == "both"
+            assert refused.outer_steps == 0 and not refused.state
+        else:
+            opt2 = EntropySGD(model2.parameters(), weight_decay_on="inner", **kw)
+        opt2.load_state_dict(saved["opt"])
+        assert opt2.param_groups[0]["weight_decay_on"] == where
+        gen2 = torch.Generator()
+        gen2.set_state(saved["gen"])
+        cl2 = _batch_closure(model2, X, Y, gen2)
+        for _ in range(2):
+            opt2.step(cl2)
+        assert all(torch.equal(a, b) for a, b in zip(want, model2.parameters())), where
