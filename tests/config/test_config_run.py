@@ -611,3 +611,17 @@ measure:
     bad = parse_yaml("measure: [{name: sharpness, every: 2, memory_budget: 2.5e-1}]")
     assert config_errors({**TINY, **bad}).startswith(
         "measure[0].memory_budget: Invalid memory_budget=0.25 (not a whole number of bytes")
+
+
+def test_entropy_sgd_weight_decay_on_from_a_config():
+    """Where Entropy-SGD's ℓ2 acts is a keyword of the optimizer: a run config sets it (and
+    every optimizer on Entropy-SGD's code path takes it), a value it does not know is named."""
+    for name in ("entropy_sgd", "entropy_adam", "hj", "parle"):
+        raw = {**TINY, "optimizer": {"name": name, "L": 2, "weight_decay": 1e-3,
+                                     "weight_decay_on": "both"}}
+        assert validate_config(raw)["optimizer"]["weight_decay_on"] == "both"
+        assert build_from_config(raw).optimizer.param_groups[0]["weight_decay_on"] == "both"
+    assert build_from_config({**TINY, "optimizer": {"name": "entropy_sgd", "L": 2}}
+                             ).optimizer.param_groups[0]["weight_decay_on"] == "inner"
+    assert "optimizer.weight_decay_on: Invalid weight_decay_on: 'outer'" in config_errors(
+        {**TINY, "optimizer": {"name": "entropy_sgd", "weight_decay_on": "outer"}})

@@ -69,3 +69,14 @@ def test_cli_prints_the_schema(capsys):
     sgd = next(r["then"] for r in printed["$defs"]["OptimizerSection"]["allOf"]
                if r["if"]["properties"]["name"]["const"] == "sgd")
     assert sgd["properties"]["lr"]["minimum"] == 0 and sgd["additionalProperties"] is False
+
+
+def test_schema_lists_where_entropy_sgds_weight_decay_acts(validator):
+    for name in ("entropy_sgd", "hj"):
+        rule = next(r["then"] for r in json_schema()["$defs"]["OptimizerSection"]["allOf"]
+                    if r["if"]["properties"]["name"]["const"] == name)
+        assert rule["properties"]["weight_decay_on"]["default"] == "inner", name
+    raw = {**README_STYLE, "optimizer": {"name": "entropy_sgd", "weight_decay": 1e-3,
+                                         "weight_decay_on": "both"}}
+    assert schema_errors(validator, raw) == []
+    validate_config(raw)

@@ -59,9 +59,11 @@ def _problem(n=2, d=3):
 
 
 def _by_hand(Qs, ms, x0, *, rounds, L, eta, eta0, gamma0, rho0, B, gmin, rmin, alpha, mu,
-             normalization="paper", master="current", inner_on="gradient"):
+             normalization="paper", master="current", inner_on="gradient", wd=0.0,
+             wd_on="inner"):
     """Eq. (5.8a-d) with the §5.3.2 normalisation, Nesterov momentum μ on y (reset every
-    round, as the authors' code) and on x^a (persistent), written out in plain tensors."""
+    round, as the authors' code) and on x^a (persistent), written out in plain tensors; ℓ2
+    λ = ``wd`` on ∇f_B(y), and with ``wd_on="both"`` λx^a on the outer gradient too."""
     n = len(Qs)
     xs = [x0.clone() for _ in range(n)]
     obuf = [None] * n
@@ -73,7 +75,7 @@ def _by_hand(Qs, ms, x0, *, rounds, L, eta, eta0, gamma0, rho0, B, gmin, rmin, a
         for a in range(n):
             y, z, ib = xs[a].clone(), xs[a].clone(), None
             for _ in range(L):
-                g = Qs[a] @ (y - ms[a])
+                g = Qs[a] @ (y - ms[a]) + wd * y
                 if inner_on == "step":      # Remark 5.3 literally: momentum on all of (5.8a)
                     g = g + (y - xs[a]) / gamma
                     ib = g.clone() if ib is None else mu * ib + g
@@ -91,6 +93,8 @@ def _by_hand(Qs, ms, x0, *, rounds, L, eta, eta0, gamma0, rho0, B, gmin, rmin, a
             c_g = 1 / gamma if normalization == "raw" else 1.0
             c_r = (L * n if normalization == "authors-code" else 1) / rho
             G = c_g * (xs[a] - zs[a]) + c_r * (xs[a] - xbar)            # (5.8c)
+            if wd_on == "both":
+                G = G + wd * xs[a]
             obuf[a] = G.clone() if obuf[a] is None else mu * obuf[a] + G
             base = ys[a] if normalization == "authors-code" else xs[a]
             xs[a] = base - eta * (G + mu * obuf[a])
@@ -98,14 +102,16 @@ def _by_hand(Qs, ms, x0, *, rounds, L, eta, eta0, gamma0, rho0, B, gmin, rmin, a
 
 
 def _with_parle(Qs, ms, x0, *, rounds, L, eta, eta0, gamma0, rho0, B, gmin, rmin, alpha, mu,
-                normalization="paper", master="current", inner_on="gradient"):
+                normalization="paper", master="current", inner_on="gradient", wd=0.0,
+                wd_on="inner"):
     n = len(Qs)
     ps = [nn.Parameter(x0.clone()) for _ in range(n)]
     opts = [Parle([p], lr=eta, inner_lr=eta0, L=L, gamma=gamma0, gamma_decay=1 / (2 * B),
                   gamma_min=gmin, rho=rho0, rho_decay=1 / (2 * B), rho_min=rmin, alpha=alpha,
                   momentum=mu, nesterov=True, inner_momentum=mu, inner_nesterov=True,
                   normalization=normalization, master=master, replicas=n,
-                  inner_momentum_on=inner_on) for p in ps]
+                  inner_momentum_on=inner_on, weight_decay=wd, weight_decay_on=wd_on)
+            for p in ps]
 
     def closure(p, a):
         def cl():
@@ -158,6 +164,24 @@ def test_parle_inner_momentum_carries_the_gradient_or_the_whole_step_as_by_hand(
         assert torch.allclose(a, b, atol=1e-13, rtol=1e-14)
     other = _by_hand(Qs, ms, x0, **{**hyper, "inner_on": "step" if inner_on == "gradient"
                                     else "gradient"})
+    assert max((a - b).abs().max() for a, b in zip(want, other)) > 1e-3
+
+
+@pytest.mark.parametrize("normalization", ["paper", "authors-code"])
+@pytest.mark.parametrize("wd_on", ["inner", "both"])
+def test_parle_weight_decay_on_the_inner_loop_or_both_as_by_hand(wd_on, normalization):
+    """ℓ2 λ on ∇f_B(y) in (5.8a) only (default; the authors' parle_mpi.py adds its ℓ2 to the
+    inner gradients), or also λx^a on the replica's outer gradient of (5.8c)
+    (``weight_decay_on="both"``, Entropy-SGD's authors' reading), against (5.8) by hand."""
+    Qs, ms, x0 = _problem()
+    hyper = dict(rounds=3, L=3, eta=0.3, eta0=0.1, gamma0=1.5, rho0=0.8, B=2, gmin=1.0,
+                 rmin=0.5, alpha=0.25, mu=0.9, normalization=normalization, wd=0.2,
+                 wd_on=wd_on)
+    want = _by_hand(Qs, ms, x0, **hyper)
+    got = _with_parle(Qs, ms, x0, **hyper)
+    for a, b in zip(got, want):
+        assert torch.allclose(a, b, atol=1e-13, rtol=1e-14)
+    other = _by_hand(Qs, ms, x0, **{**hyper, "wd_on": "both" if wd_on == "inner" else "inner"})
     assert max((a - b).abs().max() for a, b in zip(want, other)) > 1e-3
 
 

@@ -148,6 +148,8 @@ def test_state_dict_round_trip_continues_the_trajectory(name, device):
 VARIANTS = {
     "entropy_sgd:momentum": ("entropy_sgd", dict(momentum=0.9, nesterov=True, inner_momentum=0.9,
                                                 noise=1e-4, weight_decay=1e-2)),
+    "entropy_sgd:decay-both": ("entropy_sgd", dict(momentum=0.9, nesterov=True, weight_decay=1e-2,
+                                                   weight_decay_on="both")),
     "entropy_adam:inner": ("entropy_adam", dict(adam="inner", noise=1e-4)),
     "parle:authors-code": ("parle", dict(normalization="authors-code", momentum=0.9)),
     "hj:implicit": ("hj", dict(form="implicit")),

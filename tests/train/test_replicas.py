@@ -608,3 +608,13 @@ def test_parle_config_passes_rho_max_to_each_replica_s_optimizer():
         opt.outer_steps = k
         got.append(opt.current_rho())
     assert got == [0.125, 0.25, 0.5, 0.5]
+
+
+def test_parle_config_passes_weight_decay_on_to_each_replica_s_optimizer():
+    p = [nn.Parameter(torch.zeros(1))]
+    assert ParleConfig().optimizer(p, seed=0, batches=1).param_groups[0]["weight_decay_on"] \
+        == "inner"
+    cfg = ParleConfig.from_dict({"weight_decay": 1e-3, "weight_decay_on": "both"})
+    assert cfg.optimizer(p, seed=0, batches=1).param_groups[0]["weight_decay_on"] == "both"
+    with pytest.raises(ConfigError, match="weight_decay_on"):
+        ParleConfig(weight_decay_on="outer")
