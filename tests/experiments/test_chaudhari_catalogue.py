@@ -948,20 +948,60 @@ def test_sgld_entry_lists_its_last_iterate_and_test_set_at_every_scale(scale):
     assert any("validation error" in d and "test" in d for d in devs), devs
 
 
+# the optimizers on Entropy-SGD's code path, whose ``weight_decay_on`` says where ℓ2 acts
+DECAY_ON = ("entropy_sgd", "entropy_adam", "hj", "parle")
+
+
+def _decayed(runs) -> set[str]:
+    return {r.label for r in runs if r.params.get("optimizer", {}).get("name") in DECAY_ON
+            and r.params["optimizer"].get("weight_decay", 0) > 0}
+
+
 @pytest.mark.parametrize("name", ENTROPY_ENTRIES)
 def test_entropy_sgd_with_weight_decay_says_where_the_decay_acts(name):
     """The thesis does not say where ℓ2 enters Entropy-SGD: ``weight_decay`` is added to the
-    inner loop's gradients only, while the authors' PyTorch code (python/optim.py) adds it to
-    the outer gradient (x − z) as well. A paper scale running Entropy-SGD with weight decay
-    (allcnn on CIFAR-10) lists that choice."""
+    inner loop's gradients only by default, while the authors' PyTorch code (python/optim.py)
+    adds it to the outer gradient (x − z) as well, the reading ``weight-decay=both``. A paper
+    scale running Entropy-SGD (or HJ) with weight decay (allcnn on CIFAR-10) lists that choice
+    and names the reading."""
     spec = load_experiment(name, "paper")
-    decayed = [r.label for r in spec.expand(data_dir="/d")
-               if r.params["optimizer"]["name"] in ("entropy_sgd", "entropy_adam")
-               and r.params["optimizer"].get("weight_decay", 0) > 0]
+    decayed = _decayed(spec.expand(data_dir="/d"))
     said = [d for d in spec.deviations
             if "inner loop's gradients only" in " ".join(d.split())
-            and "outer gradient" in d]
+            and "outer gradient" in d and "weight-decay=both" in d]
     assert bool(said) == bool(decayed), (decayed, said)
+
+
+@pytest.mark.parametrize("scale", ["smoke", "cpu", "paper"])
+@pytest.mark.parametrize("name", ENTROPY_ENTRIES)
+def test_weight_decay_reading_reaches_every_decayed_entropy_sgd_run_and_no_other(name, scale):
+    """``weight-decay=both`` sets ``weight_decay_on: both`` on every run of Entropy-SGD's code
+    path that has weight decay, at every scale, and the optimizer it builds takes it; every
+    other run keeps its key, and the default ``inner`` keeps every key. An entry with no such
+    run at any scale has no such reading."""
+    decayed = {s: _decayed(load_experiment(name, s).expand(data_dir="/d"))
+               for s in ("smoke", "cpu", "paper")}
+    spec = load_experiment(name, scale)
+    if "weight-decay" not in spec.readings:
+        assert not any(decayed.values()), decayed
+        return
+    assert any(decayed.values()) and spec.readings["weight-decay"] == "inner"
+    default = spec.expand(data_dir="/d")
+    inner = load_experiment(name, scale, readings={"weight-decay": "inner"}).expand(data_dir="/d")
+    assert [r.key for r in inner] == [r.key for r in default]
+    both = load_experiment(name, scale, readings={"weight-decay": "both"}).expand(data_dir="/d")
+    assert [r.label for r in both] == [r.label for r in default]
+    for a, b in zip(default, both):
+        if a.label not in decayed[scale]:
+            assert b.key == a.key, a.label
+            continue
+        assert b.key != a.key
+        opt = dict(b.params["optimizer"])
+        assert opt.pop("weight_decay_on") == "both"
+        assert {**b.params, "optimizer": opt} == a.params
+        built = build_optimizer(opt.pop("name"), [torch.nn.Parameter(torch.zeros(2))],
+                                weight_decay_on="both", **opt)
+        assert built.param_groups[0]["weight_decay_on"] == "both"
 
 
 # entry -> departures its paper scale lists that hold at the cpu scale as well (the same code
