@@ -86,8 +86,8 @@ class HJ(EntropySGD):
                  inner_lr: float = 0.1, form: str = "prox", normalize: bool | None = None,
                  momentum: float = 0.0, nesterov: bool = False, inner_momentum: float = 0.0,
                  inner_nesterov: bool = False, weight_decay: float = 0.0,
-                 weight_decay_on: str = "inner", gamma_decay: float = 0.0, gamma_min: float | None = None,
-                 gamma_max: float | None = None):
+                 weight_decay_on: str = "inner", gamma_decay: float = 0.0,
+                 gamma_min: float | None = None, gamma_max: float | None = None):
         _check(form in ("prox", "implicit"), f"Invalid HJ form: {form!r} ('prox' or 'implicit')")
         _check(0 < gamma < math.inf, f"Invalid gamma: {gamma} (HJ needs a finite gamma > 0)")
         _check(form == "prox" or not normalize,
