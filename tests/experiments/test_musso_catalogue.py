@@ -166,3 +166,22 @@ def test_pretrained_vgg16_gets_the_input_its_imagenet_weights_expect(name):
     runs = [r for r in load_experiment(name, "paper").expand(data_dir="/d")
             if r.params["model"]["name"] == "musso-vgg16"]
     assert runs and all(r.params["dataset"].get("normalize") == "imagenet" for r in runs)
+
+
+@pytest.mark.parametrize("scale", ["cpu", "paper"])
+def test_fig4_right_tests_the_flipped_trend_at_both_ends_the_text_names(scale):
+    # "the overfitting data points reproduce approximately the same -flipped- behavior as the
+    # test accuracies" (line 218): the constant protocol, the worst in test accuracy, overfits
+    # the most, and the random one, as good as the best cyclic one, overfits no more than the
+    # least-overfitting cyclic one (the same 0.01 tolerance as "as good as the best")
+    claims = [c for c in load_experiment("musso-cifar-regularization", scale).options["claims"]
+              if c["metric"] == "overfit_gap"]
+    cyclic = sorted(p for p in PROTOCOLS if p.startswith("cyclic"))
+    ends = {tuple(tuple(sorted(side)) for side in c["above"]): c.get("margin", 0.0)
+            for c in claims}
+    assert ends[(("constant",), tuple(sorted(set(PROTOCOLS) - {"constant"})))] == 0.0
+    assert ends[(tuple(cyclic), ("random",))] == -0.01
+    # the same tolerance as the test accuracies' "as good as the best"
+    tol = {c["margin"] for c in load_experiment("musso-cifar-regularization", scale)
+           .options["claims"] if "greater" in c}
+    assert tol == {-0.01}
