@@ -185,3 +185,27 @@ def test_fig4_right_tests_the_flipped_trend_at_both_ends_the_text_names(scale):
     tol = {c["margin"] for c in load_experiment("musso-cifar-regularization", scale)
            .options["claims"] if "greater" in c}
     assert tol == {-0.01}
+
+
+@pytest.mark.parametrize("scale", ["cpu", "paper"])
+def test_fig6_right_average_lr_has_both_readings(scale):
+    # Fig. 6 right's caption gives an "average learning rate" (line 248), but line 226 calls l
+    # "the average learning rate" for Fig. 5 too, whose caption calls it the "maximum" one
+    # (line 233): the maximal reading is named, and either keeps the pair at equal T (19)
+    from sgdlab.measure.temperature import musso_temperature
+
+    def runs(readings):
+        spec = load_experiment("musso-equal-temperature", scale, readings=readings)
+        return {r.label: r.params for r in spec.expand(data_dir="/d")}
+
+    mean, maximal = runs({}), runs({"l": "maximal"})
+    assert runs({"l": "mean"}) == mean
+    for label, p in maximal.items():
+        want = "paper" if label.startswith("fig6R") else mean[label]["optimizer"]["convention"]
+        assert p["optimizer"]["convention"] == want, label
+        assert {k: v for k, v in p.items() if k != "optimizer"} == \
+            {k: v for k, v in mean[label].items() if k != "optimizer"}
+    t = [musso_temperature(p["optimizer"]["lr"], p["batch_size"], p["optimizer"]["momentum"],
+                           convention=p["optimizer"]["convention"])
+         for label, p in maximal.items() if label.startswith("fig6R")]
+    assert len(t) == 2 and t[0] == pytest.approx(t[1])
