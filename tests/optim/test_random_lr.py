@@ -74,6 +74,29 @@ def test_nesterov_weight_decay_and_mean_lr_convention_by_hand():
         torch.testing.assert_close(xs[k], x, rtol=0, atol=1e-14)
 
 
+def test_nesterov_in_the_papers_velocity_with_one_alpha_for_every_parameter():
+    # eqs. (1)-(2) in the paper's v (v = -b of torch's buffer), Nesterov read as torch's form:
+    # v_{k+1} = μ v_k − α_k g_k, x_{k+1} = x_k + l (μ v_{k+1} − α_k g_k), α_k ~ U[0, 1] (the
+    # "paper" convention), one α_k per step for both tensors of two groups with their own l
+    a, b, batches = _problem(seed=2, d=4)
+    x0 = torch.tensor([0.4, -0.1, 0.2, 0.7], dtype=D)
+    mu, ls = 0.9, (0.03, 0.06)
+    xa, xb = torch.nn.Parameter(x0[:2].clone()), torch.nn.Parameter(x0[2:].clone())
+    opt = RandomLRSGD([{"params": [xa], "lr": ls[0]}, {"params": [xb], "lr": ls[1]}],
+                      lr=ls[0], momentum=mu, nesterov=True, seed=7)
+    x, v = x0.clone(), torch.zeros(4, dtype=D)
+    lvec = torch.tensor([ls[0]] * 2 + [ls[1]] * 2, dtype=D)
+    for alpha, idx in zip(_alphas(7, len(batches)), batches):
+        g = _grad(torch.cat([xa.detach(), xb.detach()]), a, b, idx)
+        xa.grad, xb.grad = g[:2].clone(), g[2:].clone()
+        opt.step()
+        assert opt.last_alpha == alpha
+        v = mu * v - alpha * _grad(x, a, b, idx)                  # eq. (1)
+        x = x + lvec * (mu * v - alpha * _grad(x, a, b, idx))     # eq. (2), Nesterov's step
+        torch.testing.assert_close(torch.cat([xa.detach(), xb.detach()]), x, rtol=0,
+                                   atol=1e-14)
+
+
 def test_step_variant_is_a_random_lr_in_torch_sgd_and_differs_from_the_paper():
     model0 = tiny_mlp(3, 4, 2, seed=0)
     x, y = tiny_classification(n=16, seed=1)
