@@ -209,3 +209,16 @@ def test_fig6_right_average_lr_has_both_readings(scale):
                            convention=p["optimizer"]["convention"])
          for label, p in maximal.items() if label.startswith("fig6R")]
     assert len(t) == 2 and t[0] == pytest.approx(t[1])
+
+
+@pytest.mark.parametrize("name", sorted(STATED))
+def test_cpu_evaluation_on_a_training_subset_is_listed_for_loss_and_accuracy(name):
+    # a claim on the training loss or accuracy reads the evaluation subset: the departure
+    # must name both quantities, not the accuracy alone
+    spec = load_experiment(name, "cpu")
+    for r in spec.expand():
+        n = r.params.get("eval_subset")
+        if n:
+            assert any("train loss and accuracy" in d
+                       and f"fixed subset of {n:,} training images" in d
+                       for d in spec.deviations), r.label
