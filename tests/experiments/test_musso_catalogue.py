@@ -222,3 +222,13 @@ def test_cpu_evaluation_on_a_training_subset_is_listed_for_loss_and_accuracy(nam
             assert any("train loss and accuracy" in d
                        and f"fixed subset of {n:,} training images" in d
                        for d in spec.deviations), r.label
+
+
+@pytest.mark.parametrize("scale", ["cpu", "paper"])
+@pytest.mark.parametrize("name", sorted(STATED))
+def test_every_claim_requires_trained_nets(name, scale):
+    # two untrained nets are "equivalent" (and any order among them is noise): every claim of
+    # the Musso entries is testable only where the compared nets trained
+    claims = load_experiment(name, scale).options["claims"]
+    assert claims and all({"metric": "train_acc", "above": 0.5} in c.get("requires", [])
+                          for c in claims), name
