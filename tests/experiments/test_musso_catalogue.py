@@ -181,10 +181,19 @@ def test_fig4_right_tests_the_flipped_trend_at_both_ends_the_text_names(scale):
             for c in claims}
     assert ends[(("constant",), tuple(sorted(set(PROTOCOLS) - {"constant"})))] == 0.0
     assert ends[(tuple(cyclic), ("random",))] == -0.01
-    # the same tolerance as the test accuracies' "as good as the best"
-    tol = {c["margin"] for c in load_experiment("musso-cifar-regularization", scale)
-           .options["claims"] if "greater" in c}
-    assert tol == {-0.01}
+
+
+@pytest.mark.parametrize("scale", ["cpu", "paper"])
+def test_as_good_as_the_best_is_tested_against_the_best_cyclic_protocol(scale):
+    # "the random protocol yields results which are as good as the best obtained with its
+    # cyclic competitors" (line 216): one claim per accuracy, random against the max over the
+    # cyclic protocols, not one per cyclic protocol (beating a trailing one says nothing)
+    claims = load_experiment("musso-cifar-regularization", scale).options["claims"]
+    cyclic = sorted(p for p in PROTOCOLS if p.startswith("cyclic"))
+    assert not [c for c in claims if "greater" in c or "less" in c]
+    best = {c["metric"]: c["margin"] for c in claims
+            if "above" in c and c["above"][0] == ["random"] and sorted(c["above"][1]) == cyclic}
+    assert best == {"best_test_acc": -0.01, "test_acc": -0.01}
 
 
 @pytest.mark.parametrize("scale", ["cpu", "paper"])
