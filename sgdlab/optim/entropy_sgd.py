@@ -77,13 +77,26 @@ INNER_MOMENTUM_ON = ("gradient", "step")
 WEIGHT_DECAY_ON = ("inner", "both")
 
 
+def check_choice(name: str, value: Any, choices) -> None:
+    """A ValueError naming option ``name`` unless ``value`` is one of ``choices``."""
+    _check(value in choices,
+           f"Invalid {name}: {value!r} (choose {' or '.join(map(repr, choices))})")
+
+
 class SeededNoise(PicklesWhole):
     """Mixin for optimizers that draw noise: a private ``torch.Generator`` seeded once,
     whose state (and the subclass' step counters, ``_counters()``) ``state_dict()`` saves
-    under the key ``"noise"`` so that a resumed run draws the same noise."""
+    under the key ``"noise"`` so that a resumed run draws the same noise.
+
+    ``_options_added_later`` names the group options a subclass gained after its states were
+    first saved: name -> (the value such a state stepped with, the choices, what that value
+    did). A group added later is checked against the choices; a state saved without the
+    option loads as that value, and is refused, before anything is loaded, by an optimizer
+    built with another."""
 
     _generator: torch.Generator | None
     _pending_rng: Tensor | None
+    _options_added_later: dict[str, tuple[str, Any, str]] = {}
 
     def _init_rng(self, seed: int | None) -> None:
         self._given_seed = None if seed is None else int(seed)
@@ -106,6 +119,9 @@ class SeededNoise(PicklesWhole):
         return {}
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
+        # a group added later with a misspelt value would step as another (or fail) later on
+        for name, (_, choices, _) in self._options_added_later.items():
+            check_choice(name, param_group.get(name, self.defaults[name]), choices)
         super().add_param_group(param_group)  # type: ignore[misc]
         check_real_parameters(self, "its noise is drawn on real coordinates")
 
@@ -128,8 +144,19 @@ class SeededNoise(PicklesWhole):
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         # another optimizer's state (torch.optim.SGD's) was loaded without a word: its groups
         # replaced these, and the next step failed on a KeyError ('inner_momentum', 'L')
+        added = self._options_added_later
+        if "noise" in state_dict:       # another optimizer's state is refused by the split
+            for saved, built in zip(state_dict.get("param_groups", []), self.param_groups):
+                for name, (old, _, did) in added.items():
+                    if name not in saved and built[name] != old:
+                        raise ValueError(f"{type(self).__name__} state saved before {name} "
+                                         f"existed ({did}); this optimizer was built with "
+                                         f"{built[name]!r}")
         state_dict, extra = split_own_state(state_dict, "noise", type(self).__name__)
         super().load_state_dict(state_dict)  # type: ignore[misc]
+        for group in self.param_groups:
+            for name, (old, _, _) in added.items():
+                group.setdefault(name, old)
         self._seed = int(extra["seed"])
         self._load_counters(extra)
         self._generator = None
@@ -181,6 +208,11 @@ class EntropySGD(SeededNoise, Optimizer):
 
     needs_closure = True
     _step_supports_amp_scaling = True   # torch.amp.GradScaler.step marks it: refused
+    _options_added_later = {
+        "inner_momentum_on": ("gradient", INNER_MOMENTUM_ON,
+                              "its inner momentum carried the gradient alone"),
+        "weight_decay_on": ("inner", WEIGHT_DECAY_ON,
+                            "its weight decay acted in the inner loop only")}
 
     def __init__(self, params, lr: float = 1.0, *, inner_lr: float = 0.1, L: int = 20,
                  gamma: float = 1e4, gamma_decay: float = 0.0, gamma_min: float | None = None,
@@ -202,10 +234,8 @@ class EntropySGD(SeededNoise, Optimizer):
         _check(not inner_nesterov or inner_momentum > 0,
                "Inner Nesterov momentum requires an inner momentum")
         _check(weight_decay >= 0, f"Invalid weight_decay value: {weight_decay}")
-        _check(inner_momentum_on in INNER_MOMENTUM_ON, f"Invalid inner_momentum_on: "
-               f"{inner_momentum_on!r} (one of {', '.join(map(repr, INNER_MOMENTUM_ON))})")
-        _check(weight_decay_on in WEIGHT_DECAY_ON, f"Invalid weight_decay_on: "
-               f"{weight_decay_on!r} (one of {', '.join(map(repr, WEIGHT_DECAY_ON))})")
+        check_choice("inner_momentum_on", inner_momentum_on, INNER_MOMENTUM_ON)
+        check_choice("weight_decay_on", weight_decay_on, WEIGHT_DECAY_ON)
         # validates the scoping arguments early (raises ValueError)
         ExponentialScope(gamma, gamma_decay, lower=gamma_min, upper=gamma_max)
         defaults = dict(lr=lr, inner_lr=inner_lr, L=L, gamma=gamma, gamma_decay=gamma_decay,
@@ -223,28 +253,8 @@ class EntropySGD(SeededNoise, Optimizer):
         self._stepped: set[int] | None = None
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
-        # a group added later with a misspelt value: silently "inner" at its next step
-        where = param_group.get("weight_decay_on", self.defaults["weight_decay_on"])
-        _check(where in WEIGHT_DECAY_ON, f"Invalid weight_decay_on: {where!r} (one of "
-               f"{', '.join(map(repr, WEIGHT_DECAY_ON))})")
         super().add_param_group(param_group)
         _check_shared_L(self)
-
-    @runs_state_dict_hooks
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        built = [g["weight_decay_on"] for g in self.param_groups]
-        # checked before loading, which would leave this optimizer holding the refused state
-        # (another optimizer's state is refused by the load, naming it)
-        saved = state_dict.get("param_groups", []) if "noise" in state_dict else []
-        for g, now in zip(saved, built):
-            if "weight_decay_on" not in g and now != "inner":
-                raise ValueError("state saved before weight_decay_on existed (its weight decay "
-                                 f"acted in the inner loop only); this optimizer was built with "
-                                 f"{now!r}")
-        super().load_state_dict(state_dict)
-        for g in self.param_groups:
-            # saved before the option existed, so decayed in the inner loop only
-            g.setdefault("weight_decay_on", "inner")
 
     # --- bookkeeping -------------------------------------------------------------------
     @property
@@ -342,8 +352,7 @@ class EntropySGD(SeededNoise, Optimizer):
             return
         grads = [p.grad for p in ys]
         xs = [self.state[p]["x"] for p in ys]
-        # a group saved before the option existed carried the gradient alone
-        if (group.get("inner_momentum_on", "gradient") == "step" and group["inner_momentum"] > 0
+        if (group["inner_momentum_on"] == "step" and group["inner_momentum"] > 0
                 and gamma < math.inf):
             # the pull γ⁻¹(y − x) joins the drift the momentum carries, so no separate pull
             # (a new list: the closure's .grad stays the mini-batch gradient)
@@ -382,7 +391,7 @@ class EntropySGD(SeededNoise, Optimizer):
                 if "x" not in st or (stepped is not None and k - 1 not in stepped):
                     continue        # no gradient this step: p still holds x
                 G = self._outer_gradient(group, p, gamma, m)
-                if group.get("weight_decay_on", "inner") == "both" and group["weight_decay"] > 0:
+                if group["weight_decay_on"] == "both" and group["weight_decay"] > 0:
                     G.add_(st["x"], alpha=group["weight_decay"])    # λx, before the momentum
                 G = self._outer_direction(group, p, G)
                 base = self._outer_base(group, p)

@@ -51,9 +51,8 @@ import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
-from ._common import (inner_closure_loss, momentum_direction, require_closure,
-                      runs_state_dict_hooks)
-from .entropy_sgd import EntropySGD, SeededNoise, _check, _check_shared_L
+from ._common import inner_closure_loss, momentum_direction, require_closure
+from .entropy_sgd import EntropySGD, SeededNoise, _check, _check_shared_L, check_choice
 from .registry import register_optimizer
 from .scoping import ExponentialScope
 
@@ -134,12 +133,6 @@ class HJ(EntropySGD):
 register_optimizer("hj")(HJ)
 
 
-def _check_variance_convention(value: Any) -> None:
-    _check(value in HEAT_VARIANCE_CONVENTIONS,
-           f"Invalid variance_convention: {value!r} (choose "
-           f"{' or '.join(map(repr, HEAT_VARIANCE_CONVENTIONS))})")
-
-
 class HEAT(SeededNoise, Optimizer):
     """Gaussian (heat-equation) smoothing, eq. 4.43: x ← x − η (1/L) Σ_i ∇f_{B_i}(x + ε_i).
 
@@ -159,6 +152,9 @@ class HEAT(SeededNoise, Optimizer):
 
     needs_closure = True
     _step_supports_amp_scaling = True   # torch.amp.GradScaler.step marks it: refused
+    _options_added_later = {
+        "variance_convention": ("eq-4.28", HEAT_VARIANCE_CONVENTIONS,
+                                "its perturbations had (4.28)'s variance")}
 
     def __init__(self, params, lr: float = 0.1, *, gamma: float = 0.01, L: int = 20,
                  momentum: float = 0.0, nesterov: bool = False, weight_decay: float = 0.0,
@@ -167,7 +163,7 @@ class HEAT(SeededNoise, Optimizer):
                  seed: int | None = None):
         _check(lr >= 0, f"Invalid learning rate: {lr}")
         _check(0 <= gamma < math.inf, f"Invalid gamma: {gamma} (variance, must be finite >= 0)")
-        _check_variance_convention(variance_convention)
+        check_choice("variance_convention", variance_convention, HEAT_VARIANCE_CONVENTIONS)
         _check(isinstance(L, int) and L >= 1, f"Invalid number of samples L: {L} (int >= 1)")
         _check(0 <= momentum < 1, f"Invalid momentum value: {momentum}")
         _check(not nesterov or momentum > 0, "Nesterov momentum requires a momentum")
@@ -181,23 +177,7 @@ class HEAT(SeededNoise, Optimizer):
         self._init_rng(seed)
         self.steps = 0
 
-    @runs_state_dict_hooks
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        built = [g["variance_convention"] for g in self.param_groups]
-        super().load_state_dict(state_dict)
-        for g, now in zip(self.param_groups, built):
-            if "variance_convention" not in g:
-                # saved before the option existed, so drawn with (4.28)'s variance
-                if now != "eq-4.28":
-                    raise ValueError("HEAT state saved before variance_convention existed "
-                                     f"(its perturbations had (4.28)'s variance); this "
-                                     f"optimizer was built with {now!r}")
-                g["variance_convention"] = now
-
     def add_param_group(self, param_group: dict[str, Any]) -> None:
-        # a group added later with a misspelt convention: a KeyError at its next step
-        _check_variance_convention(param_group.get("variance_convention",
-                                                   self.defaults["variance_convention"]))
         super().add_param_group(param_group)
         _check_shared_L(self)
 
