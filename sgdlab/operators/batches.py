@@ -369,23 +369,24 @@ def dtype_refusal(model: nn.Module, x: Tensor, reason: str = "") -> UserError | 
     return None
 
 
+# samples of the first batch a measurement's entry runs the model on (a couple: a model that
+# squeezes its outputs drops the sample axis of one)
+_PROBE = 2
+
 
 def loss_refusal(model: nn.Module, loss_fn: object, x: Tensor, y: Tensor, *,
                  where: str = "") -> UserError | None:
     """The :class:`UserError` of :func:`loss_value_refusal` for ``loss_fn`` on ``model``'s
-    outputs of the first two samples of ``x`` (one no-grad, eval-mode forward pass) against
-    those of ``y``; None when it returns one number or the model fails on them."""
+    outputs of the first :data:`_PROBE` samples of ``x`` (one no-grad, eval-mode forward
+    pass) against those of ``y``; None when it returns one number or the model fails on
+    them."""
     if not len(x):
         return None
     try:
-        out = _probe_forward(model, x[:2])
+        out = _probe_forward(model, x[:_PROBE])
     except Exception:
         return None
-    return loss_value_refusal(loss_fn, out, y[:2], where=where)
-
-# samples of the first batch a measurement's entry runs the model on (a couple: a model that
-# squeezes its outputs drops the sample axis of one)
-_PROBE = 2
+    return loss_value_refusal(loss_fn, out, y[:_PROBE], where=where)
 
 
 def _first_samples(data: Data) -> Batch | None:
