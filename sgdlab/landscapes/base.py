@@ -51,10 +51,7 @@ class Landscape(ABC):
         with the rest, so closed forms stay consistent. Copy first (``copy.deepcopy``) to keep
         the original. Chains passed to the landscape afterwards must be on its new device.
         """
-        if dtype is not None and not (isinstance(dtype, torch.dtype)
-                                      and dtype.is_floating_point):
-            raise UserError(f"{type(self).__name__}.to: dtype must be a floating torch.dtype, "
-                            f"got {dtype!r}")
+        check_floating_dtype(f"{type(self).__name__}.to", dtype)
         device = None if device is None else torch.device(device)
 
         def convert(t: Tensor) -> Tensor:
@@ -244,6 +241,14 @@ def check_positive(name: str, value: float) -> float:
     if not 0 < v < float("inf"):
         raise UserError(f"{name} must be > 0 and finite, got {value}")
     return v
+
+
+def check_floating_dtype(call: str, dtype: object) -> None:
+    """A ``UserError`` naming ``call`` unless ``dtype`` is None or a floating torch.dtype (the
+    ``dtype`` of a ``to`` that moves floating tensors only)."""
+    if dtype is not None and not (isinstance(dtype, torch.dtype)
+                                  and dtype.is_floating_point):
+        raise UserError(f"{call}: dtype must be a floating torch.dtype, got {dtype!r}")
 
 
 def check_count(name: str, value: int, minimum: int = 0) -> int:

@@ -33,7 +33,7 @@ from torch import Tensor
 
 from sgdlab.errors import UserError
 
-from .base import check_count, check_positive
+from .base import check_count, check_floating_dtype, check_positive
 
 
 def generalization_error(x: Tensor, teacher: Tensor) -> Tensor:
@@ -74,10 +74,7 @@ class PerceptronInstances:
            dtype: torch.dtype | None = None) -> PerceptronInstances:
         """Move teacher, patterns and labels (all ±1, floating) in place, as
         ``Landscape.to``; :func:`anneal` then runs on their device."""
-        if dtype is not None and not (isinstance(dtype, torch.dtype)
-                                      and dtype.is_floating_point):
-            raise UserError(f"PerceptronInstances.to: dtype must be a floating torch.dtype, "
-                            f"got {dtype!r}")
+        check_floating_dtype("PerceptronInstances.to", dtype)
         for name in ("teacher", "patterns", "labels"):
             setattr(self, name, getattr(self, name).to(device=device, dtype=dtype))
         return self
