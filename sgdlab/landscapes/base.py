@@ -65,6 +65,8 @@ class Landscape(ABC):
             new = _map_tensors(value, fn)
             if new is not value:
                 setattr(self, name, new)
+        # a nested landscape or module is moved in place, with no assignment to forget it
+        self.__dict__.pop("_device_memo", None)
         return self
 
     def _tensors(self) -> Iterator[Tensor]:
@@ -76,7 +78,8 @@ class Landscape(ABC):
         """The device of the landscape's tensors; None for one that holds none (DoubleWell,
         AnalyticLoss): those evaluate on whatever device the chains are on."""
         # memoised: every evaluation checks its chains against it (a walk over the attributes
-        # each step made SGD chains on a 3-d quadratic 30% slower); any assignment forgets it
+        # each step made SGD chains on a 3-d quadratic 30% slower); an assignment or a move
+        # (_apply) forgets it
         memo = self.__dict__.get("_device_memo")
         if memo is not None:
             return memo

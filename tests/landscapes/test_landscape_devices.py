@@ -210,6 +210,23 @@ def test_to_walks_containers_nested_landscapes_and_modules():
     assert land.index.dtype == torch.long
 
 
+def test_device_follows_a_move_of_tensors_held_only_in_a_nested_landscape_or_module():
+    class Wrapper(Landscape):
+        def __init__(self, inner) -> None:
+            self.dim, self.inner = 3, inner
+
+        def loss(self, theta, idx=None):
+            self._check(theta)
+            return theta.sum(-1)
+
+    for inner in (_quadratic(), nn.Linear(3, 1).double()):
+        land = Wrapper(inner)
+        assert land.device == torch.device("cpu")         # read once before the move
+        land.to("meta")
+        assert land.device.type == "meta"
+        land.loss(torch.zeros(2, 3, dtype=f64, device="meta"))
+
+
 def test_to_refuses_a_non_floating_dtype():
     with pytest.raises(UserError, match="floating"):
         _quadratic().to(dtype=torch.int64)
