@@ -190,7 +190,7 @@ class Landscape(ABC):
         if n is None:
             raise UserError(f"{type(self).__name__} has no samples to draw batches from")
         batch_size = check_count("batch_size", batch_size, 1)   # 2.5 failed inside randint
-        if batch_size < 1 or (not replacement and batch_size > n):
+        if not replacement and batch_size > n:
             raise UserError(f"batch_size must be in [1, {n}] here, got {batch_size}")
         device = self.device if device is None else torch.device(device)
         gdev = generator.device if generator is not None else device
