@@ -13,7 +13,8 @@ from sgdlab.experiments.analysis import Analysis, Conclusion
 from sgdlab.experiments.plots import curves, histogram
 from sgdlab.experiments.procedures import (Procedure, RunOutput, StoredRun, register_analysis,
                                            register_procedure)
-from sgdlab.experiments.procedures.common import by_group, check_claims, finite, stat, x_axis
+from sgdlab.experiments.procedures.common import (by_group, check_claims, finite,
+                                                  group_colours, stat, x_axis)
 from sgdlab.report.tables import Table, mean_std
 
 
@@ -262,10 +263,10 @@ def diffusion_spectrum(spec, runs: list[StoredRun]) -> Analysis:
                                                             "seed's spectrum" if several else ""))
     # a colour per network, a line style per instant: the thesis compares the instants of
     # one network (Remark 6.37) and the networks at one instant (Fig. 6.1 caption)
-    nets = list(by_net)
+    colour = group_colours(by_net)
     dashes = {p: ls for p, ls in zip(sorted({p for i in by_net.values() for p in i},
                                             reverse=True), ("-", "--", ":", "-."))}
-    styles = {f"{net}, {p:g}% of training": {"color": f"C{nets.index(net) % 10}",
+    styles = {f"{net}, {p:g}% of training": {"color": colour[net],
                                               "ls": dashes.get(p, "-")}
               for net, inst in by_net.items() for p in inst}
     seeds = sorted({rs[0].seed for rs in groups.values()})

@@ -158,6 +158,13 @@ def seeds_label(label: str, counts: list[int] | None, seeds: int) -> str:
     return f"{label} (mean of {lo}{f'-{hi}' if hi != lo else ''} of {seeds} seeds)"
 
 
+def group_colours(groups) -> dict[str, str]:
+    """{group: colour}, by the group's place among all of them: the same in every curve and bar
+    figure of a report, also where a group recorded no value of one metric (the colour cycle
+    would give the next group its colour)."""
+    return {g: f"C{i % 10}" for i, g in enumerate(groups)}
+
+
 def seeds_note(groups: "OrderedDict[str, list[StoredRun]]", *, spread: bool = True) -> str:
     """Which seeds a figure of the ``groups``' curves holds, for its title: "mean ± std over
     3 seeds" (``spread``: a band of the std over seeds is drawn), "mean over 2-3 seeds" where

@@ -38,8 +38,8 @@ from sgdlab.experiments.plots import curves, grouped_bars
 from sgdlab.experiments.procedures import StoredRun, register_analysis
 from sgdlab.experiments.procedures.common import (add_references, by_group, check_claims,
                                                   claim_metrics, curve_label, curve_name,
-                                                  group_x_axis, mean_curve, schedule_lr,
-                                                  seeds_label, seeds_note, stat,
+                                                  group_colours, group_x_axis, mean_curve,
+                                                  schedule_lr, seeds_label, seeds_note, stat,
                                                   summary_table, values_by_group, x_axis)
 from sgdlab.experiments.spec import get_dotted
 
@@ -201,13 +201,6 @@ def _bar_figure(spec, groups, b: dict[str, Any]):
                               + seeds_note(groups))
 
 
-def group_colours(groups) -> dict[str, str]:
-    """{group: colour}, by the group's place among all of them: the same in every curve and bar
-    figure of a report, also where a group recorded no value of one metric (the colour cycle
-    would give the next group its colour)."""
-    return {g: f"C{i % 10}" for i, g in enumerate(groups)}
-
-
 @register_analysis("compare_groups")
 def compare_groups(spec, runs: list[StoredRun]) -> Analysis:
     o = spec.options
@@ -218,6 +211,7 @@ def compare_groups(spec, runs: list[StoredRun]) -> Analysis:
                           caption=o.get("caption", "mean and std over seeds"))
     figs = []
     logy = set(o.get("logy", []))
+    colour = group_colours(groups)
     for metric in o.get("curves", ["train_loss", "test_acc"]):
         series, labels = {}, {}
         for g, rs in groups.items():
@@ -231,7 +225,6 @@ def compare_groups(spec, runs: list[StoredRun]) -> Analysis:
                 labels[g] = seeds_label(g, n, len(rs))
                 series[labels[g]] = (
                     xs, mean, std if len(rs) > 1 and std is not None else None)
-        colour = group_colours(groups)
         fig = curves(series, xlabel=o.get("curve_x", "step"), ylabel=curve_label(metric, o),
                      styles={label: {"color": colour[g]} for g, label in labels.items()},
                      logy=metric in logy, steps=metric == "lr",

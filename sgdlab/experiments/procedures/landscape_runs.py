@@ -11,7 +11,8 @@ from sgdlab.experiments.plots import bars, curves, panels
 from sgdlab.experiments.procedures import (Procedure, RunOutput, register_analysis,
                                            register_procedure)
 from sgdlab.experiments.procedures.common import (by_group, check_claims, decided, finite,
-                                                  seed_spread, stat, within_spread)
+                                                  group_colours, seed_spread, stat,
+                                                  within_spread)
 from sgdlab.report.tables import Table
 
 
@@ -233,7 +234,7 @@ def zhu_escape_analysis(spec, runs) -> Analysis:
     reps = sum(int(r.summary.get("repetitions", 0)) for r in runs) // max(1, len(runs))
     seeds = max(len(rs) for rs in groups.values())
     # a method's colour is the same in the success bars and the sharpness curves
-    colour = {m: f"C{i % 10}" for i, m in enumerate(groups)}
+    colour = group_colours(groups)
     f1 = bars([names[m] for m in groups], rates,
               _error_bars(rates, [pooled[m][1] for m in groups]),
               ylabel=f"success rate (Wilson interval, z = {z:g})",
