@@ -76,11 +76,12 @@ def _epoch_row(r: StoredRun, epoch: int) -> dict[str, float]:
     """The walk instrument's per-epoch numbers for ``epoch`` (1-based): steps, barriers,
     mean height above the valley floor; NaN where the epoch was not interpolated. An epoch
     cut short by ``max_steps`` and completed on resume is logged twice: the later row, the
-    whole epoch's, is the one Tables 1-2 count."""
-    ends = [s for s, e in r.metrics.get("walk_epoch", []) if int(e) == epoch]
-    if not ends:
+    whole epoch's, is the one Tables 1-2 count (``walk.epoch_rows``)."""
+    from sgdlab.report.figures.walk import epoch_rows
+
+    s = epoch_rows(r.metrics).get(epoch)
+    if s is None:
         return {"steps": float("nan"), "barriers": float("nan"), "mean_height": float("nan")}
-    s = max(ends)
     return {k: dict(r.metrics.get(f"walk_epoch_{k}", [])).get(s, float("nan"))
             for k in ("steps", "barriers", "mean_height")}
 

@@ -20,7 +20,7 @@ import numpy as np  # noqa: E402
 from sgdlab.measure.walk import VALLEY_FLOORS, has_valley_floor  # noqa: E402
 from sgdlab.report.tables import Table  # noqa: E402
 
-__all__ = ["walk_epoch_table", "walk_figure", "walk_segments"]
+__all__ = ["epoch_rows", "walk_epoch_table", "walk_figure", "walk_segments"]
 
 History = Mapping[str, Sequence[tuple[int, float]]]
 _LOSS_KEY = re.compile(r"^walk_loss_k(\d+)$")
@@ -123,18 +123,22 @@ def walk_figure(runs: History | Mapping[str, History], *, max_steps: int | None 
     return fig
 
 
+def epoch_rows(history: History) -> dict[int, float]:
+    """{epoch: the step its per-epoch row is logged at}; an epoch logged twice (cut short by
+    ``max_steps``, completed on resume) by its later row: the whole epoch's."""
+    return {int(e): s for s, e in sorted(history.get("walk_epoch", []))}
+
+
 def walk_epoch_table(runs: History | Mapping[str, History], *, name: str = "walk_barriers",
                      caption: str = "") -> Table:
     """Xing et al. Tables 1–2 from the per-epoch metrics: steps interpolated, barriers crossed,
     mean barrier height (over crossing steps) and mean height above the valley floor. An
-    epoch logged twice (cut short by ``max_steps``, completed on resume) is shown once, from
-    its later row: the whole epoch's."""
+    epoch logged twice is shown once, from its later row (:func:`epoch_rows`)."""
     if any(k.startswith("walk_") for k in runs):
         runs = {"": runs}
     rows = []
     for label, h in runs.items():
-        last = {int(e): s for s, e in sorted(h.get("walk_epoch", []))}
-        ep = {s: e for e, s in last.items()}
+        ep = {s: e for e, s in epoch_rows(h).items()}
         cols = {k: dict(h.get(f"walk_epoch_{k}", [])) for k in
                 ("steps", "barriers", "mean_barrier_height", "mean_height")}
         for s in sorted(ep):
