@@ -14,7 +14,7 @@ from sgdlab.experiments.plots import curves, histogram
 from sgdlab.experiments.procedures import (Procedure, RunOutput, StoredRun, register_analysis,
                                            register_procedure)
 from sgdlab.experiments.procedures.common import (by_group, check_claims, finite,
-                                                  group_colours, stat, x_axis)
+                                                  group_colours, seeds_named, stat, x_axis)
 from sgdlab.report.tables import Table, mean_std
 
 
@@ -269,13 +269,12 @@ def diffusion_spectrum(spec, runs: list[StoredRun]) -> Analysis:
     styles = {f"{net}, {p:g}% of training": {"color": colour[net],
                                               "ls": dashes.get(p, "-")}
               for net, inst in by_net.items() for p in inst}
-    seeds = sorted({rs[0].seed for rs in groups.values()})
     fig = curves({g: s for g, s in spectra.items() if s[0]}, xlabel="index i",
                  ylabel="λ_i(D)", logx=True, logy=True, styles=styles,
                  figsize=(7.6, 3.8), legend_outside=True,
                  title="Diffusion-matrix eigenvalues (Chaudhari Figs. 6.1-6.2)\n"
                        + ("first " if several else "")
-                       + f"seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))}")
+                       + seeds_named(rs[0].seed for rs in groups.values()))
     return Analysis(tables=[table], figures=[("diffusion_spectrum", fig)], conclusions=concl)
 
 

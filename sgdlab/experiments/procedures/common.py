@@ -72,7 +72,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import numpy as np
@@ -165,6 +165,12 @@ def group_colours(groups) -> dict[str, str]:
     return {g: f"C{i % 10}" for i, g in enumerate(groups)}
 
 
+def seeds_named(seeds: Iterable[int]) -> str:
+    """"seed 0" or "seeds 0, 1, 2": the seeds themselves, in order, for a figure's title."""
+    seeds = sorted(set(seeds))
+    return f"seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))}"
+
+
 def seeds_note(groups: "OrderedDict[str, list[StoredRun]]", *, spread: bool = True) -> str:
     """Which seeds a figure of the ``groups``' curves holds, for its title: "mean ± std over
     3 seeds" (``spread``: a band of the std over seeds is drawn), "mean over 2-3 seeds" where
@@ -176,8 +182,7 @@ def seeds_note(groups: "OrderedDict[str, list[StoredRun]]", *, spread: bool = Tr
     if hi > 1:
         return (f"mean{' ± std' if spread else ''} over "
                 f"{lo if lo == hi else f'{lo}-{hi}'} seeds")
-    seeds = sorted({r.seed for rs in groups.values() for r in rs})
-    return f"seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))}"
+    return seeds_named(r.seed for rs in groups.values() for r in rs)
 
 
 def summary_table(name: str, groups: "OrderedDict[str, list[StoredRun]]",

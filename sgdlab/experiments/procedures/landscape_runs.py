@@ -11,8 +11,8 @@ from sgdlab.experiments.plots import bars, curves, panels
 from sgdlab.experiments.procedures import (Procedure, RunOutput, register_analysis,
                                            register_procedure)
 from sgdlab.experiments.procedures.common import (by_group, check_claims, decided, finite,
-                                                  group_colours, seed_spread, stat,
-                                                  within_spread)
+                                                  group_colours, seed_spread, seeds_named,
+                                                  stat, within_spread)
 from sgdlab.report.tables import Table
 
 
@@ -235,11 +235,12 @@ def zhu_escape_analysis(spec, runs) -> Analysis:
     seeds = max(len(rs) for rs in groups.values())
     # a method's colour is the same in the success bars and the sharpness curves
     colour = group_colours(groups)
+    held = f"{reps} repetitions × {seeds} seed{'s' if seeds > 1 else ''}"
     f1 = bars([names[m] for m in groups], rates,
               _error_bars(rates, [pooled[m][1] for m in groups]),
               ylabel=f"success rate (Wilson interval, z = {z:g})",
-              title=f"Zhu et al. Fig. 3(c): escape success\n{reps} repetitions × {seeds} "
-                    f"seed{'s' if seeds > 1 else ''} pooled", colors=list(colour.values()))
+              title=f"Zhu et al. Fig. 3(c): escape success\n{held} pooled",
+              colors=list(colour.values()))
     series = {}
     for m, rs in groups.items():
         r0 = rs[0]
@@ -251,8 +252,7 @@ def zhu_escape_analysis(spec, runs) -> Analysis:
     f2 = curves(series, xlabel="iteration", ylabel="E[L(w + ν)] − L(w)", logy=True,
                 styles={names[m]: {"color": colour[m]} for m in groups},
                 title=f"expected sharpness, ν ~ N(0, s²I), s = "
-                      f"{runs[0].params.get('sharpness_sigma', 0.1):g}\nmean over "
-                      f"{reps} repetitions × {seeds} seed{'s' if seeds > 1 else ''}")
+                      f"{runs[0].params.get('sharpness_sigma', 0.1):g}\nmean over {held}")
     figs = [("escape_success", f1), ("escape_sharpness", f2)]
     if runs[0].data.get("trajectories"):
         fig, axes = panels(len(groups))
@@ -625,10 +625,9 @@ def _se_of_mean(runs) -> float:
 
 def _chains_of(runs) -> str:
     """Which seeds' chains a histogram holds, for a figure's title."""
-    seeds = sorted({r.seed for r in runs})
-    many = len(seeds) > 1
-    return (f"histograms of the chains of seed{'s' if many else ''} "
-            f"{', '.join(map(str, seeds))}{' pooled' if many else ''}")
+    many = len({r.seed for r in runs}) > 1
+    return (f"histograms of the chains of {seeds_named(r.seed for r in runs)}"
+            f"{' pooled' if many else ''}")
 
 
 def _orbit_kind(s: dict[str, Any], rest_speed: float, cycle_ratio: float) -> str:
