@@ -93,9 +93,14 @@ def lr_and_batch(r: StoredRun) -> tuple[float, float]:
     return lr, float(b)
 
 
+def _setting(r: StoredRun) -> str:
+    """A run's (η, B) setting, the group of :func:`ratio_rows` and of the equal-ratio tests."""
+    return "lr={:g},B={:g}".format(*lr_and_batch(r))
+
+
 def ratio_rows(runs: list[StoredRun], metrics: list[str]):
     """Rows (lr, B, η/B, metric means..., diverged count) grouped by (lr, B)."""
-    groups = by_group(runs, key=lambda r: "lr={:g},B={:g}".format(*lr_and_batch(r)))
+    groups = by_group(runs, key=_setting)
     rows = []
     for g, rs in groups.items():
         lr, b = lr_and_batch(rs[0])
@@ -127,6 +132,8 @@ def ratio_grid(spec, runs: list[StoredRun]) -> Analysis:
     table = Table("ratio_grid", cols, rows, keys=["lr", "batch size"],
                   caption="final values, mean over seeds "
                   "(diverged runs excluded from the means)")
+    # every setting, a wholly diverged one too (the title's seeds, the equal-ratio claims)
+    settings = by_group(runs, key=_setting)
     fig, axes = panels(len(metrics))
     conclusions = []
     for ax, (i, m) in zip(axes, enumerate(metrics)):
@@ -161,16 +168,15 @@ def ratio_grid(spec, runs: list[StoredRun]) -> Analysis:
                 claim=f"{LABELS.get(m, m)} {'decreases' if sign == 'negative' else 'increases'} "
                       "as η/B grows", evidence={"spearman": rho}))
     fig.suptitle(f"{paper_ref(spec.paper)}: final values vs η/B, "
-                 f"{seeds_note(by_group(runs, key=_setting), spread=False)} "
+                 f"{seeds_note(settings, spread=False)} "
                  "(red dotted: diverged)", fontsize=9)
     fig.tight_layout()
     # "The validation accuracy is consistent ... as long as the ratio is constant": an
     # equivalence test (TOST) for every pair of settings that share η/B
     eq_metric = o.get("equal_ratio_metric", "test_acc")
     margin = float(o.get("equal_ratio_margin", 0.01))
-    # every setting, a wholly diverged one too: its claims stay, undecided (no value), instead
-    # of vanishing; the means are of the runs that did not diverge
-    settings = by_group(runs, key=_setting)
+    # a wholly diverged setting's claims stay, undecided (no value), instead of vanishing; the
+    # means are of the runs that did not diverge
     fin = OrderedDict((g, [r for r in rs if r.status != "diverged"])
                       for g, rs in settings.items())
     vals = values_by_group(OrderedDict((g, rs) for g, rs in fin.items() if rs), [eq_metric])
@@ -195,10 +201,6 @@ def ratio_grid(spec, runs: list[StoredRun]) -> Analysis:
                              title=lambda m: f"{_label(m, o)} per (η, B)",
                              ylabel=lambda m: _label(m, o), bands=False)
     return Analysis(tables=[table], figures=figs, conclusions=conclusions)
-
-
-def _setting(r: StoredRun) -> str:
-    return "lr={:g},B={:g}".format(*lr_and_batch(r))
 
 
 def _label(metric: str, options: dict[str, Any]) -> str:
