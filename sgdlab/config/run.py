@@ -346,13 +346,19 @@ def _check_hyper(path: str, sec: dict[str, Any], name: str, params: dict[str, An
             errors.append(f"{join(path, key)}: {e}" if key else f"{path} ({name}): {e}")
 
 
+def _optimizer_signature(cls: Any) -> Callable:
+    """What a registered optimizer's hyper-parameters are read from: a class's ``__init__``,
+    or the factory function itself."""
+    return cls.__init__ if inspect.isclass(cls) else cls
+
+
 def _optimizer_params(name: str) -> tuple[dict[str, Any], bool]:
     from ..optim import OPTIMIZERS
     from ..optim.registry import needs_model
 
     cls = OPTIMIZERS[name]
     skip = ("self", "params") + (("model", "loss_fn", "data") if needs_model(cls) else ())
-    return _signature_params(cls.__init__ if inspect.isclass(cls) else cls, skip)
+    return _signature_params(_optimizer_signature(cls), skip)
 
 
 def _schedule_params(name: str) -> tuple[dict[str, Any], bool]:
@@ -374,7 +380,7 @@ def _check_optimizer(path: str, sec: dict[str, Any], errors: list[str]) -> None:
     params, var_kw = _optimizer_params(name)
     # a number with no default (random-lr-sgd's lr) or a None one (entropy_sgd's gamma_min):
     # a string there reached the optimizer's range checks ("'>=' not supported between ...")
-    fn = cls.__init__ if inspect.isclass(cls) else cls
+    fn = _optimizer_signature(cls)
     optional = _optional_numbers(fn)
     _check_hyper(path, sec, name, params, var_kw, "optimizer", errors,
                  None if needs_model(cls)
