@@ -232,8 +232,7 @@ def _refuse_inert_options(args: argparse.Namespace, what: list[str]) -> None:
         raise UserError(f"{'; '.join(inert)}, not measured with --what {','.join(what)}: "
                         f"{'they' if len(inert) > 1 else 'it'} would change nothing (add the "
                         "measurement to --what, or leave the option out)")
-    random_only = [flag for dest, flag in (("normalization", "--normalization"),
-                                           ("bias_bn", "--bias-bn"))
+    random_only = [OPTIONS[dest][0] for dest in ("normalization", "bias_bn")
                    if getattr(args, dest) is not None]
     if args.directions == "hessian" and random_only:
         many = len(random_only) > 1
