@@ -1162,10 +1162,12 @@ def _watched() -> bool:
     return sys.stderr.isatty() or "ipykernel" in sys.modules
 
 
-def _check_args(epochs, batch_size, eval_every, eval_subset, checkpoint_every, max_steps) -> None:
-    def is_int(v) -> bool:
-        return isinstance(v, int) and not isinstance(v, bool)
+def is_int(v: Any) -> bool:
+    """Whether ``v`` is an int, not a bool (an argument count: ``True`` is no 1)."""
+    return isinstance(v, int) and not isinstance(v, bool)
 
+
+def _check_args(epochs, batch_size, eval_every, eval_subset, checkpoint_every, max_steps) -> None:
     if not is_int(epochs) or epochs < 0:
         raise UserError(f"epochs must be an int >= 0, got {epochs!r}")
     if (not callable(batch_size) and batch_size != "full"

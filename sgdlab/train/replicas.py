@@ -77,7 +77,7 @@ from ..optim.elastic import Parle, master_average
 from .checkpoint import (changed_settings, load_checkpoint, rng_state, save_checkpoint,
                          set_rng_state)
 from .loop import (BatchStream, check_dataset, check_loss, evaluation_metrics, evaluation_sets,
-                   input_refusal, model_setting_changes, model_settings, open_writer,
+                   input_refusal, is_int, model_setting_changes, model_settings, open_writer,
                    record_abort, record_completion, steps_per_epoch)
 
 __all__ = ["ParleConfig", "ReplicaResult", "ReplicaWorker", "train_replicas", "replica_shards",
@@ -822,10 +822,7 @@ def _check_length_and_evaluation(epochs: Any, eval_every: Any, eval_subset: Any)
     """Refuse, as a :class:`ConfigError`, an ``epochs`` that is no finite number > 0 and an
     ``eval_every`` / ``eval_subset`` that is no int >= 1: read from a replica config they may
     be any YAML value, which would otherwise stop the run with a comparison's TypeError."""
-    def is_int(v: Any) -> bool:
-        return isinstance(v, int) and not isinstance(v, bool)
-
-    if epochs is not None and not (isinstance(epochs, (int, float)) and not isinstance(epochs, bool)
+    if epochs is not None and not ((is_int(epochs) or isinstance(epochs, float))
                                    and math.isfinite(epochs) and epochs > 0):
         raise ConfigError(f"epochs must be a finite number > 0, got {epochs!r}")
     for name, v in (("eval_every", eval_every), ("eval_subset", eval_subset)):
