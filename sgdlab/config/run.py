@@ -421,11 +421,15 @@ def _check_data(path: str, sec: dict[str, Any], errors: list[str]) -> None:
                 f"dataset {name!r}", errors)
 
 
+def _model_key(name: str) -> str:
+    """The registry key a config's ``model.name`` is looked up under."""
+    return name.strip().lower()
+
+
 def _check_model(path: str, sec: dict[str, Any], errors: list[str]) -> None:
     from ..models import MODELS, describe
 
-    name = _registered_name(path, sec, MODELS, "model", errors,
-                            key=lambda n: n.strip().lower())
+    name = _registered_name(path, sec, MODELS, "model", errors, key=_model_key)
     if name is None:
         return
     _check_args(join(path, "options"), sec["options"], describe(name).options, False,
@@ -514,7 +518,7 @@ def _named_argument(raw: dict[str, Any], err: dict[str, Any]) -> str | None:
         name = _canonical(name)
         options = dataset_options(name) if name in DATASETS else {}
     else:
-        name = name.strip().lower()
+        name = _model_key(name)
         options = describe(name).options if name in MODELS else {}
     if loc[1] not in options:
         return None
