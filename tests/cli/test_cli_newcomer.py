@@ -59,7 +59,6 @@ def test_every_command_and_option_has_plain_help():
             "sgdlab config schema", "sgdlab runs export"} <= seen
 
 
-
 def test_every_command_says_what_it_does_and_names_its_actions():
     """`sgdlab runs list --help` opened on its usage alone, and `sgdlab --help` listed `runs` as
     "list, show and export", without compare: each command's own help has a description, and
@@ -77,6 +76,7 @@ def test_every_command_says_what_it_does_and_names_its_actions():
                                 if isinstance(a, argparse._SubParsersAction)), {})
                 unnamed += [(name, a) for a in actions if a not in helps[name].lower()]
     assert quiet == [] and unnamed == []
+
 
 @pytest.mark.parametrize("argv, prog, hint", [
     (["train", "digits-mlp", "--sett", "train.epochs=1"], "sgdlab train", " (did you mean --set?)"),
@@ -144,6 +144,7 @@ def test_a_choice_far_from_every_valid_one_keeps_argparse_s_message(capsys):
         main(["xyzzy"])
     assert capsys.readouterr().err.splitlines()[-1].startswith(
         "sgdlab: error: argument COMMAND: invalid choice: 'xyzzy' (choose from ")
+
 
 def test_every_option_with_a_default_says_it():
     """An option that takes a value when not given says which in its help (a seed, a

@@ -402,7 +402,6 @@ def test_ctrl_c_while_the_conclusions_are_printed_says_the_report_is_written(
                                  else "nothing is left to run"), err
 
 
-
 def test_the_continue_command_names_a_store_given_by_the_environment(tmp_path, capsys,
                                                                      monkeypatch):
     """A sweep into $SGDLAB_STORE printed a continue command without --store: from a shell
@@ -420,6 +419,7 @@ def test_the_continue_command_names_a_store_given_by_the_environment(tmp_path, c
     assert capsys.readouterr().err.rstrip().endswith(
         f"continue with: sgdlab run {GRID} --scale smoke --out {out} --store "
         f"{tmp_path / 'env.sqlite'}")
+
 
 def test_a_sweep_without_out_continues_into_the_folder_it_wrote(tmp_path, capsys, monkeypatch):
     """A sweep given no --out writes to sgdlab-out/NAME-SCALE under the folder it ran in; the

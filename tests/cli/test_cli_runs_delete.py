@@ -112,7 +112,6 @@ def test_a_prefix_a_folder_and_filters_select_runs(runs, capsys):
     assert "name the runs to delete" in capsys.readouterr().err
 
 
-
 def test_a_mistyped_experiment_names_the_closest_one_held(runs, capsys):
     # `runs list --experiment` suggested it, `runs delete --experiment` did not
     store, ids = runs
@@ -123,6 +122,7 @@ def test_a_mistyped_experiment_names_the_closest_one_held(runs, capsys):
     assert _delete(store, "--experiment", "xing-wlak", "--dry-run") == 0
     assert capsys.readouterr().out.strip() == (
         f"no runs with experiment 'xing-wlak' to delete in {store} (did you mean xing-walk?)")
+
 
 def test_a_dry_run_or_a_refused_confirmation_deletes_nothing(runs, capsys, monkeypatch):
     store, ids = runs

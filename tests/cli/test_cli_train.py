@@ -203,7 +203,6 @@ def test_bad_config_exits_2_naming_the_key(tmp_path, capsys):
     assert not (tmp_path / "s.sqlite").exists()
 
 
-
 def test_an_experiment_given_to_train_names_the_command_that_runs_it(tmp_path, capsys,
                                                                       monkeypatch):
     # "no config file 'xing-walk' and no packaged config of that name" before
@@ -252,6 +251,7 @@ def test_resume_of_an_ended_run_says_how_to_train_it_further(tmp_path, capsys, s
     assert err.endswith(f"; to train it further, start a run from its weights: sgdlab train "
                         f"CONFIG --init-from {run_id} --store {store_path} (a warm start: "
                         "CONFIG's train.epochs more, the optimizer afresh)")
+
 
 def test_a_config_that_fails_when_built_leaves_no_store(tmp_path, capsys, monkeypatch):
     """Valid keys, but a run that cannot start here (a data file it does not have, no CUDA):

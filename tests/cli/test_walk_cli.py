@@ -69,6 +69,7 @@ def test_walk_refuses_a_count_below_one_before_it_makes_the_folder(tmp_path, cap
     assert f"{flag} must be >= 1, got {value}" in err and "Traceback" not in err
     assert not (tmp_path / "w").exists()
 
+
 def test_walk_and_landscape_leave_a_training_runs_folder_alone(tmp_path, capsys):
     run = tmp_path / "run"
     assert main(["train", "digits-mlp", "--set", "train.epochs=1", "--no-progress",

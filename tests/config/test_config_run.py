@@ -19,7 +19,6 @@ from sgdlab.train.callbacks import Callback
 from sgdlab.train.instruments import INSTRUMENTS, register_instrument
 
 
-
 def test_packaged_default_validates_with_defaults_filled():
     assert "digits-mlp" in packaged_configs()
     cfg = validate_config(load_config("digits-mlp"))

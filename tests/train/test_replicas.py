@@ -142,7 +142,6 @@ def test_master_is_mean_of_replicas_and_training_reduces_loss():
     assert res.status == "finished" and res.rounds == 12 and res.grad_evals == 60
 
 
-
 def test_own_regression_tensors_get_no_accuracy():
     # a Dataset of one's own real-valued targets, no meta: its task is regression
     g = torch.Generator().manual_seed(0)
@@ -154,6 +153,7 @@ def test_own_regression_tensors_get_no_accuracy():
     res = train_replicas(model, nn.MSELoss(), data, cfg, rounds=2)
     assert "train_loss" in res.final and "test_loss" in res.final
     assert "train_acc" not in res.final and "test_acc" not in res.final
+
 
 def test_disjoint_shards():
     shards = replica_shards(10, 3, seed=0)
@@ -265,7 +265,6 @@ def test_config_from_dict():
         train_replicas(toy_model(), LOSS, toy_data(), {}, rounds=1, epochs=1)
 
 
-
 @pytest.mark.parametrize("kw, message", [
     (dict(epochs="two"), "epochs must be a finite number > 0, got 'two'"),
     (dict(epochs=float("nan")), "epochs must be a finite number > 0, got nan"),
@@ -276,6 +275,7 @@ def test_a_length_or_evaluation_of_the_wrong_type_is_a_config_error(kw, message)
     # values read from a replica config's YAML: a TypeError of a comparison before
     with pytest.raises(ConfigError, match=re.escape(message)):
         train_replicas(toy_model(), LOSS, toy_data(), {"replicas": 2}, **kw)
+
 
 def test_thesis_scoping_and_lr_schedule_per_round():
     """Eq. (5.10): γ_k = γ₀(1 − 1/(2B))^⌊k/L⌋, clipped at γ_min, B = ⌈N/b⌉ of the whole set;
