@@ -102,38 +102,18 @@ def _mark_missing(ax, positions, means) -> None:
                         rotation=90, fontsize=7, color="tab:red")
 
 
-def bars(labels: Sequence[str], means: Sequence[float], errs: Sequence[float] | None = None, *,
-         ylabel: str, title: str = "", figsize=(5.2, 3.6), ax=None,
-         colors: Sequence[str] | None = None):
-    """One bar per label; ``colors``: one per bar, where the labels have colours of their own
-    in the report's other figures (a method's curve)."""
-    fig = None
-    if ax is None:
-        fig, ax = plt.subplots(figsize=figsize)
-    x = np.arange(len(labels))
-    ax.bar(x, np.asarray(means, float), yerr=None if errs is None else np.asarray(errs, float),
-           capsize=3, color=list(colors) if colors is not None else "#4a7fb5")
-    _mark_missing(ax, x, means)
-    ax.set_xticks(x)
-    ax.set_xticklabels(labels, rotation=30, ha="right", fontsize=8)
-    ax.set_ylabel(ylabel)
-    if title:
-        ax.set_title(title, fontsize=10)
-    ax.grid(axis="y", alpha=0.3)
-    if fig is not None:
-        fig.tight_layout()
-    return fig if fig is not None else ax.figure
-
-
 def grouped_bars(labels: Sequence[str],
-                 series: dict[str, tuple[Sequence[float], Sequence[float] | None]], *,
+                 series: dict[str, tuple[Sequence[float], Sequence | None]], *,
                  ylabel: str, title: str = "", zoom: bool = False, figsize=(5.2, 3.6),
-                 ax=None, label_colors: Sequence[str] | None = None):
-    """Bars per label (x), one bar per series side by side (``{name: (means, errs)}``), errs
-    as error bars (e.g. std over seeds). ``zoom``: the y axis spans the bars' tops and error
-    bars with a margin instead of starting at 0, so that differences of a fraction of a point
-    between accuracies near 1 can be seen (the axis says where it starts). ``label_colors``:
-    with a single series, one colour per label (a group's colour in the curves beside)."""
+                 ax=None, colors: Sequence[str] | None = None):
+    """Bars per label (x), one bar per series side by side (``{name: (means, errs)}``; a
+    single series is a plain bar chart, its name in no legend), errs as error bars (e.g. std
+    over seeds; a 2 × n array for an interval below and above each mean). ``zoom``: the y
+    axis spans the bars' tops and error bars with a margin instead of starting at 0, so that
+    differences of a fraction of a point between accuracies near 1 can be seen (the axis says
+    where it starts). ``colors``: with a single series, one colour per label, where the labels
+    have colours of their own in the report's other figures (a group's or a method's curve);
+    several series are told apart by the series' colours instead."""
     fig = None
     if ax is None:
         fig, ax = plt.subplots(figsize=figsize)
@@ -143,11 +123,12 @@ def grouped_bars(labels: Sequence[str],
     for i, (name, (means, errs)) in enumerate(series.items()):
         m = np.asarray(means, float)
         e = None if errs is None else np.nan_to_num(np.asarray(errs, float))
-        one = {"color": list(label_colors)} if label_colors and len(series) == 1 else {}
+        one = {"color": list(colors)} if colors and len(series) == 1 else {}
         ax.bar(x + (i - (len(series) - 1) / 2) * width, m, width, yerr=e, capsize=3,
                label=name, **one)
         _mark_missing(ax, x + (i - (len(series) - 1) / 2) * width, m)
-        tops += list(m - (0 if e is None else e)) + list(m + (0 if e is None else e))
+        below, above = (0, 0) if e is None else (e[0], e[1]) if e.ndim == 2 else (e, e)
+        tops += list(m - below) + list(m + above)
     ax.set_xticks(x)
     ax.set_xticklabels(labels, rotation=30, ha="right", fontsize=8)
     ax.set_ylabel(ylabel)

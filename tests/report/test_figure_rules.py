@@ -125,14 +125,14 @@ def test_a_curve_that_turns_non_finite_ends_in_a_cross_and_an_empty_one_says_so(
 
 
 def test_a_bar_without_a_value_says_so_instead_of_reading_as_zero():
-    from sgdlab.experiments.plots import bars, grouped_bars
+    from sgdlab.experiments.plots import grouped_bars
 
     fig = grouped_bars(["g1", "g2"], {"A": ([0.9, np.nan], [0.01, np.nan]),
                                       "B": ([0.8, 0.7], None)}, ylabel="accuracy")
     (note,) = [t for t in fig.axes[0].texts if t.get_text() == "no value"]
     assert note.xy[0] == pytest.approx(1 - 0.2)      # A's bar of g2, left of its centre
     plt.close(fig)
-    fig = bars(["a", "b"], [0.5, 0.4], ylabel="y")
+    fig = grouped_bars(["a", "b"], {"y": ([0.5, 0.4], None)}, ylabel="y")
     assert not fig.axes[0].texts
     plt.close(fig)
 

@@ -765,21 +765,27 @@ def group_curves(groups: "OrderedDict[str, list[StoredRun]]", metrics: Sequence[
     std over seeds where ``bands`` and the group has several, against ``x(group, runs,
     steps)``; ``ylabel(metric)`` (default: its :data:`CURVE_LABELS` name), ``title(metric)``
     followed by which seeds the curves hold (:func:`seeds_note`); a log y axis for the metrics
-    in ``logy``, dashed lines at ``marks``."""
+    in ``logy``, dashed lines at ``marks``. A group keeps its :func:`group_colours` colour in
+    every figure; the learning rate ``lr`` is drawn at every step where the schedule gives it
+    (:func:`schedule_lr`), as steps, not through its per-epoch samples."""
     from sgdlab.experiments.plots import curves
 
     figs = []
     note = seeds_note(groups, spread=bands)
+    colour = group_colours(groups)
     for m in metrics:
-        series = {}
+        series, styles = {}, {}
         for g, rs in groups.items():
-            st, mean, sd, n = mean_curve(rs, m, counts=True)
+            exact = schedule_lr(rs) if m == "lr" else None
+            st, mean, sd, n = exact + (None, None) if exact else mean_curve(rs, m, counts=True)
             if st:
-                series[seeds_label(g, n, len(rs))] = (
-                    x(g, rs, st), mean, sd if bands and len(rs) > 1 else None)
+                label = seeds_label(g, n, len(rs))
+                series[label] = (x(g, rs, st), mean,
+                                 sd if bands and len(rs) > 1 and sd is not None else None)
+                styles[label] = {"color": colour[g]}
         fig = curves(series, xlabel=xlabel,
-                     ylabel=ylabel(m) if ylabel else CURVE_LABELS.get(m, m),
-                     logy=m in set(logy), title="\n".join(filter(None, [title(m), note])),
-                     marks=marks)
+                     ylabel=ylabel(m) if ylabel else curve_label(m, {}), styles=styles,
+                     logy=m in set(logy), steps=m == "lr",
+                     title="\n".join(filter(None, [title(m), note])), marks=marks)
         figs.append((curve_name(m), fig))
     return figs

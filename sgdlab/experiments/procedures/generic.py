@@ -34,12 +34,11 @@ import numpy as np
 
 from sgdlab.errors import ConfigError
 from sgdlab.experiments.analysis import Analysis, Conclusion
-from sgdlab.experiments.plots import curves, grouped_bars
+from sgdlab.experiments.plots import grouped_bars
 from sgdlab.experiments.procedures import StoredRun, register_analysis
 from sgdlab.experiments.procedures.common import (add_references, by_group, check_claims,
-                                                  claim_metrics, curve_label, curve_name,
-                                                  group_colours, group_x_axis, mean_curve,
-                                                  schedule_lr, seeds_label, seeds_note, stat,
+                                                  claim_metrics, curve_label, group_colours,
+                                                  group_curves, group_x_axis, seeds_note, stat,
                                                   summary_table, values_by_group, x_axis)
 from sgdlab.experiments.spec import get_dotted
 
@@ -195,7 +194,7 @@ def _bar_figure(spec, groups, b: dict[str, Any]):
                                   for rs in groups.values())]
         series[label] = ([m for m, _, _ in st], errs)
     return grouped_bars(list(groups), series, ylabel=b.get("ylabel", ""),
-                        label_colors=list(group_colours(groups).values()),
+                        colors=list(group_colours(groups).values()),
                         zoom=bool(b.get("zoom", False)),
                         title=f"{spec.paper['figure']}: {b.get('title', b['name'])}\n"
                               + seeds_note(groups))
@@ -209,29 +208,12 @@ def compare_groups(spec, runs: list[StoredRun]) -> Analysis:
     tab_spec = [tuple(x) for x in o.get("table", DEFAULT_TABLE)]
     table = summary_table(o.get("table_name", "summary"), groups, tab_spec,
                           caption=o.get("caption", "mean and std over seeds"))
-    figs = []
-    logy = set(o.get("logy", []))
-    colour = group_colours(groups)
-    for metric in o.get("curves", ["train_loss", "test_acc"]):
-        series, labels = {}, {}
-        for g, rs in groups.items():
-            # the learning rate of every step where the schedule gives it, not epoch samples
-            exact = schedule_lr(rs) if metric == "lr" else None
-            steps, mean, std, n = (exact + (None, None) if exact
-                                   else mean_curve(rs, metric, counts=True))
-            if steps:
-                # seeds that diverged or stopped early leave the mean: the legend says so
-                xs = group_x_axis(rs, steps, o.get("curve_x", "step"))
-                labels[g] = seeds_label(g, n, len(rs))
-                series[labels[g]] = (
-                    xs, mean, std if len(rs) > 1 and std is not None else None)
-        fig = curves(series, xlabel=o.get("curve_x", "step"), ylabel=curve_label(metric, o),
-                     styles={label: {"color": colour[g]} for g, label in labels.items()},
-                     logy=metric in logy, steps=metric == "lr",
-                     title=f"{spec.paper['figure']}: {curve_label(metric, o)}\n"
-                           + seeds_note(groups),
-                     marks=o.get("curve_marks", []))    # e.g. where an optimizer switch is
-        figs.append((curve_name(metric), fig))
+    curve_x = o.get("curve_x", "step")
+    figs = group_curves(groups, o.get("curves", ["train_loss", "test_acc"]),
+                        lambda g, rs, steps: group_x_axis(rs, steps, curve_x), xlabel=curve_x,
+                        title=lambda m: f"{spec.paper['figure']}: {curve_label(m, o)}",
+                        ylabel=lambda m: curve_label(m, o), logy=o.get("logy", []),
+                        marks=o.get("curve_marks", []))    # e.g. where an optimizer switch is
     for b in o.get("bars", []) or []:
         fig = _bar_figure(spec, groups, b)
         figs.append((f"bars_{b['name']}", fig))

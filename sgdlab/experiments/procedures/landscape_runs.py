@@ -7,7 +7,7 @@ from typing import Any
 
 from sgdlab.errors import ConfigError, did_you_mean
 from sgdlab.experiments.analysis import Analysis, Conclusion
-from sgdlab.experiments.plots import bars, curves, panels
+from sgdlab.experiments.plots import curves, grouped_bars, panels
 from sgdlab.experiments.procedures import (Procedure, RunOutput, register_analysis,
                                            register_procedure)
 from sgdlab.experiments.procedures.common import (by_group, check_claims, decided, finite,
@@ -236,11 +236,11 @@ def zhu_escape_analysis(spec, runs) -> Analysis:
     # a method's colour is the same in the success bars and the sharpness curves
     colour = group_colours(groups)
     held = f"{reps} repetitions × {seeds} seed{'s' if seeds > 1 else ''}"
-    f1 = bars([names[m] for m in groups], rates,
-              _error_bars(rates, [pooled[m][1] for m in groups]),
-              ylabel=f"success rate (Wilson interval, z = {z:g})",
-              title=f"Zhu et al. Fig. 3(c): escape success\n{held} pooled",
-              colors=list(colour.values()))
+    errs = _error_bars(rates, [pooled[m][1] for m in groups])
+    f1 = grouped_bars([names[m] for m in groups], {"success rate": (rates, errs)},
+                      ylabel=f"success rate (Wilson interval, z = {z:g})",
+                      title=f"Zhu et al. Fig. 3(c): escape success\n{held} pooled",
+                      colors=list(colour.values()))
     series = {}
     for m, rs in groups.items():
         r0 = rs[0]
