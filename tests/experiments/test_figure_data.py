@@ -74,6 +74,28 @@ def test_the_lr_curve_of_compare_groups_is_the_schedule_per_step_drawn_as_steps(
     plt.close(fig)
 
 
+
+def test_the_paper_analyses_mean_curves_keep_group_colours_and_draw_the_lr_schedule():
+    """The epoch curves of Jastrzebski's analyses draw as compare_groups' (group_curves)."""
+    from matplotlib.colors import to_hex
+
+    from sgdlab.experiments.procedures.common import by_group
+    from sgdlab.experiments.procedures.jastrzebski import epoch_curves
+
+    params, per_step = STEP
+    # a first group with no lr series: the next group keeps its own colour, not the first's
+    runs = [run("no lr", 0, params, {"train_loss": [(4, 1.0)], "epoch": [(4, 1.0)]})]
+    runs += [run("step", s, params, _epoch_samples(per_step, 4, 4)) for s in (0, 1)]
+    spec = SimpleNamespace(options={}, paper={"author": "Jastrzebski", "year": 2017,
+                                              "figure": "Fig. 1"})
+    (name, fig), = epoch_curves(spec, by_group(runs), ["lr"])
+    (line,) = fig.axes[0].get_lines()
+    assert name == "curve_lr" and to_hex(line.get_color()) == "#ff7f0e"
+    assert line.get_drawstyle() == "steps-post"
+    assert list(line.get_xdata()) == pytest.approx([t / 4 for t in range(17)])
+    assert list(line.get_ydata()) == pytest.approx(per_step)
+    plt.close(fig)
+
 def test_the_spin_glass_embeds_each_distinct_minimum_once_with_its_multiplicity():
     from sgdlab.experiments.procedures.landscape_runs import PSpinProcedure, pspin_analysis
     from sgdlab.landscapes.pspin import cluster_minima

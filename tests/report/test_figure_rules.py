@@ -137,6 +137,21 @@ def test_a_bar_without_a_value_says_so_instead_of_reading_as_zero():
     plt.close(fig)
 
 
+
+def test_one_series_of_bars_has_a_colour_per_label_and_an_interval_below_and_above():
+    from matplotlib.colors import to_hex
+
+    from sgdlab.experiments.plots import grouped_bars
+
+    fig = grouped_bars(["a", "b"], {"rate": ([0.5, 0.9], [[0.1, 0.2], [0.3, 0.05]])},
+                       ylabel="rate", zoom=True, colors=["C1", "C2"])
+    ax = fig.axes[0]
+    assert [to_hex(p.get_facecolor()) for p in ax.patches] == [to_hex("C1"), to_hex("C2")]
+    # zoomed to 0.5 − 0.1 .. 0.9 + 0.05, a quarter of that span as the margin each side
+    assert ax.get_ylim() == pytest.approx((0.4 - 0.1375, 0.95 + 0.1375))
+    assert ax.get_legend() is None
+    plt.close(fig)
+
 def test_log_steps_keeps_step_0_and_grid_ticks_label_every_setting():
     from sgdlab.report.figures.axes import grid_ticks, log_steps
 
