@@ -398,6 +398,25 @@ def test_runs_compare_plot_path_is_checked_first_and_printed_as_written(tmp_path
     assert f"{tmp_path / 'file'} is a file, not a folder" in capsys.readouterr().err
 
 
+
+def test_runs_compare_plot_labels_the_axes_with_the_metrics_and_their_units(tmp_path):
+    store = RunStore(tmp_path / "runs.sqlite")
+    ids = []
+    for lr in (0.1, 0.2):
+        rid = store.create_run({"optimizer": {"lr": lr}}, name="r", env={}, status="finished")
+        store.log_many(rid, [("train_loss", 0, 1.0), ("train_loss", 5, lr),
+                             ("test_acc", 5, 0.5), ("entropy_angle/degrees", 5, 30.0)])
+        ids.append(rid)
+    svg = tmp_path / "cmp.svg"
+    assert main(["runs", "compare", *ids, "--store", str(store.path), "--metric", "train_loss",
+                 "--metric", "test_acc", "--metric", "entropy_angle/degrees",
+                 "--plot", str(svg)]) == 0
+    # a text is an SVG <text> element, or glyphs after a comment that holds it
+    # (rcParams["svg.fonttype"] "path": <!-- train loss -->)
+    texts = {a or b for a, b in re.findall(r"<!-- (.*?) -->|<text[^>]*>([^<]*)</text>",
+                                           svg.read_text())}
+    assert {"train loss", "test accuracy", "entropy_angle (degrees)", "step"} <= texts
+
 def test_runs_compare_tells_configs_apart_past_the_shown_width(tmp_path, capsys):
     # the values are shown cut at 40 characters; they are compared whole
     store = RunStore(tmp_path / "runs.sqlite")

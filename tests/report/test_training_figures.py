@@ -99,6 +99,16 @@ def test_compared_runs_keep_their_colour_in_a_panel_only_some_recorded():
     plt.close(fig)
 
 
+
+def test_compared_runs_label_each_panel_with_its_metric_and_the_unit_its_name_gives():
+    h = {"train_loss": [(0, 1.0), (5, 0.5)], "test_acc": [(5, 0.5)],
+         "entropy_angle/degrees": [(5, 30.0)], "hess/top_1": [(5, 2.0)]}
+    fig = compare_runs_figure({"a": h, "b": h}, list(h))
+    assert [ax.get_ylabel() for ax in fig.axes[:4]] == [
+        "train loss", "test accuracy", "entropy_angle (degrees)", "hess/top_1"]
+    assert {ax.get_xlabel() for ax in fig.axes[:4]} == {"step"}
+    plt.close(fig)
+
 def test_learning_curves_show_a_lone_point():
     # a run that diverged after its first evaluation: one point per series, and a series
     # whose only finite value sits between non-finite ones

@@ -80,6 +80,7 @@ import numpy as np
 from sgdlab.errors import ConfigError
 from sgdlab.experiments.analysis import Conclusion
 from sgdlab.experiments.procedures import StoredRun
+from sgdlab.report.figures.axes import metric_label
 from sgdlab.report.tables import Table, mean_std
 
 CLAIM_KINDS = {"less", "greater", "close", "far", "above", "equivalent"}
@@ -638,17 +639,10 @@ def _all_equivalent(c: dict[str, Any], values: dict[str, dict[str, float]],
     return Conclusion(text, agrees_with_paper=ok, claim=c.get("claim"), evidence=ev)
 
 
-# axis labels of the metrics curves are drawn for; options.curve_labels overrides them
-CURVE_LABELS = {"train_loss": "train loss", "test_loss": "test loss",
-                "train_acc": "train accuracy", "test_acc": "test accuracy",
-                "train_perplexity": "train perplexity", "test_perplexity": "test perplexity",
-                "lr": "learning rate",
-                "sharpness/expected": "expected sharpness E[L(θ+ξ)] − L(θ)"}
-
-
 def curve_label(metric: str, options: dict[str, Any]) -> str:
-    """The y-axis label of ``metric``'s curve: ``options.curve_labels``, else a known name."""
-    return (options.get("curve_labels") or {}).get(metric) or CURVE_LABELS.get(metric, metric)
+    """The y-axis label of ``metric``'s curve: ``options.curve_labels``, else
+    :func:`~sgdlab.report.figures.axes.metric_label` (the CLI's figures name it alike)."""
+    return (options.get("curve_labels") or {}).get(metric) or metric_label(metric)
 
 
 def curve_name(metric: str) -> str:
@@ -763,7 +757,7 @@ def group_curves(groups: "OrderedDict[str, list[StoredRun]]", metrics: Sequence[
     """One figure per metric, named by :func:`curve_name`: each group's mean curve over its
     seeds (:func:`mean_curve`; its label says when it holds fewer than all of them), ± the
     std over seeds where ``bands`` and the group has several, against ``x(group, runs,
-    steps)``; ``ylabel(metric)`` (default: its :data:`CURVE_LABELS` name), ``title(metric)``
+    steps)``; ``ylabel(metric)`` (default: :func:`curve_label`), ``title(metric)``
     followed by which seeds the curves hold (:func:`seeds_note`); a log y axis for the metrics
     in ``logy``, dashed lines at ``marks``. A group keeps its :func:`group_colours` colour in
     every figure; the learning rate ``lr`` is drawn at every step where the schedule gives it

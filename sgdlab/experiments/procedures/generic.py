@@ -17,7 +17,7 @@ Options::
          slack: 0.09, x: effective_epochs}   # when the error first comes within 9% of sgd's
     curves: [train_loss, test_acc]        # one figure per metric series (mean ± std)
     curve_x: step | effective_epochs | epoch
-    curve_labels: {sharpness/expected: expected sharpness}   # y-axis labels (known names: common)
+    curve_labels: {sharpness/expected: expected sharpness}   # y-axis labels (else metric_label)
     curve_marks: [12000]                  # dashed vertical lines (e.g. an optimizer switch)
     logy: [train_loss]
     bars:                                 # bar charts of summary values, std over seeds as

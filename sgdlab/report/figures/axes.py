@@ -1,11 +1,13 @@
-"""Axis-scale rules every figure shares.
+"""Axis rules every figure shares: the scales, and the names of the recorded series.
 
 A log axis silently drops values ≤ 0 (and NaN/inf): :func:`log_scale` sets one only when all
 the finite values it is given are positive. Over less than two decades matplotlib labels minor
 ticks in the form 2.3 × 10⁰ (under one decade, only those); such an axis gets plain-number
 labels instead. A finite value with no finite neighbour is drawn with a marker
 (:func:`isolated`): a line alone does not show it. A step axis over several decades that
-starts at step 0 is a symmetric log axis (:func:`log_steps`), which keeps the 0.
+starts at step 0 is a symmetric log axis (:func:`log_steps`), which keeps the 0. A recorded
+series is labelled on an axis by :func:`metric_label`, in the CLI's and the catalogue's figures
+alike.
 """
 from __future__ import annotations
 
@@ -15,9 +17,33 @@ from collections.abc import Iterable
 import numpy as np
 from matplotlib import ticker
 
-__all__ = ["grid_ticks", "isolated", "log_scale", "log_steps"]
+__all__ = ["METRIC_LABELS", "grid_ticks", "isolated", "log_scale", "log_steps",
+           "metric_label"]
 
 MAX_LABELS = 6
+
+# axis labels of the series the training loop and the instruments record, by recorded name
+METRIC_LABELS = {"train_loss": "train loss", "test_loss": "test loss",
+                 "batch_loss": "mini-batch loss", "train_acc": "train accuracy",
+                 "test_acc": "test accuracy", "train_perplexity": "train perplexity",
+                 "test_perplexity": "test perplexity", "lr": "learning rate",
+                 "sharpness/expected": "expected sharpness E[L(θ+ξ)] − L(θ)"}
+# a recorded name's last part that is its unit ("entropy_angle/degrees"), as the axis says it
+UNITS = {"degrees": "degrees", "seconds": "s"}
+
+
+def metric_label(name: str) -> str:
+    """The axis label of the recorded series ``name``: its :data:`METRIC_LABELS` entry, else
+    the name itself (what ``--metric`` and ``options.curves`` take), a unit its last part
+    states (:data:`UNITS`) written in parentheses: ``entropy_angle/degrees`` is
+    "entropy_angle (degrees)"."""
+    if name in METRIC_LABELS:
+        return METRIC_LABELS[name]
+    for sep in "/_":
+        head, _, last = name.rpartition(sep)
+        if head and last in UNITS:
+            return f"{head} ({UNITS[last]})"
+    return name
 
 
 class PlainLogFormatter(ticker.Formatter):

@@ -23,7 +23,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from sgdlab.report.figures.axes import isolated, log_scale  # noqa: E402
+from sgdlab.report.figures.axes import isolated, log_scale, metric_label  # noqa: E402
 
 __all__ = ["compare_runs_figure", "headline_series", "instrument_panels", "learning_curves",
            "recorded_groups", "thinned"]
@@ -210,8 +210,9 @@ def instrument_panels(history: History, *, title: str | None = None) -> plt.Figu
 
 def compare_runs_figure(histories: Mapping[str, History], metrics: Sequence[str], *,
                         title: str | None = None) -> plt.Figure:
-    """One panel per metric with every run's curve (``histories``: {label: history}); log
-    scale for losses and for positive series spanning over two decades."""
+    """One panel per metric with every run's curve (``histories``: {label: history}), titled
+    with the recorded name and labelled by :func:`~sgdlab.report.figures.axes.metric_label`;
+    log scale for losses and for positive series spanning over two decades."""
     # wide enough for the legend's longest label (about 0.07 in per character at 8 pt)
     label_width = 0.07 * max(map(len, histories), default=0) + 0.8
     legend_cols = 2 if 2 * label_width <= 4.4 * min(3, len(metrics)) else 1
@@ -233,6 +234,7 @@ def compare_runs_figure(histories: Mapping[str, History], metrics: Sequence[str]
         if not vals:
             ax.text(0.5, 0.5, "not recorded", ha="center", va="center", transform=ax.transAxes)
         _finish_panel(ax, metric, np.asarray(vals), log=metric.endswith("loss"))
+        ax.set_ylabel(metric_label(metric))
     if title:
         fig.suptitle(title)
     # one legend above the panels: inside a panel it would hide curves and be cut when the
