@@ -5,7 +5,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 
-from sgdlab.experiments.plots import curves
+from sgdlab.report.figures.charts import curves
 from sgdlab.report.figures.curvature import eigenspectrum_figure, signed_log_histogram_figure
 from sgdlab.report.figures.training import learning_curves
 from sgdlab.report.tables import Table
@@ -125,7 +125,7 @@ def test_a_curve_that_turns_non_finite_ends_in_a_cross_and_an_empty_one_says_so(
 
 
 def test_a_bar_without_a_value_says_so_instead_of_reading_as_zero():
-    from sgdlab.experiments.plots import grouped_bars
+    from sgdlab.report.figures.charts import grouped_bars
 
     fig = grouped_bars(["g1", "g2"], {"A": ([0.9, np.nan], [0.01, np.nan]),
                                       "B": ([0.8, 0.7], None)}, ylabel="accuracy")
@@ -141,7 +141,7 @@ def test_a_bar_without_a_value_says_so_instead_of_reading_as_zero():
 def test_one_series_of_bars_has_a_colour_per_label_and_an_interval_below_and_above():
     from matplotlib.colors import to_hex
 
-    from sgdlab.experiments.plots import grouped_bars
+    from sgdlab.report.figures.charts import grouped_bars
 
     fig = grouped_bars(["a", "b"], {"rate": ([0.5, 0.9], [[0.1, 0.2], [0.3, 0.05]])},
                        ylabel="rate", zoom=True, colors=["C1", "C2"])

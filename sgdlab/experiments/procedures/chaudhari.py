@@ -10,11 +10,11 @@ import numpy as np
 
 from sgdlab.errors import ConfigError
 from sgdlab.experiments.analysis import Analysis, Conclusion
-from sgdlab.experiments.plots import curves, histogram
 from sgdlab.experiments.procedures import (Procedure, RunOutput, StoredRun, register_analysis,
                                            register_procedure)
 from sgdlab.experiments.procedures.common import (by_group, check_claims, finite,
                                                   group_colours, seeds_named, stat, x_axis)
+from sgdlab.report.figures.charts import curves, histogram
 from sgdlab.report.tables import Table, mean_std
 
 

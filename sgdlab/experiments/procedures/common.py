@@ -762,7 +762,7 @@ def group_curves(groups: "OrderedDict[str, list[StoredRun]]", metrics: Sequence[
     in ``logy``, dashed lines at ``marks``. A group keeps its :func:`group_colours` colour in
     every figure; the learning rate ``lr`` is drawn at every step where the schedule gives it
     (:func:`schedule_lr`), as steps, not through its per-epoch samples."""
-    from sgdlab.experiments.plots import curves
+    from sgdlab.report.figures.charts import curves
 
     figs = []
     note = seeds_note(groups, spread=bands)

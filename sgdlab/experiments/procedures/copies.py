@@ -162,7 +162,7 @@ class TrainOrCompareCopies(Procedure):
 
 
 def _overlap_figure(mat: list[list[float]], title: str):
-    from sgdlab.experiments.plots import plt
+    from sgdlab.report.figures.charts import plt
 
     n = len(mat)
     fig, ax = plt.subplots(figsize=(4.2, 3.8))

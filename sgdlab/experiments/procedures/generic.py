@@ -34,13 +34,13 @@ import numpy as np
 
 from sgdlab.errors import ConfigError
 from sgdlab.experiments.analysis import Analysis, Conclusion
-from sgdlab.experiments.plots import grouped_bars
 from sgdlab.experiments.procedures import StoredRun, register_analysis
 from sgdlab.experiments.procedures.common import (add_references, by_group, check_claims,
                                                   claim_metrics, curve_label, group_colours,
                                                   group_curves, group_x_axis, seeds_note, stat,
                                                   summary_table, values_by_group, x_axis)
 from sgdlab.experiments.spec import get_dotted
+from sgdlab.report.figures.charts import grouped_bars
 
 DEFAULT_TABLE = [["train_loss", "train loss"], ["test_loss", "test loss"],
                  ["test_acc", "test accuracy"]]

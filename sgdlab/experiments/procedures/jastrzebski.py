@@ -16,7 +16,6 @@ from pydantic import Field
 from sgdlab.config.schema import Section, validate
 
 from sgdlab.experiments.analysis import Analysis, Conclusion
-from sgdlab.experiments.plots import curves, panels
 from sgdlab.errors import ConfigError
 from sgdlab.experiments.procedures import StoredRun, register_analysis
 from sgdlab.experiments.procedures.common import (add_references, by_group, check_claims,
@@ -25,6 +24,7 @@ from sgdlab.experiments.procedures.common import (add_references, by_group, chec
                                                   values_by_group)
 from sgdlab.experiments.spec import get_dotted, paper_ref
 from sgdlab.report.figures.axes import grid_ticks, log_scale
+from sgdlab.report.figures.charts import curves, panels
 from sgdlab.report.tables import Table
 
 

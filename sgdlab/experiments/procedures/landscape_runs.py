@@ -7,12 +7,12 @@ from typing import Any
 
 from sgdlab.errors import ConfigError, did_you_mean
 from sgdlab.experiments.analysis import Analysis, Conclusion
-from sgdlab.experiments.plots import curves, grouped_bars, panels
 from sgdlab.experiments.procedures import (Procedure, RunOutput, register_analysis,
                                            register_procedure)
 from sgdlab.experiments.procedures.common import (by_group, check_claims, decided, finite,
                                                   group_colours, seed_spread, seeds_named,
                                                   stat, within_spread)
+from sgdlab.report.figures.charts import curves, grouped_bars, panels
 from sgdlab.report.tables import Table
 
 

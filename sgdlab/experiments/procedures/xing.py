@@ -17,7 +17,6 @@ import numpy as np
 
 from sgdlab.errors import ConfigError
 from sgdlab.experiments.analysis import Analysis, Conclusion
-from sgdlab.experiments.plots import curves, panels
 from sgdlab.experiments.procedures import StoredRun, register_analysis
 from sgdlab.experiments.procedures.common import (add_references, by_group, check_claims,
                                                   continuation_curves, finite, group_x_axis,
@@ -28,6 +27,7 @@ from sgdlab.experiments.procedures.jastrzebski import (CLEAR_TREND, _spearman, e
 from sgdlab.experiments.spec import paper_ref
 from sgdlab.measure.walk import VALLEY_FLOORS, has_valley_floor
 from sgdlab.report.figures.axes import grid_ticks, log_scale
+from sgdlab.report.figures.charts import curves, panels
 from sgdlab.report.tables import Table
 
 

@@ -8,10 +8,10 @@ import re
 
 from sgdlab.errors import ConfigError
 from sgdlab.experiments.analysis import Analysis, Conclusion
-from sgdlab.experiments.plots import curves, panels
 from sgdlab.experiments.procedures import StoredRun, register_analysis
 from sgdlab.experiments.procedures.common import (by_group, finite, mean_curve, seeds_label,
                                                   seeds_note)
+from sgdlab.report.figures.charts import curves, panels
 from sgdlab.report.tables import Table, mean_std
 
 _COS = re.compile(r"^align/cos_(\d+)$")

@@ -24,6 +24,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from sgdlab.report.figures.axes import isolated, log_scale, metric_label  # noqa: E402
+from sgdlab.report.figures.charts import panels  # noqa: E402
 
 __all__ = ["compare_runs_figure", "headline_series", "instrument_panels", "learning_curves",
            "recorded_groups", "thinned"]
@@ -151,17 +152,6 @@ def headline_series(group: str, names: Sequence[str]) -> list[str]:
     return list(head or names)[:MAX_SERIES]
 
 
-def _panel_grid(n: int, width: float, height: float, *, min_width: float = 0.0):
-    """(figure, axes) for ``n`` panels, at most three a row; the unused axes hidden."""
-    cols = min(3, n)
-    rows = -(-n // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(max(width * cols, min_width), height * rows),
-                             constrained_layout=True, squeeze=False)
-    for ax in list(axes.flat)[n:]:
-        ax.set_visible(False)
-    return fig, axes
-
-
 def _style(num_points: int) -> str:
     return ".-" if num_points < 50 else "-"     # markers only where they can be told apart
 
@@ -193,8 +183,8 @@ def instrument_panels(history: History, *, title: str | None = None) -> plt.Figu
     groups = recorded_groups(history)
     if not groups:
         return None
-    fig, axes = _panel_grid(len(groups), 4.2, 3.0)
-    for ax, (group, names) in zip(axes.flat, groups.items()):
+    fig, axes = panels(len(groups), width=4.2, height=3.0, constrained=True)
+    for ax, (group, names) in zip(axes, groups.items()):
         shown = headline_series(group, names)
         _plot(ax, history, shown, [_style(len(history[n])) for n in shown])
         for line, n in zip(ax.get_lines(), shown):
@@ -216,11 +206,12 @@ def compare_runs_figure(histories: Mapping[str, History], metrics: Sequence[str]
     # wide enough for the legend's longest label (about 0.07 in per character at 8 pt)
     label_width = 0.07 * max(map(len, histories), default=0) + 0.8
     legend_cols = 2 if 2 * label_width <= 4.4 * min(3, len(metrics)) else 1
-    fig, axes = _panel_grid(len(metrics), 4.4, 3.2, min_width=label_width)
+    fig, axes = panels(len(metrics), width=4.4, height=3.2, min_width=label_width,
+                       constrained=True)
     # a run keeps its colour in every panel (the one legend says which is which), also in a
     # panel of a series that only some runs recorded
     colors = {label: f"C{i % 10}" for i, label in enumerate(histories)}
-    for ax, metric in zip(axes.flat, metrics):
+    for ax, metric in zip(axes, metrics):
         vals = []
         for label, h in histories.items():
             pts = h.get(metric) or []
@@ -240,7 +231,7 @@ def compare_runs_figure(histories: Mapping[str, History], metrics: Sequence[str]
     # one legend above the panels: inside a panel it would hide curves and be cut when the
     # labels are longer than the panel is wide
     handles = {}
-    for ax in axes.flat:
+    for ax in axes:
         for line in ax.get_lines():
             handles.setdefault(line.get_label(), line)
     fig.legend(list(handles.values()), list(handles), loc="outside upper center",

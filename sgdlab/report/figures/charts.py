@@ -1,6 +1,10 @@
-"""Small matplotlib helpers the catalogue's analyses share (Agg backend; each returns a Figure
-and reads only the numbers it is given). Paper-specific plots (walk plots, spectra panels, ...)
-come from ``sgdlab.report.figures.<area>`` where the measurement's owner provides them."""
+"""The charts every figure is drawn with: curves (:func:`curves`), bars side by side
+(:func:`grouped_bars`), histograms (:func:`histogram`) and a grid of panels (:func:`panels`)
+(Agg backend; each reads only the numbers it is given and returns the Figure, or draws into a
+given ``ax``). The catalogue's analyses, the CLI's figures and the paper-specific figures of
+``sgdlab.report.figures.<area>`` (walk plots, spectra panels, ...) draw their curves and bars
+with these, so that a rule (a curve that turns NaN ends in a cross, a bar without a value says
+so, a log axis only for positive values) holds in every figure."""
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -83,10 +87,16 @@ def curves(series: Series, *, xlabel: str, ylabel: str, title: str = "", logx: b
     return fig if fig is not None else ax.figure
 
 
-def panels(n: int, *, width: float = 4.2, height: float = 3.2):
+def panels(n: int, *, width: float = 4.2, height: float = 3.2, min_width: float = 0.0,
+           constrained: bool = False):
+    """(figure, list of ``n`` axes), at most three a row, the unused axes hidden; the figure
+    ``width`` per column (at least ``min_width``) and ``height`` per row. ``constrained``:
+    matplotlib's constrained layout (for a legend or colour bar outside the axes), else the
+    caller lays the figure out (``fig.tight_layout()``)."""
     cols = min(n, 3)
-    rows = (n + cols - 1) // cols
-    fig, axes = plt.subplots(rows, cols, figsize=(width * cols, height * rows), squeeze=False)
+    rows = -(-n // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(max(width * cols, min_width), height * rows),
+                             squeeze=False, layout="constrained" if constrained else None)
     for ax in axes.flat[n:]:
         ax.set_visible(False)
     return fig, list(axes.flat[:n])
