@@ -234,7 +234,7 @@ def _escape(args, out: Path, setup: tuple) -> dict:
     import torch
 
     from sgdlab.landscapes.escape import LABELS, escape_experiment
-    from sgdlab.report.figures.landscapes import escape_figure
+    from sgdlab.report.figures.landscapes import escape_run_figure
 
     cfg, which, land = setup
     land.to(args.device)       # built (its data drawn) on the CPU: the same loss everywhere
@@ -255,7 +255,7 @@ def _escape(args, out: Path, setup: tuple) -> dict:
     pts = torch.tensor(np.stack([gx, gy], -1), dtype=torch.float32, device=args.device)
     loss = land.loss(pts).cpu().numpy()
     trajs = {m: t[:, 0].numpy() for m, t in res.trajectory.items()}
-    fig = escape_figure(gx, gy, loss, trajs, res.success_rate, res.sharpness_steps,
+    fig = escape_run_figure(gx, gy, loss, trajs, res.success_rate, res.sharpness_steps,
                         res.sharpness, LABELS, success_rule=rule)
     data = res.to_dict()
     data["figures"] = [_save(out, "escape.png", fig)]

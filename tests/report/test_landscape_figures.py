@@ -8,18 +8,18 @@ from matplotlib.colors import to_hex
 from matplotlib.container import ErrorbarContainer
 
 
-def test_escape_figure_names_the_success_rule_it_was_given():
-    from sgdlab.report.figures.landscapes import escape_figure
+def test_escape_run_figure_names_the_success_rule_it_was_given():
+    from sgdlab.report.figures.landscapes import escape_run_figure
 
     g = np.linspace(-2.0, 2.0, 5)
     gx, gy = np.meshgrid(g, g)
     traj = {"gd": np.zeros((3, 2))}
     args = (gx, gy, gx ** 2 + gy ** 2, traj, {"gd": 0.5}, [0, 10], {"gd": [1.0, 0.5]})
     # the rate is the final iterate's by default (EscapeConfig.success_rule): not "reached"
-    fig = escape_figure(*args)
+    fig = escape_run_figure(*args)
     assert "reached" not in fig.axes[1].get_ylabel()
     plt.close(fig)
-    fig = escape_figure(*args, success_rule="w1, w2 < -0.5 at the end")
+    fig = escape_run_figure(*args, success_rule="w1, w2 < -0.5 at the end")
     assert fig.axes[1].get_ylabel() == "w1, w2 < -0.5 at the end (%)"
     plt.close(fig)
 
@@ -66,12 +66,12 @@ def test_the_double_well_figure_names_its_marks_and_the_error_of_the_velocity():
 
 
 def test_a_method_keeps_its_colour_across_the_escape_panels_and_one_legend_names_it():
-    from sgdlab.report.figures.landscapes import escape_figure
+    from sgdlab.report.figures.landscapes import escape_run_figure
 
     g = np.linspace(-2.0, 2.0, 5)
     gx, gy = np.meshgrid(g, g)
     names = ("gd", "sgd")
-    fig = escape_figure(gx, gy, gx ** 2 + gy ** 2, {n: np.zeros((3, 2)) for n in names},
+    fig = escape_run_figure(gx, gy, gx ** 2 + gy ** 2, {n: np.zeros((3, 2)) for n in names},
                         {n: 0.5 for n in names}, [0, 10], {n: [1.0, 0.5] for n in names},
                         {"gd": "GD", "sgd": "SGD"})
     traj, bars, sharp = fig.axes

@@ -13,6 +13,7 @@ from sgdlab.experiments.procedures.common import (by_group, check_claims, decide
                                                   group_colours, seed_spread, seeds_named,
                                                   stat, within_spread)
 from sgdlab.report.figures.charts import curves, grouped_bars, panels
+from sgdlab.report.figures.landscapes import escape_chains_figure
 from sgdlab.report.tables import Table
 
 
@@ -255,18 +256,11 @@ def zhu_escape_analysis(spec, runs) -> Analysis:
                       f"{runs[0].params.get('sharpness_sigma', 0.1):g}\nmean over {held}")
     figs = [("escape_success", f1), ("escape_sharpness", f2)]
     if runs[0].data.get("trajectories"):
-        fig, axes = panels(len(groups))
-        for ax, (m, rs) in zip(axes, groups.items()):
-            d = rs[0].data          # one seed's chains (its own data shifts and minima)
-            for tr in d.get("trajectories", []):
-                xs, ys = zip(*tr)
-                ax.plot(xs, ys, lw=0.7)
-            ax.plot(*d["sharp_minimum"], "k^", label="sharp min")
-            ax.plot(*d["flat_minimum"], "ks", label="flat min")
-            ax.set_title(names[m] + (f", seed {rs[0].seed}" if len(rs) > 1 else ""), fontsize=9)
-            ax.set(xlabel="w₁", ylabel="w₂")      # the paper's L(w₁, w₂), App. B
-        axes[0].legend(fontsize=7, title="one line per repetition", title_fontsize=7)
-        fig.tight_layout()
+        # one seed's chains per method (its own data shifts and minima)
+        fig = escape_chains_figure({
+            names[m] + (f", seed {rs[0].seed}" if len(rs) > 1 else ""):
+                (rs[0].data.get("trajectories", []), rs[0].data["sharp_minimum"],
+                 rs[0].data["flat_minimum"]) for m, rs in groups.items()})
         figs.append(("escape_trajectories", fig))
     concl = []
     if o.get("ordering"):

@@ -27,7 +27,8 @@ Series = dict[str, tuple[Sequence[float], Sequence[float], Sequence[float] | Non
 def curves(series: Series, *, xlabel: str, ylabel: str, title: str = "", logx: bool = False,
            logy: bool = False, figsize=(5.2, 3.6), markers: bool = False, ax=None,
            steps: bool = False, marks: Sequence[float] = (), log_steps_x: bool = False,
-           styles: dict[str, dict] | None = None, legend_outside: bool = False):
+           styles: dict[str, dict] | None = None, legend_outside: bool = False,
+           legend: bool = True):
     """One line per label; the optional third element is a ±band (e.g. std over seeds).
     ``marks``: x positions drawn as dashed vertical lines (where a run continues another,
     an optimizer switch).
@@ -40,7 +41,8 @@ def curves(series: Series, *, xlabel: str, ylabel: str, title: str = "", logx: b
     ``styles``: matplotlib keywords per label (``{"color": "C0", "ls": ":"}``), so that one
     method keeps one colour across figures, or one network across the instants it was
     measured at. ``legend_outside``: the legend right of the axes, for curves that fill every
-    corner of them (a legend inside would hide some)."""
+    corner of them (a legend inside would hide some). ``legend=False``: none, where one legend
+    of the figure names the curves of all its panels."""
     fig = None
     if ax is None:
         fig, ax = plt.subplots(figsize=figsize)
@@ -73,7 +75,7 @@ def curves(series: Series, *, xlabel: str, ylabel: str, title: str = "", logx: b
     ax.set_ylabel(ylabel)
     if title:
         ax.set_title(title, fontsize=10)
-    if series:
+    if series and legend:
         handles, labels = ax.get_legend_handles_labels()
         if ended:
             handles.append(Line2D([], [], color="0.3", marker="x", ls="none", ms=7, mew=2))

@@ -14,23 +14,26 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 
-from sgdlab.report.figures.axes import log_scale  # noqa: E402
+from sgdlab.report.figures.charts import curves, grouped_bars, panels  # noqa: E402
 
-__all__ = ["escape_figure", "ou_figure", "double_well_figure", "pspin_figure", "pde_figure",
+__all__ = ["escape_chains_figure", "escape_run_figure", "ou_figure", "double_well_figure", "pspin_figure", "pde_figure",
            "perceptron_figure", "smoothing_colour"]
 
 Array = np.ndarray
 
 
-def escape_figure(
+def escape_run_figure(
     grid_x: Array, grid_y: Array, loss_grid: Array, trajectories: Mapping[str, Array],
     success_rate: Mapping[str, float], sharpness_steps: Sequence[int],
     sharpness: Mapping[str, Sequence[float]], labels: Mapping[str, str] | None = None,
     success_rule: str = "success",
 ) -> plt.Figure:
-    """Zhu et al. Fig. 3 style: contour of L with one trajectory per method; success rates
-    (``success_rule`` says what counted as one: the rate is not always that of having reached
-    the flat basin); expected sharpness vs iteration (mean over repetitions)."""
+    """Zhu et al. Fig. 3 of one ``sgdlab landscape escape`` run of every method, in one figure:
+    one repetition per method on the contours of L; success rates (``success_rule`` says what
+    counted as one: the rate is not always that of having reached the flat basin); expected
+    sharpness vs iteration (mean over repetitions). The catalogue's runs, one per method and
+    seed, are drawn as separate figures instead (:func:`escape_chains_figure`, and bars with
+    Wilson intervals and curves pooled over the seeds), since their store holds no loss grid."""
     labels = labels or {}
     # one colour per method in all three panels, and one legend for them below the panels
     # (inside the trajectories' panel it hid some of the iterates)
@@ -43,24 +46,42 @@ def escape_figure(
     for name, traj in trajectories.items():
         t = np.asarray(traj)
         ax.plot(t[:, 0], t[:, 1], ".", ms=2, alpha=0.7, color=colour[name])
-    ax.set(xlabel="w₁", ylabel="w₂", title="one repetition per method",
-           xlim=(grid_x.min(), grid_x.max()), ylim=(grid_y.min(), grid_y.max()))
-    ax = axes[1]
+    ax.set(xlabel="w₁", ylabel="w₂", xlim=(grid_x.min(), grid_x.max()),
+           ylim=(grid_y.min(), grid_y.max()))
+    ax.set_title("one repetition per method", fontsize=10)     # as the charts' titles
     rates = list(success_rate)
-    ax.bar([labels.get(n, n) for n in rates], [100 * success_rate[n] for n in rates],
-           color=[colour[n] for n in rates])
-    ax.set(ylabel=f"{success_rule} (%)", ylim=(0, 105), title="success rate")
-    ax.tick_params(axis="x", rotation=35, labelsize=8)
-    ax = axes[2]
-    for name, vals in sharpness.items():
-        ax.plot(list(sharpness_steps), list(vals), color=colour[name])
-    log_scale(ax, [v for vals in sharpness.values() for v in vals])
-    ax.set(xlabel="iteration", ylabel="expected sharpness",
-           title="E[L(w+ξ)] − L(w), ξ ~ N(0, σ²I)")
+    grouped_bars([labels.get(n, n) for n in rates],
+                 {"success rate": ([100 * success_rate[n] for n in rates], None)},
+                 ylabel=f"{success_rule} (%)", title="success rate", ax=axes[1],
+                 colors=[colour[n] for n in rates])
+    axes[1].set_ylim(0, 105)
+    curves({name: (list(sharpness_steps), list(vals), None) for name, vals in sharpness.items()},
+           xlabel="iteration", ylabel="expected sharpness", logy=True, ax=axes[2],
+           title="E[L(w+ξ)] − L(w), ξ ~ N(0, σ²I)", legend=False,
+           styles={name: {"color": colour[name]} for name in sharpness})
     handles = [Line2D([], [], color=colour[n], marker="o", ms=5, label=labels.get(n, n))
                for n in names]
     fig.legend(handles=handles, loc="outside lower center", ncols=len(names), fontsize=8,
                frameon=False)
+    return fig
+
+
+def escape_chains_figure(chains: Mapping[str, tuple[Sequence[Array], Sequence[float],
+                                                   Sequence[float]]]) -> plt.Figure:
+    """The escape chains of the catalogue's runs, one panel per method: ``chains[title]`` is
+    (the run's stored trajectories, one line per repetition; its sharp minimum; its flat
+    minimum), the minima its own since the seed draws the landscape's data shifts."""
+    fig, axes = panels(len(chains))
+    for ax, (title, (trajectories, sharp, flat)) in zip(axes, chains.items()):
+        for tr in trajectories:
+            xs, ys = zip(*tr)
+            ax.plot(xs, ys, lw=0.7)
+        ax.plot(*sharp, "k^", label="sharp min")
+        ax.plot(*flat, "ks", label="flat min")
+        ax.set_title(title, fontsize=9)
+        ax.set(xlabel="w₁", ylabel="w₂")      # the paper's L(w₁, w₂), App. B
+    axes[0].legend(fontsize=7, title="one line per repetition", title_fontsize=7)
+    fig.tight_layout()
     return fig
 
 
