@@ -125,18 +125,14 @@ def double_well_figure(
             if p is not None:
                 ax.plot(*p, "r*", ms=10)
         ax.set(title=f"{name}: histogram of X vs e^(−Φ)", xlabel="$x_1$", ylabel="$x_2$")
-    ax = axes[-1]
     names = list(angular)
-    meas = [angular[k][0] for k in names]
-    exact = [angular[k][1] for k in names]
     err = [2 * angular[k][2] if len(angular[k]) > 2 else np.nan for k in names]
-    xs = np.arange(len(names))
-    ax.bar(xs - 0.2, meas, 0.4, yerr=None if np.isnan(err).all() else np.nan_to_num(err),
-           capsize=3, label="measured" + ("" if np.isnan(err).all() else " (±2 s.e.)"))
-    ax.bar(xs + 0.2, exact, 0.4, label=r"closed form $\lambda\pi^{3/2}/Z$")
-    ax.set_xticks(xs, names, fontsize=8)
-    ax.set(title="mean angular velocity", ylabel="rad / unit time")
-    ax.legend(fontsize=8, loc="upper left")
+    some = not np.isnan(err).all()
+    grouped_bars(names, {"measured" + (" (±2 s.e.)" if some else ""):
+                         ([angular[k][0] for k in names], err if some else None),
+                         r"closed form $\lambda\pi^{3/2}/Z$": ([angular[k][1] for k in names],
+                                                                None)},
+                 ylabel="rad / unit time", title="mean angular velocity", ax=axes[-1])
     # what the maps' marks are, once for all panels (a legend inside a map hides the histogram)
     handles = [Line2D([], [], color="0.35", lw=0.8, label="contours of e^(−Φ)"),
                Line2D([], [], color="r", marker="*", ms=10, ls="none",
