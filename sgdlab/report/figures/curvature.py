@@ -28,7 +28,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
-from sgdlab.report.figures.axes import log_scale, log_steps  # noqa: E402
+from sgdlab.report.figures.charts import curves  # noqa: E402
 
 __all__ = ["alignment_figure", "batch_statistics_figure", "curvature_history_figure", "eigenspectrum_figure",
            "noise_magnitude_figure", "signed_log_histogram_figure", "spectral_density_figure"]
@@ -169,23 +169,16 @@ def alignment_figure(cosines: Sequence[float], hessian_normalised: Sequence[floa
 
 def _series(ax, history: History, names: Sequence[str], log: bool = False,
             labels: Mapping[str, str] | None = None) -> int:
-    """The recorded ``names`` against steps, labelled by ``labels`` (default: the names); a
-    log y axis where ``log`` allows it and a log step axis keeping 0 where the instruments
-    measured at log-spaced steps (:func:`log_steps`). How many were drawn."""
-    n = 0
-    for name in names:
-        pts = history.get(name) or []
-        if not pts:
-            continue
-        s, v = np.asarray(pts, float).T
-        ax.plot(s, v, ".-", label=(labels or {}).get(name, name), ms=3)
-        n += 1
-    if n:
-        ax.legend(fontsize=7)
-        if log:
-            log_scale(ax, [v for name in names for _, v in history.get(name) or []])
-        log_steps(ax, [s for name in names for s, _ in history.get(name) or []])
-    return n
+    """The recorded ``names`` against steps (:func:`~sgdlab.report.figures.charts.curves`),
+    labelled by ``labels`` (default: the names); a log y axis where ``log`` allows it and a
+    log step axis keeping 0 where the instruments measured at log-spaced steps. How many
+    were drawn."""
+    drawn = {(labels or {}).get(n, n): (*np.asarray(history[n], float).T, None)
+             for n in names if history.get(n)}
+    if drawn:
+        curves(drawn, xlabel="step", ylabel="", ax=ax, logy=log, log_steps_x=True,
+               markers=True)
+    return len(drawn)
 
 
 def curvature_history_figure(history: History, *, title: str | None = None) -> plt.Figure:
