@@ -109,6 +109,19 @@ def test_compared_runs_label_each_panel_with_its_metric_and_the_unit_its_name_gi
     assert {ax.get_xlabel() for ax in fig.axes[:4]} == {"step"}
     plt.close(fig)
 
+
+def test_a_compared_run_that_diverged_ends_in_a_cross_and_is_named_once():
+    nan = float("nan")
+    fig = compare_runs_figure({"a": {"train_loss": [(0, 1.0), (5, 0.5), (10, nan)]},
+                               "b": {"train_loss": [(0, 1.0), (5, 0.4), (10, 0.3)]},
+                               "c": {"train_loss": [(0, nan), (5, nan)]}}, ["train_loss"])
+    ax = fig.axes[0]
+    (cross,) = [ln for ln in ax.get_lines() if ln.get_marker() == "x"]
+    (a,) = [ln for ln in ax.get_lines() if ln.get_label() == "a"]
+    assert list(cross.get_xdata()) == [5.0] and cross.get_color() == a.get_color()
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == ["a", "b", "c"]
+    plt.close(fig)
+
 def test_learning_curves_show_a_lone_point():
     # a run that diverged after its first evaluation: one point per series, and a series
     # whose only finite value sits between non-finite ones

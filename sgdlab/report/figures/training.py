@@ -24,7 +24,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from sgdlab.report.figures.axes import isolated, log_scale, metric_label  # noqa: E402
-from sgdlab.report.figures.charts import panels  # noqa: E402
+from sgdlab.report.figures.charts import curves, panels  # noqa: E402
 
 __all__ = ["compare_runs_figure", "headline_series", "instrument_panels", "learning_curves",
            "recorded_groups", "thinned"]
@@ -201,8 +201,9 @@ def instrument_panels(history: History, *, title: str | None = None) -> plt.Figu
 def compare_runs_figure(histories: Mapping[str, History], metrics: Sequence[str], *,
                         title: str | None = None) -> plt.Figure:
     """One panel per metric with every run's curve (``histories``: {label: history}), titled
-    with the recorded name and labelled by :func:`~sgdlab.report.figures.axes.metric_label`;
-    log scale for losses and for positive series spanning over two decades."""
+    with the recorded name and labelled by :func:`~sgdlab.report.figures.axes.metric_label`,
+    drawn by :func:`~sgdlab.report.figures.charts.curves` (a run that diverged ends in a
+    cross); log scale for losses and for positive series spanning over two decades."""
     # wide enough for the legend's longest label (about 0.07 in per character at 8 pt)
     label_width = 0.07 * max(map(len, histories), default=0) + 0.8
     legend_cols = 2 if 2 * label_width <= 4.4 * min(3, len(metrics)) else 1
@@ -212,28 +213,26 @@ def compare_runs_figure(histories: Mapping[str, History], metrics: Sequence[str]
     # panel of a series that only some runs recorded
     colors = {label: f"C{i % 10}" for i, label in enumerate(histories)}
     for ax, metric in zip(axes, metrics):
-        vals = []
-        for label, h in histories.items():
-            pts = h.get(metric) or []
-            if pts:
-                s, v = thinned(pts)
-                style = _style(len(pts))
-                marker = {"marker": "o"} if isolated(v) and "." not in style else {}
-                ax.plot(s, v, style, ms=3, lw=1.3, label=label, color=colors[label],
-                        drawstyle=drawstyle(metric), **marker)
-                vals.extend(v[np.isfinite(v)])
-        if not vals:
+        drawn = {label: thinned(h[metric]) for label, h in histories.items() if h.get(metric)}
+        curves({label: (s, v, None) for label, (s, v) in drawn.items()}, xlabel="step",
+               ylabel=metric_label(metric), ax=ax, steps=metric in HELD, legend=False,
+               styles={label: {"color": colors[label], "lw": 1.3,
+                               **({"marker": "."} if len(h[metric]) < 50 else {})}
+                       for label, h in histories.items() if label in drawn})
+        vals = np.concatenate([v for _, v in drawn.values()]) if drawn else np.zeros(0)
+        if not np.isfinite(vals).any():
             ax.text(0.5, 0.5, "not recorded", ha="center", va="center", transform=ax.transAxes)
-        _finish_panel(ax, metric, np.asarray(vals), log=metric.endswith("loss"))
-        ax.set_ylabel(metric_label(metric))
+        _finish_panel(ax, metric, vals[np.isfinite(vals)], log=metric.endswith("loss"))
     if title:
         fig.suptitle(title)
     # one legend above the panels: inside a panel it would hide curves and be cut when the
     # labels are longer than the panel is wide
     handles = {}
     for ax in axes:
-        for line in ax.get_lines():
-            handles.setdefault(line.get_label(), line)
+        for line in ax.get_lines():     # the runs' curves, not a diverged curve's cross
+            label = line.get_label().removesuffix(" (no finite value)")
+            if label in histories:
+                handles.setdefault(label, line)
     fig.legend(list(handles.values()), list(handles), loc="outside upper center",
                ncols=legend_cols, fontsize=8, frameon=False)
     return fig
