@@ -18,7 +18,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from sgdlab.report.figures.axes import log_scale  # noqa: E402
+from sgdlab.report.figures.charts import curves  # noqa: E402
 
 __all__ = ["protocol_curves"]
 
@@ -44,18 +44,15 @@ def protocol_curves(histories: Mapping[str, History], *, title: str | None = Non
         axes[0].text(0.5, 0.5, "no lr / batch size recorded", ha="center", va="center",
                      transform=axes[0].transAxes)
     for ax, (name, label, keys) in zip(axes, present):
-        for run_label, h in histories.items():
-            pts = next((h[k] for k in keys if h.get(k)), None)
-            if not pts:
-                continue
-            s, v = np.asarray(pts, dtype=float).T
-            ax.step(s, v, where="post", lw=1.2, label=run_label)
-        ax.set_xlabel("step")
-        ax.set_ylabel(label)
-        if name == "lr_step" and log_lr:
-            log_scale(ax, [v for ln in ax.get_lines() for v in ln.get_ydata()])
-        if len(histories) > 1:
-            ax.legend(fontsize=7)
+        # each value holds until the next step's: drawn as steps
+        drawn = {run_label: next((h[k] for k in keys if h.get(k)), None)
+                 for run_label, h in histories.items()}
+        curves({run_label: (*np.asarray(pts, dtype=float).T, None)
+                for run_label, pts in drawn.items() if pts},
+               xlabel="step", ylabel=label, ax=ax, steps=True,
+               logy=name == "lr_step" and log_lr, legend=len(histories) > 1,
+               styles={run_label: {"color": f"C{i % 10}"}     # a run's colour in every panel
+                       for i, run_label in enumerate(histories)})
     if title:
         fig.suptitle(title)
     return fig
