@@ -23,7 +23,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from sgdlab.report.figures.axes import isolated, log_scale, metric_label  # noqa: E402
+from sgdlab.report.figures.axes import log_scale, metric_label  # noqa: E402
 from sgdlab.report.figures.charts import curves, panels  # noqa: E402
 
 __all__ = ["compare_runs_figure", "headline_series", "instrument_panels", "learning_curves",
@@ -57,30 +57,25 @@ def drawstyle(name: str) -> str:
     return "steps-post" if name in HELD else "default"
 
 
-def _plot(ax, history: History, names: Sequence[str], styles: Sequence[str]) -> int:
-    drawn = 0
-    for name, style in zip(names, styles):
-        pts = history.get(name) or []
-        if not pts:
-            continue
-        s, v = thinned(pts)
-        marker = {"marker": "o"} if isolated(v) and not set(style) & set(".o") else {}
-        ax.plot(s, v, style, label=name, lw=1.5, ms=3, drawstyle=drawstyle(name), **marker)
-        drawn += 1
-    return drawn
+def _plot(ax, history: History, names: Sequence[str], styles: Sequence[dict], *,
+          ylabel: str = "") -> int:
+    """The recorded series ``names`` against steps (thinned), drawn by
+    :func:`~sgdlab.report.figures.charts.curves` with matplotlib keywords per name
+    (``styles``), a :data:`HELD` series as steps, with a legend; how many were drawn."""
+    drawn = {n: st for n, st in zip(names, styles) if history.get(n)}
+    curves({n: (*thinned(history[n]), None) for n in drawn}, xlabel="step", ylabel=ylabel,
+           ax=ax, styles={n: {"lw": 1.5, "drawstyle": drawstyle(n), **st}
+                          for n, st in drawn.items()})
+    return len(drawn)
 
 
-def _panel(ax, history: History, names: Sequence[str], styles: Sequence[str], *,
+def _panel(ax, history: History, names: Sequence[str], styles: Sequence[dict], *,
            ylabel: str, empty: str) -> bool:
     """The series ``names`` with a legend, or the text ``empty`` if none is recorded; axis
     labels. Whether anything was drawn."""
-    drawn = _plot(ax, history, names, styles) > 0
-    if drawn:
-        ax.legend(fontsize=8)
-    else:
+    drawn = _plot(ax, history, names, styles, ylabel=ylabel) > 0
+    if not drawn:
         ax.text(0.5, 0.5, empty, ha="center", va="center", transform=ax.transAxes)
-    ax.set_xlabel("step")
-    ax.set_ylabel(ylabel)
     return drawn
 
 
@@ -89,14 +84,12 @@ def learning_curves(history: History, *, title: str | None = None,
     """Loss (left, log scale by default) and accuracy (right) against optimizer steps."""
     fig, (ax_l, ax_a) = plt.subplots(1, 2, figsize=(9, 3.6), constrained_layout=True)
     losses = ("batch_loss", "train_loss", "test_loss")
-    if _panel(ax_l, history, losses, (":", "-", "--"), ylabel="loss (mean over examples)",
-              empty="no loss recorded") and log_loss:
+    if _panel(ax_l, history, losses, ({"ls": ":"}, {"ls": "-"}, {"ls": "--"}),
+              ylabel="loss (mean over examples)", empty="no loss recorded") and log_loss:
         log_scale(ax_l, [v for n in losses for _, v in history.get(n) or []])
-    if _panel(ax_a, history, ("train_acc", "test_acc"), ("-", "--"), ylabel="accuracy",
-              empty="no accuracy recorded (regression?)"):
+    if _panel(ax_a, history, ("train_acc", "test_acc"), ({"ls": "-"}, {"ls": "--"}),
+              ylabel="accuracy", empty="no accuracy recorded (regression?)"):
         ax_a.set_ylim(0, 1.02)
-    for ax in (ax_l, ax_a):
-        ax.grid(alpha=0.3)
     if title:
         fig.suptitle(title)
     return fig
@@ -152,8 +145,9 @@ def headline_series(group: str, names: Sequence[str]) -> list[str]:
     return list(head or names)[:MAX_SERIES]
 
 
-def _style(num_points: int) -> str:
-    return ".-" if num_points < 50 else "-"     # markers only where they can be told apart
+def _style(num_points: int) -> dict:
+    # markers only where they can be told apart
+    return {"marker": "."} if num_points < 50 else {}
 
 
 def _finish_panel(ax, title: str, vals: np.ndarray, *, log: bool = False) -> None:
@@ -187,12 +181,13 @@ def instrument_panels(history: History, *, title: str | None = None) -> plt.Figu
     for ax, (group, names) in zip(axes, groups.items()):
         shown = headline_series(group, names)
         _plot(ax, history, shown, [_style(len(history[n])) for n in shown])
-        for line, n in zip(ax.get_lines(), shown):
-            _se_band(ax, history, n, line.get_color())
+        lines = {ln.get_label(): ln for ln in ax.get_lines()}
+        for n in shown:
+            if n in lines:
+                _se_band(ax, history, n, lines[n].get_color())
         vals = np.concatenate([thinned(history[n])[1] for n in shown])
         more = f" (+{len(names) - len(shown)} more)" if len(names) > len(shown) else ""
         _finish_panel(ax, group + more, vals[np.isfinite(vals)])
-        ax.legend(fontsize=7)
     if title:
         fig.suptitle(title)
     return fig
@@ -216,8 +211,7 @@ def compare_runs_figure(histories: Mapping[str, History], metrics: Sequence[str]
         drawn = {label: thinned(h[metric]) for label, h in histories.items() if h.get(metric)}
         curves({label: (s, v, None) for label, (s, v) in drawn.items()}, xlabel="step",
                ylabel=metric_label(metric), ax=ax, steps=metric in HELD, legend=False,
-               styles={label: {"color": colors[label], "lw": 1.3,
-                               **({"marker": "."} if len(h[metric]) < 50 else {})}
+               styles={label: {"color": colors[label], "lw": 1.3, **_style(len(h[metric]))}
                        for label, h in histories.items() if label in drawn})
         vals = np.concatenate([v for _, v in drawn.values()]) if drawn else np.zeros(0)
         if not np.isfinite(vals).any():
