@@ -16,8 +16,9 @@ from matplotlib.lines import Line2D  # noqa: E402
 
 from sgdlab.report.figures.charts import curves, grouped_bars, panels  # noqa: E402
 
-__all__ = ["escape_chains_figure", "escape_run_figure", "ou_figure", "double_well_figure", "pspin_figure", "pde_figure",
-           "perceptron_figure", "smoothing_colour"]
+__all__ = ["double_well_figure", "escape_chains_figure", "escape_run_figure",
+           "fokker_planck_figure", "ou_figure", "pde_figure", "perceptron_figure",
+           "pspin_figure", "smoothing_colour"]
 
 Array = np.ndarray
 
