@@ -59,15 +59,17 @@ def register(subparsers) -> None:
     cmp = sub.add_parser("compare", help="runs side by side: what their configs change, "
                                          "final values, curves",
                          description="Print what differs between the runs' configs and their "
-                                     "final values of each metric, and with --plot draw the "
-                                     "metrics' curves of all runs in one figure.")
+                                     "final values of each metric (the last point of each "
+                                     "series, and the values a run keeps in its summary "
+                                     "alone, as a sweep's final Hessian), and with --plot draw "
+                                     "the metrics' curves of all runs in one figure.")
     _store_arg(cmp)
     cmp.add_argument("run_ids", metavar="RUN", nargs="+",
                      help="two or more run ids (or unique prefixes) or run folders")
     cmp.add_argument("--metric", action="append", dest="metrics", metavar="NAME",
-                     help="a recorded series to compare (repeatable; default: train_loss, "
-                          "test_loss, test_acc, test_perplexity and the series every run "
-                          "recorded)")
+                     help="a recorded series or final value to compare (repeatable; "
+                          "default: train_loss, test_loss, test_acc, test_perplexity, the "
+                          "series every run recorded and the final values every run has)")
     cmp.add_argument("--plot", metavar="FILE.png", help="draw the metrics' curves there")
     cmp.set_defaults(func=_compare)
 
@@ -472,14 +474,20 @@ def _compare(args) -> int:
     runs = [store.get_run(r) for r in ids]
     histories = [store.metrics(r) for r in ids]
     recorded = [set(h) for h in histories]
+    # the final scalars a run keeps in its summary alone (a sweep's final Hessian, an escape
+    # rate) are results as much as its curves' last points
+    finals = [_final_values(r["summary"]) for r in runs]
     if args.metrics:
-        missing = [m for m in args.metrics if not any(m in rec for rec in recorded)]
+        missing = [m for m in args.metrics
+                   if not any(m in rec or m in f for rec, f in zip(recorded, finals))]
         if missing:
-            known = sorted(set().union(*recorded))
+            known = sorted(set().union(*recorded, *finals))
             hint = did_you_mean(missing[0], known) if len(missing) == 1 else ""
             raise UserError(f"no run recorded {', '.join(missing)}{hint}; recorded: "
                             f"{', '.join(known)}")
-        metrics = list(dict.fromkeys(args.metrics))
+        asked = list(dict.fromkeys(args.metrics))
+        metrics = [m for m in asked if any(m in rec for rec in recorded)]
+        summary_only = [m for m in asked if m not in metrics]
     else:
         from sgdlab.report.figures.training import headline_series, recorded_groups
 
@@ -488,6 +496,7 @@ def _compare(args) -> int:
                    if m in common]
         groups = recorded_groups({m: [(0, 0.0)] for m in common if m != "lr"})
         metrics += [m for g, names in groups.items() for m in headline_series(g, names)]
+        summary_only = sorted(set.intersection(*map(set, finals)) - set(metrics))
     from sgdlab.report.settings import differing_keys, flat_config, shown
 
     flats = [flat_config(r["config"] or {}) for r in runs]
@@ -507,8 +516,10 @@ def _compare(args) -> int:
     differing = [k for k in differ if not (k == "name" and all(
         f.get("name") == (r["name"] or "") for f, r in zip(flats, runs)))]
     rows += [[k, *cut[k]] for k in differing]
-    rows += [[f"final {m}", *(_fmt(h[m][-1][1]) if h.get(m) else "—" for h in histories)]
-             for m in metrics]
+    for m in asked if args.metrics else [*metrics, *summary_only]:
+        rows.append([f"final {m}", *(
+            (_fmt(h[m][-1][1]) if h.get(m) else "—") if m in metrics else
+            (_fmt(f[m]) if m in f else "—") for h, f in zip(histories, finals))])
     if not differ:
         print("(the configs are identical)")
     print("\n".join(aligned(rows)))
@@ -518,6 +529,10 @@ def _compare(args) -> int:
         from sgdlab.atomic import save_figure
         from sgdlab.report.figures.training import compare_runs_figure
 
+        if not metrics and args.metrics:
+            are = "is a final value" if len(summary_only) == 1 else "are final values"
+            raise UserError(f"nothing to plot: {', '.join(summary_only)} {are} of the runs' "
+                            "summaries, not a recorded series")
         if not metrics:
             raise UserError("no series recorded by every run to plot; name them with --metric")
         fig = compare_runs_figure(dict(zip(labels, histories)), metrics)
@@ -525,6 +540,13 @@ def _compare(args) -> int:
         plt.close(fig)
         print(f"wrote {plot}")
     return 0
+
+
+def _final_values(summary: dict) -> dict:
+    """The numbers of a run's summary (its final values), without the bookkeeping that is no
+    result: its status (a word) and what is not a number."""
+    return {k: v for k, v in (summary or {}).items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool)}
 
 
 def _plot_path(given: str) -> Path:

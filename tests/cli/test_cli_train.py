@@ -417,6 +417,34 @@ def test_runs_compare_plot_labels_the_axes_with_the_metrics_and_their_units(tmp_
                                            svg.read_text())}
     assert {"train loss", "test accuracy", "entropy_angle (degrees)", "step"} <= texts
 
+
+def test_runs_compare_shows_the_final_values_a_run_keeps_in_its_summary(tmp_path, capsys):
+    # a sweep's final measurements (the Hessian at the end, an escape rate) are in the
+    # summary, not in a series: compare showed identical losses and nothing of what differed
+    store = RunStore(tmp_path / "runs.sqlite")
+    ids = []
+    for mode, top in (("eval", 0.4658), ("train", 8.147)):
+        rid = store.create_run({"final": {"bn_mode": mode}}, name="r", env={},
+                               status="finished")
+        store.log_many(rid, [("test_acc", 0, 0.1), ("test_acc", 2, 0.13)])
+        store.set_summary(rid, {"hessian_top": top, "test_acc": 0.13, "status": "finished"})
+        ids.append(rid)
+    base = ["runs", "compare", *ids, "--store", str(store.path)]
+    assert main(base) == 0
+    rows = {ln.split("  ")[0].strip(): ln.split()[2:] for ln in
+            capsys.readouterr().out.splitlines() if ln.startswith("final ")}
+    assert rows == {"final test_acc": ["0.13", "0.13"],
+                    "final hessian_top": ["0.4658", "8.147"]}     # the status is no value
+    assert main([*base, "--metric", "hessian_top", "--metric", "test_acc"]) == 0
+    assert [ln.split()[1] for ln in capsys.readouterr().out.splitlines()
+            if ln.startswith("final ")] == ["hessian_top", "test_acc"]    # in the order asked
+    assert main([*base, "--metric", "hessian_tp"]) == 2
+    assert "(did you mean hessian_top?)" in capsys.readouterr().err
+    assert main([*base, "--metric", "hessian_top", "--plot", str(tmp_path / "c.png")]) == 2
+    assert ("nothing to plot: hessian_top is a final value of the runs' summaries, not a "
+            "recorded series") in capsys.readouterr().err
+
+
 def test_runs_compare_tells_configs_apart_past_the_shown_width(tmp_path, capsys):
     # the values are shown cut at 40 characters; they are compared whole
     store = RunStore(tmp_path / "runs.sqlite")
