@@ -112,8 +112,8 @@ def register(subparsers) -> None:
     p.add_argument("--progress", action="store_true", help="show per-run training progress bars")
     p.add_argument("--tensorboard", metavar="DIR",
                    help="write every run's metrics live to TensorBoard event files in "
-                        "DIR/<run>-<run id> (tensorboard --logdir DIR; needs the tensorboard "
-                        "package)")
+                        "DIR/<run>-<run id>, and those of the runs already stored (tensorboard "
+                        "--logdir DIR; needs the tensorboard package)")
     p.add_argument("--dry-run", action="store_true",
                    help="show what the run would do (its runs, which are already in the store, "
                         "their length, the data files found or missing) without training or "

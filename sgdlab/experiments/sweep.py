@@ -334,6 +334,11 @@ class _Driver:
         if skipped:
             say(f"{len(skipped)} of {len(runs)} runs already in the store ({store.path}); "
                 f"running the {self.todo_total} missing")
+        if skipped and curves is not None:
+            # the folder is to hold the whole sweep's curves, not only those run this time
+            curves.write_stored(store, [self.done[k]["id"] for k in skipped])
+            say(f"the {len(skipped)} stored runs' metrics written to TensorBoard in "
+                f"{curves.root}")
 
     def say(self, line: str) -> None:
         self.said_at = time.monotonic()

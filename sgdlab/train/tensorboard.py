@@ -99,7 +99,9 @@ class LiveRuns:
     """Event files of runs whose metric rows arrive in batches: an experiment's sweep writes
     each run's rows to ``root/<name>-<run id>`` as its worker sends them (every ~2 s), at
     their steps and wall-clock times, so ``tensorboard --logdir root`` shows the sweep's
-    curves live. The package is looked for at once: a sweep without it stops before a run."""
+    curves live; the runs it skips, already stored, are written from the store
+    (:meth:`write_stored`). The package is looked for at once: a sweep without it stops
+    before a run."""
 
     def __init__(self, root: str | Path, *, flush_secs: int = 10):
         self.root, self.flush_secs = Path(root), flush_secs
@@ -115,6 +117,11 @@ class LiveRuns:
         for row in rows:
             writer.add_scalar(row[0], row[2], global_step=int(row[1]),
                               walltime=row[3] if len(row) > 3 else None)
+
+    def write_stored(self, store: Any, run_ids: Sequence[str]) -> list[Path]:
+        """Write runs the store already holds (a re-run sweep's skipped runs) beside the live
+        ones, as :func:`export_runs` does: ``tensorboard --logdir root`` shows the sweep."""
+        return export_runs(store, self.root, run_ids)
 
     def close(self, run_id: str) -> None:
         writer = self._writers.pop(run_id, None)

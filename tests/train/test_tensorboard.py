@@ -113,6 +113,16 @@ def test_an_experiment_writes_every_runs_metrics_live(tmp_path, monkeypatch, wor
             assert_same_series(read_events(folder), stored)
     finally:
         store.close()
+    if workers == 1:    # the sweep again, nothing to run: the stored runs' curves are written
+        from sgdlab.experiments.spec import load_experiment
+        from sgdlab.experiments.sweep import run_sweep
+
+        said = []
+        run_sweep(load_experiment(exp, "smoke").expand(), store_path=str(store_path),
+                  progress=said.append, tensorboard=tmp_path / "tb2")
+        assert f"the 2 stored runs' metrics written to TensorBoard in {tmp_path / 'tb2'}" in said
+        for folder in tb.iterdir():
+            assert read_events(tmp_path / "tb2" / folder.name) == read_events(folder)
 
 
 def test_an_experiment_without_tensorboard_stops_before_anything_is_made(tmp_path, monkeypatch,
