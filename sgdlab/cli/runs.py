@@ -89,6 +89,15 @@ def register(subparsers) -> None:
     ex.add_argument("--run", action="append", dest="runs", metavar="RUN",
                     help="only this run: a run id, a unique prefix or the run's folder "
                          "(repeatable; default all)")
+    ex.add_argument("--experiment", help="only runs of this experiment")
+    ex.add_argument("--status", choices=("running", "finished", "diverged", "failed",
+                                         "interrupted", "stale"),
+                    help="only runs with this status, as `runs list` shows it (given with "
+                         "--run, they narrow it)")
+    ex.add_argument("--summary", action="store_true",
+                    help="CSV with one row per run instead: its id, name, experiment, "
+                         "status, the config keys that differ between the runs written "
+                         "(config.KEY) and its final values (its summary's numbers)")
     ex.set_defaults(func=_export)
 
     rm = sub.add_parser("delete", help="remove runs: their records and the files the store "
@@ -570,11 +579,28 @@ def _plot_path(given: str) -> Path:
 
 
 def _export(args) -> int:
+    from sgdlab.errors import UserError
+
     if args.runs:   # run folders stand for their runs (and, without --store, their store)
         args.runs = [_run_ref(args, r, "exported") for r in args.runs]
     store = _open(args)
     if args.runs:   # a run named twice (by its id and a prefix, say) is written once
         args.runs = list(dict.fromkeys(store.resolve(r) for r in args.runs))
+    filters = [f"{k} {v!r}" for k, v in (("experiment", args.experiment),
+                                         ("status", args.status)) if v]
+    if filters:     # selected as `runs list` selects them
+        matching = [r["id"] for r in store.list_runs(experiment=args.experiment,
+                                                      status=args.status)]
+        args.runs = [r for r in args.runs if r in matching] if args.runs else matching
+        if not args.runs:
+            raise UserError(f"no runs with {' and '.join(filters)} to export in {store.path}"
+                            f"{_experiment_hint(store, args.experiment)}")
+    if args.summary and (args.format == "json" or (
+            args.format is None and args.path and Path(args.path).suffix.lower() == ".json")):
+        raise UserError("--summary writes a CSV table; the JSON export holds each run's "
+                        "config and summary already")
+    if args.summary and args.path is None:
+        raise UserError("--summary needs PATH, the CSV file to write")
     if args.tensorboard:
         from sgdlab.train.tensorboard import export_runs
 
@@ -594,9 +620,44 @@ def _export(args) -> int:
         raise UserError(f"{args.path}: no export format for the suffix {suffix!r}; name a "
                         ".csv or .json file, or say which with --format csv|json")
     fmt = args.format or ("json" if suffix == ".json" else "csv")
+    if args.summary:
+        path = _export_summary(store, Path(args.path), args.runs)
+        print(f"wrote {path} (csv, one row per run)")
+        return 0
     path = store.export(args.path, run_ids=args.runs, fmt=fmt)
     print(f"wrote {path} ({fmt})")
     return 0
+
+
+def _export_summary(store, path: Path, run_ids: list[str] | None) -> Path:
+    """The runs as one CSV table, a row each: id, name, experiment, status, created, the
+    config keys that differ between them (``config.KEY``, flattened as ``runs compare``
+    shows them; every key of a lone run) and the numbers of its summary (its final values:
+    a sweep's final measurements, a training run's last evaluation), a non-finite one as
+    ``nan``, ``inf`` or ``-inf``."""
+    import csv
+
+    from sgdlab.atomic import replaced_whole
+    from sgdlab.report.settings import differing_keys, flat_config, key_order
+
+    store.check_export_target(path)
+    runs = [store.get_run(r) for r in run_ids] if run_ids is not None else store.list_runs()
+    flats = [flat_config(r["config"] or {}) for r in runs]
+    keys = (differing_keys(flats) if len(runs) > 1 else
+            sorted(flats[0], key=key_order) if flats else [])
+    finals = [_final_values(r["summary"]) for r in runs]
+    head = ["run_id", "run_name", "experiment", "status", "created"]
+    names = sorted(set().union(*finals) - set(head))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with replaced_whole(path) as tmp, open(tmp, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow([*head, *(f"config.{k}" for k in keys), *names])
+        for r, flat, final in zip(runs, flats, finals):
+            w.writerow([r["id"], r["name"] or "", r["experiment"] or "", r["status"],
+                        r["created"], *(flat.get(k, "") for k in keys),
+                        *(repr(float(final[n])) if isinstance(final.get(n), float)
+                          else final.get(n, "") for n in names)])
+    return path
 
 
 def _delete(args) -> int:

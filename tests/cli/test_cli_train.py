@@ -508,6 +508,35 @@ def test_runs_export_takes_run_folders_as_show_and_compare_do(tmp_path, capsys, 
     assert "runs are exported within one store" in capsys.readouterr().err
 
 
+def test_runs_export_selects_an_experiment_and_writes_a_row_per_run(tmp_path, capsys):
+    # the CSV held the series alone: a sweep's final values (its summary) were in no CSV, and
+    # an experiment's runs could be exported only by listing every id
+    store = RunStore(tmp_path / "runs.sqlite")
+    ids = []
+    for lr, top in ((0.05, 0.5), (0.2, float("inf"))):
+        rid = store.create_run({"params": {"lr": lr, "epochs": 1}}, name=f"lr={lr}",
+                               experiment="grid", env={}, status="finished")
+        store.log_metrics(rid, 1, {"test_acc": 0.5})
+        store.set_summary(rid, {"hessian_top": top, "steps": 2, "status": "finished"})
+        ids.append(rid)
+    other = store.create_run({"k": 1}, name="other", env={}, status="failed")
+    base = ["runs", "export", "--store", str(store.path)]
+    assert main([*base, str(tmp_path / "s.csv"), "--summary", "--experiment", "grid"]) == 0
+    rows = list(csv.DictReader(open(tmp_path / "s.csv")))
+    assert [r["run_id"] for r in rows] == ids
+    assert list(rows[0])[5:] == ["config.params.lr", "hessian_top", "steps"]
+    assert [(r["config.params.lr"], r["hessian_top"], r["steps"]) for r in rows] == [
+        ("0.05", "0.5", "2"), ("0.2", "inf", "2")]
+    assert main([*base, str(tmp_path / "e.csv"), "--status", "finished", "--run", other,
+                 "--run", ids[0]]) == 0
+    assert {r["run_id"] for r in csv.DictReader(open(tmp_path / "e.csv"))} == {ids[0]}
+    assert main([*base, str(tmp_path / "e.csv"), "--experiment", "gird"]) == 2
+    assert ("no runs with experiment 'gird' to export in " in (err := capsys.readouterr().err)
+            and "(did you mean grid?)" in err)
+    assert main([*base, str(tmp_path / "s.json"), "--summary"]) == 2
+    assert "--summary writes a CSV table" in capsys.readouterr().err
+
+
 def test_runs_export_to_a_name_of_another_format_is_refused_unless_told(tmp_path, capsys):
     # x.xlsx received CSV text, "wrote x.xlsx (csv)", a file a spreadsheet cannot open
     store = RunStore(tmp_path / "runs.sqlite")
