@@ -66,7 +66,9 @@ def _report(args: argparse.Namespace) -> int:
     _say_if_partial(out_b, results_b)
     page = write_compare(out_a, out_b, Path(args.out) if args.out else None)
     print(f"report A: {out_a / 'report.html'}\nreport B: {out_b / 'report.html'}")
-    print(f"comparison: {page}")
+    from sgdlab.report.compare import compare_lines
+    print("\n".join(compare_lines(out_a, out_b)))
+    print(f"comparison (tables side by side, B − A, figures): {page}")
     return 0
 
 

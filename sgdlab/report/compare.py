@@ -137,6 +137,38 @@ def settings_differences(a: dict[str, Any], b: dict[str, Any]) -> Table | None:
                          "read it from the store)")
 
 
+_VERDICT = {True: "agrees", False: "disagrees", None: "inconclusive"}
+
+
+def compare_lines(dir_a: str | Path, dir_b: str | Path) -> list[str]:
+    """The page's gist for a terminal: the settings that differ (A → B), then each
+    conclusion whose verdict differs, matched by the claim it tests (the k-th of a claim in A
+    with the k-th in B), and those only one report draws."""
+    a, b = load_results(dir_a), load_results(dir_b)
+    settings = settings_differences(a, b)
+    lines = (["settings: the same settings and runs"] if settings is None else
+             ["settings that differ (A → B):"]
+             + [f"  {k}: {va} → {vb}" for k, va, vb in settings.rows])
+
+    def by_claim(res: dict[str, Any]) -> dict[tuple[str, int], Any]:
+        out: dict[tuple[str, int], Any] = {}
+        for c in res.get("conclusions", []):
+            claim = c.get("claim") or c.get("text", "")
+            n = sum(1 for k in out if k[0] == claim)
+            out[(claim, n)] = c.get("agrees_with_paper")
+        return out
+
+    va, vb = by_claim(a), by_claim(b)
+    moved = [f"  {claim}: A {_VERDICT[va[(claim, n)]]} → B {_VERDICT[vb[(claim, n)]]}"
+             for claim, n in va if (claim, n) in vb and va[(claim, n)] != vb[(claim, n)]]
+    moved += [f"  {claim}: only in {tag}" for tag, mine, theirs in (("A", va, vb),
+                                                                     ("B", vb, va))
+              for claim, n in mine if (claim, n) not in theirs]
+    lines.append(f"conclusions: {len(moved)} of {len(set(va) | set(vb))} differ"
+                 + (":" if moved else " (the same verdicts)"))
+    return lines + moved
+
+
 def compare_html(dir_a: str | Path, dir_b: str | Path) -> str:
     a, b = load_results(dir_a), load_results(dir_b)
     da, db = Path(dir_a), Path(dir_b)

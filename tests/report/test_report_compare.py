@@ -85,3 +85,23 @@ def test_reports_of_two_experiments_are_not_written_side_by_side(tmp_path):
     with pytest.raises(UserError, match="the reports are of two experiments, grid "):
         write_compare(a, b, tmp_path / "cmp.html")
     assert not (tmp_path / "cmp.html").exists()
+
+
+def test_the_terminal_says_what_differs_and_which_verdicts_moved(tmp_path):
+    # `sgdlab report A --compare B` printed only the page's path: a verdict that a reading
+    # turns around was to be found by opening the HTML
+    from sgdlab.report.compare import compare_lines
+
+    a = _results(tmp_path, "a", grid={"optimizer.lr": [0.1]}, seeds=[0], run_ids=["r1"])
+    b = _results(tmp_path, "b", grid={"optimizer.lr": [0.2]}, seeds=[0], run_ids=["r1"])
+    for d, verdicts in ((a, [False, True, None]), (b, [True, True])):
+        res = json.loads((d / "results.json").read_text())
+        res["conclusions"] = [{"text": "...", "claim": claim, "agrees_with_paper": v}
+                              for claim, v in zip(("flatter", "same acc", "faster"), verdicts)]
+        (d / "results.json").write_text(json.dumps(res))
+    assert compare_lines(a, b) == [
+        "settings that differ (A → B):", "  grid.optimizer.lr: [0.1] → [0.2]",
+        "conclusions: 2 of 3 differ:", "  flatter: A disagrees → B agrees",
+        "  faster: only in A"]
+    assert compare_lines(a, a) == ["settings: the same settings and runs",
+                                   "conclusions: 0 of 3 differ (the same verdicts)"]
