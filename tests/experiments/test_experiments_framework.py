@@ -205,6 +205,9 @@ def test_run_writes_contract_and_report_rebuilds(tmp_path):
     assert r["conclusions"] == [{"text": "max y = 9", "agrees_with_paper": True,
                                  "claim": "squares are positive", "evidence": {}}]
     assert r["config"]["file"]["name"] == "t-square" and "torch" in r["environment"]
+    # each run's point of the grid, for a table of one's own without parsing labels
+    assert [(x["label"], x["grid"], x["summary"]["y"]) for x in r["runs"]] == [
+        (f"sq|x={x}", {"x": x}, x * x) for x in (1, 2, 3)]
     # each run records the experiment file it came from (not a catalogue entry)
     from sgdlab.store import RunStore
     assert {x["config"]["source"] for x in RunStore(store).list_runs()} == {
