@@ -127,8 +127,13 @@ def _run_all(args: argparse.Namespace, names: list[str], outs: dict[str, Path],
                              command=same_command(args))
         print(f"summary: {page}")
         if args.compare is not None:
-            print("\n".join(compare_pages(read_page(args.compare), read_page(page),
-                                           old_name=args.compare, new_name=str(page))))
+            # the page's entries of this paper (as catalogue_entries reads a name): those of
+            # the other papers were not run, and would be listed as lost and counted in the
+            # page's totals
+            old = {n: e for n, e in read_page(args.compare).items()
+                   if args.paper == "all" or n.split("-")[0] == args.paper}
+            print("\n".join(compare_pages(old, read_page(page), old_name=args.compare,
+                                           new_name=str(page))))
     else:
         print("summary: none written (no entry produced results)")
     return 0 if all(status == "done" for _, status, _, _ in rows) else 1

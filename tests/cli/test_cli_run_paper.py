@@ -107,11 +107,16 @@ def test_a_batch_runs_each_entry_then_writes_the_summary_of_its_own(tmp_path, ca
     # another experiment's output in the same folder stays out of the page
     (out / "other-cpu").mkdir(parents=True)
     (out / "other-cpu" / "results.json").write_text(json.dumps({"experiment": {}}))
-    earlier = tmp_path / "earlier.md"          # an entry of zhu's no longer run, one still run
-    earlier.write_text("| [gone](#gone) | x | y | 1 / 0 / 0 |\n"
+    # an entry of zhu's no longer run, one still run, one of another paper (out of the
+    # comparison: the batch does not run it)
+    earlier = tmp_path / "earlier.md"
+    earlier.write_text("| [zhu-gone](#zhu-gone) | x | y | 1 / 0 / 0 |\n"
+                       "| [xing-walk](#xing-walk) | x | y | 0 / 2 / 0 |\n"
                        "| [zhu-escape-2d](#zhu-escape-2d) | x | y | 0 / 1 / 0 |\n"
-                       "### gone\n| finding (computed from the stored runs) | claim tested | "
+                       "### zhu-gone\n| finding (computed from the stored runs) | claim tested | "
                        "vs paper |\n|---|---|---|\n| x | c | agrees |\n"
+                       "### xing-walk\n| finding (computed from the stored runs) | claim tested "
+                       "| vs paper |\n|---|---|---|\n| x | w | **disagrees** |\n"
                        "### zhu-escape-2d\n| finding (computed from the stored runs) | claim "
                        "tested | vs paper |\n|---|---|---|\n| x | c | **disagrees** |\n")
     assert main(["run", "--paper", "zhu", "--scale", "smoke", *where(tmp_path),
@@ -125,7 +130,7 @@ def test_a_batch_runs_each_entry_then_writes_the_summary_of_its_own(tmp_path, ca
                                     for ln in compared[1:-4:2])
     assert all(ln.startswith("    now: ") for ln in compared[2:-4:2])
     assert compared[-4:] == [
-        "  disagrees -> (none): c", f"only in {earlier}: gone (1 / 0 / 0)",
+        "  disagrees -> (none): c", f"only in {earlier}: zhu-gone (1 / 0 / 0)",
         f"only in {out / 'zhu-smoke.md'}: zhu-alignment-cubic (0 / 0 / 0)",
         "totals (agree / disagree / inconclusive): 1 / 1 / 0 -> 0 / 0 / 0, 2 -> 2 experiments"]
     assert "[1/2] zhu-alignment-cubic\n" in text and "[2/2] zhu-escape-2d\n" in text
