@@ -168,8 +168,8 @@ def _run_ref(args, ref: str, doing: str = "compared") -> str:
         return ref
     rid, recorded = recorded_run(Path(ref))
     if rid is None:
-        raise UserError(f"{ref} is a folder but not a run's (no readable run.json or "
-                        "results.json naming its run)")
+        raise UserError(_report_folder(Path(ref)) or f"{ref} is a folder but not a run's (no "
+                        "readable run.json or results.json naming its run)")
     if recorded is None:
         return rid
     first = getattr(args, "store_from", None)     # the folder an earlier ref took it from
@@ -179,6 +179,25 @@ def _run_ref(args, ref: str, doing: str = "compared") -> str:
         raise UserError(f"{ref} records its run in {recorded}, {first} in {args.store}: "
                         f"runs are {doing} within one store")
     return rid
+
+
+def _report_folder(folder: Path) -> str | None:
+    """What to do instead with ``folder`` when it holds an experiment's report (its
+    results.json names an experiment and its runs, not one run); None when it does not."""
+    import json
+
+    from sgdlab.config.runner import store_option
+
+    try:
+        res = json.loads((folder / "results.json").read_text())
+        name, runs = res["experiment"]["name"], res["runs"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    store = f" {store_option(res['store'])}" if res.get("store") else ""
+    return (f"{folder} holds the report of experiment {name} (scale {res.get('scale')}, "
+            f"{len(runs)} runs), not one run: `sgdlab runs list --experiment {name}{store}` "
+            f"lists its runs (`runs export --experiment {name}` writes them), and two reports "
+            f"compare with `sgdlab report {folder} --compare OTHER`")
 
 
 def finished_since(run: dict, store) -> str | None:

@@ -343,6 +343,14 @@ def test_runs_compare_shows_config_differences_final_values_and_curves(tmp_path,
     assert any(ln.startswith("optimizer.lr") for ln in capsys.readouterr().out.splitlines())
     assert main(["runs", "compare", str(tmp_path), a, "--store", store]) == 2
     assert "not a run's" in capsys.readouterr().err
+    # an experiment's report folder: what to do with it instead of "no readable results.json"
+    (tmp_path / "report").mkdir()
+    (tmp_path / "report" / "results.json").write_text(json.dumps(
+        {"experiment": {"name": "grid"}, "scale": "smoke", "runs": [{}, {}], "store": store}))
+    assert main(["runs", "compare", str(tmp_path / "report"), a]) == 2
+    assert (f"report holds the report of experiment grid (scale smoke, 2 runs), not one run: "
+            f"`sgdlab runs list --experiment grid --store {store}` lists its runs"
+            ) in capsys.readouterr().err
 
 
 def test_a_run_on_characters_prints_lists_and_compares_its_perplexities(tmp_path, capsys):
