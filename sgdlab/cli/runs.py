@@ -24,6 +24,18 @@ def _store_arg(p: argparse.ArgumentParser) -> None:
                    help="run store (default: $SGDLAB_STORE or ./sgdlab-runs/runs.sqlite)")
 
 
+def _scale_arg(p: argparse.ArgumentParser, what: str) -> None:
+    p.add_argument("--scale", choices=("smoke", "cpu", "paper"),
+                   help=f"{what} run at this scale by `sgdlab run` (runs of one experiment at "
+                        "two scales share their names)")
+
+
+def _filters(args) -> list[str]:
+    """The selection by --experiment, --status and --scale, in words."""
+    return [f"{k} {v!r}" for k, v in (("experiment", args.experiment), ("status", args.status),
+                                      ("scale", args.scale)) if v]
+
+
 def register(subparsers) -> None:
     runs = subparsers.add_parser("runs", help="list, show, compare, export and delete recorded "
                                               "runs",
@@ -42,6 +54,7 @@ def register(subparsers) -> None:
                                          "interrupted", "stale"),
                     help="only runs with this status (interrupted: also runs whose process "
                          "died; stale: on another host, silent)")
+    _scale_arg(ls, "only runs of an experiment")
     ls.add_argument("--json", action="store_true", help="print JSON instead of a table")
     ls.set_defaults(func=_list)
 
@@ -94,6 +107,7 @@ def register(subparsers) -> None:
                                          "interrupted", "stale"),
                     help="only runs with this status, as `runs list` shows it (given with "
                          "--run, they narrow it)")
+    _scale_arg(ex, "only runs of an experiment")
     ex.add_argument("--summary", action="store_true",
                     help="CSV with one row per run instead: its id, name, experiment, "
                          "status, the config keys that differ between the runs written "
@@ -119,6 +133,7 @@ def register(subparsers) -> None:
     rm.add_argument("--status", choices=("running", "finished", "diverged", "failed",
                                          "interrupted", "stale"),
                     help="the runs with this status, as `runs list` shows it")
+    _scale_arg(rm, "the runs of an experiment")
     rm.add_argument("--dry-run", action="store_true",
                     help="list what would be deleted, delete nothing")
     rm.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
@@ -369,7 +384,7 @@ def _experiment_hint(store, experiment: str | None) -> str:
 
 def _list(args) -> int:
     store = _open(args)
-    runs = store.list_runs(experiment=args.experiment, status=args.status)
+    runs = store.list_runs(experiment=args.experiment, status=args.status, scale=args.scale)
     # how far each stopped run got: its last checkpoint is where a resume continues
     stopped = {r["id"]: store.get_run(r["id"]) for r in runs
                if r["status"] in ("interrupted", "stale")}
@@ -378,14 +393,15 @@ def _list(args) -> int:
         keys = ("id", "name", "experiment", "status", "recorded_status", "host", "pid",
                 "created", "summary")
         print(dumps([{**{k: r[k] for k in keys},
+                      "scale": (r["config"] or {}).get("scale") if isinstance(r["config"], dict)
+                      else None,
                       "checkpoint_step": ckpt[r["id"]] if ckpt.get(r["id"], -1) != -1 else None,
                       "checkpoint": (checkpoint_state(stopped[r["id"]], ckpt[r["id"]])
                                      if r["id"] in stopped else None)}
                      for r in runs], indent=1, nonfinite="string"))
         return 0
     if not runs:
-        wanted = [f"{k} {v!r}" for k, v in (("experiment", args.experiment),
-                                            ("status", args.status)) if v]
+        wanted = _filters(args)
         print(f"no runs {'with ' + ' and '.join(wanted) + ' ' if wanted else ''}in "
               f"{store.path}{_experiment_hint(store, args.experiment)}")
         return 0
@@ -400,18 +416,24 @@ def _list(args) -> int:
                 cells[r["id"]][m] = f"{_fmt(last[1])} @{last[0]}"
     ppl = any(c["test_perplexity"] for c in cells.values())
     shown = _TEST_COLUMNS if ppl else _TEST_COLUMNS[:2]
-    rows = [("RUN_ID", "NAME", "EXPERIMENT", "STATUS", "STEPS", "TEST_ACC", "TEST_LOSS",
-             *(("TEST_PPL",) if ppl else ()), "CREATED")]
-    for r in runs:
+    # an experiment's runs at two scales have the same names: the scale tells them apart
+    scales = [(r["config"] or {}).get("scale") if isinstance(r["config"], dict) else None
+              for r in runs]
+    scaled = any(scales)
+    rows = [("RUN_ID", "NAME", "EXPERIMENT", *(("SCALE",) if scaled else ()), "STATUS",
+             "STEPS", "TEST_ACC", "TEST_LOSS", *(("TEST_PPL",) if ppl else ()), "CREATED")]
+    for r, scale in zip(runs, scales):
         s = r["summary"]
         steps = _fmt(s.get("steps"))
         if not steps and ckpt.get(r["id"]) not in (None, -1):
             steps = f"{ckpt[r['id']]} (ckpt)"     # a stopped run: its last checkpoint
-        rows.append((r["id"], r["name"] or "", r["experiment"] or "", r["status"],
+        rows.append((r["id"], r["name"] or "", r["experiment"] or "",
+                     *((str(scale or ""),) if scaled else ()), r["status"],
                      steps, *(cells[r["id"]][m] for m in shown),
                      r["created"][:19].replace("T", " ")))
     print("\n".join(aligned(rows)))
-    if any("@" in c for row in rows[1:] for c in row[5:5 + len(shown)]):
+    first = 6 if scaled else 5          # the first test column
+    if any("@" in c for row in rows[1:] for c in row[first:first + len(shown)]):
         print("(VALUE @STEP: the last evaluation of a run that has not finished)")
     # the command that continues each and where it starts: one per sweep entry, that of its
     # latest stopped run (runs come oldest first). Either invocation that stopped an entry
@@ -605,11 +627,10 @@ def _export(args) -> int:
     store = _open(args)
     if args.runs:   # a run named twice (by its id and a prefix, say) is written once
         args.runs = list(dict.fromkeys(store.resolve(r) for r in args.runs))
-    filters = [f"{k} {v!r}" for k, v in (("experiment", args.experiment),
-                                         ("status", args.status)) if v]
+    filters = _filters(args)
     if filters:     # selected as `runs list` selects them
         matching = [r["id"] for r in store.list_runs(experiment=args.experiment,
-                                                      status=args.status)]
+                                                      status=args.status, scale=args.scale)]
         args.runs = [r for r in args.runs if r in matching] if args.runs else matching
         if not args.runs:
             raise UserError(f"no runs with {' and '.join(filters)} to export in {store.path}"
@@ -683,17 +704,16 @@ def _delete(args) -> int:
     from sgdlab.errors import UserError
     from sgdlab.store.deletion import delete_planned, human_size, plan_deletion
 
-    if not (args.run_ids or args.experiment or args.status):
+    if not (args.run_ids or args.experiment or args.status or args.scale):
         raise UserError("name the runs to delete: RUN ids (unique prefixes, run folders), "
                         "--experiment NAME or --status STATUS (`sgdlab runs list` shows them)")
     wanted = [_run_ref(args, r, "deleted") for r in args.run_ids]
     store = _open(args, readonly=args.dry_run)
     ids = list(dict.fromkeys(store.resolve(r) for r in wanted))
-    filters = [f"{k} {v!r}" for k, v in (("experiment", args.experiment),
-                                         ("status", args.status)) if v]
+    filters = _filters(args)
     if filters:
         matching = [r["id"] for r in store.list_runs(experiment=args.experiment,
-                                                      status=args.status)]
+                                                      status=args.status, scale=args.scale)]
         if wanted:
             left = [i for i in ids if i not in matching]
             ids = [i for i in ids if i in matching]

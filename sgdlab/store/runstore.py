@@ -807,9 +807,10 @@ class RunStore:
                 (rid,))]
         return run
 
-    def list_runs(self, experiment: str | None = None,
-                  status: str | None = None) -> list[dict[str, Any]]:
-        """Runs (oldest first), optionally filtered by experiment and (shown) status."""
+    def list_runs(self, experiment: str | None = None, status: str | None = None,
+                  scale: str | None = None) -> list[dict[str, Any]]:
+        """Runs (oldest first), optionally filtered by experiment, (shown) status and the
+        scale ``sgdlab run`` ran them at (its config's ``scale``)."""
         where, args = [], []
         if experiment is not None:
             where.append("experiment = ?")
@@ -819,6 +820,9 @@ class RunStore:
         sql = (f"SELECT {self._columns} FROM runs"
                + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY created, id")
         runs = [_run_row(r) for r in self._conn.execute(sql, args)]
+        if scale is not None:
+            runs = [r for r in runs
+                    if isinstance(r["config"], dict) and r["config"].get("scale") == scale]
         return runs if status is None else [r for r in runs if r["status"] == status]
 
     # --- metrics --------------------------------------------------------------------------

@@ -545,6 +545,32 @@ def test_runs_export_selects_an_experiment_and_writes_a_row_per_run(tmp_path, ca
     assert "--summary writes a CSV table" in capsys.readouterr().err
 
 
+def test_runs_of_an_experiment_at_two_scales_are_told_apart_and_selected(tmp_path, capsys):
+    # their names are the same: `runs list` showed two identical lines for each grid point
+    store = RunStore(tmp_path / "runs.sqlite")
+    ids = {scale: store.create_run({"scale": scale, "run_key": scale}, name="lr=0.1|seed=0",
+                                   experiment="grid", env={}, status="finished")
+           for scale in ("smoke", "cpu")}
+    trained = store.create_run({"optimizer": {"lr": 0.1}}, name="mine", env={},
+                               status="finished")
+    assert [r["id"] for r in store.list_runs(scale="cpu")] == [ids["cpu"]]
+    base = ["--store", str(store.path)]
+    assert main(["runs", "list", *base]) == 0
+    head, *rows = capsys.readouterr().out.splitlines()
+    col = head.index("SCALE")
+    assert [r[col:].split()[0] for r in rows] == ["smoke", "cpu", "finished"]   # none: blank
+    assert main(["runs", "list", "--scale", "smoke", *base]) == 0
+    assert [r.split()[0] for r in capsys.readouterr().out.splitlines()[1:]] == [ids["smoke"]]
+    assert main(["runs", "list", "--json", *base]) == 0
+    assert [r["scale"] for r in json.loads(capsys.readouterr().out)] == ["smoke", "cpu", None]
+    assert main(["runs", "list", "--scale", "paper", *base]) == 0
+    assert capsys.readouterr().out == f"no runs with scale 'paper' in {store.path}\n"
+    assert main(["runs", "export", str(tmp_path / "e.csv"), "--scale", "cpu", *base]) == 0
+    assert {r["run_id"] for r in csv.DictReader(open(tmp_path / "e.csv"))} == {ids["cpu"]}
+    assert main(["runs", "delete", "--scale", "smoke", "--yes", *base]) == 0
+    assert [r["id"] for r in store.list_runs()] == [ids["cpu"], trained]
+
+
 def test_runs_export_to_a_name_of_another_format_is_refused_unless_told(tmp_path, capsys):
     # x.xlsx received CSV text, "wrote x.xlsx (csv)", a file a spreadsheet cannot open
     store = RunStore(tmp_path / "runs.sqlite")
