@@ -331,7 +331,9 @@ class _Driver:
         self.todo_total = sum(len(self._missing(layer)) for layer in self.layers)
         skipped = [r.key for r in runs if r.key in self.done]
         rep.skipped.extend(skipped)
-        if skipped:
+        if skipped and self.todo_total == 0:
+            say(f"all {len(runs)} runs already in the store ({store.path}): nothing to run")
+        elif skipped:
             say(f"{len(skipped)} of {len(runs)} runs already in the store ({store.path}); "
                 f"running the {self.todo_total} missing")
         if skipped and curves is not None:

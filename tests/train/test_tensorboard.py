@@ -120,7 +120,8 @@ def test_an_experiment_writes_every_runs_metrics_live(tmp_path, monkeypatch, wor
         said = []
         run_sweep(load_experiment(exp, "smoke").expand(), store_path=str(store_path),
                   progress=said.append, tensorboard=tmp_path / "tb2")
-        assert f"the 2 stored runs' metrics written to TensorBoard in {tmp_path / 'tb2'}" in said
+        assert said == [f"all 2 runs already in the store ({store_path}): nothing to run",
+                        f"the 2 stored runs' metrics written to TensorBoard in {tmp_path / 'tb2'}"]
         for folder in tb.iterdir():
             assert read_events(tmp_path / "tb2" / folder.name) == read_events(folder)
 
