@@ -552,13 +552,19 @@ def _compare(args) -> int:
     flats = [flat_config(r["config"] or {}) for r in runs]
     differ = differing_keys(flats)
     cut = {k: shown([f.get(k, "—") for f in flats]) for k in differ}
-    # a curve is named by its run and the config values that set it apart (runs of one
-    # config file share their name); what is measured is named last
-    named = sorted(differ, key=lambda k: k.startswith("measure"))
+    # a curve is named by its run and its name where the names tell the runs apart (a sweep's
+    # label|seed), else by the config values that set it apart (runs of one config file
+    # share their name); what is measured is named last, and a sweep's bookkeeping (its
+    # command line, the key and label made of its parameters) after all the rest
+    names = [r["name"] for r in runs]
+    by_name = all(names) and len(set(names)) == len(names)
+    named = sorted(differ, key=lambda k: (k in ("command", "run_key", "label"),
+                                          k.startswith("measure")))
     labels = []
     for i, (r, f) in enumerate(zip(runs, flats)):
         own = [f"{k}={cut[k][i]}" for k in named if k in f]   # a key this run lacks: not "—"
-        labels.append(r["id"] + (f" ({', '.join(own[:3])}{', …' if len(own) > 3 else ''})"
+        labels.append(r["id"] + (f" ({r['name']})" if by_name else
+                                 f" ({', '.join(own[:3])}{', …' if len(own) > 3 else ''})"
                                  if own else f" ({r['name']})" if r["name"] else ""))
     rows = [["", *(r["id"] for r in runs)], ["name", *(r["name"] or "" for r in runs)],
             ["status", *(r["status"] for r in runs)]]

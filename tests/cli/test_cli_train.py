@@ -453,6 +453,37 @@ def test_runs_compare_shows_the_final_values_a_run_keeps_in_its_summary(tmp_path
             "recorded series") in capsys.readouterr().err
 
 
+def test_runs_compare_names_a_sweeps_curves_by_their_runs_names(tmp_path, monkeypatch):
+    # the legend read "(label=lr=0.1,batch_size=25, params.batch_size=25, params.optimizer.lr=
+    # 0.1, …)" for a sweep's runs, whose names say it, and led with `command=` for two
+    # readings of one run
+    import matplotlib.pyplot as plt
+
+    from sgdlab.report.figures import training as training_figures
+
+    store = RunStore(tmp_path / "runs.sqlite")
+
+    def sweep_run(name, lr, mode, command):
+        rid = store.create_run({"command": command, "label": name, "run_key": f"{lr}{mode}",
+                                "params": {"lr": lr, "bn_mode": mode}}, name=f"{name}|seed=0",
+                               env={}, status="finished")
+        store.log_many(rid, [("train_loss", 0, 1.0), ("train_loss", 5, lr)])
+        return rid
+
+    a, b = sweep_run("lr=0.1", 0.1, "eval", "x"), sweep_run("lr=0.2", 0.2, "eval", "x")
+    c = sweep_run("lr=0.1", 0.1, "train", "x --reading bn=train")
+    drawn = []
+    monkeypatch.setattr(training_figures, "compare_runs_figure",
+                        lambda h, m: drawn.append(list(h)) or plt.figure())
+    for pair in ((a, b), (a, c)):
+        assert main(["runs", "compare", *pair, "--store", str(store.path),
+                     "--plot", str(tmp_path / "c.png")]) == 0
+    assert drawn == [
+        [f"{a} (lr=0.1|seed=0)", f"{b} (lr=0.2|seed=0)"],
+        [f"{a} (params.bn_mode=eval, command=x, run_key=0.1eval)",
+         f"{c} (params.bn_mode=train, command=x --reading bn=train, run_key=0.1train)"]]
+
+
 def test_runs_compare_tells_configs_apart_past_the_shown_width(tmp_path, capsys):
     # the values are shown cut at 40 characters; they are compared whole
     store = RunStore(tmp_path / "runs.sqlite")
