@@ -46,23 +46,28 @@ def _report(args: argparse.Namespace) -> int:
         return None if args.compare and (Path(target) / "results.json").is_file() \
             else args.scale
 
+    def readings_for(target: str) -> dict:
+        # so may --reading: a report folder keeps the readings it recorded
+        return {} if args.compare and (Path(target) / "results.json").is_file() else readings
+
     if args.compare and args.out:      # checked before the reports are rebuilt
         from sgdlab.report.compare import check_page_path
         check_page_path(args.out)
     if args.compare:                   # so is what they are reports of
         from sgdlab.report.compare import check_same_experiment
-        check_same_experiment(_experiment_of(args.target, scale_for(args.target), readings),
-                              _experiment_of(args.compare, scale_for(args.compare), readings),
-                              args.target, args.compare)
+        check_same_experiment(
+            _experiment_of(args.target, scale_for(args.target), readings_for(args.target)),
+            _experiment_of(args.compare, scale_for(args.compare), readings_for(args.compare)),
+            args.target, args.compare)
     out_a, results_a = rebuild(args.target, scale=scale_for(args.target), store_path=args.store,
                                out_dir=None if args.compare else args.out,
-                               data_dir=args.data_dir, readings=readings)
+                               data_dir=args.data_dir, readings=readings_for(args.target))
     _say_if_partial(out_a, results_a)
     if not args.compare:
         print(f"report: {out_a / 'report.html'}")
         return 0
     out_b, results_b = rebuild(args.compare, scale=scale_for(args.compare), store_path=args.store,
-                               data_dir=args.data_dir, readings=readings)
+                               data_dir=args.data_dir, readings=readings_for(args.compare))
     _say_if_partial(out_b, results_b)
     page = write_compare(out_a, out_b, Path(args.out) if args.out else None)
     print(f"report A: {out_a / 'report.html'}\nreport B: {out_b / 'report.html'}")
