@@ -645,8 +645,9 @@ def _export(args) -> int:
             args.format is None and args.path and Path(args.path).suffix.lower() == ".json")):
         raise UserError("--summary writes a CSV table; the JSON export holds each run's "
                         "config and summary already")
-    if args.summary and args.path is None:
-        raise UserError("--summary needs PATH, the CSV file to write")
+    for given, what in ((args.summary, "--summary"), (args.format, f"--format {args.format}")):
+        if given and args.path is None:    # else it would be taken and do nothing
+            raise UserError(f"{what} says how PATH is written; give PATH, the file to write")
     if args.tensorboard:
         from sgdlab.train.tensorboard import export_runs
 

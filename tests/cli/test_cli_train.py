@@ -574,6 +574,10 @@ def test_runs_export_selects_an_experiment_and_writes_a_row_per_run(tmp_path, ca
             and "(did you mean grid?)" in err)
     assert main([*base, str(tmp_path / "s.json"), "--summary"]) == 2
     assert "--summary writes a CSV table" in capsys.readouterr().err
+    for alone in (["--summary"], ["--format", "json"]):   # with --tensorboard only: no effect
+        assert main([*base, "--tensorboard", str(tmp_path / "tb"), *alone]) == 2
+        assert "says how PATH is written; give PATH" in capsys.readouterr().err
+    assert not (tmp_path / "tb").exists()
 
 
 def test_runs_of_an_experiment_at_two_scales_are_told_apart_and_selected(tmp_path, capsys):
