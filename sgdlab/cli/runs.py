@@ -572,13 +572,23 @@ def _compare(args) -> int:
     differing = [k for k in differ if not (k == "name" and all(
         f.get("name") == (r["name"] or "") for f, r in zip(flats, runs)))]
     rows += [[k, *cut[k]] for k in differing]
+    def last(h: dict, m: str, run: dict) -> str:
+        # a run that has not ended has no final value yet: its last one, at its step (as
+        # `runs list` shows it)
+        if not h.get(m):
+            return "—"
+        step, value = h[m][-1]
+        return _fmt(value) + ("" if run["status"] in ("finished", "diverged") else f" @{step}")
+
     for m in asked if args.metrics else [*metrics, *summary_only]:
         rows.append([f"final {m}", *(
-            (_fmt(h[m][-1][1]) if h.get(m) else "—") if m in metrics else
-            (_fmt(f[m]) if m in f else "—") for h, f in zip(histories, finals))])
+            last(h, m, r) if m in metrics else (_fmt(f[m]) if m in f else "—")
+            for h, f, r in zip(histories, finals, runs))])
     if not differ:
         print("(the configs are identical)")
     print("\n".join(aligned(rows)))
+    if any(r["status"] not in ("finished", "diverged") for r in runs) and len(rows) > 3:
+        print("(VALUE @STEP: the last value of a run that has not finished)")
     if plot is not None:
         import matplotlib.pyplot as plt
 

@@ -451,6 +451,11 @@ def test_runs_compare_shows_the_final_values_a_run_keeps_in_its_summary(tmp_path
     assert main([*base, "--metric", "hessian_top", "--plot", str(tmp_path / "c.png")]) == 2
     assert ("nothing to plot: hessian_top is a final value of the runs' summaries, not a "
             "recorded series") in capsys.readouterr().err
+    store.set_status(ids[1], "interrupted")     # not ended: its last value, at its step
+    assert main([*base, "--metric", "test_acc"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[-2].split()[2:] == ["0.13", "0.13", "@2"]
+    assert out[-1] == "(VALUE @STEP: the last value of a run that has not finished)"
 
 
 def test_runs_compare_names_a_sweeps_curves_by_their_runs_names(tmp_path, monkeypatch):
