@@ -469,8 +469,10 @@ def _show(args) -> int:
         print(dumps({**run, "metrics": {k: v for k, v in metrics.items()}}, indent=1,
                     default=str, nonfinite="string"))
         return 0
+    cfg = run["config"] if isinstance(run["config"], dict) else {}
     print("  ".join([f"run {run['id']}"] + [f"{k} {run[k]}" for k in ("name", "experiment")
-                                             if run[k]]))
+                                             if run[k]]
+                    + ([f"scale {cfg['scale']}"] if cfg.get("scale") else [])))
     print(f"status: {run['status']}" + (f" ({run['message']})" if run["message"] else ""))
     if run["status"] in ("interrupted", "stale") and run["recorded_status"] == "running":
         print(f"  recorded as running, but {_stopped_note(run)}")

@@ -192,6 +192,11 @@ def test_runs_show_leaves_out_what_a_run_does_not_have(tmp_path, capsys):
     assert head == f"run {plain}  name probe"
     assert main(["runs", "show", part, "--store", str(store.path)]) == 0
     assert capsys.readouterr().out.splitlines()[0] == f"run {part}  name sq  experiment t-square"
+    # a sweep's run: its scale, which its name does not say
+    swept = store.create_run({"scale": "smoke"}, name="sq", experiment="t-square", env={})
+    assert main(["runs", "show", swept, "--store", str(store.path)]) == 0
+    assert capsys.readouterr().out.splitlines()[0] == (f"run {swept}  name sq  experiment "
+                                                       "t-square  scale smoke")
 
 
 def test_runs_show_aligns_long_metric_names(tmp_path, capsys):
