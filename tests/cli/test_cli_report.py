@@ -39,12 +39,15 @@ def test_reports_of_two_experiments_are_not_compared(tmp_path, capsys, monkeypat
 def test_a_reading_goes_to_the_report_named_by_its_experiment(tmp_path, monkeypatch, capsys):
     # `report DIR --compare NAME --reading K=C` refused the reading for DIR ("holds a report
     # whose readings are recorded"), though the help gives it to whichever is a name
+    import sgdlab.cli.report as cli_report
     import sgdlab.experiments.runner as runner
     import sgdlab.report.compare as compare
 
-    rebuilt = {}
+    rebuilt, checked = {}, {}
     monkeypatch.setattr(runner, "rebuild", lambda target, **k: rebuilt.setdefault(
         str(target), (k["scale"], k["readings"])) and (tmp_path, {}))
+    monkeypatch.setattr(cli_report, "_experiment_of", lambda target, scale, readings: (
+        checked.setdefault(str(target), readings), None)[1])
     monkeypatch.setattr(compare, "write_compare", lambda *a: tmp_path / "cmp.html")
     monkeypatch.setattr(compare, "compare_lines", lambda *a: [])
     a = _report(tmp_path / "a", "jastrzebski-ratio-grid")
@@ -52,3 +55,4 @@ def test_a_reading_goes_to_the_report_named_by_its_experiment(tmp_path, monkeypa
                  "--reading", "final-hessian-bn=train"]) == 0
     assert rebuilt == {str(a): (None, {}),
                        "jastrzebski-ratio-grid": ("smoke", {"final-hessian-bn": "train"})}
+    assert checked == {str(a): {}, "jastrzebski-ratio-grid": {"final-hessian-bn": "train"}}
