@@ -588,6 +588,11 @@ def _compare(args) -> int:
             for h, f, r in zip(histories, finals, runs))])
     if not differ:
         print("(the configs are identical)")
+    swept = [_sweep_entry(r) is not None for r in runs]
+    if any(swept) and not all(swept):
+        # every key is then one side's only: the table says "—" for each, with no hint why
+        print("(a sweep run's config holds its procedure's params.*, a run of `sgdlab train`'s "
+              "a run config: their keys do not line up, their final values do)")
     print("\n".join(aligned(rows)))
     if any(r["status"] not in ("finished", "diverged") for r in runs) and len(rows) > 3:
         print("(VALUE @STEP: the last value of a run that has not finished)")

@@ -451,6 +451,10 @@ def test_runs_compare_shows_the_final_values_a_run_keeps_in_its_summary(tmp_path
     assert main([*base, "--metric", "hessian_top", "--plot", str(tmp_path / "c.png")]) == 2
     assert ("nothing to plot: hessian_top is a final value of the runs' summaries, not a "
             "recorded series") in capsys.readouterr().err
+    sweep = store.create_run({"run_key": "k", "params": {"lr": 0.1}}, name="s|seed=0",
+                             experiment="grid", env={}, status="finished")
+    assert main(["runs", "compare", ids[0], sweep, "--store", str(store.path)]) == 0
+    assert "their keys do not line up, their final values do" in capsys.readouterr().out
     store.set_status(ids[1], "interrupted")     # not ended: its last value, at its step
     assert main([*base, "--metric", "test_acc"]) == 0
     out = capsys.readouterr().out.splitlines()
