@@ -137,6 +137,34 @@ def test_a_bar_without_a_value_says_so_instead_of_reading_as_zero():
     plt.close(fig)
 
 
+def test_a_point_without_a_value_is_marked_and_its_axis_spans_it():
+    from matplotlib.colors import to_hex
+
+    from sgdlab.report.figures.charts import error_bars
+
+    fig = error_bars({"A": ([1, 2, 3, 4], [0.5, np.nan, 0.7, np.nan], [0.1, 0.2, 0.05, 0.1]),
+                      "B": ([1, 2, 3], [0.4, 0.45, 0.6], [[0.1, 0.1, 0.1], [0.2, 0.2, 0.3]])},
+                     xlabel="setting", ylabel="y", styles={"A": {"color": "C3"}})
+    ax = fig.axes[0]
+    marks = [t for t in ax.texts if t.get_text() == "no value"]
+    assert sorted(t.xy[0] for t in marks) == [2, 4]
+    assert {to_hex(t.get_color()) for t in marks} == {to_hex("C3")}   # A's colour
+    assert ax.get_xlim()[1] > 4                  # the setting without a value is in view
+    # the error bars are the given ones: ± err, or (below, above) for an interval
+    a, b = ax.containers
+    segs_a, segs_b = (c.lines[2][0].get_segments() for c in (a, b))
+    def spans(segments):
+        """(x, bottom, top) of each bar drawn (none where the error is NaN)"""
+        return np.array([(s[0, 0], *s[:, 1]) for s in segments if len(s)])
+
+    np.testing.assert_allclose(spans(segs_a), [(1, 0.4, 0.6), (3, 0.65, 0.75)])
+    np.testing.assert_allclose(spans(segs_b), [(1, 0.3, 0.6), (2, 0.35, 0.65), (3, 0.5, 0.9)])
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["A", "B"]
+    plt.close(fig)
+    fig = error_bars({"A": ([1, 2], [0.5, 0.6], None)}, xlabel="x", ylabel="y")
+    assert not fig.axes[0].texts
+    plt.close(fig)
+
 
 def test_one_series_of_bars_has_a_colour_per_label_and_an_interval_below_and_above():
     from matplotlib.colors import to_hex

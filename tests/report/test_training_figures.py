@@ -58,7 +58,7 @@ def test_long_series_are_thinned_keeping_both_ends():
 
 
 def test_a_standard_error_is_a_band_around_its_estimate_not_a_curve():
-    h = {"hess/trace": [(0, 10.0), (8, 12.0)], "hess/trace_se": [(0, 1.0), (8, 2.0)],
+    h = {"hess/trace": [(0, 10.0), (8, 12.0), (16, 11.0)], "hess/trace_se": [(0, 1.0), (8, 2.0)],
          "hess/top_1": [(0, 3.0), (8, 4.0)], "lonely_se": [(0, 1.0)]}
     assert recorded_groups(h) == {"dynamics": ["lonely_se"],
                                   "hess": ["hess/top_1", "hess/trace"]}
@@ -66,8 +66,10 @@ def test_a_standard_error_is_a_band_around_its_estimate_not_a_curve():
     ax = next(a for a in fig.axes if a.get_title() == "hess")
     assert [ln.get_label() for ln in ax.get_lines()] == ["hess/top_1", "hess/trace"]
     (band,) = ax.collections
-    ys = band.get_paths()[0].vertices[:, 1]
+    (path,) = band.get_paths()
+    ys = path.vertices[:, 1]
     assert min(ys) == 9.0 and max(ys) == 14.0          # trace ± its s.e.
+    assert max(path.vertices[:, 0]) == 8.0             # none at a step without an s.e.
     plt.close(fig)
 
 

@@ -12,7 +12,7 @@ from sgdlab.experiments.procedures import (Procedure, RunOutput, register_analys
 from sgdlab.experiments.procedures.common import (by_group, check_claims, decided, finite,
                                                   group_colours, seed_spread, seeds_named,
                                                   stat, within_spread)
-from sgdlab.report.figures.charts import curves, grouped_bars, panels
+from sgdlab.report.figures.charts import curves, error_bars, grouped_bars, panels
 from sgdlab.report.figures.landscapes import escape_chains_figure
 from sgdlab.report.tables import Table
 
@@ -165,7 +165,7 @@ def _rate_estimate(counts: tuple[int, int], z: float = 2.0
     return (k / n if n else float("nan")), wilson_interval(k, n, z), n
 
 
-def _error_bars(rates: list[float], cis: list[tuple[float, float]]) -> list[list[float]]:
+def _interval_errors(rates: list[float], cis: list[tuple[float, float]]) -> list[list[float]]:
     """Asymmetric error bars (below, above) of rates from their intervals."""
     return [[p - lo for p, (lo, _) in zip(rates, cis)], [hi - p for p, (_, hi) in zip(rates, cis)]]
 
@@ -237,7 +237,7 @@ def zhu_escape_analysis(spec, runs) -> Analysis:
     # a method's colour is the same in the success bars and the sharpness curves
     colour = group_colours(groups)
     held = f"{reps} repetitions × {seeds} seed{'s' if seeds > 1 else ''}"
-    errs = _error_bars(rates, [pooled[m][1] for m in groups])
+    errs = _interval_errors(rates, [pooled[m][1] for m in groups])
     f1 = grouped_bars([names[m] for m in groups], {"success rate": (rates, errs)},
                       ylabel=f"success rate (Wilson interval, z = {z:g})",
                       title=f"Zhu et al. Fig. 3(c): escape success\n{held} pooled",
@@ -524,19 +524,21 @@ def zhu_escape_sweep_analysis(spec, runs) -> Analysis:
                    caption=f"success % [Wilson interval at z = {z:g}] "
                            f"({', '.join(map(str, n_reps))} runs per cell); GD is stable at the "
                            "sharp minimum only where η·λ_max < 2")
-    fig, ax = panels(1, width=6.4, height=4.4)
-    ax = ax[0]
-    for m in methods:
-        xs = [lr for lr in etas if (m, lr) in est]
-        ps = [est[(m, lr)][0] for lr in xs]
-        ax.errorbar(xs, ps, yerr=_error_bars(ps, [est[(m, lr)][1] for lr in xs]),
-                    marker="o", ms=3, capsize=2, label=LABELS.get(m, m))
+    fig, (ax,) = panels(1, width=6.4, height=4.4)
     crit = [lr * 2 / v for lr, v in eta_lam.items() if v]
     if crit:
         ax.axvline(crit[0], color="k", ls="--", lw=0.8, label="η = 2/λ_max")
-    ax.set(xscale="log", xlabel="η", ylabel="success rate", ylim=(-0.03, 1.03),
-           title=f"escape success vs η (Wilson interval, z = {z:g})")
-    ax.legend(fontsize=7)
+    series = {}
+    for m in methods:
+        xs = [lr for lr in etas if (m, lr) in est]
+        ps = [est[(m, lr)][0] for lr in xs]
+        cis = [est[(m, lr)][1] for lr in xs]
+        series[LABELS.get(m, m)] = (xs, ps, _interval_errors(ps, cis))
+    colour = group_colours(methods)
+    error_bars(series, xlabel="η", ylabel="success rate", logx=True, ax=ax,
+               title=f"escape success vs η (Wilson interval, z = {z:g})",
+               styles={LABELS.get(m, m): {"color": colour[m]} for m in methods})
+    ax.set_ylim(-0.03, 1.03)
     fig.tight_layout()
     concl.append(Conclusion(ordering_summary(found)))
     return Analysis(tables=[wide_t, table], figures=[("escape_lr_sweep", fig)],

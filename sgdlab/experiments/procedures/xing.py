@@ -26,8 +26,8 @@ from sgdlab.experiments.procedures.jastrzebski import (CLEAR_TREND, _spearman, e
                                                        ranked_over, trend_verdict)
 from sgdlab.experiments.spec import paper_ref
 from sgdlab.measure.walk import VALLEY_FLOORS, has_valley_floor
-from sgdlab.report.figures.axes import grid_ticks, log_scale
-from sgdlab.report.figures.charts import curves, panels
+from sgdlab.report.figures.axes import grid_ticks
+from sgdlab.report.figures.charts import curves, error_bars, panels
 from sgdlab.report.tables import Table
 
 
@@ -345,13 +345,11 @@ def xing_cosine_grid(spec, runs: list[StoredRun]) -> Analysis:
     by_lr = [r for r in rows if math.isclose(r[1], b0)]
     fig, (ax_b, ax_lr) = panels(2)
     for ax, pts, col, name in ((ax_b, by_b, 1, "batch size"), (ax_lr, by_lr, 0, "learning rate")):
-        ax.errorbar([p[col] for p in pts], [p[2] for p in pts], yerr=[p[3] for p in pts],
-                    fmt="o-", ms=4)
-        log_scale(ax, [p[col] for p in pts], axis="x")
-        grid_ticks(ax, [p[col] for p in pts])
-        ax.set_xlabel(name)
-        ax.set_ylabel(rf"mean $\cos(g_{{t-1}}, g_t)$ over steps ≥ {after}")
-        ax.grid(alpha=0.3)
+        xs = [p[col] for p in pts]
+        error_bars({"cosine": (xs, [p[2] for p in pts], [p[3] for p in pts])}, xlabel=name,
+                   ylabel=rf"mean $\cos(g_{{t-1}}, g_t)$ over steps ≥ {after}", logx=True,
+                   ax=ax, legend=False)
+        grid_ticks(ax, xs)
     ax_b.set_title(f"lr = {lr0:g}", fontsize=9)
     ax_lr.set_title(f"batch size = {b0:g}", fontsize=9)
     fig.suptitle(f"{paper_ref(spec.paper)}: {seeds_note(groups)}", fontsize=9)

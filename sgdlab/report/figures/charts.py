@@ -1,10 +1,11 @@
-"""The charts every figure is drawn with: curves (:func:`curves`), bars side by side
-(:func:`grouped_bars`), histograms (:func:`histogram`) and a grid of panels (:func:`panels`)
+"""The charts every figure is drawn with: curves (:func:`curves`), points with error bars
+against a setting (:func:`error_bars`), bars side by side (:func:`grouped_bars`), histograms
+(:func:`histogram`) and a grid of panels (:func:`panels`)
 (Agg backend; each reads only the numbers it is given and returns the Figure, or draws into a
 given ``ax``). The catalogue's analyses, the CLI's figures and the paper-specific figures of
 ``sgdlab.report.figures.<area>`` (walk plots, spectra panels, ...) draw their curves and bars
-with these, so that a rule (a curve that turns NaN ends in a cross, a bar without a value says
-so, a log axis only for positive values) holds in every figure."""
+with these, so that a rule (a curve that turns NaN ends in a cross, a bar or point without a
+value says so, a log axis only for positive values) holds in every figure."""
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -104,14 +105,59 @@ def panels(n: int, *, width: float = 4.2, height: float = 3.2, min_width: float 
     return fig, list(axes.flat[:n])
 
 
-def _mark_missing(ax, positions, means) -> None:
-    """"no value" at the foot of each bar whose mean is NaN or infinite (every seed diverged or
-    was not measured): matplotlib draws no bar for it, which reads as a value of 0."""
+def _mark_missing(ax, positions, means, *, color="tab:red", dx: float = 0) -> None:
+    """"no value" at the foot of each bar or point whose mean is NaN or infinite (every seed
+    diverged or was not measured): matplotlib draws no bar for it, which reads as a value of 0,
+    and no point, which reads as a setting never run. ``dx``: a shift in points, so that the
+    marks of several series at one setting stand side by side."""
     for x, m in zip(positions, np.asarray(means, float)):
         if not np.isfinite(m):
             ax.annotate("no value", (x, 0), xycoords=("data", "axes fraction"),
-                        xytext=(0, 3), textcoords="offset points", ha="center", va="bottom",
-                        rotation=90, fontsize=7, color="tab:red")
+                        xytext=(dx, 3), textcoords="offset points", ha="center", va="bottom",
+                        rotation=90, fontsize=7, color=color)
+
+
+def error_bars(series: Series, *, xlabel: str, ylabel: str, title: str = "",
+               logx: bool = False, logy: bool = False, figsize=(5.2, 3.6), ax=None,
+               styles: dict[str, dict] | None = None, legend: bool = True):
+    """Points with error bars against a setting, one series per label (``{label: (x, y,
+    err)}``, as :func:`curves` takes them), joined by a line: ``err`` None (no bars), one value
+    per point (± it) or a 2 × n array (below and above each point, an interval); a NaN
+    error draws no bar. A point whose value is NaN or infinite is marked "no value" at the
+    foot of the axes in its series' colour (:func:`_mark_missing`), since a missing point
+    reads as a setting never run. ``logx`` / ``logy`` as in :func:`curves`. ``styles``:
+    matplotlib keywords per label for ``errorbar`` (``{"color": "C1", "ls": "none",
+    "marker": "s"}``), so that a series keeps one colour across panels. ``legend=False``:
+    none (a single unnamed series, or one legend for the figure)."""
+    fig = None
+    if ax is None:
+        fig, ax = plt.subplots(figsize=figsize)
+    for i, (label, (x, y, err)) in enumerate(series.items()):
+        x, y = np.asarray(x, float), np.asarray(y, float)
+        e = None if err is None else np.asarray(err, float)
+        kw = {"marker": "o", "ms": 4, "capsize": 3, **(styles or {}).get(label, {})}
+        bars = ax.errorbar(x, y, yerr=e, label=label if np.isfinite(y).any()
+                           else f"{label} (no finite value)", **kw)
+        # several series' marks at one setting side by side, 9 points apart
+        _mark_missing(ax, x, y, color=bars.lines[0].get_color(),
+                      dx=9 * (i - (len(series) - 1) / 2))
+        # the x axis spans the settings without a value too (their marks out of view else)
+        ax.dataLim.update_from_data_x(x[np.isfinite(x)], ignore=False)
+    ax.autoscale_view(scaley=False)
+    if logx:
+        log_scale(ax, [v for x, _, _ in series.values() for v in x], axis="x")
+    if logy:
+        log_scale(ax, [v for _, y, _ in series.values() for v in y], axis="y")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    if title:
+        ax.set_title(title, fontsize=10)
+    if series and legend:
+        ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    if fig is not None:
+        fig.tight_layout()
+    return fig if fig is not None else ax.figure
 
 
 def grouped_bars(labels: Sequence[str],

@@ -14,7 +14,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 
-from sgdlab.report.figures.charts import curves, grouped_bars, panels  # noqa: E402
+from sgdlab.report.figures.charts import (curves, error_bars, grouped_bars,  # noqa: E402
+                                          panels)
 
 __all__ = ["double_well_figure", "escape_chains_figure", "escape_run_figure",
            "fokker_planck_figure", "ou_figure", "pde_figure", "perceptron_figure",
@@ -93,16 +94,21 @@ def ou_figure(ratios: Sequence[float], measured: Sequence[float], stderr: Sequen
     overlapped)."""
     fig, ax = plt.subplots(figsize=(6, 4.5), layout="constrained")
     order = np.argsort(ratios)
-    r = np.asarray(ratios)[order]
-    ax.plot(r, np.asarray(predicted)[order], "-", color="k", label="(η/4S) Tr H (eq. 7)")
+    eq7 = "(η/4S) Tr H (eq. 7)"
+    curves({eq7: (np.asarray(ratios)[order], np.asarray(predicted)[order], None)},
+           xlabel="η / S", ylabel="E[L] − L*", ax=ax, legend=False, styles={eq7: {"color": "k"}})
     s_all = np.asarray(batch_sizes)
+    chains, styles = {}, {}
     for i, s in enumerate(sorted(set(batch_sizes))):
         on = s_all == s
-        ax.errorbar(np.asarray(ratios)[on], np.asarray(measured)[on],
-                    yerr=2 * np.asarray(stderr)[on], fmt="osD^v"[i % 5], mfc="none", capsize=3,
-                    color=f"C{i % 10}", label=f"SGD chains, S = {s} (±2 s.e.)")
-    ax.set(xlabel="η / S", ylabel="E[L] − L*", title="SGD on a quadratic with C = H")
-    ax.legend(fontsize=8)
+        label = f"SGD chains, S = {s} (±2 s.e.)"
+        chains[label] = (np.asarray(ratios)[on], np.asarray(measured)[on],
+                         2 * np.asarray(stderr)[on])
+        # hollow markers large enough to tell the batch sizes apart where they overlap
+        styles[label] = {"marker": "osD^v"[i % 5], "ms": 6, "mfc": "none", "ls": "none",
+                         "color": f"C{i % 10}"}
+    error_bars(chains, xlabel="η / S", ylabel="E[L] − L*", ax=ax, styles=styles,
+               title="SGD on a quadratic with C = H")
     return fig
 
 
@@ -238,13 +244,9 @@ def fokker_planck_figure(x: Array, f: Array, smoothed: Mapping[str, Array],
 
 def perceptron_figure(alphas: Sequence[float], errors: Mapping[str, Sequence[float]],
                       stderr: Mapping[str, Sequence[float]] | None = None) -> plt.Figure:
-    """Generalisation error ε = arccos(R)/π vs α = N/d for each search method."""
-    fig, ax = plt.subplots(figsize=(6, 4.5))
-    for name, errs in errors.items():
-        yerr = None if stderr is None else stderr.get(name)
-        ax.errorbar(alphas, errs, yerr=yerr, marker="o", capsize=3, label=name)
-    ax.set(xlabel="α = N / d", ylabel="generalisation error ε",
-           title="binary perceptron, teacher–student")
-    ax.legend()
-    fig.tight_layout()
-    return fig
+    """Generalisation error ε = arccos(R)/π vs α = N/d for each search method (``stderr``:
+    its error bars, per method)."""
+    stderr = stderr or {}
+    return error_bars({name: (alphas, errs, stderr.get(name)) for name, errs in errors.items()},
+                      xlabel="α = N / d", ylabel="generalisation error ε",
+                      title="binary perceptron, teacher–student", figsize=(6, 4.5))

@@ -57,15 +57,26 @@ def drawstyle(name: str) -> str:
     return "steps-post" if name in HELD else "default"
 
 
+def _standard_errors(history: History, name: str, steps) -> list[float] | None:
+    """The recorded ``<name>_se`` at ``steps`` (those ``name`` is drawn at), NaN where it has
+    none (no band there); None when it is not recorded."""
+    se = dict(history.get(name + "_se") or [])
+    return [se.get(st, np.nan) for st in steps] if se else None
+
+
 def _plot(ax, history: History, names: Sequence[str], styles: Sequence[dict], *,
           ylabel: str = "") -> int:
     """The recorded series ``names`` against steps (thinned), drawn by
     :func:`~sgdlab.report.figures.charts.curves` with matplotlib keywords per name
-    (``styles``), a :data:`HELD` series as steps, with a legend; how many were drawn."""
+    (``styles``), a :data:`HELD` series as steps, a recorded ``<name>_se`` as a ±1 s.e. band
+    around ``<name>``, with a legend; how many were drawn."""
     drawn = {n: st for n, st in zip(names, styles) if history.get(n)}
-    curves({n: (*thinned(history[n]), None) for n in drawn}, xlabel="step", ylabel=ylabel,
-           ax=ax, styles={n: {"lw": 1.5, "drawstyle": drawstyle(n), **st}
-                          for n, st in drawn.items()})
+    series = {}
+    for n in drawn:
+        steps, vals = thinned(history[n])
+        series[n] = (steps, vals, _standard_errors(history, n, steps))
+    curves(series, xlabel="step", ylabel=ylabel, ax=ax,
+           styles={n: {"lw": 1.5, "drawstyle": drawstyle(n), **st} for n, st in drawn.items()})
     return len(drawn)
 
 
@@ -160,15 +171,6 @@ def _finish_panel(ax, title: str, vals: np.ndarray, *, log: bool = False) -> Non
     ax.grid(alpha=0.3)
 
 
-def _se_band(ax, history: History, name: str, color) -> None:
-    """±1 standard error around ``name`` where ``name_se`` is recorded at the same steps."""
-    se = dict(history.get(name + "_se") or [])
-    pts = [(st, v, se[st]) for st, v in history.get(name) or [] if st in se]
-    if pts:
-        st, v, e = np.asarray(pts, float).T
-        ax.fill_between(st, v - e, v + e, color=color, alpha=0.2, lw=0)
-
-
 def instrument_panels(history: History, *, title: str | None = None) -> plt.Figure | None:
     """One panel per group of recorded instrument series against steps (at most
     ``MAX_SERIES`` series each, a recorded ``<name>_se`` as a ±1 s.e. band around ``<name>``,
@@ -181,10 +183,6 @@ def instrument_panels(history: History, *, title: str | None = None) -> plt.Figu
     for ax, (group, names) in zip(axes, groups.items()):
         shown = headline_series(group, names)
         _plot(ax, history, shown, [_style(len(history[n])) for n in shown])
-        lines = {ln.get_label(): ln for ln in ax.get_lines()}
-        for n in shown:
-            if n in lines:
-                _se_band(ax, history, n, lines[n].get_color())
         vals = np.concatenate([thinned(history[n])[1] for n in shown])
         more = f" (+{len(names) - len(shown)} more)" if len(names) > len(shown) else ""
         _finish_panel(ax, group + more, vals[np.isfinite(vals)])
