@@ -468,6 +468,7 @@ def test_the_final_diffusion_matrix_is_that_of_the_network_in_evaluation_mode(tm
                          (ds.x_train[:24], ds.y_train[:24]))
     assert run["summary"]["diffusion_trace"] == pytest.approx(d.trace(), rel=1e-6)
     assert run["summary"]["diffusion_rank"] == d.rank()
+    assert run["summary"]["diffusion_samples"] == 24
 
 
 def _spectrum_run(net: str, mean_eig: float, eigenvalues: list[float]) -> StoredRun:
@@ -520,6 +521,18 @@ def test_the_variance_of_a_diffusion_spectrum_is_the_mean_over_the_seeds():
     (_, fig), = an.figures
     assert fig.axes[0].get_title().endswith("\nfirst seed 0")
     plt.close(fig)
+
+
+def test_the_diffusion_table_names_the_samples_measured_when_the_config_gives_none():
+    """At paper scale D(x) is taken over the whole training set (no ``samples`` option): the
+    table's N is the number the measurement recorded, not a blank."""
+    from sgdlab.experiments.procedures.chaudhari import diffusion_spectrum
+
+    run = _spectrum_run("small-fc", 0.5, [1.0, 3.0])
+    run.summary["diffusion_samples"] = 60_000
+    (row,) = diffusion_spectrum(SimpleNamespace(paper=PAPER, options={}), [run]).tables[0].rows
+    assert row[3] == 60_000
+    plt.close("all")
 
 
 def test_a_network_keeps_its_colour_across_the_instants_of_its_diffusion_spectra():

@@ -214,7 +214,9 @@ def diffusion_spectrum(spec, runs: list[StoredRun]) -> Analysis:
         r0 = rs[0]
         ev = np.asarray(r0.data.get("diffusion_eigenvalues", []), float)
         d = int(r0.summary.get("diffusion_dim", 0))
-        n = int((r0.params.get("final") or [{}])[0].get("samples") or 0) or None
+        # the paper scale gives no ``samples`` (the whole training set): the measured N
+        n = r0.summary.get("diffusion_samples") or int(
+            (r0.params.get("final") or [{}])[0].get("samples") or 0) or None
         # each seed's spectrum has its own spread: the mean over seeds, as for the rank
         spreads = [float(np.var(e)) for e in
                    (np.asarray(r.data.get("diffusion_eigenvalues", []), float) for r in rs)

@@ -265,6 +265,7 @@ def _diffusion_spectrum(model, loss_fn, data, batch_size: int | None = None,
     spec = D.spectrum().double()
     return ({"diffusion_rank": int(D.rank()), "diffusion_rank_fraction": float(D.rank_fraction()),
              "diffusion_trace": float(D.trace()), "diffusion_dim": int(D.dim),
+             "diffusion_samples": int(D.num_samples),
              "diffusion_lambda_max": float(spec.max()) if spec.numel() else 0.0},
             {"diffusion_eigenvalues": spec.tolist()})
 
