@@ -68,6 +68,23 @@ def test_spectrum_leaves_exact_zeros_out_of_the_log_axis_and_counts_them():
     plt.close(fig)
 
 
+def test_a_spectrum_of_millions_draws_a_few_hundred_points_of_each_sign():
+    """All-CNN-C's Fisher diagonal has 1.7M entries: drawn whole, the SVG was 177 MB. Each
+    sign keeps its first and last rank and at most max_points between, spread in log rank and
+    in log |λ|, so a drop over the last 1% of the ranks is still drawn."""
+    v = np.linspace(2.0, 1.0, 1_000_000)
+    v[-10_000:] *= np.geomspace(1.0, 1e-12, 10_000)     # the last 1%: 12 decades down
+    v[::1000] *= -1                                     # 1,000 negative entries
+    fig = eigenspectrum_figure({"F": v}, max_points=200)
+    pos, neg = fig.axes[0].get_lines()
+    for line in (pos, neg):
+        assert len(line.get_xdata()) <= 200 and np.all(np.diff(line.get_xdata()) > 0)
+    assert (pos.get_xdata()[[0, -1]] == [2, 1_000_000]).all()      # each sign's ends
+    assert (neg.get_xdata()[[0, -1]] == [1, 999_001]).all()
+    assert np.sum(pos.get_ydata() < 1e-3) > 50          # the drop, not a few dots
+    plt.close(fig)
+
+
 def test_signed_histogram_clips_the_peak_at_zero_and_splits_the_signs():
     import pytest
 
