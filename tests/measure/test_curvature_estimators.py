@@ -82,6 +82,17 @@ def test_model_conveniences_vs_dense_reference():
         dense_hessian(model, loss_fn, data, max_params=10)
 
 
+def test_the_dense_hessian_is_symmetrised_in_place_tile_by_tile():
+    """(H + Hᵀ)/2 without a second d x d matrix: tiles that do not divide d, in place."""
+    from sgdlab.measure.curvature.dense import symmetrise_
+
+    h = torch.randn(7, 7, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    want = (h + h.T) / 2
+    out = symmetrise_(h, block=3)
+    assert out.data_ptr() == h.data_ptr()
+    torch.testing.assert_close(out, want, rtol=0, atol=0)
+
+
 def test_harmonic_mean_of_positive_part():
     lam = torch.tensor([-0.5, 0.0, 1e-20, 1.0, 2.0, 4.0], dtype=torch.float64)
     hm, used = harmonic_mean_eigenvalue(lam)
