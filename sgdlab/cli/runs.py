@@ -831,11 +831,15 @@ def _print_plan(plan, *, force: bool) -> None:
 
 def _confirm(prompt: str) -> bool:
     """Whether the user answers yes to ``prompt`` on stdin (no answer, a closed stdin: no)."""
+    import sys
+
     try:
         answer = input(prompt)
     except EOFError:
         print()
         return False
+    if not sys.stdin.isatty():   # a piped answer is not echoed: end the prompt's line
+        print()
     return answer.strip().lower() in ("y", "yes")
 
 

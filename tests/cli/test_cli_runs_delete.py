@@ -132,9 +132,13 @@ def test_a_dry_run_or_a_refused_confirmation_deletes_nothing(runs, capsys, monke
     for answer in ("n\n", "\n", "yes please\n", ""):        # "" : stdin closed, no answer
         assert _delete(store, ids["source"], answer=answer, monkeypatch=monkeypatch) == 1
         out = capsys.readouterr().out
-        assert "Delete 1 run and " in out and out.rstrip().endswith("nothing deleted")
+        # a piped answer is not echoed: the prompt's line is ended before what follows
+        assert "Delete 1 run and " in out and out.splitlines()[-1] == "nothing deleted"
     assert _state(store) == before
     assert _delete(store, ids["source"], answer="y\n", monkeypatch=monkeypatch) == 0
+    lines = capsys.readouterr().out.splitlines()
+    asked = next(i for i, ln in enumerate(lines) if ln.startswith("Delete 1 run and "))
+    assert lines[asked].endswith("[y/N] ") and lines[asked + 1].startswith("deleted 1 run ")
     assert [r["id"] for r in RunStore(store).list_runs()] == [ids["warm"], ids["out"]]
 
 
