@@ -549,9 +549,9 @@ def _compare(args) -> int:
         groups = recorded_groups({m: [(0, 0.0)] for m in common if m != "lr"})
         metrics += [m for g, names in groups.items() for m in headline_series(g, names)]
         summary_only = sorted(set.intersection(*map(set, finals)) - set(metrics))
-    from sgdlab.report.settings import differing_keys, flat_config, shown
+    from sgdlab.report.settings import differing_keys, shown
 
-    flats = [flat_config(r["config"] or {}) for r in runs]
+    flats, note = compared_configs(runs)
     differ = differing_keys(flats)
     cut = {k: shown([f.get(k, "—") for f in flats]) for k in differ}
     # a curve is named by its run and its name where the names tell the runs apart (a sweep's
@@ -586,13 +586,11 @@ def _compare(args) -> int:
         rows.append([f"final {m}", *(
             last(h, m, r) if m in metrics else (_fmt(f[m]) if m in f else "—")
             for h, f, r in zip(histories, finals, runs))])
+    if note:
+        print(note)
     if not differ:
-        print("(the configs are identical)")
-    swept = [_sweep_entry(r) is not None for r in runs]
-    if any(swept) and not all(swept):
-        # every key is then one side's only: the table says "—" for each, with no hint why
-        print("(a sweep run's config holds its procedure's params.*, a run of `sgdlab train`'s "
-              "a run config: their keys do not line up, their final values do)")
+        print("(the training settings are identical)" if note == TRAINING_NOTE
+              else "(the configs are identical)")
     print("\n".join(aligned(rows)))
     if any(r["status"] not in ("finished", "diverged") for r in runs) and len(rows) > 3:
         print("(VALUE @STEP: the last value of a run that has not finished)")
@@ -613,6 +611,42 @@ def _compare(args) -> int:
         plt.close(fig)
         print(f"wrote {plot}")
     return 0
+
+
+TRAINING_NOTE = ("(compared on their training settings, named as in a run config of `sgdlab "
+                 "train`; `runs show` has the rest of each config)")
+
+
+def compared_configs(runs: list[dict]) -> tuple[list[dict[str, str]], str | None]:
+    """The runs' configs as ``runs compare`` and ``runs export --summary`` set them side by
+    side, flattened (:func:`~sgdlab.report.settings.flat_config`), and a note on what they
+    are, or None. Runs of ``sgdlab train`` beside runs of a sweep's ``train`` procedure are
+    compared on their training settings alone (:func:`sgdlab.config.run.training_settings`),
+    which both record in the names of a run config, so that only a setting that differs
+    makes a row (their other keys are one kind's only: a sweep's run key and final
+    measurements, a run config's device and store). A sweep run stored before sweeps
+    recorded them, or of another procedure, keeps its params: every key is then one side's
+    only, which the note says. A sweep run's recorded settings repeat its params, and are
+    left out of a comparison by its config."""
+    from sgdlab.report.settings import flat_config
+
+    swept = [_sweep_entry(r) is not None for r in runs]
+    if any(swept) and not all(swept):
+        from sgdlab.config.run import stored_training_settings
+
+        settings = [(r["config"] or {}).get("training") if s
+                    else stored_training_settings(r["config"]) for r, s in zip(runs, swept)]
+        if all(isinstance(t, dict) for t in settings):
+            return [flat_config(t) for t in settings], TRAINING_NOTE
+    flats = [flat_config({k: v for k, v in (r["config"] or {}).items() if k != "training"}
+                         if s and isinstance(r["config"], dict) else r["config"] or {})
+             for r, s in zip(runs, swept)]
+    if any(swept) and not all(swept):
+        # every key is then one side's only: the table says "—" for each, with no hint why
+        return flats, ("(a sweep run's config holds its procedure's params.*, a run of "
+                       "`sgdlab train`'s a run config: their keys do not line up, their "
+                       "final values do)")
+    return flats, None
 
 
 def _final_values(summary: dict) -> dict:
@@ -702,11 +736,11 @@ def _export_summary(store, path: Path, run_ids: list[str] | None) -> Path:
     import csv
 
     from sgdlab.atomic import replaced_whole
-    from sgdlab.report.settings import differing_keys, flat_config, key_order
+    from sgdlab.report.settings import differing_keys, key_order
 
     store.check_export_target(path)
     runs = [store.get_run(r) for r in run_ids] if run_ids is not None else store.list_runs()
-    flats = [flat_config(r["config"] or {}) for r in runs]
+    flats, _ = compared_configs(runs)
     keys = (differing_keys(flats) if len(runs) > 1 else
             sorted(flats[0], key=key_order) if flats else [])
     finals = [_final_values(r["summary"]) for r in runs]

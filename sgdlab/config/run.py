@@ -573,6 +573,56 @@ def validate_config(raw: dict[str, Any]) -> dict[str, Any]:
     return cfg
 
 
+# --- the training settings -----------------------------------------------------------------
+
+# the keys of a run config that decide what a run trains and records (None: the whole
+# section): not its name, where it ran (device, threads, data_dir), how it shows progress or
+# where it writes (tensorboard, checkpoint_every, store), nor a warm start's record of itself
+TRAINING_KEYS: dict[str, tuple[str, ...] | None] = {
+    "data": ("name", "seed", "options"),
+    "model": ("name", "options", "init_from"),
+    "loss": None,
+    "optimizer": None,
+    "schedule": None,
+    "train": ("epochs", "batch_size", "replacement", "drop_last", "seed", "eval_every",
+              "eval_subset", "max_steps", "clip_grad_norm", "sequence_loss", "dtype"),
+    "measure": None,
+}
+
+
+def training_settings(cfg: dict[str, Any]) -> dict[str, Any]:
+    """The :data:`TRAINING_KEYS` of a validated run config ``cfg``: what ``sgdlab runs
+    compare`` sets side by side for runs of ``sgdlab train`` and of a sweep's ``train``
+    procedure (which records the settings of each run in these names). The result is itself
+    a run config that :func:`validate_config` accepts and that trains the same run."""
+    import copy
+
+    out: dict[str, Any] = {}
+    for section, keys in TRAINING_KEYS.items():
+        if section not in cfg:
+            continue
+        value = cfg[section]
+        if keys is not None and isinstance(value, dict):
+            # no warm start is no init_from key, as validate_config leaves it
+            value = {k: value[k] for k in keys
+                     if k in value and not (k == "init_from" and value[k] is None)}
+        out[section] = copy.deepcopy(value)
+    return out
+
+
+def stored_training_settings(cfg: Any) -> dict[str, Any] | None:
+    """:func:`training_settings` of a config a run of ``sgdlab train`` stored, with the
+    defaults of the current sections filled in (a run stored before a key existed has that
+    key's default); None for any other config (a sweep's, ``sgdlab parle``'s, ``sgdlab
+    measure``'s). Structure only: the registries (and torch) are not loaded."""
+    if not isinstance(cfg, dict) or "run_key" in cfg:
+        return None
+    try:
+        return training_settings(RunConfig.model_validate(cfg).model_dump())
+    except ValidationError:
+        return None
+
+
 # --- the JSON Schema ---------------------------------------------------------------------------
 
 def _param_schema(default: Any, nullable: bool = False) -> dict[str, Any]:
@@ -852,5 +902,6 @@ def build_from_config(cfg: dict[str, Any], *, validated: bool = False, store: An
 __all__ = ["BuiltRun", "DataSection", "MeasureItem", "ModelSection", "OptimizerSection",
            "RunConfig", "ScheduleSection", "StoreSection", "TrainSection", "WarmStartRecord",
            "build_from_config",
-           "build_measure", "json_schema", "measure_schedule", "resolve_device",
+           "TRAINING_KEYS", "build_measure", "json_schema", "measure_schedule",
+           "resolve_device", "stored_training_settings", "training_settings",
            "validate_config", "validate_section"]

@@ -135,10 +135,23 @@ class RunSpec:
         return f"{self.label}|seed={self.seed}"
 
     def config(self) -> dict[str, Any]:
-        """The config recorded in the run store (the key makes resume possible)."""
-        return {"experiment": self.experiment, "version": self.version, "scale": self.scale,
-                "label": self.label, "seed": self.seed, "procedure": self.procedure,
-                "params": self.params, "depends": list(self.depends), "run_key": self.key}
+        """The config recorded in the run store (the key makes resume possible); with
+        ``training``, the run's settings in the words of a run config of ``sgdlab train``
+        when its procedure gives them (:meth:`Procedure.training_settings`: ``sgdlab runs
+        compare`` lines the run up with runs of ``sgdlab train`` by them)."""
+        from sgdlab.experiments.procedures import get_procedure
+
+        cfg = {"experiment": self.experiment, "version": self.version, "scale": self.scale,
+               "label": self.label, "seed": self.seed, "procedure": self.procedure,
+               "params": self.params, "depends": list(self.depends), "run_key": self.key}
+        try:
+            proc = get_procedure(self.procedure)
+        except ConfigError:      # (a spec names one, checked when it is loaded)
+            return cfg
+        training = proc.training_settings(self.params, self.seed)
+        if training is not None:
+            cfg["training"] = training
+        return cfg
 
 
 def run_key(experiment: str, version: int, scale: str, label: str, params: dict[str, Any],

@@ -462,6 +462,54 @@ def test_runs_compare_shows_the_final_values_a_run_keeps_in_its_summary(tmp_path
     assert out[-1] == "(VALUE @STEP: the last value of a run that has not finished)"
 
 
+def test_runs_compare_lines_a_run_of_train_up_with_a_sweep_run_by_their_settings(tmp_path,
+                                                                                 capsys):
+    # a sweep run stored its params, a run of `sgdlab train` its run config: compare printed
+    # ~50 rows of keys that one side alone has, though the settings were the same
+    from sgdlab.experiments.spec import RunSpec
+    from sgdlab.experiments.sweep import run_sweep
+
+    store = tmp_path / "runs.sqlite"
+    cfg = tmp_path / "tiny.yaml"
+    cfg.write_text("data: {name: cubic}\nmodel: {name: zhu-mlp-1-6-6-6-1}\n"
+                   "optimizer: {name: sgd, lr: 0.05}\n"
+                   "train: {epochs: 1, batch_size: 5, threads: 1, progress: false}\n")
+    assert main(["train", str(cfg), "--store", str(store), "--no-progress"]) == 0
+    params = {"dataset": {"name": "cubic"}, "model": {"name": "zhu-mlp-1-6-6-6-1"},
+              "optimizer": {"name": "sgd", "lr": 0.05}, "batch_size": 5, "epochs": 1}
+    runs = [RunSpec("grid", 1, "smoke", f"lr={lr}", {**params, "optimizer": {
+        "name": "sgd", "lr": lr}}, 0, "train") for lr in (0.05, 0.1)]
+    assert not run_sweep(runs, store_path=str(store), progress=None).failed
+    trained, same, other = [r["id"] for r in RunStore(store).list_runs()]
+    capsys.readouterr()
+
+    def compared(*ids: str) -> dict[str, list[str]]:
+        assert main(["runs", "compare", *ids, "--store", str(store)]) == 0
+        out = capsys.readouterr().out
+        assert "(compared on their training settings" in out
+        return {cells[0]: cells[1:] for cells in (re.split(r"\s{2,}", ln.strip())
+                                                  for ln in out.splitlines())
+                if len(cells) > 1 and cells[0] not in ids}
+
+    rows = compared(trained, same)
+    assert [k for k in rows if not k.startswith("final ")] == ["name", "status"]
+    # the same settings trained the same run
+    assert rows["final train_loss"][0] == rows["final train_loss"][1]
+    rows = compared(trained, other)
+    assert [k for k in rows if not k.startswith("final ")] == ["name", "status",
+                                                               "optimizer.lr"]
+    assert rows["optimizer.lr"] == ["0.05", "0.1"]
+    # two runs of the sweep: by their params, as before (their settings not repeated)
+    assert main(["runs", "compare", same, other, "--store", str(store)]) == 0
+    out = capsys.readouterr().out
+    assert "params.optimizer.lr" in out and "training." not in out
+    summary = tmp_path / "summary.csv"
+    assert main(["runs", "export", str(summary), "--summary", "--run", trained, "--run", other,
+                 "--store", str(store)]) == 0
+    head = summary.read_text().splitlines()[0].split(",")
+    assert [h for h in head if h.startswith("config.")] == ["config.optimizer.lr"]
+
+
 def test_runs_compare_names_a_sweeps_curves_by_their_runs_names(tmp_path, monkeypatch):
     # the legend read "(label=lr=0.1,batch_size=25, params.batch_size=25, params.optimizer.lr=
     # 0.1, …)" for a sweep's runs, whose names say it, and led with `command=` for two

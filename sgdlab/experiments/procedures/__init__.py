@@ -111,6 +111,13 @@ class Procedure:
         tell (``sgdlab run --dry-run``); None when they do not."""
         return None
 
+    def training_settings(self, params: dict[str, Any], seed: int) -> dict[str, Any] | None:
+        """What a run of ``params`` and ``seed`` trains, in the words of a run config of
+        ``sgdlab train`` (:func:`sgdlab.config.run.training_settings`), recorded with the run
+        so that ``sgdlab runs compare`` lines it up with runs of ``sgdlab train``; None for a
+        procedure that trains no model as ``sgdlab train`` does."""
+        return None
+
     def run(self, run, ctx) -> RunOutput:  # pragma: no cover - interface
         raise NotImplementedError
 

@@ -177,6 +177,11 @@ def _check_named(params: dict[str, Any], where: str) -> None:
             validate_section(key, params[key], path=f"{where}: {key}")
 
 
+# the run parameters that are the training loop's settings, a run config's ``train.*``
+_LOOP_KEYS = ("epochs", "batch_size", "replacement", "drop_last", "eval_every", "eval_subset",
+              "max_steps", "clip_grad_norm", "sequence_loss", "dtype")
+
+
 @register_procedure("train")
 class TrainProcedure(Procedure):
     allowed = {"dataset", "data_seed", "model", "loss", "dtype", "optimizer", "schedule",
@@ -249,6 +254,44 @@ class TrainProcedure(Procedure):
         total = p["epochs"] * (1 if b == "full" else steps_per_epoch(
             n, b, bool(p.get("drop_last", False))))
         return total if cap is None else min(total, cap)
+
+    def training_settings(self, params: dict[str, Any], seed: int) -> dict[str, Any] | None:
+        """The run's settings as a run config of ``sgdlab train`` names them, defaults filled
+        in: ``dataset`` is ``data`` (its options under ``data.options``, ``data_seed`` its
+        ``seed``), the model's options go under ``model.options``, the run seed is
+        ``train.seed`` (the initial weights and the batch order, as there), no ``loss`` is
+        ``auto``, no ``schedule`` is ``constant``, the other loop settings go under
+        ``train``. ``eval_every_steps``, which a run config lacks, is kept as
+        ``train.eval_every_steps``; ``model.init_from`` names the run of the sweep whose
+        final weights the run starts from. ``final`` (measured after training) and
+        ``save_model`` decide no training. None when the settings make no valid run config
+        (the run is then compared by its params)."""
+        from sgdlab.config.run import training_settings, validate_config
+        from sgdlab.errors import UserError
+
+        p = params
+        data, model = dict(p["dataset"]), dict(p["model"])
+        raw: dict[str, Any] = {
+            "data": {"name": data.pop("name"), "seed": p.get("data_seed", 0),
+                     "data_dir": data.pop("data_dir", None), "options": data},
+            "model": {"name": model.pop("name"), "options": model},
+            "loss": p.get("loss") or "auto", "optimizer": dict(p["optimizer"]),
+            "train": {"seed": seed, **{k: p[k] for k in _LOOP_KEYS if p.get(k) is not None}},
+            # a trajectory without a path records into the run's folder (run())
+            "measure": [dict(m, path=TRAJECTORY_FILE)
+                        if m.get("name") == "trajectory" and "path" not in m else m
+                        for m in p.get("measure") or []]}
+        if p.get("schedule"):
+            raw["schedule"] = dict(p["schedule"])
+        if p.get("init_from"):
+            raw["model"]["init_from"] = p["init_from"]
+        try:
+            settings = training_settings(validate_config(raw))
+        except UserError:
+            return None
+        if p.get("eval_every_steps") is not None:
+            settings["train"]["eval_every_steps"] = p["eval_every_steps"]
+        return settings
 
     def run(self, run, ctx) -> RunOutput:
         from sgdlab.config.run import build_measure
