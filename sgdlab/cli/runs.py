@@ -71,7 +71,9 @@ def register(subparsers) -> None:
 
     cmp = sub.add_parser("compare", help="runs side by side: what their configs change, "
                                          "final values, curves",
-                         description="Print what differs between the runs' configs and their "
+                         description="Print what differs between the runs' configs (a run "
+                                     "of `sgdlab train` beside a sweep run: their training "
+                                     "settings, named as in a run config) and their "
                                      "final values of each metric (the last point of each "
                                      "series, and the values a run keeps in its summary "
                                      "alone, as a sweep's final Hessian), and with --plot draw "
