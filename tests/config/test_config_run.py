@@ -624,3 +624,21 @@ def test_entropy_sgd_weight_decay_on_from_a_config():
                              ).optimizer.param_groups[0]["weight_decay_on"] == "inner"
     assert "optimizer.weight_decay_on: Invalid weight_decay_on: 'outer'" in config_errors(
         {**TINY, "optimizer": {"name": "entropy_sgd", "weight_decay_on": "outer"}})
+
+
+def test_training_settings_are_a_run_config_of_the_same_training():
+    from sgdlab.config.run import stored_training_settings, training_settings
+
+    cfg = validate_config({**TINY, "train": {**TINY["train"], "device": "cpu", "threads": 1,
+                                             "checkpoint_every": 3}})
+    settings = training_settings(cfg)
+    assert set(settings) == {"data", "model", "loss", "optimizer", "schedule", "train",
+                             "measure"}
+    assert "device" not in settings["train"] and "data_dir" not in settings["data"]
+    # a run config that trains the same: validated again, it keeps the same settings
+    assert training_settings(validate_config(settings)) == settings
+    # a config stored before a key existed gets its default; a sweep's config is none
+    old = {**cfg, "train": {k: v for k, v in cfg["train"].items() if k != "sequence_loss"}}
+    assert stored_training_settings(old) == settings
+    assert stored_training_settings({"run_key": "k", "params": {}}) is None
+    assert stored_training_settings({"method": "parle", **cfg}) is None

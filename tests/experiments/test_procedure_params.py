@@ -61,3 +61,23 @@ def test_interpolation_samples_are_checked_and_null_is_accepted():
     (False, "number", False), ("1", "number", False)])
 def test_number_rules(value, rule, ok):
     assert (number_problem(value, rule) is None) == ok
+
+
+def test_the_train_procedure_names_its_settings_as_a_run_config_does():
+    from sgdlab.experiments.procedures import get_procedure
+
+    params = {"dataset": {"name": "cubic", "n_train": 30}, "data_seed": 2,
+              "model": {"name": "zhu-mlp-1-6-6-6-1"}, "optimizer": {"name": "sgd", "lr": 0.1},
+              "batch_size": "full", "epochs": 3, "eval_every_steps": 5, "save_model": True,
+              "final": [{"kind": "hessian_top"}]}
+    s = get_procedure("train").training_settings(params, 4)
+    assert s["data"] == {"name": "cubic", "seed": 2, "options": {"n_train": 30}}
+    assert s["model"] == {"name": "zhu-mlp-1-6-6-6-1", "options": {}}
+    assert (s["loss"], s["schedule"]) == ("auto", {"name": "constant"})
+    assert {k: s["train"][k] for k in ("seed", "batch_size", "epochs", "eval_every",
+                                       "eval_every_steps")} == {
+        "seed": 4, "batch_size": "full", "epochs": 3, "eval_every": 1, "eval_every_steps": 5}
+    assert "final" not in s and "save_model" not in s["train"]
+    # a model option a run config refuses (null for a number): no settings, not a failure
+    bad = {**params, "model": {"name": "small-fc", "input_size": None}}
+    assert get_procedure("train").training_settings(bad, 0) is None
