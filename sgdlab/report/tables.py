@@ -16,6 +16,7 @@ import io
 import math
 import numbers
 from dataclasses import dataclass, field
+from fractions import Fraction
 from typing import Any
 
 # how the JSON record writes +inf and -inf (JSON has no infinity)
@@ -113,12 +114,26 @@ class Table:
         return [r[i] for r in self.rows]
 
 
+def exact_mean(values: list[float]) -> float:
+    """The mean of finite floats rounded once from its exact value, so equal means compare
+    equal: a run stuck at one value has mean exactly it whatever the count (a float sum
+    gives 0.1 over two records and 0.10000000000000002 over three, and a strict claim would
+    read that round-off as a rise). With an infinite value, the float mean; NaN if empty."""
+    vals = [float(v) for v in values]
+    if not vals:
+        return float("nan")
+    if not all(math.isfinite(v) for v in vals):
+        return sum(vals) / len(vals)
+    return float(sum(map(Fraction, vals)) / len(vals))
+
+
 def mean_std(values: list[float]) -> tuple[float, float]:
-    """Mean and sample standard deviation (0 for a single value); NaNs ignored."""
+    """Mean (:func:`exact_mean`) and sample standard deviation (0 for a single value); NaNs
+    ignored."""
     vals = [float(v) for v in values if v is not None and not math.isnan(float(v))]
     if not vals:
         return float("nan"), float("nan")
-    m = sum(vals) / len(vals)
+    m = exact_mean(vals)
     if len(vals) < 2:
         return m, 0.0
     return m, math.sqrt(sum((v - m) ** 2 for v in vals) / (len(vals) - 1))

@@ -32,6 +32,14 @@ def test_mean_and_mean_abs_reduce_every_finite_record():
     assert r.summary["m"] == pytest.approx(-0.5 / 3)
     assert r.summary["ma"] == pytest.approx(0.5)
     assert r.summary["ch"] == pytest.approx((0.75 + 0.25) / 2)    # 0.75/1, 0.5/2
+    # a flat series has the same mean over any window, exactly (a float sum of three 0.1s
+    # over 3 is 0.10000000000000002, which a strict claim would read as above 0.1)
+    r = _run({"acc": [(s, 0.1) for s in range(4)]})
+    add_derived([r], [{"name": "m1", "metric": "acc", "reduce": "mean_first_k", "k": 1},
+                      {"name": "m3", "metric": "acc", "reduce": "mean_first_k", "k": 3},
+                      {"name": "l3", "metric": "acc", "reduce": "mean_last_k", "k": 3},
+                      {"name": "m", "metric": "acc", "reduce": "mean"}])
+    assert r.summary["m1"] == r.summary["m3"] == r.summary["l3"] == r.summary["m"] == 0.1
 
 
 def test_transforms_exp_and_log():

@@ -172,6 +172,10 @@ def test_fifths_are_window_means():
     assert w == {"start": 3.0, "middle": 1.0, "before_end": 1.0, "end": 2.0}
     assert np.isnan(fifths([])["start"])
     assert np.isnan(fifths([1.0])["end"]) and np.isnan(fifths([1.0])["before_end"])
+    # a flat series (a net stuck at chance): windows of 1 and 3 have the same mean, exactly,
+    # not 0.1 and 0.10000000000000002, which a strict claim would read as a rise
+    w = fifths([0.1] * 5)
+    assert w["middle"] == w["start"] == w["end"] == 0.1
 
 
 def test_hessian_norm_claims_can_fail_on_a_flat_or_falling_norm():

@@ -41,6 +41,7 @@ from sgdlab.experiments.procedures.common import (add_references, by_group, chec
                                                   summary_table, values_by_group, x_axis)
 from sgdlab.experiments.spec import get_dotted
 from sgdlab.report.figures.charts import grouped_bars
+from sgdlab.report.tables import exact_mean
 
 DEFAULT_TABLE = [["train_loss", "train loss"], ["test_loss", "test loss"],
                  ["test_acc", "test accuracy"]]
@@ -81,14 +82,15 @@ def _reduced(run: StoredRun, metric: str, red: str, k: int, step: float | None =
         return vals[0]
     if red == "last":
         return vals[-1]
+    # exact means, so a flat series has equal means over windows of any length
     if red == "mean":
-        return float(np.mean(vals))
+        return exact_mean(vals)
     if red == "mean_abs":
-        return float(np.mean(np.abs(vals)))
+        return exact_mean([abs(v) for v in vals])
     if red == "mean_last_k":
-        return float(np.mean(vals[-k:]))
+        return exact_mean(vals[-k:])
     if red == "mean_first_k":
-        return float(np.mean(vals[:k]))
+        return exact_mean(vals[:k])
     raise ConfigError(f"options.derived: unknown reduce {red!r} ({' | '.join(REDUCES)})")
 
 

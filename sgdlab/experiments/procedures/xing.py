@@ -28,7 +28,7 @@ from sgdlab.experiments.spec import paper_ref
 from sgdlab.measure.walk import VALLEY_FLOORS, has_valley_floor
 from sgdlab.report.figures.axes import grid_ticks
 from sgdlab.report.figures.charts import curves, error_bars, panels
-from sgdlab.report.tables import Table
+from sgdlab.report.tables import Table, exact_mean
 
 
 def _points(r: StoredRun, name: str, after: int = 0) -> list[tuple[int, float]]:
@@ -230,12 +230,11 @@ def fifths(values: list[float]) -> dict[str, float]:
     minimum of a noisy series is below its first value, and its last value above its minimum,
     whatever the trend): ``start`` (the first fifth, at least one value), ``end`` (the last
     fifth), ``before_end`` (the fifth before it) and ``middle`` (between the first and last
-    fifths). NaN where a window is empty."""
+    fifths), each an :func:`~sgdlab.report.tables.exact_mean`. NaN where a window is empty."""
     n = len(values)
     k = max(1, math.ceil(n / 5))
-
-    def mean(xs: list[float]) -> float:
-        return float(np.mean(xs)) if xs else float("nan")
+    # exact means: a flat stretch has the same mean over windows of any length
+    mean = exact_mean
     return {"start": mean(values[:k]), "middle": mean(values[k:n - k]),
             "before_end": mean(values[max(0, n - 2 * k):n - k]) if n >= 2 * k else float("nan"),
             "end": mean(values[n - k:]) if n >= 2 else float("nan")}
