@@ -1,6 +1,8 @@
 """The Musso 2020 entries at paper scale carry the settings the figure captions state."""
 from __future__ import annotations
 
+import math
+
 import pytest
 
 from sgdlab.errors import ConfigError
@@ -79,6 +81,11 @@ def test_derived_difference_of_two_series():
     add_derived(runs, [{"name": "at1", "metric": "train_acc", "reduce": "at_step", "step": 1.5}])
     assert runs[0].summary["at1"] == pytest.approx(0.9)
     assert runs[1].summary["at1"] == pytest.approx(0.4)
+    # a run that stopped before the step (2 updates of a switch at 5) has no state there:
+    # NaN, not its final record, which a claim "at the switch" would compare as if switched
+    runs[0].summary["steps"] = 2
+    add_derived(runs, [{"name": "at5", "metric": "train_acc", "reduce": "at_step", "step": 5}])
+    assert math.isnan(runs[0].summary["at5"]) and runs[1].summary["at5"] == pytest.approx(0.4)
     with pytest.raises(ConfigError, match="at_step needs a 'step'"):
         add_derived(runs, [{"name": "x", "metric": "train_acc", "reduce": "at_step"}])
 

@@ -69,6 +69,9 @@ def _reduced(run: StoredRun, metric: str, red: str, k: int, step: float | None =
     if red == "at_step":        # the last record at or before the step (a state mid-run)
         if step is None:
             raise ConfigError("options.derived: reduce at_step needs a 'step'")
+        ran = run.summary.get("steps")
+        if isinstance(ran, (int, float)) and ran < step:
+            return float("nan")     # the run stopped before the step: it has no state there
         at = [v for s, v in run.metrics.get(metric, []) if s <= step]
         return at[-1] if at else float("nan")
     vals = [v for _, v in run.metrics.get(metric, []) if math.isfinite(v)]
@@ -132,7 +135,8 @@ def _time_to_error(runs: list[StoredRun], d: dict[str, Any]) -> None:
 def add_derived(runs: list[StoredRun], derived: list[dict[str, Any]]) -> None:
     """Compute ``derived`` summary values from each run's stored series (in place); with
     ``minus: OTHER`` the value is reduce(metric) − reduce(OTHER) (e.g. a train–test gap);
-    ``reduce: at_step`` with ``step: S`` takes the last record at or before step S;
+    ``reduce: at_step`` with ``step: S`` takes the last record at or before step S (NaN for
+    a run whose summary says it stopped before S: its last state is not the one at S);
     ``transform: exp | log`` applies to the result (a perplexity from a mean per-token loss,
     the log of a positive rate so that a claim's margin is a ratio); the log of a value that
     is not positive is NaN.
