@@ -351,9 +351,26 @@ def _finish(cfg: dict[str, Any], store: Any, run_id: str, out: Path, env: dict[s
     from ..train.tensorboard import run_folder
 
     tensorboard = (cfg.get("train") or {}).get("tensorboard")
+    if tensorboard:
+        _tensorboard_final(run_folder(tensorboard, run_id, cfg["name"]), cfg, result)
     return RunOutcome(run_id, result, out, results_path, figure_path, store.path, resumed_from,
                       instruments_path,
                       run_folder(tensorboard, run_id, cfg["name"]) if tensorboard else None)
+
+
+def _tensorboard_final(folder: Path, cfg: dict[str, Any], result: Any) -> None:
+    """The run's HParams session beside the curves its TensorBoardLogger wrote: its config's
+    leaves and its summary (as ``sgdlab runs export --tensorboard`` writes them)."""
+    from ..train.tensorboard import last_step, run_hparams, summary_writer, write_final
+
+    try:
+        writer = summary_writer(folder)
+        try:
+            write_final(writer, run_hparams(cfg), result.summary(), last_step(result.history))
+        finally:
+            writer.close()
+    except Exception as e:  # the run is stored: its final values can be exported again
+        print(f"sgdlab: warning: could not write the run's TensorBoard hparams: {e}")
 
 
 def _record_end(store: Any, run_id: str, status: str, message: str) -> None:

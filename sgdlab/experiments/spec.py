@@ -124,6 +124,8 @@ class RunSpec:
     # the keys of the runs named in ``depends``: a run computed from other runs' files is
     # another run when one of them changes, though its own params do not
     dependency_keys: tuple[str, ...] = ()
+    # the experiment's grid keys (dotted): which of ``params`` make this run's grid point
+    grid: tuple[str, ...] = ()
 
     @property
     def key(self) -> str:
@@ -135,15 +137,17 @@ class RunSpec:
         return f"{self.label}|seed={self.seed}"
 
     def config(self) -> dict[str, Any]:
-        """The config recorded in the run store (the key makes resume possible); with
-        ``training``, the run's settings in the words of a run config of ``sgdlab train``
-        when its procedure gives them (:meth:`Procedure.training_settings`: ``sgdlab runs
-        compare`` lines the run up with runs of ``sgdlab train`` by them)."""
+        """The config recorded in the run store (the key makes resume possible); ``grid``, the
+        run's values of the grid's keys (results.json's ``runs[].grid``); with ``training``,
+        the run's settings in the words of a run config of ``sgdlab train`` when its procedure
+        gives them (:meth:`Procedure.training_settings`: ``sgdlab runs compare`` lines the run
+        up with runs of ``sgdlab train`` by them)."""
         from sgdlab.experiments.procedures import get_procedure
 
         cfg = {"experiment": self.experiment, "version": self.version, "scale": self.scale,
                "label": self.label, "seed": self.seed, "procedure": self.procedure,
-               "params": self.params, "depends": list(self.depends), "run_key": self.key}
+               "params": self.params, "depends": list(self.depends), "run_key": self.key,
+               "grid": self.grid_point}
         try:
             proc = get_procedure(self.procedure)
         except ConfigError:      # (a spec names one, checked when it is loaded)
@@ -152,6 +156,11 @@ class RunSpec:
         if training is not None:
             cfg["training"] = training
         return cfg
+
+    @property
+    def grid_point(self) -> dict[str, Any]:
+        """The run's values of the grid's keys (dotted), as results.json's ``runs[].grid``."""
+        return {k: get_dotted(self.params, k) for k in self.grid}
 
 
 def run_key(experiment: str, version: int, scale: str, label: str, params: dict[str, Any],
@@ -251,7 +260,8 @@ class ExperimentSpec:
                     # each seed its own copy: one run's params are no other's
                     out.append(RunSpec(self.name, self.version, self.scale, label,
                                        copy.deepcopy(params), int(seed), self.procedure,
-                                       tuple(group.get("depends", ()))))
+                                       tuple(group.get("depends", ())),
+                                       grid=tuple(self.grid)))
         labels = {r.label for r in out}
         for r in out:
             for d in r.depends:

@@ -615,6 +615,11 @@ class _Driver:
                                 env=record.env)
         if self.curves is not None:
             self.curves.write(f.run_id, f.run.run_name, record.rows)
+            if ok:     # its grid point and final values, for the HParams dashboard
+                from sgdlab.train.tensorboard import run_hparams
+
+                self.curves.finish(f.run_id, f.run.run_name, run_hparams(f.run.config()),
+                                   record.summary or {})
             self.curves.close(f.run_id)
 
     def stop(self, why: BaseException) -> None:

@@ -91,7 +91,7 @@ class RunTask:
 
     @property
     def spec(self) -> RunSpec:
-        return RunSpec(**{k: (tuple(v) if k in ("depends", "dependency_keys") else v)
+        return RunSpec(**{k: (tuple(v) if k in ("depends", "dependency_keys", "grid") else v)
                           for k, v in self.run.items()})
 
 
@@ -123,7 +123,7 @@ def task_for(run: RunSpec, procedure: Any, run_id: str, *, device: str, artifact
     cfg = {"experiment": run.experiment, "version": run.version, "scale": run.scale,
            "label": run.label, "params": copy.deepcopy(run.params), "seed": run.seed,
            "procedure": run.procedure, "depends": list(run.depends),
-           "dependency_keys": list(run.dependency_keys)}
+           "dependency_keys": list(run.dependency_keys), "grid": list(run.grid)}
     task = RunTask(cfg, procedure, run_id, device, str(artifact_dir),
                    {k: str(v) for k, v in dependencies.items()}, threads, progress, ship,
                    stored_rows=stored_rows)

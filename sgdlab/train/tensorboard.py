@@ -6,9 +6,17 @@ accuracies, the instruments' series), under the name the run store uses (``train
 :func:`export_runs` writes stored runs the same way. One folder per run under a common root, so
 ``tensorboard --logdir ROOT`` compares them. Needs the ``tensorboard`` package (the
 ``tensorboard`` extra).
+
+A run that has ended also gets its HParams session, in its own folder: its hyper-parameters
+(:func:`run_hparams`: a sweep's grid point, label and seed) and its summary's numbers as
+scalars ``final/<key>`` at its last step, the metrics the HParams dashboard shows
+(:func:`write_final`). No experiment summary is written: TensorBoard then builds one from all
+the runs' sessions, so a folder holding several sweeps, or runs whose summaries differ, shows
+every hyper-parameter and metric.
 """
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -17,8 +25,8 @@ from typing import Any
 from ..errors import UserError
 from .callbacks import Callback, TrainContext
 
-__all__ = ["LiveRuns", "TensorBoardLogger", "export_runs", "run_folder", "summary_writer",
-           "writer_class"]
+__all__ = ["LiveRuns", "TensorBoardLogger", "export_runs", "final_metrics", "last_step",
+           "run_folder", "run_hparams", "summary_writer", "write_final", "writer_class"]
 
 
 def writer_class():
@@ -48,6 +56,65 @@ def _write(writer, history: dict[str, Sequence[tuple[int, float]]],
     for name, points in history.items():
         for step, value in points[start.get(name, 0):]:
             writer.add_scalar(name, value, global_step=step)
+
+
+def run_hparams(config: dict[str, Any]) -> dict[str, Any]:
+    """The hyper-parameters a run shows in TensorBoard's HParams dashboard.
+
+    A sweep's run (its stored config has ``run_key``): its grid point by dotted key (the
+    experiment's ``grid``, as results.json's ``runs[].grid``; absent from runs stored before
+    it was recorded), its ``label`` (run group and grid point) and ``seed``. Any other run:
+    its config's leaves by dotted key (``optimizer.lr``, ``train.batch_size``). Values other
+    than numbers and strings are written as JSON (``true``, ``[4, 4]``); ``None`` is left
+    out."""
+    if "run_key" in config:
+        hp = {**(config.get("grid") or {}), "label": config.get("label"),
+              "seed": config.get("seed")}
+    else:
+        hp = {}
+
+        def leaves(d: dict[str, Any], prefix: str) -> None:
+            for k, v in d.items():
+                if isinstance(v, dict) and v:
+                    leaves(v, f"{prefix}{k}.")
+                else:
+                    hp[f"{prefix}{k}"] = v
+        leaves({k: v for k, v in config.items() if k != "name"}, "")
+    # a bool as JSON too: torch's hparams summary would make it the number 0 or 1; keys
+    # sorted, as the store writes them, so a run exported shows what it showed live
+    return {k: v if isinstance(v, (int, float, str)) and not isinstance(v, bool)
+            else json.dumps(v, sort_keys=True, default=str) for k, v in hp.items()
+            if v is not None}
+
+
+def final_metrics(summary: dict[str, Any]) -> dict[str, float]:
+    """The run's summary as HParams metrics: each number under ``final/<key>`` (the tag
+    cleaned as ``add_scalar`` cleans it, so the dashboard finds the scalar)."""
+    out: dict[str, float] = {}
+    for k, v in summary.items():
+        if isinstance(v, (int, float)) and not isinstance(v, bool):
+            out.setdefault("final/" + re.sub(r"[^-/\w.]", "_", str(k)), float(v))
+    return out
+
+
+def write_final(writer, hparams: dict[str, Any], summary: dict[str, Any], step: int) -> None:
+    """Write a run's HParams session into ``writer``'s folder: ``hparams`` and the scalars
+    of :func:`final_metrics` at ``step`` (its last step, beside its curves)."""
+    from torch.utils.tensorboard.summary import hparams as hparams_summaries
+
+    metrics = final_metrics(summary)
+    # the experiment summary is left out: TensorBoard picks one run's, columns and all;
+    # without one it builds it from every run's session (see the module docstring)
+    _, start, end = hparams_summaries(hparams, metrics)
+    writer.file_writer.add_summary(start)
+    writer.file_writer.add_summary(end)
+    for tag, value in metrics.items():
+        writer.add_scalar(tag, value, global_step=step)
+
+
+def last_step(history: dict[str, Sequence[tuple[int, float]]]) -> int:
+    """The last step of any of the series in ``history`` (0 if none)."""
+    return max((int(p[-1][0]) for p in history.values() if p), default=0)
 
 
 class TensorBoardLogger(Callback):
@@ -107,16 +174,27 @@ class LiveRuns:
         self.root, self.flush_secs = Path(root), flush_secs
         self._cls = writer_class()
         self._writers: dict[str, Any] = {}
+        self._last: dict[str, int] = {}         # run id -> the last step written
 
-    def write(self, run_id: str, name: str, rows: Iterable[Sequence[Any]]) -> None:
-        """``rows``: ``(metric, step, value[, unix time])`` of run ``run_id`` (named ``name``)."""
+    def _writer(self, run_id: str, name: str):
         writer = self._writers.get(run_id)
         if writer is None:
             folder = run_folder(self.root, run_id, name)
             writer = self._writers[run_id] = self._cls(str(folder), flush_secs=self.flush_secs)
+        return writer
+
+    def write(self, run_id: str, name: str, rows: Iterable[Sequence[Any]]) -> None:
+        """``rows``: ``(metric, step, value[, unix time])`` of run ``run_id`` (named ``name``)."""
+        writer = self._writer(run_id, name)
         for row in rows:
             writer.add_scalar(row[0], row[2], global_step=int(row[1]),
                               walltime=row[3] if len(row) > 3 else None)
+            self._last[run_id] = max(self._last.get(run_id, 0), int(row[1]))
+
+    def finish(self, run_id: str, name: str, hparams: dict[str, Any],
+               summary: dict[str, Any]) -> None:
+        """The ended run's HParams session (:func:`write_final`), at its last step written."""
+        write_final(self._writer(run_id, name), hparams, summary, self._last.get(run_id, 0))
 
     def write_stored(self, store: Any, run_ids: Sequence[str]) -> list[Path]:
         """Write runs the store already holds (a re-run sweep's skipped runs) beside the live
@@ -125,6 +203,7 @@ class LiveRuns:
 
     def close(self, run_id: str) -> None:
         writer = self._writers.pop(run_id, None)
+        self._last.pop(run_id, None)
         if writer is not None:
             writer.close()
 
@@ -134,8 +213,9 @@ class LiveRuns:
 
 
 def export_runs(store: Any, root: str | Path, run_ids: Iterable[str] | None = None) -> list[Path]:
-    """Write the stored metrics of ``run_ids`` (default: every run) to ``root/<name>-<run id>``;
-    returns the folders written. A folder's earlier event files are replaced."""
+    """Write the stored metrics of ``run_ids`` (default: every run) to ``root/<name>-<run id>``,
+    and the HParams session of each run with a summary (:func:`write_final`); returns the
+    folders written. A folder's earlier event files are replaced."""
     runs = ([store.get_run(r) for r in run_ids] if run_ids is not None
             else store.list_runs())
     out = []
@@ -145,7 +225,11 @@ def export_runs(store: Any, root: str | Path, run_ids: Iterable[str] | None = No
             f.unlink()
         writer = summary_writer(folder)
         try:
-            _write(writer, store.metrics(run["id"]), {})
+            metrics = store.metrics(run["id"])
+            _write(writer, metrics, {})
+            if run.get("summary"):
+                write_final(writer, run_hparams(run.get("config") or {}), run["summary"],
+                            last_step(metrics))
         finally:
             writer.close()
         out.append(folder)

@@ -1,11 +1,14 @@
 """TensorBoard event files, read back: live logging from a run and export from the store."""
 from __future__ import annotations
 
+import json
 import sys
 
 import pytest
 import torch
+from google.protobuf import json_format
 from tensorboard.backend.event_processing import event_accumulator
+from tensorboard.plugins.hparams import metadata
 
 from sgdlab.cli.main import main
 from sgdlab.config import build_from_config
@@ -21,10 +24,42 @@ TINY = {**TINY_RUN, "name": "tiny tb",
         "measure": [{"name": "dynamics", "every": 2}]}
 
 
-def read_events(folder) -> dict[str, list[tuple[int, float]]]:
+def _accumulator(folder):
     acc = event_accumulator.EventAccumulator(str(folder), size_guidance={"scalars": 0})
     acc.Reload()
-    return {tag: [(e.step, e.value) for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]}
+    return acc
+
+
+def read_events(folder) -> dict[str, list[tuple[int, float]]]:
+    """The folder's scalar series, less the ``final/`` ones of its HParams session."""
+    acc = _accumulator(folder)
+    return {tag: [(e.step, e.value) for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]
+            if not tag.startswith("final/")}
+
+
+def read_hparams(folder) -> tuple[dict, dict[str, float], list[int]] | None:
+    """What the HParams dashboard reads of a run folder: the hparams of its session start,
+    its ``final/`` metrics and their steps; None without a session. Checks that the folder
+    holds one session, ended, and no experiment summary (TensorBoard builds one from all
+    the runs' sessions)."""
+    acc = _accumulator(folder)
+    try:
+        content = acc.PluginTagToContent(metadata.PLUGIN_NAME)
+    except KeyError:    # no summary of the plugin in the folder
+        return None
+    assert set(content) == {metadata.SESSION_START_INFO_TAG, metadata.SESSION_END_INFO_TAG}
+    start = metadata.parse_session_start_info_plugin_data(
+        content[metadata.SESSION_START_INFO_TAG])
+    hparams = {k: json_format.MessageToDict(v) for k, v in start.hparams.items()}
+    finals = {t: acc.Scalars(t) for t in acc.Tags()["scalars"] if t.startswith("final/")}
+    assert all(len(e) == 1 for e in finals.values())
+    return (hparams, {t: e[0].value for t, e in finals.items()},
+            sorted({e[0].step for e in finals.values()}))
+
+
+def numbers(summary) -> dict[str, float]:
+    return {f"final/{k}": v for k, v in summary.items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool)}
 
 
 def assert_same_series(events, history):
@@ -45,14 +80,57 @@ def test_run_logs_every_stored_metric_live_and_export_writes_the_same(tmp_path):
     stored = store.metrics(outcome.run_id)
     assert {"train_loss", "test_loss", "grad_cosine", "lr"} <= set(stored)
     assert_same_series(read_events(folder), stored)
+    # its HParams session: the config's leaves, the stored summary's numbers at the last step
+    run = store.get_run(outcome.run_id)
+    hparams, finals, steps = read_hparams(folder)
+    assert hparams["optimizer.lr"] == 0.05 and hparams["train.batch_size"] == 5
+    assert hparams["model.name"] == "zhu-mlp-1-6-6-6-1" and "name" not in hparams
+    assert hparams["train.progress"] == "false"      # a bool, not the number 0
+    assert {"final/test_loss", "final/train_loss", "final/wall_time"} <= set(finals)
+    assert finals == pytest.approx(numbers(run["summary"]), rel=1e-6)
+    assert steps == [max(s for points in stored.values() for s, _ in points)]
 
     assert main(["runs", "export", "--store", str(store.path),
                  "--tensorboard", str(tmp_path / "export")]) == 0
     exported = tmp_path / "export" / f"tiny_tb-{outcome.run_id}"
     assert_same_series(read_events(exported), stored)
+    assert read_hparams(exported) == (hparams, finals, steps)
     with pytest.raises(SystemExit):  # neither a file nor --tensorboard
         main(["runs", "export", "--store", str(store.path), "--format", "xml"])
     assert main(["runs", "export", "--store", str(store.path)]) == 2
+
+
+def test_export_writes_each_ended_runs_hparams_session(tmp_path):
+    """From the store: a sweep's run shows its grid point, label and seed, and its summary's
+    numbers (tags cleaned as add_scalar cleans them); a run stored before its grid point was
+    recorded, its label and seed; a run without a summary, no session."""
+    store = RunStore(tmp_path / "s.sqlite")
+    sweep = {"experiment": "e", "label": "lr=0.1,widths=[4, 4]", "seed": 1, "run_key": "k1",
+             "params": {"optimizer": {"lr": 0.1}, "model": {"widths": [4, 4]}},
+             "grid": {"optimizer.lr": 0.1, "model.widths": [4, 4]}}
+    older = {k: v for k, v in sweep.items() if k != "grid"} | {"run_key": "k2", "seed": 2}
+    summary = {"hessian_top": 3.5, "fp: D": 0.5, "test_acc": float("nan"), "steps": 7,
+               "status": "finished", "converged": True}
+    ids = []
+    for cfg, summ in ((sweep, summary), (older, {"test_loss": 2.0}), (TINY_RUN, None)):
+        rid = store.create_run(cfg, name="r")
+        store.log_many(rid, [("train_loss", 0, 1.0), ("train_loss", 7, 0.5), ("lr", 3, 0.1)])
+        store.complete_run(rid, "finished" if summ else "failed", summary=summ)
+        ids.append(rid)
+    main(["runs", "export", "--store", str(store.path), "--tensorboard", str(tmp_path / "tb")])
+    hparams, finals, steps = read_hparams(tmp_path / "tb" / f"r-{ids[0]}")
+    assert hparams == {"optimizer.lr": 0.1, "model.widths": "[4, 4]", "seed": 1,
+                       "label": "lr=0.1,widths=[4, 4]"}
+    assert finals == pytest.approx({"final/hessian_top": 3.5, "final/fp__D": 0.5,
+                                    "final/test_acc": float("nan"), "final/steps": 7},
+                                   nan_ok=True)
+    assert steps == [7]
+    assert read_hparams(tmp_path / "tb" / f"r-{ids[1]}") == (
+        {"label": "lr=0.1,widths=[4, 4]", "seed": 2}, {"final/test_loss": 2.0}, [7])
+    assert read_hparams(tmp_path / "tb" / f"r-{ids[2]}") is None
+    for rid in ids:     # the curves as they were
+        assert_same_series(read_events(tmp_path / "tb" / f"r-{rid}"), store.metrics(rid))
+    store.close()
 
 
 def test_resumed_run_rewrites_its_events_without_duplicates(tmp_path):
@@ -102,6 +180,7 @@ def test_an_experiment_writes_every_runs_metrics_live(tmp_path, monkeypatch, wor
     assert main(["run", "--config", str(exp), "--scale", "smoke", "--store", str(store_path),
                  "--out", str(tmp_path / "out"), "--workers", str(workers),
                  "--tensorboard", str(tb)]) == 0
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
     store = RunStore(store_path)
     try:
         runs = store.list_runs()
@@ -111,6 +190,14 @@ def test_an_experiment_writes_every_runs_metrics_live(tmp_path, monkeypatch, wor
             assert {"train_loss", "test_acc", "lr"} <= set(stored)
             (folder,) = tb.glob(f"*-{run['id']}")
             assert_same_series(read_events(folder), stored)
+            # the HParams dashboard's row: results.json's grid point, label and seed, and
+            # the stored summary as final values
+            (point,) = [r for r in results["runs"] if r["run_id"] == run["id"]]
+            hparams, finals, _ = read_hparams(folder)
+            assert hparams == {**point["grid"], "label": point["label"], "seed": point["seed"]}
+            assert set(point["grid"]) == {"optimizer.lr", "batch_size"}
+            assert "final/hessian_top" in finals
+            assert finals == pytest.approx(numbers(run["summary"]), rel=1e-6)
     finally:
         store.close()
     if workers == 1:    # the sweep again, nothing to run: the stored runs' curves are written
@@ -124,6 +211,7 @@ def test_an_experiment_writes_every_runs_metrics_live(tmp_path, monkeypatch, wor
                         f"the 2 stored runs' metrics written to TensorBoard in {tmp_path / 'tb2'}"]
         for folder in tb.iterdir():
             assert read_events(tmp_path / "tb2" / folder.name) == read_events(folder)
+            assert read_hparams(tmp_path / "tb2" / folder.name) == read_hparams(folder)
 
 
 def test_an_experiment_without_tensorboard_stops_before_anything_is_made(tmp_path, monkeypatch,
