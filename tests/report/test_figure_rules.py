@@ -197,6 +197,22 @@ def test_one_series_of_bars_has_a_colour_per_label_and_an_interval_below_and_abo
     assert ax.get_legend() is None
     plt.close(fig)
 
+def test_bars_on_a_numeric_axis_stand_at_their_values():
+    from sgdlab.report.figures.charts import grouped_bars
+
+    fig = grouped_bars([2, 4, 10], {"A": ([0.5, np.nan, 0.2], None), "B": ([1, 2, 3], None)},
+                       ylabel="y", numeric=True)
+    ax = fig.axes[0]
+    # two bars a setting, side by side in 0.8 of the closest settings' gap (2)
+    centres = sorted(p.get_x() + p.get_width() / 2 for p in ax.patches)
+    assert centres == pytest.approx([1.6, 2.4, 3.6, 4.4, 9.6, 10.4])
+    assert [p.get_width() for p in ax.patches] == pytest.approx([0.8] * 6)
+    (note,) = [t for t in ax.texts if t.get_text() == "no value"]
+    assert note.xy[0] == pytest.approx(3.6)
+    assert [t.get_text() for t in ax.get_xticklabels()] != ["2", "4", "10"]  # matplotlib's
+    plt.close(fig)
+
+
 def test_log_steps_keeps_step_0_and_grid_ticks_label_every_setting():
     from sgdlab.report.figures.axes import grid_ticks, log_steps
 

@@ -87,6 +87,22 @@ def test_interpolation_and_trajectory_figures():
     fig = trajectory_figure(increment_spectrum(x), increment_autocorrelation(x),
                             test=periodicity_test(x), title="BM")
     assert "white noise" in fig._suptitle.get_text()
+    # the autocorrelation at lags 1.. as bars at those lags, ± its std as error bars
+    acf = increment_autocorrelation(x)
+    a2 = fig.axes[1]
+    from matplotlib.container import BarContainer
+
+    (bars,) = [c for c in a2.containers if isinstance(c, BarContainer)]
+    assert [p.get_x() + p.get_width() / 2 for p in bars.patches] == (
+        pytest.approx(list(acf.lags[1:])))
+    assert [p.get_height() for p in bars.patches] == pytest.approx(list(acf.mean[1:]))
+    tops = [s[1, 1] for s in bars.errorbar.lines[2][0].get_segments()]
+    assert tops == pytest.approx(list(acf.mean[1:] + acf.std[1:]))
+    # the spectrum's mean with its ± std band, from frequency 1 / n on
+    spec = increment_spectrum(x)
+    (line,) = fig.axes[0].lines
+    assert line.get_ydata() == pytest.approx(list(spec.mean[1:]))
+    assert fig.axes[0].collections    # the band
     with pytest.raises(ValueError):
         increment_spectrum(x[:1])
 

@@ -163,7 +163,7 @@ def error_bars(series: Series, *, xlabel: str, ylabel: str, title: str = "",
 def grouped_bars(labels: Sequence[str],
                  series: dict[str, tuple[Sequence[float], Sequence | None]], *,
                  ylabel: str, title: str = "", zoom: bool = False, figsize=(5.2, 3.6),
-                 ax=None, colors: Sequence[str] | None = None):
+                 ax=None, colors: Sequence[str] | None = None, numeric: bool = False):
     """Bars per label (x), one bar per series side by side (``{name: (means, errs)}``; a
     single series is a plain bar chart, its name in no legend), errs as error bars (e.g. std
     over seeds; a 2 × n array for an interval below and above each mean). ``zoom``: the y
@@ -171,12 +171,19 @@ def grouped_bars(labels: Sequence[str],
     differences of a fraction of a point between accuracies near 1 can be seen (the axis says
     where it starts). ``colors``: with a single series, one colour per label, where the labels
     have colours of their own in the report's other figures (a group's or a method's curve);
-    several series are told apart by the series' colours instead."""
+    several series are told apart by the series' colours instead. ``numeric``: the labels are
+    numbers (lags, epochs), the bars stand at them on a numeric axis with matplotlib's ticks,
+    as wide as the closest two allow, instead of one tick per label."""
     fig = None
     if ax is None:
         fig, ax = plt.subplots(figsize=figsize)
-    x = np.arange(len(labels))
-    width = 0.8 / max(1, len(series))
+    if numeric:
+        x = np.asarray(labels, float)
+        gaps = np.diff(np.unique(x))
+        spacing = gaps.min() if gaps.size else 1.0
+    else:
+        x, spacing = np.arange(len(labels)), 1.0
+    width = 0.8 * spacing / max(1, len(series))
     tops = []
     for i, (name, (means, errs)) in enumerate(series.items()):
         m = np.asarray(means, float)
@@ -187,8 +194,9 @@ def grouped_bars(labels: Sequence[str],
         _mark_missing(ax, x + (i - (len(series) - 1) / 2) * width, m)
         below, above = (0, 0) if e is None else (e[0], e[1]) if e.ndim == 2 else (e, e)
         tops += list(m - below) + list(m + above)
-    ax.set_xticks(x)
-    ax.set_xticklabels(labels, rotation=30, ha="right", fontsize=8)
+    if not numeric:
+        ax.set_xticks(x)
+        ax.set_xticklabels(labels, rotation=30, ha="right", fontsize=8)
     ax.set_ylabel(ylabel)
     tops = [t for t in tops if np.isfinite(t)]
     if zoom and tops:

@@ -8,11 +8,9 @@ from __future__ import annotations
 
 from typing import Any
 
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+from sgdlab.report.figures.charts import curves, grouped_bars, panels
 
 __all__ = ["trajectory_figure"]
 
@@ -23,26 +21,21 @@ def trajectory_figure(spectrum: Any, autocorr: Any, *, test: Any = None,
     snapshot); right: mean ± std autocorrelation of the increments with the 99% white-noise
     band ±2.576/√n. ``test`` (a :class:`~sgdlab.measure.trajectory.PeriodicityTest`) adds its
     verdict to the title."""
-    fig, (a1, a2) = plt.subplots(1, 2, figsize=(10.0, 3.8))
+    fig, (a1, a2) = panels(2, width=5.0, height=3.8)
     f, m, s = (np.asarray(spectrum.freqs), np.asarray(spectrum.mean), np.asarray(spectrum.std))
-    a1.plot(f[1:], m[1:], color="tab:blue", lw=1.0, label="mean over coordinates")
-    a1.fill_between(f[1:], (m - s)[1:], (m + s)[1:], color="tab:blue", alpha=0.25, lw=0,
-                    label="± std over coordinates")
-    a1.legend(fontsize=7)
-    a1.set_xlabel("frequency (cycles / snapshot)")
-    a1.set_ylabel("|FFT(Δx)| / √n")
-    a1.set_title(f"increment spectrum ({spectrum.num_coords} coordinates, n = {spectrum.n})",
-                 fontsize=9)
+    curves({"mean ± std over coordinates": (f[1:], m[1:], s[1:])},
+           xlabel="frequency (cycles / snapshot)", ylabel="|FFT(Δx)| / √n",
+           title=f"increment spectrum ({spectrum.num_coords} coordinates, n = {spectrum.n})",
+           ax=a1, styles={"mean ± std over coordinates": {"color": "tab:blue", "lw": 1.0}})
     lags, am, asd = (np.asarray(autocorr.lags), np.asarray(autocorr.mean),
                      np.asarray(autocorr.std))
-    a2.bar(lags[1:], am[1:], color="tab:green", width=0.6, label="mean over coordinates")
-    a2.errorbar(lags[1:], am[1:], yerr=asd[1:], fmt="none", ecolor="k", lw=0.6,
-                label="± std over coordinates")
+    grouped_bars(lags[1:], {"mean ± std over coordinates": (am[1:], asd[1:])},
+                 ylabel="autocorrelation of Δx", ax=a2, colors=["tab:green"] * (len(lags) - 1),
+                 numeric=True)
     a2.axhspan(-autocorr.band, autocorr.band, color="tab:gray", alpha=0.25, lw=0,
-               label="99% band")
+               label="99% white-noise band")
     a2.axhline(0, color="k", lw=0.5)
     a2.set_xlabel("lag")
-    a2.set_ylabel("autocorrelation of Δx")
     a2.legend(fontsize=7)
     sup = title or ""
     if test is not None:
