@@ -628,8 +628,8 @@ def compared_configs(runs: list[dict]) -> tuple[list[dict[str, str]], str | None
     makes a row (their other keys are one kind's only: a sweep's run key and final
     measurements, a run config's device and store). A sweep run stored before sweeps
     recorded them, or of another procedure, keeps its params: every key is then one side's
-    only, which the note says. A sweep run's recorded settings repeat its params, and are
-    left out of a comparison by its config."""
+    only, which the note says. A sweep run's recorded settings and grid point repeat its
+    params, and are left out of a comparison by its config."""
     from sgdlab.report.settings import flat_config
 
     swept = [_sweep_entry(r) is not None for r in runs]
@@ -640,7 +640,8 @@ def compared_configs(runs: list[dict]) -> tuple[list[dict[str, str]], str | None
                     else stored_training_settings(r["config"]) for r, s in zip(runs, swept)]
         if all(isinstance(t, dict) for t in settings):
             return [flat_config(t) for t in settings], TRAINING_NOTE
-    flats = [flat_config({k: v for k, v in (r["config"] or {}).items() if k != "training"}
+    flats = [flat_config({k: v for k, v in (r["config"] or {}).items()
+                          if k not in ("training", "grid")}
                          if s and isinstance(r["config"], dict) else r["config"] or {})
              for r, s in zip(runs, swept)]
     if any(swept) and not all(swept):

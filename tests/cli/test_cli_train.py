@@ -610,8 +610,10 @@ def test_runs_export_selects_an_experiment_and_writes_a_row_per_run(tmp_path, ca
     store = RunStore(tmp_path / "runs.sqlite")
     ids = []
     for lr, top in ((0.05, 0.5), (0.2, float("inf"))):
-        rid = store.create_run({"params": {"lr": lr, "epochs": 1}}, name=f"lr={lr}",
-                               experiment="grid", env={}, status="finished")
+        # a sweep's run: its grid point (for TensorBoard) repeats its params, not a column
+        rid = store.create_run({"params": {"lr": lr, "epochs": 1}, "grid": {"lr": lr},
+                                "run_key": "k"}, name=f"lr={lr}", experiment="grid", env={},
+                               status="finished")
         store.log_metrics(rid, 1, {"test_acc": 0.5})
         store.set_summary(rid, {"hessian_top": top, "steps": 2, "status": "finished"})
         ids.append(rid)
