@@ -158,7 +158,12 @@ def test_an_interrupted_sweep_run_resumes_from_its_last_checkpoint(reference, tm
     events = event_accumulator.EventAccumulator(str(folder), size_guidance={"scalars": 0})
     events.Reload()
     stored = RunStore(store).metrics(done["id"])
-    assert set(events.Tags()["scalars"]) == set(stored)
+    # beside them, its summary's numbers as the HParams dashboard's final values
+    finals = {t for t in events.Tags()["scalars"] if t.startswith("final/")}
+    assert set(events.Tags()["scalars"]) - finals == set(stored)
+    assert {t: events.Scalars(t)[0].value for t in finals} == pytest.approx(
+        {f"final/{k}": v for k, v in done["summary"].items()
+         if isinstance(v, (int, float)) and not isinstance(v, bool)}, rel=1e-6)
     for name, points in stored.items():
         got = events.Scalars(name)          # TensorBoard keeps float32 values
         assert [e.step for e in got] == [st for st, _ in points], name
