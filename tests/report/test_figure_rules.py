@@ -1,6 +1,6 @@
 """Rules every figure follows: where a log axis goes, how its ticks read, what a spectrum on a
-log axis does with exact zeros, how a curve or bar without a finite value shows, and how list
-cells of a table are rounded."""
+log axis does with exact zeros, how a curve or bar without a finite value shows, that a long
+title stays inside the figure, and how list cells of a table are rounded."""
 import matplotlib.pyplot as plt
 import numpy as np
 import pytest
@@ -65,6 +65,17 @@ def test_spectrum_leaves_exact_zeros_out_of_the_log_axis_and_counts_them():
     assert ax.get_ylim()[0] > 1e-3
     texts = [t.get_text() for t in ax.get_legend().get_texts()]
     assert texts == ["H (2 exact zeros not shown)", "H (negative, |λ|)"]
+    plt.close(fig)
+
+
+def test_a_spectrum_titled_at_length_keeps_its_title_inside_the_figure():
+    # the title chaudhari-hessian-spectrum gives it, at every scale
+    title = "Hessian eigenvalues (and Fisher diagonals) at the end of training"
+    fig = eigenspectrum_figure({"H": [2.0, 0.5, -0.1]}, title=title)
+    fig.canvas.draw()
+    box = fig.axes[0].title.get_window_extent(fig.canvas.get_renderer())
+    assert 0 <= box.x0 and box.x1 <= fig.bbox.x1 and box.y1 <= fig.bbox.y1
+    assert fig.axes[0].get_title().replace("\n", " ") == title
     plt.close(fig)
 
 

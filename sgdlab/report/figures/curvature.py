@@ -19,6 +19,7 @@ with the names the instruments log (:mod:`sgdlab.train.instruments.curvature` / 
 """
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Mapping, Sequence
 
 import matplotlib
@@ -115,7 +116,9 @@ def eigenspectrum_figure(spectra: Mapping[str, Sequence[float]], *,
         _empty(ax, "no spectrum recorded")
     ax.set_xlabel("rank i")
     ax.set_ylabel("|λ_i|")
-    ax.set_title(title or "eigenvalue spectra")
+    # a caller's title naming what is drawn runs wider than the 5.5-inch figure: wrapped,
+    # about 9 characters of the default 12-point font to the inch
+    ax.set_title(textwrap.fill(title or "eigenvalue spectra", int(fig.get_figwidth() * 9)))
     return fig
 
 
