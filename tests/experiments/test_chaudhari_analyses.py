@@ -408,6 +408,44 @@ def test_epochs_to_train_is_the_first_epoch_at_the_level_and_a_bound_where_never
     assert found[0].agrees_with_paper is None
 
 
+@pytest.mark.parametrize("entry, groups", [
+    ("chaudhari-sgld", {"entropy-sgd": 0.95, "sgld": 0.90}),
+    ("chaudhari-trivialized-allcnn", {"trivialized": 0.97, "annealed-noise": 0.96,
+                                      "sgd": 0.95}),
+])
+def test_errors_of_networks_that_never_trained_are_no_verdict(entry, groups):
+    """Runs at chance accuracy (a cut budget, a bad learning rate) say nothing about which
+    method generalises better: each claim on their test accuracies is inconclusive and says
+    that the networks did not train; trained networks keep their verdicts."""
+    from sgdlab.experiments.procedures import get_analysis
+    from sgdlab.experiments.spec import load_experiment
+
+    spec = load_experiment(entry, "cpu")
+    analysis = get_analysis(spec.analysis)
+
+    def runs(acc, jitter):
+        out = []
+        for g, a in groups.items():
+            for seed, d in enumerate((-jitter, jitter)):
+                r = stored(g, {}, {"train_acc": acc(a) + d, "test_acc": acc(a) + d})
+                r.seed = seed
+                out.append(r)
+        return out
+
+    def accuracy_claims(rs):
+        return [c for c in analysis(spec, rs).conclusions
+                if "test error" in c.text or "test accuracy" in c.text]
+
+    # every seed at 10%: no spread, so without the check each claim would be refuted
+    at_chance = accuracy_claims(runs(lambda a: 0.1, 0.0))
+    assert at_chance and all(c.agrees_with_paper is None for c in at_chance)
+    assert all("train_acc of" in c.text and "is not above 0.5" in c.text
+               and "did not train" in c.text for c in at_chance)
+    trained = accuracy_claims(runs(lambda a: a, 0.001))
+    assert trained and all(c.agrees_with_paper is not None for c in trained)
+    assert not any("did not train" in c.text for c in trained)
+
+
 # --- thesis §6.3.2, Figs. 6.1-6.2 ------------------------------------------------------------
 @pytest.mark.parametrize("fraction, agrees", [(0.001, False), (0.0034, True), (0.015, True),
                                               (0.0518, False)])
