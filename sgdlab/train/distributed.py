@@ -184,7 +184,8 @@ def load_config(path: str | Path) -> dict[str, Any]:
 
 
 RUN_KEYS = {"data", "model", "loss", "parle", "rounds", "epochs", "grad_evals", "eval_every",
-            "eval_subset", "seed", "store", "name", "dtype", "checkpoint_every"}
+            "eval_subset", "seed", "store", "name", "dtype", "checkpoint_every", "device"}
+DEVICES = ("cpu", "cuda")
 DEFAULT_CHECKPOINT_EVERY = 10
 
 
@@ -198,7 +199,9 @@ def build_run(cfg: dict[str, Any]):
     ``epochs`` or ``grad_evals``,
     ``eval_every``, ``eval_subset``, ``seed`` (weight init), ``dtype`` (float32 | float64),
     ``store`` (run store path), ``name``, ``checkpoint_every`` (rounds between checkpoints
-    under ``OUT/checkpoints`` when an output directory is given; default 10).
+    under ``OUT/checkpoints`` when an output directory is given; default 10), ``device``
+    (cpu | cuda: in-process the replicas on the current GPU, distributed replica r on GPU r of
+    its machine, its local rank; default: where the data is, the CPU).
     """
     check_config_kind(cfg, "replica")
     unknown = sorted(set(cfg) - RUN_KEYS)
@@ -209,6 +212,8 @@ def build_run(cfg: dict[str, Any]):
     for k in ("data", "model", "parle"):
         if not isinstance(cfg.get(k), dict):
             raise ConfigError(f"replica run config needs a mapping {k!r}")
+    if cfg.get("device", "cpu") not in DEVICES:
+        raise ConfigError(f"device must be cpu or cuda, got {cfg['device']!r}")
     model, loss_fn, data = build_model_and_data(cfg)
     parle = ParleConfig.from_dict(dict(cfg["parle"]))
     if sum(k in cfg for k in ("rounds", "epochs", "grad_evals")) != 1:
@@ -385,9 +390,12 @@ def run_from_config(cfg: dict[str, Any], *, mode: str, out: str | Path | None = 
     if cfg.get("store"):
         from ..store import RunStore
         store = RunStore(cfg["store"])
-    comm = None
+    comm, device = None, cfg.get("device")
     if mode == "distributed":
         comm = communicator or TorchDistributedCommunicator()
+        if device == "cuda":     # one GPU per replica on each machine (as nccl's set-up)
+            device = f"cuda:{int(os.environ.get('LOCAL_RANK', comm.rank))}"
+            model.to(device)     # (nccl broadcasts GPU tensors only)
         # identical initial weights on every rank, whatever the init's determinism
         comm.broadcast_([p.data for p in model.parameters()])
     is_main = comm is None or comm.rank == 0
@@ -404,6 +412,7 @@ def run_from_config(cfg: dict[str, Any], *, mode: str, out: str | Path | None = 
         claim, lock = _take_for_all(out, comm, model, claim=not resume and not claimed)
     try:
         res = train_replicas(model, loss_fn, data, parle, mode=mode, communicator=comm,
+                             device=device,
                              store=store if is_main else None, complete=out is None,
                              run_config=_recorded_config(cfg), **kw)
         if out is not None and is_main:

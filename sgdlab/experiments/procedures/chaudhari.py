@@ -4,6 +4,12 @@ diffusion spectra and rank (§6.3.2, Figs. 6.1-6.2), trajectory spectra (§6.3.3
 Trivialized-SGD comparisons (§2.4.3, Fig. 2.3, Table 2.1)."""
 from __future__ import annotations
 
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -18,17 +24,26 @@ from sgdlab.report.figures.charts import curves, histogram
 from sgdlab.report.tables import Table, mean_std
 
 
+REPLICA_MODES = ("inprocess", "distributed")
+DISTRIBUTED_FOLDER = "parle"       # the distributed run's folder in the run's artifact folder
+DISTRIBUTED_LOG = "parle.log"      # what its launcher and replicas print
+DISTRIBUTED_STORE = "runs.sqlite"  # where its rank 0 records the run
+
+
 @register_procedure("replicas")
 class ReplicasProcedure(Procedure):
-    """Parle / Elastic-SGD / Entropy-SGD / SGD over n replicas via ``sgdlab.train.replicas``
-    (in-process mode). Params: ``dataset``, ``model``, ``loss``, ``dtype``, ``data_seed``
-    (as in ``train``), ``parle`` (a ``ParleConfig`` mapping; ``seed`` is the run seed), the
-    length as ``epochs`` (effective epochs per replica) or ``grad_evals`` (gradient
-    evaluations per replica, i.e. equal wall-clock time with one replica per device),
-    ``eval_every`` (rounds), ``eval_subset``."""
+    """Parle / Elastic-SGD / Entropy-SGD / SGD over n replicas via ``sgdlab.train.replicas``.
+    Params: ``dataset``, ``model``, ``loss``, ``dtype``, ``data_seed`` (as in ``train``),
+    ``parle`` (a ``ParleConfig`` mapping; ``seed`` is the run seed), the length as ``epochs``
+    (effective epochs per replica) or ``grad_evals`` (gradient evaluations per replica, i.e.
+    equal wall-clock time with one replica per device), ``eval_every`` (rounds),
+    ``eval_subset``, and ``mode``: ``inprocess`` (the default: the replicas stepped in turn in
+    the sweep's worker) or ``distributed`` (one process per replica, launched as ``sgdlab
+    parle --mode distributed`` launches them: :func:`run_distributed`). A run without
+    ``mode`` keeps the key it had before the parameter existed."""
 
     allowed = {"dataset", "data_seed", "model", "loss", "dtype", "parle", "epochs",
-               "grad_evals", "eval_every", "eval_subset"}
+               "grad_evals", "eval_every", "eval_subset", "mode"}
     required = {"dataset", "model", "parle"}
     numbers = {"epochs": "number>0", "grad_evals": "int>0", "eval_every": "int>0|null",
                "eval_subset": "int>0|null"}
@@ -41,6 +56,9 @@ class ReplicasProcedure(Procedure):
         _check_named({k: params[k] for k in ("dataset", "model")}, where)
         if ("epochs" in params) == ("grad_evals" in params):
             raise ConfigError(f"{where}: give exactly one of 'epochs' or 'grad_evals'")
+        if params.get("mode", "inprocess") not in REPLICA_MODES:
+            raise ConfigError(f"{where}: mode must be one of {', '.join(REPLICA_MODES)}, got "
+                              f"{params['mode']!r}")
         try:
             ParleConfig.from_dict(dict(params["parle"]))
         except ConfigError as e:
@@ -51,6 +69,8 @@ class ReplicasProcedure(Procedure):
         from sgdlab.train.replicas import ParleConfig, train_replicas
 
         p = run.params
+        if p.get("mode", "inprocess") == "distributed":
+            return run_distributed(run, ctx)
         ds, model, loss_fn, _ = build(p, run.seed, ctx)
         cfg = ParleConfig.from_dict({**p["parle"], "seed": run.seed})
         length = ({"epochs": float(p["epochs"])} if "epochs" in p
@@ -59,10 +79,112 @@ class ReplicasProcedure(Procedure):
                              eval_every=p.get("eval_every"),
                              eval_subset=p.get("eval_subset"), store=ctx.store,
                              run_id=ctx.run_id, device=ctx.device, complete=False)
-        summary = dict(res.final)
-        summary.update(rounds=res.rounds, grad_evals=res.grad_evals,
-                       effective_epochs=res.effective_epochs, replicas=cfg.replicas)
-        return RunOutput(summary=summary, status=res.status, message=res.message)
+        return _replica_output(res.final, res.status, res.message, cfg.replicas)
+
+
+def _replica_output(final: dict[str, Any], status: str, message: str | None,
+                    replicas: int) -> RunOutput:
+    """A replica run's summary: the final master metrics, its length and replica count."""
+    summary = dict(final)
+    summary.update(rounds=final["rounds"], grad_evals=final["grad_evals"],
+                   effective_epochs=final["effective_epochs"], replicas=replicas)
+    return RunOutput(summary=summary, status=status, message=message)
+
+
+def replica_run_config(params: dict[str, Any], seed: int, device: str = "cpu"
+                       ) -> dict[str, Any]:
+    """The run config of ``sgdlab parle`` (:func:`sgdlab.train.distributed.build_run`) that
+    trains what the ``replicas`` procedure trains for ``params`` and ``seed``: the same data
+    (``load_dataset(name, seed=data_seed, **options)``), initial weights (``seed``), Parle
+    config (its ``seed`` the run seed), length and evaluations. No ``store``: the procedure
+    records the run itself. ``device``: cuda places replica r on cuda:r (its local rank)."""
+    dataset = dict(params["dataset"])
+    cfg: dict[str, Any] = {
+        "data": {"name": dataset.pop("name"), "seed": int(params.get("data_seed", 0)),
+                 **dataset},
+        "model": dict(params["model"]), "parle": {**params["parle"], "seed": seed},
+        "seed": seed, "dtype": params.get("dtype", "float32"),
+        "device": "cuda" if str(device).startswith("cuda") else "cpu"}
+    if "epochs" in params:
+        cfg["epochs"] = float(params["epochs"])
+    else:
+        cfg["grad_evals"] = int(params["grad_evals"])
+    for k in ("loss", "eval_every", "eval_subset"):
+        if params.get(k) is not None:
+            cfg[k] = params[k]
+    return cfg
+
+
+def distributed_command(config: str | Path, replicas: int, out: str | Path, device: str
+                        ) -> list[str]:
+    """The ``sgdlab parle`` command that trains ``config`` with one process per replica
+    (torchrun on this machine): gloo on CPU, nccl (``auto``) with CUDA."""
+    backend = "auto" if str(device).startswith("cuda") else "gloo"
+    return [sys.executable, "-m", "sgdlab", "parle", str(config), "--mode", "distributed",
+            "--replicas", str(replicas), "--out", str(out), "--backend", backend]
+
+
+def _start(cmd: list[str], **kw: Any) -> subprocess.Popen:
+    """The launcher's process (a test's stand-in replaces it)."""
+    return subprocess.Popen(cmd, **kw)
+
+
+def run_distributed(run, ctx) -> RunOutput:
+    """A ``replicas`` run with one process per replica: its run config
+    (:func:`replica_run_config`) written to the run's artifact folder, trained there by
+    ``sgdlab parle --mode distributed`` (torchrun; a crashed replica stops the others and
+    fails the run), whose ``result.json`` gives the summary and the metric rows, recorded
+    under the sweep's run id as the in-process mode records them."""
+    from sgdlab.config.runner import REPLICA_RESULT
+    from sgdlab.train.distributed import die_with_parent
+    from sgdlab.train.replicas import ParleConfig
+
+    p = run.params
+    n = ParleConfig.from_dict({**p["parle"], "seed": run.seed}).replicas
+    art = Path(ctx.artifact_dir)
+    art.mkdir(parents=True, exist_ok=True)
+    config = art / "parle-config.json"
+    out = art / DISTRIBUTED_FOLDER
+    if out.exists():                  # an earlier attempt's: the run starts afresh
+        shutil.rmtree(out)
+    out.mkdir()
+    # rank 0 records into a store of its own, whose rows are then copied: the history in
+    # result.json is strict JSON, where inf (γ = ∞ of Elastic-SGD) and NaN are both null
+    store = out / DISTRIBUTED_STORE
+    config.write_text(json.dumps({**replica_run_config(p, run.seed, ctx.device),
+                                  "store": str(store)}, indent=1))
+    # the child imports this process's sgdlab, wherever it was imported from
+    root = str(Path(__file__).resolve().parents[3])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        [root] + [q for q in os.environ.get("PYTHONPATH", "").split(os.pathsep) if q])}
+    log = art / DISTRIBUTED_LOG
+    with open(log, "w") as f:
+        # the launcher dies with this worker (and torchrun and the replicas with it)
+        proc = _start(distributed_command(config, n, out, ctx.device), env=env, stdout=f,
+                      stderr=subprocess.STDOUT,
+                      preexec_fn=die_with_parent if os.name == "posix" else None)
+        try:
+            code = proc.wait()
+        except BaseException:
+            proc.terminate()          # sgdlab parle stops torchrun and the replicas
+            proc.wait()
+            raise
+    result = out / REPLICA_RESULT
+    res = json.loads(result.read_text()) if result.is_file() else None
+    if res is None or res.get("status") not in ("finished", "diverged"):
+        tail = "\n".join(log.read_text(errors="replace").splitlines()[-15:])
+        raise RuntimeError(f"the distributed run of {n} replica processes failed (sgdlab parle "
+                           f"exit status {code}); the end of {log}:\n{tail}")
+    from sgdlab.store import RunStore
+
+    metrics = RunStore(store).metrics(res["run_id"])
+    ctx.store.log_many(ctx.run_id, [(name, int(step), float(value))
+                                    for name, points in metrics.items()
+                                    for step, value in points])
+    ctx.store.add_artifact(ctx.run_id, "model", str((out / "master.pt").resolve()))
+    # (a non-finite final value, as of a diverged run, is null in strict JSON)
+    final = {k: float("nan") if v is None else v for k, v in res["final"].items()}
+    return _replica_output(final, res["status"], res.get("message"), n)
 
 
 # --- Hessian eigenspectrum at the end of training (thesis §3.3.1) ---------------------------

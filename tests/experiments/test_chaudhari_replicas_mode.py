@@ -1,0 +1,147 @@
+"""The ``replicas`` procedure's ``mode``: a distributed run is the run config of ``sgdlab parle``
+launched as ``sgdlab parle --mode distributed`` launches it, with the in-process run's summary
+and rows. Its replicas run here in forked workers (torchrun's entry point, without torchrun's
+start-up cost); the launcher itself is ``tests/cli/test_cli_parle.py``'s."""
+from __future__ import annotations
+
+import math
+import multiprocessing as mp
+import os
+import sys
+
+import pytest
+import torch
+import torch.distributed as dist
+
+from sgdlab.errors import ConfigError
+from sgdlab.experiments.procedures import chaudhari, get_procedure
+from sgdlab.experiments.spec import RunSpec
+from sgdlab.experiments.worker import RunContext
+from sgdlab.store import RunStore
+
+PARAMS = {"dataset": {"name": "mnist_small", "n_train": 48, "n_test": 16},
+          "model": {"name": "mlp", "widths": [6]}, "dtype": "float64", "grad_evals": 6,
+          "eval_every": 1,
+          "parle": {"replicas": 2, "L": 2, "lr": 0.1, "batch_size": 8, "rho": 0.5,
+                    "gamma": "inf"}}
+TIMINGS = {"wall_time", "comm_time"}
+
+
+def run_once(tmp_path, params, name):
+    # one thread, as each replica process has: the same sums, so the same iterates
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return _run_once(tmp_path, params, name)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _run_once(tmp_path, params, name):
+    store = RunStore(tmp_path / f"{name}.sqlite")
+    spec = RunSpec("e", 1, "smoke", "parle", params, 3, "replicas")
+    run_id = store.create_run(spec.config(), name=name)
+    ctx = RunContext(store=store, run_id=run_id, device="cpu",
+                     artifact_dir=tmp_path / name, dependencies={})
+    return get_procedure("replicas").run(spec, ctx), store.metrics(run_id)
+
+
+def test_mode_is_checked():
+    proc = get_procedure("replicas")
+    proc.validate({**PARAMS, "mode": "distributed"}, "run")
+    with pytest.raises(ConfigError, match="mode must be one of inprocess, distributed"):
+        proc.validate({**PARAMS, "mode": "processes"}, "run")
+
+
+def test_the_launch_runs_replica_r_on_gpu_r_with_nccl_and_on_the_cpu_with_gloo(tmp_path):
+    cfg = chaudhari.replica_run_config(PARAMS, 3, "cuda")
+    assert cfg["device"] == "cuda" and cfg["parle"]["seed"] == cfg["seed"] == 3
+    assert cfg["data"] == {"name": "mnist_small", "seed": 0, "n_train": 48, "n_test": 16}
+    cmd = chaudhari.distributed_command("c.json", 2, "out", "cuda:0")
+    assert cmd[1:] == ["-m", "sgdlab", "parle", "c.json", "--mode", "distributed",
+                       "--replicas", "2", "--out", "out", "--backend", "auto"]
+    assert chaudhari.distributed_command("c.json", 2, "out", "cpu")[-1] == "gloo"
+    assert chaudhari.replica_run_config(PARAMS, 3, "cpu")["device"] == "cpu"
+
+
+def _worker(rank, world, port, argv, log):
+    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank),
+                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port.recv()),
+                      TORCHELASTIC_USE_AGENT_STORE="True", OMP_NUM_THREADS="1")
+    rc = 3
+    with open(log, "w", buffering=1) as f:
+        sys.stdout = sys.stderr = f
+        try:
+            from sgdlab.train.distributed import main
+            rc = main(argv)
+        except BaseException as e:  # pragma: no cover - reported through the log
+            print(f"unexpected {type(e).__name__}: {e}", flush=True)
+    os._exit(rc)
+
+
+class ForkedLaunch:
+    """Stands for the process of ``sgdlab parle --mode distributed``: its replicas
+    as forked workers running torchrun's entry point."""
+
+    def __init__(self, cmd, **kw):
+        assert cmd[2:6] == ["sgdlab", "parle", cmd[4], "--mode"] and "distributed" in cmd
+        world = int(cmd[cmd.index("--replicas") + 1])
+        argv = [cmd[4], "--out", cmd[cmd.index("--out") + 1], "--replicas", str(world),
+                "--backend", cmd[cmd.index("--backend") + 1], "--timeout", "30"]
+        ctx = mp.get_context("fork")
+        self.procs, tells = [], []
+        for rank in range(world):
+            port, tell = ctx.Pipe(duplex=False)
+            p = ctx.Process(target=_worker, daemon=True,
+                            args=(rank, world, port, argv, f"{cmd[4]}.rank{rank}.log"))
+            p.start()
+            self.procs.append(p)
+            tells.append(tell)
+        self.store = dist.TCPStore("127.0.0.1", 0, is_master=True, wait_for_workers=False)
+        for tell in tells:
+            tell.send(self.store.port)
+
+    def wait(self):
+        for p in self.procs:
+            p.join(60)
+        return max(p.exitcode for p in self.procs)
+
+    def terminate(self):  # pragma: no cover - only on a failed wait
+        for p in self.procs:
+            p.kill()
+
+
+def test_a_distributed_run_has_the_in_process_run_s_summary_and_rows(tmp_path, monkeypatch):
+    ref, ref_rows = run_once(tmp_path, PARAMS, "inprocess")
+    monkeypatch.setattr(chaudhari, "_start", ForkedLaunch)
+    out, rows = run_once(tmp_path, {**PARAMS, "mode": "distributed"}, "distributed")
+    assert out.status == ref.status == "finished"
+    assert out.summary.keys() == ref.summary.keys()
+    assert {k: v for k, v in out.summary.items() if k not in TIMINGS} == \
+        {k: v for k, v in ref.summary.items() if k not in TIMINGS}
+    assert (out.summary["rounds"], out.summary["grad_evals"], out.summary["replicas"]) == (3, 6, 2)
+    # every row under its step, γ = ∞ included (strict JSON would have made it null)
+    assert rows.keys() == ref_rows.keys() and math.isinf(rows["gamma"][0][1])
+    for name in ref_rows:
+        assert [s for s, _ in rows[name]] == [s for s, _ in ref_rows[name]], name
+        assert [v for _, v in rows[name]] == pytest.approx([v for _, v in ref_rows[name]],
+                                                            rel=1e-12, abs=0), name
+
+
+class CrashedLaunch:
+    """``sgdlab parle`` whose replica 1 died: it says so and exits 1, with no result.json
+    (the fail-fast itself: ``tests/train/test_distributed_parle.py``)."""
+
+    def __init__(self, cmd, stdout, **kw):
+        stdout.write("sgdlab.train.distributed: rank 0: error: rank 1 is gone\n")
+        stdout.flush()
+
+    def wait(self):
+        return 1
+
+
+def test_a_crashed_replica_fails_the_run_naming_what_happened(tmp_path, monkeypatch):
+    monkeypatch.setattr(chaudhari, "_start", CrashedLaunch)
+    with pytest.raises(RuntimeError, match=r"(?s)distributed run of 2 replica processes "
+                       r"failed \(sgdlab parle exit status 1\).*rank 1 is gone"):
+        run_once(tmp_path, {**PARAMS, "mode": "distributed"}, "crashed")
