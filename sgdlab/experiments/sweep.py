@@ -437,7 +437,8 @@ class _Driver:
         # an earlier attempt's files (of either backend): we hold the lease; resumed from its
         # checkpoint, if it left one, else started afresh
         rows = self._resume(r, run_id, art / CHECKPOINT_DIR)
-        if rows is None and art.exists():
+        if rows is None and art.exists() and not get_procedure(r.procedure).resumes_from(
+                art, r.params):
             shutil.rmtree(art)
         elif rows is not None:
             from sgdlab.train.checkpoint import checkpoint_path

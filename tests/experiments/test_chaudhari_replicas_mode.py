@@ -145,3 +145,56 @@ def test_a_crashed_replica_fails_the_run_naming_what_happened(tmp_path, monkeypa
     with pytest.raises(RuntimeError, match=r"(?s)distributed run of 2 replica processes "
                        r"failed \(sgdlab parle exit status 1\).*rank 1 is gone"):
         run_once(tmp_path, {**PARAMS, "mode": "distributed"}, "crashed")
+
+
+class InProcessLaunch:
+    """``sgdlab parle`` run here in-process mode on the config it was given, checkpointing
+    every round (``--resume`` passed on); ``stop_at``: it dies in that round."""
+
+    commands: list = []
+    stop_at: int | None = None
+
+    def __init__(self, cmd, **kw):
+        from sgdlab.train.distributed import load_config, run_from_config
+
+        self.commands.append(cmd)
+        self.code = 0
+        try:
+            run_from_config(load_config(cmd[4]), mode="inprocess", checkpoint_every=1,
+                            out=cmd[cmd.index("--out") + 1], resume="--resume" in cmd)
+        except KeyboardInterrupt:
+            self.code = 1
+
+    def wait(self):
+        return self.code
+
+
+def test_an_interrupted_distributed_run_continues_from_its_checkpoint_set(tmp_path,
+                                                                         monkeypatch):
+    from sgdlab.train import replicas
+
+    ref, ref_rows = run_once(tmp_path, PARAMS, "inprocess")
+    monkeypatch.setattr(chaudhari, "_start", InProcessLaunch)
+    one_round = replicas._ReplicaTraining._round
+
+    def dies_in_round_3(self, r):
+        if r == 3 and InProcessLaunch.stop_at == 3:
+            raise KeyboardInterrupt
+        return one_round(self, r)
+
+    monkeypatch.setattr(replicas._ReplicaTraining, "_round", dies_in_round_3)
+    proc = get_procedure("replicas")
+    params = {**PARAMS, "mode": "distributed"}
+    InProcessLaunch.stop_at = 3
+    with pytest.raises(RuntimeError, match="exit status 1"):
+        run_once(tmp_path, params, "attempt")
+    art = tmp_path / "attempt"
+    assert proc.resumes_from(art, params) and not proc.resumes_from(art, PARAMS)
+    assert not proc.resumes_from(tmp_path / "inprocess", params)
+    InProcessLaunch.stop_at = None
+    out, rows = run_once(tmp_path, params, "attempt")
+    assert "--resume" in InProcessLaunch.commands[-1]
+    assert "--resume" not in InProcessLaunch.commands[-2]
+    assert {k: v for k, v in out.summary.items() if k not in TIMINGS} == \
+        {k: v for k, v in ref.summary.items() if k not in TIMINGS}
+    assert rows == ref_rows           # the rows the resume redid are not doubled

@@ -16,6 +16,7 @@ import math
 import pkgutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from sgdlab.errors import ConfigError, did_you_mean
@@ -117,6 +118,12 @@ class Procedure:
         so that ``sgdlab runs compare`` lines it up with runs of ``sgdlab train``; None for a
         procedure that trains no model as ``sgdlab train`` does."""
         return None
+
+    def resumes_from(self, folder: Path, params: dict[str, Any]) -> bool:
+        """Whether ``folder``, the artifact folder an earlier attempt of a run of ``params``
+        left, holds a state this procedure continues from itself (the sweep then keeps the
+        folder; the training loop's checkpoints the sweep resumes itself)."""
+        return False
 
     def run(self, run, ctx) -> RunOutput:  # pragma: no cover - interface
         raise NotImplementedError

@@ -64,6 +64,10 @@ class ReplicasProcedure(Procedure):
         except ConfigError as e:
             raise ConfigError(f"{where}: parle: {e}") from None
 
+    def resumes_from(self, folder, params):
+        """A distributed run's checkpoint set (``sgdlab parle --resume`` continues it)."""
+        return params.get("mode") == "distributed" and _has_checkpoints(Path(folder))
+
     def run(self, run, ctx) -> RunOutput:
         from sgdlab.experiments.procedures.train import build
         from sgdlab.train.replicas import ParleConfig, train_replicas
@@ -124,6 +128,13 @@ def distributed_command(config: str | Path, replicas: int, out: str | Path, devi
             "--replicas", str(replicas), "--out", str(out), "--backend", backend]
 
 
+def _has_checkpoints(art: Path) -> bool:
+    """Whether a distributed run in artifact folder ``art`` has written a checkpoint set."""
+    from sgdlab.train.distributed import has_checkpoint
+
+    return has_checkpoint(art / DISTRIBUTED_FOLDER)
+
+
 def _start(cmd: list[str], **kw: Any) -> subprocess.Popen:
     """The launcher's process (a test's stand-in replaces it)."""
     return subprocess.Popen(cmd, **kw)
@@ -134,7 +145,8 @@ def run_distributed(run, ctx) -> RunOutput:
     (:func:`replica_run_config`) written to the run's artifact folder, trained there by
     ``sgdlab parle --mode distributed`` (torchrun; a crashed replica stops the others and
     fails the run), whose ``result.json`` gives the summary and the metric rows, recorded
-    under the sweep's run id as the in-process mode records them."""
+    under the sweep's run id as the in-process mode records them. An earlier attempt's
+    checkpoint set there is continued (``--resume``)."""
     from sgdlab.config.runner import REPLICA_RESULT
     from sgdlab.train.distributed import die_with_parent
     from sgdlab.train.replicas import ParleConfig
@@ -145,9 +157,12 @@ def run_distributed(run, ctx) -> RunOutput:
     art.mkdir(parents=True, exist_ok=True)
     config = art / "parle-config.json"
     out = art / DISTRIBUTED_FOLDER
-    if out.exists():                  # an earlier attempt's: the run starts afresh
+    # an earlier attempt's checkpoint set is continued (the sweep keeps the folder for it),
+    # anything else it left removed
+    resume = _has_checkpoints(art)
+    if out.exists() and not resume:
         shutil.rmtree(out)
-    out.mkdir()
+    out.mkdir(exist_ok=True)
     # rank 0 records into a store of its own, whose rows are then copied: the history in
     # result.json is strict JSON, where inf (γ = ∞ of Elastic-SGD) and NaN are both null
     store = out / DISTRIBUTED_STORE
@@ -160,7 +175,8 @@ def run_distributed(run, ctx) -> RunOutput:
     log = art / DISTRIBUTED_LOG
     with open(log, "w") as f:
         # the launcher dies with this worker (and torchrun and the replicas with it)
-        proc = _start(distributed_command(config, n, out, ctx.device), env=env, stdout=f,
+        cmd = distributed_command(config, n, out, ctx.device) + (["--resume"] if resume else [])
+        proc = _start(cmd, env=env, stdout=f,
                       stderr=subprocess.STDOUT,
                       preexec_fn=die_with_parent if os.name == "posix" else None)
         try:
