@@ -437,9 +437,11 @@ class _Driver:
         # an earlier attempt's files (of either backend): we hold the lease; resumed from its
         # checkpoint, if it left one, else started afresh
         rows = self._resume(r, run_id, art / CHECKPOINT_DIR)
-        if rows is None and art.exists() and not get_procedure(r.procedure).resumes_from(
-                art, r.params):
-            shutil.rmtree(art)
+        if rows is None and art.exists():
+            if get_procedure(r.procedure).resumes_from(art, r.params):
+                self.say(f"resuming {r.run_name} from the checkpoint its last attempt left")
+            else:
+                shutil.rmtree(art)
         elif rows is not None:
             from sgdlab.train.checkpoint import checkpoint_path
 
