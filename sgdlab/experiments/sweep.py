@@ -22,7 +22,9 @@
   ``weights.pt``: model only, for dependants, warm starts and ``sgdlab measure``). A Ray
   task sends each checkpoint it writes to the driver (after the rows it counts), which
   writes it there; a Ray attempt that resumes gets that folder in its task. Either backend
-  resumes the other's checkpoints.
+  resumes the other's checkpoints. A procedure that continues from a state of its own
+  (``Procedure.resumes_from``: a distributed ``replicas`` run's checkpoint set) has the
+  earlier attempt's folder kept for it, locally.
 - **Leases.** Two sweeps on one store never run the same key at once: a key leased by a live
   process is waited for (and counted as done when that process finishes it).
 - **Backends** (``backend=``): ``"local"`` runs in this process (``workers=1``) or in

@@ -505,3 +505,12 @@ def test_a_data_file_that_is_no_dict_of_tensors_is_named(tmp_path):
     torch.save({"x_train": torch.randn(8, 3), "y_train": torch.arange(8) % 2}, tmp_path / "d.pt")
     _, _, data = build_model_and_data(cfg)
     assert len(data.x_train) == 8 and len(data.x_test) == 0
+
+
+def test_a_device_other_than_cpu_or_cuda_is_refused(tmp_path):
+    from sgdlab.train.distributed import build_run
+
+    cfg, _ = write_problem(tmp_path, replicas=2, rounds=1)
+    with pytest.raises(ConfigError, match="device must be cpu or cuda, got 'gpu'"):
+        build_run({**cfg, "device": "gpu"})
+    assert build_run({**cfg, "device": "cpu"})[3].replicas == 2
