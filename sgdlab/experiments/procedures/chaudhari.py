@@ -173,11 +173,10 @@ def run_distributed(run, ctx) -> RunOutput:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(
         [root] + [q for q in os.environ.get("PYTHONPATH", "").split(os.pathsep) if q])}
     log = art / DISTRIBUTED_LOG
+    cmd = distributed_command(config, n, out, ctx.device) + (["--resume"] if resume else [])
     with open(log, "w") as f:
         # the launcher dies with this worker (and torchrun and the replicas with it)
-        cmd = distributed_command(config, n, out, ctx.device) + (["--resume"] if resume else [])
-        proc = _start(cmd, env=env, stdout=f,
-                      stderr=subprocess.STDOUT,
+        proc = _start(cmd, env=env, stdout=f, stderr=subprocess.STDOUT,
                       preexec_fn=die_with_parent if os.name == "posix" else None)
         try:
             code = proc.wait()
