@@ -521,3 +521,57 @@ def said_out_of_memory(fn: Callable, *args, **kwargs):
     assert any("out of memory" in m for m in messages), messages
     assert not any("vmap failed" in m for m in messages), messages
     return out
+
+
+def torchrun_rank(rank: int, world: int, port, argv: list[str], log: str) -> None:
+    """A forked child (torch already imported: no start-up cost) that runs the torchrun
+    entry point ``python -m sgdlab.train.distributed`` as rank ``rank``, with the
+    environment torchrun gives it: the rendezvous store's port (read from the pipe ``port``)
+    is its launcher's, which every rank joins. Its output goes to ``log``."""
+    import os
+    import sys
+
+    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank),
+                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port.recv()),
+                      TORCHELASTIC_USE_AGENT_STORE="True", OMP_NUM_THREADS="1")
+    rc = 3
+    with open(log, "w", buffering=1) as f:
+        sys.stdout = sys.stderr = f
+        try:
+            from sgdlab.train.distributed import main
+            rc = main(argv)
+        except BaseException as e:  # pragma: no cover - reported through the log
+            print(f"unexpected {type(e).__name__}: {e}", flush=True)
+        f.flush()
+    os._exit(rc)
+
+
+def forked_torchrun(world: int, argv: list[str], logs: list[str]):
+    """``world`` ranks of ``python -m sgdlab.train.distributed argv`` as torchrun starts them
+    (:func:`torchrun_rank`, rank r printing to ``logs[r]``), forked from this process, and
+    the rendezvous store they join, held here on a port the system picks free (a port found
+    free here and bound later by rank 0 could be taken meanwhile by another process). This
+    process' heartbeat threads are stopped first (``stop_heartbeats``: one inside SQLite at
+    the fork would leave SQLite's locks held in the children). Returns (processes, store);
+    keep the store as long as the ranks run."""
+    import multiprocessing as mp
+
+    import torch.distributed as dist
+
+    from sgdlab.store.runstore import stop_heartbeats
+
+    stop_heartbeats()
+    ctx = mp.get_context("fork")
+    procs, tells = [], []
+    for rank in range(world):
+        port, tell = ctx.Pipe(duplex=False)
+        p = ctx.Process(target=torchrun_rank, args=(rank, world, port, argv, logs[rank]),
+                        daemon=True)
+        p.start()
+        procs.append(p)
+        tells.append(tell)
+    # after the forks: the store's server thread is not copied into the workers
+    store = dist.TCPStore("127.0.0.1", 0, is_master=True, wait_for_workers=False)
+    for tell in tells:
+        tell.send(store.port)
+    return procs, store

@@ -334,6 +334,21 @@ class _Heartbeat(threading.Thread):
                 _BEATS.pop(self.path)
 
 
+def stop_heartbeats() -> None:
+    """Stop this process' heartbeat threads and wait until they have ended; the next running
+    run or lease starts its store's again. Call it before a ``fork`` that is not followed by
+    ``exec`` (a forked test worker) while this process owns running runs: a heartbeat inside
+    SQLite at the fork leaves SQLite's locks held in the child, whose first store then hangs
+    for ever."""
+    with _BEATS_LOCK:
+        beats = list(_BEATS.values())
+        _BEATS.clear()
+    for beat in beats:
+        beat.stop_event.set()
+    for beat in beats:
+        beat.join()
+
+
 def _beat(conn: sqlite3.Connection, me: dict[str, Any]) -> int:
     now = time.time()
     with _transaction(conn) as c:

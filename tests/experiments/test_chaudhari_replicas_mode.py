@@ -5,19 +5,16 @@ start-up cost); the launcher itself is ``tests/cli/test_cli_parle.py``'s."""
 from __future__ import annotations
 
 import math
-import multiprocessing as mp
-import os
-import sys
 
 import pytest
 import torch
-import torch.distributed as dist
 
 from sgdlab.errors import ConfigError
 from sgdlab.experiments.procedures import chaudhari, get_procedure
 from sgdlab.experiments.spec import RunSpec
 from sgdlab.experiments.worker import RunContext
 from sgdlab.store import RunStore
+from sgdlab.testing import forked_torchrun
 
 PARAMS = {"dataset": {"name": "mnist_small", "n_train": 48, "n_test": 16},
           "model": {"name": "mlp", "widths": [6]}, "dtype": "float64", "grad_evals": 6,
@@ -64,21 +61,6 @@ def test_the_launch_runs_replica_r_on_gpu_r_with_nccl_and_on_the_cpu_with_gloo(t
     assert chaudhari.replica_run_config(PARAMS, 3, "cpu")["device"] == "cpu"
 
 
-def _worker(rank, world, port, argv, log):
-    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank),
-                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port.recv()),
-                      TORCHELASTIC_USE_AGENT_STORE="True", OMP_NUM_THREADS="1")
-    rc = 3
-    with open(log, "w", buffering=1) as f:
-        sys.stdout = sys.stderr = f
-        try:
-            from sgdlab.train.distributed import main
-            rc = main(argv)
-        except BaseException as e:  # pragma: no cover - reported through the log
-            print(f"unexpected {type(e).__name__}: {e}", flush=True)
-    os._exit(rc)
-
-
 class ForkedLaunch:
     """Stands for the process of ``sgdlab parle --mode distributed``: its replicas
     as forked workers running torchrun's entry point."""
@@ -88,18 +70,8 @@ class ForkedLaunch:
         world = int(cmd[cmd.index("--replicas") + 1])
         argv = [cmd[4], "--out", cmd[cmd.index("--out") + 1], "--replicas", str(world),
                 "--backend", cmd[cmd.index("--backend") + 1], "--timeout", "30"]
-        ctx = mp.get_context("fork")
-        self.procs, tells = [], []
-        for rank in range(world):
-            port, tell = ctx.Pipe(duplex=False)
-            p = ctx.Process(target=_worker, daemon=True,
-                            args=(rank, world, port, argv, f"{cmd[4]}.rank{rank}.log"))
-            p.start()
-            self.procs.append(p)
-            tells.append(tell)
-        self.store = dist.TCPStore("127.0.0.1", 0, is_master=True, wait_for_workers=False)
-        for tell in tells:
-            tell.send(self.store.port)
+        self.procs, self.store = forked_torchrun(
+            world, argv, [f"{cmd[4]}.rank{rank}.log" for rank in range(world)])
 
     def wait(self):
         for p in self.procs:

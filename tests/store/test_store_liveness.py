@@ -220,3 +220,21 @@ def test_a_store_on_a_read_only_file_system_can_be_listed_and_exported(tmp_path)
     assert rid in p.stdout and "finished" in p.stdout and "status: finished" in p.stdout
     assert "loss,0,1.0" in (tmp_path / "e.csv").read_text()
     assert "is read-only" in p.stderr and p.stdout.strip().endswith("rc=2")
+
+
+def test_stop_heartbeats_ends_this_process_heartbeat_threads_and_the_next_run_restarts_them(
+        tmp_path):
+    import threading
+
+    def beating() -> list[str]:
+        return [t.name for t in threading.enumerate()
+                if t.name.startswith("sgdlab-heartbeat:") and t.is_alive()]
+
+    store = RunStore(tmp_path / "s.sqlite")
+    store.create_run({"a": 1})
+    assert beating()
+    rs.stop_heartbeats()   # returns once they have ended: a fork after it copies none
+    assert beating() == []
+    store.create_run({"a": 2})
+    assert beating()
+    rs.stop_heartbeats()

@@ -5,17 +5,16 @@ from __future__ import annotations
 import json
 import os
 import signal
-import multiprocessing as mp
 import sys
 import time
 
 import pytest
 import torch
-import torch.distributed as dist
 
 import sgdlab.data  # noqa: F401  (imported before forking: the workers start warm)
 import sgdlab.models  # noqa: F401
 from sgdlab.errors import ConfigError
+from sgdlab.testing import forked_torchrun
 from sgdlab.train.distributed import run_from_config
 
 torch.set_num_threads(1)
@@ -40,26 +39,6 @@ def write_problem(tmp_path, replicas, rounds):
     return cfg, path
 
 
-def _worker(rank: int, world: int, port, argv: list[str], log: str) -> None:
-    """A forked child (torch already imported: no start-up cost) that runs the torchrun
-    entry point ``python -m sgdlab.train.distributed`` as rank ``rank``, with the
-    environment torchrun gives it: the rendezvous store's port (read from the pipe ``port``)
-    is its launcher's, which every rank joins."""
-    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank),
-                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port.recv()),
-                      TORCHELASTIC_USE_AGENT_STORE="True", OMP_NUM_THREADS="1")
-    rc = 3
-    with open(log, "w", buffering=1) as f:
-        sys.stdout = sys.stderr = f
-        try:
-            from sgdlab.train.distributed import main
-            rc = main(argv)
-        except BaseException as e:  # pragma: no cover - reported through the log
-            print(f"unexpected {type(e).__name__}: {e}", flush=True)
-        f.flush()
-    os._exit(rc)
-
-
 STORES: list = []         # the rendezvous stores of this test's launches
 
 
@@ -70,24 +49,10 @@ def _close_stores():
 
 
 def launch(tmp_path, world, argv):
-    """``world`` workers, as torchrun starts them: a rendezvous store held here, on a port
-    the system picks free. (A port found free here and bound later by rank 0, as before,
-    could be taken meanwhile by another process; the run then failed with EADDRINUSE.)"""
-    ctx = mp.get_context("fork")
-    procs, logs, ports = [], [], []
-    for rank in range(world):
-        log = str(tmp_path / f"rank{rank}.log")
-        port, tell = ctx.Pipe(duplex=False)
-        p = ctx.Process(target=_worker, args=(rank, world, port, argv, log), daemon=True)
-        p.start()
-        procs.append(p)
-        logs.append(log)
-        ports.append(tell)
-    # after the forks: the store's server thread is not copied into the workers
-    store = dist.TCPStore("127.0.0.1", 0, is_master=True, wait_for_workers=False)
+    """``world`` workers, as torchrun starts them (:func:`sgdlab.testing.forked_torchrun`)."""
+    logs = [str(tmp_path / f"rank{rank}.log") for rank in range(world)]
+    procs, store = forked_torchrun(world, argv, logs)
     STORES.append(store)
-    for tell in ports:
-        tell.send(store.port)
     return procs, logs
 
 
