@@ -67,6 +67,17 @@ def _cli(args: list[str], env: dict[str, str], before: str = "") -> subprocess.C
                           env={**os.environ, **env}, timeout=300)
 
 
+def _terminated_at(step: int, args: list[str]) -> int:
+    """``main(args)`` in this process, sent SIGTERM at ``step`` by the ``_test_kill``
+    instrument: main turns SIGTERM into an interrupt and restores the handler after, so a
+    child process (seconds of imports) would check nothing more."""
+    os.environ["SGDLAB_TEST_TERM_AT"] = str(step)
+    try:
+        return main(args)
+    finally:
+        del os.environ["SGDLAB_TEST_TERM_AT"]
+
+
 def test_train_killed_at_several_points_resumes_to_the_uninterrupted_run(tmp_path, capsys):
     """5-step epochs, checkpoints every 7 steps, dynamics rows every 3 steps (so rows are
     logged between an epoch-end flush and a mid-epoch checkpoint). SIGTERM at step 17, SIGKILL
@@ -83,13 +94,14 @@ def test_train_killed_at_several_points_resumes_to_the_uninterrupted_run(tmp_pat
     store = RunStore(store_path)
 
     # SIGTERM: the run records interrupted and says how to continue, no traceback
-    p = _cli(["train", str(cfg), "--store", str(store_path), "--out", str(kill_dir)],
-             {"SGDLAB_TEST_TERM_AT": "17"})
+    code = _terminated_at(17, ["train", str(cfg), "--store", str(store_path), "--out",
+                               str(kill_dir)])
+    said = capsys.readouterr()
     ref_run, killed = store.list_runs()
     rid, hint = killed["id"], f"sgdlab resume {killed['id']} --store {store_path}"
-    assert p.returncode == 130 and "Traceback" not in p.stderr, p.stderr
-    assert f"run {rid} interrupted; continue it with: {hint}" in p.stderr
-    assert hint in p.stdout                                  # announced before training
+    assert code == 130 and "Traceback" not in said.err, said.err
+    assert f"run {rid} interrupted; continue it with: {hint}" in said.err
+    assert hint in said.out                                  # announced before training
     assert (killed["recorded_status"], killed["status"]) == ("interrupted", "interrupted")
 
     # SIGKILL of the resumed run at step 23 (checkpoint at 21, rows at 21 not flushed by an
@@ -1002,10 +1014,9 @@ def test_runs_list_and_show_say_where_a_stopped_run_continues(tmp_path, capsys):
     cfg = tmp_path / "tiny.yaml"
     cfg.write_text(TINY + "measure: [{name: _test_kill, every: 1}]\n")
     store_path = tmp_path / "runs.sqlite"
-    for at, out in (("17", "a"), ("4", "b")):       # checkpoints every 7 steps: 14, none
-        p = _cli(["train", str(cfg), "--store", str(store_path), "--out", str(tmp_path / out)],
-                 {"SGDLAB_TEST_TERM_AT": at})
-        assert p.returncode == 130, p.stderr
+    for at, out in ((17, "a"), (4, "b")):           # checkpoints every 7 steps: 14, none
+        assert _terminated_at(at, ["train", str(cfg), "--store", str(store_path), "--out",
+                                   str(tmp_path / out)]) == 130
     a, b = RunStore(store_path).list_runs()
     assert main(["runs", "list", "--store", str(store_path)]) == 0
     listing = capsys.readouterr().out
@@ -1174,9 +1185,7 @@ def test_init_from_warm_starts_and_its_resume_continues_from_its_own_checkpoint(
             f"({src / 'checkpoints' / 'last.pt'}; weights sha256 ") in shown, shown
     assert ref_run["config"]["model"]["init_from"] == source["id"]
 
-    p = _cli(["train", str(cfg), "--out", str(tmp_path / "killed"), *warm],
-             {"SGDLAB_TEST_TERM_AT": "17"})
-    assert p.returncode == 130, p.stderr
+    assert _terminated_at(17, ["train", str(cfg), "--out", str(tmp_path / "killed"), *warm]) == 130
     rid = store.list_runs()[-1]["id"]
     src.rename(moved)                    # the source is not read again: its folder is gone
     assert main(["resume", rid, "--store", str(store_path)]) == 0
@@ -1194,9 +1203,7 @@ def test_init_from_warm_starts_and_its_resume_continues_from_its_own_checkpoint(
 
     # stopped before its first checkpoint (step 7): a resume restarts it from the source
     moved.rename(src)
-    p = _cli(["train", str(cfg), "--out", str(tmp_path / "early"), *warm],
-             {"SGDLAB_TEST_TERM_AT": "3"})
-    assert p.returncode == 130, p.stderr
+    assert _terminated_at(3, ["train", str(cfg), "--out", str(tmp_path / "early"), *warm]) == 130
     early = store.list_runs()[-1]["id"]
     kept = src / "checkpoints" / "kept.pt"
     (src / "checkpoints" / "last.pt").rename(kept)

@@ -18,6 +18,7 @@ import yaml
 
 import sweep_kill_helpers  # noqa: F401  (registers the procedures; workers import it too)
 from sweep_kill_helpers import DIR_ENV, KILL_ENV
+from sgdlab.cli.main import main
 from sgdlab.experiments.runner import analyze
 from sgdlab.experiments.spec import catalogue_files, resolve
 from sgdlab.experiments.sweep import finished_runs, load_runs, run_sweep
@@ -113,15 +114,19 @@ def test_dead_workers_are_replaced_and_their_runs_redone(reference, kills, tmp_p
     assert report(spec, store) == (tables, counts)
 
 
+def _sweep_args(config: Path, store: Path) -> list[str]:
+    return ["run", "--config", str(config), "--scale", "smoke", "--workers", "2", "--store",
+            str(store), "--out", str(config.parent / "o")]
+
+
 def _sweep_cmd(config: Path, store: Path) -> list[str]:
     code = ("import sys; sys.path.insert(0, sys.argv[1]); import sweep_kill_helpers; "
             "from sgdlab.cli.main import main; sys.exit(main(sys.argv[2:]))")
-    return [sys.executable, "-c", code, str(HERE), "run", "--config", str(config), "--scale",
-            "smoke", "--workers", "2", "--store", str(store), "--out", str(config.parent / "o")]
+    return [sys.executable, "-c", code, str(HERE), *_sweep_args(config, store)]
 
 
 def test_a_killed_or_terminated_driver_takes_its_workers_and_a_rerun_completes(
-        reference, kills, tmp_path):
+        reference, kills, tmp_path, monkeypatch, capsys):
     spec, (tables, counts) = reference
     labels = [r.label for r in spec.expand()]
     config, store = tmp_path / "grid.yaml", tmp_path / "s.sqlite"
@@ -137,16 +142,18 @@ def test_a_killed_or_terminated_driver_takes_its_workers_and_a_rerun_completes(
     stopped = [r for r in RunStore(store).list_runs() if r["recorded_status"] == "running"]
     assert stopped and all(r["status"] == "interrupted" for r in stopped)
 
-    # 2. the rerun takes over; its driver gets SIGTERM: one line naming how to continue
+    # 2. the rerun takes over; its driver gets SIGTERM: one line naming how to continue.
+    # This process is that driver (its workers signal their parent): main turns SIGTERM into
+    # an interrupt and restores the handler after, as the command's own process would.
     for f in kills.glob("pid-*"):
         f.unlink()
     # labels[1] is the one run certain to be unfinished (its worker killed the driver)
-    env[KILL_ENV] = f"term-final@{labels[1]}"
-    p = subprocess.run(_sweep_cmd(config, store), env=env, capture_output=True, text=True,
-                       timeout=300)
-    assert p.returncode == 130, p.stderr[-2000:]
-    assert "sgdlab: the sweep was terminated" in p.stderr and "Traceback" not in p.stderr
-    assert f"continue with: sgdlab run --config {config}" in p.stderr
+    monkeypatch.setenv(KILL_ENV, f"term-final@{labels[1]}")
+    code = main(_sweep_args(config, store))
+    err = capsys.readouterr().err
+    assert code == 130, err[-2000:]
+    assert "sgdlab: the sweep was terminated" in err and "Traceback" not in err
+    assert f"continue with: sgdlab run --config {config}" in err
     assert gone([int(f.name[4:]) for f in kills.glob("pid-*")]), "orphaned workers"
     runs = RunStore(store).list_runs()
     assert not [r for r in runs if r["recorded_status"] == "running"]   # all ended cleanly
