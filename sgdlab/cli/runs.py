@@ -24,10 +24,16 @@ def _store_arg(p: argparse.ArgumentParser) -> None:
                    help="run store (default: $SGDLAB_STORE or ./sgdlab-runs/runs.sqlite)")
 
 
-def _scale_arg(p: argparse.ArgumentParser, what: str) -> None:
+def _selection_args(p: argparse.ArgumentParser, which: str, status_note: str) -> None:
+    """--experiment, --status and --scale: the runs ``which`` ("only" or "the") the command
+    takes, as ``runs list`` selects them; ``status_note`` ends the --status help."""
+    p.add_argument("--experiment", help=f"{which} runs of this experiment")
+    p.add_argument("--status", choices=("running", "finished", "diverged", "failed",
+                                        "interrupted", "stale"),
+                   help=f"{which} runs with this status{status_note}")
     p.add_argument("--scale", choices=("smoke", "cpu", "paper"),
-                   help=f"{what} run at this scale by `sgdlab run` (runs of one experiment at "
-                        "two scales share their names)")
+                   help=f"{which} runs of an experiment run at this scale by `sgdlab run` "
+                        "(runs of one experiment at two scales share their names)")
 
 
 def _filters(args) -> list[str]:
@@ -49,12 +55,8 @@ def register(subparsers) -> None:
                                     "A run whose process died shows as interrupted (stale: on "
                                     "another host), with the command that continues it.")
     _store_arg(ls)
-    ls.add_argument("--experiment", help="only runs of this experiment")
-    ls.add_argument("--status", choices=("running", "finished", "diverged", "failed",
-                                         "interrupted", "stale"),
-                    help="only runs with this status (interrupted: also runs whose process "
-                         "died; stale: on another host, silent)")
-    _scale_arg(ls, "only runs of an experiment")
+    _selection_args(ls, "only", " (interrupted: also runs whose process died; stale: on "
+                                "another host, silent)")
     ls.add_argument("--json", action="store_true", help="print JSON instead of a table")
     ls.set_defaults(func=_list)
 
@@ -104,12 +106,8 @@ def register(subparsers) -> None:
     ex.add_argument("--run", action="append", dest="runs", metavar="RUN",
                     help="only this run: a run id, a unique prefix or the run's folder "
                          "(repeatable; default all)")
-    ex.add_argument("--experiment", help="only runs of this experiment")
-    ex.add_argument("--status", choices=("running", "finished", "diverged", "failed",
-                                         "interrupted", "stale"),
-                    help="only runs with this status, as `runs list` shows it (given with "
-                         "--run, they narrow it)")
-    _scale_arg(ex, "only runs of an experiment")
+    _selection_args(ex, "only", ", as `runs list` shows it (given with --run, they narrow "
+                                "it)")
     ex.add_argument("--summary", action="store_true",
                     help="CSV with one row per run instead: its id, name, experiment, "
                          "status, the config keys that differ between the runs written "
@@ -131,11 +129,7 @@ def register(subparsers) -> None:
     _store_arg(rm)
     rm.add_argument("run_ids", metavar="RUN", nargs="*",
                     help="a run id, a unique prefix or the run's folder (any number)")
-    rm.add_argument("--experiment", help="the runs of this experiment")
-    rm.add_argument("--status", choices=("running", "finished", "diverged", "failed",
-                                         "interrupted", "stale"),
-                    help="the runs with this status, as `runs list` shows it")
-    _scale_arg(rm, "the runs of an experiment")
+    _selection_args(rm, "the", ", as `runs list` shows it")
     rm.add_argument("--dry-run", action="store_true",
                     help="list what would be deleted, delete nothing")
     rm.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")

@@ -66,16 +66,10 @@ def curves(series: Series, *, xlabel: str, ylabel: str, title: str = "", logx: b
                             step="post" if steps else None)
     for x in marks:
         ax.axvline(x, color="0.4", ls="--", lw=0.8)
-    if logx:
-        log_scale(ax, [v for x, _, _ in series.values() for v in x], axis="x")
-    elif log_steps_x:
+    if log_steps_x and not logx:
         log_steps(ax, [v for x, _, _ in series.values() for v in x])
-    if logy:
-        log_scale(ax, [v for _, y, _ in series.values() for v in y], axis="y")
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
-    if title:
-        ax.set_title(title, fontsize=10)
+    _scales_and_labels(ax, series, logx=logx, logy=logy, xlabel=xlabel, ylabel=ylabel,
+                       title=title)
     if series and legend:
         handles, labels = ax.get_legend_handles_labels()
         if ended:
@@ -88,6 +82,20 @@ def curves(series: Series, *, xlabel: str, ylabel: str, title: str = "", logx: b
     if fig is not None:
         fig.tight_layout()
     return fig if fig is not None else ax.figure
+
+
+def _scales_and_labels(ax, series: dict, *, logx: bool, logy: bool, xlabel: str, ylabel: str,
+                       title: str) -> None:
+    """Log axes over the series' values (x, y, ...), the axis labels and the title: the part
+    every chart of series against a setting ends with."""
+    if logx:
+        log_scale(ax, [v for x, *_ in series.values() for v in x], axis="x")
+    if logy:
+        log_scale(ax, [v for _, y, *_ in series.values() for v in y], axis="y")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    if title:
+        ax.set_title(title, fontsize=10)
 
 
 def panels(n: int, *, width: float = 4.2, height: float = 3.2, min_width: float = 0.0,
@@ -144,14 +152,8 @@ def error_bars(series: Series, *, xlabel: str, ylabel: str, title: str = "",
         # the x axis spans the settings without a value too (their marks out of view else)
         ax.dataLim.update_from_data_x(x[np.isfinite(x)], ignore=False)
     ax.autoscale_view(scaley=False)
-    if logx:
-        log_scale(ax, [v for x, _, _ in series.values() for v in x], axis="x")
-    if logy:
-        log_scale(ax, [v for _, y, _ in series.values() for v in y], axis="y")
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
-    if title:
-        ax.set_title(title, fontsize=10)
+    _scales_and_labels(ax, series, logx=logx, logy=logy, xlabel=xlabel, ylabel=ylabel,
+                       title=title)
     if series and legend:
         ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
