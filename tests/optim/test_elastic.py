@@ -129,24 +129,28 @@ def _with_parle(Qs, ms, x0, *, rounds, L, eta, eta0, gamma0, rho0, B, gmin, rmin
     return [p.detach().clone() for p in ps]
 
 
+def _parle_is_by_hand_and_tells_the_reading(hyper: dict, key: str, other) -> None:
+    """Parle's rounds under ``hyper`` equal (5.8) by hand to a few ulps (the authors-code
+    coupling L·n/ρ drives the values to ~340), and (5.8) by hand with ``key`` set to the
+    ``other`` reading differs: the test can tell the readings apart."""
+    Qs, ms, x0 = _problem()
+    want = _by_hand(Qs, ms, x0, **hyper)
+    for a, b in zip(_with_parle(Qs, ms, x0, **hyper), want):
+        assert torch.allclose(a, b, atol=1e-13, rtol=1e-14)
+    alternative = _by_hand(Qs, ms, x0, **{**hyper, key: other})
+    assert max((a - b).abs().max() for a, b in zip(want, alternative)) > 1e-3
+
+
 @pytest.mark.parametrize("normalization,master", [("paper", "current"), ("paper", "lagged"),
                                                   ("raw", "current"),
                                                   ("authors-code", "current")])
 def test_parle_rounds_equal_eq_5_8_by_hand(normalization, master):
     """Four rounds of two replicas: scoping (5.10) with clipping reached, Nesterov momentum on
     both loops, each normalisation and master reading, against the equations by hand."""
-    Qs, ms, x0 = _problem()
     hyper = dict(rounds=4, L=3, eta=0.3, eta0=0.1, gamma0=2.0, rho0=0.8, B=2, gmin=1.0,
                  rmin=0.5, alpha=0.25, mu=0.9, normalization=normalization, master=master)
-    want = _by_hand(Qs, ms, x0, **hyper)
-    got = _with_parle(Qs, ms, x0, **hyper)
-    for a, b in zip(got, want):
-        # a few ulps of the values: the authors-code coupling L·n/ρ drives them to ~340
-        assert torch.allclose(a, b, atol=1e-13, rtol=1e-14)
-    # the readings differ: the test can tell them apart
-    other = _by_hand(Qs, ms, x0, **{**hyper, "master": "lagged" if master == "current"
-                                    else "current"})
-    assert max((a - b).abs().max() for a, b in zip(want, other)) > 1e-3
+    _parle_is_by_hand_and_tells_the_reading(
+        hyper, "master", "lagged" if master == "current" else "current")
 
 
 @pytest.mark.parametrize("inner_on", ["gradient", "step"])
@@ -155,16 +159,10 @@ def test_parle_inner_momentum_carries_the_gradient_or_the_whole_step_as_by_hand(
     alone, the coupling pull added unaccelerated (the authors' code, default), or on the whole
     drift ∇f_B + γ_k⁻¹(y − x^a) (``inner_momentum_on="step"``), against (5.8) by hand; the
     two readings take different steps."""
-    Qs, ms, x0 = _problem()
     hyper = dict(rounds=3, L=4, eta=0.3, eta0=0.1, gamma0=1.5, rho0=0.8, B=2, gmin=1.0,
                  rmin=0.5, alpha=0.25, mu=0.9, inner_on=inner_on)
-    want = _by_hand(Qs, ms, x0, **hyper)
-    got = _with_parle(Qs, ms, x0, **hyper)
-    for a, b in zip(got, want):
-        assert torch.allclose(a, b, atol=1e-13, rtol=1e-14)
-    other = _by_hand(Qs, ms, x0, **{**hyper, "inner_on": "step" if inner_on == "gradient"
-                                    else "gradient"})
-    assert max((a - b).abs().max() for a, b in zip(want, other)) > 1e-3
+    _parle_is_by_hand_and_tells_the_reading(
+        hyper, "inner_on", "step" if inner_on == "gradient" else "gradient")
 
 
 @pytest.mark.parametrize("normalization", ["paper", "authors-code"])
@@ -173,16 +171,11 @@ def test_parle_weight_decay_on_the_inner_loop_or_both_as_by_hand(wd_on, normaliz
     """ℓ2 λ on ∇f_B(y) in (5.8a) only (default; the authors' parle_mpi.py adds its ℓ2 to the
     inner gradients), or also λx^a on the replica's outer gradient of (5.8c)
     (``weight_decay_on="both"``, Entropy-SGD's authors' reading), against (5.8) by hand."""
-    Qs, ms, x0 = _problem()
     hyper = dict(rounds=3, L=3, eta=0.3, eta0=0.1, gamma0=1.5, rho0=0.8, B=2, gmin=1.0,
                  rmin=0.5, alpha=0.25, mu=0.9, normalization=normalization, wd=0.2,
                  wd_on=wd_on)
-    want = _by_hand(Qs, ms, x0, **hyper)
-    got = _with_parle(Qs, ms, x0, **hyper)
-    for a, b in zip(got, want):
-        assert torch.allclose(a, b, atol=1e-13, rtol=1e-14)
-    other = _by_hand(Qs, ms, x0, **{**hyper, "wd_on": "both" if wd_on == "inner" else "inner"})
-    assert max((a - b).abs().max() for a, b in zip(want, other)) > 1e-3
+    _parle_is_by_hand_and_tells_the_reading(
+        hyper, "wd_on", "both" if wd_on == "inner" else "inner")
 
 
 def test_inner_momentum_on_is_checked():
