@@ -379,6 +379,8 @@ def _experiment_hint(store, experiment: str | None) -> str:
 
 
 def _list(args) -> int:
+    from sgdlab.store.runstore import run_scale
+
     store = _open(args)
     runs = store.list_runs(experiment=args.experiment, status=args.status, scale=args.scale)
     # how far each stopped run got: its last checkpoint is where a resume continues
@@ -389,8 +391,7 @@ def _list(args) -> int:
         keys = ("id", "name", "experiment", "status", "recorded_status", "host", "pid",
                 "created", "summary")
         print(dumps([{**{k: r[k] for k in keys},
-                      "scale": (r["config"] or {}).get("scale") if isinstance(r["config"], dict)
-                      else None,
+                      "scale": run_scale(r),
                       "checkpoint_step": ckpt[r["id"]] if ckpt.get(r["id"], -1) != -1 else None,
                       "checkpoint": (checkpoint_state(stopped[r["id"]], ckpt[r["id"]])
                                      if r["id"] in stopped else None)}
@@ -413,8 +414,7 @@ def _list(args) -> int:
     ppl = any(c["test_perplexity"] for c in cells.values())
     shown = _TEST_COLUMNS if ppl else _TEST_COLUMNS[:2]
     # an experiment's runs at two scales have the same names: the scale tells them apart
-    scales = [(r["config"] or {}).get("scale") if isinstance(r["config"], dict) else None
-              for r in runs]
+    scales = [run_scale(r) for r in runs]
     scaled = any(scales)
     rows = [("RUN_ID", "NAME", "EXPERIMENT", *(("SCALE",) if scaled else ()), "STATUS",
              "STEPS", "TEST_ACC", "TEST_LOSS", *(("TEST_PPL",) if ppl else ()), "CREATED")]
@@ -457,6 +457,8 @@ def _list(args) -> int:
 
 
 def _show(args) -> int:
+    from sgdlab.store.runstore import run_scale
+
     ref = _run_ref(args, args.run_id)
     store = _open(args)
     run = store.get_run(ref)
@@ -465,10 +467,10 @@ def _show(args) -> int:
         print(dumps({**run, "metrics": {k: v for k, v in metrics.items()}}, indent=1,
                     default=str, nonfinite="string"))
         return 0
-    cfg = run["config"] if isinstance(run["config"], dict) else {}
+    scale = run_scale(run)
     print("  ".join([f"run {run['id']}"] + [f"{k} {run[k]}" for k in ("name", "experiment")
                                              if run[k]]
-                    + ([f"scale {cfg['scale']}"] if cfg.get("scale") else [])))
+                    + ([f"scale {scale}"] if scale else [])))
     print(f"status: {run['status']}" + (f" ({run['message']})" if run["message"] else ""))
     if run["status"] in ("interrupted", "stale") and run["recorded_status"] == "running":
         print(f"  recorded as running, but {_stopped_note(run)}")

@@ -287,6 +287,13 @@ def shown_status(run: dict[str, Any], now: float | None = None) -> str:
     return status
 
 
+def run_scale(run: dict[str, Any]) -> str | None:
+    """The scale ``sgdlab run`` ran a stored run at (its config's ``scale``); None for a run
+    of another command."""
+    config = run.get("config")
+    return config.get("scale") if isinstance(config, dict) else None
+
+
 # --- the heartbeat thread ------------------------------------------------------------------------
 _BEATS: dict[str, "_Heartbeat"] = {}
 _BEATS_LOCK = threading.Lock()
@@ -837,7 +844,7 @@ class RunStore:
         runs = [_run_row(r) for r in self._conn.execute(sql, args)]
         if scale is not None:
             runs = [r for r in runs
-                    if isinstance(r["config"], dict) and r["config"].get("scale") == scale]
+                    if run_scale(r) == scale]
         return runs if status is None else [r for r in runs if r["status"] == status]
 
     # --- metrics --------------------------------------------------------------------------
