@@ -1,4 +1,5 @@
-"""Fixtures shared across test folders. Nothing here is autouse: a module opts in, e.g.
+"""Fixtures shared across test folders, and the torch threads of pytest-xdist's workers.
+No fixture here is autouse: a module opts in, e.g.
 
     pytestmark = pytest.mark.usefixtures("one_thread")
 """
@@ -7,6 +8,14 @@ from pathlib import Path
 
 import pytest
 import torch
+
+
+def pytest_configure(config):
+    """Under pytest-xdist the workers share the cores: each one's torch takes its share (tiny
+    tensors on oversubscribed cores thrash)."""
+    workers = os.environ.get("PYTEST_XDIST_WORKER_COUNT")
+    if workers:
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(workers)))
 
 
 @pytest.fixture
