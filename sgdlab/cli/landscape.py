@@ -256,7 +256,8 @@ def _escape(args, out: Path, setup: tuple) -> dict:
     loss = land.loss(pts).cpu().numpy()
     trajs = {m: t[:, 0].numpy() for m, t in res.trajectory.items()}
     fig = escape_run_figure(gx, gy, loss, trajs, res.success_rate, res.sharpness_steps,
-                        res.sharpness, LABELS, success_rule=rule)
+                            res.sharpness, LABELS, success_rule=rule,
+                            intervals=res.success_interval())
     data = res.to_dict()
     data["figures"] = [_save(out, "escape.png", fig)]
     data["landscape"] = land.describe()

@@ -196,16 +196,27 @@ class EscapeResult:
     sharpness: dict[str, list[float]] = field(default_factory=dict)  # mean over repetitions
     trajectory: dict[str, Tensor] = field(default_factory=dict)     # (T+1, R, 2)
 
+    def success_interval(self, z: float = 2.0) -> dict[str, tuple[float, float]]:
+        """Each method's Wilson score interval of its success rate over the R repetitions
+        (:func:`wilson_interval`): unlike ± s.e., it has a width at 0% and 100%."""
+        reps = self.config.repetitions
+        return {m: wilson_interval(round(rate * reps), reps, z)
+                for m, rate in self.success_rate.items()}
+
     def table(self) -> str:
         """The success-rate table, one row per method: success rate ± its binomial standard
-        error sqrt(p(1 − p)/R), the share that ever reached the flat basin, final sharpness."""
-        lines = [f"{'method':<14} {'success':>8} {'± s.e.':>7} {'reached':>8} "
-                 f"{'final sharpness':>16}", "-" * 57]
+        error sqrt(p(1 − p)/R) and its Wilson interval (z = 2), the share that ever reached
+        the flat basin, final sharpness."""
+        lines = [f"{'method':<14} {'success':>8} {'± s.e.':>7} {'Wilson, z = 2':>16} "
+                 f"{'reached':>8} {'final sharpness':>16}", "-" * 74]
+        intervals = self.success_interval()
         for m, rate in self.success_rate.items():
             sh = self.sharpness.get(m)
             sh_txt = f"{sh[-1]:16.4f}" if sh else f"{'-':>16}"
             se = binomial_se(rate, self.config.repetitions)
+            lo, hi = intervals[m]
             lines.append(f"{LABELS.get(m, m):<14} {rate:8.1%} {se:7.1%} "
+                         f"{f'[{lo:.1%}, {hi:.1%}]':>16} "
                          f"{self.reached_rate.get(m, float('nan')):8.1%} {sh_txt}")
         diverged = {m: r for m, r in self.diverged_rate.items() if r > 0}
         if diverged:
@@ -217,6 +228,8 @@ class EscapeResult:
         return {
             "config": dict(vars(self.config)),
             "success_rate": dict(self.success_rate),
+            # Wilson score intervals at z = 2 (success_interval)
+            "success_interval": {m: list(ci) for m, ci in self.success_interval().items()},
             "reached_rate": dict(self.reached_rate),
             "diverged_rate": dict(self.diverged_rate),
             "sharpness_steps": list(self.sharpness_steps),

@@ -453,6 +453,25 @@ def test_wilson_interval_keeps_its_width_at_zero_and_one():
     assert all(math.isnan(v) for v in wilson_interval(0, 0, 2.0))
 
 
+def test_an_escape_result_gives_each_method_the_wilson_interval_of_its_repetitions():
+    """The table, results.json and figure of ``sgdlab landscape escape`` carry it: the
+    binomial s.e. beside it is 0 at a rate of 0% (GD's, as a rule)."""
+    from sgdlab.landscapes.escape import EscapeConfig, EscapeResult
+
+    res = EscapeResult(EscapeConfig(repetitions=50),
+                       success_rate={"gd": 0.0, "sgd": 0.3, "gld_const": 1.0})
+    got = res.success_interval()
+    assert got["gd"] == (0.0, pytest.approx(4 / 54))            # [0, z²/(n + z²)]
+    assert got["gld_const"] == (pytest.approx(50 / 54), 1.0)
+    p, n = 0.3, 50                                               # the score interval by hand
+    half = 2 * math.sqrt(p * (1 - p) / n + 4 / (4 * n * n)) / (1 + 4 / n)
+    assert got["sgd"] == pytest.approx(((p + 2 / n) / (1 + 4 / n) - half,
+                                        (p + 2 / n) / (1 + 4 / n) + half))
+    assert res.to_dict()["success_interval"] == {m: list(ci) for m, ci in got.items()}
+    row = next(ln for ln in res.table().splitlines() if ln.startswith("GD "))
+    assert row.split()[1:5] == ["0.0%", "0.0%", "[0.0%,", "7.4%]"]       # rate, s.e., Wilson
+
+
 @pytest.mark.parametrize("counts, lo, hi", [((56, 70, 48, 80), 0.0524, 0.3339),
                                             ((9, 10, 3, 10), 0.1705, 0.8090),
                                             ((5, 56, 0, 29), -0.0381, 0.1926),

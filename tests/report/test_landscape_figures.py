@@ -24,6 +24,27 @@ def test_escape_run_figure_names_the_success_rule_it_was_given():
     plt.close(fig)
 
 
+def test_escape_run_figure_draws_the_intervals_it_is_given_around_each_rate():
+    from sgdlab.report.figures.landscapes import escape_run_figure
+
+    g = np.linspace(-2.0, 2.0, 5)
+    gx, gy = np.meshgrid(g, g)
+    names = ("gd", "sgd")
+    args = (gx, gy, gx ** 2 + gy ** 2, {n: np.zeros((3, 2)) for n in names},
+            {"gd": 0.0, "sgd": 0.3}, [0, 10], {n: [1.0, 0.5] for n in names})
+    fig = escape_run_figure(*args, intervals={"gd": (0.0, 0.074), "sgd": (0.19, 0.44)})
+    bars = fig.axes[1]
+    (container,) = [c for c in bars.containers if isinstance(c, ErrorbarContainer)]
+    (segments,) = container.lines[2]
+    assert [tuple(s[:, 1]) for s in segments.get_segments()] == [
+        pytest.approx((0.0, 7.4)), pytest.approx((19.0, 44.0))]
+    assert bars.get_title() == "success rate (Wilson interval)"
+    plt.close(fig)
+    fig = escape_run_figure(*args)                      # none given: none drawn
+    assert not [c for c in fig.axes[1].containers if isinstance(c, ErrorbarContainer)]
+    plt.close(fig)
+
+
 def test_the_smoothing_pdes_keep_their_colours_in_both_fig_4_1_figures():
     """Viscous HJ red and non-viscous HJ blue, as the thesis' Fig. 4.1, whatever the order or
     the wording of the names (the CLI's and the catalogue entry's differ)."""

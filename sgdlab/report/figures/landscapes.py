@@ -29,13 +29,16 @@ def escape_run_figure(
     success_rate: Mapping[str, float], sharpness_steps: Sequence[int],
     sharpness: Mapping[str, Sequence[float]], labels: Mapping[str, str] | None = None,
     success_rule: str = "success",
+    intervals: Mapping[str, tuple[float, float]] | None = None,
 ) -> plt.Figure:
     """Zhu et al. Fig. 3 of one ``sgdlab landscape escape`` run of every method, in one figure:
     one repetition per method on the contours of L; success rates (``success_rule`` says what
     counted as one: the rate is not always that of having reached the flat basin); expected
     sharpness vs iteration (mean over repetitions). The catalogue's runs, one per method and
     seed, are drawn as separate figures instead (:func:`escape_chains_figure`, and bars with
-    Wilson intervals and curves pooled over the seeds), since their store holds no loss grid."""
+    Wilson intervals and curves pooled over the seeds), since their store holds no loss grid.
+    ``intervals``: each method's interval (lo, hi) of its success rate, drawn as error bars
+    (:meth:`~sgdlab.landscapes.escape.EscapeResult.success_interval`)."""
     labels = labels or {}
     # one colour per method in all three panels, and one legend for them below the panels
     # (inside the trajectories' panel it hid some of the iterates)
@@ -52,9 +55,13 @@ def escape_run_figure(
            ylim=(grid_y.min(), grid_y.max()))
     ax.set_title("one repetition per method", fontsize=10)     # as the charts' titles
     rates = list(success_rate)
+    errs = None if intervals is None else [
+        [100 * (success_rate[n] - intervals[n][0]) for n in rates],
+        [100 * (intervals[n][1] - success_rate[n]) for n in rates]]
     grouped_bars([labels.get(n, n) for n in rates],
-                 {"success rate": ([100 * success_rate[n] for n in rates], None)},
-                 ylabel=f"{success_rule} (%)", title="success rate", ax=axes[1],
+                 {"success rate": ([100 * success_rate[n] for n in rates], errs)},
+                 ylabel=f"{success_rule} (%)", ax=axes[1],
+                 title="success rate" + ("" if intervals is None else " (Wilson interval)"),
                  colors=[colour[n] for n in rates])
     axes[1].set_ylim(0, 105)
     curves({name: (list(sharpness_steps), list(vals), None) for name, vals in sharpness.items()},
