@@ -24,7 +24,8 @@
   writes it there; a Ray attempt that resumes gets that folder in its task. Either backend
   resumes the other's checkpoints. A procedure that continues from a state of its own
   (``Procedure.resumes_from``: a distributed ``replicas`` run's checkpoint set) has the
-  earlier attempt's folder kept for it, locally.
+  earlier attempt's folder kept for it, locally; once the run has finished, the folders only
+  a resume reads go (``Procedure.resume_folders``), as the training loop's checkpoint does.
 - **Leases.** Two sweeps on one store never run the same key at once: a key leased by a live
   process is waited for (and counted as done when that process finishes it).
 - **Backends** (``backend=``): ``"local"`` runs in this process (``workers=1``) or in
@@ -570,7 +571,10 @@ class _Driver:
                 return
             # nothing left to resume: no optimizer states kept (the weights.pt beside it stays)
             if record.status in DONE:
-                shutil.rmtree(self.art_root / r.key / CHECKPOINT_DIR, ignore_errors=True)
+                art = self.art_root / r.key
+                for folder in [art / CHECKPOINT_DIR,
+                               *get_procedure(r.procedure).resume_folders(art, r.params)]:
+                    shutil.rmtree(folder, ignore_errors=True)
             # the run's own time: a new worker's first run also waited for the process to
             # start and import torch (9.8 s said for a 0.9 s run)
             sec = record.seconds or sec

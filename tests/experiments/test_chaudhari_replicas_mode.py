@@ -170,3 +170,33 @@ def test_an_interrupted_distributed_run_continues_from_its_checkpoint_set(tmp_pa
     assert {k: v for k, v in out.summary.items() if k not in TIMINGS} == \
         {k: v for k, v in ref.summary.items() if k not in TIMINGS}
     assert rows == ref_rows           # the rows the resume redid are not doubled
+
+
+def test_a_distributed_run_a_sweep_finished_keeps_its_weights_not_its_checkpoint_set(
+        tmp_path, monkeypatch):
+    """Only a resume reads the set (each replica's and the master's state, its optimizer's
+    too), and the sweep resumes no finished run: it goes, as the training loop's checkpoint
+    does; an interrupted attempt's stays for the resume."""
+    from sgdlab.experiments.sweep import artifacts_root, run_sweep
+    from sgdlab.train import replicas
+
+    monkeypatch.setattr(chaudhari, "_start", InProcessLaunch)
+    one_round = replicas._ReplicaTraining._round
+
+    def dies_in_round_3(self, r):
+        if r == 3 and InProcessLaunch.stop_at == 3:
+            raise KeyboardInterrupt
+        return one_round(self, r)
+
+    monkeypatch.setattr(replicas._ReplicaTraining, "_round", dies_in_round_3)
+    spec = RunSpec("e", 1, "smoke", "parle", {**PARAMS, "mode": "distributed"}, 3, "replicas")
+    store = tmp_path / "s.sqlite"
+    parle = artifacts_root(RunStore(store)) / spec.key / chaudhari.DISTRIBUTED_FOLDER
+    InProcessLaunch.stop_at = 3
+    assert run_sweep([spec], store_path=str(store), progress=None, retries=0).failed
+    assert (parle / "checkpoints").is_dir()
+    InProcessLaunch.stop_at = None
+    rep = run_sweep([spec], store_path=str(store), progress=None)
+    assert rep.executed == [spec.key] and not rep.failed
+    assert "--resume" in InProcessLaunch.commands[-1]
+    assert (parle / "master.pt").is_file() and not (parle / "checkpoints").exists()

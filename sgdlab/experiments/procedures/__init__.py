@@ -125,6 +125,12 @@ class Procedure:
         folder; the training loop's checkpoints the sweep resumes itself)."""
         return False
 
+    def resume_folders(self, folder: Path, params: dict[str, Any]) -> list[Path]:
+        """The folders in ``folder`` (a run's artifact folder) that only a resume reads
+        (:meth:`resumes_from`): the sweep removes them once the run has finished, as it
+        removes the training loop's checkpoint."""
+        return []
+
     def run(self, run, ctx) -> RunOutput:  # pragma: no cover - interface
         raise NotImplementedError
 

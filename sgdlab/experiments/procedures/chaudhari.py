@@ -68,6 +68,12 @@ class ReplicasProcedure(Procedure):
         """A distributed run's checkpoint set (``sgdlab parle --resume`` continues it)."""
         return params.get("mode") == "distributed" and _has_checkpoints(Path(folder))
 
+    def resume_folders(self, folder, params):
+        """The checkpoint set: each replica's state and the master's, with their optimizers'
+        (the weights the run keeps are its ``master.pt``)."""
+        return ([Path(folder) / DISTRIBUTED_FOLDER / "checkpoints"]
+                if params.get("mode") == "distributed" else [])
+
     def run(self, run, ctx) -> RunOutput:
         from sgdlab.experiments.procedures.train import build
         from sgdlab.train.replicas import ParleConfig, train_replicas
