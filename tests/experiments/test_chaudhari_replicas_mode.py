@@ -141,11 +141,11 @@ class InProcessLaunch:
         return self.code
 
 
-def test_an_interrupted_distributed_run_continues_from_its_checkpoint_set(tmp_path,
-                                                                         monkeypatch):
+def launch_in_process(monkeypatch) -> None:
+    """The launcher is :class:`InProcessLaunch`, whose training dies in round 3 while
+    ``InProcessLaunch.stop_at`` is 3."""
     from sgdlab.train import replicas
 
-    ref, ref_rows = run_once(tmp_path, PARAMS, "inprocess")
     monkeypatch.setattr(chaudhari, "_start", InProcessLaunch)
     one_round = replicas._ReplicaTraining._round
 
@@ -155,6 +155,12 @@ def test_an_interrupted_distributed_run_continues_from_its_checkpoint_set(tmp_pa
         return one_round(self, r)
 
     monkeypatch.setattr(replicas._ReplicaTraining, "_round", dies_in_round_3)
+
+
+def test_an_interrupted_distributed_run_continues_from_its_checkpoint_set(tmp_path,
+                                                                         monkeypatch):
+    ref, ref_rows = run_once(tmp_path, PARAMS, "inprocess")
+    launch_in_process(monkeypatch)
     proc = get_procedure("replicas")
     params = {**PARAMS, "mode": "distributed"}
     InProcessLaunch.stop_at = 3
@@ -178,17 +184,8 @@ def test_a_distributed_run_a_sweep_finished_keeps_its_weights_not_its_checkpoint
     too), and the sweep resumes no finished run: it goes, as the training loop's checkpoint
     does; an interrupted attempt's stays for the resume."""
     from sgdlab.experiments.sweep import artifacts_root, run_sweep
-    from sgdlab.train import replicas
 
-    monkeypatch.setattr(chaudhari, "_start", InProcessLaunch)
-    one_round = replicas._ReplicaTraining._round
-
-    def dies_in_round_3(self, r):
-        if r == 3 and InProcessLaunch.stop_at == 3:
-            raise KeyboardInterrupt
-        return one_round(self, r)
-
-    monkeypatch.setattr(replicas._ReplicaTraining, "_round", dies_in_round_3)
+    launch_in_process(monkeypatch)
     spec = RunSpec("e", 1, "smoke", "parle", {**PARAMS, "mode": "distributed"}, 3, "replicas")
     store = tmp_path / "s.sqlite"
     parle = artifacts_root(RunStore(store)) / spec.key / chaudhari.DISTRIBUTED_FOLDER
