@@ -24,8 +24,9 @@
   writes it there; a Ray attempt that resumes gets that folder in its task. Either backend
   resumes the other's checkpoints. A procedure that continues from a state of its own
   (``Procedure.resumes_from``: a distributed ``replicas`` run's checkpoint set) has the
-  earlier attempt's folder kept for it, locally; once the run has finished, the folders only
-  a resume reads go (``Procedure.resume_folders``), as the training loop's checkpoint does.
+  earlier attempt's folder kept for it (a Ray task gets it), but only an attempt on the local
+  backend leaves one; once the run has finished, the folders only a resume reads go
+  (``Procedure.resume_folders``), as the training loop's checkpoint does.
 - **Leases.** Two sweeps on one store never run the same key at once: a key leased by a live
   process is waited for (and counted as done when that process finishes it).
 - **Backends** (``backend=``): ``"local"`` runs in this process (``workers=1``) or in
@@ -440,8 +441,11 @@ class _Driver:
         # an earlier attempt's files (of either backend): we hold the lease; resumed from its
         # checkpoint, if it left one, else started afresh
         rows = self._resume(r, run_id, art / CHECKPOINT_DIR)
+        # a state the procedure continues from itself (it travels in a shipped task too)
+        own = False
         if rows is None and art.exists():
-            if get_procedure(r.procedure).resumes_from(art, r.params):
+            own = get_procedure(r.procedure).resumes_from(art, r.params)
+            if own:
                 self.say(f"resuming {r.run_name} from the checkpoint its last attempt left")
             else:
                 shutil.rmtree(art)
@@ -454,7 +458,7 @@ class _Driver:
                         artifact_dir=art,
                         dependencies={d: self.art_root / dr.key for d, dr in deps.items()},
                         threads=self.threads, progress=self.train_progress, ship=ship,
-                        stored_rows=rows or 0, resume=rows is not None)
+                        stored_rows=rows or 0, resume=rows is not None or own)
         h = self.backend.submit(task)
         self.inflight[h] = self.starting
         self.starting = None

@@ -197,3 +197,35 @@ def test_a_distributed_run_a_sweep_finished_keeps_its_weights_not_its_checkpoint
     assert rep.executed == [spec.key] and not rep.failed
     assert "--resume" in InProcessLaunch.commands[-1]
     assert (parle / "master.pt").is_file() and not (parle / "checkpoints").exists()
+
+
+def test_a_distributed_run_stopped_on_the_local_backend_continues_in_a_shipped_task(
+        tmp_path, monkeypatch):
+    """A Ray task trains in a folder of its own: the checkpoint set of the attempt that
+    stopped travels in it, and ``--resume`` continues that set (the Ray backend's transport
+    itself: tests/experiments/test_sweep_ray.py; here the shipped task runs in this
+    process)."""
+    from sgdlab.experiments import sweep
+    from sgdlab.experiments.backends import InProcessBackend
+
+    ref, _ = run_once(tmp_path, PARAMS, "inprocess")
+    launch_in_process(monkeypatch)
+    spec = RunSpec("e", 1, "smoke", "parle", {**PARAMS, "mode": "distributed"}, 3, "replicas")
+    store = tmp_path / "s.sqlite"
+    InProcessLaunch.stop_at = 3
+    assert sweep.run_sweep([spec], store_path=str(store), progress=None, retries=0).failed
+    InProcessLaunch.stop_at = None
+    monkeypatch.setattr(sweep, "check_backend", lambda *a: None)
+    monkeypatch.setattr(sweep, "make_backend", lambda name, on_rows, **kw:
+                        InProcessBackend(on_rows))
+    said: list[str] = []
+    rep = sweep.run_sweep([spec], store_path=str(store), progress=said.append, backend="ray")
+    assert rep.executed == [spec.key] and not rep.failed
+    assert any("from the checkpoint its last attempt left" in s for s in said)
+    cmd = InProcessLaunch.commands[-1]
+    assert "--resume" in cmd and not cmd[cmd.index("--out") + 1].startswith(str(tmp_path))
+    (run,) = sweep.load_runs([spec], store_path=str(store))[0]
+    assert {k: v for k, v in run.summary.items() if k not in TIMINGS} == \
+        {k: v for k, v in ref.summary.items() if k not in TIMINGS}
+    parle = sweep.artifacts_root(RunStore(store)) / spec.key / chaudhari.DISTRIBUTED_FOLDER
+    assert (parle / "master.pt").is_file() and not (parle / "checkpoints").exists()
