@@ -822,6 +822,31 @@ def test_a_precondition_applies_to_run_groups_not_to_a_reference():
     assert "stuck_drop of gd = 0.3 is not below 0.1" in c.text and "of 10%" not in c.text
 
 
+def test_a_precondition_on_a_derived_group_applies_to_the_groups_it_is_computed_from():
+    """A gap between two groups' curves has no training accuracy of its own: the groups it
+    compares must meet the precondition, each named once, and no other group is asked."""
+    from sgdlab.experiments.procedures.common import Derived, add_references, check_claims
+
+    claim = [{"less": ["gap-ab", "gap-ac"], "metric": "gap",
+              "requires": [{"metric": "train_acc", "above": 0.5}]}]
+    values = {"a": {"train_acc": 0.9}, "b": {"train_acc": 0.9}, "c": {"train_acc": 0.9},
+              "d": {"train_acc": 0.1},
+              "gap-ab": Derived({"gap": 0.0}, of=("a", "b")),
+              "gap-ac": Derived({"gap": 0.2}, of=("a", "c"))}
+    (c,) = check_claims(claim, values)
+    assert c.agrees_with_paper is True and "untestable" not in c.text
+    values["a"]["train_acc"] = values["c"]["train_acc"] = 0.1
+    (c,) = check_claims(claim, values)
+    assert c.agrees_with_paper is None
+    assert c.text.count("train_acc of a = 0.1") == 1 and "train_acc of c = 0.1" in c.text
+    assert not any(f"train_acc of {g}" in c.text for g in ("b", "d", "gap-"))
+    # against a constant: only the derived group's run groups are asked
+    add_references(values, {"references": {"one point": {"gap": 0.01}}})
+    (c,) = check_claims([dict(claim[0], less=["gap-ab", "one point"])], values)
+    assert c.agrees_with_paper is None and "train_acc of a = 0.1" in c.text
+    assert not any(f"train_acc of {g}" in c.text for g in ("b", "one point"))
+
+
 def test_a_claim_over_many_groups_that_did_not_train_says_so_once():
     """Five untrained groups: the ten pair texts each repeated the failed precondition (a
     ~1,000-character conclusion); the claim now says once that it is untestable."""

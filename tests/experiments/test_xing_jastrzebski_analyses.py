@@ -660,7 +660,8 @@ def test_equal_ratio_pairs_are_held_to_their_curves_not_their_means():
 
     def curve(label, seed, acc):
         return run(label, seed, params={"optimizer": {"lr": 0.01}, "batch_size": 50},
-                   metrics={"test_acc": [(0, 0.1)] + [(10 * e, a) for e, a in enumerate(acc, 1)]})
+                   metrics={"test_acc": [(0, 0.1)] + [(10 * e, a) for e, a in enumerate(acc, 1)]},
+                   summary={"train_acc": 0.9})
     rising = [0.80 + 0.01 * e for e in range(10)]
     runs = []
     for s in (0, 1):
@@ -674,6 +675,45 @@ def test_equal_ratio_pairs_are_held_to_their_curves_not_their_means():
         runs += [curve("sqrt-lr0.02-B200", s, [a - 0.05 for a in rising])]
     res = equal_ratio(SimpleNamespace(paper=PAPER, options={**o, "curves": []}), runs)
     assert [c.agrees_with_paper for c in res.conclusions] == [False, True, True]
+
+
+@pytest.mark.parametrize("scale", ["cpu", "paper"])
+def test_equal_ratio_curves_of_networks_that_never_trained_are_no_verdict(scale):
+    """Two networks stuck at chance have the same flat validation curve: a gap of 0, which
+    "matches" within one point. Every claim on the gaps is inconclusive and says that the
+    networks did not train, naming the run groups behind the gap; trained ones get a verdict."""
+    spec = _claims_of("jastrzebski-equal-ratio", scale)
+    o = {**spec.options, "curves": []}
+    labels = [r["label"] for r in spec.runs]
+
+    def runs(acc, train_acc, jitter=0.0):
+        return [run(g, s, params={"optimizer": {"lr": 0.01}, "batch_size": 50},
+                    metrics={"test_acc": [(0, 0.1)] + [(10 * e, a + jitter * s) for e, a
+                                                       in enumerate(acc(g), 1)]},
+                    summary={"train_acc": train_acc(g)})
+                for g in labels for s in (0, 1)]
+
+    def verdicts(rs):
+        return equal_ratio(SimpleNamespace(paper=PAPER, options=o), rs).conclusions
+
+    # every seed flat at 10%: no spread, so without the check each "match" would agree
+    at_chance = verdicts(runs(lambda g: [0.1] * 5, lambda g: 0.1))
+    assert len(at_chance) == len(o["claims"]) > 2
+    assert all(c.agrees_with_paper is None and "is not above 0.5" in c.text
+               and "did not train" in c.text for c in at_chance)
+    assert "train_acc of cbs = 0.1 is not above 0.5; train_acc of clr = 0.1" in at_chance[0].text
+
+    def rising(g):       # the square-root rescaling lies 5 points below the others
+        return [0.8 + 0.01 * e - (0.05 if "sqrt" in g else 0.0) for e in range(5)]
+    trained = verdicts(runs(rising, lambda g: 0.9, jitter=0.001))
+    assert [c.agrees_with_paper for c in trained] == [True] * len(trained)
+    assert not any("did not train" in c.text for c in trained)
+    # the precondition reads the two groups a gap compares, not the others: the cyclic
+    # learning rate at chance leaves the cyclic pair untestable and nothing else
+    partly = verdicts(runs(rising, lambda g: 0.1 if g == "clr" else 0.9, jitter=0.001))
+    assert [c.agrees_with_paper for c in partly] == [None] + [True] * (len(partly) - 1)
+    assert "train_acc of clr = 0.1 is not above 0.5" in partly[0].text
+    assert "train_acc of cbs" not in partly[0].text
 
 
 def _beta_run(beta, seed, curve, status="finished"):

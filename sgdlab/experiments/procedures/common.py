@@ -33,7 +33,9 @@ Any claim may carry ``requires``: preconditions every compared group must meet f
 to be testable at all, e.g. ``requires: [{metric: train_acc, above: 0.5}]`` ("the nets trained").
 A group that misses one makes the conclusion inconclusive, whatever the comparison says: two
 untrained nets are "equivalent" without telling anything about the paper's claim. A reference
-(``options.references``) is a constant, not a run: no precondition applies to it.
+(``options.references``) is a constant, not a run: no precondition applies to it. A pseudo-group
+an analysis derives from run groups (:class:`Derived`, e.g. the gap between two groups' curves)
+has its preconditions checked on those groups.
 
 ``metric_b`` compares ``metric`` of A with another metric of B (e.g. a value at the end of
 training with the same run's value at the start). ``A``/``B`` are run-group labels (or any
@@ -343,6 +345,16 @@ class Reference(dict):
     "lower than that of cosine −0.9"."""
 
 
+class Derived(dict):
+    """A pseudo-group's values computed from run groups ``of`` (the gap between two groups'
+    learning curves): a claim's preconditions (``requires``) are those groups' to meet, since
+    two curves of networks that did not train match without telling anything."""
+
+    def __init__(self, values: dict[str, Any], of: list[str] | tuple[str, ...]):
+        super().__init__(values)
+        self.of = tuple(of)
+
+
 def add_references(values: dict[str, dict[str, float]], options: dict[str, Any]) -> None:
     """Add ``options.references`` ``{name: {metric: value}}`` to ``values`` (in place):
     constant pseudo-groups a claim compares a run group with ("100% training accuracy",
@@ -373,8 +385,11 @@ def unmet_preconditions(c: dict[str, Any], groups: list[str],
             raise ConfigError(f"{where}.requires[{j}]: give a 'metric' and one of above / below")
         bound = float(r[bounds[0]])
         missed = []
-        # a reference is a constant: no precondition applies to it
-        checked = [g for g in groups if not isinstance(values.get(g), Reference)]
+        # a reference is a constant: no precondition applies to it; a derived pseudo-group's
+        # apply to the run groups it is computed from
+        checked = list(dict.fromkeys(
+            h for g in groups if not isinstance(values.get(g), Reference)
+            for h in (values[g].of if isinstance(values.get(g), Derived) else (g,))))
         for g in checked:
             v = values.get(g, {}).get(r["metric"], float("nan"))
             if not (finite(v) and (v > bound if bounds[0] == "above" else v < bound)):

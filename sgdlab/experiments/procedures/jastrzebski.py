@@ -18,9 +18,9 @@ from sgdlab.config.schema import Section, validate
 from sgdlab.experiments.analysis import Analysis, Conclusion
 from sgdlab.errors import ConfigError
 from sgdlab.experiments.procedures import StoredRun, register_analysis
-from sgdlab.experiments.procedures.common import (add_references, by_group, check_claims,
-                                                  curve_label, finite, group_curves,
-                                                  group_x_axis, seeds_note, stat,
+from sgdlab.experiments.procedures.common import (Derived, add_references, by_group,
+                                                  check_claims, curve_label, finite,
+                                                  group_curves, group_x_axis, seeds_note, stat,
                                                   values_by_group)
 from sgdlab.experiments.spec import get_dotted, paper_ref
 from sgdlab.report.figures.axes import grid_ticks, log_scale
@@ -244,7 +244,9 @@ def equal_ratio(spec, runs: list[StoredRun]) -> Analysis:
     ``options.pairs`` (``[{name, a, b}]``, Fig. 1's pairs) adds, the same way, the per-seed
     gap between the curves of groups a and b as pseudo-group ``gap-<name>``; and
     ``options.references`` constant pseudo-groups (``{"one point": {gap: 0.01}}``), so that a
-    claim can hold a gap against a margin."""
+    claim can hold a gap against a margin. A claim's ``requires`` on a gap pseudo-group is
+    checked on the two run groups it compares (:class:`~.common.Derived`): the curves of two
+    networks that did not train match, and say nothing."""
     o = spec.options
     metric = o.get("metric", "test_acc")
     k = int(o.get("last_k", 3))
@@ -253,13 +255,15 @@ def equal_ratio(spec, runs: list[StoredRun]) -> Analysis:
         r.summary["curve_mean"] = float(np.mean(v)) if v else float("nan")
         r.summary["late"] = float(np.mean(v[-k:])) if v else float("nan")
     groups = by_group(runs, key=_group_key)
-    vals = values_by_group(groups, ["curve_mean", "late"])
+    needs = [r["metric"] for c in o.get("claims") or [] for r in c.get("requires", [])]
+    vals = values_by_group(groups, list(dict.fromkeys(["curve_mean", "late"] + needs)))
     resc = o.get("rescaling") or []
     seeds = {g: {r.seed: r for r in rs} for g, rs in groups.items()}
 
     def gap_group(a: str, b: str) -> dict[str, Any]:
         """Mean (and std) over the seeds both groups ran of the gap between their curves."""
-        return _gaps_to(list(seeds.get(a, {}).values()), seeds.get(b, {}), metric)
+        return Derived(_gaps_to(list(seeds.get(a, {}).values()), seeds.get(b, {}), metric),
+                       of=(a, b))
     for i, triple in enumerate([resc] if isinstance(resc, dict) else resc):
         if isinstance(resc, list) and "name" not in triple:
             raise ConfigError(f"options.rescaling[{i}]: a list of rescalings names each one "
