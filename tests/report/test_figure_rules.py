@@ -63,8 +63,22 @@ def test_spectrum_leaves_exact_zeros_out_of_the_log_axis_and_counts_them():
     ys = np.concatenate([ln.get_ydata() for ln in ax.get_lines()])
     assert sorted(ys) == [0.1, 0.5, 2.0]
     assert ax.get_ylim()[0] > 1e-3
-    texts = [t.get_text() for t in ax.get_legend().get_texts()]
+    texts = [t.get_text() for t in fig.legends[0].get_texts()]
     assert texts == ["H (2 exact zeros not shown)", "H (negative, |λ|)"]
+    plt.close(fig)
+
+
+def test_the_spectrum_legend_lies_below_the_axes_and_hides_no_point():
+    """chaudhari-hessian-spectrum's six entries: inside the axes the legend covered the small
+    eigenvalues of the spectra running from the top left to the bottom right."""
+    names = ["small-mnistfc", "char-lstm", "allcnn (Fisher diagonal, adam-moments)"]
+    v = -np.geomspace(1.0, 1e-30, 600) * np.where(np.arange(600) % 7, -1, 1)
+    fig = eigenspectrum_figure({n: v for n in names}, title="Hessian eigenvalues")
+    fig.canvas.draw()
+    assert fig.axes[0].get_legend() is None and len(fig.legends[0].get_texts()) == 6
+    legend = fig.legends[0].get_window_extent(fig.canvas.get_renderer())
+    axes = fig.axes[0].get_tightbbox(fig.canvas.get_renderer())
+    assert legend.y1 <= axes.y0 and 0 <= legend.y0     # under the axis labels, in the figure
     plt.close(fig)
 
 

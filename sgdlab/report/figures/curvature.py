@@ -90,7 +90,7 @@ def eigenspectrum_figure(spectra: Mapping[str, Sequence[float]], *,
     are counted in the legend instead. Each sign draws at most ``max_points`` of its points
     (:func:`_thinned`)."""
     fig, ax = plt.subplots(figsize=(5.5, 3.6), constrained_layout=True)
-    drawn = 0
+    drawn, labels = 0, []
     for i, (name, vals) in enumerate(spectra.items()):
         v = np.asarray(vals, float)
         if len(v) == 0:
@@ -104,14 +104,20 @@ def eigenspectrum_figure(spectra: Mapping[str, Sequence[float]], *,
         rp, vp = r[pos], v[pos]
         keep = _thinned(rp, vp, max_points)
         ax.loglog(rp[keep], vp[keep], ".", color=f"C{i}", label=label, ms=4)
+        labels.append(label)
         if neg.any():
             rn, vn = r[neg], -v[neg]
             keep = _thinned(rn, vn, max_points)
             ax.loglog(rn[keep], vn[keep], "o", mfc="none", color=f"C{i}", ms=3,
                       label=f"{name} (negative, |λ|)")
+            labels.append(f"{name} (negative, |λ|)")
         drawn += 1
     if drawn:
-        ax.legend(fontsize=8)
+        # below the axes: the spectra fill the plot from the top left to the bottom right,
+        # and a legend inside hid the small eigenvalues; the figure grows by its rows
+        ncol = 1 if max(map(len, labels)) > 35 else 2
+        fig.set_figheight(3.6 + 0.17 * -(-len(labels) // ncol))
+        fig.legend(fontsize=7, ncol=ncol, loc="outside lower center")
     else:
         _empty(ax, "no spectrum recorded")
     ax.set_xlabel("rank i")
