@@ -284,6 +284,23 @@ def _trajectory_run(first_after_burnin: float) -> StoredRun:
     return stored("tiny-fc", _trajectory_params(100, 1), summary, metrics, data)
 
 
+def test_the_iterate_acf_legend_lies_right_of_the_axes():
+    """Fig. 6.3b's claim is iterates that stay correlated: their ACF runs along the top to
+    the largest lag, where a legend inside the axes (upper right) hid it."""
+    r = _trajectory_run(0.03)
+    lags = list(range(0, 21))
+    r.data.update({"iterate_acf_lags": lags, "iterate_acf_mean": [0.95] * 21,
+                   "iterate_acf_std": [0.02] * 21, "brownian_acf_mean": [0.9] * 21,
+                   "iterate_acf_band": 0.4})
+    spec = SimpleNamespace(paper=PAPER, options={})
+    fig = dict(trajectory(spec, [r]).figures)["iterate_acf_tiny-fc"]
+    fig.canvas.draw()
+    ax, renderer = fig.axes[0], fig.canvas.get_renderer()
+    box = ax.get_legend().get_window_extent(renderer)
+    assert box.x0 >= ax.get_window_extent(renderer).x1 and box.x1 <= fig.bbox.x1
+    assert len(ax.get_legend().get_texts()) == 3
+
+
 def _grad_verdict(run, **options):
     spec = SimpleNamespace(paper=PAPER, options={"grad_norm_drop_below": 5, **options})
     res = trajectory(spec, [run])
