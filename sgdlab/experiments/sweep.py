@@ -24,9 +24,9 @@
   writes it there; a Ray attempt that resumes gets that folder in its task. Either backend
   resumes the other's checkpoints. A procedure that continues from a state of its own
   (``Procedure.resumes_from``: a distributed ``replicas`` run's checkpoint set) has the
-  earlier attempt's folder kept for it (a Ray task gets it), but only an attempt on the local
-  backend leaves one; once the run has finished, the folders only a resume reads go
-  (``Procedure.resume_folders``), as the training loop's checkpoint does.
+  earlier attempt's folder kept for it (a Ray task gets it; a Ray attempt's comes back with
+  its failure, not when it is lost); once the run has finished, the folders only a resume
+  reads go (``Procedure.resume_folders``), as the training loop's checkpoint does.
 - **Leases.** Two sweeps on one store never run the same key at once: a key leased by a live
   process is waited for (and counted as done when that process finishes it).
 - **Backends** (``backend=``): ``"local"`` runs in this process (``workers=1``) or in

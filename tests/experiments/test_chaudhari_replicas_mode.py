@@ -199,12 +199,13 @@ def test_a_distributed_run_a_sweep_finished_keeps_its_weights_not_its_checkpoint
     assert (parle / "master.pt").is_file() and not (parle / "checkpoints").exists()
 
 
-def test_a_distributed_run_stopped_on_the_local_backend_continues_in_a_shipped_task(
-        tmp_path, monkeypatch):
+@pytest.mark.parametrize("failed_on", ["local", "ray"])
+def test_a_distributed_run_whose_attempt_failed_continues_in_a_shipped_task(
+        tmp_path, monkeypatch, failed_on):
     """A Ray task trains in a folder of its own: the checkpoint set of the attempt that
-    stopped travels in it, and ``--resume`` continues that set (the Ray backend's transport
-    itself: tests/experiments/test_sweep_ray.py; here the shipped task runs in this
-    process)."""
+    failed (here, or in a Ray task whose files came back with its failure) travels in it,
+    and ``--resume`` continues that set (the Ray backend's transport itself:
+    tests/experiments/test_sweep_ray.py; here the shipped task runs in this process)."""
     from sgdlab.experiments import sweep
     from sgdlab.experiments.backends import InProcessBackend
 
@@ -212,12 +213,13 @@ def test_a_distributed_run_stopped_on_the_local_backend_continues_in_a_shipped_t
     launch_in_process(monkeypatch)
     spec = RunSpec("e", 1, "smoke", "parle", {**PARAMS, "mode": "distributed"}, 3, "replicas")
     store = tmp_path / "s.sqlite"
-    InProcessLaunch.stop_at = 3
-    assert sweep.run_sweep([spec], store_path=str(store), progress=None, retries=0).failed
-    InProcessLaunch.stop_at = None
     monkeypatch.setattr(sweep, "check_backend", lambda *a: None)
     monkeypatch.setattr(sweep, "make_backend", lambda name, on_rows, **kw:
                         InProcessBackend(on_rows))
+    InProcessLaunch.stop_at = 3
+    assert sweep.run_sweep([spec], store_path=str(store), progress=None, retries=0,
+                           backend=failed_on).failed
+    InProcessLaunch.stop_at = None
     said: list[str] = []
     rep = sweep.run_sweep([spec], store_path=str(store), progress=said.append, backend="ray")
     assert rep.executed == [spec.key] and not rep.failed
