@@ -20,7 +20,6 @@ from sgdlab.experiments.procedures import (Procedure, RunOutput, StoredRun, regi
                                            register_procedure)
 from sgdlab.experiments.procedures.common import (by_group, check_claims, finite,
                                                   group_colours, seeds_named, stat, x_axis)
-from sgdlab.report.figures.charts import curves, histogram
 from sgdlab.report.tables import Table, mean_std
 
 
@@ -244,6 +243,7 @@ def hessian_spectrum(spec, runs: list[StoredRun]) -> Analysis:
     A group whose runs recorded a ``fisher_diagonal`` (Fig. 3.4c, allcnn) is read the same way
     with the diagonal's entries for eigenvalues; with the ``per-sample`` reading (a variance:
     no negative entries) the two claims on the negative side are reported, not tested."""
+    from sgdlab.report.figures.charts import histogram
     from sgdlab.report.figures.curvature import eigenspectrum_figure, signed_log_histogram_figure
 
     o = spec.options
@@ -346,6 +346,8 @@ def diffusion_spectrum(spec, runs: list[StoredRun]) -> Analysis:
     ``same_within_factor`` of the final ones; Remark 6.37). Run labels are ``NET@PERCENT``.
     ``options.claims`` compare networks at 100% on ``rank``, ``rank_fraction``, ``mean_eig``
     (Tr D / d, Remark 6.39), ``eig_variance`` (variance of the nonzero eigenvalues)."""
+    from sgdlab.report.figures.charts import curves
+
     o = spec.options
     lo, hi = (float(v) for v in o.get("rank_fraction_range", [0.003, 0.02]))
     factor = float(o.get("same_within_factor", 2.0))
@@ -488,6 +490,7 @@ def trajectory(spec, runs: list[StoredRun]) -> Analysis:
     the end, each end the mean of ``grad_norm_mean_of`` records."""
     from types import SimpleNamespace
 
+    from sgdlab.report.figures.charts import curves
     from sgdlab.report.figures.trajectory import trajectory_figure
 
     o = spec.options

@@ -82,7 +82,6 @@ import numpy as np
 from sgdlab.errors import ConfigError
 from sgdlab.experiments.analysis import Conclusion
 from sgdlab.experiments.procedures import StoredRun
-from sgdlab.report.figures.axes import metric_label
 from sgdlab.report.tables import Table, mean_std
 
 CLAIM_KINDS = {"less", "greater", "close", "far", "above", "equivalent"}
@@ -657,6 +656,8 @@ def _all_equivalent(c: dict[str, Any], values: dict[str, dict[str, float]],
 def curve_label(metric: str, options: dict[str, Any]) -> str:
     """The y-axis label of ``metric``'s curve: ``options.curve_labels``, else
     :func:`~sgdlab.report.figures.axes.metric_label` (the CLI's figures name it alike)."""
+    from sgdlab.report.figures.axes import metric_label
+
     return (options.get("curve_labels") or {}).get(metric) or metric_label(metric)
 
 

@@ -40,7 +40,6 @@ from sgdlab.experiments.procedures.common import (add_references, by_group, chec
                                                   group_curves, group_x_axis, seeds_note, stat,
                                                   summary_table, values_by_group, x_axis)
 from sgdlab.experiments.spec import get_dotted
-from sgdlab.report.figures.charts import grouped_bars
 from sgdlab.report.tables import exact_mean
 
 DEFAULT_TABLE = [["train_loss", "train loss"], ["test_loss", "test loss"],
@@ -182,6 +181,8 @@ def _bar_figure(spec, groups, b: dict[str, Any]):
     ...]}`` takes a difference's error bar from the seeds' stds of the values it is computed
     from, √(Σ std_i²), as Musso (2020) Fig. 4 right does ("The error bars descend from
     propagation of the standard deviations of the original data")."""
+    from sgdlab.report.figures.charts import grouped_bars
+
     if not isinstance(b, dict) or "name" not in b or not b.get("metrics"):
         raise ConfigError(f"options.bars: each entry needs a name and metrics, got {b!r}")
     propagate = b.get("propagate") or {}

@@ -23,8 +23,6 @@ from sgdlab.experiments.procedures.common import (Derived, add_references, by_gr
                                                   group_curves, group_x_axis, seeds_note, stat,
                                                   values_by_group)
 from sgdlab.experiments.spec import get_dotted, paper_ref
-from sgdlab.report.figures.axes import grid_ticks, log_scale
-from sgdlab.report.figures.charts import curves, panels
 from sgdlab.report.tables import Table
 
 
@@ -120,6 +118,9 @@ LABELS = {"hessian_top": "Hessian λ_max", "hessian_frobenius": "Hessian ‖H‖
 def ratio_grid(spec, runs: list[StoredRun]) -> Analysis:
     """Final curvature and accuracy against η/B; Spearman correlations check the claims
     (larger η/B ⇒ flatter: lower λ_max and ‖H‖_F; ``options.expect`` gives the signs)."""
+    from sgdlab.report.figures.axes import grid_ticks, log_scale
+    from sgdlab.report.figures.charts import panels
+
     o = spec.options
     metrics = o.get("metrics", ["hessian_top", "hessian_frobenius", "test_acc"])
     expect: dict[str, str] = o.get("expect", {"hessian_top": "negative",
@@ -524,6 +525,8 @@ def breakdown(spec, runs: list[StoredRun]) -> Analysis:
     smaller dataset size"), and so is the gap between the largest β's curve and β = 1's
     ("The curves diverging from the blue ... magnified for smaller dataset size", line
     215)."""
+    from sgdlab.report.figures.charts import curves
+
     o = spec.options
     metric = o.get("metric", "test_acc")
     margin = float(o.get("margin", 0.01))

@@ -12,8 +12,6 @@ from sgdlab.experiments.procedures import (Procedure, RunOutput, register_analys
 from sgdlab.experiments.procedures.common import (by_group, check_claims, decided, finite,
                                                   group_colours, seed_spread, seeds_named,
                                                   stat, within_spread)
-from sgdlab.report.figures.charts import curves, error_bars, grouped_bars, panels
-from sgdlab.report.figures.landscapes import escape_chains_figure
 from sgdlab.report.tables import Table
 
 
@@ -190,6 +188,8 @@ def zhu_escape_analysis(spec, runs) -> Analysis:
     ``options.claims`` (:func:`check_claims`) are checked on the seeds' mean success rate and
     final sharpness."""
     from sgdlab.landscapes.escape import LABELS
+    from sgdlab.report.figures.charts import curves, grouped_bars
+    from sgdlab.report.figures.landscapes import escape_chains_figure
 
     o = spec.options
     z = float((o.get("ordering") or {}).get("z", 2.0))
@@ -477,6 +477,7 @@ def zhu_escape_sweep_analysis(spec, runs) -> Analysis:
     the paper states its ordering at one η (its Fig. 3), which the escape entry at that η
     judges; the other η of the grid are runs the paper never made."""
     from sgdlab.landscapes.escape import LABELS
+    from sgdlab.report.figures.charts import error_bars, panels
 
     o = spec.options
     faster, slower = list(o.get("faster", [])), list(o.get("slower", []))

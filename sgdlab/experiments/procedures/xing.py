@@ -26,8 +26,6 @@ from sgdlab.experiments.procedures.jastrzebski import (CLEAR_TREND, _spearman, e
                                                        ranked_over, trend_verdict)
 from sgdlab.experiments.spec import paper_ref
 from sgdlab.measure.walk import VALLEY_FLOORS, has_valley_floor
-from sgdlab.report.figures.axes import grid_ticks
-from sgdlab.report.figures.charts import curves, error_bars, panels
 from sgdlab.report.tables import Table, exact_mean
 
 
@@ -184,6 +182,7 @@ def xing_barriers(spec, runs: list[StoredRun]) -> Analysis:
     ``height_epochE`` (mean height above the valley floor, Table 2); over the epochs of
     ``options.barrier_epochs`` (default: all interpolated), the barriers crossed and their
     largest height relative to the loss (:func:`barrier_height_ratios`, line 101)."""
+    from sgdlab.report.figures.charts import curves
     from sgdlab.report.figures.walk import walk_epoch_table
 
     o = spec.options
@@ -287,6 +286,8 @@ def xing_hessian_norm(spec, runs: list[StoredRun]) -> Analysis:
 def _hessian_norm_figure(spec, groups, modes: list[str]):
     """Both batch-norm modes' ‖H‖ on one axis (log scale when positive), train mode solid
     and eval mode dashed, so that the comparison of footnote 5 reads off one y scale."""
+    from sgdlab.report.figures.charts import curves
+
     series = {}
     for g, rs in groups.items():
         for m in modes:
@@ -321,6 +322,9 @@ def xing_cosine_grid(spec, runs: list[StoredRun]) -> Analysis:
     the learning rate leaves the cosine unchanged — an equivalence test (TOST, margin
     ``options.lr_margin``) between the smallest and the largest learning rate of the sweep;
     the rank correlation with the learning rate is reported too."""
+    from sgdlab.report.figures.axes import grid_ticks
+    from sgdlab.report.figures.charts import error_bars, panels
+
     o = spec.options
     after = int(o.get("after_step", 0))
     lr0, b0 = float(o["fixed_lr"]), float(o["fixed_batch"])

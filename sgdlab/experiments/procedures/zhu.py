@@ -11,7 +11,6 @@ from sgdlab.experiments.analysis import Analysis, Conclusion
 from sgdlab.experiments.procedures import StoredRun, register_analysis
 from sgdlab.experiments.procedures.common import (by_group, finite, mean_curve, seeds_label,
                                                   seeds_note)
-from sgdlab.report.figures.charts import curves, panels
 from sgdlab.report.tables import Table, mean_std
 
 _COS = re.compile(r"^align/cos_(\d+)$")
@@ -67,6 +66,7 @@ def zhu_alignment(spec, runs: list[StoredRun]) -> Analysis:
     The values are means over seeds; a seed without a finite value where a test reads them
     (a diverged run) makes that test inconclusive rather than leave it to the other seeds.
     """
+    from sgdlab.report.figures.charts import curves, panels
     from sgdlab.report.figures.curvature import alignment_figure
 
     o = spec.options
