@@ -7,7 +7,10 @@ re-implements them. An **analysis** is a function ``(spec, runs) -> Analysis`` t
 what the runs recorded in the store (summaries, metric series, data artifacts) and returns
 tables, figures and conclusions.
 
-Both are looked up by name from experiment files, so configs stay data.
+Both are looked up by name from experiment files, so configs stay data. An analysis imports
+its figure helpers (matplotlib) inside the function that draws: a sweep worker imports the
+module of the procedure it runs and never draws, and matplotlib would add about a third of a
+second to its start-up.
 """
 from __future__ import annotations
 
