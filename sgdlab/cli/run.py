@@ -78,7 +78,8 @@ def register(subparsers) -> None:
                    help="with --paper: after the summary page, print which verdicts moved "
                         "against PAGE (an earlier page, e.g. docs/RESULTS.md)")
     p.add_argument("--config", metavar="FILE",
-                   help="an experiment YAML file (e.g. a copy of a catalogue entry) instead of NAME")
+                   help="an experiment YAML file (e.g. a copy of a catalogue entry) "
+                        "instead of NAME")
     p.add_argument("--scale", default="cpu", choices=["smoke", "cpu", "paper"],
                    help="smoke: seconds; cpu: minutes on 2 cores, embedded data (default); "
                         "paper: the paper's model, data (--data-dir) and grid")
@@ -108,7 +109,8 @@ def register(subparsers) -> None:
                         "each non-default reading; with --paper: the folder of the entries' "
                         "folders, default sgdlab-out)")
     p.add_argument("--store", metavar="PATH",
-                   help="run store (SQLite) path; default ./sgdlab-runs/runs.sqlite or $SGDLAB_STORE")
+                   help="run store (SQLite) path; default ./sgdlab-runs/runs.sqlite or "
+                        "$SGDLAB_STORE")
     p.add_argument("--progress", action="store_true", help="show per-run training progress bars")
     p.add_argument("--tensorboard", metavar="DIR",
                    help="write every run's metrics live to TensorBoard event files in "

@@ -18,5 +18,5 @@ from .generated import cubic_target
 from .transforms import noisy_mask, select_classes, standardize, subset, with_label_noise
 
 __all__ = ["DATASETS", "Dataset", "cubic_target", "dataset_options", "load_dataset",
-           "noisy_mask", "read_cifar_batch", "read_cifar_binary", "read_idx", "register_dataset", "select_classes",
-           "standardize", "subset", "with_label_noise"]
+           "noisy_mask", "read_cifar_batch", "read_cifar_binary", "read_idx", "register_dataset",
+           "select_classes", "standardize", "subset", "with_label_noise"]

@@ -94,9 +94,10 @@ def normalize_images(x_train: np.ndarray, x_test: np.ndarray, how: str, max_valu
     ``"standardize"``: per-channel mean and std of the *training* images applied to both
     splits; ``"imagenet"``: pixels in [0, 1], then torchvision's ImageNet per-channel mean and
     std (:data:`IMAGENET_MEAN`, :data:`IMAGENET_STD`; the input pretrained ImageNet weights
-    expect; 3-channel images only); ``"gcn"``: global contrast normalisation of each image, ``"gcn-zca"``: then ZCA
-    whitening fitted on the training images and applied to both splits (Goodfellow et al.
-    2013's CIFAR-10 pipeline: :mod:`sgdlab.data.preprocess`); ``"none"``: raw pixel values.
+    expect; 3-channel images only); ``"gcn"``: global contrast normalisation of each image,
+    ``"gcn-zca"``: then ZCA whitening fitted on the training images and applied to both
+    splits (Goodfellow et al. 2013's CIFAR-10 pipeline: :mod:`sgdlab.data.preprocess`);
+    ``"none"``: raw pixel values.
     """
     if how not in NORMALIZATIONS:
         raise UserError(f"option 'normalize' must be one of {', '.join(NORMALIZATIONS)}, got "

@@ -86,7 +86,8 @@ def read_idx(path: str | Path, *, expect_ndim: int | None = None,
     if len(raw) - header != expected:
         raise DataError(f"malformed IDX file {path}: header says shape {shape} "
                         f"({expected} data bytes) but the file has {len(raw) - header}")
-    return np.frombuffer(raw, dtype=dtype, offset=header).reshape(shape).astype(dtype.newbyteorder("="))
+    array = np.frombuffer(raw, dtype=dtype, offset=header).reshape(shape)
+    return array.astype(dtype.newbyteorder("="))
 
 
 def _idx_hint(path: Path, raw: bytes, gzipped: bool) -> str:
@@ -381,8 +382,8 @@ def _parse_cifar_pickle(f, where: str, label_key: bytes) -> tuple[np.ndarray, np
     obj = {(k.encode() if isinstance(k, str) else k): v for k, v in obj.items()}
     missing = [k.decode() for k in (b"data", label_key) if k not in obj]
     if missing:
-        raise DataError(f"malformed CIFAR batch {where}: missing key(s) {missing}; has "
-                        f"{sorted(k.decode(errors='replace') for k in obj if isinstance(k, bytes))}")
+        keys = sorted(k.decode(errors="replace") for k in obj if isinstance(k, bytes))
+        raise DataError(f"malformed CIFAR batch {where}: missing key(s) {missing}; has {keys}")
     try:
         data = np.asarray(obj[b"data"])
         labels = np.asarray(obj[label_key])

@@ -172,8 +172,9 @@ def foreign_out_dir(out: Path, spec: ExperimentSpec) -> str | None:
             "another folder")
 
 
-def run_experiment(name_or_path: str | Path, *, scale: str = "cpu", out_dir: str | Path | None = None,
-                   store_path: str | None = None, workers: int | None = None,
+def run_experiment(name_or_path: str | Path, *, scale: str = "cpu",
+                   out_dir: str | Path | None = None, store_path: str | None = None,
+                   workers: int | None = None,
                    device: str = "cpu", data_dir: str | None = None, progress=print,
                    train_progress: bool = False, backend: str | None = None,
                    address: str | None = None, cpus_per_run: float | None = None,
@@ -288,8 +289,9 @@ def build_report(spec: ExperimentSpec, out: Path, *, store_path: str, device: st
                  workers: int | None = 1, data_dir: str | None = None,
                  sweep: SweepReport | None = None, require_runs: bool = False) -> dict[str, Any]:
     """Analyse the stored runs of ``spec`` and write results.json, figures, tables, HTML
-    (``workers``: how many ran the runs, None where that is not known); with ``require_runs``, a ``UserError`` instead when none of its runs is in the store
-    (nothing written: an existing report stays as it was)."""
+    (``workers``: how many ran the runs, None where that is not known); with
+    ``require_runs``, a ``UserError`` instead when none of its runs is in the store (nothing
+    written: an existing report stays as it was)."""
     analysis, stored, missing = analyze(spec, store_path=store_path, data_dir=data_dir)
     if require_runs and missing and not stored:
         others = _other_scales(spec, store_path)

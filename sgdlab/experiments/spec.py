@@ -47,10 +47,10 @@ stated setting (model, data, optimizer constants, epochs, grid), one sentence ea
 show them next to the verdicts.
 
 Overrides are deep-merged into dicts (lists are replaced); a mapping whose ``name`` differs
-from the one it overrides (another model, optimizer, dataset) replaces it whole. Grid keys and override keys may be
-dotted paths (``optimizer.lr``); a part ``list[key=value]`` reaches the list's items whose key
-reads so (``final[kind=hessian_top].bn_mode``). The string ``${data_dir}`` anywhere in run parameters is
-replaced by ``--data-dir``.
+from the one it overrides (another model, optimizer, dataset) replaces it whole. Grid keys and
+override keys may be dotted paths (``optimizer.lr``); a part ``list[key=value]`` reaches the
+list's items whose key reads so (``final[kind=hessian_top].bn_mode``). The string
+``${data_dir}`` anywhere in run parameters is replaced by ``--data-dir``.
 
 A **reading** is one way of taking a passage the paper leaves ambiguous or states
 inconsistently; each ambiguity is a named option with a default. The chosen choice's ``params``
@@ -464,7 +464,8 @@ def validate_raw(raw: Any, source: str = "<config>") -> dict[str, Any]:
     if not isinstance(raw["name"], str) or not _NAME_RE.match(raw["name"]):
         raise ConfigError(f"{source}: name {raw['name']!r} must be lower-case letters, digits "
                           "and dashes")
-    if not isinstance(raw["version"], int) or isinstance(raw["version"], bool) or raw["version"] < 1:
+    version = raw["version"]
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
         raise ConfigError(f"{source}: version must be a positive integer")
     _check_keys(f"{source}.paper", raw["paper"], _PAPER_KEYS)
     for k in ("author", "year", "figure"):

@@ -670,7 +670,8 @@ def _relocate(path: str, old_root: str | None, new_root: Path) -> str:
     return path
 
 
-def load_runs(runs: list[RunSpec], *, store_path: str | None = None) -> tuple[list[StoredRun], list[RunSpec]]:
+def load_runs(runs: list[RunSpec], *, store_path: str | None = None
+              ) -> tuple[list[StoredRun], list[RunSpec]]:
     """Read the finished runs back from the store (summaries, metric series, data artifacts).
     Returns (stored runs in ``runs`` order, runs missing from the store)."""
     store = open_store(store_path)

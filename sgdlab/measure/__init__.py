@@ -93,7 +93,8 @@ from .trajectory import (
 __all__ = [
     "align_to", "average_weights", "ensemble_accuracy", "overlap_matrix", "weight_overlap",
     "Alignment", "BasinWidth", "BatchStatistics", "TakeuchiInformation", "basin_width",
-    "batch_statistics", "takeuchi_information", "StepLength", "normalized_step_length", "DiagonalEstimate", "Estimate",
+    "batch_statistics", "takeuchi_information", "StepLength", "normalized_step_length",
+    "DiagonalEstimate", "Estimate",
     "GradientCovariance", "InterpolationCurve", "LossSurface", "SpectralDensity",
     "StepInterpolation", "analyze_segment", "brownian_reference", "dense_hessian",
     "diffusion_matrix", "discard_burnin", "distance_from_init", "eigenvector_cosines",

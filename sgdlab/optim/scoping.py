@@ -157,7 +157,8 @@ class StepScope(Scope):
     def __init__(self, initial: float, milestones: list[int], factor: float, **clip: float | None):
         super().__init__(**clip)
         if not initial > 0 or not factor > 0:
-            raise ValueError(f"Invalid step scope: initial={initial}, factor={factor} (must be > 0)")
+            raise ValueError(f"Invalid step scope: initial={initial}, factor={factor} "
+                             "(must be > 0)")
         ms = [int(m) for m in milestones]
         if ms != sorted(ms) or any(m < 0 for m in ms):
             raise ValueError(f"Invalid milestones: {milestones} (must be increasing, >= 0)")

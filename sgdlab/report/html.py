@@ -85,7 +85,8 @@ def figures_html(results: dict[str, Any], base_dir: Path) -> str:
 
 
 def tables_html(results: dict[str, Any]) -> str:
-    return "".join(Table.from_json(t).to_html() for t in results.get("tables", [])) or "<p>No tables.</p>"
+    tables = "".join(Table.from_json(t).to_html() for t in results.get("tables", []))
+    return tables or "<p>No tables.</p>"
 
 
 def header_html(results: dict[str, Any]) -> str:
@@ -160,7 +161,8 @@ def runs_html(results: dict[str, Any]) -> str:
     if sw:
         sweep = (f"<p>This invocation executed {sw['executed']} runs and reused {sw['skipped']} "
                  f"from the store in {sw['seconds']} s; {len(sw['failed'])} failed.</p>")
-    return sweep + f"<p>Store: <code>{html.escape(str(results.get('store')))}</code></p>" + t.to_html()
+    store = html.escape(str(results.get('store')))
+    return sweep + f"<p>Store: <code>{store}</code></p>" + t.to_html()
 
 
 def page(title: str, body: str) -> str:
@@ -175,17 +177,19 @@ def render(results: dict[str, Any], base_dir: Path) -> str:
     resolved = yaml.safe_dump(results.get("config", {}).get("resolved", {}), sort_keys=False,
                               allow_unicode=True)
     env = json.dumps(results.get("environment", {}), indent=1, ensure_ascii=False)
+    source = html.escape(str(results.get('config', {}).get('source')))
+    generated = html.escape(str(results.get('generated_at')))
     body = (header_html(results) + status_html(results)
             + "<h2>Conclusions</h2>" + conclusions_html(results) + deviations_html(results)
             + "<h2>Tables</h2>" + tables_html(results)
             + "<h2>Figures</h2>" + figures_html(results, base_dir)
             + "<h2>Runs</h2>" + runs_html(results)
-            + "<h2>Config</h2><p>Source: <code>" + html.escape(str(results.get('config', {}).get('source')))
+            + "<h2>Config</h2><p>Source: <code>" + source
             + "</code> (copy it and run <code>sgdlab run --config FILE</code>)</p>"
             + f"<pre>{html.escape(cfg)}</pre><details><summary>resolved at scale "
             f"{html.escape(results['scale'])}</summary><pre>{html.escape(resolved)}</pre></details>"
             + f"<h2>Environment</h2><pre>{html.escape(env)}</pre>"
-            + f"<p class='note'>Generated {html.escape(str(results.get('generated_at')))} by sgdlab.</p>")
+            + f"<p class='note'>Generated {generated} by sgdlab.</p>")
     return page(f"{results['experiment']['name']} — sgdlab", body)
 
 

@@ -34,7 +34,7 @@ class TrainContext:
     loss_fn: Callable[[Tensor, Tensor], Tensor]
     data: Any                      # sgdlab.data.Dataset
     step: int = 0                  # optimizer steps taken so far
-    epoch: int = 0                 # current epoch (0-based); completed epochs at on_epoch_end = epoch + 1
+    epoch: int = 0                 # current epoch (0-based); on_epoch_end has epoch + 1 done
     steps_per_epoch: int = 0
     batch: tuple[Tensor, Tensor] | None = None
     loss: float = float("nan")     # mini-batch loss of the current step

@@ -371,7 +371,8 @@ class ReplicaWorker:
 Reducer = Callable[[list[list[Tensor]], list[Tensor]], tuple[list[Tensor], float]]
 
 
-def _inprocess_reduce(anchors: list[list[Tensor]], losses: list[Tensor]) -> tuple[list[Tensor], float]:
+def _inprocess_reduce(anchors: list[list[Tensor]], losses: list[Tensor]
+                      ) -> tuple[list[Tensor], float]:
     loss = sum(float(v) for v in losses) / len(losses)
     return master_average(anchors), loss
 

@@ -120,7 +120,8 @@ def test_train_killed_at_several_points_resumes_to_the_uninterrupted_run(tmp_pat
     # SIGKILL after training, before completion: not finished, no results.json
     p = _cli(["resume", rid, "--store", str(store_path)], {}, before=KILL_BEFORE_COMPLETION)
     assert p.returncode == -signal.SIGKILL, p.stderr
-    assert store.get_run(rid)["status"] == "interrupted" and not (kill_dir / "results.json").exists()
+    assert store.get_run(rid)["status"] == "interrupted"
+    assert not (kill_dir / "results.json").exists()
 
     assert main(["resume", rid[:-1], "--store", str(store_path)]) == 0
     out = capsys.readouterr().out

@@ -224,7 +224,8 @@ def test_mnist_refuses_non_ubyte_idx_and_mismatched_or_empty_images(tmp_path):
     make_idx_dir(tmp_path)
     labels = tmp_path / IDX_NAMES["train_labels"]
     # float labels 0.0..9.0 (IDX type 0x0D, magic 3329) were truncated to integers silently
-    labels.write_bytes(struct.pack(">II", 0x0D01, 40) + (np.arange(40) % 10).astype(">f4").tobytes())
+    labels.write_bytes(struct.pack(">II", 0x0D01, 40)
+                       + (np.arange(40) % 10).astype(">f4").tobytes())
     with pytest.raises(DataError, match=f"{labels}.*expected unsigned bytes"):
         load_dataset("mnist", data_dir=tmp_path)
     write_idx(labels, np.arange(40) % 10)

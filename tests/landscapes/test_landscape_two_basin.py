@@ -200,8 +200,8 @@ def test_top_eigenpairs_closed_form_matches_eigh():
         ref = ref.abs().sort(-1, descending=True).values if absolute else ref.flip(-1)
         assert torch.allclose(vals, ref, atol=1e-12)
         signed = torch.linalg.eigvalsh(sym)  # vectors still diagonalise sym
-        rec = (vecs * (vecs.transpose(-1, -2) @ sym @ vecs).diagonal(dim1=-2, dim2=-1)[..., None, :]) \
-            @ vecs.transpose(-1, -2)
+        diag = (vecs.transpose(-1, -2) @ sym @ vecs).diagonal(dim1=-2, dim2=-1)
+        rec = (vecs * diag[..., None, :]) @ vecs.transpose(-1, -2)
         assert torch.allclose(rec, sym, atol=1e-10), signed
 
 

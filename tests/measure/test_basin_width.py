@@ -20,7 +20,8 @@ def test_parabola_widths_closed_form():
         half = math.sqrt(2 * 0.5 / c)
         w = basin_width(a, loss, a0, 0.5)
         assert w.closed and w.width == pytest.approx(2 * half, abs=2e-3)
-        assert (w.lo, w.hi) == (pytest.approx(a0 - half, abs=1e-3), pytest.approx(a0 + half, abs=1e-3))
+        assert (w.lo, w.hi) == (pytest.approx(a0 - half, abs=1e-3),
+                                pytest.approx(a0 + half, abs=1e-3))
         left = basin_width(a, loss, a0, 0.5, side="left")
         right = basin_width(a, loss, a0, 0.5, side="right")
         assert left.hi == pytest.approx(a0, abs=1e-12) and right.lo == pytest.approx(a0, abs=1e-12)

@@ -7,8 +7,8 @@ import pytest
 
 from sgdlab.cli.main import main
 from sgdlab.report.figures.curvature import (
-    alignment_figure, batch_statistics_figure, curvature_history_figure, eigenspectrum_figure, noise_magnitude_figure,
-    spectral_density_figure,
+    alignment_figure, batch_statistics_figure, curvature_history_figure, eigenspectrum_figure,
+    noise_magnitude_figure, spectral_density_figure,
 )
 
 

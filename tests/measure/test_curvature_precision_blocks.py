@@ -91,7 +91,8 @@ def test_samples_do_not_depend_on_the_blocks():
     h = dense_hessian_reference(model, loss_fn, data)
     fro = [frobenius_norm(HessianOperator(model, loss_fn, data), 12, block_size=b,
                           generator=torch.Generator().manual_seed(4)).value for b in (1, 5, None)]
-    fro.append(frobenius_norm(h, 12, block_size=12, generator=torch.Generator().manual_seed(4)).value)
+    fro.append(frobenius_norm(h, 12, block_size=12,
+                              generator=torch.Generator().manual_seed(4)).value)
     assert max(fro) - min(fro) < 1e-12 * max(fro)
     dens = [spectral_density(HessianOperator(model, loss_fn, data), num_probes=5, num_iter=6,
                              block_size=b, generator=torch.Generator().manual_seed(1))

@@ -22,7 +22,8 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 def test_counts_stated_by_zhu_et_al(name, count):
     info = describe(name)
     assert info.stated_params == count
-    assert count_parameters(build_model(name, info.reference_input, info.reference_outputs)) == count
+    model = build_model(name, info.reference_input, info.reference_outputs)
+    assert count_parameters(model) == count
 
 
 def test_zhu_lenet_layer_order_as_printed():
@@ -124,9 +125,11 @@ def test_models_adapt_to_input_shape_and_classes():
     x = torch.randn(3, 8, 8)
     assert torch.equal(net(x), net(x[:, None]))
     assert build_model("allcnn", (1, 40), 10).eval()(torch.zeros(4, 1, 40)).shape == (4, 10)
-    assert build_model("allcnn", (3, 32, 32), 100).eval()(torch.zeros(2, 3, 32, 32)).shape == (2, 100)
+    allcnn = build_model("allcnn", (3, 32, 32), 100).eval()
+    assert allcnn(torch.zeros(2, 3, 32, 32)).shape == (2, 100)
     assert build_model("musso-model2", (1, 28, 28), 10)(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
-    assert build_model("resnet-56", (1, 28, 28), 10, depth=20)(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
+    resnet = build_model("resnet-56", (1, 28, 28), 10, depth=20)
+    assert resnet(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
 
 
 def test_bad_shapes_and_options_are_user_errors():
@@ -154,8 +157,10 @@ def test_bad_shapes_and_options_are_user_errors():
     for bad in (["a"], 5, "512", [512, 2.5]):
         with pytest.raises(UserError, match="classifier_widths"):
             build_model("vgg-11", (3, 32, 32), 10, classifier_widths=bad)
-    assert type(build_model("VGG16", (3, 32, 32), 10)) is type(build_model("vgg-16", (3, 32, 32), 10))
-    assert describe("resnet56").name == "resnet-56" and describe("small_lenet").name == "small-lenet"
+    vgg = build_model("vgg-16", (3, 32, 32), 10)
+    assert type(build_model("VGG16", (3, 32, 32), 10)) is type(vgg)
+    assert describe("resnet56").name == "resnet-56"
+    assert describe("small_lenet").name == "small-lenet"
     with pytest.raises(UserError, match="num_outputs"):
         build_model("mlp", (4,), 0)
 

@@ -58,7 +58,8 @@ def test_sgld_local_entropy_gradient_matches_closed_form():
     assert torch.equal(y.detach(), x0)
     exact = (x0 - gibbs_mean(Q, p, x0, gamma)) / gamma          # Lemma 4.4
     mc_err = est.std(0) / math.sqrt(R)
-    # η_y(Q + I/γ) ∈ [0.375, 0.6]: burn-in bias of z < 1e-5 (ULA's stationary mean is exact for a Gaussian)
+    # η_y(Q + I/γ) ∈ [0.375, 0.6]: burn-in bias of z < 1e-5 (ULA's stationary mean is exact
+    # for a Gaussian)
     assert (est.mean(0) - exact).abs().max() < 4.5 * mc_err.max() + 1e-4, (est.mean(0), exact)
     # the estimate is noisy, not degenerate, and distinguishable from the plain gradient
     assert mc_err.min() > 1e-3

@@ -38,7 +38,8 @@ def test_table_rejects_ragged_rows():
 
 def test_mean_std_matches_sample_formula():
     m, s = mean_std([1.0, 2.0, 4.0, float("nan")])
-    assert m == pytest.approx(7 / 3) and s == pytest.approx(math.sqrt(((1 - 7 / 3) ** 2 + (2 - 7 / 3) ** 2 + (4 - 7 / 3) ** 2) / 2))
+    squares = (1 - 7 / 3) ** 2 + (2 - 7 / 3) ** 2 + (4 - 7 / 3) ** 2
+    assert m == pytest.approx(7 / 3) and s == pytest.approx(math.sqrt(squares / 2))
     assert mean_std([3.0]) == (3.0, 0.0) and math.isnan(mean_std([])[0])
     # the mean is rounded once from its exact value: equal seeds give that value itself
     assert mean_std([0.1, 0.1, 0.1]) == (0.1, 0.0) and mean_std([0.1, 0.3])[0] == 0.2

@@ -530,7 +530,8 @@ def check_claims(claims: list[dict[str, Any]], values: dict[str, dict[str, float
                 if fin:     # how far |a − b| lies on the claim's side of the tolerance
                     slack = (tol - abs(va - vb)) * (1 if kind == "close" else -1)
                 text = (f"{mname} of {nm(a)} ({_fmt(va)}) and {nm(b)} ({_fmt(vb)}) "
-                        f"{'agree within' if close else 'differ by more than'} tolerance {_fmt(tol)}")
+                        f"{'agree within' if close else 'differ by more than'} "
+                        f"tolerance {_fmt(tol)}")
                 up, down = cens_a, cens_b       # a bound may close or open the gap
         censored = None     # (which values are lower bounds, whether the bound settles it)
         if up or down:

@@ -349,8 +349,8 @@ class TrainProcedure(Procedure):
                     on_checkpoint=getattr(ctx, "on_checkpoint", None),
                     complete=False)   # the sweep completes the run after the final measurements
         summary: dict[str, Any] = dict(getattr(res, "final", None) or {})
-        summary.update({"steps": int(getattr(res, "steps", 0)),
-                        "num_params": sum(q.numel() for q in model.parameters() if q.requires_grad)})
+        trained = sum(q.numel() for q in model.parameters() if q.requires_grad)
+        summary.update({"steps": int(getattr(res, "steps", 0)), "num_params": trained})
         data: dict[str, Any] = {}
         status, message = getattr(res, "status", "finished"), None
         # the weights training ended with (those of its final checkpoint), before the final

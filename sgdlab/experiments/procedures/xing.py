@@ -6,9 +6,10 @@ rate, as GD and as SGD (footnote 6, line 161).
 
 Each analysis turns the recorded series into per-run numbers (stored in the run's summary so
 the report shows them), averages them over seeds per run group and checks the claims listed in
-the experiment file (``options.claims``, :func:`~sgdlab.experiments.procedures.common.check_claims`);
-``options.references`` adds constant pseudo-groups (``{"5% of steps": {metric: 0.05}}``) so a
-claim can compare a group with a stated threshold.
+the experiment file (``options.claims``,
+:func:`~sgdlab.experiments.procedures.common.check_claims`); ``options.references`` adds
+constant pseudo-groups (``{"5% of steps": {metric: 0.05}}``) so a claim can compare a group
+with a stated threshold.
 """
 from __future__ import annotations
 

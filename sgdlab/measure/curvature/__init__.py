@@ -41,7 +41,8 @@ from .slq import SpectralDensity, spectral_density
 
 __all__ = [
     "DiagonalEstimate", "Estimate", "LanczosResult", "Operand", "SpectralDensity",
-    "dense_hessian", "diagonal", "frobenius_norm", "ggn_diagonal", "harmonic_mean_eigenvalue", "hessian_bottom_eigenvalues", "hessian_diagonal",
+    "dense_hessian", "diagonal", "frobenius_norm", "ggn_diagonal", "harmonic_mean_eigenvalue",
+    "hessian_bottom_eigenvalues", "hessian_diagonal",
     "hessian_eigenpairs", "hessian_frobenius_norm", "hessian_spectral_density",
     "hessian_spectrum", "hessian_top_eigenvalue", "hessian_trace", "hutchinson_trace",
     "hutchpp_trace", "lanczos", "lanczos_decomposition", "mc_estimate", "power_iteration",

@@ -31,8 +31,9 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from sgdlab.report.figures.charts import curves  # noqa: E402
 
-__all__ = ["alignment_figure", "batch_statistics_figure", "curvature_history_figure", "eigenspectrum_figure",
-           "noise_magnitude_figure", "signed_log_histogram_figure", "spectral_density_figure"]
+__all__ = ["alignment_figure", "batch_statistics_figure", "curvature_history_figure",
+           "eigenspectrum_figure", "noise_magnitude_figure", "signed_log_histogram_figure",
+           "spectral_density_figure"]
 
 History = Mapping[str, Sequence[tuple[int, float]]]
 
