@@ -12,7 +12,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_procedure_modules_and_the_run_path_import_no_matplotlib():
-    modules = ["sgdlab.experiments.worker", "sgdlab.experiments.backends", "sgdlab.train",
+    modules = ["sgdlab.experiments.worker", "sgdlab.experiments.backends",
+               "sgdlab.experiments.ray_backend", "sgdlab.train",
                *(f"sgdlab.experiments.procedures.{m.name}"
                  for m in pkgutil.iter_modules(procedures.__path__))]
     assert "sgdlab.experiments.procedures.jastrzebski" in modules
