@@ -38,7 +38,8 @@ from _timing import one_thread
 GOALS = {
     "entropy_sgd_cost_per_gradient_vs_sgd": "<= 1.05",
     "parle_comm_fraction_L25_4proc": "<= 0.05",
-    "parle_wallclock_distributed_over_inprocess_4rep": "report (below 1 only with >= 4 free cores; ideal 1/4)",
+    "parle_wallclock_distributed_over_inprocess_4rep":
+        "report (below 1 only with >= 4 free cores; ideal 1/4)",
 }
 
 N, D, WIDTH, CLASSES, BATCH = 4096, 256, 256, 10, 128

@@ -134,7 +134,8 @@ def _resnet_estimate() -> None:
     op.matvec(v)
     hvp = time.perf_counter() - t
     print(f"  ResNet-56 (d = {num_params(model):,}, eval mode): one HVP on 100 inputs of 3x32x32 "
-          f"{hvp:.1f} s -> on N = {N}: ~{hvp * N / 100:.0f} s per HVP, ~{hvp * N / 100 * 80 / 60:.0f}"
+          f"{hvp:.1f} s -> on N = {N}: ~{hvp * N / 100:.0f} s per HVP, "
+          f"~{hvp * N / 100 * 80 / 60:.0f}"
           f" min for 80 Lanczos products (not attempted)", flush=True)
 
 

@@ -20,8 +20,9 @@ same ratio at batch 128 is printed for context. The callback only observes: both
 end at the same parameters, bit for bit, before anything is timed.
 
 Timed regions alternate between the two sides; figures are medians of the paired ratios
-(robust to the load drifting on a shared machine) of the calling thread's CPU time (``time.thread_time``; one torch thread, so all the work runs on it: on a
-shared machine wall time mostly measures the other tenants).
+(robust to the load drifting on a shared machine) of the calling thread's CPU time
+(``time.thread_time``; one torch thread, so all the work runs on it: on a shared machine
+wall time mostly measures the other tenants).
 """
 from __future__ import annotations
 
