@@ -163,11 +163,6 @@ def _rate_estimate(counts: tuple[int, int], z: float = 2.0
     return (k / n if n else float("nan")), wilson_interval(k, n, z), n
 
 
-def _interval_errors(rates: list[float], cis: list[tuple[float, float]]) -> list[list[float]]:
-    """Asymmetric error bars (below, above) of rates from their intervals."""
-    return [[p - lo for p, (lo, _) in zip(rates, cis)], [hi - p for p, (_, hi) in zip(rates, cis)]]
-
-
 @register_analysis("zhu_escape")
 def zhu_escape_analysis(spec, runs) -> Analysis:
     """Success rate per method (pooled over seeds, with its Wilson score interval and the
@@ -188,7 +183,7 @@ def zhu_escape_analysis(spec, runs) -> Analysis:
     ``options.claims`` (:func:`check_claims`) are checked on the seeds' mean success rate and
     final sharpness."""
     from sgdlab.landscapes.escape import LABELS
-    from sgdlab.report.figures.charts import curves, grouped_bars
+    from sgdlab.report.figures.charts import curves, grouped_bars, interval_errors
     from sgdlab.report.figures.landscapes import escape_chains_figure
 
     o = spec.options
@@ -237,7 +232,7 @@ def zhu_escape_analysis(spec, runs) -> Analysis:
     # a method's colour is the same in the success bars and the sharpness curves
     colour = group_colours(groups)
     held = f"{reps} repetitions × {seeds} seed{'s' if seeds > 1 else ''}"
-    errs = _interval_errors(rates, [pooled[m][1] for m in groups])
+    errs = interval_errors(rates, [pooled[m][1] for m in groups])
     f1 = grouped_bars([names[m] for m in groups], {"success rate": (rates, errs)},
                       ylabel=f"success rate (Wilson interval, z = {z:g})",
                       title=f"Zhu et al. Fig. 3(c): escape success\n{held} pooled",
@@ -477,7 +472,7 @@ def zhu_escape_sweep_analysis(spec, runs) -> Analysis:
     the paper states its ordering at one η (its Fig. 3), which the escape entry at that η
     judges; the other η of the grid are runs the paper never made."""
     from sgdlab.landscapes.escape import LABELS
-    from sgdlab.report.figures.charts import error_bars, panels
+    from sgdlab.report.figures.charts import error_bars, interval_errors, panels
 
     o = spec.options
     faster, slower = list(o.get("faster", [])), list(o.get("slower", []))
@@ -534,7 +529,7 @@ def zhu_escape_sweep_analysis(spec, runs) -> Analysis:
         xs = [lr for lr in etas if (m, lr) in est]
         ps = [est[(m, lr)][0] for lr in xs]
         cis = [est[(m, lr)][1] for lr in xs]
-        series[LABELS.get(m, m)] = (xs, ps, _interval_errors(ps, cis))
+        series[LABELS.get(m, m)] = (xs, ps, interval_errors(ps, cis))
     colour = group_colours(methods)
     error_bars(series, xlabel="η", ylabel="success rate", logx=True, ax=ax,
                title=f"escape success vs η (Wilson interval, z = {z:g})",

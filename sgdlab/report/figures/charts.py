@@ -162,6 +162,14 @@ def error_bars(series: Series, *, xlabel: str, ylabel: str, title: str = "",
     return fig if fig is not None else ax.figure
 
 
+def interval_errors(values: Sequence[float], intervals: Sequence[tuple[float, float]]
+                    ) -> list[list[float]]:
+    """Asymmetric error bars (a 2 × n list: below, above each value) of values from their
+    intervals (lo, hi), as :func:`grouped_bars` and :func:`error_bars` take them."""
+    return [[v - lo for v, (lo, _) in zip(values, intervals)],
+            [hi - v for v, (_, hi) in zip(values, intervals)]]
+
+
 def grouped_bars(labels: Sequence[str],
                  series: dict[str, tuple[Sequence[float], Sequence | None]], *,
                  ylabel: str, title: str = "", zoom: bool = False, figsize=(5.2, 3.6),

@@ -15,7 +15,7 @@ import numpy as np  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 
 from sgdlab.report.figures.charts import (curves, error_bars, grouped_bars,  # noqa: E402
-                                          panels)
+                                          interval_errors, panels)
 
 __all__ = ["double_well_figure", "escape_chains_figure", "escape_run_figure",
            "fokker_planck_figure", "ou_figure", "pde_figure", "perceptron_figure",
@@ -55,9 +55,9 @@ def escape_run_figure(
            ylim=(grid_y.min(), grid_y.max()))
     ax.set_title("one repetition per method", fontsize=10)     # as the charts' titles
     rates = list(success_rate)
-    errs = None if intervals is None else [
-        [100 * (success_rate[n] - intervals[n][0]) for n in rates],
-        [100 * (intervals[n][1] - success_rate[n]) for n in rates]]
+    errs = None if intervals is None else interval_errors(
+        [100 * success_rate[n] for n in rates],
+        [(100 * intervals[n][0], 100 * intervals[n][1]) for n in rates])
     grouped_bars([labels.get(n, n) for n in rates],
                  {"success rate": ([100 * success_rate[n] for n in rates], errs)},
                  ylabel=f"{success_rule} (%)", ax=axes[1],
