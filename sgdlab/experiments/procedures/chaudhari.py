@@ -93,11 +93,9 @@ class ReplicasProcedure(Procedure):
 
 def _replica_output(final: dict[str, Any], status: str, message: str | None,
                     replicas: int) -> RunOutput:
-    """A replica run's summary: the final master metrics, its length and replica count."""
-    summary = dict(final)
-    summary.update(rounds=final["rounds"], grad_evals=final["grad_evals"],
-                   effective_epochs=final["effective_epochs"], replicas=replicas)
-    return RunOutput(summary=summary, status=status, message=message)
+    """A replica run's summary: the final master metrics and its length (``final`` holds
+    rounds, grad_evals and effective_epochs), with its replica count."""
+    return RunOutput(summary={**final, "replicas": replicas}, status=status, message=message)
 
 
 def replica_run_config(params: dict[str, Any], seed: int, device: str = "cpu"

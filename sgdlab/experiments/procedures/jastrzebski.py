@@ -19,9 +19,9 @@ from sgdlab.experiments.analysis import Analysis, Conclusion
 from sgdlab.errors import ConfigError
 from sgdlab.experiments.procedures import StoredRun, register_analysis
 from sgdlab.experiments.procedures.common import (Derived, add_references, by_group,
-                                                  check_claims, curve_label, finite,
-                                                  group_curves, group_x_axis, seeds_note, stat,
-                                                  values_by_group)
+                                                  check_claims, claim_metrics, curve_label,
+                                                  finite, group_curves, group_x_axis,
+                                                  seeds_note, stat, values_by_group)
 from sgdlab.experiments.spec import get_dotted, paper_ref
 from sgdlab.report.tables import Table
 
@@ -256,8 +256,8 @@ def equal_ratio(spec, runs: list[StoredRun]) -> Analysis:
         r.summary["curve_mean"] = float(np.mean(v)) if v else float("nan")
         r.summary["late"] = float(np.mean(v[-k:])) if v else float("nan")
     groups = by_group(runs, key=_group_key)
-    needs = [r["metric"] for c in o.get("claims") or [] for r in c.get("requires", [])]
-    vals = values_by_group(groups, list(dict.fromkeys(["curve_mean", "late"] + needs)))
+    vals = values_by_group(groups, list(dict.fromkeys(["curve_mean", "late"]
+                                                      + claim_metrics(o.get("claims")))))
     resc = o.get("rescaling") or []
     seeds = {g: {r.seed: r for r in rs} for g, rs in groups.items()}
 

@@ -177,11 +177,6 @@ def _check_named(params: dict[str, Any], where: str) -> None:
             validate_section(key, params[key], path=f"{where}: {key}")
 
 
-# the run parameters that are the training loop's settings, a run config's ``train.*``
-_LOOP_KEYS = ("epochs", "batch_size", "replacement", "drop_last", "eval_every", "eval_subset",
-              "max_steps", "clip_grad_norm", "sequence_loss", "dtype")
-
-
 @register_procedure("train")
 class TrainProcedure(Procedure):
     allowed = {"dataset", "data_seed", "model", "loss", "dtype", "optimizer", "schedule",
@@ -266,17 +261,20 @@ class TrainProcedure(Procedure):
         final weights the run starts from. ``final`` (measured after training) and
         ``save_model`` decide no training. None when the settings make no valid run config
         (the run is then compared by its params)."""
-        from sgdlab.config.run import training_settings, validate_config
+        from sgdlab.config.run import TRAINING_KEYS, training_settings, validate_config
         from sgdlab.errors import UserError
 
         p = params
+        # the params that are the training loop's settings, in a run config's train.* (the
+        # run's seed is the sweep's)
+        loop = [k for k in TRAINING_KEYS["train"] if k != "seed" and p.get(k) is not None]
         data, model = dict(p["dataset"]), dict(p["model"])
         raw: dict[str, Any] = {
             "data": {"name": data.pop("name"), "seed": p.get("data_seed", 0),
                      "data_dir": data.pop("data_dir", None), "options": data},
             "model": {"name": model.pop("name"), "options": model},
             "loss": p.get("loss") or "auto", "optimizer": dict(p["optimizer"]),
-            "train": {"seed": seed, **{k: p[k] for k in _LOOP_KEYS if p.get(k) is not None}},
+            "train": {"seed": seed, **{k: p[k] for k in loop}},
             # a trajectory without a path records into the run's folder (run())
             "measure": [dict(m, path=TRAJECTORY_FILE)
                         if m.get("name") == "trajectory" and "path" not in m else m
