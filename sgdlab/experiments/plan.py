@@ -23,7 +23,7 @@ from typing import Any
 
 from sgdlab.errors import UserError
 from sgdlab.experiments.runner import default_out_dir, foreign_out_dir, prepare
-from sgdlab.experiments.spec import ExperimentSpec, RunSpec, expand_data_dir, get_dotted
+from sgdlab.experiments.spec import ExperimentSpec, RunSpec, expand_data_dir
 from sgdlab.experiments.sweep import (dependency_layers, finished_runs, run_device,
                                      run_threads)
 
@@ -180,7 +180,7 @@ def plan_experiment(name_or_path: str | Path, *, scale: str = "cpu",
     from sgdlab.experiments.procedures import get_procedure
 
     proc = get_procedure(spec.procedure)
-    planned = [PlannedRun(r, {k: get_dotted(r.params, k) for k in spec.grid},
+    planned = [PlannedRun(r, r.grid_point,
                           {k: r.params[k] for k in LENGTH_KEYS if k in r.params},
                           proc.planned_steps(r.params),
                           str(done[r.key]["id"]) if r.key in done else None)

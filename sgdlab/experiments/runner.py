@@ -25,7 +25,7 @@ from sgdlab.claims import folder_lock
 from sgdlab.errors import ConfigError, ReportInterrupted, UserError, make_output_dir
 from sgdlab.experiments.analysis import Analysis, Conclusion
 from sgdlab.experiments.procedures import get_analysis
-from sgdlab.experiments.spec import (ExperimentSpec, RunSpec, expand_data_dir, get_dotted,
+from sgdlab.experiments.spec import (ExperimentSpec, RunSpec, expand_data_dir, grid_point,
                                     load_experiment, load_yaml, needs_data_dir, resolve)
 from sgdlab.experiments.sweep import (DONE, SweepReport, check_backend, check_options,
                                      load_runs, open_store, run_sweep, store_file,
@@ -354,7 +354,7 @@ def _write_report(spec: ExperimentSpec, out: Path, analysis, stored: list, missi
         # each run's point of the grid by its dotted keys, so that a table of one's own needs
         # no parsing of labels
         "runs": [{"key": r.key, "run_id": r.run_id, "label": r.label, "seed": r.seed,
-                  "grid": {k: get_dotted(r.params, k) for k in spec.grid},
+                  "grid": grid_point(r.params, spec.grid),
                   "status": r.status, "summary": r.summary} for r in stored],
         "missing_runs": [r.run_name for r in missing],
         "missing_outputs": declared_missing,

@@ -160,7 +160,12 @@ class RunSpec:
     @property
     def grid_point(self) -> dict[str, Any]:
         """The run's values of the grid's keys (dotted), as results.json's ``runs[].grid``."""
-        return {k: get_dotted(self.params, k) for k in self.grid}
+        return grid_point(self.params, self.grid)
+
+
+def grid_point(params: dict[str, Any], keys) -> dict[str, Any]:
+    """A run's values of grid keys ``keys`` (dotted) in its ``params``."""
+    return {k: get_dotted(params, k) for k in keys}
 
 
 def run_key(experiment: str, version: int, scale: str, label: str, params: dict[str, Any],

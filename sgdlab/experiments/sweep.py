@@ -631,7 +631,11 @@ class _Driver:
             if ok:     # its grid point and final values, for the HParams dashboard
                 from sgdlab.train.tensorboard import run_hparams
 
-                self.curves.finish(f.run_id, f.run.run_name, run_hparams(f.run.config()),
+                # the fields of its stored config that run_hparams reads, not the whole
+                # config again (the train procedure's validates a run config)
+                shown = {"run_key": f.run.key, "grid": f.run.grid_point,
+                         "label": f.run.label, "seed": f.run.seed}
+                self.curves.finish(f.run_id, f.run.run_name, run_hparams(shown),
                                    record.summary or {})
             self.curves.close(f.run_id)
 
