@@ -82,6 +82,7 @@ import numpy as np
 from sgdlab.errors import ConfigError
 from sgdlab.experiments.analysis import Conclusion
 from sgdlab.experiments.procedures import StoredRun
+from sgdlab.report.figures import label_colours
 from sgdlab.report.tables import Table, mean_std
 
 CLAIM_KINDS = {"less", "greater", "close", "far", "above", "equivalent"}
@@ -164,7 +165,7 @@ def group_colours(groups) -> dict[str, str]:
     """{group: colour}, by the group's place among all of them: the same in every curve and bar
     figure of a report, also where a group recorded no value of one metric (the colour cycle
     would give the next group its colour)."""
-    return {g: f"C{i % 10}" for i, g in enumerate(groups)}
+    return label_colours(groups)
 
 
 def seeds_named(seeds: Iterable[int]) -> str:

@@ -14,6 +14,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 
+from sgdlab.report.figures import label_colours  # noqa: E402
 from sgdlab.report.figures.charts import (curves, error_bars, grouped_bars,  # noqa: E402
                                           interval_errors, panels)
 
@@ -43,7 +44,7 @@ def escape_run_figure(
     # one colour per method in all three panels, and one legend for them below the panels
     # (inside the trajectories' panel it hid some of the iterates)
     names = list(dict.fromkeys([*trajectories, *success_rate, *sharpness]))
-    colour = {n: f"C{i % 10}" for i, n in enumerate(names)}
+    colour = label_colours(names)
     fig, axes = plt.subplots(1, 3, figsize=(16, 5.2), layout="constrained")
     ax = axes[0]
     cs = ax.contour(grid_x, grid_y, loss_grid, levels=12, cmap="Greys", linewidths=0.7)

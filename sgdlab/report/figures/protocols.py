@@ -18,6 +18,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from sgdlab.report.figures import label_colours  # noqa: E402
 from sgdlab.report.figures.charts import curves  # noqa: E402
 
 __all__ = ["protocol_curves"]
@@ -51,8 +52,8 @@ def protocol_curves(histories: Mapping[str, History], *, title: str | None = Non
                 for run_label, pts in drawn.items() if pts},
                xlabel="step", ylabel=label, ax=ax, steps=True,
                logy=name == "lr_step" and log_lr, legend=len(histories) > 1,
-               styles={run_label: {"color": f"C{i % 10}"}     # a run's colour in every panel
-                       for i, run_label in enumerate(histories)})
+               styles={run_label: {"color": c}     # a run's colour in every panel
+                       for run_label, c in label_colours(histories).items()})
     if title:
         fig.suptitle(title)
     return fig

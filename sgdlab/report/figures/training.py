@@ -23,6 +23,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from sgdlab.report.figures import label_colours  # noqa: E402
 from sgdlab.report.figures.axes import log_scale, metric_label  # noqa: E402
 from sgdlab.report.figures.charts import curves, panels  # noqa: E402
 
@@ -204,7 +205,7 @@ def compare_runs_figure(histories: Mapping[str, History], metrics: Sequence[str]
                        constrained=True)
     # a run keeps its colour in every panel (the one legend says which is which), also in a
     # panel of a series that only some runs recorded
-    colors = {label: f"C{i % 10}" for i, label in enumerate(histories)}
+    colors = label_colours(histories)
     for ax, metric in zip(axes, metrics):
         drawn = {label: thinned(h[metric]) for label, h in histories.items() if h.get(metric)}
         curves({label: (s, v, None) for label, (s, v) in drawn.items()}, xlabel="step",
