@@ -346,19 +346,21 @@ def _finish(cfg: dict[str, Any], store: Any, run_id: str, out: Path, env: dict[s
     if result.checkpoint is not None:
         artifacts.append(("checkpoint", Path(result.checkpoint).resolve()))
     # everything the run owes is on disk: its end, summary and files in one transaction
-    store.complete_run(run_id, result.status, summary=result.summary(), message=result.message,
+    summary = result.summary()
+    store.complete_run(run_id, result.status, summary=summary, message=result.message,
                        artifacts=artifacts)
     from ..train.tensorboard import run_folder
 
     tensorboard = (cfg.get("train") or {}).get("tensorboard")
-    if tensorboard:
-        _tensorboard_final(run_folder(tensorboard, run_id, cfg["name"]), cfg, result)
+    folder = run_folder(tensorboard, run_id, cfg["name"]) if tensorboard else None
+    if folder is not None:
+        _tensorboard_final(folder, cfg, summary, result.history)
     return RunOutcome(run_id, result, out, results_path, figure_path, store.path, resumed_from,
-                      instruments_path,
-                      run_folder(tensorboard, run_id, cfg["name"]) if tensorboard else None)
+                      instruments_path, folder)
 
 
-def _tensorboard_final(folder: Path, cfg: dict[str, Any], result: Any) -> None:
+def _tensorboard_final(folder: Path, cfg: dict[str, Any], summary: dict[str, Any],
+                       history: Any) -> None:
     """The run's HParams session beside the curves its TensorBoardLogger wrote: its config's
     leaves and its summary (as ``sgdlab runs export --tensorboard`` writes them)."""
     from ..train.tensorboard import last_step, run_hparams, summary_writer, write_final
@@ -366,7 +368,7 @@ def _tensorboard_final(folder: Path, cfg: dict[str, Any], result: Any) -> None:
     try:
         writer = summary_writer(folder)
         try:
-            write_final(writer, run_hparams(cfg), result.summary(), last_step(result.history))
+            write_final(writer, run_hparams(cfg), summary, last_step(history))
         finally:
             writer.close()
     except Exception as e:  # the run is stored: its final values can be exported again
