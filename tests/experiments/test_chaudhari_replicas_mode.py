@@ -7,7 +7,6 @@ from __future__ import annotations
 import math
 
 import pytest
-import torch
 
 from sgdlab.errors import ConfigError
 from sgdlab.experiments.procedures import chaudhari, get_procedure
@@ -15,6 +14,9 @@ from sgdlab.experiments.spec import RunSpec
 from sgdlab.experiments.worker import RunContext
 from sgdlab.store import RunStore
 from sgdlab.testing import forked_torchrun
+
+# one thread, as each replica process has: the same sums, so the same iterates
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 PARAMS = {"dataset": {"name": "mnist_small", "n_train": 48, "n_test": 16},
           "model": {"name": "mlp", "widths": [6]}, "dtype": "float64", "grad_evals": 6,
@@ -24,19 +26,24 @@ PARAMS = {"dataset": {"name": "mnist_small", "n_train": 48, "n_test": 16},
 TIMINGS = {"wall_time", "comm_time"}
 
 
+def distributed() -> dict:
+    """``PARAMS`` with the replicas launched as ``sgdlab parle --mode distributed``."""
+    return {**PARAMS, "mode": "distributed"}
+
+
+def replicas_spec(params: dict) -> RunSpec:
+    """The run of these tests: the ``replicas`` procedure on ``params``, seed 3."""
+    return RunSpec("e", 1, "smoke", "parle", params, 3, "replicas")
+
+
+def untimed(summary: dict) -> dict:
+    """``summary`` less its timings, which no two runs share."""
+    return {k: v for k, v in summary.items() if k not in TIMINGS}
+
+
 def run_once(tmp_path, params, name):
-    # one thread, as each replica process has: the same sums, so the same iterates
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        return _run_once(tmp_path, params, name)
-    finally:
-        torch.set_num_threads(threads)
-
-
-def _run_once(tmp_path, params, name):
     store = RunStore(tmp_path / f"{name}.sqlite")
-    spec = RunSpec("e", 1, "smoke", "parle", params, 3, "replicas")
+    spec = replicas_spec(params)
     run_id = store.create_run(spec.config(), name=name)
     ctx = RunContext(store=store, run_id=run_id, device="cpu",
                      artifact_dir=tmp_path / name, dependencies={})
@@ -45,7 +52,7 @@ def _run_once(tmp_path, params, name):
 
 def test_mode_is_checked():
     proc = get_procedure("replicas")
-    proc.validate({**PARAMS, "mode": "distributed"}, "run")
+    proc.validate(distributed(), "run")
     with pytest.raises(ConfigError, match="mode must be one of inprocess, distributed"):
         proc.validate({**PARAMS, "mode": "processes"}, "run")
 
@@ -86,11 +93,10 @@ class ForkedLaunch:
 def test_a_distributed_run_has_the_in_process_run_s_summary_and_rows(tmp_path, monkeypatch):
     ref, ref_rows = run_once(tmp_path, PARAMS, "inprocess")
     monkeypatch.setattr(chaudhari, "_start", ForkedLaunch)
-    out, rows = run_once(tmp_path, {**PARAMS, "mode": "distributed"}, "distributed")
+    out, rows = run_once(tmp_path, distributed(), "distributed")
     assert out.status == ref.status == "finished"
     assert out.summary.keys() == ref.summary.keys()
-    assert {k: v for k, v in out.summary.items() if k not in TIMINGS} == \
-        {k: v for k, v in ref.summary.items() if k not in TIMINGS}
+    assert untimed(out.summary) == untimed(ref.summary)
     assert (out.summary["rounds"], out.summary["grad_evals"], out.summary["replicas"]) == (3, 6, 2)
     # every row under its step, γ = ∞ included (strict JSON would have made it null)
     assert rows.keys() == ref_rows.keys() and math.isinf(rows["gamma"][0][1])
@@ -116,7 +122,7 @@ def test_a_crashed_replica_fails_the_run_naming_what_happened(tmp_path, monkeypa
     monkeypatch.setattr(chaudhari, "_start", CrashedLaunch)
     with pytest.raises(RuntimeError, match=r"(?s)distributed run of 2 replica processes "
                        r"failed \(sgdlab parle exit status 1\).*rank 1 is gone"):
-        run_once(tmp_path, {**PARAMS, "mode": "distributed"}, "crashed")
+        run_once(tmp_path, distributed(), "crashed")
 
 
 class InProcessLaunch:
@@ -143,9 +149,12 @@ class InProcessLaunch:
 
 def launch_in_process(monkeypatch) -> None:
     """The launcher is :class:`InProcessLaunch`, whose training dies in round 3 while
-    ``InProcessLaunch.stop_at`` is 3."""
+    ``InProcessLaunch.stop_at`` is 3; its ``commands`` and ``stop_at`` start afresh in
+    each test."""
     from sgdlab.train import replicas
 
+    monkeypatch.setattr(InProcessLaunch, "commands", [])
+    monkeypatch.setattr(InProcessLaunch, "stop_at", None)
     monkeypatch.setattr(chaudhari, "_start", InProcessLaunch)
     one_round = replicas._ReplicaTraining._round
 
@@ -162,7 +171,7 @@ def test_an_interrupted_distributed_run_continues_from_its_checkpoint_set(tmp_pa
     ref, ref_rows = run_once(tmp_path, PARAMS, "inprocess")
     launch_in_process(monkeypatch)
     proc = get_procedure("replicas")
-    params = {**PARAMS, "mode": "distributed"}
+    params = distributed()
     InProcessLaunch.stop_at = 3
     with pytest.raises(RuntimeError, match="exit status 1"):
         run_once(tmp_path, params, "attempt")
@@ -173,8 +182,7 @@ def test_an_interrupted_distributed_run_continues_from_its_checkpoint_set(tmp_pa
     out, rows = run_once(tmp_path, params, "attempt")
     assert "--resume" in InProcessLaunch.commands[-1]
     assert "--resume" not in InProcessLaunch.commands[-2]
-    assert {k: v for k, v in out.summary.items() if k not in TIMINGS} == \
-        {k: v for k, v in ref.summary.items() if k not in TIMINGS}
+    assert untimed(out.summary) == untimed(ref.summary)
     assert rows == ref_rows           # the rows the resume redid are not doubled
 
 
@@ -186,7 +194,7 @@ def test_a_distributed_run_a_sweep_finished_keeps_its_weights_not_its_checkpoint
     from sgdlab.experiments.sweep import artifacts_root, run_sweep
 
     launch_in_process(monkeypatch)
-    spec = RunSpec("e", 1, "smoke", "parle", {**PARAMS, "mode": "distributed"}, 3, "replicas")
+    spec = replicas_spec(distributed())
     store = tmp_path / "s.sqlite"
     parle = artifacts_root(RunStore(store)) / spec.key / chaudhari.DISTRIBUTED_FOLDER
     InProcessLaunch.stop_at = 3
@@ -211,7 +219,7 @@ def test_a_distributed_run_whose_attempt_failed_continues_in_a_shipped_task(
 
     ref, _ = run_once(tmp_path, PARAMS, "inprocess")
     launch_in_process(monkeypatch)
-    spec = RunSpec("e", 1, "smoke", "parle", {**PARAMS, "mode": "distributed"}, 3, "replicas")
+    spec = replicas_spec(distributed())
     store = tmp_path / "s.sqlite"
     monkeypatch.setattr(sweep, "check_backend", lambda *a: None)
     monkeypatch.setattr(sweep, "make_backend", lambda name, on_rows, **kw:
@@ -227,7 +235,6 @@ def test_a_distributed_run_whose_attempt_failed_continues_in_a_shipped_task(
     cmd = InProcessLaunch.commands[-1]
     assert "--resume" in cmd and not cmd[cmd.index("--out") + 1].startswith(str(tmp_path))
     (run,) = sweep.load_runs([spec], store_path=str(store))[0]
-    assert {k: v for k, v in run.summary.items() if k not in TIMINGS} == \
-        {k: v for k, v in ref.summary.items() if k not in TIMINGS}
+    assert untimed(run.summary) == untimed(ref.summary)
     parle = sweep.artifacts_root(RunStore(store)) / spec.key / chaudhari.DISTRIBUTED_FOLDER
     assert (parle / "master.pt").is_file() and not (parle / "checkpoints").exists()
