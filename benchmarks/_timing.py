@@ -4,12 +4,19 @@ benchmarks/ on sys.path while it loads a module, and ``python benchmarks/bench_x
 from __future__ import annotations
 
 import contextlib
+import os
+import resource
 import statistics
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import torch
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def timed(fn: Callable[[], Any]) -> tuple[float, float]:
@@ -17,6 +24,22 @@ def timed(fn: Callable[[], Any]) -> tuple[float, float]:
     w0, c0 = time.perf_counter(), time.thread_time()
     fn()
     return time.thread_time() - c0, time.perf_counter() - w0
+
+
+def timed_child(args: list[str]) -> tuple[float, float]:
+    """(CPU seconds, wall seconds) of one child process ``python ARGS`` (this interpreter, run
+    in the repository root with it first on ``PYTHONPATH``, its stdout discarded). CPU is user
+    + system from ``resource.getrusage(RUSAGE_CHILDREN)``: on a shared machine wall time mostly
+    measures the other tenants."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        [str(ROOT)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])}
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t0 = time.perf_counter()
+    subprocess.run([sys.executable, *args], check=True, stdout=subprocess.DEVNULL, env=env,
+                   cwd=ROOT)
+    wall = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime), wall
 
 
 def median_timed(fn: Callable[[], Any], repeats: int, *,

@@ -9,13 +9,10 @@ bare ``python -c pass`` are printed for comparison. No torch is involved (CPU, n
 """
 from __future__ import annotations
 
-import os
-import resource
 import statistics
-import subprocess
 import sys
-import time
-from pathlib import Path
+
+from _timing import timed_child
 
 GOALS = {"cli_startup_seconds": "<= 1.0"}
 
@@ -23,28 +20,14 @@ REPEATS = 7
 COMMANDS = {"sgdlab --help": ["-m", "sgdlab.cli.main", "--help"],
             "sgdlab list": ["-m", "sgdlab.cli.main", "list"],
             "python -c pass": ["-c", "pass"]}
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def _child(args: list[str]) -> tuple[float, float]:
-    """(CPU seconds, wall seconds) of one child ``python ARGS``."""
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
-        [str(ROOT)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])}
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    t0 = time.perf_counter()
-    subprocess.run([sys.executable, *args], check=True, stdout=subprocess.DEVNULL, env=env,
-                   cwd=ROOT)
-    wall = time.perf_counter() - t0
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime), wall
 
 
 def run() -> dict[str, float | None]:
     print(f"child processes of {sys.executable}, {REPEATS} repeats after a warm-up, medians")
     cpu: dict[str, float] = {}
     for name, args in COMMANDS.items():
-        _child(args)
-        times = [_child(args) for _ in range(REPEATS)]
+        timed_child(args)
+        times = [timed_child(args) for _ in range(REPEATS)]
         cpu[name] = statistics.median(t for t, _ in times)
         wall = statistics.median(w for _, w in times)
         print(f"{name:<16} CPU {cpu[name]:.3f} s, wall {wall:.3f} s")

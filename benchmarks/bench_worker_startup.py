@@ -2,33 +2,34 @@
 
 A worker process (``sgdlab run --workers N``, a Ray task) unpickles a ``RunTask`` whose
 procedure travels by reference, so it imports ``sgdlab.experiments.worker`` and the
-procedure's module. Each import set runs as a child process (``python -c "import ..."``, this
-interpreter, the sgdlab on ``sys.path``), REPEATS times in turn after one warm-up round that
-fills the OS file cache. The figure is the median CPU seconds of the child (user + system,
-from ``resource.getrusage(RUSAGE_CHILDREN)``) that imports the worker and every procedure
-module, over that of a child that imports torch alone: torch is the part no worker avoids, so
-the ratio is what the worker's own imports add (1.0 would be nothing). Wall-time medians are
-printed too; on a shared machine they mostly measure the other tenants. Nothing is computed:
-no tensors, CPU only, torch's default threads (an import starts none).
+procedure's module; the pool backends that start it (``backends``, ``ray_backend``) and the
+training loop are on its side too. Each import set runs as a child process (``python -c
+"import ..."``, this interpreter, the sgdlab on ``sys.path``), REPEATS times in turn after one
+warm-up round that fills the OS file cache. The figure is the median CPU seconds of the child
+(user + system, from ``resource.getrusage(RUSAGE_CHILDREN)``) that imports that worker side
+and every procedure module, over that of a child that imports torch alone: torch is the part
+no worker avoids, so the ratio is what the worker's own imports add (1.0 would be nothing).
+Wall-time medians are printed too; on a shared machine they mostly measure the other tenants.
+Nothing is computed: no tensors, CPU only, torch's default threads (an import starts none).
 """
 from __future__ import annotations
 
-import os
-import resource
+import pkgutil
 import statistics
-import subprocess
 import sys
-import time
-from pathlib import Path
+
+from _timing import timed_child
+
+import sgdlab.experiments.procedures as procedures
 
 GOALS = {"worker_imports_vs_torch": "<= 1.3"}
 
 REPEATS = 7
-ROOT = Path(__file__).resolve().parents[1]
-PROCEDURES = ["chaudhari", "common", "copies", "generic", "jastrzebski", "landscape_runs",
-              "measures", "train", "xing", "zhu"]
-WORKER = ["sgdlab.experiments.worker", "sgdlab.train",
-          *(f"sgdlab.experiments.procedures.{m}" for m in PROCEDURES)]
+# the modules tests/experiments/test_worker_imports.py keeps free of matplotlib
+WORKER = ["sgdlab.experiments.worker", "sgdlab.experiments.backends",
+          "sgdlab.experiments.ray_backend", "sgdlab.train",
+          *(f"sgdlab.experiments.procedures.{m.name}"
+            for m in pkgutil.iter_modules(procedures.__path__))]
 # a worker of a jastrzebski-* sweep; torch first, as the run's training will import it
 CHILDREN = {"import torch": ["torch"],
             "torch + worker + jastrzebski": ["torch", "sgdlab.experiments.worker",
@@ -38,15 +39,7 @@ CHILDREN = {"import torch": ["torch"],
 
 def _child(modules: list[str]) -> tuple[float, float]:
     """(CPU seconds, wall seconds) of one child that imports ``modules``."""
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
-        [str(ROOT)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])}
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    t0 = time.perf_counter()
-    subprocess.run([sys.executable, "-c", "import " + ", ".join(modules)], check=True,
-                   env=env, cwd=ROOT)
-    wall = time.perf_counter() - t0
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime), wall
+    return timed_child(["-c", "import " + ", ".join(modules)])
 
 
 def run() -> dict[str, float | None]:
