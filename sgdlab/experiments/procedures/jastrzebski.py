@@ -23,7 +23,7 @@ from sgdlab.experiments.procedures.common import (Derived, add_references, by_gr
                                                   finite, group_curves, group_x_axis,
                                                   seeds_note, stat, values_by_group)
 from sgdlab.experiments.spec import get_dotted, paper_ref
-from sgdlab.report.tables import Table
+from sgdlab.report.tables import Table, exact_mean
 
 
 def _spearman(x: list[float], y: list[float]) -> float:
@@ -253,8 +253,9 @@ def equal_ratio(spec, runs: list[StoredRun]) -> Analysis:
     k = int(o.get("last_k", 3))
     for r in runs:
         v = _eval_series(r, metric)
-        r.summary["curve_mean"] = float(np.mean(v)) if v else float("nan")
-        r.summary["late"] = float(np.mean(v[-k:])) if v else float("nan")
+        # exact means, as every window mean of the analyses (tables.exact_mean)
+        r.summary["curve_mean"] = exact_mean(v)
+        r.summary["late"] = exact_mean(v[-k:])
     groups = by_group(runs, key=_group_key)
     vals = values_by_group(groups, list(dict.fromkeys(["curve_mean", "late"]
                                                       + claim_metrics(o.get("claims")))))

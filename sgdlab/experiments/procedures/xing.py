@@ -35,8 +35,7 @@ def _points(r: StoredRun, name: str, after: int = 0) -> list[tuple[int, float]]:
 
 
 def _mean_after(r: StoredRun, name: str, after: int = 0) -> float:
-    v = [x for _, x in _points(r, name, after)]
-    return float(np.mean(v)) if v else float("nan")
+    return exact_mean([x for _, x in _points(r, name, after)])
 
 
 def _value_at(r: StoredRun, name: str, step: int | None) -> float:
@@ -234,10 +233,10 @@ def fifths(values: list[float]) -> dict[str, float]:
     n = len(values)
     k = max(1, math.ceil(n / 5))
     # exact means: a flat stretch has the same mean over windows of any length
-    mean = exact_mean
-    return {"start": mean(values[:k]), "middle": mean(values[k:n - k]),
-            "before_end": mean(values[max(0, n - 2 * k):n - k]) if n >= 2 * k else float("nan"),
-            "end": mean(values[n - k:]) if n >= 2 else float("nan")}
+    return {"start": exact_mean(values[:k]), "middle": exact_mean(values[k:n - k]),
+            "before_end": (exact_mean(values[max(0, n - 2 * k):n - k]) if n >= 2 * k
+                           else float("nan")),
+            "end": exact_mean(values[n - k:]) if n >= 2 else float("nan")}
 
 
 @register_analysis("xing_hessian_norm")
@@ -271,7 +270,7 @@ def xing_hessian_norm(spec, runs: list[StoredRun]) -> Analysis:
             r.summary.update({f"hess_{m}_{k}": x for k, x in fifths(v).items()})
             r.summary.update({
                 f"hess_{m}_min": min(v) if v else float("nan"),
-                f"hess_{m}_mean": float(np.mean(v)) if v else float("nan")})
+                f"hess_{m}_mean": exact_mean(v)})
         acc = [x for _, x in _points(r, "test_acc")]
         r.summary["best_test_acc"] = max(acc) if acc else float("nan")
         # the evaluations after the initialisation, as for the Hessian
@@ -389,8 +388,7 @@ def xing_cosine_grid(spec, runs: list[StoredRun]) -> Analysis:
 def window_mean(points: list[tuple[float, float]], stop: float, window: float) -> float:
     """Mean of the finite values logged at steps s with ``stop − window < s <= stop``: a noisy
     run's level over the last ``window`` updates before ``stop``; NaN where none is logged."""
-    v = [x for s, x in points if stop - window < s <= stop and math.isfinite(x)]
-    return float(np.mean(v)) if v else float("nan")
+    return exact_mean([x for s, x in points if stop - window < s <= stop and math.isfinite(x)])
 
 
 def relative_drop(before: float, after: float) -> float:
