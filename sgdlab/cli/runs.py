@@ -42,6 +42,21 @@ def _filters(args) -> list[str]:
                                       ("scale", args.scale)) if v]
 
 
+def _selected_ids(args, store, refs: list[str]) -> tuple[list[str], list[str]]:
+    """The ids of the runs a command takes, and of those named but left out: the runs
+    ``refs`` name (each once, however often named), narrowed to the selection by
+    --experiment, --status and --scale (:func:`_filters`) when one is given; every run of the
+    selection, as ``runs list`` selects them, when ``refs`` is empty."""
+    ids = list(dict.fromkeys(store.resolve(r) for r in refs))
+    if not _filters(args):
+        return ids, []
+    matching = [r["id"] for r in store.list_runs(experiment=args.experiment,
+                                                  status=args.status, scale=args.scale)]
+    if not refs:
+        return matching, []
+    return [i for i in ids if i in matching], [i for i in ids if i not in matching]
+
+
 def register(subparsers) -> None:
     runs = subparsers.add_parser("runs", help="list, show, compare, export and delete recorded "
                                               "runs",
@@ -681,16 +696,14 @@ def _export(args) -> int:
     if args.runs:   # run folders stand for their runs (and, without --store, their store)
         args.runs = [_run_ref(args, r, "exported") for r in args.runs]
     store = _open(args)
-    if args.runs:   # a run named twice (by its id and a prefix, say) is written once
-        args.runs = list(dict.fromkeys(store.resolve(r) for r in args.runs))
     filters = _filters(args)
-    if filters:     # selected as `runs list` selects them
-        matching = [r["id"] for r in store.list_runs(experiment=args.experiment,
-                                                      status=args.status, scale=args.scale)]
-        args.runs = [r for r in args.runs if r in matching] if args.runs else matching
-        if not args.runs:
-            raise UserError(f"no runs with {' and '.join(filters)} to export in {store.path}"
-                            f"{_experiment_hint(store, args.experiment)}")
+    if args.runs or filters:
+        # a run named twice (by its id and a prefix, say) is written once; one not of the
+        # selection is not written, and not said: the selection narrows --run
+        args.runs, _ = _selected_ids(args, store, args.runs or [])
+    if filters and not args.runs:
+        raise UserError(f"no runs with {' and '.join(filters)} to export in {store.path}"
+                        f"{_experiment_hint(store, args.experiment)}")
     if args.summary and (args.format == "json" or (
             args.format is None and args.path and Path(args.path).suffix.lower() == ".json")):
         raise UserError("--summary writes a CSV table; the JSON export holds each run's "
@@ -766,18 +779,10 @@ def _delete(args) -> int:
                         "--experiment NAME or --status STATUS (`sgdlab runs list` shows them)")
     wanted = [_run_ref(args, r, "deleted") for r in args.run_ids]
     store = _open(args, readonly=args.dry_run)
-    ids = list(dict.fromkeys(store.resolve(r) for r in wanted))
+    ids, left = _selected_ids(args, store, wanted)
     filters = _filters(args)
-    if filters:
-        matching = [r["id"] for r in store.list_runs(experiment=args.experiment,
-                                                      status=args.status, scale=args.scale)]
-        if wanted:
-            left = [i for i in ids if i not in matching]
-            ids = [i for i in ids if i in matching]
-            if left:
-                print(f"left out (not of {' and '.join(filters)}): {', '.join(left)}")
-        else:
-            ids = matching
+    if left:
+        print(f"left out (not of {' and '.join(filters)}): {', '.join(left)}")
     if not ids:
         print(f"no runs {'with ' + ' and '.join(filters) + ' ' if filters else ''}to delete "
               f"in {store.path}{_experiment_hint(store, args.experiment)}")
