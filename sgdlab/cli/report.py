@@ -41,14 +41,17 @@ def _report(args: argparse.Namespace) -> int:
 
     readings = readings_of(args)
 
+    def is_report(target: str) -> bool:
+        """Whether ``target``, compared, is a report folder: it keeps its own settings."""
+        return bool(args.compare) and (Path(target) / "results.json").is_file()
+
     def scale_for(target: str) -> str | None:
         # with --compare, --scale may be meant for the other one, an experiment name
-        return None if args.compare and (Path(target) / "results.json").is_file() \
-            else args.scale
+        return None if is_report(target) else args.scale
 
     def readings_for(target: str) -> dict:
         # so may --reading: a report folder keeps the readings it recorded
-        return {} if args.compare and (Path(target) / "results.json").is_file() else readings
+        return {} if is_report(target) else readings
 
     if args.compare and args.out:      # checked before the reports are rebuilt
         from sgdlab.report.compare import check_page_path
