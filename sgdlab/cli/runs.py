@@ -526,6 +526,7 @@ def _show(args) -> int:
 
 def _compare(args) -> int:
     from sgdlab.errors import UserError, did_you_mean
+    from sgdlab.store.runstore import summary_numbers
 
     plot = _plot_path(args.plot) if args.plot else None
     wanted = [_run_ref(args, r) for r in args.run_ids]
@@ -541,7 +542,7 @@ def _compare(args) -> int:
     recorded = [set(h) for h in histories]
     # the final scalars a run keeps in its summary alone (a sweep's final Hessian, an escape
     # rate) are results as much as its curves' last points
-    finals = [_final_values(r["summary"]) for r in runs]
+    finals = [summary_numbers(r["summary"] or {}) for r in runs]
     if args.metrics:
         missing = [m for m in args.metrics
                    if not any(m in rec or m in f for rec, f in zip(recorded, finals))]
@@ -663,13 +664,6 @@ def compared_configs(runs: list[dict]) -> tuple[list[dict[str, str]], str | None
     return flats, None
 
 
-def _final_values(summary: dict) -> dict:
-    """The numbers of a run's summary (its final values), without the bookkeeping that is no
-    result: its status (a word) and what is not a number."""
-    return {k: v for k, v in (summary or {}).items()
-            if isinstance(v, (int, float)) and not isinstance(v, bool)}
-
-
 def _plot_path(given: str) -> Path:
     """Where ``--plot`` writes, checked before any work: a suffix matplotlib writes (none:
     ``.png`` added, as matplotlib itself would, so the path printed is the file's) in a
@@ -749,13 +743,14 @@ def _export_summary(store, path: Path, run_ids: list[str] | None) -> Path:
 
     from sgdlab.atomic import replaced_whole
     from sgdlab.report.settings import differing_keys, key_order
+    from sgdlab.store.runstore import summary_numbers
 
     store.check_export_target(path)
     runs = [store.get_run(r) for r in run_ids] if run_ids is not None else store.list_runs()
     flats, _ = compared_configs(runs)
     keys = (differing_keys(flats) if len(runs) > 1 else
             sorted(flats[0], key=key_order) if flats else [])
-    finals = [_final_values(r["summary"]) for r in runs]
+    finals = [summary_numbers(r["summary"] or {}) for r in runs]
     head = ["run_id", "run_name", "experiment", "status", "created"]
     names = sorted(set().union(*finals) - set(head))
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -294,6 +294,13 @@ def run_scale(run: dict[str, Any]) -> str | None:
     return config.get("scale") if isinstance(config, dict) else None
 
 
+def summary_numbers(summary: dict[str, Any]) -> dict[str, float]:
+    """The numbers of a run's summary (its final values), in its order and as stored (an
+    int stays an int): what is no number (its status, a word) and bools left out."""
+    return {k: v for k, v in summary.items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+
 # --- the heartbeat thread ------------------------------------------------------------------------
 _BEATS: dict[str, "_Heartbeat"] = {}
 _BEATS_LOCK = threading.Lock()

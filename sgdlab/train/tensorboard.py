@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UserError
+from ..store.runstore import summary_numbers
 from .callbacks import Callback, TrainContext
 
 __all__ = ["LiveRuns", "TensorBoardLogger", "export_runs", "final_metrics", "last_step",
@@ -91,9 +92,8 @@ def final_metrics(summary: dict[str, Any]) -> dict[str, float]:
     """The run's summary as HParams metrics: each number under ``final/<key>`` (the tag
     cleaned as ``add_scalar`` cleans it, so the dashboard finds the scalar)."""
     out: dict[str, float] = {}
-    for k, v in summary.items():
-        if isinstance(v, (int, float)) and not isinstance(v, bool):
-            out.setdefault("final/" + re.sub(r"[^-/\w.]", "_", str(k)), float(v))
+    for k, v in summary_numbers(summary).items():
+        out.setdefault("final/" + re.sub(r"[^-/\w.]", "_", str(k)), float(v))
     return out
 
 

@@ -18,6 +18,7 @@ from sgdlab.experiments.spec import resolve
 from sgdlab.experiments.sweep import artifacts_root, load_runs, run_sweep
 from sgdlab.experiments.worker import CHECKPOINT_DIR
 from sgdlab.store import RunStore
+from sgdlab.store.runstore import summary_numbers
 
 pytestmark = pytest.mark.usefixtures("one_thread_runs", "every_epoch")
 SGD_STEP = torch.optim.SGD.step
@@ -162,8 +163,7 @@ def test_an_interrupted_sweep_run_resumes_from_its_last_checkpoint(reference, tm
     finals = {t for t in events.Tags()["scalars"] if t.startswith("final/")}
     assert set(events.Tags()["scalars"]) - finals == set(stored)
     assert {t: events.Scalars(t)[0].value for t in finals} == pytest.approx(
-        {f"final/{k}": v for k, v in done["summary"].items()
-         if isinstance(v, (int, float)) and not isinstance(v, bool)}, rel=1e-6)
+        {f"final/{k}": v for k, v in summary_numbers(done["summary"]).items()}, rel=1e-6)
     for name, points in stored.items():
         got = events.Scalars(name)          # TensorBoard keeps float32 values
         assert [e.step for e in got] == [st for st, _ in points], name

@@ -15,6 +15,7 @@ from sgdlab.config import build_from_config
 from sgdlab.config.runner import run_config
 from sgdlab.errors import UserError
 from sgdlab.store import RunStore
+from sgdlab.store.runstore import summary_numbers
 from sgdlab.testing import TINY_RUN
 from sgdlab.train import train
 from sgdlab.train.tensorboard import TensorBoardLogger, summary_writer
@@ -58,8 +59,7 @@ def read_hparams(folder) -> tuple[dict, dict[str, float], list[int]] | None:
 
 
 def numbers(summary) -> dict[str, float]:
-    return {f"final/{k}": v for k, v in summary.items()
-            if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    return {f"final/{k}": v for k, v in summary_numbers(summary).items()}
 
 
 def assert_same_series(events, history):
