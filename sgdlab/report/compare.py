@@ -15,6 +15,7 @@ from sgdlab.report.html import (conclusions_html, figures_html, header_html, pag
                                 status_html)
 from sgdlab.report.settings import differing_keys, flat_config, shown
 from sgdlab.report.tables import INFINITIES, Table
+from sgdlab.report.verdicts import verdict
 
 
 def load_results(out_dir: str | Path) -> dict[str, Any]:
@@ -137,29 +138,28 @@ def settings_differences(a: dict[str, Any], b: dict[str, Any]) -> Table | None:
                          "read it from the store)")
 
 
-_VERDICT = {True: "agrees", False: "disagrees", None: "inconclusive"}
-
-
 def compare_lines(dir_a: str | Path, dir_b: str | Path) -> list[str]:
     """The page's gist for a terminal: the settings that differ (A → B), then each
     conclusion whose verdict differs, matched by the claim it tests (the k-th of a claim in A
-    with the k-th in B), and those only one report draws."""
+    with the k-th in B), and those only one report draws. A verdict is worded as the report
+    pages word it at each report's own scale (:func:`~sgdlab.report.verdicts.verdict`: none
+    at smoke scale), so two smoke-scale reports show no verdict moved."""
     a, b = load_results(dir_a), load_results(dir_b)
     settings = settings_differences(a, b)
     lines = (["settings: the same settings and runs"] if settings is None else
              ["settings that differ (A → B):"]
              + [f"  {k}: {va} → {vb}" for k, va, vb in settings.rows])
 
-    def by_claim(res: dict[str, Any]) -> dict[tuple[str, int], Any]:
-        out: dict[tuple[str, int], Any] = {}
+    def by_claim(res: dict[str, Any]) -> dict[tuple[str, int], str]:
+        out: dict[tuple[str, int], str] = {}
         for c in res.get("conclusions", []):
             claim = c.get("claim") or c.get("text", "")
             n = sum(1 for k in out if k[0] == claim)
-            out[(claim, n)] = c.get("agrees_with_paper")
+            out[(claim, n)] = verdict(c, res.get("scale"))[0]
         return out
 
     va, vb = by_claim(a), by_claim(b)
-    moved = [f"  {claim}: A {_VERDICT[va[(claim, n)]]} → B {_VERDICT[vb[(claim, n)]]}"
+    moved = [f"  {claim}: A {va[(claim, n)]} → B {vb[(claim, n)]}"
              for claim, n in va if (claim, n) in vb and va[(claim, n)] != vb[(claim, n)]]
     moved += [f"  {claim}: only in {tag}" for tag, mine, theirs in (("A", va, vb),
                                                                      ("B", vb, va))

@@ -101,7 +101,29 @@ def test_the_terminal_says_what_differs_and_which_verdicts_moved(tmp_path):
         (d / "results.json").write_text(json.dumps(res))
     assert compare_lines(a, b) == [
         "settings that differ (A → B):", "  grid.optimizer.lr: [0.1] → [0.2]",
-        "conclusions: 2 of 3 differ:", "  flatter: A disagrees → B agrees",
-        "  faster: only in A"]
+        "conclusions: 2 of 3 differ:",
+        "  flatter: A disagrees with the paper → B agrees with the paper", "  faster: only in A"]
     assert compare_lines(a, a) == ["settings: the same settings and runs",
                                    "conclusions: 0 of 3 differ (the same verdicts)"]
+
+
+def test_the_terminal_words_a_smoke_scale_verdict_as_the_report_pages_do(tmp_path):
+    # compare_lines worded agrees_with_paper itself: two smoke reports whose raw flags differ
+    # printed "A disagrees → B agrees" where both pages say a smoke run gives no verdict
+    from sgdlab.report.compare import compare_lines
+    from sgdlab.report.verdicts import SMOKE
+
+    dirs = {}
+    for name, scale, verdicts in (("a", "smoke", [False, None]), ("b", "smoke", [True, True]),
+                                  ("c", "cpu", [True, None])):
+        d = dirs[name] = _results(tmp_path, name, scale=scale, grid={}, seeds=[0],
+                                  run_ids=["r1"])
+        res = json.loads((d / "results.json").read_text())
+        res["conclusions"] = [{"text": "...", "claim": claim, "agrees_with_paper": v}
+                              for claim, v in zip(("flatter", "same acc"), verdicts)]
+        (d / "results.json").write_text(json.dumps(res))
+    assert compare_lines(dirs["a"], dirs["b"]) == [
+        "settings: the same settings and runs", "conclusions: 0 of 2 differ (the same verdicts)"]
+    assert compare_lines(dirs["a"], dirs["c"])[-3:] == [
+        "conclusions: 2 of 2 differ:", f"  flatter: A {SMOKE} → B agrees with the paper",
+        f"  same acc: A {SMOKE} → B inconclusive"]
