@@ -706,9 +706,10 @@ def _export(args) -> int:
         if given and args.path is None:    # else it would be taken and do nothing
             raise UserError(f"{what} says how PATH is written; give PATH, the file to write")
     if args.tensorboard:
+        from sgdlab.config.run import training_hparams
         from sgdlab.train.tensorboard import export_runs
 
-        folders = export_runs(store, args.tensorboard, args.runs)
+        folders = export_runs(store, args.tensorboard, args.runs, hparams=training_hparams)
         print(f"wrote {len(folders)} runs to {args.tensorboard} "
               f"(tensorboard --logdir {args.tensorboard})")
     if args.path is None:

@@ -623,6 +623,18 @@ def stored_training_settings(cfg: Any) -> dict[str, Any] | None:
         return None
 
 
+def training_hparams(cfg: Any) -> dict[str, Any]:
+    """The hyper-parameters a stored run's config ``cfg`` shows in TensorBoard's HParams
+    dashboard: for a run of ``sgdlab train``, its :func:`stored_training_settings` (what
+    ``sgdlab runs compare`` sets side by side, not where it ran or wrote) by dotted key;
+    for any other run (a sweep's: its grid point, label and seed), as
+    :func:`sgdlab.train.tensorboard.run_hparams` gives them."""
+    from ..train.tensorboard import run_hparams
+
+    settings = stored_training_settings(cfg)
+    return run_hparams(cfg if settings is None else settings)
+
+
 # --- the JSON Schema ---------------------------------------------------------------------------
 
 def _param_schema(default: Any, nullable: bool = False) -> dict[str, Any]:
@@ -903,5 +915,5 @@ __all__ = ["BuiltRun", "DataSection", "MeasureItem", "ModelSection", "OptimizerS
            "RunConfig", "ScheduleSection", "StoreSection", "TrainSection", "WarmStartRecord",
            "build_from_config",
            "TRAINING_KEYS", "build_measure", "json_schema", "measure_schedule",
-           "resolve_device", "stored_training_settings", "training_settings",
+           "resolve_device", "stored_training_settings", "training_hparams", "training_settings",
            "validate_config", "validate_section"]

@@ -361,14 +361,16 @@ def _finish(cfg: dict[str, Any], store: Any, run_id: str, out: Path, env: dict[s
 
 def _tensorboard_final(folder: Path, cfg: dict[str, Any], summary: dict[str, Any],
                        history: Any) -> None:
-    """The run's HParams session beside the curves its TensorBoardLogger wrote: its config's
-    leaves and its summary (as ``sgdlab runs export --tensorboard`` writes them)."""
-    from ..train.tensorboard import last_step, run_hparams, summary_writer, write_final
+    """The run's HParams session beside the curves its TensorBoardLogger wrote: its training
+    settings (:func:`~sgdlab.config.run.training_hparams`) and its summary (as ``sgdlab runs
+    export --tensorboard`` writes them)."""
+    from ..train.tensorboard import last_step, summary_writer, write_final
+    from .run import training_hparams
 
     try:
         writer = summary_writer(folder)
         try:
-            write_final(writer, run_hparams(cfg), summary, last_step(history))
+            write_final(writer, training_hparams(cfg), summary, last_step(history))
         finally:
             writer.close()
     except Exception as e:  # the run is stored: its final values can be exported again

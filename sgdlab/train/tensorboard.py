@@ -8,7 +8,8 @@ accuracies, the instruments' series), under the name the run store uses (``train
 ``tensorboard`` extra).
 
 A run that has ended also gets its HParams session, in its own folder: its hyper-parameters
-(:func:`run_hparams`: a sweep's grid point, label and seed) and its summary's numbers as
+(:func:`run_hparams`: a sweep's grid point, label and seed; a run of ``sgdlab train``, its
+training settings) and its summary's numbers as
 scalars ``final/<key>`` at its last step, the metrics the HParams dashboard shows
 (:func:`write_final`). No experiment summary is written: TensorBoard then builds one from all
 the runs' sessions, so a folder holding several sweeps, or runs whose summaries differ, shows
@@ -18,7 +19,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -64,10 +65,11 @@ def run_hparams(config: dict[str, Any]) -> dict[str, Any]:
 
     A sweep's run (its stored config has ``run_key``): its grid point by dotted key (the
     experiment's ``grid``, as results.json's ``runs[].grid``; absent from runs stored before
-    it was recorded), its ``label`` (run group and grid point) and ``seed``. Any other run:
-    its config's leaves by dotted key (``optimizer.lr``, ``train.batch_size``). Values other
-    than numbers and strings are written as JSON (``true``, ``[4, 4]``); ``None`` is left
-    out."""
+    it was recorded), its ``label`` (run group and grid point) and ``seed``. Any other
+    config: its leaves by dotted key (``optimizer.lr``, ``train.batch_size``); a run of
+    ``sgdlab train`` passes its training settings alone
+    (:func:`sgdlab.config.run.training_hparams`). Values other than numbers and strings are
+    written as JSON (``true``, ``[4, 4]``); ``None`` is left out."""
     if "run_key" in config:
         hp = {**(config.get("grid") or {}), "label": config.get("label"),
               "seed": config.get("seed")}
@@ -212,10 +214,13 @@ class LiveRuns:
             self.close(run_id)
 
 
-def export_runs(store: Any, root: str | Path, run_ids: Iterable[str] | None = None) -> list[Path]:
+def export_runs(store: Any, root: str | Path, run_ids: Iterable[str] | None = None, *,
+                hparams: Callable[[dict[str, Any]], dict[str, Any]] = run_hparams) -> list[Path]:
     """Write the stored metrics of ``run_ids`` (default: every run) to ``root/<name>-<run id>``,
-    and the HParams session of each run with a summary (:func:`write_final`); returns the
-    folders written. A folder's earlier event files are replaced."""
+    and the HParams session of each run with a summary (:func:`write_final`), its
+    hyper-parameters ``hparams(stored config)`` (``sgdlab runs export`` gives
+    :func:`sgdlab.config.run.training_hparams`, as a run of ``sgdlab train`` writes live);
+    returns the folders written. A folder's earlier event files are replaced."""
     runs = ([store.get_run(r) for r in run_ids] if run_ids is not None
             else store.list_runs())
     out = []
@@ -228,7 +233,7 @@ def export_runs(store: Any, root: str | Path, run_ids: Iterable[str] | None = No
             metrics = store.metrics(run["id"])
             _write(writer, metrics, {})
             if run.get("summary"):
-                write_final(writer, run_hparams(run.get("config") or {}), run["summary"],
+                write_final(writer, hparams(run.get("config") or {}), run["summary"],
                             last_step(metrics))
         finally:
             writer.close()

@@ -642,3 +642,27 @@ def test_training_settings_are_a_run_config_of_the_same_training():
     assert stored_training_settings(old) == settings
     assert stored_training_settings({"run_key": "k", "params": {}}) is None
     assert stored_training_settings({"method": "parle", **cfg}) is None
+
+
+def test_training_hparams_are_a_train_runs_settings_and_a_sweeps_grid_point():
+    # a run of `sgdlab train` showed every config leaf in TensorBoard's HParams dashboard:
+    # where it ran and wrote (device, threads, tensorboard, checkpoint_every) among them
+    from sgdlab.config.run import training_hparams
+    from sgdlab.train.tensorboard import run_hparams
+
+    cfg = validate_config({**TINY, "name": "r", "train": {
+        **TINY["train"], "device": "cpu", "threads": 1, "checkpoint_every": 3,
+        "tensorboard": "tb", "replacement": True}})
+    hp = training_hparams(cfg)
+    assert hp["optimizer.lr"] == cfg["optimizer"]["lr"] and hp["train.replacement"] == "true"
+    assert hp["data.name"] == cfg["data"]["name"] and hp["measure"] == "[]"
+    assert not {"name", "train.device", "train.threads", "train.checkpoint_every",
+                "train.tensorboard", "train.progress"} & set(hp)
+    assert set(hp) < set(run_hparams(cfg))
+    sweep = {"experiment": "e", "label": "lr=0.1", "seed": 1, "run_key": "k",
+             "params": {"optimizer": {"lr": 0.1}}, "grid": {"optimizer.lr": 0.1}}
+    assert training_hparams(sweep) == {"optimizer.lr": 0.1, "label": "lr=0.1", "seed": 1}
+    # a config of another command (not a train run's) shows its leaves, as before
+    other = {"method": "parle", "optimizer": {"lr": 0.1}}
+    assert training_hparams(other) == run_hparams(other) == {"method": "parle",
+                                                             "optimizer.lr": 0.1}

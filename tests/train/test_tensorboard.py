@@ -12,6 +12,7 @@ from tensorboard.plugins.hparams import metadata
 
 from sgdlab.cli.main import main
 from sgdlab.config import build_from_config
+from sgdlab.config.run import training_hparams
 from sgdlab.config.runner import run_config
 from sgdlab.errors import UserError
 from sgdlab.store import RunStore
@@ -80,12 +81,16 @@ def test_run_logs_every_stored_metric_live_and_export_writes_the_same(tmp_path):
     stored = store.metrics(outcome.run_id)
     assert {"train_loss", "test_loss", "grad_cosine", "lr"} <= set(stored)
     assert_same_series(read_events(folder), stored)
-    # its HParams session: the config's leaves, the stored summary's numbers at the last step
+    # its HParams session: the training settings, the stored summary's numbers at the last step
     run = store.get_run(outcome.run_id)
     hparams, finals, steps = read_hparams(folder)
     assert hparams["optimizer.lr"] == 0.05 and hparams["train.batch_size"] == 5
     assert hparams["model.name"] == "zhu-mlp-1-6-6-6-1" and "name" not in hparams
-    assert hparams["train.progress"] == "false"      # a bool, not the number 0
+    assert hparams["train.replacement"] == "false"      # a bool, not the number 0
+    # where it ran, wrote and showed progress is no hyper-parameter: every leaf was shown
+    assert set(hparams) == set(training_hparams(run["config"]))
+    assert not {"train.tensorboard", "train.progress", "train.threads",
+                "train.device"} & set(hparams)
     assert {"final/test_loss", "final/train_loss", "final/wall_time"} <= set(finals)
     assert finals == pytest.approx(numbers(run["summary"]), rel=1e-6)
     assert steps == [max(s for points in stored.values() for s, _ in points)]
