@@ -3,6 +3,7 @@ equivalence interval, every claim kind, Spearman trends over the η/B grid, the 
 ordering and the generic group comparison (table values, seed counts, mean curves)."""
 from __future__ import annotations
 
+import io
 import math
 from collections import OrderedDict
 from types import SimpleNamespace
@@ -268,6 +269,49 @@ def test_ratio_grid_spearman_and_equal_ratio_equivalence_by_hand():
     (trend, *_) = ratio_grid(spec(0.01), runs_for([5, 3, float("nan"), float("nan"),
                                                    float("nan")])).conclusions
     assert trend.agrees_with_paper is None and "too few settings" in trend.text
+
+
+def test_ratio_grid_figure_draws_each_batch_sizes_finite_means_against_the_ratio():
+    """A panel per metric: a line per batch size through its finite means at η/B (a setting
+    whose seeds all diverged has none), a red dotted line at each setting with a diverged
+    seed, η/B on a log axis."""
+    from sgdlab.experiments.procedures.jastrzebski import ratio_grid
+
+    runs = [_grid_run(lr, b, s, top, top / 10) for lr, b, top in
+            ((0.05, 100, 3.0), (0.1, 100, 2.0), (0.1, 50, 2.5), (0.4, 100, 1.0))
+            for s in range(2)]
+    runs += [_grid_run(0.2, 50, s, 1e9, 0.0, status="diverged") for s in range(2)]
+    runs.append(_grid_run(0.4, 100, 2, 1e9, 0.0, status="diverged"))
+    spec = SimpleNamespace(paper=PAPER, options={"metrics": ["hessian_top", "test_acc"]})
+    (name, fig), = ratio_grid(spec, runs).figures
+    assert name == "ratio_grid"
+    axes = [ax for ax in fig.axes if ax.get_visible()]
+    assert [ax.get_ylabel() for ax in axes] == ["Hessian λ_max", "validation accuracy"]
+    ax = axes[0]
+    assert ax.get_xscale() == "log" and ax.get_xlabel() == "η / B"
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["B=50", "B=100"]
+    dotted = [ln for ln in ax.lines if ln.get_linestyle() == ":"]
+    assert sorted(ln.get_xdata()[0] for ln in dotted) == pytest.approx([0.004, 0.004])
+    assert all(ln.get_color() == "red" for ln in dotted)
+    drawn = sorted((list(ln.get_xdata()), list(ln.get_ydata())) for ln in ax.lines
+                   if ln.get_linestyle() != ":")
+    assert drawn == [([0.0005, 0.001, 0.004], [3.0, 2.0, 1.0]), ([0.002], [2.5])]
+    matplotlib.pyplot.close(fig)
+    # a metric no run measured: an empty panel, still on a log η/B axis (drawing it on a
+    # linear one around 0 and then making it log left no positive limit to draw)
+    one_b = [_grid_run(lr, 32, 0, top, top / 10) for lr, top in ((0.05, 4.1), (0.2, 4.4))]
+    (_, fig), = ratio_grid(SimpleNamespace(paper=PAPER, options={}), one_b).figures
+    low, high = fig.axes[1].get_xlim()
+    assert fig.axes[1].get_ylabel() == "Hessian ‖H‖_F"
+    assert not any(len(ln.get_xdata()) for ln in fig.axes[1].lines)
+    assert fig.axes[1].get_xscale() == "log" and 0 < low < high
+    fig.savefig(io.BytesIO(), format="svg")
+    matplotlib.pyplot.close(fig)
+    # a batch size whose every setting diverged: named in the legend, no line
+    (_, fig), = ratio_grid(spec, [r for r in runs if r.label != "lr0.1-B50"]).figures
+    assert [t.get_text() for t in fig.axes[0].get_legend().get_texts()] == [
+        "B=50 (no finite value)", "B=100"]
+    matplotlib.pyplot.close(fig)
 
 
 def test_spearman_drops_non_finite_points_and_needs_three():

@@ -119,7 +119,7 @@ def ratio_grid(spec, runs: list[StoredRun]) -> Analysis:
     """Final curvature and accuracy against η/B; Spearman correlations check the claims
     (larger η/B ⇒ flatter: lower λ_max and ‖H‖_F; ``options.expect`` gives the signs)."""
     from sgdlab.report.figures.axes import grid_ticks, log_scale
-    from sgdlab.report.figures.charts import panels
+    from sgdlab.report.figures.charts import error_bars, panels
 
     o = spec.options
     metrics = o.get("metrics", ["hessian_top", "hessian_frobenius", "test_acc"])
@@ -141,18 +141,20 @@ def ratio_grid(spec, runs: list[StoredRun]) -> Analysis:
         by_b: dict[int, list] = {}
         for r in rows:
             by_b.setdefault(r[1], []).append(r)
-        for b, rs in sorted(by_b.items()):
-            ok = [r for r in rs if finite(r[3 + i])]
-            ax.plot([r[2] for r in ok], [r[3 + i] for r in ok], "o-", ms=4, label=f"B={b}")
-            bad = [r for r in rs if r[-2] > 0]
-            for r in bad:
-                ax.axvline(r[2], color="red", ls=":", lw=1)
+        # the finite means alone, the line joined across a setting without one (one that
+        # diverged has its red dotted line; a batch size with none says so in the legend)
+        series = {f"B={b}": ([r[2] for r in rs if finite(r[3 + i])],
+                             [r[3 + i] for r in rs if finite(r[3 + i])], None)
+                  for b, rs in sorted(by_b.items())}
+        # the axis over every setting's η/B, those without a finite mean too; set before
+        # drawing, so that a panel with no finite mean is scaled as a log axis, not a linear
+        # one around 0
         log_scale(ax, [r[2] for r in rows], axis="x")
+        error_bars(series, xlabel="η / B", ylabel=LABELS.get(m, m), ax=ax)
+        for r in rows:
+            if r[-2] > 0:
+                ax.axvline(r[2], color="red", ls=":", lw=1)
         grid_ticks(ax, [r[2] for r in rows])
-        ax.set_xlabel("η / B")
-        ax.set_ylabel(LABELS.get(m, m))
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
         rho = _spearman([r[2] for r in rows], [r[3 + i] for r in rows])
         sign = expect.get(m)
         if sign:
