@@ -35,8 +35,10 @@ Each inner step draws a *new* mini-batch through the closure, so one outer step 
 gradient evaluations; the training loop counts closure calls, which gives the "effective
 epochs" (×L) accounting of §3.3.2. Nesterov momentum can be used on the inner loop (on ∇f_B
 only, the coupling pull and the noise are added unaccelerated; the buffer is reset at every
-outer step; both as in the authors' code) and on the outer loop (persistent); the thesis'
-CNN experiments use 0.9 on both loops.
+outer step; both as in the authors' Entropy-SGD code, python/optim.py and entropyoptim.lua)
+and on the outer loop (persistent); the thesis' CNN experiments use 0.9 on both loops. The
+authors' Parle code (parle_mpi.py) instead adds the pull to the gradient before its momentum
+(``inner_momentum_on="step"``) and never resets that buffer (``inner_momentum_buffer="kept"``).
 ℓ2 weight decay λ (``weight_decay``) is added to ∇f_B(y) in the inner loop; the thesis does not
 say where it acts. ``weight_decay_on="inner"`` (default) stops there: λ|y|²/2 is part of the f
 whose local entropy is descended, and reaches x only through x − z. ``"both"`` also adds λx to
@@ -69,10 +71,14 @@ from .scoping import ExponentialScope
 from .settings import split_own_state
 
 __all__ = ["EntropySGD", "EntropyAdam", "SeededNoise", "INNER_MOMENTUM_ON",
-           "WEIGHT_DECAY_ON"]
+           "INNER_MOMENTUM_BUFFER", "WEIGHT_DECAY_ON"]
 
-# what the inner loop's momentum carries: ∇f_B alone (the authors' code) or the whole drift
+# what the inner loop's momentum carries: ∇f_B alone (the authors' Entropy-SGD code) or the
+# whole drift, coupling pull included (the authors' Parle code)
 INNER_MOMENTUM_ON = ("gradient", "step")
+# the inner momentum buffer at each outer step: zeroed (the authors' Entropy-SGD code) or kept
+# from the last inner step on (the authors' Parle code)
+INNER_MOMENTUM_BUFFER = ("reset", "kept")
 # where ℓ2 acts: the inner gradients only, or the outer gradient as well (the authors' code)
 WEIGHT_DECAY_ON = ("inner", "both")
 
@@ -194,11 +200,16 @@ class EntropySGD(SeededNoise, Optimizer):
         alpha: weight of the old average in z ← αz + (1 − α)y (thesis default 0.25).
         noise: thermal noise β⁻¹ of the Langevin steps (0 allowed).
         momentum, nesterov: outer-loop (heavy-ball / Nesterov) momentum.
-        inner_momentum, inner_nesterov: inner-loop momentum (reset every outer step).
+        inner_momentum, inner_nesterov: inner-loop momentum.
         inner_momentum_on: what the inner momentum carries: ``"gradient"`` (default, the
-            authors' code) ∇f_B + wd·y only, the coupling pull γ⁻¹(y − x) added
+            authors' Entropy-SGD code) ∇f_B + wd·y only, the coupling pull γ⁻¹(y − x) added
             unaccelerated; ``"step"`` the whole drift ∇f_B + wd·y + γ⁻¹(y − x) (Remark 5.3's
-            "Nesterov's momentum [...] for updating the variables y_k^a" read literally).
+            "Nesterov's momentum [...] for updating the variables y_k^a" read literally, and
+            the authors' Parle code).
+        inner_momentum_buffer: ``"reset"`` (default, the authors' Entropy-SGD code) zeroes
+            the inner momentum buffer at every outer step; ``"kept"`` carries it from one
+            outer step's last inner step into the next one's first (the authors' Parle code,
+            whose ``muy`` is never reset).
         weight_decay: L2 coefficient λ added to ∇f in the inner loop.
         weight_decay_on: ``"inner"`` (default) λy in the inner loop only; ``"both"`` also λx
             in the outer gradient, (x − z) + λx, as the authors' PyTorch code.
@@ -211,6 +222,8 @@ class EntropySGD(SeededNoise, Optimizer):
     _options_added_later = {
         "inner_momentum_on": ("gradient", INNER_MOMENTUM_ON,
                               "its inner momentum carried the gradient alone"),
+        "inner_momentum_buffer": ("reset", INNER_MOMENTUM_BUFFER,
+                                  "its inner momentum was reset every outer step"),
         "weight_decay_on": ("inner", WEIGHT_DECAY_ON,
                             "its weight decay acted in the inner loop only")}
 
@@ -219,7 +232,7 @@ class EntropySGD(SeededNoise, Optimizer):
                  gamma_max: float | None = None, alpha: float = 0.25, noise: float = 0.0,
                  momentum: float = 0.0, nesterov: bool = False, inner_momentum: float = 0.0,
                  inner_nesterov: bool = False, inner_momentum_on: str = "gradient",
-                 weight_decay: float = 0.0, weight_decay_on: str = "inner",
+                 inner_momentum_buffer: str = "reset", weight_decay: float = 0.0, weight_decay_on: str = "inner",
                  normalize: bool = True, seed: int | None = None,
                  _extra_defaults: dict[str, Any] | None = None):
         _check(lr >= 0, f"Invalid learning rate: {lr}")
@@ -235,6 +248,7 @@ class EntropySGD(SeededNoise, Optimizer):
                "Inner Nesterov momentum requires an inner momentum")
         _check(weight_decay >= 0, f"Invalid weight_decay value: {weight_decay}")
         check_choice("inner_momentum_on", inner_momentum_on, INNER_MOMENTUM_ON)
+        check_choice("inner_momentum_buffer", inner_momentum_buffer, INNER_MOMENTUM_BUFFER)
         check_choice("weight_decay_on", weight_decay_on, WEIGHT_DECAY_ON)
         # validates the scoping arguments early (raises ValueError)
         ExponentialScope(gamma, gamma_decay, lower=gamma_min, upper=gamma_max)
@@ -242,7 +256,7 @@ class EntropySGD(SeededNoise, Optimizer):
                         gamma_min=gamma_min, gamma_max=gamma_max, alpha=alpha, noise=noise,
                         momentum=momentum, nesterov=nesterov, inner_momentum=inner_momentum,
                         inner_nesterov=inner_nesterov, inner_momentum_on=inner_momentum_on,
-                        weight_decay=weight_decay, weight_decay_on=weight_decay_on,
+                        inner_momentum_buffer=inner_momentum_buffer, weight_decay=weight_decay, weight_decay_on=weight_decay_on,
                         normalize=normalize, **(_extra_defaults or {}))
         super().__init__(params, defaults)
         self._init_rng(seed)
@@ -278,7 +292,7 @@ class EntropySGD(SeededNoise, Optimizer):
 
     # --- the algorithm -----------------------------------------------------------------
     def _begin_outer(self) -> None:
-        """y, z ← x; inner momentum reset."""
+        """y, z ← x; inner momentum reset (unless ``inner_momentum_buffer="kept"``)."""
         for group in self.param_groups:
             for p in self._params(group):
                 st = self.state[p]
@@ -289,16 +303,17 @@ class EntropySGD(SeededNoise, Optimizer):
                     st["x"].copy_(p)
                     st["z"].copy_(p)
                 if group["inner_momentum"] > 0:
-                    if "inner_buf" in st:
-                        st["inner_buf"].zero_()
-                    else:
+                    if "inner_buf" not in st:
                         st["inner_buf"] = torch.zeros_like(p)
+                    elif group["inner_momentum_buffer"] == "reset":
+                        st["inner_buf"].zero_()
 
     def _inner_direction(self, group: dict, ys: list[Tensor], grads: list[Tensor]) -> list[Tensor]:
         """∇f_B(y) + wd·y through the inner momentum (SGD's convention). Overwrites ``grads``.
 
-        As in the reference implementation, momentum acts on the gradient of f only; the
-        coupling pull and the thermal noise are added to the step unaccelerated."""
+        As in the authors' Entropy-SGD code, momentum acts on the gradient of f only; the
+        coupling pull and the thermal noise are added to the step unaccelerated (with
+        ``inner_momentum_on="step"`` the caller has put the pull into ``grads``)."""
         if group["weight_decay"] > 0:
             torch._foreach_add_(grads, ys, alpha=group["weight_decay"])
         mu = group["inner_momentum"]

@@ -118,9 +118,13 @@ class ParleConfig:
     ``epoch_unit`` is the B of those epochs when the replicas hold a subset (``shard``):
     ``"global"`` the mini-batches of the whole training set, ``"local"`` those of a
     replica's subset (the scoping's B stays the global one, as eq. 5.10 says).
-    ``inner_momentum_on``: ``"gradient"`` (default, the authors' code) the inner momentum
-    carries ∇f_B alone; ``"step"`` the whole drift of (5.8a), coupling pull included (Remark
-    5.3 read literally; :class:`sgdlab.optim.entropy_sgd.EntropySGD`).
+    ``inner_momentum_on``: ``"gradient"`` (default, the authors' Entropy-SGD code) the inner
+    momentum carries ∇f_B alone; ``"step"`` the whole drift of (5.8a), coupling pull included
+    (Remark 5.3 read literally, and the authors' ``parle_mpi.py``, which adds the pull to the
+    gradient before its momentum; :class:`sgdlab.optim.entropy_sgd.EntropySGD`).
+    ``inner_momentum_buffer``: ``"reset"`` (default, the authors' Entropy-SGD code) zeroes the
+    inner momentum at every round; ``"kept"`` carries it across rounds (``parle_mpi.py``'s
+    ``muy`` is never reset; the thesis re-initialises y_k^a only, line 2067).
     ``weight_decay_on``: ``"inner"`` (default; the authors' ``parle_mpi.py`` adds its ℓ2 to
     the inner gradients only) or ``"both"``, λx^a in the replica's outer gradient as well.
     inner_lr is η⁽⁰⁾ (default: lr, "the initial learning rate η₀"); it stays fixed unless
@@ -151,6 +155,7 @@ class ParleConfig:
     outer_momentum: float = 0.9
     outer_nesterov: bool = True
     inner_momentum_on: str = "gradient"
+    inner_momentum_buffer: str = "reset"
     weight_decay: float = 0.0
     weight_decay_on: str = "inner"
     normalization: str = "paper"
@@ -237,6 +242,7 @@ class ParleConfig:
                      inner_momentum=self.momentum,
                      inner_nesterov=self.nesterov and self.momentum > 0,
                      inner_momentum_on=self.inner_momentum_on,
+                     inner_momentum_buffer=self.inner_momentum_buffer,
                      weight_decay=self.weight_decay, weight_decay_on=self.weight_decay_on,
                      normalization=self.normalization,
                      master=self.master, replicas=self.replicas, seed=seed)

@@ -60,20 +60,23 @@ def _problem(n=2, d=3):
 
 def _by_hand(Qs, ms, x0, *, rounds, L, eta, eta0, gamma0, rho0, B, gmin, rmin, alpha, mu,
              normalization="paper", master="current", inner_on="gradient", wd=0.0,
-             wd_on="inner"):
+             wd_on="inner", inner_buffer="reset"):
     """Eq. (5.8a-d) with the §5.3.2 normalisation, Nesterov momentum μ on y (reset every
-    round, as the authors' code) and on x^a (persistent), written out in plain tensors; ℓ2
+    round, as the authors' Entropy-SGD code, or with ``inner_buffer="kept"`` carried across
+    rounds, as their Parle code) and on x^a (persistent), written out in plain tensors; ℓ2
     λ = ``wd`` on ∇f_B(y), and with ``wd_on="both"`` λx^a on the outer gradient too."""
     n = len(Qs)
     xs = [x0.clone() for _ in range(n)]
     obuf = [None] * n
+    ibuf = [None] * n
     prev = None
     for j in range(rounds):
         gamma = max(gamma0 * (1 - 1 / (2 * B)) ** j, gmin)      # (5.10), clipped
         rho = max(rho0 * (1 - 1 / (2 * B)) ** j, rmin)
         zs, ys = [], []
         for a in range(n):
-            y, z, ib = xs[a].clone(), xs[a].clone(), None
+            y, z = xs[a].clone(), xs[a].clone()
+            ib = ibuf[a] if inner_buffer == "kept" else None
             for _ in range(L):
                 g = Qs[a] @ (y - ms[a]) + wd * y
                 if inner_on == "step":      # Remark 5.3 literally: momentum on all of (5.8a)
@@ -84,6 +87,7 @@ def _by_hand(Qs, ms, x0, *, rounds, L, eta, eta0, gamma0, rho0, B, gmin, rmin, a
                     ib = g.clone() if ib is None else mu * ib + g
                     y = y - eta0 * ((g + mu * ib) + (y - xs[a]) / gamma)     # (5.8a)
                 z = alpha * z + (1 - alpha) * y                          # (5.8b)
+            ibuf[a] = ib
             zs.append(z)
             ys.append(y)
         fresh = sum(xs) / n                                              # (5.8d), η⁽³⁾ = ρ/n
@@ -103,14 +107,15 @@ def _by_hand(Qs, ms, x0, *, rounds, L, eta, eta0, gamma0, rho0, B, gmin, rmin, a
 
 def _with_parle(Qs, ms, x0, *, rounds, L, eta, eta0, gamma0, rho0, B, gmin, rmin, alpha, mu,
                 normalization="paper", master="current", inner_on="gradient", wd=0.0,
-                wd_on="inner"):
+                wd_on="inner", inner_buffer="reset"):
     n = len(Qs)
     ps = [nn.Parameter(x0.clone()) for _ in range(n)]
     opts = [Parle([p], lr=eta, inner_lr=eta0, L=L, gamma=gamma0, gamma_decay=1 / (2 * B),
                   gamma_min=gmin, rho=rho0, rho_decay=1 / (2 * B), rho_min=rmin, alpha=alpha,
                   momentum=mu, nesterov=True, inner_momentum=mu, inner_nesterov=True,
                   normalization=normalization, master=master, replicas=n,
-                  inner_momentum_on=inner_on, weight_decay=wd, weight_decay_on=wd_on)
+                  inner_momentum_on=inner_on, inner_momentum_buffer=inner_buffer,
+                  weight_decay=wd, weight_decay_on=wd_on)
             for p in ps]
 
     def closure(p, a):
@@ -155,10 +160,10 @@ def test_parle_rounds_equal_eq_5_8_by_hand(normalization, master):
 
 @pytest.mark.parametrize("inner_on", ["gradient", "step"])
 def test_parle_inner_momentum_carries_the_gradient_or_the_whole_step_as_by_hand(inner_on):
-    """Remark 5.3's Nesterov momentum "for updating the variables y_k^a in (5.8a)": on ∇f_B
-    alone, the coupling pull added unaccelerated (the authors' code, default), or on the whole
-    drift ∇f_B + γ_k⁻¹(y − x^a) (``inner_momentum_on="step"``), against (5.8) by hand; the
-    two readings take different steps."""
+    """Remark 5.3's Nesterov momentum "for updating the variables y_k^a in Equation (5.8a)":
+    on ∇f_B alone, the coupling pull added unaccelerated (default, the authors' Entropy-SGD
+    code), or on the whole drift ∇f_B + γ_k⁻¹(y − x^a) (``inner_momentum_on="step"``, the
+    authors' Parle code), against (5.8) by hand; the two readings take different steps."""
     hyper = dict(rounds=3, L=4, eta=0.3, eta0=0.1, gamma0=1.5, rho0=0.8, B=2, gmin=1.0,
                  rmin=0.5, alpha=0.25, mu=0.9, inner_on=inner_on)
     _parle_is_by_hand_and_tells_the_reading(
@@ -178,9 +183,81 @@ def test_parle_weight_decay_on_the_inner_loop_or_both_as_by_hand(wd_on, normaliz
         hyper, "wd_on", "both" if wd_on == "inner" else "inner")
 
 
+@pytest.mark.parametrize("inner_on", ["gradient", "step"])
+@pytest.mark.parametrize("inner_buffer", ["reset", "kept"])
+def test_parle_inner_momentum_buffer_reset_or_kept_across_rounds_as_by_hand(inner_buffer,
+                                                                             inner_on):
+    """The inner momentum zeroed at every round (default, the authors' Entropy-SGD code) or
+    carried across rounds (``inner_momentum_buffer="kept"``, the authors' Parle code), with
+    either content, against (5.8) by hand; the two take different steps."""
+    hyper = dict(rounds=3, L=3, eta=0.3, eta0=0.1, gamma0=1.5, rho0=0.8, B=2, gmin=1.0,
+                 rmin=0.5, alpha=0.25, mu=0.9, inner_on=inner_on, inner_buffer=inner_buffer)
+    _parle_is_by_hand_and_tells_the_reading(
+        hyper, "inner_buffer", "kept" if inner_buffer == "reset" else "reset")
+
+
+def _parle_mpi_rounds(Q, m, x0, *, rounds, L, lr, lr0, gamma, alpha, mu, keep=True):
+    """parle_mpi.py's ``parle_step`` for one replica without the elastic pull, transcribed
+    in plain float64 tensors. Inner: ``p.grad.data.add_(gamma, p.data - xa[p])`` (the code's
+    coupling γ_code = 1/γ), ``muy[p].mul_(mom).add_(p.grad.data)``, the step along the
+    gradient and ``muy``, ``za[p].mul_(alpha).add_(1-alpha, p.data)`` (its alpha weighs the
+    old average, as ours); ``muy`` is made once and never zeroed (``keep=False`` zeroes it
+    every round). Outer: ``(xa − za)`` through ``mux``, stepped from the last iterate y_L.
+    Two differences the code has and sgdlab does not reproduce (docs/FIDELITY.md) follow
+    sgdlab here: a step adds μ·buffer (torch's Nesterov) where the code adds the raw buffer,
+    and z restarts at x^a every round."""
+    x, muy, mux = x0.clone(), torch.zeros_like(x0), torch.zeros_like(x0)
+    for _ in range(rounds):
+        y, z = x.clone(), x.clone()
+        if not keep:
+            muy = torch.zeros_like(x0)
+        for _ in range(L):
+            g = Q @ (y - m) + (y - x) / gamma           # the pull joins the gradient first
+            muy = mu * muy + g
+            y = y - lr0 * (g + mu * muy)
+            z = alpha * z + (1 - alpha) * y
+        G = x - z
+        mux = mu * mux + G
+        x = y - lr * (G + mu * mux)
+    return x
+
+
+def test_kept_inner_momentum_with_the_pull_inside_is_the_authors_parle_update():
+    """``inner_momentum_on="step"`` with ``inner_momentum_buffer="kept"`` and the
+    ``"authors-code"`` normalisation take the steps of parle_mpi.py's update loop; with the
+    buffer reset every round (the default) they do not."""
+    Qs, ms, x0 = _problem(n=1)
+    Q, m = Qs[0], ms[0]
+    hyper = dict(rounds=5, L=4, lr=0.3, lr0=0.1, gamma=1.5, alpha=0.75, mu=0.9)
+    want = _parle_mpi_rounds(Q, m, x0, **hyper)
+
+    def parle(buffer):
+        p = nn.Parameter(x0.clone())
+        opt = Parle([p], lr=0.3, inner_lr=0.1, L=4, gamma=1.5, rho=math.inf, alpha=0.75,
+                    momentum=0.9, nesterov=True, inner_momentum=0.9, inner_nesterov=True,
+                    inner_momentum_on="step", inner_momentum_buffer=buffer,
+                    normalization="authors-code")
+
+        def closure():
+            p.grad = None
+            loss = 0.5 * (p - m) @ Q @ (p - m)
+            loss.backward()
+            return loss
+        for _ in range(hyper["rounds"]):
+            opt.step(closure)
+        return p.detach()
+
+    assert torch.allclose(parle("kept"), want, atol=1e-13, rtol=1e-14)
+    assert (parle("reset") - want).abs().max() > 1e-3
+    reset = _parle_mpi_rounds(Q, m, x0, keep=False, **hyper)
+    assert torch.allclose(parle("reset"), reset, atol=1e-13, rtol=1e-14)
+
+
 def test_inner_momentum_on_is_checked():
     with pytest.raises(ValueError, match="inner_momentum_on"):
         Parle([nn.Parameter(torch.zeros(1))], inner_momentum_on="coupling")
+    with pytest.raises(ValueError, match="inner_momentum_buffer"):
+        Parle([nn.Parameter(torch.zeros(1))], inner_momentum_buffer="persistent")
 
 
 def test_one_paper_step_in_numbers():

@@ -289,6 +289,9 @@ def test_mnist_scoping_of_section_3_3_2():
                          weight_decay=1e-3)),
     ("entropy_sgd", dict(lr=0.5, inner_lr=0.05, L=3, gamma=0.1, noise=1e-3, momentum=0.9,
                          nesterov=True, weight_decay=1e-3, weight_decay_on="both")),
+    ("parle", dict(lr=0.5, inner_lr=0.05, L=3, gamma=0.1, noise=1e-3, momentum=0.9,
+                   nesterov=True, inner_momentum=0.9, inner_nesterov=True,
+                   inner_momentum_on="step", inner_momentum_buffer="kept")),
     ("entropy_adam", dict(lr=0.5, inner_lr=0.01, L=3, gamma=0.1, noise=1e-4)),
     ("entropy_adam", dict(lr=0.5, adam="inner", inner_lr=0.01, L=3, gamma=0.1, noise=1e-4)),
 ])
@@ -580,9 +583,9 @@ def test_hj_prox_form_with_weight_decay_on_both_is_entropy_sgds_outer_decay():
     assert (plain.detach() - a.detach()).abs().max() > 1e-3
 
 
-def _saved_before_the_option(opt) -> dict:
+def _saved_before_the_option(opt, option: str = "weight_decay_on") -> dict:
     sd = opt.state_dict()
-    sd["param_groups"] = [{k: v for k, v in g.items() if k != "weight_decay_on"}
+    sd["param_groups"] = [{k: v for k, v in g.items() if k != option}
                           for g in sd["param_groups"]]
     return sd
 
@@ -627,3 +630,69 @@ def test_weight_decay_on_round_trips_and_an_older_state_loads_as_inner():
         for _ in range(2):
             opt2.step(cl2)
         assert all(torch.equal(a, b) for a, b in zip(want, model2.parameters())), where
+
+
+def test_kept_inner_momentum_round_trips_and_an_older_state_loads_as_reset():
+    """``inner_momentum_buffer="kept"``: the buffer carried into the next outer step is part
+    of the saved state, and a resumed run continues bit for bit (with that buffer zeroed it
+    would not). A state saved before the option existed reset its buffer: it loads as
+    ``"reset"``, and an optimizer built with ``"kept"`` refuses it, unchanged."""
+    kw = dict(lr=0.5, inner_lr=0.05, L=3, gamma=0.5, momentum=0.9, nesterov=True,
+              inner_momentum=0.9, inner_nesterov=True, noise=1e-4, seed=3)
+    model, X, Y = _mlp_problem(4)
+    opt = EntropySGD(model.parameters(), inner_momentum_buffer="kept", **kw)
+    gen = torch.Generator().manual_seed(1)
+    cl = _batch_closure(model, X, Y, gen)
+    for _ in range(2):
+        opt.step(cl)
+    buf = io.BytesIO()
+    torch.save({"opt": opt.state_dict(), "model": model.state_dict(), "gen": gen.get_state()},
+               buf)
+    for _ in range(2):
+        opt.step(cl)
+    want = [p.detach().clone() for p in model.parameters()]
+
+    def resumed(zero_buffer: bool) -> list[torch.Tensor]:
+        buf.seek(0)
+        saved = torch.load(buf, weights_only=True)
+        model2, _, _ = _mlp_problem(4)
+        model2.load_state_dict(saved["model"])
+        opt2 = EntropySGD(model2.parameters(), **kw)     # the saved groups' option wins
+        if zero_buffer:
+            for st in saved["opt"]["state"].values():
+                st["inner_buf"].zero_()
+        opt2.load_state_dict(saved["opt"])
+        assert opt2.param_groups[0]["inner_momentum_buffer"] == "kept"
+        gen2 = torch.Generator()
+        gen2.set_state(saved["gen"])
+        cl2 = _batch_closure(model2, X, Y, gen2)
+        for _ in range(2):
+            opt2.step(cl2)
+        return [p.detach().clone() for p in model2.parameters()]
+
+    assert all(torch.equal(a, b) for a, b in zip(want, resumed(False)))
+    assert max((a - b).abs().max() for a, b in zip(want, resumed(True))) > 1e-6
+
+    older = EntropySGD(model.parameters(), **kw)
+    older.step(cl)
+    sd = _saved_before_the_option(older, "inner_momentum_buffer")
+    refused = EntropySGD(model.parameters(), inner_momentum_buffer="kept", **kw)
+    with pytest.raises(ValueError, match="before inner_momentum_buffer existed"):
+        refused.load_state_dict(sd)
+    assert refused.param_groups[0]["inner_momentum_buffer"] == "kept" and not refused.state
+    loaded = EntropySGD(model.parameters(), **kw)
+    loaded.load_state_dict(sd)
+    assert loaded.param_groups[0]["inner_momentum_buffer"] == "reset"
+
+
+def test_inner_momentum_buffer_defaults_to_reset_bit_for_bit():
+    """The default zeroes the inner buffer every outer step, as before the option existed;
+    ``"kept"`` moves elsewhere."""
+    default = _trajectory()
+    assert EntropySGD([nn.Parameter(torch.zeros(1))]).defaults["inner_momentum_buffer"] == "reset"
+    assert all(torch.equal(a, b) for a, b in
+               zip(default, _trajectory(inner_momentum_buffer="reset")))
+    kept = _trajectory(inner_momentum_buffer="kept")
+    assert max((a - b).abs().max() for a, b in zip(default, kept)) > 1e-6
+    with pytest.raises(ValueError, match="inner_momentum_buffer"):
+        EntropySGD([nn.Parameter(torch.zeros(1))], inner_momentum_buffer="never")

@@ -618,3 +618,35 @@ def test_parle_config_passes_weight_decay_on_to_each_replica_s_optimizer():
     assert cfg.optimizer(p, seed=0, batches=1).param_groups[0]["weight_decay_on"] == "both"
     with pytest.raises(ConfigError, match="weight_decay_on"):
         ParleConfig(weight_decay_on="outer")
+
+
+def test_parle_config_passes_inner_momentum_buffer_to_each_replica_s_optimizer():
+    p = [nn.Parameter(torch.zeros(1))]
+    assert ParleConfig().optimizer(p, seed=0, batches=1).param_groups[0][
+        "inner_momentum_buffer"] == "reset"
+    cfg = ParleConfig.from_dict({"inner_momentum_buffer": "kept"})
+    assert cfg.optimizer(p, seed=0, batches=1).param_groups[0]["inner_momentum_buffer"] \
+        == "kept"
+    with pytest.raises(ConfigError, match="inner_momentum_buffer"):
+        ParleConfig(inner_momentum_buffer="never")
+
+
+def test_a_kept_inner_momentum_resumes_bit_exact(tmp_path):
+    """The inner momentum carried across rounds (the authors' parle_mpi.py) is in the
+    replicas' checkpoints: a run stopped after 3 rounds and extended to 6 ends where an
+    uninterrupted run ends, and elsewhere than the run that resets it."""
+    data = toy_data()
+    cfg = ParleConfig(replicas=2, L=3, lr=0.05, gamma=0.5, rho=0.5, noise=1e-3, momentum=0.9,
+                      nesterov=True, inner_momentum_on="step", inner_momentum_buffer="kept",
+                      batch_size=7, seed=4)
+    ref = train_replicas(dropout_model(), LOSS, data, cfg, rounds=6)
+    train_replicas(dropout_model(), LOSS, data, cfg, rounds=3, checkpoint_dir=tmp_path / "k")
+    res = train_replicas(dropout_model(), LOSS, data, cfg, rounds=6,
+                         checkpoint_dir=tmp_path / "k", resume=True)
+    for a, b in zip(params(res.master), params(ref.master)):
+        assert torch.equal(a, b)
+    reset = train_replicas(dropout_model(), LOSS, data,
+                           ParleConfig(**{**cfg.to_dict(), "inner_momentum_buffer": "reset"}),
+                           rounds=6)
+    assert max((a - b).abs().max() for a, b in zip(params(reset.master),
+                                                    params(ref.master))) > 1e-6
