@@ -232,7 +232,8 @@ class EntropySGD(SeededNoise, Optimizer):
                  gamma_max: float | None = None, alpha: float = 0.25, noise: float = 0.0,
                  momentum: float = 0.0, nesterov: bool = False, inner_momentum: float = 0.0,
                  inner_nesterov: bool = False, inner_momentum_on: str = "gradient",
-                 inner_momentum_buffer: str = "reset", weight_decay: float = 0.0, weight_decay_on: str = "inner",
+                 inner_momentum_buffer: str = "reset", weight_decay: float = 0.0,
+                 weight_decay_on: str = "inner",
                  normalize: bool = True, seed: int | None = None,
                  _extra_defaults: dict[str, Any] | None = None):
         _check(lr >= 0, f"Invalid learning rate: {lr}")
@@ -256,7 +257,8 @@ class EntropySGD(SeededNoise, Optimizer):
                         gamma_min=gamma_min, gamma_max=gamma_max, alpha=alpha, noise=noise,
                         momentum=momentum, nesterov=nesterov, inner_momentum=inner_momentum,
                         inner_nesterov=inner_nesterov, inner_momentum_on=inner_momentum_on,
-                        inner_momentum_buffer=inner_momentum_buffer, weight_decay=weight_decay, weight_decay_on=weight_decay_on,
+                        inner_momentum_buffer=inner_momentum_buffer, weight_decay=weight_decay,
+                        weight_decay_on=weight_decay_on,
                         normalize=normalize, **(_extra_defaults or {}))
         super().__init__(params, defaults)
         self._init_rng(seed)
