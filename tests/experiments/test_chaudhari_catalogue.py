@@ -1118,8 +1118,9 @@ def test_lenet_speed_reading_tests_sgd_against_entropy_sgd_or_against_every_meth
 @pytest.mark.parametrize("scale", ["smoke", "cpu", "paper"])
 def test_inner_momentum_reading_reaches_every_run_with_an_inner_loop(name, scale):
     """Remark 5.3 (line 2106): Nesterov momentum on the y updates of (5.8a); on ∇f alone (the
-    authors' code, default) or on the whole drift (reading inner-momentum=whole-step), for
-    every run whose inner loop has momentum (Parle, Entropy-SGD), and only for those."""
+    authors' Entropy-SGD code, default) or on the whole drift (reading
+    inner-momentum=whole-step; the authors' Parle code), for every run whose inner loop has
+    momentum (Parle, Entropy-SGD), and only for those."""
     from sgdlab.train.replicas import ParleConfig
 
     def configs(**readings):
@@ -1132,6 +1133,32 @@ def test_inner_momentum_reading_reaches_every_run_with_an_inner_loop(name, scale
     for label, c in literal.items():
         assert c.inner_momentum_on == ("step" if default[label].momentum > 0 else "gradient")
     assert any(c.inner_momentum_on == "step" for c in literal.values())
+
+
+@pytest.mark.parametrize("name", ["chaudhari-parle", "chaudhari-parle-split"])
+@pytest.mark.parametrize("scale", ["smoke", "cpu", "paper"])
+def test_inner_momentum_buffer_reading_reaches_every_run_with_an_inner_loop(name, scale):
+    """The text re-initialises y every L steps (line 2067) and says nothing of its momentum:
+    zeroed every round (the authors' Entropy-SGD code, default: it adds nothing to the runs'
+    params, so their keys stay those of before the reading) or carried across rounds (reading
+    inner-momentum-buffer=kept, the authors' parle_mpi.py), for every run whose inner loop has
+    momentum, and only those."""
+    from sgdlab.train.replicas import ParleConfig
+
+    def runs(**readings):
+        return load_experiment(name, scale, readings=readings).expand(data_dir="/d")
+
+    default, kept = runs(), runs(**{"inner-momentum-buffer": "kept"})
+    assert [r.key for r in runs(**{"inner-momentum-buffer": "reset"})] == [
+        r.key for r in default]
+    for r, k in zip(default, kept):
+        assert (r.label, r.seed) == (k.label, k.seed)
+        assert "inner_momentum_buffer" not in r.params["parle"]
+        cfg, other = (ParleConfig.from_dict(x.params["parle"]) for x in (r, k))
+        assert cfg.inner_momentum_buffer == "reset"
+        assert other.inner_momentum_buffer == ("kept" if cfg.momentum > 0 else "reset")
+        assert (k.key == r.key) == (cfg.momentum == 0)
+    assert any(k.params["parle"].get("inner_momentum_buffer") == "kept" for k in kept)
 
 
 @pytest.mark.parametrize("name", ["chaudhari-parle", "chaudhari-parle-split"])
