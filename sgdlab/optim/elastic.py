@@ -27,7 +27,11 @@ replica's outer step is written x^a ← x^a − η·G with (``parle_coefficients
 
 The outer step goes through Nesterov / heavy-ball momentum (``momentum``, ``nesterov``;
 Remark 5.3: "We use Nesterov's momentum (fixed to 0.9) for updating the variables y_k^a in
-(5.8a) and x_k^a in (5.8c)"); the master has none.
+Equation (5.8a) and x_k^a in Equation (5.8c)"); the master has none. The inner momentum on y
+(``inner_momentum``) carries ∇f_B alone and is zeroed every round by default, as the authors'
+Entropy-SGD code (python/optim.py); the authors' ``parle_mpi.py`` adds the pull to the
+gradient before its momentum (``inner_momentum_on="step"``, also Remark 5.3 read literally)
+and never resets that buffer (``inner_momentum_buffer="kept"``).
 
 **Which master (``master``).** Read literally, (5.8c) and (5.8d) update simultaneously, so the
 x_k that pulls the replicas is the average formed at the *previous* communication

@@ -79,7 +79,8 @@ INNER_MOMENTUM_ON = ("gradient", "step")
 # the inner momentum buffer at each outer step: zeroed (the authors' Entropy-SGD code) or kept
 # from the last inner step on (the authors' Parle code)
 INNER_MOMENTUM_BUFFER = ("reset", "kept")
-# where ℓ2 acts: the inner gradients only, or the outer gradient as well (the authors' code)
+# where ℓ2 acts: the inner gradients only, or the outer gradient as well (the authors' PyTorch
+# Entropy-SGD code)
 WEIGHT_DECAY_ON = ("inner", "both")
 
 
