@@ -1174,3 +1174,24 @@ def test_cpu_smallfc_is_named_by_its_parameter_count_and_the_texts_other_width(n
     assert sum(p.numel() for p in net.parameters()) == 50_890
     assert any("smallfc" in d and "50,890" in d and "32 hidden units" in d
                for d in spec.deviations), spec.deviations
+
+
+@pytest.mark.parametrize("name", ["chaudhari-parle", "chaudhari-parle-split"])
+@pytest.mark.parametrize("scale", ["smoke", "cpu", "paper"])
+def test_master_buffers_reading_reaches_every_run_and_its_default_keeps_the_run_keys(name,
+                                                                                     scale):
+    """The master's batch-norm statistics at each evaluation (the thesis is silent): the
+    replicas' mean by default, which sets no parameter (every run keeps its key), recomputed
+    at x̄ (the authors' code) for every run by the reading."""
+    from sgdlab.train.replicas import ParleConfig
+
+    default = load_experiment(name, scale).expand(data_dir="/d")
+    recompute = load_experiment(name, scale, readings={"master-buffers": "recompute"}
+                                ).expand(data_dir="/d")
+    assert all("master_buffers" not in r.params["parle"] for r in default)
+    assert {ParleConfig.from_dict(r.params["parle"]).master_buffers for r in default} == {
+        "average"}
+    assert {ParleConfig.from_dict(r.params["parle"]).master_buffers for r in recompute} == {
+        "recompute"}
+    assert len(default) == len(recompute)
+    assert not {r.key for r in default} & {r.key for r in recompute}
