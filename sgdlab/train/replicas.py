@@ -469,8 +469,9 @@ class _ReplicaTraining:
       written at the end of ``fit``: its history is the last round's, without the final
       evaluation, and a failed write marks the run failed; a diverged run keeps its last
       periodic set, from before the non-finite round;
-    - the final master (x̄, and the mean of the replicas' floating buffers) is evaluated once,
-      and its last rows, summary and status are committed together.
+    - the final master (x̄, and the mean of the replicas' floating buffers, its batch-norm
+      statistics recomputed under ``master_buffers="recompute"``) is evaluated once, and its
+      last rows, summary and status are committed together.
     """
 
     def __init__(self, model, loss_fn, data, config, *, rounds, epochs, grad_evals, mode,
@@ -863,7 +864,8 @@ def load_master_checkpoint(ckpt: str | os.PathLike, model: nn.Module) -> dict[st
     """Put the master of the last checkpoint set in ``ckpt`` (a run's ``checkpoints``
     folder) into ``model``: x̄ of the round ``master.pt`` names (the master that round
     evaluated) and, for a model with floating buffers (batch norm), the mean of the
-    replicas' buffers in that round's rank files, as the end of a run averages them. Returns
+    replicas' buffers in that round's rank files, as the end of a run averages them (also
+    for a run with ``master_buffers="recompute"``: that pass needs the training data). Returns
     ``master.pt``'s content (``round``, ``run_id``, ...); a :class:`UserError` naming the
     file when the set cannot give the master."""
     ckpt = Path(ckpt)
