@@ -442,3 +442,19 @@ def test_a_replica_config_with_a_length_of_the_wrong_type_is_bad_input(tmp_path,
     assert main(["parle", str(cfg), "--out", str(tmp_path / "out")]) == 2
     assert capsys.readouterr().err.strip() == (
         "sgdlab: error: epochs must be a finite number > 0, got 'two'")
+
+
+def test_a_replica_config_takes_the_master_s_buffer_rule_and_names_a_wrong_one(tmp_path,
+                                                                                 capsys):
+    """``parle.master_buffers``: the master's batch-norm statistics at each evaluation; the
+    run's result records it, a value other than average | recompute is bad input."""
+    cfg = tmp_path / "c.json"
+    model = {"name": "mlp", "widths": [8], "batchnorm": True}
+    cfg.write_text(json.dumps({**CONFIG, "model": model,
+                               "parle": {**CONFIG["parle"], "master_buffers": "recompute"}}))
+    assert main(["parle", str(cfg), "--out", str(tmp_path / "out")]) == 0
+    result = json.loads((tmp_path / "out" / "result.json").read_text())
+    assert result["parle"]["master_buffers"] == "recompute"
+    cfg.write_text(json.dumps({**CONFIG, "parle": {**CONFIG["parle"], "master_buffers": "x"}}))
+    assert main(["parle", str(cfg)]) == 2
+    assert "master_buffers must be one of average, recompute, got 'x'" in capsys.readouterr().err
