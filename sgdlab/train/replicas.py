@@ -36,8 +36,13 @@ Conventions:
   ``epochs`` (effective, per replica) or ``grad_evals`` (per replica) set the length.
 - **Evaluation** of the master (``train_loss``/``test_loss``, ``*_acc`` for classification)
   every ``eval_every`` rounds and at the end, with :func:`sgdlab.train.loop.evaluate`
-  (eval mode, no grad). Floating buffers (e.g. BatchNorm statistics) are averaged into the
-  master only at the end.
+  (eval mode, no grad). Each evaluation, intermediate and final alike, gives the master the
+  floating buffers (e.g. batch-norm running statistics) of that round: the mean of the
+  replicas' (``master_buffers="average"``, the default; one all-reduce of the buffers, only
+  for a model that has some), and with ``master_buffers="recompute"`` then the batch-norm
+  statistics recomputed at x̄ by a train-mode pass over the whole training set, dropout off
+  (:func:`sgdlab.train.batch_norm.recompute_batch_norm`; the authors' ``dry_feed``). Neither
+  draws random numbers, so the training trajectory does not depend on the choice.
 - **Divergence.** A non-finite mean replica loss ends the run with status ``"diverged"``
   (all processes see the same all-reduced value, so they stop together). A replica whose
   loss was not finite at any inner step reports NaN for the round, so the round takes no
@@ -74,6 +79,7 @@ from torch import Tensor, nn
 from ..data.augment import batch_augmentation
 from ..errors import ConfigError, UserError, did_you_mean
 from ..optim.elastic import Parle, master_average
+from .batch_norm import recompute_batch_norm
 from .checkpoint import (changed_settings, load_checkpoint, rng_state, save_checkpoint,
                          set_rng_state)
 from .loop import (BatchStream, check_dataset, check_loss, evaluation_metrics, evaluation_sets,
@@ -87,6 +93,9 @@ __all__ = ["ParleConfig", "ReplicaResult", "ReplicaWorker", "train_replicas", "r
 SCOPING_1_2B = "1/2B"
 # the B of the lr milestones' epochs: the whole training set's mini-batches or a replica's
 EPOCH_UNITS = ("global", "local")
+# the master's floating buffers at an evaluation: the replicas' mean, or batch-norm statistics
+# recomputed at the master's weights
+MASTER_BUFFERS = ("average", "recompute")
 # the checkpoint file that makes a folder a run's: rank 0 writes it last in each round
 MASTER_CHECKPOINT = "master.pt"
 
@@ -131,6 +140,11 @@ class ParleConfig:
     ``anneal_inner`` (the authors' code anneals both). ``shard``: each replica sees only its
     own part of the training set — disjoint 1/n shards, or with ``shard_fraction`` f equal
     overlapping subsets of f·N examples whose union is the whole set when f·n ≥ 1 (§5.5).
+    ``master_buffers``: the floating buffers (batch-norm statistics) of the master at each
+    evaluation (the thesis is silent): ``"average"`` (default) the mean of the replicas',
+    ``"recompute"`` batch-norm statistics recomputed at x̄ over the training set (the
+    authors' code; :func:`sgdlab.train.batch_norm.recompute_batch_norm`, batches of
+    ``batch_size``). Only evaluations change; training does not.
     """
 
     replicas: int = 3
@@ -163,6 +177,7 @@ class ParleConfig:
     shard: bool = False
     shard_fraction: float | None = None
     epoch_unit: str = "global"
+    master_buffers: str = "average"
     batch_size: int = 128
     seed: int = 0
 
@@ -194,6 +209,9 @@ class ParleConfig:
         if self.epoch_unit not in EPOCH_UNITS:
             raise ConfigError(f"epoch_unit must be one of {', '.join(EPOCH_UNITS)}, got "
                               f"{self.epoch_unit!r}")
+        if self.master_buffers not in MASTER_BUFFERS:
+            raise ConfigError(f"master_buffers must be one of {', '.join(MASTER_BUFFERS)}, "
+                              f"got {self.master_buffers!r}")
         if self.shard_fraction is not None:
             if not self.shard:
                 raise ConfigError("shard_fraction needs shard: true")
@@ -496,6 +514,8 @@ class _ReplicaTraining:
         self.dev = dev = torch.device(device) if device is not None else data.x_train.device
         x_all, y_all = data.x_train.to(dev), data.y_train.to(dev)
         self.examples = len(x_all)
+        # the whole training set, for the master's batch-norm pass (also on split data)
+        self.x_recompute = x_all if cfg.master_buffers == "recompute" else None
         self.settings = _run_settings(model, loss_fn, eval_subset, run_config)
         self.classification = getattr(data, "task", "classification") == "classification"
         self._processes(mode, communicator)
@@ -680,14 +700,34 @@ class _ReplicaTraining:
             self.writer.log(name, float(value), step)
 
     # --- evaluation -------------------------------------------------------------------------
-    def evaluate(self, master: Sequence[Tensor], step: int) -> None:
-        """Evaluate the master with parameters ``master`` (rank 0 only)."""
+    def evaluate(self, master: Sequence[Tensor], step: int,
+                 buffers: Sequence[Tensor] | None = None) -> None:
+        """Evaluate the master with parameters ``master`` (rank 0 only) and floating buffers
+        ``buffers`` (default: the replicas' mean now, which every process helps reduce), then
+        with ``master_buffers="recompute"`` its batch-norm statistics recomputed at
+        ``master``."""
+        if buffers is None:
+            buffers = self._mean_buffers()
         if not self.is_main:
             return
         _load_params(self.master_model, master)
+        with torch.no_grad():
+            for b, v in zip(_float_buffers(self.master_model), buffers):
+                b.copy_(v)
+        if self.x_recompute is not None:
+            recompute_batch_norm(self.master_model, self.x_recompute,
+                                 batch_size=self.cfg.batch_size)
         for name, v in evaluation_metrics(self.master_model, self.loss_fn, self.eval_sets,
                                           classification=self.classification):
             self.log(name, v, step)
+
+    def _mean_buffers(self) -> list[Tensor]:
+        """The mean over all replicas of their floating buffers (none: no communication)."""
+        mine = [_float_buffers(w.model) for w in self.workers]
+        if not mine[0]:
+            return []
+        mean, _ = self._reduce(mine, [torch.zeros(()) for _ in self.workers])
+        return mean
 
     # --- checkpoint -------------------------------------------------------------------------
     def checkpoint(self, r: int, master: Sequence[Tensor] | None) -> None:
@@ -738,9 +778,10 @@ class _ReplicaTraining:
         record_abort(self.store, self.writer, self.run_id, e, where=f"in round {self.round + 1}")
 
     def complete(self, *, record_end: bool) -> ReplicaResult:
-        """The final master — the average of the replicas' x^a and of their floating buffers —
-        and its evaluation, the accounting, the summary; with ``record_end`` the last rows,
-        summary and status in one transaction."""
+        """The final master — the average of the replicas' x^a and of their floating buffers,
+        with ``master_buffers="recompute"`` its batch-norm statistics then recomputed — and its
+        evaluation, the accounting, the summary; with ``record_end`` the last rows, summary and
+        status in one transaction."""
         cfg, workers = self.cfg, self.workers
         finals = [w.optimizer.anchors() + _float_buffers(w.model) for w in workers]
         master_all, _ = self._reduce(finals, [torch.zeros(()) for _ in workers])
@@ -750,7 +791,7 @@ class _ReplicaTraining:
             for b, v in zip(_float_buffers(self.master_model), master_all[n_params:]):
                 b.copy_(v)
         step = self.round * cfg.L
-        self.evaluate(master_all[:n_params], step)
+        self.evaluate(master_all[:n_params], step, master_all[n_params:])
         wall = time.perf_counter() - self.t_start
         w0 = workers[0]
         self.log("grad_evals", w0.grad_evals, step)
