@@ -650,3 +650,129 @@ def test_a_kept_inner_momentum_resumes_bit_exact(tmp_path):
                            rounds=6)
     assert max((a - b).abs().max() for a, b in zip(params(reset.master),
                                                     params(ref.master))) > 1e-6
+
+
+def bn_data(n=40, seed=0):
+    """``toy_data`` shifted and scaled: batch-norm statistics far from (0, 1)."""
+    d = toy_data(n, seed)
+    return Dataset(d.x_train * 3 + 5, d.y_train, d.x_test * 3 + 5, d.y_test, meta=d.meta)
+
+
+def bn_model(seed=0, dropout=0.0):
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Linear(4, 6), nn.BatchNorm1d(6), nn.ReLU(), nn.Dropout(dropout),
+                         nn.Linear(6, 3)).double()
+
+
+def eval_by_hand(params_, buffers, x, y):
+    """The cross-entropy of model ``bn_model`` with ``params_`` and running mean / variance
+    ``buffers`` in eval mode (float64)."""
+    w1, b1, g, beta, w2, b2 = params_
+    mean, var = buffers
+    h = (x @ w1.T + b1 - mean) / torch.sqrt(var + 1e-5) * g + beta
+    return float(nn.functional.cross_entropy(h.clamp_min(0) @ w2.T + b2, y))
+
+
+BN_CFG = dict(replicas=2, L=3, lr=0.1, gamma=1.0, rho=0.5, momentum=0.5, batch_size=8, seed=1)
+
+
+def test_every_evaluation_of_the_master_has_the_mean_of_the_replicas_batch_norm_statistics(
+        tmp_path):
+    """Round r's evaluation in a run of 3 rounds is that of x̄ of round r with the mean of the
+    replicas' running statistics after round r, as read from the checkpoint of a run of r
+    rounds (the same iterates); the initial statistics give another loss."""
+    data = bn_data()
+    cfg = ParleConfig(**BN_CFG)
+    ref = train_replicas(bn_model(), LOSS, data, cfg, rounds=3, eval_every=1)
+    assert [s for s, _ in ref.history["test_loss"]] == [0, 3, 6, 9]
+    for r in (1, 2):
+        ck = tmp_path / str(r)
+        train_replicas(bn_model(), LOSS, data, cfg, rounds=r, checkpoint_dir=ck)
+        head = torch.load(ck / "master.pt", weights_only=True)
+        mine = torch.load(ck / "rank0.pt", weights_only=True)
+        states = [w["model"] for w in mine["workers"].values()]
+        mean = [(states[0][k] + states[1][k]) / 2 for k in ("1.running_mean", "1.running_var")]
+        got = dict(ref.history["test_loss"])[r * cfg.L]
+        want = eval_by_hand(head["master"], mean, data.x_test, data.y_test)
+        assert got == pytest.approx(want, rel=1e-12)
+        initial = [torch.zeros(6, dtype=torch.float64), torch.ones(6, dtype=torch.float64)]
+        assert abs(eval_by_hand(head["master"], initial, data.x_test, data.y_test) - got) > 0.1
+
+
+def test_recomputed_statistics_are_the_training_set_s_at_the_master_and_leave_training_alone():
+    """With ``master_buffers="recompute"`` the master's running statistics are the training
+    set's per-feature mean and unbiased variance of its first layer's outputs at x̄ (one
+    batch: b ≥ N), its evaluations use them; the replicas' iterates, their losses and the
+    global RNG (dropout) are those of the default run."""
+    data = bn_data(n=16)
+    kw = dict(BN_CFG, batch_size=16)
+    torch.manual_seed(9)
+    avg = train_replicas(bn_model(dropout=0.3), LOSS, data, ParleConfig(**kw), rounds=3,
+                         eval_every=1)
+    rng = torch.get_rng_state()
+    torch.manual_seed(9)
+    rec = train_replicas(bn_model(dropout=0.3), LOSS, data,
+                         ParleConfig(**kw, master_buffers="recompute"), rounds=3, eval_every=1)
+    assert torch.equal(torch.get_rng_state(), rng)
+    for m, mr in zip(rec.replicas, avg.replicas):
+        for a, b in zip(m.state_dict().values(), mr.state_dict().values()):
+            assert torch.equal(a, b)
+    assert rec.history["replica_loss"] == avg.history["replica_loss"]
+    p = params(rec.master)
+    h = data.x_train @ p[0].T + p[1]
+    bn = rec.master[1]
+    torch.testing.assert_close(bn.running_mean, h.mean(0), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(bn.running_var, h.var(0), rtol=1e-12, atol=1e-12)
+    assert rec.final["test_loss"] == pytest.approx(
+        eval_by_hand(p, [h.mean(0), h.var(0)], data.x_test, data.y_test), rel=1e-12)
+    assert rec.history["test_loss"][1:] != avg.history["test_loss"][1:]
+    with pytest.raises(ConfigError, match="master_buffers must be one of average, recompute"):
+        ParleConfig(master_buffers="mean")
+
+
+def test_a_model_without_buffers_communicates_once_a_round_and_evaluates_as_before(
+        monkeypatch):
+    """No floating buffers: no reduce beyond one per round and the final one, and
+    ``recompute`` has nothing to recompute (the same history, bit for bit)."""
+    import sgdlab.train.replicas as rep
+    calls = [0]
+    real = rep._inprocess_reduce
+
+    def counted(*a):
+        calls[0] += 1
+        return real(*a)
+
+    monkeypatch.setattr(rep, "_inprocess_reduce", counted)
+    data = toy_data()
+    runs = [train_replicas(toy_model(), LOSS, data, ParleConfig(**BN_CFG, master_buffers=mb),
+                           rounds=4, eval_every=1) for mb in ("average", "recompute")]
+    assert calls[0] == 2 * (4 + 1)
+    assert runs[0].history == runs[1].history
+
+
+@pytest.mark.parametrize("master_buffers", ["average", "recompute"])
+def test_a_batch_norm_run_resumes_bit_exact(tmp_path, master_buffers):
+    data = bn_data()
+    cfg = ParleConfig(**BN_CFG, master_buffers=master_buffers)
+    ref = train_replicas(bn_model(), LOSS, data, cfg, rounds=5, eval_every=1)
+    calls = [0]
+
+    def dies_in_round_4(out, y):
+        calls[0] += 1
+        if calls[0] > 3 * cfg.L * cfg.replicas + 2:
+            raise _Interrupted
+        return LOSS(out, y)
+
+    with pytest.raises(_Interrupted):
+        train_replicas(bn_model(), dies_in_round_4, data, cfg, rounds=5, eval_every=1,
+                       checkpoint_dir=tmp_path, checkpoint_every=2)
+    res = train_replicas(bn_model(), LOSS, data, cfg, rounds=5, eval_every=1,
+                         checkpoint_dir=tmp_path, resume=True)
+    assert res.history == ref.history
+    for a, b in zip(res.master.state_dict().values(), ref.master.state_dict().values()):
+        assert torch.equal(a, b)
+    # the evaluations' rule is part of the run
+    other = "recompute" if master_buffers == "average" else "average"
+    with pytest.raises(ConfigError, match="master_buffers"):
+        train_replicas(bn_model(), LOSS, data, ParleConfig(**BN_CFG, master_buffers=other),
+                       rounds=6, checkpoint_dir=tmp_path, resume=True)
