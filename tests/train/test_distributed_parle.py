@@ -116,6 +116,32 @@ def test_distributed_gloo_processes_equal_inprocess(tmp_path, world):
     assert got == pytest.approx([v for _, v in res.history["replica_loss"]], rel=1e-12)
 
 
+@pytest.mark.parametrize("master_buffers", ["average", "recompute"])
+def test_distributed_batch_norm_master_is_evaluated_as_in_process(tmp_path, master_buffers):
+    """A batch-norm model, evaluated every round: rank 0's evaluations of the master (the
+    replicas' statistics averaged across the processes, or recomputed at x̄) are the
+    in-process run's."""
+    cfg, path = write_problem(tmp_path, replicas=2, rounds=3)
+    cfg["model"]["batchnorm"] = True
+    cfg["parle"]["master_buffers"] = master_buffers
+    cfg["eval_every"] = 1
+    path.write_text(json.dumps(cfg))
+    res = run_from_config(cfg, mode="inprocess")
+    procs, logs = launch(tmp_path, 2, [str(path), "--out", str(tmp_path / "dist"),
+                                       "--timeout", "30"])
+    for p in procs:
+        p.join(60)
+    assert [p.exitcode for p in procs] == [0, 0], [read(l)[-2000:] for l in logs]
+    history = json.loads((tmp_path / "dist" / "result.json").read_text())["history"]
+    assert [s for s, _ in history["test_loss"]] == [0, 3, 6, 9]
+    for k in ("test_loss", "train_loss"):
+        assert [v for _, v in history[k]] == pytest.approx([v for _, v in res.history[k]],
+                                                           rel=1e-12, abs=0)
+    dist_master = torch.load(tmp_path / "dist" / "master.pt", weights_only=True)
+    for k, v in res.master.state_dict().items():
+        assert torch.equal(dist_master[k], v), k
+
+
 def test_killed_worker_fails_fast_with_clear_error(tmp_path):
     _, path = write_problem(tmp_path, replicas=2, rounds=10**7)
     procs, logs = launch(tmp_path, 2, [str(path), "--timeout", "20"])
