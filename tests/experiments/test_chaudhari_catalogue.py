@@ -1117,10 +1117,10 @@ def test_lenet_speed_reading_tests_sgd_against_entropy_sgd_or_against_every_meth
 @pytest.mark.parametrize("name", ["chaudhari-parle", "chaudhari-parle-split"])
 @pytest.mark.parametrize("scale", ["smoke", "cpu", "paper"])
 def test_inner_momentum_reading_reaches_every_run_with_an_inner_loop(name, scale):
-    """Remark 5.3 (line 2106): Nesterov momentum on the y updates of (5.8a); on ∇f alone (the
-    authors' Entropy-SGD code, default) or on the whole drift (reading
-    inner-momentum=whole-step; the authors' Parle code), for every run whose inner loop has
-    momentum (Parle, Entropy-SGD), and only for those."""
+    """Remark 5.3 (line 2106): Nesterov momentum on the y updates of (5.8a); on the whole
+    drift (Remark 5.3 read literally and the authors' Parle code, default) or on ∇f alone
+    (reading inner-momentum=gradient; the authors' Entropy-SGD code), for every run whose
+    inner loop has momentum (Parle, Entropy-SGD), and only for those."""
     from sgdlab.train.replicas import ParleConfig
 
     def configs(**readings):
@@ -1129,10 +1129,12 @@ def test_inner_momentum_reading_reaches_every_run_with_an_inner_loop(name, scale
                 for r in spec.expand(data_dir="/d")}
 
     default, literal = configs(), configs(**{"inner-momentum": "whole-step"})
-    assert {c.inner_momentum_on for c in default.values()} == {"gradient"}
-    for label, c in literal.items():
-        assert c.inner_momentum_on == ("step" if default[label].momentum > 0 else "gradient")
-    assert any(c.inner_momentum_on == "step" for c in literal.values())
+    gradient = configs(**{"inner-momentum": "gradient"})
+    assert literal == default
+    assert {c.inner_momentum_on for c in gradient.values()} == {"gradient"}
+    for label, c in default.items():
+        assert c.inner_momentum_on == ("step" if c.momentum > 0 else "gradient")
+    assert any(c.inner_momentum_on == "step" for c in default.values())
 
 
 @pytest.mark.parametrize("name", ["chaudhari-parle", "chaudhari-parle-split"])
