@@ -629,9 +629,41 @@ def test_walk_gd_cosine_ends_near_minus_one_and_its_floor_barely_rises():
                [walk_run("sgd", s, -0.2 - 0.01 * s, sgd_floor, 2.0) for s in (0, 1)]
         return [c.agrees_with_paper for c in xing_walk(SimpleNamespace(paper=PAPER, options=o),
                                                         runs).conclusions]
-    assert verdicts(-0.95) == [True] * 5
+    assert verdicts(-0.95) == [True] * 6
     # below −0.5 but not close to −1: the first claim fails, the rest stand
-    assert verdicts(-0.6) == [False, True, True, True, True]
+    assert verdicts(-0.6) == [False, True, True, True, True, True]
+
+
+def test_walk_gd_segments_after_iteration_15_have_a_minimum_in_between():
+    """Line 81: after iteration 15 GD's interpolation between consecutive iterates "appears to
+    be a quadratic-like structure with a minimum in between". The share of GD's segments from
+    update 15 on whose lowest loss lies strictly inside (0, 1), whatever the floor's reading,
+    must exceed the entry's threshold (a half); the segments before update 15 do not count."""
+    spec = _claims_of("xing-walk", "cpu")
+    o = spec.options
+    assert o["valley_after"] == 15
+    (claim,) = [c for c in o["claims"] if c["metric"] == "interior_min_share"]
+    assert claim["greater"][0] == "gd"
+    assert o["references"][claim["greater"][1]]["interior_min_share"] == 0.5
+
+    def share(alphas, reading="interior"):
+        runs = [walk_run("gd", s, -0.95, list(np.linspace(2.0, 1.0, 40)), 1.0)
+                for s in (0, 1)]
+        for r in runs:
+            r.metrics["walk_valley_alpha"] = list(enumerate(alphas))
+        res = xing_walk(SimpleNamespace(paper=PAPER, options={
+            **o, "valley_floor": reading, "claims": [claim]}), runs)
+        return runs[0].summary["interior_min_share"], res.conclusions[0].agrees_with_paper
+
+    # a descent to the later iterate on every segment: no minimum in between
+    assert share([1.0] * 40) == (0.0, False)
+    # minima inside on 15 of the 25 segments from update 15 on, none before
+    inside = [1.0] * 15 + [0.5] * 15 + [1.0] * 10
+    assert share(inside) == (pytest.approx(15 / 25), True)
+    assert share(inside, reading="segment") == (pytest.approx(15 / 25), True)
+    # on every segment before update 15 but on 12 of the 25 after it: below the half
+    assert share([0.5] * 15 + [0.0] * 13 + [0.5] * 12) == (pytest.approx(12 / 25), False)
+    assert share([0.5] * 15 + [1.0] * 25) == (0.0, False)
 
 
 def test_walk_gd_floor_claim_is_fewer_than_10_percent_of_rises_as_its_text_says():

@@ -134,7 +134,11 @@ def xing_walk(spec, runs: list[StoredRun]) -> Analysis:
     ``options.final_updates`` recorded cosines (``grad_cosine_final``, default 10: Fig. 1's
     "finally very close to -1"), the distance from the
     initialisation at step ``options.distance_at`` (``distance``, default the last step), the
-    number of valley floors (``valley_floors``), the fraction of consecutive valley floors in
+    number of valley floors (``valley_floors``), the share of the segments from update
+    ``options.valley_after`` on (default 0) whose lowest loss lies strictly between the two
+    iterates (``interior_min_share``, whatever the floor's reading: line 81's "quadratic-like
+    structure with a minimum in between"; NaN with no such segment recorded), the fraction
+    of consecutive valley floors in
     which the floor rises (``floor_rise_fraction``; NaN with fewer than two floors) and the
     fraction of the interpolated updates that crossed a barrier (``barrier_fraction``: all
     the walk's updates, the 40 that Figs. 1-2 call "Epoch 1" for GD as for SGD, where GD's
@@ -146,8 +150,10 @@ def xing_walk(spec, runs: list[StoredRun]) -> Analysis:
     after = int(o.get("after_step", 0))
     last = int(o.get("final_updates", 10))
     reading = o.get("valley_floor", "interior")
+    valley_after = int(o.get("valley_after", 0))
     for r in runs:
         floor = valley_floor(r, reading)
+        inside = [has_valley_floor(a) for _, a in _points(r, "walk_valley_alpha", valley_after)]
         crossed = [x > 0.5 for _, x in _points(r, "walk_barrier")]
         cos = [x for _, x in _points(r, "grad_cosine")][-last:]
         r.summary.update({
@@ -155,12 +161,15 @@ def xing_walk(spec, runs: list[StoredRun]) -> Analysis:
             "grad_cosine_final": float(np.mean(cos)) if cos else float("nan"),
             "distance": _value_at(r, "dist_from_init", o.get("distance_at")),
             "valley_floors": float(len(floor)),
+            "interior_min_share": float(np.mean(inside)) if inside else float("nan"),
             "floor_rise_fraction": rise_fraction(floor),
             "barrier_fraction": (float(np.mean(crossed)) if crossed else float("nan"))})
     metrics = [("grad_cosine_mean", f"mean cos(g_t-1, g_t), steps ≥ {after}"),
                ("grad_cosine_final", f"mean cos(g_t-1, g_t), last {last} updates"),
                ("distance", f"‖θ − θ₀‖ at step {o.get('distance_at', 'last')}"),
                ("valley_floors", f"valley floors ({reading})"),
+               ("interior_min_share",
+                f"share of segments from update {valley_after} with a minimum inside"),
                ("floor_rise_fraction", "fraction of consecutive valley floors that rise"),
                ("barrier_fraction", "barriers crossed / updates interpolated")]
     groups, vals, concl = _claims(spec, runs, [m for m, _ in metrics])
