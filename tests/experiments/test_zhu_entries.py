@@ -298,6 +298,16 @@ def test_rmsprop_sgd_compares_with_its_own_state_at_the_switch(scale):
                    320)
 
 
+def test_rmsprop_sgd_quotes_first_what_the_text_concludes_not_the_experiments_purpose():
+    """Line 320 says why SGD is run ("to check whether SGD can escape"), not what it found; the
+    conclusion the claims rest on is line 322's suggestion, the entry's main quote."""
+    paper = read_file(catalogue_files()["zhu-rmsprop-sgd"])["paper"]
+    assert _norm("Thus, it is suggested that") in _norm(paper["quote"])
+    assert _norm("switched to SGD in later iterations") in _norm(paper["quote"])
+    assert re.search(r"\bline 322\b", paper["where"])
+    assert _quoted("zhu-rmsprop-sgd", "SGD is run to check whether SGD can escape", 320)
+
+
 def test_rmsprop_sgd_claims_by_hand():
     from sgdlab.experiments.procedures.generic import compare_groups
 
