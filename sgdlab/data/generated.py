@@ -25,8 +25,8 @@ CUBIC_GRIDS = ("closed", "half-open")
 @register_dataset("cubic")
 def load_cubic(*, seed: int = 0, n_train: int = 20, n_test: int = 100,
                grid: str = "closed") -> Dataset:
-    """Zhu et al. (2019, "The anisotropic noise in SGD", §3 Fig. 1 and Suppl. A) regression
-    data.
+    """Zhu et al. (2019, "The Regularization Effects of Anisotropic Noise in SGD", §3 Fig. 1 and
+    Suppl. A) regression data.
 
     ``n_train`` (20) training and ``n_test`` (100) test points equally spaced on [-1, 1],
     target y = (x + 0.5) x (x - 0.5), no noise. The paper does not say whether the end points

@@ -1,6 +1,7 @@
 """Zhu et al. (2019)'s 2-D two-basin loss: a sharp and a flat minimum, with real samples.
 
-The loss as printed in Zhu, Wu, Yu, Wu, Ma (ICML 2019), Supplementary B::
+The loss as printed in Zhu, Wu, Yu, Wu, Ma (2019), "The Regularization Effects of Anisotropic
+Noise in Stochastic Gradient Descent" (arXiv; docs/FIDELITY.md#zhu), Supplementary B::
 
     s₁ = w₁ − 1 − x₁,   s₂ = w₂ − 1 − x₂
     ℓ(w; x) = min{ 10 (s₁ cos θ − s₂ sin θ)² + 100 (s₁ cos θ + s₂ sin θ)²,

@@ -1,5 +1,6 @@
-"""Σ–H alignment (Zhu, Wu, Yu, Wu & Ma 2019, "The anisotropic noise in stochastic gradient
-descent"): how well the gradient-noise covariance Σ lines up with the Hessian H.
+"""Σ–H alignment (Zhu, Wu, Yu, Wu & Ma 2019, "The Regularization Effects of Anisotropic Noise in
+Stochastic Gradient Descent", arXiv): how well the gradient-noise covariance Σ lines up with
+the Hessian H.
 
 Metrics on leading eigenpairs (U_k: top-k eigenvectors of H, V_k: of Σ, orthonormal columns):
 

@@ -1,5 +1,6 @@
-"""Zhu et al. (2019), "The anisotropic noise in stochastic gradient descent": the regression
-MLPs of Suppl. A and the LeNet-like CNN of §5.1 / Suppl. C, as the text prints them.
+"""Zhu et al. (2019), "The Regularization Effects of Anisotropic Noise in Stochastic Gradient
+Descent" (arXiv): the regression MLPs of Suppl. A and the LeNet-like CNN of §5.1 / Suppl. C,
+as the text prints them.
 """
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from torch import Tensor, nn
 from .mlp import MLP
 from .registry import activation, flat_size, image_shape, register_model
 
-_PAPER = "Zhu et al. 2019, The anisotropic noise in SGD"
+_PAPER = "Zhu et al. 2019, The Regularization Effects of Anisotropic Noise in SGD"
 
 
 class ZhuLeNet(nn.Module):

@@ -1,5 +1,6 @@
-"""Gradient descent with structured Gaussian noise (Zhu et al. 2019, "The anisotropic noise in
-stochastic gradient descent", §4.2) and the isotropic-noise control of Xing et al. (2018, §4).
+"""Gradient descent with structured Gaussian noise (Zhu et al. 2019, "The Regularization Effects
+of Anisotropic Noise in Stochastic Gradient Descent", arXiv, §4.2) and the isotropic-noise
+control of Xing et al. (2018, §4).
 
 Every optimizer here performs
 

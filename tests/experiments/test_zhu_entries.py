@@ -785,3 +785,20 @@ def test_the_final_expected_sharpness_takes_a_memory_budget(monkeypatch):
         with pytest.raises(ConfigError, match=r"final.0.: Invalid memory_budget=.*; bytes: "):
             validate_measure({"kind": "expected_sharpness", "memory_budget": bad}, "final[0]",
                              final=True)
+
+
+def test_the_code_cites_the_zhu_text_it_was_read_from():
+    """docs/FIDELITY.md#zhu: the text read is the arXiv version, "The Regularization Effects of
+    Anisotropic Noise in Stochastic Gradient Descent"; the ICML 2019 version has another title
+    and content, so the code names it only as "the ICML 2019 version", where it takes something
+    from that version (the trace indicator of sgdlab.measure.alignment)."""
+    cited = 0
+    for path in sorted((ROOT / "sgdlab").rglob("*.py")):
+        text = path.read_text()
+        if "Zhu" not in text:
+            continue
+        assert "the anisotropic noise in" not in text.lower(), path
+        assert all("ICML 2019 version" in line for line in text.splitlines()
+                   if "ICML" in line), path
+        cited += "Regularization Effects of Anisotropic Noise" in " ".join(text.split())
+    assert cited >= 6

@@ -1,7 +1,7 @@
-"""Analyses for Zhu, Wu, Yu, Wu & Ma (2019), "The anisotropic noise in SGD": Σ–H alignment
-(Figs. 1, 8-9), noise norm vs gradient norm (Figs. 2, 11), projection residual (Fig. 4), the
-noisy-label comparison (Fig. 5). The escape experiment's analyses (Fig. 3) are in
-:mod:`sgdlab.experiments.procedures.landscape_runs`."""
+"""Analyses for Zhu, Wu, Yu, Wu & Ma (2019), "The Regularization Effects of Anisotropic Noise in
+Stochastic Gradient Descent" (arXiv): Σ–H alignment (Figs. 1, 8-9), noise norm vs gradient norm
+(Figs. 2, 11), projection residual (Fig. 4), the noisy-label comparison (Fig. 5). The escape
+experiment's analyses (Fig. 3) are in :mod:`sgdlab.experiments.procedures.landscape_runs`."""
 from __future__ import annotations
 
 import re
