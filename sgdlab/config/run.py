@@ -10,8 +10,9 @@ A run config (YAML or TOML, data only) has these sections; every key but the nam
     optimizer: {name: sgd, lr: 0.1, momentum: 0.9}     # any registered optimizer + its args
     schedule:  {name: constant}       # any registered schedule + its args
     train:     {epochs: 10, batch_size: 128, replacement: false, drop_last: false, seed: 0,
-                eval_every: 1, eval_subset: null, checkpoint_every: null, max_steps: null,
-                device: cpu, dtype: float32, threads: null, progress: true, tensorboard: null}
+                eval_every: 1, eval_subset: null, eval_bn: running, checkpoint_every: null,
+                max_steps: null, device: cpu, dtype: float32, threads: null, progress: true,
+                tensorboard: null}
     measure:   [{name: <instrument>, every: 10, ...params}]   # or at: [...] / log_points: 20
     store:     {path: null}           # default $SGDLAB_STORE or ./sgdlab-runs/runs.sqlite
 
@@ -152,6 +153,10 @@ class TrainSection(Section):
     seed: int = Field(0, ge=0, description="seed of the initial weights and the batch order")
     eval_every: int = Field(1, ge=0, description="epochs between evaluations; 0: start and end")
     eval_subset: int | None = Field(None, ge=1, description="evaluate on this many examples")
+    eval_bn: Literal["running", "recompute"] = Field(
+        "running", description="batch-norm statistics of the evaluations: the running ones "
+                               "training left, or recompute them on the training set at the "
+                               "current weights before each evaluation (and keep them)")
     checkpoint_every: int | None = Field(None, ge=1,
                                          description="steps between checkpoints; null: epochs")
     max_steps: int | None = Field(None, ge=0, description="stop after this many steps")
@@ -585,7 +590,8 @@ TRAINING_KEYS: dict[str, tuple[str, ...] | None] = {
     "optimizer": None,
     "schedule": None,
     "train": ("epochs", "batch_size", "replacement", "drop_last", "seed", "eval_every",
-              "eval_subset", "max_steps", "clip_grad_norm", "sequence_loss", "dtype"),
+              "eval_subset", "eval_bn", "max_steps", "clip_grad_norm", "sequence_loss",
+              "dtype"),
     "measure": None,
 }
 
@@ -907,7 +913,8 @@ def build_from_config(cfg: dict[str, Any], *, validated: bool = False, store: An
                         drop_last=t["drop_last"], seed=seed, eval_every=t["eval_every"],
                         eval_subset=t["eval_subset"], checkpoint_every=t["checkpoint_every"],
                         max_steps=t["max_steps"], device=device, progress=t["progress"],
-                        clip_grad_norm=t["clip_grad_norm"], sequence_loss=t["sequence_loss"])
+                        clip_grad_norm=t["clip_grad_norm"], sequence_loss=t["sequence_loss"],
+                        eval_bn=t["eval_bn"])
     return BuiltRun(model, loss_fn, data, optimizer, schedule, callbacks, train_kwargs)
 
 

@@ -24,11 +24,12 @@ Conventions (see docs/ARCHITECTURE.md):
   and the ``on_after_backward`` hook belong to the first closure call (the gradient at the
   current weights).
 - **Evaluation** runs in ``model.eval()`` mode under ``torch.no_grad()`` and restores the
-  previous mode. It logs ``train_loss``, ``test_loss`` (mean loss over the set; per token
-  for token data) and, for classification, ``train_acc``, ``test_acc`` (fraction of the
-  labels hit by the argmax:
-  one per sample, or one per position of (N, C, *d) outputs; none for outputs ``loss_fn``
-  unpacks or one score per label) and, for a cross-entropy over per-position labels (token
+  previous mode (with ``eval_bn="recompute"``, batch norm's running statistics recomputed at
+  the current weights first: :func:`recompute_eval_statistics`). It logs ``train_loss``,
+  ``test_loss`` (mean loss over the set; per token for token data) and, for classification,
+  ``train_acc``, ``test_acc`` (fraction of the labels hit by the argmax: one per sample, or
+  one per position of (N, C, *d) outputs; none for outputs ``loss_fn`` unpacks or one score
+  per label) and, for a cross-entropy over per-position labels (token
   data), ``train_perplexity``, ``test_perplexity`` (exp of the mean loss per token over the
   set), at step 0, on the ``eval_every`` schedule and at the end. At each epoch end the
   loop also logs ``batch_loss`` (mean of that epoch's mini-batch losses, in train mode),
@@ -90,7 +91,7 @@ from ..accuracy import argmax_hits, perplexity_tokens
 from ..data.augment import batch_augmentation
 from ..errors import UserError
 from ..loss_settings import loss_name, loss_reduction, torch_loss_class
-from ..models.modes import eval_mode
+from ..models.modes import BN_TYPES, eval_mode
 from ..operators.batches import check_target_shape, dtype_refusal, loss_refusal
 from .callbacks import Callback, Schedule, TrainContext, callback_keys
 from .checkpoint import (changed_settings, checkpoint_path, load_checkpoint, load_state,
@@ -277,7 +278,7 @@ def train(model: nn.Module, loss_fn: Callable[[Tensor, Tensor], Tensor], data: A
           max_steps: int | None = None, drop_last: bool = False,
           resume: bool = False, complete: bool = True,
           schedule_every: str = "step", clip_grad_norm: float | None = None,
-          sequence_loss: str = "mean",
+          sequence_loss: str = "mean", eval_bn: str = "running",
           on_checkpoint: Callable[[Path], None] | None = None) -> RunResult:
     """Train ``model`` on ``data.train`` with ``optimizer``; see the module docstring.
 
@@ -324,6 +325,12 @@ def train(model: nn.Module, loss_fn: Callable[[Tensor, Tensor], Tensor], data: A
             (averaged over the batch), as Zaremba et al.'s code back-propagates it, so that
             their learning rate and clip act as in their code. Closure optimizers get that
             loss too. The logged and evaluated losses stay per token.
+        eval_bn: the batch-norm statistics each evaluation normalises with: ``"running"``
+            (default), the running statistics training left (gathered wherever the forward
+            passes went: an Entropy-SGD's, HJ's or HEAT's at its inner points, not at x);
+            ``"recompute"``, those of the whole training set at the current weights, written
+            into the running buffers before each evaluation and left there
+            (:func:`recompute_eval_statistics`). Training itself is unchanged.
         complete: record the end of the run in the store (summary and status, with the last
             metric rows, in one transaction). ``False`` when the caller still owes the run
             something (final measurements, files): the run stays ``running`` and the caller
@@ -337,7 +344,8 @@ def train(model: nn.Module, loss_fn: Callable[[Tensor, Tensor], Tensor], data: A
                     checkpoint_seconds=checkpoint_seconds, device=device, max_steps=max_steps,
                     drop_last=drop_last, resume=resume, progress=progress,
                     schedule_every=schedule_every, clip_grad_norm=clip_grad_norm,
-                    sequence_loss=sequence_loss, on_checkpoint=on_checkpoint)
+                    sequence_loss=sequence_loss, eval_bn=eval_bn,
+                    on_checkpoint=on_checkpoint)
     run.open_record(store, run_id, name)
     try:
         run.fit()
@@ -407,7 +415,7 @@ class _Training:
                  replacement, seed, callbacks, eval_every, eval_subset, checkpoint_dir,
                  checkpoint_every, device, max_steps, drop_last, resume, progress,
                  schedule_every="step", checkpoint_seconds=None, clip_grad_norm=None,
-                 sequence_loss="mean", on_checkpoint=None):
+                 sequence_loss="mean", eval_bn="running", on_checkpoint=None):
         self.t_start = time.perf_counter()
         self.on_checkpoint = on_checkpoint
         _check_args(epochs, batch_size, eval_every, eval_subset, checkpoint_every, max_steps)
@@ -427,6 +435,10 @@ class _Training:
         if schedule_every not in ("step", "epoch"):
             raise UserError(f"schedule_every must be 'step' or 'epoch', got {schedule_every!r}")
         self.schedule_per_step = schedule_every == "step"
+        if eval_bn not in EVAL_BN:
+            raise UserError(f"eval_bn must be one of {', '.join(map(repr, EVAL_BN))}, got "
+                            f"{eval_bn!r}")
+        self.eval_bn = eval_bn
         check_dataset(data)
         check_loss(loss_fn)
         _check_optimizer_updates(model, optimizer)
@@ -494,7 +506,7 @@ class _Training:
                          **model_settings(model, loss_fn, eval_subset),
                          "schedule_every": schedule_every,
                          "clip_grad_norm": None if self.clip is None else self.clip[1],
-                         "sequence_loss": sequence_loss}
+                         "sequence_loss": sequence_loss, "eval_bn": eval_bn}
         if resume:
             self._resume()
 
@@ -621,6 +633,10 @@ class _Training:
         if saved.get("sequence_loss", "mean") != now["sequence_loss"]:
             changed.append(f"sequence_loss ({saved.get('sequence_loss', 'mean')!r} -> "
                            f"{now['sequence_loss']!r})")
+        # (its evaluations would mix two kinds of batch-norm statistics)
+        if saved.get("eval_bn", "running") != now["eval_bn"]:
+            changed.append(f"eval_bn ({saved.get('eval_bn', 'running')!r} -> "
+                           f"{now['eval_bn']!r})")
         return changed + model_setting_changes(saved, now)
 
     def open_record(self, store: Any, run_id: str | None, name: str | None = None) -> None:
@@ -765,6 +781,10 @@ class _Training:
     def evaluate(self) -> None:
         ctx = self.ctx
         ctx.step = self.loop["step"]
+        if self.eval_bn == "recompute":
+            recompute_eval_statistics(self.model, self.x_train, self.y_train,
+                                      self.bs_of(min(self.loop["epoch"], max(self.epochs - 1,
+                                                                             0))))
         for name, v in evaluation_metrics(self.model, self.loss_fn, self.eval_sets,
                                           classification=self.classification):
             ctx.log(name, v)
@@ -1025,6 +1045,29 @@ def record_completion(store: Any, writer: Any, run_id: str | None, status: str, 
 
 
 SEQUENCE_LOSSES = ("mean", "window-sum")
+EVAL_BN = ("running", "recompute")
+
+
+def recompute_eval_statistics(model: nn.Module, x_train: Tensor, y_train: Tensor,
+                              batch_size: int) -> None:
+    """Batch norm's running statistics replaced by those of the whole training set at the
+    current weights, for an evaluation (``train(..., eval_bn="recompute")``): per channel, the
+    mean and unbiased variance of each layer's input when the ``x_train`` pass as one batch in
+    train mode with dropout off (:func:`~sgdlab.measure.batch_norm.recompute_bn_statistics`,
+    one pass per layer, fed ``batch_size`` examples at a time in the stored order: the
+    statistics do not depend on the batching). No random number is drawn and no parameter
+    moves, so the training trajectory is the one without it; the statistics stay in the
+    running buffers afterwards, as the authors' ``dry_feed()`` leaves them (ucla-vision/
+    entropy-sgd, python/train.py). Nothing happens for a model without tracked batch norm.
+    Not ``torch.optim.swa_utils.update_bn``: it puts every module in train mode, dropout
+    included, and averages the batches' variances with equal weights."""
+    from sgdlab.measure.batch_norm import recompute_bn_statistics
+
+    if not any(isinstance(m, BN_TYPES) and m.track_running_stats for m in model.modules()):
+        return
+    b = max(int(batch_size), 1)
+    batches = [(x_train[i:i + b], y_train[i:i + b]) for i in range(0, len(x_train), b)]
+    recompute_bn_statistics(model, batches[0] if len(batches) == 1 else batches)
 
 
 def _sequence_loss_scale(sequence_loss: Any, y_train: Tensor) -> int:

@@ -20,6 +20,8 @@ Run parameters (all data)::
     eval_every: 1                                # epochs between evaluations (0: start/end only)
     eval_every_steps: null                       # or: steps between evaluations
     eval_subset: null
+    eval_bn: running                             # or recompute: batch-norm statistics of the
+                                                 # training set at x before each evaluation
     measure: [{name: hessian, every: 50, eval_subset: 256}]   # instruments during training
                                                  # (sgdlab.config.run.MeasureItem: every | at |
                                                  # log_points; default every step)
@@ -181,8 +183,8 @@ def _check_named(params: dict[str, Any], where: str) -> None:
 class TrainProcedure(Procedure):
     allowed = {"dataset", "data_seed", "model", "loss", "dtype", "optimizer", "schedule",
                "batch_size", "epochs", "max_steps", "replacement", "drop_last", "eval_every",
-               "eval_subset", "clip_grad_norm", "sequence_loss", "eval_every_steps",
-               "measure", "final", "init_from", "save_model"}
+               "eval_subset", "eval_bn", "clip_grad_norm", "sequence_loss",
+               "eval_every_steps", "measure", "final", "init_from", "save_model"}
     required = {"dataset", "model", "optimizer", "epochs", "batch_size"}
 
     def validate(self, params: dict[str, Any], where: str) -> None:
@@ -202,11 +204,14 @@ class TrainProcedure(Procedure):
         if c is not None and (isinstance(c, bool) or not isinstance(c, (int, float))
                               or not 0 < c < float("inf")):
             raise ConfigError(f"{where}: clip_grad_norm must be a number > 0, got {c!r}")
-        from sgdlab.train.loop import SEQUENCE_LOSSES
+        from sgdlab.train.loop import EVAL_BN, SEQUENCE_LOSSES
 
         if params.get("sequence_loss", "mean") not in SEQUENCE_LOSSES:
             raise ConfigError(f"{where}: sequence_loss must be one of "
                               f"{', '.join(SEQUENCE_LOSSES)}, got {params['sequence_loss']!r}")
+        if params.get("eval_bn", "running") not in EVAL_BN:
+            raise ConfigError(f"{where}: eval_bn must be one of {', '.join(EVAL_BN)}, got "
+                              f"{params['eval_bn']!r}")
         e = params["epochs"]
         if not isinstance(e, int) or e < 1:
             raise ConfigError(f"{where}: epochs must be a positive integer, got {e!r}")
@@ -342,6 +347,7 @@ class TrainProcedure(Procedure):
                     checkpoint_seconds=CHECKPOINT_SECONDS,
                     clip_grad_norm=p.get("clip_grad_norm"),
                     sequence_loss=p.get("sequence_loss", "mean"),
+                    eval_bn=p.get("eval_bn", "running"),
                     resume=ckpt is not None and checkpoint_path(ckpt).is_file(),
                     # a Ray task ships each checkpoint to the driver
                     on_checkpoint=getattr(ctx, "on_checkpoint", None),

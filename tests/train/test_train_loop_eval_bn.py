@@ -1,0 +1,132 @@
+"""The training loop's ``eval_bn``: batch-norm statistics recomputed at x before evaluating."""
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from sgdlab.data import Dataset
+from sgdlab.errors import ConfigError, UserError
+from sgdlab.optim.entropy_sgd import EntropySGD
+from sgdlab.train import Schedule, train
+from sgdlab.train.loop import recompute_eval_statistics
+
+torch.set_num_threads(1)
+
+
+def toy_data(n: int = 50, n_test: int = 20, d: int = 5) -> Dataset:
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(n + n_test, d, generator=g, dtype=torch.float64) * 2 + 1
+    y = (x[:, 0] + 0.5 * x[:, 1] > 1).long()
+    return Dataset(x[:n], y[:n], x[n:], y[n:],
+                   {"name": "toy", "task": "classification", "num_outputs": 2})
+
+
+def bn_mlp(seed: int = 0, dropout: float = 0.3) -> nn.Module:
+    """Two batch-norm layers, the second's input shaped by the first's normalisation."""
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Linear(5, 6), nn.BatchNorm1d(6), nn.ReLU(), nn.Dropout(dropout),
+                         nn.Linear(6, 4), nn.BatchNorm1d(4), nn.Tanh(),
+                         nn.Linear(4, 2)).double()
+
+
+def entropy_sgd_run(model: nn.Module, data: Dataset, **kw):
+    # noise on: Langevin draws from the global generator, as dropout does
+    opt = EntropySGD(model.parameters(), lr=1.0, inner_lr=0.1, L=3, gamma=1.0, noise=1e-4)
+    kw.setdefault("eval_every", Schedule.every(2))
+    return train(model, nn.CrossEntropyLoss(), data, opt, epochs=2, batch_size=8, seed=3,
+                 progress=False, **kw)
+
+
+def whole_set_statistics(model: nn.Module, x: torch.Tensor):
+    """Each layer's (mean, unbiased variance) of its input over all of ``x`` in float64, the
+    layers before it normalising with the whole set's mean and biased variance, dropout off:
+    worked out by hand layer by layer."""
+    lin1, bn1, _, _, lin2, bn2 = list(model)[:6]
+    x = x.double()
+    h1 = F.linear(x, lin1.weight.double(), lin1.bias.double())
+    m1, v1 = h1.mean(0), h1.var(0, unbiased=False)
+    z1 = (h1 - m1) / torch.sqrt(v1 + bn1.eps) * bn1.weight.double() + bn1.bias.double()
+    h2 = F.linear(torch.relu(z1), lin2.weight.double(), lin2.bias.double())
+    return [(m1, h1.var(0)), (h2.mean(0), h2.var(0))]
+
+
+def test_recompute_puts_the_training_set_s_statistics_at_x_into_the_running_buffers():
+    data = toy_data()
+    model = bn_mlp()
+    res = entropy_sgd_run(model, data, eval_bn="recompute")
+    assert res.status == "finished"
+    bns = [m for m in model if isinstance(m, nn.BatchNorm1d)]
+    # the final evaluation recomputed them at the final weights and left them there
+    for bn, (mean, var) in zip(bns, whole_set_statistics(model, data.x_train)):
+        torch.testing.assert_close(bn.running_mean, mean, rtol=1e-10, atol=1e-12)
+        torch.testing.assert_close(bn.running_var, var, rtol=1e-10, atol=1e-12)
+        assert bn.momentum == 0.1 and bn.training
+    # the running statistics training left are another thing (the inner loop's points')
+    other = bn_mlp()
+    entropy_sgd_run(other, data)
+    assert not torch.allclose(other[1].running_mean, bns[0].running_mean, atol=1e-3)
+
+
+def test_the_statistics_do_not_depend_on_the_batch_size_of_the_recomputation():
+    data = toy_data()
+    a, b = bn_mlp(), bn_mlp()
+    recompute_eval_statistics(a, data.x_train, data.y_train, 7)
+    recompute_eval_statistics(b, data.x_train, data.y_train, len(data.x_train))
+    for x, y in zip(a.buffers(), b.buffers()):
+        if x.is_floating_point():
+            torch.testing.assert_close(x, y, rtol=1e-12, atol=1e-12)
+
+
+def test_recomputing_leaves_the_training_trajectory_bit_for_bit():
+    data = toy_data()
+    runs = {}
+    for eval_bn in ("running", "recompute"):
+        model = bn_mlp()
+        res = entropy_sgd_run(model, data, eval_bn=eval_bn)
+        runs[eval_bn] = (model, res.history, torch.get_rng_state())
+    (ma, ha, ga), (mb, hb, gb) = runs["running"], runs["recompute"]
+    for p, q in zip(ma.parameters(), mb.parameters()):
+        assert torch.equal(p, q)
+    assert ha["batch_loss"] == hb["batch_loss"]
+    assert torch.equal(ga, gb)             # no random number drawn by the recomputation
+    assert ha["test_loss"] != hb["test_loss"]    # but the evaluations differ
+
+
+def test_a_model_without_batch_norm_evaluates_the_same_either_way():
+    data = toy_data()
+    out = []
+    for eval_bn in ("running", "recompute"):
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Linear(5, 6), nn.Tanh(), nn.Linear(6, 2)).double()
+        out.append((entropy_sgd_run(model, data, eval_bn=eval_bn).history, model.state_dict()))
+    assert out[0][0] == out[1][0]
+    assert all(torch.equal(out[0][1][k], out[1][1][k]) for k in out[0][1])
+
+
+def test_a_resume_with_another_eval_bn_is_refused(tmp_path):
+    data = toy_data()
+    entropy_sgd_run(bn_mlp(), data, checkpoint_dir=tmp_path, max_steps=3)
+    with pytest.raises(UserError, match="eval_bn \\('running' -> 'recompute'\\)"):
+        entropy_sgd_run(bn_mlp(), data, checkpoint_dir=tmp_path, resume=True,
+                        eval_bn="recompute")
+
+
+def test_unknown_values_are_refused_with_the_choices():
+    from sgdlab.config.run import validate_config
+    from sgdlab.experiments.procedures import get_procedure
+
+    with pytest.raises(UserError, match="eval_bn must be one of 'running', 'recompute'"):
+        entropy_sgd_run(bn_mlp(), toy_data(), eval_bn="recomputed")
+    cfg = {"data": {"name": "digits"}, "model": {"name": "mlp"},
+           "optimizer": {"name": "sgd", "lr": 0.1}, "train": {"eval_bn": "recomputed"}}
+    with pytest.raises(ConfigError, match="train.eval_bn") as e:
+        validate_config(cfg)
+    assert "running" in str(e.value) and "recompute" in str(e.value)
+    params = {"dataset": {"name": "digits"}, "model": {"name": "mlp"},
+              "optimizer": {"name": "sgd", "lr": 0.1}, "epochs": 1, "batch_size": 8}
+    get_procedure("train").validate({**params, "eval_bn": "recompute"}, "x")
+    with pytest.raises(ConfigError, match="eval_bn must be one of running, recompute, got "
+                                          "'recomputed'"):
+        get_procedure("train").validate({**params, "eval_bn": "recomputed"}, "x")
