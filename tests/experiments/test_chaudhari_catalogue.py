@@ -1197,3 +1197,22 @@ def test_master_buffers_reading_reaches_every_run_and_its_default_keeps_the_run_
         "recompute"}
     assert len(default) == len(recompute)
     assert not {r.key for r in default} & {r.key for r in recompute}
+
+
+@pytest.mark.parametrize("name", ["chaudhari-entropy-sgd", "chaudhari-smoothing",
+                                  "chaudhari-sgld"])
+@pytest.mark.parametrize("scale", ["smoke", "cpu", "paper"])
+def test_eval_bn_recompute_evaluates_every_run_with_batch_norm_statistics_at_x(name, scale):
+    """Algorithm 2 and §4.6.1 are silent on batch norm; the authors' code recomputes its
+    statistics at x before each validation (dry_feed()): eval-bn=recompute sets eval_bn on
+    every run, the default leaves the runs and their keys as they were (no eval_bn key)."""
+    spec = load_experiment(name, scale)
+    other = load_experiment(name, scale, readings={"eval-bn": "recompute"})
+    assert spec.readings["eval-bn"] == "running"
+    runs, recomputed = spec.expand(data_dir="/d"), other.expand(data_dir="/d")
+    assert [r.label for r in runs] == [r.label for r in recomputed]
+    for r, o in zip(runs, recomputed):
+        assert "eval_bn" not in r.params and o.key != r.key, r.label
+        assert o.params.pop("eval_bn") == "recompute" and o.params == r.params, r.label
+    assert any("dry_feed" in d for d in other.deviations)
+    assert not any("dry_feed" in d for d in spec.deviations)
