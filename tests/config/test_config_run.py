@@ -270,6 +270,21 @@ def test_sequence_loss_from_a_config_reaches_the_loop():
         validate_config(apply_overrides(TINY, ["train.sequence_loss=sum"]))
 
 
+def test_eval_bn_from_a_config_reaches_the_loop_and_a_stored_config_without_it_is_running():
+    from sgdlab.config.run import stored_training_settings, training_settings
+
+    cfg = validate_config(TINY)
+    assert cfg["train"]["eval_bn"] == "running"
+    assert build_from_config(TINY).train_kwargs["eval_bn"] == "running"
+    assert build_from_config(apply_overrides(TINY, ["train.eval_bn=recompute"])
+                             ).train_kwargs["eval_bn"] == "recompute"
+    # a run stored before the key existed evaluated with the running statistics
+    old = {**cfg, "train": {k: v for k, v in cfg["train"].items() if k != "eval_bn"}}
+    assert stored_training_settings(old) == training_settings(cfg)
+    assert config_errors(apply_overrides(TINY, ["train.eval_bn=batch"])) == (
+        "train.eval_bn: must be one of running, recompute, got 'batch'")
+
+
 def test_packaged_char_lstm_trains_clipped_and_measures_the_entropy_angle():
     from sgdlab.train import train
 
