@@ -55,8 +55,8 @@ Conventions (see docs/ARCHITECTURE.md):
   Entropy-SGD's ``gamma``, ...; or one it keeps outside its groups, named by its
   ``settings()``: a generator's seed, GLD's ``sigma``, a SwitchOptimizer's ``switch_step``,
   ...), another schedule (its class or settings, its seed included), another
-  torch loss class, parameter dtype or ``eval_subset`` is refused (one :class:`UserError`
-  naming each difference, ``lr (0.1 -> 0.05)``): the optimizer's and scheduler's
+  torch loss class, parameter dtype, ``eval_subset`` or ``eval_bn`` is refused (one
+  :class:`UserError` naming each difference, ``lr (0.1 -> 0.05)``): the optimizer's and scheduler's
   ``load_state_dict`` put the checkpoint's values back, so the new ones would be ignored
   without a word (or, for statistics drawn with the old value, mixed with it). ``epochs``,
   ``max_steps``, ``eval_every``, ``checkpoint_every``, the callbacks' cadences, ``device``
