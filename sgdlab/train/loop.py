@@ -91,8 +91,9 @@ from ..accuracy import argmax_hits, perplexity_tokens
 from ..data.augment import batch_augmentation
 from ..errors import UserError
 from ..loss_settings import loss_name, loss_reduction, torch_loss_class
-from ..models.modes import BN_TYPES, eval_mode
+from ..models.modes import eval_mode
 from ..operators.batches import check_target_shape, dtype_refusal, loss_refusal
+from .batch_norm import recompute_batch_norm
 from .callbacks import Callback, Schedule, TrainContext, callback_keys
 from .checkpoint import (changed_settings, checkpoint_path, load_checkpoint, load_state,
                          rng_state, save_checkpoint, set_rng_state, snapshot)
@@ -328,8 +329,8 @@ def train(model: nn.Module, loss_fn: Callable[[Tensor, Tensor], Tensor], data: A
         eval_bn: the batch-norm statistics each evaluation normalises with: ``"running"``
             (default), the running statistics training left (gathered wherever the forward
             passes went: an Entropy-SGD's, HJ's or HEAT's at its inner points, not at x);
-            ``"recompute"``, those of the whole training set at the current weights, written
-            into the running buffers before each evaluation and left there
+            ``"recompute"``, those of a train-mode pass over the training set at the current
+            weights, written into the running buffers before each evaluation and left there
             (:func:`recompute_eval_statistics`). Training itself is unchanged.
         complete: record the end of the run in the store (summary and status, with the last
             metric rows, in one transaction). ``False`` when the caller still owes the run
@@ -782,9 +783,8 @@ class _Training:
         ctx = self.ctx
         ctx.step = self.loop["step"]
         if self.eval_bn == "recompute":
-            recompute_eval_statistics(self.model, self.x_train, self.y_train,
-                                      self.bs_of(min(self.loop["epoch"], max(self.epochs - 1,
-                                                                             0))))
+            recompute_eval_statistics(self.model, self.x_train, self.bs_of(
+                min(self.loop["epoch"], max(self.epochs - 1, 0))))
         for name, v in evaluation_metrics(self.model, self.loss_fn, self.eval_sets,
                                           classification=self.classification):
             ctx.log(name, v)
@@ -1048,26 +1048,17 @@ SEQUENCE_LOSSES = ("mean", "window-sum")
 EVAL_BN = ("running", "recompute")
 
 
-def recompute_eval_statistics(model: nn.Module, x_train: Tensor, y_train: Tensor,
-                              batch_size: int) -> None:
-    """Batch norm's running statistics replaced by those of the whole training set at the
-    current weights, for an evaluation (``train(..., eval_bn="recompute")``): per channel, the
-    mean and unbiased variance of each layer's input when the ``x_train`` pass as one batch in
-    train mode with dropout off (:func:`~sgdlab.measure.batch_norm.recompute_bn_statistics`,
-    one pass per layer, fed ``batch_size`` examples at a time in the stored order: the
-    statistics do not depend on the batching). No random number is drawn and no parameter
-    moves, so the training trajectory is the one without it; the statistics stay in the
-    running buffers afterwards, as the authors' ``dry_feed()`` leaves them (ucla-vision/
-    entropy-sgd, python/train.py). Nothing happens for a model without tracked batch norm.
-    Not ``torch.optim.swa_utils.update_bn``: it puts every module in train mode, dropout
-    included, and averages the batches' variances with equal weights."""
-    from sgdlab.measure.batch_norm import recompute_bn_statistics
-
-    if not any(isinstance(m, BN_TYPES) and m.track_running_stats for m in model.modules()):
-        return
-    b = max(int(batch_size), 1)
-    batches = [(x_train[i:i + b], y_train[i:i + b]) for i in range(0, len(x_train), b)]
-    recompute_bn_statistics(model, batches[0] if len(batches) == 1 else batches)
+def recompute_eval_statistics(model: nn.Module, x_train: Tensor, batch_size: int) -> None:
+    """Batch norm's running statistics recomputed at the current weights for an evaluation
+    (``train(..., eval_bn="recompute")``), as the authors' ``dry_feed()`` before each
+    validation (ucla-vision/entropy-sgd, python/train.py): one train-mode pass over
+    ``x_train`` with dropout off, in the stored order, in batches of about ``batch_size``
+    (:func:`~sgdlab.train.batch_norm.recompute_batch_norm`: each statistic the size-weighted
+    mean of the batches' means and unbiased variances; with one batch, the training set's).
+    No random number is drawn and no parameter moves, so the training trajectory is the one
+    without it; the statistics stay in the running buffers afterwards, as ``dry_feed()``
+    leaves them. Nothing happens for a model without tracked batch norm."""
+    recompute_batch_norm(model, x_train, batch_size=max(int(batch_size), 1))
 
 
 def _sequence_loss_scale(sequence_loss: Any, y_train: Tensor) -> int:

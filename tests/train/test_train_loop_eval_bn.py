@@ -39,27 +39,34 @@ def entropy_sgd_run(model: nn.Module, data: Dataset, **kw):
                  progress=False, **kw)
 
 
-def whole_set_statistics(model: nn.Module, x: torch.Tensor):
-    """Each layer's (mean, unbiased variance) of its input over all of ``x`` in float64, the
-    layers before it normalising with the whole set's mean and biased variance, dropout off:
-    worked out by hand layer by layer."""
+def batch_statistics(model: nn.Module, x: torch.Tensor, k: int):
+    """Each layer's (mean, unbiased variance) of its input in float64, worked out by hand
+    layer by layer: the size-weighted mean over the k consecutive batches of ``x`` of each
+    batch's statistics, the layer before normalising with that batch's mean and biased
+    variance (train mode), dropout off. With k = 1, the whole set's."""
     lin1, bn1, _, _, lin2, bn2 = list(model)[:6]
-    x = x.double()
-    h1 = F.linear(x, lin1.weight.double(), lin1.bias.double())
-    m1, v1 = h1.mean(0), h1.var(0, unbiased=False)
-    z1 = (h1 - m1) / torch.sqrt(v1 + bn1.eps) * bn1.weight.double() + bn1.bias.double()
-    h2 = F.linear(torch.relu(z1), lin2.weight.double(), lin2.bias.double())
-    return [(m1, h1.var(0)), (h2.mean(0), h2.var(0))]
+    w = [p.detach().double() for p in (lin1.weight, lin1.bias, bn1.weight, bn1.bias,
+                                        lin2.weight, lin2.bias)]
+    sums = [[0.0, 0.0], [0.0, 0.0]]
+    for xb in torch.tensor_split(x.double(), k):
+        h1 = F.linear(xb, w[0], w[1])
+        z1 = (h1 - h1.mean(0)) / torch.sqrt(h1.var(0, unbiased=False) + bn1.eps) * w[2] + w[3]
+        h2 = F.linear(torch.relu(z1), w[4], w[5])
+        for i, h in enumerate((h1, h2)):
+            sums[i][0] = sums[i][0] + h.mean(0) * len(xb) / len(x)
+            sums[i][1] = sums[i][1] + h.var(0) * len(xb) / len(x)
+    return sums
 
 
-def test_recompute_puts_the_training_set_s_statistics_at_x_into_the_running_buffers():
+def test_recompute_puts_the_training_set_s_batch_statistics_at_x_into_the_running_buffers():
     data = toy_data()
     model = bn_mlp()
     res = entropy_sgd_run(model, data, eval_bn="recompute")
     assert res.status == "finished"
     bns = [m for m in model if isinstance(m, nn.BatchNorm1d)]
-    # the final evaluation recomputed them at the final weights and left them there
-    for bn, (mean, var) in zip(bns, whole_set_statistics(model, data.x_train)):
+    # the final evaluation recomputed them at the final weights, in the run's batches of 8
+    # (50 examples: 7 batches), and left them there
+    for bn, (mean, var) in zip(bns, batch_statistics(model, data.x_train, 7)):
         torch.testing.assert_close(bn.running_mean, mean, rtol=1e-10, atol=1e-12)
         torch.testing.assert_close(bn.running_var, var, rtol=1e-10, atol=1e-12)
         assert bn.momentum == 0.1 and bn.training
@@ -69,14 +76,15 @@ def test_recompute_puts_the_training_set_s_statistics_at_x_into_the_running_buff
     assert not torch.allclose(other[1].running_mean, bns[0].running_mean, atol=1e-3)
 
 
-def test_the_statistics_do_not_depend_on_the_batch_size_of_the_recomputation():
+def test_with_one_batch_the_statistics_are_the_whole_training_set_s():
     data = toy_data()
-    a, b = bn_mlp(), bn_mlp()
-    recompute_eval_statistics(a, data.x_train, data.y_train, 7)
-    recompute_eval_statistics(b, data.x_train, data.y_train, len(data.x_train))
-    for x, y in zip(a.buffers(), b.buffers()):
-        if x.is_floating_point():
-            torch.testing.assert_close(x, y, rtol=1e-12, atol=1e-12)
+    model = bn_mlp()
+    recompute_eval_statistics(model, data.x_train, len(data.x_train))
+    for bn, (mean, var) in zip([model[1], model[5]], batch_statistics(model, data.x_train, 1)):
+        torch.testing.assert_close(bn.running_mean, mean, rtol=1e-10, atol=1e-12)
+        torch.testing.assert_close(bn.running_var, var, rtol=1e-10, atol=1e-12)
+    h1 = F.linear(data.x_train, model[0].weight, model[0].bias)
+    torch.testing.assert_close(model[1].running_var, h1.var(0), rtol=1e-10, atol=1e-12)
 
 
 def test_recomputing_leaves_the_training_trajectory_bit_for_bit():
