@@ -23,7 +23,7 @@ import yaml
 from sgdlab.atomic import save_figure, write_whole
 from sgdlab.claims import folder_lock
 from sgdlab.errors import ConfigError, ReportInterrupted, UserError, make_output_dir
-from sgdlab.experiments.analysis import Analysis, Conclusion
+from sgdlab.experiments.analysis import Analysis, Conclusion, outside_regime
 from sgdlab.experiments.procedures import get_analysis
 from sgdlab.experiments.spec import (ExperimentSpec, RunSpec, expand_data_dir, grid_point,
                                     load_experiment, load_yaml, needs_data_dir, resolve)
@@ -269,6 +269,7 @@ def analyze(spec: ExperimentSpec, *, store_path: str, data_dir: str | None = Non
             if not missing:
                 raise
             analysis = Analysis(notes=[f"analysis needs the missing runs: {type(e).__name__}: {e}"])
+    analysis.conclusions = outside_regime(analysis.conclusions, spec.outside_regime)
     return analysis, stored, missing
 
 

@@ -44,7 +44,12 @@ and edits, run with ``sgdlab run --config FILE``) is *data*: it is parsed with
 
 Each scale may list its ``deviations``: every place where that scale departs from the paper's
 stated setting (model, data, optimizer constants, epochs, grid), one sentence each. Reports
-show them next to the verdicts.
+show them next to the verdicts. A scale whose settings lie outside the regime in which the
+paper makes its claims (a learning rate the paper says its claim does not hold at) states so in
+``outside_regime: "..."``, one sentence with the paper's words: every claim's verdict at that
+scale is then reported as neither agreeing nor disagreeing, with that reason, and counted with
+the inconclusive ones; the measured numbers stay in the findings
+(:func:`sgdlab.experiments.analysis.outside_regime`).
 
 Overrides are deep-merged into dicts (lists are replaced); a mapping whose ``name`` differs
 from the one it overrides (another model, optimizer, dataset) replaces it whole. Grid keys and
@@ -97,7 +102,7 @@ _REQUIRED = ("name", "version", "description", "paper", "analysis")
 _PAPER_KEYS = {"author", "year", "figure", "title", "claim", "quote", "where", "quotes"}
 _QUOTE_KEYS = {"quote", "where"}
 _SCALE_KEYS = {"base", "runs", "grid", "seeds", "options", "requires_data_dir", "description",
-               "deviations", "resources"}
+               "deviations", "resources", "outside_regime"}
 # what one run asks of a Ray cluster (`sgdlab run --backend ray`); not part of the run keys
 _RESOURCE_KEYS = {"cpus_per_run", "gpus_per_run"}
 _RUN_KEYS = {"label", "params", "depends"}
@@ -232,6 +237,8 @@ class ExperimentSpec:
     resources: dict[str, float] = field(default_factory=dict)   # per run, for --backend ray
     raw: dict[str, Any] = field(repr=False, default_factory=dict)   # the file, as data
     readings: dict[str, str] = field(default_factory=dict)   # reading -> choice, every reading
+    # why this scale lies outside the regime of the paper's claims; None where it does not
+    outside_regime: str | None = None
     # the chosen readings' run overrides: (label prefixes, exact labels, params); both None
     # for every run
     reading_params: list[tuple[tuple[str, ...] | None, tuple[str, ...] | None,
@@ -283,6 +290,7 @@ class ExperimentSpec:
         return {"name": self.name, "version": self.version, "title": self.title,
                 "description": self.description, "paper": self.paper,
                 "deviations": list(self.deviations), "readings": readings,
+                **({"outside_regime": self.outside_regime} if self.outside_regime else {}),
                 "procedure": self.procedure, "analysis": self.analysis}
 
     def changed_readings(self) -> dict[str, str]:
@@ -494,6 +502,10 @@ def validate_raw(raw: Any, source: str = "<config>") -> dict[str, Any]:
         _check_run_lists(where, ov or {})
         _check_resources(where, ov or {})
         _check_sentences(f"{where}.deviations", (ov or {}).get("deviations", []))
+        reason = (ov or {}).get("outside_regime")
+        if "outside_regime" in (ov or {}) and not (isinstance(reason, str) and reason.strip()):
+            raise ConfigError(f"{where}.outside_regime: expected one sentence saying why the "
+                              "scale lies outside the regime of the paper's claims")
     return raw
 
 
@@ -645,7 +657,7 @@ def resolve(raw: dict[str, Any], scale: str, source: str = "<config>",
                                                      for d in c.get("deviations", [])],
         source=source, raw=raw,
         resources={**(raw.get("resources") or {}), **(ov.get("resources") or {})},
-        readings=chosen,
+        readings=chosen, outside_regime=ov.get("outside_regime"),
         reading_params=[(tuple(c["labels"]) if "labels" in c else None,
                          tuple(c["exact_labels"]) if "exact_labels" in c else None,
                          dict(c["params"])) for c in picked if c.get("params")])

@@ -26,7 +26,7 @@ from typing import Any, NamedTuple
 from sgdlab.atomic import write_whole
 from sgdlab.errors import UserError
 from sgdlab.experiments.spec import paper_ref
-from sgdlab.report.verdicts import SMOKE
+from sgdlab.report.verdicts import OUTSIDE, SMOKE
 from sgdlab.report.verdicts import verdict as report_verdict
 
 MARKDOWN = {"agree": "agrees", "disagree": "**disagrees**"}
@@ -88,7 +88,8 @@ def _cell(text: Any) -> str:
 
 def verdict_counts(result: dict[str, Any]) -> tuple[int, int, int]:
     """(agree, disagree, inconclusive) over an experiment's conclusions (its results.json);
-    none at smoke scale, whose conclusions decide nothing."""
+    none at smoke scale, whose conclusions decide nothing. A claim tested outside the paper's
+    regime has no verdict (``agrees_with_paper`` None): it counts as inconclusive."""
     if result.get("scale") == "smoke":
         return 0, 0, 0
     cs = result.get("conclusions") or []
@@ -138,7 +139,8 @@ def results_markdown(results: list[dict[str, Any]], *, command: str | None) -> s
     head = [f"Regenerate: `{command}`", ""] if command is not None else []
     head += [f"{len(results)} experiments, {totals[0]} findings agree with the paper's claim, "
              f"{totals[1]} disagree, {totals[2]} are inconclusive (inside the seed-to-seed "
-             "spread or not decidable from the numbers).", ""]
+             "spread, not decidable from the numbers, or tested outside the paper's regime).",
+             ""]
     return "\n".join(head + overview + [""]) + "\n" + "\n\n".join(sections) + "\n"
 
 
@@ -151,7 +153,7 @@ class PageEntry(NamedTuple):
 
 _ROW = re.compile(r"\| \[([a-z0-9][a-z0-9-]*)\]\(#\1\) \| .* \| (\d+) / (\d+) / (\d+) \|")
 _BAR = re.compile(r"(?<!\\)\|")       # a cell boundary: _cell escapes a text's own bars
-_VERDICTS = {"agrees", "**disagrees**", "inconclusive", "descriptive", SMOKE, ""}
+_VERDICTS = {"agrees", "**disagrees**", "inconclusive", "descriptive", OUTSIDE, SMOKE, ""}
 
 
 def parse_page(text: str, source: str) -> dict[str, PageEntry]:

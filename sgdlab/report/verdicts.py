@@ -1,20 +1,26 @@
 """How a conclusion's verdict is worded, the same in report.html, RESULTS.md and the CLI.
 
 At ``smoke`` scale the runs are too short and small for their numbers to mean anything, so
-no verdict is shown (whatever ``agrees_with_paper`` says), only that the experiment ran.
+no verdict is shown (whatever ``agrees_with_paper`` says), only that the experiment ran. A
+claim tested at a scale outside the regime where the paper makes it (``outside_regime``: the
+reason) is neither an agreement nor a disagreement, and says so.
 """
 from __future__ import annotations
 
 from typing import Any
 
 SMOKE = "smoke scale: checks that it runs, not a verdict"
+OUTSIDE = "outside the paper's regime"
 
 
 def verdict(conclusion: dict[str, Any], scale: str | None) -> tuple[str, str]:
     """``(words, kind)``: kind is ``agree``, ``disagree`` or ``neutral`` (inconclusive, a
-    description without a claim, or any smoke-scale result)."""
+    description without a claim, a claim outside the paper's regime, or any smoke-scale
+    result)."""
     if scale == "smoke":
         return SMOKE, "neutral"
+    if conclusion.get("outside_regime") and conclusion.get("claim"):
+        return OUTSIDE, "neutral"
     agrees = conclusion.get("agrees_with_paper")
     if agrees is True:
         return "agrees with the paper", "agree"
@@ -23,4 +29,4 @@ def verdict(conclusion: dict[str, Any], scale: str | None) -> tuple[str, str]:
     return ("inconclusive" if conclusion.get("claim") else "descriptive"), "neutral"
 
 
-__all__ = ["SMOKE", "verdict"]
+__all__ = ["OUTSIDE", "SMOKE", "verdict"]

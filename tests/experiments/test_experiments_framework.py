@@ -1160,3 +1160,43 @@ def test_threads_per_run_are_capped_by_omp_num_threads_and_set_by_sgdlab_threads
     monkeypatch.delenv("SGDLAB_THREADS")
     with pytest.raises(UserError, match="OMP_NUM_THREADS must be an integer, got 'two'"):
         threads_per_worker(1)
+
+
+def test_a_scale_outside_the_papers_regime_scores_no_verdict_and_keeps_the_numbers(tmp_path):
+    from html import escape
+
+    from sgdlab.experiments.summary import parse_page, results_markdown, verdict_counts
+    from sgdlab.report.verdicts import OUTSIDE
+
+    why = "l is ten times the paper's, where it expects no equivalence (line 190)"
+    raw = _raw(scales={"smoke": {"seeds": [0]},
+                       "cpu": {"seeds": [0], "outside_regime": why}})
+    cfg, store, out = _write(tmp_path, raw), str(tmp_path / "runs.sqlite"), tmp_path / "out"
+    inside = resolve(_raw(scales={"cpu": {"seeds": [0]}}), "cpu")
+    spec = resolve(raw, "cpu")
+    # a reason, not a setting of the runs: the same runs, found in the store
+    assert [r.key for r in spec.expand()] == [r.key for r in inside.expand()]
+    assert spec.outside_regime == why and spec.describe()["outside_regime"] == why
+    assert "outside_regime" not in inside.describe()
+    assert resolve(raw, "smoke").outside_regime is None
+    run_experiment(str(cfg), scale="cpu", out_dir=out, store_path=store, progress=None)
+    r = json.loads((out / "results.json").read_text())
+    assert r["conclusions"] == [{
+        "text": f"max y = 9 — outside the paper's regime: {why}; not scored (the numbers "
+                "alone: agrees)", "agrees_with_paper": None, "claim": "squares are positive",
+        "evidence": {}, "outside_regime": why, "measured": True}]
+    assert verdict_counts(r) == (0, 0, 1)
+    html = (out / "report.html").read_text()
+    assert f"<span class='neutral'>{escape(OUTSIDE)}</span>" in html
+    assert "agrees with the paper" not in html
+    page = results_markdown([r], command=None)
+    assert f"| {OUTSIDE} |" in page and "0 findings agree" in page and "1 are inconclusive" in page
+    assert parse_page(page, "page")["t-square"].counts == (0, 0, 1)
+    # rebuilt from the store (no run), the report reads the reason from the file again
+    CALLS.clear()
+    rebuild(out, store_path=store)
+    again = json.loads((out / "results.json").read_text())
+    assert CALLS == [] and again["conclusions"] == r["conclusions"]
+    raw["scales"]["cpu"]["outside_regime"] = ["a list"]
+    with pytest.raises(ConfigError, match="cpu.outside_regime: expected one sentence"):
+        resolve(raw, "cpu")

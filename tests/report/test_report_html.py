@@ -93,3 +93,25 @@ def test_cli_prints_smoke_conclusions_without_verdicts(tmp_path, monkeypatch, ca
     assert main(["run", "grid", "--scale", "cpu", "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "  - [DISAGREES] λ_max falls with η/B\n  - [agrees] accuracy rises" in out
+
+
+def test_a_claim_outside_the_papers_regime_is_neither_agreement_nor_disagreement(tmp_path):
+    import json
+
+    from sgdlab.report.compare import compare_lines
+    from sgdlab.report.verdicts import OUTSIDE, verdict
+
+    outside = [dict(c, agrees_with_paper=None, outside_regime="l ten times the paper's",
+                    measured=c["agrees_with_paper"]) for c in CONCLUSIONS]
+    assert [verdict(c, "cpu") for c in outside] == [(OUTSIDE, "neutral")] * 2
+    assert verdict(outside[0], "smoke") == (SMOKE, "neutral")
+    page = render(_results(tmp_path, "cpu") | {"conclusions": outside}, tmp_path)
+    assert page.count("<span class='neutral'>outside the paper&#x27;s regime</span>") == 2
+    assert "disagrees with the paper" not in page and "agrees with the paper" not in page
+    # a comparison of the two reports names the move, not "inconclusive"
+    for d, cs in (("a", CONCLUSIONS), ("b", outside)):
+        (tmp_path / d).mkdir()
+        (tmp_path / d / "results.json").write_text(json.dumps(
+            {"experiment": {"name": "grid"}, "scale": "cpu", "conclusions": cs}))
+    lines = compare_lines(tmp_path / "a", tmp_path / "b")
+    assert f"  sharper at small η/B: A disagrees → B {OUTSIDE}" in lines
