@@ -248,3 +248,25 @@ def test_every_claim_requires_trained_nets(name, scale):
     claims = load_experiment(name, scale).options["claims"]
     assert claims and all({"metric": "train_acc", "above": 0.5} in c.get("requires", [])
                           for c in claims), name
+
+
+def test_model2_cpu_scale_lies_outside_the_papers_regime(papers_folder):
+    """At ten times the paper's l the deep net is outside the small-l regime where §3.1 claims
+    the equivalence (lines 190, 212): its cpu verdicts are not scored, and say why in the
+    paper's own words; the paper scale, at the stated l, is scored."""
+    import re
+
+    cpu = load_experiment("musso-protocols-model2", "cpu")
+    assert {r.params["optimizer"]["lr"] for r in cpu.expand()} == {10 * 5e-5}
+    why = cpu.outside_regime
+    assert why and "line 190" in why and "line 212" in why
+    assert load_experiment("musso-protocols-model2", "paper").outside_regime is None
+    assert load_experiment("musso-protocols", "cpu").outside_regime is None
+    if papers_folder is None:
+        pytest.skip("paper texts not at hand (set SGDLAB_PAPERS)")
+    text = (papers_folder / "musso-2020-random-learning-rate.txt").read_text()
+
+    def norm(t):
+        return re.sub(r"[^a-z0-9]+", "", t.lower())
+    quoted = re.findall(r"“([^”]+)”", why)
+    assert len(quoted) == 2 and all(norm(q) in norm(text) for q in quoted)
