@@ -251,6 +251,44 @@ def test_breakdown_equivalence_departure_and_dataset_size():
     assert c[9].evidence == pytest.approx({"800 examples": 0.2, "4000 examples": 0.05})
 
 
+def test_breakdown_within_limit_reading_scores_the_small_beta_at_the_largest_size_only():
+    """Line 219's "up to a certain limit" names no β: under ``within-limit=largest-size``
+    β = 2 is held to β = 1 on the largest training set only, and on the smaller one (where
+    the breakdown is "magnified", line 215) its numbers are described, not scored."""
+    def r(n, beta, seed, best):
+        return run(f"beta{beta}|n_train={n}", seed,
+                   params={"optimizer": {"lr": 0.1 * beta}, "batch_size": 50 * beta,
+                           "dataset": {"n_train": n}},
+                   metrics={"test_acc": [(0, 0.1), (10, best - 0.05), (20, best)]})
+    runs = []
+    for seed, e in ((0, 0.0), (1, 0.001), (2, -0.001)):
+        runs += [r(4000, 1, seed, 0.95 + e), r(4000, 2, seed, 0.951 + e),
+                 r(4000, 16, seed, 0.90 + e),
+                 # β = 2 already departs on 800 images
+                 r(800, 1, seed, 0.90 + e), r(800, 2, seed, 0.80 + e),
+                 r(800, 16, seed, 0.70 + e)]
+    small = ("multiplying η and S by a small β keeps the final performance",
+             "multiplying η and S by a small β keeps the learning dynamics")
+
+    def small_beta(within):
+        options = {"metric": "test_acc", "margin": 0.01} | (
+            {"within_limit": within} if within else {})
+        c = breakdown(SimpleNamespace(paper=PAPER, options=options), runs).conclusions
+        assert len(c) == 10
+        # per size: β = 2's best accuracy and curves, then β = 16's; 4,000 images first
+        return [(c[i].claim, c[i].agrees_with_paper) for i in (0, 1, 4, 5)], c
+
+    every, c = small_beta(None)
+    assert small_beta("every-size")[0] == every
+    assert every == [(small[0], True), (small[1], True), (small[0], False), (small[1], False)]
+    scored, c = small_beta("largest-size")
+    assert scored == [(small[0], True), (small[1], True), (None, None), (None, None)]
+    assert all("not a claim under within-limit=largest-size" in c[i].text for i in (4, 5))
+    assert "0.8" in c[4].text and "β = 2 vs β = 1" in c[5].text     # the numbers stay
+    with pytest.raises(ConfigError, match="within_limit"):
+        breakdown(SimpleNamespace(paper=PAPER, options={"within_limit": "smallest"}), runs)
+
+
 def test_breakdown_counts_a_diverged_seed_at_the_largest_beta_as_the_breakdown():
     """Footnote 10 marks with * a β at which "at least one seed diverged": the scaling broke
     down there even when the seeds' best accuracies before diverging match β = 1's."""
