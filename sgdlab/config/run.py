@@ -363,7 +363,12 @@ def _optimizer_params(name: str) -> tuple[dict[str, Any], bool]:
 
     cls = OPTIMIZERS[name]
     skip = ("self", "params") + (("model", "loss_fn", "data") if needs_model(cls) else ())
-    return _signature_params(_optimizer_signature(cls), skip)
+    params, var_kw = _signature_params(_optimizer_signature(cls), skip)
+    # a variant of a shared signature that cannot do without one of its None defaults
+    # (gld-const's sigma)
+    for k in getattr(cls, "required_args", ()):
+        params[k] = REQUIRED
+    return params, var_kw
 
 
 def _schedule_params(name: str) -> tuple[dict[str, Any], bool]:

@@ -152,6 +152,7 @@ class StructuredNoiseGD(PicklesWhole, Optimizer):
 
     needs_model = True
     noise_kind: str | None = None
+    required_args: tuple[str, ...] = ()
 
     def __init__(self, params, lr: float = 1e-2, *, noise: str | None = None,
                  model: nn.Module | None = None,
@@ -223,11 +224,17 @@ class StructuredNoiseGD(PicklesWhole, Optimizer):
             raise ValueError(f"Invalid eig_tol: {eig_tol}")
         if not hessian_tol >= 0:
             raise ValueError(f"Invalid hessian_tol: {hessian_tol}")
-        if kind == "const" and (sigma is None or not sigma >= 0):
+        if kind == "const" and sigma is None:
+            raise ValueError("gld-const requires sigma= (the noise std σ, >= 0)")
+        if kind == "const" and not sigma >= 0:
             raise ValueError(f"Invalid sigma: {sigma} (gld-const needs sigma >= 0)")
         if kind == "isotropic-init":
             noise_batch_size = 1 if noise_batch_size is None else noise_batch_size
-            if variance_factor is None or not variance_factor > 0:
+            if variance_factor is None:
+                raise ValueError("gd-isotropic requires variance_factor= (its noise variance as "
+                                 "a multiple of the largest per-coordinate gradient variance at "
+                                 "the first step, > 0; Xing et al. use 0.1 and 0.05)")
+            if not variance_factor > 0:
                 raise ValueError(f"Invalid variance_factor: {variance_factor} (gd-isotropic's "
                                  "noise variance as a multiple of the largest per-coordinate "
                                  "gradient variance at the first step, > 0; Xing et al. use "
@@ -672,16 +679,21 @@ def max_gradient_variance(model: nn.Module, loss_fn: Callable[[Tensor, Tensor], 
     return float(cov.diagonal().max())
 
 
-def _variant(name: str, kind: str, doc: str) -> type[StructuredNoiseGD]:
+def _variant(name: str, kind: str, doc: str,
+             required: tuple[str, ...] = ()) -> type[StructuredNoiseGD]:
+    # ``required_args``: keyword arguments the shared signature defaults to None that this
+    # variant cannot do without (the config validator reports them missing, as for any
+    # required argument)
     cls = type(name, (StructuredNoiseGD,), {"noise_kind": kind, "__doc__": doc,
-                                             "__module__": __name__})
+                                             "__module__": __name__,
+                                             "required_args": required})
     return cls
 
 
 GD = register_optimizer("gd")(_variant(
     "GD", "none", "Plain (full-batch) gradient descent: no injected noise (Zhu et al. GD)."))
 GLDConst = register_optimizer("gld-const")(_variant(
-    "GLDConst", "const", "GLD const: ε ~ N(0, σ² I), σ fixed (``sigma``)."))
+    "GLDConst", "const", "GLD const: ε ~ N(0, σ² I), σ fixed (``sigma``).", ("sigma",)))
 GLDDynamic = register_optimizer("gld-dynamic")(_variant(
     "GLDDynamic", "dynamic",
     "GLD dynamic: ε ~ N(0, Tr Σ/(m d) I), so E‖ε‖² = Tr Σ / m equals SGD's noise norm."))
@@ -704,4 +716,4 @@ IsotropicNoiseGD = register_optimizer("gd-isotropic")(_variant(
     "reads the paper's 'maximum gradient variance' as that of per-example gradients; m = 100 as "
     "that of the batch-100 gradients of its SGD baseline. With batch norm, ``variance_bn`` "
     "picks the statistics it is measured with: the fresh running ones (default) or the "
-    "training data's, which the full-batch GD step normalises with."))
+    "training data's, which the full-batch GD step normalises with.", ("variance_factor",)))

@@ -285,6 +285,13 @@ def test_invalid_hyper_parameters(problem, name, kw, match):
         build_optimizer_for(name, model, loss_fn=LOSS, data=data, **{"lr": 0.1, **kw})
 
 
+def test_a_missing_sigma_reads_as_required_not_as_a_bad_value(problem):
+    # "Invalid sigma: None (gld-const needs sigma >= 0)" read as if None had been given
+    model, data, _, _ = problem
+    with pytest.raises(ValueError, match=r"^gld-const requires sigma= \(the noise std"):
+        build_optimizer_for("gld-const", model, loss_fn=LOSS, data=data, lr=0.1)
+
+
 def test_zero_learning_rate_is_accepted_and_moves_nothing(problem):
     model, data, _, _ = problem
     opt = build_optimizer_for("gld-const", model, loss_fn=LOSS, data=data, lr=0.0, sigma=0.5)

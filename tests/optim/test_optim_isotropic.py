@@ -75,14 +75,23 @@ def _max_variance_with_bn_stats(net, data, mean, var) -> float:
     return float(torch.diagonal(sigma).max())
 
 
-@pytest.mark.parametrize("factor", [None, 0.0, -0.1])
-def test_a_missing_variance_factor_says_what_it_is_and_the_papers_values(factor):
+@pytest.mark.parametrize("factor", [0.0, -0.1])
+def test_a_bad_variance_factor_says_what_it_is_and_the_papers_values(factor):
     # "Invalid variance_factor: None (must be > 0)" named no meaning and no value to try
     model = tiny_mlp(3, 4, 2, seed=0)
     with pytest.raises(ValueError, match=r"Invalid variance_factor: .*largest per-coordinate "
                                          r"gradient variance.*0\.1 and 0\.05"):
         build_optimizer_for("gd-isotropic", model, loss_fn=LOSS, data=tiny_classification(n=5),
-                            lr=0.1, **({} if factor is None else {"variance_factor": factor}))
+                            lr=0.1, variance_factor=factor)
+
+
+def test_a_missing_variance_factor_reads_as_required_not_as_a_bad_value():
+    # "Invalid variance_factor: None" read as if None had been given
+    model = tiny_mlp(3, 4, 2, seed=0)
+    with pytest.raises(ValueError, match=r"^gd-isotropic requires variance_factor= \(.*largest "
+                                         r"per-coordinate gradient variance.*0\.1 and 0\.05"):
+        build_optimizer_for("gd-isotropic", model, loss_fn=LOSS, data=tiny_classification(n=5),
+                            lr=0.1)
 
 
 def test_max_variance_bn_reads_running_or_recomputed_batch_norm_statistics():
