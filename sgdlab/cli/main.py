@@ -110,6 +110,9 @@ def main(argv: list[str] | None = None) -> int:
     previous = _sigterm_as_interrupt()
     shown_before, warnings.showwarning = warnings.showwarning, _show_warning
     try:
+        from sgdlab.cli._plugins import import_command_plugins
+
+        import_command_plugins(args)     # before a config names what they register
         return int(args.func(args) or 0)
     except UserError as e:
         print(f"sgdlab: error: {e}", file=sys.stderr)

@@ -67,6 +67,8 @@ OPTIONS = {
 
 
 def register(subparsers) -> None:
+    from sgdlab.cli._plugins import add_plugin_option
+
     p = subparsers.add_parser(
         "measure", help="curvature, gradient noise, Σ–H alignment, sharpness of a stored model",
         description=plain(__doc__.split("\n\n", 1)[1]),
@@ -137,6 +139,7 @@ def register(subparsers) -> None:
                    "$SGDLAB_STORE or ./sgdlab-runs/runs.sqlite)")
     p.add_argument("--out", metavar="DIR",
                    help="output folder (default: <run folder>/measure-step<step>)")
+    add_plugin_option(p, "; a run of sgdlab train imports those its config names itself")
     p.set_defaults(func=_measure)
 
 

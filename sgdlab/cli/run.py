@@ -59,6 +59,8 @@ def readings_of(args: argparse.Namespace) -> dict[str, str]:
 
 
 def register(subparsers) -> None:
+    from sgdlab.cli._plugins import add_plugin_option
+
     p = subparsers.add_parser(
         "run", help="run an experiment from the catalogue (see `sgdlab list`)",
         description="Run an experiment: its sweep (only the runs missing from the store), then "
@@ -112,6 +114,7 @@ def register(subparsers) -> None:
                    help="run store (SQLite) path; default ./sgdlab-runs/runs.sqlite or "
                         "$SGDLAB_STORE")
     p.add_argument("--progress", action="store_true", help="show per-run training progress bars")
+    add_plugin_option(p, "; the sweep's workers import them too")
     p.add_argument("--tensorboard", metavar="DIR",
                    help="write every run's metrics live to TensorBoard event files in "
                         "DIR/<run>-<run id>, and those of the runs already stored (tensorboard "

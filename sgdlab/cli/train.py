@@ -15,6 +15,8 @@ EXIT_STATUSES = (f"exit status: 0 the run finished, {EXIT_DIVERGED} it diverged 
 
 
 def register(subparsers) -> None:
+    from sgdlab.cli._plugins import add_plugin_option
+
     p = subparsers.add_parser(
         "train", help="train a model from a run config (YAML/TOML or a packaged name)",
         description="Train from a run config. CONFIG is a .yaml/.toml file or the name of a "
@@ -40,6 +42,7 @@ def register(subparsers) -> None:
     p.add_argument("--tensorboard", metavar="DIR",
                    help="log every metric live to TensorBoard event files in DIR/<name>-<run "
                         "id> (the config's train.tensorboard; needs the tensorboard package)")
+    add_plugin_option(p, "; added to the config's plugins, so the stored run names them")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--print-config", action="store_true",
                    help="print the validated config and exit without training (the data and "
@@ -72,6 +75,10 @@ def _train(args: argparse.Namespace) -> int:
     raw = apply_overrides(load_config(args.config), args.overrides)
     if args.tensorboard:
         raw.setdefault("train", {})["tensorboard"] = args.tensorboard
+    if args.plugins:
+        plugins = raw.setdefault("plugins", [])
+        if isinstance(plugins, list):   # (not a list: validate_config names the problem)
+            plugins.extend(p for p in args.plugins if p not in plugins)
     if args.init_from is not None:
         model = raw.setdefault("model", {})
         if isinstance(model, dict):   # (not a mapping: validate_config names the problem)

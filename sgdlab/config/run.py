@@ -4,7 +4,8 @@ A run config (YAML or TOML, data only) has these sections; every key but the nam
 
     name: digits-mlp                  # run name (default: the file's stem)
     experiment: null                  # experiment the run belongs to
-    data:      {name: digits, seed: 0, data_dir: null, options: {}}
+    plugins:   []                     # modules imported first (their register_* calls)
+    data:      {name: digits, seed: 0, data_dir: null, options: {}}   # or {file: data.pt}
     model:     {name: mlp, options: {widths: [64]}, init_from: null}  # init_from: a warm start
     loss:      auto                   # auto | cross_entropy | mse  (auto: by the data's task)
     optimizer: {name: sgd, lr: 0.1, momentum: 0.9}     # any registered optimizer + its args
@@ -29,6 +30,7 @@ import math
 import random
 import re
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Annotated, Any, Literal, NamedTuple
 
 from pydantic import BeforeValidator, Field, ValidationError, WithJsonSchema
@@ -96,9 +98,14 @@ NonNegative = Annotated[int, Field(ge=0)]
 
 
 class DataSection(Section):
-    """The dataset: load_dataset(name, seed=seed, data_dir=data_dir, **options)."""
+    """The dataset: load_dataset(name, seed=seed, data_dir=data_dir, **options), or a file of
+    tensors (``file``, as a replica run config's ``data: {file: PATH}``)."""
 
-    name: str = Field(description="a registered dataset (digits, mnist1d, cubic, mnist, ...)")
+    name: str | None = Field(None, description="a registered dataset (digits, mnist1d, "
+                                               "cubic, mnist, ...); or give file")
+    file: str | None = Field(None, min_length=1, description=(
+        "instead of name: a torch.save'd dict of tensors x_train, y_train (x_test with "
+        "y_test, and meta, optional); stored as an absolute path"))
     seed: int = Field(0, ge=0, description="seed of the data (subsets, label noise, splits)")
     data_dir: str | None = Field(None, description="folder with the dataset's files")
     options: dict[str, Any] = Field(default_factory=dict,
@@ -197,6 +204,9 @@ class RunConfig(Section):
     name: str | None = Field(None, description="run name (default: the file's stem)")
     experiment: str | None = Field(None, description="experiment the run belongs to")
     description: str | None = None
+    plugins: list[str] = Field(default_factory=list, description=(
+        "modules (names on sys.path, or .py files) imported before the config is checked: "
+        "their register_model / register_dataset / ... calls name what the config uses"))
     data: DataSection
     model: ModelSection
     loss: Literal[LOSSES] = Field("auto", description="auto (by the data's task), "
@@ -424,11 +434,28 @@ def _check_data(path: str, sec: dict[str, Any], errors: list[str]) -> None:
     from ..data import DATASETS, dataset_options
     from ..data.registry import _canonical
 
+    if sec.get("file") is not None:
+        # the tensors are the data: nothing to draw, download or pass on
+        others = [k for k, default in (("name", None), ("data_dir", None), ("options", {}),
+                                       ("seed", 0)) if sec.get(k, default) != default]
+        if others:
+            errors.append(f"{join(path, 'file')}: a data file takes no other keys, got "
+                          f"{', '.join(join(path, k) for k in others)} (the whole section "
+                          f"is {path}: {{file: PATH}})")
+        return
+    if sec.get("name") is None:
+        errors.append(_no_data_source(path))
+        return
     name = _registered_name(path, sec, DATASETS, "dataset", errors, key=_canonical)
     if name is None:
         return
     _check_args(join(path, "options"), sec["options"], dataset_options(name), False,
                 f"dataset {name!r}", errors)
+
+
+def _no_data_source(path: str) -> str:
+    return (f"{join(path, 'name')}: required key is missing (a registered dataset; or "
+            f"{join(path, 'file')}: a file of tensors)")
 
 
 def _model_key(name: str) -> str:
@@ -483,7 +510,12 @@ def _check_measure_item(path: str, item: dict[str, Any], errors: list[str]) -> N
 
 
 def _unknown_name(path: str, name: str, registry, what: str) -> str:
-    return (f"{path}: unknown {what} {name!r}{did_you_mean(name, registry)}; known: "
+    hint = did_you_mean(name, registry)
+    # a name of the user's own is registered by a module sgdlab has not imported
+    own = ("" if hint or what not in ("model", "dataset", "optimizer", "instrument") else
+           f" (a {what} of your own: name the module that registers it under plugins: "
+           "[MODULE] or with --plugin MODULE)")
+    return (f"{path}: unknown {what} {name!r}{hint}{own}; known: "
             f"{', '.join(sorted(registry))}")
 
 
@@ -548,6 +580,7 @@ def validate_config(raw: dict[str, Any]) -> dict[str, Any]:
     if not isinstance(raw, dict):
         raise config_error([f"config: must be a mapping, got {raw!r}"])
     check_config_kind(raw, "run")
+    _import_config_plugins(raw.get("plugins"))
     failed: list[tuple] = []
     try:
         cfg = RunConfig.model_validate(raw).model_dump()
@@ -566,6 +599,10 @@ def validate_config(raw: dict[str, Any]) -> dict[str, Any]:
     for key in ("data", "model", "optimizer", "schedule"):
         if sound((key,)):
             _CHECKS[key](key, cfg[key] if cfg else checked(key, raw.get(key)), errors)
+    data = raw.get("data")
+    if (not sound(("data",)) and isinstance(data, dict)
+            and data.get("name") is None and data.get("file") is None):
+        errors.append(_no_data_source("data"))   # beside the section's other problems
     items = raw.get("measure")
     for i, item in enumerate(items if isinstance(items, list) else []):
         if sound(("measure", i)) and isinstance(item, dict):
@@ -576,11 +613,34 @@ def validate_config(raw: dict[str, Any]) -> dict[str, Any]:
                       "(remove both to start from the seed's weights)")
     if errors:
         raise config_error(errors)
-    # a run without a warm start keeps the config it always had (stored configs compare)
+    # a run without a warm start, plugins or a data file keeps the config it always had
+    # (stored configs compare)
     for key in ("init_from", "warm_start"):
         if cfg["model"][key] is None:
             del cfg["model"][key]
+    if cfg["plugins"]:
+        from ..plugins import plugin_key
+
+        # a plugin file's path, as a data file's, is stored absolute: the run is rebuilt from
+        # any folder (sgdlab measure, runs resume)
+        cfg["plugins"] = list(dict.fromkeys(plugin_key(p) for p in cfg["plugins"]))
+    else:
+        del cfg["plugins"]
+    if cfg["data"]["file"] is None:
+        del cfg["data"]["file"]
+    else:
+        del cfg["data"]["name"]
+        cfg["data"]["file"] = str(Path(cfg["data"]["file"]).expanduser().resolve())
     return cfg
+
+
+def _import_config_plugins(plugins: Any) -> None:
+    """Import a config's ``plugins`` before its names are checked (a malformed list is left
+    to the structural check)."""
+    from ..plugins import import_plugins
+
+    if isinstance(plugins, list) and all(isinstance(p, str) for p in plugins):
+        import_plugins(plugins)
 
 
 # --- the training settings -----------------------------------------------------------------
@@ -589,7 +649,7 @@ def validate_config(raw: dict[str, Any]) -> dict[str, Any]:
 # section): not its name, where it ran (device, threads, data_dir), how it shows progress or
 # where it writes (tensorboard, checkpoint_every, store), nor a warm start's record of itself
 TRAINING_KEYS: dict[str, tuple[str, ...] | None] = {
-    "data": ("name", "seed", "options"),
+    "data": ("name", "file", "seed", "options"),
     "model": ("name", "options", "init_from"),
     "loss": None,
     "optimizer": None,
@@ -614,9 +674,11 @@ def training_settings(cfg: dict[str, Any]) -> dict[str, Any]:
             continue
         value = cfg[section]
         if keys is not None and isinstance(value, dict):
-            # no warm start is no init_from key, as validate_config leaves it
+            # no warm start is no init_from key, no data file no file key, a data file no
+            # name, as validate_config leaves them
             value = {k: value[k] for k in keys
-                     if k in value and not (k == "init_from" and value[k] is None)}
+                     if k in value and not (k in ("init_from", "file", "name")
+                                            and value[k] is None)}
         out[section] = copy.deepcopy(value)
     return out
 
@@ -843,7 +905,13 @@ def build_from_config(cfg: dict[str, Any], *, validated: bool = False, store: An
     dtype = getattr(torch, t["dtype"])
     d = cfg["data"]
     try:
-        data = load_dataset(d["name"], seed=d["seed"], data_dir=d["data_dir"], **d["options"])
+        if d.get("file") is not None:
+            from ..train.distributed import load_data_file
+
+            data = load_data_file(d["file"])
+        else:
+            data = load_dataset(d["name"], seed=d["seed"], data_dir=d["data_dir"],
+                                **d["options"])
     except DataError:
         raise  # already names the file
     except UserError as e:  # a bad option value: say which config key holds it

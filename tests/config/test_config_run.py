@@ -62,7 +62,25 @@ def test_packaged_default_validates_with_defaults_filled():
     ("data={name: digits, n_train: 50}",
      "data.n_train: unknown key (n_train is an argument of the dataset 'digits': it goes "
      "under data.options, as data.options.n_train)"),
-    ("data.file=x.pt", "data.file: unknown key (valid keys: data_dir, name, options, seed)"),
+    # a file of tensors is the whole data section, as in a replica run config
+    ("data.file=x.pt", "data.file: a data file takes no other keys, got data.name (the whole "
+                       "section is data: {file: PATH})"),
+    ("data={file: x.pt, options: {n_train: 5}, seed: 1}",
+     "data.file: a data file takes no other keys, got data.options, data.seed"),
+    ("data={seed: 1}", "data.name: required key is missing (a registered dataset; or "
+                       "data.file: a file of tensors)"),
+    ("model.name=my-net", "model.name: unknown model 'my-net' (a model of your own: name the "
+                          "module that registers it under plugins: [MODULE] or with --plugin "
+                          "MODULE)"),
+    ("plugins=[no_such_plugin_module]", "plugins[0]: cannot import plugin "
+                                        "'no_such_plugin_module': no module named "
+                                        "'no_such_plugin_module' (put its folder on PYTHONPATH"),
+    # a required argument of the optimizer: not "Invalid sigma: None" when the run is built
+    ("optimizer={name: gld-const, lr: 0.1}", "optimizer.sigma: required by optimizer "
+                                             "'gld-const'"),
+    ("optimizer={name: gd-isotropic, lr: 0.1}", "optimizer.variance_factor: required by "
+                                                "optimizer 'gd-isotropic'"),
+    ("plugins=no_such_plugin_module", "plugins: must be a list, got 'no_such_plugin_module'"),
     ("measure=[{name: no_such_instrument}]", "measure[0].name: unknown instrument"),
     # a misspelt schedule key: the instrument's own arguments were listed, without every
     ("measure=[{name: hessian, evry: 5}]", "measure[0].evry: unknown key (did you mean every?)"),
@@ -681,3 +699,38 @@ def test_training_hparams_are_a_train_runs_settings_and_a_sweeps_grid_point():
     other = {"method": "parle", "optimizer": {"lr": 0.1}}
     assert training_hparams(other) == run_hparams(other) == {"method": "parle",
                                                              "optimizer.lr": 0.1}
+
+
+def test_a_run_config_trains_on_a_file_of_tensors_as_a_replica_config_reads_it(tmp_path,
+                                                                               monkeypatch):
+    """data: {file: PATH}, as in a replica run config: the same tensors, stored absolute (the
+    run is rebuilt from any folder), and the same reader's messages for a malformed file."""
+    from sgdlab.errors import DataError
+    from sgdlab.train.distributed import build_model_and_data
+
+    g = torch.Generator().manual_seed(0)
+    tensors = {"x_train": torch.randn(12, 1, generator=g), "y_train": torch.randn(12, 1),
+               "x_test": torch.randn(4, 1), "y_test": torch.randn(4, 1)}
+    torch.save(tensors, tmp_path / "d.pt")
+    monkeypatch.chdir(tmp_path)
+    cfg = validate_config({**TINY, "data": {"file": "d.pt"}})
+    assert cfg["data"]["file"] == str(tmp_path.resolve() / "d.pt") and "name" not in cfg["data"]
+    assert validate_config(cfg) == cfg
+    assert "file" not in validate_config(TINY)["data"]      # stored configs stay as they were
+    built = build_from_config(cfg)
+    for k, v in tensors.items():
+        assert torch.equal(getattr(built.data, k), v)
+    _, _, replica = build_model_and_data({"data": {"file": str(tmp_path / "d.pt")},
+                                          "model": {"name": "zhu-mlp-1-6-6-6-1"}})
+    assert torch.equal(replica.x_train, built.data.x_train)
+    torch.save({"x_train": tensors["x_train"]}, tmp_path / "bad.pt")
+    messages = []
+    for build in (lambda: build_from_config({**TINY, "data": {"file": "bad.pt"}}),
+                  lambda: build_model_and_data({"data": {"file": "bad.pt"},
+                                                "model": {"name": "mlp"}})):
+        with pytest.raises(DataError, match="needs the tensors x_train and y_train") as e:
+            build()
+        messages.append(str(e.value).replace(str(tmp_path.resolve()) + "/", ""))
+    assert messages[0] == messages[1]
+    with pytest.raises(DataError, match="data file not found"):
+        build_from_config({**TINY, "data": {"file": "missing.pt"}})

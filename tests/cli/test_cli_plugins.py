@@ -1,0 +1,91 @@
+"""``--plugin``: a user's own model and data through train -> measure -> resume -> warm start,
+each command a fresh process that imports the plugin the stored config names."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import torch
+
+import sgdlab
+from sgdlab.store import RunStore
+
+PLUGIN = textwrap.dedent("""
+    import math
+
+    import torch
+
+    from sgdlab.models import register_model
+
+
+    @register_model("cli-user-linear", paper="-", description="a user's linear model",
+                    reference_input=(3,), reference_outputs=2)
+    def linear(input_shape, num_outputs, *, bias: bool = True):
+        return torch.nn.Sequential(torch.nn.Flatten(),
+                                   torch.nn.Linear(math.prod(input_shape), num_outputs, bias=bias))
+""")
+CONFIG = """
+data: {file: data.pt}
+model: {name: cli-user-linear}
+optimizer: {name: sgd, lr: 0.1}
+train: {epochs: 2, batch_size: 8, threads: 1, progress: false}
+"""
+
+
+def _sgdlab(args: list[str], cwd: Path, path: list[Path]) -> subprocess.CompletedProcess:
+    """``python -m sgdlab ARGS`` in a new process, with ``path`` (and this sgdlab) on
+    PYTHONPATH."""
+    here = Path(sgdlab.__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(map(str, [*path, here])),
+           "OMP_NUM_THREADS": "1"}
+    env.pop("SGDLAB_PLUGINS", None)
+    return subprocess.run([sys.executable, "-m", "sgdlab", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_a_users_model_and_data_file_train_measure_resume_and_warm_start(tmp_path):
+    mods, work, elsewhere = tmp_path / "mods", tmp_path / "work", tmp_path / "elsewhere"
+    for d in (mods, work, elsewhere):
+        d.mkdir()
+    (mods / "my_models.py").write_text(PLUGIN)
+    g = torch.Generator().manual_seed(0)
+    torch.save({"x_train": torch.randn(24, 3, generator=g),
+                "y_train": torch.randint(0, 2, (24,), generator=g),
+                "x_test": torch.randn(8, 3, generator=g),
+                "y_test": torch.randint(0, 2, (8,), generator=g)}, work / "data.pt")
+    (work / "run.yaml").write_text(CONFIG)
+    store = tmp_path / "runs.sqlite"
+
+    # without the plugin, the model is unknown and the message says how to name its module
+    p = _sgdlab(["train", "run.yaml", "--store", str(store)], work, [mods])
+    assert p.returncode == 2 and "unknown model 'cli-user-linear' (a model of your own: " \
+        "name the module that registers it under plugins: [MODULE] or with --plugin " \
+        "MODULE)" in p.stderr, p.stderr
+
+    p = _sgdlab(["train", "run.yaml", "--plugin", "my_models", "--store", str(store),
+                 "--out", str(work / "run")], work, [mods])
+    assert p.returncode == 0, p.stderr
+    (run,) = RunStore(store).list_runs()
+    assert run["config"]["plugins"] == ["my_models"]
+    assert run["config"]["data"]["file"] == str((work / "data.pt").resolve())
+
+    # from another folder, with no --plugin: the stored config names the module
+    p = _sgdlab(["measure", run["id"], "--store", str(store), "--what", "hessian",
+                 "--out", str(tmp_path / "m")], elsewhere, [mods])
+    assert p.returncode == 0, p.stderr
+    p = _sgdlab(["measure", run["id"], "--store", str(store), "--what", "hessian",
+                 "--out", str(tmp_path / "m2")], elsewhere, [])
+    assert p.returncode == 2 and "plugins[0]: cannot import plugin 'my_models'" in p.stderr
+
+    RunStore(store).set_status(run["id"], "interrupted", "stopped after its last checkpoint")
+    p = _sgdlab(["resume", run["id"], "--store", str(store)], elsewhere, [mods])
+    assert p.returncode == 0 and "finished after 6 steps" in p.stdout, p.stderr + p.stdout
+
+    p = _sgdlab(["train", "run.yaml", "--plugin", "my_models", "--store", str(store),
+                 "--init-from", run["id"], "--set", "train.epochs=1"], work, [mods])
+    assert p.returncode == 0, p.stderr
+    warm = next(r for r in RunStore(store).list_runs() if r["id"] != run["id"])
+    assert warm["config"]["model"]["warm_start"]["run_id"] == run["id"]

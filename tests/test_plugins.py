@@ -1,0 +1,95 @@
+"""Plugins: the user's modules imported by name or path, and the errors that name them."""
+from __future__ import annotations
+
+import sys
+import textwrap
+import uuid
+
+import pytest
+
+from sgdlab.config import validate_config
+from sgdlab.errors import ConfigError
+from sgdlab.models import MODELS
+from sgdlab.plugins import (PLUGINS_ENV, env_plugins, export_plugins, import_plugin,
+                            import_plugins)
+from sgdlab.testing import TINY_RUN as TINY
+
+# a model of the user's own, as a plugin registers it
+PLUGIN = textwrap.dedent("""
+    import math
+
+    import torch
+
+    from sgdlab.models import register_model
+
+
+    @register_model("{name}", paper="-", description="a user's linear model",
+                    reference_input=(1,), reference_outputs=1)
+    def linear(input_shape, num_outputs, *, bias: bool = True):
+        return torch.nn.Sequential(torch.nn.Flatten(),
+                                   torch.nn.Linear(math.prod(input_shape), num_outputs, bias=bias))
+""")
+
+
+@pytest.fixture(autouse=True)
+def _registry_as_it_was():
+    """The models a test's plugins register are gone after it (other tests list them all)."""
+    before = set(MODELS)
+    yield
+    for name in set(MODELS) - before:
+        del MODELS[name]
+
+
+def _plugin(tmp_path, text: str = PLUGIN) -> tuple[str, str]:
+    """(a plugin module's unique name, the model name it registers), written to tmp_path."""
+    tag = uuid.uuid4().hex[:8]
+    module, model = f"plugin_{tag}", f"user-linear-{tag}"
+    (tmp_path / f"{module}.py").write_text(text.replace("{name}", model))
+    return module, model
+
+
+def test_a_config_names_a_plugin_module_that_registers_its_model(tmp_path, monkeypatch):
+    module, model = _plugin(tmp_path)
+    raw = {**TINY, "model": {"name": model}}
+    with pytest.raises(ConfigError, match=f"unknown model '{model}' .*plugins: "):
+        validate_config(raw)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    cfg = validate_config({**raw, "plugins": [module]})
+    assert module in sys.modules and model in MODELS and cfg["plugins"] == [module]
+    # none given: no plugins key, as the configs stored before it
+    assert "plugins" not in validate_config(TINY)
+
+
+def test_a_plugin_given_as_a_file_is_recorded_by_its_absolute_path(tmp_path, monkeypatch):
+    module, model = _plugin(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    cfg = validate_config({**TINY, "model": {"name": model}, "plugins": [f"{module}.py"]})
+    assert cfg["plugins"] == [str(tmp_path.resolve() / f"{module}.py")]
+    assert validate_config(cfg) == cfg           # imported once: registered once
+    assert sys.modules[module].__file__ == str(tmp_path.resolve() / f"{module}.py")
+
+
+def test_a_plugin_that_cannot_be_imported_is_named_with_its_reason(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(ConfigError, match=r"^plugins\[1\]: cannot import plugin 'nope_x': no "
+                                          r"module named 'nope_x' \(put its folder on "
+                                          r"PYTHONPATH, or give the path of its \.py file\)"):
+        import_plugins(["json", "nope_x"])
+    broken, _ = _plugin(tmp_path, "import no_such_dependency_of_it\n")
+    with pytest.raises(ConfigError, match=f"importing plugin '{broken}' failed: "
+                                          "ModuleNotFoundError: No module named "
+                                          "'no_such_dependency_of_it'"):
+        import_plugin(broken, where="--plugin")
+    failing, _ = _plugin(tmp_path, "raise RuntimeError('its own bug')\n")
+    with pytest.raises(ConfigError, match=f"^--plugin: importing plugin '{failing}' failed: "
+                                          "RuntimeError: its own bug"):
+        import_plugin(failing, where="--plugin")
+    with pytest.raises(ConfigError, match=r"^plugins\[0\]: cannot import plugin '.*gone\.py': "
+                                          "no such file"):
+        import_plugins([str(tmp_path / "gone.py")])
+
+
+def test_plugins_pass_to_child_processes_through_the_environment(monkeypatch, tmp_path):
+    monkeypatch.setenv(PLUGINS_ENV, "a.b")
+    export_plugins(["a.b", "c", "./x.py"])
+    assert env_plugins() == ["a.b", "c", str((tmp_path.cwd() / "x.py").resolve())]
