@@ -63,6 +63,53 @@ def did_you_mean(name: object, choices) -> str:
     return f" (did you mean {close[0]}?)" if close else ""
 
 
+# keyword arguments of PyHessian (Yao et al. 2020) that are sgdlab's under another name
+PYHESSIAN_NAMES = {"n_v": "num_probes", "iter": "num_iter", "maxIter": "num_iter",
+                   "top_n": "k"}
+
+
+def checked_keywords(*forwards_to, advice: dict[str, str] | None = None):
+    """Decorator: a keyword argument the function does not take (nor, for its ``**kw``, the
+    functions ``forwards_to`` it passes them on to) is a ``TypeError`` naming the function, the
+    key, the closest valid key (or PyHessian's name for it, :data:`PYHESSIAN_NAMES`) and every
+    valid key, not an internal function's "unexpected keyword argument". ``advice``: a message
+    of its own for a key (one the function takes on purpose not)."""
+    import functools
+    import inspect
+
+    def keywords(fn, kinds: tuple[str, ...]) -> list[str]:
+        params = inspect.signature(fn).parameters.values()
+        return [p.name for p in params if p.kind.name in kinds]
+
+    def deco(fn):
+        # the forwarded functions' keyword-only options (their positional arguments are the
+        # function's to give)
+        valid = list(dict.fromkeys(
+            keywords(fn, ("POSITIONAL_OR_KEYWORD", "KEYWORD_ONLY"))
+            + [k for f in forwards_to for k in keywords(f, ("KEYWORD_ONLY",))]))
+
+        @functools.wraps(fn)
+        def wrapper(*args, **kwargs):
+            bad = next((k for k in kwargs if k not in valid or k in (advice or {})), None)
+            if bad is not None:
+                raise TypeError(unexpected_keyword(fn.__name__, bad, valid, advice))
+            return fn(*args, **kwargs)
+        return wrapper
+    return deco
+
+
+def unexpected_keyword(function: str, key: str, valid, advice: dict[str, str] | None = None
+                       ) -> str:
+    """The message of :func:`checked_keywords`."""
+    if advice and key in advice:
+        return f"{function}() takes no {key}=: {advice[key]}"
+    mapped = PYHESSIAN_NAMES.get(key)
+    hint = (f" (PyHessian's {key} is {mapped} here)" if mapped in valid
+            else did_you_mean(key, valid))
+    return (f"{function}() got an unexpected keyword argument {key!r}{hint}; it takes "
+            f"{', '.join(valid)}")
+
+
 def read_config_text(path: str | Path) -> str:
     """A config file's text (UTF-8), or a :class:`ConfigError` naming the file when it cannot
     be read (a binary file, another encoding, no permission). Here, below every layer, so

@@ -19,10 +19,12 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
+from sgdlab.errors import checked_keywords
 from sgdlab.operators.batches import Data
 from sgdlab.operators.params import params_vector
 from sgdlab.operators.per_sample import full_gradient
 
+from .curvature import hessian_eigenpairs
 from .walk import evaluation_mode
 
 __all__ = [
@@ -84,6 +86,9 @@ def full_batch_grad_norm(model: nn.Module, loss_fn: LossFn, data: Data, *,
     return float(torch.linalg.vector_norm(g.double()))
 
 
+@checked_keywords(hessian_eigenpairs, advice={
+    k: "it is the largest |eigenvalue|; for others use hessian_eigenpairs(model, loss_fn, "
+       "data, k, which)" for k in ("k", "which")})
 def hessian_spectral_norm(model: nn.Module, loss_fn: LossFn, data: Data, *,
                           bn_mode: str = "eval", **lanczos_kw) -> float:
     """‖∇²L(θ)‖₂ = max_i |λ_i| of the Hessian of the mean loss over ``data``.
@@ -93,8 +98,6 @@ def hessian_spectral_norm(model: nn.Module, loss_fn: LossFn, data: Data, *,
     "eval" differentiates through the running statistics (constants), "train" through the
     statistics of each batch of ``data``; the model's running statistics are restored after.
     """
-    from .curvature import hessian_eigenpairs
-
     with torch.enable_grad(), evaluation_mode(model, bn_mode):
         vals, _ = hessian_eigenpairs(model, loss_fn, data, 1, "magnitude", **lanczos_kw)
     return abs(float(vals[0]))

@@ -37,10 +37,13 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from sgdlab.errors import checked_keywords
 from sgdlab.operators.batches import Data, is_single_batch, iterate_batches
 from sgdlab.operators.params import params_vector, set_params_vector, trainable_named_params
 
+from ._repr import compact_repr
 from .batch_norm import has_batchnorm, recompute_bn_statistics
+from .curvature import hessian_eigenpairs
 from .passes import PassPlan, resolved_budget, run_within_memory
 from .sharpness import perturbed_evaluations
 
@@ -102,13 +105,13 @@ def random_direction(model: nn.Module, *, normalization: str = "filter", bias_bn
     return vec
 
 
+@checked_keywords(hessian_eigenpairs, advice={"which": "they are the largest's; for others use "
+                                                      "hessian_eigenpairs(..., which=)"})
 def hessian_directions(model: nn.Module, loss_fn: LossFn, data: Data, k: int = 2,
                        **kw) -> list[Tensor]:
     """The k top eigenvectors of the Hessian of the mean loss over ``data`` (unit flat vectors,
     largest eigenvalue first; ``operator=``, ``tol``, ``generator`` as in
     :func:`~sgdlab.measure.curvature.hessian_eigenpairs`)."""
-    from .curvature import hessian_eigenpairs
-
     _vals, vecs = hessian_eigenpairs(model, loss_fn, data, k, "largest", **kw)
     return [vecs[:, i].clone() for i in range(vecs.shape[1])]
 
@@ -122,6 +125,8 @@ class TrajectoryPCA:
     directions: list[Tensor]
     explained: list[float]
     coords: Tensor
+
+    __repr__ = compact_repr
 
 
 def trajectory_pca(points: Tensor | np.ndarray | Sequence[Tensor], k: int = 2) -> TrajectoryPCA:
@@ -164,6 +169,8 @@ class LossSurface:
     test_acc: list = field(default_factory=list)
     direction_norms: list[float] = field(default_factory=list)
     bn_stats: str = "none"
+
+    __repr__ = compact_repr
 
     def to_dict(self) -> dict:
         return asdict(self)

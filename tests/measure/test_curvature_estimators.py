@@ -231,3 +231,74 @@ def test_slq_quadrature_is_exact_gauss_quadrature_per_probe():
         neg = float((q[:, :5].T @ v).square().sum() / (v @ v))
         torch.testing.assert_close(dens.weights[i][keep],
                                    torch.tensor([neg, 1 - neg], dtype=torch.float64))
+
+
+@pytest.mark.parametrize("name, kw, message", [
+    # the internal estimator's name ("lanczos() got an unexpected keyword argument") named
+    # nothing the user called
+    ("hessian_top_eigenvalue", {"max_iters": 5},
+     r"^hessian_top_eigenvalue\(\) got an unexpected keyword argument 'max_iters' \(did you "
+     r"mean num_iter\?\); it takes model, loss_fn, data, operator, num_iter, tol, generator, "
+     r"v0, criterion, dtype$"),
+    ("hessian_spectral_density", {"n_v": 3},
+     r"^hessian_spectral_density\(\) got an unexpected keyword argument 'n_v' \(PyHessian's "
+     r"n_v is num_probes here\); it takes .*num_probes, num_iter, sigma, grid, margin"),
+    ("hessian_spectral_density", {"iter": 3}, r"\(PyHessian's iter is num_iter here\)"),
+    ("hessian_eigenpairs", {"top_n": 2}, r"^hessian_eigenpairs\(\) .*'top_n' \(PyHessian's "
+                                         r"top_n is k here\)"),
+    ("hessian_bottom_eigenvalues", {"tl": 1e-3}, r"'tl' \(did you mean tol\?\)"),
+    ("hessian_spectrum", {"chunk": 3}, r"^hessian_spectrum\(\) .*'chunk' \(did you mean "
+                                       r"chunk_size\?\); it takes .*max_params"),
+    ("hessian_directions", {"maxIter": 3}, r"^hessian_directions\(\) .*PyHessian's maxIter is "
+                                           r"num_iter here"),
+    ("hessian_spectral_norm", {"which": "largest"}, r"^hessian_spectral_norm\(\) takes no "
+                                                    r"which=: .*hessian_eigenpairs\("),
+])
+def test_an_unknown_keyword_names_the_public_function_and_its_valid_keys(name, kw, message):
+    import sgdlab.measure as measure
+
+    model, data = tiny_mlp(3, 4, 2), tiny_classification(9, 3, 2)
+    with pytest.raises(TypeError, match=message):
+        getattr(measure, name)(model, nn.CrossEntropyLoss(), data, **kw)
+
+
+def test_the_public_keywords_are_the_estimators_with_their_defaults():
+    """help() shows the options (no **kw), with the defaults of the estimators they call."""
+    import inspect
+
+    from sgdlab.measure.curvature import (hessian_eigenpairs, hessian_spectral_density,
+                                          hessian_top_eigenvalue, lanczos)
+
+    def options(fn, skip=()):
+        return {k: p.default for k, p in inspect.signature(fn).parameters.items()
+                if p.kind is p.KEYWORD_ONLY and k not in skip}
+
+    assert options(hessian_eigenpairs, ("operator",)) == options(lanczos, ("which",))
+    assert options(hessian_top_eigenvalue) == options(hessian_eigenpairs)
+    assert options(hessian_spectral_density, ("operator",)) == options(spectral_density)
+    assert options(hessian_spectrum) == options(dense_hessian)
+    for fn in (hessian_eigenpairs, hessian_spectral_density, hessian_top_eigenvalue):
+        assert not any(p.kind is p.VAR_KEYWORD
+                       for p in inspect.signature(fn).parameters.values())
+
+
+def test_a_spectral_density_prints_in_one_line_of_its_sizes_and_ranges():
+    # print() showed the grid, density, nodes and weights: ~200 lines
+    from sgdlab.measure import hessian_diagonal, hessian_spectral_density
+
+    model, data = tiny_mlp(3, 4, 2), tiny_classification(9, 3, 2)
+    dens = hessian_spectral_density(model, nn.CrossEntropyLoss(), data, num_probes=3,
+                                    num_iter=5, sigma=0.01,
+                                    generator=torch.Generator().manual_seed(0))
+    text = repr(dens)
+    lo, hi = float(dens.nodes.min()), float(dens.nodes.max())
+    assert "\n" not in text and len(text) < 250, text
+    assert text.startswith(f"SpectralDensity(dim={dens.dim}, probes=3, lanczos_steps=5, "
+                           f"support=[{lo:.4g}, {hi:.4g}], sigma=0.01, grid=1000 points on ")
+    assert f"trace≈{dens.trace():.4g})" in text
+    diag = hessian_diagonal(model, nn.CrossEntropyLoss(), data, exact=True)
+    value = diag.value
+    assert repr(diag) == (f"DiagonalEstimate(value=Tensor(shape=({len(value)},), float64, "
+                          f"range [{float(value.min()):.4g}, {float(value.max()):.4g}]), "
+                          f"stderr=Tensor(shape=({len(value)},), float64, range [0, 0]), "
+                          f"num_samples={len(value)}, exact=True)")

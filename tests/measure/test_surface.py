@@ -303,3 +303,13 @@ def test_a_model_output_that_is_no_tensor_has_a_surface_without_accuracy():
         torch.testing.assert_close(torch.tensor(surf.train_loss), torch.tensor(ref))
         assert all(a != a for a in surf.train_acc)
     assert evaluate(model, dict_logits_loss, (x, y))[0] == pytest.approx(ref[1], rel=1e-12)
+
+
+def test_a_trajectory_pca_prints_its_directions_by_shape_not_entry_by_entry():
+    from sgdlab.measure import trajectory_pca
+
+    pca = trajectory_pca(torch.randn(10, 500, generator=torch.Generator().manual_seed(0)))
+    text = repr(pca)
+    assert "\n" not in text and len(text) < 400, text
+    assert text.startswith("TrajectoryPCA(directions=[Tensor(shape=(500,), float32, range [")
+    assert "coords=Tensor(shape=(10, 2), float32, range [" in text

@@ -6,6 +6,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
+from sgdlab.errors import checked_keywords
 from sgdlab.operators import HessianOperator
 from sgdlab.operators.batches import Data
 
@@ -44,12 +45,16 @@ def symmetrise_(h: Tensor, block: int = 1024) -> Tensor:
     return h
 
 
+@checked_keywords()
 def hessian_spectrum(
-    model: nn.Module, loss_fn: Callable[[Tensor, Tensor], Tensor], data: Data, **kw
+    model: nn.Module, loss_fn: Callable[[Tensor, Tensor], Tensor], data: Data, *,
+    chunk_size: int = 256, max_params: int = 60_000,
 ) -> Tensor:
-    """All d Hessian eigenvalues, ascending (dense ``eigvalsh``; small models only — Chaudhari
-    computes full spectra of ~50k-parameter networks this way)."""
-    return torch.linalg.eigvalsh(dense_hessian(model, loss_fn, data, **kw))
+    """All d Hessian eigenvalues, ascending (dense ``eigvalsh`` of :func:`dense_hessian`, whose
+    ``chunk_size`` and ``max_params`` it takes; small models only — Chaudhari computes full
+    spectra of ~50k-parameter networks this way)."""
+    return torch.linalg.eigvalsh(dense_hessian(model, loss_fn, data, chunk_size=chunk_size,
+                                               max_params=max_params))
 
 
 def harmonic_mean_eigenvalue(

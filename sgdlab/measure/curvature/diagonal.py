@@ -26,6 +26,7 @@ from sgdlab.operators.linear import kept_running_statistics
 from sgdlab.operators.params import num_params, require_trainable
 from sgdlab.operators.per_sample import check_per_sample_model, per_sample_gradients
 
+from .._repr import compact_repr
 from ._common import Operand, probe_block, unit_column_blocks, working_operator
 
 __all__ = ["DiagonalEstimate", "diagonal", "ggn_diagonal"]
@@ -41,6 +42,8 @@ class DiagonalEstimate:
     stderr: Tensor
     num_samples: int
     exact: bool
+
+    __repr__ = compact_repr
 
 
 def diagonal(

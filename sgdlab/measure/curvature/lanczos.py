@@ -21,6 +21,7 @@ from torch import Tensor
 from sgdlab.errors import warn
 from sgdlab.operators import as_operator
 
+from .._repr import compact_repr
 from ._common import Operand, check_which, random_vector, working_operator
 
 
@@ -32,6 +33,8 @@ class LanczosResult:
     beta: Tensor         # (m-1,) float64, off-diagonal of T
     basis: Tensor | None  # (m, d) orthonormal rows (None when not kept)
     residual: float      # |β_m|, the norm of the next (unused) Lanczos vector
+
+    __repr__ = compact_repr
 
     def tridiagonal(self) -> Tensor:
         m = len(self.alpha)

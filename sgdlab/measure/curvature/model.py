@@ -10,6 +10,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
+from sgdlab.errors import checked_keywords
 from sgdlab.operators import curvature_operator
 from sgdlab.operators.batches import Data
 
@@ -23,34 +24,52 @@ from .slq import SpectralDensity, spectral_density
 LossFn = Callable[[Tensor, Tensor], Tensor]
 
 
+@checked_keywords()
 def hessian_eigenpairs(
     model: nn.Module, loss_fn: LossFn, data: Data, k: int = 1, which: str = "largest", *,
-    operator: str = "hessian", **kw
+    operator: str = "hessian", num_iter: int | None = None, tol: float = 1e-6,
+    generator: torch.Generator | None = None, v0: Tensor | None = None,
+    criterion: str = "residual", dtype: torch.dtype | None = None,
 ) -> tuple[Tensor, Tensor]:
     """k extreme eigenpairs of the Hessian (or ``operator="ggn"`` / ``"empirical_fisher"``)
-    of the mean loss over ``data`` (see :func:`~sgdlab.measure.curvature.lanczos.lanczos` for
-    ``which``, ``tol``, ``num_iter``, ``generator``, ``dtype``)."""
-    return lanczos(curvature_operator(operator, model, loss_fn, data), k, which=which, **kw)
+    of the mean loss over ``data``, by Lanczos: ``which`` (largest | smallest | both |
+    magnitude), ``num_iter`` (the Krylov dimension, default ``min(d, max(2k + 60, 4k))``),
+    ``tol`` (relative residual), ``generator`` / ``v0`` (the start vector), ``criterion``
+    (residual | error_bound | ritz_change) and ``dtype`` (working precision) as in
+    :func:`~sgdlab.measure.curvature.lanczos.lanczos`."""
+    return lanczos(curvature_operator(operator, model, loss_fn, data), k, which=which,
+                   num_iter=num_iter, tol=tol, generator=generator, v0=v0, criterion=criterion,
+                   dtype=dtype)
 
 
-def hessian_top_eigenvalue(model: nn.Module, loss_fn: LossFn, data: Data, **kw) -> float:
+@checked_keywords(advice={name: "it gives the largest eigenvalue only; for several use "
+                                "hessian_eigenpairs(model, loss_fn, data, k, which)"
+                          for name in ("k", "which")})
+def hessian_top_eigenvalue(
+    model: nn.Module, loss_fn: LossFn, data: Data, *, operator: str = "hessian",
+    num_iter: int | None = None, tol: float = 1e-6, generator: torch.Generator | None = None,
+    v0: Tensor | None = None, criterion: str = "residual", dtype: torch.dtype | None = None,
+) -> float:
     """λ_max of the Hessian (or ``operator=``) of the mean loss over ``data`` (Lanczos,
-    ``tol`` relative)."""
-    for name in ("k", "which"):
-        if name in kw:
-            raise TypeError(f"hessian_top_eigenvalue() gives the largest eigenvalue only and "
-                            f"takes no {name}=; for several use hessian_eigenpairs(model, "
-                            f"loss_fn, data, k, which)")
-    vals, _ = hessian_eigenpairs(model, loss_fn, data, 1, "largest", **kw)
+    ``tol`` relative; the options as in :func:`hessian_eigenpairs`)."""
+    vals, _ = hessian_eigenpairs(model, loss_fn, data, 1, "largest", operator=operator,
+                                 num_iter=num_iter, tol=tol, generator=generator, v0=v0,
+                                 criterion=criterion, dtype=dtype)
     return float(vals[0])
 
 
+@checked_keywords(advice={"which": "they are the smallest; for others use "
+                                   "hessian_eigenpairs(model, loss_fn, data, k, which)"})
 def hessian_bottom_eigenvalues(
-    model: nn.Module, loss_fn: LossFn, data: Data, k: int = 1, **kw
+    model: nn.Module, loss_fn: LossFn, data: Data, k: int = 1, *, operator: str = "hessian",
+    num_iter: int | None = None, tol: float = 1e-6, generator: torch.Generator | None = None,
+    v0: Tensor | None = None, criterion: str = "residual", dtype: torch.dtype | None = None,
 ) -> Tensor:
-    """The k most negative (algebraically smallest) eigenvalues, ascending (``operator=`` as
+    """The k most negative (algebraically smallest) eigenvalues, ascending (the options as
     in :func:`hessian_eigenpairs`)."""
-    vals, _ = hessian_eigenpairs(model, loss_fn, data, k, "smallest", **kw)
+    vals, _ = hessian_eigenpairs(model, loss_fn, data, k, "smallest", operator=operator,
+                                 num_iter=num_iter, tol=tol, generator=generator, v0=v0,
+                                 criterion=criterion, dtype=dtype)
     return vals
 
 
@@ -85,12 +104,22 @@ def hessian_frobenius_norm(
                           generator=generator, dtype=dtype)
 
 
+@checked_keywords()
 def hessian_spectral_density(
-    model: nn.Module, loss_fn: LossFn, data: Data, *, operator: str = "hessian", **kw
+    model: nn.Module, loss_fn: LossFn, data: Data, *, operator: str = "hessian",
+    num_probes: int = 10, num_iter: int = 80, sigma: float | None = None,
+    grid: Tensor | int = 1000, margin: float = 0.05, generator: torch.Generator | None = None,
+    block_size: int | None = None, dtype: torch.dtype | None = None,
 ) -> SpectralDensity:
-    """SLQ spectral density of the Hessian (see
-    :func:`~sgdlab.measure.curvature.slq.spectral_density` for options)."""
-    return spectral_density(curvature_operator(operator, model, loss_fn, data), **kw)
+    """SLQ spectral density of the Hessian (or ``operator=``) of the mean loss over ``data``:
+    ``num_probes`` Gaussian probes (PyHessian's ``n_v``) of ``num_iter`` Lanczos steps each
+    (its ``iter``), Gaussian kernel width ``sigma`` (default 1% of the spectral range), on
+    ``grid`` points (or an explicit grid) with ``margin``; ``generator``, ``block_size`` and
+    ``dtype`` as in :func:`~sgdlab.measure.curvature.slq.spectral_density`."""
+    return spectral_density(curvature_operator(operator, model, loss_fn, data),
+                            num_probes=num_probes, num_iter=num_iter, sigma=sigma, grid=grid,
+                            margin=margin, generator=generator, block_size=block_size,
+                            dtype=dtype)
 
 
 def hessian_diagonal(

@@ -30,6 +30,17 @@ class SpectralDensity:
     sigma: float
     dim: int
 
+    def __repr__(self) -> str:
+        """The sizes and ranges, not the grid, density, nodes and weights (hundreds of
+        numbers)."""
+        w = self.weights > 0          # padded nodes of a probe that broke down carry no weight
+        lo, hi = float(self.nodes[w].min()), float(self.nodes[w].max())
+        return (f"SpectralDensity(dim={self.dim}, probes={self.nodes.shape[0]}, "
+                f"lanczos_steps={self.nodes.shape[1]}, support=[{lo:.4g}, {hi:.4g}], "
+                f"sigma={self.sigma:.4g}, grid={len(self.grid)} points on "
+                f"[{float(self.grid[0]):.4g}, {float(self.grid[-1]):.4g}], "
+                f"trace≈{self.trace():.4g})")
+
     def moment(self, p: int) -> float:
         """(1/d) Tr A^p by quadrature (exact per probe for p <= 2m − 1; unbiased over probes)."""
         return float((self.weights * self.nodes ** p).sum(1).mean())
