@@ -14,11 +14,9 @@ def add_plugin_option(p: argparse.ArgumentParser, recorded: str = "") -> None:
 
 
 def import_command_plugins(args: argparse.Namespace) -> None:
-    """Import ``$SGDLAB_PLUGINS`` and the command's ``--plugin`` modules, and pass them on to
-    the processes it starts (a sweep's workers) through ``$SGDLAB_PLUGINS``."""
-    from sgdlab.plugins import PLUGINS_ENV, env_plugins, export_plugins, import_plugins
+    """Import ``$SGDLAB_PLUGINS`` and the command's ``--plugin`` modules (``sgdlab run``
+    passes its own on to the sweep's workers: :func:`sgdlab.plugins.export_plugins`)."""
+    from sgdlab.plugins import PLUGINS_ENV, env_plugins, import_plugins
 
     import_plugins(env_plugins(), where=f"${PLUGINS_ENV}")
-    given = getattr(args, "plugins", None) or []
-    import_plugins(given, where="--plugin")
-    export_plugins(given)
+    import_plugins(getattr(args, "plugins", None) or [], where="--plugin")

@@ -129,6 +129,10 @@ def register(subparsers) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     from sgdlab.errors import UserError
+    from sgdlab.plugins import export_plugins
+
+    # the sweep's workers (spawned, or Ray's: they inherit this environment) import them too
+    export_plugins(args.plugins)
 
     # where the runs execute is checked with the backend (a Ray cluster's GPUs are not here)
     check_device(args.device, here=False)

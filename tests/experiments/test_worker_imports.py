@@ -48,38 +48,36 @@ def linear(input_shape, num_outputs):
 
 
 def test_spawned_sweep_workers_import_the_plugins_of_the_command(tmp_path, monkeypatch):
-    """A sweep run's params name a plugin's model; each spawned worker imports the plugins of
-    $SGDLAB_PLUGINS (sgdlab run --plugin adds to it) before its run: without, the model was
-    unknown there."""
-    import argparse
-
+    """A sweep run's params name a plugin's model; `sgdlab run --plugin` passes the module on
+    through $SGDLAB_PLUGINS, which each spawned worker imports before its run: without, the
+    model was unknown there."""
     import yaml
 
-    from sgdlab.cli._plugins import import_command_plugins
-    from sgdlab.experiments.runner import run_experiment
+    from sgdlab.cli.main import main
     from sgdlab.models import MODELS
     from sgdlab.plugins import PLUGINS_ENV
+    from sgdlab.store import RunStore
 
     (tmp_path / "sweep_user_models.py").write_text(PLUGIN)
     monkeypatch.setenv(PLUGINS_ENV, "")     # restored after the test, as the command sets it
     before = set(MODELS)
-    import_command_plugins(argparse.Namespace(plugins=[str(tmp_path / "sweep_user_models.py")]))
+    raw = {"name": "t-plugin", "version": 1, "description": "a plugin's model",
+           "analysis": "compare_groups", "procedure": "train",
+           "paper": {"author": "Nobody", "year": 2020, "figure": "Fig. 0"},
+           "base": {"dataset": {"name": "cubic"}, "model": {"name": "sweep-user-linear"},
+                    "optimizer": {"name": "sgd", "lr": 0.01}, "batch_size": "full",
+                    "epochs": 1},
+           "runs": [{"label": "a"}, {"label": "b", "params": {"optimizer": {"lr": 0.02}}}],
+           "seeds": [0], "options": {"table": [["train_loss", "final train loss"]],
+                                     "curves": ["train_loss"]}}
+    (tmp_path / "exp.yaml").write_text(yaml.safe_dump(raw))
     try:
-        raw = {"name": "t-plugin", "version": 1, "description": "a plugin's model",
-               "analysis": "compare_groups", "procedure": "train",
-               "paper": {"author": "Nobody", "year": 2020, "figure": "Fig. 0"},
-               "base": {"dataset": {"name": "cubic"}, "model": {"name": "sweep-user-linear"},
-                        "optimizer": {"name": "sgd", "lr": 0.01}, "batch_size": "full",
-                        "epochs": 1},
-               "runs": [{"label": "a"}, {"label": "b", "params": {"optimizer": {"lr": 0.02}}}],
-               "seeds": [0], "options": {"table": [["train_loss", "final train loss"]],
-                                         "curves": ["train_loss"]}}
-        (tmp_path / "exp.yaml").write_text(yaml.safe_dump(raw))
-        res = run_experiment(str(tmp_path / "exp.yaml"), scale="cpu", out_dir=tmp_path / "o",
-                             store_path=str(tmp_path / "runs.sqlite"), progress=None,
-                             workers=2)
-        assert [r["status"] for r in res.results["runs"]] == ["finished", "finished"], \
-            [r.get("message") for r in res.results["runs"]]
+        assert main(["run", "--config", str(tmp_path / "exp.yaml"), "--scale", "cpu",
+                     "--workers", "2", "--plugin", str(tmp_path / "sweep_user_models.py"),
+                     "--store", str(tmp_path / "runs.sqlite"), "--out",
+                     str(tmp_path / "o")]) == 0
     finally:
         for name in set(MODELS) - before:
             del MODELS[name]
+    runs = RunStore(tmp_path / "runs.sqlite").list_runs()
+    assert sorted(r["status"] for r in runs) == ["finished", "finished"]
