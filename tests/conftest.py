@@ -36,6 +36,15 @@ def one_thread_runs(monkeypatch):
 
 
 @pytest.fixture
+def tmp_store(tmp_path, monkeypatch) -> Path:
+    """``$SGDLAB_STORE`` in the test's folder: commands that record their runs in the default
+    run store (``sgdlab train``, ``sgdlab parle``) write there, not into the current folder."""
+    path = tmp_path / "default-store" / "runs.sqlite"
+    monkeypatch.setenv("SGDLAB_STORE", str(path))
+    return path
+
+
+@pytest.fixture
 def close_figures():
     """Close every pyplot figure after the test: the analyses draw figures that a test of
     their numbers never looks at, and open ones pile up over a session."""

@@ -9,12 +9,17 @@ on each node with ``--nnodes``/``--node-rank``/``--rdzv-endpoint`` added.
 
 With ``--out DIR`` checkpoints are written to ``DIR/checkpoints`` every ``--checkpoint-every``
 rounds (default: the config's ``checkpoint_every``, else 10) and at the end; ``--resume``
-continues an interrupted run from them bit for bit (same config and replica count); with a
-``store`` in the config, ``sgdlab measure DIR`` (or the run's id) measures the final master
-``DIR/master.pt`` (of an interrupted run, the master of its last checkpoint) and ``sgdlab runs
-show DIR`` shows the run. A new
-run takes DIR first (``DIR/parle.json``): a second start into it is refused, also while the
-first has no checkpoint yet; a run that fails before its first checkpoint frees it again.
+continues an interrupted run from them bit for bit (same config and replica count).
+
+The run is recorded in a run store, as ``sgdlab train``'s are: ``--store PATH``, else the
+config's ``store``, else ``$SGDLAB_STORE`` or ``./sgdlab-runs/runs.sqlite`` (a ``--resume``
+goes on in the store its checkpoints name); in distributed mode rank 0 alone writes to it.
+``sgdlab measure DIR`` (or the run's id) measures the final master ``DIR/master.pt`` (of an
+interrupted run, the master of its last checkpoint), ``sgdlab train CONFIG --init-from DIR``
+starts from it and ``sgdlab runs show DIR`` shows the run.
+
+A new run takes DIR first (``DIR/parle.json``): a second start into it is refused, also while
+the first has no checkpoint yet; a run that fails before its first checkpoint frees it again.
 
 The config (YAML or JSON) is described in :func:`sgdlab.train.distributed.build_run`::
 
@@ -65,6 +70,9 @@ def register(subparsers) -> None:
                         "distributed: one process per replica, launched with torchrun")
     p.add_argument("--replicas", type=int, default=None, help="override parle.replicas")
     p.add_argument("--out", default=None, help="directory for master.pt and result.json")
+    p.add_argument("--store", metavar="PATH", default=None,
+                   help="run store the run is recorded in (default: config's store, "
+                        "$SGDLAB_STORE, or ./sgdlab-runs/runs.sqlite)")
     p.add_argument("--backend", choices=["auto", "gloo", "nccl"], default="auto",
                    help="distributed backend (default: nccl with CUDA, else gloo)")
     p.add_argument("--timeout", type=float, default=60.0,
@@ -82,7 +90,7 @@ def register(subparsers) -> None:
 def torchrun_command(config: str, replicas: int, *, out: str | None = None,
                      backend: str = "auto", timeout: float = 60.0, resume: bool = False,
                      checkpoint_every: int | None = None, claimed: bool = False,
-                     standalone: bool = False) -> list[str]:
+                     standalone: bool = False, store: str | None = None) -> list[str]:
     """The torchrun command line that runs ``config`` with one process per replica
     (``claimed``: the caller has taken ``out`` for them). ``standalone``: this machine only,
     the rendezvous on a port the system picks free (``--standalone``). Without it torchrun
@@ -97,6 +105,8 @@ def torchrun_command(config: str, replicas: int, *, out: str | None = None,
             "--backend", backend, "--timeout", f"{timeout:g}"]
     if out:
         cmd += ["--out", str(out)]
+    if store:
+        cmd += ["--store", str(store)]
     if checkpoint_every is not None:
         cmd += ["--checkpoint-every", str(checkpoint_every)]
     if resume:
@@ -110,7 +120,7 @@ def _run(args) -> int:
     from sgdlab.errors import ConfigError
     from sgdlab.train.distributed import (LAUNCHER_ENV, STATUS_ENV, claim_out, die_with_parent,
                                           load_config, lock_out, release_out, report,
-                                          run_from_config, timeout_delta)
+                                          run_from_config, run_store_path, timeout_delta)
     from sgdlab.train.replicas import check_checkpoint_dir
 
     cfg = load_config(args.config)
@@ -122,13 +132,16 @@ def _run(args) -> int:
             raise ConfigError(f"--replicas must be >= 1, got {args.replicas}")
         cfg.setdefault("parle", {})["replicas"] = args.replicas
     if args.mode == "inprocess":
+        # recorded in a run store as sgdlab train's runs are: sgdlab measure, runs show and
+        # --init-from find the run there
+        cfg["store"] = str(run_store_path(cfg, args.store, args.out, args.resume))
         try:
             res = run_from_config(cfg, mode="inprocess", out=args.out, resume=args.resume,
                                   checkpoint_every=args.checkpoint_every)
         except KeyboardInterrupt as e:   # the command that goes on from its checkpoint
             raise KeyboardInterrupt(f"{str(e) or 'interrupted'}{_continue(args, None)}"
                                     ) from None
-        print(report(res, out=args.out))
+        print(report(res, out=args.out, store=cfg["store"]))
         return _exit_status(res.status)
     n = int((cfg.get("parle") or {}).get("replicas", 3))
     if args.resume and not args.out:
@@ -141,7 +154,8 @@ def _run(args) -> int:
             if lock is not None:
                 os.close(lock)
     options = dict(out=args.out, backend=args.backend, timeout=args.timeout,
-                   resume=args.resume, checkpoint_every=args.checkpoint_every)
+                   resume=args.resume, checkpoint_every=args.checkpoint_every,
+                   store=args.store)
     # torchrun prints a banner unless OMP_NUM_THREADS is set; one thread per process is also
     # what makes the distributed iterates bit-identical to the in-process ones
     threads = os.environ.get("OMP_NUM_THREADS", "1")
@@ -150,8 +164,14 @@ def _run(args) -> int:
         print(f"OMP_NUM_THREADS={threads} {shlex.join(cmd)}")
         return 0
     # validate here, where errors print nicely, before starting n processes
+    from sgdlab.store import RunStore
     from sgdlab.train.distributed import build_run
     build_run(cfg)
+    # the store rank 0 records the run in, opened (or made) here: a path that is no store is
+    # refused before any process starts
+    store = run_store_path(cfg, args.store, args.out, args.resume).resolve()
+    RunStore(store).close()
+    options["store"] = str(store)
     # a new run's folder, taken here: of two starts into it at once one launches processes
     claim = claim_out(args.out) if args.out and not args.resume else None
     cmd = torchrun_command(args.config, n, **options, claimed=claim is not None,
@@ -214,6 +234,8 @@ def _continue(args, n: int | None) -> str:
     elif args.replicas is not None:
         command += f" --replicas {args.replicas}"
     command += f" --out {shlex.quote(os.path.abspath(args.out))}"
+    if args.store:
+        command += f" --store {shlex.quote(os.path.abspath(args.store))}"
     # the options the run was started with, so that it goes on as it ran
     for flag, value, default in (("--backend", args.backend, "auto"),
                                  ("--timeout", args.timeout, 60.0),

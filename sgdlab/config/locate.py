@@ -226,6 +226,12 @@ def _sweep_run_checkpoint(ckpt: Path, store_path: str | os.PathLike | None) -> L
     return Located(run["config"], ckpt, run["id"], ckpt.parent.parent, store)
 
 
+# why a replica run has no record, and how a new one gets one
+NOT_RECORDED = ("its config had no 'store': run it again with `store: PATH` added to the "
+                "replica config, or with `sgdlab parle`, which records every run in a run "
+                "store: --store PATH, $SGDLAB_STORE or ./sgdlab-runs/runs.sqlite")
+
+
 def _locate_replica_run(folder: Path, store_path: str | None, rebuild: bool = True):
     """:func:`locate_run` for the ``--out`` folder of ``sgdlab parle`` (or a file in it): its run,
     named in ``result.json``, looked up in the run store (the one named there, or
@@ -237,7 +243,7 @@ def _locate_replica_run(folder: Path, store_path: str | None, rebuild: bool = Tr
     path = Path(store_path or recorded or default_store_path())
     if run_id is None or not path.is_file():
         raise UserError(f"cannot rebuild the model of the replica run in {str(folder)!r}: "
-                        + ("it was not recorded in a run store (its config had no 'store')"
+                        + (f"it was not recorded in a run store ({NOT_RECORDED})"
                            if run_id is None else f"no run store at {path} holds its run "
                            f"{run_id} (give it with --store PATH)"))
     store = RunStore(path)
@@ -277,8 +283,8 @@ def _locate_replica_checkpoint(ckpt_dir: Path, store_path: str | None, run: dict
         path = Path(store_path or head.get("store") or default_store_path())
         if run_id is None:
             raise UserError(f"cannot rebuild the model of the replica run checkpointed in "
-                            f"{str(ckpt_dir)!r}: it was not recorded in a run store (its "
-                            "config had no 'store'), which would hold its data and model")
+                            f"{str(ckpt_dir)!r}: it was not recorded in a run store, which "
+                            f"would hold its data and model ({NOT_RECORDED})")
         store = RunStore(path) if path.is_file() else None
         try:
             run = store.get_run(run_id) if store is not None else None

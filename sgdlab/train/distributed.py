@@ -16,6 +16,8 @@ steps: one all-reduce (sum) of the flattened replica weights x^a (plus the repli
 the same buffer) from which every process forms the master x̄ = Σ_a x^a / n. Rank 0
 evaluates the master, logs to the run store and writes ``OUT/master.pt`` (the master's
 ``state_dict``, load with ``torch.load(..., weights_only=True)``) and ``OUT/result.json``.
+The run store is ``--store``, else the config's ``store``, else the one ``sgdlab train``
+takes, ``$SGDLAB_STORE`` or ``./sgdlab-runs/runs.sqlite`` (:func:`run_store_path`).
 
 **Checkpoints.** With ``--out``, every rank writes its replica's state to
 ``OUT/checkpoints/rank{r}.pt`` and rank 0 the master to ``OUT/checkpoints/master.pt`` every
@@ -67,7 +69,7 @@ import torch.distributed as dist
 
 from ..atomic import replaced_whole
 from ..claims import FolderBusy, claim_file, hold_lock
-from ..config.runner import REPLICA_MASTER, REPLICA_RESULT
+from ..config.runner import REPLICA_MASTER, REPLICA_RESULT, store_option
 from ..errors import (ConfigError, UserError, check_config_kind, check_not_empty, did_you_mean,
                       file_problem, make_output_dir, read_config_text)
 from ..losses import build_loss
@@ -385,6 +387,29 @@ def _take_for_all(out: str | Path, comm: Any, model: torch.nn.Module, *, claim: 
     return text, fd
 
 
+def run_store_path(cfg: dict[str, Any], store: str | os.PathLike | None = None,
+                   out: str | Path | None = None, resume: bool = False) -> Path:
+    """The run store a run of ``sgdlab parle`` (or of this module) is recorded in, as
+    ``sgdlab train`` picks it: ``store`` (``--store``), else the config's ``store``, else (a
+    resume) the store the run's checkpoints in ``out`` name, else ``$SGDLAB_STORE`` or
+    ``./sgdlab-runs/runs.sqlite``."""
+    from ..store import default_store_path
+
+    if store or cfg.get("store"):
+        return Path(store or cfg["store"])
+    if resume and out is not None:
+        from .checkpoint import load_checkpoint
+
+        try:
+            recorded = load_checkpoint(Path(out) / "checkpoints" / MASTER_CHECKPOINT,
+                                       mmap=True).get("store")
+        except UserError:    # none, or unreadable: the resume itself says so
+            recorded = None
+        if recorded:
+            return Path(recorded)
+    return default_store_path()
+
+
 def run_from_config(cfg: dict[str, Any], *, mode: str, out: str | Path | None = None,
                     communicator: Any = None, resume: bool = False,
                     checkpoint_every: int | None = None, claimed: bool = False):
@@ -395,10 +420,6 @@ def run_from_config(cfg: dict[str, Any], *, mode: str, out: str | Path | None = 
     first (:func:`claim_out`; ``claimed``: its launcher has) and frees it when it fails before
     its first checkpoint. Returns the :class:`ReplicaResult`."""
     model, loss_fn, data, parle, kw = build_run(cfg)
-    store = None
-    if cfg.get("store"):
-        from ..store import RunStore
-        store = RunStore(cfg["store"])
     comm, device = None, cfg.get("device")
     if mode == "distributed":
         comm = communicator or TorchDistributedCommunicator()
@@ -408,6 +429,10 @@ def run_from_config(cfg: dict[str, Any], *, mode: str, out: str | Path | None = 
         # identical initial weights on every rank, whatever the init's determinism
         comm.broadcast_([p.data for p in model.parameters()])
     is_main = comm is None or comm.rank == 0
+    store = None
+    if cfg.get("store") and is_main:   # rank 0 alone records the run
+        from ..store import RunStore
+        store = RunStore(cfg["store"])
     if out is not None:
         every = (checkpoint_every if checkpoint_every is not None
                  else cfg.get("checkpoint_every", DEFAULT_CHECKPOINT_EVERY))
@@ -422,7 +447,7 @@ def run_from_config(cfg: dict[str, Any], *, mode: str, out: str | Path | None = 
     try:
         res = train_replicas(model, loss_fn, data, parle, mode=mode, communicator=comm,
                              device=device,
-                             store=store if is_main else None, complete=out is None,
+                             store=store, complete=out is None,
                              run_config=_recorded_config(cfg), **kw)
         if out is not None and is_main:
             _write_outputs(res, Path(out), mode, parle, store)
@@ -464,10 +489,12 @@ def _write_outputs(res, o: Path, mode: str, parle: ParleConfig, store: Any) -> N
                                       ("results", (o / REPLICA_RESULT).resolve())])
 
 
-def report(res, *, out: str | Path | None, processes: int | None = None) -> str:
+def report(res, *, out: str | Path | None, processes: int | None = None,
+           store: str | Path | None = None) -> str:
     """How a replica run is reported, the same in both modes: a status line, the final
     metrics as JSON (``wall_time``: the training rounds, set-up excluded; a non-finite value,
-    as after a divergence, is null and named on the line below) and the weights' path."""
+    as after a divergence, is null and named on the line below), the weights' path and the
+    run store that holds the run."""
     mode = "in-process" if processes is None else f"distributed, {processes} processes"
     lines = [f"parle ({mode}, {res.rounds} rounds, {res.grad_evals} gradient evaluations per "
              f"replica): {res.status}" + (f" ({res.message})" if res.message else ""),
@@ -478,6 +505,9 @@ def report(res, *, out: str | Path | None, processes: int | None = None) -> str:
         lines.append(f"not finite (null in the JSON): {', '.join(not_finite)}")
     if out:
         lines.append(f"master weights: {Path(out) / 'master.pt'}")
+    if store is not None and res.run_id is not None:
+        lines.append(f"run {res.run_id} in the run store {store} (sgdlab runs show "
+                     f"{res.run_id} {store_option(store)})")
     return "\n".join(lines)
 
 
@@ -497,6 +527,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="rounds between checkpoints in OUT/checkpoints (default: config or 10)")
     p.add_argument("--resume", action="store_true",
                    help="continue from the checkpoints in OUT/checkpoints")
+    p.add_argument("--store", metavar="PATH", default=None,
+                   help="run store rank 0 records the run in (default: the config's store, "
+                        "$SGDLAB_STORE, or ./sgdlab-runs/runs.sqlite)")
     p.add_argument("--claimed", action="store_true",
                    help=f"OUT/{CLAIM_FILE} was created for this run by its launcher (sgdlab "
                         "parle): rank 0 does not take the folder again")
@@ -512,6 +545,7 @@ def main(argv: list[str] | None = None) -> int:
         cfg = load_config(args.config)
         if args.replicas is not None:
             cfg.setdefault("parle", {})["replicas"] = args.replicas
+        cfg["store"] = str(run_store_path(cfg, args.store, args.out, args.resume))
         backend = init_distributed(args.backend, args.timeout)
         if dist.get_rank() == 0:
             print(f"parle: {dist.get_world_size()} replica processes connected ({backend}, "
@@ -519,7 +553,8 @@ def main(argv: list[str] | None = None) -> int:
         res = run_from_config(cfg, mode="distributed", out=args.out, resume=args.resume,
                               checkpoint_every=args.checkpoint_every, claimed=args.claimed)
         if dist.get_rank() == 0:
-            print(report(res, out=args.out, processes=dist.get_world_size()), flush=True)
+            print(report(res, out=args.out, processes=dist.get_world_size(),
+                         store=cfg["store"]), flush=True)
             if os.environ.get(STATUS_ENV):
                 Path(os.environ[STATUS_ENV]).write_text(res.status)
         try:  # a clean shutdown; a peer that already left must not turn success into failure

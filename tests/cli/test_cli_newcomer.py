@@ -209,7 +209,8 @@ def test_runs_show_aligns_long_metric_names(tmp_path, capsys):
     assert len({row.index(" 3: ") for row in rows}) == 1, rows
 
 
-def test_parle_launches_torchrun_with_one_thread_per_process(tmp_path, monkeypatch, capsys):
+def test_parle_launches_torchrun_with_one_thread_per_process(tmp_path, monkeypatch, capsys,
+                                                             tmp_store):
     import sgdlab.cli.parle as parle
 
     cfg = tmp_path / "parle.json"

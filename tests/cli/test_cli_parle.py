@@ -15,6 +15,9 @@ import pytest
 from sgdlab.cli.main import main
 from sgdlab.cli.parle import _alive, _children, _stop
 
+# `sgdlab parle` records every run in the run store: the default one in the test's folder
+pytestmark = pytest.mark.usefixtures("tmp_store")
+
 CONFIG = {"data": {"name": "digits", "flatten": True, "n_train": 64},
           "model": {"name": "mlp", "widths": [8]}, "parle": {"replicas": 2, "L": 2},
           "rounds": 2}
@@ -445,7 +448,8 @@ def test_a_replica_config_with_a_length_of_the_wrong_type_is_bad_input(tmp_path,
 
 
 def test_a_replica_config_takes_the_master_s_buffer_rule_and_names_a_wrong_one(tmp_path,
-                                                                                 capsys):
+                                                                                 capsys,
+                                                                                 tmp_store):
     """``parle.master_buffers``: the master's batch-norm statistics at each evaluation; the
     run's result records it, a value other than average | recompute is bad input."""
     cfg = tmp_path / "c.json"
@@ -458,3 +462,91 @@ def test_a_replica_config_takes_the_master_s_buffer_rule_and_names_a_wrong_one(t
     cfg.write_text(json.dumps({**CONFIG, "parle": {**CONFIG["parle"], "master_buffers": "x"}}))
     assert main(["parle", str(cfg)]) == 2
     assert "master_buffers must be one of average, recompute, got 'x'" in capsys.readouterr().err
+
+
+def test_a_run_without_a_store_in_its_config_is_recorded_in_the_default_store(
+        tmp_path, capsys, monkeypatch, tmp_store):
+    """README's parle.yaml has no `store:`, and `sgdlab parle` recorded no run then: `sgdlab
+    measure DIR` and `sgdlab train --init-from DIR` of its --out folder were refused. It is
+    recorded where `sgdlab train` records runs ($SGDLAB_STORE or ./sgdlab-runs/runs.sqlite),
+    or in --store PATH."""
+    import torch
+
+    from sgdlab.store import RunStore
+
+    cfg, out = tmp_path / "c.json", tmp_path / "out"
+    cfg.write_text(json.dumps(CONFIG))
+    assert main(["parle", str(cfg), "--mode", "inprocess", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    (run,) = RunStore(tmp_store).list_runs()
+    assert json.loads((out / "result.json").read_text())["store"] == str(tmp_store.resolve())
+    assert f"run {run['id']} in the run store {tmp_store} (sgdlab runs show" in printed
+    assert main(["measure", str(out), "--what", "hessian", "--k", "1", "--probes", "2",
+                 "--out", str(tmp_path / "m")]) == 0, capsys.readouterr().err
+    assert json.loads((tmp_path / "m" / "measurements.json").read_text())["run_id"] == run["id"]
+    train_cfg = tmp_path / "t.yaml"      # (JSON is YAML)
+    train_cfg.write_text(json.dumps({
+        "data": {"name": "digits", "options": {"flatten": True, "n_train": 64}},
+        "model": {"name": "mlp", "options": {"widths": [8]}},
+        "optimizer": {"name": "sgd", "lr": 0.0}, "measure": [],
+        "train": {"epochs": 1, "batch_size": 16, "threads": 1, "progress": False}}))
+    assert main(["train", str(train_cfg), "--init-from", str(out), "--no-progress",
+                 "--out", str(tmp_path / "t")]) == 0, capsys.readouterr().err
+    master = torch.load(out / "master.pt", weights_only=True)
+    trained = torch.load(tmp_path / "t" / "checkpoints" / "last.pt", weights_only=True)["model"]
+    assert all(torch.equal(trained[k], master[k]) for k in master)     # lr 0 keeps them
+
+    # --store PATH, as sgdlab train's, and no file in the current folder either way
+    monkeypatch.chdir(tmp_path)
+    assert main(["parle", str(cfg), "--store", "mine.sqlite"]) == 0
+    assert len(RunStore(tmp_path / "mine.sqlite").list_runs()) == 1
+    assert len(RunStore(tmp_store).list_runs()) == 2      # + sgdlab train's run
+    assert not (tmp_path / "sgdlab-runs").exists()
+    # a --resume goes on in the store its checkpoints name, whatever $SGDLAB_STORE says now
+    from sgdlab.train.distributed import run_store_path
+
+    monkeypatch.setenv("SGDLAB_STORE", str(tmp_path / "other.sqlite"))
+    assert run_store_path(CONFIG, out=out, resume=True) == tmp_store.resolve()
+    assert run_store_path(CONFIG, out=out) == tmp_path / "other.sqlite"
+
+
+def test_the_launcher_makes_the_store_and_hands_it_to_the_replicas(tmp_path, capsys,
+                                                                   monkeypatch, tmp_store):
+    """Distributed: the launcher opens (makes) the store before any process starts and names
+    it to torchrun by its absolute path, where rank 0 alone records the run; a path that is
+    no store is refused before any process starts."""
+    import sgdlab.cli.parle as parle
+
+    cfg = tmp_path / "c.json"
+    cfg.write_text(json.dumps(CONFIG))
+    launched = []
+
+    def command(*a, **k):
+        launched.append(k)
+        return [sys.executable, "-c", "pass"]
+
+    monkeypatch.setattr(parle, "torchrun_command", command)
+    assert main(["parle", str(cfg), "--mode", "distributed"]) == 0
+    assert launched[-1]["store"] == str(tmp_store.resolve()) and tmp_store.is_file()
+    monkeypatch.chdir(tmp_path)
+    assert main(["parle", str(cfg), "--mode", "distributed", "--store", "s.sqlite"]) == 0
+    assert launched[-1]["store"] == str(tmp_path / "s.sqlite") and Path("s.sqlite").is_file()
+    Path("folder").mkdir()
+    assert main(["parle", str(cfg), "--mode", "distributed", "--store", "folder"]) == 2
+    assert "is a directory" in capsys.readouterr().err and len(launched) == 2
+    monkeypatch.undo()
+    cmd = parle.torchrun_command(str(cfg), 2, store="/x/runs.sqlite")
+    assert cmd[cmd.index("--store") + 1] == "/x/runs.sqlite"
+
+
+def test_a_replica_run_recorded_in_no_store_says_how_to_get_one(tmp_path, capsys):
+    """A run of an older sgdlab parle (or run_from_config from Python) with no `store` in
+    its config: measuring its folder says how a run gets its record."""
+    from sgdlab.train.distributed import run_from_config
+
+    out = tmp_path / "out"
+    run_from_config(dict(CONFIG), mode="inprocess", out=out)
+    assert main(["measure", str(out), "--store", str(tmp_path / "none.sqlite")]) == 2
+    err = capsys.readouterr().err
+    assert "it was not recorded in a run store (its config had no 'store': run it again with " \
+           "`store: PATH` added to the replica config, or with `sgdlab parle`" in err

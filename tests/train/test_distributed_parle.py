@@ -17,6 +17,9 @@ from sgdlab.errors import ConfigError
 from sgdlab.testing import forked_torchrun
 from sgdlab.train.distributed import run_from_config
 
+# `sgdlab parle` records every run in the run store: the default one in the test's folder
+pytestmark = pytest.mark.usefixtures("tmp_store")
+
 torch.set_num_threads(1)
 
 
@@ -87,7 +90,7 @@ def reap(procs, resume: bool = False) -> None:
 
 
 @pytest.mark.parametrize("world", [2, 3])
-def test_distributed_gloo_processes_equal_inprocess(tmp_path, world):
+def test_distributed_gloo_processes_equal_inprocess(tmp_path, world, tmp_store):
     cfg, path = write_problem(tmp_path, replicas=world, rounds=4)
     res = run_from_config(cfg, mode="inprocess")   # first: the forked workers start warm
     procs, logs = launch(tmp_path, world, [str(path), "--out", str(tmp_path / "dist"),
@@ -96,12 +99,20 @@ def test_distributed_gloo_processes_equal_inprocess(tmp_path, world):
         p.join(60)
     assert [p.exitcode for p in procs] == [0] * world, [read(l)[-2000:] for l in logs]
     assert f"{world} replica processes connected (gloo" in read(logs[0])
-    # reported as in-process mode reports: a status line, the final metrics as JSON, the weights
+    # reported as in-process mode reports: a status line, the final metrics as JSON, the
+    # weights, the run store that holds the run
     out = read(logs[0]).split(f"parle (distributed, {world} processes, 4 rounds, 12 gradient "
                               "evaluations per replica): finished\n")[1]
-    final, weights = out.rsplit("\n", 2)[0], out.rsplit("\n", 2)[1]
+    final, weights, stored = out.rsplit("\n", 3)[:3]
     assert json.loads(final)["grad_evals"] == 12
     assert weights == f"master weights: {tmp_path / 'dist' / 'master.pt'}"
+    # with no store in the config and no --store: the default one, as sgdlab train's runs;
+    # rank 0 alone records the run
+    from sgdlab.store import RunStore
+
+    (run,) = RunStore(tmp_store).list_runs()
+    assert run["status"] == "finished" and run["config"]["mode"] == "distributed"
+    assert stored.startswith(f"run {run['id']} in the run store {tmp_store} ")
     dist_master = torch.load(tmp_path / "dist" / "master.pt", weights_only=True)
     ref = res.master.state_dict()
     assert dist_master.keys() == ref.keys()

@@ -356,7 +356,7 @@ def cli_config(tmp_path) -> dict:
     return cfg
 
 
-def test_cli_inprocess_and_torchrun_command(tmp_path, capsys):
+def test_cli_inprocess_and_torchrun_command(tmp_path, capsys, tmp_store):
     from sgdlab.cli.main import main
     cfg = cli_config(tmp_path)
     assert main(["parle", str(tmp_path / "c.json"), "--out", str(tmp_path / "o")]) == 0
@@ -517,7 +517,7 @@ def test_epochs_count_the_short_last_batch():
     assert res.effective_epochs >= 20
 
 
-def test_cli_resume(tmp_path, capsys):
+def test_cli_resume(tmp_path, capsys, tmp_store):
     from sgdlab.cli.main import main
     cfg = cli_config(tmp_path)
     (tmp_path / "c4.json").write_text(json.dumps({**cfg, "rounds": 4}))
