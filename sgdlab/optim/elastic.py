@@ -41,9 +41,12 @@ towards that fresh average: ``master="current"`` (default).
 
 The special cases of §5.3.1 under the ``"paper"`` normalisation: n = 1 and ρ = ∞ is
 Entropy-SGD with the γ-scaled outer step x ← x − η(x − z); L = 1, γ = ∞, α = 0 with
-η⁽⁰⁾ = 1 gives z = x^a − ∇f_B(x^a) and hence exactly Elastic-SGD (5.4a) with step η (with
-η⁽⁰⁾ = η₀ instead, the gradient is scaled by η₀: §5.3.1's "Elastic-SGD for L = 1, γ = ∞" holds
-only before the normalisation); adding n = 1, ρ = ∞ gives SGD.
+η⁽⁰⁾ = 1 gives z = x^a − ∇f_B(x^a) and hence exactly Elastic-SGD (5.4a) with step η when the
+outer step has no momentum (with Remark 5.3's Nesterov 0.9 it is Elastic-SGD with momentum;
+with η⁽⁰⁾ = η₀ instead, the gradient is scaled by η₀: §5.3.1's "Elastic-SGD for L = 1,
+γ = ∞" holds only before the normalisation); adding n = 1, ρ = ∞ gives SGD. In
+:class:`sgdlab.train.replicas.ParleConfig`: ``L=1, gamma=inf, alpha=0, inner_lr=1, momentum=0,
+outer_momentum=0`` is Elastic-SGD, and with ``replicas=1, rho=inf`` plain SGD.
 
 γ and ρ are scoped per outer step, γ_k = γ₀(1 − γ₁)^⌊k/L⌋ and ρ_k = ρ₀(1 − ρ₁)^⌊k/L⌋, clipped
 to [gamma_min, gamma_max] and [rho_min, rho_max]; eq. (5.10) is γ₁ = ρ₁ = 1/(2B) with B the

@@ -4,7 +4,8 @@
 replicas of ``model`` with the Parle update (thesis eq. 5.8; :mod:`sgdlab.optim.elastic`) and
 returns the master x̄ = (1/n) Σ_a x^a as the final model. Parle's special cases are reached
 through the config (``"paper"`` normalisation): ``gamma=inf``, ``L=1``, ``alpha=0``,
-``inner_lr=1``, ``momentum=0`` is Elastic-SGD (5.4) with step ``lr``; ``rho=inf`` with one
+``inner_lr=1``, ``momentum=0``, ``outer_momentum=0`` is Elastic-SGD (5.4) with step ``lr``
+(the default outer Nesterov 0.9 makes it Elastic-SGD with momentum); ``rho=inf`` with one
 replica is Entropy-SGD; both together with one replica are SGD.
 
 Conventions:

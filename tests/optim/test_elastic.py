@@ -358,3 +358,72 @@ def test_registered_names_and_training_loop_integration():
     # one outer step = L = 5 gradient evaluations: the loop's ×L accounting
     assert res.grad_evals == 5 * res.steps
     assert res.last("effective_epochs") == pytest.approx(res.grad_evals * 8 / 32)
+
+
+# --- the documented Elastic-SGD recipe ---------------------------------------------------
+def _documented_recipes() -> dict[str, dict[str, int | float]]:
+    """The ParleConfig settings README, docs/GUIDE.md and the docstrings of
+    sgdlab.optim.elastic and sgdlab.train.replicas give for Elastic-SGD (5.4)."""
+    import re
+    from pathlib import Path
+
+    import sgdlab.train.replicas as replicas
+    from sgdlab.optim import elastic
+
+    root = Path(__file__).resolve().parents[2]
+    texts = {"README.md": (root / "README.md").read_text(),
+             "docs/GUIDE.md": (root / "docs" / "GUIDE.md").read_text(),
+             "elastic": elastic.__doc__, "replicas": replicas.__doc__}
+    pair = r"\w+=[\w.]+"
+    recipes = {}
+    for where, text in texts.items():
+        flat = " ".join(text.replace("`", "").split())
+        m = re.search(rf"({pair}(?:, {pair})*) (?:gives|is) Elastic-SGD", flat)
+        assert m, f"{where} states no Elastic-SGD recipe"
+        recipes[where] = {k: int(v) if v.isdigit() else float(v)
+                          for k, v in (kv.split("=") for kv in m[1].split(", "))}
+    return recipes
+
+
+def test_the_documented_elastic_sgd_recipe_with_one_replica_is_plain_sgd_step_by_step():
+    """The recipe the docs give for Elastic-SGD, with replicas=1, rho=inf, is plain SGD: the
+    Parle optimizer ParleConfig builds steps as torch.optim.SGD without momentum does, step
+    by step in float64. It lacked outer_momentum=0: the replicas' step kept Remark 5.3's
+    Nesterov 0.9 (a different trajectory, checked below)."""
+    from sgdlab.train.replicas import ParleConfig
+
+    recipes = _documented_recipes()
+    recipe = recipes["README.md"]
+    assert all(r == recipe for r in recipes.values()), recipes
+    lr, B = 0.3, 8
+    g = torch.Generator().manual_seed(4)
+    X = torch.randn(40, 5, generator=g, dtype=F64)
+    y = torch.randint(0, 3, (40,), generator=g)
+    batches = [torch.randperm(40, generator=g)[:B] for _ in range(12)]
+
+    def trajectory(make_optimizer) -> list[list[torch.Tensor]]:
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Linear(5, 6), nn.Tanh(), nn.Linear(6, 3)).double()
+        opt = make_optimizer(model.parameters())
+        out = []
+        for idx in batches:
+            def closure():
+                model.zero_grad()
+                loss = nn.functional.cross_entropy(model(X[idx]), y[idx])
+                loss.backward()
+                return loss
+            opt.step(closure)
+            out.append([p.detach().clone() for p in model.parameters()])
+        return out
+
+    def parle(settings):
+        cfg = ParleConfig(**{**settings, "replicas": 1, "rho": math.inf}, lr=lr, batch_size=B)
+        return trajectory(lambda ps: cfg.optimizer(ps, seed=0, batches=5))
+
+    sgd = trajectory(lambda ps: torch.optim.SGD(ps, lr=lr))
+    for step, (a, b) in enumerate(zip(parle(recipe), sgd)):
+        for p, q in zip(a, b):
+            assert torch.allclose(p, q, atol=1e-13, rtol=0), step
+    # without outer_momentum=0 (the outer Nesterov 0.9 kept) it is another algorithm
+    with_momentum = {k: v for k, v in recipe.items() if k != "outer_momentum"}
+    assert (parle(with_momentum)[-1][0] - sgd[-1][0]).abs().max() > 1e-3
