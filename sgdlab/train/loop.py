@@ -262,8 +262,10 @@ def _overrides(cb: Callback, hook: str) -> bool:
 
 
 class _Diverged(Exception):
+    """A non-finite mini-batch loss of the weights after ``step`` steps (the history's step)."""
+
     def __init__(self, step: int, value: float):
-        super().__init__(f"non-finite loss {value} at step {step + 1}")
+        super().__init__(f"non-finite loss {value} at step {step}")
         self.step, self.value = step, value
 
 
@@ -833,10 +835,14 @@ class _Training:
     def diverged(self, d: _Diverged) -> None:
         loop = self.loop
         self.status = "diverged"
-        self.message = (f"non-finite mini-batch loss ({d.value}) at step {d.step + 1} "
-                        f"(epoch {loop['epoch']}); ")
+        # numbered as the history and the run's step count are (step 0: the initial weights):
+        # the loss of the weights after d.step steps, before the step it would have made
+        weights = (f"the weights after {d.step} step{'s' * (d.step != 1)}" if d.step
+                   else "the initial weights")
+        self.message = (f"non-finite mini-batch loss ({d.value}) at step {d.step} "
+                        f"(epoch {loop['epoch']}, {weights}); ")
         if loop["step"] == d.step:
-            self.message += "stopped before taking that step"
+            self.message += "stopped before the next step"
         else:  # deferred loss read-back: the weights went on for a few steps
             self.message += (f"noticed after step {loop['step']} (losses read back every "
                              f"{self.sync_every} steps)")

@@ -165,8 +165,9 @@ def test_diverging_config_is_recorded_as_diverged_and_exits_3(tmp_path, capsys):
                        env={**os.environ, "PYTHONPATH": str(root)}, timeout=300)
     assert p.returncode == EXIT_DIVERGED == 3 and "Traceback" not in p.stderr, p.stderr
     out = p.stdout
-    assert re.search(r"diverged after \d+ steps? .*\n  non-finite mini-batch loss \S+ at step "
-                     r"\d+ \(epoch 0\)", out), out
+    # the step it names is the step count's (the loss of the weights after that many steps)
+    assert re.search(r"diverged after (\d+) steps? .*\n  non-finite mini-batch loss \S+ at "
+                     r"step \1 \(epoch 0, ", out), out
     # its numbers are the initial evaluation's, and say so (not "final")
     assert "last finite evaluation (step 0): train_loss" in out and "final:" not in out
     (run,) = RunStore(store_path).list_runs()

@@ -4,6 +4,7 @@ from __future__ import annotations
 import functools
 import math
 import random
+import re
 import sys
 
 import numpy as np
@@ -328,6 +329,36 @@ def test_divergence_stops_cleanly_and_is_recorded(tmp_path):
     run_row = store.get_run(res.run_id)
     assert run_row["status"] == "diverged" and "non-finite" in run_row["message"]
     assert run_row["summary"]["steps"] == res.steps
+
+
+def test_the_step_a_divergence_names_is_numbered_as_the_history_and_step_count_are(
+        monkeypatch):
+    """A first step with lr 1e30 makes the next mini-batch loss NaN: the run has taken 1 step
+    (``steps``, what `sgdlab runs show` prints) and its message said "at step 2", one more
+    than the step whose weights gave the loss (the history's step 0 is the initial weights).
+    With losses read back in groups the step is the same, noticed later."""
+    import sgdlab.train.loop as loop_mod
+
+    x = torch.randn(30, 3, generator=torch.Generator().manual_seed(0))
+    data = Dataset(x, x.sum(1, keepdim=True), x[:5], x[:5].sum(1, keepdim=True),
+                   {"name": "lin", "task": "regression", "num_outputs": 1})
+
+    def diverge():
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Linear(3, 8), nn.Linear(8, 1))
+        return train(model, nn.MSELoss(), data, torch.optim.SGD(model.parameters(), lr=1e30),
+                     epochs=2, batch_size=5, progress=False)
+
+    res = diverge()
+    assert res.status == "diverged" and res.steps == 1
+    (step, loss), = res.history["train_loss"]          # the initial evaluation, step 0
+    assert step == 0 and math.isfinite(loss)
+    assert re.search(r"non-finite mini-batch loss \(\S+\) at step 1 \(epoch 0, the weights "
+                     r"after 1 step\); stopped before the next step$", res.message), res.message
+    monkeypatch.setattr(loop_mod, "_loss_sync_every", lambda device, callbacks: 4)
+    res = diverge()
+    assert res.steps == 4 and "at step 1 (epoch 0, the weights after 1 step); noticed after " \
+        "step 4" in res.message, res.message
 
 
 class TwoLookSGD(torch.optim.Optimizer):
