@@ -9,6 +9,7 @@ import re
 from pathlib import Path
 
 import jsonschema
+import pytest
 
 from sgdlab.cli.main import main
 from sgdlab.config import json_schema, load_config
@@ -80,6 +81,15 @@ def test_readme_python_snippets_run_in_order(tmp_path, monkeypatch):
                         ("tables", results["tables"][0]), ("figures", results["figures"][0]),
                         ("runs", results["runs"][0])):
         assert set(listed[key]) == set(record), key
+
+
+def test_the_store_snippet_on_a_store_without_a_training_run_says_so(tmp_path, monkeypatch):
+    """On an empty store the snippet ended on a bare StopIteration of its ``next(...)``."""
+    (snippet,) = [t for lang, t in blocks() if lang == "python" and "RunStore()" in t]
+    monkeypatch.setenv("SGDLAB_STORE", str(tmp_path / "runs.sqlite"))
+    with pytest.raises(SystemExit, match="no finished training run in .*runs.sqlite: run "
+                                         "`sgdlab train` first"):
+        exec(compile(snippet, "README.md store block", "exec"), {"__name__": "__main__"})
 
 
 def train_folder_contents() -> tuple[set[str], list[str]]:
