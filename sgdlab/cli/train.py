@@ -45,8 +45,9 @@ def register(subparsers) -> None:
     add_plugin_option(p, "; added to the config's plugins, so the stored run names them")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--print-config", action="store_true",
-                   help="print the validated config and exit without training (the data and "
-                        "model are built on the CPU, so bad option values and missing data "
+                   help="print the validated config, with the defaults of its sections and "
+                        "of its measure items' instruments, and exit without training (the data "
+                        "and model are built on the CPU, so bad option values and missing data "
                         "files are reported)")
     p.set_defaults(func=_train)
 
@@ -94,7 +95,9 @@ def _train(args: argparse.Namespace) -> int:
         # the device may belong to the machine the run is meant for
         build_from_config({**cfg, "train": {**cfg["train"], "device": "cpu"}}, validated=True,
                           store=args.store)
-        print(dump_yaml(cfg), end="")
+        from sgdlab.config.run import with_instrument_defaults
+
+        print(dump_yaml(with_instrument_defaults(cfg)), end="")
         return 0
     # the store is opened (or made) by run_config once the run is built: a config that fails
     # there (a missing data file, no CUDA) leaves no empty store behind

@@ -509,6 +509,26 @@ def _check_measure_item(path: str, item: dict[str, Any], errors: list[str]) -> N
                       "own steps (give start with every, or the steps in at)")
 
 
+def with_instrument_defaults(cfg: dict[str, Any]) -> dict[str, Any]:
+    """A validated config with each ``measure`` item's instrument options that were not given
+    filled in with their defaults (those of :func:`json_schema`), as ``sgdlab train
+    --print-config`` shows it; the run is the same (the instrument gets the same values).
+    A required option stays absent; an instrument taking ``**kwargs`` gets nothing added."""
+    from ..train.instruments import instrument_params
+
+    items = []
+    for item in cfg["measure"]:
+        defaults = _param_schema_defaults(instrument_params(item["name"]) or {})
+        items.append({**item, **{k: v for k, v in defaults.items() if k not in item}})
+    return {**cfg, "measure": items}
+
+
+def _param_schema_defaults(params: dict[str, Any]) -> dict[str, Any]:
+    """The defaults of ``params`` a config can spell (as the JSON Schema gives them)."""
+    return {k: schema["default"] for k, schema in
+            ((k, _param_schema(d)) for k, d in params.items()) if "default" in schema}
+
+
 def _unknown_name(path: str, name: str, registry, what: str) -> str:
     hint = did_you_mean(name, registry)
     # a name of the user's own is registered by a module sgdlab has not imported
@@ -995,5 +1015,6 @@ __all__ = ["BuiltRun", "DataSection", "MeasureItem", "ModelSection", "OptimizerS
            "RunConfig", "ScheduleSection", "StoreSection", "TrainSection", "WarmStartRecord",
            "build_from_config",
            "TRAINING_KEYS", "build_measure", "json_schema", "measure_schedule",
+           "with_instrument_defaults",
            "resolve_device", "stored_training_settings", "training_hparams", "training_settings",
            "validate_config", "validate_section"]

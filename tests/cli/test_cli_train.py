@@ -1319,3 +1319,35 @@ def test_an_optimizer_number_that_may_be_none_takes_null(tmp_path, capsys):
                                 "{name: entropy_sgd, lr: 0.1, gamma_min: null, seed: null}"))
     assert main(["train", str(cfg), "--print-config"]) == 0
     assert "gamma_min: null" in capsys.readouterr().out
+
+
+def test_print_config_fills_in_the_measure_instruments_defaults(tmp_path, capsys):
+    """README calls --print-config "the validated config with every default", but a measure
+    item showed only what was given (no eval_subset, trace_probes or tol, whose defaults the
+    JSON Schema has). It shows the instruments' defaults now; printed and read back, the
+    config prints the same and builds the same instruments."""
+    from sgdlab.config import json_schema, load_config, parse_yaml, validate_config
+    from sgdlab.config.run import build_measure
+
+    cfg = tmp_path / "tiny.yaml"
+    cfg.write_text(TINY + "measure:\n  - {name: hessian, every: 5, k: 2}\n"
+                          "  - {name: trajectory, path: traj.npy}\n")
+    assert main(["train", str(cfg), "--print-config"]) == 0
+    printed = capsys.readouterr().out
+    hessian, trajectory = parse_yaml(printed)["measure"]
+    rules = {r["if"]["properties"]["name"]["const"]: r["then"]["properties"]
+             for r in json_schema()["$defs"]["MeasureItem"]["allOf"]}
+    for item in (hessian, trajectory):
+        defaults = {k: v["default"] for k, v in rules[item["name"]].items()
+                    if isinstance(v, dict) and "default" in v}
+        assert defaults and {k: item[k] for k in defaults if k not in ("k", "path")} == {
+            k: v for k, v in defaults.items() if k not in ("k", "path")}
+    assert hessian["k"] == 2 and (hessian["eval_subset"], hessian["trace_probes"],
+                                  hessian["tol"]) == (1000, 0, 1e-3)
+    assert trajectory["path"] == "traj.npy" and trajectory["every_epochs"] == 1
+    again = tmp_path / "printed.yaml"
+    again.write_text(printed)
+    assert main(["train", str(again), "--print-config"]) == 0
+    assert capsys.readouterr().out == printed
+    # the values written out are ones the instruments take (they are built)
+    assert len(build_measure(validate_config(load_config(again))["measure"], 10)) == 2
