@@ -114,4 +114,4 @@ def test_a_claim_outside_the_papers_regime_is_neither_agreement_nor_disagreement
         (tmp_path / d / "results.json").write_text(json.dumps(
             {"experiment": {"name": "grid"}, "scale": "cpu", "conclusions": cs}))
     lines = compare_lines(tmp_path / "a", tmp_path / "b")
-    assert f"  sharper at small η/B: A disagrees → B {OUTSIDE}" in lines
+    assert f"  sharper at small η/B: A disagrees with the paper → B {OUTSIDE}" in lines
