@@ -91,9 +91,9 @@ from ..accuracy import argmax_hits, perplexity_tokens
 from ..data.augment import batch_augmentation
 from ..errors import UserError
 from ..loss_settings import loss_name, loss_reduction, torch_loss_class
+from ..measure.batch_norm import recompute_bn_statistics
 from ..models.modes import eval_mode
 from ..operators.batches import check_target_shape, dtype_refusal, loss_refusal
-from .batch_norm import recompute_batch_norm
 from .callbacks import Callback, Schedule, TrainContext, callback_keys
 from .checkpoint import (changed_settings, checkpoint_path, load_checkpoint, load_state,
                          rng_state, save_checkpoint, set_rng_state, snapshot)
@@ -1056,15 +1056,23 @@ EVAL_BN = ("running", "recompute")
 
 def recompute_eval_statistics(model: nn.Module, x_train: Tensor, batch_size: int) -> None:
     """Batch norm's running statistics recomputed at the current weights for an evaluation
-    (``train(..., eval_bn="recompute")``), as the authors' ``dry_feed()`` before each
-    validation (ucla-vision/entropy-sgd, python/train.py): one train-mode pass over
-    ``x_train`` with dropout off, in the stored order, in batches of about ``batch_size``
-    (:func:`~sgdlab.train.batch_norm.recompute_batch_norm`: each statistic the size-weighted
-    mean of the batches' means and unbiased variances; with one batch, the training set's).
-    No random number is drawn and no parameter moves, so the training trajectory is the one
-    without it; the statistics stay in the running buffers afterwards, as ``dry_feed()``
-    leaves them. Nothing happens for a model without tracked batch norm."""
-    recompute_batch_norm(model, x_train, batch_size=max(int(batch_size), 1))
+    (``train(..., eval_bn="recompute")``; Parle's ``master_buffers="recompute"``), as the
+    authors' ``dry_feed()`` before each validation (ucla-vision/entropy-sgd, python/train.py;
+    parle_mpi.py): one train-mode pass over ``x_train`` with dropout off, in the stored order,
+    in ⌈N/b⌉ consecutive batches of near-equal size (b = ``batch_size``), each batch
+    normalised by its own statistics
+    (:func:`~sgdlab.measure.batch_norm.recompute_bn_statistics` with ``layerwise=False``).
+    Each statistic is the mean and unbiased variance of the layer's input over all N examples
+    of that pass, pooled in float64: with one batch (b ≥ N), the training set's at every
+    layer. ``dry_feed`` keeps the default momentum (0.1), an average dominated by the last
+    batches; the pooled statistic weighs every example once. No random number is drawn and
+    no parameter moves, so the training trajectory is the one without it; the statistics stay
+    in the running buffers afterwards, as ``dry_feed()`` leaves them. Nothing happens for a
+    model without tracked batch norm."""
+    k = max(1, math.ceil(len(x_train) / max(int(batch_size), 1)))
+    # the targets are not read: empty ones, so that nothing else is copied to the device
+    batches = [(xb, xb.new_empty(0)) for xb in torch.tensor_split(x_train, k)]
+    recompute_bn_statistics(model, batches, layerwise=False)
 
 
 def _sequence_loss_scale(sequence_loss: Any, y_train: Tensor) -> int:

@@ -42,7 +42,7 @@ Conventions:
   replicas' (``master_buffers="average"``, the default; one all-reduce of the buffers, only
   for a model that has some), and with ``master_buffers="recompute"`` then the batch-norm
   statistics recomputed at x̄ by a train-mode pass over the whole training set, dropout off
-  (:func:`sgdlab.train.batch_norm.recompute_batch_norm`; the authors' ``dry_feed``). Neither
+  (:func:`sgdlab.train.loop.recompute_eval_statistics`; the authors' ``dry_feed``). Neither
   draws random numbers, so the training trajectory does not depend on the choice.
 - **Divergence.** A non-finite mean replica loss ends the run with status ``"diverged"``
   (all processes see the same all-reduced value, so they stop together). A replica whose
@@ -80,12 +80,11 @@ from torch import Tensor, nn
 from ..data.augment import batch_augmentation
 from ..errors import ConfigError, UserError, did_you_mean
 from ..optim.elastic import Parle, master_average
-from .batch_norm import recompute_batch_norm
 from .checkpoint import (changed_settings, load_checkpoint, rng_state, save_checkpoint,
                          set_rng_state)
 from .loop import (BatchStream, check_dataset, check_loss, evaluation_metrics, evaluation_sets,
                    input_refusal, is_int, model_setting_changes, model_settings, open_writer,
-                   record_abort, record_completion, steps_per_epoch)
+                   recompute_eval_statistics, record_abort, record_completion, steps_per_epoch)
 
 __all__ = ["ParleConfig", "ReplicaResult", "ReplicaWorker", "train_replicas", "replica_shards",
            "replica_seeds"]
@@ -144,7 +143,7 @@ class ParleConfig:
     ``master_buffers``: the floating buffers (batch-norm statistics) of the master at each
     evaluation (the thesis is silent): ``"average"`` (default) the mean of the replicas',
     ``"recompute"`` batch-norm statistics recomputed at x̄ over the training set (the
-    authors' code; :func:`sgdlab.train.batch_norm.recompute_batch_norm`, batches of
+    authors' code; :func:`sgdlab.train.loop.recompute_eval_statistics`, batches of
     ``batch_size``). Only evaluations change; training does not.
     """
 
@@ -716,8 +715,7 @@ class _ReplicaTraining:
             for b, v in zip(_float_buffers(self.master_model), buffers):
                 b.copy_(v)
         if self.x_recompute is not None:
-            recompute_batch_norm(self.master_model, self.x_recompute,
-                                 batch_size=self.cfg.batch_size)
+            recompute_eval_statistics(self.master_model, self.x_recompute, self.cfg.batch_size)
         for name, v in evaluation_metrics(self.master_model, self.loss_fn, self.eval_sets,
                                           classification=self.classification):
             self.log(name, v, step)

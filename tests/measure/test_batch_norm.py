@@ -166,3 +166,36 @@ def test_a_batch_norm_called_twice_is_refused_layer_by_layer_and_pooled_in_one_p
     seen = torch.cat(seen)
     torch.testing.assert_close(bn.running_mean, seen.mean(0), rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(bn.running_var, seen.var(0), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("layerwise", [True, False])
+def test_no_random_number_is_drawn_and_every_mode_and_momentum_is_kept(layerwise):
+    """Dropout is off in the passes (the statistics are those of p = 0), the global generator
+    does not move, and each module keeps its own train/eval flag and momentum."""
+    model = _stacked()
+    model.eval()
+    model[3].train()                                    # a mix of modes, each restored
+    x = _inputs((3,))
+    y = torch.zeros(len(x))
+    torch.manual_seed(5)
+    state = torch.get_rng_state()
+    recompute_bn_statistics(model, [(x[:10], y[:10]), (x[10:], y[10:])], layerwise=layerwise)
+    assert torch.equal(torch.get_rng_state(), state)
+    assert [m.training for m in model] == [m is model[3] for m in model]
+    assert [model[i].momentum for i in (1, 5, 8)] == [0.1, 0.1, 0.2]
+    reference = (_by_hand(model, x) if layerwise
+                 else _pooled_by_hand(model, [x[:10], x[10:]]))
+    for bn, (mean, var) in zip((model[1], model[5], model[8]), reference):
+        torch.testing.assert_close(bn.running_mean, mean, rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(bn.running_var, var, rtol=1e-12, atol=1e-12)
+
+
+def test_a_model_without_tracked_batch_norm_is_left_alone():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4, track_running_stats=False),
+                          nn.Linear(4, 2)).double()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    x = _inputs((3,), n=8)
+    recompute_bn_statistics(model, [(x[:4], x[:4, 0]), (x[4:], x[4:, 0])], layerwise=False)
+    assert before.keys() == model.state_dict().keys()
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())

@@ -40,22 +40,21 @@ def entropy_sgd_run(model: nn.Module, data: Dataset, **kw):
 
 
 def batch_statistics(model: nn.Module, x: torch.Tensor, k: int):
-    """Each layer's (mean, unbiased variance) of its input in float64, worked out by hand
-    layer by layer: the size-weighted mean over the k consecutive batches of ``x`` of each
-    batch's statistics, the layer before normalising with that batch's mean and biased
-    variance (train mode), dropout off. With k = 1, the whole set's."""
+    """Each layer's (mean, unbiased variance) of its input in float64, worked out by hand:
+    over all the examples of ``x`` taken in k consecutive batches, the layer before
+    normalising each batch with that batch's mean and biased variance (train mode), dropout
+    off. With k = 1, the whole set's."""
     lin1, bn1, _, _, lin2, bn2 = list(model)[:6]
     w = [p.detach().double() for p in (lin1.weight, lin1.bias, bn1.weight, bn1.bias,
                                         lin2.weight, lin2.bias)]
-    sums = [[0.0, 0.0], [0.0, 0.0]]
+    inputs = [[], []]
     for xb in torch.tensor_split(x.double(), k):
         h1 = F.linear(xb, w[0], w[1])
         z1 = (h1 - h1.mean(0)) / torch.sqrt(h1.var(0, unbiased=False) + bn1.eps) * w[2] + w[3]
         h2 = F.linear(torch.relu(z1), w[4], w[5])
-        for i, h in enumerate((h1, h2)):
-            sums[i][0] = sums[i][0] + h.mean(0) * len(xb) / len(x)
-            sums[i][1] = sums[i][1] + h.var(0) * len(xb) / len(x)
-    return sums
+        inputs[0].append(h1)
+        inputs[1].append(h2)
+    return [(torch.cat(h).mean(0), torch.cat(h).var(0)) for h in inputs]
 
 
 def test_recompute_puts_the_training_set_s_batch_statistics_at_x_into_the_running_buffers():
