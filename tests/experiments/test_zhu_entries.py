@@ -269,6 +269,71 @@ def test_noisy_label_references_by_hand():
         zhu_noisy_label(bad, [run("gd", summary={"train_acc": 1.0})])
 
 
+# --- zhu-gld-const-tuning: GLD const over Suppl. C's grid of σ (line 437) against SGD ----------
+GRID = {f"gld-const-1e-{k}": 10.0 ** -k for k in range(1, 6)}
+
+
+@pytest.mark.parametrize("scale", SCALES)
+def test_gld_const_tuning_runs_noisy_labels_setting_over_suppl_cs_grid(scale):
+    """The same GD solution, SGD and GLD const as zhu-noisy-label at each scale, GLD const at
+    every σ of {10⁻¹, …, 10⁻⁵} (line 437) in place of the one tuned σ = 10⁻³."""
+    def runs(name):
+        return {r.label: r for r in load_experiment(name, scale).expand(data_dir="/d")}
+    mine, noisy = runs("zhu-gld-const-tuning"), runs("zhu-noisy-label")
+    assert set(mine) == {"gd-start", "sgd", *GRID}
+    for label in ("gd-start", "sgd"):
+        assert mine[label].params == noisy[label].params, label
+    for label, sigma in GRID.items():
+        const = copy.deepcopy(noisy["gld-const"].params)
+        const["optimizer"]["sigma"] = sigma
+        assert mine[label].params == const and mine[label].depends == ("gd-start",), label
+    assert _quoted("zhu-gld-const-tuning", "We tuned the noise std in range of", 437)
+    assert _quoted("zhu-gld-const-tuning", "well tuned isotropic noise cannot beat", 21)
+
+
+def test_gld_const_tuning_judges_the_best_sigma_against_sgd_by_hand():
+    """Claim 1 reads max over the grid (a tie with SGD passes: "cannot beat"); claim 2 reads
+    the expected sharpness of the σ with the best test accuracy, whatever the others' is."""
+    from sgdlab.experiments.procedures.zhu import zhu_noisy_label
+
+    spec = load_experiment("zhu-gld-const-tuning", "cpu")
+    acc = spec.options["claims"][0]["claim"]
+
+    def judged(accs, sharp):
+        runs = [run(g, summary={"test_acc": accs[g], "expected_sharpness": sharp[g],
+                                "train_acc": 1.0, "train_loss": 0.01}) for g in accs]
+        return zhu_noisy_label(spec, runs).conclusions
+
+    accs = {"gd-start": 0.72, "sgd": 0.72, **dict(zip(GRID, [0.3, 0.71, 0.705, 0.7, 0.7]))}
+    # σ = 10⁻¹ wrecked the net into a flat region: flatter than SGD, but not the tuned σ
+    sharp = {"gd-start": 0.0, "sgd": 0.004, **dict(zip(GRID, [0.001, 0.006, 0.005, 0.005,
+                                                              0.005]))}
+    c_acc, c_sharp = judged(accs, sharp)
+    assert (c_acc.claim, c_acc.agrees_with_paper, c_sharp.agrees_with_paper) == (acc, True, True)
+    assert "gld-const-1e-2" in c_sharp.text and c_sharp.evidence["a"] == {"gld-const-best": 0.006}
+    accs["gld-const-1e-4"] = 0.72                              # a tie: "cannot beat" holds
+    assert judged(accs, sharp)[0].agrees_with_paper is True
+    # one test image more than SGD (of 1,000) beats it; the tuned σ is now 10⁻⁴
+    accs["gld-const-1e-4"] = 0.721
+    beats_sgd = judged(accs, sharp)
+    assert [c.agrees_with_paper for c in beats_sgd] == [False, True]
+    assert "gld-const-1e-4" in beats_sgd[1].text
+    sharp["gld-const-1e-4"] = 0.003
+    assert judged(accs, sharp)[1].agrees_with_paper is False
+
+
+def test_best_of_takes_the_first_listed_group_on_a_tie_and_refuses_unknown_groups():
+    from sgdlab.experiments.procedures.common import Derived, add_best_of
+
+    values = {"a": {"acc": 0.5, "sharp": 1.0}, "b": {"acc": 0.7, "sharp": 2.0},
+              "c": {"acc": 0.7, "sharp": 3.0}, "d": {"acc": float("nan"), "sharp": 4.0}}
+    names = add_best_of(values, {"best_of": {"best": {"of": ["d", "a", "c", "b"], "by": "acc"}}})
+    assert values["best"] == {"acc": 0.7, "sharp": 3.0} and values["best"].of == ("c",)
+    assert isinstance(values["best"], Derived) and names == {"best": "best (= c, by acc)"}
+    with pytest.raises(ConfigError, match="best_of"):
+        add_best_of(values, {"best_of": {"other": {"of": ["a", "zz"], "by": "acc"}}})
+
+
 # --- zhu-rmsprop-sgd: SGD against the RMSProp solution it starts from -------------------------
 @pytest.mark.parametrize("scale", SCALES)
 def test_rmsprop_sgd_compares_with_its_own_state_at_the_switch(scale):

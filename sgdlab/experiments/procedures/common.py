@@ -35,7 +35,9 @@ A group that misses one makes the conclusion inconclusive, whatever the comparis
 untrained nets are "equivalent" without telling anything about the paper's claim. A reference
 (``options.references``) is a constant, not a run: no precondition applies to it. A pseudo-group
 an analysis derives from run groups (:class:`Derived`, e.g. the gap between two groups' curves)
-has its preconditions checked on those groups.
+has its preconditions checked on those groups. ``options.best_of`` (:func:`add_best_of`) makes
+one: the group of a list that is best by a metric ("the tuned σ"), for a claim on its other
+metrics.
 
 ``metric_b`` compares ``metric`` of A with another metric of B (e.g. a value at the end of
 training with the same run's value at the start). ``A``/``B`` are run-group labels (or any
@@ -364,6 +366,29 @@ def add_references(values: dict[str, dict[str, float]], options: dict[str, Any])
             raise ConfigError(f"options.references: {name!r} must be a new name mapping "
                               f"metrics to values, got {ref!r}")
         values[name] = Reference({k: float(v) for k, v in ref.items()})
+
+
+def add_best_of(values: dict[str, dict[str, Any]], options: dict[str, Any]) -> dict[str, str]:
+    """Add ``options.best_of`` ``{name: {of: [groups], by: metric}}`` to ``values`` (in place):
+    a pseudo-group with every value of the group among ``of`` whose mean ``by`` is the
+    largest (the first listed on a tie), as a grid search picks its best setting. Returns
+    ``{name: "name (= chosen group)"}``, the names a claim's text gives the pseudo-groups."""
+    names = {}
+    for name, sel in (options.get("best_of") or {}).items():
+        if name in values or not isinstance(sel, dict) or set(sel) != {"of", "by"} \
+                or not sel["of"] or any(g not in values for g in sel["of"]):
+            raise ConfigError(f"options.best_of: {name!r} must be a new name mapping 'of' "
+                              f"(run groups; known: {', '.join(values)}) and 'by' (a metric), "
+                              f"got {sel!r}")
+        scored = [g for g in sel["of"] if finite(values[g].get(sel["by"]))]
+        if not scored:      # no group has a value to choose by: nothing to compare
+            values[name] = Derived({}, sel["of"])
+            names[name] = f"{name} (none of {', '.join(sel['of'])} has a {sel['by']})"
+            continue
+        best = max(scored, key=lambda g: values[g][sel["by"]])    # max keeps the first on ties
+        values[name] = Derived(values[best], [best])
+        names[name] = f"{name} (= {best}, by {sel['by']})"
+    return names
 
 
 def claim_metrics(claims: list[dict[str, Any]]) -> list[str]:

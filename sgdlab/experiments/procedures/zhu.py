@@ -321,9 +321,10 @@ def zhu_noisy_label(spec, runs: list[StoredRun]) -> Analysis:
     (Fig. 5), compared by ``options.claims``; curves of ``options.curves`` over iterations
     from the start of training (a run started from another's weights continues its x axis).
     ``options.references`` ``{name: {metric: value}}`` are reference values the claims may
-    compare a group with (e.g. "100% training accuracy")."""
-    from sgdlab.experiments.procedures.common import (add_references, check_claims,
-                                                      continuation_curves,
+    compare a group with (e.g. "100% training accuracy"); ``options.best_of`` names the best
+    of some groups by a metric (:func:`add_best_of`: the σ of GLD const a grid search picks)."""
+    from sgdlab.experiments.procedures.common import (add_best_of, add_references,
+                                                      check_claims, continuation_curves,
                                                       continuation_offsets, summary_table,
                                                       values_by_group)
 
@@ -340,5 +341,6 @@ def zhu_noisy_label(spec, runs: list[StoredRun]) -> Analysis:
                                xlabel="iteration (from the start of training)", marks=starts)
     vals = values_by_group(groups, [k for k, _ in metrics])
     add_references(vals, o)
+    names = add_best_of(vals, o)
     return Analysis(tables=[table], figures=figs,
-                    conclusions=check_claims(o.get("claims", []), vals))
+                    conclusions=check_claims(o.get("claims", []), vals, names))
