@@ -63,8 +63,8 @@ def test_a_batch_with_an_entry_that_would_fail_runs_nothing(tmp_path, capsys, mo
     err = capsys.readouterr().err
     failing = [n for n in spec.catalogue_entries("zhu")
                if f"error: {n} at scale 'paper' reads the paper's dataset: pass --data-dir" in err]
-    assert len(failing) == 5 and "zhu-escape-2d" not in failing
-    assert "5 of 8 entries would fail (above): nothing was run" in err
+    assert len(failing) == 6 and "zhu-escape-2d" not in failing
+    assert "6 of 9 entries would fail (above): nothing was run" in err
     # a plan with a problem (here, one put in its list) refuses the batch as well
     real = run_paper.plan_entry
 
@@ -216,6 +216,6 @@ def test_the_dry_run_plans_every_entry(tmp_path, capsys):
     assert main(["run", "--paper", "zhu", "--scale", "paper", *where(tmp_path), "--dry-run",
                  "--json"]) == 2
     plans = json.loads(capsys.readouterr().out)
-    assert len(plans) == 8 and sum(not p["ok"] for p in plans) == 5
+    assert len(plans) == 9 and sum(not p["ok"] for p in plans) == 6
     assert {p["experiment"]: p["ok"] for p in plans}["zhu-escape-2d"]
     assert not any(tmp_path.iterdir())
