@@ -222,12 +222,17 @@ def test_cosine_grid_batch_trend_and_learning_rate_equivalence():
     assert c[3].agrees_with_paper is None                                  # descriptive
 
 
+def breakdown_run(n, beta, seed, best, status="finished"):
+    """A β-scaled run (η = 0.1β, S = 50β) on n training examples whose test accuracy reaches
+    ``best`` at its last evaluation."""
+    return run(f"beta{beta}|n_train={n}", seed, status=status,
+               params={"optimizer": {"lr": 0.1 * beta}, "batch_size": 50 * beta,
+                       "dataset": {"n_train": n}},
+               metrics={"test_acc": [(0, 0.1), (10, best - 0.05), (20, best)]})
+
+
 def test_breakdown_equivalence_departure_and_dataset_size():
-    def r(n, beta, seed, best, status="finished"):
-        return run(f"beta{beta}|n_train={n}", seed, status=status,
-                   params={"optimizer": {"lr": 0.1 * beta}, "batch_size": 50 * beta,
-                           "dataset": {"n_train": n}},
-                   metrics={"test_acc": [(0, 0.1), (10, best - 0.05), (20, best)]})
+    r = breakdown_run
     runs = []
     for seed, e in ((0, 0.0), (1, 0.001), (2, -0.001)):
         runs += [r(4000, 1, seed, 0.95 + e), r(4000, 2, seed, 0.951 + e),
@@ -255,11 +260,7 @@ def test_breakdown_within_limit_reading_scores_the_small_beta_at_the_largest_siz
     """Line 219's "up to a certain limit" names no β: under ``within-limit=largest-size``
     β = 2 is held to β = 1 on the largest training set only, and on the smaller one (where
     the breakdown is "magnified", line 215) its numbers are described, not scored."""
-    def r(n, beta, seed, best):
-        return run(f"beta{beta}|n_train={n}", seed,
-                   params={"optimizer": {"lr": 0.1 * beta}, "batch_size": 50 * beta,
-                           "dataset": {"n_train": n}},
-                   metrics={"test_acc": [(0, 0.1), (10, best - 0.05), (20, best)]})
+    r = breakdown_run
     runs = []
     for seed, e in ((0, 0.0), (1, 0.001), (2, -0.001)):
         runs += [r(4000, 1, seed, 0.95 + e), r(4000, 2, seed, 0.951 + e),
@@ -293,10 +294,7 @@ def test_breakdown_counts_a_diverged_seed_at_the_largest_beta_as_the_breakdown()
     """Footnote 10 marks with * a β at which "at least one seed diverged": the scaling broke
     down there even when the seeds' best accuracies before diverging match β = 1's."""
     def r(beta, seed, best, status="finished"):
-        return run(f"beta{beta}|n_train=800", seed, status=status,
-                   params={"optimizer": {"lr": 0.1 * beta}, "batch_size": 50 * beta,
-                           "dataset": {"n_train": 800}},
-                   metrics={"test_acc": [(0, 0.1), (10, best - 0.05), (20, best)]})
+        return breakdown_run(800, beta, seed, best, status)
 
     def verdict(diverged_at_1: bool):
         runs = []
