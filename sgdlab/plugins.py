@@ -18,7 +18,8 @@ import importlib
 import importlib.util
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from types import ModuleType
 
@@ -36,7 +37,7 @@ def is_plugin_file(name: str) -> bool:
 def plugin_key(name: str) -> str:
     """How a config records plugin ``name``: a file's absolute path (the run is rebuilt from
     any folder), a module name as given."""
-    return str(Path(name).resolve()) if is_plugin_file(name) else name
+    return str(Path(name).expanduser().resolve()) if is_plugin_file(name) else name
 
 
 def env_plugins() -> list[str]:
@@ -52,7 +53,7 @@ def import_plugin(name: str, *, where: str = "plugin") -> ModuleType:
     name = name.strip()
     try:
         if is_plugin_file(name):
-            return _import_file(Path(name))
+            return _import_file(Path(name).expanduser())
         return importlib.import_module(name)
     except ModuleNotFoundError as e:
         if e.name and (name == e.name or name.startswith(e.name + ".")):
@@ -72,21 +73,48 @@ def _import_file(path: Path) -> ModuleType:
     path = path.resolve()
     if not path.is_file():
         raise ConfigError(f"cannot import plugin {str(path)!r}: no such file")
-    module = sys.modules.get(path.stem)
-    if module is not None and Path(getattr(module, "__file__", "") or "").resolve() == path:
-        return module       # imported already: its registrations stand
-    spec = importlib.util.spec_from_file_location(path.stem, path)
+    name = path.stem
+    module = sys.modules.get(name)
+    if module is not None:
+        if _module_file(module) == path:
+            return module       # imported already: its registrations stand
+        raise ConfigError(_shadows(path, module.__name__, _module_file(module)))
+    if name.isidentifier():
+        # an installed module of that name, not imported yet, would be hidden from the whole
+        # process (a plugin file json.py, yaml.py, utils.py of a package on sys.path)
+        try:
+            found = importlib.util.find_spec(name)
+        except (ImportError, ValueError):
+            found = None
+        # (a namespace package, a folder data/ beside the plugin data.py, is nobody's import)
+        if found is not None and found.origin is not None:
+            origin = Path(found.origin).resolve() if found.has_location else None
+            if origin != path:
+                raise ConfigError(_shadows(path, name, origin))
+    spec = importlib.util.spec_from_file_location(name, path)
     if spec is None or spec.loader is None:
         raise ConfigError(f"cannot import plugin {str(path)!r}: not a Python module")
     module = importlib.util.module_from_spec(spec)
     # under its stem, so pickles of its classes (a sweep's workers) find it by name
-    sys.modules[path.stem] = module
+    sys.modules[name] = module
     try:
         spec.loader.exec_module(module)
     except BaseException:
-        del sys.modules[path.stem]
+        if sys.modules.get(name) is module:
+            del sys.modules[name]
         raise
     return module
+
+
+def _module_file(module: ModuleType) -> Path | None:
+    file = getattr(module, "__file__", None)
+    return Path(file).resolve() if file else None
+
+
+def _shadows(path: Path, name: str, other: Path | None) -> str:
+    where = f" ({other})" if other else " (built in)"
+    return (f"cannot import plugin {str(path)!r}: it is imported as module {name!r}, the name "
+            f"of another module{where}; rename the plugin's file")
 
 
 def import_plugins(names: Sequence[str], *, where: str = "plugins") -> None:
@@ -95,14 +123,30 @@ def import_plugins(names: Sequence[str], *, where: str = "plugins") -> None:
         import_plugin(name, where=f"{where}[{i}]")
 
 
-def export_plugins(names: Sequence[str]) -> None:
-    """Add ``names`` to ``$SGDLAB_PLUGINS`` of this process, so the processes it starts (a
-    sweep's spawned or Ray workers) import them too."""
+def import_env_plugins() -> None:
+    """Import the plugins ``$SGDLAB_PLUGINS`` names: every command, a sweep's workers and the
+    replica processes of ``sgdlab parle --mode distributed`` (which inherit it) do."""
+    import_plugins(env_plugins(), where=f"${PLUGINS_ENV}")
+
+
+@contextmanager
+def exported_plugins(names: Sequence[str]) -> Iterator[None]:
+    """Within the block, ``names`` are added to ``$SGDLAB_PLUGINS`` of this process, so the
+    processes it starts (a sweep's spawned or Ray workers) import them too; after it, the
+    variable is as it was (a caller of ``main(["run", ...])`` keeps its environment)."""
+    before = os.environ.get(PLUGINS_ENV)
     current = env_plugins()
-    new = [plugin_key(n) for n in names if plugin_key(n) not in current]
+    new = [k for k in dict.fromkeys(plugin_key(n) for n in names) if k not in current]
     if new:
         os.environ[PLUGINS_ENV] = os.pathsep.join(current + new)
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(PLUGINS_ENV, None)
+        else:
+            os.environ[PLUGINS_ENV] = before
 
 
-__all__ = ["PLUGINS_ENV", "env_plugins", "export_plugins", "import_plugin", "import_plugins",
-           "is_plugin_file", "plugin_key"]
+__all__ = ["PLUGINS_ENV", "env_plugins", "exported_plugins", "import_env_plugins",
+           "import_plugin", "import_plugins", "is_plugin_file", "plugin_key"]

@@ -10,8 +10,8 @@ import pytest
 from sgdlab.config import validate_config
 from sgdlab.errors import ConfigError
 from sgdlab.models import MODELS
-from sgdlab.plugins import (PLUGINS_ENV, env_plugins, export_plugins, import_plugin,
-                            import_plugins)
+from sgdlab.plugins import (PLUGINS_ENV, env_plugins, exported_plugins, import_env_plugins,
+                            import_plugin, import_plugins, plugin_key)
 from sgdlab.testing import TINY_RUN as TINY
 
 # a model of the user's own, as a plugin registers it
@@ -91,5 +91,84 @@ def test_a_plugin_that_cannot_be_imported_is_named_with_its_reason(tmp_path, mon
 
 def test_plugins_pass_to_child_processes_through_the_environment(monkeypatch, tmp_path):
     monkeypatch.setenv(PLUGINS_ENV, "a.b")
-    export_plugins(["a.b", "c", "./x.py"])
-    assert env_plugins() == ["a.b", "c", str((tmp_path.cwd() / "x.py").resolve())]
+    with exported_plugins(["a.b", "c", "./x.py", "c"]):
+        assert env_plugins() == ["a.b", "c", str((tmp_path.cwd() / "x.py").resolve())]
+    # the command's own plugins are not left in the caller's environment
+    assert env_plugins() == ["a.b"]
+    monkeypatch.delenv(PLUGINS_ENV)
+    with pytest.raises(RuntimeError):
+        with exported_plugins(["c"]):
+            assert env_plugins() == ["c"]
+            raise RuntimeError
+    assert PLUGINS_ENV not in __import__("os").environ
+
+
+def test_import_env_plugins_imports_what_the_variable_names(tmp_path, monkeypatch):
+    module, model = _plugin(tmp_path)
+    monkeypatch.setenv(PLUGINS_ENV, str(tmp_path / f"{module}.py"))
+    import_env_plugins()
+    assert model in MODELS
+    monkeypatch.setenv(PLUGINS_ENV, str(tmp_path / "gone.py"))
+    with pytest.raises(ConfigError, match=r"^\$SGDLAB_PLUGINS\[0\]: .*gone\.py': no such file"):
+        import_env_plugins()
+
+
+def test_a_plugin_path_with_a_tilde_is_the_home_folders(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    module, model = _plugin(tmp_path)
+    assert plugin_key(f"~/{module}.py") == str(tmp_path.resolve() / f"{module}.py")
+    import_plugin(f"~/{module}.py")
+    assert model in MODELS
+
+
+@pytest.fixture
+def _modules_as_they_were():
+    """sys.modules after the test holds what it held before (a wrongly kept plugin is gone)."""
+    before = dict(sys.modules)
+    yield
+    for name in set(sys.modules) - set(before):
+        if name.startswith("plugin_"):
+            del sys.modules[name]
+    sys.modules.update({k: v for k, v in before.items() if sys.modules.get(k) is not v})
+
+
+@pytest.mark.usefixtures("_modules_as_they_were")
+def test_a_plugin_file_named_as_another_module_is_refused_and_leaves_it_in_place(tmp_path,
+                                                                                  monkeypatch):
+    import json
+
+    (tmp_path / "json.py").write_text(PLUGIN.replace("{name}", "user-json-model"))
+    with pytest.raises(ConfigError, match=r"^plugins\[0\]: cannot import plugin '.*json\.py': "
+                                          r"it is imported as module 'json', the name of "
+                                          r"another module \(.*json.*\); rename"):
+        import_plugins([str(tmp_path / "json.py")])
+    assert sys.modules["json"] is json and "user-json-model" not in MODELS
+    # its import failing: the process's json was deleted from sys.modules with it
+    (tmp_path / "json.py").write_text("raise RuntimeError('its own bug')\n")
+    with pytest.raises(ConfigError):
+        import_plugin(str(tmp_path / "json.py"))
+    assert sys.modules["json"] is json
+    # a module that nobody imported yet, which `import NAME` would find on sys.path
+    name = f"plugin_installed_{uuid.uuid4().hex[:8]}"
+    (tmp_path / "site").mkdir()
+    (tmp_path / "site" / f"{name}.py").write_text("X = 'installed'\n")
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    (tmp_path / f"{name}.py").write_text("X = 'plugin'\n")
+    with pytest.raises(ConfigError, match=f"module '{name}', the name of another module "
+                                          rf"\({tmp_path.resolve() / 'site' / name}\.py\)"):
+        import_plugin(str(tmp_path / f"{name}.py"))
+    assert name not in sys.modules and __import__(name).X == "installed"
+
+
+@pytest.mark.usefixtures("_modules_as_they_were")
+def test_two_plugin_files_of_one_name_are_refused_not_swapped(tmp_path):
+    module, model = _plugin(tmp_path)
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / f"{module}.py").write_text(PLUGIN.replace("{name}", model + "-b"))
+    first = import_plugin(str(tmp_path / f"{module}.py"))
+    with pytest.raises(ConfigError, match=f"'{module}', the name of another module "
+                                          rf"\({tmp_path.resolve() / module}\.py\)"):
+        import_plugin(str(tmp_path / "b" / f"{module}.py"))
+    assert sys.modules[module] is first and model + "-b" not in MODELS
+    # the same file again, by another spelling of its path: the module imported
+    assert import_plugin(str(tmp_path / "b" / ".." / f"{module}.py")) is first

@@ -15,8 +15,8 @@ def add_plugin_option(p: argparse.ArgumentParser, recorded: str = "") -> None:
 
 def import_command_plugins(args: argparse.Namespace) -> None:
     """Import ``$SGDLAB_PLUGINS`` and the command's ``--plugin`` modules (``sgdlab run``
-    passes its own on to the sweep's workers: :func:`sgdlab.plugins.export_plugins`)."""
-    from sgdlab.plugins import PLUGINS_ENV, env_plugins, import_plugins
+    passes its own on to the sweep's workers: :func:`sgdlab.plugins.exported_plugins`)."""
+    from sgdlab.plugins import import_env_plugins, import_plugins
 
-    import_plugins(env_plugins(), where=f"${PLUGINS_ENV}")
+    import_env_plugins()
     import_plugins(getattr(args, "plugins", None) or [], where="--plugin")

@@ -128,11 +128,16 @@ def register(subparsers) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from sgdlab.errors import UserError
-    from sgdlab.plugins import export_plugins
+    from sgdlab.plugins import exported_plugins
 
-    # the sweep's workers (spawned, or Ray's: they inherit this environment) import them too
-    export_plugins(args.plugins)
+    # the sweep's workers (spawned, or Ray's: they are given this variable) import them too;
+    # for this command only: an in-process caller's environment is left as it was
+    with exported_plugins(args.plugins):
+        return _run_command(args)
+
+
+def _run_command(args: argparse.Namespace) -> int:
+    from sgdlab.errors import UserError
 
     # where the runs execute is checked with the backend (a Ray cluster's GPUs are not here)
     check_device(args.device, here=False)

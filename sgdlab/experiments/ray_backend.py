@@ -39,6 +39,20 @@ def import_ray():
     return ray
 
 
+def with_plugins_env(kw: dict[str, Any]) -> dict[str, Any]:
+    """``ray.init``'s keywords ``kw`` with the driver's ``$SGDLAB_PLUGINS`` in the tasks'
+    environment (merged into a ``runtime_env`` already there): the workers of a cluster this
+    sweep joins were started without it. Plugin files must exist at that path on every node."""
+    from sgdlab.plugins import PLUGINS_ENV
+
+    value = os.environ.get(PLUGINS_ENV)
+    if not value:
+        return kw
+    env = dict(kw.get("runtime_env") or {})
+    env["env_vars"] = {**(env.get("env_vars") or {}), PLUGINS_ENV: value}
+    return {**kw, "runtime_env": env}
+
+
 class RayBackend:
     """See the module docstring. ``workers`` caps the runs in flight (default: as many as
     the cluster's resources hold)."""
@@ -63,7 +77,7 @@ class RayBackend:
             term = signal.getsignal(signal.SIGTERM) if _main_thread() else None
             check_reachable(address or os.environ.get("RAY_ADDRESS"))
             try:
-                ray.init(address=address, **kw)
+                ray.init(address=address, **with_plugins_env(kw))
                 if term is not None:
                     signal.signal(signal.SIGTERM, term)
             except Exception as e:  # noqa: BLE001 - Ray's errors are many; one line

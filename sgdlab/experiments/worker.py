@@ -290,11 +290,11 @@ def _execute(task: RunTask, send, local: Path | None, t0: float,
                      dependencies=deps, progress=task.progress, checkpoint_dir=ckpt,
                      on_checkpoint=shipper)
     try:
-        from sgdlab.plugins import PLUGINS_ENV, env_plugins, import_plugins
+        from sgdlab.plugins import import_env_plugins
 
         # a spawned or Ray worker inherits the driver's $SGDLAB_PLUGINS (sgdlab run --plugin
         # adds to it): the names the run's params use are registered here too
-        import_plugins(env_plugins(), where=f"${PLUGINS_ENV}")
+        import_env_plugins()
         out = task.procedure.run(run, ctx)
         if not isinstance(out, RunOutput):
             raise TypeError(f"procedure {run.procedure!r} returned {type(out).__name__}, "

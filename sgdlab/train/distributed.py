@@ -542,6 +542,9 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     rank = os.environ.get("RANK", "?")
     try:
+        from ..plugins import import_env_plugins
+
+        import_env_plugins()    # the launcher's $SGDLAB_PLUGINS: the config may name theirs
         cfg = load_config(args.config)
         if args.replicas is not None:
             cfg.setdefault("parle", {})["replicas"] = args.replicas

@@ -89,3 +89,28 @@ def test_a_users_model_and_data_file_train_measure_resume_and_warm_start(tmp_pat
     assert p.returncode == 0, p.stderr
     warm = next(r for r in RunStore(store).list_runs() if r["id"] != run["id"])
     assert warm["config"]["model"]["warm_start"]["run_id"] == run["id"]
+
+
+def test_sgdlab_run_leaves_the_callers_plugins_variable_as_it_was(tmp_path, monkeypatch):
+    """`sgdlab run --plugin` gives its plugins to the sweep's workers through $SGDLAB_PLUGINS
+    while it runs; a caller of main() in its own process keeps the variable it had."""
+    import uuid
+
+    from sgdlab.cli.main import main
+    from sgdlab.plugins import PLUGINS_ENV
+
+    plugin = tmp_path / f"plugin_run_{uuid.uuid4().hex[:8]}.py"
+    plugin.write_text("X = 1\n")
+    seen = []
+    monkeypatch.setattr("sgdlab.cli.run._dry_run",
+                        lambda args: seen.append(os.environ.get(PLUGINS_ENV)) or 0)
+    monkeypatch.delenv(PLUGINS_ENV, raising=False)
+    argv = ["run", "zhu-escape-2d", "--scale", "smoke", "--dry-run", "--plugin", str(plugin),
+            "--store", str(tmp_path / "runs.sqlite")]
+    assert main(argv) == 0
+    assert seen == [str(plugin)] and PLUGINS_ENV not in os.environ
+    monkeypatch.setenv(PLUGINS_ENV, "json")     # a module of its own
+    assert main(argv) == 0
+    assert seen[-1] == os.pathsep.join(["json", str(plugin)])
+    assert os.environ[PLUGINS_ENV] == "json"
+    sys.modules.pop(plugin.stem, None)

@@ -163,6 +163,39 @@ def test_unreachable_ray_addresses_fail_at_once():
         check_reachable(fine)
 
 
+def test_joining_a_cluster_passes_the_drivers_plugins_to_its_workers(monkeypatch):
+    """The workers of a running cluster were not started from the driver's environment:
+    ray.init's runtime_env carries $SGDLAB_PLUGINS to them (no cluster: ray.init recorded)."""
+    from types import SimpleNamespace
+
+    from sgdlab.errors import UserError
+    from sgdlab.experiments import ray_backend
+    from sgdlab.plugins import PLUGINS_ENV
+
+    calls = []
+
+    def init(**kw):
+        calls.append(kw)
+        raise RuntimeError("recorded, not joined")
+
+    fake = SimpleNamespace(is_initialized=lambda: False, init=init)
+    monkeypatch.setattr(ray_backend, "import_ray", lambda: fake)
+    monkeypatch.setattr(ray_backend, "check_reachable", lambda address: None)
+    monkeypatch.setenv(PLUGINS_ENV, "/nodes/have/my_models.py")
+    with pytest.raises(UserError, match="cannot start or join Ray at head:6379"):
+        ray_backend.RayBackend(lambda *a: None, address="head:6379")
+    assert calls[-1]["address"] == "head:6379"
+    assert calls[-1]["runtime_env"] == {"env_vars": {PLUGINS_ENV: "/nodes/have/my_models.py"}}
+    # a runtime_env of its own is kept, the variable added to it
+    kw = ray_backend.with_plugins_env({"runtime_env": {"env_vars": {"A": "1"}, "pip": ["x"]}})
+    assert kw["runtime_env"] == {"env_vars": {"A": "1", PLUGINS_ENV: "/nodes/have/my_models.py"},
+                                 "pip": ["x"]}
+    monkeypatch.delenv(PLUGINS_ENV)
+    with pytest.raises(UserError):
+        ray_backend.RayBackend(lambda *a: None, address="head:6379")
+    assert "runtime_env" not in calls[-1]
+
+
 def test_too_few_gpus_is_a_clear_error(ray_local):
     from sgdlab.errors import UserError
     from sgdlab.experiments.ray_backend import RayBackend

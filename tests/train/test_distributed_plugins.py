@@ -1,0 +1,53 @@
+"""The replica processes of ``sgdlab parle --mode distributed`` import ``$SGDLAB_PLUGINS``, as
+the launcher does: a config that names a plugin's model trains on every rank."""
+from __future__ import annotations
+
+import json
+import textwrap
+import uuid
+
+import pytest
+import torch
+
+from sgdlab.models import MODELS
+from sgdlab.plugins import PLUGINS_ENV
+from sgdlab.testing import forked_torchrun
+
+PLUGIN = textwrap.dedent("""
+    import torch
+
+    from sgdlab.models import register_model
+
+
+    @register_model("{name}", paper="-", description="a user's linear model",
+                    reference_input=(4,), reference_outputs=3)
+    def linear(input_shape, num_outputs):
+        return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, num_outputs))
+""")
+
+
+def test_every_rank_imports_the_launchers_plugins(tmp_path, tmp_store, monkeypatch):
+    model = f"dist-user-linear-{uuid.uuid4().hex[:8]}"
+    (tmp_path / "dist_user_models.py").write_text(PLUGIN.replace("{name}", model))
+    monkeypatch.setenv(PLUGINS_ENV, str(tmp_path / "dist_user_models.py"))
+    assert model not in MODELS          # the forked ranks get it from the variable only
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(16, 4, generator=g)
+    torch.save({"x_train": x, "y_train": x[:, :3].argmax(1),
+                "meta": {"name": "toy", "task": "classification", "input_shape": (4,),
+                         "num_outputs": 3}}, tmp_path / "toy.pt")
+    cfg = {"data": {"file": str(tmp_path / "toy.pt")}, "model": {"name": model},
+           "parle": {"replicas": 2, "L": 2, "lr": 0.1, "batch_size": 8, "seed": 2},
+           "rounds": 1, "seed": 1}
+    (tmp_path / "cfg.json").write_text(json.dumps(cfg))
+    logs = [str(tmp_path / f"rank{r}.log") for r in range(2)]
+    procs, store = forked_torchrun(2, [str(tmp_path / "cfg.json"), "--timeout", "30"], logs)
+    for p in procs:
+        p.join(120)
+        if p.is_alive():
+            p.kill()
+            pytest.fail("a rank did not finish in 120 s")
+    out = [open(log).read() for log in logs]
+    assert [p.exitcode for p in procs] == [0, 0], [o[-2000:] for o in out]
+    assert "parle (distributed, 2 processes, 1 rounds" in out[0], out[0]
+    del store
