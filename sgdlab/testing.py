@@ -73,6 +73,24 @@ def relu_chains_with_ties(channels: int, size: int, classes: int = 3) -> nn.Sequ
         nn.Linear(4 * (size // 4) ** 2, classes))
 
 
+def user_model_plugin(name: str, inputs: int = 1, outputs: int = 1) -> str:
+    """The source of a plugin module, as a user writes one: it registers a linear model
+    ``name`` (flatten, then ``nn.Linear``) on inputs of ``inputs`` features."""
+    return f"""import math
+
+import torch
+
+from sgdlab.models import register_model
+
+
+@register_model({name!r}, paper="-", description="a user's linear model",
+                reference_input=({inputs},), reference_outputs={outputs})
+def linear(input_shape, num_outputs, *, bias: bool = True):
+    return torch.nn.Sequential(torch.nn.Flatten(),
+                               torch.nn.Linear(math.prod(input_shape), num_outputs, bias=bias))
+"""
+
+
 # A run config that trains in a blink: Zhu et al.'s cubic regression and its 1-6-6-6-1 MLP.
 TINY_RUN = {
     "name": "tiny",

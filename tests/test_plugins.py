@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import sys
-import textwrap
 import uuid
 
 import pytest
@@ -13,22 +12,11 @@ from sgdlab.models import MODELS
 from sgdlab.plugins import (PLUGINS_ENV, env_plugins, exported_plugins, import_env_plugins,
                             import_plugin, import_plugins, plugin_key)
 from sgdlab.testing import TINY_RUN as TINY
+from sgdlab.testing import user_model_plugin
 
 # a model of the user's own, as a plugin registers it
-PLUGIN = textwrap.dedent("""
-    import math
-
-    import torch
-
-    from sgdlab.models import register_model
-
-
-    @register_model("{name}", paper="-", description="a user's linear model",
-                    reference_input=(1,), reference_outputs=1)
-    def linear(input_shape, num_outputs, *, bias: bool = True):
-        return torch.nn.Sequential(torch.nn.Flatten(),
-                                   torch.nn.Linear(math.prod(input_shape), num_outputs, bias=bias))
-""")
+# a model of the user's own, as a plugin registers it
+PLUGIN = user_model_plugin("{name}")
 
 
 @pytest.fixture(autouse=True)

@@ -5,28 +5,15 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import torch
 
 import sgdlab
 from sgdlab.store import RunStore
+from sgdlab.testing import user_model_plugin
 
-PLUGIN = textwrap.dedent("""
-    import math
-
-    import torch
-
-    from sgdlab.models import register_model
-
-
-    @register_model("cli-user-linear", paper="-", description="a user's linear model",
-                    reference_input=(3,), reference_outputs=2)
-    def linear(input_shape, num_outputs, *, bias: bool = True):
-        return torch.nn.Sequential(torch.nn.Flatten(),
-                                   torch.nn.Linear(math.prod(input_shape), num_outputs, bias=bias))
-""")
+PLUGIN = user_model_plugin("cli-user-linear", inputs=3, outputs=2)
 CONFIG = """
 data: {file: data.pt}
 model: {name: cli-user-linear}

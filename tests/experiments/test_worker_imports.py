@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import sgdlab.experiments.procedures as procedures
+from sgdlab.testing import user_model_plugin
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -31,20 +32,7 @@ def test_procedure_modules_and_the_run_path_import_no_matplotlib():
 
 # a model of the user's own, registered by a plugin file (tests/cli/test_cli_plugins.py has
 # the CLI's round trip)
-PLUGIN = '''
-import math
-
-import torch
-
-from sgdlab.models import register_model
-
-
-@register_model("sweep-user-linear", paper="-", description="a user's model",
-                reference_input=(1,), reference_outputs=1)
-def linear(input_shape, num_outputs):
-    return torch.nn.Sequential(torch.nn.Flatten(),
-                               torch.nn.Linear(math.prod(input_shape), num_outputs))
-'''
+PLUGIN = user_model_plugin("sweep-user-linear")
 
 
 def test_spawned_sweep_workers_import_the_plugins_of_the_command(tmp_path, monkeypatch):

@@ -3,7 +3,6 @@ the launcher does: a config that names a plugin's model trains on every rank."""
 from __future__ import annotations
 
 import json
-import textwrap
 import uuid
 
 import pytest
@@ -11,19 +10,9 @@ import torch
 
 from sgdlab.models import MODELS
 from sgdlab.plugins import PLUGINS_ENV
-from sgdlab.testing import forked_torchrun
+from sgdlab.testing import forked_torchrun, user_model_plugin
 
-PLUGIN = textwrap.dedent("""
-    import torch
-
-    from sgdlab.models import register_model
-
-
-    @register_model("{name}", paper="-", description="a user's linear model",
-                    reference_input=(4,), reference_outputs=3)
-    def linear(input_shape, num_outputs):
-        return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, num_outputs))
-""")
+PLUGIN = user_model_plugin("{name}", inputs=4, outputs=3)
 
 
 def test_every_rank_imports_the_launchers_plugins(tmp_path, tmp_store, monkeypatch):
