@@ -212,7 +212,7 @@ def _report_folder(folder: Path) -> str | None:
     results.json names an experiment and its runs, not one run); None when it does not."""
     import json
 
-    from sgdlab.config.runner import store_option
+    from sgdlab.store.folders import store_option
 
     try:
         res = json.loads((folder / "results.json").read_text())
@@ -251,7 +251,8 @@ def continue_hint(run: dict, store) -> str | None:
     train``; re-running its sweep for a run of an experiment, with the options of the
     ``sgdlab run`` that recorded it (None once a later run of its sweep entry finished:
     :func:`finished_since`)."""
-    from sgdlab.config.runner import resume_command, store_option
+    from sgdlab.config.runner import resume_command
+    from sgdlab.store.folders import store_option
 
     if any(a["kind"] == "out_dir" for a in run.get("artifacts", [])):
         return resume_command(run["id"], store.path)

@@ -129,7 +129,7 @@ def print_outcome(outcome) -> int:
     try:
         return _print_outcome(outcome)
     except KeyboardInterrupt as e:
-        from sgdlab.config.runner import store_option
+        from sgdlab.store.folders import store_option
         from sgdlab.errors import RunInterrupted
 
         how = "terminated" if str(e) else "interrupted"
@@ -141,7 +141,7 @@ def print_outcome(outcome) -> int:
 
 
 def _print_outcome(outcome) -> int:
-    from sgdlab.config.runner import store_option
+    from sgdlab.store.folders import store_option
     from sgdlab.train.loop import EVAL_METRICS
 
     r = outcome.result

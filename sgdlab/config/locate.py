@@ -52,10 +52,11 @@ def locate_run(target: str, store_path: str | os.PathLike | None = None, *,
     holds), and the master of an unfinished replica run, which only its checkpoint set gives,
     is refused. Each failure is one :class:`UserError` naming the problem."""
     from ..store import RunStore, default_store_path
+    from ..store.folders import REPLICA_MASTER, REPLICA_RESULT
     from ..train.checkpoint import CHECKPOINT_NAME, WEIGHTS_NAME
     from ..train.loop import python_trained
     from .io import CONFIG_SUFFIXES, load_config
-    from .runner import REPLICA_MASTER, REPLICA_RESULT, recorded_run
+    from .runner import recorded_run
 
     p = Path(target)
     ckpt_dir = _replica_checkpoints(p)
@@ -254,7 +255,7 @@ def _replica_checkpoints(p: Path) -> Path | None:
     """The checkpoints folder of a run of ``sgdlab parle`` that ``p`` names, when the master
     is to come from its last checkpoint: the ``--out`` folder of a run that has not finished
     (no ``result.json``), its ``checkpoints`` folder or the ``master.pt`` in it."""
-    from .runner import REPLICA_RESULT
+    from ..store.folders import REPLICA_RESULT
     from ..train.replicas import MASTER_CHECKPOINT
 
     if p.is_dir() and (p / "checkpoints" / MASTER_CHECKPOINT).is_file() and not (

@@ -924,18 +924,18 @@ def build_from_config(cfg: dict[str, Any], *, validated: bool = False, store: An
     device = resolve_device(t["device"])
     dtype = getattr(torch, t["dtype"])
     d = cfg["data"]
-    try:
-        if d.get("file") is not None:
-            from ..train.distributed import load_data_file
+    if d.get("file") is not None:
+        from ..data.files import load_data_file
 
-            data = load_data_file(d["file"])
-        else:
+        data = load_data_file(d["file"])   # a DataError naming the file and what is wrong
+    else:
+        try:
             data = load_dataset(d["name"], seed=d["seed"], data_dir=d["data_dir"],
                                 **d["options"])
-    except DataError:
-        raise  # already names the file
-    except UserError as e:  # a bad option value: say which config key holds it
-        raise ConfigError(f"data.options: {e}") from None
+        except DataError:
+            raise  # already names the file
+        except UserError as e:  # a bad option value: say which config key holds it
+            raise ConfigError(f"data.options: {e}") from None
     data = data.to(device=device, dtype=dtype)
 
     seed = t["seed"]

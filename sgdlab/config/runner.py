@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import os
-import shlex
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +24,7 @@ from typing import Any
 from ..atomic import save_figure, write_whole
 from ..claims import claim_file
 from ..errors import RunInterrupted, UserError, file_problem, make_output_dir
+from ..store.folders import REPLICA_RESULT, store_option
 from ..strict_json import dumps as strict_dumps, write_atomic
 from .io import dump_yaml
 from .run import build_from_config, resolve_device, validate_config
@@ -33,8 +33,6 @@ from .run import build_from_config, resolve_device, validate_config
 # a run whose owner is alive is refused by RunStore.claim.
 RESUMABLE = ("running", "interrupted", "stale", "failed")
 RUN_FILE = "run.json"
-# what `sgdlab parle --out DIR` writes in DIR: its result (with its run id) and the master
-REPLICA_RESULT, REPLICA_MASTER = "result.json", "master.pt"
 
 
 def recorded_run(folder: Path) -> tuple[str | None, str | None]:
@@ -50,12 +48,6 @@ def recorded_run(folder: Path) -> tuple[str | None, str | None]:
             if rec.get("run_id"):
                 return rec.get("run_id"), rec.get("store")
     return None, None
-
-
-def store_option(store_path: str | os.PathLike) -> str:
-    """``--store PATH`` for a printed command, the path absolute and quoted for the shell: the
-    command works from any folder, not only from the one a relative ``--store`` was given in."""
-    return f"--store {shlex.quote(os.path.abspath(store_path))}"
 
 
 def resume_command(run_id: str, store_path: str | os.PathLike) -> str:

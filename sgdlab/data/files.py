@@ -16,6 +16,9 @@ Trust assumption for CIFAR: the batches are pickles. They are read with a *restr
 unpickler that only reconstructs numpy arrays, numpy dtypes and plain builtins (dict, list,
 bytes, str, int); any other global in the pickle is refused with a :class:`DataError`, so a
 tampered file cannot run code. Only the CIFAR files named below are ever unpickled.
+
+A run's own file of tensors (``data: {file: PATH}``, :func:`load_data_file`) is read with
+``torch.load(..., weights_only=True)``.
 """
 from __future__ import annotations
 
@@ -28,8 +31,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from ..errors import DataError, UserError, file_problem
+from ..torch_files import read_torch_file
 from ._common import (check_int, make_classification, normalize_images, require_data_dir,
                       seeded_indices)
 from .base import Dataset
@@ -643,3 +648,28 @@ def find_files(name: str, data_dir, path=None) -> str | None:
             raise DataError(f"{dataset}: text file not found: {f}")
         return f"text file {f}"
     return None
+
+
+# --- a file of tensors (``data: {file: PATH}``) ---------------------------------------------
+
+def load_data_file(path: str | Path) -> Dataset:
+    """The :class:`~sgdlab.data.base.Dataset` a ``data: {file: PATH}`` section names: a dict
+    of tensors saved by ``torch.save`` (``x_train``, ``y_train``; ``x_test`` with ``y_test``,
+    and a ``meta`` dict, optional), read with ``weights_only=True``. The one reader of data
+    files, for replica run configs and run configs; a missing, unreadable (empty, corrupt,
+    another format) or malformed file is a :class:`DataError` naming it and the reason."""
+    f = Path(path)
+    if not f.is_file():
+        raise DataError(f"data file not found: {f}")
+    d = read_torch_file(f, "cpu", what="data file", error=DataError)
+    if not isinstance(d, dict):
+        raise DataError(f"data file {str(f)!r} holds a {type(d).__name__}, not a dict of "
+                        "tensors x_train, y_train (x_test, y_test, meta optional)")
+    wrong = [k for k in ("x_train", "y_train", "x_test", "y_test")
+             if not isinstance(d.get(k), torch.Tensor) and (k in d or "train" in k)]
+    if wrong or ("x_test" in d) != ("y_test" in d):
+        raise DataError(f"data file {str(f)!r} needs the tensors x_train and y_train, and "
+                        "x_test with y_test or neither (meta optional); it holds "
+                        f"{', '.join(f'{k}: {type(v).__name__}' for k, v in d.items())}")
+    return Dataset(d["x_train"], d["y_train"], d.get("x_test"), d.get("y_test"),
+                   dict(d.get("meta", {})))

@@ -19,10 +19,8 @@ import errno
 import glob
 import math
 import os
-import pickle
 import random
 import re
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +28,7 @@ import numpy as np
 import torch
 
 from ..errors import UserError
+from ..torch_files import read_torch_file as _read
 
 CHECKPOINT_NAME = "last.pt"
 FORMAT_VERSION = 1
@@ -187,63 +186,6 @@ def load_weights(path: str | os.PathLike, step: int | None = None,
                                                 for v in weights.values()):
         raise UserError(f"{str(path)!r} holds no state dict (a name -> tensor mapping)")
     return {"model": weights, "loop": {"step": int(step)}}
-
-
-def _read(path: Path, map_location: Any, *, mmap: bool = False,
-          what: str = "checkpoint") -> Any:
-    """``torch.load(path, weights_only=True)``; a missing, damaged or unreadable file is one
-    :class:`UserError` naming it (as ``what``)."""
-    if not path.exists():
-        raise UserError(f"no {what} at {str(path)!r}")
-    damaged = _failed_checksum(path)
-    if damaged is not None:
-        raise UserError(f"cannot read {what} {str(path)!r}: the file is corrupt (its entry "
-                        f"{damaged!r} fails its CRC-32 check: changed on disk since written)")
-    try:
-        return torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
-    except Exception as e:  # noqa: BLE001 - each failure is named below, one line each
-        raise UserError(f"cannot read {what} {str(path)!r}: {_load_failure(path, e)}") from None
-
-
-def _failed_checksum(path: Path) -> str | None:
-    """The first entry of torch's zip archive ``path`` whose bytes do not match the CRC-32
-    recorded for it, or None (also for a file that is not a readable zip archive: torch.load
-    names what is wrong with that). Entries written without a checksum (CRC 0) are skipped."""
-    try:
-        archive = zipfile.ZipFile(path)
-    except (zipfile.BadZipFile, OSError, EOFError, ValueError):
-        return None
-    with archive:
-        for entry in archive.infolist():
-            if entry.CRC == 0:
-                continue
-            try:
-                with archive.open(entry) as f:    # reading to the end checks the CRC-32
-                    while f.read(1 << 20):
-                        pass
-            except zipfile.BadZipFile:
-                return entry.filename.split("/", 1)[-1]
-            except (OSError, EOFError, ValueError, NotImplementedError):
-                return None
-    return None
-
-
-def _load_failure(path: Path, e: Exception) -> str:
-    size = path.stat().st_size if path.exists() else 0
-    text = str(e)
-    if size == 0:
-        return "the file is empty"
-    if isinstance(e, KeyError) and not zipfile.is_zipfile(path):
-        # the unpickler read a byte of text (or other data) as an opcode it does not know
-        return "not a checkpoint file (neither a torch archive nor a pickle: another format)"
-    if isinstance(e, pickle.UnpicklingError) or "Weights only load failed" in text:
-        if "GLOBAL" in text or "global" in text:
-            return ("it holds pickled Python objects other than tensors and plain data, which "
-                    "sgdlab does not load (only checkpoints sgdlab wrote can be read)")
-        return "not a checkpoint file (corrupt, or another format)"
-    if isinstance(e, (EOFError, OSError)) or "zip archive" in text or "central directory" in text:
-        return f"the file is truncated or corrupt ({size} bytes; not a complete torch archive)"
-    return f"{type(e).__name__}: {text.strip().splitlines()[0] if text.strip() else ''}"
 
 
 def load_state(target: Any, state: Any, source: str | os.PathLike, what: str = "model") -> None:

@@ -69,10 +69,10 @@ import torch.distributed as dist
 
 from ..atomic import replaced_whole
 from ..claims import FolderBusy, claim_file, hold_lock
-from ..config.runner import REPLICA_MASTER, REPLICA_RESULT, store_option
 from ..errors import (ConfigError, UserError, check_config_kind, check_not_empty, did_you_mean,
                       file_problem, make_output_dir, read_config_text)
 from ..losses import build_loss
+from ..store.folders import REPLICA_MASTER, REPLICA_RESULT, store_option
 from ..strict_json import dumps as strict_dumps, write_atomic
 from .communicator import ReplicaCommunicationError, TorchDistributedCommunicator
 from .replicas import (MASTER_CHECKPOINT, ParleConfig, check_checkpoint_dir,
@@ -225,34 +225,6 @@ def build_run(cfg: dict[str, Any]):
     return model, loss_fn, data, parle, kw
 
 
-def load_data_file(path: str | Path):
-    """The :class:`~sgdlab.data.base.Dataset` a ``data: {file: PATH}`` section names: a dict
-    of tensors saved by ``torch.save`` (``x_train``, ``y_train``; ``x_test`` with ``y_test``,
-    and a ``meta`` dict, optional), read with ``weights_only=True``. The one reader of data
-    files, for replica run configs and run configs; a missing or malformed file is a
-    :class:`~sgdlab.errors.DataError` naming it."""
-    from ..data.base import Dataset
-    from ..errors import DataError
-    from .checkpoint import _read
-
-    f = Path(path)
-    if not f.is_file():
-        raise DataError(f"data file not found: {f}")
-    # a file of another format, or a dict without the tensors, was a traceback
-    d = _read(f, "cpu", what="data file")
-    if not isinstance(d, dict):
-        raise DataError(f"data file {str(f)!r} holds a {type(d).__name__}, not a dict of "
-                        "tensors x_train, y_train (x_test, y_test, meta optional)")
-    wrong = [k for k in ("x_train", "y_train", "x_test", "y_test")
-             if not isinstance(d.get(k), torch.Tensor) and (k in d or "train" in k)]
-    if wrong or ("x_test" in d) != ("y_test" in d):
-        raise DataError(f"data file {str(f)!r} needs the tensors x_train and y_train, and "
-                        "x_test with y_test or neither (meta optional); it holds "
-                        f"{', '.join(f'{k}: {type(v).__name__}' for k, v in d.items())}")
-    return Dataset(d["x_train"], d["y_train"], d.get("x_test"), d.get("y_test"),
-                   dict(d.get("meta", {})))
-
-
 def build_model_and_data(cfg: dict[str, Any]):
     """(model with its initial weights, loss_fn, data) from a replica run config's ``data``,
     ``model``, ``loss``, ``seed`` and ``dtype`` (:func:`build_run`): also what rebuilds a
@@ -262,6 +234,7 @@ def build_model_and_data(cfg: dict[str, Any]):
         f = dspec.pop("file")
         if dspec:
             raise ConfigError(f"data.file takes no other keys, got {sorted(dspec)}")
+        from ..data.files import load_data_file
         data = load_data_file(f)
     else:
         from ..data import load_dataset

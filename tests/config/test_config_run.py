@@ -734,3 +734,46 @@ def test_a_run_config_trains_on_a_file_of_tensors_as_a_replica_config_reads_it(t
     assert messages[0] == messages[1]
     with pytest.raises(DataError, match="data file not found"):
         build_from_config({**TINY, "data": {"file": "missing.pt"}})
+
+
+@pytest.mark.parametrize("content, reason", [
+    (b"", "the file is empty"),
+    (b"x_train,y_train\n1,2\n", "not a checkpoint file"),
+    (b"PK\x03\x04 truncated", "corrupt"),
+])
+def test_an_unreadable_data_file_is_a_data_error_naming_the_file_not_a_bad_option(
+        tmp_path, content, reason):
+    """A data file torch cannot read (empty, another format, a broken archive) is the file's
+    problem, said with the reason: it was a ConfigError under data.options, a key the config
+    does not have."""
+    from sgdlab.errors import DataError
+
+    f = tmp_path / "d.pt"
+    f.write_bytes(content)
+    with pytest.raises(DataError) as e:
+        build_from_config({**TINY, "data": {"file": str(f)}})
+    assert not isinstance(e.value, ConfigError)
+    assert "data.options" not in str(e.value)
+    assert f"cannot read data file {str(f)!r}" in str(e.value) and reason in str(e.value)
+
+
+def test_building_a_run_on_a_data_file_imports_no_distributed_training(tmp_path):
+    """The reader of data files lives in the data package: a run config on a file of tensors
+    is built without importing the torchrun entry point (nor config code from train)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    torch.save({"x_train": torch.randn(8, 1), "y_train": torch.randn(8, 1)}, tmp_path / "d.pt")
+    code = ("import sys\n"
+            "from sgdlab.config import build_from_config\n"
+            "from sgdlab.testing import TINY_RUN\n"
+            f"build_from_config({{**TINY_RUN, 'data': {{'file': {str(tmp_path / 'd.pt')!r}}}}})\n"
+            "print(sorted(m for m in sys.modules if m in ('sgdlab.train.distributed',"
+            " 'sgdlab.train.communicator')))\n")
+    root = Path(__file__).resolve().parents[2]
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=root, timeout=300, env={"PYTHONPATH": str(root), "PATH": "",
+                                                     "OMP_NUM_THREADS": "1"})
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines()[-1] == "[]"

@@ -150,7 +150,7 @@ def run_distributed(run, ctx) -> RunOutput:
     fails the run), whose ``result.json`` gives the summary and the metric rows, recorded
     under the sweep's run id as the in-process mode records them. An earlier attempt's
     checkpoint set there is continued (``--resume``)."""
-    from sgdlab.config.runner import REPLICA_RESULT
+    from sgdlab.store.folders import REPLICA_RESULT
     from sgdlab.train.distributed import die_with_parent
     from sgdlab.train.replicas import ParleConfig
 
