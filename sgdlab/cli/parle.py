@@ -164,16 +164,23 @@ def _run(args) -> int:
         print(f"OMP_NUM_THREADS={threads} {shlex.join(cmd)}")
         return 0
     # validate here, where errors print nicely, before starting n processes
-    from sgdlab.store import RunStore
+    from sgdlab.store.folders import drop_if_unused, open_new_store
     from sgdlab.train.distributed import build_run
     build_run(cfg)
     # the store rank 0 records the run in, opened (or made) here: a path that is no store is
-    # refused before any process starts
+    # refused before any process starts; one made here for a run that then does not start
+    # (its folder busy, torchrun failing before rank 0 records it) is removed again, as
+    # sgdlab train leaves no empty store
     store = run_store_path(cfg, args.store, args.out, args.resume).resolve()
-    RunStore(store).close()
+    opened, made = open_new_store(store)
+    opened.close()
     options["store"] = str(store)
     # a new run's folder, taken here: of two starts into it at once one launches processes
-    claim = claim_out(args.out) if args.out and not args.resume else None
+    try:
+        claim = claim_out(args.out) if args.out and not args.resume else None
+    except BaseException:
+        drop_if_unused(made)
+        raise
     cmd = torchrun_command(args.config, n, **options, claimed=claim is not None,
                            standalone=True)
     # an interrupt of this command (Ctrl-C, SIGTERM) stops torchrun and every replica with it
@@ -203,6 +210,8 @@ def _run(args) -> int:
         status_file.unlink(missing_ok=True)
         if claim is not None and code != 0:   # failed or stopped: free again unless a
             release_out(args.out, claim)      # checkpoint was written
+        if code != 0:
+            drop_if_unused(made)
     if code != 0:
         # torchrun has printed each replica's error (a dead one as its signal); one line
         # that says what it means and how the computed rounds are kept

@@ -1,6 +1,6 @@
-"""What code below the config layer needs of a run's folder and store in printed commands:
-the files ``sgdlab parle --out DIR`` writes in DIR, and ``--store PATH`` for a command the
-user is told to run."""
+"""What code below the config layer needs of a run's folder and store: the files ``sgdlab
+parle --out DIR`` writes in DIR, ``--store PATH`` for a command the user is told to run, and
+a store made for a run that then did not start, removed again."""
 from __future__ import annotations
 
 import os
@@ -14,3 +14,39 @@ def store_option(store_path: str | os.PathLike) -> str:
     """``--store PATH`` for a printed command, the path absolute and quoted for the shell: the
     command works from any folder, not only from the one a relative ``--store`` was given in."""
     return f"--store {shlex.quote(os.path.abspath(store_path))}"
+
+
+def open_new_store(path: str | os.PathLike):
+    """Open (or make) the run store at ``path`` for a run about to start: returns the
+    :class:`~sgdlab.store.RunStore` and whether this call made it (its file and, where it
+    made it too, its folder), to hand to :func:`drop_if_unused` should the run not start."""
+    from pathlib import Path
+
+    from .runstore import RunStore
+
+    p = Path(path)
+    made = [q for q in (p.parent, p) if not q.exists()]
+    return RunStore(p), made
+
+
+def drop_if_unused(made: list) -> None:
+    """Remove what :func:`open_new_store` made (the store file with its ``-wal``/``-shm``,
+    then its folder if empty) when the store still holds no run: a run that never started
+    leaves no empty store behind, as ``sgdlab train`` leaves none. Best effort."""
+    import sqlite3
+    from pathlib import Path
+
+    for p in reversed(made):
+        p = Path(p)
+        try:
+            if p.is_dir():
+                p.rmdir()                   # only when empty
+                continue
+            with sqlite3.connect(f"{p.resolve().as_uri()}?mode=ro", uri=True) as conn:
+                runs = conn.execute("SELECT COUNT(*) FROM runs").fetchone()[0]
+            conn.close()
+            if runs == 0:
+                for f in (p, Path(f"{p}-wal"), Path(f"{p}-shm")):
+                    f.unlink(missing_ok=True)
+        except (OSError, sqlite3.Error):
+            pass

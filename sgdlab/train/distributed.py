@@ -402,10 +402,6 @@ def run_from_config(cfg: dict[str, Any], *, mode: str, out: str | Path | None = 
         # identical initial weights on every rank, whatever the init's determinism
         comm.broadcast_([p.data for p in model.parameters()])
     is_main = comm is None or comm.rank == 0
-    store = None
-    if cfg.get("store") and is_main:   # rank 0 alone records the run
-        from ..store import RunStore
-        store = RunStore(cfg["store"])
     if out is not None:
         every = (checkpoint_every if checkpoint_every is not None
                  else cfg.get("checkpoint_every", DEFAULT_CHECKPOINT_EVERY))
@@ -414,10 +410,14 @@ def run_from_config(cfg: dict[str, Any], *, mode: str, out: str | Path | None = 
     elif resume:
         raise UserError("resume needs an output directory (--out DIR; checkpoints are in "
                         "DIR/checkpoints)")
+    store, made = None, []
+    if cfg.get("store") and is_main:   # rank 0 alone records the run
+        from ..store.folders import drop_if_unused, open_new_store
+        store, made = open_new_store(cfg["store"])
     claim, lock = None, None
-    if out is not None:
-        claim, lock = _take_for_all(out, comm, model, claim=not resume and not claimed)
     try:
+        if out is not None:
+            claim, lock = _take_for_all(out, comm, model, claim=not resume and not claimed)
         res = train_replicas(model, loss_fn, data, parle, mode=mode, communicator=comm,
                              device=device,
                              store=store, complete=out is None,
@@ -427,6 +427,9 @@ def run_from_config(cfg: dict[str, Any], *, mode: str, out: str | Path | None = 
     except BaseException:
         if claim is not None:
             release_out(out, claim)
+        if made:    # a store made for a run that was not recorded (its folder busy) goes too
+            store.close()
+            drop_if_unused(made)
         raise
     finally:
         if lock is not None:

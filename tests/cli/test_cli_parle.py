@@ -550,3 +550,32 @@ def test_a_replica_run_recorded_in_no_store_says_how_to_get_one(tmp_path, capsys
     err = capsys.readouterr().err
     assert "it was not recorded in a run store (its config had no 'store': run it again with " \
            "`store: PATH` added to the replica config, or with `sgdlab parle`" in err
+
+
+@pytest.mark.parametrize("mode", ["inprocess", "distributed"])
+def test_a_run_that_does_not_start_leaves_no_empty_store(tmp_path, capsys, monkeypatch, mode,
+                                                         tmp_store):
+    """A start refused for its busy folder, or whose torchrun fails before rank 0 records the
+    run, leaves no store it made behind (nor its folder), as sgdlab train leaves none; a store
+    that was there before stays."""
+    import sgdlab.cli.parle as parle
+    from sgdlab.store import RunStore
+    from sgdlab.train.distributed import claim_out
+
+    cfg = tmp_path / "c.json"
+    cfg.write_text(json.dumps(CONFIG))
+    out = tmp_path / "out"
+    claim_out(out)                      # another start holds it
+    launched = []
+    monkeypatch.setattr(parle, "torchrun_command",
+                        lambda *a, **k: launched.append(k) or [sys.executable, "-c",
+                                                               "raise SystemExit(1)"])
+    assert main(["parle", str(cfg), "--mode", mode, "--out", str(out)]) == 2
+    assert "already holds a parle run" in capsys.readouterr().err and not launched
+    assert not tmp_store.exists() and not tmp_store.parent.exists()
+    if mode == "distributed":           # torchrun fails before any replica records the run
+        assert main(["parle", str(cfg), "--mode", mode, "--out", str(tmp_path / "o2")]) == 1
+        assert launched and not tmp_store.exists() and not tmp_store.parent.exists()
+    RunStore(tmp_store).close()         # the user's (empty) store is not ours to remove
+    assert main(["parle", str(cfg), "--mode", mode, "--out", str(out)]) == 2
+    assert tmp_store.is_file()
