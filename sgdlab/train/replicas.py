@@ -621,16 +621,23 @@ class _ReplicaTraining:
                     run_config: dict[str, Any] | None = None) -> None:
         """The run's record (rank 0 only): created here, the caller's (``run_id``) or the
         resumed one's; on a resume the rows logged after the checkpoint are dropped (those
-        rounds are redone)."""
+        rounds are redone). A resume of a run its checkpoints name no record of (one trained
+        unrecorded) records it anew, its rounds up to the checkpoint first."""
         if self.resume and self.is_main:
             run_id = run_id or self.saved_run_id
         if store is not None and self.is_main:
             config = {**(run_config or {}), "method": "parle", "mode": self.mode,
                       "rounds": self.rounds, "parle": self.cfg.to_dict()}
+            new = run_id is None
             run_id, self.writer = open_writer(
                 store, run_id, resumed=self.resume, stored_rows=self.stored_rows,
                 step=self.start * self.cfg.L,
                 new_run=lambda: store.create_run(config, name=name))
+            if new and self.resume:   # else its record held only the rounds after the resume
+                for step, key, value in sorted((s, k, v) for k, pts in self.history.items()
+                                               for s, v in pts):
+                    self.writer.log(key, value, step)
+                self.writer.flush()
             if self.ckpt is not None:   # where the run's checkpoints are (sgdlab runs, measure)
                 store.add_artifact(run_id, "checkpoints", self.ckpt.resolve())
             recorded = store.get_run(run_id)["config"] if self.resume else None

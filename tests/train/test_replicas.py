@@ -776,3 +776,32 @@ def test_a_batch_norm_run_resumes_bit_exact(tmp_path, master_buffers):
     with pytest.raises(ConfigError, match="master_buffers"):
         train_replicas(bn_model(), LOSS, data, ParleConfig(**BN_CFG, master_buffers=other),
                        rounds=6, checkpoint_dir=tmp_path, resume=True)
+
+
+def test_resuming_an_unrecorded_run_records_its_whole_history(tmp_path):
+    """Checkpoints of a run trained without a store name no run id nor store: its resume into
+    a store records the rounds before the checkpoint too, so the record is the whole run (it
+    held only the rounds after it), and a later resume keeps them."""
+    from sgdlab.store import RunStore
+    from sgdlab.train.checkpoint import load_checkpoint
+    data = toy_data()
+    cfg = ParleConfig(replicas=2, L=2, lr=0.1, batch_size=16)
+    ref = train_replicas(toy_model(), LOSS, data, cfg, rounds=5, eval_every=1)
+    ck = tmp_path / "ck"
+    train_replicas(toy_model(), LOSS, data, cfg, rounds=2, eval_every=1, checkpoint_dir=ck)
+    head = load_checkpoint(ck / "master.pt")
+    assert head.get("run_id") is None and head.get("store") is None
+    store = RunStore(tmp_path / "runs.sqlite")
+    res = train_replicas(toy_model(), LOSS, data, cfg, rounds=3, eval_every=1,
+                         checkpoint_dir=ck, resume=True, store=store)
+    res = train_replicas(toy_model(), LOSS, data, cfg, rounds=5, eval_every=1,
+                         checkpoint_dir=ck, resume=True, store=store)
+    assert [r["id"] for r in store.list_runs()] == [res.run_id]
+    recorded = store.metrics(res.run_id)
+    assert set(recorded) == set(res.history)
+    for key, points in res.history.items():     # what result.json holds
+        assert recorded[key] == [(s, pytest.approx(v, rel=1e-6)) for s, v in points], key
+    # every round, from the first (the record held rounds 3 to 5 alone)
+    assert recorded["replica_loss"] == [(s, pytest.approx(v, rel=1e-6))
+                                        for s, v in ref.history["replica_loss"]]
+    assert [s for s, _ in recorded["replica_loss"]] == [2, 4, 6, 8, 10]
