@@ -377,6 +377,19 @@ class _Interrupted(Exception):
     pass
 
 
+def dies_in_round(k, cfg):
+    """``LOSS`` that raises :class:`_Interrupted` two calls into round ``k``'s training (the
+    L inner steps of every replica make a round's calls)."""
+    calls = [0]
+
+    def loss(out, y):
+        calls[0] += 1
+        if calls[0] > (k - 1) * cfg.L * cfg.replicas + 2:
+            raise _Interrupted
+        return LOSS(out, y)
+    return loss
+
+
 def dropout_model(seed=0):  # dropout: the global torch RNG matters too
     torch.manual_seed(seed)
     return nn.Sequential(nn.Linear(4, 6), nn.Tanh(), nn.Dropout(0.2), nn.Linear(6, 3)).double()
@@ -392,17 +405,9 @@ def test_checkpoint_resume_is_bit_exact(tmp_path):
                       outer_momentum=0.9, batch_size=7, seed=4)
     ref = train_replicas(dropout_model(), LOSS, data, cfg, rounds=7, eval_every=2)
 
-    calls = [0]
-
-    def dies_in_round_6(out, y):
-        calls[0] += 1
-        if calls[0] > 5 * cfg.L * cfg.replicas + 2:
-            raise _Interrupted
-        return LOSS(out, y)
-
     ck = tmp_path / "a"
     with pytest.raises(_Interrupted):
-        train_replicas(dropout_model(), dies_in_round_6, data, cfg, rounds=7, eval_every=2,
+        train_replicas(dropout_model(), dies_in_round(6, cfg), data, cfg, rounds=7, eval_every=2,
                        checkpoint_dir=ck, checkpoint_every=2)
     assert sorted(p.name for p in ck.iterdir()) == ["master.pt", "rank0.pt"]
     model = dropout_model(7)         # (it reseeds the global RNG: seed after it)
@@ -755,16 +760,8 @@ def test_a_batch_norm_run_resumes_bit_exact(tmp_path, master_buffers):
     data = bn_data()
     cfg = ParleConfig(**BN_CFG, master_buffers=master_buffers)
     ref = train_replicas(bn_model(), LOSS, data, cfg, rounds=5, eval_every=1)
-    calls = [0]
-
-    def dies_in_round_4(out, y):
-        calls[0] += 1
-        if calls[0] > 3 * cfg.L * cfg.replicas + 2:
-            raise _Interrupted
-        return LOSS(out, y)
-
     with pytest.raises(_Interrupted):
-        train_replicas(bn_model(), dies_in_round_4, data, cfg, rounds=5, eval_every=1,
+        train_replicas(bn_model(), dies_in_round(4, cfg), data, cfg, rounds=5, eval_every=1,
                        checkpoint_dir=tmp_path, checkpoint_every=2)
     res = train_replicas(bn_model(), LOSS, data, cfg, rounds=5, eval_every=1,
                          checkpoint_dir=tmp_path, resume=True)
