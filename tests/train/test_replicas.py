@@ -390,6 +390,16 @@ def dies_in_round(k, cfg):
     return loss
 
 
+def stopped_and_extended(cfg, data, folder, *, stop, rounds):
+    """(the run stopped after ``stop`` rounds and resumed to ``rounds``, the uninterrupted
+    run of ``rounds``), both on :func:`dropout_model`."""
+    ref = train_replicas(dropout_model(), LOSS, data, cfg, rounds=rounds)
+    train_replicas(dropout_model(), LOSS, data, cfg, rounds=stop, checkpoint_dir=folder)
+    res = train_replicas(dropout_model(), LOSS, data, cfg, rounds=rounds, checkpoint_dir=folder,
+                         resume=True)
+    return res, ref
+
+
 def dropout_model(seed=0):  # dropout: the global torch RNG matters too
     torch.manual_seed(seed)
     return nn.Sequential(nn.Linear(4, 6), nn.Tanh(), nn.Dropout(0.2), nn.Linear(6, 3)).double()
@@ -424,10 +434,7 @@ def test_checkpoint_resume_is_bit_exact(tmp_path):
     assert (res.rounds, res.grad_evals) == (7, ref.grad_evals)
 
     cfg = ParleConfig(**{**cfg.to_dict(), "master": "lagged"})  # its state resumes too
-    ref2 = train_replicas(dropout_model(), LOSS, data, cfg, rounds=7)
-    train_replicas(dropout_model(), LOSS, data, cfg, rounds=3, checkpoint_dir=tmp_path / "b")
-    res2 = train_replicas(dropout_model(), LOSS, data, cfg, rounds=7,
-                          checkpoint_dir=tmp_path / "b", resume=True)
+    res2, ref2 = stopped_and_extended(cfg, data, tmp_path / "b", stop=3, rounds=7)
     for a, b in zip(params(res2.master), params(ref2.master)):
         assert torch.equal(a, b)
     assert res2.history == ref2.history
@@ -644,10 +651,7 @@ def test_a_kept_inner_momentum_resumes_bit_exact(tmp_path):
     cfg = ParleConfig(replicas=2, L=3, lr=0.05, gamma=0.5, rho=0.5, noise=1e-3, momentum=0.9,
                       nesterov=True, inner_momentum_on="step", inner_momentum_buffer="kept",
                       batch_size=7, seed=4)
-    ref = train_replicas(dropout_model(), LOSS, data, cfg, rounds=6)
-    train_replicas(dropout_model(), LOSS, data, cfg, rounds=3, checkpoint_dir=tmp_path / "k")
-    res = train_replicas(dropout_model(), LOSS, data, cfg, rounds=6,
-                         checkpoint_dir=tmp_path / "k", resume=True)
+    res, ref = stopped_and_extended(cfg, data, tmp_path / "k", stop=3, rounds=6)
     for a, b in zip(params(res.master), params(ref.master)):
         assert torch.equal(a, b)
     reset = train_replicas(dropout_model(), LOSS, data,
