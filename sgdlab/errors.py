@@ -73,7 +73,9 @@ def checked_keywords(*forwards_to, advice: dict[str, str] | None = None):
     functions ``forwards_to`` it passes them on to) is a ``TypeError`` naming the function, the
     key, the closest valid key (or PyHessian's name for it, :data:`PYHESSIAN_NAMES`) and every
     valid key, not an internal function's "unexpected keyword argument". ``advice``: a message
-    of its own for a key (one the function takes on purpose not)."""
+    of its own for a key (one the function takes on purpose not). A function with ``**kw``
+    shows in ``inspect.signature`` and ``help()`` the keyword-only options of ``forwards_to``
+    in its place, with their defaults as those functions have them (never copied)."""
     import functools
     import inspect
 
@@ -94,6 +96,17 @@ def checked_keywords(*forwards_to, advice: dict[str, str] | None = None):
             if bad is not None:
                 raise TypeError(unexpected_keyword(fn.__name__, bad, valid, advice))
             return fn(*args, **kwargs)
+
+        sig = inspect.signature(fn)
+        own = [p for p in sig.parameters.values() if p.kind is not p.VAR_KEYWORD]
+        if forwards_to and len(own) < len(sig.parameters):
+            names = {p.name for p in own} | set(advice or ())
+            passed: dict[str, inspect.Parameter] = {}
+            for f in forwards_to:
+                for p in inspect.signature(f).parameters.values():
+                    if p.kind is p.KEYWORD_ONLY and p.name not in names:
+                        passed.setdefault(p.name, p)
+            wrapper.__signature__ = sig.replace(parameters=own + list(passed.values()))
         return wrapper
     return deco
 

@@ -16,7 +16,12 @@ def summary(value: Any) -> str:
     """``value`` in a few characters: small arrays and lists in full, larger ones by shape,
     dtype and range."""
     if isinstance(value, (torch.Tensor, np.ndarray)):
-        a = value.detach().cpu().numpy() if isinstance(value, torch.Tensor) else value
+        a = value
+        if isinstance(value, torch.Tensor):
+            t = value.detach()
+            if t.is_floating_point() and t.dtype not in (torch.float32, torch.float64):
+                t = t.float()         # numpy has no bfloat16: shown as float32, named as is
+            a = t.cpu().numpy()
         kind = type(value).__name__
         if a.size <= SHOWN:
             return f"{kind}({np.array2string(a.ravel(), precision=4, separator=', ')})"

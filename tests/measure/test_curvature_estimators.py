@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from sgdlab.measure.curvature import (
-    dense_hessian, frobenius_norm, harmonic_mean_eigenvalue, hessian_bottom_eigenvalues,
+    SpectralDensity, dense_hessian, frobenius_norm, harmonic_mean_eigenvalue, hessian_bottom_eigenvalues,
     hessian_frobenius_norm, hessian_spectrum, hessian_trace, hutchinson_trace, spectral_density,
 )
 from sgdlab.testing import dense_hessian_reference, tiny_classification, tiny_mlp
@@ -266,6 +266,9 @@ def test_the_public_keywords_are_the_estimators_with_their_defaults():
     """help() shows the options (no **kw), with the defaults of the estimators they call."""
     import inspect
 
+    import pydoc
+
+    from sgdlab.measure import hessian_directions, hessian_spectral_norm
     from sgdlab.measure.curvature import (hessian_eigenpairs, hessian_spectral_density,
                                           hessian_top_eigenvalue, lanczos)
 
@@ -275,11 +278,44 @@ def test_the_public_keywords_are_the_estimators_with_their_defaults():
 
     assert options(hessian_eigenpairs, ("operator",)) == options(lanczos, ("which",))
     assert options(hessian_top_eigenvalue) == options(hessian_eigenpairs)
+    assert options(hessian_bottom_eigenvalues) == options(hessian_eigenpairs)
+    assert options(hessian_spectral_norm, ("bn_mode",)) == options(hessian_eigenpairs)
+    assert options(hessian_directions) == options(hessian_eigenpairs)
     assert options(hessian_spectral_density, ("operator",)) == options(spectral_density)
     assert options(hessian_spectrum) == options(dense_hessian)
-    for fn in (hessian_eigenpairs, hessian_spectral_density, hessian_top_eigenvalue):
+    conveniences = (hessian_eigenpairs, hessian_top_eigenvalue, hessian_bottom_eigenvalues,
+                    hessian_spectral_density, hessian_spectral_norm, hessian_directions)
+    for fn in conveniences:
         assert not any(p.kind is p.VAR_KEYWORD
                        for p in inspect.signature(fn).parameters.values())
+    assert "tol: 'float' = 1e-06" in pydoc.render_doc(hessian_top_eigenvalue)
+    assert "grid: 'Tensor | int' = 1000" in pydoc.render_doc(hessian_spectral_density)
+    # the defaults are written once, in the estimators: a convenience's own code names none of
+    # their options (a copy would drift)
+    for fn, estimator in zip(conveniences, [lanczos] * 3 + [spectral_density] + [lanczos] * 2):
+        source = inspect.signature(fn.__wrapped__).parameters
+        assert not set(source) & set(options(estimator)) - {"which"}, fn.__name__
+
+
+def test_a_spectral_density_with_no_weighted_or_a_nan_node_prints_no_support():
+    # the repr raised (min() of no nodes) when every probe broke down at once, and printed
+    # support=[nan, nan] for a NaN node
+    grid = torch.linspace(0.0, 1.0, 5)
+    for nodes, weights in ((torch.tensor([[1.0, 2.0]]), torch.zeros(1, 2)),
+                           (torch.tensor([[math.nan, 2.0]]), torch.tensor([[0.5, 0.5]]))):
+        text = repr(SpectralDensity(grid, torch.ones(5), nodes, weights, 0.1, 2))
+        assert "support=n/a, sigma=0.1, grid=5 points on [0, 1]" in text, text
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_a_result_holding_a_low_precision_tensor_prints(dtype):
+    # .numpy() raised for bfloat16: a result of a bfloat16 model could not be printed
+    from sgdlab.measure._repr import summary
+
+    assert summary(torch.tensor([0.5, -1.0], dtype=dtype)) == "Tensor([ 0.5, -1. ])"
+    name = str(dtype).removeprefix("torch.")
+    assert summary(torch.arange(8, dtype=dtype).requires_grad_()) == (
+        f"Tensor(shape=(8,), {name}, range [0, 7])")
 
 
 def test_a_spectral_density_prints_in_one_line_of_its_sizes_and_ranges():

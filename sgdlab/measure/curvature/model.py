@@ -24,52 +24,39 @@ from .slq import SpectralDensity, spectral_density
 LossFn = Callable[[Tensor, Tensor], Tensor]
 
 
-@checked_keywords()
-def hessian_eigenpairs(
-    model: nn.Module, loss_fn: LossFn, data: Data, k: int = 1, which: str = "largest", *,
-    operator: str = "hessian", num_iter: int | None = None, tol: float = 1e-6,
-    generator: torch.Generator | None = None, v0: Tensor | None = None,
-    criterion: str = "residual", dtype: torch.dtype | None = None,
-) -> tuple[Tensor, Tensor]:
+# The conveniences take the estimators' options as **kw: checked_keywords shows them (and
+# their defaults, the estimators' own) in help() and names a misspelt one.
+@checked_keywords(lanczos)
+def hessian_eigenpairs(model: nn.Module, loss_fn: LossFn, data: Data, k: int = 1,
+                       which: str = "largest", *, operator: str = "hessian",
+                       **kw) -> tuple[Tensor, Tensor]:
     """k extreme eigenpairs of the Hessian (or ``operator="ggn"`` / ``"empirical_fisher"``)
     of the mean loss over ``data``, by Lanczos: ``which`` (largest | smallest | both |
     magnitude), ``num_iter`` (the Krylov dimension, default ``min(d, max(2k + 60, 4k))``),
     ``tol`` (relative residual), ``generator`` / ``v0`` (the start vector), ``criterion``
     (residual | error_bound | ritz_change) and ``dtype`` (working precision) as in
     :func:`~sgdlab.measure.curvature.lanczos.lanczos`."""
-    return lanczos(curvature_operator(operator, model, loss_fn, data), k, which=which,
-                   num_iter=num_iter, tol=tol, generator=generator, v0=v0, criterion=criterion,
-                   dtype=dtype)
+    return lanczos(curvature_operator(operator, model, loss_fn, data), k, which=which, **kw)
 
 
-@checked_keywords(advice={name: "it gives the largest eigenvalue only; for several use "
-                                "hessian_eigenpairs(model, loss_fn, data, k, which)"
-                          for name in ("k", "which")})
-def hessian_top_eigenvalue(
-    model: nn.Module, loss_fn: LossFn, data: Data, *, operator: str = "hessian",
-    num_iter: int | None = None, tol: float = 1e-6, generator: torch.Generator | None = None,
-    v0: Tensor | None = None, criterion: str = "residual", dtype: torch.dtype | None = None,
-) -> float:
+@checked_keywords(hessian_eigenpairs, advice={
+    name: "it gives the largest eigenvalue only; for several use "
+          "hessian_eigenpairs(model, loss_fn, data, k, which)" for name in ("k", "which")})
+def hessian_top_eigenvalue(model: nn.Module, loss_fn: LossFn, data: Data, **kw) -> float:
     """λ_max of the Hessian (or ``operator=``) of the mean loss over ``data`` (Lanczos,
     ``tol`` relative; the options as in :func:`hessian_eigenpairs`)."""
-    vals, _ = hessian_eigenpairs(model, loss_fn, data, 1, "largest", operator=operator,
-                                 num_iter=num_iter, tol=tol, generator=generator, v0=v0,
-                                 criterion=criterion, dtype=dtype)
+    vals, _ = hessian_eigenpairs(model, loss_fn, data, 1, "largest", **kw)
     return float(vals[0])
 
 
-@checked_keywords(advice={"which": "they are the smallest; for others use "
-                                   "hessian_eigenpairs(model, loss_fn, data, k, which)"})
-def hessian_bottom_eigenvalues(
-    model: nn.Module, loss_fn: LossFn, data: Data, k: int = 1, *, operator: str = "hessian",
-    num_iter: int | None = None, tol: float = 1e-6, generator: torch.Generator | None = None,
-    v0: Tensor | None = None, criterion: str = "residual", dtype: torch.dtype | None = None,
-) -> Tensor:
+@checked_keywords(hessian_eigenpairs, advice={
+    "which": "they are the smallest; for others use "
+             "hessian_eigenpairs(model, loss_fn, data, k, which)"})
+def hessian_bottom_eigenvalues(model: nn.Module, loss_fn: LossFn, data: Data, k: int = 1,
+                               **kw) -> Tensor:
     """The k most negative (algebraically smallest) eigenvalues, ascending (the options as
     in :func:`hessian_eigenpairs`)."""
-    vals, _ = hessian_eigenpairs(model, loss_fn, data, k, "smallest", operator=operator,
-                                 num_iter=num_iter, tol=tol, generator=generator, v0=v0,
-                                 criterion=criterion, dtype=dtype)
+    vals, _ = hessian_eigenpairs(model, loss_fn, data, k, "smallest", **kw)
     return vals
 
 
@@ -104,22 +91,15 @@ def hessian_frobenius_norm(
                           generator=generator, dtype=dtype)
 
 
-@checked_keywords()
-def hessian_spectral_density(
-    model: nn.Module, loss_fn: LossFn, data: Data, *, operator: str = "hessian",
-    num_probes: int = 10, num_iter: int = 80, sigma: float | None = None,
-    grid: Tensor | int = 1000, margin: float = 0.05, generator: torch.Generator | None = None,
-    block_size: int | None = None, dtype: torch.dtype | None = None,
-) -> SpectralDensity:
+@checked_keywords(spectral_density)
+def hessian_spectral_density(model: nn.Module, loss_fn: LossFn, data: Data, *,
+                             operator: str = "hessian", **kw) -> SpectralDensity:
     """SLQ spectral density of the Hessian (or ``operator=``) of the mean loss over ``data``:
     ``num_probes`` Gaussian probes (PyHessian's ``n_v``) of ``num_iter`` Lanczos steps each
     (its ``iter``), Gaussian kernel width ``sigma`` (default 1% of the spectral range), on
     ``grid`` points (or an explicit grid) with ``margin``; ``generator``, ``block_size`` and
     ``dtype`` as in :func:`~sgdlab.measure.curvature.slq.spectral_density`."""
-    return spectral_density(curvature_operator(operator, model, loss_fn, data),
-                            num_probes=num_probes, num_iter=num_iter, sigma=sigma, grid=grid,
-                            margin=margin, generator=generator, block_size=block_size,
-                            dtype=dtype)
+    return spectral_density(curvature_operator(operator, model, loss_fn, data), **kw)
 
 
 def hessian_diagonal(

@@ -33,10 +33,13 @@ class SpectralDensity:
     def __repr__(self) -> str:
         """The sizes and ranges, not the grid, density, nodes and weights (hundreds of
         numbers)."""
-        w = self.weights > 0          # padded nodes of a probe that broke down carry no weight
-        lo, hi = float(self.nodes[w].min()), float(self.nodes[w].max())
+        # padded nodes of a probe that broke down carry no weight; a repr must not raise: no
+        # weighted node, or a NaN one (the estimate failed), has no support to show
+        nodes = self.nodes[self.weights > 0]
+        support = ("n/a" if not nodes.numel() or bool(nodes.isnan().any()) else
+                   f"[{float(nodes.min()):.4g}, {float(nodes.max()):.4g}]")
         return (f"SpectralDensity(dim={self.dim}, probes={self.nodes.shape[0]}, "
-                f"lanczos_steps={self.nodes.shape[1]}, support=[{lo:.4g}, {hi:.4g}], "
+                f"lanczos_steps={self.nodes.shape[1]}, support={support}, "
                 f"sigma={self.sigma:.4g}, grid={len(self.grid)} points on "
                 f"[{float(self.grid[0]):.4g}, {float(self.grid[-1]):.4g}], "
                 f"trace≈{self.trace():.4g})")
