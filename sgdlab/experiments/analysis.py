@@ -5,6 +5,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from sgdlab.report.tables import Table
+from sgdlab.report.verdicts import CLAIM
 
 
 @dataclass
@@ -32,9 +33,6 @@ class Conclusion:
         return out
 
 
-_MEASURED = {True: "agrees", False: "disagrees", None: "undecided"}
-
-
 def outside_regime(conclusions: list[Conclusion], reason: str | None) -> list[Conclusion]:
     """``conclusions`` of a scale whose settings lie outside the regime where the paper makes
     its claims (``scales.<scale>.outside_regime``, the ``reason``): each claim's verdict
@@ -46,7 +44,7 @@ def outside_regime(conclusions: list[Conclusion], reason: str | None) -> list[Co
     why = " ".join(reason.split())
     return [replace(c, agrees_with_paper=None, outside_regime=why, measured=c.agrees_with_paper,
                     text=f"{c.text} — outside the paper's regime: {why}; not scored (the "
-                         f"numbers alone: {_MEASURED[c.agrees_with_paper]})")
+                         f"numbers alone: {CLAIM[c.agrees_with_paper]})")
             if c.claim else c for c in conclusions]
 
 

@@ -11,6 +11,9 @@ from typing import Any
 
 SMOKE = "smoke scale: checks that it runs, not a verdict"
 OUTSIDE = "outside the paper's regime"
+# a claim's verdict (``agrees_with_paper``) in a word: the verdict column adds "with the
+# paper"; a finding outside the paper's regime says what its numbers alone give in these
+CLAIM = {True: "agrees", False: "disagrees", None: "inconclusive"}
 
 
 def verdict(conclusion: dict[str, Any], scale: str | None) -> tuple[str, str]:
@@ -22,11 +25,9 @@ def verdict(conclusion: dict[str, Any], scale: str | None) -> tuple[str, str]:
     if conclusion.get("outside_regime") and conclusion.get("claim"):
         return OUTSIDE, "neutral"
     agrees = conclusion.get("agrees_with_paper")
-    if agrees is True:
-        return "agrees with the paper", "agree"
-    if agrees is False:
-        return "disagrees with the paper", "disagree"
-    return ("inconclusive" if conclusion.get("claim") else "descriptive"), "neutral"
+    if isinstance(agrees, bool):
+        return f"{CLAIM[agrees]} with the paper", "agree" if agrees else "disagree"
+    return (CLAIM[None] if conclusion.get("claim") else "descriptive"), "neutral"
 
 
-__all__ = ["OUTSIDE", "SMOKE", "verdict"]
+__all__ = ["CLAIM", "OUTSIDE", "SMOKE", "verdict"]

@@ -1162,6 +1162,17 @@ def test_threads_per_run_are_capped_by_omp_num_threads_and_set_by_sgdlab_threads
         threads_per_worker(1)
 
 
+def test_a_claim_outside_the_papers_regime_words_its_numbers_verdict_as_the_reports_do():
+    # it said "undecided" where report.html, RESULTS.md and the CLI say "inconclusive"
+    from sgdlab.experiments.analysis import Conclusion, outside_regime
+
+    scored = outside_regime([Conclusion("x", a, claim="c") for a in (True, False, None)]
+                            + [Conclusion("a description")], "why")
+    assert [c.text.partition("numbers alone: ")[2] for c in scored] == [
+        "agrees)", "disagrees)", "inconclusive)", ""]
+    assert [c.measured for c in scored] == [True, False, None, None]
+
+
 def test_a_scale_outside_the_papers_regime_scores_no_verdict_and_keeps_the_numbers(tmp_path):
     from html import escape
 
