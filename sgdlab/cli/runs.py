@@ -652,10 +652,11 @@ def compared_configs(runs: list[dict]) -> tuple[list[dict[str, str]], str | None
         settings = [(r["config"] or {}).get("training") if s
                     else stored_training_settings(r["config"]) for r, s in zip(runs, swept)]
         if all(isinstance(t, dict) for t in settings):
-            return [flat_config(t) for t in settings], TRAINING_NOTE
+            return [flat_config(_instrument_defaults(t)) for t in settings], TRAINING_NOTE
     flats = [flat_config({k: v for k, v in (r["config"] or {}).items()
                           if k not in ("training", "grid")}
-                         if s and isinstance(r["config"], dict) else r["config"] or {})
+                         if s and isinstance(r["config"], dict)
+                         else _instrument_defaults(r["config"] or {}))
              for r, s in zip(runs, swept)]
     if any(swept) and not all(swept):
         # every key is then one side's only: the table says "—" for each, with no hint why
@@ -663,6 +664,18 @@ def compared_configs(runs: list[dict]) -> tuple[list[dict[str, str]], str | None
                        "`sgdlab train`'s a run config: their keys do not line up, their "
                        "final values do)")
     return flats, None
+
+
+def _instrument_defaults(cfg: object) -> object:
+    """A run config (or training settings) with its ``measure`` items' instrument defaults
+    filled in (:func:`~sgdlab.config.run.with_instrument_defaults`): ``train --print-config``
+    writes them out, so a run of the printed config stores them and the run of the config it
+    printed does not, with the same instruments."""
+    if not (isinstance(cfg, dict) and isinstance(cfg.get("measure"), list) and cfg["measure"]):
+        return cfg
+    from sgdlab.config.run import with_instrument_defaults
+
+    return with_instrument_defaults(cfg)
 
 
 def _plot_path(given: str) -> Path:

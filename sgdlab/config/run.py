@@ -513,13 +513,18 @@ def with_instrument_defaults(cfg: dict[str, Any]) -> dict[str, Any]:
     """A validated config with each ``measure`` item's instrument options that were not given
     filled in with their defaults (those of :func:`json_schema`), as ``sgdlab train
     --print-config`` shows it; the run is the same (the instrument gets the same values).
-    A required option stays absent; an instrument taking ``**kwargs`` gets nothing added."""
-    from ..train.instruments import instrument_params
+    A required option stays absent; an instrument taking ``**kwargs`` gets nothing added, as
+    does one not registered (a stored run's, of a plugin not imported): ``sgdlab runs
+    compare`` fills in both runs' items this way, so that a run trained from the printed
+    config and one from the config it printed compare equal."""
+    from ..train.instruments import instrument_params, instruments
 
     items = []
     for item in cfg["measure"]:
-        defaults = _param_schema_defaults(instrument_params(item["name"]) or {})
-        items.append({**item, **{k: v for k, v in defaults.items() if k not in item}})
+        if isinstance(item, dict) and item.get("name") in instruments():
+            defaults = _param_schema_defaults(instrument_params(item["name"]) or {})
+            item = {**item, **{k: v for k, v in defaults.items() if k not in item}}
+        items.append(item)
     return {**cfg, "measure": items}
 
 

@@ -1351,3 +1351,25 @@ def test_print_config_fills_in_the_measure_instruments_defaults(tmp_path, capsys
     assert capsys.readouterr().out == printed
     # the values written out are ones the instruments take (they are built)
     assert len(build_measure(validate_config(load_config(again))["measure"], 10)) == 2
+
+
+def test_runs_compare_finds_a_run_of_the_printed_config_identical_to_the_original(tmp_path,
+                                                                                  capsys):
+    # the printed config's measure items hold the instruments' defaults, the original's not:
+    # compare listed each filled-in option as a difference between two identical runs
+    cfg = tmp_path / "tiny.yaml"
+    cfg.write_text(TINY.replace("epochs: 6", "epochs: 1")
+                   + "measure: [{name: hessian, every: 5, k: 2}, {name: dynamics, every: 3}]\n")
+    assert main(["train", str(cfg), "--print-config"]) == 0
+    printed = tmp_path / "printed.yaml"
+    printed.write_text(capsys.readouterr().out)
+    store = RunStore(tmp_path / "runs.sqlite")
+    for c in (cfg, printed):
+        assert main(["train", str(c), "--store", str(store.path),
+                     "--out", str(tmp_path / c.stem)]) == 0
+    a, b = (r["id"] for r in store.list_runs())
+    assert store.get_run(a)["config"]["measure"] != store.get_run(b)["config"]["measure"]
+    capsys.readouterr()
+    assert main(["runs", "compare", a, b, "--store", str(store.path)]) == 0
+    out = capsys.readouterr().out
+    assert "(the configs are identical)" in out and "measure[" not in out
