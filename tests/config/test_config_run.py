@@ -777,3 +777,14 @@ def test_building_a_run_on_a_data_file_imports_no_distributed_training(tmp_path)
                                                      "OMP_NUM_THREADS": "1"})
     assert out.returncode == 0, out.stderr
     assert out.stdout.splitlines()[-1] == "[]"
+
+
+def test_instrument_defaults_leave_an_item_of_an_unregistered_instrument_as_stored():
+    # runs compare fills in stored runs' items: a plugin's instrument, its module not
+    # imported, has no defaults to add and must not fail the comparison
+    from sgdlab.config.run import with_instrument_defaults
+
+    mystery = {"name": "my-plugin-probe", "every": 2, "width": 3}
+    filled = with_instrument_defaults({"measure": [mystery, {"name": "hessian", "every": 5}]})
+    assert filled["measure"][0] == mystery
+    assert filled["measure"][1]["tol"] == 1e-3 and filled["measure"][1]["every"] == 5
