@@ -6,8 +6,9 @@ import torch
 from torch import nn
 
 from sgdlab.measure.curvature import (
-    SpectralDensity, dense_hessian, frobenius_norm, harmonic_mean_eigenvalue, hessian_bottom_eigenvalues,
-    hessian_frobenius_norm, hessian_spectrum, hessian_trace, hutchinson_trace, spectral_density,
+    SpectralDensity, dense_hessian, frobenius_norm, harmonic_mean_eigenvalue,
+    hessian_bottom_eigenvalues, hessian_frobenius_norm, hessian_spectrum, hessian_trace,
+    hutchinson_trace, spectral_density,
 )
 from sgdlab.testing import dense_hessian_reference, tiny_classification, tiny_mlp
 
