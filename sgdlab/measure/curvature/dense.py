@@ -45,16 +45,16 @@ def symmetrise_(h: Tensor, block: int = 1024) -> Tensor:
     return h
 
 
-@checked_keywords()
+# dense_hessian's options pass through as **kw: checked_keywords shows them with its defaults
+# (written once, there) and names a misspelt one
+@checked_keywords(dense_hessian)
 def hessian_spectrum(
-    model: nn.Module, loss_fn: Callable[[Tensor, Tensor], Tensor], data: Data, *,
-    chunk_size: int = 256, max_params: int = 60_000,
+    model: nn.Module, loss_fn: Callable[[Tensor, Tensor], Tensor], data: Data, **kw
 ) -> Tensor:
     """All d Hessian eigenvalues, ascending (dense ``eigvalsh`` of :func:`dense_hessian`, whose
     ``chunk_size`` and ``max_params`` it takes; small models only — Chaudhari computes full
     spectra of ~50k-parameter networks this way)."""
-    return torch.linalg.eigvalsh(dense_hessian(model, loss_fn, data, chunk_size=chunk_size,
-                                               max_params=max_params))
+    return torch.linalg.eigvalsh(dense_hessian(model, loss_fn, data, **kw))
 
 
 def harmonic_mean_eigenvalue(
