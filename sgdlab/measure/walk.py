@@ -258,11 +258,10 @@ def segment_losses(
             × (points + 1) under vmap) exceed it is evaluated in chunks of samples, and the
             points in chunks of fewer: the mean is the same up to round-off (chunks weighted
             by size). Batch norm normalising with batch statistics (``bn_mode="train"``, or a
-            layer without running
-            statistics) then uses those of the whole batch, computed over the chunks first
-            (:func:`sgdlab.measure.batch_norm.batch_norm_statistics`; one pass per batch-norm
-            layer, one point after another). Running out of memory all the same halves the chunks
-            and starts again, with a warning that says so.
+            layer without running statistics) then uses those of the whole batch, computed
+            over the chunks first (:func:`sgdlab.measure.batch_norm.batch_norm_statistics`;
+            one pass per batch-norm layer, one point after another). Running out of memory all
+            the same halves the chunks and starts again, with a warning that says so.
     """
     check_batch_loss(loss_fn, data)
     check_model_data(model, loss_fn, data)
