@@ -196,12 +196,16 @@ class EscapeResult:
     sharpness: dict[str, list[float]] = field(default_factory=dict)  # mean over repetitions
     trajectory: dict[str, Tensor] = field(default_factory=dict)     # (T+1, R, 2)
 
+    def successes(self, method: str) -> int:
+        """How many of the R repetitions of ``method`` succeeded (the rate is stored; rate · R
+        gives the count back exactly)."""
+        return round(self.success_rate[method] * self.config.repetitions)
+
     def success_interval(self, z: float = 2.0) -> dict[str, tuple[float, float]]:
         """Each method's Wilson score interval of its success rate over the R repetitions
         (:func:`wilson_interval`): unlike ± s.e., it has a width at 0% and 100%."""
-        reps = self.config.repetitions
-        return {m: wilson_interval(round(rate * reps), reps, z)
-                for m, rate in self.success_rate.items()}
+        return {m: wilson_interval(self.successes(m), self.config.repetitions, z)
+                for m in self.success_rate}
 
     def table(self) -> str:
         """The success-rate table, one row per method: success rate ± its binomial standard

@@ -119,7 +119,7 @@ class EscapeProcedure(Procedure):
                                   "first_passage_mean": _restricted_mean(
                                       passage, cfg.iterations),
                                   "never_reached": censored,
-                                  "successes": int(round(rate * cfg.repetitions)),
+                                  "successes": res.successes(method),
                                   "repetitions": cfg.repetitions,
                                   "reached_rate": res.reached_rate[method],
                                   "lr": cfg.lr, "eta_lambda_max": 2 * cfg.lr / land.gd_stable_lr(),
