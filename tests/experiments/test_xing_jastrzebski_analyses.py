@@ -231,14 +231,23 @@ def breakdown_run(n, beta, seed, best, status="finished"):
                metrics={"test_acc": [(0, 0.1), (10, best - 0.05), (20, best)]})
 
 
-def test_breakdown_equivalence_departure_and_dataset_size():
+def breakdown_runs(best_800_beta2: float, diverged_800_beta16: tuple[int, ...] = ()):
+    """Seeds 0-2 (accuracies shifted by 0, +0.001, −0.001) of β = 1, 2, 16 on 4,000 examples
+    (best 0.95, 0.951, 0.90) and on 800 (best 0.90, ``best_800_beta2``, 0.70; the seeds in
+    ``diverged_800_beta16`` diverge at β = 16)."""
     r = breakdown_run
     runs = []
     for seed, e in ((0, 0.0), (1, 0.001), (2, -0.001)):
+        status = "diverged" if seed in diverged_800_beta16 else "finished"
         runs += [r(4000, 1, seed, 0.95 + e), r(4000, 2, seed, 0.951 + e),
                  r(4000, 16, seed, 0.90 + e),
-                 r(800, 1, seed, 0.90 + e), r(800, 2, seed, 0.90 + e),
-                 r(800, 16, seed, 0.70 + e, status="diverged" if seed == 0 else "finished")]
+                 r(800, 1, seed, 0.90 + e), r(800, 2, seed, best_800_beta2 + e),
+                 r(800, 16, seed, 0.70 + e, status=status)]
+    return runs
+
+
+def test_breakdown_equivalence_departure_and_dataset_size():
+    runs = breakdown_runs(0.90, diverged_800_beta16=(0,))
     spec = SimpleNamespace(paper=PAPER, options={"metric": "test_acc", "margin": 0.01})
     c = breakdown(spec, runs).conclusions
     assert len(c) == 10
@@ -260,14 +269,7 @@ def test_breakdown_within_limit_reading_scores_the_small_beta_at_the_largest_siz
     """Line 219's "up to a certain limit" names no β: under ``within-limit=largest-size``
     β = 2 is held to β = 1 on the largest training set only, and on the smaller one (where
     the breakdown is "magnified", line 215) its numbers are described, not scored."""
-    r = breakdown_run
-    runs = []
-    for seed, e in ((0, 0.0), (1, 0.001), (2, -0.001)):
-        runs += [r(4000, 1, seed, 0.95 + e), r(4000, 2, seed, 0.951 + e),
-                 r(4000, 16, seed, 0.90 + e),
-                 # β = 2 already departs on 800 images
-                 r(800, 1, seed, 0.90 + e), r(800, 2, seed, 0.80 + e),
-                 r(800, 16, seed, 0.70 + e)]
+    runs = breakdown_runs(0.80)       # β = 2 already departs on 800 images
     small = ("multiplying η and S by a small β keeps the final performance",
              "multiplying η and S by a small β keeps the learning dynamics")
 
