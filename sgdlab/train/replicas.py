@@ -707,20 +707,25 @@ class _ReplicaTraining:
             self.writer.log(name, float(value), step)
 
     # --- evaluation -------------------------------------------------------------------------
-    def evaluate(self, master: Sequence[Tensor], step: int,
-                 buffers: Sequence[Tensor] | None = None) -> None:
-        """Evaluate the master with parameters ``master`` (rank 0 only) and floating buffers
-        ``buffers`` (default: the replicas' mean now, which every process helps reduce), then
-        with ``master_buffers="recompute"`` its batch-norm statistics recomputed at
-        ``master``."""
-        if buffers is None:
-            buffers = self._mean_buffers()
-        if not self.is_main:
-            return
-        _load_params(self.master_model, master)
+    def evaluate(self, master: Sequence[Tensor], step: int) -> None:
+        """Evaluate the master with parameters ``master`` (rank 0 only) and the replicas'
+        mean floating buffers now (which every process helps reduce), then with
+        ``master_buffers="recompute"`` its batch-norm statistics recomputed at ``master``."""
+        buffers = self._mean_buffers()
+        if self.is_main:
+            self._set_master(master, buffers)
+            self._evaluate_master(step)
+
+    def _set_master(self, params: Sequence[Tensor], buffers: Sequence[Tensor]) -> None:
+        """The master model's parameters ``params`` and floating buffers ``buffers``."""
+        _load_params(self.master_model, params)
         with torch.no_grad():
             for b, v in zip(_float_buffers(self.master_model), buffers):
                 b.copy_(v)
+
+    def _evaluate_master(self, step: int) -> None:
+        """Evaluate the master model as it is (rank 0 only), its batch-norm statistics
+        recomputed first under ``master_buffers="recompute"``."""
         if self.x_recompute is not None:
             recompute_eval_statistics(self.master_model, self.x_recompute, self.cfg.batch_size)
         for name, v in evaluation_metrics(self.master_model, self.loss_fn, self.eval_sets,
@@ -792,12 +797,10 @@ class _ReplicaTraining:
         finals = [w.optimizer.anchors() + _float_buffers(w.model) for w in workers]
         master_all, _ = self._reduce(finals, [torch.zeros(()) for _ in workers])
         n_params = len(workers[0].optimizer.anchors())
-        _load_params(self.master_model, master_all[:n_params])
-        with torch.no_grad():
-            for b, v in zip(_float_buffers(self.master_model), master_all[n_params:]):
-                b.copy_(v)
+        self._set_master(master_all[:n_params], master_all[n_params:])   # every rank returns it
         step = self.round * cfg.L
-        self.evaluate(master_all[:n_params], step, master_all[n_params:])
+        if self.is_main:
+            self._evaluate_master(step)
         wall = time.perf_counter() - self.t_start
         w0 = workers[0]
         self.log("grad_evals", w0.grad_evals, step)
