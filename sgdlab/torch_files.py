@@ -25,7 +25,7 @@ def read_torch_file(path: Path, map_location: Any = "cpu", *, mmap: bool = False
     damaged = _failed_checksum(path)
     if damaged is not None:
         raise error(f"cannot read {what} {str(path)!r}: the file is corrupt (its entry "
-                        f"{damaged!r} fails its CRC-32 check: changed on disk since written)")
+                    f"{damaged!r} fails its CRC-32 check: changed on disk since written)")
     try:
         return torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
     except Exception as e:  # noqa: BLE001 - each failure is named below, one line each

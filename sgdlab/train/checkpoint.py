@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from ..errors import UserError
-from ..torch_files import read_torch_file as _read
+from ..torch_files import read_torch_file
 
 CHECKPOINT_NAME = "last.pt"
 FORMAT_VERSION = 1
@@ -153,7 +153,7 @@ def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu",
     path = Path(path)
     if path.is_dir():
         path = checkpoint_path(path)
-    state = _read(path, map_location, mmap=mmap)
+    state = read_torch_file(path, map_location, mmap=mmap)
     if not isinstance(state, dict) or state.get("format") != FORMAT_VERSION:
         raise UserError(f"{str(path)!r} is not an sgdlab checkpoint (format "
                         f"{state.get('format') if isinstance(state, dict) else '?'})")
@@ -181,7 +181,7 @@ def load_weights(path: str | os.PathLike, step: int | None = None,
     if step is None:
         return load_checkpoint(path, map_location, require=("model",))
     path = Path(path)
-    weights = _read(path, map_location, what="weights file")
+    weights = read_torch_file(path, map_location, what="weights file")
     if not isinstance(weights, dict) or not all(isinstance(v, torch.Tensor)
                                                 for v in weights.values()):
         raise UserError(f"{str(path)!r} holds no state dict (a name -> tensor mapping)")
