@@ -79,7 +79,8 @@ from .replicas import (MASTER_CHECKPOINT, ParleConfig, check_checkpoint_dir,
                        train_replicas)
 
 __all__ = ["ReplicaCommunicationError", "TorchDistributedCommunicator", "init_distributed",
-           "build_run", "claim_out", "load_config", "release_out", "run_from_config", "main"]
+           "build_run", "checkpoint_folder", "claim_out", "load_config", "release_out",
+           "run_from_config", "main"]
 
 CLAIM_FILE = "parle.json"
 LOCK_FILE = "parle.lock"
@@ -271,13 +272,13 @@ def claim_out(out: str | Path) -> str:
     exactly one takes it. Returns the file's text, which :func:`release_out` checks."""
     from ..store.runstore import owner_alive, this_process
 
-    check_checkpoint_dir(Path(out) / "checkpoints", False)
+    check_checkpoint_dir(checkpoint_folder(out), False)
     path = make_output_dir(out) / CLAIM_FILE
     text = _process_note("started", claim=secrets.token_hex(8))
     try:
         claim_file(path, text)
     except FileExistsError:
-        check_checkpoint_dir(Path(out) / "checkpoints", False)    # the holder's, when saved
+        check_checkpoint_dir(checkpoint_folder(out), False)    # the holder's, when saved
         try:
             held = json.loads(path.read_text())
             when = f" started {held['started']} (pid {held['pid']} on {held['host']})"
@@ -297,9 +298,15 @@ def claim_out(out: str | Path) -> str:
     return text
 
 
+def checkpoint_folder(out: str | Path) -> Path:
+    """Where the run with output folder ``out`` keeps its checkpoint set (each replica's and
+    the master's state)."""
+    return Path(out) / "checkpoints"
+
+
 def has_checkpoint(out: str | Path) -> bool:
     """Whether the run in ``out`` has written a checkpoint (``--resume`` continues it)."""
-    return (Path(out) / "checkpoints" / MASTER_CHECKPOINT).exists()
+    return (checkpoint_folder(out) / MASTER_CHECKPOINT).exists()
 
 
 def release_out(out: str | Path, text: str) -> None:
@@ -374,7 +381,7 @@ def run_store_path(cfg: dict[str, Any], store: str | os.PathLike | None = None,
         from .checkpoint import load_checkpoint
 
         try:
-            recorded = load_checkpoint(Path(out) / "checkpoints" / MASTER_CHECKPOINT,
+            recorded = load_checkpoint(checkpoint_folder(out) / MASTER_CHECKPOINT,
                                        mmap=True).get("store")
         except UserError:    # none, or unreadable: the resume itself says so
             recorded = None
@@ -405,7 +412,7 @@ def run_from_config(cfg: dict[str, Any], *, mode: str, out: str | Path | None = 
     if out is not None:
         every = (checkpoint_every if checkpoint_every is not None
                  else cfg.get("checkpoint_every", DEFAULT_CHECKPOINT_EVERY))
-        kw.update(checkpoint_dir=Path(out) / "checkpoints", checkpoint_every=every,
+        kw.update(checkpoint_dir=checkpoint_folder(out), checkpoint_every=every,
                   resume=resume)
     elif resume:
         raise UserError("resume needs an output directory (--out DIR; checkpoints are in "

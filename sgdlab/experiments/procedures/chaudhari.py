@@ -70,7 +70,9 @@ class ReplicasProcedure(Procedure):
     def resume_folders(self, folder, params):
         """The checkpoint set: each replica's state and the master's, with their optimizers'
         (the weights the run keeps are its ``master.pt``)."""
-        return ([Path(folder) / DISTRIBUTED_FOLDER / "checkpoints"]
+        from sgdlab.train.distributed import checkpoint_folder
+
+        return ([checkpoint_folder(Path(folder) / DISTRIBUTED_FOLDER)]
                 if params.get("mode") == "distributed" else [])
 
     def run(self, run, ctx) -> RunOutput:
