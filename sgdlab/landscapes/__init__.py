@@ -8,6 +8,7 @@ exist ``per_sample_loss`` / ``per_sample_grad`` / ``gradient_covariance``), eval
 - :class:`Quadratic` — SGD as an OU process (Jastrzebski et al. eq. 6–7).
 - :class:`DoubleWell` — non-equilibrium double well (thesis Example 6.43).
 - :class:`PSpinGlass` — spherical 3-spin glass in a field (thesis §2.4.1).
+- :mod:`.pspin_complexity` — its critical points by energy and index (thesis Lemma 2.2, eq. 2.15).
 - :mod:`.pde` — viscous/non-viscous HJ and heat smoothing in 1-D (thesis Fig. 4.1).
 - :mod:`.fokker_planck` — 1-D Fokker–Planck densities, monotone upwind (Fig. 4.1's densities).
 - :mod:`.perceptron` — binary perceptron teacher–student (thesis §3.1.1).

@@ -1064,6 +1064,9 @@ def test_spin_glass_cosine_distance_reading_tests_the_mean_angle():
     verdicts = [[c.agrees_with_paper for c in pspin_analysis(s, runs).conclusions]
                 for s in (default, angle)]
     assert verdicts == [[True, True, True], [True, False, True]]
+    # the lowest H/N beside Fig. 2.1's levels: −E_0 = −1.657, −E_∞ = −2√(2/3) (Lemma 2.2)
+    note, = pspin_analysis(default, runs).tables[0].notes
+    assert "−E_0 = −1.6570" in note and "−E_∞ = −1.6330" in note
     for r in runs:
         del r.summary["angular_distance"]
     assert [c.agrees_with_paper for c in pspin_analysis(angle, runs).conclusions][1] is None

@@ -786,6 +786,16 @@ class PSpinProcedure(Procedure):
                   "minima_energies": sorted(float(e[r]) for r in reps)})
 
 
+def _pspin_energy_note() -> str:
+    """Fig. 2.1's energies for the table's "lowest H/N": Fig. 2.2's caption reads the minima's
+    H/N at N = 100 as the non-asymptotic values of Lemma 2.2's N → ∞ levels."""
+    from sgdlab.landscapes.pspin_complexity import ground_state_energy, threshold_energy
+
+    return (f"Lemma 2.2 (p = 3, no field, N → ∞): no local minima below H/N = "
+            f"−E_0 = −{ground_state_energy(3):.4f}; below −E_∞ = −{threshold_energy(3):.4f} "
+            "the critical points of index k thin out as e^{−N(k+1)I₁(u)} (Fig. 2.1).")
+
+
 @register_analysis("pspin")
 def pspin_analysis(spec, runs) -> Analysis:
     """Distinct minima and mean cosine distance per regime; claims from ``options.claims``."""
@@ -805,7 +815,7 @@ def pspin_analysis(spec, runs) -> Analysis:
         cnt[name], sizes[name] = r0.summary["distinct_minima"], r0.data["basin_sizes"]
     table = Table("pspin", ["regime", "ν", "distinct minima", "starts", "converged",
                             "mean cosine distance", "mean angle (rad)", "lowest H/N",
-                            "spread of H/N"], rows)
+                            "spread of H/N"], rows, notes=[_pspin_energy_note()])
     # a run stored before the angle was recorded has none: NaN, its claim inconclusive
     vals = {g: {k: stat(rs, k)[0] for k in ("distinct_minima", "cosine_distance",
                                              "angular_distance", "converged")}
