@@ -6,6 +6,7 @@ exist ``per_sample_loss`` / ``per_sample_grad`` / ``gradient_covariance``), eval
 
 - :class:`TwoBasin` and :func:`escape_experiment` — Zhu et al.'s sharp/flat toy (App. B).
 - :class:`Quadratic` — SGD as an OU process (Jastrzebski et al. eq. 6–7).
+- :mod:`.linear_potential` — Φ of the SDE linearised at a critical point (thesis Lemma 6.44).
 - :class:`DoubleWell` — non-equilibrium double well (thesis Example 6.43).
 - :class:`PSpinGlass` — spherical 3-spin glass in a field (thesis §2.4.1).
 - :mod:`.pspin_complexity` — its critical points by energy and index (thesis Lemma 2.2, eq. 2.15).

@@ -34,6 +34,7 @@ from torch import Tensor
 from sgdlab.errors import UserError
 
 from .base import Landscape, check_count, check_positive, check_psd_matrix
+from .linear_potential import LinearPotential, linear_potential
 from .sde.base import psd_sqrt
 
 
@@ -130,6 +131,12 @@ class Quadratic(Landscape):
         q = (lr / batch_size) * self.C.cpu().double().numpy()
         sol = scipy.linalg.solve_continuous_lyapunov(self.H.cpu().double().numpy(), q)
         return torch.as_tensor((sol + sol.T) / 2).to(self.H)
+
+    def potential(self) -> LinearPotential:
+        """Lemma 6.44's (U, Q) for F = H and D = C (:func:`.linear_potential.linear_potential`):
+        the steady state is ∝ e^{−βΦ}, Φ = ½ (θ − θ*)ᵀ U (θ − θ*), with β⁻¹ = η/(2S) (eq. 6.6);
+        U = I when C = H, U = H when C = I. C must be positive definite here."""
+        return linear_potential(self.H, self.C)
 
     def sgd_stationary_covariance(self, lr: float, batch_size: int) -> Tensor:
         """The discrete chain's Σ = (I − ηH) Σ (I − ηH) + (η²/S) C (with-replacement batches)."""
