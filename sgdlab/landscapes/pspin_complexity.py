@@ -24,8 +24,6 @@ from __future__ import annotations
 
 import math
 
-from scipy.optimize import brentq
-
 from sgdlab.errors import UserError
 
 from .base import check_count
@@ -88,7 +86,15 @@ def ground_state_energy(p: int) -> float:
     lo = -e - 1.0
     while complexity(lo, p, 0) > 0:      # Θ_0 → −∞ as u → −∞: widen until it changes sign
         lo -= 1.0
-    return -brentq(lambda u: complexity(u, p, 0), lo, hi, xtol=1e-14, rtol=1e-14)
+    # bisection: Θ_0 is increasing below −E_∞ (Lemma 2.2), so the sign change is its one zero
+    # (scipy.optimize would cost its ~1 s import for a scalar root)
+    while hi - lo > 4 * math.ulp(hi):
+        mid = 0.5 * (lo + hi)
+        if complexity(mid, p, 0) > 0:
+            hi = mid
+        else:
+            lo = mid
+    return -0.5 * (lo + hi)
 
 
 def field_order_parameter(nu: float, p: int, coupling: float = 1.0) -> float:

@@ -1027,6 +1027,28 @@ def test_cpu_scale_lists_the_departures_it_shares_with_the_paper_scale(name):
             assert any(phrase in d for d in devs), (name, scale, phrase)
 
 
+def test_spin_glass_table_sets_the_lowest_energy_beside_fig_2_1s_levels(monkeypatch):
+    """Fig. 2.2's caption reads the minima's H/N as non-asymptotic values of Fig. 2.1's: the
+    table's note gives Lemma 2.2's −E_0 = −1.657 and −E_∞ = −2√(2/3) for p = 3."""
+    from types import SimpleNamespace
+
+    import sgdlab.report.figures.landscapes as figures
+    from sgdlab.experiments.procedures import StoredRun
+    from sgdlab.experiments.procedures.landscape_runs import pspin_analysis
+
+    monkeypatch.setattr(figures, "pspin_figure", lambda *a: None)   # the table is tested
+    spec = SimpleNamespace(options={})                                 # no claims to judge
+    runs = [StoredRun(key=g, run_id=g, label=g, seed=0, params={"regime": g}, status="finished",
+                      metrics={}, summary={"nu": 1.0, "starts": 6, "converged": 6,
+                                           "energy_min": -1.6, "energy_spread": 0.0,
+                                           "distinct_minima": 1, "cosine_distance": 0.0,
+                                           "angular_distance": 0.0},
+                      data={"embedding": [[0.0, 0.0]], "energies": [-1.6], "basin_sizes": [6]})
+            for g in ("glassy", "critical", "trivial")]
+    note, = pspin_analysis(spec, runs).tables[0].notes
+    assert "−E_0 = −1.6570" in note and "−E_∞ = −1.6330" in note
+
+
 def test_spin_glass_cosine_distance_reading_tests_the_mean_angle():
     """§2.4.1's "average cosine distance" (0.02 vs 1.16, line 678): 1 − q by default, whose mean
     over many minima cannot reach 1.16; the angle arccos q under cosine-distance=angle. The
@@ -1064,9 +1086,6 @@ def test_spin_glass_cosine_distance_reading_tests_the_mean_angle():
     verdicts = [[c.agrees_with_paper for c in pspin_analysis(s, runs).conclusions]
                 for s in (default, angle)]
     assert verdicts == [[True, True, True], [True, False, True]]
-    # the lowest H/N beside Fig. 2.1's levels: −E_0 = −1.657, −E_∞ = −2√(2/3) (Lemma 2.2)
-    note, = pspin_analysis(default, runs).tables[0].notes
-    assert "−E_0 = −1.6570" in note and "−E_∞ = −1.6330" in note
     for r in runs:
         del r.summary["angular_distance"]
     assert [c.agrees_with_paper for c in pspin_analysis(angle, runs).conclusions][1] is None
