@@ -11,6 +11,7 @@ from scipy.integrate import quad
 from sgdlab.errors import UserError
 from sgdlab.landscapes.pspin import regime_field
 from sgdlab.landscapes.pspin_complexity import (complexity, critical_field,
+                                                expected_critical_points,
                                                 field_order_parameter, ground_state_energy,
                                                 rate_function, threshold_energy)
 
@@ -83,3 +84,20 @@ def test_order_parameter_places_the_three_regimes_of_section_2_4_1():
     assert n * trivial < -30
     with pytest.raises(UserError):
         field_order_parameter(-1.0, 3)
+
+
+def test_critical_point_count_of_theorem_2_7_meets_eq_2_17_in_the_band():
+    """(2.16) at B = −τ/N, τ ≪ −1, is (2.17)'s N · (2/√(π|τ|)) 2e^{|τ|} as N → ∞ (line 473:
+    the second case "recovers the B > 0 limit of the exponential regime"); §2.4.1's glassy
+    field gives exponentially many critical points at N = 100, the polynomial one O(N)."""
+    for tau in (-3.0, -8.0):
+        n = 10 ** 6
+        band = n * 2 / math.sqrt(math.pi * abs(tau)) * 2 * math.exp(abs(tau))
+        assert expected_critical_points(-tau / n, n) == pytest.approx(band, rel=1e-5)
+    n = 100
+    glassy = expected_critical_points(field_order_parameter(regime_field("glassy", n), 3), n)
+    critical = expected_critical_points(field_order_parameter(regime_field("critical", n), 3),
+                                        n)
+    assert glassy > 1e15 and critical < 10 * n
+    with pytest.raises(UserError, match="0 < B < 1"):
+        expected_critical_points(-0.1, n)
