@@ -10,8 +10,9 @@ u are per spin, crt_k(u) counts the critical points of index k with H ≤ N u, a
 - I₁(u) = (2/E_∞²) ∫_u^{−E_∞} (z² − E_∞²)^{1/2} dz
         = −(u/E_∞²) √(u² − E_∞²) − log(−u + √(u² − E_∞²)) + log E_∞   for u ≤ −E_∞
   (:func:`rate_function`). The thesis prints the first term as −(u²/E_∞²) √(u² − E_∞²) on the
-  line below the integral; the integral, which it also prints, and Auffinger et al.'s eq.
-  (2.8) give u, which is used here (tests/landscapes/test_landscape_pspin_complexity.py writes both);
+  line below the integral; the integral, which it also prints, and Auffinger et al. (2013)
+  give u, which is used here (tests/landscapes/test_landscape_pspin_complexity.py writes
+  both);
 - Θ(u), eq. (2.11), and Θ_k(u), eq. (2.12) (:func:`complexity`); −E_0, the energy below
   which there are no local minima, is the zero of Θ_0 (:func:`ground_state_energy`).
 
