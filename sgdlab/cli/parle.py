@@ -21,6 +21,11 @@ starts from it and ``sgdlab runs show DIR`` shows the run.
 A new run takes DIR first (``DIR/parle.json``): a second start into it is refused, also while
 the first has no checkpoint yet; a run that fails before its first checkpoint frees it again.
 
+``--plugin MODULE`` (a module name or a ``.py`` file; repeatable) imports a module of yours
+first, so that the models, datasets and optimizers its ``register_*`` calls name can be used;
+it is added to the config's ``plugins: [...]`` (recorded with the run: ``sgdlab measure``
+imports it again), and in distributed mode each replica process imports it too.
+
 The config (YAML or JSON) is described in :func:`sgdlab.train.distributed.build_run`::
 
     data: {name: mnist_small}
@@ -46,9 +51,11 @@ import tempfile
 import textwrap
 import time
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
 
 from sgdlab.cli._help import plain
+from sgdlab.plugins import plugin_key
 from sgdlab.cli.train import EXIT_DIVERGED
 
 # those of sgdlab train, and 1 for a run that failed (a traceback, a dead replica process)
@@ -60,6 +67,8 @@ EXIT_STATUSES = (f"exit status: 0 the run finished, {EXIT_DIVERGED} it diverged 
 
 
 def register(subparsers) -> None:
+    from sgdlab.cli._plugins import add_plugin_option
+
     p = subparsers.add_parser(
         "parle", help="train coupled replicas (Parle, Elastic-SGD, Entropy-SGD)",
         description=plain(__doc__), formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -84,20 +93,25 @@ def register(subparsers) -> None:
                         "same number of replicas)")
     p.add_argument("--print-command", action="store_true",
                    help="print the torchrun command instead of running it (distributed)")
+    add_plugin_option(p, "; added to the config's plugins, so the stored run names them; "
+                         "the replica processes import them too")
     p.set_defaults(func=_run)
 
 
 def torchrun_command(config: str, replicas: int, *, out: str | None = None,
                      backend: str = "auto", timeout: float = 60.0, resume: bool = False,
                      checkpoint_every: int | None = None, claimed: bool = False,
-                     standalone: bool = False, store: str | None = None) -> list[str]:
+                     standalone: bool = False, store: str | None = None,
+                     plugins: Sequence[str] = ()) -> list[str]:
     """The torchrun command line that runs ``config`` with one process per replica
     (``claimed``: the caller has taken ``out`` for them). ``standalone``: this machine only,
     the rendezvous on a port the system picks free (``--standalone``). Without it torchrun
     takes a fixed port (``$PET_MASTER_PORT``; 29500 by default before torch 2.11, which
     picks a free one for a single node), which a second run on the machine at the same time
     finds in use (EADDRINUSE: that run fails); the nodes of a multi-machine run add their
-    own ``--rdzv-endpoint``, which ``--standalone`` would override."""
+    own ``--rdzv-endpoint``, which ``--standalone`` would override. ``plugins``: modules
+    each replica process imports (``--plugin``), a file's path made absolute (the command
+    is run from any folder)."""
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(replicas)]
     if standalone:
         cmd += ["--standalone"]
@@ -113,17 +127,21 @@ def torchrun_command(config: str, replicas: int, *, out: str | None = None,
         cmd += ["--resume"]
     if claimed:
         cmd += ["--claimed"]
+    for name in plugins:
+        cmd += ["--plugin", plugin_key(name)]
     return cmd
 
 
 def _run(args) -> int:
     from sgdlab.errors import ConfigError
-    from sgdlab.train.distributed import (LAUNCHER_ENV, STATUS_ENV, claim_out, die_with_parent,
-                                          load_config, lock_out, release_out, report,
-                                          run_from_config, run_store_path, timeout_delta)
+    from sgdlab.train.distributed import (LAUNCHER_ENV, STATUS_ENV, add_plugins, claim_out,
+                                          die_with_parent, load_config, lock_out, release_out,
+                                          report, run_from_config, run_store_path,
+                                          timeout_delta)
     from sgdlab.train.replicas import check_checkpoint_dir
 
     cfg = load_config(args.config)
+    add_plugins(cfg, args.plugins)     # (imported already, by main)
     if args.checkpoint_every is not None and args.checkpoint_every < 1:
         # the flag, not the config key it stands for, and before any folder is made
         raise ConfigError(f"--checkpoint-every must be >= 1, got {args.checkpoint_every}")
@@ -155,7 +173,7 @@ def _run(args) -> int:
                 os.close(lock)
     options = dict(out=args.out, backend=args.backend, timeout=args.timeout,
                    resume=args.resume, checkpoint_every=args.checkpoint_every,
-                   store=args.store)
+                   store=args.store, plugins=args.plugins)
     # torchrun prints a banner unless OMP_NUM_THREADS is set; one thread per process is also
     # what makes the distributed iterates bit-identical to the in-process ones
     threads = os.environ.get("OMP_NUM_THREADS", "1")
@@ -245,6 +263,8 @@ def _continue(args, n: int | None) -> str:
     command += f" --out {shlex.quote(os.path.abspath(args.out))}"
     if args.store:
         command += f" --store {shlex.quote(os.path.abspath(args.store))}"
+    for name in args.plugins:
+        command += f" --plugin {shlex.quote(plugin_key(name))}"
     # the options the run was started with, so that it goes on as it ran
     for flag, value, default in (("--backend", args.backend, "auto"),
                                  ("--timeout", args.timeout, 60.0),

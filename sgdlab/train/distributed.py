@@ -72,6 +72,7 @@ from ..claims import FolderBusy, claim_file, hold_lock
 from ..errors import (ConfigError, UserError, check_config_kind, check_not_empty, did_you_mean,
                       file_problem, make_output_dir, read_config_text)
 from ..losses import build_loss
+from ..plugins import import_plugins, plugin_key
 from ..store.folders import REPLICA_MASTER, REPLICA_RESULT, store_option
 from ..strict_json import dumps as strict_dumps, write_atomic
 from .communicator import ReplicaCommunicationError, TorchDistributedCommunicator
@@ -187,7 +188,8 @@ def load_config(path: str | Path) -> dict[str, Any]:
 
 
 RUN_KEYS = {"data", "model", "loss", "parle", "rounds", "epochs", "grad_evals", "eval_every",
-            "eval_subset", "seed", "store", "name", "dtype", "checkpoint_every", "device"}
+            "eval_subset", "seed", "store", "name", "dtype", "checkpoint_every", "device",
+            "plugins"}
 DEVICES = ("cpu", "cuda")
 DEFAULT_CHECKPOINT_EVERY = 10
 
@@ -204,7 +206,9 @@ def build_run(cfg: dict[str, Any]):
     ``store`` (run store path), ``name``, ``checkpoint_every`` (rounds between checkpoints
     under ``OUT/checkpoints`` when an output directory is given; default 10), ``device``
     (cpu | cuda: in-process the replicas on the current GPU, distributed replica r on GPU r of
-    its machine, its local rank; default: where the data is, the CPU).
+    its machine, its local rank; default: where the data is, the CPU), ``plugins`` (modules
+    imported first, whose ``register_model`` / ``register_dataset`` / ... calls name the data
+    and model: :mod:`sgdlab.plugins`).
     """
     check_config_kind(cfg, "replica")
     unknown = sorted(set(cfg) - RUN_KEYS)
@@ -226,10 +230,24 @@ def build_run(cfg: dict[str, Any]):
     return model, loss_fn, data, parle, kw
 
 
+def add_plugins(cfg: dict[str, Any], plugins: list[str]) -> None:
+    """Add ``plugins`` (``--plugin``) to the config's own ``plugins`` list (a value that is no
+    list is left for :func:`build_run` to refuse)."""
+    if plugins:
+        listed = cfg.setdefault("plugins", [])
+        if isinstance(listed, list):
+            listed.extend(p for p in plugins if p not in listed)
+
+
 def build_model_and_data(cfg: dict[str, Any]):
     """(model with its initial weights, loss_fn, data) from a replica run config's ``data``,
     ``model``, ``loss``, ``seed`` and ``dtype`` (:func:`build_run`): also what rebuilds a
     stored run's model and data to measure its master (``sgdlab measure``)."""
+    plugins = cfg.get("plugins", [])
+    if not (isinstance(plugins, list) and all(isinstance(p, str) for p in plugins)):
+        raise ConfigError(f"plugins must be a list of module names or .py files, got {plugins!r}")
+    # before the names are looked up; also where sgdlab measure rebuilds a stored run
+    import_plugins(plugins)
     dspec = dict(cfg["data"])
     if "file" in dspec:
         f = dspec.pop("file")
@@ -449,6 +467,8 @@ def _recorded_config(cfg: dict[str, Any]) -> dict[str, Any]:
     the data and model too), with a data file's path made absolute, so that the run is
     rebuilt from any folder (``sgdlab measure``)."""
     rec = {k: v for k, v in cfg.items() if k != "store"}
+    if rec.get("plugins"):      # a plugin file's path absolute, as sgdlab train records it
+        rec["plugins"] = list(dict.fromkeys(plugin_key(p) for p in rec["plugins"]))
     if "file" in rec["data"]:
         rec["data"] = {**rec["data"], "file": str(Path(rec["data"]["file"]).resolve())}
     return rec
@@ -516,6 +536,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--claimed", action="store_true",
                    help=f"OUT/{CLAIM_FILE} was created for this run by its launcher (sgdlab "
                         "parle): rank 0 does not take the folder again")
+    p.add_argument("--plugin", metavar="MODULE", action="append", default=[], dest="plugins",
+                   help="import this module (a name on PYTHONPATH, or a .py file) first, as "
+                        "the config's plugins (repeatable; added to them, so the stored run "
+                        "names it)")
     args = p.parse_args(argv)
     die_with_parent()
     if launcher_gone():       # it died before we asked for its death to end us too
@@ -531,6 +555,7 @@ def main(argv: list[str] | None = None) -> int:
         cfg = load_config(args.config)
         if args.replicas is not None:
             cfg.setdefault("parle", {})["replicas"] = args.replicas
+        add_plugins(cfg, args.plugins)
         cfg["store"] = str(run_store_path(cfg, args.store, args.out, args.resume))
         backend = init_distributed(args.backend, args.timeout)
         if dist.get_rank() == 0:

@@ -579,3 +579,81 @@ def test_a_run_that_does_not_start_leaves_no_empty_store(tmp_path, capsys, monke
     RunStore(tmp_store).close()         # the user's (empty) store is not ours to remove
     assert main(["parle", str(cfg), "--mode", mode, "--out", str(out)]) == 2
     assert tmp_store.is_file()
+
+
+def _toy_data(path: Path) -> None:
+    """A 4-feature, 3-class data file (the model of a plugin sized for it)."""
+    import torch
+
+    g = torch.Generator().manual_seed(0)
+    torch.save({"x_train": torch.randn(24, 4, generator=g),
+                "y_train": torch.randint(0, 3, (24,), generator=g),
+                "x_test": torch.randn(8, 4, generator=g),
+                "y_test": torch.randint(0, 3, (8,), generator=g)}, path)
+
+
+def _plugin_run(tmp_path: Path, model: str, stem: str) -> tuple[Path, Path]:
+    """A replica config of a model only plugin file ``stem``.py registers, and that file."""
+    from sgdlab.testing import user_model_plugin
+
+    _toy_data(tmp_path / "toy.pt")
+    plugin = tmp_path / f"{stem}.py"
+    plugin.write_text(user_model_plugin(model, inputs=4, outputs=3))
+    cfg = tmp_path / "c.json"
+    cfg.write_text(json.dumps({"data": {"file": str(tmp_path / "toy.pt")},
+                               "model": {"name": model},
+                               "parle": {"replicas": 2, "L": 2, "batch_size": 8},
+                               "rounds": 1}))
+    return cfg, plugin
+
+
+def test_parle_takes_a_plugin_s_model_and_records_the_plugin(tmp_path, capsys, monkeypatch):
+    """`sgdlab parle --plugin FILE` (it had no --plugin): the model the plugin registers
+    trains, and the stored config names the plugin by its absolute path, so `sgdlab measure`
+    imports it again; the command that continues a stopped run names it too."""
+    from sgdlab.cli.parle import _continue, register
+    from sgdlab.store import RunStore
+
+    cfg, plugin = _plugin_run(tmp_path, "parle-plugin-linear", "parle_plugin_local")
+    store = tmp_path / "runs.sqlite"
+    assert main(["parle", str(cfg), "--store", str(store)]) == 2
+    assert "unknown model 'parle-plugin-linear'" in capsys.readouterr().err.lower()
+    monkeypatch.chdir(tmp_path)
+    assert main(["parle", str(cfg), "--plugin", plugin.name, "--store", str(store),
+                 "--out", "out"]) == 0, capsys.readouterr().err
+    (run,) = RunStore(store).list_runs()
+    assert run["config"]["plugins"] == [str(plugin.resolve())]
+    assert run["config"]["model"] == {"name": "parle-plugin-linear"}
+    import argparse
+
+    sub = argparse.ArgumentParser().add_subparsers()
+    register(sub)
+    args = sub.choices["parle"].parse_args([str(cfg), "--out", "out", "--plugin", plugin.name])
+    assert f"--plugin {plugin.resolve()} --resume" in _continue(args, None)
+
+
+def test_distributed_parle_passes_its_plugins_to_every_replica_process(tmp_path, capsys):
+    """--mode distributed: the torchrun command names each plugin (absolute), and each
+    replica process, which has not imported it, imports it (`--plugin` of the entry point)
+    and rank 0 records it with the run."""
+    import sys as _sys
+
+    from sgdlab.store import RunStore
+    from sgdlab.testing import forked_torchrun
+
+    cfg, plugin = _plugin_run(tmp_path, "parle-plugin-linear-dist", "parle_plugin_dist")
+    assert plugin.stem not in _sys.modules       # the forked replicas import it themselves
+    store = tmp_path / "runs.sqlite"
+    logs = [str(tmp_path / f"rank{r}.log") for r in range(2)]
+    procs, rendezvous = forked_torchrun(2, [str(cfg), "--plugin", str(plugin), "--store",
+                                            str(store), "--backend", "gloo"], logs)
+    for p in procs:
+        p.join(60)
+    assert [p.exitcode for p in procs] == [0, 0], [Path(log).read_text() for log in logs]
+    (run,) = RunStore(store).list_runs()
+    assert run["config"]["plugins"] == [str(plugin.resolve())]
+    assert run["config"]["mode"] == "distributed" and run["status"] == "finished"
+    del rendezvous
+    assert main(["parle", str(cfg), "--mode", "distributed", "--print-command",
+                 "--plugin", str(plugin)]) == 0
+    assert f" --plugin {plugin.resolve()}" in capsys.readouterr().out
