@@ -66,7 +66,9 @@ def register(subparsers) -> None:
 
     ls = sub.add_parser("list", help="one line per run",
                         description="One line per run of the store, oldest first: id, name, "
-                                    "experiment, status, steps, final test accuracy and loss. "
+                                    "experiment, status, steps (of a replica run of sgdlab parle: "
+                                    "rounds x L, the inner steps of each replica), final test "
+                                    "accuracy and loss. "
                                     "A run whose process died shows as interrupted (stale: on "
                                     "another host), with the command that continues it.")
     _store_arg(ls)
@@ -373,6 +375,17 @@ def _ago(t: float) -> str:
     return f"{s:.0f} s" if s < 120 else f"{s / 60:.0f} min" if s < 7200 else f"{s / 3600:.1f} h"
 
 
+def summary_steps(summary: dict):
+    """The steps a run's ``summary`` says it took: its ``steps``; for a replica run (``sgdlab
+    parle``, the ``replicas`` procedure) stored before its summary had them, its gradient
+    evaluations per replica, one per inner step: rounds · L, the step of its last metrics."""
+    if summary.get("steps") is not None:
+        return summary["steps"]
+    if "rounds" in summary and "grad_evals" in summary:
+        return summary["grad_evals"]
+    return None
+
+
 def _fmt(v) -> str:
     if isinstance(v, float):
         return "nan" if math.isnan(v) else f"{v:.4g}"
@@ -436,7 +449,7 @@ def _list(args) -> int:
              "STEPS", "TEST_ACC", "TEST_LOSS", *(("TEST_PPL",) if ppl else ()), "CREATED")]
     for r, scale in zip(runs, scales):
         s = r["summary"]
-        steps = _fmt(s.get("steps"))
+        steps = _fmt(summary_steps(s))
         if not steps and ckpt.get(r["id"]) not in (None, -1):
             steps = f"{ckpt[r['id']]} (ckpt)"     # a stopped run: its last checkpoint
         rows.append((r["id"], r["name"] or "", r["experiment"] or "",

@@ -807,7 +807,8 @@ class _ReplicaTraining:
         self.log("effective_epochs", w0.effective_epochs, step)
         final = {k: v[-1][1] for k, v in self.history.items()
                  if k.startswith(("train_", "test_")) and v}
-        final.update(rounds=self.round, grad_evals=w0.grad_evals,
+        # steps: the step axis of the run's metrics (rounds · L), as a trained run's steps
+        final.update(rounds=self.round, steps=step, grad_evals=w0.grad_evals,
                      effective_epochs=w0.effective_epochs, comm_time=self.comm_time,
                      wall_time=wall)
         record_completion(self.store, self.writer, self.run_id, self.status,

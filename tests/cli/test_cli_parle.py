@@ -657,3 +657,28 @@ def test_distributed_parle_passes_its_plugins_to_every_replica_process(tmp_path,
     assert main(["parle", str(cfg), "--mode", "distributed", "--print-command",
                  "--plugin", str(plugin)]) == 0
     assert f" --plugin {plugin.resolve()}" in capsys.readouterr().out
+
+
+def test_runs_list_shows_a_replica_run_s_steps(tmp_path, capsys):
+    """The STEPS column of `sgdlab runs list` was empty for runs of `sgdlab parle` (their
+    summary had rounds and grad_evals, no steps): it shows rounds · L, the step of the run's
+    last metrics, also for a run stored before its summary had steps."""
+    from sgdlab.store import RunStore
+
+    store = tmp_path / "runs.sqlite"
+    cfg = tmp_path / "c.json"
+    _toy_data(tmp_path / "toy.pt")
+    cfg.write_text(json.dumps({"data": {"file": str(tmp_path / "toy.pt")},
+                               "model": {"name": "mlp", "widths": [4]},
+                               "parle": {"replicas": 2, "L": 3, "batch_size": 8}, "rounds": 2}))
+    assert main(["parle", str(cfg), "--store", str(store)]) == 0
+    (run,) = RunStore(store).list_runs()
+    assert run["summary"]["steps"] == 2 * 3 == max(s for s, _ in
+                                                   RunStore(store).metrics(run["id"])["test_acc"])
+    old = RunStore(store)
+    old.set_summary(run["id"], {k: v for k, v in run["summary"].items() if k != "steps"})
+    old.close()
+    capsys.readouterr()
+    assert main(["runs", "list", "--store", str(store)]) == 0
+    header, row = capsys.readouterr().out.splitlines()[:2]
+    assert row[header.index("STEPS"):].split()[0] == "6"
