@@ -523,6 +523,11 @@ def _show(args) -> int:
         source = f"run {warm['run_id']}" if warm.get("run_id") else "checkpoint"
         print(f"warm start: from {source} at step {warm.get('step')} ({warm.get('checkpoint')}; "
               f"weights sha256 {str(warm.get('sha256'))[:16]}...; optimizer started afresh)")
+    data = (run["config"] or {}).get("data")
+    if isinstance(data, dict) and data.get("file"):
+        # the path alone does not say which bytes: another file may stand there since
+        print(f"data file: {data['file']} (" + (f"sha256 {data['sha256']})" if data.get("sha256")
+                                               else "its content not recorded)"))
     if metrics:
         print("metrics (points, last step: value):")
         width = max(24, *(len(name) for name in metrics))

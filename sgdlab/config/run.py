@@ -106,6 +106,9 @@ class DataSection(Section):
     file: str | None = Field(None, min_length=1, description=(
         "instead of name: a torch.save'd dict of tensors x_train, y_train (x_test with "
         "y_test, and meta, optional); stored as an absolute path"))
+    sha256: str | None = Field(None, pattern=r"^[0-9a-f]{64}$", description=(
+        "written by sgdlab: SHA-256 of the data file's bytes when the run started; the run "
+        "is not rebuilt (resumed, measured) from a file that has changed since"))
     seed: int = Field(0, ge=0, description="seed of the data (subsets, label noise, splits)")
     data_dir: str | None = Field(None, description="folder with the dataset's files")
     options: dict[str, Any] = Field(default_factory=dict,
@@ -443,6 +446,9 @@ def _check_data(path: str, sec: dict[str, Any], errors: list[str]) -> None:
                           f"{', '.join(join(path, k) for k in others)} (the whole section "
                           f"is {path}: {{file: PATH}})")
         return
+    if sec.get("sha256") is not None:
+        errors.append(f"{join(path, 'sha256')}: the fingerprint of a data file, but "
+                      f"{join(path, 'file')} is not given")
     if sec.get("name") is None:
         errors.append(_no_data_source(path))
         return
@@ -651,6 +657,8 @@ def validate_config(raw: dict[str, Any]) -> dict[str, Any]:
         cfg["plugins"] = list(dict.fromkeys(plugin_key(p) for p in cfg["plugins"]))
     else:
         del cfg["plugins"]
+    if cfg["data"]["sha256"] is None:
+        del cfg["data"]["sha256"]
     if cfg["data"]["file"] is None:
         del cfg["data"]["file"]
     else:
@@ -674,7 +682,7 @@ def _import_config_plugins(plugins: Any) -> None:
 # section): not its name, where it ran (device, threads, data_dir), how it shows progress or
 # where it writes (tensorboard, checkpoint_every, store), nor a warm start's record of itself
 TRAINING_KEYS: dict[str, tuple[str, ...] | None] = {
-    "data": ("name", "file", "seed", "options"),
+    "data": ("name", "file", "sha256", "seed", "options"),
     "model": ("name", "options", "init_from"),
     "loss": None,
     "optimizer": None,
@@ -702,7 +710,7 @@ def training_settings(cfg: dict[str, Any]) -> dict[str, Any]:
             # no warm start is no init_from key, no data file no file key, a data file no
             # name, as validate_config leaves them
             value = {k: value[k] for k in keys
-                     if k in value and not (k in ("init_from", "file", "name")
+                     if k in value and not (k in ("init_from", "file", "sha256", "name")
                                             and value[k] is None)}
         out[section] = copy.deepcopy(value)
     return out
@@ -932,7 +940,8 @@ def build_from_config(cfg: dict[str, Any], *, validated: bool = False, store: An
     if d.get("file") is not None:
         from ..data.files import load_data_file
 
-        data = load_data_file(d["file"])   # a DataError naming the file and what is wrong
+        # a DataError naming the file and what is wrong, or that it changed since recorded
+        data = load_data_file(d["file"], sha256=d.get("sha256"))
     else:
         try:
             data = load_dataset(d["name"], seed=d["seed"], data_dir=d["data_dir"],

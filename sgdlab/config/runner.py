@@ -88,6 +88,13 @@ def run_config(cfg: dict[str, Any], *, out_dir: str | os.PathLike | None = None,
                                    else cfg["store"]["path"])
         cfg = {**cfg, "model": {**cfg["model"], "init_from": record["init_from"],
                                 "warm_start": record}}
+    if cfg["data"].get("file") is not None and "sha256" not in cfg["data"] \
+            and Path(cfg["data"]["file"]).is_file():      # (a missing one: the build says so)
+        from ..data.files import data_file_sha256
+
+        # its content beside its path: the run's record names these bytes, and a resume or
+        # measurement refuses another file at that path
+        cfg = {**cfg, "data": {**cfg["data"], "sha256": data_file_sha256(cfg["data"]["file"])}}
     # Build before recording: input that only fails when built (a bad data option value, a
     # missing file) is reported without leaving a failed run behind.
     try:

@@ -23,6 +23,7 @@ A run's own file of tensors (``data: {file: PATH}``, :func:`load_data_file`) is 
 from __future__ import annotations
 
 import gzip
+import hashlib
 import math
 import os
 import pickle
@@ -652,15 +653,34 @@ def find_files(name: str, data_dir, path=None) -> str | None:
 
 # --- a file of tensors (``data: {file: PATH}``) ---------------------------------------------
 
-def load_data_file(path: str | Path) -> Dataset:
+def data_file_sha256(path: str | Path) -> str:
+    """SHA-256 (hex) of the bytes of data file ``path``, read in 1 MiB pieces: the content a
+    run records beside the path (``data.sha256``), since another file may later stand there."""
+    h = hashlib.sha256()
+    try:
+        with open(path, "rb") as f:
+            for piece in iter(lambda: f.read(1 << 20), b""):
+                h.update(piece)
+    except OSError as e:
+        raise DataError(f"cannot read data file {str(path)!r}: {file_problem(e)}") from None
+    return h.hexdigest()
+
+
+def load_data_file(path: str | Path, sha256: str | None = None) -> Dataset:
     """The :class:`~sgdlab.data.base.Dataset` a ``data: {file: PATH}`` section names: a dict
     of tensors saved by ``torch.save`` (``x_train``, ``y_train``; ``x_test`` with ``y_test``,
     and a ``meta`` dict, optional), read with ``weights_only=True``. The one reader of data
     files, for replica run configs and run configs; a missing, unreadable (empty, corrupt,
-    another format) or malformed file is a :class:`DataError` naming it and the reason."""
+    another format) or malformed file is a :class:`DataError` naming it and the reason.
+    ``sha256``: the content a run recorded (:func:`data_file_sha256`); a file that has
+    changed since is a :class:`DataError` too, not read as the run's data."""
     f = Path(path)
     if not f.is_file():
         raise DataError(f"data file not found: {f}")
+    if sha256 is not None and (now := data_file_sha256(f)) != sha256:
+        raise DataError(f"data file {str(f)!r} has changed since the run recorded it "
+                        f"(sha256 {sha256[:16]}... recorded, {now[:16]}... now): it is not the "
+                        "run's data; put the recorded file back, or start a new run from it")
     d = read_torch_file(f, "cpu", what="data file", error=DataError)
     if not isinstance(d, dict):
         raise DataError(f"data file {str(f)!r} holds a {type(d).__name__}, not a dict of "

@@ -251,10 +251,11 @@ def build_model_and_data(cfg: dict[str, Any]):
     dspec = dict(cfg["data"])
     if "file" in dspec:
         f = dspec.pop("file")
+        sha256 = dspec.pop("sha256", None)     # the content its record names
         if dspec:
-            raise ConfigError(f"data.file takes no other keys, got {sorted(dspec)}")
+            raise ConfigError(f"data.file takes no other keys but sha256, got {sorted(dspec)}")
         from ..data.files import load_data_file
-        data = load_data_file(f)
+        data = load_data_file(f, sha256=sha256)
     else:
         from ..data import load_dataset
         if "name" not in dspec:
@@ -465,12 +466,17 @@ def run_from_config(cfg: dict[str, Any], *, mode: str, out: str | Path | None = 
 def _recorded_config(cfg: dict[str, Any]) -> dict[str, Any]:
     """What a run's record holds of its config: all of it but the store's path (what built
     the data and model too), with a data file's path made absolute, so that the run is
-    rebuilt from any folder (``sgdlab measure``)."""
+    rebuilt from any folder (``sgdlab measure``), and its SHA-256 (``data.sha256``)."""
     rec = {k: v for k, v in cfg.items() if k != "store"}
     if rec.get("plugins"):      # a plugin file's path absolute, as sgdlab train records it
         rec["plugins"] = list(dict.fromkeys(plugin_key(p) for p in rec["plugins"]))
     if "file" in rec["data"]:
-        rec["data"] = {**rec["data"], "file": str(Path(rec["data"]["file"]).resolve())}
+        from ..data.files import data_file_sha256
+
+        path = Path(rec["data"]["file"]).resolve()
+        # and its content: a resume refuses another file at that path (_run_settings)
+        rec["data"] = {**rec["data"], "file": str(path),
+                       "sha256": rec["data"].get("sha256") or data_file_sha256(path)}
     return rec
 
 

@@ -907,7 +907,11 @@ def _setting_changes(saved: dict[str, Any], now: dict[str, Any]) -> list[str]:
     them)."""
     changed = model_setting_changes(saved, now)
     if saved.get("built") is not None and now.get("built") is not None:
-        changed += changed_settings(saved["built"], now["built"])
+        built, data = now["built"], now["built"].get("data")
+        if isinstance(data, dict) and "sha256" not in (saved["built"].get("data") or {}):
+            # saved before runs recorded their data file's content: its path is compared
+            built = {**built, "data": {k: v for k, v in data.items() if k != "sha256"}}
+        changed += changed_settings(saved["built"], built)
     return changed
 
 

@@ -736,6 +736,51 @@ def test_a_run_config_trains_on_a_file_of_tensors_as_a_replica_config_reads_it(t
         build_from_config({**TINY, "data": {"file": "missing.pt"}})
 
 
+def test_a_run_on_a_data_file_records_its_content_and_no_other_file_stands_in_for_it(
+        tmp_path, capsys):
+    """A run of a data file was recorded by its path only: after the file at that path was
+    replaced, resume and measure rebuilt the run on other data, and two runs on different
+    data compared equal. The run records the file's SHA-256 (`runs show` says it, `runs
+    compare` sets it side by side); a rebuild from a file that has changed is refused. A config
+    of a named dataset keeps the keys it had."""
+    import hashlib
+
+    from sgdlab.cli.main import main
+    from sgdlab.config.run import training_settings
+    from sgdlab.config.runner import resume_run, run_config
+    from sgdlab.errors import DataError, UserError
+    from sgdlab.store import RunStore
+
+    def save(seed: int) -> str:
+        g = torch.Generator().manual_seed(seed)
+        torch.save({"x_train": torch.randn(10, 1, generator=g),
+                    "y_train": torch.randn(10, 1, generator=g)}, tmp_path / "d.pt")
+        return hashlib.sha256((tmp_path / "d.pt").read_bytes()).hexdigest()
+
+    store = RunStore(tmp_path / "runs.sqlite")
+    cfg = {**TINY, "data": {"file": str(tmp_path / "d.pt")},
+           "train": {**TINY["train"], "epochs": 1}}
+    first = save(0)
+    a = run_config(cfg, store=store, out_dir=tmp_path / "a", progress=False).run_id
+    second = save(1)                                  # another file at the same path
+    b = run_config(cfg, store=store, out_dir=tmp_path / "b", progress=False).run_id
+    runs = {r["id"]: r["config"] for r in store.list_runs()}
+    assert (runs[a]["data"]["sha256"], runs[b]["data"]["sha256"]) == (first, second)
+    assert training_settings(runs[a])["data"] != training_settings(runs[b])["data"]
+    store.set_status(a, "interrupted", "stopped")
+    with pytest.raises(UserError, match=f"has changed since the run recorded it \\(sha256 "
+                                        f"{first[:16]}... recorded, {second[:16]}... now\\)"):
+        resume_run(a, store=store, progress=False)
+    with pytest.raises(DataError, match="has changed since the run recorded it"):
+        build_from_config(runs[a])
+    capsys.readouterr()
+    assert main(["runs", "show", b, "--store", str(store.path)]) == 0
+    assert f"data file: {tmp_path / 'd.pt'} (sha256 {second})" in capsys.readouterr().out
+    assert "sha256" not in validate_config(TINY)["data"]     # named data: the keys it had
+    assert "data.sha256: the fingerprint of a data file, but data.file is not given" in \
+        config_errors({**TINY, "data": {**TINY["data"], "sha256": first}})
+
+
 @pytest.mark.parametrize("content, reason", [
     (b"", "the file is empty"),
     (b"x_train,y_train\n1,2\n", "not a checkpoint file"),

@@ -2,6 +2,7 @@
 makes the survivors fail with a clear error within a bounded time (no hang)."""
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
@@ -13,7 +14,7 @@ import torch
 
 import sgdlab.data  # noqa: F401  (imported before forking: the workers start warm)
 import sgdlab.models  # noqa: F401
-from sgdlab.errors import ConfigError
+from sgdlab.errors import ConfigError, UserError
 from sgdlab.testing import forked_torchrun
 from sgdlab.train.distributed import run_from_config
 
@@ -190,7 +191,7 @@ def test_distributed_checkpoint_resume_equals_uninterrupted(tmp_path):
     """2 gloo processes run 2 rounds (checkpoints every round), then `--resume` extends the
     run to 4: the master is bit-identical to an uninterrupted in-process run of 4 rounds.
     Resuming that 2-process checkpoint set in one process is refused."""
-    from sgdlab.errors import ConfigError
+    from sgdlab.errors import ConfigError, UserError
     cfg, path = write_problem(tmp_path, replicas=2, rounds=4)
     res = run_from_config(cfg, mode="inprocess")
     short = tmp_path / "short.json"
@@ -286,7 +287,35 @@ def test_the_stored_run_records_its_data_file_by_an_absolute_path(tmp_path, monk
     run = {**cfg, "data": {"file": "toy.pt"}, "store": "runs.sqlite"}
     run_id = run_from_config(run, mode="inprocess").run_id
     recorded = RunStore(tmp_path / "runs.sqlite").get_run(run_id)["config"]["data"]
-    assert recorded == {"file": str((tmp_path / "toy.pt").resolve())}
+    assert recorded == {"file": str((tmp_path / "toy.pt").resolve()),
+                        "sha256": hashlib.sha256((tmp_path / "toy.pt").read_bytes()).hexdigest()}
+
+
+def test_a_resume_or_measure_on_another_file_at_the_data_file_s_path_is_refused(tmp_path):
+    """The run recorded its data file by path alone: a resume after another file was put at
+    that path went on training on it, and `sgdlab measure` measured the master on it. The
+    record and the checkpoints hold the file's SHA-256: both are refused, naming it."""
+    from sgdlab.store import RunStore
+    from sgdlab.train.distributed import build_model_and_data
+
+    cfg, _ = write_problem(tmp_path, replicas=1, rounds=1)
+    cfg["store"] = str(tmp_path / "runs.sqlite")
+    out = tmp_path / "out"
+    run_id = run_from_config(cfg, mode="inprocess", out=out).run_id
+    recorded = RunStore(tmp_path / "runs.sqlite").get_run(run_id)["config"]
+    d = torch.load(tmp_path / "toy.pt", weights_only=True)
+    d["y_train"] = d["y_train"].flip(0)            # same size and shapes, other labels
+    torch.save(d, tmp_path / "toy.pt")
+    with pytest.raises(ConfigError, match="differs from the saved run's in data.sha256"):
+        run_from_config({**cfg, "rounds": 2}, mode="inprocess", out=out, resume=True)
+    with pytest.raises(UserError, match="has changed since the run recorded it"):
+        build_model_and_data(recorded)
+    # checkpoints saved before runs recorded the content: their path is what is compared
+    from sgdlab.train.replicas import _setting_changes
+
+    now = {"built": {"data": recorded["data"], "seed": 1}}
+    assert _setting_changes({"built": {"data": {"file": recorded["data"]["file"]},
+                                       "seed": 1}}, now) == []
 
 
 def test_a_run_extended_by_a_resume_records_its_new_length(tmp_path):
