@@ -46,9 +46,10 @@ def register(subparsers) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--print-config", action="store_true",
                    help="print the validated config, with the defaults of its sections and "
-                        "of its measure items' instruments, and exit without training (the data "
-                        "and model are built on the CPU, so bad option values and missing data "
-                        "files are reported)")
+                        "of its measure items' instruments, and those of the optimizer's and "
+                        "model's own arguments as comments marked '# default'; exit without "
+                        "training (the data and model are built on the CPU, so bad option "
+                        "values and missing data files are reported)")
     p.set_defaults(func=_train)
 
 
@@ -68,7 +69,7 @@ def _refuse_an_experiment(config: str) -> None:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from sgdlab.config import apply_overrides, dump_yaml, load_config, validate_config
+    from sgdlab.config import apply_overrides, load_config, validate_config
     from sgdlab.config.runner import run_config
     from sgdlab.store import default_store_path
 
@@ -95,9 +96,13 @@ def _train(args: argparse.Namespace) -> int:
         # the device may belong to the machine the run is meant for
         build_from_config({**cfg, "train": {**cfg["train"], "device": "cpu"}}, validated=True,
                           store=args.store)
-        from sgdlab.config.run import with_instrument_defaults
+        from sgdlab.config.io import dump_yaml_with_defaults
+        from sgdlab.config.run import argument_defaults, with_instrument_defaults
 
-        print(dump_yaml(with_instrument_defaults(cfg)), end="")
+        # the optimizer's and model's own defaults as comments: the printed config stays the
+        # one that is run and stored (a run of it compares equal to this one)
+        print(dump_yaml_with_defaults(with_instrument_defaults(cfg), argument_defaults(cfg)),
+              end="")
         return 0
     # the store is opened (or made) by run_config once the run is built: a config that fails
     # there (a missing data file, no CUDA) leaves no empty store behind

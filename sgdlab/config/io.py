@@ -144,3 +144,51 @@ def _override_path(steps: list[str | int]) -> str:
 
 def dump_yaml(cfg: dict[str, Any]) -> str:
     return yaml.safe_dump(cfg, sort_keys=False, default_flow_style=None, allow_unicode=True)
+
+
+def dump_yaml_with_defaults(cfg: dict[str, Any], defaults: dict[str, dict[str, Any]]) -> str:
+    """:func:`dump_yaml` of ``cfg`` with the entries of ``defaults`` (by the dotted path of a
+    mapping in ``cfg``: ``optimizer``, ``model.options``) written under that mapping as
+    comment lines ``# key: value  # default``: what it does not give and its callable takes
+    by default. The YAML's data stays ``cfg`` (a run of it is the same run, stored with the
+    same config); a line uncommented sets the value. A section that holds such a mapping is
+    written a key per line, so that the comments can stand inside it; the others as
+    :func:`dump_yaml` writes them."""
+    out = []
+    for key, value in cfg.items():
+        if isinstance(value, dict) and _holds(key, defaults):
+            out += _block(key, value, defaults, key, 0)
+        else:
+            out.append(dump_yaml({key: value}) if isinstance(value, (dict, list))
+                       else _entry(key, value, 0)[0] + "\n")
+    return "".join(line if line.endswith("\n") else line + "\n" for line in out)
+
+
+def _holds(path: str, defaults: dict[str, dict[str, Any]]) -> bool:
+    return any(p == path or p.startswith(path + ".") for p in defaults)
+
+
+def _entry(key: str, value: Any, indent: int) -> list[str]:
+    """``key: value`` on one line (the value in flow style, unwrapped), indented."""
+    if not isinstance(value, (dict, list)):       # a scalar as a mapping's: quoted as needed
+        return [" " * indent + yaml.safe_dump({key: value}, default_flow_style=False,
+                                              allow_unicode=True, width=1 << 20).rstrip("\n")]
+    flow = yaml.safe_dump([value], default_flow_style=True, allow_unicode=True,
+                          width=1 << 20).strip()[1:-1]    # (a list of one, unwrapped)
+    return [" " * indent + f"{key}: {flow}"]
+
+
+def _block(key: str, value: dict[str, Any], defaults: dict[str, dict[str, Any]], path: str,
+           indent: int) -> list[str]:
+    extra = defaults.get(path) or {}
+    # an empty mapping stays {}: a bare "key:" would read as null
+    lines = [" " * indent + (f"{key}:" if value else
+                             f"{key}: {{}}" + ("  # none given; the defaults:" if extra else ""))]
+    for k, v in value.items():
+        sub = f"{path}.{k}"
+        lines += (_block(k, v, defaults, sub, indent + 2) if isinstance(v, dict) and _holds(
+            sub, defaults) else _entry(k, v, indent + 2))
+    pad = " " * (indent + 2)
+    lines += [f"{pad}# {line.strip()}  # default" for k, v in extra.items()
+              for line in _entry(k, v, 0)]
+    return lines

@@ -534,6 +534,52 @@ def with_instrument_defaults(cfg: dict[str, Any]) -> dict[str, Any]:
     return {**cfg, "measure": items}
 
 
+def argument_defaults(cfg: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The defaults of the arguments of a validated config's optimizer and model that it
+    does not give, by the path of the mapping they would go in (``optimizer``,
+    ``model.options``), read from the registered callables' signatures as the validation
+    reads them (the optimizer's ``__init__``, the model builder's keyword-only options): what
+    ``sgdlab train --print-config`` shows as defaults. Left out: a required argument (no
+    default), a private one (``_name``) and a default a config cannot spell (not plain
+    data); a tuple is shown as the list a config gives. An optimizer or model not registered
+    (a plugin's, not imported) has none."""
+    from ..models import MODELS, describe
+    from ..optim import OPTIMIZERS
+
+    out: dict[str, dict[str, Any]] = {}
+    opt = cfg["optimizer"]
+    if opt["name"] in OPTIMIZERS:
+        out["optimizer"] = _spelt_defaults(_optimizer_params(opt["name"])[0], opt)
+    model = cfg["model"]
+    if _model_key(model["name"]) in MODELS:
+        out["model.options"] = _spelt_defaults(describe(model["name"]).options,
+                                               model["options"])
+    return {k: v for k, v in out.items() if v}
+
+
+def _spelt_defaults(params: dict[str, Any], given: dict[str, Any]) -> dict[str, Any]:
+    out = {}
+    for k, default in params.items():
+        if k in given or k == "name" or k.startswith("_") or default is REQUIRED:
+            continue
+        value = list(default) if isinstance(default, tuple) else default
+        if _plain_value(value):
+            out[k] = value
+    return out
+
+
+def _plain_value(v: Any) -> bool:
+    """Whether ``v`` is YAML a config can hold: None, bool, number, string, or lists and
+    string-keyed mappings of them."""
+    if v is None or isinstance(v, (bool, int, float, str)):
+        return True
+    if isinstance(v, list):
+        return all(_plain_value(x) for x in v)
+    if isinstance(v, dict):
+        return all(isinstance(k, str) and _plain_value(x) for k, x in v.items())
+    return False
+
+
 def _param_schema_defaults(params: dict[str, Any]) -> dict[str, Any]:
     """The defaults of ``params`` a config can spell (as the JSON Schema gives them)."""
     return {k: schema["default"] for k, schema in

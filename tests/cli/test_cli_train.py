@@ -1353,6 +1353,53 @@ def test_print_config_fills_in_the_measure_instruments_defaults(tmp_path, capsys
     assert len(build_measure(validate_config(load_config(again))["measure"], 10)) == 2
 
 
+def test_print_config_shows_the_optimizer_s_and_model_s_own_defaults_as_comments(tmp_path,
+                                                                                 capsys):
+    """--print-config showed the optimizer and model arguments as given, none of their
+    defaults. Those of their signatures it now writes as `# key: value  # default` lines
+    inside the section: the printed data is the config that is run (so a run of it stores
+    the same config), and the lines uncommented give the same run with each set."""
+    import inspect
+
+    from sgdlab.config import parse_yaml
+    from sgdlab.models import MODELS
+    from sgdlab.optim import OPTIMIZERS
+
+    cfg = tmp_path / "tiny.yaml"
+    cfg.write_text(TINY.replace("{name: zhu-mlp-1-6-6-6-1}", "{name: mlp, options: {widths: "
+                                "[4]}}"))
+    assert main(["train", str(cfg), "--print-config"]) == 0
+    printed = capsys.readouterr().out
+    data = parse_yaml(printed)
+    assert data["optimizer"] == {"name": "sgd", "lr": 0.05, "momentum": 0.9}
+    assert data["model"]["options"] == {"widths": [4]}
+
+    def commented(section: str, indent: str) -> dict:
+        body = printed.split(f"\n{section}:\n", 1)[1]
+        lines = [line[len(indent) + 2:].removesuffix("  # default") for line in
+                 body.splitlines() if line.startswith(indent + "# ")]
+        return parse_yaml("\n".join(lines))
+
+    def signature_defaults(fn, given, kinds) -> dict:
+        return {p.name: list(p.default) if isinstance(p.default, tuple) else p.default
+                for p in inspect.signature(fn).parameters.values()
+                if p.kind in kinds and p.default is not p.empty and p.name not in given}
+
+    keyword = (inspect.Parameter.KEYWORD_ONLY,)
+    assert commented("optimizer", "  ") == signature_defaults(
+        OPTIMIZERS["sgd"], {"lr", "momentum"}, keyword + (inspect.Parameter.POSITIONAL_OR_KEYWORD,))
+    assert commented("model", "    ") == signature_defaults(MODELS["mlp"].builder, {"widths"},
+                                                            keyword)
+    assert "  # dampening: 0  # default" in printed and "    # bias: true  # default" in printed
+    # uncommented, every default is given: the same values, none left to show
+    (tmp_path / "all.yaml").write_text(printed.replace("# ", "").replace("  default\n", "\n"))
+    assert main(["train", str(tmp_path / "all.yaml"), "--print-config"]) == 0
+    again = capsys.readouterr().out
+    assert "# default" not in again
+    assert parse_yaml(again)["optimizer"] == {**data["optimizer"],
+                                              **commented("optimizer", "  ")}
+
+
 def test_runs_compare_finds_a_run_of_the_printed_config_identical_to_the_original(tmp_path,
                                                                                   capsys):
     # the printed config's measure items hold the instruments' defaults, the original's not:
