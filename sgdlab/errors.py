@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import sys
 import warnings
 from pathlib import Path
@@ -59,8 +60,20 @@ def did_you_mean(name: object, choices) -> str:
     ``""``: the hint every "unknown ..." message ends with."""
     import difflib
 
-    close = difflib.get_close_matches(str(name), [str(c) for c in choices], n=1, cutoff=0.6)
+    choices = [str(c) for c in choices]
+    close = difflib.get_close_matches(str(name), choices, n=1, cutoff=0.6)
+    if not close:
+        # a class or paper spelling of a registry name (EntropySGD, Entropy-SGD, RandomLRSGD
+        # for entropy_sgd, random-lr-sgd): compare without case and separators
+        by_key = {_spelling_key(c): c for c in reversed(choices)}
+        close = [by_key[k] for k in difflib.get_close_matches(
+            _spelling_key(name), list(by_key), n=1, cutoff=0.8)]
     return f" (did you mean {close[0]}?)" if close else ""
+
+
+def _spelling_key(name: object) -> str:
+    """``name`` lower-cased without separators: what EntropySGD and entropy_sgd share."""
+    return re.sub(r"[\s_\-.]", "", str(name)).lower()
 
 
 # keyword arguments of PyHessian (Yao et al. 2020) that are sgdlab's under another name

@@ -24,6 +24,18 @@ def test_a_misspelled_optimizer_or_argument_is_named(name, hyper, message):
     assert "_extra_defaults" not in str(e.value)          # private arguments are not offered
 
 
+@pytest.mark.parametrize("name, meant", [
+    ("EntropySGD", "entropy_sgd"), ("Entropy-SGD", "entropy_sgd"),
+    ("RandomLRSGD", "random-lr-sgd"), ("TrivializedSGD", "trivialized"),
+])
+def test_a_class_or_paper_spelling_of_an_optimizer_gets_its_registry_name(name, meant):
+    # the guide names the classes (EntropySGD, RandomLRSGD) beside their registry names; their
+    # spellings were told only the list of known names
+    with pytest.raises(ValueError) as e:
+        build_optimizer(name, _params(), lr=0.1)
+    assert f"Unknown optimizer {name!r} (did you mean {meant}?)" in str(e.value)
+
+
 @pytest.mark.parametrize("name, hyper, message", [
     ("cosin-cyclic", {}, "Unknown schedule 'cosin-cyclic' (did you mean cosine-cyclic?)"),
     ("step", {"milestons": [1]},

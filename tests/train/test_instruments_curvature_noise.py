@@ -33,6 +33,15 @@ def test_an_instrument_takes_the_schedule_as_a_run_config_spells_it():
             build_instrument("noise", **bad)
 
 
+def test_a_misspelt_instrument_is_named_before_its_schedule_is_asked_for():
+    # build_instrument("StepLength") said it "needs one step schedule", not that no instrument
+    # has that name
+    for name, meant in (("StepLength", "step_length"), ("hessian_trace", "hessian")):
+        with pytest.raises(ValueError, match=f"Unknown instrument '{name}' "
+                                             fr"\(did you mean {meant}\?\)"):
+            build_instrument(name)
+
+
 def test_instruments_registered_and_log():
     names = {"hessian", "sharpness", "noise", "alignment", "noise_magnitude"}
     assert names <= set(instruments())

@@ -73,9 +73,14 @@ def build_instrument(name: str, *, schedule: Schedule | None = None, every: int 
     ``at``: ``build_instrument("hessian", every=8, k=2)``."""
     from sgdlab.errors import did_you_mean
 
+    # the name first: a misspelt name without a schedule was told only of the schedule
+    registry = instruments()
+    if name not in registry:
+        raise ValueError(f"Unknown instrument {name!r}{did_you_mean(name, registry)}; known: "
+                         f"{', '.join(sorted(registry))}")
     given = [k for k, v in (("schedule", schedule), ("every", every), ("at", at))
              if v is not None]
-    cadence = getattr(instruments().get(name), "own_cadence", None)
+    cadence = getattr(registry[name], "own_cadence", None)
     if cadence and (every is not None or at is not None):
         raise ValueError(f"instrument {name!r} keeps its own cadence ({cadence}); "
                          f"{'every' if every is not None else 'at'} would be ignored")
@@ -95,10 +100,6 @@ def build_instrument(name: str, *, schedule: Schedule | None = None, every: int 
         schedule = Schedule.every(every, start)
     elif at is not None:
         schedule = Schedule.at(at)
-    registry = instruments()
-    if name not in registry:
-        raise ValueError(f"Unknown instrument {name!r}{did_you_mean(name, registry)}; known: "
-                         f"{', '.join(sorted(registry))}")
     known = instrument_params(name)
     unknown = [k for k in params if known is not None and k not in known]
     if unknown:
