@@ -146,3 +146,26 @@ def test_compared_runs_show_a_lone_point_of_a_long_series():
     assert markers["a"] == "o" and markers["b"] in ("None", "", None)
     plt.close(fig)
 
+
+
+def test_series_measured_at_log_spaced_steps_get_a_log_step_axis_that_keeps_step_0():
+    # an instrument's log_points (1, 2, 5, ..., 10000) were drawn on a linear step axis, their
+    # first nine points crowded at step 0 in `sgdlab runs compare --plot` and instruments.png
+    from sgdlab.train.callbacks import Schedule
+
+    sched = Schedule.log_spaced(12, 10_000)
+    log_steps = [s for s in range(10_001) if sched(s)]
+    even = list(range(0, 10_001, 1000))
+    h = {"train_loss": [(s, 1.0 / (1 + s)) for s in even],
+         "align/cos_1": [(s, 0.5) for s in log_steps]}
+    fig = compare_runs_figure({"a": h, "b": h}, ["train_loss", "align/cos_1"])
+    loss_ax, cos_ax = fig.axes[:2]
+    assert (loss_ax.get_xscale(), cos_ax.get_xscale()) == ("linear", "symlog")
+    assert cos_ax.get_xlim()[0] == 0
+    plt.close(fig)
+    fig = instrument_panels(h)
+    assert fig.axes[0].get_title() == "align" and fig.axes[0].get_xscale() == "symlog"
+    plt.close(fig)
+    fig = learning_curves(h)
+    assert {ax.get_xscale() for ax in fig.axes} == {"linear"}
+    plt.close(fig)

@@ -17,7 +17,7 @@ from collections.abc import Iterable
 import numpy as np
 from matplotlib import ticker
 
-__all__ = ["METRIC_LABELS", "grid_ticks", "isolated", "log_scale", "log_steps",
+__all__ = ["METRIC_LABELS", "grid_ticks", "isolated", "log_scale", "log_spaced", "log_steps",
            "metric_label"]
 
 MAX_LABELS = 6
@@ -114,6 +114,18 @@ def log_steps(ax, steps: Iterable[float], *, axis: str = "x") -> bool:
     # the default margin would open the axis to negative steps: -1, -10, -100 in view
     (ax.set_xlim if axis == "x" else ax.set_ylim)(0, None)
     return True
+
+
+def log_spaced(steps: Iterable[float]) -> bool:
+    """Whether ``steps`` were measured at log-spaced points (an instrument's ``log_points``):
+    at least three positive steps over two decades, most of them below a tenth of the last
+    (a tenth of evenly spaced ones are). Such series want :func:`log_steps`: on a linear axis
+    their early points, where they change most, crowd together at step 0."""
+    v = np.asarray(list(steps), float).ravel()
+    pos = v[np.isfinite(v) & (v > 0)]
+    if len(pos) < 3 or pos.max() <= 100 * pos.min():
+        return False
+    return bool(np.mean(pos < pos.max() / 10) > 0.5)
 
 
 def grid_ticks(ax, values: Iterable[float], *, axis: str = "x", max_ticks: int = 8) -> bool:
