@@ -35,7 +35,7 @@ class ModelInfo:
     name: str
     paper: str
     description: str
-    reference_input: tuple[int, ...]
+    reference_input: tuple[int, ...] | None
     reference_outputs: int
     stated_params: int | None = None
     notes: str = ""
@@ -56,10 +56,16 @@ INPUT_KINDS = ("features", "tokens")
 MODELS: dict[str, ModelInfo] = {}
 
 
-def register_model(name: str, *, paper: str, description: str,
-                   reference_input: Sequence[int], reference_outputs: int = 10,
+def register_model(name: str, *, paper: str = "", description: str = "",
+                   reference_input: Sequence[int] | None = None, reference_outputs: int = 10,
                    stated_params: int | None = None, notes: str = "",
                    inputs: str = "features") -> Callable[[Builder], Builder]:
+    """Decorator: register ``fn(input_shape, num_outputs, *, option=default, ...)`` under
+    ``name`` for :func:`build_model` and run configs, its keyword-only parameters the options.
+    Only ``name`` is needed, as for ``register_dataset`` and ``register_optimizer``; a paper's
+    architecture also records its ``paper``, a ``description``, the ``stated_params`` count
+    and the ``reference_input`` shape (with ``reference_outputs``) that count is for, which the
+    tests of the packaged models check."""
     if inputs not in INPUT_KINDS:
         raise ValueError(f"inputs of model {name!r} must be one of {INPUT_KINDS}, got {inputs!r}")
 
@@ -67,7 +73,8 @@ def register_model(name: str, *, paper: str, description: str,
         if name in MODELS and MODELS[name].builder is not fn:
             raise ValueError(f"model name {name!r} registered twice")
         _check_builder(name, fn)
-        MODELS[name] = ModelInfo(name, paper, description, tuple(reference_input),
+        reference = None if reference_input is None else tuple(reference_input)
+        MODELS[name] = ModelInfo(name, paper, description, reference,
                                  reference_outputs, stated_params, notes, fn, inputs)
         return fn
     return deco

@@ -193,3 +193,21 @@ def test_a_builder_whose_options_are_not_keyword_only_is_refused_at_registration
         register_model("mine-positional", paper="-", description="-",
                        reference_input=(4,))(positional)
     assert "mine-positional" not in MODELS
+
+
+def test_a_model_of_ones_own_registers_by_name_alone():
+    # register_model demanded paper=, description= and reference_input= (a TypeError for a
+    # plugin's model), where register_dataset and register_optimizer take the name alone
+    from sgdlab.models import register_model
+
+    def bare(input_shape, num_outputs, *, hidden: int = 3):
+        return nn.Sequential(nn.Linear(input_shape[0], hidden), nn.Linear(hidden, num_outputs))
+
+    try:
+        register_model("mine-bare")(bare)
+        assert count_parameters(build_model("mine-bare", (4,), 2, hidden=5)) == 25 + 12
+        assert describe("mine-bare").reference_input is None
+    finally:
+        MODELS.pop("mine-bare", None)
+    # the packaged architectures keep what their tests build them on
+    assert all(info.reference_input is not None for info in MODELS.values())
