@@ -115,6 +115,9 @@ def register(subparsers) -> None:
     _store_arg(ex)
     ex.add_argument("path", metavar="PATH", nargs="?",
                     help="the CSV or JSON file to write")
+    # every other command that writes takes --out: here it was "did you mean --format?"
+    ex.add_argument("--out", metavar="PATH", dest="out_path",
+                    help="the file to write, as PATH")
     ex.add_argument("--tensorboard", metavar="DIR",
                     help="write each run's metrics as TensorBoard event files in "
                          "DIR/<name>-<run id> (needs the tensorboard package)")
@@ -719,6 +722,11 @@ def _plot_path(given: str) -> Path:
 def _export(args) -> int:
     from sgdlab.errors import UserError
 
+    if args.out_path is not None:
+        if args.path is not None and args.path != args.out_path:
+            raise UserError(f"give the file to write once: PATH {args.path} or --out "
+                            f"{args.out_path}")
+        args.path = args.out_path
     if args.runs:   # run folders stand for their runs (and, without --store, their store)
         args.runs = [_run_ref(args, r, "exported") for r in args.runs]
     store = _open(args)

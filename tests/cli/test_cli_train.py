@@ -1420,3 +1420,17 @@ def test_runs_compare_finds_a_run_of_the_printed_config_identical_to_the_origina
     assert main(["runs", "compare", a, b, "--store", str(store.path)]) == 0
     out = capsys.readouterr().out
     assert "(the configs are identical)" in out and "measure[" not in out
+
+
+def test_runs_export_takes_the_file_as_out_too(tmp_path, capsys):
+    # train, run, measure, walk and landscape write to --out; `runs export --out f.csv` was
+    # "unrecognized arguments: --out (did you mean --format?)"
+    store = RunStore(tmp_path / "runs.sqlite")
+    rid = store.create_run({"k": 1}, name="a", env={}, status="finished")
+    store.log_metrics(rid, 1, {"loss": 0.5})
+    base = ["runs", "export", "--store", str(store.path)]
+    assert main(base + ["--out", str(tmp_path / "o.json")]) == 0
+    assert [r["id"] for r in json.load(open(tmp_path / "o.json"))] == [rid]
+    assert main(base + [str(tmp_path / "a.csv"), "--out", str(tmp_path / "b.csv")]) == 2
+    assert "give the file to write once" in capsys.readouterr().err
+    assert not (tmp_path / "a.csv").exists() and not (tmp_path / "b.csv").exists()
