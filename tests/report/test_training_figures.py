@@ -169,3 +169,18 @@ def test_series_measured_at_log_spaced_steps_get_a_log_step_axis_that_keeps_step
     fig = learning_curves(h)
     assert {ax.get_xscale() for ax in fig.axes} == {"linear"}
     plt.close(fig)
+
+
+def test_sharpness_series_of_other_scales_get_panels_of_their_own():
+    # the local entropy (about minus the loss) and Keskar's ε-sharpness shared the expected
+    # sharpness' panel and flattened it (1e-3) to a line at 0
+    h = {"sharpness/expected": [(0, 1e-3), (5, 2e-3)], "sharpness/expected_se": [(0, 1e-4),
+                                                                                 (5, 1e-4)],
+         "sharpness/local_entropy": [(0, -1.1), (5, -0.4)], "sharpness/epsilon": [(0, 1.2)]}
+    assert recorded_groups(h) == {"sharpness: Keskar ε": ["sharpness/epsilon"],
+                                  "sharpness": ["sharpness/expected"],
+                                  "local entropy −f_γ": ["sharpness/local_entropy"]}
+    fig = instrument_panels(h)
+    ax = next(a for a in fig.axes if a.get_title() == "sharpness")
+    assert ax.get_ylim()[1] < 0.01
+    plt.close(fig)

@@ -130,6 +130,12 @@ _HEADLINES = {
 }
 
 
+# series of one instrument on another scale than its headline: Keskar's ε-sharpness (~1) and
+# the local entropy (−f_γ, ~ −loss) flattened the expected sharpness (~1e-3) to a line at 0
+_OWN_PANEL = {"sharpness/epsilon": "sharpness: Keskar ε",
+              "sharpness/local_entropy": "local entropy −f_γ"}
+
+
 def recorded_groups(history: History) -> dict[str, list[str]]:
     """{group: series names} of a history's instrument series (module docstring)."""
     groups: dict[str, list[str]] = {}
@@ -142,6 +148,8 @@ def recorded_groups(history: History) -> dict[str, list[str]]:
             if len({v for _, v in pts}) < 2:
                 continue          # a constant learning rate says nothing in a plot
             group = "learning rate"
+        elif name in _OWN_PANEL:
+            group = _OWN_PANEL[name]
         elif "/" in name:
             group = name.split("/", 1)[0]
         elif name.startswith("walk_"):
