@@ -15,7 +15,8 @@ from torch import Tensor, nn
 
 from sgdlab.accuracy import ignored_target
 from sgdlab.errors import UserError
-from sgdlab.loss_settings import class_weights, is_elementwise, loss_name, loss_reduction
+from sgdlab.loss_settings import (class_weights, is_cross_entropy, is_elementwise, loss_name,
+                                   loss_reduction)
 
 Batch = tuple[Tensor, Tensor]
 Data = Union[Batch, Iterable[Batch]]
@@ -168,6 +169,15 @@ def check_target_shape(loss_fn: object, outputs: Tensor, targets: Tensor, *,
     """A ``UserError`` for an element-wise loss given targets of another shape than the
     outputs: (N, 1) against (N,) broadcasts to (N, N), every output against every target.
     ``where``: the samples looked at, in the message (" on the data's first 2 samples")."""
+    if (is_cross_entropy(loss_fn) and targets.is_floating_point()
+            and outputs.shape != targets.shape):
+        # torch reads floating-point targets as class probabilities, shaped as the outputs,
+        # and says only "expected target dtype to be Long"
+        raise UserError(
+            f"loss_fn {loss_name(loss_fn)} is given{where} {targets.dtype} targets of shape "
+            f"{tuple(targets.shape)} for outputs of shape {tuple(outputs.shape)}: class "
+            "labels are integers (y.long()); floating-point targets are class probabilities "
+            "of the outputs' shape")
     if is_elementwise(loss_fn) and outputs.shape != targets.shape:
         raise UserError(
             f"loss_fn {loss_name(loss_fn)} compares{where} outputs of shape "
@@ -431,7 +441,8 @@ def check_model_data(model: nn.Module, loss_fn: object, data: Data) -> None:
     dtype = _other_dtype(model, x)
     # a loader with batch_size=None gives its samples one by one, without a batch axis
     batched = getattr(data, "batch_sampler", True) is not None
-    shapes = is_elementwise(loss_fn) and batched
+    shapes = (is_elementwise(loss_fn) or (is_cross_entropy(loss_fn)
+                                          and y.is_floating_point())) and batched
     own = loss_reduction(loss_fn) is None and batched
     if dtype is None and not shapes and not own:
         return

@@ -626,6 +626,27 @@ def test_regression_targets_that_broadcast_against_the_outputs_are_refused(loss_
         evaluate(model, nn.L1Loss(), data.x_test, data.y_test)
     assert set(evaluate(model, nn.MSELoss(), data.x_test, data.y_test[:, None])) == {"loss"}
 
+
+def test_class_labels_stored_as_floats_are_refused_saying_so():
+    # labels read as floats (from a float array) gave torch's "expected target dtype to be
+    # Long or Byte, but got Float" mid-run, in training and in the measurements alike
+    from sgdlab.measure import hessian_trace
+
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(30, 3, generator=g), torch.randint(0, 2, (30,), generator=g)
+    data = Dataset(x[:20], y[:20].float(), x[20:], y[20:].float())
+    model = nn.Linear(3, 2)
+    says = r"float32 targets of shape \(\d+,\) for outputs of shape \(\d+, 2\).*y\.long\(\)"
+    with pytest.raises(UserError, match=says):
+        train(model, nn.CrossEntropyLoss(), data, torch.optim.SGD(model.parameters(), lr=0.1),
+              epochs=1, progress=False)
+    with pytest.raises(UserError, match=says):
+        hessian_trace(model, F.cross_entropy, data.train, num_probes=2)
+    # class probabilities, shaped as the outputs, stay a cross-entropy's targets
+    probs = F.one_hot(y[:20], 2).float()
+    assert hessian_trace(model, nn.CrossEntropyLoss(), (x[:20], probs), num_probes=2).value > 0
+
+
 class _CastsItsInputs(nn.Module):
     def __init__(self):
         super().__init__()
