@@ -167,8 +167,8 @@ def register(subparsers) -> None:
     res.add_argument("run_id", metavar="RUN_ID",
                      help="a run id, a unique prefix or the run's folder")
     res.add_argument("--no-progress", action="store_true",
-                     help="no progress bar (default: one on a terminal, as the run was "
-                          "configured)")
+                     help="no progress bar (default: one on a terminal, a line per epoch "
+                          "into a log file or pipe, as the run was configured)")
     res.set_defaults(func=_resume)
 
 

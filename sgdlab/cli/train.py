@@ -43,7 +43,9 @@ def register(subparsers) -> None:
                    help="log every metric live to TensorBoard event files in DIR/<name>-<run "
                         "id> (the config's train.tensorboard; needs the tensorboard package)")
     add_plugin_option(p, "; added to the config's plugins, so the stored run names them")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--no-progress", action="store_true",
+                   help="no progress bar (on a terminal) and no line per epoch (into a log "
+                        "file or a pipe)")
     p.add_argument("--print-config", action="store_true",
                    help="print the validated config, with the defaults of its sections and "
                         "of its measure items' instruments, and those of the optimizer's and "

@@ -179,7 +179,8 @@ class TrainSection(Section):
     device: Device = "cpu"
     dtype: Literal[DTYPES] = Field("float32", description="float32 or float64")
     threads: int | None = Field(None, ge=1, description="torch threads (null: torch's default)")
-    progress: bool = Field(True, description="show a progress bar on a terminal")
+    progress: bool = Field(True, description="show a progress bar on a terminal, a line per "
+                                             "epoch into a log file or a pipe")
     tensorboard: str | None = Field(None, description="log every metric live to TensorBoard "
                                                       "event files in DIR/<run id>")
 

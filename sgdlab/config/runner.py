@@ -263,7 +263,7 @@ def _claim_folder(out: Path, out_dir: str | os.PathLike, run_id: str, store: Any
 def _execute(cfg: dict[str, Any], store: Any, run_id: str, out: Path, env: dict[str, Any], *,
              resume: bool, progress: bool | None, built: Any = None) -> RunOutcome:
     from ..train.checkpoint import load_checkpoint
-    from ..train.loop import train
+    from ..train.loop import _watched, train
 
     hint = resume_command(run_id, store.path)
     try:
@@ -278,6 +278,9 @@ def _execute(cfg: dict[str, Any], store: Any, run_id: str, out: Path, env: dict[
                 cb.run = run_folder("", run_id, cfg["name"]).name
         if progress is not None:
             kwargs["progress"] = progress
+        elif kwargs.get("progress", True) and not _watched():
+            # a log file or a pipe draws no bar: a line per epoch shows the run is alive
+            kwargs["progress"] = "epochs"
         ckpt_dir = out / "checkpoints"
         try:
             resumed_from = int(load_checkpoint(ckpt_dir)["loop"]["step"]) if resume else None

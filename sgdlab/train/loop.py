@@ -312,7 +312,9 @@ def train(model: nn.Module, loss_fn: Callable[[Tensor, Tensor], Tensor], data: A
         checkpoint_dir, checkpoint_every: where and how often (steps) to checkpoint.
         checkpoint_seconds: write a checkpoint only when this many seconds have passed since
             the last one (or the start); the end of training included. None: every one due.
-        progress: show a tqdm bar (only when stderr is a terminal or in a Jupyter notebook).
+        progress: show a tqdm bar (only when stderr is a terminal or in a Jupyter notebook);
+            ``"epochs"``: one line per epoch on stderr instead (step, batch loss, test
+            accuracy), for a log file or a pipe, where a bar is not drawn.
         device: moves model and data there (default: the model's device).
         max_steps: stop after this many optimizer steps in total (status "finished").
         drop_last: drop the last partial batch of each pass (without replacement).
@@ -470,6 +472,7 @@ class _Training:
         self.optimizer, self.schedule = optimizer, schedule
         self.epochs, self.max_steps, self.drop_last = epochs, max_steps, drop_last
         self.progress, self.call = progress, (epochs, batch_size, replacement, seed)
+        self.said_at = time.monotonic()      # the last epoch line of progress="epochs"
         self.checkpoint_every, self.eval_every = checkpoint_every, eval_every
         self.classification = (getattr(data, "task", "classification") == "classification"
                                and not self.y_train.is_floating_point())
@@ -656,7 +659,7 @@ class _Training:
             self.store = store
             self.ctx.logger = self.writer.log
         self.run_id = run_id
-        if self.progress and _watched():
+        if self.progress and self.progress != "epochs" and _watched():
             from tqdm.auto import tqdm
             self.pbar = tqdm(total=self.total_steps, initial=min(self.loop["step"],
                                                                  self.total_steps),
@@ -761,6 +764,13 @@ class _Training:
         loop.update(epoch=done, step_in_epoch=0, loss_sum=0.0, loss_count=0)
         if self.pbar is not None:
             self.pbar.set_postfix(_postfix(ctx.history), refresh=False)
+        elif self.progress == "epochs" and (
+                done in (1, self.epochs) or time.monotonic() - self.said_at >= 5.0):
+            # the first and last epochs, and one every 5 s between: a few lines a minute
+            self.said_at = time.monotonic()
+            shown = "  ".join(f"{k} {v}" for k, v in _postfix(ctx.history).items())
+            print(f"epoch {done}/{self.epochs} (step {loop['step']}/{self.total_steps})"
+                  f"{'  ' + shown if shown else ''}", file=sys.stderr, flush=True)
         if ((self.checkpoint_every is None or loop["step"] % self.checkpoint_every == 0)
                 and self._checkpoint_due()):
             self.checkpoint()
