@@ -95,7 +95,8 @@ def register(subparsers) -> None:
                    help="σ of the expected-sharpness perturbation (default 0.01)")
     p.add_argument("--epsilon", type=float, help="Keskar ε (default 1e-3)")
     p.add_argument("--gamma", type=float,
-                   help="local-entropy variance γ (default 1e-4)")
+                   help="local-entropy variance γ (default 1e-4); sharpness/local_entropy "
+                        "is −f_γ, the negative of sgdlab.measure.local_entropy's f_gamma")
     p.add_argument("--samples", type=int, help="perturbation samples (default 20)")
     p.add_argument("--memory-budget", metavar="BYTES",
                    help="bytes of activations one forward pass of sharpness and surface may "
