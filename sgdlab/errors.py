@@ -58,17 +58,31 @@ def warn(message: str, category: type[Warning] = UserWarning) -> None:
 def did_you_mean(name: object, choices) -> str:
     """`` (did you mean X?)`` for the closest of ``choices`` to a misspelled ``name``, else
     ``""``: the hint every "unknown ..." message ends with."""
+    close = closest_name(name, choices)
+    return f" (did you mean {close}?)" if close is not None else ""
+
+
+def closest_name(name: object, choices) -> str | None:
+    """The one of ``choices`` meant by a misspelled ``name`` (:func:`did_you_mean`), or None."""
     import difflib
 
     choices = [str(c) for c in choices]
-    close = difflib.get_close_matches(str(name), choices, n=1, cutoff=0.6)
+    # a measurement function's name for an instrument's option (hessian_trace's num_probes
+    # is the hessian instrument's trace_probes), which spelling alone takes for another
+    close = [c for c in _SAME_MEANING.get(str(name), ()) if c in choices][:1]
+    close = close or difflib.get_close_matches(str(name), choices, n=1, cutoff=0.6)
     if not close:
         # a class or paper spelling of a registry name (EntropySGD, Entropy-SGD, RandomLRSGD
         # for entropy_sgd, random-lr-sgd): compare without case and separators
         by_key = {_spelling_key(c): c for c in reversed(choices)}
         close = [by_key[k] for k in difflib.get_close_matches(
             _spelling_key(name), list(by_key), n=1, cutoff=0.8)]
-    return f" (did you mean {close[0]}?)" if close else ""
+    return close[0] if close else None
+
+
+# {a name: the names of the same thing elsewhere, first choice first}
+_SAME_MEANING = {"num_probes": ("trace_probes",), "n_v": ("num_probes", "trace_probes"),
+                 "top_k": ("k",), "top_n": ("k",)}
 
 
 def _spelling_key(name: object) -> str:

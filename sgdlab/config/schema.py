@@ -13,7 +13,6 @@ The JSON Schema of a section is pydantic's ``model_json_schema()``.
 """
 from __future__ import annotations
 
-import difflib
 import math
 import typing
 from collections.abc import Sequence
@@ -22,7 +21,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, ValidationError
 from pydantic_core import PydanticCustomError
 
-from ..errors import ConfigError, did_you_mean
+from ..errors import ConfigError, closest_name, did_you_mean
 
 
 class Section(BaseModel):
@@ -59,10 +58,10 @@ def unknown_key(path: str, key: str, known: Sequence[str],
     """``path.key: unknown key (did you mean x?)`` or listing the valid keys. ``nested``: the
     keys of the sections one level down, by section, where a key given a level too high
     (``--set epochs=5`` for ``train.epochs``) is found."""
-    close = difflib.get_close_matches(str(key), list(known), n=1, cutoff=0.6)
+    close = closest_name(key, known)
     homes = [join(join(path, section), key) for section, keys in (nested or {}).items()
              if key in keys]
-    hint = (f"did you mean {close[0]}?" if close
+    hint = (f"did you mean {close}?" if close is not None
             else f"did you mean {' or '.join(homes)}?" if homes
             else f"valid keys: {', '.join(sorted(known))}" if known else "no keys allowed here")
     return f"{join(path, key)}: unknown key ({hint})"

@@ -87,6 +87,13 @@ def test_packaged_default_validates_with_defaults_filled():
     ("measure=[{name: dynamics, foo: 5}]", "measure[0].foo: unknown key (instrument 'dynamics' "
                                            "accepts: "),
     ("measure=[{name: dynamics, foo: 5}]", "; its schedule: every, start, at, log_points)"),
+    # the measurement function's name for an option: its trace's probes, not the Frobenius'
+    ("measure=[{name: hessian, every: 5, num_probes: 9}]",
+     "measure[0].num_probes: unknown key (did you mean trace_probes?)"),
+    ("measure=[{name: noise, every: 5, top_k: 3}]",
+     "measure[0].top_k: unknown key (did you mean k?)"),
+    ("optimizer.name=EntropySGD", "optimizer.name: unknown optimizer 'EntropySGD' (did you "
+                                  "mean entropy_sgd?)"),
     ("measure=[{name: trajectory, every_steps: 5}]",
      "measure[0].path: required by instrument 'trajectory'"),
     ("store.path=3", "store.path: must be a string, got 3"),

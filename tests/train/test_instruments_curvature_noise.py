@@ -40,6 +40,9 @@ def test_a_misspelt_instrument_is_named_before_its_schedule_is_asked_for():
         with pytest.raises(ValueError, match=f"Unknown instrument '{name}' "
                                              fr"\(did you mean {meant}\?\)"):
             build_instrument(name)
+    # hessian_trace's num_probes is the instrument's trace_probes (frobenius_probes was offered)
+    with pytest.raises(ValueError, match=r"no option 'num_probes' \(did you mean trace_probes"):
+        build_instrument("hessian", every=2, num_probes=10)
 
 
 def test_instruments_registered_and_log():
