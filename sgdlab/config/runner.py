@@ -263,7 +263,7 @@ def _claim_folder(out: Path, out_dir: str | os.PathLike, run_id: str, store: Any
 def _execute(cfg: dict[str, Any], store: Any, run_id: str, out: Path, env: dict[str, Any], *,
              resume: bool, progress: bool | None, built: Any = None) -> RunOutcome:
     from ..train.checkpoint import load_checkpoint
-    from ..train.loop import _watched, train
+    from ..train.loop import train
 
     hint = resume_command(run_id, store.path)
     try:
@@ -276,11 +276,7 @@ def _execute(cfg: dict[str, Any], store: Any, run_id: str, out: Path, env: dict[
         for cb in built.callbacks:  # one TensorBoard folder per run: DIR/<name>-<run id>
             if isinstance(cb, TensorBoardLogger) and cb.run is None:
                 cb.run = run_folder("", run_id, cfg["name"]).name
-        if progress is not None:
-            kwargs["progress"] = progress
-        elif kwargs.get("progress", True) and not _watched():
-            # a log file or a pipe draws no bar: a line per epoch shows the run is alive
-            kwargs["progress"] = "epochs"
+        kwargs["progress"] = progress_mode(progress, kwargs.get("progress", True))
         ckpt_dir = out / "checkpoints"
         try:
             resumed_from = int(load_checkpoint(ckpt_dir)["loop"]["step"]) if resume else None
@@ -304,6 +300,18 @@ def _execute(cfg: dict[str, Any], store: Any, run_id: str, out: Path, env: dict[
         return _finish(cfg, store, run_id, out, env, result, resumed_from)
     except KeyboardInterrupt as e:    # trained, not finished: the resume writes what it owes
         _interrupted(store, run_id, hint, e)
+
+
+def progress_mode(given: bool | None, configured: bool) -> bool | str:
+    """``train()``'s ``progress`` for a run of ``sgdlab train`` / ``resume``: ``given`` by the
+    command (``--no-progress``: False), else as ``configured`` (``train.progress``), where a
+    log file or a pipe, which draws no bar, gets a line per epoch (``"epochs"``) to show the
+    run is alive."""
+    from ..train.loop import _watched
+
+    if given is not None:
+        return given
+    return "epochs" if configured and not _watched() else configured
 
 
 def _interrupted(store: Any, run_id: str, hint: str, e: KeyboardInterrupt) -> None:

@@ -1435,15 +1435,3 @@ def test_runs_export_takes_the_file_as_out_too(tmp_path, capsys):
     assert "give the file to write once" in capsys.readouterr().err
     assert not (tmp_path / "a.csv").exists() and not (tmp_path / "b.csv").exists()
 
-
-def test_train_into_a_log_file_says_how_far_it_is(tmp_path, capsys):
-    # with stderr no terminal (a log file, a pipe, a notebook's `!sgdlab train`) the bar is
-    # not drawn and nothing was said between the run's start and its end
-    cfg = tmp_path / "tiny.yaml"
-    cfg.write_text(TINY)
-    args = ["train", str(cfg), "--store", str(tmp_path / "runs.sqlite"),
-            "--set", "train.progress=true", "--set", "train.epochs=2"]
-    assert main([*args, "--out", str(tmp_path / "a")]) == 0
-    lines = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("epoch ")]
-    assert lines[0].startswith("epoch 1/2 (step 5/10)  batch_loss ")
-    assert lines[-1].startswith("epoch 2/2 (step 10/10)")

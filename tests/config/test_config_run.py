@@ -840,3 +840,15 @@ def test_instrument_defaults_leave_an_item_of_an_unregistered_instrument_as_stor
     filled = with_instrument_defaults({"measure": [mystery, {"name": "hessian", "every": 5}]})
     assert filled["measure"][0] == mystery
     assert filled["measure"][1]["tol"] == 1e-3 and filled["measure"][1]["every"] == 5
+
+
+def test_a_run_into_a_log_file_shows_its_progress_by_epochs(monkeypatch):
+    # a bar is drawn on a terminal only: `sgdlab train > log` said nothing until the run's end
+    import sgdlab.train.loop as loop
+    from sgdlab.config.runner import progress_mode
+
+    for watched, configured, shown in ((True, True, True), (False, True, "epochs"),
+                                       (False, False, False), (True, False, False)):
+        monkeypatch.setattr(loop, "_watched", lambda: watched)
+        assert progress_mode(None, configured) == shown
+        assert progress_mode(False, configured) is False           # --no-progress

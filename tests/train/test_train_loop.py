@@ -647,6 +647,18 @@ def test_class_labels_stored_as_floats_are_refused_saying_so():
     assert hessian_trace(model, nn.CrossEntropyLoss(), (x[:20], probs), num_probes=2).value > 0
 
 
+def test_progress_by_epochs_writes_a_line_per_epoch_to_stderr(capsys):
+    # into a log file or a pipe no bar is drawn: `sgdlab train` said nothing between the
+    # run's start and its end
+    model = nn.Linear(5, 2)
+    train(model, nn.CrossEntropyLoss(), toy_data(),
+          torch.optim.SGD(model.parameters(), lr=0.1), epochs=2, batch_size=16,
+          progress="epochs")
+    err = capsys.readouterr().err.splitlines()
+    assert [ln.split("  ")[0] for ln in err] == ["epoch 1/2 (step 4/8)", "epoch 2/2 (step 8/8)"]
+    assert "batch_loss " in err[0] and "test_acc " in err[0]
+
+
 class _CastsItsInputs(nn.Module):
     def __init__(self):
         super().__init__()
