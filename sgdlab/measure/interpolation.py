@@ -136,7 +136,7 @@ def interpolate_models(
             statistic of one's own), so that α = 1 is model B.
         loss_fn: mean-reduced loss.
         train_data, test_data: batches ``(x, y)`` or iterables of batches.
-        alphas: default ``linspace(-1, 2, 31)`` (α = 0 is θ_A, α = 1 is θ_B).
+        alphas: default -1, -0.9, ..., 2 (α = 0 is θ_A, α = 1 is θ_B, both exactly).
         bn_stats: "recompute" (default), "interpolate" or "keep"; see the module docstring.
             Ignored for models without batch norm.
         bn_data: data for the recomputation (default ``train_data``).
@@ -157,7 +157,8 @@ def interpolate_models(
                          f"{theta_a.device} vs {theta_b.dtype} on {theta_b.device}; move one "
                          "to the other's (e.g. model_b.to(dtype=..., device=...))")
     if alphas is None:
-        alphas = torch.linspace(-1.0, 2.0, 31, dtype=torch.float64)
+        # steps of 0.1 from -1 to 2 with 0 and 1 exact (linspace puts 0 at 5.6e-17)
+        alphas = torch.arange(-10, 21, dtype=torch.float64) / 10
     alphas = [float(a) for a in torch.as_tensor(alphas, dtype=torch.float64).reshape(-1)]
     # a frozen part is still part of θ: where the two models' frozen parameters differ, θ(α)
     # moves them too (taking model A's at every α would end the line at another model than B)

@@ -264,3 +264,13 @@ def test_models_of_different_dtypes_are_a_value_error_naming_both():
     a, b = _pair(bn=False)
     with pytest.raises(ValueError, match="float64 on cpu vs torch.float32 on cpu"):
         interpolate_models(a, b.float(), nn.functional.cross_entropy, _data(8, 1), alphas=[0.5])
+
+
+def test_the_default_grid_holds_both_models_exactly():
+    # linspace(-1, 2, 31) put model A at α = 5.6e-17: `curve.alphas.index(0.0)` failed
+    a, b = _pair(False)
+    train = _data(16, 0)
+    curve = interpolate_models(a, b, nn.CrossEntropyLoss(), train)
+    assert len(curve.alphas) == 31 and curve.alphas[::10] == [-1.0, 0.0, 1.0, 2.0]
+    assert curve.alphas[4] == -0.6 and curve.alphas[17] == 0.7
+    assert curve.train_loss[10] == evaluate(a, nn.CrossEntropyLoss(), train)[0]
