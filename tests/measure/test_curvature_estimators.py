@@ -182,6 +182,30 @@ def test_standard_errors_equal_the_exact_probe_variances():
         assert abs(est.value - fro) < 4 * se, dist
 
 
+def test_estimates_are_the_probes_mean_and_its_standard_error_by_hand():
+    """With the probes drawn by hand from the same generator stream, the estimate is their
+    samples' mean and the standard error their sample standard deviation (Bessel's n − 1) over
+    √M, exactly: at M = 5 the population std would be √(4/5) of it, inside the 12% the
+    statistical check above allows."""
+    a, m = _spd_like(8, seed=4), 5
+    v = torch.randint(0, 2, (m, 8), generator=torch.Generator().manual_seed(0),
+                      dtype=torch.float64) * 2 - 1
+    samples = ((v @ a) * v).sum(1)                                  # vᵀAv per probe
+    for block in (1, 2, 5):
+        tr = hutchinson_trace(a, m, generator=torch.Generator().manual_seed(0),
+                              block_size=block)
+        assert tr.value == pytest.approx(float(samples.mean()), rel=1e-13)
+        assert tr.stderr == pytest.approx(float(samples.std(correction=1)) / math.sqrt(m),
+                                          rel=1e-12)
+    g = torch.Generator().manual_seed(1)
+    v = torch.stack([torch.randn(8, generator=g, dtype=torch.float64) for _ in range(m)])
+    sq = (v @ a).square().sum(1)                                    # ‖Av‖² per probe
+    fro = frobenius_norm(a, m, generator=torch.Generator().manual_seed(1))
+    assert fro.value == pytest.approx(math.sqrt(float(sq.mean())), rel=1e-13)
+    assert fro.stderr == pytest.approx(
+        float(sq.std(correction=1)) / math.sqrt(m) / (2 * fro.value), rel=1e-12)
+
+
 def test_hutchpp_is_exact_when_the_sketch_spans_the_range():
     """Hutch++ (Meyer et al. 2021, Alg. 1): with rank A ≤ m/3 the sketch Q spans range(A), the
     deflated remainder is zero and the estimate is Tr A exactly, with zero standard error."""
@@ -193,6 +217,27 @@ def test_hutchpp_is_exact_when_the_sketch_spans_the_range():
     est = hutchpp_trace(a, 12, generator=torch.Generator().manual_seed(0))          # k = 4
     assert est.value == pytest.approx(float(torch.trace(a)), rel=1e-11)
     assert est.stderr == pytest.approx(0.0, abs=1e-9 * abs(float(torch.trace(a))))
+
+
+def test_hutchpp_splits_the_products_as_algorithm_1_by_hand():
+    """Meyer et al. (2021), Alg. 1 with m = 14 products on a full-rank A, the draws made by
+    hand from the same generator stream: S with k = ⌊m/3⌋ = 4 Rademacher columns,
+    Q = orth(A S), Tr(Qᵀ A Q) exact, then m − 2k = 6 Rademacher probes G of the deflated
+    (I − QQᵀ) A (I − QQᵀ), their sample mean added and their standard error reported."""
+    from sgdlab.measure.curvature import hutchpp_trace
+
+    a, d, m, k = _spd_like(30, seed=5), 30, 14, 4
+    g = torch.Generator().manual_seed(0)
+    s = (torch.randint(0, 2, (k, d), generator=g, dtype=torch.float64) * 2 - 1).T
+    q, _ = torch.linalg.qr(a @ s)
+    probes = (torch.randint(0, 2, (m - 2 * k, d), generator=g, dtype=torch.float64) * 2 - 1).T
+    probes = probes - q @ (q.T @ probes)
+    samples = (probes * (a @ probes)).sum(0)
+    est = hutchpp_trace(a, m, generator=torch.Generator().manual_seed(0))
+    assert est.num_samples == m
+    assert est.value == pytest.approx(float(torch.trace(q.T @ a @ q) + samples.mean()),
+                                      rel=1e-12)
+    assert est.stderr == pytest.approx(float(samples.std()) / math.sqrt(m - 2 * k), rel=1e-12)
 
 
 def test_slq_quadrature_is_exact_gauss_quadrature_per_probe():

@@ -72,6 +72,17 @@ def test_numerical_rank_uses_numpy_threshold():
                                                                            dtype=torch.float64)
     cov = GradientCovariance(f, torch.zeros(40, dtype=torch.float64), 6)
     assert cov.rank() == 3 == np.linalg.matrix_rank(cov.dense().numpy(), hermitian=True)
+    # eigenvalues placed on both sides of the threshold λ_max · d · eps = 40 eps (d = 40): one
+    # at 8 eps is round-off to numpy, one at 400 eps is not (λ_max · eps alone would keep both)
+    eps = torch.finfo(torch.float64).eps
+    u, _ = torch.linalg.qr(torch.randn(6, 4, generator=g, dtype=torch.float64))
+    v, _ = torch.linalg.qr(torch.randn(40, 4, generator=g, dtype=torch.float64))
+    lam = torch.tensor([1.0, 0.5, 400 * eps, 8 * eps], dtype=torch.float64)
+    cov = GradientCovariance(u @ torch.diag(lam.sqrt()) @ v.T, torch.zeros(40, dtype=lam.dtype),
+                             6)
+    assert cov.rank_threshold() == pytest.approx(40 * eps, rel=1e-12)
+    assert cov.rank() == 3 == np.linalg.matrix_rank(cov.dense().numpy(), hermitian=True)
+    torch.testing.assert_close(cov.spectrum(), lam[:3], rtol=0, atol=4 * eps)
 
 
 def test_sample_has_the_covariance(problem):
