@@ -122,9 +122,10 @@ def test_heat_gamma0_is_sgd_and_state_roundtrip():
     y = nn.Parameter(torch.randn(4, dtype=torch.float64))
     y0 = y.detach().clone()
     f = lambda v: (v.sin() * v).sum()
-    opt = HEAT([y], lr=0.1, gamma=0.0, L=3, momentum=0.9, nesterov=True)
+    # weight decay at x, before the momentum, as torch.optim.SGD adds it
+    opt = HEAT([y], lr=0.1, gamma=0.0, L=3, momentum=0.9, nesterov=True, weight_decay=0.05)
     sgd_y = nn.Parameter(y0.clone())
-    sgd = torch.optim.SGD([sgd_y], lr=0.1, momentum=0.9, nesterov=True)
+    sgd = torch.optim.SGD([sgd_y], lr=0.1, momentum=0.9, nesterov=True, weight_decay=0.05)
     for _ in range(3):
         opt.step(closure_for(y, f))
         sgd.step(closure_for(sgd_y, f))
