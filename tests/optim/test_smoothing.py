@@ -43,7 +43,8 @@ def test_hj_prox_is_hopf_lax_gradient_on_quadratic(normalize):
 
 
 def test_hj_implicit_form_equals_prox_form():
-    """With inner_lr = γ and the raw (4.41) outer step both forms take the same steps."""
+    """With inner_lr = γ and the raw (4.41) outer step both forms take the same steps (weight
+    decay λ included: both descend f + λ|·|²/2)."""
     g = torch.Generator().manual_seed(1)
     X = torch.randn(20, 3, generator=g, dtype=torch.float64)
     Y = torch.randn(20, 1, generator=g, dtype=torch.float64)
@@ -52,7 +53,8 @@ def test_hj_implicit_form_equals_prox_form():
         torch.manual_seed(0)
         model = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 1)).double()
         opt = HJ(model.parameters(), lr=0.5, gamma=0.05, L=5, form=form, momentum=0.5,
-                 inner_lr=0.05, **({"normalize": False} if form == "prox" else {}))
+                 inner_lr=0.05, weight_decay=0.1,
+                 **({"normalize": False} if form == "prox" else {}))
 
         def closure():
             model.zero_grad()
@@ -66,16 +68,18 @@ def test_hj_implicit_form_equals_prox_form():
         assert torch.allclose(a, b, atol=1e-13, rtol=1e-11)
 
 
-@pytest.mark.parametrize("inner_lr", [0.2, 0.1])
-def test_hj_implicit_fixed_point_converges_to_hopf_lax(inner_lr):
+@pytest.mark.parametrize("inner_lr, wd", [(0.2, 0.0), (0.1, 0.0), (0.1, 0.5)])
+def test_hj_implicit_fixed_point_converges_to_hopf_lax(inner_lr, wd):
     """(4.42): y ← (1 − η_y/γ)y + η_y∇f(x − y) from 0 converges to γ∇u(x, γ), and the outer
-    step uses ∇f(x − y) → ∇f(prox) = ∇u (4.18)."""
+    step uses ∇f(x − y) → ∇f(prox) = ∇u (4.18). Weight decay λ: f + λ|·|²/2, Q + λI."""
     Q, p, x0 = quadratic(seed=2)
-    gamma = 0.2  # γ·λ_max(Q) = 0.4 < 1: the fixed-point iteration contracts
+    gamma = 0.2  # γ·λ_max(Q + λI) <= 0.5 < 1: the fixed-point iteration contracts
     y = nn.Parameter(x0.clone())
-    opt = HJ([y], lr=1.0, gamma=gamma, L=80, form="implicit", inner_lr=inner_lr)
+    opt = HJ([y], lr=1.0, gamma=gamma, L=80, form="implicit", inner_lr=inner_lr,
+             weight_decay=wd)
     opt.step(closure_for(y, lambda v: 0.5 * v @ Q @ v + p @ v))
-    prox = torch.linalg.solve(Q + torch.eye(3, dtype=Q.dtype) / gamma, x0 / gamma - p)
+    eye = torch.eye(3, dtype=Q.dtype)
+    prox = torch.linalg.solve(Q + wd * eye + eye / gamma, x0 / gamma - p)
     assert torch.allclose(y.detach(), x0 - (x0 - prox) / gamma, atol=1e-12, rtol=0)
 
 
