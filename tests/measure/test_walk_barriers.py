@@ -12,6 +12,7 @@ from sgdlab.data.base import Dataset
 from sgdlab.measure.walk import (
     StepInterpolation,
     analyze_segment,
+    has_valley_floor,
     segment_alphas,
     segment_losses,
     step_interpolation,
@@ -69,6 +70,16 @@ def test_segment_alphas_paper_and_inclusive_readings():
                                torch.arange(10, dtype=torch.float64) / 9)
     with pytest.raises(ValueError, match="spacing"):
         segment_alphas(10, spacing="both")
+
+
+def test_valley_floor_readings_at_the_iterates_and_between():
+    # "interior" (the text, line 81): only a lowest point strictly between the iterates is a
+    # floor; "segment" (Fig. 1's caption, line 70): every segment has one
+    for alpha, inside in ((0.0, False), (1e-9, True), (0.5, True), (1 - 1e-9, True),
+                          (1.0, False)):
+        assert has_valley_floor(alpha) is inside
+        assert has_valley_floor(alpha, "interior") is inside
+        assert has_valley_floor(alpha, "segment") is True
 
 
 def test_gd_bouncing_in_a_1d_valley_closed_form():
