@@ -179,6 +179,27 @@ def test_the_sgd_gradient_is_a_minibatch_drawn_first_from_the_generator():
     assert 0 <= r.degrees <= 180 and 0 <= full.degrees <= 180
 
 
+@pytest.mark.parametrize("seed, pair, degrees", [(3, [0, 1], 180.0), (0, [0, 2], 0.0)])
+def test_an_sgd_gradient_against_the_entropy_gradient_is_at_180_degrees(seed, pair, degrees):
+    """One weight w = 0, losses (w − t_i)² with t = (−1, −1, 5): every mini-batch of two pulls
+    the Langevin chain's average ⟨y⟩ > 0 on the whole (pairs {0, 2} and {1, 2} to 1, {0, 1} to
+    −1/2), so ∇f_γ = γ⁻¹(w − ⟨y⟩) < 0, while the SGD gradient on the pair {0, 1} is
+    2(w + 1) = +2: in one dimension the angle is 180° exactly (0° for a pair with t = 5)."""
+    assert sorted(torch.randperm(3, generator=torch.Generator().manual_seed(seed))[:2]
+                  .tolist()) == pair
+    model = nn.Linear(1, 1, bias=False).double()
+    with torch.no_grad():
+        model.weight.zero_()
+    data = (torch.ones(3, 1, dtype=torch.float64),
+            torch.tensor([[-1.0], [-1.0], [5.0]], dtype=torch.float64))
+    r = local_entropy_gradient_angle(model, nn.MSELoss(), data, 0.5, batch_size=2,
+                                     beta=math.inf, steps=50, inner_lr=0.1,
+                                     generator=torch.Generator().manual_seed(seed))
+    assert r.degrees == pytest.approx(degrees, abs=1e-9)
+    assert r.cosine == pytest.approx(math.cos(math.radians(degrees)), abs=1e-12)
+    assert r.sgd_grad_norm == pytest.approx(2.0 if degrees else 4.0, rel=1e-12)
+
+
 @pytest.mark.parametrize("method", ["langevin", "importance"])
 def test_the_model_and_the_global_generators_are_left_as_they_were(method):
     """Batch norm and dropout in train mode, mini-batches: parameters, buffers, .grad and
