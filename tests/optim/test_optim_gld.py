@@ -172,6 +172,23 @@ def _run(model, opt, data, steps):
         opt.step()
 
 
+def test_statistics_are_refreshed_every_k_steps_from_the_first(problem):
+    """refresh_every = 3 over 8 steps: the statistics are measured before steps 0, 3 and 6, at
+    the parameters of those steps, and kept in between (checked on gld-dynamic's
+    Tr Σ / (m d), Σ by explicit outer products at each step's parameters)."""
+    model0, data, _, _ = problem
+    model = copy.deepcopy(model0)
+    opt = build("gld-dynamic", model, data, refresh_every=3)
+    measured = []
+    for _ in range(8):
+        sigma = covariance_reference(per_sample_gradients_loop(model, LOSS, data))
+        measured.append(float(torch.trace(sigma)) / (M * opt.dim))
+        _run(model, opt, data, 1)
+        used = float(opt.covariance()[0, 0])
+        assert used == pytest.approx(measured[3 * ((len(measured) - 1) // 3)], rel=1e-10)
+    assert len({round(v, 12) for v in measured}) == 8       # the parameters did move
+
+
 def test_gd_matches_torch_sgd_with_momentum_nesterov_weight_decay(problem):
     model0, data, _, _ = problem
     hyper = dict(momentum=0.9, nesterov=True, weight_decay=1e-2)
