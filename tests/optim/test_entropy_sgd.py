@@ -217,6 +217,36 @@ def test_entropy_adam_counts_each_parameters_own_steps_as_adam_does():
         assert torch.allclose(a, b, atol=1e-13, rtol=1e-11)
 
 
+@pytest.mark.parametrize("mode", ["outer", "inner"])
+def test_entropy_adam_state_saved_without_step_counts_resume_at_the_optimizers_step(mode):
+    """A state saved before the moments kept their own step count resumes with t taken from
+    the optimizer's count (outer steps for adam="outer", inner steps for "inner"): where every
+    parameter stepped each time, the trajectory is the one never interrupted."""
+    model, X, Y = _mlp_problem(3)
+    ref = [p.detach().clone() for p in model.parameters()]
+    hyper = dict(adam=mode, L=2, gamma=0.5, alpha=0.25)
+    opt = EntropyAdam(model.parameters(), **hyper)
+    cl = _batch_closure(model, X, Y, torch.Generator().manual_seed(3))
+    for _ in range(3):
+        opt.step(cl)
+    straight = [p.detach().clone() for p in model.parameters()]
+    with torch.no_grad():
+        for p, r in zip(model.parameters(), ref):
+            p.copy_(r)
+    opt = EntropyAdam(model.parameters(), **hyper)
+    cl = _batch_closure(model, X, Y, torch.Generator().manual_seed(3))
+    for _ in range(2):
+        opt.step(cl)
+    sd = opt.state_dict()
+    for st in sd["state"].values():
+        del st["step"]
+    opt = EntropyAdam(model.parameters(), **hyper)
+    opt.load_state_dict(sd)
+    opt.step(cl)
+    for a, b in zip(straight, model.parameters()):
+        assert torch.allclose(a, b, atol=1e-14, rtol=1e-12)
+
+
 @pytest.mark.parametrize("normalize", [True, False])
 def test_algorithm_2_as_printed_by_hand_with_noise_and_scoping(normalize):
     """Algorithm 2 (lines 942-948) written out in float64, three outer steps of L = 4 with the
