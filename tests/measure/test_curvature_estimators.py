@@ -103,6 +103,13 @@ def test_harmonic_mean_of_positive_part():
     assert harmonic_mean_eigenvalue(lam, threshold=1.5) == (pytest.approx(2 / 0.75), 2)
     assert harmonic_mean_eigenvalue(torch.tensor([-1.0, 0.0]))[1] == 0
     assert math.isnan(harmonic_mean_eigenvalue(torch.tensor([-1.0, 0.0]))[0])
+    # the default threshold is numpy's λ_max · d · eps = 4 · 6 · eps here: 10 eps is below it,
+    # 100 eps above (λ_max · eps alone would keep 10 eps, and it would dominate the mean)
+    eps = torch.finfo(torch.float64).eps
+    lam = torch.tensor([-1.0, 10 * eps, 100 * eps, 1.0, 2.0, 4.0], dtype=torch.float64)
+    hm, used = harmonic_mean_eigenvalue(lam)
+    assert used == 4
+    assert hm == pytest.approx(4 / (1 / (100 * eps) + 1 + 0.5 + 0.25), rel=1e-12)
 
 
 def test_hutchpp_unbiased_and_lower_variance_with_outliers():
