@@ -118,6 +118,20 @@ def test_small_models_get_the_exact_hessian_trace():
     assert res.trace_ratio == pytest.approx(exact, rel=1e-8)
 
 
+def test_trace_h_sigma_takes_every_sample_across_its_blocks():
+    """Tr(HΣ) = Σ_i f_iᵀ H f_i over the rows of Σ's factor, taken in blocks of 64: with
+    N = 150 samples (three blocks, the last partial) it equals the dense Tr(HΣ)."""
+    model = tiny_mlp(3, 4, 2)
+    data, loss_fn = tiny_classification(150, 3, 2), nn.CrossEntropyLoss()
+    h = dense_hessian_reference(model, loss_fn, data)
+    s = covariance_reference(per_sample_gradients_loop(model, loss_fn, data))
+    res = sigma_hessian_alignment(model, loss_fn, data, 2, tol=1e-10,
+                                  generator=torch.Generator().manual_seed(0),
+                                  trace_alignment=True)
+    assert res.trace_h_sigma == pytest.approx(float(torch.trace(h @ s)), rel=1e-10)
+    assert res.trace_sigma == pytest.approx(float(torch.trace(s)), rel=1e-10)
+
+
 def test_a_loss_that_is_no_mean_of_the_samples_losses_is_refused():
     # class weights cancel in one sample's loss: Σ was that of the unweighted losses (its mean
     # gradient is not the loss's), set against H of the weighted loss

@@ -128,6 +128,8 @@ def test_noise_magnitude(problem):
     tr = float(torch.trace(covariance_reference(g)))
     assert nm.noise_norm == pytest.approx(math.sqrt(0.1 * tr / 4))
     assert nm.ratio == pytest.approx(nm.noise_norm / nm.grad_norm)
+    # at a stationary point of the full loss the noise dominates without bound
+    assert type(nm)(0.0, nm.noise_norm, nm.trace_sigma).ratio == math.inf
 
 
 def test_factored_matches_vmap_without_materialising():
