@@ -7,7 +7,7 @@ import torch
 
 from sgdlab.errors import UserError
 from sgdlab.landscapes.fokker_planck import (
-    downhill_drift, fokker_planck, gaussian_density, mass, stable_step,
+    downhill_drift, fokker_planck, gaussian_density, mass, mass_within, stable_step,
 )
 
 f64 = torch.float64
@@ -92,6 +92,11 @@ def test_mass_and_sign_at_the_walls_and_snapshots():
     # pure transport (D = 0) at the bound itself (cfl = 1) stays nonnegative
     moved = fokker_planck(r0, x, torch.sin(3 * x), 0.0, 1.0, cfl=1.0)
     assert float(moved.min()) >= 0 and abs(mass(moved, x) - 1) < 1e-12
+    # the cells whose centres lie in the closed interval: both end cells count
+    dx = float(x[1] - x[0])
+    assert mass_within(torch.ones_like(x), x, float(x[10]), float(x[20])) == pytest.approx(
+        11 * dx, rel=1e-12)
+    assert mass_within(r0, x, -2.0, 2.0) == pytest.approx(mass(r0, x), rel=1e-12)
 
 
 def test_a_time_dependent_drift_is_followed():
