@@ -55,14 +55,29 @@ def _failed_checksum(path: Path) -> str | None:
     return None
 
 
+def _has_torch_pickle(path: Path) -> bool:
+    """Whether zip archive ``path`` holds the ``<folder>/data.pkl`` torch.save writes."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return any(n.count("/") == 1 and n.endswith("/data.pkl") for n in archive.namelist())
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError):
+        return True     # unreadable as a zip: the other messages name that
+
+
 def _load_failure(path: Path, e: Exception) -> str:
     size = path.stat().st_size if path.exists() else 0
     text = str(e)
     if size == 0:
         return "the file is empty"
-    if isinstance(e, KeyError) and not zipfile.is_zipfile(path):
-        # the unpickler read a byte of text (or other data) as an opcode it does not know
+    archive = zipfile.is_zipfile(path)
+    if isinstance(e, (KeyError, IndexError)) and not archive:
+        # the unpickler read a byte of text as an opcode it does not know (KeyError), or as
+        # one that pops an empty stack (IndexError: "a: 1" of a YAML file)
         return "not a checkpoint file (neither a torch archive nor a pickle: another format)"
+    if archive and not _has_torch_pickle(path):
+        # torch's reader says "[enforce fail at inline_container.cc] ..."
+        return ("a zip archive but not a torch one (no data.pkl in it: another format, e.g. "
+                "numpy's .npz; write it with torch.save)")
     if isinstance(e, pickle.UnpicklingError) or "Weights only load failed" in text:
         if "GLOBAL" in text or "global" in text:
             return ("it holds pickled Python objects other than tensors and plain data, which "
