@@ -10,7 +10,7 @@ from sgdlab.torch_files import read_torch_file
 
 
 @pytest.mark.parametrize("name, write", [
-    ("d.yaml", lambda p: p.write_text("x_train: [1, 2]\n")),
+    ("d.yaml", lambda p: p.write_text("a: 1\n")),
     ("d.npz", lambda p: np.savez(p, x_train=np.zeros(3))),
 ])
 def test_a_yaml_or_npz_file_is_named_as_another_format(tmp_path, name, write):
