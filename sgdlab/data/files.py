@@ -691,5 +691,37 @@ def load_data_file(path: str | Path, sha256: str | None = None) -> Dataset:
         raise DataError(f"data file {str(f)!r} needs the tensors x_train and y_train, and "
                         "x_test with y_test or neither (meta optional); it holds "
                         f"{', '.join(f'{k}: {type(v).__name__}' for k, v in d.items())}")
-    return Dataset(d["x_train"], d["y_train"], d.get("x_test"), d.get("y_test"),
-                   dict(d.get("meta", {})))
+    meta = d.get("meta", {})
+    if not isinstance(meta, dict):
+        raise DataError(f"data file {str(f)!r}: meta must be a dict (name, task, input_shape, "
+                        f"num_outputs, ...), got {type(meta).__name__}")
+    _check_data_tensors(f, d)
+    return Dataset(d["x_train"], d["y_train"], d.get("x_test"), d.get("y_test"), dict(meta))
+
+
+def _check_data_tensors(f: Path, d: dict) -> None:
+    """A :class:`DataError` naming data file ``f`` when its tensors cannot be trained on: a
+    0-d tensor, other than as many labels as examples, no training example, a class label below
+    0 or not below meta's ``num_outputs`` (the loss failed on it mid-run, after the run was
+    recorded)."""
+    for k in ("x_train", "y_train", "x_test", "y_test"):
+        if k in d and d[k].dim() == 0:
+            raise DataError(f"data file {str(f)!r}: {k} is a single number (0-d tensor); it "
+                            "needs one row per example")
+    for part in ("train", "test"):
+        x, y = d.get(f"x_{part}"), d.get(f"y_{part}")
+        if x is not None and len(x) != len(y):
+            raise DataError(f"data file {str(f)!r}: x_{part} has {len(x)} examples but "
+                            f"y_{part} has {len(y)}")
+        if y is not None and not y.is_floating_point() and y.numel() and int(y.min()) < 0:
+            raise DataError(f"data file {str(f)!r}: y_{part} holds the class label "
+                            f"{int(y.min())}; integer labels are class indices 0, 1, ... "
+                            "(store regression targets as floats)")
+        classes = d.get("meta", {}).get("num_outputs")
+        if (y is not None and not y.is_floating_point() and y.numel()
+                and isinstance(classes, int) and int(y.max()) >= classes):
+            raise DataError(f"data file {str(f)!r}: y_{part} holds the class label "
+                            f"{int(y.max())}, but meta num_outputs is {classes} (labels "
+                            f"0..{classes - 1})")
+    if len(d["x_train"]) == 0:
+        raise DataError(f"data file {str(f)!r}: x_train holds no examples")

@@ -658,3 +658,27 @@ def test_idx_file_cut_short_beside_its_gz_says_so(tmp_path):
     raw.unlink()
     ds = load_dataset("mnist", data_dir=tmp_path, normalize="none")
     np.testing.assert_array_equal(ds.x_train.numpy()[:, 0], arrays["train_images"])
+
+
+@pytest.mark.parametrize("tensors, message", [
+    ({"x_train": torch.zeros(3, 2), "y_train": torch.zeros(2, dtype=torch.long)},
+     "x_train has 3 examples but y_train has 2"),
+    ({"x_train": torch.zeros(3, 2), "y_train": torch.tensor([-1, 0, 1])},
+     "y_train holds the class label -1"),
+    ({"x_train": torch.zeros(3, 2), "y_train": torch.tensor([0, 1, 2]),
+      "meta": {"num_outputs": 2}}, "y_train holds the class label 2, but meta num_outputs is 2"),
+    ({"x_train": torch.zeros(0, 2), "y_train": torch.zeros(0, dtype=torch.long)},
+     "x_train holds no examples"),
+    ({"x_train": torch.tensor(1.0), "y_train": torch.tensor(1)},
+     "x_train is a single number (0-d tensor)"),
+    ({"x_train": torch.zeros(3, 2), "y_train": torch.zeros(3, dtype=torch.long), "meta": 5},
+     "meta must be a dict"),
+])
+def test_a_data_file_that_cannot_be_trained_on_is_named_when_read(tmp_path, tensors, message):
+    # these were a TypeError, an IndexError, or a run recorded and then failed in the loss
+    from sgdlab.data.files import load_data_file
+
+    torch.save(tensors, tmp_path / "d.pt")
+    with pytest.raises(DataError, match=r"^data file '.*d\.pt': " + message.replace("(", r"\(")
+                       .replace(")", r"\)")):
+        load_data_file(tmp_path / "d.pt")
