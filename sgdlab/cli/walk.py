@@ -97,6 +97,11 @@ def _run_one(opt: str, args, data, model_init):
                               "steps_per_epoch": spe}
 
 
+def _num(value, spec: str) -> str:
+    """``value`` in format ``spec``; ``n/a`` for None (a run that diverged before it)."""
+    return "n/a" if value is None else format(value, spec)
+
+
 def _walk(args: argparse.Namespace) -> int:
     import torch
 
@@ -177,14 +182,20 @@ def _walk(args: argparse.Namespace) -> int:
             "walk_fraction_of_run_time": walk.seconds / wall if wall > 0 else None,
         }
         full = ", the full training set;" if info["full_batch"] else ","
+        row = summary[label]
+        # a diverged run has no final loss nor cosines: None, which no float format takes
+        below = row["grad_cosine_frac_below_-0.9"]
         print(f"{label}: {res.steps} steps (B={info['batch_size']}{full} lr={info['lr']}), "
-              f"final train loss {summary[label]['final_train_loss']:.4f}, "
-              f"grad cosine mean {summary[label]['grad_cosine_mean']:.3f}, median "
-              f"{summary[label]['grad_cosine_median']:.3f}, below -0.9 in "
-              f"{100 * summary[label]['grad_cosine_frac_below_-0.9']:.0f}% of steps, "
-              f"barriers in epoch 1: {summary[label]['barriers_epoch1']} of "
-              f"{summary[label]['steps_epoch1']} steps, total {summary[label]['barriers_total']}"
+              f"{'final' if res.status == 'finished' else 'last finite'} train loss "
+              f"{_num(row['final_train_loss'], '.4f')}, "
+              f"grad cosine mean {_num(row['grad_cosine_mean'], '.3f')}, median "
+              f"{_num(row['grad_cosine_median'], '.3f')}, below -0.9 in "
+              f"{_num(None if below is None else 100 * below, '.0f')}% of steps, "
+              f"barriers in epoch 1: {row['barriers_epoch1']} of "
+              f"{row['steps_epoch1']} steps, total {row['barriers_total']}"
               f"; interpolation took {walk.seconds:.2f}s of {wall:.2f}s")
+        if res.status != "finished":
+            print(f"{label}: {res.status}: {res.message}")
 
     # the recorded metrics, so the figures can be redrawn without training again
     write_atomic(out / "history.json",

@@ -91,3 +91,14 @@ def test_a_batch_size_above_the_training_set_is_said_to_be_the_full_set(tmp_path
     assert line.startswith("SGD: 2 steps (B=1437, the full training set; lr=0.5), ")
     sgd = json.loads((out / "results.json").read_text())["runs"]["SGD"]
     assert (sgd["batch_size"], sgd["full_batch"], sgd["steps_per_epoch"]) == (1437, True, 1)
+
+
+def test_a_walk_that_diverges_says_so_and_writes_its_results(tmp_path, capsys):
+    # a diverged run has no final loss nor cosines: the summary line was a TypeError traceback
+    out = tmp_path / "walk"
+    assert main(["walk", "--optimizer", "gd", "--steps", "2", "--widths", "4", "--points", "1",
+                 "--eval-subset", "50", "--lr", "1e30", "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "grad cosine mean n/a" in text and "last finite train loss" in text
+    assert "GD: diverged: non-finite mini-batch loss" in text
+    assert json.loads((out / "results.json").read_text())["runs"]["GD"]["status"] == "diverged"
