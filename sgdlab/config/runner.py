@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +26,7 @@ from ..atomic import save_figure, write_whole
 from ..claims import claim_file
 from ..errors import RunInterrupted, UserError, file_problem, make_output_dir
 from ..store.folders import REPLICA_RESULT, store_option
+from ..store.runstore import is_locked, locked_message
 from ..strict_json import dumps as strict_dumps, write_atomic
 from .io import dump_yaml
 from .run import build_from_config, resolve_device, validate_config
@@ -293,6 +295,13 @@ def _execute(cfg: dict[str, Any], store: Any, run_id: str, out: Path, env: dict[
         _record_end(store, run_id, "failed", str(e))
         raise UserError(f"{e}\nrun {run_id} failed; once that is fixed, continue it with: "
                         f"{hint}") from None
+    except sqlite3.OperationalError as e:
+        _record_end(store, run_id, "failed", f"{type(e).__name__}: {e}")
+        if not is_locked(e):
+            raise
+        # the store locked mid-run: its checkpoint is kept, so it continues, not starts again
+        raise UserError(locked_message(str(store.path), getattr(store, "timeout", None),
+                                       then=f"continue run {run_id} with: {hint}")) from None
     except BaseException as e:
         _record_end(store, run_id, "failed", f"{type(e).__name__}: {e}")
         raise

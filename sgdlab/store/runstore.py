@@ -192,13 +192,14 @@ def is_locked(e: BaseException) -> bool:
     return isinstance(e, sqlite3.OperationalError) and "database is locked" in str(e)
 
 
-def locked_message(where: str, timeout: float | None = None) -> str:
-    """What to say of a run store another process kept locked (:func:`is_locked`)."""
+def locked_message(where: str, timeout: float | None = None, *,
+                   then: str = "run the command again") -> str:
+    """What to say of a run store another process kept locked (:func:`is_locked`); ``then``:
+    what to do once it is free."""
     waited = f" for {timeout:.0f} s" if timeout is not None else ""
     return (f"run store {where} is locked by another process (waited{waited} for its write "
             "lock): a program with a write transaction open on it (an sqlite3 shell, a "
-            "database browser with unsaved changes) holds it; end that transaction and run "
-            "the command again")
+            f"database browser with unsaved changes) holds it; end that transaction and {then}")
 
 
 def _now_iso() -> str:

@@ -1435,3 +1435,34 @@ def test_runs_export_takes_the_file_as_out_too(tmp_path, capsys):
     assert "give the file to write once" in capsys.readouterr().err
     assert not (tmp_path / "a.csv").exists() and not (tmp_path / "b.csv").exists()
 
+
+def test_a_store_locked_mid_run_says_to_resume_and_the_resume_finishes(tmp_path, capsys,
+                                                                       monkeypatch):
+    """Another process holding the store's write lock past the busy timeout during training
+    said "run the command again", which the run's folder refuses: the run keeps its
+    checkpoint, and the message names the resume that continues it."""
+    import sqlite3
+
+    from sgdlab.store.runstore import MetricWriter
+
+    cfg = tmp_path / "tiny.yaml"
+    cfg.write_text(TINY)
+    store_path, out = tmp_path / "runs.sqlite", tmp_path / "run"
+    log = MetricWriter.log
+
+    def locked_at_step_20(self, name, value, step):
+        if step >= 20:
+            raise sqlite3.OperationalError("database is locked")
+        log(self, name, value, step)
+
+    monkeypatch.setattr(MetricWriter, "log", locked_at_step_20)
+    assert main(["train", str(cfg), "--store", str(store_path), "--out", str(out)]) == 2
+    (run,) = RunStore(store_path).list_runs()
+    err = capsys.readouterr().err
+    assert "is locked by another process" in err and "run the command again" not in err
+    assert (f"end that transaction and continue run {run['id']} with: sgdlab resume "
+            f"{run['id']} --store {store_path}") in err
+    assert run["status"] == "failed" and (out / "checkpoints" / "last.pt").is_file()
+    monkeypatch.setattr(MetricWriter, "log", log)
+    assert main(["resume", run["id"], "--store", str(store_path)]) == 0
+    assert "finished after 30 steps" in capsys.readouterr().out
