@@ -55,6 +55,19 @@ def find_config(name_or_path: str | Path) -> Path:
                       f"config of that name; packaged configs: {', '.join(packaged) or '(none)'}")
 
 
+def _other_format(text: str, fmt: str) -> str:
+    """``"; it reads as FMT: ..."`` when ``text``, refused in its file's format, is a mapping
+    in format ``fmt`` (TOML in a .yaml file reads as one YAML string), else ``""``."""
+    try:
+        other = tomllib.loads(text) if fmt == "TOML" else yaml.load(text, Loader=config_loader())
+    except (tomllib.TOMLDecodeError, yaml.YAMLError):
+        return ""
+    if not isinstance(other, dict) or not other:
+        return ""
+    suffix = ".toml" if fmt == "TOML" else ".yaml"
+    return f"; it reads as {fmt}: give the file the suffix {suffix}"
+
+
 def load_config(name_or_path: str | Path) -> dict[str, Any]:
     """The raw (unvalidated) config in a YAML/TOML file or packaged config. ``name`` defaults
     to the file's stem."""
@@ -64,14 +77,19 @@ def load_config(name_or_path: str | Path) -> dict[str, Any]:
         try:
             raw = tomllib.loads(text)
         except tomllib.TOMLDecodeError as e:
-            raise ConfigError(f"{path}: not valid TOML: {e}") from None
+            raise ConfigError(f"{path}: not valid TOML: {e}{_other_format(text, 'YAML')}") \
+                from None
     elif path.suffix in (".yaml", ".yml"):
-        raw = parse_yaml(text, str(path))
+        try:
+            raw = parse_yaml(text, str(path))
+        except ConfigError as e:      # "[data]" of a TOML table starts a YAML list
+            raise ConfigError(f"{e}{_other_format(text, 'TOML')}") from None
     else:
         raise ConfigError(f"{path}: unknown config format {path.suffix!r}; use .yaml or .toml")
     check_not_empty(raw, "run", path)
     if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: the config must be a mapping at top level")
+        hint = _other_format(text, "TOML") if path.suffix != ".toml" else ""
+        raise ConfigError(f"{path}: the config must be a mapping at top level{hint}")
     check_config_kind(raw, "run", path)
     raw.setdefault("name", path.stem)
     return raw

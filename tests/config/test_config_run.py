@@ -852,3 +852,27 @@ def test_a_run_into_a_log_file_shows_its_progress_by_epochs(monkeypatch):
         monkeypatch.setattr(loop, "_watched", lambda: watched)
         assert progress_mode(None, configured) == shown
         assert progress_mode(False, configured) is False           # --no-progress
+
+
+@pytest.mark.parametrize("name, text, message", [
+    ("run.yaml", 'name = "x"\n[train]\nepochs = 2\n',
+     "the config must be a mapping at top level; it reads as TOML: give the file the suffix "
+     ".toml"),
+    ("run.yaml", '[data]\nname = "digits"\n',
+     "not valid YAML: expected '<document start>', but found '<scalar>'; it reads as TOML"),
+    ("run.toml", "name: x\ntrain:\n  epochs: 2\n",
+     "not valid TOML: Expected '=' after a key in a key/value pair (at line 1, column 5); it "
+     "reads as YAML: give the file the suffix .yaml"),
+])
+def test_a_toml_config_named_yaml_or_the_reverse_is_said_to_be(tmp_path, name, text, message):
+    # the message was only "must be a mapping at top level" or the parser's own error
+    (tmp_path / name).write_text(text)
+    with pytest.raises(ConfigError) as e:
+        load_config(tmp_path / name)
+    assert message in str(e.value)
+
+
+def test_a_config_of_neither_format_gets_no_suffix_hint(tmp_path):
+    (tmp_path / "run.yaml").write_text("- a\n- b\n")
+    with pytest.raises(ConfigError, match=r"mapping at top level$"):
+        load_config(tmp_path / "run.yaml")
