@@ -179,7 +179,11 @@ def load_config(path: str | Path) -> dict[str, Any]:
         try:
             cfg = json.loads(text)
         except json.JSONDecodeError as e:
-            raise ConfigError(f"{p}: not valid JSON: {e}") from None
+            # a .toml or suffix-less YAML file was told only "not valid JSON"
+            why = "" if p.suffix == ".json" else (
+                " (a replica config is read as YAML when named .yaml or .yml, else as JSON; "
+                + (f"this one is named {p.suffix})" if p.suffix else "this one has no suffix)"))
+            raise ConfigError(f"{p}: not valid JSON: {e}{why}") from None
     check_not_empty(cfg, "replica", p)
     if not isinstance(cfg, dict):
         raise ConfigError(f"{p}: a replica run config must be a mapping")

@@ -546,3 +546,20 @@ def test_a_device_other_than_cpu_or_cuda_is_refused(tmp_path):
     with pytest.raises(ConfigError, match="device must be cpu or cuda, got 'gpu'"):
         build_run({**cfg, "device": "gpu"})
     assert build_run({**cfg, "device": "cpu"})[3].replicas == 2
+
+
+def test_a_replica_config_not_named_yaml_says_it_was_read_as_json(tmp_path):
+    # a TOML or suffix-less YAML file was told "not valid JSON" alone
+    from sgdlab.errors import ConfigError
+    from sgdlab.train.distributed import load_config
+
+    for name, told in (("parle.toml", "this one is named .toml)"),
+                       ("parle", "this one has no suffix)")):
+        (tmp_path / name).write_text("data: {name: digits}\n")
+        with pytest.raises(ConfigError, match="not valid JSON: .*read as YAML when named .yaml "
+                                              "or .yml, else as JSON; " + told.replace(")", r"\)")):
+            load_config(tmp_path / name)
+    (tmp_path / "parle.json").write_text('{"a": ')
+    with pytest.raises(ConfigError, match=r"not valid JSON: Expecting value: line 1 column 7 "
+                                          r"\(char 6\)$"):
+        load_config(tmp_path / "parle.json")
