@@ -40,3 +40,23 @@ def test_an_option_of_a_measurement_asked_for_passes_to_the_checks_after(tmp_pat
     assert main(["measure", str(tmp_path), "--what", "surface,batch", "--directions", "hessian",
                  "--steps", "1", "--batches", "0"]) == 2
     assert "--steps must be >= 2, got 1" in capsys.readouterr().err
+
+
+def test_the_checkpoint_of_a_diverged_run_is_refused_in_one_line(tmp_path, capsys):
+    # each measurement failed on its non-finite loss with a traceback (FloatingPointError from
+    # Lanczos, the noise or sharpness; ValueError from the surface's directions)
+    cfg = tmp_path / "tiny.yaml"
+    cfg.write_text("name: tiny\ndata: {name: cubic, seed: 0}\nmodel: {name: zhu-mlp-1-6-6-6-1}\n"
+                   "optimizer: {name: sgd, lr: 1.0e+30}\n"
+                   "train: {epochs: 1, batch_size: 4, threads: 1, progress: false}\n")
+    run = tmp_path / "run"
+    assert main(["train", str(cfg), "--store", str(tmp_path / "s.sqlite"), "--out",
+                 str(run)]) == 3
+    capsys.readouterr()
+    for what in ("hessian", "surface"):
+        assert main(["measure", str(run), "--what", what, "--out", str(tmp_path / what)]) == 2
+        err = capsys.readouterr().err
+        assert "Traceback" not in err and err.count("\n") == 1, err
+        assert ("last.pt (step 1): its loss on the measured examples is inf: there is nothing "
+                "to measure") in err
+        assert not (tmp_path / what).exists()
