@@ -434,3 +434,11 @@ def test_sharpness_instrument_passes_its_memory_budget_to_every_measurement(monk
     for bad in (0, 1.5, "1XB", True):
         with pytest.raises(ValueError, match=r"Invalid memory_budget=.*; bytes: a whole number"):
             build_instrument("sharpness", schedule=Schedule.at([1]), memory_budget=bad)
+
+
+def test_a_hessian_instrument_that_would_measure_nothing_is_refused():
+    # k: 0 without bottom or probes ran at every scheduled step and logged nothing, silently
+    with pytest.raises(ValueError, match="Invalid k=0 with bottom, trace_probes and "
+                                         "frobenius_probes 0: the instrument would measure"):
+        build_instrument("hessian", every=1, k=0)
+    assert build_instrument("hessian", every=1, k=0, trace_probes=2).trace_probes == 2

@@ -120,6 +120,10 @@ class HessianCallback(MeasuredCallback):
             block_size=(block_size, block_size is None or int_at_least(block_size, 1),
                         "an int >= 1"),
             operator=(operator, operator in OPERATORS, f"one of {', '.join(sorted(OPERATORS))}"))
+        if not (k or bottom or trace_probes or frobenius_probes):
+            # it ran every step without logging a value, and said nothing
+            raise ValueError("Invalid k=0 with bottom, trace_probes and frobenius_probes 0: "
+                             "the instrument would measure nothing (set one of them >= 1)")
         self.k, self.bottom, self.tol, self.operator = k, bottom, tol, operator
         self.trace_probes, self.frobenius_probes, self.prefix = (trace_probes, frobenius_probes,
                                                                  prefix)
