@@ -357,6 +357,13 @@ def _check_hyper(path: str, sec: dict[str, Any], name: str, params: dict[str, An
             v = hyper.get(k)
             if isinstance(v, (int, float)) and not isinstance(v, bool) and v < 0:
                 errors.append(f"{join(path, k)}: must be >= 0, got {v!r}")
+        for k, v in hyper.items():
+            d = params.get(k)
+            # Adam's betas: torch indexes [0], [1] (a short list was "list index out of
+            # range") and unpacks two at its first step (a long one failed mid-run)
+            if (isinstance(d, tuple) and d and isinstance(v, list) and len(v) != len(d)
+                    and len(errors) == n_errors):
+                errors.append(f"{join(path, k)}: must be a list of {len(d)} numbers, got {v!r}")
     if len(errors) == n_errors and build is not None:
         try:
             build(hyper)
