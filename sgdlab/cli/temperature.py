@@ -4,6 +4,7 @@ or batch size that keeps one of them when the other changes (:mod:`sgdlab.measur
 from __future__ import annotations
 
 import argparse
+import math
 
 from sgdlab.errors import UserError
 
@@ -70,8 +71,8 @@ def _temperature(args: argparse.Namespace) -> int:
             and args.match_lr > args.dataset_size:
         raise UserError(f"--match-lr {args.match_lr}: a batch size beyond --dataset-size "
                         f"{args.dataset_size}")
-    if args.match_batch_size is not None and not args.match_batch_size > 0:
-        raise UserError(f"--match-batch-size takes the new learning rate, > 0; got "
+    if args.match_batch_size is not None and not 0 < args.match_batch_size < math.inf:
+        raise UserError(f"--match-batch-size takes the new learning rate, finite and > 0; got "
                         f"{args.match_batch_size:g}")
     kw = dict(momentum=args.momentum, dataset_size=args.dataset_size,
               mean_eigenvalue=args.mean_eig)

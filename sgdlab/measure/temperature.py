@@ -34,10 +34,11 @@ MUSSO_CONVENTIONS = {"paper": 1.0, "mean-lr": 2.0}
 
 def _check(lr: float, batch_size: float, momentum: float = 0.0,
            dataset_size: int | None = None) -> None:
-    if not lr > 0:
-        raise ValueError(f"Invalid learning rate: {lr} (must be > 0)")
-    if not batch_size > 0:
-        raise ValueError(f"Invalid batch size: {batch_size} (must be > 0)")
+    # inf: every temperature came out inf, or 0 and nan once solved for the other
+    if not 0 < lr < math.inf:
+        raise ValueError(f"Invalid learning rate: {lr} (must be finite and > 0)")
+    if not 0 < batch_size < math.inf:
+        raise ValueError(f"Invalid batch size: {batch_size} (must be finite and > 0)")
     if not 0.0 <= momentum < 1.0:
         raise ValueError(f"Invalid momentum value: {momentum} (need 0 <= momentum < 1)")
     if dataset_size is not None and not batch_size <= dataset_size:
@@ -79,8 +80,8 @@ def thesis_temperature(lr: float, batch_size: float, mean_eigenvalue: float) -> 
     """(η / B) · mean λ(D), with mean λ(D) = Tr D / d measured (e.g.
     ``GradientCovariance.trace() / dim``)."""
     _check(lr, batch_size)
-    if not mean_eigenvalue >= 0:
-        raise ValueError(f"Invalid mean eigenvalue {mean_eigenvalue} (must be >= 0)")
+    if not 0 <= mean_eigenvalue < math.inf:
+        raise ValueError(f"Invalid mean eigenvalue {mean_eigenvalue} (must be finite and >= 0)")
     return lr / batch_size * mean_eigenvalue
 
 

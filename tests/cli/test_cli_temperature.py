@@ -25,3 +25,16 @@ def test_a_temperature_that_cannot_be_kept_leaves_the_others_answered(capsys):
     assert ("keep eta_over_b: none (matching needs batch size 1280.0 > dataset size 1000)"
             in out.splitlines())
     assert "keep beta_inv_without_replacement: lr 1 -> batch size 595 (exact 594.8;" in out
+
+
+def test_an_infinite_learning_rate_or_batch_size_is_refused(capsys):
+    # --lr inf printed inf for every temperature; --match-batch-size inf answered each kind
+    # with "none (Invalid learning rate: inf ...)"
+    for argv, message in (
+            (["--lr", "inf", "--batch-size", "4"], "Invalid learning rate: inf (must be finite"),
+            (["--lr", "0.1", "--batch-size", "4", "--mean-eig", "inf"],
+             "Invalid mean eigenvalue inf (must be finite and >= 0)"),
+            (["--lr", "0.1", "--batch-size", "4", "--match-batch-size", "inf"],
+             "--match-batch-size takes the new learning rate, finite and > 0; got inf")):
+        assert main(["temperature", *argv]) == 2
+        assert message in capsys.readouterr().err
