@@ -109,7 +109,9 @@ class DataSection(Section):
     sha256: str | None = Field(None, pattern=r"^[0-9a-f]{64}$", description=(
         "written by sgdlab: SHA-256 of the data file's bytes when the run started; the run "
         "is not rebuilt (resumed, measured) from a file that has changed since"))
-    seed: int = Field(0, ge=0, description="seed of the data (subsets, label noise, splits)")
+    # numpy's seeds are 32-bit: a larger one failed in np.random.seed, after validation
+    seed: int = Field(0, ge=0, le=2**32 - 1,
+                      description="seed of the data (subsets, label noise, splits)")
     data_dir: str | None = Field(None, description="folder with the dataset's files")
     options: dict[str, Any] = Field(default_factory=dict,
                                     description="the dataset's keyword arguments")
@@ -160,7 +162,8 @@ class TrainSection(Section):
     batch_size: BatchSize = 128
     replacement: bool = Field(False, description="draw mini-batches i.i.d. with replacement")
     drop_last: bool = Field(False, description="drop each pass's last partial batch")
-    seed: int = Field(0, ge=0, description="seed of the initial weights and the batch order")
+    seed: int = Field(0, ge=0, le=2**32 - 1,
+                      description="seed of the initial weights and the batch order")
     eval_every: int = Field(1, ge=0, description="epochs between evaluations; 0: start and end")
     eval_subset: int | None = Field(None, ge=1, description="evaluate on this many examples")
     eval_bn: Literal["running", "recompute"] = Field(

@@ -58,6 +58,7 @@ import ctypes
 import datetime
 import json
 import math
+import numbers
 import os
 import secrets
 import sys
@@ -274,7 +275,12 @@ def build_model_and_data(cfg: dict[str, Any]):
         raise ConfigError("model needs 'name'")
     from ..models import build_model, check_model_inputs
     check_model_inputs(mspec["name"], data.x_train, data.meta.get("name"))
-    torch.manual_seed(int(cfg.get("seed", 0)))
+    seed = cfg.get("seed", 0)
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not 0 <= seed < 2**32:
+        # int() of it was a ValueError traceback ('abc', and torch's past 64 bits) or dropped
+        # a fraction (1.5); 32 bits as a run config's seeds
+        raise ConfigError(f"seed must be an int in 0..2**32 - 1, got {seed!r}")
+    torch.manual_seed(int(seed))
     model = build_model(mspec.pop("name"), data.input_shape, data.num_outputs, **mspec).to(dtype)
     loss_fn = build_loss(cfg.get("loss"), data)
     return model, loss_fn, data

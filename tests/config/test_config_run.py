@@ -878,3 +878,10 @@ def test_a_config_of_neither_format_gets_no_suffix_hint(tmp_path):
     (tmp_path / "run.yaml").write_text("- a\n- b\n")
     with pytest.raises(ConfigError, match=r"mapping at top level$"):
         load_config(tmp_path / "run.yaml")
+
+
+def test_a_seed_beyond_32_bits_is_named_under_its_key():
+    # it passed validation and failed in np.random.seed / torch.manual_seed with a traceback
+    for key in ("train.seed", "data.seed"):
+        assert config_errors(apply_overrides(TINY, [f"{key}={2**32}"])) == (
+            f"{key}: must be <= 4294967295, got {2**32}")

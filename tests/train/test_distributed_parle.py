@@ -563,3 +563,15 @@ def test_a_replica_config_not_named_yaml_says_it_was_read_as_json(tmp_path):
     with pytest.raises(ConfigError, match=r"not valid JSON: Expecting value: line 1 column 7 "
                                           r"\(char 6\)$"):
         load_config(tmp_path / "parle.json")
+
+
+@pytest.mark.parametrize("seed", ["abc", 1.5, -1, True, 2**64])
+def test_a_replica_config_seed_that_is_no_32_bit_int_is_refused(seed):
+    # int() of it was a ValueError traceback ('abc', 2**64 in torch.manual_seed) or it
+    # dropped a fraction
+    from sgdlab.errors import ConfigError
+    from sgdlab.train.distributed import build_model_and_data
+
+    cfg = {"data": {"name": "cubic"}, "model": {"name": "mlp", "widths": [4]}, "seed": seed}
+    with pytest.raises(ConfigError, match=r"^seed must be an int in 0..2\*\*32 - 1, got "):
+        build_model_and_data(cfg)
