@@ -465,6 +465,14 @@ def _check_seeds(where: str, seeds: Any) -> None:
     if (not isinstance(seeds, list) or not seeds
             or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds)):
         raise ConfigError(f"{where}.seeds: expected a non-empty list of integers")
+    for s in seeds:
+        # a run's seed seeds numpy (32 bits): a larger one failed each run, and "re-run the
+        # same command" failed them again
+        if not 0 <= s < 2**32:
+            raise ConfigError(f"{where}.seeds: {s} is outside 0..2**32 - 1")
+    twice = sorted({s for s in seeds if seeds.count(s) > 1})
+    if twice:    # said as "duplicate run label 'a'", the first run group's
+        raise ConfigError(f"{where}.seeds: seed {twice[0]} is given twice")
 
 
 def validate_raw(raw: Any, source: str = "<config>") -> dict[str, Any]:

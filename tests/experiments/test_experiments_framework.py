@@ -114,6 +114,10 @@ def test_expand_keys_and_scale_override(tmp_path):
     (lambda r: r.pop("analysis"), "'analysis'"),
     (lambda r: r.update(procedure="nope"), "'nope'"),
     (lambda r: r.update(seeds=[0, "a"]), "seeds"),
+    # each run failed on numpy's 32-bit seed, and the same command failed them again
+    (lambda r: r.update(seeds=[2**40]), "seeds: 1099511627776 is outside 0"),
+    # said as "duplicate run label"
+    (lambda r: r.update(seeds=[0, 1, 0]), "seeds: seed 0 is given twice"),
     (lambda r: r.update(runs=[{"label": "a", "parms": {}}]), "'parms'"),
     (lambda r: r.update(runs=[{"label": "a", "depends": ["zz"]}]), "'zz'"),
     (lambda r: r.update(name="Bad Name"), "name"),
