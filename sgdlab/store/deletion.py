@@ -230,22 +230,32 @@ def delete_planned(store, plan: DeletionPlan, *, force: bool = False) -> Deletio
     result = DeletionResult(rows)
     seen: set[tuple[int, int]] = set()
     artifacts = Path(os.path.abspath(store.path)).parent / ARTIFACTS
-    for folder in (f for r in plan.runs for f in r.folders):
-        if folder.parent == artifacts and (folder.name in in_use
-                                           or store.lease_holder(folder.name) is not None):
-            result.kept.append((folder, f"run key {folder.name} is in use by a run or sweep "
-                                        "started since"))
-            continue
-        size = folder_size(folder, seen)
-        try:
-            shutil.rmtree(folder)
-        except FileNotFoundError:
-            continue            # gone already: nothing to free
-        except OSError as e:
-            result.failed.append((folder, e.strerror or str(e)))
-            continue
-        result.removed.append(folder)
-        result.freed += size
+    folders = [f for r in plan.runs for f in r.folders]
+    try:
+        for folder in folders:
+            if folder.parent == artifacts and (folder.name in in_use
+                                               or store.lease_holder(folder.name) is not None):
+                result.kept.append((folder, f"run key {folder.name} is in use by a run or "
+                                            "sweep started since"))
+                continue
+            size = folder_size(folder, seen)
+            try:
+                shutil.rmtree(folder)
+            except FileNotFoundError:
+                continue            # gone already: nothing to free
+            except OSError as e:
+                result.failed.append((folder, e.strerror or str(e)))
+                continue
+            result.removed.append(folder)
+            result.freed += size
+    except KeyboardInterrupt:
+        # the rows are gone: no later delete finds these folders, so name them
+        kept = {f for f, _ in result.kept}
+        left = [str(f) for f in folders if f.exists() and f not in kept]
+        raise KeyboardInterrupt(
+            f"interrupted: the {rows['runs']} runs' records are deleted, but "
+            f"{len(left)} of their folders remain; remove them by hand: {', '.join(left)}"
+        ) from None
     return result
 
 

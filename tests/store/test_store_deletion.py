@@ -242,3 +242,25 @@ def test_compact_gives_the_deleted_rows_pages_back_and_waits_for_no_busy_writer(
         other.execute("ROLLBACK")
         other.close()
     assert store.list_runs() == [] and store.compact() is not None
+
+
+def test_ctrl_c_while_the_folders_go_names_the_ones_left(tmp_path, monkeypatch):
+    # the rows were deleted and a bare "interrupted" left the other folders unnamed: no later
+    # delete finds them
+    store = RunStore(tmp_path / "runs.sqlite")
+    first, second, third = (_train_run(store, [1.0]) for _ in range(3))
+    plan = plan_deletion(store, [first, second, third])
+    remove = shutil.rmtree
+
+    def interrupted_at_the_second(path, *a, **kw):
+        if str(path).endswith(second):
+            raise KeyboardInterrupt
+        return remove(path, *a, **kw)
+
+    monkeypatch.setattr(shutil, "rmtree", interrupted_at_the_second)
+    with pytest.raises(KeyboardInterrupt) as e:
+        delete_planned(store, plan)
+    assert store.list_runs() == [] and not (tmp_path / first).exists()
+    assert str(e.value) == (
+        "interrupted: the 3 runs' records are deleted, but 2 of their folders remain; remove "
+        f"them by hand: {tmp_path / second}, {tmp_path / third}")
