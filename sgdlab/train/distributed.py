@@ -70,8 +70,8 @@ import torch.distributed as dist
 
 from ..atomic import replaced_whole
 from ..claims import FolderBusy, claim_file, hold_lock
-from ..errors import (ConfigError, UserError, check_config_kind, check_not_empty, did_you_mean,
-                      file_problem, make_output_dir, read_config_text)
+from ..errors import (ConfigError, DataError, UserError, check_config_kind, check_not_empty,
+                      did_you_mean, file_problem, make_output_dir, read_config_text)
 from ..losses import build_loss
 from ..plugins import import_plugins, plugin_key
 from ..store.folders import REPLICA_MASTER, REPLICA_RESULT, store_option
@@ -265,7 +265,12 @@ def build_model_and_data(cfg: dict[str, Any]):
         from ..data import load_dataset
         if "name" not in dspec:
             raise ConfigError("data needs 'name' (a dataset) or 'file'")
-        data = load_dataset(dspec.pop("name"), **dspec)
+        try:
+            data = load_dataset(dspec.pop("name"), **dspec)
+        except DataError:
+            raise       # names its file
+        except UserError as e:    # a bad name or option: say which section holds it
+            raise ConfigError(f"data: {e}") from None
     dtype = {"float32": torch.float32, "float64": torch.float64}.get(cfg.get("dtype", "float32"))
     if dtype is None:
         raise ConfigError(f"dtype must be float32 or float64, got {cfg.get('dtype')!r}")
@@ -281,7 +286,14 @@ def build_model_and_data(cfg: dict[str, Any]):
         # a fraction (1.5); 32 bits as a run config's seeds
         raise ConfigError(f"seed must be an int in 0..2**32 - 1, got {seed!r}")
     torch.manual_seed(int(seed))
-    model = build_model(mspec.pop("name"), data.input_shape, data.num_outputs, **mspec).to(dtype)
+    try:
+        model = build_model(mspec.pop("name"), data.input_shape, data.num_outputs, **mspec)
+    except UserError as e:    # a bad name or option: say which section holds it
+        # a run config's layout, {name, options: {...}}, read as an option named "options"
+        nested = ("; a replica config gives them beside the name, e.g. {name: mlp, widths: "
+                  "[64]}, not under options") if "options" in mspec else ""
+        raise ConfigError(f"model: {e}{nested}") from None
+    model = model.to(dtype)
     loss_fn = build_loss(cfg.get("loss"), data)
     return model, loss_fn, data
 

@@ -575,3 +575,18 @@ def test_a_replica_config_seed_that_is_no_32_bit_int_is_refused(seed):
     cfg = {"data": {"name": "cubic"}, "model": {"name": "mlp", "widths": [4]}, "seed": seed}
     with pytest.raises(ConfigError, match=r"^seed must be an int in 0..2\*\*32 - 1, got "):
         build_model_and_data(cfg)
+
+
+def test_a_bad_model_or_data_option_of_a_replica_config_names_its_section():
+    # "option 'n_train' must be ..." named no section; a run config's {name, options: {...}}
+    # layout was called an unknown option 'options' without saying where options go
+    from sgdlab.errors import ConfigError
+    from sgdlab.train.distributed import build_model_and_data
+
+    with pytest.raises(ConfigError, match=r"^data: option 'n_train' must be an integer >= 2"):
+        build_model_and_data({"data": {"name": "cubic", "n_train": -1},
+                              "model": {"name": "mlp"}})
+    with pytest.raises(ConfigError, match=r"^model: model 'mlp' has no option\(s\) 'options'.*; "
+                                          r"a replica config gives them beside the name"):
+        build_model_and_data({"data": {"name": "cubic"},
+                              "model": {"name": "mlp", "options": {"widths": [4]}}})
