@@ -344,6 +344,15 @@ def _key_named(message: str, keys: list[str]) -> str | None:
     return hits[0] if len(hits) == 1 else None
 
 
+def _key_quoted(message: str, hyper: dict[str, Any]) -> str | None:
+    """The one key of ``hyper`` whose text value, or a text item of its list, ``message``
+    quotes ("could not convert string to float: 'a'" of ``milestones: [a]``)."""
+    hits = [k for k, v in hyper.items()
+            if any(isinstance(x, str) and repr(x) in message
+                   for x in (v if isinstance(v, list) else [v]))]
+    return hits[0] if len(hits) == 1 else None
+
+
 def _check_hyper(path: str, sec: dict[str, Any], name: str, params: dict[str, Any],
                  var_kw: bool, what: str, errors: list[str],
                  build: Callable[[dict[str, Any]], Any] | None,
@@ -371,7 +380,7 @@ def _check_hyper(path: str, sec: dict[str, Any], name: str, params: dict[str, An
         try:
             build(hyper)
         except Exception as e:  # any rejection of these arguments is a config problem
-            key = _key_named(str(e), list(hyper))
+            key = _key_named(str(e), list(hyper)) or _key_quoted(str(e), hyper)
             errors.append(f"{join(path, key)}: {e}" if key else f"{path} ({name}): {e}")
 
 

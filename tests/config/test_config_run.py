@@ -885,3 +885,9 @@ def test_a_seed_beyond_32_bits_is_named_under_its_key():
     for key in ("train.seed", "data.seed"):
         assert config_errors(apply_overrides(TINY, [f"{key}={2**32}"])) == (
             f"{key}: must be <= 4294967295, got {2**32}")
+
+
+def test_a_text_item_a_schedule_cannot_read_is_named_under_its_key():
+    # "schedule (step): could not convert string to float: 'a'" named the section only
+    raw = apply_overrides(TINY, ["schedule={name: step, milestones: [2, a]}"])
+    assert config_errors(raw) == "schedule.milestones: could not convert string to float: 'a'"
