@@ -89,7 +89,9 @@ def _experiment_of(target: str, scale: str | None, readings: dict) -> str | None
 
     try:
         if (Path(target) / "results.json").is_file():
-            return (load_results(target).get("experiment") or {}).get("name")
+            experiment = load_results(target).get("experiment")
+            # not a mapping (a hand-edited file): the rebuild says what is wrong with it
+            return experiment.get("name") if isinstance(experiment, dict) else None
         return load_experiment(target, scale or "cpu", readings).name
     except (UserError, ValueError):    # not JSON, not an experiment: the rebuild's to say
         return None

@@ -433,6 +433,20 @@ def _experiment_results(path: Path) -> dict[str, Any]:
                 if isinstance(old, dict) and "run_id" in old else "not an experiment's")
         raise UserError(f"{path} is {what} results.json: `sgdlab report` takes the output "
                         "folder of `sgdlab run` or an experiment name")
+    # a hand-edited file: the rebuild reads these keys' entries
+    for key, holds in (("experiment", "name, version, readings, ..."),
+                       ("environment", "versions, host, workers, ...")):
+        value = old.get(key)
+        if value is not None and not isinstance(value, dict):
+            raise UserError(f"{path}: key {key!r} is {type(value).__name__} {value!r}, not a "
+                            f"mapping ({holds}); rebuild the file with `sgdlab run` on the "
+                            "same experiment and scale")
+    readings = (old.get("experiment") or {}).get("readings")
+    if readings is not None and not (isinstance(readings, dict) and all(
+            isinstance(r, dict) and "choice" in r for r in readings.values())):
+        raise UserError(f"{path}: key 'experiment.readings' is not a mapping of reading to "
+                        "{choice: ...}; rebuild the file with `sgdlab run` on the same "
+                        "experiment and scale")
     return old
 
 

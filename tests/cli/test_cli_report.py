@@ -56,3 +56,20 @@ def test_a_reading_goes_to_the_report_named_by_its_experiment(tmp_path, monkeypa
     assert rebuilt == {str(a): (None, {}),
                        "jastrzebski-ratio-grid": ("smoke", {"final-hessian-bn": "train"})}
     assert checked == {str(a): {}, "jastrzebski-ratio-grid": {"final-hessian-bn": "train"}}
+
+
+def test_a_results_json_whose_experiment_is_not_a_mapping_is_named(tmp_path, capsys):
+    # a hand-edited `"experiment": "NAME"` ended `report` in an AttributeError traceback
+    folder = tmp_path / "out"
+    folder.mkdir()
+    (folder / "results.json").write_text(json.dumps(
+        {"experiment": "zhu-escape-2d", "scale": "smoke", "config": {"file": {}}}))
+    for argv in (["report", str(folder)], ["report", str(folder), "--compare", str(folder)]):
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert (f"{folder / 'results.json'}: key 'experiment' is str 'zhu-escape-2d', not a "
+                "mapping") in err and err.count("\n") == 1
+    (folder / "results.json").write_text(json.dumps(
+        {"environment": "cpu", "scale": "smoke", "config": {"file": {}}}))
+    assert main(["report", str(folder)]) == 2
+    assert "key 'environment' is str 'cpu', not a mapping" in capsys.readouterr().err
