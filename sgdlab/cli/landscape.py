@@ -116,7 +116,7 @@ def _save(out: Path, name: str, fig) -> str:
 def _main(args) -> int:
     import torch
 
-    from sgdlab.errors import UserError, refuse_results_of_others
+    from sgdlab.errors import UserError, make_output_dir, refuse_results_of_others
 
     given = [flag for dest, flag in _ESCAPE_FLAGS.items()
              if getattr(args, dest) not in (None, "paper" if dest == "protocol" else None)]
@@ -144,7 +144,7 @@ def _main(args) -> int:
                f"sgdlab-out/landscape-{args.demo}{'-quick' if args.quick else ''}")
     refuse_results_of_others(out, "sgdlab landscape")
     fresh = not out.exists()
-    out.mkdir(parents=True, exist_ok=True)
+    make_output_dir(out)
     runner = {"escape": lambda args, out: _escape(args, out, escape), "ou": _ou,
               "double-well": _double_well, "pspin": _pspin, "pde": _pde,
               "perceptron": _perceptron}[args.demo]

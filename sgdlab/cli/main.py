@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import os
 import pkgutil
@@ -150,7 +151,9 @@ def error_message(e: BaseException, opened_before) -> str | None:
     if isinstance(e, OSError):
         # an output path that cannot be written (a file in the way, no permission, a full
         # or read-only disk): name the path, not a traceback; other OSErrors stay bugs
-        if e.errno not in FILE_SYSTEM_ERRNOS or e.filename is None:
+        # ENOENT too: a file system that makes no new entries (/proc, /sys) answers "no such
+        # file" to a write there
+        if e.errno not in FILE_SYSTEM_ERRNOS | {errno.ENOENT} or e.filename is None:
             return None
         return f"cannot write {os.fsdecode(e.filename)}: {file_problem(e)}"
     where = " or ".join(opened_stores(opened_before)) or "the run store"

@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from sgdlab.cli._help import plain
-from sgdlab.errors import UserError, did_you_mean
+from sgdlab.errors import UserError, did_you_mean, make_output_dir
 from sgdlab.atomic import save_figure
 from sgdlab.strict_json import write_atomic
 
@@ -338,7 +338,7 @@ def _measure(args: argparse.Namespace) -> int:
                         + (" or more examples with --subset" if len(x) < d else ""))
     _refuse_non_finite(model, loss_fn, batch, ckpt, step)
     out_dir = Path(args.out) if args.out else ((folder or Path(".")) / f"measure-step{step}")
-    out_dir.mkdir(parents=True, exist_ok=True)
+    make_output_dir(out_dir)
     print(f"sgdlab: measuring {ckpt} (step {step}) on {len(x)} {args.data} examples, "
           f"{d} parameters, "
           f"{'train' if args.train_mode else 'eval'} mode", flush=True)

@@ -720,7 +720,7 @@ def _plot_path(given: str) -> Path:
 
 
 def _export(args) -> int:
-    from sgdlab.errors import UserError
+    from sgdlab.errors import UserError, make_output_dir
 
     if args.out_path is not None:
         if args.path is not None and args.path != args.out_path:
@@ -749,6 +749,7 @@ def _export(args) -> int:
         from sgdlab.config.run import training_hparams
         from sgdlab.train.tensorboard import export_runs
 
+        make_output_dir(args.tensorboard, "--tensorboard")
         folders = export_runs(store, args.tensorboard, args.runs, hparams=training_hparams)
         print(f"wrote {len(folders)} runs to {args.tensorboard} "
               f"(tensorboard --logdir {args.tensorboard})")

@@ -106,7 +106,7 @@ def _walk(args: argparse.Namespace) -> int:
     import torch
 
     from sgdlab.data import load_dataset
-    from sgdlab.errors import UserError, refuse_results_of_others
+    from sgdlab.errors import UserError, make_output_dir, refuse_results_of_others
     from sgdlab.measure.interpolation import interpolate_models
     from sgdlab.measure.trajectory import (
         increment_autocorrelation,
@@ -151,7 +151,7 @@ def _walk(args: argparse.Namespace) -> int:
     # made once the data and model are known good: a typo leaves no empty folder
     out = Path(args.out)
     refuse_results_of_others(out, "sgdlab walk")
-    out.mkdir(parents=True, exist_ok=True)
+    make_output_dir(out)
 
     runs, models, summary = {}, {}, {}
     for opt in dict.fromkeys(args.optimizer):

@@ -514,3 +514,48 @@ def test_a_warning_is_the_commands_own_line_without_a_code_location(tmp_path, ca
                     f"'{tmp_path}' is ignored (the datasets read from files: cifar10, "
                     "cifar100, fashion_mnist, mnist, ptb, text_chars, text_lines, text_words)"]
     assert warnings.showwarning is shown
+
+
+
+# /proc makes no new entries and answers "no such file" (ENOENT), which was no file-system
+# error to the CLI: landscape, walk, measure and runs export ended in a traceback
+NO_DIR = "/proc/sgdlab-no-such/out"
+needs_proc = pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux's /proc")
+
+
+@needs_proc
+@pytest.mark.parametrize("argv", [
+    ["landscape", "ou", "--quick"],
+    ["walk", "--steps", "2", "--widths", "4", "--points", "1"]])
+def test_an_out_folder_under_proc_is_named_in_one_line(argv, capsys, monkeypatch):
+    # walk's folder is made once its data are loaded: eight examples stand for the digits
+    from sgdlab.data import Dataset
+    monkeypatch.setattr("sgdlab.data.load_dataset", lambda name, **kw: Dataset(
+        torch.randn(8, 3), torch.arange(8) % 2))
+    assert main([*argv, "--out", NO_DIR]) == 2
+    assert f"--out {NO_DIR}: cannot create the folder: No such file" in one_error_line(capsys)
+
+
+@needs_proc
+def test_a_measure_out_folder_under_proc_is_named_in_one_line(tmp_path, capsys):
+    cfg = tmp_path / "tiny.yaml"
+    cfg.write_text(TINY)
+    run = tmp_path / "run"
+    assert main(["train", str(cfg), "--store", str(tmp_path / "s.sqlite"), "--out",
+                 str(run)]) == 0
+    capsys.readouterr()
+    assert main(["measure", str(run), "--what", "hessian", "--out", NO_DIR]) == 2
+    assert f"--out {NO_DIR}: cannot create the folder: No such file" in one_error_line(capsys)
+
+
+@needs_proc
+def test_an_export_path_under_proc_is_named_in_one_line(tmp_path, capsys):
+    store = tmp_path / "s.sqlite"
+    RunStore(store).close()
+    for argv, said in (
+            ([f"{NO_DIR}.csv"], "cannot write /proc/sgdlab-no-such: No such file or directory"),
+            (["--tensorboard", NO_DIR], f"--tensorboard {NO_DIR}: cannot create the folder"),
+            (["/proc/sgdlab-no-such.csv"],    # the folder is there; the file cannot be made
+             "cannot write /proc/sgdlab-no-such.csv: No such file or directory")):
+        assert main(["runs", "export", "--store", str(store), *argv]) == 2, argv
+        assert said in one_error_line(capsys)
