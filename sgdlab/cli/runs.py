@@ -209,7 +209,26 @@ def _run_ref(args, ref: str, doing: str = "compared") -> str:
     elif first is not None and Path(recorded).resolve() != Path(args.store).resolve():
         raise UserError(f"{ref} records its run in {recorded}, {first} in {args.store}: "
                         f"runs are {doing} within one store")
+    elif Path(recorded).resolve() != Path(args.store).resolve():
+        # named if the run is not in --store: "no run X in OTHER" alone hid where it is
+        args.recorded_elsewhere = {**getattr(args, "recorded_elsewhere", {}),
+                                   rid: (ref, recorded)}
     return rid
+
+
+def _get_run(args, store, ref: str) -> dict:
+    """``store.get_run(ref)``; when it has no such run and ``ref`` came from a run folder whose
+    run.json names another store than ``--store``, the error names that store too."""
+    from sgdlab.errors import UserError
+
+    try:
+        return store.get_run(ref)
+    except UserError as e:
+        folder, recorded = getattr(args, "recorded_elsewhere", {}).get(ref, (None, None))
+        if folder is None:
+            raise
+        raise UserError(f"{e}; {folder} records its run in the store {recorded} (leave out "
+                        "--store to use it)") from None
 
 
 def _report_folder(folder: Path) -> str | None:
@@ -493,7 +512,7 @@ def _show(args) -> int:
 
     ref = _run_ref(args, args.run_id)
     store = _open(args)
-    run = store.get_run(ref)
+    run = _get_run(args, store, ref)
     metrics = store.metrics(run["id"])
     if args.json:
         print(dumps({**run, "metrics": {k: v for k, v in metrics.items()}}, indent=1,
@@ -924,7 +943,7 @@ def _resume(args) -> int:
     from .train import announce, print_outcome
     ref = _run_ref(args, args.run_id)
     store = _open(args, readonly=False)
-    run = store.get_run(ref)
+    run = _get_run(args, store, ref)
     if (run["status"] in RESUMABLE and run["status"] != "running"
             and (run.get("config") or {}).get("run_key")
             and not any(a["kind"] == "out_dir" for a in run.get("artifacts", []))):

@@ -559,3 +559,16 @@ def test_an_export_path_under_proc_is_named_in_one_line(tmp_path, capsys):
              "cannot write /proc/sgdlab-no-such.csv: No such file or directory")):
         assert main(["runs", "export", "--store", str(store), *argv]) == 2, argv
         assert said in one_error_line(capsys)
+
+
+def test_a_run_folder_not_in_the_given_store_names_the_store_it_records(tmp_path, capsys):
+    # `resume FOLDER --store OTHER` said only "no run X in OTHER", not where FOLDER's run is
+    folder, kept, other = tmp_path / "run", tmp_path / "kept.sqlite", tmp_path / "other.sqlite"
+    folder.mkdir()
+    (folder / "run.json").write_text(json.dumps({"run_id": "20260101-000000-abcd",
+                                                 "store": str(kept)}))
+    RunStore(other).close()
+    for command in (["resume"], ["runs", "show"]):
+        assert main([*command, str(folder), "--store", str(other)]) == 2
+        assert (f"no run '20260101-000000-abcd' in {other}; {folder} records its run in the "
+                f"store {kept} (leave out --store to use it)") in one_error_line(capsys)
