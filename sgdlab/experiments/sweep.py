@@ -224,14 +224,23 @@ def run_sweep(runs: list[RunSpec], *, store_path: str | None = None, workers: in
 
 
 def check_options(*, workers: int | None, backend: str, address: str | None,
-                  gpus_per_run: float | None) -> None:
-    """The sweep options that cannot go together, refused before anything runs."""
+                  gpus_per_run: float | None, cpus_per_run: float | None = None) -> None:
+    """The sweep options that cannot go together, refused before anything runs.
+    ``cpus_per_run``: as given on the command line (an experiment's resources or
+    ``$SGDLAB_CPUS_PER_RUN`` are for Ray, and left unused by the local backend)."""
     if workers is not None and workers < 1:
         raise UserError(f"--workers must be >= 1, got {workers}")
     if backend not in BACKENDS:
         raise UserError(f"--backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
-    if backend == "local" and (address is not None or gpus_per_run):
-        raise UserError("--address and --gpus-per-run are options of --backend ray")
+    given = [flag for flag, v in (("--address", address is not None),
+                                  ("--cpus-per-run", cpus_per_run is not None),
+                                  ("--gpus-per-run", bool(gpus_per_run))) if v]
+    if backend == "local" and given:
+        # the local backend would ignore them: its runs take cores // --workers threads
+        raise UserError(f"{' and '.join(given)} "
+                        f"{'are options' if len(given) > 1 else 'is an option'} of --backend "
+                        "ray; the local backend gives each run cores // --workers torch "
+                        "threads ($SGDLAB_THREADS sets them)")
 
 
 def check_backend(backend: str, runs: list[RunSpec], store_path: str | None) -> None:

@@ -264,7 +264,10 @@ def test_results_json_names_its_store_from_any_folder(tmp_path, capsys, monkeypa
 
 
 @pytest.mark.parametrize("bad, says", [(["--workers", "0"], "--workers must be >= 1"),
-                                       (["--address", "auto"], "options of --backend ray"),
+                                       (["--address", "auto"], "option of --backend ray"),
+                                       # was run and ignored: local runs take cores // K
+                                       (["--cpus-per-run", "2"], "--cpus-per-run is an "
+                                                                 "option of --backend ray"),
                                        ([], "file is not a database")])
 def test_a_run_refuses_bad_options_before_it_writes(tmp_path, capsys, bad, says):
     """As its plan: the options (and a store that is no store) are refused before the output
