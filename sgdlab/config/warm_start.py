@@ -6,8 +6,9 @@ unique prefix in the run store, a run folder, a checkpoint file or folder; one r
 of a finished or diverged run of an experiment's sweep, the final weights it keeps
 (``weights.pt``: its checkpoint is removed); of a finished run of ``sgdlab parle``, its
 master (``master.pt``: x̄ and the replicas' averaged buffers, at step rounds · L). Weights
-that are not finite are refused. The model of the run's own config is built as
-usual (seeded by ``train.seed``) and then given the checkpoint's parameters and buffers
+that are not finite are refused, as are those a diverged run diverged on (its last
+checkpoint or final weights: finite, but their loss is not). The model of the run's own config
+is built as usual (seeded by ``train.seed``) and then given the checkpoint's parameters and buffers
 (batch-norm statistics); nothing else is carried: the optimizer's state (momentum buffers),
 the schedule's position and the step count start afresh, as the point is to continue under
 other settings (Xing et al. 2018, footnote 6: isotropic noise, then SGD, from where it stuck).
@@ -82,7 +83,42 @@ def _source(init_from: str, store_path: str | os.PathLike | None):
                           f"(in {', '.join(bad[:3])}{' and more' if len(bad) > 3 else ''}): "
                           "the run diverged before they were saved; start from an earlier "
                           "checkpoint of it")
+    diverged = _diverged_on(state, found)
+    if diverged:   # finite, but their loss is not: the new run would diverge at step 0
+        raise ConfigError(f"{KEY}: {_where(state, found)} holds the weights its run "
+                          f"diverged on ({diverged}): a run started from them diverges at its "
+                          "first step; start from an earlier checkpoint of it, or from "
+                          "another run")
     return state, found
+
+
+def _diverged_on(state: dict[str, Any], found: Any) -> str | None:
+    """Why the source run diverged (its recorded message) when the checkpoint holds the
+    weights it diverged on (those of its last step: a diverged run keeps them when it has
+    no earlier checkpoint); None for any other source, or one whose record is not at hand.
+    The run's record is read from its store, else from its folder's results.json."""
+    import json
+
+    run = None
+    if found.run_id and found.store is not None:
+        try:
+            run = found.store.get_run(found.run_id)
+            run = {**run, "steps": (run.get("summary") or {}).get("steps")}
+        except UserError:
+            run = None
+    if run is None and found.run_id and found.folder is not None:
+        try:
+            run = json.loads((Path(found.folder) / "results.json").read_text())
+        except (OSError, ValueError):
+            return None
+        if not isinstance(run, dict) or run.get("run_id") != found.run_id:
+            return None
+    if run is None or run.get("status") != "diverged":
+        return None
+    steps = run.get("steps")
+    if isinstance(steps, int) and int(state["loop"]["step"]) < steps:
+        return None    # an earlier checkpoint, from before the divergence
+    return str(run.get("message") or f"status diverged after {steps} steps")
 
 
 def _record(model_cfg: dict[str, Any], state: dict[str, Any], found: Any) -> dict[str, Any]:

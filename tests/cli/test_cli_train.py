@@ -1466,3 +1466,23 @@ def test_a_store_locked_mid_run_says_to_resume_and_the_resume_finishes(tmp_path,
     monkeypatch.setattr(MetricWriter, "log", log)
     assert main(["resume", run["id"], "--store", str(store_path)]) == 0
     assert "finished after 30 steps" in capsys.readouterr().out
+
+
+def test_a_warm_start_from_the_weights_a_run_diverged_on_is_refused(tmp_path, capsys):
+    # finite weights whose loss is not: the warm-started run was recorded as diverged at step 0
+    cfg, store = tmp_path / "c.yaml", tmp_path / "s.sqlite"
+    cfg.write_text("name: tiny\ndata: {name: cubic, seed: 0}\nmodel: {name: zhu-mlp-1-6-6-6-1}\n"
+                   "optimizer: {name: sgd, lr: 1.0e+30}\n"
+                   "train: {epochs: 1, batch_size: 4, threads: 1, progress: false}\n")
+    assert main(["train", str(cfg), "--store", str(store), "--out",
+                 str(tmp_path / "run")]) == EXIT_DIVERGED
+    (source,) = RunStore(store).list_runs()
+    capsys.readouterr()
+    for init_from in (source["id"], str(tmp_path / "run")):
+        assert main(["train", str(cfg), "--store", str(store), "--init-from", init_from,
+                     "--out", str(tmp_path / "warm")]) == 2
+        err = capsys.readouterr().err
+        assert (f"(run {source['id']}, step 1) holds the weights its run diverged on "
+                "(non-finite mini-batch loss") in err and err.count("\n") == 1, err
+    assert [r["id"] for r in RunStore(store).list_runs()] == [source["id"]]
+    assert not (tmp_path / "warm").exists()

@@ -256,12 +256,10 @@ def _tiny(**model) -> dict:
             "train": {**TINY_RUN["train"], "threads": 1, "progress": False}}
 
 
-@pytest.mark.parametrize("label,status", [("ok", "finished"), ("blowup", "diverged")])
-def test_a_finished_or_diverged_sweep_run_starts_a_run_from_its_final_weights(
-        sweep_runs, label, status):
+@pytest.mark.parametrize("label,status", [("ok", "finished")])
+def test_a_finished_sweep_run_starts_a_run_from_its_final_weights(sweep_runs, label, status):
     """Its checkpoint is removed; the weights it keeps are its last checkpoint's, entry for
-    entry, and finite (a diverged run stops before the step that would have made them
-    non-finite), found by run id, prefix and run folder."""
+    entry, found by run id, prefix and run folder."""
     from sgdlab.experiments.sweep import artifacts_root
 
     store, runs, last = sweep_runs
@@ -284,6 +282,17 @@ def test_a_finished_or_diverged_sweep_run_starts_a_run_from_its_final_weights(
         "sha256": weights_sha256(final)}
     # only the model: no optimizer state, a fraction of the checkpoint's size
     assert set(load_checkpoint(folder / "weights.pt")) == {"format", "kind", "model", "loop"}
+
+
+def test_the_final_weights_of_a_diverged_sweep_run_are_refused(sweep_runs):
+    # finite (the run stopped before the step that would have made them non-finite), but
+    # their loss is not: a run started from them was recorded as diverged at step 0
+    store, runs, _ = sweep_runs
+    run = runs["blowup"]
+    assert run.status == "diverged"
+    _refused(_tiny(init_from=run.run_id), store, f"(run {run.run_id}, step "
+             f"{run.summary['steps']}) holds the weights its run diverged on (",
+             "a run started from them diverges at its first step")
 
 
 def test_a_run_warm_started_from_a_sweep_run_resumes_from_its_own_checkpoint(
