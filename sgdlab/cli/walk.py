@@ -23,7 +23,13 @@ import time
 from pathlib import Path
 
 from sgdlab.atomic import save_figure, write_whole
+from sgdlab.cli.train import EXIT_DIVERGED
 from sgdlab.strict_json import write_atomic
+
+# as sgdlab train's: a script must not take a walk whose run diverged for a finished one
+EXIT_STATUSES = (f"exit status: 0 its runs finished, {EXIT_DIVERGED} one diverged (its "
+                 "outputs are written all the same, and the step it diverged at printed), 2 "
+                 "bad input (an option, the dataset), 130 interrupted")
 
 
 def register(subparsers) -> None:
@@ -31,7 +37,8 @@ def register(subparsers) -> None:
         "walk", help="walk-with-SGD demo: step interpolation, barriers, gradient cosine",
         description="Train an MLP with full-batch GD and with SGD, interpolate the training "
                     "loss between consecutive iterates (Xing et al. 2018) and save the walk "
-                    "plot, barrier tables, model interpolation and trajectory spectra.")
+                    "plot, barrier tables, model interpolation and trajectory spectra.",
+        epilog=EXIT_STATUSES)
     p.add_argument("--data", default="digits", help="dataset name (default digits)")
     p.add_argument("--optimizer", nargs="+", choices=["gd", "sgd"], default=["gd", "sgd"],
                    help="which runs (default both)")
@@ -243,4 +250,5 @@ def _walk(args: argparse.Namespace) -> int:
     print(f"wrote {out}/walk.png, walk_barriers.md/.csv, results.json"
           + (", interpolation.png" if "interpolation_gd_to_sgd" in results else "")
           + (", trajectory.png" if "trajectory_sgd" in results else ""))
-    return 0
+    # once everything is written: the diverged run's outputs are kept
+    return EXIT_DIVERGED if any(r["status"] == "diverged" for r in summary.values()) else 0

@@ -6,6 +6,7 @@ import json
 import pytest
 
 from sgdlab.cli.main import main
+from sgdlab.cli.train import EXIT_DIVERGED
 
 
 def test_walk_command_writes_plots_tables_and_results(tmp_path, capsys):
@@ -94,11 +95,29 @@ def test_a_batch_size_above_the_training_set_is_said_to_be_the_full_set(tmp_path
 
 
 def test_a_walk_that_diverges_says_so_and_writes_its_results(tmp_path, capsys):
-    # a diverged run has no final loss nor cosines: the summary line was a TypeError traceback
+    # a diverged run has no final loss nor cosines: the summary line was a TypeError traceback;
+    # and it exited 0, where `sgdlab train` exits 3 for a run that diverged
     out = tmp_path / "walk"
     assert main(["walk", "--optimizer", "gd", "--steps", "2", "--widths", "4", "--points", "1",
-                 "--eval-subset", "50", "--lr", "1e30", "--out", str(out)]) == 0
+                 "--eval-subset", "50", "--lr", "1e30", "--out", str(out)]) == EXIT_DIVERGED
     text = capsys.readouterr().out
     assert "grad cosine mean n/a" in text and "last finite train loss" in text
     assert "GD: diverged: non-finite mini-batch loss" in text
     assert json.loads((out / "results.json").read_text())["runs"]["GD"]["status"] == "diverged"
+
+
+def test_a_walk_whose_run_diverges_exits_as_train_does(tmp_path, capsys, monkeypatch):
+    # it exited 0, where `sgdlab train` exits 3 for a diverged run: scripts took it as finished
+    import torch
+
+    from sgdlab.data import Dataset
+
+    monkeypatch.setattr("sgdlab.data.load_dataset", lambda name, **kw: Dataset(
+        torch.linspace(-1, 1, 16).reshape(8, 2), torch.arange(8) % 2))
+    out = tmp_path / "walk"
+    assert main(["walk", "--optimizer", "gd", "--steps", "2", "--widths", "2", "--points", "1",
+                 "--lr", "1e30", "--out", str(out)]) == EXIT_DIVERGED
+    assert "GD: diverged: non-finite mini-batch loss" in capsys.readouterr().out
+    # everything is written all the same
+    assert json.loads((out / "results.json").read_text())["runs"]["GD"]["status"] == "diverged"
+    assert (out / "walk.png").is_file() and (out / "history.json").is_file()
