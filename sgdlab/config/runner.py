@@ -111,6 +111,9 @@ def run_config(cfg: dict[str, Any], *, out_dir: str | os.PathLike | None = None,
         # another folder read the same files
         data_dir = str(Path(cfg["data"]["data_dir"]).expanduser().resolve())
         cfg = {**cfg, "data": {**cfg["data"], "data_dir": data_dir}}
+    if cfg["train"].get("tensorboard"):
+        # before the run is recorded (it was recorded failed at its first logged metric)
+        make_output_dir(cfg["train"]["tensorboard"], "train.tensorboard (--tensorboard)")
     if out_dir is not None:
         _refuse_held(out_dir)   # before a store is opened (or made) for a run that cannot start
         make_output_dir(out_dir)    # before the run is recorded: a folder it cannot write to

@@ -572,3 +572,16 @@ def test_a_run_folder_not_in_the_given_store_names_the_store_it_records(tmp_path
         assert main([*command, str(folder), "--store", str(other)]) == 2
         assert (f"no run '20260101-000000-abcd' in {other}; {folder} records its run in the "
                 f"store {kept} (leave out --store to use it)") in one_error_line(capsys)
+
+
+@needs_proc
+def test_a_tensorboard_folder_under_proc_is_refused_before_the_run_is_recorded(tmp_path,
+                                                                               capsys):
+    # the run was recorded, then failed at its first logged metric with a FileNotFoundError
+    cfg, store = tmp_path / "tiny.yaml", tmp_path / "s.sqlite"
+    cfg.write_text(TINY)
+    assert main(["train", str(cfg), "--store", str(store), "--out", str(tmp_path / "run"),
+                 "--tensorboard", NO_DIR]) == 2
+    assert (f"train.tensorboard (--tensorboard) {NO_DIR}: cannot create the folder: No such "
+            "file or directory") in one_error_line(capsys)
+    assert not store.exists() and not (tmp_path / "run").exists()
