@@ -225,6 +225,8 @@ def run_experiment(name_or_path: str | Path, *, scale: str = "cpu",
     foreign = foreign_out_dir(out, spec)
     if foreign:
         raise UserError(foreign)
+    if tensorboard is not None:     # so is the TensorBoard folder (the first run failed on it)
+        make_output_dir(tensorboard, "--tensorboard")
     out = make_output_dir(out)
     say = progress or (lambda s: None)
     tag = "".join(f", {k}={c}" for k, c in spec.changed_readings().items())

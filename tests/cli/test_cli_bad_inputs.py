@@ -585,3 +585,8 @@ def test_a_tensorboard_folder_under_proc_is_refused_before_the_run_is_recorded(t
     assert (f"train.tensorboard (--tensorboard) {NO_DIR}: cannot create the folder: No such "
             "file or directory") in one_error_line(capsys)
     assert not store.exists() and not (tmp_path / "run").exists()
+    # an experiment's: its first run was recorded failed, the sweep stopped
+    assert main(["run", "zhu-escape-2d", "--scale", "smoke", "--store", str(store), "--out",
+                 str(tmp_path / "report"), "--tensorboard", NO_DIR]) == 2
+    assert f"--tensorboard {NO_DIR}: cannot create the folder" in one_error_line(capsys)
+    assert not store.exists() and not (tmp_path / "report").exists()
