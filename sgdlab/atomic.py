@@ -29,7 +29,11 @@ def replaced_whole(path: str | os.PathLike) -> Iterator[Path]:
                 and os.fsdecode(e.filename) == str(tmp)):
             # the temporary file is gone and was never the caller's: name the file written
             # ("cannot write out.json: Is a directory", not "out.json.4127.0.tmp")
-            raise OSError(e.errno, e.strerror, str(path)) from e
+            failed = OSError(e.errno, e.strerror, str(path))
+            # marked as a write's: "no such file" here is a file system that makes no new
+            # entries (/proc, /sys), which the CLI names as a path it cannot write
+            failed.written = True
+            raise failed from e
         raise
 
 

@@ -151,9 +151,8 @@ def error_message(e: BaseException, opened_before) -> str | None:
     if isinstance(e, OSError):
         # an output path that cannot be written (a file in the way, no permission, a full
         # or read-only disk): name the path, not a traceback; other OSErrors stay bugs
-        # ENOENT too: a file system that makes no new entries (/proc, /sys) answers "no such
-        # file" to a write there
-        if e.errno not in FILE_SYSTEM_ERRNOS | {errno.ENOENT} or e.filename is None:
+        if e.filename is None or e.errno not in FILE_SYSTEM_ERRNOS and not (
+                getattr(e, "written", False) and e.errno == errno.ENOENT):
             return None
         return f"cannot write {os.fsdecode(e.filename)}: {file_problem(e)}"
     where = " or ".join(opened_stores(opened_before)) or "the run store"

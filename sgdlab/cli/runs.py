@@ -785,6 +785,7 @@ def _export(args) -> int:
         raise UserError(f"{args.path}: no export format for the suffix {suffix!r}; name a "
                         ".csv or .json file, or say which with --format csv|json")
     fmt = args.format or ("json" if suffix == ".json" else "csv")
+    make_output_dir(Path(args.path).parent, "PATH's folder")
     if args.summary:
         path = _export_summary(store, Path(args.path), args.runs)
         print(f"wrote {path} (csv, one row per run)")

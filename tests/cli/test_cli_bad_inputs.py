@@ -151,7 +151,8 @@ def test_an_output_path_with_a_file_in_the_way_is_named_before_any_work(tmp_path
     assert main(["train", str(cfg), "--store", str(store), "--out", str(tmp_path / "run")]) == 0
     capsys.readouterr()
     assert main(["runs", "export", str(blocker / "runs.csv"), "--store", str(store)]) == 2
-    assert f"cannot write {blocker}: {blocker} is a file, not a folder" in one_error_line(capsys)
+    assert (f"PATH's folder {blocker}: cannot create the folder: {blocker} is a file, not a "
+            "folder") in one_error_line(capsys)
     # a folder where the file goes: that path, not the temporary file written beside it
     (tmp_path / "runs.csv").mkdir()
     assert main(["runs", "export", str(tmp_path / "runs.csv"), "--store", str(store)]) == 2
@@ -553,12 +554,29 @@ def test_an_export_path_under_proc_is_named_in_one_line(tmp_path, capsys):
     store = tmp_path / "s.sqlite"
     RunStore(store).close()
     for argv, said in (
-            ([f"{NO_DIR}.csv"], "cannot write /proc/sgdlab-no-such: No such file or directory"),
+            ([f"{NO_DIR}/x.csv"], f"PATH's folder {NO_DIR}: cannot create the folder: No such"),
             (["--tensorboard", NO_DIR], f"--tensorboard {NO_DIR}: cannot create the folder"),
             (["/proc/sgdlab-no-such.csv"],    # the folder is there; the file cannot be made
              "cannot write /proc/sgdlab-no-such.csv: No such file or directory")):
         assert main(["runs", "export", "--store", str(store), *argv]) == 2, argv
         assert said in one_error_line(capsys)
+
+
+@needs_proc
+def test_no_such_file_is_a_path_it_cannot_write_only_when_a_write_met_it(tmp_path):
+    # /proc makes no new entries: a write there is "no such file"; a read's "no such file"
+    # is no write, and stays an error of the code (a traceback), not "cannot write"
+    from sgdlab.atomic import write_whole
+    from sgdlab.cli.main import error_message
+    from sgdlab.store.runstore import store_connections
+
+    with pytest.raises(FileNotFoundError) as written:
+        write_whole("/proc/sgdlab-no-such.txt", "x")
+    assert error_message(written.value, store_connections()) == (
+        "cannot write /proc/sgdlab-no-such.txt: No such file or directory")
+    with pytest.raises(FileNotFoundError) as read:
+        open(tmp_path / "missing.txt").read()
+    assert error_message(read.value, store_connections()) is None
 
 
 def test_a_run_folder_not_in_the_given_store_names_the_store_it_records(tmp_path, capsys):
