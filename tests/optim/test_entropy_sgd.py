@@ -726,3 +726,44 @@ def test_inner_momentum_buffer_defaults_to_reset_bit_for_bit():
     assert max((a - b).abs().max() for a, b in zip(default, kept)) > 1e-6
     with pytest.raises(ValueError, match="inner_momentum_buffer"):
         EntropySGD([nn.Parameter(torch.zeros(1))], inner_momentum_buffer="never")
+
+
+@pytest.mark.parametrize("nesterov", [True, False])
+@pytest.mark.parametrize("kept", [True, False])
+def test_inner_momentum_on_the_step_as_algorithm_2_by_hand(kept, nesterov):
+    """``inner_momentum_on="step"`` written out in float64, three outer steps of L = 3 with
+    noise, scoping and weight decay: the whole drift dy = ∇f(y) + λy + γ⁻¹(y − x) goes
+    through the inner momentum (b ← μb + dy; Nesterov dy + μb, else b), the noise is added
+    unaccelerated, y ← y − η(·) + √(2ηβ⁻¹)ε, z ← αz + (1 − α)y; the buffer is zeroed every
+    outer step (``"reset"``) or carried on (``"kept"``, the authors' Parle code); then
+    x ← x − η′(x − z). The ``"gradient"`` reading ends elsewhere."""
+    Q, p, x0 = quadratic(d=3, seed=8)
+    lr, eta, L, alpha, g0, g1, temp, mu, wd, seed = 0.7, 0.1, 3, 0.25, 0.6, 0.2, 1e-3, 0.8, 0.2, 4
+    gen = torch.Generator().manual_seed(seed)
+    x, b = x0.clone(), torch.zeros(3, dtype=torch.float64)
+    for t in range(3):
+        gamma = g0 * (1 - g1) ** t
+        y, z = x.clone(), x.clone()
+        if not kept:
+            b = torch.zeros(3, dtype=torch.float64)
+        for _ in range(L):
+            dy = Q @ y + p + wd * y + (y - x) / gamma
+            b = mu * b + dy
+            step = dy + mu * b if nesterov else b
+            y = y - eta * step + math.sqrt(2 * eta * temp) * torch.randn(
+                3, generator=gen, dtype=torch.float64)
+            z = alpha * z + (1 - alpha) * y
+        x = x - lr * (x - z)
+    outs = {}
+    for on in ("step", "gradient"):
+        w = nn.Parameter(x0.clone())
+        opt = EntropySGD([w], lr=lr, inner_lr=eta, L=L, gamma=g0, gamma_decay=g1, alpha=alpha,
+                         noise=temp, inner_momentum=mu, inner_nesterov=nesterov,
+                         inner_momentum_on=on, weight_decay=wd,
+                         inner_momentum_buffer="kept" if kept else "reset", seed=seed)
+        for _ in range(3):
+            opt.step(quad_closure(w, Q, p))
+        outs[on] = w.detach()
+    assert torch.allclose(outs["step"], x, atol=1e-13, rtol=0), (outs["step"], x)
+    assert (x - x0).abs().max() > 0.05                     # the steps moved x
+    assert (outs["gradient"] - x).abs().max() > 1e-3       # the two readings differ here
