@@ -241,3 +241,46 @@ def test_a_half_precision_model_s_eigenvalues_come_from_a_float32_recurrence(dty
         density = hessian_spectral_density(half, loss_fn, (x.to(dtype), y), num_probes=1,
                                            num_iter=8, generator=torch.Generator().manual_seed(0))
     assert abs(float(density.nodes.max()) - top) < 1e-2 * top       # SLQ's top Ritz value
+
+
+def _krylov_ritz_errors(lam: torch.Tensor, v0: torch.Tensor, steps: int) -> list[dict]:
+    """For j = 1 … steps, the top Ritz pair (θ, y) of diag(λ) on the Krylov space
+    K_j(diag(λ), v0), built by plain Gram–Schmidt (twice) in float64 without the Lanczos
+    recurrence: its residual ‖A y − θ y‖ relative to the largest |Ritz value| (the
+    ``"residual"`` rule) and min(r, r²/gap)/θ (the ``"error_bound"`` rule)."""
+    a, q, out = torch.diag(lam), [v0 / v0.norm()], []
+    for _ in range(steps):
+        basis = torch.stack(q, 1)
+        theta, s = torch.linalg.eigh(basis.T @ a @ basis)
+        y = basis @ s[:, -1]
+        r = float(torch.linalg.vector_norm(a @ y - theta[-1] * y))
+        bound = r if len(q) == 1 else min(r, r * r / float(theta[-1] - theta[-2]))
+        out.append({"residual": r / float(theta.abs().max()),
+                    "error_bound": bound / float(theta[-1])})
+        w = a @ q[-1]
+        for _ in range(2):
+            w = w - basis @ (basis.T @ w)
+        q.append(w / w.norm())
+    return out
+
+
+@pytest.mark.parametrize("criterion,steps", [("residual", 7), ("error_bound", 6),
+                                              ("residual", 1)])
+def test_lanczos_stops_at_the_first_step_that_meets_tol(criterion, steps):
+    """diag(4, linspace(0, 2, 39)) from the all-ones vector: the top Ritz pair's error falls
+    by a factor ≥ 4 per step, so a tol halfway (geometrically) between steps − 1 and steps is
+    met first after exactly ``steps`` products: one product per step, and the check after
+    each step (not one late; the first one too, where the Krylov space is as large as the
+    number of pairs wanted)."""
+    lam = torch.cat([torch.tensor([4.0]), torch.linspace(0, 2, 39)]).double()
+    v0 = torch.ones(40, dtype=torch.float64)
+    errors = [e[criterion] for e in _krylov_ritz_errors(lam, v0, steps)]
+    at = errors[-1]
+    before = errors[-2] if steps > 1 else 16 * at
+    assert before > 4 * at and all(e > before for e in errors[:-2])
+    from sgdlab.operators import DenseOperator
+
+    op = DenseOperator(torch.diag(lam))
+    vals, _ = lanczos(op, 1, v0=v0, tol=(before * at) ** 0.5, criterion=criterion)
+    assert op.num_matvecs == steps
+    assert abs(float(vals[0]) - 4.0) <= before * 4.0
