@@ -113,18 +113,43 @@ def _zero_column_images():
     return x, y
 
 
+class _SilentUnits(nn.Module):
+    """Six of eight hidden units with zero weights and bias: tanh(0) = 0 in every sample, so
+    the read-out's input has all-zero columns, but not their tangents (along those weights):
+    the read-out is no layer on the data, whose zero columns may be dropped. Ops in place on
+    tensors read once: a leaky ReLU (slope 0.2 at 0: the silent units keep their tangents) and
+    an offset."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc, self.out = nn.Linear(9, 8), nn.Linear(8, 3)
+        with torch.no_grad():
+            self.fc.weight[2:] = 0
+            self.fc.bias[2:] = 0
+
+    def forward(self, x):
+        out = self.out(torch.tanh(F.leaky_relu(self.fc(x.flatten(1)), 0.2, inplace=True)))
+        out += 0.5
+        return out
+
+
 def _nets():
     torch.manual_seed(0)
     yield "resnet-slice-proj", _ResNet().eval(), tiny_images()
     yield "functional-broadcast-frozen", _Functional(), tiny_images()
     yield "linear-data-zero-columns", _TwoHeads(), _zero_column_images()
+    yield "hidden-zero-columns", _SilentUnits(), tiny_images(channels=1, size=3)
 
 
 @pytest.mark.parametrize("name,model,data", list(_nets()), ids=[n for n, *_ in _nets()])
 def test_graph_rop_products_match_dense(name, model, data):
+    model = model.double()
     if name == "linear-data-zero-columns":     # the path under test is taken
         assert data_columns(model.a, data[0].flatten(1)) is not None
-    assert_rop_products_match_dense(model.double(), data, GraphHVP)
+    if name == "hidden-zero-columns":          # columns a layer on the data would drop
+        with torch.no_grad():
+            assert data_columns(model.out, torch.tanh(model.fc(data[0].flatten(1)))) is not None
+    assert_rop_products_match_dense(model, data, GraphHVP)
 
 
 def test_batch_statistics_broadcast_in_block_products():
@@ -191,13 +216,81 @@ _DECLINED = {
     "detached copy": lambda fc, x: fc(x) + fc(x).data,
     "inplace op on a tensor read again": lambda fc, x: (
         lambda h: F.relu(h, inplace=True) + h)(fc(x)),
+    "tensor in a denominator": lambda fc, x: 1.0 / fc(x),
+    "max pooling with indices": lambda fc, x: F.max_pool1d(
+        fc(x)[:, None], 3, return_indices=True)[0].flatten(1),
+    "max pooling with indices by position": lambda fc, x: F.max_pool1d(
+        fc(x)[:, None], 3, 3, 0, 1, False, True)[0].flatten(1),
 }
+
+
+class _TwoInputs(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(4, 3)
+
+    def forward(self, x, shift):
+        return self.fc(x) + shift
+
+
+class _InPlaceModule(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc, self.act = nn.Linear(4, 3), nn.ReLU(inplace=True)
+
+    def forward(self, x):
+        h = self.fc(x)
+        return self.act(h) + h
+
+
+def _hooked():
+    model = _Declined(lambda fc, x: fc(x))
+    model.fc.register_forward_hook(lambda m, args, out: 2 * out)
+    return model
+
+
+class _Unused(nn.Module):
+    """A trained layer the forward never calls: its parameters are no graph module's."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc, self.spare = nn.Linear(4, 3), nn.Linear(4, 3)
+
+    def forward(self, x):
+        return self.fc(x)
+
+
+class _Unreached(nn.Module):
+    """A trained layer whose output reaches the loss only through its size."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc, self.head = nn.Linear(4, 3), nn.Linear(4, 3)
+        self.head.requires_grad_(False)
+
+    def forward(self, x):
+        return self.head(x) * self.fc(x).size(1)
+
+
+def test_a_trained_layer_the_loss_does_not_depend_on_has_zero_products():
+    torch.manual_seed(0)
+    model = _Unreached().double()
+    data = (torch.randn(5, 4, dtype=torch.float64), torch.tensor([0, 1, 2, 0, 1]))
+    for operator in (HessianOperator, GGNOperator):
+        op = operator(model, nn.CrossEntropyLoss(), data)
+        assert isinstance(op._rop, GraphHVP)
+        v = torch.randn(op.shape[0], 2, dtype=torch.float64)
+        assert torch.equal(op.matmat(v), torch.zeros_like(v))
+        assert torch.equal(op.quadratic_forms(v), torch.zeros(2, dtype=torch.float64))
 
 
 def test_declined_graphs_keep_autograd_products():
     params = lambda m: dict(m.named_parameters())  # noqa: E731
     train_bn = nn.Sequential(nn.Linear(4, 3), nn.BatchNorm1d(3))
-    for why, model in [(k, _Declined(b)) for k, b in _DECLINED.items()] + [("bn", train_bn)]:
+    for why, model in [(k, _Declined(b)) for k, b in _DECLINED.items()] + [
+            ("bn", train_bn), ("two inputs", _TwoInputs()),
+            ("inplace module on a tensor read again", _InPlaceModule()),
+            ("forward hook", _hooked()), ("parameters of no module in the graph", _Unused())]:
         assert GraphHVP.build(model, params(model)) is None, why
     g = torch.Generator().manual_seed(0)
     data = (torch.randn(5, 4, generator=g, dtype=torch.float64),
@@ -211,3 +304,14 @@ def test_declined_graphs_keep_autograd_products():
         a = dense_hessian_reference(model, nn.CrossEntropyLoss(), data)
         torch.testing.assert_close(op.matmat(v), a @ v)
         torch.testing.assert_close(op.quadratic_forms(v), (v * (a @ v)).sum(0))
+
+
+def test_probe_width_is_the_weighted_layers_outputs_per_sample():
+    """The memory plan's width: values per sample of the weighted layers' outputs (4 + 4 + 3
+    here), after a forward preparation."""
+    torch.manual_seed(0)
+    model = _TwoHeads().double()
+    graph = GraphHVP.build(model, dict(model.named_parameters()))
+    x, y = tiny_images()
+    graph.forward(x, y, nn.CrossEntropyLoss())
+    assert graph.width == 11
