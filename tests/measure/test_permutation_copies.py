@@ -1,5 +1,7 @@
 """Permutation alignment, weight overlap, ensembles and averaged weights of network copies
 (Chaudhari's thesis §5.0.1, Fig. 5.1), on tiny float64 networks with exact answers."""
+import copy
+
 import pytest
 import torch
 from torch import nn
@@ -175,3 +177,124 @@ def test_ensemble_accuracy_by_hand():
     assert ensemble_accuracy([m1, m2], (x, y)) == pytest.approx(2 / 3)    # samples 1 and 2
     # averaged weights: logits mean; sample 0 -> [0.5, 2.5, 0] says 1 (wrong)
     assert averaged_accuracy([m1, m2], [(x[:2], y[:2]), (x[2:], y[2:])]) == pytest.approx(2 / 3)
+
+
+def test_biases_and_batch_norm_parameters_tell_units_with_equal_weights_apart():
+    """Units 0 and 1 share their weight row and differ in bias; units 2 and 3 share row and
+    bias and differ in their batch-norm scale and shift: only the whole vector of a unit's
+    incoming parameters (step 2 of the rule) matches each copy's unit to its own. Swapped in
+    the copy, both pairs are recovered exactly (by the weights alone they tie, and ties go to
+    the lowest index: unswapped)."""
+    ref = randomise_bn(mlp(1, bn=True), 5)
+    with torch.no_grad():
+        ref[1].weight[1] = ref[1].weight[0]
+        ref[1].weight[3] = ref[1].weight[2]
+        ref[1].bias[3] = ref[1].bias[2]
+        ref[1].bias[1] = ref[1].bias[0] + 1.0
+        ref[2].weight[3] = ref[2].weight[2] + 0.5
+    shuffled = permuted(ref, [torch.tensor([1, 0, 3, 2, 4]), torch.tensor([0, 1, 2, 3])])
+    aligned = align_to(ref, shuffled)
+    for (k, p), q in zip(ref.state_dict().items(), aligned.state_dict().values()):
+        assert torch.equal(p, q), k
+
+
+def test_cosine_and_inner_similarities_match_differently():
+    """Reference rows 10·(1, 0) and (0, 1); copy rows (0.5, −0.866) and (0.6, 0.8). Cosines
+    [[0.5, 0.6], [−0.866, 0.8]]: the best pair is (1, 1), then (0, 0): the copy keeps its
+    order. Inner products [[5, 6], [−0.866, 0.8]]: (0, 1) first: its units are swapped."""
+    def net(rows):
+        m = nn.Sequential(nn.Linear(2, 2, bias=False), nn.ReLU(),
+                          nn.Linear(2, 1, bias=False)).double()
+        with torch.no_grad():
+            m[0].weight.copy_(torch.tensor(rows, dtype=torch.float64))
+            m[2].weight.copy_(torch.tensor([[1.0, 2.0]], dtype=torch.float64))
+        return m
+
+    ref, copy = net([[10.0, 0.0], [0.0, 1.0]]), net([[0.5, -0.866], [0.6, 0.8]])
+    cosine = align_to(ref, copy)
+    assert torch.equal(cosine[0].weight, copy[0].weight)
+    inner = align_to(ref, copy, similarity="inner")
+    assert torch.equal(inner[0].weight, copy[0].weight.flip(0))
+    assert torch.equal(inner[2].weight, torch.tensor([[2.0, 1.0]], dtype=torch.float64))
+
+
+def test_ensembles_average_probabilities_in_eval_mode():
+    """The ensemble averages softmax probabilities, not logits: one model very sure of class
+    1 (logit 100) against two that mildly prefer class 0 gives class 0 (the logits' mean
+    would give 1). A batch-norm model in train mode is evaluated in eval mode (labels are its
+    eval-mode predictions; in train mode some differ) and left in train mode."""
+    class Fixed(nn.Module):
+        def __init__(self, logits):
+            super().__init__()
+            self.logits = nn.Parameter(torch.tensor([logits], dtype=torch.float64))
+
+        def forward(self, x):
+            return self.logits.expand(len(x), 3)
+
+    models = [Fixed([0.0, 100.0, 0.0]), Fixed([3.0, 0.0, 0.0]), Fixed([3.0, 0.0, 0.0])]
+    x = torch.zeros(2, 1)
+    assert ensemble_accuracy(models, (x, torch.tensor([0, 0]))) == 1.0
+    assert ensemble_accuracy(models, (x, torch.tensor([1, 1]))) == 0.0
+
+    model = randomise_bn(mlp(2, bn=True), 3).train()
+    x = torch.randn(16, 6, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    with torch.no_grad():
+        y = model.eval()(x).argmax(1)
+        assert (model.train()(x).argmax(1) != y).any()
+    assert ensemble_accuracy([model], (x, y)) == 1.0
+    assert model.training
+
+
+def test_averaged_accuracy_prepares_the_average_first():
+    models = [mlp(1), mlp(2)]
+    x = torch.randn(10, 6, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    y = torch.tensor([2] * 3 + [0] * 7)
+
+    @torch.no_grad()
+    def always_class_2(avg):
+        avg[-1].weight.zero_()
+        avg[-1].bias.copy_(torch.tensor([0.0, 0.0, 1.0]))
+
+    assert averaged_accuracy(models, (x, y), prepare=always_class_2) == pytest.approx(0.3)
+
+
+def test_the_permuted_copy_s_outputs_are_checked_against_atol():
+    """A residual model is no chain: its aligned copy's outputs differ by D; atol = D/2 refuses
+    it, atol = 2D lets it pass."""
+    class Residual(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = nn.Linear(3, 3), nn.Linear(3, 2)
+
+        def forward(self, x):
+            return self.b(x + torch.relu(self.a(x)))
+
+    torch.manual_seed(0)
+    r1, r2 = Residual().double(), Residual().double()
+    x = torch.randn(4, 3, dtype=torch.float64)
+    with torch.no_grad():
+        diff = float((r2(x) - align_to(r1, r2)(x)).abs().max())
+    assert diff > 1e-3
+    align_to(r1, r2, check_input=x, atol=2 * diff)
+    with pytest.raises(ValueError, match="not a plain chain"):
+        align_to(r1, r2, check_input=x, atol=diff / 2)
+
+
+def test_alignment_and_averaging_refuse_what_they_cannot_handle():
+    def refused(model, match):
+        with pytest.raises(ValueError, match=match):
+            align_to(model, copy.deepcopy(model))
+
+    refused(nn.Sequential(nn.Linear(4, 3), nn.BatchNorm1d(3), nn.BatchNorm1d(3),
+                          nn.Linear(3, 2)), "more than one batch norm")
+    refused(nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(7, 2)), "not a multiple")
+    refused(nn.Sequential(nn.Conv2d(2, 4, 3), nn.ReLU(), nn.Conv2d(8, 3, 3)), "channels")
+    refused(nn.Sequential(nn.Conv2d(2, 4, 3, groups=2), nn.ReLU(), nn.Conv2d(4, 3, 3)),
+            "grouped convolution")
+    with pytest.raises(ValueError, match="same architecture"):
+        average_weights([nn.Linear(4, 3), nn.Linear(5, 3)])
+    zero = nn.Linear(4, 3)
+    with torch.no_grad():
+        zero.weight.zero_(), zero.bias.zero_()
+    with pytest.raises(ValueError, match="all zero"):
+        weight_overlap(zero, nn.Linear(4, 3))
