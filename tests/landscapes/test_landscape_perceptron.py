@@ -115,3 +115,52 @@ def test_instance_sizes_are_checked_by_name(args, match):
 def test_a_whole_float_dimension_is_taken():
     inst = PerceptronInstances.sample(2, 5.0, 1.0, generator=torch.Generator().manual_seed(0))
     assert inst.teacher.shape == (2, 5) and inst.patterns.shape == (2, 5, 5)
+
+
+def _anneal_by_hand(inst, replicas, sweeps, beta, gamma_max, seed):
+    """:func:`anneal` written out replica by replica in float64, from the same draws (the
+    start, then per step a coordinate and a uniform per replica): each replica proposes to
+    flip its coordinate i given the configuration before the step (all replicas move at
+    once), Δ = ΔE + the change of −(γ/y) Σ_{a<b} x^a·x^b (pairs summed out), accepted when
+    Δ ≤ 0 or u < exp(−β Δ); β geometric from β₀ to β₁, γ linear from 0 over the steps."""
+    gen = torch.Generator().manual_seed(seed)
+    b, n, d = inst.patterns.shape
+    x = torch.randint(0, 2, (b, replicas, d), generator=gen).double() * 2 - 1
+    total = sweeps * d
+
+    def energy(k, conf, g):         # errors of every replica plus the pairwise coupling
+        errs = sum(int(((inst.patterns[k] @ conf[a]) * inst.labels[k] < 0).sum())
+                   for a in range(replicas))
+        pairs = sum(float(conf[a] @ conf[c]) for a in range(replicas)
+                    for c in range(a + 1, replicas))
+        return errs - g / replicas * pairs
+
+    flips = 0
+    for step in range(total):
+        frac = step / (total - 1)
+        beta_t, gamma_t = beta[0] * (beta[1] / beta[0]) ** frac, gamma_max * frac
+        i = torch.randint(0, d, (b, replicas), generator=gen)
+        u = torch.rand((b, replicas), generator=gen).double()
+        new = x.clone()
+        for k in range(b):
+            for a in range(replicas):
+                moved = x[k].clone()
+                moved[a, i[k, a]] *= -1
+                delta = energy(k, moved, gamma_t) - energy(k, x[k], gamma_t)
+                if delta <= 0 or u[k, a] < math.exp(-beta_t * delta):
+                    new[k, a, i[k, a]] *= -1
+                    flips += 1
+        x = new
+    return x, flips
+
+
+def test_annealing_with_coupling_is_the_documented_metropolis_rule_by_hand():
+    inst = PerceptronInstances.sample(2, 5, 0.8, generator=torch.Generator().manual_seed(0))
+    inst.to(dtype=torch.float64)
+    kw = dict(replicas=3, sweeps=8, beta=(0.5, 3.0))
+    x = anneal(inst, gamma_max=1.5, generator=torch.Generator().manual_seed(4), **kw)
+    want, flips = _anneal_by_hand(inst, gamma_max=1.5, seed=4, **kw)
+    assert torch.equal(x, want)
+    assert 0 < flips < 2 * 3 * 8 * 5                     # some moves taken, some refused
+    plain = anneal(inst, gamma_max=0.0, generator=torch.Generator().manual_seed(4), **kw)
+    assert not torch.equal(plain, x)                      # the coupling changed the run
