@@ -177,6 +177,24 @@ def test_trajectory_pca_recovers_the_plane_of_a_planar_path():
         trajectory_pca(end.expand(3, 10))
 
 
+def test_trajectory_pca_of_a_path_off_any_plane_against_the_dense_eigenproblem():
+    """Six random iterates in R⁵ (rank 5 about the last one): the directions are the top
+    eigenvectors of DᵀD (D: the iterates minus the last), ``explained`` their eigenvalues over
+    the trace (the whole deviation, not the part in the k directions), ``coords`` D's
+    coordinates in them; k above min(T, d) is refused."""
+    pts = torch.randn(6, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    dev = pts - pts[-1]
+    lam, vec = torch.linalg.eigh(dev.T @ dev)
+    pca = trajectory_pca(pts, k=2)
+    for i in range(2):
+        assert abs(float(pca.directions[i] @ vec[:, -1 - i])) == pytest.approx(1.0, abs=1e-12)
+        assert pca.explained[i] == pytest.approx(float(lam[-1 - i] / lam.sum()), rel=1e-12)
+    assert sum(pca.explained) < 0.95
+    torch.testing.assert_close(pca.coords, dev @ torch.stack(pca.directions, 1))
+    with pytest.raises(ValueError, match="Invalid k=6"):
+        trajectory_pca(pts, k=6)
+
+
 def test_trajectory_pca_reads_a_trajectory_file_as_is(tmp_path):
     """The trajectory instrument's rows, `open_trajectory(dir).snapshots`, are a read-only
     memmap: the PCA takes them without torch's warning about non-writable arrays."""
