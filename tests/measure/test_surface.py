@@ -267,6 +267,10 @@ def test_a_single_direction_tensor_and_the_grid_checks():
                           (1.0, 2.5), (0.0, 3), (1.0, 1)):
         with pytest.raises(ValueError, match="finite extent"):
             loss_surface(model, loss_fn, data, d1, extent=extent, steps=steps)
+    bad = d2.clone()
+    bad[0] = float("nan")
+    with pytest.raises(ValueError, match="direction 1 has non-finite entries"):
+        loss_surface(model, loss_fn, data, [d1, bad], extent=0.5, steps=3)
 
 
 def test_loss_only_surface_matches_the_full_one():
