@@ -5,8 +5,9 @@ import pytest
 import torch
 
 from sgdlab.errors import UserError
-from sgdlab.landscapes.perceptron import (PerceptronInstances, anneal, coupling_energy,
-                                          coupling_flip_change, generalization_error)
+from sgdlab.landscapes.perceptron import (PerceptronInstances, anneal, compare_searches,
+                                          coupling_energy, coupling_flip_change,
+                                          generalization_error)
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -154,13 +155,46 @@ def _anneal_by_hand(inst, replicas, sweeps, beta, gamma_max, seed):
     return x, flips
 
 
-def test_annealing_with_coupling_is_the_documented_metropolis_rule_by_hand():
-    inst = PerceptronInstances.sample(2, 5, 0.8, generator=torch.Generator().manual_seed(0))
+@pytest.mark.parametrize("batch,sweeps,beta", [(2, 8, (0.5, 3.0)), (48, 1, (0.2, 5.0))],
+                         ids=["long", "wide"])
+def test_annealing_with_coupling_is_the_documented_metropolis_rule_by_hand(batch, sweeps, beta):
+    """Two instances over 8 sweeps, and 48 over one sweep (5 steps, β from 0.2 to 5.0: where
+    the schedule's end points decide many moves)."""
+    inst = PerceptronInstances.sample(batch, 5, 0.8, generator=torch.Generator().manual_seed(0))
     inst.to(dtype=torch.float64)
-    kw = dict(replicas=3, sweeps=8, beta=(0.5, 3.0))
+    kw = dict(replicas=3, sweeps=sweeps, beta=beta)
     x = anneal(inst, gamma_max=1.5, generator=torch.Generator().manual_seed(4), **kw)
     want, flips = _anneal_by_hand(inst, gamma_max=1.5, seed=4, **kw)
     assert torch.equal(x, want)
-    assert 0 < flips < 2 * 3 * 8 * 5                     # some moves taken, some refused
+    assert 0 < flips < batch * 3 * sweeps * 5            # some moves taken, some refused
     plain = anneal(inst, gamma_max=0.0, generator=torch.Generator().manual_seed(4), **kw)
     assert not torch.equal(plain, x)                      # the coupling changed the run
+
+
+def test_the_number_of_patterns_is_alpha_d_rounded():
+    assert PerceptronInstances.sample(1, 7, 0.5).patterns.shape == (1, 4, 7)     # 3.5 -> 4
+    assert PerceptronInstances.sample(1, 5, 0.3).patterns.shape == (1, 2, 5)     # 1.5 -> 2
+
+
+def test_compare_searches_by_hand():
+    """The errors, their standard errors over instances (std/√B) and the training errors of
+    the three searches, from the same draws as compare_searches makes them."""
+    kw = dict(replicas=3, sweeps=3)
+    got = compare_searches(d=7, alphas=(0.6,), instances=4, gamma_max=1.0, seed=2, **kw)
+    gen = torch.Generator().manual_seed(2)
+    inst = PerceptronInstances.sample(4, 7, 0.6, generator=gen)
+    plain = anneal(inst, generator=gen, **kw)
+    coupled = anneal(inst, gamma_max=1.0, generator=gen, **kw)
+    t = inst.teacher
+    centre = lambda x: torch.where(x.sum(1) >= 0, 1.0, -1.0)  # noqa: E731
+    eps = {"plain": generalization_error(plain, t[:, None]).mean(1),
+           "plain centre": generalization_error(centre(plain), t),
+           "local entropy": generalization_error(centre(coupled), t)}
+    errs = {"plain": inst.train_errors(plain).float().mean(1),
+            "plain centre": inst.train_errors(centre(plain)[:, None])[:, 0].float(),
+            "local entropy": inst.train_errors(centre(coupled)[:, None])[:, 0].float()}
+    for name in eps:
+        assert got["errors"][name] == [pytest.approx(float(eps[name].mean()), abs=1e-7)]
+        assert got["stderr"][name] == [pytest.approx(float(eps[name].std() / 2), abs=1e-7)]
+        assert got["train_errors"][name] == [pytest.approx(float(errs[name].mean()), abs=1e-7)]
+    assert len({round(got["errors"][k][0], 9) for k in eps}) > 1     # the three differ
