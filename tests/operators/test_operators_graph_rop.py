@@ -115,10 +115,9 @@ def _zero_column_images():
 
 class _SilentUnits(nn.Module):
     """Six of eight hidden units with zero weights and bias: tanh(0) = 0 in every sample, so
-    the read-out's input has all-zero columns, but not their tangents (along those weights):
-    the read-out is no layer on the data, whose zero columns may be dropped. Ops in place on
-    tensors read once: a leaky ReLU (slope 0.2 at 0: the silent units keep their tangents) and
-    an offset."""
+    the read-out's input has all-zero columns, but not their tangents (along those weights),
+    which the products keep. Ops in place on tensors read once: a leaky ReLU (slope 0.2 at 0:
+    the silent units keep their tangents) and an offset."""
 
     def __init__(self):
         super().__init__()
@@ -133,12 +132,27 @@ class _SilentUnits(nn.Module):
         return out
 
 
+class _OffsetInPlace(nn.Module):
+    """``h += 0.5`` between two layers: the read-out reads the offset tensor itself, which
+    making the offset's vector-Jacobian product must leave as it is."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc, self.out = nn.Linear(9, 4), nn.Linear(4, 3)
+
+    def forward(self, x):
+        h = F.leaky_relu(self.fc(x.flatten(1)), 0.1)
+        h += 0.5
+        return self.out(h)
+
+
 def _nets():
     torch.manual_seed(0)
     yield "resnet-slice-proj", _ResNet().eval(), tiny_images()
     yield "functional-broadcast-frozen", _Functional(), tiny_images()
     yield "linear-data-zero-columns", _TwoHeads(), _zero_column_images()
     yield "hidden-zero-columns", _SilentUnits(), tiny_images(channels=1, size=3)
+    yield "offset-in-place", _OffsetInPlace(), tiny_images(channels=1, size=3)
 
 
 @pytest.mark.parametrize("name,model,data", list(_nets()), ids=[n for n, *_ in _nets()])
