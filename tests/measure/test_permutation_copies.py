@@ -180,18 +180,20 @@ def test_ensemble_accuracy_by_hand():
 
 
 def test_biases_and_batch_norm_parameters_tell_units_with_equal_weights_apart():
-    """Units 0 and 1 share their weight row and differ in bias; units 2 and 3 share row and
-    bias and differ in their batch-norm scale and shift: only the whole vector of a unit's
-    incoming parameters (step 2 of the rule) matches each copy's unit to its own. Swapped in
-    the copy, both pairs are recovered exactly (by the weights alone they tie, and ties go to
-    the lowest index: unswapped)."""
+    """Units 0 and 1 share their weight row and batch-norm scale and shift, and differ in
+    bias; units 2 and 3 share row, bias and shift, and differ in their batch-norm scale: only
+    the whole vector of a unit's incoming parameters (step 2 of the rule) matches each copy's
+    unit to its own. Swapped in the copy, both pairs are recovered exactly (without the part
+    that differs they tie, and ties go to the lowest index: unswapped)."""
     ref = randomise_bn(mlp(1, bn=True), 5)
     with torch.no_grad():
         ref[1].weight[1] = ref[1].weight[0]
         ref[1].weight[3] = ref[1].weight[2]
         ref[1].bias[3] = ref[1].bias[2]
         ref[1].bias[1] = ref[1].bias[0] + 1.0
+        ref[2].weight[1], ref[2].bias[1] = ref[2].weight[0], ref[2].bias[0]
         ref[2].weight[3] = ref[2].weight[2] + 0.5
+        ref[2].bias[3] = ref[2].bias[2]
     shuffled = permuted(ref, [torch.tensor([1, 0, 3, 2, 4]), torch.tensor([0, 1, 2, 3])])
     aligned = align_to(ref, shuffled)
     for (k, p), q in zip(ref.state_dict().items(), aligned.state_dict().values()):
