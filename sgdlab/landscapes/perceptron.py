@@ -22,6 +22,11 @@ instances × replicas (no Python loop over either):
 
 A control, **plain centre** (the sign of the sum of the *uncoupled* replicas), separates the
 effect of the coupling from that of merely averaging solutions.
+
+The replicas of an instance move at once, each flip judged against the others' configuration
+from before the step (synchronous Metropolis). With γ > 0 that chain has no detailed balance
+for the coupled energy at a fixed β and γ: it anneals towards low energy, as a search, but does
+not sample that energy's Gibbs law (docs/design/landscapes.md, "Results").
 """
 from __future__ import annotations
 
