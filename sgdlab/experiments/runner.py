@@ -139,7 +139,8 @@ def prepare(name_or_path: str | Path, *, scale: str, device: str, data_dir: str 
     real run and a dry run fail alike)."""
     spec = load_experiment(name_or_path, scale, readings)
     backend = backend or os.environ.get("SGDLAB_BACKEND") or "local"
-    cpus_given = cpus_per_run
+    # the local backend refuses only the flags: the variables and resources: are for Ray
+    cpus_given, gpus_given = cpus_per_run, gpus_per_run
     cpus_per_run = _resource(cpus_per_run, "SGDLAB_CPUS_PER_RUN", spec, "cpus_per_run")
     gpus_per_run = _resource(gpus_per_run, "SGDLAB_GPUS_PER_RUN", spec, "gpus_per_run")
     if backend == "local":
@@ -151,8 +152,10 @@ def prepare(name_or_path: str | Path, *, scale: str, device: str, data_dir: str 
         raise UserError(f"--data-dir {data_dir!r} is not a directory")
     runs = spec.expand(data_dir=data_dir)
     # contradictory options fail before the output folder is made
-    check_options(workers=workers, backend=backend, address=address, gpus_per_run=gpus_per_run,
+    check_options(workers=workers, backend=backend, address=address, gpus_per_run=gpus_given,
                   cpus_per_run=cpus_given)
+    if backend == "local":      # unused there; run_sweep would refuse GPUs as the flag
+        cpus_per_run = gpus_per_run = None
     return spec, runs, backend, cpus_per_run, gpus_per_run
 
 

@@ -226,8 +226,9 @@ def run_sweep(runs: list[RunSpec], *, store_path: str | None = None, workers: in
 def check_options(*, workers: int | None, backend: str, address: str | None,
                   gpus_per_run: float | None, cpus_per_run: float | None = None) -> None:
     """The sweep options that cannot go together, refused before anything runs.
-    ``cpus_per_run``: as given on the command line (an experiment's resources or
-    ``$SGDLAB_CPUS_PER_RUN`` are for Ray, and left unused by the local backend)."""
+    ``cpus_per_run``, ``gpus_per_run``: as given on the command line (an experiment's
+    resources, ``$SGDLAB_CPUS_PER_RUN`` and ``$SGDLAB_GPUS_PER_RUN`` are for Ray, and left
+    unused by the local backend)."""
     if workers is not None and workers < 1:
         raise UserError(f"--workers must be >= 1, got {workers}")
     if backend not in BACKENDS:

@@ -125,3 +125,28 @@ def test_a_dataset_without_a_folder_is_named_without_one():
     ds = {"name": "text_chars"}
     _, (need,) = data_needs([SimpleNamespace(key="k", params={"dataset": ds})], set())
     assert need.what == "text_chars" and need.found == "the bundled corpus"
+
+
+def test_the_local_backend_refuses_the_resource_flags_but_not_the_variables_or_resources(
+        tmp_path, monkeypatch):
+    # it has no use for either: $SGDLAB_GPUS_PER_RUN and resources: were refused as if they
+    # were --gpus-per-run, while the CPUs were refused as given on the command line only
+    from sgdlab.errors import UserError
+
+    raw = yaml.safe_load((CATALOGUE_DIR / "zhu-escape-2d.yaml").read_text())
+    path = tmp_path / "e.yaml"
+    path.write_text(yaml.safe_dump({**raw, "resources": {"cpus_per_run": 2,
+                                                          "gpus_per_run": 0.5}}))
+    monkeypatch.setenv("SGDLAB_CPUS_PER_RUN", "3")
+    monkeypatch.setenv("SGDLAB_GPUS_PER_RUN", "1")
+    monkeypatch.delenv("SGDLAB_BACKEND", raising=False)
+    plan = plan_experiment(path, scale="smoke", store_path=str(tmp_path / "s.sqlite"))
+    assert plan.settings["backend"] == "local" and plan.settings["gpus_per_run"] is None
+    # and the sweep runs (run_sweep refused the GPUs the variable gave)
+    assert main(["run", "--config", str(path), "--scale", "smoke", "--out",
+                 str(tmp_path / "out"), "--store", str(tmp_path / "s.sqlite")]) == 0
+    for flag, given in (("--gpus-per-run", {"gpus_per_run": 1}),
+                        ("--cpus-per-run", {"cpus_per_run": 2})):
+        with pytest.raises(UserError, match=f"^{flag} is an option of --backend ray"):
+            plan_experiment(path, scale="smoke", store_path=str(tmp_path / "s.sqlite"),
+                            **given)

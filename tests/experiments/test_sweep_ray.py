@@ -126,8 +126,9 @@ def test_backend_options_are_checked_before_anything_runs(tmp_path):
 
     raw = yaml.safe_load(catalogue_files()["xing-walk"].read_text())
     runs = resolve(raw, "smoke").expand()
-    with pytest.raises(UserError, match="--address is an option of --backend ray"):
-        run_sweep(runs, store_path=str(tmp_path / "s.sqlite"), address="head:6379")
+    with pytest.raises(UserError, match="--address and --gpus-per-run are options of"):
+        run_sweep(runs, store_path=str(tmp_path / "s.sqlite"), address="head:6379",
+                  gpus_per_run=1)
     with pytest.raises(UserError, match="--backend must be one of local, ray"):
         run_sweep(runs, store_path=str(tmp_path / "s.sqlite"), backend="slurm")
     assert resolve({**raw, "resources": {"gpus_per_run": 0.25}}, "smoke").resources == {
