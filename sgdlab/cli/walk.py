@@ -27,8 +27,9 @@ from sgdlab.cli.train import EXIT_DIVERGED
 from sgdlab.strict_json import write_atomic
 
 # as sgdlab train's: a script must not take a walk whose run diverged for a finished one
-EXIT_STATUSES = (f"exit status: 0 its runs finished, {EXIT_DIVERGED} one diverged (its "
-                 "outputs are written all the same, and the step it diverged at printed), 2 "
+EXIT_STATUSES = (f"exit status: 0 its runs finished, {EXIT_DIVERGED} a run diverged (GD's "
+                 "or SGD's; its outputs are written all the same, and the step it diverged "
+                 "at printed), 2 "
                  "bad input (an option, the dataset), 130 interrupted")
 
 
