@@ -33,7 +33,9 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 
+from ..accuracy import ignored_target
 from ..errors import DataError, UserError, file_problem
 from ..torch_files import read_torch_file
 from ._common import (check_int, make_classification, normalize_images, require_data_dir,
@@ -699,10 +701,14 @@ def load_data_file(path: str | Path, sha256: str | None = None) -> Dataset:
     return Dataset(d["x_train"], d["y_train"], d.get("x_test"), d.get("y_test"), dict(meta))
 
 
+_PADDING_LABEL = ignored_target(nn.CrossEntropyLoss())     # -100
+
+
 def _check_data_tensors(f: Path, d: dict) -> None:
     """A :class:`DataError` naming data file ``f`` when its tensors cannot be trained on: a
     0-d tensor, other than as many labels as examples, no training example, a class label below
-    0 or not below meta's ``num_outputs`` (the loss failed on it mid-run, after the run was
+    0 or not below meta's ``num_outputs`` (-100, cross-entropy's default ``ignore_index``, is
+    no label: padding) (the loss failed on it mid-run, after the run was
     recorded)."""
     for k in ("x_train", "y_train", "x_test", "y_test"):
         if k in d and d[k].dim() == 0:
@@ -713,13 +719,17 @@ def _check_data_tensors(f: Path, d: dict) -> None:
         if x is not None and len(x) != len(y):
             raise DataError(f"data file {str(f)!r}: x_{part} has {len(x)} examples but "
                             f"y_{part} has {len(y)}")
-        if y is not None and not y.is_floating_point() and y.numel() and int(y.min()) < 0:
+        if y is None or y.is_floating_point():
+            continue
+        # cross-entropy's default ignore_index marks padding (a token file's padded positions)
+        y = y[y != _PADDING_LABEL]
+        if y.numel() and int(y.min()) < 0:
             raise DataError(f"data file {str(f)!r}: y_{part} holds the class label "
                             f"{int(y.min())}; integer labels are class indices 0, 1, ... "
-                            "(store regression targets as floats)")
+                            f"or {_PADDING_LABEL} for no label (store regression targets as "
+                            "floats)")
         classes = d.get("meta", {}).get("num_outputs")
-        if (y is not None and not y.is_floating_point() and y.numel()
-                and isinstance(classes, int) and int(y.max()) >= classes):
+        if y.numel() and isinstance(classes, int) and int(y.max()) >= classes:
             raise DataError(f"data file {str(f)!r}: y_{part} holds the class label "
                             f"{int(y.max())}, but meta num_outputs is {classes} (labels "
                             f"0..{classes - 1})")

@@ -682,3 +682,18 @@ def test_a_data_file_that_cannot_be_trained_on_is_named_when_read(tmp_path, tens
     with pytest.raises(DataError, match=r"^data file '.*d\.pt': " + message.replace("(", r"\(")
                        .replace(")", r"\)")):
         load_data_file(tmp_path / "d.pt")
+
+
+def test_a_token_file_padded_with_cross_entropys_ignore_index_is_read(tmp_path):
+    # -100 is nn.CrossEntropyLoss's default ignore_index: padded positions, no label
+    from sgdlab.data.files import load_data_file
+
+    y = torch.tensor([[1, 4, -100, -100], [3, 0, 2, -100]])
+    torch.save({"x_train": torch.zeros(2, 4, dtype=torch.long), "y_train": y,
+                "meta": {"num_outputs": 5}}, tmp_path / "d.pt")
+    assert torch.equal(load_data_file(tmp_path / "d.pt").y_train, y)
+    y[0, 0] = 5                     # a real label still has to be below num_outputs
+    torch.save({"x_train": torch.zeros(2, 4, dtype=torch.long), "y_train": y,
+                "meta": {"num_outputs": 5}}, tmp_path / "d.pt")
+    with pytest.raises(DataError, match="y_train holds the class label 5"):
+        load_data_file(tmp_path / "d.pt")
