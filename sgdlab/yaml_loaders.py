@@ -27,7 +27,7 @@ def exponent_floats(base: type) -> type:
 
 
 _STRICT_LOADERS: dict[type, type] = {}
-# values (scalars and collections) a config document may hold once its aliases are expanded:
+# values (scalars and collections) a config document's aliases may add to those it writes out:
 # the catalogue's largest entry holds about 2,000; nested aliases reach billions in a few
 # lines, which walking the config (validation, the store's JSON record) never finishes
 MAX_EXPANDED_VALUES = 100_000
@@ -36,8 +36,9 @@ MAX_EXPANDED_VALUES = 100_000
 def strict_yaml_loader(base: type) -> type:
     """``base`` (a YAML safe loader class) refusing what would silently change a config: a key
     given twice in one mapping (YAML keeps the last) and a recursive alias (``a: &x [*x]``,
-    endless data); and a document whose aliases expand it past :data:`MAX_EXPANDED_VALUES`
-    values. Each is a ``yaml.constructor.ConstructorError`` with the line, so each reader of
+    endless data); and a document whose aliases expand it by more than
+    :data:`MAX_EXPANDED_VALUES` values over the distinct ones it writes (a long list written
+    out is read). Each is a ``yaml.constructor.ConstructorError`` with the line, so each reader of
     configs reports them as it reports any YAML error. Here, below every layer,
     for the run, experiment and replica config readers alike."""
     if base not in _STRICT_LOADERS:
@@ -47,12 +48,15 @@ def strict_yaml_loader(base: type) -> type:
         class Strict(base):
             def construct_document(self, node):
                 _no_cycle(node, set(), set())
-                size = _expanded_size(node, {})
-                if size > MAX_EXPANDED_VALUES:
+                written: set = set()
+                size = _expanded_size(node, {}, written)
+                # a long list written out is walked in time; only aliases multiply the work
+                if size - len(written) > MAX_EXPANDED_VALUES:
                     raise ConstructorError(None, None, f"aliases expand this document to "
                                            f"{size:,} values, more than the "
-                                           f"{MAX_EXPANDED_VALUES:,} a config may hold (nested "
-                                           "aliases of aliases?)", node.start_mark)
+                                           f"{MAX_EXPANDED_VALUES:,} a config may add to the "
+                                           f"{len(written):,} it writes (nested aliases of "
+                                           "aliases?)", node.start_mark)
                 return super().construct_document(node)
 
             def construct_mapping(self, node, deep=False):
@@ -86,12 +90,15 @@ def strict_yaml_loader(base: type) -> type:
             open_nodes.discard(id(node))
             done.add(id(node))
 
-        def _expanded_size(node, sizes: dict) -> int:
-            # once per distinct node: the count of a bomb is computed, never built
+        def _expanded_size(node, sizes: dict, written: set) -> int:
+            # once per distinct node (each put in ``written``): the count of a bomb is
+            # computed, never built
+            written.add(id(node))
             if not isinstance(node, CollectionNode):
                 return 1
             if id(node) not in sizes:
-                sizes[id(node)] = 1 + sum(_expanded_size(child, sizes) for item in node.value
+                sizes[id(node)] = 1 + sum(_expanded_size(child, sizes, written)
+                                          for item in node.value
                                           for child in (item if isinstance(item, tuple)
                                                         else (item,)))
             return sizes[id(node)]
