@@ -246,21 +246,23 @@ def _refuse_inert_options(args: argparse.Namespace, what: list[str]) -> None:
                         "only)")
 
 
-def _refuse_non_finite(model, loss_fn, batch, ckpt: Path, step: int) -> None:
-    """A :class:`UserError` when the model's weights, or its loss on the measured examples,
-    are not finite (a diverged run's checkpoint): each measurement failed on them with a
-    traceback."""
+def _refuse_non_finite(model, loss_fn, batch, ckpt: Path, step: int,
+                       memory_budget: int | None) -> None:
+    """A :class:`UserError` when the model's weights, or its mean loss on the measured examples
+    (eval mode, in chunks within ``memory_budget`` bytes), are not finite (a diverged run's
+    checkpoint): each measurement failed on them with a traceback."""
     import torch
+
+    from sgdlab.measure.sharpness import mean_loss
 
     bad = [n for n, p in model.named_parameters() if not torch.isfinite(p).all()]
     what = (f"its weights {', '.join(bad[:3])}{' ...' if len(bad) > 3 else ''} hold "
             "non-finite values") if bad else None
     if what is None:
         training = model.training
-        model.eval()           # no batch-norm statistics updated by this check
+        model.eval()           # no dropout drawn by this check
         try:
-            with torch.no_grad():
-                loss = float(loss_fn(model(batch[0]), batch[1]))
+            loss = mean_loss(model, loss_fn, batch, memory_budget=memory_budget)
         finally:
             model.train(training)
         what = None if math.isfinite(loss) else f"its loss on the measured examples is {loss}"
@@ -336,7 +338,7 @@ def _measure(args: argparse.Namespace) -> int:
                         f"at most min(N, d) = {min(len(x), d)} (N = {len(x)} examples "
                         f"measured, d = {d} parameters); give --k <= {min(len(x), d)}"
                         + (" or more examples with --subset" if len(x) < d else ""))
-    _refuse_non_finite(model, loss_fn, batch, ckpt, step)
+    _refuse_non_finite(model, loss_fn, batch, ckpt, step, args.memory_budget)
     out_dir = Path(args.out) if args.out else ((folder or Path(".")) / f"measure-step{step}")
     make_output_dir(out_dir)
     print(f"sgdlab: measuring {ckpt} (step {step}) on {len(x)} {args.data} examples, "
