@@ -93,11 +93,14 @@ def _source(init_from: str, store_path: str | os.PathLike | None):
 
 
 def _diverged_on(state: dict[str, Any], found: Any) -> str | None:
-    """Why the source run diverged (its recorded message) when the checkpoint holds the
-    weights it diverged on (those of its last step: a diverged run keeps them when it has
-    no earlier checkpoint); None for any other source, or one whose record is not at hand.
-    The run's record is read from its store, else from its folder's results.json."""
+    """Why the source run diverged (its recorded message) when it diverged on its loss and
+    the checkpoint holds the weights it diverged on (those of its last step: a diverged run
+    keeps them when it has no earlier checkpoint); None for any other source: a run that
+    diverged in a measurement (its loss finite), or one whose record or step count is not at
+    hand. The run's record is read from its store, else from its folder's results.json."""
     import json
+
+    from ..train.loop import LOSS_DIVERGENCE
 
     run = None
     if found.run_id and found.store is not None:
@@ -113,12 +116,13 @@ def _diverged_on(state: dict[str, Any], found: Any) -> str | None:
             return None
         if not isinstance(run, dict) or run.get("run_id") != found.run_id:
             return None
-    if run is None or run.get("status") != "diverged":
+    if (run is None or run.get("status") != "diverged"
+            or not str(run.get("message") or "").startswith(LOSS_DIVERGENCE)):
         return None
     steps = run.get("steps")
-    if isinstance(steps, int) and int(state["loop"]["step"]) < steps:
-        return None    # an earlier checkpoint, from before the divergence
-    return str(run.get("message") or f"status diverged after {steps} steps")
+    if not isinstance(steps, int) or int(state["loop"]["step"]) < steps:
+        return None    # an earlier checkpoint, from before the divergence, or not known
+    return str(run["message"])
 
 
 def _record(model_cfg: dict[str, Any], state: dict[str, Any], found: Any) -> dict[str, Any]:

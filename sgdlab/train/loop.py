@@ -98,7 +98,13 @@ from .callbacks import Callback, Schedule, TrainContext, callback_keys
 from .checkpoint import (changed_settings, checkpoint_path, load_checkpoint, load_state,
                          rng_state, save_checkpoint, set_rng_state, snapshot)
 
-__all__ = ["RunResult", "BatchStream", "evaluate", "steps_per_epoch", "train"]
+__all__ = ["LOSS_DIVERGENCE", "RunResult", "BatchStream", "evaluate", "steps_per_epoch",
+           "train"]
+
+# how the message of a run that diverged on its loss begins (a measurement's non-finite
+# numbers, with the loss still finite, read otherwise): warm starts refuse the weights it
+# diverged on
+LOSS_DIVERGENCE = "non-finite mini-batch loss"
 
 EVAL_BATCH = 4096
 #: what an evaluation logs (each where it applies), in the order a run's summary lists them
@@ -849,7 +855,7 @@ class _Training:
         # the loss of the weights after d.step steps, before the step it would have made
         weights = (f"the weights after {d.step} step{'s' * (d.step != 1)}" if d.step
                    else "the initial weights")
-        self.message = (f"non-finite mini-batch loss ({d.value}) at step {d.step} "
+        self.message = (f"{LOSS_DIVERGENCE} ({d.value}) at step {d.step} "
                         f"(epoch {loop['epoch']}, {weights}); ")
         if loop["step"] == d.step:
             self.message += "stopped before the next step"

@@ -405,3 +405,21 @@ def test_a_finished_parle_run_starts_a_run_from_its_master(tmp_path, capsys):
     shutil.rmtree(out / "checkpoints")
     _refused(_with(train_cfg, init_from=rid), store, f"replica run {rid} has no master "
              "weights on disk")
+
+
+def test_only_a_run_that_diverged_on_its_loss_refuses_its_last_weights(tmp_path):
+    # a callback's non-finite numbers (the loss finite) and a record without a step count
+    # refused every checkpoint of the run as the weights it diverged on
+    import json
+    from types import SimpleNamespace
+
+    from sgdlab.config.warm_start import _diverged_on
+
+    found = SimpleNamespace(run_id="r1", store=None, folder=tmp_path)
+    loss = "non-finite mini-batch loss (inf) at step 8 (epoch 2, the weights after 8 steps)"
+    measurement = "non-finite values in a measurement after step 8 (epoch 2): NaN in Hv"
+    for message, steps, at, why in [(loss, 8, 8, loss), (loss, 8, 4, None),
+                                    (loss, None, 8, None), (measurement, 8, 8, None)]:
+        (tmp_path / "results.json").write_text(json.dumps(
+            {"run_id": "r1", "status": "diverged", "message": message, "steps": steps}))
+        assert _diverged_on({"loop": {"step": at}}, found) == why, (message, steps, at)

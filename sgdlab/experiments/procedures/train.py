@@ -356,7 +356,8 @@ class TrainProcedure(Procedure):
         trained = sum(q.numel() for q in model.parameters() if q.requires_grad)
         summary.update({"steps": int(getattr(res, "steps", 0)), "num_params": trained})
         data: dict[str, Any] = {}
-        status, message = getattr(res, "status", "finished"), None
+        # the loop's message says what diverged (the loss, or a callback's numbers)
+        status, message = getattr(res, "status", "finished"), getattr(res, "message", None)
         # the weights training ended with (those of its final checkpoint), before the final
         # measurements: dependent runs, warm starts and `sgdlab measure` load them once the
         # driver has removed the checkpoint (optimizer state) of the finished run
