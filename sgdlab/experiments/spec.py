@@ -677,6 +677,7 @@ def resolve(raw: dict[str, Any], scale: str, source: str = "<config>",
     # a placeholder data dir lets paper-scale specs validate without one
     for r in spec.expand(data_dir=None if not _needs_data_dir(spec) else "<data-dir>"):
         proc.validate(r.params, where=f"{spec.name}[{scale}] run {r.label!r}")
+        proc.validate_seed(r.params, r.seed, where=f"{spec.name}[{scale}].seeds")
     return spec
 
 

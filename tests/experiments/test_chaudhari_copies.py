@@ -23,16 +23,21 @@ MODEL = {"name": "small-mnistfc", "hidden": 6}
 DATA = {"name": "mnist_small", "n_train": 64, "n_test": 48}
 
 
+def _copies_spec(copies: list[int], seeds: list[int]) -> dict:
+    labels = [f"copy-{k}" for k in copies]
+    return {"name": "t-copies", "version": 1, "description": "copies",
+            "procedure": "train_or_compare_copies", "analysis": "chaudhari_copies",
+            "paper": {"author": "Chaudhari", "figure": "Fig. 0", "year": 2018},
+            "base": {"dataset": DATA, "model": MODEL, "optimizer": {"name": "sgd", "lr": 0.0},
+                     "batch_size": 32, "epochs": 1, "save_model": True},
+            "runs": [{"label": lab, "params": {"copy": k}} for k, lab in zip(copies, labels)]
+            + [{"label": "compare", "depends": labels, "params": {"copies": labels}}],
+            "seeds": seeds, "options": {}}
+
+
 def test_compare_run_measures_the_copies_it_depends_on(tmp_path):
     labels = ["copy-1", "copy-2", "copy-3"]
-    raw = {"name": "t-copies", "version": 1, "description": "copies", "procedure":
-           "train_or_compare_copies", "analysis": "chaudhari_copies",
-           "paper": {"author": "Chaudhari", "figure": "Fig. 0", "year": 2018},
-           "base": {"dataset": DATA, "model": MODEL, "optimizer": {"name": "sgd", "lr": 0.0},
-                    "batch_size": 32, "epochs": 1, "save_model": True},
-           "runs": [{"label": lab, "params": {"copy": k}} for k, lab in enumerate(labels, 1)]
-           + [{"label": "compare", "depends": labels, "params": {"copies": labels}}],
-           "seeds": [0], "options": {}}
+    raw = _copies_spec([1, 2, 3], [0])
     cfg = tmp_path / "exp.yaml"
     cfg.write_text(yaml.safe_dump(raw))
     store = str(tmp_path / "runs.sqlite")
@@ -83,3 +88,15 @@ def test_runs_name_a_copy_or_the_copies_to_compare():
         proc.validate(dict(base, copies=["a"]), "r")
     with pytest.raises(ConfigError, match="overlap must be one of"):
         proc.validate(dict(base, copies=["a", "b"], overlap="mean"), "r")
+
+
+def test_a_seed_whose_copies_train_past_32_bits_is_refused_with_the_spec():
+    # copy k trains at seed 1000·seed + k: the spec took the seed and every such copy failed
+    from sgdlab.experiments.spec import resolve
+
+    resolve(_copies_spec([1, 296], [4_294_966]), "cpu")
+    resolve(_copies_spec([1, 295], [4_294_967]), "cpu")
+    with pytest.raises(ConfigError, match=r"^t-copies\[cpu\]\.seeds: seed 4294967 trains copy "
+                       r"296 at seed 1000·4294967 \+ 296 = 4294967296, outside 0..2\*\*32 - 1; "
+                       r"copy 296 takes seeds up to 4294966$"):
+        resolve(_copies_spec([1, 296], [4_294_967]), "cpu")

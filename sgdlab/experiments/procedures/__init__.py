@@ -110,6 +110,11 @@ class Procedure:
             if problem:
                 raise ConfigError(f"{where}: {k} must be {problem}, got {params[k]!r}")
 
+    def validate_seed(self, params: dict[str, Any], seed: int, where: str) -> None:
+        """A :class:`ConfigError` (at ``where``, the ``seeds`` key) when a run of ``params``
+        cannot run at ``seed``, which the spec has checked is in 0..2**32 - 1; most
+        procedures take every such seed."""
+
     def planned_steps(self, params: dict[str, Any]) -> int | None:
         """The optimizer steps a run of ``params`` will take, when its parameters alone
         tell (``sgdlab run --dry-run``); None when they do not."""

@@ -149,6 +149,15 @@ class TrainOrCompareCopies(Procedure):
             raise ConfigError(f"{where}: {e}") from None
         proc.validate(p, where)
 
+    def validate_seed(self, params, seed, where):
+        k = params.get("copy") if isinstance(params, dict) else None
+        if isinstance(k, int) and COPY_SEED_STRIDE * seed + k >= 2**32:
+            # each copy failed at its seed, past numpy's 32 bits, after the spec was accepted
+            raise ConfigError(f"{where}: seed {seed} trains copy {k} at seed "
+                              f"{COPY_SEED_STRIDE}·{seed} + {k} = {COPY_SEED_STRIDE * seed + k}, "
+                              f"outside 0..2**32 - 1; copy {k} takes seeds up to "
+                              f"{(2**32 - 1 - k) // COPY_SEED_STRIDE}")
+
     def planned_steps(self, params):
         proc, p, _ = self._pick(params)
         return proc.planned_steps(p)
