@@ -319,11 +319,11 @@ def progress_mode(given: bool | None, configured: bool) -> bool | str:
     command (``--no-progress``: False), else as ``configured`` (``train.progress``), where a
     log file or a pipe, which draws no bar, gets a line per epoch (``"epochs"``) to show the
     run is alive."""
-    from ..train.loop import _watched
+    from ..train.loop import progress_watched
 
     if given is not None:
         return given
-    return "epochs" if configured and not _watched() else configured
+    return "epochs" if configured and not progress_watched() else configured
 
 
 def _interrupted(store: Any, run_id: str, hint: str, e: KeyboardInterrupt) -> None:

@@ -82,7 +82,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
@@ -282,8 +282,8 @@ def train(model: nn.Module, loss_fn: Callable[[Tensor, Tensor], Tensor], data: A
           eval_every: int | Schedule | None = None, eval_subset: int | None = None,
           store: Any = None, run_id: str | None = None, name: str | None = None,
           checkpoint_dir: str | os.PathLike | None = None, checkpoint_every: int | None = None,
-          checkpoint_seconds: float | None = None, progress: bool = True,
-          device: str | torch.device | None = None,
+          checkpoint_seconds: float | None = None,
+          progress: bool | Literal["epochs"] = True, device: str | torch.device | None = None,
           max_steps: int | None = None, drop_last: bool = False,
           resume: bool = False, complete: bool = True,
           schedule_every: str = "step", clip_grad_norm: float | None = None,
@@ -320,7 +320,8 @@ def train(model: nn.Module, loss_fn: Callable[[Tensor, Tensor], Tensor], data: A
             the last one (or the start); the end of training included. None: every one due.
         progress: show a tqdm bar (only when stderr is a terminal or in a Jupyter notebook);
             ``"epochs"``: one line per epoch on stderr instead (step, batch loss, test
-            accuracy), for a log file or a pipe, where a bar is not drawn.
+            accuracy), for a log file or a pipe, where a bar is not drawn, and a last line
+            with the status where the run ends elsewhere (max_steps, a divergence).
         device: moves model and data there (default: the model's device).
         max_steps: stop after this many optimizer steps in total (status "finished").
         drop_last: drop the last partial batch of each pass (without replacement).
@@ -478,7 +479,8 @@ class _Training:
         self.optimizer, self.schedule = optimizer, schedule
         self.epochs, self.max_steps, self.drop_last = epochs, max_steps, drop_last
         self.progress, self.call = progress, (epochs, batch_size, replacement, seed)
-        self.said_at = time.monotonic()      # the last epoch line of progress="epochs"
+        # when and at which step progress="epochs" last wrote a line
+        self.said_at, self.said_step = time.monotonic(), -1
         self.checkpoint_every, self.eval_every = checkpoint_every, eval_every
         self.classification = (getattr(data, "task", "classification") == "classification"
                                and not self.y_train.is_floating_point())
@@ -488,6 +490,11 @@ class _Training:
                                             else (lambda e: batch_size))
         total = sum(self.epoch_steps(e) for e in range(epochs))
         self.total_steps = total if max_steps is None else min(total, max_steps)
+        # the epochs the run reaches (fewer where max_steps stops it): progress lines' total
+        self.epochs_reached, steps = 0, 0
+        while self.epochs_reached < epochs and steps < self.total_steps:
+            steps += self.epoch_steps(self.epochs_reached)
+            self.epochs_reached += 1
 
         self.gen = torch.Generator().manual_seed(int(seed))
         self.stream = BatchStream(n, self.gen, replacement=replacement, drop_last=drop_last,
@@ -665,7 +672,7 @@ class _Training:
             self.store = store
             self.ctx.logger = self.writer.log
         self.run_id = run_id
-        if self.progress and self.progress != "epochs" and _watched():
+        if self.progress and self.progress != "epochs" and progress_watched():
             from tqdm.auto import tqdm
             self.pbar = tqdm(total=self.total_steps, initial=min(self.loop["step"],
                                                                  self.total_steps),
@@ -771,17 +778,21 @@ class _Training:
         if self.pbar is not None:
             self.pbar.set_postfix(_postfix(ctx.history), refresh=False)
         elif self.progress == "epochs" and (
-                done in (1, self.epochs) or time.monotonic() - self.said_at >= 5.0):
+                done in (1, self.epochs_reached) or time.monotonic() - self.said_at >= 5.0):
             # the first and last epochs, and one every 5 s between: a few lines a minute
-            self.said_at = time.monotonic()
-            shown = "  ".join(f"{k} {v}" for k, v in _postfix(ctx.history).items())
-            print(f"epoch {done}/{self.epochs} (step {loop['step']}/{self.total_steps})"
-                  f"{'  ' + shown if shown else ''}", file=sys.stderr, flush=True)
+            self._say(f"epoch {done}/{self.epochs_reached} (step {loop['step']}/"
+                      f"{self.total_steps})")
         if ((self.checkpoint_every is None or loop["step"] % self.checkpoint_every == 0)
                 and self._checkpoint_due()):
             self.checkpoint()
         elif self.writer is not None:
             self.writer.flush()
+
+    def _say(self, line: str) -> None:
+        """A progress="epochs" line on stderr: ``line``, then the latest metrics."""
+        self.said_at, self.said_step = time.monotonic(), self.loop["step"]
+        shown = "  ".join(f"{k} {v}" for k, v in _postfix(self.ctx.history).items())
+        print(f"{line}{'  ' + shown if shown else ''}", file=sys.stderr, flush=True)
 
     def _read_losses(self) -> None:
         # Move pending losses to the epoch sum; raise _Diverged on the first non-finite one.
@@ -907,6 +918,11 @@ class _Training:
         if self.ckpt_file is None or ((self.status == "finished" or not self.ckpt_file.exists())
                                       and self._checkpoint_due()):
             self.checkpoint()   # a diverged run keeps its last good periodic checkpoint (if any)
+        if self.progress == "epochs" and (self.said_step != loop["step"]
+                                          or self.status != "finished"):
+            # a run that max_steps stops mid-epoch, or that diverged, wrote no last line
+            self._say(f"{self.status} at step {loop['step']}/{self.total_steps} "
+                      f"({loop['epoch']}/{self.epochs_reached} epochs done)")
         final = _final(ctx.history, loop, epochs_done=loop["epoch"], n=self.n)
         wall = time.perf_counter() - self.t_start
         result = RunResult(run_id=self.run_id, status=self.status, steps=loop["step"],
@@ -1220,7 +1236,7 @@ def model_setting_changes(saved: dict[str, Any], now: dict[str, Any]) -> list[st
     return changed_settings({k: saved[k] for k in keys}, {k: now[k] for k in keys})
 
 
-def _watched() -> bool:
+def progress_watched() -> bool:
     """Whether someone watches the run's progress: a terminal, or a notebook, whose stderr is
     no terminal (where tqdm.auto draws its widget)."""
     return sys.stderr.isatty() or "ipykernel" in sys.modules

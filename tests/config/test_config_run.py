@@ -851,7 +851,7 @@ def test_a_run_into_a_log_file_shows_its_progress_by_epochs(monkeypatch):
 
     for watched, configured, shown in ((True, True, True), (False, True, "epochs"),
                                        (False, False, False), (True, False, False)):
-        monkeypatch.setattr(loop, "_watched", lambda: watched)
+        monkeypatch.setattr(loop, "progress_watched", lambda: watched)
         assert progress_mode(None, configured) == shown
         assert progress_mode(False, configured) is False           # --no-progress
 

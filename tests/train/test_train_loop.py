@@ -659,6 +659,18 @@ def test_progress_by_epochs_writes_a_line_per_epoch_to_stderr(capsys):
     assert "batch_loss " in err[0] and "test_acc " in err[0]
 
 
+def test_progress_by_epochs_ends_with_a_line_where_max_steps_stops_the_run(capsys):
+    # 3 epochs of 4 steps cut at step 6: "epoch 1/3" and then nothing, as if 3 were to come
+    model = nn.Linear(5, 2)
+    train(model, nn.CrossEntropyLoss(), toy_data(),
+          torch.optim.SGD(model.parameters(), lr=0.1), epochs=3, batch_size=16,
+          max_steps=6, progress="epochs")
+    err = capsys.readouterr().err.splitlines()
+    assert [ln.split("  ")[0] for ln in err] == [
+        "epoch 1/2 (step 4/6)", "finished at step 6/6 (1/2 epochs done)"]
+    assert "test_acc " in err[1]
+
+
 class _CastsItsInputs(nn.Module):
     def __init__(self):
         super().__init__()
