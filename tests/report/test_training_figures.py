@@ -171,6 +171,18 @@ def test_series_measured_at_log_spaced_steps_get_a_log_step_axis_that_keeps_step
     plt.close(fig)
 
 
+def test_a_short_and_a_long_run_at_even_steps_keep_a_linear_step_axis():
+    # pooled, steps 1..50 and 100..2000 looked log-spaced (most below a tenth of the last)
+    short = {"train_loss": [(s, 1.0) for s in range(51)]}
+    long = {"train_loss": [(s, 1.0) for s in range(0, 2001, 100)]}
+    fig = compare_runs_figure({"short": short, "long": long}, ["train_loss"])
+    assert fig.axes[0].get_xscale() == "linear"
+    plt.close(fig)
+    fig = learning_curves({"train_loss": short["train_loss"], "test_loss": long["train_loss"]})
+    assert fig.axes[0].get_xscale() == "linear"
+    plt.close(fig)
+
+
 def test_sharpness_series_of_other_scales_get_panels_of_their_own():
     # the local entropy (about minus the loss) and Keskar's ε-sharpness shared the expected
     # sharpness' panel and flattened it (1e-3) to a line at 0

@@ -17,8 +17,8 @@ from collections.abc import Iterable
 import numpy as np
 from matplotlib import ticker
 
-__all__ = ["METRIC_LABELS", "grid_ticks", "isolated", "log_scale", "log_spaced", "log_steps",
-           "metric_label"]
+__all__ = ["METRIC_LABELS", "all_log_spaced", "grid_ticks", "isolated", "log_scale",
+           "log_spaced", "log_steps", "metric_label"]
 
 MAX_LABELS = 6
 
@@ -126,6 +126,15 @@ def log_spaced(steps: Iterable[float]) -> bool:
     if len(pos) < 3 or pos.max() <= 100 * pos.min():
         return False
     return bool(np.mean(pos < pos.max() / 10) > 0.5)
+
+
+def all_log_spaced(series: Iterable[Iterable[float]]) -> bool:
+    """Whether the steps of each of an axis' ``series`` are :func:`log_spaced`, those too
+    short to tell (under three positive steps) aside, and some series is: pooled, a short
+    run's evenly spaced steps and a long run's looked log-spaced."""
+    judged = [v for v in (np.asarray(list(s), float).ravel() for s in series)
+              if np.count_nonzero(np.isfinite(v) & (v > 0)) >= 3]
+    return bool(judged) and all(log_spaced(v) for v in judged)
 
 
 def grid_ticks(ax, values: Iterable[float], *, axis: str = "x", max_ticks: int = 8) -> bool:

@@ -24,7 +24,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from sgdlab.report.figures import label_colours  # noqa: E402
-from sgdlab.report.figures.axes import log_scale, log_spaced, metric_label  # noqa: E402
+from sgdlab.report.figures.axes import all_log_spaced, log_scale, metric_label  # noqa: E402
 from sgdlab.report.figures.charts import curves, panels  # noqa: E402
 
 __all__ = ["compare_runs_figure", "headline_series", "instrument_panels", "learning_curves",
@@ -77,8 +77,7 @@ def _plot(ax, history: History, names: Sequence[str], styles: Sequence[dict], *,
         steps, vals = thinned(history[n])
         series[n] = (steps, vals, _standard_errors(history, n, steps))
     curves(series, xlabel="step", ylabel=ylabel, ax=ax,
-           log_steps_x=log_spaced(np.concatenate([s for s, _, _ in series.values()]
-                                                 or [np.zeros(0)])),
+           log_steps_x=all_log_spaced(s for s, _, _ in series.values()),
            styles={n: {"lw": 1.5, "drawstyle": drawstyle(n), **st} for n, st in drawn.items()})
     return len(drawn)
 
@@ -219,7 +218,7 @@ def compare_runs_figure(histories: Mapping[str, History], metrics: Sequence[str]
     for ax, metric in zip(axes, metrics):
         drawn = {label: thinned(h[metric]) for label, h in histories.items() if h.get(metric)}
         # a series measured at log-spaced steps (log_points) on a log axis that keeps step 0
-        at_log_steps = log_spaced(np.concatenate([s for s, _ in drawn.values()] or [np.zeros(0)]))
+        at_log_steps = all_log_spaced(s for s, _ in drawn.values())
         curves({label: (s, v, None) for label, (s, v) in drawn.items()}, xlabel="step",
                ylabel=metric_label(metric), ax=ax, steps=metric in HELD, legend=False,
                log_steps_x=at_log_steps,
