@@ -656,16 +656,24 @@ def find_files(name: str, data_dir, path=None) -> str | None:
 # --- a file of tensors (``data: {file: PATH}``) ---------------------------------------------
 
 def data_file_sha256(path: str | Path) -> str:
-    """SHA-256 (hex) of the bytes of data file ``path``, read in 1 MiB pieces: the content a
-    run records beside the path (``data.sha256``), since another file may later stand there."""
-    h = hashlib.sha256()
+    """SHA-256 (hex) of the bytes of data file ``path``: the content a run records beside the
+    path (``data.sha256``), since another file may later stand there. The file is read once
+    while it stays as it was (same inode, size, modification and change times): a new run
+    hashes it to record, then its build to check."""
     try:
-        with open(path, "rb") as f:
-            for piece in iter(lambda: f.read(1 << 20), b""):
-                h.update(piece)
+        st = os.stat(path)
+        key = (str(Path(path).resolve()), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns,
+               st.st_ctime_ns)
+        if _LAST_DIGEST[0] != key:
+            with open(path, "rb") as f:
+                _LAST_DIGEST[:] = [key, hashlib.file_digest(f, "sha256").hexdigest()]
     except OSError as e:
         raise DataError(f"cannot read data file {str(path)!r}: {file_problem(e)}") from None
-    return h.hexdigest()
+    return _LAST_DIGEST[1]
+
+
+# (the file's path and stat, its digest) of the last file hashed
+_LAST_DIGEST: list = [None, None]
 
 
 def load_data_file(path: str | Path, sha256: str | None = None) -> Dataset:
@@ -682,7 +690,8 @@ def load_data_file(path: str | Path, sha256: str | None = None) -> Dataset:
     if sha256 is not None and (now := data_file_sha256(f)) != sha256:
         raise DataError(f"data file {str(f)!r} has changed since the run recorded it "
                         f"(sha256 {sha256[:16]}... recorded, {now[:16]}... now): it is not the "
-                        "run's data; put the recorded file back, or start a new run from it")
+                        "run's data; put the recorded file back, or remove data.sha256 from "
+                        "the config to train on the file as it is now")
     d = read_torch_file(f, "cpu", what="data file", error=DataError)
     if not isinstance(d, dict):
         raise DataError(f"data file {str(f)!r} holds a {type(d).__name__}, not a dict of "

@@ -780,7 +780,9 @@ def test_a_run_on_a_data_file_records_its_content_and_no_other_file_stands_in_fo
     with pytest.raises(UserError, match=f"has changed since the run recorded it \\(sha256 "
                                         f"{first[:16]}... recorded, {second[:16]}... now\\)"):
         resume_run(a, store=store, progress=False)
-    with pytest.raises(DataError, match="has changed since the run recorded it"):
+    with pytest.raises(DataError, match="has changed since the run recorded it.*; put the "
+                       "recorded file back, or remove data.sha256 from the config to train on "
+                       "the file as it is now$"):
         build_from_config(runs[a])
     capsys.readouterr()
     assert main(["runs", "show", b, "--store", str(store.path)]) == 0
@@ -788,6 +790,21 @@ def test_a_run_on_a_data_file_records_its_content_and_no_other_file_stands_in_fo
     assert "sha256" not in validate_config(TINY)["data"]     # named data: the keys it had
     assert "data.sha256: the fingerprint of a data file, but data.file is not given" in \
         config_errors({**TINY, "data": {**TINY["data"], "sha256": first}})
+
+
+def test_a_new_run_on_a_data_file_reads_it_once_for_its_sha256(tmp_path, monkeypatch):
+    # the runner hashed it to record, then the build hashed it again to check
+    import hashlib
+
+    from sgdlab.config.runner import run_config
+
+    torch.save({"x_train": torch.randn(10, 1), "y_train": torch.randn(10, 1)}, tmp_path / "d.pt")
+    hashed, digest = [], hashlib.file_digest
+    monkeypatch.setattr(hashlib, "file_digest", lambda f, h: hashed.append(f.name) or digest(f, h))
+    run_config({**TINY, "data": {"file": str(tmp_path / "d.pt")},
+                "train": {**TINY["train"], "epochs": 1}}, store=tmp_path / "runs.sqlite",
+               out_dir=tmp_path / "a", progress=False)
+    assert hashed == [str(tmp_path / "d.pt")]
 
 
 @pytest.mark.parametrize("content, reason", [
