@@ -9,6 +9,10 @@ import sys
 import warnings
 from pathlib import Path
 
+# seeds run in 0..SEED_LIMIT - 1: numpy's legacy seeding and scikit-learn's random_state take
+# 32 bits, and a larger seed failed a run after its config was accepted
+SEED_LIMIT = 2**32
+
 
 class UserError(Exception):
     """Bad input (config, file, option): the message names the problem."""

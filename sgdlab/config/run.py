@@ -35,7 +35,8 @@ from typing import Annotated, Any, Literal, NamedTuple
 
 from pydantic import BeforeValidator, Field, ValidationError, WithJsonSchema
 
-from ..errors import ConfigError, DataError, UserError, check_config_kind, did_you_mean
+from ..errors import (SEED_LIMIT, ConfigError, DataError, UserError, check_config_kind,
+                      did_you_mean)
 from ..losses import LOSSES, build_loss
 from .schema import (OpenSection, Section, config_error, invalid, join, plain_data, problems,
                      unknown_key, validate)
@@ -110,7 +111,7 @@ class DataSection(Section):
         "written by sgdlab: SHA-256 of the data file's bytes when the run started; the run "
         "is not rebuilt (resumed, measured) from a file that has changed since"))
     # numpy's seeds are 32-bit: a larger one failed in np.random.seed, after validation
-    seed: int = Field(0, ge=0, le=2**32 - 1,
+    seed: int = Field(0, ge=0, le=SEED_LIMIT - 1,
                       description="seed of the data (subsets, label noise, splits)")
     data_dir: str | None = Field(None, description="folder with the dataset's files")
     options: dict[str, Any] = Field(default_factory=dict,
@@ -162,7 +163,7 @@ class TrainSection(Section):
     batch_size: BatchSize = 128
     replacement: bool = Field(False, description="draw mini-batches i.i.d. with replacement")
     drop_last: bool = Field(False, description="drop each pass's last partial batch")
-    seed: int = Field(0, ge=0, le=2**32 - 1,
+    seed: int = Field(0, ge=0, le=SEED_LIMIT - 1,
                       description="seed of the initial weights and the batch order")
     eval_every: int = Field(1, ge=0, description="epochs between evaluations; 0: start and end")
     eval_subset: int | None = Field(None, ge=1, description="evaluate on this many examples")

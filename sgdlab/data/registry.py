@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ..errors import UserError, did_you_mean, warn
+from ..errors import SEED_LIMIT, UserError, did_you_mean, warn
 from .base import Dataset
 
 Loader = Callable[..., Dataset]
@@ -106,8 +106,9 @@ def load_dataset(name: str, *, seed: int = 0, data_dir: str | Path | None = None
         from .augment import augmentation_spec
 
         augmentation_spec(augment)  # a bad value fails before the (maybe long) loading
-    # 2**32: the bound of numpy's legacy seeding (mnist1d) and of scikit-learn's random_state
-    if not isinstance(seed, numbers.Integral) or isinstance(seed, bool) or not 0 <= seed < 2**32:
+    # numpy's legacy seeding (mnist1d) and scikit-learn's random_state take 32 bits
+    if (not isinstance(seed, numbers.Integral) or isinstance(seed, bool)
+            or not 0 <= seed < SEED_LIMIT):
         raise UserError(f"dataset seed must be an integer in 0..2**32 - 1, got {seed!r}")
     seed = int(seed)
     kwargs: dict[str, Any] = dict(options, seed=seed)

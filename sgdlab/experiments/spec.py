@@ -87,8 +87,8 @@ from typing import Any
 
 import yaml
 
-from sgdlab.errors import (ConfigError, check_config_kind, check_not_empty, did_you_mean,
-                           read_config_text)
+from sgdlab.errors import (SEED_LIMIT, ConfigError, check_config_kind, check_not_empty,
+                           did_you_mean, read_config_text)
 from sgdlab.yaml_loaders import exponent_floats, strict_yaml_loader, yaml_problem
 
 SCALES = ("smoke", "cpu", "paper")
@@ -468,7 +468,7 @@ def _check_seeds(where: str, seeds: Any) -> None:
     for s in seeds:
         # a run's seed seeds numpy (32 bits): a larger one failed each run, and "re-run the
         # same command" failed them again
-        if not 0 <= s < 2**32:
+        if not 0 <= s < SEED_LIMIT:
             raise ConfigError(f"{where}.seeds: {s} is outside 0..2**32 - 1")
     twice = sorted({s for s in seeds if seeds.count(s) > 1})
     if twice:    # said as "duplicate run label 'a'", the first run group's

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from sgdlab.errors import ConfigError
+from sgdlab.errors import SEED_LIMIT, ConfigError
 from sgdlab.experiments.analysis import Analysis, Conclusion
 from sgdlab.experiments.procedures import (Procedure, RunOutput, StoredRun, get_procedure,
                                            register_analysis, register_procedure)
@@ -151,12 +151,12 @@ class TrainOrCompareCopies(Procedure):
 
     def validate_seed(self, params, seed, where):
         k = params.get("copy") if isinstance(params, dict) else None
-        if isinstance(k, int) and COPY_SEED_STRIDE * seed + k >= 2**32:
+        if isinstance(k, int) and COPY_SEED_STRIDE * seed + k >= SEED_LIMIT:
             # each copy failed at its seed, past numpy's 32 bits, after the spec was accepted
             raise ConfigError(f"{where}: seed {seed} trains copy {k} at seed "
                               f"{COPY_SEED_STRIDE}·{seed} + {k} = {COPY_SEED_STRIDE * seed + k}, "
                               f"outside 0..2**32 - 1; copy {k} takes seeds up to "
-                              f"{(2**32 - 1 - k) // COPY_SEED_STRIDE}")
+                              f"{(SEED_LIMIT - 1 - k) // COPY_SEED_STRIDE}")
 
     def planned_steps(self, params):
         proc, p, _ = self._pick(params)
