@@ -269,10 +269,13 @@ def _check_args(path: str, given: dict[str, Any], params: dict[str, Any], var_kw
                 owner: str, errors: list[str],
                 nullable: frozenset[str] = frozenset(),
                 numbers: frozenset[str] = frozenset(),
-                beside: tuple[str, Sequence[str]] | None = None) -> dict[str, Any]:
+                beside: tuple[str, Sequence[str]] | None = None,
+                fixed_tuples: bool = False) -> dict[str, Any]:
     """Keys of ``given`` against a signature: unknown keys, missing required ones, and values
     whose type cannot match the default's (a string for a number, ...; null only where the
     parameter is in ``nullable``); a required parameter in ``numbers`` takes a number.
+    ``fixed_tuples``: a tuple default's length is the value's (an optimizer's betas; a
+    model's widths take any length).
     ``beside``: (what, keys) valid in the same mapping but checked elsewhere (an instrument's
     schedule), suggested for a misspelt key and listed with the parameters."""
     out = {}
@@ -318,6 +321,10 @@ def _check_args(path: str, given: dict[str, Any], params: dict[str, Any], var_kw
             if not isinstance(v, (list, tuple)) or any(
                     isinstance(e, bool) or not isinstance(e, (int, float)) for e in v):
                 errors.append(f"{p}: must be a list of numbers, got {v!r}")
+            elif fixed_tuples and len(v) != len(d):
+                # Adam's betas: torch indexes [0], [1] (a short list was "list index out of
+                # range") and unpacks two at its first step (a long one failed mid-run)
+                errors.append(f"{p}: must be a list of {len(d)} numbers, got {v!r}")
         out[k] = v
     for k, d in params.items():
         if d is REQUIRED and k not in given:
@@ -364,19 +371,12 @@ def _check_hyper(path: str, sec: dict[str, Any], name: str, params: dict[str, An
     hyper = {k: v for k, v in sec.items() if k != "name"}
     n_errors = len(errors)
     _check_args(path, hyper, params, var_kw, f"{what} {name!r}", errors, numbers=numbers,
-                nullable=nullable)
+                nullable=nullable, fixed_tuples=what == "optimizer")
     if what == "optimizer":
         for k in _NON_NEGATIVE:
             v = hyper.get(k)
             if isinstance(v, (int, float)) and not isinstance(v, bool) and v < 0:
                 errors.append(f"{join(path, k)}: must be >= 0, got {v!r}")
-        for k, v in hyper.items():
-            d = params.get(k)
-            # Adam's betas: torch indexes [0], [1] (a short list was "list index out of
-            # range") and unpacks two at its first step (a long one failed mid-run)
-            if (isinstance(d, tuple) and d and isinstance(v, list) and len(v) != len(d)
-                    and len(errors) == n_errors):
-                errors.append(f"{join(path, k)}: must be a list of {len(d)} numbers, got {v!r}")
     if len(errors) == n_errors and build is not None:
         try:
             build(hyper)

@@ -116,6 +116,8 @@ def test_optimizer_rejections_name_the_key():
     assert config_errors({**TINY, "optimizer": {"name": "sgd", "lr": 0.1, "betas": [0.9]}}) == (
         "optimizer.betas: unknown key (optimizer 'sgd' accepts: lr, momentum, dampening, "
         "weight_decay, nesterov, maximize, foreach, differentiable, fused)")
+    # only an optimizer's tuples have a fixed size: a model's widths take any number of layers
+    validate_config({**TINY, "model": {"name": "mlp", "options": {"widths": [4, 4, 4]}}})
 
 
 def test_all_problems_reported_and_required_keys():
