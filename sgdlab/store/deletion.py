@@ -248,14 +248,21 @@ def delete_planned(store, plan: DeletionPlan, *, force: bool = False) -> Deletio
                 continue
             result.removed.append(folder)
             result.freed += size
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:
         # the rows are gone: no later delete finds these folders, so name them
+        how = str(e) or "interrupted"         # SIGTERM's "terminated (SIGTERM)" kept
         kept = {f for f, _ in result.kept}
         left = [str(f) for f in folders if f.exists() and f not in kept]
+        one = rows["runs"] == 1
+        records = ("the run's record is deleted" if one
+                   else f"the {rows['runs']} runs' records are deleted")
+        if not left:
+            raise KeyboardInterrupt(f"{how}: {records}, and none of "
+                                    f"{'its' if one else 'their'} folders remains") from None
         raise KeyboardInterrupt(
-            f"interrupted: the {rows['runs']} runs' records are deleted, but "
-            f"{len(left)} of their folders remain; remove them by hand: {', '.join(left)}"
-        ) from None
+            f"{how}: {records}, but {len(left)} of {'its' if one else 'their'} folders "
+            f"{'remains' if len(left) == 1 else 'remain'}; remove "
+            f"{'it' if len(left) == 1 else 'them'} by hand: {', '.join(left)}") from None
     return result
 
 

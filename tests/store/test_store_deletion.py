@@ -264,3 +264,23 @@ def test_ctrl_c_while_the_folders_go_names_the_ones_left(tmp_path, monkeypatch):
     assert str(e.value) == (
         "interrupted: the 3 runs' records are deleted, but 2 of their folders remain; remove "
         f"them by hand: {tmp_path / second}, {tmp_path / third}")
+
+
+
+def test_sigterm_while_the_folders_go_keeps_its_reason_and_says_when_none_remains(
+        tmp_path, monkeypatch):
+    # it was said "interrupted", and with no folder left "0 of their folders remain ... : "
+    store = RunStore(tmp_path / "runs.sqlite")
+    run = _train_run(store, [1.0])
+    plan = plan_deletion(store, [run])
+    remove = shutil.rmtree
+
+    def terminated_after_removing(path, *a, **kw):
+        remove(path, *a, **kw)
+        raise KeyboardInterrupt("terminated (SIGTERM)")
+
+    monkeypatch.setattr(shutil, "rmtree", terminated_after_removing)
+    with pytest.raises(KeyboardInterrupt) as e:
+        delete_planned(store, plan)
+    assert str(e.value) == ("terminated (SIGTERM): the run's record is deleted, and none of its "
+                            "folders remains")
