@@ -182,10 +182,12 @@ def _open(args, readonly: bool = True):
     return RunStore(path, readonly=readonly)
 
 
-def _run_ref(args, ref: str, doing: str = "compared") -> str:
-    """A run id, unique prefix or run folder: the id or prefix to look up. A folder stands for
-    the run (and the store) its run.json or results.json records; without ``--store`` that
-    store is used. ``doing``: what is done to several runs, which must share one store."""
+def _run_ref(args, ref: str, doing: str = "compared") -> tuple[str, tuple[str, str] | None]:
+    """A run id, unique prefix or run folder: the id or prefix to look up, and (the folder,
+    the store it records) when a folder records its run in another store than ``--store``
+    (else None). A folder stands for the run (and the store) its run.json or results.json
+    records; without ``--store`` that store is used. ``doing``: what is done to several
+    runs, which must share one store."""
     import os
 
     from sgdlab.config.runner import recorded_run
@@ -196,13 +198,13 @@ def _run_ref(args, ref: str, doing: str = "compared") -> str:
             what = "is a file, not a folder" if Path(ref).exists() else "no such folder"
             raise UserError(f"{ref}: {what} (give a run id, a unique prefix or the "
                             "folder a run wrote, e.g. what `sgdlab train --out` made)")
-        return ref
+        return ref, None
     rid, recorded = recorded_run(Path(ref))
     if rid is None:
         raise UserError(_report_folder(Path(ref)) or f"{ref} is a folder but not a run's (no "
                         "readable run.json or results.json naming its run)")
     if recorded is None:
-        return rid
+        return rid, None
     first = getattr(args, "store_from", None)     # the folder an earlier ref took it from
     if args.store is None:
         args.store, args.store_from = recorded, ref
@@ -211,22 +213,22 @@ def _run_ref(args, ref: str, doing: str = "compared") -> str:
                         f"runs are {doing} within one store")
     elif Path(recorded).resolve() != Path(args.store).resolve():
         # named if the run is not in --store: "no run X in OTHER" alone hid where it is
-        args.recorded_elsewhere = {**getattr(args, "recorded_elsewhere", {}),
-                                   rid: (ref, recorded)}
-    return rid
+        return rid, (ref, recorded)
+    return rid, None
 
 
-def _get_run(args, store, ref: str) -> dict:
+def _get_run(store, ref: str, elsewhere: tuple[str, str] | None) -> dict:
     """``store.get_run(ref)``; when it has no such run and ``ref`` came from a run folder whose
-    run.json names another store than ``--store``, the error names that store too."""
+    run.json names another store than ``--store`` (``elsewhere``: the folder and that store,
+    from :func:`_run_ref`), the error names that store too."""
     from sgdlab.errors import UserError
 
     try:
         return store.get_run(ref)
     except UserError as e:
-        folder, recorded = getattr(args, "recorded_elsewhere", {}).get(ref, (None, None))
-        if folder is None:
+        if elsewhere is None:
             raise
+        folder, recorded = elsewhere
         raise UserError(f"{e}; {folder} records its run in the store {recorded} (leave out "
                         "--store to use it)") from None
 
@@ -510,9 +512,9 @@ def _list(args) -> int:
 def _show(args) -> int:
     from sgdlab.store.runstore import run_scale
 
-    ref = _run_ref(args, args.run_id)
+    ref, elsewhere = _run_ref(args, args.run_id)
     store = _open(args)
-    run = _get_run(args, store, ref)
+    run = _get_run(store, ref, elsewhere)
     metrics = store.metrics(run["id"])
     if args.json:
         print(dumps({**run, "metrics": {k: v for k, v in metrics.items()}}, indent=1,
@@ -570,7 +572,7 @@ def _compare(args) -> int:
     from sgdlab.store.runstore import summary_numbers
 
     plot = _plot_path(args.plot) if args.plot else None
-    wanted = [_run_ref(args, r) for r in args.run_ids]
+    wanted = [_run_ref(args, r)[0] for r in args.run_ids]
     store = _open(args)
     ids = list(dict.fromkeys(store.resolve(r) for r in wanted))
     if len(ids) < 2:
@@ -747,7 +749,7 @@ def _export(args) -> int:
                             f"{args.out_path}")
         args.path = args.out_path
     if args.runs:   # run folders stand for their runs (and, without --store, their store)
-        args.runs = [_run_ref(args, r, "exported") for r in args.runs]
+        args.runs = [_run_ref(args, r, "exported")[0] for r in args.runs]
     store = _open(args)
     filters = _filters(args)
     if args.runs or filters:
@@ -774,13 +776,11 @@ def _export(args) -> int:
               f"(tensorboard --logdir {args.tensorboard})")
     if args.path is None:
         if not args.tensorboard:
-            from sgdlab.errors import UserError
             raise UserError("give PATH (a .csv or .json file) or --tensorboard DIR")
         return 0
     suffix = Path(args.path).suffix.lower()
     if args.format is None and suffix not in ("", ".csv", ".json"):
         # x.xlsx or x.parquet received CSV text under a name that promised another format
-        from sgdlab.errors import UserError
         store.check_export_target(Path(args.path))   # the store itself is named as such
         raise UserError(f"{args.path}: no export format for the suffix {suffix!r}; name a "
                         ".csv or .json file, or say which with --format csv|json")
@@ -834,7 +834,7 @@ def _delete(args) -> int:
     if not (args.run_ids or args.experiment or args.status or args.scale):
         raise UserError("name the runs to delete: RUN ids (unique prefixes, run folders), "
                         "--experiment NAME or --status STATUS (`sgdlab runs list` shows them)")
-    wanted = [_run_ref(args, r, "deleted") for r in args.run_ids]
+    wanted = [_run_ref(args, r, "deleted")[0] for r in args.run_ids]
     store = _open(args, readonly=args.dry_run)
     ids, left = _selected_ids(args, store, wanted)
     filters = _filters(args)
@@ -942,9 +942,9 @@ def _resume(args) -> int:
     from sgdlab.config.runner import RESUMABLE, resume_run
     from sgdlab.errors import UserError
     from .train import announce, print_outcome
-    ref = _run_ref(args, args.run_id)
+    ref, elsewhere = _run_ref(args, args.run_id)
     store = _open(args, readonly=False)
-    run = _get_run(args, store, ref)
+    run = _get_run(store, ref, elsewhere)
     if (run["status"] in RESUMABLE and run["status"] != "running"
             and (run.get("config") or {}).get("run_key")
             and not any(a["kind"] == "out_dir" for a in run.get("artifacts", []))):
