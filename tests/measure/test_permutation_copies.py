@@ -108,15 +108,17 @@ def test_alignment_keeps_the_function_of_an_independent_copy():
     assert torch.equal(aligned[-1].bias, other[-1].bias)
 
 
+class Residual(nn.Module):
+    """x -> b(x + relu(a(x))): no plain chain of layers."""
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Linear(3, 3), nn.Linear(3, 2)
+
+    def forward(self, x):
+        return self.b(x + torch.relu(self.a(x)))
+
+
 def test_unsupported_layers_and_residual_models_are_refused():
-    class Residual(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.a, self.b = nn.Linear(3, 3), nn.Linear(3, 2)
-
-        def forward(self, x):
-            return self.b(x + torch.relu(self.a(x)))
-
     torch.manual_seed(0)
     r1, r2 = Residual().double(), Residual().double()
     with pytest.raises(ValueError, match="not a plain chain"):
@@ -263,14 +265,6 @@ def test_averaged_accuracy_prepares_the_average_first():
 def test_the_permuted_copy_s_outputs_are_checked_against_atol():
     """A residual model is no chain: its aligned copy's outputs differ by D; atol = D/2 refuses
     it, atol = 2D lets it pass."""
-    class Residual(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.a, self.b = nn.Linear(3, 3), nn.Linear(3, 2)
-
-        def forward(self, x):
-            return self.b(x + torch.relu(self.a(x)))
-
     torch.manual_seed(0)
     r1, r2 = Residual().double(), Residual().double()
     x = torch.randn(4, 3, dtype=torch.float64)
