@@ -251,6 +251,8 @@ def _exit_status(status: str | None) -> int:
 def _continue(args, n: int | None) -> str:
     """How to go on after a stopped or failed run (distributed: of ``n`` processes):
     ``--resume`` from its checkpoints when it wrote any, else the same command again."""
+    from sgdlab.store.folders import store_option
+
     if not args.out:
         return ""
     # paths absolute: the command works from any folder (a packaged config stays a name)
@@ -262,7 +264,7 @@ def _continue(args, n: int | None) -> str:
         command += f" --replicas {args.replicas}"
     command += f" --out {shlex.quote(os.path.abspath(args.out))}"
     if args.store:
-        command += f" --store {shlex.quote(os.path.abspath(args.store))}"
+        command += f" {store_option(args.store)}"
     for name in args.plugins:
         command += f" --plugin {shlex.quote(plugin_key(name))}"
     # the options the run was started with, so that it goes on as it ran
