@@ -22,6 +22,7 @@ A run's own file of tensors (``data: {file: PATH}``, :func:`load_data_file`) is 
 """
 from __future__ import annotations
 
+import functools
 import gzip
 import hashlib
 import math
@@ -662,18 +663,17 @@ def data_file_sha256(path: str | Path) -> str:
     hashes it to record, then its build to check."""
     try:
         st = os.stat(path)
-        key = (str(Path(path).resolve()), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns,
-               st.st_ctime_ns)
-        if _LAST_DIGEST[0] != key:
-            with open(path, "rb") as f:
-                _LAST_DIGEST[:] = [key, hashlib.file_digest(f, "sha256").hexdigest()]
+        return _file_sha256(str(Path(path).resolve()), st.st_dev, st.st_ino, st.st_size,
+                            st.st_mtime_ns, st.st_ctime_ns)
     except OSError as e:
         raise DataError(f"cannot read data file {str(path)!r}: {file_problem(e)}") from None
-    return _LAST_DIGEST[1]
 
 
-# (the file's path and stat, its digest) of the last file hashed
-_LAST_DIGEST: list = [None, None]
+@functools.lru_cache(maxsize=1)
+def _file_sha256(path: str, *stat: int) -> str:
+    # ``stat`` is only the cache key: another file at ``path`` (or this one changed) is hashed
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def load_data_file(path: str | Path, sha256: str | None = None) -> Dataset:
