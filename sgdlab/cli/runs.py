@@ -815,7 +815,6 @@ def _export_summary(store, path: Path, run_ids: list[str] | None) -> Path:
     finals = [summary_numbers(r["summary"] or {}) for r in runs]
     head = ["run_id", "run_name", "experiment", "status", "created"]
     names = sorted(set().union(*finals) - set(head))
-    path.parent.mkdir(parents=True, exist_ok=True)
     with replaced_whole(path) as tmp, open(tmp, "w", newline="") as f:
         w = csv.writer(f)
         w.writerow([*head, *(f"config.{k}" for k in keys), *names])
