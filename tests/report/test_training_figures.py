@@ -147,7 +147,6 @@ def test_compared_runs_show_a_lone_point_of_a_long_series():
     plt.close(fig)
 
 
-
 def test_series_measured_at_log_spaced_steps_get_a_log_step_axis_that_keeps_step_0():
     # an instrument's log_points (1, 2, 5, ..., 10000) were drawn on a linear step axis, their
     # first nine points crowded at step 0 in `sgdlab runs compare --plot` and instruments.png

@@ -121,8 +121,7 @@ def log_spaced(steps: Iterable[float]) -> bool:
     at least three positive steps over two decades, most of them below a tenth of the last
     (a tenth of evenly spaced ones are). Such series want :func:`log_steps`: on a linear axis
     their early points, where they change most, crowd together at step 0."""
-    v = np.asarray(list(steps), float).ravel()
-    pos = v[np.isfinite(v) & (v > 0)]
+    pos = _positive(steps)
     if len(pos) < 3 or pos.max() <= 100 * pos.min():
         return False
     return bool(np.mean(pos < pos.max() / 10) > 0.5)
@@ -132,9 +131,13 @@ def all_log_spaced(series: Iterable[Iterable[float]]) -> bool:
     """Whether the steps of each of an axis' ``series`` are :func:`log_spaced`, those too
     short to tell (under three positive steps) aside, and some series is: pooled, a short
     run's evenly spaced steps and a long run's looked log-spaced."""
-    judged = [v for v in (np.asarray(list(s), float).ravel() for s in series)
-              if np.count_nonzero(np.isfinite(v) & (v > 0)) >= 3]
-    return bool(judged) and all(log_spaced(v) for v in judged)
+    judged = [pos for pos in map(_positive, series) if len(pos) >= 3]
+    return bool(judged) and all(log_spaced(pos) for pos in judged)
+
+
+def _positive(steps: Iterable[float]) -> np.ndarray:
+    v = np.asarray(list(steps), float).ravel()
+    return v[np.isfinite(v) & (v > 0)]
 
 
 def grid_ticks(ax, values: Iterable[float], *, axis: str = "x", max_ticks: int = 8) -> bool:
