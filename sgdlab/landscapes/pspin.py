@@ -34,6 +34,7 @@ from sgdlab.errors import UserError
 from sgdlab.optim.noise import standard_normal
 
 from .base import Landscape, apart_seed, check_count, check_positive, check_states
+from .pspin_complexity import critical_field
 
 REGIMES = ("glassy", "critical", "trivial")
 
@@ -54,7 +55,7 @@ def regime_field(regime: str, n: int) -> float:
     if regime == "glassy":
         return 1.0 / n
     if regime == "critical":
-        return math.sqrt(3.0) * math.sqrt(1.0 - 1.0 / n)
+        return critical_field(3) * math.sqrt(1.0 - 1.0 / n)
     if regime == "trivial":
         return 3.0
     raise UserError(f"unknown p-spin regime {regime!r}; choose from {', '.join(REGIMES)}")
