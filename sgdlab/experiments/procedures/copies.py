@@ -150,8 +150,8 @@ class TrainOrCompareCopies(Procedure):
         proc.validate(p, where)
 
     def validate_seed(self, params, seed, where):
-        k = params.get("copy") if isinstance(params, dict) else None
-        if isinstance(k, int) and COPY_SEED_STRIDE * seed + k >= SEED_LIMIT:
+        _, _, k = self._pick(params)          # validate() has checked params: no error here
+        if k is not None and COPY_SEED_STRIDE * seed + k >= SEED_LIMIT:
             # each copy failed at its seed, past numpy's 32 bits, after the spec was accepted
             raise ConfigError(f"{where}: seed {seed} trains copy {k} at seed "
                               f"{COPY_SEED_STRIDE}·{seed} + {k} = {COPY_SEED_STRIDE * seed + k}, "
