@@ -31,6 +31,8 @@ from torch import Tensor
 
 from sgdlab.errors import UserError
 
+from .base import check_psd_matrix
+
 
 class LinearPotential(NamedTuple):
     """Lemma 6.44's split F = (D + Q) U: ``U`` (Φ(x) = ½ xᵀ U x) and ``Q``, float64."""
@@ -49,13 +51,8 @@ def _square(name: str, m) -> np.ndarray:
 def linear_potential(F: Tensor, D: Tensor) -> LinearPotential:
     """U and Q of Lemma 6.44 for the linearised gradient ∇f(x) = F x and the diffusion matrix
     D (symmetric positive definite), in float64 (module docstring)."""
-    f, d = _square("F", F), _square("D", D)
-    if f.shape != d.shape:
-        raise UserError(f"F and D must have the same shape, got {f.shape} and {d.shape}")
-    if not np.allclose(d, d.T, rtol=0, atol=1e-12 * max(1.0, np.abs(d).max())):
-        raise UserError("D must be symmetric")
-    if np.linalg.eigvalsh(d).min() <= 0:
-        raise UserError("D must be positive definite")
+    f = _square("F", F)
+    d = check_psd_matrix("D", torch.as_tensor(D).detach().cpu(), len(f), definite=True).numpy()
     ev = np.linalg.eigvals(f)
     scale = max(1.0, np.abs(ev).max())
     if np.abs(ev[:, None] + ev[None, :]).min() <= 1e-10 * scale:
