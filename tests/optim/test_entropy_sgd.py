@@ -146,6 +146,20 @@ def _batch_closure(model, X, Y, gen, B=8):
     return closure
 
 
+def _steps(model, X, Y, opt, seed, n):
+    """``n`` steps of ``opt`` on a fresh seeded batch stream; the parameters after them."""
+    cl = _batch_closure(model, X, Y, torch.Generator().manual_seed(seed))
+    for _ in range(n):
+        opt.step(cl)
+    return [p.detach().clone() for p in model.parameters()]
+
+
+def _restore(model, ref):
+    with torch.no_grad():
+        for p, r in zip(model.parameters(), ref):
+            p.copy_(r)
+
+
 @pytest.mark.parametrize("momentum", [0.0, 0.9])
 def test_L1_gamma_inf_is_sgd(momentum):
     """L = 1, γ = ∞, α = 0, η′ = 1: x ← z = x − η∇f_B(x), i.e. SGD (outer momentum = SGD's)."""
@@ -153,18 +167,10 @@ def test_L1_gamma_inf_is_sgd(momentum):
     ref = [p.detach().clone() for p in model.parameters()]
     opt = EntropySGD(model.parameters(), lr=1.0, inner_lr=0.05, L=1, gamma=math.inf, alpha=0.0,
                      momentum=momentum, nesterov=momentum > 0)
-    cl = _batch_closure(model, X, Y, torch.Generator().manual_seed(5))
-    for _ in range(6):
-        opt.step(cl)
-    got = [p.detach().clone() for p in model.parameters()]
-    with torch.no_grad():
-        for p, r in zip(model.parameters(), ref):
-            p.copy_(r)
+    got = _steps(model, X, Y, opt, 5, 6)
+    _restore(model, ref)
     sgd = torch.optim.SGD(model.parameters(), lr=0.05, momentum=momentum, nesterov=momentum > 0)
-    cl = _batch_closure(model, X, Y, torch.Generator().manual_seed(5))
-    for _ in range(6):
-        sgd.step(cl)
-    for a, b in zip(got, model.parameters()):
+    for a, b in zip(got, _steps(model, X, Y, sgd, 5, 6)):
         assert torch.allclose(a, b, atol=1e-14, rtol=1e-12)
 
 
@@ -177,18 +183,10 @@ def test_entropy_adam_L1_gamma_inf_is_adam(mode):
     ref = [p.detach().clone() for p in model.parameters()]
     hyper = (dict(lr=0.01, inner_lr=1.0) if mode == "outer" else dict(lr=1.0, inner_lr=0.01))
     opt = EntropyAdam(model.parameters(), adam=mode, L=1, gamma=math.inf, alpha=0.0, **hyper)
-    cl = _batch_closure(model, X, Y, torch.Generator().manual_seed(2))
-    for _ in range(5):
-        opt.step(cl)
-    got = [p.detach().clone() for p in model.parameters()]
-    with torch.no_grad():
-        for p, r in zip(model.parameters(), ref):
-            p.copy_(r)
+    got = _steps(model, X, Y, opt, 2, 5)
+    _restore(model, ref)
     adam = torch.optim.Adam(model.parameters(), lr=0.01)
-    cl = _batch_closure(model, X, Y, torch.Generator().manual_seed(2))
-    for _ in range(5):
-        adam.step(cl)
-    for a, b in zip(got, model.parameters()):
+    for a, b in zip(got, _steps(model, X, Y, adam, 2, 5)):
         assert torch.allclose(a, b, atol=1e-13, rtol=1e-11)
 
 
@@ -209,9 +207,7 @@ def test_entropy_adam_counts_each_parameters_own_steps_as_adam_does():
 
     got = train(EntropyAdam(model.parameters(), lr=0.01, inner_lr=1.0, L=1, gamma=math.inf,
                             alpha=0.0))
-    with torch.no_grad():
-        for p, r in zip(model.parameters(), ref):
-            p.copy_(r)
+    _restore(model, ref)
     want = train(torch.optim.Adam(model.parameters(), lr=0.01))
     for a, b in zip(got, want):
         assert torch.allclose(a, b, atol=1e-13, rtol=1e-11)
@@ -226,13 +222,8 @@ def test_entropy_adam_state_saved_without_step_counts_resume_at_the_optimizers_s
     ref = [p.detach().clone() for p in model.parameters()]
     hyper = dict(adam=mode, L=2, gamma=0.5, alpha=0.25)
     opt = EntropyAdam(model.parameters(), **hyper)
-    cl = _batch_closure(model, X, Y, torch.Generator().manual_seed(3))
-    for _ in range(3):
-        opt.step(cl)
-    straight = [p.detach().clone() for p in model.parameters()]
-    with torch.no_grad():
-        for p, r in zip(model.parameters(), ref):
-            p.copy_(r)
+    straight = _steps(model, X, Y, opt, 3, 3)
+    _restore(model, ref)
     opt = EntropyAdam(model.parameters(), **hyper)
     cl = _batch_closure(model, X, Y, torch.Generator().manual_seed(3))
     for _ in range(2):
