@@ -75,6 +75,7 @@ Conventions (see docs/ARCHITECTURE.md):
 """
 from __future__ import annotations
 
+import itertools
 import math
 import os
 import sys
@@ -488,13 +489,12 @@ class _Training:
             batch_size = n
         self.bs_of: Callable[[int], int] = (batch_size if callable(batch_size)
                                             else (lambda e: batch_size))
-        total = sum(self.epoch_steps(e) for e in range(epochs))
-        self.total_steps = total if max_steps is None else min(total, max_steps)
+        # the step each epoch starts at, and the total after the last
+        starts = list(itertools.accumulate((self.epoch_steps(e) for e in range(epochs)),
+                                           initial=0))
+        self.total_steps = starts[-1] if max_steps is None else min(starts[-1], max_steps)
         # the epochs the run reaches (fewer where max_steps stops it): progress lines' total
-        self.epochs_reached, steps = 0, 0
-        while self.epochs_reached < epochs and steps < self.total_steps:
-            steps += self.epoch_steps(self.epochs_reached)
-            self.epochs_reached += 1
+        self.epochs_reached = sum(start < self.total_steps for start in starts[:-1])
 
         self.gen = torch.Generator().manual_seed(int(seed))
         self.stream = BatchStream(n, self.gen, replacement=replacement, drop_last=drop_last,
