@@ -40,6 +40,12 @@ def plugin_key(name: str) -> str:
     return str(Path(name).expanduser().resolve()) if is_plugin_file(name) else name
 
 
+def recorded_plugins(names: Sequence[str]) -> list[str]:
+    """The plugin list as a config records it: each name's :func:`plugin_key`, once, in
+    order."""
+    return list(dict.fromkeys(plugin_key(n) for n in names))
+
+
 def env_plugins() -> list[str]:
     """The plugins ``$SGDLAB_PLUGINS`` names, in order."""
     return [p for p in os.environ.get(PLUGINS_ENV, "").split(os.pathsep) if p.strip()]
@@ -136,7 +142,7 @@ def exported_plugins(names: Sequence[str]) -> Iterator[None]:
     variable is as it was (a caller of ``main(["run", ...])`` keeps its environment)."""
     before = os.environ.get(PLUGINS_ENV)
     current = env_plugins()
-    new = [k for k in dict.fromkeys(plugin_key(n) for n in names) if k not in current]
+    new = [k for k in recorded_plugins(names) if k not in current]
     if new:
         os.environ[PLUGINS_ENV] = os.pathsep.join(current + new)
     try:

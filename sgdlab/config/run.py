@@ -717,11 +717,11 @@ def validate_config(raw: dict[str, Any]) -> dict[str, Any]:
         if cfg["model"][key] is None:
             del cfg["model"][key]
     if cfg["plugins"]:
-        from ..plugins import plugin_key
+        from ..plugins import recorded_plugins
 
         # a plugin file's path, as a data file's, is stored absolute: the run is rebuilt from
         # any folder (sgdlab measure, runs resume)
-        cfg["plugins"] = list(dict.fromkeys(plugin_key(p) for p in cfg["plugins"]))
+        cfg["plugins"] = recorded_plugins(cfg["plugins"])
     else:
         del cfg["plugins"]
     if cfg["data"]["sha256"] is None:

@@ -74,7 +74,7 @@ from ..errors import (SEED_LIMIT, ConfigError, DataError, UserError, check_confi
                       check_not_empty, did_you_mean, file_problem, make_output_dir,
                       read_config_text)
 from ..losses import build_loss
-from ..plugins import import_plugins, plugin_key
+from ..plugins import import_plugins, recorded_plugins
 from ..store.folders import REPLICA_MASTER, REPLICA_RESULT, store_option
 from ..strict_json import dumps as strict_dumps, write_atomic
 from .communicator import ReplicaCommunicationError, TorchDistributedCommunicator
@@ -493,7 +493,7 @@ def _recorded_config(cfg: dict[str, Any]) -> dict[str, Any]:
     rebuilt from any folder (``sgdlab measure``), and its SHA-256 (``data.sha256``)."""
     rec = {k: v for k, v in cfg.items() if k != "store"}
     if rec.get("plugins"):      # a plugin file's path absolute, as sgdlab train records it
-        rec["plugins"] = list(dict.fromkeys(plugin_key(p) for p in rec["plugins"]))
+        rec["plugins"] = recorded_plugins(rec["plugins"])
     if "file" in rec["data"]:
         from ..data.files import data_file_sha256
 
