@@ -9,6 +9,12 @@ import torch
 from torch import Tensor
 
 
+def _rows(t: Any) -> int | None:
+    """The number of examples (first dimension) of ``t``; None for a 0-d tensor, which has
+    none to compare."""
+    return len(t) if getattr(t, "ndim", 1) else None
+
+
 @dataclass
 class Dataset:
     """Train/test tensors plus metadata.
@@ -23,6 +29,8 @@ class Dataset:
     targets' dtype (integer: class labels; floating point: regression), ``num_outputs`` the
     largest label (plus one) or the targets' width, ``input_shape`` the inputs. Without
     ``x_test`` and ``y_test`` the test split is empty: training then logs no test metrics.
+    Each split holds as many targets as inputs (first dimension), or the record is refused
+    with a ``ValueError`` naming both lengths.
     """
 
     x_train: Tensor
@@ -36,6 +44,13 @@ class Dataset:
             raise ValueError("Dataset: give both x_test and y_test, or neither (no test split)")
         if self.x_test is None:
             self.x_test, self.y_test = self.x_train[:0], self.y_train[:0]
+        # a mismatch otherwise surfaced later, as an indexing error deep in training
+        for split in ("train", "test"):
+            x, y = getattr(self, f"x_{split}"), getattr(self, f"y_{split}")
+            nx, ny = _rows(x), _rows(y)
+            if nx is not None and ny is not None and nx != ny:
+                raise ValueError(f"Dataset: x_{split} has {nx} examples but y_{split} has {ny} "
+                                 f"(the {split} split needs one target per example)")
 
     @property
     def name(self) -> str:

@@ -60,3 +60,18 @@ def test_a_record_without_a_test_split_trains_without_test_metrics():
     assert "train_acc" in res.final and not any(k.startswith("test_") for k in res.final)
     with pytest.raises(ValueError, match="give both x_test and y_test, or neither"):
         Dataset(x, y, x)
+
+
+@pytest.mark.parametrize("split", ["train", "test"])
+def test_a_record_with_more_inputs_than_targets_is_refused_naming_both_lengths(split):
+    # it was accepted and failed later, in training, with an indexing error
+    x, y = torch.randn(6, 3), torch.arange(6) % 2
+    parts = {"x_train": x, "y_train": y, "x_test": x[:4], "y_test": y[:4]}
+    parts[f"y_{split}"] = parts[f"y_{split}"][:-1]
+    n = len(parts[f"x_{split}"])
+    with pytest.raises(ValueError, match=f"x_{split} has {n} examples but y_{split} has "
+                                         f"{n - 1} \\(the {split} split"):
+        Dataset(**parts)
+    # the casts and subsets that rebuild a record keep the lengths, so still build
+    ds = Dataset(x, y, x[:4], y[:4]).to(dtype=torch.float64)
+    assert ds.x_train.dtype == torch.float64 and len(ds.y_test) == 4
