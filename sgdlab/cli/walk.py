@@ -218,8 +218,11 @@ def _walk(args: argparse.Namespace) -> int:
                "tables": [table.to_json()], "figures": ["walk.png"]}
 
     if "GD" in models and "SGD" in models:
+        # interpolate_models' own grid: α = -1, -0.9, ..., 2 in float64 (a float32 linspace
+        # put model A at α = 1.5e-8 and 0.1 at 0.10000001639), cast only where it meets
+        # float32 parameters
         curve = interpolate_models(models["GD"], models["SGD"], torch.nn.CrossEntropyLoss(),
-                                   data.train, data.test, torch.linspace(-1, 2, 31))
+                                   data.train, data.test)
         save_figure(interpolation_figure(curve, labels=("GD", "SGD")),
                     out / "interpolation.png", dpi=130)
         results["interpolation_gd_to_sgd"] = curve.to_dict()

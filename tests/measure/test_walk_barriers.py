@@ -65,9 +65,11 @@ def test_segment_alphas_paper_and_inclusive_readings():
     # Xing et al.: 10 points between the iterates -> alpha = k/11 with both iterates, 12 in all
     a = segment_alphas(10)
     assert len(a) == 12 and a[0] == 0 and a[-1] == 1
-    torch.testing.assert_close(a, torch.arange(12, dtype=torch.float64) / 11)
+    # float64 α = k/11 itself, not float32's nearest (which is 3e-9 off at k = 1)
+    assert a.dtype == torch.float64
+    torch.testing.assert_close(a, torch.arange(12, dtype=torch.float64) / 11, rtol=0, atol=1e-15)
     torch.testing.assert_close(segment_alphas(10, spacing="inclusive"),
-                               torch.arange(10, dtype=torch.float64) / 9)
+                               torch.arange(10, dtype=torch.float64) / 9, rtol=0, atol=1e-15)
     with pytest.raises(ValueError, match="spacing"):
         segment_alphas(10, spacing="both")
 
