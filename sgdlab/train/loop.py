@@ -33,8 +33,9 @@ Conventions (see docs/ARCHITECTURE.md):
   data), ``train_perplexity``, ``test_perplexity`` (exp of the mean loss per token over the
   set), at step 0, on the ``eval_every`` schedule and at the end. At each epoch end the
   loop also logs ``batch_loss`` (mean of that epoch's mini-batch losses, in train mode),
-  ``lr`` (first parameter group), ``epoch`` (epochs completed), ``grad_evals`` and
-  ``effective_epochs``.
+  ``epoch`` (epochs completed), ``grad_evals`` and ``effective_epochs``; and ``lr`` (first
+  parameter group) at step 0 and at each epoch end, after the schedule has stepped: the
+  ``lr`` logged at step s is the one step s uses.
 - **Divergence.** A non-finite mini-batch loss stops the run before the step that would use it;
   the result has status ``"diverged"``, the weights of the last finite step and the metrics
   recorded so far. It is not an exception. A callback's ``FloatingPointError`` (how the
@@ -688,6 +689,7 @@ class _Training:
             cb.on_train_begin(ctx)
         if loop["step"] == 0 and loop["last_eval_step"] < 0:
             self.evaluate()
+            self._log_lr()       # the epoch ends' samples leave out the first epoch's
         while loop["epoch"] < self.epochs:
             if not self._epoch():
                 break            # max_steps reached inside the epoch
@@ -767,13 +769,14 @@ class _Training:
         loop, ctx = self.loop, self.ctx
         ctx.step = loop["step"]
         done = loop["epoch"] + 1
-        ctx.log_dict(_epoch_metrics(loop, self.optimizer, done, self.n))
+        ctx.log_dict(_epoch_metrics(loop, done, self.n))
         if self._eval_due_at_epoch_end(done):
             self.evaluate()
         for cb in self.hooks["on_epoch_end"]:
             cb.on_epoch_end(ctx)
         if self.schedule is not None and not self.schedule_per_step:
             self.schedule.step()         # after the epoch's metrics, as torch's examples do
+        self._log_lr()                   # after it: the lr the next epoch steps with
         loop.update(epoch=done, step_in_epoch=0, loss_sum=0.0, loss_count=0)
         if self.pbar is not None:
             self.pbar.set_postfix(_postfix(ctx.history), refresh=False)
@@ -787,6 +790,12 @@ class _Training:
             self.checkpoint()
         elif self.writer is not None:
             self.writer.flush()
+
+    def _log_lr(self) -> None:
+        """``lr`` (first parameter group) at the current step: the one that step uses."""
+        group = self.optimizer.param_groups[0]
+        if "lr" in group:
+            self.ctx.log("lr", float(group["lr"]))
 
     def _say(self, line: str) -> None:
         """A progress="epochs" line on stderr: ``line``, then the latest metrics."""
@@ -972,12 +981,10 @@ def _closure_step(ctx: TrainContext, optimizer, model, loss_fn, stream: BatchStr
     optimizer.step(closure)
 
 
-def _epoch_metrics(loop: dict, optimizer, epochs_done: int, n: int) -> dict[str, float]:
+def _epoch_metrics(loop: dict, epochs_done: int, n: int) -> dict[str, float]:
     out = {}
     if loop["loss_count"]:
         out["batch_loss"] = loop["loss_sum"] / loop["loss_count"]
-    if "lr" in optimizer.param_groups[0]:
-        out["lr"] = float(optimizer.param_groups[0]["lr"])
     out["epoch"] = float(epochs_done)
     out["grad_evals"] = float(loop["grad_evals"])
     out["effective_epochs"] = loop["samples"] / n

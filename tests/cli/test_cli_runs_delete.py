@@ -76,7 +76,7 @@ def test_a_run_by_id_goes_with_its_folder_and_the_others_are_untouched(runs, cap
     assert _delete(store, ids["source"], "--yes") == 0
     out = capsys.readouterr().out
     assert f"removes {store.parent / ids['source']}" in out
-    assert f"deleted 1 run (16 metric rows) from {store}; removed 1 folder" in out
+    assert f"deleted 1 run (17 metric rows) from {store}; removed 1 folder" in out
     assert re.search(r"^store file [\d.]+ [KM]?B -> [\d.]+ [KM]?B$", out, re.M), out
     assert not (store.parent / ids["source"]).exists()
     s = RunStore(store)

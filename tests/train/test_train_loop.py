@@ -1162,6 +1162,34 @@ def test_a_torch_epoch_scheduler_steps_per_epoch_with_schedule_every_epoch(tmp_p
         0.5 ** ((i + 3) // 6) for i in range(9)]
 
 
+@pytest.mark.parametrize("every", ["step", "epoch"])
+def test_the_lr_series_starts_at_step_0_with_the_lr_each_logged_step_uses(every):
+    """``lr`` was logged at the epoch ends only: the first epoch's rate was missing from the
+    series (and from instruments.png), and per epoch it was logged before the schedule
+    stepped, one epoch late. At step s it is now the rate step s uses."""
+    from sgdlab.report.figures.training import instrument_panels
+
+    torch.manual_seed(0)
+    model = nn.Linear(5, 3)
+    opt = torch.optim.SGD(model.parameters(), lr=1.0)
+    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=2, gamma=0.5)
+    used = []
+
+    class Lr(Callback):
+        def on_step_begin(self, ctx):
+            used.append(opt.param_groups[0]["lr"])
+
+    res = train(model, nn.CrossEntropyLoss(), toy_data(n=60), opt, epochs=4, batch_size=20,
+                schedule=sched, progress=False, schedule_every=every, callbacks=[Lr()])
+    lr = res.history["lr"]
+    assert [s for s, _ in lr] == [0, 3, 6, 9, 12]           # 3 steps per epoch
+    assert all(v == used[s] for s, v in lr[:-1])
+    assert lr[0] == (0, 1.0) and lr[-1][1] == opt.param_groups[0]["lr"]
+    fig = instrument_panels(res.history)
+    (line,) = [ln for ax in fig.axes for ln in ax.get_lines() if ln.get_label() == "lr"]
+    assert line.get_xdata()[0] == 0 and line.get_ydata()[0] == 1.0
+
+
 def test_schedule_every_without_a_schedule_does_not_stop_a_resume(tmp_path):
     """schedule_every steps a schedule; a run without one resumed with the other value was
     refused as a changed setting, though nothing it does differs."""

@@ -8,8 +8,8 @@ A *history* is ``{name: [(step, value), ...]}`` as in ``RunResult.history`` or
 
 :func:`instrument_panels` draws everything else a run recorded (the instruments' series,
 grouped by the prefix before ``/`` or ``_``; a varying learning rate, drawn as steps since the
-loop samples it once per epoch) one small panel per group, so every instrument of a config has
-a plot next to the learning curves.
+loop samples it at step 0 and once per epoch) one small panel per group, so every instrument
+of a config has a plot next to the learning curves.
 """
 from __future__ import annotations
 
