@@ -41,6 +41,9 @@ class TrainContext:
     logger: Callable[[str, float, int], None] | None = None
     history: dict[str, list[tuple[int, float]]] = field(default_factory=dict)
     extras: dict[str, Any] = field(default_factory=dict)
+    # samples per step of the current epoch (None: unknown), for instruments that draw
+    # batches of the step's size before any step has set ``batch`` (last: positions kept)
+    batch_size: int | None = None
 
     def log(self, name: str, value: float, step: int | None = None) -> None:
         """Record a scalar metric at ``step`` (default: the current step) in memory and store."""
@@ -75,6 +78,12 @@ def model_device(ctx: "TrainContext") -> torch.device:
         return p.device
     x = getattr(ctx.data, "x_train", None)
     return x.device if isinstance(x, Tensor) else torch.device("cpu")
+
+
+def step_batch_size(ctx: "TrainContext") -> int | None:
+    """The size of the step's batch: the last step's, else (before the first step) the one
+    the loop will step with (``ctx.batch_size``), else None (a loop that does not say)."""
+    return len(ctx.batch[0]) if ctx.batch is not None else ctx.batch_size
 
 
 def step_generator(ctx: "TrainContext", seed: int) -> torch.Generator:

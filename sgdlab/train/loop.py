@@ -685,6 +685,8 @@ class _Training:
         ctx.step, ctx.epoch = loop["step"], loop["epoch"]
         ctx.steps_per_epoch = (self.epoch_steps(min(loop["epoch"], self.epochs - 1))
                                if self.epochs > 0 else 0)
+        ctx.batch_size = (min(self.bs_of(min(loop["epoch"], self.epochs - 1)), self.n)
+                          if self.epochs > 0 else None)
         for cb in self.hooks["on_train_begin"]:
             cb.on_train_begin(ctx)
         if loop["step"] == 0 and loop["last_eval_step"] < 0:
@@ -709,7 +711,7 @@ class _Training:
         epoch = loop["epoch"]
         b = self.bs_of(epoch)
         n_steps = self.epoch_steps(epoch)
-        ctx.epoch, ctx.steps_per_epoch = epoch, n_steps
+        ctx.epoch, ctx.steps_per_epoch, ctx.batch_size = epoch, n_steps, min(b, self.n)
         while loop["step_in_epoch"] < n_steps:
             if max_steps is not None and loop["step"] >= max_steps:
                 if pending:

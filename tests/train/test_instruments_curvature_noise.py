@@ -71,7 +71,8 @@ def test_instruments_registered_and_log():
                 "noise/grad_norm", "noise/noise_norm"]:
         assert key in h, key
     assert [s for s, _ in h["hess/top_1"]] == [0, 3]
-    assert [s for s, _ in h["noise/grad_norm"]] == [3]          # needs a batch size
+    # step 0 too: before any batch the loop's batch size (8) is the step's (it logged none)
+    assert [s for s, _ in h["noise/grad_norm"]] == [0, 3]
     assert [s for s, _ in h["align/cos_1"]] == [5]              # no step 0 unless scheduled
     # the step-0 values are those of the initial model on the whole training set (float32
     # runs against float64 dense references)
@@ -92,6 +93,9 @@ def test_instruments_registered_and_log():
     # eigenvalues lie within 30% of it, so the float32 count is bracketed
     tol = float(sig[0]) * len(sig) * torch.finfo(torch.float32).eps
     assert int((sig > 2 * tol).sum()) <= at0["noise/rank"] <= int((sig > tol / 2).sum())
+    nm = noise_magnitude(init.eval(), nn.CrossEntropyLoss(), full, 0.1, 8)
+    assert dict(h["noise/noise_norm"])[0] == pytest.approx(nm.noise_norm, rel=1e-5)
+    assert dict(h["noise/grad_norm"])[0] == pytest.approx(nm.grad_norm, rel=1e-5)
     # measuring does not perturb training: same final parameters as a run without instruments
     torch.manual_seed(0)
     bare = nn.Sequential(nn.Linear(4, 6), nn.Tanh(), nn.Linear(6, 3))
@@ -195,6 +199,31 @@ def test_hessian_instrument_blocks_do_not_depend_on_timing(monkeypatch):
         assert asked == [expect, expect] and "hess/trace" in res.history
 
 
+def test_step_0_draws_batches_of_the_loops_size_when_it_says_one_and_no_size_is_given():
+    """In a loop of one's own, before any ``ctx.batch``: ``ctx.batch_size`` is the size the
+    instruments draw with at step 0, an explicit ``batch_size`` wins over it, and without
+    either they log nothing (there is no size to draw)."""
+    from sgdlab.train.callbacks import TrainContext
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 6), nn.Tanh(), nn.Linear(6, 3)).double()
+    data = toy_dataset()
+    data = Dataset(data.x_train.double(), data.y_train, meta=data.meta)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+
+    def at_step_0(loop_b, **options):
+        ctx = TrainContext(model=model, optimizer=opt, loss_fn=nn.CrossEntropyLoss(), data=data,
+                           batch_size=loop_b)
+        build_instrument("noise_magnitude", schedule=Schedule.every(5),
+                         **options).on_train_begin(ctx)
+        return ctx.history.get("noise/noise_norm")
+
+    assert at_step_0(None) is None
+    for loop_b, own_b, m in ((8, None, 8), (8, 20, 20), (None, 20, 20)):
+        ref = noise_magnitude(model, nn.CrossEntropyLoss(), data.train, 0.1, m).noise_norm
+        assert at_step_0(loop_b, batch_size=own_b) == [(0, pytest.approx(ref, rel=1e-12))]
+
+
 def test_batch_statistics_instrument_draws_its_own_batch():
     """Fresh batches come from the instrument's generator (seed + step): the logged values are
     those of :func:`batch_statistics` on that batch, and training is not perturbed."""
@@ -293,7 +322,8 @@ def test_batch_statistics_instrument_skips_a_last_batch_of_one_sample():
     assert res.status == "finished" and res.steps == 8
     h = res.history
     assert [s for s, _ in h["batch/norm_test"]] == [1, 2, 3, 5, 6, 7]
-    assert [s for s, _ in h["fresh/norm_test"]] == [1, 2, 3, 5, 6, 7]
+    # a fresh batch of the loop's size (13) at step 0 too; none at step 0 of the step's own
+    assert [s for s, _ in h["fresh/norm_test"]] == [0, 1, 2, 3, 5, 6, 7]
     for step, value in h["batch/eb_criterion"]:
         at, batch = rec.seen[step]
         ref = batch_statistics(at, nn.CrossEntropyLoss(), batch, lr=0.1)

@@ -14,7 +14,7 @@ measurement inside the optimizer. The estimate (``method="langevin"``: Entropy-S
 ``steps`` Langevin steps with ``inner_lr`` and ``alpha``; ``"importance"``: ``num_samples``
 Gaussian samples of variance γ/β) and g (``sgd_gradient="batch"``: a fresh mini-batch,
 ``"full"``: the evaluation set's gradient) draw their mini-batches of ``batch_size`` samples
-(default: the size of the step's batch; nothing is logged before the first step then) from
+(default: the size of the step's batch, at step 0 the one the loop will step with) from
 the evaluation set with the instrument's generator. ``gamma`` is the thesis' scope (the
 coupling's variance γ/β; Entropy-SGD's ``gamma``), fixed: give the optimizer's value to
 measure what it descends. The loss is the run's ``loss_fn`` (an optimizer's weight decay, which
@@ -40,7 +40,7 @@ import torch
 from sgdlab.measure.entropy_gradient import METHODS, SGD_GRADIENTS, local_entropy_gradient_angle
 from sgdlab.measure.passes import memory_budget_bytes
 
-from ..callbacks import Schedule
+from ..callbacks import Schedule, step_batch_size
 from . import register_instrument
 from .curvature import MeasuredCallback, _common, check_options, eval_set_size, int_at_least
 
@@ -95,9 +95,10 @@ class EntropyAngleCallback(MeasuredCallback):
     def compute(self, ctx, data, generator) -> dict[str, float]:
         b = self.batch_size
         if b is None and self._uses_batches():
-            if ctx.batch is None:
-                return {}   # before the first step the batch size is unknown
-            b = min(len(ctx.batch[0]), len(data[0]))
+            b = step_batch_size(ctx)
+            if b is None:
+                return {}   # a loop of one's own that sets no batch, before its first step
+            b = min(b, len(data[0]))
         p = self.prefix
         try:
             r = local_entropy_gradient_angle(

@@ -9,7 +9,8 @@ Instruments:
   ``align/hess_norm_eig_i``, ``align/sigma_norm_eig_i`` (+ ``align/trace_ratio``);
 - ``noise_magnitude``: ``noise/grad_norm`` ‖∇L‖ and ``noise/noise_norm`` sqrt(η Tr Σ / m)
   (Zhu Fig. 2), with η the optimizer's current lr (first param group) and m the batch size of
-  the current step (or ``batch_size`` when given).
+  the current step (at step 0 the one the loop will step with; or ``batch_size`` when
+  given).
 
 - ``batch_statistics``: a mini-batch's gradient tests and ratios
   (:mod:`sgdlab.measure.batch_statistics`): ``batch/norm_test``, ``batch/inner_product_test``,
@@ -20,10 +21,10 @@ Instruments:
   (``hessian`` | ``ggn``) McCandlish et al.'s ``batch/noise_scale_curvature`` and its parts
   ``batch/trace_h_cov``, ``batch/grad_h_grad_unbiased``. The mini-batch is drawn
   afresh from the training set with the instrument's generator (``source="fresh"``, the
-  size of the step's batch unless ``batch_size`` is given), or is the batch the step just
-  used (``source="step"``), in both cases at the parameters after the step (nothing is logged
-  for a batch of one sample, e.g. an epoch's last); ``prefix`` renames the series (two such
-  instruments in one run).
+  size of the step's batch unless ``batch_size`` is given; at step 0 the loop's), or is the
+  batch the step just used (``source="step"``; none at step 0), in both cases at the
+  parameters after the step (nothing is logged for a batch of one sample, e.g. an epoch's
+  last); ``prefix`` renames the series (two such instruments in one run).
 
 Evaluation set, eval mode and seeding as in :mod:`sgdlab.train.instruments.curvature`.
 """
@@ -36,7 +37,7 @@ from sgdlab.measure.batch_statistics import batch_statistics, takeuchi_informati
 from sgdlab.measure.noise import gradient_covariance, noise_magnitude
 from sgdlab.optim import gradient_step_size
 
-from ..callbacks import Schedule
+from ..callbacks import Schedule, step_batch_size
 from . import register_instrument
 from sgdlab.operators.params import num_params
 
@@ -99,9 +100,9 @@ class NoiseMagnitudeCallback(MeasuredCallback):
 
     def compute(self, ctx, data, generator):
         lr = gradient_step_size(ctx.optimizer.param_groups[0])
-        m = self.batch_size or (len(ctx.batch[0]) if ctx.batch is not None else None)
+        m = self.batch_size or step_batch_size(ctx)
         if m is None:
-            return {}   # before the first step the batch size is unknown
+            return {}   # a loop of one's own that sets no batch, before its first step
         nm = noise_magnitude(ctx.model, ctx.loss_fn, data, lr, m)
         return {"noise/grad_norm": nm.grad_norm, "noise/noise_norm": nm.noise_norm}
 
@@ -141,14 +142,16 @@ class BatchStatisticsCallback(MeasuredCallback):
                                       "(eval_subset of the training set): at most N"))
 
     def compute(self, ctx, data, generator):
-        if self.source == "step" or self.batch_size is None:
-            if ctx.batch is None:
-                return {}   # before the first step there is no batch (or batch size) yet
         if self.source == "step":
+            if ctx.batch is None:
+                return {}   # before the first step there is no batch yet
             batch = ctx.batch
         else:
+            m = self.batch_size or step_batch_size(ctx)
+            if m is None:
+                return {}   # a loop of one's own that sets no batch, before its first step
             x, y = data
-            m = min(self.batch_size or len(ctx.batch[0]), len(x))
+            m = min(m, len(x))
             idx = torch.randperm(len(x), generator=generator, device=generator.device)[:m]
             batch = (x[idx.to(x.device)], y[idx.to(y.device)])
         if len(batch[0]) < 2:
