@@ -144,8 +144,11 @@ def register(subparsers) -> None:
                                     "compacts the store's file. Lists "
                                     "what goes, with sizes, and asks first. Files outside the "
                                     "store's folders stay. A run a live process holds is "
-                                    "refused. Exit status 1 when the answer is no or a folder "
-                                    "could not be removed.")
+                                    "refused. With --orphans, also (or alone: only) the "
+                                    "store's folders that no run names, which a delete "
+                                    "interrupted after its records went leaves behind. Exit "
+                                    "status 1 when the answer is no or a folder could not be "
+                                    "removed.")
     _store_arg(rm)
     rm.add_argument("run_ids", metavar="RUN", nargs="*",
                     help="a run id, a unique prefix or the run's folder (any number)")
@@ -153,6 +156,11 @@ def register(subparsers) -> None:
     rm.add_argument("--dry-run", action="store_true",
                     help="list what would be deleted, delete nothing")
     rm.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
+    rm.add_argument("--orphans", action="store_true",
+                    help="also (or, without RUNs and filters, only) remove the store's "
+                         "folders that no run names: run folders and sweep artifact folders "
+                         "a delete interrupted after its records went left behind (a folder "
+                         "a live sweep leases stays)")
     rm.add_argument("--force", action="store_true",
                     help="delete runs that a live process holds (running, or leased by a "
                          "sweep) too; their process fails when it records their end")
@@ -190,7 +198,7 @@ def _run_ref(args, ref: str, doing: str = "compared") -> tuple[str, tuple[str, s
     runs, which must share one store."""
     import os
 
-    from sgdlab.config.runner import recorded_run
+    from sgdlab.store.folders import recorded_run
     from sgdlab.errors import UserError
 
     if not ref.strip() or not Path(ref).is_dir():     # Path("") is the current folder
@@ -828,24 +836,45 @@ def _export_summary(store, path: Path, run_ids: list[str] | None) -> Path:
 
 def _delete(args) -> int:
     from sgdlab.errors import UserError
-    from sgdlab.store.deletion import delete_planned, human_size, plan_deletion
+    from sgdlab.store.deletion import (delete_orphans, delete_planned, find_orphans,
+                                       human_size, plan_deletion)
+    from sgdlab.store.folders import store_option
 
-    if not (args.run_ids or args.experiment or args.status or args.scale):
+    selected = bool(args.run_ids or args.experiment or args.status or args.scale)
+    if not (selected or args.orphans):
         raise UserError("name the runs to delete: RUN ids (unique prefixes, run folders), "
-                        "--experiment NAME or --status STATUS (`sgdlab runs list` shows them)")
+                        "--experiment NAME or --status STATUS (`sgdlab runs list` shows them); "
+                        "or --orphans for the store's folders that no run names")
     wanted = [_run_ref(args, r, "deleted")[0] for r in args.run_ids]
     store = _open(args, readonly=args.dry_run)
-    ids, left = _selected_ids(args, store, wanted)
-    filters = _filters(args)
-    if left:
-        print(f"left out (not of {' and '.join(filters)}): {', '.join(left)}")
-    if not ids:
-        print(f"no runs {'with ' + ' and '.join(filters) + ' ' if filters else ''}to delete "
-              f"in {store.path}{_experiment_hint(store, args.experiment)}")
+    plan = None
+    if selected:
+        ids, left = _selected_ids(args, store, wanted)
+        filters = _filters(args)
+        if left:
+            print(f"left out (not of {' and '.join(filters)}): {', '.join(left)}")
+        if not ids:
+            print(f"no runs {'with ' + ' and '.join(filters) + ' ' if filters else ''}to "
+                  f"delete in {store.path}{_experiment_hint(store, args.experiment)}")
+            if not args.orphans:
+                return 0
+        else:
+            plan = plan_deletion(store, ids)
+            _print_plan(plan, force=args.force)
+    # folders an interrupted delete left: listed with --orphans, else pointed to
+    orphans = find_orphans(store)
+    if args.orphans:
+        _print_orphans(store, orphans)
+    else:
+        if orphans.folders:
+            k = len(orphans.folders)
+            print(f"note: {k} folder{'s' if k != 1 else ''} beside the store that no run "
+                  f"names ({human_size(orphans.size)}, left by an interrupted delete): "
+                  f"`sgdlab runs delete --orphans {store_option(store.path)}` removes them")
+        orphans.folders = []            # removed only when asked for
+    if plan is None and not orphans.folders:
         return 0
-    plan = plan_deletion(store, ids)
-    _print_plan(plan, force=args.force)
-    if plan.live and not args.force:
+    if plan is not None and plan.live and not args.force:
         why = (f"{len(plan.live)} of them {'is' if len(plan.live) == 1 else 'are'} held by a "
                "live process (above): stop it first, leave it out (a RUN list or --status), or "
                "--force")
@@ -856,12 +885,37 @@ def _delete(args) -> int:
     if args.dry_run:
         print("(dry run: nothing deleted)")
         return 0
-    n = len(plan.runs)
-    if not args.yes and not _confirm(f"Delete {n} run{'s' if n != 1 else ''} and "
-                                     f"{human_size(plan.size)} of files? [y/N] "):
+    n, k = len(plan.runs) if plan is not None else 0, len(orphans.folders)
+    size = human_size((plan.size if plan is not None else 0) + orphans.size)
+    folders = f"{k} folder{'s' if k != 1 else ''} that no run names"
+    question = (f"Delete {n} run{'s' if n != 1 else ''} and {size} of files"
+                f"{f' ({folders} among them)' if k else ''}? [y/N] " if n else
+                f"Remove {folders} ({size})? [y/N] ")
+    if not args.yes and not _confirm(question):
         print("nothing deleted")
         return 1
-    result = delete_planned(store, plan, force=args.force)
+    failed = []
+    if plan is not None:
+        result = delete_planned(store, plan, force=args.force)
+        _print_deleted(store, result)
+        failed += result.failed
+    if orphans.folders:
+        result = delete_orphans(store, orphans)
+        print(f"removed {len(result.removed)} folder{'s' if len(result.removed) != 1 else ''} "
+              f"that no run names, {human_size(result.freed)}")
+        for folder, why in result.kept:
+            print(f"kept {folder}: {why}")
+        for folder, why in result.failed:
+            print(f"could not remove {folder} ({why}): remove it by hand")
+        failed += result.failed
+    return 1 if failed else 0
+
+
+def _print_deleted(store, result) -> None:
+    """What :func:`~sgdlab.store.deletion.delete_planned` did: the rows and folders gone, the
+    store file compacted, the folders kept or that could not be removed."""
+    from sgdlab.store.deletion import human_size
+
     rows = result.rows
     print(f"deleted {rows['runs']} run{'s' if rows['runs'] != 1 else ''} ({rows['metrics']} "
           f"metric rows) from {store.path}; removed {len(result.removed)} folder"
@@ -881,7 +935,23 @@ def _delete(args) -> int:
     for folder, why in result.failed:
         print(f"could not remove {folder} ({why}); its runs' rows are deleted: remove it by "
               "hand")
-    return 1 if result.failed else 0
+
+
+def _print_orphans(store, orphans) -> None:
+    """The store's folders that no run names (``--orphans``), a line each with its size."""
+    from sgdlab.store.deletion import human_size
+
+    k = len(orphans.folders)
+    where = Path(store.path).parent
+    if k:
+        print(f"{k} folder{'s' if k != 1 else ''} in {where} that no run of {store.path} "
+              f"names, {human_size(orphans.size)} of files:")
+        for folder, size in orphans.folders:
+            print(f"  removes {folder} ({human_size(size)})")
+    else:
+        print(f"no folders in {where} that no run of {store.path} names")
+    if orphans.unscanned:
+        print(f"note: {orphans.unscanned}")
 
 
 def _print_plan(plan, *, force: bool) -> None:

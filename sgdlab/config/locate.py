@@ -56,7 +56,7 @@ def locate_run(target: str, store_path: str | os.PathLike | None = None, *,
     from ..train.checkpoint import CHECKPOINT_NAME, WEIGHTS_NAME
     from ..train.loop import python_trained
     from .io import CONFIG_SUFFIXES, load_config
-    from .runner import recorded_run
+    from ..store.folders import recorded_run
 
     p = Path(target)
     ckpt_dir = _replica_checkpoints(p)
@@ -237,7 +237,7 @@ def _locate_replica_run(folder: Path, store_path: str | None, rebuild: bool = Tr
     """:func:`locate_run` for the ``--out`` folder of ``sgdlab parle`` (or a file in it): its run,
     named in ``result.json``, looked up in the run store (the one named there, or
     ``store_path``), which holds the config."""
-    from .runner import recorded_run
+    from ..store.folders import recorded_run
     from ..store import RunStore, default_store_path
 
     run_id, recorded = recorded_run(folder)

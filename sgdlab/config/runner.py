@@ -25,7 +25,7 @@ from typing import Any
 from ..atomic import save_figure, write_whole
 from ..claims import claim_file
 from ..errors import RunInterrupted, UserError, file_problem, make_output_dir
-from ..store.folders import REPLICA_RESULT, store_option
+from ..store.folders import RUN_FILE, store_option
 from ..store.runstore import is_locked, locked_message
 from ..strict_json import dumps as strict_dumps, write_atomic
 from .io import dump_yaml
@@ -34,24 +34,6 @@ from .run import build_from_config, resolve_device, validate_config
 # "running" here means its owner is unknown (a store written before liveness was recorded);
 # a run whose owner is alive is refused by RunStore.claim.
 RESUMABLE = ("running", "interrupted", "stale", "failed")
-RUN_FILE = "run.json"
-
-
-def recorded_run(folder: Path) -> tuple[str | None, str | None]:
-    """(run id, store path) a run folder records (``run.json``, or ``results.json``; of
-    ``sgdlab parle --out``: ``result.json``)."""
-    for name in (RUN_FILE, "results.json", REPLICA_RESULT):
-        f = Path(folder) / name
-        if f.is_file():
-            try:
-                rec = json.loads(f.read_text())
-            except (OSError, ValueError):
-                continue
-            if rec.get("run_id"):
-                return rec.get("run_id"), rec.get("store")
-    return None, None
-
-
 def resume_command(run_id: str, store_path: str | os.PathLike) -> str:
     """The exact command that continues ``run_id``, from any folder."""
     return f"sgdlab resume {run_id} {store_option(store_path)}"

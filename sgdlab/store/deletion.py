@@ -16,6 +16,10 @@ once it has committed. A delete interrupted between the two leaves folders that 
 (orphans: the space is not freed, nothing is wrong), never a row naming files that are gone;
 the reverse order could leave a finished run whose weights or checkpoint had vanished, which
 its readers (``sgdlab measure``, warm starts, ``sgdlab resume``) would then refuse.
+:func:`find_orphans` finds such folders again (``sgdlab runs delete --orphans``): a run folder
+whose ``run.json`` names a run id of this store that no row has, an artifact folder whose run
+key no run has and no live sweep leases; :func:`delete_orphans` removes them, checking each
+once more just before.
 
 Nothing here imports torch.
 """
@@ -26,6 +30,8 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from .folders import recorded_run, store_option
 
 # the sweep's artifact folders beside the store (sgdlab/experiments/sweep.py::artifacts_root)
 ARTIFACTS = "artifacts"
@@ -261,8 +267,111 @@ def delete_planned(store, plan: DeletionPlan, *, force: bool = False) -> Deletio
                                     f"{'its' if one else 'their'} folders remains") from None
         raise KeyboardInterrupt(
             f"{how}: {records}, but {len(left)} of {'its' if one else 'their'} folders "
-            f"{'remains' if len(left) == 1 else 'remain'}; remove "
-            f"{'it' if len(left) == 1 else 'them'} by hand: {', '.join(left)}") from None
+            f"{'remains' if len(left) == 1 else 'remain'}; `sgdlab runs delete --orphans "
+            f"{store_option(store.path)}` removes {'it' if len(left) == 1 else 'them'}: "
+            f"{', '.join(left)}") from None
+    return result
+
+
+@dataclass
+class Orphans:
+    """Folders of the store's own that no run names (:func:`find_orphans`): ``folders``, each
+    ``(folder, size in bytes)``, and ``unscanned``: why ``artifacts/`` was not looked in
+    (None: it was, or there is none)."""
+
+    folders: list[tuple[Path, int]] = field(default_factory=list)
+    unscanned: str | None = None
+
+    @property
+    def size(self) -> int:
+        return sum(n for _, n in self.folders)
+
+
+_SQLITE_HEADER = b"SQLite format 3\x00"
+
+
+def _other_stores(store_dir: Path, mine: Path) -> list[Path]:
+    """The SQLite files in ``store_dir`` other than the store ``mine`` (and its journals):
+    stores that would share its ``artifacts/`` folder."""
+    found = []
+    journals = {mine.name + suffix for suffix in ("", "-wal", "-shm", "-journal")}
+    for entry in store_dir.iterdir():
+        if entry.name in journals or not entry.is_file():
+            continue
+        try:
+            with open(entry, "rb") as f:
+                if f.read(16) == _SQLITE_HEADER:
+                    found.append(entry)
+        except OSError:
+            continue
+    return sorted(found)
+
+
+def find_orphans(store) -> Orphans:
+    """The store's own folders that no run names, reading only: ``<store folder>/<name>/``
+    whose ``run.json`` (or ``results.json``) records run id ``name`` in this store (the
+    store's path, resolved) when no run has that id, and ``<store folder>/artifacts/<key>/``
+    when no run has run key ``key`` and no live sweep leases it. Folders that are links are
+    not followed, and a folder without such a record is no run's (a folder of one's own
+    beside the store stays). ``artifacts/`` is not looked in while another store's file lies
+    beside this one (the two would share it, and this store cannot tell whose a key is)."""
+    mine = Path(os.path.abspath(store.path))
+    store_dir, me = mine.parent, mine.resolve()
+    out = Orphans()
+    if not store_dir.is_dir():
+        return out
+    seen: set[tuple[int, int]] = set()
+    for entry in sorted(store_dir.iterdir()):
+        if (not (_plain_name(entry.name) and _own_folder(entry))
+                or store.folder_in_use(entry.name, key=False)):
+            continue
+        rid, where = recorded_run(entry)
+        if rid == entry.name and isinstance(where, str) and Path(where).resolve() == me:
+            out.folders.append((entry, folder_size(entry, seen)))
+    artifacts = store_dir / ARTIFACTS
+    if not _own_folder(artifacts):
+        return out
+    others = _other_stores(store_dir, mine)
+    if others:
+        out.unscanned = (f"{artifacts} is shared with the store {others[0]} beside this one"
+                         f"{' (and more)' if len(others) > 1 else ''}: its key folders are "
+                         "not looked at")
+        return out
+    for entry in sorted(artifacts.iterdir()):
+        if (_plain_name(entry.name) and _own_folder(entry)
+                and not store.folder_in_use(entry.name, key=True)):
+            out.folders.append((entry, folder_size(entry, seen)))
+    return out
+
+
+def delete_orphans(store, orphans: Orphans) -> DeletionResult:
+    """Remove the folders of ``orphans``, each checked again just before (a run or a sweep's
+    lease that names it since is kept); one that cannot be removed is reported, and the
+    others are removed all the same. ``rows`` of the result is empty."""
+    result = DeletionResult({})
+    artifacts = Path(os.path.abspath(store.path)).parent / ARTIFACTS
+    try:
+        for folder, size in orphans.folders:
+            key = folder.parent == artifacts
+            if store.folder_in_use(folder.name, key=key):
+                result.kept.append((folder, f"{'run key' if key else 'run'} {folder.name} is "
+                                            "in use by a run or sweep started since"))
+                continue
+            try:
+                shutil.rmtree(folder)
+            except FileNotFoundError:
+                continue
+            except OSError as e:
+                result.failed.append((folder, e.strerror or str(e)))
+                continue
+            result.removed.append(folder)
+            result.freed += size
+    except KeyboardInterrupt as e:
+        left = len([f for f, _ in orphans.folders if f.exists()])
+        raise KeyboardInterrupt(
+            f"{str(e) or 'interrupted'}: {left} folder{'s' if left != 1 else ''} that no run "
+            f"names {'remains' if left == 1 else 'remain'}; `sgdlab runs delete --orphans "
+            f"{store_option(store.path)}` removes {'it' if left == 1 else 'them'}") from None
     return result
 
 

@@ -1,13 +1,33 @@
-"""What code below the config layer needs of a run's folder and store: the files ``sgdlab
-parle --out DIR`` writes in DIR, ``--store PATH`` for a command the user is told to run, and
-a store made for a run that then did not start, removed again."""
+"""What code below the config layer needs of a run's folder and store: the file that says
+which run a folder holds (``run.json``), the files ``sgdlab parle --out DIR`` writes in DIR,
+``--store PATH`` for a command the user is told to run, and a store made for a run that then
+did not start, removed again."""
 from __future__ import annotations
 
+import json
 import os
 import shlex
+from pathlib import Path
 
 # what `sgdlab parle --out DIR` writes in DIR: its result (with its run id) and the master
 REPLICA_RESULT, REPLICA_MASTER = "result.json", "master.pt"
+# what makes a folder a run's: {"run_id", "store"}, written before anything else of the run
+RUN_FILE = "run.json"
+
+
+def recorded_run(folder: Path) -> tuple[str | None, str | None]:
+    """(run id, store path) a run folder records (``run.json``, or ``results.json``; of
+    ``sgdlab parle --out``: ``result.json``)."""
+    for name in (RUN_FILE, "results.json", REPLICA_RESULT):
+        f = Path(folder) / name
+        if f.is_file():
+            try:
+                rec = json.loads(f.read_text())
+            except (OSError, ValueError):
+                continue
+            if rec.get("run_id"):
+                return rec.get("run_id"), rec.get("store")
+    return None, None
 
 
 def store_option(store_path: str | os.PathLike) -> str:

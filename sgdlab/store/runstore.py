@@ -736,6 +736,15 @@ class RunStore:
         return {"run_id": row[0], "host": row[1], "pid": row[2]}
 
     # --- deletion -------------------------------------------------------------------------
+    def folder_in_use(self, name: str, *, key: bool) -> bool:
+        """Whether a folder of the store's own named ``name`` belongs to a run: a run folder
+        when a run has id ``name``; an artifact folder (``key``) when a run has run key
+        ``name`` or a live sweep leases it."""
+        if key:
+            return _key_in_use(self._conn, name)
+        return self._conn.execute("SELECT 1 FROM runs WHERE id = ?",
+                                  (name,)).fetchone() is not None
+
     def live_runs(self, run_ids: Sequence[str]) -> dict[str, str]:
         """``{run id: why}`` for those of ``run_ids`` that a live process holds: ``running``
         with an owner that is alive or cannot be judged (a store from before liveness), or

@@ -49,6 +49,8 @@ def runs(trained, tmp_path):
             conn.execute(f"UPDATE {table} SET {column} = replace({column}, ?, ?)",
                          (str(src), str(tmp_path)))
     conn.close()
+    for record in tmp_path.rglob("run.json"):     # the store each run folder names
+        record.write_text(record.read_text().replace(str(src), str(tmp_path)))
     return store, ids
 
 
@@ -185,6 +187,41 @@ def test_a_running_run_is_refused_saying_why_unless_forced(runs, capsys):
     out = capsys.readouterr().out
     assert "deleted all the same (--force)" in out and "\nstore file " in out
     assert running not in [r["id"] for r in RunStore(store).list_runs()]
+
+
+def test_orphans_lists_asks_and_removes_the_folders_an_interrupted_delete_left(
+        runs, capsys, monkeypatch):
+    """A delete stopped after its transaction committed leaves the run's folder beside the
+    store with no row naming it: the next delete points to it, and ``--orphans`` lists it,
+    asks, and removes it alone (the other runs' folders and the --out folder stay)."""
+    store, ids = runs
+    RunStore(store).delete_runs([ids["source"]])         # the rows went, the folder stays
+    orphan = store.parent / ids["source"]
+    assert (orphan / "run.json").is_file()
+    before = _state(store)
+    assert _delete(store, "--orphans", "--dry-run") == 0
+    out = capsys.readouterr().out
+    assert re.search(rf"^1 folder in {store.parent} that no run of {store} names, [\d.]+ KB "
+                     "of files:$", out, re.M), out
+    assert f"  removes {orphan} (" in out and out.rstrip().endswith("(dry run: nothing deleted)")
+    assert _delete(store, "--orphans", answer="n\n", monkeypatch=monkeypatch) == 1
+    out = capsys.readouterr().out
+    assert "Remove 1 folder that no run names (" in out and out.endswith("nothing deleted\n")
+    assert _state(store) == before
+    # a delete of other runs says the folder is there, and leaves it
+    assert _delete(store, ids["out"], "--yes") == 0
+    out = capsys.readouterr().out
+    assert ("note: 1 folder beside the store that no run names" in out
+            and f"`sgdlab runs delete --orphans --store {store}` removes them" in out)
+    assert orphan.is_dir()
+    assert _delete(store, "--orphans", answer="y\n", monkeypatch=monkeypatch) == 0
+    assert "removed 1 folder that no run names, " in capsys.readouterr().out
+    assert not orphan.exists() and (store.parent / ids["warm"] / "run.json").is_file()
+    assert (store.parent.parent / "results" / "run1" / "run.json").is_file()
+    assert [r["id"] for r in RunStore(store).list_runs()] == [ids["warm"]]
+    assert _delete(store, "--orphans", "--yes") == 0
+    assert capsys.readouterr().out == (f"no folders in {store.parent} that no run of {store} "
+                                       "names\n")
 
 
 def test_a_sweep_run_s_folder_goes_with_the_last_run_of_its_key(tmp_path, capsys):

@@ -10,7 +10,8 @@ import pytest
 from sgdlab.errors import UserError
 from sgdlab.store import RunStore
 from sgdlab.store.deletion import (
-    ARTIFACTS, delete_planned, folder_size, human_size, plan_deletion,
+    ARTIFACTS, delete_orphans, delete_planned, find_orphans, folder_size, human_size,
+    plan_deletion,
 )
 
 
@@ -262,8 +263,9 @@ def test_ctrl_c_while_the_folders_go_names_the_ones_left(tmp_path, monkeypatch):
         delete_planned(store, plan)
     assert store.list_runs() == [] and not (tmp_path / first).exists()
     assert str(e.value) == (
-        "interrupted: the 3 runs' records are deleted, but 2 of their folders remain; remove "
-        f"them by hand: {tmp_path / second}, {tmp_path / third}")
+        "interrupted: the 3 runs' records are deleted, but 2 of their folders remain; "
+        f"`sgdlab runs delete --orphans --store {store.path}` removes them: "
+        f"{tmp_path / second}, {tmp_path / third}")
 
 
 
@@ -284,3 +286,78 @@ def test_sigterm_while_the_folders_go_keeps_its_reason_and_says_when_none_remain
         delete_planned(store, plan)
     assert str(e.value) == ("terminated (SIGTERM): the run's record is deleted, and none of its "
                             "folders remains")
+
+
+def _run_file(store: RunStore, rid: str, store_path=None) -> None:
+    """The ``run.json`` `sgdlab train` writes first in a run's folder beside the store."""
+    import json
+
+    (store.path.parent / rid / "run.json").write_text(json.dumps(
+        {"run_id": rid, "store": str((store_path or store.path).resolve())}))
+
+
+def test_folders_an_interrupted_delete_left_are_found_and_removed_and_no_other(tmp_path,
+                                                                               monkeypatch):
+    """A delete stopped after its transaction leaves folders no row names, which no later
+    delete saw: find_orphans lists them (a run's folder by its run.json, a key's folder by
+    its key) and delete_orphans removes them; folders a run, a live lease or someone else
+    still has stay."""
+    store = RunStore(tmp_path / "runs.sqlite")
+    gone, kept = _train_run(store, [1.0], size=400), _train_run(store, [2.0], size=50)
+    for rid in (gone, kept):
+        _run_file(store, rid)
+    key_gone, key_kept = _sweep_run(store, "k1", size=300), _sweep_run(store, "k2")
+    plan = plan_deletion(store, [gone, key_gone])
+    remove = shutil.rmtree
+    monkeypatch.setattr(shutil, "rmtree", lambda *a, **kw: (_ for _ in ()).throw(
+        KeyboardInterrupt))
+    with pytest.raises(KeyboardInterrupt, match="--orphans"):
+        delete_planned(store, plan)
+    monkeypatch.setattr(shutil, "rmtree", remove)
+    assert [r["id"] for r in store.list_runs()] == [kept, key_kept]
+    # what must stay: a folder of one's own beside the store, a run folder of another store
+    # in the same folder, a link to a folder, a live sweep's key without a run yet
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "20990101-000000-abcd").mkdir()
+    _run_file(store, "20990101-000000-abcd", store_path=tmp_path / "other.sqlite")
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / ARTIFACTS / "linked").symlink_to(tmp_path / "elsewhere")
+    found = find_orphans(store)
+    orphans = [tmp_path / gone, tmp_path / ARTIFACTS / "k1"]
+    assert [f for f, _ in found.folders] == orphans and found.unscanned is None
+    assert found.size == folder_size(tmp_path / gone) + 300 and found.size > 700
+    # a sweep that claims k1 again after the listing: its folder is kept
+    again, _ = store.claim_key("k1", {"run_key": "k1"}, experiment="e", env={})
+    result = delete_orphans(store, found)
+    assert result.removed == [tmp_path / gone] and result.kept[0][0] == orphans[1]
+    assert not (tmp_path / gone).exists() and (tmp_path / ARTIFACTS / "k1").is_dir()
+    for stays in (tmp_path / kept, tmp_path / ARTIFACTS / "k2", tmp_path / "notes",
+                  tmp_path / "20990101-000000-abcd", tmp_path / "elsewhere"):
+        assert stays.is_dir(), stays
+    assert find_orphans(store).folders == []            # k1 is the new run's now
+    store.complete_run(again, "failed", release="k1")
+    store.delete_runs([again])
+    assert [f for f, _ in find_orphans(store).folders] == [orphans[1]]
+
+
+def test_a_store_sharing_its_folder_leaves_the_artifact_folders_unlooked_at(tmp_path):
+    # two stores in one folder share artifacts/: a key of the other is not this one's orphan
+    store = RunStore(tmp_path / "runs.sqlite")
+    RunStore(tmp_path / "other.sqlite").close()
+    (tmp_path / ARTIFACTS / "theirs").mkdir(parents=True)
+    found = find_orphans(store)
+    assert found.folders == [] and "shared with the store" in found.unscanned
+    assert str(tmp_path / "other.sqlite") in found.unscanned
+
+
+def test_a_key_folder_a_live_sweep_leases_is_no_orphan_until_its_holder_is_gone(owner):
+    # its run deleted by --force, the live sweep still holds the key: its folder is in use
+    path, rid, proc = owner
+    store = RunStore(path)
+    folder = path.parent / ARTIFACTS / "k"
+    folder.mkdir(parents=True)
+    store.delete_runs([rid], force=True)
+    assert find_orphans(store).folders == []
+    proc.kill()
+    proc.wait()
+    assert [f for f, _ in find_orphans(store).folders] == [folder]
