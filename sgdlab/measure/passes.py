@@ -139,13 +139,17 @@ def activation_bytes_per_sample(model: nn.Module, x: Tensor) -> int:
     its input plus the outputs of all leaf modules, measured on (at most) 2 samples of ``x``
     in eval mode. A pass frees most of them as it goes, so this overestimates (CIFAR-10,
     float32: VGG-11 1.87 MiB against a measured peak of 0.50 MiB, ResNet-56 4.14 MiB against
-    0.31; docs/design/walk-and-eta-ratio.md)."""
+    0.31; docs/design/walk-and-eta-ratio.md). A ``torch.compile``d model is measured on its
+    eager module (``_orig_mod``, the same layers)."""
     return activation_sizes(model, x)[0]
 
 
 def activation_sizes(model: nn.Module, x: Tensor) -> tuple[int, int]:
     """(:func:`activation_bytes_per_sample`, elements per sample of the largest of those
     tensors, which sizes vmapped passes: :func:`vmap_budget`)."""
+    # the hooks under torch.compile would be traced: with the dynamic shapes of a recompile
+    # (after per-sample passes) ``out.nbytes`` fails, and adding hooks forces a recompile
+    model = eager_module(model)
     probe = x[: min(2, len(x))]
     total = [probe.nbytes]
     widest = [probe.numel()]
@@ -164,6 +168,13 @@ def activation_sizes(model: nn.Module, x: Tensor) -> tuple[int, int]:
         for h in hooks:
             h.remove()
     return max(1, -(-total[0] // len(probe))), max(1, -(-widest[0] // len(probe)))
+
+
+def eager_module(model: nn.Module) -> nn.Module:
+    """The module a ``torch.compile``d model wraps (``_orig_mod``), else ``model``."""
+    from torch._dynamo.eval_frame import OptimizedModule
+
+    return model._orig_mod if isinstance(model, OptimizedModule) else model
 
 
 def vmap_budget(budget: int, per_sample: int, widest: int) -> int:

@@ -648,3 +648,18 @@ def test_a_model_with_nothing_to_perturb_has_a_loss_and_names_the_problem_elsewh
                lambda m: M.hessian_top_eigenvalue(m, loss_fn, (x, y))):
         with pytest.raises(UserError, match="no trainable parameters"):
             fn(model)
+
+
+def test_a_compiled_model_called_at_two_batch_sizes_has_its_losses_measured():
+    # a model called at two batch sizes (a last, smaller batch) is recompiled with dynamic
+    # shapes; the pass planner's size probe hooked its layers inside the compiled forward,
+    # and dynamo failed on the hook's ``out.nbytes`` ("Cannot call numel() on tensor with
+    # symbolic sizes/strides") in every loss evaluation
+    model, loss_fn, (x, y) = make("residual")
+    compiled = torch.compile(model, backend="eager")      # dynamo's tracing, no code generation
+    try:
+        compiled(x)
+        compiled(x[:5])
+        close(M.mean_loss(compiled, loss_fn, (x, y)), M.mean_loss(model, loss_fn, (x, y)))
+    finally:
+        torch._dynamo.reset()
