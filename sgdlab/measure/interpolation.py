@@ -24,7 +24,6 @@ reaches 0 or below, the point is NaN, with a warning), and ``"keep"`` uses model
 """
 from __future__ import annotations
 
-import copy
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
@@ -38,7 +37,8 @@ from sgdlab.measure.batch_norm import BN_TYPES, has_batchnorm, recompute_bn_stat
 from sgdlab.models.modes import eval_mode
 from sgdlab.operators.batches import (Data, check_batch_loss, check_model_data,
                                       iterate_batches)
-from sgdlab.operators.params import frozen_named_params, params_vector, set_params_vector
+from sgdlab.operators.params import (copy_module, frozen_named_params, params_vector,
+                                      set_params_vector)
 
 __all__ = [
     "BasinWidth",
@@ -169,7 +169,7 @@ def interpolate_models(
                          f"{sorted(frozen_a)} vs {sorted(frozen_b)}")
     moving = {n: (frozen_a[n], frozen_b[n]) for n in frozen_a
               if not torch.equal(frozen_a[n], frozen_b[n])}
-    model = copy.deepcopy(model_a)
+    model = copy_module(model_a)
     frozen = dict(model.named_parameters())
     bn = has_batchnorm(model)
     bufs_a, bufs_b = _float_buffers(model_a), _float_buffers(model_b)

@@ -32,7 +32,6 @@ overlap of the weights of these aligned filters", line 1921, which can be read t
 """
 from __future__ import annotations
 
-import copy
 import math
 from collections.abc import Callable, Sequence
 from contextlib import ExitStack
@@ -42,7 +41,7 @@ from torch import Tensor, nn
 
 from sgdlab.models.modes import PLAIN_BN_TYPES, eval_mode
 from sgdlab.operators.batches import Data, iterate_batches
-from sgdlab.operators.params import params_vector
+from sgdlab.operators.params import copy_module, params_vector
 
 __all__ = [
     "SIMILARITIES",
@@ -153,7 +152,7 @@ def align_to(reference: nn.Module, model: nn.Module, *, similarity: str = "cosin
         raise ValueError(f"align_to: similarity must be one of {SIMILARITIES}, "
                          f"got {similarity!r}")
     ref_chain = _chain(reference)
-    aligned = copy.deepcopy(model)
+    aligned = copy_module(model)
     chain = _chain(aligned)
     if [type(m) for m in ref_chain] != [type(m) for m in chain] or any(
             p.shape != q.shape for p, q in zip(reference.parameters(), aligned.parameters())):
@@ -234,7 +233,7 @@ def average_weights(models: Sequence[nn.Module]) -> nn.Module:
     ``num_batches_tracked``) are the first model's."""
     if not models:
         raise ValueError("average_weights: no models")
-    out = copy.deepcopy(models[0])
+    out = copy_module(models[0])
     states = [m.state_dict() for m in models]
     keys = list(states[0])
     for s in states[1:]:

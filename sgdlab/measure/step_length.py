@@ -29,7 +29,6 @@ Per-sample losses and slopes come from one forward-mode pass of the B losses alo
 """
 from __future__ import annotations
 
-import copy
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -43,8 +42,8 @@ from torch.utils._pytree import tree_leaves, tree_map, tree_map_only
 from sgdlab.errors import UserError
 from sgdlab.operators.batches import (Data, check_mean_of_samples, concat_batches,
                                       fixed_randomness)
-from sgdlab.operators.params import (check_params_vector, functional_call, set_params_vector,
-                                     trainable_named_params, unflatten_like)
+from sgdlab.operators.params import (check_params_vector, copy_module, functional_call,
+                                     set_params_vector, trainable_named_params, unflatten_like)
 
 __all__ = ["StepLength", "normalized_step_length", "per_sample_losses_and_slopes"]
 
@@ -104,7 +103,7 @@ def per_sample_losses_and_slopes(model: nn.Module, loss_fn: LossFn, theta: Tenso
     except (RuntimeError, NotImplementedError):   # an op without a forward-mode rule
         from sgdlab.operators.per_sample import per_sample_gradients
 
-        at = copy.deepcopy(model)
+        at = copy_module(model)
         set_params_vector(at, theta)
         g = per_sample_gradients(at, loss_fn, (x, y))
         with torch.no_grad(), fixed_randomness(at, x.device):

@@ -27,7 +27,6 @@ data (see :mod:`sgdlab.measure.interpolation`).
 """
 from __future__ import annotations
 
-import copy
 import math
 import numbers
 from collections.abc import Callable, Iterator, Sequence
@@ -39,7 +38,8 @@ from torch import Tensor, nn
 
 from sgdlab.errors import checked_keywords
 from sgdlab.operators.batches import Data, is_single_batch, iterate_batches
-from sgdlab.operators.params import params_vector, set_params_vector, trainable_named_params
+from sgdlab.operators.params import (copy_module, params_vector, set_params_vector,
+                                      trainable_named_params)
 
 from ._repr import compact_repr
 from .batch_norm import has_batchnorm, recompute_bn_statistics
@@ -290,7 +290,7 @@ def loss_surface(
     dirs = [d.to(dtype=theta.dtype, device=theta.device) for d in dirs]
     grid = _grid(extent, steps)
     coef = torch.tensor(grid, dtype=theta.dtype, device=theta.device)
-    work = copy.deepcopy(model).eval()
+    work = copy_module(model).eval()
     bn = has_batchnorm(work)
     surf = LossSurface([grid] * len(dirs), direction_norms=[float(d.norm()) for d in dirs],
                        bn_stats=bn_stats if bn else "none")

@@ -6,7 +6,6 @@ the *true* Fisher (labels sampled from the model) is the GGN for cross-entropy, 
 """
 from __future__ import annotations
 
-import copy
 from collections.abc import Callable
 
 import torch
@@ -14,7 +13,7 @@ from torch import Tensor, nn
 
 from .batches import Data
 from .linear import ModelOperator
-from .params import state_versions
+from .params import copy_module, state_versions
 from .per_sample import per_sample_gradients
 
 
@@ -73,7 +72,7 @@ class EmpiricalFisherOperator(ModelOperator):
         if dtype == self.dtype or self.data is not None:
             return super().to(dtype)
         # built from precomputed gradients only: convert those
-        return EmpiricalFisherOperator(copy.deepcopy(self.model).to(dtype), self.loss_fn,
+        return EmpiricalFisherOperator(copy_module(self.model).to(dtype), self.loss_fn,
                                        gradients=self.gradients.to(dtype),
                                        chunk_size=self.chunk_size)
 

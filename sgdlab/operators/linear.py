@@ -6,7 +6,6 @@ accept either a dense square tensor or a ``LinearOperator`` through :func:`as_op
 from __future__ import annotations
 
 import contextlib
-import copy
 from collections.abc import Iterator
 
 import torch
@@ -18,6 +17,7 @@ from sgdlab.models.modes import buffers_kept, writes_buffers
 from .batches import (check_batch_loss, check_model_data, dense_embedding_gradients,
                       fixed_randomness, iterate_batches, plain_checkpoints, stochastic_modules)
 from .blocking import BlockTuner
+from .params import copy_module
 
 
 def kept_running_statistics(model) -> contextlib.AbstractContextManager:
@@ -232,7 +232,7 @@ class ModelOperator(LinearOperator):
             return self
         from .batches import cast_batches
 
-        model = copy.deepcopy(self.model).to(dtype)
+        model = copy_module(self.model).to(dtype)
         return type(self)(model, self.loss_fn, cast_batches(self.data, dtype), **self._options())
 
 

@@ -5,6 +5,7 @@ The flat vector concatenates ``p.reshape(-1)`` for the trainable parameters in
 """
 from __future__ import annotations
 
+import copy
 import functools
 import itertools
 from collections.abc import Iterable, Mapping
@@ -42,6 +43,21 @@ def functional_call(model: nn.Module, tensors, args, kwargs=None):
         for m, params, buffers in saved:
             m._parameters.update(params)
             m._buffers.update(buffers)
+
+
+def copy_module(model: nn.Module) -> nn.Module:
+    """``copy.deepcopy(model)``, also for a model that keeps a tensor computed from its
+    parameters as a plain attribute: the hook-based ``nn.utils.weight_norm`` holds
+    ``weight = g v / ‖v‖``, a tensor of the autograd graph, which deepcopy refuses ("Only
+    Tensors created explicitly by the user (graph leaves) support the deepcopy protocol").
+    Such tensors are copied detached: the copy's forward pre-hook computes them again from
+    its own parameters before every use."""
+    memo: dict[int, object] = {}
+    for m in model.modules():
+        for v in vars(m).values():
+            if isinstance(v, Tensor) and not v.is_leaf:
+                memo[id(v)] = v.detach().clone()
+    return copy.deepcopy(model, memo)
 
 
 def trainable_named_params(model: nn.Module) -> dict[str, Tensor]:

@@ -65,7 +65,6 @@ Conventions:
 """
 from __future__ import annotations
 
-import copy
 import math
 import os
 import time
@@ -79,6 +78,7 @@ from torch import Tensor, nn
 
 from ..data.augment import batch_augmentation
 from ..errors import ConfigError, UserError, did_you_mean
+from ..operators.params import copy_module
 from ..optim.elastic import Parle, master_average
 from .checkpoint import (changed_settings, load_checkpoint, rng_state, save_checkpoint,
                          set_rng_state)
@@ -528,7 +528,7 @@ class _ReplicaTraining:
         self.stored_rows: int | None = None
         self.comm_time = 0.0
         # (copied before a resume loads the replicas' weights: the same model either way)
-        self.master_model = copy.deepcopy(self.workers[0].model)
+        self.master_model = copy_module(self.workers[0].model)
         self.ckpt = Path(checkpoint_dir) if checkpoint_dir is not None else None
         if self.ckpt is not None:
             check_checkpoint_dir(self.ckpt, resume)
@@ -572,7 +572,7 @@ class _ReplicaTraining:
         augment = batch_augmentation(data)
         self.workers: list[ReplicaWorker] = []
         for a in self.mine:
-            m = copy.deepcopy(model).to(self.dev)
+            m = copy_module(model).to(self.dev)
             if shards is None:
                 xa, ya = x_all, y_all
             else:

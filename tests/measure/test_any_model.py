@@ -663,3 +663,32 @@ def test_a_compiled_model_called_at_two_batch_sizes_has_its_losses_measured():
         close(M.mean_loss(compiled, loss_fn, (x, y)), M.mean_loss(model, loss_fn, (x, y)))
     finally:
         torch._dynamo.reset()
+
+
+def _weight_normed(hook_based: bool) -> nn.Module:
+    torch.manual_seed(0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)     # the hook-based one is deprecated
+        lin = (nn.utils.weight_norm if hook_based
+               else nn.utils.parametrizations.weight_norm)(nn.Linear(3, 4))
+    return nn.Sequential(lin, nn.Tanh(), nn.Linear(4, 2)).double()
+
+
+def test_the_hook_based_weight_norm_is_measured_where_a_copy_of_the_model_is_made():
+    # nn.utils.weight_norm keeps weight = g v / ‖v‖ as a plain attribute, a tensor of the
+    # autograd graph: the measurements that copy the model failed on deepcopy's "Only Tensors
+    # created explicitly by the user (graph leaves) support the deepcopy protocol"
+    hook, param = _weight_normed(True), _weight_normed(False)   # the same function and θ
+    loss_fn, data = nn.CrossEntropyLoss(), _data("vector", 1)
+    data = (data[0].double(), data[1])
+    theta = params_vector(hook)
+    close(theta, params_vector(param), 0)
+    for fn in (lambda m: M.loss_surface(m, loss_fn, data, [theta * 0 + 0.01], steps=3).train_loss,
+               lambda m: M.interpolate_models(m, m, loss_fn, data, alphas=[0.0, 1.0]).train_loss,
+               lambda m: M.normalized_step_length(m, loss_fn, theta, theta + 0.01, data).alpha,
+               lambda m: M.hessian_top_eigenvalue(m, loss_fn, data, dtype=torch.float32,
+                                                  generator=gen())):
+        close(fn(hook), fn(param))
+    weight = hook[0].weight
+    close(params_vector(hook), theta, 0)
+    assert hook[0].weight is weight                            # the model's own, untouched
