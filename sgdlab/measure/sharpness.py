@@ -42,8 +42,8 @@ from torch.func import vmap
 from sgdlab.accuracy import argmax_hits
 from sgdlab.models.modes import buffers_kept
 from sgdlab.operators.batches import (Data, check_batch_loss, check_data, check_model_data,
-                                      fixed_randomness, is_single_batch, iterate_batches,
-                                      plain_checkpoints)
+                                      dense_embedding_gradients, fixed_randomness,
+                                      is_single_batch, iterate_batches, plain_checkpoints)
 from sgdlab.operators.params import (UNUSED_ZERO, check_not_inference_mode, params_vector,
                                      set_params_vector, trainable_named_params)
 from sgdlab.operators.params import (frozen_named_params, functional_call, model_device,
@@ -277,7 +277,7 @@ def _gradient_sums(model: nn.Module, loss_fn: LossFn, data: Data, plan: PassPlan
     whole = plan.batch_statistics or bool(plan.random)
     for x, y in _batches(model, data, device):
         for xc, yc in [(x, y)] if whole else plan.split(x, y)[1]:
-            with torch.enable_grad():
+            with torch.enable_grad(), dense_embedding_gradients(model):
                 loss = loss_fn(model(xc), yc)
                 g = torch.autograd.grad(loss, params, **UNUSED_ZERO)
             for acc, gi in zip(grads, g):

@@ -692,3 +692,19 @@ def test_the_hook_based_weight_norm_is_measured_where_a_copy_of_the_model_is_mad
     weight = hook[0].weight
     close(params_vector(hook), theta, 0)
     assert hook[0].weight is weight                            # the model's own, untouched
+
+
+def test_an_embedding_scaling_its_gradient_by_frequency_is_measured_by_the_losss_derivatives():
+    # nn.Embedding(scale_grad_by_freq=True) divides each row's gradient by its token's count
+    # in the batch: the Hessian was 0.024 off the loss's, the gradient norm 0.017, Σ 0.006,
+    # and one batch disagreed with the same samples in two
+    model, loss_fn, data = make("embedding")
+    plain = copy.deepcopy(model)
+    model.emb.scale_grad_by_freq = True
+    for fn in (M.dense_hessian, M.full_batch_grad_norm,
+               lambda *a: M.gradient_covariance(*a).dense(),
+               lambda *a: M.hessian_top_eigenvalue(*a, generator=gen(), tol=1e-10),
+               lambda *a: M.epsilon_sharpness(*a, 1e-2, num_steps=2, generator=gen()).max_loss):
+        for d in (data, two_batches(data)):
+            close(fn(model, loss_fn, d), fn(plain, loss_fn, data))
+    assert model.emb.scale_grad_by_freq                       # put back
