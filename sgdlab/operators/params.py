@@ -32,7 +32,14 @@ def functional_call(model: nn.Module, tensors, args, kwargs=None):
     """``torch.func.functional_call``, with the model's parameters and buffers as they were
     afterwards. Why: torch does not restore a module registered under two names (a layer
     used twice, ``nn.Sequential(lin, act, lin)``): its parameters stay the plain tensors of
-    the call, so later gradients, optimizers and hooks on the model silently miss them."""
+    the call, so later gradients, optimizers and hooks on the model silently miss them.
+    ``nn.DataParallel`` refuses the stateless API ("The stateless API can't be used with
+    nn.DataParallel module"): the module it wraps is called instead, the same function on
+    the tensors' one device, its names without the ``module.`` prefix."""
+    while isinstance(model, nn.DataParallel):
+        model = model.module
+        tensors = (_unprefixed(tensors) if isinstance(tensors, Mapping)
+                   else type(tensors)(_unprefixed(t) for t in tensors))
     mods = list(model.modules())
     if len(mods) == sum(1 for _ in model.named_modules(remove_duplicate=False)):
         return torch.func.functional_call(model, tensors, args, kwargs)
@@ -43,6 +50,10 @@ def functional_call(model: nn.Module, tensors, args, kwargs=None):
         for m, params, buffers in saved:
             m._parameters.update(params)
             m._buffers.update(buffers)
+
+
+def _unprefixed(tensors: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    return {k.removeprefix("module."): v for k, v in tensors.items()}
 
 
 def copy_module(model: nn.Module) -> nn.Module:

@@ -708,3 +708,20 @@ def test_an_embedding_scaling_its_gradient_by_frequency_is_measured_by_the_losss
         for d in (data, two_batches(data)):
             close(fn(model, loss_fn, d), fn(plain, loss_fn, data))
     assert model.emb.scale_grad_by_freq                       # put back
+
+
+def test_a_data_parallel_model_is_measured_as_the_module_it_wraps():
+    # torch.func refuses nn.DataParallel ("The stateless API can't be used with
+    # nn.DataParallel module"): the local-entropy gradient failed on it, and the vmapped
+    # evaluations of sharpness and local entropy went point by point with a warning
+    model, loss_fn, data = make("residual")
+    wrapped = nn.DataParallel(model)          # on CPU: calls the module, as on one device
+    for fn in (lambda m: M.local_entropy_gradient(m, loss_fn, data, 1.0, steps=2,
+                                                  generator=gen()),
+               lambda m: M.expected_sharpness(m, loss_fn, data, 0.01, 3, generator=gen()).value,
+               lambda m: M.local_entropy(m, loss_fn, data, 0.01, num_samples=3,
+                                         generator=gen()).f_gamma):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            close(fn(wrapped), fn(model))
+    assert_parameters_kept(wrapped, registered(nn.DataParallel(model)))
