@@ -22,7 +22,10 @@ by layer from the input:
    the same way (through a Flatten: in blocks of the spatial size per channel).
 
 The last weighted layer (the read-out) keeps its order. The result computes the same function
-as the copy (:func:`align_to` checks this on ``check_input`` when given).
+as the copy (:func:`align_to` checks this on ``check_input`` when given). A layer whose weight
+is computed from other tensors at every forward pass (weight norm, spectral norm, any
+``torch.nn.utils.parametrize`` parametrization) is refused by name: its rows alone cannot be
+permuted.
 
 Overlap (:func:`weight_overlap`): Fig. 5.1 plots ⟨x^a, x^b⟩ / (‖x^a‖ ‖x^b‖) for two networks'
 weights x^a, x^b (line 1932). ``reading="whole"`` (the default) takes x as all the
@@ -38,6 +41,7 @@ from contextlib import ExitStack
 
 import torch
 from torch import Tensor, nn
+from torch.nn.utils import parametrize
 
 from sgdlab.models.modes import PLAIN_BN_TYPES, eval_mode
 from sgdlab.operators.batches import Data, iterate_batches
@@ -69,6 +73,19 @@ _PASSIVE = (nn.ReLU, nn.LeakyReLU, nn.Tanh, nn.Sigmoid, nn.ELU, nn.GELU, nn.Soft
 def _chain(model: nn.Module) -> list[nn.Module]:
     """The model's leaf modules in registration order, refusing any that a permutation of
     the hidden units would not commute with."""
+    for name, m in model.named_modules():
+        # a weight computed from other tensors (weight_norm's g and v, spectral norm's
+        # weight_orig, any parametrization) is computed again from them at the next forward
+        # pass: permuting its rows alone changed the function
+        if isinstance(m, _WEIGHTED) and (parametrize.is_parametrized(m)
+                                         or not isinstance(m.weight, nn.Parameter)):
+            raise ValueError(
+                f"align_to: layer {name} ({type(m).__name__}) computes its weight from other "
+                "tensors (a weight norm, spectral norm or other parametrization), which the "
+                "alignment does not permute; align copies without it "
+                "(torch.nn.utils.parametrize.remove_parametrizations(layer, 'weight'), or "
+                "torch.nn.utils.remove_weight_norm / remove_spectral_norm for the hook-based "
+                "ones)")
     leaves = [m for m in model.modules() if not list(m.children())]
     for m in leaves:
         if not isinstance(m, (*_WEIGHTED, *_BN, *_PASSIVE, nn.Flatten)):
