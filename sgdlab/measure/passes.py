@@ -27,6 +27,7 @@ import copy
 import math
 import numbers
 import re
+import sys
 from collections.abc import Callable, Iterable
 from fractions import Fraction
 from typing import TypeVar
@@ -172,9 +173,11 @@ def activation_sizes(model: nn.Module, x: Tensor) -> tuple[int, int]:
 
 def eager_module(model: nn.Module) -> nn.Module:
     """The module a ``torch.compile``d model wraps (``_orig_mod``), else ``model``."""
-    from torch._dynamo.eval_frame import OptimizedModule
-
-    return model._orig_mod if isinstance(model, OptimizedModule) else model
+    # a compiled model exists only once torch imported dynamo: importing it here would add
+    # seconds to every process that measures a loss
+    frames = sys.modules.get("torch._dynamo.eval_frame")
+    return (model._orig_mod if frames is not None and isinstance(model, frames.OptimizedModule)
+            else model)
 
 
 def vmap_budget(budget: int, per_sample: int, widest: int) -> int:
