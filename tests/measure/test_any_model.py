@@ -725,3 +725,36 @@ def test_a_data_parallel_model_is_measured_as_the_module_it_wraps():
             warnings.simplefilter("error")
             close(fn(wrapped), fn(model))
     assert_parameters_kept(wrapped, registered(nn.DataParallel(model)))
+
+
+def test_a_complex_parameter_is_refused_by_name_and_its_real_pairs_measured():
+    # a complex parameter was read as one coordinate per entry: the gradient norm, sharpness,
+    # surfaces and batch statistics came out wrong without a word, the Hessian 4 x 4 and
+    # complex, and Lanczos, Hutchinson and epsilon-sharpness failed inside torch ("value
+    # cannot be converted to type double without overflow", "torch.sign is not intended to
+    # support complex numbers")
+    z = torch.randn(4, dtype=torch.complex128, generator=gen(0))
+
+    class Pair(nn.Module):
+        def __init__(self, as_real: bool):
+            super().__init__()
+            self.z = nn.Parameter(torch.view_as_real(z).clone() if as_real else z.clone())
+
+        def forward(self, x):
+            r = (self.z if self.z.is_floating_point() else torch.view_as_real(self.z))
+            return (x @ r.reshape(-1) + (r ** 4).sum() * 0.1).unsqueeze(1)
+
+    x, y = torch.randn(6, 8, dtype=torch.float64, generator=gen(1)), torch.zeros(6, 1).double()
+    loss_fn, theta = nn.MSELoss(), torch.zeros(8, dtype=torch.float64)
+    for fn in (M.dense_hessian, M.full_batch_grad_norm, M.batch_statistics, M.gradient_covariance,
+               lambda *a: M.hessian_top_eigenvalue(*a, generator=gen()),
+               lambda *a: M.hessian_trace(*a, 2, generator=gen()),
+               lambda *a: M.expected_sharpness(*a, 0.01, 2, generator=gen()),
+               lambda *a: M.epsilon_sharpness(*a, num_steps=1, generator=gen()),
+               lambda *a: M.segment_losses(*a, theta, theta + 0.01, 2),
+               lambda m, lf, d: M.parameter_norm(m)):
+        with pytest.raises(UserError, match=r"parameter z of shape \(4,\) is torch.complex128: "
+                                            r"measurements take real parameters.*view_as_real"):
+            fn(Pair(as_real=False), loss_fn, (x, y))
+    close(M.mean_loss(Pair(False), loss_fn, (x, y)), M.mean_loss(Pair(True), loss_fn, (x, y)))
+    assert M.dense_hessian(Pair(True), loss_fn, (x, y)).shape == (8, 8)
