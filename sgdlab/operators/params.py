@@ -101,6 +101,23 @@ def check_real(params: Mapping[str, Tensor]) -> None:
                 "(torch.view_as_real), the coordinates torch's optimizers step")
 
 
+def check_parametrizations_uncached(model: nn.Module) -> None:
+    """A ``UserError`` inside ``torch.nn.utils.parametrize.cached()`` for a parametrized
+    model: its weights are computed once there and reused, so every point a measurement
+    moved θ to, and every functional call's own tensors, met the weight of θ (sharpness,
+    local entropy, walks, surfaces and the GGN diagonal of an orthogonal layer 0.002-0.1
+    off, without a word)."""
+    from torch.nn.utils import parametrize
+
+    if parametrize._cache_enabled and any(parametrize.is_parametrized(m)
+                                          for m in model.modules()):
+        raise UserError(
+            "the model's parametrized weights are cached (inside "
+            "torch.nn.utils.parametrize.cached()): a measurement would read the weight "
+            "cached at the model's parameters at every point it evaluates and in every "
+            "derivative; call it outside the cached() block")
+
+
 def require_trainable(model: nn.Module) -> dict[str, Tensor]:
     """:func:`trainable_named_params`, a ``UserError`` when there is none (nothing to
     differentiate: no gradient, no curvature) or one is complex (:func:`check_real`)."""
@@ -108,6 +125,7 @@ def require_trainable(model: nn.Module) -> dict[str, Tensor]:
     if not params:
         raise no_trainable_parameters()
     check_real(params)
+    check_parametrizations_uncached(model)
     check_not_inference_mode()
     return params
 
@@ -176,6 +194,7 @@ def params_vector(model: nn.Module) -> Tensor:
     if not params:
         raise no_trainable_parameters()
     check_real(params)
+    check_parametrizations_uncached(model)
     return flatten(p.detach() for p in params.values()).clone()
 
 
@@ -187,6 +206,7 @@ def check_params_vector(model: nn.Module, vec: object, name: str, call: str) -> 
     if not d:
         raise no_trainable_parameters()
     check_real(trainable_named_params(model))
+    check_parametrizations_uncached(model)
     if not isinstance(vec, Tensor):
         raise TypeError(f"{name} must be a flat vector of the model's {d} trainable parameters "
                         f"(params_vector(model)), got {type(vec).__name__}; the arguments are "

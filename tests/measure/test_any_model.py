@@ -758,3 +758,30 @@ def test_a_complex_parameter_is_refused_by_name_and_its_real_pairs_measured():
             fn(Pair(as_real=False), loss_fn, (x, y))
     close(M.mean_loss(Pair(False), loss_fn, (x, y)), M.mean_loss(Pair(True), loss_fn, (x, y)))
     assert M.dense_hessian(Pair(True), loss_fn, (x, y)).shape == (8, 8)
+
+
+def test_inside_a_parametrization_cache_the_measurements_are_refused_by_name():
+    # parametrize.cached() computes a parametrized weight once and reuses it: the points a
+    # measurement moved θ to, and its functional calls' own tensors, met the weight of θ
+    # (an orthogonal layer: sharpness, local entropy, walks, surfaces 0.002-0.03 off, the GGN
+    # diagonal 0.1), without a word
+    from torch.nn.utils import parametrize
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.utils.parametrizations.orthogonal(nn.Linear(4, 4)), nn.Tanh(),
+                          nn.Linear(4, 2)).double()
+    x, y = torch.randn(N, 4, generator=gen(1), dtype=torch.float64), _data("vector", 1)[1]
+    loss_fn, theta = nn.CrossEntropyLoss(), params_vector(model)
+    for fn in (M.ggn_diagonal, M.dense_hessian,
+               lambda *a: M.expected_sharpness(*a, 0.05, 2, generator=gen()),
+               lambda *a: M.segment_losses(*a, theta, theta + 0.05, 3),
+               lambda *a: M.step_interpolation(*a, theta + 0.05, num_points=3),
+               lambda *a: M.loss_surface(*a, [theta * 0 + 0.05], steps=3),
+               lambda *a: M.local_entropy_gradient(*a, 1.0, steps=2, generator=gen())):
+        with parametrize.cached(), pytest.raises(
+                UserError, match=r"parametrized weights are cached \(inside torch.nn.utils."
+                                 r"parametrize.cached\(\)\).*outside the cached\(\) block"):
+            fn(model, loss_fn, (x, y))
+    outside = M.mean_loss(model, loss_fn, (x, y))
+    with parametrize.cached():                 # the loss at θ itself is the cached weight's
+        close(M.mean_loss(model, loss_fn, (x, y)), outside)
