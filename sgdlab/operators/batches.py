@@ -322,6 +322,8 @@ def check_data(data: object) -> None:
             and all(isinstance(t, Tensor) for t in data)):
         raise UserError(f"data is a tuple of {len(data)} tensors: a batch is one (inputs, "
                         "targets) pair")
+    if is_single_batch(data):
+        check_batch_rows(*data)
     if (isinstance(data, (tuple, list)) and len(data) == 2 and isinstance(data[1], Tensor)
             and isinstance(data[0], (tuple, list, dict))):
         # read as two batches: (x1, x2) as a first batch's inputs and targets, and a shape
@@ -339,6 +341,18 @@ def check_data(data: object) -> None:
         raise UserError(f"data is a torch Dataset ({type(data).__name__}), whose items are "
                         "single samples: measurements take a batch (x, y) or an iterable of "
                         "batches; wrap it in a DataLoader(dataset, batch_size=...)")
+
+
+def check_batch_rows(x: Tensor, y: Tensor, which: str = "the batch") -> None:
+    """A ``UserError`` for inputs and targets of another length along dimension 0: the rows
+    of both are the samples, which per-sample gradients, chunks and probes slice alike (a
+    sequence-first batch, (T, N, F) inputs for N targets, failed inside vmap: "Expected all
+    tensors to have the same size in the mapped dimension")."""
+    if x.dim() and y.dim() and len(x) != len(y):
+        raise UserError(
+            f"data: {which} has {len(x)} inputs along dimension 0 but {len(y)} targets; "
+            "measurements read dimension 0 of both as the samples: give a sequence model "
+            "batch-first inputs (batch_first=True, or transpose inside its forward)")
 
 
 def _other_dtype(model: nn.Module, x: Tensor) -> torch.dtype | None:
@@ -438,6 +452,7 @@ def check_model_data(model: nn.Module, loss_fn: object, data: Data) -> None:
     loss says its reduction, :func:`check_loss_reduction`). One no-grad, eval-mode forward
     pass of those samples at most, run for an element-wise loss, a loss of one's own or inputs
     of another dtype only, and shared by the checks."""
+    check_data(data)
     first = _first_samples(data)
     param = next(model.parameters(), None)
     if first is None or param is None or not len(first[0]):
@@ -503,6 +518,7 @@ def iterate_batches(data: Data, device: torch.device | None = None) -> Iterator[
             raise UserError(f"data: batch {i} is not an (inputs, targets) pair of tensors "
                             f"(got {type(batch).__name__})")
         x, y = batch
+        check_batch_rows(x, y, f"batch {i}")
         if not len(x):
             continue             # weighs nothing in a mean over samples
         seen += len(x)

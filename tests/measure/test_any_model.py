@@ -785,3 +785,27 @@ def test_inside_a_parametrization_cache_the_measurements_are_refused_by_name():
     outside = M.mean_loss(model, loss_fn, (x, y))
     with parametrize.cached():                 # the loss at θ itself is the cached weight's
         close(M.mean_loss(model, loss_fn, (x, y)), outside)
+
+
+def test_a_sequence_first_batch_is_refused_naming_the_batch_first_remedy():
+    # nn.GRU's default batch_first=False takes (T, N, F): Σ and the batch statistics failed
+    # inside vmap ("Expected all tensors to have the same size in the mapped dimension"),
+    # chunks of the batch would have cut it along T
+    torch.manual_seed(0)
+
+    class SeqFirst(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.rnn, self.head = nn.GRU(3, 4), nn.Linear(4, 2)
+
+        def forward(self, x):
+            return self.head(self.rnn(x)[0][-1])
+
+    model, loss_fn = SeqFirst().double(), nn.CrossEntropyLoss()
+    x, y = torch.randn(5, N, 3, generator=gen(1), dtype=torch.float64), _data("vector", 1)[1]
+    for fn in (M.gradient_covariance, M.batch_statistics, M.mean_loss, M.dense_hessian,
+               lambda *a: M.expected_sharpness(*a, 0.01, 2, generator=gen())):
+        for d, which in (((x, y), "the batch"), ([(x, y)], "batch 0")):
+            with pytest.raises(UserError, match=rf"data: {which} has 5 inputs along dimension 0 "
+                                                rf"but 8 targets.*batch_first=True"):
+                fn(model, loss_fn, d)
