@@ -524,7 +524,9 @@ def iterate_batches(data: Data, device: torch.device | None = None) -> Iterator[
         seen += len(x)
         if device is not None:
             x, y = x.to(device), y.to(device)
-        yield x, y
+        # inputs that require a gradient (a model's activations kept as data) would put them
+        # into every product's graph: Lanczos' out= writes failed on them
+        yield x.detach(), y.detach()
     if not seen:
         if isinstance(data, Iterator):
             # a generator is read once; measurements read their data more than once
@@ -541,7 +543,7 @@ def num_samples(data: Data) -> int:
 def concat_batches(data: Data, device: torch.device | None = None) -> Batch:
     """All samples as one batch (for per-sample quantities that need every sample at once)."""
     if is_single_batch(data):
-        x, y = data
+        x, y = data[0].detach(), data[1].detach()
         return (x.to(device), y.to(device)) if device is not None else (x, y)
     xs, ys = zip(*iterate_batches(data, device))
     return torch.cat(xs), torch.cat(ys)

@@ -809,3 +809,16 @@ def test_a_sequence_first_batch_is_refused_naming_the_batch_first_remedy():
             with pytest.raises(UserError, match=rf"data: {which} has 5 inputs along dimension 0 "
                                                 rf"but 8 targets.*batch_first=True"):
                 fn(model, loss_fn, d)
+
+
+def test_inputs_that_require_a_gradient_are_measured_as_data():
+    # features taken from another network without torch.no_grad() carry a graph: it entered
+    # every Hessian product, and Lanczos failed on "functions with out=... arguments don't
+    # support automatic differentiation"
+    model, loss_fn, (x, y) = make("residual")
+    features = (x * torch.ones(3, dtype=torch.float64, requires_grad=True), y)
+    for fn in (lambda d: M.hessian_top_eigenvalue(model, loss_fn, d, generator=gen()),
+               lambda d: M.hessian_spectral_density(model, loss_fn, d, num_probes=1, num_iter=3,
+                                                    generator=gen()).nodes):
+        for d in (features, [features]):
+            close(fn(d), fn((x, y)))
