@@ -440,7 +440,8 @@ def _first_samples(data: Data) -> Batch | None:
     return batch[0][:_PROBE], batch[1][:_PROBE]
 
 
-def check_model_data(model: nn.Module, loss_fn: object, data: Data) -> None:
+def check_model_data(model: nn.Module, loss_fn: object, data: Data, *,
+                     reads_params: bool = False) -> None:
     """A ``UserError`` for data the model and the loss take without failing but not as meant,
     found on the first samples (:func:`_first_samples`) before a measurement computes anything:
     inputs of another floating dtype than the model's parameters that the model refuses
@@ -451,7 +452,9 @@ def check_model_data(model: nn.Module, loss_fn: object, data: Data) -> None:
     loss of one's own that returns a value per sample (:func:`loss_value_refusal`; a torch
     loss says its reduction, :func:`check_loss_reduction`). One no-grad, eval-mode forward
     pass of those samples at most, run for an element-wise loss, a loss of one's own or inputs
-    of another dtype only, and shared by the checks."""
+    of another dtype only, and shared by the checks. ``reads_params``: a loss that reads the
+    model's parameters besides its outputs is taken (per-sample gradients, whose centred
+    spread it shifts by one vector alike, and the full gradient, taken through the model)."""
     check_data(data)
     first = _first_samples(data)
     param = next(model.parameters(), None)
@@ -476,25 +479,41 @@ def check_model_data(model: nn.Module, loss_fn: object, data: Data) -> None:
     if shapes and isinstance(out, Tensor):
         check_target_shape(loss_fn, out, y, where=where)
     if own:
-        refusal = loss_value_refusal(loss_fn, out, y, where=where)
+        refusal = loss_value_refusal(
+            loss_fn, out, y, where=where,
+            params=None if reads_params else [p for p in model.parameters() if p.requires_grad])
         if refusal is not None:
             raise refusal
 
 
 def loss_value_refusal(loss_fn: object, outputs: object, targets: Tensor, *,
-                       where: str = "") -> UserError | None:
+                       where: str = "", params: list[Tensor] | None = None
+                       ) -> UserError | None:
     """The :class:`UserError` for a loss whose value on ``outputs`` and ``targets`` is not one
     number (a value per sample or per position: a function of one's own without its mean),
-    which every consumer takes for the batch's mean loss; None otherwise, and for a loss that
-    fails on them (the caller's own pass reports that)."""
+    which every consumer takes for the batch's mean loss, or, given the model's trainable
+    ``params``, that reads them besides the (detached) outputs, as a weight-decay term does:
+    functional calls and the R-op see the loss through the outputs only (a 3-4-2 MLP's
+    Hessian missed the term's 2λI, Σ's mean its gradient). None otherwise, and for a loss
+    that fails on them (the caller's own pass reports that)."""
     try:
-        with torch.no_grad():
+        # gradients recorded on detached outputs: only another tensor can give the value one
+        with torch.enable_grad():
             value = loss_fn(outputs, targets)
     except Exception:
         return None
+    name = loss_name(loss_fn)
+    if (params and isinstance(value, Tensor) and value.requires_grad and value.numel() == 1
+            and any(g is not None for g in torch.autograd.grad(value, params,
+                                                              allow_unused=True))):
+        return UserError(
+            f"loss_fn {name} reads the model's parameters besides its outputs (seen{where}; "
+            "a weight-decay term?): the measurements differentiate and move the parameters "
+            "through the outputs, where such a term is missed or read at the wrong point (a "
+            "Hessian without its 2λI); measure the loss of the outputs alone and give weight "
+            "decay to the optimizer")
     if isinstance(value, Tensor) and value.numel() == 1:
         return None
-    name = loss_name(loss_fn)
     if not isinstance(value, Tensor):
         return UserError(
             f"loss_fn {name} returns a {type(value).__name__}{where}: training and the "

@@ -455,7 +455,7 @@ def per_sample_factors(
     """
     check_not_inference_mode()
     check_loss_reduction(loss_fn)
-    check_model_data(model, loss_fn, data)
+    check_model_data(model, loss_fn, data, reads_params=True)
     layers = _supported(model)
     if not layers or len({p.dtype for p in trainable_named_params(model).values()}) > 1:
         return None       # parameters of several dtypes: one backward per chunk (vmap)

@@ -119,7 +119,7 @@ def per_sample_gradients(
     check_running_statistics(model)
     check_per_sample_model(model)
     check_loss_reduction(loss_fn)
-    check_model_data(model, loss_fn, data)
+    check_model_data(model, loss_fn, data, reads_params=True)
     # dropout in train mode: one fixed draw of masks, not the global generator's next one
     # and a train-mode spectral norm's power iteration run from the model's vectors for every
     # chunk and put back after: one function for all samples, the model left as it was
@@ -203,7 +203,7 @@ def full_gradient(
     from .batches import check_batch_loss, iterate_batches
 
     check_batch_loss(loss_fn, data)
-    check_model_data(model, loss_fn, data)
+    check_model_data(model, loss_fn, data, reads_params=True)
     params = list(require_trainable(model).values())
     device = params[0].device
     total, n = None, 0

@@ -822,3 +822,34 @@ def test_inputs_that_require_a_gradient_are_measured_as_data():
                                                     generator=gen()).nodes):
         for d in (features, [features]):
             close(fn(d), fn((x, y)))
+
+
+def test_a_loss_reading_the_models_parameters_is_refused_by_name():
+    # a weight-decay term inside loss_fn reads model.parameters(), which functional calls
+    # and the R-op do not replace: the Hessian missed the term's 2λI, vmapped points read it
+    # at θ, without a word
+    model, _, data = make("residual")
+    decayed = lambda out, y: (F.cross_entropy(out, y)                     # noqa: E731
+                              + 0.05 * sum(p.pow(2).sum() for p in model.parameters()))
+    for fn in (M.dense_hessian, M.mean_loss,
+               lambda *a: M.hessian_top_eigenvalue(*a, generator=gen()),
+               lambda *a: M.expected_sharpness(*a, 0.01, 2, generator=gen())):
+        for d in (data, two_batches(data)):
+            with pytest.raises(UserError, match=r"loss_fn <lambda> reads the model's parameters "
+                                                r"besides its outputs.*weight decay to the "
+                                                r"optimizer"):
+                fn(model, decayed, d)
+    # the spread of per-sample gradients (the optimizers' noise statistics) and the full
+    # gradient, taken through the model, keep it
+    plain = nn.CrossEntropyLoss()
+    close(M.gradient_covariance(model, decayed, data).dense(),
+          M.gradient_covariance(model, plain, data).dense())
+    theta = params_vector(model).requires_grad_()
+    close(M.full_batch_grad_norm(model, decayed, data),
+          torch.func.grad(lambda t: flat_loss(model, plain, data)(t) + 0.05 * t.pow(2).sum())(
+              theta).norm())
+    # a loss with a parameter of its own (not the model's) is a constant of the measurements
+    scale = torch.tensor(2.0, dtype=torch.float64, requires_grad=True)
+    scaled = lambda out, y: F.cross_entropy(out * scale, y)                 # noqa: E731
+    close(M.dense_hessian(model, scaled, data),
+          M.dense_hessian(model, lambda out, y: F.cross_entropy(out * 2.0, y), data))
