@@ -348,7 +348,8 @@ def check_batch_rows(x: Tensor, y: Tensor, which: str = "the batch") -> None:
     of both are the samples, which per-sample gradients, chunks and probes slice alike (a
     sequence-first batch, (T, N, F) inputs for N targets, failed inside vmap: "Expected all
     tensors to have the same size in the mapped dimension")."""
-    if x.dim() and y.dim() and len(x) != len(y):
+    # (no targets at all: batches read for their inputs alone, as batch norm's statistics)
+    if x.dim() and y.dim() and len(y) and len(x) != len(y):
         raise UserError(
             f"data: {which} has {len(x)} inputs along dimension 0 but {len(y)} targets; "
             "measurements read dimension 0 of both as the samples: give a sequence model "
