@@ -130,9 +130,10 @@ def per_sample_gradients(
 
 def _per_sample_gradients(model, loss_fn, data, chunk_size, method) -> Tensor:
     if method != "vmap":
-        from .factors import per_sample_factors
+        from .factors import checked_per_sample_factors
 
-        ps = per_sample_factors(model, loss_fn, data, chunk_size=max(chunk_size or 0, 2048))
+        ps = checked_per_sample_factors(model, loss_fn, data,
+                                        chunk_size=max(chunk_size or 0, 2048))
         if ps is not None:
             return ps.materialize()
         if method == "factored":

@@ -69,22 +69,33 @@ def _models():
         nn.Conv3d(1, 2, 2, bias=False), nn.Flatten(), nn.Linear(16, 4),
         random_eval_batchnorm(nn.BatchNorm1d(4), 4),
         nn.Tanh(), nn.Linear(4, 3)), (1, 3, 3, 3)
+    # an activation writing into a linear layer's output: the plain passes decline, hooks
+    yield "inplace-mlp", nn.Sequential(nn.Linear(4, 5), nn.ReLU(inplace=True),
+                                       nn.Linear(5, 3)), (4,)
     yield "sequence", _Seq(), (15,)
 
 
 @pytest.mark.parametrize("route", ["auto", "hooks", "sequential"])
 @pytest.mark.parametrize("name,model,shape", list(_models()), ids=[m[0] for m in _models()])
 def test_factored_per_sample_gradients_equal_vmap(name, model, shape, route, monkeypatch):
-    """Both routes to the layers' inputs and δ: the hand-written passes of a plain
-    nn.Sequential (by default only with max pooling; "sequential": wherever they apply) and
-    the model's own forward with hooks (the others); grouped convolutions in both."""
+    """The routes to the layers' inputs and δ: the hand-written passes of a plain
+    nn.Sequential (by default only with max pooling; "sequential": wherever they apply), its
+    layers called one by one (the other plain nn.Sequential networks) and the model's own
+    forward with hooks (the others; "hooks": every one); grouped convolutions in all."""
     from sgdlab.operators import factors
 
     model = model.double()
     sequential, seen = factors._sequential_passes, []
+    plain, plain_seen = factors._plain_passes, []
     if route == "hooks":
         monkeypatch.setattr(factors, "_sequential_passes", lambda *a: None)
+        monkeypatch.setattr(factors, "_plain_passes", lambda *a: None)
     else:
+        def plain_spy(*a):
+            plain_seen.append(plain(*a))
+            return plain_seen[-1]
+        monkeypatch.setattr(factors, "_plain_passes", plain_spy)
+
         def spy(*a):
             seen.append(sequential(*a, pooled_only=route == "auto"))
             return seen[-1]
@@ -100,6 +111,9 @@ def test_factored_per_sample_gradients_equal_vmap(name, model, shape, route, mon
             name in ("conv2d", "bn-pooled-chains", "relu-chains-ties", "pooled-first-overlap",
                      "pooled-first-vmapped") or (route == "sequential"
                                                        and name != "sequence"))
+        # the plain passes wherever the hand-written ones did not run, but on a custom module
+        assert [f is not None for f in plain_seen] == (
+            [] if seen[0] is not None or name == "sequence" else [name != "inplace-mlp"])
     ref = per_sample_gradients(model, loss_fn, (x, y), method="vmap", chunk_size=3)
     torch.testing.assert_close(ref, per_sample_gradients_loop(model, loss_fn, (x, y)))
     torch.testing.assert_close(ps.materialize(), ref, rtol=1e-12, atol=1e-14)
