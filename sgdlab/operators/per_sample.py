@@ -135,7 +135,7 @@ def _per_sample_gradients(model, loss_fn, data, chunk_size, method) -> Tensor:
         ps = checked_per_sample_factors(model, loss_fn, data,
                                         chunk_size=max(chunk_size or 0, 2048))
         if ps is not None:
-            return ps.materialize()
+            return ps.materialize(release=True)
         if method == "factored":
             raise ValueError("method='factored' needs a network whose trainable parameters all "
                              "sit in nn.Linear / nn.Conv1d / nn.Conv2d layers, each called once "

@@ -134,6 +134,9 @@ def test_factored_per_sample_gradients_equal_vmap(name, model, shape, route, mon
                 torch.testing.assert_close(f.rmatmul(u), ref.T @ u)
                 torch.testing.assert_close(f.sq_sum(), (ref ** 2).sum(0))
                 torch.testing.assert_close(f.materialize(), ref)
+            # the factors' last use: blocks made before G, the factors dropped
+            torch.testing.assert_close(
+                per_sample_factors(model, loss_fn, (x, y)).materialize(release=True), ref)
         finally:
             _Layer.block_budget, _Layer.keep_budget, _Conv.chunk_budget = old
     cov = gradient_covariance(model, loss_fn, (x, y))
