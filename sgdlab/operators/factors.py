@@ -19,10 +19,11 @@ Kept factored, the N x N Gram matrix of per-sample gradients never needs the (N,
 So do products Gᵀ U (eigenvectors of Σ, noise samples), Σ_i g_i² (the diagonal) and G itself
 (:meth:`PerSampleFactors.materialize`, written straight into one (N, d) buffer).
 
-The a_i and δ_i come from the model's own forward pass with hooks and a backward pass that
-asks for the gradients w.r.t. the layers' outputs only (no weight gradient at all), or, for a
-plain ``nn.Sequential`` with max pooling, from the hand-written passes of
-:class:`~sgdlab.operators.rop.SequentialHVP` (:func:`_sequential_passes`). Applies when every
+The a_i and δ_i come from a forward pass and a backward pass that asks for the gradients
+w.r.t. the layers' outputs only (no weight gradient at all): for a plain ``nn.Sequential``
+with max pooling the hand-written passes of :class:`~sgdlab.operators.rop.SequentialHVP`
+(:func:`_sequential_passes`), for other plain ``nn.Sequential`` networks their layers called
+in turn (:func:`_plain_passes`), else the model's own forward pass with hooks. Applies when every
 trainable parameter belongs to an ``nn.Linear``, an ``nn.Conv1d/2d/3d`` (zero padding,
 "valid" or symmetric "same" included) or an eval-mode batch norm, each called once per
 forward (no weight sharing, no parameter used outside its layer: ``h @ self.inp.weight``) on

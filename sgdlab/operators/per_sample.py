@@ -6,7 +6,8 @@ mean-reduced loss the full-batch gradient is ``G.mean(0)``. Two engines give the
 
 - factored (:mod:`sgdlab.operators.factors`): networks of ``nn.Linear`` / ``nn.Conv1d`` /
   ``nn.Conv2d`` layers — one forward and one backward pass per chunk of samples (hooks, or
-  hand-written passes for plain ``nn.Sequential`` conv nets), each layer's block written
+  a plain ``nn.Sequential``'s layers in turn, or hand-written passes for plain
+  ``nn.Sequential`` conv nets with max pooling), each layer's block written
   straight into the output (Goodfellow 2015; what BackPACK's
   BatchGrad computes);
 - ``torch.func``: vmap over grad, for any model, chunked to bound memory; where vmap fails
