@@ -23,8 +23,8 @@ The a_i and δ_i come from a forward pass and a backward pass that asks for the 
 w.r.t. the layers' outputs only (no weight gradient at all): for a plain ``nn.Sequential``
 with max pooling the hand-written passes of :class:`~sgdlab.operators.rop.SequentialHVP`
 (:func:`_sequential_passes`), for other plain ``nn.Sequential`` networks their layers called
-in turn (:func:`_plain_passes`), else the model's own forward pass with hooks. Applies when every
-trainable parameter belongs to an ``nn.Linear``, an ``nn.Conv1d/2d/3d`` (zero padding,
+in turn (:func:`_plain_passes`), else the model's own forward pass with hooks. Applies when
+every trainable parameter belongs to an ``nn.Linear``, an ``nn.Conv1d/2d/3d`` (zero padding,
 "valid" or symmetric "same" included) or an eval-mode batch norm, each called once per
 forward (no weight sharing, no parameter used outside its layer: ``h @ self.inp.weight``) on
 inputs whose rows are the samples, the loss is a mean over samples and samples do not interact
@@ -608,7 +608,7 @@ def _plain_passes(model, loss_fn, batches, layers):
     (:func:`_row_wise_sequential`): its layers called one by one, each weighted layer's
     output kept, and one backward pass of the loss times the batch size w.r.t. those outputs
     (its gradients are the δ_i of a mean loss). The same passes as :func:`_hooked_passes`
-    without hooks or rescaling (digits MLP: 0.6 vs 1.2 ms a call). None when a layer runs
+    without hooks or rescaling (digits MLP: the call 1.04-1.07x faster). None when a layer runs
     twice, an input is not batched, the loss is not a mean over samples, or an output is
     changed in place (an inplace activation: the hooks then take the weights' route)."""
     from .taylor import batchnorm_primal
