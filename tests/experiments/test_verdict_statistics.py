@@ -1007,3 +1007,57 @@ def test_mean_curve_leaves_out_a_step_only_one_of_the_running_seeds_recorded():
     steps, mean, _, n = mean_curve(rs, "acc", counts=True)
     assert steps == [0.0, 10.0, 20.0] and n == [3, 3, 2]
     assert mean == pytest.approx([1.0, 2.5 / 3, 0.6])
+
+
+def test_claims_at_their_boundaries_by_hand():
+    one = lambda c, v: check_claims([c], v)[0].agrees_with_paper      # noqa: E731
+    # a tie is not "lower", "higher" nor "above": two nets both at 100% accuracy
+    tie = _vals(a=(1.0, 0.0, 1), b=(1.0, 0.0, 1))
+    for kind in ("less", "greater"):
+        assert one({kind: ["a", "b"], "metric": "m"}, tie) is False
+    assert one({"above": [["a"], ["b"]], "metric": "m"}, tie) is False
+    # close is |a − b| <= atol + rtol·|b|, the tolerance itself included (0.5 = 0.5 exactly)
+    v = _vals(a=(1.0, 0.0, 1), b=(1.5, 0.0, 1), e=(1.15, 0.0, 1))
+    assert one({"close": ["a", "b"], "metric": "m", "rtol": 0.0, "atol": 0.5}, v) is True
+    assert one({"far": ["a", "b"], "metric": "m", "rtol": 0.0, "atol": 0.5}, v) is False
+    # the default rtol is 0.1: |1 − 1.15| = 0.15 > 0.115
+    assert one({"close": ["a", "e"], "metric": "m"}, v) is False
+    assert one({"far": ["a", "e"], "metric": "m"}, v) is True
+    # a gap of exactly one seed-to-seed std from the boundary lies outside the spread:
+    # 1.5 − 1 = 0.5, std 0.5
+    sv = _vals(a=(1.0, 0.5, 3), b=(1.5, 0.0, 3))
+    assert one({"less": ["a", "b"], "metric": "m"}, sv) is True
+
+
+def test_equivalence_includes_its_margin():
+    # 0.75 − 0.5 = 0.25 exactly: on the margin is inside it, with one seed (the point
+    # difference) as with several without spread (an interval of one point)
+    assert equivalence(0.75, 0.5, 0.0, 0.0, 1, 1, 0.25)[0] is True
+    assert equivalence(0.75, 0.5, 0.0, 0.0, 2, 2, 0.25)[0] is True
+    assert equivalence(0.5, 0.75, 0.0, 0.0, 2, 2, 0.25)[0] is True
+
+
+def test_relative_tolerances_are_taken_of_the_claims_b_by_hand():
+    one = lambda c, v: check_claims([c], v)[0].agrees_with_paper      # noqa: E731
+    # above: rtol·|max over B| = 0.1·1.1 = 0.11, so 1 > 1.1 − 0.11 holds (with |min over B|,
+    # 0.01, it would not)
+    v = _vals(a=(1.0, 0.0, 1), p=(1.1, 0.0, 1), q=(0.1, 0.0, 1))
+    assert one({"above": [["a"], ["p", "q"]], "metric": "m", "rtol": 0.1}, v) is True
+    assert one({"above": [["a"], ["p", "q"]], "metric": "m", "rtol": 0.05}, v) is False
+    # equivalent: margin rtol·|mean_B| = 0.6·2 = 1.2 >= |1 − 2|; of |mean_A| (0.6) it is not
+    v = _vals(a=(1.0, 0.0, 1), b=(2.0, 0.0, 1))
+    assert one({"equivalent": ["a", "b"], "metric": "m", "rtol": 0.6}, v) is True
+    assert one({"equivalent": ["b", "a"], "metric": "m", "rtol": 0.6}, v) is False
+
+
+def test_a_paired_above_claim_takes_the_spread_of_min_over_a_by_hand():
+    # per seed, min over {b, c} − max over {a} = 0.1, 0.6, 0.1: std sqrt(1/12) ≈ 0.289, below
+    # the gap of the means, min(1, 4/3) − 0.4 = 0.6 (max over A would give 0.6, 2.6, 0.6:
+    # std 1.15, past it)
+    per_seed = {"a": (0.4, 0.4, 0.4), "b": (1.0, 1.0, 1.0), "c": (0.5, 3.0, 0.5)}
+    groups = OrderedDict((g, [run(g, s, summary={"m": x}) for s, x in enumerate(xs)])
+                         for g, xs in per_seed.items())
+    (c,) = check_claims([{"above": [["b", "c"], ["a"]], "metric": "m", "paired": True}],
+                        values_by_group(groups, ["m"]))
+    assert c.agrees_with_paper is True
+    assert f"paired seed-to-seed std {math.sqrt(1 / 12):.3g}" in c.text
