@@ -1061,3 +1061,16 @@ def test_a_paired_above_claim_takes_the_spread_of_min_over_a_by_hand():
                         values_by_group(groups, ["m"]))
     assert c.agrees_with_paper is True
     assert f"paired seed-to-seed std {math.sqrt(1 / 12):.3g}" in c.text
+
+
+def test_a_precondition_on_its_bound_is_not_met():
+    # "above 0.5" and "below 0.5" are strict: a group exactly at the bound misses both
+    v = _vals(a=(0.5, 0.0, 1), b=(1.0, 0.0, 1))
+    for bound in ("above", "below"):
+        (c,) = check_claims([{"less": ["a", "b"], "metric": "m",
+                              "requires": [{"metric": "m", bound: 0.5}]}], v)
+        assert c.agrees_with_paper is None
+        assert f"m of a = 0.5 is not {bound} 0.5" in c.text
+    (c,) = check_claims([{"less": ["a", "b"], "metric": "m",
+                          "requires": [{"metric": "m", "above": 0.25}]}], v)
+    assert c.agrees_with_paper is True
