@@ -176,6 +176,14 @@ def test_fifths_are_window_means():
     # not 0.1 and 0.10000000000000002, which a strict claim would read as a rise
     w = fifths([0.1] * 5)
     assert w["middle"] == w["start"] == w["end"] == 0.1
+    # a fifth of 7 values rounds up to windows of 2 (⌈7/5⌉), not down to 1
+    w = fifths([1.0, 3.0, 5.0, 7.0, 9.0, 11.0, 13.0])
+    assert w == {"start": 2.0, "middle": 7.0, "before_end": 8.0, "end": 12.0}
+
+
+def test_a_flat_pair_is_not_a_rise():
+    assert rise_fraction([1.0, 1.0, 2.0]) == 0.5
+    assert rise_fraction([2.0, 2.0]) == 0.0
 
 
 def test_hessian_norm_claims_can_fail_on_a_flat_or_falling_norm():

@@ -236,7 +236,7 @@ def xing_barriers(spec, runs: list[StoredRun]) -> Analysis:
 def fifths(values: list[float]) -> dict[str, float]:
     """Window means of a series, to test a trend's shape without picking its extremes (the
     minimum of a noisy series is below its first value, and its last value above its minimum,
-    whatever the trend): ``start`` (the first fifth, at least one value), ``end`` (the last
+    whatever the trend): ``start`` (the first fifth: ⌈n/5⌉ of the n values), ``end`` (the last
     fifth), ``before_end`` (the fifth before it) and ``middle`` (between the first and last
     fifths), each an :func:`~sgdlab.report.tables.exact_mean`. NaN where a window is empty."""
     n = len(values)
