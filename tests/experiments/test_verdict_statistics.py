@@ -1074,3 +1074,15 @@ def test_a_precondition_on_its_bound_is_not_met():
     (c,) = check_claims([{"less": ["a", "b"], "metric": "m",
                           "requires": [{"metric": "m", "above": 0.25}]}], v)
     assert c.agrees_with_paper is True
+
+
+def test_an_equivalent_claim_takes_each_groups_own_spread():
+    from scipy import stats
+
+    # A without spread, B with std 0.1 over 3 seeds: se = 0.1/√3, Welch df = 2
+    half = stats.t.ppf(0.95, 2) * 0.1 / math.sqrt(3)        # ≈ 0.169
+    for order in (["a", "b"], ["b", "a"]):
+        (c,) = check_claims([{"equivalent": order, "metric": "m", "margin": 0.05}],
+                            _vals(a=(0.5, 0.0, 3), b=(0.5, 0.1, 3)))
+        assert c.agrees_with_paper is None
+        assert f"[{-half:.4g}, {half:.4g}]" in c.text
