@@ -369,3 +369,34 @@ def test_results_md_has_its_markers_once_around_the_generated_part():
     start, end = generated_span(md, "docs/RESULTS.md")
     assert md[start:end].startswith(f"{md.count(chr(10) + '### ')} experiments, ")
     assert md[end:].startswith(f"{END}\n\n## Reading the disagreements\n")
+
+
+def test_the_readme_sentence_counts_every_finding_with_a_claim(tmp_path):
+    from sgdlab.experiments.summary import update_page
+
+    cs = [{"text": "a", "agrees_with_paper": True, "claim": "c1"},
+          {"text": "b", "agrees_with_paper": True, "claim": "c2"},
+          {"text": "d", "agrees_with_paper": False, "claim": "c3"},
+          {"text": "i", "agrees_with_paper": None, "claim": "c4"},
+          {"text": "description", "agrees_with_paper": None, "claim": None}]
+    results = [_result("e1", cs, []), _result("e2", cs[3:], [])]
+    page, readme = tmp_path / "RESULTS.md", tmp_path / "README.md"
+    page.write_text(_page(""))
+    readme.write_text("of 0 findings over 0 entries, 0 agree, 0 disagree and 0 are "
+                      "inconclusive.\n")
+    update_page(page, results, root="out", readme=readme)
+    # 2 + 1 + 2 findings with a claim, over 2 entries; the description is not a finding
+    assert readme.read_text() == ("of 5 findings over 2 entries, 2 agree, 1 disagree and 2 are "
+                                  "inconclusive.\n")
+    assert "2 experiments, 2 findings agree with the paper's claim, 1 disagree, 2 are " \
+           "inconclusive" in page.read_text()
+
+
+def test_smoke_scale_findings_are_counted_as_no_verdict():
+    from sgdlab.experiments.summary import verdict_counts
+
+    cs = [{"text": "a", "agrees_with_paper": True, "claim": "c1"},
+          {"text": "d", "agrees_with_paper": False, "claim": "c2"},
+          {"text": "i", "agrees_with_paper": None, "claim": "c3"}]
+    assert verdict_counts({"scale": "cpu", "conclusions": cs}) == (1, 1, 1)
+    assert verdict_counts({"scale": "smoke", "conclusions": cs}) == (0, 0, 0)
