@@ -400,3 +400,14 @@ def test_smoke_scale_findings_are_counted_as_no_verdict():
           {"text": "i", "agrees_with_paper": None, "claim": "c3"}]
     assert verdict_counts({"scale": "cpu", "conclusions": cs}) == (1, 1, 1)
     assert verdict_counts({"scale": "smoke", "conclusions": cs}) == (0, 0, 0)
+
+
+def test_compare_pairs_a_claim_tested_twice_by_its_order():
+    from sgdlab.experiments.summary import PageEntry, compare_pages
+
+    # one claim tested on two models: the first one's verdict moved, the second's did not
+    old = {"e": PageEntry((2, 0, 0), [("m1: 0.9", "c", "agrees"), ("m2: 0.8", "c", "agrees")])}
+    new = {"e": PageEntry((1, 1, 0), [("m1: 0.5", "c", "disagrees"),
+                                      ("m2: 0.8", "c", "agrees")])}
+    assert compare_pages(old, new)[:3] == ["e: 2 / 0 / 0 -> 1 / 1 / 0",
+                                           "  agrees -> disagrees: c", "    now: m1: 0.5"]
