@@ -1101,3 +1101,32 @@ def test_the_one_pass_reading_keeps_the_default_run_keys(scale):
         lab for lab in passes if lab not in ("equal-ratio", "different-ratio")}
     changed = {k[0] for k, v in keys(one).items() if keys(default)[k] != v}
     assert changed == {"equal-ratio", "different-ratio"}
+
+
+def test_a_segment_at_an_epoch_rows_step_belongs_to_the_next_epoch():
+    from sgdlab.experiments.procedures.xing import barrier_height_ratios
+
+    # epoch 1's row is logged at step 1000, after its last update (999): the segment of
+    # update 1000 is epoch 2's first
+    r = _barrier_run("lr0.1", 0, {1: (1000, 1, 0.01), 2: (1000, 1, 0.01)},
+                     rise={1: 0.1, 2: 0.2})
+    for k, v in enumerate((0.5, 0.8, 0.4)):
+        r.metrics[f"walk_loss_k{k:02d}"].append((1000, v))
+    r.metrics["walk_barrier"].append((1000, 1.0))
+    r.metrics["walk_barrier_height"].append((1000, 0.3))
+    r.metrics["walk_height"].append((1000, 0.05))
+    one = barrier_height_ratios(r, [1])
+    assert one["barriers_crossed"] == 1
+    assert one["barrier_rise_ratio"] == pytest.approx(0.1)
+    two = barrier_height_ratios(r, [2])
+    assert two["barriers_crossed"] == 2
+    assert two["barrier_rise_ratio"] == pytest.approx(0.6)        # 0.3 over 0.5
+
+
+def test_the_final_cosine_is_the_mean_of_the_last_ten_by_default():
+    r = walk_run("gd", 0, 0.0, [1.0, 0.9], 1.0)
+    r.metrics["grad_cosine"] = [(s, float(s)) for s in range(1, 13)]   # 1 .. 12
+    xing_walk(SimpleNamespace(paper=PAPER, options={"claims": []}), [r])
+    assert r.summary["grad_cosine_final"] == pytest.approx(7.5)       # mean of 3 .. 12
+    xing_walk(SimpleNamespace(paper=PAPER, options={"claims": [], "final_updates": 4}), [r])
+    assert r.summary["grad_cosine_final"] == pytest.approx(10.5)      # mean of 9 .. 12
