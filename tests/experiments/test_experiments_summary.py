@@ -330,6 +330,8 @@ def test_update_errors_leave_the_page_as_it_was(tmp_path, capsys):
         (f"{START}\nx\n", [], f"{page} has no line {END!r}"),
         (f"{END}\nx\n{START}\n", [], f"{page}: its end marker (line 1) comes before its start "
                                      "marker (line 3)"),
+        (f"{END}\n{START}\n", [], f"{page}: its end marker (line 1) comes before its start "
+                                "marker (line 2)"),
         (f"{START}\n{START}\n{END}\n", [], f"has the line {START!r} 2 times (lines 1, 2): keep "
                                           "one start"),
         (f"{START}\n{END}\nx\n{END}\n", [], f"has the line {END!r} 2 times (lines 2, 4)"),
