@@ -1238,3 +1238,22 @@ def test_eval_bn_recompute_evaluates_every_run_with_batch_norm_statistics_at_x(n
         assert o.params.pop("eval_bn") == "recompute" and o.params == r.params, r.label
     assert any("dry_feed" in d for d in other.deviations)
     assert not any("dry_feed" in d for d in spec.deviations)
+
+
+# each group's threshold and fraction of |λ| near zero, with where the thesis states them:
+# §3.3.1 (i) (line 750) and Fig. 3.4's caption (lines 1063-1069)
+NEAR_ZERO = {"small-mnistfc": ([1e-2, 0.90], 1063, r"$|\lambda| \leq 10^{-2}$", "90%"),
+             "small-lenet-hessian": ([1e-4, 0.94], 750, "10^{-4}", r"$\approx 94\%$"),
+             "char-lstm": ([1e-5, 0.95], 1065, "10^{-5}", "95%"),
+             "allcnn": ([1e-5, 0.95], 1069, r"$|\lambda| \leq 10^{-5}$", r"$\approx 95\%$")}
+
+
+@pytest.mark.parametrize("scale", ["cpu", "paper"])
+def test_hessian_spectrum_near_zero_claims_are_the_thesis_numbers(scale):
+    assert load_experiment("chaudhari-hessian-spectrum", scale).options["near_zero"] == {
+        g: numbers for g, (numbers, *_) in NEAR_ZERO.items()}
+
+
+def test_the_thesis_states_the_near_zero_numbers_where_the_catalogue_says(paper_text):
+    for _, line, threshold, fraction in NEAR_ZERO.values():
+        assert threshold in paper_text[line - 1] and fraction in paper_text[line - 1]
