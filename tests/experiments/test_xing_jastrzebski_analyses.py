@@ -1130,3 +1130,11 @@ def test_the_final_cosine_is_the_mean_of_the_last_ten_by_default():
     assert r.summary["grad_cosine_final"] == pytest.approx(7.5)       # mean of 3 .. 12
     xing_walk(SimpleNamespace(paper=PAPER, options={"claims": [], "final_updates": 4}), [r])
     assert r.summary["grad_cosine_final"] == pytest.approx(10.5)      # mean of 9 .. 12
+
+
+def test_hessian_norm_table_reads_the_best_validation_accuracy_not_the_last():
+    r = run("sgd", 0, metrics={"test_acc": [(0, 0.1), (40, 0.6), (80, 0.5)]})
+    res = xing_hessian_norm(SimpleNamespace(paper=PAPER, options={"claims": []}), [r])
+    assert r.summary["best_test_acc"] == 0.6
+    row = res.table("hessian_norm").rows[0]
+    assert row[res.table("hessian_norm").columns.index("best validation accuracy")] == 0.6
