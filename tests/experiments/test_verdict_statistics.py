@@ -1086,3 +1086,27 @@ def test_an_equivalent_claim_takes_each_groups_own_spread():
                             _vals(a=(0.5, 0.0, 3), b=(0.5, 0.1, 3)))
         assert c.agrees_with_paper is None
         assert f"[{-half:.4g}, {half:.4g}]" in c.text
+
+
+def test_zhu_noise_dominance_at_the_ratio_itself():
+    """"Dominates" with the default ratio 1 is strictly above 1 (noise as large as the gradient
+    does not dominate it); with 10, a late ratio of 10 itself counts."""
+    from sgdlab.experiments.procedures.zhu import zhu_noise_magnitude
+
+    def verdict(late, dom):
+        r = run("g", 0, metrics={"noise/grad_norm": [(0, 4.0), (10, 1.0)],
+                                 "noise/noise_norm": [(0, 1.0), (10, late)]})
+        (c,) = zhu_noise_magnitude(SimpleNamespace(paper=PAPER, options={
+            "dominance_ratio": dom}), [r]).conclusions
+        return c.agrees_with_paper
+    assert [verdict(late, 1.0) for late in (1.0, 1.5)] == [False, True]
+    assert [verdict(late, 10.0) for late in (9.5, 10.0)] == [False, True]
+
+
+def test_a_rank_correlation_of_one_half_is_a_clear_trend():
+    from sgdlab.experiments.procedures.jastrzebski import trend_verdict
+
+    # "a clear trend needs |ρ| ≥ 0.5": 0.5 itself decides, either way
+    assert trend_verdict(-0.5, "negative") is True
+    assert trend_verdict(0.5, "negative") is False
+    assert trend_verdict(0.49, "negative") is None
