@@ -1138,3 +1138,17 @@ def test_hessian_norm_table_reads_the_best_validation_accuracy_not_the_last():
     assert r.summary["best_test_acc"] == 0.6
     row = res.table("hessian_norm").rows[0]
     assert row[res.table("hessian_norm").columns.index("best validation accuracy")] == 0.6
+
+
+def test_the_gap_to_beta_1_is_a_mean_over_seeds_with_their_sample_std():
+    from sgdlab.experiments.procedures.jastrzebski import _gaps_to
+
+    def curve(label, seed, values):
+        return run(label, seed, metrics={"test_acc": [(0, 0.1)] + list(zip((10, 20), values))})
+    ref = {s: curve("b1", s, (0.5, 0.6)) for s in (0, 1, 2)}
+    # per seed, mean |a − b| over the evaluations after the start: 0.1, 0.3; seed 2 is not run
+    runs = [curve("b2", 0, (0.6, 0.7)), curve("b2", 1, (0.8, 0.9)), curve("b2", 5, (0.0, 0.0))]
+    out = _gaps_to(runs, ref, "test_acc")
+    assert out["gap"] == pytest.approx(0.2) and out["gap__n"] == 2
+    assert out["gap__std"] == pytest.approx(math.sqrt(0.02))       # sample std, n − 1
+    assert "gap__missing" not in out
