@@ -1110,3 +1110,16 @@ def test_a_rank_correlation_of_one_half_is_a_clear_trend():
     assert trend_verdict(-0.5, "negative") is True
     assert trend_verdict(0.5, "negative") is False
     assert trend_verdict(0.49, "negative") is None
+
+
+def test_zhu_thirds_round_up_and_the_late_window_starts_at_two_thirds():
+    from sgdlab.experiments.procedures.zhu import _ratio_thirds, _residual_checks
+
+    # 4 log points: thirds of ⌈4/3⌉ = 2 points, medians of (1, 2) and (3, 4)
+    r = run("g", 0, metrics={"noise/grad_norm": [(t, 1.0) for t in (0, 1, 2, 3)],
+                             "noise/noise_norm": list(zip((0, 1, 2, 3), (1.0, 2.0, 3.0, 4.0)))})
+    assert _ratio_thirds(r) == (1.5, 3.5, [0, 1], [2, 3])
+    # the last third of steps 0-30 begins at step 20 itself
+    small, stable = _residual_checks({}, 2, None, [0, 10, 20, 30], [1.0, 0.8, 0.4, 0.4])
+    assert small[3]["late_steps"] == [20, 30] and small[1] is True
+    assert stable[1] is True and stable[3]["late_values"] == [0.4, 0.4]
