@@ -180,3 +180,18 @@ def test_normalize_option_errors():
         load_dataset("cubic", normalize="symmetric")
     with pytest.raises(UserError, match="'normalize' is an option of"):
         load_dataset("mnist1d", normalize="gcn-zca")
+
+
+def test_standardize_uses_each_channels_training_mean_and_population_std():
+    # channel 0: pixels 0, 2 (mean 1, population std 1); channel 1: 10, 30 (mean 20, std 10)
+    x_train = np.array([[[[0.0]], [[10.0]]], [[[2.0]], [[30.0]]]])         # (2, 2, 1, 1)
+    x_test = np.array([[[[3.0]], [[40.0]]]])
+    tr, te, info = normalize_images(x_train, x_test, "standardize", 255.0)
+    assert tr[:, :, 0, 0].tolist() == [[-1.0, -1.0], [1.0, 1.0]]
+    assert te[0, :, 0, 0].tolist() == [2.0, 2.0]
+    assert info["mean"] == [1.0, 20.0] and info["std"] == [1.0, 10.0]
+
+
+def test_zca_refuses_a_filter_bias_of_zero():
+    with pytest.raises(ValueError, match="filter_bias must be > 0"):
+        ZCA.fit(torch.ones(3, 2, dtype=torch.float64), filter_bias=0.0)
