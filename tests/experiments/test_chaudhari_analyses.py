@@ -862,3 +862,22 @@ def test_the_ensemble_is_compared_with_every_copy_or_with_a_mean_copy(choice, ag
     [c] = [c for c in copies_analysis(spec, [run]).conclusions
            if c.claim and c.claim.startswith("The ensemble of the copies' softmax")]
     assert c.agrees_with_paper is agrees
+
+
+@pytest.mark.parametrize("trace, rank, agrees", [(0.5, 100, True), (2.0, 200, True),
+                                                 (0.4, 100, False), (1.0, 40, False),
+                                                 (2.5, 100, False)])
+def test_the_instants_spectra_are_the_same_within_a_factor_2_either_way(trace, rank, agrees):
+    """Remark 6.37's "almost indistinguishable" spectra: Tr D and the rank at 40% of training
+    within a factor 2 of those at 100%, below as above."""
+    from sgdlab.experiments.procedures.chaudhari import diffusion_spectrum
+
+    def instant(pct, tr, rk):
+        return stored(f"small-lenet@{pct}", {"final": [{"kind": "diffusion_spectrum"}]},
+                      {"diffusion_rank": rk, "diffusion_rank_fraction": rk / 10_000,
+                       "diffusion_trace": tr, "diffusion_dim": 10_000},
+                      data={"diffusion_eigenvalues": [1.0, 0.5]})
+    spec = SimpleNamespace(paper=PAPER, options={"same_within_factor": 2})
+    concl = diffusion_spectrum(spec, [instant(40, trace, rank), instant(100, 1.0, 100)])
+    (same,) = [c for c in concl.conclusions if c.claim.startswith("the spectra at")]
+    assert same.agrees_with_paper is agrees
