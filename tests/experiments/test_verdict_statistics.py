@@ -72,6 +72,11 @@ def _vals(**groups):
     return {g: {"m": m, "m__std": s, "m__n": n} for g, (m, s, n) in groups.items()}
 
 
+def _agrees(claim, values):
+    """check_claims' verdict on one claim."""
+    return check_claims([claim], values)[0].agrees_with_paper
+
+
 def test_every_claim_kind_on_hand_made_values():
     v = _vals(a=(1.0, 0.0, 3), b=(2.0, 0.0, 3), c=(1.05, 0.0, 3), d=(0.5, 0.0, 3))
     one = lambda c: check_claims([c], v)[0].agrees_with_paper      # noqa: E731
@@ -1010,23 +1015,22 @@ def test_mean_curve_leaves_out_a_step_only_one_of_the_running_seeds_recorded():
 
 
 def test_claims_at_their_boundaries_by_hand():
-    one = lambda c, v: check_claims([c], v)[0].agrees_with_paper      # noqa: E731
     # a tie is not "lower", "higher" nor "above": two nets both at 100% accuracy
     tie = _vals(a=(1.0, 0.0, 1), b=(1.0, 0.0, 1))
     for kind in ("less", "greater"):
-        assert one({kind: ["a", "b"], "metric": "m"}, tie) is False
-    assert one({"above": [["a"], ["b"]], "metric": "m"}, tie) is False
+        assert _agrees({kind: ["a", "b"], "metric": "m"}, tie) is False
+    assert _agrees({"above": [["a"], ["b"]], "metric": "m"}, tie) is False
     # close is |a − b| <= atol + rtol·|b|, the tolerance itself included (0.5 = 0.5 exactly)
     v = _vals(a=(1.0, 0.0, 1), b=(1.5, 0.0, 1), e=(1.15, 0.0, 1))
-    assert one({"close": ["a", "b"], "metric": "m", "rtol": 0.0, "atol": 0.5}, v) is True
-    assert one({"far": ["a", "b"], "metric": "m", "rtol": 0.0, "atol": 0.5}, v) is False
+    assert _agrees({"close": ["a", "b"], "metric": "m", "rtol": 0.0, "atol": 0.5}, v) is True
+    assert _agrees({"far": ["a", "b"], "metric": "m", "rtol": 0.0, "atol": 0.5}, v) is False
     # the default rtol is 0.1: |1 − 1.15| = 0.15 > 0.115
-    assert one({"close": ["a", "e"], "metric": "m"}, v) is False
-    assert one({"far": ["a", "e"], "metric": "m"}, v) is True
+    assert _agrees({"close": ["a", "e"], "metric": "m"}, v) is False
+    assert _agrees({"far": ["a", "e"], "metric": "m"}, v) is True
     # a gap of exactly one seed-to-seed std from the boundary lies outside the spread:
     # 1.5 − 1 = 0.5, std 0.5
     sv = _vals(a=(1.0, 0.5, 3), b=(1.5, 0.0, 3))
-    assert one({"less": ["a", "b"], "metric": "m"}, sv) is True
+    assert _agrees({"less": ["a", "b"], "metric": "m"}, sv) is True
 
 
 def test_equivalence_includes_its_margin():
@@ -1038,16 +1042,15 @@ def test_equivalence_includes_its_margin():
 
 
 def test_relative_tolerances_are_taken_of_the_claims_b_by_hand():
-    one = lambda c, v: check_claims([c], v)[0].agrees_with_paper      # noqa: E731
     # above: rtol·|max over B| = 0.1·1.1 = 0.11, so 1 > 1.1 − 0.11 holds (with |min over B|,
     # 0.01, it would not)
     v = _vals(a=(1.0, 0.0, 1), p=(1.1, 0.0, 1), q=(0.1, 0.0, 1))
-    assert one({"above": [["a"], ["p", "q"]], "metric": "m", "rtol": 0.1}, v) is True
-    assert one({"above": [["a"], ["p", "q"]], "metric": "m", "rtol": 0.05}, v) is False
+    assert _agrees({"above": [["a"], ["p", "q"]], "metric": "m", "rtol": 0.1}, v) is True
+    assert _agrees({"above": [["a"], ["p", "q"]], "metric": "m", "rtol": 0.05}, v) is False
     # equivalent: margin rtol·|mean_B| = 0.6·2 = 1.2 >= |1 − 2|; of |mean_A| (0.6) it is not
     v = _vals(a=(1.0, 0.0, 1), b=(2.0, 0.0, 1))
-    assert one({"equivalent": ["a", "b"], "metric": "m", "rtol": 0.6}, v) is True
-    assert one({"equivalent": ["b", "a"], "metric": "m", "rtol": 0.6}, v) is False
+    assert _agrees({"equivalent": ["a", "b"], "metric": "m", "rtol": 0.6}, v) is True
+    assert _agrees({"equivalent": ["b", "a"], "metric": "m", "rtol": 0.6}, v) is False
 
 
 def test_a_paired_above_claim_takes_the_spread_of_min_over_a_by_hand():
