@@ -1,9 +1,11 @@
 """The loaders' shared pieces (sgdlab/data/_common.py): the data_dir check, subset sizes."""
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from sgdlab.data import load_dataset
+from sgdlab.data._common import seeded_indices
 from sgdlab.errors import DataError, UserError
 from sgdlab.testing import make_idx_dir
 
@@ -28,10 +30,6 @@ def test_a_subset_larger_than_the_split_names_the_option(tmp_path):
 
 
 def test_a_balanced_subset_gives_its_extra_examples_to_seeded_classes():
-    import numpy as np
-
-    from sgdlab.data._common import seeded_indices
-
     labels = np.repeat([0, 1, 2], 10)
     # 4 of 3 classes: one class gets 2 examples, which one drawn with the seed
     extra = set()
@@ -46,10 +44,6 @@ def test_a_balanced_subset_gives_its_extra_examples_to_seeded_classes():
 
 
 def test_an_unbalanced_subset_of_all_but_one_example_has_that_many():
-    import numpy as np
-
-    from sgdlab.data._common import seeded_indices
-
     labels = np.zeros(6)
     for n in (5, 6):
         idx = seeded_indices(labels, n, 3, balanced=False)
