@@ -394,7 +394,7 @@ def test_the_readme_sentence_counts_every_finding_with_a_claim(tmp_path):
            "inconclusive" in page.read_text()
 
 
-def test_smoke_scale_findings_are_counted_as_no_verdict():
+def test_smoke_scale_findings_are_not_counted():
     from sgdlab.experiments.summary import verdict_counts
 
     cs = [{"text": "a", "agrees_with_paper": True, "claim": "c1"},
