@@ -12,6 +12,7 @@ from typing import Union
 
 import torch
 from torch import Tensor, nn
+from torch.utils._pytree import tree_map_only
 
 from sgdlab.accuracy import ignored_target
 from sgdlab.errors import UserError
@@ -497,6 +498,9 @@ def loss_value_refusal(loss_fn: object, outputs: object, targets: Tensor, *,
     functional calls and the R-op see the loss through the outputs only (a 3-4-2 MLP's
     Hessian missed the term's 2λI, Σ's mean its gradient). None otherwise, and for a loss
     that fails on them (the caller's own pass reports that)."""
+    # detached: a model may return one of its parameters itself (a learned noise variance),
+    # which no-grad leaves requiring a gradient though the loss reads it as an output
+    outputs = tree_map_only(Tensor, Tensor.detach, outputs)
     try:
         # gradients recorded on detached outputs: only another tensor can give the value one
         with torch.enable_grad():

@@ -853,3 +853,29 @@ def test_a_loss_reading_the_models_parameters_is_refused_by_name():
     scaled = lambda out, y: F.cross_entropy(out * scale, y)                 # noqa: E731
     close(M.dense_hessian(model, scaled, data),
           M.dense_hessian(model, lambda out, y: F.cross_entropy(out * 2.0, y), data))
+
+
+class LearnedVariance(nn.Module):
+    """A regression returning its noise's log-variance, a parameter, beside the mean."""
+
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(3, 1)
+        self.log_var = nn.Parameter(torch.tensor([0.3]))
+
+    def forward(self, x):
+        return self.lin(x).squeeze(-1), self.log_var
+
+
+def test_a_parameter_returned_among_the_outputs_is_no_loss_reading_parameters():
+    # the no-grad probe leaves a returned parameter requiring a gradient: the loss reads it
+    # through the outputs, as functional calls replace it
+    torch.manual_seed(0)
+    model = LearnedVariance().double()
+    data = (torch.randn(6, 3, dtype=torch.float64), torch.randn(6, dtype=torch.float64))
+
+    def nll(out, y):
+        mean, log_var = out
+        return (0.5 * log_var + 0.5 * (y - mean) ** 2 / log_var.exp()).mean()
+
+    close(M.dense_hessian(model, nll, data), dense_hessian_reference(model, nll, data))
