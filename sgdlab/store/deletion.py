@@ -90,6 +90,18 @@ class DeletionResult:
     kept: list[tuple[Path, str]] = field(default_factory=list)
     failed: list[tuple[Path, str]] = field(default_factory=list)
 
+    def remove(self, folder: Path, size: int) -> None:
+        """Remove ``folder`` (``size`` bytes), recording it as removed or failed."""
+        try:
+            shutil.rmtree(folder)
+        except FileNotFoundError:
+            return              # gone already: nothing to free
+        except OSError as e:
+            self.failed.append((folder, e.strerror or str(e)))
+            return
+        self.removed.append(folder)
+        self.freed += size
+
 
 def _plain_name(name: Any) -> bool:
     """Whether ``name`` can only name an entry of one folder (no separator, no ``..``)."""
@@ -244,16 +256,7 @@ def delete_planned(store, plan: DeletionPlan, *, force: bool = False) -> Deletio
                 result.kept.append((folder, f"run key {folder.name} is in use by a run or "
                                             "sweep started since"))
                 continue
-            size = folder_size(folder, seen)
-            try:
-                shutil.rmtree(folder)
-            except FileNotFoundError:
-                continue            # gone already: nothing to free
-            except OSError as e:
-                result.failed.append((folder, e.strerror or str(e)))
-                continue
-            result.removed.append(folder)
-            result.freed += size
+            result.remove(folder, folder_size(folder, seen))
     except KeyboardInterrupt as e:
         # the rows are gone: no later delete finds these folders, so name them
         how = str(e) or "interrupted"         # SIGTERM's "terminated (SIGTERM)" kept
@@ -357,15 +360,7 @@ def delete_orphans(store, orphans: Orphans) -> DeletionResult:
                 result.kept.append((folder, f"{'run key' if key else 'run'} {folder.name} is "
                                             "in use by a run or sweep started since"))
                 continue
-            try:
-                shutil.rmtree(folder)
-            except FileNotFoundError:
-                continue
-            except OSError as e:
-                result.failed.append((folder, e.strerror or str(e)))
-                continue
-            result.removed.append(folder)
-            result.freed += size
+            result.remove(folder, size)
     except KeyboardInterrupt as e:
         left = len([f for f, _ in orphans.folders if f.exists()])
         raise KeyboardInterrupt(
