@@ -102,15 +102,18 @@ def check_real(params: Mapping[str, Tensor]) -> None:
 
 
 def check_parametrizations_uncached(model: nn.Module) -> None:
-    """A ``UserError`` inside ``torch.nn.utils.parametrize.cached()`` for a parametrized
-    model: its weights are computed once there and reused, so every point a measurement
-    moved θ to, and every functional call's own tensors, met the weight of θ (sharpness,
-    local entropy, walks, surfaces and the GGN diagonal of an orthogonal layer 0.002-0.1
-    off, without a word)."""
+    """A ``UserError`` inside ``torch.nn.utils.parametrize.cached()`` for a model with a
+    parametrized trainable weight: its weights are computed once there and reused, so every
+    point a measurement moved θ to, and every functional call's own tensors, met the weight
+    of θ (sharpness, local entropy, walks, surfaces and the GGN diagonal of an orthogonal
+    layer 0.002-0.1 off, without a word)."""
     from torch.nn.utils import parametrize
 
-    if parametrize._cache_enabled and any(parametrize.is_parametrized(m)
-                                          for m in model.modules()):
+    # a frozen parametrized layer (its originals all fixed) has one weight at every point
+    if parametrize._cache_enabled and any(
+            parametrize.is_parametrized(m) and any(p.requires_grad
+                                                   for p in m.parametrizations.parameters())
+            for m in model.modules()):
         raise UserError(
             "the model's parametrized weights are cached (inside "
             "torch.nn.utils.parametrize.cached()): a measurement would read the weight "

@@ -785,6 +785,11 @@ def test_inside_a_parametrization_cache_the_measurements_are_refused_by_name():
     outside = M.mean_loss(model, loss_fn, (x, y))
     with parametrize.cached():                 # the loss at θ itself is the cached weight's
         close(M.mean_loss(model, loss_fn, (x, y)), outside)
+    # a frozen parametrized layer has the same weight at every point: the cache is exact
+    model[0].requires_grad_(False)
+    outside = M.dense_hessian(model, loss_fn, (x, y))
+    with parametrize.cached():
+        close(M.dense_hessian(model, loss_fn, (x, y)), outside)
 
 
 def test_a_sequence_first_batch_is_refused_naming_the_batch_first_remedy():
