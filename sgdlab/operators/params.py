@@ -124,12 +124,20 @@ def check_parametrizations_uncached(model: nn.Module) -> None:
 def require_trainable(model: nn.Module) -> dict[str, Tensor]:
     """:func:`trainable_named_params`, a ``UserError`` when there is none (nothing to
     differentiate: no gradient, no curvature) or one is complex (:func:`check_real`)."""
+    params = measured_params(model)
+    check_not_inference_mode()
+    return params
+
+
+def measured_params(model: nn.Module) -> dict[str, Tensor]:
+    """:func:`trainable_named_params`, refusing what no measurement can move or
+    differentiate: none at all, a complex one (:func:`check_real`), a parametrized one
+    cached (:func:`check_parametrizations_uncached`)."""
     params = trainable_named_params(model)
     if not params:
         raise no_trainable_parameters()
     check_real(params)
     check_parametrizations_uncached(model)
-    check_not_inference_mode()
     return params
 
 
@@ -193,11 +201,7 @@ def unflatten_like(vec: Tensor, like: Mapping[str, Tensor]) -> dict[str, Tensor]
 def params_vector(model: nn.Module) -> Tensor:
     """A detached copy of the trainable parameters as one flat vector (a ``UserError`` when
     there is none, or a complex one: every measurement that moves θ starts here)."""
-    params = trainable_named_params(model)
-    if not params:
-        raise no_trainable_parameters()
-    check_real(params)
-    check_parametrizations_uncached(model)
+    params = measured_params(model)
     return flatten(p.detach() for p in params.values()).clone()
 
 
@@ -205,11 +209,9 @@ def check_params_vector(model: nn.Module, vec: object, name: str, call: str) -> 
     """Refuse anything but a flat vector of ``model``'s trainable parameters for argument
     ``name``, quoting the signature ``call`` (functions that take both data and parameter
     vectors do not all take them in the same order)."""
-    d = num_params(model)
+    d = sum(p.numel() for p in measured_params(model).values())
     if not d:
         raise no_trainable_parameters()
-    check_real(trainable_named_params(model))
-    check_parametrizations_uncached(model)
     if not isinstance(vec, Tensor):
         raise TypeError(f"{name} must be a flat vector of the model's {d} trainable parameters "
                         f"(params_vector(model)), got {type(vec).__name__}; the arguments are "
