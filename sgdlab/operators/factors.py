@@ -398,7 +398,7 @@ class PerSampleFactors:
             for i, l in enumerate(layers):
                 if not isinstance(l, _Dense) and "_full" not in l.__dict__ and l._chunk() >= n:
                     made[i] = l._parts(0, n)
-                    layers[i] = l = l.numel      # only its width is left to read
+                    layers[i] = None     # its factors freed before G is allocated
         out = empty_rows(n, self.dim, dtype, device)
         col = 0
         for i, l in enumerate(layers):
