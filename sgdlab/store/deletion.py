@@ -340,9 +340,9 @@ def find_orphans(store) -> Orphans:
                          f"{' (and more)' if len(others) > 1 else ''}: its key folders are "
                          "not looked at")
         return out
+    in_use = store.keys_in_use()
     for entry in sorted(artifacts.iterdir()):
-        if (_plain_name(entry.name) and _own_folder(entry)
-                and not store.folder_in_use(entry.name, key=True)):
+        if _plain_name(entry.name) and _own_folder(entry) and entry.name not in in_use:
             out.folders.append((entry, folder_size(entry, seen)))
     return out
 

@@ -745,6 +745,19 @@ class RunStore:
         return self._conn.execute("SELECT 1 FROM runs WHERE id = ?",
                                   (name,)).fetchone() is not None
 
+    def keys_in_use(self) -> set[str]:
+        """The run keys whose artifact folders belong to a run (:meth:`folder_in_use` of
+        every key at once): a run's, or a live sweep's lease. One read of the runs, where a
+        query per folder read them all each time (2,000 keys: 11.5 s)."""
+        c = self._conn
+        keys = {_run_key(cfg) for (cfg,) in c.execute(
+            "SELECT config FROM runs WHERE instr(config, '\"run_key\"') > 0")}
+        keys |= {key for key, *owner in c.execute(
+            "SELECT key, host, pid, pid_start, heartbeat FROM leases")
+            if owner_alive(*owner) is not False}
+        keys.discard(None)
+        return keys
+
     def live_runs(self, run_ids: Sequence[str]) -> dict[str, str]:
         """``{run id: why}`` for those of ``run_ids`` that a live process holds: ``running``
         with an owner that is alive or cannot be judged (a store from before liveness), or
