@@ -603,6 +603,15 @@ def _batched_input(m: nn.Module, x: Tensor, n: int) -> bool:
                 or (type(m) in _CONV and x.dim() != m.weight.dim()) or len(x) != n)
 
 
+def _layer_factor_input(m: nn.Module, x: Tensor) -> Tensor:
+    """The a_i factor of layer ``m`` on its input ``x``, detached: the input itself, for a
+    batch norm its normalised x̂ (whose per-channel sums with δ give the weight's gradient)."""
+    from .taylor import batchnorm_primal
+
+    x = x.detach()
+    return batchnorm_primal(m, x)[0] if type(m) in PLAIN_BN_TYPES else x
+
+
 def _plain_passes(model, loss_fn, batches, layers):
     """Each layer's inputs (batch norm: x̂) and δ for a plain ``nn.Sequential``
     (:func:`_row_wise_sequential`): its layers called one by one, each weighted layer's
@@ -611,8 +620,6 @@ def _plain_passes(model, loss_fn, batches, layers):
     without hooks or rescaling (digits MLP: the call 1.04-1.07x faster). None when a layer runs
     twice, an input is not batched, the loss is not a mean over samples, or an output is
     changed in place (an inplace activation: the hooks then take the weights' route)."""
-    from .taylor import batchnorm_primal
-
     seq = flat_layers(model)
     pos = {id(m): i for i, m in enumerate(layers)}
     if seq is None or [m for m in seq if id(m) in pos] != layers:
@@ -629,8 +636,7 @@ def _plain_passes(model, loss_fn, batches, layers):
                 if i is not None:
                     if not _batched_input(m, a, len(x)):
                         return None
-                    acts[i].append(batchnorm_primal(m, a.detach())[0]
-                                   if type(m) in PLAIN_BN_TYPES else a.detach())
+                    acts[i].append(_layer_factor_input(m, a))
                     a = m(a)
                     outputs.append((a, a._version))
                 else:
@@ -779,8 +785,6 @@ def samples_interact(model: nn.Module, x: Tensor) -> bool:
 def _hooked_passes(model, loss_fn, batches, layers):
     """Each layer's inputs (batch norm: x̂) and δ from the model's own forward pass with hooks
     and one backward pass w.r.t. the layers' outputs; None when a layer runs twice."""
-    from .taylor import batchnorm_primal
-
     acts: list[list[Tensor]] = [[] for _ in layers]
     deltas: list[list[Tensor]] = [[] for _ in layers]
     calls = [0] * len(layers)
@@ -798,8 +802,7 @@ def _hooked_passes(model, loss_fn, batches, layers):
             if calls[i] > 1 or not _batched_input(mod, x, batch_len[0]):
                 ok = False
                 return
-            acts[i].append(batchnorm_primal(mod, x.detach())[0] if type(mod) in PLAIN_BN_TYPES
-                           else x.detach())
+            acts[i].append(_layer_factor_input(mod, x))
             outputs.append((output, output._version))
             output.register_hook(lambda g: deltas[i].append(g.detach()))
         return hook
