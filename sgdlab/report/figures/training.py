@@ -48,8 +48,8 @@ def thinned(pts: Sequence[tuple[int, float]], max_points: int = MAX_POINTS
 
 
 # series the loop sets at a step and keeps until the next sample (the learning rate, logged
-# once per epoch): drawn as steps, since a line between samples would show ramps that a step
-# or cosine schedule does not have
+# at step 0 and once per epoch): drawn as steps, since a line between samples would show
+# ramps that a step or cosine schedule does not have
 HELD = {"lr"}
 
 
