@@ -1,8 +1,8 @@
 """Record the noise protocol a run actually follows: per-step learning rate and batch size.
 
 The loop logs ``lr`` at step 0 and once per epoch; step-wise protocols (random, triangular,
-cyclic batch size) need every step. :class:`ProtocolCallback` logs, for each scheduled step, the values
-*used* by that step, at the step's index:
+cyclic batch size) need every step. :class:`ProtocolCallback` logs, for each scheduled step,
+the values *used* by that step, at the step's index:
 
 - ``lr_step``: the learning rate of the first parameter group; for ``random-lr-sgd``
   (:class:`sgdlab.optim.random_lr.RandomLRSGD`, also as the optimizer ``switch`` or
