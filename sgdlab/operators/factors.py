@@ -396,7 +396,7 @@ class PerSampleFactors:
         if release:
             self.layers = []
             for i, l in enumerate(layers):
-                if not isinstance(l, _Dense) and "_full" not in l.__dict__ and l._chunk() >= n:
+                if _made_first(l, n):
                     made[i] = l._parts(0, n)
                     layers[i] = None     # its factors freed before G is allocated
         out = empty_rows(n, self.dim, dtype, device)
@@ -415,6 +415,21 @@ class PerSampleFactors:
             if release:
                 layers[i] = None
         return out
+
+
+def _made_first(layer: _Layer, n: int) -> bool:
+    """Whether :meth:`PerSampleFactors.materialize` with ``release`` makes ``layer``'s block
+    of G before G is allocated: a block in a buffer of its own anyway (not a dense layer's,
+    none kept), of one chunk, and no larger than the factors it frees. A larger one (a wide
+    convolution on few samples: C_out C_in k² numbers a sample against its C (H W) inputs)
+    would sit beside G where its factors did, all such blocks at once, not one at a time."""
+    if isinstance(layer, _Dense) or "_full" in layer.__dict__ or layer._chunk() < n:
+        return False
+    held = {}
+    for t in tree_flatten(list(vars(layer).values()))[0]:
+        if isinstance(t, Tensor):        # by storage: an expanded shape holds one number
+            held[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+    return n * layer.numel * layer.delta.element_size() <= sum(held.values())
 
 
 _MEAN_LOSSES = (nn.CrossEntropyLoss, nn.NLLLoss) + ELEMENTWISE_LOSSES

@@ -10,7 +10,7 @@ from torch import nn
 from sgdlab.errors import UserError
 from sgdlab.measure.noise import gradient_covariance
 from sgdlab.operators import per_sample_gradients
-from sgdlab.operators.factors import _Conv, _Layer, per_sample_factors
+from sgdlab.operators.factors import _Conv, _Layer, _made_first, per_sample_factors
 from sgdlab.testing import (GRUClassifier, TiedByHand, covariance_reference,
                             per_sample_gradients_loop, random_eval_batchnorm,
                             relu_chains_with_ties)
@@ -570,3 +570,21 @@ def test_per_sample_gradients_of_train_mode_spectral_norm_leave_its_vectors():
     full = full_gradient(model, nn.CrossEntropyLoss(), [(x[:3], y[:3]), (x[3:], y[3:])])
     assert torch.equal(u, before)
     torch.testing.assert_close(full, torch.stack(rows).mean(0), atol=1e-12, rtol=1e-10)
+
+
+@pytest.mark.parametrize("channels, samples, first", [(2, 16, True), (16, 2, False)])
+def test_release_makes_a_block_first_only_when_it_is_no_larger_than_its_factors(
+        channels, samples, first):
+    # 2 -> 2 channels on 16 samples of 6 x 6: 38 numbers a sample's block, 144 its factors;
+    # 16 -> 16 on 2: 2,320 against 1,152, which made first would sit beside G
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(channels, channels, 3, padding=1), nn.Tanh(), nn.Flatten(),
+                          nn.Linear(channels * 36, 3)).double()
+    x = torch.randn(samples, channels, 6, 6, dtype=torch.float64)
+    y = torch.randint(0, 3, (samples,))
+    loss_fn = nn.CrossEntropyLoss()
+    ps = per_sample_factors(model, loss_fn, (x, y))
+    assert _made_first(ps.layers[0], samples) is first
+    assert not _made_first(ps.layers[1], samples)        # a dense layer's block: into G
+    ref = per_sample_gradients(model, loss_fn, (x, y), method="vmap")
+    torch.testing.assert_close(ps.materialize(release=True), ref, rtol=1e-12, atol=1e-14)
