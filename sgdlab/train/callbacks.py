@@ -42,7 +42,8 @@ class TrainContext:
     history: dict[str, list[tuple[int, float]]] = field(default_factory=dict)
     extras: dict[str, Any] = field(default_factory=dict)
     # samples per step of the current epoch (None: unknown), for instruments that draw
-    # batches of the step's size before any step has set ``batch`` (last: positions kept)
+    # batches of the step's size before any step has set ``batch``; declared last, so that
+    # a TrainContext built with positional arguments keeps their meaning
     batch_size: int | None = None
 
     def log(self, name: str, value: float, step: int | None = None) -> None:
