@@ -122,8 +122,8 @@ def check_parametrizations_uncached(model: nn.Module) -> None:
 
 
 def require_trainable(model: nn.Module) -> dict[str, Tensor]:
-    """:func:`trainable_named_params`, a ``UserError`` when there is none (nothing to
-    differentiate: no gradient, no curvature) or one is complex (:func:`check_real`)."""
+    """:func:`measured_params` (a ``UserError`` when there is none: nothing to differentiate,
+    no gradient, no curvature), outside inference mode."""
     params = measured_params(model)
     check_not_inference_mode()
     return params
