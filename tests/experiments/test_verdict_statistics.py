@@ -276,6 +276,22 @@ def test_ratio_grid_spearman_and_equal_ratio_equivalence_by_hand():
     assert trend.agrees_with_paper is None and "too few settings" in trend.text
 
 
+def test_ratio_grid_trend_of_a_metric_constant_over_the_settings_is_undefined_quietly(recwarn):
+    """Every setting at one value (a deep net still at chance): no ρ, said as such, and no
+    warning from scipy; not "too few settings" when there are enough."""
+    from sgdlab.experiments.procedures.jastrzebski import ratio_grid
+
+    runs = [_grid_run(lr, b, 0, 0.3, 0.1016) for lr, b in
+            ((0.05, 512), (0.05, 128), (0.2, 512), (0.2, 128))]
+    spec = SimpleNamespace(paper=PAPER, options={"metrics": ["test_acc"],
+                                                 "expect": {"test_acc": "positive"}})
+    trend = ratio_grid(spec, runs).conclusions[0]
+    assert math.isnan(trend.evidence["spearman"]) and trend.agrees_with_paper is None
+    assert "the same value at every setting" in trend.text
+    assert "too few settings" not in trend.text
+    assert not [w for w in recwarn if "constant" in str(w.message)]
+
+
 def test_ratio_grid_figure_draws_each_batch_sizes_finite_means_against_the_ratio():
     """A panel per metric: a line per batch size through its finite means at η/B (a setting
     whose seeds all diverged has none), a red dotted line at each setting with a diverged
@@ -326,6 +342,7 @@ def test_spearman_drops_non_finite_points_and_needs_three():
     assert _spearman([1, 2, 3, 4], [4, 3, 1, 2]) == pytest.approx(1 - 6 * 18 / (4 * 15))
     assert _spearman([1, 2, float("nan"), 3], [1, 3, 0, 2]) == pytest.approx(0.5)
     assert math.isnan(_spearman([1, 2, 3], [1, float("inf"), 2]))
+    assert math.isnan(_spearman([1, 2, 3], [0.1, 0.1, 0.1]))       # constant: no ranking
 
 
 def test_escape_ordering_verdict_by_hand():

@@ -30,7 +30,8 @@ def _spearman(x: list[float], y: list[float]) -> float:
     from scipy.stats import spearmanr
 
     pts = [(a, b) for a, b in zip(x, y) if finite(a) and finite(b)]
-    if len(pts) < 3:
+    # a side with one value has no ranking (scipy warns and returns nan): say so, quietly
+    if len(pts) < 3 or len({p[0] for p in pts}) < 2 or len({p[1] for p in pts}) < 2:
         return float("nan")
     r = spearmanr([p[0] for p in pts], [p[1] for p in pts]).statistic
     return float(r)
@@ -160,7 +161,11 @@ def ratio_grid(spec, runs: list[StoredRun]) -> Analysis:
         if sign:
             # fewer than three finite settings give no ρ: no evidence, not a disagreement
             ok = trend_verdict(rho, sign)
-            trend = ("too few settings to rank" if not finite(rho)
+            ys = [r[3 + i] for r in rows if finite(r[2]) and finite(r[3 + i])]
+            # a deep net still at chance (smoke scale) gives one accuracy at every setting
+            trend = ("too few settings to rank" if not finite(rho) and len(ys) < 3
+                     else "the same value at every setting: nothing to rank"
+                     if not finite(rho)
                      else "no clear trend either way" if abs(rho) < CLEAR_TREND
                      else "decreases" if rho < 0 else "increases")
             conclusions.append(Conclusion(
