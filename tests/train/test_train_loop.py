@@ -1130,26 +1130,31 @@ def test_callbacks_that_are_not_callbacks_are_named_and_a_single_one_is_taken():
     assert run(Counter()).status == "finished" and seen == [1, 2]
 
 
+def _step_lr_training(every, epochs=4, **kw):
+    """nn.Linear(5, 3) trained by SGD at lr 1 under torch's StepLR(step_size=2, gamma=0.5) on
+    60 samples, 3 steps per epoch at batch size 20: (the lr each step used, the result, the
+    optimizer)."""
+    torch.manual_seed(0)
+    model = nn.Linear(5, 3)
+    opt = torch.optim.SGD(model.parameters(), lr=1.0)
+    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=2, gamma=0.5)
+    used = []
+
+    class Lr(Callback):
+        def on_step_begin(self, ctx):
+            used.append(opt.param_groups[0]["lr"])
+
+    res = train(model, nn.CrossEntropyLoss(), toy_data(n=60), opt, epochs=epochs, batch_size=20,
+                schedule=sched, progress=False, schedule_every=every, callbacks=[Lr()], **kw)
+    return used, res, opt
+
+
 def test_a_torch_epoch_scheduler_steps_per_epoch_with_schedule_every_epoch(tmp_path):
     """torch's StepLR(step_size=2) counts the calls of its step(): stepped per optimizer step
     (the default, for sgdlab's schedules) it decays every 2 steps; ``schedule_every="epoch"``
     steps it at each epoch's end, so step_size counts epochs. A resume may not switch."""
-    data = toy_data(n=60)                     # 3 steps per epoch at batch size 20
-
     def run(every, epochs=4, **kw):
-        torch.manual_seed(0)
-        model = nn.Linear(5, 3)
-        opt = torch.optim.SGD(model.parameters(), lr=1.0)
-        sched = torch.optim.lr_scheduler.StepLR(opt, step_size=2, gamma=0.5)
-        lrs = []
-
-        class Lr(Callback):
-            def on_step_begin(self, ctx):
-                lrs.append(opt.param_groups[0]["lr"])
-
-        train(model, nn.CrossEntropyLoss(), data, opt, epochs=epochs, batch_size=20,
-              schedule=sched, progress=False, schedule_every=every, callbacks=[Lr()], **kw)
-        return lrs
+        return _step_lr_training(every, epochs, **kw)[0]
 
     assert run("step") == [0.5 ** (i // 2) for i in range(12)]
     assert run("epoch") == [0.5 ** (i // 6) for i in range(12)]
@@ -1169,18 +1174,7 @@ def test_the_lr_series_starts_at_step_0_with_the_lr_each_logged_step_uses(every)
     stepped, one epoch late. At step s it is now the rate step s uses."""
     from sgdlab.report.figures.training import instrument_panels
 
-    torch.manual_seed(0)
-    model = nn.Linear(5, 3)
-    opt = torch.optim.SGD(model.parameters(), lr=1.0)
-    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=2, gamma=0.5)
-    used = []
-
-    class Lr(Callback):
-        def on_step_begin(self, ctx):
-            used.append(opt.param_groups[0]["lr"])
-
-    res = train(model, nn.CrossEntropyLoss(), toy_data(n=60), opt, epochs=4, batch_size=20,
-                schedule=sched, progress=False, schedule_every=every, callbacks=[Lr()])
+    used, res, opt = _step_lr_training(every)
     lr = res.history["lr"]
     assert [s for s, _ in lr] == [0, 3, 6, 9, 12]           # 3 steps per epoch
     assert all(v == used[s] for s, v in lr[:-1])
