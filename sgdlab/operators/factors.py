@@ -503,12 +503,12 @@ def per_sample_factors(
 
 def checked_per_sample_factors(model: nn.Module, loss_fn, data: Data, *,
                                chunk_size: int | None = 2048) -> PerSampleFactors | None:
-    """:func:`per_sample_factors` for a caller that has checked the loss and the data and
-    runs it within :func:`~sgdlab.operators.batches.fixed_randomness`,
+    """:func:`per_sample_factors` for a caller that has checked the loss, the data and that
+    it runs outside inference mode, and runs it within
+    :func:`~sgdlab.operators.batches.fixed_randomness`,
     :func:`~sgdlab.operators.batches.plain_checkpoints` and
     :func:`~sgdlab.operators.batches.dense_embedding_gradients` (once a call: on the digits
     MLP the checks and contexts twice were 0.1 ms of a 3 ms call)."""
-    check_not_inference_mode()
     layers = _supported(model)
     params = trainable_named_params(model)
     if not layers or len({p.dtype for p in params.values()}) > 1:
