@@ -277,7 +277,7 @@ def _gradient_sums(model: nn.Module, loss_fn: LossFn, data: Data, plan: PassPlan
     whole = plan.batch_statistics or bool(plan.random)
     for x, y in _batches(model, data, device):
         for xc, yc in [(x, y)] if whole else plan.split(x, y)[1]:
-            with torch.enable_grad(), dense_embedding_gradients(model):
+            with torch.enable_grad():
                 loss = loss_fn(model(xc), yc)
                 g = torch.autograd.grad(loss, params, **UNUSED_ZERO)
             for acc, gi in zip(grads, g):
@@ -340,7 +340,7 @@ def epsilon_sharpness(
                     vectorized=False, caller="epsilon_sharpness", loss_fn=loss_fn)
     best = -math.inf
     # forward passes in train mode would move batch norm's running statistics
-    with buffers_kept(model):
+    with buffers_kept(model), dense_embedding_gradients(model):
         try:
             for _ in range(num_steps + 1):
                 set_params_vector(model, theta + zeta)
