@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from .folders import recorded_run, store_option
+from .runstore import is_sqlite_file
 
 # the sweep's artifact folders beside the store (sgdlab/experiments/sweep.py::artifacts_root)
 ARTIFACTS = "artifacts"
@@ -290,24 +291,12 @@ class Orphans:
         return sum(n for _, n in self.folders)
 
 
-_SQLITE_HEADER = b"SQLite format 3\x00"
-
-
 def _other_stores(store_dir: Path, mine: Path) -> list[Path]:
     """The SQLite files in ``store_dir`` other than the store ``mine`` (and its journals):
     stores that would share its ``artifacts/`` folder."""
-    found = []
     journals = {mine.name + suffix for suffix in ("", "-wal", "-shm", "-journal")}
-    for entry in store_dir.iterdir():
-        if entry.name in journals or not entry.is_file():
-            continue
-        try:
-            with open(entry, "rb") as f:
-                if f.read(16) == _SQLITE_HEADER:
-                    found.append(entry)
-        except OSError:
-            continue
-    return sorted(found)
+    return sorted(e for e in store_dir.iterdir()
+                  if e.name not in journals and e.is_file() and is_sqlite_file(e))
 
 
 def find_orphans(store) -> Orphans:

@@ -1045,14 +1045,19 @@ class RunStore:
         if path.resolve() in (store, Path(f"{store}-wal"), Path(f"{store}-shm")):
             raise UserError(f"export path {str(path)!r} is the run store itself; give the "
                             "CSV or JSON file to write (e.g. runs.csv)")
-        try:
-            with open(path, "rb") as f:
-                header = f.read(16)
-        except OSError:
-            return          # nothing there (or unreadable: writing says why)
-        if header == b"SQLite format 3\x00":
+        if is_sqlite_file(path):    # nothing there (or unreadable): writing says why
             raise UserError(f"export path {str(path)!r} is an SQLite database (a run store?), "
                             "which the export would replace; give a CSV or JSON file to write")
+
+
+def is_sqlite_file(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is a file that begins with SQLite's header (a run store, or another
+    database); False for one that is missing or unreadable."""
+    try:
+        with open(path, "rb") as f:
+            return f.read(16) == b"SQLite format 3\x00"
+    except OSError:
+        return False
 
 
 def read_export(path: str | os.PathLike) -> list[dict[str, Any]]:
