@@ -706,29 +706,29 @@ def load_data_file(path: str | Path, sha256: str | None = None) -> Dataset:
     if not isinstance(meta, dict):
         raise DataError(f"data file {str(f)!r}: meta must be a dict (name, task, input_shape, "
                         f"num_outputs, ...), got {type(meta).__name__}")
-    _check_data_tensors(f, d)
-    return Dataset(d["x_train"], d["y_train"], d.get("x_test"), d.get("y_test"), dict(meta))
+    return _trainable_dataset(f, d, dict(meta))
 
 
 _PADDING_LABEL = ignored_target(nn.CrossEntropyLoss())     # -100
 
 
-def _check_data_tensors(f: Path, d: dict) -> None:
-    """A :class:`DataError` naming data file ``f`` when its tensors cannot be trained on: a
-    0-d tensor, other than as many labels as examples, no training example, a class label below
-    0 or not below meta's ``num_outputs`` (-100, cross-entropy's default ``ignore_index``, is
-    no label: padding) (the loss failed on it mid-run, after the run was
-    recorded)."""
+def _trainable_dataset(f: Path, d: dict, meta: dict) -> Dataset:
+    """The :class:`Dataset` of data file ``f``'s tensors ``d``, or a :class:`DataError` naming
+    ``f`` when they cannot be trained on: a 0-d tensor, other than as many labels as examples
+    (:class:`Dataset`'s check), no training example, a class label below 0 or not below
+    meta's ``num_outputs`` (-100, cross-entropy's default ``ignore_index``, is no label:
+    padding) (the loss failed on it mid-run, after the run was recorded)."""
     for k in ("x_train", "y_train", "x_test", "y_test"):
         if k in d and d[k].dim() == 0:
             raise DataError(f"data file {str(f)!r}: {k} is a single number (0-d tensor); it "
                             "needs one row per example")
+    try:
+        ds = Dataset(d["x_train"], d["y_train"], d.get("x_test"), d.get("y_test"), meta)
+    except ValueError as e:      # as many targets as inputs, checked where every loader meets
+        raise DataError(f"data file {str(f)!r}: {str(e).removeprefix('Dataset: ')}") from None
     for part in ("train", "test"):
-        x, y = d.get(f"x_{part}"), d.get(f"y_{part}")
-        if x is not None and len(x) != len(y):
-            raise DataError(f"data file {str(f)!r}: x_{part} has {len(x)} examples but "
-                            f"y_{part} has {len(y)}")
-        if y is None or y.is_floating_point():
+        y = getattr(ds, f"y_{part}")
+        if y.is_floating_point():
             continue
         # cross-entropy's default ignore_index marks padding (a token file's padded positions)
         y = y[y != _PADDING_LABEL]
@@ -737,10 +737,11 @@ def _check_data_tensors(f: Path, d: dict) -> None:
                             f"{int(y.min())}; integer labels are class indices 0, 1, ... "
                             f"or {_PADDING_LABEL} for no label (store regression targets as "
                             "floats)")
-        classes = d.get("meta", {}).get("num_outputs")
+        classes = meta.get("num_outputs")
         if y.numel() and isinstance(classes, int) and int(y.max()) >= classes:
             raise DataError(f"data file {str(f)!r}: y_{part} holds the class label "
                             f"{int(y.max())}, but meta num_outputs is {classes} (labels "
                             f"0..{classes - 1})")
-    if len(d["x_train"]) == 0:
+    if len(ds.x_train) == 0:
         raise DataError(f"data file {str(f)!r}: x_train holds no examples")
+    return ds
