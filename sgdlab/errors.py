@@ -14,6 +14,14 @@ from pathlib import Path
 SEED_LIMIT = 2**32
 
 
+def is_seed(value: object) -> bool:
+    """Whether ``value`` is a seed: an integer (not a bool) in 0..:data:`SEED_LIMIT` - 1."""
+    import numbers
+
+    return (isinstance(value, numbers.Integral) and not isinstance(value, bool)
+            and 0 <= value < SEED_LIMIT)
+
+
 class UserError(Exception):
     """Bad input (config, file, option): the message names the problem."""
 

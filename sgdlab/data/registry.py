@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ..errors import SEED_LIMIT, UserError, did_you_mean, warn
+from ..errors import UserError, did_you_mean, is_seed, warn
 from .base import Dataset
 
 Loader = Callable[..., Dataset]
@@ -107,8 +107,7 @@ def load_dataset(name: str, *, seed: int = 0, data_dir: str | Path | None = None
 
         augmentation_spec(augment)  # a bad value fails before the (maybe long) loading
     # numpy's legacy seeding (mnist1d) and scikit-learn's random_state take 32 bits
-    if (not isinstance(seed, numbers.Integral) or isinstance(seed, bool)
-            or not 0 <= seed < SEED_LIMIT):
+    if not is_seed(seed):
         raise UserError(f"dataset seed must be an integer in 0..2**32 - 1, got {seed!r}")
     seed = int(seed)
     kwargs: dict[str, Any] = dict(options, seed=seed)

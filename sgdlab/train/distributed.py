@@ -58,7 +58,6 @@ import ctypes
 import datetime
 import json
 import math
-import numbers
 import os
 import secrets
 import sys
@@ -70,9 +69,8 @@ import torch.distributed as dist
 
 from ..atomic import replaced_whole
 from ..claims import FolderBusy, claim_file, hold_lock
-from ..errors import (SEED_LIMIT, ConfigError, DataError, UserError, check_config_kind,
-                      check_not_empty, did_you_mean, file_problem, make_output_dir,
-                      read_config_text)
+from ..errors import (ConfigError, DataError, UserError, check_config_kind, check_not_empty,
+                      did_you_mean, file_problem, is_seed, make_output_dir, read_config_text)
 from ..losses import build_loss
 from ..plugins import import_plugins, recorded_plugins
 from ..store.folders import REPLICA_MASTER, REPLICA_RESULT, store_option
@@ -282,8 +280,7 @@ def build_model_and_data(cfg: dict[str, Any]):
     from ..models import build_model, check_model_inputs
     check_model_inputs(mspec["name"], data.x_train, data.meta.get("name"))
     seed = cfg.get("seed", 0)
-    if (isinstance(seed, bool) or not isinstance(seed, numbers.Integral)
-            or not 0 <= seed < SEED_LIMIT):
+    if not is_seed(seed):
         # int() of it was a ValueError traceback ('abc', and torch's past 64 bits) or dropped
         # a fraction (1.5); 32 bits as a run config's seeds
         raise ConfigError(f"seed must be an int in 0..2**32 - 1, got {seed!r}")
