@@ -72,11 +72,10 @@ def register(subparsers) -> None:
 
 
 def _run_one(opt: str, args, data, model_init):
-    import copy
-
     import torch
     from torch import nn
 
+    from sgdlab.operators.params import copy_module
     from sgdlab.train.callbacks import Schedule
     from sgdlab.train.instruments.dynamics import DynamicsCallback
     from sgdlab.train.instruments.trajectory import TrajectoryRecorder
@@ -89,7 +88,7 @@ def _run_one(opt: str, args, data, model_init):
     lr = args.lr_gd if opt == "gd" else args.lr_sgd
     lr = args.lr if lr is None else lr
     spe = math.ceil(n / bs)
-    model = copy.deepcopy(model_init)
+    model = copy_module(model_init)
     walk = StepInterpolationCallback(Schedule.every(1), num_points=args.points,
                                      spacing=args.spacing, eval_data=args.eval_subset,
                                      seed=args.seed)

@@ -9,7 +9,6 @@ Procedure ``train_or_compare_copies``: a run with ``copy: k`` trains copy k with
 """
 from __future__ import annotations
 
-import copy
 from typing import Any
 
 import numpy as np
@@ -71,6 +70,7 @@ class CompareCopies(Procedure):
         from sgdlab.measure.batch_norm import recompute_bn_statistics
         from sgdlab.measure.permutation import (align_to, averaged_accuracy,
                                                 ensemble_accuracy, overlap_matrix)
+        from sgdlab.operators.params import copy_module
 
         p = run.params
         ds, model, _, _ = build(p, run.seed, ctx)
@@ -78,7 +78,7 @@ class CompareCopies(Procedure):
         for lab in p["copies"]:
             if lab not in ctx.dependencies:
                 raise ValueError(f"copy {lab!r} must be listed in depends")
-            m = copy.deepcopy(model)
+            m = copy_module(model)
             m.load_state_dict(final_weights(ctx.dependencies[lab]))
             models.append(m.to(ctx.device) if getattr(ctx, "device", None) else m)
         device = next(models[0].parameters()).device
