@@ -679,12 +679,18 @@ def test_runs_of_an_experiment_at_two_scales_are_told_apart_and_selected(tmp_pat
     assert [r["id"] for r in store.list_runs()] == [ids["cpu"], trained]
 
 
-def test_runs_export_to_a_name_of_another_format_is_refused_unless_told(tmp_path, capsys):
-    # x.xlsx received CSV text, "wrote x.xlsx (csv)", a file a spreadsheet cannot open
+def _one_finished_run(tmp_path) -> tuple[str, list[str]]:
+    """A store at ``tmp_path`` holding one finished run with one loss; its id and the
+    ``runs export`` arguments that name the store."""
     store = RunStore(tmp_path / "runs.sqlite")
     rid = store.create_run({"k": 1}, name="a", env={}, status="finished")
     store.log_metrics(rid, 1, {"loss": 0.5})
-    base = ["runs", "export", "--store", str(store.path)]
+    return rid, ["runs", "export", "--store", str(store.path)]
+
+
+def test_runs_export_to_a_name_of_another_format_is_refused_unless_told(tmp_path, capsys):
+    # x.xlsx received CSV text, "wrote x.xlsx (csv)", a file a spreadsheet cannot open
+    rid, base = _one_finished_run(tmp_path)
     assert main(base + [str(tmp_path / "x.xlsx")]) == 2
     assert ("x.xlsx: no export format for the suffix '.xlsx'; name a .csv or .json file, or "
             "say which with --format csv|json") in capsys.readouterr().err
@@ -1425,10 +1431,7 @@ def test_runs_compare_finds_a_run_of_the_printed_config_identical_to_the_origina
 def test_runs_export_takes_the_file_as_out_too(tmp_path, capsys):
     # train, run, measure, walk and landscape write to --out; `runs export --out f.csv` was
     # "unrecognized arguments: --out (did you mean --format?)"
-    store = RunStore(tmp_path / "runs.sqlite")
-    rid = store.create_run({"k": 1}, name="a", env={}, status="finished")
-    store.log_metrics(rid, 1, {"loss": 0.5})
-    base = ["runs", "export", "--store", str(store.path)]
+    rid, base = _one_finished_run(tmp_path)
     assert main(base + ["--out", str(tmp_path / "o.json")]) == 0
     assert [r["id"] for r in json.load(open(tmp_path / "o.json"))] == [rid]
     assert main(base + [str(tmp_path / "a.csv"), "--out", str(tmp_path / "b.csv")]) == 2
