@@ -550,7 +550,6 @@ def test_a_device_other_than_cpu_or_cuda_is_refused(tmp_path):
 
 def test_a_replica_config_not_named_yaml_says_it_was_read_as_json(tmp_path):
     # a TOML or suffix-less YAML file was told "not valid JSON" alone
-    from sgdlab.errors import ConfigError
     from sgdlab.train.distributed import load_config
 
     for name, told in (("parle.toml", "this one is named .toml)"),
@@ -569,7 +568,6 @@ def test_a_replica_config_not_named_yaml_says_it_was_read_as_json(tmp_path):
 def test_a_replica_config_seed_that_is_no_32_bit_int_is_refused(seed):
     # int() of it was a ValueError traceback ('abc', 2**64 in torch.manual_seed) or it
     # dropped a fraction
-    from sgdlab.errors import ConfigError
     from sgdlab.train.distributed import build_model_and_data
 
     cfg = {"data": {"name": "cubic"}, "model": {"name": "mlp", "widths": [4]}, "seed": seed}
@@ -580,7 +578,6 @@ def test_a_replica_config_seed_that_is_no_32_bit_int_is_refused(seed):
 def test_a_bad_model_or_data_option_of_a_replica_config_names_its_section():
     # "option 'n_train' must be ..." named no section; a run config's {name, options: {...}}
     # layout was called an unknown option 'options' without saying where options go
-    from sgdlab.errors import ConfigError
     from sgdlab.train.distributed import build_model_and_data
 
     with pytest.raises(ConfigError, match=r"^data: option 'n_train' must be an integer >= 2"):
