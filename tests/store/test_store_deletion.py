@@ -268,7 +268,6 @@ def test_ctrl_c_while_the_folders_go_names_the_ones_left(tmp_path, monkeypatch):
         f"{tmp_path / second}, {tmp_path / third}")
 
 
-
 def test_sigterm_while_the_folders_go_keeps_its_reason_and_says_when_none_remains(
         tmp_path, monkeypatch):
     # it was said "interrupted", and with no folder left "0 of their folders remain ... : "
