@@ -517,7 +517,6 @@ def test_a_warning_is_the_commands_own_line_without_a_code_location(tmp_path, ca
     assert warnings.showwarning is shown
 
 
-
 # /proc makes no new entries and answers "no such file" (ENOENT), which was no file-system
 # error to the CLI: landscape, walk, measure and runs export ended in a traceback
 NO_DIR = "/proc/sgdlab-no-such/out"

@@ -420,7 +420,6 @@ def test_runs_compare_plot_path_is_checked_first_and_printed_as_written(tmp_path
     assert f"{tmp_path / 'file'} is a file, not a folder" in capsys.readouterr().err
 
 
-
 def test_runs_compare_plot_labels_the_axes_with_the_metrics_and_their_units(tmp_path):
     store = RunStore(tmp_path / "runs.sqlite")
     ids = []

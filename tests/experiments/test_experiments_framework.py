@@ -130,7 +130,6 @@ def test_bad_configs_name_the_problem(mutate, needle):
     assert needle.strip("'") in str(e.value)
 
 
-
 @pytest.mark.parametrize("over, message", [
     ({"procedure": "_test_squar"}, "unknown procedure '_test_squar' (did you mean _test_square?)"),
     ({"analysis": "_test_squar"}, "unknown analysis '_test_squar' (did you mean _test_square?)"),
@@ -327,7 +326,6 @@ def test_report_of_the_empty_folder_of_a_stopped_run_says_how_to_report(tmp_path
     (tmp_path / "out" / "notes.txt").write_text("mine")
     with pytest.raises(UserError, match="not an experiment output directory"):
         rebuild(tmp_path / "out")
-
 
 
 def test_report_of_a_folder_refuses_a_scale_other_than_its_own(tmp_path, capsys):

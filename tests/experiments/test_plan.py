@@ -99,7 +99,6 @@ def test_a_dataset_given_no_folder_stops_a_ray_run_too(tmp_path, no_ray):
     assert "the experiment gives it no folder" in plan.problems[0]
 
 
-
 def test_the_plan_looks_up_a_text_datasets_file_with_its_path_option(tmp_path):
     # text_chars with data_dir was "found (not looked up)"; its path option picks the file
     from types import SimpleNamespace

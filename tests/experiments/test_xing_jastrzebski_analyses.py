@@ -65,7 +65,6 @@ def test_equal_ratio_rescaling_gaps_for_two_networks():
         equal_ratio(spec, runs)
 
 
-
 def test_equal_ratio_table_names_the_schedule_that_moves_the_learning_rate():
     # a cyclic learning rate is not its base rate: the table says how it moves
     acc = {"test_acc": [(0, 0.1), (10, 0.5)]}
@@ -381,7 +380,6 @@ def _width_claims(group):
             {"less": [group, group], "metric": "width_B", "metric_b": "width_A"},
             {"equivalent": [group, group], "metric": "log_width_A", "metric_b": "log_width_B",
              "margin": 0.223}]
-
 
 
 def test_interpolation_with_a_diverged_end_has_no_width_there():

@@ -176,7 +176,6 @@ def test_losses_that_are_not_sample_means_use_vmap():
         per_sample_gradients(model, loss_fn, (x, y), method="factored")
 
 
-
 def test_a_target_broadcast_against_the_outputs_is_refused():
     """MSE on outputs (N, 1) and targets (N,) broadcasts the batch to (N, N) pairs (torch warns):
     its batch loss is no mean of the samples' losses, so the factored engine, which read δ_i

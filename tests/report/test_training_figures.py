@@ -101,7 +101,6 @@ def test_compared_runs_keep_their_colour_in_a_panel_only_some_recorded():
     plt.close(fig)
 
 
-
 def test_compared_runs_label_each_panel_with_its_metric_and_the_unit_its_name_gives():
     h = {"train_loss": [(0, 1.0), (5, 0.5)], "test_acc": [(5, 0.5)],
          "entropy_angle/degrees": [(5, 30.0)], "hess/top_1": [(5, 2.0)]}

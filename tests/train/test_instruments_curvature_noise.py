@@ -15,8 +15,6 @@ from sgdlab.train.instruments import build_instrument, instruments
 from sgdlab.train.loop import train
 
 
-
-
 def test_an_instrument_takes_the_schedule_as_a_run_config_spells_it():
     # build_instrument("hessian", every=8) was a TypeError (missing 'schedule') although a
     # config's measure entry reads {name: hessian, every: 8}
