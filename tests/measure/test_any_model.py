@@ -683,15 +683,23 @@ def test_the_hook_based_weight_norm_is_measured_where_a_copy_of_the_model_is_mad
     data = (data[0].double(), data[1])
     theta = params_vector(hook)
     close(theta, params_vector(param), 0)
+    x = data[0]
+    hook(x)                                   # weight = g v / ‖v‖ of the float64 parameters
+    weight, out = hook[0].weight.detach().clone(), hook(x).detach()
+    params, pre_hooks = list(hook.parameters()), list(hook[0]._forward_pre_hooks.values())
     for fn in (lambda m: M.loss_surface(m, loss_fn, data, [theta * 0 + 0.01], steps=3).train_loss,
                lambda m: M.interpolate_models(m, m, loss_fn, data, alphas=[0.0, 1.0]).train_loss,
                lambda m: M.normalized_step_length(m, loss_fn, theta, theta + 0.01, data).alpha,
                lambda m: M.hessian_top_eigenvalue(m, loss_fn, data, dtype=torch.float32,
                                                   generator=gen())):
         close(fn(hook), fn(param))
-    weight = hook[0].weight
+    # the model as it was before: its own parameters and hooks, the same weight and function
+    assert all(p is q for p, q in zip(hook.parameters(), params, strict=True))
     close(params_vector(hook), theta, 0)
-    assert hook[0].weight is weight                            # the model's own, untouched
+    assert list(hook[0]._forward_pre_hooks.values()) == pre_hooks
+    assert hook[0].weight.dtype == torch.float64
+    close(hook[0].weight, weight, 0)
+    close(hook(x), out, 0)
 
 
 def test_an_embedding_scaling_its_gradient_by_frequency_is_measured_by_the_losss_derivatives():
