@@ -198,7 +198,9 @@ class ModelOperator(LinearOperator):
             warn(f"the model's parameters are {self.dtype}: its curvature products carry "
                  "that precision's rounding (bfloat16: ~1%; the estimators keep their own "
                  "vectors in float32); measure a float32 or float64 copy "
-                 "(copy.deepcopy(model).double(), with the data cast alike)", UserWarning)
+                 "(sgdlab.operators.params.copy_module(model).double(), with the data cast "
+                 "alike; it also copies a model with the hook-based nn.utils.weight_norm, "
+                 "which copy.deepcopy refuses)", UserWarning)
 
     @contextlib.contextmanager
     def fixed_randomness(self, batch: int) -> Iterator[None]:

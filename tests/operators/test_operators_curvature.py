@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+import sgdlab.operators.params
 from sgdlab.operators import (
     EmpiricalFisherOperator, GGNOperator, HessianOperator, as_operator, curvature_operator,
     per_sample_gradients,
@@ -965,8 +966,32 @@ def test_a_half_precision_model_is_measured_with_a_warning_naming_the_cast(dtype
     model = nn.Sequential(nn.Linear(5, 8), nn.Tanh(), nn.Linear(8, 3)).to(dtype)
     x, y = torch.randn(16, 5).to(dtype), torch.randint(3, (16,))
     with pytest.warns(UserWarning, match=rf"parameters are {dtype}: .*float32 or float64 copy "
-                                         r"\(copy.deepcopy\(model\).double\(\)"):
+                                         r"\(sgdlab.operators.params.copy_module\(model\)"
+                                         r".double\(\), with the data cast alike"):
         HessianOperator(model, nn.CrossEntropyLoss(), (x, y))
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         HessianOperator(model.float(), nn.CrossEntropyLoss(), (x.float(), y))
+
+
+def test_the_half_precision_warnings_copy_works_on_a_hook_based_weight_norm():
+    # the copy the warning suggested, copy.deepcopy(model).double(), failed on such a model:
+    # "Only Tensors created explicitly by the user (graph leaves) support the deepcopy protocol"
+    torch.manual_seed(0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)       # the hook-based one is deprecated
+        model = nn.Sequential(nn.utils.weight_norm(nn.Linear(5, 8)), nn.Tanh(),
+                              nn.Linear(8, 3)).to(torch.bfloat16)
+    x, y = torch.randn(16, 5), torch.randint(3, (16,))
+    model(x.bfloat16())                            # weight = g v / ‖v‖: a non-leaf attribute
+    with pytest.warns(UserWarning, match=r"\(sgdlab.operators.params.copy_module\(model\)"
+                                         r".double\(\), with the data cast alike"):
+        HessianOperator(model, nn.CrossEntropyLoss(), (x.bfloat16(), y))
+    wide = sgdlab.operators.params.copy_module(model).double()         # the code it names
+    with pytest.raises(RuntimeError, match="deepcopy protocol"):
+        copy.deepcopy(model)
+    assert wide[0].weight_v.dtype == torch.float64 and model[0].weight_v.dtype == torch.bfloat16
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        op = HessianOperator(wide, nn.CrossEntropyLoss(), (x.double(), y))
+    assert op.dtype == torch.float64
