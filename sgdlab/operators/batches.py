@@ -348,13 +348,19 @@ def check_batch_rows(x: Tensor, y: Tensor, which: str = "the batch") -> None:
     """A ``UserError`` for inputs and targets of another length along dimension 0: the rows
     of both are the samples, which per-sample gradients, chunks and probes slice alike (a
     sequence-first batch, (T, N, F) inputs for N targets, failed inside vmap: "Expected all
-    tensors to have the same size in the mapped dimension")."""
+    tensors to have the same size in the mapped dimension"). One target for several inputs
+    is a placeholder (a loss that ignores its targets) unless it reads as one sequence's:
+    inputs of one along dimension 1, (T, 1, F)."""
     # (no targets at all: batches read for their inputs alone, as batch norm's statistics)
     if x.dim() and y.dim() and len(y) and len(x) != len(y):
+        if len(y) == 1 and (x.dim() < 2 or x.shape[1] != 1):
+            return                # a placeholder: no sample count to compare, no sequence
+        placeholder = (" (a placeholder target for a loss that ignores them: one per sample, "
+                       "e.g. torch.zeros(len(x)))" if len(y) == 1 else "")
         raise UserError(
             f"data: {which} has {len(x)} inputs along dimension 0 but {len(y)} targets; "
             "measurements read dimension 0 of both as the samples: give a sequence model "
-            "batch-first inputs (batch_first=True, or transpose inside its forward)")
+            f"batch-first inputs (batch_first=True, or transpose inside its forward){placeholder}")
 
 
 def _other_dtype(model: nn.Module, x: Tensor) -> torch.dtype | None:

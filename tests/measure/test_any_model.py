@@ -824,6 +824,34 @@ def test_a_sequence_first_batch_is_refused_naming_the_batch_first_remedy():
                 fn(model, loss_fn, d)
 
 
+
+def test_a_placeholder_target_is_measured_with_a_loss_that_ignores_it():
+    # a loss without targets (an unsupervised one) given one placeholder target: refused as a
+    # sequence-first batch ("has 8 inputs along dimension 0 but 1 targets")
+    model, _, (x, _) = make("residual")
+
+    def loss_fn(out, _):
+        return out.square().mean()
+
+    one, each = torch.zeros(1), torch.zeros(N)
+    for fn in (M.dense_hessian, M.full_batch_grad_norm, M.mean_loss,
+               lambda *a: M.gradient_covariance(*a).dense(),
+               lambda *a: M.hessian_top_eigenvalue(*a, generator=gen(), tol=1e-10),
+               lambda *a: M.expected_sharpness(*a, 0.01, 2, generator=gen()).value):
+        close(fn(model, loss_fn, (x, one)), fn(model, loss_fn, (x, each)))
+        close(fn(model, loss_fn, [(x[:3], one), (x[3:], one)]), fn(model, loss_fn, (x, each)))
+
+
+def test_one_target_for_a_sequence_first_batch_of_one_sequence_is_refused():
+    # (T, 1, F) inputs with one target read as one sequence: dimension 0 is time, refused as
+    # any sequence-first batch, and the message names the placeholder's remedy too
+    model = nn.Sequential(nn.Flatten(), nn.Linear(3, 2)).double()
+    x = torch.randn(5, 1, 3, generator=gen(1), dtype=torch.float64)
+    for fn in (M.gradient_covariance, M.mean_loss, M.dense_hessian):
+        with pytest.raises(UserError, match=r"the batch has 5 inputs along dimension 0 but 1 "
+                                            r"targets.*batch_first=True.*torch.zeros\(len\(x\)\)"):
+            fn(model, nn.CrossEntropyLoss(), (x, torch.zeros(1, dtype=torch.long)))
+
 def test_inputs_that_require_a_gradient_are_measured_as_data():
     # features taken from another network without torch.no_grad() carry a graph: it entered
     # every Hessian product, and Lanczos failed on "functions with out=... arguments don't
