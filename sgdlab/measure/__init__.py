@@ -1,4 +1,8 @@
-"""Measurements: plain functions of (model, loss_fn, data) and estimators on operators."""
+"""Measurements: plain functions of (model, loss_fn, data) and estimators on operators.
+
+Every one reports the derivatives of the loss itself: gradient hooks on the model (rescaling,
+clipping; ``p.register_hook``, module backward hooks) are a training-time device and do not
+run while it measures (:func:`sgdlab.operators.batches.loss_derivatives`)."""
 from .curvature import (
     DiagonalEstimate,
     Estimate,

@@ -79,7 +79,10 @@ def full_batch_grad_norm(model: nn.Module, loss_fn: LossFn, data: Data, *,
                          bn_mode: str = "eval") -> float:
     """‖∇L(θ)‖₂ of the mean loss over all of ``data`` (batches weighted by size).
 
-    Dropout off; batch norm per ``bn_mode`` (running statistics untouched either way).
+    Dropout off; batch norm per ``bn_mode`` (running statistics untouched either way). The
+    loss's own gradient: gradient hooks on the model (``p.register_hook``, module backward
+    hooks) are a training-time device and do not run
+    (:func:`~sgdlab.operators.batches.loss_derivatives`), as in every measurement.
     """
     with torch.enable_grad(), evaluation_mode(model, bn_mode):
         g = full_gradient(model, loss_fn, data)

@@ -55,7 +55,7 @@ from torch import Tensor, nn
 
 from sgdlab.models.modes import buffers_kept
 from sgdlab.operators.batches import (Data, check_batch_loss, check_model_data, concat_batches,
-                                      dense_embedding_gradients, fixed_randomness,
+                                      loss_derivatives, fixed_randomness,
                                       iterate_batches, plain_checkpoints)
 from sgdlab.operators.params import (UNUSED_ZERO, flatten, functional_call, params_vector,
                                      require_trainable)
@@ -155,7 +155,7 @@ def _mean_gradient(model: nn.Module, loss_fn: LossFn, names: list[str], ys: list
     for i, (x, y) in enumerate(batches):
         leaves = [t.detach().requires_grad_() for t in ys]
         with torch.enable_grad(), fixed_randomness(model, ys[0].device, first + i), \
-                plain_checkpoints(), dense_embedding_gradients(model):
+                plain_checkpoints(), loss_derivatives(model):
             out = functional_call(model, dict(zip(names, leaves)), (x,))
             g = torch.autograd.grad(loss_fn(out, y), leaves, **UNUSED_ZERO)
         if len(batches) == 1:

@@ -42,7 +42,7 @@ from torch.func import vmap
 from sgdlab.accuracy import argmax_hits
 from sgdlab.models.modes import buffers_kept
 from sgdlab.operators.batches import (Data, check_batch_loss, check_data, check_model_data,
-                                      dense_embedding_gradients, fixed_randomness,
+                                      loss_derivatives, fixed_randomness,
                                       is_single_batch, iterate_batches, plain_checkpoints)
 from sgdlab.operators.params import (UNUSED_ZERO, check_not_inference_mode, params_vector,
                                      set_params_vector, trainable_named_params)
@@ -340,7 +340,7 @@ def epsilon_sharpness(
                     vectorized=False, caller="epsilon_sharpness", loss_fn=loss_fn)
     best = -math.inf
     # forward passes in train mode would move batch norm's running statistics
-    with buffers_kept(model), dense_embedding_gradients(model):
+    with buffers_kept(model), loss_derivatives(model):
         try:
             for _ in range(num_steps + 1):
                 set_params_vector(model, theta + zeta)

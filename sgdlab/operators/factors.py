@@ -44,7 +44,7 @@ from torch.utils._pytree import tree_flatten
 from ..accuracy import ignored_target
 from ..loss_settings import ELEMENTWISE_LOSSES, torch_loss_class
 from ..models.modes import BN_TYPES, PLAIN_BN_TYPES
-from .batches import (Data, check_loss_reduction, check_model_data, dense_embedding_gradients,
+from .batches import (Data, check_loss_reduction, check_model_data, loss_derivatives,
                       fixed_randomness, iterate_batches, plain_checkpoints)
 from .linear import kept_running_statistics
 from .params import check_not_inference_mode, trainable_named_params
@@ -497,7 +497,7 @@ def per_sample_factors(
         return None
     # dropout in train mode: one fixed draw; reentrant checkpoints differentiable
     with fixed_randomness(model, param.device), plain_checkpoints(), \
-            dense_embedding_gradients(model):
+            loss_derivatives(model):
         return checked_per_sample_factors(model, loss_fn, data, chunk_size=chunk_size)
 
 
@@ -507,7 +507,7 @@ def checked_per_sample_factors(model: nn.Module, loss_fn, data: Data, *,
     it runs outside inference mode, and runs it within
     :func:`~sgdlab.operators.batches.fixed_randomness`,
     :func:`~sgdlab.operators.batches.plain_checkpoints` and
-    :func:`~sgdlab.operators.batches.dense_embedding_gradients` (once a call: on the digits
+    :func:`~sgdlab.operators.batches.loss_derivatives` (once a call: on the digits
     MLP the checks and contexts twice were 0.1 ms of a 3 ms call)."""
     layers = _supported(model)
     params = trainable_named_params(model)

@@ -14,8 +14,9 @@ from torch import Tensor
 from sgdlab.errors import warn
 from sgdlab.models.modes import buffers_kept, writes_buffers
 
-from .batches import (check_batch_loss, check_model_data, dense_embedding_gradients,
-                      fixed_randomness, iterate_batches, plain_checkpoints, stochastic_modules)
+from .batches import (check_batch_loss, check_model_data, fixed_randomness,
+                      gradient_hooks_held, iterate_batches, loss_derivatives, plain_checkpoints,
+                      stochastic_modules)
 from .blocking import BlockTuner
 from .params import copy_module
 
@@ -174,7 +175,11 @@ class ModelOperator(LinearOperator):
     product sees one fixed draw; the global generators are left as they were. With dropout in
     train mode that is the curvature under one draw of the masks, which a warning says (call
     ``model.eval()`` for the network without dropout). A loader that reshuffles its samples
-    gives other batches, and so other masks per sample, on every pass."""
+    gives other batches, and so other masks per sample, on every pass.
+
+    The products are those of the loss's own derivatives: no gradient hook the user put on
+    the model runs, in the forward passes (:meth:`fixed_randomness`) nor in the backward
+    passes through a kept graph (:func:`~sgdlab.operators.batches.gradient_hooks_held`)."""
 
     def __init__(self, model, loss_fn, data):
         from .params import flat_dtype, num_params, require_trainable
@@ -202,6 +207,20 @@ class ModelOperator(LinearOperator):
                  "alike; it also copies a model with the hook-based nn.utils.weight_norm, "
                  "which copy.deepcopy refuses)", UserWarning)
 
+    # the backward passes through a graph kept from an earlier forward pass run here, where
+    # a parameter's tensor hooks would fire
+    def matvec(self, v: Tensor) -> Tensor:
+        with gradient_hooks_held(self.model):
+            return super().matvec(v)
+
+    def matmat(self, m: Tensor) -> Tensor:
+        with gradient_hooks_held(self.model):
+            return super().matmat(m)
+
+    def quadratic_forms(self, m: Tensor) -> Tensor:
+        with gradient_hooks_held(self.model):
+            return super().quadratic_forms(m)
+
     @contextlib.contextmanager
     def fixed_randomness(self, batch: int) -> Iterator[None]:
         """Within: the model's randomness fixed for batch ``batch``
@@ -209,9 +228,10 @@ class ModelOperator(LinearOperator):
         that train-mode batch norm moves at each forward pass restored on exit: measuring
         the model must not change it (every product over a loader runs the forward again);
         reentrant activation checkpoints run plainly, so they can be differentiated
-        (:func:`~sgdlab.operators.batches.plain_checkpoints`)."""
+        (:func:`~sgdlab.operators.batches.plain_checkpoints`); the loss's own derivatives
+        (:func:`~sgdlab.operators.batches.loss_derivatives`)."""
         with fixed_randomness(self.model, self.device, batch), kept_running_statistics(
-                self.model), plain_checkpoints(), dense_embedding_gradients(self.model):
+                self.model), plain_checkpoints(), loss_derivatives(self.model):
             yield
 
     def batches(self) -> Iterator[tuple[Tensor, Tensor]]:

@@ -35,7 +35,7 @@ from sgdlab.errors import UserError, warn
 from sgdlab.models.modes import BN_TYPES
 
 from .batches import (Data, check_loss_reduction, check_model_data, concat_batches,
-                      dense_embedding_gradients, fixed_randomness, plain_checkpoints,
+                      loss_derivatives, fixed_randomness, plain_checkpoints,
                       stochastic_modules)
 from .linear import kept_running_statistics
 from .params import (UNUSED_ZERO, flat_dtype, flatten, frozen_named_params, functional_call,
@@ -113,7 +113,8 @@ def per_sample_gradients(
 
     Dropout in train mode gives each sample its own mask, from one fixed draw
     (:func:`~sgdlab.operators.batches.fixed_randomness`): the same G on every call, and the
-    global generators untouched.
+    global generators untouched. The rows are the loss's own gradients, by every route: the
+    model's gradient hooks do not run (:func:`~sgdlab.operators.batches.loss_derivatives`).
     """
     if method not in ("auto", "factored", "vmap"):
         raise ValueError(f"Invalid method={method!r}: expected 'auto', 'factored' or 'vmap'")
@@ -125,7 +126,7 @@ def per_sample_gradients(
     # and a train-mode spectral norm's power iteration run from the model's vectors for every
     # chunk and put back after: one function for all samples, the model left as it was
     with fixed_randomness(model, next(model.parameters()).device), \
-            kept_running_statistics(model), plain_checkpoints(), dense_embedding_gradients(model):
+            kept_running_statistics(model), plain_checkpoints(), loss_derivatives(model):
         return _per_sample_gradients(model, loss_fn, data, chunk_size, method)
 
 
@@ -201,7 +202,8 @@ def full_gradient(
     Dropout in train mode: batch i under the operators' fixed draw i
     (:func:`~sgdlab.operators.batches.fixed_randomness`), so on one batch this is the mean of
     :func:`per_sample_gradients`' rows, the same on every call, and the global generators are
-    left as they were."""
+    left as they were. The loss's own gradient: the model's gradient hooks do not run
+    (:func:`~sgdlab.operators.batches.loss_derivatives`)."""
     from .batches import check_batch_loss, iterate_batches
 
     check_batch_loss(loss_fn, data)
@@ -212,7 +214,7 @@ def full_gradient(
     for i, (x, y) in enumerate(iterate_batches(data, device)):
         # each batch from the model's own buffers; reentrant checkpoints differentiable
         with fixed_randomness(model, device, i), kept_running_statistics(model), \
-                plain_checkpoints(), dense_embedding_gradients(model):
+                plain_checkpoints(), loss_derivatives(model):
             g = torch.autograd.grad(loss_fn(model(x), y), params, **UNUSED_ZERO)
         g = flatten(g) * len(x)
         total = g if total is None else total + g

@@ -30,7 +30,7 @@ from torch import Tensor, nn
 from ..accuracy import ignored_target
 from ..loss_settings import torch_loss_class
 from ..models.modes import PLAIN_BN_TYPES
-from .batches import is_single_batch, iterate_batches
+from .batches import gradient_hooks_held, is_single_batch, iterate_batches
 from .params import param_rows, param_slices, state_versions
 
 # elementwise activations whose first and second derivatives are taken by autograd at z
@@ -662,11 +662,14 @@ def single_batch_preparation(op, attr: str, prepare) -> tuple:
     and so do batch norm's running statistics changed since (a train-mode forward,
     :func:`~sgdlab.measure.batch_norm.recompute_bn_statistics`), which an eval-mode batch
     norm's kept activations read. Counted after ``prepare``: a train-mode batch norm's own
-    forward moves them (the operators put the values back, not the counters)."""
+    forward moves them (the operators put the values back, not the counters). Made without
+    the model's gradient hooks, whoever asks first (the probe-memory estimate does, outside
+    any product): an activation's backward hook changed its kept derivatives."""
     held = getattr(op, attr)
     if held is None or held[0] != state_versions(op.model):
         x, y = next(iterate_batches(op.data, op.device))
-        value = prepare(x, y)
+        with gradient_hooks_held(op.model):
+            value = prepare(x, y)
         held = (state_versions(op.model), value)
         setattr(op, attr, held)
     return held[1]

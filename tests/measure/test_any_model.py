@@ -28,7 +28,7 @@ from torch import nn
 import sgdlab.measure as M
 from sgdlab.errors import UserError
 from sgdlab.measure.sharpness import perturbed_evaluations
-from sgdlab.operators.params import params_vector, set_params_vector
+from sgdlab.operators.params import flatten, params_vector, set_params_vector
 from sgdlab.testing import (GRUClassifier, TiedByHand, TiedEmbedding, TinyTransformer,
                             covariance_reference, dense_hessian_reference,
                             empirical_fisher_reference, flat_loss, ggn_reference,
@@ -717,6 +717,88 @@ def test_an_embedding_scaling_its_gradient_by_frequency_is_measured_by_the_losss
             close(fn(model, loss_fn, d), fn(plain, loss_fn, data))
     assert model.emb.scale_grad_by_freq                       # put back
 
+
+
+def _hook_gradients(model: nn.Sequential, kind: str) -> list:
+    """Gradient hooks of ``kind`` on the MLP ``model``: their handles."""
+    def halved(*grads):
+        return tuple(None if g is None else 0.5 * g for g in grads[-1])
+
+    if kind == "tensor":                  # rescaled, and one parameter clipped
+        return [p.register_hook(lambda g: 0.5 * g) for p in model.parameters()] + [
+            model[2].bias.register_hook(lambda g: g.clamp(-0.01, 0.01))]
+    if kind == "module":                  # the tanh's input gradient, the head's output one
+        return [model[1].register_full_backward_hook(lambda m, gi, go: halved(gi)),
+                model[2].register_full_backward_pre_hook(lambda m, go: halved(go))]
+    if kind == "legacy module":
+        return [model[1].register_backward_hook(lambda m, gi, go: halved(gi))]
+    return [nn.modules.module.register_module_full_backward_pre_hook(      # global
+        lambda m, go: halved(go) if m is model[2] else None)]
+
+
+@pytest.mark.filterwarnings("ignore:Full backward hook is firing")   # torch, on the pre-hook
+@pytest.mark.parametrize("kind", ["tensor", "module", "legacy module", "global"])
+def test_measurements_differentiate_the_loss_not_the_models_gradient_hooks(kind):
+    # a x0.5 hook on every parameter put the gradient norm 0.38 off the loss's, while the
+    # per-sample gradients (torch.func) never saw it; module backward hooks reached these,
+    # the Fisher and GGN diagonals and the Hessian products through a kept gradient graph
+    from sgdlab.operators import (EmpiricalFisherOperator, GGNOperator, HessianOperator,
+                                  full_gradient, per_sample_gradients)
+
+    torch.manual_seed(0)
+    plain = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 2)).double()
+    loss_fn, data = nn.CrossEntropyLoss(), _data("vector", 1)
+    data = (data[0].double(), data[1])
+    rows = per_sample_gradients_loop(plain, loss_fn, data)      # the float64 references
+    grad, hess = rows.mean(0), dense_hessian_reference(plain, loss_fn, data)
+    eig, ggn = torch.linalg.eigvalsh(hess), ggn_reference(plain, loss_fn, data)
+    v = torch.randn(len(grad), 3, generator=gen(), dtype=torch.float64)
+    model = copy.deepcopy(plain)
+    handles = _hook_gradients(model, kind)
+    params = list(model.parameters())
+    try:
+        hooked = torch.autograd.grad(loss_fn(model(data[0]), data[1]), params)
+        assert (flatten(hooked) - grad).abs().max() > 0.01              # the hooks bite
+        close(M.full_batch_grad_norm(model, loss_fn, data), grad.norm())
+        close(full_gradient(model, loss_fn, data), grad)
+        for method in ("auto", "vmap"):
+            close(per_sample_gradients(model, loss_fn, data, method=method), rows)
+            close(M.gradient_covariance(model, loss_fn, data, method=method).dense(),
+                  covariance_reference(rows))
+        close(M.fisher_diagonal(model, loss_fn, data), rows.var(0, unbiased=False))
+        close(M.dense_hessian(model, loss_fn, data), hess)
+        for op in (HessianOperator(model, loss_fn, data),     # R-op products, kept graph
+                   HessianOperator(model, loss_fn, data, rop=False, taylor=False)):
+            close(op.matvec(v[:, 0]), hess @ v[:, 0])
+            close(op.matmat(v), hess @ v)
+        close(M.hessian_diagonal(model, loss_fn, data, exact=True).value, hess.diagonal())
+        close(M.hessian_top_eigenvalue(model, loss_fn, data, generator=gen(), tol=1e-10),
+              eig[-1], 1e-7)
+        close(M.hessian_spectral_norm(model, loss_fn, data, generator=gen(), tol=1e-10),
+              eig.abs().max(), 1e-7)
+        close(GGNOperator(model, loss_fn, data).to_dense(), ggn)
+        close(M.ggn_diagonal(model, loss_fn, data), ggn.diagonal())
+        close(EmpiricalFisherOperator(model, loss_fn, data).to_dense(),
+              empirical_fisher_reference(rows))
+        # no dense reference: the unhooked model's, which the tests above check
+        for fn in (lambda m: M.epsilon_sharpness(m, loss_fn, data, 1e-2, num_steps=3,
+                                                 generator=gen()).max_loss,
+                   lambda m: M.local_entropy_gradient(m, loss_fn, data, 1.0, steps=2,
+                                                      generator=gen()),
+                   lambda m: M.sigma_hessian_alignment(m, loss_fn, data, k=2,
+                                                       generator=gen()).cosines,
+                   lambda m: M.takeuchi_information(m, loss_fn, data).trace,
+                   lambda m: M.batch_statistics(m, loss_fn, data).norm_test):
+            close(fn(model), fn(plain))
+        # training still sees the hooks, as registered: backward gives the hooked gradient
+        loss_fn(model(data[0]), data[1]).backward()
+        close(flatten([p.grad for p in params]), flatten(hooked), 0)
+    finally:
+        for h in handles:
+            h.remove()
+    model.zero_grad()
+    loss_fn(model(data[0]), data[1]).backward()                 # removable as ever
+    close(flatten([p.grad for p in params]), grad)
 
 def test_a_data_parallel_model_is_measured_as_the_module_it_wraps():
     # torch.func refuses nn.DataParallel ("The stateless API can't be used with

@@ -1,5 +1,6 @@
 """What a measurement reads of a model's randomness (sgdlab.operators.batches): the dropout
-that recurrent layers and attention draw without a dropout module, float64."""
+that recurrent layers and attention draw without a dropout module, float64; and the gradient
+hooks it holds."""
 import warnings
 
 import pytest
@@ -11,7 +12,8 @@ from sgdlab.errors import UserError
 from sgdlab.measure import ggn_diagonal, mean_loss
 from sgdlab.models.recurrent import LSTMStack
 from sgdlab.operators import HessianOperator
-from sgdlab.operators.batches import fixed_randomness, stochastic_modules
+from sgdlab.operators.batches import (fixed_randomness, gradient_hooks_held,
+                                      stochastic_modules)
 from sgdlab.testing import memory_budget_for
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -82,3 +84,24 @@ def test_dropout_inside_recurrent_layers_and_attention_is_randomness_too():
         assert stochastic_modules(model) == []
     # one layer: torch applies no dropout between layers
     assert stochastic_modules(_Recurrent(layers=1)) == []
+
+
+def test_the_gradient_hooks_held_come_back_in_order_and_removable():
+    lin = nn.Linear(2, 1).double()
+    x = torch.ones(1, 2, dtype=torch.float64, requires_grad=True)   # no warning from torch
+    calls = []
+    first = lin.weight.register_hook(lambda g: calls.append("first") or 2 * g)
+    lin.weight.register_hook(lambda g: calls.append("second") or 3 * g)
+    lin.register_full_backward_pre_hook(lambda m, go: calls.append("module") or None)
+
+    def grad():
+        return torch.autograd.grad(lin(x).sum(), lin.weight)[0]
+
+    with pytest.raises(RuntimeError, match="inside"), gradient_hooks_held(lin):
+        assert grad().tolist() == [[1.0, 1.0]] and calls == []
+        lin.weight.register_hook(lambda g: calls.append("within") or g)
+        raise RuntimeError("inside")                    # put back on an error as well
+    assert grad().tolist() == [[6.0, 6.0]]
+    assert calls == ["module", "first", "second", "within"]
+    first.remove()
+    assert grad().tolist() == [[3.0, 3.0]]

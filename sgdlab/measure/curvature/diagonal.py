@@ -19,7 +19,7 @@ from torch import Tensor, nn
 from sgdlab.errors import UserError
 from sgdlab.loss_settings import torch_loss_class
 from sgdlab.operators.batches import (Data, check_batch_loss, check_model_data, iterate_batches,
-                                      stochastic_modules)
+                                      loss_derivatives, stochastic_modules)
 from sgdlab.operators.factors import per_sample_factors, samples_interact
 from sgdlab.operators.ggn import check_tensor_output
 from sgdlab.operators.linear import kept_running_statistics
@@ -185,12 +185,14 @@ def ggn_diagonal(model: nn.Module, loss_fn: Callable[[Tensor, Tensor], Tensor],
     # each pass starts from the model's buffers and leaves them so (a train-mode spectral
     # norm's power iteration moved its vectors u and v at every pass, and kept them moved)
     for x, y in iterate_batches(data, device):
-        with kept_running_statistics(model):
+        # the loss's own derivatives (the other route's per-sample passes hold them as well)
+        with kept_running_statistics(model), loss_derivatives(model):
             hooked = _hooked_linear_forward(model, x)
         if hooked is not None:            # its forward pass serves the factors too
             out, layers = hooked
             factors = _output_hessian_factors(loss_fn, out.detach(), y).to(out.dtype)
-            total += _linear_squares(model, out, layers, factors)
+            with loss_derivatives(model):
+                total += _linear_squares(model, out, layers, factors)
             n += len(x)
             continue
         with torch.no_grad(), kept_running_statistics(model):
