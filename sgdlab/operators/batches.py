@@ -222,8 +222,10 @@ def check_loss_reduction(loss_fn: object) -> None:
 def check_target_shape(loss_fn: object, outputs: Tensor, targets: Tensor, *,
                        where: str = "") -> None:
     """A ``UserError`` for an element-wise loss given targets of another shape than the
-    outputs: (N, 1) against (N,) broadcasts to (N, N), every output against every target.
-    ``where``: the samples looked at, in the message (" on the data's first 2 samples")."""
+    outputs: (N, 1) against (N,) broadcasts to (N, N), every output against every target; and
+    for a cross-entropy, floating-point targets not shaped as the outputs and integer labels
+    not shaped as the outputs without their class axis. ``where``: the samples looked at, in
+    the message (" on the data's first 2 samples")."""
     if (is_cross_entropy(loss_fn) and targets.is_floating_point()
             and outputs.shape != targets.shape):
         # torch reads floating-point targets as class probabilities, shaped as the outputs,
@@ -233,6 +235,16 @@ def check_target_shape(loss_fn: object, outputs: Tensor, targets: Tensor, *,
             f"{tuple(targets.shape)} for outputs of shape {tuple(outputs.shape)}: class "
             "labels are integers (y.long()); floating-point targets are class probabilities "
             "of the outputs' shape")
+    if (is_cross_entropy(loss_fn) and not targets.is_floating_point() and outputs.dim() >= 2
+            and targets.shape != outputs.shape[:1] + outputs.shape[2:]):
+        # labels kept as a column, (N, 1): torch says only "0D or 1D target tensor expected,
+        # multi-target not supported"
+        labels = outputs.shape[:1] + outputs.shape[2:]
+        fix = " (y.squeeze(1))" if targets.shape == labels[:1] + (1,) + labels[1:] else ""
+        raise UserError(
+            f"loss_fn {loss_name(loss_fn)} is given{where} class labels of shape "
+            f"{tuple(targets.shape)} for outputs of shape {tuple(outputs.shape)}: it takes one "
+            f"label per sample (and position), of shape {tuple(labels)}{fix}")
     if is_elementwise(loss_fn) and outputs.shape != targets.shape:
         raise UserError(
             f"loss_fn {loss_name(loss_fn)} compares{where} outputs of shape "
@@ -521,8 +533,10 @@ def check_model_data(model: nn.Module, loss_fn: object, data: Data, *,
     dtype = _other_dtype(model, x)
     # a loader with batch_size=None gives its samples one by one, without a batch axis
     batched = getattr(data, "batch_sampler", True) is not None
-    shapes = (is_elementwise(loss_fn) or (is_cross_entropy(loss_fn)
-                                          and y.is_floating_point())) and batched
+    # a cross-entropy's integer labels are probed only when they have an axis too many for
+    # (N, C) outputs, a column (N, 1) most often
+    shapes = (is_elementwise(loss_fn) or (is_cross_entropy(loss_fn) and (
+        y.is_floating_point() or (y.dim() >= 2 and y.shape[1] == 1)))) and batched
     own = loss_reduction(loss_fn) is None and batched
     if dtype is None and not shapes and not own:
         return

@@ -647,6 +647,30 @@ def test_class_labels_stored_as_floats_are_refused_saying_so():
     assert hessian_trace(model, nn.CrossEntropyLoss(), (x[:20], probs), num_probes=2).value > 0
 
 
+def test_class_labels_kept_as_a_column_are_refused_naming_both_shapes():
+    # labels (N, 1), as a data file's column often holds them, gave torch's "0D or 1D target
+    # tensor expected, multi-target not supported", in training and the measurements alike
+    from sgdlab.measure import gradient_covariance, hessian_top_eigenvalue
+    from sgdlab.operators.batches import check_target_shape
+
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(30, 3, generator=g), torch.randint(0, 2, (30,), generator=g)
+    data = Dataset(x[:20], y[:20, None], x[20:], y[20:, None])
+    model = nn.Linear(3, 2)
+    with pytest.raises(UserError, match=r"class labels of shape \(20, 1\) for outputs of "
+                                        r"shape \(20, 2\).*of shape \(20,\) \(y\.squeeze\(1\)\)"):
+        train(model, nn.CrossEntropyLoss(), data, torch.optim.SGD(model.parameters(), lr=0.1),
+              epochs=1, progress=False)
+    for measure in (hessian_top_eigenvalue, gradient_covariance):
+        with pytest.raises(UserError, match=r"first 2 samples class labels of shape \(2, 1\)"):
+            measure(model, F.cross_entropy, data.train)
+    # labels per position of (N, C, L) outputs are their own shape (N, L)
+    loss = nn.CrossEntropyLoss()
+    check_target_shape(loss, torch.zeros(4, 3, 5), torch.zeros(4, 5, dtype=torch.long))
+    with pytest.raises(UserError, match=r"of shape \(4, 5\)$"):
+        check_target_shape(loss, torch.zeros(4, 3, 5), torch.zeros(4, 6, dtype=torch.long))
+
+
 def test_progress_by_epochs_writes_a_line_per_epoch_to_stderr(capsys):
     # into a log file or a pipe no bar is drawn: `sgdlab train` said nothing between the
     # run's start and its end
