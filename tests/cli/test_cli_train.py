@@ -281,6 +281,29 @@ def test_a_config_that_fails_when_built_leaves_no_store(tmp_path, capsys, monkey
     assert list(tmp_path.iterdir()) == []
 
 
+def test_targets_of_the_wrong_shape_in_a_data_file_are_refused_before_the_run_is_recorded(
+        tmp_path, capsys, monkeypatch):
+    """Regression targets (N,) for one output, class labels (N, 1): refused before the run is
+    recorded, naming both shapes. Once recorded, the run failed at its first step and said to
+    resume it, which refuses the fixed file (its SHA-256 is the run's)."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("SGDLAB_STORE", raising=False)
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(12, 3, generator=g)
+    cfg = tmp_path / "run.yaml"
+    cfg.write_text("name: f\ndata: {file: d.pt}\nmodel: {name: mlp, options: {widths: [4]}}\n"
+                   "optimizer: {name: sgd, lr: 0.1}\n"
+                   "train: {epochs: 1, batch_size: 4, threads: 1, progress: false}\n")
+    for y, says in ((x[:, 0], r"outputs of shape \(2, 1\) with targets of shape \(2,\)"),
+                    (torch.randint(0, 3, (12, 1), generator=g),
+                     r"class labels of shape \(2, 1\) .*\(y\.squeeze\(1\)\)")):
+        torch.save({"x_train": x, "y_train": y}, tmp_path / "d.pt")
+        assert main(["train", str(cfg)]) == 2
+        out, err = capsys.readouterr()
+        assert out == "" and err.count("\n") == 1 and re.search(says, err), err
+        assert not (tmp_path / "sgdlab-runs").exists()
+
+
 def test_train_refuses_a_folder_with_another_commands_results(tmp_path, capsys):
     """The output of `sgdlab walk` (as of `sgdlab run` or `landscape`) is not overwritten by
     a training run's results.json: refused before anything is recorded or written."""
