@@ -685,6 +685,10 @@ def load_data_file(path: str | Path, sha256: str | None = None) -> Dataset:
     ``sha256``: the content a run recorded (:func:`data_file_sha256`); a file that has
     changed since is a :class:`DataError` too, not read as the run's data."""
     f = Path(path)
+    if f.is_dir():     # a dataset's folder given as the file
+        raise DataError(f"data file {str(f)!r} is a folder: `file:` names one torch.save'd "
+                        "dict of tensors x_train, y_train (x_test, y_test, meta optional); a "
+                        "named dataset reads its folder as `name:` with `data_dir:`")
     if not f.is_file():
         raise DataError(f"data file not found: {f}")
     if sha256 is not None and (now := data_file_sha256(f)) != sha256:

@@ -745,6 +745,9 @@ def test_a_run_config_trains_on_a_file_of_tensors_as_a_replica_config_reads_it(t
     assert messages[0] == messages[1]
     with pytest.raises(DataError, match="data file not found"):
         build_from_config({**TINY, "data": {"file": "missing.pt"}})
+    (tmp_path / "mnist").mkdir()
+    with pytest.raises(DataError, match=r"/mnist' is a folder: .*`name:` with `data_dir:`"):
+        build_from_config({**TINY, "data": {"file": "mnist"}})
 
 
 def test_a_run_on_a_data_file_records_its_content_and_no_other_file_stands_in_for_it(
