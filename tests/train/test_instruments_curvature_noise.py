@@ -41,6 +41,10 @@ def test_a_misspelt_instrument_is_named_before_its_schedule_is_asked_for():
     # hessian_trace's num_probes is the instrument's trace_probes (frobenius_probes was offered)
     with pytest.raises(ValueError, match=r"no option 'num_probes' \(did you mean trace_probes"):
         build_instrument("hessian", every=2, num_probes=10)
+    # a misspelt every= was told that no schedule was given
+    with pytest.raises(ValueError, match=r"no option 'evry' \(did you mean every\?\); its "
+                                         r"options: .*; its schedule: every, start, at"):
+        build_instrument("hessian", evry=5, k=1)
 
 
 def test_instruments_registered_and_log():

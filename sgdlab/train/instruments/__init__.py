@@ -78,6 +78,17 @@ def build_instrument(name: str, *, schedule: Schedule | None = None, every: int 
     if name not in registry:
         raise ValueError(f"Unknown instrument {name!r}{did_you_mean(name, registry)}; known: "
                          f"{', '.join(sorted(registry))}")
+    # the options before the schedule: a misspelt every= (evry=5) was told of no schedule
+    known = instrument_params(name)
+    unknown = [k for k in params if known is not None and k not in known]
+    if unknown:
+        cadence_keys = () if getattr(registry[name], "own_cadence", None) else (
+            "schedule", "every", "start", "at")
+        raise ValueError(f"instrument {name!r} has no option {unknown[0]!r}"
+                         f"{did_you_mean(unknown[0], [*known, *cadence_keys])}; its options: "
+                         f"{', '.join(sorted(known))}"
+                         + ("; its schedule: every, start, at or schedule" if cadence_keys
+                            else ""))
     given = [k for k, v in (("schedule", schedule), ("every", every), ("at", at))
              if v is not None]
     cadence = getattr(registry[name], "own_cadence", None)
@@ -100,12 +111,6 @@ def build_instrument(name: str, *, schedule: Schedule | None = None, every: int 
         schedule = Schedule.every(every, start)
     elif at is not None:
         schedule = Schedule.at(at)
-    known = instrument_params(name)
-    unknown = [k for k in params if known is not None and k not in known]
-    if unknown:
-        raise ValueError(f"instrument {name!r} has no option {unknown[0]!r}"
-                         f"{did_you_mean(unknown[0], known)}; its options: "
-                         f"{', '.join(sorted(known))}")
     cb = registry[name](schedule=schedule, **params)
     cb.instrument = name  # named in its errors
     return cb
