@@ -40,6 +40,16 @@ class Dataset:
     meta: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        for key in ("x_train", "y_train", "x_test", "y_test"):
+            value = getattr(self, key)
+            # a numpy array failed later, deep in training ("'numpy.ndarray' object has no
+            # attribute 'to'")
+            numpy = type(value).__module__ == "numpy"
+            if isinstance(value, (list, tuple)) or numpy:
+                raise ValueError(
+                    f"Dataset: {key} is a {'numpy.' * numpy}{type(value).__name__}, not "
+                    "a torch tensor: convert it, torch.as_tensor(x, dtype=torch.float32) for "
+                    "inputs, torch.as_tensor(y).long() for class labels")
         if (self.x_test is None) != (self.y_test is None):
             raise ValueError("Dataset: give both x_test and y_test, or neither (no test split)")
         if self.x_test is None:

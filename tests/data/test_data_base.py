@@ -75,3 +75,15 @@ def test_a_record_with_more_inputs_than_targets_is_refused_naming_both_lengths(s
     # the casts and subsets that rebuild a record keep the lengths, so still build
     ds = Dataset(x, y, x[:4], y[:4]).to(dtype=torch.float64)
     assert ds.x_train.dtype == torch.float64 and len(ds.y_test) == 4
+
+
+@pytest.mark.parametrize("key", ["x_train", "y_train", "x_test", "y_test"])
+def test_numpy_arrays_and_lists_are_refused_saying_how_to_convert(key):
+    # a numpy array was accepted and training failed on it with "'numpy.ndarray' object has no
+    # attribute 'to'"
+    x, y = torch.randn(6, 3), torch.arange(6) % 2
+    parts = {"x_train": x, "y_train": y, "x_test": x[:4], "y_test": y[:4]}
+    for value, kind in ((parts[key].numpy(), "numpy.ndarray"), (parts[key].tolist(), "list")):
+        with pytest.raises(ValueError, match=rf"Dataset: {key} is a {kind}, not a torch tensor: "
+                                             r"convert it, torch\.as_tensor"):
+            Dataset(**{**parts, key: value})
