@@ -783,8 +783,10 @@ class _Training:
         if self.pbar is not None:
             self.pbar.set_postfix(_postfix(ctx.history), refresh=False)
         elif self.progress == "epochs" and (
-                done in (1, self.epochs_reached) or time.monotonic() - self.said_at >= 5.0):
-            # the first and last epochs, and one every 5 s between: a few lines a minute
+                self.said_step < 0 or done == self.epochs_reached
+                or time.monotonic() - self.said_at >= 5.0):
+            # the first epoch this call completes (a resumed run's too: it said nothing until
+            # 5 s had passed), the last, and one every 5 s between: a few lines a minute
             self._say(f"epoch {done}/{self.epochs_reached} (step {loop['step']}/"
                       f"{self.total_steps})")
         if ((self.checkpoint_every is None or loop["step"] % self.checkpoint_every == 0)

@@ -683,6 +683,22 @@ def test_progress_by_epochs_writes_a_line_per_epoch_to_stderr(capsys):
     assert "batch_loss " in err[0] and "test_acc " in err[0]
 
 
+def test_progress_by_epochs_writes_the_first_epoch_a_resumed_run_completes(tmp_path, capsys):
+    # a run resumed in epoch 2 of 6 said nothing until 5 s had passed or its last epoch
+    def run(**kw):
+        torch.manual_seed(0)
+        model = nn.Linear(5, 2)
+        return train(model, nn.CrossEntropyLoss(), toy_data(),
+                     torch.optim.SGD(model.parameters(), lr=0.1), epochs=6, batch_size=16,
+                     checkpoint_dir=tmp_path, checkpoint_every=6, **kw)
+
+    run(max_steps=7, progress=False)
+    run(resume=True, progress="epochs")
+    err = capsys.readouterr().err.splitlines()
+    assert [ln.split("  ")[0] for ln in err][:1] == ["epoch 2/6 (step 8/24)"]
+    assert err[-1].startswith("epoch 6/6 (step 24/24)")
+
+
 def test_progress_by_epochs_ends_with_a_line_where_max_steps_stops_the_run(capsys):
     # 3 epochs of 4 steps cut at step 6: "epoch 1/3" and then nothing, as if 3 were to come
     model = nn.Linear(5, 2)
