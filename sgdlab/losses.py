@@ -23,8 +23,11 @@ def build_loss(name: str | None, data):
         name = "cross_entropy" if data.task == "classification" else "mse"
     if name == "cross_entropy":
         if data.y_train.is_floating_point():
-            raise ConfigError("loss: cross_entropy needs class labels, but dataset "
-                              f"{data.name!r} has real-valued targets (use mse)")
+            # a data file's labels saved as floats are read as regression targets
+            of = f"dataset {data.name!r}" if data.name != "?" else "the data"
+            raise ConfigError(f"loss: cross_entropy needs class labels, but {of} has "
+                              f"real-valued targets ({data.y_train.dtype}): class labels are "
+                              "integers (save them as y.long()); for regression use mse")
         return SequenceCrossEntropyLoss() if data.y_train.dim() > 1 else nn.CrossEntropyLoss()
     if name == "mse":
         if data.y_train.is_floating_point():

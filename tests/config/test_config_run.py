@@ -330,8 +330,18 @@ def test_packaged_char_lstm_trains_clipped_and_measures_the_entropy_angle():
 def test_full_batch_and_cross_entropy_on_regression():
     b = build_from_config(apply_overrides(TINY, ["train.batch_size=full"]))
     assert b.train_kwargs["batch_size"] == len(b.data.x_train) == 20
-    with pytest.raises(ConfigError, match="cross_entropy needs class labels"):
+    with pytest.raises(ConfigError, match=r"cross_entropy needs class labels, but dataset "
+                                          r"'cubic' has real-valued targets \(torch.float32\)"):
         build_from_config({**TINY, "loss": "cross_entropy"})
+    # one's own data names no dataset ('?'); labels saved as floats: say how to save them
+    from sgdlab.data import Dataset
+    from sgdlab.losses import build_loss
+
+    x = torch.randn(4, 2)
+    with pytest.raises(ConfigError, match=r"but the data has real-valued targets "
+                                          r"\(torch.float64\): class labels are integers "
+                                          r"\(save them as y.long\(\)\); for regression use mse"):
+        build_loss("cross_entropy", Dataset(x, torch.arange(4.0, dtype=torch.float64)))
 
 
 def test_cyclic_batch_size_from_config_drives_the_loop():
