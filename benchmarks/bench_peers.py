@@ -43,7 +43,11 @@ sgdlab's, both at the same accuracy; the peer is named in the printed line):
 Times are medians of the calling thread's CPU time (``time.thread_time``) over 5 runs (3 when
 one run takes over 5 s, 1 over 30 s; 25 under 0.1 s, where the allocator makes single runs
 swing); the accuracy calibration run counts as the first, and the further runs go round-robin
-over the libraries (load changes on a shared machine hit all of them alike). A peer whose
+over the libraries (load changes on a shared machine hit all of them alike). Where the fastest
+library's calibration call is a few milliseconds (the digits MLP's per-sample gradients), a
+run is a loop of K calls instead, K = round(50 ms / that call's time) for every library alike,
+the calibration runs not counted, and the time per call is the median over runs of the loop's
+time / K (printed with K and the number of runs). A peer whose
 calibration run takes over 20x sgdlab's time (and 10 s) without meeting the target is stopped
 there, its time taken as a lower bound (said in the output). ``SGDLAB_BENCH_REPEATS`` overrides
 the 5 (and 5x it the 25). ``python benchmarks/run.py --only cnn`` runs one problem's figures
@@ -182,6 +186,18 @@ def _runs(first: float) -> int:
                                                       else 5 * _repeats()))
 
 
+SAMPLE_SECONDS = 0.05      # a timed sample this long at least (about), by looping short calls
+
+
+def _calls_per_sample(first: list[float]) -> int:
+    """Calls per timed sample: 1, unless the fastest library's calibration call is a few
+    milliseconds; then enough calls that a sample takes ~``SAMPLE_SECONDS`` (a lone call of
+    3-5 ms is at the thread clock's and the allocator's noise: digits MLP 1.16-1.51x)."""
+    if not first:
+        return 1
+    return max(1, min(1000, round(SAMPLE_SECONDS / max(min(first), 1e-6))))
+
+
 def _compare(task: str, ours: Peer, peers: list[Peer], error, target: float) -> float | None:
     """Time every library at the target accuracy; the figure is best peer / ours. Each library's
     setting is calibrated first (peers are given at most 20x sgdlab's time, at least 10 s, per
@@ -203,7 +219,11 @@ def _compare(task: str, ours: Peer, peers: list[Peer], error, target: float) -> 
             found[p.name] = (p, r)
         if p is ours and r is not None:
             cap = max(20 * r[0], 10.0)
-    times = {n: [r[0]] for n, (_, r) in found.items()}
+    # calls of a few milliseconds: each timed sample is a loop of `calls` calls (the same
+    # number for every library), the figure the median of the samples' time per call
+    calls = _calls_per_sample([r[0] for _, r in found.values() if r[3]])
+    # a single call's calibration run counts as the first sample; a loop's does not
+    times = {n: [r[0]] if calls == 1 else [] for n, (_, r) in found.items()}
     while True:
         todo = [n for n, (_, r) in found.items() if r[3] and len(times[n]) < _runs(r[0])]
         if not todo:
@@ -212,10 +232,15 @@ def _compare(task: str, ours: Peer, peers: list[Peer], error, target: float) -> 
             p, r = found[n]
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                times[n].append(_timed(lambda: p.run(r[2]))[0])
-    rows = {n: (statistics.median(times[n]),) + r[1:] for n, (_, r) in found.items()}
-    line = "; ".join(f"{n} {'>= ' if not ok else ''}{t * 1e3:.0f} ms (err {e:.1e}, {s})"
+                times[n].append(_timed(lambda: [p.run(r[2]) for _ in range(calls)])[0] / calls)
+    rows = {n: (statistics.median(times[n]) if times[n] else r[0],) + r[1:]
+            for n, (_, r) in found.items()}
+    digits = 2 if calls > 1 else 0
+    line = "; ".join(f"{n} {'>= ' if not ok else ''}{t * 1e3:.{digits}f} ms (err {e:.1e}, {s})"
                      for n, (t, e, s, ok) in rows.items())
+    if calls > 1:
+        line += (f" [per call: median of {len(next(iter(times.values())))} samples of "
+                 f"{calls} calls each, every library alike]")
     print(f"  {task}: {line}", flush=True)
     if ours.name not in rows:
         return None
