@@ -307,3 +307,32 @@ def test_sequence_loss_checks_each_form_against_torch_s_loss_before_timing(monke
                         lambda self, x, y: 2 * nn.functional.cross_entropy(x, y))
     with pytest.raises(RuntimeError, match="tiny registry loss: relative maximum difference"):
         bench.measure("tiny", "view", repeats=1)
+
+
+def test_peer_figures_time_calls_of_a_few_ms_as_loops_alike_for_every_library(monkeypatch):
+    bench = _bench("bench_peers")
+    cost = {"ours": 0.002, "peer": 0.003}           # seconds per call
+    calls = {"ours": 0, "peer": 0}
+
+    def run(name):
+        def go(_):
+            calls[name] += 1
+            return 0.0
+        return bench.Peer(name, go)
+
+    def timed(fn):                                   # a clock that counts the calls made
+        before = dict(calls)
+        out = fn()
+        return sum(cost[k] * (calls[k] - before[k]) for k in calls), out
+
+    monkeypatch.setattr(bench, "_timed", timed)
+    monkeypatch.setattr(bench, "_repeats", lambda: 1)        # 5 timed samples under 0.1 s
+    ratio = bench._compare("task", run("ours"), [run("peer")], lambda v: 0.0, 1.0)
+    assert ratio == pytest.approx(1.5)
+    k = round(0.05 / 0.002)                          # the fastest library's call sets it
+    assert calls == {"ours": 1 + 5 * k, "peer": 1 + 5 * k}     # calibration, then 5 loops
+    cost.update(ours=0.04, peer=0.06)                # calls of 40 ms: one per sample
+    calls.update(ours=0, peer=0)
+    assert bench._compare("task", run("ours"), [run("peer")], lambda v: 0.0, 1.0) == \
+        pytest.approx(1.5)
+    assert calls == {"ours": 5, "peer": 5}           # the calibration run is the first
