@@ -426,9 +426,12 @@ def _made_first(layer: _Layer, n: int) -> bool:
     if isinstance(layer, _Dense) or "_full" in layer.__dict__ or layer._chunk() < n:
         return False
     held = {}
-    for t in tree_flatten(list(vars(layer).values()))[0]:
-        if isinstance(t, Tensor):        # by storage: an expanded shape holds one number
-            held[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+    # the factors sit in attributes, alone or in a tuple (a pooling's argmax); not
+    # tree_flatten: it was 0.2 ms of a 3 ms call on few samples
+    for v in vars(layer).values():
+        for t in (v if isinstance(v, tuple) else (v,)):
+            if isinstance(t, Tensor):    # by storage: an expanded shape holds one number
+                held[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
     return n * layer.numel * layer.delta.element_size() <= sum(held.values())
 
 
