@@ -198,6 +198,13 @@ def _calls_per_sample(first: list[float]) -> int:
     return max(1, min(1000, round(SAMPLE_SECONDS / max(min(first), 1e-6))))
 
 
+def _loop(run: Callable[[Any], Any], setting, calls: int) -> None:
+    # each result dropped as the next call starts, as between single timed calls: K results
+    # kept at once would have every call fault in fresh memory
+    for _ in range(calls):
+        run(setting)
+
+
 def _compare(task: str, ours: Peer, peers: list[Peer], error, target: float) -> float | None:
     """Time every library at the target accuracy; the figure is best peer / ours. Each library's
     setting is calibrated first (peers are given at most 20x sgdlab's time, at least 10 s, per
@@ -232,7 +239,7 @@ def _compare(task: str, ours: Peer, peers: list[Peer], error, target: float) -> 
             p, r = found[n]
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                times[n].append(_timed(lambda: [p.run(r[2]) for _ in range(calls)])[0] / calls)
+                times[n].append(_timed(lambda: _loop(p.run, r[2], calls))[0] / calls)
     rows = {n: (statistics.median(times[n]) if times[n] else r[0],) + r[1:]
             for n, (_, r) in found.items()}
     digits = 2 if calls > 1 else 0
