@@ -34,6 +34,13 @@ class DataError(UserError, FileNotFoundError):
     """A dataset file is missing or malformed; the message names the file."""
 
 
+class ResumableError(UserError):
+    """A problem outside a run's config and data (a checkpoint it could not write: a full
+    disk, a folder it may not write to): once that is fixed, resuming the recorded run, which
+    reruns its stored config, continues it. Any other :class:`UserError` that stops a run
+    lies in what the stored config names, which a resume would only meet again."""
+
+
 class RunInterrupted(KeyboardInterrupt):
     """Ctrl-C or SIGTERM stopped a recorded run; the message names the run and the command
     that continues it. (A KeyboardInterrupt, so code that stops on interrupts still does.)"""

@@ -518,6 +518,7 @@ def _list(args) -> int:
 
 
 def _show(args) -> int:
+    from sgdlab.store.folders import store_option
     from sgdlab.store.runstore import run_scale
 
     ref, elsewhere = _run_ref(args, args.run_id)
@@ -538,8 +539,17 @@ def _show(args) -> int:
     if run["status"] in ("interrupted", "stale", "failed"):
         hint, since = continue_hint(run, store), finished_since(run, store)
         if hint:
+            step = checkpoint_step(run, store.path)
             print(f"  continue it with: {hint}")
-            print(f"  ({_resume_point(run, checkpoint_step(run, store.path))})")
+            print(f"  ({_resume_point(run, step)})")
+            if run["status"] == "failed" and hint.startswith("sgdlab resume "):
+                # a resume reruns the stored config: it helps once what stopped the run outside
+                # its config is fixed, and a corrected config is a new run
+                warm = (f", from its last checkpoint: sgdlab train CONFIG --init-from "
+                        f"{run['id']} {store_option(store.path)}"
+                        if step is not None and step >= 0 else "")
+                print(f"  (resume reruns its stored config: if what failed lies in the config "
+                      f"or the data, start a new run with the corrected config{warm})")
         elif since is not None:
             print(f"  nothing to continue: run {since} of the same sweep entry finished since")
     print(f"created {run['created']}  updated {run['updated']}")

@@ -24,7 +24,8 @@ from typing import Any
 
 from ..atomic import save_figure, write_whole
 from ..claims import claim_file
-from ..errors import RunInterrupted, UserError, file_problem, make_output_dir
+from ..errors import (ResumableError, RunInterrupted, UserError, file_problem,
+                      make_output_dir)
 from ..store.folders import RUN_FILE, store_option
 from ..store.runstore import is_locked, locked_message
 from ..strict_json import dumps as strict_dumps, write_atomic
@@ -237,6 +238,10 @@ def _stopped_run_note(run_id: str, store_path: str | None) -> str:
         return ""
     if status not in ("interrupted", "stale", "failed"):
         return ""
+    if status == "failed":    # a resume reruns its stored config: a corrected one is a new run
+        return (f"; that run is failed: if what stopped it lay outside its config (a full "
+                f"disk), continue it with {resume_command(run_id, store_path)}; to run a "
+                "corrected config, choose another folder")
     return f"; that run is {status}: continue it with {resume_command(run_id, store_path)}"
 
 
@@ -260,7 +265,8 @@ def _execute(cfg: dict[str, Any], store: Any, run_id: str, out: Path, env: dict[
     from ..train.loop import train
 
     hint = resume_command(run_id, store.path)
-    try:
+    training = False    # until train() is called: a resume's own set-up failing (its data
+    try:                # file moved, no CUDA here, an unreadable checkpoint) is resumed again
         if built is None:
             # resumed from its own checkpoint, a warm-started run does not read its source
             built = build_from_config(cfg, validated=True, store=store, init=not resume)
@@ -277,6 +283,7 @@ def _execute(cfg: dict[str, Any], store: Any, run_id: str, out: Path, env: dict[
         except UserError as e:     # not restarted: that would silently lose its trained steps
             raise UserError(f"{e}; to restart the run from step 0 instead, remove that "
                             "file") from None
+        training = True
         result = train(built.model, built.loss_fn, built.data, built.optimizer,
                        schedule=built.schedule, callbacks=built.callbacks, store=store,
                        run_id=run_id, checkpoint_dir=ckpt_dir, resume=resume, complete=False,
@@ -285,8 +292,10 @@ def _execute(cfg: dict[str, Any], store: Any, run_id: str, out: Path, env: dict[
         _interrupted(store, run_id, hint, e)
     except UserError as e:
         _record_end(store, run_id, "failed", str(e))
-        raise UserError(f"{e}\nrun {run_id} failed; once that is fixed, continue it with: "
-                        f"{hint}") from None
+        if isinstance(e, ResumableError) or not training:
+            raise UserError(f"{e}\nrun {run_id} failed; once that is fixed, continue it "
+                            f"with: {hint}") from None
+        raise UserError(f"{e}\n{failed_run_advice(run_id, store.path, ckpt_dir)}") from None
     except sqlite3.OperationalError as e:
         _record_end(store, run_id, "failed", f"{type(e).__name__}: {e}")
         if not is_locked(e):
@@ -301,6 +310,22 @@ def _execute(cfg: dict[str, Any], store: Any, run_id: str, out: Path, env: dict[
         return _finish(cfg, store, run_id, out, env, result, resumed_from)
     except KeyboardInterrupt as e:    # trained, not finished: the resume writes what it owes
         _interrupted(store, run_id, hint, e)
+
+
+def failed_run_advice(run_id: str, store_path: str | os.PathLike,
+                      checkpoint_dir: str | os.PathLike) -> str:
+    """What to do about run ``run_id``, stopped by a problem in its config or data: a resume
+    reruns the stored config (and refuses a changed data file), so the fix takes a new run,
+    which may start from the weights of the failed run's last checkpoint."""
+    from ..train.checkpoint import checkpoint_path
+
+    option = store_option(store_path)
+    warm = (f"; or, to keep its training so far, start it from the failed run's last "
+            f"checkpoint: sgdlab train CONFIG --init-from {run_id} {option} (a warm start: "
+            "the weights only, the optimizer and step count afresh)"
+            if checkpoint_path(checkpoint_dir).is_file() else "")
+    return (f"run {run_id} failed; `sgdlab resume` would run its stored config again, so fix "
+            f"the config (or the data) and start a new run: sgdlab train CONFIG {option}{warm}")
 
 
 def progress_mode(given: bool | None, configured: bool) -> bool | str:

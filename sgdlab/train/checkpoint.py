@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..errors import UserError
+from ..errors import ResumableError, UserError
 from ..torch_files import read_torch_file
 
 CHECKPOINT_NAME = "last.pt"
@@ -100,8 +100,9 @@ def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> Path:
         reason = ("no space left on device" if getattr(e, "errno", None) == errno.ENOSPC
                   or getattr(cause, "errno", None) == errno.ENOSPC
                   else str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__)
-        raise UserError(f"cannot write checkpoint {str(path)!r}: {reason}"
-                        + ("; the previous checkpoint is kept" if path.exists() else "")) from None
+        raise ResumableError(f"cannot write checkpoint {str(path)!r}: {reason}"
+                             + ("; the previous checkpoint is kept" if path.exists() else "")
+                             ) from None
     # a save SIGKILLed mid-write left its temporary file (nothing ran to remove it); only this
     # process writes this checkpoint now (the run's claim), so any other is such a leftover
     for stale in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):

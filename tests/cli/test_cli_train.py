@@ -249,6 +249,10 @@ def test_the_same_command_again_on_a_stopped_run_s_folder_says_how_it_continues(
     assert err.startswith(f"sgdlab: error: {out} already holds run {run_id} ")
     note = (f"; that run is {status}: continue it with sgdlab resume {run_id} --store "
             f"{store_path}")
+    if status == "failed":    # a resume reruns the stored config: a corrected one is a new run
+        note = (f"; that run is failed: if what stopped it lay outside its config (a full "
+                f"disk), continue it with sgdlab resume {run_id} --store {store_path}; to run "
+                "a corrected config, choose another folder")
     assert err.endswith(note) == continued
     assert ("continue it with" in err) == continued
 
@@ -1511,3 +1515,79 @@ def test_a_warm_start_from_the_weights_a_run_diverged_on_is_refused(tmp_path, ca
                 "(non-finite mini-batch loss") in err and err.count("\n") == 1, err
     assert [r["id"] for r in RunStore(store).list_runs()] == [source["id"]]
     assert not (tmp_path / "warm").exists()
+
+
+def test_a_run_stopped_by_its_config_mid_run_says_to_start_a_new_run_not_to_resume(
+        tmp_path, capsys):
+    """A problem in what the config names, met mid-run (here an instrument refusing at step
+    5), said "once that is fixed, continue it with: sgdlab resume", which reruns the stored
+    config and meets it again: the fix takes a new run, which may start from the failed run's
+    last checkpoint."""
+    from sgdlab.errors import UserError
+    from sgdlab.train.callbacks import Callback
+    from sgdlab.train.instruments import INSTRUMENTS, register_instrument
+
+    class Refuses(Callback):
+        def on_step_end(self, ctx):
+            if ctx.step == 5:
+                raise UserError("the _test_refuses instrument cannot measure this model")
+
+    if "_test_refuses" not in INSTRUMENTS:
+        register_instrument("_test_refuses")(lambda *, schedule: Refuses())
+    cfg = tmp_path / "tiny.yaml"
+    cfg.write_text(TINY.replace("checkpoint_every: 7", "checkpoint_every: 2")
+                   + "measure: [{name: _test_refuses, every: 1}]\n")
+    store_path = tmp_path / "runs.sqlite"
+    assert main(["train", str(cfg), "--store", str(store_path), "--out",
+                 str(tmp_path / "run")]) == 2
+    (run,) = RunStore(store_path).list_runs()
+    err = capsys.readouterr().err
+    assert run["status"] == "failed" and "cannot measure this model" in err
+    assert "once that is fixed" not in err and "continue it with" not in err
+    assert (f"run {run['id']} failed; `sgdlab resume` would run its stored config again, so "
+            f"fix the config (or the data) and start a new run: sgdlab train CONFIG --store "
+            f"{store_path}; or, to keep its training so far, start it from the failed run's "
+            f"last checkpoint: sgdlab train CONFIG --init-from {run['id']} --store "
+            f"{store_path} (a warm start") in err
+    # `sgdlab runs show` says the same beside its resume command
+    assert main(["runs", "show", run["id"], "--store", str(store_path)]) == 0
+    assert (f"(resume reruns its stored config: if what failed lies in the config or the "
+            f"data, start a new run with the corrected config, from its last checkpoint: "
+            f"sgdlab train CONFIG --init-from {run['id']} --store {store_path})"
+            ) in capsys.readouterr().out
+    # that warm start works: the failed run's last checkpoint is found by its id
+    tiny = tmp_path / "fixed.yaml"
+    tiny.write_text(TINY)
+    assert main(["train", str(tiny), "--init-from", run["id"], "--store",
+                 str(store_path)]) == 0
+
+
+def test_a_run_stopped_by_a_checkpoint_it_could_not_write_says_to_resume(
+        tmp_path, capsys, monkeypatch):
+    """A full disk is outside the run's config: once space is freed, the resume continues it,
+    and the message says so."""
+    import errno
+
+    import sgdlab.train.checkpoint as checkpoint
+
+    save, calls = checkpoint.torch.save, []
+
+    def full_the_second_time(obj, f, *a, **k):
+        calls.append(1)
+        if len(calls) == 2:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        save(obj, f, *a, **k)
+
+    monkeypatch.setattr(checkpoint.torch, "save", full_the_second_time)
+    cfg = tmp_path / "tiny.yaml"
+    cfg.write_text(TINY)
+    store_path = tmp_path / "runs.sqlite"
+    assert main(["train", str(cfg), "--store", str(store_path), "--out",
+                 str(tmp_path / "run")]) == 2
+    (run,) = RunStore(store_path).list_runs()
+    err = capsys.readouterr().err
+    assert "no space left on device" in err
+    assert (f"run {run['id']} failed; once that is fixed, continue it with: sgdlab resume "
+            f"{run['id']} --store {store_path}") in err
+    monkeypatch.setattr(checkpoint.torch, "save", save)
+    assert main(["resume", run["id"], "--store", str(store_path)]) == 0
