@@ -682,3 +682,28 @@ def test_runs_list_shows_a_replica_run_s_steps(tmp_path, capsys):
     assert main(["runs", "list", "--store", str(store)]) == 0
     header, row = capsys.readouterr().out.splitlines()[:2]
     assert row[header.index("STEPS"):].split()[0] == "6"
+
+
+@pytest.mark.parametrize("mode", ["inprocess", "distributed"])
+def test_targets_of_the_wrong_shape_in_a_data_file_are_refused_before_the_run_is_recorded(
+        tmp_path, capsys, monkeypatch, mode, tmp_store):
+    """Regression targets (N,) for one output: refused before any store, folder or process is
+    made, as `sgdlab train` refuses them; the run was recorded, then failed at its first
+    step."""
+    import torch
+
+    import sgdlab.cli.parle as parle
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(12, 3, generator=g)
+    torch.save({"x_train": x, "y_train": x[:, 0]}, tmp_path / "d.pt")
+    cfg = tmp_path / "c.json"
+    cfg.write_text(json.dumps({**CONFIG, "data": {"file": str(tmp_path / "d.pt")}}))
+    launched = []
+    monkeypatch.setattr(parle, "torchrun_command", lambda *a, **k: launched.append(k) or [
+        sys.executable, "-c", "raise SystemExit(1)"])
+    out = tmp_path / "out"
+    assert main(["parle", str(cfg), "--mode", mode, "--out", str(out)]) == 2
+    assert (r"compares on the data's first 2 samples outputs of shape (2, 1) with targets of "
+            "shape (2,)") in capsys.readouterr().err
+    assert not launched and not out.exists() and not tmp_store.exists()
