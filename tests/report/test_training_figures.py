@@ -2,7 +2,8 @@
 import matplotlib.pyplot as plt
 
 from sgdlab.report.figures.training import (compare_runs_figure, instrument_panels,
-                                           learning_curves, recorded_groups, thinned)
+                                           learning_curves, recorded_groups, thinned,
+                                           used_rates)
 
 
 def test_instrument_series_are_grouped_by_prefix_and_loop_series_left_out():
@@ -74,7 +75,7 @@ def test_a_standard_error_is_a_band_around_its_estimate_not_a_curve():
 
 
 def test_a_learning_rate_sampled_per_epoch_is_drawn_as_steps_not_ramps():
-    h = {"lr": [(10, 0.1), (20, 0.05), (30, 0.0)], "hess/top_1": [(10, 1.0), (20, 2.0)]}
+    h = {"lr": [(10, 0.1), (20, 0.05), (30, 0.0)], "hess/top_1": [(10, 1.0), (30, 2.0)]}
     fig = instrument_panels(h)
     styles = {ln.get_label(): ln.get_drawstyle() for ax in fig.axes for ln in ax.get_lines()}
     assert styles == {"lr": "steps-post", "hess/top_1": "default"}
@@ -194,3 +195,30 @@ def test_sharpness_series_of_other_scales_get_panels_of_their_own():
     ax = next(a for a in fig.axes if a.get_title() == "sharpness")
     assert ax.get_ylim()[1] < 0.01
     plt.close(fig)
+
+
+def test_the_learning_rate_is_drawn_as_the_steps_used_it_not_the_rate_after_the_end():
+    """The loop samples the rate after each epoch's schedule step: the last sample, at the
+    run's last step, is the rate of an epoch after the end (a cosine-cyclic schedule's 0),
+    drawn as a drop to 0. The plot holds the last used rate to the end instead; a run stopped
+    inside an epoch (max_steps) has its rate held to its last step."""
+    h = {"lr": [(0, 0.1), (5, 0.085), (10, 0.05), (15, 0.015), (20, 0.0)],
+         "epoch": [(5, 1.0), (10, 2.0), (15, 3.0), (20, 4.0)],
+         "hess/top_1": [(0, 1.0), (20, 2.0)]}
+    assert used_rates(h)["lr"] == [(0, 0.1), (5, 0.085), (10, 0.05), (15, 0.015), (20, 0.015)]
+    assert used_rates(h)["epoch"] is h["epoch"] and h["lr"][-1] == (20, 0.0)   # (not changed)
+    stopped = {"lr": [(0, 0.1), (5, 0.05)], "train_loss": [(0, 1.0), (7, 0.5)]}
+    assert used_rates(stopped)["lr"] == [(0, 0.1), (5, 0.05), (7, 0.05)]
+    # a lone sample (no step taken) stays, and a history of the rate alone is drawn as stored
+    assert used_rates({"lr": [(0, 0.1)], "epoch": [(0, 0.0)]})["lr"] == [(0, 0.1)]
+    assert used_rates({"lr": h["lr"]})["lr"] == h["lr"]
+    fig = instrument_panels(h)
+    (line,) = [ln for ax in fig.axes for ln in ax.get_lines() if ln.get_label() == "lr"]
+    assert list(line.get_ydata()) == [0.1, 0.085, 0.05, 0.015, 0.015]
+    plt.close(fig)
+    fig = compare_runs_figure({"a": h}, ["lr"])
+    assert min(fig.axes[0].get_lines()[0].get_ydata()) == 0.015
+    plt.close(fig)
+    # a schedule whose only change is after the end has no panel (a constant rate)
+    assert "learning rate" not in recorded_groups(used_rates(
+        {"lr": [(0, 0.1), (5, 0.1), (10, 0.01)], "epoch": [(5, 1.0), (10, 2.0)]}))

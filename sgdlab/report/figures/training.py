@@ -53,6 +53,29 @@ def thinned(pts: Sequence[tuple[int, float]], max_points: int = MAX_POINTS
 HELD = {"lr"}
 
 
+def used_rates(history: History) -> History:
+    """``history`` with its :data:`HELD` series cut to the values steps were taken with: the
+    value sampled at step s is the one step s uses, and a run that ends at step S (its
+    history's last step) took steps 0..S - 1, so a sample at S (the loop samples the rate
+    after each epoch's schedule step, the last one the rate of an epoch after the run's end:
+    a cosine-cyclic schedule's 0) is left out, and the last used one is held to S. The stored
+    history keeps what was sampled."""
+    end = max((pts[-1][0] for n, pts in history.items() if n not in HELD and pts),
+              default=None)
+    if end is None:
+        return history
+    out = dict(history)
+    for name in HELD:
+        pts = history.get(name)
+        if not pts:
+            continue
+        used = [p for p in pts if p[0] < end] or list(pts[:1])
+        if used[-1][0] < end:
+            used.append((end, used[-1][1]))
+        out[name] = used
+    return out
+
+
 def drawstyle(name: str) -> str:
     """The matplotlib ``drawstyle`` of series ``name``: ``steps-post`` for :data:`HELD`."""
     return "steps-post" if name in HELD else "default"
@@ -184,8 +207,9 @@ def _finish_panel(ax, title: str, vals: np.ndarray, *, log: bool = False) -> Non
 def instrument_panels(history: History, *, title: str | None = None) -> plt.Figure | None:
     """One panel per group of recorded instrument series against steps (at most
     ``MAX_SERIES`` series each, a recorded ``<name>_se`` as a ±1 s.e. band around ``<name>``,
-    log scale when all values are positive and span over two decades); None when the run
-    recorded none."""
+    log scale when all values are positive and span over two decades), the learning rate as
+    the steps used it (:func:`used_rates`); None when the run recorded none."""
+    history = used_rates(history)
     groups = recorded_groups(history)
     if not groups:
         return None
@@ -206,7 +230,9 @@ def compare_runs_figure(histories: Mapping[str, History], metrics: Sequence[str]
     """One panel per metric with every run's curve (``histories``: {label: history}), titled
     with the recorded name and labelled by :func:`~sgdlab.report.figures.axes.metric_label`,
     drawn by :func:`~sgdlab.report.figures.charts.curves` (a run that diverged ends in a
-    cross); log scale for losses and for positive series spanning over two decades."""
+    cross); log scale for losses and for positive series spanning over two decades; the
+    learning rate as the steps used it (:func:`used_rates`)."""
+    histories = {label: used_rates(h) for label, h in histories.items()}
     # wide enough for the legend's longest label (about 0.07 in per character at 8 pt)
     label_width = 0.07 * max(map(len, histories), default=0) + 0.8
     legend_cols = 2 if 2 * label_width <= 4.4 * min(3, len(metrics)) else 1
