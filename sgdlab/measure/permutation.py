@@ -43,7 +43,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
-from sgdlab.models.modes import PLAIN_BN_TYPES, eval_mode
+from sgdlab.models.modes import PLAIN_BN_TYPES, eval_mode, module_label
 from sgdlab.operators.batches import Data, iterate_batches
 from sgdlab.operators.params import copy_module, params_vector
 
@@ -80,7 +80,7 @@ def _chain(model: nn.Module) -> list[nn.Module]:
         if isinstance(m, _WEIGHTED) and (parametrize.is_parametrized(m)
                                          or not isinstance(m.weight, nn.Parameter)):
             raise ValueError(
-                f"align_to: layer {name} ({type(m).__name__}) computes its weight from other "
+                f"align_to: {module_label(name, m)} computes its weight from other "
                 "tensors (a weight norm, spectral norm or other parametrization), which the "
                 "alignment does not permute; align copies without it "
                 "(torch.nn.utils.parametrize.remove_parametrizations(layer, 'weight'), or "

@@ -20,6 +20,14 @@ BN_TYPES = (nn.modules.batchnorm._BatchNorm,)
 PLAIN_BN_TYPES = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 
 
+def module_label(name: str, module: nn.Module) -> str:
+    """A submodule as messages name it: ``layer '1' (BatchNorm1d)`` for ``named_modules()``'s
+    ``name`` (a bare nn.Sequential index read as a number), ``the model (BatchNorm1d)`` for the
+    model itself (name "")."""
+    kind = type(module).__name__
+    return f"layer {name!r} ({kind})" if name else f"the model ({kind})"
+
+
 def has_batchnorm(model: nn.Module) -> bool:
     """Whether any submodule of ``model`` (itself included) is a batch-norm layer."""
     return any(isinstance(m, BN_TYPES) for m in model.modules())
@@ -92,9 +100,9 @@ def writes_buffers(model: nn.Module) -> bool:
 
 
 def first_batch_norm(model: nn.Module, *, training: bool = False) -> str | None:
-    """``"name (BatchNorm2d)"`` of ``model``'s first batch-norm layer (with ``training``, the
+    """:func:`module_label` of ``model``'s first batch-norm layer (with ``training``, the
     first in train mode); None when there is none."""
     for name, m in model.named_modules():
         if isinstance(m, BN_TYPES) and (m.training or not training):
-            return f"{name or 'the model'} ({type(m).__name__})"
+            return module_label(name, m)
     return None

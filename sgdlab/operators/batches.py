@@ -46,8 +46,11 @@ def _draws(m: nn.Module) -> bool:
 
 def stochastic_modules(model: nn.Module) -> list[str]:
     """The modules of ``model`` that draw random numbers in their forward pass as they are
-    now (train mode: :func:`_draws`), as "name (Type)"."""
-    return [f"{name or 'model'} ({type(m).__name__})" for name, m in model.named_modules()
+    now (train mode: :func:`_draws`), as :func:`~sgdlab.models.modes.module_label` names
+    them."""
+    from sgdlab.models.modes import module_label
+
+    return [module_label(name, m) for name, m in model.named_modules()
             if m.training and _draws(m)]
 
 

@@ -32,7 +32,7 @@ from torch.func import grad, vmap
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from sgdlab.errors import UserError, warn
-from sgdlab.models.modes import BN_TYPES
+from sgdlab.models.modes import BN_TYPES, module_label
 
 from .batches import (Data, check_loss_reduction, check_model_data, concat_batches,
                       loss_derivatives, fixed_randomness, plain_checkpoints,
@@ -72,9 +72,9 @@ def check_per_sample_model(model: nn.Module) -> None:
     for name, m in model.named_modules():
         if isinstance(m, BN_TYPES) and m.training:
             raise UserError(
-                f"per-sample gradients need the model in eval mode: {name or 'the model'} "
-                f"({type(m).__name__}) is in train mode, where batch statistics mix the samples "
-                "of a batch; call model.eval() first")
+                f"per-sample gradients need the model in eval mode: {module_label(name, m)} "
+                "is in train mode, where batch statistics mix the samples of a batch; call "
+                "model.eval() first")
 
 
 def check_running_statistics(model: nn.Module) -> None:
@@ -85,8 +85,8 @@ def check_running_statistics(model: nn.Module) -> None:
     for name, m in model.named_modules():
         if isinstance(m, BN_TYPES) and m.running_mean is None:
             raise UserError(
-                f"per-sample gradients are undefined for {name or 'the model'} "
-                f"({type(m).__name__}), built with track_running_stats=False: it normalises "
+                f"per-sample gradients are undefined for {module_label(name, m)}, built with "
+                "track_running_stats=False: it normalises "
                 "by the statistics of its batch in eval mode too, mixing the samples of a "
                 "batch; build it with track_running_stats=True, or measure curvature only "
                 "(the Hessian and GGN take it)")

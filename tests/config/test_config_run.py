@@ -616,7 +616,7 @@ def test_eval_mode_false_on_a_training_batch_norm_is_a_config_error():
     with pytest.raises(ConfigError) as e:
         build_from_config(raw)
     assert str(e.value).startswith("measure[1].eval_mode: Invalid eval_mode=False (the model's "
-                                   "net.2 (BatchNorm1d) is in train mode"), str(e.value)
+                                   "layer 'net.2' (BatchNorm1d) is in train mode"), str(e.value)
     raw["model"]["options"]["batchnorm"] = False             # nothing mixes the examples
     assert len(build_from_config(raw).callbacks) == 2
 

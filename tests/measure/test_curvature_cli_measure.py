@@ -289,8 +289,8 @@ def test_measure_rebuilds_the_model_without_the_instruments(bn_run, tmp_path):
      "--k 5: alignment takes the top-k eigenpairs of Σ, which has at most min(N, d) = 3 (N = 3 "
      "examples measured, d = "),
     (["--what", "hessian", "--train-mode"],
-     "--train-mode: the model's net.2 (BatchNorm1d) would normalise by the statistics of the "
-     "measured examples")])
+     "--train-mode: the model's layer 'net.2' (BatchNorm1d) would normalise by the "
+     "statistics of the measured examples")])
 def test_measure_refuses_before_measuring(bn_run, tmp_path, capsys, args, needle):
     """An alignment k above min(N, d) was a ValueError traceback after the Hessian had run;
     --train-mode on a model with batch norm measured values that depend on which examples

@@ -317,6 +317,6 @@ def test_a_layer_computing_its_weight_from_other_tensors_is_refused_by_name(norm
             model[1] = wrap(model[1])
         return model.eval()
 
-    with pytest.raises(ValueError, match=r"align_to: layer 1 \(\w*Linear\) computes its weight "
+    with pytest.raises(ValueError, match=r"align_to: layer '1' \(\w*Linear\) computes its weight "
                                          r"from other tensors.*remove_"):
         align_to(build(0), build(1))

@@ -2,7 +2,7 @@
 import torch
 from torch import nn
 
-from sgdlab.models.modes import eval_mode, modes_kept
+from sgdlab.models.modes import eval_mode, first_batch_norm, module_label, modes_kept
 
 
 def _fine_tuning_model() -> nn.Sequential:
@@ -83,3 +83,13 @@ def test_one_definition_of_a_batch_norm_layer():
     others = [str(p.relative_to(root)) for p in root.rglob("*.py")
               if p.name != "modes.py" and written.search(p.read_text())]
     assert others == []
+
+
+def test_a_layer_is_named_as_a_layer_in_messages_not_as_a_bare_index():
+    """"1 (BatchNorm1d) is in train mode" showed an nn.Sequential index with nothing around
+    it; the model itself has no name."""
+    model = _fine_tuning_model()
+    assert first_batch_norm(model) == "layer '1' (BatchNorm1d)"
+    assert first_batch_norm(model, training=True) is None          # frozen in eval mode
+    assert module_label("net.2", nn.Dropout()) == "layer 'net.2' (Dropout)"
+    assert module_label("", nn.BatchNorm1d(3)) == "the model (BatchNorm1d)"

@@ -66,8 +66,9 @@ def test_dropout_inside_recurrent_layers_and_attention_is_randomness_too():
     g = torch.Generator().manual_seed(1)
     x, y = torch.randint(0, 6, (40, 4), generator=g), torch.randint(0, 2, (40,), generator=g)
     loss_fn = nn.CrossEntropyLoss()
-    for cls, name in ((_Recurrent, r"rnn \(LSTM\)"), (_Attention, r"att \(MultiheadAttention\)"),
-                      (_Stack, r"rnn \(LSTMStack\)")):
+    for cls, name in ((_Recurrent, r"layer 'rnn' \(LSTM\)"),
+                      (_Attention, r"layer 'att' \(MultiheadAttention\)"),
+                      (_Stack, r"layer 'rnn' \(LSTMStack\)")):
         torch.manual_seed(0)
         model = cls().double()
         with pytest.warns(UserWarning, match=name + ": dropout in train mode"):

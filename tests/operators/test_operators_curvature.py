@@ -451,7 +451,7 @@ def test_dropout_in_train_mode_gives_one_operator_under_one_draw_of_masks_per_ba
     loss_fn = nn.CrossEntropyLoss()
     state = torch.get_rng_state()
     kw = {"store_gradients": False} if kind == "empirical_fisher" else {}
-    with pytest.warns(UserWarning, match=r"2 \(Dropout\): dropout in train mode"):
+    with pytest.warns(UserWarning, match=r"layer '2' \(Dropout\): dropout in train mode"):
         op = curvature_operator(kind, model, loss_fn, loader, **kw)
     v = torch.randn(op.shape[0], dtype=torch.float64, generator=torch.Generator().manual_seed(1))
     torch.testing.assert_close(op @ v, op @ v, rtol=0, atol=0)

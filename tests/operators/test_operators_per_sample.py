@@ -154,7 +154,7 @@ def test_batchnorm_in_train_mode_gets_a_clear_error():
     for method in ("auto", "vmap"):
         with pytest.raises(UserError, match=r"model\.eval\(\)"):
             per_sample_gradients(model, nn.CrossEntropyLoss(), (x, y), method=method)
-    with pytest.raises(UserError, match="1 .BatchNorm2d. is in train mode"):
+    with pytest.raises(UserError, match="layer '1' .BatchNorm2d. is in train mode"):
         gradient_covariance(model, nn.CrossEntropyLoss(), (x, y))
     model.eval()
     torch.testing.assert_close(per_sample_gradients(model, nn.CrossEntropyLoss(), (x, y)),
@@ -354,7 +354,7 @@ def test_batch_norm_without_running_statistics_is_refused_in_eval_mode_too(featu
     y, loss_fn = torch.randint(0, 2, (5,)), nn.CrossEntropyLoss()
     for fn in (per_sample_gradients, functools.partial(per_sample_gradients, method="vmap"),
                gradient_covariance, fisher_diagonal, EmpiricalFisherOperator):
-        with pytest.raises(UserError, match=r"1 \(BatchNorm1d\), built with "
+        with pytest.raises(UserError, match=r"layer '1' \(BatchNorm1d\), built with "
                                             r"track_running_stats=False"):
             fn(model, loss_fn, (x, y))
     assert per_sample_factors(model, loss_fn, (x, y)) is None

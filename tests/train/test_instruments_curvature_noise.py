@@ -408,7 +408,8 @@ def test_eval_mode_false_on_a_training_batch_norm_is_refused_before_step_0(name)
     steps = []
     probe = MeasurementCallback(lambda ctx: steps.append(ctx.step) or {}, Schedule.every(1))
     with pytest.raises(UserError, match=r"callbacks\[1\] \(" + name + r"\): Invalid "
-                       r"eval_mode=False \(the model's 1 \(BatchNorm1d\) is in train mode"):
+                       r"eval_mode=False \(the model's layer '1' \(BatchNorm1d\) is in "
+                       r"train mode"):
         train(model, nn.CrossEntropyLoss(), toy_dataset(), torch.optim.SGD(model.parameters(),
               lr=0.1), epochs=1, batch_size=8, callbacks=[probe, cb], progress=False)
     assert steps == []                       # refused before step 0
