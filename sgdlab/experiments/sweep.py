@@ -389,6 +389,11 @@ class _Driver:
     def backend(self):
         """Started when the first run is submitted (a sweep with nothing to run starts none)."""
         if self._backend is None:
+            pool = min(self.options["workers"] or 1, self.todo_total)
+            if self.backend_name != "ray" and pool > 1:
+                # a spawned worker imports torch and sgdlab before its first run: seconds in
+                # which nothing else is printed
+                self.say(f"starting {pool} worker processes ...")
             self._backend = make_backend(self.backend_name, self.on_rows, **self.options,
                                          on_checkpoint=self.on_checkpoint)
         return self._backend

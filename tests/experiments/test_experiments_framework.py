@@ -1213,3 +1213,23 @@ def test_a_scale_outside_the_papers_regime_scores_no_verdict_and_keeps_the_numbe
     raw["scales"]["cpu"]["outside_regime"] = ["a list"]
     with pytest.raises(ConfigError, match="cpu.outside_regime: expected one sentence"):
         resolve(raw, "cpu")
+
+
+@pytest.mark.parametrize("workers, said", [(1, None), (2, "starting 2 worker processes ..."),
+                                           (5, "starting 3 worker processes ...")])
+def test_a_sweep_says_it_starts_its_worker_processes(tmp_path, monkeypatch, workers, said):
+    """`sgdlab run --workers K` printed its header, then nothing for seconds while each
+    spawned worker imported torch; one line now says they start (as many as there are runs
+    to run, at most K; none for the in-process run of one worker)."""
+    import sgdlab.experiments.sweep as sweep
+    from sgdlab.experiments.backends import InProcessBackend
+
+    # the runs in this process: the line is said before any worker would be spawned
+    monkeypatch.setattr(sweep, "make_backend", lambda name, on_rows, **kw:
+                        InProcessBackend(on_rows))
+    lines: list[str] = []
+    run_sweep(resolve(_raw(grid={"x": [1, 2, 3]}), "smoke").expand(),
+              store_path=str(tmp_path / "s.sqlite"), progress=lines.append, workers=workers)
+    assert [ln for ln in lines if "worker" in ln] == ([said] if said else [])
+    if said:
+        assert lines[0] == said and lines[1].startswith("[1/3] ")
