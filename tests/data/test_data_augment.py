@@ -110,3 +110,40 @@ def test_augmentation_reads_only_meta():
     out = batch_augmentation(ds)(ds.x_train, torch.Generator().manual_seed(0))
     for img, aug in zip(ds.x_train, out):
         assert any(torch.equal(v, aug) for k, v in candidates(img, 1).items() if not k[2])
+
+
+def test_a_flip_probability_other_than_a_half_mirrors_that_fraction():
+    # at 0.5 mirroring with probability p and with 1 − p look alike; 0.25 tells them apart
+    x = torch.arange(1, 7, dtype=torch.float32).reshape(1, 1, 1, 6).expand(4000, 1, 1, 6)
+    out = augment_batch(x, torch.Generator().manual_seed(0), padding=0, flip=0.25)
+    mirrored = (out == x.flip(-1)).all(dim=-1).flatten()
+    assert torch.all(mirrored | (out == x).all(dim=-1).flatten())
+    assert 0.22 < mirrored.double().mean() < 0.28          # 1000 expected, sd 27
+    assert torch.all(augment_batch(x[:50], torch.Generator(), padding=0, flip=1.0)
+                     == x[:50].flip(-1))
+
+
+def test_a_padding_of_one_pixel_crops_at_offsets_0_1_2():
+    base = torch.arange(1, 10, dtype=torch.float32).reshape(1, 3, 3)
+    keys, cands = zip(*((k, v) for k, v in candidates(base, 1).items() if not k[2]))
+    cands = torch.stack(cands).reshape(len(cands), -1)
+    out = augment_batch(base.expand(900, 1, 3, 3), torch.Generator().manual_seed(0), padding=1,
+                        flip=0.0)
+    match = (out.reshape(900, 1, -1) == cands[None]).all(dim=-1)
+    assert torch.all(match.sum(dim=1) == 1)
+    drawn = [keys[k] for k in match.float().argmax(dim=1).tolist()]
+    for axis in (0, 1):   # 300 expected each, sd 14
+        counts = torch.bincount(torch.tensor([k[axis] for k in drawn]), minlength=3)
+        assert len(counts) == 3 and counts.min() > 240, counts
+
+
+def test_an_augment_value_that_is_not_a_name_is_a_user_error():
+    from sgdlab.data.augment import augmentation_spec
+
+    for bad in (["crop-flip"], {"name": "crop"}, None, 4):
+        with pytest.raises(UserError, match="option 'augment' must be one of crop-flip, crop"):
+            augmentation_spec(bad)
+    # an empty record asks for no augmentation
+    ds = Dataset(images(), torch.zeros(16, dtype=torch.long), images(2), torch.zeros(2),
+                 {"augment": {}})
+    assert batch_augmentation(ds) is None
