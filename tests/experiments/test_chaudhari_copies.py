@@ -72,6 +72,10 @@ def test_compare_run_measures_the_copies_it_depends_on(tmp_path):
     assert s["overlap_aligned"] == pytest.approx(mat[~np.eye(3, dtype=bool)].mean(), abs=1e-9)
     raw = np.array(overlap_matrix(models))
     assert s["overlap_raw"] == pytest.approx(raw[~np.eye(3, dtype=bool)].mean(), abs=1e-9)
+    assert s["best_copy_err"] == min(errs) and s["copies"] == 3
+    assert s["individual_err_std"] == pytest.approx(np.std(errs, ddof=1), abs=1e-12)
+    ind, ens = np.mean(errs), s["ensemble_err"]
+    assert s["ensemble_rel_gain"] == pytest.approx((ind - ens) / ind, abs=1e-12)
 
 
 def test_runs_name_a_copy_or_the_copies_to_compare():
@@ -100,3 +104,80 @@ def test_a_seed_whose_copies_train_past_32_bits_is_refused_with_the_spec():
                        r"296 at seed 1000·4294967 \+ 296 = 4294967296, outside 0..2\*\*32 - 1; "
                        r"copy 296 takes seeds up to 4294966$"):
         resolve(_copies_spec([1, 296], [4_294_967]), "cpu")
+
+
+def test_the_comparisons_options_reach_the_measurements(tmp_path):
+    """Copies with batch norm trained one epoch (their running statistics moved): a compare
+    run with the defaults (cosine matching, overlap of the whole vector, averaged statistics)
+    and one with every option changed (inner-product matching, per-layer overlap, statistics
+    recomputed on the training set in batches of 16) each equal the measurement functions'
+    numbers with those options, and the two differ."""
+    from sgdlab.measure.batch_norm import recompute_bn_statistics
+    from sgdlab.measure.permutation import averaged_accuracy
+
+    model = {"name": "mnistfc", "width": 8, "dropout": 0.0, "input_dropout": 0.0}
+    labels = ["copy-1", "copy-2", "copy-3"]
+    raw = _copies_spec([1, 2, 3], [0])
+    raw["base"].update(model=model, optimizer={"name": "sgd", "lr": 0.5}, batch_size=8)
+    raw["runs"].append({"label": "options", "depends": labels, "params": {
+        "copies": labels, "similarity": "inner", "overlap": "layer-mean",
+        "bn_stats": "recompute", "eval_batch_size": 16}})
+    cfg = tmp_path / "exp.yaml"
+    cfg.write_text(yaml.safe_dump(raw))
+    store = str(tmp_path / "runs.sqlite")
+    res = run_experiment(str(cfg), scale="cpu", out_dir=tmp_path / "o", store_path=store,
+                         progress=None)
+    runs = {r["label"]: r for r in res.results["runs"]}
+    assert all(r["status"] == "finished" for r in runs.values())
+    ds = load_dataset("mnist_small", n_train=64, n_test=48)
+    models = []
+    for lab in labels:
+        (path,) = RunStore(store).artifacts(runs[lab]["run_id"], "model")
+        m = build_model(input_shape=ds.input_shape, num_outputs=ds.num_outputs, **model)
+        m.load_state_dict(load_checkpoint(path)["model"])
+        models.append(m.eval())
+    test, off = (ds.x_test, ds.y_test), ~np.eye(3, dtype=bool)
+    train = [(ds.x_train[i:i + 16], ds.y_train[i:i + 16]) for i in range(0, 64, 16)]
+
+    def expected(similarity, reading, prepare):
+        aligned = [models[0]] + [align_to(models[0], m, similarity=similarity)
+                                 for m in models[1:]]
+        return {"oneshot_err": 1 - averaged_accuracy(models, test, prepare),
+                "aligned_err": 1 - averaged_accuracy(aligned, test, prepare),
+                "overlap_raw": np.array(overlap_matrix(models, reading=reading))[off].mean(),
+                "overlap_aligned": np.array(overlap_matrix(aligned, reading=reading))[off].mean()}
+
+    want = {"compare": expected("cosine", "whole", None),
+            "options": expected("inner", "layer-mean",
+                                lambda m: recompute_bn_statistics(m, train))}
+    for lab, w in want.items():
+        s = runs[lab]["summary"]
+        for k, v in w.items():
+            assert s[k] == pytest.approx(v, abs=1e-9), (lab, k)
+    # each option changes what it reaches: the test tells each default from the other value
+    a, b = want["compare"], want["options"]
+    recomputed = expected("cosine", "whole", lambda m: recompute_bn_statistics(m, train))
+    assert recomputed["aligned_err"] != a["aligned_err"]
+    assert a["overlap_raw"] != pytest.approx(b["overlap_raw"], abs=1e-6)
+    assert expected("inner", "whole", None)["overlap_aligned"] != pytest.approx(
+        a["overlap_aligned"], abs=1e-6)
+
+
+def test_compare_options_are_checked_when_planned():
+    proc = get_procedure("train_or_compare_copies")
+    base = {"dataset": DATA, "model": MODEL, "optimizer": {"name": "sgd", "lr": 0.1},
+            "batch_size": 32, "epochs": 1}
+    proc.validate(dict(base, copies=["a", "b"], bn_stats="recompute", eval_batch_size=1), "r")
+    for bad, msg in ((dict(copies=["a", "a"]), "at least two distinct run labels, got"),
+                     (dict(copies=["a", "b"], bn_stats="x"),
+                      "bn_stats must be one of average, recompute, got 'x'"),
+                     (dict(copies=["a", "b"], similarity="l2"), "similarity must be one of"),
+                     (dict(copies=["a", "b"], eval_batch_size=0),
+                      "eval_batch_size must be a positive integer, got 0"),
+                     (dict(copies=["a", "b"], eval_batch_size=True), "positive integer"),
+                     (dict(copy=True), "copy must be an integer"),
+                     (dict(copy=1000), r"copy must be an integer in \[0, 1000\), got 1000")):
+        with pytest.raises(ConfigError, match=msg):
+            proc.validate(dict(base, **bad), "r")
+    proc.validate(dict(base, copy=0), "r")
+    proc.validate(dict(base, copy=999), "r")

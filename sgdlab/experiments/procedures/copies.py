@@ -62,7 +62,9 @@ class CompareCopies(Procedure):
                 raise ConfigError(f"{where}: {key} must be one of {', '.join(ok)}, got "
                                   f"{params[key]!r}")
         eb = params.get("eval_batch_size")
-        if eb is not None and not (isinstance(eb, int) and eb > 0):
+        # a bool is an int to isinstance: true would evaluate one example at a time
+        if eb is not None and not (isinstance(eb, int) and not isinstance(eb, bool)
+                                   and eb > 0):
             raise ConfigError(f"{where}: eval_batch_size must be a positive integer, got {eb!r}")
 
     def run(self, run, ctx) -> RunOutput:
