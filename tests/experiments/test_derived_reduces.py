@@ -117,3 +117,80 @@ def test_time_to_error_of_a_run_stopped_inside_its_first_epoch_reads_its_summary
     add_derived([r], [{"name": "t", "metric": "test_acc", "reduce": "time_to_error",
                        "error_of": "own"}])
     assert r.summary["t"] == 5.0 and r.summary["t__censored"] is False
+
+
+def test_each_reduce_of_a_series_out_of_order_by_hand():
+    # max, min, first and last differ from the series' ends; NaN records are left out
+    r = _run({"acc": [(0, 0.3), (1, math.nan), (2, 0.9), (3, 0.1), (4, 0.5), (5, 0.4)]})
+    add_derived([r], [{"name": n, "metric": "acc", "reduce": n}
+                      for n in ("max", "min", "first", "last")]
+                + [{"name": "f2", "metric": "acc", "reduce": "mean_first_k", "k": 2},
+                   {"name": "l2", "metric": "acc", "reduce": "mean_last_k", "k": 2},
+                   {"name": "l_default", "metric": "acc", "reduce": "mean_last_k"},
+                   {"name": "default", "metric": "acc"}])
+    s = r.summary
+    assert (s["max"], s["min"], s["first"], s["last"]) == (0.9, 0.1, 0.3, 0.4)
+    assert s["f2"] == pytest.approx(0.6) and s["l2"] == pytest.approx(0.45)
+    assert s["l_default"] == pytest.approx(1.0 / 3)       # k = 3: 0.1, 0.5, 0.4
+    assert s["default"] == 0.9                            # reduce defaults to max
+    assert math.isnan(_reduce_one(_run({"acc": [(0, math.nan)]}), "max"))
+    assert math.isnan(_reduce_one(_run({}), "last"))
+
+
+def _reduce_one(r: StoredRun, red: str, **kw) -> float:
+    add_derived([r], [{"name": "v", "metric": "acc", "reduce": red, **kw}])
+    return r.summary["v"]
+
+
+def test_minus_takes_the_difference_of_the_two_reductions():
+    r = _run({"train_acc": [(0, 0.5), (9, 0.99)], "test_acc": [(0, 0.4), (9, 0.9)]})
+    add_derived([r], [{"name": "gap", "metric": "train_acc", "minus": "test_acc",
+                       "reduce": "last"}])
+    assert r.summary["gap"] == pytest.approx(0.09)
+
+
+def test_at_step_reads_the_last_record_at_or_before_the_step():
+    series = {"acc": [(0, 0.1), (10, 0.5), (20, 0.7)]}
+    assert _reduce_one(_run(series), "at_step", step=10) == 0.5       # a record at the step
+    assert _reduce_one(_run(series), "at_step", step=15) == 0.5
+    assert math.isnan(_reduce_one(_run({"acc": [(5, 0.1)]}), "at_step", step=4))
+    # a run that stopped exactly at the step has a state there; one that stopped before not
+    stopped = StoredRun("k", "r", "a", 0, {}, "finished", {"steps": 20}, series, {})
+    assert _reduce_one(stopped, "at_step", step=20) == 0.7
+    early = StoredRun("k", "r", "a", 0, {}, "finished", {"steps": 19}, series, {})
+    assert math.isnan(_reduce_one(early, "at_step", step=20))
+    with pytest.raises(ConfigError, match="reduce at_step needs a 'step'"):
+        _reduce_one(_run(series), "at_step")
+
+
+def test_two_records_at_one_step_give_no_change_rate():
+    # a series logged twice at a step (a resumed run) has no rate between those two records:
+    # |3 − 1| / 2 and |5 − 5| / 2
+    assert mean_abs_change([(0, 1.0), (2, 3.0), (2, 5.0), (4, 5.0)]) == pytest.approx(0.5)
+
+
+def test_exp_of_a_loss_just_below_the_overflow_is_finite():
+    r = _run({"test_loss": [(0, 705.0)]})
+    add_derived([r], [{"name": "ppl", "metric": "test_loss", "reduce": "last",
+                       "transform": "exp"}])
+    assert r.summary["ppl"] == math.exp(705.0) < math.inf
+
+
+def test_time_to_error_leaves_out_a_baseline_seed_with_no_finite_final():
+    # sgd's second seed diverged (NaN throughout): the target is the first seed's error 0.2
+    sgd0 = _acc_run("sgd", 0, [(0, 0.1), (10, 0.8)], 1.0)
+    sgd1 = _acc_run("sgd", 1, [(0, math.nan), (10, math.nan)], 1.0)
+    other = _acc_run("b", 0, [(0, 0.1), (4, 0.8), (8, 0.9)], 1.0)
+    add_derived([sgd0, sgd1, other], [{"name": "t", "metric": "test_acc",
+                                       "reduce": "time_to_error", "error_of": "sgd",
+                                       "x": "step"}])
+    assert other.summary["t"] == 4.0 and other.summary["t__censored"] is False
+    assert math.isnan(sgd1.summary["t"])
+
+
+def test_time_to_error_to_the_runs_own_final_error_within_a_slack():
+    # own final error 0.1; slack 0.5 takes the first error at most 0.15: 0.86 at step 4
+    r = _acc_run("a", 0, [(0, 0.1), (2, 0.8), (4, 0.86), (6, 0.9)], 1.0)
+    add_derived([r], [{"name": "t", "metric": "test_acc", "reduce": "time_to_error",
+                       "error_of": "own", "slack": 0.5, "x": "step"}])
+    assert r.summary["t"] == 4.0 and r.summary["t__censored"] is False
