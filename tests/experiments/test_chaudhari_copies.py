@@ -181,3 +181,40 @@ def test_compare_options_are_checked_when_planned():
             proc.validate(dict(base, **bad), "r")
     proc.validate(dict(base, copy=0), "r")
     proc.validate(dict(base, copy=999), "r")
+
+
+def test_a_copy_run_trains_without_the_shared_compare_options_and_plans_its_steps():
+    # the shared base may hold the compare runs' options: a copy's training drops them
+    proc = get_procedure("train_or_compare_copies")
+    base = {"dataset": DATA, "model": MODEL, "optimizer": {"name": "sgd", "lr": 0.1},
+            "batch_size": 32, "epochs": 3, "similarity": "inner", "eval_batch_size": 8}
+    proc.validate(dict(base, copy=1), "r")
+    # 64 examples in batches of 32 for 3 epochs; a compare run trains nothing
+    assert proc.planned_steps(dict(base, copy=1)) == 6
+    assert proc.planned_steps(dict(base, copies=["a", "b"])) is None
+
+
+def test_the_overlap_figure_is_the_first_seeds_and_labels_its_cells_readably():
+    from sgdlab.experiments.procedures import StoredRun
+    from sgdlab.experiments.procedures.copies import copies_analysis
+    from sgdlab.experiments.spec import load_experiment
+
+    spec = load_experiment("chaudhari-independent-copies", "cpu")
+
+    def run(seed, mat):
+        summary = {"individual_err": 0.1, "individual_err_std": 0.01, "ensemble_err": 0.09,
+                   "oneshot_err": 0.9, "aligned_err": 0.5, "overlap_aligned": 0.4,
+                   "overlap_raw": 0.3, "ensemble_rel_gain": 0.1, "copies": 2}
+        return StoredRun(f"c{seed}", f"c{seed}", "compare", seed, {}, "finished", summary, {},
+                         {"copy_errors": [0.1, 0.1], "overlap_aligned": mat,
+                          "overlap_raw": mat, "labels": ["copy-1", "copy-2"]})
+
+    later = run(5, [[1.0, 0.9], [0.9, 1.0]])
+    first = run(2, [[1.0, 0.4], [0.4, 1.0]])
+    (fig,) = [f for name, f in copies_analysis(spec, [later, first]).figures
+              if name == "overlap"]
+    ax = fig.axes[0]
+    assert "(seed 2)" in ax.get_title()
+    cells = {t.get_text(): t.get_color() for t in ax.texts}
+    # white on the dark low overlaps, black on the bright high ones
+    assert cells == {"1.00": "black", "0.40": "white"}
