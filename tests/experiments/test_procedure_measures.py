@@ -1,0 +1,188 @@
+"""The measurements an experiment asks for by name (``procedures.measures``): their option
+checks, the examples they read, and each summary value against a closed form on a tiny
+float64 problem."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from sgdlab.errors import ConfigError
+from sgdlab.experiments.procedures.measures import (compute_final, measurement_data,
+                                                    validate_measure)
+
+
+@pytest.mark.parametrize("m, final, msg", [
+    ("hessian_top", True, r"^f: a measurement is a mapping with a 'kind' key, got 'hessian_top'"),
+    ({"every": 5}, False, "a mapping with a 'kind' key"),
+    ({"kind": "hessian_tops"}, True, r"unknown measurement kind 'hessian_tops'; known: .*"
+                                     r"hessian_spectrum"),
+    ({"kind": "hessian_spectrum", "every": 5}, False,
+     r"unknown measurement kind 'hessian_spectrum' \(array measurements only in 'final'\); "
+     r"known: expected_sharpness, grad_norm,"),
+    ({"kind": "grad_norm", "every": 5, "tol": 1e-3}, False,
+     r"measurement 'grad_norm' has no option 'tol'; allowed: at_epochs, bn_mode, every, kind"),
+    ({"kind": "grad_norm"}, False, r"measurement 'grad_norm' during training needs 'every'"),
+    ({"kind": "expected_sharpness", "memory_budget": "lots"}, True, "^f: "),
+])
+def test_a_measurement_is_refused_naming_what_is_wrong(m, final, msg):
+    with pytest.raises(ConfigError, match=msg):
+        validate_measure(m, "f", final=final)
+
+
+def test_the_measurements_that_are_well_formed_pass():
+    validate_measure({"kind": "grad_norm", "every": 5, "samples": 10, "bn_mode": "train"}, "f",
+                     final=False)
+    validate_measure({"kind": "hessian_spectrum", "chunk_size": 4, "split": "test"}, "f",
+                     final=True)
+    validate_measure({"kind": "grad_norm"}, "f", final=True)       # no 'every' at the end
+    validate_measure({"kind": "fisher_diagonal", "reading": "adam-moments",
+                      "bias_correction": False}, "f", final=True)
+
+
+def test_measurement_data_reads_the_split_and_the_subset_asked_for():
+    from types import SimpleNamespace
+
+    ds = SimpleNamespace(x_train=torch.arange(10.0)[:, None], y_train=torch.arange(10),
+                         x_test=-torch.arange(4.0)[:, None], y_test=-torch.arange(4))
+    x, y = measurement_data(ds, {"kind": "grad_norm"})
+    assert torch.equal(y, torch.arange(10))
+    x, y = measurement_data(ds, {"kind": "grad_norm", "samples": 3})
+    assert y.tolist() == [0, 1, 2]                        # the first n, not any n
+    x, y = measurement_data(ds, {"kind": "grad_norm", "split": "test", "samples": 2})
+    assert y.tolist() == [0, -1] and x[:, 0].tolist() == [0.0, -1.0]
+    # a seeded subset: the first n of the seed's permutation (not the global generator's)
+    torch.manual_seed(123)
+    want = torch.randperm(10, generator=torch.Generator().manual_seed(4))[:5]
+    x, y = measurement_data(ds, {"kind": "grad_norm", "samples": 5, "sample_seed": 4})
+    assert torch.equal(y, want)
+    x, y = measurement_data(ds, {"kind": "grad_norm"}, device="meta")
+    assert x.device.type == y.device.type == "meta"
+
+
+def _diagonal_quadratic(c: list[float]):
+    """A bias-free linear model on the unit vectors with loss ½ Σ cᵢ outᵢ²: its Hessian in the
+    weights is diag(c) exactly, its gradient cᵢ wᵢ."""
+    d = len(c)
+    model = nn.Linear(d, 1, bias=False).double()
+    with torch.no_grad():
+        model.weight.copy_(torch.arange(1.0, d + 1, dtype=torch.float64)[None])
+    coef = torch.tensor(c, dtype=torch.float64)
+
+    def loss(out, _y):
+        return 0.5 * (coef * out[:, 0] ** 2).sum()
+    x = torch.eye(d, dtype=torch.float64)
+    return model, loss, (x, torch.zeros(d, dtype=torch.float64))
+
+
+def test_the_hessian_spectrum_summary_of_a_known_spectrum():
+    # eigenvalues −3, 0, 0.01, 1: λ_max 1, λ_min −3, one negative of four (zero is not),
+    # one within 10⁻³·max|λ| = 0.003 of zero (0.01 is not)
+    model, loss, data = _diagonal_quadratic([1.0, -3.0, 0.0, 0.01])
+    s, d = compute_final({"kind": "hessian_spectrum"}, model, loss, data)
+    assert d["hessian_eigenvalues"] == pytest.approx([-3.0, 0.0, 0.01, 1.0], abs=1e-12)
+    assert s["hessian_lambda_max"] == pytest.approx(1.0, abs=1e-12)
+    assert s["hessian_lambda_min"] == pytest.approx(-3.0, abs=1e-12)
+    assert s["hessian_negative_fraction"] == 0.25
+    assert s["hessian_near_zero_fraction"] == 0.25
+    assert s["hessian_dim"] == 4
+    with pytest.raises(ValueError, match="chunk_size must be a positive integer, got True"):
+        compute_final({"kind": "hessian_spectrum", "chunk_size": True}, model, loss, data)
+
+
+def test_the_scalar_curvatures_of_a_known_hessian():
+    # Hessian diag(1, 2, 4): trace 7 exactly with Rademacher probes; gradient (1, 4, 12)
+    model, loss, data = _diagonal_quadratic([1.0, 2.0, 4.0])
+    common = {"every": 10, "samples": 3, "sample_seed": None, "at_epochs": None}
+    s, d = compute_final({"kind": "hessian_trace", "probes": 3, **common}, model, loss, data)
+    assert d == {} and s["hessian_trace"] == pytest.approx(7.0, abs=1e-12)
+    s, _ = compute_final({"kind": "grad_norm", **common}, model, loss, data)
+    assert s["grad_norm"] == pytest.approx(math.sqrt(1 + 16 + 144), abs=1e-12)
+    # E[L(w + ν)] − L(w) = σ²/2 · tr H = 3.5e-4 at the default σ = 0.01 (20 samples), for a
+    # per-sample loss of the same Hessian: the MSE of 3 samples √(1.5, 3, 6)·eᵢ, H = 2/3 XᵀX
+    # at its minimum w = 0, where the gradient's term, whose noise would swamp it, vanishes
+    x = torch.diag(torch.tensor([1.5, 3.0, 6.0], dtype=torch.float64).sqrt())
+    with torch.no_grad():
+        model.weight.zero_()
+    s, _ = compute_final({"kind": "expected_sharpness"}, model, nn.MSELoss(),
+                         (x, torch.zeros(3, 1, dtype=torch.float64)))
+    assert s["expected_sharpness"] == pytest.approx(3.5e-4, rel=0.5)
+    assert 0.02 < s["expected_sharpness_se"] / s["expected_sharpness"] < 1
+
+
+def test_the_gradient_norm_reads_batch_norm_in_evaluation_mode_by_default():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(2, 3), nn.BatchNorm1d(3), nn.Linear(3, 1)).double()
+    model[1].running_mean.fill_(0.5)
+    model[1].running_var.fill_(2.0)
+    x, y = torch.randn(8, 2, dtype=torch.float64), torch.randn(8, 1, dtype=torch.float64)
+    loss = nn.MSELoss()
+
+    def norm(train: bool) -> float:
+        model.train(train)
+        g = torch.autograd.grad(loss(model(x), y), list(model.parameters()))
+        model.train()
+        return float(torch.sqrt(sum((gi ** 2).sum() for gi in g)))
+    s, _ = compute_final({"kind": "grad_norm"}, model, loss, (x, y))
+    assert s["grad_norm"] == pytest.approx(norm(False), rel=1e-12)
+    assert norm(False) != pytest.approx(norm(True), rel=1e-3)
+    s, _ = compute_final({"kind": "grad_norm", "bn_mode": "train"}, model, loss, (x, y))
+    assert s["grad_norm"] == pytest.approx(norm(True), rel=1e-12)
+
+
+def test_the_noise_trace_is_the_population_variance_of_the_per_sample_gradients():
+    # MSE of a linear model: per-sample gradient 2 (w·xᵢ − yᵢ) xᵢ, in closed form
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(6, 2, dtype=torch.float64, generator=g)
+    y = torch.randn(6, 1, dtype=torch.float64, generator=g)
+    model = nn.Linear(2, 1, bias=False).double()
+    with torch.no_grad():
+        model.weight.copy_(torch.tensor([[0.5, -1.0]], dtype=torch.float64))
+    per = 2 * (x @ model.weight.detach().T - y) * x
+    want = float(((per - per.mean(0)) ** 2).sum(1).mean())
+    s, _ = compute_final({"kind": "noise_trace"}, model, nn.MSELoss(), (x, y))
+    assert s["noise_trace"] == pytest.approx(want, rel=1e-10)
+
+
+def test_the_fisher_summary_of_entries_that_are_all_negative():
+    # one uncorrected full-batch Adam step (β = 0.9, 0.999): v − m² = (0.001 − 0.01) g²
+    model, loss, data = _diagonal_quadratic([1.0, 2.0, 4.0])
+    opt = torch.optim.Adam(model.parameters(), lr=0.0)
+    loss(model(data[0]), data[1]).backward()
+    g2 = model.weight.grad.detach()[0] ** 2            # (1, 16, 144)
+    opt.step()
+    m = {"kind": "fisher_diagonal", "reading": "adam-moments", "bias_correction": False}
+    s, d = compute_final(m, model, loss, data, optimizer=opt)
+    assert d["fisher_diagonal"] == pytest.approx((-0.009 * g2).tolist(), rel=1e-6)
+    assert s["fisher_max"] == pytest.approx(-0.009, rel=1e-6)
+    assert s["fisher_min"] == pytest.approx(-0.009 * 144, rel=1e-6)
+    assert s["fisher_negative_fraction"] == 1.0 and s["fisher_dim"] == 3
+    with torch.no_grad():
+        model.weight[0, 0] = math.nan
+    with pytest.raises(FloatingPointError, match="non-finite entries"):
+        compute_final({"kind": "fisher_diagonal"}, model, loss, data)
+
+
+def test_the_diffusion_summary_reads_its_own_spectrum_and_sample_count():
+    from sgdlab.measure.noise import diffusion_matrix
+
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(7, 3, dtype=torch.float64, generator=g)
+    y = torch.randn(7, 1, dtype=torch.float64, generator=g)
+    model = nn.Linear(3, 1).double()
+    s, d = compute_final({"kind": "diffusion_spectrum", "batch_size": 2}, model, nn.MSELoss(),
+                         (x, y))
+    ev = d["diffusion_eigenvalues"]
+    assert s["diffusion_lambda_max"] == max(ev) > min(ev)
+    assert s["diffusion_samples"] == 7 and s["diffusion_dim"] == 4
+    # the mini-batch covariance with replacement (eq. 6.4) unless asked otherwise
+    for repl in (True, False):
+        D = diffusion_matrix(model, nn.MSELoss(), (x, y), 2, replacement=repl)
+        m = {"kind": "diffusion_spectrum", "batch_size": 2}
+        got = compute_final(m if repl else {**m, "replacement": False}, model, nn.MSELoss(),
+                            (x, y))[0]["diffusion_trace"]
+        assert got == pytest.approx(float(D.trace()), rel=1e-12)
+    assert float(diffusion_matrix(model, nn.MSELoss(), (x, y), 2).trace()) != pytest.approx(
+        float(diffusion_matrix(model, nn.MSELoss(), (x, y), 2, replacement=False).trace()))
