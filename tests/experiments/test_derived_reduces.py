@@ -194,3 +194,71 @@ def test_time_to_error_to_the_runs_own_final_error_within_a_slack():
     add_derived([r], [{"name": "t", "metric": "test_acc", "reduce": "time_to_error",
                        "error_of": "own", "slack": 0.5, "x": "step"}])
     assert r.summary["t"] == 4.0 and r.summary["t__censored"] is False
+
+
+def test_time_to_error_of_a_baseline_without_a_finite_final_is_nan_for_every_run():
+    sgd = _acc_run("sgd", 0, [(0, math.nan), (10, math.nan)], 1.0)
+    other = _acc_run("b", 0, [(0, 0.1), (4, 0.8)], 1.0)
+    add_derived([sgd, other], [{"name": "t", "metric": "test_acc", "reduce": "time_to_error",
+                                "error_of": "sgd", "x": "step"}])
+    assert math.isnan(other.summary["t"]) and other.summary["t__censored"] is False
+
+
+# --- compare_groups: grouping, table, bars, curves and diverged runs -------------------------
+def _grouped(label: str, seed: int, lr: float, summary: dict, status: str = "finished"
+             ) -> StoredRun:
+    return StoredRun(f"{label}{seed}", f"{label}{seed}", label, seed,
+                     {"optimizer": {"name": "sgd", "lr": lr}}, status, summary,
+                     {"train_loss": [(0, 1.0), (10, 0.5)], "test_acc": [(0, 0.1), (10, 0.5)],
+                      "epoch": [(10, 1.0)]}, {})
+
+
+def _spec(**options):
+    from types import SimpleNamespace
+
+    return SimpleNamespace(options=options, paper={"figure": "Fig. 9"})
+
+
+@pytest.mark.usefixtures("close_figures")
+def test_compare_groups_groups_by_a_parameter_and_tabulates_the_keys_asked_for():
+    from sgdlab.experiments.procedures.generic import compare_groups
+
+    runs = [_grouped("a", 0, 0.1, {"acc": 0.5}), _grouped("b", 0, 0.1, {"acc": 0.7}),
+            _grouped("c", 0, 0.2, {"acc": 0.9}, "diverged"), _grouped("c", 1, 0.2, {"acc": 0.8})]
+    res = compare_groups(_spec(group_by="optimizer.lr", table=[["acc", "accuracy"]]), runs)
+    (t,) = res.tables
+    assert t.columns[:4] == ["run", "seeds", "accuracy", "accuracy std"]
+    assert [row[:3] for row in t.rows] == [["lr=0.1", 2, pytest.approx(0.6)],
+                                           ["lr=0.2", 2, pytest.approx(0.85)]]
+    # a group where one seed of two diverged is named
+    assert [c.text for c in res.conclusions] == ["runs diverged in: lr=0.2"]
+    # the curves' x axis is the step unless curve_x says otherwise
+    fig = dict(res.figures)["curve_train_loss"]
+    assert fig.axes[0].get_xlabel() == "step"
+
+
+@pytest.mark.usefixtures("close_figures")
+def test_bars_show_the_seeds_std_and_propagate_a_differences_error(monkeypatch):
+    from sgdlab.experiments.procedures import generic
+    from sgdlab.report.figures import charts
+
+    drawn = {}
+
+    def spy(labels, series, **kw):
+        drawn.update(labels=list(labels), series=series, zoom=kw["zoom"])
+        return charts.plt.figure()
+    monkeypatch.setattr(charts, "grouped_bars", spy)
+    # group a: x = 1, 3 (std √2), y = 0, 2 (std √2), d = x − y; group b: one seed
+    runs = [_grouped("a", 0, 0.1, {"x": 1.0, "y": 0.0, "d": 1.0}),
+            _grouped("a", 1, 0.1, {"x": 3.0, "y": 2.0, "d": 1.0}),
+            _grouped("b", 0, 0.1, {"x": 5.0, "y": 1.0, "d": 4.0})]
+    bars = {"name": "b1", "metrics": [["x", "X"], ["d", "X − Y"]], "propagate": {"d": ["x", "y"]}}
+    generic.compare_groups(_spec(bars=[bars], curves=[]), runs)
+    assert drawn["labels"] == ["a", "b"] and drawn["zoom"] is False
+    (mx, ex), (md, ed) = drawn["series"]["X"], drawn["series"]["X − Y"]
+    assert mx == [2.0, 5.0] and md == [1.0, 4.0]
+    assert ex[0] == pytest.approx(math.sqrt(2)) and math.isnan(ex[1])     # one seed: no bar
+    assert ed[0] == pytest.approx(2.0) and math.isnan(ed[1])              # √(2 + 2)
+    for bad in ({"name": "b2"}, {"metrics": [["x", "X"]]}):
+        with pytest.raises(ConfigError, match="each entry needs a name and metrics"):
+            generic.compare_groups(_spec(bars=[bad], curves=[]), runs)
