@@ -238,3 +238,23 @@ def test_a_distributed_run_whose_attempt_failed_continues_in_a_shipped_task(
     assert untimed(run.summary) == untimed(ref.summary)
     parle = sweep.artifacts_root(RunStore(store)) / spec.key / chaudhari.DISTRIBUTED_FOLDER
     assert (parle / "master.pt").is_file() and not (parle / "checkpoints").exists()
+
+
+def test_the_run_config_keeps_the_length_and_options_the_params_give():
+    p = {k: v for k, v in PARAMS.items() if k not in ("dtype", "grad_evals", "eval_every")}
+    cfg = chaudhari.replica_run_config({**p, "epochs": 1.5, "eval_subset": 4, "loss": "mse",
+                                        "eval_every": None}, 7)
+    assert cfg["epochs"] == 1.5 and "grad_evals" not in cfg
+    assert cfg["dtype"] == "float32" and cfg["device"] == "cpu"     # the train defaults
+    assert (cfg["eval_subset"], cfg["loss"]) == (4, "mse") and "eval_every" not in cfg
+    cfg = chaudhari.replica_run_config({**PARAMS, "data_seed": 5}, 7)
+    assert cfg["grad_evals"] == 6 and "epochs" not in cfg and cfg["data"]["seed"] == 5
+
+
+def test_a_replicas_run_gives_its_length_one_way():
+    proc = get_procedure("replicas")
+    with pytest.raises(ConfigError, match="give exactly one of 'epochs' or 'grad_evals'"):
+        proc.validate({k: v for k, v in PARAMS.items() if k != "grad_evals"}, "run")
+    with pytest.raises(ConfigError, match="give exactly one of 'epochs' or 'grad_evals'"):
+        proc.validate({**PARAMS, "epochs": 1}, "run")
+    proc.validate({**{k: v for k, v in PARAMS.items() if k != "grad_evals"}, "epochs": 1}, "run")
