@@ -1,0 +1,99 @@
+"""The small helpers of ``procedures.landscape_runs`` by hand: the grid minima, basins and
+curvatures of the PDE-smoothing analysis, the staging of a scoped drift, the first-passage and
+success-rate summaries of the escape runs, and the double well's noiseless-flow reading."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from sgdlab.experiments.procedures import StoredRun
+from sgdlab.experiments.procedures import landscape_runs as lr
+
+
+def test_local_minima_are_strict_away_from_the_ends_lowest_first():
+    u = torch.tensor([3.0, 1.0, 2.0, 0.0, 0.0, 5.0, 4.0, 6.0])
+    # index 3 and 4 tie (a flat bottom): neither is strict
+    assert lr._local_minima(u, 0) == [1, 6]
+    assert lr._local_minima(torch.tensor([3.0, 4.0, 1.0, 2.0, 0.0, 5.0]), 1) == [4, 2]
+    assert lr._local_minima(u, 2) == []
+
+
+def test_the_curvature_is_the_second_difference_at_the_nearest_minimum():
+    u = torch.tensor([5.0, 1.0, 0.0, 2.0, 9.0, 8.0, 9.5])
+    # minima at 2 (u'' = (1 + 2) / 0.25 = 12) and 5 ((9 − 16 + 9.5) / 0.25 = 10)
+    assert lr._curvature_at_minimum_near(u, 1, 0.5, 1) == pytest.approx(12.0)
+    assert lr._curvature_at_minimum_near(u, 6, 0.5, 1) == pytest.approx(10.0)
+    assert math.isnan(lr._curvature_at_minimum_near(torch.arange(5.0), 2, 1.0, 1))
+
+
+def test_basins_are_cut_at_the_strict_maxima():
+    assert lr._basins([0.0, 1.0, 2.0, 1.0, 0.0]) == [(0, 2), (2, 5)]
+    assert lr._basins([0.0, 2.0, 1.0, 3.0, 0.0]) == [(0, 1), (1, 3), (3, 5)]
+    assert lr._basins([1.0, 0.0, 1.0]) == [(0, 3)]
+    assert lr._basin_of([(0, 2), (2, 5)], 2) == (2, 5)
+
+
+def test_a_scoped_drift_takes_its_stages_in_order_over_equal_times():
+    stages = [torch.tensor([1.0, 2.0]), torch.tensor([3.0, 4.0]), torch.tensor([5.0, 6.0])]
+    drift, times = lr._staged(stages, 3.0)
+    assert times == [1.0, 2.0]
+    for s, k in ((0.0, 0), (0.99, 0), (1.0, 1), (2.5, 2), (3.0, 2)):
+        assert torch.equal(drift(s), stages[k]), s
+    frozen = torch.tensor([1.0, 2.0])
+    assert lr._staged(frozen, 3.0) == (frozen, None)
+
+
+def _escape_run(seed, passage, iterations=None, successes=3, repetitions=4):
+    params = {"method": "sgd"} if iterations is None else {"method": "sgd",
+                                                          "iterations": iterations}
+    return StoredRun(f"k{seed}", f"r{seed}", "sgd", seed, params, "finished",
+                     {"successes": successes, "repetitions": repetitions}, {},
+                     {"first_passage": passage})
+
+
+def test_first_passages_count_a_chain_that_never_reached_at_the_run_length():
+    assert lr._restricted_mean([3, -1, 5, 0], 10) == pytest.approx((3 + 10 + 5 + 0) / 4)
+    assert math.isnan(lr._restricted_mean([], 10))
+    runs = [_escape_run(0, [2, -1]), _escape_run(1, [-1, 0], iterations=50)]
+    assert lr._passages(runs) == [2.0, 600.0, 50.0, 0.0]          # 600: the default length
+    assert lr._passages(runs + [_escape_run(2, None)]) is None
+
+
+def test_success_rates_pool_the_seeds_counts():
+    runs = [_escape_run(0, [], successes=3, repetitions=4),
+            _escape_run(1, [], successes=1, repetitions=6)]
+    assert lr._pooled_counts(runs) == (4, 10)
+    p, (lo, hi), n = lr._rate_estimate((4, 10))
+    assert (p, n) == (0.4, 10) and lo < 0.4 < hi
+    p, _, n = lr._rate_estimate((0, 0))
+    assert math.isnan(p) and n == 0
+    assert math.isnan(lr._rate((0, 0))) and lr._rate((1, 4)) == 0.25
+    # both rates at one end: "0%" or "100%"; apart, or both inside: none
+    assert (lr._boundary(0.0, 0.0), lr._boundary(1.0, 1.0)) == ("0%", "100%")
+    assert lr._boundary(0.0, 1.0) is None and lr._boundary(0.5, 0.5) is None
+
+
+def test_the_noiseless_flow_is_read_as_rest_cycle_or_spiral():
+    rest = {"orbit_speed_end": [1e-8, 2e-8], "orbit_radius_half": [1.0, 1.0],
+            "orbit_radius_end": [1.0, 1.0]}
+    assert lr._orbit_kind(rest, 1e-6, 0.95) == "rest"
+    # one start still moving: not at rest; both keep their radius: a cycle
+    cycle = {**rest, "orbit_speed_end": [1e-8, 0.5]}
+    assert lr._orbit_kind(cycle, 1e-6, 0.95) == "cycle"
+    # one of the two radii shrinks by half: a spiral
+    assert lr._orbit_kind({**cycle, "orbit_radius_end": [1.0, 0.5]}, 1e-6, 0.95) == "spiral"
+    # a radius that has shrunk to the origin is no cycle
+    assert lr._orbit_kind({**cycle, "orbit_radius_half": [0.005, 0.005],
+                           "orbit_radius_end": [0.005, 0.005]}, 1e-6, 0.95) == "spiral"
+
+
+def test_the_standard_error_of_the_mean_over_seeds():
+    def run(seed, w, se):
+        return StoredRun(f"k{seed}", f"r{seed}", "g", seed, {}, "finished",
+                         {"angular_velocity": w, "angular_velocity_se": se}, {}, {})
+    # sqrt(0.3² + 0.4²) / 2 over the two runs with a velocity; the NaN one is left out
+    runs = [run(0, 1.0, 0.3), run(1, 1.2, 0.4), run(2, math.nan, 9.0)]
+    assert lr._se_of_mean(runs) == pytest.approx(0.25)
+    assert math.isnan(lr._se_of_mean([run(3, math.nan, 1.0)]))
