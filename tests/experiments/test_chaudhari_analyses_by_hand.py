@@ -1,0 +1,77 @@
+"""The Chaudhari analyses at the edges of their rules, on stored runs with known answers: a
+value on a threshold, the defaults of the options, round-off against a real negative entry."""
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+
+from sgdlab.experiments.procedures import StoredRun
+from sgdlab.experiments.procedures import chaudhari
+
+PAPER = {"author": "Chaudhari", "figure": "Fig. 0"}
+
+pytestmark = pytest.mark.usefixtures("close_figures")
+
+
+def _run(label, seed=0, params=None, summary=None, metrics=None, data=None) -> StoredRun:
+    return StoredRun(f"{label}{seed}", f"{label}{seed}", label, seed, params or {}, "finished",
+                     dict(summary or {}), metrics or {}, data or {})
+
+
+def _spectrum(options, runs):
+    return chaudhari.hessian_spectrum(SimpleNamespace(paper=PAPER, options=options), runs)
+
+
+def test_a_fisher_entry_is_negative_beyond_its_own_round_off_not_an_eigensolvers():
+    # entries are computed one by one: round-off max|λ|·eps32 = 1.2e-7, not d times that
+    # (1.2e-6), so −5e-7 is a negative entry (1 of 10)
+    diag = [1.0, -5e-7] + [0.0] * 8
+    final = [{"kind": "fisher_diagonal", "reading": "adam-moments"}]
+    run = _run("allcnn", params={"final": final}, summary={"fisher_dim": 10},
+               data={"fisher_diagonal": diag})
+    (row,) = _spectrum({}, [run]).table("hessian_spectrum").rows
+    assert row[7] == pytest.approx(0.1)
+    # the same values as a Hessian's eigenvalues: round-off of the eigensolver
+    hess = _run("net", summary={"hessian_dim": 10}, data={"hessian_eigenvalues": diag})
+    (row,) = _spectrum({}, [hess]).table("hessian_spectrum").rows
+    assert row[7] == 0.0
+
+
+def test_the_hessian_claims_on_their_thresholds_and_defaults():
+    # 10 eigenvalues: 1e-4 (on the default threshold) counts as near zero, 7 of 10 are;
+    # λ_max = 10 = 10·|λ_min| (the default tail ratio, reached); one negative of 10 (the
+    # default bound 0.1, reached)
+    ev = [10.0, 1e-4, -1.0, 0.5] + [0.0] * 6
+    run = _run("net", summary={"hessian_dim": 10}, data={"hessian_eigenvalues": ev})
+    near, tails, negative = _spectrum({"near_zero": {"net": [1e-4, 0.75]}}, [run]).conclusions
+    assert near.evidence["near_zero_fraction"] == pytest.approx(0.7)
+    assert near.agrees_with_paper is True             # 0.7 ≥ 0.75 − 0.1 (the default allowance)
+    assert tails.agrees_with_paper is True and negative.agrees_with_paper is True
+    assert _spectrum({"near_zero": {"net": [1e-4, 0.85]}}, [run]).conclusions[0] \
+        .agrees_with_paper is False                   # 0.7 < 0.75
+    # exactly at the thesis' fraction less the allowance (6 of 8 = 1 − 0.25) agrees
+    eight = _run("net", data={"hessian_eigenvalues": [1.0, 1e-4, 0.5] + [0.0] * 5})
+    near, *_ = _spectrum({"near_zero": {"net": [1e-4, 1.0]}, "allowance": 0.25},
+                         [eight]).conclusions
+    assert near.evidence["near_zero_fraction"] == 0.75 and near.agrees_with_paper is True
+    # without near_zero for the group: the threshold 1e-4, no fraction of the thesis' to test
+    near, *_ = _spectrum({}, [run]).conclusions
+    assert near.evidence["threshold"] == 1e-4 and near.agrees_with_paper is None
+    # no negative eigenvalue: the end point is no saddle; an all-positive spectrum has an
+    # infinitely longer right tail
+    pos = _run("net", summary={"hessian_dim": 3}, data={"hessian_eigenvalues": [1.0, 0.5, 0.0]})
+    _, tails, negative = _spectrum({}, [pos]).conclusions
+    assert negative.agrees_with_paper is False and tails.agrees_with_paper is True
+    assert "right tail inf times" in tails.text
+    # a larger λ_min than λ_max / 10 in size: not much longer
+    _, tails, _ = _spectrum({}, [_run("net", data={"hessian_eigenvalues": [10.0, -1.01, 0.0]})]
+                            ).conclusions
+    assert tails.agrees_with_paper is False
+
+
+def test_the_spectrum_facts_are_the_seeds_means():
+    a = _run("net", 0, summary={"hessian_dim": 4}, data={"hessian_eigenvalues": [4.0, -1.0, 0, 0]})
+    b = _run("net", 1, summary={"hessian_dim": 4}, data={"hessian_eigenvalues": [2.0, 0, 0, 0]})
+    (row,) = _spectrum({}, [a, b]).table("hessian_spectrum").rows
+    assert row[3] == pytest.approx(0.625) and row[5:8] == [3.0, -0.5, pytest.approx(0.125)]
