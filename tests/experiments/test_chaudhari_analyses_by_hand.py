@@ -55,6 +55,9 @@ def test_the_hessian_claims_on_their_thresholds_and_defaults():
     near, *_ = _spectrum({"near_zero": {"net": [1e-4, 1.0]}, "allowance": 0.25},
                          [eight]).conclusions
     assert near.evidence["near_zero_fraction"] == 0.75 and near.agrees_with_paper is True
+    # two negatives of ten is more than the default share 0.1
+    two = _run("net", data={"hessian_eigenvalues": [10.0, -0.5, -0.5] + [0.0] * 7})
+    assert _spectrum({}, [two]).conclusions[2].agrees_with_paper is False
     # without near_zero for the group: the threshold 1e-4, no fraction of the thesis' to test
     near, *_ = _spectrum({}, [run]).conclusions
     assert near.evidence["threshold"] == 1e-4 and near.agrees_with_paper is None

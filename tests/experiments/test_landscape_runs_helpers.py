@@ -97,3 +97,29 @@ def test_the_standard_error_of_the_mean_over_seeds():
     runs = [run(0, 1.0, 0.3), run(1, 1.2, 0.4), run(2, math.nan, 9.0)]
     assert lr._se_of_mean(runs) == pytest.approx(0.25)
     assert math.isnan(lr._se_of_mean([run(3, math.nan, 1.0)]))
+
+
+def test_the_escape_runs_summary_and_kept_chains():
+    from types import SimpleNamespace
+
+    from sgdlab.landscapes.two_basin import two_basin
+
+    logged = []
+    ctx = SimpleNamespace(run_id="r", device="cpu", store=SimpleNamespace(
+        log_many=lambda rid, rows: logged.extend(rows)))
+    params = {"method": "sgd", "iterations": 30, "repetitions": 8, "lr": 0.05,
+              "sharpness_every": 10, "sharpness_samples": 4}
+    out = lr.EscapeProcedure().run(SimpleNamespace(params=params, seed=0), ctx)
+    s, d = out.summary, out.data
+    # five chains kept by default, each of the 31 iterates (stride 1 below 200)
+    assert len(d["trajectories"]) == 5 and len(d["trajectories"][0]) == 31
+    land = two_basin("paper", seed=0)
+    assert s["eta_lambda_max"] == pytest.approx(2 * 0.05 / land.gd_stable_lr())
+    assert s["final_sharpness"] == d["sharpness"][-1] != d["sharpness"][0]
+    assert [(name, t) for name, t, _ in logged] == [
+        ("expected_sharpness", t) for t in d["sharpness_steps"]]
+    passage = d["first_passage"]
+    assert s["never_reached"] == sum(t < 0 for t in passage) == d["first_passage_censored"]
+    assert s["first_passage_mean"] == pytest.approx(
+        sum(30 if t < 0 else t for t in passage) / 8)
+    assert s["repetitions"] == 8 and 0 <= s["successes"] <= 8
