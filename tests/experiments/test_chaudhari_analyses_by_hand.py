@@ -20,7 +20,11 @@ def _run(label, seed=0, params=None, summary=None, metrics=None, data=None) -> S
 
 
 def _spectrum(options, runs):
-    return chaudhari.hessian_spectrum(SimpleNamespace(paper=PAPER, options=options), runs)
+    import matplotlib.pyplot as plt
+
+    an = chaudhari.hessian_spectrum(SimpleNamespace(paper=PAPER, options=options), runs)
+    plt.close("all")            # its three figures are not read here
+    return an
 
 
 def test_a_fisher_entry_is_negative_beyond_its_own_round_off_not_an_eigensolvers():
