@@ -123,3 +123,9 @@ def test_the_escape_runs_summary_and_kept_chains():
     assert s["first_passage_mean"] == pytest.approx(
         sum(30 if t < 0 else t for t in passage) / 8)
     assert s["repetitions"] == 8 and 0 <= s["successes"] <= 8
+    # the kept chains are thinned to about 200 points only past 400 iterates (stride
+    # 251 // 200 = 1): 250 iterations keep all 251
+    out = lr.EscapeProcedure().run(SimpleNamespace(params={
+        "method": "gd", "iterations": 250, "repetitions": 2, "sharpness_every": 0,
+        "trajectories": 2}, seed=0), ctx)
+    assert [len(c) for c in out.data["trajectories"]] == [251, 251]
