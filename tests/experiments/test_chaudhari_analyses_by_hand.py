@@ -67,7 +67,7 @@ def test_the_hessian_claims_on_their_thresholds_and_defaults():
     assert near.evidence["threshold"] == 1e-4 and near.agrees_with_paper is None
     # no negative eigenvalue: the end point is no saddle; an all-positive spectrum has an
     # infinitely longer right tail
-    pos = _run("net", summary={"hessian_dim": 3}, data={"hessian_eigenvalues": [1.0, 0.5, 0.0]})
+    pos = _run("net", summary={"hessian_dim": 3}, data={"hessian_eigenvalues": [1.0, 0.5, 0.2]})
     _, tails, negative = _spectrum({}, [pos]).conclusions
     assert negative.agrees_with_paper is False and tails.agrees_with_paper is True
     assert "right tail inf times" in tails.text
