@@ -8,6 +8,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 
+from sgdlab.errors import ConfigError
 from sgdlab.experiments.procedures import StoredRun
 from sgdlab.experiments.procedures.chaudhari import burnin_end, trajectory
 from sgdlab.landscapes.pde import within_semiconcavity_bound
@@ -881,3 +882,92 @@ def test_the_instants_spectra_are_the_same_within_a_factor_2_either_way(trace, r
     concl = diffusion_spectrum(spec, [instant(40, trace, rank), instant(100, 1.0, 100)])
     (same,) = [c for c in concl.conclusions if c.claim.startswith("the spectra at")]
     assert same.agrees_with_paper is agrees
+
+
+# --- the trajectory and Trivialized-SGD analyses on their thresholds and defaults -----------
+def test_the_burn_in_of_a_trajectory_recorded_at_the_default_cadence():
+    # the recorder's default cadence is every epoch; no burn-in starts at 0
+    params = {"measure": [{"name": "trajectory"}],
+              "final": [{"kind": "trajectory_spectrum", "burnin": 7}]}
+    assert burnin_end(params) == ("epoch", 7.0)
+    params["final"] = [{"kind": "trajectory_spectrum"}]
+    assert burnin_end(params) == ("epoch", 0.0)
+
+
+def _trajectory_claims(runs, **options):
+    spec = SimpleNamespace(paper=PAPER, options=options)
+    res = trajectory(spec, runs)
+    plt.close("all")
+    low, acf, grad = res.conclusions
+    return low, acf, grad, res.tables[0].rows[0]
+
+
+def test_the_trajectory_claims_on_their_thresholds_and_defaults():
+    run = _trajectory_run(0.03)                  # drop 3 with one record a side
+    # the defaults: means of 5 records, a drop below 5, an ACF share above 0.5
+    _, acf, grad, row = _trajectory_claims([run])
+    g = dict(run.metrics["full_grad_norm"])
+    start = np.mean([g[s] for s in (1000, 1050, 1100, 1150, 1200)])
+    end = np.mean([g[s] for s in (2800, 2850, 2900, 2950, 3000)])
+    assert row[-1] == pytest.approx(start / end, rel=1e-9) and grad.agrees_with_paper is True
+    assert "means of 5 records" in grad.text
+    drop = _trajectory_claims([run], grad_norm_mean_of=1)[3][-1]          # 3, to round-off
+    assert _trajectory_claims([run], grad_norm_mean_of=1, grad_norm_drop_below=drop
+                              )[2].agrees_with_paper is False          # not below itself
+    assert _trajectory_claims([run], grad_norm_mean_of=1, grad_norm_drop_below=3.5
+                              )[2].agrees_with_paper is True
+    assert _trajectory_claims([run], grad_norm_mean_of=1)[2].agrees_with_paper is True
+    for share, agrees in ((0.5, False), (0.45, False), (0.55, True)):
+        run.summary["iterate_acf_fraction_outside"] = share
+        assert _trajectory_claims([run])[1].agrees_with_paper is agrees, share
+    # as many iterate correlations outside the band as the Brownian path's: no separation
+    run.summary.update(iterate_acf_fraction_outside=0.8,
+                       brownian_iterate_acf_fraction_outside=0.8)
+    assert "does not tell" in _trajectory_claims([run])[1].text
+    for bad, msg in (({"grad_norm_mean_of": 0}, "grad_norm_mean_of must be >= 1, got 0"),
+                     ({"grad_norm_window": "all"}, "'all' is not one of after-burnin")):
+        with pytest.raises(ConfigError, match=msg):
+            _trajectory_claims([run], **bad)
+
+
+def test_low_frequency_modes_are_claimed_only_where_every_seed_shows_them():
+    a, b = _trajectory_run(0.03), _trajectory_run(0.03)
+    b.seed, b.key = 1, "tiny-fc-1"
+    b.summary["low_frequency_excess"] = False
+    assert _trajectory_claims([a, b])[0].agrees_with_paper is False
+    assert _trajectory_claims([a])[0].agrees_with_paper is True
+
+
+def test_a_run_with_fewer_records_after_the_burn_in_than_the_mean_takes_them_all():
+    # 3 records after the burn-in (epoch 100) with means of 5: both ends are their mean,
+    # a drop of 1, not a mean reaching back into the burn-in's 1.0
+    steps = [0, 500, 1000, 1050, 1100]
+    run = _trajectory_run(0.03)
+    run.metrics["full_grad_norm"] = list(zip(steps, [1.0, 1.0, 0.03, 0.02, 0.01]))
+    *_, row = _trajectory_claims([run])
+    assert row[-3:] == pytest.approx([0.02, 0.02, 1.0])
+
+
+def test_the_trivialized_values_read_the_epoch_asked_for():
+    from sgdlab.experiments.procedures.chaudhari import trivialized
+
+    spec = SimpleNamespace(paper=PAPER, options={"early_epoch": 2, "trained_at": 0.5,
+                                                 "table": [["early_train_loss", "l"]]})
+    r = _trivialized_run("t", 0, [0.2, 0.5, 0.7])
+    r.metrics["train_loss"] = [(0, 3.0), (32, 2.0), (64, 1.5), (96, 1.0)]
+    trivialized(spec, [r])
+    plt.close("all")
+    # the loss at the end of epoch 2 (step 64); the accuracy reaches 0.5 at epoch 2 exactly
+    assert r.summary["early_train_loss"] == 1.5
+    assert (r.summary["epochs_to_train"], r.summary["epochs_to_train__censored"]) == (2.0, False)
+    assert r.summary["test_error"] == pytest.approx(0.3)
+    # without early_epoch: the loss before training; an epoch never evaluated: NaN
+    for early, want in ((None, 3.0), (2.5, float("nan"))):
+        opts = {k: v for k, v in spec.options.items() if k != "early_epoch"}
+        if early is not None:
+            opts["early_epoch"] = early
+        trivialized(SimpleNamespace(paper=PAPER, options=opts), [r])
+        plt.close("all")
+        assert r.summary["early_train_loss"] == pytest.approx(want, nan_ok=True)
+    with pytest.raises(ConfigError, match="options.early_step is not read"):
+        trivialized(SimpleNamespace(paper=PAPER, options={"early_step": 10}), [r])
