@@ -82,3 +82,30 @@ def test_the_spectrum_facts_are_the_seeds_means():
     b = _run("net", 1, summary={"hessian_dim": 4}, data={"hessian_eigenvalues": [2.0, 0, 0, 0]})
     (row,) = _spectrum({}, [a, b]).table("hessian_spectrum").rows
     assert row[3] == pytest.approx(0.625) and row[5:8] == [3.0, -0.5, pytest.approx(0.125)]
+
+
+def _diffusion(label, fraction, trace=1.0, rank=None, d=10_000):
+    return _run(label, summary={"diffusion_rank": fraction * d if rank is None else rank,
+                                "diffusion_rank_fraction": fraction, "diffusion_trace": trace,
+                                "diffusion_dim": d, "diffusion_samples": 500},
+                data={"diffusion_eigenvalues": [1.0, 0.5]})
+
+
+def test_the_diffusion_analysis_reads_an_unmarked_run_as_the_end_of_training():
+    import matplotlib.pyplot as plt
+
+    def verdicts(runs):
+        an = chaudhari.diffusion_spectrum(SimpleNamespace(paper=PAPER, options={}), runs)
+        plt.close("all")
+        return an
+    # the default range 0.3%-2%, both ends in; a label without @ is at 100% of training
+    for fraction, agrees in ((0.0025, False), (0.003, True), (0.02, True)):
+        (rank,) = verdicts([_diffusion("net", fraction)]).conclusions
+        assert rank.agrees_with_paper is agrees, fraction
+        assert rank.claim.startswith("D(x) has a very small rank: between 0.3% and 2%")
+    # Tr D / d in the table; an earlier instant's Tr D and rank as multiples of the end's
+    an = verdicts([_diffusion("net", 0.01, trace=50.0), _diffusion("net@40", 0.004, trace=20.0)])
+    rows = {r[1]: r for r in an.table("diffusion_spectrum").rows}
+    assert rows["100%"][7] == pytest.approx(50.0 / 10_000)
+    (_, same) = an.conclusions
+    assert "40%: Tr D ×0.40, rank ×0.40" in same.text and same.agrees_with_paper is False

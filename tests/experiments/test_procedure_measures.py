@@ -188,3 +188,22 @@ def test_the_diffusion_summary_reads_its_own_spectrum_and_sample_count():
         assert got == pytest.approx(float(D.trace()), rel=1e-12)
     assert float(diffusion_matrix(model, nn.MSELoss(), (x, y), 2).trace()) != pytest.approx(
         float(diffusion_matrix(model, nn.MSELoss(), (x, y), 2, replacement=False).trace()))
+
+
+def test_the_hessian_trace_takes_the_probes_asked_for():
+    # a Hessian with off-diagonal terms: each Rademacher probe's estimate differs
+    from sgdlab.measure.curvature import hessian_trace
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(5, 3, dtype=torch.float64, generator=g)
+    y = torch.randn(5, 1, dtype=torch.float64, generator=g)
+    model, loss = nn.Linear(3, 1, bias=False).double(), nn.MSELoss()
+
+    def lib(k):
+        return hessian_trace(model, loss, (x, y), k, generator=torch.Generator().manual_seed(2))
+    got = compute_final({"kind": "hessian_trace", "probes": 5}, model, loss, (x, y))[0]
+    assert got["hessian_trace"] == pytest.approx(lib(5).value, rel=1e-12)
+    assert lib(5).value != pytest.approx(lib(1).value, rel=1e-6)
+    exact = float(2 * (x ** 2).sum() / 5)
+    assert compute_final({"kind": "hessian_trace", "probes": 1000}, model, loss, (x, y))[0][
+        "hessian_trace"] == pytest.approx(exact, rel=0.1)
