@@ -129,3 +129,23 @@ def test_the_escape_runs_summary_and_kept_chains():
         "method": "gd", "iterations": 250, "repetitions": 2, "sharpness_every": 0,
         "trajectories": 2}, seed=0), ctx)
     assert [len(c) for c in out.data["trajectories"]] == [251, 251]
+
+
+@pytest.mark.usefixtures("close_figures")
+def test_the_escape_table_pools_the_seeds_with_wilson_intervals_at_z_2():
+    from types import SimpleNamespace
+
+    from sgdlab.landscapes.escape import wilson_interval
+
+    def run(seed, k):
+        return StoredRun(f"k{seed}", f"r{seed}", "sgd", seed, {"method": "sgd", "lr": 0.1},
+                         "finished", {"success_rate": k / 10, "successes": k,
+                                      "repetitions": 10, "reached_rate": 1.0,
+                                      "final_sharpness": 0.1, "first_passage_mean": 5.0,
+                                      "never_reached": 0}, {}, {"first_passage": [5] * 10})
+    spec = SimpleNamespace(paper={"figure": "Fig. 3"}, options={})
+    table = lr.zhu_escape_analysis(spec, [run(0, 3), run(1, 6)]).table("escape_success")
+    (row,) = [dict(zip(table.columns, r)) for r in table.rows]
+    lo, hi = wilson_interval(9, 20, 2.0)
+    assert row["success rate"] == 0.45 and row["runs"] == 20
+    assert (row["Wilson low (z = 2)"], row["Wilson high (z = 2)"]) == (lo, hi)
