@@ -144,8 +144,19 @@ def test_the_escape_table_pools_the_seeds_with_wilson_intervals_at_z_2():
                                       "final_sharpness": 0.1, "first_passage_mean": 5.0,
                                       "never_reached": 0}, {}, {"first_passage": [5] * 10})
     spec = SimpleNamespace(paper={"figure": "Fig. 3"}, options={})
-    table = lr.zhu_escape_analysis(spec, [run(0, 3), run(1, 6)]).table("escape_success")
+    runs = [run(0, 3), run(1, 6)]
+    table = lr.zhu_escape_analysis(spec, runs).table("escape_success")
     (row,) = [dict(zip(table.columns, r)) for r in table.rows]
     lo, hi = wilson_interval(9, 20, 2.0)
     assert row["success rate"] == 0.45 and row["runs"] == 20
     assert (row["Wilson low (z = 2)"], row["Wilson high (z = 2)"]) == (lo, hi)
+    # an ordering with an empty side, a speed ordering of one tier: refused by name
+    from sgdlab.errors import ConfigError
+
+    for options, msg in (({"ordering": {"faster": [], "slower": ["sgd"]}},
+                          r"options.ordering: needs methods in 'faster' and 'slower'"),
+                         ({"speed": {"tiers": [["sgd"]]}},
+                          r"options.speed: needs two or more non-empty tiers")):
+        with pytest.raises(ConfigError, match=msg):
+            lr.zhu_escape_analysis(SimpleNamespace(paper={"figure": "F"}, options=options),
+                                   runs)
