@@ -145,7 +145,11 @@ def test_the_escape_table_pools_the_seeds_with_wilson_intervals_at_z_2():
                                       "never_reached": 0}, {}, {"first_passage": [5] * 10})
     spec = SimpleNamespace(paper={"figure": "Fig. 3"}, options={})
     runs = [run(0, 3), run(1, 6)]
-    table = lr.zhu_escape_analysis(spec, runs).table("escape_success")
+    an = lr.zhu_escape_analysis(spec, runs)
+    table = an.table("escape_success")
+    # 10 repetitions a run (not the 20 pooled) times 2 seeds
+    assert "10 repetitions × 2 seeds pooled" in dict(an.figures)["escape_success"].axes[0] \
+        .get_title()
     (row,) = [dict(zip(table.columns, r)) for r in table.rows]
     lo, hi = wilson_interval(9, 20, 2.0)
     assert row["success rate"] == 0.45 and row["runs"] == 20
@@ -160,3 +164,12 @@ def test_the_escape_table_pools_the_seeds_with_wilson_intervals_at_z_2():
         with pytest.raises(ConfigError, match=msg):
             lr.zhu_escape_analysis(SimpleNamespace(paper={"figure": "F"}, options=options),
                                    runs)
+
+
+def test_speed_compares_the_slowest_of_the_faster_tier_with_the_fastest_of_the_other():
+    ok, _, ev = lr.speed_finding({"x": [1.0, 3.0] * 5, "y": [10.0, 12.0] * 5},
+                                 {"z": [30.0, 32.0] * 5, "w": [20.0, 22.0] * 5})
+    assert ev["compared"] == {"y": 11.0, "w": 21.0} and ev["gap"] == 10.0 and ok is True
+    # an interval whose lower end is exactly 0 does not lie above it: gap 2 = z·√(2/2 + 0)
+    ok, _, ev = lr.speed_finding({"x": [0.0, 2.0]}, {"z": [3.0, 3.0]})
+    assert ev["interval"] == [0.0, 4.0] and ok is None
