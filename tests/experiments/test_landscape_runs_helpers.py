@@ -11,6 +11,8 @@ import torch
 from sgdlab.experiments.procedures import StoredRun
 from sgdlab.experiments.procedures import landscape_runs as lr
 
+PAPER = {"author": "Chaudhari", "figure": "Fig. 0"}
+
 
 def test_local_minima_are_strict_away_from_the_ends_lowest_first():
     u = torch.tensor([3.0, 1.0, 2.0, 0.0, 0.0, 5.0, 4.0, 6.0])
@@ -173,3 +175,31 @@ def test_speed_compares_the_slowest_of_the_faster_tier_with_the_fastest_of_the_o
     # an interval whose lower end is exactly 0 does not lie above it: gap 2 = z·√(2/2 + 0)
     ok, _, ev = lr.speed_finding({"x": [0.0, 2.0]}, {"z": [3.0, 3.0]})
     assert ev["interval"] == [0.0, 4.0] and ok is None
+
+
+@pytest.mark.usefixtures("close_figures")
+def test_the_double_well_claims_on_their_default_thresholds():
+    from types import SimpleNamespace
+
+    def run(lam, tv, w, zeros, seed=0):
+        s = {"total_variation": tv, "angular_velocity": w, "angular_velocity_exact": 1.0,
+             "angular_velocity_se": 0.01, "drift_zeros": zeros,
+             "orbit_speed_end": [0.5], "orbit_radius_half": [1.0], "orbit_radius_end": [1.0],
+             "orbit_turns": [3.0]}
+        return StoredRun(f"k{lam}", f"r{lam}", f"λ={lam}", seed, {"lam": lam}, "finished", s,
+                         {}, {"histogram": [[0.25, 0.25], [0.25, 0.25]],
+                              "stationary": [[0.25, 0.25], [0.25, 0.25]],
+                              "edges1": [-1.0, 0.0, 1.0], "edges2": [-1.0, 0.0, 1.0]})
+
+    def claims(w=1.0, tv=0.01, shift=0.05):
+        runs = [run(0.0, tv, 0.0, [[1.0, 0.0], [-1.0, 0.0]]),
+                run(0.5, 0.01, 0.5, [[1.0 + shift, 0.0], None]), run(1.5, 0.01, w, [None])]
+        an = lr.double_well_analysis(SimpleNamespace(paper=PAPER, options={}), runs)
+        return [c.agrees_with_paper for c in an.conclusions]
+    # TV of each λ, zeros of λ = 0 at (±1, 0), λ = 0.5's moved, the current, the limit cycle
+    assert claims() == [True] * 7
+    assert claims(tv=0.06)[0] is False                    # TV below 0.05
+    assert claims(shift=0.01)[4] is True                  # moved by more than 10⁻³
+    # |1.12 − 1| against 5·0.01 + 0.1·1 = 0.15 agrees; |1.3 − 1| does not
+    assert claims(w=1.12)[5] is True and claims(w=1.3)[5] is False
+
