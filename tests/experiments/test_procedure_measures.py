@@ -207,3 +207,29 @@ def test_the_hessian_trace_takes_the_probes_asked_for():
     exact = float(2 * (x ** 2).sum() / 5)
     assert compute_final({"kind": "hessian_trace", "probes": 1000}, model, loss, (x, y))[0][
         "hessian_trace"] == pytest.approx(exact, rel=0.1)
+
+
+def test_the_trajectory_spectrum_reads_the_snapshots_after_the_burn_in(tmp_path):
+    """520 snapshots of a 3-d random walk less a burn-in of 20: the iterate autocorrelation up
+    to lag n/2 = 250 (251 lags, all kept: thinned past 400), its share outside the band taken
+    at lags n/10 … n/2, the Brownian reference of the same size drawn at seed 0."""
+    import numpy as np
+
+    from sgdlab.experiments.procedures.measures import trajectory_spectrum
+    from sgdlab.measure.trajectory import brownian_reference, iterate_autocorrelation
+    from sgdlab.store.trajectory import TrajectoryWriter
+
+    walk = np.cumsum(np.random.default_rng(0).standard_normal((520, 3)), axis=0)
+    w = TrajectoryWriter(tmp_path / "t", 3, dtype="float64")
+    for k, x in enumerate(walk):
+        w.append(x, step=10 * k, epoch=k // 10)
+    s, d = trajectory_spectrum(tmp_path / "t", burnin=20)
+    assert (s["burnin"], s["snapshots"]) == (20, 500)
+    it = iterate_autocorrelation(walk[20:], max_lag=250, min_lag=50)
+    assert list(d["iterate_acf_lags"]) == list(range(251)) == list(it.lags)
+    assert s["iterate_acf_fraction_outside"] == it.fraction_outside
+    assert it.fraction_outside != iterate_autocorrelation(walk[20:], max_lag=250,
+                                                          min_lag=100).fraction_outside
+    assert np.allclose(d["iterate_acf_mean"], it.mean, rtol=0, atol=1e-12)
+    bm = iterate_autocorrelation(brownian_reference(500, 3, seed=0), max_lag=250, min_lag=50)
+    assert np.allclose(d["brownian_acf_mean"], bm.mean, rtol=0, atol=1e-12)
