@@ -203,3 +203,17 @@ def test_the_double_well_claims_on_their_default_thresholds():
     # |1.12 − 1| against 5·0.01 + 0.1·1 = 0.15 agrees; |1.3 − 1| does not
     assert claims(w=1.12)[5] is True and claims(w=1.3)[5] is False
 
+
+
+@pytest.mark.usefixtures("close_figures")
+def test_the_sweep_marks_where_gd_stops_being_stable():
+    from types import SimpleNamespace
+
+    # η·λ_max = 10 η: GD at the sharp minimum is stable below η = 2/λ_max = 0.2
+    runs = [StoredRun(f"k{lr}", f"r{lr}", "sgd", 0, {"method": "sgd", "lr": lr}, "finished",
+                      {"repetitions": 10, "successes": 5, "reached_rate": 0.5,
+                       "eta_lambda_max": 10 * lr}, {}, {}) for lr in (0.1, 0.4)]
+    spec = SimpleNamespace(paper=PAPER, options={"faster": ["sgd"], "slower": ["sgd"]})
+    (_, fig), = lr.zhu_escape_sweep_analysis(spec, runs).figures
+    (mark,) = [ln for ln in fig.axes[0].get_lines() if ln.get_label() == "η = 2/λ_max"]
+    assert list(mark.get_xdata()) == pytest.approx([0.2, 0.2])
