@@ -233,3 +233,23 @@ def test_the_trajectory_spectrum_reads_the_snapshots_after_the_burn_in(tmp_path)
     assert np.allclose(d["iterate_acf_mean"], it.mean, rtol=0, atol=1e-12)
     bm = iterate_autocorrelation(brownian_reference(500, 3, seed=0), max_lag=250, min_lag=50)
     assert np.allclose(d["brownian_acf_mean"], bm.mean, rtol=0, atol=1e-12)
+
+
+def test_the_hessian_norms_read_batch_norm_in_evaluation_mode_by_default():
+    from sgdlab.measure.curvature import hessian_frobenius_norm
+    from sgdlab.measure.walk import evaluation_mode
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(2, 3), nn.BatchNorm1d(3), nn.Linear(3, 1)).double()
+    model[1].running_mean.fill_(0.5)
+    model[1].running_var.fill_(2.0)
+    x, y = torch.randn(8, 2, dtype=torch.float64), torch.randn(8, 1, dtype=torch.float64)
+    loss = nn.MSELoss()
+
+    def lib(mode):
+        with evaluation_mode(model, mode):
+            return hessian_frobenius_norm(model, loss, (x, y), 3,
+                                          generator=torch.Generator().manual_seed(1)).value
+    got = compute_final({"kind": "hessian_frobenius", "probes": 3}, model, loss, (x, y))[0]
+    assert got["hessian_frobenius"] == pytest.approx(lib("eval"), rel=1e-12)
+    assert lib("eval") != pytest.approx(lib("train"), rel=1e-3)
