@@ -217,3 +217,29 @@ def test_the_sweep_marks_where_gd_stops_being_stable():
     (_, fig), = lr.zhu_escape_sweep_analysis(spec, runs).figures
     (mark,) = [ln for ln in fig.axes[0].get_lines() if ln.get_label() == "η = 2/λ_max"]
     assert list(mark.get_xdata()) == pytest.approx([0.2, 0.2])
+
+
+def test_the_double_well_run_starts_half_its_chains_in_each_well_and_its_tv_by_hand():
+    # barely run (0.01 of burn-in and of time): the chains are still by their starts (±1, 0)
+    import numpy as np
+    from types import SimpleNamespace
+
+    from sgdlab.landscapes.double_well import DoubleWell
+
+    params = {"lam": 0.0, "chains": 400, "burn_time": 0.01, "time": 0.01,
+              "orbit_starts": [[1.0, 0.0]], "orbit_time": 1.0}
+    out = lr.DoubleWellProcedure().run(SimpleNamespace(params=params, seed=0),
+                                       SimpleNamespace(device="cpu"))
+    h = np.asarray(out.data["histogram"])                   # 44 × 50 bins of 0.1
+    e1, e2 = np.asarray(out.data["edges1"]), np.asarray(out.data["edges2"])
+    assert h[e1[:-1] < 0].sum() == pytest.approx(0.5) and h[e1[:-1] >= 0].sum() == 0.5
+    # the total variation on the coarse grid (bins of 0.4 × 0.6 inside the fine ones):
+    # half the L1 distance, the mass outside the grid included
+    c1, c2 = np.linspace(-2.2, 2.2, 12), np.linspace(-2.4, 2.4, 9)
+    i1 = np.searchsorted(np.round(e1, 6), np.round(c1, 6))
+    i2 = np.searchsorted(np.round(e2, 6), np.round(c2, 6))
+    coarse = np.add.reduceat(np.add.reduceat(h, i1[:-1], axis=0)[:, i2[0]:i2[-1]],
+                             i2[:-1] - i2[0], axis=1)[:len(c1) - 1]
+    probs = DoubleWell(0.0).stationary_bin_probabilities(c1, c2)
+    tv = 0.5 * (np.abs(coarse - probs).sum() + abs(coarse.sum() - probs.sum()))
+    assert out.summary["total_variation"] == pytest.approx(tv, rel=1e-9)
