@@ -109,3 +109,17 @@ def test_the_diffusion_analysis_reads_an_unmarked_run_as_the_end_of_training():
     assert rows["100%"][7] == pytest.approx(50.0 / 10_000)
     (_, same) = an.conclusions
     assert "40%: Tr D ×0.40, rank ×0.40" in same.text and same.agrees_with_paper is False
+
+
+def test_a_fisher_group_with_a_seed_that_recorded_nothing_is_read_from_the_others():
+    # a diverged seed records no diagonal: the group is still a Fisher group
+    final = [{"kind": "fisher_diagonal", "reading": "adam-moments"}]
+    kept = _run("allcnn", 1, params={"final": final}, summary={"fisher_dim": 4},
+                data={"fisher_diagonal": [1.0, -0.5, 0.0, 0.0]})
+    diverged = _run("allcnn", 0, params={"final": final})
+    (row,) = _spectrum({}, [diverged, kept]).table("hessian_spectrum").rows
+    assert row[0] == "allcnn (Fisher diagonal, adam-moments)" and row[7] == 0.25
+    # so is a Hessian group (it failed with a KeyError on the first seed's missing spectrum)
+    kept = _run("net", 1, summary={"hessian_dim": 3}, data={"hessian_eigenvalues": [1.0, 0, 0]})
+    (row,) = _spectrum({}, [_run("net", 0), kept]).table("hessian_spectrum").rows
+    assert row[:2] == ["net", 3]

@@ -274,10 +274,13 @@ def hessian_spectrum(spec, runs: list[StoredRun]) -> Analysis:
                                  agrees_with_paper=None, claim=c) for c in claims]
             continue
         facts = [_spectrum_facts(e, thr, eigenvalues=not is_fisher) for e in spectra_g]
+        # the first seed that recorded one (a diverged seed records none): its reading, size
+        # and spectrum stand for the group's
+        r0 = next(r for r in rs if r.data.get(key))
         f = {k: float(np.mean([x[k] for x in facts])) for k in facts[0]}
         if is_fisher:
-            reading = _fisher_reading(rs[0])
-            d = int(rs[0].summary.get("fisher_dim", 0))
+            reading = _fisher_reading(r0)
+            d = int(r0.summary.get("fisher_dim", 0))
             name = f"{g} (Fisher diagonal, {reading})"
             n = len(spectra_g)
             entries = (f"{d} Fisher-diagonal entries ({reading}; mean over {n} "
@@ -285,12 +288,12 @@ def hessian_spectrum(spec, runs: list[StoredRun]) -> Analysis:
             fisher[name] = np.concatenate(spectra_g)
             clips.append(thr)
         else:
-            reading, d, name = None, int(rs[0].summary.get("hessian_dim", 0)), g
+            reading, d, name = None, int(r0.summary.get("hessian_dim", 0)), g
             entries = f"{d} eigenvalues"
         acc, _, n_acc = stat(rs, "test_acc")
         rows.append([name, d, thr, f["near_zero"], paper, f["lambda_max"], f["lambda_min"],
                      f["negative"], acc if n_acc else None])
-        spectra[name] = rs[0].data[key]
+        spectra[name] = r0.data[key]
         concl.append(Conclusion(
             f"{g}: {f['near_zero']:.1%} of the {entries} have |λ| ≤ {thr:g} (the thesis: "
             f"{paper:.0%})",
@@ -315,8 +318,8 @@ def hessian_spectrum(spec, runs: list[StoredRun]) -> Analysis:
     table = Table("hessian_spectrum", ["run", "d", "threshold", "fraction |λ| ≤ threshold",
                                        "thesis' fraction", "λ_max", "λ_min",
                                        "fraction negative", "test accuracy"], rows,
-                  caption="Means over each run group's seeds; the figures show its first seed's "
-                          "spectrum.")
+                  caption="Means over each run group's seeds; the figures show the spectrum of "
+                          "its first seed that recorded one.")
     f1 = eigenspectrum_figure(spectra, title="Hessian eigenvalues (and Fisher diagonals) at "
                                              "the end of training")
     f2 = histogram({k: v for k, v in spectra.items() if k not in fisher},
