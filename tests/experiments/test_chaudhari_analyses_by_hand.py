@@ -123,3 +123,17 @@ def test_a_fisher_group_with_a_seed_that_recorded_nothing_is_read_from_the_other
     kept = _run("net", 1, summary={"hessian_dim": 3}, data={"hessian_eigenvalues": [1.0, 0, 0]})
     (row,) = _spectrum({}, [_run("net", 0), kept]).table("hessian_spectrum").rows
     assert row[:2] == ["net", 3]
+
+
+def test_the_diffusion_claims_compare_the_networks_at_the_end_of_training():
+    import matplotlib.pyplot as plt
+
+    # at 100% lenet's rank (200) is above fc's (50); at 40% (listed last) it is below
+    runs = [_diffusion("lenet@100", 0.02, rank=200), _diffusion("fc@100", 0.005, rank=50),
+            _diffusion("lenet@40", 0.002, rank=20), _diffusion("fc@40", 0.005, rank=50)]
+    claim = {"greater": ["lenet", "fc"], "metric": "rank", "claim": "lenet's rank is larger"}
+    an = chaudhari.diffusion_spectrum(SimpleNamespace(paper=PAPER, options={"claims": [claim]}),
+                                      runs)
+    plt.close("all")
+    (c,) = [c for c in an.conclusions if c.claim == "lenet's rank is larger"]
+    assert c.agrees_with_paper is True
