@@ -47,7 +47,9 @@ from .params import (UNUSED_ZERO, flat_dtype, flatten, frozen_named_params, func
 # was faster still (18 MB: 2.5 ms vs 4 ms huge-page backed); from 32 MB (its largest
 # dynamic mmap threshold) every block is freshly mapped. On a virtual machine whose memory the
 # host backs lazily the first huge pages of a process cost more (2.6 GB: 4-7 s vs 1 s);
-# later calls gain 2.2x (docs/design/curvature.md, "Huge pages for a large G")
+# later calls gain 2.2x (docs/design/curvature.md, "Huge pages for a large G") unless the
+# guest reported the freed 2 MB blocks to its host meanwhile (seconds; on a loaded machine
+# every call: 0.7-2.6 s vs 1.1 s on ordinary pages, "... under load" there)
 _HUGE_PAGE_MIN_BYTES = 32 * 2**20
 
 
