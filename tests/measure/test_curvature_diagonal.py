@@ -271,8 +271,8 @@ def test_ggn_diagonal_refuses_dropout_in_train_mode():
     model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Dropout(0.3),
                                 torch.nn.Linear(4, 2)).double()
     x, y = torch.randn(5, 3, dtype=torch.float64), torch.randint(0, 2, (5,))
-    with pytest.raises(UserError, match=r"1 \(Dropout\) draws dropout masks in train mode; "
-                                        r"call model.eval\(\) first"):
+    with pytest.raises(UserError, match=r"layer '1' \(Dropout\) draws dropout masks in train "
+                                        r"mode; call model.eval\(\) first"):
         ggn_diagonal(model, torch.nn.CrossEntropyLoss(), (x, y))
     model.eval()
     assert torch.isfinite(ggn_diagonal(model, torch.nn.CrossEntropyLoss(), (x, y))).all()
