@@ -102,8 +102,12 @@ def run_config(cfg: dict[str, Any], *, out_dir: str | os.PathLike | None = None,
         data_dir = str(Path(cfg["data"]["data_dir"]).expanduser().resolve())
         cfg = {**cfg, "data": {**cfg["data"], "data_dir": data_dir}}
     if cfg["train"].get("tensorboard"):
-        # before the run is recorded (it was recorded failed at its first logged metric)
+        from ..train.tensorboard import writer_class
+
+        # before the run is recorded (it was recorded failed at its first logged metric), and
+        # the package (the run was recorded failed at its start)
         make_output_dir(cfg["train"]["tensorboard"], "train.tensorboard (--tensorboard)")
+        writer_class()
     if out_dir is not None:
         _refuse_held(out_dir)   # before a store is opened (or made) for a run that cannot start
         make_output_dir(out_dir)    # before the run is recorded: a folder it cannot write to

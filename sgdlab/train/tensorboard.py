@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from ..errors import UserError
+from ..errors import ResumableError
 from ..store.runstore import summary_numbers
 from .callbacks import Callback, TrainContext
 
@@ -35,8 +35,8 @@ def writer_class():
     """``SummaryWriter``, or a UserError saying what to install (checked before work starts)."""
     try:
         from torch.utils.tensorboard import SummaryWriter
-    except ImportError:
-        raise UserError("TensorBoard logging needs the tensorboard package: "
+    except ImportError:     # outside the config: once installed, a resume continues the run
+        raise ResumableError("TensorBoard logging needs the tensorboard package: "
                         "python -m pip install tensorboard (or the sgdlab[tensorboard] "
                         "extra)") from None
     return SummaryWriter

@@ -14,7 +14,7 @@ from sgdlab.cli.main import main
 from sgdlab.config import build_from_config
 from sgdlab.config.run import training_hparams
 from sgdlab.config.runner import run_config
-from sgdlab.errors import UserError
+from sgdlab.errors import ResumableError, UserError
 from sgdlab.store import RunStore
 from sgdlab.store.runstore import summary_numbers
 from sgdlab.testing import TINY_RUN
@@ -157,8 +157,21 @@ def test_resumed_run_rewrites_its_events_without_duplicates(tmp_path):
 
 def test_missing_tensorboard_is_a_clear_error(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)
-    with pytest.raises(UserError, match="needs the tensorboard package"):
+    # outside the run's config: a run stopped on it is continued by a resume once installed
+    with pytest.raises(ResumableError, match="needs the tensorboard package"):
         summary_writer(tmp_path)
+
+
+def test_a_training_run_without_tensorboard_stops_before_it_is_recorded(tmp_path, monkeypatch):
+    # the run was recorded, then failed at its start, told to start a new run with a corrected
+    # config, though installing the package and resuming it would do
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)
+    cfg = {**TINY, "train": {**TINY["train"], "tensorboard": str(tmp_path / "tb")}}
+    store = tmp_path / "runs.sqlite"
+    with pytest.raises(UserError, match="needs the tensorboard package: python -m pip install "
+                                        r"tensorboard \(or the sgdlab\[tensorboard\] extra\)$"):
+        run_config(cfg, out_dir=tmp_path / "run", store=str(store))
+    assert not store.exists() and not (tmp_path / "run").exists()
 
 
 def _tiny_experiment(path) -> None:
