@@ -389,11 +389,12 @@ class _Driver:
     def backend(self):
         """Started when the first run is submitted (a sweep with nothing to run starts none)."""
         if self._backend is None:
-            pool = min(self.options["workers"] or 1, self.todo_total)
-            if self.backend_name != "ray" and pool > 1:
+            workers = self.options["workers"] or 1
+            if self.backend_name != "ray" and workers > 1:
                 # a spawned worker imports torch and sgdlab before its first run: seconds in
-                # which nothing else is printed
-                self.say(f"starting {pool} worker processes ...")
+                # which nothing else is printed (the pool spawns one per run, at most K)
+                pool = min(workers, self.todo_total)
+                self.say(f"starting {pool} worker process{'es' * (pool > 1)} ...")
             self._backend = make_backend(self.backend_name, self.on_rows, **self.options,
                                          on_checkpoint=self.on_checkpoint)
         return self._backend

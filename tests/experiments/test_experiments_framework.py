@@ -1233,3 +1233,16 @@ def test_a_sweep_says_it_starts_its_worker_processes(tmp_path, monkeypatch, work
     assert [ln for ln in lines if "worker" in ln] == ([said] if said else [])
     if said:
         assert lines[0] == said and lines[1].startswith("[1/3] ")
+
+
+def test_a_sweep_of_one_run_says_it_starts_its_one_worker_process(tmp_path, monkeypatch):
+    # --workers 2 with one run to run spawns one worker, and said nothing while it started
+    import sgdlab.experiments.sweep as sweep
+    from sgdlab.experiments.backends import InProcessBackend
+
+    monkeypatch.setattr(sweep, "make_backend", lambda name, on_rows, **kw:
+                        InProcessBackend(on_rows))
+    lines: list[str] = []
+    run_sweep(resolve(_raw(grid={"x": [1]}), "smoke").expand(),
+              store_path=str(tmp_path / "s.sqlite"), progress=lines.append, workers=2)
+    assert lines[0] == "starting 1 worker process ..." and lines[1].startswith("[1/1] ")
