@@ -414,10 +414,10 @@ def check_batch_rows(x: Tensor, y: Tensor, which: str = "the batch") -> None:
     sequence-first batch, (T, N, F) inputs for N targets, failed inside vmap: "Expected all
     tensors to have the same size in the mapped dimension"). One target for several inputs
     is a placeholder (a loss that ignores its targets) unless it reads as one sequence's:
-    inputs of one along dimension 1, (T, 1, F)."""
+    inputs of one along dimension 1, (T, 1, F) or (T, 1) tokens (not (N, 1, H, W) images)."""
     # (no targets at all: batches read for their inputs alone, as batch norm's statistics)
     if x.dim() and y.dim() and len(y) and len(x) != len(y):
-        if len(y) == 1 and (x.dim() < 2 or x.shape[1] != 1):
+        if len(y) == 1 and not (x.dim() in (2, 3) and x.shape[1] == 1):
             return                # a placeholder: no sample count to compare, no sequence
         placeholder = (" (a placeholder target for a loss that ignores them: one per sample, "
                        "e.g. torch.zeros(len(x)))" if len(y) == 1 else "")

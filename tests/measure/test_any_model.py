@@ -924,6 +924,19 @@ def test_a_placeholder_target_is_measured_with_a_loss_that_ignores_it():
         close(fn(model, loss_fn, [(x[:3], one), (x[3:], one)]), fn(model, loss_fn, (x, each)))
 
 
+def test_a_placeholder_target_for_one_channel_images_is_not_read_as_a_sequence():
+    # (N, 1, H, W) images have one row along dimension 1 too, but no sequence-first batch is
+    # 4-d: an unsupervised loss on grayscale images was refused as one sequence's target
+    model = nn.Sequential(nn.Flatten(), nn.Linear(16, 2)).double()
+    x = torch.randn(6, 1, 4, 4, generator=gen(1), dtype=torch.float64)
+
+    def loss_fn(out, _):
+        return out.square().mean()
+
+    for fn in (M.full_batch_grad_norm, lambda *a: M.gradient_covariance(*a).dense()):
+        close(fn(model, loss_fn, (x, torch.zeros(1))), fn(model, loss_fn, (x, torch.zeros(6))))
+
+
 def test_one_target_for_a_sequence_first_batch_of_one_sequence_is_refused():
     # (T, 1, F) inputs with one target read as one sequence: dimension 0 is time, refused as
     # any sequence-first batch, and the message names the placeholder's remedy too
