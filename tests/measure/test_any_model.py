@@ -718,7 +718,6 @@ def test_an_embedding_scaling_its_gradient_by_frequency_is_measured_by_the_losss
     assert model.emb.scale_grad_by_freq                       # put back
 
 
-
 def _hook_gradients(model: nn.Sequential, kind: str) -> list:
     """Gradient hooks of ``kind`` on the MLP ``model``: their handles."""
     def halved(*grads):
@@ -799,6 +798,7 @@ def test_measurements_differentiate_the_loss_not_the_models_gradient_hooks(kind)
     model.zero_grad()
     loss_fn(model(data[0]), data[1]).backward()                 # removable as ever
     close(flatten([p.grad for p in params]), grad)
+
 
 def test_a_data_parallel_model_is_measured_as_the_module_it_wraps():
     # torch.func refuses nn.DataParallel ("The stateless API can't be used with
@@ -906,7 +906,6 @@ def test_a_sequence_first_batch_is_refused_naming_the_batch_first_remedy():
                 fn(model, loss_fn, d)
 
 
-
 def test_a_placeholder_target_is_measured_with_a_loss_that_ignores_it():
     # a loss without targets (an unsupervised one) given one placeholder target: refused as a
     # sequence-first batch ("has 8 inputs along dimension 0 but 1 targets")
@@ -946,6 +945,7 @@ def test_one_target_for_a_sequence_first_batch_of_one_sequence_is_refused():
         with pytest.raises(UserError, match=r"the batch has 5 inputs along dimension 0 but 1 "
                                             r"targets.*batch_first=True.*torch.zeros\(len\(x\)\)"):
             fn(model, nn.CrossEntropyLoss(), (x, torch.zeros(1, dtype=torch.long)))
+
 
 def test_inputs_that_require_a_gradient_are_measured_as_data():
     # features taken from another network without torch.no_grad() carry a graph: it entered
