@@ -246,8 +246,12 @@ def _compare(task: str, ours: Peer, peers: list[Peer], error, target: float) -> 
     line = "; ".join(f"{n} {'>= ' if not ok else ''}{t * 1e3:.{digits}f} ms (err {e:.1e}, {s})"
                      for n, (t, e, s, ok) in rows.items())
     if calls > 1:
-        line += (f" [per call: median of {len(next(iter(times.values())))} samples of "
-                 f"{calls} calls each, every library alike]")
+        # a library's samples: as many as its single call's time gives (_runs)
+        counts = {n: len(t) for n, t in times.items() if t}
+        samples = (str(next(iter(counts.values()))) if len(set(counts.values())) == 1
+                   else ", ".join(f"{n} {c}" for n, c in counts.items()))
+        line += (f" [per call: median of {samples} samples of {calls} calls each, every "
+                 "library alike]")
     print(f"  {task}: {line}", flush=True)
     if ours.name not in rows:
         return None

@@ -336,3 +336,16 @@ def test_peer_figures_time_calls_of_a_few_ms_as_loops_alike_for_every_library(mo
     assert bench._compare("task", run("ours"), [run("peer")], lambda v: 0.0, 1.0) == \
         pytest.approx(1.5)
     assert calls == {"ours": 5, "peer": 5}           # the calibration run is the first
+
+
+def test_peer_figures_name_each_library_s_samples_where_they_differ(monkeypatch, capsys):
+    # a peer's call over 0.1 s takes fewer samples than ours: the line gave the first
+    # library's count as every library's
+    bench = _bench("bench_peers")
+    cost = {"ours": 0.002, "peer": 0.2}
+    monkeypatch.setattr(bench, "_timed", lambda fn: (lambda name: (cost[name], name))(fn()))
+    monkeypatch.setattr(bench, "_repeats", lambda: 1)
+    monkeypatch.setattr(bench, "_loop", lambda run, setting, k: run(setting))
+    peers = [bench.Peer(n, lambda _, n=n: n) for n in ("ours", "peer")]
+    bench._compare("task", peers[0], peers[1:], lambda v: 0.0, 1.0)
+    assert "median of ours 5, peer 1 samples of 25 calls each" in capsys.readouterr().out
