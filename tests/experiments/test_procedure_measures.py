@@ -253,3 +253,31 @@ def test_the_hessian_norms_read_batch_norm_in_evaluation_mode_by_default():
     got = compute_final({"kind": "hessian_frobenius", "probes": 3}, model, loss, (x, y))[0]
     assert got["hessian_frobenius"] == pytest.approx(lib("eval"), rel=1e-12)
     assert lib("eval") != pytest.approx(lib("train"), rel=1e-3)
+
+
+def test_the_top_eigenvalue_stops_at_the_default_relative_residual_of_1e_3():
+    """Lanczos from the seed-0 Gaussian start on the Hessian diag(1, 0.97, …, 0.28): the top
+    Ritz pair of the Krylov space K_k, computed here by QR of [v, Av, …, A^{k−1}v], first has
+    a residual ‖Ay − θy‖ ≤ 10⁻³·max|θ| at k = 13 (1.3e-3 at k = 12); the value read is that
+    Ritz value, 8e-6 short of λ_max = 1, not the one of k = 12 or 14."""
+    import numpy as np
+
+    c = [1 - 0.03 * i for i in range(25)]
+    model, loss, data = _diagonal_quadratic(c)
+    a = np.diag(c)
+    v = torch.randn(len(c), generator=torch.Generator().manual_seed(0),
+                    dtype=torch.float64).numpy()
+
+    def ritz(k):
+        krylov = np.stack([np.linalg.matrix_power(a, j) @ v for j in range(k)], 1)
+        q, _ = np.linalg.qr(krylov / np.linalg.norm(krylov, axis=0))
+        theta, s = np.linalg.eigh(q.T @ a @ q)
+        y = q @ s[:, -1]
+        return theta[-1], np.linalg.norm(a @ y - theta[-1] * y) / np.abs(theta).max()
+    first = next(k for k in range(1, 26) if ritz(k)[1] <= 1e-3)
+    assert first == 13 and ritz(12)[1] > 1.2e-3
+    got = compute_final({"kind": "hessian_top"}, model, loss, data)[0]["hessian_top"]
+    assert got == pytest.approx(ritz(13)[0], rel=1e-9)
+    assert 1 - got > 5e-6
+    for k in (12, 14):
+        assert got != pytest.approx(ritz(k)[0], rel=1e-6)
