@@ -204,7 +204,6 @@ def test_the_double_well_claims_on_their_default_thresholds():
     assert claims(w=1.12)[5] is True and claims(w=1.3)[5] is False
 
 
-
 @pytest.mark.usefixtures("close_figures")
 def test_the_sweep_marks_where_gd_stops_being_stable():
     from types import SimpleNamespace
@@ -243,3 +242,84 @@ def test_the_double_well_run_starts_half_its_chains_in_each_well_and_its_tv_by_h
     probs = DoubleWell(0.0).stationary_bin_probabilities(c1, c2)
     tv = 0.5 * (np.abs(coarse - probs).sum() + abs(coarse.sum() - probs.sum()))
     assert out.summary["total_variation"] == pytest.approx(tv, rel=1e-9)
+
+
+@pytest.mark.parametrize("lam, dt", [(0.9, 0.01), (1.0, 0.002), (1.5, 0.002)])
+def test_the_double_well_steps_at_its_default_dt_and_reads_the_chains_standard_error(
+        monkeypatch, lam, dt):
+    # dt = 0.01 below λ = 1 and 0.002 from λ = 1 on (the faster circulation); the chains'
+    # per-chain velocities 1, 2, 3, 4: mean 2.5, standard error s/√n = √(5/3)/2
+    from types import SimpleNamespace
+
+    import sgdlab.landscapes.double_well as double_well
+    import sgdlab.landscapes.sde as sde
+
+    seen = []
+    simulate, winding = sde.simulate, double_well.winding_rate
+
+    def spy_simulate(*a, dt, steps, **kw):
+        seen.append(("burn", dt, steps))
+        return simulate(*a, dt=dt, steps=steps, **kw)
+
+    def spy_winding(dw, x0, *, dt, steps, **kw):
+        seen.append(("time", dt, steps))
+        final, _ = winding(dw, x0, dt=dt, steps=steps, **kw)
+        return final, torch.tensor([1.0, 2.0, 3.0, 4.0], dtype=torch.float64)
+    monkeypatch.setattr(sde, "simulate", spy_simulate)
+    monkeypatch.setattr(double_well, "winding_rate", spy_winding)
+    params = {"lam": lam, "chains": 4, "burn_time": 0.04, "time": 0.02,
+              "orbit_starts": [[1.0, 0.0]], "orbit_time": 0.1}
+    s = lr.DoubleWellProcedure().run(SimpleNamespace(params=params, seed=0),
+                                     SimpleNamespace(device="cpu")).summary
+    assert seen == [("burn", dt, round(0.04 / dt)), ("time", dt, round(0.02 / dt))]
+    assert s["angular_velocity"] == 2.5
+    assert s["angular_velocity_se"] == pytest.approx(math.sqrt(5 / 3) / 2, rel=1e-12)
+
+
+def test_the_scoped_drift_smooths_each_stage_at_its_middle_time(monkeypatch):
+    # 16 stages of the density's time: stage j's u is the smoothing at t(1 − (j + ½)/16),
+    # t = 3.2: 3.1, 2.9, …, 0.1 (the first stage sees the most smoothed u)
+    from sgdlab.landscapes import pde
+    from sgdlab.landscapes.fokker_planck import downhill_drift
+
+    x = torch.linspace(-2, 2, 41, dtype=torch.float64)
+
+    def fn(z):
+        return (z ** 2 - 1) ** 2
+    times = {"viscous": [], "hopf": []}
+
+    def viscous(f, x, tt, **kw):
+        times["viscous"].append(tt)
+        return f + tt * x                          # a drift of −(f' + tt): tells stages apart
+
+    def hopf(fn, x, tt, **kw):
+        times["hopf"].append(tt)
+        return fn(x) - tt * x, None
+    monkeypatch.setattr(pde, "viscous_hj", viscous)
+    monkeypatch.setattr(pde, "hopf_lax_newton", hopf)
+    out = lr._fp_drifts(fn, x, 3.2, 1.0, x, x, fn(x), "scoped")
+    want = [3.2 - 0.1 * (2 * j + 1) for j in range(16)]
+    assert times["viscous"] == pytest.approx(want, abs=1e-12)
+    assert times["hopf"] == pytest.approx(want, abs=1e-12)
+    for j in (0, 15):
+        assert torch.allclose(out[lr._VISCOUS][j], downhill_drift(fn(x) + want[j] * x, x),
+                              rtol=0, atol=1e-12)
+
+
+def test_a_minimum_exactly_on_the_nearly_optimal_level_counts_and_the_basins_ends():
+    # f on x = 0 … 10: min 0 at x = 2, max 10, level 0 + 0.1·10 = 1: the minimum 1 at x = 5
+    # lies on it (nearly optimal), the one of 2 at x = 8 above; the strict maxima at x = 4
+    # and 6 cut the basins [0, 3], [4, 5], [6, 10]
+    x = torch.arange(11, dtype=torch.float64)
+    values = torch.tensor([10.0, 4.0, 0.0, 4.0, 9.0, 1.0, 9.0, 2.5, 2.0, 2.5, 10.0],
+                          dtype=torch.float64)
+
+    def fn(z):
+        return values.clone()
+    frozen = {lr._VISCOUS: values, lr._HOPF: values}
+    s, _ = lr.fokker_planck_densities({"rho0_mean": 5.0, "rho0_std": 1.0, "horizon": 0.1},
+                                      x, fn, 0.5, 1.0, x, x, values, frozen)
+    assert s["fp: nearly_optimal_level"] == 1.0
+    assert s["fp: nearly_optimal_minima"] == [2.0, 5.0]
+    assert s["fp: start_is_nearly_optimal"] == 1.0 and s["fp: start_is_global"] == 0.0
+    assert s["fp: global_basin"] == [0.0, 3.0] and s["fp: start_basin"] == [4.0, 5.0]
