@@ -137,3 +137,20 @@ def test_the_diffusion_claims_compare_the_networks_at_the_end_of_training():
     plt.close("all")
     (c,) = [c for c in an.conclusions if c.claim == "lenet's rank is larger"]
     assert c.agrees_with_paper is True
+
+
+def test_the_fisher_histogram_clips_at_the_smallest_near_zero_threshold_of_its_groups():
+    # thresholds 1e-3 (a) and 1e-4 (b): the figure clips at 1e-4, so a's 5e-4 is drawn and
+    # a holds 1 of 4 entries within the clip (0), b 3 of 4 (5e-5, 0, 0)
+    final = [{"kind": "fisher_diagonal", "reading": "adam-moments"}]
+    runs = [_run(g, params={"final": final}, summary={"fisher_dim": 4},
+                 data={"fisher_diagonal": diag})
+            for g, diag in (("a", [1.0, 5e-4, -2e-3, 0.0]), ("b", [2.0, 5e-5, 0.0, 0.0]))]
+    an = chaudhari.hessian_spectrum(SimpleNamespace(
+        paper=PAPER, options={"near_zero": {"a": [1e-3, 0.5], "b": [1e-4, 0.5]}}), runs)
+    fig = dict(an.figures)["fisher_histogram"]
+    neg_ax, pos_ax = fig.axes
+    assert pos_ax.get_xlim()[0] == pytest.approx(1e-4)
+    a, b = sorted(t.get_text() for t in fig.legends[0].get_texts())
+    assert a.startswith("a (") and "(25.0% with |λ| ≤ 0.0001, clipped)" in a
+    assert b.startswith("b (") and "(75.0% with |λ| ≤ 0.0001, clipped)" in b
