@@ -191,15 +191,17 @@ def test_the_double_well_claims_on_their_default_thresholds():
                               "stationary": [[0.25, 0.25], [0.25, 0.25]],
                               "edges1": [-1.0, 0.0, 1.0], "edges2": [-1.0, 0.0, 1.0]})
 
-    def claims(w=1.0, tv=0.01, shift=0.05):
-        runs = [run(0.0, tv, 0.0, [[1.0, 0.0], [-1.0, 0.0]]),
+    def claims(w=1.0, tv=0.01, shift=0.05, off=0.0):
+        runs = [run(0.0, tv, 0.0, [[1.0 + off, 0.0], [-1.0 - off, 0.0]]),
                 run(0.5, 0.01, 0.5, [[1.0 + shift, 0.0], None]), run(1.5, 0.01, w, [None])]
         an = lr.double_well_analysis(SimpleNamespace(paper=PAPER, options={}), runs)
         return [c.agrees_with_paper for c in an.conclusions]
     # TV of each λ, zeros of λ = 0 at (±1, 0), λ = 0.5's moved, the current, the limit cycle
     assert claims() == [True] * 7
     assert claims(tv=0.06)[0] is False                    # TV below 0.05
-    assert claims(shift=0.01)[4] is True                  # moved by more than 10⁻³
+    # λ = 0's zeros within 10⁻⁶ of (±1, 0); λ = 0.5's moved by more than 10⁻³
+    assert claims(off=5e-7)[3] is True and claims(off=2e-6)[3] is False
+    assert claims(shift=2e-3)[4] is True and claims(shift=5e-4)[4] is False
     # |1.12 − 1| against 5·0.01 + 0.1·1 = 0.15 agrees; |1.3 − 1| does not
     assert claims(w=1.12)[5] is True and claims(w=1.3)[5] is False
 
