@@ -1544,17 +1544,15 @@ def test_a_run_stopped_by_its_config_mid_run_says_to_start_a_new_run_not_to_resu
     err = capsys.readouterr().err
     assert run["status"] == "failed" and "cannot measure this model" in err
     assert "once that is fixed" not in err and "continue it with" not in err
-    assert (f"run {run['id']} failed; `sgdlab resume` would run its stored config again, so "
-            f"fix the config (or the data) and start a new run: sgdlab train CONFIG --store "
-            f"{store_path}; or, to keep its training so far, start it from the failed run's "
-            f"last checkpoint: sgdlab train CONFIG --init-from {run['id']} --store "
-            f"{store_path} (a warm start") in err
+    # why not resume, and the two commands that do run a corrected config
+    warm = f"sgdlab train CONFIG --init-from {run['id']} --store {store_path}"
+    assert f"run {run['id']} failed; `sgdlab resume` would run its stored config again" in err
+    assert f"start a new run: sgdlab train CONFIG --store {store_path};" in err
+    assert warm in err
     # `sgdlab runs show` says the same beside its resume command
     assert main(["runs", "show", run["id"], "--store", str(store_path)]) == 0
-    assert (f"(resume reruns its stored config: if what failed lies in the config or the "
-            f"data, start a new run with the corrected config, from its last checkpoint: "
-            f"sgdlab train CONFIG --init-from {run['id']} --store {store_path})"
-            ) in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "resume reruns its stored config" in out and warm in out
     # that warm start works: the failed run's last checkpoint is found by its id
     tiny = tmp_path / "fixed.yaml"
     tiny.write_text(TINY)

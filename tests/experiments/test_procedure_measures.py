@@ -21,9 +21,9 @@ from sgdlab.experiments.procedures.measures import (compute_final, measurement_d
                                      r"hessian_spectrum"),
     ({"kind": "hessian_spectrum", "every": 5}, False,
      r"unknown measurement kind 'hessian_spectrum' \(array measurements only in 'final'\); "
-     r"known: expected_sharpness, grad_norm,"),
+     r"known: .*\bgrad_norm\b"),
     ({"kind": "grad_norm", "every": 5, "tol": 1e-3}, False,
-     r"measurement 'grad_norm' has no option 'tol'; allowed: at_epochs, bn_mode, every, kind"),
+     r"measurement 'grad_norm' has no option 'tol'; allowed: .*\bevery\b"),
     ({"kind": "grad_norm"}, False, r"measurement 'grad_norm' during training needs 'every'"),
     ({"kind": "expected_sharpness", "memory_budget": "lots"}, True, "^f: "),
 ])
