@@ -116,8 +116,8 @@ def test_the_comparisons_options_reach_the_measurements(tmp_path):
     from sgdlab.measure.permutation import averaged_accuracy
 
     model = {"name": "mnistfc", "width": 8, "dropout": 0.0, "input_dropout": 0.0}
-    labels = ["copy-1", "copy-2", "copy-3"]
-    raw = _copies_spec([1, 2, 3], [0])
+    labels = ["copy-1", "copy-2"]          # two: one pair to align and overlap
+    raw = _copies_spec([1, 2], [0])
     raw["base"].update(model=model, optimizer={"name": "sgd", "lr": 0.5}, batch_size=8)
     raw["runs"].append({"label": "options", "depends": labels, "params": {
         "copies": labels, "similarity": "inner", "overlap": "layer-mean",
@@ -136,7 +136,7 @@ def test_the_comparisons_options_reach_the_measurements(tmp_path):
         m = build_model(input_shape=ds.input_shape, num_outputs=ds.num_outputs, **model)
         m.load_state_dict(load_checkpoint(path)["model"])
         models.append(m.eval())
-    test, off = (ds.x_test, ds.y_test), ~np.eye(3, dtype=bool)
+    test, off = (ds.x_test, ds.y_test), ~np.eye(2, dtype=bool)
     train = [(ds.x_train[i:i + 16], ds.y_train[i:i + 16]) for i in range(0, 64, 16)]
 
     def expected(similarity, reading, prepare):
