@@ -249,7 +249,7 @@ def test_the_double_well_run_starts_half_its_chains_in_each_well_and_its_tv_by_h
 @pytest.mark.parametrize("lam, dt", [(0.9, 0.01), (1.0, 0.002), (1.5, 0.002)])
 def test_the_double_well_steps_at_its_default_dt_and_reads_the_chains_standard_error(
         monkeypatch, lam, dt):
-    # dt = 0.01 below λ = 1 and 0.002 from λ = 1 on (the faster circulation); the chains'
+    # dt = 0.01 below λ = 1 and 0.002 from λ = 1 on; the chains'
     # per-chain velocities 1, 2, 3, 4: mean 2.5, standard error s/√n = √(5/3)/2
     from types import SimpleNamespace
 
