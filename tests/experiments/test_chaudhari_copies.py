@@ -35,9 +35,9 @@ def _copies_spec(copies: list[int], seeds: list[int]) -> dict:
             "seeds": seeds, "options": {}}
 
 
-def test_compare_run_measures_the_copies_it_depends_on(tmp_path):
-    labels = ["copy-1", "copy-2", "copy-3"]
-    raw = _copies_spec([1, 2, 3], [0])
+def _run_copies(tmp_path, raw: dict, labels: list[str], model: dict):
+    """Runs the spec ``raw`` (every run must finish); its runs by label and the copies
+    ``labels``' saved models, rebuilt as ``model``."""
     cfg = tmp_path / "exp.yaml"
     cfg.write_text(yaml.safe_dump(raw))
     store = str(tmp_path / "runs.sqlite")
@@ -49,9 +49,15 @@ def test_compare_run_measures_the_copies_it_depends_on(tmp_path):
     models = []
     for lab in labels:
         (path,) = RunStore(store).artifacts(runs[lab]["run_id"], "model")
-        m = build_model(input_shape=ds.input_shape, num_outputs=ds.num_outputs, **MODEL)
+        m = build_model(input_shape=ds.input_shape, num_outputs=ds.num_outputs, **model)
         m.load_state_dict(load_checkpoint(path)["model"])
         models.append(m)
+    return runs, ds, models
+
+
+def test_compare_run_measures_the_copies_it_depends_on(tmp_path):
+    labels = ["copy-1", "copy-2", "copy-3"]
+    runs, ds, models = _run_copies(tmp_path, _copies_spec([1, 2, 3], [0]), labels, MODEL)
     # lr 0 keeps the initialisations: copy k of seed 0 starts from seed 1000·0 + k
     for k, m in enumerate(models, 1):
         torch.manual_seed(k)
@@ -122,20 +128,8 @@ def test_the_comparisons_options_reach_the_measurements(tmp_path):
     raw["runs"].append({"label": "options", "depends": labels, "params": {
         "copies": labels, "similarity": "inner", "overlap": "layer-mean",
         "bn_stats": "recompute", "eval_batch_size": 16}})
-    cfg = tmp_path / "exp.yaml"
-    cfg.write_text(yaml.safe_dump(raw))
-    store = str(tmp_path / "runs.sqlite")
-    res = run_experiment(str(cfg), scale="cpu", out_dir=tmp_path / "o", store_path=store,
-                         progress=None)
-    runs = {r["label"]: r for r in res.results["runs"]}
-    assert all(r["status"] == "finished" for r in runs.values())
-    ds = load_dataset("mnist_small", n_train=64, n_test=48)
-    models = []
-    for lab in labels:
-        (path,) = RunStore(store).artifacts(runs[lab]["run_id"], "model")
-        m = build_model(input_shape=ds.input_shape, num_outputs=ds.num_outputs, **model)
-        m.load_state_dict(load_checkpoint(path)["model"])
-        models.append(m.eval())
+    runs, ds, models = _run_copies(tmp_path, raw, labels, model)
+    models = [m.eval() for m in models]
     test, off = (ds.x_test, ds.y_test), ~np.eye(2, dtype=bool)
     train = [(ds.x_train[i:i + 16], ds.y_train[i:i + 16]) for i in range(0, 64, 16)]
 

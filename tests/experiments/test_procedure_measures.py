@@ -114,13 +114,19 @@ def test_the_scalar_curvatures_of_a_known_hessian():
     assert 0.02 < s["expected_sharpness_se"] / s["expected_sharpness"] < 1
 
 
-def test_the_gradient_norm_reads_batch_norm_in_evaluation_mode_by_default():
+def _batch_norm_mlp():
+    """A float64 2-3-1 MLP with batch norm whose running statistics (0.5, 2) differ from any
+    batch's, its MSE loss and 8 samples."""
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(2, 3), nn.BatchNorm1d(3), nn.Linear(3, 1)).double()
     model[1].running_mean.fill_(0.5)
     model[1].running_var.fill_(2.0)
     x, y = torch.randn(8, 2, dtype=torch.float64), torch.randn(8, 1, dtype=torch.float64)
-    loss = nn.MSELoss()
+    return model, nn.MSELoss(), (x, y)
+
+
+def test_the_gradient_norm_reads_batch_norm_in_evaluation_mode_by_default():
+    model, loss, (x, y) = _batch_norm_mlp()
 
     def norm(train: bool) -> float:
         model.train(train)
@@ -239,12 +245,7 @@ def test_the_hessian_norms_read_batch_norm_in_evaluation_mode_by_default():
     from sgdlab.measure.curvature import hessian_frobenius_norm
     from sgdlab.measure.walk import evaluation_mode
 
-    torch.manual_seed(0)
-    model = nn.Sequential(nn.Linear(2, 3), nn.BatchNorm1d(3), nn.Linear(3, 1)).double()
-    model[1].running_mean.fill_(0.5)
-    model[1].running_var.fill_(2.0)
-    x, y = torch.randn(8, 2, dtype=torch.float64), torch.randn(8, 1, dtype=torch.float64)
-    loss = nn.MSELoss()
+    model, loss, (x, y) = _batch_norm_mlp()
 
     def lib(mode):
         with evaluation_mode(model, mode):
