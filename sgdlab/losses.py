@@ -13,7 +13,8 @@ def build_loss(name: str | None, data):
     (:class:`sgdlab.train.losses.OneHotMSELoss`). ``cross_entropy`` on per-position labels
     (targets (N, T), token data) is :class:`sgdlab.train.losses.SequenceCrossEntropyLoss`,
     ``nn.CrossEntropyLoss`` computed on flattened rows where that is faster.
-    Raises ConfigError for an unknown name or cross-entropy on real-valued targets.
+    Raises ConfigError for an unknown name, cross-entropy on real-valued targets, or ``mse``
+    on per-position labels (token data), which has no one-hot form matching the outputs.
     """
     from torch import nn  # lazy: configs validate without importing torch
 
@@ -32,5 +33,13 @@ def build_loss(name: str | None, data):
     if name == "mse":
         if data.y_train.is_floating_point():
             return nn.MSELoss()
+        if data.y_train.dim() > 1:
+            # one-hot labels per position (N, T, C) are not the (N, C, T) outputs of token
+            # models: torch fails at the first step, after the run is recorded
+            of = f"dataset {data.name!r}" if data.name != "?" else "the data"
+            raise ConfigError(f"loss: mse on class labels compares the outputs with one label "
+                              f"per sample, but {of} has integer labels of shape "
+                              f"{tuple(data.y_train.shape)} (per position, token data): use "
+                              "loss: cross_entropy (or auto)")
         return OneHotMSELoss(data.num_outputs)
     raise ConfigError(f"loss: unknown loss {name!r}; known: {', '.join(LOSSES)}")

@@ -53,3 +53,11 @@ def test_cross_entropy_on_labels_per_position_is_computed_on_flattened_rows():
     assert tokens.y_train.dim() == 2
     for name in ("cross_entropy", "auto"):
         assert type(build_loss(name, tokens)) is SequenceCrossEntropyLoss
+
+
+def test_mse_on_labels_per_position_is_refused_by_name():
+    """Token data (integer targets (N, T)): one-hot labels (N, T, C) are not the models'
+    (N, C, T) outputs, so ``mse`` is refused when built, naming cross_entropy."""
+    tokens = load_dataset("text_lines", n_lines=4, test_lines=2)
+    with pytest.raises(ConfigError, match=r"mse.*'text_lines'.*\(4, 31\).*cross_entropy"):
+        build_loss("mse", tokens)
