@@ -215,9 +215,9 @@ def _refuse_train_mode_batch_norm(model, train_mode: bool) -> None:
     """``--train-mode`` on a model with batch norm: a UserError, before any work."""
     from sgdlab.models.modes import first_batch_norm
 
-    bn = first_batch_norm(model) if train_mode else None
+    bn = first_batch_norm(model, of_model=True) if train_mode else None
     if bn is not None:
-        raise UserError(f"--train-mode: the model's {bn} would normalise by the statistics "
+        raise UserError(f"--train-mode: {bn} would normalise by the statistics "
                         "of the measured examples, so every value would depend on which "
                         "examples share the batch (and per-sample gradients, for noise, "
                         "alignment and batch, are undefined); measure in eval mode (leave "

@@ -20,12 +20,17 @@ BN_TYPES = (nn.modules.batchnorm._BatchNorm,)
 PLAIN_BN_TYPES = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 
 
-def module_label(name: str, module: nn.Module) -> str:
+def module_label(name: str, module: nn.Module, *, of_model: bool = False) -> str:
     """A submodule as messages name it: ``layer '1' (BatchNorm1d)`` for ``named_modules()``'s
     ``name`` (a bare nn.Sequential index read as a number), ``the model (BatchNorm1d)`` for the
-    model itself (name "")."""
+    model itself (name ""). ``of_model``: ``the model's layer '1' (BatchNorm1d)`` for a
+    submodule, where the message names the model nowhere else; the model itself reads the
+    same either way (a "the model's" written before the label read "the model's the model")."""
     kind = type(module).__name__
-    return f"layer {name!r} ({kind})" if name else f"the model ({kind})"
+    if not name:
+        return f"the model ({kind})"
+    owner = "the model's " if of_model else ""
+    return f"{owner}layer {name!r} ({kind})"
 
 
 def has_batchnorm(model: nn.Module) -> bool:
@@ -99,10 +104,11 @@ def writes_buffers(model: nn.Module) -> bool:
     return False
 
 
-def first_batch_norm(model: nn.Module, *, training: bool = False) -> str | None:
-    """:func:`module_label` of ``model``'s first batch-norm layer (with ``training``, the
-    first in train mode); None when there is none."""
+def first_batch_norm(model: nn.Module, *, training: bool = False,
+                     of_model: bool = False) -> str | None:
+    """:func:`module_label` (with ``of_model``) of ``model``'s first batch-norm layer (with
+    ``training``, the first in train mode); None when there is none."""
     for name, m in model.named_modules():
         if isinstance(m, BN_TYPES) and (m.training or not training):
-            return module_label(name, m)
+            return module_label(name, m, of_model=of_model)
     return None

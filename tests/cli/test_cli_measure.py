@@ -60,3 +60,19 @@ def test_the_checkpoint_of_a_diverged_run_is_refused_in_one_line(tmp_path, capsy
         assert ("last.pt (step 1): its loss on the measured examples is inf: there is nothing "
                 "to measure") in err
         assert not (tmp_path / what).exists()
+
+
+@pytest.mark.parametrize("model, label", [
+    (lambda nn: nn.BatchNorm1d(4), "the model (BatchNorm1d)"),
+    (lambda nn: nn.Sequential(nn.Linear(4, 4), nn.BatchNorm1d(4)),
+     "the model's layer '1' (BatchNorm1d)")])
+def test_train_mode_names_the_model_itself_as_the_batch_norm(model, label):
+    """--train-mode on a bare batch-norm model read "the model's the model (BatchNorm1d)"."""
+    from torch import nn
+
+    from sgdlab.cli.measure import _refuse_train_mode_batch_norm
+    from sgdlab.errors import UserError
+
+    with pytest.raises(UserError) as e:
+        _refuse_train_mode_batch_norm(model(nn), True)
+    assert str(e.value).startswith(f"--train-mode: {label} would normalise"), str(e.value)

@@ -93,3 +93,14 @@ def test_a_layer_is_named_as_a_layer_in_messages_not_as_a_bare_index():
     assert first_batch_norm(model, training=True) is None          # frozen in eval mode
     assert module_label("net.2", nn.Dropout()) == "layer 'net.2' (Dropout)"
     assert module_label("", nn.BatchNorm1d(3)) == "the model (BatchNorm1d)"
+
+
+def test_a_message_naming_the_model_reads_naturally_for_the_model_itself():
+    """Where a message names no model otherwise, a submodule is the model's layer and the
+    model itself is the model: "the model's the model (BatchNorm1d)" was read before."""
+    assert module_label("net.2", nn.Dropout(), of_model=True) == \
+        "the model's layer 'net.2' (Dropout)"
+    assert module_label("", nn.Dropout(), of_model=True) == "the model (Dropout)"
+    assert first_batch_norm(nn.BatchNorm1d(3), of_model=True) == "the model (BatchNorm1d)"
+    assert first_batch_norm(_fine_tuning_model(), of_model=True) == \
+        "the model's layer '1' (BatchNorm1d)"

@@ -475,3 +475,15 @@ def test_a_hessian_instrument_that_would_measure_nothing_is_refused():
                                          "frobenius_probes 0: the instrument would measure"):
         build_instrument("hessian", every=1, k=0)
     assert build_instrument("hessian", every=1, k=0, trace_probes=2).trace_probes == 2
+
+
+@pytest.mark.parametrize("model, label", [
+    (nn.BatchNorm1d(4), "the model (BatchNorm1d)"),
+    (nn.Sequential(nn.Linear(4, 4), nn.BatchNorm1d(4)), "the model's layer '1' (BatchNorm1d)")])
+def test_eval_mode_false_names_the_model_itself_as_the_training_batch_norm(model, label):
+    """A bare batch-norm model read "the model's the model (BatchNorm1d)"."""
+    cb = build_instrument("hessian", schedule=Schedule.every(5), eval_mode=False)
+    with pytest.raises(ValueError) as e:
+        cb.check(model, toy_dataset())
+    assert f"Invalid eval_mode=False ({label} is in train mode" in str(e.value), str(e.value)
+    assert "the model's the model" not in str(e.value)

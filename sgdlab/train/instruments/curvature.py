@@ -70,10 +70,10 @@ class MeasuredCallback(MeasurementCallback):
         self._data: Any = None
 
     def check(self, model, data) -> None:
-        bn = None if self.eval_mode else first_batch_norm(model, training=True)
+        bn = None if self.eval_mode else first_batch_norm(model, training=True, of_model=True)
         if bn is not None:
             raise ValueError(
-                f"Invalid eval_mode=False (the model's {bn} is in train mode: measured so, its "
+                f"Invalid eval_mode=False ({bn} is in train mode: measured so, its "
                 "output would depend on which examples share the evaluation batch, and "
                 "per-sample quantities are undefined; measure in eval mode, the default)")
 
