@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import warnings
 from collections.abc import Iterable, Iterator
 from typing import Union
 
@@ -513,7 +514,7 @@ def _first_samples(data: Data) -> Batch | None:
 
 
 def check_model_data(model: nn.Module, loss_fn: object, data: Data, *,
-                     reads_params: bool = False) -> None:
+                     reads_params: bool = False, loss_runs: bool = False) -> None:
     """A ``UserError`` for data the model and the loss take without failing but not as meant,
     found on the first samples (:func:`_first_samples`) before a measurement computes anything:
     inputs of another floating dtype than the model's parameters that the model refuses
@@ -526,7 +527,13 @@ def check_model_data(model: nn.Module, loss_fn: object, data: Data, *,
     pass of those samples at most, run for an element-wise loss, a loss of one's own or inputs
     of another dtype only, and shared by the checks. ``reads_params``: a loss that reads the
     model's parameters besides its outputs is taken (per-sample gradients, whose centred
-    spread it shifts by one vector alike, and the full gradient, taken through the model)."""
+    spread it shifts by one vector alike, and the full gradient, taken through the model).
+    ``loss_runs``: the forward pass runs for any loss, and a loss that fails on the outputs
+    and targets is a ``UserError`` naming both shapes (a run config's loss by name, whose
+    failure does not depend on the batch: refused before the run is recorded). Otherwise a
+    model or a loss that fails on the samples is left to the caller's own pass, which reports
+    it in its context; the model's failure is left to it in either case (a model may need more
+    samples than the two probed)."""
     check_data(data)
     first = _first_samples(data)
     param = next(model.parameters(), None)
@@ -541,7 +548,7 @@ def check_model_data(model: nn.Module, loss_fn: object, data: Data, *,
     shapes = (is_elementwise(loss_fn) or (is_cross_entropy(loss_fn) and (
         y.is_floating_point() or (y.dim() >= 2 and y.shape[1] == 1)))) and batched
     own = loss_reduction(loss_fn) is None and batched
-    if dtype is None and not shapes and not own:
+    if dtype is None and not shapes and not own and not (loss_runs and batched):
         return
     try:
         out = _probe_forward(model, x)
@@ -558,6 +565,19 @@ def check_model_data(model: nn.Module, loss_fn: object, data: Data, *,
             params=None if reads_params else [p for p in model.parameters() if p.requires_grad])
         if refusal is not None:
             raise refusal
+    if loss_runs and batched:
+        try:
+            # a warning torch gives here (a broadcast) is given again by the training step
+            with torch.no_grad(), warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                loss_fn(out, y)
+        except Exception as e:
+            shape = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
+            raise UserError(
+                f"loss_fn {loss_name(loss_fn)} fails on the model's outputs of shape {shape} "
+                f"with targets of shape {tuple(y.shape)}{where} ({type(e).__name__}: "
+                f"{(str(e).splitlines() or [''])[0]}): training would fail at its first "
+                "step") from e
 
 
 def loss_value_refusal(loss_fn: object, outputs: object, targets: Tensor, *,

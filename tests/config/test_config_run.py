@@ -923,3 +923,29 @@ def test_a_text_item_a_schedule_cannot_read_is_named_under_its_key():
     # "schedule (step): could not convert string to float: 'a'" named the section only
     raw = apply_overrides(TINY, ["schedule={name: step, milestones: [2, a]}"])
     assert config_errors(raw) == "schedule.milestones: could not convert string to float: 'a'"
+
+
+def test_a_loss_that_fails_on_the_outputs_records_no_run(tmp_path, request):
+    """A model of another output count than the data's classes under loss: mse (one-hot
+    labels (N, 10) against outputs (N, 3)): refused before the run is recorded, naming both
+    shapes. The pre-record check left the loss's failure to training, which failed the
+    recorded run at its first step."""
+    from torch import nn
+
+    from sgdlab.config.runner import run_config
+    from sgdlab.errors import UserError
+    from sgdlab.models import MODELS, register_model
+    from sgdlab.store import RunStore
+
+    def three(input_shape, num_outputs):
+        return nn.Sequential(nn.Flatten(), nn.Linear(math.prod(input_shape), 3))
+
+    request.addfinalizer(lambda: MODELS.pop("three-outputs", None))
+    register_model("three-outputs")(three)
+    raw = {**TINY, "data": {"name": "digits", "seed": 0}, "model": {"name": "three-outputs"},
+           "loss": "mse"}
+    store = RunStore(tmp_path / "runs.sqlite")
+    with pytest.raises(UserError, match=r"OneHotMSELoss fails on the model's outputs of shape "
+                       r"\(2, 3\) with targets of shape \(2,\).*first step"):
+        run_config(raw, out_dir=tmp_path / "out", store=store, progress=False)
+    assert store.list_runs() == [] and not (tmp_path / "out").exists()
