@@ -15,7 +15,13 @@ class OneHotMSELoss(nn.Module):
         self.num_classes = int(num_classes)
 
     def forward(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return F.mse_loss(out, F.one_hot(y, self.num_classes).to(out.dtype))
+        target = F.one_hot(y, self.num_classes).to(out.dtype)
+        if out.shape != target.shape:
+            # torch only warns and broadcasts: (N, 1) outputs against every class's label
+            raise ValueError(f"OneHotMSELoss: outputs of shape {tuple(out.shape)} against "
+                             f"one-hot labels of shape {tuple(target.shape)}: the model needs "
+                             f"{self.num_classes} outputs per sample, one per class")
+        return F.mse_loss(out, target)
 
 
 class SequenceCrossEntropyLoss(nn.CrossEntropyLoss):

@@ -82,3 +82,17 @@ def test_per_sample_gradients_on_token_outputs_are_those_of_torch_s_loss():
     for method in ("auto", "vmap"):
         torch.testing.assert_close(
             per_sample_gradients(model, SequenceCrossEntropyLoss(), batch, method=method), ref)
+
+
+def test_one_hot_mse_refuses_outputs_of_another_shape_than_the_labels():
+    """One output per sample broadcast against the 3 one-hot labels with only torch's
+    warning: the loss of every output against every class."""
+    from sgdlab.train.losses import OneHotMSELoss
+
+    loss = OneHotMSELoss(3)
+    y = torch.tensor([0, 2])
+    with pytest.raises(ValueError, match=r"outputs of shape \(2, 1\) against one-hot labels "
+                       r"of shape \(2, 3\): the model needs 3 outputs"):
+        loss(torch.zeros(2, 1), y)
+    out = torch.tensor([[1.0, 0.0, 0.0], [0.0, 0.0, 0.5]], dtype=torch.float64)
+    assert loss(out, y).item() == pytest.approx(0.25 / 6)
