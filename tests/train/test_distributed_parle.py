@@ -587,3 +587,22 @@ def test_a_bad_model_or_data_option_of_a_replica_config_names_its_section():
                                           r"a replica config gives them beside the name"):
         build_model_and_data({"data": {"name": "cubic"},
                               "model": {"name": "mlp", "options": {"widths": [4]}}})
+
+
+def test_a_loss_that_fails_on_the_outputs_is_refused_when_built(tmp_path, request):
+    """A model of 2 outputs for 3 classes under loss: mse: refused by build_run, as `sgdlab
+    train` refuses it, before the run is recorded failed at its first step."""
+    from torch import nn
+
+    from sgdlab.models import MODELS, register_model
+    from sgdlab.train.distributed import build_run
+
+    def two(input_shape, num_outputs):
+        return nn.Linear(input_shape[0], 2)
+
+    request.addfinalizer(lambda: MODELS.pop("two-outputs", None))
+    register_model("two-outputs")(two)
+    cfg, _ = write_problem(tmp_path, replicas=2, rounds=1)
+    with pytest.raises(UserError, match=r"OneHotMSELoss fails on the model's outputs of shape "
+                       r"\(2, 2\) with targets of shape \(2,\)"):
+        build_run({**cfg, "model": {"name": "two-outputs"}, "loss": "mse"})
