@@ -44,8 +44,8 @@ Times are medians of the calling thread's CPU time (``time.thread_time``) over 5
 one run takes over 5 s, 1 over 30 s; 25 under 0.1 s, where the allocator makes single runs
 swing); the accuracy calibration run counts as the first, and the further runs go round-robin
 over the libraries (load changes on a shared machine hit all of them alike). Where the fastest
-library's calibration call is a few milliseconds (the digits MLP's per-sample gradients), a
-run is a loop of K calls instead, K = round(50 ms / that call's time) for every library alike,
+library's calibration call is under 33.3 ms (the digits MLP's per-sample gradients: a few ms),
+a run is a loop of K calls instead, K = round(50 ms / that call's time) for every library alike,
 the calibration runs not counted, and the time per call is the median over runs of the loop's
 time / K (printed with K and the number of runs). A peer whose
 calibration run takes over 20x sgdlab's time (and 10 s) without meeting the target is stopped
@@ -190,9 +190,10 @@ SAMPLE_SECONDS = 0.05      # a timed sample this long at least (about), by loopi
 
 
 def _calls_per_sample(first: list[float]) -> int:
-    """Calls per timed sample: 1, unless the fastest library's calibration call is a few
-    milliseconds; then enough calls that a sample takes ~``SAMPLE_SECONDS`` (a lone call of
-    3-5 ms is at the thread clock's and the allocator's noise: digits MLP 1.16-1.51x)."""
+    """Calls per timed sample: 1, unless the fastest library's calibration call is under
+    2/3 of ``SAMPLE_SECONDS`` (33.3 ms); then enough calls that a sample takes
+    ~``SAMPLE_SECONDS`` (a lone call of 3-5 ms is at the thread clock's and the allocator's
+    noise: digits MLP 1.16-1.51x)."""
     if not first:
         return 1
     return max(1, min(1000, round(SAMPLE_SECONDS / max(min(first), 1e-6))))
