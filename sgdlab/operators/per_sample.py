@@ -35,7 +35,7 @@ from sgdlab.errors import UserError, warn
 from sgdlab.models.modes import BN_TYPES, module_label
 
 from .batches import (Data, check_loss_reduction, check_model_data, concat_batches,
-                      loss_derivatives, fixed_randomness, plain_checkpoints,
+                      fixed_randomness, loss_derivatives, plain_checkpoints,
                       stochastic_modules)
 from .linear import kept_running_statistics
 from .params import (UNUSED_ZERO, flat_dtype, flatten, frozen_named_params, functional_call,
