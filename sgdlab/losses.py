@@ -22,10 +22,10 @@ def build_loss(name: str | None, data):
 
     if name in (None, "auto"):
         name = "cross_entropy" if data.task == "classification" else "mse"
+    of = f"dataset {data.name!r}" if data.name != "?" else "the data"    # in the refusals
     if name == "cross_entropy":
         if data.y_train.is_floating_point():
             # a data file's labels saved as floats are read as regression targets
-            of = f"dataset {data.name!r}" if data.name != "?" else "the data"
             raise ConfigError(f"loss: cross_entropy needs class labels, but {of} has "
                               f"real-valued targets ({data.y_train.dtype}): class labels are "
                               "integers (save them as y.long()); for regression use mse")
@@ -36,7 +36,6 @@ def build_loss(name: str | None, data):
         if data.y_train.dim() > 1:
             # one-hot labels per position (N, T, C) are not the (N, C, T) outputs of token
             # models: torch fails at the first step, after the run is recorded
-            of = f"dataset {data.name!r}" if data.name != "?" else "the data"
             raise ConfigError(f"loss: mse on class labels compares the outputs with one label "
                               f"per sample, but {of} has integer labels of shape "
                               f"{tuple(data.y_train.shape)} (per position, token data): use "
