@@ -337,15 +337,21 @@ def find_orphans(store) -> Orphans:
 
 
 def delete_orphans(store, orphans: Orphans) -> DeletionResult:
-    """Remove the folders of ``orphans``, each checked again just before (a run or a sweep's
-    lease that names it since is kept); one that cannot be removed is reported, and the
+    """Remove the folders of ``orphans``, each checked again before (a run or a sweep's lease
+    that names it since is kept: the runs read once, as :func:`delete_planned` does, a lease
+    looked up just before its folder goes); one that cannot be removed is reported, and the
     others are removed all the same. ``rows`` of the result is empty."""
     result = DeletionResult({})
     artifacts = Path(os.path.abspath(store.path)).parent / ARTIFACTS
+    keys = store.keys_in_use()      # once: a read per folder scans every run's config
     try:
         for folder, size in orphans.folders:
             key = folder.parent == artifacts
-            if store.folder_in_use(folder.name, key=key):
+            if key:
+                in_use = folder.name in keys or store.lease_holder(folder.name) is not None
+            else:
+                in_use = store.folder_in_use(folder.name, key=False)
+            if in_use:
                 result.kept.append((folder, f"{'run key' if key else 'run'} {folder.name} is "
                                             "in use by a run or sweep started since"))
                 continue
