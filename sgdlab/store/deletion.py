@@ -315,7 +315,7 @@ def find_orphans(store) -> Orphans:
     seen: set[tuple[int, int]] = set()
     for entry in sorted(store_dir.iterdir()):
         if (not (_plain_name(entry.name) and _own_folder(entry))
-                or store.folder_in_use(entry.name, key=False)):
+                or store.folder_in_use(entry.name)):
             continue
         rid, where = recorded_run(entry)
         if rid == entry.name and isinstance(where, str) and Path(where).resolve() == me:
@@ -350,7 +350,7 @@ def delete_orphans(store, orphans: Orphans) -> DeletionResult:
             if key:
                 in_use = folder.name in keys or store.lease_holder(folder.name) is not None
             else:
-                in_use = store.folder_in_use(folder.name, key=False)
+                in_use = store.folder_in_use(folder.name)
             if in_use:
                 result.kept.append((folder, f"{'run key' if key else 'run'} {folder.name} is "
                                             "in use by a run or sweep started since"))

@@ -736,19 +736,16 @@ class RunStore:
         return {"run_id": row[0], "host": row[1], "pid": row[2]}
 
     # --- deletion -------------------------------------------------------------------------
-    def folder_in_use(self, name: str, *, key: bool) -> bool:
-        """Whether a folder of the store's own named ``name`` belongs to a run: a run folder
-        when a run has id ``name``; an artifact folder (``key``) when a run has run key
-        ``name`` or a live sweep leases it."""
-        if key:
-            return _key_in_use(self._conn, name)
+    def folder_in_use(self, name: str) -> bool:
+        """Whether a run folder of the store's own named ``name`` belongs to a run: a run has
+        id ``name`` (an artifact folder's: :meth:`keys_in_use`)."""
         return self._conn.execute("SELECT 1 FROM runs WHERE id = ?",
                                   (name,)).fetchone() is not None
 
     def keys_in_use(self) -> set[str]:
-        """The run keys whose artifact folders belong to a run (:meth:`folder_in_use` of
-        every key at once): a run's, or a live sweep's lease. One read of the runs, where a
-        query per folder read them all each time (2,000 keys: 11.5 s)."""
+        """The run keys whose artifact folders belong to a run: a run's, or a live sweep's
+        lease. One read of the runs, where a query per folder read them all each time (2,000
+        keys: 11.5 s)."""
         c = self._conn
         keys = {_run_key(cfg) for (cfg,) in c.execute(
             "SELECT config FROM runs WHERE instr(config, '\"run_key\"') > 0")}
