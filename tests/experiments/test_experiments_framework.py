@@ -1215,9 +1215,13 @@ def test_a_scale_outside_the_papers_regime_scores_no_verdict_and_keeps_the_numbe
         resolve(raw, "cpu")
 
 
-@pytest.mark.parametrize("workers, said", [(1, None), (2, "starting 2 worker processes ..."),
-                                           (5, "starting 3 worker processes ...")])
-def test_a_sweep_says_it_starts_its_worker_processes(tmp_path, monkeypatch, workers, said):
+@pytest.mark.parametrize("runs, workers, said", [
+    (3, 1, None), (3, 2, "starting 2 worker processes ..."),
+    (3, 5, "starting 3 worker processes ..."),
+    # --workers 2 with one run to run spawns one worker, and said nothing while it started
+    (1, 2, "starting 1 worker process ...")])
+def test_a_sweep_says_it_starts_its_worker_processes(tmp_path, monkeypatch, runs, workers,
+                                                     said):
     """`sgdlab run --workers K` printed its header, then nothing for seconds while each
     spawned worker imported torch; one line now says they start (as many as there are runs
     to run, at most K; none for the in-process run of one worker)."""
@@ -1228,21 +1232,8 @@ def test_a_sweep_says_it_starts_its_worker_processes(tmp_path, monkeypatch, work
     monkeypatch.setattr(sweep, "make_backend", lambda name, on_rows, **kw:
                         InProcessBackend(on_rows))
     lines: list[str] = []
-    run_sweep(resolve(_raw(grid={"x": [1, 2, 3]}), "smoke").expand(),
+    run_sweep(resolve(_raw(grid={"x": list(range(1, runs + 1))}), "smoke").expand(),
               store_path=str(tmp_path / "s.sqlite"), progress=lines.append, workers=workers)
     assert [ln for ln in lines if "worker" in ln] == ([said] if said else [])
     if said:
-        assert lines[0] == said and lines[1].startswith("[1/3] ")
-
-
-def test_a_sweep_of_one_run_says_it_starts_its_one_worker_process(tmp_path, monkeypatch):
-    # --workers 2 with one run to run spawns one worker, and said nothing while it started
-    import sgdlab.experiments.sweep as sweep
-    from sgdlab.experiments.backends import InProcessBackend
-
-    monkeypatch.setattr(sweep, "make_backend", lambda name, on_rows, **kw:
-                        InProcessBackend(on_rows))
-    lines: list[str] = []
-    run_sweep(resolve(_raw(grid={"x": [1]}), "smoke").expand(),
-              store_path=str(tmp_path / "s.sqlite"), progress=lines.append, workers=2)
-    assert lines[0] == "starting 1 worker process ..." and lines[1].startswith("[1/1] ")
+        assert lines[0] == said and lines[1].startswith(f"[1/{runs}] ")
