@@ -1518,22 +1518,22 @@ def test_a_warm_start_from_the_weights_a_run_diverged_on_is_refused(tmp_path, ca
 
 
 def test_a_run_stopped_by_its_config_mid_run_says_to_start_a_new_run_not_to_resume(
-        tmp_path, capsys):
+        tmp_path, capsys, monkeypatch):
     """A problem in what the config names, met mid-run (here an instrument refusing at step
     5), said "once that is fixed, continue it with: sgdlab resume", which reruns the stored
     config and meets it again: the fix takes a new run, which may start from the failed run's
     last checkpoint."""
     from sgdlab.errors import UserError
     from sgdlab.train.callbacks import Callback
-    from sgdlab.train.instruments import INSTRUMENTS, register_instrument
+    from sgdlab.train.instruments import INSTRUMENTS
 
     class Refuses(Callback):
         def on_step_end(self, ctx):
             if ctx.step == 5:
                 raise UserError("the _test_refuses instrument cannot measure this model")
 
-    if "_test_refuses" not in INSTRUMENTS:
-        register_instrument("_test_refuses")(lambda *, schedule: Refuses())
+    # registered for this test only: the registry is shared by every test after it
+    monkeypatch.setitem(INSTRUMENTS, "_test_refuses", lambda *, schedule: Refuses())
     cfg = tmp_path / "tiny.yaml"
     cfg.write_text(TINY.replace("checkpoint_every: 7", "checkpoint_every: 2")
                    + "measure: [{name: _test_refuses, every: 1}]\n")
