@@ -894,19 +894,6 @@ def test_the_burn_in_of_a_trajectory_recorded_at_the_default_cadence():
     assert burnin_end(params) == ("epoch", 0.0)
 
 
-@pytest.fixture
-def blank_trajectory_figures(monkeypatch):
-    """The trajectory analysis' figures as blank ones, for tests that read its verdicts and
-    table only: each call drew them for ~0.25 s."""
-    from matplotlib.figure import Figure
-
-    from sgdlab.report.figures import charts
-    from sgdlab.report.figures import trajectory as trajectory_figures
-
-    monkeypatch.setattr(charts, "curves", lambda *a, **k: Figure())
-    monkeypatch.setattr(trajectory_figures, "trajectory_figure", lambda *a, **k: Figure())
-
-
 def _trajectory_claims(runs, **options):
     spec = SimpleNamespace(paper=PAPER, options=options)
     res = trajectory(spec, runs)
@@ -915,7 +902,7 @@ def _trajectory_claims(runs, **options):
     return low, acf, grad, res.tables[0].rows[0]
 
 
-@pytest.mark.usefixtures("blank_trajectory_figures")
+@pytest.mark.usefixtures("blank_figures")
 def test_the_trajectory_claims_on_their_thresholds_and_defaults():
     run = _trajectory_run(0.03)                  # drop 3 with one record a side
     # the defaults: means of 5 records, a drop below 5, an ACF share above 0.5
@@ -944,7 +931,7 @@ def test_the_trajectory_claims_on_their_thresholds_and_defaults():
             _trajectory_claims([run], **bad)
 
 
-@pytest.mark.usefixtures("blank_trajectory_figures")
+@pytest.mark.usefixtures("blank_figures")
 def test_low_frequency_modes_are_claimed_only_where_every_seed_shows_them():
     a, b = _trajectory_run(0.03), _trajectory_run(0.03)
     b.seed, b.key = 1, "tiny-fc-1"
@@ -953,7 +940,7 @@ def test_low_frequency_modes_are_claimed_only_where_every_seed_shows_them():
     assert _trajectory_claims([a])[0].agrees_with_paper is True
 
 
-@pytest.mark.usefixtures("blank_trajectory_figures")
+@pytest.mark.usefixtures("blank_figures")
 def test_a_run_with_fewer_records_after_the_burn_in_than_the_mean_takes_them_all():
     # 3 records after the burn-in (epoch 100) with means of 5: both ends are their mean,
     # a drop of 1, not a mean reaching back into the burn-in's 1.0

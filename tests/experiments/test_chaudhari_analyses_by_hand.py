@@ -42,19 +42,6 @@ def test_a_fisher_entry_is_negative_beyond_its_own_round_off_not_an_eigensolvers
     assert row[7] == 0.0
 
 
-@pytest.fixture
-def blank_figures(monkeypatch):
-    """The spectrum figures as blank ones, for tests that read the verdicts only: each of the
-    analysis' histograms took ~0.25 s to lay out."""
-    from matplotlib.figure import Figure
-
-    from sgdlab.report.figures import charts, curvature
-
-    for mod, name in ((charts, "histogram"), (curvature, "eigenspectrum_figure"),
-                      (curvature, "signed_log_histogram_figure")):
-        monkeypatch.setattr(mod, name, lambda *a, **k: Figure())
-
-
 @pytest.mark.usefixtures("blank_figures")
 def test_the_hessian_claims_on_their_thresholds_and_defaults():
     # 10 eigenvalues: 1e-4 (on the default threshold) counts as near zero, 7 of 10 are;
