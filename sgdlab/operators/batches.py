@@ -160,6 +160,11 @@ def dense_embedding_gradients(model: nn.Module) -> Iterator[None]:
             m.sparse, m.scale_grad_by_freq = sparse, by_freq
 
 
+# the models whose hooks a gradient_hooks_held block holds now: a block within (each batch's
+# passes inside an operator's product) finds their tables empty, and skips the walk
+_hooks_held: set[int] = set()
+
+
 @contextlib.contextmanager
 def gradient_hooks_held(model: nn.Module) -> Iterator[None]:
     """Within: none of the hooks that change gradients in backward runs: a parameter's
@@ -172,6 +177,9 @@ def gradient_hooks_held(model: nn.Module) -> Iterator[None]:
     hooks are put back on exit, in their order; forward hooks (weight norm's) still run.
     ``register_post_accumulate_grad_hook`` hooks run only in ``.backward()``, which no
     measurement calls."""
+    if id(model) in _hooks_held:
+        yield
+        return
     from torch.nn.modules import module as torch_module
 
     # one walk over the modules (about half the time of model.parameters() and
@@ -189,9 +197,11 @@ def gradient_hooks_held(model: nn.Module) -> Iterator[None]:
     held = [(t, dict(t)) for t in tables.values()]
     for t, _ in held:
         t.clear()      # in place: autograd and the handles hold these very dicts
+    _hooks_held.add(id(model))
     try:
         yield
     finally:
+        _hooks_held.discard(id(model))
         for t, hooks in held:
             added = dict(t)                 # registered within: after the user's, as if later
             t.clear()
