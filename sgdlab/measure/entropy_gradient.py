@@ -55,8 +55,8 @@ from torch import Tensor, nn
 
 from sgdlab.models.modes import buffers_kept
 from sgdlab.operators.batches import (Data, check_batch_loss, check_model_data, concat_batches,
-                                      loss_derivatives, fixed_randomness,
-                                      iterate_batches, plain_checkpoints)
+                                      fixed_randomness, iterate_batches, loss_derivatives,
+                                      plain_checkpoints)
 from sgdlab.operators.params import (UNUSED_ZERO, flatten, functional_call, params_vector,
                                      require_trainable)
 

@@ -42,8 +42,8 @@ from torch.func import vmap
 from sgdlab.accuracy import argmax_hits
 from sgdlab.models.modes import buffers_kept
 from sgdlab.operators.batches import (Data, check_batch_loss, check_data, check_model_data,
-                                      loss_derivatives, fixed_randomness,
-                                      is_single_batch, iterate_batches, plain_checkpoints)
+                                      fixed_randomness, is_single_batch, iterate_batches,
+                                      loss_derivatives, plain_checkpoints)
 from sgdlab.operators.params import (UNUSED_ZERO, check_not_inference_mode, params_vector,
                                      set_params_vector, trainable_named_params)
 from sgdlab.operators.params import (frozen_named_params, functional_call, model_device,

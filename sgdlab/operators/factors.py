@@ -44,8 +44,8 @@ from torch.utils._pytree import tree_flatten
 from ..accuracy import ignored_target
 from ..loss_settings import ELEMENTWISE_LOSSES, torch_loss_class
 from ..models.modes import BN_TYPES, PLAIN_BN_TYPES
-from .batches import (Data, check_loss_reduction, check_model_data, loss_derivatives,
-                      fixed_randomness, iterate_batches, plain_checkpoints)
+from .batches import (Data, check_loss_reduction, check_model_data, fixed_randomness,
+                      iterate_batches, loss_derivatives, plain_checkpoints)
 from .linear import kept_running_statistics
 from .params import check_not_inference_mode, trainable_named_params
 from .taylor import _CONV, conv_padding, flat_layers
