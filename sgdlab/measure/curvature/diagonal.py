@@ -18,9 +18,10 @@ from torch import Tensor, nn
 
 from sgdlab.errors import UserError
 from sgdlab.loss_settings import torch_loss_class
-from sgdlab.operators.batches import (Data, check_batch_loss, check_model_data, iterate_batches,
-                                      loss_derivatives, stochastic_modules)
-from sgdlab.operators.factors import per_sample_factors, samples_interact
+from sgdlab.operators.batches import (Data, check_batch_loss, check_model_data,
+                                      fixed_randomness, iterate_batches, loss_derivatives,
+                                      plain_checkpoints, stochastic_modules)
+from sgdlab.operators.factors import checked_per_sample_factors, samples_interact
 from sgdlab.operators.ggn import check_tensor_output
 from sgdlab.operators.linear import kept_running_statistics
 from sgdlab.operators.params import num_params, require_trainable
@@ -212,8 +213,11 @@ def ggn_diagonal(model: nn.Module, loss_fn: Callable[[Tensor, Tensor], Tensor],
             s = factors[:, :, c]
             if not bool(s.any()):
                 continue
-            with kept_running_statistics(model):
-                ps = per_sample_factors(model, _pseudo_loss, (x, s))
+            # the model, data and loss checked above: per_sample_factors' checks again per
+            # column (a probe forward each) were 23% of a small CNN's call (13.1 vs 10.1 ms)
+            with kept_running_statistics(model), fixed_randomness(model, device), \
+                    plain_checkpoints(), loss_derivatives(model):
+                ps = checked_per_sample_factors(model, _pseudo_loss, (x, s))
             if ps is not None:
                 total += ps.sq_sum().double()
             else:
