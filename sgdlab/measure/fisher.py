@@ -66,8 +66,9 @@ def per_sample_variance(model: nn.Module, loss_fn: Callable[[Tensor, Tensor], Te
     (chunk, d) block in memory, not the (N, d) matrix) and pooled exactly (each block's mean
     and sum of squared deviations in float64, combined as Chan et al.'s parallel variance), so
     no entry is negative and none loses digits to E(g²) − (E g)² cancelling."""
-    from sgdlab.operators import per_sample_gradients
     from sgdlab.operators.batches import iterate_batches
+    from sgdlab.operators.per_sample import (check_per_sample_data, checked_per_sample_gradients,
+                                             per_sample_contexts)
 
     if chunk_size is not None and (not isinstance(chunk_size, int) or isinstance(chunk_size, bool)
                                    or chunk_size < 1):
@@ -77,8 +78,15 @@ def per_sample_variance(model: nn.Module, loss_fn: Callable[[Tensor, Tensor], Te
     for x, y in iterate_batches(data, device):
         step = len(x) if chunk_size is None else chunk_size
         for i in range(0, len(x), step):
-            g = per_sample_gradients(model, loss_fn, (x[i:i + step], y[i:i + step]),
-                                     chunk_size=chunk_size).detach().double()
+            chunk = x[i:i + step], y[i:i + step]
+            if mean is None:
+                # per_sample_gradients' checks on the first chunk, not on every chunk again
+                # (a probe forward each: docs/design/curvature.md); each chunk its own call,
+                # under the same fixed draw of a train-mode model's dropout masks
+                check_per_sample_data(model, loss_fn, chunk)
+            with per_sample_contexts(model):
+                g = checked_per_sample_gradients(model, loss_fn, chunk,
+                                                 chunk_size=chunk_size).detach().double()
             k = len(g)
             mu = g.mean(0)
             dev = (g - mu).square_().sum(0)

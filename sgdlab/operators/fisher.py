@@ -6,7 +6,7 @@ the *true* Fisher (labels sampled from the model) is the GGN for cross-entropy, 
 """
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import torch
 from torch import Tensor, nn
@@ -14,7 +14,8 @@ from torch import Tensor, nn
 from .batches import Data
 from .linear import ModelOperator
 from .params import copy_module, state_versions
-from .per_sample import per_sample_gradients
+from .per_sample import (check_per_sample_data, checked_per_sample_gradients,
+                         per_sample_gradients)
 
 
 class EmpiricalFisherOperator(ModelOperator):
@@ -65,6 +66,18 @@ class EmpiricalFisherOperator(ModelOperator):
             self._compute_gradients()
         return self.gradients
 
+    def _batch_gradients(self) -> Iterator[Tensor]:
+        """Each batch's per-sample gradients, in turn (``store_gradients=False``). The model,
+        loss and data checked once a product, on the first batch, as
+        :func:`~sgdlab.operators.per_sample.per_sample_gradients` checks them, not again for
+        every batch; each batch runs within :meth:`batches`' contexts, those of
+        per_sample_gradients."""
+        for i, (x, y) in enumerate(self.batches()):
+            if i == 0:
+                check_per_sample_data(self.model, self.loss_fn, (x, y))
+            yield checked_per_sample_gradients(self.model, self.loss_fn, (x, y),
+                                               chunk_size=self.chunk_size)
+
     def _options(self) -> dict:
         return dict(store_gradients=self._store, chunk_size=self.chunk_size)
 
@@ -82,10 +95,9 @@ class EmpiricalFisherOperator(ModelOperator):
         if g is not None:
             return g.T @ (g @ v) / len(g)
         total, n = torch.zeros_like(v), 0
-        for x, y in self.batches():
-            g = per_sample_gradients(self.model, self.loss_fn, (x, y), chunk_size=self.chunk_size)
+        for g in self._batch_gradients():
             total += g.T @ (g @ v)
-            n += len(x)
+            n += len(g)
         return total / n
 
     _matmat = _matvec    # Gᵀ (G M) / N: already batched over columns
@@ -98,8 +110,7 @@ class EmpiricalFisherOperator(ModelOperator):
         if g is not None:
             return (g @ m).square().sum(0) / len(g)
         total, n = m.new_zeros(m.shape[1]), 0
-        for x, y in self.batches():
-            g = per_sample_gradients(self.model, self.loss_fn, (x, y), chunk_size=self.chunk_size)
+        for g in self._batch_gradients():
             total += (g @ m).square().sum(0)
-            n += len(x)
+            n += len(g)
         return total / n

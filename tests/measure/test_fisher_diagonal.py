@@ -41,6 +41,26 @@ def test_per_sample_reading_is_the_variance_of_the_per_sample_gradients(chunk_si
                                want, rtol=1e-12, atol=0.0)
 
 
+def test_per_sample_reading_checks_the_data_once_not_per_chunk(monkeypatch):
+    """per_sample_gradients' checks (a probe forward) on the first chunk only; a model it
+    refuses is still refused."""
+    import sgdlab.operators.per_sample as per_sample
+    from sgdlab.errors import UserError
+
+    model, loss_fn, x, y = _regression()
+    seen = []
+    check = per_sample.check_model_data
+    monkeypatch.setattr(per_sample, "check_model_data",
+                        lambda *a, **k: seen.append(len(a[2][0])) or check(*a, **k))
+    G = _hand_gradients(x, y)
+    got = fisher_diagonal(model, loss_fn, [(x[:5], y[:5]), (x[5:], y[5:])], chunk_size=2)
+    torch.testing.assert_close(got, ((G - G.mean(0)) ** 2).mean(0), rtol=1e-12, atol=0.0)
+    assert seen == [2]            # 6 chunks, one check
+    bn = nn.Sequential(nn.Linear(3, 2), nn.BatchNorm1d(2), nn.Linear(2, 1)).double().train()
+    with pytest.raises(UserError, match="eval mode"):
+        fisher_diagonal(bn, loss_fn, (x, y), chunk_size=2)
+
+
 def test_per_sample_reading_of_identical_samples_is_exactly_zero():
     # E(g²) − (E g)² of equal gradients cancels to round-off; the pooled deviations give 0
     model, loss_fn, x, y = _regression()

@@ -123,6 +123,33 @@ def test_empirical_fisher_stored_and_streaming():
         EmpiricalFisherOperator(model, loss_fn)
 
 
+def test_empirical_fisher_streaming_checks_once_a_product(monkeypatch):
+    """store_gradients=False: per_sample_gradients' checks (a probe forward) on the first
+    batch of a product, not on every batch; the products are the stored G's."""
+    import sgdlab.operators.per_sample as per_sample
+    from sgdlab.errors import UserError
+
+    model = tiny_mlp(3, 4, 2)
+    data, loss_fn = tiny_classification(10, 3, 2), nn.CrossEntropyLoss()
+    loader = [(data[0][i:i + 3], data[1][i:i + 3]) for i in range(0, 10, 3)]   # 4 batches
+    op = EmpiricalFisherOperator(model, loss_fn, loader, store_gradients=False)
+    stored = EmpiricalFisherOperator(model, loss_fn, data)
+    seen = []
+    check = per_sample.check_model_data
+    monkeypatch.setattr(per_sample, "check_model_data",
+                        lambda *a, **k: seen.append(len(a[2][0])) or check(*a, **k))
+    m = torch.randn(op.shape[0], 2, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(op.matmat(m), stored.matmat(m), rtol=1e-12, atol=1e-14)
+    torch.testing.assert_close(op.quadratic_forms(m), stored.quadratic_forms(m), rtol=1e-12,
+                               atol=1e-14)
+    assert seen == [3, 3]         # one check a product, on the first batch
+    bn = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4), nn.Linear(4, 2)).double().eval()
+    op = EmpiricalFisherOperator(bn, loss_fn, loader, store_gradients=False)
+    bn.train()                    # after construction: the product's check still refuses it
+    with pytest.raises(UserError, match="eval mode"):
+        op.matvec(torch.zeros(op.shape[0], dtype=torch.float64))
+
+
 def test_per_sample_gradients_match_loop_float32():
     model = tiny_mlp(3, 4, 2, dtype=torch.float32)
     x, y = tiny_classification(7, 3, 2, dtype=torch.float32)
