@@ -530,13 +530,15 @@ def checked_per_sample_factors(model: nn.Module, loss_fn, data: Data, *,
     for x, y in iterate_batches(data, device):
         step = len(x) if not chunk_size else chunk_size
         batches += [(x[j : j + step], y[j : j + step]) for j in range(0, len(x), step)]
-    found = _sequential_passes(model, loss_fn, batches, layers)
+    # the plain nn.Sequential's layers, read once for the routes below
+    seq = flat_layers(model)
+    found = _sequential_passes(model, loss_fn, batches, layers, seq)
     # checked on a batch of two samples or more where there is one: beside sample 0 alone
     # there is nothing to interact with
     probe = next((x for x, _ in batches if len(x) >= 2), batches[0][0])
-    row_wise = found is None and _row_wise_sequential(model)
+    row_wise = found is None and _row_wise_sequential(seq)
     if row_wise:
-        found = _plain_passes(model, loss_fn, batches, layers)
+        found = _plain_passes(model, loss_fn, batches, layers, seq)
     if found is None and (row_wise or _hooks_split_samples(model, layers, probe)):
         found = _hooked_passes(model, loss_fn, batches, layers)
     if found is None:
@@ -564,7 +566,7 @@ def checked_per_sample_factors(model: nn.Module, loss_fn, data: Data, *,
     return PerSampleFactors(out, n, dim)
 
 
-def _sequential_passes(model, loss_fn, batches, layers, *, pooled_only: bool = True):
+def _sequential_passes(model, loss_fn, batches, layers, seq, *, pooled_only: bool = True):
     """Each layer's inputs and δ from the hand-written forward and backward passes of
     :class:`~sgdlab.operators.rop.SequentialHVP` (plain ``nn.Sequential`` networks): no
     autograd graph, torch's faster channels-last max pooling, and activations and batch norm
@@ -574,13 +576,14 @@ def _sequential_passes(model, loss_fn, batches, layers, *, pooled_only: bool = T
     71 vs 65 ms). A first convolution followed by max pooling keeps its δ at the pooled size
     (the pooling's transpose is made by its rows, chunk by chunk). Returns (inputs, δ,
     samples, {0: (that pooling's argmax, the convolution's output shape)} when it does), or
-    None when the network is not one of those, or uses a layer twice."""
+    None when the network is not one of those, or uses a layer twice. ``seq``: the model's
+    :func:`~sgdlab.operators.taylor.flat_layers`."""
     from .rop import SequentialHVP
     from .taylor import _MAXPOOL, batchnorm_primal
 
-    if pooled_only and not any(isinstance(m, _MAXPOOL) for m in model.modules()):
+    if seq is None or (pooled_only and not any(isinstance(m, _MAXPOOL) for m in seq)):
         return None
-    rop = SequentialHVP.build(model, trainable_named_params(model))
+    rop = SequentialHVP.build(model, trainable_named_params(model), layers=seq)
     if rop is None:
         return None
     where = [j for j, m in enumerate(rop.layers) if any(m is l for l in layers)]
@@ -630,15 +633,15 @@ def _layer_factor_input(m: nn.Module, x: Tensor) -> Tensor:
     return batchnorm_primal(m, x)[0] if type(m) in PLAIN_BN_TYPES else x
 
 
-def _plain_passes(model, loss_fn, batches, layers):
+def _plain_passes(model, loss_fn, batches, layers, seq):
     """Each layer's inputs (batch norm: x̂) and δ for a plain ``nn.Sequential``
     (:func:`_row_wise_sequential`): its layers called one by one, each weighted layer's
     output kept, and one backward pass of the loss times the batch size w.r.t. those outputs
     (its gradients are the δ_i of a mean loss). The same passes as :func:`_hooked_passes`
     without hooks or rescaling (digits MLP: the call 1.04-1.07x faster). None when a layer runs
     twice, an input is not batched, the loss is not a mean over samples, or an output is
-    changed in place (an inplace activation: the hooks then take the weights' route)."""
-    seq = flat_layers(model)
+    changed in place (an inplace activation: the hooks then take the weights' route).
+    ``seq``: the model's :func:`~sgdlab.operators.taylor.flat_layers`."""
     pos = {id(m): i for i, m in enumerate(layers)}
     if seq is None or [m for m in seq if id(m) in pos] != layers:
         return None
@@ -692,16 +695,15 @@ class _ParameterUses(TorchFunctionMode):
         return func(*args, **kwargs)
 
 
-def _row_wise_sequential(model: nn.Module) -> bool:
-    """Whether ``model`` is a plain ``nn.Sequential`` of the layers the R-op knows
-    (:func:`~sgdlab.operators.taylor.flat_layers`: no hooks, batch norm in eval mode on
-    running statistics, dropout off), each flatten keeping the batch dimension: then samples
-    cannot interact and no parameter is used outside its layer, so :func:`_hooks_split_samples`
-    has nothing to find (its two forwards were 20% of a call on the digits MLP); a layer's
-    input that is not batched is refused in :func:`_hooked_passes`."""
-    layers = flat_layers(model)
-    return layers is not None and all(m.start_dim >= 1 for m in layers
-                                      if isinstance(m, nn.Flatten))
+def _row_wise_sequential(seq: list[nn.Module] | None) -> bool:
+    """Whether the model, whose :func:`~sgdlab.operators.taylor.flat_layers` are ``seq``, is
+    a plain ``nn.Sequential`` of the layers the R-op knows (``seq`` not None: no hooks, batch
+    norm in eval mode on running statistics, dropout off), each flatten keeping the batch
+    dimension: then samples cannot interact and no parameter is used outside its layer, so
+    :func:`_hooks_split_samples` has nothing to find (its two forwards were 20% of a call on
+    the digits MLP); a layer's input that is not batched is refused in
+    :func:`_hooked_passes`."""
+    return seq is not None and all(m.start_dim >= 1 for m in seq if isinstance(m, nn.Flatten))
 
 
 def _hooks_split_samples(model, layers: list[nn.Module], x: Tensor) -> bool:

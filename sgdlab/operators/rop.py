@@ -54,8 +54,9 @@ class SequentialHVP:
                          if any(id(p) in taylor.slices for p in m.parameters(recurse=False)))
 
     @classmethod
-    def build(cls, model: nn.Module, params: dict[str, Tensor]) -> "SequentialHVP | None":
-        return cls.on(SequentialTaylor.build(model, params))
+    def build(cls, model: nn.Module, params: dict[str, Tensor], *,
+              layers: list[nn.Module] | None = None) -> "SequentialHVP | None":
+        return cls.on(SequentialTaylor.build(model, params, layers=layers))
 
     @classmethod
     def on(cls, taylor: SequentialTaylor | None) -> "SequentialHVP | None":

@@ -119,8 +119,13 @@ class SequentialTaylor:
                              and isinstance(layers[self.chains.get(j + 1, j + 1)], nn.MaxPool2d)}
 
     @classmethod
-    def build(cls, model: nn.Module, params: dict[str, Tensor]) -> "SequentialTaylor | None":
-        layers = flat_layers(model)
+    def build(cls, model: nn.Module, params: dict[str, Tensor], *,
+              layers: list[nn.Module] | None = None) -> "SequentialTaylor | None":
+        """The forward mode over ``model``'s layers, or None when it declines. ``layers``: its
+        :func:`flat_layers` when the caller has them already (the per-sample factors' routes
+        read them once)."""
+        if layers is None:
+            layers = flat_layers(model)
         if layers is None or not any(isinstance(m, _WEIGHTED) for m in layers):
             return None
         offsets = param_slices(params)

@@ -147,6 +147,34 @@ def test_factored_per_sample_gradients_equal_vmap(name, model, shape, route, mon
                                torch.linalg.eigvalsh(covariance_reference(ref)).flip(0)[:2])
 
 
+@pytest.mark.parametrize("pooled", [False, True])
+def test_the_sequential_layers_are_read_once_a_call(pooled, monkeypatch):
+    """flat_layers once per factored call, shared by the routes (the hand-written passes'
+    R-op, the row-wise check, the plain passes), not read again by each."""
+    from sgdlab.operators import factors, taylor
+
+    calls = []
+    flat = taylor.flat_layers
+
+    def spy(module):
+        calls.append(module)
+        return flat(module)
+    monkeypatch.setattr(factors, "flat_layers", spy)
+    monkeypatch.setattr(taylor, "flat_layers", spy)
+    if pooled:
+        model = nn.Sequential(nn.Conv2d(1, 2, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                              nn.Flatten(), nn.Linear(8, 3)).double()
+        x = torch.randn(5, 1, 4, 4, dtype=torch.float64)
+    else:
+        model = nn.Sequential(nn.Linear(4, 5), nn.Tanh(), nn.Linear(5, 3)).double()
+        x = torch.randn(5, 4, dtype=torch.float64)
+    y = torch.tensor([0, 1, 2, 0, 1])
+    ps = per_sample_factors(model, nn.CrossEntropyLoss(), (x, y))
+    assert ps is not None and calls == [model]
+    torch.testing.assert_close(ps.materialize(), per_sample_gradients_loop(
+        model, nn.CrossEntropyLoss(), (x, y)), rtol=1e-12, atol=1e-14)
+
+
 def test_batchnorm_in_train_mode_gets_a_clear_error():
     model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2), nn.Flatten(),
                           nn.Linear(8, 2)).double()
