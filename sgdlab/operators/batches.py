@@ -136,6 +136,27 @@ def plain_checkpoints() -> Iterator[None]:
                     checkpoint.CheckpointFunction = _checkpoint_function
 
 
+def _changed_embedding(m: nn.Module) -> tuple[nn.Module, bool, bool] | None:
+    """``(m, sparse, scale_grad_by_freq)`` for an embedding whose flags
+    :func:`dense_embedding_gradients` turns off; None for any other module."""
+    if isinstance(m, (nn.Embedding, nn.EmbeddingBag)) and (m.sparse or m.scale_grad_by_freq):
+        return m, m.sparse, m.scale_grad_by_freq
+    return None
+
+
+@contextlib.contextmanager
+def _embeddings_dense(changed: list[tuple[nn.Module, bool, bool]]) -> Iterator[None]:
+    """Within: the embeddings of ``changed`` (:func:`_changed_embedding`) with both flags
+    off; put back on exit."""
+    for m, _, _ in changed:
+        m.sparse = m.scale_grad_by_freq = False
+    try:
+        yield
+    finally:
+        for m, sparse, by_freq in changed:
+            m.sparse, m.scale_grad_by_freq = sparse, by_freq
+
+
 @contextlib.contextmanager
 def dense_embedding_gradients(model: nn.Module) -> Iterator[None]:
     """Within: the model's embeddings (``nn.Embedding``, ``nn.EmbeddingBag``) give their
@@ -148,21 +169,52 @@ def dense_embedding_gradients(model: nn.Module) -> Iterator[None]:
     depends on how the data is batched (the Hessian of a 6-token bag model was 0.024 off the
     loss's, its gradient norm 0.017, and one batch against two disagreed); the measurements
     differentiate the loss. The flags are put back on exit."""
-    changed = [(m, m.sparse, m.scale_grad_by_freq) for m in model.modules()
-               if isinstance(m, (nn.Embedding, nn.EmbeddingBag))
-               and (m.sparse or m.scale_grad_by_freq)]
-    for m, _, _ in changed:
-        m.sparse = m.scale_grad_by_freq = False
-    try:
+    changed = [c for c in map(_changed_embedding, model.modules()) if c is not None]
+    with _embeddings_dense(changed):
         yield
-    finally:
-        for m, sparse, by_freq in changed:
-            m.sparse, m.scale_grad_by_freq = sparse, by_freq
 
 
 # the models whose hooks a gradient_hooks_held block holds now: a block within (each batch's
 # passes inside an operator's product) finds their tables empty, and skips the walk
 _hooks_held: set[int] = set()
+
+
+def _global_hook_tables() -> dict[int, dict]:
+    """torch's global module backward (pre-)hook tables that hold a hook, by id."""
+    from torch.nn.modules import module as torch_module
+
+    return {id(t): t for t in (torch_module._global_backward_hooks,
+                               torch_module._global_backward_pre_hooks) if t}
+
+
+def _add_hook_tables(m: nn.Module, tables: dict[int, dict]) -> None:
+    """Add module ``m``'s backward (pre-)hook tables and its own parameters' tensor hook
+    tables that hold a hook to ``tables``, by id: a table seen twice (a tied parameter, a
+    module registered twice) is held once."""
+    for t in (m._backward_hooks, m._backward_pre_hooks):
+        if t:
+            tables[id(t)] = t
+    for p in m._parameters.values():
+        if p is not None and p._backward_hooks:
+            tables[id(p._backward_hooks)] = p._backward_hooks
+
+
+@contextlib.contextmanager
+def _tables_held(model: nn.Module, tables: dict[int, dict]) -> Iterator[None]:
+    """Within: the hook ``tables`` of ``model`` empty; put back on exit, in their order."""
+    held = [(t, dict(t)) for t in tables.values()]
+    for t, _ in held:
+        t.clear()      # in place: autograd and the handles hold these very dicts
+    _hooks_held.add(id(model))
+    try:
+        yield
+    finally:
+        _hooks_held.discard(id(model))
+        for t, hooks in held:
+            added = dict(t)                 # registered within: after the user's, as if later
+            t.clear()
+            t.update(hooks)
+            t.update(added)
 
 
 @contextlib.contextmanager
@@ -180,33 +232,13 @@ def gradient_hooks_held(model: nn.Module) -> Iterator[None]:
     if id(model) in _hooks_held:
         yield
         return
-    from torch.nn.modules import module as torch_module
-
     # one walk over the modules (about half the time of model.parameters() and
-    # model.modules() apart: 0.5 vs 1 ms on 201 modules); a table seen twice (a tied
-    # parameter, a module registered twice) is held once
-    tables = {id(t): t for t in (torch_module._global_backward_hooks,
-                                 torch_module._global_backward_pre_hooks) if t}
+    # model.modules() apart: 0.5 vs 1 ms on 201 modules)
+    tables = _global_hook_tables()
     for m in model.modules():
-        for t in (m._backward_hooks, m._backward_pre_hooks):
-            if t:
-                tables[id(t)] = t
-        for p in m._parameters.values():
-            if p is not None and p._backward_hooks:
-                tables[id(p._backward_hooks)] = p._backward_hooks
-    held = [(t, dict(t)) for t in tables.values()]
-    for t, _ in held:
-        t.clear()      # in place: autograd and the handles hold these very dicts
-    _hooks_held.add(id(model))
-    try:
+        _add_hook_tables(m, tables)
+    with _tables_held(model, tables):
         yield
-    finally:
-        _hooks_held.discard(id(model))
-        for t, hooks in held:
-            added = dict(t)                 # registered within: after the user's, as if later
-            t.clear()
-            t.update(hooks)
-            t.update(added)
 
 
 @contextlib.contextmanager
@@ -215,7 +247,18 @@ def loss_derivatives(model: nn.Module) -> Iterator[None]:
     itself: embeddings' dense and unscaled (:func:`dense_embedding_gradients`), no gradient
     hook run (:func:`gradient_hooks_held`). Every measurement differentiates within it; the
     training loop's ``.backward()`` runs outside, and so honours the hooks."""
-    with dense_embedding_gradients(model), gradient_hooks_held(model):
+    # the two contexts' walks over the modules in one (per_sample_gradients on the digits
+    # MLP: see docs/design/curvature.md); the hooks skipped when held already, as there
+    hold = id(model) not in _hooks_held
+    changed, tables = [], _global_hook_tables() if hold else {}
+    for m in model.modules():
+        c = _changed_embedding(m)
+        if c is not None:
+            changed.append(c)
+        if hold:
+            _add_hook_tables(m, tables)
+    with _embeddings_dense(changed), (_tables_held(model, tables) if hold
+                                      else contextlib.nullcontext()):
         yield
 
 

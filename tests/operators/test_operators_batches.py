@@ -12,7 +12,7 @@ from sgdlab.errors import UserError
 from sgdlab.measure import ggn_diagonal, mean_loss
 from sgdlab.models.recurrent import LSTMStack
 from sgdlab.operators import HessianOperator
-from sgdlab.operators.batches import (fixed_randomness, gradient_hooks_held,
+from sgdlab.operators.batches import (fixed_randomness, gradient_hooks_held, loss_derivatives,
                                       stochastic_modules)
 from sgdlab.testing import memory_budget_for
 
@@ -106,3 +106,31 @@ def test_the_gradient_hooks_held_come_back_in_order_and_removable():
     assert calls == ["module", "first", "second", "within"]
     first.remove()
     assert grad().tolist() == [[3.0, 3.0]]
+
+
+def test_loss_derivatives_walks_the_modules_once(monkeypatch):
+    """One walk for the embeddings' flags and the hooks' tables; nested (the hooks held
+    already), one walk for the embeddings alone. Both put back on exit, as they were."""
+    bag = nn.EmbeddingBag(6, 3, sparse=True, scale_grad_by_freq=True, dtype=torch.float64)
+    model = nn.Sequential(bag, nn.Linear(3, 1).double())
+    model[1].weight.register_hook(lambda g: 2 * g)
+    model[1].register_full_backward_pre_hook(lambda m, go: None)
+    walks = []
+    modules = model.modules
+    monkeypatch.setattr(model, "modules", lambda: walks.append(1) or modules())
+    x = torch.tensor([[0, 1, 1]])
+
+    def grads():
+        out = model(x).sum()
+        return torch.autograd.grad(out, [bag.weight, model[1].weight])
+
+    with loss_derivatives(model):
+        assert len(walks) == 1
+        with loss_derivatives(model):
+            assert len(walks) == 2
+            g_bag, g_lin = grads()
+        assert not (bag.sparse or bag.scale_grad_by_freq)
+    assert not g_bag.is_sparse and g_bag[1].tolist() == [2 * v for v in g_bag[0].tolist()]
+    assert g_lin.tolist() == [model[0](x)[0].tolist()]          # the hook's x2 not applied
+    assert bag.sparse and bag.scale_grad_by_freq
+    assert len(model[1].weight._backward_hooks) == 1 and len(model[1]._backward_pre_hooks) == 1
