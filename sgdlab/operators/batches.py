@@ -567,7 +567,7 @@ def _first_samples(data: Data) -> Batch | None:
 
 
 def check_model_data(model: nn.Module, loss_fn: object, data: Data, *,
-                     reads_params: bool = False, loss_runs: bool = False) -> None:
+                     loss_may_read_params: bool = False, loss_runs: bool = False) -> None:
     """A ``UserError`` for data the model and the loss take without failing but not as meant,
     found on the first samples (:func:`_first_samples`) before a measurement computes anything:
     inputs of another floating dtype than the model's parameters that the model refuses
@@ -578,10 +578,11 @@ def check_model_data(model: nn.Module, loss_fn: object, data: Data, *,
     loss of one's own that returns a value per sample (:func:`loss_value_refusal`; a torch
     loss says its reduction, :func:`check_loss_reduction`). One no-grad, eval-mode forward
     pass of those samples at most, run for an element-wise loss, a loss of one's own or inputs
-    of another dtype only, and shared by the checks. ``reads_params``: a loss that reads the
-    model's parameters besides its outputs is taken (per-sample gradients, whose centred
-    spread it shifts by one vector alike, and the full gradient, taken through the model).
-    ``loss_runs``: the forward pass runs for any loss, and a loss that fails on the outputs
+    of another dtype only, and shared by the checks. A loss of one's own that reads the
+    model's parameters besides its outputs (a weight-decay term) is refused too, unless
+    ``loss_may_read_params``: the caller takes such a loss (per-sample gradients, whose
+    centred spread it shifts by one vector alike, and the full gradient, taken through the
+    model). ``loss_runs``: the forward pass runs for any loss, and a loss that fails on the outputs
     and targets is a ``UserError`` naming both shapes (a run config's loss by name, whose
     failure does not depend on the batch: refused before the run is recorded). Otherwise a
     model or a loss that fails on the samples is left to the caller's own pass, which reports
@@ -615,7 +616,8 @@ def check_model_data(model: nn.Module, loss_fn: object, data: Data, *,
     if own:
         refusal = loss_value_refusal(
             loss_fn, out, y, where=where,
-            params=None if reads_params else [p for p in model.parameters() if p.requires_grad])
+            params=None if loss_may_read_params
+            else [p for p in model.parameters() if p.requires_grad])
         if refusal is not None:
             raise refusal
     if loss_runs and batched:

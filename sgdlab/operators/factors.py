@@ -494,7 +494,7 @@ def per_sample_factors(
     """
     check_not_inference_mode()
     check_loss_reduction(loss_fn)
-    check_model_data(model, loss_fn, data, reads_params=True)
+    check_model_data(model, loss_fn, data, loss_may_read_params=True)
     param = next(model.parameters(), None)
     if param is None:
         return None

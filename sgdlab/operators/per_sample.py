@@ -133,7 +133,7 @@ def check_per_sample_data(model: nn.Module, loss_fn, data: Data) -> None:
     check_running_statistics(model)
     check_per_sample_model(model)
     check_loss_reduction(loss_fn)
-    check_model_data(model, loss_fn, data, reads_params=True)
+    check_model_data(model, loss_fn, data, loss_may_read_params=True)
 
 
 @contextlib.contextmanager
@@ -232,7 +232,7 @@ def full_gradient(
     from .batches import check_batch_loss, iterate_batches
 
     check_batch_loss(loss_fn, data)
-    check_model_data(model, loss_fn, data, reads_params=True)
+    check_model_data(model, loss_fn, data, loss_may_read_params=True)
     params = list(require_trainable(model).values())
     device = params[0].device
     total, n = None, 0

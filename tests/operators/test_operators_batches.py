@@ -12,8 +12,8 @@ from sgdlab.errors import UserError
 from sgdlab.measure import ggn_diagonal, mean_loss
 from sgdlab.models.recurrent import LSTMStack
 from sgdlab.operators import HessianOperator
-from sgdlab.operators.batches import (fixed_randomness, gradient_hooks_held, loss_derivatives,
-                                      stochastic_modules)
+from sgdlab.operators.batches import (check_model_data, fixed_randomness, gradient_hooks_held,
+                                      loss_derivatives, stochastic_modules)
 from sgdlab.testing import memory_budget_for
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -134,3 +134,15 @@ def test_loss_derivatives_walks_the_modules_once(monkeypatch):
     assert g_lin.tolist() == [model[0](x)[0].tolist()]          # the hook's x2 not applied
     assert bag.sparse and bag.scale_grad_by_freq
     assert len(model[1].weight._backward_hooks) == 1 and len(model[1]._backward_pre_hooks) == 1
+
+
+def test_a_loss_that_reads_the_parameters_is_refused_unless_the_caller_takes_it():
+    model = nn.Linear(3, 2).double()
+    x, y = torch.randn(4, 3, dtype=torch.float64), torch.randn(4, 2, dtype=torch.float64)
+
+    def decayed(out, t):
+        return F.mse_loss(out, t) + 1e-3 * model.weight.square().sum()
+
+    with pytest.raises(UserError, match="reads the model's parameters"):
+        check_model_data(model, decayed, (x, y))
+    check_model_data(model, decayed, (x, y), loss_may_read_params=True)
