@@ -154,7 +154,7 @@ def checked_per_sample_gradients(model: nn.Module, loss_fn, data: Data, *,
                                  chunk_size: int | None = 256, method: str = "auto") -> Tensor:
     """:func:`per_sample_gradients` for a caller that has run :func:`check_per_sample_data`
     (once a call, not once a batch: the digits MLP's streamed empirical Fisher product
-    1.14-1.35x faster, docs/design/curvature.md) and runs it within
+    1.13-1.35x faster, docs/design/curvature.md) and runs it within
     :func:`per_sample_contexts` (an operator's batches run within those already)."""
     if method != "vmap":
         from .factors import checked_per_sample_factors
