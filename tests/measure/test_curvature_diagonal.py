@@ -120,6 +120,25 @@ def test_ggn_diagonal_from_backpropagated_factors(kind):
         torch.testing.assert_close(ggn_diagonal(model, loss_fn, d), ref, rtol=1e-9, atol=1e-12)
 
 
+def test_ggn_diagonal_on_the_vmap_route_checks_the_data_once(monkeypatch):
+    """A model the factored engine declines (layer norm): its per-column per-sample passes
+    take the checked vmap engine, not per_sample_gradients' checks (a probe forward on the
+    pseudo-loss) for every column; the diagonal is the dense GGN's."""
+    import sgdlab.operators.per_sample as per_sample
+    from sgdlab.measure.curvature import ggn_diagonal
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 4), nn.LayerNorm(4), nn.Tanh(), nn.Linear(4, 3)).double()
+    data, loss_fn = tiny_classification(9, 3, 3), nn.CrossEntropyLoss()
+    seen = []
+    check = per_sample.check_model_data
+    monkeypatch.setattr(per_sample, "check_model_data",
+                        lambda *a, **k: seen.append(1) or check(*a, **k))
+    ref = torch.diagonal(ggn_reference(model, loss_fn, data))
+    torch.testing.assert_close(ggn_diagonal(model, loss_fn, data), ref, rtol=1e-9, atol=1e-12)
+    assert seen == []
+
+
 def test_ggn_diagonal_refuses_a_loss_concave_in_the_outputs():
     from sgdlab.measure.curvature import ggn_diagonal
 
