@@ -89,14 +89,10 @@ def run_config(cfg: dict[str, Any], *, out_dir: str | os.PathLike | None = None,
         raise RunInterrupted(f"{how} while the data and model were built, before the run was "
                              "recorded: nothing was saved; the same command starts it again"
                              ) from None
-    # the targets against the outputs (a data file's regression targets (N,) for (N, 1)
-    # outputs, labels kept as a column) and the loss run on them, on two samples: refused
-    # here, a run recorded failed could not be resumed once the file is fixed (its SHA-256 is
-    # recorded)
-    from ..operators.batches import check_model_data
+    # a data file's regression targets (N,) for (N, 1) outputs, labels kept as a column
+    from ..operators.batches import check_run_data
 
-    check_model_data(built.model, built.loss_fn,
-                     (built.data.x_train[:2], built.data.y_train[:2]), loss_runs=True)
+    check_run_data(built.model, built.loss_fn, built.data)
     if cfg["data"]["data_dir"] is not None:
         # recorded absolute, as the run's folder is: `sgdlab resume` and `sgdlab measure` from
         # another folder read the same files

@@ -635,6 +635,17 @@ def check_model_data(model: nn.Module, loss_fn: object, data: Data, *,
                 "step") from e
 
 
+def check_run_data(model: nn.Module, loss_fn: object, data: object) -> None:
+    """The check of a run config's built model, loss and data (``data``: a
+    :class:`sgdlab.data.Dataset`) before ``sgdlab train`` or ``sgdlab parle`` records the run:
+    :func:`check_model_data` with ``loss_runs`` on the first :data:`_PROBE` training samples
+    (the targets against the outputs, and the loss run on them). Refused then, a run recorded
+    failed at its first step could not be resumed once a data file is fixed (its SHA-256 is
+    the run's)."""
+    check_model_data(model, loss_fn, (data.x_train[:_PROBE], data.y_train[:_PROBE]),
+                     loss_runs=True)
+
+
 def loss_value_refusal(loss_fn: object, outputs: object, targets: Tensor, *,
                        where: str = "", params: list[Tensor] | None = None
                        ) -> UserError | None:

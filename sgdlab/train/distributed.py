@@ -226,11 +226,10 @@ def build_run(cfg: dict[str, Any]):
     if cfg.get("device", "cpu") not in DEVICES:
         raise ConfigError(f"device must be cpu or cuda, got {cfg['device']!r}")
     model, loss_fn, data = build_model_and_data(cfg)
-    # the targets against the outputs and the loss run on them, on two samples, as `sgdlab
-    # train` does: refused here, before the run is recorded failed at its first step
-    from ..operators.batches import check_model_data
+    # as `sgdlab train` does: refused here, before the run is recorded failed at its first step
+    from ..operators.batches import check_run_data
 
-    check_model_data(model, loss_fn, (data.x_train[:2], data.y_train[:2]), loss_runs=True)
+    check_run_data(model, loss_fn, data)
     parle = ParleConfig.from_dict(dict(cfg["parle"]))
     if sum(k in cfg for k in ("rounds", "epochs", "grad_evals")) != 1:
         raise ConfigError("give exactly one of 'rounds', 'epochs' or 'grad_evals'")
