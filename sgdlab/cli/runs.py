@@ -285,10 +285,10 @@ def continue_hint(run: dict, store) -> str | None:
     train``; re-running its sweep for a run of an experiment, with the options of the
     ``sgdlab run`` that recorded it (None once a later run of its sweep entry finished:
     :func:`finished_since`)."""
-    from sgdlab.config.runner import resume_command
+    from sgdlab.config.runner import resume_command, run_folder
     from sgdlab.store.folders import store_option
 
-    if any(a["kind"] == "out_dir" for a in run.get("artifacts", [])):
+    if run_folder(run) is not None:
         return resume_command(run["id"], store.path)
     cfg = run.get("config") or {}
     ckpts = [a["path"] for a in run.get("artifacts", []) if a["kind"] == "checkpoints"]
@@ -518,7 +518,7 @@ def _list(args) -> int:
 
 
 def _show(args) -> int:
-    from sgdlab.store.folders import store_option
+    from sgdlab.config.runner import FailedRunAdvice
     from sgdlab.store.runstore import run_scale
 
     ref, elsewhere = _run_ref(args, args.run_id)
@@ -542,14 +542,12 @@ def _show(args) -> int:
             step = checkpoint_step(run, store.path)
             print(f"  continue it with: {hint}")
             print(f"  ({_resume_point(run, step)})")
-            if run["status"] == "failed" and hint.startswith("sgdlab resume "):
-                # a resume reruns the stored config: it helps once what stopped the run outside
-                # its config is fixed, and a corrected config is a new run
-                warm = (f", from its last checkpoint: sgdlab train CONFIG --init-from "
-                        f"{run['id']} {store_option(store.path)}"
-                        if step is not None and step >= 0 else "")
-                print(f"  (resume reruns its stored config: if what failed lies in the config "
-                      f"or the data, start a new run with the corrected config{warm})")
+            # a failed run of `sgdlab train`: a resume reruns its stored config, which helps
+            # once what stopped it outside its config is fixed; a corrected config is a new run
+            advice = FailedRunAdvice.of(run, store.path,
+                                        checkpoint=checkpoint_state(run, step) == "ok")
+            if advice is not None:
+                print(f"  ({advice.beside_resume()})")
         elif since is not None:
             print(f"  nothing to continue: run {since} of the same sweep entry finished since")
     print(f"created {run['created']}  updated {run['updated']}")

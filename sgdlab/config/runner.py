@@ -152,9 +152,9 @@ def resume_run(run_id: str, *, store: Any = None, progress: bool | None = None,
     run_id = run["id"]
     if run["status"] not in RESUMABLE:
         # "train it longer" is what a finished run given to resume most likely asks for
-        further = (f"; to train it further, start a run from its weights: sgdlab train "
-                   f"CONFIG --init-from {run_id} {store_option(store.path)} (a warm start: "
-                   "CONFIG's train.epochs more, the optimizer afresh)"
+        further = (f"; to train it further, start a run from its weights: "
+                   f"{warm_start_command(run_id, store.path)} (a warm start: CONFIG's "
+                   "train.epochs more, the optimizer afresh)"
                    if run["status"] in ("finished", "diverged") else "")
         raise UserError(f"run {run_id} is {run['status']}; only interrupted, stale, failed "
                         f"(or killed) runs can be resumed{further}")
@@ -216,13 +216,14 @@ def _refuse_held(out_dir: str | os.PathLike) -> None:
             held, where = "?", None
         raise UserError(f"{out_dir} already holds run {held} (its results and checkpoint would "
                         "be overwritten): choose another folder, or remove that one first"
-                        f"{_stopped_run_note(held, where)}")
+                        f"{_stopped_run_note(held, where, out_dir)}")
     if (Path(out_dir) / "results.json").is_file():   # an experiment's report, a demo's output
         raise UserError(f"{out_dir} holds a results.json (of `sgdlab run`, `walk` or "
                         "`landscape`) that this run would overwrite: choose another folder")
 
 
-def _stopped_run_note(run_id: str, store_path: str | None) -> str:
+def _stopped_run_note(run_id: str, store_path: str | None,
+                      folder: str | os.PathLike) -> str:
     """For a folder's run that stopped before its end (the same command given again after a
     Ctrl-C), the command that continues it; "" for any other, or when its store cannot say."""
     import sqlite3
@@ -239,10 +240,9 @@ def _stopped_run_note(run_id: str, store_path: str | None) -> str:
         return ""
     if status not in ("interrupted", "stale", "failed"):
         return ""
-    if status == "failed":    # a resume reruns its stored config: a corrected one is a new run
-        return (f"; that run is failed: if what stopped it lay outside its config (a full "
-                f"disk), continue it with {resume_command(run_id, store_path)}; to run a "
-                "corrected config, choose another folder")
+    advice = FailedRunAdvice.of({"id": run_id, "status": status}, store_path, folder=folder)
+    if advice is not None:    # a resume reruns its stored config: a corrected one is a new run
+        return f"; {advice.held_folder()}"
     return f"; that run is {status}: continue it with {resume_command(run_id, store_path)}"
 
 
@@ -294,9 +294,12 @@ def _execute(cfg: dict[str, Any], store: Any, run_id: str, out: Path, env: dict[
     except UserError as e:
         _record_end(store, run_id, "failed", str(e))
         if isinstance(e, ResumableError) or not training:
-            raise UserError(f"{e}\nrun {run_id} failed; once that is fixed, continue it "
-                            f"with: {hint}") from None
-        raise UserError(f"{e}\n{failed_run_advice(run_id, store.path, ckpt_dir)}") from None
+            raise UserError(f"{e}\n{FailedRunAdvice(run_id, store.path).resumable()}"
+                            ) from None
+        from ..train.checkpoint import checkpoint_path
+
+        advice = FailedRunAdvice(run_id, store.path, checkpoint_path(ckpt_dir).is_file())
+        raise UserError(f"{e}\n{advice.corrected()}") from None
     except sqlite3.OperationalError as e:
         _record_end(store, run_id, "failed", f"{type(e).__name__}: {e}")
         if not is_locked(e):
@@ -313,20 +316,87 @@ def _execute(cfg: dict[str, Any], store: Any, run_id: str, out: Path, env: dict[
         _interrupted(store, run_id, hint, e)
 
 
-def failed_run_advice(run_id: str, store_path: str | os.PathLike,
-                      checkpoint_dir: str | os.PathLike) -> str:
-    """What to do about run ``run_id``, stopped by a problem in its config or data: a resume
-    reruns the stored config (and refuses a changed data file), so the fix takes a new run,
-    which may start from the weights of the failed run's last checkpoint."""
-    from ..train.checkpoint import checkpoint_path
+def warm_start_command(run_id: str, store_path: str | os.PathLike) -> str:
+    """The command that starts a new run from the weights of run ``run_id``'s last checkpoint
+    (``--init-from``: :mod:`sgdlab.config.warm_start`), from any folder."""
+    return f"sgdlab train CONFIG --init-from {run_id} {store_option(store_path)}"
 
-    option = store_option(store_path)
-    warm = (f"; or, to keep its training so far, start it from the failed run's last "
-            f"checkpoint: sgdlab train CONFIG --init-from {run_id} {option} (a warm start: "
-            "the weights only, the optimizer and step count afresh)"
-            if checkpoint_path(checkpoint_dir).is_file() else "")
-    return (f"run {run_id} failed; `sgdlab resume` would run its stored config again, so fix "
-            f"the config (or the data) and start a new run: sgdlab train CONFIG {option}{warm}")
+
+def run_folder(run: dict[str, Any]) -> Path | None:
+    """The folder of a run of ``sgdlab train`` (its last ``out_dir`` artifact; ``run`` as
+    :meth:`~sgdlab.store.RunStore.get_run` gives it); None for a run of another command."""
+    dirs = [a["path"] for a in run.get("artifacts", []) if a["kind"] == "out_dir"]
+    return Path(dirs[-1]) if dirs else None
+
+
+@dataclass(frozen=True)
+class FailedRunAdvice:
+    """What to do about failed run ``run_id`` of ``sgdlab train``, worded once for its own
+    error, ``sgdlab runs show`` and a new run given its folder. ``sgdlab resume`` reruns the
+    stored config (and refuses a changed data file): it continues the run once what stopped it
+    lay outside its config (a full disk); a corrected config or data is a new run, which may
+    start from the weights of the failed run's last checkpoint (``checkpoint``: one is there)."""
+    run_id: str
+    store_path: str | os.PathLike
+    checkpoint: bool = False
+
+    @classmethod
+    def of(cls, run: dict[str, Any], store_path: str | os.PathLike, *,
+           folder: str | os.PathLike | None = None,
+           checkpoint: bool | None = None) -> FailedRunAdvice | None:
+        """The advice for ``run`` when it is a failed run of ``sgdlab train`` (its folder
+        recorded, or given as ``folder``); None for any other. ``checkpoint``: whether a
+        warm start can load its last checkpoint; by default, whether the file is there."""
+        folder = run_folder(run) if folder is None else Path(folder)
+        if run.get("status") != "failed" or folder is None:
+            return None
+        if checkpoint is None:
+            from ..train.checkpoint import checkpoint_path
+
+            checkpoint = checkpoint_path(folder / "checkpoints").is_file()
+        return cls(run["id"], store_path, checkpoint)
+
+    @property
+    def resume(self) -> str:
+        return resume_command(self.run_id, self.store_path)
+
+    @property
+    def new_run(self) -> str:
+        return f"sgdlab train CONFIG {store_option(self.store_path)}"
+
+    @property
+    def warm_start(self) -> str | None:
+        """The warm start from the run's last checkpoint; None without one."""
+        return warm_start_command(self.run_id, self.store_path) if self.checkpoint else None
+
+    def _warm(self, lead: str) -> str:
+        return (f"{lead}{self.warm_start} (a warm start: the weights only, the optimizer and "
+                "step count afresh)" if self.checkpoint else "")
+
+    def resumable(self) -> str:
+        """For a failure outside the run's config (a full disk, a moved data file)."""
+        return f"run {self.run_id} failed; once that is fixed, continue it with: {self.resume}"
+
+    def corrected(self) -> str:
+        """For a failure in the run's config or data: a resume would fail the same way."""
+        return (f"run {self.run_id} failed; `sgdlab resume` would run its stored config again, "
+                f"so fix the config (or the data) and start a new run: {self.new_run}"
+                + self._warm("; or, to keep its training so far, start it from the failed "
+                             "run's last checkpoint: "))
+
+    def beside_resume(self) -> str:
+        """After the resume command, where the cause is not known (``sgdlab runs show``)."""
+        return ("resume reruns its stored config: if what failed lies in the config or the "
+                f"data, start a new run with the corrected config: {self.new_run}"
+                + self._warm("; or from its last checkpoint: "))
+
+    def held_folder(self) -> str:
+        """For a new run given the failed run's folder (``--out``)."""
+        warm = (f" (to keep its training so far, start it from that run's last checkpoint: "
+                f"{self.warm_start})" if self.checkpoint else "")
+        return (f"that run is failed: if what stopped it lay outside its config (a full disk), "
+                f"continue it with {self.resume}; to run a corrected config, choose another "
+                f"folder{warm}")
 
 
 def progress_mode(given: bool | None, configured: bool) -> bool | str:

@@ -1549,10 +1549,22 @@ def test_a_run_stopped_by_its_config_mid_run_says_to_start_a_new_run_not_to_resu
     assert f"run {run['id']} failed; `sgdlab resume` would run its stored config again" in err
     assert f"start a new run: sgdlab train CONFIG --store {store_path};" in err
     assert warm in err
-    # `sgdlab runs show` says the same beside its resume command
+    # `sgdlab runs show` says the same beside its resume command, with both commands
     assert main(["runs", "show", run["id"], "--store", str(store_path)]) == 0
     out = capsys.readouterr().out
-    assert "resume reruns its stored config" in out and warm in out
+    assert (f"  (resume reruns its stored config: if what failed lies in the config or the "
+            f"data, start a new run with the corrected config: sgdlab train CONFIG --store "
+            f"{store_path}; or from its last checkpoint: {warm} (a warm start: the weights "
+            "only, the optimizer and step count afresh))\n") in out
+    # the same command given again into its folder says both, and that another folder is due
+    assert main(["train", str(cfg), "--store", str(store_path), "--out",
+                 str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.endswith(f"; that run is failed: if what stopped it lay outside its config (a "
+                        f"full disk), continue it with sgdlab resume {run['id']} --store "
+                        f"{store_path}; to run a corrected config, choose another folder (to "
+                        "keep its training so far, start it from that run's last checkpoint: "
+                        f"{warm})"), err
     # that warm start works: the failed run's last checkpoint is found by its id
     tiny = tmp_path / "fixed.yaml"
     tiny.write_text(TINY)
