@@ -656,6 +656,11 @@ def _compare(args) -> int:
         return _fmt(value) + ("" if run["status"] in ("finished", "diverged") else f" @{step}")
 
     for m in asked if args.metrics else [*metrics, *summary_only]:
+        if m == "lr":    # its last sample is the lr of a step no run took: see lr_over_steps
+            held = [lr_over_steps(h.get("lr", []), r) for h, r in zip(histories, runs)]
+            rows.append(["last-step lr", *(_fmt(v[0]) if v else "—" for v in held)])
+            rows.append(["mean lr", *(_fmt(v[1]) if v else "—" for v in held)])
+            continue
         rows.append([f"final {m}", *(
             last(h, m, r) if m in metrics else (_fmt(f[m]) if m in f else "—")
             for h, f, r in zip(histories, finals, runs))])
@@ -684,6 +689,28 @@ def _compare(args) -> int:
         plt.close(fig)
         print(f"wrote {plot}")
     return 0
+
+
+def lr_over_steps(points: list, run: dict) -> tuple[float, float] | None:
+    """(the lr of the last step the run took, the mean lr over its steps) from its ``lr``
+    samples ``points`` [(step, lr)]. The loop logs the lr at step 0 and after each epoch, the
+    lr the next epoch steps with, so each sample holds from its step until the next one's and
+    the last, at the run's final step count, is that of a step no one took: of a cyclic
+    schedule, a point of the next cycle; of a random one, one more draw. The steps taken: the
+    summary's ``steps``, else (a run still going) the last sample's step. A schedule that
+    changes the lr within an epoch (``random``, one draw per step) is seen through its
+    samples, one per epoch: the mean then estimates its mean lr from those draws. None when no
+    sample lies before the last step taken."""
+    pts = sorted(((int(s), float(v)) for s, v in points), key=lambda p: p[0])
+    steps = (run.get("summary") or {}).get("steps")
+    end = int(steps) if isinstance(steps, (int, float)) and not isinstance(steps, bool) \
+        else (pts[-1][0] if pts else 0)
+    held = [(s, v, min(nxt, end) - s) for (s, v), nxt
+            in zip(pts, [s for s, _ in pts[1:]] + [end]) if s < end]
+    if not held:
+        return None
+    total = sum(n for _, _, n in held)
+    return held[-1][1], sum(v * n for _, v, n in held) / total
 
 
 TRAINING_NOTE = ("(compared on their training settings, named as in a run config of `sgdlab "

@@ -1,0 +1,41 @@
+"""``sgdlab runs compare`` on the learning rate: the lr of the last step each run took and its
+mean over the steps, not the sample logged after the last step, which no step used."""
+from __future__ import annotations
+
+import pytest
+
+from sgdlab.cli.main import main
+from sgdlab.cli.runs import lr_over_steps
+from sgdlab.store import RunStore
+
+# cosine-cyclic (Musso eq. (20), period 3 epochs, η = 0.1) over 4 epochs of 5 steps: the
+# loop logs the lr at step 0 and after each epoch; the sample at step 20 is the next cycle's
+CYCLIC = [(0, 0.1), (5, 0.075), (10, 0.025), (15, 0.0), (20, 0.025)]
+
+
+def test_lr_over_steps_weighs_each_sample_by_the_steps_it_held():
+    assert lr_over_steps(CYCLIC, {"summary": {"steps": 20}}) == pytest.approx((0.0, 0.05))
+    # a run still going (no summary): its steps so far, up to its last sample's step
+    assert lr_over_steps(CYCLIC[:3], {"summary": None}) == pytest.approx((0.075, 0.0875))
+    # uneven epochs (a last, shorter one) and a step count between samples
+    pts = [(0, 1.0), (4, 0.5), (6, 0.25)]
+    assert lr_over_steps(pts, {"summary": {"steps": 6}}) == pytest.approx((0.5, 5.0 / 6))
+    assert lr_over_steps(pts, {"summary": {"steps": 5}}) == pytest.approx((0.5, 4.5 / 5))
+    assert lr_over_steps([], {"summary": {"steps": 5}}) is None
+    assert lr_over_steps([(0, 1.0)], {"summary": {"steps": 0}}) is None
+
+
+def test_runs_compare_shows_the_last_step_s_lr_and_the_mean(tmp_path, capsys):
+    store_path = tmp_path / "runs.sqlite"
+    with RunStore(store_path) as store:
+        ids = []
+        for name, lrs in (("cyclic", CYCLIC), ("constant", [(s, 0.05) for s, _ in CYCLIC])):
+            run_id = store.create_run({"name": name}, name=name, env={})
+            store.log_many(run_id, [("lr", s, v) for s, v in lrs])
+            store.complete_run(run_id, "finished", summary={"steps": 20})
+            ids.append(run_id)
+    assert main(["runs", "compare", *ids, "--metric", "lr", "--store", str(store_path)]) == 0
+    rows = {line.split("  ")[0]: line.split()[-2:]
+            for line in capsys.readouterr().out.splitlines()}
+    assert rows["last-step lr"] == ["0", "0.05"] and rows["mean lr"] == ["0.05", "0.05"]
+    assert "final lr" not in rows
