@@ -168,11 +168,13 @@ def test_report_help_names_its_argument_as_its_text_does():
     assert "TARGET is an output directory" in text and "sgdlab-out/NAME-SCALE" in text
 
 
-@pytest.mark.parametrize("argv", [["--help"], ["list"], ["train", "--help"]])
+@pytest.mark.parametrize("argv", [["--help"], ["list"], ["train", "--help"],
+                                  ["temperature", "--lr", "0.1", "--batch-size", "10"]])
 def test_help_and_list_import_no_numerics(argv):
     """What makes `sgdlab --help` and `sgdlab list` fast (the timing itself is the
     benchmark figure cli_startup_seconds): torch and friends are imported only by the
-    commands that compute."""
+    commands that compute with them (`sgdlab temperature`'s formulas are arithmetic: the
+    package sgdlab.measure imports its measurements when they are used)."""
     code = ("import sys\nfrom sgdlab.cli.main import main\ntry:\n    main(%r)\n"
             "except SystemExit:\n    pass\n"
             "heavy = ('torch', 'numpy', 'scipy', 'matplotlib', 'sklearn', 'pydantic')\n"

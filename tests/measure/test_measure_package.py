@@ -1,0 +1,29 @@
+"""The package sgdlab.measure imports its measurements when first used: its names and
+submodules are what the eager package gave."""
+from __future__ import annotations
+
+import importlib
+import types
+
+import sgdlab.measure as measure
+
+
+def test_every_exported_name_and_submodule_resolves():
+    for name in measure.__all__:
+        value = getattr(measure, name)
+        assert not isinstance(value, types.ModuleType), name
+        assert value.__name__ == name and name in dir(measure)
+    assert measure.walk.__name__ == "sgdlab.measure.walk"        # a submodule, by attribute
+    assert not hasattr(measure, "no_such_measurement")
+
+
+def test_batch_statistics_stays_the_function_once_its_module_is_imported():
+    # the function shares its module's name: the import system sets the module as the
+    # package's attribute on its first import (as here), which the eager package then
+    # replaced by the function
+    module = importlib.import_module("sgdlab.measure.batch_statistics")
+    setattr(measure, "batch_statistics", module)
+    from sgdlab.measure import batch_statistics
+
+    assert isinstance(batch_statistics, types.FunctionType)
+    assert batch_statistics is module.batch_statistics
