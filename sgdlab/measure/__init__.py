@@ -61,32 +61,7 @@ _FROM: dict[str, str] = {
     "periodicity_test": "trajectory",
 }
 
-__all__ = [
-    "align_to", "average_weights", "ensemble_accuracy", "overlap_matrix", "weight_overlap",
-    "Alignment", "BasinWidth", "BatchStatistics", "TakeuchiInformation", "basin_width",
-    "batch_statistics", "takeuchi_information", "StepLength", "normalized_step_length",
-    "DiagonalEstimate", "Estimate",
-    "GradientCovariance", "InterpolationCurve", "LossSurface", "SpectralDensity",
-    "StepInterpolation", "analyze_segment", "brownian_reference", "dense_hessian",
-    "diffusion_matrix", "discard_burnin", "distance_from_init", "eigenvector_cosines",
-    "EntropyGradientAngle", "local_entropy_gradient", "local_entropy_gradient_angle",
-    "epsilon_sharpness", "expected_sharpness", "fisher_diagonal", "fisher_g_test",
-    "frobenius_norm",
-    "full_batch_grad_norm", "ggn_diagonal", "gradient_cosine", "gradient_covariance",
-    "harmonic_mean_eigenvalue", "hessian_bottom_eigenvalues", "hessian_diagonal",
-    "hessian_directions", "hessian_eigenpairs", "hessian_frobenius_norm",
-    "hessian_spectral_density", "hessian_spectral_norm", "hessian_spectrum",
-    "hessian_top_eigenvalue", "hessian_trace", "hutchinson_trace", "hutchpp_trace",
-    "increment_autocorrelation", "increment_spectrum", "interpolate_models",
-    "iterate_autocorrelation", "lanczos", "local_entropy", "loss_surface",
-    "low_frequency_test", "mean_loss", "min_abs_coordinates", "minibatch_noise_factor",
-    "musso_temperature", "noise_magnitude", "normalised_eigenvalues", "overall_minimum",
-    "parameter_norm", "periodicity_test", "perturbation_alignment", "power_iteration",
-    "projection_residual", "random_direction", "recompute_bn_statistics", "segment_alphas",
-    "segment_losses", "sigma_hessian_alignment", "solve_batch_size", "solve_lr",
-    "spectral_density", "step_interpolation", "summarize_epochs", "temperatures",
-    "trajectory_pca", "TrajectoryPCA", "update_norm", "zero_fraction",
-]
+__all__ = sorted(_FROM)
 
 
 class _Measure(types.ModuleType):
