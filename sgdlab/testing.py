@@ -113,6 +113,20 @@ def config_errors(raw) -> str:
     raise AssertionError(f"the config was accepted: {raw!r}")
 
 
+def stored_run(label: str = "a", seed: int = 0, *, params: dict | None = None,
+               summary: dict | None = None, metrics: dict | None = None,
+               data: dict | None = None, status: str = "finished", key: str | None = None):
+    """A :class:`~sgdlab.experiments.procedures.StoredRun` as the store reads one back, for
+    the analyses' tests: key and run id ``key`` (``label-seed`` by default), each part empty
+    unless given. The summary is a copy: ``add_derived`` writes its values into it."""
+    from sgdlab.experiments.procedures import StoredRun
+
+    key = f"{label}-{seed}" if key is None else key
+    return StoredRun(key=key, run_id=key, label=label, seed=seed, params=params or {},
+                     status=status, summary=dict(summary or {}), metrics=metrics or {},
+                     data=data or {})
+
+
 def tiny_classification(n: int = 12, in_dim: int = 3, classes: int = 2, *, seed: int = 1,
                         dtype: torch.dtype = torch.float64) -> tuple[Tensor, Tensor]:
     g = torch.Generator().manual_seed(seed)

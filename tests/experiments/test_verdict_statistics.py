@@ -11,9 +11,9 @@ from types import SimpleNamespace
 import matplotlib
 import pytest
 
-from sgdlab.experiments.procedures import StoredRun
 from sgdlab.experiments.procedures.common import (check_claims, equivalence, mean_curve,
                                                   values_by_group)
+from sgdlab.testing import stored_run as run
 
 matplotlib.use("Agg")
 PAPER = {"author": "X", "figure": "Fig. 0"}
@@ -22,12 +22,6 @@ T95_DF8 = 1.859548
 
 
 pytestmark = pytest.mark.usefixtures("close_figures")
-
-
-def run(label, seed, params=None, summary=None, metrics=None, status="finished"):
-    return StoredRun(key=f"{label}-{seed}", run_id=f"{label}-{seed}", label=label, seed=seed,
-                     params=params or {}, status=status, summary=dict(summary or {}),
-                     metrics=metrics or {}, data={})
 
 
 def test_welch_interval_uses_the_satterthwaite_degrees_of_freedom():
@@ -691,9 +685,8 @@ def test_hessian_spectrum_fractions_and_tails_by_hand():
     # d = 10; |λ| <= 1e-4 for 7 of them; round-off is λ_max·d·eps32 = 1.19e-5, so −1e-5 is
     # round-off and only −0.5 counts as negative (1 in 10); right tail 10 / 0.5 = 20
     ev = [10.0, 1e-5, -1e-5, 0.0, 2e-5, -0.5, 3.0, 0.0, 0.0, 0.0]
-    runs = [StoredRun("k", "r", "net", 0, {}, "finished", {"hessian_dim": 10},
-                      {}, {"hessian_eigenvalues": ev}),
-            StoredRun("k2", "r2", "empty", 0, {}, "finished", {}, {}, {})]
+    runs = [run("net", 0, summary={"hessian_dim": 10}, data={"hessian_eigenvalues": ev}),
+            run("empty", 0)]
 
     def verdicts(**options):
         spec = SimpleNamespace(paper=PAPER, options=options)
@@ -705,14 +698,13 @@ def test_hessian_spectrum_fractions_and_tails_by_hand():
     assert verdicts(tail_ratio=25.0) == [None, False, True] + [None] * 3       # 20 < 25
     assert verdicts(negative_fraction_below=0.05) == [None, True, False] + [None] * 3
     # a non-finite eigenvalue (a null in data.json) leaves the claims undecided, not refuted
-    runs[0] = StoredRun("k", "r", "net", 0, {}, "finished", {"hessian_dim": 10}, {},
-                        {"hessian_eigenvalues": ev[:2] + [float("nan")] + ev[3:]})
+    runs[0] = run("net", 0, summary={"hessian_dim": 10},
+                  data={"hessian_eigenvalues": ev[:2] + [float("nan")] + ev[3:]})
     spec = SimpleNamespace(paper=PAPER, options={"near_zero": {"net": [1e-4, 0.75]}})
     concl = hessian_spectrum(spec, runs).conclusions
     assert [c.agrees_with_paper for c in concl] == [None] * 6
     assert "non-finite eigenvalues" in concl[0].text and concl[1].claim.startswith("the right")
-    runs[0] = StoredRun("k", "r", "net", 0, {}, "finished", {"hessian_dim": 10},
-                        {}, {"hessian_eigenvalues": ev})
+    runs[0] = run("net", 0, summary={"hessian_dim": 10}, data={"hessian_eigenvalues": ev})
     spec = SimpleNamespace(paper=PAPER, options={})
     (row,) = hessian_spectrum(spec, runs).table("hessian_spectrum").rows
     assert row[:4] == ["net", 10, 1e-4, pytest.approx(0.7)]
@@ -799,11 +791,6 @@ def test_a_censored_value_settles_an_above_claim_only_on_the_side_its_bound_cann
     assert c.agrees_with_paper is None and "already settles" not in c.text
 
 
-def _run(label, seed, summary=None, metrics=None, status="finished"):
-    return StoredRun(f"{label}-{seed}", f"{label}-{seed}", label, seed, {}, status,
-                     dict(summary or {}), metrics or {}, {})
-
-
 def test_a_paired_claim_over_different_seeds_is_inconclusive():
     """b = a + 0.01 on every seed, but b's seed 1 diverged: the means then average different
     seeds (0.835 vs 0.85) while the paired spread comes from the shared ones (std 0). Not a
@@ -811,15 +798,16 @@ def test_a_paired_claim_over_different_seeds_is_inconclusive():
     from sgdlab.experiments.procedures.generic import compare_groups
 
     a = {0: 0.80, 1: 0.90, 2: 0.85}
-    runs = [_run("a", s, {"test_acc": v}) for s, v in a.items()]
-    runs += [_run("b", s, {"test_acc": v + 0.01 if s != 1 else float("nan")},
-                  "diverged" if s == 1 else "finished") for s, v in a.items()]
+    runs = [run("a", s, summary={"test_acc": v}) for s, v in a.items()]
+    runs += [run("b", s, summary={"test_acc": v + 0.01 if s != 1 else float("nan")},
+                 status="diverged" if s == 1 else "finished") for s, v in a.items()]
     spec = SimpleNamespace(paper=PAPER, options={
         "table": [["test_acc", "acc"]], "curves": [],
         "claims": [{"greater": ["b", "a"], "metric": "test_acc", "paired": True,
                     "claim": "b better"}]})
-    (c,) = compare_groups(spec, runs).conclusions
+    c, note = compare_groups(spec, runs).conclusions
     assert c.agrees_with_paper is None and "finite seeds differ" in c.text
+    assert note.claim is None and note.text == "runs diverged in: b"
 
 
 @pytest.mark.parametrize("cos,hess,sigma,tests", [
@@ -839,7 +827,7 @@ def test_alignment_with_a_missing_pair_is_inconclusive_wherever_it_sits(cos, hes
         m[f"align/hess_norm_eig_{i}"] = [(0, 0.1), (100, h)]
         m[f"align/sigma_norm_eig_{i}"] = [(0, 0.1), (100, s)]
     spec = SimpleNamespace(paper=PAPER, options={"tests": tests})
-    concl = zhu_alignment(spec, [_run("sgd", 0, {"num_params": 100}, m)]).conclusions
+    concl = zhu_alignment(spec, [run("sgd", 0, summary={"num_params": 100}, metrics=m)]).conclusions
     assert [c.agrees_with_paper for c in concl if c.claim] == [None]
 
 
@@ -849,9 +837,9 @@ def test_escape_claims_on_the_sharpness_weigh_its_seed_spread():
     from sgdlab.experiments.procedures.landscape_runs import zhu_escape_analysis
 
     vals = {"sgd": [(0.5, 0.1), (0.9, 0.5), (0.1, 0.9)], "gd": [(0.52, 0.52)] * 3}
-    runs = [StoredRun(f"{m}-{s}", f"{m}-{s}", m, s, {"method": m, "lr": 0.1}, "finished",
-                      {"success_rate": sr, "successes": int(sr * 100), "repetitions": 100,
-                       "reached_rate": sr, "final_sharpness": v}, {}, {})
+    runs = [run(m, s, params={"method": m, "lr": 0.1},
+                summary={"success_rate": sr, "successes": int(sr * 100), "repetitions": 100,
+                         "reached_rate": sr, "final_sharpness": v})
             for m, vs in vals.items() for s, (sr, v) in enumerate(vs)]
     claims = [{"less": ["sgd", "gd"], "metric": m, "claim": m}
               for m in ("final_sharpness", "success_rate")]
@@ -867,16 +855,10 @@ def test_an_equal_ratio_claim_stays_when_one_setting_diverged():
     that they reach the same accuracy is still listed, undecided, not dropped."""
     from sgdlab.experiments.procedures.jastrzebski import ratio_grid
 
-    def run(lr, b, s, diverged=False):
-        nan = float("nan")
-        return StoredRun(f"{lr}-{b}-{s}", f"{lr}-{b}-{s}", f"lr{lr}-B{b}", s,
-                         {"optimizer": {"lr": lr}, "batch_size": b},
-                         "diverged" if diverged else "finished",
-                         {"hessian_top": nan if diverged else 2 - lr,
-                          "test_acc": nan if diverged else 0.9}, {}, {})
-
+    nan = float("nan")
     settings = [(0.05, 100), (0.1, 100), (0.1, 50), (0.2, 100)]
-    runs = [run(lr, b, s, diverged=(lr, b) == (0.1, 50)) for lr, b in settings for s in range(2)]
+    runs = [_grid_run(lr, b, s, nan, nan, status="diverged") if (lr, b) == (0.1, 50)
+            else _grid_run(lr, b, s, 2 - lr, 0.9) for lr, b in settings for s in range(2)]
     spec = SimpleNamespace(paper=PAPER, options={"metrics": ["hessian_top"],
                                                  "expect": {"hessian_top": "negative"}})
     concl = ratio_grid(spec, runs).conclusions

@@ -9,24 +9,18 @@ import matplotlib
 import numpy as np
 import pytest
 
-from sgdlab.experiments.procedures import StoredRun
 from sgdlab.errors import ConfigError
 from sgdlab.experiments.procedures.jastrzebski import (breakdown, curve_gap, equal_ratio,
                                                      interpolation)
 from sgdlab.experiments.procedures.xing import (fifths, rise_fraction, xing_cosine_grid,
                                                xing_hessian_norm, xing_walk)
+from sgdlab.testing import stored_run as run
 
 matplotlib.use("Agg")
 PAPER = {"author": "X", "figure": "Fig. 0"}
 
 
 pytestmark = pytest.mark.usefixtures("close_figures")
-
-
-def run(label, seed, params=None, metrics=None, data=None, summary=None, status="finished"):
-    return StoredRun(key=f"{label}-{seed}", run_id=f"{label}-{seed}", label=label, seed=seed,
-                     params=params or {}, status=status, summary=dict(summary or {}),
-                     metrics=metrics or {}, data=data or {})
 
 
 def test_rise_fraction_and_curve_gap():
