@@ -14,6 +14,7 @@ from sgdlab.experiments.procedures.chaudhari import burnin_end, trajectory
 from sgdlab.landscapes.pde import within_semiconcavity_bound
 from sgdlab.experiments.procedures.landscape_runs import (_HEAT, _HOPF, _SGD, _VISCOUS,
                                                           PDEProcedure, pde_analysis)
+from sgdlab.testing import stored_run
 
 PAPER = {"author": "Chaudhari", "figure": "Fig. 0"}
 
@@ -21,20 +22,18 @@ pytestmark = pytest.mark.usefixtures("close_figures")
 
 
 def stored(label="r", params=None, summary=None, metrics=None, data=None) -> StoredRun:
-    return StoredRun(key=label, run_id=label, label=label, seed=0, params=params or {},
-                     status="finished", summary=dict(summary or {}), metrics=metrics or {},
-                     data=data or {})
+    """A stored run of seed 0; its parts may be given by position here."""
+    return stored_run(label, params=params, summary=summary, metrics=metrics, data=data)
 
 
 # --- thesis Example 6.43, Fig. 6.4 -----------------------------------------------------------
 def _double_well_run(seed: int, w: float, se: float, histogram: list[list[float]]) -> StoredRun:
-    r = stored("λ=1.5", {"lam": 1.5},
-               {"total_variation": 0.01, "angular_velocity": w, "angular_velocity_exact": 1.0,
-                "angular_velocity_se": se, "drift_zeros": [[0.0, 0.0]]},
-               data={"histogram": histogram, "stationary": [[0.25, 0.25], [0.25, 0.25]],
-                     "edges1": [-1.0, 0.0, 1.0], "edges2": [-1.0, 0.0, 1.0]})
-    r.seed, r.key = seed, f"dw{seed}"
-    return r
+    return stored_run(
+        "λ=1.5", seed, params={"lam": 1.5},
+        summary={"total_variation": 0.01, "angular_velocity": w, "angular_velocity_exact": 1.0,
+                 "angular_velocity_se": se, "drift_zeros": [[0.0, 0.0]]},
+        data={"histogram": histogram, "stationary": [[0.25, 0.25], [0.25, 0.25]],
+              "edges1": [-1.0, 0.0, 1.0], "edges2": [-1.0, 0.0, 1.0]})
 
 
 def test_the_double_well_current_of_several_seeds_weighs_the_error_of_their_mean():
@@ -384,11 +383,10 @@ def test_iterate_correlations_no_larger_than_a_brownian_paths_say_so():
 def _trivialized_run(label: str, seed: int, accs: list[float]) -> StoredRun:
     """A run evaluated at the end of each of len(accs) epochs of 32 steps."""
     steps = [32 * (e + 1) for e in range(len(accs))]
-    r = stored(label, {}, {"test_acc": accs[-1]},
-               {"train_acc": list(zip(steps, accs)), "train_loss": [(s, 1.0) for s in steps],
-                "epoch": [(s, float(e + 1)) for e, s in enumerate(steps)]})
-    r.seed = seed
-    return r
+    return stored_run(label, seed, summary={"test_acc": accs[-1]},
+                      metrics={"train_acc": list(zip(steps, accs)),
+                               "train_loss": [(s, 1.0) for s in steps],
+                               "epoch": [(s, float(e + 1)) for e, s in enumerate(steps)]})
 
 
 def test_epochs_to_train_is_the_first_epoch_at_the_level_and_a_bound_where_never_reached():
@@ -445,9 +443,8 @@ def test_errors_of_networks_that_never_trained_are_no_verdict(entry, groups):
         out = []
         for g, a in groups.items():
             for seed, d in enumerate((-jitter, jitter)):
-                r = stored(g, {}, {"train_acc": acc(a) + d, "test_acc": acc(a) + d})
-                r.seed = seed
-                out.append(r)
+                out.append(stored_run(g, seed, summary={"train_acc": acc(a) + d,
+                                                        "test_acc": acc(a) + d}))
         return out
 
     def accuracy_claims(rs):
@@ -786,10 +783,9 @@ def test_the_train_procedure_gives_its_adam_to_the_fisher_measurement(tmp_path):
 def _fisher_run(label: str, seed: int, diag: list[float], reading: str, test_acc: float = 0.9,
                 **extra) -> StoredRun:
     final = [{"kind": "fisher_diagonal", "reading": reading, **extra}]
-    return StoredRun(key=f"{label}{seed}", run_id=f"{label}{seed}", label=label, seed=seed,
-                     params={"final": final}, status="finished",
-                     summary={"fisher_dim": len(diag), "test_acc": test_acc}, metrics={},
-                     data={"fisher_diagonal": diag})
+    return stored_run(label, seed, params={"final": final},
+                      summary={"fisher_dim": len(diag), "test_acc": test_acc},
+                      data={"fisher_diagonal": diag})
 
 
 def test_the_fisher_panel_tests_the_caption_and_reads_a_variance_as_one():

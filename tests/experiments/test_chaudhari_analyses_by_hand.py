@@ -6,17 +6,12 @@ from types import SimpleNamespace
 
 import pytest
 
-from sgdlab.experiments.procedures import StoredRun
 from sgdlab.experiments.procedures import chaudhari
+from sgdlab.testing import stored_run as _run
 
 PAPER = {"author": "Chaudhari", "figure": "Fig. 0"}
 
 pytestmark = pytest.mark.usefixtures("close_figures")
-
-
-def _run(label, seed=0, params=None, summary=None, metrics=None, data=None) -> StoredRun:
-    return StoredRun(f"{label}{seed}", f"{label}{seed}", label, seed, params or {}, "finished",
-                     dict(summary or {}), metrics or {}, data or {})
 
 
 def _spectrum(options, runs):

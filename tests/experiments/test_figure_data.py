@@ -9,15 +9,14 @@ import numpy as np
 import pytest
 import torch
 
-from sgdlab.experiments.procedures import StoredRun
 from sgdlab.experiments.procedures.common import schedule_lr
 from sgdlab.experiments.procedures.generic import compare_groups
+from sgdlab.testing import stored_run
 
 
-def run(label, seed=0, params=None, metrics=None, data=None, summary=None):
-    return StoredRun(key=f"{label}-{seed}", run_id=f"{label}-{seed}", label=label, seed=seed,
-                     params=params or {}, status="finished", summary=dict(summary or {}),
-                     metrics=metrics or {}, data=data or {})
+def run(label, seed=0, params=None, metrics=None, **parts):
+    """A stored run; the params and the series may be given by position here."""
+    return stored_run(label, seed, params=params, metrics=metrics, **parts)
 
 
 def _epoch_samples(per_step, spe, epochs):

@@ -15,6 +15,7 @@ from sgdlab.errors import ConfigError
 from sgdlab.experiments.procedures import StoredRun
 from sgdlab.experiments.procedures.common import check_claims
 from sgdlab.experiments.spec import catalogue_files, load_experiment, read_file
+from sgdlab.testing import stored_run as run
 
 ROOT = Path(__file__).resolve().parents[2]
 TEXT = "zhu-2019-anisotropic-noise.txt"
@@ -24,12 +25,6 @@ CURVATURE_AWARE = ["sgd", "gld-leading", "gld-hessian"]
 OTHERS = ["gd", "gld-const", "gld-dynamic", "gld-diagonal"]
 
 pytestmark = pytest.mark.usefixtures("close_figures")
-
-
-def run(label, seed=0, params=None, summary=None, metrics=None, data=None):
-    return StoredRun(key=f"{label}-{seed}", run_id=f"{label}-{seed}", label=label, seed=seed,
-                     params=params or {}, status="finished", summary=dict(summary or {}),
-                     metrics=metrics or {}, data=data or {})
 
 
 def _norm(text: str) -> str:
