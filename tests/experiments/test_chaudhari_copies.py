@@ -189,9 +189,9 @@ def test_a_copy_run_trains_without_the_shared_compare_options_and_plans_its_step
 
 
 def test_the_overlap_figure_is_the_first_seeds_and_labels_its_cells_readably():
-    from sgdlab.experiments.procedures import StoredRun
     from sgdlab.experiments.procedures.copies import copies_analysis
     from sgdlab.experiments.spec import load_experiment
+    from sgdlab.testing import stored_run
 
     spec = load_experiment("chaudhari-independent-copies", "cpu")
 
@@ -199,9 +199,9 @@ def test_the_overlap_figure_is_the_first_seeds_and_labels_its_cells_readably():
         summary = {"individual_err": 0.1, "individual_err_std": 0.01, "ensemble_err": 0.09,
                    "oneshot_err": 0.9, "aligned_err": 0.5, "overlap_aligned": 0.4,
                    "overlap_raw": 0.3, "ensemble_rel_gain": 0.1, "copies": 2}
-        return StoredRun(f"c{seed}", f"c{seed}", "compare", seed, {}, "finished", summary, {},
-                         {"copy_errors": [0.1, 0.1], "overlap_aligned": mat,
-                          "overlap_raw": mat, "labels": ["copy-1", "copy-2"]})
+        return stored_run("compare", seed, summary=summary,
+                          data={"copy_errors": [0.1, 0.1], "overlap_aligned": mat,
+                                "overlap_raw": mat, "labels": ["copy-1", "copy-2"]})
 
     later = run(5, [[1.0, 0.9], [0.9, 1.0]])
     first = run(2, [[1.0, 0.4], [0.4, 1.0]])

@@ -8,10 +8,11 @@ import pytest
 from sgdlab.errors import ConfigError
 from sgdlab.experiments.procedures import StoredRun
 from sgdlab.experiments.procedures.generic import add_derived, mean_abs_change
+from sgdlab.testing import stored_run
 
 
 def _run(series: dict[str, list[tuple[float, float]]]) -> StoredRun:
-    return StoredRun("k", "r", "a", 0, {}, "finished", {}, series, {})
+    return stored_run(metrics=series)
 
 
 def test_mean_abs_change_is_the_change_per_step_between_consecutive_records():
@@ -70,8 +71,8 @@ def _acc_run(label: str, seed: int, acc: list[tuple[int, float]], eff_per_step: 
     """A run whose accuracy is recorded at ``acc``'s steps and whose effective epochs grow by
     ``eff_per_step`` per step, logged at the end (as a run that stops inside its first epoch)."""
     last = acc[-1][0]
-    return StoredRun(f"{label}{seed}", f"{label}{seed}", label, seed, {}, "finished", {},
-                     {"test_acc": acc, "effective_epochs": [(last, last * eff_per_step)]}, {})
+    return stored_run(label, seed, metrics={"test_acc": acc,
+                                            "effective_epochs": [(last, last * eff_per_step)]})
 
 
 def test_time_to_error_reaches_a_group_mean_final_error_within_the_slack():
@@ -112,8 +113,8 @@ def test_time_to_error_to_the_runs_own_final_error():
 def test_time_to_error_of_a_run_stopped_inside_its_first_epoch_reads_its_summary():
     # 16 steps of L = 20 on 32 batches an epoch: no epoch end, so no effective_epochs series;
     # the summary's 10 effective epochs at step 16 give the time (5 at step 8)
-    r = StoredRun("k", "r", "ent", 0, {}, "finished", {"steps": 16, "effective_epochs": 10.0},
-                  {"test_acc": [(0, 0.1), (8, 0.9), (16, 0.9)]}, {})
+    r = stored_run("ent", summary={"steps": 16, "effective_epochs": 10.0},
+                   metrics={"test_acc": [(0, 0.1), (8, 0.9), (16, 0.9)]})
     add_derived([r], [{"name": "t", "metric": "test_acc", "reduce": "time_to_error",
                        "error_of": "own"}])
     assert r.summary["t"] == 5.0 and r.summary["t__censored"] is False
@@ -155,9 +156,9 @@ def test_at_step_reads_the_last_record_at_or_before_the_step():
     assert _reduce_one(_run(series), "at_step", step=15) == 0.5
     assert math.isnan(_reduce_one(_run({"acc": [(5, 0.1)]}), "at_step", step=4))
     # a run that stopped exactly at the step has a state there; one that stopped before not
-    stopped = StoredRun("k", "r", "a", 0, {}, "finished", {"steps": 20}, series, {})
+    stopped = stored_run(summary={"steps": 20}, metrics=series)
     assert _reduce_one(stopped, "at_step", step=20) == 0.7
-    early = StoredRun("k", "r", "a", 0, {}, "finished", {"steps": 19}, series, {})
+    early = stored_run(summary={"steps": 19}, metrics=series)
     assert math.isnan(_reduce_one(early, "at_step", step=20))
     with pytest.raises(ConfigError, match="reduce at_step needs a 'step'"):
         _reduce_one(_run(series), "at_step")
@@ -207,10 +208,10 @@ def test_time_to_error_of_a_baseline_without_a_finite_final_is_nan_for_every_run
 # --- compare_groups: grouping, table, bars, curves and diverged runs -------------------------
 def _grouped(label: str, seed: int, lr: float, summary: dict, status: str = "finished"
              ) -> StoredRun:
-    return StoredRun(f"{label}{seed}", f"{label}{seed}", label, seed,
-                     {"optimizer": {"name": "sgd", "lr": lr}}, status, summary,
-                     {"train_loss": [(0, 1.0), (10, 0.5)], "test_acc": [(0, 0.1), (10, 0.5)],
-                      "epoch": [(10, 1.0)]}, {})
+    return stored_run(label, seed, params={"optimizer": {"name": "sgd", "lr": lr}},
+                      summary=summary, status=status,
+                      metrics={"train_loss": [(0, 1.0), (10, 0.5)],
+                               "test_acc": [(0, 0.1), (10, 0.5)], "epoch": [(10, 1.0)]})
 
 
 def _spec(**options):

@@ -8,8 +8,8 @@ import math
 import pytest
 import torch
 
-from sgdlab.experiments.procedures import StoredRun
 from sgdlab.experiments.procedures import landscape_runs as lr
+from sgdlab.testing import stored_run
 
 PAPER = {"author": "Chaudhari", "figure": "Fig. 0"}
 
@@ -50,9 +50,9 @@ def test_a_scoped_drift_takes_its_stages_in_order_over_equal_times():
 def _escape_run(seed, passage, iterations=None, successes=3, repetitions=4):
     params = {"method": "sgd"} if iterations is None else {"method": "sgd",
                                                           "iterations": iterations}
-    return StoredRun(f"k{seed}", f"r{seed}", "sgd", seed, params, "finished",
-                     {"successes": successes, "repetitions": repetitions}, {},
-                     {"first_passage": passage})
+    return stored_run("sgd", seed, params=params,
+                      summary={"successes": successes, "repetitions": repetitions},
+                      data={"first_passage": passage})
 
 
 def test_first_passages_count_a_chain_that_never_reached_at_the_run_length():
@@ -93,8 +93,7 @@ def test_the_noiseless_flow_is_read_as_rest_cycle_or_spiral():
 
 def test_the_standard_error_of_the_mean_over_seeds():
     def run(seed, w, se):
-        return StoredRun(f"k{seed}", f"r{seed}", "g", seed, {}, "finished",
-                         {"angular_velocity": w, "angular_velocity_se": se}, {}, {})
+        return stored_run("g", seed, summary={"angular_velocity": w, "angular_velocity_se": se})
     # sqrt(0.3² + 0.4²) / 2 over the two runs with a velocity; the NaN one is left out
     runs = [run(0, 1.0, 0.3), run(1, 1.2, 0.4), run(2, math.nan, 9.0)]
     assert lr._se_of_mean(runs) == pytest.approx(0.25)
@@ -140,11 +139,11 @@ def test_the_escape_table_pools_the_seeds_with_wilson_intervals_at_z_2():
     from sgdlab.landscapes.escape import wilson_interval
 
     def run(seed, k):
-        return StoredRun(f"k{seed}", f"r{seed}", "sgd", seed, {"method": "sgd", "lr": 0.1},
-                         "finished", {"success_rate": k / 10, "successes": k,
-                                      "repetitions": 10, "reached_rate": 1.0,
-                                      "final_sharpness": 0.1, "first_passage_mean": 5.0,
-                                      "never_reached": 0}, {}, {"first_passage": [5] * 10})
+        return stored_run("sgd", seed, params={"method": "sgd", "lr": 0.1},
+                          summary={"success_rate": k / 10, "successes": k, "repetitions": 10,
+                                   "reached_rate": 1.0, "final_sharpness": 0.1,
+                                   "first_passage_mean": 5.0, "never_reached": 0},
+                          data={"first_passage": [5] * 10})
     spec = SimpleNamespace(paper={"figure": "Fig. 3"}, options={})
     runs = [run(0, 3), run(1, 6)]
     an = lr.zhu_escape_analysis(spec, runs)
@@ -186,10 +185,10 @@ def test_the_double_well_claims_on_their_default_thresholds():
              "angular_velocity_se": 0.01, "drift_zeros": zeros,
              "orbit_speed_end": [0.5], "orbit_radius_half": [1.0], "orbit_radius_end": [1.0],
              "orbit_turns": [3.0]}
-        return StoredRun(f"k{lam}", f"r{lam}", f"λ={lam}", seed, {"lam": lam}, "finished", s,
-                         {}, {"histogram": [[0.25, 0.25], [0.25, 0.25]],
-                              "stationary": [[0.25, 0.25], [0.25, 0.25]],
-                              "edges1": [-1.0, 0.0, 1.0], "edges2": [-1.0, 0.0, 1.0]})
+        return stored_run(f"λ={lam}", seed, params={"lam": lam}, summary=s,
+                          data={"histogram": [[0.25, 0.25], [0.25, 0.25]],
+                                "stationary": [[0.25, 0.25], [0.25, 0.25]],
+                                "edges1": [-1.0, 0.0, 1.0], "edges2": [-1.0, 0.0, 1.0]})
 
     def claims(w=1.0, tv=0.01, shift=0.05, off=0.0):
         runs = [run(0.0, tv, 0.0, [[1.0 + off, 0.0], [-1.0 - off, 0.0]]),
@@ -211,9 +210,9 @@ def test_the_sweep_marks_where_gd_stops_being_stable():
     from types import SimpleNamespace
 
     # η·λ_max = 10 η: GD at the sharp minimum is stable below η = 2/λ_max = 0.2
-    runs = [StoredRun(f"k{lr}", f"r{lr}", "sgd", 0, {"method": "sgd", "lr": lr}, "finished",
-                      {"repetitions": 10, "successes": 5, "reached_rate": 0.5,
-                       "eta_lambda_max": 10 * lr}, {}, {}) for lr in (0.1, 0.4)]
+    runs = [stored_run("sgd", key=f"sgd-{lr}", params={"method": "sgd", "lr": lr},
+                       summary={"repetitions": 10, "successes": 5, "reached_rate": 0.5,
+                                "eta_lambda_max": 10 * lr}) for lr in (0.1, 0.4)]
     spec = SimpleNamespace(paper=PAPER, options={"faster": ["sgd"], "slower": ["sgd"]})
     (_, fig), = lr.zhu_escape_sweep_analysis(spec, runs).figures
     (mark,) = [ln for ln in fig.axes[0].get_lines() if ln.get_label() == "η = 2/λ_max"]

@@ -6,9 +6,9 @@ import math
 import pytest
 
 from sgdlab.errors import ConfigError
-from sgdlab.experiments.procedures import StoredRun
 from sgdlab.experiments.procedures.generic import add_derived
 from sgdlab.experiments.spec import load_experiment
+from sgdlab.testing import stored_run
 
 # label -> (dataset, model, lr, C, mu, nesterov, weight decay, random factor's convention)
 # from the captions of Figs. 1, 2, 5 and 6 (lines 159, 182, 233, 248 of the text); Fig. 4
@@ -64,9 +64,8 @@ def test_paper_scale_uses_the_stated_settings(name):
 
 
 def _run(train_acc, test_acc):
-    return StoredRun("k", "r", "a", 0, {}, "finished", {},
-                     {"train_acc": list(enumerate(train_acc)),
-                      "test_acc": list(enumerate(test_acc))}, {})
+    return stored_run(metrics={"train_acc": list(enumerate(train_acc)),
+                               "test_acc": list(enumerate(test_acc))})
 
 
 def test_derived_difference_of_two_series():

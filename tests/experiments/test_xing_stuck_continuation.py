@@ -10,10 +10,10 @@ import matplotlib
 import pytest
 
 from sgdlab.errors import ConfigError
-from sgdlab.experiments.procedures import StoredRun
 from sgdlab.experiments.procedures.xing import (relative_drop, stuck_continuation,
                                                window_mean, xing_stuck)
 from sgdlab.experiments.spec import SCALES, load_experiment
+from sgdlab.testing import stored_run
 
 matplotlib.use("Agg")
 NAME = "xing-stuck-continuation"
@@ -26,8 +26,7 @@ def run(label, seed, loss, acc=None, params=None, status="finished"):
     acc = acc if acc is not None else [0.5] * len(loss)
     metrics = {"train_loss": [(10 * i, v) for i, v in enumerate(loss)],
                "train_acc": [(10 * i, v) for i, v in enumerate(acc)]}
-    return StoredRun(key=f"{label}-{seed}", run_id=f"{label}-{seed}", label=label, seed=seed,
-                     params=params or {}, status=status, summary={}, metrics=metrics, data={})
+    return stored_run(label, seed, params=params, metrics=metrics, status=status)
 
 
 def test_window_mean_takes_the_steps_after_stop_minus_window_up_to_stop():
