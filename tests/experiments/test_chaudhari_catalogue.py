@@ -531,14 +531,13 @@ def _hessian_runs(scale: str) -> dict[str, dict]:
 def _trivialized_run(label: str, loss_steps: list[int]):
     """A stored run of 32 steps per epoch for 4 epochs whose training loss was evaluated at
     ``loss_steps``, the loss at step s being 2 − s/100 (each epoch's value is distinct)."""
-    from sgdlab.experiments.procedures import StoredRun
+    from sgdlab.testing import stored_run
 
     metrics = {"train_loss": [(s, 2 - s / 100) for s in loss_steps],
                "train_acc": [(s, 0.9) for s in loss_steps],
                "epoch": [(32 * e, float(e)) for e in range(1, 5)]}
-    return StoredRun(key=label, run_id=label, label=label, seed=0, params={}, status="ok",
-                     summary={"test_acc": 0.9, "train_loss": 1.0, "train_acc": 0.9},
-                     metrics=metrics, data={})
+    return stored_run(label, status="ok", metrics=metrics,
+                      summary={"test_acc": 0.9, "train_loss": 1.0, "train_acc": 0.9})
 
 
 def test_early_train_loss_is_the_loss_at_the_end_of_the_first_epoch():
@@ -1027,23 +1026,28 @@ def test_cpu_scale_lists_the_departures_it_shares_with_the_paper_scale(name):
             assert any(phrase in d for d in devs), (name, scale, phrase)
 
 
+def _pspin_run(regime: str, energy: float = -1.0, **summary):
+    """A stored p-spin run of ``regime`` whose six starts all converged to one minimum."""
+    from sgdlab.testing import stored_run
+
+    return stored_run(regime, params={"regime": regime},
+                      summary={"nu": 1.0, "starts": 6, "converged": 6, "energy_min": energy,
+                               "energy_spread": 0.0, **summary},
+                      data={"embedding": [[0.0, 0.0]], "energies": [energy],
+                            "basin_sizes": [6]})
+
+
 def test_spin_glass_table_sets_the_lowest_energy_beside_fig_2_1s_levels(monkeypatch):
     """Fig. 2.2's caption reads the minima's H/N as non-asymptotic values of Fig. 2.1's: the
     table's note gives Lemma 2.2's −E_0 = −1.657 and −E_∞ = −2√(2/3) for p = 3."""
     from types import SimpleNamespace
 
     import sgdlab.report.figures.landscapes as figures
-    from sgdlab.experiments.procedures import StoredRun
     from sgdlab.experiments.procedures.landscape_runs import pspin_analysis
 
     monkeypatch.setattr(figures, "pspin_figure", lambda *a: None)   # the table is tested
     spec = SimpleNamespace(options={})                                 # no claims to judge
-    runs = [StoredRun(key=g, run_id=g, label=g, seed=0, params={"regime": g}, status="finished",
-                      metrics={}, summary={"nu": 1.0, "starts": 6, "converged": 6,
-                                           "energy_min": -1.6, "energy_spread": 0.0,
-                                           "distinct_minima": 1, "cosine_distance": 0.0,
-                                           "angular_distance": 0.0},
-                      data={"embedding": [[0.0, 0.0]], "energies": [-1.6], "basin_sizes": [6]})
+    runs = [_pspin_run(g, -1.6, distinct_minima=1, cosine_distance=0.0, angular_distance=0.0)
             for g in ("glassy", "critical", "trivial")]
     note, = pspin_analysis(spec, runs).tables[0].notes
     assert "−E_0 = −1.6570" in note and "−E_∞ = −1.6330" in note
@@ -1056,7 +1060,6 @@ def test_spin_glass_cosine_distance_reading_tests_the_mean_angle():
     judges the chosen one (a run stored without the angle leaves its claim inconclusive)."""
     from types import SimpleNamespace
 
-    from sgdlab.experiments.procedures import StoredRun
     from sgdlab.experiments.procedures.landscape_runs import PSpinProcedure, pspin_analysis
 
     default = load_experiment("chaudhari-spin-glass", "cpu")
@@ -1071,18 +1074,10 @@ def test_spin_glass_cosine_distance_reading_tests_the_mean_angle():
                                SimpleNamespace(device="cpu"))
     assert 0 <= out.summary["angular_distance"] < 0.05
 
-    def stored(regime, **summary):
-        return StoredRun(key=regime, run_id=regime, label=regime, seed=0,
-                         params={"regime": regime}, status="finished", metrics={},
-                         summary={"nu": 1.0, "starts": 6, "converged": 6, "energy_min": -1.0,
-                                  "energy_spread": 0.0, **summary},
-                         data={"embedding": [[0.0, 0.0]], "energies": [-1.0],
-                               "basin_sizes": [6]})
-
     # 1 − q of 0.9 (gap 0.9 − 0.0 > 0.5) but angles 0.3 vs 0.1 (gap 0.2): the readings part
-    runs = [stored("glassy", distinct_minima=5, cosine_distance=0.9, angular_distance=0.3),
-            stored("critical", distinct_minima=2, cosine_distance=0.5, angular_distance=0.2),
-            stored("trivial", distinct_minima=1, cosine_distance=0.0, angular_distance=0.1)]
+    runs = [_pspin_run("glassy", distinct_minima=5, cosine_distance=0.9, angular_distance=0.3),
+            _pspin_run("critical", distinct_minima=2, cosine_distance=0.5, angular_distance=0.2),
+            _pspin_run("trivial", distinct_minima=1, cosine_distance=0.0, angular_distance=0.1)]
     verdicts = [[c.agrees_with_paper for c in pspin_analysis(s, runs).conclusions]
                 for s in (default, angle)]
     assert verdicts == [[True, True, True], [True, False, True]]
