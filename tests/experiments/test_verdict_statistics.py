@@ -73,41 +73,40 @@ def _agrees(claim, values):
 
 def test_every_claim_kind_on_hand_made_values():
     v = _vals(a=(1.0, 0.0, 3), b=(2.0, 0.0, 3), c=(1.05, 0.0, 3), d=(0.5, 0.0, 3))
-    one = lambda c: check_claims([c], v)[0].agrees_with_paper      # noqa: E731
-    assert one({"less": ["a", "b"], "metric": "m"}) is True
-    assert one({"less": ["b", "a"], "metric": "m"}) is False
-    assert one({"greater": ["b", "a"], "metric": "m"}) is True
-    assert one({"greater": ["a", "b"], "metric": "m"}) is False
+    assert _agrees({"less": ["a", "b"], "metric": "m"}, v) is True
+    assert _agrees({"less": ["b", "a"], "metric": "m"}, v) is False
+    assert _agrees({"greater": ["b", "a"], "metric": "m"}, v) is True
+    assert _agrees({"greater": ["a", "b"], "metric": "m"}, v) is False
     # a positive margin makes the claim stricter: 1 + 0.9 < 2 holds, 1 + 1.1 < 2 does not
-    assert one({"less": ["a", "b"], "metric": "m", "margin": 0.9}) is True
-    assert one({"less": ["a", "b"], "metric": "m", "margin": 1.1}) is False
-    assert one({"greater": ["b", "a"], "metric": "m", "margin": 1.1}) is False
+    assert _agrees({"less": ["a", "b"], "metric": "m", "margin": 0.9}, v) is True
+    assert _agrees({"less": ["a", "b"], "metric": "m", "margin": 1.1}, v) is False
+    assert _agrees({"greater": ["b", "a"], "metric": "m", "margin": 1.1}, v) is False
     # close: |a − c| = 0.05 <= atol + rtol·|c|
-    assert one({"close": ["a", "c"], "metric": "m"}) is True                 # 0.105 default
-    assert one({"close": ["a", "c"], "metric": "m", "rtol": 0.04}) is False  # 0.042
-    assert one({"close": ["a", "c"], "metric": "m", "rtol": 0.0, "atol": 0.06}) is True
-    assert one({"far": ["a", "c"], "metric": "m", "rtol": 0.04}) is True
-    assert one({"far": ["a", "c"], "metric": "m"}) is False
+    assert _agrees({"close": ["a", "c"], "metric": "m"}, v) is True                 # 0.105 default
+    assert _agrees({"close": ["a", "c"], "metric": "m", "rtol": 0.04}, v) is False  # 0.042
+    assert _agrees({"close": ["a", "c"], "metric": "m", "rtol": 0.0, "atol": 0.06}, v) is True
+    assert _agrees({"far": ["a", "c"], "metric": "m", "rtol": 0.04}, v) is True
+    assert _agrees({"far": ["a", "c"], "metric": "m"}, v) is False
     # above: min over the first set > max over the second
-    assert one({"above": [["b", "a"], ["d"]], "metric": "m"}) is True
-    assert one({"above": [["b", "d"], ["a"]], "metric": "m"}) is False
+    assert _agrees({"above": [["b", "a"], ["d"]], "metric": "m"}, v) is True
+    assert _agrees({"above": [["b", "d"], ["a"]], "metric": "m"}, v) is False
     (c,) = check_claims([{"above": [["b", "a"], ["d", "c"]], "metric": "m"}], v)
     assert c.agrees_with_paper is False
     assert c.text == "m: min over {b, a} = 1 is not above max over {d, c} = 1.05"
     assert c.evidence == {"a": {"b": 2.0, "a": 1.0}, "b": {"d": 0.5, "c": 1.05}}
     # a margin: stricter when positive, a tolerance when negative (1 > 1.05 − 0.1)
-    assert one({"above": [["b", "a"], ["d"]], "metric": "m", "margin": 0.4}) is True
-    assert one({"above": [["b", "a"], ["d"]], "metric": "m", "margin": 0.6}) is False
+    assert _agrees({"above": [["b", "a"], ["d"]], "metric": "m", "margin": 0.4}, v) is True
+    assert _agrees({"above": [["b", "a"], ["d"]], "metric": "m", "margin": 0.6}, v) is False
     (c,) = check_claims([{"above": [["a"], ["c"]], "metric": "m", "margin": -0.1}], v)
     assert c.agrees_with_paper is True
     assert c.text == "m: min over {a} = 1 is not below max over {c} = 1.05 by more than 0.1"
-    assert one({"above": [["a"], ["c"]], "metric": "m", "margin": -0.04}) is False
+    assert _agrees({"above": [["a"], ["c"]], "metric": "m", "margin": -0.04}, v) is False
     # min over A − max over B inside the seed-to-seed spread of any compared group: no verdict
     sv = _vals(a=(1.0, 0.0, 3), b=(2.0, 0.02, 3), c=(1.05, 0.1, 3), d=(0.5, 0.0, 3))
     (c,) = check_claims([{"above": [["b", "a"], ["c"]], "metric": "m"}], sv)
     assert c.agrees_with_paper is None and "seed-to-seed spread (std 0.1)" in c.text
-    assert check_claims([{"above": [["b", "a"], ["d"]], "metric": "m"}],
-                        sv)[0].agrees_with_paper is True         # 1 − 0.5 > 0.1: decided
+    # 1 − 0.5 > 0.1: decided
+    assert _agrees({"above": [["b", "a"], ["d"]], "metric": "m"}, sv) is True
     # metric_b: A's metric against B's other metric (e.g. end against start of one run)
     vv = {"x": {"end": 0.2, "start": 0.9}}
     (c,) = check_claims([{"less": ["x", "x"], "metric": "end", "metric_b": "start"}], vv)
