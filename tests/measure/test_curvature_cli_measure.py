@@ -1,6 +1,7 @@
 """`sgdlab measure` on a checkpoint written by `sgdlab train`, and the curvature figures."""
 import json
 import math
+from pathlib import Path
 
 import matplotlib.pyplot as plt
 import pytest
@@ -12,11 +13,19 @@ from sgdlab.report.figures.curvature import (
 )
 
 
+def _trained(folder: Path, *settings: str, steps: int = 3) -> tuple[str, Path]:
+    """(store, run folder) in ``folder`` of `sgdlab train digits-mlp` for ``steps`` steps of
+    one epoch, each of ``settings`` (``key=value``) one more ``--set``."""
+    store, run_dir = str(folder / "runs.sqlite"), folder / "run"
+    sets = [a for s in (f"train.max_steps={steps}", "train.epochs=1", *settings)
+            for a in ("--set", s)]
+    assert main(["train", "digits-mlp", "--store", store, "--out", str(run_dir), *sets,
+                 "--no-progress"]) == 0
+    return store, run_dir
+
+
 def test_measure_checkpoint_writes_store_json_and_plots(tmp_path, capsys):
-    store = str(tmp_path / "runs.sqlite")
-    run_dir = tmp_path / "run"
-    assert main(["train", "digits-mlp", "--store", store, "--out", str(run_dir),
-                 "--set", "train.max_steps=3", "--set", "train.epochs=1", "--no-progress"]) == 0
+    store, run_dir = _trained(tmp_path)
     out = tmp_path / "m"
     rc = main(["measure", str(run_dir / "checkpoints" / "last.pt"), "--store", store,
                "--subset", "40", "--k", "2", "--probes", "4", "--samples", "3",
@@ -87,11 +96,7 @@ def test_measure_names_a_misspelled_measurement(capsys, tmp_path):
 def test_measure_batch_says_why_cabs_is_nan_and_which_batch_sizes_fit(tmp_path, capsys):
     """A checkpoint whose learning rate is 0 (a schedule ending there) has no CABS batch size;
     a full-batch run has no batch size to default to."""
-    store = str(tmp_path / "runs.sqlite")
-    run_dir = tmp_path / "run"
-    assert main(["train", "digits-mlp", "--store", store, "--out", str(run_dir),
-                 "--set", "train.max_steps=1", "--set", "train.epochs=1", "--no-progress",
-                 "--set", "optimizer.lr=0", "--set", "train.batch_size=full"]) == 0
+    store, run_dir = _trained(tmp_path, "optimizer.lr=0", "train.batch_size=full", steps=1)
     assert main(["measure", str(run_dir), "--store", store, "--what", "batch",
                  "--subset", "16"]) == 2
     assert ("give --batch-size B, 2 <= B <= 16 (the examples measured; the run's "
@@ -114,10 +119,7 @@ def test_measure_batch_says_why_cabs_is_nan_and_which_batch_sizes_fit(tmp_path, 
 
 
 def test_measure_loss_surface_of_a_checkpoint(tmp_path):
-    store = str(tmp_path / "runs.sqlite")
-    run_dir = tmp_path / "run"
-    assert main(["train", "digits-mlp", "--store", store, "--out", str(run_dir),
-                 "--set", "train.max_steps=3", "--set", "train.epochs=1", "--no-progress"]) == 0
+    store, run_dir = _trained(tmp_path)
     final = json.loads((run_dir / "results.json").read_text())["final"]
     for directions in ("random", "hessian"):
         out = tmp_path / directions
@@ -157,10 +159,7 @@ def test_measure_passes_its_memory_budget_to_every_measurement_that_takes_one(tm
             seen[_name] = kwargs.get("memory_budget", "not passed")
             return _real(*args, **kwargs)
         monkeypatch.setattr(module, name, spy)
-    store = str(tmp_path / "runs.sqlite")
-    run_dir = tmp_path / "run"
-    assert main(["train", "digits-mlp", "--store", store, "--out", str(run_dir),
-                 "--set", "train.max_steps=3", "--set", "train.epochs=1", "--no-progress"]) == 0
+    store, run_dir = _trained(tmp_path)
     assert main(["measure", str(run_dir), "--store", store, "--what", "sharpness,surface",
                  "--subset", "40", "--samples", "2", "--steps", "3", "--memory-budget", "1MiB",
                  "--out", str(tmp_path / "m")]) == 0
@@ -190,14 +189,10 @@ def test_measure_batch_statistics_of_a_checkpoint(tmp_path, monkeypatch):
     from sgdlab.measure import batch_statistics, takeuchi_information
     from sgdlab.train.checkpoint import load_checkpoint
 
-    store = str(tmp_path / "runs.sqlite")
-    run_dir = tmp_path / "run"
     # a step schedule halving the learning rate every step: the checkpoint's lr is 0.05 / 8,
     # the one CABS takes (the config's 0.05 is the lr of the first step only)
-    assert main(["train", "digits-mlp", "--store", store, "--out", str(run_dir),
-                 "--set", "train.max_steps=3", "--set", "train.epochs=1", "--no-progress",
-                 "--set", "schedule.name=step", "--set", "schedule.every=0.02",
-                 "--set", "schedule.gamma=0.5"]) == 0
+    store, run_dir = _trained(tmp_path, "schedule.name=step", "schedule.every=0.02",
+                              "schedule.gamma=0.5")
     lr = load_checkpoint(run_dir / "checkpoints" / "last.pt")["optimizer"]["param_groups"][0][
         "lr"]
     assert lr == pytest.approx(0.05 / 8)
@@ -263,11 +258,7 @@ def bn_run(tmp_path_factory):
     an instrument registered only in the script that trained it."""
     import yaml
 
-    tmp = tmp_path_factory.mktemp("bn")
-    store, run_dir = str(tmp / "runs.sqlite"), tmp / "run"
-    assert main(["train", "digits-mlp", "--store", store, "--out", str(run_dir),
-                 "--set", "train.max_steps=3", "--set", "train.epochs=1",
-                 "--set", "model.options.batchnorm=true", "--no-progress"]) == 0
+    store, run_dir = _trained(tmp_path_factory.mktemp("bn"), "model.options.batchnorm=true")
     cfg = yaml.safe_load((run_dir / "config.yaml").read_text())
     cfg["measure"] = [{"name": "an_instrument_of_the_training_script", "every": 5}]
     (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg))
@@ -310,10 +301,7 @@ def test_an_interrupted_measure_keeps_the_measurements_done_before(tmp_path, cap
     import sgdlab.cli.measure as measure
     from sgdlab.store import RunStore
 
-    store = str(tmp_path / "runs.sqlite")
-    run_dir = tmp_path / "run"
-    assert main(["train", "digits-mlp", "--store", store, "--out", str(run_dir),
-                 "--set", "train.max_steps=3", "--set", "train.epochs=1", "--no-progress"]) == 0
+    store, run_dir = _trained(tmp_path)
     def interrupted_halfway(step):
         def stopped(m):
             step(m)                          # its values are in, then the interrupt
