@@ -449,6 +449,19 @@ def loss_reading_measurements(theta):
             lambda m, lf, d: M.loss_surface(m, lf, d, [theta], steps=2)]
 
 
+def refused_by_every_measurement(model, loss_fn, data, match: str) -> None:
+    """Each measurement taking a ``loss_fn`` (loss_reading_measurements, the top eigenvalue,
+    the covariance, the batch statistics, the noise and the alignment) refuses ``loss_fn`` on
+    ``data`` as one batch and as two, with a UserError matching ``match``."""
+    for fn in loss_reading_measurements(params_vector(model)) + [
+            M.hessian_top_eigenvalue, M.gradient_covariance, M.batch_statistics,
+            lambda *a: M.noise_magnitude(*a, 0.1, 2),
+            lambda *a: M.sigma_hessian_alignment(*a, 1)]:
+        for d in (data, two_batches(data)):
+            with pytest.raises(UserError, match=match):
+                fn(model, loss_fn, d)
+
+
 # a loss summed over the batch, as a module and as partials of F.cross_entropy (given
 # reduction, or torch's legacy size_average); the partials were measured on several batches
 SUMMED = {"module": nn.CrossEntropyLoss(reduction="sum"),
@@ -479,13 +492,7 @@ def test_a_loss_per_sample_is_refused_with_its_remedy(form):
     model, _, data = make("residual")
     per_sample = {"module": nn.CrossEntropyLoss(reduction="none"),
                   "partial": functools.partial(F.cross_entropy, reduction="none")}[form]
-    for fn in loss_reading_measurements(params_vector(model)) + [
-            M.hessian_top_eigenvalue, M.gradient_covariance, M.batch_statistics,
-            lambda *a: M.noise_magnitude(*a, 0.1, 2),
-            lambda *a: M.sigma_hessian_alignment(*a, 1)]:
-        for d in (data, two_batches(data)):
-            with pytest.raises(UserError, match=r"reduction='none'.*reduction='mean'"):
-                fn(model, per_sample, d)
+    refused_by_every_measurement(model, per_sample, data, r"reduction='none'.*reduction='mean'")
 
 
 def test_a_torch_dataset_given_as_data_is_refused_naming_the_data_loader():
@@ -526,15 +533,9 @@ def test_a_loss_function_of_ones_own_returning_a_loss_per_sample_is_named():
     model, _, data = make("residual")
     per_sample = lambda out, y: F.cross_entropy(out, y, reduction="none")  # noqa: E731
     mean = lambda out, y: F.cross_entropy(out, y, reduction="none").mean()  # noqa: E731
-    for fn in loss_reading_measurements(params_vector(model)) + [
-            M.hessian_top_eigenvalue, M.gradient_covariance, M.batch_statistics,
-            lambda *a: M.noise_magnitude(*a, 0.1, 2),
-            lambda *a: M.sigma_hessian_alignment(*a, 1)]:
-        for d in (data, two_batches(data)):
-            with pytest.raises(UserError, match=r"loss_fn <lambda> returns a tensor of shape "
-                                                r"\(2,\) on the data's first 2 samples, not one "
-                                                r"number.*\.mean\(\)"):
-                fn(model, per_sample, d)
+    refused_by_every_measurement(model, per_sample, data,
+                                 r"loss_fn <lambda> returns a tensor of shape \(2,\) on the "
+                                 r"data's first 2 samples, not one number.*\.mean\(\)")
     close(M.dense_hessian(model, mean, data), M.dense_hessian(model, nn.CrossEntropyLoss(), data))
     with pytest.raises(UserError, match=r"returns a float .*return a 0-dim tensor"):
         M.mean_loss(model, lambda out, y: 1.0, data)
