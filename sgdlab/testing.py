@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import gzip
 import itertools
+import json
 import pickle
 import struct
 import warnings
@@ -125,6 +126,13 @@ def stored_run(label: str = "a", seed: int = 0, *, params: dict | None = None,
     return StoredRun(key=key, run_id=key, label=label, seed=seed, params=params or {},
                      status=status, summary=dict(summary or {}), metrics=metrics or {},
                      data=data or {})
+
+
+def strict_loads(text: str):
+    """``json.loads`` as jq or ``JSON.parse`` read: NaN and Infinity are errors, not values."""
+    def refuse(name):
+        raise ValueError(f"not JSON: {name}")
+    return json.loads(text, parse_constant=refuse)
 
 
 def tiny_classification(n: int = 12, in_dim: int = 3, classes: int = 2, *, seed: int = 1,

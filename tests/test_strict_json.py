@@ -9,13 +9,7 @@ import numpy as np
 import pytest
 
 from sgdlab.strict_json import dumps, finite_or_none
-
-
-def strict_loads(text: str):
-    """json.loads as jq or JSON.parse read: NaN / Infinity are errors."""
-    def refuse(name):
-        raise ValueError(f"not JSON: {name}")
-    return json.loads(text, parse_constant=refuse)
+from sgdlab.testing import strict_loads
 
 
 def test_non_finite_floats_become_null_at_any_depth():

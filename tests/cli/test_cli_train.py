@@ -18,6 +18,7 @@ import torch
 from sgdlab.cli.main import main
 from sgdlab.cli.train import EXIT_DIVERGED
 from sgdlab.store import RunStore
+from sgdlab.testing import strict_loads
 
 # An instrument that stops its own process at a step: SIGKILL at $SGDLAB_TEST_KILL_AT, SIGTERM
 # at $SGDLAB_TEST_TERM_AT (unset: it does nothing, so the same config runs uninterrupted).
@@ -917,13 +918,6 @@ def test_resume_of_a_run_whose_folder_was_removed_says_so_and_rebuilds_it(tmp_pa
     store = RunStore(store_path)
     ref_id = json.loads((ref / "run.json").read_text())["run_id"]
     assert store.metrics(rid) == store.metrics(ref_id)
-
-
-def strict_loads(text: str):
-    """json.loads as jq or JSON.parse read: NaN / Infinity are errors."""
-    def refuse(name):
-        raise ValueError(f"not JSON: {name}")
-    return json.loads(text, parse_constant=refuse)
 
 
 def test_runs_json_of_a_diverged_run_is_strict_and_its_table_unchanged(tmp_path, capsys):

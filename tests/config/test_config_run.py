@@ -14,7 +14,7 @@ from pydantic import Field
 from sgdlab.config import (Section, apply_overrides, build_from_config, load_config,
                            packaged_configs, validate, validate_config)
 from sgdlab.errors import ConfigError
-from sgdlab.testing import TINY_RUN as TINY, config_errors
+from sgdlab.testing import TINY_RUN as TINY, config_errors, strict_loads
 from sgdlab.train.callbacks import Callback
 from sgdlab.train.instruments import INSTRUMENTS, register_instrument
 
@@ -474,13 +474,6 @@ def test_bad_data_option_value_names_the_key_and_records_no_run(tmp_path):
     with pytest.raises(ConfigError, match=r"data\.options: option 'test_size'"):
         run_config(raw, out_dir=tmp_path / "out", store=store)
     assert store.list_runs() == []
-
-
-def strict_loads(text: str):
-    """json.loads as jq or JSON.parse read: NaN / Infinity are errors."""
-    def refuse(name):
-        raise ValueError(f"not JSON: {name}")
-    return json.loads(text, parse_constant=refuse)
 
 
 def test_results_of_a_diverged_run_are_strict_json(tmp_path):

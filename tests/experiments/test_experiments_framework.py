@@ -18,6 +18,7 @@ from sgdlab.experiments.spec import load_experiment, resolve
 from sgdlab.experiments.sweep import artifacts_root, load_runs, run_sweep
 from sgdlab.store import RunStore
 from sgdlab.report.tables import Table
+from sgdlab.testing import strict_loads
 
 CALLS: list[str] = []
 
@@ -876,13 +877,6 @@ def test_a_claim_over_many_groups_that_did_not_train_says_so_once():
                              "here: train_acc of b = 0.11 is not above 0.5; train_acc of c")
 
 
-def _strict_loads(text: str):
-    """json.loads as jq or JSON.parse read: NaN / Infinity are errors."""
-    def refuse(name):
-        raise ValueError(f"not JSON: {name}")
-    return json.loads(text, parse_constant=refuse)
-
-
 def test_a_diverged_run_leaves_strict_json_that_reads_back_to_the_same_report(tmp_path):
     """One setting diverges, so its final measurement is missing (NaN in the analysis):
     results.json is strict JSON (null there), and what is built from
@@ -912,7 +906,7 @@ def test_a_diverged_run_leaves_strict_json_that_reads_back_to_the_same_report(tm
     res = run_experiment(str(_write(tmp_path, raw)), scale="cpu", out_dir=out,
                          store_path=store, progress=None)
     assert [r["status"] for r in res.results["runs"]] == ["finished", "diverged"]
-    r = _strict_loads((out / "results.json").read_text())
+    r = strict_loads((out / "results.json").read_text())
     claim, diverged = r["conclusions"]
     assert "(missing or non-finite values: the claim cannot be checked)" in claim["text"]
     assert claim["agrees_with_paper"] is None and claim["evidence"]["wild"] is None
@@ -934,7 +928,7 @@ def test_a_diverged_run_leaves_strict_json_that_reads_back_to_the_same_report(tm
     assert all(math.isnan(v) for v in diff.rows[1][4:6])          # nothing to subtract
     # rebuilt from the folder: the same tables and conclusions, still strict
     assert cli(["report", str(out)]) == 0
-    again = _strict_loads((out / "results.json").read_text())
+    again = strict_loads((out / "results.json").read_text())
     assert (again["tables"], again["conclusions"]) == (r["tables"], r["conclusions"])
 
 
@@ -951,18 +945,18 @@ def test_a_non_finite_number_in_the_experiment_file_survives_the_rebuild(tmp_pat
     out, store = tmp_path / "out", str(tmp_path / "runs.sqlite")
     res = run_experiment(str(_write(tmp_path, raw)), scale="smoke", out_dir=out,
                          store_path=store, progress=None)
-    r = _strict_loads((out / "results.json").read_text())
+    r = strict_loads((out / "results.json").read_text())
     assert r["config"]["file"]["base"]["factor"] is None
     assert r["tables"][0]["rows"][0][2:] == ["inf", None]    # summary inf, data curve null
     assert res.results["tables"] == r["tables"] and r["conclusions"][0]["text"] == "max y = inf"
     datas = sorted(artifacts_root(open_store(store)).rglob("data.json"))
     assert len(datas) == 3
-    assert all(_strict_loads(p.read_text()) == {"curve": [None, None]} for p in datas)
+    assert all(strict_loads(p.read_text()) == {"curve": [None, None]} for p in datas)
     stored, _ = load_runs(resolve(raw, "smoke").expand(), store_path=store)
     assert all(math.isnan(v) for s in stored for v in s.data["curve"])
     CALLS.clear()
     assert cli(["report", str(out)]) == 0
-    again = _strict_loads((out / "results.json").read_text())
+    again = strict_loads((out / "results.json").read_text())
     assert CALLS == [] and not again["incomplete"] and again["missing_runs"] == []
     assert (again["tables"], again["conclusions"]) == (r["tables"], r["conclusions"])
 

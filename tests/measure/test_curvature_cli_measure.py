@@ -11,6 +11,7 @@ from sgdlab.report.figures.curvature import (
     alignment_figure, batch_statistics_figure, curvature_history_figure, eigenspectrum_figure,
     noise_magnitude_figure, spectral_density_figure,
 )
+from sgdlab.testing import strict_loads
 
 
 def _trained(folder: Path, *settings: str, steps: int = 3) -> tuple[str, Path]:
@@ -104,10 +105,7 @@ def test_measure_batch_says_why_cabs_is_nan_and_which_batch_sizes_fit(tmp_path, 
     assert main(["measure", str(run_dir), "--store", store, "--what", "batch", "--subset", "16",
                  "--batch-size", "8", "--batches", "1", "--out", str(tmp_path / "b")]) == 0
     out = capsys.readouterr().out
-    def refuse(name):   # as jq or JSON.parse read: NaN is not JSON
-        raise ValueError(f"not JSON: {name}")
-    measured = json.loads((tmp_path / "b" / "measurements.json").read_text(),
-                          parse_constant=refuse)
+    measured = strict_loads((tmp_path / "b" / "measurements.json").read_text())
     assert measured["scalars"]["batch/cabs_batch_size"] is None
     assert "(batch/cabs_batch_size is NaN (null in measurements.json): CABS scales with the " \
            "learning rate, and the checkpoint's is not > 0" in out

@@ -14,6 +14,7 @@ import pytest
 
 from sgdlab.errors import UserError
 from sgdlab.store import RunStore, default_store_path, new_run_id
+from sgdlab.testing import strict_loads
 
 
 def test_round_trip(tmp_path):
@@ -316,9 +317,7 @@ def test_export_csv_and_json(tmp_path):
         (a, "loss", "1"), (b, "acc", "2"), (b, "loss", "2")}
     assert [r["value"] for r in rows if r["run_id"] == b and r["metric"] == "loss"] == ["nan"]
     store.export(tmp_path / "b.json", run_ids=[b], fmt="json")
-    def refuse(name):   # as jq or JSON.parse read: NaN is not JSON
-        raise ValueError(f"not JSON: {name}")
-    data = json.loads((tmp_path / "b.json").read_text(), parse_constant=refuse)
+    data = strict_loads((tmp_path / "b.json").read_text())     # NaN is not JSON
     assert [r["id"] for r in data] == [b]
     assert data[0]["config"] == {"k": 2} and data[0]["metrics"]["acc"] == [[2, 1.0]]
     assert data[0]["metrics"]["loss"] == [[2, "nan"]]      # a NaN, not a missing value
@@ -359,9 +358,7 @@ def test_json_export_tells_infinities_and_nan_from_missing_values(tmp_path):
     store.complete_run(rid, "diverged", summary={"loss": math.inf, "acc": math.nan,
                                                  "steps": 1, "note": None})
     out = store.export(tmp_path / "e.json", fmt="json")
-    def refuse(name):   # as jq or JSON.parse read: NaN / Infinity are not JSON
-        raise ValueError(f"not JSON: {name}")
-    (run,) = json.loads(out.read_text(), parse_constant=refuse)
+    (run,) = strict_loads(out.read_text())          # NaN / Infinity are not JSON
     assert run["metrics"] == {"acc": [[1, "nan"]], "grad": [[1, "-inf"]],
                               "loss": [[0, 0.5], [1, "inf"]]}
     assert run["summary"] == {"acc": "nan", "loss": "inf", "note": None, "steps": 1}

@@ -15,7 +15,7 @@ import torch
 import sgdlab.data  # noqa: F401  (imported before forking: the workers start warm)
 import sgdlab.models  # noqa: F401
 from sgdlab.errors import ConfigError, UserError
-from sgdlab.testing import forked_torchrun
+from sgdlab.testing import forked_torchrun, strict_loads
 from sgdlab.train.distributed import run_from_config
 
 # `sgdlab parle` records every run in the run store: the default one in the test's folder
@@ -215,13 +215,6 @@ def test_distributed_checkpoint_resume_equals_uninterrupted(tmp_path):
     assert got == pytest.approx([v for _, v in res.history["replica_loss"]], rel=1e-12)
     with pytest.raises(ConfigError, match="written by 2 process"):
         run_from_config(cfg, mode="inprocess", out=out, resume=True)
-
-
-def strict_loads(text: str):
-    """json.loads as jq or JSON.parse read: NaN / Infinity are errors."""
-    def refuse(name):
-        raise ValueError(f"not JSON: {name}")
-    return json.loads(text, parse_constant=refuse)
 
 
 def test_a_diverged_run_prints_and_writes_strict_json(tmp_path, capsys):
