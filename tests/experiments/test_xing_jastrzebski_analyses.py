@@ -31,16 +31,21 @@ def test_rise_fraction_and_curve_gap():
     assert curve_gap(a, b, "test_acc") == pytest.approx(0.1)      # the start is not compared
 
 
+def acc_run(label, seed, acc, **parts):
+    """A run at η = 0.01, B = 50 whose test accuracy is 0.1 at the start, then ``acc`` at
+    steps 10, 20, ..."""
+    return run(label, seed, params={"optimizer": {"lr": 0.01}, "batch_size": 50},
+               metrics={"test_acc": [(0, 0.1)] + [(10 * e, a) for e, a in enumerate(acc, 1)]},
+               **parts)
+
+
 def test_equal_ratio_rescaling_gaps_for_two_networks():
-    def curve(label, seed, acc):
-        return run(label, seed, params={"optimizer": {"lr": 0.01}, "batch_size": 50},
-                   metrics={"test_acc": [(0, 0.1)] + [(10 * e, a) for e, a in enumerate(acc, 1)]})
     runs = []
     for s in (0, 1):
-        runs += [curve("a-ref", s, [0.5, 0.6]), curve("a-lin", s, [0.5 - 0.01 * s, 0.6]),
-                 curve("a-sqrt", s, [0.3, 0.4]),
-                 curve("b-ref", s, [0.5, 0.6]), curve("b-lin", s, [0.2, 0.2]),
-                 curve("b-sqrt", s, [0.5, 0.7])]
+        runs += [acc_run("a-ref", s, [0.5, 0.6]), acc_run("a-lin", s, [0.5 - 0.01 * s, 0.6]),
+                 acc_run("a-sqrt", s, [0.3, 0.4]),
+                 acc_run("b-ref", s, [0.5, 0.6]), acc_run("b-lin", s, [0.2, 0.2]),
+                 acc_run("b-sqrt", s, [0.5, 0.7])]
     triples = [{"name": n, "reference": f"{n}-ref", "linear": f"{n}-lin", "sqrt": f"{n}-sqrt"}
                for n in ("a", "b")]
     claims = [{"less": [f"gap-linear-{n}", f"gap-sqrt-{n}"], "metric": "gap"} for n in "ab"]
@@ -729,9 +734,7 @@ def test_equal_ratio_pairs_are_held_to_their_curves_not_their_means():
     assert not any("equivalent" in c and c["metric"] == "curve_mean" for c in o["claims"])
 
     def curve(label, seed, acc):
-        return run(label, seed, params={"optimizer": {"lr": 0.01}, "batch_size": 50},
-                   metrics={"test_acc": [(0, 0.1)] + [(10 * e, a) for e, a in enumerate(acc, 1)]},
-                   summary={"train_acc": 0.9})
+        return acc_run(label, seed, acc, summary={"train_acc": 0.9})
     rising = [0.80 + 0.01 * e for e in range(10)]
     runs = []
     for s in (0, 1):
@@ -838,6 +841,11 @@ def test_breakdown_checks_that_the_curves_of_the_largest_beta_do_not_match():
     assert c.agrees_with_paper is True and "1 seed(s) diverged at β = 16" in c.text
 
 
+def _saddle(out, _y):
+    """0.5 (−3 w0² + w1²) of a bias-free linear model on the inputs I: Hessian diag(−3, 1)."""
+    return 0.5 * (-3 * out[0, 0] ** 2 + out[1, 0] ** 2)
+
+
 def test_hessian_top_reads_the_largest_eigenvalue_or_the_largest_magnitude():
     import torch
 
@@ -845,10 +853,7 @@ def test_hessian_top_reads_the_largest_eigenvalue_or_the_largest_magnitude():
 
     model = torch.nn.Linear(2, 1, bias=False)
     x, y = torch.eye(2), torch.zeros(2)
-
-    def loss(out, _y):          # 0.5 (−3 w0² + w1²): Hessian diag(−3, 1)
-        return 0.5 * (-3 * out[0, 0] ** 2 + out[1, 0] ** 2)
-    top = {w: compute_final({"kind": "hessian_top", "which": w}, model, loss, (x, y))[0]
+    top = {w: compute_final({"kind": "hessian_top", "which": w}, model, _saddle, (x, y))[0]
            for w in ("largest", "magnitude")}
     assert top["largest"]["hessian_top"] == pytest.approx(1.0, rel=1e-4)
     assert top["magnitude"]["hessian_top"] == pytest.approx(3.0, rel=1e-4)
@@ -868,10 +873,7 @@ def test_hessian_frobenius_reads_the_frobenius_norm_of_the_models_hessian():
 
     model = torch.nn.Linear(2, 1, bias=False).double()
     x, y = torch.eye(2, dtype=torch.float64), torch.zeros(2, dtype=torch.float64)
-
-    def loss(out, _y):          # 0.5 (−3 w0² + w1²): Hessian diag(−3, 1)
-        return 0.5 * (-3 * out[0, 0] ** 2 + out[1, 0] ** 2)
-    fro = compute_final({"kind": "hessian_frobenius", "probes": 4000}, model, loss,
+    fro = compute_final({"kind": "hessian_frobenius", "probes": 4000}, model, _saddle,
                         (x, y))[0]["hessian_frobenius"]
     assert fro == pytest.approx(math.sqrt(10.0), rel=0.03)
 
@@ -887,16 +889,13 @@ def test_interpolation_paper_scale_evaluates_the_whole_training_set():
 def test_a_curve_that_stops_early_or_misses_a_value_has_no_gap():
     """A diverged run's curve stops early: over the evaluations both reached it would
     "match" the other; a missing value would shift the rest by one evaluation."""
-    def curve(label, seed, acc):
-        return run(label, seed, params={"optimizer": {"lr": 0.01}, "batch_size": 50},
-                   metrics={"test_acc": [(0, 0.1)] + [(10 * e, a) for e, a in enumerate(acc, 1)]})
-    full = curve("a", 0, [0.5, 0.6, 0.7])
-    assert np.isnan(curve_gap(full, curve("b", 0, [0.5]), "test_acc"))
-    assert np.isnan(curve_gap(full, curve("b", 0, [0.5, float("nan"), 0.6]), "test_acc"))
-    assert curve_gap(full, curve("b", 0, [0.5, 0.65, 0.6]), "test_acc") == pytest.approx(0.05)
+    full = acc_run("a", 0, [0.5, 0.6, 0.7])
+    assert np.isnan(curve_gap(full, acc_run("b", 0, [0.5]), "test_acc"))
+    assert np.isnan(curve_gap(full, acc_run("b", 0, [0.5, float("nan"), 0.6]), "test_acc"))
+    assert curve_gap(full, acc_run("b", 0, [0.5, 0.65, 0.6]), "test_acc") == pytest.approx(0.05)
     # seed 1 of b diverged after one evaluation: the gap is seed 0's, and the claim says so
-    runs = [curve("a", 0, [0.5, 0.6, 0.7]), curve("a", 1, [0.5, 0.6, 0.7]),
-            curve("b", 0, [0.5, 0.6, 0.71]), curve("b", 1, [0.5])]
+    runs = [acc_run("a", 0, [0.5, 0.6, 0.7]), acc_run("a", 1, [0.5, 0.6, 0.7]),
+            acc_run("b", 0, [0.5, 0.6, 0.71]), acc_run("b", 1, [0.5])]
     spec = SimpleNamespace(paper=PAPER, options={
         "curves": [], "pairs": [{"name": "p", "a": "a", "b": "b"}],
         "references": {"one point": {"gap": 0.01}},
