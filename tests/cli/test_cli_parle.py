@@ -23,6 +23,21 @@ CONFIG = {"data": {"name": "digits", "flatten": True, "n_train": 64},
           "rounds": 2}
 
 
+def fake_torchrun(monkeypatch, code: str = "pass") -> list[dict]:
+    """Stands in ``python -c code`` for the torchrun that `sgdlab parle --mode distributed`
+    launches: the keyword arguments of each launch command it asked for, in a list."""
+    import sgdlab.cli.parle as parle
+
+    launched = []
+
+    def command(*a, **k):
+        launched.append(k)
+        return [sys.executable, "-c", code]
+
+    monkeypatch.setattr(parle, "torchrun_command", command)
+    return launched
+
+
 def test_bad_launches_are_refused_before_any_process_starts(tmp_path, capsys):
     cfg = tmp_path / "c.json"
     cfg.write_text(json.dumps(CONFIG))
@@ -65,13 +80,7 @@ def test_a_folder_another_start_took_is_refused_before_any_process_starts(tmp_pa
     cfg = tmp_path / "c.json"
     cfg.write_text(json.dumps(CONFIG))
     out = tmp_path / "out"
-    launched = []
-
-    def command(*a, **k):
-        launched.append(k)
-        return [sys.executable, "-c", "pass"]
-
-    monkeypatch.setattr(parle, "torchrun_command", command)
+    launched = fake_torchrun(monkeypatch)
     base = ["parle", str(cfg), "--mode", "distributed", "--out", str(out)]
     assert main(base) == 0 and launched[-1]["claimed"] is True
     assert json.loads((out / "parle.json").read_text())["pid"] == os.getpid()
@@ -321,14 +330,11 @@ def test_the_command_after_a_failed_run_names_its_paths_absolute(tmp_path, capsy
     only from the folder they were given in. Both are absolute (and quoted for the shell)."""
     import shlex
 
-    import sgdlab.cli.parle as parle
-
     here = tmp_path / "my runs"
     here.mkdir()
     monkeypatch.chdir(here)
     (here / "c.json").write_text(json.dumps(CONFIG))
-    monkeypatch.setattr(parle, "torchrun_command",
-                        lambda *a, **k: [sys.executable, "-c", "raise SystemExit(1)"])
+    fake_torchrun(monkeypatch, "raise SystemExit(1)")
     assert main(["parle", "c.json", "--mode", "distributed", "--out", "out"]) == 1
     again = (f"sgdlab parle {shlex.quote(str(here / 'c.json'))} --mode distributed "
              f"--replicas 2 --out {shlex.quote(str(here / 'out'))}")
@@ -432,8 +438,7 @@ def test_a_diverged_run_exits_as_sgdlab_train_s_does(tmp_path, capsys, monkeypat
     for status, code in (("diverged", EXIT_DIVERGED), ("finished", 0)):
         write = (f"import os, pathlib; "
                  f"pathlib.Path(os.environ['{STATUS_ENV}']).write_text('{status}')")
-        monkeypatch.setattr(parle, "torchrun_command",
-                            lambda *a, **k: [sys.executable, "-c", write])
+        fake_torchrun(monkeypatch, write)
         assert main(["parle", str(cfg), "--mode", "distributed"]) == code
 
 
@@ -519,13 +524,7 @@ def test_the_launcher_makes_the_store_and_hands_it_to_the_replicas(tmp_path, cap
 
     cfg = tmp_path / "c.json"
     cfg.write_text(json.dumps(CONFIG))
-    launched = []
-
-    def command(*a, **k):
-        launched.append(k)
-        return [sys.executable, "-c", "pass"]
-
-    monkeypatch.setattr(parle, "torchrun_command", command)
+    launched = fake_torchrun(monkeypatch)
     assert main(["parle", str(cfg), "--mode", "distributed"]) == 0
     assert launched[-1]["store"] == str(tmp_store.resolve()) and tmp_store.is_file()
     monkeypatch.chdir(tmp_path)
@@ -558,7 +557,6 @@ def test_a_run_that_does_not_start_leaves_no_empty_store(tmp_path, capsys, monke
     """A start refused for its busy folder, or whose torchrun fails before rank 0 records the
     run, leaves no store it made behind (nor its folder), as sgdlab train leaves none; a store
     that was there before stays."""
-    import sgdlab.cli.parle as parle
     from sgdlab.store import RunStore
     from sgdlab.train.distributed import claim_out
 
@@ -566,10 +564,7 @@ def test_a_run_that_does_not_start_leaves_no_empty_store(tmp_path, capsys, monke
     cfg.write_text(json.dumps(CONFIG))
     out = tmp_path / "out"
     claim_out(out)                      # another start holds it
-    launched = []
-    monkeypatch.setattr(parle, "torchrun_command",
-                        lambda *a, **k: launched.append(k) or [sys.executable, "-c",
-                                                               "raise SystemExit(1)"])
+    launched = fake_torchrun(monkeypatch, "raise SystemExit(1)")
     assert main(["parle", str(cfg), "--mode", mode, "--out", str(out)]) == 2
     assert "already holds a parle run" in capsys.readouterr().err and not launched
     assert not tmp_store.exists() and not tmp_store.parent.exists()
@@ -692,16 +687,12 @@ def test_targets_of_the_wrong_shape_in_a_data_file_are_refused_before_the_run_is
     step."""
     import torch
 
-    import sgdlab.cli.parle as parle
-
     g = torch.Generator().manual_seed(0)
     x = torch.randn(12, 3, generator=g)
     torch.save({"x_train": x, "y_train": x[:, 0]}, tmp_path / "d.pt")
     cfg = tmp_path / "c.json"
     cfg.write_text(json.dumps({**CONFIG, "data": {"file": str(tmp_path / "d.pt")}}))
-    launched = []
-    monkeypatch.setattr(parle, "torchrun_command", lambda *a, **k: launched.append(k) or [
-        sys.executable, "-c", "raise SystemExit(1)"])
+    launched = fake_torchrun(monkeypatch, "raise SystemExit(1)")
     out = tmp_path / "out"
     assert main(["parle", str(cfg), "--mode", mode, "--out", str(out)]) == 2
     assert (r"compares on the data's first 2 samples outputs of shape (2, 1) with targets of "
