@@ -229,13 +229,19 @@ def test_what_stops_a_run_stops_its_plan(tmp_path, capsys):
     assert "give both" in capsys.readouterr().err
 
 
-def test_a_report_rebuilds_from_another_folder_with_a_relative_store(tmp_path, capsys,
-                                                                     monkeypatch):
+def _run_in_a(tmp_path, monkeypatch) -> None:
+    """Runs chaudhari-pde-smoothing at smoke scale from tmp_path/a, its report and store given
+    relative (out, st/runs.sqlite); tmp_path/b is another folder to read them from."""
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
     monkeypatch.chdir(tmp_path / "a")
     assert main(["run", "chaudhari-pde-smoothing", "--scale", "smoke", "--out", "out",
                  "--store", "st/runs.sqlite"]) == 0
+
+
+def test_a_report_rebuilds_from_another_folder_with_a_relative_store(tmp_path, capsys,
+                                                                     monkeypatch):
+    _run_in_a(tmp_path, monkeypatch)
     (run,) = RunStore("st/runs.sqlite").list_runs()
     (data,) = RunStore("st/runs.sqlite").artifacts(run["id"], "data")
     assert Path(data).is_absolute() and Path(data).is_file()
@@ -251,11 +257,7 @@ def test_a_report_rebuilds_from_another_folder_with_a_relative_store(tmp_path, c
 
 
 def test_results_json_names_its_store_from_any_folder(tmp_path, capsys, monkeypatch):
-    (tmp_path / "a").mkdir()
-    (tmp_path / "b").mkdir()
-    monkeypatch.chdir(tmp_path / "a")
-    assert main(["run", "chaudhari-pde-smoothing", "--scale", "smoke", "--out", "out",
-                 "--store", "st/runs.sqlite"]) == 0
+    _run_in_a(tmp_path, monkeypatch)
     assert json.loads(Path("out/results.json").read_text())["store"] == str(
         tmp_path / "a" / "st" / "runs.sqlite")
     monkeypatch.chdir(tmp_path / "b")       # the recorded store, not ./st/runs.sqlite here
