@@ -128,6 +128,19 @@ def stored_run(label: str = "a", seed: int = 0, *, params: dict | None = None,
                      data=data or {})
 
 
+def run_experiment_config(raw: dict, folder: Path, scale: str = "cpu"):
+    """Runs the experiment config ``raw``, written to ``folder/exp.yaml``, at ``scale``: its
+    report in ``folder/o``, its runs in the store ``folder/runs.sqlite``. The runner's result."""
+    import yaml
+
+    from sgdlab.experiments.runner import run_experiment
+
+    cfg = folder / "exp.yaml"
+    cfg.write_text(yaml.safe_dump(raw))
+    return run_experiment(str(cfg), scale=scale, out_dir=folder / "o",
+                          store_path=str(folder / "runs.sqlite"), progress=None)
+
+
 def strict_loads(text: str):
     """``json.loads`` as jq or ``JSON.parse`` read: NaN and Infinity are errors, not values."""
     def refuse(name):

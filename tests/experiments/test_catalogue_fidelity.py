@@ -232,19 +232,14 @@ CUBIC_RUN = {"dataset": {"name": "cubic"}, "model": {"name": "zhu-mlp-1-6-6-6-1"
 def run_summaries(tmp_path, runs: list[dict]) -> dict[str, dict]:
     """Each run's summary, by label, of a one-seed cpu-scale experiment of ``CUBIC_RUN``
     runs with ``runs``' parameters."""
-    import yaml
-
-    from sgdlab.experiments.runner import run_experiment
+    from sgdlab.testing import run_experiment_config
 
     raw = {"name": "t-runs", "version": 1, "description": "runs of the train procedure",
            "analysis": "compare_groups", "procedure": "train",
            "paper": {"author": "Nobody", "year": 2020, "figure": "Fig. 0"}, "base": CUBIC_RUN,
            "runs": runs, "seeds": [0],
            "options": {"table": [["train_loss", "final train loss"]]}}
-    cfg = tmp_path / "exp.yaml"
-    cfg.write_text(yaml.safe_dump(raw))
-    res = run_experiment(str(cfg), scale="cpu", out_dir=tmp_path / "o",
-                         store_path=str(tmp_path / "s.sqlite"), progress=None)
+    res = run_experiment_config(raw, tmp_path)
     return {r["label"]: r["summary"] for r in res.results["runs"]}
 
 
@@ -369,9 +364,7 @@ def test_equal_ratio_clr_steps_reading_gives_the_cyclic_pair_one_ratio_at_every_
 def test_an_epoch_schedule_with_a_batch_size_schedule_of_varying_steps_fails_its_run(tmp_path):
     # cubic has 20 examples: B = 5 then 20 gives 4 then 1 steps per epoch, which an epoch
     # schedule built with the first epoch's 4 steps would miscount from epoch 2 on
-    import yaml
-
-    from sgdlab.experiments.runner import run_experiment
+    from sgdlab.testing import run_experiment_config
 
     cyc = {"kind": "cyclic", "low": 5, "high": 20, "period": 2, "shape": "square"}
     raw = {"name": "t-cyc", "version": 1, "description": "epochs of varying length",
@@ -385,10 +378,7 @@ def test_an_epoch_schedule_with_a_batch_size_schedule_of_varying_steps_fails_its
                                                              "max_factor": 2.0,
                                                              "step_size": 3}}}],
            "seeds": [0], "options": {"table": [["train_loss", "final train loss"]]}}
-    cfg = tmp_path / "exp.yaml"
-    cfg.write_text(yaml.safe_dump(raw))
-    res = run_experiment(str(cfg), scale="cpu", out_dir=tmp_path / "o",
-                         store_path=str(tmp_path / "s.sqlite"), progress=None)
+    res = run_experiment_config(raw, tmp_path)
     failed = {f["run"]: f["message"] for f in res.results["sweep"]["failed"]}
     assert list(failed) == ["cos|seed=0"] and "miscounted" in failed["cos|seed=0"]
     steps = {r["label"]: r["summary"]["steps"] for r in res.results["runs"]}

@@ -488,13 +488,12 @@ def test_the_final_diffusion_matrix_is_that_of_the_network_in_evaluation_mode(tm
     the train procedure's final D(x) of a network with batch norm and dropout is that of the
     saved model in eval mode, over the first ``samples`` training images."""
     import torch
-    import yaml
 
     from sgdlab.data import load_dataset
-    from sgdlab.experiments.runner import run_experiment
     from sgdlab.measure.noise import diffusion_matrix
     from sgdlab.models import build_model
     from sgdlab.store import RunStore
+    from sgdlab.testing import run_experiment_config
     from sgdlab.train.checkpoint import load_checkpoint
 
     model_opts = {"name": "small-lenet", "channels": [2, 3], "hidden": 4, "dropout": 0.5}
@@ -506,14 +505,9 @@ def test_the_final_diffusion_matrix_is_that_of_the_network_in_evaluation_mode(tm
                     "final": [{"kind": "diffusion_spectrum", "samples": 24}]},
            "runs": [{"label": "r"}], "seeds": [0],
            "options": {"table": [["train_loss", "final train loss"]]}}
-    cfg = tmp_path / "exp.yaml"
-    cfg.write_text(yaml.safe_dump(raw))
-    store = str(tmp_path / "runs.sqlite")
-    res = run_experiment(str(cfg), scale="cpu", out_dir=tmp_path / "o", store_path=store,
-                         progress=None)
-    (run,) = res.results["runs"]
+    (run,) = run_experiment_config(raw, tmp_path).results["runs"]
     assert run["status"] == "finished"
-    (path,) = RunStore(store).artifacts(run["run_id"], "model")
+    (path,) = RunStore(tmp_path / "runs.sqlite").artifacts(run["run_id"], "model")
     ds = load_dataset("mnist_small", n_train=64, n_test=32)
     model = build_model(input_shape=ds.input_shape, num_outputs=ds.num_outputs, **model_opts)
     model.load_state_dict(load_checkpoint(path)["model"])
@@ -753,9 +747,7 @@ def test_the_fisher_measurement_reads_the_optimizer_it_is_given():
 def test_the_train_procedure_gives_its_adam_to_the_fisher_measurement(tmp_path):
     """One full-batch Adam step: bias-corrected, m̂ = g and v̂ = g², so v̂ − m̂² vanishes;
     uncorrected, v − m² = (0.001 − 0.01) g² < 0 wherever the first gradient is not zero."""
-    import yaml
-
-    from sgdlab.experiments.runner import run_experiment
+    from sgdlab.testing import run_experiment_config
 
     final = {"kind": "fisher_diagonal", "reading": "adam-moments"}
     raw = {"name": "t-fisher-adam", "version": 1, "description": "Adam's moments",
@@ -767,10 +759,7 @@ def test_the_train_procedure_gives_its_adam_to_the_fisher_measurement(tmp_path):
            "runs": [{"label": "corrected"},
                     {"label": "raw", "params": {"final": [final | {"bias_correction": False}]}}],
            "seeds": [0], "options": {"table": [["train_loss", "final train loss"]]}}
-    cfg = tmp_path / "exp.yaml"
-    cfg.write_text(yaml.safe_dump(raw))
-    res = run_experiment(str(cfg), scale="cpu", out_dir=tmp_path / "o",
-                         store_path=str(tmp_path / "runs.sqlite"), progress=None)
+    res = run_experiment_config(raw, tmp_path)
     runs = {r["label"]: r for r in res.results["runs"]}
     assert {r["status"] for r in runs.values()} == {"finished"}
     corrected, uncorrected = (runs[k]["summary"] for k in ("corrected", "raw"))

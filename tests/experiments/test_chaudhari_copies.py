@@ -5,16 +5,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-import yaml
 
 from sgdlab.data import load_dataset
 from sgdlab.errors import ConfigError
 from sgdlab.experiments.procedures import get_procedure
-from sgdlab.experiments.runner import run_experiment
 from sgdlab.measure.permutation import (align_to, average_weights, ensemble_accuracy,
                                         overlap_matrix)
 from sgdlab.models import build_model
 from sgdlab.store import RunStore
+from sgdlab.testing import run_experiment_config, stored_run
 from sgdlab.train.checkpoint import load_checkpoint
 
 pytestmark = pytest.mark.usefixtures("close_figures")
@@ -38,11 +37,8 @@ def _copies_spec(copies: list[int], seeds: list[int]) -> dict:
 def _run_copies(tmp_path, raw: dict, labels: list[str], model: dict):
     """Runs the spec ``raw`` (every run must finish); its runs by label and the copies
     ``labels``' saved models, rebuilt as ``model``."""
-    cfg = tmp_path / "exp.yaml"
-    cfg.write_text(yaml.safe_dump(raw))
+    res = run_experiment_config(raw, tmp_path)
     store = str(tmp_path / "runs.sqlite")
-    res = run_experiment(str(cfg), scale="cpu", out_dir=tmp_path / "o", store_path=store,
-                         progress=None)
     runs = {r["label"]: r for r in res.results["runs"]}
     assert all(r["status"] == "finished" for r in runs.values())
     ds = load_dataset("mnist_small", n_train=64, n_test=48)
@@ -191,7 +187,6 @@ def test_a_copy_run_trains_without_the_shared_compare_options_and_plans_its_step
 def test_the_overlap_figure_is_the_first_seeds_and_labels_its_cells_readably():
     from sgdlab.experiments.procedures.copies import copies_analysis
     from sgdlab.experiments.spec import load_experiment
-    from sgdlab.testing import stored_run
 
     spec = load_experiment("chaudhari-independent-copies", "cpu")
 
