@@ -449,6 +449,20 @@ def without_hard_links(monkeypatch) -> None:
 # --- models of the any-model tests: sequence models and a parameter used twice ---------------
 
 
+class Quadratic(nn.Module):
+    """L(θ) = ½ θᵀ H θ, returned for every sample of the batch (read it with ``out.mean()``):
+    the Hessian is ``h`` wherever θ is. θ starts at ``theta``, all ones by default."""
+
+    def __init__(self, h: Tensor, theta: Tensor | None = None):
+        super().__init__()
+        self.register_buffer("h", h)
+        self.theta = nn.Parameter(torch.ones(len(h), dtype=h.dtype) if theta is None
+                                  else theta.clone())
+
+    def forward(self, x):
+        return (0.5 * self.theta @ self.h @ self.theta).expand(len(x))
+
+
 class TokenTagger(nn.Module):
     """A label per position: (N, C, L) scores for (N, L) targets, as cross-entropy reads them."""
 

@@ -19,6 +19,7 @@ from sgdlab.measure.dynamics import (
     update_norm,
 )
 from sgdlab.operators.params import params_vector, trainable_named_params, unflatten_like
+from sgdlab.testing import Quadratic
 from sgdlab.train.callbacks import Schedule
 from sgdlab.train.instruments.dynamics import DynamicsCallback
 from sgdlab.train.loop import train
@@ -82,21 +83,9 @@ def test_hessian_spectral_norm_matches_dense(bn_mode):
         assert abs(other - got) > 1e-3 * got
 
 
-class _Quadratic(nn.Module):
-    """L(θ) = ½ θᵀ H θ for every sample: the Hessian is H wherever θ is."""
-
-    def __init__(self, h):
-        super().__init__()
-        self.register_buffer("h", h)
-        self.theta = nn.Parameter(torch.ones(len(h), dtype=h.dtype))
-
-    def forward(self, x):
-        return (0.5 * self.theta @ self.h @ self.theta).expand(len(x))
-
-
 def test_hessian_spectral_norm_of_a_negative_dominant_eigenvalue_is_its_magnitude():
     """‖H‖₂ = max |λ|: H = diag(−3, 1, 0.5) has norm 3, though its top eigenvalue is 1."""
-    model = _Quadratic(torch.diag(torch.tensor([-3.0, 1.0, 0.5], dtype=torch.float64)))
+    model = Quadratic(torch.diag(torch.tensor([-3.0, 1.0, 0.5], dtype=torch.float64)))
     data = (torch.zeros(4, 1, dtype=torch.float64), torch.zeros(4, dtype=torch.float64))
     got = hessian_spectral_norm(model, lambda out, y: out.mean(), data, tol=1e-12)
     assert got == pytest.approx(3.0, rel=1e-10)

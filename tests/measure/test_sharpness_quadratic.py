@@ -10,18 +10,7 @@ from sgdlab.measure.sharpness import (
     epsilon_sharpness, expected_sharpness, local_entropy, mean_loss,
 )
 from sgdlab.operators import params_vector
-
-
-class Quadratic(nn.Module):
-    """L(θ) = ½ θᵀ H θ, returned for every sample of the batch."""
-
-    def __init__(self, h, theta):
-        super().__init__()
-        self.register_buffer("h", h)
-        self.theta = nn.Parameter(theta.clone())
-
-    def forward(self, x):
-        return (0.5 * self.theta @ self.h @ self.theta).expand(len(x))
+from sgdlab.testing import Quadratic
 
 
 def _loss(out, y):
