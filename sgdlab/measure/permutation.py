@@ -25,7 +25,8 @@ The last weighted layer (the read-out) keeps its order. The result computes the 
 as the copy (:func:`align_to` checks this on ``check_input`` when given). A layer whose weight
 is computed from other tensors at every forward pass (weight norm, spectral norm, any
 ``torch.nn.utils.parametrize`` parametrization) is refused by name: its rows alone cannot be
-permuted.
+permuted; so is a weight used twice (a layer called twice, tied weights), whose permutation
+for one use is not the other's.
 
 Overlap (:func:`weight_overlap`): Fig. 5.1 plots ⟨x^a, x^b⟩ / (‖x^a‖ ‖x^b‖) for two networks'
 weights x^a, x^b (line 1932). ``reading="whole"`` (the default) takes x as all the
@@ -86,6 +87,16 @@ def _chain(model: nn.Module) -> list[nn.Module]:
                 "(torch.nn.utils.parametrize.remove_parametrizations(layer, 'weight'), or "
                 "torch.nn.utils.remove_weight_norm / remove_spectral_norm for the hook-based "
                 "ones)")
+    # a weight used twice (a layer called twice, tied weights): permuting the rows of one use
+    # permutes the other's too, and the inputs of the layer after the second use are not
+    first_name: dict[int, str] = {}
+    for name, p in model.named_parameters(remove_duplicate=False):
+        first = first_name.setdefault(id(p), name)
+        if first != name:
+            raise ValueError(
+                f"align_to: parameter {name!r} is {first!r} as well (a layer called twice, "
+                "or tied weights): permuting the units of one use permutes the other's, and "
+                "the function changes; align copies whose layers hold weights of their own")
     leaves = [m for m in model.modules() if not list(m.children())]
     for m in leaves:
         if not isinstance(m, (*_WEIGHTED, *_BN, *_PASSIVE, nn.Flatten)):

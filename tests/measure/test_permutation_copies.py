@@ -320,3 +320,23 @@ def test_a_layer_computing_its_weight_from_other_tensors_is_refused_by_name(norm
     with pytest.raises(ValueError, match=r"align_to: layer '1' \(\w*Linear\) computes its weight "
                                          r"from other tensors.*remove_"):
         align_to(build(0), build(1))
+
+
+@pytest.mark.parametrize("share", ["layer_twice", "tied_weight"])
+def test_a_weight_used_by_two_layers_is_refused_by_name(share):
+    # a layer called twice, or two layers holding one weight: permuting the units of one use
+    # permuted the other's rows as well, and a different function (0.13-0.88 off on 3-unit
+    # chains) was returned without a word
+    def build(seed):
+        torch.manual_seed(seed)
+        first, second = nn.Linear(3, 3), nn.Linear(3, 3)
+        if share == "layer_twice":
+            second = first
+        else:
+            second.weight = first.weight
+        return nn.Sequential(first, nn.Tanh(), second, nn.Tanh(), nn.Linear(3, 2)).double()
+
+    with pytest.raises(ValueError, match=r"align_to: parameter '2\.weight' is '0\.weight' as "
+                                         r"well \(a layer called twice, or tied weights\).*"
+                                         r"weights of their own"):
+        align_to(build(0), build(1))
