@@ -12,6 +12,7 @@ from collections.abc import Iterable, Iterator
 from typing import Union
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils._pytree import tree_map_only
 
@@ -174,6 +175,51 @@ def dense_embedding_gradients(model: nn.Module) -> Iterator[None]:
         yield
 
 
+class _ComposedEmbeddingBag(nn.EmbeddingBag):
+    """``nn.EmbeddingBag`` on (B, L) bags written out in ops with a double backward (torch's
+    ``_embedding_bag_backward`` has none): the same sum, mean or max over each row, padding
+    tokens left out and an empty bag 0. Bags of a 1-d input with offsets take torch's op."""
+
+    def forward(self, input: Tensor, offsets: Tensor | None = None,
+                per_sample_weights: Tensor | None = None) -> Tensor:
+        if input.dim() != 2 or offsets is not None:
+            return super().forward(input, offsets, per_sample_weights)
+        e = F.embedding(input, self.weight, None, self.max_norm, self.norm_type)
+        if per_sample_weights is not None:          # torch takes them in mode "sum" only
+            e = e * per_sample_weights.unsqueeze(-1).to(e.dtype)
+        if self.padding_idx is None:
+            if self.mode == "max":
+                return e.amax(1)
+            return e.sum(1) if self.mode == "sum" else e.mean(1)
+        keep = (input != self.padding_idx).unsqueeze(-1)
+        if self.mode == "max":
+            return torch.where(keep.any(1), torch.where(keep, e, -torch.inf).amax(1), 0.0)
+        out = (e * keep).sum(1)
+        return out if self.mode == "sum" else out / keep.sum(1).clamp_min(1)
+
+
+@contextlib.contextmanager
+def differentiable_embedding_bags(model: nn.Module) -> Iterator[None]:
+    """Within: the model's ``nn.EmbeddingBag`` layers compute their (B, L) bags in ops with a
+    double backward (:class:`_ComposedEmbeddingBag`, the same function): torch's own has none,
+    and every Hessian and GGN product failed on "the derivative for '_embedding_bag_backward'
+    is not implemented". The class is put back on exit."""
+    with _bags_composed([m for m in model.modules() if type(m) is nn.EmbeddingBag]):
+        yield
+
+
+@contextlib.contextmanager
+def _bags_composed(bags: list[nn.Module]) -> Iterator[None]:
+    """Within: the ``nn.EmbeddingBag`` layers ``bags`` are :class:`_ComposedEmbeddingBag`."""
+    for m in bags:
+        m.__class__ = _ComposedEmbeddingBag
+    try:
+        yield
+    finally:
+        for m in bags:
+            m.__class__ = nn.EmbeddingBag
+
+
 # the models whose hooks a gradient_hooks_held block holds now: a block within (each batch's
 # passes inside an operator's product) finds their tables empty, and skips the walk
 _hooks_held: set[int] = set()
@@ -244,21 +290,24 @@ def gradient_hooks_held(model: nn.Module) -> Iterator[None]:
 @contextlib.contextmanager
 def loss_derivatives(model: nn.Module) -> Iterator[None]:
     """Within: the derivatives autograd gives in ``model``'s parameters are those of the loss
-    itself: embeddings' dense and unscaled (:func:`dense_embedding_gradients`), no gradient
-    hook run (:func:`gradient_hooks_held`). Every measurement differentiates within it; the
-    training loop's ``.backward()`` runs outside, and so honours the hooks."""
-    # the two contexts' walks over the modules in one (per_sample_gradients on the digits
+    itself: embeddings' dense and unscaled (:func:`dense_embedding_gradients`), embedding
+    bags twice differentiable (:func:`differentiable_embedding_bags`), no gradient hook run
+    (:func:`gradient_hooks_held`). Every measurement differentiates within it; the training
+    loop's ``.backward()`` runs outside, and so honours the hooks."""
+    # the contexts' walks over the modules in one (per_sample_gradients on the digits
     # MLP: see docs/design/curvature.md); the hooks skipped when held already, as there
     hold = id(model) not in _hooks_held
-    changed, tables = [], _global_hook_tables() if hold else {}
+    changed, bags, tables = [], [], _global_hook_tables() if hold else {}
     for m in model.modules():
         c = _changed_embedding(m)
         if c is not None:
             changed.append(c)
+        if type(m) is nn.EmbeddingBag:
+            bags.append(m)
         if hold:
             _add_hook_tables(m, tables)
-    with _embeddings_dense(changed), (_tables_held(model, tables) if hold
-                                      else contextlib.nullcontext()):
+    with _embeddings_dense(changed), _bags_composed(bags), (
+            _tables_held(model, tables) if hold else contextlib.nullcontext()):
         yield
 
 

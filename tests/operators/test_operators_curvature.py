@@ -1020,3 +1020,56 @@ def test_the_half_precision_warnings_copy_works_on_a_hook_based_weight_norm():
         warnings.simplefilter("error")
         op = HessianOperator(wide, nn.CrossEntropyLoss(), (x.double(), y))
     assert op.dtype == torch.float64
+
+
+class BagClassifier(nn.Module):
+    """An ``nn.EmbeddingBag`` over padded tokens (0 pads; row 3 is all padding, an empty bag),
+    or with ``plain`` the same function written out in ops with a double backward."""
+
+    def __init__(self, mode: str, plain: bool = False):
+        super().__init__()
+        self.bag, self.head = nn.EmbeddingBag(6, 3, mode=mode, padding_idx=0), nn.Linear(3, 2)
+        self.plain = plain
+
+    def forward(self, x):
+        if not self.plain:
+            return self.head(torch.tanh(self.bag(x)))
+        keep = (x != 0).unsqueeze(-1)
+        e = F.embedding(x, self.bag.weight)
+        if self.bag.mode == "max":
+            h = torch.where(keep.any(1), torch.where(keep, e, -torch.inf).amax(1), 0.0)
+        else:
+            h = (e * keep).sum(1)
+            h = h / keep.sum(1).clamp_min(1) if self.bag.mode == "mean" else h
+        return self.head(torch.tanh(h))
+
+
+@pytest.mark.parametrize("mode", ["sum", "mean", "max"])
+def test_an_embedding_bag_has_a_hessian(mode):
+    # torch's embedding bag has no double backward: every Hessian and GGN product failed on
+    # "the derivative for '_embedding_bag_backward' is not implemented"
+    from sgdlab.measure import hessian_top_eigenvalue
+    from sgdlab.operators import full_gradient
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(0, 6, (8, 4), generator=g)
+    x[3] = 0
+    data, loss_fn = (x, torch.randint(0, 2, (8,), generator=g)), nn.CrossEntropyLoss()
+    batches = [(x[:5], data[1][:5]), (x[5:], data[1][5:])]
+    torch.manual_seed(0)
+    model = BagClassifier(mode).double()
+    plain = BagClassifier(mode, plain=True).double()
+    plain.load_state_dict(model.state_dict())
+    ref = dense_hessian_reference(plain, loss_fn, data)
+    assert bool(ref[:18, :18].any())                 # the bag's block is not empty
+    for d in (data, batches):
+        torch.testing.assert_close(HessianOperator(model, loss_fn, d).to_dense(), ref)
+        torch.testing.assert_close(GGNOperator(model, loss_fn, d).to_dense(),
+                                   ggn_reference(plain, loss_fn, data))
+        torch.testing.assert_close(
+            hessian_top_eigenvalue(model, loss_fn, d, tol=1e-10,
+                                   generator=torch.Generator().manual_seed(1)),
+            float(torch.linalg.eigvalsh(ref)[-1]))
+        torch.testing.assert_close(full_gradient(model, loss_fn, d),
+                                   per_sample_gradients_loop(plain, loss_fn, data).mean(0))
+    assert type(model.bag) is nn.EmbeddingBag        # the module as it was
