@@ -288,12 +288,31 @@ def ensemble_accuracy(models: Sequence[nn.Module], data: Data) -> float:
         for m in models:
             stack.enter_context(eval_mode(m))
         for x, y in iterate_batches(data, device):
-            p = sum(torch.softmax(m(x), dim=1) for m in models) / len(models)
+            outs = [m(x) for m in models]
+            for out in outs:
+                _check_class_scores(out, y)
+            p = sum(torch.softmax(out, dim=1) for out in outs) / len(models)
             hits += int((p.argmax(1) == y).sum())
             total += len(y)
     if total == 0:
         raise ValueError("ensemble_accuracy: data has no samples")
     return hits / total
+
+
+def _check_class_scores(out: object, y: Tensor) -> None:
+    """A ValueError unless ``out`` holds (N, C) class scores, C >= 2, for the (N,) integer
+    labels ``y``: a single logit's softmax is 1 (the argmax always class 0), and other shapes
+    broadcast in the comparison with the labels."""
+    if (isinstance(out, Tensor) and out.dim() == 2 and out.shape[1] >= 2
+            and not y.is_floating_point() and y.shape == out.shape[:1]):
+        return
+    what = (f"outputs of shape {tuple(out.shape)}" if isinstance(out, Tensor)
+            else f"a {type(out).__name__} output")
+    raise ValueError(
+        f"ensemble_accuracy needs class scores (N, C) with C >= 2 from each model and (N,) "
+        f"integer class labels; got {what} and {y.dtype} targets of shape {tuple(y.shape)}. "
+        "A binary classifier's one logit z has no argmax over classes: give it two scores, "
+        "torch.cat([torch.zeros_like(z), z], 1), whose softmax is (1 - sigmoid(z), sigmoid(z))")
 
 
 def averaged_accuracy(models: Sequence[nn.Module], data: Data,

@@ -340,3 +340,32 @@ def test_a_weight_used_by_two_layers_is_refused_by_name(share):
                                          r"well \(a layer called twice, or tied weights\).*"
                                          r"weights of their own"):
         align_to(build(0), build(1))
+
+
+def test_ensemble_accuracy_refuses_outputs_without_class_scores_by_name():
+    # one logit per sample: its softmax is 1, the argmax always class 0, and against (N, 1)
+    # float targets the comparison broadcast to (N, N): an "accuracy" of 12.0 on 20 samples,
+    # or the fraction of class-0 labels, without a word; a dict output failed inside softmax
+    torch.manual_seed(0)
+    x = torch.randn(20, 3, dtype=torch.float64)
+    y = (x[:, 0] > 0).long()
+    one_logit = nn.Linear(3, 1).double()
+
+    class Scores(nn.Module):                   # the same classifier with two class scores
+        def __init__(self, named: bool = False):
+            super().__init__()
+            self.lin, self.named = one_logit, named
+
+        def forward(self, x):
+            z = self.lin(x)
+            z = torch.cat([torch.zeros_like(z), z], 1)
+            return {"logits": z} if self.named else z
+
+    for model, d in ((one_logit, (x, y)), (one_logit, (x, y[:, None].double())),
+                     (Scores(), (x, y[:, None].double())), (Scores(named=True), (x, y))):
+        with pytest.raises(ValueError, match=r"ensemble_accuracy needs class scores \(N, C\) "
+                                             r"with C >= 2 .* integer class labels"):
+            ensemble_accuracy([model, model], d)
+    with torch.no_grad():
+        hits = ((torch.sigmoid(one_logit(x)[:, 0]) > 0.5).long() == y).double().mean()
+    assert ensemble_accuracy([Scores(), Scores()], (x, y)) == pytest.approx(float(hits))
