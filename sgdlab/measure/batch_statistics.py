@@ -45,14 +45,16 @@ dominates the variances of small models: a named reading, not the default).
 """
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 
 import torch
 from torch import Tensor, nn
 
 from sgdlab.operators.batches import Data, check_mean_of_samples
+from sgdlab.operators.ggn import OutputNotTensor
 
 from .noise import GradientCovariance, gradient_covariance
 from .sharpness import mean_loss
@@ -128,7 +130,8 @@ def batch_statistics(
         raise FloatingPointError(f"non-finite mini-batch loss {loss} (diverged model?)")
     curv = {}
     if curvature is not None:
-        curv = _curvature_noise_scale(curvature, model, loss_fn, batch, cov)
+        with _curvature_keyword("batch_statistics"):
+            curv = _curvature_noise_scale(curvature, model, loss_fn, batch, cov)
     return BatchStatistics(
         **curv,
         batch_size=b, loss=loss, grad_sq=grad_sq, trace_cov=trace,
@@ -184,11 +187,22 @@ def takeuchi_information(
     cov = covariance if covariance is not None else gradient_covariance(model, loss_fn, data)
     mean = cov.mean.double()
     second = cov.diagonal().double() + mean.square()                   # diag C
-    h = hessian_diagonal(model, loss_fn, data, exact=True, operator=curvature).value.double()
+    with _curvature_keyword("takeuchi_information"):
+        h = hessian_diagonal(model, loss_fn, data, exact=True, operator=curvature).value.double()
     ratios = _kept_ratios(second, h, epsilon)
     return TakeuchiInformation(diagonal=float(ratios.sum()) if len(ratios) else math.nan,
                                trace=_ratio(float(second.sum()), float(h.sum()) + epsilon),
                                curvature=curvature)
+
+
+@contextlib.contextmanager
+def _curvature_keyword(who: str) -> Iterator[None]:
+    """A GGN refusal of an output that is no tensor names ``who``'s own keyword for the
+    Hessian, ``curvature='hessian'`` (the operators' is ``operator=``)."""
+    try:
+        yield
+    except OutputNotTensor as e:
+        raise OutputNotTensor(f"{who}(curvature='ggn')", e.kind, "curvature='hessian'") from None
 
 
 def _curvature_noise_scale(kind: str, model: nn.Module, loss_fn, batch: Data,

@@ -27,16 +27,25 @@ from .rop import rop_products
 from .params import UNUSED_ZERO, batched_columns, flatten, unflatten_like
 
 
+class OutputNotTensor(UserError):
+    """:func:`check_tensor_output`'s refusal; ``keyword`` is how the caller asks for the
+    Hessian instead (a measurement whose keyword is another raises it again naming its own)."""
+
+    def __init__(self, who: str, kind: str, keyword: str = "operator='hessian'"):
+        self.kind = kind
+        super().__init__(
+            f"{who} needs the model's output as one tensor (the outputs f of G = Jᵀ ∇²_f L J); "
+            f"the model returned a {kind}. Measure a module whose forward returns the tensor "
+            f"loss_fn takes, or the Hessian ({keyword}), which takes any output loss_fn "
+            "accepts")
+
+
 def check_tensor_output(out: object, who: str) -> None:
     """A ``UserError`` for a model output that is not one tensor (a tuple, a dict): the
     Gauss-Newton matrix Jᵀ ∇²_f L J needs the outputs f the loss is differentiated in, and the
     Jacobian J of them."""
     if not isinstance(out, Tensor):
-        raise UserError(
-            f"{who} needs the model's output as one tensor (the outputs f of G = Jᵀ ∇²_f L J); "
-            f"the model returned a {type(out).__name__}. Measure a module whose forward "
-            "returns the tensor loss_fn takes, or the Hessian (operator='hessian'), which "
-            "takes any output loss_fn accepts")
+        raise OutputNotTensor(who, type(out).__name__)
 
 
 class GGNOperator(SecondOrderOperator):

@@ -220,3 +220,19 @@ def test_f_cross_entropy_s_default_ignored_target_is_refused_as_the_module_s():
             batch_statistics(model, loss_fn, (x, y))
     y[3] = 0              # no ignored target: measured
     assert math.isfinite(batch_statistics(model, F.cross_entropy, (x, y)).trace_cov)
+
+
+def test_a_ggn_of_an_output_that_is_no_tensor_names_the_curvature_keyword():
+    # logits in a dict: the GGN refusal sent the user to operator='hessian', a keyword
+    # neither function takes (theirs is curvature=)
+    from sgdlab.errors import UserError
+    from sgdlab.testing import DictOutput, dict_logits_loss, tiny_classification
+
+    torch.manual_seed(0)
+    model, data = DictOutput().double(), tiny_classification()
+    for fn in (lambda **kw: takeuchi_information(model, dict_logits_loss, data, **kw),
+               lambda **kw: batch_statistics(model, dict_logits_loss, data, **kw)):
+        with pytest.raises(UserError, match=r"needs the model's output as one tensor.*returned "
+                                            r"a dict.*curvature='hessian'"):
+            fn(curvature="ggn")
+        fn(curvature="hessian")
