@@ -36,7 +36,7 @@ import torch
 from torch import Tensor, nn
 
 from sgdlab.errors import UserError, warn
-from sgdlab.models.modes import eval_mode, uses_batch_statistics
+from sgdlab.models.modes import eval_mode, uses_batch_statistics, writes_buffers
 from sgdlab.operators.batches import chunk_loss_problem, stochastic_modules
 from sgdlab.operators.params import trainable_named_params
 
@@ -382,6 +382,10 @@ def pointwise_passes(plan: PassPlan, batches: Batches, fn: Callable[[Tensor, Ten
                          "points' dtype and device)")
     params = [p.detach() for p in trainable_named_params(plan.model).values()]
     saved = [p.clone() for p in params]
+    # every point starts from the model's buffers, as L(θ) does: a train-mode module writing
+    # its own (spectral norm's u and v, a running statistic of one's own) would otherwise
+    # evaluate each point with the buffers the points before it left
+    buffers = _buffer_values(plan.model)
     point = torch.empty_like(like)
     # plain views of the point: the foreach copy converts each to its parameter's dtype
     views = [v.view_as(p) for v, p in zip(torch.split(point, [p.numel() for p in params]),
@@ -391,6 +395,8 @@ def pointwise_passes(plan: PassPlan, batches: Batches, fn: Callable[[Tensor, Ten
         for j in range(num_points):
             write_point(j, point)
             torch._foreach_copy_(params, views)
+            if j:
+                _restore(buffers)
             rows.append(row(j))
     finally:
         torch._foreach_copy_(params, saved)
@@ -417,14 +423,33 @@ def vmapped_passes(plan: PassPlan, batches: Batches, num_points: int,
     return calls, n
 
 
+def _buffer_values(model: nn.Module) -> list[tuple[Tensor, Tensor]]:
+    """Each buffer and a copy of its value where a forward pass may write into them
+    (:func:`~sgdlab.models.modes.writes_buffers`), else none."""
+    if not writes_buffers(model):
+        return []
+    return [(b, b.detach().clone()) for b in model.buffers()]
+
+
+def _restore(buffers: list[tuple[Tensor, Tensor]]) -> None:
+    with torch.no_grad():
+        for b, value in buffers:
+            b.copy_(value)
+
+
 def evaluate_points(plan: PassPlan, device: torch.device, vmapped: Callable[[], T],
                     pointwise: Callable[[PassPlan], T]) -> T:
     """``vmapped()`` where ``plan`` is vectorized and vmap can (:func:`vmapped_or_none`),
     else ``pointwise(plan.one_point())``, again with smaller passes each time it runs out of
     memory (:func:`run_within_memory`)."""
     if plan.vectorized:
+        # a vmapped call that failed may have written buffers before the op that failed (an
+        # unbatched scale halved in place, then a batched value refused): the points one at a
+        # time start from them as they were
+        buffers = _buffer_values(plan.model)
         out = vmapped_or_none(vmapped, plan, device)
         if out is not None:
             return out
+        _restore(buffers)
     one = plan.one_point()
     return run_within_memory(lambda: pointwise(one), one, device)
