@@ -44,6 +44,7 @@ from sgdlab.models.modes import buffers_kept
 from sgdlab.operators.batches import (Data, check_batch_loss, check_data, check_model_data,
                                       fixed_randomness, is_single_batch, iterate_batches,
                                       loss_derivatives, plain_checkpoints)
+from sgdlab.operators.linear import kept_running_statistics
 from sgdlab.operators.params import (UNUSED_ZERO, check_not_inference_mode, params_vector,
                                      set_params_vector, trainable_named_params)
 from sgdlab.operators.params import (frozen_named_params, functional_call, model_device,
@@ -339,14 +340,19 @@ def epsilon_sharpness(
     plan = PassPlan(model, max(1, resolved_budget(memory_budget, device) // 2), 1,
                     vectorized=False, caller="epsilon_sharpness", loss_fn=loss_fn)
     best = -math.inf
+
+    def step_sums() -> tuple[float, int, list[Tensor]]:
+        # each step from the model's buffers, as L(θ): a train-mode module writing its own
+        # (a running scale) would otherwise show each step another function
+        with kept_running_statistics(model):
+            return _gradient_sums(model, loss_fn, data, plan, params, device)
+
     # forward passes in train mode would move batch norm's running statistics
     with buffers_kept(model), loss_derivatives(model):
         try:
             for _ in range(num_steps + 1):
                 set_params_vector(model, theta + zeta)
-                total, n, grads = run_within_memory(
-                    lambda: _gradient_sums(model, loss_fn, data, plan, params, device),
-                    plan, device)
+                total, n, grads = run_within_memory(step_sums, plan, device)
                 best = max(best, total / n)
                 step = torch.cat([gi.reshape(-1) for gi in grads]).sign()
                 zeta = torch.clamp(zeta + step_fraction * radius * step, -radius, radius)
