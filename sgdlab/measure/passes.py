@@ -365,10 +365,16 @@ def pointwise_passes(plan: PassPlan, batches: Batches, fn: Callable[[Tensor, Ten
     parameters (cheaper than ``functional_call``; restored bit for bit afterwards); without
     it the one point is the model's parameters as they are."""
     sizes: list[int] = []
+    # every batch of every point starts from the model's buffers, as the gradients and
+    # curvature products do: a train-mode module writing its own (spectral norm's u and v, a
+    # running statistic of one's own) would otherwise evaluate each batch, and each point,
+    # with the buffers the passes before it left
+    buffers = _buffer_values(plan.model)
 
     def row(j: int) -> list[T]:
         values = []
         for x, y in batches():
+            _restore(buffers)
             for value, m in plan.passes(fn, x, y):
                 values.append(value)
                 if j == 0:
@@ -382,10 +388,6 @@ def pointwise_passes(plan: PassPlan, batches: Batches, fn: Callable[[Tensor, Ten
                          "points' dtype and device)")
     params = [p.detach() for p in trainable_named_params(plan.model).values()]
     saved = [p.clone() for p in params]
-    # every point starts from the model's buffers, as L(θ) does: a train-mode module writing
-    # its own (spectral norm's u and v, a running statistic of one's own) would otherwise
-    # evaluate each point with the buffers the points before it left
-    buffers = _buffer_values(plan.model)
     point = torch.empty_like(like)
     # plain views of the point: the foreach copy converts each to its parameter's dtype
     views = [v.view_as(p) for v, p in zip(torch.split(point, [p.numel() for p in params]),
@@ -395,8 +397,6 @@ def pointwise_passes(plan: PassPlan, batches: Batches, fn: Callable[[Tensor, Ten
         for j in range(num_points):
             write_point(j, point)
             torch._foreach_copy_(params, views)
-            if j:
-                _restore(buffers)
             rows.append(row(j))
     finally:
         torch._foreach_copy_(params, saved)
@@ -412,12 +412,14 @@ def vmapped_passes(plan: PassPlan, batches: Batches, num_points: int,
     those points, stacked along a first dimension (made once per batch and slice)."""
     calls = []
     n = 0
+    buffers = _buffer_values(plan.model)      # each call from them, as one point at a time
     for x, y in batches():
         k, chunks = plan.split(x, y)
         for s in range(0, num_points, k):
             points = slice(s, s + k)
             params = stacked(points)
             for xc, yc in chunks:
+                _restore(buffers)
                 calls.append((points, evaluate(params, xc, yc), len(xc)))
         n += len(x)
     return calls, n

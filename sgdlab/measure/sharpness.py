@@ -278,7 +278,9 @@ def _gradient_sums(model: nn.Module, loss_fn: LossFn, data: Data, plan: PassPlan
     whole = plan.batch_statistics or bool(plan.random)
     for x, y in _batches(model, data, device):
         for xc, yc in [(x, y)] if whole else plan.split(x, y)[1]:
-            with torch.enable_grad():
+            # each pass from the model's buffers, as L(θ): a train-mode module writing its
+            # own (a running scale) would otherwise show each step another function
+            with torch.enable_grad(), kept_running_statistics(model):
                 loss = loss_fn(model(xc), yc)
                 g = torch.autograd.grad(loss, params, **UNUSED_ZERO)
             for acc, gi in zip(grads, g):
@@ -340,19 +342,14 @@ def epsilon_sharpness(
     plan = PassPlan(model, max(1, resolved_budget(memory_budget, device) // 2), 1,
                     vectorized=False, caller="epsilon_sharpness", loss_fn=loss_fn)
     best = -math.inf
-
-    def step_sums() -> tuple[float, int, list[Tensor]]:
-        # each step from the model's buffers, as L(θ): a train-mode module writing its own
-        # (a running scale) would otherwise show each step another function
-        with kept_running_statistics(model):
-            return _gradient_sums(model, loss_fn, data, plan, params, device)
-
     # forward passes in train mode would move batch norm's running statistics
     with buffers_kept(model), loss_derivatives(model):
         try:
             for _ in range(num_steps + 1):
                 set_params_vector(model, theta + zeta)
-                total, n, grads = run_within_memory(step_sums, plan, device)
+                total, n, grads = run_within_memory(
+                    lambda: _gradient_sums(model, loss_fn, data, plan, params, device),
+                    plan, device)
                 best = max(best, total / n)
                 step = torch.cat([gi.reshape(-1) for gi in grads]).sign()
                 zeta = torch.clamp(zeta + step_fraction * radius * step, -radius, radius)
