@@ -176,14 +176,17 @@ def dense_embedding_gradients(model: nn.Module) -> Iterator[None]:
 
 
 class _ComposedEmbeddingBag(nn.EmbeddingBag):
-    """``nn.EmbeddingBag`` on (B, L) bags written out in ops with a double backward (torch's
-    ``_embedding_bag_backward`` has none): the same sum, mean or max over each row, padding
-    tokens left out and an empty bag 0. Bags of a 1-d input with offsets take torch's op."""
+    """``nn.EmbeddingBag`` written out in ops with a double backward (torch's
+    ``_embedding_bag_backward`` has none): the same sum, mean or max over each bag, a row of a
+    (B, L) input or a run of a 1-d one between ``offsets``, padding tokens left out and an
+    empty bag 0."""
 
     def forward(self, input: Tensor, offsets: Tensor | None = None,
                 per_sample_weights: Tensor | None = None) -> Tensor:
+        if input.dim() == 1 and offsets is not None and offsets.dim() == 1:
+            return self._bags_of_runs(input, offsets, per_sample_weights)
         if input.dim() != 2 or offsets is not None:
-            return super().forward(input, offsets, per_sample_weights)
+            return super().forward(input, offsets, per_sample_weights)   # torch's own error
         e = F.embedding(input, self.weight, None, self.max_norm, self.norm_type)
         if per_sample_weights is not None:          # torch takes them in mode "sum" only
             e = e * per_sample_weights.unsqueeze(-1).to(e.dtype)
@@ -197,10 +200,32 @@ class _ComposedEmbeddingBag(nn.EmbeddingBag):
         out = (e * keep).sum(1)
         return out if self.mode == "sum" else out / keep.sum(1).clamp_min(1)
 
+    def _bags_of_runs(self, input: Tensor, offsets: Tensor,
+                      per_sample_weights: Tensor | None) -> Tensor:
+        starts = offsets[:-1] if self.include_last_offset else offsets
+        positions = torch.arange(len(input), device=input.device)
+        bag = torch.searchsorted(starts, positions, right=True) - 1      # each token's bag
+        e = F.embedding(input, self.weight, None, self.max_norm, self.norm_type)
+        if per_sample_weights is not None:
+            e = e * per_sample_weights.unsqueeze(-1).to(e.dtype)
+        keep = (torch.ones_like(input, dtype=torch.bool) if self.padding_idx is None
+                else input != self.padding_idx)
+        shape = (len(starts), e.shape[1])
+        if self.mode == "max":
+            src = torch.where(keep.unsqueeze(-1), e, -torch.inf)
+            out = e.new_full(shape, -torch.inf).scatter_reduce(
+                0, bag.unsqueeze(-1).expand_as(e), src, "amax")
+            return torch.where(out == -torch.inf, 0.0, out)
+        out = e.new_zeros(shape).index_add(0, bag, e * keep.unsqueeze(-1))
+        if self.mode == "sum":
+            return out
+        count = e.new_zeros(len(starts)).index_add(0, bag, keep.to(e.dtype))
+        return out / count.clamp_min(1).unsqueeze(-1)
+
 
 @contextlib.contextmanager
 def differentiable_embedding_bags(model: nn.Module) -> Iterator[None]:
-    """Within: the model's ``nn.EmbeddingBag`` layers compute their (B, L) bags in ops with a
+    """Within: the model's ``nn.EmbeddingBag`` layers compute their bags in ops with a
     double backward (:class:`_ComposedEmbeddingBag`, the same function): torch's own has none,
     and every Hessian and GGN product failed on "the derivative for '_embedding_bag_backward'
     is not implemented". The class is put back on exit."""

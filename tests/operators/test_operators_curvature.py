@@ -1024,14 +1024,18 @@ def test_the_half_precision_warnings_copy_works_on_a_hook_based_weight_norm():
 
 class BagClassifier(nn.Module):
     """An ``nn.EmbeddingBag`` over padded tokens (0 pads; row 3 is all padding, an empty bag),
-    or with ``plain`` the same function written out in ops with a double backward."""
+    the rows of x as bags or (``runs``) x flattened with offsets, or with ``plain`` the same
+    function written out in ops with a double backward."""
 
-    def __init__(self, mode: str, plain: bool = False):
+    def __init__(self, mode: str, plain: bool = False, runs: bool = False):
         super().__init__()
         self.bag, self.head = nn.EmbeddingBag(6, 3, mode=mode, padding_idx=0), nn.Linear(3, 2)
-        self.plain = plain
+        self.plain, self.runs = plain, runs
 
     def forward(self, x):
+        if self.runs:
+            return self.head(torch.tanh(self.bag(x.flatten(),
+                                                 torch.arange(0, x.numel(), x.shape[1]))))
         if not self.plain:
             return self.head(torch.tanh(self.bag(x)))
         keep = (x != 0).unsqueeze(-1)
@@ -1044,8 +1048,9 @@ class BagClassifier(nn.Module):
         return self.head(torch.tanh(h))
 
 
+@pytest.mark.parametrize("runs", [False, True])
 @pytest.mark.parametrize("mode", ["sum", "mean", "max"])
-def test_an_embedding_bag_has_a_hessian(mode):
+def test_an_embedding_bag_has_a_hessian(mode, runs):
     # torch's embedding bag has no double backward: every Hessian and GGN product failed on
     # "the derivative for '_embedding_bag_backward' is not implemented"
     from sgdlab.measure import hessian_top_eigenvalue
@@ -1057,7 +1062,7 @@ def test_an_embedding_bag_has_a_hessian(mode):
     data, loss_fn = (x, torch.randint(0, 2, (8,), generator=g)), nn.CrossEntropyLoss()
     batches = [(x[:5], data[1][:5]), (x[5:], data[1][5:])]
     torch.manual_seed(0)
-    model = BagClassifier(mode).double()
+    model = BagClassifier(mode, runs=runs).double()
     plain = BagClassifier(mode, plain=True).double()
     plain.load_state_dict(model.state_dict())
     ref = dense_hessian_reference(plain, loss_fn, data)
