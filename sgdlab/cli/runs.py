@@ -656,7 +656,7 @@ def _compare(args) -> int:
         return _fmt(value) + ("" if run["status"] in ("finished", "diverged") else f" @{step}")
 
     for m in asked if args.metrics else [*metrics, *summary_only]:
-        if m == "lr":    # its last sample is the lr of a step no run took: see lr_over_steps
+        if m == "lr":    # its last sample need not be the last step's lr: see lr_over_steps
             held = [lr_over_steps(h.get("lr", []), r) for h, r in zip(histories, runs)]
             rows.append(["last-step lr", *(_fmt(v[0]) if v else "—" for v in held)])
             rows.append(["mean lr", *(_fmt(v[1]) if v else "—" for v in held)])
@@ -699,14 +699,20 @@ def lr_over_steps(points: list, run: dict) -> tuple[float, float] | None:
     schedule, a point of the next cycle; of a random one, one more draw. The steps taken: the
     summary's ``steps``, else (a run still going) the last sample's step. A schedule that
     changes the lr within an epoch (``random``, one draw per step) is seen through its
-    samples, one per epoch: the mean then estimates its mean lr from those draws. None when no
-    sample lies before the last step taken."""
+    samples, one per epoch: the mean then estimates its mean lr from those draws. A run of
+    ``sgdlab parle`` logs round r's lr at its end, step r·L: each sample holds over the steps
+    since the one before (the first, since step 0), and the last is the last round's. None
+    when no sample lies within the steps taken."""
     pts = sorted(((int(s), float(v)) for s, v in points), key=lambda p: p[0])
     steps = (run.get("summary") or {}).get("steps")
     end = int(steps) if isinstance(steps, (int, float)) and not isinstance(steps, bool) \
         else (pts[-1][0] if pts else 0)
-    held = [(s, v, min(nxt, end) - s) for (s, v), nxt
-            in zip(pts, [s for s, _ in pts[1:]] + [end]) if s < end]
+    if (run.get("config") or {}).get("method") == "parle":
+        held = [(s, v, s - max(prev, 0)) for (s, v), prev
+                in zip(pts, [0] + [s for s, _ in pts[:-1]]) if 0 < s <= end]
+    else:
+        held = [(s, v, min(nxt, end) - s) for (s, v), nxt
+                in zip(pts, [s for s, _ in pts[1:]] + [end]) if s < end]
     if not held:
         return None
     total = sum(n for _, _, n in held)

@@ -39,3 +39,17 @@ def test_runs_compare_shows_the_last_step_s_lr_and_the_mean(tmp_path, capsys):
             for line in capsys.readouterr().out.splitlines()}
     assert rows["last-step lr"] == ["0", "0.05"] and rows["mean lr"] == ["0.05", "0.05"]
     assert "final lr" not in rows
+
+
+def test_lr_over_steps_of_a_parle_run_reads_each_round_s_lr_at_its_end():
+    # `sgdlab parle` logs round r's lr at its end, step r·L (L = 5 here): the sample at the
+    # final step is the lr of the last round taken, and each sample held over the L steps
+    # before it (an lr_factor of 0.1 from round 3 on)
+    parle = {"config": {"method": "parle"}, "summary": {"steps": 15}}
+    pts = [(5, 0.1), (10, 0.1), (15, 0.01)]
+    assert lr_over_steps(pts, parle) == pytest.approx((0.01, 0.07))
+    # one round: its lr, not nothing
+    assert lr_over_steps(pts[:1], {**parle, "summary": {"steps": 5}}) == pytest.approx(
+        (0.1, 0.1))
+    # still going: up to its last sample's step
+    assert lr_over_steps(pts[:2], {**parle, "summary": None}) == pytest.approx((0.1, 0.1))
