@@ -104,3 +104,12 @@ def test_non_finite_floats_as_strings_and_back():
                               nonfinite="string")) == {"a": "inf"}
     with pytest.raises(ValueError, match="nonfinite='zero'"):
         dumps(obj, nonfinite="zero")
+
+
+def test_the_tests_strict_reader_refuses_what_jq_refuses():
+    # the strict-JSON checks across the tests read through it: one that took NaN would pass
+    # them all
+    for text in ("NaN", "[1, Infinity]", '{"a": -Infinity}'):
+        with pytest.raises(ValueError, match="not JSON"):
+            strict_loads(text)
+    assert strict_loads('{"a": [1.5, null]}') == {"a": [1.5, None]}
