@@ -27,3 +27,22 @@ def test_batch_statistics_stays_the_function_once_its_module_is_imported():
 
     assert isinstance(batch_statistics, types.FunctionType)
     assert batch_statistics is module.batch_statistics
+
+
+def test_the_temperature_command_imports_no_torch():
+    """What the lazy package is for: ``sgdlab.measure``, its temperature formulas and the
+    ``sgdlab temperature`` command, whose arithmetic needs no tensors, run without torch."""
+    import subprocess
+    import sys
+
+    code = ("import sys\n"
+            "import sgdlab.measure\n"
+            "from sgdlab.measure import musso_temperature, solve_batch_size, solve_lr, "
+            "temperatures\n"
+            "from sgdlab.cli.main import main\n"
+            "assert main(['temperature', '--lr', '0.1', '--batch-size', '32', "
+            "'--match-lr', '64']) == 0\n"
+            "print(sorted(m for m in ('torch', 'numpy') if m in sys.modules))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout
+    assert out.splitlines()[-1] == "[]", out
