@@ -273,9 +273,11 @@ def finished_since(run: dict, store) -> str | None:
 def _sweep_entry(run: dict) -> tuple[str, str] | None:
     """``(experiment, run key)`` of a run of a sweep, which its sweep reruns; None for a run
     of ``sgdlab train`` or ``sgdlab parle``, which is continued by itself."""
+    from sgdlab.config.runner import run_folder
+
     cfg = run.get("config") or {}
     if (isinstance(cfg, dict) and cfg.get("run_key") and run.get("experiment")
-            and not any(a["kind"] == "out_dir" for a in run.get("artifacts", []))):
+            and run_folder(run) is None):
         return run["experiment"], cfg["run_key"]
     return None
 
@@ -317,11 +319,13 @@ def _checkpoint_file(run: dict, store_path: str | Path | None = None) -> Path | 
     ``sgdlab train``, master.pt for one of ``sgdlab parle``, ``checkpoint/last.pt`` in its run
     key's artifact folder beside the store at ``store_path`` for one of a sweep; None when
     neither is recorded (or no store is named)."""
-    dirs = [a["path"] for a in run.get("artifacts", []) if a["kind"] == "out_dir"]
+    from sgdlab.config.runner import run_folder
+
+    folder = run_folder(run)
     ckpts = [a["path"] for a in run.get("artifacts", []) if a["kind"] == "checkpoints"]
-    if dirs:
+    if folder is not None:
         from sgdlab.train.checkpoint import checkpoint_path
-        return checkpoint_path(Path(dirs[-1]) / "checkpoints")
+        return checkpoint_path(folder / "checkpoints")
     if ckpts:
         from sgdlab.train.replicas import MASTER_CHECKPOINT
         return Path(ckpts[-1]) / MASTER_CHECKPOINT
@@ -1049,7 +1053,7 @@ def _confirm(prompt: str) -> bool:
 
 
 def _resume(args) -> int:
-    from sgdlab.config.runner import RESUMABLE, resume_run
+    from sgdlab.config.runner import RESUMABLE, resume_run, run_folder
     from sgdlab.errors import UserError
     from .train import announce, print_outcome
     ref, elsewhere = _run_ref(args, args.run_id)
@@ -1057,7 +1061,7 @@ def _resume(args) -> int:
     run = _get_run(store, ref, elsewhere)
     if (run["status"] in RESUMABLE and run["status"] != "running"
             and (run.get("config") or {}).get("run_key")
-            and not any(a["kind"] == "out_dir" for a in run.get("artifacts", []))):
+            and run_folder(run) is None):
         # a sweep's run keeps no checkpoints to resume: its sweep reruns what the store lacks
         hint = continue_hint(run, store)
         raise UserError(f"run {run['id']} is a run of the sweep of {run['experiment']}, "

@@ -56,6 +56,7 @@ def locate_run(target: str, store_path: str | os.PathLike | None = None, *,
     from ..train.checkpoint import CHECKPOINT_NAME, WEIGHTS_NAME
     from ..train.loop import python_trained
     from .io import CONFIG_SUFFIXES, load_config
+    from .runner import run_folder
     from ..store.folders import recorded_run
 
     p = Path(target)
@@ -136,12 +137,10 @@ def locate_run(target: str, store_path: str | os.PathLike | None = None, *,
         raise UserError(f"{target!r} is no file or folder, and {e}") from None
     if run["config"].get("method") == "parle":
         return _replica_master(run, store, rebuild)
-    if run["config"].get("run_key") and run["experiment"] and not any(
-            a["kind"] == "out_dir" for a in run["artifacts"]):
+    folder = run_folder(run)
+    if run["config"].get("run_key") and run["experiment"] and folder is None:
         return _sweep_run_weights(run, store, rebuild)
-    dirs = [a["path"] for a in run["artifacts"] if a["kind"] == "out_dir"]
     ckpts = [a["path"] for a in run["artifacts"] if a["kind"] == "checkpoint"]
-    folder = Path(dirs[-1]) if dirs else None
     ckpt = Path(ckpts[-1]) if ckpts else (folder / "checkpoints" / CHECKPOINT_NAME
                                            if folder else None)
     if ckpt is None and python_trained(run["config"]):

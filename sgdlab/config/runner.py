@@ -158,20 +158,19 @@ def resume_run(run_id: str, *, store: Any = None, progress: bool | None = None,
                    if run["status"] in ("finished", "diverged") else "")
         raise UserError(f"run {run_id} is {run['status']}; only interrupted, stale, failed "
                         f"(or killed) runs can be resumed{further}")
-    dirs = [a["path"] for a in run["artifacts"] if a["kind"] == "out_dir"]
-    if not dirs and (run["config"] or {}).get("method") == "parle":
+    out = run_folder(run)
+    if out is None and (run["config"] or {}).get("method") == "parle":
         raise UserError(f"run {run_id} is a run of `sgdlab parle`: continue it with `sgdlab "
                         "parle CONFIG --out DIR --resume`, DIR the folder that holds its "
                         "checkpoints")
-    if not dirs and python_trained(run["config"]):
+    if out is None and python_trained(run["config"]):
         raise UserError(f"run {run_id} was {python_trained(run['config'])}: continue it from "
                         f"Python with train(..., store=RunStore({str(store.path)!r}), "
                         f"run_id={run_id!r}, checkpoint_dir=<its checkpoint folder>, "
                         "resume=True)")
-    if not dirs:
+    if out is None:
         raise UserError(f"run {run_id} has no run folder recorded (was it started by "
                         "`sgdlab train`?)")
-    out = Path(dirs[-1])
     cfg = validate_config(run["config"])
     env = environment(seed=cfg["train"]["seed"], device=resolve_device(cfg["train"]["device"]))
     resume = checkpoint_path(out / "checkpoints").exists()
