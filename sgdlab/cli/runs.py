@@ -661,7 +661,9 @@ def _compare(args) -> int:
 
     for m in asked if args.metrics else [*metrics, *summary_only]:
         if m == "lr":    # its last sample need not be the last step's lr: see lr_over_steps
-            held = [lr_over_steps(h.get("lr", []), r) for h, r in zip(histories, runs)]
+            held = [lr_over_steps(h.get("lr", []), r, last_step=max(
+                        (int(s) for pts in h.values() for s, _ in pts), default=None))
+                    for h, r in zip(histories, runs)]
             rows.append(["last-step lr", *(_fmt(v[0]) if v else "—" for v in held)])
             rows.append(["mean lr", *(_fmt(v[1]) if v else "—" for v in held)])
             continue
@@ -695,13 +697,15 @@ def _compare(args) -> int:
     return 0
 
 
-def lr_over_steps(points: list, run: dict) -> tuple[float, float] | None:
+def lr_over_steps(points: list, run: dict, *,
+                  last_step: int | None = None) -> tuple[float, float] | None:
     """(the lr of the last step the run took, the mean lr over its steps) from its ``lr``
     samples ``points`` [(step, lr)]. The loop logs the lr at step 0 and after each epoch, the
     lr the next epoch steps with, so each sample holds from its step until the next one's and
     the last, at the run's final step count, is that of a step no one took: of a cyclic
     schedule, a point of the next cycle; of a random one, one more draw. The steps taken: the
-    summary's ``steps``, else (a run still going) the last sample's step. A schedule that
+    summary's ``steps``, else (a run still going, or stopped without one) ``last_step``, the
+    last step any of its series reached, or the last sample's step. A schedule that
     changes the lr within an epoch (``random``, one draw per step) is seen through its
     samples, one per epoch: the mean then estimates its mean lr from those draws. A run of
     ``sgdlab parle`` logs round r's lr at its end, step r·L: each sample holds over the steps
@@ -710,7 +714,7 @@ def lr_over_steps(points: list, run: dict) -> tuple[float, float] | None:
     pts = sorted(((int(s), float(v)) for s, v in points), key=lambda p: p[0])
     steps = (run.get("summary") or {}).get("steps")
     end = int(steps) if isinstance(steps, (int, float)) and not isinstance(steps, bool) \
-        else (pts[-1][0] if pts else 0)
+        else max(pts[-1][0] if pts else 0, last_step or 0)
     if (run.get("config") or {}).get("method") == "parle":
         held = [(s, v, s - max(prev, 0)) for (s, v), prev
                 in zip(pts, [0] + [s for s, _ in pts[:-1]]) if 0 < s <= end]

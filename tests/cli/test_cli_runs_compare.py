@@ -53,3 +53,34 @@ def test_lr_over_steps_of_a_parle_run_reads_each_round_s_lr_at_its_end():
         (0.1, 0.1))
     # still going: up to its last sample's step
     assert lr_over_steps(pts[:2], {**parle, "summary": None}) == pytest.approx((0.1, 0.1))
+
+
+def test_lr_over_steps_of_a_stopped_run_reads_its_steps_from_its_other_series():
+    # interrupted in its third epoch (no summary), at step 13 by its per-step instrument: the
+    # sample at step 10 is the lr its last steps took, not one no step used
+    stopped = {"summary": None}
+    assert lr_over_steps(CYCLIC[:3], stopped, last_step=13) == pytest.approx(
+        (0.025, (0.1 * 5 + 0.075 * 5 + 0.025 * 3) / 13))
+    # its other series ending at the last sample: as without them
+    assert lr_over_steps(CYCLIC[:3], stopped, last_step=10) == pytest.approx((0.075, 0.0875))
+    # a finished run's summary steps stand
+    assert lr_over_steps(CYCLIC, {"summary": {"steps": 20}}, last_step=20) == pytest.approx(
+        (0.0, 0.05))
+
+
+def test_runs_compare_reads_a_stopped_run_s_steps_from_its_other_series(tmp_path, capsys):
+    store_path = tmp_path / "runs.sqlite"
+    with RunStore(store_path) as store:
+        run_id = store.create_run({"name": "cut"}, name="cut", env={})
+        store.log_many(run_id, [("lr", s, v) for s, v in CYCLIC[:3]]
+                       + [("grad_norm", s, 1.0) for s in range(1, 14)])
+        store.set_status(run_id, "interrupted", "KeyboardInterrupt")
+        done = store.create_run({"name": "done"}, name="done", env={})
+        store.log_many(done, [("lr", s, v) for s, v in CYCLIC])
+        store.complete_run(done, "finished", summary={"steps": 20})
+    assert main(["runs", "compare", run_id, done, "--metric", "lr", "--store",
+                 str(store_path)]) == 0
+    rows = {line.split("  ")[0]: line.split()[-2:]
+            for line in capsys.readouterr().out.splitlines()}
+    # the interrupted run's last steps, 10 to 13, took the sample at step 10
+    assert rows["last-step lr"] == ["0.025", "0"]
