@@ -13,9 +13,14 @@ def register(subparsers) -> None:
                               description="List the catalogue: one line per experiment with "
                                           "the paper figure/table it reproduces. With NAMEs: "
                                           "their claim, file and readings (the passages the "
-                                          "paper leaves open, for --reading KEY=CHOICE).")
+                                          "paper leaves open, for --reading KEY=CHOICE). A "
+                                          "NAME that is no entry searches the names, papers, "
+                                          "figures and titles (`sgdlab list zhu`, "
+                                          "`sgdlab list 'fig. 4'`).")
     p.add_argument("names", nargs="*", metavar="NAME",
-                   help="show these entries in full (default: one line per entry)")
+                   help="show these entries in full (default: one line per entry); a "
+                        "word or phrase that is no entry's name shows every entry whose "
+                        "name, paper, figure and title hold all its words")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=_list)
 
@@ -55,7 +60,19 @@ def _list(args: argparse.Namespace) -> int:
     if args.names:
         from sgdlab.experiments.spec import catalogue_name
 
-        wanted = [catalogue_name(n) for n in args.names]
+        from sgdlab.errors import ConfigError
+
+        wanted = []
+        for n in args.names:
+            try:
+                wanted.append(catalogue_name(n))
+            except ConfigError:
+                # a paper, a figure, a word of a title: what a reader looking for a figure
+                # types; nothing found keeps the error that names the closest entries
+                found = [i["name"] for i in items if _matches(n, i)]
+                if not found:
+                    raise
+                wanted += found
         items = [next(i for i in items if i["name"] == n) for n in dict.fromkeys(wanted)]
     if args.json:
         print(dumps(items, indent=1))
@@ -77,10 +94,21 @@ def _list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _matches(query: str, item: dict) -> bool:
+    """Every word of ``query`` occurs, in any case, in the entry's one-line description."""
+    p = item["paper"]
+    text = f"{item['name']} {p['author']} {p['year']}, {p['figure']}: {item['title']}".lower()
+    words = query.lower().split()
+    return bool(words) and all(w in text for w in words)
+
+
 def _details(item: dict, w: int) -> None:
     pad = " " * (w + 4)
     if item["paper"].get("claim"):
         print(f"{pad}claim: {item['paper']['claim']}")
+    print(f"{pad}run: sgdlab run {item['name']} --scale cpu  (smoke: seconds, only checks "
+          "that it runs; paper: the paper's grid, --data-dir for data files; --dry-run: its "
+          "runs)")
     print(f"{pad}file: {item['file']}")
     for k, r in item["readings"].items():
         for c, desc in r["choices"].items():
