@@ -33,6 +33,7 @@ from __future__ import annotations
 import argparse
 import math
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -49,6 +50,7 @@ DEFAULT_WHAT = "hessian,noise,alignment,sharpness"
 OPTIONS = {
     "k": ("--k", ("hessian", "noise", "alignment"), 5),
     "probes": ("--probes", ("hessian", "alignment"), 100),
+    "lanczos_iter": ("--lanczos-iter", ("hessian", "alignment"), None),
     "sigma": ("--sigma", ("sharpness",), 0.01),
     "epsilon": ("--epsilon", ("sharpness",), 1e-3),
     "gamma": ("--gamma", ("sharpness",), 1e-4),
@@ -91,6 +93,10 @@ def register(subparsers) -> None:
                    help="top-k eigenpairs of hessian, noise and alignment (default 5)")
     p.add_argument("--probes", type=int,
                    help="Hutchinson / Frobenius probes of hessian and alignment (default 100)")
+    p.add_argument("--lanczos-iter", type=int, metavar="N",
+                   help="most Lanczos iterations for the eigenvalues of hessian and alignment "
+                        "(default min(d, 2k + 60)); raise it where a warning says an "
+                        "eigenvalue did not converge")
     p.add_argument("--sigma", type=float,
                    help="σ of the expected-sharpness perturbation (default 0.01)")
     p.add_argument("--epsilon", type=float, help="Keskar ε (default 1e-3)")
@@ -303,7 +309,10 @@ def _measure(args: argparse.Namespace) -> int:
         ("--epsilon", args.epsilon, 0 < args.epsilon < math.inf, "finite and > 0"),
         ("--gamma", args.gamma, 0 <= args.gamma < math.inf, "finite and >= 0"),
         ("--extent", args.extent, 0 < args.extent < math.inf, "finite and > 0"),
-        ("--steps", args.steps, args.steps >= 2, ">= 2")) if not ok]
+        ("--steps", args.steps, args.steps >= 2, ">= 2"),
+        ("--lanczos-iter", args.lanczos_iter or 0,
+         args.lanczos_iter is None or args.lanczos_iter >= args.k, f">= --k ({args.k})"))
+        if not ok]
     if bad:
         raise UserError("; ".join(bad))
     try:
@@ -462,6 +471,27 @@ class _Measuring:
         return torch.Generator(device=self.batch[0].device).manual_seed(self.args.seed)
 
 
+@contextmanager
+def _lanczos_advice(values: str):
+    """Re-issue the warnings of the block that computes ``values`` after it, Lanczos' ``raise
+    num_iter`` with the option that sets it here and the values named: a command-line user
+    has no ``num_iter`` to raise, nor knew which of the eigenvalues it was about."""
+    import warnings
+
+    caught: list = []
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            yield
+    finally:
+        # a Ctrl-C keeps the measurements before it: and the warnings they gave
+        for w in caught:
+            text = str(w.message)
+            if text.startswith("lanczos: ") and text.endswith("; raise num_iter"):
+                text = (f"{values}: {text[len('lanczos: '):-len('raise num_iter')]}raise "
+                        "--lanczos-iter above that")
+            warnings.warn(text, w.category, stacklevel=2)
+
+
 def _hessian(m: _Measuring) -> None:
     from sgdlab.measure.curvature import (
         frobenius_norm, hutchinson_trace, lanczos, spectral_density,
@@ -471,8 +501,11 @@ def _hessian(m: _Measuring) -> None:
 
     op = HessianOperator(m.model, m.loss_fn, m.batch)
     k = min(m.args.k, op.shape[0])
-    h_vals, _ = lanczos(op, k, tol=1e-4, generator=m.gen())
-    bottom, _ = lanczos(op, 1, which="smallest", tol=1e-4, generator=m.gen())
+    with _lanczos_advice(f"hess/top_1..{k}" if k > 1 else "hess/top_1"):
+        h_vals, _ = lanczos(op, k, tol=1e-4, num_iter=m.args.lanczos_iter, generator=m.gen())
+    with _lanczos_advice("hess/bottom_1"):
+        bottom, _ = lanczos(op, 1, which="smallest", tol=1e-4, num_iter=m.args.lanczos_iter,
+                            generator=m.gen())
     tr = hutchinson_trace(op, m.args.probes, generator=m.gen())
     fro = frobenius_norm(op, m.args.probes, generator=m.gen())
     dens = spectral_density(op, num_probes=5, num_iter=min(80, op.shape[0]), generator=m.gen())
@@ -510,8 +543,10 @@ def _alignment(m: _Measuring) -> None:
     from sgdlab.measure.alignment import sigma_hessian_alignment
     from sgdlab.report.figures.curvature import alignment_figure
 
-    al = sigma_hessian_alignment(m.model, m.loss_fn, m.batch, m.args.k,
-                                 num_probes=m.args.probes, tol=1e-4, generator=m.gen())
+    with _lanczos_advice("align (the Hessian's top-k)"):
+        al = sigma_hessian_alignment(m.model, m.loss_fn, m.batch, m.args.k,
+                                     num_probes=m.args.probes, tol=1e-4,
+                                     num_iter=m.args.lanczos_iter, generator=m.gen())
     m.scalars.update(al.as_metrics("align"))
     m.arrays.update({"align/cosines": _tolist(al.cosines),
                      "align/hessian_normalised": _tolist(al.hessian_normalised),

@@ -128,6 +128,7 @@ def sigma_hessian_alignment(
     *,
     num_probes: int = 50,
     tol: float = 1e-4,
+    num_iter: int | None = None,
     generator: torch.Generator | None = None,
     trace_alignment: bool = False,
     chunk_size: int | None = 256,
@@ -135,7 +136,8 @@ def sigma_hessian_alignment(
 ) -> Alignment:
     """Σ–H alignment of the current model over ``data`` (Zhu et al. 2019).
 
-    H: Hessian of the mean loss (top-k by Lanczos, tolerance ``tol``); ‖H‖_F exact from the d
+    H: Hessian of the mean loss (top-k by Lanczos, tolerance ``tol``, at most ``num_iter``
+    iterations, None for :func:`sgdlab.measure.curvature.lanczos`'s default); ‖H‖_F exact from the d
     unit columns when ``exact_frobenius`` (default: when d <= 1,000, as for Zhu's 103-251
     parameter regression nets, where a near rank-one H makes the probe estimate off by ~√(2/M)
     and λ_1/‖H‖_F can exceed 1), else estimated from ``num_probes`` Gaussian probes (E‖Hv‖²).
@@ -154,7 +156,7 @@ def sigma_hessian_alignment(
     cov = gradient_covariance(model, loss_fn, data, chunk_size=chunk_size)
     s_vals, s_vecs = cov.eigenpairs(k)
     op = HessianOperator(model, loss_fn, data)
-    h_vals, h_vecs = lanczos(op, k, tol=tol, generator=generator)
+    h_vals, h_vecs = lanczos(op, k, tol=tol, num_iter=num_iter, generator=generator)
     if exact_frobenius is None:
         exact_frobenius = op.shape[0] <= EXACT_FROBENIUS_MAX_DIM
     h_fro = frobenius_norm(op, num_probes, exact=exact_frobenius, generator=generator).value

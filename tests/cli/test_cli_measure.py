@@ -76,3 +76,32 @@ def test_train_mode_names_the_model_itself_as_the_batch_norm(model, label):
     with pytest.raises(UserError) as e:
         _refuse_train_mode_batch_norm(model(nn), True)
     assert str(e.value).startswith(f"--train-mode: {label} would normalise"), str(e.value)
+
+
+def test_a_lanczos_that_did_not_converge_names_the_option_that_iterates_longer(tmp_path,
+                                                                              capsys):
+    # the warning said "raise num_iter", an argument of a Python call that sgdlab measure
+    # had no option for
+    cfg = tmp_path / "tiny.yaml"
+    cfg.write_text("name: tiny\ndata: {name: cubic, seed: 0}\nmodel: {name: zhu-mlp-1-6-6-6-1}\n"
+                   "optimizer: {name: sgd, lr: 0.01}\n"
+                   "train: {epochs: 1, batch_size: 4, threads: 1, progress: false}\n")
+    run = tmp_path / "run"
+    assert main(["train", str(cfg), "--store", str(tmp_path / "s.sqlite"), "--out",
+                 str(run)]) == 0
+    capsys.readouterr()
+    argv = ["measure", str(run), "--what", "hessian,alignment", "--k", "1", "--probes", "2"]
+    assert main([*argv, "--lanczos-iter", "2", "--out", str(tmp_path / "short")]) == 0
+    err = capsys.readouterr().err
+    for values in ("hess/top_1", "hess/bottom_1", "align (the Hessian's top-k)"):
+        assert (f"sgdlab: warning: {values}: 1 eigenpair(s) not converged after 2 iterations"
+                in err), err
+    assert err.count("; raise --lanczos-iter above that\n") == 3 and "num_iter" not in err
+    # d = 97 iterations: the Krylov space is the whole space, exact
+    assert main([*argv, "--lanczos-iter", "97", "--out", str(tmp_path / "long")]) == 0
+    assert "not converged" not in capsys.readouterr().err
+
+
+def test_fewer_lanczos_iterations_than_eigenpairs_are_refused(tmp_path, capsys):
+    assert main(["measure", str(tmp_path), "--k", "3", "--lanczos-iter", "2"]) == 2
+    assert "--lanczos-iter must be >= --k (3), got 2" in capsys.readouterr().err
