@@ -73,10 +73,12 @@ def _refuse_an_experiment(config: str) -> None:
 def _train(args: argparse.Namespace) -> int:
     from sgdlab.config import apply_overrides, load_config, validate_config
     from sgdlab.config.runner import run_config
+    from sgdlab.errors import ConfigError
     from sgdlab.store import default_store_path
 
     _refuse_an_experiment(args.config)
-    raw = apply_overrides(load_config(args.config), args.overrides)
+    loaded = load_config(args.config)
+    raw = apply_overrides(loaded, args.overrides)
     if args.tensorboard:
         raw.setdefault("train", {})["tensorboard"] = args.tensorboard
     if args.plugins:
@@ -89,7 +91,13 @@ def _train(args: argparse.Namespace) -> int:
             if model.get("init_from") != args.init_from:
                 model.pop("warm_start", None)    # the record of another source
             model["init_from"] = args.init_from
-    cfg = validate_config(raw)
+    try:
+        cfg = validate_config(raw)
+    except ConfigError as e:
+        hint = _kept_keys_hint(loaded, args.overrides, str(e))
+        if hint is None:
+            raise
+        raise ConfigError(f"{e}\n{hint}") from None
     if args.print_config:
         from sgdlab.config import build_from_config
 
@@ -117,6 +125,25 @@ def _train(args: argparse.Namespace) -> int:
     outcome = run_config(cfg, out_dir=args.out, store=store,
                          progress=False if args.no_progress else None, announce=started)
     return print_outcome(outcome)
+
+
+def _kept_keys_hint(loaded: dict, overrides: list[str], message: str) -> str | None:
+    """What ``--set optimizer.name=adam`` (or another section's name) kept from the config:
+    the other keys of the section, written for the old name (sgd's momentum), which the new
+    one may refuse."""
+    lines = []
+    for item in overrides:
+        key, _, value = item.partition("=")
+        section, _, last = key.strip().partition(".")
+        old = loaded.get(section)
+        if last != "name" or not isinstance(old, dict) or f"{section}." not in message:
+            continue
+        kept = [k for k in old if k != "name"]
+        if kept:
+            lines.append(f"  (--set {section}.name={value.strip()} keeps the config's other "
+                         f"{section} keys, {', '.join(kept)}; --set '{section}={{name: "
+                         f"{value.strip()}}}' replaces the whole section)")
+    return "\n".join(lines) or None
 
 
 def announce(run_id: str, store_path) -> None:

@@ -218,6 +218,25 @@ def test_bad_config_exits_2_naming_the_key(tmp_path, capsys):
     assert not (tmp_path / "s.sqlite").exists()
 
 
+def test_another_optimizer_by_name_says_the_sections_other_keys_were_kept(tmp_path, capsys):
+    # `--set optimizer.name=adam` on digits-mlp (sgd, momentum 0.9) said only that adam takes
+    # no momentum, not where it came from nor how to change the optimizer
+    assert main(["train", "digits-mlp", "--set", "optimizer.name=adam",
+                 "--store", str(tmp_path / "s.sqlite")]) == 2
+    err = capsys.readouterr().err
+    assert "optimizer.momentum: unknown key (optimizer 'adam' accepts:" in err
+    assert ("(--set optimizer.name=adam keeps the config's other optimizer keys, lr, momentum; "
+            "--set 'optimizer={name: adam}' replaces the whole section)") in err
+    assert main(["train", "digits-mlp", "--set", "optimizer={name: adam}", "--print-config",
+                 "--store", str(tmp_path / "s.sqlite")]) == 0
+    assert "  name: adam\n" in capsys.readouterr().out
+    # a problem elsewhere gets no hint about the optimizer
+    assert main(["train", "digits-mlp", "--set", "optimizer.name=sgd", "--set",
+                 "train.batch_size=0", "--store", str(tmp_path / "s.sqlite")]) == 2
+    err = capsys.readouterr().err
+    assert "train.batch_size" in err and "keeps the config's" not in err
+
+
 def test_an_experiment_given_to_train_names_the_command_that_runs_it(tmp_path, capsys,
                                                                       monkeypatch):
     # "no config file 'xing-walk' and no packaged config of that name" before
