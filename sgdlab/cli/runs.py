@@ -637,8 +637,13 @@ def _compare(args) -> int:
     # command line, the key and label made of its parameters) after all the rest
     names = [r["name"] for r in runs]
     by_name = all(names) and len(set(names)) == len(names)
-    named = sorted(differ, key=lambda k: (k in ("command", "run_key", "label"),
-                                          k.startswith("measure")))
+    # the config's sections in the order a comparison of training runs is usually about
+    # (the optimizer first; the data file's SHA-256 only restates its path)
+    rank = {s: i for i, s in enumerate(("optimizer", "schedule", "model", "loss", "train",
+                                        "data"))}
+    named = sorted(differ, key=lambda k: (k in ("command", "run_key", "label", "data.sha256"),
+                                          k.startswith("measure"),
+                                          rank.get(k.split(".")[0], len(rank))))
     labels = []
     for i, (r, f) in enumerate(zip(runs, flats)):
         own = [f"{k}={cut[k][i]}" for k in named if k in f]   # a key this run lacks: not "—"

@@ -601,6 +601,32 @@ def test_runs_compare_names_a_sweeps_curves_by_their_runs_names(tmp_path, monkey
          f"{c} (params.bn_mode=train, command=x --reading bn=train, run_key=0.1train)"]]
 
 
+def test_runs_compare_names_curves_by_the_optimizer_and_model_before_the_data(tmp_path,
+                                                                              monkeypatch):
+    # two runs on other data, model and optimizer were drawn as "(data.file=..., data.options=
+    # {}, data.sha256=ba88d12c..., …)": the optimizer and the model cut off
+    import matplotlib.pyplot as plt
+
+    from sgdlab.report.figures import training as training_figures
+
+    store = RunStore(tmp_path / "runs.sqlite")
+    a = store.create_run({"data": {"file": "/d.pt", "sha256": "ab12", "options": {}},
+                          "model": {"name": "lin"}, "optimizer": {"name": "sgd"}},
+                         name="r", env={}, status="finished")
+    b = store.create_run({"data": {"name": "digits", "options": {"test_size": 300}},
+                          "model": {"name": "cnn"}, "optimizer": {"name": "entropy_sgd"}},
+                         name="r", env={}, status="finished")
+    for rid in (a, b):
+        store.log_many(rid, [("train_loss", 0, 1.0), ("train_loss", 5, 0.5)])
+    drawn = []
+    monkeypatch.setattr(training_figures, "compare_runs_figure",
+                        lambda h, m: drawn.append(list(h)) or plt.figure())
+    assert main(["runs", "compare", a, b, "--store", str(store.path),
+                 "--plot", str(tmp_path / "c.png")]) == 0
+    assert drawn == [[f"{a} (optimizer.name=sgd, model.name=lin, data.file=/d.pt, …)",
+                      f"{b} (optimizer.name=entropy_sgd, model.name=cnn, data.name=digits, …)"]]
+
+
 def test_runs_compare_tells_configs_apart_past_the_shown_width(tmp_path, capsys):
     # the values are shown cut at 40 characters; they are compared whole
     store = RunStore(tmp_path / "runs.sqlite")
