@@ -637,12 +637,14 @@ def _compare(args) -> int:
     # command line, the key and label made of its parameters) after all the rest
     names = [r["name"] for r in runs]
     by_name = all(names) and len(set(names)) == len(names)
-    # the config's sections in the order a comparison of training runs is usually about
-    # (the optimizer first; the data file's SHA-256 only restates its path)
+    # what each run is (its sections' names) first, then the sections in the order a
+    # comparison of training runs is usually about (the data file's SHA-256 only restates
+    # its path)
     rank = {s: i for i, s in enumerate(("optimizer", "schedule", "model", "loss", "train",
                                         "data"))}
     named = sorted(differ, key=lambda k: (k in ("command", "run_key", "label", "data.sha256"),
                                           k.startswith("measure"),
+                                          k.count(".") != 1 or not k.endswith(".name"),
                                           rank.get(k.split(".")[0], len(rank))))
     labels = []
     for i, (r, f) in enumerate(zip(runs, flats)):

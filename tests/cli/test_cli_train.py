@@ -604,17 +604,18 @@ def test_runs_compare_names_a_sweeps_curves_by_their_runs_names(tmp_path, monkey
 def test_runs_compare_names_curves_by_the_optimizer_and_model_before_the_data(tmp_path,
                                                                               monkeypatch):
     # two runs on other data, model and optimizer were drawn as "(data.file=..., data.options=
-    # {}, data.sha256=ba88d12c..., …)": the optimizer and the model cut off
+    # {}, data.sha256=ba88d12c..., …)": the optimizer and the model cut off; what each run
+    # is (its sections' names) comes first
     import matplotlib.pyplot as plt
 
     from sgdlab.report.figures import training as training_figures
 
     store = RunStore(tmp_path / "runs.sqlite")
     a = store.create_run({"data": {"file": "/d.pt", "sha256": "ab12", "options": {}},
-                          "model": {"name": "lin"}, "optimizer": {"name": "sgd"}},
+                          "model": {"name": "lin"}, "optimizer": {"name": "sgd", "lr": 0.1}},
                          name="r", env={}, status="finished")
     b = store.create_run({"data": {"name": "digits", "options": {"test_size": 300}},
-                          "model": {"name": "cnn"}, "optimizer": {"name": "entropy_sgd"}},
+                          "model": {"name": "cnn"}, "optimizer": {"name": "entropy_sgd", "lr": 1}},
                          name="r", env={}, status="finished")
     for rid in (a, b):
         store.log_many(rid, [("train_loss", 0, 1.0), ("train_loss", 5, 0.5)])
@@ -623,7 +624,7 @@ def test_runs_compare_names_curves_by_the_optimizer_and_model_before_the_data(tm
                         lambda h, m: drawn.append(list(h)) or plt.figure())
     assert main(["runs", "compare", a, b, "--store", str(store.path),
                  "--plot", str(tmp_path / "c.png")]) == 0
-    assert drawn == [[f"{a} (optimizer.name=sgd, model.name=lin, data.file=/d.pt, …)",
+    assert drawn == [[f"{a} (optimizer.name=sgd, model.name=lin, optimizer.lr=0.1, …)",
                       f"{b} (optimizer.name=entropy_sgd, model.name=cnn, data.name=digits, …)"]]
 
 
