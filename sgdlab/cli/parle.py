@@ -136,8 +136,8 @@ def _run(args) -> int:
     from sgdlab.errors import ConfigError
     from sgdlab.train.distributed import (LAUNCHER_ENV, STATUS_ENV, add_plugins, claim_out,
                                           die_with_parent, load_config, lock_out, release_out,
-                                          report, run_from_config, run_store_path,
-                                          timeout_delta)
+                                          report, round_lines, run_from_config,
+                                          run_store_path, timeout_delta)
     from sgdlab.train.replicas import check_checkpoint_dir
 
     cfg = load_config(args.config)
@@ -155,7 +155,8 @@ def _run(args) -> int:
         cfg["store"] = str(run_store_path(cfg, args.store, args.out, args.resume))
         try:
             res = run_from_config(cfg, mode="inprocess", out=args.out, resume=args.resume,
-                                  checkpoint_every=args.checkpoint_every)
+                                  checkpoint_every=args.checkpoint_every,
+                                  progress=round_lines())
         except KeyboardInterrupt as e:   # the command that goes on from its checkpoint
             raise KeyboardInterrupt(f"{str(e) or 'interrupted'}{_continue(args, None)}"
                                     ) from None

@@ -61,6 +61,8 @@ import math
 import os
 import secrets
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -436,13 +438,15 @@ def run_store_path(cfg: dict[str, Any], store: str | os.PathLike | None = None,
 
 def run_from_config(cfg: dict[str, Any], *, mode: str, out: str | Path | None = None,
                     communicator: Any = None, resume: bool = False,
-                    checkpoint_every: int | None = None, claimed: bool = False):
+                    checkpoint_every: int | None = None, claimed: bool = False,
+                    progress: Callable[[int, int, float], None] | None = None):
     """Build and run a replica config in ``mode``; rank 0 (or the in-process run) writes
     ``out/master.pt`` and ``out/result.json``. With ``out``, checkpoints go to
     ``out/checkpoints`` every ``checkpoint_every`` rounds (default: the config's
     ``checkpoint_every``, else 10); ``resume`` continues from them. A new run takes ``out``
     first (:func:`claim_out`; ``claimed``: its launcher has) and frees it when it fails before
-    its first checkpoint. Returns the :class:`ReplicaResult`."""
+    its first checkpoint. ``progress``: :func:`train_replicas`' (:func:`round_lines`).
+    Returns the :class:`ReplicaResult`."""
     model, loss_fn, data, parle, kw = build_run(cfg)
     comm, device = None, cfg.get("device")
     if mode == "distributed":
@@ -472,7 +476,7 @@ def run_from_config(cfg: dict[str, Any], *, mode: str, out: str | Path | None = 
         res = train_replicas(model, loss_fn, data, parle, mode=mode, communicator=comm,
                              device=device,
                              store=store, complete=out is None,
-                             run_config=_recorded_config(cfg), **kw)
+                             run_config=_recorded_config(cfg), progress=progress, **kw)
         if out is not None and is_main:
             _write_outputs(res, Path(out), mode, parle, store)
     except BaseException:
@@ -486,6 +490,20 @@ def run_from_config(cfg: dict[str, Any], *, mode: str, out: str | Path | None = 
         if lock is not None:
             os.close(lock)
     return res
+
+
+def round_lines(every_s: float = 5.0) -> Callable[[int, int, float], None]:
+    """A ``progress`` for :func:`train_replicas` that writes a line to stderr after the first
+    round, the last and one every ``every_s`` seconds between (as ``sgdlab train`` writes a
+    line per epoch): a long run said nothing until its report."""
+    said_at: list[float] = []
+
+    def say(r: int, rounds: int, loss: float) -> None:
+        now = time.monotonic()
+        if not said_at or r == rounds or now - said_at[0] >= every_s:
+            print(f"round {r}/{rounds}  replica_loss {loss:.4g}", file=sys.stderr, flush=True)
+            said_at[:] = [now]
+    return say
 
 
 def _recorded_config(cfg: dict[str, Any]) -> dict[str, Any]:
@@ -593,7 +611,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"parle: {dist.get_world_size()} replica processes connected ({backend}, "
                   f"timeout {args.timeout:g} s)", flush=True)
         res = run_from_config(cfg, mode="distributed", out=args.out, resume=args.resume,
-                              checkpoint_every=args.checkpoint_every, claimed=args.claimed)
+                              checkpoint_every=args.checkpoint_every, claimed=args.claimed,
+                              progress=round_lines())
         if dist.get_rank() == 0:
             print(report(res, out=args.out, processes=dist.get_world_size(),
                          store=cfg["store"]), flush=True)

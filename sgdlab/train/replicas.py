@@ -415,7 +415,8 @@ def train_replicas(model: nn.Module, loss_fn: Callable[[Tensor, Tensor], Tensor]
                    communicator: Any = None, checkpoint_dir: str | os.PathLike | None = None,
                    checkpoint_every: int | None = None,
                    resume: bool = False, complete: bool = True,
-                   run_config: dict[str, Any] | None = None) -> ReplicaResult:
+                   run_config: dict[str, Any] | None = None,
+                   progress: Callable[[int, int, float], None] | None = None) -> ReplicaResult:
     """Train ``config.replicas`` replicas of ``model`` with Parle; return the master.
 
     Args:
@@ -449,12 +450,15 @@ def train_replicas(model: nn.Module, loss_fn: Callable[[Tensor, Tensor], Tensor]
             the method, mode, rounds and ``config`` (the data, model, loss, seed and dtype
             specs that built ``model`` and ``data``: :func:`sgdlab.train.distributed.build_run`),
             so that ``sgdlab runs compare`` sees them and ``sgdlab measure`` rebuilds the model.
+        progress: called after every round (rank 0 only) with the round, the run's rounds
+            and the round's mean replica loss: ``sgdlab parle`` prints a line from it.
     """
     run = _ReplicaTraining(model, loss_fn, data, config, rounds=rounds, epochs=epochs,
                            grad_evals=grad_evals, mode=mode, eval_every=eval_every,
                            eval_subset=eval_subset, device=device, communicator=communicator,
                            checkpoint_dir=checkpoint_dir, checkpoint_every=checkpoint_every,
                            resume=resume, run_config=run_config)
+    run.progress = progress
     run.open_record(store, run_id, name, run_config)
     try:
         run.fit()
@@ -540,6 +544,7 @@ class _ReplicaTraining:
         self.last_master: Sequence[Tensor] | None = None
         self.run_id: str | None = None
         self.store = self.writer = None
+        self.progress: Callable[[int, int, float], None] | None = None
         self.status, self.message = "finished", None
         self.t_start = math.nan          # the run's clock starts with the rounds (``fit``)
 
@@ -658,6 +663,8 @@ class _ReplicaTraining:
             if master is None:
                 return    # diverged: no end-of-run checkpoint over the last good one
             self.round, self.last_master = r, master
+            if self.progress is not None and self.is_main:
+                self.progress(r, self.rounds, self.history["replica_loss"][-1][1])
             if self.eval_every is not None and r % self.eval_every == 0 and r < self.rounds:
                 self.evaluate(master, r * self.cfg.L)
             if self.checkpoint_every is not None and r % self.checkpoint_every == 0:

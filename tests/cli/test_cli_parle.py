@@ -3,6 +3,7 @@ how an interrupt stops torchrun and the replicas it started."""
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -698,3 +699,13 @@ def test_targets_of_the_wrong_shape_in_a_data_file_are_refused_before_the_run_is
     assert (r"compares on the data's first 2 samples outputs of shape (2, 1) with targets of "
             "shape (2,)") in capsys.readouterr().err
     assert not launched and not out.exists() and not tmp_store.exists()
+
+
+def test_an_in_process_run_writes_a_line_after_its_first_and_last_rounds(tmp_path, capsys):
+    # it said nothing until its report: a run of minutes was silent
+    cfg = tmp_path / "c.json"
+    cfg.write_text(json.dumps({**CONFIG, "rounds": 3}))
+    assert main(["parle", str(cfg), "--store", str(tmp_path / "s.sqlite")]) == 0
+    lines = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("round ")]
+    assert [ln.split("  ")[0] for ln in lines] == ["round 1/3", "round 3/3"]
+    assert all(math.isfinite(float(ln.split("replica_loss ")[1])) for ln in lines)
