@@ -827,6 +827,11 @@ def catalogue_name(name: str) -> str:
     if name in packaged_configs():
         hint = (f": it is a packaged run config, trained with `sgdlab train {name}`, not an "
                 "experiment of the catalogue")
+    elif spelled in catalogue_papers():
+        # `sgdlab run zhu`: the paper's entries are run together by --paper
+        count = sum(n.split("-")[0] == spelled for n in files)
+        hint = (f": it is a paper, whose {count} entries `sgdlab run --paper {spelled}` "
+                f"runs one after another (`sgdlab list {spelled}` lists them)")
     raise ConfigError(f"unknown experiment {name!r}{hint}; `sgdlab list` shows the catalogue")
 
 

@@ -93,6 +93,16 @@ def test_experiment_names_spelled_like_model_names_and_typos_suggested():
 
 
 
+def test_a_paper_given_as_an_experiment_names_the_paper_option():
+    # `sgdlab run zhu` listed the nine entries as guesses, not --paper, which runs them all
+    from sgdlab.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"unknown experiment 'Zhu': it is a paper, whose 9 "
+                                          r"entries `sgdlab run --paper zhu` runs one after "
+                                          r"another \(`sgdlab list zhu` lists them\)"):
+        load_experiment("Zhu")
+
+
 def test_a_packaged_run_config_given_as_an_experiment_says_how_to_train_it():
     # `sgdlab run digits-mlp` said only "unknown experiment"
     from sgdlab.errors import ConfigError
