@@ -33,7 +33,6 @@ from __future__ import annotations
 import argparse
 import math
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -471,25 +470,12 @@ class _Measuring:
         return torch.Generator(device=self.batch[0].device).manual_seed(self.args.seed)
 
 
-@contextmanager
-def _lanczos_advice(values: str):
-    """Re-issue the warnings of the block that computes ``values`` after it, Lanczos' ``raise
-    num_iter`` with the option that sets it here and the values named: a command-line user
-    has no ``num_iter`` to raise, nor knew which of the eigenvalues it was about."""
-    import warnings
+def _named(values: str):
+    """Lanczos' "raise num_iter" as this command's option, with the eigenvalues it is about:
+    a command-line user has no num_iter to raise."""
+    from sgdlab.measure.curvature.lanczos import convergence_warnings_named
 
-    caught: list = []
-    try:
-        with warnings.catch_warnings(record=True) as caught:
-            yield
-    finally:
-        # a Ctrl-C keeps the measurements before it: and the warnings they gave
-        for w in caught:
-            text = str(w.message)
-            if text.startswith("lanczos: ") and text.endswith("; raise num_iter"):
-                text = (f"{values}: {text[len('lanczos: '):-len('raise num_iter')]}raise "
-                        "--lanczos-iter above that")
-            warnings.warn(text, w.category, stacklevel=2)
+    return convergence_warnings_named(values, "raise --lanczos-iter above that")
 
 
 def _hessian(m: _Measuring) -> None:
@@ -501,9 +487,9 @@ def _hessian(m: _Measuring) -> None:
 
     op = HessianOperator(m.model, m.loss_fn, m.batch)
     k = min(m.args.k, op.shape[0])
-    with _lanczos_advice(f"hess/top_1..{k}" if k > 1 else "hess/top_1"):
+    with _named(f"hess/top_1..{k}" if k > 1 else "hess/top_1"):
         h_vals, _ = lanczos(op, k, tol=1e-4, num_iter=m.args.lanczos_iter, generator=m.gen())
-    with _lanczos_advice("hess/bottom_1"):
+    with _named("hess/bottom_1"):
         bottom, _ = lanczos(op, 1, which="smallest", tol=1e-4, num_iter=m.args.lanczos_iter,
                             generator=m.gen())
     tr = hutchinson_trace(op, m.args.probes, generator=m.gen())
@@ -543,7 +529,7 @@ def _alignment(m: _Measuring) -> None:
     from sgdlab.measure.alignment import sigma_hessian_alignment
     from sgdlab.report.figures.curvature import alignment_figure
 
-    with _lanczos_advice("align (the Hessian's top-k)"):
+    with _named("align (the Hessian's top-k)"):
         al = sigma_hessian_alignment(m.model, m.loss_fn, m.batch, m.args.k,
                                      num_probes=m.args.probes, tol=1e-4,
                                      num_iter=m.args.lanczos_iter, generator=m.gen())

@@ -1,5 +1,6 @@
 """The curvature / noise / alignment / sharpness instruments inside the training loop."""
 import copy
+import warnings
 
 import pytest
 import torch
@@ -487,3 +488,35 @@ def test_eval_mode_false_names_the_model_itself_as_the_training_batch_norm(model
         cb.check(model, toy_dataset())
     assert f"Invalid eval_mode=False ({label} is in train mode" in str(e.value), str(e.value)
     assert "the model's the model" not in str(e.value)
+
+
+def test_a_hessian_instrument_that_did_not_converge_names_its_series_and_num_iter():
+    # the warning said "lanczos: ...; raise num_iter" (an option the instrument did not have),
+    # not whether hess/top_k or hess/bottom_1 was off
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 6), nn.Tanh(), nn.Linear(6, 3))   # d = 51
+
+    def run(num_iter):
+        cb = build_instrument("hessian", schedule=Schedule.at([0]), k=2, bottom=1, tol=1e-6,
+                              num_iter=num_iter, eval_subset=None)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            res = train(model, nn.CrossEntropyLoss(), toy_dataset(),
+                        torch.optim.SGD(model.parameters(), lr=0.0), epochs=1, batch_size=40,
+                        callbacks=[cb], progress=False)
+        return res, [str(w.message) for w in caught if "converged" in str(w.message)]
+
+    res, said = run(3)
+    assert [m.split(":")[0] for m in said] == ["hess/top_1..2", "hess/bottom_1"]
+    assert all(m.endswith("; raise the hessian instrument's num_iter") for m in said)
+    assert all("not converged after 3 iterations" in m for m in said)
+    exact, said = run(51)     # the whole space: exact, nothing to say
+    assert said == []
+    ds = toy_dataset()
+    H = torch.linalg.eigvalsh(dense_hessian_reference(
+        copy.deepcopy(model).double(), nn.CrossEntropyLoss(),
+        (ds.x_train.double(), ds.y_train)))
+    assert exact.history["hess/top_1"][0][1] == pytest.approx(H[-1].item(), rel=1e-4)
+    assert exact.history["hess/bottom_1"][0][1] == pytest.approx(H[0].item(), abs=1e-5)
+    with pytest.raises(ValueError, match=r"num_iter=1 \(an int >= k and bottom \(2\)\)"):
+        build_instrument("hessian", every=1, k=2, num_iter=1)

@@ -11,7 +11,9 @@ basis usually suffices (two reads of it per step instead of four: 80 steps on a
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -311,11 +313,34 @@ def lanczos(
         if worst > tol:
             what = "error bound" if criterion == "error_bound" else "residual"
             warn(f"lanczos: {want} eigenpair(s) not converged after {len(res.alpha)} "
-                          f"iterations (relative {what} {worst:.1e} > tol {tol:g}); "
-                          "raise num_iter", RuntimeWarning)
+                 f"iterations (relative {what} {worst:.1e} > tol {tol:g}); {_ADVICE}",
+                 RuntimeWarning)
     vals = torch.from_numpy(theta[idx]).to(device=op.device, dtype=op.dtype)
     vecs = res.basis.T @ torch.from_numpy(s[:, idx]).to(device=op.device, dtype=op.dtype)
     return vals, vecs
+
+
+_ADVICE = "raise num_iter"
+
+
+@contextmanager
+def convergence_warnings_named(values: str, advice: str) -> Iterator[None]:
+    """Re-issue, after the block, the warnings of its :func:`lanczos` calls that their wanted
+    pairs did not converge with the ``values`` they were about in place of ``lanczos`` and
+    ``advice`` in place of "raise num_iter": where a command's flag or an instrument's option
+    sets ``num_iter``, the warning names that, and which series it concerns. Other warnings
+    pass on as they were."""
+    caught: list[warnings.WarningMessage] = []
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            yield
+    finally:
+        # (an interrupted block keeps the warnings given before it stopped)
+        for w in caught:
+            text = str(w.message)
+            if text.startswith("lanczos: ") and text.endswith(_ADVICE):
+                text = f"{values}: {text[len('lanczos: '):-len(_ADVICE)]}{advice}"
+            warn(text, w.category)
 
 
 def eigenvalue_error_bound(theta: np.ndarray, idx: np.ndarray,

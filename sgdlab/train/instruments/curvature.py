@@ -22,6 +22,7 @@ from typing import Any
 import torch
 
 from sgdlab.measure.curvature import frobenius_norm, hutchinson_trace, lanczos
+from sgdlab.measure.curvature.lanczos import convergence_warnings_named
 from sgdlab.measure.passes import memory_budget_bytes
 from sgdlab.measure.sharpness import epsilon_sharpness, expected_sharpness, local_entropy
 from sgdlab.models.modes import buffers_kept, eval_mode, first_batch_norm
@@ -102,7 +103,9 @@ class HessianCallback(MeasuredCallback):
         k: number of top eigenvalues (0: none); ``bottom``: number of most negative ones.
         trace_probes / frobenius_probes: Rademacher / Gaussian probes (0: skip).
         operator: ``hessian`` | ``ggn`` | ``empirical_fisher``.
-        tol: Lanczos relative residual tolerance.
+        tol: Lanczos relative residual tolerance; ``num_iter``: its most iterations (None:
+            :func:`sgdlab.measure.curvature.lanczos`'s default, min(d, 2k + 60)), which a
+            warning naming the series that did not reach ``tol`` says to raise.
         block_size: probes per batched product for the trace and Frobenius estimates; None:
             the operator's memory-bound block. Not timed (``block_tuner``): the float round-off
             of a batched product depends on its block, and a run's series must not depend on
@@ -111,12 +114,15 @@ class HessianCallback(MeasuredCallback):
 
     def __init__(self, schedule: Schedule, *, k: int = 1, bottom: int = 0,
                  trace_probes: int = 0, frobenius_probes: int = 0, operator: str = "hessian",
-                 tol: float = 1e-3, prefix: str = "hess", block_size: int | None = None, **kw):
+                 tol: float = 1e-3, num_iter: int | None = None, prefix: str = "hess",
+                 block_size: int | None = None, **kw):
         super().__init__(schedule, **kw)
         check_options(**{key: (v, int_at_least(v, 0), "an int >= 0") for key, v in (
             ("k", k), ("bottom", bottom), ("trace_probes", trace_probes),
             ("frobenius_probes", frobenius_probes))},
             tol=(tol, tol > 0, "must be > 0"),
+            num_iter=(num_iter, num_iter is None or int_at_least(num_iter, max(k, bottom, 1)),
+                      f"an int >= k and bottom ({max(k, bottom, 1)})"),
             block_size=(block_size, block_size is None or int_at_least(block_size, 1),
                         "an int >= 1"),
             operator=(operator, operator in OPERATORS, f"one of {', '.join(sorted(OPERATORS))}"))
@@ -125,6 +131,7 @@ class HessianCallback(MeasuredCallback):
             raise ValueError("Invalid k=0 with bottom, trace_probes and frobenius_probes 0: "
                              "the instrument would measure nothing (set one of them >= 1)")
         self.k, self.bottom, self.tol, self.operator = k, bottom, tol, operator
+        self.num_iter = num_iter
         self.trace_probes, self.frobenius_probes, self.prefix = (trace_probes, frobenius_probes,
                                                                  prefix)
         self.block_size = block_size
@@ -138,12 +145,16 @@ class HessianCallback(MeasuredCallback):
     def compute(self, ctx, data, generator):
         op = curvature_operator(self.operator, ctx.model, ctx.loss_fn, data)
         p, out = self.prefix, {}
+        advice = "raise the hessian instrument's num_iter"
         if self.k:
-            vals, _ = lanczos(op, self.k, tol=self.tol, generator=generator)
+            with convergence_warnings_named(_series(p, "top", self.k), advice):
+                vals, _ = lanczos(op, self.k, tol=self.tol, num_iter=self.num_iter,
+                                  generator=generator)
             out.update({f"{p}/top_{i + 1}": float(v) for i, v in enumerate(vals)})
         if self.bottom:
-            vals, _ = lanczos(op, self.bottom, which="smallest", tol=self.tol,
-                              generator=generator)
+            with convergence_warnings_named(_series(p, "bottom", self.bottom), advice):
+                vals, _ = lanczos(op, self.bottom, which="smallest", tol=self.tol,
+                                  num_iter=self.num_iter, generator=generator)
             out.update({f"{p}/bottom_{i + 1}": float(v) for i, v in enumerate(vals)})
         block = self.block_size or op.probe_block_size()
         if self.trace_probes:
@@ -153,6 +164,11 @@ class HessianCallback(MeasuredCallback):
             out[f"{p}/frobenius"] = frobenius_norm(op, self.frobenius_probes, generator=generator,
                                                    block_size=block).value
         return out
+
+
+def _series(prefix: str, end: str, k: int) -> str:
+    """``hess/top_1`` or ``hess/top_1..5``: the series a Lanczos call measured."""
+    return f"{prefix}/{end}_1" + (f"..{k}" if k > 1 else "")
 
 
 class SharpnessCallback(MeasuredCallback):
@@ -201,13 +217,14 @@ def hessian_instrument(*, schedule: Schedule, k: int = 1, bottom: int = 0,
                        operator: str = "hessian", tol: float = 1e-3,
                        eval_subset: int | None = 1000, eval_mode: bool = True,
                        seed: int = 0, prefix: str = "hess",
-                       block_size: int | None = None) -> HessianCallback:
+                       block_size: int | None = None,
+                       num_iter: int | None = None) -> HessianCallback:
     """Hessian (or GGN / empirical Fisher) top-k, bottom-k, trace, Frobenius norm, logged as
     ``<prefix>/top_1``, ... (a second instrument, e.g. the GGN beside the Hessian, needs its
     own prefix)."""
     return HessianCallback(schedule, k=k, bottom=bottom, trace_probes=trace_probes,
                            frobenius_probes=frobenius_probes, operator=operator, tol=tol,
-                           prefix=prefix, block_size=block_size,
+                           num_iter=num_iter, prefix=prefix, block_size=block_size,
                            **_common(eval_subset, eval_mode, seed))
 
 
