@@ -520,3 +520,19 @@ def test_a_hessian_instrument_that_did_not_converge_names_its_series_and_num_ite
     assert exact.history["hess/bottom_1"][0][1] == pytest.approx(H[0].item(), abs=1e-5)
     with pytest.raises(ValueError, match=r"num_iter=1 \(an int >= k and bottom \(2\)\)"):
         build_instrument("hessian", every=1, k=2, num_iter=1)
+
+
+def test_an_alignment_instrument_that_did_not_converge_names_itself_and_num_iter():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 6), nn.Tanh(), nn.Linear(6, 3))
+    cb = build_instrument("alignment", schedule=Schedule.at([0]), k=2, tol=1e-6, num_iter=3,
+                          num_probes=2, eval_subset=None)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        train(model, nn.CrossEntropyLoss(), toy_dataset(),
+              torch.optim.SGD(model.parameters(), lr=0.0), epochs=1, batch_size=40,
+              callbacks=[cb], progress=False)
+    said = [str(w.message) for w in caught if "converged" in str(w.message)]
+    assert len(said) == 1 and said[0].startswith(
+        "align (the Hessian's top-k): 2 eigenpair(s) not converged after 3 iterations")
+    assert said[0].endswith("; raise the alignment instrument's num_iter")

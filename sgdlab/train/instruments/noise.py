@@ -34,6 +34,7 @@ import torch
 
 from sgdlab.measure.alignment import sigma_hessian_alignment
 from sgdlab.measure.batch_statistics import batch_statistics, takeuchi_information
+from sgdlab.measure.curvature.lanczos import convergence_warnings_named
 from sgdlab.measure.noise import gradient_covariance, noise_magnitude
 from sgdlab.optim import gradient_step_size
 
@@ -69,13 +70,17 @@ class NoiseCallback(MeasuredCallback):
 
 class AlignmentCallback(MeasuredCallback):
     def __init__(self, schedule: Schedule, *, k: int = 5, num_probes: int = 20,
-                 tol: float = 1e-3, trace_alignment: bool = False, **kw):
+                 tol: float = 1e-3, trace_alignment: bool = False,
+                 num_iter: int | None = None, **kw):
         super().__init__(schedule, **kw)
         check_options(k=(k, int_at_least(k, 1), "an int >= 1"),
                       num_probes=(num_probes, int_at_least(num_probes, 1), "an int >= 1"),
-                      tol=(tol, tol > 0, "must be > 0"))
+                      tol=(tol, tol > 0, "must be > 0"),
+                      num_iter=(num_iter, num_iter is None or int_at_least(num_iter, k),
+                                f"an int >= k ({k})"))
         self.k, self.num_probes, self.tol, self.trace_alignment = (k, num_probes, tol,
                                                                    trace_alignment)
+        self.num_iter = num_iter
 
     def check(self, model, data) -> None:
         super().check(model, data)
@@ -85,9 +90,12 @@ class AlignmentCallback(MeasuredCallback):
                          "eigenpairs"))
 
     def compute(self, ctx, data, generator):
-        res = sigma_hessian_alignment(ctx.model, ctx.loss_fn, data, self.k,
-                                      num_probes=self.num_probes, tol=self.tol,
-                                      generator=generator, trace_alignment=self.trace_alignment)
+        with convergence_warnings_named("align (the Hessian's top-k)",
+                                        "raise the alignment instrument's num_iter"):
+            res = sigma_hessian_alignment(ctx.model, ctx.loss_fn, data, self.k,
+                                          num_probes=self.num_probes, tol=self.tol,
+                                          num_iter=self.num_iter, generator=generator,
+                                          trace_alignment=self.trace_alignment)
         return res.as_metrics("align")
 
 
@@ -179,10 +187,11 @@ def noise_instrument(*, schedule: Schedule, k: int = 5, rank: bool = True,
 def alignment_instrument(*, schedule: Schedule, k: int = 5, num_probes: int = 20,
                          tol: float = 1e-3, trace_alignment: bool = False,
                          eval_subset: int | None = 1000, eval_mode: bool = True,
-                         seed: int = 0) -> AlignmentCallback:
-    """Σ–H alignment (Zhu et al. 2019)."""
+                         seed: int = 0, num_iter: int | None = None) -> AlignmentCallback:
+    """Σ–H alignment (Zhu et al. 2019); ``tol`` and ``num_iter`` (None: the default of
+    :func:`sgdlab.measure.curvature.lanczos`) are its Hessian Lanczos iteration's."""
     return AlignmentCallback(schedule, k=k, num_probes=num_probes, tol=tol,
-                             trace_alignment=trace_alignment,
+                             trace_alignment=trace_alignment, num_iter=num_iter,
                              **_common(eval_subset, eval_mode, seed))
 
 
