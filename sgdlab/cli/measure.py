@@ -49,7 +49,7 @@ DEFAULT_WHAT = "hessian,noise,alignment,sharpness"
 OPTIONS = {
     "k": ("--k", ("hessian", "noise", "alignment"), 5),
     "probes": ("--probes", ("hessian", "alignment"), 100),
-    "lanczos_iter": ("--lanczos-iter", ("hessian", "alignment"), None),
+    "lanczos_iter": ("--lanczos-iter", ("hessian", "alignment", "surface"), None),
     "sigma": ("--sigma", ("sharpness",), 0.01),
     "epsilon": ("--epsilon", ("sharpness",), 1e-3),
     "gamma": ("--gamma", ("sharpness",), 1e-4),
@@ -93,9 +93,9 @@ def register(subparsers) -> None:
     p.add_argument("--probes", type=int,
                    help="Hutchinson / Frobenius probes of hessian and alignment (default 100)")
     p.add_argument("--lanczos-iter", type=int, metavar="N",
-                   help="most Lanczos iterations for the eigenvalues of hessian and alignment "
-                        "(default min(d, 2k + 60)); raise it where a warning says an "
-                        "eigenvalue did not converge")
+                   help="most Lanczos iterations for the eigenvalues of hessian, alignment "
+                        "and surface's --directions hessian (default min(d, 2k + 60)); raise "
+                        "it where a warning says an eigenvalue did not converge")
     p.add_argument("--sigma", type=float,
                    help="σ of the expected-sharpness perturbation (default 0.01)")
     p.add_argument("--epsilon", type=float, help="Keskar ε (default 1e-3)")
@@ -243,6 +243,10 @@ def _refuse_inert_options(args: argparse.Namespace, what: list[str]) -> None:
                         "measurement to --what, or leave the option out)")
     random_only = [OPTIONS[dest][0] for dest in ("normalization", "bias_bn")
                    if getattr(args, dest) is not None]
+    if (args.lanczos_iter is not None and args.directions != "hessian"
+            and not {"hessian", "alignment"} & set(what)):
+        raise UserError("--lanczos-iter: of --what surface it applies to --directions hessian "
+                        "only (random directions take no eigenvectors)")
     if args.directions == "hessian" and random_only:
         many = len(random_only) > 1
         raise UserError(f"{', '.join(random_only)}: {'' if many else 'a '}random-direction "
@@ -297,6 +301,12 @@ def _measure(args: argparse.Namespace) -> int:
     for dest, (_, _, default) in OPTIONS.items():
         if getattr(args, dest) is None:
             setattr(args, dest, default)
+    # the eigenpairs a Lanczos run is asked for: --k of hessian and alignment, the surface's 2
+    least, at_least = 1, ">= 1"
+    if "surface" in what and args.directions == "hessian":
+        least, at_least = 2, ">= 2 (the surface's two directions)"
+    if {"hessian", "alignment"} & set(what) and args.k >= least:
+        least, at_least = args.k, f">= --k ({args.k})"
     # every option checked before the checkpoint is read: a bad --sigma was a traceback
     # from expected_sharpness after the Hessian had been measured
     bad = [f"{flag} must be {rule}, got {value:g}" for flag, value, ok, rule in (
@@ -310,7 +320,7 @@ def _measure(args: argparse.Namespace) -> int:
         ("--extent", args.extent, 0 < args.extent < math.inf, "finite and > 0"),
         ("--steps", args.steps, args.steps >= 2, ">= 2"),
         ("--lanczos-iter", args.lanczos_iter or 0,
-         args.lanczos_iter is None or args.lanczos_iter >= args.k, f">= --k ({args.k})"))
+         args.lanczos_iter is None or args.lanczos_iter >= least, at_least))
         if not ok]
     if bad:
         raise UserError("; ".join(bad))
@@ -574,7 +584,9 @@ def _surface(m: _Measuring) -> None:
 
     args = m.args
     if args.directions == "hessian":
-        dirs = hessian_directions(m.model, m.loss_fn, m.batch, 2, tol=1e-4, generator=m.gen())
+        with _named("surface (the Hessian's top-2 directions)"):
+            dirs = hessian_directions(m.model, m.loss_fn, m.batch, 2, tol=1e-4,
+                                      num_iter=args.lanczos_iter, generator=m.gen())
     else:
         g = m.gen()
         dirs = [random_direction(m.model, normalization=args.normalization,

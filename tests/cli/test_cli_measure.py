@@ -100,8 +100,20 @@ def test_a_lanczos_that_did_not_converge_names_the_option_that_iterates_longer(t
     # d = 97 iterations: the Krylov space is the whole space, exact
     assert main([*argv, "--lanczos-iter", "97", "--out", str(tmp_path / "long")]) == 0
     assert "not converged" not in capsys.readouterr().err
+    assert main(["measure", str(run), "--what", "surface", "--directions", "hessian",
+                 "--steps", "2", "--lanczos-iter", "2", "--out", str(tmp_path / "plane")]) == 0
+    assert ("sgdlab: warning: surface (the Hessian's top-2 directions): 2 eigenpair(s) not "
+            "converged after 2 iterations") in capsys.readouterr().err
 
 
 def test_fewer_lanczos_iterations_than_eigenpairs_are_refused(tmp_path, capsys):
     assert main(["measure", str(tmp_path), "--k", "3", "--lanczos-iter", "2"]) == 2
     assert "--lanczos-iter must be >= --k (3), got 2" in capsys.readouterr().err
+    assert main(["measure", str(tmp_path), "--what", "surface", "--directions", "hessian",
+                 "--lanczos-iter", "1"]) == 2
+    assert ("--lanczos-iter must be >= 2 (the surface's two directions), got 1"
+            in capsys.readouterr().err)
+    # random directions take no eigenvectors: the option would change nothing
+    assert main(["measure", str(tmp_path), "--what", "surface", "--lanczos-iter", "50"]) == 2
+    assert ("--lanczos-iter: of --what surface it applies to --directions hessian only"
+            in capsys.readouterr().err)
