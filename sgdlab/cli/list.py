@@ -58,9 +58,8 @@ def _squash(text: str | None) -> str | None:
 def _list(args: argparse.Namespace) -> int:
     items = catalogue()
     if args.names:
-        from sgdlab.experiments.spec import catalogue_name
-
         from sgdlab.errors import ConfigError
+        from sgdlab.experiments.spec import catalogue_name
 
         wanted = []
         for n in args.names:

@@ -135,7 +135,7 @@ def _kept_keys_hint(loaded: dict, overrides: list[str], message: str) -> str | N
     for item in overrides:
         key, _, value = item.partition("=")
         section, _, last = key.strip().partition(".")
-        old = loaded.get(section)
+        old = loaded.get(section) if isinstance(loaded, dict) else None
         if last != "name" or not isinstance(old, dict) or f"{section}." not in message:
             continue
         kept = [k for k in old if k != "name"]
