@@ -174,6 +174,25 @@ def print_outcome(outcome) -> int:
             f"sgdlab runs show {outcome.run_id} {store_option(outcome.store_path)}") from None
 
 
+# how many times its step-0 value a finished run's training loss must end at to be told apart
+# from a run that trained: a loss that explodes and stays finite is no divergence to the loop
+LOSS_ROSE_FACTOR = 10.0
+
+
+def _loss_rose(points: list[tuple[int, float]]) -> str | None:
+    """A note when the training loss ended ``LOSS_ROSE_FACTOR`` times above its value at step
+    0: the steps diverged while the loss stayed finite (a ReLU network at a huge learning
+    rate), which the status, ``finished``, does not say."""
+    if len(points) < 2 or points[0][0] != 0:
+        return None
+    first, last = points[0][1], points[-1][1]
+    if not (math.isfinite(first) and first > 0 and last > LOSS_ROSE_FACTOR * first):
+        return None
+    return (f"train_loss rose from {first:.4g} at step 0 to {last:.4g}: the steps diverged "
+            "though the loss stayed finite (only a non-finite loss stops a run as diverged); "
+            "a smaller learning rate?")
+
+
 def _print_outcome(outcome) -> int:
     from sgdlab.store.folders import store_option
     from sgdlab.train.loop import EVAL_METRICS
@@ -196,6 +215,9 @@ def _print_outcome(outcome) -> int:
         print(f"  last finite evaluation (step {steps[-1] if steps else '?'}): {metrics}")
     elif metrics:
         print(f"  final: {metrics}")
+        rose = _loss_rose(r.history.get("train_loss", []))
+        if rose is not None:
+            print(f"  note: {rose}")
     print(f"  results: {_rel(outcome.results_path)}")
     if outcome.figure_path is not None:
         print(f"  plot:    {_rel(outcome.figure_path)}")

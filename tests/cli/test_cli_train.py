@@ -218,6 +218,27 @@ def test_bad_config_exits_2_naming_the_key(tmp_path, capsys):
     assert not (tmp_path / "s.sqlite").exists()
 
 
+def test_a_finished_run_whose_loss_exploded_finitely_says_so(tmp_path, capsys):
+    # a ReLU MLP at lr 500 ends at loss ~200 and chance accuracy, "finished" with exit 0 and
+    # no word that it diverged: only a non-finite loss makes a run diverged
+    cfg = tmp_path / "hot.yaml"
+    cfg.write_text("name: hot\ndata: {name: digits, options: {n_train: 100, n_test: 50}}\n"
+                   "model: {name: mlp, options: {widths: [16]}}\n"
+                   "optimizer: {name: sgd, lr: 500}\n"
+                   "train: {epochs: 2, batch_size: 20, threads: 1, progress: false}\n")
+    store = str(tmp_path / "s.sqlite")
+    assert main(["train", str(cfg), "--store", store, "--out", str(tmp_path / "hot")]) == 0
+    out = capsys.readouterr().out
+    loss = json.loads((tmp_path / "hot" / "results.json").read_text())["history"]["train_loss"]
+    assert loss[-1][1] > 10 * loss[0][1]
+    assert (f"  note: train_loss rose from {loss[0][1]:.4g} at step 0 to {loss[-1][1]:.4g}: "
+            "the steps diverged though the loss stayed finite") in out
+    # a run that trained says nothing of the kind
+    assert main(["train", str(cfg), "--store", store, "--out", str(tmp_path / "ok"),
+                 "--set", "optimizer.lr=0.05"]) == 0
+    assert "note:" not in capsys.readouterr().out
+
+
 def test_another_optimizer_by_name_says_the_sections_other_keys_were_kept(tmp_path, capsys):
     # `--set optimizer.name=adam` on digits-mlp (sgd, momentum 0.9) said only that adam takes
     # no momentum, not where it came from nor how to change the optimizer
