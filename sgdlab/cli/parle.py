@@ -78,6 +78,9 @@ def register(subparsers) -> None:
                    help="inprocess: the replicas in turn in this process (default); "
                         "distributed: one process per replica, launched with torchrun")
     p.add_argument("--replicas", type=int, default=None, help="override parle.replicas")
+    p.add_argument("--set", metavar="KEY=VALUE", action="append", default=[], dest="overrides",
+                   help="override a key of the replica config (the value read as YAML), e.g. "
+                        "--set epochs=10 --set parle.lr=0.05 (repeatable)")
     p.add_argument("--out", default=None, help="directory for master.pt and result.json")
     p.add_argument("--store", metavar="PATH", default=None,
                    help="run store the run is recorded in (default: config's store, "
@@ -102,7 +105,7 @@ def torchrun_command(config: str, replicas: int, *, out: str | None = None,
                      backend: str = "auto", timeout: float = 60.0, resume: bool = False,
                      checkpoint_every: int | None = None, claimed: bool = False,
                      standalone: bool = False, store: str | None = None,
-                     plugins: Sequence[str] = ()) -> list[str]:
+                     plugins: Sequence[str] = (), overrides: Sequence[str] = ()) -> list[str]:
     """The torchrun command line that runs ``config`` with one process per replica
     (``claimed``: the caller has taken ``out`` for them). ``standalone``: this machine only,
     the rendezvous on a port the system picks free (``--standalone``). Without it torchrun
@@ -111,7 +114,7 @@ def torchrun_command(config: str, replicas: int, *, out: str | None = None,
     finds in use (EADDRINUSE: that run fails); the nodes of a multi-machine run add their
     own ``--rdzv-endpoint``, which ``--standalone`` would override. ``plugins``: modules
     each replica process imports (``--plugin``), a file's path made absolute (the command
-    is run from any folder)."""
+    is run from any folder). ``overrides``: ``--set KEY=VALUE`` for every replica process."""
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(replicas)]
     if standalone:
         cmd += ["--standalone"]
@@ -129,6 +132,8 @@ def torchrun_command(config: str, replicas: int, *, out: str | None = None,
         cmd += ["--claimed"]
     for name in plugins:
         cmd += ["--plugin", plugin_key(name)]
+    for item in overrides:
+        cmd += ["--set", item]
     return cmd
 
 
@@ -141,6 +146,10 @@ def _run(args) -> int:
     from sgdlab.train.replicas import check_checkpoint_dir
 
     cfg = load_config(args.config)
+    if args.overrides:
+        from sgdlab.config.io import apply_overrides
+
+        cfg = apply_overrides(cfg, args.overrides)
     add_plugins(cfg, args.plugins)     # (imported already, by main)
     if args.checkpoint_every is not None and args.checkpoint_every < 1:
         # the flag, not the config key it stands for, and before any folder is made
@@ -174,7 +183,7 @@ def _run(args) -> int:
                 os.close(lock)
     options = dict(out=args.out, backend=args.backend, timeout=args.timeout,
                    resume=args.resume, checkpoint_every=args.checkpoint_every,
-                   store=args.store, plugins=args.plugins)
+                   store=args.store, plugins=args.plugins, overrides=args.overrides)
     # torchrun prints a banner unless OMP_NUM_THREADS is set; one thread per process is also
     # what makes the distributed iterates bit-identical to the in-process ones
     threads = os.environ.get("OMP_NUM_THREADS", "1")
@@ -268,6 +277,8 @@ def _continue(args, n: int | None) -> str:
         command += f" {store_option(args.store)}"
     for name in args.plugins:
         command += f" --plugin {shlex.quote(plugin_key(name))}"
+    for item in args.overrides:
+        command += f" --set {shlex.quote(item)}"
     # the options the run was started with, so that it goes on as it ran
     for flag, value, default in (("--backend", args.backend, "auto"),
                                  ("--timeout", args.timeout, 60.0),

@@ -589,6 +589,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="import this module (a name on PYTHONPATH, or a .py file) first, as "
                         "the config's plugins (repeatable; added to them, so the stored run "
                         "names it)")
+    p.add_argument("--set", metavar="KEY=VALUE", action="append", default=[], dest="overrides",
+                   help="override a key of the replica config (the value read as YAML), as "
+                        "sgdlab parle --set (repeatable)")
     args = p.parse_args(argv)
     die_with_parent()
     if launcher_gone():       # it died before we asked for its death to end us too
@@ -602,6 +605,10 @@ def main(argv: list[str] | None = None) -> int:
 
         import_env_plugins()    # the launcher's $SGDLAB_PLUGINS: the config may name theirs
         cfg = load_config(args.config)
+        if args.overrides:
+            from ..config.io import apply_overrides
+
+            cfg = apply_overrides(cfg, args.overrides)
         if args.replicas is not None:
             cfg.setdefault("parle", {})["replicas"] = args.replicas
         add_plugins(cfg, args.plugins)

@@ -709,3 +709,24 @@ def test_an_in_process_run_writes_a_line_after_its_first_and_last_rounds(tmp_pat
     lines = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("round ")]
     assert [ln.split("  ")[0] for ln in lines] == ["round 1/3", "round 3/3"]
     assert all(math.isfinite(float(ln.split("replica_loss ")[1])) for ln in lines)
+
+
+def test_set_overrides_a_key_of_the_replica_config_in_both_modes(tmp_path, capsys):
+    # `sgdlab parle parle.yaml --set epochs=400` was "unrecognized arguments", where
+    # `sgdlab train` takes --set: a longer run meant an edited copy of the file
+    from sgdlab.store import RunStore
+
+    cfg = tmp_path / "c.json"
+    cfg.write_text(json.dumps(CONFIG))
+    assert main(["parle", str(cfg), "--set", "rounds=3", "--set", "parle.lr=0.05",
+                 "--store", str(tmp_path / "s.sqlite")]) == 0
+    err = capsys.readouterr().err
+    assert "round 3/3" in err
+    run = RunStore(tmp_path / "s.sqlite").list_runs()[-1]
+    assert run["config"]["rounds"] == 3 and run["config"]["parle"]["lr"] == 0.05
+    # distributed: every replica process reads the same overrides
+    assert main(["parle", str(cfg), "--mode", "distributed", "--print-command",
+                 "--set", "rounds=3"]) == 0
+    assert capsys.readouterr().out.rstrip().endswith(" --set rounds=3")
+    assert main(["parle", str(cfg), "--set", "parle.lrr=1"]) == 2
+    assert "unknown Parle config key(s) lrr (did you mean lr?)" in capsys.readouterr().err
