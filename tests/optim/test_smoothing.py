@@ -286,3 +286,114 @@ def test_heat_variance_convention_is_checked_and_survives_a_checkpoint():
     assert len(old.param_groups) == 1
     old.add_param_group({"params": [z], "variance_convention": "ou-4.27"})
     assert old.current_variance(old.param_groups[1]) == pytest.approx(0.1)
+
+
+# --- §4.6.1 written out step by step in float64 ---------------------------------------------
+def _grad_f(Q, p, v):
+    """∇f of f(v) = ½vᵀQv + pᵀv + Σ v⁴/4 (the quartic makes HEAT's step depend on each ε)."""
+    return Q @ v + p + v ** 3
+
+
+def _f(Q, p):
+    return lambda v: 0.5 * v @ Q @ v + p @ v + (v ** 4).sum() / 4
+
+
+def _nesterov(buf, g, mu):
+    """torch's Nesterov direction and the new buffer (the buffer starts at the first g)."""
+    buf = g.clone() if buf is None else mu * buf + g
+    return g + mu * buf, buf
+
+
+@pytest.mark.parametrize("normalize", [True, False])
+def test_hj_prox_is_eqs_4_40_4_41_by_hand_with_scoping_and_momentum(normalize):
+    """§4.6.1.2, three outer steps of L = 3: (4.40) with β_ex⁻¹ = 0, y^{k+1} = y^k −
+    η_y[∇f(y^k) + (y^k − x)/γ] from y = x (Nesterov on ∇f, the pull unaccelerated, as
+    Entropy-SGD's inner loop), ⟨y⟩ = y_L (α = 0: the last iterate, no average), then (4.41)
+    x ← x − ηγ⁻¹(x − y_L) (``normalize=False``) or §3.2.3's x ← x − η(x − y_L), through
+    Nesterov momentum; γ scoped per outer step, γ(t) = γ₀(1 − γ₁)^t (§3.2.3, line 958)."""
+    Q, p, x0 = quadratic(seed=3)
+    eta, eta_y, L, g0, g1, mu, imu = 0.4, 0.1, 3, 0.6, 0.3, 0.9, 0.5
+    x, obuf = x0.clone(), None
+    averaged = x0.clone()          # the same loop with Entropy-SGD's α = 0.25 average
+    for t in range(3):
+        gamma = g0 * (1 - g1) ** t
+        c = 1.0 if normalize else 1 / gamma
+        y, ibuf, z = x.clone(), None, x.clone()
+        for _ in range(L):
+            d, ibuf = _nesterov(ibuf, _grad_f(Q, p, y), imu)
+            y = y - eta_y * (d + (y - x) / gamma)                       # (4.40)
+            z = 0.25 * z + 0.75 * y
+        if t == 0:
+            averaged = x - eta * c * (x - z)
+        d, obuf = _nesterov(obuf, c * (x - y), mu)                      # (4.41), ⟨y⟩ = y_L
+        x = x - eta * d
+    w = nn.Parameter(x0.clone())
+    opt = HJ([w], lr=eta, gamma=g0, gamma_decay=g1, L=L, inner_lr=eta_y, momentum=mu,
+             nesterov=True, inner_momentum=imu, inner_nesterov=True, normalize=normalize)
+    seen = []
+    for _ in range(3):
+        seen.append(opt.current_gamma())
+        opt.step(closure_for(w, _f(Q, p)))
+        if len(seen) == 1:
+            first = w.detach().clone()
+    assert seen == pytest.approx([g0, g0 * (1 - g1), g0 * (1 - g1) ** 2], rel=1e-15)
+    assert torch.allclose(w.detach(), x, atol=1e-13, rtol=0), (w.detach(), x)
+    assert (x - x0).abs().max() > 0.05                                  # the steps moved x
+    # α = 0 matters: the averaged ⟨y⟩ of Entropy-SGD would have taken another first step
+    assert (first - averaged).abs().max() > 1e-3
+
+
+def test_hj_implicit_is_eq_4_42_by_hand_with_scoping_and_momentum():
+    """§4.6.1.2, eq. (4.42) for three outer steps of L = 3, in the displacement y from y = 0:
+    y ← (1 − η_y/γ)y + η_y∇f(x − y), and x ← x − η∇f(x − y) with the gradient of the round's
+    last inner step (the docs' reading of the reset at k/L integer), through Nesterov
+    momentum; γ scoped per outer step. With η_y ≠ γ the step is not the prox form's."""
+    Q, p, x0 = quadratic(seed=4)
+    eta, eta_y, L, g0, g1, mu = 0.3, 0.1, 3, 0.5, 0.2, 0.8
+    x, obuf = x0.clone(), None
+    for t in range(3):
+        gamma = g0 * (1 - g1) ** t
+        y = torch.zeros_like(x)
+        for _ in range(L):
+            g = _grad_f(Q, p, x - y)
+            y = (1 - eta_y / gamma) * y + eta_y * g                      # (4.42), y
+        d, obuf = _nesterov(obuf, g, mu)                                 # (4.42), x
+        x = x - eta * d
+    w = nn.Parameter(x0.clone())
+    opt = HJ([w], lr=eta, gamma=g0, gamma_decay=g1, L=L, inner_lr=eta_y, form="implicit",
+             momentum=mu, nesterov=True)
+    for _ in range(3):
+        opt.step(closure_for(w, _f(Q, p)))
+    assert torch.allclose(w.detach(), x, atol=1e-13, rtol=0), (w.detach(), x)
+    assert (x - x0).abs().max() > 0.05
+
+
+@pytest.mark.parametrize("convention,factor", [("eq-4.28", 1.0), ("ou-4.27", 0.5)])
+def test_heat_is_eq_4_43_by_hand_with_scoping_momentum_and_decay(convention, factor):
+    """§4.6.1.3, eq. (4.43) for three steps of L = 3: x ← x − (η/L) Σ_i ∇f(x + ε^i),
+    ε^i ~ N(0, γ(t)I) (``eq-4.28``; γ(t)/2 I under ``ou-4.27``) drawn from a generator seeded
+    as the optimizer's, γ scoped per step, ℓ2 λx added to the average at x and the sum
+    through Nesterov momentum ("adding momentum to first order stochastic updates and
+    scoping of the parameter γ are standard", line 1831)."""
+    Q, p, x0 = quadratic(seed=5)
+    eta, L, g0, g1, mu, wd, seed = 0.2, 3, 0.3, 0.25, 0.9, 0.05, 13
+    gen = torch.Generator().manual_seed(seed)
+    x, obuf = x0.clone(), None
+    for t in range(3):
+        s = math.sqrt(factor * g0 * (1 - g1) ** t)
+        eps = [s * torch.randn(3, generator=gen, dtype=torch.float64) for _ in range(L)]
+        g = sum(_grad_f(Q, p, x + e) for e in eps) / L                    # (4.43)
+        d, obuf = _nesterov(obuf, g + wd * x, mu)
+        x = x - eta * d
+    w = nn.Parameter(x0.clone())
+    opt = HEAT([w], lr=eta, gamma=g0, gamma_decay=g1, L=L, momentum=mu, nesterov=True,
+               weight_decay=wd, variance_convention=convention, seed=seed)
+    for _ in range(3):
+        opt.step(closure_for(w, _f(Q, p)))
+    assert torch.allclose(w.detach(), x, atol=1e-13, rtol=0), (w.detach(), x)
+    # the perturbations matter: the unsmoothed gradient's steps end elsewhere
+    plain, obuf = x0.clone(), None
+    for _ in range(3):
+        d, obuf = _nesterov(obuf, _grad_f(Q, p, plain) + wd * plain, mu)
+        plain = plain - eta * d
+    assert (plain - x).abs().max() > 1e-3
