@@ -599,3 +599,63 @@ def test_the_paper_rule_warns_when_a_non_positive_trace_leaves_no_noise(rule):
     with warnings.catch_warnings():
         warnings.simplefilter("error")          # said once per optimizer, not every refresh
         opt.refresh_statistics()
+
+
+def _aligned_top(mat, k, by_abs, like):
+    """The top-k eigenpairs of ``mat`` (by |λ| or by λ), each eigenvector's sign set to that
+    of the matching column of ``like``: eigenvectors are defined up to sign, a draw is not."""
+    vals, vecs = torch.linalg.eigh(mat)
+    order = (vals.abs() if by_abs else vals).argsort(descending=True)[:k]
+    vals, vecs = vals[order], vecs[:, order]
+    torch.testing.assert_close(vecs.T @ like, torch.diag(torch.diagonal(vecs.T @ like)),
+                               rtol=0, atol=1e-8)           # the same directions
+    return vals, vecs * torch.sign(torch.diagonal(vecs.T @ like))
+
+
+@pytest.mark.parametrize("name,kw", [
+    ("gld-const", dict(sigma=0.2)),
+    ("gld-dynamic", dict(noise_batch_size=M)),
+    ("gld-diagonal", dict(noise_batch_size=M)),
+    ("gld-leading", dict(noise_batch_size=M, k=K)),
+    ("gld-hessian", dict(k=K, sigma_h2=1.0, hessian_tol=1e-10)),
+])
+def test_step_is_zhus_section_4_2_update_by_hand(problem, name, kw):
+    """Zhu et al. §4.2 items 2-6 (lines 160-183) written out in the paper's own terms with the
+    step's standard-normal draw z, in float64, with Σ of eq. (3) (an explicit sum of outer
+    products over the N examples) and H of the mean loss:
+    GLD const θ − ηg₀ + ηε, ε = σz; GLD dynamic θ − ηg₀ + (η/√m)ε, ε = (Tr Σ/D)^{1/2} z;
+    GLD diagonal θ − ηg₀ + (η/√m)ε, ε_i = Σ_ii^{1/2} z_i; GLD leading θ − ηg₀ + (η/√m)ε,
+    ε = V_k Γ_k^{1/2} z (eq. (12); ε = V√Γz as eq. (10)); GLD Hessian θ − ηg₀ + ηε,
+    ε ~ N(0, σ_H² H₊) = σ_H U_k |Λ_k|^{1/2} z over the k largest |λ| (Fig. 3's σ_H² = 1)."""
+    model0, data, sigma, hess = problem
+    model = copy.deepcopy(model0)
+    eta, d = 0.1, sigma.shape[0]
+    opt = build_optimizer_for(name, model, loss_fn=LOSS, data=data, lr=eta, refresh_every=100,
+                              seed=3, **kw)
+    opt.refresh_statistics()                    # at θ, the point of the step checked
+    opt.zero_grad()
+    LOSS(model(data[0]), data[1]).backward()
+    theta = torch.cat([p.detach().reshape(-1) for p in model.parameters()]).clone()
+    g0 = torch.cat([p.grad.reshape(-1) for p in model.parameters()]).clone()
+    gen = torch.Generator()
+    gen.set_state(opt.generator.get_state())
+    opt._t = 1                                  # not due: the step draws from these statistics
+    opt.step()
+    new = torch.cat([p.detach().reshape(-1) for p in model.parameters()])
+    k = K
+    z = torch.randn(k if name in ("gld-leading", "gld-hessian") else d, generator=gen,
+                    dtype=torch.float64)
+    if name == "gld-const":
+        want = theta - eta * g0 + eta * 0.2 * z
+    elif name == "gld-dynamic":
+        want = theta - eta * g0 + eta / math.sqrt(M) * math.sqrt(float(torch.trace(sigma)) / d) * z
+    elif name == "gld-diagonal":
+        want = theta - eta * g0 + eta / math.sqrt(M) * torch.diagonal(sigma).sqrt() * z
+    elif name == "gld-leading":
+        vals, vecs = _aligned_top(sigma, k, False, opt._stats["eigvecs"])
+        want = theta - eta * g0 + eta / math.sqrt(M) * vecs @ (vals.sqrt() * z)
+    else:
+        vals, vecs = _aligned_top(hess, k, True, opt._stats["eigvecs"])
+        want = theta - eta * g0 + eta * vecs @ ((1.0 * vals.abs()).sqrt() * z)
+    torch.testing.assert_close(new, want, rtol=0, atol=1e-9)
+    assert (new - (theta - eta * g0)).abs().max() > 1e-4       # the noise moved θ
