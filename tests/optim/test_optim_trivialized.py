@@ -398,3 +398,38 @@ def test_last_perturbation_is_the_term_the_step_added(name):
         assert s == opt.strength(2) and torch.equal(h, seen[2])
     else:
         assert resumed.last_perturbation() is None
+
+
+def test_algorithm_1_by_hand_with_n_below_big_n_and_nesterov():
+    """Algorithm 1 (thesis lines 499-511) written out in float64 for four steps, with n < N so
+    that the annealing does not reduce to √2 e^{−i/(2τ₀)}: h ← J√(p(p−2)) N(0, I) once (line 4,
+    the draw of a generator seeded as the optimizer's); τ_i = n(e^{−i/τ₀} − 1/2) (line 8,
+    eq. (2.20)); h_curr = (1 + 2τ_i/N)^{1/2} h (line 9, eq. (2.19)); line 10's step on
+    ∇loss + h_curr taken by SGD with Nesterov's momentum, the thesis' base ("in our experiments,
+    we use SGD with Nesterov's momentum", line 497; torch's form, weight decay on the loss)."""
+    g = torch.Generator().manual_seed(0)
+    A = torch.randn(6, 6, generator=g, dtype=torch.float64)
+    Q, b = A @ A.T / 6 + 0.5 * torch.eye(6, dtype=torch.float64), torch.randn(6, generator=g,
+                                                                           dtype=torch.float64)
+    x0 = torch.randn(6, generator=g, dtype=torch.float64)
+    J, p, N, n, tau0, eta, mu, wd, seed = 0.3, 4, 50.0, 20.0, 2.0, 0.05, 0.9, 1e-2, 21
+    h = J * math.sqrt(p * (p - 2)) * torch.randn(6, generator=torch.Generator().manual_seed(seed),
+                                                 dtype=torch.float64)            # line 4
+    x, buf = x0.clone(), None
+    for i in range(4):
+        tau = n * (math.exp(-i / tau0) - 0.5)                                    # line 8
+        h_curr = math.sqrt(1 + 2 * tau / N) * h                                  # line 9
+        grad = Q @ x + b + wd * x + h_curr                                       # line 10
+        buf = grad.clone() if buf is None else mu * buf + grad
+        x = x - eta * (grad + mu * buf)
+    w = nn.Parameter(x0.clone())
+    opt = build_optimizer("trivialized", [w], lr=eta, momentum=mu, nesterov=True,
+                          weight_decay=wd, coupling=J, p=p, num_spins=N, n=n, tau0=tau0,
+                          seed=seed)
+    torch.testing.assert_close(opt.field, h, rtol=0, atol=1e-15)
+    for _ in range(4):
+        w.grad = (Q @ w.detach() + b).clone()
+        opt.step()
+    torch.testing.assert_close(w.detach(), x, rtol=0, atol=1e-13)
+    # the annealing with n < N ends above n = N's: (1 − n/N)^{1/2} > 0 at i → ∞
+    assert opt.strength(10 ** 6) == pytest.approx(math.sqrt(1 - n / N), rel=1e-12)
