@@ -758,3 +758,39 @@ def test_inner_momentum_on_the_step_as_algorithm_2_by_hand(kept, nesterov):
     assert torch.allclose(outs["step"], x, atol=1e-13, rtol=0), (outs["step"], x)
     assert (x - x0).abs().max() > 0.05                     # the steps moved x
     assert (outs["gradient"] - x).abs().max() > 1e-3       # the two readings differ here
+
+
+def test_entropy_adam_inner_as_algorithm_2_with_adam_in_the_inner_loop_by_hand():
+    """§3.2.2's "Adam for [the] inner loop(s)" (``adam="inner"``) written out in float64, three
+    outer steps of L = 3 with noise, scoping and ℓ2: line 3's ∇f(y) + λy through Adam (moments
+    kept across outer steps, bias correction over all inner steps so far), the pull
+    γ⁻¹(y − x) and line 4's noise √(2ηβ⁻¹)ε added unpreconditioned, z ← αz + (1 − α)y; then
+    x ← x − η′(x − z) through the outer Nesterov momentum."""
+    Q, p, x0 = quadratic(d=3, seed=9)
+    lr, eta, L, alpha, g0, g1, temp, mu, wd, seed = 0.6, 0.05, 3, 0.25, 0.7, 0.2, 1e-4, 0.5, 0.1, 2
+    b1, b2, eps = 0.9, 0.999, 1e-8
+    gen = torch.Generator().manual_seed(seed)
+    x, obuf = x0.clone(), None
+    m, v, t = torch.zeros(3, dtype=torch.float64), torch.zeros(3, dtype=torch.float64), 0
+    for k in range(3):
+        gamma = g0 * (1 - g1) ** k
+        y, z = x.clone(), x.clone()
+        for _ in range(L):
+            g = Q @ y + p + wd * y
+            t += 1
+            m, v = b1 * m + (1 - b1) * g, b2 * v + (1 - b2) * g * g
+            d = (m / (1 - b1 ** t)) / ((v / (1 - b2 ** t)).sqrt() + eps)
+            y = y - eta * ((y - x) / gamma + d) + math.sqrt(2 * eta * temp) * torch.randn(
+                3, generator=gen, dtype=torch.float64)
+            z = alpha * z + (1 - alpha) * y
+        G = x - z
+        obuf = G.clone() if obuf is None else mu * obuf + G
+        x = x - lr * (G + mu * obuf)
+    w = nn.Parameter(x0.clone())
+    opt = EntropyAdam([w], lr=lr, adam="inner", inner_lr=eta, L=L, gamma=g0, gamma_decay=g1,
+                      alpha=alpha, noise=temp, momentum=mu, nesterov=True, weight_decay=wd,
+                      betas=(b1, b2), eps=eps, seed=seed)
+    for _ in range(3):
+        opt.step(quad_closure(w, Q, p))
+    assert torch.allclose(w.detach(), x, atol=1e-13, rtol=0), (w.detach(), x)
+    assert (x - x0).abs().max() > 0.05
