@@ -1,5 +1,6 @@
 """RandomLRSGD against Musso 2020, eqs. (1)-(2), written out by hand in float64."""
 import copy
+import math
 import io
 
 import pytest
@@ -141,6 +142,26 @@ def test_alpha_is_uniform(convention, high):
         draws.append(opt.last_alpha)
     assert min(draws) >= 0 and max(draws) <= high
     assert stats.kstest([d / high for d in draws], "uniform").pvalue > 1e-3
+
+
+
+@pytest.mark.parametrize("convention,high", [("paper", 1.0), ("mean-lr", 2.0)])
+def test_steps_taken_have_eq_25s_mean_and_eq_1s_bounds(convention, high):
+    """The factors the steps actually took, read off the weights (μ = 0, ∇f = 1, so
+    x_k − x_{k+1} = l α_k): within [0, high] and of mean ⟨α⟩ = ∫₀¹ α dα = 1/2 (eq. (25), l. 288)
+    under eq. (1)'s U[0, 1] ("paper": the mean step is l/2), 1 under U[0, 2] ("mean-lr")."""
+    l, n = 0.3, 4000
+    p = torch.nn.Parameter(torch.zeros(1, dtype=D))
+    opt = RandomLRSGD([p], lr=l, convention=convention, seed=1)
+    taken = []
+    for _ in range(n):
+        before = float(p.detach())
+        p.grad = torch.ones(1, dtype=D)
+        opt.step()
+        taken.append((before - float(p.detach())) / l)
+    assert min(taken) >= 0 and max(taken) <= high * (1 + 1e-12)
+    se = high / math.sqrt(12 * n)                     # std of U[0, high] over √n
+    assert abs(sum(taken) / n - high / 2) < 4 * se
 
 
 def test_state_dict_round_trip_resumes_the_same_trajectory():
