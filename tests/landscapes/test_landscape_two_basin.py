@@ -599,3 +599,54 @@ def test_the_escape_experiment_names_a_landscape_without_two_basins():
     q = Quadratic(torch.eye(2, dtype=torch.float64), num_samples=5)
     with pytest.raises(UserError, match="runs on a TwoBasin landscape.*got Quadratic"):
         escape_experiment(q, EscapeConfig(iterations=2, repetitions=2, sharpness_every=0))
+
+
+@pytest.mark.parametrize("method", ["gd", "gld_const", "gld_dynamic", "gld_diag", "gld_leading",
+                                    "gld_hessian"])
+@pytest.mark.parametrize("m", [1, 5])
+def test_one_escape_step_is_zhus_section_4_2_update_by_hand(method, m):
+    """The first step of each dynamics at Fig. 3's constants (η = 0.1, m = 1, σ = 2, k = 2,
+    σ_H² = 1; the printed loss, float64; also m = 5, where 1/√m shows) written out in §4.2's
+    own terms (lines 159-183) with the method's standard-normal draws z: Σ of eq. (3) from
+    per-sample gradients by autograd of the loss' definition, H the Hessian of their mean; GD θ − ηg₀; GLD const + ησz; GLD dynamic
+    + (η/√m)(Tr Σ/D)^{1/2} z; GLD diagonal + (η/√m)Σ_ii^{1/2} z_i; GLD leading
+    + (η/√m)V_kΓ_k^{1/2} z (eq. (12)); GLD Hessian + ησ_H U_k|Λ_k|^{1/2} z."""
+    from sgdlab.landscapes.escape import run_methods
+
+    land = TwoBasin.paper()
+    cfg = EscapeConfig(iterations=1, repetitions=3, sharpness_every=0, record_trajectory=False,
+                       batch_size=m)
+    final, *_ = run_methods([method], land, cfg, generators=[torch.Generator().manual_seed(7)])
+    w0 = land.sharp_center.to(f64).clone().requires_grad_(True)
+    losses = _direct_per_sample(land, w0)
+    g = torch.stack([torch.autograd.grad(li, w0, retain_graph=True)[0] for li in losses])
+    g0 = g.mean(0)
+    sigma = (g - g0).T @ (g - g0) / len(g)                                   # eq. (3)
+    hess = torch.autograd.functional.hessian(
+        lambda v: _direct_per_sample(land, v).mean(), w0.detach())
+    eta, d = cfg.lr, 2
+    z = torch.randn((3, 2), generator=torch.Generator().manual_seed(7), dtype=f64)
+    base = w0.detach() - eta * g0
+
+    def aligned(mat, code_cov, by_abs):
+        vals, vecs = torch.linalg.eigh(mat)
+        order = (vals.abs() if by_abs else vals).argsort(descending=True)
+        vals, vecs = vals[order], vecs[:, order]
+        _, code = top_eigenpairs(code_cov, 2, absolute=by_abs)
+        return vals, vecs * torch.sign(torch.diagonal(vecs.T @ code))    # signs of the draw
+
+    if method == "gd":
+        want = base.expand(3, 2)
+    elif method == "gld_const":
+        want = base + eta * cfg.const_sigma * z
+    elif method == "gld_dynamic":
+        want = base + eta / math.sqrt(m) * math.sqrt(float(torch.trace(sigma)) / d) * z
+    elif method == "gld_diag":
+        want = base + eta / math.sqrt(m) * torch.diagonal(sigma).sqrt() * z
+    elif method == "gld_leading":
+        vals, vecs = aligned(sigma, land.gradient_covariance(land.sharp_center) / m, False)
+        want = base + eta / math.sqrt(m) * (z * vals.sqrt()) @ vecs.T
+    else:
+        vals, vecs = aligned(hess, land.hessian(land.sharp_center), True)
+        want = base + eta * math.sqrt(cfg.hessian_scale) * (z * vals.abs().sqrt()) @ vecs.T
+    torch.testing.assert_close(final[0], want, rtol=0, atol=1e-10)
