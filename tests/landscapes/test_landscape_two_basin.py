@@ -608,9 +608,10 @@ def test_one_escape_step_is_zhus_section_4_2_update_by_hand(method, m):
     """The first step of each dynamics at Fig. 3's constants (η = 0.1, m = 1, σ = 2, k = 2,
     σ_H² = 1; the printed loss, float64; also m = 5, where 1/√m shows) written out in §4.2's
     own terms (lines 159-183) with the method's standard-normal draws z: Σ of eq. (3) from
-    per-sample gradients by autograd of the loss' definition, H the Hessian of their mean; GD θ − ηg₀; GLD const + ησz; GLD dynamic
-    + (η/√m)(Tr Σ/D)^{1/2} z; GLD diagonal + (η/√m)Σ_ii^{1/2} z_i; GLD leading
-    + (η/√m)V_kΓ_k^{1/2} z (eq. (12)); GLD Hessian + ησ_H U_k|Λ_k|^{1/2} z."""
+    per-sample gradients by autograd of the loss' definition, H the Hessian of their mean;
+    GD θ − ηg₀; GLD const + ησz; GLD dynamic + (η/√m)(Tr Σ/D)^{1/2} z; GLD diagonal
+    + (η/√m)Σ_ii^{1/2} z_i; GLD leading + (η/√m)V_kΓ_k^{1/2} z (eq. (12)); GLD Hessian
+    + ησ_H U_k|Λ_k|^{1/2} z."""
     from sgdlab.landscapes.escape import run_methods
 
     land = TwoBasin.paper()
