@@ -427,3 +427,42 @@ def test_the_documented_elastic_sgd_recipe_with_one_replica_is_plain_sgd_step_by
     # without outer_momentum=0 (the outer Nesterov 0.9 kept) it is another algorithm
     with_momentum = {k: v for k, v in recipe.items() if k != "outer_momentum"}
     assert (parle(with_momentum)[-1][0] - sgd[-1][0]).abs().max() > 1e-3
+
+
+def test_elastic_sgd_as_the_catalogue_runs_it_is_eq_5_4_by_hand():
+    """Elastic-SGD as the catalogue runs it (§5.3.1's L = 1, γ = ∞, α = 0, η⁽⁰⁾ = 1, Remark
+    5.3's outer Nesterov 0.9, ρ scoped by (5.10) at every step since L = 1 and clipped at its
+    floor), five steps of two replicas against (5.4a) by hand in float64:
+    x^a ← x^a − η N[∇f_a(x^a) + ρ_k⁻¹(x^a − x̄_k)], N Nesterov's direction, with
+    ρ_k = max(ρ₀(1 − 1/(2B))^k, ρ_min) and x̄_k the replicas' average ((5.4b) with nη′/ρ = 1)."""
+    Qs, ms, x0 = _problem()
+    eta, mu, rho0, B, rmin, n = 0.2, 0.9, 0.8, 2, 0.5, 2
+    xs, bufs = [x0 + 0.1 * a for a in range(n)], [None] * n
+    for k in range(5):
+        rho = max(rho0 * (1 - 1 / (2 * B)) ** k, rmin)
+        xbar = sum(xs) / n
+        for a in range(n):
+            G = Qs[a] @ (xs[a] - ms[a]) + (xs[a] - xbar) / rho                  # (5.4a)
+            bufs[a] = G.clone() if bufs[a] is None else mu * bufs[a] + G
+            xs[a] = xs[a] - eta * (G + mu * bufs[a])
+    ps = [nn.Parameter(x0 + 0.1 * a) for a in range(n)]
+    opts = [Parle([p], lr=eta, inner_lr=1.0, L=1, gamma=math.inf, alpha=0.0, rho=rho0,
+                  rho_decay=1 / (2 * B), rho_min=rmin, momentum=mu, nesterov=True,
+                  replicas=n) for p in ps]
+    rhos = []
+    for _ in range(5):
+        for a, (p, o) in enumerate(zip(ps, opts)):
+            def cl(p=p, a=a):
+                p.grad = None
+                loss = 0.5 * (p - ms[a]) @ Qs[a] @ (p - ms[a])
+                loss.backward()
+                return loss
+            o.inner_loop(cl)
+        rhos.append(opts[0].current_rho())
+        xbar = master_average([o.anchors() for o in opts])
+        for o in opts:
+            o.outer_step(xbar)
+    assert rhos == pytest.approx([max(rho0 * 0.75 ** k, rmin) for k in range(5)], rel=1e-14)
+    assert rhos[-1] == rmin                                     # the floor is reached
+    for p, x in zip(ps, xs):
+        assert torch.allclose(p.detach(), x, atol=1e-13, rtol=0), (p.detach(), x)
