@@ -56,10 +56,12 @@ from .entropy_sgd import EntropySGD, SeededNoise, _check, _check_shared_L, check
 from .registry import register_optimizer
 from .scoping import ExponentialScope
 
-__all__ = ["HJ", "HEAT", "HEAT_VARIANCE_CONVENTIONS"]
+__all__ = ["HJ", "HEAT", "HEAT_BATCHES", "HEAT_VARIANCE_CONVENTIONS"]
 
 # the perturbation variance per unit of ``gamma`` (= β⁻¹γ): (4.28)'s text, (4.27)'s OU process
 HEAT_VARIANCE_CONVENTIONS = {"eq-4.28": 1.0, "ou-4.27": 0.5}
+# whose mini-batch each of a step's L gradients evaluates (docs/FIDELITY.md, HEAT's mini-batches)
+HEAT_BATCHES = ("per-perturbation", "shared")
 
 
 class HJ(EntropySGD):
@@ -143,7 +145,12 @@ class HEAT(SeededNoise, Optimizer):
         variance_convention: ``"eq-4.28"`` (default): ε_i ~ N(0, gamma·I), the variance
             β⁻¹γ of (4.28) and (4.43); ``"ou-4.27"``: ε_i ~ N(0, gamma/2·I), the stationary
             variance γ/(2β) of (4.27)'s Ornstein–Uhlenbeck fast variable.
-        L: perturbations (gradient evaluations, each on a new mini-batch) per step (thesis: 20).
+        L: perturbations (gradient evaluations) per step (thesis: 20).
+        batches: ``"per-perturbation"`` (default): each closure call draws a new mini-batch,
+            as Entropy-SGD's inner loop; ``"shared"``: (4.43) read literally, one θ̃ under the
+            sum, so the L gradients evaluate one mini-batch. The optimizer says which through
+            :attr:`closure_repeats_batch`; sgdlab's training loop then hands every call of a
+            step the step's batch, and a closure of one's own must do the same.
         momentum, nesterov, weight_decay: as torch.optim.SGD (weight decay at x).
         gamma_decay, gamma_min, gamma_max: scoping γ(t) = γ₀(1 − γ₁)^t per step, clipped
             ("scoping of the parameter γ [is] standard", §4.6.1).
@@ -154,16 +161,19 @@ class HEAT(SeededNoise, Optimizer):
     _step_supports_amp_scaling = True   # torch.amp.GradScaler.step marks it: refused
     _options_added_later = {
         "variance_convention": ("eq-4.28", HEAT_VARIANCE_CONVENTIONS,
-                                "its perturbations had (4.28)'s variance")}
+                                "its perturbations had (4.28)'s variance"),
+        "batches": ("per-perturbation", HEAT_BATCHES,
+                    "each of its perturbations drew a new mini-batch")}
 
     def __init__(self, params, lr: float = 0.1, *, gamma: float = 0.01, L: int = 20,
                  momentum: float = 0.0, nesterov: bool = False, weight_decay: float = 0.0,
                  gamma_decay: float = 0.0, gamma_min: float | None = None,
                  gamma_max: float | None = None, variance_convention: str = "eq-4.28",
-                 seed: int | None = None):
+                 batches: str = "per-perturbation", seed: int | None = None):
         _check(lr >= 0, f"Invalid learning rate: {lr}")
         _check(0 <= gamma < math.inf, f"Invalid gamma: {gamma} (variance, must be finite >= 0)")
         check_choice("variance_convention", variance_convention, HEAT_VARIANCE_CONVENTIONS)
+        check_choice("batches", batches, HEAT_BATCHES)
         _check(isinstance(L, int) and L >= 1, f"Invalid number of samples L: {L} (int >= 1)")
         _check(0 <= momentum < 1, f"Invalid momentum value: {momentum}")
         _check(not nesterov or momentum > 0, "Nesterov momentum requires a momentum")
@@ -173,13 +183,24 @@ class HEAT(SeededNoise, Optimizer):
                                       nesterov=nesterov, weight_decay=weight_decay,
                                       gamma_decay=gamma_decay, gamma_min=gamma_min,
                                       gamma_max=gamma_max,
-                                      variance_convention=variance_convention))
+                                      variance_convention=variance_convention,
+                                      batches=batches))
         self._init_rng(seed)
         self.steps = 0
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         super().add_param_group(param_group)
         _check_shared_L(self)
+        batches = sorted({g["batches"] for g in self.param_groups})
+        if len(batches) > 1:    # one closure call serves all groups
+            self.param_groups.pop()
+            raise ValueError(f"All parameter groups must share batches, got {batches}")
+
+    @property
+    def closure_repeats_batch(self) -> bool:
+        """Whether every closure call of a step must evaluate the same mini-batch
+        (``batches="shared"``)."""
+        return self.param_groups[0]["batches"] == "shared"
 
     def current_gamma(self, group: dict | None = None) -> float:
         """γ(t) for the next step (scoped and clipped)."""

@@ -16,8 +16,9 @@ Conventions (see docs/ARCHITECTURE.md):
   :mod:`sgdlab.data.augment`) has each drawn batch cropped / flipped with random numbers from
   the same generator, drawn right after the batch's indices.
 - **Closure optimizers** (class attribute ``needs_closure = True``) get
-  ``optimizer.step(closure)``; each ``closure()`` call draws the next batch from the stream,
-  zeroes the gradients, runs forward + backward and returns the loss. Every call counts as one
+  ``optimizer.step(closure)``; each ``closure()`` call draws the next batch from the stream
+  (every call of a step evaluates the step's batch when the optimizer's
+  ``closure_repeats_batch`` is true: ``HEAT(batches="shared")``), zeroes the gradients, runs forward + backward and returns the loss. Every call counts as one
   gradient evaluation: ``grad_evals`` and ``effective_epochs`` (examples processed / N, i.e.
   ``grad_evals * B / N`` when B divides N) are logged at each epoch end (for plain optimizers
   they equal steps and epochs). The step's recorded loss
@@ -953,10 +954,11 @@ def _closure_step(ctx: TrainContext, optimizer, model, loss_fn, stream: BatchStr
                   after_backward: list[Callback], clip: tuple | None = None,
                   loss_scale: int = 1) -> None:
     calls = 0
+    same_batch = bool(getattr(optimizer, "closure_repeats_batch", False))
 
     def closure() -> Tensor:
         nonlocal calls
-        if calls == 0:
+        if calls == 0 or same_batch:
             xb, yb = ctx.batch
         else:
             xb, yb = stream.batch(x_train, y_train, b)
@@ -973,7 +975,7 @@ def _closure_step(ctx: TrainContext, optimizer, model, loss_fn, stream: BatchStr
             torch.nn.utils.clip_grad_norm_(*clip)
         loop["grad_evals"] += 1
         loop["samples"] += len(yb)
-        if calls == 0:
+        if calls == 0 or same_batch:
             ctx.loss = v
             loop["loss_sum"] += v
             loop["loss_count"] += 1

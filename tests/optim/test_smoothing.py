@@ -397,3 +397,68 @@ def test_heat_is_eq_4_43_by_hand_with_scoping_momentum_and_decay(convention, fac
         d, obuf = _nesterov(obuf, _grad_f(Q, p, plain) + wd * plain, mu)
         plain = plain - eta * d
     assert (plain - x).abs().max() > 1e-3
+
+
+@pytest.mark.parametrize("batches", ["per-perturbation", "shared"])
+def test_heat_batches_through_the_training_loop_by_hand(batches):
+    """(4.43) writes one θ̃ under the sum (line 1827): with ``batches="shared"`` the loop hands
+    every closure call of a step the step's mini-batch, and two steps equal
+    x ← x − (η/L) Σ_i ∇f_θ̃(x + ε^i) on that batch, by hand in float64; by default each call
+    evaluates a new batch, as Entropy-SGD's inner loop."""
+    from sgdlab.data import Dataset
+    from sgdlab.train import train
+
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(12, 3, generator=g, dtype=torch.float64)
+    y = x @ torch.tensor([[1.0], [2.0], [-1.0]], dtype=torch.float64)
+    data = Dataset(x, y, x[:4], y[:4], {"name": "lin", "task": "regression", "num_outputs": 1})
+    model = nn.Linear(3, 1, bias=False).double()
+    w0 = model.weight.detach().clone()
+    seen = []
+    model.register_forward_pre_hook(
+        lambda m, args: seen.append(args[0].clone()) if torch.is_grad_enabled() else None)
+    eta, L, gamma, seed = 0.1, 3, 0.05, 7
+    opt = HEAT(model.parameters(), lr=eta, gamma=gamma, L=L, seed=seed, batches=batches)
+    assert opt.closure_repeats_batch == (batches == "shared")
+    res = train(model, nn.MSELoss(), data, opt, epochs=1, batch_size=4, max_steps=2,
+                progress=False, eval_every=10 ** 6)
+    assert res.steps == 2 and res.grad_evals == 2 * L
+    assert len(seen) == 2 * L                  # the steps' forwards (evaluation runs no_grad)
+    steps = [seen[:L], seen[L:]]
+    same = [all(torch.equal(b, s[0]) for b in s) for s in steps]
+    assert same == [batches == "shared"] * 2
+    # by hand: the perturbations from a generator seeded as the optimizer's
+    gen = torch.Generator().manual_seed(seed)
+    w = w0.clone()
+    for s in steps:
+        gsum = torch.zeros_like(w)
+        for xb in s:
+            eps = math.sqrt(gamma) * torch.randn(w.shape, generator=gen, dtype=torch.float64)
+            i = [int((x == r).all(1).nonzero()) for r in xb]
+            r = xb @ (w + eps).T - y[i]
+            gsum += 2 * r.T @ xb / len(xb)                 # ∇ of the mean squared error
+        w = w - eta * gsum / L
+    assert torch.allclose(model.weight.detach(), w, atol=1e-13, rtol=0)
+
+
+def test_heat_batches_is_checked_shared_by_groups_and_survives_a_checkpoint():
+    with pytest.raises(ValueError, match=r"batches: 'same'.*'per-perturbation' or 'shared'"):
+        HEAT([nn.Parameter(torch.zeros(2))], batches="same")
+    y = nn.Parameter(torch.zeros(3, dtype=torch.float64))
+    opt = build_optimizer("heat", [y], gamma=0.2, L=2, batches="shared", seed=1)
+    with pytest.raises(ValueError, match="must share batches"):
+        opt.add_param_group({"params": [nn.Parameter(torch.zeros(2))],
+                             "batches": "per-perturbation"})
+    assert len(opt.param_groups) == 1
+    sd = opt.state_dict()
+    again = HEAT([y], gamma=0.2, L=2, batches="shared")
+    again.load_state_dict(sd)
+    assert again.closure_repeats_batch
+    # a state saved before the option existed drew a batch per perturbation
+    for grp in sd["param_groups"]:
+        del grp["batches"]
+    old = HEAT([y], gamma=0.2, L=2)
+    old.load_state_dict(sd)
+    assert not old.closure_repeats_batch
+    with pytest.raises(ValueError, match="saved before batches.*'shared'"):
+        HEAT([y], gamma=0.2, L=2, batches="shared").load_state_dict(sd)
