@@ -36,7 +36,8 @@ import torch
 from torch import Tensor, nn
 
 from sgdlab.errors import UserError, warn
-from sgdlab.models.modes import eval_mode, uses_batch_statistics, writes_buffers
+from sgdlab.models.modes import (SavedBuffer, eval_mode, restore_buffers, saved_buffers,
+                                 uses_batch_statistics, writes_buffers)
 from sgdlab.operators.batches import chunk_loss_problem, stochastic_modules
 from sgdlab.operators.params import trainable_named_params
 
@@ -425,18 +426,15 @@ def vmapped_passes(plan: PassPlan, batches: Batches, num_points: int,
     return calls, n
 
 
-def _buffer_values(model: nn.Module) -> list[tuple[Tensor, Tensor]]:
-    """Each buffer and a copy of its value where a forward pass may write into them
-    (:func:`~sgdlab.models.modes.writes_buffers`), else none."""
-    if not writes_buffers(model):
-        return []
-    return [(b, b.detach().clone()) for b in model.buffers()]
+def _buffer_values(model: nn.Module) -> list[SavedBuffer]:
+    """The model's buffers (:func:`~sgdlab.models.modes.saved_buffers`) where a forward pass
+    may write into them (:func:`~sgdlab.models.modes.writes_buffers`), else none."""
+    return saved_buffers(model) if writes_buffers(model) else []
 
 
-def _restore(buffers: list[tuple[Tensor, Tensor]]) -> None:
-    with torch.no_grad():
-        for b, value in buffers:
-            b.copy_(value)
+def _restore(buffers: list[SavedBuffer]) -> None:
+    if buffers:
+        restore_buffers(buffers)
 
 
 def evaluate_points(plan: PassPlan, device: torch.device, vmapped: Callable[[], T],

@@ -66,19 +66,41 @@ def eval_mode(model: nn.Module, enabled: bool = True) -> Iterator[None]:
         yield
 
 
+#: a buffer as :func:`saved_buffers` keeps it: its module, its name, the tensor, its value
+SavedBuffer = tuple[nn.Module, str, torch.Tensor, torch.Tensor]
+
+
+def saved_buffers(model: nn.Module) -> list[SavedBuffer]:
+    """Each buffer of ``model`` with its module, name and a copy of its value, for
+    :func:`restore_buffers`."""
+    return [(m, name, b, b.detach().clone()) for m in model.modules()
+            for name, b in m._buffers.items() if b is not None]
+
+
+def restore_buffers(saved: list[SavedBuffer], *, keep_versions: bool = False) -> None:
+    """The buffers of :func:`saved_buffers` as they were: each module holds its own tensor
+    again (a forward pass may have assigned a new one to the name, ``self.mean = ...``, or
+    symbolic tracing a proxy), with the value it had. ``keep_versions``: written through
+    ``.data``, as :func:`buffers_kept`'s."""
+    with torch.no_grad():
+        for m, name, b, value in saved:
+            if m._buffers.get(name) is not b:
+                m._buffers[name] = b
+            (b.data if keep_versions else b).copy_(value)
+
+
 @contextmanager
 def buffers_kept(model: nn.Module, *, keep_versions: bool = False) -> Iterator[None]:
-    """Every buffer as it was on exit: forward passes in train mode inside the block (batch
-    norm's running statistics) leave no trace in the model. ``keep_versions``: restored
-    through ``.data``, as batch norm's own update, so the version counters do not move (an
-    autograd graph kept over the block that saved the buffers stays usable)."""
-    saved = [(b, b.detach().clone()) for b in model.buffers()]
+    """Every buffer as it was on exit (:func:`restore_buffers`): forward passes in train mode
+    inside the block (batch norm's running statistics) leave no trace in the model.
+    ``keep_versions``: restored through ``.data``, as batch norm's own update, so the version
+    counters do not move (an autograd graph kept over the block that saved the buffers stays
+    usable)."""
+    saved = saved_buffers(model)
     try:
         yield
     finally:
-        with torch.no_grad():
-            for b, value in saved:
-                (b.data if keep_versions else b).copy_(value)
+        restore_buffers(saved, keep_versions=keep_versions)
 
 
 def writes_buffers(model: nn.Module) -> bool:

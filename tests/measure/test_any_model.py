@@ -646,6 +646,39 @@ def test_each_perturbed_point_starts_from_the_buffers_a_train_mode_module_writes
         assert torch.equal(v, before[k]), k
 
 
+class _AssignedScale(nn.Module):
+    """A running mean of |x| of its own that train mode assigns anew (``self.scale = ...``),
+    as modules written by hand often do, where batch norm writes its statistics in place."""
+
+    def __init__(self, d: int):
+        super().__init__()
+        self.register_buffer("scale", torch.full((d,), 2.0, dtype=torch.float64))
+
+    def forward(self, x):
+        out = x / self.scale
+        if self.training:
+            self.scale = 0.5 * self.scale + 0.5 * x.detach().abs().mean(0)
+        return out
+
+
+def test_a_buffer_assigned_anew_in_train_mode_is_put_back_as_it_was():
+    # the buffers were restored into the tensors they had been, which the module no longer
+    # held: mean_loss's second batch saw the moved scale (0.6568 for 0.6584) and left it
+    # moved (2.0 -> 0.60-1.18), the gradient norm read 0.833 for 0.598, and tracing the
+    # model for the Hessian's product left an fx Proxy as the buffer (every pass failed)
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 4), _AssignedScale(4), nn.Tanh(), nn.Linear(4, 2)).double()
+    x, y = _data("vector", 1)
+    data, loss_fn = two_batches((x.double(), y)), nn.CrossEntropyLoss()
+    held = copy.deepcopy(model).eval()            # the same function, no buffer written
+    scale = model[1].scale
+    for fn in (M.mean_loss, M.full_batch_grad_norm,
+               lambda *a: M.hessian_top_eigenvalue(*a, generator=gen(), tol=1e-12),
+               lambda *a: M.expected_sharpness(*a, 0.05, 3, generator=gen()).value):
+        close(fn(model, loss_fn, data), fn(held, loss_fn, data))
+        assert model[1].scale is scale and torch.equal(scale, torch.full((4,), 2.0).double())
+
+
 def test_inside_inference_mode_gradient_measurements_are_refused_by_name():
     # torch.inference_mode (an evaluation loop's, Lightning's validation) cannot be left for
     # gradients: each failed on "element 0 of tensors does not require grad" or "Inference
