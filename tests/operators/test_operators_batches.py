@@ -146,3 +146,40 @@ def test_a_loss_that_reads_the_parameters_is_refused_unless_the_caller_takes_it(
     with pytest.raises(UserError, match="reads the model's parameters"):
         check_model_data(model, decayed, (x, y))
     check_model_data(model, decayed, (x, y), loss_may_read_params=True)
+
+
+def _bag_pair(**kw) -> tuple[nn.EmbeddingBag, nn.EmbeddingBag]:
+    """Two float64 bags with the same weights: one left as torch's, one for loss_derivatives."""
+    torch.manual_seed(0)
+    ref = nn.EmbeddingBag(7, 3, dtype=torch.float64, **kw)
+    composed = nn.EmbeddingBag(7, 3, dtype=torch.float64, **kw)
+    composed.load_state_dict(ref.state_dict())
+    return ref, composed
+
+
+@pytest.mark.parametrize("mode", ["sum", "mean", "max"])
+@pytest.mark.parametrize("padding_idx", [None, 0])
+def test_the_composed_embedding_bag_is_torch_s_function(mode, padding_idx):
+    # within loss_derivatives a bag computes its sum, mean or max in ops with a double backward:
+    # the outputs and gradients are torch's, for (B, L) rows, 1-d runs between offsets (an
+    # empty bag, a bag of padding), include_last_offset, max_norm and per_sample_weights
+    tokens = torch.tensor([[1, 2, 2, 0], [0, 0, 0, 0], [3, 4, 5, 6]])
+    flat, offsets = torch.tensor([1, 2, 2, 0, 3, 4, 5, 6, 1]), torch.tensor([0, 3, 3, 5])
+    weights = torch.rand(3, 4, dtype=torch.float64) if mode == "sum" else None
+    cases = [({}, (tokens,)), ({}, (flat, offsets)), ({}, (tokens, None, weights)),
+             ({"include_last_offset": True}, (flat, torch.tensor([0, 3, 3, 5, 9]))),
+             ({"max_norm": 1.0}, (tokens,))]
+    if mode == "sum":
+        cases.append(({}, (flat, offsets, torch.rand(9, dtype=torch.float64))))
+    for kw, args in cases:
+        ref, composed = _bag_pair(mode=mode, padding_idx=padding_idx, **kw)
+        out = ref(*args)
+        g_ref = torch.autograd.grad(out.sin().sum(), ref.weight)[0]
+        with loss_derivatives(composed):
+            assert type(composed) is not nn.EmbeddingBag
+            out2 = composed(*args)
+            g = torch.autograd.grad(out2.sin().sum(), composed.weight, create_graph=True)[0]
+        torch.testing.assert_close(out2, out, rtol=1e-14, atol=1e-14)
+        torch.testing.assert_close(g, g_ref, rtol=1e-14, atol=1e-14)
+        torch.testing.assert_close(composed.weight, ref.weight, rtol=0, atol=0)   # max_norm's
+        assert type(composed) is nn.EmbeddingBag
