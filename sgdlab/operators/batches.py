@@ -183,12 +183,14 @@ class _ComposedEmbeddingBag(nn.EmbeddingBag):
 
     def forward(self, input: Tensor, offsets: Tensor | None = None,
                 per_sample_weights: Tensor | None = None) -> Tensor:
+        if self._refused(input, per_sample_weights):
+            return super().forward(input, offsets, per_sample_weights)   # torch's own error
         if input.dim() == 1 and offsets is not None and offsets.dim() == 1:
             return self._bags_of_runs(input, offsets, per_sample_weights)
         if input.dim() != 2 or offsets is not None:
             return super().forward(input, offsets, per_sample_weights)   # torch's own error
         e = F.embedding(input, self.weight, None, self.max_norm, self.norm_type)
-        if per_sample_weights is not None:          # torch takes them in mode "sum" only
+        if per_sample_weights is not None:
             e = e * per_sample_weights.unsqueeze(-1).to(e.dtype)
         if self.padding_idx is None:
             if self.mode == "max":
@@ -199,6 +201,16 @@ class _ComposedEmbeddingBag(nn.EmbeddingBag):
             return torch.where(keep.any(1), torch.where(keep, e, -torch.inf).amax(1), 0.0)
         out = (e * keep).sum(1)
         return out if self.mode == "sum" else out / keep.sum(1).clamp_min(1)
+
+    def _refused(self, input: Tensor, per_sample_weights: Tensor | None) -> bool:
+        """Whether torch's bag refuses these arguments, where the ops would compute something:
+        weights per token outside mode "sum", or of another shape than the input (they would
+        broadcast); rows of no token (a mean 0/0). Weights of another dtype are taken in the
+        weight's (a measurement's float64 copy of a model may meet float32 ones)."""
+        if input.dim() == 2 and input.shape[1] == 0:
+            return True
+        return per_sample_weights is not None and (
+            self.mode != "sum" or per_sample_weights.shape != input.shape)
 
     def _bags_of_runs(self, input: Tensor, offsets: Tensor,
                       per_sample_weights: Tensor | None) -> Tensor:

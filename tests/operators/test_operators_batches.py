@@ -183,3 +183,22 @@ def test_the_composed_embedding_bag_is_torch_s_function(mode, padding_idx):
         torch.testing.assert_close(g, g_ref, rtol=1e-14, atol=1e-14)
         torch.testing.assert_close(composed.weight, ref.weight, rtol=0, atol=0)   # max_norm's
         assert type(composed) is nn.EmbeddingBag
+
+
+def test_the_composed_embedding_bag_refuses_what_torch_s_refuses():
+    # per_sample_weights in mode "mean" or "max" or of another shape than the input's, and
+    # bags of no token in a (B, 0) input fail in torch's bag (in training): the composed one
+    # took them (the mean of empty rows NaN, weights broadcast along the bags)
+    flat, offsets = torch.tensor([1, 2, 2, 0]), torch.tensor([0, 2])
+    tokens = torch.tensor([[1, 2], [3, 4]])
+    cases = [({"mode": "mean"}, (tokens, None, torch.rand(2, 2, dtype=torch.float64))),
+             ({"mode": "max"}, (flat, offsets, torch.rand(4, dtype=torch.float64))),
+             ({"mode": "sum"}, (tokens, None, torch.rand(2, dtype=torch.float64))),
+             ({"mode": "mean"}, (torch.zeros(2, 0, dtype=torch.long),))]
+    for kw, args in cases:
+        ref, composed = _bag_pair(**kw)
+        with pytest.raises((RuntimeError, ValueError)) as torch_s:
+            ref(*args)
+        with loss_derivatives(composed), pytest.raises(type(torch_s.value)) as composed_s:
+            composed(*args)
+        assert str(composed_s.value) == str(torch_s.value)
