@@ -53,11 +53,10 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from sgdlab.models.modes import buffers_kept
+from sgdlab.models.modes import buffer_restorer, buffers_kept
 from sgdlab.operators.batches import (Data, check_batch_loss, check_model_data, concat_batches,
                                       fixed_randomness, iterate_batches, loss_derivatives,
                                       plain_checkpoints)
-from sgdlab.operators.linear import kept_running_statistics
 from sgdlab.operators.params import (UNUSED_ZERO, flatten, functional_call, params_vector,
                                      require_trainable)
 
@@ -153,14 +152,18 @@ def _mean_gradient(model: nn.Module, loss_fn: LossFn, names: list[str], ys: list
     batches = draws.draw()
     grads: list[Tensor] = []
     n = 0
+    # each pass from the model's buffers: a train-mode module writing its own (a running
+    # scale, spectral norm's u and v) would otherwise show each step another function
+    restore = buffer_restorer(model)
     for i, (x, y) in enumerate(batches):
         leaves = [t.detach().requires_grad_() for t in ys]
-        # each pass from the model's buffers: a train-mode module writing its own (a running
-        # scale, spectral norm's u and v) would otherwise show each step another function
-        with torch.enable_grad(), fixed_randomness(model, ys[0].device, first + i), \
-                plain_checkpoints(), loss_derivatives(model), kept_running_statistics(model):
-            out = functional_call(model, dict(zip(names, leaves)), (x,))
-            g = torch.autograd.grad(loss_fn(out, y), leaves, **UNUSED_ZERO)
+        try:
+            with torch.enable_grad(), fixed_randomness(model, ys[0].device, first + i), \
+                    plain_checkpoints(), loss_derivatives(model):
+                out = functional_call(model, dict(zip(names, leaves)), (x,))
+                g = torch.autograd.grad(loss_fn(out, y), leaves, **UNUSED_ZERO)
+        finally:
+            restore()
         if len(batches) == 1:
             return list(g)          # the batch's own gradient, as the optimizer's closure has it
         if not grads:

@@ -36,8 +36,7 @@ import torch
 from torch import Tensor, nn
 
 from sgdlab.errors import UserError, warn
-from sgdlab.models.modes import (SavedBuffer, eval_mode, restore_buffers, saved_buffers,
-                                 uses_batch_statistics, writes_buffers)
+from sgdlab.models.modes import buffer_restorer, eval_mode, uses_batch_statistics
 from sgdlab.operators.batches import chunk_loss_problem, stochastic_modules
 from sgdlab.operators.params import trainable_named_params
 
@@ -370,12 +369,12 @@ def pointwise_passes(plan: PassPlan, batches: Batches, fn: Callable[[Tensor, Ten
     # curvature products do: a train-mode module writing its own (spectral norm's u and v, a
     # running statistic of one's own) would otherwise evaluate each batch, and each point,
     # with the buffers the passes before it left
-    buffers = _buffer_values(plan.model)
+    restore = buffer_restorer(plan.model)
 
     def row(j: int) -> list[T]:
         values = []
         for x, y in batches():
-            _restore(buffers)
+            restore()
             for value, m in plan.passes(fn, x, y):
                 values.append(value)
                 if j == 0:
@@ -413,28 +412,17 @@ def vmapped_passes(plan: PassPlan, batches: Batches, num_points: int,
     those points, stacked along a first dimension (made once per batch and slice)."""
     calls = []
     n = 0
-    buffers = _buffer_values(plan.model)      # each call from them, as one point at a time
+    restore = buffer_restorer(plan.model)     # each call from them, as one point at a time
     for x, y in batches():
         k, chunks = plan.split(x, y)
         for s in range(0, num_points, k):
             points = slice(s, s + k)
             params = stacked(points)
             for xc, yc in chunks:
-                _restore(buffers)
+                restore()
                 calls.append((points, evaluate(params, xc, yc), len(xc)))
         n += len(x)
     return calls, n
-
-
-def _buffer_values(model: nn.Module) -> list[SavedBuffer]:
-    """The model's buffers (:func:`~sgdlab.models.modes.saved_buffers`) where a forward pass
-    may write into them (:func:`~sgdlab.models.modes.writes_buffers`), else none."""
-    return saved_buffers(model) if writes_buffers(model) else []
-
-
-def _restore(buffers: list[SavedBuffer]) -> None:
-    if buffers:
-        restore_buffers(buffers)
 
 
 def evaluate_points(plan: PassPlan, device: torch.device, vmapped: Callable[[], T],
@@ -446,10 +434,10 @@ def evaluate_points(plan: PassPlan, device: torch.device, vmapped: Callable[[], 
         # a vmapped call that failed may have written buffers before the op that failed (an
         # unbatched scale halved in place, then a batched value refused): the points one at a
         # time start from them as they were
-        buffers = _buffer_values(plan.model)
+        restore = buffer_restorer(plan.model)
         out = vmapped_or_none(vmapped, plan, device)
         if out is not None:
             return out
-        _restore(buffers)
+        restore()
     one = plan.one_point()
     return run_within_memory(lambda: pointwise(one), one, device)

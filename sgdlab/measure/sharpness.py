@@ -40,11 +40,10 @@ from torch import Tensor, nn
 from torch.func import vmap
 
 from sgdlab.accuracy import argmax_hits
-from sgdlab.models.modes import buffers_kept
+from sgdlab.models.modes import buffer_restorer, buffers_kept
 from sgdlab.operators.batches import (Data, check_batch_loss, check_data, check_model_data,
                                       fixed_randomness, is_single_batch, iterate_batches,
                                       loss_derivatives, plain_checkpoints)
-from sgdlab.operators.linear import kept_running_statistics
 from sgdlab.operators.params import (UNUSED_ZERO, check_not_inference_mode, params_vector,
                                      set_params_vector, trainable_named_params)
 from sgdlab.operators.params import (frozen_named_params, functional_call, model_device,
@@ -276,13 +275,17 @@ def _gradient_sums(model: nn.Module, loss_fn: LossFn, data: Data, plan: PassPlan
     total, n = 0.0, 0
     grads = [torch.zeros_like(p) for p in params]
     whole = plan.batch_statistics or bool(plan.random)
+    # each pass from the model's buffers, as L(θ): a train-mode module writing its own (a
+    # running scale) would otherwise show each step another function
+    restore = buffer_restorer(model)
     for x, y in _batches(model, data, device):
         for xc, yc in [(x, y)] if whole else plan.split(x, y)[1]:
-            # each pass from the model's buffers, as L(θ): a train-mode module writing its
-            # own (a running scale) would otherwise show each step another function
-            with torch.enable_grad(), kept_running_statistics(model):
-                loss = loss_fn(model(xc), yc)
-                g = torch.autograd.grad(loss, params, **UNUSED_ZERO)
+            try:
+                with torch.enable_grad():
+                    loss = loss_fn(model(xc), yc)
+                    g = torch.autograd.grad(loss, params, **UNUSED_ZERO)
+            finally:
+                restore()
             for acc, gi in zip(grads, g):
                 acc += gi * len(xc)
             total += float(loss.detach()) * len(xc)

@@ -2,7 +2,8 @@
 import torch
 from torch import nn
 
-from sgdlab.models.modes import eval_mode, first_batch_norm, module_label, modes_kept
+from sgdlab.models.modes import (buffer_restorer, buffers_kept, eval_mode, first_batch_norm,
+                                 module_label, modes_kept)
 
 
 def _fine_tuning_model() -> nn.Sequential:
@@ -104,3 +105,29 @@ def test_a_message_naming_the_model_reads_naturally_for_the_model_itself():
     assert first_batch_norm(nn.BatchNorm1d(3), of_model=True) == "the model (BatchNorm1d)"
     assert first_batch_norm(_fine_tuning_model(), of_model=True) == \
         "the model's layer '1' (BatchNorm1d)"
+
+
+def test_buffers_are_put_back_in_their_modules_with_their_values():
+    # batch norm writes its statistics in place; a module of one's own may assign a new tensor
+    # to the name (as symbolic tracing assigns a proxy): the module holds its own tensor again
+    model = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4, momentum=None)).train()
+    bn = model[1]
+    tensors = dict(bn.named_buffers())
+    before = {k: v.clone() for k, v in tensors.items()}
+    restore = buffer_restorer(model)
+    for _ in range(2):
+        model(torch.randn(5, 3))
+        bn.running_mean = torch.ones(4)
+        restore()
+        for k, v in bn.named_buffers():
+            assert v is tensors[k] and torch.equal(v, before[k]), k
+    with buffers_kept(model):
+        model(torch.randn(5, 3))
+        bn.running_var = torch.zeros(4)
+    for k, v in bn.named_buffers():
+        assert v is tensors[k] and torch.equal(v, before[k]), k
+    model.eval()            # no forward pass writes a buffer: nothing is kept, nothing written
+    restore = buffer_restorer(model)
+    bn.running_mean.add_(1.0)
+    restore()
+    assert torch.equal(bn.running_mean, before["running_mean"] + 1.0)
