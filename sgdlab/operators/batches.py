@@ -240,7 +240,9 @@ def differentiable_embedding_bags(model: nn.Module) -> Iterator[None]:
     """Within: the model's ``nn.EmbeddingBag`` layers compute their bags in ops with a
     double backward (:class:`_ComposedEmbeddingBag`, the same function): torch's own has none,
     and every Hessian and GGN product failed on "the derivative for '_embedding_bag_backward'
-    is not implemented". The class is put back on exit."""
+    is not implemented". Their gradient is the loss's own, dense and unscaled, whatever
+    ``sparse`` and ``scale_grad_by_freq`` say (as :func:`dense_embedding_gradients` makes
+    torch's). The class is put back on exit."""
     with _bags_composed([m for m in model.modules() if type(m) is nn.EmbeddingBag]):
         yield
 
