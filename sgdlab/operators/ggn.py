@@ -32,12 +32,16 @@ class OutputNotTensor(UserError):
     Hessian instead (a measurement whose keyword is another raises it again naming its own)."""
 
     def __init__(self, who: str, kind: str, keyword: str = "operator='hessian'"):
-        self.kind = kind
+        self.who, self.kind, self.keyword = who, kind, keyword
         super().__init__(
             f"{who} needs the model's output as one tensor (the outputs f of G = Jᵀ ∇²_f L J); "
             f"the model returned a {kind}. Measure a module whose forward returns the tensor "
             f"loss_fn takes, or the Hessian ({keyword}), which takes any output loss_fn "
             "accepts")
+
+    def __reduce__(self):
+        # pickled (a process pool's worker), rebuilt from its own arguments, not the message
+        return type(self), (self.who, self.kind, self.keyword)
 
 
 def check_tensor_output(out: object, who: str) -> None:

@@ -1,6 +1,7 @@
 """Hessian / GGN / empirical-Fisher operators against dense float64 references."""
 import copy
 import functools
+import pickle
 import warnings
 
 import pytest
@@ -517,8 +518,12 @@ def test_a_model_output_that_is_no_tensor_is_named_for_the_ggn_only():
     torch.testing.assert_close(HessianOperator(model, dict_logits_loss, data).to_dense(),
                                dense_hessian_reference(model, dict_logits_loss, data))
     with pytest.raises(UserError, match="GGNOperator needs the model's output as one tensor.*"
-                                        "returned a dict.*operator='hessian'"):
+                                        "returned a dict.*operator='hessian'") as refused:
         GGNOperator(model, dict_logits_loss, data).to_dense()
+    # an exception crosses processes pickled (a pool's worker): its arguments rebuild it
+    # (unpickling had failed on "__init__() missing 1 required positional argument: 'kind'")
+    again = pickle.loads(pickle.dumps(refused.value))
+    assert str(again) == str(refused.value) and again.kind == "dict"
 
 
 def _spectral_normed(hook_based: bool) -> nn.Module:
