@@ -222,6 +222,12 @@ class MeasurementCallback(Callback):
         if self.should_run(ctx.step):
             self._record(ctx)
 
+    def record(self, ctx: TrainContext) -> None:
+        """Measure ``ctx.model`` now and log every entry at ``ctx.step``: what a loop that
+        picks its own measurement points calls (Parle's round ends,
+        :func:`sgdlab.train.replicas.train_replicas`) instead of the step hooks."""
+        self._record(ctx)
+
     def _record(self, ctx: TrainContext) -> None:
         # what ``fn`` draws from torch's global generators (a Lanczos start vector or probes
         # without ``generator=``) comes from a fork of them: the run's dropout masks and

@@ -80,9 +80,10 @@ from ..data.augment import batch_augmentation
 from ..errors import ConfigError, UserError, did_you_mean
 from ..operators.params import copy_module
 from ..optim.elastic import Parle, master_average
+from .callbacks import MeasurementCallback, TrainContext, callback_keys
 from .checkpoint import (changed_settings, load_checkpoint, rng_state, save_checkpoint,
                          set_rng_state)
-from .loop import (BatchStream, check_dataset, check_loss, evaluation_metrics, evaluation_sets,
+from .loop import (BatchStream, as_callbacks, check_callbacks, check_dataset, check_loss, evaluation_metrics, evaluation_sets,
                    input_refusal, is_int, model_setting_changes, model_settings, open_writer,
                    recompute_eval_statistics, record_abort, record_completion, steps_per_epoch)
 
@@ -405,6 +406,30 @@ def _float_buffers(model: nn.Module) -> list[Tensor]:
     return [b for b in model.buffers() if b.is_floating_point()]
 
 
+# instruments that read the training loop's optimizer or step batch, which the master x̄
+# has none of
+STEP_INSTRUMENTS = ("noise_magnitude", "batch_statistics")
+
+
+def _master_instruments(callbacks: Any, model: nn.Module, data: Any
+                        ) -> list[MeasurementCallback]:
+    """The callbacks as instruments of the master: measurements of a model at a point
+    (:class:`~sgdlab.train.callbacks.MeasurementCallback`), each checked on ``model`` and
+    ``data``; a ``UserError`` naming any other (it needs the steps of a training loop)."""
+    cbs = as_callbacks(callbacks)
+    for i, cb in enumerate(cbs):
+        name = getattr(cb, "instrument", None) or type(cb).__name__
+        if not isinstance(cb, MeasurementCallback) or name in STEP_INSTRUMENTS:
+            raise UserError(
+                f"callbacks[{i}] ({name}) cannot measure a replica run: Parle measures the "
+                "master x̄ at round ends, which takes a measurement of the model at a point "
+                "(a sgdlab.train.MeasurementCallback, such as the hessian, sharpness, noise, "
+                f"alignment or entropy_angle instruments); {name} needs a training loop's "
+                "steps, mini-batches or optimizer, which the master has not")
+    check_callbacks(cbs, model, data)
+    return cbs
+
+
 def train_replicas(model: nn.Module, loss_fn: Callable[[Tensor, Tensor], Tensor], data: Any,
                    config: ParleConfig | dict[str, Any], *, rounds: int | None = None,
                    epochs: float | None = None, grad_evals: int | None = None,
@@ -416,7 +441,8 @@ def train_replicas(model: nn.Module, loss_fn: Callable[[Tensor, Tensor], Tensor]
                    checkpoint_every: int | None = None,
                    resume: bool = False, complete: bool = True,
                    run_config: dict[str, Any] | None = None,
-                   progress: Callable[[int, int, float], None] | None = None) -> ReplicaResult:
+                   progress: Callable[[int, int, float], None] | None = None,
+                   callbacks: Any = ()) -> ReplicaResult:
     """Train ``config.replicas`` replicas of ``model`` with Parle; return the master.
 
     Args:
@@ -452,16 +478,20 @@ def train_replicas(model: nn.Module, loss_fn: Callable[[Tensor, Tensor], Tensor]
             so that ``sgdlab runs compare`` sees them and ``sgdlab measure`` rebuilds the model.
         progress: called after every round (rank 0 only) with the round, the run's rounds
             and the round's mean replica loss: ``sgdlab parle`` prints a line from it.
+        callbacks: instruments measured on the master x̄ at round ends (module docstring,
+            **Instruments**), e.g. ``build_instrument("hessian", every=10)``: every 10
+            rounds. Distributed, every rank passes the same ones (rank 0 measures).
     """
     run = _ReplicaTraining(model, loss_fn, data, config, rounds=rounds, epochs=epochs,
                            grad_evals=grad_evals, mode=mode, eval_every=eval_every,
                            eval_subset=eval_subset, device=device, communicator=communicator,
                            checkpoint_dir=checkpoint_dir, checkpoint_every=checkpoint_every,
-                           resume=resume, run_config=run_config)
+                           resume=resume, run_config=run_config, callbacks=callbacks)
     run.progress = progress
     run.open_record(store, run_id, name, run_config)
     try:
         run.fit()
+        run.final_master()
     except BaseException as e:
         # as train() names them: inputs of another dtype than the model's, a loss per sample
         # (found on the first two examples: only those go to the device)
@@ -498,7 +528,7 @@ class _ReplicaTraining:
 
     def __init__(self, model, loss_fn, data, config, *, rounds, epochs, grad_evals, mode,
                  eval_every, eval_subset, device, communicator, checkpoint_dir,
-                 checkpoint_every, resume, run_config=None):
+                 checkpoint_every, resume, run_config=None, callbacks=()):
         cfg = config if isinstance(config, ParleConfig) else ParleConfig.from_dict(dict(config))
         if mode not in ("inprocess", "distributed"):
             raise ConfigError(f"mode must be 'inprocess' or 'distributed', got {mode!r}")
@@ -524,6 +554,7 @@ class _ReplicaTraining:
         self.classification = getattr(data, "task", "classification") == "classification"
         self._processes(mode, communicator)
         self._build_workers(model, data, x_all, y_all)
+        self.instruments = _master_instruments(callbacks, model, data)
         self.rounds = self._length(rounds, epochs, grad_evals)
 
         self.eval_sets = evaluation_sets(data, eval_subset, _seed(cfg.seed, 0, 3), dev)
@@ -547,6 +578,14 @@ class _ReplicaTraining:
         self.progress: Callable[[int, int, float], None] | None = None
         self.status, self.message = "finished", None
         self.t_start = math.nan          # the run's clock starts with the rounds (``fit``)
+        # what the instruments see: the master model, on the data where the replicas are
+        on_dev = data if data.x_train.device == dev or not hasattr(data, "to") else data.to(dev)
+        self.ctx = TrainContext(model=self.master_model, optimizer=None, loss_fn=loss_fn,
+                                data=on_dev, batch_size=self.workers[0].B,
+                                logger=self._store_row)
+        self.measured = -1               # the round the instruments last measured
+        if self.comm is not None:
+            self._same_instruments()
 
     # --- set-up -----------------------------------------------------------------------------
     def _processes(self, mode: str, communicator: Any) -> None:
@@ -657,7 +696,9 @@ class _ReplicaTraining:
     def fit(self) -> None:
         self.t_start = time.perf_counter()
         if not self.resume:
-            self.evaluate(self.workers[0].optimizer.anchors(), 0)
+            self.evaluate(self.workers[0].optimizer.anchors(), 0, instruments=self._due(0))
+            if self.status != "finished":
+                return    # an instrument met non-finite numbers at the initial weights
         for r in range(self.start + 1, self.rounds + 1):
             master = self._round(r)
             if master is None:
@@ -665,8 +706,14 @@ class _ReplicaTraining:
             self.round, self.last_master = r, master
             if self.progress is not None and self.is_main:
                 self.progress(r, self.rounds, self.history["replica_loss"][-1][1])
-            if self.eval_every is not None and r % self.eval_every == 0 and r < self.rounds:
-                self.evaluate(master, r * self.cfg.L)
+            # the last round's master is evaluated and measured after its outer step, by
+            # final_master, as the run's final model
+            metrics = self.eval_every is not None and r % self.eval_every == 0
+            due = self._due(r)
+            if r < self.rounds and (metrics or due):
+                self.evaluate(master, r * self.cfg.L, metrics=metrics, instruments=due)
+                if self.status != "finished":
+                    return    # an instrument met non-finite numbers: diverged there
             if self.checkpoint_every is not None and r % self.checkpoint_every == 0:
                 self.checkpoint(r, master)
         if self.ckpt is not None and self.saved != self.round:
@@ -714,14 +761,17 @@ class _ReplicaTraining:
             self.writer.log(name, float(value), step)
 
     # --- evaluation -------------------------------------------------------------------------
-    def evaluate(self, master: Sequence[Tensor], step: int) -> None:
+    def evaluate(self, master: Sequence[Tensor], step: int, *, metrics: bool = True,
+                 instruments: Sequence[MeasurementCallback] = ()) -> None:
         """Evaluate the master with parameters ``master`` (rank 0 only) and the replicas'
         mean floating buffers now (which every process helps reduce), then with
-        ``master_buffers="recompute"`` its batch-norm statistics recomputed at ``master``."""
+        ``master_buffers="recompute"`` its batch-norm statistics recomputed at ``master``;
+        its metrics (``metrics``) and the ``instruments`` due, all at ``step``."""
         buffers = self._mean_buffers()
         if self.is_main:
             self._set_master(master, buffers)
-            self._evaluate_master(step)
+            self._evaluate_master(step, metrics=metrics)
+        self._measure(instruments, step)
 
     def _set_master(self, params: Sequence[Tensor], buffers: Sequence[Tensor]) -> None:
         """The master model's parameters ``params`` and floating buffers ``buffers``."""
@@ -730,11 +780,13 @@ class _ReplicaTraining:
             for b, v in zip(_float_buffers(self.master_model), buffers):
                 b.copy_(v)
 
-    def _evaluate_master(self, step: int) -> None:
+    def _evaluate_master(self, step: int, metrics: bool = True) -> None:
         """Evaluate the master model as it is (rank 0 only), its batch-norm statistics
         recomputed first under ``master_buffers="recompute"``."""
         if self.x_recompute is not None:
             recompute_eval_statistics(self.master_model, self.x_recompute, self.cfg.batch_size)
+        if not metrics:
+            return
         for name, v in evaluation_metrics(self.master_model, self.loss_fn, self.eval_sets,
                                           classification=self.classification):
             self.log(name, v, step)
@@ -746,6 +798,67 @@ class _ReplicaTraining:
             return []
         mean, _ = self._reduce(mine, [torch.zeros(()) for _ in self.workers])
         return mean
+
+    # --- instruments ------------------------------------------------------------------------
+    def _due(self, r: int) -> list[MeasurementCallback]:
+        """The instruments that measure at the end of round ``r``: their schedule counts
+        rounds (round 0, the initial master, as ``at_train_begin`` says)."""
+        return [cb for cb in self.instruments
+                if (cb.at_train_begin if r == 0 else cb.should_run(r))]
+
+    def _store_row(self, name: str, value: float, step: int) -> None:
+        if self.writer is not None:     # (the history row is the context's)
+            self.writer.log(name, float(value), step)
+
+    def _measure(self, due: Sequence[MeasurementCallback], step: int) -> None:
+        """Measure the master model as it is with the ``due`` instruments (rank 0 only) and
+        log their values at ``step``. Distributed, rank 0 then tells every rank how it went
+        in one all-reduce, so that an instrument's error or non-finite numbers stop every
+        process at once, not only rank 0 while the others wait at the next collective until
+        its timeout. A ``FloatingPointError`` ends the run as diverged (as in
+        :func:`sgdlab.train.loop.train`); any other error fails it."""
+        if not due:
+            return
+        self.measured = step // self.cfg.L
+        code, error = 0.0, None
+        if self.is_main:
+            self.ctx.step, self.ctx.history = step, self.history
+            try:
+                for cb in due:
+                    cb.record(self.ctx)
+            except FloatingPointError as e:
+                code, error = 1.0, e
+            except Exception as e:       # (an interrupt stops this process alone, as ever)
+                code, error = 2.0, e
+        if self.comm is not None:
+            # rank 0's code, the others' 0, averaged: every rank reads rank 0's code
+            flag = torch.tensor([code], dtype=torch.float64, device=self.dev)
+            code = round(float(self.comm.average([flag])[0]) * self.world)
+        if code == 1:
+            r = self.measured
+            self.status = "diverged"
+            self.message = (f"non-finite values in a measurement of the master after round "
+                            f"{r}" + (f": {error}" if error is not None else " (on rank 0)"))
+        elif code == 2:
+            if error is not None:
+                raise error
+            from .communicator import ReplicaCommunicationError
+            raise ReplicaCommunicationError(
+                f"replica {self.rank}/{self.world}: an instrument failed on rank 0 measuring "
+                f"the master after round {step // self.cfg.L} (see rank 0's error); stopped")
+
+    def _same_instruments(self) -> None:
+        """Distributed: a ``ConfigError`` on every rank unless each passed as many
+        instruments of the same kinds (rank 0 measures, all ranks meet at its measurement
+        rounds, so their schedules must agree)."""
+        keys = callback_keys(self.instruments)
+        mine = float(sum((i + 1) * sum(map(ord, k)) for i, k in enumerate(keys)))
+        t = torch.tensor([mine, mine * mine], dtype=torch.float64, device=self.dev)
+        mean, mean_sq = (float(v) for v in self.comm.average([t])[0])
+        if abs(mean_sq - mean * mean) > 1e-6 * max(1.0, mean * mean):
+            raise ConfigError("the replica processes were given different instruments "
+                              f"(this one: {', '.join(keys) or 'none'}); pass the same "
+                              "callbacks on every rank")
 
     # --- checkpoint -------------------------------------------------------------------------
     def checkpoint(self, r: int, master: Sequence[Tensor] | None) -> None:
@@ -795,11 +908,11 @@ class _ReplicaTraining:
         """An exception or interrupt ends the run: keep what was logged, record why."""
         record_abort(self.store, self.writer, self.run_id, e, where=f"in round {self.round + 1}")
 
-    def complete(self, *, record_end: bool) -> ReplicaResult:
+    def final_master(self) -> None:
         """The final master — the average of the replicas' x^a and of their floating buffers,
-        with ``master_buffers="recompute"`` its batch-norm statistics then recomputed — and its
-        evaluation, the accounting, the summary; with ``record_end`` the last rows, summary and
-        status in one transaction."""
+        with ``master_buffers="recompute"`` its batch-norm statistics then recomputed — its
+        evaluation and the instruments due at its round (not again for a diverged run's
+        round they measured)."""
         cfg, workers = self.cfg, self.workers
         finals = [w.optimizer.anchors() + _float_buffers(w.model) for w in workers]
         master_all, _ = self._reduce(finals, [torch.zeros(()) for _ in workers])
@@ -808,6 +921,14 @@ class _ReplicaTraining:
         step = self.round * cfg.L
         if self.is_main:
             self._evaluate_master(step)
+        if self.measured != self.round and self.status == "finished":
+            self._measure(self._due(self.round), step)
+
+    def complete(self, *, record_end: bool) -> ReplicaResult:
+        """The accounting and the summary of the run :meth:`final_master` ended; with
+        ``record_end`` the last rows, summary and status in one transaction."""
+        cfg, workers = self.cfg, self.workers
+        step = self.round * cfg.L
         wall = time.perf_counter() - self.t_start
         w0 = workers[0]
         self.log("grad_evals", w0.grad_evals, step)

@@ -806,3 +806,107 @@ def test_resuming_an_unrecorded_run_records_its_whole_history(tmp_path):
     assert recorded["replica_loss"] == [(s, pytest.approx(v, rel=1e-6))
                                         for s, v in ref.history["replica_loss"]]
     assert [s for s, _ in recorded["replica_loss"]] == [2, 4, 6, 8, 10]
+
+
+def dense_top_eigenvalue(params_, buffers, x, y):
+    """The largest eigenvalue of the dense float64 Hessian of ``eval_by_hand``'s loss in the
+    parameters ``params_`` (batch-norm statistics ``buffers`` fixed)."""
+    shapes = [p.shape for p in params_]
+    flat = torch.cat([p.detach().reshape(-1) for p in params_])
+
+    def loss(v):
+        parts, i = [], 0
+        for s in shapes:
+            n = math.prod(s)
+            parts.append(v[i:i + n].reshape(s))
+            i += n
+        w1, b1, g, beta, w2, b2 = parts
+        mean, var = buffers
+        h = (x @ w1.T + b1 - mean) / torch.sqrt(var + 1e-5) * g + beta
+        return nn.functional.cross_entropy(h.clamp_min(0) @ w2.T + b2, y)
+
+    H = torch.autograd.functional.hessian(loss, flat)
+    return float(torch.linalg.eigvalsh((H + H.T) / 2)[-1])
+
+
+def hessian_every(k):
+    from sgdlab.train.instruments import build_instrument
+    return build_instrument("hessian", every=k, tol=1e-10, eval_subset=None)
+
+
+@pytest.mark.parametrize("master_buffers", ["average", "recompute"])
+def test_an_instrument_measures_the_master_at_round_ends(tmp_path, master_buffers):
+    """``every`` counts rounds: every 2 rounds of 4 measures at rounds 0, 2 and 4 (steps
+    0, 2L, 4L). Round 2's value is the top eigenvalue of the dense Hessian at x̄ of round 2
+    with the master's batch-norm statistics (the replicas' mean, as the checkpoint of a run
+    of 2 rounds holds them, or recomputed at x̄); the last is the final master's. Measuring
+    leaves the training alone."""
+    data = bn_data(n=16)
+    cfg = ParleConfig(**dict(BN_CFG, batch_size=16), master_buffers=master_buffers)
+    plain = train_replicas(bn_model(), LOSS, data, cfg, rounds=4)
+    res = train_replicas(bn_model(), LOSS, data, cfg, rounds=4, callbacks=[hessian_every(2)])
+    assert res.history["replica_loss"] == plain.history["replica_loss"]
+    got = dict(res.history["hess/top_1"])
+    assert sorted(got) == [0, 6, 12]
+    ck = tmp_path / "two"
+    train_replicas(bn_model(), LOSS, data, cfg, rounds=2, checkpoint_dir=ck)
+    x̄ = torch.load(ck / "master.pt", weights_only=True)["master"]
+    if master_buffers == "average":
+        states = [w["model"] for w in torch.load(ck / "rank0.pt",
+                                                 weights_only=True)["workers"].values()]
+        buffers = [(states[0][k] + states[1][k]) / 2 for k in ("1.running_mean",
+                                                                "1.running_var")]
+    else:      # one batch of the whole training set at x̄
+        h = data.x_train @ x̄[0].T + x̄[1]
+        buffers = [h.mean(0), h.var(0)]
+    want = dense_top_eigenvalue(x̄, buffers, data.x_train, data.y_train)
+    assert got[6] == pytest.approx(want, rel=1e-8)
+    bn = res.master[1]
+    final = dense_top_eigenvalue(params(res.master), [bn.running_mean, bn.running_var],
+                                 data.x_train, data.y_train)
+    assert got[12] == pytest.approx(final, rel=1e-8)
+    x0 = params(bn_model())
+    h = data.x_train @ x0[0].T + x0[1]
+    initial = ([torch.zeros(6, dtype=torch.float64), torch.ones(6, dtype=torch.float64)]
+               if master_buffers == "average" else [h.mean(0), h.var(0)])
+    assert got[0] == pytest.approx(dense_top_eigenvalue(x0, initial, data.x_train,
+                                                        data.y_train), rel=1e-8)
+
+
+def test_instrument_rows_go_to_the_run_store(tmp_path):
+    from sgdlab.store import RunStore
+    store = RunStore(tmp_path / "runs.sqlite")
+    res = train_replicas(toy_model(), LOSS, toy_data(), ParleConfig(**BN_CFG), rounds=3,
+                         callbacks=[hessian_every(3)], store=store)
+    rows = store.metrics(res.run_id, "hess/top_1")["hess/top_1"]
+    assert [int(s) for s, _ in rows] == [0, 9] == [s for s, _ in res.history["hess/top_1"]]
+
+
+def test_an_instrument_of_the_training_loop_or_a_failing_one_is_named():
+    from sgdlab.errors import UserError
+    from sgdlab.train.callbacks import MeasurementCallback, Schedule
+    from sgdlab.train.instruments import build_instrument
+    data, cfg = toy_data(), ParleConfig(**BN_CFG)
+    with pytest.raises(UserError, match=r"callbacks\[0\] \(noise_magnitude\) cannot measure "
+                                        "a replica run"):
+        train_replicas(toy_model(), LOSS, data, cfg, rounds=2,
+                       callbacks=[build_instrument("noise_magnitude", every=1)])
+
+    def broken(ctx):
+        if ctx.step:
+            raise RuntimeError("broken instrument")
+        return {"x": 1.0}
+
+    with pytest.raises(RuntimeError, match="broken instrument"):
+        train_replicas(toy_model(), LOSS, data, cfg, rounds=3,
+                       callbacks=[MeasurementCallback(broken, Schedule.every(1))])
+
+    def non_finite(ctx):
+        if ctx.step:
+            raise FloatingPointError("hess: not finite")
+        return {"x": 1.0}
+
+    res = train_replicas(toy_model(), LOSS, data, cfg, rounds=3,
+                         callbacks=[MeasurementCallback(non_finite, Schedule.every(1))])
+    assert res.status == "diverged" and res.rounds == 1
+    assert "non-finite values in a measurement of the master after round 1" in res.message
