@@ -60,7 +60,7 @@ from sgdlab.cli.train import EXIT_DIVERGED
 
 # those of sgdlab train, and 1 for a run that failed (a traceback, a dead replica process)
 EXIT_STATUSES = (f"exit status: 0 the run finished, {EXIT_DIVERGED} it diverged (a non-finite "
-                 "replica loss; its report and, with --out, master.pt and result.json are "
+                 "replica loss; its report and, with --out, master.pt and results.json are "
                  "written as a finished run's), 1 it failed (a replica process died, a "
                  "collective timed out), 2 bad input (a config, an option), 130 interrupted "
                  "(continue with the command printed)")
@@ -81,7 +81,8 @@ def register(subparsers) -> None:
     p.add_argument("--set", metavar="KEY=VALUE", action="append", default=[], dest="overrides",
                    help="override a key of the replica config (the value read as YAML), e.g. "
                         "--set epochs=10 --set parle.lr=0.05 (repeatable)")
-    p.add_argument("--out", default=None, help="directory for master.pt and result.json")
+    p.add_argument("--out", default=None,
+                   help="directory for master.pt, results.json and learning_curves.png")
     p.add_argument("--store", metavar="PATH", default=None,
                    help="run store the run is recorded in (default: config's store, "
                         "$SGDLAB_STORE, or ./sgdlab-runs/runs.sqlite)")

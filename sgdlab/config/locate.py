@@ -52,7 +52,7 @@ def locate_run(target: str, store_path: str | os.PathLike | None = None, *,
     holds), and the master of an unfinished replica run, which only its checkpoint set gives,
     is refused. Each failure is one :class:`UserError` naming the problem."""
     from ..store import RunStore, default_store_path
-    from ..store.folders import REPLICA_MASTER, REPLICA_RESULT
+    from ..store.folders import OLD_REPLICA_RESULT, REPLICA_MASTER, replica_result
     from ..train.checkpoint import CHECKPOINT_NAME, WEIGHTS_NAME
     from ..train.loop import python_trained
     from .io import CONFIG_SUFFIXES, load_config
@@ -62,9 +62,10 @@ def locate_run(target: str, store_path: str | os.PathLike | None = None, *,
     p = Path(target)
     ckpt_dir = _replica_checkpoints(p)
     replica_folder = p if p.is_dir() else p.parent
-    replica_run = p.exists() and (replica_folder / REPLICA_RESULT).is_file() and (
+    result = replica_result(replica_folder)
+    replica_run = p.exists() and result is not None and (
         replica_folder / REPLICA_MASTER).is_file() and p.name in (
-        replica_folder.name, REPLICA_MASTER, REPLICA_RESULT)
+        replica_folder.name, REPLICA_MASTER, result.name, OLD_REPLICA_RESULT)
     if not rebuild and ckpt_dir is not None:
         raise UserError(_MASTER_IN_CHECKPOINTS.format(what=repr(target)))
     if ckpt_dir is not None:
@@ -234,7 +235,7 @@ NOT_RECORDED = ("its config had no 'store': run it again with `store: PATH` adde
 
 def _locate_replica_run(folder: Path, store_path: str | None, rebuild: bool = True):
     """:func:`locate_run` for the ``--out`` folder of ``sgdlab parle`` (or a file in it): its run,
-    named in ``result.json``, looked up in the run store (the one named there, or
+    named in ``results.json`` (``result.json`` in an older folder), looked up in the run store (the one named there, or
     ``store_path``), which holds the config."""
     from ..store.folders import recorded_run
     from ..store import RunStore, default_store_path
@@ -253,12 +254,12 @@ def _locate_replica_run(folder: Path, store_path: str | None, rebuild: bool = Tr
 def _replica_checkpoints(p: Path) -> Path | None:
     """The checkpoints folder of a run of ``sgdlab parle`` that ``p`` names, when the master
     is to come from its last checkpoint: the ``--out`` folder of a run that has not finished
-    (no ``result.json``), its ``checkpoints`` folder or the ``master.pt`` in it."""
-    from ..store.folders import REPLICA_RESULT
+    (no ``results.json``), its ``checkpoints`` folder or the ``master.pt`` in it."""
+    from ..store.folders import replica_result
     from ..train.replicas import MASTER_CHECKPOINT
 
-    if p.is_dir() and (p / "checkpoints" / MASTER_CHECKPOINT).is_file() and not (
-            p / REPLICA_RESULT).is_file():
+    if p.is_dir() and (p / "checkpoints" / MASTER_CHECKPOINT).is_file() and (
+            replica_result(p) is None):
         return p / "checkpoints"
     if p.name == "checkpoints" and (p / MASTER_CHECKPOINT).is_file():
         return p

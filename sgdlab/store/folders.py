@@ -9,16 +9,29 @@ import os
 import shlex
 from pathlib import Path
 
-# what `sgdlab parle --out DIR` writes in DIR: its result (with its run id) and the master
-REPLICA_RESULT, REPLICA_MASTER = "result.json", "master.pt"
+# what `sgdlab parle --out DIR` writes in DIR: its results (with its run id; the name
+# `sgdlab train` gives its own), the master and its learning curves
+REPLICA_RESULT, REPLICA_MASTER = "results.json", "master.pt"
+REPLICA_FIGURE, REPLICA_INSTRUMENTS = "learning_curves.png", "instruments.png"
+# the results file of a folder written before it was named as sgdlab train names its own
+OLD_REPLICA_RESULT = "result.json"
 # what makes a folder a run's: {"run_id", "store"}, written before anything else of the run
 RUN_FILE = "run.json"
 
 
+def replica_result(folder: str | os.PathLike) -> Path | None:
+    """The results file of a ``sgdlab parle --out`` folder: ``results.json``, or in a folder
+    written before the name was ``sgdlab train``'s, ``result.json``; None when it has none."""
+    for name in (REPLICA_RESULT, OLD_REPLICA_RESULT):
+        if (Path(folder) / name).is_file():
+            return Path(folder) / name
+    return None
+
+
 def recorded_run(folder: Path) -> tuple[str | None, str | None]:
-    """(run id, store path) a run folder records (``run.json``, or ``results.json``; of
-    ``sgdlab parle --out``: ``result.json``)."""
-    for name in (RUN_FILE, "results.json", REPLICA_RESULT):
+    """(run id, store path) a run folder records (``run.json``, or ``results.json``; of an
+    older ``sgdlab parle --out``: ``result.json``)."""
+    for name in (RUN_FILE, "results.json", OLD_REPLICA_RESULT):
         f = Path(folder) / name
         if f.is_file():
             try:

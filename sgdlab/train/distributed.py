@@ -15,7 +15,9 @@ available (``--backend`` overrides). The processes communicate only once every L
 steps: one all-reduce (sum) of the flattened replica weights x^a (plus the replica loss, in
 the same buffer) from which every process forms the master x̄ = Σ_a x^a / n. Rank 0
 evaluates the master, logs to the run store and writes ``OUT/master.pt`` (the master's
-``state_dict``, load with ``torch.load(..., weights_only=True)``) and ``OUT/result.json``.
+``state_dict``, load with ``torch.load(..., weights_only=True)``), ``OUT/results.json`` and
+the learning curves of the master, ``OUT/learning_curves.png`` (and ``OUT/instruments.png``
+when the config's ``measure`` instruments logged any), as ``sgdlab train`` names its own.
 The run store is ``--store``, else the config's ``store``, else the one ``sgdlab train``
 takes, ``$SGDLAB_STORE`` or ``./sgdlab-runs/runs.sqlite`` (:func:`run_store_path`).
 
@@ -72,10 +74,12 @@ import torch.distributed as dist
 from ..atomic import replaced_whole
 from ..claims import FolderBusy, claim_file, hold_lock
 from ..errors import (ConfigError, DataError, UserError, check_config_kind, check_not_empty,
-                      did_you_mean, file_problem, is_seed, make_output_dir, read_config_text)
+                      did_you_mean, file_problem, is_seed, make_output_dir, read_config_text,
+                      refuse_results_of_others)
 from ..losses import build_loss
 from ..plugins import import_plugins, recorded_plugins
-from ..store.folders import REPLICA_MASTER, REPLICA_RESULT, store_option
+from ..store.folders import (REPLICA_FIGURE, REPLICA_INSTRUMENTS, REPLICA_MASTER,
+                             REPLICA_RESULT, store_option)
 from ..strict_json import dumps as strict_dumps, write_atomic
 from .communicator import ReplicaCommunicationError, TorchDistributedCommunicator
 from .replicas import (MASTER_CHECKPOINT, ParleConfig, check_checkpoint_dir,
@@ -195,7 +199,7 @@ def load_config(path: str | Path) -> dict[str, Any]:
 
 RUN_KEYS = {"data", "model", "loss", "parle", "rounds", "epochs", "grad_evals", "eval_every",
             "eval_subset", "seed", "store", "name", "dtype", "checkpoint_every", "device",
-            "plugins"}
+            "plugins", "measure"}
 DEVICES = ("cpu", "cuda")
 DEFAULT_CHECKPOINT_EVERY = 10
 
@@ -214,7 +218,9 @@ def build_run(cfg: dict[str, Any]):
     (cpu | cuda: in-process the replicas on the current GPU, distributed replica r on GPU r of
     its machine, its local rank; default: where the data is, the CPU), ``plugins`` (modules
     imported first, whose ``register_model`` / ``register_dataset`` / ... calls name the data
-    and model: :mod:`sgdlab.plugins`).
+    and model: :mod:`sgdlab.plugins`), ``measure`` (instruments measured on the master x̄ at
+    round ends, items as a run config's ``measure``: ``{name: hessian, every: 10}`` every 10
+    rounds; ``at`` names rounds, ``log_points`` needs ``rounds``; in kw as ``callbacks``).
     """
     check_config_kind(cfg, "replica")
     unknown = sorted(set(cfg) - RUN_KEYS)
@@ -237,7 +243,37 @@ def build_run(cfg: dict[str, Any]):
         raise ConfigError("give exactly one of 'rounds', 'epochs' or 'grad_evals'")
     kw = {k: cfg[k] for k in ("rounds", "epochs", "grad_evals", "eval_every", "eval_subset",
                               "name") if k in cfg}
+    if cfg.get("measure"):
+        kw["callbacks"] = build_master_instruments(cfg["measure"], cfg.get("rounds"), model,
+                                                   data)
     return model, loss_fn, data, parle, kw
+
+
+def build_master_instruments(items: Any, rounds: Any, model: torch.nn.Module, data: Any
+                             ) -> list:
+    """The callbacks of a replica config's ``measure`` list, checked as a run config's items
+    are and as instruments of the master (:func:`sgdlab.train.replicas.master_instruments`);
+    every bad item at once as a :class:`ConfigError`. Their schedules count rounds."""
+    from ..config.run import _check_measure_item, build_measure
+    from ..config.schema import config_error
+    from .replicas import master_instruments
+
+    if not (isinstance(items, list) and all(isinstance(i, dict) for i in items)):
+        raise ConfigError(f"measure must be a list of instruments ({{name: hessian, every: "
+                          f"10}}, ...), got {items!r}")
+    errors: list[str] = []
+    for i, item in enumerate(items):
+        _check_measure_item(f"measure[{i}]", item, errors)
+        if item.get("log_points") is not None and not isinstance(rounds, int):
+            errors.append(f"measure[{i}].log_points: spaces measurements up to the run's "
+                          "last round, which needs 'rounds' (give every or at instead)")
+    if errors:
+        raise config_error(errors)
+    callbacks = build_measure(items, rounds if isinstance(rounds, int) else 1, model, data)
+    try:
+        return master_instruments(callbacks, model, data)
+    except UserError as e:
+        raise ConfigError(str(e).replace("callbacks[", "measure[", 1)) from None
 
 
 def add_plugins(cfg: dict[str, Any], plugins: list[str]) -> None:
@@ -319,6 +355,8 @@ def claim_out(out: str | Path) -> str:
     from ..store.runstore import owner_alive, this_process
 
     check_checkpoint_dir(checkpoint_folder(out), False)
+    # its results.json would replace theirs
+    refuse_results_of_others(out, "sgdlab parle")
     path = make_output_dir(out) / CLAIM_FILE
     text = _process_note("started", claim=secrets.token_hex(8))
     try:
@@ -441,7 +479,7 @@ def run_from_config(cfg: dict[str, Any], *, mode: str, out: str | Path | None = 
                     checkpoint_every: int | None = None, claimed: bool = False,
                     progress: Callable[[int, int, float], None] | None = None):
     """Build and run a replica config in ``mode``; rank 0 (or the in-process run) writes
-    ``out/master.pt`` and ``out/result.json``. With ``out``, checkpoints go to
+    ``out/master.pt``, ``out/results.json`` and its figures. With ``out``, checkpoints go to
     ``out/checkpoints`` every ``checkpoint_every`` rounds (default: the config's
     ``checkpoint_every``, else 10); ``resume`` continues from them. A new run takes ``out``
     first (:func:`claim_out`; ``claimed``: its launcher has) and frees it when it fails before
@@ -524,10 +562,12 @@ def _recorded_config(cfg: dict[str, Any]) -> dict[str, Any]:
 
 
 def _write_outputs(res, o: Path, mode: str, parle: ParleConfig, store: Any) -> None:
-    """``master.pt`` and ``result.json`` in ``o``; then the run is complete in ``store``."""
+    """``master.pt``, ``results.json`` and the figures (:func:`_draw_figures`) in ``o``; then
+    the run is complete in ``store``."""
     o.mkdir(parents=True, exist_ok=True)
     with replaced_whole(o / REPLICA_MASTER) as tmp:
         torch.save(res.master.state_dict(), tmp)
+    figures = _draw_figures(res, o)
     write_atomic(o / REPLICA_RESULT, {
         "status": res.status, "message": res.message, "mode": mode, "run_id": res.run_id,
         # the store that holds the run: the folder stands for it (sgdlab runs, measure)
@@ -538,7 +578,36 @@ def _write_outputs(res, o: Path, mode: str, parle: ParleConfig, store: Any) -> N
         store.complete_run(res.run_id, res.status, summary={**res.final, "status": res.status},
                            message=res.message,
                            artifacts=[("model", (o / REPLICA_MASTER).resolve()),
-                                      ("results", (o / REPLICA_RESULT).resolve())])
+                                      ("results", (o / REPLICA_RESULT).resolve())]
+                           + [("figure", f.resolve()) for f in figures])
+
+
+def _draw_figures(res, o: Path) -> list[Path]:
+    """The master's learning curves (``learning_curves.png``: its train and test loss and
+    accuracy against steps, rounds · L) and, when instruments logged series, their panels
+    (``instruments.png``), drawn by ``sgdlab train``'s functions. A figure that cannot be
+    drawn is a warning: it must not lose a finished run."""
+    drawn = []
+    try:
+        import matplotlib.pyplot as plt
+
+        from ..atomic import save_figure
+        from ..report.figures.training import instrument_panels, learning_curves
+
+        title = f"parle ({res.run_id or 'unrecorded'}, {res.status})"
+        fig = learning_curves(res.history, title=title)
+        drawn.append(save_figure(fig, o / REPLICA_FIGURE, dpi=120))
+        plt.close(fig)
+        # Parle's own series (the replicas' loss, γ, ρ, lr) are no instruments
+        measured = {k: v for k, v in res.history.items()
+                    if k not in ("replica_loss", "gamma", "rho", "lr")}
+        fig = instrument_panels(measured, title=f"{title}: instruments")
+        if fig is not None:
+            drawn.append(save_figure(fig, o / REPLICA_INSTRUMENTS, dpi=110))
+            plt.close(fig)
+    except Exception as e:
+        print(f"sgdlab: warning: could not draw the run's figures: {e}", file=sys.stderr)
+    return drawn
 
 
 def report(res, *, out: str | Path | None, processes: int | None = None,
@@ -568,7 +637,8 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m sgdlab.train.distributed",
         description="One Parle replica per process (launch with torchrun).")
     p.add_argument("config", help="replica run config (YAML or JSON)")
-    p.add_argument("--out", default=None, help="directory for master.pt and result.json")
+    p.add_argument("--out", default=None,
+                   help="directory for master.pt, results.json and learning_curves.png")
     p.add_argument("--backend", default="auto", choices=["auto", "gloo", "nccl"],
                    help="distributed backend (default: nccl with CUDA, else gloo)")
     p.add_argument("--timeout", type=float, default=60.0,

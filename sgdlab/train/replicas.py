@@ -411,7 +411,7 @@ def _float_buffers(model: nn.Module) -> list[Tensor]:
 STEP_INSTRUMENTS = ("noise_magnitude", "batch_statistics")
 
 
-def _master_instruments(callbacks: Any, model: nn.Module, data: Any
+def master_instruments(callbacks: Any, model: nn.Module, data: Any
                         ) -> list[MeasurementCallback]:
     """The callbacks as instruments of the master: measurements of a model at a point
     (:class:`~sgdlab.train.callbacks.MeasurementCallback`), each checked on ``model`` and
@@ -554,7 +554,7 @@ class _ReplicaTraining:
         self.classification = getattr(data, "task", "classification") == "classification"
         self._processes(mode, communicator)
         self._build_workers(model, data, x_all, y_all)
-        self.instruments = _master_instruments(callbacks, model, data)
+        self.instruments = master_instruments(callbacks, model, data)
         self.rounds = self._length(rounds, epochs, grad_evals)
 
         self.eval_sets = evaluation_sets(data, eval_subset, _seed(cfg.seed, 0, 3), dev)

@@ -126,7 +126,7 @@ def test_a_resume_while_the_run_is_still_trained_is_refused_naming_its_process(t
         holder.kill()
         holder.wait()
     assert main(inproc + ["--resume"]) == 0
-    assert json.loads((out / "result.json").read_text())["final"]["rounds"] == 2
+    assert json.loads((out / "results.json").read_text())["final"]["rounds"] == 2
 
 
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc")
@@ -301,7 +301,7 @@ def test_measure_rebuilds_the_master_of_a_replica_run_from_its_record(tmp_path, 
     cfg.write_text(json.dumps({**CONFIG, "parle": {**CONFIG["parle"], "batch_size": 16},
                                "dtype": "float64", "seed": 3, "store": str(store)}))
     assert main(["parle", str(cfg), "--out", str(out)]) == 0
-    run_id = json.loads((out / "result.json").read_text())["run_id"]
+    run_id = json.loads((out / "results.json").read_text())["run_id"]
     for target in (run_id[:12], str(out / "master.pt")):       # what the folder finds
         assert _locate(target, str(store))[1:3] == (out / "master.pt", run_id)
     capsys.readouterr()
@@ -463,7 +463,7 @@ def test_a_replica_config_takes_the_master_s_buffer_rule_and_names_a_wrong_one(t
     cfg.write_text(json.dumps({**CONFIG, "model": model,
                                "parle": {**CONFIG["parle"], "master_buffers": "recompute"}}))
     assert main(["parle", str(cfg), "--out", str(tmp_path / "out")]) == 0
-    result = json.loads((tmp_path / "out" / "result.json").read_text())
+    result = json.loads((tmp_path / "out" / "results.json").read_text())
     assert result["parle"]["master_buffers"] == "recompute"
     cfg.write_text(json.dumps({**CONFIG, "parle": {**CONFIG["parle"], "master_buffers": "x"}}))
     assert main(["parle", str(cfg)]) == 2
@@ -485,7 +485,7 @@ def test_a_run_without_a_store_in_its_config_is_recorded_in_the_default_store(
     assert main(["parle", str(cfg), "--mode", "inprocess", "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     (run,) = RunStore(tmp_store).list_runs()
-    assert json.loads((out / "result.json").read_text())["store"] == str(tmp_store.resolve())
+    assert json.loads((out / "results.json").read_text())["store"] == str(tmp_store.resolve())
     assert f"run {run['id']} in the run store {tmp_store} (sgdlab runs show" in printed
     assert main(["measure", str(out), "--what", "hessian", "--k", "1", "--probes", "2",
                  "--out", str(tmp_path / "m")]) == 0, capsys.readouterr().err
@@ -730,3 +730,47 @@ def test_set_overrides_a_key_of_the_replica_config_in_both_modes(tmp_path, capsy
     assert capsys.readouterr().out.rstrip().endswith(" --set rounds=3")
     assert main(["parle", str(cfg), "--set", "parle.lrr=1"]) == 2
     assert "unknown Parle config key(s) lrr (did you mean lr?)" in capsys.readouterr().err
+
+
+def test_out_holds_results_json_and_learning_curves_as_sgdlab_train_names_them(tmp_path,
+                                                                                capsys):
+    """``--out`` gets ``results.json`` and ``learning_curves.png`` (``sgdlab train``'s names
+    and plot), and ``instruments.png`` with the config's ``measure`` instruments, whose
+    series (every counts rounds) are in results.json; a folder of an older run, whose file
+    is ``result.json``, is still read (``sgdlab measure``)."""
+    from PIL import Image
+
+    cfg, out = tmp_path / "c.json", tmp_path / "out"
+    cfg.write_text(json.dumps({**CONFIG, "rounds": 3, "eval_every": 1,
+                               "measure": [{"name": "hessian", "every": 2, "k": 1}]}))
+    assert main(["parle", str(cfg), "--out", str(out)]) == 0, capsys.readouterr().err
+    assert not (out / "result.json").exists()
+    result = json.loads((out / "results.json").read_text())
+    assert [s for s, _ in result["history"]["hess/top_1"]] == [0, 4]      # rounds 0 and 2
+    for name in ("learning_curves.png", "instruments.png"):
+        with Image.open(out / name) as im:
+            assert im.size[0] > 100
+    (out / "results.json").rename(out / "result.json")
+    capsys.readouterr()
+    assert main(["measure", str(out), "--what", "hessian", "--k", "1", "--probes", "2",
+                 "--out", str(tmp_path / "m")]) == 0, capsys.readouterr().err
+    assert json.loads((tmp_path / "m" / "measurements.json").read_text())["run_id"] == (
+        result["run_id"])
+
+
+def test_a_measure_item_parle_cannot_take_is_refused_before_any_process_starts(tmp_path,
+                                                                               capsys):
+    cfg = tmp_path / "c.json"
+    for item, message in (
+            ({"name": "noise_magnitude", "every": 1},
+             "measure[0] (noise_magnitude) cannot measure a replica run"),
+            ({"name": "hessian", "evry": 1}, "measure[0]"),
+            ({"name": "hessian", "log_points": 3}, "needs 'rounds'")):
+        cfg.write_text(json.dumps({**{k: v for k, v in CONFIG.items() if k != "rounds"},
+                                   "epochs": 1, "measure": [item]}))
+        for mode in ("inprocess", "distributed"):
+            assert main(["parle", str(cfg), "--mode", mode,
+                         "--out", str(tmp_path / "out")]) == 2
+            err = capsys.readouterr().err
+            assert message in err, err
+    assert not (tmp_path / "out").exists()

@@ -389,7 +389,7 @@ def test_a_finished_parle_run_starts_a_run_from_its_master(tmp_path, capsys):
                                "parle": {"replicas": 2, "L": 2}, "rounds": 2,
                                "store": str(store)}))
     assert main(["parle", str(cfg), "--out", str(out)]) == 0, capsys.readouterr().err
-    rid = json.loads((out / "result.json").read_text())["run_id"]
+    rid = json.loads((out / "results.json").read_text())["run_id"]
     master = torch.load(out / "master.pt", weights_only=True)
     train_cfg = {"name": "from-master",
                  "data": {"name": "digits", "options": {"flatten": True, "n_train": 64}},

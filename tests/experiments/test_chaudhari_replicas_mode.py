@@ -107,7 +107,7 @@ def test_a_distributed_run_has_the_in_process_run_s_summary_and_rows(tmp_path, m
 
 
 class CrashedLaunch:
-    """``sgdlab parle`` whose replica 1 died: it says so and exits 1, with no result.json
+    """``sgdlab parle`` whose replica 1 died: it says so and exits 1, with no results.json
     (the fail-fast itself: ``tests/train/test_distributed_parle.py``)."""
 
     def __init__(self, cmd, stdout, **kw):

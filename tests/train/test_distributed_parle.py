@@ -122,7 +122,7 @@ def test_distributed_gloo_processes_equal_inprocess(tmp_path, world, tmp_store):
             assert torch.equal(dist_master[k], ref[k]), k
         else:           # same iterates; only the all-reduce's summation order may differ
             assert torch.allclose(dist_master[k], ref[k], atol=1e-12, rtol=0), k
-    summary = json.loads((tmp_path / "dist" / "result.json").read_text())
+    summary = json.loads((tmp_path / "dist" / "results.json").read_text())
     assert summary["final"]["grad_evals"] == 12 == res.grad_evals
     got = [v for _, v in summary["history"]["replica_loss"]]
     assert got == pytest.approx([v for _, v in res.history["replica_loss"]], rel=1e-12)
@@ -144,7 +144,7 @@ def test_distributed_batch_norm_master_is_evaluated_as_in_process(tmp_path, mast
     for p in procs:
         p.join(60)
     assert [p.exitcode for p in procs] == [0, 0], [read(l)[-2000:] for l in logs]
-    history = json.loads((tmp_path / "dist" / "result.json").read_text())["history"]
+    history = json.loads((tmp_path / "dist" / "results.json").read_text())["history"]
     assert [s for s, _ in history["test_loss"]] == [0, 3, 6, 9]
     for k in ("test_loss", "train_loss"):
         assert [v for _, v in history[k]] == pytest.approx([v for _, v in res.history[k]],
@@ -209,7 +209,7 @@ def test_distributed_checkpoint_resume_equals_uninterrupted(tmp_path):
     ref = res.master.state_dict()
     for k in ref:
         assert torch.equal(dist_master[k], ref[k]), k
-    summary = json.loads((out / "result.json").read_text())
+    summary = json.loads((out / "results.json").read_text())
     assert summary["final"]["grad_evals"] == res.grad_evals
     got = [v for _, v in summary["history"]["replica_loss"]]
     assert got == pytest.approx([v for _, v in res.history["replica_loss"]], rel=1e-12)
@@ -219,7 +219,7 @@ def test_distributed_checkpoint_resume_equals_uninterrupted(tmp_path):
 
 def test_a_diverged_run_prints_and_writes_strict_json(tmp_path, capsys):
     """A NaN in the data makes the run diverge with a NaN training loss: the printed final
-    metrics and result.json hold null there (and the text says which values are not finite);
+    metrics and results.json hold null there (and the text says which values are not finite);
     an infinite gamma (Elastic-SGD's coupling) is written as "inf", which reads back."""
     from sgdlab.cli.main import main
     from sgdlab.cli.train import EXIT_DIVERGED
@@ -240,7 +240,7 @@ def test_a_diverged_run_prints_and_writes_strict_json(tmp_path, capsys):
     final = strict_loads("\n".join(lines[1:end + 1]))
     assert final["train_loss"] is None and isinstance(final["test_loss"], float)
     assert lines[end + 1] == "not finite (null in the JSON): train_loss"
-    result = strict_loads((out / "result.json").read_text())
+    result = strict_loads((out / "results.json").read_text())
     assert result["status"] == "diverged" and result["final"] == final
     assert result["history"]["train_loss"] == [[0, None], [0, None]]
     assert ParleConfig.from_dict(result["parle"]) == ParleConfig.from_dict(cfg["parle"])
@@ -399,7 +399,8 @@ def test_of_two_starts_into_one_free_folder_at_once_exactly_one_proceeds(tmp_pat
     assert len(started) == 1 and len(refused) == 1, (len(started), refused)
     assert refused[0].startswith(f"{out} already holds a parle run"), refused[0]
     assert sorted(p.name for p in out.iterdir()) == [
-        "checkpoints", "master.pt", "parle.json", "parle.lock", "result.json"]
+        "checkpoints", "learning_curves.png", "master.pt", "parle.json", "parle.lock",
+        "results.json"]
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["master.pt", "rank0.pt"]
 
 

@@ -800,7 +800,7 @@ def test_resuming_an_unrecorded_run_records_its_whole_history(tmp_path):
     assert [r["id"] for r in store.list_runs()] == [res.run_id]
     recorded = store.metrics(res.run_id)
     assert set(recorded) == set(res.history)
-    for key, points in res.history.items():     # what result.json holds
+    for key, points in res.history.items():     # what results.json holds
         assert recorded[key] == [(s, pytest.approx(v, rel=1e-6)) for s, v in points], key
     # every round, from the first (the record held rounds 3 to 5 alone)
     assert recorded["replica_loss"] == [(s, pytest.approx(v, rel=1e-6))
