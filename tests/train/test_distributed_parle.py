@@ -600,3 +600,66 @@ def test_a_loss_that_fails_on_the_outputs_is_refused_when_built(tmp_path, reques
     with pytest.raises(UserError, match=r"OneHotMSELoss fails on the model's outputs of shape "
                        r"\(2, 2\) with targets of shape \(2,\)"):
         build_run({**cfg, "model": {"name": "two-outputs"}, "loss": "mse"})
+
+
+def test_distributed_instruments_measure_the_master_on_rank_0_as_in_process(tmp_path):
+    """A config's ``measure`` instruments: rank 0 measures the master at the same round ends
+    (every counts rounds) and logs the in-process run's values into results.json; the
+    figures are drawn."""
+    cfg, path = write_problem(tmp_path, replicas=2, rounds=5)
+    cfg["model"]["batchnorm"] = True
+    cfg["measure"] = [{"name": "hessian", "every": 2, "k": 1, "tol": 1e-10}]
+    path.write_text(json.dumps(cfg))
+    res = run_from_config(cfg, mode="inprocess")
+    procs, logs = launch(tmp_path, 2, [str(path), "--out", str(tmp_path / "dist"),
+                                       "--timeout", "30"])
+    for p in procs:
+        p.join(60)
+    assert [p.exitcode for p in procs] == [0, 0], [read(l)[-2000:] for l in logs]
+    history = json.loads((tmp_path / "dist" / "results.json").read_text())["history"]
+    assert [s for s, _ in history["hess/top_1"]] == [0, 6, 12]
+    assert [v for _, v in history["hess/top_1"]] == pytest.approx(
+        [v for _, v in res.history["hess/top_1"]], rel=1e-9)
+    assert (tmp_path / "dist" / "instruments.png").is_file()
+    assert (tmp_path / "dist" / "learning_curves.png").is_file()
+
+
+FAILING_INSTRUMENT = '''
+from sgdlab.train.callbacks import MeasurementCallback
+from sgdlab.train.instruments import register_instrument
+
+
+def _fail(ctx):
+    if ctx.step:
+        raise RuntimeError("boom: this instrument fails")
+    return {"boom": 0.0}
+
+
+@register_instrument("boom")
+def boom(*, schedule):
+    return MeasurementCallback(_fail, schedule)
+'''
+
+
+def test_an_instrument_failing_on_rank_0_stops_every_rank_at_once(tmp_path):
+    """Rank 0 alone measures: its instrument's error stops it and, told in the same
+    round, every other rank, well before the collective's timeout (30 s)."""
+    plugin = tmp_path / "boom_instrument.py"
+    plugin.write_text(FAILING_INSTRUMENT)
+    cfg, path = write_problem(tmp_path, replicas=2, rounds=10**6)
+    cfg.update(plugins=[str(plugin)], measure=[{"name": "boom", "every": 3}])
+    path.write_text(json.dumps(cfg))
+    procs, logs = launch(tmp_path, 2, [str(path), "--timeout", "30"])
+    t0 = time.monotonic()
+    try:
+        for p in procs:
+            p.join(60)
+    finally:
+        reap(procs)
+    assert time.monotonic() - t0 < 20
+    # (rank 0: the exit status of an unexpected error, its traceback printed)
+    assert procs[0].exitcode not in (0, None) and procs[1].exitcode == 1, [
+        read(l)[-2000:] for l in logs]
+    assert "boom: this instrument fails" in read(logs[0]), read(logs[0])[-2000:]
+    assert "an instrument failed on rank 0 measuring the master after round 3" in read(
+        logs[1]), read(logs[1])[-2000:]
