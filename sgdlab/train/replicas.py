@@ -44,6 +44,14 @@ Conventions:
   statistics recomputed at x̄ by a train-mode pass over the whole training set, dropout off
   (:func:`sgdlab.train.loop.recompute_eval_statistics`; the authors' ``dry_feed``). Neither
   draws random numbers, so the training trajectory does not depend on the choice.
+- **Instruments** (``callbacks``, a replica config's ``measure``): measurements of a model at
+  a point (:class:`~sgdlab.train.callbacks.MeasurementCallback`: ``hessian``, ``sharpness``,
+  ...) of the master as it is evaluated — x̄ with its floating buffers as ``master_buffers``
+  says — at the round ends their schedule names: ``every``, ``start`` and ``at`` count
+  rounds (round 0: the initial weights, when the schedule includes it; the last round: the
+  final master). Their values are logged at step r · L into the run's series. Distributed,
+  rank 0 measures and then tells every rank in one all-reduce whether it failed, so all stop
+  in that round. An instrument's ``FloatingPointError`` ends the run as diverged.
 - **Divergence.** A non-finite mean replica loss ends the run with status ``"diverged"``
   (all processes see the same all-reduced value, so they stop together). A replica whose
   loss was not finite at any inner step reports NaN for the round, so the round takes no
