@@ -235,8 +235,8 @@ NOT_RECORDED = ("its config had no 'store': run it again with `store: PATH` adde
 
 def _locate_replica_run(folder: Path, store_path: str | None, rebuild: bool = True):
     """:func:`locate_run` for the ``--out`` folder of ``sgdlab parle`` (or a file in it): its run,
-    named in ``results.json`` (``result.json`` in an older folder), looked up in the run store (the one named there, or
-    ``store_path``), which holds the config."""
+    named in ``results.json`` (``result.json`` in an older folder), looked up in the run
+    store (the one named there, or ``store_path``), which holds the config."""
     from ..store.folders import recorded_run
     from ..store import RunStore, default_store_path
 
