@@ -92,8 +92,9 @@ from .callbacks import MeasurementCallback, TrainContext, callback_keys
 from .checkpoint import (changed_settings, load_checkpoint, rng_state, save_checkpoint,
                          set_rng_state)
 from .loop import (BatchStream, as_callbacks, check_callbacks, check_dataset, check_loss,
-                   evaluation_metrics, evaluation_sets, input_refusal, is_int, model_setting_changes, model_settings, open_writer,
-                   recompute_eval_statistics, record_abort, record_completion, steps_per_epoch)
+                   evaluation_metrics, evaluation_sets, input_refusal, is_int,
+                   model_setting_changes, model_settings, open_writer, recompute_eval_statistics,
+                   record_abort, record_completion, steps_per_epoch)
 
 __all__ = ["ParleConfig", "ReplicaResult", "ReplicaWorker", "train_replicas", "replica_shards",
            "replica_seeds"]
