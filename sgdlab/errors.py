@@ -81,6 +81,25 @@ def did_you_mean(name: object, choices) -> str:
     return f" (did you mean {close}?)" if close is not None else ""
 
 
+def name_spelling(name: str) -> str:
+    """What two spellings of a registered name share: case, surrounding space and ``-`` against
+    ``_`` aside (``Entropy-SGD`` and ``entropy_sgd``, ``Xing_Walk`` and ``xing-walk``)."""
+    return name.strip().lower().replace("_", "-")
+
+
+def registered_spelling(name: object, names) -> str | None:
+    """The one of ``names`` (a registry's keys, as registered and stored) that ``name`` spells
+    (:func:`name_spelling`), or None; the exact name first, so a registry's own spelling is
+    never looked further for."""
+    if not isinstance(name, str):
+        return None
+    if name in names:
+        return name
+    key = name_spelling(name)
+    hits = [n for n in names if name_spelling(n) == key]
+    return hits[0] if len(hits) == 1 else None
+
+
 def closest_name(name: object, choices) -> str | None:
     """The one of ``choices`` meant by a misspelled ``name`` (:func:`did_you_mean`), or None."""
     import difflib

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from sgdlab.data.registry import load_dataset
-from sgdlab.errors import warn
+from sgdlab.errors import name_spelling, registered_spelling, warn
 from sgdlab.measure.curvature import hessian_eigenpairs
 from sgdlab.measure.sharpness import (expected_sharpness, local_entropy, mean_loss,
                                       perturbed_evaluations)
@@ -81,3 +81,16 @@ def test_a_direct_warning_names_this_line():
         warn("a message", RuntimeWarning)
     assert [(m.filename, m.category, str(m.message)) for m in w] == [
         (__file__, RuntimeWarning, "a message")]
+
+
+def test_registered_spelling_finds_the_registered_name_in_either_spelling():
+    names = ["entropy_sgd", "random-lr-sgd", "sgd"]
+    assert registered_spelling("entropy-sgd", names) == "entropy_sgd"
+    assert registered_spelling(" Random_LR_SGD ", names) == "random-lr-sgd"
+    assert registered_spelling("sgd", names) == "sgd"
+    assert registered_spelling("entropysgd", names) is None        # the separator is needed
+    assert registered_spelling(None, names) is None
+    # two names one spelling apart: the exact one, else neither (no guess between them)
+    assert registered_spelling("a_b", ["a_b", "a-b"]) == "a_b"
+    assert registered_spelling("A_B", ["a_b", "a-b"]) is None
+    assert name_spelling("Xing_Walk") == "xing-walk"

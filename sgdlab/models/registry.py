@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..errors import UserError, did_you_mean
+from ..errors import UserError, did_you_mean, name_spelling, registered_spelling
 from .modes import eval_mode
 
 Builder = Callable[..., nn.Module]
@@ -102,7 +102,7 @@ def _lookup(name: str) -> ModelInfo:
         raise UserError(f"A model name must be a string, got {type(name).__name__} "
                         f"{name!r}{hint}")
     try:
-        key = name.strip().lower().replace("_", "-")
+        key = registered_spelling(name, MODELS) or name_spelling(name)
         if key not in MODELS:  # "vgg16" / "resnet56" / "zhu-lenet" spelled without a hyphen
             key = {k.replace("-", ""): k for k in MODELS}.get(key.replace("-", ""), key)
         return MODELS[key]
