@@ -9,8 +9,10 @@ from .registry import (
     build_optimizer,
     build_optimizer_for,
     build_schedule,
+    optimizer_name,
     register_optimizer,
     register_schedule,
+    schedule_name,
 )
 
 # Every module in this package registers its optimizers/schedules on import.
@@ -19,4 +21,5 @@ for _m in _pkgutil.iter_modules(__path__):
         _importlib.import_module(f"{__name__}.{_m.name}")
 
 __all__ = ["OPTIMIZERS", "SCHEDULES", "build_optimizer", "build_optimizer_for",
-           "build_schedule", "gradient_step_size", "register_optimizer", "register_schedule"]
+           "build_schedule", "gradient_step_size", "optimizer_name", "register_optimizer",
+           "register_schedule", "schedule_name"]

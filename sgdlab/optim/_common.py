@@ -9,6 +9,7 @@ from contextlib import contextmanager
 import torch
 from torch import Tensor
 
+from ..errors import registered_spelling
 from .registry import OPTIMIZERS
 
 
@@ -69,11 +70,13 @@ def is_whole(value) -> bool:
 
 def check_plain_optimizer(role: str, name: str, exclude: tuple[str, ...]) -> None:
     """``name`` must be registered, not in ``exclude`` and a plain optimizer (no model, no
-    closure), as the inner optimizer of a wrapper; ValueError naming ``role`` otherwise."""
-    if name not in OPTIMIZERS or name in exclude:
+    closure), as the inner optimizer of a wrapper; ValueError naming ``role`` otherwise.
+    ``name`` is matched in either spelling (``-`` or ``_``), as build_optimizer matches it."""
+    key = registered_spelling(name, OPTIMIZERS)
+    if key is None or key in exclude:
         raise ValueError(f"Invalid {role} optimizer {name!r}; known: "
                          f"{', '.join(sorted(OPTIMIZERS))}")
-    cls = OPTIMIZERS[name]
+    cls = OPTIMIZERS[key]
     if getattr(cls, "needs_model", False) or getattr(cls, "needs_closure", False):
         raise ValueError(f"Invalid {role} optimizer {name!r}: must be a plain optimizer")
 

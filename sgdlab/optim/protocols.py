@@ -446,7 +446,12 @@ def counts_epochs(name: str, hyper: dict[str, Any]) -> bool:
     """Whether schedule ``name`` with ``hyper`` reads epochs as a fixed ``steps_per_epoch``
     steps (``cosine-cyclic``, ``step``, ``trapezoid``, ``triangular`` with
     ``step_size_epochs`` or ``per: epoch``): with a batch-size schedule that changes the steps
-    per epoch it would count epochs wrongly, so the builders refuse that pairing."""
+    per epoch it would count epochs wrongly, so the builders refuse that pairing. ``name`` is
+    matched in either spelling (``cosine_cyclic``), as :func:`build_schedule` matches it."""
+    from ..errors import registered_spelling
+    from .registry import SCHEDULES
+
+    name = registered_spelling(name, SCHEDULES) or name
     if name in ("cosine-cyclic", "step", "trapezoid"):
         return True
     if name == "polynomial-decay":

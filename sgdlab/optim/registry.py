@@ -2,7 +2,10 @@
 
 Each optimizer module registers its class with ``@register_optimizer("name")``;
 ``build_optimizer(name, params, **hyper)`` then builds it. torch.optim's own SGD, Adam and
-RMSprop are registered here.
+RMSprop are registered here. A name is matched as models' and datasets' are, case and ``-``
+against ``_`` aside (``entropy-sgd`` is ``entropy_sgd``, ``cosine_cyclic`` is
+``cosine-cyclic``); :func:`optimizer_name` and :func:`schedule_name` give the registered
+spelling, the one run configs store.
 """
 from __future__ import annotations
 
@@ -12,7 +15,7 @@ from typing import Any
 
 import torch
 
-from ..errors import did_you_mean
+from ..errors import did_you_mean, name_spelling, registered_spelling
 
 OPTIMIZERS: dict[str, Callable[..., torch.optim.Optimizer]] = {
     "sgd": torch.optim.SGD,
@@ -27,20 +30,37 @@ def _registrar(table: dict[str, Any], what: str, name: str):
     def deco(obj):
         if name in table and table[name] is not obj:
             raise ValueError(f"{what} name {name!r} registered twice")
+        # names are looked up spelling-blind (_resolve): two names one spelling apart would
+        # make that lookup ambiguous
+        twin = [n for n in table if n != name and name_spelling(n) == name_spelling(name)]
+        if twin:
+            raise ValueError(f"{what} name {name!r} is another spelling of {twin[0]!r}")
         table[name] = obj
         return obj
     return deco
 
 
-def _lookup(table: dict[str, Any], what: str, name: str) -> Any:
-    try:
-        return table[name]
-    except KeyError:
+def _resolve(table: dict[str, Any], what: str, name: str) -> str:
+    """The registered spelling of ``name`` in ``table``; ValueError for an unknown name."""
+    if not isinstance(name, str):           # a list, a dict, None
+        raise ValueError(f"{what} name must be a string, got {name!r}")
+    key = registered_spelling(name, table)
+    if key is None:
         raise ValueError(
             f"Unknown {what} {name!r}{did_you_mean(name, table)}; known: "
-            f"{', '.join(sorted(table))}") from None
-    except TypeError:                       # an unhashable name (a list, a dict)
-        raise ValueError(f"{what} name must be a string, got {name!r}") from None
+            f"{', '.join(sorted(table))}")
+    return key
+
+
+def optimizer_name(name: str) -> str:
+    """The registered spelling of optimizer ``name`` (``entropy_sgd`` for ``entropy-sgd``);
+    ValueError naming the closest one for an unknown name."""
+    return _resolve(OPTIMIZERS, "optimizer", name)
+
+
+def schedule_name(name: str) -> str:
+    """The registered spelling of schedule ``name`` (``cosine-cyclic`` for ``cosine_cyclic``)."""
+    return _resolve(SCHEDULES, "schedule", name)
 
 
 def _check_options(what: str, name: str, fn: Callable, given: dict[str, Any],
@@ -64,7 +84,8 @@ def register_optimizer(name: str):
 
 
 def build_optimizer(name: str, params, **hyper: Any) -> torch.optim.Optimizer:
-    cls = _lookup(OPTIMIZERS, "optimizer", name)
+    name = optimizer_name(name)
+    cls = OPTIMIZERS[name]
     _check_options("optimizer", name, cls.__init__ if inspect.isclass(cls) else cls, hyper,
                    ("self", "params"))
     return cls(params, **hyper)
@@ -79,7 +100,7 @@ def needs_model(cls) -> bool:
 def build_optimizer_for(name: str, model, *, loss_fn=None, data=None, **hyper: Any):
     """Build optimizer ``name`` over ``model``'s trainable parameters, passing the model,
     loss and estimation data to optimizers that need them."""
-    cls = OPTIMIZERS.get(name)
+    cls = OPTIMIZERS.get(registered_spelling(name, OPTIMIZERS) or "")
     if cls is not None and needs_model(cls):
         hyper = {"model": model, "loss_fn": loss_fn, "data": data, **hyper}
     params = [p for p in model.parameters() if p.requires_grad]
@@ -99,7 +120,8 @@ def register_schedule(name: str):
 
 
 def build_schedule(name: str, optimizer, *, steps_per_epoch: int, total_steps: int, **hyper: Any):
-    factory = _lookup(SCHEDULES, "schedule", name)
+    name = schedule_name(name)
+    factory = SCHEDULES[name]
     _check_options("schedule", name, factory, hyper,
                    ("optimizer", "steps_per_epoch", "total_steps"))
     return factory(optimizer, steps_per_epoch=steps_per_epoch, total_steps=total_steps, **hyper)

@@ -3,7 +3,11 @@ with the closest spelling and the valid ones (as configs report it), not a bare 
 import pytest
 import torch
 
-from sgdlab.optim import build_optimizer, build_schedule
+from sgdlab.optim import (OPTIMIZERS, SCHEDULES, build_optimizer, build_optimizer_for,
+                          build_schedule, optimizer_name, register_optimizer, schedule_name)
+from sgdlab.optim.entropy_sgd import EntropySGD
+from sgdlab.optim.gld import StructuredNoiseGD
+from sgdlab.optim.protocols import counts_epochs
 
 
 def _params():
@@ -25,7 +29,7 @@ def test_a_misspelled_optimizer_or_argument_is_named(name, hyper, message):
 
 
 @pytest.mark.parametrize("name, meant", [
-    ("EntropySGD", "entropy_sgd"), ("Entropy-SGD", "entropy_sgd"),
+    ("EntropySGD", "entropy_sgd"), ("EntropySDG", "entropy_sgd"),
     ("RandomLRSGD", "random-lr-sgd"), ("TrivializedSGD", "trivialized"),
 ])
 def test_a_class_or_paper_spelling_of_an_optimizer_gets_its_registry_name(name, meant):
@@ -59,3 +63,70 @@ def test_right_arguments_still_build():
         opt.step()
         sched.step()
     assert opt.param_groups[0]["lr"] == pytest.approx(0.05)
+
+
+@pytest.mark.parametrize("name, registered", [
+    ("entropy-sgd", "entropy_sgd"), ("Entropy-SGD", "entropy_sgd"),
+    ("entropy_adam", "entropy_adam"),
+    ("entropy-adam", "entropy_adam"), ("random_lr_sgd", "random-lr-sgd"),
+    ("gld_const", "gld-const"), (" GD_Isotropic ", "gd-isotropic"), ("sgd", "sgd"),
+])
+def test_an_optimizer_is_named_with_hyphens_or_underscores(name, registered):
+    # the registry mixes entropy_sgd with random-lr-sgd and gld-*: either spelling is one name
+    assert optimizer_name(name) == registered
+    assert registered in OPTIMIZERS
+
+
+def test_build_optimizer_takes_the_other_spelling_and_checks_its_options():
+    opt = build_optimizer("entropy-sgd", _params(), lr=1.0, L=2, gamma=0.5)
+    assert isinstance(opt, EntropySGD)
+    assert opt.param_groups[0]["gamma"] == 0.5
+    with pytest.raises(ValueError, match="optimizer 'entropy_sgd' has no option 'gama'"):
+        build_optimizer("entropy-sgd", _params(), lr=1.0, gama=1.0)
+
+
+def test_build_optimizer_for_passes_the_model_under_either_spelling():
+    # gld-diagonal draws its noise from the model and data: build_optimizer_for looked the
+    # name up exactly, and passed them only to the registered spelling
+    model = torch.nn.Linear(2, 1)
+    x, y = torch.randn(8, 2), torch.randn(8, 1)
+    opt = build_optimizer_for("gld_diagonal", model, loss_fn=torch.nn.MSELoss(), data=(x, y),
+                              lr=0.1, noise_batch_size=4)
+    assert isinstance(opt, StructuredNoiseGD) and opt.noise_kind == "diagonal"
+
+
+def test_the_wrappers_inner_optimizer_takes_either_spelling():
+    opt = build_optimizer("switch", _params(), first="random_lr_sgd", second="SGD",
+                          switch_step=1, first_hyper={"lr": 0.1}, second_hyper={"lr": 0.1})
+    assert type(opt.first).__name__ == "RandomLRSGD"
+    with pytest.raises(ValueError, match="Invalid first optimizer 'Switch'"):
+        build_optimizer("switch", _params(), first="Switch", second="sgd", switch_step=1)
+
+
+@pytest.mark.parametrize("name, registered, hyper", [
+    ("cosine_cyclic", "cosine-cyclic", {"period": 2}),
+    ("Polynomial_Decay", "polynomial-decay", {"power": 0.5}),
+    ("step", "step", {"every": 1}),
+])
+def test_a_schedule_is_named_with_hyphens_or_underscores(name, registered, hyper):
+    assert schedule_name(name) == registered
+    opt = torch.optim.SGD(_params(), lr=0.1)
+    build_schedule(name, opt, steps_per_epoch=2, total_steps=4, **hyper)
+    # the epoch-counting schedules are told apart by name: the other spelling is one of them
+    assert counts_epochs(name, {}) == counts_epochs(registered, {})
+    assert counts_epochs("cosine_cyclic", {})
+
+
+def test_an_unknown_name_still_gets_the_closest_one():
+    with pytest.raises(ValueError, match=r"Unknown optimizer 'entropy-sdg' \(did you mean "
+                                         r"entropy_sgd\?\)"):
+        build_optimizer("entropy-sdg", _params(), lr=0.1)
+    with pytest.raises(ValueError, match="optimizer name must be a string, got None"):
+        optimizer_name(None)
+
+
+def test_a_name_one_spelling_from_a_registered_one_is_refused():
+    # lookups ignore the spelling: entropy-sgd beside entropy_sgd would make them ambiguous
+    with pytest.raises(ValueError, match="'entropy-sgd' is another spelling of 'entropy_sgd'"):
+        register_optimizer("entropy-sgd")(torch.optim.SGD)
+    assert "entropy-sgd" not in OPTIMIZERS and "cosine_cyclic" not in SCHEDULES
