@@ -36,7 +36,7 @@ from typing import Annotated, Any, Literal, NamedTuple
 from pydantic import BeforeValidator, Field, ValidationError, WithJsonSchema
 
 from ..errors import (SEED_LIMIT, ConfigError, DataError, UserError, check_config_kind,
-                      did_you_mean)
+                      did_you_mean, registered_spelling)
 from ..losses import LOSSES, build_loss
 from .schema import (OpenSection, Section, config_error, invalid, join, plain_data, problems,
                      unknown_key, validate)
@@ -146,13 +146,15 @@ class ModelSection(Section):
 class OptimizerSection(OpenSection):
     """A registered optimizer's name and its hyper-parameters (lr, momentum, ...)."""
 
-    name: str = Field(description="a registered optimizer (sgd, adam, entropy_sgd, ...)")
+    name: str = Field(description="a registered optimizer (sgd, adam, entropy_sgd, ...; - and _ "
+                                  "alike, stored as registered)")
 
 
 class ScheduleSection(OpenSection):
     """A learning-rate schedule's name and arguments; stepped once per optimizer step."""
 
-    name: str = Field("constant", description="a registered learning-rate schedule")
+    name: str = Field("constant", description="a registered learning-rate schedule (- and _ "
+                                              "alike, stored as registered)")
 
 
 class TrainSection(Section):
@@ -343,6 +345,20 @@ def _registered_name(path: str, sec: dict[str, Any], registry, what: str, errors
     return name
 
 
+def _spelt_name(path: str, sec: dict[str, Any], registry, what: str,
+                errors: list[str]) -> str | None:
+    """As :func:`_registered_name`, for a registry whose names are matched in either spelling
+    (``entropy-sgd`` for ``entropy_sgd``: optimizers, schedules); the section's name becomes
+    the registered spelling, so that the stored config, and a run key or comparison made
+    from it, is the same whichever spelling the config used."""
+    name = registered_spelling(sec["name"], registry)
+    if name is None:
+        errors.append(_unknown_name(join(path, "name"), sec["name"], registry, what))
+        return None
+    sec["name"] = name
+    return name
+
+
 def _key_named(message: str, keys: list[str]) -> str | None:
     """The one key of ``keys`` that an optimizer's or schedule's error message speaks of."""
     low = message.lower()
@@ -417,7 +433,7 @@ def _check_optimizer(path: str, sec: dict[str, Any], errors: list[str]) -> None:
     from ..optim import OPTIMIZERS
     from ..optim.registry import needs_model
 
-    name = _registered_name(path, sec, OPTIMIZERS, "optimizer", errors)
+    name = _spelt_name(path, sec, OPTIMIZERS, "optimizer", errors)
     if name is None:
         return
     cls = OPTIMIZERS[name]
@@ -437,7 +453,7 @@ def _check_schedule(path: str, sec: dict[str, Any], errors: list[str]) -> None:
 
     from ..optim import SCHEDULES, build_schedule
 
-    name = _registered_name(path, sec, SCHEDULES, "schedule", errors)
+    name = _spelt_name(path, sec, SCHEDULES, "schedule", errors)
     if name is None:
         return
     params, var_kw = _schedule_params(name)
@@ -861,6 +877,17 @@ def _by_name(section: dict[str, Any], entries: dict[str, tuple[dict[str, Any], b
     section["allOf"] = rules
 
 
+def _both_spellings(entries: dict[str, Any]) -> dict[str, Any]:
+    """``entries`` with each name also under its other spelling (``-`` for ``_`` and back):
+    the validator accepts both (:func:`sgdlab.errors.registered_spelling`), so the schema
+    does."""
+    out = dict(entries)
+    for n, v in entries.items():
+        for other in (n.replace("_", "-"), n.replace("-", "_")):
+            out.setdefault(other, v)
+    return out
+
+
 def json_schema() -> dict[str, Any]:
     """The run config's JSON Schema (draft 2020-12): the fixed structure from
     :class:`RunConfig`, plus the registered names and each one's arguments, so an editor
@@ -872,15 +899,15 @@ def json_schema() -> dict[str, Any]:
 
     schema = RunConfig.model_json_schema()
     defs = schema["$defs"]
-    _by_name(defs["OptimizerSection"], {n: _optimizer_params(n) for n in OPTIMIZERS},
+    _by_name(defs["OptimizerSection"],
+             _both_spellings({n: _optimizer_params(n) for n in OPTIMIZERS}),
              ranges={k: {"minimum": 0} for k in _NON_NEGATIVE})
-    _by_name(defs["ScheduleSection"], {n: _schedule_params(n) for n in SCHEDULES})
+    _by_name(defs["ScheduleSection"], _both_spellings({n: _schedule_params(n) for n in SCHEDULES}))
     inst = {n: ((instrument_params(n) or {}), instrument_params(n) is None)
             for n in instruments()}
     _by_name(defs["MeasureItem"], inst, fixed=("name",) + _SCHEDULE_KEYS,
              nullable=lambda n: _nullable(instruments()[n]))
-    data = {n: (dataset_options(n), False) for n in DATASETS}
-    data.update({n.replace("_", "-"): data[n] for n in DATASETS if "_" in n})  # both spellings
+    data = _both_spellings({n: (dataset_options(n), False) for n in DATASETS})
     _by_name(defs["DataSection"], data, under="options")
     _by_name(defs["ModelSection"], {n: (describe(n).options, False) for n in MODELS},
              under="options")

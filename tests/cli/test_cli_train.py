@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 from sgdlab.cli.main import main
 from sgdlab.cli.train import EXIT_DIVERGED
@@ -256,6 +257,26 @@ def test_another_optimizer_by_name_says_the_sections_other_keys_were_kept(tmp_pa
                  "train.batch_size=0", "--store", str(tmp_path / "s.sqlite")]) == 2
     err = capsys.readouterr().err
     assert "train.batch_size" in err and "keeps the config's" not in err
+
+
+def test_set_optimizer_name_takes_either_spelling_and_stores_the_registered_one(tmp_path,
+                                                                              capsys):
+    # entropy_sgd is spelt with _ among random-lr-sgd and gld-*: --set of entropy-sgd was
+    # refused with "did you mean entropy_sgd?"
+    assert main(["train", "digits-mlp", "--set", "optimizer={name: entropy-sgd, lr: 0.1}",
+                 "--set", "schedule={name: cosine_cyclic, period: 2}", "--print-config"]) == 0
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert printed["optimizer"]["name"] == "entropy_sgd"
+    assert printed["schedule"] == {"name": "cosine-cyclic", "period": 2}
+    cfg = tmp_path / "tiny.yaml"
+    cfg.write_text(TINY.replace("epochs: 6", "epochs: 1"))
+    store_path = tmp_path / "s.sqlite"
+    assert main(["train", str(cfg), "--store", str(store_path), "--set",
+                 "optimizer={name: Random_LR_SGD, lr: 0.05}"]) == 0
+    (run,) = RunStore(store_path).list_runs()
+    assert run["config"]["optimizer"]["name"] == "random-lr-sgd"
+    saved = yaml.safe_load((tmp_path / run["id"] / "config.yaml").read_text())
+    assert saved["optimizer"]["name"] == "random-lr-sgd"
 
 
 def test_an_experiment_given_to_train_names_the_command_that_runs_it(tmp_path, capsys,

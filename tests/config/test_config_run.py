@@ -104,6 +104,32 @@ def test_bad_values_name_their_key(override, message):
     assert message in config_errors(apply_overrides(TINY, [override]))
 
 
+@pytest.mark.parametrize("spelt, registered", [
+    ("entropy-sgd", "entropy_sgd"), ("Entropy_SGD", "entropy_sgd"),
+    ("entropy-adam", "entropy_adam"), ("random_lr_sgd", "random-lr-sgd"), ("entropy_sgd", "entropy_sgd"),
+])
+def test_an_optimizer_of_either_spelling_is_stored_as_registered(spelt, registered):
+    # entropy_sgd beside random-lr-sgd: a config spelling one like the other was refused;
+    # the stored config (and what is compared, resumed, keyed from it) has the registered name
+    raw = {**TINY, "optimizer": {"name": spelt, "lr": 0.1}}
+    cfg = validate_config(raw)
+    assert cfg["optimizer"] == {"name": registered, "lr": 0.1}
+    assert validate_config({**TINY, "optimizer": {"name": registered, "lr": 0.1}}) == cfg
+    assert validate_config(cfg) == cfg
+    assert raw["optimizer"]["name"] == spelt          # the caller's mapping is left as it was
+
+
+def test_a_schedule_of_either_spelling_is_stored_as_registered_and_built():
+    cfg = validate_config({**TINY, "schedule": {"name": "Cosine_Cyclic", "period": 2}})
+    assert cfg["schedule"] == {"name": "cosine-cyclic", "period": 2}
+    built = build_from_config({**TINY, "optimizer": {"name": "entropy-sgd", "lr": 1.0, "L": 2},
+                               "schedule": {"name": "cosine_cyclic", "period": 2}})
+    assert type(built.optimizer).__name__ == "EntropySGD"
+    # the other spelling's arguments are checked as the registered one's, under its name
+    assert config_errors({**TINY, "optimizer": {"name": "entropy-sgd", "lr": 1.0, "gama": 1}}) \
+        == "optimizer.gama: unknown key (did you mean gamma?)"
+
+
 def test_optimizer_rejections_name_the_key():
     adam = {**TINY, "optimizer": {"name": "adam", "lr": 0.1, "betas": [0.9, 1.5]}}
     assert config_errors(adam) == "optimizer.betas: Invalid beta parameter at index 1: 1.5"

@@ -80,3 +80,19 @@ def test_schema_lists_where_entropy_sgds_weight_decay_acts(validator):
                                          "weight_decay_on": "both"}}
     assert schema_errors(validator, raw) == []
     validate_config(raw)
+
+
+@pytest.mark.parametrize("optimizer, schedule", [
+    ({"name": "entropy-sgd", "lr": 1.0, "L": 2, "gamma": 1.0}, {"name": "cosine_cyclic",
+                                                                 "period": 2}),
+    ({"name": "gld_const", "lr": 0.1, "sigma": 0.01}, {"name": "polynomial_decay",
+                                                       "power": 0.5}),
+])
+def test_schema_accepts_the_other_spelling_as_the_validator_does(validator, optimizer,
+                                                                  schedule):
+    raw = {**README_STYLE, "optimizer": optimizer, "schedule": schedule}
+    assert schema_errors(validator, raw) == []
+    validate_config(raw)
+    # and checks its arguments as the registered spelling's
+    bad = {**raw, "optimizer": {**optimizer, "lrr": 0.1}}
+    assert schema_errors(validator, bad)
