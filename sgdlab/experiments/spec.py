@@ -88,7 +88,8 @@ from typing import Any
 import yaml
 
 from sgdlab.errors import (SEED_LIMIT, ConfigError, check_config_kind, check_not_empty,
-                           did_you_mean, read_config_text)
+                           did_you_mean, name_spelling, read_config_text,
+                           registered_spelling)
 from sgdlab.yaml_loaders import exponent_floats, strict_yaml_loader, yaml_problem
 
 SCALES = ("smoke", "cpu", "paper")
@@ -166,6 +167,25 @@ class RunSpec:
     def grid_point(self) -> dict[str, Any]:
         """The run's values of the grid's keys (dotted), as results.json's ``runs[].grid``."""
         return grid_point(self.params, self.grid)
+
+
+def _registered_spellings(params: dict[str, Any]) -> dict[str, Any]:
+    """``params`` with the name of its ``optimizer`` and ``schedule`` in the registered
+    spelling (``entropy_sgd`` for ``entropy-sgd``), as a run config stores it: either spelling
+    makes the same run key. A name no optimizer spells is left for the procedure to refuse;
+    so are the names inside an optimizer's own options (switch's ``first``), which its
+    builder matches in either spelling but the key takes as written."""
+    from sgdlab.optim import OPTIMIZERS, SCHEDULES
+
+    if not isinstance(params, dict):      # (the procedure refuses it)
+        return params
+    for key, table in (("optimizer", OPTIMIZERS), ("schedule", SCHEDULES)):
+        sec = params.get(key)
+        if isinstance(sec, dict) and isinstance(sec.get("name"), str):
+            name = registered_spelling(sec["name"], table)
+            if name is not None:
+                params[key] = {**sec, "name": name}
+    return params
 
 
 def grid_point(params: dict[str, Any], keys) -> dict[str, Any]:
@@ -264,7 +284,7 @@ class ExperimentSpec:
                     if _reaches(group["label"], prefixes, exact):
                         for k, v in over.items():
                             set_dotted(params, k, copy.deepcopy(v))
-                params = _substitute(params, data_dir)
+                params = _registered_spellings(_substitute(params, data_dir))
                 for seed in self.seeds:
                     if (label, seed) in seen:
                         raise ConfigError(f"{self.name}: duplicate run label {label!r}")
@@ -813,7 +833,7 @@ def catalogue_name(name: str) -> str:
     """The catalogue entry ``name`` spells (``Xing_Walk`` is ``xing-walk``); a ConfigError
     naming the closest entries for one that is not in the catalogue."""
     files = catalogue_files()
-    spelled = name.strip().lower().replace("_", "-")  # as for models
+    spelled = name_spelling(name)  # as for models
     if name in files or spelled in files:
         return name if name in files else spelled
     import difflib
@@ -841,7 +861,7 @@ def load_experiment(name_or_path: str | Path, scale: str = "smoke",
     the chosen ``readings`` (``{reading: choice}``, the defaults for the others)."""
     files = catalogue_files()
     s = str(name_or_path)
-    spelled = s.strip().lower().replace("_", "-")  # Xing_Walk is xing-walk, as for models
+    spelled = name_spelling(s)  # Xing_Walk is xing-walk, as for models
     if s in files or spelled in files:
         path = files[s if s in files else spelled]
     elif s.endswith((".yaml", ".yml")) or Path(s).is_file():

@@ -1231,3 +1231,25 @@ def test_a_sweep_says_it_starts_its_worker_processes(tmp_path, monkeypatch, runs
     assert [ln for ln in lines if "worker" in ln] == ([said] if said else [])
     if said:
         assert lines[0] == said and lines[1].startswith(f"[1/{runs}] ")
+
+
+def _train_raw(optimizer: str, schedule: str):
+    base = {"dataset": {"name": "cubic"}, "model": {"name": "zhu-mlp-1-6-6-6-1"},
+            "optimizer": {"name": optimizer, "lr": 1.0, "L": 2, "gamma": 1.0},
+            "schedule": {"name": schedule, "period": 2}, "epochs": 1, "batch_size": 4}
+    return _raw(procedure="train", base=base, grid={})
+
+
+def test_an_optimizer_of_either_spelling_makes_the_same_run_key():
+    # entropy-sgd for entropy_sgd (and cosine_cyclic for cosine-cyclic) is the same optimizer
+    # and schedule: the same run, resumed and found done under one key
+    from sgdlab.experiments.spec import run_key
+
+    (written,) = resolve(_train_raw("entropy_sgd", "cosine-cyclic"), "smoke").expand()
+    (other,) = resolve(_train_raw("Entropy-SGD", "cosine_cyclic"), "smoke").expand()
+    assert other.key == written.key
+    assert other.params["optimizer"]["name"] == "entropy_sgd"
+    assert other.params["schedule"]["name"] == "cosine-cyclic"
+    # a spec in the registered spelling keeps the key its params always made
+    params = _train_raw("entropy_sgd", "cosine-cyclic")["base"]
+    assert written.key == run_key("t-square", 1, "smoke", "sq", params, 0, "train")
