@@ -106,7 +106,8 @@ def test_bad_values_name_their_key(override, message):
 
 @pytest.mark.parametrize("spelt, registered", [
     ("entropy-sgd", "entropy_sgd"), ("Entropy_SGD", "entropy_sgd"),
-    ("entropy-adam", "entropy_adam"), ("random_lr_sgd", "random-lr-sgd"), ("entropy_sgd", "entropy_sgd"),
+    ("entropy-adam", "entropy_adam"), ("random_lr_sgd", "random-lr-sgd"),
+    ("entropy_sgd", "entropy_sgd"),
 ])
 def test_an_optimizer_of_either_spelling_is_stored_as_registered(spelt, registered):
     # entropy_sgd beside random-lr-sgd: a config spelling one like the other was refused;
