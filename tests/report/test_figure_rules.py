@@ -254,3 +254,21 @@ def test_log_steps_keeps_step_0_and_grid_ticks_label_every_setting():
     assert _tick_texts(ax, "x") == ["25", "50", "100", "200", "400"]
     assert not grid_ticks(ax, range(1, 20))          # not a sweep's few settings
     plt.close(fig)
+
+
+def test_grid_ticks_label_a_ratio_sweep_in_three_digits_alike():
+    # η/B of Jastrzebski's grid (0.05/512, 0.2/512, 0.2/128): %.6g read 9.76563e-05,
+    # 0.000390625 and 0.0015625, three widths and two notations on one axis
+    from sgdlab.report.figures.axes import grid_ticks
+
+    fig, ax = plt.subplots()
+    ratios = [0.05 / 512, 0.2 / 512, 0.2 / 128]
+    ax.plot(ratios, [1, 2, 3])
+    ax.set_xscale("log")
+    assert grid_ticks(ax, ratios)
+    assert _tick_texts(ax, "x") == ["9.77e-05", "3.91e-04", "1.56e-03"]
+    # settings that differ in the fourth digit keep it: labels tell every setting apart
+    ax.set_xlim(0.1, 0.3)
+    assert grid_ticks(ax, [0.1234, 0.1235, 0.2])
+    assert len(set(_tick_texts(ax, "x"))) == 3
+    plt.close(fig)

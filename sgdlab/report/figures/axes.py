@@ -18,7 +18,7 @@ import numpy as np
 from matplotlib import ticker
 
 __all__ = ["METRIC_LABELS", "all_log_spaced", "grid_ticks", "isolated", "log_scale",
-           "log_spaced", "log_steps", "metric_label"]
+           "log_spaced", "log_steps", "metric_label", "setting_labels"]
 
 MAX_LABELS = 6
 
@@ -151,6 +151,29 @@ def grid_ticks(ax, values: Iterable[float], *, axis: str = "x", max_ticks: int =
         return False
     a = ax.xaxis if axis == "x" else ax.yaxis
     a.set_major_locator(ticker.FixedLocator(v))
-    a.set_major_formatter(ticker.FuncFormatter(lambda x, _: f"{x:.6g}"))
+    a.set_major_formatter(ticker.FixedFormatter(setting_labels(v)))
     a.set_minor_formatter(ticker.NullFormatter())
     return True
+
+
+def setting_labels(values: Iterable[float]) -> list[str]:
+    """Labels of a sweep's settings in the fewest significant digits (two to six) that tell
+    them apart and round none by over 1 %, all in one notation: scientific when some nonzero
+    setting is below 1e-3 or from 1e5 up (η/B = 0.05/512 reads 9.77e-05, not 9.76563e-05
+    beside 0.000390625), else positional (25, 0.05)."""
+    v = [float(x) for x in values]
+    sci = any(x and not 1e-3 <= abs(x) < 1e5 for x in v)
+
+    def fmt(x: float, p: int) -> str:
+        if x == 0:
+            return "0"
+        if sci:
+            return np.format_float_scientific(x, precision=p - 1, trim="-")
+        return np.format_float_positional(x, precision=p, fractional=False, trim="-")
+
+    for p in range(2, 7):
+        labels = [fmt(x, p) for x in v]
+        if len(set(labels)) == len(labels) and all(
+                abs(float(t) - x) <= 0.01 * abs(x) for t, x in zip(labels, v)):
+            return labels
+    return [f"{x:.6g}" for x in v]
