@@ -125,6 +125,11 @@ def test_signed_histogram_clips_the_peak_at_zero_and_splits_the_signs():
     (text,) = [t.get_text() for t in fig.legends[0].get_texts()]
     assert text == "F (42.9% with |λ| ≤ 1e-05, clipped)"
     plt.close(fig)
+    # a side without values (a Fisher diagonal is ≥ 0) says so instead of staying blank
+    fig = signed_log_histogram_figure({"F": [0.0, 1e-3, 2e-3]}, clip=1e-5)
+    assert [t.get_text() for t in fig.axes[0].texts] == ["no negative value with |λ| > 1e-05"]
+    assert not fig.axes[1].texts
+    plt.close(fig)
     fig = signed_log_histogram_figure({"F": [0.0, 1e-7]}, clip=1e-5)
     assert [t.get_text() for t in fig.axes[0].texts] == ["no value above the clip"]
     plt.close(fig)

@@ -152,9 +152,12 @@ def signed_log_histogram_figure(values: Mapping[str, Sequence[float]], *, clip: 
                 if part.size:
                     ax.hist(part, bins=edges, alpha=0.5, color=f"C{i}",
                             label=f"{name} ({near:.1%} with |λ| ≤ {clip:g}, clipped)")
-        for ax in (neg_ax, pos_ax):
+        for ax, side in ((neg_ax, "negative"), (pos_ax, "positive")):
             ax.set_xscale("log")
             ax.set_yscale("log")
+            if not ax.patches:
+                # empty axes read as a plot that failed; a Fisher diagonal has no negatives
+                _empty(ax, f"no {side} value with |λ| > {clip:g}")
         # the same range on both sides; |λ| grows to the left, away from the origin
         pos_ax.set_xlim(clip, edges[-1])
         neg_ax.set_xlim(edges[-1], clip)
