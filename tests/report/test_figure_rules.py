@@ -277,3 +277,12 @@ def test_grid_ticks_label_a_ratio_sweep_in_three_digits_alike():
     assert grid_ticks(ax, [0.1234, 0.1235, 0.2])
     assert len(set(_tick_texts(ax, "x"))) == 3
     plt.close(fig)
+
+
+def test_a_time_axis_named_by_its_recorded_series_reads_as_words():
+    from sgdlab.report.figures.axes import metric_label
+
+    # chaudhari-entropy-sgd's curves against options.curve_x read "effective_epochs"
+    assert metric_label("effective_epochs") == "effective epochs"
+    assert metric_label("grad_evals") == "gradient evaluations"
+    assert metric_label("entropy_angle/degrees") == "entropy_angle (degrees)"

@@ -209,6 +209,8 @@ def _bar_figure(spec, groups, b: dict[str, Any]):
 
 @register_analysis("compare_groups")
 def compare_groups(spec, runs: list[StoredRun]) -> Analysis:
+    from sgdlab.report.figures.axes import metric_label
+
     o = spec.options
     add_derived(runs, o.get("derived", []))
     groups = by_group(runs, key=lambda r: group_key(spec, r))
@@ -217,7 +219,8 @@ def compare_groups(spec, runs: list[StoredRun]) -> Analysis:
                           caption=o.get("caption", "mean and std over seeds"))
     curve_x = o.get("curve_x", "step")
     figs = group_curves(groups, o.get("curves", ["train_loss", "test_acc"]),
-                        lambda g, rs, steps: group_x_axis(rs, steps, curve_x), xlabel=curve_x,
+                        lambda g, rs, steps: group_x_axis(rs, steps, curve_x),
+                        xlabel=metric_label(curve_x),
                         title=lambda m: f"{spec.paper['figure']}: {curve_label(m, o)}",
                         ylabel=lambda m: curve_label(m, o), logy=o.get("logy", []),
                         marks=o.get("curve_marks", []))    # e.g. where an optimizer switch is

@@ -27,7 +27,8 @@ METRIC_LABELS = {"train_loss": "train loss", "test_loss": "test loss",
                  "batch_loss": "mini-batch loss", "train_acc": "train accuracy",
                  "test_acc": "test accuracy", "train_perplexity": "train perplexity",
                  "test_perplexity": "test perplexity", "lr": "learning rate",
-                 "sharpness/expected": "expected sharpness E[L(θ+ξ)] − L(θ)"}
+                 "sharpness/expected": "expected sharpness E[L(θ+ξ)] − L(θ)",
+                 "effective_epochs": "effective epochs", "grad_evals": "gradient evaluations"}
 # a recorded name's last part that is its unit ("entropy_angle/degrees"), as the axis says it
 UNITS = {"degrees": "degrees", "seconds": "s"}
 
