@@ -286,3 +286,26 @@ def test_a_time_axis_named_by_its_recorded_series_reads_as_words():
     assert metric_label("effective_epochs") == "effective epochs"
     assert metric_label("grad_evals") == "gradient evaluations"
     assert metric_label("entropy_angle/degrees") == "entropy_angle (degrees)"
+
+
+def test_series_with_equal_points_are_drawn_side_by_side_not_over_one_another():
+    from sgdlab.report.figures.charts import error_bars
+
+    # escape success of several methods: 0 at the small η, 1 at the large one
+    same = {m: ([0.005, 0.1], [0.0, 1.0], [[0, 0.2], [0.2, 0]]) for m in ("GD", "GLD", "SGD")}
+    fig = error_bars(same, xlabel="η", ylabel="success rate", logx=True)
+    ax = fig.axes[0]
+    fig.canvas.draw()
+    first = [c.lines[0].get_transform().transform([[0.005, 0.0]])[0] for c in ax.containers]
+    xs = [p[0] for p in first]
+    assert xs[0] < xs[1] < xs[2] and xs[2] - xs[0] > 5           # pixels apart
+    assert len({round(p[1], 6) for p in first}) == 1              # the value is unchanged
+    # the data are the data: the lines hold the settings themselves
+    assert [list(c.lines[0].get_xdata()) for c in ax.containers] == [[0.005, 0.1]] * 3
+    plt.close(fig)
+    # different values at one setting: each series where its setting is
+    fig = error_bars({"A": ([1, 2], [0.0, 1.0], None), "B": ([1, 2], [0.5, 0.2], None)},
+                     xlabel="x", ylabel="y")
+    ax = fig.axes[0]
+    assert all(c.lines[0].get_transform() == ax.transData for c in ax.containers)
+    plt.close(fig)

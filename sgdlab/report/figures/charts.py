@@ -15,6 +15,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
+from matplotlib.transforms import ScaledTranslation  # noqa: E402
 
 # SVG text stays text (editable, several times smaller than glyphs converted to paths)
 matplotlib.rcParams["svg.fonttype"] = "none"
@@ -136,14 +137,21 @@ def error_bars(series: Series, *, xlabel: str, ylabel: str, title: str = "",
     reads as a setting never run. ``logx`` / ``logy`` as in :func:`curves`. ``styles``:
     matplotlib keywords per label for ``errorbar`` (``{"color": "C1", "ls": "none",
     "marker": "s"}``), so that a series keeps one colour across panels. ``legend=False``:
-    none (a single unnamed series, or one legend for the figure)."""
+    none (a single unnamed series, or one legend for the figure). Where two series have
+    the same value at a setting (:func:`_coincide`), each series is drawn ``DODGE`` points
+    beside the next, so that none hides another."""
     fig = None
     if ax is None:
         fig, ax = plt.subplots(figsize=figsize)
+    shift = DODGE if _coincide(series) else 0.0
     for i, (label, (x, y, err)) in enumerate(series.items()):
         x, y = np.asarray(x, float), np.asarray(y, float)
         e = None if err is None else np.asarray(err, float)
         kw = {"marker": "o", "ms": 4, "capsize": 3, **(styles or {}).get(label, {})}
+        if shift:
+            # drawn beside one another, the data unchanged: shifted on the page only
+            kw["transform"] = ax.transData + ScaledTranslation(
+                shift * (i - (len(series) - 1) / 2) / 72, 0, ax.figure.dpi_scale_trans)
         bars = ax.errorbar(x, y, yerr=e, label=label if np.isfinite(y).any()
                            else f"{label} (no finite value)", **kw)
         # several series' marks at one setting side by side, 9 points apart
@@ -160,6 +168,27 @@ def error_bars(series: Series, *, xlabel: str, ylabel: str, title: str = "",
     if fig is not None:
         fig.tight_layout()
     return fig if fig is not None else ax.figure
+
+
+# points between the series of error_bars drawn side by side (_coincide)
+DODGE = 4.0
+
+
+def _coincide(series: Series) -> bool:
+    """Whether two of the series have a finite point at one setting with values within 1 % of
+    the y span of all of them (equal success rates of several methods): the later series'
+    marker and error bar would hide the earlier ones', which then read as never run."""
+    pts = [{(float(a), float(b)) for a, b in zip(np.asarray(x, float), np.asarray(y, float))
+            if np.isfinite(a) and np.isfinite(b)} for x, y, _ in series.values()]
+    ys = [b for p in pts for _, b in p]
+    if len(pts) < 2 or not ys:
+        return False
+    tol = 0.01 * (max(ys) - min(ys)) or 1e-12 * max(map(abs, ys)) or 1e-300
+    for i, p in enumerate(pts):
+        for q in pts[i + 1:]:
+            if any(a == c and abs(b - d) <= tol for a, b in p for c, d in q):
+                return True
+    return False
 
 
 def interval_errors(values: Sequence[float], intervals: Sequence[tuple[float, float]]
