@@ -116,3 +116,16 @@ def test_settings_of_one_ratio_are_told_apart_by_their_batch_size_not_overlappin
     assert [t.get_text() for t in ax.get_legend().get_texts()] == [
         "(η/4S) Tr H (eq. 7)", "SGD chains, S = 1 (±2 s.e.)", "SGD chains, S = 2 (±2 s.e.)"]
     plt.close(fig)
+
+
+def test_the_escape_chains_figure_says_what_its_panels_show():
+    from sgdlab.report.figures.landscapes import escape_chains_figure
+
+    chains = {"GD": ([[(1.0, 1.0), (-1.0, -1.0)]], [1.0, 1.0], [-1.0, -1.0])}
+    # the panels name only the method: without a figure title nothing said what was drawn
+    fig = escape_chains_figure(chains)
+    assert fig.get_suptitle() == "escape paths from the sharp minimum"
+    plt.close(fig)
+    fig = escape_chains_figure(chains, title="Fig. 3(c): the first 5 of 100 repetitions")
+    assert fig.get_suptitle() == "Fig. 3(c): the first 5 of 100 repetitions"
+    plt.close(fig)

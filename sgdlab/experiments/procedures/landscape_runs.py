@@ -255,7 +255,9 @@ def zhu_escape_analysis(spec, runs) -> Analysis:
         fig = escape_chains_figure({
             names[m] + (f", seed {rs[0].seed}" if len(rs) > 1 else ""):
                 (rs[0].data.get("trajectories", []), rs[0].data["sharp_minimum"],
-                 rs[0].data["flat_minimum"]) for m, rs in groups.items()})
+                 rs[0].data["flat_minimum"]) for m, rs in groups.items()},
+            title="Zhu et al. Fig. 3(c): escape paths from the sharp minimum, the first "
+                  f"{len(runs[0].data['trajectories'])} of {reps} repetitions")
         figs.append(("escape_trajectories", fig))
     concl = []
     if o.get("ordering"):

@@ -77,11 +77,15 @@ def escape_run_figure(
 
 
 def escape_chains_figure(chains: Mapping[str, tuple[Sequence[Array], Sequence[float],
-                                                   Sequence[float]]]) -> plt.Figure:
+                                                   Sequence[float]]], *,
+                         title: str | None = None) -> plt.Figure:
     """The escape chains of the catalogue's runs, one panel per method: ``chains[title]`` is
     (the run's stored trajectories, one line per repetition; its sharp minimum; its flat
-    minimum), the minima its own since the seed draws the landscape's data shifts."""
+    minimum), the minima its own since the seed draws the landscape's data shifts. ``title``:
+    the figure's (which figure of the paper, how many of the repetitions are drawn); the
+    panels name only the method."""
     fig, axes = panels(len(chains))
+    fig.suptitle(title or "escape paths from the sharp minimum", fontsize=10)
     for ax, (title, (trajectories, sharp, flat)) in zip(axes, chains.items()):
         for tr in trajectories:
             xs, ys = zip(*tr)
