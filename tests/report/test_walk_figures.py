@@ -149,3 +149,11 @@ def test_walk_figure_draws_the_cosine_of_the_turn_at_theta_t_at_iteration_t():
     assert ys == pytest.approx(cosines, abs=1e-12)   # cosines[t - 1] = cos(g_{t-1}, g_t)
     # consecutive cosines differ, so a drawing one iteration off would not pass
     assert min(abs(a - b) for a, b in zip(cosines, cosines[1:])) > 1e-3
+
+
+def test_walk_figure_crops_to_max_steps_but_not_past_the_data():
+    h = _history()          # segments 0-2 (to iteration 3), distances to step 3
+    fig = walk_figure(h, max_steps=40)
+    # a run shorter than max_steps: the axis ends with its data, not empty up to 40
+    assert [ax.get_xlim() for ax in fig.axes] == [(0, 3)] * 3
+    assert walk_figure(h, max_steps=2).axes[0].get_xlim() == (0, 2)

@@ -115,12 +115,28 @@ def walk_figure(runs: History | Mapping[str, History], *, max_steps: int | None 
         ax.set_ylabel(r"$\|\theta_t - \theta_0\|$")
         ax.set_xlabel("iteration")
         if max_steps is not None:
+            # a run shorter than max_steps ends where its data do: an axis drawn on to
+            # max_steps read as a walk that stopped recording
+            end = _last_iteration(h)
             for a in axes[:, j]:
-                a.set_xlim(0, max_steps)
+                a.set_xlim(0, max_steps if end is None else min(max_steps, end))
     if title:
         fig.suptitle(title)
     fig.tight_layout()
     return fig
+
+
+def _last_iteration(history: History) -> float | None:
+    """The last iteration a column of :func:`walk_figure` draws anything at: the end of the
+    last interpolated segment, the last cosine (drawn one step before it is logged), the
+    last distance; None when nothing is recorded."""
+    steps, _, _ = walk_segments(history)
+    ends = [float(steps[-1]) + 1] if len(steps) else []
+    for name, back in (("grad_cosine", 1), ("dist_from_init", 0)):
+        s, _ = _series(history, name)
+        if len(s):
+            ends.append(float(s.max()) - back)
+    return max(ends) if ends else None
 
 
 def epoch_rows(history: History) -> dict[int, float]:
