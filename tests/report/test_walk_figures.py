@@ -92,6 +92,9 @@ def test_interpolation_and_trajectory_figures():
     a2 = fig.axes[1]
     from matplotlib.container import BarContainer
 
+    # both panels say what they show and in which unit, as the spectrum's does
+    assert a2.get_xlabel() == "lag (snapshots)"
+    assert a2.get_title() == "increment autocorrelation"
     (bars,) = [c for c in a2.containers if isinstance(c, BarContainer)]
     assert [p.get_x() + p.get_width() / 2 for p in bars.patches] == (
         pytest.approx(list(acf.lags[1:])))

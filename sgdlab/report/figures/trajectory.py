@@ -35,7 +35,9 @@ def trajectory_figure(spectrum: Any, autocorr: Any, *, test: Any = None,
     a2.axhspan(-autocorr.band, autocorr.band, color="tab:gray", alpha=0.25, lw=0,
                label="99% white-noise band")
     a2.axhline(0, color="k", lw=0.5)
-    a2.set_xlabel("lag")
+    # in snapshots, as the spectrum's frequency and the iterates' autocorrelation say it
+    a2.set_xlabel("lag (snapshots)")
+    a2.set_title("increment autocorrelation", fontsize=10)
     a2.legend(fontsize=7)
     sup = title or ""
     if test is not None:
