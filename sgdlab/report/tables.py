@@ -74,12 +74,21 @@ class Table:
         if self.caption:
             lines += [f"**{esc(self.caption)}**", ""]
         lines.append("| " + " | ".join(esc(c) for c in self.columns) + " |")
-        lines.append("|" + "|".join("---" for _ in self.columns) + "|")
+        # numbers right-aligned, as in the HTML page: digits of one place stand one above the
+        # other in a rendered table
+        lines.append("|" + "|".join("---:" if self._numeric(i) else "---"
+                                    for i in range(len(self.columns))) + "|")
         for r in self.rows:
             lines.append("| " + " | ".join(esc(self._fmt(v)) for v in r) + " |")
         for n in self.notes:
             lines += ["", f"_{esc(n)}_"]
         return "\n".join(lines) + "\n"
+
+    def _numeric(self, i: int) -> bool:
+        """Whether column ``i`` holds numbers only (None aside), at least one."""
+        cells = [r[i] for r in self.rows if r[i] is not None]
+        return bool(cells) and all(isinstance(v, numbers.Real) and not isinstance(v, bool)
+                                   for v in cells)
 
     def to_html(self) -> str:
         head = "".join(f"<th>{html.escape(c)}</th>" for c in self.columns)

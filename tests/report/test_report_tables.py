@@ -22,6 +22,7 @@ def test_table_formats_round_trip():
     html = t.to_html()
     assert "<caption>cap</caption>" in html and "<td>—</td><td>—</td>" in html
     assert "nan" not in md and "| c | — | — |" in md    # not measured, not a number "nan"
+    assert "\n|---|---:|---|\n" in md        # the number column right-aligned, as in HTML
     assert rows[2][1] == "nan"                           # CSV keeps it
     assert Table("l", ["p"], [[[1.0, float("nan")]]]).to_markdown().endswith("| [1, —] |\n")
     assert "—" in Table("f", ["x"], [[np.float32("nan")]]).to_html()
