@@ -225,6 +225,12 @@ def test_one_series_of_bars_has_a_colour_per_label_and_an_interval_below_and_abo
     # zoomed to 0.5 − 0.1 .. 0.9 + 0.05, a quarter of that span as the margin each side
     assert ax.get_ylim() == pytest.approx((0.4 - 0.1375, 0.95 + 0.1375))
     assert ax.get_legend() is None
+    # bars cut off below: the axis label says where the axis starts
+    assert ax.get_ylabel() == "rate (axis from 0.2625, not 0)"
+    plt.close(fig)
+    # a zoomed axis that still holds 0 cuts no bar and says nothing
+    fig = grouped_bars(["a", "b"], {"gap": ([-0.01, 0.02], None)}, ylabel="gap", zoom=True)
+    assert fig.axes[0].get_ylabel() == "gap"
     plt.close(fig)
 
 def test_bars_on_a_numeric_axis_stand_at_their_values():

@@ -207,10 +207,11 @@ def grouped_bars(labels: Sequence[str],
     single series is a plain bar chart, its name in no legend), errs as error bars (e.g. std
     over seeds; a 2 × n array for an interval below and above each mean). ``zoom``: the y
     axis spans the bars' tops and error bars with a margin instead of starting at 0, so that
-    differences of a fraction of a point between accuracies near 1 can be seen (the axis says
-    where it starts). ``colors``: with a single series, one colour per label, where the labels
-    have colours of their own in the report's other figures (a group's or a method's curve);
-    several series are told apart by the series' colours instead. ``numeric``: the labels are
+    differences of a fraction of a point between accuracies near 1 can be seen (the axis label
+    says where it starts when that is not 0). ``colors``: with a single series, one colour per
+    label, where the labels have colours of their own in the report's other figures (a
+    group's or a method's curve); several series are told apart by the series' colours
+    instead. ``numeric``: the labels are
     numbers (lags, epochs), the bars stand at them on a numeric axis with matplotlib's ticks,
     as wide as the closest two allow, instead of one tick per label."""
     fig = None
@@ -242,6 +243,10 @@ def grouped_bars(labels: Sequence[str],
         lo, hi = min(tops), max(tops)
         pad = 0.25 * (hi - lo) or 0.01 * abs(hi) or 0.01
         ax.set_ylim(lo - pad, hi + pad)
+        if lo - pad > 0 or hi + pad < 0:
+            # bars cut off read as ratios of their heights: the label says they are not
+            start = lo - pad if lo - pad > 0 else hi + pad
+            ax.set_ylabel(f"{ylabel} (axis from {start:.4g}, not 0)")
     if title:
         ax.set_title(title, fontsize=10)
     if len(series) > 1:
