@@ -132,8 +132,20 @@ def test_learning_curves_show_a_lone_point():
          "train_acc": [(0, 0.1), (5, 0.2)]}
     fig = learning_curves(h)
     markers = {ln.get_label(): ln.get_marker() for ax in fig.axes for ln in ax.get_lines()}
-    assert markers["train_loss"] == markers["test_acc"] == markers["test_loss"] == "o"
-    assert markers["train_acc"] in ("None", "", None)     # a line shows it: no markers
+    assert markers["train loss"] == markers["test accuracy"] == markers["test loss"] == "o"
+    assert markers["train accuracy"] in ("None", "", None)     # a line shows it: no markers
+    plt.close(fig)
+
+
+def test_learning_curves_name_the_series_in_words_as_the_catalogue_figures_do():
+    h = {n: [(0, 1.0), (5, 0.5)] for n in ("batch_loss", "train_loss", "test_loss",
+                                           "train_acc", "test_acc")}
+    fig = learning_curves(h)
+    loss_ax, acc_ax = fig.axes
+    assert [t.get_text() for t in loss_ax.get_legend().get_texts()] == [
+        "mini-batch loss", "train loss", "test loss"]
+    assert [t.get_text() for t in acc_ax.get_legend().get_texts()] == [
+        "train accuracy", "test accuracy"]
     plt.close(fig)
 
 

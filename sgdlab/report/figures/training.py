@@ -13,7 +13,7 @@ of a config has a plot next to the learning curves.
 """
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import re
 
@@ -89,27 +89,29 @@ def _standard_errors(history: History, name: str, steps) -> list[float] | None:
 
 
 def _plot(ax, history: History, names: Sequence[str], styles: Sequence[dict], *,
-          ylabel: str = "") -> int:
+          ylabel: str = "", labels: Callable[[str], str] = str) -> int:
     """The recorded series ``names`` against steps (thinned), drawn by
     :func:`~sgdlab.report.figures.charts.curves` with matplotlib keywords per name
     (``styles``), a :data:`HELD` series as steps, a recorded ``<name>_se`` as a ±1 s.e. band
-    around ``<name>``, with a legend; how many were drawn."""
+    around ``<name>``, with a legend naming each by ``labels(name)``; how many were drawn."""
     drawn = {n: st for n, st in zip(names, styles) if history.get(n)}
     series = {}
     for n in drawn:
         steps, vals = thinned(history[n])
-        series[n] = (steps, vals, _standard_errors(history, n, steps))
+        series[labels(n)] = (steps, vals, _standard_errors(history, n, steps))
     curves(series, xlabel="step", ylabel=ylabel, ax=ax,
            log_steps_x=all_log_spaced(s for s, _, _ in series.values()),
-           styles={n: {"lw": 1.5, "drawstyle": drawstyle(n), **st} for n, st in drawn.items()})
+           styles={labels(n): {"lw": 1.5, "drawstyle": drawstyle(n), **st}
+                   for n, st in drawn.items()})
     return len(drawn)
 
 
 def _panel(ax, history: History, names: Sequence[str], styles: Sequence[dict], *,
            ylabel: str, empty: str) -> bool:
-    """The series ``names`` with a legend, or the text ``empty`` if none is recorded; axis
-    labels. Whether anything was drawn."""
-    drawn = _plot(ax, history, names, styles, ylabel=ylabel) > 0
+    """The series ``names`` with a legend naming them in words (:func:`~sgdlab.report.
+    figures.axes.metric_label`, as the catalogue's curves do), or the text ``empty`` if none
+    is recorded; axis labels. Whether anything was drawn."""
+    drawn = _plot(ax, history, names, styles, ylabel=ylabel, labels=metric_label) > 0
     if not drawn:
         ax.text(0.5, 0.5, empty, ha="center", va="center", transform=ax.transAxes)
     return drawn
