@@ -141,7 +141,8 @@ def settings_differences(a: dict[str, Any], b: dict[str, Any]) -> Table | None:
 def compare_lines(dir_a: str | Path, dir_b: str | Path) -> list[str]:
     """The page's gist for a terminal: the settings that differ (A → B), then each
     conclusion whose verdict differs, matched by the claim it tests (the k-th of a claim in A
-    with the k-th in B), and those only one report draws. A verdict is worded as the report
+    with the k-th in B, numbered where a claim is tested more than once), and those only one
+    report draws, with their verdict. A verdict is worded as the report
     pages word it at each report's own scale (:func:`~sgdlab.report.verdicts.verdict`: none
     at smoke scale), so two smoke-scale reports show no verdict moved."""
     a, b = load_results(dir_a), load_results(dir_b)
@@ -159,10 +160,17 @@ def compare_lines(dir_a: str | Path, dir_b: str | Path) -> list[str]:
         return out
 
     va, vb = by_claim(a), by_claim(b)
-    moved = [f"  {claim}: A {va[(claim, n)]} → B {vb[(claim, n)]}"
+    # a claim tested more than once (one test per pair of settings) is numbered: two lines
+    # of one claim's words read as one conclusion printed twice
+    repeated = {c for c, n in (*va, *vb) if n > 0}
+
+    def name(claim: str, n: int) -> str:
+        return f"{claim} (#{n + 1})" if claim in repeated else claim
+
+    moved = [f"  {name(claim, n)}: A {va[(claim, n)]} → B {vb[(claim, n)]}"
              for claim, n in va if (claim, n) in vb and va[(claim, n)] != vb[(claim, n)]]
-    moved += [f"  {claim}: only in {tag}" for tag, mine, theirs in (("A", va, vb),
-                                                                     ("B", vb, va))
+    moved += [f"  {name(claim, n)}: only in {tag} ({mine[(claim, n)]})"
+              for tag, mine, theirs in (("A", va, vb), ("B", vb, va))
               for claim, n in mine if (claim, n) not in theirs]
     lines.append(f"conclusions: {len(moved)} of {len(set(va) | set(vb))} differ"
                  + (":" if moved else " (the same verdicts)"))

@@ -102,7 +102,8 @@ def test_the_terminal_says_what_differs_and_which_verdicts_moved(tmp_path):
     assert compare_lines(a, b) == [
         "settings that differ (A → B):", "  grid.optimizer.lr: [0.1] → [0.2]",
         "conclusions: 2 of 3 differ:",
-        "  flatter: A disagrees with the paper → B agrees with the paper", "  faster: only in A"]
+        "  flatter: A disagrees with the paper → B agrees with the paper",
+        "  faster: only in A (inconclusive)"]
     assert compare_lines(a, a) == ["settings: the same settings and runs",
                                    "conclusions: 0 of 3 differ (the same verdicts)"]
 
@@ -127,3 +128,21 @@ def test_the_terminal_words_a_smoke_scale_verdict_as_the_report_pages_do(tmp_pat
     assert compare_lines(dirs["a"], dirs["c"])[-3:] == [
         "conclusions: 2 of 2 differ:", f"  flatter: A {SMOKE} → B agrees with the paper",
         f"  same acc: A {SMOKE} → B inconclusive"]
+
+
+def test_the_terminal_numbers_a_claim_tested_more_than_once(tmp_path):
+    # one claim tested per pair of settings (equal η/B, two pairs in A, one in B) printed
+    # "same acc: A … → B …" and "same acc: only in A": one conclusion twice, to the eye
+    from sgdlab.report.compare import compare_lines
+
+    dirs = {}
+    for name, verdicts in (("a", [True, None]), ("b", [False])):
+        d = dirs[name] = _results(tmp_path, name, grid={}, seeds=[0], run_ids=["r1"])
+        res = json.loads((d / "results.json").read_text())
+        res["conclusions"] = [{"text": "...", "claim": "same acc", "agrees_with_paper": v}
+                              for v in verdicts]
+        (d / "results.json").write_text(json.dumps(res))
+    assert compare_lines(dirs["a"], dirs["b"])[-3:] == [
+        "conclusions: 2 of 2 differ:",
+        "  same acc (#1): A agrees with the paper → B disagrees with the paper",
+        "  same acc (#2): only in A (inconclusive)"]
