@@ -412,7 +412,7 @@ def test_the_alignment_figure_of_several_seeds_shows_the_tables_means():
     hess, sigma = (line.get_ydata() for line in fig.axes[1].get_lines())
     assert list(hess) == pytest.approx([0.6]) and list(sigma) == pytest.approx([0.4])
     assert "mean over 2 seeds" in fig.get_suptitle()
-    assert "e(U_k, V_k) = 0.4 of 1" in fig.get_suptitle()
+    assert "$e(U_k, V_k)$ = 0.4 in [0, 1]" in fig.get_suptitle()
 
 
 def test_the_noise_magnitude_figure_names_the_seed_it_shows():

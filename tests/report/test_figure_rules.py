@@ -315,3 +315,24 @@ def test_series_with_equal_points_are_drawn_side_by_side_not_over_one_another():
     ax = fig.axes[0]
     assert all(c.lines[0].get_transform() == ax.transData for c in ax.containers)
     plt.close(fig)
+
+
+def _plain_underscores(fig) -> list[str]:
+    """The axis labels and titles of ``fig`` with an underscore outside mathtext ($...$),
+    which matplotlib draws as an underscore ("λ_i"), not as a subscript."""
+    texts = [t for ax in fig.axes for t in (ax.get_xlabel(), ax.get_ylabel(), ax.get_title())]
+    return [t for t in texts if "_" in "".join(t.split("$")[::2])]
+
+
+def test_subscripts_in_the_spectrum_and_alignment_labels_are_subscripts():
+    from sgdlab.report.figures.curvature import alignment_figure
+
+    fig = eigenspectrum_figure({"H": [3.0, 1.0, -0.5]})
+    assert _plain_underscores(fig) == [] and fig.axes[0].get_ylabel() == r"$|\lambda_i|$"
+    plt.close(fig)
+    fig = alignment_figure([0.9, 0.5], [0.8, 0.2], [0.7, 0.3], residual=0.4)
+    assert _plain_underscores(fig) == []
+    # the residual with its range [0, k], its subscripts in mathtext too
+    assert fig.get_suptitle() == "Σ–H alignment ($e(U_k, V_k)$ = 0.4 in [0, 2])"
+    fig.canvas.draw()                   # mathtext that parses
+    plt.close(fig)

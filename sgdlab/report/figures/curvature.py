@@ -122,7 +122,7 @@ def eigenspectrum_figure(spectra: Mapping[str, Sequence[float]], *,
     else:
         _empty(ax, "no spectrum recorded")
     ax.set_xlabel("rank i")
-    ax.set_ylabel("|λ_i|")
+    ax.set_ylabel(r"$|\lambda_i|$")
     # a caller's title naming what is drawn runs wider than the 5.5-inch figure: wrapped,
     # about 9 characters of the default 12-point font to the inch
     ax.set_title(textwrap.fill(title or "eigenvalue spectra", int(fig.get_figwidth() * 9)))
@@ -188,14 +188,16 @@ def alignment_figure(cosines: Sequence[float], hessian_normalised: Sequence[floa
     else:
         _empty(a, "no alignment recorded")
     a.set_xlabel("eigen-index i")
-    a.set_ylabel("|cos(u_i(H), v_i(Σ))|")
+    # mathtext: an underscore in plain text is drawn as one, not as a subscript
+    a.set_ylabel(r"$|\cos(u_i(H), v_i(\Sigma))|$")
     b.set_xlabel("eigen-index i")
     for ax in (a, b):       # an index: no ticks between integers
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    b.set_ylabel("λ_i / ‖M‖_F")
+    b.set_ylabel(r"$\lambda_i\ /\ \|M\|_F$")
     sup = title or "Σ–H alignment"
     if residual is not None:
-        sup += f" (e(U_k, V_k) = {residual:.3g} of {len(k)})"
+        # e(U_k, V_k) ∈ [0, k]: "of k" read as a count; the range says what the value means
+        sup += f" ($e(U_k, V_k)$ = {residual:.3g} in [0, {len(k)}])"
     fig.suptitle(sup)
     return fig
 
