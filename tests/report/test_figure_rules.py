@@ -336,3 +336,19 @@ def test_subscripts_in_the_spectrum_and_alignment_labels_are_subscripts():
     assert fig.get_suptitle() == "Σ–H alignment ($e(U_k, V_k)$ = 0.4 in [0, 2])"
     fig.canvas.draw()                   # mathtext that parses
     plt.close(fig)
+
+
+def test_a_density_clipped_on_a_log_axis_lies_on_the_axis_foot():
+    from sgdlab.report.figures.curvature import spectral_density_figure
+
+    grid = np.linspace(-1, 3, 401)
+    dens = np.exp(-((grid - 1) / 0.05) ** 2 / 2)
+    dens[np.abs(grid - 1) > 0.5] = 0.0          # far from every eigenvalue: 0
+    fig = spectral_density_figure(grid, dens, eigenvalues=[1.0])
+    ax = fig.axes[0]
+    # the clipped stretches (at 1e-12 of the peak) on the axis' foot, not a level above it
+    assert ax.get_ylim()[0] == pytest.approx(dens.max() * 1e-12)
+    (line, rug) = ax.get_lines()
+    assert line.get_ydata().min() == pytest.approx(ax.get_ylim()[0])
+    assert rug.get_xdata()[0] == 1.0 and rug.get_ydata()[0] == 0.04   # in axes fraction
+    plt.close(fig)

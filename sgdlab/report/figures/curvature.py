@@ -47,7 +47,9 @@ def spectral_density_figure(grid: Sequence[float], density: Sequence[float], *,
                             eigenvalues_label: str = "Lanczos top-k", log: bool = True,
                             title: str | None = None) -> plt.Figure:
     """The broadened spectral density φ(t) (integrates to 1) against t; ``eigenvalues`` (e.g.
-    the Lanczos top-k, or an exact spectrum) are drawn as a rug."""
+    the Lanczos top-k, or an exact spectrum) are drawn as a rug at the foot of the axes. On
+    the log axis a density below 1e-12 of its peak (0 far from every eigenvalue) lies on the
+    axis' foot: the axis starts there."""
     fig, ax = plt.subplots(figsize=(5.5, 3.6), constrained_layout=True)
     g, dens = np.asarray(grid, float), np.asarray(density, float)
     if len(g) == 0:
@@ -56,12 +58,15 @@ def spectral_density_figure(grid: Sequence[float], density: Sequence[float], *,
     if log:
         floor = max(dens.max() * 1e-12, 1e-300)
         ax.semilogy(g, np.maximum(dens, floor), lw=1.5)
+        if (dens < floor).any():
+            # clipped stretches drawn above the axis' foot read as a measured density of
+            # 1e-11, flat between the peaks
+            ax.set_ylim(bottom=floor)
     else:
         ax.plot(g, dens, lw=1.5)
     if eigenvalues is not None and len(eigenvalues):
-        lo = ax.get_ylim()[0]
-        ax.plot(np.asarray(eigenvalues, float), np.full(len(eigenvalues), lo), "|", ms=10,
-                color="C3", label=eigenvalues_label)
+        ax.plot(np.asarray(eigenvalues, float), np.full(len(eigenvalues), 0.04), "|", ms=10,
+                color="C3", label=eigenvalues_label, transform=ax.get_xaxis_transform())
         ax.legend(fontsize=8)
     ax.set_xlabel("eigenvalue")
     ax.set_ylabel("density (SLQ, Gaussian-broadened)")
