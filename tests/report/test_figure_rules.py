@@ -292,6 +292,10 @@ def test_a_time_axis_named_by_its_recorded_series_reads_as_words():
     assert metric_label("effective_epochs") == "effective epochs"
     assert metric_label("grad_evals") == "gradient evaluations"
     assert metric_label("entropy_angle/degrees") == "entropy_angle (degrees)"
+    # the dynamics instrument's series, named as the walk plot names them (Xing et al. Fig. 1)
+    assert metric_label("dist_from_init") == (
+        r"distance from initialisation $\|\theta_t - \theta_0\|$")
+    assert metric_label("grad_cosine").endswith(r"$\cos(g_{t-1}, g_t)$")
 
 
 def test_series_with_equal_points_are_drawn_side_by_side_not_over_one_another():

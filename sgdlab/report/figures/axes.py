@@ -28,7 +28,9 @@ METRIC_LABELS = {"train_loss": "train loss", "test_loss": "test loss",
                  "test_acc": "test accuracy", "train_perplexity": "train perplexity",
                  "test_perplexity": "test perplexity", "lr": "learning rate",
                  "sharpness/expected": "expected sharpness E[L(θ+ξ)] − L(θ)",
-                 "effective_epochs": "effective epochs", "grad_evals": "gradient evaluations"}
+                 "effective_epochs": "effective epochs", "grad_evals": "gradient evaluations",
+                 "dist_from_init": r"distance from initialisation $\|\theta_t - \theta_0\|$",
+                 "grad_cosine": r"consecutive-gradient cosine $\cos(g_{t-1}, g_t)$"}
 # a recorded name's last part that is its unit ("entropy_angle/degrees"), as the axis says it
 UNITS = {"degrees": "degrees", "seconds": "s"}
 
