@@ -356,3 +356,29 @@ def test_a_density_clipped_on_a_log_axis_lies_on_the_axis_foot():
     assert line.get_ydata().min() == pytest.approx(ax.get_ylim()[0])
     assert rug.get_xdata()[0] == 1.0 and rug.get_ydata()[0] == 0.04   # in axes fraction
     plt.close(fig)
+
+
+def test_a_long_title_and_axis_label_are_wrapped_inside_the_figure():
+    from sgdlab.report.figures.charts import wrapped
+
+    # chaudhari-entropy-sgd-rnn's curve: both ran past the figure's edges
+    title = ("§3.3.4-3.3.5, Fig. 3.7, Table 3.1 (PTB-LSTM, char-LSTM): angle between the "
+             "local-entropy and the SGD gradients (degrees)\nseed 0")
+    ylabel = "angle between the local-entropy and the SGD gradient (degrees)"
+    fig = curves({"a": ([0, 1, 2], [85.0, 42.0, 50.0], None)}, xlabel="effective epochs",
+                 ylabel=ylabel, title=title)
+    ax = fig.axes[0]
+    fig.canvas.draw()
+    r = fig.canvas.get_renderer()
+    for text in (ax.title, ax.yaxis.label, ax.xaxis.label):
+        box = text.get_window_extent(r)
+        assert 0 <= box.x0 and box.x1 <= fig.bbox.x1, text.get_text()
+        assert 0 <= box.y0 and box.y1 <= fig.bbox.y1, text.get_text()
+    # only broken at spaces, the given line break kept
+    assert ax.get_title().replace("\n", " ") == title.replace("\n", " ")
+    assert ax.get_title().endswith("\nseed 0") and ax.get_ylabel().count("\n") >= 1
+    assert ax.get_xlabel() == "effective epochs"
+    plt.close(fig)
+    # a mathtext span is never broken
+    label = r"distance from initialisation $\|\theta_t - \theta_0\|$"
+    assert wrapped(label, 1.0) == "distance from\ninitialisation\n" + r"$\|\theta_t - \theta_0\|$"

@@ -93,10 +93,55 @@ def _scales_and_labels(ax, series: dict, *, logx: bool, logy: bool, xlabel: str,
         log_scale(ax, [v for x, *_ in series.values() for v in x], axis="x")
     if logy:
         log_scale(ax, [v for _, y, *_ in series.values() for v in y], axis="y")
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
+    # wrapped to the axes: a catalogue title ("§3.3.4-3.3.5, Fig. 3.7, Table 3.1 (PTB-LSTM,
+    # char-LSTM): angle between ...") ran past both edges of the figure, its label past both
+    # ends of the axis
+    width, height = _room(ax)
+    ax.set_xlabel(wrapped(xlabel, width))
+    ax.set_ylabel(wrapped(ylabel, height))
     if title:
-        ax.set_title(title, fontsize=10)
+        ax.set_title(wrapped(title, width), fontsize=10)
+
+
+def _room(ax) -> tuple[float, float]:
+    """The inches a title or x label (centred on ``ax``) and a y label may take: a fifth more
+    than the axes' width, a quarter more than their height (into the margins, not into the
+    next panel), and no more than fits the figure either side of the axes' centre."""
+    pos = ax.get_position()
+    w, h = ax.figure.get_size_inches()
+    cx, cy = (pos.x0 + pos.x1) / 2, (pos.y0 + pos.y1) / 2
+    return (min(1.2 * pos.width * w, 1.8 * min(cx, 1 - cx) * w),
+            min(1.25 * pos.height * h, 1.8 * min(cy, 1 - cy) * h))
+
+
+def wrapped(text: str, inches: float, fontsize: float = 10.0) -> str:
+    """``text`` broken at spaces into lines about ``inches`` wide at ``fontsize`` points
+    (DejaVu Sans averages under 0.6 em a character); a mathtext span ``$...$`` is kept whole and
+    counted at half its source length. Lines ``text`` already breaks are kept."""
+    per_line = max(20, int(inches * 72 / (0.6 * fontsize)))
+    out = []
+    for line in text.split("\n"):
+        words, cur, in_math = [], "", False
+        for ch in line:               # split at spaces outside $...$
+            if ch == "$":
+                in_math = not in_math
+            if ch == " " and not in_math:
+                words.append(cur)
+                cur = ""
+            else:
+                cur += ch
+        words.append(cur)
+        rows, row, size = [], [], 0
+        for w in words:
+            n = len(w) // 2 if "$" in w else len(w)
+            if row and size + 1 + n > per_line:
+                rows.append(" ".join(row))
+                row, size = [], 0
+            size += (1 if row else 0) + n
+            row.append(w)
+        rows.append(" ".join(row))
+        out += rows
+    return "\n".join(out)
 
 
 def panels(n: int, *, width: float = 4.2, height: float = 3.2, min_width: float = 0.0,
