@@ -382,3 +382,16 @@ def test_a_long_title_and_axis_label_are_wrapped_inside_the_figure():
     # a mathtext span is never broken
     label = r"distance from initialisation $\|\theta_t - \theta_0\|$"
     assert wrapped(label, 1.0) == "distance from\ninitialisation\n" + r"$\|\theta_t - \theta_0\|$"
+
+
+def test_a_zoomed_bar_chart_keeps_its_longer_label_inside_the_figure():
+    from sgdlab.report.figures.charts import grouped_bars
+
+    fig = grouped_bars(["a", "b"], {"acc": ([0.9355, 0.9435], None)}, zoom=True,
+                       ylabel="best validation accuracy of the last epoch")
+    ax = fig.axes[0]
+    fig.canvas.draw()
+    box = ax.yaxis.label.get_window_extent(fig.canvas.get_renderer())
+    assert 0 <= box.y0 and box.y1 <= fig.bbox.y1, ax.get_ylabel()
+    assert ax.get_ylabel().replace("\n", " ").endswith("(axis from 0.9335, not 0)")
+    plt.close(fig)

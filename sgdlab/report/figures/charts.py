@@ -282,7 +282,7 @@ def grouped_bars(labels: Sequence[str],
     if not numeric:
         ax.set_xticks(x)
         ax.set_xticklabels(labels, rotation=30, ha="right", fontsize=8)
-    ax.set_ylabel(ylabel)
+    ax.set_ylabel(wrapped(ylabel, _room(ax)[1]))
     tops = [t for t in tops if np.isfinite(t)]
     if zoom and tops:
         lo, hi = min(tops), max(tops)
@@ -291,9 +291,10 @@ def grouped_bars(labels: Sequence[str],
         if lo - pad > 0 or hi + pad < 0:
             # bars cut off read as ratios of their heights: the label says they are not
             start = lo - pad if lo - pad > 0 else hi + pad
-            ax.set_ylabel(f"{ylabel} (axis from {start:.4g}, not 0)")
+            ax.set_ylabel(wrapped(f"{ylabel} (axis from {start:.4g}, not 0)",
+                                  _room(ax)[1]))
     if title:
-        ax.set_title(title, fontsize=10)
+        ax.set_title(wrapped(title, _room(ax)[0]), fontsize=10)
     if len(series) > 1:
         ax.legend(fontsize=7)
     ax.grid(axis="y", alpha=0.3)
