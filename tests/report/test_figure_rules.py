@@ -382,6 +382,9 @@ def test_a_long_title_and_axis_label_are_wrapped_inside_the_figure():
     # a mathtext span is never broken
     label = r"distance from initialisation $\|\theta_t - \theta_0\|$"
     assert wrapped(label, 1.0) == "distance from\ninitialisation\n" + r"$\|\theta_t - \theta_0\|$"
+    # nor a relation from its right-hand side (Xing et al. Fig. 4's label)
+    assert wrapped(r"mean $\cos(g_{t-1}, g_t)$ over steps ≥ 40", 1.9) == (
+        "mean $\\cos(g_{t-1}, g_t)$ over\nsteps ≥ 40")
 
 
 def test_a_zoomed_bar_chart_keeps_its_longer_label_inside_the_figure():

@@ -114,6 +114,9 @@ def _room(ax) -> tuple[float, float]:
             min(1.25 * pos.height * h, 1.8 * min(cy, 1 - cy) * h))
 
 
+RELATIONS = {"=", "<", ">", "≤", "≥", "≈", "±", "×", "~", "→"}
+
+
 def wrapped(text: str, inches: float, fontsize: float = 10.0) -> str:
     """``text`` broken at spaces into lines about ``inches`` wide at ``fontsize`` points
     (DejaVu Sans averages under 0.6 em a character); a mathtext span ``$...$`` is kept whole and
@@ -131,6 +134,10 @@ def wrapped(text: str, inches: float, fontsize: float = 10.0) -> str:
             else:
                 cur += ch
         words.append(cur)
+        # a relation keeps its right-hand side on its line: "steps ≥ 40", not "steps ≥" / "40"
+        for i in range(len(words) - 2, -1, -1):
+            if words[i] in RELATIONS:
+                words[i:i + 2] = [f"{words[i]} {words[i + 1]}"]
         rows, row, size = [], [], 0
         for w in words:
             n = len(w) // 2 if "$" in w else len(w)
