@@ -385,6 +385,8 @@ def test_a_long_title_and_axis_label_are_wrapped_inside_the_figure():
     # nor a relation from its right-hand side (Xing et al. Fig. 4's label)
     assert wrapped(r"mean $\cos(g_{t-1}, g_t)$ over steps ≥ 40", 1.9) == (
         "mean $\\cos(g_{t-1}, g_t)$ over\nsteps ≥ 40")
+    assert wrapped("escape success (Wilson interval, z = 2)", 2.8) == (
+        "escape success (Wilson interval,\nz = 2)")
 
 
 def test_a_zoomed_bar_chart_keeps_its_longer_label_inside_the_figure():

@@ -134,10 +134,10 @@ def wrapped(text: str, inches: float, fontsize: float = 10.0) -> str:
             else:
                 cur += ch
         words.append(cur)
-        # a relation keeps its right-hand side on its line: "steps ≥ 40", not "steps ≥" / "40"
-        for i in range(len(words) - 2, -1, -1):
-            if words[i] in RELATIONS:
-                words[i:i + 2] = [f"{words[i]} {words[i + 1]}"]
+        # a relation keeps both sides on its line: "steps ≥ 40", not "steps ≥" / "40"
+        for i in range(len(words) - 2, 0, -1):
+            if words[i] in RELATIONS and i + 1 < len(words):
+                words[i - 1:i + 2] = [" ".join(words[i - 1:i + 2])]
         rows, row, size = [], [], 0
         for w in words:
             n = len(w) // 2 if "$" in w else len(w)
