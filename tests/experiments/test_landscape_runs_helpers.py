@@ -215,7 +215,11 @@ def test_the_sweep_marks_where_gd_stops_being_stable():
                                 "eta_lambda_max": 10 * lr}) for lr in (0.1, 0.4)]
     spec = SimpleNamespace(paper=PAPER, options={"faster": ["sgd"], "slower": ["sgd"]})
     (_, fig), = lr.zhu_escape_sweep_analysis(spec, runs).figures
-    (mark,) = [ln for ln in fig.axes[0].get_lines() if ln.get_label() == "η = 2/λ_max"]
+    # the subscript in mathtext (plain text drew "λ_max" with its underscore), the title
+    # naming the figure of the paper as the entry's other figures do
+    (mark,) = [ln for ln in fig.axes[0].get_lines()
+               if ln.get_label() == r"η = 2/$\lambda_{max}$"]
+    assert fig.axes[0].get_title().startswith("Zhu et al. Fig. 3(c) over η: escape success")
     assert list(mark.get_xdata()) == pytest.approx([0.2, 0.2])
 
 

@@ -525,7 +525,7 @@ def zhu_escape_sweep_analysis(spec, runs) -> Analysis:
     fig, (ax,) = panels(1, width=6.4, height=4.4)
     crit = [lr * 2 / v for lr, v in eta_lam.items() if v]
     if crit:
-        ax.axvline(crit[0], color="k", ls="--", lw=0.8, label="η = 2/λ_max")
+        ax.axvline(crit[0], color="k", ls="--", lw=0.8, label=r"η = 2/$\lambda_{max}$")
     series = {}
     for m in methods:
         xs = [lr for lr in etas if (m, lr) in est]
@@ -534,7 +534,8 @@ def zhu_escape_sweep_analysis(spec, runs) -> Analysis:
         series[LABELS.get(m, m)] = (xs, ps, interval_errors(ps, cis))
     colour = group_colours(methods)
     error_bars(series, xlabel="η", ylabel="success rate", logx=True, ax=ax,
-               title=f"escape success vs η (Wilson interval, z = {z:g})",
+               title=f"Zhu et al. Fig. 3(c) over η: escape success (Wilson interval, "
+                     f"z = {z:g})",
                styles={LABELS.get(m, m): {"color": colour[m]} for m in methods})
     ax.set_ylim(-0.03, 1.03)
     fig.tight_layout()
