@@ -51,6 +51,11 @@ def test_a_log_axis_over_less_than_a_decade_reads_plain_numbers():
                  logy=True)
     assert _tick_texts(fig.axes[0]) == ["1", "0.5", "2"]
     plt.close(fig)
+    # under a decade, 2 to 9.5 (chaudhari-sgld's loss): the top of the axis labelled too
+    fig = curves({"a": ([0, 1, 2], [2.0, 3.5, 9.5], None)}, xlabel="x", ylabel="loss",
+                 logy=True)
+    assert sorted(map(float, _tick_texts(fig.axes[0]))) == [2, 3, 5, 7, 10]
+    plt.close(fig)
     fig = curves({"a": ([0, 1, 2], [10.0, 1.0, 0.01], None)}, xlabel="x", ylabel="y",
                  logy=True)
     assert any("10^{-1}" in t for t in _tick_texts(fig.axes[0]))   # decades keep powers

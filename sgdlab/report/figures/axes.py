@@ -51,7 +51,7 @@ def metric_label(name: str) -> str:
 
 class PlainLogFormatter(ticker.Formatter):
     """Tick labels as plain numbers (``%.6g``); of more than ``MAX_LABELS`` ticks in view only
-    those at 1, 2, 3 or 5 times a power of ten are labelled (1, 2 or 5 over a decade or more;
+    those at 1, 2, 3, 5 or 7 times a power of ten are labelled (1, 2 or 5 over a decade or more;
     every k-th one when fewer than two qualify), so that labels do not overlap."""
 
     def __init__(self):
@@ -64,7 +64,8 @@ class PlainLogFormatter(ticker.Formatter):
         lo, hi = sorted(self.axis.get_view_interval())
         locs = [v for v in self._ticks if lo <= v <= hi]
         if len(locs) > MAX_LABELS:
-            mantissas = (1, 2, 5) if lo > 0 and hi >= 10 * lo else (1, 2, 3, 5)
+            # under a decade, 7 too: 2, 3, 5 left the top two fifths of a 2-9 axis unlabelled
+            mantissas = (1, 2, 5) if lo > 0 and hi >= 10 * lo else (1, 2, 3, 5, 7)
             keep = [v for v in locs if v > 0 and round(v / 10 ** math.floor(math.log10(v)), 6)
                     in mantissas]
             if len(keep) < 2:
