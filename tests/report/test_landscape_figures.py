@@ -129,3 +129,17 @@ def test_the_escape_chains_figure_says_what_its_panels_show():
     fig = escape_chains_figure(chains, title="Fig. 3(c): the first 5 of 100 repetitions")
     assert fig.get_suptitle() == "Fig. 3(c): the first 5 of 100 repetitions"
     plt.close(fig)
+
+
+def test_the_pspin_figure_says_what_its_points_are_and_that_its_scales_differ():
+    from sgdlab.report.figures.landscapes import pspin_figure
+
+    emb = {"glassy": np.array([[0.0, 1.0], [1.0, 0.0]]), "trivial": np.zeros((1, 2))}
+    en = {"glassy": np.array([-1.4, -1.3]), "trivial": np.array([-3.5])}
+    fig = pspin_figure(emb, en, {"glassy": 2, "trivial": 1})
+    title = fig.get_suptitle()
+    assert "projected GD" in title and "own scale" in title
+    fig.canvas.draw()
+    box = fig._suptitle.get_window_extent(fig.canvas.get_renderer())
+    assert 0 <= box.x0 and box.x1 <= fig.bbox.x1 and box.y1 <= fig.bbox.y1
+    plt.close(fig)

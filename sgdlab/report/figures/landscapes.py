@@ -201,6 +201,9 @@ def pspin_figure(embeddings: Mapping[str, Array], energies: Mapping[str, Array],
         ax.set(xticks=[], yticks=[], xlabel="t-SNE 1", ylabel="t-SNE 2")
         ax.set_title(f"{name}\n{c} distinct {'minimum' if c == 1 else 'minima'}{starts}",
                      fontsize=10)
+    # the panels name the regimes; what the points are, and that each colour bar is its own
+    fig.suptitle("minima of the spherical p-spin glass found by projected GD, one point per "
+                 "distinct minimum (t-SNE); each panel's colours on its own scale", fontsize=10)
     fig.tight_layout()
     return fig
 
