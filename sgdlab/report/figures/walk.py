@@ -120,8 +120,10 @@ def walk_figure(runs: History | Mapping[str, History], *, max_steps: int | None 
             end = _last_iteration(h)
             for a in axes[:, j]:
                 a.set_xlim(0, max_steps if end is None else min(max_steps, end))
-    if title:
-        fig.suptitle(title)
+    # the panels' y labels are symbols: the title says what the three rows are
+    rows = ("walk plot: the loss between consecutive iterates, the cosine of consecutive "
+            "gradients, the distance from initialisation")
+    fig.suptitle(f"{title}\n{rows}" if title else rows, fontsize=10)
     fig.tight_layout()
     return fig
 
