@@ -539,8 +539,12 @@ def test_barriers_read_an_epoch_logged_twice_from_its_complete_row():
     for k, v in (("walk_epoch", 1.0), ("walk_epoch_steps", 200.0),
                  ("walk_epoch_barriers", 0.0), ("walk_epoch_mean_height", 0.05)):
         r.metrics[k].insert(0, (200, v))          # the partial row, logged at the stop
-    xing_barriers(SimpleNamespace(paper=PAPER, options={"epochs": [1], "claims": []}), [r])
+    res = xing_barriers(SimpleNamespace(paper=PAPER, options={"epochs": [1], "claims": []}),
+                        [r])
     assert r.summary["barriers_epoch1"] == 3.0
+    # the figure's title says what it shows, not only the paper's tables and the seeds
+    assert "height above the valley floor per epoch" in dict(res.figures)["heights"].axes[
+        0].get_title()
     assert r.summary["barrier_fraction_epoch1"] == pytest.approx(3 / 450)
     assert r.summary["height_epoch1"] == pytest.approx(0.02)
 

@@ -227,7 +227,8 @@ def xing_barriers(spec, runs: list[StoredRun]) -> Analysis:
                   None) for g in groups}
     fig = curves(series, xlabel="epoch", ylabel="mean height above the valley floor",
                  markers=True, logy=True,
-                 title=f"{paper_ref(spec.paper)}: {seeds_note(groups, spread=False)}")
+                 title=f"{paper_ref(spec.paper)}: height above the valley floor per epoch\n"
+                       f"{seeds_note(groups, spread=False)}")
     table = walk_epoch_table({f"{r.group} (seed {r.seed})": r.metrics for r in runs})
     return Analysis(tables=[summary, table], figures=[("heights", fig)], conclusions=concl)
 
