@@ -405,3 +405,14 @@ def test_a_zoomed_bar_chart_keeps_its_longer_label_inside_the_figure():
     assert 0 <= box.y0 and box.y1 <= fig.bbox.y1, ax.get_ylabel()
     assert ax.get_ylabel().replace("\n", " ").endswith("(axis from 0.9335, not 0)")
     plt.close(fig)
+
+
+def test_histograms_of_several_series_share_their_bins():
+    from sgdlab.report.figures.charts import histogram
+
+    # two spectra of different ranges (chaudhari-hessian-spectrum's eigen histogram)
+    fig = histogram({"wide": [-0.4, 0.0, 0.0, 1.25], "narrow": [0.0, 0.01, 0.02, 0.7]},
+                    xlabel="eigenvalue λ", bins=10)
+    widths = {round(p.get_width(), 12) for p in fig.axes[0].patches}
+    assert widths == {round(1.65 / 10, 12)}
+    plt.close(fig)

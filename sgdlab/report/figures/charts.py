@@ -312,11 +312,17 @@ def grouped_bars(labels: Sequence[str],
 
 def histogram(values: dict[str, Sequence[float]], *, xlabel: str, title: str = "",
               bins: int = 60, logy: bool = True, figsize=(5.2, 3.6), ax=None):
+    """Counts of each series' values in ``bins`` bins shared by all of them (over the range
+    of their finite values pooled): with bins of its own each, a series of a narrower range
+    had narrower bins, and its counts read as lower than another's of the same density."""
     fig = None
     if ax is None:
         fig, ax = plt.subplots(figsize=figsize)
-    for label, v in values.items():
-        ax.hist(np.asarray(v, float), bins=bins, alpha=0.5, label=label)
+    arrays = {label: np.asarray(v, float) for label, v in values.items()}
+    pooled = np.concatenate([a[np.isfinite(a)] for a in arrays.values()] or [np.zeros(0)])
+    edges = np.histogram_bin_edges(pooled, bins=bins) if pooled.size else bins
+    for label, a in arrays.items():
+        ax.hist(a[np.isfinite(a)], bins=edges, alpha=0.5, label=label)
     if logy:
         ax.set_yscale("log")
     ax.set_xlabel(xlabel)
