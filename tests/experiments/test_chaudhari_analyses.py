@@ -299,6 +299,11 @@ def test_the_iterate_acf_legend_lies_right_of_the_axes():
     box = ax.get_legend().get_window_extent(renderer)
     assert box.x0 >= ax.get_window_extent(renderer).x1 and box.x1 <= fig.bbox.x1
     assert len(ax.get_legend().get_texts()) == 3
+    # subscripts in mathtext; the increments' figure titled with what it shows, as its
+    # siblings are (it read "tiny-fc")
+    assert ax.get_ylabel() == "autocorrelation of $x_k$"
+    title = dict(trajectory(spec, [r]).figures)["trajectory_tiny-fc"].get_suptitle()
+    assert title == "tiny-fc: increments of the trajectory (Fig. 6.3a)"
 
 
 def _grad_verdict(run, **options):

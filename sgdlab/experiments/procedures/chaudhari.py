@@ -521,14 +521,15 @@ def trajectory(spec, runs: list[StoredRun]) -> Analysis:
                              band=d["acf_band"], n=d["n_increments"])
         # the figures draw one trajectory's spectra: that seed is named, where there are several
         one = f"{g}, seed {r0.seed}" if len(rs) > 1 else g
-        figs.append((f"trajectory_{g}", trajectory_figure(spec_ns, ac, title=one)))
+        figs.append((f"trajectory_{g}", trajectory_figure(
+            spec_ns, ac, title=f"{one}: increments of the trajectory (Fig. 6.3a)")))
         lags = d.get("iterate_acf_lags", [])
         if lags:
             band = float(d["iterate_acf_band"])
             fig = curves(
                 {"SGD iterates": (lags, d["iterate_acf_mean"], d["iterate_acf_std"]),
                  "Brownian path (same n)": (lags, d["brownian_acf_mean"], None)},
-                xlabel="lag (snapshots)", ylabel="autocorrelation of x_k", figsize=(7.2, 3.6),
+                xlabel="lag (snapshots)", ylabel="autocorrelation of $x_k$", figsize=(7.2, 3.6),
                 title=f"{one}: autocorrelation of the iterates (Fig. 6.3b)")
             ax = fig.axes[0]
             # the band is ±: the test counts |ACF| above it (Fig. 6.3b's dotted red lines)
@@ -544,7 +545,7 @@ def trajectory(spec, runs: list[StoredRun]) -> Analysis:
             steps, vals = zip(*gn)
             figs.append((f"grad_norm_{g}", curves(
                 {"‖∇f‖ (full batch)": (steps, vals, None)}, xlabel="step",
-                ylabel="‖∇f(x_k)‖", log_steps_x=True, logy=True,
+                ylabel="‖∇f($x_k$)‖", log_steps_x=True, logy=True,
                 title=f"{one}: full gradient norm (Fig. 6.3c)")))
         lf_r = stat(rs, "low_frequency_ratio")[0]
         lf_p = stat(rs, "low_frequency_p_value")[0]
