@@ -300,7 +300,8 @@ def test_ratio_grid_figure_draws_each_batch_sizes_finite_means_against_the_ratio
     (name, fig), = ratio_grid(spec, runs).figures
     assert name == "ratio_grid"
     axes = [ax for ax in fig.axes if ax.get_visible()]
-    assert [ax.get_ylabel() for ax in axes] == ["Hessian λ_max", "validation accuracy"]
+    assert [ax.get_ylabel() for ax in axes] == [r"Hessian $\lambda_{max}$",
+                                                "validation accuracy"]
     ax = axes[0]
     assert ax.get_xscale() == "log" and ax.get_xlabel() == "η / B"
     assert [t.get_text() for t in ax.get_legend().get_texts()] == ["B=50", "B=100"]
@@ -316,7 +317,7 @@ def test_ratio_grid_figure_draws_each_batch_sizes_finite_means_against_the_ratio
     one_b = [_grid_run(lr, 32, 0, top, top / 10) for lr, top in ((0.05, 4.1), (0.2, 4.4))]
     (_, fig), = ratio_grid(SimpleNamespace(paper=PAPER, options={}), one_b).figures
     low, high = fig.axes[1].get_xlim()
-    assert fig.axes[1].get_ylabel() == "Hessian ‖H‖_F"
+    assert fig.axes[1].get_ylabel() == r"Hessian $\|H\|_F$"     # mathtext subscripts
     assert not any(len(ln.get_xdata()) for ln in fig.axes[1].lines)
     assert fig.axes[1].get_xscale() == "log" and 0 < low < high
     fig.savefig(io.BytesIO(), format="svg")

@@ -113,6 +113,10 @@ def ratio_rows(runs: list[StoredRun], metrics: list[str]):
 LABELS = {"hessian_top": "Hessian λ_max", "hessian_frobenius": "Hessian ‖H‖_F",
           "test_acc": "validation accuracy", "test_loss": "validation loss",
           "train_loss": "train loss"}
+# the same names on a figure's axes, their subscripts in mathtext (matplotlib draws a plain
+# underscore as one); tables and conclusions keep LABELS' plain text
+AXIS_LABELS = {**LABELS, "hessian_top": r"Hessian $\lambda_{max}$",
+               "hessian_frobenius": r"Hessian $\|H\|_F$"}
 
 
 @register_analysis("jastrzebski_ratio_grid")
@@ -151,7 +155,7 @@ def ratio_grid(spec, runs: list[StoredRun]) -> Analysis:
         # drawing, so that a panel with no finite mean is scaled as a log axis, not a linear
         # one around 0
         log_scale(ax, [r[2] for r in rows], axis="x")
-        error_bars(series, xlabel="η / B", ylabel=LABELS.get(m, m), ax=ax)
+        error_bars(series, xlabel="η / B", ylabel=AXIS_LABELS.get(m, m), ax=ax)
         for r in rows:
             if r[-2] > 0:
                 ax.axvline(r[2], color="red", ls=":", lw=1)
