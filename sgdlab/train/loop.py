@@ -18,7 +18,8 @@ Conventions (see docs/ARCHITECTURE.md):
 - **Closure optimizers** (class attribute ``needs_closure = True``) get
   ``optimizer.step(closure)``; each ``closure()`` call draws the next batch from the stream
   (every call of a step evaluates the step's batch when the optimizer's
-  ``closure_repeats_batch`` is true: ``HEAT(batches="shared")``), zeroes the gradients, runs forward + backward and returns the loss. Every call counts as one
+  ``closure_repeats_batch`` is true: ``HEAT(batches="shared")``), zeroes the gradients, runs
+  forward + backward and returns the loss. Every call counts as one
   gradient evaluation: ``grad_evals`` and ``effective_epochs`` (examples processed / N, i.e.
   ``grad_evals * B / N`` when B divides N) are logged at each epoch end (for plain optimizers
   they equal steps and epochs). The step's recorded loss
@@ -975,7 +976,7 @@ def _closure_step(ctx: TrainContext, optimizer, model, loss_fn, stream: BatchStr
             torch.nn.utils.clip_grad_norm_(*clip)
         loop["grad_evals"] += 1
         loop["samples"] += len(yb)
-        if calls == 0 or same_batch:
+        if calls == 0:    # the step's loss and hooks are the first call's, either way
             ctx.loss = v
             loop["loss_sum"] += v
             loop["loss_count"] += 1

@@ -406,6 +406,53 @@ def test_closure_optimizer_counts_gradient_evaluations():
     assert len(rec.batches) == 12
 
 
+class SharedLookSGD(TwoLookSGD):
+    """Looks at one mini-batch ``looks`` times, a step between looks (as HEAT's perturbed
+    points differ), so each call's loss differs; keeps the losses its closure returned."""
+
+    closure_repeats_batch = True
+
+    def __init__(self, params, lr=0.1, looks=3):
+        super().__init__(params, lr, looks)
+        self.losses: list[list[float]] = []
+
+    @torch.no_grad()
+    def step(self, closure):
+        self.losses.append([])
+        for _ in range(self.param_groups[0]["looks"]):
+            with torch.enable_grad():
+                self.losses[-1].append(float(closure().detach()))
+            for p in self.param_groups[0]["params"]:
+                p -= self.param_groups[0]["lr"] * p.grad
+
+
+def test_a_closure_that_repeats_the_batch_records_the_first_call_s_loss_and_hooks_once():
+    """With ``closure_repeats_batch`` every call of a step gets the step's batch; the step's
+    loss, the epoch's ``batch_loss`` and ``on_after_backward`` still belong to the first call
+    alone, as for an optimizer that draws a batch a call."""
+    model = make_model(0)
+    seen = []
+
+    class Hooks(Callback):
+        backward = 0
+
+        def on_after_backward(self, ctx):
+            Hooks.backward += 1
+
+        def on_step_end(self, ctx):
+            seen.append(ctx.loss)
+
+    opt = SharedLookSGD(model.parameters(), looks=3)
+    res = train(model, nn.CrossEntropyLoss(), toy_data(), opt, epochs=1, batch_size=20,
+                callbacks=[Hooks()], progress=False)
+    assert res.steps == 3 and res.grad_evals == 9
+    assert Hooks.backward == 3
+    first = [losses[0] for losses in opt.losses]
+    assert len({round(v, 6) for v in opt.losses[0]}) == 3     # the calls' losses differ
+    assert seen == pytest.approx(first, abs=1e-6)
+    assert res.history["batch_loss"][-1][1] == pytest.approx(sum(first) / 3, abs=1e-6)
+
+
 def test_callable_batch_size_and_eval_schedule():
     _, res = run(epochs=3, batch_size=lambda e: [6, 12, 60][e],
                  eval_every=Schedule.every(4))
