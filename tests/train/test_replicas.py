@@ -910,3 +910,68 @@ def test_an_instrument_of_the_training_loop_or_a_failing_one_is_named():
                          callbacks=[MeasurementCallback(non_finite, Schedule.every(1))])
     assert res.status == "diverged" and res.rounds == 1
     assert "non-finite values in a measurement of the master after round 1" in res.message
+
+
+class ThreadCommunicator:
+    """``world`` replica processes as threads: ``average`` and ``reduce_round`` all-reduce
+    through shared slots (a barrier that times out: a mismatched collective fails, not hangs)."""
+
+    def __init__(self, rank, shared):
+        self.rank, self.shared = rank, shared
+        self.world_size = len(shared["slots"])
+
+    def average(self, tensors):
+        flat = torch.cat([t.detach().reshape(-1) for t in tensors])
+        self.shared["slots"][self.rank] = flat
+        self.shared["barrier"].wait()
+        total = sum(self.shared["slots"]) / self.world_size
+        self.shared["barrier"].wait()
+        out, i = [], 0
+        for t in tensors:
+            out.append(total[i:i + t.numel()].view_as(t))
+            i += t.numel()
+        return out
+
+    def reduce_round(self, anchors, losses):
+        (mine,), (loss,) = anchors, losses
+        *master, mean = self.average(list(mine) + [loss.detach().reshape(1).to(mine[0])])
+        return master, float(mean)
+
+
+def run_threads(fn, world):
+    """``fn(rank, communicator)`` on ``world`` threads: each one's result or exception."""
+    import threading
+    shared = {"slots": [None] * world, "barrier": threading.Barrier(world, timeout=10)}
+    out = [None] * world
+
+    def target(rank):
+        try:
+            out[rank] = fn(rank, ThreadCommunicator(rank, shared))
+        except Exception as e:      # (handed back to the test)
+            out[rank] = e
+    threads = [threading.Thread(target=target, args=(r,)) for r in range(world)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    return out
+
+
+def test_replica_processes_given_instruments_on_other_schedules_are_all_refused_at_once():
+    """Rank 0 measures and every rank meets it in an all-reduce at its measurement rounds:
+    instruments of the same kinds on other schedules (every 2 and every 3 rounds) would have
+    the ranks' collectives cross, so every rank refuses them before the first round."""
+    from sgdlab.train.replicas import _ReplicaTraining
+    data, cfg = toy_data(), ParleConfig(**BN_CFG)
+
+    def start(rank, comm, every):
+        _ReplicaTraining(toy_model(), LOSS, data, cfg, rounds=4, epochs=None, grad_evals=None,
+                         mode="distributed", eval_every=None, eval_subset=None, device=None,
+                         communicator=comm, checkpoint_dir=None, checkpoint_every=None,
+                         resume=False, callbacks=[hessian_every(every[rank])])
+        return "started"
+
+    assert run_threads(lambda rank, comm: start(rank, comm, [2, 2]), 2) == ["started"] * 2
+    out = run_threads(lambda rank, comm: start(rank, comm, [2, 3]), 2)
+    assert all(isinstance(e, ConfigError) for e in out), out
+    assert "different instruments" in str(out[0]) and "every 3" in str(out[1])
