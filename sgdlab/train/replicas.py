@@ -529,8 +529,10 @@ class _ReplicaTraining:
       (barriers around it), so a resume finds a consistent set or refuses;
     - a finished run ends with a checkpoint set (it can be extended with more rounds),
       written at the end of ``fit``: its history is the last round's, without the final
-      evaluation, and a failed write marks the run failed; a diverged run keeps its last
-      periodic set, from before the non-finite round;
+      evaluation (the set says it is the last round's: a resume that extends the run
+      evaluates and measures that round's master again, as a middle round), and a failed
+      write marks the run failed; a diverged run keeps its last periodic set, from before
+      the non-finite round;
     - the final master (x̄, and the mean of the replicas' floating buffers, its batch-norm
       statistics recomputed under ``master_buffers="recompute"``) is evaluated once, and its
       last rows, summary and status are committed together.
@@ -578,6 +580,8 @@ class _ReplicaTraining:
         if self.ckpt is not None:
             check_checkpoint_dir(self.ckpt, resume)
         self.saved_run_id: str | None = None
+        # a resumed set of a run's last round: its master, evaluated after the set was saved
+        self.resumed_last: list[Tensor] | None = None
         if resume:
             self._resume()
         self.round = self.start         # the last round completed
@@ -670,6 +674,8 @@ class _ReplicaTraining:
                         for k, pts in head["history"].items()}
         self.comm_time = float(mine_state.get("comm_time", 0.0))
         self.saved_run_id = head.get("run_id")
+        if head.get("last") and head.get("master") is not None:
+            self.resumed_last = [t.to(self.dev) for t in head["master"]]
 
     def open_record(self, store: Any, run_id: str | None, name: str | None,
                     run_config: dict[str, Any] | None = None) -> None:
@@ -709,6 +715,17 @@ class _ReplicaTraining:
             self.evaluate(self.workers[0].optimizer.anchors(), 0, instruments=self._due(0))
             if self.status != "finished":
                 return    # an instrument met non-finite numbers at the initial weights
+        elif self.resumed_last is not None and self.start < self.rounds:
+            # the saved run's last round, evaluated and measured after its set by
+            # final_master (rows a resume drops), is not redone: do it as a middle round
+            r = self.start
+            metrics = self.eval_every is not None and r % self.eval_every == 0
+            due = self._due(r)
+            if metrics or due:
+                self.evaluate(self.resumed_last, r * self.cfg.L, metrics=metrics,
+                              instruments=due)
+                if self.status != "finished":
+                    return
         for r in range(self.start + 1, self.rounds + 1):
             master = self._round(r)
             if master is None:
@@ -903,6 +920,8 @@ class _ReplicaTraining:
                 "examples": self.examples, "settings": self.settings,
                 "stored_rows": self.writer.stored if self.writer is not None else None,
                 "master": None if master is None else [t.detach().cpu().clone() for t in master],
+                # the run's last round: its evaluation and instruments come after this set
+                "last": r == self.rounds,
                 "history": {k: [[s, v] for s, v in pts] for k, pts in self.history.items()}})
         self._barrier()  # nobody overwrites its rank file before master.pt is written
         prev.unlink(missing_ok=True)

@@ -975,3 +975,25 @@ def test_replica_processes_given_instruments_on_other_schedules_are_all_refused_
     out = run_threads(lambda rank, comm: start(rank, comm, [2, 3]), 2)
     assert all(isinstance(e, ConfigError) for e in out), out
     assert "different instruments" in str(out[0]) and "every 3" in str(out[1])
+
+
+@pytest.mark.parametrize("checkpoint_every", [None, 1])
+def test_a_run_extended_by_a_resume_keeps_its_old_last_round_s_evaluation_and_measurement(
+        tmp_path, checkpoint_every):
+    """The master of a run's last round is evaluated and measured after its checkpoint set;
+    extended by a resume, that round is not redone, so the extension evaluates and measures
+    it again: the rows equal an uninterrupted run's, none missing, none twice."""
+    from sgdlab.store import RunStore
+    store = RunStore(tmp_path / "runs.sqlite")
+    cfg = ParleConfig(**BN_CFG)
+    kw = dict(callbacks=[hessian_every(1)], eval_every=1)
+    whole = train_replicas(toy_model(), LOSS, toy_data(), cfg, rounds=4, **kw)
+    ck = tmp_path / "ck"
+    train_replicas(toy_model(), LOSS, toy_data(), cfg, rounds=2, store=store, checkpoint_dir=ck,
+                   checkpoint_every=checkpoint_every, **kw)
+    res = train_replicas(toy_model(), LOSS, toy_data(), cfg, rounds=4, store=store,
+                         checkpoint_dir=ck, resume=True, **kw)
+    for key in ("hess/top_1", "test_loss"):
+        rows = store.metrics(res.run_id, key)[key]
+        assert [int(s) for s, _ in rows] == [0, 3, 6, 9, 12], key
+        assert res.history[key] == pytest.approx(whole.history[key], rel=1e-9), key
