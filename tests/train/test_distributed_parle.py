@@ -128,6 +128,19 @@ def test_distributed_gloo_processes_equal_inprocess(tmp_path, world, tmp_store):
     assert got == pytest.approx([v for _, v in res.history["replica_loss"]], rel=1e-12)
 
 
+def inprocess_and_distributed(tmp_path, cfg, path):
+    """``cfg`` (written to ``path``) run in-process, and by 2 gloo processes into
+    ``tmp_path/dist``: the in-process result and the processes' results.json history."""
+    path.write_text(json.dumps(cfg))
+    res = run_from_config(cfg, mode="inprocess")
+    procs, logs = launch(tmp_path, 2, [str(path), "--out", str(tmp_path / "dist"),
+                                       "--timeout", "30"])
+    for p in procs:
+        p.join(60)
+    assert [p.exitcode for p in procs] == [0, 0], [read(l)[-2000:] for l in logs]
+    return res, json.loads((tmp_path / "dist" / "results.json").read_text())["history"]
+
+
 @pytest.mark.parametrize("master_buffers", ["average", "recompute"])
 def test_distributed_batch_norm_master_is_evaluated_as_in_process(tmp_path, master_buffers):
     """A batch-norm model, evaluated every round: rank 0's evaluations of the master (the
@@ -137,14 +150,7 @@ def test_distributed_batch_norm_master_is_evaluated_as_in_process(tmp_path, mast
     cfg["model"]["batchnorm"] = True
     cfg["parle"]["master_buffers"] = master_buffers
     cfg["eval_every"] = 1
-    path.write_text(json.dumps(cfg))
-    res = run_from_config(cfg, mode="inprocess")
-    procs, logs = launch(tmp_path, 2, [str(path), "--out", str(tmp_path / "dist"),
-                                       "--timeout", "30"])
-    for p in procs:
-        p.join(60)
-    assert [p.exitcode for p in procs] == [0, 0], [read(l)[-2000:] for l in logs]
-    history = json.loads((tmp_path / "dist" / "results.json").read_text())["history"]
+    res, history = inprocess_and_distributed(tmp_path, cfg, path)
     assert [s for s, _ in history["test_loss"]] == [0, 3, 6, 9]
     for k in ("test_loss", "train_loss"):
         assert [v for _, v in history[k]] == pytest.approx([v for _, v in res.history[k]],
@@ -609,14 +615,7 @@ def test_distributed_instruments_measure_the_master_on_rank_0_as_in_process(tmp_
     cfg, path = write_problem(tmp_path, replicas=2, rounds=5)
     cfg["model"]["batchnorm"] = True
     cfg["measure"] = [{"name": "hessian", "every": 2, "k": 1, "tol": 1e-10}]
-    path.write_text(json.dumps(cfg))
-    res = run_from_config(cfg, mode="inprocess")
-    procs, logs = launch(tmp_path, 2, [str(path), "--out", str(tmp_path / "dist"),
-                                       "--timeout", "30"])
-    for p in procs:
-        p.join(60)
-    assert [p.exitcode for p in procs] == [0, 0], [read(l)[-2000:] for l in logs]
-    history = json.loads((tmp_path / "dist" / "results.json").read_text())["history"]
+    res, history = inprocess_and_distributed(tmp_path, cfg, path)
     assert [s for s, _ in history["hess/top_1"]] == [0, 6, 12]
     assert [v for _, v in history["hess/top_1"]] == pytest.approx(
         [v for _, v in res.history["hess/top_1"]], rel=1e-9)
